@@ -1,0 +1,1 @@
+"""sqlvec: a PostgreSQL-compatible SQL vector database."""

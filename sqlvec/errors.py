@@ -1,0 +1,152 @@
+"""SQLSTATE-carrying errors: the only way failures cross from the engine to the wire.
+
+The wire maps the fields one-to-one onto an ErrorResponse (S, C, M, D, H, P). Codes follow
+PostgreSQL's errcodes.txt so drivers raise the exception class their users already catch.
+"""
+
+from __future__ import annotations
+
+
+class SqlVecError(Exception):
+    """An error with a PostgreSQL SQLSTATE and the optional ErrorResponse fields."""
+
+    sqlstate: str = "XX000"
+    severity: str = "ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sqlstate: str | None = None,
+        detail: str | None = None,
+        hint: str | None = None,
+        position: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if sqlstate is not None:
+            self.sqlstate = sqlstate
+        self.detail = detail
+        self.hint = hint
+        self.position = position
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.sqlstate}: {self.message})"
+
+
+# Class 0A — feature not supported
+class FeatureNotSupported(SqlVecError):
+    sqlstate = "0A000"
+
+
+# Class 08 — connection exception
+class ProtocolViolation(SqlVecError):
+    sqlstate = "08P01"
+    severity = "FATAL"
+
+
+# Class 22 — data exception
+class DataException(SqlVecError):
+    """22000: e.g. `different vector dimensions 3 and 4`."""
+
+    sqlstate = "22000"
+
+
+class InvalidTextRepresentation(SqlVecError):
+    sqlstate = "22P02"
+
+
+class NumericValueOutOfRange(SqlVecError):
+    sqlstate = "22003"
+
+
+class DivisionByZero(SqlVecError):
+    sqlstate = "22012"
+
+
+class StringDataRightTruncation(SqlVecError):
+    sqlstate = "22001"
+
+
+class BadCopyFileFormat(SqlVecError):
+    sqlstate = "22P04"
+
+
+# Class 23 — integrity constraint violation
+class NotNullViolation(SqlVecError):
+    sqlstate = "23502"
+
+
+class UniqueViolation(SqlVecError):
+    sqlstate = "23505"
+
+
+# Class 25 — invalid transaction state
+class InFailedTransaction(SqlVecError):
+    sqlstate = "25P02"
+
+
+class ActiveSqlTransaction(SqlVecError):
+    sqlstate = "25001"
+
+
+# Class 3D / 42 — names and syntax
+class InvalidCatalogName(SqlVecError):
+    sqlstate = "3D000"
+
+
+class SyntaxError_(SqlVecError):
+    sqlstate = "42601"
+
+
+class UndefinedTable(SqlVecError):
+    sqlstate = "42P01"
+
+
+class UndefinedColumn(SqlVecError):
+    sqlstate = "42703"
+
+
+class UndefinedObject(SqlVecError):
+    sqlstate = "42704"
+
+
+class UndefinedFunction(SqlVecError):
+    sqlstate = "42883"
+
+
+class DuplicateTable(SqlVecError):
+    sqlstate = "42P07"
+
+
+class DuplicateObject(SqlVecError):
+    sqlstate = "42710"
+
+
+class DatatypeMismatch(SqlVecError):
+    sqlstate = "42804"
+
+
+class InvalidParameterValue(SqlVecError):
+    sqlstate = "22023"
+
+
+# Class 40 — transaction rollback
+class SerializationFailure(SqlVecError):
+    sqlstate = "40001"
+
+
+# Class 57 — operator intervention
+class QueryCanceled(SqlVecError):
+    sqlstate = "57014"
+
+
+# Class 28 — invalid authorization
+class InvalidPassword(SqlVecError):
+    sqlstate = "28P01"
+    severity = "FATAL"
+
+
+# Class XX — internal: storage files that fail their checks
+class DataCorrupted(SqlVecError):
+    sqlstate = "XX001"

@@ -1,0 +1,397 @@
+"""SQL type identity: one place that ties a SQL type to its Arrow type and its pg_type row.
+
+A `SqlType` is a type name plus a type modifier (`vector(3)`, `varchar(10)`, `numeric(10,2)`),
+exactly what PostgreSQL stores in `pg_attribute.atttypid` / `atttypmod`. Everything else —
+the Arrow storage type, the OID the wire sends, the name `format_type()` prints — is derived from it.
+
+`vector(n)` is stored as `fixed_size_list<float32>[n]`; an undimensioned `vector` column is
+`list<float32>`. The vector text form (`[1,2,3]`) is parsed and printed here with pgvector's error
+messages, because the storage layer, the SQL layer and the wire all need it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from sqlvec.errors import (
+    DataException,
+    InvalidTextRepresentation,
+    SqlVecError,
+    UndefinedObject,
+)
+
+# The fixed OIDs of pgvector's types here. In PostgreSQL they depend on when the extension was
+# created; clients look them up by name in pg_type, so any stable value above the built-in range
+# works. 16385 keeps clear of the built-in catalog (< 16384 is reserved for it).
+VECTOR_OID = 16385
+VECTOR_ARRAY_OID = 16386
+
+VECTOR_MAX_DIM = 16000
+
+
+@dataclass(frozen=True)
+class TypeInfo:
+    """A pg_type row as far as clients care: identity, size and how psql names it."""
+
+    typname: str
+    oid: int
+    array_oid: int
+    typlen: int
+    category: str  # pg_type.typcategory
+    display: str  # format_type() without modifiers
+
+
+_TYPES: tuple[TypeInfo, ...] = (
+    TypeInfo("bool", 16, 1000, 1, "B", "boolean"),
+    TypeInfo("bytea", 17, 1001, -1, "U", "bytea"),
+    TypeInfo("char", 18, 1002, 1, "Z", '"char"'),
+    TypeInfo("name", 19, 1003, 64, "S", "name"),
+    TypeInfo("int8", 20, 1016, 8, "N", "bigint"),
+    TypeInfo("int2", 21, 1005, 2, "N", "smallint"),
+    TypeInfo("int4", 23, 1007, 4, "N", "integer"),
+    TypeInfo("regproc", 24, 1008, 4, "N", "regproc"),
+    TypeInfo("text", 25, 1009, -1, "S", "text"),
+    TypeInfo("oid", 26, 1028, 4, "N", "oid"),
+    TypeInfo("json", 114, 199, -1, "U", "json"),
+    TypeInfo("float4", 700, 1021, 4, "N", "real"),
+    TypeInfo("float8", 701, 1022, 8, "N", "double precision"),
+    TypeInfo("unknown", 705, 0, -2, "X", "unknown"),
+    TypeInfo("bpchar", 1042, 1014, -1, "S", "character"),
+    TypeInfo("varchar", 1043, 1015, -1, "S", "character varying"),
+    TypeInfo("date", 1082, 1182, 4, "D", "date"),
+    TypeInfo("time", 1083, 1183, 8, "D", "time without time zone"),
+    TypeInfo("timestamp", 1114, 1115, 8, "D", "timestamp without time zone"),
+    TypeInfo("timestamptz", 1184, 1185, 8, "D", "timestamp with time zone"),
+    TypeInfo("interval", 1186, 1187, 16, "T", "interval"),
+    TypeInfo("numeric", 1700, 1231, -1, "N", "numeric"),
+    TypeInfo("regclass", 2205, 2210, 4, "N", "regclass"),
+    TypeInfo("regtype", 2206, 2211, 4, "N", "regtype"),
+    TypeInfo("uuid", 2950, 2951, 16, "U", "uuid"),
+    TypeInfo("jsonb", 3802, 3807, -1, "U", "jsonb"),
+    TypeInfo("vector", VECTOR_OID, VECTOR_ARRAY_OID, -1, "U", "vector"),
+)
+
+TYPES_BY_NAME: dict[str, TypeInfo] = {t.typname: t for t in _TYPES}
+TYPES_BY_OID: dict[int, TypeInfo] = {t.oid: t for t in _TYPES}
+ARRAY_ELEMENT_BY_OID: dict[int, TypeInfo] = {t.array_oid: t for t in _TYPES if t.array_oid}
+
+# Spellings users write, mapped to the pg_type name they mean.
+ALIASES: dict[str, str] = {
+    "boolean": "bool",
+    "smallint": "int2",
+    "integer": "int4",
+    "int": "int4",
+    "bigint": "int8",
+    "real": "float4",
+    "double precision": "float8",
+    "float": "float8",
+    "decimal": "numeric",
+    "character varying": "varchar",
+    "character": "bpchar",
+    "timestamp without time zone": "timestamp",
+    "timestamp with time zone": "timestamptz",
+    "time without time zone": "time",
+    "serial": "int4",
+    "bigserial": "int8",
+    "smallserial": "int2",
+}
+
+# Default scale for an unconstrained `numeric`: Arrow decimals need a fixed scale, so values
+# are kept at this scale and printed without trailing zeros (typmod -1 tells the printer).
+UNCONSTRAINED_NUMERIC = (38, 12)
+
+
+@dataclass(frozen=True)
+class SqlType:
+    """A column or expression type: pg_type name plus typmod (-1 when there is none).
+
+    typmod follows PostgreSQL: varchar(n) → n + 4, numeric(p, s) → ((p << 16) | s) + 4,
+    timestamp(p) → p, vector(n) → n (pgvector stores the dimension count as is).
+    """
+
+    name: str
+    typmod: int = -1
+
+    def __post_init__(self) -> None:
+        if self.name not in TYPES_BY_NAME:
+            raise UndefinedObject(f'type "{self.name}" does not exist')
+
+    # Construction -----------------------------------------------------------------------
+
+    @classmethod
+    def of(cls, name: str, *modifiers: int) -> SqlType:
+        """Build from a spelling as written in SQL: `SqlType.of("varchar", 10)`."""
+        key = " ".join(name.lower().split())
+        key = ALIASES.get(key, key)
+        if key not in TYPES_BY_NAME:
+            raise UndefinedObject(f'type "{name}" does not exist')
+        return cls(key, _typmod_for(key, modifiers))
+
+    @classmethod
+    def vector(cls, dims: int | None = None) -> SqlType:
+        return cls("vector", -1 if dims is None else check_vector_dims(dims))
+
+    # Identity ---------------------------------------------------------------------------
+
+    @property
+    def info(self) -> TypeInfo:
+        return TYPES_BY_NAME[self.name]
+
+    @property
+    def oid(self) -> int:
+        return self.info.oid
+
+    @property
+    def is_vector(self) -> bool:
+        return self.name == "vector"
+
+    @property
+    def dims(self) -> int | None:
+        """The dimension count of `vector(n)`, or None for an undimensioned vector."""
+        if not self.is_vector:
+            raise TypeError(f"{self.name} has no dimensions")
+        return None if self.typmod < 0 else self.typmod
+
+    @property
+    def char_length(self) -> int | None:
+        """varchar(n) / char(n): n, else None."""
+        if self.name in ("varchar", "bpchar") and self.typmod >= 4:
+            return self.typmod - 4
+        return None
+
+    @property
+    def numeric_precision_scale(self) -> tuple[int, int] | None:
+        if self.name == "numeric" and self.typmod >= 4:
+            raw = self.typmod - 4
+            return raw >> 16, raw & 0xFFFF
+        return None
+
+    def format(self) -> str:
+        """What PostgreSQL's format_type(oid, typmod) prints."""
+        base = self.info.display
+        if self.typmod < 0:
+            return base
+        if self.name in ("varchar", "bpchar"):
+            return f"{base}({self.typmod - 4})"
+        if self.name == "numeric":
+            p, s = self.numeric_precision_scale  # type: ignore[misc]
+            return f"numeric({p},{s})"
+        if self.name in ("timestamp", "timestamptz", "time"):
+            head, _, tail = base.partition(" ")
+            return f"{head}({self.typmod}) {tail}"
+        if self.name == "vector":
+            return f"vector({self.typmod})"
+        return base
+
+    # Arrow ------------------------------------------------------------------------------
+
+    def to_arrow(self) -> pa.DataType:
+        return _arrow_type(self)
+
+    # Persistence (manifest) ---------------------------------------------------------------
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "typmod": self.typmod}
+
+    @classmethod
+    def from_json(cls, data: dict) -> SqlType:
+        return cls(data["name"], int(data.get("typmod", -1)))
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def _typmod_for(name: str, modifiers: tuple[int, ...]) -> int:
+    if not modifiers:
+        return -1
+    if name in ("varchar", "bpchar"):
+        (n,) = modifiers
+        if n < 1:
+            raise InvalidParameterValue_(f"length for type {name} must be at least 1")
+        return n + 4
+    if name == "numeric":
+        p = modifiers[0]
+        s = modifiers[1] if len(modifiers) > 1 else 0
+        if not 1 <= p <= 38:
+            raise InvalidParameterValue_(
+                f"NUMERIC precision {p} must be between 1 and 38 here",
+            )
+        if not 0 <= s <= p:
+            raise InvalidParameterValue_(f"NUMERIC scale {s} must be between 0 and precision {p}")
+        return ((p << 16) | s) + 4
+    if name in ("timestamp", "timestamptz", "time"):
+        (p,) = modifiers
+        return max(0, min(6, p))
+    if name == "vector":
+        (n,) = modifiers
+        return check_vector_dims(n)
+    raise InvalidParameterValue_(f"type modifier is not allowed for type {name}")
+
+
+class InvalidParameterValue_(SqlVecError):
+    sqlstate = "22023"
+
+
+_SIMPLE_ARROW: dict[str, pa.DataType] = {
+    "bool": pa.bool_(),
+    "int2": pa.int16(),
+    "int4": pa.int32(),
+    "int8": pa.int64(),
+    "oid": pa.int64(),
+    "regclass": pa.int64(),
+    "regtype": pa.int64(),
+    "regproc": pa.int64(),
+    "float4": pa.float32(),
+    "float8": pa.float64(),
+    "text": pa.string(),
+    "name": pa.string(),
+    "char": pa.string(),
+    "unknown": pa.string(),
+    "varchar": pa.string(),
+    "bpchar": pa.string(),
+    "json": pa.string(),
+    "jsonb": pa.string(),
+    "uuid": pa.string(),
+    "bytea": pa.binary(),
+    "date": pa.date32(),
+    "time": pa.time64("us"),
+    "timestamp": pa.timestamp("us"),
+    "timestamptz": pa.timestamp("us", tz="UTC"),
+    "interval": pa.month_day_nano_interval(),
+}
+
+
+def _arrow_type(t: SqlType) -> pa.DataType:
+    if t.name == "vector":
+        if t.typmod < 0:
+            return pa.list_(pa.float32())
+        return pa.list_(pa.float32(), t.typmod)
+    if t.name == "numeric":
+        p, s = t.numeric_precision_scale or UNCONSTRAINED_NUMERIC
+        return pa.decimal128(p, s)
+    return _SIMPLE_ARROW[t.name]
+
+
+def sql_type_from_arrow(dt: pa.DataType) -> SqlType:
+    """The SqlType an Arrow result column is described as when no declared type is known."""
+    if pa.types.is_fixed_size_list(dt) and pa.types.is_float32(dt.value_type):
+        return SqlType("vector", dt.list_size)
+    if pa.types.is_list(dt) and pa.types.is_float32(dt.value_type):
+        return SqlType("vector")
+    if pa.types.is_boolean(dt):
+        return SqlType("bool")
+    if pa.types.is_int8(dt) or pa.types.is_int16(dt):
+        return SqlType("int2")
+    if pa.types.is_int32(dt):
+        return SqlType("int4")
+    if pa.types.is_integer(dt):
+        return SqlType("int8")
+    if pa.types.is_float16(dt) or pa.types.is_float32(dt):
+        return SqlType("float4")
+    if pa.types.is_float64(dt):
+        return SqlType("float8")
+    if pa.types.is_decimal(dt):
+        return SqlType("numeric")
+    if pa.types.is_string(dt) or pa.types.is_large_string(dt) or pa.types.is_null(dt):
+        return SqlType("text")
+    if pa.types.is_binary(dt) or pa.types.is_large_binary(dt):
+        return SqlType("bytea")
+    if pa.types.is_date(dt):
+        return SqlType("date")
+    if pa.types.is_time(dt):
+        return SqlType("time")
+    if pa.types.is_timestamp(dt):
+        return SqlType("timestamptz" if dt.tz else "timestamp")
+    if pa.types.is_interval(dt) or pa.types.is_duration(dt):
+        return SqlType("interval")
+    return SqlType("text")
+
+
+# Vector text form ------------------------------------------------------------------------------
+
+_FLOAT_RE = re.compile(r"\s*[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf(?:inity)?|nan)\s*", re.I)
+
+
+def check_vector_dims(dims: int) -> int:
+    if dims < 1:
+        raise DataException("dimensions for type vector must be at least 1")
+    if dims > VECTOR_MAX_DIM:
+        raise SqlVecError(
+            f"dimensions for type vector cannot exceed {VECTOR_MAX_DIM}", sqlstate="22023"
+        )
+    return dims
+
+
+def _invalid_vector(text: str, detail: str) -> InvalidTextRepresentation:
+    return InvalidTextRepresentation(
+        f'invalid input syntax for type vector: "{text}"', detail=detail
+    )
+
+
+def parse_vector(text: str) -> np.ndarray:
+    """Parse pgvector's text form `[1,2,3]` into float32, with pgvector's errors."""
+    s = text.strip()
+    if not s.startswith("["):
+        raise _invalid_vector(text, 'Vector contents must start with "[".')
+    if not s.endswith("]"):
+        if "]" in s:
+            raise _invalid_vector(text, "Junk after closing right brace.")
+        raise _invalid_vector(text, "Unexpected end of input.")
+    body = s[1:-1]
+    if body.strip() == "":
+        raise DataException("vector must have at least 1 dimension")
+    parts = body.split(",")
+    for part in parts:
+        if not _FLOAT_RE.fullmatch(part):
+            raise _invalid_vector(text, "")
+    values = np.array([float(p) for p in parts], dtype=np.float64)
+    with np.errstate(over="ignore"):
+        narrow = values.astype(np.float32)
+    return check_vector_values(narrow, values)
+
+
+def check_vector_values(values: np.ndarray, wide: np.ndarray | None = None) -> np.ndarray:
+    """Reject NaN, infinities and out-of-range values as pgvector does; returns float32."""
+    wide = values if wide is None else wide
+    if values.size > VECTOR_MAX_DIM:
+        raise SqlVecError(
+            f"vector cannot have more than {VECTOR_MAX_DIM} dimensions", sqlstate="54000"
+        )
+    if values.size == 0:
+        raise DataException("vector must have at least 1 dimension")
+    if np.isnan(wide).any():
+        raise DataException("NaN not allowed in vector")
+    if np.isinf(wide).any():
+        raise DataException("infinite value not allowed in vector")
+    f32 = np.asarray(values, dtype=np.float32)
+    if np.isinf(f32).any():
+        bad = float(wide[np.isinf(f32)][0])
+        raise SqlVecError(f'"{bad}" is out of range for type vector', sqlstate="22003")
+    return f32
+
+
+def format_float4(x: float) -> str:
+    """Shortest text that reads back as the same float32, as PostgreSQL 12+ prints `real`."""
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "Infinity" if x > 0 else "-Infinity"
+    f = np.float32(x)
+    if f == 0 or 1e-4 <= abs(f) < 1e15:
+        return np.format_float_positional(f, unique=True, trim="-")
+    return np.format_float_scientific(f, unique=True, trim="-", exp_digits=2)
+
+
+def format_vector(values: np.ndarray) -> str:
+    """pgvector's text output: `[1,2.5,-3]`."""
+    return "[" + ",".join(format_float4(float(v)) for v in values) + "]"
+
+
+def check_expected_dims(expected: int | None, got: int) -> None:
+    if expected is not None and expected != got:
+        raise DataException(f"expected {expected} dimensions, not {got}")

@@ -1,0 +1,1 @@
+"""The PostgreSQL v3 wire protocol in front of sqlvec sessions."""
