@@ -133,6 +133,15 @@ class SqlType:
         return cls(key, _typmod_for(key, modifiers))
 
     @classmethod
+    def parse(cls, text: str) -> SqlType:
+        """Parse a simple spelling such as `vector(3)`, `varchar(10)`, `numeric(10, 2)`."""
+        m = re.fullmatch(r"\s*([A-Za-z_][A-Za-z_0-9 ]*?)\s*(?:\(\s*([\d\s,]+)\))?\s*", text)
+        if m is None:
+            raise UndefinedObject(f'type "{text}" does not exist')
+        mods = tuple(int(x) for x in m.group(2).split(",")) if m.group(2) else ()
+        return cls.of(m.group(1), *mods)
+
+    @classmethod
     def vector(cls, dims: int | None = None) -> SqlType:
         return cls("vector", -1 if dims is None else check_vector_dims(dims))
 

@@ -1,0 +1,265 @@
+"""The embedded database: a data directory holding one folder per database.
+
+`Database.open(path)` recovers every database it opens (manifest, then WAL replay) and is what
+the SQL sessions and the wire server build on. It also offers a small table API for embedded use
+and tests: create tables, insert Arrow/NumPy/Python rows, delete, update, scan and search.
+
+Data directory layout:
+
+    <path>/LOCK              held (flock) by the process that has the directory open
+    <path>/<database>/...    one store per database (see sqlvec.storage.store)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from sqlvec.errors import (
+    DuplicateObject,
+    InvalidCatalogName,
+    SqlVecError,
+    UndefinedColumn,
+    UndefinedTable,
+)
+from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
+from sqlvec.storage.store import Store, StoreOptions
+from sqlvec.storage.table import RowFilter, TableSnapshot
+from sqlvec.storage.wal import DeleteOp, InsertOp
+from sqlvec.types import SqlType
+from sqlvec.vectors import Metric
+
+DEFAULT_DATABASE = "postgres"
+_DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
+
+
+class Database:
+    """A data directory: its databases, opened on first use and recovered on open."""
+
+    def __init__(self, path: str, options: StoreOptions, lock_fd: int) -> None:
+        self.path = path
+        self.options = options
+        self._lock_fd = lock_fd
+        self._stores: dict[str, Store] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: str = "sqlvec-data", *, options: StoreOptions | None = None) -> Database:
+        """Open (creating if needed) a data directory and recover its default database."""
+        os.makedirs(path, exist_ok=True)
+        fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SqlVecError(
+                f'data directory "{path}" is in use by another sqlvec process',
+                sqlstate="55006") from None
+        db = cls(path, options or StoreOptions(), fd)
+        db.store(DEFAULT_DATABASE, create=True)
+        return db
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            stores = list(self._stores.values())
+            self._stores.clear()
+        for store in stores:
+            store.close()
+        os.close(self._lock_fd)
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Databases ----------------------------------------------------------------------------------
+
+    def databases(self) -> list[str]:
+        return sorted(
+            name for name in os.listdir(self.path)
+            if os.path.isdir(os.path.join(self.path, name, "manifest"))
+        )
+
+    def store(self, name: str = DEFAULT_DATABASE, *, create: bool = False) -> Store:
+        """The store of database `name` (3D000 if it does not exist and `create` is off)."""
+        with self._lock:
+            store = self._stores.get(name)
+            if store is not None:
+                return store
+            directory = os.path.join(self.path, name)
+            if not create and not os.path.isdir(os.path.join(directory, "manifest")):
+                raise InvalidCatalogName(f'database "{name}" does not exist')
+            store = Store.open(directory, self.options)
+            self._stores[name] = store
+            return store
+
+    def create_database(self, name: str) -> None:
+        if not _DB_NAME.match(name):
+            raise SqlVecError(f'invalid database name "{name}"', sqlstate="42602")
+        if name in self.databases():
+            raise DuplicateObject(f'database "{name}" already exists', sqlstate="42P04")
+        self.store(name, create=True)
+
+    def drop_database(self, name: str) -> None:
+        if name == DEFAULT_DATABASE:
+            raise SqlVecError(f'cannot drop database "{name}"', sqlstate="55006")
+        if name not in self.databases():
+            raise InvalidCatalogName(f'database "{name}" does not exist')
+        with self._lock:
+            store = self._stores.pop(name, None)
+        if store is not None:
+            store.close()
+        import shutil
+
+        shutil.rmtree(os.path.join(self.path, name))
+
+    # Tables of the default database -------------------------------------------------------------
+
+    def create_table(self, name: str, columns: dict[str, str | SqlType] | Sequence[ColumnDef], *,
+                     primary_key: Sequence[str] = (), not_null: Iterable[str] = (),
+                     schema: str = "public", database: str = DEFAULT_DATABASE) -> TableHandle:
+        """Create a table from `{"name": "type"}` or ColumnDefs. Key columns become NOT NULL."""
+        store = self.store(database)
+        if isinstance(columns, dict):
+            required = set(not_null) | set(primary_key)
+            defs = [
+                ColumnDef(n, t if isinstance(t, SqlType) else SqlType.parse(t), i + 1,
+                          not_null=n in required)
+                for i, (n, t) in enumerate(columns.items())
+            ]
+        else:
+            defs = list(columns)
+        names = [c.name for c in defs]
+        for key in primary_key:
+            if key not in names:
+                raise UndefinedColumn(f'column "{key}" named in key does not exist')
+        table_def = store.create_table(name, defs, schema=schema, primary_key=primary_key)
+        return TableHandle(store, table_def.id)
+
+    def table(self, name: str, *, schema: str = "public",
+              database: str = DEFAULT_DATABASE) -> TableHandle:
+        store = self.store(database)
+        table = store.find_table(name, schema)
+        if table is None:
+            raise UndefinedTable(f'relation "{name}" does not exist')
+        return TableHandle(store, table.id)
+
+    def drop_table(self, name: str, *, schema: str = "public",
+                   database: str = DEFAULT_DATABASE) -> None:
+        handle = self.table(name, schema=schema, database=database)
+        handle.store.drop_table(handle.table_id)
+
+    def wait_idle(self, timeout: float = 300.0) -> None:
+        """Wait for background sealing, index builds and compaction to finish."""
+        for store in list(self._stores.values()):
+            store.wait_idle(timeout)
+
+
+class TableHandle:
+    """Embedded operations on one table. Every write is one atomic, durable commit."""
+
+    def __init__(self, store: Store, table_id: int) -> None:
+        self.store = store
+        self.table_id = table_id
+
+    @property
+    def definition(self) -> TableDef:
+        return self.store.table(self.table_id).def_
+
+    def snapshot(self) -> TableSnapshot:
+        return self.store.table(self.table_id).snapshot()
+
+    # Writes -------------------------------------------------------------------------------------
+
+    def insert(self, rows: pa.Table | pa.RecordBatch | dict) -> int:
+        """Insert rows given as an Arrow table/batch or a dict of columns (a 2-D NumPy array is
+        a vector column). Returns the number of rows."""
+        return self.store.insert(self.table_id, rows)
+
+    def delete(self, filter: RowFilter) -> int:
+        """Delete the live rows `filter` selects; returns how many."""
+        rowids = self._rowids(filter)
+        return self.store.delete(self.table_id, rowids)
+
+    def update(self, filter: RowFilter, changes: dict[str, Callable[[pa.Table], object] | object]) -> int:
+        """Update the rows `filter` selects: delete them and insert their new versions in one
+        commit. A change is a constant or a function of the old rows returning a column."""
+        table = self.store.table(self.table_id)
+        old = self.snapshot().to_table(filter=filter, with_rowid=True)
+        if old.num_rows == 0:
+            return 0
+        new = old.drop_columns([ROWID])
+        for name, value in changes.items():
+            column = value(old) if callable(value) else pa.repeat(
+                pa.scalar(value, table.def_.column(name).type.to_arrow()), old.num_rows)
+            new = new.set_column(new.schema.get_field_index(name), name, column)
+        rows = table.coerce(new)
+        self.store.commit([DeleteOp(self.table_id, old.column(ROWID).to_numpy()),
+                           InsertOp(self.table_id, rows)])
+        return old.num_rows
+
+    def truncate(self) -> None:
+        self.store.truncate(self.table_id)
+
+    # Reads --------------------------------------------------------------------------------------
+
+    def scan(self, columns: Sequence[str] | None = None, *, filter: RowFilter | None = None,
+             with_rowid: bool = False) -> pa.Table:
+        return self.snapshot().to_table(columns, filter=filter, with_rowid=with_rowid)
+
+    def count(self) -> int:
+        return self.snapshot().row_count
+
+    def search(self, column: str, query: Sequence[float] | np.ndarray, k: int, *,
+               metric: Metric | str = Metric.L2, filter: RowFilter | None = None,
+               columns: Sequence[str] | None = None, ef: int = 40, exact: bool = False,
+               with_rowid: bool = False) -> pa.Table:
+        """The k nearest live rows (with a `distance` column), HNSW where indexed."""
+        if isinstance(metric, str):
+            metric = Metric(metric) if metric in Metric._value2member_map_ else \
+                Metric.from_operator(metric)
+        return self.snapshot().search(column, metric, np.asarray(query, dtype=np.float32), k,
+                                      filter=filter, columns=columns, ef=ef, exact=exact,
+                                      with_rowid=with_rowid)
+
+    # Indexes and maintenance --------------------------------------------------------------------
+
+    def create_index(self, column: str, *, opclass: str = "vector_l2_ops", m: int = 16,
+                     ef_construction: int = 64, name: str | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> IndexDef:
+        """CREATE INDEX ... USING hnsw: returns once every existing row is indexed."""
+        definition = self.definition
+        index = IndexDef(
+            name=name or f"{definition.name}_{column}_idx",
+            oid=self.store.allocate_oid(),
+            columns=(column,),
+            method="hnsw",
+            opclass=opclass,
+            options={"m": m, "ef_construction": ef_construction},
+        )
+        self.store.create_index(self.table_id, index, progress=progress)
+        return index
+
+    def drop_index(self, name: str) -> None:
+        self.store.drop_index(name)
+
+    def seal(self) -> None:
+        self.store.seal(self.table_id)
+
+    def compact(self) -> int:
+        return self.store.compact(self.table_id)
+
+    def _rowids(self, filter: RowFilter) -> np.ndarray:
+        rows = self.snapshot().to_table([], filter=filter, with_rowid=True)
+        return rows.column(ROWID).to_numpy()

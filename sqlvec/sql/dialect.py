@@ -1,0 +1,332 @@
+"""The `sqlvec` SQL dialect: PostgreSQL plus pgvector's operators and functions.
+
+sqlglot's Postgres dialect gets pgvector wrong in three ways: `a <-> b` parses as the PostGIS
+`exp.Distance` at multiplication precedence, `a <=> b` parses as `IS NOT DISTINCT FROM` (a silent
+change of meaning), and `<#>` / `<+>` do not tokenize at all. This dialect fixes that the way
+sqlglot's own dialects extend each other: by overriding class-level tables merged with
+`{**Base.TABLE, ...}`, not by rewriting parser methods.
+
+- One node per metric, all subclasses of `VectorDistance`, so the planner finds vector search with
+  `expression.find_all(VectorDistance)` and reads `.metric`, `.this` and `.expression`.
+- The function spellings `l2_distance`, `cosine_distance` and `l1_distance` build the same nodes
+  as the operators (one form to plan); they are therefore printed back as operators.
+- The operators sit at PostgreSQL's "any other operator" precedence: tighter than comparisons,
+  looser than `+` and `*`.
+
+Example:
+    >>> to_sql(parse_one("SELECT * FROM items ORDER BY l2_distance(embedding, $1) LIMIT 5"))
+    'SELECT * FROM items ORDER BY embedding <-> $1 LIMIT 5'
+
+Always render through `to_sql` (or `dialect="sqlvec"`): sqlglot's default generator does not know
+these nodes and raises `Unsupported expression type`.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+
+from sqlglot import exp
+from sqlglot.dialects.dialect import rename_func
+from sqlglot.dialects.postgres import Postgres
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.parser import SENTINEL_NONE
+from sqlglot.tokens import Token, TokenType
+
+from sqlvec.errors import SyntaxError_
+from sqlvec.vectors import Metric
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from sqlglot.generator import Generator
+
+__all__ = [
+    "DISTANCES",
+    "L1_DISTANCE",
+    "NEG_INNER_PRODUCT",
+    "CosineDistance",
+    "L1Distance",
+    "L2Distance",
+    "L2Normalize",
+    "NegativeInnerProduct",
+    "SqlVec",
+    "Subvector",
+    "VectorDims",
+    "VectorDistance",
+    "VectorNorm",
+    "parse",
+    "parse_one",
+    "to_sql",
+]
+
+# TokenType is a closed enum with no members for `<#>` and `<+>`, so borrow two that the Postgres
+# grammar never emits: SingleStore's `::?` and ClickHouse's `.^` (only those dialects use them).
+NEG_INNER_PRODUCT = TokenType.DCOLONQMARK
+L1_DISTANCE = TokenType.DOTCARET
+
+
+# Expression nodes
+
+
+class VectorDistance(exp.Expression, exp.Binary):
+    """A pgvector distance operator. `exp.Expression` is needed too: `exp.Binary` is a trait."""
+
+    metric: t.ClassVar[Metric]
+
+
+class L2Distance(VectorDistance):
+    """`a <-> b`, also `l2_distance(a, b)`: Euclidean distance."""
+
+    metric = Metric.L2
+
+
+class CosineDistance(VectorDistance):
+    """`a <=> b`, also `cosine_distance(a, b)`: 1 - cosine similarity.
+
+    Not sqlglot's `exp.CosineDistance` (a plain function node): ours is the operator.
+    """
+
+    metric = Metric.COSINE
+
+
+class NegativeInnerProduct(VectorDistance):
+    """`a <#> b`: -(a . b), negated so that smaller is nearer, like the other distances."""
+
+    metric = Metric.IP
+
+
+class L1Distance(VectorDistance):
+    """`a <+> b`, also `l1_distance(a, b)`: taxicab distance."""
+
+    metric = Metric.L1
+
+
+class VectorDims(exp.Expression, exp.Func):
+    """`vector_dims(v)`: the number of dimensions."""
+
+    arg_types = {"this": True}
+    _sql_names = ["VECTOR_DIMS"]
+
+
+class VectorNorm(exp.Expression, exp.Func):
+    """`vector_norm(v)`: the Euclidean norm."""
+
+    arg_types = {"this": True}
+    _sql_names = ["VECTOR_NORM"]
+
+
+class L2Normalize(exp.Expression, exp.Func):
+    """`l2_normalize(v)`: `v` scaled to unit Euclidean norm."""
+
+    arg_types = {"this": True}
+    _sql_names = ["L2_NORMALIZE"]
+
+
+class Subvector(exp.Expression, exp.Func):
+    """`subvector(v, start, count)`: `count` elements from 1-based `start`."""
+
+    arg_types = {"this": True, "start": True, "count": True}
+    _sql_names = ["SUBVECTOR"]
+
+
+DISTANCES: tuple[type[VectorDistance], ...] = (
+    L2Distance,
+    CosineDistance,
+    NegativeInnerProduct,
+    L1Distance,
+)
+
+
+def _exact(
+    klass: type[exp.Expr], name: str, arity: int
+) -> Callable[[Sequence[exp.Expr]], exp.Expr]:
+    """Build `klass` from positional arguments, or an `exp.Anonymous` call on a wrong count.
+
+    The anonymous call reaches the binder, which reports PostgreSQL's 42883 (no such function
+    signature) instead of a syntax error or silently dropped arguments.
+    """
+
+    def build(args: Sequence[exp.Expr]) -> exp.Expr:
+        if len(args) != arity:
+            return exp.Anonymous(this=name, expressions=list(args))
+        return klass(**dict(zip(klass.arg_types, args)))
+
+    return build
+
+
+def _operator_sql(self: Generator, expression: VectorDistance) -> str:
+    return self.binary(expression, expression.metric.operator)
+
+
+class SqlVec(Postgres):
+    """PostgreSQL with pgvector. Registered as "sqlvec" by sqlglot's dialect metaclass."""
+
+    EXPRESSION_METADATA = {
+        **Postgres.EXPRESSION_METADATA,
+        **{klass: {"returns": exp.DType.DOUBLE} for klass in DISTANCES},
+        exp.DotProduct: {"returns": exp.DType.DOUBLE},
+        VectorNorm: {"returns": exp.DType.DOUBLE},
+        VectorDims: {"returns": exp.DType.INT},
+        L2Normalize: {"returns": exp.DType.VECTOR},
+        Subvector: {"returns": exp.DType.VECTOR},
+    }
+
+    class Tokenizer(Postgres.Tokenizer):
+        # `<->` (LR_ARROW) and `<=>` (NULLSAFE_EQ) already tokenize; the parser remaps them.
+        KEYWORDS = {
+            **Postgres.Tokenizer.KEYWORDS,
+            "<#>": NEG_INNER_PRODUCT,
+            "<+>": L1_DISTANCE,
+        }
+
+    class Parser(Postgres.Parser):
+        # `<=>` is cosine distance here; `IS NOT DISTINCT FROM` still builds exp.NullSafeEQ.
+        EQUALITY = {k: v for k, v in Postgres.Parser.EQUALITY.items() if k != TokenType.NULLSAFE_EQ}
+
+        # `<->` leaves the multiplication level (where sqlglot puts PostGIS's distance) ...
+        FACTOR = {k: v for k, v in Postgres.Parser.FACTOR.items() if k != TokenType.LR_ARROW}
+
+        # ... for the level between comparisons and `+`/`-`: PostgreSQL's "any other operator"
+        # precedence, shared with its `#` XOR and the JSON arrows.
+        BITWISE = {
+            **Postgres.Parser.BITWISE,
+            TokenType.LR_ARROW: L2Distance,
+            TokenType.NULLSAFE_EQ: CosineDistance,
+            NEG_INNER_PRODUCT: NegativeInnerProduct,
+            L1_DISTANCE: L1Distance,
+        }
+
+        FUNCTIONS = {
+            **Postgres.Parser.FUNCTIONS,
+            "L2_DISTANCE": _exact(L2Distance, "l2_distance", 2),
+            "COSINE_DISTANCE": _exact(CosineDistance, "cosine_distance", 2),
+            "L1_DISTANCE": _exact(L1Distance, "l1_distance", 2),
+            # pgvector's inner_product is the positive dot product, unlike `<#>`.
+            "INNER_PRODUCT": _exact(exp.DotProduct, "inner_product", 2),
+            "VECTOR_DIMS": _exact(VectorDims, "vector_dims", 1),
+            "VECTOR_NORM": _exact(VectorNorm, "vector_norm", 1),
+            "L2_NORMALIZE": _exact(L2Normalize, "l2_normalize", 1),
+            "SUBVECTOR": _exact(Subvector, "subvector", 3),
+        }
+
+        def raise_error(self, message: str, token: Token = SENTINEL_NONE) -> None:
+            """Record the offset PostgreSQL would point at, next to sqlglot's line/col.
+
+            sqlglot falls back to the previous token when the statement ran out, so its
+            line/col cannot tell `SELECT 1 +` (end of input) from `SELECT 1)`.
+            """
+            offending = token or self._curr
+            if offending:
+                offset = offending.start
+            else:  # past the last token of this statement: "at end of input" or the `;`
+                offset = self._prev.end + 1 if self._prev else 0
+            try:
+                super().raise_error(message, token)
+            except ParseError as error:
+                error.errors[-1]["offset"] = offset
+                raise
+            if self.errors:
+                self.errors[-1]["offset"] = offset
+
+    class Generator(Postgres.Generator):
+        TRANSFORMS = {
+            **Postgres.Generator.TRANSFORMS,
+            **{klass: _operator_sql for klass in DISTANCES},
+            exp.DotProduct: rename_func("INNER_PRODUCT"),
+        }
+
+
+_DIALECT = SqlVec()
+
+
+def parse(sql: str) -> list[exp.Expr]:
+    """Parse every statement of `sql` (empty statements are dropped).
+
+    Raises:
+        SyntaxError_: 42601, worded and positioned as PostgreSQL does
+            (`syntax error at or near "X"` with a 1-based character position).
+    """
+    try:
+        statements = _DIALECT.parse(sql)
+    except ParseError as error:
+        raise _syntax_error(sql, error) from None
+    except TokenError as error:
+        raise _token_error(sql, error) from None
+    return [statement for statement in statements if statement is not None]
+
+
+def parse_one(sql: str) -> exp.Expr:
+    """Parse a string holding exactly one statement (a prepared statement's rule)."""
+    statements = parse(sql)
+    if len(statements) > 1:
+        raise SyntaxError_("cannot insert multiple commands into a prepared statement")
+    if not statements:
+        raise SyntaxError_("empty query", position=1 if sql else None)
+    return statements[0]
+
+
+def to_sql(expression: exp.Expr) -> str:
+    """Render `expression` as sqlvec SQL (the operators, not the function forms)."""
+    return expression.sql(dialect=_DIALECT)
+
+
+# Errors
+
+
+def _syntax_error(sql: str, error: ParseError) -> SyntaxError_:
+    info = error.errors[0] if error.errors else {}
+    offset = info.get("offset")
+    if offset is None:
+        offset = _offset_from_line_col(sql, info.get("line"), info.get("col"))
+    if offset is None:
+        return SyntaxError_("syntax error")
+    token = _token_at_or_after(sql, offset)
+    if token is None:
+        return SyntaxError_("syntax error at end of input", position=len(sql) + 1)
+    text = sql[token.start : token.end + 1]
+    return SyntaxError_(f'syntax error at or near "{text}"', position=token.start + 1)
+
+
+def _offset_from_line_col(sql: str, line: int | None, col: int | None) -> int | None:
+    """The start of the token whose last character is at sqlglot's 1-based (line, col)."""
+    if not line or not col:
+        return None
+    lines = sql.split("\n")
+    if line > len(lines):
+        return None
+    end = sum(len(text) + 1 for text in lines[: line - 1]) + col - 1
+    for token in _tokens(sql):
+        if token.end == end:
+            return token.start
+    return None
+
+
+def _token_at_or_after(sql: str, offset: int) -> Token | None:
+    for token in _tokens(sql):
+        if token.end >= offset:
+            return token
+    return None
+
+
+def _tokens(sql: str) -> list[Token]:
+    try:
+        return _DIALECT.tokenize(sql)
+    except TokenError:
+        return []
+
+
+# sqlglot's tokenizer reports "Missing <delimiter> from <line>:<offset>" for unterminated quotes.
+_MISSING = re.compile(r"Missing (?P<delimiter>\S+) from \d+:(?P<offset>\d+)")
+
+_UNTERMINATED = {"'": "quoted string", '"': "quoted identifier"}
+
+
+def _token_error(sql: str, error: TokenError) -> SyntaxError_:
+    match = _MISSING.search(str(error.__cause__ or error))
+    if match is None:
+        return SyntaxError_("syntax error")
+    delimiter = match["delimiter"]
+    offset = int(match["offset"])
+    what = _UNTERMINATED.get(delimiter[-1], "dollar-quoted string")
+    return SyntaxError_(f'unterminated {what} at or near "{sql[offset:]}"', position=offset + 1)

@@ -1,0 +1,105 @@
+"""Compaction: merge small segments and drop deleted rows, in the background.
+
+Policy (`pick_segments`, pure: which segments to merge) is separate from work (`run`: read the
+live rows, write one new segment, build its indexes, then swap it in with a new manifest version).
+Queries running meanwhile keep their snapshot of the old segments; deletes that land on the old
+segments while a merge runs are carried over to the new one when it is swapped in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from sqlvec.storage.deletes import DeleteBitmap
+from sqlvec.storage.schema import ROWID
+from sqlvec.storage.segment import Segment
+from sqlvec.storage.table import conform_batch
+
+if TYPE_CHECKING:
+    from sqlvec.storage.store import Store
+    from sqlvec.storage.table import Table
+
+
+@dataclass(frozen=True)
+class CompactionPolicy:
+    """When segments are worth rewriting."""
+
+    target_rows: int = 1 << 20  # a merged segment holds at most this many live rows
+    small_fraction: float = 0.5  # segments under target_rows * this are "small"
+    min_merge: int = 4  # merge small segments only when at least this many are adjacent
+    deleted_ratio: float = 0.2  # rewrite a segment whose deleted share reaches this
+
+
+def pick_segments(table: Table, policy: CompactionPolicy) -> list[list[Segment]]:
+    """Groups of sealed segments to merge, each into one new segment.
+
+    A group is a run of adjacent small segments (at least `min_merge`, at most `target_rows`
+    live rows together), or a single segment with many deleted rows."""
+    with table.lock:
+        segments = [s for s in table.sealed if s.path is not None]
+        deletes = {s.id: table.deletes[s.id] for s in segments}
+    groups: list[list[Segment]] = []
+    run: list[Segment] = []
+    run_rows = 0
+    small = policy.target_rows * policy.small_fraction
+
+    def close_run() -> None:
+        nonlocal run, run_rows
+        if len(run) >= policy.min_merge:
+            groups.append(run)
+        run, run_rows = [], 0
+
+    for seg in segments:
+        live = seg.n_rows - deletes[seg.id].count
+        heavy = seg.n_rows and deletes[seg.id].count / seg.n_rows >= policy.deleted_ratio
+        if live < small and run_rows + live <= policy.target_rows:
+            run.append(seg)
+            run_rows += live
+            continue
+        close_run()
+        if heavy:
+            groups.append([seg])
+        elif live < small:
+            run, run_rows = [seg], live
+    close_run()
+    # Segments with many deletes inside a short run still deserve a rewrite.
+    grouped = {s.id for g in groups for s in g}
+    for seg in segments:
+        d = deletes[seg.id]
+        if seg.id not in grouped and seg.n_rows and d.count / seg.n_rows >= policy.deleted_ratio:
+            groups.append([seg])
+    return groups
+
+
+def run(store: Store, table: Table, group: list[Segment]) -> bool:
+    """Merge `group` into one segment (or none, when every row is deleted) and commit it."""
+    with table.lock:
+        if any(s not in table.sealed for s in group):
+            return False
+        started: dict[int, DeleteBitmap] = {s.id: table.deletes[s.id] for s in group}
+    parts = []
+    for seg in group:
+        data = seg.table
+        if started[seg.id].count:
+            data = data.filter(pa.array(started[seg.id].live_mask()))
+        parts.append(conform_batch(data, table.def_))
+    merged = pa.concat_tables(parts) if parts else None
+    new = None
+    if merged is not None and merged.num_rows:
+        rowids = merged.column(ROWID).to_numpy()
+        if np.any(np.diff(rowids) < 0):
+            merged = merged.take(pa.array(np.argsort(rowids, kind="stable")))
+        with table.lock:
+            seg_id = table.next_segment_id
+            table.next_segment_id += 1
+        new = Segment(seg_id, merged.combine_chunks(), None)
+        store.write_segment(table, new)
+        for index in table.def_.hnsw_indexes:
+            store.build_detached(table, new, index)
+    ok = store.replace_segments(table, group, new, started)
+    store.release_segment_files(new)
+    return ok

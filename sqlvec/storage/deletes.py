@@ -1,0 +1,214 @@
+"""Per-segment delete bitmaps: which rows of an immutable sealed segment are deleted.
+
+Sealed segments never change, so DELETE (and the old half of UPDATE) marks row positions here.
+A `DeleteBitmap` is an immutable value: a delete produces a new bitmap and the manifest swaps it
+in, while readers keep the snapshot they started with (reads never block writes).
+
+File format (`.del`), version 1, all integers little-endian:
+
+    offset  size  field       meaning / invariant
+    0       8     magic       b"SQLVDEL1"
+    8       4     version     u32 format version, 1; any other value is refused
+    12      8     n_rows      u64 rows in the segment; must equal the segment's row count
+    20      8     n_deleted   u64 number of set bits; must equal the popcount of the bits
+    28      4     crc32       u32 zlib.crc32 of the packed bits below
+    32      ceil(n_rows / 8)  np.packbits(mask, bitorder="little"): row i is bit (i % 8) of byte
+                              (i // 8), 1 = deleted; the unused high bits of the last byte are 0
+
+The file is exactly 32 + ceil(n_rows / 8) bytes. Header fields are not under the CRC but each one
+is cross-checked (magic, version, n_rows against the segment, n_deleted against the bits), so any
+damage is reported as `DataCorrupted` rather than silently resurrecting or hiding rows.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from sqlvec.errors import DataCorrupted
+from sqlvec.storage.fsutil import StrPath, atomic_write
+
+MAGIC = b"SQLVDEL1"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sIQQI")
+
+
+def _packed_len(n_rows: int) -> int:
+    return (n_rows + 7) // 8
+
+
+class DeleteBitmap:
+    """The deleted rows of one segment of `n_rows` rows; immutable and safe to share."""
+
+    __slots__ = ("_mask", "_count", "_live")
+
+    def __init__(self, mask: np.ndarray) -> None:
+        """Wrap a copy of a 1-D bool mask (True = deleted)."""
+        mask = np.array(mask, dtype=np.bool_, copy=True)
+        if mask.ndim != 1:
+            raise ValueError(f"delete mask must be 1-D, got shape {mask.shape}")
+        self._init(mask, int(np.count_nonzero(mask)))
+
+    def _init(self, mask: np.ndarray, count: int) -> None:
+        mask.flags.writeable = False
+        self._mask = mask
+        self._count = count
+        self._live: np.ndarray | None = None
+
+    @classmethod
+    def _wrap(cls, mask: np.ndarray, count: int) -> DeleteBitmap:
+        """Adopt a freshly built mask without copying it again."""
+        self = cls.__new__(cls)
+        self._init(mask, count)
+        return self
+
+    @classmethod
+    def empty(cls, n_rows: int) -> DeleteBitmap:
+        if n_rows < 0:
+            raise ValueError(f"n_rows must be >= 0, got {n_rows}")
+        return cls._wrap(np.zeros(n_rows, dtype=np.bool_), 0)
+
+    # Queries ----------------------------------------------------------------------------
+
+    @property
+    def n_rows(self) -> int:
+        return int(self._mask.shape[0])
+
+    @property
+    def count(self) -> int:
+        """Number of deleted rows (cached: planners read it per segment per query)."""
+        return self._count
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Read-only bool array, True = deleted."""
+        return self._mask
+
+    def live_mask(self) -> np.ndarray:
+        """Read-only bool array, True = visible; computed once per bitmap."""
+        live = self._live
+        if live is None:
+            live = ~self._mask
+            live.flags.writeable = False
+            self._live = live
+        return live
+
+    def is_deleted(self, positions: np.ndarray) -> np.ndarray:
+        """Deleted flags of the given row positions, in the same order."""
+        return self._mask[self._positions(positions)]
+
+    def newly_deleted_since(self, older: DeleteBitmap) -> np.ndarray:
+        """Positions deleted here but not in `older`, sorted.
+
+        Compaction rewrites a segment from the snapshot it started with; deletes committed while
+        it ran must be carried over to the new segment, and this is exactly that set.
+        """
+        if older.n_rows != self.n_rows:
+            raise ValueError(f"bitmaps cover {self.n_rows} and {older.n_rows} rows")
+        return np.flatnonzero(self._mask & ~older._mask)
+
+    # Updates ----------------------------------------------------------------------------
+
+    def with_deleted(self, positions: np.ndarray) -> DeleteBitmap:
+        """A new bitmap that also deletes `positions`; this one is left unchanged.
+
+        Positions may repeat or be deleted already. When nothing new is deleted, `self` is
+        returned: it is immutable, and callers can skip rewriting the `.del` file.
+        """
+        pos = self._positions(positions)
+        if pos.size == 0:
+            return self
+        fresh = np.unique(pos[~self._mask[pos]])
+        if fresh.size == 0:
+            return self
+        mask = self._mask.copy()
+        mask[fresh] = True
+        return DeleteBitmap._wrap(mask, self._count + int(fresh.size))
+
+    def _positions(self, positions: np.ndarray) -> np.ndarray:
+        """Validate row positions: integers in [0, n_rows). Negative ones would wrap around."""
+        pos = np.asarray(positions).reshape(-1)
+        if pos.size == 0:
+            return pos.astype(np.int64)
+        if pos.dtype.kind not in "iu":
+            raise TypeError(f"row positions must be integers, got dtype {pos.dtype}")
+        lo, hi = int(pos.min()), int(pos.max())
+        if lo < 0 or hi >= self.n_rows:
+            bad = lo if lo < 0 else hi
+            raise IndexError(f"row position {bad} out of range for segment of {self.n_rows} rows")
+        return pos
+
+    # Value semantics --------------------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DeleteBitmap):
+            return NotImplemented
+        return (
+            self.n_rows == other.n_rows
+            and self._count == other._count
+            and bool(np.array_equal(self._mask, other._mask))
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.n_rows, self._count))
+
+    def __repr__(self) -> str:
+        return f"DeleteBitmap(n_rows={self.n_rows}, deleted={self._count})"
+
+    # Persistence ------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        bits = np.packbits(self._mask, bitorder="little").tobytes()
+        header = _HEADER.pack(MAGIC, FORMAT_VERSION, self.n_rows, self._count, zlib.crc32(bits))
+        return header + bits
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, *, source: str, expected_rows: int | None = None
+    ) -> DeleteBitmap:
+        """Parse and verify a `.del` image; `source` names the file in error messages."""
+
+        def corrupt(why: str) -> DataCorrupted:
+            return DataCorrupted(f'delete bitmap file "{source}" is corrupt: {why}')
+
+        if len(data) < _HEADER.size:
+            raise corrupt(f"{len(data)} bytes is shorter than the {_HEADER.size}-byte header")
+        magic, version, n_rows, n_deleted, crc = _HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise corrupt(f"bad magic {magic!r}, expected {MAGIC!r}")
+        if version != FORMAT_VERSION:
+            raise corrupt(f"unsupported format version {version}, expected {FORMAT_VERSION}")
+        if expected_rows is not None and n_rows != expected_rows:
+            raise corrupt(f"covers {n_rows} rows but the segment has {expected_rows}")
+        expected_len = _HEADER.size + _packed_len(n_rows)
+        if len(data) != expected_len:
+            raise corrupt(f"{len(data)} bytes, expected {expected_len} for {n_rows} rows")
+        bits = data[_HEADER.size :]
+        if zlib.crc32(bits) != crc:
+            raise corrupt(f"CRC32 mismatch (stored {crc:#010x}, computed {zlib.crc32(bits):#010x})")
+        packed = np.frombuffer(bits, dtype=np.uint8)
+        tail = n_rows % 8
+        if tail and int(packed[-1]) >> tail:
+            raise corrupt("bits set beyond the last row")
+        mask = np.unpackbits(packed, count=n_rows, bitorder="little").astype(np.bool_)
+        count = int(np.count_nonzero(mask))
+        if count != n_deleted:
+            raise corrupt(f"header says {n_deleted} deleted rows, bits say {count}")
+        return cls._wrap(mask, count)
+
+    def write(self, path: StrPath) -> None:
+        """Persist atomically: a crash leaves the previous file or this one, never a mix."""
+        atomic_write(path, self.to_bytes())
+
+    @classmethod
+    def read(cls, path: StrPath, expected_rows: int) -> DeleteBitmap:
+        """Load and verify the bitmap of a segment that has `expected_rows` rows."""
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise DataCorrupted(f'delete bitmap file "{path}" is missing') from None
+        return cls.from_bytes(data, source=str(path), expected_rows=expected_rows)

@@ -1,0 +1,80 @@
+"""Durable file writes shared by the storage modules.
+
+A file that recovery trusts must never be seen half-written: it is written to a temp file in the
+same directory, fsynced, renamed over its final name (atomic on POSIX), and the directory is
+fsynced so the rename itself survives a power loss. A crash leaves at worst a temp file behind;
+temp files are named `.<final name>.<random>.tmp` so any module can recognise and remove them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import zlib
+from pathlib import Path
+
+TEMP_SUFFIX = ".tmp"
+
+StrPath = str | os.PathLike[str]
+
+
+def fsync_dir(path: StrPath) -> None:
+    """Make created, renamed or deleted entries of directory `path` durable."""
+    if os.name == "nt":  # directories cannot be opened for fsync there; NTFS journals metadata
+        return
+    fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: StrPath, data: bytes) -> None:
+    """Replace `path` with `data` so that readers and crash recovery see old or new, never a mix."""
+    path = Path(path)
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the names `atomic_write` gives its temp files."""
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+def remove_temp_files(directory: StrPath) -> list[Path]:
+    """Delete temp files a crash left in `directory`; returns what was removed.
+
+    Only safe while no `atomic_write` into the same directory is in flight (i.e. at open time).
+    """
+    directory = Path(directory)
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if is_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    if removed:
+        fsync_dir(directory)
+    return removed
+
+
+def crc32_file(path: StrPath, chunk: int = 1 << 20) -> int:
+    """CRC32 of a whole file, read in `chunk`-byte pieces so large segments never load at once."""
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            crc = zlib.crc32(block, crc)
+    return crc

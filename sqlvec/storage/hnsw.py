@@ -1,0 +1,378 @@
+"""One hnswlib graph over the vectors of one sealed segment; labels are row positions (0..n-1).
+
+On-disk file
+============
+The file is hnswlib 0.8.0's own `save_index` output, unchanged, so hnswlib loads it directly.
+All integers are little-endian; `size_t` is 8 bytes.
+
+Header (96 bytes, fields written back to back, no padding):
+
+| offset | type   | field                  | value here                                |
+|--------|--------|------------------------|-------------------------------------------|
+| 0      | size_t | offsetLevel0           | 0                                         |
+| 8      | size_t | max_elements           | capacity (= indexed rows, at least 1)     |
+| 16     | size_t | cur_element_count      | indexed rows                              |
+| 24     | size_t | size_data_per_element  | links0 + d*4 + 8                          |
+| 32     | size_t | label_offset           | links0 + d*4                              |
+| 40     | size_t | offsetData             | links0 = (2*M + 1) * 4                    |
+| 48     | int32  | maxlevel               | top level of the graph                    |
+| 52     | uint32 | enterpoint_node        | internal id of the entry point            |
+| 56     | size_t | maxM                   | M (links per node on upper levels)        |
+| 64     | size_t | maxM0                  | 2*M (links per node on level 0)           |
+| 72     | size_t | M                      | the index's `m`                           |
+| 80     | double | mult                   | 1 / ln(M)                                 |
+| 88     | size_t | ef_construction        | the index's `ef_construction`             |
+
+Then level 0: cur_element_count records of size_data_per_element bytes each, in internal-id
+order: uint32 link count, 2*M uint32 neighbour ids, the vector as d float32 (unit length under
+cosine: hnswlib normalizes on insert), the label as uint64 (our row position). Then, for every
+element in the same order, a uint32 byte count followed by that many bytes of upper-level links
+(level × (M + 1) uint32: a count and M ids per level; 0 bytes for level-0-only nodes).
+
+Checksum: `save` returns the CRC-32 (zlib.crc32) of the whole file; the caller keeps it in its
+manifest and passes it back to `load`, which verifies it before hnswlib parses anything, because
+hnswlib follows neighbour ids blindly and a damaged file can crash the process. Without a CRC only
+the header and hnswlib's own size walk are checked. Any failure raises DataCorrupted: the index
+holds nothing that is not in its segment, so it can always be rebuilt.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import hnswlib
+import numpy as np
+
+from sqlvec.errors import DataCorrupted, FeatureNotSupported, InvalidParameterValue
+from sqlvec.vectors import Metric, check_same_dims
+
+# pgvector's reloption bounds for hnsw.
+M_RANGE = (2, 100)
+EF_CONSTRUCTION_RANGE = (4, 1000)
+
+# Rows added per add_items call: the unit of progress reporting and of cancellation latency.
+BUILD_CHUNK_ROWS = 10_000
+
+_HEADER = struct.Struct("<QQQQQQiIQQQdQ")
+_LABEL_BYTES = 8
+_CRC_CHUNK = 1 << 20
+
+
+class IndexBuildCancelled(Exception):
+    """`should_stop` asked a build to stop; nothing was written."""
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    """What `CREATE INDEX … USING hnsw (col <opclass>) WITH (m, ef_construction)` fixes."""
+
+    metric: Metric
+    m: int = 16
+    ef_construction: int = 64
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.metric, Metric):
+            raise TypeError(f"metric must be a Metric, not {type(self.metric).__name__}")
+        if self.metric.hnsw_space is None:
+            raise FeatureNotSupported(
+                f"hnsw indexes do not support {self.metric.name} distance ({self.metric.operator})",
+                hint="Use vector_l2_ops, vector_cosine_ops or vector_ip_ops.",
+            )
+        _check_int_option("m", self.m, M_RANGE)
+        _check_int_option("ef_construction", self.ef_construction, EF_CONSTRUCTION_RANGE)
+        if self.ef_construction < 2 * self.m:
+            raise InvalidParameterValue("ef_construction must be greater than or equal to 2 * m")
+
+
+def _check_int_option(name: str, value: object, bounds: tuple[int, int]) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidParameterValue(f'invalid value for integer option "{name}": {value}')
+    low, high = bounds
+    if not low <= value <= high:
+        raise InvalidParameterValue(
+            f'value {value} out of bounds for option "{name}"',
+            detail=f'Valid values are between "{low}" and "{high}".',
+        )
+
+
+class HnswIndex:
+    """An immutable (after build) HNSW graph, safe to search from many threads at once."""
+
+    def __init__(
+        self, index: hnswlib.Index, params: HnswParams, dim: int, label_bound: int
+    ) -> None:
+        self._index = index
+        self._params = params
+        self._dim = dim
+        self._count = int(index.element_count)
+        self._label_bound = label_bound  # 1 + the largest label: `allowed` must cover it
+        # hnswlib keeps ef in the index object (set_ef), not per query, so set_ef and the
+        # knn_query that relies on it must not interleave with another thread's pair. The cost:
+        # searches of one segment's index run one at a time (each is sub-millisecond at usual ef);
+        # different segments have their own lock and still search in parallel.
+        self._search_lock = threading.Lock()
+
+    # Build ----------------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        vectors: np.ndarray,
+        params: HnswParams,
+        *,
+        valid: np.ndarray | None = None,
+        num_threads: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> HnswIndex:
+        """Index the rows of `vectors` (n, d) whose `valid` flag is set (all when None).
+
+        Under cosine, zero vectors are skipped as pgvector does: they have no direction and their
+        distance is NaN. Rows go in chunks so a long build reports progress and can be cancelled
+        (IndexBuildCancelled) between chunks. num_threads 0 means all cores.
+        """
+        data = np.asarray(vectors, dtype=np.float32)
+        if data.ndim != 2 or data.shape[1] < 1:
+            raise ValueError(f"vectors must be a non-empty (n, d) matrix, got shape {data.shape}")
+        n, dim = data.shape
+        if valid is None:
+            mask = np.ones(n, dtype=np.bool_)
+        else:
+            mask = np.asarray(valid, dtype=np.bool_)
+            if mask.shape != (n,):
+                raise ValueError(f"valid must have shape ({n},), got {mask.shape}")
+        if params.metric is Metric.COSINE:
+            # float64 like pgvector's norm, so tiny-but-nonzero vectors are still indexed.
+            mask = mask & (np.einsum("ij,ij->i", data, data, dtype=np.float64) > 0.0)
+        positions = np.flatnonzero(mask)
+        total = int(positions.size)
+        contiguous = total == n  # every row goes in: add slices, no gathering copies
+
+        index = hnswlib.Index(space=params.metric.hnsw_space, dim=dim)
+        index.init_index(
+            max_elements=max(total, 1),
+            M=params.m,
+            ef_construction=params.ef_construction,
+            random_seed=100,
+        )
+        threads = -1 if num_threads <= 0 else num_threads
+        for start in range(0, total, BUILD_CHUNK_ROWS):
+            if should_stop is not None and should_stop():
+                raise IndexBuildCancelled("HNSW index build cancelled")
+            ids = positions[start : start + BUILD_CHUNK_ROWS]
+            chunk = data[start : start + ids.size] if contiguous else data[ids]
+            index.add_items(np.ascontiguousarray(chunk), ids, num_threads=threads)
+            if progress is not None:
+                progress(start + int(ids.size), total)
+        if total == 0 and progress is not None:
+            progress(0, 0)
+        label_bound = int(positions[-1]) + 1 if total else 0
+        return cls(index, params, dim, label_bound)
+
+    # Persistence ----------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> int:
+        """Write the index atomically (temp file, fsync, rename, fsync dir); return its CRC-32."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            self._index.save_index(str(tmp))
+            with open(tmp, "rb") as f:
+                crc = _crc_of(f)
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+        return crc
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        params: HnswParams,
+        dim: int,
+        *,
+        expected_crc: int | None = None,
+    ) -> HnswIndex:
+        """Load a file written by `save`, checking its CRC first when the manifest has one."""
+        path = Path(path)
+        try:
+            if expected_crc is not None:
+                with open(path, "rb") as f:
+                    crc = _crc_of(f)
+                if crc != expected_crc:
+                    raise _corrupt(
+                        path,
+                        f"checksum {crc:#010x} does not match the expected {expected_crc:#010x}",
+                    )
+            with open(path, "rb") as f:
+                header = f.read(_HEADER.size)
+                size = os.fstat(f.fileno()).st_size
+            count = _check_header(path, header, size, params, dim)
+            index = hnswlib.Index(space=params.metric.hnsw_space, dim=dim)
+            # Capacity = stored rows: a damaged max_elements field cannot make hnswlib allocate.
+            index.load_index(str(path), max_elements=max(count, 1))
+        except OSError as e:
+            raise _corrupt(path, f"could not read it: {e.strerror or e}") from e
+        except (RuntimeError, MemoryError) as e:
+            raise _corrupt(path, str(e) or type(e).__name__) from e
+        labels = index.get_ids_list()
+        label_bound = max(labels) + 1 if labels else 0
+        return cls(index, params, dim, label_bound)
+
+    # Search ---------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        ef: int,
+        allowed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Approximate k nearest indexed rows: (positions int64, pgvector distances float64).
+
+        Nearest first, at most min(k, indexed_count, allowed rows) of them. `allowed` (a bool
+        mask over row positions) is how deletes and scalar filters reach the graph; it goes in as
+        a per-query filter callable, never as mark_deleted, because readers with different masks
+        share the index. Returns None when the graph cannot produce that many: hnswlib gives up
+        with RuntimeError when the filter leaves it short of k labels (very selective masks,
+        allowed rows that were never indexed), and under cosine for a zero query, whose distance
+        to every row is NaN. The caller then answers with an exact scan, which is always right.
+        ef is raised to at least k.
+        """
+        q = np.ascontiguousarray(query, dtype=np.float32)
+        if q.ndim != 1:
+            raise ValueError(f"query must be a 1-D vector, got shape {q.shape}")
+        check_same_dims(self._dim, q.shape[0])
+        limit = min(int(k), self._count)
+        filter_fn = None
+        if allowed is not None:
+            mask = np.ascontiguousarray(allowed, dtype=np.bool_)
+            if mask.ndim != 1 or mask.shape[0] < self._label_bound:
+                raise ValueError(
+                    f"allowed must be a 1-D mask of at least {self._label_bound} rows, "
+                    f"got shape {mask.shape}"
+                )
+            limit = min(limit, int(np.count_nonzero(mask)))
+            # memoryview indexing is the cheapest Python callable hnswlib can call per node.
+            filter_fn = memoryview(mask).__getitem__
+        if limit <= 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        if self._params.metric is Metric.COSINE and not q.any():
+            return None
+        with self._search_lock:
+            self._index.set_ef(max(int(ef), limit))
+            try:
+                labels, raw = self._index.knn_query(q, k=limit, num_threads=1, filter=filter_fn)
+            except RuntimeError:
+                # "Cannot return the results in a contiguous 2D array": fewer than k found.
+                return None
+        return labels[0].astype(np.int64), self._params.metric.from_hnsw(raw[0])
+
+    # Introspection --------------------------------------------------------------------------
+
+    @property
+    def params(self) -> HnswParams:
+        return self._params
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def indexed_count(self) -> int:
+        """Rows in the graph: valid rows, minus zero vectors under cosine."""
+        return self._count
+
+    @property
+    def memory_bytes(self) -> int:
+        """Estimated resident size: capacity × average bytes per element.
+
+        Per element hnswlib holds d*4 (vector) + 8 (label) + (2*M + 1)*4 (level-0 links) in one
+        block, an 8-byte pointer to its upper-level links, and those links: a node reaches level
+        l with probability M^-l, so on average (M + 1)*4 / (M - 1) bytes of upper levels.
+        """
+        m = self._params.m
+        per_element = self._dim * 4 + _LABEL_BYTES + (2 * m + 1) * 4 + 8 + (m + 1) * 4 / (m - 1)
+        return int(math.ceil(int(self._index.max_elements) * per_element))
+
+    def __repr__(self) -> str:
+        p = self._params
+        return (
+            f"HnswIndex({p.metric.name}, dim={self._dim}, m={p.m}, "
+            f"ef_construction={p.ef_construction}, indexed={self._count})"
+        )
+
+
+def _crc_of(f: BinaryIO) -> int:
+    crc = 0
+    while chunk := f.read(_CRC_CHUNK):
+        crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable; platforms that cannot open directories skip it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_header(path: Path, header: bytes, size: int, params: HnswParams, dim: int) -> int:
+    """Validate the fixed header against what the manifest says; return the element count."""
+    if len(header) < _HEADER.size:
+        raise _corrupt(path, f"file is truncated ({size} bytes)")
+    (
+        offset0,
+        max_elements,
+        count,
+        per_element,
+        label_offset,
+        data_offset,
+        _maxlevel,
+        entry,
+        max_m,
+        max_m0,
+        m,
+        _mult,
+        _efc,
+    ) = _HEADER.unpack(header)
+    links0 = (2 * params.m + 1) * 4
+    if m != params.m or max_m != params.m or max_m0 != 2 * params.m:
+        raise _corrupt(path, f"it was built with m = {m}, expected {params.m}")
+    if label_offset - data_offset != dim * 4:
+        raise _corrupt(path, f"its vectors are not {dim}-dimensional")
+    if (
+        offset0 != 0
+        or data_offset != links0
+        or per_element != links0 + dim * 4 + _LABEL_BYTES
+        or count > max_elements
+        or (count and entry >= count)
+        or _HEADER.size + count * per_element > size
+    ):
+        raise _corrupt(path, "its header is inconsistent or the file is truncated")
+    return int(count)
+
+
+def _corrupt(path: Path, reason: str) -> DataCorrupted:
+    return DataCorrupted(
+        f'HNSW index file "{path}" is corrupted: {reason}; '
+        "the index can be rebuilt from its segment",
+        hint="REINDEX rebuilds the index from the segment data.",
+    )

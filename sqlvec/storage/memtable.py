@@ -1,0 +1,182 @@
+"""The growing segment: recent rows in memory, searched exactly, sealed at a size threshold.
+
+Scalar columns are kept as a short list of Arrow record batches, merged LSM-style (the last two
+are merged whenever the newer is at least half the older) so there are O(log n) chunks and every
+row is copied O(log n) times. Fixed-size vector columns go into one growable float32 buffer
+each, so exact search gets a contiguous matrix without concatenating anything per query.
+
+Readers never see a memtable, only `GrowingData` snapshots: the buffers are append-only and a
+snapshot keeps views of the first n rows, which later appends never touch (a reallocation makes a
+new buffer and leaves the old one to the snapshots that hold it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from sqlvec.storage.deletes import DeleteBitmap
+from sqlvec.storage.schema import ROWID, TableDef
+from sqlvec.storage.segment import SegmentData, SegmentView, vector_matrix
+
+GROWING_SEGMENT_ID = -1
+
+
+def _is_fixed_vector(field: pa.Field) -> bool:
+    return pa.types.is_fixed_size_list(field.type)
+
+
+class GrowingData(SegmentData):
+    """An immutable snapshot of the growing segment's first `n_rows` rows."""
+
+    def __init__(
+        self,
+        schema: pa.Schema,
+        chunks: tuple[pa.RecordBatch, ...],
+        vectors: dict[str, tuple[np.ndarray, np.ndarray]],
+        rowids: np.ndarray,
+    ) -> None:
+        super().__init__()
+        self.id = GROWING_SEGMENT_ID
+        self.n_rows = int(rowids.size)
+        self.rowids = rowids
+        self._schema = schema
+        self._chunks = chunks
+        self._vector_buffers = vectors
+        self._table: pa.Table | None = None
+
+    @property
+    def table(self) -> pa.Table:  # type: ignore[override]
+        if self._table is None:
+            scalar_schema = pa.schema([f for f in self._schema if not _is_fixed_vector(f)])
+            scalars = pa.Table.from_batches(list(self._chunks), schema=scalar_schema)
+            columns = []
+            for field in self._schema:
+                if _is_fixed_vector(field):
+                    matrix, valid = self._vector_buffers[field.name]
+                    values = pa.array(matrix.reshape(-1))
+                    arr = pa.FixedSizeListArray.from_arrays(
+                        values, field.type.list_size, mask=pa.array(~valid)
+                    )
+                    columns.append(pa.chunked_array([arr], type=field.type))
+                else:
+                    columns.append(scalars.column(field.name))
+            self._table = pa.Table.from_arrays(columns, schema=self._schema)
+        return self._table
+
+    def has_column(self, physical: str) -> bool:
+        return physical in self._schema.names
+
+    def vectors(self, physical: str, dims: int) -> tuple[np.ndarray, np.ndarray | None]:
+        hit = self._vector_buffers.get(physical)
+        if hit is None:
+            return super().vectors(physical, dims)
+        matrix, valid = hit
+        return matrix, None if valid.all() else valid
+
+
+class Memtable:
+    """The mutable growing segment of one table. Not thread-safe: the table serializes writers."""
+
+    def __init__(self, table_def: TableDef) -> None:
+        self.schema = table_def.physical_schema()
+        self._chunks: list[pa.RecordBatch] = []
+        self._n = 0
+        self._nbytes = 0
+        self._capacity = 0
+        self._rowids = np.empty(0, dtype=np.int64)
+        self._deleted = np.empty(0, dtype=bool)
+        self._deleted_count = 0
+        self._vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {
+            f.name: (np.empty((0, f.type.list_size), np.float32), np.empty(0, bool))
+            for f in self.schema
+            if _is_fixed_vector(f)
+        }
+
+    # Properties ---------------------------------------------------------------------------------
+
+    @property
+    def n_rows(self) -> int:
+        return self._n
+
+    @property
+    def nbytes(self) -> int:
+        return self._nbytes
+
+    @property
+    def live_rows(self) -> int:
+        return self._n - self._deleted_count
+
+    # Writes -------------------------------------------------------------------------------------
+
+    def append(self, batch: pa.RecordBatch) -> None:
+        """Append a batch in the physical schema (with `_rowid`, ascending past existing rows)."""
+        n = batch.num_rows
+        if n == 0:
+            return
+        self._reserve(self._n + n)
+        self._rowids[self._n : self._n + n] = batch.column(ROWID).to_numpy()
+        for name, (matrix, valid) in self._vectors.items():
+            m, v = vector_matrix(batch.column(name), matrix.shape[1])
+            matrix[self._n : self._n + n] = m
+            valid[self._n : self._n + n] = True if v is None else v
+        scalar_names = [f.name for f in self.schema if f.name not in self._vectors]
+        self._chunks.append(pa.RecordBatch.from_arrays(
+            [batch.column(name) for name in scalar_names],
+            schema=pa.schema([self.schema.field(name) for name in scalar_names]),
+        ))
+        self._merge_tail()
+        self._n += n
+        self._nbytes += batch.nbytes
+
+    def delete(self, positions: np.ndarray) -> None:
+        positions = np.asarray(positions, dtype=np.int64)
+        newly = positions[~self._deleted[positions]]
+        self._deleted[newly] = True
+        self._deleted_count += int(np.unique(newly).size)
+
+    def _reserve(self, needed: int) -> None:
+        if needed <= self._capacity:
+            return
+        capacity = max(needed, 2 * self._capacity, 1024)
+        # New buffers; snapshots keep the old ones, whose first n rows stay valid.
+        self._rowids = _grow(self._rowids, capacity)
+        self._deleted = _grow(self._deleted, capacity)
+        for name, (matrix, valid) in list(self._vectors.items()):
+            self._vectors[name] = (_grow(matrix, capacity), _grow(valid, capacity))
+        self._capacity = capacity
+
+    def _merge_tail(self) -> None:
+        chunks = self._chunks
+        while len(chunks) >= 2 and 2 * chunks[-1].num_rows >= chunks[-2].num_rows:
+            merged = pa.concat_batches([chunks[-2], chunks[-1]])
+            chunks[-2:] = [merged]
+
+    # Reads --------------------------------------------------------------------------------------
+
+    def snapshot(self) -> SegmentView:
+        n = self._n
+        data = GrowingData(
+            self.schema,
+            tuple(self._chunks),
+            {name: (m[:n], v[:n]) for name, (m, v) in self._vectors.items()},
+            self._rowids[:n],
+        )
+        deletes = DeleteBitmap.empty(n)
+        if self._deleted_count:
+            deletes = deletes.with_deleted(np.flatnonzero(self._deleted[:n]))
+        return SegmentView(data, deletes)
+
+    def live_table(self) -> pa.Table:
+        """The live rows, in rowid order, as one contiguous table (what sealing writes)."""
+        view = self.snapshot()
+        table = view.data.table
+        if self._deleted_count:
+            table = table.filter(pa.array(~self._deleted[: self._n]))
+        return table.combine_chunks()
+
+
+def _grow(array: np.ndarray, capacity: int) -> np.ndarray:
+    out = np.zeros((capacity,) + array.shape[1:], dtype=array.dtype)
+    out[: array.shape[0]] = array
+    return out

@@ -1,0 +1,170 @@
+"""Table definitions as the storage engine persists them.
+
+Columns are stored under *physical* names (`c<attnum>`) rather than their SQL names, so that
+RENAME COLUMN is a manifest change only and DROP COLUMN leaves old segments readable. Every
+segment also carries the hidden `_rowid` column: a per-table int64 assigned at insert, never
+reused, by which deletes, the primary-key map and the WAL address rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pyarrow as pa
+
+from sqlvec.types import SqlType
+
+ROWID = "_rowid"
+
+
+@dataclass(frozen=True)
+class ColumnDef:
+    """One column. `attnum` is stable for the column's life (pg_attribute.attnum)."""
+
+    name: str
+    type: SqlType
+    attnum: int
+    not_null: bool = False
+    default: str | None = None  # SQL text of the DEFAULT expression, evaluated above storage
+    # Value older segments read for a column added after they were written (ADD COLUMN ...
+    # DEFAULT <constant>); None reads as NULL.
+    missing_value: object = None
+    identity: str | None = None  # "serial" | "always" | "by default" (sequence-backed)
+
+    @property
+    def physical(self) -> str:
+        return f"c{self.attnum}"
+
+    def to_json(self) -> dict:
+        data = {
+            "name": self.name,
+            "type": self.type.to_json(),
+            "attnum": self.attnum,
+            "not_null": self.not_null,
+            "default": self.default,
+            "identity": self.identity,
+        }
+        if self.missing_value is not None:
+            data["missing_value"] = self.missing_value
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> ColumnDef:
+        return cls(
+            name=data["name"],
+            type=SqlType.from_json(data["type"]),
+            attnum=int(data["attnum"]),
+            not_null=bool(data.get("not_null", False)),
+            default=data.get("default"),
+            missing_value=data.get("missing_value"),
+            identity=data.get("identity"),
+        )
+
+
+@dataclass(frozen=True)
+class IndexDef:
+    """A secondary index. `method` is "hnsw" (one hnswlib graph per sealed segment) or "btree"
+    (accepted for compatibility; point lookups use the primary-key map and vectorized scans)."""
+
+    name: str
+    oid: int
+    columns: tuple[str, ...]  # SQL column names at creation; kept in step with renames
+    method: str = "hnsw"
+    opclass: str | None = None  # vector_l2_ops | vector_cosine_ops | vector_ip_ops
+    options: dict = field(default_factory=dict)  # {"m": 16, "ef_construction": 64}
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "oid": self.oid,
+            "columns": list(self.columns),
+            "method": self.method,
+            "opclass": self.opclass,
+            "options": dict(self.options),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> IndexDef:
+        return cls(
+            name=data["name"],
+            oid=int(data["oid"]),
+            columns=tuple(data["columns"]),
+            method=data.get("method", "hnsw"),
+            opclass=data.get("opclass"),
+            options=dict(data.get("options") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class TableDef:
+    """A table: identity, columns (in attnum order, dropped ones removed), key and indexes."""
+
+    id: int
+    oid: int
+    name: str
+    schema: str
+    columns: tuple[ColumnDef, ...]
+    primary_key: tuple[str, ...] = ()
+    indexes: tuple[IndexDef, ...] = ()
+    next_attnum: int = 0
+
+    # Lookups --------------------------------------------------------------------------------
+
+    def column(self, name: str) -> ColumnDef:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+    def has_column(self, name: str) -> bool:
+        return any(col.name == name for col in self.columns)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [col.name for col in self.columns]
+
+    @property
+    def hnsw_indexes(self) -> tuple[IndexDef, ...]:
+        return tuple(ix for ix in self.indexes if ix.method == "hnsw")
+
+    def arrow_schema(self) -> pa.Schema:
+        """The logical schema scans return (SQL names, declared types)."""
+        return pa.schema(
+            [pa.field(c.name, c.type.to_arrow(), nullable=not c.not_null) for c in self.columns]
+        )
+
+    def physical_schema(self) -> pa.Schema:
+        """The schema of batches in the WAL and of segments written now."""
+        fields = [pa.field(ROWID, pa.int64(), nullable=False)]
+        fields += [pa.field(c.physical, c.type.to_arrow()) for c in self.columns]
+        return pa.schema(fields)
+
+    # Changes --------------------------------------------------------------------------------
+
+    def with_changes(self, **changes) -> TableDef:
+        return replace(self, **changes)
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "oid": self.oid,
+            "name": self.name,
+            "schema": self.schema,
+            "columns": [c.to_json() for c in self.columns],
+            "primary_key": list(self.primary_key),
+            "indexes": [ix.to_json() for ix in self.indexes],
+            "next_attnum": self.next_attnum,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> TableDef:
+        return cls(
+            id=int(data["id"]),
+            oid=int(data["oid"]),
+            name=data["name"],
+            schema=data["schema"],
+            columns=tuple(ColumnDef.from_json(c) for c in data["columns"]),
+            primary_key=tuple(data.get("primary_key") or ()),
+            indexes=tuple(IndexDef.from_json(ix) for ix in data.get("indexes") or ()),
+            next_attnum=int(data.get("next_attnum", 0)),
+        )

@@ -1,0 +1,342 @@
+"""Segments: the unit of storage, search and (later) distribution.
+
+A *sealed* segment is an immutable Parquet file plus, per HNSW index of the table, one hnswlib
+graph file beside it. The growing segment (memtable.py) offers the same read interface, so scans
+and searches treat both alike; only sealed segments have indexes and min/max statistics.
+
+Parquet layout of `seg-<id>.parquet` (format version 1):
+- column `_rowid` int64, ascending, unique within the table: the row's identity.
+- one column per table column under its physical name `c<attnum>` with the column's Arrow type
+  (`vector(n)` is fixed_size_list<float32>[n]); columns added to the table after the segment was
+  written are absent and read as their `missing_value` (NULL unless ADD COLUMN gave a constant).
+- scalar columns are dictionary-encoded with statistics; vector columns are plain, uncompressed,
+  without statistics (neither helps float data, and both slow reads).
+The manifest records the file's size and CRC32, checked when the segment is opened.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sqlvec.errors import DataCorrupted
+from sqlvec.storage.deletes import DeleteBitmap
+from sqlvec.storage.fsutil import crc32_file, fsync_dir
+from sqlvec.storage.hnsw import HnswIndex
+from sqlvec.storage.schema import ROWID
+from sqlvec.vectors import Metric, top_k
+from sqlvec.vectors import distances as exact_distances
+
+
+def vector_matrix(array: pa.Array | pa.ChunkedArray, dims: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A (n, dims) float32 view of a fixed_size_list column and its validity mask (None = all
+    valid). Zero-copy for a single chunk without nulls in the child values."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    n = len(array)
+    if n == 0:
+        return np.empty((0, dims), dtype=np.float32), None
+    child = array.values.slice(array.offset * dims, n * dims)
+    if child.null_count:
+        child = child.fill_null(0.0)
+    matrix = child.to_numpy(zero_copy_only=False).reshape(n, dims)
+    valid = None
+    if array.null_count:
+        valid = array.is_valid().to_numpy(zero_copy_only=False)
+    return matrix, valid
+
+
+class SegmentData:
+    """Read interface shared by sealed segments and the growing segment's snapshots."""
+
+    id: int
+    n_rows: int
+    rowids: np.ndarray  # int64, ascending
+    table: pa.Table  # physical columns
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, object] = {}
+        self._cache_lock = threading.Lock()
+
+    # Columns ----------------------------------------------------------------------------------
+
+    def has_column(self, physical: str) -> bool:
+        return physical in self.table.schema.names
+
+    def column(self, physical: str, arrow_type: pa.DataType, missing: object = None) -> pa.ChunkedArray:
+        """The column, or `missing` repeated for a column this segment predates."""
+        if self.has_column(physical):
+            return self.table.column(physical)
+        if missing is None:
+            return pa.chunked_array([pa.nulls(self.n_rows, arrow_type)])
+        return pa.chunked_array([pa.repeat(pa.scalar(missing, arrow_type), self.n_rows)])
+
+    def vectors(self, physical: str, dims: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(n, dims) float32 matrix and validity mask of a vector column, cached."""
+        key = ("vectors", physical)
+        with self._cache_lock:
+            hit = self._cache.get(key)
+        if hit is None:
+            if self.has_column(physical):
+                hit = vector_matrix(self.table.column(physical), dims)
+            else:
+                hit = (np.zeros((self.n_rows, dims), dtype=np.float32), np.zeros(self.n_rows, bool))
+            with self._cache_lock:
+                self._cache[key] = hit
+        return hit  # type: ignore[return-value]
+
+    def positions_of(self, rowids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each rowid: (found mask, position in this segment)."""
+        rowids = np.asarray(rowids, dtype=np.int64)
+        if self.n_rows == 0 or rowids.size == 0:
+            return np.zeros(rowids.size, bool), np.zeros(rowids.size, np.int64)
+        pos = np.searchsorted(self.rowids, rowids)
+        pos_clipped = np.minimum(pos, self.n_rows - 1)
+        found = self.rowids[pos_clipped] == rowids
+        return found, pos_clipped
+
+    def index(self, name: str) -> HnswIndex | None:
+        return None
+
+    def stats(self, physical: str) -> tuple[object, object] | None:
+        return None
+
+
+class Segment(SegmentData):
+    """A sealed, immutable segment backed by a Parquet file (in memory once opened)."""
+
+    def __init__(self, segment_id: int, table: pa.Table, path: str | None) -> None:
+        super().__init__()
+        self.id = segment_id
+        self.table = table
+        self.n_rows = table.num_rows
+        self.rowids = table.column(ROWID).to_numpy()
+        self.path = path  # None until the Parquet file is durable
+        self.crc32: int | None = None
+        self.file_bytes: int | None = None
+        self._indexes: dict[str, HnswIndex] = {}
+        self.index_files: dict[str, tuple[str, int]] = {}  # name -> (file name, crc32)
+
+    # Indexes ----------------------------------------------------------------------------------
+    # Attached after a background build; readers that took a snapshot earlier simply see the
+    # index appear, which is safe because the segment's rows never change.
+
+    def index(self, name: str) -> HnswIndex | None:
+        return self._indexes.get(name)
+
+    def attach_index(self, name: str, index: HnswIndex) -> None:
+        self._indexes[name] = index
+
+    def detach_index(self, name: str) -> None:
+        self._indexes.pop(name, None)
+        self.index_files.pop(name, None)
+
+    @property
+    def index_names(self) -> list[str]:
+        return list(self._indexes)
+
+    # Statistics -------------------------------------------------------------------------------
+
+    def stats(self, physical: str) -> tuple[object, object] | None:
+        """(min, max) of a scalar column, None for vectors or an all-NULL column."""
+        key = ("stats", physical)
+        with self._cache_lock:
+            if key in self._cache:
+                return self._cache[key]  # type: ignore[return-value]
+        result = None
+        if self.has_column(physical):
+            col = self.table.column(physical)
+            if not (pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type)):
+                try:
+                    mm = pc.min_max(col)
+                    lo, hi = mm["min"], mm["max"]
+                    if lo.is_valid:
+                        result = (lo.as_py(), hi.as_py())
+                except pa.ArrowNotImplementedError:
+                    result = None
+        with self._cache_lock:
+            self._cache[key] = result
+        return result
+
+    # Persistence ------------------------------------------------------------------------------
+
+    @staticmethod
+    def file_name(segment_id: int) -> str:
+        return f"seg-{segment_id:08d}.parquet"
+
+    def write(self, directory: str) -> None:
+        """Write the Parquet file durably (temp file, fsync, rename, directory fsync)."""
+        name = self.file_name(self.id)
+        path = os.path.join(directory, name)
+        tmp = path + ".tmp"
+        scalar = [
+            f.name for f in self.table.schema
+            if not (pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type))
+        ]
+        vector = [f.name for f in self.table.schema if f.name not in scalar]
+        pq.write_table(
+            self.table,
+            tmp,
+            compression={**{c: "snappy" for c in scalar}, **{c: "none" for c in vector}},
+            use_dictionary=scalar,
+            write_statistics=scalar,
+            row_group_size=1 << 17,
+        )
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(directory)
+        self.path = path
+        self.file_bytes = os.path.getsize(path)
+        self.crc32 = crc32_file(path)
+
+    @classmethod
+    def open(cls, directory: str, meta: dict) -> Segment:
+        """Open a sealed segment, checking its size and CRC32 against the manifest."""
+        path = os.path.join(directory, meta["file"])
+        try:
+            size = os.path.getsize(path)
+        except OSError as exc:
+            raise DataCorrupted(f'could not open segment file "{path}": {exc.strerror}') from exc
+        if size != meta["bytes"] or crc32_file(path) != meta["crc32"]:
+            raise DataCorrupted(
+                f'segment file "{path}" is corrupt: its checksum does not match the manifest'
+            )
+        try:
+            table = pq.read_table(path).combine_chunks()
+        except (pa.ArrowException, OSError) as exc:
+            raise DataCorrupted(f'segment file "{path}" is unreadable: {exc}') from exc
+        if table.num_rows != meta["rows"]:
+            raise DataCorrupted(f'segment file "{path}" has {table.num_rows} rows, expected {meta["rows"]}')
+        seg = cls(int(meta["id"]), table, path)
+        seg.crc32 = meta["crc32"]
+        seg.file_bytes = size
+        return seg
+
+    def to_meta(self) -> dict:
+        assert self.path is not None and self.crc32 is not None
+        return {
+            "id": self.id,
+            "file": os.path.basename(self.path),
+            "bytes": self.file_bytes,
+            "crc32": self.crc32,
+            "rows": self.n_rows,
+            "rowid_min": int(self.rowids[0]) if self.n_rows else None,
+            "rowid_max": int(self.rowids[-1]) if self.n_rows else None,
+            "indexes": {
+                name: {"file": fname, "crc32": crc} for name, (fname, crc) in self.index_files.items()
+            },
+        }
+
+
+@dataclass(frozen=True)
+class SegmentView:
+    """What one reader sees of one segment: its rows and the deletes as of the snapshot."""
+
+    data: SegmentData
+    deletes: DeleteBitmap
+
+    @property
+    def live_count(self) -> int:
+        return self.data.n_rows - self.deletes.count
+
+    def live_mask(self) -> np.ndarray | None:
+        """Bool mask of live rows, or None when no row is deleted."""
+        return None if self.deletes.count == 0 else self.deletes.live_mask()
+
+
+@dataclass(frozen=True)
+class SearchHits:
+    """Nearest rows of one segment: positions in the segment, pgvector distances, strategy."""
+
+    positions: np.ndarray
+    distances: np.ndarray
+    strategy: str  # "exact" | "hnsw" | "hnsw+exact" (HNSW came back short, exact finished it)
+
+
+def search_view(
+    view: SegmentView,
+    physical: str,
+    dims: int,
+    metric: Metric,
+    query: np.ndarray,
+    k: int,
+    *,
+    allowed: np.ndarray | None = None,
+    index_name: str | None = None,
+    ef: int = 40,
+    exact: bool = False,
+) -> SearchHits:
+    """Top-k rows of one segment by `metric`, among live rows with a vector and `allowed` ones.
+
+    Uses the segment's HNSW index when there is one for this column and metric and `exact` is
+    off; deleted rows are excluded by over-querying when they are few (no Python callback) and
+    by the index's filter otherwise; if HNSW returns fewer rows than exist, exact search
+    answers instead, so a segment never contributes fewer than min(k, eligible) rows.
+    """
+    matrix, valid = view.data.vectors(physical, dims)
+    mask = _combine(view.live_mask(), valid, allowed)
+    eligible = view.data.n_rows if mask is None else int(np.count_nonzero(mask))
+    want = min(k, eligible)
+    if want == 0:
+        return SearchHits(np.empty(0, np.int64), np.empty(0), "exact")
+    index = view.data.index(index_name) if index_name and not exact else None
+    if index is not None:
+        hits = _search_index(index, view, matrix, metric, query, want, mask, allowed, ef)
+        if hits is not None:
+            return hits
+    positions, dists = top_k(metric, matrix, query, want, mask)
+    strategy = "exact" if index is None else "hnsw+exact"
+    return SearchHits(positions, dists, strategy)
+
+
+def _combine(*masks: np.ndarray | None) -> np.ndarray | None:
+    out = None
+    for m in masks:
+        if m is None:
+            continue
+        out = m if out is None else (out & m)
+    return out
+
+
+def _search_index(
+    index: HnswIndex,
+    view: SegmentView,
+    matrix: np.ndarray,
+    metric: Metric,
+    query: np.ndarray,
+    want: int,
+    mask: np.ndarray | None,
+    allowed: np.ndarray | None,
+    ef: int,
+) -> SearchHits | None:
+    deleted = view.deletes.count
+    if allowed is None and deleted <= max(64, want):
+        # Over-query by the deleted rows the index still holds: they may hide true neighbours.
+        found = index.search(query, want + deleted, ef=ef + deleted)
+        if found is None:
+            return None
+        positions, _ = found
+        if mask is not None:
+            positions = positions[mask[positions]]
+        positions = positions[:want]
+    else:
+        found = index.search(query, want, ef=ef, allowed=mask)
+        if found is None:
+            return None
+        positions, _ = found
+    if positions.size < want:
+        return None
+    # Re-score the few winners exactly so reported distances are pgvector's to the last digit.
+    dists = exact_distances(metric, matrix[positions], query)
+    order = np.argsort(dists, kind="stable")
+    return SearchHits(positions[order].astype(np.int64), dists[order], "hnsw")

@@ -1,0 +1,356 @@
+from __future__ import annotations
+
+import threading
+import zlib
+
+import numpy as np
+import pytest
+
+from sqlvec.errors import DataCorrupted, DataException, FeatureNotSupported, InvalidParameterValue
+from sqlvec.storage.hnsw import (
+    BUILD_CHUNK_ROWS,
+    HnswIndex,
+    HnswParams,
+    IndexBuildCancelled,
+)
+from sqlvec.vectors import Metric, distances, top_k
+
+N, DIM, CLUSTERS, QUERIES = 20_000, 128, 200, 100
+INDEXED = [Metric.L2, Metric.COSINE, Metric.IP]
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian clusters plus noise; queries are data points plus a little more noise."""
+    rng = np.random.default_rng(20240611)
+    centres = rng.normal(size=(CLUSTERS, DIM))
+    rows = centres[rng.integers(0, CLUSTERS, N)] + 0.35 * rng.normal(size=(N, DIM))
+    picks = rng.choice(N, QUERIES, replace=False)
+    queries = rows[picks] + 0.1 * rng.normal(size=(QUERIES, DIM))
+    return rows.astype(np.float32), queries.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def indexes(data) -> dict[Metric, HnswIndex]:
+    rows, _ = data
+    return {metric: HnswIndex.build(rows, HnswParams(metric)) for metric in INDEXED}
+
+
+def small(n: int = 2_000, dim: int = 16, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+
+
+def assert_distances_exact(metric: Metric, rows, query, positions, dists) -> None:
+    expected = distances(metric, rows[positions], query)
+    np.testing.assert_allclose(dists, expected, rtol=1e-4, atol=1e-5)
+
+
+# Recall and distances -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", INDEXED, ids=lambda m: m.name)
+def test_recall_at_10_and_exact_distances(data, indexes, metric):
+    rows, queries = data
+    index = indexes[metric]
+    assert index.indexed_count == N
+    hits = 0
+    for query in queries:
+        found = index.search(query, 10, ef=64)
+        assert found is not None
+        positions, dists = found
+        assert positions.dtype == np.int64 and dists.dtype == np.float64
+        assert len(positions) == 10
+        assert np.all(np.diff(dists) >= -1e-6), "nearest first"
+        truth, _ = top_k(metric, rows, query, 10)
+        hits += len(set(positions.tolist()) & set(truth.tolist()))
+        assert_distances_exact(metric, rows, query, positions, dists)
+    recall = hits / (10 * len(queries))
+    assert recall >= 0.95, f"{metric.name} recall@10 = {recall:.3f}"
+
+
+def test_k_beyond_indexed_count_and_small_ef():
+    rows = small(50)
+    index = HnswIndex.build(rows, HnswParams(Metric.L2))
+    positions, dists = index.search(rows[0], 500, ef=1)
+    assert sorted(positions.tolist()) == list(range(50))
+    assert positions[0] == 0 and dists[0] == 0.0
+    # ef below k is raised to k, so all k come back.
+    positions, _ = index.search(rows[3], 40, ef=1)
+    assert len(positions) == 40
+    empty_pos, empty_d = index.search(rows[0], 0, ef=40)
+    assert empty_pos.size == 0 and empty_d.size == 0
+    with pytest.raises(DataException, match="different vector dimensions 16 and 3"):
+        index.search(np.ones(3, np.float32), 5, ef=40)
+
+
+# Persistence --------------------------------------------------------------------------------
+
+
+def test_save_load_round_trip(tmp_path, data, indexes):
+    rows, queries = data
+    index = indexes[Metric.COSINE]
+    path = tmp_path / "seg-1.hnsw"
+    crc = index.save(path)
+    assert crc == zlib.crc32(path.read_bytes())
+    assert [p.name for p in tmp_path.iterdir()] == ["seg-1.hnsw"], "temp file left behind"
+
+    loaded = HnswIndex.load(path, index.params, DIM, expected_crc=crc)
+    assert loaded.indexed_count == index.indexed_count == N
+    assert loaded.dim == DIM and loaded.params == index.params
+    assert loaded.memory_bytes == index.memory_bytes
+    mask = np.random.default_rng(3).random(N) < 0.5
+    for query in queries[:20]:
+        for allowed in (None, mask):
+            a = index.search(query, 10, ef=64, allowed=allowed)
+            b = loaded.search(query, 10, ef=64, allowed=allowed)
+            np.testing.assert_array_equal(a[0], b[0])
+            np.testing.assert_array_equal(a[1], b[1])
+    # Saving again over the same path replaces the file.
+    assert loaded.save(path) == crc
+
+
+def test_flipped_byte_is_detected(tmp_path):
+    index = HnswIndex.build(small(), HnswParams(Metric.L2))
+    path = tmp_path / "seg-7.hnsw"
+    crc = index.save(path)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataCorrupted, match="checksum") as exc:
+        HnswIndex.load(path, index.params, 16, expected_crc=crc)
+    assert str(path) in exc.value.message
+    assert "rebuilt from its segment" in exc.value.message
+    assert exc.value.sqlstate == "XX001"
+
+
+@pytest.mark.parametrize("keep", [10, 96, 5_000, -4])
+@pytest.mark.parametrize("with_crc", [True, False])
+def test_truncated_file_is_detected(tmp_path, keep, with_crc):
+    index = HnswIndex.build(small(), HnswParams(Metric.L2))
+    path = tmp_path / "seg-2.hnsw"
+    crc = index.save(path)
+    raw = path.read_bytes()
+    path.write_bytes(raw[:keep])
+    with pytest.raises(DataCorrupted) as exc:
+        HnswIndex.load(path, index.params, 16, expected_crc=crc if with_crc else None)
+    assert str(path) in exc.value.message
+
+
+def test_missing_file_and_mismatched_header(tmp_path):
+    params = HnswParams(Metric.L2)
+    with pytest.raises(DataCorrupted, match="could not read"):
+        HnswIndex.load(tmp_path / "nope.hnsw", params, 16)
+    path = tmp_path / "seg-3.hnsw"
+    HnswIndex.build(small(), params).save(path)
+    with pytest.raises(DataCorrupted, match="not 8-dimensional"):
+        HnswIndex.load(path, params, 8)
+    with pytest.raises(DataCorrupted, match="built with m = 16, expected 8"):
+        HnswIndex.load(path, HnswParams(Metric.L2, m=8), 16)
+
+
+def test_empty_index_round_trip(tmp_path):
+    rows = small(100)
+    index = HnswIndex.build(rows, HnswParams(Metric.IP), valid=np.zeros(100, bool))
+    assert index.indexed_count == 0
+    positions, dists = index.search(rows[0], 10, ef=40)
+    assert positions.size == 0 and dists.size == 0
+    path = tmp_path / "empty.hnsw"
+    crc = index.save(path)
+    loaded = HnswIndex.load(path, index.params, 16, expected_crc=crc)
+    assert loaded.indexed_count == 0
+    assert loaded.search(rows[0], 10, ef=40)[0].size == 0
+
+
+# Masks --------------------------------------------------------------------------------------
+
+
+def test_allowed_mask_filters_results(data, indexes):
+    rows, queries = data
+    index = indexes[Metric.L2]
+    allowed = np.random.default_rng(5).random(N) < 0.3
+    hits = 0
+    for query in queries[:30]:
+        positions, dists = index.search(query, 10, ef=64, allowed=allowed)
+        assert allowed[positions].all()
+        truth, _ = top_k(Metric.L2, rows, query, 10, allowed=allowed)
+        hits += len(set(positions.tolist()) & set(truth.tolist()))
+        assert_distances_exact(Metric.L2, rows, query, positions, dists)
+    assert hits / 300 >= 0.9
+
+
+def test_selective_mask_returns_allowed_rows_or_none(data, indexes):
+    rows, queries = data
+    index = indexes[Metric.L2]
+    allowed = np.zeros(N, bool)
+    chosen = [7, 4_000, 12_345, 19_999, 555]
+    allowed[chosen] = True
+    for query in queries[:10]:
+        found = index.search(query, 10, ef=40, allowed=allowed)
+        if found is None:  # the caller falls back to an exact scan
+            continue
+        positions, _ = found
+        assert len(positions) <= len(chosen)
+        assert set(positions.tolist()) <= set(chosen)
+    nothing = index.search(queries[0], 10, ef=40, allowed=np.zeros(N, bool))
+    assert nothing[0].size == 0
+    with pytest.raises(ValueError, match="allowed"):
+        index.search(queries[0], 10, ef=40, allowed=np.ones(N - 1, bool))
+
+
+def test_invalid_rows_are_never_indexed_or_returned():
+    rows = small(3_000)
+    valid = np.random.default_rng(9).random(3_000) < 0.5
+    index = HnswIndex.build(rows, HnswParams(Metric.L2), valid=valid)
+    assert index.indexed_count == int(valid.sum())
+    invalid = np.flatnonzero(~valid)
+    for position in invalid[:50]:
+        found, _ = index.search(rows[position], 20, ef=64)
+        assert valid[found].all()
+        assert position not in found
+    # Allowing only rows that are not in the graph: hnswlib comes up short, so None.
+    only_invalid = ~valid
+    assert index.search(rows[invalid[0]], 5, ef=64, allowed=only_invalid) is None
+
+
+def test_zero_vectors_not_indexed_under_cosine():
+    rows = small(1_000)
+    rows[[3, 500, 999]] = 0.0
+    index = HnswIndex.build(rows, HnswParams(Metric.COSINE))
+    assert index.indexed_count == 997
+    positions, _ = index.search(rows[10], 1_000, ef=1_000)
+    assert len(positions) == 997
+    assert not {3, 500, 999} & set(positions.tolist())
+    # A zero query has NaN distance to everything: left to the exact path.
+    assert index.search(np.zeros(16, np.float32), 5, ef=40) is None
+    # Other metrics index zero vectors like any other.
+    assert HnswIndex.build(rows, HnswParams(Metric.L2)).indexed_count == 1_000
+
+
+# Parameters ---------------------------------------------------------------------------------
+
+
+def test_param_defaults_match_pgvector():
+    params = HnswParams(Metric.COSINE)
+    assert (params.m, params.ef_construction) == (16, 64)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"m": 1}, 'value 1 out of bounds for option "m"'),
+        ({"m": 101, "ef_construction": 500}, 'value 101 out of bounds for option "m"'),
+        ({"ef_construction": 3}, 'value 3 out of bounds for option "ef_construction"'),
+        ({"ef_construction": 1001}, 'value 1001 out of bounds for option "ef_construction"'),
+        (
+            {"m": 16, "ef_construction": 31},
+            "ef_construction must be greater than or equal to 2 * m",
+        ),
+        ({"m": 2.5}, 'invalid value for integer option "m": 2.5'),
+    ],
+)
+def test_param_validation(kwargs, message):
+    with pytest.raises(InvalidParameterValue) as exc:
+        HnswParams(Metric.L2, **kwargs)
+    assert exc.value.message == message
+    assert exc.value.sqlstate == "22023"
+
+
+def test_param_bounds_detail_and_edges():
+    with pytest.raises(InvalidParameterValue) as exc:
+        HnswParams(Metric.L2, m=1)
+    assert exc.value.detail == 'Valid values are between "2" and "100".'
+    HnswParams(Metric.L2, m=2, ef_construction=4)
+    HnswParams(Metric.L2, m=100, ef_construction=1000)
+    HnswParams(Metric.IP, m=32, ef_construction=64)
+
+
+def test_l1_is_not_indexable():
+    with pytest.raises(FeatureNotSupported) as exc:
+        HnswParams(Metric.L1)
+    assert exc.value.sqlstate == "0A000"
+    assert "<+>" in exc.value.message
+
+
+# Build progress and cancellation ------------------------------------------------------------
+
+
+def test_progress_reports_each_chunk():
+    n = 2 * BUILD_CHUNK_ROWS + 5_000
+    rows = small(n, dim=4)
+    calls: list[tuple[int, int]] = []
+    index = HnswIndex.build(
+        rows,
+        HnswParams(Metric.L2, m=4, ef_construction=8),
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    assert calls == [(BUILD_CHUNK_ROWS, n), (2 * BUILD_CHUNK_ROWS, n), (n, n)]
+    assert index.indexed_count == n
+
+
+def test_progress_total_counts_only_indexed_rows():
+    rows = small(12_000, dim=4)
+    valid = np.ones(12_000, bool)
+    valid[:1_000] = False
+    calls: list[tuple[int, int]] = []
+    HnswIndex.build(
+        rows,
+        HnswParams(Metric.L2, m=4, ef_construction=8),
+        valid=valid,
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    assert calls == [(10_000, 11_000), (11_000, 11_000)]
+
+
+def test_should_stop_cancels_between_chunks():
+    rows = small(2 * BUILD_CHUNK_ROWS + 1, dim=4)
+    calls: list[tuple[int, int]] = []
+    with pytest.raises(IndexBuildCancelled):
+        HnswIndex.build(
+            rows,
+            HnswParams(Metric.L2, m=4, ef_construction=8),
+            progress=lambda d, t: calls.append((d, t)),
+            should_stop=lambda: len(calls) >= 1,
+        )
+    assert calls == [(BUILD_CHUNK_ROWS, rows.shape[0])]
+
+
+# Concurrency and sizing ---------------------------------------------------------------------
+
+
+def test_concurrent_searches_use_their_own_ef(data, indexes):
+    _, queries = data
+    index = indexes[Metric.IP]
+    efs = [10, 40, 100, 400]
+    mask = np.random.default_rng(11).random(N) < 0.7
+    sequential = {
+        ef: [index.search(q, 10, ef=ef, allowed=mask if ef == 100 else None) for q in queries]
+        for ef in efs
+    }
+    # Low and high ef must actually differ somewhere, or the test proves nothing.
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(sequential[10], sequential[400]))
+    results: dict[int, list] = {}
+    barrier = threading.Barrier(len(efs))
+
+    def worker(ef: int) -> None:
+        barrier.wait()
+        out = []
+        for _ in range(3):
+            out = [index.search(q, 10, ef=ef, allowed=mask if ef == 100 else None) for q in queries]
+        results[ef] = out
+
+    threads = [threading.Thread(target=worker, args=(ef,)) for ef in efs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for ef in efs:
+        for got, want in zip(results[ef], sequential[ef]):
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_memory_estimate(indexes):
+    index = indexes[Metric.L2]
+    per_element = DIM * 4 + 8 + 33 * 4 + 8
+    assert N * per_element <= index.memory_bytes <= N * (per_element + 8)
+    assert "indexed=20000" in repr(index)

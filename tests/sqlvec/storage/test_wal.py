@@ -1,0 +1,416 @@
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sqlvec.errors import DataCorrupted
+from sqlvec.storage.wal import (
+    DeleteOp,
+    InsertOp,
+    TruncateOp,
+    WriteAheadLog,
+    decode_commit,
+    encode_commit,
+)
+
+HEADER = 12  # magic + version
+FRAME = 16  # length + lsn + crc
+
+
+def wal_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.wal"))
+
+
+def write_log(directory: Path, payloads: list[bytes], **kwargs) -> None:
+    with WriteAheadLog.open(directory, fsync=False, **kwargs) as wal:
+        for payload in payloads:
+            wal.append(payload)
+
+
+def read_log(directory: Path, after_lsn: int = 0) -> list[tuple[int, bytes]]:
+    with WriteAheadLog.open(directory, fsync=False) as wal:
+        return list(wal.replay(after_lsn))
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+# -- framing ---------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    payloads=st.lists(st.binary(max_size=64), max_size=30),
+    segment_bytes=st.sampled_from([64, 200, 1 << 20]),
+    data=st.data(),
+)
+def test_append_reopen_replay_roundtrip(payloads, segment_bytes, data):
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp) / "wal"
+        with WriteAheadLog.open(directory, fsync=False, segment_bytes=segment_bytes) as wal:
+            lsns = [wal.append(p) for p in payloads]
+            wal.sync(wal.last_lsn)
+            assert wal.durable_lsn == len(payloads)
+        assert lsns == list(range(1, len(payloads) + 1))
+
+        with WriteAheadLog.open(directory, fsync=False, segment_bytes=segment_bytes) as wal:
+            assert wal.last_lsn == len(payloads)
+            expected = list(zip(lsns, payloads))
+            assert list(wal.replay()) == expected
+            after = data.draw(st.integers(0, len(payloads) + 1))
+            assert list(wal.replay(after)) == expected[after:]
+            assert wal.append(b"next") == len(payloads) + 1
+
+
+def test_empty_directory_starts_at_lsn_1(tmp_path):
+    with WriteAheadLog.open(tmp_path / "wal") as wal:
+        assert wal.last_lsn == 0 and wal.durable_lsn == 0
+        assert list(wal.replay()) == []
+        assert wal.commit(b"a") == 1
+        assert wal.durable_lsn == 1
+    assert [p.name for p in wal_files(tmp_path / "wal")] == ["00000000000000000001.wal"]
+
+
+def test_sync_beyond_last_lsn_is_an_error(tmp_path):
+    with WriteAheadLog.open(tmp_path, fsync=False) as wal:
+        wal.append(b"x")
+        with pytest.raises(ValueError):
+            wal.sync(2)
+    with pytest.raises(ValueError):
+        wal.append(b"closed")
+
+
+@pytest.mark.parametrize("sizes", [[5, 0, 7], [3, 40], [0]])
+def test_torn_tail_at_every_offset(tmp_path, caplog, sizes):
+    payloads = [bytes([i + 1]) * n for i, n in enumerate(sizes)]
+    last_start = HEADER + sum(FRAME + len(p) for p in payloads[:-1])
+    full = last_start + FRAME + len(payloads[-1])
+    for cut in range(last_start + 1, full):
+        directory = tmp_path / f"cut{cut}"
+        write_log(directory, payloads)
+        (path,) = wal_files(directory)
+        assert path.stat().st_size == full
+        os.truncate(path, cut)
+
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="sqlvec.wal"):
+            with WriteAheadLog.open(directory, fsync=False) as wal:
+                assert wal.last_lsn == len(payloads) - 1
+                assert [p for _, p in wal.replay()] == payloads[:-1]
+                assert path.stat().st_size == last_start
+                assert wal.commit(b"after") == len(payloads)
+        warnings = [r.getMessage() for r in caplog.records if r.name == "sqlvec.wal"]
+        assert len(warnings) == 1
+        assert str(path) in warnings[0]
+        assert f"offset {last_start}" in warnings[0]
+        assert f"{cut - last_start} bytes dropped" in warnings[0]
+
+        caplog.clear()
+        assert [p for _, p in read_log(directory)] == [*payloads[:-1], b"after"]
+        assert not [r for r in caplog.records if r.name == "sqlvec.wal"]
+
+
+def test_torn_file_header_is_rewritten(tmp_path, caplog):
+    write_log(tmp_path, [b"a", b"b", b"c"], segment_bytes=40)
+    files = wal_files(tmp_path)
+    assert len(files) == 3
+    os.truncate(files[-1], 5)
+    with caplog.at_level(logging.WARNING, logger="sqlvec.wal"):
+        with WriteAheadLog.open(tmp_path, fsync=False) as wal:
+            assert wal.last_lsn == 2
+            assert wal.append(b"c2") == 3
+    assert any(str(files[-1]) in r.getMessage() for r in caplog.records)
+    assert read_log(tmp_path) == [(1, b"a"), (2, b"b"), (3, b"c2")]
+
+
+def test_header_only_newest_file_keeps_lsns_monotonic(tmp_path):
+    write_log(tmp_path, [b"a", b"b"])
+    (tmp_path / "00000000000000000003.wal").write_bytes(b"SQLVWAL\x00\x01\x00\x00\x00")
+    with WriteAheadLog.open(tmp_path, fsync=False) as wal:
+        assert wal.last_lsn == 2
+        assert wal.append(b"c") == 3
+        wal.truncate_before(3)
+    assert [p.name for p in wal_files(tmp_path)] == ["00000000000000000003.wal"]
+    with WriteAheadLog.open(tmp_path, fsync=False) as wal:
+        assert wal.last_lsn == 3
+        assert list(wal.replay()) == [(3, b"c")]
+
+
+def test_flipped_byte_in_last_record_is_truncated(tmp_path, caplog):
+    payloads = [b"first", b"second", b"third"]
+    write_log(tmp_path, payloads)
+    (path,) = wal_files(tmp_path)
+    last_start = HEADER + sum(FRAME + len(p) for p in payloads[:-1])
+    flip_byte(path, last_start + FRAME + 2)
+    with caplog.at_level(logging.WARNING, logger="sqlvec.wal"):
+        assert read_log(tmp_path) == [(1, b"first"), (2, b"second")]
+    (record,) = [r for r in caplog.records if r.name == "sqlvec.wal"]
+    assert "CRC mismatch" in record.getMessage() and str(path) in record.getMessage()
+    assert path.stat().st_size == last_start
+
+
+def test_flipped_byte_in_older_file_is_corruption(tmp_path):
+    write_log(tmp_path, [b"a" * 10, b"b" * 10, b"c" * 10], segment_bytes=40)
+    files = wal_files(tmp_path)
+    assert len(files) == 3
+    flip_byte(files[1], HEADER + FRAME + 3)
+    with pytest.raises(DataCorrupted) as info:
+        WriteAheadLog.open(tmp_path, fsync=False)
+    assert str(files[1]) in info.value.message
+    assert f"offset {HEADER}" in info.value.message
+    assert files[1].stat().st_size == HEADER + FRAME + 10  # left untouched
+
+
+def test_torn_record_in_older_file_is_corruption(tmp_path):
+    write_log(tmp_path, [b"a" * 10, b"b" * 10], segment_bytes=40)
+    first = wal_files(tmp_path)[0]
+    os.truncate(first, HEADER + 5)
+    with pytest.raises(DataCorrupted, match=str(first)):
+        WriteAheadLog.open(tmp_path, fsync=False)
+
+
+@pytest.mark.parametrize(
+    "header, message",
+    [(b"NOTAWAL\x00\x01\x00\x00\x00", "bad header"), (b"SQLVWAL\x00\x09\x00\x00\x00", "version 9")],
+)
+def test_bad_file_header_is_corruption(tmp_path, header, message):
+    write_log(tmp_path, [b"a"])
+    (path,) = wal_files(tmp_path)
+    path.write_bytes(header + path.read_bytes()[HEADER:])
+    with pytest.raises(DataCorrupted, match=message) as info:
+        WriteAheadLog.open(tmp_path, fsync=False)
+    assert str(path) in info.value.message
+
+
+def test_gap_between_files_is_corruption(tmp_path):
+    write_log(tmp_path, [b"a" * 10] * 3, segment_bytes=40)
+    files = wal_files(tmp_path)
+    files[1].unlink()
+    with pytest.raises(DataCorrupted, match=str(files[2])):
+        WriteAheadLog.open(tmp_path, fsync=False)
+
+
+def test_rotation_replay_and_truncate_before(tmp_path):
+    payloads = [bytes([i]) * 20 for i in range(1, 11)]
+    # 12 + 2 * 36 = 84 bytes: two records per file.
+    with WriteAheadLog.open(tmp_path, fsync=True, segment_bytes=84) as wal:
+        for p in payloads:
+            wal.append(p)
+        wal.sync(wal.last_lsn)
+        assert wal.stats["rotations"] == 4
+    names = [p.name for p in wal_files(tmp_path)]
+    assert names == [f"{first:020d}.wal" for first in (1, 3, 5, 7, 9)]
+    assert all(p.stat().st_size <= 84 for p in wal_files(tmp_path))
+
+    with WriteAheadLog.open(tmp_path, fsync=False, segment_bytes=84) as wal:
+        assert list(wal.replay()) == list(enumerate(payloads, start=1))
+        assert [lsn for lsn, _ in wal.replay(4)] == [5, 6, 7, 8, 9, 10]
+        wal.truncate_before(5)  # files 1-2 and 3-4 are covered; 5-6 holds LSN 6 > 5
+        assert [p.name for p in wal_files(tmp_path)][0] == f"{5:020d}.wal"
+        wal.truncate_before(100)  # never the file being appended to
+        assert [p.name for p in wal_files(tmp_path)] == [f"{9:020d}.wal"]
+        assert list(wal.replay()) == [(9, payloads[8]), (10, payloads[9])]
+        assert wal.append(b"more") == 11
+    with WriteAheadLog.open(tmp_path, fsync=False, segment_bytes=84) as wal:
+        assert [lsn for lsn, _ in wal.replay()] == [9, 10, 11]
+
+
+def test_oversized_record_gets_a_file_of_its_own(tmp_path):
+    with WriteAheadLog.open(tmp_path, fsync=False, segment_bytes=50) as wal:
+        for p in (b"x" * 100, b"y" * 100, b"z"):
+            wal.append(p)
+    assert len(wal_files(tmp_path)) == 3
+    assert [p for _, p in read_log(tmp_path)] == [b"x" * 100, b"y" * 100, b"z"]
+
+
+# -- group commit ----------------------------------------------------------------------------
+
+
+def test_group_commit_shares_fsyncs(tmp_path, monkeypatch):
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):  # a disk-like latency makes commits overlap deterministically
+        time.sleep(0.002)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    threads_n, per_thread = 8, 50
+    results: list[list[int]] = [[] for _ in range(threads_n)]
+    with WriteAheadLog.open(tmp_path, fsync=True, segment_bytes=4096) as wal:
+        start = threading.Barrier(threads_n)
+
+        def worker(i: int) -> None:
+            start.wait()
+            for j in range(per_thread):
+                lsn = wal.commit(f"{i}:{j}".encode())
+                assert wal.durable_lsn >= lsn
+                results[i].append(lsn)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(threads_n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = wal.stats
+    commits = threads_n * per_thread
+    lsns = sorted(lsn for r in results for lsn in r)
+    assert lsns == list(range(1, commits + 1))
+    assert all(r == sorted(r) for r in results)
+    assert stats["records"] == commits
+    assert stats["fsyncs"] < commits
+
+    replayed = dict(read_log(tmp_path))
+    assert len(replayed) == commits
+    for i, r in enumerate(results):
+        assert [replayed[lsn] for lsn in r] == [f"{i}:{j}".encode() for j in range(per_thread)]
+
+
+def test_appends_proceed_while_a_leader_is_in_fsync(tmp_path, monkeypatch):
+    entered, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def blocking_fsync(fd):
+        entered.set()
+        assert release.wait(10)
+        real_fsync(fd)
+
+    with WriteAheadLog.open(tmp_path, fsync=True) as wal:
+        monkeypatch.setattr(os, "fsync", blocking_fsync)
+        committer = threading.Thread(target=wal.commit, args=(b"first",))
+        committer.start()
+        assert entered.wait(10)
+        assert wal.append(b"second") == 2  # does not wait for the fsync in progress
+        assert wal.durable_lsn == 0
+        release.set()
+        committer.join()
+        assert wal.durable_lsn >= 1
+        wal.sync(2)
+        assert wal.durable_lsn == 2
+    assert read_log(tmp_path) == [(1, b"first"), (2, b"second")]
+
+
+# -- commit codec ----------------------------------------------------------------------------
+
+finite_f32 = st.floats(width=32, allow_nan=False)
+
+
+@st.composite
+def record_batches(draw) -> pa.RecordBatch:
+    n = draw(st.integers(0, 6))
+    dim = draw(st.integers(1, 4))
+    ints = draw(st.lists(st.none() | st.integers(-(2**63), 2**63 - 1), min_size=n, max_size=n))
+    floats = draw(st.lists(st.none() | st.floats(allow_nan=False), min_size=n, max_size=n))
+    texts = draw(st.lists(st.none() | st.text(max_size=8), min_size=n, max_size=n))
+    vectors = draw(
+        st.lists(
+            st.none() | st.lists(finite_f32, min_size=dim, max_size=dim), min_size=n, max_size=n
+        )
+    )
+    return pa.record_batch(
+        {
+            "i": pa.array(ints, pa.int64()),
+            "f": pa.array(floats, pa.float64()),
+            "s": pa.array(texts, pa.string()),
+            "v": pa.array(vectors, pa.list_(pa.float32(), dim)),
+        }
+    )
+
+
+table_ids = st.integers(0, 2**64 - 1)
+ops_strategy = st.lists(
+    st.one_of(
+        st.builds(InsertOp, table_ids, record_batches()),
+        st.builds(
+            DeleteOp,
+            table_ids,
+            st.lists(st.integers(-(2**63), 2**63 - 1), max_size=20).map(
+                lambda xs: np.array(xs, dtype=np.int64)
+            ),
+        ),
+        st.builds(TruncateOp, table_ids),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops_strategy)
+def test_commit_codec_roundtrip(ops):
+    decoded = decode_commit(encode_commit(ops))
+    assert decoded == ops
+    for got, want in zip(decoded, ops):
+        if isinstance(got, DeleteOp):
+            assert got.rowids.dtype == np.int64
+        if isinstance(got, InsertOp):
+            assert got.batch.schema.equals(want.batch.schema)
+
+
+def test_commit_codec_roundtrips_wide_types():
+    tz = dt.timezone.utc
+    batch = pa.record_batch(
+        {
+            "b": pa.array([True, None, False]),
+            "i2": pa.array([1, None, -3], pa.int16()),
+            "u": pa.array([1, 2, None], pa.uint32()),
+            "num": pa.array(
+                [decimal.Decimal("12345.67"), None, decimal.Decimal("-0.01")],
+                pa.decimal128(10, 2),
+            ),
+            "ts": pa.array([dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=tz), None, None],
+                           pa.timestamp("us", tz="Europe/Paris")),
+            "ts_naive": pa.array([dt.datetime(2024, 1, 2), None, dt.datetime(1970, 1, 1)],
+                                 pa.timestamp("ns")),
+            "d": pa.array([dt.date(2024, 2, 29), None, dt.date(1, 1, 1)], pa.date32()),
+            "bin": pa.array([b"\x00\xff", None, b""], pa.binary()),
+            "big": pa.array(["x" * 100, None, ""], pa.large_string()),
+            "vec": pa.array([[1.0, 2.0], None, [3.5, -4.0]], pa.list_(pa.float32(), 2)),
+            "lst": pa.array([[1.0], [], None], pa.list_(pa.float32())),
+            "dict": pa.array(["a", "b", None]).dictionary_encode(),
+        },
+        metadata={b"origin": b"test"},
+    )
+    (op,) = decode_commit(encode_commit([InsertOp(7, batch)]))
+    assert op.table_id == 7
+    assert op.batch.equals(batch, check_metadata=True)
+    values = op.batch.column("vec").values
+    assert values.buffers()[1].address % 4 == 0  # usable by numpy and Arrow kernels
+
+
+def test_commit_codec_rejects_malformed_payloads():
+    payload = encode_commit([TruncateOp(1), DeleteOp(2, np.array([1, 2, 3]))])
+    for bad in (payload[:-1], payload + b"\x00", payload[:3], b"\x01\x00\x00\x00\x09" + b"\0" * 16):
+        with pytest.raises(DataCorrupted):
+            decode_commit(bad)
+    with pytest.raises(TypeError):
+        encode_commit(["not an op"])  # type: ignore[list-item]
+
+
+def test_commit_codec_round_trips_large_vector_batches():
+    rows, dim = 10_000, 128
+    vectors = np.random.default_rng(0).random((rows, dim), dtype=np.float32)
+    batch = pa.record_batch(
+        {
+            "id": pa.array(np.arange(rows)),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
+        }
+    )
+    ops = [InsertOp(1, batch), DeleteOp(1, np.arange(1000))]
+    decoded = decode_commit(encode_commit(ops))
+    assert decoded == ops
+    got = decoded[0].batch.column("embedding").values.to_numpy().reshape(rows, dim)
+    assert np.array_equal(got, vectors)
