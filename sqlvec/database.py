@@ -30,7 +30,7 @@ from sqlvec.errors import (
 )
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
 from sqlvec.storage.store import Store, StoreOptions
-from sqlvec.storage.table import RowFilter, TableSnapshot
+from sqlvec.storage.table import RowFilter, TableSnapshot, _as_arrow
 from sqlvec.storage.wal import DeleteOp, InsertOp
 from sqlvec.types import SqlType
 from sqlvec.vectors import Metric
@@ -62,6 +62,10 @@ class Database:
             raise SqlVecError(
                 f'data directory "{path}" is in use by another sqlvec process',
                 sqlstate="55006") from None
+        # Arrow's default mimalloc pool keeps freed pages resident for long; a database holds
+        # large buffers that die in bursts (sealed growing segments, merged segments), so the
+        # system allocator (with malloc_trim after those bursts) keeps resident memory honest.
+        pa.set_memory_pool(pa.system_memory_pool())
         db = cls(path, options or StoreOptions(), fd)
         db.store(DEFAULT_DATABASE, create=True)
         return db
@@ -201,7 +205,7 @@ class TableHandle:
             return 0
         new = old.drop_columns([ROWID])
         for name, value in changes.items():
-            column = value(old) if callable(value) else pa.repeat(
+            column = _as_arrow(value(old)) if callable(value) else pa.repeat(
                 pa.scalar(value, table.def_.column(name).type.to_arrow()), old.num_rows)
             new = new.set_column(new.schema.get_field_index(name), name, column)
         rows = table.coerce(new)

@@ -168,12 +168,28 @@ class Memtable:
         return SegmentView(data, deletes)
 
     def live_table(self) -> pa.Table:
-        """The live rows, in rowid order, as one contiguous table (what sealing writes)."""
+        """The live rows, in rowid order, as one contiguous table that owns its memory (what
+        sealing turns into a segment: it must not pin the over-allocated growing buffers)."""
         view = self.snapshot()
+        keep = None if self._deleted_count == 0 else ~self._deleted[: self._n]
         table = view.data.table
-        if self._deleted_count:
-            table = table.filter(pa.array(~self._deleted[: self._n]))
-        return table.combine_chunks()
+        columns = []
+        for field in self.schema:
+            if field.name in self._vectors:
+                matrix, valid = self._vectors[field.name]
+                matrix, valid = matrix[: self._n], valid[: self._n]
+                if keep is not None:
+                    matrix, valid = matrix[keep], valid[keep]
+                else:
+                    matrix, valid = matrix.copy(), valid.copy()
+                columns.append(pa.FixedSizeListArray.from_arrays(
+                    pa.array(matrix.reshape(-1)), field.type.list_size, mask=pa.array(~valid)))
+            else:
+                column = table.column(field.name)
+                if keep is not None:
+                    column = column.filter(pa.array(keep))
+                columns.append(column.combine_chunks())
+        return pa.Table.from_arrays(columns, schema=self.schema)
 
 
 def _grow(array: np.ndarray, capacity: int) -> np.ndarray:

@@ -30,6 +30,7 @@ table, all tables of a commit applied under the same lock).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import queue
@@ -84,7 +85,7 @@ class StoreOptions:
     """Tuning and durability knobs of a database directory."""
 
     fsync: bool = True  # fsync the WAL at commit (off only for throwaway data)
-    seal_rows: int = 131_072  # seal the growing segment at this many rows...
+    seal_rows: int = 65_536  # seal the growing segment at this many rows...
     seal_bytes: int = 256 << 20  # ...or this many bytes, whichever comes first
     wal_segment_bytes: int = 64 << 20
     checkpoint_wal_bytes: int = 256 << 20  # checkpoint when this much WAL is past the oldest one
@@ -409,6 +410,7 @@ class Store:
         finally:
             self.release_segment_files(seg)
         self._schedule_missing_builds(table)
+        _return_free_memory()
         return seg
 
     def checkpoint(self) -> None:
@@ -756,6 +758,22 @@ class Store:
                         "memory_bytes": built.memory_bytes if built else 0,
                     })
         return rows
+
+
+def _return_free_memory() -> None:
+    """Hand freed heap pages back to the OS after large buffers die (a sealed growing segment):
+    glibc keeps them otherwise, and resident memory would count them forever."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
 
 
 def _params(index: IndexDef) -> HnswParams:

@@ -185,7 +185,9 @@ class TableSnapshot:
             empty = logical_table(self.growing, self.table_def, columns, with_rowid).slice(0, 0)
             return empty.append_column(distance_name, pa.array([], pa.float64()))
         merged = pa.concat_tables([t for _, t in parts])
-        rank = np.concatenate([np.searchsorted(order, c, sorter=np.argsort(order)) for c, _ in parts])
+        place = np.empty(dists.size, np.int64)
+        place[order] = np.arange(order.size)
+        rank = np.concatenate([place[c] for c, _ in parts])
         # `rank` is each row's place in the global order: undo the per-segment grouping.
         merged = merged.take(pa.array(np.argsort(rank, kind="stable")))
         merged = merged.append_column(distance_name, pa.array(dists[order], pa.float64()))

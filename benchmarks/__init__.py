@@ -1,0 +1,1 @@
+"""sqlvec benchmarks: measured, never asserted. Run `python -m benchmarks --help`."""

@@ -1,0 +1,23 @@
+"""`python -m benchmarks <suite> [options]`."""
+
+from __future__ import annotations
+
+import sys
+
+SUITES = {
+    "storage": "benchmarks.storage",
+}
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in SUITES:
+        print("usage: python -m benchmarks {" + ",".join(SUITES) + "} [--help]", file=sys.stderr)
+        return 2
+    import importlib
+
+    module = importlib.import_module(SUITES[sys.argv[1]])
+    return module.main(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from sqlvec.errors import SqlVecError
+from sqlvec.types import (
+    VECTOR_MAX_DIM,
+    SqlType,
+    format_float4,
+    format_vector,
+    parse_vector,
+    sql_type_from_arrow,
+)
+
+
+def _error(text: str) -> SqlVecError:
+    with pytest.raises(SqlVecError) as info:
+        parse_vector(text)
+    return info.value
+
+
+# parse_vector: pgvector's messages and SQLSTATEs ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "sqlstate", "message", "detail"),
+    [
+        ("[1,2", "22P02", 'invalid input syntax for type vector: "[1,2"', "Unexpected end of input."),
+        ("[1,,2]", "22P02", 'invalid input syntax for type vector: "[1,,2]"', None),
+        ("[1 2]", "22P02", 'invalid input syntax for type vector: "[1 2]"', None),
+        ("[a]", "22P02", 'invalid input syntax for type vector: "[a]"', None),
+        ("1,2]", "22P02", 'invalid input syntax for type vector: "1,2]"',
+         'Vector contents must start with "[".'),
+        ("[1,2]x", "22P02", 'invalid input syntax for type vector: "[1,2]x"',
+         "Junk after closing right brace."),
+        ("[nan]", "22000", "NaN not allowed in vector", None),
+        ("[1,NaN,2]", "22000", "NaN not allowed in vector", None),
+        ("[inf]", "22000", "infinite value not allowed in vector", None),
+        ("[-Infinity]", "22000", "infinite value not allowed in vector", None),
+        ("[]", "22000", "vector must have at least 1 dimension", None),
+        ("[  ]", "22000", "vector must have at least 1 dimension", None),
+    ],
+)
+def test_parse_vector_errors(text, sqlstate, message, detail):
+    err = _error(text)
+    assert err.sqlstate == sqlstate
+    assert err.message == message
+    if detail is not None:
+        assert err.detail == detail
+
+
+def test_parse_vector_too_many_dimensions():
+    err = _error("[" + ",".join(["1"] * (VECTOR_MAX_DIM + 1)) + "]")
+    assert err.sqlstate == "54000"
+    assert err.message == f"vector cannot have more than {VECTOR_MAX_DIM} dimensions"
+    # The limit itself is allowed.
+    assert parse_vector("[" + ",".join(["1"] * VECTOR_MAX_DIM) + "]").shape == (VECTOR_MAX_DIM,)
+
+
+def test_parse_vector_out_of_float4_range():
+    assert _error("[1e39]").sqlstate == "22003"
+
+
+def test_parse_vector_values_and_whitespace():
+    v = parse_vector(" [ 1 , -2.5 ,3e2, .5 ] ")
+    assert v.dtype == np.float32
+    np.testing.assert_array_equal(v, np.array([1, -2.5, 300, 0.5], dtype=np.float32))
+    # Rounds to float32 once, from the decimal text (no double rounding through float64 noise).
+    assert parse_vector("[0.1]")[0] == np.float32(0.1)
+
+
+# format_vector: PostgreSQL's shortest float4 text --------------------------------------------
+
+
+@pytest.mark.parametrize("value", [0.1, 1 / 3, -2.5, 1e-5, 3.4028235e38, 1.17549435e-38, 7.0, 0.00012])
+def test_format_float4_is_shortest_and_round_trips(value):
+    text = format_float4(value)
+    f = np.float32(value)
+    assert np.float32(float(text)) == f
+    # Shortest: dropping one significant digit no longer reads back as the same float32.
+    digits = text.split("e")[0].replace("-", "").replace(".", "").strip("0")
+    if len(digits) > 1:
+        shorter = np.format_float_scientific(f, precision=len(digits) - 2)
+        assert np.float32(float(shorter)) != f
+
+
+def test_format_vector_text():
+    v = np.array([1, 2.5, -3, 0.1, 1 / 3, 1e-5, -0.0], dtype=np.float32)
+    assert format_vector(v) == "[1,2.5,-3,0.1,0.33333334,1e-05,-0]"
+    np.testing.assert_array_equal(parse_vector(format_vector(v)), v)
+
+
+@pytest.mark.xfail(strict=True, reason="float4 switches to exponent form at 1e6 in PostgreSQL "
+                                       "(display exponent >= 6), format_float4 only at 1e15")
+def test_format_float4_large_values_use_exponent_like_postgres():
+    assert format_float4(100000.0) == "100000"
+    assert format_float4(1e6) == "1e+06"
+    assert format_float4(123456789.0) == "1.2345679e+08"
+
+
+# SqlType ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spelling", "name", "typmod", "formatted"),
+    [
+        ("varchar(20)", "varchar", 24, "character varying(20)"),
+        ("character varying(20)", "varchar", 24, "character varying(20)"),
+        ("varchar", "varchar", -1, "character varying"),
+        ("numeric(10,2)", "numeric", ((10 << 16) | 2) + 4, "numeric(10,2)"),
+        ("decimal(10, 2)", "numeric", ((10 << 16) | 2) + 4, "numeric(10,2)"),
+        ("numeric(5)", "numeric", (5 << 16) + 4, "numeric(5,0)"),
+        ("numeric", "numeric", -1, "numeric"),
+        ("vector(4)", "vector", 4, "vector(4)"),
+        ("VECTOR(3)", "vector", 3, "vector(3)"),
+        ("vector", "vector", -1, "vector"),
+        ("timestamptz", "timestamptz", -1, "timestamp with time zone"),
+        ("timestamp with time zone", "timestamptz", -1, "timestamp with time zone"),
+        ("timestamptz(3)", "timestamptz", 3, "timestamp(3) with time zone"),
+        ("timestamp", "timestamp", -1, "timestamp without time zone"),
+        ("double precision", "float8", -1, "double precision"),
+        ("real", "float4", -1, "real"),
+        ("int", "int4", -1, "integer"),
+        ("bigint", "int8", -1, "bigint"),
+        ("smallint", "int2", -1, "smallint"),
+        ("boolean", "bool", -1, "boolean"),
+        ("bigserial", "int8", -1, "bigint"),
+        ("jsonb", "jsonb", -1, "jsonb"),
+        ("uuid", "uuid", -1, "uuid"),
+        ("bytea", "bytea", -1, "bytea"),
+        ("date", "date", -1, "date"),
+    ],
+)
+def test_parse_and_format_type(spelling, name, typmod, formatted):
+    t = SqlType.parse(spelling)
+    assert (t.name, t.typmod) == (name, typmod)
+    assert t.format() == formatted
+    assert SqlType.from_json(t.to_json()) == t
+
+
+@pytest.mark.parametrize(
+    ("spelling", "arrow"),
+    [
+        ("vector(4)", pa.list_(pa.float32(), 4)),
+        ("vector", pa.list_(pa.float32())),
+        ("numeric", pa.decimal128(38, 12)),
+        ("timestamptz", pa.timestamp("us", tz="UTC")),
+        ("timestamp", pa.timestamp("us")),
+        ("jsonb", pa.string()),
+        ("uuid", pa.string()),
+        ("int2", pa.int16()),
+        ("bytea", pa.binary()),
+    ],
+)
+def test_arrow_type_round_trips_through_sql_type_from_arrow(spelling, arrow):
+    t = SqlType.parse(spelling)
+    assert t.to_arrow() == arrow
+    back = sql_type_from_arrow(arrow)
+    assert back.to_arrow() == arrow
+
+
+def test_result_decimal_is_described_as_numeric():
+    assert sql_type_from_arrow(SqlType.parse("numeric(10,2)").to_arrow()).name == "numeric"
+
+
+@pytest.mark.parametrize(
+    ("spelling", "sqlstate"),
+    [
+        ("nosuchtype", "42704"),
+        ("vector(0)", "22000"),
+        ("vector(16001)", "22023"),
+        ("varchar(0)", "22023"),
+        ("numeric(39,2)", "22023"),
+        ("numeric(5,6)", "22023"),
+        ("int4(3)", "22023"),
+    ],
+)
+def test_bad_type_spellings(spelling, sqlstate):
+    with pytest.raises(SqlVecError) as info:
+        SqlType.parse(spelling)
+    assert info.value.sqlstate == sqlstate
+
+
+def test_vector_dims_and_char_length():
+    assert SqlType.parse("vector(7)").dims == 7
+    assert SqlType.parse("vector").dims is None
+    assert SqlType.parse("varchar(9)").char_length == 9
+    assert SqlType.parse("numeric(12,3)").numeric_precision_scale == (12, 3)
+    with pytest.raises(TypeError):
+        _ = SqlType.parse("text").dims
