@@ -47,8 +47,13 @@ class Database:
         self.options = options
         self._lock_fd = lock_fd
         self._stores: dict[str, Store] = {}
+        self._catalogs: dict[str, object] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self.sessions: dict[int, object] = {}
+        from sqlvec.execution.session_functions import session_functions
+
+        self.functions = session_functions()
 
     @classmethod
     def open(cls, path: str = "sqlvec-data", *, options: StoreOptions | None = None) -> Database:
@@ -67,7 +72,11 @@ class Database:
         # system allocator (with malloc_trim after those bursts) keeps resident memory honest.
         pa.set_memory_pool(pa.system_memory_pool())
         db = cls(path, options or StoreOptions(), fd)
-        db.store(DEFAULT_DATABASE, create=True)
+        try:
+            db.store(DEFAULT_DATABASE, create=True)
+        except BaseException:
+            db.close()  # a failed recovery must not keep the directory locked
+            raise
         return db
 
     def close(self) -> None:
@@ -108,6 +117,43 @@ class Database:
             self._stores[name] = store
             return store
 
+    def catalog(self, name: str = DEFAULT_DATABASE):
+        """The SQL catalog (schemas, sequences, extensions, roles) of database `name`."""
+        from sqlvec.catalog.catalog import Catalog
+
+        store = self.store(name)
+        with self._lock:
+            catalog = self._catalogs.get(name)
+            if catalog is None or catalog.store is not store:
+                catalog = self._catalogs[name] = Catalog(store)
+            return catalog
+
+    # Sessions -----------------------------------------------------------------------------------
+
+    def connect(self, database: str = DEFAULT_DATABASE, user: str = "postgres",
+                settings: dict[str, str] | None = None):
+        """A new SQL session on `database` (what one client connection gets)."""
+        from sqlvec.session import Session
+
+        return Session(self, database, user, settings)
+
+    def register_session(self, session) -> None:
+        self.sessions[session.pid] = session
+
+    def unregister_session(self, session) -> None:
+        self.sessions.pop(session.pid, None)
+
+    def virtual_fields(self, name: str, schema: str | None):
+        """Columns of a virtual catalog table (pg_catalog, information_schema), or None."""
+        from sqlvec.catalog.virtual import virtual_fields
+
+        return virtual_fields(name, schema)
+
+    def virtual_table(self, session, name: str) -> pa.Table:
+        from sqlvec.catalog.virtual import build_virtual_table
+
+        return build_virtual_table(self, session, name)
+
     def create_database(self, name: str) -> None:
         if not _DB_NAME.match(name):
             raise SqlVecError(f'invalid database name "{name}"', sqlstate="42602")
@@ -120,8 +166,12 @@ class Database:
             raise SqlVecError(f'cannot drop database "{name}"', sqlstate="55006")
         if name not in self.databases():
             raise InvalidCatalogName(f'database "{name}" does not exist')
+        if any(getattr(s, "database_name", None) == name for s in list(self.sessions.values())):
+            raise SqlVecError(f'database "{name}" is being accessed by other users',
+                              sqlstate="55006")
         with self._lock:
             store = self._stores.pop(name, None)
+            self._catalogs.pop(name, None)
         if store is not None:
             store.close()
         import shutil

@@ -76,6 +76,13 @@ _TYPES: tuple[TypeInfo, ...] = (
     TypeInfo("vector", VECTOR_OID, VECTOR_ARRAY_OID, -1, "U", "vector"),
 )
 
+# Array types: `_<element>` as in pg_type, stored as Arrow list<element>.
+_ARRAYS: tuple[TypeInfo, ...] = tuple(
+    TypeInfo("_" + t.typname, t.array_oid, 0, -1, "A", t.display + "[]")
+    for t in _TYPES if t.array_oid
+)
+_TYPES = _TYPES + _ARRAYS
+
 TYPES_BY_NAME: dict[str, TypeInfo] = {t.typname: t for t in _TYPES}
 TYPES_BY_OID: dict[int, TypeInfo] = {t.oid: t for t in _TYPES}
 ARRAY_ELEMENT_BY_OID: dict[int, TypeInfo] = {t.array_oid: t for t in _TYPES if t.array_oid}
@@ -158,6 +165,18 @@ class SqlType:
     @property
     def is_vector(self) -> bool:
         return self.name == "vector"
+
+    @property
+    def is_array(self) -> bool:
+        return self.name.startswith("_")
+
+    @property
+    def element(self) -> SqlType:
+        """The element type of an array type."""
+        return SqlType(self.name[1:])
+
+    def array_of(self) -> SqlType:
+        return SqlType("_" + self.name)
 
     @property
     def dims(self) -> int | None:
@@ -276,6 +295,8 @@ _SIMPLE_ARROW: dict[str, pa.DataType] = {
 
 
 def _arrow_type(t: SqlType) -> pa.DataType:
+    if t.is_array:
+        return pa.list_(_arrow_type(t.element))
     if t.name == "vector":
         if t.typmod < 0:
             return pa.list_(pa.float32())
@@ -290,8 +311,11 @@ def sql_type_from_arrow(dt: pa.DataType) -> SqlType:
     """The SqlType an Arrow result column is described as when no declared type is known."""
     if pa.types.is_fixed_size_list(dt) and pa.types.is_float32(dt.value_type):
         return SqlType("vector", dt.list_size)
-    if pa.types.is_list(dt) and pa.types.is_float32(dt.value_type):
-        return SqlType("vector")
+    if pa.types.is_list(dt) or pa.types.is_large_list(dt):
+        element = sql_type_from_arrow(dt.value_type)
+        if element.is_array or element.name == "vector":
+            return SqlType("text")
+        return element.array_of()
     if pa.types.is_boolean(dt):
         return SqlType("bool")
     if pa.types.is_int8(dt) or pa.types.is_int16(dt):
@@ -385,15 +409,27 @@ def check_vector_values(values: np.ndarray, wide: np.ndarray | None = None) -> n
 
 
 def format_float4(x: float) -> str:
-    """Shortest text that reads back as the same float32, as PostgreSQL 12+ prints `real`."""
+    """`real` output as PostgreSQL 12+ prints it: shortest round-trip digits, in exponent form
+    when the decimal exponent is below -4 or at least 6 (FLT_DIG)."""
+    return format_shortest(float(np.float32(x)), single=True)
+
+
+def format_shortest(x: float, single: bool = False) -> str:
+    """Shortest text that reads back as the same float4/float8, PostgreSQL's layout (Ryu):
+    positional when -4 <= exponent < FLT_DIG (6) / DBL_DIG (15), else `d.ddde+XX`."""
     if math.isnan(x):
         return "NaN"
     if math.isinf(x):
         return "Infinity" if x > 0 else "-Infinity"
-    f = np.float32(x)
-    if f == 0 or 1e-4 <= abs(f) < 1e15:
-        return np.format_float_positional(f, unique=True, trim="-")
-    return np.format_float_scientific(f, unique=True, trim="-", exp_digits=2)
+    if x == 0:
+        return "-0" if math.copysign(1.0, x) < 0 else "0"
+    value = np.float32(x) if single else np.float64(x)
+    sci = np.format_float_scientific(value, unique=True, trim="-", exp_digits=2)
+    mantissa, _, exponent = sci.partition("e")
+    exp10 = int(exponent)
+    if -4 <= exp10 < (6 if single else 15):
+        return np.format_float_positional(value, unique=True, trim="-")
+    return f"{mantissa}e{'-' if exp10 < 0 else '+'}{abs(exp10):02d}"
 
 
 def format_vector(values: np.ndarray) -> str:

@@ -7,9 +7,9 @@
 | <#>  | -(a . b)              | ip            | 1 - a . b     | d - 1    |
 | <+>  | L1 distance           | (none)        |               | exact    |
 
-Kernels work on a whole contiguous float32 matrix at once (BLAS for the ranking pass), never a
-Python loop per row. Ranking uses the fast expanded form ||x||² - 2x·q + ||q||², which can lose
-digits to cancellation for near neighbours, so the final top-k are re-scored with the direct form.
+Kernels work on a whole contiguous float32 matrix at once, never a Python loop per row: BLAS
+products rank by cosine and inner product, the direct form (in chunks) by L2 and L1. The final
+top-k are always re-scored with the direct form in float64 accumulation.
 """
 
 from __future__ import annotations
@@ -125,15 +125,15 @@ def _direct(metric: Metric, block: np.ndarray, query: np.ndarray) -> np.ndarray:
 
 
 def _ranking_scores(metric: Metric, matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Scores whose order approximates the metric's order, computed with one BLAS product."""
-    if metric is Metric.L1:
+    """Scores whose order is the metric's order. Inner products use one BLAS product; L2 and
+    L1 use the direct form (chunked), because the expanded ||x||² - 2x·q + ||q||² loses every
+    digit that separates points lying far from the origin."""
+    if metric in (Metric.L1, Metric.L2):
         return distances(metric, matrix, query)
     dots = matrix @ query  # float32 GEMV
     if metric is Metric.IP:
         return -dots
     sq = np.einsum("ij,ij->i", matrix, matrix)
-    if metric is Metric.L2:
-        return sq - 2.0 * dots
     with np.errstate(invalid="ignore", divide="ignore"):
         return -dots / np.sqrt(sq)
 

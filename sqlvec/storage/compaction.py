@@ -40,7 +40,8 @@ def pick_segments(table: Table, policy: CompactionPolicy) -> list[list[Segment]]
     A group is a run of adjacent small segments (at least `min_merge`, at most `target_rows`
     live rows together), or a single segment with many deleted rows."""
     with table.lock:
-        segments = [s for s in table.sealed if s.path is not None]
+        segments = [s for s in table.sealed
+                    if s.path is not None and not any(s is p for p in table.sealing)]
         deletes = {s.id: table.deletes[s.id] for s in segments}
     groups: list[list[Segment]] = []
     run: list[Segment] = []

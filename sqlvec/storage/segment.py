@@ -195,9 +195,9 @@ class Segment(SegmentData):
             os.close(fd)
         os.replace(tmp, path)
         fsync_dir(directory)
-        self.path = path
         self.file_bytes = os.path.getsize(path)
         self.crc32 = crc32_file(path)
+        self.path = path  # last: other threads take a set path to mean the file is complete
 
     @classmethod
     def open(cls, directory: str, meta: dict) -> Segment:

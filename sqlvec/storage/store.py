@@ -118,6 +118,9 @@ class Store:
         self.next_table_id = 1
         self.next_oid = FIRST_OID
         self.applied_lsn = 0
+        # Bumped on every manifest commit: plans cached above storage compare it to know whether
+        # the schema they were planned against may have changed.
+        self.generation = 0
         self.builds: dict[tuple[int, str, int], BuildProgress] = {}
         self._manifests = ManifestStore(directory, keep=options.manifest_keep)
         self._commit_lock = threading.Lock()
@@ -334,18 +337,25 @@ class Store:
     def _apply_durable(self) -> None:
         assert self._wal is not None
         touched: set[int] = set()
+        truncated = False
         with self._apply_lock:
             durable = self._wal.durable_lsn
             while self._pending and self._pending[0][0] <= durable:
                 lsn, ops = self._pending.popleft()
+                by_table: dict[int, list] = {}
                 for op in ops:
-                    table = self.tables.get(op.table_id)
+                    by_table.setdefault(op.table_id, []).append(op)
+                for table_id, table_ops in by_table.items():
+                    table = self.tables.get(table_id)
                     if table is None:
                         continue
-                    table.apply(op)
-                    touched.add(op.table_id)
-                    if isinstance(op, TruncateOp):
-                        self._seal_queue.put(("checkpoint", None))
+                    # Under the table's lock, so no reader's snapshot falls between two ops of
+                    # one commit (an UPDATE is a delete and an insert).
+                    with table.lock:
+                        for op in table_ops:
+                            table.apply(op)
+                    touched.add(table_id)
+                    truncated |= any(isinstance(op, TruncateOp) for op in table_ops)
                 for op in ops:
                     table = self.tables.get(op.table_id)
                     if table is not None:
@@ -355,8 +365,12 @@ class Store:
             table = self.tables.get(table_id)
             if table is not None:
                 self._maybe_seal(table)
-        if self._wal.last_lsn and self._wal_bytes_since_checkpoint() > self.options.checkpoint_wal_bytes:
-            self._seal_queue.put(("checkpoint", None))
+        if truncated or (self._wal.last_lsn and
+                         self._wal_bytes_since_checkpoint() > self.options.checkpoint_wal_bytes):
+            if self.options.background:
+                self._seal_queue.put(("checkpoint", None))
+            else:  # no worker would ever take it off the queue (and wait_idle would hang)
+                self.checkpoint()
 
     def _drain(self) -> None:
         """Wait until every appended commit is applied (caller holds the commit lock)."""
@@ -403,9 +417,13 @@ class Store:
         try:
             self.write_segment(table, seg)
             with self._manifest_lock:
-                if table.sealing is seg:
-                    table.checkpoint_lsn = seg.freeze_lsn  # type: ignore[attr-defined]
-                    table.sealing = None
+                # Seals may finish out of order (a checkpoint racing the background sealer): the
+                # checkpoint LSN only passes segments whose earlier siblings are durable too.
+                with table.lock:
+                    while table.sealing and table.sealing[0].path is not None:
+                        done = table.sealing.pop(0)
+                        table.checkpoint_lsn = max(table.checkpoint_lsn,
+                                                   done.freeze_lsn)  # type: ignore[attr-defined]
                 self._commit_manifest()
         finally:
             self.release_segment_files(seg)
@@ -438,17 +456,18 @@ class Store:
                 "tables": tables,
             }
             self._manifests.commit(body, features=FEATURES)
+            self.generation += 1
         self._truncate_wal(tables)
         self._collect_garbage()
 
     def _table_meta(self, table: Table, version: int) -> dict:
         with table.lock:
             checkpoint = table.checkpoint_lsn
-            if table.memtable.n_rows == 0 and table.sealing is None:
+            if table.memtable.n_rows == 0 and not table.sealing:
                 checkpoint = max(checkpoint, self.applied_lsn)
             segments = []
             for seg in table.sealed:
-                if seg.path is None:
+                if seg.path is None or any(seg is s for s in table.sealing):
                     continue
                 meta = seg.to_meta()
                 meta["deletes"] = self._persist_deletes(table, seg, version)
@@ -554,6 +573,8 @@ class Store:
                     progress(base + n, total)
             self._build_index(table, seg, index, seg_progress)
             done += seg.n_rows
+            if progress is not None:  # also when a background build got to the segment first
+                progress(done, total)
         return index
 
     def drop_index(self, name: str, *, if_exists: bool = False) -> None:
@@ -567,6 +588,15 @@ class Store:
                         seg.detach_index(name)
                     with self._manifest_lock:
                         self._commit_manifest()
+                    # The graphs go now, not when the last manifest version naming them is
+                    # pruned: an old version that still lists one just rebuilds it if used.
+                    suffix = f".{ix.oid}.hnsw"
+                    for fname in os.listdir(table.directory):
+                        if fname.endswith(suffix):
+                            try:
+                                os.remove(os.path.join(table.directory, fname))
+                            except OSError:
+                                pass
                     return
         if not if_exists:
             raise UndefinedObject(f'index "{name}" does not exist')

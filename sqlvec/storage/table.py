@@ -208,7 +208,9 @@ class Table:
         self.next_rowid = 0
         self.next_segment_id = 1
         self.checkpoint_lsn = 0  # every op with LSN <= this is in the durable segments/deletes
-        self.sealing: Segment | None = None  # frozen, its Parquet file not yet durable
+        # Frozen segments whose seal is not yet in a manifest, oldest first. Manifests leave them
+        # out (WAL replay after checkpoint_lsn still covers their rows) and compaction skips them.
+        self.sealing: list[Segment] = []
         self.pk_map: dict[object, int] = {}
         self._reserved_keys: set = set()
         self._pending_deletes: set[int] = set()
@@ -230,13 +232,18 @@ class Table:
             with self.lock:
                 snap = self._snapshot
                 if snap is None:
-                    snap = TableSnapshot(
-                        self.def_,
-                        tuple(SegmentView(s, self.deletes[s.id]) for s in self.sealed),
-                        self.memtable.snapshot(),
-                    )
+                    snap = self._current()
                     self._snapshot = snap
         return snap
+
+    def _current(self) -> TableSnapshot:
+        """The state right now, not cached: in the middle of applying a commit it must not
+        become what readers see (they read `_snapshot` without the lock)."""
+        return TableSnapshot(
+            self.def_,
+            tuple(SegmentView(s, self.deletes[s.id]) for s in self.sealed),
+            self.memtable.snapshot(),
+        )
 
     def _invalidate(self) -> None:
         self._snapshot = None
@@ -382,13 +389,13 @@ class Table:
             elif isinstance(op, TruncateOp):
                 self.sealed = []
                 self.deletes = {}
-                self.sealing = None
+                self.sealing = []
                 self.memtable = Memtable(self.def_)
                 self.pk_map = {}
             self._invalidate()
 
     def _apply_delete(self, rowids: np.ndarray) -> None:
-        snap = self.snapshot()
+        snap = self._snapshot or self._current()
         if self.def_.primary_key:
             for key in self._keys_of(snap, rowids):
                 self.pk_map.pop(key, None)
@@ -425,7 +432,7 @@ class Table:
             self.next_segment_id += 1
             self.sealed.append(seg)
             self.deletes[seg.id] = DeleteBitmap.empty(seg.n_rows)
-            self.sealing = seg
+            self.sealing.append(seg)
             seg.freeze_lsn = applied_lsn  # type: ignore[attr-defined]
             return seg
 

@@ -92,8 +92,6 @@ def test_format_vector_text():
     np.testing.assert_array_equal(parse_vector(format_vector(v)), v)
 
 
-@pytest.mark.xfail(strict=True, reason="float4 switches to exponent form at 1e6 in PostgreSQL "
-                                       "(display exponent >= 6), format_float4 only at 1e15")
 def test_format_float4_large_values_use_exponent_like_postgres():
     assert format_float4(100000.0) == "100000"
     assert format_float4(1e6) == "1e+06"

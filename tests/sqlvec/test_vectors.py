@@ -76,9 +76,6 @@ def test_top_k_with_mask_only_returns_allowed_rows(metric, data):
     assert rows.size == 0 and dists.size == 0
 
 
-@pytest.mark.xfail(strict=True, reason="top_k's float32 ranking pass (||x||^2 - 2x.q) loses every "
-                                       "digit that separates points far from the origin, so the "
-                                       "candidate pool misses the true neighbours")
 def test_top_k_is_exact_far_from_the_origin():
     # Points whose squared norms are huge relative to their spread (e.g. un-centred features).
     rng = np.random.default_rng(3)

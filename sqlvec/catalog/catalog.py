@@ -1,0 +1,255 @@
+"""The catalog of one database: schemas, tables, sequences, extensions and roles.
+
+Tables and indexes live in the store's manifest (storage/schema.py); everything else the catalog
+owns is kept in the manifest's `catalog` section, which this module reads and writes:
+
+    schemas     {name: {"oid": int, "owner": role name}}
+    sequences   {"schema.name": {"oid", "start", "increment", "value" (last value handed out or
+                 null), "reserved" (values up to this are durable), "owned_by": "table.column"}}
+    extensions  {name: {"oid", "version", "schema"}}
+    roles       {name: {"oid", "superuser", "login", "password" (SCRAM verifier or null)}}
+    comments    {"<classoid>:<objoid>:<subid>": text}
+
+Sequences hand out values from memory and reserve them durably in blocks (as PostgreSQL logs
+sequence values ahead), so a crash can skip values but never repeat one.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from sqlvec.errors import (
+    DuplicateObject,
+    DuplicateTable,
+    InvalidParameterValue,
+    SqlVecError,
+    UndefinedObject,
+    UndefinedTable,
+)
+from sqlvec.storage.store import Store
+from sqlvec.storage.table import Table
+
+# OIDs PostgreSQL gives these objects; clients compare against them.
+PG_CATALOG_OID = 11
+PUBLIC_OID = 2200
+INFORMATION_SCHEMA_OID = 13000
+BOOTSTRAP_SUPERUSER_OID = 10
+SYSTEM_SCHEMAS = {"pg_catalog": PG_CATALOG_OID, "information_schema": INFORMATION_SCHEMA_OID}
+SEQUENCE_BLOCK = 32
+VECTOR_EXTENSION_VERSION = "0.8.0"
+
+
+class Catalog:
+    """Name resolution and catalog objects of one database (thread-safe)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._lock = threading.RLock()
+        self._seq_values: dict[str, int | None] = {}
+        if "schemas" not in store.catalog:
+            store.update_catalog(lambda c: {
+                **c,
+                "schemas": {"public": {"oid": PUBLIC_OID, "owner": "postgres"}},
+                "sequences": {}, "extensions": {}, "comments": {},
+                "roles": {"postgres": {"oid": BOOTSTRAP_SUPERUSER_OID, "superuser": True,
+                                       "login": True, "password": None}},
+            })
+
+    @property
+    def state(self) -> dict:
+        return self.store.catalog
+
+    # Schemas ------------------------------------------------------------------------------------
+
+    def schema_names(self) -> list[str]:
+        return list(SYSTEM_SCHEMAS) + list(self.state["schemas"])
+
+    def schema_oid(self, name: str) -> int:
+        if name in SYSTEM_SCHEMAS:
+            return SYSTEM_SCHEMAS[name]
+        try:
+            return self.state["schemas"][name]["oid"]
+        except KeyError:
+            raise UndefinedObject(f'schema "{name}" does not exist', sqlstate="3F000") from None
+
+    def has_schema(self, name: str) -> bool:
+        return name in SYSTEM_SCHEMAS or name in self.state["schemas"]
+
+    def create_schema(self, name: str, *, if_not_exists: bool = False, owner: str = "postgres") -> None:
+        with self._lock:
+            if self.has_schema(name):
+                if if_not_exists:
+                    return
+                raise DuplicateObject(f'schema "{name}" already exists', sqlstate="42P06")
+            oid = self.store.allocate_oid()
+            self.store.update_catalog(lambda c: {
+                **c, "schemas": {**c["schemas"], name: {"oid": oid, "owner": owner}}})
+
+    def drop_schema(self, name: str, *, if_exists: bool = False, cascade: bool = False) -> None:
+        with self._lock:
+            if name not in self.state["schemas"]:
+                if if_exists:
+                    return
+                if name in SYSTEM_SCHEMAS:
+                    raise SqlVecError(f'cannot drop schema {name} because it is required by the '
+                                      "database system", sqlstate="2BP01")
+                raise UndefinedObject(f'schema "{name}" does not exist', sqlstate="3F000")
+            tables = [t for t in self.store.tables.values() if t.def_.schema == name]
+            if tables and not cascade:
+                raise SqlVecError(
+                    f"cannot drop schema {name} because other objects depend on it",
+                    sqlstate="2BP01",
+                    detail="\n".join(f"table {name}.{t.def_.name} depends on schema {name}"
+                                     for t in tables),
+                    hint="Use DROP ... CASCADE to drop the dependent objects too.")
+            for table in tables:
+                self.drop_table(table)
+            self.store.update_catalog(lambda c: {
+                **c, "schemas": {k: v for k, v in c["schemas"].items() if k != name}})
+
+    # Tables -------------------------------------------------------------------------------------
+
+    def find_table(self, name: str, schema: str | None, search_path: list[str]) -> Table | None:
+        if schema is not None:
+            return self.store.find_table(name, schema)
+        for candidate in search_path:
+            table = self.store.find_table(name, candidate)
+            if table is not None:
+                return table
+        return None
+
+    def table(self, name: str, schema: str | None, search_path: list[str]) -> Table:
+        table = self.find_table(name, schema, search_path)
+        if table is None:
+            shown = f"{schema}.{name}" if schema else name
+            raise UndefinedTable(f'relation "{shown}" does not exist')
+        return table
+
+    def creation_schema(self, schema: str | None, search_path: list[str]) -> str:
+        """Where CREATE puts an unqualified object: the first existing schema of the path."""
+        if schema is not None:
+            if not self.has_schema(schema):
+                raise UndefinedObject(f'schema "{schema}" does not exist', sqlstate="3F000")
+            return schema
+        for candidate in search_path:
+            if candidate in self.state["schemas"]:
+                return candidate
+        raise SqlVecError("no schema has been selected to create in", sqlstate="3F000")
+
+    def relation_exists(self, name: str, schema: str) -> bool:
+        if self.store.find_table(name, schema) is not None:
+            return True
+        return any(ix.name == name and t.def_.schema == schema
+                   for t in self.store.tables.values() for ix in t.def_.indexes) or \
+            f"{schema}.{name}" in self.state["sequences"]
+
+    def check_new_relation(self, name: str, schema: str) -> None:
+        if self.relation_exists(name, schema):
+            raise DuplicateTable(f'relation "{name}" already exists')
+
+    def drop_table(self, table: Table) -> None:
+        with self._lock:
+            owned = [k for k, v in self.state["sequences"].items()
+                     if (v.get("owned_by") or "").startswith(f"{table.def_.id}.")]
+            self.store.drop_table(table.id)
+            if owned:
+                self.store.update_catalog(lambda c: {
+                    **c, "sequences": {k: v for k, v in c["sequences"].items() if k not in owned}})
+                for key in owned:
+                    self._seq_values.pop(key, None)
+
+    # Sequences ----------------------------------------------------------------------------------
+
+    def create_sequence(self, name: str, schema: str, *, start: int = 1, increment: int = 1,
+                        owned_by: str | None = None) -> str:
+        key = f"{schema}.{name}"
+        with self._lock:
+            self.check_new_relation(name, schema)
+            oid = self.store.allocate_oid()
+            entry = {"oid": oid, "start": start, "increment": increment, "value": None,
+                     "reserved": None, "owned_by": owned_by}
+            self.store.update_catalog(lambda c: {**c, "sequences": {**c["sequences"], key: entry}})
+        return key
+
+    def sequence(self, key: str) -> dict:
+        try:
+            return self.state["sequences"][key]
+        except KeyError:
+            raise UndefinedTable(f'relation "{key.split(".", 1)[-1]}" does not exist') from None
+
+    def nextval(self, key: str, count: int = 1) -> list[int]:
+        """The next `count` values of a sequence; durable before they are handed out."""
+        with self._lock:
+            seq = self.sequence(key)
+            inc = int(seq["increment"])
+            last = self._seq_values.get(key, seq["value"])
+            first = int(seq["start"]) if last is None else int(last) + inc
+            values = [first + i * inc for i in range(count)]
+            top = values[-1]
+            reserved = seq.get("reserved")
+            if reserved is None or (inc > 0 and top > reserved) or (inc < 0 and top < reserved):
+                new_reserved = top + inc * SEQUENCE_BLOCK
+                self.store.update_catalog(lambda c: _set_seq(c, key, value=top, reserved=new_reserved))
+            self._seq_values[key] = top
+            return values
+
+    def setval(self, key: str, value: int, is_called: bool = True) -> int:
+        with self._lock:
+            seq = self.sequence(key)
+            last = value if is_called else value - int(seq["increment"])
+            self.store.update_catalog(lambda c: _set_seq(c, key, value=last, reserved=last))
+            self._seq_values[key] = last
+            return value
+
+    def currval_of(self, key: str) -> int | None:
+        return self._seq_values.get(key, self.sequence(key)["value"])
+
+    # Extensions ---------------------------------------------------------------------------------
+
+    def create_extension(self, name: str, *, if_not_exists: bool = False) -> None:
+        if name != "vector":
+            raise UndefinedObject(
+                f'extension "{name}" is not available', sqlstate="0A000",
+                hint="sqlvec provides the vector extension only (it is built in).")
+        with self._lock:
+            if name in self.state["extensions"]:
+                if if_not_exists:
+                    return
+                raise DuplicateObject(f'extension "{name}" already exists')
+            oid = self.store.allocate_oid()
+            entry = {"oid": oid, "version": VECTOR_EXTENSION_VERSION, "schema": "public"}
+            self.store.update_catalog(lambda c: {**c, "extensions": {**c["extensions"], name: entry}})
+
+    def drop_extension(self, name: str, *, if_exists: bool = False) -> None:
+        with self._lock:
+            if name not in self.state["extensions"]:
+                if if_exists:
+                    return
+                raise UndefinedObject(f'extension "{name}" does not exist')
+            self.store.update_catalog(lambda c: {
+                **c, "extensions": {k: v for k, v in c["extensions"].items() if k != name}})
+
+    # Roles --------------------------------------------------------------------------------------
+
+    def role(self, name: str) -> dict | None:
+        return self.state.get("roles", {}).get(name)
+
+    def set_role(self, name: str, **fields: object) -> None:
+        with self._lock:
+            roles = dict(self.state.get("roles", {}))
+            entry = dict(roles.get(name) or {"oid": self.store.allocate_oid(), "superuser": False,
+                                             "login": True, "password": None})
+            entry.update(fields)
+            roles[name] = entry
+            self.store.update_catalog(lambda c: {**c, "roles": roles})
+
+
+def _set_seq(catalog: dict, key: str, **fields: object) -> dict:
+    sequences = dict(catalog["sequences"])
+    sequences[key] = {**sequences[key], **fields}
+    return {**catalog, "sequences": sequences}
+
+
+def check_sequence_increment(increment: int) -> None:
+    if increment == 0:
+        raise InvalidParameterValue("INCREMENT must not be zero")

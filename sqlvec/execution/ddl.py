@@ -1,0 +1,379 @@
+"""CREATE / DROP / ALTER statements: tables, indexes, schemas, sequences, extensions, databases.
+
+DDL takes effect immediately and durably (a new manifest version). Inside a transaction block
+it is not undone by ROLLBACK; the session warns when that happens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlglot import exp
+
+from sqlvec.catalog.catalog import Catalog
+from sqlvec.errors import (
+    DuplicateTable,
+    FeatureNotSupported,
+    SqlVecError,
+    UndefinedColumn,
+    UndefinedObject,
+    UndefinedTable,
+)
+from sqlvec.sql.binder import serial_kind, sql_type
+from sqlvec.sql.dialect import to_sql
+from sqlvec.storage.schema import ColumnDef, IndexDef
+from sqlvec.types import SqlType
+from sqlvec.vectors import Metric
+
+
+def _literal_default(e: exp.Expression) -> str:
+    return to_sql(e)
+
+
+def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> str:
+    schema_node = stmt.this
+    if not isinstance(schema_node, exp.Schema):
+        if stmt.args.get("expression") is not None:
+            raise FeatureNotSupported("CREATE TABLE ... AS is not supported")
+        raise SqlVecError("syntax error in CREATE TABLE", sqlstate="42601")
+    table = schema_node.this
+    props = stmt.args.get("properties")
+    if props is not None and any(isinstance(p, exp.TemporaryProperty) for p in props.expressions):
+        raise FeatureNotSupported("temporary tables are not supported")
+    name = table.name
+    schema = catalog.creation_schema(table.db or None, search_path)
+    if catalog.relation_exists(name, schema):
+        if stmt.args.get("exists"):
+            return "NOTICE"
+        raise DuplicateTable(f'relation "{name}" already exists')
+    columns: list[ColumnDef] = []
+    primary_key: list[str] = []
+    sequences: list[tuple[str, str]] = []  # (column, sequence name)
+    for item in schema_node.expressions:
+        if isinstance(item, exp.ColumnDef):
+            col, pk, serial = _column_def(item, len(columns) + 1, name)
+            if any(c.name == col.name for c in columns):
+                raise SqlVecError(f'column "{col.name}" specified more than once', sqlstate="42701")
+            columns.append(col)
+            if pk:
+                primary_key.append(col.name)
+            if serial:
+                sequences.append((col.name, f"{name}_{col.name}_seq"))
+        elif isinstance(item, exp.PrimaryKey):
+            primary_key = [c.name for c in item.expressions]
+        elif isinstance(item, (exp.UniqueColumnConstraint, exp.Unique)):
+            raise FeatureNotSupported("UNIQUE constraints other than PRIMARY KEY are not supported")
+        elif isinstance(item, (exp.ForeignKey, exp.Reference)):
+            raise FeatureNotSupported("FOREIGN KEY constraints are not supported")
+        elif isinstance(item, exp.CheckColumnConstraint) or isinstance(item, exp.Check):
+            raise FeatureNotSupported("CHECK constraints are not supported")
+        else:
+            raise FeatureNotSupported(f"table element {to_sql(item)} is not supported")
+    names = [c.name for c in columns]
+    for key in primary_key:
+        if key not in names:
+            raise UndefinedColumn(f'column "{key}" named in key does not exist')
+    if primary_key:
+        columns = [replace(c, not_null=True) if c.name in primary_key else c for c in columns]
+    for col_name, seq in sequences:
+        key = catalog.create_sequence(_unique_sequence(catalog, seq, schema), schema,
+                                      owned_by=f"pending.{col_name}")
+        columns = [replace(c, default=f"nextval('{key.split('.', 1)[1]}'::regclass)")
+                   if c.name == col_name else c for c in columns]
+    table_def = catalog.store.create_table(name, columns, schema=schema, primary_key=primary_key)
+    if sequences:
+        catalog.store.update_catalog(lambda c: {**c, "sequences": {
+            k: ({**v, "owned_by": v["owned_by"].replace("pending.", f"{table_def.id}.")}
+                if (v.get("owned_by") or "").startswith("pending.") else v)
+            for k, v in c["sequences"].items()}})
+    return "CREATE TABLE"
+
+
+def _unique_sequence(catalog: Catalog, base: str, schema: str) -> str:
+    name = base
+    i = 1
+    while catalog.relation_exists(name, schema):
+        name = f"{base}{i}"
+        i += 1
+    return name
+
+
+def _column_def(item: exp.ColumnDef, attnum: int, table: str) -> tuple[ColumnDef, bool, bool]:
+    kind = item.args.get("kind")
+    if kind is None:
+        raise SqlVecError(f'column "{item.name}" has no type', sqlstate="42601")
+    serial = serial_kind(kind) is not None
+    col_type = sql_type(kind)
+    not_null = serial
+    default = None
+    pk = False
+    identity = "serial" if serial else None
+    for constraint in item.args.get("constraints") or []:
+        k = constraint.args.get("kind")
+        if isinstance(k, exp.NotNullColumnConstraint):
+            not_null = not k.args.get("allow_null")
+        elif isinstance(k, exp.PrimaryKeyColumnConstraint):
+            pk = True
+            not_null = True
+        elif isinstance(k, exp.DefaultColumnConstraint):
+            default = _literal_default(k.this)
+        elif isinstance(k, exp.GeneratedAsIdentityColumnConstraint):
+            identity = "always" if k.args.get("this") else "by default"
+            serial = True
+            not_null = True
+        elif isinstance(k, (exp.UniqueColumnConstraint,)):
+            raise FeatureNotSupported("UNIQUE constraints other than PRIMARY KEY are not supported")
+        elif isinstance(k, exp.Reference):
+            raise FeatureNotSupported("FOREIGN KEY constraints are not supported")
+        elif isinstance(k, exp.CheckColumnConstraint):
+            raise FeatureNotSupported("CHECK constraints are not supported")
+        elif isinstance(k, exp.CollateColumnConstraint):
+            continue
+        else:
+            raise FeatureNotSupported(f"column constraint {to_sql(constraint)} is not supported")
+    if col_type.is_vector and col_type.dims is not None and default is not None:
+        pass
+    return ColumnDef(item.name, col_type, attnum, not_null=not_null, default=default,
+                     identity=identity), pk, serial
+
+
+def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None) -> str:
+    kind = (stmt.args.get("kind") or "").upper()
+    if_exists = bool(stmt.args.get("exists"))
+    cascade = bool(stmt.args.get("cascade"))
+    targets = stmt.args.get("tables") or [stmt.this]
+    if kind == "TABLE":
+        found = []
+        for t in targets:
+            table = catalog.find_table(t.name, t.db or None, search_path)
+            if table is None:
+                if if_exists:
+                    continue
+                raise UndefinedTable(f'table "{t.name}" does not exist')
+            found.append(table)
+        for table in found:
+            catalog.drop_table(table)
+        return "DROP TABLE"
+    if kind == "INDEX":
+        for t in targets:
+            catalog.store.drop_index(t.name, if_exists=if_exists)
+        return "DROP INDEX"
+    if kind == "SCHEMA":
+        for t in targets:
+            catalog.drop_schema(t.db or t.name, if_exists=if_exists, cascade=cascade)
+        return "DROP SCHEMA"
+    if kind == "SEQUENCE":
+        for t in targets:
+            key = f"{t.db or catalog.creation_schema(None, search_path)}.{t.name}"
+            if key not in catalog.state["sequences"]:
+                if if_exists:
+                    continue
+                raise UndefinedTable(f'sequence "{t.name}" does not exist')
+            catalog.store.update_catalog(lambda c, key=key: {
+                **c, "sequences": {k: v for k, v in c["sequences"].items() if k != key}})
+        return "DROP SEQUENCE"
+    if kind == "DATABASE":
+        if database is None:
+            raise FeatureNotSupported("DROP DATABASE is not available here")
+        for t in targets:
+            if t.name not in database.databases():
+                if if_exists:
+                    continue
+                raise UndefinedObject(f'database "{t.name}" does not exist', sqlstate="3D000")
+            database.drop_database(t.name)
+        return "DROP DATABASE"
+    if kind == "VIEW":
+        raise FeatureNotSupported("views are not supported")
+    raise FeatureNotSupported(f"DROP {kind} is not supported")
+
+
+def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], progress=None) -> str:
+    index = stmt.this
+    table_node = index.args.get("table")
+    table = catalog.table(table_node.name, table_node.db or None, search_path)
+    params = index.args.get("params")
+    using = params.args.get("using") if params is not None else None
+    method = using.name.lower() if using is not None else "btree"
+    cols = params.args.get("columns") or []
+    col_names, opclass = [], None
+    for c in cols:
+        inner = c.this if isinstance(c, exp.Ordered) else c
+        if isinstance(inner, exp.Opclass):
+            opclass = inner.expression.name.lower()
+            inner = inner.this
+        if not isinstance(inner, exp.Column):
+            raise FeatureNotSupported("indexes on expressions are not supported")
+        if not table.def_.has_column(inner.name):
+            raise UndefinedColumn(f'column "{inner.name}" does not exist')
+        col_names.append(inner.name)
+    options = {}
+    with_ = params.args.get("with_storage") if params is not None else None
+    if with_ and not isinstance(with_, bool):
+        for prop in with_.expressions if hasattr(with_, "expressions") else []:
+            key = prop.this.name.lower() if isinstance(prop, exp.EQ) else str(prop)
+            value = prop.expression
+            options[key] = int(value.this) if isinstance(value, exp.Literal) else value.name
+    if method not in ("hnsw", "btree"):
+        raise FeatureNotSupported(f'access method "{method}" is not supported',
+                                  hint="sqlvec supports USING hnsw for vectors and btree.")
+    if method == "hnsw":
+        if len(col_names) != 1:
+            raise FeatureNotSupported("hnsw indexes on several columns are not supported")
+        col = table.def_.column(col_names[0])
+        if not col.type.is_vector:
+            raise SqlVecError(f'data type {col.type.format()} has no default operator class for '
+                              'access method "hnsw"', sqlstate="42704",
+                              hint="You must specify an operator class for the index or define a "
+                                   "default operator class for the data type.")
+        opclass = opclass or "vector_l2_ops"
+        try:
+            Metric.from_opclass(opclass)
+        except KeyError:
+            if opclass == "vector_l1_ops":
+                raise FeatureNotSupported("operator class vector_l1_ops is not supported by hnsw "
+                                          "indexes here") from None
+            raise UndefinedObject(f'operator class "{opclass}" does not exist for access method '
+                                  '"hnsw"') from None
+        unknown = set(options) - {"m", "ef_construction"}
+        if unknown:
+            raise SqlVecError(f'unrecognized parameter "{sorted(unknown)[0]}"', sqlstate="22023")
+    if stmt.args.get("unique"):
+        raise FeatureNotSupported("UNIQUE indexes are not supported")
+    name = index.name or _default_index_name(catalog, table.def_.name, col_names,
+                                             table.def_.schema)
+    if catalog.relation_exists(name, table.def_.schema):
+        if stmt.args.get("exists"):
+            return "NOTICE"
+        raise DuplicateTable(f'relation "{name}" already exists')
+    definition = IndexDef(name=name, oid=catalog.store.allocate_oid(), columns=tuple(col_names),
+                          method=method, opclass=opclass, options=options)
+    catalog.store.create_index(table.id, definition, progress=progress)
+    return "CREATE INDEX"
+
+
+def _default_index_name(catalog: Catalog, table: str, columns: list[str], schema: str) -> str:
+    """PostgreSQL's choice: <table>_<col>[_<col>...]_idx, numbered when taken."""
+    base = f"{table}_{'_'.join(columns)}_idx"
+    name = base
+    i = 1
+    while catalog.relation_exists(name, schema):
+        name = f"{base}{i}"
+        i += 1
+    return name
+
+
+def alter_table(stmt: exp.Alter, catalog: Catalog, search_path: list[str], default_of) -> str:
+    t = stmt.this
+    table = catalog.find_table(t.name, t.db or None, search_path)
+    if table is None:
+        if stmt.args.get("exists"):
+            return "ALTER TABLE"
+        raise UndefinedTable(f'relation "{t.name}" does not exist')
+    for action in stmt.args.get("actions") or []:
+        _alter_action(action, table, catalog, default_of)
+    return "ALTER TABLE"
+
+
+def _alter_action(action, table, catalog: Catalog, default_of) -> None:
+    store = catalog.store
+    d = table.def_
+    if isinstance(action, exp.ColumnDef):
+        if d.has_column(action.name):
+            if action.args.get("exists"):
+                return
+            raise SqlVecError(f'column "{action.name}" of relation "{d.name}" already exists',
+                              sqlstate="42701")
+        col, pk, serial = _column_def(action, d.next_attnum, d.name)
+        if pk or serial:
+            raise FeatureNotSupported("ADD COLUMN with PRIMARY KEY or serial is not supported")
+        missing = default_of(col) if col.default is not None else None
+        if col.not_null and missing is None and table.snapshot().row_count:
+            raise SqlVecError(f'column "{col.name}" of relation "{d.name}" contains null values',
+                              sqlstate="23502")
+        col = replace(col, missing_value=missing)
+        store.alter_table(table.id, lambda x: x.with_changes(
+            columns=x.columns + (col,), next_attnum=x.next_attnum + 1))
+        return
+    if isinstance(action, exp.Drop) and (action.args.get("kind") or "").upper() == "COLUMN":
+        for target in action.args.get("tables") or []:
+            name = target.name
+            if not d.has_column(name):
+                if action.args.get("exists"):
+                    continue
+                raise UndefinedColumn(f'column "{name}" of relation "{d.name}" does not exist')
+            if name in d.primary_key:
+                raise FeatureNotSupported("dropping a primary key column is not supported")
+            if any(name in ix.columns for ix in d.indexes):
+                for ix in [ix for ix in d.indexes if name in ix.columns]:
+                    store.drop_index(ix.name)
+            store.alter_table(table.id, lambda x, name=name: x.with_changes(
+                columns=tuple(c for c in x.columns if c.name != name)))
+        return
+    if isinstance(action, exp.RenameColumn):
+        old, new = action.this.name, action.args["to"].name
+        if not d.has_column(old):
+            raise UndefinedColumn(f'column "{old}" does not exist')
+        if d.has_column(new):
+            raise SqlVecError(f'column "{new}" of relation "{d.name}" already exists',
+                              sqlstate="42701")
+        store.alter_table(table.id, lambda x: x.with_changes(
+            columns=tuple(replace(c, name=new) if c.name == old else c for c in x.columns),
+            primary_key=tuple(new if k == old else k for k in x.primary_key),
+            indexes=tuple(replace(ix, columns=tuple(new if c == old else c for c in ix.columns))
+                          for ix in x.indexes)))
+        return
+    if isinstance(action, exp.AlterRename):
+        new_name = action.this.name
+        if catalog.relation_exists(new_name, d.schema):
+            raise DuplicateTable(f'relation "{new_name}" already exists')
+        store.alter_table(table.id, lambda x: x.with_changes(name=new_name))
+        return
+    if isinstance(action, exp.AlterColumn):
+        name = action.this.name
+        if not d.has_column(name):
+            raise UndefinedColumn(f'column "{name}" of relation "{d.name}" does not exist')
+        if action.args.get("drop") and action.args.get("allow_null") is not None:
+            store.alter_table(table.id, lambda x: x.with_changes(columns=tuple(
+                replace(c, not_null=False) if c.name == name else c for c in x.columns)))
+            return
+        if "default" in action.args and action.args.get("default") is not None:
+            text = to_sql(action.args["default"])
+            store.alter_table(table.id, lambda x: x.with_changes(columns=tuple(
+                replace(c, default=text) if c.name == name else c for c in x.columns)))
+            return
+        if action.args.get("drop") and action.args.get("default") is None:
+            store.alter_table(table.id, lambda x: x.with_changes(columns=tuple(
+                replace(c, default=None) if c.name == name else c for c in x.columns)))
+            return
+        if action.args.get("allow_null") is False:
+            raise FeatureNotSupported("SET NOT NULL on an existing column is not supported")
+        raise FeatureNotSupported("ALTER COLUMN ... TYPE is not supported")
+    raise FeatureNotSupported(f"ALTER TABLE action {to_sql(action)} is not supported")
+
+
+def create_other(stmt: exp.Create, catalog: Catalog, search_path: list[str], database=None) -> str:
+    kind = (stmt.args.get("kind") or "").upper()
+    if kind == "SCHEMA":
+        t = stmt.this
+        catalog.create_schema(t.db or t.name, if_not_exists=bool(stmt.args.get("exists")))
+        return "CREATE SCHEMA"
+    if kind == "DATABASE":
+        if database is None:
+            raise FeatureNotSupported("CREATE DATABASE is not available here")
+        database.create_database(stmt.this.name)
+        return "CREATE DATABASE"
+    if kind == "SEQUENCE":
+        t = stmt.this
+        schema = catalog.creation_schema(t.db or None, search_path)
+        if stmt.args.get("exists") and catalog.relation_exists(t.name, schema):
+            return "NOTICE"
+        catalog.create_sequence(t.name, schema)
+        return "CREATE SEQUENCE"
+    if kind in ("VIEW", "MATERIALIZED VIEW"):
+        raise FeatureNotSupported("views are not supported")
+    if kind == "FUNCTION" or kind == "PROCEDURE":
+        raise FeatureNotSupported(f"CREATE {kind} is not supported")
+    raise FeatureNotSupported(f"CREATE {kind or to_sql(stmt)[:40]} is not supported")
+
+
+__all__ = ["create_table", "drop", "create_index", "alter_table", "create_other", "SqlType"]

@@ -1,0 +1,562 @@
+"""INSERT, UPDATE and DELETE: plans built from the query planner, writes into a transaction.
+
+A write statement reads through the same operators as a query (so WHERE, joins in FROM/USING,
+subqueries and RETURNING all work), then turns its rows into buffered inserts and deletes of
+the session's transaction (transaction.py). UPDATE is delete + insert of the new version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlglot import exp
+
+from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn
+from sqlvec.execution import values as V
+from sqlvec.execution.context import ExecContext
+from sqlvec.execution.expressions import Compiler, Frame
+from sqlvec.execution.operators import Builder, Operator, table_of
+from sqlvec.execution.transaction import Transaction
+from sqlvec.execution.values import BOOL, Value, as_array
+from sqlvec.plan import nodes as n
+from sqlvec.plan.planner import Planner, output_name
+from sqlvec.sql.binder import Field, Scope
+from sqlvec.sql.dialect import parse_one
+from sqlvec.storage.schema import ROWID, ColumnDef
+from sqlvec.storage.table import Table, cast_column
+from sqlvec.types import SqlType
+
+
+@dataclass
+class WritePlan:
+    """A compiled write statement: `run(ctx, txn)` performs it and returns (count, returning)."""
+
+    kind: str  # INSERT | UPDATE | DELETE
+    table: Table
+    source: Operator
+    returning: list[Value] | None
+    returning_fields: list[Field] | None
+    runner: object
+
+    def run(self, ctx: ExecContext, txn: Transaction) -> tuple[int, pa.Table | None]:
+        return self.runner(self, ctx, txn)
+
+
+def _target(planner: Planner, table_expr: exp.Table) -> tuple[Table, str]:
+    table = planner.ctx.catalog.table(table_expr.name, table_expr.db or None, planner.ctx.search_path)
+    alias = table_expr.alias or table.def_.name
+    return table, alias
+
+
+def _table_fields(table: Table, alias: str) -> list[Field]:
+    d = table.def_
+    return [Field(c.name, alias, c.type, (d.oid, c.attnum)) for c in d.columns] + \
+        [Field(ROWID, alias, SqlType("int8"), hidden=True)]
+
+
+def _returning(builder: Builder, planner: Planner, stmt: exp.Expression, fields: list[Field]):
+    ret = stmt.args.get("returning")
+    if ret is None:
+        return None, None
+    scope = Scope(fields)
+    types = [f.type for f in fields]
+    c = Compiler(scope, types, builder.env)
+    values, out_fields = [], []
+    for e in ret.expressions:
+        if isinstance(e, exp.Star) or (isinstance(e, exp.Column) and isinstance(e.this, exp.Star)):
+            for f in fields:
+                if not f.hidden:
+                    values.append(c.compile(exp.column(f.name, table=f.table)))
+                    out_fields.append(Field(f.name, None, f.type, f.source))
+            continue
+        inner = e.this if isinstance(e, exp.Alias) else e
+        bound = planner._expr(inner, scope)
+        v = c.compile(bound)
+        if v.type.name == "unknown":
+            v = c.coerce(v, V.TEXT)
+        values.append(v)
+        out_fields.append(Field(output_name(e), None, v.type))
+    return values, out_fields
+
+
+def _eval_returning(plan: WritePlan, ctx: ExecContext, rows: pa.Table) -> pa.Table:
+    frame = Frame(rows, ctx)
+    cols = [as_array(v(frame), rows.num_rows) for v in plan.returning]
+    return table_of(cols) if cols else table_of([], rows.num_rows)
+
+
+# INSERT --------------------------------------------------------------------------------------------
+
+
+def default_value(col: ColumnDef, builder: Builder) -> Value | None:
+    """The compiled DEFAULT of a column (None: NULL)."""
+    if col.default is None:
+        return None
+    c = Compiler(Scope([]), [], builder.env)
+    return c.compile_as(parse_one(f"SELECT {col.default}").expressions[0], col.type)
+
+
+def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePlan:
+    target = stmt.this
+    columns: list[str] | None = None
+    if isinstance(target, exp.Schema):
+        columns = [c.name for c in target.expressions]
+        target = target.this
+    table, alias = _target(planner, target)
+    d = table.def_
+    if columns is None:
+        columns = d.column_names
+    for name in columns:
+        if not d.has_column(name):
+            raise UndefinedColumn(f'column "{name}" of relation "{d.name}" does not exist')
+    if len(set(columns)) != len(columns):
+        dup = next(c for c in columns if columns.count(c) > 1)
+        raise SqlVecError(f'column "{dup}" specified more than once', sqlstate="42701")
+    target_cols = [d.column(c) for c in columns]
+    source_expr = stmt.args.get("expression")
+    if stmt.args.get("default") or source_expr is None:
+        source = builder.build(n.OneRow(()))
+        target_cols = []
+    elif isinstance(source_expr, exp.Values):
+        source = _values_source(source_expr, target_cols, planner, builder)
+    else:
+        query = source_expr.this if isinstance(source_expr, exp.Subquery) else source_expr
+        plan = planner.plan_query(query)
+        from sqlvec.plan.rules import optimize
+
+        source = builder.build(optimize(plan))
+        visible = [f for f in source.fields if not f.hidden]
+        if len(visible) > len(target_cols):
+            raise SqlVecError("INSERT has more expressions than target columns", sqlstate="42601")
+        target_cols = target_cols[: len(visible)]
+    defaults = {c.name: default_value(c, builder) for c in d.columns}
+    fields = _table_fields(table, alias)
+    returning, returning_fields = _returning(builder, planner, stmt, fields)
+    plan = WritePlan("INSERT", table, source, returning, returning_fields, _run_insert)
+    plan.target_cols = target_cols  # type: ignore[attr-defined]
+    plan.defaults = defaults  # type: ignore[attr-defined]
+    plan.conflict = _plan_conflict(stmt.args.get("conflict"), table, alias, planner, builder)  # type: ignore[attr-defined]
+    return plan
+
+
+class _DefaultMarker(exp.Expression):
+    """The DEFAULT keyword inside VALUES."""
+
+
+def _values_source(values: exp.Values, target_cols: list[ColumnDef], planner: Planner,
+                   builder: Builder) -> Operator:
+    rows = []
+    for row in values.expressions:
+        cells = list(row.expressions) if isinstance(row, exp.Tuple) else [row]
+        if len(cells) > len(target_cols):
+            raise SqlVecError("INSERT has more expressions than target columns", sqlstate="42601")
+        if len(cells) < len(target_cols):
+            raise SqlVecError("INSERT has more target columns than expressions", sqlstate="42601")
+        out = []
+        for cell, col in zip(cells, target_cols):
+            if isinstance(cell, exp.Var) and cell.name.upper() == "DEFAULT":
+                out.append(None)
+                continue
+            bound = planner._expr(cell, Scope([]))
+            if isinstance(bound, exp.Parameter):
+                builder.env.infer_param(int(bound.this.this), col.type)
+            out.append(bound)
+        rows.append(out)
+    c = Compiler(Scope([]), [], builder.env)
+    compiled = []
+    for row in rows:
+        compiled.append([None if cell is None else _assign(c, cell, col)
+                         for cell, col in zip(row, target_cols)])
+    op = _ValuesRows([Field(col.name, None, col.type) for col in target_cols],
+                     [col.type for col in target_cols], [])
+    op.rows = compiled
+    op.columns = target_cols
+    return op
+
+
+def _assign(c: Compiler, e: exp.Expression, col: ColumnDef) -> Value:
+    """An expression assigned to a column: unknown literals take the column's type."""
+    v = c.compile(e)
+    if v.type.name == "unknown":
+        return c.coerce(v, col.type)
+    return v
+
+
+class _ValuesRows(Operator):
+    """VALUES rows of an INSERT, each cell already typed for its column (None = DEFAULT)."""
+
+    def __init__(self, fields, types, children):
+        self.fields, self.types, self.children = fields, types, children
+
+    def run(self, ctx, outer):
+        frame = Frame(pa.table({"_": [None]}), ctx, outer)
+        columns = []
+        for i, col in enumerate(self.columns):
+            cells = []
+            for row in self.rows:
+                v = row[i]
+                if v is None:
+                    cells.append(_DEFAULT)
+                    continue
+                value = v(frame)
+                if not isinstance(value, pa.Scalar):
+                    value = value[0]
+                if v.type != col.type and value.is_valid:
+                    value = V.cast(value, v.type if v.type.name != "unknown" else V.TEXT, col.type, 1)
+                cells.append(value)
+            columns.append(cells)
+        out = []
+        for i in range(len(self.columns)):
+            vals = [c if c is _DEFAULT else (c.as_py() if c.is_valid else None) for c in columns[i]]
+            out.append(vals)
+        table = {str(i): vals for i, vals in enumerate(out)}
+        return table, len(self.rows)
+
+
+_DEFAULT = object()
+
+
+def _run_insert(plan: WritePlan, ctx: ExecContext, txn: Transaction):
+    table = plan.table
+    d = table.def_
+    source = plan.source
+    produced = source.execute(ctx)
+    if isinstance(produced, tuple):  # VALUES rows with DEFAULT markers
+        cells, n_rows = produced
+        given = {col.name: cells[str(i)] for i, col in enumerate(plan.target_cols)}
+    else:
+        n_rows = produced.num_rows
+        visible = [i for i, f in enumerate(source.fields) if not f.hidden]
+        given = {}
+        for i, col in zip(visible, plan.target_cols):
+            value = produced.column(i)
+            src = source.types[i]
+            if src != col.type:
+                value = as_array(V.cast(value, src if src.name != "unknown" else V.TEXT, col.type,
+                                        n_rows), n_rows)
+            given[col.name] = value
+    frame = Frame(table_of([], n_rows), ctx)
+    arrays = []
+    for col in d.columns:
+        arrow = col.type.to_arrow()
+        if col.name in given and not isinstance(given[col.name], list):
+            arrays.append(given[col.name])
+            continue
+        default = plan.defaults[col.name]
+        if col.name in given:
+            cells = given[col.name]
+            if any(v is _DEFAULT for v in cells):
+                fill = _default_array(default, frame, n_rows, arrow, col)
+                merged = [fill[i].as_py() if v is _DEFAULT else v for i, v in enumerate(cells)]
+            else:
+                merged = cells
+            arrays.append(_array_for(merged, col))
+        else:
+            arrays.append(_default_array(default, frame, n_rows, arrow, col))
+    rows = pa.Table.from_arrays([_chunk(a) for a in arrays], names=d.column_names)
+    rows = table.coerce(rows)
+    if plan.conflict is not None:
+        rows, updated = plan.conflict.apply(ctx, txn, rows)
+    else:
+        updated = None
+    with_ids = txn.insert(table, rows)
+    count = rows.num_rows
+    returning = None
+    if plan.returning is not None:
+        parts = [with_ids] + ([updated] if updated is not None and updated.num_rows else [])
+        out_rows = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        returning = _eval_returning(plan, ctx, out_rows)
+    if updated is not None:
+        count += updated.num_rows
+    return count, returning
+
+
+def _chunk(a):
+    return a if isinstance(a, (pa.Array, pa.ChunkedArray)) else pa.array(a)
+
+
+def _array_for(values: list, col: ColumnDef) -> pa.Array:
+    arrow = col.type.to_arrow()
+    try:
+        return pa.array(values, arrow)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return cast_column(pa.array(values), col).combine_chunks()
+
+
+def _default_array(default: Value | None, frame: Frame, n_rows: int, arrow, col: ColumnDef):
+    if default is None:
+        return pa.nulls(n_rows, arrow)
+    value = default(frame)
+    arr = as_array(value, n_rows)
+    if arr.type != arrow:
+        arr = arr.cast(arrow)
+    return arr
+
+
+# ON CONFLICT ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConflictPlan:
+    table: Table
+    action: str  # nothing | update
+    sets: list[tuple[str, Value]] | None
+    where: Value | None
+    key: tuple[str, ...]
+
+    def apply(self, ctx: ExecContext, txn: Transaction, rows: pa.Table) -> tuple[pa.Table, pa.Table | None]:
+        """Split incoming rows into new rows and conflicts; resolve the conflicts."""
+        from sqlvec.storage.table import _key_list
+
+        keys = _key_list(rows, self.key)
+        existing = self._existing(ctx, txn)
+        seen: set = set()
+        fresh, conflicts, conflict_rowids = [], [], []
+        for i, key in enumerate(keys):
+            if key in existing:
+                if key in seen and self.action == "update":
+                    raise SqlVecError("ON CONFLICT DO UPDATE command cannot affect row a second time",
+                                      sqlstate="21000",
+                                      hint="Ensure that no rows proposed for insertion within the "
+                                           "same command have duplicate constrained values.")
+                conflicts.append(i)
+                conflict_rowids.append(existing[key])
+            elif key in seen:
+                if self.action == "update":
+                    raise SqlVecError("ON CONFLICT DO UPDATE command cannot affect row a second time",
+                                      sqlstate="21000")
+                conflicts.append(i)
+                conflict_rowids.append(None)
+            else:
+                fresh.append(i)
+            seen.add(key)
+        new_rows = rows.take(pa.array(fresh, pa.int64()))
+        if self.action == "nothing" or not conflicts:
+            return new_rows, None
+        pairs = [(i, r) for i, r in zip(conflicts, conflict_rowids) if r is not None]
+        old = self._rows_by_id(ctx, txn, [r for _, r in pairs])
+        excluded = rows.take(pa.array([i for i, _ in pairs], pa.int64()))
+        d = self.table.def_
+        width = len(d.columns)
+        combined = table_of(
+            [old.column(i) for i in range(width)] + [old.column(ROWID)]
+            + [excluded.column(i) for i in range(width)])
+        frame = Frame(combined, ctx)
+        if self.where is not None:
+            keep = pc.fill_null(as_array(self.where(frame), combined.num_rows), False)
+            combined = combined.filter(keep)
+            old = old.filter(keep)
+            frame = Frame(combined, ctx)
+        new_cols = []
+        assigned = dict(self.sets or [])
+        for i, col in enumerate(d.columns):
+            if col.name in assigned:
+                v = assigned[col.name]
+                value = as_array(v(frame), combined.num_rows)
+                if v.type != col.type:
+                    value = as_array(V.cast(value, v.type if v.type.name != "unknown" else V.TEXT,
+                                            col.type, combined.num_rows), combined.num_rows)
+                new_cols.append(value)
+            else:
+                new_cols.append(combined.column(i))
+        updated = pa.Table.from_arrays([_chunk(c) for c in new_cols], names=d.column_names)
+        updated = self.table.coerce(updated)
+        txn.delete(self.table, old.column(ROWID).to_numpy())
+        updated_ids = txn.insert(self.table, updated)
+        return new_rows, updated_ids
+
+    def _existing(self, ctx: ExecContext, txn: Transaction) -> dict:
+        from sqlvec.storage.table import _key_list
+
+        overlay = txn.table_overlay(self.table.id)
+        out: dict = {}
+        if not (overlay is not None and overlay.truncated):
+            dead = overlay.deleted if overlay is not None else set()
+            if tuple(self.key) == self.table.def_.primary_key:
+                out = {k: v for k, v in self.table.pk_map.items() if v not in dead}
+            else:
+                snap = ctx.snapshot(self.table.id)
+                for part in snap.scan(list(self.key), with_rowid=True):
+                    for k, r in zip(_key_list(part, self.key), part.column(ROWID).to_pylist()):
+                        if r not in dead:
+                            out[k] = r
+        if overlay is not None:
+            ins = overlay.inserted_table()
+            if ins is not None:
+                for k, r in zip(_key_list(ins, self.key), ins.column(ROWID).to_pylist()):
+                    out[k] = r
+        return out
+
+    def _rows_by_id(self, ctx: ExecContext, txn: Transaction, rowids: list[int]) -> pa.Table:
+        snap = ctx.snapshot(self.table.id)
+        wanted = pa.array(rowids, pa.int64())
+        parts = [p.filter(pc.is_in(p.column(ROWID), value_set=wanted))
+                 for p in snap.scan(with_rowid=True)]
+        overlay = txn.table_overlay(self.table.id)
+        if overlay is not None:
+            parts = overlay.merge(parts, snap)
+            parts = [p.filter(pc.is_in(p.column(ROWID), value_set=wanted)) for p in parts]
+        table = pa.concat_tables(parts) if parts else None
+        order = {r: i for i, r in enumerate(table.column(ROWID).to_pylist())}
+        return table.take(pa.array([order[r] for r in rowids], pa.int64()))
+
+
+def _plan_conflict(conflict: exp.OnConflict | None, table: Table, alias: str, planner: Planner,
+                   builder: Builder) -> ConflictPlan | None:
+    if conflict is None:
+        return None
+    d = table.def_
+    keys = tuple(k.name for k in (conflict.args.get("conflict_keys") or []))
+    if not keys:
+        keys = d.primary_key
+        if not keys:
+            if conflict.args.get("action") is not None and "NOTHING" in str(conflict.args["action"]).upper():
+                return None
+            raise SqlVecError("ON CONFLICT DO UPDATE requires inference specification or "
+                              "constraint name", sqlstate="42601")
+    if keys != d.primary_key:
+        raise SqlVecError("there is no unique or exclusion constraint matching the ON CONFLICT "
+                          "specification", sqlstate="42P10")
+    action = conflict.args.get("action")
+    if action is not None and "NOTHING" in str(action.this if hasattr(action, "this") else action).upper():
+        return ConflictPlan(table, "nothing", None, None, keys)
+    fields = _table_fields(table, alias) + [
+        Field(c.name, "excluded", c.type) for c in d.columns]
+    scope = Scope(fields)
+    c = Compiler(scope, [f.type for f in fields], builder.env)
+    sets = []
+    for assignment in conflict.expressions:
+        target = assignment.this
+        name = target.name
+        if not d.has_column(name):
+            raise UndefinedColumn(f'column "{name}" of relation "{d.name}" does not exist')
+        bound = planner._expr(assignment.expression, scope)
+        sets.append((name, _assign(c, bound, d.column(name))))
+    where = conflict.args.get("where")
+    where_v = c.compile_as(planner._expr(where.this, scope), BOOL) if where is not None else None
+    return ConflictPlan(table, "update", sets, where_v, keys)
+
+
+# UPDATE and DELETE --------------------------------------------------------------------------------
+
+
+def _source_plan(stmt: exp.Expression, planner: Planner, table: Table, alias: str,
+                 extra_from: list[exp.Expression]) -> tuple[n.PlanNode, Scope]:
+    scan = planner._plan_table(exp.Table(this=exp.to_identifier(table.def_.name),
+                                         db=exp.to_identifier(table.def_.schema)), alias, [])
+    node: n.PlanNode = scan
+    for item in extra_from:
+        right = planner._plan_from_item(item, None)
+        node = n.Join(tuple(node.fields) + tuple(right.fields), left=node, right=right, kind="cross")
+    scope = Scope(list(node.fields))
+    where = stmt.args.get("where")
+    if where is not None:
+        node = n.Filter(node.fields, child=node, predicate=planner._expr(where.this, scope))
+    return node, scope
+
+
+def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePlan:
+    table, alias = _target(planner, stmt.this)
+    d = table.def_
+    from_ = stmt.args.get("from_") or stmt.args.get("from")
+    extra = [from_.this] + [j.this for j in from_.args.get("joins") or []] if from_ is not None else []
+    node, scope = _source_plan(stmt, planner, table, alias, extra)
+    assigned: dict[str, exp.Expression] = {}
+    for a in stmt.expressions:
+        target = a.this
+        name = target.name
+        if not d.has_column(name):
+            raise UndefinedColumn(f'column "{name}" of relation "{d.name}" does not exist')
+        assigned[name] = planner._expr(a.expression, scope)
+    from sqlvec.plan.rules import optimize
+
+    source = builder.build(optimize(node))
+    c = Compiler(Scope(list(source.fields)), source.types, builder.env)
+    new_values = []
+    for col in d.columns:
+        if col.name in assigned:
+            expr = assigned[col.name]
+            if isinstance(expr, exp.Var) and expr.name.upper() == "DEFAULT":
+                dv = default_value(col, builder)
+                new_values.append(dv)
+            else:
+                new_values.append(_assign(c, expr, col))
+        else:
+            new_values.append(c.compile(exp.column(col.name, table=alias)))
+    rowid = c.compile(exp.column(ROWID, table=alias))
+    fields = _table_fields(table, alias)
+    returning, returning_fields = _returning(builder, planner, stmt, fields)
+    plan = WritePlan("UPDATE", table, source, returning, returning_fields, _run_update)
+    plan.new_values = new_values  # type: ignore[attr-defined]
+    plan.rowid = rowid  # type: ignore[attr-defined]
+    return plan
+
+
+def _run_update(plan: WritePlan, ctx: ExecContext, txn: Transaction):
+    table = plan.table
+    d = table.def_
+    rows = plan.source.execute(ctx)
+    frame = Frame(rows, ctx)
+    rowids = as_array(plan.rowid(frame), rows.num_rows)
+    rowids = rowids.combine_chunks() if isinstance(rowids, pa.ChunkedArray) else rowids
+    ids = rowids.to_numpy()
+    if ids.size:
+        _, first = np.unique(ids, return_index=True)
+        keep = np.sort(first)
+    else:
+        keep = np.empty(0, np.int64)
+    columns = []
+    for col, v in zip(d.columns, plan.new_values):
+        if v is None:
+            value = pa.nulls(rows.num_rows, col.type.to_arrow())
+        else:
+            value = as_array(v(frame), rows.num_rows)
+            if v.type != col.type:
+                value = as_array(V.cast(value, v.type if v.type.name != "unknown" else V.TEXT,
+                                        col.type, rows.num_rows), rows.num_rows)
+        columns.append(_chunk(value).take(pa.array(keep)))
+    new_rows = pa.Table.from_arrays(columns, names=d.column_names)
+    new_rows = table.coerce(new_rows)
+    unique_ids = ids[keep]
+    txn.delete(table, unique_ids)
+    with_ids = txn.insert(table, new_rows)
+    returning = _eval_returning(plan, ctx, with_ids) if plan.returning is not None else None
+    return new_rows.num_rows, returning
+
+
+def plan_delete(stmt: exp.Delete, planner: Planner, builder: Builder) -> WritePlan:
+    table, alias = _target(planner, stmt.this)
+    extra = list(stmt.args.get("using") or [])
+    node, scope = _source_plan(stmt, planner, table, alias, extra)
+    from sqlvec.plan.rules import optimize
+
+    source = builder.build(optimize(node))
+    width = len(table.def_.columns) + 1
+    fields = _table_fields(table, alias)
+    returning, returning_fields = _returning(builder, planner, stmt, fields)
+    plan = WritePlan("DELETE", table, source, returning, returning_fields, _run_delete)
+    plan.width = width  # type: ignore[attr-defined]
+    return plan
+
+
+def _run_delete(plan: WritePlan, ctx: ExecContext, txn: Transaction):
+    rows = plan.source.execute(ctx)
+    width = plan.width
+    ids = rows.column(width - 1).to_numpy()
+    if ids.size:
+        _, first = np.unique(ids, return_index=True)
+        keep = np.sort(first)
+        rows = rows.take(pa.array(keep))
+        ids = ids[keep]
+    txn.delete(plan.table, ids)
+    returning = None
+    if plan.returning is not None:
+        old = table_of([rows.column(i) for i in range(width)])
+        returning = _eval_returning(plan, ctx, old)
+    return int(ids.size), returning
+
+
+__all__ = ["plan_insert", "plan_update", "plan_delete", "WritePlan", "FeatureNotSupported"]

@@ -1,0 +1,78 @@
+"""EXPLAIN and EXPLAIN ANALYZE: the plan tree, annotated with what really ran."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from sqlvec.plan import nodes as n
+from sqlvec.plan.nodes import explain_lines
+
+
+def explain(session, inner, params: list, options: dict) -> list[str]:
+    analyze = options.get("analyze", "false") in ("true", "on", "1")
+    fmt = options.get("format", "text")
+    from sqlvec.execution.values import typed_params as _typed_params
+
+    if inner.kind == "query":
+        plan, operator = inner.compiled
+    else:
+        plan, operator = None, inner.compiled.source
+        plan = operator.node
+    ops_by_node: dict[int, object] = {}
+
+    def index(op):
+        ops_by_node[id(op.node)] = op
+        for child in getattr(op, "children", []) or []:
+            index(child)
+        scan = getattr(op, "scan", None)
+        if scan is not None:
+            ops_by_node[id(scan.node)] = scan
+
+    index(operator)
+    stats: dict = {}
+    total = None
+    if analyze:
+        ctx = session._context(_typed_params(inner.param_types, params))
+        ctx.analyze = True
+        start = time.perf_counter()
+        if inner.kind == "query":
+            operator.execute(ctx)
+        else:
+            raise_if_write(inner)
+        total = time.perf_counter() - start
+        stats = ctx.stats
+
+    def annotate(node: n.PlanNode) -> str:
+        op = ops_by_node.get(id(node))
+        if op is None or not analyze:
+            return ""
+        rows, seconds, loops = stats.get(id(op), (0, 0.0, 0))
+        return f" (actual time={seconds * 1000:.3f} rows={rows // max(loops, 1)} loops={max(loops, 1)})"
+
+    if fmt == "json":
+        return [json.dumps([_json(plan, annotate)], indent=2)]
+    lines = explain_lines(plan, annotate)
+    if analyze and total is not None:
+        lines.append(f"Execution Time: {total * 1000:.3f} ms")
+    return lines
+
+
+def raise_if_write(inner) -> None:
+    from sqlvec.errors import FeatureNotSupported
+
+    raise FeatureNotSupported("EXPLAIN ANALYZE of INSERT, UPDATE or DELETE is not supported")
+
+
+def _json(node: n.PlanNode, annotate) -> dict:
+    head, *details = node.describe().split("\n")
+    out: dict = {"Node Type": head}
+    for d in details:
+        key, _, value = d.strip().partition(": ")
+        out[key] = value
+    extra = annotate(node)
+    if extra:
+        out["Actual"] = extra.strip(" ()")
+    if node.children:
+        out["Plans"] = [_json(c, annotate) for c in node.children]
+    return {"Plan": out} if False else out

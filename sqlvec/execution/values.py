@@ -1,0 +1,646 @@
+"""Typed columnar values and the casts between SQL types, shared by every operator.
+
+A compiled expression yields an Arrow array (one value per input row) or an Arrow scalar (the
+same value for every row; pyarrow.compute broadcasts it). `Value` pairs that with its SQL type,
+which Arrow alone cannot tell apart (text vs. jsonb vs. uuid are all strings).
+
+String literals are of type `unknown` until context gives them a type, as in PostgreSQL:
+`emb <-> '[1,2,3]'` makes the literal a vector, `d > '2024-01-01'` a date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sqlvec.errors import (
+    DataException,
+    DatatypeMismatch,
+    InvalidTextRepresentation,
+    NumericValueOutOfRange,
+    SqlVecError,
+)
+from sqlvec.types import SqlType, check_vector_values, format_vector, parse_vector
+
+Datum = pa.Array | pa.ChunkedArray | pa.Scalar
+
+UNKNOWN = SqlType("unknown")
+TEXT = SqlType("text")
+BOOL = SqlType("bool")
+INT4 = SqlType("int4")
+INT8 = SqlType("int8")
+FLOAT8 = SqlType("float8")
+NUMERIC = SqlType("numeric")
+
+
+def is_scalar(value: Datum) -> bool:
+    return isinstance(value, pa.Scalar)
+
+
+def as_array(value: Datum, n: int) -> pa.Array | pa.ChunkedArray:
+    """Broadcast a scalar to `n` rows (arrays pass through)."""
+    if isinstance(value, pa.Scalar):
+        if not value.is_valid:
+            return pa.nulls(n, value.type)
+        return pa.repeat(value, n)
+    return value
+
+
+def to_numpy_vectors(value: Datum, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A vector column (or scalar) as an (n, d) float32 matrix and a validity mask."""
+    if isinstance(value, pa.Scalar):
+        if not value.is_valid:
+            return np.zeros((n, 1), np.float32), np.zeros(n, bool)
+        vec = np.asarray(value.values.to_numpy(zero_copy_only=False), dtype=np.float32)
+        return np.broadcast_to(vec, (n, vec.size)), None
+    if isinstance(value, pa.ChunkedArray):
+        value = value.combine_chunks() if value.num_chunks != 1 else value.chunk(0)
+    if pa.types.is_fixed_size_list(value.type):
+        d = value.type.list_size
+        child = value.values.slice(value.offset * d, len(value) * d)
+        if child.null_count:
+            child = child.fill_null(0)
+        matrix = child.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(value), d)
+    else:
+        lengths = pc.list_value_length(value).to_numpy(zero_copy_only=False)
+        valid_lengths = lengths[~np.isnan(lengths.astype(float))] if lengths.size else lengths
+        d = int(valid_lengths.max()) if valid_lengths.size else 0
+        if valid_lengths.size and int(valid_lengths.min()) != d:
+            dims = sorted(set(valid_lengths.astype(int).tolist()))
+            raise DataException(f"different vector dimensions {dims[0]} and {dims[-1]}")
+        filled = value.fill_null(pa.scalar([0.0] * d, value.type)) if value.null_count else value
+        matrix = np.asarray(pc.list_flatten(filled).to_numpy(zero_copy_only=False),
+                            dtype=np.float32).reshape(len(value), d)
+    valid = None
+    if value.null_count:
+        valid = value.is_valid().to_numpy(zero_copy_only=False)
+    return matrix, valid
+
+
+def vectors_to_arrow(matrix: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    mask = None if valid is None else pa.array(~valid)
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1], mask=mask)
+
+
+@dataclass(frozen=True)
+class Value:
+    """A compiled expression: `fn(frame)` gives its values; `type` its SQL type. `const` values
+    depend on neither input rows nor parameters (folded once)."""
+
+    fn: Callable
+    type: SqlType
+    const: bool = False
+    text: str | None = None  # the literal text of an unknown-typed constant
+
+    def __call__(self, frame) -> Datum:
+        return self.fn(frame)
+
+
+# Type categories and promotion ------------------------------------------------------------------
+
+_NUMERIC_RANK = {"int2": 0, "int4": 1, "int8": 2, "numeric": 3, "float4": 4, "float8": 5,
+                 "oid": 2, "regclass": 2, "regtype": 2, "regproc": 2}
+STRING_TYPES = {"text", "varchar", "bpchar", "name", "char", "unknown", "json", "jsonb", "uuid"}
+TEMPORAL = {"date", "timestamp", "timestamptz", "time", "interval"}
+
+
+def is_numeric(t: SqlType) -> bool:
+    return t.name in _NUMERIC_RANK
+
+
+def is_string(t: SqlType) -> bool:
+    return t.name in STRING_TYPES
+
+
+def common_numeric(a: SqlType, b: SqlType) -> SqlType:
+    ra, rb = _NUMERIC_RANK[a.name], _NUMERIC_RANK[b.name]
+    winner = a if ra >= rb else b
+    if winner.name in ("oid", "regclass", "regtype", "regproc"):
+        return INT8
+    if winner.name == "numeric":
+        return NUMERIC
+    return SqlType(winner.name)
+
+
+def common_type(types: list[SqlType], context: str = "CASE") -> SqlType:
+    """The type values of several branches resolve to (UNION, CASE, COALESCE, VALUES)."""
+    known = [t for t in types if t.name != "unknown"]
+    if not known:
+        return TEXT
+    result = known[0]
+    for t in known[1:]:
+        if t == result:
+            continue
+        if is_numeric(t) and is_numeric(result):
+            result = common_numeric(result, t)
+        elif is_string(t) and is_string(result):
+            result = TEXT
+        elif t.name == result.name:
+            result = SqlType(t.name)
+        elif {t.name, result.name} <= {"timestamp", "timestamptz"}:
+            result = SqlType("timestamptz")
+        elif {t.name, result.name} <= {"date", "timestamp"}:
+            result = SqlType("timestamp")
+        else:
+            raise DatatypeMismatch(f"{context} types {result.format()} and {t.format()} cannot be matched")
+    return result
+
+
+# Text → value (literals and casts from text) ---------------------------------------------------
+
+_TRUE = {"t", "true", "yes", "y", "on", "1"}
+_FALSE = {"f", "false", "no", "n", "off", "0"}
+
+
+def _invalid(type_name: str, text: str) -> InvalidTextRepresentation:
+    return InvalidTextRepresentation(f'invalid input syntax for type {type_name}: "{text}"')
+
+
+def parse_text(text: str, target: SqlType) -> object:
+    """A Python value of `target` from its PostgreSQL text form (input functions)."""
+    name = target.name
+    s = text.strip()
+    if name == "bool":
+        low = s.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise _invalid("boolean", text)
+    if name in ("int2", "int4", "int8", "oid"):
+        try:
+            value = int(s)
+        except ValueError:
+            raise _invalid({"int2": "smallint", "int4": "integer", "int8": "bigint",
+                            "oid": "oid"}[name], text) from None
+        bits = {"int2": 16, "int4": 32, "int8": 64, "oid": 33}[name]
+        if not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
+            raise NumericValueOutOfRange(
+                f'value "{s}" is out of range for type '
+                f'{ {"int2": "smallint", "int4": "integer", "int8": "bigint", "oid": "oid"}[name]}')
+        return value
+    if name in ("float4", "float8"):
+        low = s.lower()
+        special = {"nan": float("nan"), "infinity": float("inf"), "+infinity": float("inf"),
+                   "-infinity": float("-inf"), "inf": float("inf"), "-inf": float("-inf")}
+        if low in special:
+            return special[low]
+        try:
+            return float(s)
+        except ValueError:
+            raise _invalid("real" if name == "float4" else "double precision", text) from None
+    if name == "numeric":
+        try:
+            value = decimal.Decimal(s)
+        except decimal.InvalidOperation:
+            raise _invalid("numeric", text) from None
+        return value
+    if name == "vector":
+        vec = parse_vector(text)
+        if target.typmod >= 0 and vec.size != target.typmod:
+            raise DataException(f"expected {target.typmod} dimensions, not {vec.size}")
+        return vec.tolist()
+    if name == "date":
+        return _parse_date(s, text)
+    if name in ("timestamp", "timestamptz"):
+        return _parse_timestamp(s, text, tz=name == "timestamptz")
+    if name == "time":
+        try:
+            return dt.time.fromisoformat(s)
+        except ValueError:
+            raise _invalid("time without time zone", text) from None
+    if name == "uuid":
+        try:
+            return str(uuid.UUID(s))
+        except ValueError:
+            raise _invalid("uuid", text) from None
+    if name in ("json", "jsonb"):
+        try:
+            parsed = json.loads(s)
+        except ValueError:
+            raise InvalidTextRepresentation("invalid input syntax for type json",
+                                            detail=f'Token "{s[:20]}" is invalid.') from None
+        return json.dumps(parsed, separators=(", ", ": ")) if name == "jsonb" else text
+    if name == "bytea":
+        if s.startswith("\\x"):
+            try:
+                return bytes.fromhex(s[2:])
+            except ValueError:
+                raise _invalid("bytea", text) from None
+        return s.encode()
+    if name == "interval":
+        return parse_interval(s)
+    if name in ("varchar", "bpchar") and target.char_length is not None:
+        if len(text) > target.char_length:
+            raise SqlVecError(
+                f"value too long for type {target.format()}", sqlstate="22001")
+        return text
+    if target.is_array:
+        return parse_array_text(text, target.element)
+    return text
+
+
+def _parse_date(s: str, text: str) -> dt.date:
+    low = s.lower()
+    if low in ("today", "now"):
+        return dt.date.today()
+    try:
+        return dt.date.fromisoformat(s[:10] if len(s) > 10 and s[10] in " T" else s)
+    except ValueError:
+        raise _invalid("date", text) from None
+
+
+def _parse_timestamp(s: str, text: str, tz: bool) -> dt.datetime:
+    low = s.lower()
+    if low in ("now",):
+        value = dt.datetime.now(dt.timezone.utc)
+        return value if tz else value.replace(tzinfo=None)
+    candidate = s.replace(" ", "T", 1) if len(s) > 10 else s
+    candidate = re.sub(r"([+-]\d\d)$", r"\1:00", candidate)
+    try:
+        value = dt.datetime.fromisoformat(candidate)
+    except ValueError:
+        raise _invalid("timestamp with time zone" if tz else "timestamp without time zone",
+                       text) from None
+    if tz:
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+    return value.replace(tzinfo=None) if value.tzinfo is None else value.replace(tzinfo=None)
+
+
+_INTERVAL_UNITS = {
+    "microsecond": ("us", 1), "microseconds": ("us", 1), "us": ("us", 1),
+    "millisecond": ("us", 1000), "milliseconds": ("us", 1000), "ms": ("us", 1000),
+    "second": ("us", 1_000_000), "seconds": ("us", 1_000_000), "sec": ("us", 1_000_000),
+    "secs": ("us", 1_000_000), "s": ("us", 1_000_000),
+    "minute": ("us", 60_000_000), "minutes": ("us", 60_000_000), "min": ("us", 60_000_000),
+    "mins": ("us", 60_000_000), "m": ("us", 60_000_000),
+    "hour": ("us", 3_600_000_000), "hours": ("us", 3_600_000_000), "h": ("us", 3_600_000_000),
+    "hr": ("us", 3_600_000_000), "hrs": ("us", 3_600_000_000),
+    "day": ("d", 1), "days": ("d", 1), "d": ("d", 1),
+    "week": ("d", 7), "weeks": ("d", 7), "w": ("d", 7),
+    "month": ("mon", 1), "months": ("mon", 1), "mon": ("mon", 1), "mons": ("mon", 1),
+    "year": ("mon", 12), "years": ("mon", 12), "y": ("mon", 12),
+}
+
+
+def parse_interval(text: str) -> pa.MonthDayNano:
+    """`1 day 2 hours`, `3 days`, `01:02:03`, `-1 year` → (months, days, nanoseconds)."""
+    months = days = 0
+    micros = 0
+    s = text.strip().lower().replace("@", "")
+    tokens = re.findall(r"[-+]?\d+:\d+(?::\d+(?:\.\d+)?)?|[-+]?\d+(?:\.\d+)?|[a-z]+", s)
+    i = 0
+    matched = False
+    while i < len(tokens):
+        tok = tokens[i]
+        if ":" in tok:
+            sign = -1 if tok.startswith("-") else 1
+            parts = [float(p) for p in tok.lstrip("+-").split(":")]
+            while len(parts) < 3:
+                parts.append(0.0)
+            micros += sign * int(round((parts[0] * 3600 + parts[1] * 60 + parts[2]) * 1e6))
+            i += 1
+            matched = True
+            continue
+        try:
+            number = float(tok)
+        except ValueError:
+            if tok == "ago":
+                months, days, micros = -months, -days, -micros
+                i += 1
+                continue
+            raise _invalid("interval", text) from None
+        unit = tokens[i + 1] if i + 1 < len(tokens) else "second"
+        if unit not in _INTERVAL_UNITS:
+            raise _invalid("interval", text)
+        kind, factor = _INTERVAL_UNITS[unit]
+        if kind == "mon":
+            months += int(number * factor)
+        elif kind == "d":
+            whole = int(number * factor)
+            days += whole
+            micros += int(round((number * factor - whole) * 86_400_000_000))
+        else:
+            micros += int(round(number * factor))
+        i += 2
+        matched = True
+    if not matched:
+        raise _invalid("interval", text)
+    return pa.MonthDayNano([months, days, micros * 1000])
+
+
+def parse_array_text(text: str, element: SqlType) -> list:
+    s = text.strip()
+    if not (s.startswith("{") and s.endswith("}")):
+        raise InvalidTextRepresentation(f'malformed array literal: "{text}"',
+                                        detail='Array value must start with "{" or dimension information.')
+    body = s[1:-1]
+    if not body.strip():
+        return []
+    items, current, quoted, escape, in_quotes = [], [], False, False, False
+    for ch in body:
+        if escape:
+            current.append(ch)
+            escape = False
+        elif ch == "\\":
+            escape = True
+        elif ch == '"':
+            in_quotes = not in_quotes
+            quoted = True
+        elif ch == "," and not in_quotes:
+            items.append(("".join(current), quoted))
+            current, quoted = [], False
+        else:
+            current.append(ch)
+    items.append(("".join(current), quoted))
+    out = []
+    for raw, was_quoted in items:
+        raw = raw if was_quoted else raw.strip()
+        if not was_quoted and raw.upper() == "NULL":
+            out.append(None)
+        else:
+            out.append(parse_text(raw, element))
+    return out
+
+
+def scalar_of(value: object, t: SqlType) -> pa.Scalar:
+    """A Python value (already of type `t`) as an Arrow scalar of t's storage type."""
+    arrow = t.to_arrow()
+    if value is None:
+        return pa.scalar(None, arrow)
+    if t.name == "vector":
+        vec = check_vector_values(np.asarray(value, dtype=np.float32))
+        if t.typmod >= 0 and vec.size != t.typmod:
+            raise DataException(f"expected {t.typmod} dimensions, not {vec.size}")
+        if t.typmod < 0:
+            return pa.scalar(vec.tolist(), pa.list_(pa.float32()))
+        return pa.scalar(vec.tolist(), arrow)
+    if t.name == "numeric" and not isinstance(value, decimal.Decimal):
+        value = decimal.Decimal(str(value))
+    if t.name == "numeric":
+        p, s = t.numeric_precision_scale or (38, 12)
+        value = value.quantize(decimal.Decimal(1).scaleb(-s), rounding=decimal.ROUND_HALF_UP)
+        if len(value.as_tuple().digits) > p:
+            raise NumericValueOutOfRange("numeric field overflow")
+    if t.name in ("json", "jsonb") and not isinstance(value, str):
+        value = json.dumps(value)
+    if t.name == "uuid" and isinstance(value, uuid.UUID):
+        value = str(value)
+    try:
+        return pa.scalar(value, arrow)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        raise NumericValueOutOfRange(f"value out of range for type {t.format()}") from exc
+
+
+# Casts between types ---------------------------------------------------------------------------
+
+
+def cast(value: Datum, source: SqlType, target: SqlType, n: int) -> Datum:
+    """Cast values of `source` type to `target` with PostgreSQL's rules and error codes."""
+    if source == target or (source.name == target.name and target.typmod < 0):
+        return value
+    if target.name in STRING_TYPES and target.name not in ("uuid", "json", "jsonb"):
+        out = to_text(value, source, n)
+        if target.char_length is not None:
+            out = _check_length(out, target)
+        return out
+    if source.name in STRING_TYPES:
+        return _cast_from_text(value, target, n)
+    if target.name == "vector":
+        if source.is_array or source.name == "vector":
+            return _cast_to_vector(value, target, n)
+        raise _cannot_cast(source, target)
+    if target.is_array and source.name == "vector":
+        arr = as_array(value, n) if not is_scalar(value) else value
+        return arr.cast(pa.list_(target.element.to_arrow())) if not is_scalar(arr) else \
+            pa.scalar(arr.values.to_pylist() if arr.is_valid else None, target.to_arrow())
+    if is_numeric(target) and (is_numeric(source) or source.name == "bool"):
+        return _cast_numeric(value, source, target)
+    if target.name == "bool" and source.name in ("int4", "int2", "int8"):
+        return pc.not_equal(value, 0)
+    if source.name in TEMPORAL and target.name in TEMPORAL:
+        return _cast_temporal(value, target)
+    if source.name == target.name:
+        return value
+    raise _cannot_cast(source, target)
+
+
+def _cannot_cast(source: SqlType, target: SqlType) -> SqlVecError:
+    return SqlVecError(f"cannot cast type {source.format()} to {target.format()}", sqlstate="42846")
+
+
+def _check_length(value: Datum, target: SqlType) -> Datum:
+    limit = target.char_length
+    lengths = pc.utf8_length(value)
+    too_long = pc.greater(lengths, limit)
+    if (too_long.as_py() if is_scalar(too_long) else pc.any(too_long).as_py()):
+        raise SqlVecError(f"value too long for type {target.format()}", sqlstate="22001")
+    return value
+
+
+def _cast_numeric(value: Datum, source: SqlType, target: SqlType) -> Datum:
+    arrow = target.to_arrow()
+    if source.name == "bool":
+        value = pc.cast(value, pa.int32())
+    if source.name in ("float4", "float8", "numeric") and target.name in ("int2", "int4", "int8"):
+        value = pc.round(value, round_mode="half_to_even") if source.name != "numeric" else \
+            pc.round(value, round_mode="half_away_from_zero")
+    try:
+        return pc.cast(value, arrow, safe=True)
+    except (pa.ArrowInvalid, OverflowError):
+        names = {"int2": "smallint", "int4": "integer", "int8": "bigint"}
+        if target.name in names:
+            raise NumericValueOutOfRange(f"{names[target.name]} out of range") from None
+        if target.name == "numeric":
+            raise NumericValueOutOfRange("numeric field overflow") from None
+        raise NumericValueOutOfRange(f"value out of range for type {target.format()}") from None
+
+
+def _cast_temporal(value: Datum, target: SqlType) -> Datum:
+    arrow = target.to_arrow()
+    try:
+        return pc.cast(value, arrow)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if target.name == "date":
+            return pc.cast(pc.cast(value, pa.timestamp("us")), pa.date32())
+        raise
+
+
+def _cast_from_text(value: Datum, target: SqlType, n: int) -> Datum:
+    if is_scalar(value):
+        if not value.is_valid:
+            return pa.scalar(None, target.to_arrow())
+        return scalar_of(parse_text(value.as_py(), target), target)
+    arr = value.combine_chunks() if isinstance(value, pa.ChunkedArray) else value
+    if target.name in ("int2", "int4", "int8", "float4", "float8", "date", "bool", "numeric"):
+        try:
+            if target.name == "bool":
+                raise pa.ArrowInvalid("use the PostgreSQL spellings")
+            return pc.cast(pc.utf8_trim_whitespace(arr), target.to_arrow())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # fall back to the exact PostgreSQL input rules for the error message
+    values = [None if v is None else parse_text(v, target) for v in arr.to_pylist()]
+    if target.name == "vector":
+        return _vectors_from_lists(values, target)
+    try:
+        return pa.array(values, target.to_arrow())
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise NumericValueOutOfRange(str(exc)) from exc
+
+
+def _vectors_from_lists(values: list, target: SqlType) -> pa.Array:
+    if target.typmod >= 0:
+        return pa.array(values, target.to_arrow())
+    return pa.array(values, pa.list_(pa.float32()))
+
+
+def _cast_to_vector(value: Datum, target: SqlType, n: int) -> Datum:
+    if is_scalar(value):
+        if not value.is_valid:
+            return pa.scalar(None, target.to_arrow())
+        vals = check_vector_values(np.asarray(value.values.to_numpy(zero_copy_only=False), dtype=np.float64))
+        if target.typmod >= 0 and vals.size != target.typmod:
+            raise DataException(f"expected {target.typmod} dimensions, not {vals.size}")
+        return scalar_of(vals.tolist(), target)
+    matrix, valid = to_numpy_vectors(value, n)
+    check_vector_values(matrix.reshape(-1) if matrix.size else np.zeros(1, np.float32))
+    if target.typmod >= 0 and matrix.shape[1] != target.typmod:
+        raise DataException(f"expected {target.typmod} dimensions, not {matrix.shape[1]}")
+    return vectors_to_arrow(matrix, valid)
+
+
+# Value → text (output functions, casts to text, string concatenation) --------------------------
+
+
+def to_text(value: Datum, source: SqlType, n: int) -> Datum:
+    """PostgreSQL's text output of values of `source` type (as an Arrow string datum)."""
+    name = source.name
+    if name in STRING_TYPES:
+        return value.cast(pa.string()) if not is_scalar(value) else pa.scalar(value.as_py(), pa.string())
+    if is_scalar(value):
+        py = value.as_py()
+        return pa.scalar(None if py is None else format_value(py, source), pa.string())
+    arr = value
+    if name in ("int2", "int4", "int8", "oid"):
+        return pc.cast(arr, pa.string())
+    return pa.array([None if v is None else format_value(v, source) for v in arr.to_pylist()],
+                    pa.string())
+
+
+def format_value(value: object, t: SqlType) -> str:
+    """One Python value in PostgreSQL's text output format."""
+    name = t.name
+    if name == "bool":
+        return "t" if value else "f"
+    if name in ("float4", "float8"):
+        return format_float(float(value), name == "float4")
+    if name == "numeric":
+        d = value if isinstance(value, decimal.Decimal) else decimal.Decimal(str(value))
+        if t.typmod < 0:
+            d = _normalize_decimal(d)
+        return format(d, "f")
+    if name == "vector":
+        return format_vector(np.asarray(value, dtype=np.float32))
+    if name == "bytea":
+        return "\\x" + bytes(value).hex()
+    if name == "date":
+        return value.isoformat()
+    if name == "timestamp":
+        return value.isoformat(sep=" ")
+    if name == "timestamptz":
+        return value.astimezone(dt.timezone.utc).isoformat(sep=" ").replace("+00:00", "+00")
+    if name == "time":
+        return value.isoformat()
+    if name == "interval":
+        return format_interval(value)
+    if t.is_array:
+        return format_array(value, t.element)
+    return str(value)
+
+
+def _normalize_decimal(d: decimal.Decimal) -> decimal.Decimal:
+    if d == d.to_integral_value():
+        return d.quantize(decimal.Decimal(1))
+    return d.normalize()
+
+
+def format_float(x: float, single: bool = False) -> str:
+    """float8/float4 output: shortest round-trip text, PostgreSQL's spellings of specials."""
+    from sqlvec.types import format_shortest
+
+    return format_shortest(x, single)
+
+
+def format_interval(value: object) -> str:
+    if isinstance(value, pa.MonthDayNano) or hasattr(value, "months"):
+        months, days, nanos = value.months, value.days, value.nanoseconds
+    else:  # pragma: no cover
+        months, days, nanos = 0, 0, int(value.total_seconds() * 1e9)
+    parts = []
+    years, mons = divmod(abs(months), 12)
+    sign = "-" if months < 0 else ""
+    if years:
+        parts.append(f"{sign}{years} year{'s' if years != 1 else ''}")
+    if mons:
+        parts.append(f"{sign}{mons} mon{'s' if mons != 1 else ''}")
+    if days:
+        parts.append(f"{days} day{'s' if abs(days) != 1 else ''}")
+    if nanos or not parts:
+        micros = nanos // 1000
+        neg = micros < 0
+        micros = abs(micros)
+        h, rem = divmod(micros, 3_600_000_000)
+        m, rem = divmod(rem, 60_000_000)
+        s, us = divmod(rem, 1_000_000)
+        clock = f"{'-' if neg else ''}{h:02d}:{m:02d}:{s:02d}" + (f".{us:06d}".rstrip("0") if us else "")
+        if nanos or not parts:
+            parts.append(clock)
+    return " ".join(parts)
+
+
+def format_array(values: list, element: SqlType) -> str:
+    items = []
+    for v in values:
+        if v is None:
+            items.append("NULL")
+            continue
+        text = format_value(v, element)
+        if text == "" or re.search(r'[{},"\\\s]', text) or text.upper() == "NULL":
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        items.append(text)
+    return "{" + ",".join(items) + "}"
+
+
+def text_of_literal_type(text: str, target: SqlType) -> pa.Scalar:
+    return scalar_of(parse_text(text, target), target)
+
+
+def typed_params(types: list[SqlType], params: list) -> list[pa.Scalar]:
+    """Decoded parameter values as Arrow scalars of their statement's parameter types
+    (text values of other types are parsed with the type's input rules)."""
+    if len(params) < len(types):
+        raise SqlVecError(
+            f"bind message supplies {len(params)} parameters, but prepared statement requires "
+            f"{len(types)}", sqlstate="08P01")
+    out = []
+    for i, value in enumerate(params):
+        t = types[i] if i < len(types) else TEXT
+        if isinstance(value, pa.Scalar):
+            out.append(value)
+        elif isinstance(value, str) and t.name not in ("text", "varchar", "bpchar", "name", "unknown"):
+            out.append(scalar_of(parse_text(value, t), t))
+        else:
+            out.append(scalar_of(value, t))
+    return out

@@ -1,0 +1,333 @@
+"""Logical plan nodes: frozen dataclasses, one per relational step, with an EXPLAIN printer.
+
+Expressions inside nodes are sqlglot trees whose column references name the child's fields
+(`Field.name`, qualified by `Field.table`); the executor compiles them against the child's scope.
+Aggregate and window calls are replaced by references to the columns their node adds, named
+`__agg<n>` / `__win<n>`; subqueries by `SubPlan` nodes carrying their own plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from sqlvec.sql.binder import Field
+from sqlvec.sql.dialect import to_sql
+
+
+class SubPlan(exp.Expression):
+    """A subquery inside an expression. args: kind ("scalar" | "exists" | "in" | "array"),
+    this (the IN operand, for "in"), plan (a PlanNode), negate."""
+
+    arg_types = {"this": False, "kind": True, "plan": True, "negate": False}
+
+
+@dataclass(frozen=True)
+class PlanNode:
+    fields: tuple[Field, ...]
+
+    @property
+    def children(self) -> tuple[PlanNode, ...]:
+        return ()
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True)
+class OneRow(PlanNode):
+    """SELECT without FROM: one row, no columns."""
+
+    def describe(self) -> str:
+        return "Result"
+
+
+@dataclass(frozen=True)
+class Scan(PlanNode):
+    """Rows of a base table (live rows only), optionally filtered while scanning."""
+
+    table_id: int = 0
+    table_name: str = ""
+    alias: str = ""
+    filter: exp.Expression | None = None
+
+    def describe(self) -> str:
+        name = self.table_name if self.alias == self.table_name else f"{self.table_name} {self.alias}"
+        text = f"Seq Scan on {name}"
+        if self.filter is not None:
+            text += f"\n  Filter: {to_sql(self.filter)}"
+        return text
+
+
+@dataclass(frozen=True)
+class VirtualScan(PlanNode):
+    """Rows of a catalog table built on demand (pg_catalog, information_schema)."""
+
+    name: str = ""
+    alias: str = ""
+
+    def describe(self) -> str:
+        return f"Function Scan on {self.name}"
+
+
+@dataclass(frozen=True)
+class Values(PlanNode):
+    rows: tuple[tuple[exp.Expression, ...], ...] = ()
+
+    def describe(self) -> str:
+        return f"Values Scan ({len(self.rows)} rows)"
+
+
+@dataclass(frozen=True)
+class FunctionScan(PlanNode):
+    """A set-returning function in FROM: generate_series, unnest."""
+
+    function: exp.Expression | None = None
+    with_ordinality: bool = False
+
+    def describe(self) -> str:
+        return f"Function Scan on {to_sql(self.function) if self.function is not None else '?'}"
+
+
+@dataclass(frozen=True)
+class Filter(PlanNode):
+    child: PlanNode = None  # type: ignore[assignment]
+    predicate: exp.Expression | None = None
+
+    @property
+    def children(self) -> tuple[PlanNode, ...]:
+        return (self.child,)
+
+    def describe(self) -> str:
+        return f"Filter: {to_sql(self.predicate)}" if self.predicate is not None else "Filter"
+
+
+@dataclass(frozen=True)
+class Project(PlanNode):
+    child: PlanNode = None  # type: ignore[assignment]
+    exprs: tuple[exp.Expression, ...] = ()
+
+    @property
+    def children(self) -> tuple[PlanNode, ...]:
+        return (self.child,)
+
+    def describe(self) -> str:
+        return "Project: " + ", ".join(to_sql(e) for e in self.exprs)
+
+
+@dataclass(frozen=True)
+class Aggregate(PlanNode):
+    """Group by `groups`, computing `aggregates`; output: the groups, then the aggregates."""
+
+    child: PlanNode = None  # type: ignore[assignment]
+    groups: tuple[exp.Expression, ...] = ()
+    aggregates: tuple[exp.Expression, ...] = ()
+
+    @property
+    def children(self) -> tuple[PlanNode, ...]:
+        return (self.child,)
+
+    def describe(self) -> str:
+        head = "HashAggregate" if self.groups else "Aggregate"
+        if self.groups:
+            head += "\n  Group Key: " + ", ".join(to_sql(g) for g in self.groups)
+        return head
+
+
+@dataclass(frozen=True)
+class Window(PlanNode):
+    """Window functions: output is the child's fields plus one column per window call."""
+
+    child: PlanNode = None  # type: ignore[assignment]
+    windows: tuple[exp.Expression, ...] = ()
+
+    @property
+    def children(self) -> tuple[PlanNode, ...]:
+        return (self.child,)
+
+    def describe(self) -> str:
+        return "WindowAgg"
+
+
+@dataclass(frozen=True)
+class SortKey:
+    expr: exp.Expression
+    desc: bool = False
+    nulls_first: bool | None = None  # None: PostgreSQL's default (NULLS LAST for ASC)
+
+
+@dataclass(frozen=True)
+class Sort(PlanNode):
+    child: PlanNode = None  # type: ignore[assignment]
+    keys: tuple[SortKey, ...] = ()
+
+    @property
+    def children(self) -> tuple[PlanNode, ...]:
+        return (self.child,)
+
+    def describe(self) -> str:
+        return "Sort\n  Sort Key: " + ", ".join(
+            to_sql(k.expr) + (" DESC" if k.desc else "") for k in self.keys)
+
+
+@dataclass(frozen=True)
+class Limit(PlanNode):
+    child: PlanNode = None  # type: ignore[assignment]
+    limit: exp.Expression | None = None
+    offset: exp.Expression | None = None
+
+    @property
+    def children(self) -> tuple[PlanNode, ...]:
+        return (self.child,)
+
+    def describe(self) -> str:
+        return "Limit"
+
+
+@dataclass(frozen=True)
+class Distinct(PlanNode):
+    child: PlanNode = None  # type: ignore[assignment]
+    on: tuple[exp.Expression, ...] | None = None  # DISTINCT ON (...)
+
+    @property
+    def children(self) -> tuple[PlanNode, ...]:
+        return (self.child,)
+
+    def describe(self) -> str:
+        return "Unique"
+
+
+@dataclass(frozen=True)
+class Join(PlanNode):
+    """kind: inner | left | right | full | cross | semi | anti."""
+
+    left: PlanNode = None  # type: ignore[assignment]
+    right: PlanNode = None  # type: ignore[assignment]
+    kind: str = "inner"
+    condition: exp.Expression | None = None
+
+    @property
+    def children(self) -> tuple[PlanNode, ...]:
+        return (self.left, self.right)
+
+    def describe(self) -> str:
+        name = {"inner": "Hash Join", "left": "Hash Left Join", "right": "Hash Right Join",
+                "full": "Hash Full Join", "cross": "Nested Loop", "semi": "Hash Semi Join",
+                "anti": "Hash Anti Join"}[self.kind]
+        if self.condition is not None:
+            name += f"\n  Join Filter: {to_sql(self.condition)}"
+        return name
+
+
+@dataclass(frozen=True)
+class SetOp(PlanNode):
+    left: PlanNode = None  # type: ignore[assignment]
+    right: PlanNode = None  # type: ignore[assignment]
+    kind: str = "union"  # union | intersect | except
+    all: bool = False
+
+    @property
+    def children(self) -> tuple[PlanNode, ...]:
+        return (self.left, self.right)
+
+    def describe(self) -> str:
+        return {"union": "Append" if self.all else "HashAggregate (UNION)",
+                "intersect": "HashSetOp Intersect", "except": "HashSetOp Except"}[self.kind] + \
+            (" All" if self.all and self.kind != "union" else "")
+
+
+@dataclass(frozen=True)
+class RecursiveUnion(PlanNode):
+    """WITH RECURSIVE name AS (anchor UNION [ALL] recursive): iterate until no new rows."""
+
+    anchor: PlanNode = None  # type: ignore[assignment]
+    recursive: PlanNode = None  # type: ignore[assignment]
+    name: str = ""
+    all: bool = True
+
+    @property
+    def children(self) -> tuple[PlanNode, ...]:
+        return (self.anchor, self.recursive)
+
+    def describe(self) -> str:
+        return f"Recursive Union ({self.name})"
+
+
+@dataclass(frozen=True)
+class WorkTable(PlanNode):
+    """The rows of the previous iteration of a recursive CTE."""
+
+    name: str = ""
+
+    def describe(self) -> str:
+        return f"WorkTable Scan on {self.name}"
+
+
+@dataclass(frozen=True)
+class Rename(PlanNode):
+    """A subquery or CTE in FROM: the child's rows under new field names and qualifier."""
+
+    child: PlanNode = None  # type: ignore[assignment]
+    alias: str = ""
+
+    @property
+    def children(self) -> tuple[PlanNode, ...]:
+        return (self.child,)
+
+    def describe(self) -> str:
+        return f"Subquery Scan on {self.alias}"
+
+
+@dataclass(frozen=True)
+class VectorTopK(PlanNode):
+    """`ORDER BY <distance>(col, q) LIMIT k` over one table, searched per segment.
+
+    `scan` is the table scan (with any pushed filter); output: the scan's fields plus the
+    distance as the last field. `k` counts OFFSET rows too; the Limit above skips them."""
+
+    scan: Scan = None  # type: ignore[assignment]
+    column: str = ""
+    metric: str = "l2"
+    query: exp.Expression | None = None
+    k: exp.Expression | None = None
+
+    @property
+    def children(self) -> tuple[PlanNode, ...]:
+        return ()
+
+    def describe(self) -> str:
+        from sqlvec.vectors import Metric
+
+        op = Metric(self.metric).operator
+        text = f"Vector Top-K on {self.scan.table_name}\n  Order By: {self.column} {op} " \
+               f"{to_sql(self.query) if self.query is not None else '?'}"
+        if self.scan.filter is not None:
+            text += f"\n  Filter: {to_sql(self.scan.filter)}"
+        return text
+
+
+def explain_lines(node: PlanNode, annotate=None) -> list[str]:
+    """PostgreSQL-shaped EXPLAIN text: `->  ` arrows, details indented under each node."""
+    lines: list[str] = []
+
+    def walk(n: PlanNode, depth: int) -> None:
+        head, *details = n.describe().split("\n")
+        if annotate is not None:
+            extra = annotate(n)
+            if extra:
+                head += extra
+        if depth == 0:
+            lines.append(head)
+            pad = "  "
+        else:
+            indent = "      " * (depth - 1) + "  "
+            lines.append(f"{indent}->  {head}")
+            pad = indent + "      "
+        for d in details:
+            lines.append(pad + d.strip())
+        for child in n.children:
+            walk(child, depth + 1)
+
+    walk(node, 0)
+    return lines

@@ -1,0 +1,773 @@
+"""SQL queries (sqlglot trees) to logical plans.
+
+One query block is planned in PostgreSQL's logical order: FROM (tables, joins, subqueries,
+functions) → WHERE → GROUP BY / aggregates → HAVING → window functions → SELECT list →
+DISTINCT → ORDER BY → LIMIT/OFFSET. Names are resolved against `Scope`s (sql/binder.py) so that
+unknown or ambiguous columns fail here with PostgreSQL's SQLSTATEs; subqueries become `SubPlan`
+expressions planned with the enclosing scope as parent (correlation). Rewrite rules that change
+the plan's shape (the vector top-k rule) run afterwards, from `RULES` in rules.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from sqlvec.catalog.catalog import Catalog
+from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn
+from sqlvec.plan import nodes as n
+from sqlvec.plan.nodes import SubPlan
+from sqlvec.sql.binder import Field, Scope, sql_type
+from sqlvec.sql.dialect import VectorDistance, to_sql
+from sqlvec.storage.schema import ROWID
+from sqlvec.types import SqlType
+
+# A provider of virtual catalog tables: name → fields, or None if it has no such table.
+VirtualTables = Callable[[str, str | None], "list[Field] | None"]
+
+AGGREGATES = (exp.AggFunc,)
+_WINDOW_ONLY = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.Lag, exp.Lead, exp.FirstValue,
+                exp.LastValue, exp.NthValue, exp.PercentRank, exp.CumeDist, exp.Ntile)
+
+
+class GroupingError(SqlVecError):
+    sqlstate = "42803"
+
+
+@dataclass
+class PlanContext:
+    """What planning one statement needs from the session."""
+
+    catalog: Catalog
+    search_path: list[str]
+    virtual: VirtualTables | None = None
+    ctes: dict[str, n.PlanNode] = field(default_factory=dict)
+    counter: itertools.count = field(default_factory=lambda: itertools.count())
+
+    def fresh(self, prefix: str) -> str:
+        return f"__{prefix}{next(self.counter)}"
+
+
+class Planner:
+    def __init__(self, ctx: PlanContext) -> None:
+        self.ctx = ctx
+
+    # Entry points -------------------------------------------------------------------------------
+
+    def plan_query(self, query: exp.Expression, outer: Scope | None = None) -> n.PlanNode:
+        """Plan a SELECT, set operation or VALUES statement."""
+        saved = dict(self.ctx.ctes)
+        try:
+            with_ = query.args.get("with_") or query.args.get("with")
+            if with_ is not None:
+                self._plan_ctes(with_, outer)
+            if isinstance(query, exp.Select):
+                return self._plan_select(query, outer)
+            if isinstance(query, (exp.Union, exp.Intersect, exp.Except)):
+                return self._plan_setop(query, outer)
+            if isinstance(query, exp.Values):
+                return self._plan_values(query, outer)
+            if isinstance(query, exp.Subquery):
+                return self.plan_query(query.this, outer)
+            raise FeatureNotSupported(f"statement {type(query).__name__} is not supported")
+        finally:
+            self.ctx.ctes = saved
+
+    # WITH ---------------------------------------------------------------------------------------
+
+    def _plan_ctes(self, with_: exp.With, outer: Scope | None) -> None:
+        recursive = bool(with_.args.get("recursive"))
+        for cte in with_.expressions:
+            name = cte.alias_or_name
+            columns = [c.name for c in (cte.args.get("alias").columns if cte.args.get("alias") else [])]
+            body = cte.this
+            if recursive and isinstance(body, exp.Union) and _references(body.expression, name):
+                anchor = self.plan_query(body.this, outer)
+                fields = _renamed(anchor.fields, name, columns)
+                self.ctx.ctes[name] = n.WorkTable(fields, name=name)
+                step = self.plan_query(body.expression, outer)
+                if len(step.fields) != len(anchor.fields):
+                    raise SqlVecError("each UNION query must have the same number of columns",
+                                      sqlstate="42601")
+                plan: n.PlanNode = n.RecursiveUnion(fields, anchor=anchor, recursive=step, name=name,
+                                                    all=not body.args.get("distinct"))
+            else:
+                inner = self.plan_query(body, outer)
+                plan = n.Rename(_renamed(inner.fields, name, columns), child=inner, alias=name)
+            self.ctx.ctes[name] = plan
+
+    # SELECT -------------------------------------------------------------------------------------
+
+    def _plan_select(self, select: exp.Select, outer: Scope | None) -> n.PlanNode:
+        if select.args.get("locks"):
+            pass  # FOR UPDATE/SHARE: rows are read from a snapshot; nothing to lock
+        if select.args.get("into"):
+            raise FeatureNotSupported("SELECT INTO is not supported")
+        from_ = select.args.get("from_") or select.args.get("from")
+        node: n.PlanNode = n.OneRow(()) if from_ is None else self._plan_from_item(from_.this, outer)
+        for join in select.args.get("joins") or []:
+            node = self._plan_join(node, join, outer)
+        scope = Scope(list(node.fields), outer)
+
+        where = select.args.get("where")
+        if where is not None:
+            predicate = self._expr(where.this, scope)
+            _reject_aggregates(predicate, "WHERE")
+            node = n.Filter(node.fields, child=node, predicate=predicate)
+
+        items = self._select_items(select.expressions, scope)
+        group = select.args.get("group")
+        having = select.args.get("having")
+        order = select.args.get("order")
+        order_items = list(order.expressions) if order is not None else []
+
+        # Aggregation.
+        agg_calls: list[exp.Expression] = []
+        for expr, _ in items:
+            agg_calls += _collect(expr, AGGREGATES)
+        if having is not None:
+            agg_calls += _collect(having.this, AGGREGATES)
+        for o in order_items:
+            agg_calls += _collect(o.this, AGGREGATES)
+        group_exprs: list[exp.Expression] = []
+        if group is not None:
+            group_exprs = self._group_exprs(group, items, scope)
+        if agg_calls or group is not None or having is not None:
+            node, rewrite = self._plan_aggregate(node, scope, group_exprs, agg_calls)
+            items = [(rewrite(e), name) for e, name in items]
+            order_items = [_with_this(o, rewrite(self._resolve_order_expr(o.this, items, scope)))
+                           for o in (order.expressions if order is not None else [])]
+            scope = Scope(list(node.fields), outer)
+            if having is not None:
+                predicate = rewrite(self._expr(having.this, Scope(list(node.child.fields), outer)))
+                node = n.Filter(node.fields, child=node, predicate=predicate)
+        else:
+            order_items = [_with_this(o, self._resolve_order_expr(o.this, items, scope))
+                           for o in order_items]
+
+        # Window functions.
+        win_calls: list[exp.Expression] = []
+        for expr, _ in items:
+            win_calls += _collect(expr, (exp.Window,))
+        for o in order_items:
+            win_calls += _collect(o.this, (exp.Window,))
+        if win_calls:
+            node, rewrite_w = self._plan_window(node, win_calls)
+            items = [(rewrite_w(e), name) for e, name in items]
+            order_items = [_with_this(o, rewrite_w(o.this)) for o in order_items]
+            scope = Scope(list(node.fields), outer)
+
+        # Projection (+ hidden ORDER BY columns), DISTINCT, ORDER BY, LIMIT.
+        distinct = select.args.get("distinct")
+        visible = len(items)
+        exprs = [e for e, _ in items]
+        names = [name for _, name in items]
+        sort_keys: list[n.SortKey] = []
+        for o in order_items:
+            pos = _position_of(o.this, exprs)
+            if pos is None:
+                if distinct is not None and distinct.args.get("on") is None:
+                    raise SqlVecError("for SELECT DISTINCT, ORDER BY expressions must appear in "
+                                      "select list", sqlstate="42P10")
+                exprs.append(o.this)
+                names.append(self.ctx.fresh("ord"))
+                pos = len(exprs) - 1
+            sort_keys.append(_sort_key(o, exp.column(names[pos])))
+        fields = tuple(
+            Field(name, None, _field_type(e, scope), _source(e, scope), hidden=i >= visible)
+            for i, (e, name) in enumerate(zip(exprs, names))
+        )
+        node = n.Project(fields, child=node, exprs=tuple(exprs))
+        if distinct is not None:
+            on = distinct.args.get("on")
+            on_exprs = None
+            if on is not None:
+                on_list = on.expressions if isinstance(on, exp.Tuple) else [on]
+                on_exprs = tuple(exp.column(names[self._position_in_output(e, exprs, names, items, scope)])
+                                 for e in on_list)
+            node = n.Distinct(node.fields, child=node, on=on_exprs)
+        if sort_keys:
+            node = n.Sort(node.fields, child=node, keys=tuple(sort_keys))
+        node = self._plan_limit(select, node, outer)
+        if len(exprs) > visible:
+            node = n.Project(fields[:visible], child=node,
+                             exprs=tuple(exp.column(name) for name in names[:visible]))
+        return node
+
+    def _select_items(self, expressions: list[exp.Expression], scope: Scope) -> list[tuple[exp.Expression, str]]:
+        items: list[tuple[exp.Expression, str]] = []
+        for e in expressions:
+            if isinstance(e, exp.Star):
+                fields = [f for f in scope.fields if not f.hidden]
+                if not fields and not scope.fields:
+                    raise SqlVecError("SELECT * with no tables specified is not valid",
+                                      sqlstate="42601")
+                items += [(_col(f), f.name) for f in fields]
+                continue
+            if isinstance(e, exp.Column) and isinstance(e.this, exp.Star):
+                table = e.table
+                if not scope.has_table(table):
+                    raise SqlVecError(f'missing FROM-clause entry for table "{table}"',
+                                      sqlstate="42P01")
+                items += [(_col(f), f.name) for f in scope.fields if f.table == table and not f.hidden]
+                continue
+            name = output_name(e)
+            inner = e.this if isinstance(e, exp.Alias) else e
+            items.append((self._expr(inner, scope), name))
+        return items
+
+    def _group_exprs(self, group: exp.Group, items, scope: Scope) -> list[exp.Expression]:
+        out = []
+        for g in group.expressions:
+            if isinstance(g, exp.Literal) and not g.is_string:
+                pos = int(g.this)
+                if not 1 <= pos <= len(items):
+                    raise SqlVecError(f"GROUP BY position {pos} is not in select list",
+                                      sqlstate="42P10")
+                out.append(items[pos - 1][0])
+                continue
+            if isinstance(g, exp.Column) and not g.table:
+                try:
+                    scope.resolve(g)
+                except UndefinedColumn:
+                    match = [e for e, name in items if name == g.name]
+                    if match:
+                        out.append(match[0])
+                        continue
+                    raise
+            out.append(self._expr(g, scope))
+        return out
+
+    def _resolve_order_expr(self, e: exp.Expression, items, scope: Scope) -> exp.Expression:
+        """ORDER BY: an output position, an output column name, or an input expression."""
+        if isinstance(e, exp.Literal) and not e.is_string:
+            pos = int(e.this)
+            if not 1 <= pos <= len(items):
+                raise SqlVecError(f"ORDER BY position {pos} is not in select list",
+                                  sqlstate="42P10")
+            return items[pos - 1][0]
+        if isinstance(e, exp.Column) and not e.table:
+            matches = [expr for expr, name in items if name == e.name]
+            if matches:
+                return matches[0]
+        return self._expr(e, scope)
+
+    def _position_in_output(self, e, exprs, names, items, scope) -> int:
+        if isinstance(e, exp.Column) and not e.table and e.name in names:
+            return names.index(e.name)
+        resolved = self._resolve_order_expr(e, items, scope)
+        pos = _position_of(resolved, exprs)
+        if pos is None:
+            raise FeatureNotSupported("DISTINCT ON expressions must appear in the select list here")
+        return pos
+
+    def _plan_limit(self, query: exp.Expression, node: n.PlanNode, outer: Scope | None) -> n.PlanNode:
+        limit = query.args.get("limit")
+        offset = query.args.get("offset")
+        fetch = None
+        if limit is not None and isinstance(limit, exp.Fetch):
+            fetch, limit = limit, None
+        limit_expr = None
+        if limit is not None:
+            limit_expr = limit.args.get("expression")
+            if isinstance(limit_expr, exp.Var) and limit_expr.name.upper() == "ALL":
+                limit_expr = None
+        if fetch is not None:
+            limit_expr = fetch.args.get("count") or exp.Literal.number(1)
+        offset_expr = offset.args.get("expression") if offset is not None else None
+        if limit_expr is None and offset_expr is None:
+            return node
+        empty = Scope([], outer)
+        return n.Limit(node.fields, child=node,
+                       limit=self._expr(limit_expr, empty) if limit_expr is not None else None,
+                       offset=self._expr(offset_expr, empty) if offset_expr is not None else None)
+
+    # Aggregates and windows ---------------------------------------------------------------------
+
+    def _plan_aggregate(self, node, scope, group_exprs, agg_calls):
+        unique_aggs: list[exp.Expression] = []
+        for call in agg_calls:
+            if not any(call == u for u in unique_aggs):
+                unique_aggs.append(call)
+        for call in unique_aggs:
+            for inner in call.find_all(*AGGREGATES):
+                if inner is not call:
+                    raise GroupingError("aggregate function calls cannot be nested")
+        group_names = [self.ctx.fresh("grp") for _ in group_exprs]
+        agg_names = [self.ctx.fresh("agg") for _ in unique_aggs]
+        fields = tuple(
+            [Field(name, None, _field_type(g, scope), _source(g, scope), hidden=True)
+             for name, g in zip(group_names, group_exprs)]
+            + [Field(name, None, None, hidden=True) for name in agg_names]
+        )
+        # Group expressions keep the names of simple columns so `t.x` still resolves.
+        named = []
+        for g, f in zip(group_exprs, fields):
+            if isinstance(g, exp.Column):
+                src = scope.fields[scope.resolve(g)[1]] if scope.resolve(g)[0] == 0 else None
+                named.append(Field(f.name, None, f.type, f.source, hidden=True))
+                if src is not None:
+                    named[-1] = Field(src.name, src.table, src.type, src.source)
+            else:
+                named.append(f)
+        fields = tuple(named) + fields[len(group_exprs):]
+        agg_node = n.Aggregate(fields, child=node, groups=tuple(group_exprs),
+                               aggregates=tuple(unique_aggs))
+
+        def rewrite(e: exp.Expression) -> exp.Expression:
+            def swap(x: exp.Expression) -> exp.Expression:
+                for name, call in zip(agg_names, unique_aggs):
+                    if x == call:
+                        return exp.column(name)
+                for f, g in zip(fields, group_exprs):
+                    if x == g and not isinstance(x, exp.Literal):
+                        return _col(f)
+                return x
+
+            out = _transform_outside_subplans(e, swap)
+            for col in _columns_outside_subplans(out):
+                if col.name.startswith("__agg"):
+                    continue
+                if any(f.name == col.name and (not col.table or f.table == col.table) for f in fields):
+                    continue
+                if _is_outer(col, scope):
+                    continue
+                shown = f"{col.table}.{col.name}" if col.table else col.name
+                raise GroupingError(
+                    f'column "{shown}" must appear in the GROUP BY clause or be used in an '
+                    "aggregate function")
+            return out
+
+        return agg_node, rewrite
+
+    def _plan_window(self, node, calls):
+        unique: list[exp.Expression] = []
+        for c in calls:
+            if not any(c == u for u in unique):
+                unique.append(c)
+        names = [self.ctx.fresh("win") for _ in unique]
+        fields = tuple(node.fields) + tuple(Field(name, None, None, hidden=True) for name in names)
+        win_node = n.Window(fields, child=node, windows=tuple(unique))
+
+        def rewrite(e: exp.Expression) -> exp.Expression:
+            def swap(x):
+                for name, call in zip(names, unique):
+                    if x == call:
+                        return exp.column(name)
+                return x
+            return _transform_outside_subplans(e, swap)
+
+        return win_node, rewrite
+
+    # FROM ---------------------------------------------------------------------------------------
+
+    def _plan_from_item(self, item: exp.Expression, outer: Scope | None) -> n.PlanNode:
+        alias_node = item.args.get("alias")
+        alias = alias_node.name if alias_node is not None else None
+        columns = [c.name for c in alias_node.columns] if alias_node is not None else []
+        if isinstance(item, exp.Table) and isinstance(item.this, exp.Identifier):
+            return self._plan_table(item, alias, columns)
+        if isinstance(item, exp.Table) and isinstance(item.this, (exp.Func, exp.Anonymous)):
+            return self._plan_function(item.this, alias, columns, outer, item)
+        if isinstance(item, exp.Subquery):
+            inner = self.plan_query(item.this, outer if item.args.get("lateral") else outer)
+            if alias is None:
+                alias = self.ctx.fresh("subquery")
+            return n.Rename(_renamed(inner.fields, alias, columns), child=inner, alias=alias)
+        if isinstance(item, exp.Values):
+            inner = self._plan_values(item, outer)
+            alias = alias or "*VALUES*"
+            return n.Rename(_renamed(inner.fields, alias, columns), child=inner, alias=alias)
+        if isinstance(item, exp.Unnest):
+            return self._plan_function(item, alias, columns, outer, item)
+        if isinstance(item, exp.Lateral):
+            raise FeatureNotSupported("LATERAL is not supported")
+        raise FeatureNotSupported(f"{type(item).__name__} in FROM is not supported")
+
+    def _plan_table(self, table: exp.Table, alias: str | None, columns: list[str]) -> n.PlanNode:
+        name = table.name
+        schema = table.db or None
+        if table.catalog and table.catalog != self.ctx.catalog.store.directory.rsplit("/", 1)[-1]:
+            raise FeatureNotSupported("cross-database references are not implemented: "
+                                      f"{table.sql(dialect='postgres')}")
+        if schema is None and name in self.ctx.ctes:
+            cte = self.ctx.ctes[name]
+            qualifier = alias or name
+            return n.Rename(_renamed(cte.fields, qualifier, columns), child=cte, alias=qualifier)
+        found = None if schema in ("pg_catalog", "information_schema") else \
+            self.ctx.catalog.find_table(name, schema, self.ctx.search_path)
+        if found is None:
+            if self.ctx.virtual is not None:
+                columns_of = self.ctx.virtual(name, schema)
+                if columns_of is not None:
+                    fields = [Field(col, None, t) for col, t in columns_of]
+                    qualifier = alias or name
+                    return n.VirtualScan(_renamed(tuple(fields), qualifier, columns),
+                                         name=f"{schema + '.' if schema else ''}{name}",
+                                         alias=qualifier)
+            self.ctx.catalog.table(name, schema, self.ctx.search_path)  # raises 42P01
+        qualifier = alias or name
+        d = found.def_
+        fields = tuple(
+            Field(c.name, qualifier, c.type, (d.oid, c.attnum)) for c in d.columns
+        )
+        fields = _renamed(fields, qualifier, columns) + (
+            Field(ROWID, qualifier, SqlType("int8"), hidden=True),)
+        return n.Scan(fields, table_id=d.id, table_name=d.name, alias=qualifier)
+
+    def _plan_function(self, fn: exp.Expression, alias, columns, outer, item) -> n.PlanNode:
+        scope = Scope([], outer)
+        bound = self._expr(fn, scope)
+        fname = _function_name(fn)
+        alias = alias or fname
+        ordinality = bool(item.args.get("ordinality")) or item.args.get("offset") is not None
+        if isinstance(fn, exp.Unnest) and item.args.get("offset") is not None:
+            columns = columns + [item.args["offset"].name]
+        names = columns or [alias if not isinstance(fn, exp.Unnest) else "unnest"]
+        if ordinality and len(names) < 2:
+            names = names + ["ordinality"]
+        fields = tuple(Field(nm, alias) for nm in names)
+        return n.FunctionScan(fields, function=bound, with_ordinality=ordinality)
+
+    def _plan_join(self, left: n.PlanNode, join: exp.Join, outer: Scope | None) -> n.PlanNode:
+        right = self._plan_from_item(join.this, outer)
+        side = (join.side or "").lower()
+        kind = (join.kind or "").lower()
+        if join.method and join.method.upper() == "NATURAL":
+            common = [f.name for f in left.fields if not f.hidden and
+                      any(g.name == f.name for g in right.fields)]
+            using = common
+        else:
+            using = [u.name for u in join.args.get("using") or []]
+        fields = tuple(left.fields) + tuple(right.fields)
+        scope = Scope(list(fields), outer)
+        condition = None
+        if using:
+            conds = []
+            for name in using:
+                lpos = Scope(list(left.fields)).find(name)
+                rpos = Scope(list(right.fields)).find(name)
+                if lpos is None or rpos is None:
+                    raise UndefinedColumn(
+                        f'column "{name}" specified in USING clause does not exist in '
+                        f'{"left" if lpos is None else "right"} table')
+                conds.append(exp.EQ(this=_col(left.fields[lpos]), expression=_col(right.fields[rpos])))
+            condition = exp.and_(*conds) if len(conds) > 1 else conds[0]
+            # USING merges the join columns: hide the right-hand copies from `*`.
+            right_hidden = {Scope(list(right.fields)).find(nm) for nm in using}
+            fields = tuple(left.fields) + tuple(
+                Field(f.name, f.table, f.type, f.source, hidden=True) if i in right_hidden else f
+                for i, f in enumerate(right.fields))
+        elif join.args.get("on") is not None:
+            condition = self._expr(join.args["on"], scope)
+        if side in ("left", "right", "full"):
+            jkind = side
+        elif kind == "cross" or (condition is None and not side):
+            jkind = "cross" if condition is None else "inner"
+        else:
+            jkind = "inner"
+        if side in ("right", "full") and using:
+            # The merged column takes whichever side has a value.
+            pass
+        return n.Join(fields, left=left, right=right, kind=jkind, condition=condition)
+
+    # Set operations and VALUES ------------------------------------------------------------------
+
+    def _plan_setop(self, query, outer: Scope | None) -> n.PlanNode:
+        left = self.plan_query(query.this, outer)
+        right = self.plan_query(query.expression, outer)
+        if len(left.fields) != len(right.fields):
+            kind = type(query).__name__.upper()
+            raise SqlVecError(f"each {kind} query must have the same number of columns",
+                              sqlstate="42601")
+        kind = {exp.Union: "union", exp.Intersect: "intersect", exp.Except: "except"}[type(query)]
+        fields = tuple(Field(f.name, None, None) for f in left.fields)
+        node: n.PlanNode = n.SetOp(fields, left=left, right=right, kind=kind,
+                                   all=not query.args.get("distinct"))
+        order = query.args.get("order")
+        if order is not None:
+            scope = Scope(list(fields), outer)
+            items = [(exp.column(f.name), f.name) for f in fields]
+            keys = []
+            for o in order.expressions:
+                e = self._resolve_order_expr(o.this, items, scope)
+                keys.append(_sort_key(o, e))
+            node = n.Sort(fields, child=node, keys=tuple(keys))
+        return self._plan_limit(query, node, outer)
+
+    def _plan_values(self, values: exp.Values, outer: Scope | None) -> n.PlanNode:
+        scope = Scope([], outer)
+        rows = []
+        width = None
+        for row in values.expressions:
+            cells = row.expressions if isinstance(row, exp.Tuple) else [row]
+            if width is None:
+                width = len(cells)
+            elif len(cells) != width:
+                raise SqlVecError("VALUES lists must all be the same length", sqlstate="42601")
+            rows.append(tuple(self._expr(c, scope) for c in cells))
+        fields = tuple(Field(f"column{i + 1}") for i in range(width or 0))
+        return n.Values(fields, rows=tuple(rows))
+
+    # Expressions --------------------------------------------------------------------------------
+
+    def _expr(self, e: exp.Expression, scope: Scope) -> exp.Expression:
+        """Validate column references and plan the subqueries of an expression."""
+
+        def visit(x: exp.Expression) -> exp.Expression:
+            if isinstance(x, exp.Subquery) and not isinstance(x.parent, exp.In):
+                plan = self.plan_query(x.this, scope)
+                if len(plan.fields) != 1:
+                    raise SqlVecError("subquery must return only one column", sqlstate="42601")
+                return SubPlan(kind="scalar", plan=plan)
+            if isinstance(x, exp.Exists):
+                return SubPlan(kind="exists", plan=self.plan_query(x.this, scope))
+            if isinstance(x, exp.In) and x.args.get("query") is not None:
+                q = x.args["query"]
+                plan = self.plan_query(q.this if isinstance(q, exp.Subquery) else q, scope)
+                if len(plan.fields) != 1:
+                    raise SqlVecError("subquery has too many columns", sqlstate="42601")
+                return SubPlan(this=visit_tree(x.this), kind="in", plan=plan)
+            if isinstance(x, exp.Any) and isinstance(x.this, (exp.Subquery, exp.Select)):
+                q = x.this
+                plan = self.plan_query(q.this if isinstance(q, exp.Subquery) else q, scope)
+                return exp.Any(this=SubPlan(kind="array", plan=plan))
+            if isinstance(x, exp.Array) and len(x.expressions) == 1 and isinstance(
+                    x.expressions[0], (exp.Select, exp.Subquery)):
+                q = x.expressions[0]
+                plan = self.plan_query(q.this if isinstance(q, exp.Subquery) else q, scope)
+                return SubPlan(kind="array", plan=plan)
+            if isinstance(x, exp.Column) and not isinstance(x.this, exp.Star):
+                level, _ = scope.resolve(x)
+                return x
+            return x
+
+        def visit_tree(x: exp.Expression) -> exp.Expression:
+            return x.transform(visit, copy=False)
+
+        return e.copy().transform(visit, copy=False)
+
+
+# Helpers ----------------------------------------------------------------------------------------
+
+
+def output_name(e: exp.Expression) -> str:
+    """The column name PostgreSQL gives a select-list item."""
+    if isinstance(e, exp.Alias):
+        return e.alias
+    if isinstance(e, exp.Column):
+        return e.name
+    if isinstance(e, exp.Cast):
+        inner = e.this
+        if isinstance(inner, (exp.Column, exp.Cast)) or _is_named_function(inner):
+            return output_name(inner)
+        t = e.args.get("to")
+        if isinstance(t, exp.ObjectIdentifier):
+            return t.name.lower()
+        try:
+            st = sql_type(t)
+            return {"int4": "int4", "int8": "int8", "text": "text"}.get(st.name, st.name)
+        except SqlVecError:
+            return "?column?"
+    if isinstance(e, exp.Window):
+        return output_name(e.this)
+    if isinstance(e, exp.Filter):
+        return output_name(e.this)
+    if isinstance(e, exp.Case):
+        return "case"
+    if isinstance(e, exp.Exists):
+        return "exists"
+    if isinstance(e, exp.Array):
+        return "array"
+    if isinstance(e, (exp.Subquery,)):
+        inner = e.this
+        if isinstance(inner, exp.Select) and len(inner.expressions) == 1:
+            return output_name(inner.expressions[0])
+        return "?column?"
+    if isinstance(e, exp.Coalesce):
+        return "coalesce"
+    if isinstance(e, (exp.Greatest,)):
+        return "greatest"
+    if isinstance(e, (exp.Least,)):
+        return "least"
+    if isinstance(e, exp.Nullif):
+        return "nullif"
+    if isinstance(e, (exp.CurrentTimestamp,)):
+        return "now" if "now" in e.sql().lower() or not e.args else "current_timestamp"
+    if isinstance(e, exp.CurrentDate):
+        return "current_date"
+    if isinstance(e, exp.Paren):
+        return output_name(e.this)
+    if isinstance(e, exp.Dot) and isinstance(e.expression, (exp.Func, exp.Anonymous)):
+        return output_name(e.expression)
+    if _is_named_function(e):
+        return _function_name(e)
+    return "?column?"
+
+
+def _is_named_function(e: exp.Expression) -> bool:
+    return isinstance(e, (exp.Func, exp.Anonymous)) and not isinstance(
+        e, (exp.Binary, exp.Unary, exp.Cast, exp.Case, exp.Paren, VectorDistance))
+
+
+_FUNC_NAMES = {
+    "CurrentTimestamp": "now", "CurrentDate": "current_date", "ExplodingGenerateSeries": "generate_series",
+    "GenerateSeries": "generate_series", "GroupConcat": "string_agg", "ArrayAgg": "array_agg",
+    "LogicalAnd": "bool_and", "LogicalOr": "bool_or", "Count": "count", "StrPosition": "position",
+    "Substring": "substring", "Length": "length", "Rand": "random", "TimestampTrunc": "date_trunc",
+    "Extract": "extract", "DotProduct": "inner_product", "Unnest": "unnest", "Stddev": "stddev",
+    "StddevSamp": "stddev_samp", "StddevPop": "stddev_pop", "Variance": "variance",
+    "VariancePop": "var_pop", "Pow": "power", "Ln": "ln", "TimeToStr": "to_char",
+    "RowNumber": "row_number", "DenseRank": "dense_rank", "JSONExtract": "?column?",
+    "JSONExtractScalar": "?column?", "ApproxDistinct": "count",
+}
+
+
+def _function_name(fn: exp.Expression) -> str:
+    if isinstance(fn, exp.Anonymous):
+        return str(fn.this).lower()
+    name = _FUNC_NAMES.get(type(fn).__name__)
+    if name:
+        return name
+    try:
+        return fn.sql_name().lower()
+    except Exception:  # pragma: no cover - every Func has a name
+        return type(fn).__name__.lower()
+
+
+def _renamed(fields, qualifier: str, columns: list[str]) -> tuple[Field, ...]:
+    visible = [f for f in fields if not f.hidden]
+    if len(columns) > len(visible):
+        raise SqlVecError(
+            f'table "{qualifier}" has {len(visible)} columns available but {len(columns)} '
+            "columns specified", sqlstate="42P10")
+    out = []
+    i = 0
+    for f in fields:
+        if f.hidden:
+            continue
+        name = columns[i] if i < len(columns) else f.name
+        out.append(Field(name, qualifier, f.type, f.source))
+        i += 1
+    return tuple(out)
+
+
+def _col(f: Field) -> exp.Column:
+    return exp.column(f.name, table=f.table) if f.table else exp.column(f.name)
+
+
+def _collect(e: exp.Expression, classes) -> list[exp.Expression]:
+    """Calls of `classes` in `e`, not looking inside subqueries or window specs of others."""
+    found = []
+
+    def walk(x):
+        if isinstance(x, SubPlan):
+            return
+        if isinstance(x, classes):
+            if classes == AGGREGATES and isinstance(x.parent, exp.Window) and x.parent.this is x:
+                pass
+            else:
+                if classes == AGGREGATES and isinstance(x.parent, exp.Filter) and x.parent.this is x:
+                    found.append(x.parent)
+                    return
+                found.append(x)
+                return
+        for child in x.iter_expressions():
+            walk(child)
+
+    walk(e)
+    return found
+
+
+def _reject_aggregates(e: exp.Expression, clause: str) -> None:
+    if _collect(e, AGGREGATES):
+        raise GroupingError(f"aggregate functions are not allowed in {clause}")
+    if _collect(e, (exp.Window,)):
+        raise SqlVecError(f"window functions are not allowed in {clause}", sqlstate="42P20")
+
+
+def _transform_outside_subplans(e: exp.Expression, fn) -> exp.Expression:
+    def visit(x):
+        if isinstance(x, SubPlan):
+            return x
+        return fn(x)
+
+    return e.transform(visit, copy=True)
+
+
+def _columns_outside_subplans(e: exp.Expression) -> list[exp.Column]:
+    out = []
+
+    def walk(x):
+        if isinstance(x, SubPlan):
+            return
+        if isinstance(x, exp.Window):
+            return
+        if isinstance(x, exp.Column):
+            out.append(x)
+        for child in x.iter_expressions():
+            walk(child)
+
+    walk(e)
+    return out
+
+
+def _is_outer(col: exp.Column, scope: Scope) -> bool:
+    try:
+        level, _ = scope.resolve(col)
+    except SqlVecError:
+        return False
+    return level > 0
+
+
+def _position_of(e: exp.Expression, exprs: list[exp.Expression]) -> int | None:
+    for i, x in enumerate(exprs):
+        if x == e:
+            return i
+    return None
+
+
+def _with_this(o: exp.Ordered, this: exp.Expression) -> exp.Ordered:
+    out = o.copy()
+    out.set("this", this)
+    return out
+
+
+def _sort_key(o: exp.Ordered, e: exp.Expression) -> n.SortKey:
+    desc = bool(o.args.get("desc"))
+    nulls_first = o.args.get("nulls_first")
+    return n.SortKey(e, desc=desc, nulls_first=nulls_first if nulls_first is not None else desc)
+
+
+def _references(e: exp.Expression, name: str) -> bool:
+    return any(t.name == name and not t.db for t in e.find_all(exp.Table))
+
+
+def _field_type(e: exp.Expression, scope: Scope) -> SqlType | None:
+    if isinstance(e, exp.Column):
+        try:
+            level, i = scope.resolve(e)
+        except SqlVecError:
+            return None
+        if level == 0:
+            return scope.fields[i].type
+    return None
+
+
+def _source(e: exp.Expression, scope: Scope) -> tuple[int, int]:
+    if isinstance(e, exp.Column):
+        try:
+            level, i = scope.resolve(e)
+        except SqlVecError:
+            return (0, 0)
+        if level == 0:
+            return scope.fields[i].source
+    return (0, 0)
+
+
+def explain_sql(e: exp.Expression) -> str:
+    return to_sql(e)
+

@@ -1,0 +1,103 @@
+"""Plan rewrite rules: pure functions `rule(plan) -> plan`, applied in `RULES` order.
+
+`push_filter_into_scan` moves a WHERE filter sitting on a table scan into the scan, where it is
+evaluated segment by segment; `use_vector_topk` turns `ORDER BY <distance>(col, q) LIMIT k` over
+one table into a `VectorTopK` node that searches each segment (HNSW where indexed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlglot import exp
+
+from sqlvec.plan import nodes as n
+from sqlvec.sql.binder import Field, Scope
+from sqlvec.sql.dialect import VectorDistance
+from sqlvec.types import SqlType
+
+DISTANCE_FIELD = "__distance"
+
+
+def push_filter_into_scan(plan: n.PlanNode) -> n.PlanNode:
+    def visit(node: n.PlanNode) -> n.PlanNode:
+        node = _map_children(node, visit)
+        if isinstance(node, n.Filter) and isinstance(node.child, n.Scan) and node.child.filter is None:
+            return replace(node.child, filter=node.predicate)
+        return node
+    return visit(plan)
+
+
+def use_vector_topk(plan: n.PlanNode) -> n.PlanNode:
+    def visit(node: n.PlanNode) -> n.PlanNode:
+        node = _map_children(node, visit)
+        if not (isinstance(node, n.Limit) and isinstance(node.child, n.Sort) and node.limit is not None):
+            return node
+        sort = node.child
+        if not isinstance(sort.child, n.Project) or not isinstance(sort.child.child, n.Scan):
+            return node
+        project: n.Project = sort.child
+        scan: n.Scan = project.child
+        key = sort.keys[0]
+        if key.desc or not isinstance(key.expr, exp.Column):
+            return node
+        names = [f.name for f in project.fields]
+        if key.expr.name not in names:
+            return node
+        pos = names.index(key.expr.name)
+        distance = project.exprs[pos]
+        match = _vector_operands(distance, scan)
+        if match is None:
+            return node
+        column, query = match
+        k = node.limit if node.offset is None else exp.Add(this=node.limit.copy(),
+                                                          expression=node.offset.copy())
+        fields = tuple(scan.fields) + (Field(DISTANCE_FIELD, None, SqlType("float8"), hidden=True),)
+        topk = n.VectorTopK(fields, scan=scan, column=column, metric=distance.metric.value,
+                            query=query, k=k)
+        exprs = list(project.exprs)
+        exprs[pos] = exp.column(DISTANCE_FIELD)
+        new_project = replace(project, child=topk, exprs=tuple(exprs))
+        return replace(node, child=replace(sort, child=new_project))
+    return visit(plan)
+
+
+def _vector_operands(e: exp.Expression, scan: n.Scan) -> tuple[str, exp.Expression] | None:
+    """(column name, query expression) when `e` is a distance between a vector column of the
+    scan and an expression that does not depend on the row."""
+    if not isinstance(e, VectorDistance):
+        return None
+    scope = Scope(list(scan.fields))
+    for col_side, query_side in ((e.this, e.expression), (e.expression, e.this)):
+        if isinstance(col_side, exp.Column):
+            index = scope.find(col_side.name, col_side.table or None)
+            if index is None:
+                continue
+            f = scan.fields[index]
+            if f.type is None or not f.type.is_vector or f.type.dims is None:
+                continue
+            if any(scope.find(c.name, c.table or None) is not None
+                   for c in query_side.find_all(exp.Column)):
+                continue
+            return f.name, query_side
+    return None
+
+
+def _map_children(node: n.PlanNode, fn) -> n.PlanNode:
+    changes = {}
+    for name in ("child", "left", "right", "anchor", "recursive"):
+        child = getattr(node, name, None)
+        if isinstance(child, n.PlanNode):
+            new = fn(child)
+            if new is not child:
+                changes[name] = new
+    return replace(node, **changes) if changes else node
+
+
+RULES = (push_filter_into_scan, use_vector_topk)
+
+
+def optimize(plan: n.PlanNode) -> n.PlanNode:
+    for rule in RULES:
+        plan = rule(plan)
+    return plan

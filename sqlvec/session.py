@@ -1,0 +1,752 @@
+"""Sessions: one per connection. The boundary the wire server talks to.
+
+    Session.execute(sql)                   -> Iterator[Result]   (simple query protocol)
+    Session.prepare(sql, param_type_oids)  -> PreparedStatement  (Parse / Describe)
+    Session.run(prepared, params, max_rows)-> Result             (Bind / Execute)
+    Session.cancel(), close(), transaction_status ("I" | "T" | "E"), settings
+
+A statement is parsed and planned once per distinct text (the plan cache, invalidated by any
+catalog change) and executed against a snapshot of each table it reads. Outside a transaction
+block every statement commits on its own; inside BEGIN ... COMMIT writes are buffered in the
+session and committed as one WAL record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+from sqlglot import exp
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
+
+from sqlvec.errors import (
+    ActiveSqlTransaction,
+    FeatureNotSupported,
+    InFailedTransaction,
+    InvalidParameterValue,
+    QueryCanceled,
+    SqlVecError,
+    UndefinedObject,
+)
+from sqlvec.execution import ddl
+from sqlvec.execution import values as V
+from sqlvec.execution.context import ExecContext
+from sqlvec.execution.dml import WritePlan, plan_delete, plan_insert, plan_update
+from sqlvec.execution.expressions import CompileEnv, Frame
+from sqlvec.execution.operators import Builder, Operator
+from sqlvec.execution.transaction import Transaction
+from sqlvec.plan.planner import PlanContext, Planner
+from sqlvec.plan.rules import optimize
+from sqlvec.sql import utility
+from sqlvec.sql.binder import Field
+from sqlvec.sql.dialect import parse_one
+from sqlvec.types import TYPES_BY_OID, SqlType
+
+log = logging.getLogger("sqlvec.session")
+
+from sqlvec.catalog.settings import (  # noqa: E402
+    CANONICAL as _CANONICAL,
+)
+from sqlvec.catalog.settings import (  # noqa: E402
+    DEFAULT_SETTINGS,
+    REPORTED,
+)
+
+
+@dataclass(frozen=True)
+class ResultColumn:
+    """What RowDescription needs for one column."""
+
+    name: str
+    type: SqlType
+    table_oid: int = 0
+    attnum: int = 0
+
+
+@dataclass
+class Result:
+    """One statement's outcome: columns (None when it returns no rows), rows, command tag."""
+
+    tag: str
+    columns: list[ResultColumn] | None = None
+    table: pa.Table | None = None
+    notices: list[str] = field(default_factory=list)
+    suspended: bool = False  # Execute hit its row limit; the portal can be resumed
+
+    @property
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        if self.table is None:
+            return iter(())
+        return iter(self.table.to_batches())
+
+    def rows(self) -> list[tuple]:
+        if self.table is None:
+            return []
+        cols = [c.to_pylist() for c in self.table.columns]
+        return list(zip(*cols)) if cols else [() for _ in range(self.table.num_rows)]
+
+
+@dataclass
+class PreparedStatement:
+    """A parsed, planned statement: what Parse and Describe need."""
+
+    sql: str
+    param_types: list[SqlType]
+    columns: list[ResultColumn] | None
+    kind: str  # query | write | utility | ddl | empty
+    compiled: object = None
+    generation: int = -1
+    utility: utility.Utility | None = None
+    ast: exp.Expression | None = None
+    explain: dict | None = None
+
+
+class Session:
+    """One client's session on one database."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, database, name: str = "postgres", user: str = "postgres",
+                 settings: dict[str, str] | None = None) -> None:
+        self.database = database
+        self.database_name = name
+        self.store = database.store(name)
+        self.catalog = database.catalog(name)
+        self.user = user
+        self.pid = next(self._ids) + 1000
+        self.settings = dict(DEFAULT_SETTINGS)
+        self.settings["session_authorization"] = user
+        for k, v in (settings or {}).items():
+            self.set(k, v)
+        self.changed: dict[str, str] = {}  # reported settings changed since last drained
+        self.txn: Transaction | None = None
+        self.failed = False
+        self.explicit = False
+        self.prepared: dict[str, PreparedStatement] = {}  # SQL-level PREPARE
+        self._plan_cache: dict[tuple, PreparedStatement] = {}
+        self._cancel = threading.Event()
+        self._closed = False
+        self.started = dt.datetime.now(dt.timezone.utc)
+        self.current_query = ""
+        self.state = "idle"
+        database.register_session(self)
+
+    # Properties -------------------------------------------------------------------------------------
+
+    @property
+    def transaction_status(self) -> str:
+        """ReadyForQuery's status: I (idle), T (in a block), E (failed block)."""
+        if self.failed:
+            return "E"
+        return "T" if self.explicit else "I"
+
+    @property
+    def search_path(self) -> list[str]:
+        out = []
+        for item in self.settings["search_path"].split(","):
+            item = item.strip().strip('"')
+            if item == "$user":
+                item = self.user
+            if item:
+                out.append(item)
+        return out
+
+    def drain_changed_settings(self) -> dict[str, str]:
+        out, self.changed = self.changed, {}
+        return out
+
+    # Settings ---------------------------------------------------------------------------------------
+
+    def set(self, name: str, value: str) -> None:
+        key = _CANONICAL.get(name.lower(), name.lower())
+        if key == "client_encoding" and value.strip("'\"").upper().replace("-", "") not in ("UTF8", "UNICODE"):
+            raise FeatureNotSupported(f"client encoding {value} is not supported; use UTF8")
+        if key == "client_encoding":
+            value = "UTF8"
+        if key == "hnsw.ef_search":
+            n = int(value)
+            if not 1 <= n <= 1000:
+                raise SqlVecError(f'{n} is outside the valid range for parameter "hnsw.ef_search" '
+                                  "(1 .. 1000)", sqlstate="22023")
+        if key == "statement_timeout":
+            _parse_timeout(value)
+        if key == "extra_float_digits":
+            n = int(value)
+            if not -15 <= n <= 3:
+                raise SqlVecError(f'{n} is outside the valid range for parameter '
+                                  '"extra_float_digits" (-15 .. 3)', sqlstate="22023")
+        if key == "TimeZone" and value.upper() not in ("UTC", "ETC/UTC", "GMT", "Z", "+00", "00:00"):
+            log.debug("time zone %s requested; timestamps are shown in UTC", value)
+        if key == "DateStyle":
+            value = "ISO, MDY" if "ISO" in value.upper() or "," not in value else value
+        self.settings[key] = value
+        if key in REPORTED:
+            self.changed[key] = value
+
+    def reset(self, name: str) -> None:
+        if name == "all":
+            for key, value in DEFAULT_SETTINGS.items():
+                if self.settings.get(key) != value:
+                    self.settings[key] = value
+                    if key in REPORTED:
+                        self.changed[key] = value
+            return
+        key = _CANONICAL.get(name.lower(), name.lower())
+        self.settings[key] = DEFAULT_SETTINGS.get(key, "")
+        if key in REPORTED:
+            self.changed[key] = self.settings[key]
+
+    # The simple query protocol ------------------------------------------------------------------------
+
+    def execute(self, sql: str, params: list | None = None) -> Iterator[Result]:
+        """Run every statement of `sql` in order (a generator: results come as they finish)."""
+        statements = utility.split(sql)
+        if not statements:
+            yield Result("EMPTY")
+            return
+        for text in statements:
+            prepared = self.prepare(text)
+            yield self.run(prepared, params or [])
+
+    def execute_one(self, sql: str, params: list | None = None) -> Result:
+        results = list(self.execute(sql, params))
+        return results[-1]
+
+    # The extended query protocol ----------------------------------------------------------------------
+
+    def prepare(self, sql: str, param_type_oids: list[int] | None = None) -> PreparedStatement:
+        """Parse and plan `sql` (one statement); cached by text and given parameter types."""
+        oids = tuple(param_type_oids or ())
+        key = (sql, oids, self.settings["search_path"])
+        cached = self._plan_cache.get(key)
+        if cached is not None and cached.generation == self.store.generation:
+            return cached
+        given = {}
+        for i, oid in enumerate(oids):
+            if oid:
+                info = TYPES_BY_OID.get(oid)
+                if info is None:
+                    raise UndefinedObject(f"type with OID {oid} does not exist")
+                given[i + 1] = SqlType(info.typname)
+        prepared = self._prepare(sql, given)
+        prepared.generation = self.store.generation
+        if len(self._plan_cache) > 500:
+            self._plan_cache.clear()
+        self._plan_cache[key] = prepared
+        return prepared
+
+    def _prepare(self, sql: str, given: dict[int, SqlType]) -> PreparedStatement:
+        if not utility.split(sql):
+            return PreparedStatement(sql, [], None, "empty")
+        util = utility.recognise(sql)
+        if util is not None:
+            if util.kind == "explain":
+                return self._prepare_explain(sql, util, given)
+            if util.kind == "execute":
+                return PreparedStatement(sql, [], self._describe_execute(util), "utility", utility=util)
+            columns = _utility_columns(util, self)
+            return PreparedStatement(sql, [], columns, "utility", utility=util)
+        ast = normalize_identifiers(parse_one(sql), dialect="postgres")
+        return self._prepare_ast(sql, ast, given)
+
+    def _prepare_ast(self, sql: str, ast: exp.Expression, given: dict[int, SqlType]) -> PreparedStatement:
+        if isinstance(ast, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Values,
+                            exp.Subquery)):
+            env = CompileEnv(param_types=dict(given), build_subplan=None,
+                             functions=self.database.functions)
+            planner = Planner(self._plan_context())
+            plan = optimize(planner.plan_query(ast))
+            builder = Builder(env)
+            env.build_subplan = builder.subplan
+            operator = builder.build(plan)
+            columns = [ResultColumn(f.name, f.type if f.type.name != "unknown" else V.TEXT,
+                                    f.source[0], f.source[1])
+                       for f, t in zip(operator.fields, operator.types) if not f.hidden]
+            return PreparedStatement(sql, _param_list(env), columns, "query",
+                                     compiled=(plan, operator), ast=ast)
+        if isinstance(ast, (exp.Insert, exp.Update, exp.Delete)):
+            env = CompileEnv(param_types=dict(given), functions=self.database.functions)
+            builder = Builder(env)
+            env.build_subplan = builder.subplan
+            planner = Planner(self._plan_context())
+            planner_fn = {exp.Insert: plan_insert, exp.Update: plan_update,
+                          exp.Delete: plan_delete}[type(ast)]
+            write = planner_fn(ast, planner, builder)
+            columns = None
+            if write.returning_fields is not None:
+                columns = [ResultColumn(f.name, f.type or V.TEXT, f.source[0], f.source[1])
+                           for f in write.returning_fields]
+            return PreparedStatement(sql, _param_list(env), columns, "write", compiled=write,
+                                     ast=ast)
+        if isinstance(ast, (exp.Create, exp.Drop, exp.Alter, exp.TruncateTable, exp.Comment)):
+            return PreparedStatement(sql, [], None, "ddl", ast=ast)
+        if isinstance(ast, exp.Transaction):
+            return PreparedStatement(sql, [], None, "utility", utility=utility.Utility("begin"))
+        if isinstance(ast, exp.Commit):
+            return PreparedStatement(sql, [], None, "utility", utility=utility.Utility("commit"))
+        if isinstance(ast, exp.Rollback):
+            return PreparedStatement(sql, [], None, "utility", utility=utility.Utility("rollback"))
+        if isinstance(ast, exp.Command):
+            raise FeatureNotSupported(f"{ast.this} statements are not supported")
+        raise FeatureNotSupported(f"{type(ast).__name__.upper()} statements are not supported")
+
+    def _plan_context(self) -> PlanContext:
+        return PlanContext(self.catalog, self.search_path, virtual=self.database.virtual_fields)
+
+    def run(self, prepared: PreparedStatement, params: list | None = None,
+            max_rows: int = 0) -> Result:
+        """Execute a prepared statement with already-decoded parameters."""
+        if self.failed and not (prepared.kind == "utility" and prepared.utility is not None
+                                and prepared.utility.kind in ("rollback", "commit", "rollback_to")):
+            raise InFailedTransaction(
+                "current transaction is aborted, commands ignored until end of transaction block")
+        self._cancel.clear()
+        self.current_query = prepared.sql
+        self.state = "active"
+        try:
+            return self._run(prepared, params or [], max_rows)
+        except SqlVecError:
+            self._fail()
+            raise
+        except Exception as exc:  # an engine bug must not take the session down
+            log.exception("internal error running %r", prepared.sql)
+            self._fail()
+            raise SqlVecError(f"internal error: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self.state = "idle" if not self.explicit else ("idle in transaction" if not self.failed
+                                                           else "idle in transaction (aborted)")
+
+    def _fail(self) -> None:
+        if self.explicit:
+            self.failed = True
+        else:
+            self.txn = None
+
+    def _context(self, params: list) -> ExecContext:
+        timeout = _parse_timeout(self.settings.get("statement_timeout", "0"))
+        return ExecContext(
+            params=params,
+            settings=self.settings,
+            snapshot_of=lambda table_id: self.store.table(table_id).snapshot(),
+            overlay=self.txn,
+            virtual_table=lambda name: self.database.virtual_table(self, name),
+            cancel=self._cancel,
+            deadline=time.monotonic() + timeout if timeout else None,
+            services=self,
+        )
+
+    def _run(self, prepared: PreparedStatement, params: list, max_rows: int) -> Result:
+        kind = prepared.kind
+        if kind == "empty":
+            return Result("EMPTY")
+        if kind == "utility":
+            return self._utility(prepared.utility, prepared)  # type: ignore[arg-type]
+        typed = _typed_params(prepared.param_types, params)
+        if kind == "query":
+            plan, operator = prepared.compiled
+            ctx = self._context(typed)
+            table = operator.execute(ctx)
+            visible = [i for i, f in enumerate(operator.fields) if not f.hidden]
+            table = _rename(table, visible, prepared.columns)
+            return Result(f"SELECT {table.num_rows}", prepared.columns, table)
+        if kind == "write":
+            return self._write(prepared, typed)
+        if kind == "ddl":
+            return self._ddl(prepared.ast)
+        if kind == "explain":
+            return self._explain(prepared, typed)
+        raise FeatureNotSupported(f"statement kind {kind}")
+
+    # Writes and transactions --------------------------------------------------------------------------
+
+    def _write(self, prepared: PreparedStatement, params: list) -> Result:
+        write: WritePlan = prepared.compiled
+        autocommit = not self.explicit
+        txn = self.txn if self.txn is not None else Transaction()
+        ctx = self._context(params)
+        ctx.overlay = txn
+        count, returning = write.run(ctx, txn)
+        if autocommit:
+            self.store.commit(txn.ops())
+        else:
+            self.txn = txn
+        tag = {"INSERT": f"INSERT 0 {count}", "UPDATE": f"UPDATE {count}",
+               "DELETE": f"DELETE {count}"}[write.kind]
+        if returning is not None:
+            returning = _rename(returning, list(range(returning.num_columns)), prepared.columns)
+        return Result(tag, prepared.columns, returning)
+
+    def _begin(self) -> Result:
+        if self.explicit:
+            return Result("BEGIN", notices=["WARNING: there is already a transaction in progress"])
+        self.explicit = True
+        self.txn = Transaction()
+        return Result("BEGIN")
+
+    def _commit(self) -> Result:
+        if not self.explicit:
+            return Result("COMMIT", notices=["WARNING: there is no transaction in progress"])
+        failed = self.failed
+        txn = self.txn
+        self.explicit, self.failed, self.txn = False, False, None
+        if failed:
+            return Result("ROLLBACK")
+        if txn is not None and not txn.empty:
+            self.store.commit(txn.ops())
+        return Result("COMMIT")
+
+    def _rollback(self) -> Result:
+        if not self.explicit:
+            return Result("ROLLBACK", notices=["WARNING: there is no transaction in progress"])
+        notices = []
+        if self.txn is not None and self.txn.ddl:
+            notices.append("WARNING: schema changes made in this transaction were not rolled back")
+        self.explicit, self.failed, self.txn = False, False, None
+        return Result("ROLLBACK", notices=notices)
+
+    # DDL ----------------------------------------------------------------------------------------------
+
+    def _ddl(self, ast: exp.Expression) -> Result:
+        if self.txn is not None and self.explicit:
+            self.txn.ddl = True
+        path = self.search_path
+        notices: list[str] = []
+        if isinstance(ast, exp.Create):
+            kind = (ast.args.get("kind") or "").upper()
+            if kind == "TABLE":
+                tag = ddl.create_table(ast, self.catalog, path)
+                if tag == "NOTICE":
+                    notices.append(f'NOTICE: relation "{ast.this.this.name}" already exists, skipping')
+                    tag = "CREATE TABLE"
+            elif kind == "INDEX":
+                if self.explicit and self.txn is not None and not self.txn.empty:
+                    pass
+                tag = ddl.create_index(ast, self.catalog, path)
+                if tag == "NOTICE":
+                    notices.append(f'NOTICE: relation "{ast.this.name}" already exists, skipping')
+                    tag = "CREATE INDEX"
+            else:
+                if kind == "DATABASE" and self.explicit:
+                    raise ActiveSqlTransaction("CREATE DATABASE cannot run inside a transaction block")
+                tag = ddl.create_other(ast, self.catalog, path, self.database)
+                if tag == "NOTICE":
+                    notices.append("NOTICE: relation already exists, skipping")
+                    tag = f"CREATE {kind}"
+        elif isinstance(ast, exp.Drop):
+            if (ast.args.get("kind") or "").upper() == "DATABASE" and self.explicit:
+                raise ActiveSqlTransaction("DROP DATABASE cannot run inside a transaction block")
+            tag = ddl.drop(ast, self.catalog, path, self.database)
+        elif isinstance(ast, exp.Alter):
+            tag = ddl.alter_table(ast, self.catalog, path, self._constant_default)
+        elif isinstance(ast, exp.TruncateTable):
+            tables = [self.catalog.table(t.name, t.db or None, path) for t in ast.expressions]
+            if self.explicit:
+                for table in tables:
+                    self.txn.truncate(table)  # type: ignore[union-attr]
+            else:
+                txn = Transaction()
+                for table in tables:
+                    txn.truncate(table)
+                self.store.commit(txn.ops())
+            tag = "TRUNCATE TABLE"
+        elif isinstance(ast, exp.Comment):
+            self._comment(ast)
+            tag = "COMMENT"
+        else:  # pragma: no cover - filtered by _prepare_ast
+            raise FeatureNotSupported(type(ast).__name__)
+        self._plan_cache.clear()
+        return Result(tag, notices=notices)
+
+    def _constant_default(self, col) -> object:
+        """The value ADD COLUMN ... DEFAULT gives existing rows (evaluated once, as PostgreSQL)."""
+        from sqlvec.execution.dml import default_value
+
+        builder = Builder(CompileEnv(functions=self.database.functions))
+        value = default_value(col, builder)
+        if value is None:
+            return None
+        scalar = value(Frame(pa.table({"_": [None]}), self._context([])))
+        py = scalar.as_py() if isinstance(scalar, pa.Scalar) else scalar[0].as_py()
+        if isinstance(py, (dt.date, dt.datetime)):
+            return py.isoformat()
+        if hasattr(py, "as_integer_ratio") and not isinstance(py, (int, float)):
+            return str(py)
+        return py
+
+    def _comment(self, ast: exp.Comment) -> None:
+        kind = (ast.args.get("kind") or "").upper()
+        target = ast.this
+        text = ast.expression.name if ast.expression is not None else None
+        if kind == "TABLE":
+            table = self.catalog.table(target.name, target.db or None, self.search_path)
+            key = f"1259:{table.def_.oid}:0"
+        elif kind == "COLUMN":
+            table = self.catalog.table(target.table, target.db or None, self.search_path)
+            col = table.def_.column(target.name)
+            key = f"1259:{table.def_.oid}:{col.attnum}"
+        else:
+            raise FeatureNotSupported(f"COMMENT ON {kind} is not supported")
+        self.store.update_catalog(lambda c: {**c, "comments": {
+            **{k: v for k, v in c.get("comments", {}).items() if k != key},
+            **({key: text} if text else {})}})
+
+    # Utility statements -----------------------------------------------------------------------------
+
+    def _utility(self, u: utility.Utility, prepared: PreparedStatement) -> Result:
+        kind = u.kind
+        if kind == "begin":
+            return self._begin()
+        if kind == "commit":
+            return self._commit()
+        if kind == "rollback":
+            return self._rollback()
+        if self.failed:
+            raise InFailedTransaction(
+                "current transaction is aborted, commands ignored until end of transaction block")
+        if kind in ("savepoint", "release", "rollback_to"):
+            raise FeatureNotSupported("savepoints are not supported")
+        if kind == "set":
+            if u.name == "transaction":
+                return Result("SET")
+            value = _setting_value(u.value or "")
+            name = {"time zone": "TimeZone", "names": "client_encoding"}.get(u.name, u.name)  # type: ignore[arg-type]
+            if value.upper() == "DEFAULT":
+                self.reset(name)
+            else:
+                self.set(name, value)
+            return Result("SET")
+        if kind == "reset":
+            self.reset({"time zone": "TimeZone"}.get(u.name, u.name))  # type: ignore[arg-type]
+            return Result("RESET")
+        if kind == "show":
+            return self._show(u.name or "", prepared)
+        if kind == "discard":
+            if self.explicit:
+                raise ActiveSqlTransaction("DISCARD ALL cannot run inside a transaction block")
+            self.prepared.clear()
+            self._plan_cache.clear()
+            self.reset("all")
+            return Result("DISCARD ALL" if u.name == "all" else f"DISCARD {u.name.upper()}")
+        if kind == "prepare":
+            return self._sql_prepare(u)
+        if kind == "execute":
+            return self._sql_execute(u)
+        if kind == "deallocate":
+            if u.name == "all":
+                self.prepared.clear()
+            elif self.prepared.pop(u.name, None) is None:  # type: ignore[arg-type]
+                raise UndefinedObject(f'prepared statement "{u.name}" does not exist',
+                                      sqlstate="26000")
+            return Result("DEALLOCATE ALL" if u.name == "all" else "DEALLOCATE")
+        if kind == "create_extension":
+            exists = u.name in self.catalog.state.get("extensions", {})
+            self.catalog.create_extension(u.name, if_not_exists=u.local)  # type: ignore[arg-type]
+            notices = [f'NOTICE: extension "{u.name}" already exists, skipping'] if exists else []
+            return Result("CREATE EXTENSION", notices=notices)
+        if kind == "drop_extension":
+            self.catalog.drop_extension(u.name, if_exists=u.local)  # type: ignore[arg-type]
+            return Result("DROP EXTENSION")
+        if kind == "checkpoint":
+            self.store.checkpoint()
+            return Result("CHECKPOINT")
+        if kind in ("vacuum", "analyze"):
+            return Result(kind.upper())
+        if kind == "listen":
+            raise FeatureNotSupported("LISTEN/NOTIFY is not supported")
+        raise FeatureNotSupported(f"{kind} is not supported")
+
+    def _show(self, name: str, prepared: PreparedStatement) -> Result:
+        if name == "all":
+            names = sorted(self.settings)
+            table = pa.table({"name": names, "setting": [self.settings[n] for n in names],
+                              "description": [""] * len(names)})
+            return Result("SHOW", prepared.columns, table)
+        key = {"transaction isolation level": "transaction_isolation",
+               "time zone": "TimeZone"}.get(name, name)
+        key = _CANONICAL.get(key.lower(), key)
+        if key not in self.settings:
+            raise UndefinedObject(f'unrecognized configuration parameter "{name}"')
+        table = pa.table({prepared.columns[0].name: [self.settings[key]]})  # type: ignore[index]
+        return Result("SHOW", prepared.columns, table)
+
+    def _sql_prepare(self, u: utility.Utility) -> Result:
+        if u.name in self.prepared:
+            raise SqlVecError(f'prepared statement "{u.name}" already exists', sqlstate="42P05")
+        from sqlvec.sql.binder import sql_type
+
+        oids = []
+        for spelling in u.options:
+            t = sql_type(parse_one(f"SELECT CAST(NULL AS {spelling})").expressions[0].args["to"])
+            oids.append(t.oid)
+        self.prepared[u.name] = self.prepare(u.body, oids)  # type: ignore[index, arg-type]
+        return Result("PREPARE")
+
+    def _describe_execute(self, u: utility.Utility) -> list[ResultColumn] | None:
+        stmt = self.prepared.get(u.name)  # type: ignore[arg-type]
+        return stmt.columns if stmt is not None else None
+
+    def _sql_execute(self, u: utility.Utility) -> Result:
+        stmt = self.prepared.get(u.name)  # type: ignore[arg-type]
+        if stmt is None:
+            raise UndefinedObject(f'prepared statement "{u.name}" does not exist', sqlstate="26000")
+        args = utility.split_arguments(u.body) if u.body else []
+        if len(args) != len(stmt.param_types):
+            raise SqlVecError(f"wrong number of parameters for prepared statement \"{u.name}\"",
+                              sqlstate="42601",
+                              detail=f"Expected {len(stmt.param_types)} parameters but got {len(args)}.")
+        values = []
+        for text, t in zip(args, stmt.param_types):
+            r = self.execute_one(f"SELECT CAST({text} AS {t.format()})")
+            values.append(r.rows()[0][0])
+        return self.run(stmt, values)
+
+    # EXPLAIN ------------------------------------------------------------------------------------------
+
+    def _prepare_explain(self, sql: str, u: utility.Utility, given) -> PreparedStatement:
+        options, body = utility.explain_options(u.body or "")
+        inner = self._prepare(body, given)
+        if inner.kind not in ("query", "write"):
+            raise FeatureNotSupported("EXPLAIN of this statement is not supported")
+        fmt = options.get("format", "text")
+        col = ResultColumn("QUERY PLAN", SqlType("json") if fmt == "json" else V.TEXT)
+        prepared = PreparedStatement(sql, inner.param_types, [col], "explain", compiled=inner,
+                                     explain=options)
+        return prepared
+
+    def _explain(self, prepared: PreparedStatement, params: list) -> Result:
+        from sqlvec.execution.explain import explain
+
+        inner: PreparedStatement = prepared.compiled
+        lines = explain(self, inner, params, prepared.explain or {})
+        name = prepared.columns[0].name  # type: ignore[index]
+        return Result("EXPLAIN", prepared.columns, pa.table({name: lines}))
+
+    # Lifecycle ----------------------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Interrupt the running statement (57014); safe from any thread."""
+        self._cancel.set()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.txn = None
+        self.database.unregister_session(self)
+
+    # Services used by catalog functions --------------------------------------------------------------
+
+    def relation_oid(self, name: str) -> int:
+        """OID of a table, index or sequence named `name` (optionally schema-qualified)."""
+        from sqlvec.errors import UndefinedTable
+
+        schema, _, rel = name.rpartition(".")
+        rel = rel.strip('"')
+        schemas = [schema] if schema else self.search_path
+        for candidate in schemas:
+            table = self.store.find_table(rel, candidate)
+            if table is not None:
+                return table.def_.oid
+            for t in self.store.tables.values():
+                for ix in t.def_.indexes:
+                    if ix.name == rel and t.def_.schema == candidate:
+                        return ix.oid
+            seq = self.catalog.state["sequences"].get(f"{candidate}.{rel}")
+            if seq is not None:
+                return seq["oid"]
+        from sqlvec.catalog.virtual import TABLES, table_oid
+
+        if rel in TABLES and (not schema or schema == "pg_catalog"):
+            return table_oid(rel)
+        raise UndefinedTable(f'relation "{name}" does not exist')
+
+    def relation_name(self, oid: int) -> str | None:
+        for t in self.store.tables.values():
+            if t.def_.oid == oid:
+                return f"{t.def_.schema}.{t.def_.name}"
+            for ix in t.def_.indexes:
+                if ix.oid == oid:
+                    return f"{t.def_.schema}.{ix.name}"
+        for key, seq in self.catalog.state["sequences"].items():
+            if seq["oid"] == oid:
+                return key
+        return None
+
+    def nextval(self, name: str, count: int = 1) -> list[int]:
+        schema, _, seq = name.rpartition(".")
+        key = f"{schema or self.catalog.creation_schema(None, self.search_path)}.{seq}"
+        if key not in self.catalog.state["sequences"]:
+            for candidate in self.search_path:
+                if f"{candidate}.{seq}" in self.catalog.state["sequences"]:
+                    key = f"{candidate}.{seq}"
+                    break
+        values = self.catalog.nextval(key, count)
+        self.last_sequence_values = getattr(self, "last_sequence_values", {})
+        self.last_sequence_values[key] = values[-1]
+        return values
+
+
+def _parse_timeout(value: str) -> float:
+    """statement_timeout in seconds ('0' disables; plain numbers are milliseconds)."""
+    text = str(value).strip().strip("'").lower()
+    units = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
+    for unit, factor in sorted(units.items(), key=lambda kv: -len(kv[0])):
+        if text.endswith(unit):
+            try:
+                return float(text[: -len(unit)].strip()) * factor
+            except ValueError:
+                break
+    try:
+        return float(text) / 1000.0
+    except ValueError:
+        raise InvalidParameterValue(f'invalid value for parameter "statement_timeout": "{value}"') from None
+
+
+def _setting_value(text: str) -> str:
+    parts = [p.strip() for p in utility.split_arguments(text)]
+    cleaned = []
+    for p in parts:
+        if len(p) >= 2 and p[0] == p[-1] == "'":
+            p = p[1:-1].replace("''", "'")
+        cleaned.append(p)
+    return ", ".join(cleaned)
+
+
+def _utility_columns(u: utility.Utility, session: Session) -> list[ResultColumn] | None:
+    if u.kind != "show":
+        return None
+    if u.name == "all":
+        return [ResultColumn("name", V.TEXT), ResultColumn("setting", V.TEXT),
+                ResultColumn("description", V.TEXT)]
+    name = {"transaction isolation level": "transaction_isolation", "time zone": "TimeZone"}.get(
+        u.name, u.name)  # type: ignore[arg-type]
+    return [ResultColumn(_CANONICAL.get(name.lower(), name), V.TEXT)]
+
+
+def _param_list(env: CompileEnv) -> list[SqlType]:
+    if not env.param_types:
+        return []
+    count = max(env.param_types)
+    return [env.param_types.get(i + 1, V.TEXT) for i in range(count)]
+
+
+_typed_params = V.typed_params
+
+
+def _rename(table: pa.Table, visible: list[int], columns: list[ResultColumn] | None) -> pa.Table:
+    if columns is None:
+        return table
+    cols = [table.column(i) for i in visible]
+    names = [c.name for c in columns]
+    if not cols:
+        return pa.table({"_": pa.nulls(table.num_rows)}).drop_columns(["_"]) if table.num_rows else pa.table({})
+    return pa.Table.from_arrays(cols, names=names)
+
+
+__all__ = ["Session", "Result", "ResultColumn", "PreparedStatement", "QueryCanceled", "Field", "Operator"]

@@ -1,0 +1,130 @@
+"""Name resolution and type names: what the planner and the expression compiler share.
+
+A `Scope` is the list of columns a relation offers (with their table qualifiers); resolving a
+column reference gives its position, with PostgreSQL's errors for unknown (42703) and ambiguous
+(42702) names. `sql_type` maps a sqlglot DataType to our SqlType.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn, UndefinedObject
+from sqlvec.types import SqlType
+
+
+@dataclass(frozen=True)
+class Field:
+    """One output column of a relation."""
+
+    name: str
+    table: str | None = None  # the qualifier it can be referenced by
+    type: SqlType | None = None  # known for base columns; operators compute the rest
+    source: tuple[int, int] = (0, 0)  # (table OID, attnum) for RowDescription, else zeros
+    hidden: bool = False  # internal helper column, not expanded by `*`
+
+
+class AmbiguousColumn(SqlVecError):
+    sqlstate = "42702"
+
+
+@dataclass
+class Scope:
+    """The columns visible to an expression, and the enclosing query's scope (correlation)."""
+
+    fields: list[Field]
+    parent: Scope | None = None
+    correlated: list = field(default_factory=list)
+
+    def find(self, name: str, table: str | None = None) -> int | None:
+        matches = [
+            i for i, f in enumerate(self.fields)
+            if f.name == name and (table is None or f.table == table)
+        ]
+        if len(matches) > 1:
+            visible = [i for i in matches if not self.fields[i].hidden]
+            if len(visible) == 1:
+                return visible[0]
+            raise AmbiguousColumn(f'column reference "{name}" is ambiguous')
+        return matches[0] if matches else None
+
+    def resolve(self, column: exp.Column) -> tuple[int, int]:
+        """(levels up, position) of a column reference: 0 for this scope, 1 for its parent..."""
+        name = column.name
+        table = column.table or None
+        scope: Scope | None = self
+        level = 0
+        while scope is not None:
+            index = scope.find(name, table)
+            if index is not None:
+                return level, index
+            scope = scope.parent
+            level += 1
+        if table is not None:
+            if not any(f.table == table for f in self.fields) and not self._has_table_above(table):
+                raise UndefinedObject(
+                    f'missing FROM-clause entry for table "{table}"', sqlstate="42P01")
+            raise UndefinedColumn(f"column {table}.{name} does not exist")
+        raise UndefinedColumn(f'column "{name}" does not exist')
+
+    def _has_table_above(self, table: str) -> bool:
+        scope = self.parent
+        while scope is not None:
+            if any(f.table == table for f in scope.fields):
+                return True
+            scope = scope.parent
+        return False
+
+    def has_table(self, table: str) -> bool:
+        return any(f.table == table for f in self.fields)
+
+
+_DTYPE_NAMES: dict[str, str] = {
+    "BOOLEAN": "bool", "TINYINT": "int2", "SMALLINT": "int2", "INT": "int4", "MEDIUMINT": "int4",
+    "BIGINT": "int8", "SERIAL": "int4", "SMALLSERIAL": "int2", "BIGSERIAL": "int8",
+    "FLOAT": "float4", "DOUBLE": "float8", "DECIMAL": "numeric", "BIGDECIMAL": "numeric",
+    "MONEY": "numeric", "TEXT": "text", "VARCHAR": "varchar", "NVARCHAR": "varchar",
+    "CHAR": "bpchar", "NCHAR": "bpchar", "NAME": "name", "BINARY": "bytea", "VARBINARY": "bytea",
+    "BLOB": "bytea", "DATE": "date", "TIME": "time", "TIMESTAMP": "timestamp",
+    "DATETIME": "timestamp", "TIMESTAMPTZ": "timestamptz", "TIMESTAMPLTZ": "timestamptz",
+    "INTERVAL": "interval", "JSON": "json", "JSONB": "jsonb", "UUID": "uuid", "VECTOR": "vector",
+    "OBJECT_IDENTIFIER": "oid", "USERDEFINED": "text", "UNKNOWN": "unknown",
+}
+
+_SERIAL = {"SERIAL": "serial", "SMALLSERIAL": "serial", "BIGSERIAL": "serial"}
+
+
+def sql_type(datatype: exp.DataType | exp.ObjectIdentifier) -> SqlType:
+    """Our SqlType for a sqlglot type node (`vector(3)`, `varchar(10)`, `int[]`, `regclass`)."""
+    if isinstance(datatype, exp.ObjectIdentifier):
+        return SqlType.of(datatype.name.lower())
+    kind = datatype.this
+    key = kind.name if hasattr(kind, "name") else str(kind)
+    if key == "ARRAY":
+        inner = datatype.expressions[0] if datatype.expressions else None
+        if inner is None:
+            raise FeatureNotSupported("array types without an element type are not supported")
+        return sql_type(inner).array_of()
+    if key == "USERDEFINED":
+        name = (datatype.args.get("kind") or "").lower()
+        if name in ("regclass", "regtype", "regproc", "oid", "name", '"char"', "char"):
+            return SqlType.of(name.strip('"'))
+        raise UndefinedObject(f'type "{name}" does not exist')
+    if key not in _DTYPE_NAMES:
+        raise FeatureNotSupported(f"type {datatype.sql(dialect='postgres')} is not supported")
+    name = _DTYPE_NAMES[key]
+    mods = []
+    for param in datatype.expressions:
+        value = param.this if isinstance(param, exp.DataTypeParam) else param
+        if isinstance(value, exp.Literal) and not value.is_string:
+            mods.append(int(value.this))
+    if name == "timestamp" and datatype.args.get("kind") == "WITH TIME ZONE":
+        name = "timestamptz"
+    return SqlType.of(name, *mods)
+
+
+def serial_kind(datatype: exp.DataType) -> str | None:
+    kind = datatype.this
+    return _SERIAL.get(kind.name if hasattr(kind, "name") else str(kind))

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from sqlvec.storage.memtable import Memtable
+from sqlvec.storage.schema import ROWID, ColumnDef, TableDef
+from sqlvec.types import SqlType
+
+DIM = 3
+
+
+@pytest.fixture
+def table_def() -> TableDef:
+    return TableDef(id=1, oid=16400, name="t", schema="public", columns=(
+        ColumnDef("id", SqlType.parse("int8"), 1),
+        ColumnDef("name", SqlType.parse("text"), 2),
+        ColumnDef("v", SqlType.parse(f"vector({DIM})"), 3),
+    ))
+
+
+def batch(table_def: TableDef, start: int, n: int, *, null_every: int = 0) -> pa.RecordBatch:
+    ids = np.arange(start, start + n, dtype=np.int64)
+    vec = np.repeat(ids[:, None].astype(np.float32), DIM, axis=1) * [1, -1, 0.5]
+    mask = (ids % null_every == 0) if null_every else np.zeros(n, bool)
+    return pa.RecordBatch.from_arrays([
+        pa.array(ids + 1000),  # rowids
+        pa.array(ids),
+        pa.array([f"n{i}" for i in ids]),
+        pa.FixedSizeListArray.from_arrays(pa.array(vec.astype(np.float32).reshape(-1)), DIM,
+                                          mask=pa.array(mask)),
+    ], schema=table_def.physical_schema())
+
+
+def ids_of(view) -> list[int]:
+    return view.data.table.column("c1").to_pylist()
+
+
+def test_snapshots_are_immutable_across_appends_and_growth(table_def):
+    mem = Memtable(table_def)
+    mem.append(batch(table_def, 0, 10))
+    first = mem.snapshot()
+    matrix_before = first.data.vectors("c3", DIM)[0].copy()
+    for start in range(10, 10 + 7 * 700, 700):  # several reallocations of the buffers
+        mem.append(batch(table_def, start, 700))
+    assert first.data.n_rows == 10
+    assert ids_of(first) == list(range(10))
+    np.testing.assert_array_equal(first.data.vectors("c3", DIM)[0], matrix_before)
+    now = mem.snapshot()
+    assert now.data.n_rows == mem.n_rows == 10 + 7 * 700
+    assert ids_of(now) == list(range(now.data.n_rows))
+    np.testing.assert_array_equal(now.data.rowids, np.arange(now.data.n_rows) + 1000)
+    matrix, valid = now.data.vectors("c3", DIM)
+    assert valid is None  # no NULL vectors
+    np.testing.assert_array_equal(matrix[:, 0], np.arange(now.data.n_rows, dtype=np.float32))
+
+
+def test_appends_keep_few_chunks(table_def):
+    mem = Memtable(table_def)
+    for i in range(1000):
+        mem.append(batch(table_def, i, 1))
+    chunks = mem.snapshot().data.table.column("c2").num_chunks
+    assert chunks <= math.ceil(math.log2(1000)) + 1
+    assert mem.snapshot().data.table.column("c2").to_pylist() == [f"n{i}" for i in range(1000)]
+
+
+def test_deletes_do_not_reach_older_snapshots(table_def):
+    mem = Memtable(table_def)
+    mem.append(batch(table_def, 0, 20))
+    before = mem.snapshot()
+    mem.delete(np.array([3, 5, 5, 7]))
+    mem.delete(np.array([7, 9]))  # 7 again: counted once
+    assert before.deletes.count == 0 and before.live_count == 20
+    after = mem.snapshot()
+    assert after.deletes.count == 4 and mem.live_rows == 16
+    assert np.flatnonzero(~after.live_mask()).tolist() == [3, 5, 7, 9]
+
+
+def test_live_table_drops_deleted_rows_and_keeps_nulls(table_def):
+    mem = Memtable(table_def)
+    mem.append(batch(table_def, 0, 30, null_every=4))
+    mem.append(batch(table_def, 30, 30, null_every=4))
+    mem.delete(np.arange(0, 60, 3))
+    live = mem.live_table()
+    keep = [i for i in range(60) if i % 3]
+    assert live.schema.equals(table_def.physical_schema())
+    assert live.column("c1").to_pylist() == keep
+    assert live.column(ROWID).to_pylist() == [i + 1000 for i in keep]
+    vec = live.column("c3").to_pylist()
+    for i, v in zip(keep, vec):
+        if i % 4 == 0:
+            assert v is None
+        else:
+            assert v == [float(i), float(-i), i * 0.5]
+    # The sealed copy owns its memory: later appends cannot change it.
+    mem.append(batch(table_def, 60, 2000))
+    assert live.column("c1").to_pylist() == keep
+    assert live.column("c3").to_pylist() == vec
+
+
+def test_null_vectors_are_marked_invalid(table_def):
+    mem = Memtable(table_def)
+    mem.append(batch(table_def, 0, 10, null_every=3))
+    matrix, valid = mem.snapshot().data.vectors("c3", DIM)
+    assert valid.tolist() == [i % 3 != 0 for i in range(10)]
+    assert matrix.shape == (10, DIM)
+
+
+def test_sizes(table_def):
+    mem = Memtable(table_def)
+    assert (mem.n_rows, mem.nbytes, mem.live_rows) == (0, 0, 0)
+    b = batch(table_def, 0, 100)
+    mem.append(b)
+    mem.append(batch(table_def, 100, 0))
+    assert mem.n_rows == 100 and mem.nbytes == b.nbytes

@@ -1,0 +1,260 @@
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import shutil
+import threading
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from sqlvec.database import Database
+from sqlvec.errors import DataCorrupted
+from sqlvec.storage.compaction import CompactionPolicy
+from sqlvec.storage.manifest import ManifestStore
+from sqlvec.storage.store import StoreOptions
+from sqlvec.storage.wal import InsertOp
+
+DIM = 6
+
+
+def vectors(ids) -> np.ndarray:
+    x = np.asarray(ids, dtype=np.float64)[:, None]
+    j = np.arange(DIM)[None, :]
+    return np.sin(x * 3.7 + j * 1.3 + x * j * 0.91).astype(np.float32)
+
+
+def build(path: str, *, background: bool = False) -> None:
+    """Two sealed, indexed segments, some deletes and a few rows still in the WAL."""
+    with Database.open(path, options=StoreOptions(background=background, seal_rows=200)) as db:
+        t = db.create_table("t", {"id": "int8", "v": f"vector({DIM})"})
+        t.insert({"id": np.arange(200), "v": vectors(np.arange(200))})
+        t.create_index("v")
+        t.insert({"id": np.arange(200, 400), "v": vectors(np.arange(200, 400))})
+        t.insert({"id": np.arange(400, 420), "v": vectors(np.arange(400, 420))})
+        t.delete(lambda r: pc.equal(pc.bit_wise_and(r["id"], 15), 0))
+        db.wait_idle()
+        db.store().checkpoint()
+
+
+def live_after_build() -> list[int]:
+    return [i for i in range(420) if i % 16]
+
+
+def flip_byte(path: str, offset: int | None = None) -> None:
+    with open(path, "r+b") as f:
+        data = bytearray(f.read())
+        at = len(data) // 2 if offset is None else offset
+        data[at] ^= 0x5A
+        f.seek(0)
+        f.write(data)
+
+
+def table_files(path: str, pattern: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(path, "postgres", "tables", "*", pattern)))
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("pristine") / "data")
+    build(path)
+    return path
+
+
+@pytest.fixture
+def copy(pristine, tmp_path) -> str:
+    path = str(tmp_path / "data")
+    shutil.copytree(pristine, path)
+    return path
+
+
+# 3. Corruption --------------------------------------------------------------------------------
+
+
+def test_pristine_copy_opens(copy):
+    with Database.open(copy, options=StoreOptions(background=False)) as db:
+        assert sorted(db.table("t").scan(["id"]).column("id").to_pylist()) == live_after_build()
+
+
+def test_flipped_byte_in_segment_file(copy):
+    segment = table_files(copy, "*.parquet")[0]
+    flip_byte(segment)
+    with pytest.raises(DataCorrupted) as info:
+        Database.open(copy, options=StoreOptions(background=False))
+    assert info.value.sqlstate == "XX001"
+    assert segment in info.value.message
+    # A failed open leaves the directory usable: repairing the file is enough.
+    flip_byte(segment)
+    with Database.open(copy, options=StoreOptions(background=False)) as db:
+        assert db.table("t").count() == len(live_after_build())
+
+
+def test_flipped_byte_in_latest_manifest(copy):
+    manifests = ManifestStore(os.path.join(copy, "postgres"))
+    latest = str(manifests.file(manifests.versions()[-1]))
+    with open(latest, "rb") as f:
+        text = f.read()
+    # Flip a digit inside the JSON, so the file still parses and only the checksum can tell.
+    at = text.index(b'"next_oid": ') + len(b'"next_oid": ')
+    flip_byte(latest, at)
+    with pytest.raises(DataCorrupted) as info:
+        Database.open(copy, options=StoreOptions(background=False))
+    assert info.value.sqlstate == "XX001"
+    assert latest in info.value.message
+    flip_byte(latest)  # and a byte anywhere
+    with pytest.raises(DataCorrupted) as info:
+        Database.open(copy, options=StoreOptions(background=False))
+    assert latest in info.value.message
+
+
+def test_flipped_byte_in_delete_bitmap(copy):
+    bitmap = table_files(copy, "*.del")[0]
+    flip_byte(bitmap, os.path.getsize(bitmap) - 1)
+    with pytest.raises(DataCorrupted) as info:
+        Database.open(copy, options=StoreOptions(background=False))
+    assert bitmap in info.value.message
+
+
+def test_flipped_byte_in_index_file_rebuilds_it(copy, caplog):
+    index_file = table_files(copy, "*.hnsw")[0]
+    flip_byte(index_file)
+    with caplog.at_level(logging.WARNING, logger="sqlvec"):
+        with Database.open(copy, options=StoreOptions(seal_rows=200)) as db:
+            warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+            assert any(index_file in m for m in warned), warned
+            db.wait_idle()
+            t = db.table("t")
+            status = t.store.index_status()
+            assert len(status) == len(t.snapshot().sealed) == 3
+            assert all(s["state"] == "ready" for s in status)
+            live = np.array(live_after_build())
+            for q in vectors(np.arange(1000, 1010)):
+                got = t.search("v", q, 10, ef=100)
+                truth = live[np.argsort(np.linalg.norm(vectors(live) - q, axis=1))[:10]]
+                assert len(set(got.column("id").to_pylist()) & set(truth.tolist())) >= 9
+                np.testing.assert_allclose(
+                    got.column("distance").to_numpy(),
+                    np.linalg.norm(vectors(got.column("id").to_numpy()) - q, axis=1), rtol=1e-5)
+    # The rebuilt graph is durable: the next open has nothing to complain about.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sqlvec"):
+        with Database.open(copy, options=StoreOptions(background=False)) as db:
+            assert all(s["state"] == "ready" for s in db.table("t").store.index_status())
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_missing_index_file_is_rebuilt(copy):
+    os.remove(table_files(copy, "*.hnsw")[-1])
+    with Database.open(copy, options=StoreOptions(background=False)) as db:
+        status = db.table("t").store.index_status()
+        assert len(status) == 3 and all(s["state"] == "ready" for s in status)
+    assert len(table_files(copy, "*.hnsw")) == len(table_files(copy, "*.parquet")) == 3
+
+
+# Recovery -------------------------------------------------------------------------------------
+
+
+def test_multi_table_commit_is_one_wal_record(tmp_path):
+    """A commit over two tables survives whole, and a torn copy of its record is dropped
+    whole: neither table shows its rows."""
+    path = str(tmp_path / "data")
+    with Database.open(path, options=StoreOptions(background=False)) as db:
+        a = db.create_table("a", {"id": "int8"})
+        b = db.create_table("b", {"id": "int8", "v": "vector(3)"})
+        store = a.store
+        ta, tb = store.table(a.table_id), store.table(b.table_id)
+        store.commit([InsertOp(a.table_id, ta.coerce({"id": [1, 2]})),
+                      InsertOp(b.table_id, tb.coerce({"id": [1], "v": [[1, 2, 3]]}))])
+        wal = sorted(glob.glob(os.path.join(path, "postgres", "wal", "*.wal")))[-1]
+        size_before = os.path.getsize(wal)
+        store.commit([InsertOp(a.table_id, ta.coerce({"id": [3]})),
+                      InsertOp(b.table_id, tb.coerce({"id": [3], "v": [[3, 2, 1]]}))])
+        size_after = os.path.getsize(wal)
+    assert size_after > size_before
+    torn = str(tmp_path / "torn")
+    shutil.copytree(path, torn)
+    for cut in (1, (size_after - size_before) // 2, size_after - size_before - 20):
+        shutil.rmtree(torn)
+        shutil.copytree(path, torn)
+        twal = os.path.join(torn, os.path.relpath(wal, path))
+        os.truncate(twal, size_after - cut)
+        with Database.open(torn, options=StoreOptions(background=False)) as db:
+            assert sorted(db.table("a").scan().column("id").to_pylist()) == [1, 2]
+            assert db.table("b").scan().column("id").to_pylist() == [1]
+        assert os.path.getsize(twal) == size_before  # the torn tail was cut off
+    with Database.open(path, options=StoreOptions(background=False)) as db:
+        assert sorted(db.table("a").scan().column("id").to_pylist()) == [1, 2, 3]
+        assert sorted(db.table("b").scan().column("id").to_pylist()) == [1, 3]
+
+
+def test_every_manifest_version_recovers_every_row_once(tmp_path):
+    """Seals, checkpoints, index builds and merges commit manifests from several threads while
+    commits go on. Recovery from any one of those versions (plus the WAL) must find each
+    committed row exactly once: no version may list a segment whose rows it also replays, nor
+    skip rows it neither lists nor replays."""
+    path = str(tmp_path / "data")
+    opts = StoreOptions(seal_rows=30, manifest_keep=10_000, checkpoint_wal_bytes=1 << 40,
+                        compaction=CompactionPolicy(min_merge=3, target_rows=500))
+    total = 0
+    with Database.open(path, options=opts) as db:
+        t = db.create_table("t", {"id": "int8", "v": f"vector({DIM})"}, primary_key=["id"])
+        t.create_index("v", m=4, ef_construction=8)
+        stop = threading.Event()
+
+        def checkpoints() -> None:
+            while not stop.is_set():
+                db.store().checkpoint()
+
+        def write(base: int) -> None:
+            for i in range(base, base + 600, 6):
+                t.insert({"id": np.arange(i, i + 6), "v": vectors(np.arange(i, i + 6))})
+
+        helper = threading.Thread(target=checkpoints)
+        writers = [threading.Thread(target=write, args=(b,)) for b in (0, 10_000)]
+        helper.start()
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join()
+        stop.set()
+        helper.join()
+        db.wait_idle()
+        total = t.count()
+    assert total == 1200
+    expected = sorted([*range(600), *range(10_000, 10_600)])
+
+    manifests = os.path.join(path, "postgres", "manifest")
+    store = ManifestStore(os.path.join(path, "postgres"))
+    versions = [v for v in store.versions() if store.load(v).body["tables"]]  # after CREATE
+    assert len(versions) > 20
+    picks = sorted(set(versions[:: max(1, len(versions) // 40)]) | {versions[-1]})
+    for version in picks:
+        trial = str(tmp_path / f"v{version}")
+        # Hard links: recovery only ever replaces files (temp file + rename) or adds new ones.
+        shutil.copytree(path, trial, copy_function=os.link)
+        for name in os.listdir(manifests):
+            if int(name.split("-")[1].split(".")[0]) > version:
+                os.remove(os.path.join(trial, "postgres", "manifest", name))
+        with Database.open(trial, options=StoreOptions(background=False, seal_rows=1 << 20)) as db:
+            ids = db.table("t").scan(["id"]).column("id").to_pylist()
+            assert sorted(ids) == expected, f"manifest version {version}"
+        shutil.rmtree(trial)
+
+
+def test_close_then_reopen_with_background_work_pending(tmp_path):
+    path = str(tmp_path / "data")
+    opts = StoreOptions(seal_rows=50)
+    with Database.open(path, options=opts) as db:
+        t = db.create_table("t", {"id": "int8", "v": f"vector({DIM})"})
+        t.create_index("v")
+        for i in range(0, 500, 25):
+            t.insert({"id": np.arange(i, i + 25), "v": vectors(np.arange(i, i + 25))})
+        # Closing does not wait for the queue; whatever was not done is redone on open.
+    with Database.open(path, options=opts) as db:
+        db.wait_idle()
+        t = db.table("t")
+        assert sorted(t.scan(["id"]).column("id").to_pylist()) == list(range(500))
+        assert all(s["state"] == "ready" for s in t.store.index_status())
+        assert t.search("v", vectors([123])[0], 1).column("id").to_pylist() == [123]

@@ -1,0 +1,287 @@
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from sqlvec.database import Database
+from sqlvec.errors import DataException, SerializationFailure, SqlVecError
+from sqlvec.storage.compaction import CompactionPolicy
+from sqlvec.storage.schema import ROWID
+from sqlvec.storage.store import StoreOptions
+from sqlvec.storage.wal import DeleteOp, InsertOp
+from sqlvec.vectors import Metric
+
+DIM = 8
+SEAL = 300
+
+
+@pytest.fixture
+def db(tmp_path):
+    opts = StoreOptions(background=False, seal_rows=SEAL,
+                        compaction=CompactionPolicy(min_merge=2, target_rows=10_000))
+    with Database.open(str(tmp_path), options=opts) as database:
+        yield database
+
+
+def vectors(ids) -> np.ndarray:
+    """A fixed pseudo-random vector per id, so any row can be checked against its id."""
+    x = np.asarray(ids, dtype=np.float64)[:, None]
+    j = np.arange(DIM)[None, :]
+    return np.sin(x * 12.9898 + j * 78.233 + x * j * 0.618).astype(np.float32)
+
+
+def live_ids(t) -> set[int]:
+    return set(t.scan(["id"]).column("id").to_pylist())
+
+
+def check_reads(t, expected: set[int], queries: np.ndarray, *, k: int = 10) -> None:
+    """Scans and searches (exact and HNSW) return exactly the live rows, never a deleted one."""
+    assert live_ids(t) == expected
+    assert t.count() == len(expected)
+    ids = np.array(sorted(expected))
+    matrix = vectors(ids) if ids.size else np.empty((0, DIM), np.float32)
+    for q in queries:
+        truth = ids[np.argsort(np.linalg.norm(matrix - q, axis=1), kind="stable")[:k]]
+        exact = t.search("v", q, k, exact=True)
+        assert exact.column("id").to_pylist() == truth.tolist()
+        approx = t.search("v", q, k, ef=64)
+        got = approx.column("id").to_pylist()
+        assert len(got) == min(k, len(expected))
+        assert set(got) <= expected
+        assert len(set(got) & set(truth.tolist())) >= 0.8 * len(truth)
+        np.testing.assert_allclose(approx.column("distance").to_numpy(),
+                                   np.linalg.norm(vectors(got) - q, axis=1), rtol=1e-5,
+                                   atol=1e-6)
+
+
+def insert(t, ids) -> None:
+    ids = np.asarray(ids, dtype=np.int64)
+    t.insert({"id": ids, "grp": ids % 10, "v": vectors(ids)})
+
+
+def id_in(ids):
+    values = pa.array(sorted(ids), pa.int64())
+    return lambda r: pc.is_in(r["id"], values)
+
+
+# 5. Deleted rows are never returned ----------------------------------------------------------
+
+
+def test_deletes_hidden_in_every_state(db):
+    t = db.create_table("t", {"id": "int8", "grp": "int4", "v": f"vector({DIM})"})
+    queries = vectors(np.arange(5000, 5006))
+    live: set[int] = set()
+
+    # Growing segment only.
+    insert(t, np.arange(0, 200))
+    live |= set(range(200))
+    t.delete(id_in(range(0, 200, 3)))
+    live -= set(range(0, 200, 3))
+    check_reads(t, live, queries)
+
+    # Deleted rows are dropped when the growing segment seals.
+    insert(t, np.arange(200, 320))  # 320 >= SEAL: seals
+    live |= set(range(200, 320))
+    store_table = t.store.table(t.table_id)
+    assert len(store_table.sealed) == 1 and store_table.sealed[0].n_rows == len(live)
+    check_reads(t, live, queries)
+
+    # Deletes on a sealed segment without an index, then with one (the HNSW path).
+    t.delete(id_in(range(1, 320, 5)))
+    live -= set(range(1, 320, 5))
+    check_reads(t, live, queries)
+    t.create_index("v")
+    check_reads(t, live, queries)
+    t.delete(id_in(range(2, 320, 7)))  # deletes landing while the index exists
+    live -= set(range(2, 320, 7))
+    check_reads(t, live, queries)
+
+    # A second segment that loses most of its rows: the graph still holds them all.
+    insert(t, np.arange(1000, 1300))
+    live |= set(range(1000, 1300))
+    assert len(store_table.sealed) == 2
+    doomed = set(range(1000, 1295))
+    t.delete(id_in(doomed))
+    live -= doomed
+    check_reads(t, live, queries)
+    near_survivor = vectors(np.array([1297]))[0] + 0.01
+    hits = t.search("v", near_survivor, 10).column("id").to_pylist()
+    assert hits[0] == 1297 and not set(hits) & doomed
+
+    # Compaction drops the deleted rows for good; deletes after it still apply.
+    assert t.compact() >= 1
+    assert sum(s.n_rows for s in store_table.sealed) == len(live)
+    check_reads(t, live, queries)
+    t.delete(id_in(range(4, 320, 9)))
+    live -= set(range(4, 320, 9))
+    check_reads(t, live, queries)
+    assert all(s["state"] == "ready" for s in t.store.index_status())
+
+
+def test_deleting_everything_returns_nothing(db):
+    t = db.create_table("t", {"id": "int8", "grp": "int4", "v": f"vector({DIM})"})
+    insert(t, np.arange(SEAL + 10))
+    t.create_index("v")
+    t.delete(lambda r: pc.greater_equal(r["id"], 0))
+    check_reads(t, set(), vectors(np.arange(3)))
+    assert t.compact() == 1
+    assert t.store.table(t.table_id).sealed == []
+    insert(t, [7])
+    check_reads(t, {7}, vectors(np.arange(3)))
+
+
+def test_updated_rows_show_only_their_new_version(db):
+    t = db.create_table("t", {"id": "int8", "grp": "int4", "v": f"vector({DIM})"},
+                        primary_key=["id"])
+    insert(t, np.arange(SEAL))  # sealed
+    insert(t, np.arange(SEAL, SEAL + 50))  # growing
+    t.create_index("v")
+    changed = set(range(0, SEAL + 50, 4))
+    moved = np.zeros(DIM, np.float32)
+    moved[0] = 100.0
+    n = t.update(id_in(changed), {"grp": -1, "v": lambda old: np.tile(moved, (old.num_rows, 1))})
+    assert n == len(changed)
+    rows = t.scan()
+    assert rows.num_rows == SEAL + 50
+    assert sorted(rows.column("id").to_pylist()) == list(range(SEAL + 50))
+    new = rows.filter(pc.equal(rows["grp"], -1))
+    assert set(new.column("id").to_pylist()) == changed
+    # Searches see the new vectors only: all updated rows now sit at `moved`.
+    for exact in (True, False):
+        hits = t.search("v", moved, len(changed) + 5, exact=exact, ef=200)
+        first = hits.slice(0, len(changed))
+        assert set(first.column("id").to_pylist()) == changed
+        np.testing.assert_allclose(first.column("distance").to_numpy(), 0.0, atol=1e-6)
+        assert hits.column("distance")[len(changed)].as_py() > 50
+    # An old version is not found at its old place either.
+    old_place = vectors(np.array([4]))[0]
+    assert 4 not in t.search("v", old_place, 3, exact=True).column("id").to_pylist()
+    t.compact()
+    assert set(t.scan(filter=lambda r: pc.equal(r["grp"], -1)).column("id").to_pylist()) == changed
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+def test_filtered_search_returns_min_k_matching(db, indexed):
+    t = db.create_table("t", {"id": "int8", "grp": "int4", "v": f"vector({DIM})"})
+    for start in range(0, 3 * SEAL, SEAL):
+        insert(t, np.arange(start, start + SEAL))
+    insert(t, np.arange(3 * SEAL, 3 * SEAL + 40))  # growing
+    if indexed:
+        t.create_index("v")
+        insert(t, np.arange(3 * SEAL + 40, 3 * SEAL + 80))
+    t.delete(id_in(range(0, 2000, 11)))
+    rows = t.scan()
+    ids = np.array(rows.column("id").to_pylist())
+    q = vectors(np.array([9999]))[0]
+    for wanted in (3, 7, 25, 400):
+        chosen = set(ids[np.random.default_rng(wanted).choice(ids.size, wanted, replace=False)])
+        for k in (1, 5, 10, 50):
+            got = t.search("v", q, k, filter=id_in(chosen), ef=40)
+            assert got.num_rows == min(k, wanted)
+            assert set(got.column("id").to_pylist()) <= chosen
+            exact = t.search("v", q, k, filter=id_in(chosen), exact=True)
+            members = np.array(sorted(chosen))
+            truth = members[np.argsort(np.linalg.norm(vectors(members) - q, axis=1))[:k]]
+            assert exact.column("id").to_pylist() == truth.tolist()
+    # A filter nothing passes.
+    assert t.search("v", q, 10, filter=lambda r: pc.equal(r["grp"], 99)).num_rows == 0
+    # NULL vectors are never candidates.
+    t.insert({"id": [5000, 5001], "grp": [3, 3]})
+    got = t.search("v", q, 10, filter=lambda r: pc.greater_equal(r["id"], 5000))
+    assert got.num_rows == 0
+
+
+def test_search_merges_segments_in_distance_order(db):
+    """Rows come from several sealed segments and the growing one; each distance belongs to
+    its own row and the merged list is sorted."""
+    t = db.create_table("t", {"id": "int8", "grp": "int4", "v": f"vector({DIM})"})
+    for start in range(0, 3 * SEAL, SEAL):
+        insert(t, np.arange(start, start + SEAL))
+    insert(t, np.arange(3 * SEAL, 3 * SEAL + 100))
+    t.create_index("v")
+    insert(t, np.arange(3 * SEAL + 100, 3 * SEAL + 150))
+    for q in vectors(np.arange(7000, 7010)):
+        for metric in (Metric.L2, Metric.COSINE, Metric.IP, Metric.L1):
+            got = t.search("v", q, 25, metric=metric, exact=metric is Metric.L1,
+                           columns=["id", "v"])
+            d = got.column("distance").to_numpy()
+            assert np.all(np.diff(d) >= 0)
+            from sqlvec.vectors import distances
+
+            matrix = np.stack(got.column("v").to_numpy(zero_copy_only=False))
+            np.testing.assert_allclose(d, distances(metric, matrix, q), rtol=1e-5, atol=1e-6)
+
+
+def test_search_argument_errors(db):
+    t = db.create_table("t", {"id": "int8", "grp": "int4", "v": f"vector({DIM})", "u": "vector"})
+    insert(t, np.arange(5))
+    with pytest.raises(DataException) as info:
+        t.search("v", np.zeros(DIM + 1), 3)
+    assert info.value.message == f"different vector dimensions {DIM} and {DIM + 1}"
+    with pytest.raises(SqlVecError) as info:
+        t.search("grp", np.zeros(DIM), 3)
+    assert info.value.sqlstate == "42804"
+    with pytest.raises(SqlVecError) as info:
+        t.search("nope", np.zeros(DIM), 3)
+    assert info.value.sqlstate == "42703"
+    with pytest.raises(DataException):
+        t.insert({"id": [9], "v": [[1.0] * (DIM - 1)]})
+    with pytest.raises(DataException) as info:
+        t.insert({"id": [9], "v": [[float("nan")] * DIM]})
+    assert info.value.message == "NaN not allowed in vector"
+    assert t.count() == 5
+
+
+# Commits are seen whole ----------------------------------------------------------------------
+
+
+def test_commit_with_several_ops_on_one_table_is_seen_whole(db):
+    """UPDATE (delete + insert) and insert-then-delete commits: a reader's snapshot holds all of
+    a commit or none of it, never the state between two of its ops."""
+    t = db.create_table("t", {"id": "int8", "gen": "int4"})
+    table = t.store.table(t.table_id)
+    t.insert({"id": np.arange(10), "gen": np.zeros(10, np.int32)})
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for gen in range(1, 400):
+                if gen % 2:
+                    t.update(lambda r: pc.greater_equal(r["id"], 0), {"gen": gen})
+                else:
+                    old = t.scan([], with_rowid=True).column(ROWID).to_numpy()
+                    new = table.coerce({"id": np.arange(10), "gen": np.full(10, gen, np.int32)})
+                    t.store.commit([InsertOp(t.table_id, new), DeleteOp(t.table_id, old)])
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    seen = set()
+    while not stop.is_set():
+        rows = t.snapshot().to_table()
+        gens = set(rows.column("gen").to_pylist())
+        assert rows.num_rows == 10 and len(gens) == 1, (rows.num_rows, gens)
+        seen |= gens
+    writer.join()
+    assert not errors, errors
+    assert len(seen) > 1
+    assert t.scan().column("gen").to_pylist() == [399] * 10
+
+
+def test_deleting_a_row_twice_is_a_serialization_failure(db):
+    t = db.create_table("t", {"id": "int8"})
+    t.insert({"id": [1, 2]})
+    rowids = t.scan(with_rowid=True).column(ROWID).to_numpy()
+    t.store.delete(t.table_id, rowids[:1])
+    with pytest.raises(SerializationFailure) as info:
+        t.store.delete(t.table_id, rowids[:1])
+    assert info.value.sqlstate == "40001"
+    assert live_ids(t) == {2}
