@@ -32,6 +32,7 @@ from sqlvec.errors import (
     InvalidParameterValue,
     QueryCanceled,
     SqlVecError,
+    UndefinedColumn,
     UndefinedObject,
 )
 from sqlvec.execution import ddl
@@ -626,6 +627,66 @@ class Session:
         lines = explain(self, inner, params, prepared.explain or {})
         name = prepared.columns[0].name  # type: ignore[index]
         return Result("EXPLAIN", prepared.columns, pa.table({name: lines}))
+
+    # COPY ---------------------------------------------------------------------------------------------
+
+    def copy_in(self, table: str, columns: list[str] | None, rows: pa.Table) -> int:
+        """COPY ... FROM: insert decoded rows into `table` (name, optionally schema-qualified).
+
+        `rows` has one column per name in `columns` (all table columns when None), either of the
+        column's Arrow type or strings in PostgreSQL's text input format. Missing columns get
+        their defaults. Inside a transaction block the rows are buffered like INSERT; otherwise
+        they commit at once. Returns the row count."""
+        from sqlvec.execution.dml import default_value
+
+        if self.failed:
+            raise InFailedTransaction(
+                "current transaction is aborted, commands ignored until end of transaction block")
+        schema, _, name = table.rpartition(".")
+        target = self.catalog.table(name, schema or None, self.search_path)
+        d = target.def_
+        names = list(columns) if columns else d.column_names
+        for n in names:
+            if not d.has_column(n):
+                raise UndefinedColumn(f'column "{n}" of relation "{d.name}" does not exist')
+        if rows.num_columns != len(names):
+            raise SqlVecError(f"COPY data has {rows.num_columns} columns, expected {len(names)}",
+                              sqlstate="22P04")
+        n_rows = rows.num_rows
+        builder = Builder(CompileEnv(functions=self.database.functions))
+        ctx = self._context([])
+        frame = Frame(pa.table({"_": pa.nulls(n_rows)}).drop_columns(["_"]) if n_rows else
+                      pa.table({}), ctx)
+        arrays = []
+        given = dict(zip(names, rows.columns))
+        for col in d.columns:
+            arrow = col.type.to_arrow()
+            if col.name in given:
+                value = given[col.name]
+                if value.type != arrow:
+                    src = V.TEXT if pa.types.is_string(value.type) else None
+                    if src is not None:
+                        value = V.cast(value, src, col.type, n_rows)
+                    else:
+                        value = value.cast(arrow)
+                arrays.append(value)
+                continue
+            default = default_value(col, builder)
+            if default is None:
+                arrays.append(pa.nulls(n_rows, arrow))
+            else:
+                arrays.append(V.as_array(default(frame), n_rows).cast(arrow))
+        data = target.coerce(pa.Table.from_arrays(
+            [a if isinstance(a, (pa.Array, pa.ChunkedArray)) else pa.array(a) for a in arrays],
+            names=d.column_names))
+        if self.explicit:
+            assert self.txn is not None
+            self.txn.insert(target, data)
+        else:
+            txn = Transaction()
+            txn.insert(target, data)
+            self.store.commit(txn.ops())
+        return n_rows
 
     # Lifecycle ----------------------------------------------------------------------------------------
 

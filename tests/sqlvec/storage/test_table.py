@@ -13,7 +13,7 @@ from sqlvec.storage.compaction import CompactionPolicy
 from sqlvec.storage.schema import ROWID
 from sqlvec.storage.store import StoreOptions
 from sqlvec.storage.wal import DeleteOp, InsertOp
-from sqlvec.vectors import Metric
+from sqlvec.vectors import Metric, distances
 
 DIM = 8
 SEAL = 300
@@ -210,8 +210,6 @@ def test_search_merges_segments_in_distance_order(db):
                            columns=["id", "v"])
             d = got.column("distance").to_numpy()
             assert np.all(np.diff(d) >= 0)
-            from sqlvec.vectors import distances
-
             matrix = np.stack(got.column("v").to_numpy(zero_copy_only=False))
             np.testing.assert_allclose(d, distances(metric, matrix, q), rtol=1e-5, atol=1e-6)
 
