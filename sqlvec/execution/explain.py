@@ -50,9 +50,21 @@ def explain(session, inner, params: list, options: dict) -> list[str]:
         rows, seconds, loops = stats.get(id(op), (0, 0.0, 0))
         return f" (actual time={seconds * 1000:.3f} rows={rows // max(loops, 1)} loops={max(loops, 1)})"
 
+    def details(node: n.PlanNode) -> list[str]:
+        from sqlvec.execution.vector_search import VectorTopKOp, segment_summary
+
+        op = ops_by_node.get(id(node))
+        if not isinstance(op, VectorTopKOp):
+            return []
+        if analyze:
+            runs = stats.get(("segments", id(op)), [])
+            return segment_summary(runs[-1], True) if runs else []
+        ctx = session._context(_typed_params(inner.param_types, params))
+        return segment_summary(op.plan_segments(ctx), False)
+
     if fmt == "json":
-        return [json.dumps([_json(plan, annotate)], indent=2)]
-    lines = explain_lines(plan, annotate)
+        return [json.dumps([{"Plan": _json(plan, annotate, details)}], indent=2)]
+    lines = explain_lines(plan, annotate, details)
     if analyze and total is not None:
         lines.append(f"Execution Time: {total * 1000:.3f} ms")
     return lines
@@ -64,15 +76,18 @@ def raise_if_write(inner) -> None:
     raise FeatureNotSupported("EXPLAIN ANALYZE of INSERT, UPDATE or DELETE is not supported")
 
 
-def _json(node: n.PlanNode, annotate) -> dict:
-    head, *details = node.describe().split("\n")
+def _json(node: n.PlanNode, annotate, details) -> dict:
+    head, *lines = node.describe().split("\n")
     out: dict = {"Node Type": head}
-    for d in details:
+    for d in lines:
         key, _, value = d.strip().partition(": ")
         out[key] = value
-    extra = annotate(node)
+    extra = details(node)
     if extra:
-        out["Actual"] = extra.strip(" ()")
+        out["Vector Search"] = extra
+    actual = annotate(node)
+    if actual:
+        out["Actual"] = actual.strip(" ()")
     if node.children:
-        out["Plans"] = [_json(c, annotate) for c in node.children]
-    return {"Plan": out} if False else out
+        out["Plans"] = [_json(c, annotate, details) for c in node.children]
+    return out

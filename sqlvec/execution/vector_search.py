@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+from sqlglot import exp
 
+from sqlvec.errors import SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.expressions import Frame
 from sqlvec.execution.operators import OneRowOp, ScanOp, _empty_width, sort_indices, table_of
@@ -19,6 +21,7 @@ from sqlvec.execution.values import INT8, Value, as_array
 from sqlvec.plan import nodes as n
 from sqlvec.sql.binder import Field
 from sqlvec.storage.schema import ROWID
+from sqlvec.storage.search import SegmentPlan
 from sqlvec.types import SqlType
 from sqlvec.vectors import Metric
 
@@ -34,17 +37,118 @@ def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
     op = VectorTopKOp(fields, types, [])
     op.scan, op.query, op.k = scan, query, k
     op.column, op.metric = node.column, Metric(node.metric)
+    op.bounds = _range_bounds(node.scan, c)
     return op
 
 
+# Segment pruning from min/max statistics ------------------------------------------------------------
+
+_FLIP = {exp.LT: exp.GT, exp.LTE: exp.GTE, exp.GT: exp.LT, exp.GTE: exp.LTE, exp.EQ: exp.EQ}
+
+
+def _range_bounds(scan: n.Scan, c) -> list[tuple[str, type, Value]]:
+    """Conjuncts `column <op> constant` of the scan's filter: (column, op, constant value).
+
+    A segment whose min/max statistics contradict any of them holds no matching row and is
+    skipped before its filter is even evaluated."""
+    if scan.filter is None:
+        return []
+    terms = list(scan.filter.flatten()) if isinstance(scan.filter, exp.And) else [scan.filter]
+    names = {f.name for f in scan.fields if not f.hidden}
+    out = []
+    for term in terms:
+        if isinstance(term, exp.Between) and isinstance(term.this, exp.Column) and \
+                term.this.name in names:
+            lo, hi = term.args["low"], term.args["high"]
+            if not any(True for _ in lo.find_all(exp.Column)) and \
+                    not any(True for _ in hi.find_all(exp.Column)):
+                out.append((term.this.name, exp.GTE, c.compile(lo)))
+                out.append((term.this.name, exp.LTE, c.compile(hi)))
+            continue
+        op = type(term)
+        if op not in _FLIP:
+            continue
+        left, right = term.this, term.expression
+        if isinstance(right, exp.Column) and not isinstance(left, exp.Column):
+            left, right, op = right, left, _FLIP[op]
+        if not isinstance(left, exp.Column) or left.name not in names:
+            continue
+        if any(True for _ in right.find_all(exp.Column)) or isinstance(right, n.SubPlan):
+            continue
+        try:
+            out.append((left.name, op, c.compile(right)))
+        except Exception:  # noqa: BLE001 - a bound we cannot evaluate just prunes nothing
+            continue
+    return out
+
+
+def _pruner(bounds, table_def, frame) -> object:
+    if not bounds:
+        return None
+    resolved = []
+    for name, op, value in bounds:
+        col = table_def.column(name)
+        if col.type.is_vector:
+            continue
+        try:
+            constant = value(frame)
+        except SqlVecError:
+            continue
+        if not isinstance(constant, pa.Scalar) or not constant.is_valid:
+            continue
+        resolved.append((col.physical, op, constant.as_py()))
+
+    def prune(data) -> bool:
+        for physical, op, constant in resolved:
+            stats = data.stats(physical)
+            if stats is None:
+                continue
+            lo, hi = stats
+            try:
+                if op is exp.EQ and (constant < lo or constant > hi):
+                    return True
+                if op is exp.LT and not lo < constant:
+                    return True
+                if op is exp.LTE and not lo <= constant:
+                    return True
+                if op is exp.GT and not hi > constant:
+                    return True
+                if op is exp.GTE and not hi >= constant:
+                    return True
+            except TypeError:
+                continue
+        return False
+
+    return prune if resolved else None
+
+
 class VectorTopKOp(OneRowOp):
-    """Nearest rows of one table by a distance, searched per segment (HNSW where indexed)."""
+    """Nearest rows of one table by a distance, searched per segment (storage/search.py)."""
 
     scan: ScanOp
     query: Value
     k: Value
     column: str
     metric: Metric
+    bounds: list
+
+    def _settings(self, ctx) -> dict:
+        ef = int(ctx.settings.get("hnsw.ef_search", 40))
+        exact = str(ctx.settings.get("sqlvec.exact", "off")).lower() in ("on", "true", "1")
+        target = str(ctx.settings.get("sqlvec.target_recall", "off")).lower()
+        recall = None if target in ("off", "", "0") else float(target)
+        return {"ef": max(ef, 1), "exact": exact, "target_recall": recall}
+
+    def plan_segments(self, ctx, outer=None) -> list[SegmentPlan]:
+        """The per-segment strategies this query would use now (EXPLAIN without ANALYZE)."""
+        frame = Frame(_empty_width(1), ctx, outer)
+        k = self.k(frame).as_py() or 0
+        snap = ctx.snapshot(self.scan.table_id)
+        searches = snap.plan_search(self.column, self.metric, k,
+                                    filter=self.scan._segment_filter(ctx, outer),
+                                    prune=_pruner(self.bounds, snap.table_def, frame),
+                                    **self._settings(ctx))
+        return [s.plan for s in searches]
 
     def run(self, ctx, outer):
         frame = Frame(_empty_width(1), ctx, outer)
@@ -58,19 +162,22 @@ class VectorTopKOp(OneRowOp):
             return table_of(list(table.columns) + [pa.nulls(table.num_rows, pa.float64())])
         vector = np.asarray(q.values.to_numpy(zero_copy_only=False), dtype=np.float32)
         overlay = ctx.overlay.table_overlay(self.scan.table_id) if ctx.overlay is not None else None
-        snap = ctx.snapshot(self.scan.table_id)
         if overlay is not None:
             return self._with_overlay(ctx, outer, vector, k)
-        ef = int(ctx.settings.get("hnsw.ef_search", 40))
-        exact = str(ctx.settings.get("sqlvec.exact", "off")).lower() in ("on", "true", "1")
-        found = snap.search(self.column, self.metric, vector, k, filter=self.scan._segment_filter(ctx, outer),
-                            ef=max(ef, 1), exact=exact, with_rowid=True, distance_name="__distance")
+        snap = ctx.snapshot(self.scan.table_id)
+        plans: list[SegmentPlan] = []
+        found = snap.search(self.column, self.metric, vector, k,
+                            filter=self.scan._segment_filter(ctx, outer),
+                            prune=_pruner(self.bounds, snap.table_def, frame),
+                            with_rowid=True, distance_name="__distance", plans=plans,
+                            **self._settings(ctx))
+        ctx.stats.setdefault(("segments", id(self)), []).append(plans)
         cols = [found.column(i) for i in range(len(self.scan.fields) - 1)]
         cols += [found.column(ROWID), found.column("__distance")]
-        ctx.stats.setdefault("vector", []).append({"rows": found.num_rows, "k": k, "ef": ef})
         return table_of(cols)
 
     def _with_overlay(self, ctx, outer, vector, k):
+        """Uncommitted writes to this table: an exact scan of what the transaction sees."""
         from sqlvec.execution.expressions import vector_distance
 
         table = self.scan.execute(ctx, outer)
@@ -84,3 +191,29 @@ class VectorTopKOp(OneRowOp):
         return table_of(list(table.columns) + [dist])
 
 
+def segment_summary(plans: list[SegmentPlan], analyze: bool) -> list[str]:
+    """EXPLAIN lines for the per-segment choices of one vector search."""
+    counts: dict[str, int] = {}
+    for p in plans:
+        counts[p.strategy] = counts.get(p.strategy, 0) + 1
+    rows = sum(p.rows for p in plans)
+    eligible = sum(p.eligible for p in plans)
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    lines = [f"Segments: {len(plans)} ({summary})",
+             f"Candidates: {eligible} of {rows} rows (selectivity {eligible / rows:.4%})"
+             if rows else "Candidates: 0 of 0 rows"]
+    for p in plans:
+        name = "growing" if p.segment < 0 else f"segment {p.segment}"
+        text = f"{name}: {p.strategy} candidates={p.eligible}/{p.rows} k={p.k}"
+        if p.strategy.startswith("hnsw"):
+            text += f" ef={p.ef}"
+            if p.estimated_recall is not None:
+                text += f" est_recall={p.estimated_recall:.3f}"
+        if analyze:
+            text += f" rows={p.returned} time={p.seconds * 1000:.3f} ms"
+            if p.widened:
+                text += f" widened={p.widened}"
+            if p.fallback:
+                text += " fallback=exact"
+        lines.append(text)
+    return lines

@@ -307,12 +307,17 @@ class VectorTopK(PlanNode):
         return text
 
 
-def explain_lines(node: PlanNode, annotate=None) -> list[str]:
-    """PostgreSQL-shaped EXPLAIN text: `->  ` arrows, details indented under each node."""
+def explain_lines(node: PlanNode, annotate=None, details=None) -> list[str]:
+    """PostgreSQL-shaped EXPLAIN text: `->  ` arrows, details indented under each node.
+
+    `annotate(node)` may add text to a node's first line (actual rows and times); `details(node)`
+    may add lines under it (what a vector search did per segment)."""
     lines: list[str] = []
 
     def walk(n: PlanNode, depth: int) -> None:
-        head, *details = n.describe().split("\n")
+        head, *lines_below = n.describe().split("\n")
+        if details is not None:
+            lines_below += details(n)
         if annotate is not None:
             extra = annotate(n)
             if extra:
@@ -324,7 +329,7 @@ def explain_lines(node: PlanNode, annotate=None) -> list[str]:
             indent = "      " * (depth - 1) + "  "
             lines.append(f"{indent}->  {head}")
             pad = indent + "      "
-        for d in details:
+        for d in lines_below:
             lines.append(pad + d.strip())
         for child in n.children:
             walk(child, depth + 1)

@@ -30,8 +30,6 @@ from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.fsutil import crc32_file, fsync_dir
 from sqlvec.storage.hnsw import HnswIndex
 from sqlvec.storage.schema import ROWID
-from sqlvec.vectors import Metric, top_k
-from sqlvec.vectors import distances as exact_distances
 
 
 def vector_matrix(array: pa.Array | pa.ChunkedArray, dims: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -137,6 +135,10 @@ class Segment(SegmentData):
         self._indexes.pop(name, None)
         self.index_files.pop(name, None)
 
+    def _calibration(self, name: str) -> list:
+        index = self._indexes.get(name)
+        return index.calibration if index is not None else []
+
     @property
     def index_names(self) -> list[str]:
         return list(self._indexes)
@@ -233,7 +235,9 @@ class Segment(SegmentData):
             "rowid_min": int(self.rowids[0]) if self.n_rows else None,
             "rowid_max": int(self.rowids[-1]) if self.n_rows else None,
             "indexes": {
-                name: {"file": fname, "crc32": crc} for name, (fname, crc) in self.index_files.items()
+                name: {"file": fname, "crc32": crc,
+                       "calibration": [list(p) for p in self._calibration(name)]}
+                for name, (fname, crc) in self.index_files.items()
             },
         }
 
@@ -252,91 +256,3 @@ class SegmentView:
     def live_mask(self) -> np.ndarray | None:
         """Bool mask of live rows, or None when no row is deleted."""
         return None if self.deletes.count == 0 else self.deletes.live_mask()
-
-
-@dataclass(frozen=True)
-class SearchHits:
-    """Nearest rows of one segment: positions in the segment, pgvector distances, strategy."""
-
-    positions: np.ndarray
-    distances: np.ndarray
-    strategy: str  # "exact" | "hnsw" | "hnsw+exact" (HNSW came back short, exact finished it)
-
-
-def search_view(
-    view: SegmentView,
-    physical: str,
-    dims: int,
-    metric: Metric,
-    query: np.ndarray,
-    k: int,
-    *,
-    allowed: np.ndarray | None = None,
-    index_name: str | None = None,
-    ef: int = 40,
-    exact: bool = False,
-) -> SearchHits:
-    """Top-k rows of one segment by `metric`, among live rows with a vector and `allowed` ones.
-
-    Uses the segment's HNSW index when there is one for this column and metric and `exact` is
-    off; deleted rows are excluded by over-querying when they are few (no Python callback) and
-    by the index's filter otherwise; if HNSW returns fewer rows than exist, exact search
-    answers instead, so a segment never contributes fewer than min(k, eligible) rows.
-    """
-    matrix, valid = view.data.vectors(physical, dims)
-    mask = _combine(view.live_mask(), valid, allowed)
-    eligible = view.data.n_rows if mask is None else int(np.count_nonzero(mask))
-    want = min(k, eligible)
-    if want == 0:
-        return SearchHits(np.empty(0, np.int64), np.empty(0), "exact")
-    index = view.data.index(index_name) if index_name and not exact else None
-    if index is not None:
-        hits = _search_index(index, view, matrix, metric, query, want, mask, allowed, ef)
-        if hits is not None:
-            return hits
-    positions, dists = top_k(metric, matrix, query, want, mask)
-    strategy = "exact" if index is None else "hnsw+exact"
-    return SearchHits(positions, dists, strategy)
-
-
-def _combine(*masks: np.ndarray | None) -> np.ndarray | None:
-    out = None
-    for m in masks:
-        if m is None:
-            continue
-        out = m if out is None else (out & m)
-    return out
-
-
-def _search_index(
-    index: HnswIndex,
-    view: SegmentView,
-    matrix: np.ndarray,
-    metric: Metric,
-    query: np.ndarray,
-    want: int,
-    mask: np.ndarray | None,
-    allowed: np.ndarray | None,
-    ef: int,
-) -> SearchHits | None:
-    deleted = view.deletes.count
-    if allowed is None and deleted <= max(64, want):
-        # Over-query by the deleted rows the index still holds: they may hide true neighbours.
-        found = index.search(query, want + deleted, ef=ef + deleted)
-        if found is None:
-            return None
-        positions, _ = found
-        if mask is not None:
-            positions = positions[mask[positions]]
-        positions = positions[:want]
-    else:
-        found = index.search(query, want, ef=ef, allowed=mask)
-        if found is None:
-            return None
-        positions, _ = found
-    if positions.size < want:
-        return None
-    # Re-score the few winners exactly so reported distances are pgvector's to the last digit.
-    dists = exact_distances(metric, matrix[positions], query)
-    order = np.argsort(dists, kind="stable")
-    return SearchHits(positions[order].astype(np.int64), dists[order], "hnsw")

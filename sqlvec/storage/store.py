@@ -62,6 +62,7 @@ from sqlvec.storage.manifest import (
     ManifestStore,
 )
 from sqlvec.storage.schema import ColumnDef, IndexDef, TableDef
+from sqlvec.storage.search import calibrate
 from sqlvec.storage.segment import Segment
 from sqlvec.storage.table import Table
 from sqlvec.storage.wal import (
@@ -201,6 +202,7 @@ class Store:
             except DataCorrupted as exc:
                 log.warning("%s; rebuilding it from the segment", exc.message)
                 continue
+            index.calibration = [(int(e), float(r)) for e, r in meta.get("calibration") or []]
             seg.attach_index(ix.name, index)
             seg.index_files[ix.name] = (meta["file"], int(meta["crc32"]))
 
@@ -655,6 +657,7 @@ class Store:
             return False
         finally:
             self.builds.pop(key, None)
+        built.calibration = calibrate(built, matrix, valid)
         name = f"seg-{seg.id:08d}.{index.oid}.hnsw"
         self._inflight_files.add(name)
         crc = built.save(os.path.join(table.directory, name))

@@ -28,7 +28,14 @@ from sqlvec.errors import (
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.memtable import Memtable
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
-from sqlvec.storage.segment import SearchHits, Segment, SegmentView, search_view
+from sqlvec.storage.search import (
+    SearchPolicy,
+    SegmentPlan,
+    SegmentSearch,
+    plan_segment,
+    run_all,
+)
+from sqlvec.storage.segment import Segment, SegmentData, SegmentView
 from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
 from sqlvec.vectors import Metric
 
@@ -119,6 +126,38 @@ class TableSnapshot:
                 return ix
         return None
 
+    def plan_search(
+        self,
+        column: str,
+        metric: Metric,
+        k: int,
+        *,
+        filter: RowFilter | None = None,
+        prune: Callable[[SegmentData], bool] | None = None,
+        ef: int = 40,
+        target_recall: float | None = None,
+        exact: bool = False,
+        policy: SearchPolicy | None = None,
+    ) -> list[SegmentSearch]:
+        """Plan a top-k search: per segment, the filter is evaluated (vectorized) and a strategy
+        chosen from the exact candidate count (storage/search.py). No vector work happens."""
+        col = self._vector_column(column)
+        index = None if exact else self.hnsw_index_for(column, metric)
+        searches = []
+        for view in self.views:
+            if view.data.n_rows == 0:
+                continue
+            pruned = prune is not None and prune(view.data)
+            allowed = None
+            if filter is not None and not pruned:
+                allowed = mask_of(filter(logical_table(view, self.table_def, None)),
+                                  view.data.n_rows)
+            searches.append(plan_segment(
+                view, col.physical, col.type.dims, metric, k, allowed=allowed,
+                index_name=index.name if index else None, ef=ef, target_recall=target_recall,
+                exact=exact, pruned=pruned, policy=policy or SearchPolicy()))
+        return searches
+
     def search(
         self,
         column: str,
@@ -127,33 +166,32 @@ class TableSnapshot:
         k: int,
         *,
         filter: RowFilter | None = None,
+        prune: Callable[[SegmentData], bool] | None = None,
         columns: Sequence[str] | None = None,
         ef: int = 40,
+        target_recall: float | None = None,
         exact: bool = False,
         with_rowid: bool = False,
         distance_name: str = "distance",
+        plans: list[SegmentPlan] | None = None,
+        policy: SearchPolicy | None = None,
     ) -> pa.Table:
         """The k live rows nearest to `query` among those passing `filter`, nearest first.
 
-        Every segment contributes its own top-k (HNSW where indexed, exact otherwise) and the
-        global top-k is merged from them, so the result has exactly min(k, matching) rows.
-        """
+        Every segment contributes its own top-k (planned by `plan_search`, searched in parallel
+        threads) and the global top-k is merged from them, so the result has exactly
+        min(k, matching) rows. `plans`, when given, receives what each segment did."""
         col = self._vector_column(column)
-        dims = col.type.dims
         query = np.asarray(query, dtype=np.float32).reshape(-1)
-        if query.shape[0] != dims:
-            raise DataException(f"different vector dimensions {dims} and {query.shape[0]}")
-        index = None if exact else self.hnsw_index_for(column, metric)
-        per_view: list[tuple[SegmentView, SearchHits]] = []
-        for view in self.views:
-            if view.data.n_rows == 0:
-                continue
-            allowed = None
-            if filter is not None:
-                allowed = mask_of(filter(logical_table(view, self.table_def, None)), view.data.n_rows)
-            hits = search_view(view, col.physical, dims, metric, query, k, allowed=allowed,
-                               index_name=index.name if index else None, ef=ef, exact=exact)
-            per_view.append((view, hits))
+        if query.shape[0] != col.type.dims:
+            raise DataException(
+                f"different vector dimensions {col.type.dims} and {query.shape[0]}")
+        searches = self.plan_search(column, metric, k, filter=filter, prune=prune, ef=ef,
+                                    target_recall=target_recall, exact=exact, policy=policy)
+        results = run_all(searches, metric, query)
+        if plans is not None:
+            plans.extend(s.plan for s in searches)
+        per_view = [(s.view, hits) for s, hits in zip(searches, results)]
         return self._merge(per_view, k, columns, with_rowid, distance_name)
 
     def _vector_column(self, column: str) -> ColumnDef:
@@ -167,13 +205,13 @@ class TableSnapshot:
             raise DataException(f'column "{column}" does not have dimensions')
         return col
 
-    def _merge(self, per_view: list[tuple[SegmentView, SearchHits]], k: int,
+    def _merge(self, per_view: list[tuple[SegmentView, tuple[np.ndarray, np.ndarray]]], k: int,
                columns: Sequence[str] | None, with_rowid: bool, distance_name: str) -> pa.Table:
-        dists = np.concatenate([h.distances for _, h in per_view]) if per_view else np.empty(0)
+        dists = np.concatenate([h[1] for _, h in per_view]) if per_view else np.empty(0)
         owner = np.concatenate(
-            [np.full(h.positions.size, i) for i, (_, h) in enumerate(per_view)]
+            [np.full(h[0].size, i) for i, (_, h) in enumerate(per_view)]
         ) if per_view else np.empty(0, np.int64)
-        pos = np.concatenate([h.positions for _, h in per_view]) if per_view else np.empty(0, np.int64)
+        pos = np.concatenate([h[0] for _, h in per_view]) if per_view else np.empty(0, np.int64)
         order = np.lexsort((pos, owner, np.where(np.isnan(dists), np.inf, dists)))[:k]
         parts = []
         for i, (view, _) in enumerate(per_view):

@@ -11,7 +11,8 @@ from sqlvec.database import Database
 from sqlvec.errors import DataCorrupted
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.schema import ROWID
-from sqlvec.storage.segment import Segment, SegmentView, search_view, vector_matrix
+from sqlvec.storage.search import plan_segment, run_segment
+from sqlvec.storage.segment import Segment, SegmentView, vector_matrix
 from sqlvec.storage.store import StoreOptions
 from sqlvec.vectors import Metric
 
@@ -90,28 +91,33 @@ def test_hnsw_recall_against_exact_and_numpy(clustered, metric):
     assert np.mean(recall_exact) >= 0.95
     assert np.mean(recall_numpy) >= 0.95
     # The answers came from the graph, not from a silent exact fallback.
-    hits = search_view(view, t.definition.column("v").physical, DIM, metric, queries[0], K,
-                       index_name=f"items_{OPCLASSES[metric]}", ef=64)
-    assert hits.strategy == "hnsw"
+    search = plan_segment(view, t.definition.column("v").physical, DIM, metric, K, allowed=None,
+                          index_name=f"items_{OPCLASSES[metric]}", ef=64)
+    positions, _ = run_segment(search, metric, queries[0])
+    assert search.plan.strategy == "hnsw" and not search.plan.fallback
+    assert positions.size == K
 
 
-def test_hnsw_search_respects_filters_and_deletes(clustered):
+@pytest.mark.parametrize("stride, strategy", [(50, "exact"), (2, "hnsw-postfilter")])
+def test_filtered_search_respects_filters_and_deletes(clustered, stride, strategy):
     t, rows, queries = clustered
     view = t.snapshot().sealed[0]
     physical = t.definition.column("v").physical
     allowed = np.zeros(N, bool)
-    allowed[::50] = True  # 400 rows: the graph search runs with the filter
-    deleted = DeleteBitmap.empty(N).with_deleted(np.arange(0, N, 100))  # half of them deleted
+    allowed[::stride] = True
+    deleted = DeleteBitmap.empty(N).with_deleted(np.arange(0, N, 100))
     live = SegmentView(view.data, deleted)
     for q in queries[:20]:
-        hits = search_view(live, physical, DIM, Metric.L2, q, K, allowed=allowed,
-                           index_name="items_vector_l2_ops", ef=64)
-        assert hits.positions.size == K
-        assert allowed[hits.positions].all()
-        assert not deleted.is_deleted(hits.positions).any()
+        search = plan_segment(live, physical, DIM, Metric.L2, K, allowed=allowed,
+                              index_name="items_vector_l2_ops", ef=64)
+        assert search.plan.strategy == strategy
+        positions, _ = run_segment(search, Metric.L2, q)
+        assert positions.size == K
+        assert allowed[positions].all()
+        assert not deleted.is_deleted(positions).any()
         candidates = np.flatnonzero(allowed & deleted.live_mask())
         truth = candidates[brute_force(Metric.L2, rows[candidates], q, K)]
-        assert len(set(hits.positions.tolist()) & set(truth.tolist())) >= K - 2
+        assert len(set(positions.tolist()) & set(truth.tolist())) >= K - 2
 
 
 # Segment files --------------------------------------------------------------------------------

@@ -1,0 +1,241 @@
+"""Per-segment vector search: choose a strategy from exact candidate counts, then run it.
+
+For each segment the scalar filter has already been evaluated (vectorized), so the number of
+eligible rows is known exactly before any vector work. The strategy per segment:
+
+- ``skip``: no eligible row (or min/max statistics prove the filter cannot match);
+- ``exact``: an exact scan of the eligible rows (BLAS), when they are few or the segment has no
+  index for this column and metric (the growing segment is always exact);
+- ``hnsw``: the HNSW graph alone, when (almost) every row is eligible;
+- ``hnsw-postfilter``: the graph queried for k / selectivity × 2 nearest rows, filtered with the
+  eligibility mask in NumPy and widened (× 4) until k survive — everything stays in C, no Python
+  callback per visited node.
+
+The exact/HNSW crossover comes from the cost model in `SearchPolicy` (measured, see
+docs/benchmarks.md): exact costs about `exact_row_cost` per eligible row, post-filtered HNSW
+about `hnsw_label_cost` per over-queried label (k / selectivity × 2), so exact wins while
+eligible² < (hnsw_label_cost / exact_row_cost) · 2k · rows. Whatever HNSW returns, a segment never
+contributes fewer than min(k, eligible) rows: when the graph comes back short, exact finishes.
+
+`target_recall` replaces ef_search: every index keeps a calibration (recall@10 measured at a
+ladder of ef values on sampled queries when it was built) and the smallest ef whose measured
+recall reaches the target is used.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sqlvec.storage.hnsw import HnswIndex
+from sqlvec.storage.segment import SegmentView
+from sqlvec.vectors import Metric, top_k
+from sqlvec.vectors import distances as exact_distances
+
+
+@dataclass(frozen=True)
+class SearchPolicy:
+    """Knobs of the per-segment choice (defaults measured on 100k × 128, m=16)."""
+
+    exact_row_cost: float = 0.3  # µs per eligible row scanned exactly
+    hnsw_label_cost: float = 1.0  # µs per label an over-queried HNSW search returns
+    overquery_factor: float = 2.0
+    max_hnsw_fraction_for_exact: float = 0.5  # never scan exactly more than this share
+
+
+@dataclass
+class SegmentPlan:
+    """What one segment does for one query: shown by EXPLAIN, filled in when run."""
+
+    segment: int  # segment id (-1: growing)
+    rows: int  # live rows with a vector
+    eligible: int  # rows passing the filter (and live, with a vector)
+    strategy: str
+    ef: int = 0
+    k: int = 0
+    estimated_recall: float | None = None
+    returned: int = 0
+    seconds: float = 0.0
+    widened: int = 0  # times the post-filter over-query was widened
+    fallback: bool = False  # HNSW came back short; exact finished the segment
+
+    @property
+    def selectivity(self) -> float:
+        return self.eligible / self.rows if self.rows else 0.0
+
+
+@dataclass
+class SegmentSearch:
+    """A planned search of one segment (the mask is kept for running it)."""
+
+    view: SegmentView
+    plan: SegmentPlan
+    mask: np.ndarray | None
+    index: HnswIndex | None
+    matrix: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+def plan_segment(view: SegmentView, physical: str, dims: int, metric: Metric, k: int, *,
+                 allowed: np.ndarray | None, index_name: str | None, ef: int,
+                 target_recall: float | None = None, exact: bool = False,
+                 pruned: bool = False, policy: SearchPolicy = SearchPolicy()) -> SegmentSearch:
+    """Decide how one segment answers a top-k query (no vector work happens here)."""
+    data = view.data
+    matrix, valid = data.vectors(physical, dims)
+    base = _combine(view.live_mask(), valid)
+    rows = data.n_rows if base is None else int(np.count_nonzero(base))
+    if pruned:
+        return SegmentSearch(view, SegmentPlan(data.id, rows, 0, "skip", k=k), None, None, matrix)
+    mask = _combine(base, allowed)
+    eligible = rows if allowed is None else int(np.count_nonzero(mask))
+    index = data.index(index_name) if index_name and not exact else None
+    if eligible == 0:
+        strategy = "skip"
+    elif index is None:
+        strategy = "exact"
+    elif allowed is None or eligible == rows:
+        strategy = "hnsw"
+    else:
+        selectivity = eligible / max(rows, 1)
+        exact_cost = eligible * policy.exact_row_cost
+        hnsw_cost = policy.hnsw_label_cost * policy.overquery_factor * k / selectivity
+        strategy = "exact" if (exact_cost <= hnsw_cost or
+                               eligible <= k) else "hnsw-postfilter"
+    plan = SegmentPlan(data.id, rows, eligible, strategy, k=min(k, eligible))
+    if strategy.startswith("hnsw"):
+        plan.ef, plan.estimated_recall = choose_ef(index, ef, target_recall)
+    return SegmentSearch(view, plan, mask, index, matrix)
+
+
+def choose_ef(index: HnswIndex, ef: int, target_recall: float | None) -> tuple[int, float | None]:
+    """ef_search to use and the recall the index's calibration predicts for it."""
+    curve = index.calibration
+    if target_recall is not None and curve:
+        for ef_value, recall in curve:
+            if recall >= target_recall:
+                return int(ef_value), float(recall)
+        return int(curve[-1][0]), float(curve[-1][1])
+    return ef, estimate_recall(curve, ef)
+
+
+def estimate_recall(curve: list[tuple[int, float]] | None, ef: int) -> float | None:
+    """Interpolated calibrated recall at `ef` (None without a calibration)."""
+    if not curve:
+        return None
+    efs = [e for e, _ in curve]
+    recalls = [r for _, r in curve]
+    return float(np.interp(math.log(max(ef, 1)), np.log(efs), recalls))
+
+
+def run_segment(search: SegmentSearch, metric: Metric, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run a planned segment search: (positions, exact pgvector distances), nearest first."""
+    plan = search.plan
+    start = time.perf_counter()
+    try:
+        if plan.strategy == "skip" or plan.k == 0:
+            return np.empty(0, np.int64), np.empty(0)
+        if plan.strategy.startswith("hnsw") and search.index is not None:
+            found = _hnsw(search, query, plan)
+            if found is not None:
+                out = _rescore(metric, search.matrix, query, found)
+                plan.returned = out[0].size
+                return out
+            plan.fallback = True
+        out = top_k(metric, search.matrix, query, plan.k, search.mask)
+        plan.returned = out[0].size
+        return out
+    finally:
+        plan.seconds = time.perf_counter() - start
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def run_all(searches: list[SegmentSearch], metric: Metric,
+            query: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Run planned segment searches, in parallel threads when more than one does vector work
+    (hnswlib and BLAS release the GIL)."""
+    global _POOL
+    busy = [s for s in searches if s.plan.strategy != "skip"]
+    if len(busy) <= 1:
+        return [run_segment(s, metric, query) for s in searches]
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+                                   thread_name_prefix="sqlvec-search")
+    return list(_POOL.map(lambda s: run_segment(s, metric, query), searches))
+
+
+def _hnsw(search: SegmentSearch, query: np.ndarray, plan: SegmentPlan) -> np.ndarray | None:
+    index, mask, want = search.index, search.mask, plan.k
+    assert index is not None
+    if mask is None:
+        found = index.search(query, want, ef=plan.ef)
+        return None if found is None or found[0].size < want else found[0]
+    # Over-query the unfiltered graph and filter in NumPy; widen until enough survive.
+    selectivity = max(plan.eligible / max(plan.rows, 1), 1e-9)
+    ask = min(index.indexed_count, max(want, int(math.ceil(want / selectivity * 2))))
+    while True:
+        found = index.search(query, ask, ef=max(plan.ef, ask))
+        if found is None:
+            return None
+        labels = found[0]
+        kept = labels[mask[labels]]
+        if kept.size >= want:
+            return kept[:want]
+        if ask >= index.indexed_count:
+            return None
+        ask = min(index.indexed_count, ask * 4)
+        plan.widened += 1
+
+
+def _rescore(metric: Metric, matrix: np.ndarray, query: np.ndarray,
+             positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact distances of the few winners, so results equal pgvector's to the last digit."""
+    dists = exact_distances(metric, matrix[positions], query)
+    order = np.lexsort((positions, np.where(np.isnan(dists), np.inf, dists)))
+    return positions[order].astype(np.int64), dists[order]
+
+
+def _combine(*masks: np.ndarray | None) -> np.ndarray | None:
+    out = None
+    for m in masks:
+        if m is None:
+            continue
+        out = m if out is None else (out & m)
+    return out
+
+
+def calibrate(index: HnswIndex, matrix: np.ndarray, valid: np.ndarray | None, *,
+              samples: int = 100, k: int = 10, seed: int = 7) -> list[tuple[int, float]]:
+    """Recall@k of `index` at a ladder of ef values, on queries sampled from its own rows.
+
+    Queries are indexed rows moved by a tenth of the data's per-dimension spread, so they are
+    near the data (as real queries are) without being rows of it."""
+    usable = np.flatnonzero(valid) if valid is not None else np.arange(matrix.shape[0])
+    if index.params.metric is Metric.COSINE:
+        norms = np.einsum("ij,ij->i", matrix[usable], matrix[usable])
+        usable = usable[norms > 0]
+    if usable.size < 2 * k:
+        return []
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(usable, size=min(samples, usable.size), replace=False)
+    spread = matrix[usable[: min(usable.size, 20_000)]].std(axis=0)
+    queries = matrix[picks] + 0.1 * spread * rng.standard_normal((picks.size, matrix.shape[1])).astype(np.float32)
+    mask = None if valid is None else valid
+    truth = [set(top_k(index.params.metric, matrix, q, k, mask)[0].tolist()) for q in queries]
+    curve = []
+    for ef in (10, 16, 24, 32, 40, 64, 100, 160, 256, 400):
+        hits = 0
+        for q, t in zip(queries, truth):
+            found = index.search(q, k, ef=ef)
+            if found is not None:
+                hits += len(t.intersection(found[0].tolist()))
+        curve.append((ef, hits / (len(truth) * k)))
+        if curve[-1][1] >= 0.999:
+            break
+    return curve

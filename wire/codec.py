@@ -1,0 +1,232 @@
+"""Bytes of the PostgreSQL v3 protocol: a Reader and a Writer, framing, and size limits.
+
+Every message after startup is framed as
+
+    type byte   one ASCII letter (`Q`, `P`, `B`, ...)
+    length      int32, big-endian, counting itself and the body but not the type byte
+    body        length - 4 bytes
+
+Startup-phase packets (StartupMessage, SSLRequest, GSSENCRequest, CancelRequest) have no type
+byte, only the length. Integers are big-endian and signed unless said otherwise; strings are
+NUL-terminated UTF-8 ("cstring").
+
+Limits are checked here, before a body is read, so a hostile length never makes the server
+allocate: a message may be at most `max_message_size` bytes (1 GiB by default, PostgreSQL's
+own limit for a datum) and a startup packet at most 10,000 bytes (PostgreSQL's
+MAX_STARTUP_PACKET_LENGTH). Any violation, and any body that does not decode, raises
+`ProtocolViolation` (SQLSTATE 08P01); the connection answers it with an ErrorResponse and closes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Awaitable, Callable
+
+from sqlvec.errors import ProtocolViolation
+
+MAX_MESSAGE_SIZE = 1 << 30
+MAX_STARTUP_SIZE = 10_000
+
+_I16 = struct.Struct("!h")
+_U16 = struct.Struct("!H")
+_I32 = struct.Struct("!i")
+_U32 = struct.Struct("!I")
+_I64 = struct.Struct("!q")
+_F32 = struct.Struct("!f")
+_F64 = struct.Struct("!d")
+_HEADER = struct.Struct("!ci")
+
+
+class Reader:
+    """Reads the body of one message; every read past the end is a protocol violation."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self.data = bytes(data)
+        self.pos = 0
+
+    # Position -----------------------------------------------------------------------------------
+
+    @property
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.data)
+
+    def expect_end(self) -> None:
+        if self.pos != len(self.data):
+            raise ProtocolViolation("invalid message format")
+
+    # Reads --------------------------------------------------------------------------------------
+
+    def _unpack(self, fmt: struct.Struct) -> int | float:
+        end = self.pos + fmt.size
+        if end > len(self.data):
+            raise ProtocolViolation("invalid message format")
+        (value,) = fmt.unpack_from(self.data, self.pos)
+        self.pos = end
+        return value
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise ProtocolViolation("invalid message format")
+        value = self.data[self.pos]
+        self.pos += 1
+        return value
+
+    def int16(self) -> int:
+        return self._unpack(_I16)  # type: ignore[return-value]
+
+    def uint16(self) -> int:
+        return self._unpack(_U16)  # type: ignore[return-value]
+
+    def int32(self) -> int:
+        return self._unpack(_I32)  # type: ignore[return-value]
+
+    def uint32(self) -> int:
+        return self._unpack(_U32)  # type: ignore[return-value]
+
+    def int64(self) -> int:
+        return self._unpack(_I64)  # type: ignore[return-value]
+
+    def float32(self) -> float:
+        return self._unpack(_F32)
+
+    def float64(self) -> float:
+        return self._unpack(_F64)
+
+    def bytes(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise ProtocolViolation("invalid message format")
+        value = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return value
+
+    def rest(self) -> bytes:
+        value = self.data[self.pos:]
+        self.pos = len(self.data)
+        return value
+
+    def cstring(self) -> str:
+        end = self.data.find(b"\0", self.pos)
+        if end < 0:
+            raise ProtocolViolation("invalid string in message")
+        raw = self.data[self.pos:end]
+        self.pos = end + 1
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise ProtocolViolation("invalid byte sequence for encoding \"UTF8\"",
+                                    sqlstate="22021") from None
+
+    def value(self) -> bytes | None:
+        """A length-prefixed value as in Bind, DataRow and binary COPY (-1 is NULL)."""
+        n = self.int32()
+        if n == -1:
+            return None
+        if n < -1:
+            raise ProtocolViolation(f"invalid value length {n}")
+        return self.bytes(n)
+
+
+class Writer:
+    """Builds message bodies; `frame` turns a body into a whole message."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def byte(self, value: int) -> Writer:
+        self.buf.append(value)
+        return self
+
+    def int16(self, value: int) -> Writer:
+        self.buf += _I16.pack(value)
+        return self
+
+    def uint16(self, value: int) -> Writer:
+        self.buf += _U16.pack(value)
+        return self
+
+    def int32(self, value: int) -> Writer:
+        self.buf += _I32.pack(value)
+        return self
+
+    def uint32(self, value: int) -> Writer:
+        self.buf += _U32.pack(value)
+        return self
+
+    def int64(self, value: int) -> Writer:
+        self.buf += _I64.pack(value)
+        return self
+
+    def bytes(self, value: bytes | bytearray | memoryview) -> Writer:
+        self.buf += value
+        return self
+
+    def cstring(self, value: str) -> Writer:
+        raw = value.encode()
+        if b"\0" in raw:
+            raw = raw.replace(b"\0", b"")  # a NUL would end the string early on the client
+        self.buf += raw
+        self.buf.append(0)
+        return self
+
+    def value(self, value: bytes | None) -> Writer:
+        if value is None:
+            self.buf += b"\xff\xff\xff\xff"
+        else:
+            self.buf += _I32.pack(len(value))
+            self.buf += value
+        return self
+
+    def getvalue(self) -> bytes:
+        return bytes(self.buf)
+
+
+def frame(type_byte: bytes, body: bytes | bytearray = b"") -> bytes:
+    """A whole message: type byte, length, body."""
+    return _HEADER.pack(type_byte, len(body) + 4) + body
+
+
+def frame_startup(body: bytes) -> bytes:
+    """A startup-phase packet (no type byte)."""
+    return _I32.pack(len(body) + 4) + body
+
+
+def body_length(length: int, *, startup: bool, max_size: int = MAX_MESSAGE_SIZE) -> int:
+    """Check a frame's length field; returns the number of body bytes to read."""
+    if startup:
+        if not 8 <= length <= MAX_STARTUP_SIZE:
+            raise ProtocolViolation("invalid length of startup packet")
+    elif not 4 <= length <= max_size:
+        raise ProtocolViolation(f"invalid message length {length}")
+    return length - 4
+
+
+ReadExactly = Callable[[int], Awaitable[bytes]]
+
+
+async def read_startup(read_exactly: ReadExactly) -> bytes:
+    """Read one startup-phase packet body (the length is checked before the body is read)."""
+    (length,) = _I32.unpack(await read_exactly(4))
+    return await read_exactly(body_length(length, startup=True))
+
+
+async def read_message(read_exactly: ReadExactly,
+                       max_size: int = MAX_MESSAGE_SIZE) -> tuple[bytes, bytes]:
+    """Read one typed message: (type byte, body)."""
+    type_byte, length = _HEADER.unpack(await read_exactly(5))
+    n = body_length(length, startup=False, max_size=max_size)
+    return type_byte, (await read_exactly(n) if n else b"")
+
+
+def pack_int32(value: int) -> bytes:
+    return _I32.pack(value)
+
+
+def pack_int16(value: int) -> bytes:
+    return _I16.pack(value)

@@ -1,0 +1,759 @@
+"""Typed protocol messages, grouped by the phase of the protocol they belong to.
+
+Each message is a frozen dataclass next to its type byte, with `decode(reader)` (from a body)
+and `encode()` (the whole framed message). Both directions are implemented for every message,
+so tests can build client traffic and parse server traffic with the same classes.
+
+Startup-phase packets carry no type byte; `decode_startup` tells them apart by their version
+code. `p` is shared by PasswordMessage, SASLInitialResponse and SASLResponse: the frontend table
+decodes it as PasswordMessage and the authenticator, which knows what it asked for, reparses
+its payload.
+
+See https://www.postgresql.org/docs/current/protocol-message-formats.html.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from sqlvec.errors import ProtocolViolation
+from wire.codec import Reader, Writer, frame, frame_startup
+
+# Startup-phase version codes -------------------------------------------------------------------
+
+PROTOCOL_3_0 = 3 << 16
+PROTOCOL_3_2 = (3 << 16) | 2
+SSL_REQUEST_CODE = 80877103
+GSSENC_REQUEST_CODE = 80877104
+CANCEL_REQUEST_CODE = 80877102
+
+
+class Message:
+    """Base of every message: `TYPE` is its type byte (empty for startup-phase packets)."""
+
+    TYPE: ClassVar[bytes] = b""
+
+    def encode_body(self, w: Writer) -> None:
+        pass
+
+    @classmethod
+    def decode(cls, r: Reader) -> Message:
+        r.expect_end()
+        return cls()
+
+    def encode(self) -> bytes:
+        w = Writer()
+        self.encode_body(w)
+        return frame(self.TYPE, w.buf) if self.TYPE else frame_startup(bytes(w.buf))
+
+
+# Startup (frontend, no type byte) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartupMessage(Message):
+    version: int
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def encode_body(self, w: Writer) -> None:
+        w.int32(self.version)
+        for name, value in self.parameters.items():
+            w.cstring(name).cstring(value)
+        w.byte(0)
+
+    @classmethod
+    def decode(cls, r: Reader) -> StartupMessage:
+        version = r.int32()
+        params: dict[str, str] = {}
+        while True:
+            name = r.cstring()
+            if name == "":
+                break
+            params[name] = r.cstring()
+        r.expect_end()
+        return cls(version, params)
+
+
+@dataclass(frozen=True)
+class SSLRequest(Message):
+    def encode_body(self, w: Writer) -> None:
+        w.int32(SSL_REQUEST_CODE)
+
+
+@dataclass(frozen=True)
+class GSSENCRequest(Message):
+    def encode_body(self, w: Writer) -> None:
+        w.int32(GSSENC_REQUEST_CODE)
+
+
+@dataclass(frozen=True)
+class CancelRequest(Message):
+    """Sent on a new connection: the process id and secret key from BackendKeyData."""
+
+    pid: int
+    secret: bytes
+
+    def encode_body(self, w: Writer) -> None:
+        w.int32(CANCEL_REQUEST_CODE).int32(self.pid).bytes(self.secret)
+
+    @classmethod
+    def decode(cls, r: Reader) -> CancelRequest:
+        pid = r.int32()
+        secret = r.rest()  # 4 bytes in protocol 3.0, up to 256 in 3.2
+        if not 4 <= len(secret) <= 256:
+            raise ProtocolViolation("invalid length of cancel request")
+        return cls(pid, secret)
+
+
+StartupPacket = StartupMessage | SSLRequest | GSSENCRequest | CancelRequest
+
+
+def decode_startup(body: bytes) -> StartupPacket:
+    """Decode a startup-phase packet body (after its length)."""
+    r = Reader(body)
+    code = r.int32()
+    if code == SSL_REQUEST_CODE:
+        r.expect_end()
+        return SSLRequest()
+    if code == GSSENC_REQUEST_CODE:
+        r.expect_end()
+        return GSSENCRequest()
+    if code == CANCEL_REQUEST_CODE:
+        return CancelRequest.decode(r)
+    return StartupMessage.decode(Reader(body))
+
+
+# Authentication (backend 'R', frontend 'p') ------------------------------------------------------
+
+AUTH_OK = 0
+AUTH_CLEARTEXT_PASSWORD = 3
+AUTH_MD5_PASSWORD = 5
+AUTH_SASL = 10
+AUTH_SASL_CONTINUE = 11
+AUTH_SASL_FINAL = 12
+
+
+@dataclass(frozen=True)
+class Authentication(Message):
+    """AuthenticationOk / CleartextPassword / MD5Password / SASL / SASLContinue / SASLFinal:
+    one message type whose first int32 says which; `data` is the rest (salt, mechanism list,
+    SASL payload)."""
+
+    TYPE = b"R"
+    code: int
+    data: bytes = b""
+
+    def encode_body(self, w: Writer) -> None:
+        w.int32(self.code).bytes(self.data)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Authentication:
+        return cls(r.int32(), r.rest())
+
+    @classmethod
+    def ok(cls) -> Authentication:
+        return cls(AUTH_OK)
+
+    @classmethod
+    def cleartext(cls) -> Authentication:
+        return cls(AUTH_CLEARTEXT_PASSWORD)
+
+    @classmethod
+    def md5(cls, salt: bytes) -> Authentication:
+        return cls(AUTH_MD5_PASSWORD, salt)
+
+    @classmethod
+    def sasl(cls, mechanisms: Sequence[str]) -> Authentication:
+        w = Writer()
+        for name in mechanisms:
+            w.cstring(name)
+        w.byte(0)
+        return cls(AUTH_SASL, w.getvalue())
+
+
+@dataclass(frozen=True)
+class PasswordMessage(Message):
+    """`p`: a password, or a SASL message, depending on what the server asked for."""
+
+    TYPE = b"p"
+    data: bytes
+
+    def encode_body(self, w: Writer) -> None:
+        w.bytes(self.data)
+
+    @classmethod
+    def decode(cls, r: Reader) -> PasswordMessage:
+        return cls(r.rest())
+
+    def password(self) -> str:
+        r = Reader(self.data)
+        value = r.cstring()
+        r.expect_end()
+        return value
+
+
+@dataclass(frozen=True)
+class SASLInitialResponse(Message):
+    TYPE = b"p"
+    mechanism: str
+    response: bytes | None
+
+    def encode_body(self, w: Writer) -> None:
+        w.cstring(self.mechanism).value(self.response)
+
+    @classmethod
+    def decode(cls, r: Reader) -> SASLInitialResponse:
+        mechanism = r.cstring()
+        response = r.value()
+        r.expect_end()
+        return cls(mechanism, response)
+
+
+# Session start (backend) -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParameterStatus(Message):
+    TYPE = b"S"
+    name: str
+    value: str
+
+    def encode_body(self, w: Writer) -> None:
+        w.cstring(self.name).cstring(self.value)
+
+    @classmethod
+    def decode(cls, r: Reader) -> ParameterStatus:
+        name, value = r.cstring(), r.cstring()
+        r.expect_end()
+        return cls(name, value)
+
+
+@dataclass(frozen=True)
+class BackendKeyData(Message):
+    TYPE = b"K"
+    pid: int
+    secret: bytes
+
+    def encode_body(self, w: Writer) -> None:
+        w.int32(self.pid).bytes(self.secret)
+
+    @classmethod
+    def decode(cls, r: Reader) -> BackendKeyData:
+        return cls(r.int32(), r.rest())
+
+
+@dataclass(frozen=True)
+class NegotiateProtocolVersion(Message):
+    """Answer to a StartupMessage asking for a newer minor version or `_pq_.` options."""
+
+    TYPE = b"v"
+    newest_minor: int
+    unrecognized: tuple[str, ...] = ()
+
+    def encode_body(self, w: Writer) -> None:
+        w.int32(self.newest_minor).int32(len(self.unrecognized))
+        for name in self.unrecognized:
+            w.cstring(name)
+
+    @classmethod
+    def decode(cls, r: Reader) -> NegotiateProtocolVersion:
+        minor, n = r.int32(), r.int32()
+        return cls(minor, tuple(r.cstring() for _ in range(n)))
+
+
+@dataclass(frozen=True)
+class ReadyForQuery(Message):
+    """`status`: I (idle), T (in a transaction block), E (in a failed block)."""
+
+    TYPE = b"Z"
+    status: str
+
+    def encode_body(self, w: Writer) -> None:
+        w.byte(ord(self.status))
+
+    @classmethod
+    def decode(cls, r: Reader) -> ReadyForQuery:
+        status = chr(r.byte())
+        r.expect_end()
+        return cls(status)
+
+
+# Simple query ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Query(Message):
+    TYPE = b"Q"
+    sql: str
+
+    def encode_body(self, w: Writer) -> None:
+        w.cstring(self.sql)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Query:
+        sql = r.cstring()
+        r.expect_end()
+        return cls(sql)
+
+
+# Extended query (frontend) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Parse(Message):
+    TYPE = b"P"
+    name: str
+    sql: str
+    param_oids: tuple[int, ...] = ()
+
+    def encode_body(self, w: Writer) -> None:
+        w.cstring(self.name).cstring(self.sql).int16(len(self.param_oids))
+        for oid in self.param_oids:
+            w.uint32(oid)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Parse:
+        name, sql = r.cstring(), r.cstring()
+        n = r.int16()
+        if n < 0:
+            raise ProtocolViolation("invalid number of parameter types")
+        oids = tuple(r.uint32() for _ in range(n))
+        r.expect_end()
+        return cls(name, sql, oids)
+
+
+def _formats(r: Reader) -> tuple[int, ...]:
+    n = r.int16()
+    if n < 0:
+        raise ProtocolViolation("invalid number of format codes")
+    codes = tuple(r.int16() for _ in range(n))
+    for code in codes:
+        if code not in (0, 1):
+            raise ProtocolViolation(f"unsupported format code: {code}")
+    return codes
+
+
+@dataclass(frozen=True)
+class Bind(Message):
+    TYPE = b"B"
+    portal: str
+    statement: str
+    param_formats: tuple[int, ...] = ()
+    params: tuple[bytes | None, ...] = ()
+    result_formats: tuple[int, ...] = ()
+
+    def encode_body(self, w: Writer) -> None:
+        w.cstring(self.portal).cstring(self.statement)
+        w.int16(len(self.param_formats))
+        for code in self.param_formats:
+            w.int16(code)
+        w.int16(len(self.params))
+        for value in self.params:
+            w.value(value)
+        w.int16(len(self.result_formats))
+        for code in self.result_formats:
+            w.int16(code)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Bind:
+        portal, statement = r.cstring(), r.cstring()
+        param_formats = _formats(r)
+        n = r.int16()
+        if n < 0:
+            raise ProtocolViolation("invalid number of parameters")
+        params = tuple(r.value() for _ in range(n))
+        result_formats = _formats(r)
+        r.expect_end()
+        return cls(portal, statement, param_formats, params, result_formats)
+
+
+@dataclass(frozen=True)
+class Describe(Message):
+    """`kind` is S (prepared statement) or P (portal)."""
+
+    TYPE = b"D"
+    kind: str
+    name: str = ""
+
+    def encode_body(self, w: Writer) -> None:
+        w.byte(ord(self.kind)).cstring(self.name)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Describe:
+        kind = chr(r.byte())
+        name = r.cstring()
+        r.expect_end()
+        if kind not in ("S", "P"):
+            raise ProtocolViolation(f"invalid DESCRIBE message subtype {ord(kind)}")
+        return cls(kind, name)
+
+
+@dataclass(frozen=True)
+class Execute(Message):
+    """`max_rows` 0 means no limit."""
+
+    TYPE = b"E"
+    portal: str = ""
+    max_rows: int = 0
+
+    def encode_body(self, w: Writer) -> None:
+        w.cstring(self.portal).int32(self.max_rows)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Execute:
+        portal, max_rows = r.cstring(), r.int32()
+        r.expect_end()
+        return cls(portal, max_rows)
+
+
+@dataclass(frozen=True)
+class Close(Message):
+    TYPE = b"C"
+    kind: str
+    name: str = ""
+
+    def encode_body(self, w: Writer) -> None:
+        w.byte(ord(self.kind)).cstring(self.name)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Close:
+        kind = chr(r.byte())
+        name = r.cstring()
+        r.expect_end()
+        if kind not in ("S", "P"):
+            raise ProtocolViolation(f"invalid CLOSE message subtype {ord(kind)}")
+        return cls(kind, name)
+
+
+@dataclass(frozen=True)
+class Flush(Message):
+    TYPE = b"H"
+
+
+@dataclass(frozen=True)
+class Sync(Message):
+    TYPE = b"S"
+
+
+@dataclass(frozen=True)
+class Terminate(Message):
+    TYPE = b"X"
+
+
+@dataclass(frozen=True)
+class FunctionCall(Message):
+    """The legacy fast-path interface: recognised only to be refused."""
+
+    TYPE = b"F"
+    body: bytes = b""
+
+    def encode_body(self, w: Writer) -> None:
+        w.bytes(self.body)
+
+    @classmethod
+    def decode(cls, r: Reader) -> FunctionCall:
+        return cls(r.rest())
+
+
+# Extended query (backend) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParseComplete(Message):
+    TYPE = b"1"
+
+
+@dataclass(frozen=True)
+class BindComplete(Message):
+    TYPE = b"2"
+
+
+@dataclass(frozen=True)
+class CloseComplete(Message):
+    TYPE = b"3"
+
+
+@dataclass(frozen=True)
+class NoData(Message):
+    TYPE = b"n"
+
+
+@dataclass(frozen=True)
+class PortalSuspended(Message):
+    TYPE = b"s"
+
+
+@dataclass(frozen=True)
+class ParameterDescription(Message):
+    TYPE = b"t"
+    oids: tuple[int, ...]
+
+    def encode_body(self, w: Writer) -> None:
+        w.int16(len(self.oids))
+        for oid in self.oids:
+            w.uint32(oid)
+
+    @classmethod
+    def decode(cls, r: Reader) -> ParameterDescription:
+        n = r.int16()
+        oids = tuple(r.uint32() for _ in range(n))
+        r.expect_end()
+        return cls(oids)
+
+
+# Results (backend) -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldDescription:
+    name: str
+    table_oid: int = 0
+    attnum: int = 0
+    type_oid: int = 25
+    typlen: int = -1
+    typmod: int = -1
+    format: int = 0
+
+
+@dataclass(frozen=True)
+class RowDescription(Message):
+    TYPE = b"T"
+    fields: tuple[FieldDescription, ...]
+
+    def encode_body(self, w: Writer) -> None:
+        w.int16(len(self.fields))
+        for f in self.fields:
+            w.cstring(f.name).uint32(f.table_oid).int16(f.attnum).uint32(f.type_oid)
+            w.int16(f.typlen).int32(f.typmod).int16(f.format)
+
+    @classmethod
+    def decode(cls, r: Reader) -> RowDescription:
+        n = r.int16()
+        fields = tuple(
+            FieldDescription(r.cstring(), r.uint32(), r.int16(), r.uint32(), r.int16(),
+                             r.int32(), r.int16())
+            for _ in range(n))
+        r.expect_end()
+        return cls(fields)
+
+
+_DATA_ROW_HEADER = struct.Struct("!cih")
+
+
+@dataclass(frozen=True)
+class DataRow(Message):
+    TYPE = b"D"
+    values: tuple[bytes | None, ...]
+
+    def encode_body(self, w: Writer) -> None:
+        w.int16(len(self.values))
+        for value in self.values:
+            w.value(value)
+
+    @classmethod
+    def decode(cls, r: Reader) -> DataRow:
+        n = r.int16()
+        values = tuple(r.value() for _ in range(n))
+        r.expect_end()
+        return cls(values)
+
+    @staticmethod
+    def encode_rows(cells: Sequence[Sequence[bytes]], nrows: int) -> bytes:
+        """Many DataRows at once from per-column lists of length-prefixed cells (what
+        `wire.pgtypes.encode_column` returns): the hot path of every query result."""
+        ncols = len(cells)
+        pack = _DATA_ROW_HEADER.pack
+        if ncols == 1:
+            (only,) = cells
+            return b"".join([pack(b"D", len(c) + 6, 1) + c for c in only])
+        out = []
+        for row in zip(*cells):
+            body = b"".join(row)
+            out.append(pack(b"D", len(body) + 6, ncols))
+            out.append(body)
+        if ncols == 0:
+            return pack(b"D", 6, 0) * nrows
+        return b"".join(out)
+
+
+@dataclass(frozen=True)
+class CommandComplete(Message):
+    TYPE = b"C"
+    tag: str
+
+    def encode_body(self, w: Writer) -> None:
+        w.cstring(self.tag)
+
+    @classmethod
+    def decode(cls, r: Reader) -> CommandComplete:
+        tag = r.cstring()
+        r.expect_end()
+        return cls(tag)
+
+
+@dataclass(frozen=True)
+class EmptyQueryResponse(Message):
+    TYPE = b"I"
+
+
+# Field codes of ErrorResponse and NoticeResponse.
+FIELD_SEVERITY = "S"
+FIELD_SEVERITY_NONLOCALIZED = "V"
+FIELD_SQLSTATE = "C"
+FIELD_MESSAGE = "M"
+FIELD_DETAIL = "D"
+FIELD_HINT = "H"
+FIELD_POSITION = "P"
+FIELD_CONTEXT = "W"
+
+
+@dataclass(frozen=True)
+class ErrorResponse(Message):
+    """Fields as (code, value) pairs in the order sent: S, V, C, M, then D, H, P, W if any."""
+
+    TYPE = b"E"
+    fields: tuple[tuple[str, str], ...]
+
+    def encode_body(self, w: Writer) -> None:
+        for code, value in self.fields:
+            w.byte(ord(code)).cstring(value)
+        w.byte(0)
+
+    @classmethod
+    def decode(cls, r: Reader) -> ErrorResponse:
+        fields = []
+        while True:
+            code = r.byte()
+            if code == 0:
+                break
+            fields.append((chr(code), r.cstring()))
+        r.expect_end()
+        return cls(tuple(fields))
+
+    @classmethod
+    def build(cls, severity: str, sqlstate: str, message: str, *, detail: str | None = None,
+              hint: str | None = None, position: int | None = None,
+              context: str | None = None):
+        fields = [(FIELD_SEVERITY, severity), (FIELD_SEVERITY_NONLOCALIZED, severity),
+                  (FIELD_SQLSTATE, sqlstate), (FIELD_MESSAGE, message)]
+        if detail:
+            fields.append((FIELD_DETAIL, detail))
+        if hint:
+            fields.append((FIELD_HINT, hint))
+        if position:
+            fields.append((FIELD_POSITION, str(position)))
+        if context:
+            fields.append((FIELD_CONTEXT, context))
+        return cls(tuple(fields))
+
+    def get(self, code: str) -> str | None:
+        for c, value in self.fields:
+            if c == code:
+                return value
+        return None
+
+
+@dataclass(frozen=True)
+class NoticeResponse(ErrorResponse):
+    TYPE = b"N"
+
+
+# COPY (CopyData and CopyDone go both ways) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CopyInResponse(Message):
+    """`format` 0 text (and csv), 1 binary; one format code per column."""
+
+    TYPE = b"G"
+    format: int
+    column_formats: tuple[int, ...]
+
+    def encode_body(self, w: Writer) -> None:
+        w.byte(self.format).int16(len(self.column_formats))
+        for code in self.column_formats:
+            w.int16(code)
+
+    @classmethod
+    def decode(cls, r: Reader) -> CopyInResponse:
+        fmt, n = r.byte(), r.int16()
+        codes = tuple(r.int16() for _ in range(n))
+        r.expect_end()
+        return cls(fmt, codes)
+
+
+@dataclass(frozen=True)
+class CopyOutResponse(CopyInResponse):
+    TYPE = b"H"
+
+
+@dataclass(frozen=True)
+class CopyData(Message):
+    TYPE = b"d"
+    data: bytes
+
+    def encode_body(self, w: Writer) -> None:
+        w.bytes(self.data)
+
+    @classmethod
+    def decode(cls, r: Reader) -> CopyData:
+        return cls(r.rest())
+
+
+@dataclass(frozen=True)
+class CopyDone(Message):
+    TYPE = b"c"
+
+
+@dataclass(frozen=True)
+class CopyFail(Message):
+    TYPE = b"f"
+    message: str
+
+    def encode_body(self, w: Writer) -> None:
+        w.cstring(self.message)
+
+    @classmethod
+    def decode(cls, r: Reader) -> CopyFail:
+        message = r.cstring()
+        r.expect_end()
+        return cls(message)
+
+
+# Lookup tables -----------------------------------------------------------------------------------
+
+FRONTEND: dict[bytes, type[Message]] = {
+    m.TYPE: m for m in (PasswordMessage, Query, Parse, Bind, Describe, Execute, Close, Flush,
+                        Sync, Terminate, FunctionCall, CopyData, CopyDone, CopyFail)
+}
+
+BACKEND: dict[bytes, type[Message]] = {
+    m.TYPE: m for m in (Authentication, ParameterStatus, BackendKeyData,
+                        NegotiateProtocolVersion, ReadyForQuery, ParseComplete, BindComplete,
+                        CloseComplete, NoData, PortalSuspended, ParameterDescription,
+                        RowDescription, DataRow, CommandComplete, EmptyQueryResponse,
+                        ErrorResponse, NoticeResponse, CopyInResponse, CopyOutResponse,
+                        CopyData, CopyDone)
+}
+
+
+def decode_frontend(type_byte: bytes, body: bytes) -> Message:
+    """Decode a typed frontend message; unknown types are a protocol violation."""
+    cls = FRONTEND.get(type_byte)
+    if cls is None:
+        shown = type_byte.decode("latin-1") if type_byte.isascii() and type_byte.isalnum() \
+            else str(type_byte[0])
+        raise ProtocolViolation(f'invalid frontend message type "{shown}"'
+                                if not shown.isdigit() else
+                                f"invalid frontend message type {shown}")
+    return cls.decode(Reader(body))
+
+
+def decode_backend(type_byte: bytes, body: bytes) -> Message:
+    cls = BACKEND.get(type_byte)
+    if cls is None:
+        raise ProtocolViolation(f"unknown backend message type {type_byte!r}")
+    return cls.decode(Reader(body))
