@@ -178,7 +178,9 @@ def _values_source(values: exp.Values, target_cols: list[ColumnDef], planner: Pl
 
 
 def _assign(c: Compiler, e: exp.Expression, col: ColumnDef) -> Value:
-    """An expression assigned to a column: unknown literals take the column's type."""
+    """An expression assigned to a column: unknown literals and parameters take its type."""
+    if isinstance(e, exp.Parameter):
+        return c.compile_as(e, col.type)
     v = c.compile(e)
     if v.type.name == "unknown":
         return c.coerce(v, col.type)
