@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 
 SUITES = {
+    "suite": "benchmarks.suite",
     "storage": "benchmarks.storage",
+    "sql": "benchmarks.sql_overhead",
 }
 
 

@@ -37,12 +37,11 @@ class Metric(enum.Enum):
     @property
     def opclass(self) -> str | None:
         """pgvector's operator class for an HNSW index on this metric."""
-        return {Metric.L2: "vector_l2_ops", Metric.COSINE: "vector_cosine_ops",
-                Metric.IP: "vector_ip_ops"}.get(self)
+        return _OPCLASSES.get(self)
 
     @property
     def hnsw_space(self) -> str | None:
-        return {Metric.L2: "l2", Metric.COSINE: "cosine", Metric.IP: "ip"}.get(self)
+        return _SPACES.get(self)
 
     @classmethod
     def from_operator(cls, op: str) -> Metric:
@@ -66,6 +65,9 @@ class Metric(enum.Enum):
 
 
 _OPERATORS = {Metric.L2: "<->", Metric.COSINE: "<=>", Metric.IP: "<#>", Metric.L1: "<+>"}
+_OPCLASSES = {Metric.L2: "vector_l2_ops", Metric.COSINE: "vector_cosine_ops",
+              Metric.IP: "vector_ip_ops"}
+_SPACES = {Metric.L2: "l2", Metric.COSINE: "cosine", Metric.IP: "ip"}
 
 
 def check_same_dims(a: int, b: int) -> None:

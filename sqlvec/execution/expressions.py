@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from sqlglot import exp
 
 from sqlvec.errors import (
+    DatatypeMismatch,
     DataException,
     DivisionByZero,
     FeatureNotSupported,
@@ -99,8 +100,14 @@ class Compiler:
                 if handler is not None:
                     break
         if handler is None:
+            # Registered extensions (execution/catalog_functions.py): operators and forms
+            # catalog queries use, keyed by expression class name.
+            extra = (self.env.functions or {}).get(f"expr:{type(e).__name__}")
+            if extra is not None:
+                return extra(self, e)
             raise FeatureNotSupported(f"{_describe(e)} is not supported")
-        return handler(self, e)
+        value = handler(self, e)
+        return _folded(value) if value.const else value
 
     # Typing helpers -----------------------------------------------------------------------------
 
@@ -128,6 +135,9 @@ class Compiler:
             return a, self.coerce(b, ta), ta
         if V.is_numeric(ta) and V.is_numeric(tb):
             t = V.common_numeric(ta, tb)
+            if t.name == "numeric":
+                # Exact operands keep their scales (integers become scale-0 decimals).
+                return self.coerce(a, V.as_numeric(ta)), self.coerce(b, V.as_numeric(tb)), t
             return self.coerce(a, t), self.coerce(b, t), t
         if V.is_string(ta) and V.is_string(tb):
             return a, b, TEXT
@@ -147,10 +157,34 @@ class Compiler:
                           hint="No operator matches the given name and argument types. You might "
                                "need to add explicit type casts.")
 
+    def condition(self, e: exp.Expression, clause: str) -> Value:
+        """A boolean condition (WHERE, ON, AND, CASE WHEN...): PostgreSQL casts nothing but
+        untyped literals and parameters to boolean here (42804 otherwise)."""
+        v = self.compile_as(e, BOOL) if isinstance(e, exp.Parameter) else self.compile(e)
+        if v.type.name == "unknown":
+            return self.coerce(v, BOOL)
+        if v.type.name != "bool":
+            raise DatatypeMismatch(
+                f"argument of {clause} must be type boolean, not type {v.type.format()}")
+        return v
+
     def compile_as(self, e: exp.Expression, target: SqlType) -> Value:
         if isinstance(e, exp.Parameter):
             self.env.infer_param(_param_index(e), target)
-        return self.coerce(self.compile(e), target)
+        value = self.coerce(self.compile(e), target)
+        return _folded(value) if value.const else value
+
+
+def _folded(value: Value) -> Value:
+    """A constant expression evaluated once, on first use (it reads neither rows nor params)."""
+    cache: list = []
+
+    def fn(frame: Frame) -> Datum:
+        if not cache:
+            cache.append(value.fn(frame))
+        return cache[0]
+
+    return Value(fn, value.type, True, value.text)
 
 
 # Leaves -------------------------------------------------------------------------------------------
@@ -261,8 +295,11 @@ def _arith(c: Compiler, e: exp.Binary) -> Value:
     if not V.is_numeric(t):
         raise SqlVecError(f"operator does not exist: {a.type.format()} {_SYMBOL[op]} "
                           f"{b.type.format()}", sqlstate="42883")
+    if t.name == "numeric":
+        result = numeric_result_type(op, a.type, b.type)
+        return _bind2(_decimal_op(op, result), a, b, result)
     if op == "power":
-        t = FLOAT8 if t.name != "numeric" else NUMERIC
+        t = FLOAT8
         a, b = c.coerce(a, t), c.coerce(b, t)
     return _bind2(_numeric_op(op, t), a, b, t)
 
@@ -287,53 +324,36 @@ def _bind2(fn: Callable[[Datum, Datum], Datum], a: Value, b: Value, t: SqlType) 
 
 
 def _numeric_op(op: str, t: SqlType) -> Callable[[Datum, Datum], Datum]:
-    integer = t.name in ("int2", "int4", "int8")
+    """The kernel of `x op y` for operands already of type `t` (integers or floats)."""
+    integer = t.name in V.INT_DIGITS
 
     def run(x: Datum, y: Datum) -> Datum:
+        if integer and op in ("divide", "mod"):
+            _check_divisor(y)
         try:
-            if op == "divide":
-                if integer or t.name == "numeric":
-                    zero = pc.equal(y, 0)
-                    if (zero.as_py() if is_scalar(zero) else pc.any(zero).as_py()):
-                        raise DivisionByZero("division by zero")
-                if t.name == "numeric":
-                    return _decimal_python(op, x, y)
-                return pc.divide_checked(x, y) if integer else pc.divide(x, y)
             if op == "mod":
-                if integer:
-                    zero = pc.equal(y, 0)
-                    if (zero.as_py() if is_scalar(zero) else pc.any(zero).as_py()):
-                        raise DivisionByZero("division by zero")
-                    # PostgreSQL's % truncates toward zero (sign of the dividend).
-                    q = pc.divide_checked(x, y)
-                    return pc.subtract(x, pc.multiply(q, y))
-                if t.name == "numeric":
-                    return _decimal_python(op, x, y)
-                return pc.subtract(x, pc.multiply(pc.trunc(pc.divide(x, y)), y))
+                # PostgreSQL's % truncates toward zero (the result has the dividend's sign).
+                q = pc.divide_checked(x, y) if integer else pc.trunc(pc.divide(x, y))
+                return pc.subtract(x, pc.multiply(q, y))
             if op == "power":
                 return pc.power(x, y)
+            if op == "divide" and not integer:
+                _check_divisor(y)
             fn = getattr(pc, op + "_checked") if integer else getattr(pc, op)
             out = fn(x, y)
-            if integer:
-                out = _check_int_range(out, t)
-            return out
+            return _check_int_range(out, t) if integer else out
         except pa.ArrowInvalid as exc:
-            text = str(exc)
-            if "divide by zero" in text:
-                raise DivisionByZero("division by zero") from None
-            if "overflow" in text.lower():
-                if t.name == "numeric":
-                    return _decimal_python(op, x, y)
+            if "overflow" in str(exc).lower():
                 raise NumericValueOutOfRange(_range_message(t)) from None
-            if t.name == "numeric":
-                return _decimal_python(op, x, y)
-            raise
-        except pa.ArrowNotImplementedError:
-            if t.name == "numeric":
-                return _decimal_python(op, x, y)
             raise
 
     return run
+
+
+def _check_divisor(y: Datum) -> None:
+    zero = pc.equal(y, pa.scalar(0, y.type) if pa.types.is_decimal(y.type) else 0)
+    if (zero.as_py() if is_scalar(zero) else pc.any(zero).as_py()):
+        raise DivisionByZero("division by zero")
 
 
 def _range_message(t: SqlType) -> str:
@@ -343,7 +363,7 @@ def _range_message(t: SqlType) -> str:
 
 def _check_int_range(out: Datum, t: SqlType) -> Datum:
     target = t.to_arrow()
-    if (out.type if not is_scalar(out) else out.type) == target:
+    if out.type == target:
         return out
     try:
         return pc.cast(out, target)
@@ -351,56 +371,63 @@ def _check_int_range(out: Datum, t: SqlType) -> Datum:
         raise NumericValueOutOfRange(_range_message(t)) from None
 
 
-def _decimal_python(op: str, x: Datum, y: Datum) -> Datum:
-    """Numeric arithmetic beyond Arrow's decimal rules, with PostgreSQL's result scales."""
-    xs = [x.as_py()] if is_scalar(x) else x.to_pylist()
-    ys = [y.as_py()] if is_scalar(y) else y.to_pylist()
-    n = max(len(xs), len(ys))
-    xs = xs * n if len(xs) == 1 else xs
-    ys = ys * n if len(ys) == 1 else ys
-    out = []
-    ctx = decimal.Context(prec=60)
-    for a, b in zip(xs, ys):
-        if a is None or b is None:
-            out.append(None)
-            continue
-        a, b = decimal.Decimal(a), decimal.Decimal(b)
+# Numeric arithmetic: exact, on Arrow decimals, with PostgreSQL's result scales.
+
+# Division keeps at least this many significant digits (PostgreSQL's NUMERIC_MIN_SIG_DIGITS).
+_MIN_DIV_SCALE = 16
+
+
+def numeric_result_type(op: str, a: SqlType, b: SqlType) -> SqlType:
+    """PostgreSQL's display scale of `a op b` (numeric operands, or integers as scale 0)."""
+    sa, sb = V.numeric_scale(a), V.numeric_scale(b)
+    if op in ("divide", "power"):
+        return V.numeric_with_scale(max(_MIN_DIV_SCALE, sa or 0, sb or 0))
+    if sa is None or sb is None:
+        return NUMERIC
+    return V.numeric_with_scale(sa + sb if op == "multiply" else max(sa, sb))
+
+
+def _decimal_op(op: str, target: SqlType) -> Callable[[Datum, Datum], Datum]:
+    """The kernel of `x op y` over decimals, rounded to `target`'s scale (22003 on overflow)."""
+
+    def run(x: Datum, y: Datum) -> Datum:
+        if op in ("divide", "mod"):
+            _check_divisor(y)
+        if op == "power":
+            out = pc.power(pc.cast(x, pa.float64()), pc.cast(y, pa.float64()))
+            return V.fit_numeric(V.to_decimal(out, FLOAT8), target)
+        x, y = _wide(x), _wide(y)
         if op == "divide":
-            scale = _div_scale(a, b)
-            out.append(ctx.divide(a, b).quantize(decimal.Decimal(1).scaleb(-scale), context=ctx))
+            out = _decimal_divide(x, y, target.to_arrow().scale + 1)
         elif op == "mod":
-            out.append(ctx.remainder(a, b))
-        elif op == "add":
-            out.append(a + b)
-        elif op == "subtract":
-            out.append(a - b)
-        elif op == "multiply":
-            out.append(ctx.multiply(a, b))
+            quotient = pc.round(_decimal_divide(x, y, 1), round_mode="towards_zero")
+            out = pc.subtract(x, pc.multiply(_wide(pc.cast(quotient, pa.decimal256(
+                x.type.precision, 0), safe=False)), y))
         else:
-            out.append(ctx.power(a, b))
-    scale = max((-(v.as_tuple().exponent) for v in out if v is not None), default=0)
-    scale = min(max(scale, 0), 30)
-    arr = pa.array(out, pa.decimal128(38, scale))
-    return arr[0] if is_scalar(x) and is_scalar(y) else arr
+            out = getattr(pc, op)(x, y)
+        return V.fit_numeric(out, target)
+
+    return run
 
 
-def _div_scale(a: decimal.Decimal, b: decimal.Decimal) -> int:
-    """PostgreSQL's select_div_scale: at least 16 significant digits."""
-    def weight(v: decimal.Decimal) -> tuple[int, int]:
-        if v == 0:
-            return 0, 0
-        digits = v.adjusted()  # base-10 exponent of the first digit
-        w = digits // 4
-        first = int(abs(v).scaleb(-(w * 4)))
-        return w, first
-    wa, fa = weight(a)
-    wb, fb = weight(b)
-    qweight = wa - wb
-    if fa < fb:
-        qweight -= 1
-    sa = max(0, -a.as_tuple().exponent)
-    sb = max(0, -b.as_tuple().exponent)
-    return min(max(16 - qweight * 4, sa, sb, 0), 30)
+def _wide(x: Datum) -> Datum:
+    """A decimal as decimal256 with room for Arrow's result precision rules (≤ 37 digits)."""
+    precision = min(x.type.precision, 37)
+    try:
+        return pc.cast(x, pa.decimal256(precision, x.type.scale))
+    except pa.ArrowInvalid:
+        raise NumericValueOutOfRange("value overflows numeric format") from None
+
+
+def _decimal_divide(x: Datum, y: Datum, scale: int) -> Datum:
+    """x / y truncated to at least `scale` decimals (Arrow's quotient scale is
+    max(4, s1 + p2 - s2 + 1), so the dividend is rescaled to reach `scale`)."""
+    p1, s1 = x.type.precision, x.type.scale
+    p2, s2 = y.type.precision, y.type.scale
+    s1_new = max(s1, scale - 1 - p2 + s2)
+    if s1_new > s1:
+        x = pc.cast(x, pa.decimal256(min(p1 - s1 + s1_new, 76), s1_new))
+    return pc.divide(x, y)
 
 
 def _neg(c: Compiler, e: exp.Neg) -> Value:
@@ -607,9 +634,27 @@ def _arrow_compare(fn, x: Datum, y: Datum) -> Datum:
     try:
         return fn(x, y)
     except pa.ArrowNotImplementedError:
+        if pa.types.is_list(x.type) and pa.types.is_list(y.type):  # arrays: element-wise
+            return _list_compare(fn, x, y)
         if x.type != y.type:
             return fn(x, y.cast(x.type) if not is_scalar(y) else pa.scalar(y.as_py(), x.type))
         raise
+
+
+def _list_compare(fn, x: Datum, y: Datum) -> Datum:
+    import operator
+
+    py = {pc.equal: operator.eq, pc.not_equal: operator.ne, pc.less: operator.lt,
+          pc.less_equal: operator.le, pc.greater: operator.gt, pc.greater_equal: operator.ge}[fn]
+    if is_scalar(x) and is_scalar(y):
+        a, b = x.as_py(), y.as_py()
+        return pa.scalar(None if a is None or b is None else py(a, b), pa.bool_())
+    n = len(x) if not is_scalar(x) else len(y)
+    if n == 0:
+        return pa.array([], pa.bool_())
+    xs, ys = as_array(x, n).to_pylist(), as_array(y, n).to_pylist()
+    return pa.array([None if a is None or b is None else py(a, b) for a, b in zip(xs, ys)],
+                    pa.bool_())
 
 
 def _vector_compare(op: str, x: Datum, y: Datum, n: int) -> Datum:
@@ -698,19 +743,19 @@ def _compare_any(c: Compiler, e: exp.Binary) -> Value:
 
 
 def _and(c: Compiler, e: exp.And) -> Value:
-    a = c.compile_as(e.this, BOOL)
-    b = c.compile_as(e.expression, BOOL)
+    a = c.condition(e.this, "AND")
+    b = c.condition(e.expression, "AND")
     return Value(lambda f: pc.and_kleene(a(f), b(f)), BOOL, a.const and b.const)
 
 
 def _or(c: Compiler, e: exp.Or) -> Value:
-    a = c.compile_as(e.this, BOOL)
-    b = c.compile_as(e.expression, BOOL)
+    a = c.condition(e.this, "OR")
+    b = c.condition(e.expression, "OR")
     return Value(lambda f: pc.or_kleene(a(f), b(f)), BOOL, a.const and b.const)
 
 
 def _not(c: Compiler, e: exp.Not) -> Value:
-    a = c.compile_as(e.this, BOOL)
+    a = c.condition(e.this, "NOT")
     return Value(lambda f: pc.invert(a(f)), BOOL, a.const)
 
 
@@ -839,7 +884,8 @@ def _case(c: Compiler, e: exp.Case) -> Value:
         cond = branch.this
         if subject is not None:
             cond = exp.EQ(this=subject.copy(), expression=cond)
-        conds.append(c.compile_as(cond, BOOL))
+        conds.append(c.condition(cond, "CASE/WHEN") if subject is None else
+                     c.compile_as(cond, BOOL))
         results.append(c.compile(branch.args["true"]))
     default = e.args.get("default")
     default_v = c.compile(default) if default is not None else None
@@ -933,20 +979,29 @@ def _greatest(c: Compiler, e: exp.Expression) -> Value:
 def _cast(c: Compiler, e: exp.Cast) -> Value:
     target = sql_type(e.args["to"])
     inner = e.this
+    if target.name in _REG_TYPES:
+        fn = (c.env.functions or {}).get(f"::{target.name}")
+        if fn is not None:
+            if isinstance(inner, exp.Parameter) and c.env.param_type(_param_index(inner)) is None:
+                c.env.infer_param(_param_index(inner), TEXT)  # a name, resolved by the cast
+            return fn(c, c.compile(inner))
     if isinstance(inner, exp.Parameter) and c.env.param_type(_param_index(inner)) is None:
         c.env.infer_param(_param_index(inner), target)
         return c.compile(inner)
-    if target.name in ("regclass", "regtype", "regproc"):
-        fn = (c.env.functions or {}).get(f"::{target.name}")
-        if fn is not None:
-            return fn(c, c.compile(inner))
     v = c.compile(inner)
+    if v.type.name in _REG_TYPES and target.name in ("text", "varchar", "name", "bpchar"):
+        fn = (c.env.functions or {}).get(f"{v.type.name}::text")
+        if fn is not None:
+            return c.coerce(fn(c, v), target)
     if v.type.name == "unknown" and v.text is not None:
         return c.coerce(v, target)
     src = v.type if v.type.name != "unknown" else TEXT
     if target.name == "vector" and src.name == "vector" and target.typmod >= 0:
         return Value(lambda f: V.cast(v(f), SqlType("_float4"), target, f.n), target, v.const)
     return Value(lambda f: V.cast(v(f), src, target, f.n), target, v.const)
+
+
+_REG_TYPES = ("regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole")
 
 
 def _collate(c: Compiler, e: exp.Collate) -> Value:
@@ -960,7 +1015,10 @@ def _dpipe(c: Compiler, e: exp.DPipe) -> Value:
     a = c.compile(e.this)
     b = c.compile(e.expression)
     if a.type.is_array or b.type.is_array:
-        raise FeatureNotSupported("array concatenation with || is not supported")
+        extra = (c.env.functions or {}).get("expr:ArrayConcat")  # catalog_functions.py
+        if extra is None:
+            raise FeatureNotSupported("array concatenation with || is not supported")
+        return extra(c, e)
     a = c.coerce(a, TEXT) if a.type.name == "unknown" else a
     b = c.coerce(b, TEXT) if b.type.name == "unknown" else b
 
@@ -1138,6 +1196,15 @@ def _function(c: Compiler, e: exp.Expression) -> Value:
         return compile_named(c, str(e.this).lower(), list(e.expressions), e)
     handler = FUNCTIONS.get(type(e))
     if handler is None:
+        # sqlglot models some PostgreSQL functions as classes (CURRENT_SCHEMAS, ARRAY_TO_STRING):
+        # a function registered under the SQL name (execution/catalog_functions.py) takes them.
+        from sqlvec.execution.functions import _args
+
+        registry = c.env.functions or {}
+        extra = registry.get(f"expr:{type(e).__name__}") or registry.get(e.sql_name().lower())
+        if extra is not None:
+            return extra(c, e) if f"expr:{type(e).__name__}" in registry else \
+                extra(c, _args(e), e)
         raise FeatureNotSupported(f"function {_describe(e)} is not supported")
     return handler(c, e)
 
@@ -1148,6 +1215,9 @@ def _dot(c: Compiler, e: exp.Dot) -> Value:
     if schema in ("pg_catalog", "public", "information_schema") and isinstance(
             e.expression, (exp.Func, exp.Anonymous)):
         return c.compile(e.expression)
+    extra = (c.env.functions or {}).get("expr:Dot")  # (record).field, catalog_functions.py
+    if extra is not None:
+        return extra(c, e)
     raise FeatureNotSupported(f"{e.sql()} is not supported")
 
 

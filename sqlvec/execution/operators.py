@@ -47,7 +47,12 @@ def table_of(columns: Sequence, count_rows: int | None = None) -> pa.Table:
 
 def _empty_width(rows: int) -> pa.Table:
     """A table with `rows` rows and no columns (pyarrow needs a trick for that)."""
+    if rows == 1:
+        return _ONE_ROW
     return pa.table({"x": pa.nulls(rows)}).drop_columns(["x"]) if rows else pa.table({})
+
+
+_ONE_ROW = pa.table({"x": pa.nulls(1)}).drop_columns(["x"])
 
 
 class Operator:
@@ -106,7 +111,7 @@ class Builder:
         op.table_id = node.table_id
         op.filter = None
         if node.filter is not None:
-            op.filter = self.compiler(list(node.fields), types, outer).compile_as(node.filter, BOOL)
+            op.filter = self.compiler(list(node.fields), types, outer).condition(node.filter, "WHERE")
         return op
 
     def _VirtualScan(self, node: n.VirtualScan, outer):
@@ -137,7 +142,7 @@ class Builder:
         child = self.build(node.child, outer)
         c = self.compiler(child.fields, child.types, outer)
         op = FilterOp(child.fields, child.types, [child])
-        op.predicate = c.compile_as(node.predicate, BOOL)
+        op.predicate = c.condition(node.predicate, node.clause)
         return op
 
     def _Project(self, node: n.Project, outer):
@@ -209,6 +214,11 @@ class Builder:
         op.specs = specs
         return op
 
+    def _ProjectSet(self, node, outer):
+        from sqlvec.execution.catalog_functions import build_project_set
+
+        return build_project_set(self, node, outer)
+
     def _Join(self, node: n.Join, outer):
         left = self.build(node.left, outer)
         right = self.build(node.right, outer)
@@ -224,7 +234,7 @@ class Builder:
             lc = self.compiler(left.fields, left.types, outer)
             rc = self.compiler(right.fields, right.types, outer)
             op.equi = [(_unify_keys(lc.compile(a), rc.compile(b))) for a, b in op.equi]
-            op.residual = c.compile_as(residual, BOOL) if residual is not None else None
+            op.residual = c.condition(residual, "JOIN/ON") if residual is not None else None
         return op
 
     def _SetOp(self, node: n.SetOp, outer):
@@ -286,13 +296,12 @@ class ScanOp(OneRowOp):
             parts = overlay.merge(parts, snap)
             if filt is not None:
                 parts = [p.filter(pa.array(_mask(filt(p), p.num_rows))) for p in parts]
-        width = len(self.fields)
         if not parts:
-            cols = [pa.array([], _arrow(t)) for t in self.types] + [pa.array([], pa.int64())]
-            return table_of(cols)
+            return table_of([pa.array([], _arrow(t)) for t in self.types])
         merged = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        cols = [merged.column(i) for i in range(width)] + [merged.column(ROWID)]
-        return table_of(cols)
+        # The table's columns in order, then the row id (the last field).
+        width = len(self.fields) - 1
+        return table_of([merged.column(i) for i in range(width)] + [merged.column(ROWID)])
 
     def _segment_filter(self, ctx, outer):
         if self.filter is None:
@@ -662,27 +671,24 @@ def _conform(table: pa.Table, types: list[SqlType], target: list[SqlType]) -> pa
 
 
 def _intersect_except(left: pa.Table, right: pa.Table, kind: str, keep_all: bool) -> pa.Table:
-    width = left.num_columns
-    key_names = [f"k{i}" for i in range(width)]
+    """INTERSECT / EXCEPT [ALL] by counting each distinct row on both sides (NULLs are equal,
+    as in PostgreSQL's set operations); rows come out in order of first appearance."""
+    from sqlvec.execution.aggregates import group_ids
 
-    def counts(t: pa.Table, side: str) -> pa.Table:
-        cols = {name: _groupable(t.column(i)) for i, name in enumerate(key_names)}
-        cols["_pos"] = pa.array(np.arange(t.num_rows, dtype=np.int64))
-        return pa.table(cols).group_by(key_names, use_threads=False).aggregate(
-            [("_pos", "count"), ("_pos", "min")]).rename_columns(
-            key_names + [f"{side}_count", f"{side}_first"])
-
-    lc, rc = counts(left, "l"), counts(right, "r")
-    joined = lc.join(rc, key_names, join_type="left outer", use_threads=False)
-    lcount = joined.column("l_count").to_numpy()
-    rcount = pc.fill_null(joined.column("r_count"), 0).to_numpy()
-    first = joined.column("l_first").to_numpy()
+    both = pa.concat_tables([left, right])
+    n_left = left.num_rows
+    keys = [_groupable(both.column(i)) for i in range(both.num_columns)]
+    gids, first = group_ids(keys, both.num_rows) if keys else (
+        np.zeros(both.num_rows, np.int64), np.zeros(1, np.int64))
+    ngroups = first.size
+    lcount = np.bincount(gids[:n_left], minlength=ngroups)
+    rcount = np.bincount(gids[n_left:], minlength=ngroups)
     if kind == "intersect":
-        times = np.minimum(lcount, rcount) if keep_all else (rcount > 0).astype(int)
+        times = np.minimum(lcount, rcount) if keep_all else ((lcount > 0) & (rcount > 0))
     else:
-        times = np.maximum(lcount - rcount, 0) if keep_all else ((rcount == 0) & (lcount > 0)).astype(int)
-    order = np.argsort(first, kind="stable")
-    positions = np.repeat(first[order], times[order])
+        times = np.maximum(lcount - rcount, 0) if keep_all else ((lcount > 0) & (rcount == 0))
+    left_first = first < n_left  # groups seen on the left, by their first left row
+    positions = np.repeat(first[left_first], np.asarray(times, np.int64)[left_first])
     return left.take(pa.array(positions.astype(np.int64)))
 
 

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from sqlvec.errors import (
     DataException,
     DatatypeMismatch,
+    FeatureNotSupported,
     InvalidTextRepresentation,
     NumericValueOutOfRange,
     SqlVecError,
@@ -123,13 +124,22 @@ def is_string(t: SqlType) -> bool:
 
 
 def common_numeric(a: SqlType, b: SqlType) -> SqlType:
+    """The type two numbers resolve to; numerics keep a display scale both share."""
     ra, rb = _NUMERIC_RANK[a.name], _NUMERIC_RANK[b.name]
     winner = a if ra >= rb else b
     if winner.name in ("oid", "regclass", "regtype", "regproc"):
         return INT8
     if winner.name == "numeric":
-        return NUMERIC
+        sa, sb = numeric_scale(a), numeric_scale(b)
+        return numeric_with_scale(sa if sa == sb else None)
     return SqlType(winner.name)
+
+
+def as_numeric(t: SqlType) -> SqlType:
+    """The numeric type an exact number converts to without changing its value or scale."""
+    if t.name in INT_DIGITS:
+        return SqlType.of("numeric", INT_DIGITS[t.name], 0)
+    return t
 
 
 def common_type(types: list[SqlType], context: str = "CASE") -> SqlType:
@@ -154,6 +164,29 @@ def common_type(types: list[SqlType], context: str = "CASE") -> SqlType:
         else:
             raise DatatypeMismatch(f"{context} types {result.format()} and {t.format()} cannot be matched")
     return result
+
+
+def check_assignable(source: SqlType, column) -> None:
+    """PostgreSQL's assignment-cast rule for INSERT and UPDATE: numbers to numbers, date and
+    time types among themselves, anything to a string type, vectors to and from real[].
+    Otherwise 42804 `column "c" is of type T but expression is of type S`."""
+    target = column.type
+    if source.name in ("unknown", target.name) or target.name in STRING_TYPES - {
+            "json", "jsonb", "uuid"} or _category(source) == _category(target) != "U":
+        return
+    if {source.name, target.name} <= {"json", "jsonb"} or (
+            {source.name, target.name} & {"vector"} and (source.is_array or target.is_array)):
+        return
+    raise DatatypeMismatch(
+        f'column "{column.name}" is of type {target.format()} but expression is of type '
+        f"{source.format()}",
+        hint="You will need to rewrite or cast the expression.")
+
+
+def _category(t: SqlType) -> str:
+    if t.name in ("date", "timestamp", "timestamptz"):
+        return "D"
+    return t.info.category
 
 
 # Text → value (literals and casts from text) ---------------------------------------------------
@@ -257,7 +290,18 @@ def _parse_date(s: str, text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(s[:10] if len(s) > 10 and s[10] in " T" else s)
     except ValueError:
-        raise _invalid("date", text) from None
+        raise _datetime_error("date", text) from None
+
+
+_DATE_SHAPE = re.compile(r"\s*\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?.*")
+
+
+def _datetime_error(type_name: str, text: str) -> SqlVecError:
+    """PostgreSQL's datetime input errors: 22008 for a well-formed value out of range,
+    22007 for text that is not a date at all."""
+    if _DATE_SHAPE.fullmatch(text):
+        return SqlVecError(f'date/time field value out of range: "{text}"', sqlstate="22008")
+    return SqlVecError(f'invalid input syntax for type {type_name}: "{text}"', sqlstate="22007")
 
 
 def _parse_timestamp(s: str, text: str, tz: bool) -> dt.datetime:
@@ -270,8 +314,8 @@ def _parse_timestamp(s: str, text: str, tz: bool) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(candidate)
     except ValueError:
-        raise _invalid("timestamp with time zone" if tz else "timestamp without time zone",
-                       text) from None
+        raise _datetime_error("timestamp with time zone" if tz else "timestamp without time zone",
+                              text) from None
     if tz:
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.timezone.utc)
@@ -381,19 +425,18 @@ def scalar_of(value: object, t: SqlType) -> pa.Scalar:
     if value is None:
         return pa.scalar(None, arrow)
     if t.name == "vector":
-        vec = check_vector_values(np.asarray(value, dtype=np.float32))
+        vec = np.asarray(value, dtype=np.float32)
+        if vec.ndim != 1 or vec.size == 0 or not np.isfinite(vec).all():
+            vec = check_vector_values(np.asarray(value, dtype=np.float64).reshape(-1))
         if t.typmod >= 0 and vec.size != t.typmod:
             raise DataException(f"expected {t.typmod} dimensions, not {vec.size}")
+        values = pa.array(vec)
         if t.typmod < 0:
-            return pa.scalar(vec.tolist(), pa.list_(pa.float32()))
-        return pa.scalar(vec.tolist(), arrow)
-    if t.name == "numeric" and not isinstance(value, decimal.Decimal):
-        value = decimal.Decimal(str(value))
+            return pa.ListArray.from_arrays(pa.array([0, vec.size], pa.int32()), values)[0]
+        return pa.FixedSizeListArray.from_arrays(values, vec.size)[0]
     if t.name == "numeric":
-        p, s = t.numeric_precision_scale or (38, 12)
-        value = value.quantize(decimal.Decimal(1).scaleb(-s), rounding=decimal.ROUND_HALF_UP)
-        if len(value.as_tuple().digits) > p:
-            raise NumericValueOutOfRange("numeric field overflow")
+        exact = value if isinstance(value, decimal.Decimal) else decimal.Decimal(str(value))
+        return fit_numeric(decimal_scalar(exact), t)
     if t.name in ("json", "jsonb") and not isinstance(value, str):
         value = json.dumps(value)
     if t.name == "uuid" and isinstance(value, uuid.UUID):
@@ -451,21 +494,118 @@ def _check_length(value: Datum, target: SqlType) -> Datum:
 
 
 def _cast_numeric(value: Datum, source: SqlType, target: SqlType) -> Datum:
-    arrow = target.to_arrow()
     if source.name == "bool":
-        value = pc.cast(value, pa.int32())
-    if source.name in ("float4", "float8", "numeric") and target.name in ("int2", "int4", "int8"):
-        value = pc.round(value, round_mode="half_to_even") if source.name != "numeric" else \
-            pc.round(value, round_mode="half_away_from_zero")
+        value, source = pc.cast(value, pa.int32()), INT4
+    if target.name == "numeric":
+        return fit_numeric(to_decimal(value, source), target)
+    if target.name in INT_DIGITS and source.name in ("float4", "float8", "numeric"):
+        # PostgreSQL rounds to the nearest integer: half to even for floats, away from zero
+        # for numeric.
+        value = pc.round(value, round_mode="half_to_even" if source.name != "numeric"
+                         else "half_towards_infinity")
+    try:
+        return pc.cast(value, target.to_arrow(), safe=True)
+    except (pa.ArrowInvalid, OverflowError):
+        if target.name in INT_DIGITS:
+            raise NumericValueOutOfRange(f"{_INT_NAMES[target.name]} out of range") from None
+        raise NumericValueOutOfRange(f"value out of range for type {target.format()}") from None
+
+
+# Numeric: Arrow decimals whose scale is PostgreSQL's display scale where the type knows it ---
+
+INT_DIGITS = {"int2": 5, "int4": 10, "int8": 19}
+_INT_NAMES = {"int2": "smallint", "int4": "integer", "int8": "bigint"}
+# float → numeric keeps 15 significant digits in PostgreSQL (DBL_DIG); this many decimals do.
+_FLOAT_SCALE = 15
+
+
+def numeric_scale(t: SqlType) -> int | None:
+    """The display scale of a numeric type: its typmod's, an integer's 0, else None."""
+    if t.name in INT_DIGITS:
+        return 0
+    ps = t.numeric_precision_scale
+    return ps[1] if ps else None
+
+
+def numeric_with_scale(scale: int | None) -> SqlType:
+    """numeric carrying a display scale (unconstrained when the scale is unknown)."""
+    if scale is None:
+        return NUMERIC
+    return SqlType.of("numeric", 38, min(scale, 37))
+
+
+def to_decimal(value: Datum, source: SqlType) -> Datum:
+    """Numbers of any numeric type as an Arrow decimal (exact for integers and numerics)."""
+    if source.name in INT_DIGITS:
+        return pc.cast(value, pa.decimal128(INT_DIGITS[source.name], 0))
+    if source.name in ("float4", "float8"):
+        finite = pc.is_finite(value)
+        if not (finite.as_py() is not False if is_scalar(finite)
+                else pc.all(finite, skip_nulls=True).as_py() is not False):
+            raise FeatureNotSupported("NaN and infinite values of type numeric are not supported")
+        try:
+            return pc.cast(value, pa.decimal256(76, _FLOAT_SCALE))
+        except pa.ArrowInvalid:
+            raise NumericValueOutOfRange("numeric field overflow") from None
+    return value
+
+
+def decimal_scalar(value: decimal.Decimal) -> pa.Scalar:
+    """An exact Arrow decimal scalar of a Python Decimal (its own precision and scale)."""
+    if not value.is_finite():
+        raise FeatureNotSupported("NaN and infinite values of type numeric are not supported")
+    sign, digits, exponent = value.as_tuple()
+    scale = max(0, -exponent)
+    if scale > 60:
+        value, scale = value.quantize(decimal.Decimal(1).scaleb(-60),
+                                      context=decimal.Context(prec=200)), 60
+        digits = value.as_tuple().digits
+    precision = max(len(digits) + max(exponent, 0), scale, 1)
+    if precision > 76:
+        raise NumericValueOutOfRange("value overflows numeric format")
+    arrow = pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
+    return pa.scalar(value, arrow)
+
+
+def decimal_unscaled(values: pa.Array) -> tuple[np.ndarray, int]:
+    """A decimal array's unscaled integers as int64 (exact; 22003 beyond 18 digits)."""
+    scale = values.type.scale
+    try:
+        narrow = pc.cast(values, pa.decimal128(18, scale))
+    except pa.ArrowInvalid:
+        raise NumericValueOutOfRange("value overflows numeric format") from None
+    words = np.frombuffer(narrow.buffers()[1], dtype=np.int64)
+    start = narrow.offset * 2
+    return words[start:start + 2 * len(narrow):2].copy(), scale
+
+
+def decimal_from_unscaled(unscaled: np.ndarray, scale: int) -> pa.Array:
+    """Decimals (38, scale) from unscaled int64 values (two's complement into 128 bits)."""
+    words = np.empty((unscaled.size, 2), np.int64)
+    words[:, 0] = unscaled
+    words[:, 1] = np.where(unscaled < 0, -1, 0)
+    return pa.Array.from_buffers(pa.decimal128(38, scale), unscaled.size,
+                                 [None, pa.py_buffer(words.tobytes())])
+
+
+def fit_numeric(value: Datum, target: SqlType) -> Datum:
+    """A decimal rounded (half away from zero) to `target`'s scale and checked against its
+    precision: PostgreSQL's numeric(p, s) input and assignment rule (22003 on overflow)."""
+    arrow = target.to_arrow()
+    if value.type == arrow:
+        return value
+    if value.type.scale > arrow.scale:
+        value = pc.round(value, ndigits=arrow.scale, round_mode="half_towards_infinity")
     try:
         return pc.cast(value, arrow, safe=True)
     except (pa.ArrowInvalid, OverflowError):
-        names = {"int2": "smallint", "int4": "integer", "int8": "bigint"}
-        if target.name in names:
-            raise NumericValueOutOfRange(f"{names[target.name]} out of range") from None
-        if target.name == "numeric":
-            raise NumericValueOutOfRange("numeric field overflow") from None
-        raise NumericValueOutOfRange(f"value out of range for type {target.format()}") from None
+        ps = target.numeric_precision_scale
+        detail = None
+        if ps is not None:
+            p, s = ps
+            detail = (f"A field with precision {p}, scale {s} must round to an absolute value "
+                      f"less than {'1' if p == s else f'10^{p - s}'}.")
+        raise NumericValueOutOfRange("numeric field overflow", detail=detail) from None
 
 
 def _cast_temporal(value: Datum, target: SqlType) -> Datum:

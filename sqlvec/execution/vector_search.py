@@ -38,6 +38,9 @@ def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
     op.scan, op.query, op.k = scan, query, k
     op.column, op.metric = node.column, Metric(node.metric)
     op.bounds = _range_bounds(node.scan, c)
+    visible = [f.name for f in node.scan.fields if not f.hidden]
+    op.columns = [name for name in visible if node.columns is None or name in node.columns]
+    op.visible = visible
     return op
 
 
@@ -169,10 +172,12 @@ class VectorTopKOp(OneRowOp):
         found = snap.search(self.column, self.metric, vector, k,
                             filter=self.scan._segment_filter(ctx, outer),
                             prune=_pruner(self.bounds, snap.table_def, frame),
-                            with_rowid=True, distance_name="__distance", plans=plans,
-                            **self._settings(ctx))
+                            columns=self.columns, with_rowid=True, distance_name="__distance",
+                            plans=plans, **self._settings(ctx))
         ctx.stats.setdefault(("segments", id(self)), []).append(plans)
-        cols = [found.column(i) for i in range(len(self.scan.fields) - 1)]
+        rows = found.num_rows
+        cols = [found.column(name) if name in self.columns else pa.nulls(rows, t.to_arrow())
+                for name, t in zip(self.visible, self.types)]
         cols += [found.column(ROWID), found.column("__distance")]
         return table_of(cols)
 

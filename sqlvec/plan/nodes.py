@@ -91,9 +91,27 @@ class FunctionScan(PlanNode):
 
 
 @dataclass(frozen=True)
+class ProjectSet(PlanNode):
+    """Set-returning functions in a select list (`SELECT unnest(a), x FROM t`): each input row
+    becomes as many rows as its longest function result (PostgreSQL 10+ lockstep); output is the
+    child's fields plus one column per call."""
+
+    child: PlanNode = None  # type: ignore[assignment]
+    functions: tuple[exp.Expression, ...] = ()
+
+    @property
+    def children(self) -> tuple[PlanNode, ...]:
+        return (self.child,)
+
+    def describe(self) -> str:
+        return "ProjectSet"
+
+
+@dataclass(frozen=True)
 class Filter(PlanNode):
     child: PlanNode = None  # type: ignore[assignment]
     predicate: exp.Expression | None = None
+    clause: str = "WHERE"  # for errors: WHERE or HAVING
 
     @property
     def children(self) -> tuple[PlanNode, ...]:
@@ -291,6 +309,7 @@ class VectorTopK(PlanNode):
     metric: str = "l2"
     query: exp.Expression | None = None
     k: exp.Expression | None = None
+    columns: tuple[str, ...] | None = None  # scan columns the query uses (others stay NULL)
 
     @property
     def children(self) -> tuple[PlanNode, ...]:

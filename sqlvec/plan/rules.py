@@ -53,11 +53,17 @@ def use_vector_topk(plan: n.PlanNode) -> n.PlanNode:
         k = node.limit if node.offset is None else exp.Add(this=node.limit.copy(),
                                                           expression=node.offset.copy())
         fields = tuple(scan.fields) + (Field(DISTANCE_FIELD, None, SqlType("float8"), hidden=True),)
-        topk = n.VectorTopK(fields, scan=scan, column=column, metric=distance.metric.value,
-                            query=query, k=k)
         exprs = list(project.exprs)
         exprs[pos] = exp.column(DISTANCE_FIELD)
+        needed = {c.name for e in exprs for c in e.find_all(exp.Column)}
+        needed |= {c.name for key in sort.keys[1:] for c in key.expr.find_all(exp.Column)}
+        topk = n.VectorTopK(fields, scan=scan, column=column, metric=distance.metric.value,
+                            query=query, k=k,
+                            columns=tuple(f.name for f in scan.fields if f.name in needed))
         new_project = replace(project, child=topk, exprs=tuple(exprs))
+        if len(sort.keys) == 1:
+            # The search returns rows nearest first already: no re-sort needed.
+            return replace(node, child=new_project)
         return replace(node, child=replace(sort, child=new_project))
     return visit(plan)
 

@@ -207,6 +207,12 @@ class TableSnapshot:
 
     def _merge(self, per_view: list[tuple[SegmentView, tuple[np.ndarray, np.ndarray]]], k: int,
                columns: Sequence[str] | None, with_rowid: bool, distance_name: str) -> pa.Table:
+        busy = [(v, h) for v, h in per_view if h[0].size]
+        if len(busy) == 1:
+            # One segment answered: its hits are already nearest first.
+            view, (pos, dists) = busy[0]
+            table = logical_table(view, self.table_def, columns, with_rowid).take(pa.array(pos[:k]))
+            return table.append_column(distance_name, pa.array(dists[:k], pa.float64()))
         dists = np.concatenate([h[1] for _, h in per_view]) if per_view else np.empty(0)
         owner = np.concatenate(
             [np.full(h[0].size, i) for i, (_, h) in enumerate(per_view)]

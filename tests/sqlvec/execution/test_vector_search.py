@@ -155,7 +155,9 @@ def test_deleted_updated_and_fresh_rows(env):
     got = search(env, Metric.L2, "", [], q)
     assert got[0] == fresh
     assert not set(victims) & set(got) and moved not in got
-    assert got == truth(env, Metric.L2, q, np.ones(N + 5_000, bool)).tolist()
+    expected = truth(env, Metric.L2, q, np.ones(N + 5_000, bool)).tolist()
+    # HNSW is approximate (and multi-threaded builds are not deterministic): most, not all.
+    assert len(set(got) & set(expected)) >= K - 2
 
 
 def test_target_recall_is_met_and_lower_targets_use_less_ef(env):
