@@ -34,7 +34,7 @@ import numpy as np
 
 from sqlvec.storage.hnsw import HnswIndex
 from sqlvec.storage.segment import SegmentView
-from sqlvec.vectors import Metric, top_k
+from sqlvec.vectors import Metric, top_k, top_k_batch
 from sqlvec.vectors import distances as exact_distances
 
 
@@ -227,7 +227,8 @@ def calibrate(index: HnswIndex, matrix: np.ndarray, valid: np.ndarray | None, *,
     spread = matrix[usable[: min(usable.size, 20_000)]].std(axis=0)
     queries = matrix[picks] + 0.1 * spread * rng.standard_normal((picks.size, matrix.shape[1])).astype(np.float32)
     mask = None if valid is None else valid
-    truth = [set(top_k(index.params.metric, matrix, q, k, mask)[0].tolist()) for q in queries]
+    truth = [set(row[row >= 0].tolist())
+             for row in top_k_batch(index.params.metric, matrix, queries, k, mask)]
     curve = []
     for ef in (10, 16, 24, 32, 40, 64, 100, 160, 256, 400):
         hits = 0
