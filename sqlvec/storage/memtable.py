@@ -78,7 +78,11 @@ class GrowingData(SegmentData):
 class Memtable:
     """The mutable growing segment of one table. Not thread-safe: the table serializes writers."""
 
-    def __init__(self, table_def: TableDef) -> None:
+    def __init__(self, table_def: TableDef, reserve_rows: int = 0) -> None:
+        # Buffers are reserved for `reserve_rows` rows (the seal threshold) on first use: np.zeros
+        # maps zero pages lazily, so the reservation costs address space, not memory, and the
+        # buffers need no copy-on-grow until a commit overshoots the threshold.
+        self.reserve_rows = reserve_rows
         self.schema = table_def.physical_schema()
         self._chunks: list[pa.RecordBatch] = []
         self._n = 0
@@ -138,7 +142,8 @@ class Memtable:
     def _reserve(self, needed: int) -> None:
         if needed <= self._capacity:
             return
-        capacity = max(needed, 2 * self._capacity, 1024)
+        capacity = max(needed, 2 * self._capacity, 1024,
+                       self.reserve_rows if self._capacity == 0 else 0)
         # New buffers; snapshots keep the old ones, whose first n rows stay valid.
         self._rowids = _grow(self._rowids, capacity)
         self._deleted = _grow(self._deleted, capacity)

@@ -170,7 +170,7 @@ class Store:
         self.catalog = body.get("catalog") or {}
         for tmeta in body["tables"]:
             table_def = TableDef.from_json(tmeta["def"])
-            table = Table(table_def, self._table_dir(table_def.id))
+            table = Table(table_def, self._table_dir(table_def.id), self.options.seal_rows)
             table.checkpoint_lsn = int(tmeta["checkpoint_lsn"])
             table.next_rowid = int(tmeta["next_rowid"])
             table.next_segment_id = int(tmeta["next_segment_id"])
@@ -268,7 +268,8 @@ class Store:
             )
             self.next_table_id += 1
             os.makedirs(self._table_dir(table_def.id), exist_ok=True)
-            self.tables[table_def.id] = Table(table_def, self._table_dir(table_def.id))
+            self.tables[table_def.id] = Table(table_def, self._table_dir(table_def.id),
+                                              self.options.seal_rows)
             self._commit_manifest()
             return table_def
 

@@ -241,11 +241,12 @@ class TableSnapshot:
 class Table:
     """The live state of one table. Thread-safe; writers are serialized by the store."""
 
-    def __init__(self, table_def: TableDef, directory: str) -> None:
+    def __init__(self, table_def: TableDef, directory: str, memtable_rows: int = 65_536) -> None:
         self.def_ = table_def
         self.directory = directory
+        self.memtable_rows = memtable_rows  # capacity the growing segment reserves up front
         self.lock = threading.RLock()
-        self.memtable = Memtable(table_def)
+        self.memtable = Memtable(table_def, self.memtable_rows)
         self.sealed: list[Segment] = []
         self.deletes: dict[int, DeleteBitmap] = {}
         self.persisted_deletes: dict[int, tuple[str, DeleteBitmap]] = {}
@@ -434,7 +435,7 @@ class Table:
                 self.sealed = []
                 self.deletes = {}
                 self.sealing = []
-                self.memtable = Memtable(self.def_)
+                self.memtable = Memtable(self.def_, self.memtable_rows)
                 self.pk_map = {}
             self._invalidate()
 
@@ -468,7 +469,7 @@ class Table:
             if self.memtable.n_rows == 0:
                 return None
             table = self.memtable.live_table()
-            self.memtable = Memtable(self.def_)
+            self.memtable = Memtable(self.def_, self.memtable_rows)
             self._invalidate()
             if table.num_rows == 0:
                 return None
@@ -501,7 +502,7 @@ class Table:
         with self.lock:
             old_rows = self.memtable.live_table() if self.memtable.n_rows else None
             self.def_ = table_def
-            self.memtable = Memtable(table_def)
+            self.memtable = Memtable(table_def, self.memtable_rows)
             if old_rows is not None and old_rows.num_rows:
                 for batch in old_rows.to_batches():
                     self.memtable.append(conform_batch(batch, table_def))
