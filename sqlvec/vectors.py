@@ -200,8 +200,9 @@ def top_k_batch(metric: Metric, matrix: np.ndarray, queries: np.ndarray, k: int,
         return out
     pool = min(sub.shape[0], 64 + 4 * k)
     sq = np.einsum("ij,ij->i", sub, sub)[:, None]
-    for start in range(0, queries.shape[0], 64):
-        block = queries[start : start + 64]
+    block_size = max(1, min(64, (64 << 20) // max(1, 4 * sub.shape[0])))  # ≤ 64 MiB of scores
+    for start in range(0, queries.shape[0], block_size):
+        block = queries[start : start + block_size]
         dots = sub @ block.T  # (n, b)
         if metric is Metric.IP:
             scores = -dots

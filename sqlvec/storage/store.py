@@ -659,6 +659,7 @@ class Store:
         finally:
             self.builds.pop(key, None)
         built.calibration = calibrate(built, matrix, valid)
+        _return_free_memory()
         name = f"seg-{seg.id:08d}.{index.oid}.hnsw"
         self._inflight_files.add(name)
         crc = built.save(os.path.join(table.directory, name))
