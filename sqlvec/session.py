@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -130,6 +131,8 @@ class Session:
         self.failed = False
         self.explicit = False
         self.prepared: dict[str, PreparedStatement] = {}  # SQL-level PREPARE
+        self.cursors: dict[str, _Cursor] = {}  # DECLARE ... CURSOR
+        self.savepoints: list[tuple[str, object]] = []  # (name, buffered writes then)
         self._plan_cache: dict[tuple, PreparedStatement] = {}
         self._cancel = threading.Event()
         self._closed = False
@@ -176,7 +179,7 @@ class Session:
                 raise SqlVecError(f'{n} is outside the valid range for parameter "hnsw.ef_search" '
                                   "(1 .. 1000)", sqlstate="22023")
         if key == "statement_timeout":
-            _parse_timeout(value)
+            value = _format_timeout(_parse_timeout(value))
         if key == "extra_float_digits":
             n = int(value)
             if not -15 <= n <= 3:
@@ -235,7 +238,13 @@ class Session:
                 if info is None:
                     raise UndefinedObject(f"type with OID {oid} does not exist")
                 given[i + 1] = SqlType(info.typname)
-        prepared = self._prepare(sql, given)
+        try:
+            prepared = self._prepare(sql, given)
+        except SqlVecError:
+            self._fail()  # a statement that fails to parse or plan fails the block too
+            raise
+        if prepared.utility is not None and prepared.utility.kind in ("declare", "fetch", "close"):
+            return prepared  # depends on the session's open cursors: never cached
         prepared.generation = self.store.generation
         if len(self._plan_cache) > 500:
             self._plan_cache.clear()
@@ -245,6 +254,18 @@ class Session:
     def _prepare(self, sql: str, given: dict[int, SqlType]) -> PreparedStatement:
         if not utility.split(sql):
             return PreparedStatement(sql, [], None, "empty")
+        cursor = _recognise_cursor(sql)
+        if cursor is not None:
+            columns = None
+            if cursor.kind == "declare":
+                inner = self._prepare(cursor.body or "", given)
+                if inner.kind != "query":
+                    raise SqlVecError("cursor can only scan a query", sqlstate="42P11")
+                return PreparedStatement(sql, inner.param_types, None, "utility", compiled=inner,
+                                         utility=cursor)
+            if cursor.kind == "fetch" and cursor.name in self.cursors:
+                columns = self.cursors[cursor.name].columns
+            return PreparedStatement(sql, [], columns, "utility", utility=cursor)
         util = utility.recognise(sql)
         if util is not None:
             if util.kind == "explain":
@@ -346,6 +367,9 @@ class Session:
         kind = prepared.kind
         if kind == "empty":
             return Result("EMPTY")
+        if kind == "utility" and prepared.utility is not None and \
+                prepared.utility.kind in ("declare", "fetch", "close"):
+            return self._cursor_statement(prepared, params)
         if kind == "utility":
             return self._utility(prepared.utility, prepared)  # type: ignore[arg-type]
         typed = _typed_params(prepared.param_types, params)
@@ -396,6 +420,7 @@ class Session:
         failed = self.failed
         txn = self.txn
         self.explicit, self.failed, self.txn = False, False, None
+        self._end_cursors(failed)
         if failed:
             return Result("ROLLBACK")
         if txn is not None and not txn.empty:
@@ -409,7 +434,68 @@ class Session:
         if self.txn is not None and self.txn.ddl:
             notices.append("WARNING: schema changes made in this transaction were not rolled back")
         self.explicit, self.failed, self.txn = False, False, None
+        self._end_cursors(True)
         return Result("ROLLBACK", notices=notices)
+
+    # Cursors ----------------------------------------------------------------------------------------
+
+    def _cursor_statement(self, prepared: PreparedStatement, params: list) -> Result:
+        """DECLARE name CURSOR [WITH HOLD] FOR query / FETCH / MOVE / CLOSE.
+
+        The query runs at DECLARE against the snapshot of that moment and its rows are kept
+        (Arrow) until CLOSE, the end of the transaction, or, WITH HOLD, the end of the session."""
+        u = prepared.utility
+        assert u is not None
+        if self.failed:
+            raise InFailedTransaction(
+                "current transaction is aborted, commands ignored until end of transaction block")
+        if u.kind == "declare":
+            if u.name in self.cursors:
+                raise SqlVecError(f'cursor "{u.name}" already exists', sqlstate="42P03")
+            if not u.local and not self.explicit:
+                raise SqlVecError("DECLARE CURSOR can only be used in transaction blocks",
+                                  sqlstate="25P01")
+            result = self._run(prepared.compiled, params, 0)
+            self.cursors[u.name] = _Cursor(result.columns, result.table, hold=u.local)  # type: ignore[index]
+            return Result("DECLARE CURSOR")
+        if u.kind == "close":
+            if u.name == "all":
+                self.cursors.clear()
+            elif self.cursors.pop(u.name, None) is None:  # type: ignore[arg-type]
+                raise SqlVecError(f'cursor "{u.name}" does not exist', sqlstate="34000")
+            return Result("CLOSE CURSOR")
+        cursor = self.cursors.get(u.name)  # type: ignore[arg-type]
+        if cursor is None:
+            raise SqlVecError(f'cursor "{u.name}" does not exist', sqlstate="34000")
+        start, stop = cursor.window(u.value or "next")
+        if u.options == ("move",):
+            return Result(f"MOVE {max(stop - start, 0)}")
+        rows = cursor.table.slice(start, max(stop - start, 0)) if cursor.table is not None else None
+        return Result(f"FETCH {0 if rows is None else rows.num_rows}", cursor.columns, rows)
+
+    def _savepoint_index(self, name: str) -> int:
+        for i in range(len(self.savepoints) - 1, -1, -1):
+            if self.savepoints[i][0] == name:
+                return i
+        raise SqlVecError(f'savepoint "{name}" does not exist', sqlstate="3B001")
+
+    def _rollback_to(self, name: str) -> Result:
+        """ROLLBACK TO SAVEPOINT: the block's buffered writes as they were at the savepoint."""
+        if not self.explicit:
+            raise SqlVecError("ROLLBACK TO SAVEPOINT can only be used in transaction blocks",
+                              sqlstate="25P01")
+        i = self._savepoint_index(name)
+        self.txn = _txn_restore(self.txn, self.savepoints[i][1])
+        del self.savepoints[i + 1:]
+        self.failed = False
+        return Result("ROLLBACK")
+
+    def _end_cursors(self, aborted: bool) -> None:
+        """Transaction end: cursors without HOLD close (and all cursors declared in an aborted
+        block, which this simplification treats alike)."""
+        self.cursors = {k: c for k, c in self.cursors.items() if c.hold and not
+                        (aborted and not c.hold)}
+        self.savepoints = []
 
     # DDL ----------------------------------------------------------------------------------------------
 
@@ -507,11 +593,20 @@ class Session:
             return self._commit()
         if kind == "rollback":
             return self._rollback()
+        if kind == "rollback_to":
+            return self._rollback_to(u.name or "")
         if self.failed:
             raise InFailedTransaction(
                 "current transaction is aborted, commands ignored until end of transaction block")
-        if kind in ("savepoint", "release", "rollback_to"):
-            raise FeatureNotSupported("savepoints are not supported")
+        if kind == "savepoint":
+            if not self.explicit:
+                raise SqlVecError("SAVEPOINT can only be used in transaction blocks",
+                                  sqlstate="25P01")
+            self.savepoints.append((u.name or "", _txn_state(self.txn)))
+            return Result("SAVEPOINT")
+        if kind == "release":
+            del self.savepoints[self._savepoint_index(u.name or ""):]
+            return Result("RELEASE")
         if kind == "set":
             if u.name == "transaction":
                 return Result("SET")
@@ -753,6 +848,98 @@ class Session:
         return values
 
 
+def _txn_state(txn: Transaction | None) -> object:
+    """A copy of a transaction's buffered writes (SAVEPOINT)."""
+    if txn is None:
+        return None
+    from sqlvec.execution.transaction import TableOverlay
+
+    return ({tid: TableOverlay(o.table, list(o.inserted), set(o.deleted), o.truncated)
+             for tid, o in txn.overlays.items()}, txn._next_provisional)
+
+
+def _txn_restore(txn: Transaction | None, state: object) -> Transaction | None:
+    if txn is None or state is None:
+        return txn
+    overlays, provisional = state  # type: ignore[misc]
+    from sqlvec.execution.transaction import TableOverlay
+
+    txn.overlays = {tid: TableOverlay(o.table, list(o.inserted), set(o.deleted), o.truncated)
+                    for tid, o in overlays.items()}
+    txn._next_provisional = provisional
+    return txn
+
+
+@dataclass
+class _Cursor:
+    columns: list[ResultColumn] | None
+    table: pa.Table | None
+    hold: bool = False
+    position: int = 0  # rows before the cursor (0: before the first row)
+
+    def window(self, direction: str) -> tuple[int, int]:
+        """Rows [start, stop) a FETCH in `direction` returns; moves the cursor."""
+        total = self.table.num_rows if self.table is not None else 0
+        d = " ".join(direction.lower().split())
+        if d in ("all", "forward all"):
+            count = total
+        elif d in ("next", "forward"):
+            count = 1
+        elif d.startswith("forward "):
+            count = int(d.split()[1])
+        elif d.lstrip("-").isdigit():
+            count = int(d)
+        elif d == "first" or d == "absolute 1":
+            self.position = 0
+            count = 1
+        elif d.startswith("absolute "):
+            self.position = max(0, min(int(d.split()[1]) - 1, total))
+            count = 1
+        else:
+            raise FeatureNotSupported(f"FETCH {direction.upper()} is not supported "
+                                      "(cursors scroll forward only)")
+        if count < 0:
+            raise FeatureNotSupported("backward FETCH is not supported (cursors scroll forward only)")
+        start = min(self.position, total)
+        stop = min(start + count, total)
+        self.position = stop
+        return start, stop
+
+
+_CURSOR_NAME = r'(?P<name>"[^"]+"|[A-Za-z_][\w$]*)'
+_DECLARE = re.compile(r"DECLARE\s+" + _CURSOR_NAME + r"\s+(?:(?:BINARY|INSENSITIVE|ASENSITIVE|"
+                      r"NO\s+SCROLL|SCROLL)\s+)*CURSOR\s+(?:(?P<hold>WITH|WITHOUT)\s+HOLD\s+)?"
+                      r"FOR\s+(?P<body>.+)", re.I | re.S)
+_FETCH = re.compile(r"(?P<verb>FETCH|MOVE)\s+(?:(?P<dir>NEXT|PRIOR|FIRST|LAST|ALL|FORWARD\s+ALL|"
+                    r"FORWARD\s+\d+|FORWARD|BACKWARD(?:\s+ALL|\s+\d+)?|ABSOLUTE\s+-?\d+|"
+                    r"RELATIVE\s+-?\d+|-?\d+)\s+)?(?:(?:FROM|IN)\s+)?" + _CURSOR_NAME, re.I)
+_CLOSE = re.compile(r"CLOSE\s+(?P<name>ALL|\"[^\"]+\"|[A-Za-z_][\w$]*)", re.I)
+
+
+def _recognise_cursor(sql: str) -> utility.Utility | None:
+    text = utility._strip_comments(sql).strip().rstrip(";").strip()
+    head = text[:8].upper()
+    if not head.startswith(("DECLARE", "FETCH", "MOVE", "CLOSE")):
+        return None
+    m = _DECLARE.fullmatch(text)
+    if m:
+        return utility.Utility("declare", name=_cursor_name(m["name"]), body=m["body"],
+                               local=(m["hold"] or "").upper() == "WITH")
+    m = _FETCH.fullmatch(text)
+    if m:
+        return utility.Utility("fetch", name=_cursor_name(m["name"]), value=m["dir"] or "next",
+                               options=("move",) if m["verb"].upper() == "MOVE" else ())
+    m = _CLOSE.fullmatch(text)
+    if m:
+        name = m["name"]
+        return utility.Utility("close", name="all" if name.upper() == "ALL" else _cursor_name(name))
+    return None
+
+
+def _cursor_name(name: str) -> str:
+    return name[1:-1] if name.startswith('"') else name.lower()
+
+
 def _parse_timeout(value: str) -> float:
     """statement_timeout in seconds ('0' disables; plain numbers are milliseconds)."""
     text = str(value).strip().strip("'").lower()
@@ -767,6 +954,15 @@ def _parse_timeout(value: str) -> float:
         return float(text) / 1000.0
     except ValueError:
         raise InvalidParameterValue(f'invalid value for parameter "statement_timeout": "{value}"') from None
+
+
+def _format_timeout(seconds: float) -> str:
+    """A duration as SHOW prints it: in the largest unit that divides it ('1s', '1500ms')."""
+    ms = round(seconds * 1000)
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms" if ms else "0"
 
 
 def _setting_value(text: str) -> str:

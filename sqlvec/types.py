@@ -71,10 +71,19 @@ _TYPES: tuple[TypeInfo, ...] = (
     TypeInfo("numeric", 1700, 1231, -1, "N", "numeric"),
     TypeInfo("regclass", 2205, 2210, 4, "N", "regclass"),
     TypeInfo("regtype", 2206, 2211, 4, "N", "regtype"),
+    TypeInfo("regprocedure", 2202, 2207, 4, "N", "regprocedure"),
+    TypeInfo("regnamespace", 4089, 4090, 4, "N", "regnamespace"),
+    TypeInfo("regrole", 4096, 4097, 4, "N", "regrole"),
     TypeInfo("uuid", 2950, 2951, 16, "U", "uuid"),
     TypeInfo("jsonb", 3802, 3807, -1, "U", "jsonb"),
     TypeInfo("vector", VECTOR_OID, VECTOR_ARRAY_OID, -1, "U", "vector"),
+    TypeInfo("record", 2249, 2287, -1, "P", "record"),
+    # Catalog vectors (pg_index.indkey, pg_proc.proargtypes): arrays printed space-separated.
+    TypeInfo("int2vector", 22, 1006, -1, "A", "int2vector"),
+    TypeInfo("oidvector", 30, 1013, -1, "A", "oidvector"),
 )
+
+_VECTOR_ELEMENTS = {"int2vector": "int2", "oidvector": "oid"}
 
 # Array types: `_<element>` as in pg_type, stored as Arrow list<element>.
 _ARRAYS: tuple[TypeInfo, ...] = tuple(
@@ -168,15 +177,17 @@ class SqlType:
 
     @property
     def is_array(self) -> bool:
-        return self.name.startswith("_")
+        return self.name.startswith("_") or self.name in _VECTOR_ELEMENTS
 
     @property
     def element(self) -> SqlType:
         """The element type of an array type."""
-        return SqlType(self.name[1:])
+        if self.name in _VECTOR_ELEMENTS:
+            return SqlType(_VECTOR_ELEMENTS[self.name])
+        return SqlType(self.name[1:], self.typmod if self.name == "_record" else -1)
 
     def array_of(self) -> SqlType:
-        return SqlType("_" + self.name)
+        return SqlType("_" + self.name, self.typmod if self.name == "record" else -1)
 
     @property
     def dims(self) -> int | None:
@@ -274,6 +285,9 @@ _SIMPLE_ARROW: dict[str, pa.DataType] = {
     "regclass": pa.int64(),
     "regtype": pa.int64(),
     "regproc": pa.int64(),
+    "regprocedure": pa.int64(),
+    "regnamespace": pa.int64(),
+    "regrole": pa.int64(),
     "float4": pa.float32(),
     "float8": pa.float64(),
     "text": pa.string(),
@@ -294,7 +308,27 @@ _SIMPLE_ARROW: dict[str, pa.DataType] = {
 }
 
 
+# Row types (`record`): the typmod of a record SqlType indexes its field list here, so that
+# `(f(x)).field` knows the field's type when it is compiled.
+RECORD_SHAPES: list[tuple[tuple[str, SqlType], ...]] = []
+
+
+def record_type(fields: list[tuple[str, SqlType]]) -> SqlType:
+    """The `record` type with these (name, type) fields."""
+    shape = tuple(fields)
+    if shape not in RECORD_SHAPES:
+        RECORD_SHAPES.append(shape)
+    return SqlType("record", RECORD_SHAPES.index(shape))
+
+
+def record_fields(t: SqlType) -> tuple[tuple[str, SqlType], ...]:
+    return RECORD_SHAPES[t.typmod] if t.name == "record" and 0 <= t.typmod < len(RECORD_SHAPES) \
+        else ()
+
+
 def _arrow_type(t: SqlType) -> pa.DataType:
+    if t.name == "record":
+        return pa.struct([(name, ft.to_arrow()) for name, ft in record_fields(t)])
     if t.is_array:
         return pa.list_(_arrow_type(t.element))
     if t.name == "vector":

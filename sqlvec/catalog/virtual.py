@@ -1,7 +1,10 @@
 """Virtual catalog tables (pg_catalog, information_schema), built from the catalog as Arrow.
 
-Each table is a list of columns (name, type) and a builder producing its rows from the live
-catalog state; the planner sees them as ordinary relations.
+Each table is a list of columns (name, type spelling) and a builder producing its rows, as
+`{column: [values]}`, from a `CatalogObjects` model of the live catalog (objects.py). The planner
+sees them as ordinary relations (`VirtualScan`), so every client query over them runs through the
+normal executor. Tables are registered by pg_catalog.py and information_schema.py; keys are the
+bare name for pg_catalog and `information_schema.<name>` for the information schema.
 """
 
 from __future__ import annotations
@@ -12,9 +15,22 @@ import pyarrow as pa
 
 from sqlvec.types import SqlType
 
-Builder = Callable[[object, object], dict]  # (database, session) -> {column: list}
+Builder = Callable[[object], dict]  # (CatalogObjects) -> {column: list}
 
 TABLES: dict[str, tuple[list[tuple[str, str]], Builder]] = {}
+
+# PostgreSQL's OIDs for the catalogs clients name in `classoid = 'pg_class'::regclass` tests.
+_KNOWN_OIDS = {
+    "pg_class": 1259, "pg_attribute": 1249, "pg_type": 1247, "pg_proc": 1255,
+    "pg_namespace": 2615, "pg_index": 2610, "pg_constraint": 2606, "pg_database": 1262,
+    "pg_am": 2601, "pg_description": 2609, "pg_extension": 3079, "pg_attrdef": 2604,
+    "pg_inherits": 2611, "pg_tablespace": 1213, "pg_authid": 1260, "pg_collation": 3456,
+    "pg_opclass": 2616, "pg_range": 3541, "pg_enum": 3501, "pg_trigger": 2620,
+    "pg_rewrite": 2618, "pg_policy": 3256, "pg_sequence": 2224, "pg_publication": 6104,
+    "pg_statistic_ext": 3381, "pg_shdescription": 2396, "pg_auth_members": 1261,
+    "pg_depend": 2608, "pg_operator": 2617, "pg_cast": 2605, "pg_language": 2612,
+    "pg_event_trigger": 3466, "pg_foreign_table": 3118, "pg_conversion": 2607,
+}
 
 
 def virtual(name: str, columns: list[tuple[str, str]]):
@@ -24,12 +40,17 @@ def virtual(name: str, columns: list[tuple[str, str]]):
     return register
 
 
+def empty(name: str, columns: list[tuple[str, str]]) -> None:
+    """A table a client only needs to exist (it queries it and gets no rows)."""
+    TABLES[name] = (columns, lambda objects: {})
+
+
 def table_oid(name: str) -> int:
     """A stable OID for a virtual catalog table (PostgreSQL's own where clients rely on it)."""
-    known = {"pg_class": 1259, "pg_attribute": 1249, "pg_type": 1247, "pg_proc": 1255,
-             "pg_namespace": 2615, "pg_index": 2610, "pg_constraint": 2606, "pg_database": 1262,
-             "pg_am": 2601, "pg_description": 2609, "pg_extension": 3079}
-    return known.get(name, 12000 + sorted(TABLES).index(name) if name in TABLES else 0)
+    key = name.split(".", 1)[1] if name.startswith("pg_catalog.") else name
+    if key in _KNOWN_OIDS:
+        return _KNOWN_OIDS[key]
+    return 12000 + sorted(TABLES).index(key) if key in TABLES else 0
 
 
 def virtual_fields(name: str, schema: str | None) -> list[tuple[str, SqlType]] | None:
@@ -39,26 +60,37 @@ def virtual_fields(name: str, schema: str | None) -> list[tuple[str, SqlType]] |
     entry = TABLES.get(key)
     if entry is None:
         return None
-    return [(col, SqlType.parse(t)) for col, t in entry[0]]
+    return [(col, _parse(t)) for col, t in entry[0]]
+
+
+_TYPE_CACHE: dict[str, SqlType] = {}
+
+
+def _parse(spelling: str) -> SqlType:
+    t = _TYPE_CACHE.get(spelling)
+    if t is None:
+        t = _TYPE_CACHE[spelling] = SqlType.parse(spelling)
+    return t
 
 
 def build_virtual_table(database, session, name: str) -> pa.Table:
+    from sqlvec.catalog.objects import CatalogObjects
+
     key = name.split(".", 1)[1] if name.startswith("pg_catalog.") else name
     columns, fn = TABLES[key]
-    data = fn(database, session)
+    data = fn(CatalogObjects(database, session))
     arrays = []
+    n = max((len(v) for v in data.values()), default=0)
     for col, t in columns:
-        values = data.get(col, [])
-        arrays.append(pa.array(values, SqlType.parse(t).to_arrow()))
-    n = max((len(a) for a in arrays), default=0)
-    arrays = [a if len(a) == n else pa.nulls(n, a.type) for a in arrays]
+        values = data.get(col)
+        arrow = _parse(t).to_arrow()
+        if values is None:
+            arrays.append(pa.nulls(n, arrow))
+        else:
+            arrays.append(pa.array(values, arrow))
     return pa.Table.from_arrays(arrays, names=[c for c, _ in columns])
 
 
-@virtual("pg_namespace", [("oid", "oid"), ("nspname", "name"), ("nspowner", "oid"),
-                          ("nspacl", "text")])
-def _pg_namespace(database, session) -> dict:
-    catalog = session.catalog
-    names = catalog.schema_names()
-    return {"oid": [catalog.schema_oid(n) for n in names], "nspname": names,
-            "nspowner": [10] * len(names), "nspacl": [None] * len(names)}
+# Register the tables (imported for their side effect).
+from sqlvec.catalog import information_schema as _information_schema  # noqa: E402,F401
+from sqlvec.catalog import pg_catalog as _pg_catalog  # noqa: E402,F401

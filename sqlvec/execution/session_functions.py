@@ -132,6 +132,8 @@ def _pg_backend_pid(c, args, e):
 
 
 def session_functions() -> dict:
+    from sqlvec.execution.catalog_functions import catalog_functions
+
     return {
         "::regclass": _to_regclass,
         "nextval": _nextval,
@@ -149,6 +151,7 @@ def session_functions() -> dict:
         "current_setting": _current_setting,
         "set_config": _set_config,
         "pg_backend_pid": _pg_backend_pid,
+        **catalog_functions(),
     }
 
 

@@ -1,0 +1,713 @@
+"""The objects of one database as PostgreSQL's system catalogs number and describe them.
+
+`CatalogObjects(database, session)` is built per statement from the live catalog: namespaces,
+relations (tables, indexes, sequences and the virtual catalog tables themselves), their columns,
+constraints, defaults and types, each with the OID PostgreSQL clients expect to join on. The
+virtual tables (pg_catalog.py, information_schema.py) and the catalog functions
+(`pg_get_indexdef`, `format_type`, `'name'::regclass`, ...) read this one model, so a table
+created through SQL shows up, with the same OIDs, everywhere at once.
+
+OIDs:
+    tables, indexes, sequences, schemas, extensions    allocated by the store (16400 and up)
+    primary-key index / constraint, NOT NULL, defaults  derived from the table OID (`derived_oid`)
+    pg_catalog / information_schema tables              `table_oid(name)` (PostgreSQL's where known)
+    types                                               sqlvec.types (vector is 16385)
+    hnsw access method and vector operator classes      fixed below FIRST_OID (16387..16399)
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+from sqlvec.catalog.catalog import (
+    BOOTSTRAP_SUPERUSER_OID,
+    INFORMATION_SCHEMA_OID,
+    PG_CATALOG_OID,
+    PUBLIC_OID,
+    VECTOR_EXTENSION_VERSION,
+)
+from sqlvec.types import TYPES_BY_NAME, TYPES_BY_OID, VECTOR_OID, SqlType, TypeInfo
+
+PG_TOAST_OID = 99
+HEAP_AM = 2
+BTREE_AM = 403
+HNSW_AM = 16387
+DEFAULT_COLLATION = 100
+C_COLLATION = 950
+PG_DEFAULT_TABLESPACE = 1663
+PG_GLOBAL_TABLESPACE = 1664
+PG_DATABASE_OWNER_OID = 6171
+PLPGSQL_EXTENSION_OID = 13500
+VECTOR_EXTENSION_OID = 16399
+PG_CLASS_OID = 1259
+PG_TYPE_OID = 1247
+PG_PROC_OID = 1255
+PG_NAMESPACE_OID = 2615
+PG_CONSTRAINT_OID = 2606
+PG_EXTENSION_OID = 3079
+PG_DATABASE_OID = 1262
+PG_AM_OID = 2601
+
+# Operator classes: (oid, method oid, name, input type oid, default, family oid).
+VECTOR_OPCLASSES = (
+    (16388, HNSW_AM, "vector_l2_ops", VECTOR_OID, True, 16392),
+    (16389, HNSW_AM, "vector_cosine_ops", VECTOR_OID, False, 16393),
+    (16390, HNSW_AM, "vector_ip_ops", VECTOR_OID, False, 16394),
+    (16391, HNSW_AM, "vector_l1_ops", VECTOR_OID, False, 16395),
+)
+# btree default operator classes of the built-in scalar types (PostgreSQL's OIDs).
+BTREE_OPCLASSES = {
+    "bool": (424, "bool_ops"), "bytea": (428, "bytea_ops"), "char": (429, "char_ops"),
+    "name": (1986, "name_ops"), "int8": (3124, "int8_ops"), "int2": (1979, "int2_ops"),
+    "int4": (1978, "int4_ops"), "text": (3126, "text_ops"), "oid": (1981, "oid_ops"),
+    "float4": (1970, "float4_ops"), "float8": (1971, "float8_ops"),
+    "bpchar": (426, "bpchar_ops"), "varchar": (3126, "text_ops"), "date": (3122, "date_ops"),
+    "time": (1989, "time_ops"), "timestamp": (3128, "timestamp_ops"),
+    "timestamptz": (3127, "timestamptz_ops"), "interval": (1982, "interval_ops"),
+    "numeric": (3125, "numeric_ops"), "uuid": (2968, "uuid_ops"), "jsonb": (4033, "jsonb_ops"),
+    "vector": (16396, "vector_ops"),
+}
+
+
+def derived_oid(table_oid: int, kind: int) -> int:
+    """OIDs of objects sqlvec does not store separately (a table's primary-key index and
+    constraint, NOT NULL constraints, column defaults), stable for the table's life."""
+    return 1_000_000_000 + table_oid * 8192 + kind
+
+
+def database_oid(name: str) -> int:
+    return 5 if name == "postgres" else 100_000 + zlib.crc32(name.encode()) % 1_000_000
+
+
+# Types ---------------------------------------------------------------------------------------------
+
+_IO = {
+    "bool": "bool", "bytea": "bytea", "char": "char", "name": "name", "int8": "int8",
+    "int2": "int2", "int4": "int4", "regproc": "regproc", "text": "text", "oid": "oid",
+    "float4": "float4", "float8": "float8", "unknown": "unknown", "bpchar": "bpchar",
+    "varchar": "varchar", "regclass": "regclass", "regtype": "regtype",
+    "regnamespace": "regnamespace", "regrole": "regrole", "regprocedure": "regprocedure",
+}
+_IO_UNDERSCORE = {"json", "date", "time", "timestamp", "timestamptz", "interval", "numeric",
+                  "uuid", "jsonb", "vector"}
+_STORAGE = {"bytea": "x", "text": "x", "json": "x", "jsonb": "x", "bpchar": "x", "varchar": "x",
+            "numeric": "m", "vector": "e"}
+_ALIGN = {"bool": "c", "char": "c", "name": "c", "uuid": "c", "int2": "s", "int8": "d",
+          "float8": "d", "time": "d", "timestamp": "d", "timestamptz": "d", "interval": "d"}
+_PREFERRED = {"bool", "text", "float8", "oid", "timestamptz", "interval"}
+_TYPMODIN = {"varchar": "varchartypmodin", "bpchar": "bpchartypmodin",
+             "numeric": "numerictypmodin", "timestamp": "timestamptypmodin",
+             "timestamptz": "timestamptztypmodin", "time": "timetypmodin",
+             "interval": "intervaltypmodin", "vector": "vector_typmod_in"}
+_COLLATABLE = {"text", "varchar", "bpchar", "name"}
+
+
+@dataclass(frozen=True)
+class TypeRow:
+    """One pg_type row."""
+
+    info: TypeInfo
+    namespace: int
+    byval: bool
+    align: str
+    storage: str
+    elem: int
+    array: int
+    input: str
+    output: str
+    receive: str
+    send: str
+    modin: str
+    modout: str
+    analyze: str
+    collation: int
+    preferred: bool
+    delim: str = ","
+
+
+def _type_row(info: TypeInfo) -> TypeRow:
+    name = info.typname
+    if name.startswith("_"):
+        elem = TYPES_BY_NAME[name[1:]]
+        base = _type_row(elem)
+        return TypeRow(info, base.namespace, False, "d" if base.align == "d" else "i", "x",
+                       elem.oid, 0, "array_in", "array_out", "array_recv", "array_send",
+                       base.modin, base.modout, "array_typanalyze", base.collation, False)
+    if name in _IO_UNDERSCORE:
+        stem = f"{name}_"
+    else:
+        stem = _IO.get(name, name)
+    io = (f"{stem}in", f"{stem}out", f"{stem}recv", f"{stem}send")
+    modin = _TYPMODIN.get(name, "-")
+    modout = modin.replace("typmod_in", "typmod_out").replace("typmodin", "typmodout")
+    byval = info.typlen in (1, 2, 4, 8) and name not in ("name",)
+    collation = (C_COLLATION if name == "name" else DEFAULT_COLLATION) if name in _COLLATABLE else 0
+    return TypeRow(info, PUBLIC_OID if name == "vector" else PG_CATALOG_OID, byval,
+                   _ALIGN.get(name, "i"), _STORAGE.get(name, "p"), 0, info.array_oid, *io,
+                   modin, modout, "-", collation, name in _PREFERRED)
+
+
+# Pseudo and extra types clients look up by OID; not usable as column types here.
+EXTRA_TYPES: tuple[TypeInfo, ...] = (
+    TypeInfo("int2vector", 22, 1006, -1, "A", "int2vector"),
+    TypeInfo("oidvector", 30, 1013, -1, "A", "oidvector"),
+    TypeInfo("xid", 28, 1011, 4, "U", "xid"),
+    TypeInfo("cid", 29, 1012, 4, "U", "cid"),
+    TypeInfo("tid", 27, 1010, 6, "U", "tid"),
+    TypeInfo("pg_node_tree", 194, 0, -1, "Z", "pg_node_tree"),
+    TypeInfo("aclitem", 1033, 1034, 12, "U", "aclitem"),
+    TypeInfo("inet", 869, 1041, -1, "I", "inet"),
+    TypeInfo("bit", 1560, 1561, -1, "V", "bit"),
+    TypeInfo("varbit", 1562, 1563, -1, "V", "bit varying"),
+    TypeInfo("void", 2278, 0, 4, "P", "void"),
+    TypeInfo("anyelement", 2283, 0, 4, "P", "anyelement"),
+    TypeInfo("anyarray", 2277, 0, -1, "P", "anyarray"),
+    TypeInfo("internal", 2281, 0, 8, "P", "internal"),
+    TypeInfo("trigger", 2279, 0, 4, "P", "trigger"),
+    TypeInfo("cstring", 2275, 1263, -2, "P", "cstring"),
+)
+_PSEUDO = {"record", "void", "anyelement", "anyarray", "internal", "trigger", "cstring"}
+
+
+def type_rows() -> list[TypeRow]:
+    rows = [_type_row(t) for t in TYPES_BY_OID.values() if not t.typname.startswith("_")]
+    rows += [_type_row(t) for t in TYPES_BY_OID.values() if t.typname.startswith("_")]
+    known = {r.info.oid for r in rows}
+    for extra in EXTRA_TYPES:
+        if extra.oid in known:
+            continue
+        row = _type_row(extra)
+        if extra.typname in ("int2vector", "oidvector"):
+            elem = TYPES_BY_NAME["int2" if extra.typname == "int2vector" else "oid"].oid
+            row = TypeRow(extra, PG_CATALOG_OID, False, "i", "p", elem, extra.array_oid,
+                          f"{extra.typname}in", f"{extra.typname}out", f"{extra.typname}recv",
+                          f"{extra.typname}send", "-", "-", "-", 0, False)
+        rows.append(row)
+        if extra.array_oid and extra.array_oid not in known and extra.typname not in _PSEUDO:
+            arr = TypeInfo("_" + extra.typname, extra.array_oid, 0, -1, "A", extra.display + "[]")
+            rows.append(TypeRow(arr, PG_CATALOG_OID, False, "i", "x", extra.oid, 0, "array_in",
+                                "array_out", "array_recv", "array_send", "-", "-",
+                                "array_typanalyze", 0, False))
+    return rows
+
+
+def type_kind(row: TypeRow) -> str:
+    return "p" if row.info.typname in _PSEUDO else "b"
+
+
+def type_name_of(oid: int) -> TypeInfo | None:
+    info = TYPES_BY_OID.get(oid)
+    if info is not None:
+        return info
+    for extra in EXTRA_TYPES:
+        if extra.oid == oid:
+            return extra
+    return None
+
+
+def format_type(oid: int | None, typmod: int | None) -> str | None:
+    """PostgreSQL's format_type(oid, typmod)."""
+    if oid is None:
+        return None
+    info = type_name_of(oid)
+    if info is None:
+        return "???"
+    mod = -1 if typmod is None else typmod
+    if info.typname in TYPES_BY_NAME:
+        if info.typname.startswith("_"):
+            return format_type(TYPES_BY_NAME[info.typname[1:]].oid, mod) + "[]"
+        try:
+            text = SqlType(info.typname, mod).format()
+        except Exception:  # a typmod that does not fit the type
+            text = info.display
+        if info.typname == "bpchar" and mod < 0:
+            return "bpchar" if typmod is None else "character"
+        return text
+    return info.display
+
+
+# Functions (pg_proc) -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProcRow:
+    oid: int
+    name: str
+    namespace: int
+    rettype: int
+    argtypes: tuple[int, ...]
+    kind: str = "f"  # f | a (aggregate) | w (window)
+    retset: bool = False
+    language: int = 12  # internal
+    strict: bool = True
+    volatile: str = "i"
+
+
+_VECTOR_FUNCTIONS = (
+    ("l2_distance", "float8", ("vector", "vector")),
+    ("cosine_distance", "float8", ("vector", "vector")),
+    ("inner_product", "float8", ("vector", "vector")),
+    ("l1_distance", "float8", ("vector", "vector")),
+    ("vector_dims", "int4", ("vector",)),
+    ("vector_norm", "float8", ("vector",)),
+    ("l2_normalize", "vector", ("vector",)),
+    ("subvector", "vector", ("vector", "int4", "int4")),
+    ("vector_l2_squared_distance", "float8", ("vector", "vector")),
+    ("vector_negative_inner_product", "float8", ("vector", "vector")),
+    ("vector_in", "vector", ("cstring", "oid", "int4")),
+    ("vector_out", "cstring", ("vector",)),
+    ("vector_recv", "vector", ("internal", "oid", "int4")),
+    ("vector_send", "bytea", ("vector",)),
+    ("vector_typmod_in", "int4", ("_cstring",)),
+    ("avg", "vector", ("vector",)),
+    ("sum", "vector", ("vector",)),
+)
+_BUILTIN_FUNCTIONS = (
+    ("version", "text", ()), ("now", "timestamptz", ()), ("current_database", "name", ()),
+    ("current_schema", "name", ()), ("current_schemas", "_name", ("bool",)),
+    ("current_setting", "text", ("text",)), ("set_config", "text", ("text", "text", "bool")),
+    ("pg_backend_pid", "int4", ()), ("pg_table_is_visible", "bool", ("oid",)),
+    ("pg_type_is_visible", "bool", ("oid",)), ("format_type", "text", ("oid", "int4")),
+    ("pg_get_indexdef", "text", ("oid",)), ("pg_get_constraintdef", "text", ("oid",)),
+    ("pg_get_expr", "text", ("pg_node_tree", "oid")), ("pg_get_userbyid", "name", ("oid",)),
+    ("obj_description", "text", ("oid", "name")), ("col_description", "text", ("oid", "int4")),
+    ("has_table_privilege", "bool", ("text", "text")),
+    ("has_schema_privilege", "bool", ("text", "text")),
+    ("pg_relation_size", "int8", ("regclass",)), ("pg_total_relation_size", "int8", ("regclass",)),
+    ("pg_size_pretty", "text", ("int8",)), ("quote_ident", "text", ("text",)),
+    ("array_to_string", "text", ("anyarray", "text")), ("unnest", "anyelement", ("anyarray",)),
+    ("generate_series", "int4", ("int4", "int4")), ("lower", "text", ("text",)),
+    ("upper", "text", ("text",)), ("length", "int4", ("text",)), ("count", "int8", ()),
+    ("array_in", "anyarray", ("cstring", "oid", "int4")),
+    ("array_out", "cstring", ("anyarray",)),
+    ("array_recv", "anyarray", ("internal", "oid", "int4")),
+    ("array_send", "bytea", ("anyarray",)),
+)
+
+
+def proc_rows() -> list[ProcRow]:
+    rows: list[ProcRow] = []
+    seen: set[str] = set()
+    oid = 14000
+
+    def type_oid(name: str) -> int:
+        info = TYPES_BY_NAME.get(name)
+        if info is not None:
+            return info.oid
+        for extra in EXTRA_TYPES:
+            if extra.typname == name.lstrip("_"):
+                return extra.array_oid if name.startswith("_") else extra.oid
+        return 0
+
+    for name, ret, args in _BUILTIN_FUNCTIONS:
+        oid += 1
+        kind = "a" if name == "count" else "f"
+        rows.append(ProcRow(oid, name, PG_CATALOG_OID, type_oid(ret),
+                            tuple(type_oid(a) for a in args), kind=kind,
+                            retset=name in ("unnest", "generate_series")))
+        seen.add(name)
+    for row in type_rows():
+        for fn, ret, args in ((row.input, row.info.typname, ("cstring",)),
+                              (row.output, "cstring", (row.info.typname,)),
+                              (row.receive, row.info.typname, ("internal",)),
+                              (row.send, "bytea", (row.info.typname,))):
+            if fn in seen or fn == "-" or row.info.typname == "vector":
+                continue
+            seen.add(fn)
+            oid += 1
+            rows.append(ProcRow(oid, fn, PG_CATALOG_OID, type_oid(ret),
+                                tuple(type_oid(a) for a in args)))
+    oid = 15000
+    for name, ret, args in _VECTOR_FUNCTIONS:
+        oid += 1
+        rows.append(ProcRow(oid, name, PUBLIC_OID, type_oid(ret),
+                            tuple(type_oid(a) for a in args), language=13,
+                            kind="a" if name in ("avg", "sum") else "f"))
+    return rows
+
+
+# Relations -----------------------------------------------------------------------------------------
+
+@dataclass
+class Column:
+    name: str
+    type: SqlType
+    attnum: int
+    not_null: bool = False
+    default: str | None = None
+    identity: str | None = None
+
+
+@dataclass
+class Index:
+    oid: int
+    name: str
+    table_oid: int
+    method: str  # btree | hnsw
+    attnums: list[int]
+    opclasses: list[int]
+    options: dict
+    primary: bool = False
+    unique: bool = False
+    opclass_names: list[str | None] = field(default_factory=list)
+
+
+@dataclass
+class Relation:
+    oid: int
+    name: str
+    namespace: int
+    schema: str
+    kind: str  # r | i | S | v
+    columns: list[Column] = field(default_factory=list)
+    am: int = 0
+    tuples: float = -1.0
+    indexes: list[Index] = field(default_factory=list)  # of a table
+    index: Index | None = None  # of an index
+    table_id: int | None = None
+    sequence: dict | None = None
+    primary_key: tuple[str, ...] = ()
+
+    @property
+    def qualified(self) -> str:
+        return self.name if self.schema in ("pg_catalog", "public") else f"{self.schema}.{self.name}"
+
+
+@dataclass
+class Constraint:
+    oid: int
+    name: str
+    namespace: int
+    type: str  # p | n
+    relation: int
+    index: int
+    keys: list[int]
+
+
+@dataclass
+class Default:
+    oid: int
+    relation: int
+    attnum: int
+    text: str
+
+
+class CatalogObjects:
+    """A consistent model of the database's catalog objects for one statement."""
+
+    def __init__(self, database, session) -> None:
+        from sqlvec.catalog.virtual import TABLES, table_oid
+
+        self.database = database
+        self.session = session
+        catalog = session.catalog
+        state = catalog.state
+        self.state = state
+        self.namespaces: list[tuple[int, str, int]] = [
+            (PG_CATALOG_OID, "pg_catalog", BOOTSTRAP_SUPERUSER_OID),
+            (PG_TOAST_OID, "pg_toast", BOOTSTRAP_SUPERUSER_OID),
+            (INFORMATION_SCHEMA_OID, "information_schema", BOOTSTRAP_SUPERUSER_OID),
+        ]
+        for name, entry in state.get("schemas", {}).items():
+            owner = PG_DATABASE_OWNER_OID if name == "public" and entry.get("oid") == PUBLIC_OID \
+                else self.role_oid(entry.get("owner") or "postgres")
+            self.namespaces.append((int(entry["oid"]), name, owner))
+        self.nsp_by_name = {name: oid for oid, name, _ in self.namespaces}
+        self.nsp_by_oid = {oid: name for oid, name, _ in self.namespaces}
+        self.relations: list[Relation] = []
+        self.constraints: list[Constraint] = []
+        self.defaults: list[Default] = []
+        store = catalog.store
+        for table in list(store.tables.values()):
+            self._add_table(table)
+        for key, seq in state.get("sequences", {}).items():
+            schema, _, name = key.partition(".")
+            self.relations.append(Relation(
+                int(seq["oid"]), name, self.nsp_by_name.get(schema, PUBLIC_OID), schema, "S",
+                columns=[Column("last_value", SqlType("int8"), 1, True),
+                         Column("log_cnt", SqlType("int8"), 2, True),
+                         Column("is_called", SqlType("bool"), 3, True)],
+                sequence=seq))
+        for key, (columns, _fn) in TABLES.items():
+            schema, _, name = key.rpartition(".")
+            schema = schema or "pg_catalog"
+            self.relations.append(Relation(
+                table_oid(key), name, self.nsp_by_name[schema], schema,
+                "v" if schema == "information_schema" or name.startswith("pg_stat")
+                or name in _CATALOG_VIEWS else "r",
+                columns=[Column(c, SqlType.parse(t), i + 1) for i, (c, t) in enumerate(columns)],
+                am=HEAP_AM if schema == "pg_catalog" and name not in _CATALOG_VIEWS else 0))
+        self.by_oid = {r.oid: r for r in self.relations}
+
+    # Building ------------------------------------------------------------------------------------
+
+    def _add_table(self, table) -> None:
+        d = table.def_
+        nsp = self.nsp_by_name.get(d.schema, PUBLIC_OID)
+        try:
+            tuples = float(table.snapshot().row_count)
+        except Exception:  # a table being dropped under us
+            tuples = 0.0
+        columns = [Column(c.name, c.type, c.attnum, c.not_null, c.default, c.identity)
+                   for c in d.columns]
+        rel = Relation(d.oid, d.name, nsp, d.schema, "r", columns, HEAP_AM, tuples,
+                       table_id=d.id, primary_key=tuple(d.primary_key))
+        by_name = {c.name: c for c in columns}
+        if d.primary_key:
+            ix = Index(derived_oid(d.oid, 1), f"{d.name}_pkey", d.oid, "btree",
+                       [by_name[k].attnum for k in d.primary_key],
+                       [BTREE_OPCLASSES.get(by_name[k].type.name, (0, ""))[0]
+                        for k in d.primary_key], {}, primary=True, unique=True,
+                       opclass_names=[None] * len(d.primary_key))
+            rel.indexes.append(ix)
+            self.constraints.append(Constraint(derived_oid(d.oid, 2), ix.name, nsp, "p", d.oid,
+                                               ix.oid, ix.attnums))
+        for ixdef in d.indexes:
+            attnums = [by_name[c].attnum for c in ixdef.columns if c in by_name]
+            if ixdef.method == "hnsw":
+                name = ixdef.opclass or "vector_l2_ops"
+                match = [o for o in VECTOR_OPCLASSES if o[2] == name]
+                opclasses = [match[0][0] if match else 0]
+                names = [None if match and match[0][4] else name]
+            else:
+                opclasses = [BTREE_OPCLASSES.get(by_name[c].type.name, (0, ""))[0]
+                             for c in ixdef.columns if c in by_name]
+                names = [None] * len(opclasses)
+            rel.indexes.append(Index(ixdef.oid, ixdef.name, d.oid, ixdef.method, attnums,
+                                     opclasses, dict(ixdef.options), opclass_names=names))
+        for c in columns:
+            if c.not_null:
+                self.constraints.append(Constraint(derived_oid(d.oid, 2048 + c.attnum),
+                                                   f"{d.name}_{c.name}_not_null", nsp, "n",
+                                                   d.oid, 0, [c.attnum]))
+            if c.default is not None:
+                self.defaults.append(Default(derived_oid(d.oid, 4096 + c.attnum), d.oid,
+                                             c.attnum, display_default(c.default, c.type)))
+        self.relations.append(rel)
+        for ix in rel.indexes:
+            cols = [next(c for c in columns if c.attnum == a) for a in ix.attnums]
+            self.relations.append(Relation(
+                ix.oid, ix.name, nsp, d.schema, "i",
+                [Column(c.name, c.type, i + 1) for i, c in enumerate(cols)],
+                HNSW_AM if ix.method == "hnsw" else BTREE_AM, tuples, index=ix))
+
+    # Lookups -------------------------------------------------------------------------------------
+
+    def role_oid(self, name: str) -> int:
+        role = self.state.get("roles", {}).get(name)
+        return int(role["oid"]) if role else BOOTSTRAP_SUPERUSER_OID
+
+    def role_name(self, oid: int) -> str | None:
+        if oid == PG_DATABASE_OWNER_OID:
+            return "pg_database_owner"
+        for name, role in self.state.get("roles", {}).items():
+            if int(role["oid"]) == oid:
+                return name
+        return None
+
+    def relation(self, oid: int | None) -> Relation | None:
+        return None if oid is None else self.by_oid.get(int(oid))
+
+    def table_of(self, rel: Relation) -> Relation | None:
+        if rel.index is None:
+            return None
+        return self.by_oid.get(rel.index.table_oid)
+
+    def find_relation(self, name: str, search_path: list[str]) -> Relation | None:
+        """`[schema.]name` as PostgreSQL resolves it (pg_catalog first when unqualified)."""
+        schema, name = split_qualified(name)
+        schemas = [schema] if schema else ["pg_catalog"] + [s for s in search_path
+                                                             if s != "pg_catalog"]
+        for s in schemas:
+            for rel in self.relations:
+                if rel.name == name and rel.schema == s:
+                    return rel
+        return None
+
+    def visible(self, rel: Relation, search_path: list[str]) -> bool:
+        """pg_table_is_visible: the first relation of that name along the path is this one."""
+        found = self.find_relation(rel.name, search_path)
+        return found is not None and found.oid == rel.oid
+
+    def constraint(self, oid: int | None) -> Constraint | None:
+        if oid is None:
+            return None
+        for con in self.constraints:
+            if con.oid == oid:
+                return con
+        return None
+
+    def index_definition(self, oid: int, column: int = 0) -> str | None:
+        """pg_get_indexdef(oid, column): the CREATE INDEX statement, or one column of it."""
+        rel = self.relation(oid)
+        if rel is None or rel.index is None:
+            return None
+        ix = rel.index
+        table = self.by_oid[ix.table_oid]
+        names = {c.attnum: c.name for c in table.columns}
+        parts = []
+        for attnum, opclass in zip(ix.attnums, ix.opclass_names or [None] * len(ix.attnums)):
+            part = quote_ident(names.get(attnum, "?"))
+            if opclass:
+                part += f" {opclass}"
+            parts.append(part)
+        if column:
+            if not 1 <= column <= len(ix.attnums):
+                return ""
+            return quote_ident(names.get(ix.attnums[column - 1], "?"))
+        text = (f"CREATE {'UNIQUE ' if ix.unique else ''}INDEX {quote_ident(rel.name)} ON "
+                f"{quote_ident(table.schema)}.{quote_ident(table.name)} USING {ix.method} "
+                f"({', '.join(parts)})")
+        if ix.options:
+            text += " WITH (" + ", ".join(f"{k}='{v}'" for k, v in ix.options.items()) + ")"
+        return text
+
+    def constraint_definition(self, oid: int) -> str | None:
+        con = self.constraint(oid)
+        if con is None:
+            return None
+        table = self.by_oid.get(con.relation)
+        names = {c.attnum: c.name for c in table.columns} if table else {}
+        cols = ", ".join(quote_ident(names.get(k, "?")) for k in con.keys)
+        if con.type == "p":
+            return f"PRIMARY KEY ({cols})"
+        return f"NOT NULL {cols}"
+
+    def extensions(self) -> list[tuple[int, str, str, int]]:
+        """(oid, name, version, namespace oid) of the installed extensions."""
+        out = [(PLPGSQL_EXTENSION_OID, "plpgsql", "1.0", PG_CATALOG_OID)]
+        entry = self.state.get("extensions", {}).get("vector")
+        out.append((int(entry["oid"]) if entry else VECTOR_EXTENSION_OID, "vector",
+                    entry["version"] if entry else VECTOR_EXTENSION_VERSION,
+                    self.nsp_by_name.get((entry or {}).get("schema", "public"), PUBLIC_OID)))
+        return out
+
+    def comment(self, classoid: int, objoid: int, subid: int = 0) -> str | None:
+        return self.state.get("comments", {}).get(f"{classoid}:{objoid}:{subid}")
+
+
+_CATALOG_VIEWS = {"pg_roles", "pg_user", "pg_settings", "pg_tables", "pg_views", "pg_matviews",
+                  "pg_indexes", "pg_sequences", "sqlvec_indexes"}
+
+_KEYWORDS_RESERVED = {
+    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "both", "case",
+    "cast", "check", "collate", "column", "constraint", "create", "current_catalog",
+    "current_date", "current_role", "current_time", "current_timestamp", "current_user",
+    "default", "deferrable", "desc", "distinct", "do", "else", "end", "except", "false", "fetch",
+    "for", "foreign", "from", "grant", "group", "having", "in", "initially", "intersect", "into",
+    "lateral", "leading", "limit", "localtime", "localtimestamp", "not", "null", "offset", "on",
+    "only", "or", "order", "placing", "primary", "references", "returning", "select",
+    "session_user", "some", "symmetric", "table", "then", "to", "trailing", "true", "union",
+    "unique", "user", "using", "variadic", "when", "where", "window", "with",
+}
+_KEYWORDS_COLNAME = {
+    "between", "bigint", "bit", "boolean", "char", "character", "coalesce", "dec", "decimal",
+    "exists", "extract", "float", "greatest", "grouping", "inout", "int", "integer", "interval",
+    "least", "national", "nchar", "none", "nullif", "numeric", "out", "overlay", "position",
+    "precision", "real", "row", "setof", "smallint", "substring", "time", "timestamp", "treat",
+    "trim", "values", "varchar", "xmlattributes", "xmlconcat", "xmlelement", "xmlexists",
+    "xmlforest", "xmlparse", "xmlpi", "xmlroot", "xmlserialize",
+}
+_KEYWORDS_TYPEFUNC = {
+    "authorization", "binary", "collation", "concurrently", "cross", "current_schema", "freeze",
+    "full", "ilike", "inner", "is", "isnull", "join", "left", "like", "natural", "notnull",
+    "outer", "overlaps", "right", "similar", "tablesample", "verbose",
+}
+_KEYWORDS_UNRESERVED = {
+    "abort", "absolute", "access", "action", "add", "admin", "after", "aggregate", "also",
+    "alter", "always", "assertion", "assignment", "at", "attach", "attribute", "backward",
+    "before", "begin", "by", "cache", "call", "called", "cascade", "cascaded", "catalog", "chain",
+    "characteristics", "checkpoint", "class", "close", "cluster", "columns", "comment",
+    "comments", "commit", "committed", "configuration", "conflict", "connection", "constraints",
+    "content", "continue", "conversion", "copy", "cost", "csv", "cube", "current", "cursor",
+    "cycle", "data", "database", "day", "deallocate", "declare", "defaults", "deferred",
+    "definer", "delete", "delimiter", "delimiters", "depends", "detach", "dictionary", "disable",
+    "discard", "document", "domain", "double", "drop", "each", "enable", "encoding", "encrypted",
+    "enum", "escape", "event", "exclude", "excluding", "exclusive", "execute", "explain",
+    "expression", "extension", "external", "family", "filter", "first", "following", "force",
+    "forward", "function", "functions", "generated", "global", "granted", "groups", "handler",
+    "header", "hold", "hour", "identity", "if", "immediate", "immutable", "implicit", "import",
+    "include", "including", "increment", "index", "indexes", "inherit", "inherits", "inline",
+    "input", "insensitive", "insert", "instead", "invoker", "isolation", "key", "label",
+    "language", "large", "last", "leakproof", "level", "listen", "load", "local", "location",
+    "lock", "locked", "logged", "mapping", "match", "materialized", "maxvalue", "method",
+    "minute", "minvalue", "mode", "month", "move", "name", "names", "new", "next", "no",
+    "nothing", "notify", "nowait", "nulls", "object", "of", "off", "oids", "old", "operator",
+    "option", "options", "ordinality", "others", "over", "overriding", "owned", "owner",
+    "parallel", "parser", "partial", "partition", "passing", "password", "plans", "policy",
+    "preceding", "prepare", "prepared", "preserve", "prior", "privileges", "procedural",
+    "procedure", "procedures", "program", "publication", "quote", "range", "read", "reassign",
+    "recheck", "recursive", "ref", "referencing", "refresh", "reindex", "relative", "release",
+    "rename", "repeatable", "replace", "replica", "reset", "restart", "restrict", "return",
+    "returns", "revoke", "role", "rollback", "rollup", "routine", "routines", "rows", "rule",
+    "savepoint", "schema", "schemas", "scroll", "search", "second", "security", "sequence",
+    "sequences", "serializable", "server", "session", "set", "sets", "share", "show", "simple",
+    "skip", "snapshot", "sql", "stable", "standalone", "start", "statement", "statistics",
+    "stdin", "stdout", "storage", "stored", "strict", "strip", "subscription", "support",
+    "sysid", "system", "tables", "tablespace", "temp", "template", "temporary", "text", "ties",
+    "transaction", "transform", "trigger", "truncate", "trusted", "type", "types", "unbounded",
+    "uncommitted", "unencrypted", "unknown", "unlisten", "unlogged", "until", "update", "vacuum",
+    "valid", "validate", "validator", "value", "varying", "version", "view", "views",
+    "volatile", "whitespace", "within", "without", "work", "wrapper", "write", "xml", "year",
+    "yes", "zone",
+}
+
+
+def keywords() -> list[tuple[str, str, str]]:
+    """pg_get_keywords(): (word, catcode, catdesc)."""
+    cats = (("U", "unreserved", _KEYWORDS_UNRESERVED), ("C", "unreserved (cannot be function or "
+            "type name)", _KEYWORDS_COLNAME), ("T", "reserved (can be function or type name)",
+            _KEYWORDS_TYPEFUNC), ("R", "reserved", _KEYWORDS_RESERVED))
+    out = [(w, code, desc) for code, desc, words in cats for w in words]
+    return sorted(out)
+
+
+def display_default(text: str, t: SqlType) -> str:
+    """A column default as pg_get_expr prints it: `now()`, `'x'::text`, `42`."""
+    stripped = text.strip()
+    if stripped.upper() in ("CURRENT_TIMESTAMP", "CURRENT_TIMESTAMP()", "NOW()"):
+        return "now()"
+    if len(stripped) >= 2 and stripped[0] == stripped[-1] == "'" and "'" not in \
+            stripped[1:-1].replace("''", ""):
+        name = t.info.display if t.name not in ("varchar", "bpchar") else t.info.display
+        return f"{stripped}::{name}"
+    return stripped
+
+
+def quote_ident(name: str) -> str:
+    """PostgreSQL's quote_ident: quote unless a lower-case identifier that is not reserved."""
+    simple = bool(name) and (name[0].isalpha() and name[0].islower() or name[0] == "_") and all(
+        ch.islower() or ch.isdigit() or ch == "_" for ch in name if ch.isascii()) and \
+        name.isascii()
+    if simple and name not in _KEYWORDS_RESERVED and name not in _KEYWORDS_COLNAME and \
+            name not in _KEYWORDS_TYPEFUNC:
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def split_qualified(name: str) -> tuple[str | None, str]:
+    """`schema.name` / `"Schema"."Name"` / `name` into (schema or None, name)."""
+    parts, current, quoted, i = [], [], False, 0
+    text = name.strip()
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == '"' and i + 1 < len(text) and text[i + 1] == '"':
+                current.append('"')
+                i += 1
+            elif ch == '"':
+                quoted = False
+            else:
+                current.append(ch)
+        elif ch == '"':
+            quoted = True
+        elif ch == ".":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch.lower())
+        i += 1
+    parts.append("".join(current))
+    if len(parts) >= 2:
+        return parts[-2], parts[-1]
+    return None, parts[0]

@@ -1,0 +1,597 @@
+"""The pg_catalog tables, as PostgreSQL 16 shapes them (columns clients read, in catalog order).
+
+Rows come from `CatalogObjects` (objects.py). Tables a client only needs to exist are declared
+with `empty(...)`: correctly shaped, no rows.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from sqlvec.catalog import objects as O
+from sqlvec.catalog.catalog import BOOTSTRAP_SUPERUSER_OID, PG_CATALOG_OID
+from sqlvec.catalog.settings import DEFAULT_SETTINGS, SETTING_INFO
+from sqlvec.catalog.virtual import empty, virtual
+from sqlvec.types import TYPES_BY_NAME
+
+
+def _cols(spec: str) -> list[tuple[str, str]]:
+    """`"oid oid, relname name, ..."` into [(name, type)]."""
+    out = []
+    for item in spec.split(","):
+        name, _, t = item.strip().partition(" ")
+        out.append((name, t.strip()))
+    return out
+
+
+def _rows(columns: list[str], rows: list[tuple]) -> dict:
+    return {c: [r[i] for r in rows] for i, c in enumerate(columns)}
+
+
+# Namespaces, classes, attributes ------------------------------------------------------------------
+
+@virtual("pg_namespace", _cols("oid oid, nspname name, nspowner oid, nspacl _text"))
+def _pg_namespace(o) -> dict:
+    rows = []
+    for oid, name, owner in o.namespaces:
+        acl = None
+        if name == "public":
+            acl = ["pg_database_owner=UC/pg_database_owner", "=U/pg_database_owner"]
+        rows.append((oid, name, owner, acl))
+    return _rows(["oid", "nspname", "nspowner", "nspacl"], rows)
+
+
+PG_CLASS = _cols(
+    "oid oid, relname name, relnamespace oid, reltype oid, reloftype oid, relowner oid, "
+    "relam oid, relfilenode oid, reltablespace oid, relpages int4, reltuples float4, "
+    "relallvisible int4, reltoastrelid oid, relhasindex bool, relisshared bool, "
+    "relpersistence char, relkind char, relnatts int2, relchecks int2, relhasrules bool, "
+    "relhastriggers bool, relhassubclass bool, relrowsecurity bool, relforcerowsecurity bool, "
+    "relispopulated bool, relreplident char, relispartition bool, relrewrite oid, "
+    "relfrozenxid int8, relminmxid int8, relacl _text, reloptions _text, relpartbound text")
+
+
+@virtual("pg_class", PG_CLASS)
+def _pg_class(o) -> dict:
+    out: dict[str, list] = {c: [] for c, _ in PG_CLASS}
+    for rel in o.relations:
+        options = None
+        if rel.index is not None and rel.index.options:
+            options = [f"{k}={v}" for k, v in rel.index.options.items()]
+        values = {
+            "oid": rel.oid, "relname": rel.name, "relnamespace": rel.namespace, "reltype": 0,
+            "reloftype": 0, "relowner": BOOTSTRAP_SUPERUSER_OID, "relam": rel.am,
+            "relfilenode": rel.oid if rel.kind in "riS" else 0, "reltablespace": 0,
+            "relpages": 1 if rel.kind in "ri" and rel.tuples > 0 else 0,
+            "reltuples": rel.tuples, "relallvisible": 0, "reltoastrelid": 0,
+            "relhasindex": bool(rel.indexes), "relisshared": False, "relpersistence": "p",
+            "relkind": rel.kind, "relnatts": len(rel.columns) if rel.kind != "i" else
+            len(rel.columns), "relchecks": 0, "relhasrules": False, "relhastriggers": False,
+            "relhassubclass": False, "relrowsecurity": False, "relforcerowsecurity": False,
+            "relispopulated": True, "relreplident": "d" if rel.kind == "r" else "n",
+            "relispartition": False, "relrewrite": 0, "relfrozenxid": 0, "relminmxid": 0,
+            "relacl": None, "reloptions": options, "relpartbound": None,
+        }
+        for c, _ in PG_CLASS:
+            out[c].append(values[c])
+    return out
+
+
+PG_ATTRIBUTE = _cols(
+    "attrelid oid, attname name, atttypid oid, attlen int2, attnum int2, attcacheoff int4, "
+    "atttypmod int4, attndims int2, attbyval bool, attalign char, attstorage char, "
+    "attcompression char, attnotnull bool, atthasdef bool, atthasmissing bool, "
+    "attidentity char, attgenerated char, attisdropped bool, attislocal bool, attinhcount int2, "
+    "attstattarget int2, attcollation oid, attacl _text, attoptions _text, "
+    "attfdwoptions _text, attmissingval _text")
+
+
+@lru_cache(maxsize=1)
+def _type_rows_by_oid() -> dict:
+    return {r.info.oid: r for r in O.type_rows()}
+
+
+@virtual("pg_attribute", PG_ATTRIBUTE)
+def _pg_attribute(o) -> dict:
+    types = _type_rows_by_oid()
+    defaults = {(d.relation, d.attnum) for d in o.defaults}
+    rows = []
+    for rel in o.relations:
+        for col in rel.columns:
+            t = types[col.type.oid]
+            identity = {"always": "a", "by default": "d"}.get(col.identity or "", "")
+            rows.append((rel.oid, col.name, col.type.oid, t.info.typlen, col.attnum, -1,
+                         col.type.typmod, 1 if col.type.is_array else 0, t.byval, t.align,
+                         t.storage, "", col.not_null, (rel.oid, col.attnum) in defaults, False,
+                         identity, "", False, True, 0, -1, t.collation, None, None, None, None))
+    return _rows([c for c, _ in PG_ATTRIBUTE], rows)
+
+
+@virtual("pg_attrdef", _cols("oid oid, adrelid oid, adnum int2, adbin text"))
+def _pg_attrdef(o) -> dict:
+    return _rows(["oid", "adrelid", "adnum", "adbin"],
+                 [(d.oid, d.relation, d.attnum, d.text) for d in o.defaults])
+
+
+PG_INDEX = _cols(
+    "indexrelid oid, indrelid oid, indnatts int2, indnkeyatts int2, indisunique bool, "
+    "indnullsnotdistinct bool, indisprimary bool, indisexclusion bool, indimmediate bool, "
+    "indisclustered bool, indisvalid bool, indcheckxmin bool, indisready bool, indislive bool, "
+    "indisreplident bool, indkey int2vector, indcollation oidvector, indclass oidvector, "
+    "indoption int2vector, "
+    "indexprs text, indpred text")
+
+
+@virtual("pg_index", PG_INDEX)
+def _pg_index(o) -> dict:
+    rows = []
+    for rel in o.relations:
+        for ix in rel.indexes:
+            n = len(ix.attnums)
+            table_cols = {c.attnum: c for c in rel.columns}
+            collations = [O.DEFAULT_COLLATION if table_cols[a].type.name in
+                          ("text", "varchar", "bpchar") else 0 for a in ix.attnums]
+            rows.append((ix.oid, rel.oid, n, n, ix.unique, False, ix.primary, False, True,
+                         False, True, False, True, True, False, list(ix.attnums), collations,
+                         list(ix.opclasses), [0] * n, None, None))
+    return _rows([c for c, _ in PG_INDEX], rows)
+
+
+PG_CONSTRAINT = _cols(
+    "oid oid, conname name, connamespace oid, contype char, condeferrable bool, "
+    "condeferred bool, convalidated bool, conrelid oid, contypid oid, conindid oid, "
+    "conparentid oid, confrelid oid, confupdtype char, confdeltype char, confmatchtype char, "
+    "conislocal bool, coninhcount int2, connoinherit bool, conkey _int2, confkey _int2, "
+    "conpfeqop _oid, conppeqop _oid, conffeqop _oid, confdelsetcols _int2, conexclop _oid, "
+    "conbin text")
+
+
+@virtual("pg_constraint", PG_CONSTRAINT)
+def _pg_constraint(o) -> dict:
+    rows = [(c.oid, c.name, c.namespace, c.type, False, False, True, c.relation, 0, c.index, 0,
+             0, " ", " ", " ", True, 0, c.type == "n", list(c.keys), None, None, None, None,
+             None, None, None) for c in o.constraints]
+    return _rows([c for c, _ in PG_CONSTRAINT], rows)
+
+
+# Types, functions, operators classes --------------------------------------------------------------
+
+PG_TYPE = _cols(
+    "oid oid, typname name, typnamespace oid, typowner oid, typlen int2, typbyval bool, "
+    "typtype char, typcategory char, typispreferred bool, typisdefined bool, typdelim char, "
+    "typrelid oid, typsubscript regproc, typelem oid, typarray oid, typinput regproc, "
+    "typoutput regproc, typreceive regproc, typsend regproc, typmodin regproc, "
+    "typmodout regproc, typanalyze regproc, typalign char, typstorage char, typnotnull bool, "
+    "typbasetype oid, typtypmod int4, typndims int4, typcollation oid, typdefaultbin text, "
+    "typdefault text, typacl _text")
+
+
+@lru_cache(maxsize=1)
+def proc_oids() -> dict[str, int]:
+    """Function name → pg_proc OID (the first of that name)."""
+    out: dict[str, int] = {}
+    for p in O.proc_rows():
+        out.setdefault(p.name, p.oid)
+    return out
+
+
+@virtual("pg_type", PG_TYPE)
+def _pg_type(o) -> dict:
+    procs = proc_oids()
+
+    def proc(name: str) -> int:
+        return 0 if name == "-" else procs.get(name, 0)
+
+    rows = []
+    for t in O.type_rows():
+        i = t.info
+        rows.append((i.oid, i.typname, t.namespace, BOOTSTRAP_SUPERUSER_OID, i.typlen, t.byval,
+                     O.type_kind(t), i.category, t.preferred, True, t.delim, 0,
+                     procs.get("array_subscript_handler", 0) if t.elem else 0, t.elem, t.array,
+                     proc(t.input), proc(t.output), proc(t.receive), proc(t.send),
+                     proc(t.modin), proc(t.modout), proc(t.analyze), t.align, t.storage, False,
+                     0, -1, 0, t.collation, None, None, None))
+    return _rows([c for c, _ in PG_TYPE], rows)
+
+
+PG_PROC = _cols(
+    "oid oid, proname name, pronamespace oid, proowner oid, prolang oid, procost float4, "
+    "prorows float4, provariadic oid, prosupport regproc, prokind char, prosecdef bool, "
+    "proleakproof bool, proisstrict bool, proretset bool, provolatile char, proparallel char, "
+    "pronargs int2, pronargdefaults int2, prorettype oid, proargtypes oidvector, "
+    "proallargtypes _oid, proargmodes _char, proargnames _text, proargdefaults text, "
+    "protrftypes _oid, prosrc text, probin text, prosqlbody text, proconfig _text, "
+    "proacl _text")
+
+
+@virtual("pg_proc", PG_PROC)
+def _pg_proc(o) -> dict:
+    rows = [(p.oid, p.name, p.namespace, BOOTSTRAP_SUPERUSER_OID, p.language, 1.0,
+             1000.0 if p.retset else 0.0, 0, 0, p.kind, False, False, p.strict, p.retset,
+             p.volatile, "s", len(p.argtypes), 0, p.rettype, list(p.argtypes), None, None, None,
+             None, None, p.name, None if p.language == 12 else "$libdir/vector", None, None, None)
+            for p in O.proc_rows()]
+    return _rows([c for c, _ in PG_PROC], rows)
+
+
+@virtual("pg_am", _cols("oid oid, amname name, amhandler regproc, amtype char"))
+def _pg_am(o) -> dict:
+    return _rows(["oid", "amname", "amhandler", "amtype"],
+                 [(O.HEAP_AM, "heap", 0, "t"), (O.BTREE_AM, "btree", 0, "i"),
+                  (405, "hash", 0, "i"), (O.HNSW_AM, "hnsw", 0, "i")])
+
+
+@virtual("pg_opclass", _cols("oid oid, opcmethod oid, opcname name, opcnamespace oid, "
+                             "opcowner oid, opcfamily oid, opcintype oid, opcdefault bool, "
+                             "opckeytype oid"))
+def _pg_opclass(o) -> dict:
+    rows = []
+    seen = set()
+    for typname, (oid, name) in O.BTREE_OPCLASSES.items():
+        if oid in seen or typname not in TYPES_BY_NAME:
+            continue
+        seen.add(oid)
+        ns = o.nsp_by_name.get("public", PG_CATALOG_OID) if typname == "vector" else \
+            PG_CATALOG_OID
+        rows.append((oid, O.BTREE_AM, name, ns, BOOTSTRAP_SUPERUSER_OID, oid + 100000,
+                     TYPES_BY_NAME[typname].oid, True, 0))
+    for oid, am, name, intype, default, family in O.VECTOR_OPCLASSES:
+        rows.append((oid, am, name, o.nsp_by_name.get("public", PG_CATALOG_OID),
+                     BOOTSTRAP_SUPERUSER_OID, family, intype, default, 0))
+    return _rows(["oid", "opcmethod", "opcname", "opcnamespace", "opcowner", "opcfamily",
+                  "opcintype", "opcdefault", "opckeytype"], rows)
+
+
+@virtual("pg_opfamily", _cols("oid oid, opfmethod oid, opfname name, opfnamespace oid, "
+                              "opfowner oid"))
+def _pg_opfamily(o) -> dict:
+    rows = [(family, am, name, o.nsp_by_name.get("public", PG_CATALOG_OID),
+             BOOTSTRAP_SUPERUSER_OID) for _oid, am, name, _t, _d, family in O.VECTOR_OPCLASSES]
+    return _rows(["oid", "opfmethod", "opfname", "opfnamespace", "opfowner"], rows)
+
+
+@virtual("pg_collation", _cols("oid oid, collname name, collnamespace oid, collowner oid, "
+                               "collprovider char, collisdeterministic bool, collencoding int4, "
+                               "collcollate text, collctype text, colliculocale text, "
+                               "collicurules text, collversion text"))
+def _pg_collation(o) -> dict:
+    return _rows(["oid", "collname", "collnamespace", "collowner", "collprovider",
+                  "collisdeterministic", "collencoding", "collcollate", "collctype"],
+                 [(O.DEFAULT_COLLATION, "default", PG_CATALOG_OID, BOOTSTRAP_SUPERUSER_OID, "d",
+                   True, -1, None, None),
+                  (O.C_COLLATION, "C", PG_CATALOG_OID, BOOTSTRAP_SUPERUSER_OID, "c", True, -1,
+                   "C", "C"),
+                  (951, "POSIX", PG_CATALOG_OID, BOOTSTRAP_SUPERUSER_OID, "c", True, -1,
+                   "POSIX", "POSIX")])
+
+
+@virtual("pg_range", _cols("rngtypid oid, rngsubtype oid, rngmultitypid oid, "
+                           "rngcollation oid, rngsubopc oid, rngcanonical regproc, "
+                           "rngsubdiff regproc"))
+def _pg_range(o) -> dict:
+    return {}
+
+
+empty("pg_enum", _cols("oid oid, enumtypid oid, enumsortorder float4, enumlabel name"))
+
+
+# Descriptions, extensions, databases, roles ------------------------------------------------------
+
+@virtual("pg_description", _cols("objoid oid, classoid oid, objsubid int4, description text"))
+def _pg_description(o) -> dict:
+    rows = []
+    for key, text in o.state.get("comments", {}).items():
+        classoid, objoid, subid = (int(x) for x in key.split(":"))
+        rows.append((objoid, classoid, subid, text))
+    for oid, name, _version, _ns in o.extensions():
+        text = {"plpgsql": "PL/pgSQL procedural language",
+                "vector": "vector data type and ivfflat and hnsw access methods"}[name]
+        rows.append((oid, O.PG_EXTENSION_OID, 0, text))
+    for oid, name, _owner in o.namespaces:
+        if name == "public":
+            rows.append((oid, O.PG_NAMESPACE_OID, 0, "standard public schema"))
+    return _rows(["objoid", "classoid", "objsubid", "description"], rows)
+
+
+@virtual("pg_shdescription", _cols("objoid oid, classoid oid, description text"))
+def _pg_shdescription(o) -> dict:
+    return _rows(["objoid", "classoid", "description"],
+                 [(O.database_oid("postgres"), O.PG_DATABASE_OID,
+                   "default administrative connection database")])
+
+
+@virtual("pg_extension", _cols("oid oid, extname name, extowner oid, extnamespace oid, "
+                               "extrelocatable bool, extversion text, extconfig _oid, "
+                               "extcondition _text"))
+def _pg_extension(o) -> dict:
+    return _rows(["oid", "extname", "extowner", "extnamespace", "extrelocatable", "extversion"],
+                 [(oid, name, BOOTSTRAP_SUPERUSER_OID, ns, name == "vector", version)
+                  for oid, name, version, ns in o.extensions()])
+
+
+PG_DATABASE = _cols(
+    "oid oid, datname name, datdba oid, encoding int4, datlocprovider char, "
+    "datistemplate bool, datallowconn bool, datconnlimit int4, datfrozenxid int8, "
+    "datminmxid int8, dattablespace oid, datcollate text, datctype text, daticulocale text, "
+    "daticurules text, datcollversion text, datacl _text")
+
+
+@virtual("pg_database", PG_DATABASE)
+def _pg_database(o) -> dict:
+    names = o.database.databases() if hasattr(o.database, "databases") else [
+        o.session.database_name]
+    rows = [(O.database_oid(n), n, BOOTSTRAP_SUPERUSER_OID, 6, "c", False, True, -1, 0, 0,
+             O.PG_DEFAULT_TABLESPACE, "C", "C", None, None, None, None) for n in names]
+    return _rows([c for c, _ in PG_DATABASE], rows)
+
+
+@virtual("pg_tablespace", _cols("oid oid, spcname name, spcowner oid, spcacl _text, "
+                                "spcoptions _text"))
+def _pg_tablespace(o) -> dict:
+    return _rows(["oid", "spcname", "spcowner"],
+                 [(O.PG_DEFAULT_TABLESPACE, "pg_default", BOOTSTRAP_SUPERUSER_OID),
+                  (O.PG_GLOBAL_TABLESPACE, "pg_global", BOOTSTRAP_SUPERUSER_OID)])
+
+
+PG_AUTHID = _cols(
+    "oid oid, rolname name, rolsuper bool, rolinherit bool, rolcreaterole bool, "
+    "rolcreatedb bool, rolcanlogin bool, rolreplication bool, rolbypassrls bool, "
+    "rolconnlimit int4, rolpassword text, rolvaliduntil timestamptz")
+PG_ROLES = _cols(
+    "rolname name, rolsuper bool, rolinherit bool, rolcreaterole bool, rolcreatedb bool, "
+    "rolcanlogin bool, rolreplication bool, rolconnlimit int4, rolpassword text, "
+    "rolvaliduntil timestamptz, rolbypassrls bool, rolconfig _text, oid oid")
+
+
+def _roles(o) -> list[dict]:
+    out = []
+    for name, role in sorted(o.state.get("roles", {}).items()):
+        su = bool(role.get("superuser"))
+        out.append({"oid": int(role["oid"]), "rolname": name, "rolsuper": su,
+                    "rolinherit": True, "rolcreaterole": su, "rolcreatedb": su,
+                    "rolcanlogin": bool(role.get("login", True)), "rolreplication": su,
+                    "rolbypassrls": su, "rolconnlimit": -1, "rolvaliduntil": None,
+                    "rolconfig": None})
+    return out
+
+
+@virtual("pg_authid", PG_AUTHID)
+def _pg_authid(o) -> dict:
+    roles = _roles(o)
+    return {c: [r.get(c) for r in roles] for c, _ in PG_AUTHID}
+
+
+@virtual("pg_roles", PG_ROLES)
+def _pg_roles(o) -> dict:
+    roles = _roles(o)
+    out = {c: [r.get(c) for r in roles] for c, _ in PG_ROLES}
+    out["rolpassword"] = ["********"] * len(roles)
+    return out
+
+
+@virtual("pg_user", _cols("usename name, usesysid oid, usecreatedb bool, usesuper bool, "
+                          "userepl bool, usebypassrls bool, passwd text, valuntil timestamptz, "
+                          "useconfig _text"))
+def _pg_user(o) -> dict:
+    roles = [r for r in _roles(o) if r["rolcanlogin"]]
+    return _rows(["usename", "usesysid", "usecreatedb", "usesuper", "userepl", "usebypassrls",
+                  "passwd"],
+                 [(r["rolname"], r["oid"], r["rolcreatedb"], r["rolsuper"], r["rolreplication"],
+                   r["rolbypassrls"], "********") for r in roles])
+
+
+empty("pg_auth_members", _cols("oid oid, roleid oid, member oid, grantor oid, admin_option bool, "
+                               "inherit_option bool, set_option bool"))
+
+
+# Settings and activity ---------------------------------------------------------------------------
+
+PG_SETTINGS = _cols(
+    "name text, setting text, unit text, category text, short_desc text, extra_desc text, "
+    "context text, vartype text, source text, min_val text, max_val text, enumvals _text, "
+    "boot_val text, reset_val text, sourcefile text, sourceline int4, pending_restart bool")
+
+
+@virtual("pg_settings", PG_SETTINGS)
+def _pg_settings(o) -> dict:
+    settings = o.session.settings
+    rows = []
+    for name in sorted(settings, key=str.lower):
+        info = SETTING_INFO.get(name, ("", "user", "string", "Sqlvec settings"))
+        unit, context, vartype, category = info
+        rows.append((name, settings[name], unit or None, category, "", None, context, vartype,
+                     "session" if settings[name] != DEFAULT_SETTINGS.get(name) else "default",
+                     None, None, None, DEFAULT_SETTINGS.get(name), DEFAULT_SETTINGS.get(name),
+                     None, None, False))
+    return _rows([c for c, _ in PG_SETTINGS], rows)
+
+
+PG_STAT_ACTIVITY = _cols(
+    "datid oid, datname name, pid int4, leader_pid int4, usesysid oid, usename name, "
+    "application_name text, client_addr text, client_hostname text, client_port int4, "
+    "backend_start timestamptz, xact_start timestamptz, query_start timestamptz, "
+    "state_change timestamptz, wait_event_type text, wait_event text, state text, "
+    "backend_xid int8, backend_xmin int8, query_id int8, query text, backend_type text")
+
+
+@virtual("pg_stat_activity", PG_STAT_ACTIVITY)
+def _pg_stat_activity(o) -> dict:
+    rows = []
+    for s in list(getattr(o.database, "sessions", {}).values()):
+        started = getattr(s, "started", None)
+        rows.append((O.database_oid(s.database_name), s.database_name, s.pid, None,
+                     o.role_oid(s.user), s.user, s.settings.get("application_name", ""),
+                     getattr(s, "client_addr", None), None, getattr(s, "client_port", None),
+                     started, getattr(s, "xact_start", None), getattr(s, "query_start", started),
+                     getattr(s, "query_start", started), None, None, s.state, None, None, None,
+                     s.current_query, "client backend"))
+    return _rows([c for c, _ in PG_STAT_ACTIVITY], rows)
+
+
+PG_STAT_USER_TABLES = _cols(
+    "relid oid, schemaname name, relname name, seq_scan int8, last_seq_scan timestamptz, "
+    "seq_tup_read int8, idx_scan int8, last_idx_scan timestamptz, idx_tup_fetch int8, "
+    "n_tup_ins int8, n_tup_upd int8, n_tup_del int8, n_tup_hot_upd int8, "
+    "n_tup_newpage_upd int8, n_live_tup int8, n_dead_tup int8, n_mod_since_analyze int8, "
+    "n_ins_since_vacuum int8, last_vacuum timestamptz, last_autovacuum timestamptz, "
+    "last_analyze timestamptz, last_autoanalyze timestamptz, vacuum_count int8, "
+    "autovacuum_count int8, analyze_count int8, autoanalyze_count int8")
+
+
+@virtual("pg_stat_user_tables", PG_STAT_USER_TABLES)
+def _pg_stat_user_tables(o) -> dict:
+    rows = []
+    for rel in o.relations:
+        if rel.kind != "r" or rel.table_id is None:
+            continue
+        live = int(max(rel.tuples, 0))
+        rows.append((rel.oid, rel.schema, rel.name, 0, None, 0, 0, None, 0, live, 0, 0, 0, 0,
+                     live, 0, 0, 0, None, None, None, None, 0, 0, 0, 0))
+    return _rows([c for c, _ in PG_STAT_USER_TABLES], rows)
+
+
+PG_STATIO = _cols("relid oid, schemaname name, relname name, heap_blks_read int8, "
+                  "heap_blks_hit int8, idx_blks_read int8, idx_blks_hit int8")
+empty("pg_statio_user_tables", PG_STATIO)
+empty("pg_stat_user_indexes", _cols("relid oid, indexrelid oid, schemaname name, relname name, "
+                                    "indexrelname name, idx_scan int8, idx_tup_read int8, "
+                                    "idx_tup_fetch int8"))
+
+
+@virtual("pg_cursors", _cols("name text, statement text, is_holdable bool, is_binary bool, "
+                             "is_scrollable bool, creation_time timestamptz"))
+def _pg_cursors(o) -> dict:
+    cursors = getattr(o.session, "cursors", {})
+    return _rows(["name", "statement", "is_holdable", "is_binary", "is_scrollable"],
+                 [(name, None, bool(c.hold), False, False) for name, c in cursors.items()])
+
+
+# System views -------------------------------------------------------------------------------------
+
+@virtual("pg_tables", _cols("schemaname name, tablename name, tableowner name, tablespace name, "
+                            "hasindexes bool, hasrules bool, hastriggers bool, rowsecurity bool"))
+def _pg_tables(o) -> dict:
+    rows = [(r.schema, r.name, "postgres", None, bool(r.indexes), False, False, False)
+            for r in o.relations if r.kind == "r"]
+    return _rows(["schemaname", "tablename", "tableowner", "tablespace", "hasindexes",
+                  "hasrules", "hastriggers", "rowsecurity"], rows)
+
+
+@virtual("pg_indexes", _cols("schemaname name, tablename name, indexname name, "
+                             "tablespace name, indexdef text"))
+def _pg_indexes(o) -> dict:
+    rows = []
+    for r in o.relations:
+        if r.kind == "i":
+            table = o.table_of(r)
+            rows.append((r.schema, table.name if table else None, r.name, None,
+                         o.index_definition(r.oid)))
+    return _rows(["schemaname", "tablename", "indexname", "tablespace", "indexdef"], rows)
+
+
+@virtual("pg_sequences", _cols("schemaname name, sequencename name, sequenceowner name, "
+                               "data_type regtype, start_value int8, min_value int8, "
+                               "max_value int8, increment_by int8, cycle bool, cache_size int8, "
+                               "last_value int8"))
+def _pg_sequences(o) -> dict:
+    rows = [(r.schema, r.name, "postgres", TYPES_BY_NAME["int8"].oid,
+             int(r.sequence["start"]), 1, 2**63 - 1, int(r.sequence["increment"]), False, 1,
+             r.sequence.get("value")) for r in o.relations if r.kind == "S"]
+    return _rows(["schemaname", "sequencename", "sequenceowner", "data_type", "start_value",
+                  "min_value", "max_value", "increment_by", "cycle", "cache_size", "last_value"],
+                 rows)
+
+
+@virtual("pg_sequence", _cols("seqrelid oid, seqtypid oid, seqstart int8, seqincrement int8, "
+                              "seqmax int8, seqmin int8, seqcache int8, seqcycle bool"))
+def _pg_sequence(o) -> dict:
+    rows = [(r.oid, TYPES_BY_NAME["int8"].oid, int(r.sequence["start"]),
+             int(r.sequence["increment"]), 2**63 - 1, 1, 1, False)
+            for r in o.relations if r.kind == "S"]
+    return _rows(["seqrelid", "seqtypid", "seqstart", "seqincrement", "seqmax", "seqmin",
+                  "seqcache", "seqcycle"], rows)
+
+
+empty("pg_views", _cols("schemaname name, viewname name, viewowner name, definition text"))
+empty("pg_matviews", _cols("schemaname name, matviewname name, matviewowner name, "
+                           "tablespace name, hasindexes bool, ispopulated bool, definition text"))
+empty("pg_inherits", _cols("inhrelid oid, inhparent oid, inhseqno int4, "
+                           "inhdetachpending bool"))
+empty("pg_trigger", _cols("oid oid, tgrelid oid, tgparentid oid, tgname name, tgfoid oid, "
+                          "tgtype int2, tgenabled char, tgisinternal bool, tgconstrrelid oid, "
+                          "tgconstrindid oid, tgconstraint oid, tgdeferrable bool, "
+                          "tginitdeferred bool, tgnargs int2, tgattr _int2, tgargs bytea, "
+                          "tgqual text, tgoldtable name, tgnewtable name"))
+empty("pg_policy", _cols("oid oid, polname name, polrelid oid, polcmd char, "
+                         "polpermissive bool, polroles _oid, polqual text, polwithcheck text"))
+empty("pg_rewrite", _cols("oid oid, rulename name, ev_class oid, ev_type char, "
+                          "ev_enabled char, is_instead bool, ev_qual text, ev_action text"))
+empty("pg_publication", _cols("oid oid, pubname name, pubowner oid, puballtables bool, "
+                              "pubinsert bool, pubupdate bool, pubdelete bool, "
+                              "pubtruncate bool, pubviaroot bool"))
+empty("pg_publication_rel", _cols("oid oid, prpubid oid, prrelid oid, prqual text, "
+                                  "prattrs _int2"))
+empty("pg_publication_namespace", _cols("oid oid, pnpubid oid, pnnspid oid"))
+empty("pg_statistic_ext", _cols("oid oid, stxrelid oid, stxname name, stxnamespace oid, "
+                                "stxowner oid, stxstattarget int4, stxkeys _int2, "
+                                "stxkind _char, stxexprs text"))
+empty("pg_depend", _cols("classid oid, objid oid, objsubid int4, refclassid oid, refobjid oid, "
+                         "refobjsubid int4, deptype char"))
+empty("pg_foreign_table", _cols("ftrelid oid, ftserver oid, ftoptions _text"))
+empty("pg_foreign_data_wrapper", _cols("oid oid, fdwname name, fdwowner oid, fdwhandler oid, "
+                                       "fdwvalidator oid, fdwacl _text, fdwoptions _text"))
+empty("pg_foreign_server", _cols("oid oid, srvname name, srvowner oid, srvfdw oid, "
+                                 "srvtype text, srvversion text, srvacl _text, "
+                                 "srvoptions _text"))
+empty("pg_event_trigger", _cols("oid oid, evtname name, evtevent name, evtowner oid, "
+                                "evtfoid oid, evtenabled char, evttags _text"))
+empty("pg_conversion", _cols("oid oid, conname name, connamespace oid, conowner oid, "
+                             "conforencoding int4, contoencoding int4, conproc regproc, "
+                             "condefault bool"))
+empty("pg_cast", _cols("oid oid, castsource oid, casttarget oid, castfunc oid, "
+                       "castcontext char, castmethod char"))
+empty("pg_operator", _cols("oid oid, oprname name, oprnamespace oid, oprowner oid, "
+                           "oprkind char, oprcanmerge bool, oprcanhash bool, oprleft oid, "
+                           "oprright oid, oprresult oid, oprcom oid, oprnegate oid, "
+                           "oprcode regproc, oprrest regproc, oprjoin regproc"))
+empty("pg_aggregate", _cols("aggfnoid regproc, aggkind char, aggnumdirectargs int2, "
+                            "aggtransfn regproc, aggfinalfn regproc, aggsortop oid, "
+                            "aggtranstype oid, agginitval text"))
+empty("pg_partitioned_table", _cols("partrelid oid, partstrat char, partnatts int2, "
+                                    "partdefid oid, partattrs _int2"))
+empty("pg_stat_replication", _cols("pid int4, usesysid oid, usename name, "
+                                   "application_name text, state text"))
+empty("pg_prepared_xacts", _cols("transaction int8, gid text, prepared timestamptz, "
+                                 "owner name, database name"))
+empty("pg_locks", _cols("locktype text, database oid, relation oid, pid int4, mode text, "
+                        "granted bool"))
+
+
+@virtual("pg_language", _cols("oid oid, lanname name, lanowner oid, lanispl bool, "
+                              "lanpltrusted bool, lanplcallfoid oid, laninline oid, "
+                              "lanvalidator oid, lanacl _text"))
+def _pg_language(o) -> dict:
+    return _rows(["oid", "lanname", "lanowner", "lanispl", "lanpltrusted"],
+                 [(12, "internal", 10, False, False), (13, "c", 10, False, False),
+                  (14, "sql", 10, False, True), (13545, "plpgsql", 10, True, True)])
+
+
+# sqlvec: vector index status ----------------------------------------------------------------------
+
+@virtual("sqlvec_indexes", _cols("schemaname name, tablename name, indexname name, "
+                                 "segment int8, state text, rows_indexed int8, rows_total int8, "
+                                 "progress float8, memory_bytes int8"))
+def _sqlvec_indexes(o) -> dict:
+    store = o.session.catalog.store
+    schema_of = {t.def_.name: t.def_.schema for t in list(store.tables.values())}
+    rows = []
+    for st in store.index_status():
+        total = int(st.get("rows") or 0)
+        done = int(st.get("indexed") or 0)
+        rows.append((schema_of.get(st["table"], "public"), st["table"], st["index"],
+                     st.get("segment"), st.get("state"), done, total,
+                     1.0 if total == 0 else min(done / total, 1.0),
+                     int(st.get("memory_bytes") or 0)))
+    return _rows(["schemaname", "tablename", "indexname", "segment", "state", "rows_indexed",
+                  "rows_total", "progress", "memory_bytes"], rows)
+

@@ -1,0 +1,1150 @@
+"""Catalog functions, casts and operators that drivers, psql and BI tools send.
+
+Registered through `session_functions()` (database.functions): named functions
+(`fn(c, args, e) -> Value`), casts to and from the reg* types (`::regclass`, `regtype::text`),
+expression forms the compiler hands over by class (`expr:BitwiseAnd`, `expr:Dot` for
+`(record).field`, `expr:ByteString` for `E'...'`, `expr:ArrayConcat`), and the set-returning
+functions of a select list (`ProjectSet`: unnest, generate_subscripts, generate_series,
+information_schema._pg_expandarray, pg_get_keywords).
+
+Every function reads the catalog through one `CatalogObjects` per statement (catalog/objects.py),
+so OIDs agree with the pg_catalog tables. Values are computed per distinct input where the input is
+a column (catalog tables are small); nothing here scales with user-table size.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlglot import exp
+
+from sqlvec.catalog import objects as O
+from sqlvec.catalog.settings import CANONICAL, VERSION_TEXT
+from sqlvec.catalog.virtual import table_oid
+from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedObject, UndefinedTable
+from sqlvec.execution import values as V
+from sqlvec.execution.functions import named
+from sqlvec.execution.values import (
+    BOOL,
+    FLOAT8,
+    INT4,
+    INT8,
+    TEXT,
+    UNKNOWN,
+    Value,
+    as_array,
+    is_scalar,
+)
+from sqlvec.sql.binder import Field
+from sqlvec.types import TYPES_BY_NAME, SqlType, record_fields, record_type
+
+NAME = SqlType("name")
+OID = SqlType("oid")
+INT2 = SqlType("int2")
+JSON = SqlType("json")
+_txids = itertools.count(1000)
+
+
+# Helpers -------------------------------------------------------------------------------------------
+
+
+def objects(f) -> O.CatalogObjects:
+    """The statement's catalog model (built once per statement)."""
+    cache = f.ctx.subquery_cache
+    model = cache.get("catalog_objects")
+    if model is None:
+        session = f.ctx.services
+        model = cache["catalog_objects"] = O.CatalogObjects(session.database, session)
+    return model
+
+
+def _map(args: list[Value], fn, out: SqlType, *, strict: bool = True) -> Value:
+    """An element-wise Python function of several values (catalog-sized inputs)."""
+    arrow = out.to_arrow()
+
+    def run(f):
+        vals = [a(f) for a in args]
+        if all(is_scalar(v) for v in vals):
+            py = [v.as_py() for v in vals]
+            if strict and any(p is None for p in py):
+                return pa.scalar(None, arrow)
+            return pa.scalar(fn(f, *py), arrow)
+        cols = [as_array(v, f.n).to_pylist() for v in vals]
+        memo: dict = {}
+        result = []
+        for row in zip(*cols):
+            if strict and any(p is None for p in row):
+                result.append(None)
+                continue
+            key = tuple(tuple(p) if isinstance(p, list) else p for p in row)
+            if key not in memo:
+                memo[key] = fn(f, *row)
+            result.append(memo[key])
+        return pa.array(result, arrow)
+    return Value(run, out, all(a.const for a in args) and False)
+
+
+def _arg(c, e, t: SqlType) -> Value:
+    v = c.compile(e)
+    if v.type.name == "unknown" or (t.name != "unknown" and V.is_numeric(t) and V.is_numeric(v.type)
+                                    and v.type != t):
+        return c.compile_as(e, t)
+    return v
+
+
+def _args_as(c, args, *types: SqlType) -> list[Value]:
+    return [_arg(c, a, t) for a, t in zip(args, types)]
+
+
+def _const(value, t: SqlType) -> Value:
+    scalar = pa.scalar(value, t.to_arrow())
+    return Value(lambda f: scalar, t, True)
+
+
+def _session_value(getter, t: SqlType):
+    def compile_(c, args, e):
+        arrow = t.to_arrow()
+        return Value(lambda f: pa.scalar(getter(f), arrow), t)
+    return compile_
+
+
+def _search_path(f) -> list[str]:
+    return f.ctx.services.search_path
+
+
+def _true(*types: SqlType):
+    """has_*_privilege and friends: every object is accessible to every role here."""
+    def compile_(c, args, e):
+        vals = [c.compile(a) for a in args]
+        vals = [c.coerce(v, TEXT) if v.type.name == "unknown" else v for v in vals]
+        return _map(vals, lambda f, *xs: True, BOOL)
+    return compile_
+
+
+# Identity and settings ----------------------------------------------------------------------------
+
+
+def _current_schema(f) -> str | None:
+    session = f.ctx.services
+    return next((p for p in session.search_path if session.catalog.has_schema(p)), None)
+
+
+def _current_schemas(c, args, e):
+    implicit = c.compile_as(args[0], BOOL) if args else _const(False, BOOL)
+    out = NAME.array_of()
+
+    def fn(f):
+        session = f.ctx.services
+        path = [p for p in session.search_path if session.catalog.has_schema(p)]
+        if implicit(f).as_py() and "pg_catalog" not in path:
+            path = ["pg_catalog"] + path
+        return pa.scalar(path, out.to_arrow())
+    return Value(fn, out)
+
+
+def _version(c, args, e):
+    return _const(VERSION_TEXT, TEXT)
+
+
+def _current_setting(c, args, e):
+    name = c.compile_as(args[0], TEXT)
+    missing_ok = c.compile_as(args[1], BOOL) if len(args) > 1 else None
+
+    def fn(f, key, ok=False):
+        session = f.ctx.services
+        canon = CANONICAL.get(key.lower(), key)
+        if canon not in session.settings:
+            if ok:
+                return None
+            raise UndefinedObject(f'unrecognized configuration parameter "{key}"')
+        return session.settings[canon]
+    return _map([name] + ([missing_ok] if missing_ok else []), fn, TEXT)
+
+
+def _set_config(c, args, e):
+    name = c.compile_as(args[0], TEXT)
+    value = c.compile_as(args[1], TEXT)
+
+    def fn(f):
+        session = f.ctx.services
+        n, v = name(f).as_py(), value(f).as_py()
+        session.set(n, v if v is not None else "")
+        return pa.scalar(session.settings.get(CANONICAL.get(n.lower(), n), v), pa.string())
+    return Value(fn, TEXT)
+
+
+# Visibility and names ------------------------------------------------------------------------------
+
+
+def _table_is_visible(c, args, e):
+    oid = _arg(c, args[0], OID)
+
+    def fn(f, o):
+        model = objects(f)
+        rel = model.relation(o)
+        return None if rel is None else model.visible(rel, _search_path(f))
+    return _map([oid], fn, BOOL)
+
+
+def _type_is_visible(c, args, e):
+    oid = _arg(c, args[0], OID)
+
+    def fn(f, o):
+        info = O.type_name_of(o)
+        if info is None:
+            return None
+        if info.typname in ("vector", "_vector"):
+            return "public" in _search_path(f)
+        return True
+    return _map([oid], fn, BOOL)
+
+
+def _always_visible(c, args, e):
+    oid = _arg(c, args[0], OID)
+    return _map([oid], lambda f, o: True, BOOL)
+
+
+def _format_type(c, args, e):
+    oid = _arg(c, args[0], OID)
+    mod = _arg(c, args[1], INT4) if len(args) > 1 else _const(None, INT4)
+
+    def fn(f, o, m):
+        return O.format_type(o, m)
+
+    def run(f):
+        o, m = oid(f), mod(f)
+        if is_scalar(o) and is_scalar(m):
+            return pa.scalar(None if not o.is_valid else O.format_type(o.as_py(), m.as_py()))
+        os_, ms = as_array(o, f.n).to_pylist(), as_array(m, f.n).to_pylist()
+        return pa.array([None if x is None else O.format_type(x, y) for x, y in zip(os_, ms)],
+                        pa.string())
+    return Value(run, TEXT)
+
+
+def _get_userbyid(c, args, e):
+    oid = _arg(c, args[0], OID)
+    return _map([oid], lambda f, o: objects(f).role_name(o) or f"unknown (OID={o})", NAME)
+
+
+def _get_indexdef(c, args, e):
+    vals = _args_as(c, args, OID, INT4, BOOL)
+    return _map(vals, lambda f, o, col=0, pretty=False: objects(f).index_definition(o, col or 0),
+                TEXT)
+
+
+def _get_constraintdef(c, args, e):
+    vals = _args_as(c, args, OID, BOOL)
+    return _map(vals, lambda f, o, pretty=False: objects(f).constraint_definition(o), TEXT)
+
+
+def _get_expr(c, args, e):
+    vals = [c.compile_as(args[0], TEXT)] + _args_as(c, args[1:], OID, BOOL)
+    return _map(vals, lambda f, text, *rest: text, TEXT)
+
+
+def _null_text(c, args, e):
+    vals = [c.compile(a) for a in args]
+    vals = [c.coerce(v, TEXT) if v.type.name == "unknown" else v for v in vals]
+    return _map(vals, lambda f, *xs: None, TEXT, strict=False)
+
+
+def _false(c, args, e):
+    vals = [c.compile(a) for a in args]
+    vals = [c.coerce(v, TEXT) if v.type.name == "unknown" else v for v in vals]
+    return _map(vals, lambda f, *xs: False, BOOL)
+
+
+def _get_serial_sequence(c, args, e):
+    table, column = _args_as(c, args, TEXT, TEXT)
+
+    def fn(f, t, col):
+        model = objects(f)
+        rel = model.find_relation(t, _search_path(f))
+        if rel is None:
+            raise UndefinedTable(f'relation "{t}" does not exist')
+        for colum in rel.columns:
+            if colum.name == col and colum.default:
+                m = re.match(r"nextval\('([^']+)'::regclass\)", colum.default)
+                if m:
+                    seq = model.find_relation(m.group(1), [rel.schema] + _search_path(f))
+                    if seq is not None:
+                        return f"{O.quote_ident(seq.schema)}.{O.quote_ident(seq.name)}"
+        return None
+    return _map([table, column], fn, TEXT)
+
+
+def _function_result(c, args, e):
+    oid = _arg(c, args[0], OID)
+
+    def fn(f, o):
+        for p in O.proc_rows():
+            if p.oid == o:
+                text = O.format_type(p.rettype, -1)
+                return f"SETOF {text}" if p.retset else text
+        return None
+    return _map([oid], fn, TEXT)
+
+
+def _function_arguments(c, args, e):
+    oid = _arg(c, args[0], OID)
+
+    def fn(f, o):
+        for p in O.proc_rows():
+            if p.oid == o:
+                return ", ".join(O.format_type(t, -1) for t in p.argtypes)
+        return None
+    return _map([oid], fn, TEXT)
+
+
+# Descriptions --------------------------------------------------------------------------------------
+
+
+def _obj_description(c, args, e):
+    oid = _arg(c, args[0], OID)
+    catalog = c.compile_as(args[1], TEXT) if len(args) > 1 else _const("pg_class", TEXT)
+
+    def fn(f, o, cat):
+        model = objects(f)
+        classoid = table_oid(cat.split(".")[-1])
+        text = model.comment(classoid, o)
+        if text is None and classoid == O.PG_EXTENSION_OID:
+            names = {oid: n for oid, n, _v, _ns in model.extensions()}
+            text = {"plpgsql": "PL/pgSQL procedural language",
+                    "vector": "vector data type and ivfflat and hnsw access methods"}.get(
+                names.get(o, ""))
+        if text is None and classoid == O.PG_NAMESPACE_OID and model.nsp_by_oid.get(o) == "public":
+            text = "standard public schema"
+        return text
+    return _map([oid, catalog], fn, TEXT)
+
+
+def _col_description(c, args, e):
+    oid, attnum = _args_as(c, args, OID, INT4)
+    return _map([oid, attnum], lambda f, o, n: objects(f).comment(O.PG_CLASS_OID, o, n), TEXT)
+
+
+def _shobj_description(c, args, e):
+    oid = _arg(c, args[0], OID)
+    catalog = c.compile_as(args[1], TEXT)
+
+    def fn(f, o, cat):
+        if cat == "pg_database" and o == O.database_oid("postgres"):
+            return "default administrative connection database"
+        return None
+    return _map([oid, catalog], fn, TEXT)
+
+
+# Sizes ---------------------------------------------------------------------------------------------
+
+_WIDTH = {"bool": 1, "int2": 2, "int4": 4, "int8": 8, "float4": 4, "float8": 8, "date": 4,
+          "timestamp": 8, "timestamptz": 8, "time": 8, "uuid": 16, "oid": 4, "interval": 16}
+
+
+def relation_size(model: O.CatalogObjects, oid: int, which: str) -> int | None:
+    """Estimated bytes of a relation: rows times column widths, at least one 8 kB page."""
+    rel = model.relation(oid)
+    if rel is None:
+        return None
+    if rel.kind not in "ri" or rel.table_id is None and rel.index is None:
+        return 0 if rel.kind != "S" else 8192
+
+    def table_bytes(r: O.Relation) -> int:
+        width = 24
+        for col in r.columns:
+            t = col.type
+            if t.is_vector:
+                width += 8 + 4 * (t.dims or 0)
+            else:
+                width += _WIDTH.get(t.name, 16)
+        rows = max(int(r.tuples), 0)
+        return max(8192, -(-rows * width // 8192) * 8192)
+
+    if rel.kind == "i":
+        return table_bytes(rel)
+    size = table_bytes(rel)
+    if which in ("total", "indexes"):
+        idx = sum(table_bytes(model.by_oid[ix.oid]) for ix in rel.indexes if ix.oid in
+                  model.by_oid)
+        return idx if which == "indexes" else size + idx
+    return size
+
+
+def _size_function(which: str):
+    def compile_(c, args, e):
+        v = c.compile(args[0])
+        if v.type.name == "unknown" or V.is_string(v.type):
+            from sqlvec.execution.session_functions import _to_regclass
+
+            v = _to_regclass(c, v)
+        return _map([v], lambda f, o: relation_size(objects(f), o, which), INT8)
+    return compile_
+
+
+def _zero(c, args, e):
+    v = _arg(c, args[0], OID)
+    return _map([v], lambda f, o: 0, INT8)
+
+
+def _database_size(c, args, e):
+    v = c.compile(args[0])
+
+    def fn(f, _x):
+        model = objects(f)
+        return sum(relation_size(model, r.oid, "total") or 0 for r in model.relations
+                   if r.kind == "r" and r.table_id is not None) + 7_500_000
+    return _map([v if v.type.name != "unknown" else c.coerce(v, TEXT)], fn, INT8)
+
+
+def size_pretty(size: int) -> str:
+    """PostgreSQL's pg_size_pretty."""
+    def half_rounded(x: int) -> int:
+        return (x + (1 if x >= 0 else -1)) // 2 if x >= 0 else -((-x + 1) // 2)
+
+    limit = 10 * 1024
+    limit2 = limit * 2 - 1
+    if abs(size) < limit:
+        return f"{size} bytes"
+    size >>= 9
+    for unit in ("kB", "MB", "GB", "TB"):
+        if abs(size) < limit2:
+            return f"{half_rounded(size)} {unit}"
+        size >>= 10
+    return f"{half_rounded(size)} PB"
+
+
+def _size_pretty(c, args, e):
+    v = c.compile(args[0])
+    if v.type.name == "unknown":
+        v = c.coerce(v, INT8)
+    return _map([v], lambda f, x: size_pretty(int(x)), TEXT)
+
+
+# Strings and arrays --------------------------------------------------------------------------------
+
+
+def _quote_ident(c, args, e):
+    v = c.compile_as(args[0], TEXT)
+    return _map([v], lambda f, s: O.quote_ident(s), TEXT)
+
+
+def quote_literal(s: str) -> str:
+    body = s.replace("'", "''")
+    if "\\" in s:
+        return "E'" + body.replace("\\", "\\\\") + "'"
+    return f"'{body}'"
+
+
+def _quote_literal(nullable: bool):
+    def compile_(c, args, e):
+        v = c.compile(args[0])
+        v = c.coerce(v, TEXT) if v.type.name == "unknown" else v
+        src = v.type
+
+        def run(f):
+            x = v(f)
+            text = V.to_text(x, src, f.n)
+            if is_scalar(text):
+                s = text.as_py()
+                return pa.scalar("NULL" if s is None and nullable else
+                                 None if s is None else quote_literal(s), pa.string())
+            return pa.array(["NULL" if s is None and nullable else None if s is None
+                             else quote_literal(s) for s in text.to_pylist()], pa.string())
+        return Value(run, TEXT, v.const)
+    return compile_
+
+
+def _array_arg(c, e) -> Value:
+    v = c.compile(e)
+    if v.type.name == "unknown":
+        v = c.coerce(v, TEXT.array_of())
+    return v
+
+
+def _array_to_string(c, args, e):
+    arr = _array_arg(c, args[0])
+    sep = c.compile_as(args[1], TEXT)
+    null = c.compile_as(args[2], TEXT) if len(args) > 2 else None
+    elem = arr.type.element if arr.type.is_array else TEXT
+
+    def fn(f, items, s, n=None):
+        parts = []
+        for item in items:
+            if item is None:
+                if n is not None:
+                    parts.append(n)
+                continue
+            parts.append(item if isinstance(item, str) else V.format_value(item, elem))
+        return s.join(parts)
+    return _map([arr, sep] + ([null] if null else []), fn, TEXT)
+
+
+def _string_to_array(c, args, e):
+    s = c.compile_as(args[0], TEXT)
+    sep = c.compile_as(args[1], TEXT)
+    null = c.compile_as(args[2], TEXT) if len(args) > 2 else None
+
+    def fn(f, text, d, n=None):
+        if text == "":
+            return []
+        parts = list(text) if d is None else text.split(d) if d != "" else [text]
+        return [None if n is not None and p == n else p for p in parts]
+    return _map([s, sep] + ([null] if null else []), fn, TEXT.array_of(), strict=False)
+
+
+def _array_bound(kind: str):
+    def compile_(c, args, e):
+        arr = _array_arg(c, args[0])
+        dim = c.compile_as(args[1], INT4) if len(args) > 1 else _const(1, INT4)
+
+        def fn(f, items, d):
+            if d != 1 or not items:
+                return None
+            return {"upper": len(items), "lower": 1, "length": len(items)}[kind]
+        return _map([arr, dim], fn, INT4)
+    return compile_
+
+
+def _cardinality(c, args, e):
+    arr = _array_arg(c, args[0])
+    return _map([arr], lambda f, items: len(items), INT4)
+
+
+def _array_concat(c, e):
+    a, b = c.compile(e.this), c.compile(e.expression)
+    t = a.type if a.type.is_array else b.type
+    a = c.coerce(a, t) if a.type.name == "unknown" else a
+    b = c.coerce(b, t) if b.type.name == "unknown" else b
+
+    def fn(f, x, y):
+        left = x if isinstance(x, list) else ([] if x is None else [x])
+        right = y if isinstance(y, list) else ([] if y is None else [y])
+        if x is None and y is None:
+            return None
+        return left + right
+    return _map([a, b], fn, t, strict=False)
+
+
+def _json_build_object(c, args, e):
+    if len(args) % 2:
+        raise SqlVecError("argument list must have even number of elements", sqlstate="22023",
+                          hint="The arguments of json_build_object() must consist of alternating "
+                               "keys and values.")
+    vals = [c.compile(a) for a in args]
+    vals = [c.coerce(v, TEXT) if v.type.name == "unknown" else v for v in vals]
+    types = [v.type for v in vals]
+
+    def fn(f, *items):
+        out = {}
+        for i in range(0, len(items), 2):
+            key, value = items[i], items[i + 1]
+            t = types[i + 1]
+            if value is not None and not isinstance(value, (bool, int, float, str, list)):
+                value = V.format_value(value, t)
+            out[str(key)] = value
+        return json.dumps(out, separators=(", ", " : "))
+    return _map(vals, fn, JSON, strict=False)
+
+
+def _json_build_array(c, args, e):
+    vals = [c.compile(a) for a in args]
+    vals = [c.coerce(v, TEXT) if v.type.name == "unknown" else v for v in vals]
+    return _map(vals, lambda f, *items: json.dumps(list(items), separators=(", ", ": ")), JSON,
+                strict=False)
+
+
+def _encoding_to_char(c, args, e):
+    v = _arg(c, args[0], INT4)
+    return _map([v], lambda f, n: {6: "UTF8", 0: "SQL_ASCII"}.get(n, ""), NAME)
+
+
+# Transactions and backends -------------------------------------------------------------------------
+
+
+def _txid_current(c, args, e):
+    def fn(f):
+        cache = f.ctx.subquery_cache
+        if "txid" not in cache:
+            cache["txid"] = next(_txids)
+        return pa.scalar(cache["txid"], pa.int64())
+    return Value(fn, INT8)
+
+
+def _pg_sleep(c, args, e):
+    seconds = c.compile_as(args[0], FLOAT8)
+
+    def fn(f):
+        end = time.monotonic() + float(seconds(f).as_py() or 0)
+        while time.monotonic() < end:
+            f.ctx.check()
+            time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+        return pa.scalar(None, pa.string())
+    return Value(fn, SqlType("text"))
+
+
+def _signal_backend(terminate: bool):
+    def compile_(c, args, e):
+        pid = c.compile_as(args[0], INT4)
+
+        def fn(f, p):
+            session = f.ctx.services
+            target = session.database.sessions.get(p)
+            if target is None:
+                return False
+            target.cancel()
+            if terminate and hasattr(target, "terminate"):
+                target.terminate()
+            return True
+        return _map([pid], fn, BOOL)
+    return compile_
+
+
+# reg* casts ----------------------------------------------------------------------------------------
+
+
+def _type_oid_by_name(text: str) -> int | None:
+    from sqlvec.types import ALIASES
+
+    name = text.strip()
+    array = name.endswith("[]")
+    if array:
+        name = name[:-2].strip()
+    schema, base = O.split_qualified(name) if '"' in name or "." in name else (None, name.lower())
+    if schema not in (None, "pg_catalog", "public"):
+        return None
+    base = re.sub(r"\(.*\)", "", base).strip()
+    base = ALIASES.get(" ".join(base.split()), base)
+    if base == '"char"' or base == "char" and '"' in text:
+        base = "char"
+    info = TYPES_BY_NAME.get(base)
+    if info is None:
+        for extra in O.EXTRA_TYPES:
+            if extra.typname == base:
+                info = extra
+    if info is None:
+        return None
+    return info.array_oid if array else info.oid
+
+
+def _reg_input(kind: str):
+    """`x::regclass` etc.: names to OIDs (numbers pass through)."""
+    out = SqlType(kind)
+
+    def resolve(f, text: str) -> int | None:
+        s = text.strip()
+        if s.isdigit():
+            return int(s)
+        if s == "-":
+            return 0
+        model = objects(f)
+        if kind == "regclass":
+            rel = model.find_relation(s, _search_path(f))
+            if rel is None:
+                raise UndefinedTable(f'relation "{s}" does not exist')
+            return rel.oid
+        if kind == "regtype":
+            oid = _type_oid_by_name(s)
+            if oid is None:
+                raise UndefinedObject(f'type "{s}" does not exist')
+            return oid
+        if kind in ("regproc", "regprocedure"):
+            name = O.split_qualified(re.sub(r"\(.*\)$", "", s))[1]
+            for p in O.proc_rows():
+                if p.name == name:
+                    return p.oid
+            raise UndefinedObject(f'function "{s}" does not exist', sqlstate="42883")
+        if kind == "regnamespace":
+            oid = model.nsp_by_name.get(O.split_qualified(s)[1])
+            if oid is None:
+                raise UndefinedObject(f'schema "{s}" does not exist', sqlstate="3F000")
+            return oid
+        if kind == "regrole":
+            name = O.split_qualified(s)[1]
+            if name not in model.state.get("roles", {}):
+                raise UndefinedObject(f'role "{s}" does not exist')
+            return model.role_oid(name)
+        raise FeatureNotSupported(f"{kind} input is not supported")
+
+    def compile_(c, value: Value) -> Value:
+        if V.is_numeric(value.type) or value.type.name in ("regclass", "regtype", "regproc",
+                                                           "regnamespace", "regrole",
+                                                           "regprocedure"):
+            return Value(lambda f: V.cast(value(f), value.type, INT8, f.n), out, value.const)
+        text = c.coerce(value, TEXT) if value.type.name == "unknown" else value
+        return _map([text], resolve, out)
+    return compile_
+
+
+def _reg_output(kind: str):
+    """`regclass::text` etc.: OIDs to names, as PostgreSQL prints them."""
+    def name_of(f, oid: int) -> str:
+        if oid == 0:
+            return "-"
+        model = objects(f)
+        if kind == "regclass":
+            rel = model.relation(oid)
+            if rel is None:
+                return str(oid)
+            if model.visible(rel, _search_path(f)):
+                return O.quote_ident(rel.name)
+            return f"{O.quote_ident(rel.schema)}.{O.quote_ident(rel.name)}"
+        if kind == "regtype":
+            return O.format_type(oid, -1) if O.type_name_of(oid) else str(oid)
+        if kind in ("regproc", "regprocedure"):
+            for p in O.proc_rows():
+                if p.oid == oid:
+                    if kind == "regprocedure":
+                        return f"{p.name}({','.join(O.format_type(t, -1) for t in p.argtypes)})"
+                    return p.name
+            return str(oid)
+        if kind == "regnamespace":
+            name = model.nsp_by_oid.get(oid)
+            return O.quote_ident(name) if name else str(oid)
+        if kind == "regrole":
+            return model.role_name(oid) or str(oid)
+        return str(oid)
+
+    def compile_(c, value: Value) -> Value:
+        return _map([value], name_of, TEXT)
+    return compile_
+
+
+def _to_reg(kind: str):
+    cast = _reg_input(kind)
+
+    def compile_(c, args, e):
+        text = c.compile_as(args[0], TEXT)
+        inner = cast(c, text)
+
+        def run(f):
+            try:
+                return inner(f)
+            except SqlVecError:
+                return pa.scalar(None, pa.int64())
+        return Value(run, SqlType(kind))
+    return compile_
+
+
+# Expression forms ----------------------------------------------------------------------------------
+
+
+def _bitwise(op: str):
+    def compile_(c, e):
+        a = c.compile(e.this)
+        b = c.compile(e.expression) if e.args.get("expression") is not None else None
+        if b is None:
+            a = c.coerce(a, INT4) if a.type.name == "unknown" else a
+            return Value(lambda f: pc.bit_wise_not(a(f)), a.type, a.const)
+        if a.type.name == "unknown":
+            a = c.coerce(a, b.type if V.is_numeric(b.type) else INT4)
+        if b.type.name == "unknown":
+            b = c.coerce(b, a.type)
+        a, b, t = c.unify(a, b)
+        fn = {"and": pc.bit_wise_and, "or": pc.bit_wise_or, "xor": pc.bit_wise_xor,
+              "shl": pc.shift_left, "shr": pc.shift_right}[op]
+        return Value(lambda f: fn(a(f), b(f)), t, a.const and b.const)
+    return compile_
+
+
+def _field_access(c, e: exp.Dot) -> Value:
+    """`(record).field` / `(f(x)).n`."""
+    inner = e.this.this if isinstance(e.this, exp.Paren) else e.this
+    field = e.expression.name if isinstance(e.expression, (exp.Identifier, exp.Column)) else None
+    if field is None:
+        raise FeatureNotSupported(f"{e.sql()} is not supported")
+    v = c.compile(inner)
+    fields = record_fields(v.type)
+    names = [n.lower() for n, _ in fields]
+    if field.lower() not in names:
+        if v.type.name != "record":
+            raise SqlVecError(f"column notation .{field} applied to type {v.type.format()}, "
+                              "which is not a composite type", sqlstate="42809")
+        raise SqlVecError(f'could not identify column "{field}" in record data type',
+                          sqlstate="42703")
+    index = names.index(field.lower())
+    t = fields[index][1]
+
+    def run(f):
+        x = v(f)
+        if is_scalar(x):
+            return x[fields[index][0]] if x.is_valid else pa.scalar(None, t.to_arrow())
+        arr = x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x
+        return pc.struct_field(arr, [index])
+    return Value(run, t, v.const)
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "\\": "\\", "'": "'",
+            '"': '"'}
+
+
+def unescape(text: str) -> str:
+    """The value of an E'...' string."""
+    out, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "\\" or i + 1 == len(text):
+            out.append(ch)
+            i += 1
+            continue
+        nxt = text[i + 1]
+        if nxt in _ESCAPES:
+            out.append(_ESCAPES[nxt])
+            i += 2
+        elif nxt in "01234567":
+            m = re.match(r"[0-7]{1,3}", text[i + 1:])
+            out.append(chr(int(m.group(0), 8)))
+            i += 1 + len(m.group(0))
+        elif nxt == "x":
+            m = re.match(r"[0-9A-Fa-f]{1,2}", text[i + 2:])
+            if m:
+                out.append(chr(int(m.group(0), 16)))
+                i += 2 + len(m.group(0))
+            else:
+                out.append("x")
+                i += 2
+        elif nxt in "uU":
+            width = 4 if nxt == "u" else 8
+            out.append(chr(int(text[i + 2:i + 2 + width], 16)))
+            i += 2 + width
+        else:
+            out.append(nxt)
+            i += 2
+    return "".join(out)
+
+
+def _escape_string(c, e) -> Value:
+    text = unescape(e.this if isinstance(e.this, str) else e.name)
+    scalar = pa.scalar(text, pa.string())
+    return Value(lambda f: scalar, UNKNOWN, const=True, text=text)
+
+
+# Set-returning functions ---------------------------------------------------------------------------
+#
+# Each returns (Value giving one list per input row, element type). In a select list the
+# ProjectSet operator expands the lists in lockstep; in FROM (`srf:` entries of functions.NAMED)
+# the same lists are produced for the single (outer) row.
+
+
+def _srf_unnest(c, args):
+    arr = _array_arg(c, args[0])
+    if arr.type.is_vector:
+        return Value(lambda f: V.cast(arr(f), arr.type, SqlType("float4").array_of(), f.n),
+                     SqlType("float4").array_of()), SqlType("float4")
+    if not arr.type.is_array:
+        raise SqlVecError(f"function unnest({arr.type.format()}) does not exist", sqlstate="42883")
+    return arr, arr.type.element
+
+
+def _srf_subscripts(c, args):
+    arr = _array_arg(c, args[0])
+    dim = c.compile_as(args[1], INT4) if len(args) > 1 else _const(1, INT4)
+    rev = c.compile_as(args[2], BOOL) if len(args) > 2 else _const(False, BOOL)
+
+    def fn(f, items, d, r):
+        if d != 1 or not items:
+            return []
+        out = list(range(1, len(items) + 1))
+        return out[::-1] if r else out
+    return _map([arr, dim, rev], fn, INT4.array_of()), INT4
+
+
+def _srf_series(c, args):
+    a, b = c.compile(args[0]), c.compile(args[1])
+    step = c.compile(args[2]) if len(args) > 2 else _const(1, INT4)
+    t = INT8 if INT8 in (a.type, b.type, step.type) else INT4
+    a, b, step = c.coerce(a, t), c.coerce(b, t), c.coerce(step, t)
+
+    def fn(f, x, y, s):
+        if s == 0:
+            raise SqlVecError("step size cannot equal zero", sqlstate="22023")
+        return list(range(x, y + (1 if s > 0 else -1), s))
+    return _map([a, b, step], fn, t.array_of()), t
+
+
+def _srf_expandarray(c, args):
+    arr = _array_arg(c, args[0])
+    elem = arr.type.element if arr.type.is_array else TEXT
+    rec = record_type([("x", elem), ("n", INT4)])
+
+    def fn(f, items):
+        return [{"x": x, "n": i + 1} for i, x in enumerate(items)]
+    return _map([arr], fn, rec.array_of()), rec
+
+
+KEYWORDS_RECORD = record_type([("word", TEXT), ("catcode", SqlType("char")),
+                               ("barelabel", BOOL), ("catdesc", TEXT), ("baredesc", TEXT)])
+
+
+def _srf_keywords(c, args):
+    rows = [{"word": w, "catcode": code, "barelabel": True, "catdesc": desc,
+             "baredesc": "can be bare label"} for w, code, desc in O.keywords()]
+    scalar = pa.scalar(rows, KEYWORDS_RECORD.array_of().to_arrow())
+    return Value(lambda f: scalar, KEYWORDS_RECORD.array_of(), True), KEYWORDS_RECORD
+
+
+SET_RETURNING = {
+    "unnest": _srf_unnest,
+    "explode": _srf_unnest,
+    "generate_subscripts": _srf_subscripts,
+    "generate_series": _srf_series,
+    "_pg_expandarray": _srf_expandarray,
+    "pg_get_keywords": _srf_keywords,
+}
+
+
+def _srf_call(c, call: exp.Expression):
+    if isinstance(call, exp.Dot):
+        call = call.expression
+    if isinstance(call, exp.Anonymous):
+        name, args = str(call.this).lower(), list(call.expressions)
+    elif isinstance(call, (exp.ExplodingGenerateSeries, exp.GenerateSeries)):
+        name = "generate_series"
+        args = [call.args["start"], call.args["end"]] + (
+            [call.args["step"]] if call.args.get("step") is not None else [])
+    elif isinstance(call, (exp.Explode, exp.Unnest)):
+        name = "unnest"
+        args = [call.this] if isinstance(call, exp.Explode) else list(call.expressions)
+    else:
+        raise FeatureNotSupported(f"set-returning function {call.sql()} is not supported")
+    impl = SET_RETURNING.get(name)
+    if impl is None:
+        raise FeatureNotSupported(f"set-returning function {name}() is not supported here")
+    return impl(c, args)
+
+
+def build_project_set(builder, node, outer):
+    """The ProjectSet operator: the child's rows, repeated and extended with SRF results."""
+    from sqlvec.execution.operators import Operator, table_of
+
+    child = builder.build(node.child, outer)
+    c = builder.compiler(child.fields, child.types, outer)
+    specs = [_srf_call(c, call) for call in node.functions]
+    types = list(child.types) + [t for _, t in specs]
+    fields = [Field(f.name, f.table, t, f.source, f.hidden) for f, t in zip(node.fields, types)]
+
+    class ProjectSetOp(Operator):
+        def __init__(self) -> None:
+            self.fields, self.types, self.children = fields, types, [child]
+
+        def run(self, ctx, outer_frame):
+            from sqlvec.execution.expressions import Frame
+
+            table = child.execute(ctx, outer_frame)
+            frame = Frame(table, ctx, outer_frame)
+            n = table.num_rows
+            lists = []
+            for value, elem in specs:
+                arr = as_array(value(frame), n)
+                if isinstance(arr, pa.ChunkedArray):
+                    arr = arr.combine_chunks() if arr.num_chunks else pa.array([], arr.type)
+                lists.append((arr, elem))
+            lengths = [np.asarray(pc.fill_null(pc.list_value_length(a), 0), dtype=np.int64)
+                       if n else np.zeros(0, np.int64) for a, _ in lists]
+            counts = np.maximum.reduce(lengths) if lengths else np.zeros(n, np.int64)
+            rows = np.repeat(np.arange(n), counts)
+            starts = np.repeat(np.cumsum(counts) - counts, counts)
+            pos = np.arange(len(rows)) - starts
+            columns = [table.column(i).take(pa.array(rows, pa.int64()))
+                       for i in range(table.num_columns)]
+            for (arr, elem), length in zip(lists, lengths):
+                offsets = np.asarray(arr.offsets, dtype=np.int64)[:-1] if n else \
+                    np.zeros(0, np.int64)
+                valid = pos < length[rows]
+                index = pa.array(np.where(valid, offsets[rows] + pos, 0), pa.int64(),
+                                 mask=~valid)
+                values = arr.values
+                columns.append(values.take(index) if len(values) else
+                               pa.nulls(len(rows), elem.to_arrow()))
+            return table_of(columns, len(rows))
+
+    return ProjectSetOp()
+
+
+def _escape(c, e) -> Value:
+    """`x LIKE p ESCAPE 'c'` parsed as Escape(Like): move the escape into the pattern."""
+    like = e.this
+    if not isinstance(like, (exp.Like, exp.ILike)):
+        raise FeatureNotSupported(f"{e.sql()} is not supported")
+    rebuilt = like.copy()
+    rebuilt.set("expression", exp.Escape(this=like.expression.copy(),
+                                         expression=e.expression.copy()))
+    return c.compile(rebuilt)
+
+
+def _from_srf(name: str):
+    """The FROM form of a set-returning function (functions.NAMED["srf:<name>"])."""
+    def table_fn(c, fn_expr):
+        if isinstance(fn_expr, exp.Anonymous):
+            args = list(fn_expr.expressions)
+        elif isinstance(fn_expr, exp.Explode):
+            args = [fn_expr.this]
+        else:
+            args = []
+        value, elem = SET_RETURNING[name](c, args)
+
+        def produce(ctx, outer_frame):
+            from sqlvec.execution.expressions import Frame
+
+            f = Frame(pa.table({"_": [None]}), ctx, outer_frame)
+            x = value(f)
+            items = x.as_py() if is_scalar(x) else as_array(x, 1)[0].as_py()
+            items = items or []
+            fields = record_fields(elem)
+            if fields:
+                return [pa.array([None if r is None else r[k] for r in items], t.to_arrow())
+                        for k, t in fields]
+            return [pa.array(items, elem.to_arrow())]
+        fields = record_fields(elem)
+        return produce, [t for _, t in fields] if fields else [elem]
+    return table_fn
+
+
+def _scalar_in_from(c, fn_expr):
+    """A scalar function in FROM (`FROM string_to_array(...) s`): one row, one column."""
+    value = c.compile(fn_expr)
+
+    def produce(ctx, outer_frame):
+        from sqlvec.execution.expressions import Frame
+
+        f = Frame(pa.table({"_": [None]}), ctx, outer_frame)
+        return [as_array(value(f), 1)]
+    return produce, [value.type]
+
+
+for _name in ("stringtoarray", "string_to_array", "currentschemas", "current_schemas"):
+    named(f"srf:{_name}")(_scalar_in_from)
+
+for _name in ("generate_subscripts", "_pg_expandarray", "pg_get_keywords", "explode"):
+    named(f"srf:{_name}")(_from_srf(_name))
+
+
+# Registry ------------------------------------------------------------------------------------------
+
+
+def catalog_functions() -> dict:
+    from sqlvec.execution.session_functions import _const_text
+
+    out = {
+        # identity and settings
+        "version": _version,
+        "current_version": _version,
+        "current_schema": _session_value(_current_schema, NAME),
+        "current_schemas": _current_schemas,
+        "current_setting": _current_setting,
+        "set_config": _set_config,
+        "current_query": _session_value(lambda f: f.ctx.services.current_query, TEXT),
+        "pg_postmaster_start_time": _session_value(
+            lambda f: getattr(f.ctx.services.database, "started", None) or
+            f.ctx.services.started, SqlType("timestamptz")),
+        "pg_conf_load_time": _session_value(lambda f: f.ctx.services.started,
+                                            SqlType("timestamptz")),
+        "pg_is_in_recovery": _session_value(lambda f: False, BOOL),
+        "inet_server_addr": _session_value(lambda f: None, TEXT),
+        "inet_server_port": _session_value(lambda f: None, INT4),
+        "inet_client_addr": _session_value(lambda f: None, TEXT),
+        "pg_my_temp_schema": _session_value(lambda f: 0, OID),
+        "pg_is_other_temp_schema": _false,
+        "pg_jit_available": _session_value(lambda f: False, BOOL),
+        # visibility, names, definitions
+        "pg_table_is_visible": _table_is_visible,
+        "pg_type_is_visible": _type_is_visible,
+        "pg_function_is_visible": _always_visible,
+        "pg_collation_is_visible": _always_visible,
+        "pg_opclass_is_visible": _always_visible,
+        "pg_operator_is_visible": _always_visible,
+        "pg_conversion_is_visible": _always_visible,
+        "pg_ts_config_is_visible": _always_visible,
+        "pg_statistics_obj_is_visible": _always_visible,
+        "format_type": _format_type,
+        "pg_get_userbyid": _get_userbyid,
+        "pg_get_indexdef": _get_indexdef,
+        "pg_get_constraintdef": _get_constraintdef,
+        "pg_get_expr": _get_expr,
+        "pg_get_serial_sequence": _get_serial_sequence,
+        "pg_get_function_result": _function_result,
+        "pg_get_function_arguments": _function_arguments,
+        "pg_get_function_identity_arguments": _function_arguments,
+        "pg_get_triggerdef": _null_text,
+        "pg_get_viewdef": _null_text,
+        "pg_get_ruledef": _null_text,
+        "pg_get_partkeydef": _null_text,
+        "pg_get_statisticsobjdef_columns": _null_text,
+        "pg_get_functiondef": _null_text,
+        "pg_get_function_sqlbody": _null_text,
+        "pg_describe_object": _null_text,
+        "pg_get_object_address": _null_text,
+        "pg_tablespace_location": _null_text,
+        "pg_relation_is_publishable": _false,
+        "obj_description": _obj_description,
+        "col_description": _col_description,
+        "shobj_description": _shobj_description,
+        "pg_encoding_to_char": _encoding_to_char,
+        "pg_stat_get_numscans": _zero,
+        # privileges: all granted
+        **{f"has_{kind}_privilege": _true() for kind in (
+            "schema", "table", "database", "any_column", "column", "sequence", "function",
+            "tablespace", "type", "language", "foreign_data_wrapper", "server")},
+        "pg_has_role": _true(),
+        # sizes
+        "pg_relation_size": _size_function("table"),
+        "pg_table_size": _size_function("table"),
+        "pg_total_relation_size": _size_function("total"),
+        "pg_indexes_size": _size_function("indexes"),
+        "pg_database_size": _database_size,
+        "pg_size_pretty": _size_pretty,
+        # strings, arrays, json
+        "quote_ident": _quote_ident,
+        "quote_literal": _quote_literal(False),
+        "quote_nullable": _quote_literal(True),
+        "array_to_string": _array_to_string,
+        "string_to_array": _string_to_array,
+        "array_upper": _array_bound("upper"),
+        "array_lower": _array_bound("lower"),
+        "array_length": _array_bound("length"),
+        "array_size": _array_bound("length"),
+        "cardinality": _cardinality,
+        "json_build_object": _json_build_object,
+        "jsonb_build_object": _json_build_object,
+        "json_build_array": _json_build_array,
+        # transactions and backends
+        "txid_current": _txid_current,
+        "pg_current_xact_id": _txid_current,
+        "txid_current_if_assigned": _txid_current,
+        "pg_sleep": _pg_sleep,
+        "pg_cancel_backend": _signal_backend(False),
+        "pg_terminate_backend": _signal_backend(True),
+        # reg* conversions
+        "to_regclass": _to_reg("regclass"),
+        "to_regtype": _to_reg("regtype"),
+        "to_regproc": _to_reg("regproc"),
+        "to_regprocedure": _to_reg("regprocedure"),
+        "to_regnamespace": _to_reg("regnamespace"),
+        "to_regrole": _to_reg("regrole"),
+        # expression forms
+        "expr:BitwiseAnd": _bitwise("and"),
+        "expr:BitwiseOr": _bitwise("or"),
+        "expr:BitwiseXor": _bitwise("xor"),
+        "expr:BitwiseNot": _bitwise("not"),
+        "expr:BitwiseLeftShift": _bitwise("shl"),
+        "expr:BitwiseRightShift": _bitwise("shr"),
+        "expr:Dot": _field_access,
+        "expr:ByteString": _escape_string,
+        "expr:Escape": _escape,
+        "expr:ArrayConcat": _array_concat,
+        "current_catalog": _const_text(lambda s: s.database_name),
+        "current_user": _const_text(lambda s: s.user),
+        "session_user": _const_text(lambda s: s.user),
+    }
+    for kind in ("regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole"):
+        out[f"::{kind}"] = _reg_input(kind)
+        out[f"{kind}::text"] = _reg_output(kind)
+    return out
+
+
+__all__ = ["catalog_functions", "build_project_set", "size_pretty", "quote_literal", "unescape",
+           "INT2"]
