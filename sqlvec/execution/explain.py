@@ -64,7 +64,8 @@ def explain(session, inner, params: list, options: dict) -> list[str]:
 
     if fmt == "json":
         return [json.dumps([{"Plan": _json(plan, annotate, details)}], indent=2)]
-    lines = explain_lines(plan, annotate, details)
+    verbose = options.get("verbose", "false") in ("true", "on", "1")
+    lines = explain_lines(plan, annotate, details, verbose)
     if analyze and total is not None:
         lines.append(f"Execution Time: {total * 1000:.3f} ms")
     return lines

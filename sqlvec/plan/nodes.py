@@ -326,14 +326,18 @@ class VectorTopK(PlanNode):
         return text
 
 
-def explain_lines(node: PlanNode, annotate=None, details=None) -> list[str]:
+def explain_lines(node: PlanNode, annotate=None, details=None, verbose: bool = False) -> list[str]:
     """PostgreSQL-shaped EXPLAIN text: `->  ` arrows, details indented under each node.
 
     `annotate(node)` may add text to a node's first line (actual rows and times); `details(node)`
-    may add lines under it (what a vector search did per segment)."""
+    may add lines under it (what a vector search did per segment). As in PostgreSQL, projections
+    are not plan steps of their own: they show only with VERBOSE."""
     lines: list[str] = []
 
     def walk(n: PlanNode, depth: int) -> None:
+        if isinstance(n, Project) and not verbose and n.children:
+            walk(n.children[0], depth)
+            return
         head, *lines_below = n.describe().split("\n")
         if details is not None:
             lines_below += details(n)
