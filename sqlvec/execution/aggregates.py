@@ -1,13 +1,18 @@
-"""Aggregate functions over groups, on pyarrow's hash aggregation (Table.group_by).
+"""Aggregate functions over groups, vectorized with NumPy and pyarrow's hash aggregation.
 
 `compile_aggregate` turns one call (`count(*)`, `sum(x) FILTER (WHERE ...)`,
-`string_agg(x, ',' ORDER BY y)`, `avg(embedding)`) into an `AggregateSpec`; `run_aggregates`
-evaluates every spec for every group in one group_by. Result types follow PostgreSQL: sum of
-int2/int4 is bigint, sum of bigint is numeric, avg of integers is numeric, count is bigint.
+`string_agg(DISTINCT x, ',' ORDER BY x)`, `avg(embedding)`) into an `AggregateSpec`;
+`run_aggregates` numbers the groups once (dense ids in order of first appearance), then
+evaluates each spec over its own selection of rows (FILTER, DISTINCT, ORDER BY) with one
+`Table.group_by` on the group id, scattering the results back by id. Result types follow
+PostgreSQL: sum of int2/int4 is bigint, sum of bigint is numeric, avg of integers and numerics
+is numeric (display scale 16 as PostgreSQL gives for quotients of like magnitude), count is
+bigint, variance and stddev of exact types are numeric.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,14 +22,18 @@ from sqlglot import exp
 
 from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
-from sqlvec.execution.values import BOOL, FLOAT8, INT8, NUMERIC, TEXT, Value, as_array
+from sqlvec.execution.values import BOOL, FLOAT8, INT8, TEXT, Value, as_array
+from sqlvec.storage.table import mask_of
 from sqlvec.types import SqlType
+
+# avg and division results keep this many decimals (PostgreSQL: 16 significant digits).
+AVG_SCALE = 16
 
 
 @dataclass
 class AggregateSpec:
-    name: str  # count | count_all | count_distinct | sum | avg | min | max | bool_and |
-    # bool_or | string_agg | array_agg | stddev | variance | vector_sum | vector_avg
+    name: str  # count | count_all | sum | avg | min | max | bool_and | bool_or | string_agg |
+    # array_agg | stddev | variance | vector_sum | vector_avg
     arg: Value | None
     type: SqlType
     filter: Value | None = None
@@ -34,275 +43,286 @@ class AggregateSpec:
     ddof: int = 1
 
 
-_SUM_TYPE = {"int2": INT8, "int4": INT8, "int8": NUMERIC, "float4": SqlType("float4"),
-             "float8": FLOAT8, "numeric": NUMERIC, "interval": SqlType("interval")}
+_SUM_TYPE = {"int2": INT8, "int4": INT8, "float4": SqlType("float4"), "float8": FLOAT8,
+             "interval": SqlType("interval")}
 
 
 def compile_aggregate(c, call: exp.Expression) -> AggregateSpec:
     filt = None
     if isinstance(call, exp.Filter):
-        filt = c.compile_as(call.expression.this, BOOL)
+        filt = c.condition(call.expression.this, "FILTER")
         call = call.this
-    order = None
-    distinct = False
     arg_expr = call.this
+    order = None
     if isinstance(arg_expr, exp.Order):
-        order_spec = arg_expr
-        arg_expr = arg_expr.this
         order = [(c.compile(o.this), bool(o.args.get("desc")),
                   o.args.get("nulls_first") if o.args.get("nulls_first") is not None
-                  else bool(o.args.get("desc"))) for o in order_spec.expressions]
-    if isinstance(arg_expr, exp.Distinct):
-        distinct = True
+                  else bool(o.args.get("desc"))) for o in arg_expr.expressions]
+        arg_expr = arg_expr.this
+    distinct = isinstance(arg_expr, exp.Distinct)
+    if distinct:
         arg_expr = arg_expr.expressions[0] if arg_expr.expressions else None
     if isinstance(call, exp.Count):
         if arg_expr is None or isinstance(arg_expr, exp.Star):
             return AggregateSpec("count_all", None, INT8, filt)
-        arg = c.compile(arg_expr)
-        return AggregateSpec("count_distinct" if distinct else "count", arg, INT8, filt,
-                             distinct=distinct)
-    arg = c.compile(arg_expr) if arg_expr is not None else None
-    if arg is not None and arg.type.name == "unknown":
-        arg = c.coerce(arg, TEXT if not isinstance(call, (exp.Sum, exp.Avg)) else NUMERIC)
-    if isinstance(call, (exp.Sum, exp.Avg)):
-        if arg.type.name == "vector":
-            return AggregateSpec("vector_sum" if isinstance(call, exp.Sum) else "vector_avg",
-                                 arg, arg.type, filt)
-        if not V.is_numeric(arg.type) and arg.type.name != "interval":
-            kind = "sum" if isinstance(call, exp.Sum) else "avg"
-            raise SqlVecError(f"function {kind}({arg.type.format()}) does not exist",
-                              sqlstate="42883")
-        if isinstance(call, exp.Sum):
-            return AggregateSpec("sum", arg, _SUM_TYPE.get(arg.type.name, NUMERIC), filt,
-                                 distinct=distinct)
-        t = FLOAT8 if arg.type.name in ("float4", "float8") else NUMERIC
-        return AggregateSpec("avg", arg, t, filt, distinct=distinct)
-    if isinstance(call, (exp.Min, exp.Max)):
-        return AggregateSpec("min" if isinstance(call, exp.Min) else "max", arg, arg.type, filt)
-    if isinstance(call, exp.LogicalAnd):
-        return AggregateSpec("bool_and", c.coerce(arg, BOOL), BOOL, filt)
-    if isinstance(call, exp.LogicalOr):
-        return AggregateSpec("bool_or", c.coerce(arg, BOOL), BOOL, filt)
-    if isinstance(call, exp.GroupConcat):
-        sep = call.args.get("separator")
-        return AggregateSpec("string_agg", c.coerce(arg, TEXT) if arg.type != TEXT else arg, TEXT,
-                             filt, separator=c.compile_as(sep, TEXT) if sep is not None else None,
-                             order=order, distinct=distinct)
-    if isinstance(call, exp.ArrayAgg):
-        return AggregateSpec("array_agg", arg, arg.type.array_of() if not arg.type.is_array
-                             else arg.type, filt, order=order, distinct=distinct)
-    if isinstance(call, (exp.Stddev, exp.StddevSamp, exp.StddevPop, exp.Variance,
-                         exp.VariancePop)):
-        name = "stddev" if isinstance(call, (exp.Stddev, exp.StddevSamp, exp.StddevPop)) else "variance"
-        ddof = 0 if isinstance(call, (exp.StddevPop, exp.VariancePop)) else 1
-        return AggregateSpec(name, c.coerce(arg, FLOAT8) if arg.type.name != "float8" else arg,
-                             FLOAT8 if arg.type.name in ("float4", "float8") else NUMERIC, filt,
-                             ddof=ddof)
-    raise FeatureNotSupported(f"aggregate function {call.sql_name().lower()} is not supported")
+        return AggregateSpec("count", c.compile(arg_expr), INT8, filt, distinct=distinct)
+    if arg_expr is None:
+        raise SqlVecError(f"function {_name(call)}() does not exist", sqlstate="42883")
+    arg = c.compile(arg_expr)
+    if arg.type.name == "unknown":
+        arg = c.coerce(arg, TEXT if not isinstance(call, (exp.Sum, exp.Avg)) else V.NUMERIC)
+    build = _BUILDERS.get(type(call))
+    if build is None:
+        raise FeatureNotSupported(f"aggregate function {_name(call)} is not supported")
+    spec = build(c, call, arg)
+    spec.filter, spec.distinct = filt, distinct
+    spec.order = order if spec.order is None else spec.order
+    if order is not None and spec.name not in ("string_agg", "array_agg"):
+        spec.order = None  # ORDER BY does not change other aggregates' results
+    return spec
 
 
-_ARROW_AGG = {"count": "count", "count_all": "count_all", "count_distinct": "count_distinct",
-              "sum": "sum", "avg": "mean", "min": "min", "max": "max", "bool_and": "all",
-              "bool_or": "any", "string_agg": "list", "array_agg": "list", "stddev": "stddev",
-              "variance": "variance"}
+def _name(call: exp.Expression) -> str:
+    return call.sql_name().lower() if isinstance(call, exp.Func) else type(call).__name__
+
+
+def _sum(c, call, arg: Value) -> AggregateSpec:
+    if arg.type.name == "vector":
+        return AggregateSpec("vector_sum", arg, arg.type)
+    _require_number(call, arg)
+    if arg.type.name in ("int8", "numeric"):
+        return AggregateSpec("sum", arg, V.numeric_with_scale(V.numeric_scale(arg.type)))
+    return AggregateSpec("sum", arg, _SUM_TYPE[arg.type.name])
+
+
+def _avg(c, call, arg: Value) -> AggregateSpec:
+    if arg.type.name == "vector":
+        return AggregateSpec("vector_avg", arg, arg.type)
+    _require_number(call, arg)
+    if arg.type.name in ("float4", "float8"):
+        return AggregateSpec("avg", arg, FLOAT8)
+    if arg.type.name == "interval":
+        raise FeatureNotSupported("avg(interval) is not supported")
+    scale = max(AVG_SCALE, V.numeric_scale(arg.type) or 0)
+    return AggregateSpec("avg", arg, V.numeric_with_scale(scale))
+
+
+def _require_number(call, arg: Value) -> None:
+    if not V.is_numeric(arg.type) and arg.type.name != "interval":
+        raise SqlVecError(f"function {_name(call)}({arg.type.format()}) does not exist",
+                          sqlstate="42883",
+                          hint="No function matches the given name and argument types. You "
+                               "might need to add explicit type casts.")
+
+
+def _min_max(c, call, arg: Value) -> AggregateSpec:
+    if arg.type.is_array or arg.type.name in ("vector", "json"):
+        raise FeatureNotSupported(f"{_name(call)}({arg.type.format()}) is not supported")
+    return AggregateSpec("min" if isinstance(call, exp.Min) else "max", arg, arg.type)
+
+
+def _bool(c, call, arg: Value) -> AggregateSpec:
+    name = "bool_and" if isinstance(call, exp.LogicalAnd) else "bool_or"
+    return AggregateSpec(name, c.coerce(arg, BOOL), BOOL)
+
+
+def _string_agg(c, call, arg: Value) -> AggregateSpec:
+    sep = call.args.get("separator")
+    separator = c.compile_as(sep, TEXT) if sep is not None else None
+    if separator is None:
+        raise SqlVecError("function string_agg(text) does not exist", sqlstate="42883")
+    if not V.is_string(arg.type):
+        raise SqlVecError(f"function string_agg({arg.type.format()}, text) does not exist",
+                          sqlstate="42883")
+    return AggregateSpec("string_agg", arg, TEXT, separator=separator)
+
+
+def _array_agg(c, call, arg: Value) -> AggregateSpec:
+    if arg.type.is_array or arg.type.name == "vector":
+        raise FeatureNotSupported(f"array_agg({arg.type.format()}) is not supported")
+    return AggregateSpec("array_agg", arg, arg.type.array_of())
+
+
+def _spread(c, call, arg: Value) -> AggregateSpec:
+    _require_number(call, arg)
+    name = "variance" if isinstance(call, (exp.Variance, exp.VariancePop)) else "stddev"
+    ddof = 0 if isinstance(call, (exp.StddevPop, exp.VariancePop)) else 1
+    exact = arg.type.name not in ("float4", "float8")
+    return AggregateSpec(name, c.coerce(arg, FLOAT8), V.numeric_with_scale(AVG_SCALE)
+                         if exact else FLOAT8, ddof=ddof)
+
+
+_BUILDERS: dict[type, Callable] = {
+    exp.Sum: _sum, exp.Avg: _avg, exp.Min: _min_max, exp.Max: _min_max,
+    exp.LogicalAnd: _bool, exp.LogicalOr: _bool, exp.GroupConcat: _string_agg,
+    exp.ArrayAgg: _array_agg, exp.Stddev: _spread, exp.StddevSamp: _spread,
+    exp.StddevPop: _spread, exp.Variance: _spread, exp.VariancePop: _spread,
+}
+
+
+# Running ---------------------------------------------------------------------------------------
 
 
 def run_aggregates(frame, groups: list[Value], specs: list[AggregateSpec],
                    out_types: list[SqlType]) -> pa.Table:
-    from sqlvec.execution.operators import sort_indices, table_of
+    """One row per group (one row in all when there is no GROUP BY): keys, then aggregates."""
+    from sqlvec.execution.operators import table_of
 
-    table = frame.table
-    n = table.num_rows
-    if any(s.order for s in specs) and n > 1:
-        spec = next(s for s in specs if s.order)
-        order = sort_indices([(v(frame), v.type, desc, nf) for v, desc, nf in spec.order], n)
-        table = table.take(order)
-        from sqlvec.execution.expressions import Frame
-
-        frame = Frame(table, frame.ctx, frame.outer)
-    columns: dict[str, pa.Array] = {}
-    for i, g in enumerate(groups):
-        col = as_array(g(frame), n)
-        if isinstance(col, pa.ChunkedArray):
-            col = col.combine_chunks()
-        if pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type):
-            raise FeatureNotSupported(f"grouping by values of type {g.type.format()} is not supported")
-        columns[f"g{i}"] = col
-    aggs = []
-    vector_specs = []
-    for j, s in enumerate(specs):
-        if s.name in ("vector_sum", "vector_avg"):
-            vector_specs.append(j)
-            continue
-        if s.name == "count_all":
-            if s.filter is not None:
-                columns[f"a{j}"] = pa.array(V_mask(s.filter(frame), n), pa.bool_())
-                columns[f"a{j}"] = pc.if_else(columns[f"a{j}"], True, pa.scalar(None, pa.bool_()))
-                aggs.append((f"a{j}", "count", pc.CountOptions(mode="only_valid")))
-            else:
-                aggs.append(([], "count_all", None))
-            continue
-        arg = as_array(s.arg(frame), n)
-        if isinstance(arg, pa.ChunkedArray):
-            arg = arg.combine_chunks()
-        if s.filter is not None:
-            keep = V_mask(s.filter(frame), n)
-            arg = pc.if_else(pa.array(keep), arg, pa.scalar(None, arg.type))
-        if s.name == "avg" and pa.types.is_decimal(arg.type):
-            arg = arg.cast(pa.float64()) if False else arg
-        if s.name in ("avg", "sum") and pa.types.is_integer(arg.type):
-            arg = arg.cast(pa.int64())
-        if s.distinct and s.name not in ("count_distinct",):
-            raise FeatureNotSupported(f"{s.name}(DISTINCT ...) is not supported")
-        columns[f"a{j}"] = arg
-        options = None
-        if s.name in ("stddev", "variance"):
-            options = pc.VarianceOptions(ddof=s.ddof)
-        elif s.name in ("sum", "avg", "min", "max", "bool_and", "bool_or"):
-            options = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
-        elif s.name == "count_distinct":
-            options = pc.CountOptions(mode="only_valid")
-        elif s.name == "count":
-            options = pc.CountOptions(mode="only_valid")
-        aggs.append((f"a{j}", _ARROW_AGG[s.name], options))
-    if not columns:
-        columns["_"] = pa.nulls(n, pa.bool_())
-    base = pa.table(columns)
-    keys = [f"g{i}" for i in range(len(groups))]
+    n = frame.n
+    keys = [_groupable(as_array(g(frame), n), g.type) for g in groups]
     if keys:
-        base = base.append_column("_pos", pa.array(np.arange(n, dtype=np.int64)))
-        result = base.group_by(keys, use_threads=False).aggregate(aggs + [("_pos", "min")])
-        order = np.argsort(result.column("_pos_min").to_numpy(), kind="stable")
-        result = result.take(pa.array(order))
-        group_cols = [result.column(k) for k in keys]
+        gids, first = group_ids(keys, n)
+        ngroups = first.size
     else:
-        result = _scalar_aggregate(base, aggs, n)
-        group_cols = []
-    agg_cols = []
-    col_index = len(keys)
-    for j, s in enumerate(specs):
-        if j in vector_specs:
-            agg_cols.append(None)
-            continue
-        col = result.column(col_index)
-        col_index += 1
-        agg_cols.append(_finish(col, s, frame, result.num_rows))
-    if vector_specs:
-        gids = _group_ids(base, keys, n) if keys else np.zeros(n, np.int64)
-        ngroups = result.num_rows if keys else 1
-        for j in vector_specs:
-            agg_cols[j] = _vector_aggregate(specs[j], frame, gids, ngroups, n)
-    cols = group_cols + agg_cols
-    cols = [_to_type(c, t) for c, t in zip(cols, out_types)]
-    return table_of(cols) if cols else table_of([], result.num_rows)
+        gids, first, ngroups = np.zeros(n, np.int64), None, 1
+    cols = [k.take(pa.array(first)) for k in keys]
+    cols += [_aggregate(s, frame, gids, ngroups) for s in specs]
+    cols = [_to_type(col, t) for col, t in zip(cols, out_types)]
+    return table_of(cols) if cols else table_of([], ngroups)
 
 
-def V_mask(result, n):
-    from sqlvec.storage.table import mask_of
-
-    return mask_of(result, n)
-
-
-def _scalar_aggregate(base: pa.Table, aggs, n: int) -> pa.Table:
-    """Aggregates without GROUP BY: exactly one row, even over no input rows."""
-    out = {}
-    for i, (col, fn, options) in enumerate(aggs):
-        if fn == "count_all":
-            out[f"c{i}"] = pa.array([n], pa.int64())
-            continue
-        arr = base.column(col)
-        if fn == "list":
-            out[f"c{i}"] = pa.array([arr.to_pylist()] if n else [None], pa.list_(arr.type))
-            continue
-        if fn == "count_distinct":
-            value = pc.count_distinct(arr, mode="only_valid")
-        elif fn == "mean":
-            value = pc.mean(arr, skip_nulls=True, min_count=1)
-        elif fn in ("stddev", "variance"):
-            value = getattr(pc, fn)(arr, ddof=options.ddof)
-        else:
-            value = getattr(pc, fn)(arr, options=options) if options is not None else getattr(pc, fn)(arr)
-        out[f"c{i}"] = pa.array([value.as_py()], value.type)
-    if not out:
-        return pa.table({"_": [None]})
-    return pa.table(out)
-
-
-def _finish(col, s: AggregateSpec, frame, rows: int):
-    if s.name == "string_agg":
-        sep = ","
-        if s.separator is not None:
-            sep_val = s.separator(frame)
-            sep = sep_val.as_py() if isinstance(sep_val, pa.Scalar) else sep_val[0].as_py()
-        lists = col.to_pylist()
-        return pa.array([None if (items is None or all(x is None for x in items))
-                         else sep.join(x for x in items if x is not None) for items in lists], pa.string())
-    if s.name == "array_agg":
-        lists = col.to_pylist()
-        return pa.array([None if not items else items for items in lists], s.type.to_arrow())
-    if s.name == "avg" and s.type.name == "numeric":
-        return _numeric_avg(col)
+def _groupable(col, t: SqlType) -> pa.Array:
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type):
+        raise FeatureNotSupported(f"grouping by values of type {t.format()} is not supported")
     return col
 
 
-def _numeric_avg(col):
-    import decimal
-
-    out = []
-    for v in col.to_pylist():
-        if v is None:
-            out.append(None)
-            continue
-        d = decimal.Decimal(str(v))
-        out.append(d.quantize(decimal.Decimal(1).scaleb(-16)) if d != d.to_integral_value()
-                   else d.quantize(decimal.Decimal(1).scaleb(-16)))
-    return pa.array(out, pa.decimal128(38, 16))
-
-
-def _to_type(col, t: SqlType):
-    if col is None:
-        return col
-    arrow = t.to_arrow()
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
-    if col.type == arrow:
-        return col
-    try:
-        return col.cast(arrow)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        if t.name == "numeric":
-            import decimal
-
-            return pa.array([None if v is None else decimal.Decimal(str(v))
-                             for v in col.to_pylist()], arrow)
-        return col
+def group_ids(keys: list[pa.Array], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(dense group id per row, first row of each group), groups numbered by first appearance."""
+    columns = {f"k{i}": k for i, k in enumerate(keys)}
+    columns["_row"] = pa.array(np.arange(n, dtype=np.int64))
+    grouped = pa.table(columns).group_by(list(columns)[:-1], use_threads=False).aggregate(
+        [("_row", "list"), ("_row", "min")])
+    first = grouped.column("_row_min").to_numpy()
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(order.size, np.int64)
+    rank[order] = np.arange(order.size)
+    lists = grouped.column("_row_list").combine_chunks()
+    gids = np.empty(n, np.int64)
+    gids[pc.list_flatten(lists).to_numpy()] = rank[pc.list_parent_indices(lists).to_numpy()]
+    return gids, first[order]
 
 
-def _group_ids(base: pa.Table, keys: list[str], n: int) -> np.ndarray:
-    """Dense group number per row, numbered in order of first appearance."""
-    t = base.select(keys).append_column("_row", pa.array(np.arange(n, dtype=np.int64)))
-    grouped = t.group_by(keys, use_threads=False).aggregate([("_row", "list"), ("_row", "min")])
-    order = np.argsort(grouped.column("_row_min").to_numpy(), kind="stable")
-    ids = np.empty(n, np.int64)
-    rows = grouped.column("_row_list").to_pylist()
-    for gid, idx in enumerate(order):
-        ids[rows[idx]] = gid
-    return ids
+def _aggregate(spec: AggregateSpec, frame, gids: np.ndarray, ngroups: int):
+    """One aggregate: the rows it sees (FILTER, DISTINCT, ORDER BY), then its kernel."""
+    n = frame.n
+    arg = None
+    if spec.arg is not None:
+        arg = as_array(spec.arg(frame), n)
+        arg = arg.combine_chunks() if isinstance(arg, pa.ChunkedArray) else arg
+    keep = np.ones(n, bool) if spec.filter is None else mask_of(spec.filter(frame), n)
+    if arg is not None and spec.name not in ("array_agg",):
+        keep &= arg.is_valid().to_numpy(zero_copy_only=False)  # aggregates skip NULLs
+    if spec.distinct and arg is not None:
+        keep &= _first_occurrences(gids, arg, keep)
+    rows = np.arange(n)
+    if spec.order:
+        from sqlvec.execution.operators import sort_indices
+
+        keys = [(v(frame), v.type, desc, nulls_first) for v, desc, nulls_first in spec.order]
+        rows = sort_indices(keys, n).to_numpy()
+    rows = rows[keep[rows]]
+    return _KERNELS[spec.name](spec, frame, arg, gids, rows, ngroups)
 
 
-def _vector_aggregate(spec: AggregateSpec, frame, gids: np.ndarray, ngroups: int, n: int):
-    value = spec.arg(frame)
-    matrix, valid = V.to_numpy_vectors(value, n)
-    keep = np.ones(n, bool) if valid is None else valid.copy()
-    if spec.filter is not None:
-        keep &= V_mask(spec.filter(frame), n)
+def _first_occurrences(gids: np.ndarray, arg: pa.Array, keep: np.ndarray) -> np.ndarray:
+    """Rows that are the first of their (group, value) pair among the kept rows."""
+    from sqlvec.execution.operators import first_of_groups
+
+    kept = np.flatnonzero(keep)
+    out = np.zeros(gids.size, bool)
+    if kept.size:
+        firsts = first_of_groups([pa.array(gids[kept]), arg.take(pa.array(kept))], kept.size)
+        out[kept[firsts]] = True
+    return out
+
+
+def _by_group(gids: np.ndarray, rows: np.ndarray, values: pa.Array, ngroups: int,
+              function: str, options=None) -> pa.Array:
+    """pyarrow's hash aggregate `function` of values[rows] per group id, indexed by group id
+    (groups without rows get NULL)."""
+    table = pa.table({"g": pa.array(gids[rows]), "x": values.take(pa.array(rows))})
+    result = table.group_by("g", use_threads=False).aggregate([("x", function, options)])
+    pos = np.full(ngroups, -1, np.int64)
+    pos[result.column("g").to_numpy()] = np.arange(result.num_rows)
+    column = result.column(1).combine_chunks()
+    return column.take(pa.array(pos, mask=pos < 0))
+
+
+def _count(spec, frame, arg, gids, rows, ngroups):
+    return pa.array(np.bincount(gids[rows], minlength=ngroups).astype(np.int64))
+
+
+def _hash(function: str, options=None):
+    def kernel(spec, frame, arg, gids, rows, ngroups):
+        return _by_group(gids, rows, arg, ngroups, function, options)
+    return kernel
+
+
+def _sum_kernel(spec, frame, arg, gids, rows, ngroups):
+    if spec.type.name == "numeric":
+        arg = V.to_decimal(arg, spec.arg.type)
+    return _by_group(gids, rows, arg, ngroups, "sum", pc.ScalarAggregateOptions(min_count=1))
+
+
+def _avg_kernel(spec, frame, arg, gids, rows, ngroups):
+    if spec.type.name != "numeric":
+        return _by_group(gids, rows, pc.cast(arg, pa.float64()), ngroups, "mean")
+    from sqlvec.execution.expressions import _decimal_op
+
+    total = _by_group(gids, rows, V.to_decimal(arg, spec.arg.type), ngroups, "sum",
+                      pc.ScalarAggregateOptions(min_count=1))
+    count = pa.array(np.bincount(gids[rows], minlength=ngroups).astype(np.int64))
+    count = pc.if_else(pc.equal(count, 0), pa.scalar(None, pa.int64()), count)
+    return _decimal_op("divide", spec.type)(total, V.to_decimal(count, INT8))
+
+
+def _spread_kernel(spec, frame, arg, gids, rows, ngroups):
+    out = _by_group(gids, rows, arg, ngroups, spec.name, pc.VarianceOptions(ddof=spec.ddof))
+    if spec.type.name == "numeric":
+        return V.fit_numeric(V.to_decimal(out, FLOAT8), spec.type)
+    return out
+
+
+def _string_agg_kernel(spec, frame, arg, gids, rows, ngroups):
+    lists = _by_group(gids, rows, arg, ngroups, "list")
+    separator = spec.separator(frame)
+    if not isinstance(separator, pa.Scalar):
+        raise FeatureNotSupported("string_agg with a separator that varies by row is not supported")
+    return pc.binary_join(lists, separator)
+
+
+def _vector_kernel(spec, frame, arg, gids, rows, ngroups):
+    matrix, _ = V.to_numpy_vectors(arg, frame.n)
     d = matrix.shape[1] if matrix.ndim == 2 else 0
-    sums = np.zeros((max(ngroups, 1), d), np.float64)
-    counts = np.zeros(max(ngroups, 1), np.int64)
-    np.add.at(sums, gids[keep], matrix[keep].astype(np.float64))
-    np.add.at(counts, gids[keep], 1)
+    sums = np.zeros((ngroups, d), np.float64)
+    counts = np.bincount(gids[rows], minlength=ngroups)
+    np.add.at(sums, gids[rows], matrix[rows].astype(np.float64))
     if spec.name == "vector_avg":
         with np.errstate(invalid="ignore", divide="ignore"):
             sums = sums / counts[:, None]
-    out_valid = counts > 0
-    return V.vectors_to_arrow(sums.astype(np.float32), out_valid)[:ngroups]
+    return V.vectors_to_arrow(sums.astype(np.float32), counts > 0)
+
+
+_MIN_COUNT = pc.ScalarAggregateOptions(min_count=1)
+
+_KERNELS: dict[str, Callable] = {
+    "count_all": _count, "count": _count,
+    "sum": _sum_kernel, "avg": _avg_kernel,
+    "min": _hash("min", _MIN_COUNT), "max": _hash("max", _MIN_COUNT),
+    "bool_and": _hash("all", _MIN_COUNT), "bool_or": _hash("any", _MIN_COUNT),
+    "string_agg": _string_agg_kernel, "array_agg": _hash("list"),
+    "stddev": _spread_kernel, "variance": _spread_kernel,
+    "vector_sum": _vector_kernel, "vector_avg": _vector_kernel,
+}
+
+
+def _to_type(col, t: SqlType):
+    arrow = t.to_arrow()
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if col.type == arrow:
+        return col
+    if t.name == "numeric" and pa.types.is_decimal(col.type):
+        return V.fit_numeric(col, t)
+    return col.cast(arrow)

@@ -209,9 +209,11 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
     options = {}
     with_ = params.args.get("with_storage") if params is not None else None
     if with_ and not isinstance(with_, bool):
-        for prop in with_.expressions if hasattr(with_, "expressions") else []:
-            key = prop.this.name.lower() if isinstance(prop, exp.EQ) else str(prop)
-            value = prop.expression
+        props = with_ if isinstance(with_, list) else (
+            with_.expressions if hasattr(with_, "expressions") else [])
+        for prop in props:
+            key = prop.this.name.lower() if isinstance(prop, (exp.EQ, exp.Property)) else str(prop)
+            value = prop.args.get("value") if isinstance(prop, exp.Property) else prop.expression
             options[key] = int(value.this) if isinstance(value, exp.Literal) else value.name
     if method not in ("hnsw", "btree"):
         raise FeatureNotSupported(f'access method "{method}" is not supported',

@@ -132,6 +132,9 @@ def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePl
         if len(visible) > len(target_cols):
             raise SqlVecError("INSERT has more expressions than target columns", sqlstate="42601")
         target_cols = target_cols[: len(visible)]
+        types = [t for f, t in zip(source.fields, source.types) if not f.hidden]
+        for t, col in zip(types, target_cols):
+            V.check_assignable(t, col)
     defaults = {c.name: default_value(c, builder) for c in d.columns}
     fields = _table_fields(table, alias)
     returning, returning_fields = _returning(builder, planner, stmt, fields)
@@ -157,7 +160,7 @@ def _values_source(values: exp.Values, target_cols: list[ColumnDef], planner: Pl
             raise SqlVecError("INSERT has more target columns than expressions", sqlstate="42601")
         out = []
         for cell, col in zip(cells, target_cols):
-            if isinstance(cell, exp.Var) and cell.name.upper() == "DEFAULT":
+            if _is_default(cell):
                 out.append(None)
                 continue
             bound = planner._expr(cell, Scope([]))
@@ -177,13 +180,22 @@ def _values_source(values: exp.Values, target_cols: list[ColumnDef], planner: Pl
     return op
 
 
+def _is_default(e: exp.Expression) -> bool:
+    """The DEFAULT keyword in VALUES or SET (sqlglot reads it as a name)."""
+    return isinstance(e, (exp.Var, exp.Column)) and not isinstance(e.this, exp.Star) and \
+        not (isinstance(e, exp.Column) and (e.table or e.this.quoted)) and \
+        e.name.upper() == "DEFAULT"
+
+
 def _assign(c: Compiler, e: exp.Expression, col: ColumnDef) -> Value:
-    """An expression assigned to a column: unknown literals and parameters take its type."""
+    """An expression assigned to a column: unknown literals and parameters take its type;
+    other types need an assignment cast (42804 otherwise, as PostgreSQL)."""
     if isinstance(e, exp.Parameter):
         return c.compile_as(e, col.type)
     v = c.compile(e)
     if v.type.name == "unknown":
         return c.coerce(v, col.type)
+    V.check_assignable(v.type, col)
     return v
 
 
@@ -472,7 +484,8 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
         name = target.name
         if not d.has_column(name):
             raise UndefinedColumn(f'column "{name}" of relation "{d.name}" does not exist')
-        assigned[name] = planner._expr(a.expression, scope)
+        value = a.expression
+        assigned[name] = value if _is_default(value) else planner._expr(value, scope)
     from sqlvec.plan.rules import optimize
 
     source = builder.build(optimize(node))
@@ -481,9 +494,8 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
     for col in d.columns:
         if col.name in assigned:
             expr = assigned[col.name]
-            if isinstance(expr, exp.Var) and expr.name.upper() == "DEFAULT":
-                dv = default_value(col, builder)
-                new_values.append(dv)
+            if _is_default(expr):
+                new_values.append(default_value(col, builder))
             else:
                 new_values.append(_assign(c, expr, col))
         else:

@@ -24,8 +24,8 @@ import pyarrow.compute as pc
 from sqlglot import exp
 
 from sqlvec.errors import (
-    DatatypeMismatch,
     DataException,
+    DatatypeMismatch,
     DivisionByZero,
     FeatureNotSupported,
     NumericValueOutOfRange,
@@ -297,6 +297,8 @@ def _arith(c: Compiler, e: exp.Binary) -> Value:
                           f"{b.type.format()}", sqlstate="42883")
     if t.name == "numeric":
         result = numeric_result_type(op, a.type, b.type)
+        if op == "divide" and a.const and b.const:
+            result = _constant_quotient_type(a, b)
         return _bind2(_decimal_op(op, result), a, b, result)
     if op == "power":
         t = FLOAT8
@@ -385,6 +387,25 @@ def numeric_result_type(op: str, a: SqlType, b: SqlType) -> SqlType:
     if sa is None or sb is None:
         return NUMERIC
     return V.numeric_with_scale(sa + sb if op == "multiply" else max(sa, sb))
+
+
+def _constant_quotient_type(a: Value, b: Value) -> SqlType:
+    """The exact display scale PostgreSQL gives a quotient of two known numbers
+    (select_div_scale: 16 significant digits, estimated from the leading base-10000 digits)."""
+    x, y = (constant(v, None).as_py() for v in (a, b))
+    scales = [V.numeric_scale(a.type) or 0, V.numeric_scale(b.type) or 0]
+    if x is None or y is None or y == 0:
+        return V.numeric_with_scale(max(_MIN_DIV_SCALE, *scales))
+
+    def leading(v: decimal.Decimal) -> tuple[int, int]:
+        if v == 0:
+            return 0, 0
+        weight = abs(v).adjusted() // 4
+        return weight, int(abs(v).scaleb(-4 * weight))
+
+    (wx, fx), (wy, fy) = leading(decimal.Decimal(x)), leading(decimal.Decimal(y))
+    qweight = wx - wy - (1 if fx <= fy else 0)
+    return V.numeric_with_scale(max(_MIN_DIV_SCALE - qweight * 4, *scales, 0))
 
 
 def _decimal_op(op: str, target: SqlType) -> Callable[[Datum, Datum], Datum]:
@@ -478,12 +499,46 @@ def _temporal_arith(c: Compiler, op: str, a: Value, b: Value) -> Value:
             micros = pc.subtract(pc.cast(x, pa.int64()), pc.cast(pc.cast(y, x.type), pa.int64()))
             return _micros_to_interval(micros)
         return Value(fn, SqlType("interval"), a.const and b.const)
+    if op in ("multiply", "divide") and "interval" in (ta.name, tb.name) and (
+            V.is_numeric(ta) or V.is_numeric(tb)):
+        interval, factor = (a, b) if ta.name == "interval" else (b, a)
+        if op == "divide" and interval is not a:
+            raise SqlVecError(f"operator does not exist: {ta.format()} / {tb.format()}",
+                              sqlstate="42883")
+        factor = c.coerce(factor, FLOAT8)
+        return Value(lambda f: _scale_interval(interval(f), factor(f), op == "divide"),
+                     SqlType("interval"), a.const and b.const)
     if ta.name == "interval" and tb.name == "interval" and op in ("add", "subtract"):
         def fn(f):
             return _interval_pairwise(a(f), b(f), op)
         return Value(fn, SqlType("interval"), a.const and b.const)
     raise SqlVecError(f"operator does not exist: {ta.format()} {_SYMBOL[op]} {tb.format()}",
                       sqlstate="42883")
+
+
+def _scale_interval(interval: Datum, factor: Datum, divide: bool) -> Datum:
+    """interval * number (or / number): months and days scale, fractions cascade down to
+    days (30 per month) and microseconds, as PostgreSQL's interval_mul."""
+    def scale(iv, k):
+        if iv is None or k is None:
+            return None
+        if divide:
+            if k == 0:
+                raise DivisionByZero("division by zero")
+            k = 1 / k
+        months = iv.months * k
+        whole_months = int(months)
+        days = iv.days * k + (months - whole_months) * 30
+        whole_days = int(days)
+        micros = iv.nanoseconds / 1000 * k + (days - whole_days) * 86_400_000_000
+        return pa.MonthDayNano([whole_months, whole_days, int(round(micros)) * 1000])
+
+    if is_scalar(interval) and is_scalar(factor):
+        return pa.scalar(scale(interval.as_py(), factor.as_py()), pa.month_day_nano_interval())
+    n = len(interval) if not is_scalar(interval) else len(factor)
+    ivs = as_array(interval, n).to_pylist()
+    ks = as_array(factor, n).to_pylist()
+    return pa.array([scale(iv, k) for iv, k in zip(ivs, ks)], pa.month_day_nano_interval())
 
 
 def _add_interval(base: Datum, interval: Datum, negate: bool, t: SqlType) -> Datum:
@@ -633,6 +688,10 @@ def _compare(c: Compiler, e: exp.Binary) -> Value:
 def _arrow_compare(fn, x: Datum, y: Datum) -> Datum:
     try:
         return fn(x, y)
+    except pa.ArrowInvalid:
+        if pa.types.is_decimal(x.type) and pa.types.is_decimal(y.type):
+            return fn(_wide(x), _wide(y))  # the common scale needs more than 38 digits
+        raise
     except pa.ArrowNotImplementedError:
         if pa.types.is_list(x.type) and pa.types.is_list(y.type):  # arrays: element-wise
             return _list_compare(fn, x, y)
@@ -658,18 +717,19 @@ def _list_compare(fn, x: Datum, y: Datum) -> Datum:
 
 
 def _vector_compare(op: str, x: Datum, y: Datum, n: int) -> Datum:
+    """Vector comparisons as pgvector's btree order: element by element, then by length."""
     both = is_scalar(x) and is_scalar(y)
     rows = 1 if both else n
     mx, vx = V.to_numpy_vectors(x, rows)
     my, vy = V.to_numpy_vectors(y, rows)
-    if op in ("equal", "not_equal"):
-        if mx.shape[1] != my.shape[1]:
-            eq = np.zeros(rows, bool)
-        else:
-            eq = (mx == my).all(axis=1)
-        out = eq if op == "equal" else ~eq
-    else:
-        raise FeatureNotSupported("ordering comparisons of vectors are not supported")
+    common = min(mx.shape[1], my.shape[1])
+    differ = mx[:, :common] != my[:, :common]
+    first = np.argmax(differ, axis=1)
+    at = np.arange(rows)
+    sign = np.where(differ.any(axis=1), np.sign(mx[at, first] - my[at, first]),
+                    np.sign(mx.shape[1] - my.shape[1]))
+    out = {"equal": sign == 0, "not_equal": sign != 0, "less": sign < 0,
+           "less_equal": sign <= 0, "greater": sign > 0, "greater_equal": sign >= 0}[op]
     valid = vx if vy is None else (vy if vx is None else vx & vy)
     arr = pa.array(out, pa.bool_(), mask=None if valid is None else ~valid)
     return arr[0] if both else arr
@@ -784,6 +844,14 @@ def _between(c: Compiler, e: exp.Between) -> Value:
     hi = c.compile(e.args["high"])
     x1, lo, _ = c.unify(x, lo)
     x2, hi, _ = c.unify(x, hi)
+
+    def between(x_: Datum, low: Datum, high: Datum) -> Datum:
+        return pc.and_kleene(pc.greater_equal(x_, low), pc.less_equal(x_, high))
+
+    if e.args.get("symmetric"):  # BETWEEN SYMMETRIC: either order of the bounds
+        return Value(lambda f: pc.or_kleene(between(x1(f), lo(f), hi(f)),
+                                            between(x1(f), hi(f), lo(f))),
+                     BOOL, x.const and lo.const and hi.const)
     return Value(lambda f: pc.and_kleene(pc.greater_equal(x1(f), lo(f)), pc.less_equal(x2(f), hi(f))),
                  BOOL, x.const and lo.const and hi.const)
 
@@ -795,7 +863,7 @@ def _in(c: Compiler, e: exp.In) -> Value:
     x = c.coerce(x, t)
     items = [c.coerce(i, t) for i in items]
     if all(i.const for i in items):
-        values = pa.array([i(None).as_py() for i in items], t.to_arrow())  # type: ignore[arg-type]
+        values = pa.array([constant(i, None).as_py() for i in items], t.to_arrow())
         has_null = values.null_count > 0
         present = values.drop_null()
 
@@ -897,24 +965,22 @@ def _case(c: Compiler, e: exp.Case) -> Value:
     def fn(f: Frame) -> Datum:
         n = f.n
         out = as_array(default_v(f), n) if default_v is not None else pa.nulls(n, arrow)
-        out = _ensure_type(out, arrow)
+        out = _ensure_type(out, t)
         for cond, res in reversed(list(zip(conds, results))):
             mask = pc.fill_null(cond(f), False)
             if is_scalar(mask):
                 mask = pa.array([mask.as_py()] * n, pa.bool_())
-            out = pc.if_else(mask, _ensure_type(as_array(res(f), n), arrow), out)
+            out = pc.if_else(mask, _ensure_type(as_array(res(f), n), t), out)
         return out
 
     return Value(fn, t)
 
 
-def _ensure_type(arr, arrow):
-    if arr.type != arrow:
-        try:
-            return arr.cast(arrow)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return arr
-    return arr
+def _ensure_type(arr, t: SqlType):
+    try:
+        return V.to_storage(arr, t)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return arr
 
 
 _ONE_ROW = pa.table({"_": [None]})
@@ -933,7 +999,7 @@ def _coalesce(c: Compiler, e: exp.Coalesce) -> Value:
                 if v.is_valid:
                     return _cast_scalar(v, arrow)
             return pa.scalar(None, arrow)
-        arrays = [_ensure_type(as_array(v, f.n), arrow) for v in vals]
+        arrays = [_ensure_type(as_array(v, f.n), t) for v in vals]
         return pc.coalesce(*arrays)
 
     return Value(fn, t, all(a.const for a in args))
@@ -969,7 +1035,7 @@ def _greatest(c: Compiler, e: exp.Expression) -> Value:
     t = V.common_type([a.type for a in args], "GREATEST")
     args = [c.coerce(a, t) for a in args]
     fn = pc.max_element_wise if isinstance(e, exp.Greatest) else pc.min_element_wise
-    return Value(lambda f: fn(*[a(f) for a in args], skip_nulls=True), t,
+    return Value(lambda f: fn(*[V.to_storage(a(f), t) for a in args], skip_nulls=True), t,
                  all(a.const for a in args))
 
 
@@ -994,11 +1060,15 @@ def _cast(c: Compiler, e: exp.Cast) -> Value:
         if fn is not None:
             return c.coerce(fn(c, v), target)
     if v.type.name == "unknown" and v.text is not None:
-        return c.coerce(v, target)
+        if target.char_length is None:
+            return c.coerce(v, target)
+        v = c.coerce(v, TEXT)  # an explicit cast truncates to the length
     src = v.type if v.type.name != "unknown" else TEXT
+    if target == NUMERIC and V.numeric_scale(src) is not None:
+        target = V.numeric_with_scale(V.numeric_scale(src))  # `x::numeric` keeps x's scale
     if target.name == "vector" and src.name == "vector" and target.typmod >= 0:
         return Value(lambda f: V.cast(v(f), SqlType("_float4"), target, f.n), target, v.const)
-    return Value(lambda f: V.cast(v(f), src, target, f.n), target, v.const)
+    return Value(lambda f: V.cast(v(f), src, target, f.n, explicit=True), target, v.const)
 
 
 _REG_TYPES = ("regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole")
@@ -1190,23 +1260,20 @@ def _bracket(c: Compiler, e: exp.Bracket) -> Value:
 
 
 def _function(c: Compiler, e: exp.Expression) -> Value:
-    from sqlvec.execution.functions import FUNCTIONS, compile_named
+    """A function call: by class where sqlglot's reading needs it (functions.FUNCTIONS), then
+    by name, ours first and then the session's catalog functions (functions.compile_named)."""
+    from sqlvec.execution.functions import FUNCTIONS, _args, compile_named, sql_name
 
     if isinstance(e, exp.Anonymous):
         return compile_named(c, str(e.this).lower(), list(e.expressions), e)
     handler = FUNCTIONS.get(type(e))
-    if handler is None:
-        # sqlglot models some PostgreSQL functions as classes (CURRENT_SCHEMAS, ARRAY_TO_STRING):
-        # a function registered under the SQL name (execution/catalog_functions.py) takes them.
-        from sqlvec.execution.functions import _args
-
-        registry = c.env.functions or {}
-        extra = registry.get(f"expr:{type(e).__name__}") or registry.get(e.sql_name().lower())
-        if extra is not None:
-            return extra(c, e) if f"expr:{type(e).__name__}" in registry else \
-                extra(c, _args(e), e)
-        raise FeatureNotSupported(f"function {_describe(e)} is not supported")
-    return handler(c, e)
+    if handler is not None:
+        return handler(c, e)
+    # Registered extensions (execution/catalog_functions.py) that take the node itself.
+    extra = (c.env.functions or {}).get(f"expr:{type(e).__name__}")
+    if extra is not None:
+        return extra(c, e)
+    return compile_named(c, sql_name(e), _args(e), e)
 
 
 def _dot(c: Compiler, e: exp.Dot) -> Value:
@@ -1237,9 +1304,101 @@ def _aggregate_misplaced(c: Compiler, e: exp.Expression) -> Value:
     raise SqlVecError("aggregate functions are not allowed here", sqlstate="42803")
 
 
+# Intervals and JSON --------------------------------------------------------------------------------
+
+
+def _interval(c: Compiler, e: exp.Interval) -> Value:
+    """`INTERVAL '1 day'` (sqlglot splits `'2 hours'` into a number and a unit)."""
+    unit = e.args.get("unit")
+    inner = c.compile(e.this)
+    if inner.type.name != "unknown" or inner.text is None:
+        raise FeatureNotSupported("INTERVAL with a non-literal value is not supported")
+    text = inner.text + (f" {unit.name}" if unit is not None else "")
+    scalar = pa.scalar(V.parse_interval(text), pa.month_day_nano_interval())
+    return Value(lambda f: scalar, SqlType("interval"), const=True)
+
+
+def _json_source(c: Compiler, e: exp.Expression) -> Value:
+    v = c.compile(e)
+    if v.type.name == "unknown":
+        return c.coerce(v, SqlType("jsonb"))
+    if v.type.name not in ("json", "jsonb"):
+        raise SqlVecError(f"operator does not exist: {v.type.format()} -> unknown",
+                          sqlstate="42883")
+    return v
+
+
+def _json_path(path: exp.Expression) -> list:
+    steps = []
+    for step in path.expressions if isinstance(path, exp.JSONPath) else [path]:
+        if isinstance(step, exp.JSONPathRoot):
+            continue
+        if isinstance(step, exp.JSONPathKey):
+            steps.append(str(step.this))
+        elif isinstance(step, exp.JSONPathSubscript):
+            steps.append(int(step.this))
+        else:
+            raise FeatureNotSupported(f"JSON path step {step.sql()} is not supported")
+    return steps
+
+
+def _json_extract(c: Compiler, e: exp.Expression, as_text: bool) -> Value:
+    """`j -> 'key'` / `j -> 0` (json), `j ->> 'key'` (text). jsonb is stored as its text, so
+    each row's document is parsed in Python."""
+    import json
+
+    source = _json_source(c, e.this)
+    steps = _json_path(e.expression)
+    out = TEXT if as_text else source.type
+
+    missing = object()
+
+    def step(doc, key):
+        if isinstance(key, int) and isinstance(doc, list):
+            return doc[key] if -len(doc) <= key < len(doc) else missing
+        if isinstance(key, str) and isinstance(doc, dict):
+            return doc.get(key, missing)
+        return missing
+
+    def extract(text: str) -> str | None:
+        doc = json.loads(text, parse_float=decimal.Decimal)
+        for key in steps:
+            doc = step(doc, key)
+            if doc is missing:
+                return None
+        if as_text and (doc is None or isinstance(doc, str)):
+            return doc  # ->> gives SQL NULL for a JSON null
+        return V.canonical_jsonb(doc)
+
+    def fn(f: Frame) -> Datum:
+        value = source(f)
+        if is_scalar(value):
+            return pa.scalar(None if not value.is_valid else extract(value.as_py()), pa.string())
+        return pa.array([None if v is None else extract(v) for v in value.to_pylist()],
+                        pa.string())
+
+    return Value(fn, out, source.const)
+
+
+def json_typeof(value: Datum) -> Datum:
+    """jsonb_typeof over a json datum: object, array, string, number, boolean or null."""
+    import json
+
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+
+    def kind(text: str) -> str:
+        doc = json.loads(text, parse_float=decimal.Decimal)
+        return names.get(type(doc), "number")
+
+    if is_scalar(value):
+        return pa.scalar(None if not value.is_valid else kind(value.as_py()), pa.string())
+    return pa.array([None if v is None else kind(v) for v in value.to_pylist()], pa.string())
+
+
 HANDLERS: dict[type, Callable[[Compiler, exp.Expression], Value]] = {
     exp.Column: _column,
     exp.Literal: _literal,
+    exp.RawString: lambda c, e: _literal(c, exp.Literal.string(e.name)),
     exp.Null: _null,
     exp.Boolean: _boolean,
     exp.Parameter: _parameter,
@@ -1260,6 +1419,9 @@ HANDLERS: dict[type, Callable[[Compiler, exp.Expression], Value]] = {
     exp.Case: _case, exp.Coalesce: _coalesce, exp.Nullif: _nullif,
     exp.Greatest: _greatest, exp.Least: _greatest,
     exp.Cast: _cast, exp.TryCast: _cast, exp.Collate: _collate,
+    exp.Interval: _interval,
+    exp.JSONExtract: lambda c, e: _json_extract(c, e, False),
+    exp.JSONExtractScalar: lambda c, e: _json_extract(c, e, True),
     exp.DPipe: _dpipe,
     exp.Array: _array, exp.Bracket: _bracket,
     exp.Dot: _dot,

@@ -1,14 +1,27 @@
-"""Scalar functions: by sqlglot class (`FUNCTIONS`) and by name (`NAMED`, for `exp.Anonymous`).
+"""Scalar functions, found by what PostgreSQL users type: `lower(x)`, `round(n, 2)`,
+`vector_dims(v)`, `date_trunc('month', t)`.
 
-Each entry compiles a call into a `Value` (execution/values.py). Name lookup is what
-PostgreSQL users type (`lower`, `vector_dims`, `pg_catalog.now`); a name we do not have is
-42883 `function f(type, ...) does not exist`, as PostgreSQL reports it.
+Two tables: `FUNCTIONS` for the sqlglot classes whose arguments need their own reading
+(`substring(s FROM 2 FOR 3)`, `extract(year FROM t)`, `trim(leading 'x' FROM s)`), and `NAMED`
+for everything called by name. A call sqlglot parses into some other class reaches `NAMED` under
+its SQL name with its arguments in order, so there is one implementation per function. A name
+we do not have is 42883 `function f(type, ...) does not exist`, as PostgreSQL reports it; so is
+a known function called with argument types it does not take.
+
+Functions run on Arrow kernels. The few without one (md5, translate, format, chr, to_hex,
+regexp_match, encode/decode, multi-character lpad/rpad fill, to_char/age) evaluate per row in
+Python: `_rowwise` is the one place that does it.
 """
 
 from __future__ import annotations
 
+import base64
+import calendar
 import datetime as dt
 import hashlib
+import math
+import re
+import uuid
 from collections.abc import Callable
 
 import numpy as np
@@ -34,206 +47,878 @@ from sqlvec.types import SqlType
 from sqlvec.vectors import Metric, l2_normalize
 
 Compiled = Callable[["object", exp.Expression], Value]
+NamedFunction = Callable[["object", list[exp.Expression], exp.Expression], Value]
+
+DATE = SqlType("date")
+TIMESTAMP = SqlType("timestamp")
+TIMESTAMPTZ = SqlType("timestamptz")
+INTERVAL = SqlType("interval")
+BYTEA = SqlType("bytea")
+_HINT = "No function matches the given name and argument types. You might need to add " \
+        "explicit type casts."
+
+
+# Argument helpers --------------------------------------------------------------------------------
 
 
 def _args(e: exp.Expression) -> list[exp.Expression]:
-    out = []
-    for key in ("this", "expression", "expressions"):
+    """A call's arguments in order (sqlglot's arg_types order, lists flattened)."""
+    out: list[exp.Expression] = []
+    for key in e.arg_types:
         v = e.args.get(key)
-        if v is None:
+        if v is None or isinstance(v, (bool, str)):
             continue
         out.extend(v if isinstance(v, list) else [v])
     return out
 
 
-def _unary(fn: Callable, in_type: SqlType | None, out_type: SqlType | None = None):
-    def compile_(c, e):
-        arg = c.compile(e.this)
-        if in_type is not None:
-            arg = c.coerce(arg, in_type)
-        t = out_type or arg.type
-        return Value(lambda f: fn(arg(f)), t, arg.const)
+def no_such_function(name: str, values: list[Value]) -> SqlVecError:
+    shown = ", ".join(v.type.format() for v in values)
+    return UndefinedFunction(f"function {name}({shown}) does not exist", hint=_HINT)
+
+
+def _text(c, e: exp.Expression, name: str) -> Value:
+    """A string argument: untyped literals become text; other types are 42883."""
+    v = c.compile_as(e, TEXT) if isinstance(e, exp.Parameter) else c.compile(e)
+    if v.type.name == "unknown":
+        return c.coerce(v, TEXT)
+    if not V.is_string(v.type):
+        raise no_such_function(name, [v])
+    return v
+
+
+def _number(c, e: exp.Expression, name: str, allowed=("int2", "int4", "int8", "numeric",
+                                                        "float4", "float8")) -> Value:
+    v = c.compile(e)
+    if v.type.name == "unknown":
+        return c.coerce(v, NUMERIC if v.text and re.fullmatch(r"\s*[-+]?[\d.]+\s*", v.text)
+                        else FLOAT8)
+    if v.type.name not in allowed:
+        raise no_such_function(name, [v])
+    return v
+
+
+def _float(c, e: exp.Expression, name: str) -> Value:
+    return c.coerce(_number(c, e, name), FLOAT8)
+
+
+def _int(c, e: exp.Expression, name: str) -> Value:
+    v = _number(c, e, name, ("int2", "int4", "int8"))
+    return c.coerce(v, INT4) if v.type.name in ("int2", "unknown") else v
+
+
+def _unary(fn: Callable, arg: Value, t: SqlType) -> Value:
+    return Value(lambda f: fn(arg(f)), t, arg.const)
+
+
+def _rowwise(out: SqlType, fn: Callable, *args: Value) -> Value:
+    """`fn` over Python values row by row, NULL in → NULL out. For functions without an Arrow
+    kernel; each call does O(rows) Python work."""
+    arrow = out.to_arrow()
+
+    def run(f):
+        vals = [a(f) for a in args]
+        if all(is_scalar(v) for v in vals):
+            py = [v.as_py() for v in vals]
+            return pa.scalar(None if None in py else fn(*py), arrow)
+        cols = [[v.as_py()] * f.n if is_scalar(v) else as_array(v, f.n).to_pylist()
+                for v in vals]
+        return pa.array([None if None in row else fn(*row) for row in zip(*cols)], arrow)
+
+    return Value(run, out, all(a.const for a in args))
+
+
+def _constant(value: Value, what: str):
+    """The value of an argument that must not vary by row (a pattern, a precision)."""
+    if not value.const:
+        raise FeatureNotSupported(f"{what} must be a constant here")
+    from sqlvec.execution.expressions import constant
+
+    return constant(value, None).as_py()
+
+
+# Strings -----------------------------------------------------------------------------------------
+
+
+def _text_kernel(name: str, kernel: Callable, out: SqlType = TEXT):
+    def compile_(c, args, e):
+        arg = _text(c, args[0], name)
+        return _unary(kernel, arg, out)
     return compile_
 
 
-def _numeric_unary(fn: Callable, float_only: bool = False):
-    def compile_(c, e):
-        arg = c.compile(e.this)
-        if arg.type.name == "unknown":
-            arg = c.coerce(arg, FLOAT8)
-        if float_only and arg.type.name not in ("float4", "float8", "numeric"):
-            arg = c.coerce(arg, FLOAT8)
-        return Value(lambda f: fn(arg(f)), arg.type, arg.const)
-    return compile_
-
-
-def _round(c, e):
-    arg = c.compile(e.this)
-    if arg.type.name == "unknown":
-        arg = c.coerce(arg, NUMERIC)
-    places = e.args.get("decimals")
-    nd = c.compile_as(places, INT4) if places is not None else None
-    t = arg.type if arg.type.name != "float4" else FLOAT8
-    if nd is not None and arg.type.name in ("float4", "float8"):
-        raise SqlVecError("function round(double precision, integer) does not exist",
-                          sqlstate="42883",
-                          hint="No function matches the given name and argument types. You might "
-                               "need to add explicit type casts.")
-
-    def fn(f):
-        digits = 0 if nd is None else nd(f).as_py()
-        out = pc.round(arg(f), ndigits=digits, round_mode="half_away_from_zero" if
-                       arg.type.name == "numeric" else "half_to_even")
-        if arg.type.name == "numeric" and digits >= 0:
-            target = pa.decimal128(38, digits)
-            try:
-                out = out.cast(target)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                pass
-        return out
-
-    rt = SqlType("numeric") if arg.type.name == "numeric" else t
-    return Value(fn, rt, arg.const and (nd is None or nd.const))
-
-
-def _text_unary(fn: Callable, out: SqlType = TEXT):
-    def compile_(c, e):
-        arg = c.compile_as(e.this, TEXT) if c.compile(e.this).type.name == "unknown" else c.compile(e.this)
-        src = arg.type
-        return Value(lambda f: fn(V.to_text(arg(f), src, f.n)), out, arg.const)
-    return compile_
-
-
-def _length(c, e):
-    arg = c.compile(e.this)
+def _length(c, args, e):
+    arg = c.compile(args[0])
     if arg.type.name == "bytea":
-        return Value(lambda f: pc.cast(pc.binary_length(arg(f)), pa.int32()), INT4, arg.const)
-    if arg.type.name == "unknown":
-        arg = c.coerce(arg, TEXT)
-    return Value(lambda f: pc.cast(pc.utf8_length(V.to_text(arg(f), arg.type, f.n)), pa.int32()),
-                 INT4, arg.const)
+        return _unary(lambda x: pc.cast(pc.binary_length(x), pa.int32()), arg, INT4)
+    arg = _text(c, args[0], "length")
+    return _unary(lambda x: pc.cast(pc.utf8_length(x), pa.int32()), arg, INT4)
+
+
+def _octet_length(c, args, e):
+    arg = c.compile(args[0])
+    if arg.type.name != "bytea":
+        arg = _text(c, args[0], "octet_length")
+    return _unary(lambda x: pc.cast(pc.binary_length(x), pa.int32()), arg, INT4)
 
 
 def _substring(c, e):
-    s = c.compile_as(e.this, TEXT)
-    start = c.compile_as(e.args["start"], INT4) if e.args.get("start") is not None else None
-    length = c.compile_as(e.args["length"], INT4) if e.args.get("length") is not None else None
+    s = _text(c, e.this, "substring")
+    start_expr, length_expr = e.args.get("start"), e.args.get("length")
+    start = c.compile(start_expr) if start_expr is not None else None
+    if start is not None and (V.is_string(start.type)):
+        return _regex_substring(c, s, start)
+    start = c.coerce(start, INT4) if start is not None else None
+    length = c.compile_as(length_expr, INT4) if length_expr is not None else None
 
     def fn(f):
         st = 1 if start is None else start(f).as_py()
         ln = None if length is None else length(f).as_py()
+        if st is None or (length is not None and ln is None):
+            return pa.scalar(None, pa.string())
         if ln is not None and ln < 0:
             raise SqlVecError("negative substring length not allowed", sqlstate="22011")
         begin = max(st, 1) - 1
         stop = None if ln is None else max(st + ln - 1, 0)
-        if stop is not None and stop <= begin:
-            return pc.utf8_slice_codeunits(s(f), 0, 0)
-        return pc.utf8_slice_codeunits(s(f), begin, stop)
-    return Value(fn, TEXT, s.const)
+        return pc.utf8_slice_codeunits(s(f), begin, begin if stop is not None and
+                                       stop <= begin else stop)
+    return Value(fn, TEXT, s.const and (start is None or start.const))
 
 
-def _concat(c, e):
-    args = [c.compile(a) for a in e.expressions]
-    args = [c.coerce(a, TEXT) if a.type.name == "unknown" else a for a in args]
-
-    def fn(f):
-        parts = [pc.fill_null(V.to_text(a(f), a.type, f.n), "") for a in args]
-        parts = [as_array(p, f.n) for p in parts]
-        if not parts:
-            return pa.scalar("", pa.string())
-        return pc.binary_join_element_wise(*parts, "")
-    return Value(fn, TEXT, all(a.const for a in args))
+def _regex_substring(c, s: Value, pattern: Value) -> Value:
+    """substring(s FROM pattern): the first match, or its first parenthesized group."""
+    regex = re.compile(_constant(pattern, "the pattern of substring"))
+    return _rowwise(TEXT, lambda x: _first_match(regex, x), s)
 
 
-def _trim(c, e):
-    s = c.compile_as(e.this, TEXT)
-    chars = c.compile_as(e.expression, TEXT) if e.expression is not None else None
-    position = (e.args.get("position") or "BOTH").upper()
-
-    def fn(f):
-        characters = " " if chars is None else chars(f).as_py()
-        fn_ = {"BOTH": pc.utf8_trim, "LEADING": pc.utf8_ltrim, "TRAILING": pc.utf8_rtrim}[position]
-        return fn_(s(f), characters=characters)
-    return Value(fn, TEXT, s.const)
+def _first_match(regex: re.Pattern, text: str) -> str | None:
+    m = regex.search(text)
+    if m is None:
+        return None
+    return m.group(1) if regex.groups else m.group(0)
 
 
 def _position(c, e):
-    s = c.compile_as(e.this, TEXT)
-    sub = c.compile_as(e.args["substr"], TEXT)
+    s = _text(c, e.this, "position")
+    sub = _text(c, e.args["substr"], "position")
+    needle = _constant(sub, "the substring of position()")
 
     def fn(f):
-        needle = sub(f)
-        if not is_scalar(needle):
-            raise FeatureNotSupported("position() with a non-constant substring is not supported")
-        idx = pc.find_substring(s(f), needle.as_py())
-        return pc.cast(pc.add(idx, 1), pa.int32())
+        return pc.cast(pc.add(pc.find_substring(s(f), needle), 1), pa.int32())
     return Value(fn, INT4, s.const)
 
 
-def _replace(c, e):
-    s = c.compile_as(e.this, TEXT)
-    old = c.compile_as(e.expression, TEXT)
-    new = c.compile_as(e.args.get("replacement"), TEXT)
-    return Value(lambda f: pc.replace_substring(s(f), old(f).as_py(), new(f).as_py()), TEXT, s.const)
+def _replace(c, args, e):
+    s, old, new = (_text(c, a, "replace") for a in args)
+    if old.const and new.const:
+        src, dst = _constant(old, ""), _constant(new, "")
+        return _unary(lambda x: pc.replace_substring(x, src, dst) if src else x, s, TEXT)
+    return _rowwise(TEXT, lambda x, a, b: x.replace(a, b) if a else x, s, old, new)
 
 
-def _now(c, e):
-    t = SqlType("timestamptz")
-    return Value(lambda f: pa.scalar(f.ctx.now, t.to_arrow()), t)
+def _translate(c, args, e):
+    s, src, dst = (_text(c, a, "translate") for a in args)
+
+    def translate(x: str, a: str, b: str) -> str:
+        table = {ord(ch): (b[i] if i < len(b) else None) for i, ch in reversed(list(enumerate(a)))}
+        return x.translate(table)
+    return _rowwise(TEXT, translate, s, src, dst)
 
 
-def _current_date(c, e):
-    t = SqlType("date")
-    return Value(lambda f: pa.scalar(f.ctx.now.date(), t.to_arrow()), t)
+def _repeat(c, args, e):
+    s = _text(c, args[0], "repeat")
+    k = _int(c, args[1], "repeat")
+    return Value(lambda f: pc.binary_repeat(s(f), pc.max_element_wise(k(f), 0)), TEXT,
+                 s.const and k.const)
+
+
+def _trim(c, e):
+    s = _text(c, e.this, "btrim")
+    chars = _text(c, e.expression, "btrim") if e.expression is not None else None
+    position = (e.args.get("position") or "BOTH").upper()
+    kernel = {"BOTH": pc.utf8_trim, "LEADING": pc.utf8_ltrim, "TRAILING": pc.utf8_rtrim}[position]
+    characters = " " if chars is None else _constant(chars, "the characters of trim")
+    return _unary(lambda x: kernel(x, characters=characters), s, TEXT)
+
+
+def _named_trim(c, args, e):
+    position = {"btrim": "BOTH", "ltrim": "LEADING", "rtrim": "TRAILING"}[str(e.this).lower()]
+    return _trim(c, exp.Trim(this=args[0], expression=args[1] if len(args) > 1 else None,
+                             position=position))
+
+
+def _concat(c, args, e):
+    parts = [c.compile(a) for a in args]
+    parts = [c.coerce(p, TEXT) if p.type.name == "unknown" else p for p in parts]
+
+    def fn(f):
+        texts = [as_array(pc.fill_null(V.to_text(p(f), p.type, f.n), ""), f.n) for p in parts]
+        return pc.binary_join_element_wise(*texts, "") if texts else pa.scalar("")
+    return Value(fn, TEXT, all(p.const for p in parts))
+
+
+def _concat_ws(c, args, e):
+    sep = _text(c, args[0], "concat_ws")
+    parts = [c.compile(a) for a in args[1:]]
+    parts = [c.coerce(p, TEXT) if p.type.name == "unknown" else p for p in parts]
+    separator = _constant(sep, "the separator of concat_ws")
+
+    def fn(f):
+        texts = [as_array(V.to_text(p(f), p.type, f.n), f.n) for p in parts]
+        return pc.binary_join_element_wise(*texts, separator, null_handling="skip")
+    return Value(fn, TEXT, all(p.const for p in parts))
+
+
+def _left_right(c, args, e):
+    name = str(e.this).lower()
+    s = _text(c, args[0], name)
+    k = _constant(_int(c, args[1], name), f"the length of {name}()")
+    if name == "left":
+        return _unary(lambda x: pc.utf8_slice_codeunits(x, 0, k) if k >= 0 else
+                      pc.utf8_slice_codeunits(x, 0, k), s, TEXT)
+    if k >= 0:
+        return _unary(lambda x: pc.utf8_slice_codeunits(x, -k) if k else
+                      pc.utf8_slice_codeunits(x, 0, 0), s, TEXT)
+    return _unary(lambda x: pc.utf8_slice_codeunits(x, -k), s, TEXT)
+
+
+def _pad(c, args, e):
+    name = str(e.this).lower()
+    s = _text(c, args[0], name)
+    width = _int(c, args[1], name)
+    fill = _text(c, args[2], name) if len(args) > 2 else Value(lambda f: pa.scalar(" "), TEXT, True)
+    left = name == "lpad"
+
+    def pad(x: str, n: int, p: str) -> str:
+        if n <= len(x) or not p:
+            return x[:max(n, 0)]
+        filler = (p * ((n - len(x)) // len(p) + 1))[:n - len(x)]
+        return filler + x if left else x + filler
+    return _rowwise(TEXT, pad, s, width, fill)
+
+
+def _split_part(c, args, e):
+    s, sep = _text(c, args[0], "split_part"), _text(c, args[1], "split_part")
+    k = _int(c, args[2], "split_part")
+
+    def part(x: str, delimiter: str, i: int) -> str:
+        if i == 0:
+            raise SqlVecError("field position must not be zero", sqlstate="22023")
+        pieces = x.split(delimiter) if delimiter else [x]
+        if abs(i) > len(pieces):
+            return ""
+        return pieces[i - 1] if i > 0 else pieces[i]
+    return _rowwise(TEXT, part, s, sep, k)
+
+
+def _starts_with(c, args, e):
+    s, prefix = _text(c, args[0], "starts_with"), _text(c, args[1], "starts_with")
+    p = _constant(prefix, "the prefix of starts_with")
+    return _unary(lambda x: pc.starts_with(x, p), s, BOOL)
+
+
+def _md5(c, args, e):
+    s = c.compile(args[0])
+    s = s if s.type.name == "bytea" else _text(c, args[0], "md5")
+    return _rowwise(TEXT, lambda x: hashlib.md5(x if isinstance(x, bytes) else x.encode())
+                    .hexdigest(), s)
+
+
+def _ascii(c, args, e):
+    return _rowwise(INT4, lambda x: ord(x[0]) if x else 0, _text(c, args[0], "ascii"))
+
+
+def _chr(c, args, e):
+    return _rowwise(TEXT, chr, _int(c, args[0], "chr"))
+
+
+def _to_hex(c, args, e):
+    return _rowwise(TEXT, lambda x: format(x & 0xFFFFFFFFFFFFFFFF if x < 0 else x, "x"),
+                    _int(c, args[0], "to_hex"))
+
+
+def _regexp_replace(c, args, e):
+    s, pattern, replacement = (_text(c, a, "regexp_replace") for a in args[:3])
+    flags = _constant(_text(c, args[3], "regexp_replace"), "regexp flags") if len(args) > 3 else ""
+    regex = _constant(pattern, "the pattern of regexp_replace")
+    if "i" in flags:
+        regex = "(?i)" + regex
+    repl = _constant(replacement, "the replacement of regexp_replace")
+    limit = -1 if "g" in flags else 1
+    return _unary(lambda x: pc.replace_substring_regex(x, regex, repl, max_replacements=limit),
+                  s, TEXT)
+
+
+def _regexp_match(c, args, e):
+    s, pattern = _text(c, args[0], "regexp_match"), _text(c, args[1], "regexp_match")
+    regex = re.compile(_constant(pattern, "the pattern of regexp_match"))
+
+    def match(x: str) -> list | None:
+        m = regex.search(x)
+        if m is None:
+            return None
+        return list(m.groups()) if regex.groups else [m.group(0)]
+    return _rowwise(TEXT.array_of(), match, s)
+
+
+def _format(c, args, e):
+    fmt = _text(c, args[0], "format")
+    values = [c.compile(a) for a in args[1:]]
+    texts = [Value(lambda f, v=v: V.to_text(v(f), v.type if v.type.name != "unknown" else TEXT,
+                                            f.n), TEXT, v.const) for v in values]
+    spec = re.compile(r"%(%|[sIL])")
+
+    def render(template: str, *items) -> str:
+        it = iter(items)
+
+        def one(m: re.Match) -> str:
+            if m.group(1) == "%":
+                return "%"
+            try:
+                value = next(it)
+            except StopIteration:
+                raise SqlVecError("too few arguments for format()", sqlstate="22023") from None
+            return {"s": lambda x: "" if x is None else x, "I": _quote_ident,
+                    "L": lambda x: "NULL" if x is None else _quote_literal(x)}[m.group(1)](value)
+        return spec.sub(one, template)
+
+    def run(f):
+        template = fmt(f)
+        cols = [as_array(t(f), f.n).to_pylist() for t in texts]
+        templates = [template.as_py()] * f.n if is_scalar(template) else template.to_pylist()
+        out = [None if tpl is None else render(tpl, *row)
+               for tpl, *row in zip(templates, *cols)] if cols else \
+            [None if tpl is None else render(tpl) for tpl in templates]
+        return pa.array(out, pa.string())
+    return Value(run, TEXT)
+
+
+def _quote_ident(x: str) -> str:
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", x):
+        return x
+    return '"' + x.replace('"', '""') + '"'
+
+
+def _quote_literal(x: str) -> str:
+    escaped = x.replace("'", "''")
+    if "\\" in x:
+        return "E'" + escaped.replace("\\", "\\\\") + "'"
+    return "'" + escaped + "'"
+
+
+def _encode(c, args, e):
+    data = c.coerce(c.compile(args[0]), BYTEA)
+    fmt = _constant(_text(c, args[1], "encode"), "the format of encode").lower()
+    coders = {"hex": lambda b: b.hex(), "base64": lambda b: base64.b64encode(b).decode(),
+              "escape": lambda b: b.decode("latin-1")}
+    if fmt not in coders:
+        raise SqlVecError(f'unrecognized encoding: "{fmt}"', sqlstate="22023")
+    return _rowwise(TEXT, coders[fmt], data)
+
+
+def _decode(c, args, e):
+    text = _text(c, args[0], "decode")
+    fmt = _constant(_text(c, args[1], "decode"), "the format of decode").lower()
+    coders = {"hex": bytes.fromhex, "base64": base64.b64decode,
+              "escape": lambda s: s.encode("latin-1")}
+    if fmt not in coders:
+        raise SqlVecError(f'unrecognized encoding: "{fmt}"', sqlstate="22023")
+    return _rowwise(BYTEA, coders[fmt], text)
+
+
+# Math --------------------------------------------------------------------------------------------
+
+
+def _abs(c, args, e):
+    x = _number(c, args[0], "abs")
+    return _unary(pc.abs_checked, x, x.type)
+
+
+def _sign(c, args, e):
+    x = _number(c, args[0], "sign")
+    if x.type.name in V.INT_DIGITS:
+        x = c.coerce(x, FLOAT8)
+    if x.type.name == "numeric":
+        t = V.numeric_with_scale(0)
+        return _unary(lambda v: V.fit_numeric(V.to_decimal(pc.cast(pc.sign(v), pa.int32()),
+                                                           INT4), t), x, t)
+    return _unary(pc.sign, x, x.type)
+
+
+def _round_like(mode: str, name: str):
+    """round / trunc / ceil / floor: numeric keeps exactness (result scale = digits), floats
+    round half to even (rint) as PostgreSQL's float8 functions do."""
+    def compile_(c, args, e):
+        x = _number(c, args[0], name)
+        if x.type.name in V.INT_DIGITS:
+            x = c.coerce(x, FLOAT8 if name in ("ceil", "floor") or len(args) == 1 else NUMERIC)
+        if len(args) > 1 and x.type.name != "numeric":
+            if x.type.name in ("float4", "float8"):
+                raise no_such_function(name, [x, c.compile(args[1])])
+            x = c.coerce(x, NUMERIC)
+        if x.type.name in ("float4", "float8"):
+            kernel = {"round": lambda v: pc.round(v, round_mode="half_to_even"),
+                      "trunc": pc.trunc, "ceil": pc.ceil, "floor": pc.floor}[mode]
+            return _unary(kernel, c.coerce(x, FLOAT8), FLOAT8)
+        digits = _constant(c.compile_as(args[1], INT4), f"the precision of {name}") \
+            if len(args) > 1 else 0
+        t = V.numeric_with_scale(max(digits or 0, 0))
+        round_mode = {"round": "half_towards_infinity", "trunc": "towards_zero",
+                      "ceil": "up", "floor": "down"}[mode]
+
+        def fn(f):
+            value = x(f)
+            if digits is None:
+                return pa.scalar(None, t.to_arrow())
+            return V.fit_numeric(pc.round(value, ndigits=digits, round_mode=round_mode), t)
+        return Value(fn, t, x.const)
+    return compile_
+
+
+def _float_function(name: str, kernel: Callable, domain: Callable | None = None):
+    """A float8 function of float8 arguments (integers and numerics convert)."""
+    def compile_(c, args, e):
+        xs = [_float(c, a, name) for a in args]
+
+        def fn(f):
+            values = [x(f) for x in xs]
+            if domain is not None:
+                domain(*values)
+            return kernel(*values)
+        return Value(fn, FLOAT8, all(x.const for x in xs))
+    return compile_
+
+
+def _exact_or_float(name: str, kernel: Callable, domain: Callable | None = None):
+    """PostgreSQL has numeric and float8 versions (sqrt, exp, ln, log, power): a numeric
+    argument gives numeric (16 decimals), anything else float8."""
+    float_version = _float_function(name, kernel, domain)
+
+    def compile_(c, args, e):
+        values = [_number(c, a, name) for a in args]
+        if not any(v.type.name == "numeric" for v in values):
+            return float_version(c, args, e)
+        result = float_version(c, args, e)
+        t = V.numeric_with_scale(16)
+        return Value(lambda f: V.fit_numeric(V.to_decimal(result(f), FLOAT8), t), t, result.const)
+    return compile_
+
+
+def _any(pred) -> Callable:
+    def test(*values) -> bool:
+        for v in values:
+            hit = pred(v)
+            if hit.as_py() if is_scalar(hit) else pc.any(hit).as_py():
+                return True
+        return False
+    return test
+
+
+def _log_domain(x) -> None:
+    if _any(lambda v: pc.equal(v, 0))(x):
+        raise SqlVecError("cannot take logarithm of zero", sqlstate="2201E")
+    if _any(lambda v: pc.less(v, 0))(x):
+        raise SqlVecError("cannot take logarithm of a negative number", sqlstate="2201E")
+
+
+def _sqrt_domain(x) -> None:
+    if _any(lambda v: pc.less(v, 0))(x):
+        raise SqlVecError("cannot take square root of a negative number", sqlstate="2201F")
+
+
+def _log(c, args, e):
+    """log(x) is base 10 (float8 or numeric); log(b, x) exists for numeric only."""
+    if len(args) == 2:
+        args = [exp.Cast(this=a, to=exp.DataType.build("numeric")) for a in args]
+        return _exact_or_float("log", lambda b, x: pc.divide(pc.ln(x), pc.ln(b)),
+                               lambda b, x: (_log_domain(b), _log_domain(x)))(c, args, e)
+    return _exact_or_float("log", pc.log10, _log_domain)(c, args, e)
+
+
+def _mod(c, args, e):
+    return c.compile(exp.Mod(this=args[0], expression=args[1]))
+
+
+def _power(c, args, e):
+    return c.compile(exp.Pow(this=args[0], expression=args[1]))
+
+
+def _div(c, args, e):
+    """div(a, b): the quotient truncated toward zero, as numeric."""
+    from sqlvec.execution.expressions import _decimal_op
+
+    a, b = (c.coerce(v, V.as_numeric(v.type)) for v in (_number(c, x, "div") for x in args))
+    if a.type.name != "numeric" or b.type.name != "numeric":
+        raise no_such_function("div", [a, b])
+    t = V.numeric_with_scale(0)
+    quotient = _decimal_op("divide", V.numeric_with_scale(1))
+    return Value(lambda f: V.fit_numeric(pc.round(quotient(a(f), b(f)),
+                                                  round_mode="towards_zero"), t),
+                 t, a.const and b.const)
+
+
+def _gcd_lcm(c, args, e):
+    name = str(e.this).lower()
+    a, b = (_int(c, x, name) for x in args)
+    t = a.type if a.type == b.type else INT8
+    kernel = math.gcd if name == "gcd" else (lambda x, y: abs(x * y) // math.gcd(x, y)
+                                            if x and y else 0)
+    return _rowwise(t, kernel, a, b)
+
+
+def _factorial(c, args, e):
+    n = _int(c, args[0], "factorial")
+
+    def factorial(k: int) -> int:
+        if k < 0:
+            raise SqlVecError("factorial of a negative number is undefined", sqlstate="2201E")
+        return math.factorial(k)
+    return _rowwise(V.numeric_with_scale(0), factorial, n)
+
+
+def _width_bucket(c, args, e):
+    x, lo, hi = (_float(c, a, "width_bucket") for a in args[:3])
+    count = _int(c, args[3], "width_bucket")
+
+    def fn(f):
+        xv, lov, hiv, k = x(f), lo(f), hi(f), count(f)
+        width = pc.divide(pc.subtract(hiv, lov), pc.cast(k, pa.float64()))
+        raw = pc.add(pc.floor(pc.divide(pc.subtract(xv, lov), width)), 1)
+        clipped = pc.min_element_wise(pc.max_element_wise(raw, 0), pc.add(pc.cast(k, pa.float64()), 1))
+        return pc.cast(clipped, pa.int32())
+    return Value(fn, INT4, x.const and lo.const and hi.const and count.const)
+
+
+def _pi(c, args, e):
+    return Value(lambda f: pa.scalar(math.pi), FLOAT8, True)
+
+
+def _random(c, args, e):
+    return Value(lambda f: pa.array(np.random.random(f.n)) if f.n != 1 else
+                 pa.scalar(float(np.random.random())), FLOAT8)
+
+
+# Date and time -----------------------------------------------------------------------------------
+
+
+def _now(c, args, e):
+    return Value(lambda f: pa.scalar(f.ctx.now, TIMESTAMPTZ.to_arrow()), TIMESTAMPTZ)
+
+
+def _clock(c, args, e):
+    return Value(lambda f: pa.scalar(dt.datetime.now(dt.timezone.utc), TIMESTAMPTZ.to_arrow()),
+                 TIMESTAMPTZ)
+
+
+def _current_date(c, args, e):
+    return Value(lambda f: pa.scalar(f.ctx.now.date(), DATE.to_arrow()), DATE)
+
+
+def _localtimestamp(c, args, e):
+    return Value(lambda f: pa.scalar(f.ctx.now.replace(tzinfo=None), TIMESTAMP.to_arrow()),
+                 TIMESTAMP)
+
+
+def _temporal(c, e: exp.Expression, name: str) -> Value:
+    v = c.compile(e)
+    if v.type.name == "unknown":
+        return c.coerce(v, TIMESTAMPTZ)
+    if v.type.name not in ("date", "timestamp", "timestamptz", "interval", "time"):
+        raise no_such_function(name, [v])
+    return v
+
+
+_EXTRACT_FIELDS: dict[str, Callable] = {
+    "year": pc.year, "month": pc.month, "day": pc.day, "hour": pc.hour, "minute": pc.minute,
+    "dow": lambda x: pc.day_of_week(x, count_from_zero=True, week_start=7),
+    "isodow": lambda x: pc.day_of_week(x, count_from_zero=False, week_start=1),
+    "doy": pc.day_of_year, "week": pc.iso_week, "quarter": pc.quarter, "isoyear": pc.iso_year,
+    "decade": lambda x: pc.floor(pc.divide(pc.cast(pc.year(x), pa.float64()), 10)),
+    "century": lambda x: pc.ceil(pc.divide(pc.cast(pc.year(x), pa.float64()), 100)),
+    "millennium": lambda x: pc.ceil(pc.divide(pc.cast(pc.year(x), pa.float64()), 1000)),
+}
+_UNIT_ALIASES = {"years": "year", "months": "month", "mon": "month", "days": "day",
+                 "hours": "hour", "minutes": "minute", "min": "minute", "seconds": "second",
+                 "sec": "second", "milliseconds": "millisecond", "microseconds": "microsecond",
+                 "weeks": "week", "y": "year", "d": "day", "h": "hour", "m": "minute",
+                 "s": "second"}
+
+
+def _field_values(unit: str, source: Value) -> Callable:
+    """The kernel that extracts `unit` as float64 (seconds with their fraction)."""
+    unit = _UNIT_ALIASES.get(unit, unit)
+    if source.type.name == "interval":
+        return _interval_field(unit)
+    if unit in ("second", "millisecond", "microsecond"):
+        factor = {"second": 1, "millisecond": 1e3, "microsecond": 1e6}[unit]
+
+        def seconds(x):
+            # Arrow splits the fraction into milli- and microseconds.
+            micros = pc.add(pc.multiply(pc.cast(pc.millisecond(x), pa.float64()), 1000),
+                            pc.cast(pc.microsecond(x), pa.float64()))
+            whole = pc.add(pc.cast(pc.second(x), pa.float64()), pc.divide(micros, 1e6))
+            return pc.multiply(whole, factor)
+        return seconds
+    if unit == "epoch":
+        def epoch(x):
+            stamp = pc.cast(x, pa.timestamp("us")) if source.type.name == "date" else x
+            micros = pc.cast(pc.cast(stamp, pa.timestamp("us", tz=stamp.type.tz)), pa.int64())
+            return pc.divide(pc.cast(micros, pa.float64()), 1e6)
+        return epoch
+    if unit not in _EXTRACT_FIELDS:
+        raise SqlVecError(f'unit "{unit}" not recognized for type {source.type.format()}',
+                          sqlstate="22023")
+    if source.type.name == "date" and unit in ("hour", "minute"):
+        return lambda x: pc.multiply(pc.cast(pc.day(x), pa.float64()), 0)
+    kernel = _EXTRACT_FIELDS[unit]
+    return lambda x: pc.cast(kernel(x), pa.float64())
+
+
+def _interval_field(unit: str) -> Callable:
+    def parts(x):
+        items = [x.as_py()] if is_scalar(x) else x.to_pylist()
+        out = [None if v is None else _interval_part(v, unit) for v in items]
+        return pa.scalar(out[0], pa.float64()) if is_scalar(x) else pa.array(out, pa.float64())
+    return parts
+
+
+def _interval_part(v, unit: str) -> float:
+    micros = v.nanoseconds // 1000
+    table = {"year": v.months // 12, "month": v.months % 12, "day": v.days,
+             "hour": micros // 3_600_000_000, "minute": micros // 60_000_000 % 60,
+             "second": micros % 60_000_000 / 1e6,
+             "epoch": v.months * 30 * 86400 + v.days * 86400 + micros / 1e6}
+    if unit not in table:
+        raise SqlVecError(f'unit "{unit}" not supported for type interval', sqlstate="0A000")
+    return float(table[unit])
 
 
 def _extract(c, e):
+    """EXTRACT(field FROM x) is numeric in PostgreSQL 14+ (scale 6 for seconds and epoch)."""
     unit = e.this.name.lower()
-    src = c.compile(e.expression)
-    if src.type.name == "unknown":
-        src = c.coerce(src, SqlType("timestamptz"))
-    fns = {"year": pc.year, "month": pc.month, "day": pc.day, "hour": pc.hour, "minute": pc.minute,
-           "dow": lambda x: pc.day_of_week(x, count_from_zero=True, week_start=7),
-           "doy": pc.day_of_year, "week": pc.iso_week, "quarter": pc.quarter,
-           "isodow": lambda x: pc.day_of_week(x, count_from_zero=False, week_start=1),
-           "isoyear": pc.iso_year}
-    if unit == "second":
-        def fn(f):
-            v = src(f)
-            return pc.add(pc.cast(pc.second(v), pa.float64()),
-                          pc.divide(pc.cast(pc.microsecond(v), pa.float64()), 1e6))
-    elif unit == "epoch":
-        def fn(f):
-            v = src(f)
-            if src.type.name == "date":
-                v = pc.cast(v, pa.timestamp("us"))
-            return pc.divide(pc.cast(pc.cast(v, pa.timestamp("us", tz=None) if not v.type.tz else v.type),
-                                     pa.int64()), 1e6)
-    elif unit in fns:
-        def fn(f):
-            return pc.cast(fns[unit](src(f)), pa.float64())
-    else:
-        raise FeatureNotSupported(f'unit "{unit}" of EXTRACT is not supported')
-    return Value(fn, NUMERIC if False else FLOAT8, src.const)
+    source = _temporal(c, e.expression, "extract")
+    kernel = _field_values(unit, source)
+    fractional = _UNIT_ALIASES.get(unit, unit) in ("second", "epoch", "millisecond",
+                                                   "microsecond")
+    t = V.numeric_with_scale(6 if fractional else 0)
+    return Value(lambda f: V.fit_numeric(V.to_decimal(kernel(source(f)), FLOAT8), t), t,
+                 source.const)
 
 
-def _date_trunc(c, e):
-    unit = e.args["unit"].name.lower() if isinstance(e.args.get("unit"), exp.Expression) else \
-        str(e.args.get("unit")).strip("'").lower()
-    src = c.compile(e.this)
-    if src.type.name == "unknown":
-        src = c.coerce(src, SqlType("timestamptz"))
-    t = src.type if src.type.name != "date" else SqlType("timestamptz")
+def _date_part(c, args, e):
+    """date_part('field', x): the same fields as EXTRACT, as float8."""
+    unit = _constant(_text(c, args[0], "date_part"), "the field of date_part").lower()
+    source = _temporal(c, args[1], "date_part")
+    kernel = _field_values(unit, source)
+    return Value(lambda f: kernel(source(f)), FLOAT8, source.const)
+
+
+_TRUNC_UNITS = {"microseconds": "microsecond", "milliseconds": "millisecond",
+                "second": "second", "minute": "minute", "hour": "hour", "day": "day",
+                "week": "week", "month": "month", "quarter": "quarter", "year": "year",
+                "decade": "decade", "century": "century", "millennium": "millennium"}
+
+
+def _date_trunc(c, args, e):
+    unit = _constant(_text(c, args[0], "date_trunc"), "the unit of date_trunc").lower()
+    unit = _TRUNC_UNITS.get(_UNIT_ALIASES.get(unit, unit) + "s" if _UNIT_ALIASES.get(
+        unit, unit) in ("microsecond", "millisecond") else _UNIT_ALIASES.get(unit, unit))
+    if unit is None:
+        raise SqlVecError(f'unit "{_constant(_text(c, args[0], "date_trunc"), "")}" not '
+                          "recognized for type timestamp", sqlstate="22023")
+    source = _temporal(c, args[1], "date_trunc")
+    t = TIMESTAMPTZ if source.type.name in ("date", "timestamptz") else source.type
+    if source.type.name == "interval":
+        raise FeatureNotSupported("date_trunc on intervals is not supported")
 
     def fn(f):
-        v = src(f)
-        if src.type.name == "date":
-            v = pc.cast(v, pa.timestamp("us", tz="UTC"))
-        return pc.floor_temporal(v, unit=unit.rstrip("s"))
-    return Value(fn, t, src.const)
+        value = source(f)
+        if source.type.name == "date":
+            value = pc.cast(value, pa.timestamp("us", tz="UTC"))
+        if unit in ("decade", "century", "millennium"):
+            years = {"decade": 10, "century": 100, "millennium": 1000}[unit]
+            return pc.floor_temporal(value, multiple=years, unit="year")
+        return pc.floor_temporal(value, unit=unit, week_starts_monday=True)
+    return Value(fn, t, source.const)
 
 
-# Vectors -------------------------------------------------------------------------------------------
+def _timestamp_trunc_class(c, e):
+    unit = e.args["unit"]
+    unit_expr = unit if isinstance(unit, exp.Expression) else exp.Literal.string(str(unit))
+    if isinstance(unit_expr, (exp.Var, exp.Column)):
+        unit_expr = exp.Literal.string(unit_expr.name)
+    return _date_trunc(c, [unit_expr, e.this], e)
+
+
+def _make_date(c, args, e):
+    y, m, day = (_int(c, a, "make_date") for a in args)
+
+    def make(a: int, b: int, d_: int) -> dt.date:
+        try:
+            return dt.date(a, b, d_)
+        except ValueError:
+            raise SqlVecError(f"date field value out of range: {a}-{b:02d}-{d_:02d}",
+                              sqlstate="22008") from None
+    return _rowwise(DATE, make, y, m, day)
+
+
+def _to_timestamp(c, args, e):
+    if len(args) == 2:
+        return _parse_with_format(c, args, "to_timestamp", TIMESTAMPTZ)
+    seconds = _float(c, args[0], "to_timestamp")
+    return Value(lambda f: pc.cast(pc.cast(pc.multiply(seconds(f), 1e6), pa.int64()),
+                                   TIMESTAMPTZ.to_arrow()), TIMESTAMPTZ, seconds.const)
+
+
+def _to_date(c, args, e):
+    return _parse_with_format(c, args, "to_date", DATE)
+
+
+def _parse_with_format(c, args, name: str, t: SqlType) -> Value:
+    text = _text(c, args[0], name)
+    pattern = _strptime_pattern(_constant(_text(c, args[1], name), f"the format of {name}"))
+
+    def parse(x: str):
+        try:
+            value = dt.datetime.strptime(x.strip(), pattern)
+        except ValueError:
+            raise SqlVecError(f'invalid value "{x}" for "{pattern}"', sqlstate="22007") from None
+        return value.date() if t == DATE else value.replace(tzinfo=dt.timezone.utc)
+    return _rowwise(t, parse, text)
+
+
+# to_char templates: PostgreSQL pattern → strftime directive (or a callable of the value).
+_DATE_PATTERNS: list[tuple[str, Callable[[dt.datetime], str]]] = [
+    ("YYYY", lambda v: f"{v.year:04d}"), ("YY", lambda v: f"{v.year % 100:02d}"),
+    ("MONTH", lambda v: v.strftime("%B").upper().ljust(9)),
+    ("Month", lambda v: v.strftime("%B").ljust(9)), ("month", lambda v: v.strftime("%B").lower().ljust(9)),
+    ("MON", lambda v: v.strftime("%b").upper()), ("Mon", lambda v: v.strftime("%b")),
+    ("mon", lambda v: v.strftime("%b").lower()), ("MM", lambda v: f"{v.month:02d}"),
+    ("DAY", lambda v: v.strftime("%A").upper().ljust(9)),
+    ("Day", lambda v: v.strftime("%A").ljust(9)), ("day", lambda v: v.strftime("%A").lower().ljust(9)),
+    ("DY", lambda v: v.strftime("%a").upper()), ("Dy", lambda v: v.strftime("%a")),
+    ("dy", lambda v: v.strftime("%a").lower()), ("DDD", lambda v: f"{v.timetuple().tm_yday:03d}"),
+    ("DD", lambda v: f"{v.day:02d}"), ("D", lambda v: str(v.isoweekday() % 7 + 1)),
+    ("HH24", lambda v: f"{v.hour:02d}"), ("HH12", lambda v: f"{(v.hour % 12) or 12:02d}"),
+    ("HH", lambda v: f"{(v.hour % 12) or 12:02d}"), ("MI", lambda v: f"{v.minute:02d}"),
+    ("SS", lambda v: f"{v.second:02d}"), ("MS", lambda v: f"{v.microsecond // 1000:03d}"),
+    ("US", lambda v: f"{v.microsecond:06d}"), ("AM", lambda v: "AM" if v.hour < 12 else "PM"),
+    ("PM", lambda v: "AM" if v.hour < 12 else "PM"), ("am", lambda v: "am" if v.hour < 12 else "pm"),
+    ("pm", lambda v: "am" if v.hour < 12 else "pm"), ("Q", lambda v: str((v.month - 1) // 3 + 1)),
+    ("WW", lambda v: f"{(v.timetuple().tm_yday - 1) // 7 + 1:02d}"),
+    ("IW", lambda v: f"{v.isocalendar()[1]:02d}"), ("TZ", lambda v: "UTC" if v.tzinfo else ""),
+]
+
+
+def _format_date(value, template: str) -> str:
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime(value.year, value.month, value.day)
+    out, i = [], 0
+    while i < len(template):
+        if template[i] == '"':
+            end = template.find('"', i + 1)
+            end = len(template) if end < 0 else end
+            out.append(template[i + 1:end])
+            i = end + 1
+            continue
+        for pattern, render in _DATE_PATTERNS:
+            if template.startswith(pattern, i):
+                out.append(render(value))
+                i += len(pattern)
+                break
+        else:
+            out.append(template[i])
+            i += 1
+    return "".join(out)
+
+
+def _format_number(value, template: str) -> str:
+    """to_char(number, '9990.99'): digit positions 9 (blank when leading) and 0 (zero),
+    a decimal point, a leading sign column; FM drops the padding."""
+    fill = not template.startswith("FM")
+    body = template[2:] if not fill else template
+    int_part, _, frac_part = body.partition(".")
+    digits_int = sum(ch in "90" for ch in int_part)
+    digits_frac = sum(ch in "90" for ch in frac_part)
+    import decimal as _decimal
+
+    number = _decimal.Decimal(str(value)).quantize(_decimal.Decimal(1).scaleb(-digits_frac),
+                                                   rounding=_decimal.ROUND_HALF_UP)
+    sign = "-" if number < 0 else " "
+    whole, _, frac = f"{abs(number):f}".partition(".")
+    if len(whole) > digits_int:
+        return sign + "#" * digits_int + ("." + "#" * digits_frac if frac_part else "")
+    first_zero = int_part.find("0")
+    min_digits = digits_int - first_zero if first_zero >= 0 else 0
+    shown = whole.lstrip("0") or ("0" if min_digits == 0 and not frac_part else "")
+    shown = shown.rjust(max(min_digits, len(shown)), "0")
+    text = (sign if sign == "-" or fill else "") + shown.rjust(digits_int if fill else 0)
+    if frac_part:
+        text += "." + frac
+    return text
+
+
+def _to_char(c, args, e):
+    value = c.compile(args[0])
+    template = _text(c, args[1], "to_char")
+    if value.type.name in ("date", "timestamp", "timestamptz"):
+        return _rowwise(TEXT, _format_date, value, template)
+    if V.is_numeric(value.type):
+        return _rowwise(TEXT, _format_number, value, template)
+    raise no_such_function("to_char", [value, template])
+
+
+def _to_char_class(c, e):
+    return _to_char(c, [e.this, e.args["format"]], e)
+
+
+def _strptime_pattern(template: str) -> str:
+    mapping = [("YYYY", "%Y"), ("MM", "%m"), ("DD", "%d"), ("HH24", "%H"), ("HH12", "%I"),
+               ("MI", "%M"), ("SS", "%S"), ("Mon", "%b"), ("YY", "%y")]
+    out = template
+    for pattern, directive in mapping:
+        out = out.replace(pattern, directive)
+    return out
+
+
+def _age(c, args, e):
+    values = [c.coerce(_temporal(c, a, "age"), TIMESTAMP) for a in args]
+    if len(values) == 1:
+        values.insert(0, Value(lambda f: pa.scalar(f.ctx.now.replace(
+            hour=0, minute=0, second=0, microsecond=0, tzinfo=None), pa.timestamp("us")),
+            TIMESTAMP))
+    return _rowwise(INTERVAL, _age_between, *values)
+
+
+def _age_between(end: dt.datetime, start: dt.datetime):
+    """PostgreSQL's age(): whole months first (by calendar), then days and time."""
+    sign = 1
+    if end < start:
+        end, start, sign = start, end, -1
+    months = (end.year - start.year) * 12 + end.month - start.month
+    anchor = _add_months(start, months)
+    if anchor > end:
+        months -= 1
+        anchor = _add_months(start, months)
+    rest = end - anchor
+    micros = rest.seconds * 1_000_000 + rest.microseconds
+    return pa.MonthDayNano([sign * months, sign * rest.days, sign * micros * 1000])
+
+
+def _add_months(value: dt.datetime, months: int) -> dt.datetime:
+    total = value.month - 1 + months
+    year, month = value.year + total // 12, total % 12 + 1
+    return value.replace(year=year, month=month,
+                         day=min(value.day, calendar.monthrange(year, month)[1]))
+
+
+def _pg_typeof(c, args, e):
+    t = c.compile(args[0]).type
+    name = "unknown" if t.name == "unknown" else t.format()
+    return Value(lambda f: pa.scalar(name), TEXT, True)
+
+
+# Vectors -----------------------------------------------------------------------------------------
 
 
 def _vector_arg(c, e) -> Value:
@@ -243,8 +928,20 @@ def _vector_arg(c, e) -> Value:
     return v
 
 
-def _vector_dims(c, e):
-    v = _vector_arg(c, e.this)
+def _per_vector(fn: Callable[[np.ndarray], np.ndarray], v: Value, out: SqlType, as_vectors: bool):
+    def run(f):
+        x = v(f)
+        rows = 1 if is_scalar(x) else f.n
+        matrix, valid = V.to_numpy_vectors(x, rows)
+        result = fn(matrix)
+        arr = V.vectors_to_arrow(result, valid) if as_vectors else \
+            pa.array(result, out.to_arrow(), mask=None if valid is None else ~valid)
+        return arr[0] if is_scalar(x) else arr
+    return Value(run, out, v.const)
+
+
+def _vector_dims(c, args, e):
+    v = _vector_arg(c, args[0])
 
     def fn(f):
         x = v(f)
@@ -254,112 +951,72 @@ def _vector_dims(c, e):
     return Value(fn, INT4, v.const)
 
 
-def _vector_norm(c, e):
-    v = _vector_arg(c, e.this)
-
-    def fn(f):
-        x = v(f)
-        rows = 1 if is_scalar(x) else f.n
-        m, valid = V.to_numpy_vectors(x, rows)
-        norms = np.sqrt(np.einsum("ij,ij->i", m, m, dtype=np.float64))
-        arr = pa.array(norms, pa.float64(), mask=None if valid is None else ~valid)
-        return arr[0] if is_scalar(x) else arr
-    return Value(fn, FLOAT8, v.const)
+def _vector_norm(c, args, e):
+    v = _vector_arg(c, args[0])
+    return _per_vector(lambda m: np.sqrt(np.einsum("ij,ij->i", m, m, dtype=np.float64)), v,
+                       FLOAT8, False)
 
 
-def _l2_normalize(c, e):
-    v = _vector_arg(c, e.this)
-
-    def fn(f):
-        x = v(f)
-        rows = 1 if is_scalar(x) else f.n
-        m, valid = V.to_numpy_vectors(x, rows)
-        arr = V.vectors_to_arrow(l2_normalize(m), valid)
-        return arr[0] if is_scalar(x) else arr
-    return Value(fn, v.type, v.const)
+def _l2_normalize(c, args, e):
+    v = _vector_arg(c, args[0])
+    return _per_vector(l2_normalize, v, v.type, True)
 
 
-def _subvector(c, e):
-    v = _vector_arg(c, e.this)
-    start = c.compile_as(e.args["start"], INT4)
-    count = c.compile_as(e.args["count"], INT4)
+def _subvector(c, args, e):
+    v = _vector_arg(c, args[0])
+    start = _constant(c.compile_as(args[1], INT4), "the start of subvector")
+    count = _constant(c.compile_as(args[2], INT4), "the count of subvector")
 
-    def fn(f):
-        x = v(f)
-        s, n = start(f).as_py(), count(f).as_py()
-        rows = 1 if is_scalar(x) else f.n
-        m, valid = V.to_numpy_vectors(x, rows)
-        begin = max(s, 1) - 1
-        end = min(s - 1 + n, m.shape[1])
-        if end <= begin:
+    def take(m: np.ndarray) -> np.ndarray:
+        begin = max(start, 1) - 1
+        end = min(start - 1 + count, m.shape[1]) if count is not None else m.shape[1]
+        if start is None or end <= begin:
             raise DataException("vector must have at least 1 dimension")
-        arr = V.vectors_to_arrow(m[:, begin:end], valid)
-        return arr[0] if is_scalar(x) else arr
-    return Value(fn, SqlType("vector"), v.const)
+        return m[:, begin:end]
+    return _per_vector(take, v, SqlType("vector"), True)
 
 
-def _inner_product(c, e):
-    a = _vector_arg(c, e.this)
-    b = _vector_arg(c, e.expression)
+def _inner_product(c, args, e):
     from sqlvec.execution.expressions import vector_distance
 
-    def fn(f):
-        out = vector_distance(Metric.IP, a(f), b(f), f.n)
-        return pc.negate(out)
-    return Value(fn, FLOAT8, a.const and b.const)
+    a, b = _vector_arg(c, args[0]), _vector_arg(c, args[1])
+    return Value(lambda f: pc.negate(vector_distance(Metric.IP, a(f), b(f), f.n)), FLOAT8,
+                 a.const and b.const)
 
 
-def _md5(c, e):
-    s = c.compile_as(e.this, TEXT)
-
-    def fn(f):
-        x = s(f)
-        if is_scalar(x):
-            return pa.scalar(None if not x.is_valid else hashlib.md5(x.as_py().encode()).hexdigest())
-        return pa.array([None if v is None else hashlib.md5(v.encode()).hexdigest()
-                         for v in x.to_pylist()], pa.string())
-    return Value(fn, TEXT, s.const)
+def _named_distance(c, args, e):
+    cls = {"l2_distance": d.L2Distance, "cosine_distance": d.CosineDistance,
+           "l1_distance": d.L1Distance}[str(e.this).lower()]
+    return c.compile(cls(this=args[0], expression=args[1]))
 
 
-def _random(c, e):
-    return Value(lambda f: pa.array(np.random.random(f.n)) if f.n != 1 else
-                 pa.scalar(float(np.random.random())), FLOAT8)
+# Misc --------------------------------------------------------------------------------------------
 
 
-FUNCTIONS: dict[type, Compiled] = {
-    exp.Lower: _text_unary(pc.utf8_lower),
-    exp.Upper: _text_unary(pc.utf8_upper),
-    exp.Length: _length,
-    exp.Substring: _substring,
-    exp.Concat: _concat,
-    exp.Trim: _trim,
-    exp.StrPosition: _position,
-    exp.Replace: _replace if hasattr(exp, "Replace") else _replace,
-    exp.Abs: _numeric_unary(pc.abs_checked),
-    exp.Ceil: _numeric_unary(pc.ceil),
-    exp.Floor: _numeric_unary(pc.floor),
-    exp.Sqrt: _numeric_unary(pc.sqrt, float_only=True),
-    exp.Exp: _numeric_unary(pc.exp, float_only=True),
-    exp.Ln: _numeric_unary(pc.ln, float_only=True),
-    exp.Sign: _numeric_unary(pc.sign),
-    exp.Round: _round,
-    exp.CurrentTimestamp: _now,
-    exp.CurrentDate: _current_date,
-    exp.Extract: _extract,
-    exp.TimestampTrunc: _date_trunc,
-    exp.DotProduct: _inner_product,
-    exp.MD5: _md5,
-    exp.Rand: _random,
-    d.VectorDims: _vector_dims,
-    d.VectorNorm: _vector_norm,
-    d.L2Normalize: _l2_normalize,
-    d.Subvector: _subvector,
-}
+def _gen_random_uuid(c, args, e):
+    t = SqlType("uuid")
+    return Value(lambda f: pa.array([str(uuid.uuid4()) for _ in range(f.n)]) if f.n != 1
+                 else pa.scalar(str(uuid.uuid4())), t)
 
 
-# Functions called by name ----------------------------------------------------------------------------
+def _type_function(c, args, e):
+    return c.compile(exp.Cast(this=args[0], to=exp.DataType.build(str(e.this).lower(),
+                                                                  dialect="postgres")))
 
-NamedFunction = Callable[["object", list[exp.Expression], exp.Expression], Value]
+
+def _jsonb_typeof(c, args, e):
+    from sqlvec.execution.expressions import json_typeof
+
+    v = c.compile(args[0])
+    if v.type.name == "unknown":
+        v = c.coerce(v, SqlType("jsonb"))
+    if v.type.name not in ("json", "jsonb"):
+        raise no_such_function(str(e.this).lower(), [v])
+    return _unary(json_typeof, v, TEXT)
+
+
+# Registries --------------------------------------------------------------------------------------
+
 NAMED: dict[str, NamedFunction] = {}
 
 
@@ -371,7 +1028,97 @@ def named(*names: str):
     return register
 
 
+def _register(table: dict[str, NamedFunction]) -> None:
+    for names, fn in table.items():
+        for name in names.split():
+            NAMED[name] = fn
+
+
+_register({
+    "lower": _text_kernel("lower", pc.utf8_lower), "upper": _text_kernel("upper", pc.utf8_upper),
+    "initcap": _text_kernel("initcap", pc.utf8_title),
+    "reverse": _text_kernel("reverse", pc.utf8_reverse),
+    "length char_length character_length": _length, "octet_length": _octet_length,
+    "replace": _replace, "translate": _translate, "repeat": _repeat,
+    "btrim ltrim rtrim": _named_trim, "concat": _concat, "concat_ws": _concat_ws,
+    "left right": _left_right, "lpad rpad": _pad, "split_part": _split_part,
+    "starts_with": _starts_with, "md5": _md5, "ascii": _ascii, "chr": _chr,
+    "to_hex hex": _to_hex, "regexp_replace": _regexp_replace, "regexp_match": _regexp_match,
+    "format": _format, "encode": _encode, "decode": _decode,
+    "strpos": lambda c, args, e: _position(c, exp.StrPosition(this=args[0], substr=args[1])),
+    "abs": _abs, "sign": _sign,
+    "round": _round_like("round", "round"), "trunc": _round_like("trunc", "trunc"),
+    "ceil ceiling": _round_like("ceil", "ceil"), "floor": _round_like("floor", "floor"),
+    "sqrt": _exact_or_float("sqrt", pc.sqrt, _sqrt_domain),
+    "cbrt": _float_function("cbrt", lambda x: pc.multiply(pc.sign(x),
+                                                          pc.power(pc.abs(x), 1 / 3))),
+    "exp": _exact_or_float("exp", pc.exp), "ln": _exact_or_float("ln", pc.ln, _log_domain),
+    "log": _log, "log10": _exact_or_float("log10", pc.log10, _log_domain),
+    "power pow": _power, "mod": _mod, "div": _div,
+    "gcd lcm": _gcd_lcm, "factorial": _factorial, "width_bucket": _width_bucket, "pi": _pi,
+    "degrees": _float_function("degrees", lambda x: pc.multiply(x, 180 / math.pi)),
+    "radians": _float_function("radians", lambda x: pc.multiply(x, math.pi / 180)),
+    "sin": _float_function("sin", pc.sin), "cos": _float_function("cos", pc.cos),
+    "tan": _float_function("tan", pc.tan), "asin": _float_function("asin", pc.asin),
+    "acos": _float_function("acos", pc.acos), "atan": _float_function("atan", pc.atan),
+    "atan2": _float_function("atan2", pc.atan2),
+    "cot": _float_function("cot", lambda x: pc.divide(1.0, pc.tan(x))),
+    "random rand": _random,
+    "now transaction_timestamp statement_timestamp current_timestamp": _now,
+    "clock_timestamp": _clock, "current_date": _current_date, "localtimestamp": _localtimestamp,
+    "date_part": _date_part, "date_trunc": _date_trunc, "make_date": _make_date,
+    "to_timestamp": _to_timestamp, "to_date": _to_date, "to_char": _to_char, "age": _age,
+    "pg_typeof": _pg_typeof,
+    "vector_dims": _vector_dims, "vector_norm": _vector_norm, "l2_normalize": _l2_normalize,
+    "subvector": _subvector, "inner_product": _inner_product,
+    "l2_distance cosine_distance l1_distance": _named_distance,
+    "gen_random_uuid uuid": _gen_random_uuid,
+    "int8 int4 float8 text": _type_function,
+    "jsonb_typeof json_typeof": _jsonb_typeof,
+})
+
+
+def _from_class(name: str, arguments: Callable[[exp.Expression], list] = _args) -> Compiled:
+    """A sqlglot class whose call is the named function `name` (arguments in order)."""
+    def compile_(c, e):
+        return NAMED[name](c, arguments(e), exp.Anonymous(this=name, expressions=arguments(e)))
+    return compile_
+
+
+FUNCTIONS: dict[type, Compiled] = {
+    exp.Substring: _substring,
+    exp.StrPosition: _position,
+    exp.Trim: _trim,
+    exp.Extract: _extract,
+    exp.TimestampTrunc: _timestamp_trunc_class,
+    exp.TimeToStr: _to_char_class,
+    exp.Pad: lambda c, e: _pad(c, _args(e)[:3], exp.Anonymous(
+        this="lpad" if e.args.get("is_left") else "rpad")),
+    exp.Log: lambda c, e: _log(c, _args(e), e),
+    exp.CurrentTimestamp: lambda c, e: _now(c, [], e),
+    exp.CurrentDate: lambda c, e: _current_date(c, [], e),
+    exp.Localtimestamp: lambda c, e: _localtimestamp(c, [], e),
+    exp.StrToDate: _from_class("to_date"),
+    exp.UnixToTime: _from_class("to_timestamp"),
+    exp.Initcap: _from_class("initcap", lambda e: [e.this]),
+    exp.Chr: _from_class("chr"),
+    exp.Hex: _from_class("to_hex"),
+    exp.Rand: _from_class("random"),
+    exp.Uuid: _from_class("gen_random_uuid"),
+    exp.RegexpReplace: lambda c, e: _regexp_replace(c, [e.this, e.expression, e.args[
+        "replacement"]] + ([e.args["modifiers"]] if e.args.get("modifiers") else []), e),
+    exp.Encode: lambda c, e: _encode(c, [e.this, e.args["charset"]], e),
+    exp.Decode: lambda c, e: _decode(c, [e.this, e.args["charset"]], e),
+    exp.DotProduct: lambda c, e: _inner_product(c, [e.this, e.expression], e),
+    d.VectorDims: lambda c, e: _vector_dims(c, [e.this], e),
+    d.VectorNorm: lambda c, e: _vector_norm(c, [e.this], e),
+    d.L2Normalize: lambda c, e: _l2_normalize(c, [e.this], e),
+    d.Subvector: lambda c, e: _subvector(c, [e.this, e.args["start"], e.args["count"]], e),
+}
+
+
 def compile_named(c, name: str, args: list[exp.Expression], e: exp.Expression) -> Value:
+    """A function called by name: ours (`NAMED`), then the session's (catalog functions)."""
     fn = NAMED.get(name)
     if fn is None and c.env.functions is not None:
         fn = c.env.functions.get(name)
@@ -383,231 +1130,15 @@ def compile_named(c, name: str, args: list[exp.Expression], e: exp.Expression) -
                 types.append("unknown" if t.name == "unknown" else t.format())
             except SqlVecError:
                 types.append("unknown")
-        raise UndefinedFunction(
-            f"function {name}({', '.join(types)}) does not exist",
-            hint="No function matches the given name and argument types. You might need to add "
-                 "explicit type casts.")
+        raise UndefinedFunction(f"function {name}({', '.join(types)}) does not exist", hint=_HINT)
+    if not isinstance(e, exp.Anonymous):
+        e = exp.Anonymous(this=name, expressions=args)
     return fn(c, args, e)
 
 
-@named("version")
-def _version(c, args, e):
-    text = c.env.functions["__version__"] if c.env.functions and "__version__" in c.env.functions \
-        else "PostgreSQL 16.4 (sqlvec 0.1.0)"
-    return Value(lambda f: pa.scalar(text), TEXT, True)
+def sql_name(e: exp.Expression) -> str:
+    """The PostgreSQL name a sqlglot function class stands for."""
+    return e.sql_name().lower()
 
 
-@named("now", "transaction_timestamp", "statement_timestamp")
-def _named_now(c, args, e):
-    return _now(c, e)
-
-
-@named("clock_timestamp")
-def _clock(c, args, e):
-    t = SqlType("timestamptz")
-    return Value(lambda f: pa.scalar(dt.datetime.now(dt.timezone.utc), t.to_arrow()), t)
-
-
-@named("pi")
-def _pi(c, args, e):
-    return Value(lambda f: pa.scalar(float(np.pi)), FLOAT8, True)
-
-
-@named("l2_distance", "cosine_distance", "l1_distance")
-def _named_distance(c, args, e):
-    cls = {"l2_distance": d.L2Distance, "cosine_distance": d.CosineDistance,
-           "l1_distance": d.L1Distance}[str(e.this).lower()]
-    return c.compile(cls(this=args[0], expression=args[1]))
-
-
-@named("inner_product")
-def _named_ip(c, args, e):
-    return _inner_product(c, exp.DotProduct(this=args[0], expression=args[1]))
-
-
-@named("vector_dims")
-def _named_dims(c, args, e):
-    return _vector_dims(c, d.VectorDims(this=args[0]))
-
-
-@named("vector_norm")
-def _named_norm(c, args, e):
-    return _vector_norm(c, d.VectorNorm(this=args[0]))
-
-
-@named("char_length", "character_length")
-def _char_length(c, args, e):
-    return _length(c, exp.Length(this=args[0]))
-
-
-@named("power", "pow")
-def _power(c, args, e):
-    return c.compile(exp.Pow(this=args[0], expression=args[1]))
-
-
-@named("mod")
-def _mod(c, args, e):
-    return c.compile(exp.Mod(this=args[0], expression=args[1]))
-
-
-@named("trunc")
-def _trunc(c, args, e):
-    arg = c.compile(args[0])
-    if arg.type.name == "unknown":
-        arg = c.coerce(arg, FLOAT8)
-    return Value(lambda f: pc.trunc(arg(f)), arg.type, arg.const)
-
-
-@named("log10", "log")
-def _log10(c, args, e):
-    if len(args) == 2:
-        base = c.compile_as(args[0], FLOAT8)
-        x = c.compile_as(args[1], FLOAT8)
-        return Value(lambda f: pc.divide(pc.ln(x(f)), pc.ln(base(f))), FLOAT8)
-    x = c.compile_as(args[0], FLOAT8)
-    return Value(lambda f: pc.log10(x(f)), FLOAT8, x.const)
-
-
-@named("left")
-def _left(c, args, e):
-    s = c.compile_as(args[0], TEXT)
-    n = c.compile_as(args[1], INT4)
-
-    def fn(f):
-        k = n(f).as_py()
-        return pc.utf8_slice_codeunits(s(f), 0, k) if k >= 0 else \
-            pc.utf8_slice_codeunits(s(f), 0, k)
-    return Value(fn, TEXT, s.const)
-
-
-@named("right")
-def _right(c, args, e):
-    s = c.compile_as(args[0], TEXT)
-    n = c.compile_as(args[1], INT4)
-
-    def fn(f):
-        k = n(f).as_py()
-        if k == 0:
-            return pc.utf8_slice_codeunits(s(f), 0, 0)
-        return pc.utf8_slice_codeunits(s(f), -k) if k > 0 else pc.utf8_slice_codeunits(s(f), -k if False else abs(k))
-    return Value(fn, TEXT, s.const)
-
-
-@named("reverse")
-def _reverse(c, args, e):
-    s = c.compile_as(args[0], TEXT)
-    return Value(lambda f: pc.utf8_reverse(s(f)), TEXT, s.const)
-
-
-@named("repeat")
-def _repeat(c, args, e):
-    s = c.compile_as(args[0], TEXT)
-    n = c.compile_as(args[1], INT4)
-    return Value(lambda f: pc.binary_repeat(s(f), n(f)), TEXT, s.const and n.const)
-
-
-@named("starts_with")
-def _starts_with(c, args, e):
-    s = c.compile_as(args[0], TEXT)
-    p = c.compile_as(args[1], TEXT)
-    return Value(lambda f: pc.starts_with(s(f), p(f).as_py()), BOOL, s.const)
-
-
-@named("split_part")
-def _split_part(c, args, e):
-    s = c.compile_as(args[0], TEXT)
-    sep = c.compile_as(args[1], TEXT)
-    k = c.compile_as(args[2], INT4)
-
-    def fn(f):
-        parts = pc.split_pattern(as_array(s(f), f.n), sep(f).as_py())
-        idx = k(f).as_py()
-        out = [None if p is None else (p[idx - 1] if 0 < idx <= len(p) else "") for p in parts.to_pylist()]
-        arr = pa.array(out, pa.string())
-        return arr[0] if is_scalar(s(f)) else arr
-    return Value(fn, TEXT, s.const)
-
-
-@named("initcap")
-def _initcap(c, args, e):
-    s = c.compile_as(args[0], TEXT)
-    return Value(lambda f: pc.utf8_title(s(f)), TEXT, s.const)
-
-
-@named("lpad", "rpad")
-def _pad(c, args, e):
-    s = c.compile_as(args[0], TEXT)
-    n = c.compile_as(args[1], INT4)
-    fill = c.compile_as(args[2], TEXT) if len(args) > 2 else None
-    left = str(e.this).lower() == "lpad"
-
-    def fn(f):
-        width = n(f).as_py()
-        pad = " " if fill is None else fill(f).as_py()
-        vals = [s(f).as_py()] if is_scalar(s(f)) else s(f).to_pylist()
-        out = []
-        for v in vals:
-            if v is None:
-                out.append(None)
-                continue
-            if len(v) >= width:
-                out.append(v[:width])
-                continue
-            need = width - len(v)
-            filler = (pad * (need // max(len(pad), 1) + 1))[:need] if pad else ""
-            out.append(filler + v if left else v + filler)
-        arr = pa.array(out, pa.string())
-        return arr[0] if is_scalar(s(f)) else arr
-    return Value(fn, TEXT, s.const)
-
-
-@named("btrim", "ltrim", "rtrim")
-def _named_trim(c, args, e):
-    position = {"btrim": "BOTH", "ltrim": "LEADING", "rtrim": "TRAILING"}[str(e.this).lower()]
-    return _trim(c, exp.Trim(this=args[0], expression=args[1] if len(args) > 1 else None,
-                             position=position))
-
-
-@named("strpos")
-def _strpos(c, args, e):
-    return _position(c, exp.StrPosition(this=args[0], substr=args[1]))
-
-
-@named("cbrt")
-def _cbrt(c, args, e):
-    x = c.compile_as(args[0], FLOAT8)
-    return Value(lambda f: pc.power(x(f), 1 / 3), FLOAT8, x.const)
-
-
-@named("degrees")
-def _degrees(c, args, e):
-    x = c.compile_as(args[0], FLOAT8)
-    return Value(lambda f: pc.multiply(x(f), 180 / np.pi), FLOAT8, x.const)
-
-
-@named("radians")
-def _radians(c, args, e):
-    x = c.compile_as(args[0], FLOAT8)
-    return Value(lambda f: pc.multiply(x(f), np.pi / 180), FLOAT8, x.const)
-
-
-@named("to_char")
-def _to_char(c, args, e):
-    raise FeatureNotSupported("to_char() is not supported")
-
-
-@named("gen_random_uuid")
-def _uuid(c, args, e):
-    import uuid
-
-    t = SqlType("uuid")
-    return Value(lambda f: pa.array([str(uuid.uuid4()) for _ in range(f.n)]) if f.n != 1
-                 else pa.scalar(str(uuid.uuid4())), t)
-
-
-@named("int8", "int4", "float8", "text")
-def _type_function(c, args, e):
-    return c.compile(exp.Cast(this=args[0], to=exp.DataType.build(str(e.this).lower(), dialect="postgres")))
-
-
-__all__ = ["FUNCTIONS", "NAMED", "named", "compile_named", "INT8"]
+__all__ = ["FUNCTIONS", "NAMED", "named", "compile_named", "sql_name", "no_such_function"]

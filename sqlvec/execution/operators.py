@@ -26,7 +26,7 @@ from sqlvec.execution import values as V
 from sqlvec.execution.aggregates import AggregateSpec, compile_aggregate, run_aggregates
 from sqlvec.execution.context import ExecContext
 from sqlvec.execution.expressions import CompileEnv, Compiler, Frame
-from sqlvec.execution.values import BOOL, INT8, TEXT, Value, as_array, is_scalar
+from sqlvec.execution.values import INT8, TEXT, Value, as_array, is_scalar
 from sqlvec.execution.windows import compile_window, run_windows
 from sqlvec.plan import nodes as n
 from sqlvec.sql.binder import Field, Scope
@@ -66,7 +66,9 @@ class Operator:
     def execute(self, ctx: ExecContext, outer: Frame | None = None) -> pa.Table:
         ctx.check()
         if not ctx.analyze:
-            return self.run(ctx, outer)
+            out = self.run(ctx, outer)
+            ctx.check()
+            return out
         start = time.perf_counter()
         out = self.run(ctx, outer)
         rows, seconds, loops = ctx.stats.get(id(self), (0, 0.0, 0))
@@ -393,7 +395,7 @@ class ProjectOp(OneRowOp):
 
 def _cast_storage(col, arrow, t: SqlType):
     try:
-        return col.cast(arrow)
+        return V.to_storage(col, t)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         if t.name == "vector" and (pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type)):
             return col
@@ -580,14 +582,23 @@ class JoinOp(OneRowOp):
     def run(self, ctx, outer):
         left = self.children[0].execute(ctx, outer)
         right = self.children[1].execute(ctx, outer)
-        if self.equi:
-            li, ri = self._hash_pairs(ctx, outer, left, right)
-        else:
-            li, ri = _cross_pairs(left.num_rows, right.num_rows)
-        if self.residual is not None and li.size:
-            combined = _combine(left, right, li, ri)
-            keep = _mask(self.residual(Frame(combined, ctx, outer)), combined.num_rows)
-            li, ri = li[keep], ri[keep]
+        blocks = self._hash_blocks(ctx, outer, left, right) if self.equi else \
+            _cross_blocks(left.num_rows, right.num_rows)
+        matched_l, matched_r, total = [], [], 0
+        for li, ri in blocks:
+            ctx.check()  # a long join stops here on cancel or statement_timeout
+            if self.residual is not None and li.size:
+                combined = _combine(left, right, li, ri)
+                keep = _mask(self.residual(Frame(combined, ctx, outer)), combined.num_rows)
+                li, ri = li[keep], ri[keep]
+            total += li.size
+            if total > MAX_JOIN_ROWS:
+                raise SqlVecError(f"join result too large (more than {MAX_JOIN_ROWS} rows)",
+                                  sqlstate="54000")
+            matched_l.append(li)
+            matched_r.append(ri)
+        li = np.concatenate(matched_l) if matched_l else np.empty(0, np.int64)
+        ri = np.concatenate(matched_r) if matched_r else np.empty(0, np.int64)
         li_out, ri_out = li, ri
         if self.kind in ("left", "full"):
             unmatched = np.setdiff1d(np.arange(left.num_rows), li, assume_unique=False)
@@ -598,6 +609,11 @@ class JoinOp(OneRowOp):
             li_out = np.concatenate([li_out, np.full(unmatched.size, -1)])
             ri_out = np.concatenate([ri_out, unmatched])
         return _combine(left, right, li_out, ri_out)
+
+    def _hash_blocks(self, ctx, outer, left, right):
+        li, ri = self._hash_pairs(ctx, outer, left, right)
+        for start in range(0, max(li.size, 1), JOIN_BLOCK):
+            yield li[start:start + JOIN_BLOCK], ri[start:start + JOIN_BLOCK]
 
     def _hash_pairs(self, ctx, outer, left, right):
         lf, rf = Frame(left, ctx, outer), Frame(right, ctx, outer)
@@ -620,14 +636,23 @@ def _key(value, n_rows: int):
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
     if pa.types.is_decimal(col.type):
-        col = col.cast(pa.float64())
+        col = V.to_storage(col, V.NUMERIC)  # one decimal type on both sides
     return col
 
 
-def _cross_pairs(nl: int, nr: int) -> tuple[np.ndarray, np.ndarray]:
-    if nl * nr > 50_000_000:
-        raise SqlVecError("join result too large (more than 50 million row pairs)", sqlstate="54000")
-    return np.repeat(np.arange(nl), nr), np.tile(np.arange(nr), nl)
+# Join candidates are examined this many pairs at a time (the residual condition, cancel
+# checks); the matched pairs a join may produce are capped (its output is materialized).
+JOIN_BLOCK = 1 << 20
+MAX_JOIN_ROWS = 50_000_000
+
+
+def _cross_blocks(nl: int, nr: int):
+    """All (left, right) row pairs, in blocks of whole left rows."""
+    rows_per_block = max(1, JOIN_BLOCK // max(nr, 1))
+    for start in range(0, max(nl, 1) if nr else 1, rows_per_block):
+        stop = min(start + rows_per_block, nl)
+        yield (np.repeat(np.arange(start, stop), nr),
+               np.tile(np.arange(nr), max(stop - start, 0)))
 
 
 def _combine(left: pa.Table, right: pa.Table, li: np.ndarray, ri: np.ndarray) -> pa.Table:

@@ -2,16 +2,102 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
 from sqlvec.errors import FeatureNotSupported, SqlVecError
+from sqlvec.execution import values as V
 from sqlvec.execution.expressions import Frame
 from sqlvec.execution.values import INT4, INT8, TEXT, as_array, is_scalar
 from sqlvec.sql.binder import Field
 from sqlvec.types import SqlType
+
+_MAX_SERIES = 100_000_000
+TIMESTAMP_TYPES = ("timestamp", "timestamptz", "date")
+
+
+def _series(c, start_e, stop_e, step_e):
+    """generate_series(start, stop[, step]) over integers, numerics or timestamps (with an
+    interval step): (producer of the column, its type)."""
+    start, stop = c.compile(start_e), c.compile(stop_e)
+    step = c.compile(step_e) if step_e is not None else None
+    types = {v.type.name for v in (start, stop) if v.type.name != "unknown"}
+    if types & set(TIMESTAMP_TYPES):
+        t = SqlType("timestamp") if types <= {"timestamp"} else SqlType("timestamptz")
+        if step is None:
+            raise SqlVecError("function generate_series(timestamp, timestamp) does not exist",
+                              sqlstate="42883")
+        bounds = [c.coerce(start, t), c.coerce(stop, t), c.coerce(step, SqlType("interval"))]
+        return _producer(bounds, lambda a, b, s: _timestamp_series(a, b, s, t)), t
+    t = SqlType("numeric") if "numeric" in types or (step is not None and
+                                                     step.type.name == "numeric") else \
+        (INT8 if INT8 in (start.type, stop.type) or (step is not None and step.type == INT8)
+         else INT4)
+    if t.name == "numeric":
+        t = V.common_numeric(V.as_numeric(start.type) if start.type.name != "unknown" else t,
+                             V.as_numeric(stop.type) if stop.type.name != "unknown" else t)
+    one = c.compile(exp.Literal.number(1))
+    bounds = [c.coerce(start, t), c.coerce(stop, t), c.coerce(step if step is not None else one, t)]
+    kernel = _numeric_series if t.name == "numeric" else _integer_series
+    return _producer(bounds, lambda a, b, s: kernel(a, b, s, t)), t
+
+
+def _producer(bounds, make):
+    def produce(ctx, outer_frame):
+        f = Frame(pa.table({"_": [None]}), ctx, outer_frame)
+        values = [v(f) for v in bounds]
+        if any(not x.is_valid for x in values):
+            return [pa.array([], bounds[0].type.to_arrow())]
+        return [make(*values)]
+    return produce
+
+
+def _count(span, step) -> int:
+    if step == 0:
+        raise SqlVecError("step size cannot equal zero", sqlstate="22023")
+    count = max(0, int(span // step) + 1)
+    if count > _MAX_SERIES:
+        raise SqlVecError("generate_series result too large", sqlstate="54000")
+    return count
+
+
+def _integer_series(a, b, s, t) -> pa.Array:
+    a, b, s = a.as_py(), b.as_py(), s.as_py()
+    return pa.array(a + np.arange(_count(b - a, s), dtype=np.int64) * s, t.to_arrow())
+
+
+def _numeric_series(a, b, s, t) -> pa.Array:
+    count = _count(b.as_py() - a.as_py(), s.as_py())
+    steps = pa.array(np.arange(count, dtype=np.int64)).cast(pa.decimal256(19, 0))
+    wide = [pa.scalar(x.as_py(), pa.decimal256(38, x.type.scale)) for x in (s, a)]
+    return V.fit_numeric(pc.add(pc.multiply(steps, wide[0]), wide[1]), t)
+
+
+def _timestamp_series(a, b, s, t) -> pa.Array:
+    step = s.as_py()
+    micros = step.days * 86_400_000_000 + step.nanoseconds // 1000
+    if step.months == 0:
+        start = pc.cast(pc.cast(a, pa.timestamp("us")), pa.int64()).as_py()
+        stop = pc.cast(pc.cast(b, pa.timestamp("us")), pa.int64()).as_py()
+        values = start + np.arange(_count(stop - start, micros), dtype=np.int64) * micros
+        return pa.array(values, pa.int64()).cast(pa.timestamp("us")).cast(t.to_arrow())
+    from sqlvec.execution.expressions import _add_months
+
+    if step.months < 0 or micros < 0:
+        raise FeatureNotSupported("generate_series with a negative month step is not supported")
+    out, current, i = [], a.as_py(), 0
+    last = b.as_py()
+    while current <= last:
+        out.append(current)
+        i += 1
+        if i > _MAX_SERIES:
+            raise SqlVecError("generate_series result too large", sqlstate="54000")
+        current = _add_months(a.as_py(), step.months * i) + dt.timedelta(microseconds=micros * i)
+    return pa.array(out, t.to_arrow())
 
 
 def build_function_scan(builder, node, outer):
@@ -20,32 +106,7 @@ def build_function_scan(builder, node, outer):
     fn = node.function
     c = builder.compiler([], [], outer)
     if isinstance(fn, (exp.ExplodingGenerateSeries, exp.GenerateSeries)):
-        start = c.compile(fn.args["start"])
-        stop = c.compile(fn.args["end"])
-        step = c.compile(fn.args["step"]) if fn.args.get("step") is not None else None
-        t = INT8 if INT8 in (start.type, stop.type) else INT4
-        if start.type.name in ("timestamp", "timestamptz", "date") or \
-                stop.type.name in ("timestamp", "timestamptz", "date"):
-            raise FeatureNotSupported("generate_series over timestamps is not supported")
-        if start.type.name == "numeric" or stop.type.name == "numeric":
-            t = SqlType("numeric")
-        start, stop = c.coerce(start, t), c.coerce(stop, t)
-        step = c.coerce(step, t) if step is not None else None
-
-        def produce(ctx, outer_frame):
-            f = Frame(pa.table({"_": [None]}), ctx, outer_frame)
-            a, b = start(f).as_py(), stop(f).as_py()
-            s = 1 if step is None else step(f).as_py()
-            if a is None or b is None or s is None:
-                return [pa.array([], t.to_arrow())]
-            if s == 0:
-                raise SqlVecError("step size cannot equal zero", sqlstate="22023")
-            count = max(0, int((b - a) // s) + 1)
-            if count > 100_000_000:
-                raise SqlVecError("generate_series result too large", sqlstate="54000")
-            values = a + np.arange(count, dtype=np.int64) * s if t != SqlType("numeric") else \
-                [a + i * s for i in range(count)]
-            return [pa.array(values, t.to_arrow())]
+        produce, t = _series(c, fn.args["start"], fn.args["end"], fn.args.get("step"))
         types = [t]
     elif isinstance(fn, exp.Unnest):
         arrays = [c.compile(a) for a in fn.expressions]

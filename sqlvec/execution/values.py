@@ -124,14 +124,15 @@ def is_string(t: SqlType) -> bool:
 
 
 def common_numeric(a: SqlType, b: SqlType) -> SqlType:
-    """The type two numbers resolve to; numerics keep a display scale both share."""
+    """The type two numbers resolve to; numerics keep the larger display scale (PostgreSQL
+    keeps each value's own, which one Arrow column cannot)."""
     ra, rb = _NUMERIC_RANK[a.name], _NUMERIC_RANK[b.name]
     winner = a if ra >= rb else b
     if winner.name in ("oid", "regclass", "regtype", "regproc"):
         return INT8
     if winner.name == "numeric":
         sa, sb = numeric_scale(a), numeric_scale(b)
-        return numeric_with_scale(sa if sa == sb else None)
+        return numeric_with_scale(None if sa is None or sb is None else max(sa, sb))
     return SqlType(winner.name)
 
 
@@ -259,11 +260,11 @@ def parse_text(text: str, target: SqlType) -> object:
             raise _invalid("uuid", text) from None
     if name in ("json", "jsonb"):
         try:
-            parsed = json.loads(s)
+            parsed = json.loads(s, parse_float=decimal.Decimal)
         except ValueError:
             raise InvalidTextRepresentation("invalid input syntax for type json",
                                             detail=f'Token "{s[:20]}" is invalid.') from None
-        return json.dumps(parsed, separators=(", ", ": ")) if name == "jsonb" else text
+        return canonical_jsonb(parsed) if name == "jsonb" else text
     if name == "bytea":
         if s.startswith("\\x"):
             try:
@@ -274,13 +275,28 @@ def parse_text(text: str, target: SqlType) -> object:
     if name == "interval":
         return parse_interval(s)
     if name in ("varchar", "bpchar") and target.char_length is not None:
-        if len(text) > target.char_length:
+        limit = target.char_length
+        if len(text.rstrip(" ")) > limit:
             raise SqlVecError(
                 f"value too long for type {target.format()}", sqlstate="22001")
-        return text
+        return text[:limit].ljust(limit) if name == "bpchar" else text[:limit]
     if target.is_array:
         return parse_array_text(text, target.element)
     return text
+
+
+def canonical_jsonb(value: object) -> str:
+    """jsonb's text form: object keys ordered shortest first, then bytewise (PostgreSQL's
+    storage order), the last of duplicate keys kept, numbers as numeric prints them."""
+    if isinstance(value, dict):
+        keys = sorted(value, key=lambda k: (len(k.encode()), k.encode()))
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {canonical_jsonb(value[k])}"
+                               for k in keys) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(canonical_jsonb(v) for v in value) + "]"
+    if isinstance(value, decimal.Decimal):
+        return format(value, "f")
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _parse_date(s: str, text: str) -> dt.date:
@@ -450,14 +466,17 @@ def scalar_of(value: object, t: SqlType) -> pa.Scalar:
 # Casts between types ---------------------------------------------------------------------------
 
 
-def cast(value: Datum, source: SqlType, target: SqlType, n: int) -> Datum:
-    """Cast values of `source` type to `target` with PostgreSQL's rules and error codes."""
+def cast(value: Datum, source: SqlType, target: SqlType, n: int, explicit: bool = False) -> Datum:
+    """Cast values of `source` type to `target` with PostgreSQL's rules and error codes.
+
+    Explicit casts (`x::varchar(3)`) truncate strings to the target length; assignments
+    raise 22001 instead."""
     if source == target or (source.name == target.name and target.typmod < 0):
         return value
     if target.name in STRING_TYPES and target.name not in ("uuid", "json", "jsonb"):
         out = to_text(value, source, n)
         if target.char_length is not None:
-            out = _check_length(out, target)
+            out = _fit_length(out, target, explicit)
         return out
     if source.name in STRING_TYPES:
         return _cast_from_text(value, target, n)
@@ -465,6 +484,11 @@ def cast(value: Datum, source: SqlType, target: SqlType, n: int) -> Datum:
         if source.is_array or source.name == "vector":
             return _cast_to_vector(value, target, n)
         raise _cannot_cast(source, target)
+    if target.is_array and source.is_array and not is_string(source.element):
+        try:
+            return value.cast(target.to_arrow())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise _cannot_cast(source, target) from None
     if target.is_array and source.name == "vector":
         arr = as_array(value, n) if not is_scalar(value) else value
         return arr.cast(pa.list_(target.element.to_arrow())) if not is_scalar(arr) else \
@@ -484,13 +508,15 @@ def _cannot_cast(source: SqlType, target: SqlType) -> SqlVecError:
     return SqlVecError(f"cannot cast type {source.format()} to {target.format()}", sqlstate="42846")
 
 
-def _check_length(value: Datum, target: SqlType) -> Datum:
+def _fit_length(value: Datum, target: SqlType, explicit: bool) -> Datum:
+    """varchar(n) / char(n): truncate (explicit cast) or refuse (assignment) longer strings;
+    trailing spaces beyond n are dropped silently, as PostgreSQL does. char(n) pads."""
     limit = target.char_length
-    lengths = pc.utf8_length(value)
-    too_long = pc.greater(lengths, limit)
-    if (too_long.as_py() if is_scalar(too_long) else pc.any(too_long).as_py()):
+    too_long = pc.greater(pc.utf8_length(pc.utf8_rtrim(value, characters=" ")), limit)
+    if not explicit and (too_long.as_py() if is_scalar(too_long) else pc.any(too_long).as_py()):
         raise SqlVecError(f"value too long for type {target.format()}", sqlstate="22001")
-    return value
+    value = pc.utf8_slice_codeunits(value, 0, limit)
+    return pc.utf8_rpad(value, limit, " ") if target.name == "bpchar" else value
 
 
 def _cast_numeric(value: Datum, source: SqlType, target: SqlType) -> Datum:
@@ -588,6 +614,17 @@ def decimal_from_unscaled(unscaled: np.ndarray, scale: int) -> pa.Array:
                                  [None, pa.py_buffer(words.tobytes())])
 
 
+def to_storage(value: Datum, t: SqlType) -> Datum:
+    """Values of type `t` in t's Arrow storage type. Unconstrained numerics carry any decimal
+    scale while they are computed; stored or combined they take the storage scale."""
+    arrow = t.to_arrow()
+    if value.type == arrow:
+        return value
+    if t.name == "numeric" and pa.types.is_decimal(value.type):
+        return fit_numeric(value, t)
+    return value.cast(arrow)
+
+
 def fit_numeric(value: Datum, target: SqlType) -> Datum:
     """A decimal rounded (half away from zero) to `target`'s scale and checked against its
     precision: PostgreSQL's numeric(p, s) input and assignment rule (22003 on overflow)."""
@@ -624,16 +661,20 @@ def _cast_from_text(value: Datum, target: SqlType, n: int) -> Datum:
             return pa.scalar(None, target.to_arrow())
         return scalar_of(parse_text(value.as_py(), target), target)
     arr = value.combine_chunks() if isinstance(value, pa.ChunkedArray) else value
-    if target.name in ("int2", "int4", "int8", "float4", "float8", "date", "bool", "numeric"):
+    if target.name in ("int2", "int4", "int8", "float4", "float8", "date", "numeric"):
         try:
-            if target.name == "bool":
-                raise pa.ArrowInvalid("use the PostgreSQL spellings")
+            if target.name == "numeric":  # parse wide, then round to the column's scale
+                return fit_numeric(pc.cast(pc.utf8_trim_whitespace(arr),
+                                           pa.decimal256(76, 30)), target)
             return pc.cast(pc.utf8_trim_whitespace(arr), target.to_arrow())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass  # fall back to the exact PostgreSQL input rules for the error message
     values = [None if v is None else parse_text(v, target) for v in arr.to_pylist()]
     if target.name == "vector":
         return _vectors_from_lists(values, target)
+    if target.name == "numeric":
+        return pa.array([None if v is None else fit_numeric(decimal_scalar(v), target).as_py()
+                         for v in values], target.to_arrow())
     try:
         return pa.array(values, target.to_arrow())
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -667,6 +708,10 @@ def _cast_to_vector(value: Datum, target: SqlType, n: int) -> Datum:
 def to_text(value: Datum, source: SqlType, n: int) -> Datum:
     """PostgreSQL's text output of values of `source` type (as an Arrow string datum)."""
     name = source.name
+    if name == "bool":  # the cast to text spells it out (output format is t/f)
+        return pc.if_else(value, "true", "false")
+    if name == "bpchar":  # char(n) loses its padding when it becomes text
+        return pc.utf8_rtrim(value, characters=" ")
     if name in STRING_TYPES:
         return value.cast(pa.string()) if not is_scalar(value) else pa.scalar(value.as_py(), pa.string())
     if is_scalar(value):
@@ -682,6 +727,8 @@ def to_text(value: Datum, source: SqlType, n: int) -> Datum:
 def format_value(value: object, t: SqlType) -> str:
     """One Python value in PostgreSQL's text output format."""
     name = t.name
+    if name in ("int2vector", "oidvector"):  # catalog vectors: `1 2 3`
+        return " ".join(str(v) for v in value)
     if name == "bool":
         return "t" if value else "f"
     if name in ("float4", "float8"):
@@ -724,29 +771,23 @@ def format_float(x: float, single: bool = False) -> str:
 
 
 def format_interval(value: object) -> str:
+    """PostgreSQL's `postgres` interval style: `1 year 2 mons -3 days 04:05:06.5`."""
     if isinstance(value, pa.MonthDayNano) or hasattr(value, "months"):
         months, days, nanos = value.months, value.days, value.nanoseconds
     else:  # pragma: no cover
         months, days, nanos = 0, 0, int(value.total_seconds() * 1e9)
-    parts = []
-    years, mons = divmod(abs(months), 12)
-    sign = "-" if months < 0 else ""
-    if years:
-        parts.append(f"{sign}{years} year{'s' if years != 1 else ''}")
-    if mons:
-        parts.append(f"{sign}{mons} mon{'s' if mons != 1 else ''}")
-    if days:
-        parts.append(f"{days} day{'s' if abs(days) != 1 else ''}")
-    if nanos or not parts:
-        micros = nanos // 1000
-        neg = micros < 0
-        micros = abs(micros)
-        h, rem = divmod(micros, 3_600_000_000)
+    years = int(months / 12)
+    mons = months - years * 12
+    parts = [f"{n} {unit}{'' if n == 1 else 's'}"
+             for n, unit in ((years, "year"), (mons, "mon"), (days, "day")) if n]
+    micros = nanos // 1000 if nanos >= 0 else -((-nanos) // 1000)
+    if micros or not parts:
+        sign = "-" if micros < 0 else ("+" if parts and parts[-1].startswith("-") else "")
+        h, rem = divmod(abs(micros), 3_600_000_000)
         m, rem = divmod(rem, 60_000_000)
-        s, us = divmod(rem, 1_000_000)
-        clock = f"{'-' if neg else ''}{h:02d}:{m:02d}:{s:02d}" + (f".{us:06d}".rstrip("0") if us else "")
-        if nanos or not parts:
-            parts.append(clock)
+        sec, us = divmod(rem, 1_000_000)
+        fraction = f".{us:06d}".rstrip("0") if us else ""
+        parts.append(f"{sign}{h:02d}:{m:02d}:{sec:02d}{fraction}")
     return " ".join(parts)
 
 

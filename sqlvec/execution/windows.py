@@ -1,14 +1,18 @@
-"""Window functions: row_number, rank, dense_rank, lag/lead, first/last_value, and aggregates
-(sum, count, avg, min, max) OVER (PARTITION BY ... ORDER BY ...), vectorized with NumPy.
+"""Window functions, vectorized with NumPy: ranking (row_number, rank, dense_rank, percent_rank,
+cume_dist, ntile), offsets (lag, lead, first_value, last_value, nth_value) and aggregates (sum,
+count, avg, min, max) OVER (PARTITION BY ... ORDER BY ... [frame]).
 
-Rows are sorted once by (partition keys, order keys); partition and peer-group boundaries come
-from comparing neighbours. With ORDER BY the default frame is RANGE UNBOUNDED PRECEDING to
-CURRENT ROW, so peers (equal order keys) share the running value; without ORDER BY the frame is
-the whole partition. Explicit frames other than those defaults are refused with 0A000.
+Rows are sorted once per window by (partition keys, order keys); partition and peer-group
+boundaries come from comparing neighbours. Every row's frame is an inclusive range [lo, hi] of
+sorted positions, computed for all rows at once: ROWS frames by offset, RANGE frames by peer
+group (with ORDER BY and no frame clause, RANGE UNBOUNDED PRECEDING .. CURRENT ROW). sum, count
+and avg over a frame are differences of prefix sums; min and max query a sparse table. RANGE
+with an offset, GROUPS frames and EXCLUDE are refused with 0A000.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,9 +20,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from sqlvec.errors import FeatureNotSupported
-from sqlvec.execution.values import FLOAT8, INT8, NUMERIC, Value, as_array
+from sqlvec.errors import FeatureNotSupported, SqlVecError
+from sqlvec.execution import values as V
+from sqlvec.execution.values import FLOAT8, INT4, INT8, Value, as_array
 from sqlvec.types import SqlType
+
+UNBOUNDED = None  # a frame bound without an offset
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Frame bounds: `rows` (True) or RANGE; offsets in rows, negative = PRECEDING,
+    None = UNBOUNDED on that side, 0 = CURRENT ROW."""
+
+    rows: bool
+    start: int | None
+    end: int | None
+
+
+WHOLE_PARTITION = Frame(False, UNBOUNDED, UNBOUNDED)
+TO_CURRENT_PEERS = Frame(False, UNBOUNDED, 0)
 
 
 @dataclass
@@ -28,186 +49,403 @@ class WindowSpec:
     type: SqlType
     partition: list[Value]
     order: list[tuple[Value, bool, bool]]
+    frame: Frame = WHOLE_PARTITION
+    offset: int = 1  # lag/lead/nth_value/ntile argument
+
+
+# Compiling ----------------------------------------------------------------------------------------
 
 
 def compile_window(c, w: exp.Window) -> WindowSpec:
-    if w.args.get("alias") is not None and not w.args.get("partition_by") and not w.args.get("order"):
-        raise FeatureNotSupported("named windows (WINDOW w AS ...) are not supported")
-    spec = w.args.get("spec")
-    if spec is not None and (spec.args.get("start") not in (None, "UNBOUNDED") or
-                             spec.args.get("end") not in (None, "CURRENT ROW", "UNBOUNDED")):
-        raise FeatureNotSupported("window frame clauses are not supported")
     fn = w.this
     partition = [c.compile(p) for p in w.args.get("partition_by") or []]
-    order_node = w.args.get("order")
     order = []
-    if order_node is not None:
-        for o in order_node.expressions:
+    if w.args.get("order") is not None:
+        for o in w.args["order"].expressions:
             desc = bool(o.args.get("desc"))
             nf = o.args.get("nulls_first")
             order.append((c.compile(o.this), desc, nf if nf is not None else desc))
-    if isinstance(fn, exp.RowNumber):
-        return WindowSpec("row_number", [], INT8, partition, order)
-    if isinstance(fn, exp.Rank):
-        return WindowSpec("rank", [], INT8, partition, order)
-    if isinstance(fn, exp.DenseRank):
-        return WindowSpec("dense_rank", [], INT8, partition, order)
-    if isinstance(fn, (exp.Lag, exp.Lead)):
-        arg = c.compile(fn.this)
-        offset = c.compile(fn.args["offset"]) if fn.args.get("offset") is not None else None
-        default = c.compile(fn.args["default"]) if fn.args.get("default") is not None else None
-        args = [arg] + ([offset] if offset else [None]) + ([c.coerce(default, arg.type)] if default else [])
-        return WindowSpec("lag" if isinstance(fn, exp.Lag) else "lead", args, arg.type, partition, order)
-    if isinstance(fn, (exp.FirstValue, exp.LastValue)):
-        arg = c.compile(fn.this)
-        return WindowSpec("first_value" if isinstance(fn, exp.FirstValue) else "last_value",
-                          [arg], arg.type, partition, order)
+    frame = _frame(c, w.args.get("spec"), bool(order))
+    build = _BUILDERS.get(type(fn))
+    if build is None:
+        name = fn.sql_name().lower() if isinstance(fn, exp.Func) else type(fn).__name__
+        raise FeatureNotSupported(f"window function {name} is not supported")
+    name, args, t, offset = build(c, fn)
+    return WindowSpec(name, args, t, partition, order, frame, offset)
+
+
+def _frame(c, spec: exp.WindowSpec | None, ordered: bool) -> Frame:
+    if spec is None or spec.args.get("kind") is None:
+        return TO_CURRENT_PEERS if ordered else WHOLE_PARTITION
+    kind = str(spec.args["kind"]).upper()
+    if kind == "GROUPS" or spec.args.get("exclude"):
+        raise FeatureNotSupported(f"window frames with {'GROUPS' if kind == 'GROUPS' else 'EXCLUDE'}"
+                                  " are not supported")
+    start = _bound(c, spec.args.get("start"), spec.args.get("start_side"))
+    end = _bound(c, spec.args.get("end"), spec.args.get("end_side")) \
+        if spec.args.get("end") is not None else 0
+    if kind == "RANGE" and any(b not in (UNBOUNDED, 0) for b in (start, end)):
+        raise FeatureNotSupported("RANGE frames with an offset are not supported")
+    if start is UNBOUNDED and str(spec.args.get("start_side")).upper() == "FOLLOWING":
+        raise SqlVecError("frame start cannot be UNBOUNDED FOLLOWING", sqlstate="42P20")
+    return Frame(kind == "ROWS", start, end)
+
+
+def _bound(c, value, side) -> int | None:
+    text = value.sql() if isinstance(value, exp.Expression) else str(value)
+    if text.upper() == "UNBOUNDED":
+        return UNBOUNDED
+    if text.upper() == "CURRENT ROW":
+        return 0
+    from sqlvec.execution.expressions import constant
+
+    expr = value if isinstance(value, exp.Expression) else exp.Literal.number(text)
+    offset = constant(c.compile_as(expr, INT8), None).as_py()
+    if offset is None or offset < 0:
+        raise SqlVecError("frame starting offset must not be negative", sqlstate="22013")
+    return -offset if str(side).upper() == "PRECEDING" else offset
+
+
+def _ranking(name: str, t: SqlType = INT8):
+    def build(c, fn):
+        return name, [], t, 1
+    return build
+
+
+def _ntile(c, fn):
+    return "ntile", [], INT4, _constant_int(c, fn.this, "ntile")
+
+
+def _offset_fn(c, fn):
+    arg = c.compile(fn.this)
+    name = "lag" if isinstance(fn, exp.Lag) else "lead"
+    offset = 1 if fn.args.get("offset") is None else _constant_int(c, fn.args["offset"], name)
+    args = [arg]
+    if fn.args.get("default") is not None:
+        args.append(c.coerce(c.compile(fn.args["default"]), arg.type))
+    return name, args, arg.type, offset
+
+
+def _value_fn(c, fn):
+    arg = c.compile(fn.this)
+    name = {exp.FirstValue: "first_value", exp.LastValue: "last_value",
+            exp.NthValue: "nth_value"}[type(fn)]
+    offset = _constant_int(c, fn.args["offset"], name) if name == "nth_value" else 1
+    if offset < 1:
+        raise SqlVecError("argument of nth_value must be greater than zero", sqlstate="22016")
+    return name, [arg], arg.type, offset
+
+
+def _constant_int(c, e: exp.Expression, name: str) -> int:
+    from sqlvec.execution.expressions import constant
+
+    value = c.compile_as(e, INT8)
+    if not value.const:
+        raise FeatureNotSupported(f"{name}() with a non-constant argument is not supported")
+    return constant(value, None).as_py()
+
+
+def _aggregate_fn(c, fn):
     if isinstance(fn, exp.Count):
-        arg = None if fn.this is None or isinstance(fn.this, exp.Star) else c.compile(fn.this)
-        return WindowSpec("count", [arg] if arg else [], INT8, partition, order)
-    if isinstance(fn, (exp.Sum, exp.Avg, exp.Min, exp.Max)):
-        arg = c.compile(fn.this)
-        name = type(fn).__name__.lower()
-        if name == "sum":
-            t = INT8 if arg.type.name in ("int2", "int4") else (NUMERIC if arg.type.name in ("int8", "numeric") else FLOAT8)
-        elif name == "avg":
-            t = FLOAT8 if arg.type.name in ("float4", "float8") else NUMERIC
+        star = fn.this is None or isinstance(fn.this, exp.Star)
+        return "count", [] if star else [c.compile(fn.this)], INT8, 1
+    if isinstance(fn.this, exp.Distinct):
+        raise FeatureNotSupported("DISTINCT is not implemented for window functions")
+    arg = c.compile(fn.this)
+    if arg.type.name == "unknown":
+        arg = c.coerce(arg, V.NUMERIC)
+    name = type(fn).__name__.lower()
+    if name in ("sum", "avg") and not V.is_numeric(arg.type):
+        raise SqlVecError(f"function {name}({arg.type.format()}) does not exist",
+                          sqlstate="42883")
+    if name == "sum":
+        t = {"int2": INT8, "int4": INT8, "float4": SqlType("float4"), "float8": FLOAT8}.get(
+            arg.type.name) or V.numeric_with_scale(V.numeric_scale(arg.type))
+    elif name == "avg":
+        from sqlvec.execution.aggregates import AVG_SCALE
+
+        t = FLOAT8 if arg.type.name in ("float4", "float8") else \
+            V.numeric_with_scale(max(AVG_SCALE, V.numeric_scale(arg.type) or 0))
+    else:
+        t = arg.type
+    return name, [arg], t, 1
+
+
+_BUILDERS: dict[type, Callable] = {
+    exp.RowNumber: _ranking("row_number"), exp.Rank: _ranking("rank"),
+    exp.DenseRank: _ranking("dense_rank"), exp.PercentRank: _ranking("percent_rank", FLOAT8),
+    exp.CumeDist: _ranking("cume_dist", FLOAT8), exp.Ntile: _ntile,
+    exp.Lag: _offset_fn, exp.Lead: _offset_fn,
+    exp.FirstValue: _value_fn, exp.LastValue: _value_fn, exp.NthValue: _value_fn,
+    exp.Count: _aggregate_fn, exp.Sum: _aggregate_fn, exp.Avg: _aggregate_fn,
+    exp.Min: _aggregate_fn, exp.Max: _aggregate_fn,
+}
+
+
+# Running ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Layout:
+    """One window's rows in sorted order: partition and peer structure, per sorted position."""
+
+    order: np.ndarray  # sorted position -> input row
+    part_first: np.ndarray  # first sorted position of the row's partition
+    part_last: np.ndarray
+    peer_first: np.ndarray  # first sorted position of the row's peer group
+    peer_last: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return self.order.size
+
+    def bounds(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+        """Inclusive frame [lo, hi] per sorted position (lo > hi: empty)."""
+        pos = np.arange(self.n)
+        if frame.rows:
+            lo = self.part_first if frame.start is UNBOUNDED else \
+                np.maximum(pos + frame.start, self.part_first)
+            hi = self.part_last if frame.end is UNBOUNDED else \
+                np.minimum(pos + frame.end, self.part_last)
         else:
-            t = arg.type
-        return WindowSpec(name, [arg], t, partition, order)
-    raise FeatureNotSupported(f"window function {fn.sql_name().lower()} is not supported")
+            lo = self.part_first if frame.start is UNBOUNDED else self.peer_first
+            hi = self.part_last if frame.end is UNBOUNDED else self.peer_last
+        return lo, hi
 
 
 def run_windows(frame, specs: list[WindowSpec]) -> list[pa.Array]:
-    from sqlvec.execution.operators import sort_indices
-
     n = frame.n
     out = []
     for spec in specs:
-        keys = [(p(frame), p.type, False, False) for p in spec.partition]
-        keys += [(v(frame), v.type, desc, nf) for v, desc, nf in spec.order]
-        order = sort_indices(keys, n).to_numpy() if keys and n > 1 else np.arange(n)
-        part_start = _boundaries([as_array(p(frame), n) for p in spec.partition], order, n)
-        peer_start = _boundaries([as_array(p(frame), n) for p in spec.partition] +
-                                 [as_array(v(frame), n) for v, _, _ in spec.order], order, n)
-        sorted_result = _compute(spec, frame, order, part_start, peer_start, n)
-        result = np.empty(n, dtype=object) if sorted_result.dtype == object else np.empty(n, sorted_result.dtype)
-        result[order] = sorted_result
-        out.append(_to_arrow(result, spec.type))
+        layout = _layout(frame, spec, n)
+        sorted_values = _COMPUTE[spec.name](spec, frame, layout)
+        result = sorted_values.take(pa.array(np.argsort(layout.order, kind="stable")))
+        out.append(_cast(result, spec.type))
     return out
 
 
-def _boundaries(columns: list, order: np.ndarray, n: int) -> np.ndarray:
-    """Bool array over sorted positions: True where a new group starts."""
+def _layout(frame, spec: WindowSpec, n: int) -> Layout:
+    from sqlvec.execution.operators import sort_indices
+
+    parts = [as_array(p(frame), n) for p in spec.partition]
+    orders = [as_array(v(frame), n) for v, _, _ in spec.order]
+    keys = [(p, v.type, False, False) for p, v in zip(parts, spec.partition)]
+    keys += [(o, v.type, desc, nf) for o, (v, desc, nf) in zip(orders, spec.order)]
+    order = sort_indices(keys, n).to_numpy() if keys and n > 1 else np.arange(n)
+    part_start = _starts(parts, order, n)
+    peer_start = _starts(parts + orders, order, n)
+    part_first, part_last = _group_extent(part_start)
+    peer_first, peer_last = _group_extent(peer_start)
+    return Layout(order, part_first, part_last, peer_first, peer_last)
+
+
+def _starts(columns: list, order: np.ndarray, n: int) -> np.ndarray:
+    """True at sorted positions where a new group of equal `columns` begins."""
     start = np.zeros(n, bool)
     if n:
         start[0] = True
     for col in columns:
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type):
+            raise FeatureNotSupported("windows over vector or array keys are not supported")
         values = col.take(pa.array(order))
         if n > 1:
             prev, cur = values.slice(0, n - 1), values.slice(1)
-            diff = pc.fill_null(pc.not_equal(prev, cur), True)
+            differ = pc.fill_null(pc.not_equal(prev, cur), True)
             both_null = pc.and_(pc.is_null(prev), pc.is_null(cur))
-            diff = pc.and_(diff, pc.invert(both_null))
-            start[1:] |= diff.to_numpy(zero_copy_only=False)
+            start[1:] |= pc.and_(differ, pc.invert(both_null)).to_numpy(zero_copy_only=False)
     return start
 
 
-def _group_index(start: np.ndarray) -> np.ndarray:
-    return np.cumsum(start) - 1
-
-
-def _compute(spec: WindowSpec, frame, order, part_start, peer_start, n) -> np.ndarray:
-    part_id = _group_index(part_start)
-    first_pos = np.flatnonzero(part_start)
-    pos_in_part = np.arange(n) - first_pos[part_id] if n else np.empty(0, np.int64)
-    if spec.name == "row_number":
-        return pos_in_part + 1
-    peer_first = np.maximum.accumulate(np.where(peer_start, np.arange(n), 0)) if n else np.empty(0, int)
-    if spec.name == "rank":
-        return peer_first - first_pos[part_id] + 1
-    if spec.name == "dense_rank":
-        peers = np.cumsum(peer_start & ~part_start)
-        return peers - peers[first_pos[part_id]] + 1
-    values = spec.args[0](frame) if spec.args and spec.args[0] is not None else None
-    if spec.name in ("lag", "lead"):
-        arr = as_array(values, n)
-        vals = np.array(arr.take(pa.array(order)).to_pylist(), dtype=object)
-        offset = spec.args[1](frame).as_py() if len(spec.args) > 1 and spec.args[1] is not None else 1
-        default = spec.args[2](frame).as_py() if len(spec.args) > 2 else None
-        shift = offset if spec.name == "lag" else -offset
-        src = np.arange(n) - shift
-        ok = (src >= 0) & (src < n)
-        ok[ok] &= part_id[src[ok]] == part_id[ok]
-        result = np.full(n, default, dtype=object)
-        result[ok] = vals[src[ok]]
-        return result
-    if spec.name in ("first_value", "last_value"):
-        arr = as_array(values, n)
-        vals = np.array(arr.take(pa.array(order)).to_pylist(), dtype=object)
-        if spec.name == "first_value":
-            return vals[first_pos[part_id]]
-        last_peer = _last_of_group(peer_start if spec.order else part_start, n)
-        return vals[last_peer]
-    # Aggregates over the frame.
-    if spec.name == "count" and not spec.args:
-        data = np.ones(n)
-        valid = np.ones(n, bool)
-    else:
-        arr = as_array(values, n)
-        arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-        sorted_arr = arr.take(pa.array(order))
-        valid = sorted_arr.is_valid().to_numpy(zero_copy_only=False)
-        data = pc.fill_null(sorted_arr.cast(pa.float64()), 0).to_numpy(zero_copy_only=False) \
-            if spec.name != "count" else valid.astype(float)
-    end = _last_of_group(peer_start if spec.order else part_start, n)
-    if spec.name in ("sum", "count", "avg"):
-        cs = np.cumsum(np.where(valid, data, 0.0))
-        cc = np.cumsum(valid.astype(np.int64))
-        base_s = np.where(first_pos[part_id] > 0, cs[first_pos[part_id] - 1], 0.0)
-        base_c = np.where(first_pos[part_id] > 0, cc[first_pos[part_id] - 1], 0)
-        s = cs[end] - base_s
-        cnt = cc[end] - base_c
-        if spec.name == "count":
-            return cnt
-        if spec.name == "sum":
-            return np.where(cnt > 0, s, np.nan).astype(object) if True else s
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(cnt > 0, s / np.maximum(cnt, 1), np.nan).astype(object)
-    # min / max: running over the frame, per partition.
-    result = np.empty(n, dtype=object)
-    fn = np.fmin if spec.name == "min" else np.fmax
-    masked = np.where(valid, data, np.nan)
-    for p in range(part_id.max() + 1 if n else 0):
-        idx = np.flatnonzero(part_id == p)
-        running = fn.accumulate(masked[idx])
-        local_end = end[idx] - idx[0]
-        result[idx] = running[local_end]
-    return result
-
-
-def _last_of_group(start: np.ndarray, n: int) -> np.ndarray:
+def _group_extent(start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last) sorted position of each position's group."""
+    n = start.size
     if not n:
-        return np.empty(0, np.int64)
-    gid = _group_index(start)
-    last = np.empty(gid[-1] + 1, np.int64)
-    last[gid] = np.arange(n)
-    return last[gid]
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    gid = np.cumsum(start) - 1
+    firsts = np.flatnonzero(start)
+    lasts = np.append(firsts[1:] - 1, n - 1)
+    return firsts[gid], lasts[gid]
 
 
-def _to_arrow(values: np.ndarray, t: SqlType) -> pa.Array:
+def _sorted_arg(spec: WindowSpec, frame, layout: Layout, i: int = 0) -> pa.Array:
+    value = as_array(spec.args[i](frame), layout.n)
+    value = value.combine_chunks() if isinstance(value, pa.ChunkedArray) else value
+    return value.take(pa.array(layout.order))
+
+
+# Ranking
+
+def _row_number(spec, frame, layout: Layout) -> pa.Array:
+    return pa.array(np.arange(layout.n) - layout.part_first + 1)
+
+
+def _rank(spec, frame, layout: Layout) -> pa.Array:
+    return pa.array(layout.peer_first - layout.part_first + 1)
+
+
+def _dense_rank(spec, frame, layout: Layout) -> pa.Array:
+    new_peer = np.zeros(layout.n, np.int64)
+    new_peer[layout.peer_first] = 1
+    running = np.cumsum(new_peer)
+    return pa.array(running - running[layout.part_first] + 1)
+
+
+def _percent_rank(spec, frame, layout: Layout) -> pa.Array:
+    size = layout.part_last - layout.part_first + 1
+    rank = layout.peer_first - layout.part_first
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return pa.array(np.where(size > 1, rank / np.maximum(size - 1, 1), 0.0))
+
+
+def _cume_dist(spec, frame, layout: Layout) -> pa.Array:
+    size = layout.part_last - layout.part_first + 1
+    return pa.array((layout.peer_last - layout.part_first + 1) / size)
+
+
+def _ntile(spec, frame, layout: Layout) -> pa.Array:
+    buckets = spec.offset
+    if buckets is None or buckets <= 0:
+        raise SqlVecError("argument of ntile must be greater than zero", sqlstate="22014")
+    size = layout.part_last - layout.part_first + 1
+    pos = np.arange(layout.n) - layout.part_first
+    base, extra = size // buckets, size % buckets
+    # The first `extra` buckets hold base + 1 rows.
+    big = extra * (base + 1)
+    bucket = np.where(pos < big, pos // np.maximum(base + 1, 1),
+                      extra + (pos - big) // np.maximum(base, 1))
+    return pa.array((bucket + 1).astype(np.int32))
+
+
+# Offsets
+
+def _lag_lead(spec, frame, layout: Layout) -> pa.Array:
+    values = _sorted_arg(spec, frame, layout)
+    shift = spec.offset if spec.name == "lag" else -spec.offset
+    src = np.arange(layout.n) - shift
+    ok = (src >= layout.part_first) & (src <= layout.part_last)
+    taken = values.take(pa.array(np.where(ok, src, 0), mask=~ok))
+    if len(spec.args) > 1:
+        default = as_array(spec.args[1](frame), layout.n)
+        default = default.take(pa.array(layout.order)) if layout.n else default
+        taken = pc.if_else(pa.array(ok), taken, _cast(default, spec.type))
+    return taken
+
+
+def _frame_value(spec, frame, layout: Layout) -> pa.Array:
+    values = _sorted_arg(spec, frame, layout)
+    lo, hi = layout.bounds(spec.frame)
+    pick = {"first_value": lo, "last_value": hi, "nth_value": lo + spec.offset - 1}[spec.name]
+    ok = (pick <= hi) & (lo <= hi)
+    return values.take(pa.array(np.where(ok, pick, 0), mask=~ok))
+
+
+# Aggregates over frames
+
+def _frame_aggregate(spec, frame, layout: Layout) -> pa.Array:
+    lo, hi = layout.bounds(spec.frame)
+    empty = lo > hi
+    if not spec.args:  # count(*)
+        return pa.array(np.where(empty, 0, hi - lo + 1))
+    values = _sorted_arg(spec, frame, layout)
+    valid = values.is_valid().to_numpy(zero_copy_only=False)
+    counts = _range_sums(valid.astype(np.int64), lo, hi, empty)
+    if spec.name == "count":
+        return pa.array(counts)
+    none = empty | (counts == 0)
+    if spec.name in ("min", "max"):
+        return _range_extreme(values, valid, lo, hi, none, spec.name)
+    total = _frame_sum(values, valid, lo, hi, empty, spec.args[0].type)
+    total = pc.if_else(pa.array(none), pa.scalar(None, total.type), total)
+    if spec.name == "sum":
+        return total
+    if spec.type.name == "numeric":
+        from sqlvec.execution.expressions import _decimal_op
+
+        count = V.to_decimal(pa.array(np.maximum(counts, 1)), INT8)
+        source = INT8 if pa.types.is_integer(total.type) else spec.args[0].type
+        return _decimal_op("divide", spec.type)(V.to_decimal(total, source), count)
+    return pc.divide(pc.cast(total, pa.float64()), pa.array(np.maximum(counts, 1).astype(float)))
+
+
+def _range_sums(data: np.ndarray, lo: np.ndarray, hi: np.ndarray, empty: np.ndarray) -> np.ndarray:
+    prefix = np.concatenate([[0], np.cumsum(data)])
+    return np.where(empty, 0, prefix[np.minimum(hi + 1, data.size)] - prefix[np.minimum(lo, data.size)])
+
+
+def _frame_sum(values: pa.Array, valid: np.ndarray, lo, hi, empty, t: SqlType) -> pa.Array:
+    """Exact frame sums: integers and decimals as scaled int64, floats as float64."""
+    if t.name in ("float4", "float8"):
+        data = np.where(valid, values.to_numpy(zero_copy_only=False), 0.0).astype(np.float64)
+        return pa.array(_range_sums(data, lo, hi, empty))
+    if t.name in V.INT_DIGITS:
+        data = pc.fill_null(values, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        return pa.array(_range_sums(data, lo, hi, empty))
+    unscaled, scale = V.decimal_unscaled(pc.fill_null(values, pa.scalar(0, values.type)))
+    return V.decimal_from_unscaled(_range_sums(unscaled, lo, hi, empty), scale)
+
+
+def _range_extreme(values: pa.Array, valid: np.ndarray, lo, hi, none, name: str) -> pa.Array:
+    """min/max over [lo, hi] per row with a sparse table of positions (O(n log n))."""
+    n = len(values)
+    if not n:
+        return values
+    rank = _ranks(values, valid)  # order-preserving integer codes; invalid rows worst
+    worst = np.iinfo(np.int64).max if name == "min" else -1
+    codes = np.where(valid, rank, worst)
+    table = [np.arange(n)]
+    span = 1
+    while span * 2 <= n:
+        prev = table[-1]
+        left, right = prev[:n - span], prev[span:span + n - span]
+        pick = np.where(_better(codes[right], codes[left], name), right, left)
+        table.append(np.concatenate([pick, prev[n - span:]]))
+        span *= 2
+    length = np.maximum(hi - lo + 1, 1)
+    level = np.floor(np.log2(length)).astype(np.int64)
+    lo_c = np.clip(lo, 0, n - 1)
+    out = np.empty(n, np.int64)
+    for k in np.unique(level):
+        rows = np.flatnonzero(level == k)
+        a = table[k][lo_c[rows]]
+        b = table[k][np.clip(hi[rows] - (1 << k) + 1, 0, n - 1)]
+        out[rows] = np.where(_better(codes[b], codes[a], name), b, a)
+    return values.take(pa.array(out, mask=none))
+
+
+def _better(x: np.ndarray, y: np.ndarray, name: str) -> np.ndarray:
+    return x < y if name == "min" else x > y
+
+
+def _ranks(values: pa.Array, valid: np.ndarray) -> np.ndarray:
+    """Dense order codes of values (ties equal), computed with Arrow's sort."""
+    order = pc.sort_indices(values).to_numpy()  # NULLs last; their codes are unused
+    sorted_values = values.take(pa.array(order))
+    codes = np.zeros(len(values), np.int64)
+    if len(values) > 1:
+        step = pc.fill_null(pc.not_equal(sorted_values.slice(0, len(values) - 1),
+                                         sorted_values.slice(1)), True)
+        codes[order] = np.concatenate([[0], np.cumsum(step.to_numpy(zero_copy_only=False))])
+    return codes
+
+
+_COMPUTE: dict[str, Callable] = {
+    "row_number": _row_number, "rank": _rank, "dense_rank": _dense_rank,
+    "percent_rank": _percent_rank, "cume_dist": _cume_dist, "ntile": _ntile,
+    "lag": _lag_lead, "lead": _lag_lead,
+    "first_value": _frame_value, "last_value": _frame_value, "nth_value": _frame_value,
+    "count": _frame_aggregate, "sum": _frame_aggregate, "avg": _frame_aggregate,
+    "min": _frame_aggregate, "max": _frame_aggregate,
+}
+
+
+def _cast(values: pa.Array, t: SqlType) -> pa.Array:
     arrow = t.to_arrow()
-    if values.dtype == object:
-        items = [None if (v is None or (isinstance(v, float) and np.isnan(v))) else v for v in values]
-        if t.name in ("int2", "int4", "int8"):
-            items = [None if v is None else int(v) for v in items]
-        if t.name == "numeric":
-            import decimal
-
-            items = [None if v is None else decimal.Decimal(str(v)) for v in items]
-        return pa.array(items, arrow)
-    try:
-        return pa.array(values).cast(arrow)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return pa.array(values.tolist(), arrow)
+    if values.type == arrow:
+        return values
+    if t.name == "numeric" and pa.types.is_decimal(values.type):
+        return V.fit_numeric(values, t)
+    if t.name == "numeric":
+        return V.fit_numeric(V.to_decimal(values, SqlType("int8") if pa.types.is_integer(
+            values.type) else FLOAT8), t)
+    return values.cast(arrow)

@@ -118,6 +118,8 @@ class Planner:
             _reject_aggregates(predicate, "WHERE")
             node = n.Filter(node.fields, child=node, predicate=predicate)
 
+        if select.args.get("windows"):
+            select = _inline_named_windows(select)
         items = self._select_items(select.expressions, scope)
         group = select.args.get("group")
         having = select.args.get("having")
@@ -143,7 +145,7 @@ class Planner:
             scope = Scope(list(node.fields), outer)
             if having is not None:
                 predicate = rewrite(self._expr(having.this, Scope(list(node.child.fields), outer)))
-                node = n.Filter(node.fields, child=node, predicate=predicate)
+                node = n.Filter(node.fields, child=node, predicate=predicate, clause="HAVING")
         else:
             order_items = [_with_this(o, self._resolve_order_expr(o.this, items, scope))
                            for o in order_items]
@@ -160,6 +162,16 @@ class Planner:
             order_items = [_with_this(o, rewrite_w(o.this)) for o in order_items]
             scope = Scope(list(node.fields), outer)
 
+        # Set-returning functions in the select list.
+        srf_calls: list[exp.Expression] = []
+        for expr, _ in items:
+            srf_calls += _collect(expr, _is_set_returning)
+        if srf_calls:
+            node, rewrite_s = self._plan_project_set(node, srf_calls)
+            items = [(rewrite_s(e), name) for e, name in items]
+            order_items = [_with_this(o, rewrite_s(o.this)) for o in order_items]
+            scope = Scope(list(node.fields), outer)
+
         # Projection (+ hidden ORDER BY columns), DISTINCT, ORDER BY, LIMIT.
         distinct = select.args.get("distinct")
         visible = len(items)
@@ -168,6 +180,8 @@ class Planner:
         sort_keys: list[n.SortKey] = []
         for o in order_items:
             pos = _position_of(o.this, exprs)
+            if pos is not None and distinct is None and names.count(names[pos]) > 1:
+                pos = None  # `SELECT r.oid, r.* ... ORDER BY r.oid`: sort on a hidden copy
             if pos is None:
                 if distinct is not None and distinct.args.get("on") is None:
                     raise SqlVecError("for SELECT DISTINCT, ORDER BY expressions must appear in "
@@ -188,11 +202,15 @@ class Planner:
                 on_list = on.expressions if isinstance(on, exp.Tuple) else [on]
                 on_exprs = tuple(exp.column(names[self._position_in_output(e, exprs, names, items, scope)])
                                  for e in on_list)
+            if on_exprs is not None and sort_keys:
+                # DISTINCT ON keeps the first row of each group in ORDER BY order.
+                node = n.Sort(node.fields, child=node, keys=tuple(sort_keys))
             node = n.Distinct(node.fields, child=node, on=on_exprs)
-        if sort_keys:
+        if sort_keys and not (distinct is not None and distinct.args.get("on") is not None):
             node = n.Sort(node.fields, child=node, keys=tuple(sort_keys))
         node = self._plan_limit(select, node, outer)
-        if len(exprs) > visible:
+        if len(exprs) > visible and len(set(names[:visible])) == visible:
+            # (With duplicate output names the hidden sort columns stay, marked hidden.)
             node = n.Project(fields[:visible], child=node,
                              exprs=tuple(exp.column(name) for name in names[:visible]))
         return node
@@ -220,6 +238,10 @@ class Planner:
         return items
 
     def _group_exprs(self, group: exp.Group, items, scope: Scope) -> list[exp.Expression]:
+        for g in group.expressions:
+            if isinstance(g, (exp.Rollup, exp.Cube, exp.GroupingSets)):
+                name = {"groupingsets": "GROUPING SETS"}.get(g.key, g.key.upper())
+                raise FeatureNotSupported(f"GROUP BY {name} is not supported")
         out = []
         for g in group.expressions:
             if isinstance(g, exp.Literal) and not g.is_string:
@@ -293,8 +315,9 @@ class Planner:
             if not any(call == u for u in unique_aggs):
                 unique_aggs.append(call)
         for call in unique_aggs:
-            for inner in call.find_all(*AGGREGATES):
-                if inner is not call:
+            agg = call.this if isinstance(call, exp.Filter) else call
+            for inner in agg.find_all(*AGGREGATES):
+                if inner is not agg:
                     raise GroupingError("aggregate function calls cannot be nested")
         group_names = [self.ctx.fresh("grp") for _ in group_exprs]
         agg_names = [self.ctx.fresh("agg") for _ in unique_aggs]
@@ -362,6 +385,21 @@ class Planner:
 
         return win_node, rewrite
 
+    def _plan_project_set(self, node, calls):
+        names = [self.ctx.fresh("srf") for _ in calls]
+        fields = tuple(node.fields) + tuple(Field(name, None, None, hidden=True) for name in names)
+        srf_node = n.ProjectSet(fields, child=node, functions=tuple(calls))
+
+        def rewrite(e: exp.Expression) -> exp.Expression:
+            def swap(x):
+                for name, call in zip(names, calls):
+                    if x is call or x == call:
+                        return exp.column(name)
+                return x
+            return _transform_outside_subplans(e, swap)
+
+        return srf_node, rewrite
+
     # FROM ---------------------------------------------------------------------------------------
 
     def _plan_from_item(self, item: exp.Expression, outer: Scope | None) -> n.PlanNode:
@@ -426,7 +464,8 @@ class Planner:
         ordinality = bool(item.args.get("ordinality")) or item.args.get("offset") is not None
         if isinstance(fn, exp.Unnest) and item.args.get("offset") is not None:
             columns = columns + [item.args["offset"].name]
-        names = columns or [alias if not isinstance(fn, exp.Unnest) else "unnest"]
+        names = columns or _SRF_COLUMNS.get(fname) or [
+            alias if not isinstance(fn, exp.Unnest) else "unnest"]
         if ordinality and len(names) < 2:
             names = names + ["ordinality"]
         fields = tuple(Field(nm, alias) for nm in names)
@@ -435,44 +474,36 @@ class Planner:
     def _plan_join(self, left: n.PlanNode, join: exp.Join, outer: Scope | None) -> n.PlanNode:
         right = self._plan_from_item(join.this, outer)
         side = (join.side or "").lower()
-        kind = (join.kind or "").lower()
         if join.method and join.method.upper() == "NATURAL":
-            common = [f.name for f in left.fields if not f.hidden and
-                      any(g.name == f.name for g in right.fields)]
-            using = common
+            using = [f.name for f in left.fields if not f.hidden and
+                     any(g.name == f.name and not g.hidden for g in right.fields)]
         else:
             using = [u.name for u in join.args.get("using") or []]
         fields = tuple(left.fields) + tuple(right.fields)
-        scope = Scope(list(fields), outer)
         condition = None
+        pairs: list[tuple[Field, Field]] = []
         if using:
-            conds = []
-            for name in using:
-                lpos = Scope(list(left.fields)).find(name)
-                rpos = Scope(list(right.fields)).find(name)
-                if lpos is None or rpos is None:
-                    raise UndefinedColumn(
-                        f'column "{name}" specified in USING clause does not exist in '
-                        f'{"left" if lpos is None else "right"} table')
-                conds.append(exp.EQ(this=_col(left.fields[lpos]), expression=_col(right.fields[rpos])))
+            pairs = [self._using_pair(name, left, right) for name in using]
+            conds = [exp.EQ(this=_col(lf), expression=_col(rf)) for lf, rf in pairs]
             condition = exp.and_(*conds) if len(conds) > 1 else conds[0]
-            # USING merges the join columns: hide the right-hand copies from `*`.
-            right_hidden = {Scope(list(right.fields)).find(nm) for nm in using}
-            fields = tuple(left.fields) + tuple(
-                Field(f.name, f.table, f.type, f.source, hidden=True) if i in right_hidden else f
-                for i, f in enumerate(right.fields))
         elif join.args.get("on") is not None:
-            condition = self._expr(join.args["on"], scope)
+            condition = self._expr(join.args["on"], Scope(list(fields), outer))
         if side in ("left", "right", "full"):
             jkind = side
-        elif kind == "cross" or (condition is None and not side):
-            jkind = "cross" if condition is None else "inner"
         else:
-            jkind = "inner"
-        if side in ("right", "full") and using:
-            # The merged column takes whichever side has a value.
-            pass
-        return n.Join(fields, left=left, right=right, kind=jkind, condition=condition)
+            jkind = "cross" if condition is None else "inner"
+        node: n.PlanNode = n.Join(fields, left=left, right=right, kind=jkind, condition=condition)
+        return _merge_using(node, pairs, jkind) if pairs else node
+
+    @staticmethod
+    def _using_pair(name: str, left: n.PlanNode, right: n.PlanNode) -> tuple[Field, Field]:
+        lpos = Scope(list(left.fields)).find(name)
+        rpos = Scope(list(right.fields)).find(name)
+        if lpos is None or rpos is None:
+            raise UndefinedColumn(
+                f'column "{name}" specified in USING clause does not exist in '
+                f'{"left" if lpos is None else "right"} table')
+        return left.fields[lpos], right.fields[rpos]
 
     # Set operations and VALUES ------------------------------------------------------------------
 
@@ -531,15 +562,20 @@ class Planner:
                 if len(plan.fields) != 1:
                     raise SqlVecError("subquery has too many columns", sqlstate="42601")
                 return SubPlan(this=visit_tree(x.this), kind="in", plan=plan)
-            if isinstance(x, exp.Any) and isinstance(x.this, (exp.Subquery, exp.Select)):
+            if isinstance(x, (exp.Any, exp.All)) and isinstance(x.this, (exp.Subquery, exp.Select)):
                 q = x.this
                 plan = self.plan_query(q.this if isinstance(q, exp.Subquery) else q, scope)
-                return exp.Any(this=SubPlan(kind="array", plan=plan))
+                if len(plan.fields) != 1:
+                    raise SqlVecError("subquery has too many columns", sqlstate="42601")
+                return type(x)(this=SubPlan(kind="array", plan=plan))
             if isinstance(x, exp.Array) and len(x.expressions) == 1 and isinstance(
                     x.expressions[0], (exp.Select, exp.Subquery)):
                 q = x.expressions[0]
                 plan = self.plan_query(q.this if isinstance(q, exp.Subquery) else q, scope)
                 return SubPlan(kind="array", plan=plan)
+            if isinstance(x, exp.Column) and isinstance(x.parent, exp.Collate) and \
+                    x.arg_key == "expression":
+                return x  # COLLATE pg_catalog.default: a collation name, not a column
             if isinstance(x, exp.Column) and not isinstance(x.this, exp.Star):
                 level, _ = scope.resolve(x)
                 return x
@@ -561,15 +597,17 @@ def output_name(e: exp.Expression) -> str:
     if isinstance(e, exp.Column):
         return e.name
     if isinstance(e, exp.Cast):
+        # A column or function name inside the cast wins; otherwise the type's name.
         inner = e.this
-        if isinstance(inner, (exp.Column, exp.Cast)) or _is_named_function(inner):
+        while isinstance(inner, (exp.Cast, exp.Paren)):
+            inner = inner.this
+        if isinstance(inner, exp.Column) or _is_named_function(inner):
             return output_name(inner)
         t = e.args.get("to")
         if isinstance(t, exp.ObjectIdentifier):
             return t.name.lower()
         try:
-            st = sql_type(t)
-            return {"int4": "int4", "int8": "int8", "text": "text"}.get(st.name, st.name)
+            return sql_type(t).name.lstrip("_")
         except SqlVecError:
             return "?column?"
     if isinstance(e, exp.Window):
@@ -618,7 +656,8 @@ _FUNC_NAMES = {
     "GenerateSeries": "generate_series", "GroupConcat": "string_agg", "ArrayAgg": "array_agg",
     "LogicalAnd": "bool_and", "LogicalOr": "bool_or", "Count": "count", "StrPosition": "position",
     "Substring": "substring", "Length": "length", "Rand": "random", "TimestampTrunc": "date_trunc",
-    "Extract": "extract", "DotProduct": "inner_product", "Unnest": "unnest", "Stddev": "stddev",
+    "Extract": "extract", "DotProduct": "inner_product", "Unnest": "unnest", "Explode": "unnest",
+    "CurrentVersion": "version", "ArraySize": "array_length", "Stddev": "stddev",
     "StddevSamp": "stddev_samp", "StddevPop": "stddev_pop", "Variance": "variance",
     "VariancePop": "var_pop", "Pow": "power", "Ln": "ln", "TimeToStr": "to_char",
     "RowNumber": "row_number", "DenseRank": "dense_rank", "JSONExtract": "?column?",
@@ -655,8 +694,74 @@ def _renamed(fields, qualifier: str, columns: list[str]) -> tuple[Field, ...]:
     return tuple(out)
 
 
+def _merge_using(join: n.Join, pairs: list[tuple[Field, Field]], kind: str) -> n.PlanNode:
+    """JOIN ... USING / NATURAL JOIN: one merged column per pair, first in `*` as PostgreSQL
+    orders them; the left value for inner and left joins, the right one for right joins,
+    COALESCE of both for full joins. The sides' own columns stay reachable by qualified name."""
+    merged_fields, merged_exprs = [], []
+    for lf, rf in pairs:
+        if kind == "full":
+            value: exp.Expression = exp.Coalesce(this=_col(lf), expressions=[_col(rf)])
+        else:
+            value = _col(rf) if kind == "right" else _col(lf)
+        merged_fields.append(Field(lf.name, None, lf.type if kind != "right" else rf.type))
+        merged_exprs.append(value)
+    used = {id(f) for pair in pairs for f in pair}
+    rest = [Field(f.name, f.table, f.type, f.source, hidden=f.hidden or id(f) in used)
+            for f in join.fields]
+    exprs = merged_exprs + [_col(f) for f in join.fields]
+    return n.Project(tuple(merged_fields) + tuple(rest), child=join, exprs=tuple(exprs))
+
+
+def _inline_named_windows(select: exp.Select) -> exp.Select:
+    """`OVER w ... WINDOW w AS (...)`: each reference replaced by the named definition."""
+    named = {w.name: w for w in select.args["windows"]}
+    select = select.copy()
+
+    def inline(x: exp.Expression) -> exp.Expression:
+        if isinstance(x, exp.Window) and isinstance(x.args.get("alias"), exp.Identifier) and \
+                not x.args.get("partition_by") and not x.args.get("order"):
+            definition = named.get(x.args["alias"].name)
+            if definition is None:
+                raise SqlVecError(f'window "{x.args["alias"].name}" does not exist',
+                                  sqlstate="42704")
+            out = definition.copy()
+            out.set("this", x.this)
+            out.set("over", x.args.get("over"))
+            return out
+        return x
+
+    select.set("expressions", [item.transform(inline) for item in select.expressions])
+    if select.args.get("order") is not None:
+        select.set("order", select.args["order"].transform(inline))
+    select.set("windows", None)
+    return select
+
+
 def _col(f: Field) -> exp.Column:
     return exp.column(f.name, table=f.table) if f.table else exp.column(f.name)
+
+
+# Functions that return sets of rows when called in a select list.
+SET_RETURNING = {"unnest", "generate_series", "generate_subscripts", "_pg_expandarray",
+                 "pg_get_keywords", "json_array_elements", "jsonb_array_elements",
+                 "json_array_elements_text", "jsonb_array_elements_text", "string_to_table",
+                 "regexp_matches", "json_object_keys", "jsonb_object_keys"}
+
+
+# Output columns of the record-returning functions a FROM clause may call.
+_SRF_COLUMNS = {"pg_get_keywords": ["word", "catcode", "barelabel", "catdesc", "baredesc"],
+                "_pg_expandarray": ["x", "n"]}
+
+
+def _is_set_returning(x: exp.Expression) -> bool:
+    if isinstance(x, (exp.Explode, exp.Unnest, exp.ExplodingGenerateSeries, exp.GenerateSeries)):
+        return True
+    if isinstance(x, exp.Anonymous):
+        return str(x.this).lower() in SET_RETURNING
+    if isinstance(x, exp.Dot) and isinstance(x.expression, exp.Anonymous):
+        return str(x.expression.this).lower() in SET_RETURNING
+    return False
 
 
 def _collect(e: exp.Expression, classes) -> list[exp.Expression]:
@@ -666,7 +771,11 @@ def _collect(e: exp.Expression, classes) -> list[exp.Expression]:
     def walk(x):
         if isinstance(x, SubPlan):
             return
-        if isinstance(x, classes):
+        if callable(classes) and not isinstance(classes, tuple):
+            if classes(x):
+                found.append(x)
+                return
+        elif isinstance(x, classes):
             if classes == AGGREGATES and isinstance(x.parent, exp.Window) and x.parent.this is x:
                 pass
             else:

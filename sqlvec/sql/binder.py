@@ -93,6 +93,12 @@ _DTYPE_NAMES: dict[str, str] = {
     "OBJECT_IDENTIFIER": "oid", "USERDEFINED": "text", "UNKNOWN": "unknown",
 }
 
+# Type names sqlglot does not know (parsed as USERDEFINED), quoted ones included.
+_USERDEFINED = {"regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole",
+                "oid", "name", '"char"', "char", "int2", "int4", "int8", "float4", "float8",
+                "text", "bool", "varchar", "bpchar", "numeric", "date", "timestamp",
+                "timestamptz", "interval", "bytea", "json", "jsonb", "uuid", "vector", "time"}
+
 _SERIAL = {"SERIAL": "serial", "SMALLSERIAL": "serial", "BIGSERIAL": "serial"}
 
 
@@ -108,8 +114,13 @@ def sql_type(datatype: exp.DataType | exp.ObjectIdentifier) -> SqlType:
             raise FeatureNotSupported("array types without an element type are not supported")
         return sql_type(inner).array_of()
     if key == "USERDEFINED":
-        name = (datatype.args.get("kind") or "").lower()
-        if name in ("regclass", "regtype", "regproc", "oid", "name", '"char"', "char"):
+        kind = datatype.args.get("kind")
+        if isinstance(kind, exp.Dot) and kind.this.name.lower() == "pg_catalog":
+            kind = kind.expression  # "pg_catalog"."int4"
+        if isinstance(kind, exp.Identifier):
+            kind = kind.name if kind.quoted else kind.name.lower()
+        name = (kind if isinstance(kind, str) else "").lower()
+        if name in _USERDEFINED:
             return SqlType.of(name.strip('"'))
         raise UndefinedObject(f'type "{name}" does not exist')
     if key not in _DTYPE_NAMES:

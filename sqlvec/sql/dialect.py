@@ -155,12 +155,22 @@ def _exact(
     return build
 
 
+def _anonymous(name: str) -> Callable[[Sequence[exp.Expr]], exp.Expr]:
+    def build(args: Sequence[exp.Expr]) -> exp.Expr:
+        return exp.Anonymous(this=name, expressions=list(args))
+    return build
+
+
 def _operator_sql(self: Generator, expression: VectorDistance) -> str:
     return self.binary(expression, expression.metric.operator)
 
 
 class SqlVec(Postgres):
     """PostgreSQL with pgvector. Registered as "sqlvec" by sqlglot's dialect metaclass."""
+
+    # Subscripts stay as written (1-based): sqlglot would shift `a[2]` to 0-based only where
+    # it can infer the operand is an array, which makes the meaning depend on inference.
+    INDEX_OFFSET = 0
 
     EXPRESSION_METADATA = {
         **Postgres.EXPRESSION_METADATA,
@@ -174,8 +184,11 @@ class SqlVec(Postgres):
 
     class Tokenizer(Postgres.Tokenizer):
         # `<->` (LR_ARROW) and `<=>` (NULLSAFE_EQ) already tokenize; the parser remaps them.
+        # `oid`, `regclass`, ... are plain type names here (sqlglot's OBJECT_IDENTIFIER tokens
+        # cannot take `[]`, and catalog queries write `$1::oid[]`).
         KEYWORDS = {
-            **Postgres.Tokenizer.KEYWORDS,
+            **{k: v for k, v in Postgres.Tokenizer.KEYWORDS.items()
+               if v != TokenType.OBJECT_IDENTIFIER},
             "<#>": NEG_INNER_PRODUCT,
             "<+>": L1_DISTANCE,
         }
@@ -199,6 +212,9 @@ class SqlVec(Postgres):
 
         FUNCTIONS = {
             **Postgres.Parser.FUNCTIONS,
+            # `x <> ALL ('{a,b}'::text[])`: sqlglot reads `ALL (...)` there as a function call.
+            "ALL": lambda args: exp.All(this=args[0]) if len(args) == 1 else exp.Anonymous(
+                this="ALL", expressions=args),
             "L2_DISTANCE": _exact(L2Distance, "l2_distance", 2),
             "COSINE_DISTANCE": _exact(CosineDistance, "cosine_distance", 2),
             "L1_DISTANCE": _exact(L1Distance, "l1_distance", 2),
@@ -208,7 +224,16 @@ class SqlVec(Postgres):
             "VECTOR_NORM": _exact(VectorNorm, "vector_norm", 1),
             "L2_NORMALIZE": _exact(L2Normalize, "l2_normalize", 1),
             "SUBVECTOR": _exact(Subvector, "subvector", 3),
+            # Functions sqlglot rewrites into other forms, kept as PostgreSQL calls them:
+            # date_part() is float8 where EXTRACT is numeric, to_char/to_date/to_timestamp
+            # take PostgreSQL templates (not strftime), div() is numeric, log10(x) is not
+            # log(10, x) (that one is numeric only).
+            **{name.upper(): _anonymous(name) for name in (
+                "date_part", "to_char", "to_date", "to_timestamp", "div", "log10")},
         }
+
+        # `a -> 'k'` inside a call's arguments is the JSON operator, not a lambda.
+        LAMBDAS = {k: v for k, v in Postgres.Parser.LAMBDAS.items() if k != TokenType.ARROW}
 
         def raise_error(self, message: str, token: Token = SENTINEL_NONE) -> None:
             """Record the offset PostgreSQL would point at, next to sqlglot's line/col.

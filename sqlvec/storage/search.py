@@ -38,6 +38,9 @@ from sqlvec.vectors import Metric, top_k, top_k_batch
 from sqlvec.vectors import distances as exact_distances
 
 
+CALIBRATION_MARGIN = 0.01
+
+
 @dataclass(frozen=True)
 class SearchPolicy:
     """Knobs of the per-segment choice (defaults measured on 100k × 128, m=16)."""
@@ -116,8 +119,10 @@ def choose_ef(index: HnswIndex, ef: int, target_recall: float | None) -> tuple[i
     """ef_search to use and the recall the index's calibration predicts for it."""
     curve = index.calibration
     if target_recall is not None and curve:
+        # The calibration queries only resemble real ones: keep a margin above the target.
+        wanted = min(0.999, target_recall + CALIBRATION_MARGIN)
         for ef_value, recall in curve:
-            if recall >= target_recall:
+            if recall >= wanted:
                 return int(ef_value), float(recall)
         return int(curve[-1][0]), float(curve[-1][1])
     return ef, estimate_recall(curve, ef)
@@ -211,7 +216,7 @@ def _combine(*masks: np.ndarray | None) -> np.ndarray | None:
 
 
 def calibrate(index: HnswIndex, matrix: np.ndarray, valid: np.ndarray | None, *,
-              samples: int = 100, k: int = 10, seed: int = 7) -> list[tuple[int, float]]:
+              samples: int = 200, k: int = 10, seed: int = 7) -> list[tuple[int, float]]:
     """Recall@k of `index` at a ladder of ef values, on queries sampled from its own rows.
 
     Queries are indexed rows moved by a tenth of the data's per-dimension spread, so they are

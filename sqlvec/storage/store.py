@@ -461,7 +461,10 @@ class Store:
             self._manifests.commit(body, features=FEATURES)
             self.generation += 1
         self._truncate_wal(tables)
-        self._collect_garbage()
+        # Under the manifest lock: a file written for the next version is either still in
+        # flight (protected) or already listed in a version this pass reads, never in between.
+        with self._manifest_lock:
+            self._collect_garbage()
 
     def _table_meta(self, table: Table, version: int) -> dict:
         with table.lock:

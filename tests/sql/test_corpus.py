@@ -9,8 +9,8 @@ Each `*.test` file beside this module is a script in a sqllogictest-like format:
     statement error 42P01
     SELECT * FROM missing
 
-    statement error 22000 different vector dimensions 3 and 4
-    SELECT '[1,2,3]'::vector <-> '[1,2,3,4]'
+    statement error 42601@12 syntax error at or near "c"
+    SELECT a b c FROM t
 
     query
     SELECT a, b FROM t ORDER BY a
@@ -22,9 +22,12 @@ A record ends at a blank line. Values are PostgreSQL's text output, `|`-separate
 `NULL` and the empty string `(empty)`. Rows compare in order when the statement has a top-level
 ORDER BY, as a sorted multiset otherwise (`query rowsort` / `query nosort` override that); float
 columns compare at 12 significant digits (6 for real). `query names` makes the first expected
-row the column names. A `params: a|b` line after the header binds $1, $2 as text.
-`skipif postgres` before a header runs the record on sqlvec only, `onlyif postgres` on
-PostgreSQL only; a file starting with `mode sqlvec-only` is not run on PostgreSQL (vectors).
+row the column names; `statement error 42601@12 ...` also checks the error position; a
+`params: a|b` line after the header binds $1, $2 as text. `skipif postgres` before a header
+runs the record on sqlvec only, `onlyif postgres` on PostgreSQL only; a file starting with
+`mode sqlvec-only` is not run on PostgreSQL (vectors). A known, documented difference follows
+the expected rows as `---- sqlvec: <why>` and the rows sqlvec gives instead
+(`grep -- '---- sqlvec' tests/sql/*.test` lists them all).
 
 Every file runs in a fresh sqlvec database, and in a fresh database of a throwaway PostgreSQL
 cluster when the server binaries are installed (Debian: `apt-get install postgresql`, which puts
@@ -55,6 +58,7 @@ HERE = Path(__file__).parent
 FILES = sorted(HERE.glob("*.test"))
 
 FLOAT_TYPES = {"float4": 6, "float8": 12}
+DEVIATION = "---- sqlvec"
 PG_FLOAT_OIDS = {700: 6, 701: 12}
 
 
@@ -67,8 +71,11 @@ class Record:
     sql: str
     line: int
     sqlstate: str | None = None  # statement error
+    position: int | None = None  # statement error 42601@14: the error's 1-based position
     message: str | None = None  # fragment the error message must contain
     expected: list[list[str]] | None = None
+    deviation: list[list[str]] | None = None  # what sqlvec gives where it knowingly differs
+    why: str | None = None
     sort: str = "auto"  # auto | rowsort | nosort
     names: bool = False
     params: list[str | None] = field(default_factory=list)
@@ -107,7 +114,8 @@ def parse_script(path: Path) -> Script:
         only = None
         if words[0] == "statement":
             if words[1] == "error":
-                record.sqlstate = words[2]
+                record.sqlstate, _, position = words[2].partition("@")
+                record.position = int(position) if position else None
                 record.message = " ".join(words[3:]) or None
             elif words[1] != "ok":
                 raise ValueError(f"{path.name}:{i}: bad header {line!r}")
@@ -134,11 +142,15 @@ def parse_script(path: Path) -> Script:
             if i >= len(lines) or lines[i] != "----":
                 raise ValueError(f"{path.name}:{record.line}: query without ----")
             i += 1
-            rows = []
-            while i < len(lines) and lines[i].strip():
-                rows.append(lines[i].split("|"))
-                i += 1
+            rows: list[list[str]] = []
             record.expected = rows
+            while i < len(lines) and lines[i].strip():
+                if lines[i].startswith(DEVIATION):
+                    record.why = lines[i][len(DEVIATION):].strip(" :")
+                    rows = record.deviation = []
+                else:
+                    rows.append(lines[i].split("|"))
+                i += 1
         records.append(record)
     return Script(path, records, sqlvec_only)
 
@@ -160,7 +172,7 @@ def render(path: Path, script: Script, results: dict[int, list[list[str]]]) -> s
             i += 1
         out.append("----")
         i += 1
-        while i < len(lines) and lines[i].strip():
+        while i < len(lines) and lines[i].strip() and not lines[i].startswith(DEVIATION):
             i += 1
         out.extend("|".join(row) for row in results[record.line])
     return "\n".join(out)
@@ -175,6 +187,7 @@ class Outcome:
     names: list[str] | None = None
     sqlstate: str | None = None
     message: str | None = None
+    position: int | None = None
 
 
 def normalize_value(text: str | None, digits: int | None) -> str:
@@ -210,7 +223,7 @@ def is_ordered(sql: str) -> bool:
     return bool(_ORDER_BY.search("".join(top)))
 
 
-def compare(record: Record, got: Outcome) -> str | None:
+def compare(record: Record, got: Outcome, side: str = "postgres") -> str | None:
     """None when `got` is what `record` expects, else a description of the difference."""
     if record.kind == "statement":
         if record.sqlstate is None:
@@ -221,10 +234,14 @@ def compare(record: Record, got: Outcome) -> str | None:
             return f"expected {record.sqlstate}, got {got.sqlstate or 'success'}: {got.message}"
         if record.message and record.message not in (got.message or ""):
             return f"expected message containing {record.message!r}, got {got.message!r}"
+        if record.position is not None and got.position != record.position:
+            return f"expected the error at position {record.position}, got {got.position}"
         return None
     if got.sqlstate is not None:
         return f"query failed with {got.sqlstate}: {got.message}"
-    expected = [list(r) for r in record.expected or []]
+    wanted = record.deviation if side == "sqlvec" and record.deviation is not None else \
+        record.expected
+    expected = [list(r) for r in wanted or []]
     rows = [list(r) for r in got.rows or []]
     if record.names:
         if got.names != (expected[0] if expected else []):
@@ -234,8 +251,9 @@ def compare(record: Record, got: Outcome) -> str | None:
     if not ordered:
         expected, rows = sorted(expected), sorted(rows)
     if expected != rows:
+        want = "\n".join("|".join(r) for r in expected[:40])
         shown = "\n".join("|".join(r) for r in rows[:40])
-        return f"rows differ; got:\n{shown}"
+        return f"rows differ; expected:\n{want}\ngot:\n{shown}"
     return None
 
 
@@ -258,7 +276,8 @@ class SqlVecEngine:
         try:
             result = self.session.execute_one(sql, list(params) or None)
         except SqlVecError as error:
-            return Outcome(sqlstate=error.sqlstate, message=error.message)
+            return Outcome(sqlstate=error.sqlstate, message=error.message,
+                           position=error.position)
         if result.columns is None:
             return Outcome(rows=[], names=[])
         columns = result.columns
@@ -298,8 +317,10 @@ class PostgresEngine:
         if res.status == pq.ExecStatus.FATAL_ERROR:
             state = res.error_field(pq.DiagnosticField.SQLSTATE)
             message = res.error_field(pq.DiagnosticField.MESSAGE_PRIMARY)
+            position = res.error_field(pq.DiagnosticField.STATEMENT_POSITION)
             return Outcome(sqlstate=state.decode() if state else None,
-                           message=message.decode() if message else None)
+                           message=message.decode() if message else None,
+                           position=int(position) if position else None)
         if res.status != pq.ExecStatus.TUPLES_OK:
             return Outcome(rows=[], names=[])
         digits = [PG_FLOAT_OIDS.get(res.ftype(c)) for c in range(res.nfields)]
@@ -400,7 +421,7 @@ def run_script(script: Script, engine, side: str) -> tuple[list[str], dict[int, 
         got = engine.run(record.sql, record.params)
         if record.kind == "query" and got.rows is not None:
             produced[record.line] = ([got.names or []] if record.names else []) + got.rows
-        problem = compare(record, got)
+        problem = compare(record, got, side)
         if problem:
             failures.append(f"{script.path.name}:{record.line}: {record.sql}\n  {problem}")
     return failures, produced
@@ -408,6 +429,7 @@ def run_script(script: Script, engine, side: str) -> tuple[list[str], dict[int, 
 
 @pytest.fixture(scope="session")
 def pg_cluster():
+    pytest.importorskip("psycopg", reason="psycopg is needed to compare with PostgreSQL")
     try:
         with postgres_cluster() as cluster:
             yield cluster

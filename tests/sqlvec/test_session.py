@@ -1,0 +1,212 @@
+"""Sessions: transaction blocks, two sessions racing on a primary key, parameters, cancellation."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from sqlvec.database import Database
+from sqlvec.errors import SqlVecError
+
+LONG_QUERY = ("SELECT count(*) FROM generate_series(1, 4000) a, generate_series(1, 4000) b "
+              "WHERE (a * b) % 7 = 3")
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database.open(str(tmp_path / "db"))
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def two(db):
+    a, b = db.connect(), db.connect()
+    a.execute_one("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    yield a, b
+    a.close()
+    b.close()
+
+
+def rows(session, sql: str, params: list | None = None) -> list[tuple]:
+    return session.execute_one(sql, params).rows()
+
+
+def sqlstate(session, sql: str) -> str:
+    with pytest.raises(SqlVecError) as caught:
+        session.execute_one(sql)
+    return caught.value.sqlstate
+
+
+def test_commit_makes_writes_visible_to_other_sessions(two):
+    a, b = two
+    a.execute_one("BEGIN")
+    a.execute_one("INSERT INTO t VALUES (1, 'x')")
+    assert a.transaction_status == "T"
+    assert rows(a, "SELECT id FROM t") == [(1,)]
+    assert rows(b, "SELECT id FROM t") == []  # uncommitted: invisible elsewhere
+    assert a.execute_one("COMMIT").tag == "COMMIT"
+    assert a.transaction_status == "I"
+    assert rows(b, "SELECT id, v FROM t") == [(1, "x")]
+
+
+def test_rollback_discards_the_block(two):
+    a, b = two
+    a.execute_one("INSERT INTO t VALUES (1, 'kept')")
+    a.execute_one("BEGIN")
+    a.execute_one("UPDATE t SET v = 'changed'")
+    a.execute_one("INSERT INTO t VALUES (2, 'gone')")
+    a.execute_one("DELETE FROM t WHERE id = 1")
+    assert rows(a, "SELECT id, v FROM t") == [(2, "gone")]
+    a.execute_one("ROLLBACK")
+    assert rows(a, "SELECT id, v FROM t") == [(1, "kept")]
+    assert rows(b, "SELECT id, v FROM t") == [(1, "kept")]
+
+
+def test_an_error_fails_the_block_until_rollback(two):
+    a, _ = two
+    a.execute_one("BEGIN")
+    a.execute_one("INSERT INTO t VALUES (1, 'x')")
+    assert sqlstate(a, "SELECT 1 / 0") == "22012"
+    assert a.transaction_status == "E"
+    assert sqlstate(a, "SELECT 1") == "25P02"
+    assert sqlstate(a, "INSERT INTO t VALUES (2, 'y')") == "25P02"
+    assert a.execute_one("ROLLBACK").tag == "ROLLBACK"
+    assert a.transaction_status == "I"
+    assert rows(a, "SELECT count(*) FROM t") == [(0,)]
+
+
+def test_commit_of_a_failed_block_rolls_back(two):
+    a, _ = two
+    a.execute_one("BEGIN")
+    a.execute_one("INSERT INTO t VALUES (1, 'x')")
+    assert sqlstate(a, "SELECT nope FROM t") == "42703"
+    assert a.execute_one("COMMIT").tag == "ROLLBACK"
+    assert rows(a, "SELECT count(*) FROM t") == [(0,)]
+
+
+def test_autocommit_statement_error_leaves_no_trace(two):
+    a, _ = two
+    assert sqlstate(a, "INSERT INTO t VALUES (1, 'a'), (1, 'b')") == "23505"
+    assert a.transaction_status == "I"
+    assert rows(a, "SELECT count(*) FROM t") == [(0,)]
+
+
+def test_concurrent_primary_key_second_committer_loses(two):
+    a, b = two
+    a.execute_one("BEGIN")
+    b.execute_one("BEGIN")
+    a.execute_one("INSERT INTO t VALUES (1, 'from a')")
+    b.execute_one("INSERT INTO t VALUES (1, 'from b')")  # a's row is not visible yet
+    a.execute_one("COMMIT")
+    with pytest.raises(SqlVecError) as caught:
+        b.execute_one("COMMIT")
+    assert caught.value.sqlstate == "23505"
+    assert "duplicate key value violates unique constraint" in caught.value.message
+    assert b.transaction_status == "I"
+    assert rows(b, "SELECT id, v FROM t") == [(1, "from a")]
+
+
+def test_concurrent_primary_key_in_threads(db):
+    """Many sessions insert the same key at once: exactly one succeeds."""
+    setup = db.connect()
+    setup.execute_one("CREATE TABLE t (id int PRIMARY KEY, who int)")
+    outcomes: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def worker(i: int) -> None:
+        s = db.connect()
+        s.execute_one("BEGIN")
+        s.execute_one(f"INSERT INTO t VALUES (1, {i})")
+        barrier.wait()
+        try:
+            s.execute_one("COMMIT")
+            outcomes.append("ok")
+        except SqlVecError as error:
+            outcomes.append(error.sqlstate)
+        s.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(outcomes) == ["23505"] * 5 + ["ok"]
+    assert rows(setup, "SELECT count(*) FROM t") == [(1,)]
+
+
+def test_statement_timeout_cancels_a_long_query(db):
+    s = db.connect()
+    s.execute_one("SET statement_timeout = '100ms'")
+    start = time.monotonic()
+    with pytest.raises(SqlVecError) as caught:
+        s.execute_one(LONG_QUERY)
+    assert caught.value.sqlstate == "57014"
+    assert "statement timeout" in caught.value.message
+    assert time.monotonic() - start < 5
+    s.execute_one("SET statement_timeout = 0")
+    assert rows(s, "SELECT 1") == [(1,)]  # the session goes on
+
+
+def test_cancel_from_another_thread(db):
+    s = db.connect()
+    timer = threading.Timer(0.2, s.cancel)
+    timer.start()
+    try:
+        with pytest.raises(SqlVecError) as caught:
+            s.execute_one(LONG_QUERY)
+    finally:
+        timer.cancel()
+    assert caught.value.sqlstate == "57014"
+    assert "user request" in caught.value.message
+    assert rows(s, "SELECT 2") == [(2,)]  # a cancel affects the running statement only
+
+
+def test_cancel_inside_a_block_fails_the_block(db):
+    s = db.connect()
+    s.execute_one("BEGIN")
+    threading.Timer(0.2, s.cancel).start()
+    with pytest.raises(SqlVecError):
+        s.execute_one(LONG_QUERY)
+    assert s.transaction_status == "E"
+    s.execute_one("ROLLBACK")
+
+
+@pytest.mark.parametrize("sql, types", [
+    ("SELECT * FROM p WHERE id = $1", ["int4"]),
+    ("SELECT * FROM p WHERE name LIKE $1 AND score > $2", ["text", "float8"]),
+    ("SELECT * FROM p ORDER BY embedding <-> $1 LIMIT $2", ["vector", "int8"]),
+    ("INSERT INTO p VALUES ($1, $2, $3, $4)", ["int4", "text", "float8", "vector"]),
+    ("UPDATE p SET score = $1 WHERE id = $2", ["float8", "int4"]),
+    ("SELECT $1::date + 1", ["date"]),
+])
+def test_parameter_types_are_inferred(db, sql, types):
+    s = db.connect()
+    s.execute_one("CREATE TABLE p (id int, name text, score float8, embedding vector(2))")
+    prepared = s.prepare(sql)
+    assert [t.name for t in prepared.param_types] == types
+
+
+def test_prepared_statement_runs_with_decoded_parameters(db):
+    s = db.connect()
+    s.execute_one("CREATE TABLE p (id int, embedding vector(2))")
+    insert = s.prepare("INSERT INTO p VALUES ($1, $2)")
+    for i in range(5):
+        s.run(insert, [i, [float(i), 0.0]])
+    query = s.prepare("SELECT id FROM p ORDER BY embedding <-> $1 LIMIT $2")
+    assert s.run(query, ["[3.2, 0]", 2]).rows() == [(3,), (4,)]
+    assert s.run(query, [[0.1, 0.0], 1]).rows() == [(0,)]
+
+
+def test_explain_and_explain_analyze(db):
+    s = db.connect()
+    s.execute_one("CREATE TABLE e (id int, v vector(2))")
+    s.execute_one("INSERT INTO e VALUES (1, '[1,0]'), (2, '[0,1]')")
+    plan = [r[0] for r in s.execute_one("EXPLAIN SELECT id FROM e WHERE id > 1").rows()]
+    assert any("Seq Scan on e" in line for line in plan)
+    analyzed = [r[0] for r in s.execute_one(
+        "EXPLAIN ANALYZE SELECT id FROM e ORDER BY v <-> '[1,0]' LIMIT 1").rows()]
+    assert any("actual time=" in line for line in analyzed)
+    assert any(line.startswith("Execution Time:") for line in analyzed)
