@@ -856,13 +856,24 @@ def _srf_subscripts(c, args):
 def _srf_series(c, args):
     a, b = c.compile(args[0]), c.compile(args[1])
     step = c.compile(args[2]) if len(args) > 2 else _const(1, INT4)
-    t = INT8 if INT8 in (a.type, b.type, step.type) else INT4
+    types = (a.type, b.type, step.type)
+    if any(t.name == "numeric" or (t.name == "unknown" and "." in (v.text or ""))
+           for t, v in zip(types, (a, b, step))):
+        t = SqlType("numeric")
+    else:
+        t = INT8 if INT8 in types else INT4
     a, b, step = c.coerce(a, t), c.coerce(b, t), c.coerce(step, t)
 
     def fn(f, x, y, s):
         if s == 0:
             raise SqlVecError("step size cannot equal zero", sqlstate="22023")
-        return list(range(x, y + (1 if s > 0 else -1), s))
+        if t.name != "numeric":
+            return list(range(x, y + (1 if s > 0 else -1), s))
+        out, v = [], x
+        while (v <= y) if s > 0 else (v >= y):
+            out.append(v)
+            v += s
+        return out
     return _map([a, b, step], fn, t.array_of()), t
 
 
