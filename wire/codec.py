@@ -22,6 +22,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Awaitable, Callable
 
+import numpy as np
+import pyarrow as pa
+
 from sqlvec.errors import ProtocolViolation
 
 MAX_MESSAGE_SIZE = 1 << 30
@@ -224,9 +227,21 @@ async def read_message(read_exactly: ReadExactly,
     return type_byte, (await read_exactly(n) if n else b"")
 
 
-def pack_int32(value: int) -> bytes:
-    return _I32.pack(value)
+
+def concat_binary(array: pa.Array) -> bytes:
+    """The values of an Arrow binary array without nulls, back to back: the slice of its
+    data buffer between the first and last offsets (how whole result sets become bytes)."""
+    if len(array) == 0:
+        return b""
+    width = np.int64 if pa.types.is_large_binary(array.type) or \
+        pa.types.is_large_string(array.type) else np.int32
+    offsets = np.frombuffer(array.buffers()[1], dtype=width)
+    start, end = int(offsets[array.offset]), int(offsets[array.offset + len(array)])
+    return memoryview(array.buffers()[2])[start:end].tobytes()
 
 
-def pack_int16(value: int) -> bytes:
-    return _I16.pack(value)
+def fixed_width(raw: np.ndarray, width: int, n: int) -> pa.Array:
+    """n values of `width` bytes each, from a contiguous byte buffer, as large_binary."""
+    buf = pa.py_buffer(np.ascontiguousarray(raw).tobytes())
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, buf]) \
+        .cast(pa.large_binary())

@@ -92,9 +92,6 @@ def test_sql_cursors_over_the_wire(srv):
         conn.commit()
 
 
-@pytest.mark.xfail(reason="psycopg describes a named cursor as a protocol portal; the wire "
-                          "server does not expose SQL-level cursors as portals yet",
-                   strict=False)
 def test_psycopg_named_cursor(srv):
     with psycopg.connect(srv.conninfo()) as conn:
         with conn.cursor(name="big") as cur:

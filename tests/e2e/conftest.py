@@ -1,0 +1,188 @@
+"""A real `sqlvec serve` on 127.0.0.1 and an ephemeral port, for real clients to meet.
+
+The server runs as a subprocess exactly as a user starts it (`python -m wire serve --port 0`);
+the port is read from its start-up log line, and every server is stopped with SIGTERM and must
+exit 0 (a clean shutdown that closed the database).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from wire.messages import StartupMessage, decode_backend
+
+ROOT = Path(__file__).resolve().parents[2]
+_LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen
+    host: str
+    port: int
+    data_dir: Path
+    log_path: Path
+
+    def conninfo(self, **params: object) -> str:
+        """A libpq connection string (psycopg, psql)."""
+        values = {"host": self.host, "port": self.port, "user": "postgres",
+                  "dbname": "postgres", "sslmode": "disable", "connect_timeout": 10}
+        values.update(params)
+        return " ".join(f"{k}={v}" for k, v in values.items() if v is not None)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                pytest.fail(f"server did not stop within {timeout}s:\n{self.log()}")
+        return self.process.returncode
+
+
+def start_server(directory: Path, *args: str, env: dict[str, str] | None = None,
+                 data_dir: Path | None = None, timeout: float = 60.0) -> RunningServer:
+    directory.mkdir(parents=True, exist_ok=True)
+    data_dir = data_dir or directory / "data"
+    log_path = directory / f"server-{uuid.uuid4().hex[:6]}.log"
+    environment = {k: v for k, v in os.environ.items() if k != "SQLVEC_PASSWORD"}
+    environment.update(env or {})
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wire", "serve", "--data-dir", str(data_dir), "--port", "0",
+             *args],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=environment)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace")
+        m = _LISTENING.search(text)
+        if m:
+            return RunningServer(process, m.group(1), int(m.group(2)), data_dir, log_path)
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode}:\n{text}")
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"server did not start:\n{log_path.read_text(errors='replace')}")
+
+
+TEST_TIME_LIMIT = 120  # seconds: a hung protocol exchange fails its test, not the whole run
+
+
+@pytest.fixture(autouse=True)
+def time_limit():
+    def expire(signum, frame):
+        raise TimeoutError(f"test took longer than {TEST_TIME_LIMIT}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(TEST_TIME_LIMIT)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
+    """One trust-auth server shared by the driver tests (each uses its own tables)."""
+    running = start_server(tmp_path_factory.mktemp("sqlvec-server"), "--log-level", "debug")
+    yield running
+    code = running.stop()
+    assert code == 0, running.log()
+    assert "Traceback" not in running.log(), running.log()
+
+
+@pytest.fixture
+def start(tmp_path: Path):
+    """Start extra servers (TLS, passwords); each is stopped and must exit 0."""
+    started: list[RunningServer] = []
+
+    def _start(*args: str, env: dict[str, str] | None = None,
+               data_dir: Path | None = None) -> RunningServer:
+        running = start_server(tmp_path / f"s{len(started)}", *args, env=env, data_dir=data_dir)
+        started.append(running)
+        return running
+
+    yield _start
+    for running in started:
+        assert running.stop() == 0, running.log()
+
+
+@pytest.fixture
+def table(request: pytest.FixtureRequest) -> str:
+    """A table name no other test uses."""
+    return "t_" + re.sub(r"\W", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:6]
+
+
+def startup_packet(version: int = 3 << 16, **parameters: str) -> bytes:
+    return StartupMessage(version, {"user": "postgres", "database": "postgres",
+                                    **parameters}).encode()
+
+
+class RawClient:
+    """Bytes in, backend messages out: just enough client to misbehave on purpose."""
+
+    def __init__(self, server) -> None:
+        self.sock = socket.create_connection((server.host, server.port), timeout=5)
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            pass  # the server may have closed on us already: that is a valid answer
+
+    def messages(self, until: bytes | None = b"Z", timeout: float = 5.0) -> list:
+        """Read messages until one of type `until` (or the server closes the connection)."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            while len(self.buffer) >= 5:
+                kind, length = struct.unpack_from("!ci", self.buffer)
+                if len(self.buffer) < 1 + length:
+                    break
+                body, self.buffer = self.buffer[5:1 + length], self.buffer[1 + length:]
+                out.append(decode_backend(kind, body))
+                if until is not None and kind == until:
+                    return out
+            try:
+                self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = self.sock.recv(65536)
+            except (TimeoutError, OSError):
+                break
+            if not chunk:
+                break
+            self.buffer += chunk
+        return out
+
+    def closed(self, timeout: float = 5.0) -> bool:
+        self.sock.settimeout(timeout)
+        try:
+            while self.sock.recv(65536):
+                pass
+        except (TimeoutError, OSError):
+            return False
+        return True
+
+    def ready(self, **parameters: str) -> RawClient:
+        self.send(startup_packet(**parameters))
+        assert any(m.TYPE == b"Z" for m in self.messages())
+        return self
+
+    def close(self) -> None:
+        self.sock.close()

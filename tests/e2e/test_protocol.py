@@ -1,0 +1,216 @@
+"""Protocol details no driver test pins down, spoken byte by byte: negotiation, Describe,
+portals and row limits, skip-until-Sync, EmptyQueryResponse, ParameterStatus, cancel keys."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from tests.e2e.conftest import RawClient, startup_packet
+from wire.messages import (
+    BackendKeyData,
+    Bind,
+    CancelRequest,
+    Close,
+    CommandComplete,
+    DataRow,
+    Describe,
+    EmptyQueryResponse,
+    ErrorResponse,
+    Execute,
+    Flush,
+    FunctionCall,
+    GSSENCRequest,
+    NegotiateProtocolVersion,
+    NoData,
+    ParameterDescription,
+    ParameterStatus,
+    Parse,
+    PortalSuspended,
+    Query,
+    ReadyForQuery,
+    RowDescription,
+    SSLRequest,
+    Sync,
+)
+
+
+@pytest.fixture
+def client(server):
+    raw = RawClient(server).ready()
+    yield raw
+    raw.close()
+
+
+def kinds(messages) -> list[str]:
+    return [type(m).__name__ for m in messages]
+
+
+def test_protocol_3_2_is_answered_with_3_0(server):
+    raw = RawClient(server)
+    raw.send(startup_packet((3 << 16) | 2, **{"_pq_.future_option": "on"}))
+    messages = raw.messages()
+    assert messages[0] == NegotiateProtocolVersion(0, ("_pq_.future_option",))
+    key = next(m for m in messages if isinstance(m, BackendKeyData))
+    assert len(key.secret) == 4  # a protocol 3.0 key
+    assert messages[-1] == ReadyForQuery("I")
+    raw.close()
+
+
+def test_startup_parameters_are_reported(server):
+    raw = RawClient(server)
+    raw.send(startup_packet(application_name="raw-test", client_encoding="'utf-8'",
+                            DateStyle="ISO", TimeZone="Etc/UTC", extra_float_digits="2"))
+    status = {m.name: m.value for m in raw.messages() if isinstance(m, ParameterStatus)}
+    assert status["application_name"] == "raw-test"
+    assert status["client_encoding"] == "UTF8"
+    assert status["server_version"].startswith("16.")
+    for name in ("server_encoding", "DateStyle", "IntervalStyle", "TimeZone",
+                 "integer_datetimes", "standard_conforming_strings", "is_superuser",
+                 "session_authorization", "default_transaction_read_only", "in_hot_standby",
+                 "search_path"):
+        assert name in status
+    raw.send(Query("SET application_name = 'renamed'").encode())
+    assert ParameterStatus("application_name", "renamed") in raw.messages()
+    raw.close()
+
+
+@pytest.mark.parametrize("packet, code", [
+    (startup_packet(2 << 16), "0A000"),
+    (struct.pack("!ii", 8, 3 << 16) + b"\0", "28000"),  # no user
+])
+def test_bad_startup(server, packet, code):
+    raw = RawClient(server)
+    raw.send(packet if packet[:4] != struct.pack("!i", 8) else
+             struct.pack("!i", 9) + packet[4:])
+    (error,) = [m for m in raw.messages(until=b"E") if isinstance(m, ErrorResponse)]
+    assert error.get("C") == code and error.get("S") == "FATAL"
+    assert raw.closed()
+
+
+def test_ssl_and_gss_requests_are_declined_without_a_certificate(server):
+    raw = RawClient(server)
+    raw.send(SSLRequest().encode())
+    assert raw.sock.recv(1) == b"N"
+    raw.send(GSSENCRequest().encode())
+    assert raw.sock.recv(1) == b"N"
+    raw.ready()
+    raw.close()
+
+
+def test_describe_statement_reports_types_and_modifiers(client, table):
+    client.send(Query(f"CREATE TABLE {table} (id int8, name varchar(10), v vector(3), "
+                      "price numeric(10,2))").encode())
+    client.messages()
+    client.send(Parse("s1", f"SELECT id, name, v, price, $1::text AS p FROM {table} "
+                            "WHERE id = $2").encode()
+                + Describe("S", "s1").encode() + Sync().encode())
+    messages = client.messages()
+    params = next(m for m in messages if isinstance(m, ParameterDescription))
+    assert params.oids == (25, 20)
+    fields = next(m for m in messages if isinstance(m, RowDescription)).fields
+    assert [(f.name, f.type_oid, f.typmod) for f in fields] == [
+        ("id", 20, -1), ("name", 1043, 14), ("v", 16385, 3),
+        ("price", 1700, ((10 << 16) | 2) + 4), ("p", 25, -1)]
+    assert fields[0].table_oid > 0 and [f.attnum for f in fields[:4]] == [1, 2, 3, 4]
+    assert fields[4].table_oid == 0 and fields[0].typlen == 8
+    client.send(Parse("", f"INSERT INTO {table} (id) VALUES (1)").encode()
+                + Describe("S", "").encode() + Sync().encode())
+    assert NoData() in client.messages()
+
+
+def test_row_limit_suspends_and_resumes_a_portal(client):
+    client.send(Query("BEGIN").encode())
+    client.messages()
+    client.send(Parse("", "SELECT * FROM generate_series(1, 5) AS g").encode()
+                + Bind("cur", "", (), (), (1,)).encode()
+                + Execute("cur", 2).encode() + Sync().encode())
+    messages = client.messages()
+    rows = [m for m in messages if isinstance(m, DataRow)]
+    assert [struct.unpack("!i", r.values[0])[0] for r in rows] == [1, 2]  # binary format
+    assert PortalSuspended() in messages and messages[-1] == ReadyForQuery("T")
+    # A named portal survives Sync inside a transaction block.
+    client.send(Execute("cur", 2).encode() + Execute("cur", 0).encode() + Sync().encode())
+    messages = client.messages()
+    assert kinds(messages) == ["DataRow", "DataRow", "PortalSuspended", "DataRow",
+                               "CommandComplete", "ReadyForQuery"]
+    assert messages[-2] == CommandComplete("SELECT 1")
+    client.send(Query("COMMIT").encode())
+    client.messages()
+    # Outside a transaction block the portal is gone after Sync.
+    client.send(Execute("cur", 0).encode() + Sync().encode())
+    (error,) = [m for m in client.messages() if isinstance(m, ErrorResponse)]
+    assert error.get("C") == "34000"
+
+
+def test_error_skips_until_sync(client):
+    client.send(Parse("", "SELECT nope FROM nowhere").encode() + Bind().encode()
+                + Execute().encode() + Query("SELECT 1").encode() + Sync().encode())
+    messages = client.messages()
+    assert kinds(messages) == ["ErrorResponse", "ReadyForQuery"]
+    assert messages[0].get("C") == "42P01"
+    client.send(Query("SELECT 1").encode())
+    assert DataRow((b"1",)) in client.messages()
+
+
+def test_error_is_sent_at_once_before_sync(client):
+    client.send(Parse("", "SELEC 1").encode() + Flush().encode())
+    (error,) = client.messages(until=b"E")
+    assert error.get("C") == "42601"
+    client.send(Sync().encode())
+    assert client.messages() == [ReadyForQuery("I")]
+
+
+def test_empty_queries(client):
+    client.send(Query("").encode())
+    assert client.messages() == [EmptyQueryResponse(), ReadyForQuery("I")]
+    client.send(Query(" ; -- nothing\n").encode())
+    assert client.messages() == [EmptyQueryResponse(), ReadyForQuery("I")]
+    client.send(Parse("", "").encode() + Bind().encode() + Execute().encode()
+                + Sync().encode())
+    assert kinds(client.messages()) == ["ParseComplete", "BindComplete", "EmptyQueryResponse",
+                                        "ReadyForQuery"]
+
+
+def test_statement_names(client):
+    client.send(Parse("a", "SELECT 1").encode() + Parse("a", "SELECT 2").encode()
+                + Sync().encode())
+    messages = client.messages()
+    assert kinds(messages) == ["ParseComplete", "ErrorResponse", "ReadyForQuery"]
+    assert messages[1].get("C") == "42P05"
+    client.send(Close("S", "a").encode() + Parse("a", "SELECT 3").encode() + Bind("", "a")
+                .encode() + Execute().encode() + Sync().encode())
+    assert DataRow((b"3",)) in client.messages()
+    client.send(Bind("", "missing").encode() + Sync().encode())
+    assert client.messages()[0].get("C") == "26000"
+    client.send(Parse("", "SELECT $1::int4").encode() + Bind("", "", (), ()).encode()
+                + Sync().encode())
+    error = [m for m in client.messages() if isinstance(m, ErrorResponse)][0]
+    assert error.get("C") == "08P01" and "supplies 0 parameters" in error.get("M")
+    client.send(Query("DEALLOCATE a").encode())
+    assert CommandComplete("DEALLOCATE") in client.messages()
+
+
+def test_several_statements_and_a_late_error(client):
+    client.send(Query("SELECT 1; SELECT 2; SELECT nope_col FROM (SELECT 1 AS a) t; SELECT 4")
+                .encode())
+    messages = client.messages()
+    assert [m.values for m in messages if isinstance(m, DataRow)] == [(b"1",), (b"2",)]
+    error = next(m for m in messages if isinstance(m, ErrorResponse))
+    assert error.get("C") == "42703"
+    assert messages[-1] == ReadyForQuery("I")
+
+
+def test_function_call_is_refused(client):
+    client.send(FunctionCall(b"\0\0\0\1").encode())
+    messages = client.messages()
+    assert messages[0].get("C") == "0A000" and messages[-1] == ReadyForQuery("I")
+
+
+def test_cancel_with_a_wrong_key_is_ignored(server, client):
+    raw = RawClient(server)
+    raw.send(CancelRequest(1, b"\0\0\0\0").encode())
+    assert raw.closed()
+    client.send(Query("SELECT 5").encode())
+    assert DataRow((b"5",)) in client.messages()

@@ -1,0 +1,50 @@
+"""wire.cli: the `sqlvec serve` options and the safety rules on authentication."""
+
+from __future__ import annotations
+
+import pytest
+
+from wire.auth import AuthMethod
+from wire.cli import build_parser, resolve_auth
+
+
+def args(*argv: str):
+    return build_parser().parse_args(["serve", *argv])
+
+
+def test_defaults():
+    a = args()
+    assert (a.data_dir, a.host, a.port, a.auth, a.password) == ("./sqlvec-data", "127.0.0.1",
+                                                                 5433, None, None)
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--data-dir", "--host", "--port", "--password", "--auth", "--tls-cert",
+                   "--tls-key", "SQLVEC_PASSWORD", "scram-sha-256"):
+        assert option in text
+
+
+def test_loopback_without_password_is_trust(monkeypatch):
+    monkeypatch.delenv("SQLVEC_PASSWORD", raising=False)
+    assert resolve_auth(args()).method is AuthMethod.TRUST
+    assert resolve_auth(args("--host", "::1")).method is AuthMethod.TRUST
+
+
+def test_password_switches_to_scram(monkeypatch):
+    monkeypatch.setenv("SQLVEC_PASSWORD", "pw")
+    assert resolve_auth(args()).method is AuthMethod.SCRAM
+    monkeypatch.delenv("SQLVEC_PASSWORD")
+    assert resolve_auth(args("--password", "pw", "--auth", "md5")).method is AuthMethod.MD5
+
+
+def test_beyond_loopback_needs_a_password_or_explicit_trust(monkeypatch):
+    monkeypatch.delenv("SQLVEC_PASSWORD", raising=False)
+    with pytest.raises(ValueError, match="refusing to listen on 0.0.0.0 without a password"):
+        resolve_auth(args("--host", "0.0.0.0"))
+    assert resolve_auth(args("--host", "0.0.0.0", "--auth", "trust")).method is AuthMethod.TRUST
+    assert resolve_auth(args("--host", "0.0.0.0", "--password", "x")).method is AuthMethod.SCRAM
+    with pytest.raises(ValueError, match="needs a password"):
+        resolve_auth(args("--auth", "scram-sha-256"))

@@ -1,0 +1,113 @@
+"""wire.codec: reads past the end, framing and the size limits, before any body is read."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sqlvec.errors import ProtocolViolation
+from wire.codec import (
+    MAX_STARTUP_SIZE,
+    Reader,
+    Writer,
+    body_length,
+    concat_binary,
+    frame,
+    read_message,
+    read_startup,
+)
+
+
+def feeder(data: bytes):
+    """A read_exactly over a byte string that records how much was asked for."""
+    view = {"pos": 0, "asked": []}
+
+    async def read_exactly(n: int) -> bytes:
+        view["asked"].append(n)
+        if view["pos"] + n > len(data):
+            raise asyncio.IncompleteReadError(data[view["pos"]:], n)
+        chunk = data[view["pos"]:view["pos"] + n]
+        view["pos"] += n
+        return chunk
+
+    return read_exactly, view
+
+
+@given(st.integers(-2**15, 2**15 - 1), st.integers(-2**31, 2**31 - 1),
+       st.integers(-2**63, 2**63 - 1), st.text(alphabet=st.characters(blacklist_characters="\0")),
+       st.one_of(st.none(), st.binary()))
+def test_writer_reader_round_trip(i16, i32, i64, text, value):
+    data = Writer().int16(i16).int32(i32).int64(i64).cstring(text).value(value).getvalue()
+    r = Reader(data)
+    assert (r.int16(), r.int32(), r.int64(), r.cstring(), r.value()) == (i16, i32, i64, text,
+                                                                        value)
+    r.expect_end()
+
+
+@pytest.mark.parametrize("data, read", [
+    (b"\x00", Reader.int16), (b"\x00\x00\x00", Reader.int32), (b"abc", Reader.cstring),
+    (b"\x00\x00\x00\x05ab", Reader.value), (b"\xff\xff\xff\xfe", Reader.value),
+])
+def test_reading_past_the_end_is_a_protocol_violation(data, read):
+    with pytest.raises(ProtocolViolation) as info:
+        read(Reader(data))
+    assert info.value.sqlstate == "08P01"
+
+
+def test_invalid_utf8_in_a_string():
+    with pytest.raises(ProtocolViolation) as info:
+        Reader(b"\xff\xfe\0").cstring()
+    assert info.value.sqlstate == "22021"
+
+
+def test_trailing_bytes_are_refused():
+    r = Reader(b"\x00\x01\x02")
+    r.int16()
+    with pytest.raises(ProtocolViolation):
+        r.expect_end()
+
+
+def test_frame_layout():
+    assert frame(b"Q", b"SELECT 1\0") == b"Q" + struct.pack("!i", 13) + b"SELECT 1\0"
+
+
+@pytest.mark.parametrize("length, startup, ok", [
+    (4, False, True), (3, False, False), (-1, False, False), ((1 << 30) + 1, False, False),
+    (8, True, True), (7, True, False), (MAX_STARTUP_SIZE, True, True),
+    (MAX_STARTUP_SIZE + 1, True, False),
+])
+def test_length_limits(length, startup, ok):
+    if ok:
+        assert body_length(length, startup=startup) == length - 4
+    else:
+        with pytest.raises(ProtocolViolation):
+            body_length(length, startup=startup)
+
+
+def test_oversized_message_is_refused_before_reading_its_body():
+    read_exactly, view = feeder(b"Q" + struct.pack("!i", 1 << 20) + b"x" * 10)
+    with pytest.raises(ProtocolViolation, match="invalid message length"):
+        asyncio.run(read_message(read_exactly, max_size=1 << 16))
+    assert view["asked"] == [5]
+
+
+def test_read_message_and_startup():
+    read_exactly, _ = feeder(frame(b"X") + frame(b"Q", b"x\0"))
+    assert asyncio.run(read_message(read_exactly)) == (b"X", b"")
+    assert asyncio.run(read_message(read_exactly)) == (b"Q", b"x\0")
+    read_exactly, view = feeder(struct.pack("!i", 100_000))
+    with pytest.raises(ProtocolViolation, match="invalid length of startup packet"):
+        asyncio.run(read_startup(read_exactly))
+    assert view["asked"] == [4]
+
+
+def test_concat_binary_respects_slices():
+    array = pa.array([b"ab", b"c", b"def"], pa.large_binary())
+    assert concat_binary(array) == b"abcdef"
+    assert concat_binary(array.slice(1)) == b"cdef"
+    assert concat_binary(array.slice(0, 0)) == b""

@@ -1,0 +1,125 @@
+"""wire.messages: every message round-trips through encode/decode; startup packets."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sqlvec.errors import ProtocolViolation
+from wire import messages as m
+from wire.codec import Reader
+
+names = st.text(alphabet=st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
+                max_size=20)
+values = st.one_of(st.none(), st.binary(max_size=30))
+oids = st.integers(0, 2**32 - 1)
+formats = st.lists(st.sampled_from([0, 1]), max_size=4).map(tuple)
+
+FRONTEND = st.one_of(
+    st.builds(m.Query, names),
+    st.builds(m.Parse, names, names, st.lists(oids, max_size=5).map(tuple)),
+    st.builds(m.Bind, names, names, formats, st.lists(values, max_size=5).map(tuple), formats),
+    st.builds(m.Describe, st.sampled_from("SP"), names),
+    st.builds(m.Execute, names, st.integers(0, 2**31 - 1)),
+    st.builds(m.Close, st.sampled_from("SP"), names),
+    st.just(m.Flush()), st.just(m.Sync()), st.just(m.Terminate()),
+    st.builds(m.CopyData, st.binary(max_size=50)), st.just(m.CopyDone()),
+    st.builds(m.CopyFail, names), st.builds(m.PasswordMessage, st.binary(max_size=30)),
+)
+
+FIELDS = st.builds(m.FieldDescription, names, oids, st.integers(-2**15, 2**15 - 1), oids,
+                   st.integers(-2**15, 2**15 - 1), st.integers(-2**31, 2**31 - 1),
+                   st.sampled_from([0, 1]))
+BACKEND = st.one_of(
+    st.builds(m.Authentication, st.sampled_from([0, 3, 5, 10, 11, 12]), st.binary(max_size=20)),
+    st.builds(m.ParameterStatus, names, names),
+    st.builds(m.BackendKeyData, st.integers(0, 2**31 - 1), st.binary(min_size=4, max_size=4)),
+    st.builds(m.NegotiateProtocolVersion, st.integers(0, 5), st.lists(names, max_size=3)
+              .map(tuple)),
+    st.builds(m.ReadyForQuery, st.sampled_from("ITE")),
+    st.builds(m.RowDescription, st.lists(FIELDS, max_size=4).map(tuple)),
+    st.builds(m.DataRow, st.lists(values, max_size=5).map(tuple)),
+    st.builds(m.CommandComplete, names),
+    st.builds(m.ParameterDescription, st.lists(oids, max_size=5).map(tuple)),
+    st.builds(m.ErrorResponse, st.lists(st.tuples(st.sampled_from("SVCMDHPW"), names),
+                                        max_size=5).map(tuple)),
+    st.builds(m.CopyInResponse, st.sampled_from([0, 1]), formats),
+    st.builds(m.CopyOutResponse, st.sampled_from([0, 1]), formats),
+    st.sampled_from([m.ParseComplete(), m.BindComplete(), m.CloseComplete(), m.NoData(),
+                     m.PortalSuspended(), m.EmptyQueryResponse(), m.CopyDone()]),
+)
+
+
+def split(frame: bytes) -> tuple[bytes, bytes]:
+    length = int.from_bytes(frame[1:5], "big")
+    assert length == len(frame) - 1
+    return frame[:1], frame[5:]
+
+
+@given(FRONTEND)
+def test_frontend_round_trip(message):
+    assert m.decode_frontend(*split(message.encode())) == message
+
+
+@given(BACKEND)
+def test_backend_round_trip(message):
+    decoded = m.decode_backend(*split(message.encode()))
+    assert decoded == message and type(decoded) is type(message)
+
+
+@given(st.dictionaries(names.filter(bool), names, max_size=5))
+def test_startup_round_trip(parameters):
+    message = m.StartupMessage(m.PROTOCOL_3_0, parameters)
+    frame = message.encode()
+    assert int.from_bytes(frame[:4], "big") == len(frame)
+    assert m.decode_startup(frame[4:]) == message
+
+
+def test_startup_requests():
+    assert m.decode_startup(m.SSLRequest().encode()[4:]) == m.SSLRequest()
+    assert m.decode_startup(m.GSSENCRequest().encode()[4:]) == m.GSSENCRequest()
+    cancel = m.CancelRequest(1234, b"\x01\x02\x03\x04")
+    assert m.decode_startup(cancel.encode()[4:]) == cancel
+    with pytest.raises(ProtocolViolation):
+        m.decode_startup(m.CancelRequest(1, b"\x01").encode()[4:])
+
+
+@pytest.mark.parametrize("type_byte, body", [
+    (b"!", b""), (b"Z", b""),  # not a frontend message
+    (b"S", b"extra"),  # Sync has no body
+    (b"D", b"X\0"),  # Describe of neither S nor P
+    (b"B", b"\0\0\x00\x01\x00\x07\x00\x00\x00\x00"),  # format code 7
+    (b"P", b"a\0b\0\xff\xff"),  # negative parameter count
+])
+def test_malformed_frontend_messages(type_byte, body):
+    with pytest.raises(ProtocolViolation) as info:
+        m.decode_frontend(type_byte, body)
+    assert info.value.sqlstate == "08P01"
+
+
+def test_error_response_fields():
+    error = m.ErrorResponse.build("ERROR", "42P01", 'relation "x" does not exist', position=15,
+                                  hint="check the name")
+    assert error.fields[:4] == (("S", "ERROR"), ("V", "ERROR"), ("C", "42P01"),
+                                ("M", 'relation "x" does not exist'))
+    assert error.get("P") == "15" and error.get("H") == "check the name"
+    assert error.get("D") is None
+    assert m.NoticeResponse.build("WARNING", "01000", "w").encode()[:1] == b"N"
+
+
+def test_sasl_messages():
+    auth = m.Authentication.sasl(["SCRAM-SHA-256"])
+    assert auth.data == b"SCRAM-SHA-256\0\0"
+    initial = m.SASLInitialResponse("SCRAM-SHA-256", b"n,,n=,r=abc")
+    password = m.decode_frontend(*split(initial.encode()))
+    assert m.SASLInitialResponse.decode(Reader(password.data)) == initial
+
+
+def test_data_rows_in_one_batch_match_one_by_one():
+    cells = [pa.array([b"\x00\x00\x00\x011", b"\xff\xff\xff\xff"], pa.large_binary()),
+             pa.array([b"\x00\x00\x00\x02ab", b"\x00\x00\x00\x00"], pa.large_binary())]
+    expected = m.DataRow((b"1", b"ab")).encode() + m.DataRow((None, b"")).encode()
+    assert m.DataRow.encode_batch(cells, 2) == expected
+    assert m.DataRow.encode_batch([], 3) == m.DataRow(()).encode() * 3

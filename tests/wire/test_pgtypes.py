@@ -1,0 +1,252 @@
+"""wire.pgtypes: text and binary formats per type, whole columns at a time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+import struct
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sqlvec.errors import SqlVecError
+from sqlvec.types import SqlType, format_shortest
+from wire import pgtypes as P
+
+
+def cells_to_values(cells: pa.Array) -> list[bytes | None]:
+    out = []
+    for cell in cells.to_pylist():
+        n = struct.unpack_from("!i", cell)[0]
+        out.append(None if n == -1 else cell[4:])
+        assert n == -1 and len(cell) == 4 or len(cell) == 4 + n
+    return out
+
+
+def encode(values, t: SqlType, fmt: int, arrow_type=None, digits: int = 1):
+    array = pa.array(values, arrow_type or t.to_arrow())
+    return cells_to_values(P.encode_cells(array, t, fmt, digits))
+
+
+def round_trip(values, t: SqlType, fmt: int, arrow_type=None):
+    return [None if v is None else P.decode_param(v, t, fmt)
+            for v in encode(values, t, fmt, arrow_type)]
+
+
+INT = {"int2": 16, "int4": 32, "int8": 64}
+
+
+@pytest.mark.parametrize("name", INT)
+@given(data=st.data())
+def test_integers_round_trip(name, data):
+    bits = INT[name]
+    values = data.draw(st.lists(st.one_of(st.none(), st.integers(-2**(bits - 1),
+                                                                  2**(bits - 1) - 1))))
+    t = SqlType(name)
+    for fmt in (P.TEXT, P.BINARY):
+        assert round_trip(values, t, fmt) == values
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(allow_nan=False))))
+def test_float8_round_trip_and_shortest_text(values):
+    t = SqlType("float8")
+    assert round_trip(values, t, P.BINARY) == values
+    assert round_trip(values, t, P.TEXT) == values
+    texts = encode(values, t, P.TEXT)
+    assert texts == [None if v is None else format_shortest(v).encode() for v in values]
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(width=32, allow_nan=False))))
+def test_float4_shortest_text(values):
+    texts = encode(values, SqlType("float4"), P.TEXT)
+    assert texts == [None if v is None else format_shortest(v, True).encode() for v in values]
+
+
+def test_float_specials_and_extra_float_digits():
+    t = SqlType("float8")
+    values = [float("nan"), float("inf"), float("-inf"), -0.0, 0.1, 1e15, 123456789.125]
+    assert encode(values, t, P.TEXT) == [b"NaN", b"Infinity", b"-Infinity", b"-0", b"0.1",
+                                         b"1e+15", b"123456789.125"]
+    assert encode([0.1, 1 / 3], t, P.TEXT, digits=0) == [b"0.1", b"0.333333333333333"]
+    assert encode([1 / 3], SqlType("float4"), P.TEXT, pa.float32(), digits=0) == [b"0.333333"]
+    assert encode([1 / 3], t, P.TEXT, digits=-3) == [b"0.333333333333"]
+
+
+@settings(max_examples=50)
+@given(st.lists(st.one_of(st.none(), st.lists(st.floats(-1e6, 1e6, width=32), min_size=3,
+                                                max_size=3))))
+def test_vectors_round_trip(rows):
+    t = SqlType("vector", 3)
+    for fmt in (P.TEXT, P.BINARY):
+        got = round_trip(rows, t, fmt)
+        assert [None if g is None else list(g) for g in got] == rows
+
+
+def test_vector_binary_is_pgvector_format():
+    (cell,) = encode([[1.0, -2.5]], SqlType("vector", 2), P.BINARY)
+    assert cell == struct.pack("!HH", 2, 0) + struct.pack("!ff", 1.0, -2.5)
+    (text,) = encode([[1.0, -2.5, 1e-7, 1e7]], SqlType("vector"), P.TEXT)
+    assert text == b"[1,-2.5,1e-07,1e+07]"
+    with pytest.raises(SqlVecError, match="expected unused to be 0"):
+        P.decode_binary(struct.pack("!HHf", 1, 7, 1.0), SqlType("vector"))
+    with pytest.raises(SqlVecError, match="NaN not allowed"):
+        P.decode_binary(struct.pack("!HHf", 1, 0, math.nan), SqlType("vector"))
+
+
+@given(st.lists(st.one_of(st.none(), st.decimals(allow_nan=False, allow_infinity=False,
+                                                  places=2, min_value=-10**7,
+                                                  max_value=10**7))))
+def test_numeric_round_trip(values):
+    t = SqlType.of("numeric", 10, 2)
+    values = [None if v is None else v.quantize(decimal.Decimal("0.01")) for v in values]
+    for fmt in (P.TEXT, P.BINARY):
+        assert round_trip(values, t, fmt) == values
+
+
+@pytest.mark.parametrize("text, wire", [
+    ("1.5", "0002 0000 0000 0001 0001 1388"),
+    ("-123456.789", "0003 0001 4000 0003 000c 0d80 1ed2"),
+    ("0.0001", "0001 ffff 0000 0004 0001"),
+    ("0", "0000 0000 0000 0000"),
+    ("NaN", "0000 0000 c000 0000"),
+])
+def test_numeric_binary_is_postgres_base_10000(text, wire):
+    data = bytes.fromhex(wire.replace(" ", ""))
+    assert P.encode_numeric(decimal.Decimal(text)) == data
+    assert str(P.decode_numeric(data)) == text
+
+
+def test_unconstrained_numeric_prints_without_padding():
+    t = SqlType("numeric")
+    assert encode([decimal.Decimal("1.5"), decimal.Decimal(2)], t, P.TEXT) == [b"1.5", b"2"]
+    (cell,) = encode([decimal.Decimal("1.5")], t, P.BINARY)
+    assert P.decode_numeric(cell) == decimal.Decimal("1.5")
+
+
+@given(st.lists(st.one_of(st.none(), st.dates(dt.date(1, 1, 1), dt.date(9999, 12, 31)))))
+def test_dates_round_trip(values):
+    for fmt in (P.TEXT, P.BINARY):
+        assert round_trip(values, SqlType("date"), fmt) == values
+
+
+@given(st.lists(st.one_of(st.none(), st.datetimes(dt.datetime(1900, 1, 1),
+                                                  dt.datetime(2200, 1, 1)))))
+def test_timestamps_round_trip(values):
+    for fmt in (P.TEXT, P.BINARY):
+        assert round_trip(values, SqlType("timestamp"), fmt) == values
+    aware = [None if v is None else v.replace(tzinfo=dt.timezone.utc) for v in values]
+    for fmt in (P.TEXT, P.BINARY):
+        assert round_trip(aware, SqlType("timestamptz"), fmt) == aware
+
+
+def test_timestamp_text_layout():
+    t = SqlType("timestamptz")
+    values = [dt.datetime(2024, 1, 2, 3, 4, 5, 120000, tzinfo=dt.timezone.utc),
+              dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)]
+    assert encode(values, t, P.TEXT) == [b"2024-01-02 03:04:05.12+00", b"2024-01-02 00:00:00+00"]
+    assert struct.unpack("!q", encode(values[1:], t, P.BINARY)[0])[0] == \
+        (dt.datetime(2024, 1, 2) - dt.datetime(2000, 1, 1)) // dt.timedelta(microseconds=1)
+
+
+def test_scalar_types_both_formats():
+    cases = [
+        (SqlType("bool"), [True, False, None]),
+        (SqlType("text"), ["", "é ✓", None]),
+        (SqlType("varchar", 14), ["abc", None]),
+        (SqlType("bytea"), [b"\x00\xff", b"", None]),
+        (SqlType("time"), [dt.time(12, 30, 1, 5), None]),
+        (SqlType("uuid"), [str(uuid.UUID(int=7)), None]),
+        (SqlType("json"), ['{"a": [1, 2]}', None]),
+        (SqlType("jsonb"), ['{"a": [1, 2]}', None]),
+        (SqlType("interval"), [pa.MonthDayNano([14, 3, 3_600_000_000_000]), None]),
+        (SqlType("_int4"), [[1, None, 3], [], None]),
+        (SqlType("_text"), [["a", "b c", None, ""], None]),
+    ]
+    for t, values in cases:
+        for fmt in (P.TEXT, P.BINARY):
+            assert round_trip(values, t, fmt) == values, (t, fmt)
+
+
+def test_text_outputs():
+    assert encode([True, False], SqlType("bool"), P.TEXT) == [b"t", b"f"]
+    assert encode([b"\x01\xab"], SqlType("bytea"), P.TEXT) == [b"\\x01ab"]
+    assert encode([[1, None]], SqlType("_int4"), P.TEXT) == [b"{1,NULL}"]
+    assert encode([["a b", ""]], SqlType("_text"), P.TEXT) == [b'{"a b",""}']
+    assert encode([pa.MonthDayNano([0, 1, 0])], SqlType("interval"), P.TEXT) == [b"1 day"]
+    assert P.encode_binary('{"a":1}', SqlType("jsonb"))[:1] == b"\x01"
+
+
+def test_bad_binary_parameters():
+    with pytest.raises(SqlVecError) as info:
+        P.decode_param(b"\x00\x01", SqlType("int4"), P.BINARY)
+    assert info.value.sqlstate == "22P03"
+    with pytest.raises(SqlVecError, match="jsonb version"):
+        P.decode_param(b"\x02{}", SqlType("jsonb"), P.BINARY)
+    with pytest.raises(SqlVecError) as info:
+        P.decode_param(b"abc", SqlType("int4"), P.TEXT)
+    assert info.value.sqlstate == "22P02"
+    with pytest.raises(SqlVecError) as info:
+        P.decode_param(b"\xff", SqlType("text"), P.TEXT)
+    assert info.value.sqlstate == "22021"
+
+
+# Whole columns (COPY FROM) ------------------------------------------------------------------------
+
+
+def test_decode_text_column_fast_paths_and_errors():
+    assert P.decode_text_column(pa.array(["1", None, "3"]), SqlType("int8")).to_pylist() == \
+        [1, None, 3]
+    assert P.decode_text_column(pa.array([" 7"]), SqlType("int4")).to_pylist() == [7]
+    assert P.decode_text_column(pa.array(["on", "F", None]), SqlType("bool")).to_pylist() == \
+        [True, False, None]
+    vectors = P.decode_text_column(pa.array(["[1,2]", None, " [3, 4] "]), SqlType("vector", 2))
+    assert vectors.type == pa.list_(pa.float32(), 2)
+    assert vectors.to_pylist() == [[1, 2], None, [3, 4]]
+    with pytest.raises(P.CellError) as info:
+        P.decode_text_column(pa.array(["1", "2", "x"]), SqlType("int4"))
+    assert info.value.row == 2 and info.value.error.sqlstate == "22P02"
+    with pytest.raises(P.CellError) as info:
+        P.decode_text_column(pa.array(["[1,2]", "[1,2,3]"]), SqlType("vector", 2))
+    assert info.value.row == 1 and "expected 2 dimensions, not 3" in info.value.error.message
+
+
+def _binary_column(values: list[bytes | None]):
+    buf, starts, lengths = b"", [], []
+    for v in values:
+        starts.append(len(buf))
+        lengths.append(-1 if v is None else len(v))
+        buf += v or b""
+    return buf, np.array(starts, np.int64), np.array(lengths, np.int64)
+
+
+@settings(max_examples=30)
+@given(st.lists(st.one_of(st.none(), st.lists(st.floats(-1e3, 1e3, width=32), min_size=4,
+                                                max_size=4)), min_size=1))
+def test_decode_binary_column_vectors(rows):
+    t = SqlType("vector", 4)
+    payloads = [None if r is None else P.encode_binary(r, t) for r in rows]
+    column = P.decode_binary_column(*_binary_column(payloads), t)
+    assert column.to_pylist() == rows
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(-2**63, 2**63 - 1))),
+       st.lists(st.one_of(st.none(), st.text())))
+def test_decode_binary_column_ints_and_text(ints, texts):
+    t8, tt = SqlType("int8"), SqlType("text")
+    column = P.decode_binary_column(*_binary_column(
+        [None if v is None else P.encode_binary(v, t8) for v in ints]), t8)
+    assert column.to_pylist() == ints
+    column = P.decode_binary_column(*_binary_column(
+        [None if v is None else v.encode() for v in texts]), tt)
+    assert column.to_pylist() == texts
+
+
+def test_decode_binary_column_wrong_width():
+    with pytest.raises(P.CellError) as info:
+        P.decode_binary_column(*_binary_column([b"\0\0\0\1", b"\0\1"]), SqlType("int4"))
+    assert info.value.row == 1 and info.value.error.sqlstate == "22P03"

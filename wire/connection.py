@@ -1,0 +1,956 @@
+"""One client connection: an explicit state machine over the protocol's phases.
+
+    STARTUP ──StartupMessage──▶ AUTH ──password ok──▶ READY ◀──────────────── Sync ─┐
+                                                      │ Query                       │
+                                                      │ Parse/Bind/Describe/Execute ▼
+                                                      ├──────────────────────▶ EXTENDED
+                                                      │ error in EXTENDED ────▶ FAILED
+                                                      │ COPY FROM STDIN ──────▶ COPY_IN
+                                                      └ COPY TO STDOUT ───────▶ COPY_OUT
+
+`dispatch` looks at the state first and the message second. The subtle rule is the one for
+errors in the extended protocol, quoted from the PostgreSQL documentation (55.2.3): "When an
+error is detected while processing any extended-query message, the backend issues
+ErrorResponse, then reads and discards messages until a Sync is reached, then issues
+ReadyForQuery and returns to normal message processing." That is the FAILED state.
+
+Engine work never runs on the event loop: every Session call goes to the server's thread pool
+(`call`), and so does encoding of result rows, so a long query or a large result on one
+connection does not stall the others. A session is used by one thread at a time (this
+connection's), and `Session.cancel` is the only call made from elsewhere (CancelRequest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import re
+import secrets
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from sqlvec.catalog.settings import REPORTED
+from sqlvec.errors import (
+    FeatureNotSupported,
+    InFailedTransaction,
+    ProtocolViolation,
+    QueryCanceled,
+    SqlVecError,
+)
+from sqlvec.types import SqlType
+from wire import copy as copy_format
+from wire import pgtypes
+from wire.codec import read_message, read_startup
+from wire.messages import (
+    AUTH_SASL_FINAL,
+    PROTOCOL_3_0,
+    Authentication,
+    BackendKeyData,
+    Bind,
+    BindComplete,
+    CancelRequest,
+    Close,
+    CloseComplete,
+    CommandComplete,
+    CopyData,
+    CopyDone,
+    CopyFail,
+    CopyInResponse,
+    CopyOutResponse,
+    DataRow,
+    Describe,
+    EmptyQueryResponse,
+    ErrorResponse,
+    Execute,
+    FieldDescription,
+    Flush,
+    FunctionCall,
+    GSSENCRequest,
+    Message,
+    NegotiateProtocolVersion,
+    NoData,
+    NoticeResponse,
+    ParameterDescription,
+    ParameterStatus,
+    Parse,
+    ParseComplete,
+    PasswordMessage,
+    PortalSuspended,
+    Query,
+    ReadyForQuery,
+    RowDescription,
+    SSLRequest,
+    StartupMessage,
+    Sync,
+    Terminate,
+    decode_frontend,
+    decode_startup,
+)
+
+if TYPE_CHECKING:
+    from sqlvec.session import PreparedStatement, Result, ResultColumn, Session
+    from wire.server import Server
+
+log = logging.getLogger("sqlvec.wire")
+
+ROWS_PER_CHUNK = 8192  # rows encoded per worker call when streaming a large result
+SEND_BUFFER = 1 << 20  # pending output is handed to the transport beyond this size
+
+
+class ConnectionState(enum.Enum):
+    STARTUP = "startup"  # before StartupMessage (SSLRequest / GSSENCRequest may come first)
+    AUTH = "auth"  # password exchange
+    READY = "ready"  # idle, or running a simple Query
+    EXTENDED = "extended-query"  # inside a Parse/Bind/Describe/Execute batch, before Sync
+    COPY_IN = "copy-in"  # receiving CopyData
+    COPY_OUT = "copy-out"  # sending CopyData
+    FAILED = "failed-skip-until-sync"  # an extended-query error: discard until Sync
+    CLOSED = "closed"
+
+
+@dataclass
+class Statement:
+    """A Parse-d statement: the engine's plan, or a COPY the wire runs itself."""
+
+    sql: str
+    param_oids: tuple[int, ...]
+    prepared: PreparedStatement | None = None
+    copy: copy_format.CopyCommand | None = None
+
+    @property
+    def param_types(self) -> list[SqlType]:
+        return list(self.prepared.param_types) if self.prepared is not None else []
+
+    @property
+    def columns(self) -> list[ResultColumn] | None:
+        return self.prepared.columns if self.prepared is not None else None
+
+
+@dataclass
+class Portal:
+    """A bound statement; keeps its result and how far Execute has sent it."""
+
+    statement: Statement
+    params: list
+    codes: tuple[int, ...]  # result format codes as bound (none, one for all, or per column)
+    result: Result | None = None
+    offset: int = 0
+
+    def formats(self, columns: list[ResultColumn] | None) -> list[int]:
+        n = len(columns or [])
+        if len(self.codes) not in (0, 1, n):
+            return [pgtypes.TEXT] * n  # Bind checked the count against the statement
+        return _result_formats(self.codes, n)
+
+
+@dataclass
+class CopyIn:
+    """A COPY FROM STDIN receiving data; `failure` is set by CopyFail or a stray message."""
+
+    command: copy_format.CopyCommand
+    columns: list[copy_format.Column]
+    resume: ConnectionState
+    chunks: list[bytes] = field(default_factory=list)
+    failure: SqlVecError | None = None
+
+
+class Closed(Exception):
+    """The connection is over (Terminate, a fatal error, or the server shutting down)."""
+
+
+# The client went away: these end the connection, they are never reported to it. (Not every
+# OSError: one raised by the engine, such as a full disk, is an error to report.)
+GONE = (Closed, asyncio.IncompleteReadError, ConnectionError, ssl.SSLError)
+
+
+_DEALLOCATE = re.compile(r"^\s*deallocate\s+(?:prepare\s+)?(\"(?:[^\"]|\"\")*\"|\w+)\s*;?\s*$",
+                         re.I | re.S)
+_DISCARD_ALL = re.compile(r"^\s*discard\s+all\s*;?\s*$", re.I)
+_NOTICE_CODES = {
+    "there is no transaction in progress": "25P01",
+    "there is already a transaction in progress": "25001",
+}
+
+
+def _result_formats(codes: tuple[int, ...], ncols: int) -> list[int]:
+    if not codes:
+        return [pgtypes.TEXT] * ncols
+    if len(codes) == 1:
+        return [codes[0]] * ncols
+    if len(codes) != ncols:
+        raise SqlVecError(f"bind message has {len(codes)} result formats but query has "
+                          f"{ncols} columns", sqlstate="08P01")
+    return list(codes)
+
+
+def row_description(columns: list[ResultColumn], formats: list[int]) -> RowDescription:
+    return RowDescription(tuple(
+        FieldDescription(c.name, c.table_oid, c.attnum, c.type.oid, pgtypes.typlen(c.type),
+                         c.type.typmod, fmt)
+        for c, fmt in zip(columns, formats)))
+
+
+def error_response(exc: BaseException) -> ErrorResponse:
+    """ErrorResponse fields from an engine error (a COPY data error adds its CONTEXT line);
+    anything else is an internal error (XX000) with a one-line message, its traceback going
+    to the server log only."""
+    if isinstance(exc, SqlVecError):
+        context = exc.context(exc.label) if isinstance(exc, copy_format.CopyDataError) else None
+        return ErrorResponse.build(exc.severity, exc.sqlstate, exc.message, detail=exc.detail,
+                                   hint=exc.hint, position=exc.position, context=context)
+    log.error("internal error", exc_info=exc)
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    message = f"internal error: {type(exc).__name__}" + (f": {text}" if text else "")
+    return ErrorResponse.build("ERROR", "XX000", message)
+
+
+def notice_response(text: str) -> NoticeResponse:
+    severity, sep, message = text.partition(": ")
+    if not sep or severity not in ("NOTICE", "WARNING", "INFO", "DEBUG", "LOG"):
+        severity, message = "NOTICE", text
+    code = _NOTICE_CODES.get(message, "01000" if severity == "WARNING" else "00000")
+    if "already exists, skipping" in message:
+        code = "42P07"
+    return NoticeResponse.build(severity, code, message)
+
+
+class Connection:
+    """The protocol state of one client; `serve()` runs it to the end."""
+
+    def __init__(self, server: Server, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.state = ConnectionState.STARTUP
+        self.session: Session | None = None
+        self.statements: dict[str, Statement] = {}
+        self.portals: dict[str, Portal] = {}
+        self.copy: CopyIn | None = None
+        self.pid = 0
+        self.secret = b""
+        self.tls = False
+        self.peer = writer.get_extra_info("peername")
+        self.task: asyncio.Task | None = None
+        self.busy = False  # an engine call is running in a worker thread
+        self.reading = False  # waiting for the client
+        self.stopping = False
+        self._out = bytearray()
+
+    # Lifecycle ------------------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        self.task = asyncio.current_task()
+        try:
+            if await self._startup():
+                while self.state is not ConnectionState.CLOSED:
+                    if self.stopping:
+                        raise asyncio.CancelledError
+                    type_byte, body = await self._read()
+                    await self.dispatch(decode_frontend(type_byte, body))
+        except asyncio.CancelledError:
+            await self._fatal(SqlVecError("terminating connection due to administrator command",
+                                          sqlstate="57P01"))
+        except (*GONE, OSError):
+            pass  # Terminate, or the client went away
+        except SqlVecError as exc:  # protocol violations, authentication failures
+            await self._fatal(exc)
+        except Exception as exc:  # a bug of ours: report it once, never the traceback
+            log.exception("connection %s failed", self.peer)
+            await self._fatal(SqlVecError(f"internal error: {type(exc).__name__}"))
+        finally:
+            await self._release()
+
+    def stop(self) -> None:
+        """Server shutdown: end after the current message (at once when idle)."""
+        self.stopping = True
+        if self.reading and self.task is not None:
+            self.task.cancel()
+
+    async def _release(self) -> None:
+        self.state = ConnectionState.CLOSED
+        self.server.unregister(self)
+        session, self.session = self.session, None
+        if session is not None:
+            try:
+                await self.call(session.close)
+            except Exception:  # closing must not raise on the way out
+                log.exception("closing session failed")
+        try:
+            self.writer.close()
+        except Exception:  # the transport may already be gone
+            pass
+
+    async def _fatal(self, exc: SqlVecError) -> None:
+        """The last words of a connection: an ErrorResponse of severity FATAL."""
+        response = ErrorResponse.build("FATAL", exc.sqlstate, exc.message, detail=exc.detail,
+                                       hint=exc.hint)
+        try:
+            self.send(response)
+            await asyncio.wait_for(self.flush(), timeout=1.0)
+        except Exception:  # best effort: the peer may be gone
+            pass
+
+    # I/O --------------------------------------------------------------------------------------
+
+    async def _read(self) -> tuple[bytes, bytes]:
+        self.reading = True
+        try:
+            return await read_message(self.reader.readexactly, self.server.max_message_size)
+        finally:
+            self.reading = False
+
+    def send(self, *messages: Message) -> None:
+        for message in messages:
+            self._out += message.encode()
+        if len(self._out) > SEND_BUFFER:
+            self.writer.write(bytes(self._out))
+            self._out.clear()
+
+    def send_raw(self, data: bytes) -> None:
+        """Already-framed messages (a batch of DataRows or CopyData)."""
+        if len(data) < SEND_BUFFER:
+            self._out += data
+            if len(self._out) <= SEND_BUFFER:
+                return
+            data = b""
+        if self._out:
+            self.writer.write(bytes(self._out))
+            self._out.clear()
+        if data:
+            self.writer.write(data)  # large: handed over as is, not copied into the buffer
+
+    async def flush(self) -> None:
+        if self._out:
+            self.writer.write(bytes(self._out))
+            self._out.clear()
+        await self.writer.drain()
+
+    async def call(self, fn: Callable, *args: Any) -> Any:
+        """Run engine work on the server's thread pool."""
+        self.busy = True
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.server.executor, fn, *args)
+        finally:
+            self.busy = False
+
+    # Startup and authentication --------------------------------------------------------------
+
+    async def _startup(self) -> bool:
+        """SSL/GSS negotiation, StartupMessage, authentication, session; False if the
+        connection only carried a CancelRequest."""
+        for _ in range(4):
+            packet = decode_startup(await read_startup(self.reader.readexactly))
+            if isinstance(packet, SSLRequest):
+                context = self.server.ssl_context
+                if context is None or self.tls:
+                    self.writer.write(b"N")
+                    continue
+                self.writer.write(b"S")
+                await self.writer.drain()
+                await self.writer.start_tls(context)
+                self.tls = True
+                continue
+            if isinstance(packet, GSSENCRequest):
+                self.writer.write(b"N")
+                continue
+            if isinstance(packet, CancelRequest):
+                self.server.cancel(packet.pid, packet.secret)
+                return False
+            break
+        else:
+            raise ProtocolViolation("too many negotiation requests in startup")
+        assert isinstance(packet, StartupMessage)
+        await self._on_startup(packet)
+        return True
+
+    async def _on_startup(self, startup: StartupMessage) -> None:
+        major, minor = startup.version >> 16, startup.version & 0xFFFF
+        if major != 3:
+            raise FeatureNotSupported(
+                f"unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0")
+        params = dict(startup.parameters)
+        unrecognized = tuple(sorted(k for k in params if k.startswith("_pq_.")))
+        if minor > 0 or unrecognized:
+            # Newer minor versions (3.2: longer cancel keys) are answered with 3.0.
+            self.send(NegotiateProtocolVersion(PROTOCOL_3_0 & 0xFFFF, unrecognized))
+        user = params.pop("user", "")
+        if not user:
+            raise SqlVecError("no PostgreSQL user name specified in startup packet",
+                              sqlstate="28000")
+        database = params.pop("database", "") or user
+        if params.pop("replication", "false").lower() not in ("false", "0", "off", "no"):
+            raise FeatureNotSupported("replication connections are not supported")
+        settings = _parse_options(params.pop("options", ""))
+        for name, value in params.items():
+            if not name.startswith("_pq_."):
+                settings.setdefault(name, value)
+        self.state = ConnectionState.AUTH
+        await self._authenticate(user)
+        self.send(Authentication.ok())
+        self.session = await self.call(self._open_session, database, user, settings)
+        self.pid = self.session.pid
+        self.secret = secrets.token_bytes(4)
+        self.server.register(self)
+        for name in sorted(REPORTED):
+            self.send(ParameterStatus(name, self.session.settings.get(name, "")))
+        self.send(BackendKeyData(self.pid, self.secret))
+        self.state = ConnectionState.READY
+        self.send(ReadyForQuery(self.session.transaction_status))
+        await self.flush()
+        log.debug("connection from %s: user %s, database %s, application %r, TLS %s",
+                  self.peer, user, database, settings.get("application_name", ""),
+                  "on" if self.tls else "off")
+
+    async def _authenticate(self, user: str) -> None:
+        authenticator = self.server.auth.authenticator(user)
+        challenge = authenticator.start()
+        while challenge is not None:
+            self.send(challenge)
+            if challenge.code == AUTH_SASL_FINAL:
+                return
+            await self.flush()
+            type_byte, body = await self._read()
+            message = decode_frontend(type_byte, body)
+            if not isinstance(message, PasswordMessage):
+                raise ProtocolViolation(f"expected password response, got message type "
+                                        f"{type_byte.decode('latin-1')!r}")
+            challenge = authenticator.step(message)
+
+    def _open_session(self, database: str, user: str, settings: dict[str, str]) -> Session:
+        session = self.server.database.connect(database, user)
+        try:
+            for name, value in settings.items():
+                session.set(name, value)
+        except SqlVecError:
+            session.close()
+            raise
+        session.drain_changed_settings()
+        return session
+
+    # Dispatch: state first, then message -----------------------------------------------------
+
+    async def dispatch(self, message: Message) -> None:
+        state = self.state
+        if state in (ConnectionState.READY, ConnectionState.EXTENDED):
+            await self._in_ready(message)
+        elif state is ConnectionState.FAILED:
+            await self._in_failed(message)
+        elif state is ConnectionState.COPY_IN:
+            await self._in_copy_in(message)
+        else:
+            raise ProtocolViolation(f"unexpected message in state {state.value}")
+
+    async def _in_ready(self, message: Message) -> None:
+        handler = self._READY_HANDLERS.get(type(message))
+        if handler is None:
+            if isinstance(message, (CopyData, CopyDone, CopyFail)):
+                return  # the tail of a COPY that already failed: ignored, as PostgreSQL does
+            raise ProtocolViolation(f"invalid frontend message type {message.TYPE!r} "
+                                    "in this state")
+        if type(message) in _EXTENDED:
+            self.state = ConnectionState.EXTENDED
+            try:
+                await handler(self, message)
+            except SqlVecError as exc:
+                if exc.severity == "FATAL":
+                    raise
+                await self._extended_error(error_response(exc))
+            except GONE:
+                raise
+            except Exception as exc:
+                await self._extended_error(error_response(exc))
+            return
+        await handler(self, message)
+
+    async def _extended_error(self, response: ErrorResponse) -> None:
+        """Report an extended-query error at once (the client may be waiting on a Flush
+        rather than a Sync) and skip until Sync."""
+        self.send(response)
+        self.state = ConnectionState.FAILED
+        await self.flush()
+
+    async def _in_failed(self, message: Message) -> None:
+        if isinstance(message, Sync):
+            await self.on_sync(message)
+        elif isinstance(message, Terminate):
+            await self.on_terminate(message)
+        # everything else is discarded until Sync
+
+    async def _in_copy_in(self, message: Message) -> None:
+        copy = self.copy
+        assert copy is not None
+        if isinstance(message, CopyData):
+            copy.chunks.append(message.data)
+        elif isinstance(message, CopyDone):
+            self.state = copy.resume
+        elif isinstance(message, CopyFail):
+            copy.failure = QueryCanceled(f"COPY from stdin failed: {message.message}")
+            self.state = copy.resume
+        elif isinstance(message, (Flush, Sync)):
+            pass  # ignored during COPY IN (protocol docs, 55.2.6)
+        elif isinstance(message, Terminate):
+            raise Closed
+        else:
+            copy.failure = SqlVecError(
+                f"unexpected message type 0x{message.TYPE[0]:02X} during COPY from stdin",
+                sqlstate="08P01")
+            self.state = copy.resume
+
+    # Simple query ------------------------------------------------------------------------------
+
+    async def on_query(self, message: Query) -> None:
+        self.state = ConnectionState.READY
+        self.statements.pop("", None)
+        self.portals.pop("", None)
+        pieces = copy_format.split_with_offsets(message.sql)
+        if not pieces:
+            self.send(EmptyQueryResponse())
+        for offset, text in pieces:
+            try:
+                await self._simple_statement(text)
+            except SqlVecError as exc:
+                if exc.severity == "FATAL":
+                    raise
+                if exc.position:
+                    exc.position += offset
+                self.send(error_response(exc))
+                break
+            except GONE:
+                raise
+            except Exception as exc:
+                self.send(error_response(exc))
+                break
+        self._end_of_command()
+        self.send(ReadyForQuery(self._status()))
+        await self.flush()
+
+    async def _simple_statement(self, text: str) -> None:
+        word = copy_format.first_word(text)
+        if word == "copy":
+            tag = await self._copy(copy_format.parse_copy(text), simple=True)
+            self.send(CommandComplete(tag))
+            return
+        if word in ("deallocate", "discard"):
+            tag = self._intercept(text)
+            if tag is not None:
+                self.send(CommandComplete(tag))
+                return
+        results, changed = await self.call(self._execute_all, text)
+        for result in results:
+            await self._send_result(result, None, 0)
+        self._send_settings(changed)
+
+    def _execute_all(self, text: str) -> tuple[list[Result], dict[str, str]]:
+        session = self.session
+        assert session is not None
+        try:
+            return list(session.execute(text)), session.drain_changed_settings()
+        except BaseException:
+            session.drain_changed_settings()
+            raise
+
+    def _intercept(self, text: str) -> str | None:
+        """DEALLOCATE and DISCARD ALL also apply to protocol-level prepared statements (one
+        namespace with SQL-level PREPARE, as in PostgreSQL)."""
+        if _DISCARD_ALL.match(text):
+            self.statements.clear()
+            self.portals.clear()
+            return None  # the session resets its settings and SQL-level statements
+        m = _DEALLOCATE.match(text)
+        if m is None:
+            return None
+        name = m.group(1)
+        if name.lower() == "all":
+            self.statements.clear()
+            return None
+        name = name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+        if name in self.statements:
+            del self.statements[name]
+            return "DEALLOCATE"
+        return None
+
+    async def _send_result(self, result: Result, formats: list[int] | None, limit: int,
+                           portal: Portal | None = None) -> bool:
+        """Send a result (from `portal.offset` when resuming): RowDescription for the simple
+        protocol, DataRows, then CommandComplete, or PortalSuspended when `limit` rows went
+        out and more remain. Returns True when suspended."""
+        for notice in result.notices:
+            self.send(notice_response(notice))
+        result.notices = []
+        if result.tag == "EMPTY":
+            self.send(EmptyQueryResponse())
+            return False
+        columns = result.columns
+        if columns is None:
+            self.send(CommandComplete(result.tag))
+            return False
+        if formats is None:
+            formats = [pgtypes.TEXT] * len(columns)
+            self.send(row_description(columns, formats))
+        table = result.table if result.table is not None else pa.table(
+            {c.name: pa.array([], c.type.to_arrow()) for c in columns})
+        start = portal.offset if portal is not None else 0
+        stop = table.num_rows if limit <= 0 else min(table.num_rows, start + limit)
+        types = [c.type for c in columns]
+        digits = self._float_digits()
+        position = start
+        while position < stop:
+            end = min(stop, position + ROWS_PER_CHUNK)
+            data = await self.call(_encode_rows, table, types, formats, digits, position, end)
+            self.send_raw(data)
+            if end < stop:
+                await self.flush()
+            position = end
+        sent = stop - start
+        if portal is not None:
+            portal.offset = stop
+            if stop < table.num_rows:
+                self.send(PortalSuspended())
+                return True
+        tag = result.tag
+        if portal is not None and tag.startswith("SELECT ") and (limit > 0 or start > 0):
+            tag = f"SELECT {sent}"
+        self.send(CommandComplete(tag))
+        return False
+
+    def _float_digits(self) -> int:
+        try:
+            return int(self.session.settings.get("extra_float_digits", "1"))  # type: ignore
+        except ValueError:
+            return 1
+
+    def _send_settings(self, changed: dict[str, str]) -> None:
+        for name, value in changed.items():
+            self.send(ParameterStatus(name, value))
+
+    def _status(self) -> str:
+        return self.session.transaction_status if self.session is not None else "I"
+
+    def _end_of_command(self) -> None:
+        """Portals live until their transaction ends; outside a block that is now."""
+        if self._status() == "I":
+            self.portals.clear()
+
+    # Extended query ---------------------------------------------------------------------------
+
+    async def on_parse(self, message: Parse) -> None:
+        if message.name and message.name in self.statements:
+            raise SqlVecError(f'prepared statement "{message.name}" already exists',
+                              sqlstate="42P05")
+        pieces = copy_format.split_with_offsets(message.sql)
+        if len(pieces) > 1:
+            raise SqlVecError("cannot insert multiple commands into a prepared statement",
+                              sqlstate="42601")
+        if pieces and copy_format.first_word(pieces[0][1]) == "copy":
+            statement = Statement(message.sql, message.param_oids,
+                                  copy=copy_format.parse_copy(pieces[0][1]))
+        else:
+            prepared = await self.call(self.session.prepare,  # type: ignore[union-attr]
+                                       message.sql, list(message.param_oids))
+            statement = Statement(message.sql, message.param_oids, prepared)
+        self.statements[message.name] = statement
+        self.send(ParseComplete())
+
+    async def on_bind(self, message: Bind) -> None:
+        statement = self.statements.get(message.statement)
+        if statement is None:
+            raise SqlVecError(f'prepared statement "{message.statement}" does not exist',
+                              sqlstate="26000")
+        if message.portal and message.portal in self.portals:
+            raise SqlVecError(f'portal "{message.portal}" already exists', sqlstate="42P03")
+        types = statement.param_types
+        if len(message.params) != len(types):
+            raise SqlVecError(
+                f"bind message supplies {len(message.params)} parameters, but prepared "
+                f'statement "{message.statement}" requires {len(types)}', sqlstate="08P01")
+        codes = message.param_formats
+        if len(codes) not in (0, 1, len(types)):
+            raise SqlVecError(f"bind message has {len(codes)} parameter formats but "
+                              f"{len(types)} parameters", sqlstate="08P01")
+        params = []
+        for i, (data, t) in enumerate(zip(message.params, types)):
+            fmt = codes[i] if len(codes) > 1 else (codes[0] if codes else pgtypes.TEXT)
+            try:
+                params.append(pgtypes.decode_param(data, t, fmt))
+            except SqlVecError as exc:
+                if exc.sqlstate == "22P03":
+                    exc.message = f"incorrect binary data format in bind parameter {i + 1}"
+                raise
+        _result_formats(message.result_formats, len(statement.columns or []))  # validates
+        self.portals[message.portal] = Portal(statement, params, message.result_formats)
+        self.send(BindComplete())
+
+    async def on_describe(self, message: Describe) -> None:
+        if message.kind == "S":
+            statement = self.statements.get(message.name)
+            if statement is None:
+                raise SqlVecError(f'prepared statement "{message.name}" does not exist',
+                                  sqlstate="26000")
+            self.send(ParameterDescription(tuple(t.oid for t in statement.param_types)))
+            columns = statement.columns
+            formats = [pgtypes.TEXT] * len(columns or [])
+        else:
+            portal = self.portals.get(message.name)
+            if portal is not None:
+                columns = portal.statement.columns
+                formats = portal.formats(columns)
+            else:  # a cursor opened with DECLARE is a portal too (psycopg's named cursors)
+                columns = await self.call(self._cursor_columns, message.name)
+                formats = [pgtypes.TEXT] * len(columns)
+        self.send(row_description(columns, formats) if columns is not None else NoData())
+
+    def _cursor_columns(self, name: str) -> list[ResultColumn]:
+        quoted = '"' + name.replace('"', '""') + '"'
+        prepared = self.session.prepare(f"FETCH FORWARD 0 FROM {quoted}")  # type: ignore
+        if prepared.columns is None:
+            raise SqlVecError(f'portal "{name}" does not exist', sqlstate="34000")
+        return prepared.columns
+
+    async def on_execute(self, message: Execute) -> None:
+        portal = self.portals.get(message.portal)
+        if portal is None:
+            raise SqlVecError(f'portal "{message.portal}" does not exist', sqlstate="34000")
+        statement = portal.statement
+        if statement.copy is not None:
+            self.send(CommandComplete(await self._copy(statement.copy, simple=False)))
+            return
+        if portal.result is None:
+            text = statement.sql
+            word = copy_format.first_word(text)
+            if word in ("deallocate", "discard"):
+                tag = self._intercept(text)
+                if tag is not None:
+                    portal.result = _done(tag)
+            if portal.result is None:
+                portal.result, changed = await self.call(self._run_portal, portal)
+                self._send_settings(changed)
+        await self._send_result(portal.result, portal.formats(portal.result.columns),
+                                message.max_rows, portal)
+
+    def _run_portal(self, portal: Portal) -> tuple[Result, dict[str, str]]:
+        session = self.session
+        assert session is not None
+        statement = portal.statement
+        try:
+            # prepare() is a cache lookup unless the catalog changed since Parse: then the
+            # statement is planned again, as PostgreSQL re-plans after DDL.
+            prepared = session.prepare(statement.sql, list(statement.param_oids))
+            statement.prepared = prepared
+            result = session.run(prepared, portal.params)
+            return result, session.drain_changed_settings()
+        except BaseException:
+            session.drain_changed_settings()
+            raise
+
+    async def on_close(self, message: Close) -> None:
+        if message.kind == "S":
+            self.statements.pop(message.name, None)
+        else:
+            self.portals.pop(message.name, None)
+        self.send(CloseComplete())
+
+    async def on_flush(self, message: Flush) -> None:
+        await self.flush()
+
+    async def on_sync(self, message: Sync) -> None:
+        self.state = ConnectionState.READY
+        self._end_of_command()
+        self.send(ReadyForQuery(self._status()))
+        await self.flush()
+
+    async def on_terminate(self, message: Terminate) -> None:
+        self.state = ConnectionState.CLOSED
+        raise Closed
+
+    async def on_function_call(self, message: FunctionCall) -> None:
+        self.send(error_response(FeatureNotSupported("function call messages are not supported")))
+        self.send(ReadyForQuery(self._status()))
+        await self.flush()
+
+    # COPY --------------------------------------------------------------------------------------
+
+    async def _copy(self, command: copy_format.CopyCommand, simple: bool) -> str:
+        if self._status() == "E":
+            raise InFailedTransaction("current transaction is aborted, commands ignored until "
+                                      "end of transaction block")
+        if command.direction == "to":
+            return await self._copy_out(command)
+        return await self._copy_in(command, simple)
+
+    async def _copy_in(self, command: copy_format.CopyCommand, simple: bool) -> str:
+        session = self.session
+        assert session is not None
+        prepared = await self.call(session.prepare, command.select_sql())
+        columns = [copy_format.Column(c.name, c.type) for c in prepared.columns]
+        copy_in = getattr(session, "copy_in", None)
+        if copy_in is None:
+            raise FeatureNotSupported("COPY FROM STDIN is not available in this build")
+        fmt = 1 if command.options.format == "binary" else 0
+        resume = ConnectionState.READY if simple else ConnectionState.EXTENDED
+        self.copy = CopyIn(command, columns, resume)
+        self.send(CopyInResponse(fmt, tuple([fmt] * len(columns))))
+        await self.flush()
+        self.state = ConnectionState.COPY_IN
+        started = time.perf_counter()
+        try:
+            while self.state is ConnectionState.COPY_IN:
+                type_byte, body = await self._read()
+                await self.dispatch(decode_frontend(type_byte, body))
+        except BaseException:
+            self.state = resume
+            raise
+        copy, self.copy = self.copy, None
+        if copy.failure is not None:
+            raise copy.failure
+        received = time.perf_counter()
+        data = b"".join(copy.chunks)
+        copy.chunks.clear()
+        names = None if command.columns is None else [c.name for c in columns]
+        count, decoded = await self.call(self._copy_rows, command, columns, data, names)
+        log.debug("COPY %s: %d rows, %d bytes received in %.3fs, decoded in %.3fs, stored in "
+                  "%.3fs", command.label, count, len(data), received - started,
+                  decoded - received, time.perf_counter() - decoded)
+        return f"COPY {count}"
+
+    def _copy_rows(self, command: copy_format.CopyCommand, columns: list[copy_format.Column],
+                   data: bytes, names: list[str] | None) -> tuple[int, float]:
+        session = self.session
+        assert session is not None
+        try:
+            rows = copy_format.decode(data, command.options, columns)
+        except copy_format.CopyDataError as exc:
+            exc.label = command.label
+            raise
+        decoded = time.perf_counter()
+        count = session.copy_in(command.table_name, names, rows)  # type: ignore[attr-defined]
+        return count, decoded
+
+    async def _copy_out(self, command: copy_format.CopyCommand) -> str:
+        session = self.session
+        assert session is not None
+        options = command.options
+        result, changed = await self.call(self._run_copy_query, command)
+        self._send_settings(changed)
+        columns = result.columns or []
+        table = result.table if result.table is not None else pa.table({})
+        fmt = 1 if options.format == "binary" else 0
+        self.state = ConnectionState.COPY_OUT
+        try:
+            self.send(CopyOutResponse(fmt, tuple([fmt] * len(columns))))
+            if options.header and options.format != "binary":
+                self.send_raw(copy_format.header_line([c.name for c in columns], options))
+            types = [c.type for c in columns]
+            digits = self._float_digits()
+            n = table.num_rows
+            if options.format == "binary" and n == 0:
+                self.send_raw(copy_format.copy_data(copy_format.BINARY_HEADER
+                                                    + copy_format.BINARY_TRAILER))
+            for start in range(0, n, ROWS_PER_CHUNK):
+                chunk = table.slice(start, ROWS_PER_CHUNK)
+                prefix = copy_format.BINARY_HEADER if options.format == "binary" and start == 0 \
+                    else b""
+                data = await self.call(copy_format.encode_rows, chunk, types, options, digits,
+                                       prefix)
+                self.send_raw(data)
+                await self.flush()
+            if options.format == "binary" and n:
+                self.send_raw(copy_format.copy_data(copy_format.BINARY_TRAILER))
+            self.send(CopyDone())
+        finally:
+            self.state = ConnectionState.READY
+        return f"COPY {table.num_rows}"
+
+    def _run_copy_query(self, command: copy_format.CopyCommand) -> tuple[Result, dict[str, str]]:
+        session = self.session
+        assert session is not None
+        try:
+            prepared = session.prepare(command.select_sql())
+            if prepared.columns is None:
+                raise FeatureNotSupported("COPY query must return rows")
+            return session.run(prepared, []), session.drain_changed_settings()
+        except BaseException:
+            session.drain_changed_settings()
+            raise
+
+    _READY_HANDLERS: dict[type, Callable] = {}
+
+
+Connection._READY_HANDLERS = {
+    Query: Connection.on_query,
+    Parse: Connection.on_parse,
+    Bind: Connection.on_bind,
+    Describe: Connection.on_describe,
+    Execute: Connection.on_execute,
+    Close: Connection.on_close,
+    Flush: Connection.on_flush,
+    Sync: Connection.on_sync,
+    Terminate: Connection.on_terminate,
+    FunctionCall: Connection.on_function_call,
+}
+
+
+_EXTENDED = (Parse, Bind, Describe, Execute, Close, Flush)
+
+
+def _done(tag: str) -> Result:
+    from sqlvec.session import Result
+
+    return Result(tag)
+
+
+def _encode_rows(table: pa.Table, types: list[SqlType], formats: list[int], float_digits: int,
+                 start: int, stop: int) -> bytes:
+    """DataRows for rows [start, stop) of a result (runs on a worker thread)."""
+    chunk = table.slice(start, stop - start)
+    cells = [pgtypes.encode_cells(chunk.column(i), t, fmt, float_digits)
+             for i, (t, fmt) in enumerate(zip(types, formats))]
+    return DataRow.encode_batch(cells, chunk.num_rows)
+
+
+def _parse_options(text: str) -> dict[str, str]:
+    """The startup `options` parameter: `-c name=value` and `--name=value`, where a backslash
+    escapes the next character (so values may hold spaces)."""
+    words, current, escape = [], [], False
+    for ch in text:
+        if escape:
+            current.append(ch)
+            escape = False
+        elif ch == "\\":
+            escape = True
+        elif ch.isspace():
+            if current:
+                words.append("".join(current))
+                current = []
+        else:
+            current.append(ch)
+    if current:
+        words.append("".join(current))
+    settings: dict[str, str] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "-c" and i + 1 < len(words):
+            i += 1
+            word = words[i]
+        elif word.startswith("--"):
+            word = word[2:]
+        elif word.startswith("-c"):
+            word = word[2:]
+        else:
+            raise SqlVecError(f'invalid command-line argument for server process: {word}',
+                                    sqlstate="42601")
+        name, sep, value = word.partition("=")
+        if not sep:
+            raise SqlVecError(f'invalid command-line argument for server process: {word}',
+                              sqlstate="42601")
+        settings[name.replace("-", "_")] = value
+        i += 1
+    return settings

@@ -1,0 +1,764 @@
+"""COPY ... FROM STDIN / TO STDOUT: the statement, and its text, csv and binary data formats.
+
+The engine has no COPY statement; the wire recognises it in the query text (`parse_copy`),
+decodes what the client sends into an Arrow table of the target columns' types and hands it
+to `Session.copy_in`, and for COPY TO runs the query and encodes the rows. Decoding works on
+whole columns, not values: text data is split into lines and fields with Arrow string kernels,
+csv goes through Arrow's csv reader, and binary data is walked once to find each field's offset
+(a NumPy reshape when every row has the same layout, as with numbers and fixed-size vectors).
+Values that do not convert are located by row so the error names the line, as PostgreSQL does:
+
+    ERROR:  invalid input syntax for type integer: "x"
+    CONTEXT:  COPY t, line 3, column id: "x"
+
+Formats (https://www.postgresql.org/docs/current/sql-copy.html#SQL-COPY-FILE-FORMATS):
+- text: one line per row, fields separated by DELIMITER (tab), NULL as `\\N`, backslash
+  escapes (`\\t`, `\\n`, `\\\\`, octal `\\123`, hex `\\x41`), optionally ended by `\\.`.
+- csv: RFC 4180 with QUOTE (`"`), ESCAPE (the quote), DELIMITER (`,`), NULL (unquoted empty),
+  HEADER.
+- binary: signature `PGCOPY\\n\\377\\r\\n\\0`, int32 flags, int32 header-extension length and
+  the extension; per row int16 field count then each field as int32 length (-1 NULL) and the
+  value's binary format; an int16 -1 trailer.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from sqlvec.errors import BadCopyFileFormat, FeatureNotSupported, SqlVecError, SyntaxError_
+from sqlvec.types import SqlType
+from wire import pgtypes
+from wire.codec import concat_binary, fixed_width
+from wire.pgtypes import CellError
+
+BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+BINARY_HEADER = BINARY_SIGNATURE + b"\x00\x00\x00\x00\x00\x00\x00\x00"
+BINARY_TRAILER = b"\xff\xff"
+
+# SQL text ----------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"""
+    (?P<space>\s+|--[^\n]*|/\*.*?\*/)
+  | (?P<string>[eE]?'(?:[^'\\]|''|\\.)*')
+  | (?P<ident>"(?:[^"]|"")*")
+  | (?P<word>[A-Za-z_][A-Za-z_0-9$]*)
+  | (?P<number>[-+]?\d+(?:\.\d+)?)
+  | (?P<punct>[(),.;*])
+""", re.X | re.S)
+
+
+_INTERESTING = re.compile(r"['\"$;]|--|/\*")
+_DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$")
+
+
+def split_with_offsets(sql: str) -> list[tuple[int, str]]:
+    """Split on semicolons outside quotes, dollar quotes and comments: (offset, text) per
+    statement, empty ones (only blanks and comments) dropped."""
+    out, start, i, n = [], 0, 0, len(sql)
+    while True:
+        m = _INTERESTING.search(sql, i)
+        if m is None:
+            break
+        i = m.start()
+        token = m.group(0)
+        if token == ";":
+            out.append((start, sql[start:i]))
+            start = i + 1
+            i += 1
+        elif token == "'":
+            escaped = i > 0 and sql[i - 1] in "eE" and (i < 2 or not _word_char(sql[i - 2]))
+            i = _end_of_string(sql, i + 1, escaped)
+        elif token == '"':
+            end = sql.find('"', i + 1)
+            i = n if end < 0 else end + 1
+        elif token == "--":
+            end = sql.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif token == "/*":
+            end = sql.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        else:  # "$": a dollar quote, unless part of an identifier or a parameter ($1)
+            d = _DOLLAR.match(sql, i)
+            if d and (i == 0 or not _word_char(sql[i - 1])):
+                end = sql.find(d.group(0), d.end())
+                i = n if end < 0 else end + len(d.group(0))
+            else:
+                i += 1
+    out.append((start, sql[start:]))
+    return [(offset, text) for offset, text in out if _strip_comments(text).strip()]
+
+
+def _end_of_string(sql: str, i: int, escaped: bool) -> int:
+    """The index after the quote closing a string literal whose body starts at i ('' is a
+    quote inside; in E'' strings a backslash escapes the next character)."""
+    n = len(sql)
+    while i < n:
+        if escaped:
+            ch = sql[i]
+            if ch == "\\":
+                i += 2
+                continue
+            if ch != "'":
+                i += 1
+                continue
+            j = i
+        else:
+            j = sql.find("'", i)
+            if j < 0:
+                return n
+        if j + 1 < n and sql[j + 1] == "'":
+            i = j + 2
+            continue
+        return j + 1
+    return n
+
+
+def _word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def _strip_comments(sql: str) -> str:
+    return re.sub(r"--[^\n]*|/\*.*?\*/", "", sql, flags=re.S)
+
+
+def first_word(sql: str) -> str:
+    m = re.match(r"\s*([A-Za-z]+)", _strip_comments(sql))
+    return m.group(1).lower() if m else ""
+
+
+@dataclass(frozen=True)
+class CopyOptions:
+    format: str = "text"  # text | csv | binary
+    delimiter: str = "\t"
+    null: str = "\\N"
+    header: bool = False
+    quote: str = '"'
+    escape: str = '"'
+
+
+@dataclass(frozen=True)
+class CopyCommand:
+    """A parsed `COPY table [(columns)] FROM STDIN` or `COPY table|(query) TO STDOUT`."""
+
+    direction: str  # "from" | "to"
+    table: str | None  # as written (quotes kept), None for COPY (query) TO
+    columns: tuple[str, ...] | None  # as written, None when not listed
+    query: str | None
+    options: CopyOptions = field(default_factory=CopyOptions)
+
+    @property
+    def table_name(self) -> str | None:
+        """The table as the engine names it: identifiers unquoted (or folded to lower case),
+        schema-qualified as `schema.table` when written so."""
+        if self.table is None:
+            return None
+        return ".".join(_unquote(part) for part in _split_qualified(self.table))
+
+    @property
+    def label(self) -> str:
+        """What CONTEXT lines name: the table, unquoted."""
+        return _unquote(_split_qualified(self.table)[-1]) if self.table else "query"
+
+    def select_sql(self) -> str:
+        """The query whose rows COPY TO writes, or whose columns COPY FROM fills."""
+        if self.query is not None:
+            return self.query
+        cols = ", ".join(self.columns) if self.columns else "*"
+        return f"SELECT {cols} FROM {self.table}"
+
+
+
+def parse_copy(sql: str) -> CopyCommand:
+    """Parse a COPY statement (modern `WITH (FORMAT csv, ...)` and legacy option spellings)."""
+    text = sql.strip().rstrip(";").strip()
+    tokens = _tokenize(text)
+    pos = 0
+
+    def peek(offset: int = 0) -> tuple[str, str, int]:
+        return tokens[pos + offset] if pos + offset < len(tokens) else ("end", "", len(text))
+
+    def take() -> tuple[str, str, int]:
+        nonlocal pos
+        token = peek()
+        pos += 1
+        return token
+
+    def word() -> str:
+        kind, value, _ = peek()
+        return value.lower() if kind == "word" else ""
+
+    def fail(message: str | None = None) -> SqlVecError:
+        _, value, at = peek()
+        return SyntaxError_(message or f'syntax error at or near "{value}"' if value
+                            else "syntax error at end of input", position=at + 1)
+
+    if word() != "copy":
+        raise fail()
+    take()
+    table = query = None
+    columns = None
+    if peek()[1] == "(":
+        start = peek()[2]
+        depth = 0
+        while True:
+            kind, value, at = take()
+            if kind == "end":
+                raise fail()
+            if value == "(":
+                depth += 1
+            elif value == ")":
+                depth -= 1
+                if depth == 0:
+                    query = text[start + 1:at].strip()
+                    break
+    else:
+        parts = []
+        while True:
+            kind, value, _ = take()
+            if kind not in ("word", "ident"):
+                raise fail()
+            parts.append(value)
+            if peek()[1] != ".":
+                break
+            take()
+        table = ".".join(parts)
+        if peek()[1] == "(":
+            take()
+            names = []
+            while True:
+                kind, value, _ = take()
+                if kind not in ("word", "ident"):
+                    raise fail()
+                names.append(value)
+                sep = take()[1]
+                if sep == ")":
+                    break
+                if sep != ",":
+                    pos -= 1
+                    raise fail()
+            columns = tuple(names)
+    direction = word()
+    if direction not in ("from", "to"):
+        raise fail()
+    take()
+    if query is not None and direction == "from":
+        raise SyntaxError_("COPY (query) FROM is not supported; name a table")
+    target = word()
+    if direction == "from" and target != "stdin" or direction == "to" and target != "stdout":
+        if peek()[0] == "string" or target == "program":
+            raise FeatureNotSupported(
+                f"COPY {direction.upper()} a file or program is not supported; use COPY "
+                f"{direction.upper()} {'STDIN' if direction == 'from' else 'STDOUT'} "
+                "(psql: \\copy)")
+        raise fail()
+    take()
+    options = _parse_options(tokens[pos:], fail)
+    return CopyCommand(direction, table, columns, query, options)
+
+
+def _tokenize(text: str) -> list[tuple[str, str, int]]:
+    tokens, i = [], 0
+    while i < len(text):
+        m = _TOKEN.match(text, i)
+        if m is None:
+            tokens.append(("other", text[i], i))
+            i += 1
+            continue
+        if m.lastgroup != "space":
+            tokens.append((m.lastgroup, m.group(0), i))
+        i = m.end()
+    return tokens
+
+
+def _string_value(token: str) -> str:
+    if token[0] in "eE":
+        body = token[2:-1].replace("''", "'")
+        return body.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    return token[1:-1].replace("''", "'")
+
+
+def _parse_options(tokens: list[tuple[str, str, int]], fail) -> CopyOptions:
+    values: dict[str, object] = {}
+    words = [(k, v) for k, v, _ in tokens]
+    if words and words[0][1].lower() == "with":
+        words = words[1:]
+    if words and words[0][1] == "(":
+        if words[-1][1] != ")":
+            raise fail()
+        items: list[list[tuple[str, str]]] = [[]]
+        for kind, value in words[1:-1]:
+            if value == ",":
+                items.append([])
+            else:
+                items[-1].append((kind, value))
+        for item in items:
+            if not item:
+                raise fail()
+            name = item[0][1].lower()
+            arg = item[1] if len(item) > 1 else None
+            values[name] = _option_value(name, arg)
+    else:
+        i = 0
+        while i < len(words):
+            kind, value = words[i]
+            low = value.lower()
+            if low in ("binary", "csv"):
+                values["format"] = low
+            elif low == "header":
+                values["header"] = True
+            elif low in ("delimiter", "null", "quote", "escape") and i + 1 < len(words):
+                i += 1
+                if words[i][1].lower() == "as" and i + 1 < len(words):
+                    i += 1
+                values[low] = _option_value(low, words[i])
+            elif low in ("oids", "freeze"):
+                pass
+            else:
+                raise FeatureNotSupported(f'COPY option "{value}" is not supported')
+            i += 1
+    fmt = str(values.get("format", "text")).lower()
+    if fmt not in ("text", "csv", "binary"):
+        raise SqlVecError(f'COPY format "{fmt}" not recognized', sqlstate="22023")
+    csv = fmt == "csv"
+    delimiter = str(values.get("delimiter", "," if csv else "\t"))
+    null = str(values.get("null", "" if csv else "\\N"))
+    quote = str(values.get("quote", '"'))
+    escape = str(values.get("escape", quote))
+    if len(delimiter) != 1:
+        raise FeatureNotSupported("COPY delimiter must be a single one-byte character",
+                                  sqlstate="0A000")
+    if not csv and ("quote" in values or "escape" in values):
+        raise FeatureNotSupported("COPY QUOTE and ESCAPE are available only in CSV mode")
+    if fmt == "binary" and ("delimiter" in values or "null" in values):
+        raise SqlVecError("cannot specify DELIMITER or NULL in BINARY mode", sqlstate="42601")
+    header = values.get("header", False)
+    if header == "match":
+        header = True
+    return CopyOptions(fmt, delimiter, null, bool(header), quote, escape)
+
+
+def _option_value(name: str, arg: tuple[str, str] | None) -> object:
+    if name in ("format",):
+        if arg is None:
+            raise SyntaxError_("COPY FORMAT needs a value")
+        return arg[1].strip("'").lower()
+    if name in ("header", "freeze"):
+        if arg is None:
+            return True
+        low = arg[1].strip("'").lower()
+        if low == "match":
+            return "match"
+        return low in ("true", "on", "1")
+    if name in ("delimiter", "null", "quote", "escape"):
+        if arg is None or arg[0] != "string":
+            raise SyntaxError_(f"COPY {name.upper()} needs a quoted string")
+        return _string_value(arg[1])
+    if name == "encoding":
+        value = (arg[1] if arg else "").strip("'").upper().replace("-", "")
+        if value not in ("UTF8", "UNICODE"):
+            raise FeatureNotSupported("COPY ENCODING other than UTF8 is not supported")
+        return value
+    raise FeatureNotSupported(f'COPY option "{name}" is not supported')
+
+
+def _split_qualified(name: str) -> list[str]:
+    return [m.group(0) for m in re.finditer(r'"(?:[^"]|"")*"|[^."]+', name)]
+
+
+def _unquote(name: str) -> str:
+    if name.startswith('"') and name.endswith('"'):
+        return name[1:-1].replace('""', '"')
+    return name.lower()
+
+
+# COPY FROM: data -> Arrow ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: SqlType
+
+
+class CopyDataError(SqlVecError):
+    """A COPY input error that knows its line (and column) for the CONTEXT field."""
+
+    def __init__(self, error: SqlVecError, line: int, column: str | None = None,
+                 value: str | None = None) -> None:
+        super().__init__(error.message, sqlstate=error.sqlstate, detail=error.detail,
+                         hint=error.hint)
+        self.line = line
+        self.column = column
+        self.value = value
+        self.label = "stdin"  # the table, set by whoever knows it
+
+    def context(self, label: str) -> str:
+        text = f"COPY {label}, line {self.line}"
+        if self.column is not None:
+            text += f", column {self.column}"
+            if self.value is not None:
+                shown = self.value if len(self.value) <= 30 else self.value[:30] + "..."
+                text += f': "{shown}"'
+        return text
+
+
+def decode(data: bytes, options: CopyOptions, columns: list[Column]) -> pa.Table:
+    """Decode a whole COPY FROM STDIN stream into an Arrow table of the columns' types."""
+    if options.format == "binary":
+        return decode_binary(data, columns)
+    if options.format == "csv":
+        return decode_csv(data, options, columns)
+    return decode_text(data, options, columns)
+
+
+def _typed_table(fields: list[pa.Array], columns: list[Column], line_of,
+                 shown_value=None) -> pa.Table:
+    arrays = []
+    for col, values in zip(columns, fields):
+        try:
+            arrays.append(pgtypes.decode_text_column(values, col.type))
+        except CellError as exc:
+            value = shown_value(values, exc.row) if shown_value else None
+            raise CopyDataError(exc.error, line_of(exc.row), col.name, value) from None
+    return pa.Table.from_arrays(arrays, names=[c.name for c in columns])
+
+
+def decode_text(data: bytes, options: CopyOptions, columns: list[Column]) -> pa.Table:
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise CopyDataError(SqlVecError('invalid byte sequence for encoding "UTF8"',
+                                        sqlstate="22021"), line) from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if "\r" in text:
+        lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    first = 1
+    if options.header and lines:
+        lines = lines[1:]
+        first = 2
+    for i, ln in enumerate(lines):
+        if ln == "\\.":  # end-of-data marker: the rest is ignored
+            lines = lines[:i]
+            break
+    n = len(lines)
+    ncols = len(columns)
+    if n == 0:
+        return _empty(columns)
+    array = pa.array(lines, pa.string())
+    if ncols == 0:
+        bad = np.flatnonzero(pc.not_equal(array, "").to_numpy(zero_copy_only=False))
+        if bad.size:
+            raise CopyDataError(BadCopyFileFormat("extra data after last expected column"),
+                                int(bad[0]) + first)
+        return _empty_rows(n)
+    parts = pc.split_pattern(array, options.delimiter)
+    counts = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+    wrong = np.flatnonzero(counts != ncols)
+    if wrong.size:
+        row = int(wrong[0])
+        if counts[row] > ncols:
+            error = BadCopyFileFormat("extra data after last expected column")
+        else:
+            error = BadCopyFileFormat(f'missing data for column "{columns[counts[row]].name}"')
+        raise CopyDataError(error, row + first)
+    flat = pc.list_flatten(parts)
+    fields = []
+    for j in range(ncols):
+        values = flat.take(pa.array(np.arange(n, dtype=np.int64) * ncols + j))
+        fields.append(_text_field_values(values, options.null))
+    return _typed_table(fields, columns, lambda row: row + first, _shown)
+
+
+def _shown(values: pa.Array, row: int) -> str | None:
+    return values[row].as_py()
+
+
+def _text_field_values(values: pa.Array, null: str) -> pa.Array:
+    """Apply NULL and backslash escapes to one column's raw text fields."""
+    is_null = pc.equal(values, null)
+    escaped = pc.match_substring(values, "\\")
+    if pc.any(escaped).as_py():
+        raw = values.to_pylist()
+        mask = escaped.to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(mask).tolist():
+            raw[i] = _unescape(raw[i])
+        values = pa.array(raw, pa.string())
+    return pc.if_else(is_null, pa.scalar(None, pa.string()), values)
+
+
+_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_ESCAPE_RE = re.compile(r"\\(x[0-9A-Fa-f]{1,2}|[0-7]{1,3}|.)", re.S)
+
+
+def _unescape(text: str) -> str:
+    def one(m: re.Match) -> str:
+        s = m.group(1)
+        if s[0] == "x" and len(s) > 1:
+            return chr(int(s[1:], 16))
+        if s[0] in "01234567":
+            return chr(int(s, 8) & 0xFF)
+        return _ESCAPES.get(s, s)
+
+    return _ESCAPE_RE.sub(one, text)
+
+
+def decode_csv(data: bytes, options: CopyOptions, columns: list[Column]) -> pa.Table:
+    if not columns:
+        return _empty_rows(data.count(b"\n") - (1 if options.header else 0))
+    body = data
+    for marker in (b"\n\\.\n", b"\n\\.\r\n"):
+        at = body.find(marker)
+        if at >= 0:
+            body = body[:at + 1]
+    if body.startswith(b"\\.\n") or body == b"\\.":
+        body = b""
+    if not body:
+        return _empty(columns)
+    names = [f"c{i}" for i in range(len(columns))]
+    read = pacsv.ReadOptions(column_names=names, skip_rows=1 if options.header else 0,
+                             block_size=max(1 << 20, min(len(body) + 1, 1 << 28)))
+    parse = pacsv.ParseOptions(delimiter=options.delimiter, quote_char=options.quote,
+                               double_quote=options.escape == options.quote,
+                               escape_char=False if options.escape == options.quote
+                               else options.escape,
+                               newlines_in_values=True, ignore_empty_lines=False)
+    convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                   null_values=[options.null], strings_can_be_null=True,
+                                   quoted_strings_can_be_null=False)
+    try:
+        table = pacsv.read_csv(io.BytesIO(body), read_options=read, parse_options=parse,
+                               convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        raise CopyDataError(BadCopyFileFormat(_csv_message(str(exc), columns)),
+                            _csv_line(str(exc))) from None
+    first = 2 if options.header else 1
+    fields = [table.column(i).combine_chunks() for i in range(len(columns))]
+    return _typed_table(fields, columns, lambda row: row + first, _shown)
+
+
+def _csv_message(text: str, columns: list[Column]) -> str:
+    m = re.search(r"Expected (\d+) columns, got (\d+)", text)
+    if m:
+        got = int(m.group(2))
+        if got > len(columns):
+            return "extra data after last expected column"
+        return f'missing data for column "{columns[got].name}"'
+    if "quote" in text.lower():
+        return "unterminated CSV quoted field"
+    return "invalid CSV data"
+
+
+def _csv_line(text: str) -> int:
+    m = re.search(r"Row #(\d+)", text)
+    return int(m.group(1)) if m else 1
+
+
+def _empty(columns: list[Column]) -> pa.Table:
+    return pa.Table.from_arrays([pa.array([], c.type.to_arrow()) for c in columns],
+                                names=[c.name for c in columns])
+
+
+def _empty_rows(n: int) -> pa.Table:
+    """A table of n rows and no columns (COPY into a table without columns)."""
+    return pa.table({"_": pa.nulls(max(0, n))}).drop_columns(["_"])
+
+
+def decode_binary(data: bytes, columns: list[Column]) -> pa.Table:
+    """Binary COPY: find every field's (offset, length), then decode column by column."""
+    if not data.startswith(BINARY_SIGNATURE):
+        raise CopyDataError(BadCopyFileFormat("COPY file signature not recognized"), 1)
+    if len(data) < 19:
+        raise CopyDataError(BadCopyFileFormat("invalid COPY file header (missing length)"), 1)
+    flags, ext = struct.unpack_from("!iI", data, 11)
+    if flags & (1 << 16):
+        raise CopyDataError(FeatureNotSupported("COPY with OIDs is not supported"), 1)
+    pos = 19 + ext
+    if pos > len(data):
+        raise CopyDataError(BadCopyFileFormat("invalid COPY file header (wrong length)"), 1)
+    ncols = len(columns)
+    if not columns:
+        return _empty_rows(len(_walk_rows(data, pos, 0)[0]))
+    fixed = _fixed_layout(data, pos, ncols)
+    if fixed is not None:
+        matrix, offsets, sizes = fixed
+        n, row_size = matrix.shape
+        row_starts = pos + np.arange(n, dtype=np.int64) * row_size
+    else:
+        starts, lengths = _walk_rows(data, pos, ncols)
+    arrays = []
+    for j, col in enumerate(columns):
+        try:
+            column = None
+            if fixed is not None:
+                begin = offsets[j] + 4
+                column = pgtypes.decode_binary_matrix(matrix[:, begin:begin + sizes[j]],
+                                                      col.type)
+                if column is None:  # say, text that happens to be of one length throughout
+                    column = pgtypes.decode_binary_column(
+                        data, row_starts + begin, np.full(n, sizes[j], np.int64), col.type)
+            else:
+                column = pgtypes.decode_binary_column(data, starts[:, j], lengths[:, j],
+                                                      col.type)
+        except CellError as exc:
+            raise CopyDataError(exc.error, exc.row + 1, col.name) from None
+        arrays.append(column)
+    return pa.Table.from_arrays(arrays, names=[c.name for c in columns])
+
+
+def _fixed_layout(data: bytes, pos: int, ncols: int):
+    """When every row has the first row's field sizes (no NULLs, fixed-width values, as with
+    numbers and vectors), the rows are an (n, row_size) byte matrix: check each row's field
+    count and size words with NumPy instead of walking, and return (matrix, field offsets,
+    field sizes); else None."""
+    if ncols == 0 or pos + 2 > len(data) or struct.unpack_from("!h", data, pos)[0] != ncols:
+        return None
+    offsets, sizes = [], []
+    p = pos + 2
+    for _ in range(ncols):
+        if p + 4 > len(data):
+            return None
+        (size,) = struct.unpack_from("!i", data, p)
+        if size < 0:
+            return None
+        offsets.append(p - pos)
+        sizes.append(size)
+        p += 4 + size
+    row = p - pos
+    body = len(data) - pos - 2
+    if body <= 0 or body % row or data[-2:] != BINARY_TRAILER:
+        return None
+    n = body // row
+    matrix = np.frombuffer(data, dtype=np.uint8, count=n * row, offset=pos).reshape(n, row)
+    first = matrix[0]
+    if not (matrix[:, :2] == first[:2]).all():
+        return None
+    for offset in offsets:
+        if not (matrix[:, offset:offset + 4] == first[offset:offset + 4]).all():
+            return None
+    return matrix, offsets, sizes
+
+
+def _walk_rows(data: bytes, pos: int, ncols: int):
+    unpack_h = struct.Struct("!h").unpack_from
+    unpack_i = struct.Struct("!i").unpack_from
+    starts: list[int] = []
+    lengths: list[int] = []
+    end = len(data)
+    line = 0
+    while True:
+        line += 1
+        if pos + 2 > end:
+            raise CopyDataError(BadCopyFileFormat("unexpected EOF in COPY data"), line)
+        (count,) = unpack_h(data, pos)
+        pos += 2
+        if count == -1:
+            break
+        if count != ncols:
+            raise CopyDataError(BadCopyFileFormat(
+                f"row field count is {count}, expected {ncols}"), line)
+        for _ in range(ncols):
+            if pos + 4 > end:
+                raise CopyDataError(BadCopyFileFormat("unexpected EOF in COPY data"), line)
+            (size,) = unpack_i(data, pos)
+            pos += 4
+            starts.append(pos)
+            lengths.append(size)
+            if size > 0:
+                pos += size
+                if pos > end:
+                    raise CopyDataError(BadCopyFileFormat("unexpected EOF in COPY data"), line)
+            elif size < -1:
+                raise CopyDataError(BadCopyFileFormat("invalid field size"), line)
+    shape = (len(starts) // ncols if ncols else line - 1, ncols)
+    return (np.array(starts, dtype=np.int64).reshape(shape),
+            np.array(lengths, dtype=np.int64).reshape(shape))
+
+
+# COPY TO: Arrow -> data ------------------------------------------------------------------------
+
+_COPY_DATA = struct.Struct("!ci")
+
+
+def encode_rows(table: pa.Table, types: list[SqlType], options: CopyOptions,
+                float_digits: int = 1, prefix: bytes = b"") -> bytes:
+    """Rows of `table` as a run of CopyData messages, one row each (as PostgreSQL sends);
+    `prefix` goes in front of the first row (the binary file header travels with it)."""
+    n = table.num_rows
+    if n == 0:
+        return copy_data(prefix) if prefix else b""
+    if options.format == "binary":
+        cells = [pgtypes.encode_cells(table.column(i), t, pgtypes.BINARY)
+                 for i, t in enumerate(types)]
+        header = struct.pack("!h", len(types))
+        rows = pc.binary_join_element_wise(
+            pa.scalar(header, pa.large_binary()), *cells, pa.scalar(b"", pa.large_binary()))
+    else:
+        fields = []
+        for i, t in enumerate(types):
+            text = pgtypes.text_payloads(table.column(i).combine_chunks(), t, float_digits)
+            fields.append(_csv_field(text, options) if options.format == "csv"
+                          else _text_field(text, options))
+        rows = pc.binary_join_element_wise(*fields, options.delimiter) if fields \
+            else pa.array([""] * n)
+        rows = pc.binary_join_element_wise(rows, "\n", "").cast(pa.large_binary())
+    if prefix:
+        empty = pa.scalar(b"", pa.large_binary())
+        first = pc.binary_join_element_wise(pa.scalar(prefix, pa.large_binary()), rows[:1], empty)
+        rows = pa.concat_arrays([first, rows[1:]])
+    return _copy_data_messages(rows)
+
+
+def _copy_data_messages(rows: pa.Array) -> bytes:
+    lengths = pc.binary_length(rows).to_numpy(zero_copy_only=False) + 4
+    header = np.empty(len(lengths), dtype=[("t", "S1"), ("len", ">i4")])
+    header["t"] = b"d"
+    header["len"] = lengths
+    prefix = fixed_width(header.view(np.uint8), 5, len(lengths))
+    joined = pc.binary_join_element_wise(prefix, rows, pa.scalar(b"", pa.large_binary()))
+    return concat_binary(joined)
+
+
+def _text_field(text: pa.Array, options: CopyOptions) -> pa.Array:
+    escaped = pc.replace_substring(text, "\\", "\\\\")
+    for raw, esc in (("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+        escaped = pc.replace_substring(escaped, raw, esc)
+    if options.delimiter not in "\t\n\r\\":
+        escaped = pc.replace_substring(escaped, options.delimiter, "\\" + options.delimiter)
+    return escaped.fill_null(options.null)
+
+
+def _csv_field(text: pa.Array, options: CopyOptions) -> pa.Array:
+    q, e, d = options.quote, options.escape, options.delimiter
+    special = "[" + re.escape(q + d + "\r\n" + (e if e != q else "")) + "]"
+    needs = pc.or_(pc.match_substring_regex(text, special),
+                   pc.equal(text, options.null))
+    needs = pc.or_(needs, pc.equal(text, "\\."))
+    body = text
+    if e != q:
+        body = pc.replace_substring(body, e, e + e)
+    body = pc.replace_substring(body, q, e + q)
+    quoted = pc.binary_join_element_wise(q, body, q, "")
+    return pc.if_else(needs, quoted, text).fill_null(options.null)
+
+
+def header_line(names: list[str], options: CopyOptions) -> bytes:
+    """The HEADER line of csv (and text) COPY TO output, as one CopyData message."""
+    text = pa.array(names, pa.string())
+    fields = _csv_field(text, options) if options.format == "csv" else _text_field(text, options)
+    line = (options.delimiter.join(fields.to_pylist()) + "\n").encode()
+    return _COPY_DATA.pack(b"d", len(line) + 4) + line
+
+
+def copy_data(payload: bytes) -> bytes:
+    return _COPY_DATA.pack(b"d", len(payload) + 4) + payload

@@ -1,0 +1,805 @@
+"""PostgreSQL text and binary formats of every type we serve, keyed by type.
+
+Two directions:
+
+- Output (results, COPY TO): `encode_cells(array, type, format)` turns an Arrow column into an
+  Arrow `large_binary` array of *cells* (int32 length, then the value's bytes; length -1 for
+  NULL), vectorized where it is cheap: integers through Arrow's cast to string, floats through
+  Arrow's shortest round-trip digits, fixed-width binary values through one NumPy structured
+  array, vectors through a byteswapped float32 matrix. `wire.messages.DataRow.encode_batch`
+  then joins cells into rows without a Python loop per row.
+- Input (Bind parameters, COPY FROM): `decode_param` gives one Python value of the
+  parameter's type; `decode_text_column` / `decode_binary_column` give an Arrow column.
+
+Text formats reuse the engine's input and output functions (`sqlvec.execution.values`), so a
+value prints the same in `SELECT x::text` and on the wire. Binary formats follow PostgreSQL's
+send/recv functions: big-endian integers, IEEE floats, dates as days and timestamps as
+microseconds since 2000-01-01, numeric in base 10000 (ndigits, weight, sign, dscale, digits),
+jsonb with a version byte 1, arrays as (ndim, hasnull, element oid, (size, lower bound) per
+dimension, then length-prefixed elements), and pgvector's vector as uint16 dim, uint16 unused,
+dim x float32.
+
+Floats: with extra_float_digits > 0 (the default) output is the shortest text that reads back
+to the same value, PostgreSQL 12's layout; with extra_float_digits <= 0 it is `%.{15+n}g`
+(float8) or `%.{6+n}g` (float4). pgvector prints vector elements shortest-first regardless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import struct
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sqlvec.errors import DataException, SqlVecError
+from sqlvec.execution.values import format_value, parse_text
+from sqlvec.types import (
+    TYPES_BY_OID,
+    SqlType,
+    check_vector_values,
+    format_shortest,
+)
+from wire.codec import fixed_width
+
+TEXT = 0
+BINARY = 1
+
+NULL_CELL = b"\xff\xff\xff\xff"
+POSTGRES_EPOCH_DAYS = 10_957  # 2000-01-01 - 1970-01-01
+POSTGRES_EPOCH_MICROS = POSTGRES_EPOCH_DAYS * 86_400_000_000
+_POSTGRES_EPOCH = dt.datetime(2000, 1, 1)
+_POSTGRES_EPOCH_TZ = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+_POSTGRES_EPOCH_DATE = dt.date(2000, 1, 1)
+
+_LARGE_EMPTY = pa.scalar(b"", pa.large_binary())
+
+STRING_TYPES = frozenset({"text", "varchar", "bpchar", "name", "char", "unknown", "json",
+                          "uuid"})
+INTEGER_TYPES = {"int2": ">i2", "int4": ">i4", "int8": ">i8"}
+OID_TYPES = frozenset({"oid", "regclass", "regtype", "regproc"})
+FLOAT_TYPES = {"float4": ">f4", "float8": ">f8"}
+_STRUCT = {"int2": "!h", "int4": "!i", "int8": "!q", "float4": "!f", "float8": "!d",
+           "oid": "!I", "regclass": "!I", "regtype": "!I", "regproc": "!I"}
+
+
+class BinaryFormatError(SqlVecError):
+    """A binary value whose size or content does not fit its type (22P03)."""
+
+    sqlstate = "22P03"
+
+
+class CellError(Exception):
+    """A value of a column failed to decode: `row` says which (for COPY's line numbers)."""
+
+    def __init__(self, row: int, error: SqlVecError) -> None:
+        super().__init__(error.message)
+        self.row = row
+        self.error = error
+
+
+# Type lookup --------------------------------------------------------------------------------------
+
+
+
+def typlen(t: SqlType) -> int:
+    return t.info.typlen
+
+
+# Output: Arrow column -> cells --------------------------------------------------------------------
+
+
+def encode_cells(array: pa.Array | pa.ChunkedArray, t: SqlType, fmt: int = TEXT,
+                 float_digits: int = 1) -> pa.Array:
+    """An Arrow column as length-prefixed cells (a large_binary array without nulls)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    if fmt == BINARY:
+        fixed = _binary_fixed(array, t)
+        if fixed is not None:
+            return fixed
+        payload = _binary_payloads(array, t)
+    else:
+        payload = text_payloads(array, t, float_digits)
+    return _prefix(payload)
+
+
+def _prefix(payload: pa.Array) -> pa.Array:
+    """Prepend each value's int32 length (-1 and no bytes for NULL)."""
+    payload = payload.cast(pa.large_binary())
+    n = len(payload)
+    lengths = pc.binary_length(payload).fill_null(-1).to_numpy(zero_copy_only=False)
+    header = fixed_width(np.ascontiguousarray(lengths.astype(">i4")).view(np.uint8), 4, n)
+    return pc.binary_join_element_wise(header, payload.fill_null(b""), _LARGE_EMPTY)
+
+
+def _with_nulls(cells: pa.Array, valid: np.ndarray | None) -> pa.Array:
+    if valid is None or valid.all():
+        return cells
+    return pc.if_else(pa.array(valid), cells, pa.scalar(NULL_CELL, pa.large_binary()))
+
+
+def _valid_mask(array: pa.Array) -> np.ndarray | None:
+    if array.null_count == 0:
+        return None
+    return array.is_valid().to_numpy(zero_copy_only=False)
+
+
+# Text output
+
+def text_payloads(array: pa.Array, t: SqlType, float_digits: int = 1) -> pa.Array:
+    """PostgreSQL's text output of each value (a string array, null where NULL)."""
+    name = t.name
+    typ = array.type
+    if pa.types.is_null(typ):
+        return pa.nulls(len(array), pa.string())
+    if (name in INTEGER_TYPES or name in OID_TYPES) and pa.types.is_integer(typ):
+        return pc.cast(array, pa.string())
+    if name == "bool" and pa.types.is_boolean(typ):
+        return pc.if_else(array, "t", "f")
+    if name in FLOAT_TYPES and pa.types.is_floating(typ):
+        return float_text(array, name == "float4", float_digits)
+    if name in STRING_TYPES or name == "jsonb" or name in OID_TYPES:
+        if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+            return array
+    if name == "vector" and (pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ)
+                             or pa.types.is_large_list(typ)):
+        return vector_text(array)
+    if name == "numeric" and pa.types.is_decimal(typ) and t.typmod >= 0:
+        return pc.cast(array, pa.string())
+    if name == "date" and pa.types.is_date(typ):
+        return pc.cast(array, pa.string())
+    if name in ("timestamp", "timestamptz") and pa.types.is_timestamp(typ):
+        return _timestamp_text(array, name == "timestamptz")
+    return pa.array([None if v is None else format_value(v, t) for v in array.to_pylist()],
+                    pa.string())
+
+
+def float_text(array: pa.Array, single: bool, float_digits: int = 1) -> pa.Array:
+    """float4/float8 text output. Arrow's cast gives the shortest round-trip digits, laid out
+    as PostgreSQL does when Arrow chose positional notation for a number in [1e-4, 1e6)
+    (float4) or [1e-4, 1e15) (float8); the rest (exponents, NaN, infinities, and round numbers
+    Arrow writes as 1e+10) is printed one by one."""
+    if float_digits <= 0:
+        digits = (6 if single else 15) + float_digits
+        return pa.array([None if v is None else _float_g(v, digits)
+                         for v in array.to_pylist()], pa.string())
+    values = array.cast(pa.float32() if single else pa.float64())
+    text = pc.cast(values, pa.string())
+    x = np.abs(values.fill_null(1.0).to_numpy(zero_copy_only=False).astype(np.float64))
+    with np.errstate(invalid="ignore"):
+        odd = ~((x >= 1e-4) & (x < (1e6 if single else 1e15))) & (x != 0)
+    odd |= ~np.isfinite(x)
+    odd |= pc.match_substring(text, "e").fill_null(False).to_numpy(zero_copy_only=False)
+    if not odd.any():
+        return text
+    positions = np.flatnonzero(odd)
+    picked = values.take(pa.array(positions)).to_pylist()
+    fixed = [None if v is None else format_shortest(v, single) for v in picked]
+    mask = pa.array(odd)
+    return pc.replace_with_mask(text, mask, pa.array(fixed, pa.string()))
+
+
+def _float_g(value: float, digits: int) -> str:
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    return f"{value:.{max(1, digits)}g}"
+
+
+def vector_text(array: pa.Array) -> pa.Array:
+    """pgvector's text output `[1,2.5,-3]` for a whole column at once."""
+    if pa.types.is_fixed_size_list(array.type):
+        d = array.type.list_size
+        flat = array.values.slice(array.offset * d, len(array) * d)
+        offsets = pa.array(np.arange(len(array) + 1, dtype=np.int32) * d)
+    else:
+        array = array.cast(pa.list_(pa.float32())) if not pa.types.is_list(array.type) else array
+        start = array.offsets[0].as_py()
+        flat = array.values.slice(start, array.offsets[-1].as_py() - start)
+        offsets = pc.subtract(array.offsets, start)
+    strings = float_text(flat.cast(pa.float32()), True)
+    lists = pa.ListArray.from_arrays(offsets, strings, mask=array.is_null())
+    joined = pc.binary_join(lists, ",")
+    return pc.binary_join_element_wise("[", joined, "]", "")
+
+
+def _timestamp_text(array: pa.Array, tz: bool) -> pa.Array:
+    naive = array.cast(pa.timestamp("us", tz=array.type.tz)).cast(pa.timestamp("us"))
+    text = pc.cast(naive, pa.string())
+    text = pc.replace_substring_regex(text, r"\.0+$", "")
+    text = pc.replace_substring_regex(text, r"(\.\d*[1-9])0+$", r"\1")
+    if tz:
+        text = pc.binary_join_element_wise(text, "+00", "")
+    return text
+
+
+
+# Binary output
+
+def _binary_fixed(array: pa.Array, t: SqlType) -> pa.Array | None:
+    """Cells of fixed-width binary values, built as one structured NumPy array."""
+    name = t.name
+    typ = array.type
+    valid = _valid_mask(array)
+    dtype = None
+    if name in INTEGER_TYPES and pa.types.is_integer(typ):
+        dtype, values = INTEGER_TYPES[name], array.fill_null(0)
+    elif name in OID_TYPES and pa.types.is_integer(typ):
+        dtype, values = ">u4", array.fill_null(0)
+    elif name in FLOAT_TYPES and pa.types.is_floating(typ):
+        dtype, values = FLOAT_TYPES[name], array.fill_null(0)
+    elif name == "bool" and pa.types.is_boolean(typ):
+        dtype, values = "u1", array.fill_null(False)
+    elif name == "date" and pa.types.is_date32(typ):
+        dtype = ">i4"
+        values = pc.subtract(array.cast(pa.int32()).fill_null(POSTGRES_EPOCH_DAYS),
+                             POSTGRES_EPOCH_DAYS)
+    elif name in ("timestamp", "timestamptz") and pa.types.is_timestamp(typ):
+        dtype = ">i8"
+        micros = array.cast(pa.timestamp("us", tz=typ.tz)).cast(pa.int64())
+        values = pc.subtract(micros.fill_null(POSTGRES_EPOCH_MICROS), POSTGRES_EPOCH_MICROS)
+    elif name == "time" and pa.types.is_time(typ):
+        dtype, values = ">i8", array.cast(pa.time64("us")).cast(pa.int64()).fill_null(0)
+    elif name == "vector" and pa.types.is_fixed_size_list(typ):
+        return _with_nulls(_vector_cells(array), valid)
+    if dtype is None:
+        return None
+    numbers = values.to_numpy(zero_copy_only=False)
+    width = np.dtype(dtype).itemsize
+    record = np.empty(len(numbers), dtype=[("len", ">i4"), ("v", dtype)])
+    record["len"] = width
+    record["v"] = numbers
+    cells = fixed_width(record.view(np.uint8), 4 + width, len(numbers))
+    return _with_nulls(cells, valid)
+
+
+def _vector_cells(array: pa.Array) -> pa.Array:
+    d = array.type.list_size
+    n = len(array)
+    flat = array.values.slice(array.offset * d, n * d)
+    matrix = flat.fill_null(0).to_numpy(zero_copy_only=False).reshape(n, d)
+    record = np.empty(n, dtype=[("len", ">i4"), ("dim", ">u2"), ("unused", ">u2"),
+                                ("v", ">f4", (d,))])
+    record["len"] = 4 + 4 * d
+    record["dim"] = d
+    record["unused"] = 0
+    record["v"] = matrix
+    return fixed_width(record.view(np.uint8), 8 + 4 * d, n)
+
+
+def _binary_payloads(array: pa.Array, t: SqlType) -> pa.Array:
+    name = t.name
+    typ = array.type
+    if pa.types.is_null(typ):
+        return pa.nulls(len(array), pa.large_binary())
+    if name in STRING_TYPES and name != "uuid" and (pa.types.is_string(typ)
+                                                    or pa.types.is_large_string(typ)):
+        return array.cast(pa.large_binary())
+    if name == "jsonb" and pa.types.is_string(typ):
+        return pc.binary_join_element_wise(b"\x01", array.cast(pa.binary()), b"")
+    if name == "bytea" and (pa.types.is_binary(typ) or pa.types.is_large_binary(typ)):
+        return array
+    return pa.array([None if v is None else encode_binary(v, t) for v in array.to_pylist()],
+                    pa.large_binary())
+
+
+def encode_binary(value: object, t: SqlType) -> bytes:
+    """One Python value in PostgreSQL's binary format."""
+    name = t.name
+    if name in INTEGER_TYPES or name in OID_TYPES:
+        return struct.pack(_STRUCT[name], int(value))
+    if name in FLOAT_TYPES:
+        return struct.pack(_STRUCT[name], float(value))
+    if name == "bool":
+        return b"\x01" if value else b"\x00"
+    if name in STRING_TYPES and name != "uuid":
+        return str(value).encode()
+    if name == "jsonb":
+        return b"\x01" + (value if isinstance(value, str) else format_value(value, t)).encode()
+    if name == "bytea":
+        return bytes(value)
+    if name == "uuid":
+        return uuid.UUID(str(value)).bytes
+    if name == "numeric":
+        return encode_numeric(_as_decimal(value, t))
+    if name == "date":
+        return struct.pack("!i", (value - _POSTGRES_EPOCH_DATE).days)
+    if name == "time":
+        micros = ((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000 \
+            + value.microsecond
+        return struct.pack("!q", micros)
+    if name == "timestamp":
+        return struct.pack("!q", _micros(value.replace(tzinfo=None) - _POSTGRES_EPOCH))
+    if name == "timestamptz":
+        aware = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return struct.pack("!q", _micros(aware - _POSTGRES_EPOCH_TZ))
+    if name == "interval":
+        months, days, nanos = value.months, value.days, value.nanoseconds
+        return struct.pack("!qii", nanos // 1000, days, months)
+    if name == "vector":
+        vec = np.asarray(value, dtype=np.float32)
+        return struct.pack("!HH", vec.size, 0) + vec.astype(">f4").tobytes()
+    if t.is_array:
+        return encode_array(value, t.element)
+    raise SqlVecError(f"no binary output function available for type {t.format()}",
+                      sqlstate="42883")
+
+
+def _micros(delta: dt.timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _as_decimal(value: object, t: SqlType) -> decimal.Decimal:
+    d = value if isinstance(value, decimal.Decimal) else decimal.Decimal(str(value))
+    if t.typmod < 0 and d.is_finite():
+        d = d.quantize(decimal.Decimal(1)) if d == d.to_integral_value() else d.normalize()
+    return d
+
+
+_NUMERIC_HEADER = struct.Struct("!hhHh")
+NUMERIC_POS, NUMERIC_NEG, NUMERIC_NAN = 0x0000, 0x4000, 0xC000
+NUMERIC_PINF, NUMERIC_NINF = 0xD000, 0xF000
+
+
+def encode_numeric(d: decimal.Decimal) -> bytes:
+    """numeric_send: base-10000 digits with weight (of the first digit) and display scale."""
+    if d.is_nan():
+        return _NUMERIC_HEADER.pack(0, 0, NUMERIC_NAN, 0)
+    if d.is_infinite():
+        return _NUMERIC_HEADER.pack(0, 0, NUMERIC_NINF if d < 0 else NUMERIC_PINF, 0)
+    sign, digit_tuple, exponent = d.as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    exponent = int(exponent)
+    dscale = max(0, -exponent)
+    if exponent > 0:
+        digits += "0" * exponent
+        exponent = 0
+    frac = -exponent
+    digits += "0" * ((4 - frac % 4) % 4)
+    frac += (4 - frac % 4) % 4
+    int_len = len(digits) - frac
+    if int_len < 0:
+        digits = "0" * -int_len + digits
+        int_len = 0
+    pad = (4 - int_len % 4) % 4
+    digits = "0" * pad + digits
+    int_len += pad
+    groups = [int(digits[i:i + 4]) for i in range(0, len(digits), 4)]
+    weight = int_len // 4 - 1
+    while groups and groups[0] == 0:
+        groups.pop(0)
+        weight -= 1
+    while groups and groups[-1] == 0:
+        groups.pop()
+    if not groups:
+        weight = 0
+    return _NUMERIC_HEADER.pack(len(groups), weight, NUMERIC_NEG if sign else NUMERIC_POS,
+                                dscale) + struct.pack(f"!{len(groups)}H", *groups)
+
+
+def decode_numeric(data: bytes) -> decimal.Decimal:
+    if len(data) < 8:
+        raise BinaryFormatError("insufficient data left in message")
+    ndigits, weight, sign, dscale = _NUMERIC_HEADER.unpack_from(data)
+    if sign == NUMERIC_NAN:
+        return decimal.Decimal("NaN")
+    if sign == NUMERIC_PINF:
+        return decimal.Decimal("Infinity")
+    if sign == NUMERIC_NINF:
+        return decimal.Decimal("-Infinity")
+    if sign not in (NUMERIC_POS, NUMERIC_NEG) or ndigits < 0 or dscale < 0 \
+            or len(data) != 8 + 2 * ndigits:
+        raise BinaryFormatError("invalid external \"numeric\" value")
+    groups = struct.unpack_from(f"!{ndigits}H", data, 8)
+    if any(g > 9999 for g in groups):
+        raise BinaryFormatError("invalid digit in external \"numeric\" value")
+    digits = "".join(f"{g:04d}" for g in groups) or "0"
+    exponent = (weight + 1 - ndigits) * 4
+    value = decimal.Decimal(f"{'-' if sign == NUMERIC_NEG else ''}{digits}E{exponent}")
+    with decimal.localcontext() as ctx:
+        ctx.prec = max(ctx.prec, len(digits) + dscale + 8)
+        return value.quantize(decimal.Decimal(1).scaleb(-dscale))
+
+
+def encode_array(values: list, element: SqlType) -> bytes:
+    """array_send for a one-dimensional array (an empty array has no dimensions)."""
+    if not values:
+        return struct.pack("!iiI", 0, 0, element.oid)
+    has_null = any(v is None for v in values)
+    out = [struct.pack("!iiIii", 1, int(has_null), element.oid, len(values), 1)]
+    for v in values:
+        if v is None:
+            out.append(NULL_CELL)
+        else:
+            raw = encode_binary(v, element)
+            out.append(struct.pack("!i", len(raw)) + raw)
+    return b"".join(out)
+
+
+def decode_array(data: bytes, element: SqlType) -> list:
+    """array_recv: nested lists for several dimensions."""
+    if len(data) < 12:
+        raise BinaryFormatError("insufficient data left in message")
+    ndim, _flags, elem_oid = struct.unpack_from("!iiI", data)
+    if ndim < 0 or ndim > 6:
+        raise BinaryFormatError(f"invalid number of dimensions: {ndim}")
+    if ndim == 0:
+        return []
+    if elem_oid != element.oid and elem_oid in TYPES_BY_OID:
+        element = SqlType(TYPES_BY_OID[elem_oid].typname)
+    if len(data) < 12 + 8 * ndim:
+        raise BinaryFormatError("insufficient data left in message")
+    dims = [struct.unpack_from("!ii", data, 12 + 8 * i)[0] for i in range(ndim)]
+    pos = 12 + 8 * ndim
+    flat = []
+    total = int(np.prod(dims)) if dims else 0
+    if total < 0 or total > len(data):
+        raise BinaryFormatError("invalid array dimensions")
+    for _ in range(total):
+        if pos + 4 > len(data):
+            raise BinaryFormatError("insufficient data left in message")
+        (n,) = struct.unpack_from("!i", data, pos)
+        pos += 4
+        if n == -1:
+            flat.append(None)
+            continue
+        if n < 0 or pos + n > len(data):
+            raise BinaryFormatError("insufficient data left in message")
+        flat.append(decode_binary(data[pos:pos + n], element))
+        pos += n
+    if pos != len(data):
+        raise BinaryFormatError("incorrect binary data format in array")
+    for size in reversed(dims[1:]):
+        flat = [flat[i:i + size] for i in range(0, len(flat), size)]
+    return flat
+
+
+# Input: Bind parameters ---------------------------------------------------------------------------
+
+
+def decode_param(data: bytes | None, t: SqlType, fmt: int) -> object:
+    """A Bind parameter as a Python value of its type (None for NULL)."""
+    if data is None:
+        return None
+    if fmt == BINARY:
+        return decode_binary(data, t)
+    return decode_text(data, t)
+
+
+def decode_text(data: bytes, t: SqlType) -> object:
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise SqlVecError('invalid byte sequence for encoding "UTF8"', sqlstate="22021") from None
+    if t.name in ("text", "varchar", "name", "unknown", "bpchar", "char") \
+            and t.char_length is None:
+        return text
+    return parse_text(text, t)
+
+
+def decode_binary(data: bytes, t: SqlType) -> object:
+    """One value from its binary format (the type's recv function)."""
+    name = t.name
+    size = len(data)
+    if name in _STRUCT:
+        fmt = _STRUCT[name]
+        if size != struct.calcsize(fmt):
+            raise BinaryFormatError(f"incorrect binary data format for type {t.format()}")
+        return struct.unpack(fmt, data)[0]
+    if name == "bool":
+        if size != 1:
+            raise BinaryFormatError("incorrect binary data format for type boolean")
+        return data != b"\x00"
+    if name in STRING_TYPES and name != "uuid":
+        return _utf8(data)
+    if name == "jsonb":
+        if not data or data[0] != 1:
+            raise BinaryFormatError("unsupported jsonb version number")
+        return parse_text(_utf8(data[1:]), t)
+    if name == "bytea":
+        return bytes(data)
+    if name == "uuid":
+        if size != 16:
+            raise BinaryFormatError("incorrect binary data format for type uuid")
+        return str(uuid.UUID(bytes=bytes(data)))
+    if name == "numeric":
+        return decode_numeric(data)
+    if name == "date":
+        (days,) = _unpack_exact("!i", data, "date")
+        try:
+            return _POSTGRES_EPOCH_DATE + dt.timedelta(days=days)
+        except OverflowError:
+            raise SqlVecError("date out of range", sqlstate="22008") from None
+    if name in ("timestamp", "timestamptz"):
+        (micros,) = _unpack_exact("!q", data, name)
+        try:
+            base = _POSTGRES_EPOCH_TZ if name == "timestamptz" else _POSTGRES_EPOCH
+            return base + dt.timedelta(microseconds=micros)
+        except OverflowError:
+            raise SqlVecError("timestamp out of range", sqlstate="22008") from None
+    if name == "time":
+        (micros,) = _unpack_exact("!q", data, "time")
+        if not 0 <= micros < 86_400_000_000:
+            raise SqlVecError("time out of range", sqlstate="22008")
+        seconds, us = divmod(micros, 1_000_000)
+        return dt.time(seconds // 3600, seconds // 60 % 60, seconds % 60, us)
+    if name == "interval":
+        micros, days, months = _unpack_exact("!qii", data, "interval")
+        return pa.MonthDayNano([months, days, micros * 1000])
+    if name == "vector":
+        return decode_vector(data, t)
+    if t.is_array:
+        return decode_array(data, t.element)
+    return parse_text(_utf8(data), t)
+
+
+def _unpack_exact(fmt: str, data: bytes, type_name: str) -> tuple:
+    if len(data) != struct.calcsize(fmt):
+        raise BinaryFormatError(f"incorrect binary data format for type {type_name}")
+    return struct.unpack(fmt, data)
+
+
+def _utf8(data: bytes) -> str:
+    try:
+        return bytes(data).decode()
+    except UnicodeDecodeError:
+        raise SqlVecError('invalid byte sequence for encoding "UTF8"', sqlstate="22021") from None
+
+
+def decode_vector(data: bytes, t: SqlType | None = None) -> np.ndarray:
+    """pgvector's vector_recv: uint16 dim, uint16 unused (must be 0), dim x float32."""
+    if len(data) < 4:
+        raise BinaryFormatError("insufficient data left in message")
+    dim, unused = struct.unpack_from("!HH", data)
+    if unused != 0:
+        raise BinaryFormatError(f"expected unused to be 0, not {unused}")
+    if len(data) != 4 + 4 * dim:
+        raise BinaryFormatError("insufficient data left in message")
+    values = np.frombuffer(data, dtype=">f4", count=dim, offset=4).astype(np.float32)
+    values = check_vector_values(values)
+    if t is not None and t.typmod >= 0 and values.size != t.typmod:
+        raise DataException(f"expected {t.typmod} dimensions, not {values.size}")
+    return values
+
+
+# Input: whole columns (COPY FROM) -----------------------------------------------------------------
+
+
+def decode_text_column(values: pa.Array, t: SqlType) -> pa.Array:
+    """Text-format values (a string array, null for NULL) as an Arrow column of type `t`.
+
+    The common types convert with one Arrow cast; when that fails (or for the rest) each value
+    goes through the type's input function, which names the first bad value (CellError)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    values = values.cast(pa.string())
+    target = t.to_arrow()
+    name = t.name
+    fast = None
+    try:
+        if name in INTEGER_TYPES or name in FLOAT_TYPES or name == "date":
+            fast = pc.cast(values, target)
+        elif name == "numeric" or name == "timestamp":
+            fast = pc.cast(values, target)
+        elif name == "bool":
+            fast = _bool_column(values)
+        elif name == "vector":
+            fast = _vector_column(values, t)
+        elif name in ("text", "name", "unknown", "json") or (
+                name in ("varchar", "bpchar") and t.char_length is None):
+            fast = values
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, DataException):
+        fast = None
+    if fast is not None:
+        return fast
+    return _decode_each(values.to_pylist(), t)
+
+
+def _bool_column(values: pa.Array) -> pa.Array | None:
+    low = pc.utf8_lower(pc.utf8_trim_whitespace(values))
+    true = pc.is_in(low, pa.array(["t", "true", "yes", "y", "on", "1"]))
+    false = pc.is_in(low, pa.array(["f", "false", "no", "n", "off", "0"]))
+    known = pc.or_(true, false)
+    if not pc.all(pc.or_(known, values.is_null())).as_py():
+        return None
+    return pc.if_else(values.is_null(), pa.scalar(None, pa.bool_()), true)
+
+
+def _vector_column(values: pa.Array, t: SqlType) -> pa.Array | None:
+    trimmed = pc.utf8_trim_whitespace(values)
+    if not pc.all(pc.or_(values.is_null(), pc.and_(pc.starts_with(trimmed, "["),
+                                                    pc.ends_with(trimmed, "]")))).as_py():
+        return None
+    inner = pc.utf8_slice_codeunits(trimmed, 1, -1)
+    parts = pc.split_pattern(inner, ",")
+    lengths = pc.list_value_length(parts).drop_null().to_numpy(zero_copy_only=False)
+    if lengths.size == 0:
+        return pa.nulls(len(values), t.to_arrow())
+    d = int(lengths[0])
+    if (lengths != d).any() or (t.typmod >= 0 and d != t.typmod):
+        return None
+    flat = pc.cast(pc.utf8_trim_whitespace(pc.list_flatten(parts)), pa.float64())
+    wide = flat.to_numpy(zero_copy_only=False)
+    if not np.isfinite(wide).all():
+        return None
+    with np.errstate(over="ignore"):
+        narrow = wide.astype(np.float32)
+    if not np.isfinite(narrow).all():
+        return None
+    n = len(values)
+    matrix = np.zeros((n, d), np.float32)
+    valid = values.is_valid().to_numpy(zero_copy_only=False)
+    matrix[valid] = narrow.reshape(-1, d)
+    return vectors_array(matrix, None if valid.all() else valid, t)
+
+
+def vectors_array(matrix: np.ndarray, valid: np.ndarray | None, t: SqlType) -> pa.Array:
+    """An (n, d) float32 matrix as a vector column (fixed_size_list, or list if undimensioned)."""
+    n, d = matrix.shape
+    flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
+    mask = None if valid is None else pa.array(~valid)
+    fixed = pa.FixedSizeListArray.from_arrays(flat, d, mask=mask)
+    if t.typmod >= 0:
+        return fixed
+    return fixed.cast(pa.list_(pa.float32()))
+
+
+def _decode_each(texts: list, t: SqlType) -> pa.Array:
+    out = []
+    for row, text in enumerate(texts):
+        if text is None:
+            out.append(None)
+            continue
+        try:
+            out.append(_arrow_ready(parse_text(text, t), t))
+        except SqlVecError as exc:
+            raise CellError(row, exc) from None
+    return _to_arrow(out, t)
+
+
+def _arrow_ready(value: object, t: SqlType) -> object:
+    """A parsed Python value in the form pa.array accepts for t's Arrow type."""
+    if t.name == "numeric" and isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            raise DataException(f"cannot store {value} in a numeric column here")
+        p, s = t.numeric_precision_scale or (38, 12)
+        value = value.quantize(decimal.Decimal(1).scaleb(-s), rounding=decimal.ROUND_HALF_UP)
+        if len(value.as_tuple().digits) > p:
+            raise SqlVecError("numeric field overflow", sqlstate="22003")
+    if t.name == "vector":
+        return np.asarray(value, dtype=np.float32).tolist()
+    return value
+
+
+def _to_arrow(values: list, t: SqlType) -> pa.Array:
+    try:
+        return pa.array(values, t.to_arrow())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        if t.name == "vector":
+            dims = {len(v) for v in values if v is not None}
+            raise CellError(0, DataException(
+                f"different vector dimensions {min(dims)} and {max(dims)}")) from None
+        raise CellError(0, SqlVecError(f"value out of range for type {t.format()}",
+                                       sqlstate="22003")) from exc
+
+
+def decode_binary_column(buf: bytes, starts: np.ndarray, lengths: np.ndarray,
+                         t: SqlType) -> pa.Array:
+    """Binary-format values at buf[starts[i]:starts[i] + lengths[i]] (length -1: NULL) as an
+    Arrow column of type `t`. Fixed-width values are gathered into one byte matrix (a join of
+    buffer slices, no per-value decoding) and converted by `decode_binary_matrix`."""
+    n = len(starts)
+    valid = lengths >= 0
+    name = t.name
+    view = memoryview(buf)
+    if name in INTEGER_TYPES or name in FLOAT_TYPES or name == "vector":
+        present = lengths[valid]
+        if present.size == 0:
+            return pa.nulls(n, t.to_arrow())
+        width = int(present[0])
+        if (present == width).all():
+            picked = starts[valid].tolist()
+            rows = np.frombuffer(b"".join([view[s:s + width] for s in picked]),
+                                 dtype=np.uint8).reshape(len(picked), width)
+            try:
+                column = decode_binary_matrix(rows, t)
+            except CellError as exc:
+                raise CellError(int(np.flatnonzero(valid)[exc.row]), exc.error) from None
+            if column is not None:
+                return _scatter(column, valid)
+        elif name != "vector":
+            bad = int(np.flatnonzero(valid & (lengths != width))[0])
+            raise CellError(bad, BinaryFormatError(
+                f"incorrect binary data format for type {t.format()}"))
+        return _binary_each(buf, starts, lengths, t)
+    if name in ("text", "varchar", "name", "unknown", "json", "bpchar") \
+            and t.char_length is None:
+        return _string_column(view, starts, lengths, valid)
+    return _binary_each(buf, starts, lengths, t)
+
+
+def decode_binary_matrix(rows: np.ndarray, t: SqlType) -> pa.Array | None:
+    """n binary values of one width, given as an (n, width) byte matrix (no NULLs), as an
+    Arrow column: integers and floats by a byte-swapping view, vectors by checking every
+    header at once and viewing the rest as big-endian float32. None for other types."""
+    n, width = rows.shape
+    name = t.name
+    code = INTEGER_TYPES.get(name) or FLOAT_TYPES.get(name)
+    if code is not None:
+        if width != np.dtype(code).itemsize:
+            raise CellError(0, BinaryFormatError(
+                f"incorrect binary data format for type {t.format()}"))
+        # A view of the (possibly strided) column, byte-swapped into native order in one copy.
+        values = rows.view(code).reshape(n)
+        return pa.array(values.astype(np.dtype(code).newbyteorder("="))).cast(t.to_arrow())
+    if name != "vector":
+        return None
+    d = (width - 4) // 4
+    if width < 8 or width != 4 + 4 * d:
+        raise CellError(0, BinaryFormatError("insufficient data left in message"))
+    header = rows[:, :4].view(">u2")
+    bad = np.flatnonzero((header[:, 0] != d) | (header[:, 1] != 0))
+    if bad.size:
+        return None  # let the value-by-value path name the row and the problem
+    if t.typmod >= 0 and d != t.typmod:
+        raise CellError(0, DataException(f"expected {t.typmod} dimensions, not {d}"))
+    values = rows[:, 4:].view(">f4").astype(np.float32)
+    finite = np.isfinite(values).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        problem = "NaN not allowed in vector" if np.isnan(values[row]).any() \
+            else "infinite value not allowed in vector"
+        raise CellError(row, DataException(problem))
+    return vectors_array(values, None, t)
+
+
+def _scatter(column: pa.Array, valid: np.ndarray) -> pa.Array:
+    """Spread the values of the valid rows back over all rows, NULL elsewhere."""
+    if valid.all():
+        return column
+    positions = np.cumsum(valid) - 1
+    indices = pa.array(np.where(valid, positions, 0), mask=~valid)
+    return column.take(indices)
+
+
+def _string_column(view: memoryview, starts: np.ndarray, lengths: np.ndarray,
+                   valid: np.ndarray) -> pa.Array:
+    sizes = np.where(valid, lengths, 0).astype(np.int64)
+    offsets = np.zeros(len(sizes) + 1, np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    data = b"".join([view[s:s + k] for s, k in zip(starts.tolist(), sizes.tolist())])
+    validity = None if valid.all() else pa.array(valid).buffers()[1]
+    array = pa.LargeStringArray.from_buffers(len(sizes), pa.py_buffer(offsets.tobytes()),
+                                             pa.py_buffer(data), validity)
+    try:
+        array.validate(full=True)
+    except pa.ArrowInvalid:
+        for row in np.flatnonzero(valid).tolist():
+            try:
+                data[offsets[row]:offsets[row + 1]].decode()
+            except UnicodeDecodeError:
+                raise CellError(row, SqlVecError(
+                    'invalid byte sequence for encoding "UTF8"', sqlstate="22021")) from None
+    return array.cast(pa.string())
+
+
+def _binary_each(buf: bytes, starts: np.ndarray, lengths: np.ndarray,
+                 t: SqlType) -> pa.Array:
+    out = []
+    view = memoryview(buf)
+    for row, (start, length) in enumerate(zip(starts.tolist(), lengths.tolist())):
+        if length < 0:
+            out.append(None)
+            continue
+        try:
+            out.append(_arrow_ready(decode_binary(bytes(view[start:start + length]), t), t))
+        except SqlVecError as exc:
+            raise CellError(row, exc) from None
+    return _to_arrow(out, t)
+
+
