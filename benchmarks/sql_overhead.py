@@ -53,9 +53,8 @@ def vector_overhead(rows: int, dim: int, queries: int, ef: int) -> dict:
         raw.set_ef(ef)
         ours, theirs = [], []
         for q in qs:
-            params = [q]
-            ours.append(median_us(lambda: s.run(prepared, params), 3))
-            theirs.append(median_us(lambda: raw.knn_query(q, k=10, num_threads=1), 3))
+            ours.append(median_us(lambda q=q: s.run(prepared, [q]), 3))
+            theirs.append(median_us(lambda q=q: raw.knn_query(q, k=10, num_threads=1), 3))
         db.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
