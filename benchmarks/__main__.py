@@ -8,6 +8,7 @@ SUITES = {
     "suite": "benchmarks.suite",
     "storage": "benchmarks.storage",
     "sql": "benchmarks.sql_overhead",
+    "hybrid": "benchmarks.hybrid",
 }
 
 
