@@ -1,5 +1,6 @@
--- The five-statement tour, for psql:
+-- The README's five-statement tour, for psql (on its own table, quickstart_items):
 --   psql -h 127.0.0.1 -p 5433 -U postgres -v ON_ERROR_STOP=1 -f examples/quickstart.sql
+--   psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -f examples/quickstart.sql    # another server
 CREATE EXTENSION IF NOT EXISTS vector;
 DROP TABLE IF EXISTS quickstart_items;
 CREATE TABLE quickstart_items (id bigserial PRIMARY KEY, category text, embedding vector(3));

@@ -1,0 +1,40 @@
+"""A real `sqlvec serve` for the examples, started the way tests/e2e starts one."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _e2e():
+    """tests/e2e/conftest.py as a module: its start_server() runs `sqlvec serve --port 0`."""
+    name = "_sqlvec_e2e_servers"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "e2e" / "conftest.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+start_server = _e2e().start_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """One trust-auth server on an ephemeral port with its own data directory."""
+    running = start_server(tmp_path_factory.mktemp("examples-server"))
+    yield running
+    code = running.stop()
+    assert code == 0, running.log()
+    assert "Traceback" not in running.log(), running.log()
+
+
+@pytest.fixture(scope="module")
+def database_url(server) -> str:
+    return f"postgresql://postgres@{server.host}:{server.port}/postgres"
