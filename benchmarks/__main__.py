@@ -8,7 +8,9 @@ SUITES = {
     "suite": "benchmarks.suite",
     "storage": "benchmarks.storage",
     "sql": "benchmarks.sql_overhead",
+    "wire": "benchmarks.wire_overhead",
     "hybrid": "benchmarks.hybrid",
+    "catalog": "benchmarks.catalog_queries",
 }
 
 

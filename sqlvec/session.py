@@ -48,6 +48,7 @@ from sqlvec.plan.rules import optimize
 from sqlvec.sql import utility
 from sqlvec.sql.binder import Field
 from sqlvec.sql.dialect import parse_one
+from sqlvec.storage.wal import InsertOp
 from sqlvec.types import TYPES_BY_OID, SqlType
 
 log = logging.getLogger("sqlvec.session")
@@ -124,9 +125,10 @@ class Session:
         self.pid = next(self._ids) + 1000
         self.settings = dict(DEFAULT_SETTINGS)
         self.settings["session_authorization"] = user
+        self.changed: dict[str, str] = {}  # reported settings changed since last drained
         for k, v in (settings or {}).items():
             self.set(k, v)
-        self.changed: dict[str, str] = {}  # reported settings changed since last drained
+        self.changed.clear()  # settings given at connection are the start, not changes
         self.txn: Transaction | None = None
         self.failed = False
         self.explicit = False
@@ -134,6 +136,7 @@ class Session:
         self.cursors: dict[str, _Cursor] = {}  # DECLARE ... CURSOR
         self.savepoints: list[tuple[str, object]] = []  # (name, buffered writes then)
         self._plan_cache: dict[tuple, PreparedStatement] = {}
+        self._timeout: tuple[str, float] = ("0", 0.0)  # statement_timeout: text, seconds
         self._cancel = threading.Event()
         self._closed = False
         self.started = dt.datetime.now(dt.timezone.utc)
@@ -351,7 +354,10 @@ class Session:
             self.txn = None
 
     def _context(self, params: list) -> ExecContext:
-        timeout = _parse_timeout(self.settings.get("statement_timeout", "0"))
+        text = self.settings.get("statement_timeout", "0")
+        if text != self._timeout[0]:  # parsed once per value, not once per statement
+            self._timeout = (text, _parse_timeout(text))
+        timeout = self._timeout[1]
         return ExecContext(
             params=params,
             settings=self.settings,
@@ -777,10 +783,8 @@ class Session:
         if self.explicit:
             assert self.txn is not None
             self.txn.insert(target, data)
-        else:
-            txn = Transaction()
-            txn.insert(target, data)
-            self.store.commit(txn.ops())
+        else:  # the commit checks keys against committed rows and within the batch itself
+            self.store.commit([InsertOp(target.id, data)])
         return n_rows
 
     # Lifecycle ----------------------------------------------------------------------------------------

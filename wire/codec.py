@@ -1,4 +1,5 @@
-"""Bytes of the PostgreSQL v3 protocol: a Reader and a Writer, framing, and size limits.
+"""Bytes of the PostgreSQL v3 protocol: a Reader and a Writer, framing, size limits, and the
+buffered socket stream a connection reads and writes.
 
 Every message after startup is framed as
 
@@ -19,8 +20,9 @@ MAX_STARTUP_PACKET_LENGTH). Any violation, and any body that does not decode, ra
 
 from __future__ import annotations
 
+import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -210,22 +212,106 @@ def body_length(length: int, *, startup: bool, max_size: int = MAX_MESSAGE_SIZE)
     return length - 4
 
 
-ReadExactly = Callable[[int], Awaitable[bytes]]
+ReadExactly = Callable[[int], bytes]
 
 
-async def read_startup(read_exactly: ReadExactly) -> bytes:
+def read_startup(read_exactly: ReadExactly) -> bytes:
     """Read one startup-phase packet body (the length is checked before the body is read)."""
-    (length,) = _I32.unpack(await read_exactly(4))
-    return await read_exactly(body_length(length, startup=True))
+    (length,) = _I32.unpack(read_exactly(4))
+    return read_exactly(body_length(length, startup=True))
 
 
-async def read_message(read_exactly: ReadExactly,
-                       max_size: int = MAX_MESSAGE_SIZE) -> tuple[bytes, bytes]:
+def read_header(read_exactly: ReadExactly,
+                max_size: int = MAX_MESSAGE_SIZE) -> tuple[bytes, int]:
+    """Read one typed message's header: (type byte, body length)."""
+    type_byte, length = _HEADER.unpack(read_exactly(5))
+    return type_byte, body_length(length, startup=False, max_size=max_size)
+
+
+def read_message(read_exactly: ReadExactly,
+                 max_size: int = MAX_MESSAGE_SIZE) -> tuple[bytes, bytes]:
     """Read one typed message: (type byte, body)."""
-    type_byte, length = _HEADER.unpack(await read_exactly(5))
-    n = body_length(length, startup=False, max_size=max_size)
-    return type_byte, (await read_exactly(n) if n else b"")
+    type_byte, n = read_header(read_exactly, max_size)
+    return type_byte, (read_exactly(n) if n else b"")
 
+
+class EndOfStream(ConnectionError):
+    """The peer closed its end (or the read side was shut down) before a whole message came."""
+
+
+RECV_SIZE = 1 << 18  # the receive buffer: one system call takes up to this much
+
+
+class SocketStream:
+    """Buffered, blocking reads and writes on one socket (plain or TLS).
+
+    Receives go into one reused buffer and take whatever the client has sent, so a pipelined
+    Bind/Describe/Execute/Sync arrives in one system call and is then read from the buffer. A
+    message larger than the buffer is received straight into memory of its own size."""
+
+    __slots__ = ("sock", "_buf", "_view", "_start", "_end")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buf = bytearray(RECV_SIZE)
+        self._view = memoryview(self._buf)
+        self._start = 0  # unread bytes are _buf[_start:_end]
+        self._end = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not read yet."""
+        return self._end - self._start
+
+    def read_exactly(self, n: int) -> bytes | bytearray:
+        start = self._start
+        if self._end - start >= n:
+            self._start = start + n
+            return self._view[start:start + n].tobytes()
+        if n <= len(self._buf):
+            self._fill(n)
+            self._start = n
+            return self._view[:n].tobytes()
+        out = bytearray(n)
+        self._drain_into(memoryview(out))
+        return out
+
+    def read_into(self, target: bytearray, n: int) -> None:
+        """Append the next n bytes to `target` (COPY data, without a bytes object per
+        message)."""
+        while n:
+            if self._start == self._end:
+                self._start = 0
+                self._end = self._recv_into(self._view)
+            take = min(n, self._end - self._start)
+            target += self._view[self._start:self._start + take]
+            self._start += take
+            n -= take
+
+    def _fill(self, n: int) -> None:
+        """Receive until n bytes (at most the buffer's size) are buffered, moved to the front."""
+        have = self._end - self._start
+        self._view[:have] = self._view[self._start:self._end]
+        self._start, self._end = 0, have
+        while self._end < n:
+            self._end += self._recv_into(self._view[self._end:])
+
+    def _drain_into(self, out: memoryview) -> None:
+        """Fill `out` with what is buffered, then straight from the socket."""
+        have = self._end - self._start
+        out[:have] = self._view[self._start:self._end]
+        self._start = self._end = 0
+        while have < len(out):
+            have += self._recv_into(out[have:])
+
+    def _recv_into(self, view: memoryview) -> int:
+        received = self.sock.recv_into(view)
+        if not received:
+            raise EndOfStream("the client closed the connection")
+        return received
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.sock.sendall(data)
 
 
 def concat_binary(array: pa.Array) -> bytes:

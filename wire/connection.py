@@ -14,24 +14,28 @@ error is detected while processing any extended-query message, the backend issue
 ErrorResponse, then reads and discards messages until a Sync is reached, then issues
 ReadyForQuery and returns to normal message processing." That is the FAILED state.
 
-Engine work never runs on the event loop: every Session call goes to the server's thread pool
-(`call`), and so does encoding of result rows, so a long query or a large result on one
-connection does not stall the others. A session is used by one thread at a time (this
-connection's), and `Session.cancel` is the only call made from elsewhere (CancelRequest).
+Each connection is served by a thread of its own, with blocking reads and writes on its socket:
+a round trip (Bind/Describe/Execute/Sync arriving in one receive) is decoded, run and answered
+in that thread with no hand-off to another one, and output is written once per Sync (or Flush,
+or when a large result has filled the send buffer). NumPy, pyarrow and hnswlib release the GIL,
+so connections run their engine work in parallel, and a long query on one connection never
+stalls the others. A session is used by this thread only; `Session.cancel` (a CancelRequest)
+and `stop` (server shutdown) are the only calls made from elsewhere.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import re
 import secrets
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -46,7 +50,7 @@ from sqlvec.errors import (
 from sqlvec.types import SqlType
 from wire import copy as copy_format
 from wire import pgtypes
-from wire.codec import read_message, read_startup
+from wire.codec import SocketStream, read_header, read_message, read_startup
 from wire.messages import (
     AUTH_SASL_FINAL,
     PROTOCOL_3_0,
@@ -99,8 +103,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sqlvec.wire")
 
-ROWS_PER_CHUNK = 8192  # rows encoded per worker call when streaming a large result
-SEND_BUFFER = 1 << 20  # pending output is handed to the transport beyond this size
+ROWS_PER_CHUNK = 8192  # rows encoded at a time when streaming a large result
+SEND_BUFFER = 1 << 20  # pending output is written beyond this size
+STARTUP_TIMEOUT = 60.0  # seconds for TLS, startup and authentication (authentication_timeout)
 
 
 class ConnectionState(enum.Enum):
@@ -122,6 +127,9 @@ class Statement:
     param_oids: tuple[int, ...]
     prepared: PreparedStatement | None = None
     copy: copy_format.CopyCommand | None = None
+    intercepted: bool = False  # DEALLOCATE or DISCARD: the wire has a say (`_intercept`)
+    # Encoded RowDescriptions of `prepared` by result formats (Describe comes every round trip).
+    descriptions: dict[tuple[int, ...], bytes] = field(default_factory=dict)
 
     @property
     def param_types(self) -> list[SqlType]:
@@ -130,6 +138,23 @@ class Statement:
     @property
     def columns(self) -> list[ResultColumn] | None:
         return self.prepared.columns if self.prepared is not None else None
+
+    def replan(self, prepared: PreparedStatement) -> None:
+        """The statement as planned now (a new plan after a catalog change)."""
+        if prepared is not self.prepared:
+            self.prepared = prepared
+            self.descriptions.clear()
+
+    def description(self, formats: list[int]) -> bytes:
+        """RowDescription (or NoData) of the statement's result in `formats`, encoded."""
+        key = tuple(formats)
+        data = self.descriptions.get(key)
+        if data is None:
+            columns = self.columns
+            data = row_description(columns, formats).encode() if columns is not None \
+                else NoData().encode()
+            self.descriptions[key] = data
+        return data
 
 
 @dataclass
@@ -156,7 +181,7 @@ class CopyIn:
     command: copy_format.CopyCommand
     columns: list[copy_format.Column]
     resume: ConnectionState
-    chunks: list[bytes] = field(default_factory=list)
+    data: bytearray = field(default_factory=bytearray)
     failure: SqlVecError | None = None
 
 
@@ -164,10 +189,21 @@ class Closed(Exception):
     """The connection is over (Terminate, a fatal error, or the server shutting down)."""
 
 
+class Stopping(BaseException):
+    """The server is shutting down: the connection ends with FATAL 57P01. (A BaseException,
+    as asyncio's CancelledError: no handler of statement errors may report it.)"""
+
+
 # The client went away: these end the connection, they are never reported to it. (Not every
 # OSError: one raised by the engine, such as a full disk, is an error to report.)
-GONE = (Closed, asyncio.IncompleteReadError, ConnectionError, ssl.SSLError)
+GONE = (Closed, ConnectionError, ssl.SSLError, socket.timeout)
 
+
+# Messages without fields, and ReadyForQuery per status, encoded once.
+_PARSE_COMPLETE = ParseComplete().encode()
+_BIND_COMPLETE = BindComplete().encode()
+_CLOSE_COMPLETE = CloseComplete().encode()
+_READY = {status: ReadyForQuery(status).encode() for status in "ITE"}
 
 _DEALLOCATE = re.compile(r"^\s*deallocate\s+(?:prepare\s+)?(\"(?:[^\"]|\"\")*\"|\w+)\s*;?\s*$",
                          re.I | re.S)
@@ -221,13 +257,12 @@ def notice_response(text: str) -> NoticeResponse:
 
 
 class Connection:
-    """The protocol state of one client; `serve()` runs it to the end."""
+    """The protocol state of one client; `serve()` runs it to the end in the calling thread."""
 
-    def __init__(self, server: Server, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+    def __init__(self, server: Server, sock: socket.socket, peer: object = None) -> None:
         self.server = server
-        self.reader = reader
-        self.writer = writer
+        self.sock = sock
+        self.stream = SocketStream(sock)
         self.state = ConnectionState.STARTUP
         self.session: Session | None = None
         self.statements: dict[str, Statement] = {}
@@ -236,73 +271,99 @@ class Connection:
         self.pid = 0
         self.secret = b""
         self.tls = False
-        self.peer = writer.get_extra_info("peername")
-        self.task: asyncio.Task | None = None
-        self.busy = False  # an engine call is running in a worker thread
-        self.reading = False  # waiting for the client
+        self.peer = peer
+        self.thread: threading.Thread | None = None
+        self.reading = False  # waiting for client input
         self.stopping = False
+        self._lock = threading.Lock()  # orders `reading` against `stop`
         self._out = bytearray()
 
     # Lifecycle ------------------------------------------------------------------------------------
 
-    async def serve(self) -> None:
-        self.task = asyncio.current_task()
+    def serve(self) -> None:
         try:
-            if await self._startup():
+            self.sock.settimeout(STARTUP_TIMEOUT)
+            if self._startup():
+                self.sock.settimeout(None)  # a session may stay idle as long as it likes
                 while self.state is not ConnectionState.CLOSED:
-                    if self.stopping:
-                        raise asyncio.CancelledError
-                    type_byte, body = await self._read()
-                    await self.dispatch(decode_frontend(type_byte, body))
-        except asyncio.CancelledError:
-            await self._fatal(SqlVecError("terminating connection due to administrator command",
-                                          sqlstate="57P01"))
+                    type_byte, body = self._read()
+                    self.dispatch(decode_frontend(type_byte, body))
+        except Stopping:
+            self._fatal(SqlVecError("terminating connection due to administrator command",
+                                    sqlstate="57P01"))
         except (*GONE, OSError):
-            pass  # Terminate, or the client went away
+            if self.stopping:  # an idle connection woken by `stop`
+                self._fatal(SqlVecError("terminating connection due to administrator command",
+                                        sqlstate="57P01"))
         except SqlVecError as exc:  # protocol violations, authentication failures
-            await self._fatal(exc)
+            self._fatal(exc)
         except Exception as exc:  # a bug of ours: report it once, never the traceback
             log.exception("connection %s failed", self.peer)
-            await self._fatal(SqlVecError(f"internal error: {type(exc).__name__}"))
+            self._fatal(SqlVecError(f"internal error: {type(exc).__name__}"))
         finally:
-            await self._release()
+            self._release()
 
     def stop(self) -> None:
-        """Server shutdown: end after the current message (at once when idle)."""
-        self.stopping = True
-        if self.reading and self.task is not None:
-            self.task.cancel()
+        """Server shutdown: end after the current message (at once when idle). Called from
+        another thread: an idle connection is woken by shutting down its socket's read side."""
+        with self._lock:
+            self.stopping = True
+            if self.reading:
+                self._shutdown_socket(socket.SHUT_RD)
 
-    async def _release(self) -> None:
+    def abort(self) -> None:
+        """Server shutdown after the grace period: the socket stops working both ways."""
+        self._shutdown_socket(socket.SHUT_RDWR)
+
+    def _shutdown_socket(self, how: int) -> None:
+        try:
+            # socket.socket's own method: SSLSocket.shutdown would also drop the TLS layer,
+            # and the last words (FATAL) must still go out encrypted.
+            socket.socket.shutdown(self.sock, how)
+        except OSError:
+            pass  # already closed
+
+    def _release(self) -> None:
         self.state = ConnectionState.CLOSED
         self.server.unregister(self)
         session, self.session = self.session, None
         if session is not None:
             try:
-                await self.call(session.close)
+                session.close()
             except Exception:  # closing must not raise on the way out
                 log.exception("closing session failed")
         try:
-            self.writer.close()
-        except Exception:  # the transport may already be gone
+            self.sock.close()
+        except Exception:  # the socket may already be gone
             pass
 
-    async def _fatal(self, exc: SqlVecError) -> None:
+    def _fatal(self, exc: SqlVecError) -> None:
         """The last words of a connection: an ErrorResponse of severity FATAL."""
         response = ErrorResponse.build("FATAL", exc.sqlstate, exc.message, detail=exc.detail,
                                        hint=exc.hint)
         try:
+            self.sock.settimeout(1.0)
             self.send(response)
-            await asyncio.wait_for(self.flush(), timeout=1.0)
+            self.flush()
         except Exception:  # best effort: the peer may be gone
             pass
 
     # I/O --------------------------------------------------------------------------------------
 
-    async def _read(self) -> tuple[bytes, bytes]:
-        self.reading = True
+    def _read(self) -> tuple[bytes, bytes]:
+        """The next message, waiting for the client if need be."""
+        return self._waiting(read_message, self.stream.read_exactly,
+                             self.server.max_message_size)
+
+    def _waiting(self, read: Callable, *args: object):
+        """Run a read of client input. Shutdown ends the connection here, between messages
+        (`stop` wakes a connection waiting in this call)."""
+        with self._lock:
+            if self.stopping:
+                raise Stopping
+            self.reading = True
         try:
-            return await read_message(self.reader.readexactly, self.server.max_message_size)
+            return read(*args)
         finally:
             self.reading = False
 
@@ -310,56 +371,45 @@ class Connection:
         for message in messages:
             self._out += message.encode()
         if len(self._out) > SEND_BUFFER:
-            self.writer.write(bytes(self._out))
-            self._out.clear()
+            self.flush()
 
     def send_raw(self, data: bytes) -> None:
         """Already-framed messages (a batch of DataRows or CopyData)."""
         if len(data) < SEND_BUFFER:
             self._out += data
-            if len(self._out) <= SEND_BUFFER:
-                return
-            data = b""
-        if self._out:
-            self.writer.write(bytes(self._out))
-            self._out.clear()
-        if data:
-            self.writer.write(data)  # large: handed over as is, not copied into the buffer
+            if len(self._out) > SEND_BUFFER:
+                self.flush()
+            return
+        self.flush()
+        self.stream.write(data)  # large: written as is, not copied into the buffer
 
-    async def flush(self) -> None:
+    def flush(self) -> None:
         if self._out:
-            self.writer.write(bytes(self._out))
+            self.stream.write(self._out)
             self._out.clear()
-        await self.writer.drain()
-
-    async def call(self, fn: Callable, *args: Any) -> Any:
-        """Run engine work on the server's thread pool."""
-        self.busy = True
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self.server.executor, fn, *args)
-        finally:
-            self.busy = False
 
     # Startup and authentication --------------------------------------------------------------
 
-    async def _startup(self) -> bool:
+    def _startup(self) -> bool:
         """SSL/GSS negotiation, StartupMessage, authentication, session; False if the
         connection only carried a CancelRequest."""
         for _ in range(4):
-            packet = decode_startup(await read_startup(self.reader.readexactly))
+            packet = decode_startup(self._waiting(read_startup, self.stream.read_exactly))
             if isinstance(packet, SSLRequest):
                 context = self.server.ssl_context
                 if context is None or self.tls:
-                    self.writer.write(b"N")
+                    self.stream.write(b"N")
                     continue
-                self.writer.write(b"S")
-                await self.writer.drain()
-                await self.writer.start_tls(context)
+                if self.stream.buffered:
+                    # Bytes sent before the handshake would count as if they came encrypted.
+                    raise ProtocolViolation("received unencrypted data after SSL request")
+                self.stream.write(b"S")
+                self.sock = context.wrap_socket(self.sock, server_side=True)
+                self.stream = SocketStream(self.sock)
                 self.tls = True
                 continue
             if isinstance(packet, GSSENCRequest):
-                self.writer.write(b"N")
+                self.stream.write(b"N")
                 continue
             if isinstance(packet, CancelRequest):
                 self.server.cancel(packet.pid, packet.secret)
@@ -368,10 +418,10 @@ class Connection:
         else:
             raise ProtocolViolation("too many negotiation requests in startup")
         assert isinstance(packet, StartupMessage)
-        await self._on_startup(packet)
+        self._on_startup(packet)
         return True
 
-    async def _on_startup(self, startup: StartupMessage) -> None:
+    def _on_startup(self, startup: StartupMessage) -> None:
         major, minor = startup.version >> 16, startup.version & 0xFFFF
         if major != 3:
             raise FeatureNotSupported(
@@ -393,9 +443,9 @@ class Connection:
             if not name.startswith("_pq_."):
                 settings.setdefault(name, value)
         self.state = ConnectionState.AUTH
-        await self._authenticate(user)
+        self._authenticate(user)
         self.send(Authentication.ok())
-        self.session = await self.call(self._open_session, database, user, settings)
+        self.session = self._open_session(database, user, settings)
         self.pid = self.session.pid
         self.secret = secrets.token_bytes(4)
         self.server.register(self)
@@ -404,20 +454,20 @@ class Connection:
         self.send(BackendKeyData(self.pid, self.secret))
         self.state = ConnectionState.READY
         self.send(ReadyForQuery(self.session.transaction_status))
-        await self.flush()
+        self.flush()
         log.debug("connection from %s: user %s, database %s, application %r, TLS %s",
                   self.peer, user, database, settings.get("application_name", ""),
                   "on" if self.tls else "off")
 
-    async def _authenticate(self, user: str) -> None:
+    def _authenticate(self, user: str) -> None:
         authenticator = self.server.auth.authenticator(user)
         challenge = authenticator.start()
         while challenge is not None:
             self.send(challenge)
             if challenge.code == AUTH_SASL_FINAL:
                 return
-            await self.flush()
-            type_byte, body = await self._read()
+            self.flush()
+            type_byte, body = self._read()
             message = decode_frontend(type_byte, body)
             if not isinstance(message, PasswordMessage):
                 raise ProtocolViolation(f"expected password response, got message type "
@@ -437,18 +487,18 @@ class Connection:
 
     # Dispatch: state first, then message -----------------------------------------------------
 
-    async def dispatch(self, message: Message) -> None:
+    def dispatch(self, message: Message) -> None:
         state = self.state
         if state in (ConnectionState.READY, ConnectionState.EXTENDED):
-            await self._in_ready(message)
+            self._in_ready(message)
         elif state is ConnectionState.FAILED:
-            await self._in_failed(message)
+            self._in_failed(message)
         elif state is ConnectionState.COPY_IN:
-            await self._in_copy_in(message)
+            self._in_copy_in(message)
         else:
             raise ProtocolViolation(f"unexpected message in state {state.value}")
 
-    async def _in_ready(self, message: Message) -> None:
+    def _in_ready(self, message: Message) -> None:
         handler = self._READY_HANDLERS.get(type(message))
         if handler is None:
             if isinstance(message, (CopyData, CopyDone, CopyFail)):
@@ -458,37 +508,37 @@ class Connection:
         if type(message) in _EXTENDED:
             self.state = ConnectionState.EXTENDED
             try:
-                await handler(self, message)
+                handler(self, message)
             except SqlVecError as exc:
                 if exc.severity == "FATAL":
                     raise
-                await self._extended_error(error_response(exc))
+                self._extended_error(error_response(exc))
             except GONE:
                 raise
             except Exception as exc:
-                await self._extended_error(error_response(exc))
+                self._extended_error(error_response(exc))
             return
-        await handler(self, message)
+        handler(self, message)
 
-    async def _extended_error(self, response: ErrorResponse) -> None:
+    def _extended_error(self, response: ErrorResponse) -> None:
         """Report an extended-query error at once (the client may be waiting on a Flush
         rather than a Sync) and skip until Sync."""
         self.send(response)
         self.state = ConnectionState.FAILED
-        await self.flush()
+        self.flush()
 
-    async def _in_failed(self, message: Message) -> None:
+    def _in_failed(self, message: Message) -> None:
         if isinstance(message, Sync):
-            await self.on_sync(message)
+            self.on_sync(message)
         elif isinstance(message, Terminate):
-            await self.on_terminate(message)
+            self.on_terminate(message)
         # everything else is discarded until Sync
 
-    async def _in_copy_in(self, message: Message) -> None:
+    def _in_copy_in(self, message: Message) -> None:
         copy = self.copy
         assert copy is not None
         if isinstance(message, CopyData):
-            copy.chunks.append(message.data)
+            copy.data += message.data
         elif isinstance(message, CopyDone):
             self.state = copy.resume
         elif isinstance(message, CopyFail):
@@ -506,7 +556,7 @@ class Connection:
 
     # Simple query ------------------------------------------------------------------------------
 
-    async def on_query(self, message: Query) -> None:
+    def on_query(self, message: Query) -> None:
         self.state = ConnectionState.READY
         self.statements.pop("", None)
         self.portals.pop("", None)
@@ -515,7 +565,7 @@ class Connection:
             self.send(EmptyQueryResponse())
         for offset, text in pieces:
             try:
-                await self._simple_statement(text)
+                self._simple_statement(text)
             except SqlVecError as exc:
                 if exc.severity == "FATAL":
                     raise
@@ -530,12 +580,12 @@ class Connection:
                 break
         self._end_of_command()
         self.send(ReadyForQuery(self._status()))
-        await self.flush()
+        self.flush()
 
-    async def _simple_statement(self, text: str) -> None:
+    def _simple_statement(self, text: str) -> None:
         word = copy_format.first_word(text)
         if word == "copy":
-            tag = await self._copy(copy_format.parse_copy(text), simple=True)
+            tag = self._copy(copy_format.parse_copy(text), simple=True)
             self.send(CommandComplete(tag))
             return
         if word in ("deallocate", "discard"):
@@ -543,9 +593,9 @@ class Connection:
             if tag is not None:
                 self.send(CommandComplete(tag))
                 return
-        results, changed = await self.call(self._execute_all, text)
+        results, changed = self._execute_all(text)
         for result in results:
-            await self._send_result(result, None, 0)
+            self._send_result(result, None, 0)
         self._send_settings(changed)
 
     def _execute_all(self, text: str) -> tuple[list[Result], dict[str, str]]:
@@ -577,8 +627,8 @@ class Connection:
             return "DEALLOCATE"
         return None
 
-    async def _send_result(self, result: Result, formats: list[int] | None, limit: int,
-                           portal: Portal | None = None) -> bool:
+    def _send_result(self, result: Result, formats: list[int] | None, limit: int,
+                     portal: Portal | None = None) -> bool:
         """Send a result (from `portal.offset` when resuming): RowDescription for the simple
         protocol, DataRows, then CommandComplete, or PortalSuspended when `limit` rows went
         out and more remain. Returns True when suspended."""
@@ -604,10 +654,10 @@ class Connection:
         position = start
         while position < stop:
             end = min(stop, position + ROWS_PER_CHUNK)
-            data = await self.call(_encode_rows, table, types, formats, digits, position, end)
+            data = _encode_rows(table, types, formats, digits, position, end)
             self.send_raw(data)
             if end < stop:
-                await self.flush()
+                self.flush()
             position = end
         sent = stop - start
         if portal is not None:
@@ -641,7 +691,7 @@ class Connection:
 
     # Extended query ---------------------------------------------------------------------------
 
-    async def on_parse(self, message: Parse) -> None:
+    def on_parse(self, message: Parse) -> None:
         if message.name and message.name in self.statements:
             raise SqlVecError(f'prepared statement "{message.name}" already exists',
                               sqlstate="42P05")
@@ -649,17 +699,19 @@ class Connection:
         if len(pieces) > 1:
             raise SqlVecError("cannot insert multiple commands into a prepared statement",
                               sqlstate="42601")
-        if pieces and copy_format.first_word(pieces[0][1]) == "copy":
+        word = copy_format.first_word(pieces[0][1]) if pieces else ""
+        if word == "copy":
             statement = Statement(message.sql, message.param_oids,
                                   copy=copy_format.parse_copy(pieces[0][1]))
         else:
-            prepared = await self.call(self.session.prepare,  # type: ignore[union-attr]
-                                       message.sql, list(message.param_oids))
-            statement = Statement(message.sql, message.param_oids, prepared)
+            prepared = self.session.prepare(  # type: ignore[union-attr]
+                message.sql, list(message.param_oids))
+            statement = Statement(message.sql, message.param_oids, prepared,
+                                  intercepted=word in ("deallocate", "discard"))
         self.statements[message.name] = statement
-        self.send(ParseComplete())
+        self.send_raw(_PARSE_COMPLETE)
 
-    async def on_bind(self, message: Bind) -> None:
+    def on_bind(self, message: Bind) -> None:
         statement = self.statements.get(message.statement)
         if statement is None:
             raise SqlVecError(f'prepared statement "{message.statement}" does not exist',
@@ -686,26 +738,24 @@ class Connection:
                 raise
         _result_formats(message.result_formats, len(statement.columns or []))  # validates
         self.portals[message.portal] = Portal(statement, params, message.result_formats)
-        self.send(BindComplete())
+        self.send_raw(_BIND_COMPLETE)
 
-    async def on_describe(self, message: Describe) -> None:
+    def on_describe(self, message: Describe) -> None:
         if message.kind == "S":
             statement = self.statements.get(message.name)
             if statement is None:
                 raise SqlVecError(f'prepared statement "{message.name}" does not exist',
                                   sqlstate="26000")
             self.send(ParameterDescription(tuple(t.oid for t in statement.param_types)))
-            columns = statement.columns
-            formats = [pgtypes.TEXT] * len(columns or [])
-        else:
-            portal = self.portals.get(message.name)
-            if portal is not None:
-                columns = portal.statement.columns
-                formats = portal.formats(columns)
-            else:  # a cursor opened with DECLARE is a portal too (psycopg's named cursors)
-                columns = await self.call(self._cursor_columns, message.name)
-                formats = [pgtypes.TEXT] * len(columns)
-        self.send(row_description(columns, formats) if columns is not None else NoData())
+            self.send_raw(statement.description([pgtypes.TEXT] * len(statement.columns or [])))
+            return
+        portal = self.portals.get(message.name)
+        if portal is not None:
+            statement = portal.statement
+            self.send_raw(statement.description(portal.formats(statement.columns)))
+        else:  # a cursor opened with DECLARE is a portal too (psycopg's named cursors)
+            columns = self._cursor_columns(message.name)
+            self.send(row_description(columns, [pgtypes.TEXT] * len(columns)))
 
     def _cursor_columns(self, name: str) -> list[ResultColumn]:
         quoted = '"' + name.replace('"', '""') + '"'
@@ -714,26 +764,24 @@ class Connection:
             raise SqlVecError(f'portal "{name}" does not exist', sqlstate="34000")
         return prepared.columns
 
-    async def on_execute(self, message: Execute) -> None:
+    def on_execute(self, message: Execute) -> None:
         portal = self.portals.get(message.portal)
         if portal is None:
             raise SqlVecError(f'portal "{message.portal}" does not exist', sqlstate="34000")
         statement = portal.statement
         if statement.copy is not None:
-            self.send(CommandComplete(await self._copy(statement.copy, simple=False)))
+            self.send(CommandComplete(self._copy(statement.copy, simple=False)))
             return
         if portal.result is None:
-            text = statement.sql
-            word = copy_format.first_word(text)
-            if word in ("deallocate", "discard"):
-                tag = self._intercept(text)
+            if statement.intercepted:
+                tag = self._intercept(statement.sql)
                 if tag is not None:
                     portal.result = _done(tag)
             if portal.result is None:
-                portal.result, changed = await self.call(self._run_portal, portal)
+                portal.result, changed = self._run_portal(portal)
                 self._send_settings(changed)
-        await self._send_result(portal.result, portal.formats(portal.result.columns),
-                                message.max_rows, portal)
+        self._send_result(portal.result, portal.formats(portal.result.columns),
+                          message.max_rows, portal)
 
     def _run_portal(self, portal: Portal) -> tuple[Result, dict[str, str]]:
         session = self.session
@@ -743,52 +791,52 @@ class Connection:
             # prepare() is a cache lookup unless the catalog changed since Parse: then the
             # statement is planned again, as PostgreSQL re-plans after DDL.
             prepared = session.prepare(statement.sql, list(statement.param_oids))
-            statement.prepared = prepared
+            statement.replan(prepared)
             result = session.run(prepared, portal.params)
             return result, session.drain_changed_settings()
         except BaseException:
             session.drain_changed_settings()
             raise
 
-    async def on_close(self, message: Close) -> None:
+    def on_close(self, message: Close) -> None:
         if message.kind == "S":
             self.statements.pop(message.name, None)
         else:
             self.portals.pop(message.name, None)
-        self.send(CloseComplete())
+        self.send_raw(_CLOSE_COMPLETE)
 
-    async def on_flush(self, message: Flush) -> None:
-        await self.flush()
+    def on_flush(self, message: Flush) -> None:
+        self.flush()
 
-    async def on_sync(self, message: Sync) -> None:
+    def on_sync(self, message: Sync) -> None:
         self.state = ConnectionState.READY
         self._end_of_command()
-        self.send(ReadyForQuery(self._status()))
-        await self.flush()
+        self.send_raw(_READY[self._status()])
+        self.flush()
 
-    async def on_terminate(self, message: Terminate) -> None:
+    def on_terminate(self, message: Terminate) -> None:
         self.state = ConnectionState.CLOSED
         raise Closed
 
-    async def on_function_call(self, message: FunctionCall) -> None:
+    def on_function_call(self, message: FunctionCall) -> None:
         self.send(error_response(FeatureNotSupported("function call messages are not supported")))
         self.send(ReadyForQuery(self._status()))
-        await self.flush()
+        self.flush()
 
     # COPY --------------------------------------------------------------------------------------
 
-    async def _copy(self, command: copy_format.CopyCommand, simple: bool) -> str:
+    def _copy(self, command: copy_format.CopyCommand, simple: bool) -> str:
         if self._status() == "E":
             raise InFailedTransaction("current transaction is aborted, commands ignored until "
                                       "end of transaction block")
         if command.direction == "to":
-            return await self._copy_out(command)
-        return await self._copy_in(command, simple)
+            return self._copy_out(command)
+        return self._copy_in(command, simple)
 
-    async def _copy_in(self, command: copy_format.CopyCommand, simple: bool) -> str:
+    def _copy_in(self, command: copy_format.CopyCommand, simple: bool) -> str:
         session = self.session
         assert session is not None
-        prepared = await self.call(session.prepare, command.select_sql())
+        prepared = session.prepare(command.select_sql())
         columns = [copy_format.Column(c.name, c.type) for c in prepared.columns]
         copy_in = getattr(session, "copy_in", None)
         if copy_in is None:
@@ -797,13 +845,18 @@ class Connection:
         resume = ConnectionState.READY if simple else ConnectionState.EXTENDED
         self.copy = CopyIn(command, columns, resume)
         self.send(CopyInResponse(fmt, tuple([fmt] * len(columns))))
-        await self.flush()
+        self.flush()
         self.state = ConnectionState.COPY_IN
         started = time.perf_counter()
         try:
             while self.state is ConnectionState.COPY_IN:
-                type_byte, body = await self._read()
-                await self.dispatch(decode_frontend(type_byte, body))
+                type_byte, length = self._waiting(read_header, self.stream.read_exactly,
+                                                  self.server.max_message_size)
+                if type_byte == CopyData.TYPE:  # the bulk: appended as it comes, no message
+                    self._waiting(self.stream.read_into, self.copy.data, length)
+                else:
+                    body = self._waiting(self.stream.read_exactly, length) if length else b""
+                    self.dispatch(decode_frontend(type_byte, body))
         except BaseException:
             self.state = resume
             raise
@@ -811,17 +864,16 @@ class Connection:
         if copy.failure is not None:
             raise copy.failure
         received = time.perf_counter()
-        data = b"".join(copy.chunks)
-        copy.chunks.clear()
+        data = memoryview(copy.data)
         names = None if command.columns is None else [c.name for c in columns]
-        count, decoded = await self.call(self._copy_rows, command, columns, data, names)
+        count, decoded = self._copy_rows(command, columns, data, names)
         log.debug("COPY %s: %d rows, %d bytes received in %.3fs, decoded in %.3fs, stored in "
                   "%.3fs", command.label, count, len(data), received - started,
                   decoded - received, time.perf_counter() - decoded)
         return f"COPY {count}"
 
     def _copy_rows(self, command: copy_format.CopyCommand, columns: list[copy_format.Column],
-                   data: bytes, names: list[str] | None) -> tuple[int, float]:
+                   data: memoryview, names: list[str] | None) -> tuple[int, float]:
         session = self.session
         assert session is not None
         try:
@@ -833,11 +885,11 @@ class Connection:
         count = session.copy_in(command.table_name, names, rows)  # type: ignore[attr-defined]
         return count, decoded
 
-    async def _copy_out(self, command: copy_format.CopyCommand) -> str:
+    def _copy_out(self, command: copy_format.CopyCommand) -> str:
         session = self.session
         assert session is not None
         options = command.options
-        result, changed = await self.call(self._run_copy_query, command)
+        result, changed = self._run_copy_query(command)
         self._send_settings(changed)
         columns = result.columns or []
         table = result.table if result.table is not None else pa.table({})
@@ -857,10 +909,9 @@ class Connection:
                 chunk = table.slice(start, ROWS_PER_CHUNK)
                 prefix = copy_format.BINARY_HEADER if options.format == "binary" and start == 0 \
                     else b""
-                data = await self.call(copy_format.encode_rows, chunk, types, options, digits,
-                                       prefix)
+                data = copy_format.encode_rows(chunk, types, options, digits, prefix)
                 self.send_raw(data)
-                await self.flush()
+                self.flush()
             if options.format == "binary" and n:
                 self.send_raw(copy_format.copy_data(copy_format.BINARY_TRAILER))
             self.send(CopyDone())
@@ -908,8 +959,12 @@ def _done(tag: str) -> Result:
 
 def _encode_rows(table: pa.Table, types: list[SqlType], formats: list[int], float_digits: int,
                  start: int, stop: int) -> bytes:
-    """DataRows for rows [start, stop) of a result (runs on a worker thread)."""
+    """DataRows for rows [start, stop) of a result."""
     chunk = table.slice(start, stop - start)
+    if chunk.num_rows <= pgtypes.SHORT_RESULT:
+        lists = [pgtypes.cell_lists(chunk.column(i), t, fmt, float_digits)
+                 for i, (t, fmt) in enumerate(zip(types, formats))]
+        return DataRow.encode_cell_rows(lists, chunk.num_rows)
     cells = [pgtypes.encode_cells(chunk.column(i), t, fmt, float_digits)
              for i, (t, fmt) in enumerate(zip(types, formats))]
     return DataRow.encode_batch(cells, chunk.num_rows)

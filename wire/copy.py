@@ -410,13 +410,13 @@ class CopyDataError(SqlVecError):
         return text
 
 
-def decode(data: bytes, options: CopyOptions, columns: list[Column]) -> pa.Table:
+def decode(data: bytes | memoryview, options: CopyOptions, columns: list[Column]) -> pa.Table:
     """Decode a whole COPY FROM STDIN stream into an Arrow table of the columns' types."""
     if options.format == "binary":
         return decode_binary(data, columns)
     if options.format == "csv":
-        return decode_csv(data, options, columns)
-    return decode_text(data, options, columns)
+        return decode_csv(bytes(data), options, columns)
+    return decode_text(bytes(data), options, columns)
 
 
 def _typed_table(fields: list[pa.Array], columns: list[Column], line_of,
@@ -574,9 +574,9 @@ def _empty_rows(n: int) -> pa.Table:
     return pa.table({"_": pa.nulls(max(0, n))}).drop_columns(["_"])
 
 
-def decode_binary(data: bytes, columns: list[Column]) -> pa.Table:
+def decode_binary(data: bytes | memoryview, columns: list[Column]) -> pa.Table:
     """Binary COPY: find every field's (offset, length), then decode column by column."""
-    if not data.startswith(BINARY_SIGNATURE):
+    if bytes(data[:len(BINARY_SIGNATURE)]) != BINARY_SIGNATURE:
         raise CopyDataError(BadCopyFileFormat("COPY file signature not recognized"), 1)
     if len(data) < 19:
         raise CopyDataError(BadCopyFileFormat("invalid COPY file header (missing length)"), 1)
@@ -595,7 +595,7 @@ def decode_binary(data: bytes, columns: list[Column]) -> pa.Table:
         n, row_size = matrix.shape
         row_starts = pos + np.arange(n, dtype=np.int64) * row_size
     else:
-        starts, lengths = _walk_rows(data, pos, ncols)
+        starts, lengths = _find_rows(data, pos, ncols)
     arrays = []
     for j, col in enumerate(columns):
         try:
@@ -616,7 +616,7 @@ def decode_binary(data: bytes, columns: list[Column]) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=[c.name for c in columns])
 
 
-def _fixed_layout(data: bytes, pos: int, ncols: int):
+def _fixed_layout(data: bytes | memoryview, pos: int, ncols: int):
     """When every row has the first row's field sizes (no NULLs, fixed-width values, as with
     numbers and vectors), the rows are an (n, row_size) byte matrix: check each row's field
     count and size words with NumPy instead of walking, and return (matrix, field offsets,
@@ -649,7 +649,68 @@ def _fixed_layout(data: bytes, pos: int, ncols: int):
     return matrix, offsets, sizes
 
 
-def _walk_rows(data: bytes, pos: int, ncols: int):
+def _find_rows(data: bytes | memoryview, pos: int, ncols: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every field's (start, length) as two (rows, ncols) arrays, for rows of varying layout
+    (text, NULLs), without a Python step per field.
+
+    A row can only start where its int16 field count is, so every place holding that number
+    is tried at once (the few that are really inside values cost nothing): NumPy reads the
+    fields of all of them column by column, which gives each one's successor, and the rows are
+    the chain that leads from the first row to the trailer, followed in one plain list walk.
+    Anything malformed breaks the chain; then `_walk_rows` walks the data and names the line."""
+    found = _chain_rows(data, pos, ncols) if ncols else None
+    return found if found is not None else _walk_rows(data, pos, ncols)
+
+
+_LINKED_TRAILER = -2  # in `_chain_rows`: the row after this one is the trailer
+
+
+def _chain_rows(data: bytes | memoryview, pos: int, ncols: int):
+    buf = np.frombuffer(data, np.uint8)
+    end = buf.size
+    found = [np.empty(0, np.int64)]
+    count_word = np.frombuffer(struct.pack("!H", ncols), np.uint16)[0]  # as stored, unswapped
+    for shift in (0, 1):  # both alignments of an int16
+        count = (end - pos - shift) // 2
+        if count > 0:
+            words = np.frombuffer(data, np.uint16, count=count, offset=pos + shift)
+            found.append(np.flatnonzero(words == count_word) * 2 + (pos + shift))
+    candidates = np.sort(np.concatenate(found))
+    n = candidates.size
+    if n == 0 or candidates[0] != pos:
+        return None
+    starts = np.empty((n, ncols), np.int64)
+    lengths = np.empty((n, ncols), np.int64)
+    at = candidates + 2
+    ok = np.ones(n, bool)
+    for j in range(ncols):
+        ok &= at + 4 <= end
+        safe = np.where(ok, at, 0)
+        word = (buf[safe].astype(np.uint32) << 24) | (buf[safe + 1].astype(np.uint32) << 16) \
+            | (buf[safe + 2].astype(np.uint32) << 8) | buf[safe + 3]
+        size = word.view(np.int32).astype(np.int64)
+        ok &= size >= -1
+        starts[:, j] = at + 4
+        lengths[:, j] = size
+        at = at + 4 + np.maximum(size, 0)
+        ok &= at <= end
+    safe = np.where(ok & (at + 2 <= end), at, 0)
+    trailer = ok & (at + 2 <= end) & (buf[safe] == 0xFF) & (buf[safe + 1] == 0xFF)
+    following = np.minimum(np.searchsorted(candidates, at), n - 1)
+    linked = ok & (candidates[following] == at)
+    successor = np.where(trailer, _LINKED_TRAILER, np.where(linked, following, -1)).tolist()
+    chain = []
+    i = 0
+    while i >= 0:  # successors lie further on, so this ends
+        chain.append(i)
+        i = successor[i]
+    if i != _LINKED_TRAILER:
+        return None
+    rows = np.array(chain, np.int64)
+    return starts[rows], lengths[rows]
+
+
+def _walk_rows(data: bytes | memoryview, pos: int, ncols: int):
     unpack_h = struct.Struct("!h").unpack_from
     unpack_i = struct.Struct("!i").unpack_from
     starts: list[int] = []

@@ -107,6 +107,89 @@ def encode_cells(array: pa.Array | pa.ChunkedArray, t: SqlType, fmt: int = TEXT,
     return _prefix(payload)
 
 
+# Short results: cells as Python bytes
+
+SHORT_RESULT = 64  # up to this many rows, `cell_lists` beats Arrow's fixed cost per call
+
+_LENGTH = struct.Struct("!i")
+# Per number type: its Arrow type, as NumPy reads that in memory, its wire form, the cell header.
+_BINARY_NUMBERS = {
+    name: (arrow, np.dtype(arrow.to_pandas_dtype()), np.dtype(code),
+           _LENGTH.pack(np.dtype(code).itemsize))
+    for name, arrow, code in (("int2", pa.int16(), ">i2"), ("int4", pa.int32(), ">i4"),
+                              ("int8", pa.int64(), ">i8"), ("float4", pa.float32(), ">f4"),
+                              ("float8", pa.float64(), ">f8"))}
+_TEXT_STRINGS = STRING_TYPES | {"jsonb"} | OID_TYPES
+
+
+def cell_lists(array: pa.Array | pa.ChunkedArray, t: SqlType, fmt: int = TEXT,
+               float_digits: int = 1) -> list[bytes]:
+    """The cells of a short column as Python bytes: exactly what `encode_cells` gives, built
+    without Arrow kernels, whose fixed cost per call is most of the work for a handful of rows
+    (one row of SELECT 1, the ten of a top-k). A loop over the rows, so only for short results;
+    types without a direct encoding here go through `encode_cells`."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    cells = _binary_cell_list(array, t) if fmt == BINARY else _text_cell_list(array, t)
+    if cells is None:
+        return encode_cells(array, t, fmt, float_digits).to_pylist()
+    if array.null_count:
+        for i, valid in enumerate(array.is_valid().to_pylist()):
+            if not valid:
+                cells[i] = NULL_CELL
+    return cells
+
+
+def _binary_cell_list(array: pa.Array, t: SqlType) -> list[bytes] | None:
+    name, typ, n = t.name, array.type, len(array)
+    number = _BINARY_NUMBERS.get(name)
+    if number is not None and number[0] == typ:
+        _, native, wire, head = number
+        values = np.frombuffer(array.buffers()[1], native, array.offset + n)[array.offset:]
+        raw = values.astype(wire).tobytes()
+        width = wire.itemsize
+        return [head + raw[i:i + width] for i in range(0, n * width, width)]
+    if name == "vector" and pa.types.is_fixed_size_list(typ) \
+            and pa.types.is_float32(typ.value_type):
+        d = typ.list_size
+        flat = array.values.slice(array.offset * d, n * d)
+        if flat.null_count:
+            return None
+        raw = flat.to_numpy().astype(">f4").tobytes()
+        head = struct.pack("!iHH", 4 + 4 * d, d, 0)
+        return [head + raw[i:i + 4 * d] for i in range(0, n * 4 * d, 4 * d)]
+    if name in STRING_TYPES and name != "uuid" and (pa.types.is_string(typ)
+                                                    or pa.types.is_large_string(typ)):
+        return _string_cells(array)
+    if name == "bool" and pa.types.is_boolean(typ):
+        return [b"\x00\x00\x00\x01\x01" if v else b"\x00\x00\x00\x01\x00"
+                for v in array.to_pylist()]
+    return None
+
+
+def _text_cell_list(array: pa.Array, t: SqlType) -> list[bytes] | None:
+    name, typ = t.name, array.type
+    if (name in INTEGER_TYPES or name in OID_TYPES) and pa.types.is_integer(typ):
+        out = []
+        for v in array.to_pylist():
+            raw = b"" if v is None else str(v).encode()
+            out.append(_LENGTH.pack(len(raw)) + raw)
+        return out
+    if name in _TEXT_STRINGS and (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+        return _string_cells(array)
+    if name == "bool" and pa.types.is_boolean(typ):
+        return [b"\x00\x00\x00\x01t" if v else b"\x00\x00\x00\x01f" for v in array.to_pylist()]
+    return None
+
+
+def _string_cells(array: pa.Array) -> list[bytes]:
+    out = []
+    for v in array.to_pylist():
+        raw = b"" if v is None else v.encode()
+        out.append(_LENGTH.pack(len(raw)) + raw)
+    return out
+
+
 def _prefix(payload: pa.Array) -> pa.Array:
     """Prepend each value's int32 length (-1 and no bytes for NULL)."""
     payload = payload.cast(pa.large_binary())
@@ -688,24 +771,22 @@ def _to_arrow(values: list, t: SqlType) -> pa.Array:
                                        sqlstate="22003")) from exc
 
 
-def decode_binary_column(buf: bytes, starts: np.ndarray, lengths: np.ndarray,
+def decode_binary_column(buf: bytes | memoryview, starts: np.ndarray, lengths: np.ndarray,
                          t: SqlType) -> pa.Array:
     """Binary-format values at buf[starts[i]:starts[i] + lengths[i]] (length -1: NULL) as an
-    Arrow column of type `t`. Fixed-width values are gathered into one byte matrix (a join of
-    buffer slices, no per-value decoding) and converted by `decode_binary_matrix`."""
+    Arrow column of type `t`. Fixed-width values are gathered into one byte matrix (one NumPy
+    gather over a sliding-window view of the buffer, no per-value decoding) and converted by
+    `decode_binary_matrix`."""
     n = len(starts)
     valid = lengths >= 0
     name = t.name
-    view = memoryview(buf)
     if name in INTEGER_TYPES or name in FLOAT_TYPES or name == "vector":
         present = lengths[valid]
         if present.size == 0:
             return pa.nulls(n, t.to_arrow())
         width = int(present[0])
         if (present == width).all():
-            picked = starts[valid].tolist()
-            rows = np.frombuffer(b"".join([view[s:s + width] for s in picked]),
-                                 dtype=np.uint8).reshape(len(picked), width)
+            rows = _gather(buf, starts[valid], width)
             try:
                 column = decode_binary_matrix(rows, t)
             except CellError as exc:
@@ -719,8 +800,16 @@ def decode_binary_column(buf: bytes, starts: np.ndarray, lengths: np.ndarray,
         return _binary_each(buf, starts, lengths, t)
     if name in ("text", "varchar", "name", "unknown", "json", "bpchar") \
             and t.char_length is None:
-        return _string_column(view, starts, lengths, valid)
+        return _string_column(buf, starts, lengths, valid)
     return _binary_each(buf, starts, lengths, t)
+
+
+def _gather(buf: bytes | memoryview, starts: np.ndarray, width: int) -> np.ndarray:
+    """The `width` bytes at each of `starts`, as an (n, width) matrix."""
+    data = np.frombuffer(buf, np.uint8)
+    if width == 0:
+        return np.empty((len(starts), 0), np.uint8)
+    return np.lib.stride_tricks.sliding_window_view(data, width)[starts]
 
 
 def decode_binary_matrix(rows: np.ndarray, t: SqlType) -> pa.Array | None:
@@ -767,14 +856,16 @@ def _scatter(column: pa.Array, valid: np.ndarray) -> pa.Array:
     return column.take(indices)
 
 
-def _string_column(view: memoryview, starts: np.ndarray, lengths: np.ndarray,
+def _string_column(buf: bytes | memoryview, starts: np.ndarray, lengths: np.ndarray,
                    valid: np.ndarray) -> pa.Array:
     sizes = np.where(valid, lengths, 0).astype(np.int64)
     offsets = np.zeros(len(sizes) + 1, np.int64)
     np.cumsum(sizes, out=offsets[1:])
-    data = b"".join([view[s:s + k] for s, k in zip(starts.tolist(), sizes.tolist())])
+    # Every byte of every value in one gather: value i's bytes sit at starts[i] + 0..size-1.
+    index = np.repeat(starts.astype(np.int64) - offsets[:-1], sizes) + np.arange(offsets[-1])
+    data = np.frombuffer(buf, np.uint8)[index].tobytes()
     validity = None if valid.all() else pa.array(valid).buffers()[1]
-    array = pa.LargeStringArray.from_buffers(len(sizes), pa.py_buffer(offsets.tobytes()),
+    array = pa.LargeStringArray.from_buffers(len(sizes), pa.py_buffer(offsets),
                                              pa.py_buffer(data), validity)
     try:
         array.validate(full=True)

@@ -1,23 +1,29 @@
-"""The asyncio listener: accepts connections, routes CancelRequests, shuts down cleanly.
+"""The listener: accepts connections, routes CancelRequests, shuts down cleanly.
 
-One event loop serves every connection; engine work runs on a thread pool (`executor`), so
-the loop only moves bytes. Each connection gets a process id (the session's) and a random
-secret in BackendKeyData; a CancelRequest naming both interrupts that session's running
-statement (`Session.cancel`, 57014), and one naming anything else is ignored silently, as in
-PostgreSQL.
+An asyncio task accepts connections; each connection is then served by a thread of its own
+(`wire.connection`), which reads, runs and answers with blocking calls: a round trip never
+waits for a hand-off between threads, and engine work (NumPy, pyarrow and hnswlib release the
+GIL) runs in as many threads as there are busy connections, never on the event loop. Each
+connection gets a process id (the session's) and a random secret in BackendKeyData; a
+CancelRequest naming both interrupts that session's running statement (`Session.cancel`, 57014),
+and one naming anything else is ignored silently, as in PostgreSQL.
 
 Shutdown (`shutdown`): stop listening; idle connections get FATAL 57P01 at once; running
-statements get `grace` seconds to finish, then are cancelled; then the thread pool drains and
-the database closes (its WAL synced).
+statements get `grace` seconds to finish, then are cancelled; connections still not done after
+another `grace` seconds have their sockets shut down, and their threads are waited for. The
+caller then closes the database (its WAL synced).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import logging
+import socket
 import ssl
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
 
 from sqlvec.database import Database
 from wire.auth import AuthConfig
@@ -25,6 +31,8 @@ from wire.codec import MAX_MESSAGE_SIZE
 from wire.connection import Connection
 
 log = logging.getLogger("sqlvec.wire")
+
+BACKLOG = 128
 
 
 def make_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
@@ -39,48 +47,97 @@ class Server:
 
     def __init__(self, database: Database, *, host: str = "127.0.0.1", port: int = 5433,
                  auth: AuthConfig | None = None, ssl_context: ssl.SSLContext | None = None,
-                 max_message_size: int = MAX_MESSAGE_SIZE, workers: int | None = None) -> None:
+                 max_message_size: int = MAX_MESSAGE_SIZE) -> None:
         self.database = database
         self.host = host
         self.port = port
         self.auth = auth or AuthConfig()
         self.ssl_context = ssl_context
         self.max_message_size = max_message_size
-        # Threads, not cores: a worker mostly waits (on I/O, on pyarrow/NumPy/hnswlib with the
-        # GIL released, or in pg_sleep), and a connection holds one only while it runs a call.
-        self.executor = ThreadPoolExecutor(max_workers=workers or 64,
-                                           thread_name_prefix="sqlvec-worker")
         self.connections: set[Connection] = set()
         self._by_pid: dict[int, Connection] = {}
-        self._listener: asyncio.base_events.Server | None = None
+        self._lock = threading.Lock()  # connections come and go in their own threads
+        self._listeners: list[socket.socket] = []
+        self._accepting: list[asyncio.Task] = []
+        self._numbers = itertools.count(1)
 
     # Listening -------------------------------------------------------------------------------
 
     async def start(self) -> tuple[str, int]:
-        """Bind and listen; returns the address actually bound (port 0 picks a free port)."""
-        self._listener = await asyncio.start_server(self._on_client, self.host, self.port,
-                                                    reuse_address=True)
-        sockname = self._listener.sockets[0].getsockname()
+        """Bind and listen on every address `host` resolves to; returns the first address
+        actually bound (port 0 picks a free port, shared by the other addresses)."""
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+        port = self.port
+        try:
+            for family, kind, proto, _name, address in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                self._listeners.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((address[0], port, *address[2:]))
+                sock.listen(BACKLOG)
+                sock.setblocking(False)
+                port = sock.getsockname()[1]
+        except OSError:
+            self._close_listeners()
+            raise
+        sockname = self._listeners[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
+        self._accepting = [asyncio.create_task(self._accept(sock)) for sock in self._listeners]
         return self.host, self.port
 
-    async def _on_client(self, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> None:
-        connection = Connection(self, reader, writer)
-        self.connections.add(connection)
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, peer = await loop.sock_accept(listener)
+            except OSError as exc:  # out of descriptors, say: wait, then accept again
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            sock.setblocking(True)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = Connection(self, sock, peer)
+            with self._lock:
+                self.connections.add(connection)
+            thread = threading.Thread(target=self._serve, args=(connection,), daemon=True,
+                                      name=f"sqlvec-connection-{next(self._numbers)}")
+            connection.thread = thread
+            try:
+                thread.start()
+            except RuntimeError as exc:  # no more threads: this client is turned away
+                log.warning("cannot serve %s: %s", peer, exc)
+                with self._lock:
+                    self.connections.discard(connection)
+                sock.close()
+
+    def _serve(self, connection: Connection) -> None:
         try:
-            await connection.serve()
+            connection.serve()
         finally:
-            self.connections.discard(connection)
+            with self._lock:
+                self.connections.discard(connection)
+
+    def _close_listeners(self) -> None:
+        for task in self._accepting:
+            task.cancel()
+        for sock in self._listeners:
+            sock.close()
+        self._listeners = []
 
     # Cancellation ----------------------------------------------------------------------------
 
     def register(self, connection: Connection) -> None:
-        self._by_pid[connection.pid] = connection
+        with self._lock:
+            self._by_pid[connection.pid] = connection
 
     def unregister(self, connection: Connection) -> None:
-        if self._by_pid.get(connection.pid) is connection:
-            del self._by_pid[connection.pid]
+        with self._lock:
+            if self._by_pid.get(connection.pid) is connection:
+                del self._by_pid[connection.pid]
 
     def cancel(self, pid: int, secret: bytes) -> None:
         target = self._by_pid.get(pid)
@@ -95,21 +152,29 @@ class Server:
 
     async def shutdown(self, grace: float = 5.0) -> None:
         """Stop listening, end every connection (running statements get `grace` seconds,
-        then are cancelled), drain the thread pool. The caller closes the database."""
-        if self._listener is not None:
-            self._listener.close()
-        for connection in list(self.connections):
+        then are cancelled), and wait until no connection thread uses the database. The
+        caller then closes the database."""
+        self._close_listeners()
+        for connection in self._live():
             connection.stop()
-        pending = [c.task for c in self.connections if c.task is not None]
-        if pending:
-            _, pending_set = await asyncio.wait(pending, timeout=grace)
-            if pending_set:
-                for connection in list(self.connections):
-                    if connection.session is not None:
-                        connection.session.cancel()
-                _, pending_set = await asyncio.wait(pending_set, timeout=grace)
-                for task in pending_set:
-                    task.cancel()
-                if pending_set:
-                    await asyncio.wait(pending_set, timeout=grace)
-        await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown, True)
+        if not await self._wait(grace):
+            for connection in self._live():
+                if connection.session is not None:
+                    connection.session.cancel()
+            if not await self._wait(grace):
+                for connection in self._live():
+                    connection.abort()  # a client that stopped reading no longer blocks us
+                await self._wait(None)
+
+    def _live(self) -> list[Connection]:
+        with self._lock:
+            return list(self.connections)
+
+    async def _wait(self, timeout: float | None) -> bool:
+        """Wait until every connection thread has ended; False after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while any(c.thread is not None and c.thread.is_alive() for c in self._live()):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from sqlvec.catalog.catalog import (
     BOOTSTRAP_SUPERUSER_OID,
@@ -170,7 +171,9 @@ EXTRA_TYPES: tuple[TypeInfo, ...] = (
 _PSEUDO = {"record", "void", "anyelement", "anyarray", "internal", "trigger", "cstring"}
 
 
-def type_rows() -> list[TypeRow]:
+@lru_cache(maxsize=1)
+def type_rows() -> tuple[TypeRow, ...]:
+    """The pg_type rows (fixed: built once)."""
     rows = [_type_row(t) for t in TYPES_BY_OID.values() if not t.typname.startswith("_")]
     rows += [_type_row(t) for t in TYPES_BY_OID.values() if t.typname.startswith("_")]
     known = {r.info.oid for r in rows}
@@ -189,7 +192,12 @@ def type_rows() -> list[TypeRow]:
             rows.append(TypeRow(arr, PG_CATALOG_OID, False, "i", "x", extra.oid, 0, "array_in",
                                 "array_out", "array_recv", "array_send", "-", "-",
                                 "array_typanalyze", 0, False))
-    return rows
+    return tuple(rows)
+
+
+@lru_cache(maxsize=1)
+def procs_by_oid() -> dict[int, ProcRow]:
+    return {p.oid: p for p in proc_rows()}
 
 
 def type_kind(row: TypeRow) -> str:
@@ -285,7 +293,9 @@ _BUILTIN_FUNCTIONS = (
 )
 
 
-def proc_rows() -> list[ProcRow]:
+@lru_cache(maxsize=1)
+def proc_rows() -> tuple[ProcRow, ...]:
+    """The pg_proc rows (fixed: built once)."""
     rows: list[ProcRow] = []
     seen: set[str] = set()
     oid = 14000
@@ -323,7 +333,7 @@ def proc_rows() -> list[ProcRow]:
         rows.append(ProcRow(oid, name, PUBLIC_OID, type_oid(ret),
                             tuple(type_oid(a) for a in args), language=13,
                             kind="a" if name in ("avg", "sum") else "f"))
-    return rows
+    return tuple(rows)
 
 
 # Relations -----------------------------------------------------------------------------------------
@@ -396,8 +406,6 @@ class CatalogObjects:
     """A consistent model of the database's catalog objects for one statement."""
 
     def __init__(self, database, session) -> None:
-        from sqlvec.catalog.virtual import TABLES, table_oid
-
         self.database = database
         self.session = session
         catalog = session.catalog
@@ -428,15 +436,7 @@ class CatalogObjects:
                          Column("log_cnt", SqlType("int8"), 2, True),
                          Column("is_called", SqlType("bool"), 3, True)],
                 sequence=seq))
-        for key, (columns, _fn) in TABLES.items():
-            schema, _, name = key.rpartition(".")
-            schema = schema or "pg_catalog"
-            self.relations.append(Relation(
-                table_oid(key), name, self.nsp_by_name[schema], schema,
-                "v" if schema == "information_schema" or name.startswith("pg_stat")
-                or name in _CATALOG_VIEWS else "r",
-                columns=[Column(c, SqlType.parse(t), i + 1) for i, (c, t) in enumerate(columns)],
-                am=HEAP_AM if schema == "pg_catalog" and name not in _CATALOG_VIEWS else 0))
+        self.relations += _catalog_relations()
         self.by_oid = {r.oid: r for r in self.relations}
 
     # Building ------------------------------------------------------------------------------------
@@ -585,6 +585,30 @@ class CatalogObjects:
     def comment(self, classoid: int, objoid: int, subid: int = 0) -> str | None:
         return self.state.get("comments", {}).get(f"{classoid}:{objoid}:{subid}")
 
+
+def _catalog_relations() -> list[Relation]:
+    """The pg_catalog and information_schema tables as relations (fixed after import: built
+    once, shared read-only by every statement's model)."""
+    global _CATALOG_RELATIONS
+    if _CATALOG_RELATIONS is None:
+        from sqlvec.catalog.virtual import TABLES, parse_type, table_oid
+
+        nsp = {"pg_catalog": PG_CATALOG_OID, "information_schema": INFORMATION_SCHEMA_OID}
+        out = []
+        for key, (columns, _fn) in TABLES.items():
+            schema, _, name = key.rpartition(".")
+            schema = schema or "pg_catalog"
+            out.append(Relation(
+                table_oid(key), name, nsp[schema], schema,
+                "v" if schema == "information_schema" or name.startswith("pg_stat")
+                or name in _CATALOG_VIEWS else "r",
+                columns=[Column(c, parse_type(t), i + 1) for i, (c, t) in enumerate(columns)],
+                am=HEAP_AM if schema == "pg_catalog" and name not in _CATALOG_VIEWS else 0))
+        _CATALOG_RELATIONS = out
+    return _CATALOG_RELATIONS
+
+
+_CATALOG_RELATIONS: list[Relation] | None = None
 
 _CATALOG_VIEWS = {"pg_roles", "pg_user", "pg_settings", "pg_tables", "pg_views", "pg_matviews",
                   "pg_indexes", "pg_sequences", "sqlvec_indexes"}

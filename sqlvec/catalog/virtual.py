@@ -50,7 +50,15 @@ def table_oid(name: str) -> int:
     key = name.split(".", 1)[1] if name.startswith("pg_catalog.") else name
     if key in _KNOWN_OIDS:
         return _KNOWN_OIDS[key]
-    return 12000 + sorted(TABLES).index(key) if key in TABLES else 0
+    if key not in TABLES:
+        return 0
+    if len(_ORDER) != len(TABLES):
+        _ORDER.clear()
+        _ORDER.update({name: i for i, name in enumerate(sorted(TABLES))})
+    return 12000 + _ORDER[key]
+
+
+_ORDER: dict[str, int] = {}  # position of each table name in sorted order
 
 
 def virtual_fields(name: str, schema: str | None) -> list[tuple[str, SqlType]] | None:
@@ -60,13 +68,14 @@ def virtual_fields(name: str, schema: str | None) -> list[tuple[str, SqlType]] |
     entry = TABLES.get(key)
     if entry is None:
         return None
-    return [(col, _parse(t)) for col, t in entry[0]]
+    return [(col, parse_type(t)) for col, t in entry[0]]
 
 
 _TYPE_CACHE: dict[str, SqlType] = {}
 
 
-def _parse(spelling: str) -> SqlType:
+def parse_type(spelling: str) -> SqlType:
+    """A column type spelling of the tables above, parsed once."""
     t = _TYPE_CACHE.get(spelling)
     if t is None:
         t = _TYPE_CACHE[spelling] = SqlType.parse(spelling)
@@ -83,7 +92,7 @@ def build_virtual_table(database, session, name: str) -> pa.Table:
     n = max((len(v) for v in data.values()), default=0)
     for col, t in columns:
         values = data.get(col)
-        arrow = _parse(t).to_arrow()
+        arrow = parse_type(t).to_arrow()
         if values is None:
             arrays.append(pa.nulls(n, arrow))
         else:

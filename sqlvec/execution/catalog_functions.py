@@ -56,7 +56,7 @@ _txids = itertools.count(1000)
 
 def objects(f) -> O.CatalogObjects:
     """The statement's catalog model (built once per statement)."""
-    cache = f.ctx.subquery_cache
+    cache = f.ctx.cache
     model = cache.get("catalog_objects")
     if model is None:
         session = f.ctx.services
@@ -283,11 +283,11 @@ def _function_result(c, args, e):
     oid = _arg(c, args[0], OID)
 
     def fn(f, o):
-        for p in O.proc_rows():
-            if p.oid == o:
-                text = O.format_type(p.rettype, -1)
-                return f"SETOF {text}" if p.retset else text
-        return None
+        p = O.procs_by_oid().get(o)
+        if p is None:
+            return None
+        text = O.format_type(p.rettype, -1)
+        return f"SETOF {text}" if p.retset else text
     return _map([oid], fn, TEXT)
 
 
@@ -295,10 +295,8 @@ def _function_arguments(c, args, e):
     oid = _arg(c, args[0], OID)
 
     def fn(f, o):
-        for p in O.proc_rows():
-            if p.oid == o:
-                return ", ".join(O.format_type(t, -1) for t in p.argtypes)
-        return None
+        p = O.procs_by_oid().get(o)
+        return None if p is None else ", ".join(O.format_type(t, -1) for t in p.argtypes)
     return _map([oid], fn, TEXT)
 
 
@@ -568,7 +566,7 @@ def _encoding_to_char(c, args, e):
 
 def _txid_current(c, args, e):
     def fn(f):
-        cache = f.ctx.subquery_cache
+        cache = f.ctx.cache
         if "txid" not in cache:
             cache["txid"] = next(_txids)
         return pa.scalar(cache["txid"], pa.int64())
@@ -696,12 +694,12 @@ def _reg_output(kind: str):
         if kind == "regtype":
             return O.format_type(oid, -1) if O.type_name_of(oid) else str(oid)
         if kind in ("regproc", "regprocedure"):
-            for p in O.proc_rows():
-                if p.oid == oid:
-                    if kind == "regprocedure":
-                        return f"{p.name}({','.join(O.format_type(t, -1) for t in p.argtypes)})"
-                    return p.name
-            return str(oid)
+            p = O.procs_by_oid().get(oid)
+            if p is None:
+                return str(oid)
+            if kind == "regprocedure":
+                return f"{p.name}({','.join(O.format_type(t, -1) for t in p.argtypes)})"
+            return p.name
         if kind == "regnamespace":
             name = model.nsp_by_oid.get(oid)
             return O.quote_ident(name) if name else str(oid)

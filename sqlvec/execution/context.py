@@ -19,7 +19,10 @@ class ExecContext:
     """What operators read while running one statement.
 
     `snapshot(table_id)` returns the same TableSnapshot for the whole statement (a statement
-    sees one consistent state, READ COMMITTED); `overlay` is the session's uncommitted writes."""
+    sees one consistent state, READ COMMITTED); `overlay` is the session's uncommitted writes.
+    Catalog tables (`virtual_table(name)`) are likewise built once per statement, however often
+    the plan scans them (correlated subqueries, recursive CTE iterations); `cache` holds such
+    statement-lifetime values and, unlike `subquery_cache`, is never cleared mid-statement."""
 
     params: list[pa.Scalar] = field(default_factory=list)
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
@@ -34,7 +37,22 @@ class ExecContext:
     stats: dict = field(default_factory=dict)  # EXPLAIN ANALYZE: id(operator) -> (rows, seconds)
     analyze: bool = False
     services: object = None  # session services for catalog functions
+    cache: dict = field(default_factory=dict)
     _snapshots: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        build = self.virtual_table
+        if build is not None:
+            cache = self.cache  # not `self`: a closure over the context would be a cycle
+
+            def virtual_table(name: str) -> pa.Table:
+                key = ("virtual_table", name)
+                table = cache.get(key)
+                if table is None:
+                    table = cache[key] = build(name)
+                return table
+
+            self.virtual_table = virtual_table
 
     def snapshot(self, table_id: int) -> TableSnapshot:
         snap = self._snapshots.get(table_id)

@@ -156,6 +156,7 @@ class Builder:
         fields = [Field(f.name, f.table, t, f.source, f.hidden) for f, t in zip(node.fields, types)]
         op = ProjectOp(fields, types, [child])
         op.exprs = exprs
+        op.arrow_types = [v.type.to_arrow() for v in exprs]
         return op
 
     def _Rename(self, node: n.Rename, outer):
@@ -377,15 +378,15 @@ class FilterOp(OneRowOp):
 
 class ProjectOp(OneRowOp):
     exprs: list[Value]
+    arrow_types: list[pa.DataType]  # the storage type of each expression, known at build
 
     def run(self, ctx, outer):
         table = self.children[0].execute(ctx, outer)
         frame = Frame(table, ctx, outer)
         n_rows = table.num_rows
         cols = []
-        for v in self.exprs:
+        for v, arrow in zip(self.exprs, self.arrow_types):
             out = v(frame)
-            arrow = v.type.to_arrow()
             col = as_array(out, n_rows)
             if col.type != arrow:
                 col = _cast_storage(col, arrow, v.type)

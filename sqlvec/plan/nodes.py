@@ -18,9 +18,16 @@ from sqlvec.sql.dialect import to_sql
 
 class SubPlan(exp.Expression):
     """A subquery inside an expression. args: kind ("scalar" | "exists" | "in" | "array"),
-    this (the IN operand, for "in"), plan (a PlanNode), negate."""
+    this (the IN operand, for "in"), plan (a PlanNode), negate.
 
-    arg_types = {"this": False, "kind": True, "plan": True, "negate": False}
+    A subquery correlated through equalities also carries its keyed form (planner.py
+    `_decorrelate`): `keyed`, a plan that does not refer to the outer query and returns the
+    value column then one column per key; `keys`, the outer expressions those key columns
+    must equal; `guard`, an outer-only condition without which a row matches nothing; and
+    `empty`, for an aggregate, the plan of its value over no rows."""
+
+    arg_types = {"this": False, "kind": True, "plan": True, "negate": False, "keyed": False,
+                 "keys": False, "guard": False, "empty": False}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlglot import exp
 
@@ -106,17 +106,14 @@ class Planner:
             pass  # FOR UPDATE/SHARE: rows are read from a snapshot; nothing to lock
         if select.args.get("into"):
             raise FeatureNotSupported("SELECT INTO is not supported")
-        from_ = select.args.get("from_") or select.args.get("from")
-        node: n.PlanNode = n.OneRow(()) if from_ is None else self._plan_from_item(from_.this, outer)
-        for join in select.args.get("joins") or []:
-            node = self._plan_join(node, join, outer)
+        node = self._plan_from_clause(select, outer)
         scope = Scope(list(node.fields), outer)
 
         where = select.args.get("where")
         if where is not None:
             predicate = self._expr(where.this, scope)
             _reject_aggregates(predicate, "WHERE")
-            node = n.Filter(node.fields, child=node, predicate=predicate)
+            node = self._plan_where(node, predicate, outer)
 
         if select.args.get("windows"):
             select = _inline_named_windows(select)
@@ -215,6 +212,33 @@ class Planner:
                              exprs=tuple(exp.column(name) for name in names[:visible]))
         return node
 
+    def _plan_from_clause(self, select: exp.Select, outer: Scope | None) -> n.PlanNode:
+        from_ = select.args.get("from_") or select.args.get("from")
+        node: n.PlanNode = n.OneRow(()) if from_ is None else self._plan_from_item(from_.this, outer)
+        for join in select.args.get("joins") or []:
+            node = self._plan_join(node, join, outer)
+        return node
+
+    def _plan_where(self, node: n.PlanNode, predicate: exp.Expression,
+                    outer: Scope | None) -> n.PlanNode:
+        """WHERE over the FROM tree: each conjunct goes as deep into the joins as its columns
+        allow (`FROM a, b WHERE a.x = b.y` becomes a hash join on x = y, not a filtered cross
+        product; `c.oid = 42` filters c before it is joined). Conjuncts with subqueries stay
+        on top, as do those that would cross the nullable side of an outer join."""
+        kept = []
+        for conjunct in _conjuncts(predicate):
+            pushed = None
+            if isinstance(node, n.Join) and not any(
+                    isinstance(x, (SubPlan, exp.Subquery, exp.Select)) for x in conjunct.walk()):
+                pushed = _push_into(node, conjunct, outer)
+            if pushed is None:
+                kept.append(conjunct)
+            else:
+                node = pushed
+        if not kept:
+            return node
+        return n.Filter(node.fields, child=node, predicate=_and(kept))
+
     def _select_items(self, expressions: list[exp.Expression], scope: Scope) -> list[tuple[exp.Expression, str]]:
         items: list[tuple[exp.Expression, str]] = []
         for e in expressions:
@@ -228,8 +252,8 @@ class Planner:
             if isinstance(e, exp.Column) and isinstance(e.this, exp.Star):
                 table = e.table
                 if not scope.has_table(table):
-                    raise SqlVecError(f'missing FROM-clause entry for table "{table}"',
-                                      sqlstate="42P01")
+                    raise located(SqlVecError(f'missing FROM-clause entry for table "{table}"',
+                                              sqlstate="42P01"), e)
                 items += [(_col(f), f.name) for f in scope.fields if f.table == table and not f.hidden]
                 continue
             name = output_name(e)
@@ -254,12 +278,12 @@ class Planner:
             if isinstance(g, exp.Column) and not g.table:
                 try:
                     scope.resolve(g)
-                except UndefinedColumn:
+                except UndefinedColumn as error:
                     match = [e for e, name in items if name == g.name]
                     if match:
                         out.append(match[0])
                         continue
-                    raise
+                    raise located(error, g) from None
             out.append(self._expr(g, scope))
         return out
 
@@ -359,9 +383,9 @@ class Planner:
                 if _is_outer(col, scope):
                     continue
                 shown = f"{col.table}.{col.name}" if col.table else col.name
-                raise GroupingError(
+                raise located(GroupingError(
                     f'column "{shown}" must appear in the GROUP BY clause or be used in an '
-                    "aggregate function")
+                    "aggregate function"), col)
             return out
 
         return agg_node, rewrite
@@ -446,7 +470,10 @@ class Planner:
                     return n.VirtualScan(_renamed(tuple(fields), qualifier, columns),
                                          name=f"{schema + '.' if schema else ''}{name}",
                                          alias=qualifier)
-            self.ctx.catalog.table(name, schema, self.ctx.search_path)  # raises 42P01
+            try:
+                self.ctx.catalog.table(name, schema, self.ctx.search_path)  # raises 42P01
+            except SqlVecError as error:
+                raise located(error, table) from None
         qualifier = alias or name
         d = found.def_
         fields = tuple(
@@ -553,31 +580,36 @@ class Planner:
                 plan = self.plan_query(x.this, scope)
                 if len(plan.fields) != 1:
                     raise SqlVecError("subquery must return only one column", sqlstate="42601")
-                return SubPlan(kind="scalar", plan=plan)
+                return self._subplan("scalar", x.this, plan, scope)
             if isinstance(x, exp.Exists):
-                return SubPlan(kind="exists", plan=self.plan_query(x.this, scope))
+                return self._subplan("exists", x.this, self.plan_query(x.this, scope), scope)
             if isinstance(x, exp.In) and x.args.get("query") is not None:
                 q = x.args["query"]
-                plan = self.plan_query(q.this if isinstance(q, exp.Subquery) else q, scope)
+                q = q.this if isinstance(q, exp.Subquery) else q
+                plan = self.plan_query(q, scope)
                 if len(plan.fields) != 1:
                     raise SqlVecError("subquery has too many columns", sqlstate="42601")
-                return SubPlan(this=visit_tree(x.this), kind="in", plan=plan)
+                return self._subplan("in", q, plan, scope, this=visit_tree(x.this))
             if isinstance(x, (exp.Any, exp.All)) and isinstance(x.this, (exp.Subquery, exp.Select)):
                 q = x.this
-                plan = self.plan_query(q.this if isinstance(q, exp.Subquery) else q, scope)
+                q = q.this if isinstance(q, exp.Subquery) else q
+                plan = self.plan_query(q, scope)
                 if len(plan.fields) != 1:
                     raise SqlVecError("subquery has too many columns", sqlstate="42601")
-                return type(x)(this=SubPlan(kind="array", plan=plan))
+                return type(x)(this=self._subplan("array", q, plan, scope))
             if isinstance(x, exp.Array) and len(x.expressions) == 1 and isinstance(
                     x.expressions[0], (exp.Select, exp.Subquery)):
                 q = x.expressions[0]
-                plan = self.plan_query(q.this if isinstance(q, exp.Subquery) else q, scope)
-                return SubPlan(kind="array", plan=plan)
+                q = q.this if isinstance(q, exp.Subquery) else q
+                return self._subplan("array", q, self.plan_query(q, scope), scope)
             if isinstance(x, exp.Column) and isinstance(x.parent, exp.Collate) and \
                     x.arg_key == "expression":
                 return x  # COLLATE pg_catalog.default: a collation name, not a column
             if isinstance(x, exp.Column) and not isinstance(x.this, exp.Star):
-                level, _ = scope.resolve(x)
+                try:
+                    scope.resolve(x)
+                except SqlVecError as error:
+                    raise located(error, x) from None
                 return x
             return x
 
@@ -587,7 +619,159 @@ class Planner:
         return e.copy().transform(visit, copy=False)
 
 
+    # Correlated subqueries ----------------------------------------------------------------------
+
+    def _subplan(self, kind: str, query: exp.Expression, plan: n.PlanNode, scope: Scope,
+                 this: exp.Expression | None = None) -> SubPlan:
+        sub = SubPlan(this=this, kind=kind, plan=plan)
+        keyed = self._decorrelate(kind, query, scope)
+        if keyed is not None:
+            for key, value in keyed.items():
+                sub.set(key, value)
+        return sub
+
+    def _decorrelate(self, kind: str, query: exp.Expression, scope: Scope) -> dict | None:
+        """The keyed form of a subquery correlated through equalities, or None.
+
+        `(SELECT v FROM t WHERE t.k = o.x AND o.flag AND <rest>)`, with <rest> not referring
+        to the outer query, is planned once as `SELECT v, t.k FROM t WHERE <rest>` (`keyed`);
+        the executor hash-joins the outer rows' `o.x` (`keys`) against t.k, rows where `o.flag`
+        (`guard`) is not true matching nothing, instead of running the subquery per outer row.
+        An aggregate without GROUP BY is grouped by the keys, and outer rows without a group
+        take the aggregate over no rows (`empty`: the subquery with WHERE false). The executor
+        falls back to per-row evaluation if the keyed plan still refers to the outer query."""
+        if not isinstance(query, exp.Select) or query.args.get("where") is None:
+            return None
+        if any(query.args.get(k) for k in ("with_", "with", "limit", "offset", "fetch", "windows",
+                                           "into")):
+            return None
+        distinct = query.args.get("distinct")
+        if distinct is not None and distinct.args.get("on") is not None:
+            return None
+        if any(_finds(item, (exp.Window,)) or _finds(item, _is_set_returning)
+               for item in query.expressions):
+            return None
+        try:
+            inner = Scope(list(self._plan_from_clause(query, scope).fields), scope)
+        except SqlVecError:
+            return None
+        inner_keys, outer_keys, guards, rest = [], [], [], []
+        for conjunct in _conjuncts(query.args["where"].this):
+            if isinstance(conjunct, exp.EQ):
+                a, b = _reach(conjunct.this, inner), _reach(conjunct.expression, inner)
+                if (a, b) == ("inner", "outer"):
+                    inner_keys.append(conjunct.this)
+                    outer_keys.append(conjunct.expression)
+                    continue
+                if (a, b) == ("outer", "inner"):
+                    inner_keys.append(conjunct.expression)
+                    outer_keys.append(conjunct.this)
+                    continue
+            if _reach(conjunct, inner) == "outer":
+                guards.append(conjunct)
+            else:
+                rest.append(conjunct)
+        if not inner_keys:
+            return None
+        aggregated = query.args.get("group") is not None or query.args.get("having") is not None \
+            or any(_finds(item, AGGREGATES) for item in query.expressions)
+        keyed = query.copy()
+        keyed.set("where", exp.Where(this=_and([c.copy() for c in rest])) if rest else None)
+        key_items = [exp.alias_(k.copy(), f"__key{i}") for i, k in enumerate(inner_keys)]
+        empty = None
+        if kind == "exists":
+            if aggregated:
+                return None
+            keyed.set("expressions", [exp.Literal.number(1)] + key_items)
+            keyed.set("distinct", None)
+            keyed.set("order", None)
+        else:
+            if aggregated:
+                if kind != "scalar":
+                    return None
+                group = keyed.args.get("group")
+                if group is None:
+                    empty = query.copy()
+                    empty.set("where", exp.Where(this=exp.false()))
+                keys = [k.copy() for k in inner_keys]
+                keyed.set("group", exp.Group(expressions=(group.expressions if group else []) + keys))
+            keyed.set("expressions", list(keyed.expressions) + key_items)
+        try:
+            plan = self.plan_query(keyed, scope)
+            empty_plan = self.plan_query(empty, scope) if empty is not None else None
+        except SqlVecError:
+            return None
+        if len([f for f in plan.fields if not f.hidden]) != 1 + len(inner_keys):
+            return None
+        out: dict = {"keyed": plan, "keys": [k.copy() for k in outer_keys]}
+        if guards:
+            out["guard"] = _and([g.copy() for g in guards])
+        if empty_plan is not None:
+            out["empty"] = empty_plan
+        return out
+
+
 # Helpers ----------------------------------------------------------------------------------------
+
+
+def located(error: SqlVecError, node: exp.Expression) -> SqlVecError:
+    """`error` with PostgreSQL's cursor position (1-based, in characters) at `node`: where
+    the name of a column or relation starts in the statement text, when the parser recorded
+    it. A position already set (a nested subquery's) is kept."""
+    if error.position is None:
+        position = source_position(node)
+        if position is not None:
+            error.position = position
+    return error
+
+
+def source_position(node: exp.Expression) -> int | None:
+    if isinstance(node, exp.Table):
+        parts = [node.args.get(k) for k in ("catalog", "db", "this")]
+    elif isinstance(node, exp.Column):
+        parts = list(node.parts)
+    else:
+        parts = [node]
+    starts = [i.meta["start"] for part in parts if isinstance(part, exp.Expression)
+              for i in part.find_all(exp.Identifier) if "start" in i.meta]
+    return min(starts) + 1 if starts else None
+
+
+def _reach(e: exp.Expression, inner: Scope) -> str | None:
+    """"inner" when the columns of `e` are all the subquery's own (at least one), "outer" when
+    they all belong to enclosing queries (at least one), None otherwise (mixed, constant, or
+    holding a subquery, an aggregate or a window)."""
+    found = set()
+    for x in e.walk():
+        if isinstance(x, (exp.Subquery, exp.Select, exp.Exists, SubPlan, exp.Window)) or \
+                isinstance(x, AGGREGATES):
+            return None
+        if isinstance(x, exp.Column):
+            if isinstance(x.this, exp.Star):
+                return None
+            if isinstance(x.parent, exp.Collate) and x.arg_key == "expression":
+                continue
+            try:
+                level, _ = inner.resolve(x)
+            except SqlVecError:
+                return None
+            found.add("inner" if level == 0 else "outer")
+    return found.pop() if len(found) == 1 else None
+
+
+def _finds(e: exp.Expression, classes) -> bool:
+    """Whether `e` holds a node of `classes` (or one `classes(node)` accepts) outside nested
+    subqueries."""
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, (exp.Subquery, exp.Select, exp.Exists)) and x is not e:
+            continue
+        if (classes(x) if callable(classes) and not isinstance(classes, tuple)
+                else isinstance(x, classes)):
+            return True
+        stack.extend(x.iter_expressions())
+    return False
 
 
 def output_name(e: exp.Expression) -> str:
@@ -692,6 +876,65 @@ def _renamed(fields, qualifier: str, columns: list[str]) -> tuple[Field, ...]:
         out.append(Field(name, qualifier, f.type, f.source))
         i += 1
     return tuple(out)
+
+
+def _conjuncts(e: exp.Expression) -> list[exp.Expression]:
+    while isinstance(e, exp.Paren):
+        e = e.this
+    if isinstance(e, exp.And):
+        return _conjuncts(e.this) + _conjuncts(e.expression)
+    return [e]
+
+
+def _and(terms: list[exp.Expression]) -> exp.Expression:
+    out = terms[0]
+    for term in terms[1:]:
+        out = exp.And(this=out, expression=term)
+    return out
+
+
+def _push_into(join: n.Join, conjunct: exp.Expression, outer: Scope | None) -> n.PlanNode | None:
+    """`join` with the WHERE conjunct applied inside it, or None when it must stay above."""
+    sides = _join_sides(conjunct, join, outer)
+    if not sides:
+        return None  # constant, outer-only or unresolvable: evaluated once above the join
+    if sides == {"left"} and join.kind in ("inner", "cross", "left"):
+        return replace(join, left=_place(join.left, conjunct, outer))
+    if sides == {"right"} and join.kind in ("inner", "cross", "right"):
+        return replace(join, right=_place(join.right, conjunct, outer))
+    if join.kind in ("inner", "cross"):
+        condition = conjunct if join.condition is None else exp.And(this=join.condition,
+                                                                     expression=conjunct)
+        return replace(join, condition=condition, kind="inner")
+    return None
+
+
+def _place(node: n.PlanNode, conjunct: exp.Expression, outer: Scope | None) -> n.PlanNode:
+    if isinstance(node, n.Join):
+        pushed = _push_into(node, conjunct, outer)
+        if pushed is not None:
+            return pushed
+    if isinstance(node, n.Filter) and node.clause == "WHERE":
+        return replace(node, predicate=exp.And(this=node.predicate, expression=conjunct))
+    return n.Filter(node.fields, child=node, predicate=conjunct)
+
+
+def _join_sides(e: exp.Expression, join: n.Join, outer: Scope | None) -> set[str] | None:
+    """Which inputs of `join` the columns of `e` come from ({"left"}, {"right"} or both)."""
+    scope = Scope(list(join.fields), outer)
+    width = len(join.left.fields)
+    sides = set()
+    for col in e.find_all(exp.Column):
+        if isinstance(col.this, exp.Star) or (isinstance(col.parent, exp.Collate)
+                                              and col.arg_key == "expression"):
+            continue
+        try:
+            level, index = scope.resolve(col)
+        except SqlVecError:
+            return None
+        if level == 0:
+            sides.add("left" if index < width else "right")
+    return sides
 
 
 def _merge_using(join: n.Join, pairs: list[tuple[Field, Field]], kind: str) -> n.PlanNode:

@@ -272,12 +272,20 @@ def parse(sql: str) -> list[exp.Expr]:
         SyntaxError_: 42601, worded and positioned as PostgreSQL does
             (`syntax error at or near "X"` with a 1-based character position).
     """
+    misplaced = _misplaced_start(sql, 0)
+    if misplaced is not None:
+        raise misplaced
     try:
         statements = _DIALECT.parse(sql)
     except ParseError as error:
         raise _syntax_error(sql, error) from None
     except TokenError as error:
         raise _token_error(sql, error) from None
+    if len(statements) > 1:
+        for start in _statement_starts(sql)[1:]:
+            misplaced = _misplaced_start(sql, start)
+            if misplaced is not None:
+                raise misplaced
     return [statement for statement in statements if statement is not None]
 
 
@@ -299,6 +307,33 @@ def to_sql(expression: exp.Expr) -> str:
 # Errors
 
 
+# The words a PostgreSQL statement can begin with (besides `(`): a statement starting with
+# anything else is a syntax error at its first word, as in `selec 1`.
+_STATEMENT_WORDS = frozenset("""
+    ABORT ALTER ANALYSE ANALYZE BEGIN CALL CHECKPOINT CLOSE CLUSTER COMMENT COMMIT COPY CREATE
+    DEALLOCATE DECLARE DELETE DISCARD DO DROP END EXECUTE EXPLAIN FETCH GRANT IMPORT INSERT
+    LISTEN LOAD LOCK MERGE MOVE NOTIFY PREPARE REASSIGN REFRESH REINDEX RELEASE RESET REVOKE
+    ROLLBACK SAVEPOINT SECURITY SELECT SET SHOW START TABLE TRUNCATE UNLISTEN UPDATE VACUUM
+    VALUES WITH
+""".split())
+_BLANKS = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.S)
+_WORD = re.compile(r"[^\W\d]\w*|\d[\w.]*")
+
+
+def _misplaced_start(sql: str, start: int) -> SyntaxError_ | None:
+    """The error for a statement (at `start` in `sql`) that begins with a word no statement
+    begins with, or None."""
+    at = _BLANKS.match(sql, start).end()  # type: ignore[union-attr]
+    word = _WORD.match(sql, at)
+    if word is None or word.group().upper() in _STATEMENT_WORDS:
+        return None
+    return SyntaxError_(f'syntax error at or near "{word.group()}"', position=at + 1)
+
+
+def _statement_starts(sql: str) -> list[int]:
+    return [0] + [token.end + 1 for token in _tokens(sql) if token.token_type == TokenType.SEMICOLON]
+
+
 def _syntax_error(sql: str, error: ParseError) -> SyntaxError_:
     info = error.errors[0] if error.errors else {}
     offset = info.get("offset")
@@ -306,6 +341,12 @@ def _syntax_error(sql: str, error: ParseError) -> SyntaxError_:
         offset = _offset_from_line_col(sql, info.get("line"), info.get("col"))
     if offset is None:
         return SyntaxError_("syntax error")
+    for start in _statement_starts(sql):
+        if start > offset:
+            break
+        misplaced = _misplaced_start(sql, start)
+        if misplaced is not None:  # an earlier error in text order, as PostgreSQL reports
+            return misplaced
     token = _token_at_or_after(sql, offset)
     if token is None:
         return SyntaxError_("syntax error at end of input", position=len(sql) + 1)

@@ -118,12 +118,15 @@ class Memtable:
         n = batch.num_rows
         if n == 0:
             return
-        self._reserve(self._n + n)
-        self._rowids[self._n : self._n + n] = batch.column(ROWID).to_numpy()
-        for name, (matrix, valid) in self._vectors.items():
-            m, v = vector_matrix(batch.column(name), matrix.shape[1])
-            matrix[self._n : self._n + n] = m
-            valid[self._n : self._n + n] = True if v is None else v
+        if self._n == 0 and n >= self.reserve_rows and self._vectors:
+            self._adopt(batch)
+        else:
+            self._reserve(self._n + n)
+            self._rowids[self._n : self._n + n] = batch.column(ROWID).to_numpy()
+            for name, (matrix, valid) in self._vectors.items():
+                m, v = vector_matrix(batch.column(name), matrix.shape[1])
+                matrix[self._n : self._n + n] = m
+                valid[self._n : self._n + n] = True if v is None else v
         scalar_names = [f.name for f in self.schema if f.name not in self._vectors]
         self._chunks.append(pa.RecordBatch.from_arrays(
             [batch.column(name) for name in scalar_names],
@@ -132,6 +135,19 @@ class Memtable:
         self._merge_tail()
         self._n += n
         self._nbytes += batch.nbytes
+
+    def _adopt(self, batch: pa.RecordBatch) -> None:
+        """A first batch that fills the growing segment by itself (a bulk load, which seals
+        right after): its vectors are used where they are (zero-copy views of the batch, read
+        only) instead of being copied into fresh buffers. Capacity is exactly the batch, so a
+        later append reallocates (`_reserve`) before it writes anything."""
+        n = batch.num_rows
+        for name in self._vectors:
+            m, v = vector_matrix(batch.column(name), self._vectors[name][0].shape[1])
+            self._vectors[name] = (m, np.ones(n, bool) if v is None else v)
+        self._rowids = np.array(batch.column(ROWID).to_numpy())
+        self._deleted = np.zeros(n, bool)
+        self._capacity = n
 
     def delete(self, positions: np.ndarray) -> None:
         positions = np.asarray(positions, dtype=np.int64)

@@ -37,7 +37,6 @@ from sqlvec.storage.segment import SegmentView
 from sqlvec.vectors import Metric, top_k, top_k_batch
 from sqlvec.vectors import distances as exact_distances
 
-
 CALIBRATION_MARGIN = 0.01
 
 

@@ -382,7 +382,9 @@ class Table:
                     break
                 seen.add(key)
         else:
-            clash = (unique & (self.pk_map.keys() - removed)) | (unique & added)
+            # `keys() & unique` iterates the batch's keys, not the table's: a commit costs
+            # what it inserts, however large the table.
+            clash = ((self.pk_map.keys() & unique) - removed) | (unique & added)
             clash |= unique & self._reserved_keys
             if clash:
                 dup = next(iter(clash))
@@ -392,18 +394,18 @@ class Table:
             raise UniqueViolation(
                 f'duplicate key value violates unique constraint "{self.def_.name}_pkey"',
                 detail=f"Key ({cols})=({vals}) already exists.")
-        for key in unique:
-            if key is None or (isinstance(key, tuple) and None in key):
-                col = self.def_.primary_key[0]
-                raise NotNullViolation(
-                    f'null value in column "{col}" of relation "{self.def_.name}" '
-                    "violates not-null constraint")
+        composite = len(self.def_.primary_key) > 1
+        if any(None in key for key in unique) if composite else None in unique:
+            col = self.def_.primary_key[0]
+            raise NotNullViolation(
+                f'null value in column "{col}" of relation "{self.def_.name}" '
+                "violates not-null constraint")
 
     def _physical(self, table: pa.Table) -> pa.RecordBatch:
         n = table.num_rows
         rowids = pa.array(np.arange(self.next_rowid, self.next_rowid + n, dtype=np.int64))
         self.next_rowid += n
-        arrays = [rowids] + [table.column(c.name).combine_chunks() for c in self.def_.columns]
+        arrays = [rowids] + [_one_chunk(table.column(c.name)) for c in self.def_.columns]
         return pa.RecordBatch.from_arrays(arrays, schema=self.def_.physical_schema())
 
     def _keys_of(self, snap: TableSnapshot, rowids: np.ndarray) -> set:
@@ -568,6 +570,11 @@ def _as_arrow(value: object) -> pa.Array:
         flat = pa.array(np.ascontiguousarray(value, dtype=np.float32).reshape(-1))
         return pa.FixedSizeListArray.from_arrays(flat, value.shape[1])
     return pa.array(value)
+
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    """A column as one array: its only chunk as is (combine_chunks would copy it)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _key_list(table: pa.Table, key_columns: Sequence[str]) -> list:

@@ -354,7 +354,7 @@ class WriteAheadLog:
         if self._failed is not None:
             raise OSError(f"write-ahead log is unusable after a failed fsync: {self._failed}")
 
-    def append(self, payload: bytes) -> int:
+    def append(self, payload: bytes | bytearray | memoryview) -> int:
         """Append one record and return its LSN. Buffered: not durable until sync()."""
         length = len(payload)
         if length >= 2**32:
@@ -542,30 +542,45 @@ _OP_HEADER = struct.Struct("<BQQ")  # kind, table_id, body length
 _IPC_READ = ipc.IpcReadOptions(ensure_alignment=ipc.Alignment.DataTypeSpecific)
 
 
-def encode_commit(ops: Sequence[Op]) -> bytes:
-    """Serialize a transaction's operations into one WAL payload."""
-    parts: list[bytes | memoryview | pa.Buffer] = [_COUNT.pack(len(ops))]
+def encode_commit(ops: Sequence[Op]) -> memoryview:
+    """Serialize a transaction's operations into one WAL payload (a bytes-like view).
+
+    Inserted rows are copied once, straight into the payload: a first pass through Arrow's IPC
+    writer only measures them (`MockOutputStream` copies nothing), so every operation's header
+    can precede its body in one Arrow output stream, and no join copies the rows again."""
+    sizes = []
     for op in ops:
         if isinstance(op, InsertOp):
-            sink = pa.BufferOutputStream()
-            with ipc.new_stream(sink, op.batch.schema) as writer:
-                writer.write_batch(op.batch)
-            body: bytes | memoryview | pa.Buffer = sink.getvalue()
-            kind = _INSERT
+            mock = pa.MockOutputStream()
+            _write_batch(mock, op.batch)
+            sizes.append(mock.size())
         elif isinstance(op, DeleteOp):
-            rowids = np.ascontiguousarray(op.rowids, dtype="<i8").reshape(-1)
-            body = memoryview(rowids).cast("B")
-            kind = _DELETE
+            sizes.append(np.asarray(op.rowids).size * 8)
         elif isinstance(op, TruncateOp):
-            body, kind = b"", _TRUNCATE
+            sizes.append(0)
         else:
             raise TypeError(f"not a WAL operation: {op!r}")
-        parts.append(_OP_HEADER.pack(kind, op.table_id, memoryview(body).nbytes))
-        parts.append(body)
-    return b"".join(parts)
+    sink = pa.BufferOutputStream()
+    sink.write(_COUNT.pack(len(ops)))
+    for op, size in zip(ops, sizes):
+        if isinstance(op, InsertOp):
+            sink.write(_OP_HEADER.pack(_INSERT, op.table_id, size))
+            _write_batch(sink, op.batch)
+        elif isinstance(op, DeleteOp):
+            rowids = np.ascontiguousarray(op.rowids, dtype="<i8").reshape(-1)
+            sink.write(_OP_HEADER.pack(_DELETE, op.table_id, size))
+            sink.write(memoryview(rowids).cast("B"))
+        else:
+            sink.write(_OP_HEADER.pack(_TRUNCATE, op.table_id, 0))
+    return memoryview(sink.getvalue())
 
 
-def decode_commit(payload: bytes) -> list[Op]:
+def _write_batch(sink: pa.NativeFile, batch: pa.RecordBatch) -> None:
+    with ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+
+
+def decode_commit(payload: bytes | bytearray | memoryview) -> list[Op]:
     """Parse a payload written by encode_commit. Arrow data references `payload`'s memory."""
     view = memoryview(payload)
     buffer = pa.py_buffer(payload)

@@ -10,7 +10,7 @@ import pytest
 from sqlvec.database import Database
 from sqlvec.errors import SqlVecError
 
-LONG_QUERY = ("SELECT count(*) FROM generate_series(1, 4000) a, generate_series(1, 4000) b "
+LONG_QUERY = ("SELECT count(*) FROM generate_series(1, 10000) a, generate_series(1, 10000) b "
               "WHERE (a * b) % 7 = 3")
 
 
@@ -210,3 +210,23 @@ def test_explain_and_explain_analyze(db):
         "EXPLAIN ANALYZE SELECT id FROM e ORDER BY v <-> '[1,0]' LIMIT 1").rows()]
     assert any("actual time=" in line for line in analyzed)
     assert any(line.startswith("Execution Time:") for line in analyzed)
+
+
+def test_settings_given_at_connection_apply_and_are_not_reported_as_changes(db):
+    session = db.connect("postgres", "alice", {"application_name": "x", "search_path": "a"})
+    assert session.settings["application_name"] == "x"
+    assert session.search_path == ["a"]
+    assert session.drain_changed_settings() == {}
+    session.close()
+
+
+def test_a_numeric_literal_beyond_numeric_precision_is_an_overflow(db):
+    session = db.connect()
+    session.execute_one("CREATE TABLE n (x numeric)")
+    for sql in ("SELECT 1e300::numeric", "INSERT INTO n VALUES (1e300)",
+                "SELECT 12345678901234567890123456789012345678901.5"):
+        with pytest.raises(SqlVecError, match="numeric field overflow") as caught:
+            session.execute_one(sql)
+        assert caught.value.sqlstate == "22003"
+    assert rows(session, "SELECT 1e30::numeric")[0][0] == 10**30
+    session.close()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
+import socket
 import struct
+import threading
 
 import pyarrow as pa
 import pytest
@@ -13,7 +14,10 @@ from hypothesis import strategies as st
 from sqlvec.errors import ProtocolViolation
 from wire.codec import (
     MAX_STARTUP_SIZE,
+    RECV_SIZE,
+    EndOfStream,
     Reader,
+    SocketStream,
     Writer,
     body_length,
     concat_binary,
@@ -27,10 +31,10 @@ def feeder(data: bytes):
     """A read_exactly over a byte string that records how much was asked for."""
     view = {"pos": 0, "asked": []}
 
-    async def read_exactly(n: int) -> bytes:
+    def read_exactly(n: int) -> bytes:
         view["asked"].append(n)
         if view["pos"] + n > len(data):
-            raise asyncio.IncompleteReadError(data[view["pos"]:], n)
+            raise EndOfStream("short read")
         chunk = data[view["pos"]:view["pos"] + n]
         view["pos"] += n
         return chunk
@@ -38,9 +42,13 @@ def feeder(data: bytes):
     return read_exactly, view
 
 
+# Protocol strings are UTF-8: no NUL inside, and no lone surrogates (which UTF-8 cannot hold).
+UTF8_TEXT = st.text(alphabet=st.characters(blacklist_characters="\0",
+                                           blacklist_categories=("Cs",)))
+
+
 @given(st.integers(-2**15, 2**15 - 1), st.integers(-2**31, 2**31 - 1),
-       st.integers(-2**63, 2**63 - 1), st.text(alphabet=st.characters(blacklist_characters="\0")),
-       st.one_of(st.none(), st.binary()))
+       st.integers(-2**63, 2**63 - 1), UTF8_TEXT, st.one_of(st.none(), st.binary()))
 def test_writer_reader_round_trip(i16, i32, i64, text, value):
     data = Writer().int16(i16).int32(i32).int64(i64).cstring(text).value(value).getvalue()
     r = Reader(data)
@@ -92,17 +100,17 @@ def test_length_limits(length, startup, ok):
 def test_oversized_message_is_refused_before_reading_its_body():
     read_exactly, view = feeder(b"Q" + struct.pack("!i", 1 << 20) + b"x" * 10)
     with pytest.raises(ProtocolViolation, match="invalid message length"):
-        asyncio.run(read_message(read_exactly, max_size=1 << 16))
+        read_message(read_exactly, max_size=1 << 16)
     assert view["asked"] == [5]
 
 
 def test_read_message_and_startup():
     read_exactly, _ = feeder(frame(b"X") + frame(b"Q", b"x\0"))
-    assert asyncio.run(read_message(read_exactly)) == (b"X", b"")
-    assert asyncio.run(read_message(read_exactly)) == (b"Q", b"x\0")
+    assert read_message(read_exactly) == (b"X", b"")
+    assert read_message(read_exactly) == (b"Q", b"x\0")
     read_exactly, view = feeder(struct.pack("!i", 100_000))
     with pytest.raises(ProtocolViolation, match="invalid length of startup packet"):
-        asyncio.run(read_startup(read_exactly))
+        read_startup(read_exactly)
     assert view["asked"] == [4]
 
 
@@ -111,3 +119,22 @@ def test_concat_binary_respects_slices():
     assert concat_binary(array) == b"abcdef"
     assert concat_binary(array.slice(1)) == b"cdef"
     assert concat_binary(array.slice(0, 0)) == b""
+
+
+def test_socket_stream_reads_across_receives_and_large_messages():
+    a, b = socket.socketpair()
+    payload = bytes(range(256)) * (3 * RECV_SIZE // 256 + 7)
+    sender = threading.Thread(target=lambda: (a.sendall(frame(b"Q", b"x\0") + payload), a.close()))
+    sender.start()
+    stream = SocketStream(b)
+    assert read_message(stream.read_exactly) == (b"Q", b"x\0")
+    assert stream.read_exactly(10) == payload[:10]
+    assert stream.read_exactly(2 * RECV_SIZE) == payload[10:10 + 2 * RECV_SIZE]  # > buffer
+    target = bytearray(b"head")
+    rest = len(payload) - 10 - 2 * RECV_SIZE
+    stream.read_into(target, rest)
+    assert target == b"head" + payload[10 + 2 * RECV_SIZE:]
+    with pytest.raises(EndOfStream):
+        stream.read_exactly(1)
+    sender.join()
+    b.close()

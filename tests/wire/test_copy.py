@@ -162,6 +162,39 @@ def test_binary_format_errors():
         C.decode(good, C.CopyOptions("binary"), COLUMNS[:2])
 
 
+@settings(max_examples=60)
+@given(st.lists(st.tuples(st.integers(-2**31, 2**31 - 1),
+                          st.one_of(st.none(), st.lists(st.floats(-1e3, 1e3, width=32),
+                                                        min_size=2, max_size=2)),
+                          st.one_of(st.none(), st.text(max_size=10),
+                                    st.binary(max_size=12).map(lambda b: b.decode("latin-1")))),
+                min_size=1),
+       st.integers(0, 2))
+def test_rows_of_varying_layout_are_found_as_the_walk_finds_them(rows, column_count):
+    """Values are full of bytes that look like a field count (ints 3, strings "\x00\x03"): the
+    chain from the first row must still find exactly the rows a field-by-field walk finds."""
+    rows = [row[:column_count + 1] for row in rows]
+    data = binary_copy(rows, TYPES)
+    pos = len(C.BINARY_HEADER)
+    ncols = column_count + 1
+    walked = C._walk_rows(data, pos, ncols)
+    chained = C._chain_rows(data, pos, ncols)
+    assert chained is not None
+    np.testing.assert_array_equal(chained[0], walked[0])
+    np.testing.assert_array_equal(chained[1], walked[1])
+    assert C._chain_rows(data[:-1], pos, ncols) is None  # no trailer: left to the walk
+
+
+def test_malformed_rows_of_varying_layout_name_their_line():
+    rows = [(1, None, "a"), (2, [1.0, 2.0], "bb"), (3, None, None)]
+    data = bytearray(binary_copy(rows, TYPES))
+    second = data.index(struct.pack("!hi", 3, 4) + struct.pack("!i", 2))
+    data[second:second + 2] = struct.pack("!h", 4)
+    with pytest.raises(C.CopyDataError, match="row field count is 4, expected 3") as info:
+        C.decode(bytes(data), C.CopyOptions("binary"), COLUMNS)
+    assert info.value.line == 2
+
+
 def test_binary_vectors_are_decoded_in_bulk():
     """Fixed-layout rows go through one NumPy reshape, not a loop per value (no timing
     assertion: the rate is printed for the record)."""

@@ -123,3 +123,10 @@ def test_data_rows_in_one_batch_match_one_by_one():
     expected = m.DataRow((b"1", b"ab")).encode() + m.DataRow((None, b"")).encode()
     assert m.DataRow.encode_batch(cells, 2) == expected
     assert m.DataRow.encode_batch([], 3) == m.DataRow(()).encode() * 3
+
+
+def test_data_rows_from_cell_lists_match_the_batch():
+    cells = [[b"\x00\x00\x00\x011", b"\xff\xff\xff\xff"], [b"\x00\x00\x00\x02ab", b"\x00\x00\x00\x00"]]
+    batch = m.DataRow.encode_batch([pa.array(c, pa.large_binary()) for c in cells], 2)
+    assert m.DataRow.encode_cell_rows(cells, 2) == batch
+    assert m.DataRow.encode_cell_rows([], 3) == m.DataRow(()).encode() * 3

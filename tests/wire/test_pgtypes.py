@@ -250,3 +250,37 @@ def test_decode_binary_column_wrong_width():
     with pytest.raises(P.CellError) as info:
         P.decode_binary_column(*_binary_column([b"\0\0\0\1", b"\0\1"]), SqlType("int4"))
     assert info.value.row == 1 and info.value.error.sqlstate == "22P03"
+
+
+SHORT_CASES = [
+    (SqlType("int2"), st.integers(-2**15, 2**15 - 1), None),
+    (SqlType("int4"), st.integers(-2**31, 2**31 - 1), None),
+    (SqlType("int8"), st.integers(-2**63, 2**63 - 1), None),
+    (SqlType("int8"), st.integers(-2**31, 2**31 - 1), pa.int32()),  # an int4 value, int8 type
+    (SqlType("oid"), st.integers(0, 2**32 - 1), None),
+    (SqlType("float4"), st.floats(width=32), None),
+    (SqlType("float8"), st.floats(), None),
+    (SqlType("bool"), st.booleans(), None),
+    (SqlType("text"), st.text(), None),
+    (SqlType("varchar", 5), st.text(max_size=5), None),
+    (SqlType("name"), st.text(), pa.large_string()),
+    (SqlType("jsonb"), st.just('{"a": 1}'), None),
+    (SqlType("numeric", (10 << 16 | 2) + 4), st.decimals(-10**6, 10**6, places=2), None),
+    (SqlType("date"), st.dates(dt.date(1, 1, 1), dt.date(9999, 12, 31)), None),
+    (SqlType("vector", 3), st.lists(st.floats(-1e6, 1e6, width=32), min_size=3, max_size=3),
+     None),
+]
+
+
+@pytest.mark.parametrize("t, values, arrow_type", SHORT_CASES,
+                         ids=[f"{t.format()}-{a}" for t, _, a in SHORT_CASES])
+@given(data=st.data())
+@settings(max_examples=40, deadline=None)
+def test_short_results_encode_as_whole_columns_do(t, values, arrow_type, data):
+    rows = data.draw(st.lists(st.one_of(st.none(), values), max_size=P.SHORT_RESULT))
+    array = pa.array(rows, arrow_type or t.to_arrow())
+    start = data.draw(st.integers(0, len(rows)))
+    for column in (array, array.slice(start), pa.chunked_array([array[:start], array[start:]],
+                                                               type=array.type)):
+        for fmt in (P.TEXT, P.BINARY):
+            assert P.cell_lists(column, t, fmt) == P.encode_cells(column, t, fmt).to_pylist()

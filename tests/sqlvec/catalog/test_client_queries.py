@@ -116,9 +116,24 @@ def test_sqlalchemy_pk_and_indexes(session):
 
 
 def test_asyncpg_introspects_vector(session):
+    """asyncpg's type introspection (a recursive CTE over pg_type with correlated subqueries),
+    as it runs on the first query that returns a type it has no codec for."""
     q = next(q for q in QUERIES if q["client"] == "asyncpg" and "typeinfo_tree" in q["sql"])
-    got = session.run(session.prepare(q["sql"]), ["{16385}"]).rows()
-    assert [(r[0], r[1], r[2], r[3]) for r in got] == [(16385, "public", "vector", "b")]
+    prepared = session.prepare(q["sql"])
+    assert [c.name for c in prepared.columns] == [
+        "oid", "ns", "name", "kind", "basetype", "elemtype", "elemdelim", "range_subtype",
+        "attrtypoids", "attrnames", "depth", "basetype_name", "elemtype_name",
+        "range_subtype_name"]
+    vector = (16385, "public", "vector", "b", None, 0, None, None, None, None)
+    assert session.run(prepared, ["{16385}"]).rows() == [vector + (0, None, "-", None)]
+    # vector[]: the array row, then (one level deeper, listed first) its element type.
+    assert session.run(prepared, ["{16386}"]).rows() == [
+        vector + (1, None, "-", None),
+        (16386, "public", "_vector", "b", None, 16385, ",", None, None, None, 0, None, "vector",
+         None)]
+    got = session.run(prepared, ["{23,1007,16385}"]).rows()
+    assert sorted((r[0], r[10]) for r in got) == [(23, 0), (23, 1), (1007, 0), (16385, 0)]
+    assert session.run(prepared, ["{}"]).rows() == []
 
 
 def test_psycopg_typeinfo_query(session):

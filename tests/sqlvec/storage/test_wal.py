@@ -393,7 +393,8 @@ def test_commit_codec_roundtrips_wide_types():
 
 def test_commit_codec_rejects_malformed_payloads():
     payload = encode_commit([TruncateOp(1), DeleteOp(2, np.array([1, 2, 3]))])
-    for bad in (payload[:-1], payload + b"\x00", payload[:3], b"\x01\x00\x00\x00\x09" + b"\0" * 16):
+    for bad in (payload[:-1], bytes(payload) + b"\x00", payload[:3],
+                b"\x01\x00\x00\x00\x09" + b"\0" * 16):
         with pytest.raises(DataCorrupted):
             decode_commit(bad)
     with pytest.raises(TypeError):

@@ -1,0 +1,215 @@
+"""The planner's rewrites: WHERE conjuncts pushed into joins, correlated subqueries in keyed
+(decorrelated) form, and the cursor positions of name errors.
+
+Each decorrelated query is checked against the same query with its correlation spelled so
+that it cannot be decorrelated (`(i.k >= o.k AND i.k <= o.k)` instead of `i.k = o.k`), which
+runs the subquery once per distinct outer value: the two strategies must agree row for row,
+NULLs, duplicates and empty groups included."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlglot import exp
+
+from sqlvec.database import Database
+from sqlvec.errors import SqlVecError
+from sqlvec.plan import nodes as n
+from sqlvec.plan.planner import PlanContext, Planner
+from sqlvec.sql.dialect import parse_one
+
+SCHEMA = [
+    "CREATE TABLE o (id int, k int, flag bool, name text, big bigint)",
+    "CREATE TABLE i (k int, v int, s text, kn numeric)",
+    "INSERT INTO o VALUES (1, 1, true, 'a', 1), (2, 2, false, 'b', 2), (3, 3, true, 'c', 3), "
+    "(4, NULL, true, 'a', NULL), (5, 1, NULL, 'z', 1), (6, 9, true, NULL, 9)",
+    "INSERT INTO i VALUES (1, 10, 'a', 1), (1, 11, 'b', 1), (2, 20, 'b', 2), (2, NULL, 'a', 2), "
+    "(3, 3, 'c', 3), (NULL, 99, 'a', NULL), (7, 70, 'z', 7)",
+]
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    db = Database.open(str(tmp_path_factory.mktemp("plan") / "data"))
+    s = db.connect()
+    for statement in SCHEMA:
+        s.execute_one(statement)
+    yield s
+    s.close()
+    db.close()
+
+
+def rows(session, sql: str) -> list[tuple]:
+    return session.execute_one(sql).rows()
+
+
+def plan_of(session, sql: str) -> n.PlanNode:
+    ctx = PlanContext(session.catalog, ["public"], virtual=session.database.virtual_fields)
+    return Planner(ctx).plan_query(parse_one(sql))
+
+
+def subplans(plan: n.PlanNode) -> list[n.SubPlan]:
+    found, stack = [], [plan]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        for value in vars(node).values():
+            values = value if isinstance(value, tuple) else (value,)
+            for v in values:
+                if isinstance(v, exp.Expression):
+                    found += list(v.find_all(n.SubPlan))
+    return found
+
+
+def per_row(sql: str) -> str:
+    """The same query with each correlation `i.x = o.y` in a form that is not decorrelated."""
+    sql = re.sub(r"\b(i2?\.\w+) = (o\.\w+)", r"(\1 >= \2 AND \1 <= \2)", sql)
+    return re.sub(r"\b(o\.\w+) = (i2?\.\w+)", r"(\2 >= \1 AND \2 <= \1)", sql)
+
+
+DECORRELATED = [
+    # scalar, one value per key (o.k = 9 and NULL have none)
+    "SELECT id, (SELECT i.v FROM i WHERE i.k = o.k AND i.s = 'a') FROM o ORDER BY id",
+    # aggregates: count(*) over no rows is 0, sum is NULL, coalesce sees the empty value
+    "SELECT id, (SELECT count(*) FROM i WHERE i.k = o.k) FROM o ORDER BY id",
+    "SELECT id, (SELECT sum(i.v) FROM i WHERE i.k = o.k) FROM o ORDER BY id",
+    "SELECT id, (SELECT coalesce(max(i.v), -1) + count(*) FROM i WHERE i.k = o.k) FROM o ORDER BY id",
+    "SELECT id, (SELECT count(i.v) FROM i WHERE i.k = o.k GROUP BY i.k) FROM o ORDER BY id",
+    # EXISTS / NOT EXISTS, in WHERE and in the select list
+    "SELECT id FROM o WHERE EXISTS (SELECT 1 FROM i WHERE i.k = o.k AND i.v > 10) ORDER BY id",
+    "SELECT id FROM o WHERE NOT EXISTS (SELECT 1 FROM i WHERE i.k = o.k) ORDER BY id",
+    "SELECT id, EXISTS (SELECT * FROM i WHERE i.k = o.k AND i.s = o.name) FROM o ORDER BY id",
+    # IN / NOT IN with NULLs among the values (k = 2) and a NULL probe
+    "SELECT id, o.k * 10 IN (SELECT i.v FROM i WHERE i.k = o.k) FROM o ORDER BY id",
+    "SELECT id, o.k * 10 NOT IN (SELECT i.v FROM i WHERE i.k = o.k) FROM o ORDER BY id",
+    "SELECT id, o.big IN (SELECT i.k FROM i WHERE i.k = o.k) FROM o ORDER BY id",
+    # ARRAY(...) keeps the subquery's order; no rows give an empty array
+    "SELECT id, ARRAY(SELECT i.v FROM i WHERE i.k = o.k ORDER BY i.v DESC NULLS LAST) FROM o "
+    "ORDER BY id",
+    "SELECT id, ARRAY(SELECT i.s FROM i WHERE i.k = o.k ORDER BY 1) FROM o ORDER BY id",
+    # an outer-only condition (guard), several keys, keys of different types
+    "SELECT id, (SELECT count(*) FROM i WHERE i.k = o.k AND o.flag) FROM o ORDER BY id",
+    "SELECT id, (SELECT i.v FROM i WHERE i.k = o.k AND o.name = i.s) FROM o ORDER BY id",
+    "SELECT id, (SELECT count(*) FROM i WHERE i.kn = o.big AND i.k = o.k) FROM o ORDER BY id",
+    "SELECT id, (SELECT max(i.v) FROM i WHERE i.k = o.big) FROM o ORDER BY id",
+    # under CASE (evaluated only for the rows that take the branch), in an aggregate query
+    "SELECT id, CASE WHEN o.flag THEN (SELECT max(i.v) FROM i WHERE i.k = o.k) ELSE -1 END "
+    "FROM o ORDER BY id",
+    "SELECT o.k, (SELECT count(*) FROM i WHERE i.k = o.k) FROM o GROUP BY o.k ORDER BY 1",
+    # nested: the inner subquery is correlated to the outer query only
+    "SELECT id, (SELECT count(*) FROM i WHERE i.k = o.k AND i.v > (SELECT min(v) FROM i i2 "
+    "WHERE i2.k = o.k)) FROM o ORDER BY id",
+    # joins inside the subquery
+    "SELECT id, (SELECT count(*) FROM i JOIN o o2 ON o2.k = i.k WHERE i.k = o.k) FROM o "
+    "ORDER BY id",
+]
+
+
+@pytest.mark.parametrize("sql", DECORRELATED)
+def test_decorrelated_subquery_matches_per_row_evaluation(session, sql):
+    plans = subplans(plan_of(session, sql))
+    assert any(p.args.get("keyed") is not None for p in plans)
+    assert not any(p.args.get("keyed") is not None for p in subplans(plan_of(session, per_row(sql))))
+    assert rows(session, sql) == rows(session, per_row(sql))
+
+
+def test_decorrelated_results(session):
+    assert rows(session, "SELECT id, (SELECT count(*) FROM i WHERE i.k = o.k), "
+                         "(SELECT sum(i.v) FROM i WHERE i.k = o.k AND o.flag) FROM o ORDER BY id") == [
+        (1, 2, 21), (2, 2, None), (3, 1, 3), (4, 0, None), (5, 2, None), (6, 0, None)]
+    assert rows(session, "SELECT id, o.k * 10 IN (SELECT i.v FROM i WHERE i.k = o.k) FROM o "
+                         "ORDER BY id") == [
+        (1, True), (2, True), (3, False), (4, False), (5, True), (6, False)]
+    assert rows(session, "SELECT id, ARRAY(SELECT i.s FROM i WHERE i.k = o.k ORDER BY 1 DESC) "
+                         "FROM o WHERE id <= 4 ORDER BY id") == [
+        (1, ["b", "a"]), (2, ["b", "a"]), (3, ["c"]), (4, [])]
+
+
+def test_scalar_subquery_with_several_rows_fails_either_way(session):
+    sql = "SELECT id, (SELECT i.v FROM i WHERE i.k = o.k) FROM o"
+    for text in (sql, per_row(sql)):
+        with pytest.raises(SqlVecError) as info:
+            rows(session, text)
+        assert info.value.sqlstate == "21000"
+
+
+def test_subquery_reading_the_outer_row_elsewhere_runs_per_row(session):
+    # The select list reads o.id: the keyed plan would still be correlated; the result must
+    # be the per-row one.
+    sql = "SELECT id, (SELECT max(i.v) + o.id FROM i WHERE i.k = o.k) FROM o ORDER BY id"
+    assert rows(session, sql) == [(1, 12), (2, 22), (3, 6), (4, None), (5, 16), (6, None)]
+
+
+def test_uncorrelated_and_limit_subqueries_are_not_keyed(session):
+    sql = ("SELECT id, (SELECT i.v FROM i WHERE i.k = o.k ORDER BY i.v LIMIT 1), "
+           "(SELECT max(v) FROM i) FROM o ORDER BY id")
+    assert not any(p.args.get("keyed") is not None for p in subplans(plan_of(session, sql)))
+    assert rows(session, sql) == [(1, 10, 99), (2, 20, 99), (3, 3, 99), (4, None, 99),
+                                  (5, 10, 99), (6, None, 99)]
+
+
+# WHERE pushdown -------------------------------------------------------------------------------
+
+
+def joins(plan: n.PlanNode) -> list[n.Join]:
+    out, stack = [], [plan]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, n.Join):
+            out.append(node)
+        stack.extend(node.children)
+    return out
+
+
+def test_where_equality_turns_a_cross_join_into_a_hash_join(session):
+    sql = "SELECT o.id, i.v FROM o, i WHERE o.k = i.k AND i.v > 10 AND o.id < 5 ORDER BY 1, 2"
+    (join,) = joins(plan_of(session, sql))
+    assert join.kind == "inner" and join.condition is not None
+    assert isinstance(join.left, n.Filter) and isinstance(join.right, n.Filter)
+    assert rows(session, sql) == [(1, 11), (2, 20)]
+
+
+def test_where_is_not_pushed_into_the_nullable_side_of_an_outer_join(session):
+    sql = ("SELECT o.id FROM o LEFT JOIN i ON i.k = o.k AND i.s = 'a' WHERE i.v IS NULL "
+           "ORDER BY 1")
+    assert rows(session, sql) == [(2,), (3,), (4,), (6,)]
+    sql = "SELECT o.id, i.v FROM o LEFT JOIN i ON i.k = o.k WHERE o.flag ORDER BY 1, 2"
+    assert rows(session, sql) == [(1, 10), (1, 11), (3, 3), (4, None), (6, None)]
+
+
+def test_three_way_comma_join(session):
+    sql = ("SELECT a.id, b.id, i.v FROM o a, o b, i WHERE a.k = b.k AND b.k = i.k AND a.id < b.id "
+           "ORDER BY 1, 2, 3")
+    assert all(j.kind == "inner" for j in joins(plan_of(session, sql)))
+    assert rows(session, sql) == [(1, 5, 10), (1, 5, 11)]
+
+
+# Error positions --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("sql", "sqlstate", "at"), [
+    ("SELECT * FROM nope", "42P01", "nope"),
+    ("SELECT 1 FROM o JOIN public.nope x ON true", "42P01", "public.nope"),
+    ("SELECT missing FROM o", "42703", "missing FROM"),
+    ("SELECT o.id FROM o WHERE\n  o.k = 1 AND o.zz > 2", "42703", "o.zz"),
+    ("SELECT q.id FROM o", "42P01", "q.id"),
+    ("SELECT (SELECT nothing FROM i) FROM o", "42703", "nothing"),
+    ("SELECT id, 'x' FROM o ORDER BY nope", "42703", "nope"),
+    ("SELECT k, count(*) FROM o GROUP BY id, nope", "42703", "nope"),
+    ("SELECT name, count(*) FROM o", "42803", "name,"),
+    ("SELECT k FROM o, i", "42702", "k FROM"),
+    ("SELECT 'é' || missing FROM o", "42703", "missing"),
+])
+def test_name_errors_point_at_the_name(session, sql, sqlstate, at):
+    with pytest.raises(SqlVecError) as info:
+        rows(session, sql)
+    assert info.value.sqlstate == sqlstate
+    assert info.value.position == sql.index(at) + 1
+
+
+def test_syntax_error_at_an_unknown_first_word(session):
+    with pytest.raises(SqlVecError) as info:
+        rows(session, "selec 1")
+    assert (info.value.sqlstate, info.value.message, info.value.position) == (
+        "42601", 'syntax error at or near "selec"', 1)
