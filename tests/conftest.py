@@ -1,4 +1,5 @@
-"""A real `sqlvec serve` for the examples, started the way tests/e2e starts one."""
+"""A real `sqlvec serve` for the examples' and docs' tests, started as tests/e2e starts one
+(tests/e2e overrides `server` with its own)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _e2e():
@@ -28,7 +29,7 @@ start_server = _e2e().start_server
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     """One trust-auth server on an ephemeral port with its own data directory."""
-    running = start_server(tmp_path_factory.mktemp("examples-server"))
+    running = start_server(tmp_path_factory.mktemp("server"))
     yield running
     code = running.stop()
     assert code == 0, running.log()
