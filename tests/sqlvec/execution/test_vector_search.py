@@ -58,7 +58,7 @@ def env(tmp_path_factory):
     live[: N + 2_000] = True
     queries = data.queries(QUERIES, seed=3)
     yield {"db": db, "s": s, "vectors": vectors, "cats": cats, "price": price, "live": live,
-           "queries": queries}
+           "queries": queries, "fresh": data.queries(300, seed=17)}
     db.close()
 
 
@@ -166,7 +166,7 @@ def test_target_recall_is_met_and_lower_targets_use_less_ef(env):
     for target in (0.9, 0.95, 0.99):
         s.execute_one(f"SET sqlvec.target_recall = {target}")
         recalls = []
-        for q in np.concatenate([env["queries"], env["queries"] + 0.01])[:200]:
+        for q in env["fresh"]:
             expected = truth(env, Metric.L2, q, np.ones(N + 5_000, bool))
             got = search(env, Metric.L2, "", [], q)
             recalls.append(len(set(got) & set(expected.tolist())) / K)
