@@ -10,6 +10,11 @@ INDEX leave them), and in the same run:
    `Session.run` in process, taking turns by blocks of 100 rounds (so all three meet the same
    machine load); the difference of medians is what the wire adds. Recall@10 of the vector
    query against exact NumPy search.
+   The vector query is also split into layers, each timed on the same queries in the same
+   rounds: the graph searches alone (hnswlib on each segment's index), the storage search
+   (per-segment planning, parallel graph search, exact rescoring, Arrow rows), SQL execution
+   (Session.run of the cached plan), encoding the result as DataRows, the server behind a
+   socket, and psycopg; plus parse + bind + plan of a statement text not seen before.
 2. Total QPS of the vector query with 1, 4 and 8 psycopg connections (one thread each).
 3. COPY ... FROM STDIN (FORMAT BINARY) of rows x (id bigint, emb vector(d)) and of the suite's
    mixed rows (id, category, price, tag text, embedding), pre-encoded so the client costs
@@ -224,6 +229,73 @@ def bench_vector(session, dsn: str, host: str, port: int, queries: np.ndarray,
             "recall": {name: recall(found, truth) for name, found in run["results"].items()}}
 
 
+def bench_layers(db, session, dsn: str, host: str, port: int, queries: np.ndarray,
+                 ef: int) -> dict:
+    """Microseconds per vector query at each layer, innermost first (see the module doc)."""
+    from sqlvec.vectors import Metric
+    from wire.connection import encode_rows
+
+    session.execute_one(f"SET hnsw.ef_search = {ef}")
+    prepared = session.prepare(VECTOR_SQL)
+    table = next(iter(db.store().tables.values()))
+    graphs = [view.data.index("t_emb")._index for view in table.snapshot().sealed]
+    for graph in graphs:
+        graph.set_ef(ef)
+    result_types = [c.type for c in prepared.columns]
+    conn = connect(dsn, ef)
+    cur = conn.cursor()
+    sql = VECTOR_SQL.replace("$1", "%s")
+    raw = RawClient(host, port)
+    raw.run(Query(f"SET hnsw.ef_search = {ef}").encode())
+    raw.prepare("v", VECTOR_SQL, (0,))
+    result = session.run(prepared, [queries[0]]).table
+
+    def graph_only(q):
+        for graph in graphs:
+            graph.knn_query(q, k=K, num_threads=1)
+
+    def psycopg_once(q):
+        cur.execute(sql, (q,), prepare=True)
+        return cur.fetchall()
+
+    counter = iter(range(10**9))
+    run = interleaved({
+        "graph": graph_only,
+        "storage": lambda q: table.snapshot().search("emb", Metric.L2, q, K, ef=ef,
+                                                     columns=["id"]),
+        "execution": lambda q: session.run(prepared, [q]),
+        "encoding": lambda q: encode_rows(result, result_types, [1], 1, 0, result.num_rows),
+        "server": lambda q: raw.run(RawClient.round_trip_bytes("v", (vector_param(q),))),
+        "psycopg": psycopg_once,
+        "parse_plan": lambda q: session.prepare(f"{VECTOR_SQL} -- {next(counter)}"),
+    }, list(queries))
+    raw.close()
+    conn.close()
+    return {name: float(np.median(t)) for name, t in run["times"].items()}
+
+
+LAYERS = (
+    ("graph", "graph search: hnswlib on each segment's index, one after another"),
+    ("storage", "+ storage search: per-segment plan, parallel search, exact rescoring, rows"),
+    ("execution", "+ SQL execution: parameters, operator tree, result table (Session.run)"),
+    ("server", "+ protocol: Bind/Execute/Sync decode, encoding, socket I/O (bare client)"),
+    ("psycopg", "+ driver: psycopg dumping the vector and parsing the rows"),
+)
+
+
+def layers_table(layers: dict) -> str:
+    lines = ["| layer | median µs per query | added µs |", "|---|---|---|"]
+    previous = 0.0
+    for key, label in LAYERS:
+        lines.append(f"| {label} | {layers[key]:,.0f} | {layers[key] - previous:+,.0f} |")
+        previous = layers[key]
+    lines.append(f"| (inside the protocol layer) encoding the 10 result rows as DataRows | "
+                 f"{layers['encoding']:,.0f} | |")
+    lines.append(f"| (once per statement text) parse + bind + plan; prepared and cached "
+                 f"statements skip it | {layers['parse_plan']:,.0f} | |")
+    return "\n".join(lines)
+
+
 def bench_concurrency(dsn: str, queries: np.ndarray, ef: int, clients: tuple[int, ...],
                       seconds: float) -> dict:
     return {count: clients_qps(dsn, queries, ef, count, seconds) for count in clients}
@@ -415,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(summary(f"vector top-{K} ef {args.ef}", v))
                     print("  recall@10: " + ", ".join(f"{k} {r:.3f}"
                                                       for k, r in v["recall"].items()))
+                    print(layers_table(bench_layers(db, session, dsn, host, int(port), queries,
+                                                    args.ef)))
                 if "concurrency" in only:
                     qps = bench_concurrency(dsn, queries, args.ef, (1, 4, 8), args.seconds)
                     print("vector QPS by connections: " + ", ".join(

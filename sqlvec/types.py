@@ -11,6 +11,7 @@ messages, because the storage layer, the SQL layer and the wire all need it.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -326,7 +327,9 @@ def record_fields(t: SqlType) -> tuple[tuple[str, SqlType], ...]:
         else ()
 
 
+@functools.lru_cache(maxsize=1024)
 def _arrow_type(t: SqlType) -> pa.DataType:
+    # Cached: SqlType is immutable and record shapes are only ever appended.
     if t.name == "record":
         return pa.struct([(name, ft.to_arrow()) for name, ft in record_fields(t)])
     if t.is_array:

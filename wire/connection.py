@@ -654,7 +654,7 @@ class Connection:
         position = start
         while position < stop:
             end = min(stop, position + ROWS_PER_CHUNK)
-            data = _encode_rows(table, types, formats, digits, position, end)
+            data = encode_rows(table, types, formats, digits, position, end)
             self.send_raw(data)
             if end < stop:
                 self.flush()
@@ -957,7 +957,7 @@ def _done(tag: str) -> Result:
     return Result(tag)
 
 
-def _encode_rows(table: pa.Table, types: list[SqlType], formats: list[int], float_digits: int,
+def encode_rows(table: pa.Table, types: list[SqlType], formats: list[int], float_digits: int,
                  start: int, stop: int) -> bytes:
     """DataRows for rows [start, stop) of a result."""
     chunk = table.slice(start, stop - start)

@@ -33,9 +33,12 @@ from sqlvec.sql.binder import Field, Scope
 from sqlvec.storage.schema import ROWID
 from sqlvec.types import SqlType
 
+_NAMES = [str(i) for i in range(64)]
+
 
 def names(count: int) -> list[str]:
-    return [str(i) for i in range(count)]
+    """Positional column names "0", "1", … (operators address columns by position)."""
+    return _NAMES[:count] if count <= len(_NAMES) else [str(i) for i in range(count)]
 
 
 def table_of(columns: Sequence, count_rows: int | None = None) -> pa.Table:
