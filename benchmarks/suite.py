@@ -307,7 +307,11 @@ def hnswlib_reference(ds: Dataset, m: int, efc: int, truth: np.ndarray, threads:
             times.append(time.perf_counter() - t0)
             found.append(labels[0].tolist())
         curve[ef] = {"recall": recall(found, truth), **latency_stats(times)}
-    return {"build_s": build, "curve": curve}
+    with tempfile.TemporaryDirectory() as scratch:  # vectors + graph, as hnswlib stores them
+        path = os.path.join(scratch, "index.bin")
+        index.save_index(path)
+        index_bytes = os.path.getsize(path)
+    return {"build_s": build, "curve": curve, "index_bytes": index_bytes}
 
 
 def numpy_reference(ds: Dataset, queries: int = 100) -> dict:
@@ -436,8 +440,12 @@ def markdown(report: dict) -> str:
     s1 = report["select1"]
     lines.append(f"- SELECT 1 prepared: {s1['qps']:,.0f} round trips/s, p50 {s1['p50_ms']:.3f} ms")
     if report.get("server_rss_bytes"):
+        index_bytes = report["hnswlib"].get("index_bytes")
         lines.append(f"- server RSS after load: {report['server_rss_bytes'] / 2**20:,.0f} MiB "
-                     f"(vectors {report['vector_bytes'] / 2**20:,.0f} MiB)")
+                     f"(vectors {report['vector_bytes'] / 2**20:,.0f} MiB"
+                     + (f"; raw hnswlib index with its vectors {index_bytes / 2**20:,.0f} MiB, "
+                        f"ratio {report['server_rss_bytes'] / index_bytes:.2f}"
+                        if index_bytes else "") + ")")
     lines += ["", "| ef_search | recall@10 | QPS | p50 ms | p99 ms | hnswlib recall | hnswlib QPS "
               "| QPS / hnswlib |", "|---|---|---|---|---|---|---|---|"]
     for ef in p["efs"]:

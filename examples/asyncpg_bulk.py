@@ -14,15 +14,6 @@ from _connection import cannot_connect, database_url, fail, run
 ROWS, DIM, QUERIES = 20_000, 64, 200
 
 
-async def reset_session(conn) -> None:
-    """Return a pooled connection in a clean state.
-
-    asyncpg's default reset also runs `SELECT pg_advisory_unlock_all()` and `UNLISTEN *`,
-    which sqlvec does not support (it has neither advisory locks nor LISTEN); these two
-    statements are the part that applies."""
-    await conn.execute("CLOSE ALL; RESET ALL")
-
-
 async def main() -> int:
     import asyncpg
     from pgvector.asyncpg import register_vector
@@ -56,8 +47,7 @@ async def main() -> int:
     print("plan:", next((r[0].strip() for r in plan if "segment 1" in r[0]), plan[-1][0]))
     await conn.close()
 
-    pool = await asyncpg.create_pool(url, min_size=4, max_size=4, init=register_vector,
-                                     reset=reset_session)
+    pool = await asyncpg.create_pool(url, min_size=4, max_size=4, init=register_vector)
     try:
         async def nearest(i: int):
             async with pool.acquire() as c:

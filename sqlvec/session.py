@@ -467,7 +467,8 @@ class Session:
         if u.kind == "close":
             if u.name == "all":
                 self.cursors.clear()
-            elif self.cursors.pop(u.name, None) is None:  # type: ignore[arg-type]
+                return Result("CLOSE CURSOR ALL")
+            if self.cursors.pop(u.name, None) is None:  # type: ignore[arg-type]
                 raise SqlVecError(f'cursor "{u.name}" does not exist', sqlstate="34000")
             return Result("CLOSE CURSOR")
         cursor = self.cursors.get(u.name)  # type: ignore[arg-type]
@@ -659,6 +660,8 @@ class Session:
             return Result("CHECKPOINT")
         if kind in ("vacuum", "analyze"):
             return Result(kind.upper())
+        if kind == "unlisten":
+            return Result("UNLISTEN")
         if kind == "listen":
             raise FeatureNotSupported("LISTEN/NOTIFY is not supported")
         raise FeatureNotSupported(f"{kind} is not supported")

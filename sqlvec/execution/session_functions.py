@@ -131,6 +131,12 @@ def _pg_backend_pid(c, args, e):
     return Value(lambda f: pa.scalar(f.ctx.services.pid, pa.int32()), INT4)
 
 
+def _pg_advisory_unlock_all(c, args, e):
+    # Advisory locks cannot be taken here, so there is never one to release. PostgreSQL's
+    # result is void, printed as an empty string; text carries the same value to clients.
+    return Value(lambda f: pa.scalar("", pa.string()), TEXT)
+
+
 def session_functions() -> dict:
     from sqlvec.execution.catalog_functions import catalog_functions
 
@@ -151,6 +157,7 @@ def session_functions() -> dict:
         "current_setting": _current_setting,
         "set_config": _set_config,
         "pg_backend_pid": _pg_backend_pid,
+        "pg_advisory_unlock_all": _pg_advisory_unlock_all,
         **catalog_functions(),
     }
 

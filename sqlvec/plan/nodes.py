@@ -30,6 +30,31 @@ class SubPlan(exp.Expression):
                  "keys": False, "guard": False, "empty": False}
 
 
+def expr_sql(expression: exp.Expression) -> str:
+    """SQL text of a plan expression for EXPLAIN. Subqueries print as `(SubPlan n)` (numbered
+    in order, as PostgreSQL does): the SQL generator does not know the SubPlan node."""
+    if not any(isinstance(node, SubPlan) for node in expression.walk()):
+        return to_sql(expression)
+    numbers = iter(range(1, 1 << 30))
+
+    def placeholder(node: exp.Expression) -> exp.Expression:
+        if not isinstance(node, SubPlan):
+            return node
+        ref = f"(SubPlan {next(numbers)})"
+        kind, negate = node.args.get("kind"), bool(node.args.get("negate"))
+        if kind == "exists":
+            text = ("NOT " if negate else "") + f"EXISTS {ref}"
+        elif kind == "in" and node.this is not None:
+            text = f"{expr_sql(node.this)} {'NOT ' if negate else ''}IN {ref}"
+        elif kind == "array":
+            text = f"ARRAY{ref}"
+        else:
+            text = ref
+        return exp.Var(this=text)
+
+    return to_sql(expression.transform(placeholder))
+
+
 @dataclass(frozen=True)
 class PlanNode:
     fields: tuple[Field, ...]
@@ -63,7 +88,7 @@ class Scan(PlanNode):
         name = self.table_name if self.alias == self.table_name else f"{self.table_name} {self.alias}"
         text = f"Seq Scan on {name}"
         if self.filter is not None:
-            text += f"\n  Filter: {to_sql(self.filter)}"
+            text += f"\n  Filter: {expr_sql(self.filter)}"
         return text
 
 
@@ -94,7 +119,7 @@ class FunctionScan(PlanNode):
     with_ordinality: bool = False
 
     def describe(self) -> str:
-        return f"Function Scan on {to_sql(self.function) if self.function is not None else '?'}"
+        return f"Function Scan on {expr_sql(self.function) if self.function is not None else '?'}"
 
 
 @dataclass(frozen=True)
@@ -125,7 +150,7 @@ class Filter(PlanNode):
         return (self.child,)
 
     def describe(self) -> str:
-        return f"Filter: {to_sql(self.predicate)}" if self.predicate is not None else "Filter"
+        return f"Filter: {expr_sql(self.predicate)}" if self.predicate is not None else "Filter"
 
 
 @dataclass(frozen=True)
@@ -138,7 +163,7 @@ class Project(PlanNode):
         return (self.child,)
 
     def describe(self) -> str:
-        return "Project: " + ", ".join(to_sql(e) for e in self.exprs)
+        return "Project: " + ", ".join(expr_sql(e) for e in self.exprs)
 
 
 @dataclass(frozen=True)
@@ -156,7 +181,7 @@ class Aggregate(PlanNode):
     def describe(self) -> str:
         head = "HashAggregate" if self.groups else "Aggregate"
         if self.groups:
-            head += "\n  Group Key: " + ", ".join(to_sql(g) for g in self.groups)
+            head += "\n  Group Key: " + ", ".join(expr_sql(g) for g in self.groups)
         return head
 
 
@@ -193,7 +218,7 @@ class Sort(PlanNode):
 
     def describe(self) -> str:
         return "Sort\n  Sort Key: " + ", ".join(
-            to_sql(k.expr) + (" DESC" if k.desc else "") for k in self.keys)
+            expr_sql(k.expr) + (" DESC" if k.desc else "") for k in self.keys)
 
 
 @dataclass(frozen=True)
@@ -241,7 +266,7 @@ class Join(PlanNode):
                 "full": "Hash Full Join", "cross": "Nested Loop", "semi": "Hash Semi Join",
                 "anti": "Hash Anti Join"}[self.kind]
         if self.condition is not None:
-            name += f"\n  Join Filter: {to_sql(self.condition)}"
+            name += f"\n  Join Filter: {expr_sql(self.condition)}"
         return name
 
 
@@ -327,9 +352,9 @@ class VectorTopK(PlanNode):
 
         op = Metric(self.metric).operator
         text = f"Vector Top-K on {self.scan.table_name}\n  Order By: {self.column} {op} " \
-               f"{to_sql(self.query) if self.query is not None else '?'}"
+               f"{expr_sql(self.query) if self.query is not None else '?'}"
         if self.scan.filter is not None:
-            text += f"\n  Filter: {to_sql(self.scan.filter)}"
+            text += f"\n  Filter: {expr_sql(self.scan.filter)}"
         return text
 
 

@@ -827,6 +827,8 @@ def output_name(e: exp.Expression) -> str:
         return output_name(e.expression)
     if _is_named_function(e):
         return _function_name(e)
+    if isinstance(e, VectorDistance) and e.meta.get("function_name"):
+        return e.meta["function_name"]
     return "?column?"
 
 

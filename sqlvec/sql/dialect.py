@@ -150,7 +150,10 @@ def _exact(
     def build(args: Sequence[exp.Expr]) -> exp.Expr:
         if len(args) != arity:
             return exp.Anonymous(this=name, expressions=list(args))
-        return klass(**dict(zip(klass.arg_types, args)))
+        node = klass(**dict(zip(klass.arg_types, args)))
+        # An operator node spelled as a call keeps the name PostgreSQL gives its column.
+        node.meta["function_name"] = name
+        return node
 
     return build
 

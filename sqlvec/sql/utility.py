@@ -80,6 +80,8 @@ _PATTERNS: list[tuple[str, re.Pattern]] = [
     ("explain", re.compile(r"EXPLAIN(?P<rest>\s.+)", re.I | re.S)),
     ("create_extension", re.compile(r"CREATE\s+EXTENSION(?P<ine>\s+IF\s+NOT\s+EXISTS)?\s+" + _NAME + r"(?P<rest>.*)", re.I | re.S)),
     ("drop_extension", re.compile(r"DROP\s+EXTENSION(?P<ie>\s+IF\s+EXISTS)?\s+" + _NAME + r"(?P<rest>.*)", re.I | re.S)),
+    # A session never listens (LISTEN is refused), so UNLISTEN always has nothing to undo.
+    ("unlisten", re.compile(r"UNLISTEN\s+(?:\*|" + _NAME + r")\s*", re.I)),
     ("listen", re.compile(r"(?:LISTEN|UNLISTEN|NOTIFY)\s+.*", re.I | re.S)),
     ("checkpoint", re.compile(r"CHECKPOINT", re.I)),
     ("vacuum", re.compile(r"VACUUM\b.*", re.I | re.S)),

@@ -230,3 +230,23 @@ def test_a_numeric_literal_beyond_numeric_precision_is_an_overflow(db):
         assert caught.value.sqlstate == "22003"
     assert rows(session, "SELECT 1e30::numeric")[0][0] == 10**30
     session.close()
+
+
+def test_a_pool_reset_runs_with_postgresql_command_tags(db):
+    """asyncpg releases a pooled connection with these four statements."""
+    s = db.connect()
+    s.execute_one("BEGIN")
+    s.execute_one("DECLARE c CURSOR WITH HOLD FOR SELECT 1")
+    s.execute_one("COMMIT")
+    s.execute_one("SET application_name = 'pooled'")
+    results = list(s.execute("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL"))
+    assert [r.tag for r in results] == ["SELECT 1", "CLOSE CURSOR ALL", "UNLISTEN", "RESET"]
+    assert results[0].rows() == [("",)]
+    assert s.execute_one("SHOW application_name").rows() != [("pooled",)]
+    with pytest.raises(SqlVecError) as err:
+        s.execute_one("FETCH c")
+    assert err.value.sqlstate == "34000"
+    assert s.execute_one("UNLISTEN channel").tag == "UNLISTEN"
+    with pytest.raises(SqlVecError) as err:
+        s.execute_one("LISTEN channel")
+    assert err.value.sqlstate == "0A000"

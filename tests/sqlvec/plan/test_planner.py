@@ -213,3 +213,22 @@ def test_syntax_error_at_an_unknown_first_word(session):
         rows(session, "selec 1")
     assert (info.value.sqlstate, info.value.message, info.value.position) == (
         "42601", 'syntax error at or near "selec"', 1)
+
+
+@pytest.mark.parametrize("sql, shown", [
+    ("SELECT id FROM o WHERE k IN (SELECT k FROM i) AND NOT EXISTS (SELECT 1 FROM i)",
+     "Filter: k IN (SubPlan 1) AND NOT EXISTS (SubPlan 2)"),
+    ("SELECT id FROM o WHERE big > (SELECT max(v) FROM i)", "Filter: big > (SubPlan 1)"),
+])
+def test_explain_prints_subqueries_as_subplans(session, sql, shown):
+    lines = [r[0].strip() for r in session.execute_one("EXPLAIN " + sql).rows()]
+    assert shown in lines
+
+
+def test_explain_of_a_vector_search_by_a_subquery_vector(session):
+    session.execute_one("CREATE TABLE docs (id int, emb vector(2))")
+    session.execute_one("INSERT INTO docs VALUES (1, '[1,2]'), (2, '[3,4]'), (3, '[0,1]')")
+    sql = "SELECT id FROM docs ORDER BY emb <-> (SELECT emb FROM docs WHERE id = 3) LIMIT 2"
+    lines = [r[0].strip() for r in session.execute_one("EXPLAIN " + sql).rows()]
+    assert "Order By: emb <-> (SubPlan 1)" in lines
+    assert [r[0] for r in session.execute_one(sql).rows()] == [3, 1]

@@ -138,3 +138,14 @@ def test_dimension_error_messages(data):
         s.execute_one("SELECT a <-> '[1,2,3]' FROM t")
     with pytest.raises(SqlVecError, match="expected 16 dimensions, not 3"):
         s.execute_one("INSERT INTO t (id, a) VALUES (1000, '[1,2,3]')")
+
+
+def test_columns_are_named_after_the_function_as_in_pgvector(data):
+    s, _, _ = data
+    sql = ("SELECT l2_distance(a, b), cosine_distance(a, b), l1_distance(a, b), "
+           "inner_product(a, b), vector_dims(a), a <-> b, l2_distance(a, b) AS d FROM t LIMIT 1")
+    names = [c.name for c in s.execute_one(sql).columns]
+    assert names == ["l2_distance", "cosine_distance", "l1_distance", "inner_product",
+                     "vector_dims", "?column?", "d"]
+    prepared = s.prepare("SELECT id, l2_distance(a, $1) FROM t ORDER BY l2_distance(a, $1) LIMIT 3")
+    assert [c.name for c in prepared.columns] == ["id", "l2_distance"]
