@@ -58,6 +58,11 @@ _TYPES: tuple[TypeInfo, ...] = (
     TypeInfo("regproc", 24, 1008, 4, "N", "regproc"),
     TypeInfo("text", 25, 1009, -1, "S", "text"),
     TypeInfo("oid", 26, 1028, 4, "N", "oid"),
+    # System column types (ctid, xmin/xmax, cmin/cmax): tid is (block, offset), the others
+    # unsigned 32-bit like oid.
+    TypeInfo("tid", 27, 1010, 6, "U", "tid"),
+    TypeInfo("xid", 28, 1011, 4, "U", "xid"),
+    TypeInfo("cid", 29, 1012, 4, "U", "cid"),
     TypeInfo("json", 114, 199, -1, "U", "json"),
     TypeInfo("float4", 700, 1021, 4, "N", "real"),
     TypeInfo("float8", 701, 1022, 8, "N", "double precision"),
@@ -283,6 +288,9 @@ _SIMPLE_ARROW: dict[str, pa.DataType] = {
     "int4": pa.int32(),
     "int8": pa.int64(),
     "oid": pa.int64(),
+    "xid": pa.int64(),
+    "cid": pa.int64(),
+    "tid": pa.int64(),  # (block << 16) | offset: orders as (block, offset) does
     "regclass": pa.int64(),
     "regtype": pa.int64(),
     "regproc": pa.int64(),

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sqlvec.errors import DataException, SqlVecError
-from sqlvec.execution.values import format_value, parse_text
+from sqlvec.execution.values import format_value, parse_text, tid_pack, tid_text, tid_unpack
 from sqlvec.types import (
     TYPES_BY_OID,
     SqlType,
@@ -60,10 +60,12 @@ _LARGE_EMPTY = pa.scalar(b"", pa.large_binary())
 STRING_TYPES = frozenset({"text", "varchar", "bpchar", "name", "char", "unknown", "json",
                           "uuid"})
 INTEGER_TYPES = {"int2": ">i2", "int4": ">i4", "int8": ">i8"}
-OID_TYPES = frozenset({"oid", "regclass", "regtype", "regproc"})
+# Unsigned 32-bit integers: OIDs, and the transaction and command ids of xmin/xmax, cmin/cmax.
+OID_TYPES = frozenset({"oid", "regclass", "regtype", "regproc", "xid", "cid"})
 FLOAT_TYPES = {"float4": ">f4", "float8": ">f8"}
 _STRUCT = {"int2": "!h", "int4": "!i", "int8": "!q", "float4": "!f", "float8": "!d",
-           "oid": "!I", "regclass": "!I", "regtype": "!I", "regproc": "!I"}
+           **{name: "!I" for name in OID_TYPES}}
+_TID = "!IH"  # tid (ctid): block number, offset
 
 
 class BinaryFormatError(SqlVecError):
@@ -223,6 +225,8 @@ def text_payloads(array: pa.Array, t: SqlType, float_digits: int = 1) -> pa.Arra
         return pc.cast(array, pa.string())
     if name == "bool" and pa.types.is_boolean(typ):
         return pc.if_else(array, "t", "f")
+    if name == "tid" and pa.types.is_integer(typ):
+        return tid_text(array)
     if name in FLOAT_TYPES and pa.types.is_floating(typ):
         return float_text(array, name == "float4", float_digits)
     if name in STRING_TYPES or name == "jsonb" or name in OID_TYPES:
@@ -388,6 +392,8 @@ def encode_binary(value: object, t: SqlType) -> bytes:
         return bytes(value)
     if name == "uuid":
         return uuid.UUID(str(value)).bytes
+    if name == "tid":
+        return struct.pack(_TID, *tid_unpack(value))
     if name == "numeric":
         return encode_numeric(_as_decimal(value, t))
     if name == "date":
@@ -592,6 +598,8 @@ def decode_binary(data: bytes, t: SqlType) -> object:
         return str(uuid.UUID(bytes=bytes(data)))
     if name == "numeric":
         return decode_numeric(data)
+    if name == "tid":
+        return tid_pack(*_unpack_exact(_TID, data, "tid"))
     if name == "date":
         (days,) = _unpack_exact("!i", data, "date")
         try:

@@ -94,8 +94,8 @@ _IO_UNDERSCORE = {"json", "date", "time", "timestamp", "timestamptz", "interval"
                   "uuid", "jsonb", "vector"}
 _STORAGE = {"bytea": "x", "text": "x", "json": "x", "jsonb": "x", "bpchar": "x", "varchar": "x",
             "numeric": "m", "vector": "e"}
-_ALIGN = {"bool": "c", "char": "c", "name": "c", "uuid": "c", "int2": "s", "int8": "d",
-          "float8": "d", "time": "d", "timestamp": "d", "timestamptz": "d", "interval": "d"}
+_ALIGN = {"bool": "c", "char": "c", "name": "c", "uuid": "c", "int2": "s", "tid": "s",
+          "int8": "d", "float8": "d", "time": "d", "timestamp": "d", "timestamptz": "d", "interval": "d"}
 _PREFERRED = {"bool", "text", "float8", "oid", "timestamptz", "interval"}
 _TYPMODIN = {"varchar": "varchartypmodin", "bpchar": "bpchartypmodin",
              "numeric": "numerictypmodin", "timestamp": "timestamptypmodin",
@@ -153,9 +153,6 @@ def _type_row(info: TypeInfo) -> TypeRow:
 EXTRA_TYPES: tuple[TypeInfo, ...] = (
     TypeInfo("int2vector", 22, 1006, -1, "A", "int2vector"),
     TypeInfo("oidvector", 30, 1013, -1, "A", "oidvector"),
-    TypeInfo("xid", 28, 1011, 4, "U", "xid"),
-    TypeInfo("cid", 29, 1012, 4, "U", "cid"),
-    TypeInfo("tid", 27, 1010, 6, "U", "tid"),
     TypeInfo("pg_node_tree", 194, 0, -1, "Z", "pg_node_tree"),
     TypeInfo("aclitem", 1033, 1034, 12, "U", "aclitem"),
     TypeInfo("inet", 869, 1041, -1, "I", "inet"),

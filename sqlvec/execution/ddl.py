@@ -19,7 +19,7 @@ from sqlvec.errors import (
     UndefinedObject,
     UndefinedTable,
 )
-from sqlvec.sql.binder import serial_kind, sql_type
+from sqlvec.sql.binder import SYSTEM_COLUMNS, serial_kind, sql_type
 from sqlvec.sql.dialect import to_sql
 from sqlvec.storage.schema import ColumnDef, IndexDef
 from sqlvec.types import SqlType
@@ -98,7 +98,15 @@ def _unique_sequence(catalog: Catalog, base: str, schema: str) -> str:
     return name
 
 
+def _check_not_system(name: str) -> None:
+    """Every table has the system columns (`ctid`, `xmin`...): a column may not take a name."""
+    if name in SYSTEM_COLUMNS:
+        raise SqlVecError(f'column name "{name}" conflicts with a system column name',
+                          sqlstate="42701")
+
+
 def _column_def(item: exp.ColumnDef, attnum: int, table: str) -> tuple[ColumnDef, bool, bool]:
+    _check_not_system(item.name)
     kind = item.args.get("kind")
     if kind is None:
         raise SqlVecError(f'column "{item.name}" has no type', sqlstate="42601")
@@ -315,6 +323,7 @@ def _alter_action(action, table, catalog: Catalog, default_of) -> None:
         old, new = action.this.name, action.args["to"].name
         if not d.has_column(old):
             raise UndefinedColumn(f'column "{old}" does not exist')
+        _check_not_system(new)
         if d.has_column(new):
             raise SqlVecError(f'column "{new}" of relation "{d.name}" already exists',
                               sqlstate="42701")

@@ -23,7 +23,7 @@ from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.values import BOOL, Value, as_array
 from sqlvec.plan import nodes as n
 from sqlvec.plan.planner import Planner, output_name
-from sqlvec.sql.binder import Field, Scope
+from sqlvec.sql.binder import SYSTEM_COLUMNS, Field, Scope, system_column
 from sqlvec.sql.dialect import parse_one
 from sqlvec.storage.schema import ROWID, ColumnDef
 from sqlvec.storage.table import Table, cast_column
@@ -54,10 +54,13 @@ def _target(planner: Planner, table_expr: exp.Table) -> tuple[Table, str]:
 def _table_fields(table: Table, alias: str) -> list[Field]:
     d = table.def_
     return [Field(c.name, alias, c.type, (d.oid, c.attnum)) for c in d.columns] + \
-        [Field(ROWID, alias, SqlType("int8"), hidden=True)]
+        [Field(ROWID, alias, SqlType("int8"), (d.oid, 0), hidden=True)]
 
 
-def _returning(builder: Builder, planner: Planner, stmt: exp.Expression, fields: list[Field]):
+def _returning(builder: Builder, planner: Planner, stmt: exp.Expression, fields: list[Field],
+               written: bool = False):
+    """RETURNING, compiled over the rows as written (`written`: new rows of INSERT or UPDATE)
+    or as deleted."""
     ret = stmt.args.get("returning")
     if ret is None:
         return None, None
@@ -74,12 +77,27 @@ def _returning(builder: Builder, planner: Planner, stmt: exp.Expression, fields:
             continue
         inner = e.this if isinstance(e, exp.Alias) else e
         bound = planner._expr(inner, scope)
+        if written:
+            _refuse_commit_assigned(bound, scope)
         v = c.compile(bound)
         if v.type.name == "unknown":
             v = c.coerce(v, V.TEXT)
         values.append(v)
         out_fields.append(Field(output_name(e), None, v.type))
     return values, out_fields
+
+
+def _refuse_commit_assigned(e: exp.Expression, scope: Scope) -> None:
+    """ctid and xmin derive from the row id, which a written row gets only when its
+    transaction commits: RETURNING them would give values that then change."""
+    for col in e.find_all(exp.Column):
+        if col.name not in ("ctid", "xmin"):
+            continue
+        index = scope.find(col.name, col.table or None)
+        if index is not None and system_column(scope.fields[index], col.name) is not None:
+            raise FeatureNotSupported(
+                f'system column "{col.name}" is not supported in RETURNING of INSERT or UPDATE',
+                detail="It is assigned when the transaction commits.")
 
 
 def _eval_returning(plan: WritePlan, ctx: ExecContext, rows: pa.Table) -> pa.Table:
@@ -137,7 +155,7 @@ def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePl
             V.check_assignable(t, col)
     defaults = {c.name: default_value(c, builder) for c in d.columns}
     fields = _table_fields(table, alias)
-    returning, returning_fields = _returning(builder, planner, stmt, fields)
+    returning, returning_fields = _returning(builder, planner, stmt, fields, written=True)
     plan = WritePlan("INSERT", table, source, returning, returning_fields, _run_insert)
     plan.target_cols = target_cols  # type: ignore[attr-defined]
     plan.defaults = defaults  # type: ignore[attr-defined]
@@ -482,6 +500,8 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
     for a in stmt.expressions:
         target = a.this
         name = target.name
+        if name in SYSTEM_COLUMNS and not d.has_column(name):
+            raise FeatureNotSupported(f'cannot assign to system column "{name}"')
         if not d.has_column(name):
             raise UndefinedColumn(f'column "{name}" of relation "{d.name}" does not exist')
         value = a.expression
@@ -502,7 +522,7 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
             new_values.append(c.compile(exp.column(col.name, table=alias)))
     rowid = c.compile(exp.column(ROWID, table=alias))
     fields = _table_fields(table, alias)
-    returning, returning_fields = _returning(builder, planner, stmt, fields)
+    returning, returning_fields = _returning(builder, planner, stmt, fields, written=True)
     plan = WritePlan("UPDATE", table, source, returning, returning_fields, _run_update)
     plan.new_values = new_values  # type: ignore[attr-defined]
     plan.rowid = rowid  # type: ignore[attr-defined]

@@ -47,7 +47,7 @@ from sqlvec.execution.values import (
 )
 from sqlvec.plan.nodes import SubPlan
 from sqlvec.sql import dialect as d
-from sqlvec.sql.binder import Scope, sql_type
+from sqlvec.sql.binder import Field, Scope, sql_type, system_column
 from sqlvec.types import SqlType
 from sqlvec.vectors import Metric, paired_distances
 
@@ -153,6 +153,9 @@ class Compiler:
         if {ta.name, tb.name} & {"oid", "regclass", "regtype", "regproc"} and \
                 (V.is_numeric(ta) or V.is_numeric(tb)):
             return self.coerce(a, INT8), self.coerce(b, INT8), INT8
+        if "xid" in (ta.name, tb.name) and (ta.name in V.INT_DIGITS or tb.name in V.INT_DIGITS):
+            # `xmin = 42` (PostgreSQL's xideqint4): xids are stored as int8 already.
+            return _as_int8(self, a), _as_int8(self, b), INT8
         raise SqlVecError(f"operator does not exist: {ta.format()} = {tb.format()}",
                           sqlstate="42883",
                           hint="No operator matches the given name and argument types. You might "
@@ -176,6 +179,10 @@ class Compiler:
         return _folded(value) if value.const else value
 
 
+def _as_int8(c: Compiler, v: Value) -> Value:
+    return Value(v.fn, INT8, v.const) if v.type.name == "xid" else c.coerce(v, INT8)
+
+
 def _folded(value: Value) -> Value:
     """A constant expression evaluated once, on first use (it reads neither rows nor params)."""
     cache: list = []
@@ -195,7 +202,8 @@ def _column(c: Compiler, e: exp.Column) -> Value:
     level, index = c.scope.resolve(e)
     if level == 0:
         t = c.types[index]
-        return Value(lambda f: f.table.column(index), t)
+        return _system_value(c.scope.fields[index], e.name,
+                             Value(lambda f: f.table.column(index), t))
     c.env.correlated = True
     outer = c
     for _ in range(level):
@@ -211,7 +219,51 @@ def _column(c: Compiler, e: exp.Column) -> Value:
             frame = frame.outer  # type: ignore[assignment]
         return frame.table.column(index)[0]
 
-    return Value(fn, t)
+    return _system_value(outer.scope.fields[index], e.name, Value(fn, t))
+
+
+# System columns: derived from the row id (`field`, the scan's hidden _rowid), which is
+# assigned at insert and never reused; an UPDATE writes the row anew under a new one.
+# - ctid (block, offset) = (rowid // 256, rowid % 256 + 1): unique, stable for the row's life
+#   and new after UPDATE, as PostgreSQL's is (which VACUUM FULL may also change). The row id
+#   is taken modulo 2**40 so that block numbers fit 32 bits (uncommitted rows of the own
+#   transaction have provisional negative ids: their ctid changes at COMMIT).
+# - xmin = rowid % 2**31 + 3 (3 is the first normal xid): changes on UPDATE, so clients that
+#   use xmin as an optimistic-concurrency token see a concurrent change. Not a transaction id:
+#   rows written together do not share one.
+# - xmax, cmin, cmax = 0 (no row visible here is being deleted; no command ids).
+# - tableoid: the table's OID, which the row id field carries as its source.
+
+_ROWID_SPAN = (1 << 40) - 1
+
+
+def _ctid(rowid: Datum) -> Datum:
+    u = pc.bit_wise_and(rowid, _ROWID_SPAN)
+    return pc.add(pc.shift_left(pc.shift_right(u, 8), 16), pc.add(pc.bit_wise_and(u, 255), 1))
+
+
+def _xmin(rowid: Datum) -> Datum:
+    return pc.add(pc.bit_wise_and(rowid, (1 << 31) - 1), 3)
+
+
+def _per_row(value: int) -> Callable[[Datum], Datum]:
+    """A constant for every row, NULL where the row id is (the null side of an outer join)."""
+    scalar, null = pa.scalar(value, pa.int64()), pa.scalar(None, pa.int64())
+    return lambda rowid: pc.if_else(pc.is_valid(rowid), scalar, null)
+
+
+_SYSTEM_VALUES: dict[str, Callable[[Datum], Datum]] = {
+    "ctid": _ctid, "xmin": _xmin, "xmax": _per_row(0), "cmin": _per_row(0), "cmax": _per_row(0),
+}
+
+
+def _system_value(field: Field, name: str, rowid: Value) -> Value:
+    """`rowid` itself, or the system column `name` when that is what was resolved to it."""
+    system = system_column(field, name)
+    if system is None:
+        return rowid
+    derive = _SYSTEM_VALUES.get(name) or _per_row(field.source[0])  # tableoid
+    return Value(lambda f: derive(rowid(f)), system.type)
 
 
 def _literal(c: Compiler, e: exp.Literal) -> Value:

@@ -223,6 +223,10 @@ def parse_text(text: str, target: SqlType) -> object:
                 f'value "{s}" is out of range for type '
                 f'{ {"int2": "smallint", "int4": "integer", "int8": "bigint", "oid": "oid"}[name]}')
         return value
+    if name in ("xid", "cid"):
+        return _parse_uint32(s, name, text)
+    if name == "tid":
+        return parse_tid(text)
     if name in ("float4", "float8"):
         low = s.lower()
         special = {"nan": float("nan"), "infinity": float("inf"), "+infinity": float("inf"),
@@ -283,6 +287,49 @@ def parse_text(text: str, target: SqlType) -> object:
     if target.is_array:
         return parse_array_text(text, target.element)
     return text
+
+
+def _parse_uint32(s: str, name: str, text: str) -> int:
+    """xid / cid input: a decimal number, negative ones wrapping around as in PostgreSQL."""
+    try:
+        value = int(s)
+    except ValueError:
+        raise _invalid(name, text) from None
+    if not -(1 << 31) <= value < 1 << 32:
+        raise NumericValueOutOfRange(f'value "{s}" is out of range for type {name}')
+    return value & 0xFFFFFFFF
+
+
+# tid, the type of ctid: (block, offset), kept as the one int64 `block << 16 | offset`, so that
+# comparing and sorting the numbers compares and sorts the pairs.
+
+_TID = re.compile(r"\s*\(\s*([+-]?\d+),\s*([+-]?\d+)\)\s*")
+
+
+def tid_pack(block: int, offset: int) -> int:
+    return block << 16 | offset
+
+
+def tid_unpack(value: int) -> tuple[int, int]:
+    return value >> 16, value & 0xFFFF
+
+
+def parse_tid(text: str) -> int:
+    """tid input `(block,offset)`: block a uint32 (negative ones wrap), offset a uint16."""
+    m = _TID.fullmatch(text)
+    if m is None:
+        raise _invalid("tid", text)
+    block, offset = int(m.group(1)), int(m.group(2))
+    if not -(1 << 31) <= block < 1 << 32 or not 0 <= offset <= 0xFFFF:
+        raise _invalid("tid", text)
+    return tid_pack(block & 0xFFFFFFFF, offset)
+
+
+def tid_text(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A tid column's text form `(block,offset)`, for the whole column at once."""
+    block = pc.cast(pc.shift_right(values, 16), pa.string())
+    offset = pc.cast(pc.bit_wise_and(values, 0xFFFF), pa.string())
+    return pc.binary_join_element_wise("(", block, ",", offset, ")", "")
 
 
 def canonical_jsonb(value: object) -> str:
@@ -718,8 +765,10 @@ def to_text(value: Datum, source: SqlType, n: int) -> Datum:
         py = value.as_py()
         return pa.scalar(None if py is None else format_value(py, source), pa.string())
     arr = value
-    if name in ("int2", "int4", "int8", "oid"):
+    if name in ("int2", "int4", "int8", "oid", "xid", "cid"):
         return pc.cast(arr, pa.string())
+    if name == "tid":
+        return tid_text(arr)
     return pa.array([None if v is None else format_value(v, source) for v in arr.to_pylist()],
                     pa.string())
 
@@ -752,6 +801,8 @@ def format_value(value: object, t: SqlType) -> str:
         return value.isoformat()
     if name == "interval":
         return format_interval(value)
+    if name == "tid":
+        return "({},{})".format(*tid_unpack(value))
     if t.is_array:
         return format_array(value, t.element)
     return str(value)

@@ -20,7 +20,7 @@ from sqlvec.catalog.catalog import Catalog
 from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn
 from sqlvec.plan import nodes as n
 from sqlvec.plan.nodes import SubPlan
-from sqlvec.sql.binder import Field, Scope, sql_type
+from sqlvec.sql.binder import Field, Scope, sql_type, system_column
 from sqlvec.sql.dialect import VectorDistance, to_sql
 from sqlvec.storage.schema import ROWID
 from sqlvec.types import SqlType
@@ -356,7 +356,7 @@ class Planner:
             if isinstance(g, exp.Column):
                 src = scope.fields[scope.resolve(g)[1]] if scope.resolve(g)[0] == 0 else None
                 named.append(Field(f.name, None, f.type, f.source, hidden=True))
-                if src is not None:
+                if src is not None and system_column(src, g.name) is None:
                     named[-1] = Field(src.name, src.table, src.type, src.source)
             else:
                 named.append(f)
@@ -479,8 +479,9 @@ class Planner:
         fields = tuple(
             Field(c.name, qualifier, c.type, (d.oid, c.attnum)) for c in d.columns
         )
+        # The row id carries the table's OID, for `tableoid` (system columns read through it).
         fields = _renamed(fields, qualifier, columns) + (
-            Field(ROWID, qualifier, SqlType("int8"), hidden=True),)
+            Field(ROWID, qualifier, SqlType("int8"), (d.oid, 0), hidden=True),)
         return n.Scan(fields, table_id=d.id, table_name=d.name, alias=qualifier)
 
     def _plan_function(self, fn: exp.Expression, alias, columns, outer, item) -> n.PlanNode:
@@ -526,6 +527,10 @@ class Planner:
     def _using_pair(name: str, left: n.PlanNode, right: n.PlanNode) -> tuple[Field, Field]:
         lpos = Scope(list(left.fields)).find(name)
         rpos = Scope(list(right.fields)).find(name)
+        if lpos is not None and left.fields[lpos].name != name:
+            lpos = None  # a system column: not joinable by USING
+        if rpos is not None and right.fields[rpos].name != name:
+            rpos = None
         if lpos is None or rpos is None:
             raise UndefinedColumn(
                 f'column "{name}" specified in USING clause does not exist in '
@@ -1107,7 +1112,8 @@ def _field_type(e: exp.Expression, scope: Scope) -> SqlType | None:
         except SqlVecError:
             return None
         if level == 0:
-            return scope.fields[i].type
+            system = system_column(scope.fields[i], e.name)
+            return system.type if system else scope.fields[i].type
     return None
 
 
@@ -1118,7 +1124,9 @@ def _source(e: exp.Expression, scope: Scope) -> tuple[int, int]:
         except SqlVecError:
             return (0, 0)
         if level == 0:
-            return scope.fields[i].source
+            f = scope.fields[i]
+            system = system_column(f, e.name)
+            return (f.source[0], system.attnum) if system else f.source
     return (0, 0)
 
 

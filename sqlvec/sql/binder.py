@@ -3,6 +3,10 @@
 A `Scope` is the list of columns a relation offers (with their table qualifiers); resolving a
 column reference gives its position, with PostgreSQL's errors for unknown (42703) and ambiguous
 (42702) names. `sql_type` maps a sqlglot DataType to our SqlType.
+
+PostgreSQL's system columns (`ctid`, `xmin`, `tableoid`...) are not fields of their own: a name
+that is no real column resolves to the hidden row id of its table, and the expression compiler
+derives the value from that (`system_column` says which one is meant).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass, field
 from sqlglot import exp
 
 from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn, UndefinedObject
+from sqlvec.storage.schema import ROWID
 from sqlvec.types import SqlType
 
 
@@ -30,6 +35,33 @@ class AmbiguousColumn(SqlVecError):
     sqlstate = "42702"
 
 
+@dataclass(frozen=True)
+class SystemColumn:
+    """A column every user table has without declaring it (`SELECT ctid, xmin FROM t`)."""
+
+    name: str
+    attnum: int  # pg_attribute.attnum: negative, as RowDescription reports it
+    type: SqlType
+
+
+SYSTEM_COLUMNS: dict[str, SystemColumn] = {c.name: c for c in (
+    SystemColumn("ctid", -1, SqlType("tid")),
+    SystemColumn("xmin", -2, SqlType("xid")),
+    SystemColumn("cmin", -3, SqlType("cid")),
+    SystemColumn("xmax", -4, SqlType("xid")),
+    SystemColumn("cmax", -5, SqlType("cid")),
+    SystemColumn("tableoid", -6, SqlType("oid")),
+)}
+
+
+def system_column(f: Field, name: str) -> SystemColumn | None:
+    """The system column `name` refers to when it resolved to `f`, a table's hidden row id
+    (None for ordinary columns, and for the row id itself)."""
+    if f.name == ROWID and f.hidden and name != ROWID:
+        return SYSTEM_COLUMNS.get(name)
+    return None
+
+
 @dataclass
 class Scope:
     """The columns visible to an expression, and the enclosing query's scope (correlation)."""
@@ -39,16 +71,19 @@ class Scope:
     correlated: list = field(default_factory=list)
 
     def find(self, name: str, table: str | None = None) -> int | None:
-        matches = [
-            i for i, f in enumerate(self.fields)
-            if f.name == name and (table is None or f.table == table)
-        ]
+        matches = self._matches(name, table)
+        if not matches and name in SYSTEM_COLUMNS:
+            matches = self._matches(ROWID, table)  # derived from the row id of its table
         if len(matches) > 1:
             visible = [i for i in matches if not self.fields[i].hidden]
             if len(visible) == 1:
                 return visible[0]
             raise AmbiguousColumn(f'column reference "{name}" is ambiguous')
         return matches[0] if matches else None
+
+    def _matches(self, name: str, table: str | None) -> list[int]:
+        return [i for i, f in enumerate(self.fields)
+                if f.name == name and (table is None or f.table == table)]
 
     def resolve(self, column: exp.Column) -> tuple[int, int]:
         """(levels up, position) of a column reference: 0 for this scope, 1 for its parent..."""
@@ -95,8 +130,8 @@ _DTYPE_NAMES: dict[str, str] = {
 
 # Type names sqlglot does not know (parsed as USERDEFINED), quoted ones included.
 _USERDEFINED = {"regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole",
-                "oid", "name", '"char"', "char", "int2", "int4", "int8", "float4", "float8",
-                "text", "bool", "varchar", "bpchar", "numeric", "date", "timestamp",
+                "oid", "xid", "cid", "tid", "name", '"char"', "char", "int2", "int4", "int8",
+                "float4", "float8", "text", "bool", "varchar", "bpchar", "numeric", "date", "timestamp",
                 "timestamptz", "interval", "bytea", "json", "jsonb", "uuid", "vector", "time"}
 
 _SERIAL = {"SERIAL": "serial", "SMALLSERIAL": "serial", "BIGSERIAL": "serial"}

@@ -39,8 +39,9 @@ from sqlvec.storage.segment import Segment, SegmentData, SegmentView
 from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
 from sqlvec.vectors import Metric
 
-# A filter receives a segment's rows (logical column names) and returns a bool mask;
-# NULL counts as false. Built above storage (the SQL layer compiles WHERE into one).
+# A filter receives a segment's rows (logical column names, then the row id, as a scan returns
+# them) and returns a bool mask; NULL counts as false. Built above storage (the SQL layer
+# compiles WHERE into one; it may read the row id, as `WHERE ctid = ...` does).
 RowFilter = Callable[[pa.Table], "np.ndarray | pa.Array | pa.ChunkedArray"]
 
 
@@ -95,7 +96,8 @@ class TableSnapshot:
         live = view.live_mask()
         if filter is None:
             return live
-        mask = mask_of(filter(logical_table(view, self.table_def, None)), view.data.n_rows)
+        mask = mask_of(filter(logical_table(view, self.table_def, None, with_rowid=True)),
+                       view.data.n_rows)
         return mask if live is None else mask & live
 
     def scan(self, columns: Sequence[str] | None = None, *, filter: RowFilter | None = None,
@@ -150,8 +152,8 @@ class TableSnapshot:
             pruned = prune is not None and prune(view.data)
             allowed = None
             if filter is not None and not pruned:
-                allowed = mask_of(filter(logical_table(view, self.table_def, None)),
-                                  view.data.n_rows)
+                allowed = mask_of(filter(logical_table(view, self.table_def, None,
+                                                       with_rowid=True)), view.data.n_rows)
             searches.append(plan_segment(
                 view, col.physical, col.type.dims, metric, k, allowed=allowed,
                 index_name=index.name if index else None, ef=ef, target_recall=target_recall,

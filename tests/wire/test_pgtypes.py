@@ -181,6 +181,21 @@ def test_text_outputs():
     assert P.encode_binary('{"a":1}', SqlType("jsonb"))[:1] == b"\x01"
 
 
+def test_system_column_types_both_formats():
+    tid = SqlType("tid")
+    ctids = [P.parse_text("(0,1)", tid), P.parse_text("(4294967295,65535)", tid), None]
+    assert encode(ctids, tid, P.TEXT) == [b"(0,1)", b"(4294967295,65535)", None]
+    assert encode(ctids, tid, P.BINARY) == [b"\0\0\0\0\0\1", b"\xff" * 6, None]
+    for t, values in ((tid, ctids), (SqlType("xid"), [3, 2**32 - 1, None]),
+                      (SqlType("cid"), [0, None])):
+        for fmt in (P.TEXT, P.BINARY):
+            assert round_trip(values, t, fmt) == values, (t, fmt)
+    assert encode([2**32 - 1], SqlType("xid"), P.BINARY) == [b"\xff" * 4]
+    with pytest.raises(SqlVecError) as info:
+        P.decode_param(b"\0\0\0\1", tid, P.BINARY)
+    assert info.value.sqlstate == "22P03"
+
+
 def test_bad_binary_parameters():
     with pytest.raises(SqlVecError) as info:
         P.decode_param(b"\x00\x01", SqlType("int4"), P.BINARY)
@@ -258,6 +273,8 @@ SHORT_CASES = [
     (SqlType("int8"), st.integers(-2**63, 2**63 - 1), None),
     (SqlType("int8"), st.integers(-2**31, 2**31 - 1), pa.int32()),  # an int4 value, int8 type
     (SqlType("oid"), st.integers(0, 2**32 - 1), None),
+    (SqlType("xid"), st.integers(0, 2**32 - 1), None),
+    (SqlType("tid"), st.integers(0, 2**48 - 1), None),
     (SqlType("float4"), st.floats(width=32), None),
     (SqlType("float8"), st.floats(), None),
     (SqlType("bool"), st.booleans(), None),
