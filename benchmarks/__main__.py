@@ -11,6 +11,7 @@ SUITES = {
     "wire": "benchmarks.wire_overhead",
     "hybrid": "benchmarks.hybrid",
     "catalog": "benchmarks.catalog_queries",
+    "growth": "benchmarks.growth",
 }
 
 
