@@ -829,6 +829,15 @@ class Session:
             return table_oid(rel)
         raise UndefinedTable(f'relation "{name}" does not exist')
 
+    def reg_text(self, kind: str, oids: list[int | None]) -> list[str | None]:
+        """reg* values (regclass, regtype, …) in their text form, as a client sees them."""
+        from sqlvec.catalog.objects import CatalogObjects
+        from sqlvec.execution.catalog_functions import reg_name
+
+        model = CatalogObjects(self.database, self)
+        return [None if oid is None else reg_name(kind, oid, model, self.search_path)
+                for oid in oids]
+
     def relation_name(self, oid: int) -> str | None:
         for t in self.store.tables.values():
             if t.def_.oid == oid:

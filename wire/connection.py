@@ -650,6 +650,7 @@ class Connection:
         start = portal.offset if portal is not None else 0
         stop = table.num_rows if limit <= 0 else min(table.num_rows, start + limit)
         types = [c.type for c in columns]
+        table, types = self._reg_names(table, types, formats)
         digits = self._float_digits()
         position = start
         while position < stop:
@@ -670,6 +671,18 @@ class Connection:
             tag = f"SELECT {sent}"
         self.send(CommandComplete(tag))
         return False
+
+    def _reg_names(self, table: pa.Table, types: list[SqlType],
+                   formats: list[int]) -> tuple[pa.Table, list[SqlType]]:
+        """reg* columns sent as text carry names (`items`, `integer`), as PostgreSQL's output
+        functions print them; in binary they stay OIDs."""
+        out = list(types)
+        for i, (t, fmt) in enumerate(zip(types, formats)):
+            if t.name in REG_TYPES and fmt == pgtypes.TEXT and self.session is not None:
+                names = self.session.reg_text(t.name, table.column(i).to_pylist())
+                table = table.set_column(i, table.field(i).name, pa.array(names, pa.string()))
+                out[i] = _TEXT
+        return table, out
 
     def _float_digits(self) -> int:
         try:
@@ -955,6 +968,10 @@ def _done(tag: str) -> Result:
     from sqlvec.session import Result
 
     return Result(tag)
+
+
+_TEXT = SqlType("text")
+REG_TYPES = frozenset({"regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole"})
 
 
 def encode_rows(table: pa.Table, types: list[SqlType], formats: list[int], float_digits: int,

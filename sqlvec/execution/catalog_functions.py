@@ -678,34 +678,40 @@ def _reg_input(kind: str):
     return compile_
 
 
+def reg_name(kind: str, oid: int, model: O.CatalogObjects, search_path: list[str]) -> str:
+    """What PostgreSQL's regclassout, regtypeout, … print for `oid`: the object's name,
+    schema-qualified only when the search path would not find it; the number when no object
+    has that OID; `-` for 0."""
+    if oid == 0:
+        return "-"
+    if kind == "regclass":
+        rel = model.relation(oid)
+        if rel is None:
+            return str(oid)
+        if model.visible(rel, search_path):
+            return O.quote_ident(rel.name)
+        return f"{O.quote_ident(rel.schema)}.{O.quote_ident(rel.name)}"
+    if kind == "regtype":
+        return O.format_type(oid, -1) if O.type_name_of(oid) else str(oid)
+    if kind in ("regproc", "regprocedure"):
+        p = O.procs_by_oid().get(oid)
+        if p is None:
+            return str(oid)
+        if kind == "regprocedure":
+            return f"{p.name}({','.join(O.format_type(t, -1) for t in p.argtypes)})"
+        return p.name
+    if kind == "regnamespace":
+        name = model.nsp_by_oid.get(oid)
+        return O.quote_ident(name) if name else str(oid)
+    if kind == "regrole":
+        return model.role_name(oid) or str(oid)
+    return str(oid)
+
+
 def _reg_output(kind: str):
     """`regclass::text` etc.: OIDs to names, as PostgreSQL prints them."""
     def name_of(f, oid: int) -> str:
-        if oid == 0:
-            return "-"
-        model = objects(f)
-        if kind == "regclass":
-            rel = model.relation(oid)
-            if rel is None:
-                return str(oid)
-            if model.visible(rel, _search_path(f)):
-                return O.quote_ident(rel.name)
-            return f"{O.quote_ident(rel.schema)}.{O.quote_ident(rel.name)}"
-        if kind == "regtype":
-            return O.format_type(oid, -1) if O.type_name_of(oid) else str(oid)
-        if kind in ("regproc", "regprocedure"):
-            p = O.procs_by_oid().get(oid)
-            if p is None:
-                return str(oid)
-            if kind == "regprocedure":
-                return f"{p.name}({','.join(O.format_type(t, -1) for t in p.argtypes)})"
-            return p.name
-        if kind == "regnamespace":
-            name = model.nsp_by_oid.get(oid)
-            return O.quote_ident(name) if name else str(oid)
-        if kind == "regrole":
-            return model.role_name(oid) or str(oid)
-        return str(oid)
+        return reg_name(kind, oid, objects(f), _search_path(f))
 
     def compile_(c, value: Value) -> Value:
         return _map([value], name_of, TEXT)

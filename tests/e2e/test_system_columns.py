@@ -55,3 +55,17 @@ def test_asyncpg_reads_system_columns_in_binary(server, table):
             await conn.close()
 
     asyncio.run(body())
+
+
+def test_reg_types_print_names_in_text_and_oids_in_binary(server, table):
+    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int)")
+        conn.execute(f"INSERT INTO {table} VALUES (1)")
+        oid = conn.execute("SELECT oid FROM pg_class WHERE relname = %s", (table,)).fetchone()[0]
+        row = conn.execute(f"SELECT tableoid::regclass, %s::regclass, 'pg_class'::regclass, "
+                           f"'int4'::regtype, 0::regclass, 4000000000::regclass FROM {table}",
+                           (table,)).fetchone()
+        assert row == (table, table, "pg_class", "integer", "-", "4000000000")
+        (binary,) = conn.cursor(binary=True).execute(
+            f"SELECT tableoid::regclass FROM {table}").fetchone()
+        assert int.from_bytes(binary, "big") == oid  # psycopg has no binary regclass loader
