@@ -15,7 +15,7 @@ from sqlvec.storage.search import calibrate, choose_ef
 from sqlvec.vectors import Metric, top_k_batch
 
 N, DIM, K = 30_000, 64, 10
-FRESH = 500
+FRESH = 1000
 
 
 @pytest.fixture(scope="module", params=[Metric.L2, Metric.COSINE])
