@@ -213,13 +213,19 @@ class Session:
 
     def execute(self, sql: str, params: list | None = None) -> Iterator[Result]:
         """Run every statement of `sql` in order (a generator: results come as they finish)."""
-        statements = utility.split(sql)
+        statements = utility.split_with_offsets(sql)
         if not statements:
             yield Result("EMPTY")
             return
-        for text in statements:
-            prepared = self.prepare(text)
-            yield self.run(prepared, params or [])
+        for offset, text in statements:
+            try:
+                prepared = self.prepare(text)
+                result = self.run(prepared, params or [])
+            except SqlVecError as error:
+                if error.position is not None and offset:
+                    error.position += offset
+                raise
+            yield result
 
     def execute_one(self, sql: str, params: list | None = None) -> Result:
         results = list(self.execute(sql, params))

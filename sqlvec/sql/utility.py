@@ -23,19 +23,25 @@ _TOKENIZER_DIALECT = SqlVec()
 
 def split(sql: str) -> list[str]:
     """The statements of a query string, each without its semicolon; empty ones dropped."""
+    return [text for _, text in split_with_offsets(sql)]
+
+
+def split_with_offsets(sql: str) -> list[tuple[int, str]]:
+    """`split`, with where each statement starts in `sql` (error positions count from the
+    start of the whole query string, as PostgreSQL's do)."""
     try:
         tokens = _TOKENIZER_DIALECT.tokenize(sql)
     except TokenError:
         # Let the parser report the tokenizer error with PostgreSQL's wording.
-        return [sql] if sql.strip() else []
-    out: list[str] = []
+        return [(0, sql)] if sql.strip() else []
+    out: list[tuple[int, str]] = []
     start = 0
     for token in tokens:
         if token.token_type == TokenType.SEMICOLON:
-            out.append(sql[start : token.start])
+            out.append((start, sql[start : token.start]))
             start = token.end + 1
-    out.append(sql[start:])
-    return [s for s in out if _strip_comments(s).strip()]
+    out.append((start, sql[start:]))
+    return [(at, s) for at, s in out if _strip_comments(s).strip()]
 
 
 def _strip_comments(text: str) -> str:

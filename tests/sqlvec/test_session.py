@@ -250,3 +250,15 @@ def test_a_pool_reset_runs_with_postgresql_command_tags(db):
     with pytest.raises(SqlVecError) as err:
         s.execute_one("LISTEN channel")
     assert err.value.sqlstate == "0A000"
+
+
+@pytest.mark.parametrize("sql, word", [
+    ("SELECT 1; SELECT nosuchcol FROM pg_class", "nosuchcol"),
+    ("SELECT 1;\n\nSELECT * FROM nosuchtable", "nosuchtable"),
+    ("  SELECT nosuchcol", "nosuchcol"),
+])
+def test_error_positions_count_from_the_start_of_the_whole_query_string(db, sql, word):
+    s = db.connect()
+    with pytest.raises(SqlVecError) as err:
+        list(s.execute(sql))
+    assert err.value.position == sql.index(word) + 1
