@@ -13,6 +13,7 @@ correlated subqueries (expressions.py) and recursive CTE iterations.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -58,7 +59,7 @@ def _empty_width(rows: int) -> pa.Table:
 _ONE_ROW = pa.table({"x": pa.nulls(1)}).drop_columns(["x"])
 
 
-class Operator:
+class Operator(ABC):
     """A compiled plan node."""
 
     node: n.PlanNode
@@ -78,8 +79,9 @@ class Operator:
         ctx.stats[id(self)] = (rows + out.num_rows, seconds + time.perf_counter() - start, loops + 1)
         return out
 
-    def run(self, ctx: ExecContext, outer: Frame | None) -> pa.Table:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def run(self, ctx: ExecContext, outer: Frame | None) -> pa.Table:
+        """The node's rows (`execute` wraps this with cancellation checks and ANALYZE timing)."""
 
     def scope(self, parent: Scope | None) -> Scope:
         return Scope(list(self.fields), parent)

@@ -46,8 +46,11 @@ def _nextval(c, args, e):
 
     def fn(f):
         seq = name(f)
-        if not is_scalar(seq):
-            raise NotImplementedError
+        if not is_scalar(seq):  # a sequence name per row: one value from each row's sequence
+            return pa.array([None if s is None else f.ctx.services.nextval(str(s))[0]
+                             for s in seq.to_pylist()], pa.int64())
+        if not seq.is_valid:
+            return pa.scalar(None, pa.int64())
         values = f.ctx.services.nextval(str(seq.as_py()), max(f.n, 1))
         return pa.array(values, pa.int64()) if f.n > 1 else pa.scalar(values[0], pa.int64())
     return Value(fn, INT8)
