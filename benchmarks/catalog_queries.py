@@ -24,19 +24,7 @@ from pathlib import Path
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "sqlvec" / "catalog" / "fixtures" / \
     "client_queries.json"
 
-SCHEMA = [
-    "CREATE EXTENSION vector",
-    "CREATE TABLE items (id bigserial PRIMARY KEY, name text NOT NULL, price numeric(10,2), "
-    "created timestamptz DEFAULT now(), tags varchar(20), score real, embedding vector(3))",
-    "CREATE INDEX items_name_idx ON items (name)",
-    "CREATE INDEX items_embedding_idx ON items USING hnsw (embedding vector_cosine_ops) "
-    "WITH (m = 8)",
-    "COMMENT ON TABLE items IS 'things'",
-    "COMMENT ON COLUMN items.name IS 'the name'",
-    "CREATE SCHEMA other",
-    "CREATE TABLE other.t2 (a int, b text)",
-    "INSERT INTO items (name, embedding) VALUES ('a', '[1,2,3]'), ('b', '[4,5,6]')",
-]
+SCHEMA = json.loads((FIXTURES.parent / "client_schema.json").read_text())
 # The captured schema's OIDs in PostgreSQL, mapped to ours by name.
 PG_OIDS = {"16389": "items", "16396": "items_pkey", "16398": "items_name_idx"}
 

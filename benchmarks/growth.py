@@ -64,27 +64,35 @@ def growth_table(reports: list[dict], target: float = 0.95) -> str:
     lines = [header, "|" + "---|" * (2 * len(rows))]
     for key in keys:
         cells = [_fmt(r[key]) for r in rows]
-        exps = []
-        for a, b in zip(rows, rows[1:]):
-            if isinstance(a[key], (int, float)) and isinstance(b[key], (int, float)) \
-                    and a[key] > 0 and b[key] > 0 and b["rows"] != a["rows"] \
-                    and "ratio" not in key and key not in ("ef", "hnswlib ef"):
-                exps.append(f"{math.log(b[key] / a[key]) / math.log(b['rows'] / a['rows']):+.2f}")
-            else:
-                exps.append("")
-        label = key.replace("build ", "CREATE INDEX s, ef_construction ") if key.startswith(
-            "build") and "ratio" not in key else key
-        if key.endswith("ratio") and key.startswith("build"):
-            label = f"CREATE INDEX / raw hnswlib, ef_construction {key.split()[1]}"
-        label = {"ef": f"smallest ef_search with recall@10 ≥ {target}",
-                 "qps": "QPS there (psycopg, prepared, one connection)",
-                 "p50 ms": "p50 ms there",
-                 "hnswlib ef": f"raw hnswlib: smallest ef with recall ≥ {target}",
-                 "hnswlib qps": "raw hnswlib QPS there (in process, one query at a time)",
-                 "rss MiB": "server RSS after load, MiB",
-                 "rss ratio": "server RSS / raw hnswlib index (vectors + graph)"}.get(key, label)
+        exps = [_exponent(a, b, key) for a, b in zip(rows, rows[1:])]
+        label = _label(key, target)
         lines.append(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(exps) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _exponent(a: dict, b: dict, key: str) -> str:
+    """log(b/a) / log(Nb/Na) of a figure that grows with N (ratios and ef values do not)."""
+    x, y = a[key], b[key]
+    if "ratio" in key or key.endswith("ef") or not (isinstance(x, (int, float)) and
+                                                    isinstance(y, (int, float))):
+        return ""
+    if x <= 0 or y <= 0 or a["rows"] == b["rows"]:
+        return ""
+    return f"{math.log(y / x) / math.log(b['rows'] / a['rows']):+.2f}"
+
+
+def _label(key: str, target: float) -> str:
+    if key.startswith("build"):
+        efc = key.split()[1]
+        return (f"CREATE INDEX / raw hnswlib, ef_construction {efc}" if key.endswith("ratio")
+                else f"CREATE INDEX s, ef_construction {efc}")
+    return {"ef": f"smallest ef_search with recall@10 ≥ {target}",
+            "qps": "QPS there (psycopg, prepared, one connection)",
+            "p50 ms": "p50 ms there",
+            "hnswlib ef": f"raw hnswlib: smallest ef with recall ≥ {target}",
+            "hnswlib qps": "raw hnswlib QPS there (in process, one query at a time)",
+            "rss MiB": "server RSS after load, MiB",
+            "rss ratio": "server RSS / raw hnswlib index (vectors + graph)"}[key]
 
 
 def _fmt(value) -> str:

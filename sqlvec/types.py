@@ -282,6 +282,9 @@ class InvalidParameterValue_(SqlVecError):
     sqlstate = "22023"
 
 
+# The reg* types: OIDs that print as the names of the objects they point at.
+REG_TYPES = ("regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole")
+
 _SIMPLE_ARROW: dict[str, pa.DataType] = {
     "bool": pa.bool_(),
     "int2": pa.int16(),

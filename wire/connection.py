@@ -47,7 +47,7 @@ from sqlvec.errors import (
     QueryCanceled,
     SqlVecError,
 )
-from sqlvec.types import SqlType
+from sqlvec.types import REG_TYPES, SqlType
 from wire import copy as copy_format
 from wire import pgtypes
 from wire.codec import SocketStream, read_header, read_message, read_startup
@@ -971,7 +971,6 @@ def _done(tag: str) -> Result:
 
 
 _TEXT = SqlType("text")
-REG_TYPES = frozenset({"regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole"})
 
 
 def encode_rows(table: pa.Table, types: list[SqlType], formats: list[int], float_digits: int,

@@ -42,7 +42,7 @@ from sqlvec.execution.values import (
     is_scalar,
 )
 from sqlvec.sql.binder import Field
-from sqlvec.types import TYPES_BY_NAME, SqlType, record_fields, record_type
+from sqlvec.types import REG_TYPES, TYPES_BY_NAME, SqlType, record_fields, record_type
 
 NAME = SqlType("name")
 OID = SqlType("oid")
@@ -1155,7 +1155,7 @@ def catalog_functions() -> dict:
         "current_user": _const_text(lambda s: s.user),
         "session_user": _const_text(lambda s: s.user),
     }
-    for kind in ("regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole"):
+    for kind in REG_TYPES:
         out[f"::{kind}"] = _reg_input(kind)
         out[f"{kind}::text"] = _reg_output(kind)
     return out

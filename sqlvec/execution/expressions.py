@@ -48,7 +48,7 @@ from sqlvec.execution.values import (
 from sqlvec.plan.nodes import SubPlan
 from sqlvec.sql import dialect as d
 from sqlvec.sql.binder import Field, Scope, sql_type, system_column
-from sqlvec.types import SqlType
+from sqlvec.types import REG_TYPES, SqlType
 from sqlvec.vectors import Metric, paired_distances
 
 
@@ -1154,7 +1154,7 @@ def _greatest(c: Compiler, e: exp.Expression) -> Value:
 def _cast(c: Compiler, e: exp.Cast) -> Value:
     target = sql_type(e.args["to"])
     inner = e.this
-    if target.name in _REG_TYPES:
+    if target.name in REG_TYPES:
         fn = (c.env.functions or {}).get(f"::{target.name}")
         if fn is not None:
             if isinstance(inner, exp.Parameter) and c.env.param_type(_param_index(inner)) is None:
@@ -1164,7 +1164,7 @@ def _cast(c: Compiler, e: exp.Cast) -> Value:
         c.env.infer_param(_param_index(inner), target)
         return c.compile(inner)
     v = c.compile(inner)
-    if v.type.name in _REG_TYPES and target.name in ("text", "varchar", "name", "bpchar"):
+    if v.type.name in REG_TYPES and target.name in ("text", "varchar", "name", "bpchar"):
         fn = (c.env.functions or {}).get(f"{v.type.name}::text")
         if fn is not None:
             return c.coerce(fn(c, v), target)
@@ -1178,9 +1178,6 @@ def _cast(c: Compiler, e: exp.Cast) -> Value:
     if target.name == "vector" and src.name == "vector" and target.typmod >= 0:
         return Value(lambda f: V.cast(v(f), SqlType("_float4"), target, f.n), target, v.const)
     return Value(lambda f: V.cast(v(f), src, target, f.n, explicit=True), target, v.const)
-
-
-_REG_TYPES = ("regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole")
 
 
 def _collate(c: Compiler, e: exp.Collate) -> Value:

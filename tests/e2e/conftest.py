@@ -7,6 +7,7 @@ exit 0 (a clean shutdown that closed the database).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from wire.messages import StartupMessage, decode_backend
@@ -186,3 +188,16 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def run_asyncpg(server, body):
+    """Run `await body(conn)` on a fresh asyncpg connection to `server`; returns its result."""
+    async def main():
+        conn = await asyncpg.connect(host=server.host, port=server.port, user="postgres",
+                                     database="postgres", ssl=False)
+        try:
+            return await body(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(main())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from decimal import Decimal
 
@@ -11,21 +10,10 @@ import numpy as np
 import pytest
 
 from sqlvec.session import Session
+from tests.e2e.conftest import run_asyncpg
 
 needs_copy_in = pytest.mark.skipif(not hasattr(Session, "copy_in"),
                                    reason="Session.copy_in is not available yet")
-
-
-def run(server, body):
-    async def main():
-        conn = await asyncpg.connect(host=server.host, port=server.port, user="postgres",
-                                     database="postgres", ssl=False)
-        try:
-            return await body(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(main())
 
 
 def test_fetch_fetchrow_fetchval(server, table):
@@ -45,7 +33,7 @@ def test_fetch_fetchrow_fetchval(server, table):
         assert await conn.fetchval("SELECT $1::text || '!'", "hi") == "hi!"
         assert await conn.fetchval("SELECT count(*) FROM " + table) == 2
 
-    run(server, body)
+    run_asyncpg(server, body)
 
 
 def test_executemany_and_prepared_statements(server, table):
@@ -66,7 +54,7 @@ def test_executemany_and_prepared_statements(server, table):
             assert [r["id"] for r in await cursor.fetch(4)] == [30, 31, 32, 33]
             assert (await cursor.fetchrow())["id"] == 34
 
-    run(server, body)
+    run_asyncpg(server, body)
 
 
 def test_transactions(server, table):
@@ -81,7 +69,7 @@ def test_transactions(server, table):
         assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 1
         assert not conn.is_in_transaction()
 
-    run(server, body)
+    run_asyncpg(server, body)
 
 
 def test_exception_classes(server, table):
@@ -105,7 +93,7 @@ def test_exception_classes(server, table):
         await tx.rollback()
         assert await conn.fetchval("SELECT 5") == 5
 
-    run(server, body)
+    run_asyncpg(server, body)
 
 
 def test_vectors_as_text(server, table):
@@ -120,7 +108,7 @@ def test_vectors_as_text(server, table):
         assert nearest == 2
         assert await conn.fetchval(f"SELECT v::text FROM {table} WHERE id = 1") == "[1,2,3]"
 
-    run(server, body)
+    run_asyncpg(server, body)
 
 
 def test_register_vector(server, table):
@@ -135,7 +123,7 @@ def test_register_vector(server, table):
         got = await conn.fetchval(f"SELECT v FROM {table} ORDER BY v <-> $1 LIMIT 1", vec)
         np.testing.assert_array_equal(got.to_numpy() if hasattr(got, "to_numpy") else got, vec)
 
-    run(server, body)
+    run_asyncpg(server, body)
 
 
 @needs_copy_in
@@ -148,7 +136,7 @@ def test_copy_records_to_table(server, table):
         assert result == "COPY 1000"
         assert await conn.fetchval(f"SELECT sum(score) FROM {table}") == 1.5 * 999 * 1000 / 2
 
-    run(server, body)
+    run_asyncpg(server, body)
 
 
 def test_copy_from_query(server, table, tmp_path):
@@ -160,4 +148,4 @@ def test_copy_from_query(server, table, tmp_path):
                                    format="csv")
         assert out.read_text() == "1,a\n2,\n"
 
-    run(server, body)
+    run_asyncpg(server, body)

@@ -5,16 +5,13 @@ server-side cursors."""
 
 from __future__ import annotations
 
-import asyncio
-
-import asyncpg
 import numpy as np
 import psycopg
 import pytest
 from psycopg.types import TypeInfo
 
 from sqlvec.types import VECTOR_ARRAY_OID, VECTOR_OID
-from tests.e2e.conftest import start_server
+from tests.e2e.conftest import run_asyncpg, start_server
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +25,6 @@ def srv(tmp_path_factory):
     assert running.stop() == 0, running.log()
 
 
-def _run(srv, body):
-    async def main():
-        conn = await asyncpg.connect(host=srv.host, port=srv.port, user="postgres",
-                                     database="postgres", ssl=False)
-        try:
-            return await body(conn)
-        finally:
-            await conn.close()
-    return asyncio.run(main())
 
 
 def test_asyncpg_introspects_unknown_vector_type(srv):
@@ -44,7 +32,7 @@ def test_asyncpg_introspects_unknown_vector_type(srv):
         # No codec registered: asyncpg introspects OID 16385 through pg_type and reads text.
         rows = await conn.fetch("SELECT id, embedding FROM docs ORDER BY id")
         return [(r["id"], r["embedding"]) for r in rows]
-    assert _run(srv, body) == [(1, "[1,2,3]"), (2, "[4,5,6]")]
+    assert run_asyncpg(srv, body) == [(1, "[1,2,3]"), (2, "[4,5,6]")]
 
 
 def test_asyncpg_pgvector_codec(srv):
@@ -56,7 +44,7 @@ def test_asyncpg_pgvector_codec(srv):
         nearest = await conn.fetchval("SELECT id FROM docs ORDER BY embedding <-> $1 LIMIT 1",
                                       np.array([4, 5, 5.5], dtype=np.float32))
         return row["embedding"], nearest
-    embedding, nearest = _run(srv, body)
+    embedding, nearest = run_asyncpg(srv, body)
     assert np.allclose(embedding.to_numpy(), [4, 5, 6]) and nearest == 2
 
 
@@ -64,7 +52,7 @@ def test_asyncpg_copy_from_query(srv, tmp_path):
     async def body(conn):
         await conn.copy_from_query("SELECT id FROM docs ORDER BY id", output=str(tmp_path / "o"))
         return await conn.fetchval('SELECT quote_literal($1::"pg_catalog"."int4"::text)', 5)
-    assert _run(srv, body) == "'5'"
+    assert run_asyncpg(srv, body) == "'5'"
     assert (tmp_path / "o").read_text() == "1\n2\n"
 
 

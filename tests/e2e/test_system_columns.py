@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
-import asyncpg
 import psycopg
+
+from tests.e2e.conftest import run_asyncpg
 
 
 def test_psycopg_reads_system_columns_as_text(server, table):
@@ -32,29 +31,24 @@ def test_psycopg_reads_system_columns_as_text(server, table):
 
 
 def test_asyncpg_reads_system_columns_in_binary(server, table):
-    async def body():
-        conn = await asyncpg.connect(host=server.host, port=server.port, user="postgres",
-                                     database="postgres", ssl=False)
-        try:
-            await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
-            await conn.execute(f"INSERT INTO {table} VALUES (1, 'a'), (2, 'b')")
-            rows = await conn.fetch(f"SELECT tableoid, xmin, ctid, cmin, * FROM {table} "
-                                    "ORDER BY id")
-            oid = await conn.fetchval("SELECT oid FROM pg_class WHERE relname = $1", table)
-            assert [r["tableoid"] for r in rows] == [oid, oid]
-            assert [tuple(r["ctid"]) for r in rows] == [(0, 1), (0, 2)]
-            assert all(isinstance(r["xmin"], int) and r["cmin"] == 0 for r in rows)
-            assert rows[0]["xmin"] != rows[1]["xmin"]
-            assert list(rows[0].keys()) == ["tableoid", "xmin", "ctid", "cmin", "id", "v"]
-            assert await conn.fetchval(f"SELECT id FROM {table} WHERE ctid = $1", (0, 2)) == 2
-            token = rows[0]["xmin"]
-            update = f"UPDATE {table} SET v = $1 WHERE id = 1 AND xmin = $2"
-            assert await conn.execute(update, "z", token) == "UPDATE 1"
-            assert await conn.execute(update, "y", token) == "UPDATE 0"
-        finally:
-            await conn.close()
+    async def body(conn):
+        await conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+        await conn.execute(f"INSERT INTO {table} VALUES (1, 'a'), (2, 'b')")
+        rows = await conn.fetch(f"SELECT tableoid, xmin, ctid, cmin, * FROM {table} "
+                                "ORDER BY id")
+        oid = await conn.fetchval("SELECT oid FROM pg_class WHERE relname = $1", table)
+        assert [r["tableoid"] for r in rows] == [oid, oid]
+        assert [tuple(r["ctid"]) for r in rows] == [(0, 1), (0, 2)]
+        assert all(isinstance(r["xmin"], int) and r["cmin"] == 0 for r in rows)
+        assert rows[0]["xmin"] != rows[1]["xmin"]
+        assert list(rows[0].keys()) == ["tableoid", "xmin", "ctid", "cmin", "id", "v"]
+        assert await conn.fetchval(f"SELECT id FROM {table} WHERE ctid = $1", (0, 2)) == 2
+        token = rows[0]["xmin"]
+        update = f"UPDATE {table} SET v = $1 WHERE id = 1 AND xmin = $2"
+        assert await conn.execute(update, "z", token) == "UPDATE 1"
+        assert await conn.execute(update, "y", token) == "UPDATE 0"
 
-    asyncio.run(body())
+    run_asyncpg(server, body)
 
 
 def test_reg_types_print_names_in_text_and_oids_in_binary(server, table):

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from sqlvec.database import Database
 
-SCHEMA = [
-    "CREATE EXTENSION vector",
-    "CREATE TABLE items (id bigserial PRIMARY KEY, name text NOT NULL, price numeric(10,2), "
-    "created timestamptz DEFAULT now(), tags varchar(20), score real, embedding vector(3))",
-    "CREATE INDEX items_name_idx ON items (name)",
-    "CREATE INDEX items_embedding_idx ON items USING hnsw (embedding vector_cosine_ops) "
-    "WITH (m = 8)",
-    "COMMENT ON TABLE items IS 'things'",
-    "COMMENT ON COLUMN items.name IS 'the name'",
-    "CREATE SCHEMA other",
-    "CREATE TABLE other.t2 (a int, b text)",
-    "INSERT INTO items (name, embedding) VALUES ('a', '[1,2,3]'), ('b', '[4,5,6]')",
-]
+# The schema the captured client queries (fixtures/client_queries.json) were run against; the
+# catalog benchmark builds the same one.
+SCHEMA = json.loads((Path(__file__).parent / "fixtures" / "client_schema.json").read_text())
 
 
 @pytest.fixture
