@@ -147,6 +147,16 @@ class InvalidPassword(SqlVecError):
     severity = "FATAL"
 
 
+# Class 53 — insufficient resources
+class DiskFull(SqlVecError):
+    sqlstate = "53100"
+
+
+# Class 58 — system error (errors external to the server)
+class IoError(SqlVecError):
+    sqlstate = "58030"
+
+
 # Class XX — internal: storage files that fail their checks
 class DataCorrupted(SqlVecError):
     sqlstate = "XX001"

@@ -98,9 +98,15 @@ def run(store: Store, table: Table, group: list[Segment]) -> bool:
             seg_id = table.next_segment_id
             table.next_segment_id += 1
         new = Segment(seg_id, merged.combine_chunks(), None)
-        store.write_segment(table, new)
-        for index in table.def_.hnsw_indexes:
-            store.build_detached(table, new, index)
+        try:
+            store.write_segment(table, new)
+            for index in table.def_.hnsw_indexes:
+                store.build_detached(table, new, index)
+        except BaseException:  # e.g. a full disk: the old segments stay, nothing is lost
+            store.release_segment_files(new)
+            raise
+    # If the manifest commit fails the new segment is already in memory: its files stay
+    # protected from garbage collection until a later manifest lists them.
     ok = store.replace_segments(table, group, new, started)
     store.release_segment_files(new)
     return ok

@@ -16,6 +16,7 @@ The manifest records the file's size and CRC32, checked when the segment is open
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
@@ -182,20 +183,25 @@ class Segment(SegmentData):
             if not (pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type))
         ]
         vector = [f.name for f in self.table.schema if f.name not in scalar]
-        pq.write_table(
-            self.table,
-            tmp,
-            compression={**{c: "snappy" for c in scalar}, **{c: "none" for c in vector}},
-            use_dictionary=scalar,
-            write_statistics=scalar,
-            row_group_size=1 << 17,
-        )
-        fd = os.open(tmp, os.O_RDONLY)
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            pq.write_table(
+                self.table,
+                tmp,
+                compression={**{c: "snappy" for c in scalar}, **{c: "none" for c in vector}},
+                use_dictionary=scalar,
+                write_statistics=scalar,
+                row_group_size=1 << 17,
+            )
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:  # a full disk must not leave a partial file taking its space
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         fsync_dir(directory)
         self.file_bytes = os.path.getsize(path)
         self.crc32 = crc32_file(path)

@@ -8,7 +8,7 @@ Layout of `<data-dir>/<database>/`:
     tables/<table-id>/seg-<id>.<index-oid>.hnsw       one HNSW graph per index (hnsw.py)
     tables/<table-id>/seg-<id>.v<manifest-version>.del delete bitmaps (deletes.py)
 
-Manifest body (format_version 1; features wal-v1, hnsw-per-segment, delete-bitmaps):
+Manifest body (format_version 1; features wal-v2, hnsw-per-segment, delete-bitmaps):
 
     next_table_id  int   table ids are never reused, so WAL records of a dropped table are skipped
     next_oid       int   next OID for tables, indexes and other catalog objects (from 16400)
@@ -58,7 +58,7 @@ from sqlvec.storage.hnsw import HnswIndex, HnswParams, IndexBuildCancelled
 from sqlvec.storage.manifest import (
     FEATURE_DELETE_BITMAPS,
     FEATURE_HNSW_PER_SEGMENT,
-    FEATURE_WAL_V1,
+    FEATURE_WAL_V2,
     ManifestStore,
 )
 from sqlvec.storage.schema import ColumnDef, IndexDef, TableDef
@@ -77,7 +77,7 @@ from sqlvec.vectors import Metric
 
 log = logging.getLogger("sqlvec.storage")
 
-FEATURES = (FEATURE_WAL_V1, FEATURE_HNSW_PER_SEGMENT, FEATURE_DELETE_BITMAPS)
+FEATURES = (FEATURE_WAL_V2, FEATURE_HNSW_PER_SEGMENT, FEATURE_DELETE_BITMAPS)
 FIRST_OID = 16400
 
 
@@ -128,7 +128,8 @@ class Store:
         self._apply_lock = threading.RLock()
         self._manifest_lock = threading.RLock()
         self._build_lock = threading.Lock()
-        self._pending: deque[tuple[int, list]] = deque()
+        self._seal_lock = threading.Lock()  # one writer of segment files at a time
+        self._pending: deque[tuple[int, int, list]] = deque()  # (lsn, WAL epoch, ops)
         self._inflight_files: set[str] = set()
         self._closed = False
         self._wal: WriteAheadLog | None = None
@@ -270,7 +271,7 @@ class Store:
             os.makedirs(self._table_dir(table_def.id), exist_ok=True)
             self.tables[table_def.id] = Table(table_def, self._table_dir(table_def.id),
                                               self.options.seal_rows)
-            self._commit_manifest()
+            self._commit_manifest_or_undo(lambda: self.tables.pop(table_def.id, None))
             return table_def
 
     def drop_table(self, table_id: int) -> None:
@@ -279,7 +280,7 @@ class Store:
             table = self.tables.pop(table_id, None)
             if table is None:
                 raise UndefinedTable(f"table {table_id} does not exist")
-            self._commit_manifest()
+            self._commit_manifest_or_undo(lambda: self.tables.__setitem__(table_id, table))
         shutil.rmtree(table.directory, ignore_errors=True)
 
     def alter_table(self, table_id: int, change: Callable[[TableDef], TableDef]) -> TableDef:
@@ -292,15 +293,17 @@ class Store:
                 other = self.find_table(new_def.name, new_def.schema)
                 if other is not None and other is not table:
                     raise DuplicateTable(f'relation "{new_def.name}" already exists')
+            old_def = table.def_
             table.set_def(new_def)
-            self._commit_manifest()
+            self._commit_manifest_or_undo(lambda: table.set_def(old_def))
             return new_def
 
     def update_catalog(self, change: Callable[[dict], dict]) -> dict:
         """Change the catalog layer's own persisted state (schemas, roles, sequences...)."""
         with self._manifest_lock:
+            old = self.catalog
             self.catalog = change(dict(self.catalog))
-            self._commit_manifest()
+            self._commit_manifest_or_undo(lambda: setattr(self, "catalog", old))
             return self.catalog
 
     # Writes -------------------------------------------------------------------------------------
@@ -319,6 +322,9 @@ class Store:
             if self._closed:
                 raise SqlVecError("the database is shut down", sqlstate="57P01")
             assert self._wal is not None
+            if self._wal.failed is not None:
+                self._discard_failed()  # repair the log's tail before writing after it
+            epoch = self._wal.epoch
             prepared: list = []
             done: list[tuple[Table, list]] = []
             try:
@@ -332,10 +338,36 @@ class Store:
                 for table, ready in done:
                     table.release(ready)
                 raise
-            self._pending.append((lsn, prepared))
-        self._wal.sync(lsn)
+            self._pending.append((lsn, epoch, prepared))
+        try:
+            self._wal.sync(lsn, epoch=epoch)
+        except SqlVecError:
+            with self._commit_lock:
+                self._discard_failed()
+            raise
         self._apply_durable()
         return lsn
+
+    def _discard_failed(self) -> None:
+        """After a failed WAL write: return the log to its last durable record and drop the
+        commits that failed with it, releasing their reservations (caller holds the commit
+        lock). Nothing of them was applied: commits are applied only once durable."""
+        assert self._wal is not None
+        self._wal.rollback()
+        with self._apply_lock:
+            durable, epoch = self._wal.durable_lsn, self._wal.epoch
+            # Appended before the latest failure and not durable: failed. (Commits appended
+            # after the repair carry the new epoch, and are only appended once every failed
+            # one is gone from this queue, so reused LSNs are never mistaken for them.)
+            failed = [p for p in self._pending if p[1] != epoch and p[0] > durable]
+            if failed:
+                gone = {id(p) for p in failed}
+                self._pending = deque(p for p in self._pending if id(p) not in gone)
+            for _lsn, _epoch, ops in failed:
+                for op in ops:
+                    table = self.tables.get(op.table_id)
+                    if table is not None:
+                        table.release([op])
 
     def _apply_durable(self) -> None:
         assert self._wal is not None
@@ -344,7 +376,7 @@ class Store:
         with self._apply_lock:
             durable = self._wal.durable_lsn
             while self._pending and self._pending[0][0] <= durable:
-                lsn, ops = self._pending.popleft()
+                lsn, _epoch, ops = self._pending.popleft()
                 by_table: dict[int, list] = {}
                 for op in ops:
                     by_table.setdefault(op.table_id, []).append(op)
@@ -378,7 +410,11 @@ class Store:
     def _drain(self) -> None:
         """Wait until every appended commit is applied (caller holds the commit lock)."""
         if self._wal is not None and self._pending:
-            self._wal.sync(self._wal.last_lsn)
+            try:
+                self._wal.sync(self._wal.last_lsn)
+            except SqlVecError:
+                self._discard_failed()
+                raise
             self._apply_durable()
 
     def insert(self, table_id: int, rows: pa.Table | pa.RecordBatch | dict) -> int:
@@ -409,27 +445,34 @@ class Store:
                 self.seal(table.id)
 
     def seal(self, table_id: int) -> Segment | None:
-        """Seal the table's growing segment now: Parquet file, manifest, then index builds."""
+        """Seal the table's growing segment now: Parquet file, manifest, then index builds.
+
+        Also writes any earlier frozen segment whose file could not be written (a full disk):
+        until it is, the WAL keeps its rows and the checkpoint stays before them."""
         table = self.tables.get(table_id)
         if table is None:
             return None
         with self._apply_lock:
             seg = table.freeze(self.applied_lsn)
-        if seg is None:
-            return None
-        try:
-            self.write_segment(table, seg)
+        with self._seal_lock:
+            with table.lock:
+                unwritten = [s for s in table.sealing if s.path is None]
+            if not unwritten:
+                return seg
+            for frozen in unwritten:
+                self.write_segment(table, frozen)
             with self._manifest_lock:
-                # Seals may finish out of order (a checkpoint racing the background sealer): the
-                # checkpoint LSN only passes segments whose earlier siblings are durable too.
+                # The checkpoint LSN only passes segments whose earlier siblings are durable too.
                 with table.lock:
                     while table.sealing and table.sealing[0].path is not None:
                         done = table.sealing.pop(0)
                         table.checkpoint_lsn = max(table.checkpoint_lsn,
                                                    done.freeze_lsn)  # type: ignore[attr-defined]
                 self._commit_manifest()
-        finally:
-            self.release_segment_files(seg)
+            # Released only once a manifest lists them: until then garbage collection must
+            # not take a written file (a failed manifest commit is retried by the next seal).
+            for frozen in unwritten:
+                self.release_segment_files(frozen)
         self._schedule_missing_builds(table)
         _return_free_memory()
         return seg
@@ -465,6 +508,15 @@ class Store:
         # flight (protected) or already listed in a version this pass reads, never in between.
         with self._manifest_lock:
             self._collect_garbage()
+
+    def _commit_manifest_or_undo(self, undo: Callable[[], object]) -> None:
+        """Commit a catalog change already made in memory, or take it back if the manifest
+        cannot be written (a full disk): memory never runs ahead of what a restart finds."""
+        try:
+            self._commit_manifest()
+        except BaseException:
+            undo()
+            raise
 
     def _table_meta(self, table: Table, version: int) -> dict:
         with table.lock:

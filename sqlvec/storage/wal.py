@@ -14,29 +14,52 @@ ignored.
 File header (12 bytes)::
 
     magic    8 bytes  b"SQLVWAL\\x00"
-    version  u32      format version, currently 1
+    version  u32      format version: 2 (written), 1 (still read)
 
-Record frame (16-byte header, then the payload)::
+Record frame, version 2 (24-byte header, then the payload)::
 
     length   u32      payload length in bytes (0 is allowed)
     lsn      u64      log sequence number: consecutive integers from 1; 0 means "nothing"
-    crc      u32      CRC-32 (zlib) over the 12 bytes of length and lsn, then the payload
+    synced   u64      every record up to this LSN was durable (fsynced) before this one was
+                      appended: the proof recovery uses to tell damage from a torn write
+    crc      u32      CRC-32 (zlib) over the 20 bytes of length, lsn and synced, then the payload
     payload  length bytes
+
+Version 1 frames (16-byte header) have no ``synced`` field: length u32, lsn u64, crc u32 over
+length and lsn, then the payload. A log whose newest file is version 1 continues in a new
+version 2 file.
 
 LSNs never go backwards, even when old files are deleted: a file holding only its header still
 carries its first LSN in its name.
 
-Writing: records are appended to the newest file through a buffer. Before a record would take the
-file past ``segment_bytes``, a new file named by that record's LSN is started (a single record
-larger than ``segment_bytes`` still gets a file to itself). ``sync`` is a group commit: one thread
-flushes and fsyncs everything appended so far while the others wait for it.
+Writing
+-------
+``append`` only queues a record in memory (and decides where a new file starts: before a record
+would take the file past ``segment_bytes``; a single record larger than that still gets a file
+to itself). ``sync`` is a group commit: one thread, the leader, writes everything queued so far
+and fsyncs it while the others wait; appends continue meanwhile.
 
-Recovery (``WriteAheadLog.open``) reads every file in LSN order and checks each frame:
+A failed write or fsync (disk full, I/O error) fails every record the log had not yet made
+durable: their commits get an error (53100 ``disk full`` or 58030 ``io error``) and the log is
+returned to its last durable record by ``rollback`` (files started since are removed, the file
+is truncated and fsynced), so nothing of a failed commit is ever replayed and no later commit is
+written after damaged bytes. Until ``rollback`` runs, ``append`` refuses. After a full disk the
+log is usable again once rolled back; after any other I/O error it stays read-only until the
+process restarts (as PostgreSQL PANICs): the state of the kernel's page cache is unknown.
 
-* In the last file, the first incomplete header, incomplete payload or CRC mismatch is a torn
-  write from a crash: the file is truncated at that record's offset and a warning on the
-  ``sqlvec.wal`` logger names the file, the offset and the bytes dropped. An incomplete file
-  header there gets its header rewritten, also with a warning.
+Recovery
+--------
+``WriteAheadLog.open`` reads every file in LSN order and checks each frame:
+
+* In the last file, the first incomplete header, incomplete payload or CRC mismatch is either a
+  torn write from a crash or damage. The rest of the file is searched for valid frames with a
+  later LSN. If one of them says (``synced``) that the bad record had been durable before it was
+  appended, the bad record was acknowledged and then damaged: ``DataCorrupted`` names the file,
+  the offset and the LSN, and the file is left untouched (``sqlvec wal`` inspects it and, on
+  request, truncates it). Otherwise it is a torn write: nothing after it was ever acknowledged,
+  so the file is truncated at that record's offset and a warning on the ``sqlvec.wal`` logger
+  names the file, the offset and the bytes dropped. An incomplete file header there gets its
+  header rewritten, also with a warning.
 * Anywhere else such a record, a wrong magic or version, a valid record with an unexpected LSN, or
   a gap between files is corruption and raises ``DataCorrupted`` naming the file.
 
@@ -59,7 +82,9 @@ Commit record payload (``encode_commit`` / ``decode_commit``)
 
 from __future__ import annotations
 
+import errno
 import logging
+import mmap
 import os
 import re
 import struct
@@ -74,35 +99,76 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from sqlvec.errors import DataCorrupted
+from sqlvec.errors import DataCorrupted, DiskFull, IoError, SqlVecError
 
 __all__ = [
     "DeleteOp",
     "InsertOp",
     "Op",
     "TruncateOp",
+    "WalFrame",
     "WriteAheadLog",
     "decode_commit",
     "encode_commit",
+    "scan_segment",
+    "truncate_log",
+    "wal_files",
 ]
 
 logger = logging.getLogger("sqlvec.wal")
 
 MAGIC = b"SQLVWAL\x00"
-FORMAT_VERSION = 1
-_FILE_HEADER = MAGIC + struct.pack("<I", FORMAT_VERSION)
-_FRAME = struct.Struct("<IQI")  # length, lsn, crc
-_FRAME_PREFIX = struct.Struct("<IQ")  # the part of the frame header the CRC covers
+FORMAT_VERSION = 2
 _FILE_NAME = re.compile(r"^(\d{20})\.wal$")
-_WRITE_BUFFER = 1 << 16
+_HEADER_SIZE = len(MAGIC) + 4
+_IOV_MAX = 512  # buffers per writev call, well under every platform's IOV_MAX
+
+
+def _file_header(version: int) -> bytes:
+    return MAGIC + struct.pack("<I", version)
+
+
+@dataclass(frozen=True)
+class _Format:
+    """How frames of one file format version are laid out."""
+
+    version: int
+    frame: struct.Struct  # the whole frame header
+    prefix: struct.Struct  # the part of it the CRC covers
+
+    def crc(self, fields: tuple[int, ...], payload: bytes | memoryview) -> int:
+        return zlib.crc32(payload, zlib.crc32(self.prefix.pack(*fields)))
+
+    def unpack(self, head: bytes) -> tuple[int, int, int, int]:
+        """(length, lsn, synced, crc); synced is 0 where the format has none."""
+        if self.version == 1:
+            length, lsn, crc = self.frame.unpack(head)
+            return length, lsn, 0, crc
+        return self.frame.unpack(head)
+
+    def fields(self, length: int, lsn: int, synced: int) -> tuple[int, ...]:
+        return (length, lsn) if self.version == 1 else (length, lsn, synced)
+
+
+_FORMATS = {
+    1: _Format(1, struct.Struct("<IQI"), struct.Struct("<IQ")),
+    2: _Format(2, struct.Struct("<IQQI"), struct.Struct("<IQQ")),
+}
+_CURRENT = _FORMATS[FORMAT_VERSION]
 
 
 def _segment_name(first_lsn: int) -> str:
     return f"{first_lsn:020d}.wal"
 
 
-def _frame_crc(length: int, lsn: int, payload: bytes | memoryview) -> int:
-    return zlib.crc32(payload, zlib.crc32(_FRAME_PREFIX.pack(length, lsn)))
+def wal_files(directory: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """The log's files as (first LSN, path), oldest first."""
+    directory = Path(directory)
+    return sorted(
+        (int(m.group(1)), directory / name)
+        for name in os.listdir(directory)
+        if (m := _FILE_NAME.match(name))
+    )
 
 
 class _BadRecord(Exception):
@@ -114,36 +180,48 @@ class _BadRecord(Exception):
         self.reason = reason
 
 
-def _check_header(f: BinaryIO, path: Path, *, allow_torn: bool) -> bool:
-    """Validate a file header; False means an incomplete header that may be rewritten."""
-    header = f.read(len(_FILE_HEADER))
-    if header == _FILE_HEADER:
-        return True
-    if len(header) < len(_FILE_HEADER) and _FILE_HEADER.startswith(header) and allow_torn:
-        return False
+def _read_header(f: BinaryIO, path: Path, *, allow_torn: bool) -> _Format | None:
+    """Validate a file header and return its format; None means an incomplete header (from an
+    interrupted write) that may be rewritten."""
+    header = f.read(_HEADER_SIZE)
+    if len(header) == _HEADER_SIZE and header[: len(MAGIC)] == MAGIC:
+        (version,) = struct.unpack_from("<I", header, len(MAGIC))
+        if version in _FORMATS:
+            return _FORMATS[version]
+        raise DataCorrupted(f"WAL file {path} has unsupported format version {version}")
+    if len(header) < _HEADER_SIZE and allow_torn and _file_header(FORMAT_VERSION).startswith(header):
+        return None
     if header[: len(MAGIC)] != MAGIC:
         raise DataCorrupted(f"WAL file {path} has a bad header: not a sqlvec WAL file")
-    if len(header) < len(_FILE_HEADER):
-        raise DataCorrupted(f"WAL file {path} has an incomplete header")
-    (version,) = struct.unpack_from("<I", header, len(MAGIC))
-    raise DataCorrupted(f"WAL file {path} has unsupported format version {version}")
+    raise DataCorrupted(f"WAL file {path} has an incomplete header")
 
 
-def _frames(f: BinaryIO, size: int, *, skip_through: int = 0) -> Iterator[tuple[int, int, bytes]]:
-    """Yield (offset, lsn, payload) for each frame after the file header.
+@dataclass(frozen=True)
+class WalFrame:
+    """One record's frame as found in a file (what `sqlvec wal inspect` lists)."""
+
+    offset: int
+    lsn: int
+    synced: int
+    length: int
+
+
+def _frames(f: BinaryIO, size: int, fmt: _Format, *,
+            skip_through: int = 0) -> Iterator[tuple[WalFrame, bytes]]:
+    """Yield (frame, payload) for each frame after the file header.
 
     Payloads of records with lsn <= skip_through are skipped unread and unchecked (they were
     validated when the log was opened) and yielded as b"". Raises _BadRecord at the first frame
     that is incomplete or fails its CRC.
     """
-    offset = len(_FILE_HEADER)
+    offset = _HEADER_SIZE
     f.seek(offset)
     while offset < size:
-        head = f.read(_FRAME.size)
-        if len(head) < _FRAME.size:
+        head = f.read(fmt.frame.size)
+        if len(head) < fmt.frame.size:
             raise _BadRecord(offset, "incomplete record header")
-        length, lsn, crc = _FRAME.unpack(head)
-        end = offset + _FRAME.size + length
+        length, lsn, synced, crc = fmt.unpack(head)
+        end = offset + fmt.frame.size + length
         if end > size:
             raise _BadRecord(offset, "incomplete payload")
         if lsn <= skip_through:
@@ -153,19 +231,167 @@ def _frames(f: BinaryIO, size: int, *, skip_through: int = 0) -> Iterator[tuple[
             payload = f.read(length)
             if len(payload) < length:
                 raise _BadRecord(offset, "incomplete payload")
-            if _frame_crc(length, lsn, payload) != crc:
+            if fmt.crc(fmt.fields(length, lsn, synced), payload) != crc:
                 raise _BadRecord(offset, "CRC mismatch")
-        yield offset, lsn, payload
+        yield WalFrame(offset, lsn, synced, length), payload
         offset = end
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make file creations and deletions in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY)
+def _valid_frames_after(path: Path, start: int, size: int, fmt: _Format,
+                        bad_lsn: int) -> list[WalFrame]:
+    """Valid frames with an LSN above `bad_lsn` anywhere after offset `start` of a file.
+
+    A damaged length field hides where the next frame starts, so every byte offset is a
+    candidate: NumPy finds the offsets whose LSN field is plausible (one strided view per byte
+    phase), and only those are CRC-checked.
+    """
+    found: list[WalFrame] = []
+    if size - start < fmt.frame.size:
+        return found
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        lsn_at = 4  # the LSN field follows the u32 length in every format
+        max_records = (size - start) // fmt.frame.size + 1
+        candidates: list[int] = []
+        for phase in range(8):
+            first = start + 1 + lsn_at + phase
+            count = (size - first) // 8
+            if count <= 0:
+                continue
+            lsns = np.frombuffer(mm, dtype="<u8", count=count, offset=first)[:: 1]
+            hits = np.nonzero((lsns > bad_lsn) & (lsns <= bad_lsn + max_records))[0]
+            candidates.extend((first + 8 * hits - lsn_at).tolist())
+            del lsns
+        for offset in sorted(candidates):
+            head = mm[offset: offset + fmt.frame.size]
+            if len(head) < fmt.frame.size:
+                continue
+            length, lsn, synced, crc = fmt.unpack(head)
+            end = offset + fmt.frame.size + length
+            if end > size:
+                continue
+            payload = mm[offset + fmt.frame.size: end]
+            if fmt.crc(fmt.fields(length, lsn, synced), payload) == crc:
+                found.append(WalFrame(offset, lsn, synced, length))
+    return found
+
+
+@dataclass
+class SegmentScan:
+    """What a read-only check of one WAL file found (`scan_segment`)."""
+
+    path: Path
+    first_lsn: int
+    version: int | None
+    frames: list[WalFrame]
+    size: int
+    bad_offset: int | None = None
+    bad_reason: str | None = None
+    later_valid: tuple[WalFrame, ...] = ()  # valid frames after the bad one
+
+    @property
+    def next_lsn(self) -> int:
+        return self.frames[-1].lsn + 1 if self.frames else self.first_lsn
+
+    @property
+    def damaged(self) -> bool:
+        """A bad record that a later record proves was durable: damage, not a torn write."""
+        bad_lsn = self.next_lsn
+        return any(fr.synced >= bad_lsn for fr in self.later_valid)
+
+
+def scan_segment(first: int, path: Path, *, expected_first: int | None = None) -> SegmentScan:
+    """Check one file without changing it: its frames, the first bad record and what follows.
+
+    Raises DataCorrupted for a bad file header and for a valid record with an unexpected LSN."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        fmt = _read_header(f, path, allow_torn=True)
+        scan = SegmentScan(path, first, fmt.version if fmt else None, [], size)
+        if fmt is None:
+            scan.bad_offset, scan.bad_reason = 0, f"incomplete file header ({size} bytes)"
+            return scan
+        expected = first if expected_first is None else expected_first
+        try:
+            for frame, _payload in _frames(f, size, fmt):
+                if frame.lsn != expected:
+                    raise DataCorrupted(
+                        f"WAL file {path}: record at offset {frame.offset} has LSN {frame.lsn}, "
+                        f"expected {expected}")
+                scan.frames.append(frame)
+                expected += 1
+        except _BadRecord as bad:
+            scan.bad_offset, scan.bad_reason = bad.offset, bad.reason
+            scan.later_valid = tuple(_valid_frames_after(path, bad.offset, size, fmt, expected - 1))
+    return scan
+
+
+def _damage_error(scan: SegmentScan, *, last_file: bool) -> DataCorrupted:
+    bad_lsn = scan.next_lsn
+    if scan.later_valid:
+        after = (f"; {len(scan.later_valid)} valid record(s) follow it, up to LSN "
+                 f"{scan.later_valid[-1].lsn}")
+    elif not last_file:
+        after = "; later WAL files follow it"
+    else:
+        after = ""
+    return DataCorrupted(
+        f"WAL file {scan.path}: {scan.bad_reason} at offset {scan.bad_offset} "
+        f"(record LSN {bad_lsn}){after}",
+        detail="The record was durable before the damage, so it is not a torn write from a "
+               "crash; the file has been left untouched.",
+        hint=f"Inspect the log with `sqlvec wal inspect`. Restoring the file from a backup keeps "
+             f"every commit; `sqlvec wal truncate --lsn {bad_lsn - 1}` keeps the commits up to "
+             f"LSN {bad_lsn - 1} and discards the rest.",
+    )
+
+
+def _fsync_path(path: Path, *, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, buffers: list) -> int:
+    """Write every buffer in order (writev, resuming after short writes); return bytes written."""
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    total = 0
+    i = 0
+    while i < len(views):
+        n = os.writev(fd, views[i: i + _IOV_MAX])
+        total += n
+        while i < len(views) and n >= len(views[i]):
+            n -= len(views[i])
+            i += 1
+        if n:
+            views[i] = views[i][n:]
+    return total
+
+
+def _storage_error(exc: OSError, action: str, path: Path) -> SqlVecError:
+    """The client-facing error for a failed write or fsync of the log."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f'could not {action} file "{path}": {reason}',
+                        hint="Check free disk space.")
+    return IoError(f'could not {action} file "{path}": {reason}')
+
+
+class _WriteFailed(Exception):
+    def __init__(self, error: SqlVecError, cause: OSError) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.cause = cause
+
+
+@dataclass
+class _Position:
+    """A place in the log: a file and a byte offset in it, with its record count."""
+
+    path: Path
+    size: int
+    records: int
 
 
 class WriteAheadLog:
@@ -178,18 +404,26 @@ class WriteAheadLog:
         self._segment_bytes = segment_bytes
         self._lock = threading.Lock()
         self._synced = threading.Condition(self._lock)
-        self._segments: list[tuple[int, Path]] = []  # (first_lsn, path), oldest first
-        self._file: BinaryIO | None = None
-        self._file_size = 0
-        self._file_records = 0
-        self._retired: list[BinaryIO] = []  # rotated-away files awaiting fsync and close
-        self._dir_dirty = False
+        self._segments: list[tuple[int, Path]] = []  # (first_lsn, path) of existing files
+        # Appended, not yet written: frames (header, payload) and ("rotate", first_lsn) marks.
+        self._queue: list[tuple] = []
+        self._tail_size = 0  # size of the newest file once the queue is written
+        self._tail_records = 0
         self._last_lsn = 0
         self._durable_lsn = 0
+        self._durable: _Position | None = None  # end of the last durable record
+        self._fd = -1  # the newest file, written only by the sync leader
+        self._fd_pos: _Position | None = None
         self._syncing = False
-        self._failed: BaseException | None = None
+        self._epoch = 0  # bumped by every failed write; sync() callers compare
+        self._epoch_durable: dict[int, int] = {}  # failed epoch -> durable LSN when it failed
+        self._epoch_error: dict[int, SqlVecError] = {}
+        self._failed: SqlVecError | None = None  # set: appends refused
+        self._needs_rollback = False
+        self._permanent = False  # failed for good (not a full disk): read-only until restart
         self._closed = False
-        self._stats = {"records": 0, "bytes": 0, "fsyncs": 0, "syncs": 0, "rotations": 0}
+        self._stats = {"records": 0, "bytes": 0, "fsyncs": 0, "syncs": 0, "rotations": 0,
+                       "failures": 0}
 
     @classmethod
     def open(
@@ -207,88 +441,86 @@ class WriteAheadLog:
 
     def _recover(self) -> None:
         self._dir.mkdir(parents=True, exist_ok=True)
-        segments = sorted(
-            (int(m.group(1)), self._dir / name)
-            for name in os.listdir(self._dir)
-            if (m := _FILE_NAME.match(name))
-        )
+        segments = wal_files(self._dir)
         next_lsn: int | None = None
+        version = FORMAT_VERSION
         for i, (first, path) in enumerate(segments):
             if next_lsn is not None and first != next_lsn:
                 raise DataCorrupted(
                     f"WAL file {path} starts at LSN {first} but the previous file ends at "
                     f"LSN {next_lsn - 1}"
                 )
-            next_lsn, size, records = self._check_segment(
-                first, path, is_last=i == len(segments) - 1
-            )
-            if i == len(segments) - 1:
-                self._file_size, self._file_records = size, records
+            is_last = i == len(segments) - 1
+            next_lsn, size, records, version = self._check_segment(first, path, is_last=is_last)
+            if is_last:
+                self._tail_size, self._tail_records = size, records
         if not segments:
-            first = 1
-            path = self._dir / _segment_name(first)
-            with open(path, "xb") as f:
-                f.write(_FILE_HEADER)
-                f.flush()
-                if self._fsync:
-                    os.fsync(f.fileno())
-            if self._fsync:
-                _fsync_dir(self._dir)
-            segments = [(first, path)]
-            next_lsn = first
-            self._file_size = len(_FILE_HEADER)
+            segments = [(1, self._new_file(1))]
+            next_lsn, self._tail_size, self._tail_records = 1, _HEADER_SIZE, 0
         assert next_lsn is not None
+        if version != FORMAT_VERSION:  # never mix formats in one file: continue in a new one
+            first, path = segments[-1]
+            if self._tail_records == 0:
+                path.unlink()
+                segments.pop()
+            segments.append((next_lsn, self._new_file(next_lsn)))
+            self._tail_size, self._tail_records = _HEADER_SIZE, 0
         self._segments = segments
         self._last_lsn = self._durable_lsn = next_lsn - 1
-        self._file = open(segments[-1][1], "ab", buffering=_WRITE_BUFFER)
+        tail = segments[-1][1]
+        self._durable = _Position(tail, self._tail_size, self._tail_records)
+        self._open_tail(self._durable)
 
-    def _check_segment(self, first: int, path: Path, *, is_last: bool) -> tuple[int, int, int]:
-        """Validate one file; return (next expected LSN, valid size, record count)."""
-        expected = first
-        records = 0
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if not _check_header(f, path, allow_torn=is_last):
-                logger.warning(
-                    "WAL file %s: incomplete file header (%d bytes) from an interrupted "
-                    "write; rewriting it", path, size,
-                )
-                with open(path, "wb") as w:
-                    w.write(_FILE_HEADER)
-                    w.flush()
-                    if self._fsync:
-                        os.fsync(w.fileno())
-                return first, len(_FILE_HEADER), 0
-            valid_size = len(_FILE_HEADER)
-            try:
-                for offset, lsn, _payload in _frames(f, size):
-                    if lsn != expected:
-                        raise DataCorrupted(
-                            f"WAL file {path}: record at offset {offset} has LSN {lsn}, "
-                            f"expected {expected}"
-                        )
-                    expected += 1
-                    records += 1
-                    valid_size = f.tell()
-            except _BadRecord as bad:
-                if not is_last:
-                    raise DataCorrupted(
-                        f"WAL file {path}: {bad.reason} at offset {bad.offset}"
-                    ) from None
-                logger.warning(
-                    "WAL file %s: %s at offset %d (torn write); truncating, %d bytes dropped",
-                    path, bad.reason, bad.offset, size - bad.offset,
-                )
-                valid_size = bad.offset
-        if valid_size < size:
+    def _new_file(self, first_lsn: int) -> Path:
+        path = self._dir / _segment_name(first_lsn)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            _write_all(fd, [_file_header(FORMAT_VERSION)])
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if self._fsync:
+            _fsync_path(self._dir, directory=True)
+        return path
+
+    def _open_tail(self, pos: _Position) -> None:
+        self._fd = os.open(pos.path, os.O_WRONLY)
+        os.lseek(self._fd, pos.size, os.SEEK_SET)
+        self._fd_pos = _Position(pos.path, pos.size, pos.records)
+
+    def _check_segment(self, first: int, path: Path, *,
+                       is_last: bool) -> tuple[int, int, int, int]:
+        """Validate one file; return (next expected LSN, valid size, record count, version)."""
+        scan = scan_segment(first, path)
+        if scan.version is None:
+            if not is_last:
+                raise DataCorrupted(f"WAL file {path} has an incomplete header")
+            logger.warning(
+                "WAL file %s: incomplete file header (%d bytes) from an interrupted "
+                "write; rewriting it", path, scan.size,
+            )
+            with open(path, "wb") as w:
+                w.write(_file_header(FORMAT_VERSION))
+                w.flush()
+                if self._fsync:
+                    os.fsync(w.fileno())
+            return first, _HEADER_SIZE, 0, FORMAT_VERSION
+        valid_size = scan.size
+        if scan.bad_offset is not None:
+            if not is_last or scan.damaged:
+                raise _damage_error(scan, last_file=is_last)
+            dropped = (f" (and {len(scan.later_valid)} later record(s) of the same unsynced "
+                       "group)" if scan.later_valid else "")
+            logger.warning(
+                "WAL file %s: %s at offset %d (torn write); truncating, %d bytes dropped%s",
+                path, scan.bad_reason, scan.bad_offset, scan.size - scan.bad_offset, dropped,
+            )
+            valid_size = scan.bad_offset
             os.truncate(path, valid_size)
             if self._fsync:
-                fd = os.open(path, os.O_RDWR)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        return expected, valid_size, records
+                _fsync_path(path)
+        return scan.next_lsn, valid_size, len(scan.frames), scan.version
 
     # -- properties -------------------------------------------------------------------------
 
@@ -303,44 +535,54 @@ class WriteAheadLog:
 
     @property
     def durable_lsn(self) -> int:
-        """Every record up to this LSN has been flushed (and fsynced when fsync=True)."""
+        """Every record up to this LSN has been written (and fsynced when fsync=True)."""
         return self._durable_lsn
 
     @property
+    def epoch(self) -> int:
+        """Bumped by every failed write: pass the value seen at append time to `sync`."""
+        return self._epoch
+
+    @property
+    def failed(self) -> SqlVecError | None:
+        """Why appends are refused, if they are."""
+        return self._failed
+
+    @property
     def stats(self) -> dict[str, int]:
-        """Counters since open: records, bytes, fsyncs (os.fsync calls), syncs, rotations."""
+        """Counters since open: records, bytes, fsyncs (os.fsync calls), syncs, rotations,
+        failures (failed writes or fsyncs)."""
         with self._lock:
             return dict(self._stats)
 
     # -- reading ----------------------------------------------------------------------------
 
     def replay(self, after_lsn: int = 0) -> Iterator[tuple[int, bytes]]:
-        """Yield (lsn, payload) for every record with lsn > after_lsn, in LSN order.
+        """Yield (lsn, payload) for every durable record with lsn > after_lsn, in LSN order.
 
-        Reads one record at a time, so the log is never held in memory. Records appended after
-        the call starts are not included.
+        Reads one record at a time, so the log is never held in memory. Records made durable
+        after the call starts are not included.
         """
         with self._lock:
             self._check_open()
-            if self._file is not None:
-                self._file.flush()
             segments = list(self._segments)
-            last = self._last_lsn
-            current_size = self._file_size
+            last = self._durable_lsn
+            durable = self._durable
+        assert durable is not None
         for i, (first, path) in enumerate(segments):
             end = segments[i + 1][0] - 1 if i + 1 < len(segments) else last
             if end <= after_lsn or first > last:
                 continue
             with open(path, "rb") as f:
-                # The newest file may be growing: read only what was flushed before the snapshot.
-                size = current_size if i + 1 == len(segments) else os.fstat(f.fileno()).st_size
-                _check_header(f, path, allow_torn=False)
+                size = durable.size if path == durable.path else os.fstat(f.fileno()).st_size
+                fmt = _read_header(f, path, allow_torn=False)
+                assert fmt is not None
                 try:
-                    for _offset, lsn, payload in _frames(f, size, skip_through=after_lsn):
-                        if lsn > last:
+                    for frame, payload in _frames(f, size, fmt, skip_through=after_lsn):
+                        if frame.lsn > last:
                             break
-                        if lsn > after_lsn:
-                            yield lsn, payload
+                        if frame.lsn > after_lsn:
+                            yield frame.lsn, payload
                 except _BadRecord as bad:
                     raise DataCorrupted(
                         f"WAL file {path}: {bad.reason} at offset {bad.offset}"
@@ -351,105 +593,184 @@ class WriteAheadLog:
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError("write-ahead log is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
         if self._failed is not None:
-            raise OSError(f"write-ahead log is unusable after a failed fsync: {self._failed}")
+            raise _refusal(self._failed, permanent=self._permanent)
 
     def append(self, payload: bytes | bytearray | memoryview) -> int:
-        """Append one record and return its LSN. Buffered: not durable until sync()."""
+        """Queue one record and return its LSN. Not written, nor durable, until sync()."""
         length = len(payload)
         if length >= 2**32:
             raise ValueError("WAL record payload must be smaller than 4 GiB")
         with self._lock:
-            self._check_open()
+            self._check_writable()
             lsn = self._last_lsn + 1
-            frame_size = _FRAME.size + length
-            if self._file_records and self._file_size + frame_size > self._segment_bytes:
-                self._rotate(lsn)
-            assert self._file is not None
-            self._file.write(_FRAME.pack(length, lsn, _frame_crc(length, lsn, payload)))
-            self._file.write(payload)
-            self._file_size += frame_size
-            self._file_records += 1
+            frame_size = _CURRENT.frame.size + length
+            if self._tail_records and self._tail_size + frame_size > self._segment_bytes:
+                self._queue.append(("rotate", lsn))
+                self._tail_size, self._tail_records = _HEADER_SIZE, 0
+            fields = (length, lsn, self._durable_lsn)
+            head = _CURRENT.frame.pack(*fields, _CURRENT.crc(fields, payload))
+            self._queue.append((head, payload))
+            self._tail_size += frame_size
+            self._tail_records += 1
             self._last_lsn = lsn
             self._stats["records"] += 1
             self._stats["bytes"] += frame_size
             return lsn
 
-    def _rotate(self, first_lsn: int) -> None:
-        """Start a new file; the old one is fsynced and closed by the next sync (lock held)."""
-        assert self._file is not None
-        old = self._file
-        old.flush()
-        path = self._dir / _segment_name(first_lsn)
-        new = open(path, "xb", buffering=_WRITE_BUFFER)
-        new.write(_FILE_HEADER)
-        if self._fsync:
-            self._retired.append(old)
-            self._dir_dirty = True
-        else:
-            old.close()
-        self._file = new
-        self._file_size = len(_FILE_HEADER)
-        self._file_records = 0
-        self._segments.append((first_lsn, path))
-        self._stats["rotations"] += 1
-
-    def sync(self, lsn: int) -> None:
+    def sync(self, lsn: int, *, epoch: int | None = None) -> None:
         """Return once every record up to `lsn` is durable (group commit).
 
-        One caller becomes the leader: it flushes under the lock, then fsyncs outside it so
-        appends continue meanwhile. Callers arriving during its fsync wait; those whose LSN it
-        covered return without an fsync of their own, the rest elect the next leader.
+        One caller becomes the leader: it takes the queue under the lock, then writes and
+        fsyncs outside it so appends continue meanwhile. Callers arriving during its I/O wait;
+        those whose LSN it covered return without I/O of their own, the rest elect the next
+        leader. `epoch` is the value of `epoch` when the record was appended: if a write has
+        failed since, the record is durable only if it was before the failure, and otherwise
+        this raises the failure's error (53100 / 58030).
         """
         with self._lock:
-            if lsn > self._last_lsn:
+            epoch = self._epoch if epoch is None else epoch
+            if epoch == self._epoch and lsn > self._last_lsn:
                 raise ValueError(f"cannot sync LSN {lsn}: last appended LSN is {self._last_lsn}")
             while True:
-                if self._failed is not None:
-                    self._check_open()
+                if epoch != self._epoch:
+                    if lsn <= self._epoch_durable[epoch]:
+                        return
+                    raise self._epoch_error[epoch]
                 if lsn <= self._durable_lsn:
                     return
+                self._check_writable()
                 if not self._syncing:
                     break
                 self._synced.wait()
-            self._check_open()
-            assert self._file is not None
-            self._file.flush()
+            batch, self._queue = self._queue, []
             target = self._last_lsn
-            self._stats["syncs"] += 1
-            if not self._fsync:
-                self._durable_lsn = target
-                return
             self._syncing = True
-            retired, self._retired = self._retired, []
-            current = self._file
-            dir_dirty, self._dir_dirty = self._dir_dirty, False
-        fsyncs = 0
+            self._stats["syncs"] += 1
         try:
-            for f in [*retired, current]:
-                os.fsync(f.fileno())
-                fsyncs += 1
-            if dir_dirty:
-                _fsync_dir(self._dir)
-        except BaseException as exc:
+            position, fsyncs, rotations = self._write(batch)
+        except _WriteFailed as failure:
             with self._lock:
-                self._failed = exc
-                self._syncing = False
-                self._stats["fsyncs"] += fsyncs
-                self._synced.notify_all()
-            raise
-        for f in retired:
-            f.close()
+                self._fail(failure)
+            raise failure.error from failure.cause
         with self._lock:
             self._durable_lsn = max(self._durable_lsn, target)
+            self._durable = position
             self._syncing = False
             self._stats["fsyncs"] += fsyncs
+            self._stats["rotations"] += rotations
             self._synced.notify_all()
 
-    def commit(self, payload: bytes) -> int:
+    def _write(self, batch: list[tuple]) -> tuple[_Position, int, int]:
+        """Write and fsync a batch in order (leader only, no lock held): (end, fsyncs, rotations)."""
+        assert self._fd_pos is not None
+        pos = self._fd_pos
+        pending: list = []
+        fsyncs = rotations = 0
+        dir_dirty = False
+        action = "write to"
+        try:
+            for item in batch:
+                if item[0] == "rotate":
+                    pos.size += _write_all(self._fd, pending)
+                    pending = []
+                    if self._fsync:
+                        action = "fsync"
+                        os.fsync(self._fd)
+                        fsyncs += 1
+                    os.close(self._fd)
+                    self._fd = -1
+                    path = self._dir / _segment_name(item[1])
+                    action = "create"
+                    pos = _Position(path, 0, 0)
+                    self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                    self._fd_pos = pos
+                    with self._lock:
+                        self._segments.append((item[1], path))
+                    action = "write to"
+                    pos.size += _write_all(self._fd, [_file_header(FORMAT_VERSION)])
+                    dir_dirty = True
+                    rotations += 1
+                else:
+                    pending.extend(item)
+                    pos.records += 1
+            action = "write to"
+            pos.size += _write_all(self._fd, pending)
+            if self._fsync:
+                action = "fsync"
+                os.fsync(self._fd)
+                fsyncs += 1
+                if dir_dirty:
+                    _fsync_path(self._dir, directory=True)
+        except OSError as exc:
+            raise _WriteFailed(_storage_error(exc, action, pos.path), exc) from exc
+        return _Position(pos.path, pos.size, pos.records), fsyncs, rotations
+
+    def _fail(self, failure: _WriteFailed) -> None:
+        """Fail every record not yet durable (lock held); `rollback` repairs the files."""
+        self._epoch_durable[self._epoch] = self._durable_lsn
+        self._epoch_error[self._epoch] = failure.error
+        self._epoch += 1
+        self._failed = failure.error
+        self._permanent |= failure.cause.errno not in (errno.ENOSPC, errno.EDQUOT)
+        self._needs_rollback = True
+        self._syncing = False
+        self._stats["failures"] += 1
+        self._synced.notify_all()
+        logger.error("write-ahead log: %s; commits after LSN %d fail", failure.error.message,
+                     self._durable_lsn)
+
+    def rollback(self) -> None:
+        """Return the log to its last durable record after a failed write.
+
+        Files started since are deleted, the file is truncated and fsynced, and queued records
+        are dropped (their commits have failed). Appends are accepted again unless the failure
+        was not a full disk, or the repair itself fails. Idempotent."""
+        with self._lock:
+            if not self._needs_rollback:
+                return
+            while self._syncing:
+                self._synced.wait()
+            durable = self._durable
+            assert durable is not None
+            self._queue = []
+            self._last_lsn = self._durable_lsn
+            try:
+                if self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
+                keep = [s for s in self._segments if s[1] <= durable.path]
+                for _first, path in self._segments[len(keep):]:
+                    path.unlink(missing_ok=True)
+                self._segments = keep
+                os.truncate(durable.path, durable.size)
+                if self._fsync:
+                    _fsync_path(durable.path)
+                    _fsync_path(self._dir, directory=True)
+                self._open_tail(durable)
+            except OSError as exc:
+                self._permanent = True
+                self._failed = _storage_error(exc, "truncate", durable.path)
+                logger.error("write-ahead log: could not return to LSN %d: %s",
+                             self._durable_lsn, self._failed.message)
+                return
+            finally:
+                self._needs_rollback = False
+            self._tail_size, self._tail_records = durable.size, durable.records
+            if not self._permanent:
+                self._failed = None
+                logger.warning("write-ahead log returned to LSN %d after a failed write; "
+                               "commits are accepted again", self._durable_lsn)
+
+    def commit(self, payload: bytes | bytearray | memoryview) -> int:
         """Append a record and wait until it is durable; return its LSN."""
+        with self._lock:
+            epoch = self._epoch
         lsn = self.append(payload)
-        self.sync(lsn)
+        self.sync(lsn, epoch=epoch)
         return lsn
 
     def truncate_before(self, lsn: int) -> None:
@@ -470,24 +791,25 @@ class WriteAheadLog:
             for _first, path in doomed:
                 path.unlink(missing_ok=True)
         if doomed and self._fsync:
-            _fsync_dir(self._dir)
+            _fsync_path(self._dir, directory=True)
 
     def close(self) -> None:
         """Make everything appended durable and release the files. Idempotent."""
         if self._closed:
             return
-        if self._failed is None:
-            self.sync(self._last_lsn)
+        if self._failed is None and self._last_lsn > self._durable_lsn:
+            try:
+                self.sync(self._last_lsn)
+            except SqlVecError:
+                pass  # the failed commits were told; the tail is rolled back below
+        self.rollback()
         with self._lock:
             while self._syncing:
                 self._synced.wait()
             self._closed = True
-            for f in self._retired:
-                f.close()
-            self._retired = []
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def __enter__(self) -> WriteAheadLog:
         return self
@@ -500,6 +822,60 @@ class WriteAheadLog:
             f"WriteAheadLog({str(self._dir)!r}, last_lsn={self._last_lsn}, "
             f"durable_lsn={self._durable_lsn})"
         )
+
+
+def _refusal(error: SqlVecError, *, permanent: bool) -> SqlVecError:
+    """The error for a commit attempted while the log cannot take it."""
+    if permanent:
+        return IoError(
+            "the write-ahead log is unusable after an I/O error: no commits are accepted",
+            detail=error.message,
+            hint="Restart the server; recovery replays every acknowledged commit.")
+    return type(error)(error.message, detail="A previous write to the write-ahead log failed "
+                       "and has not been repaired yet.", hint=error.hint)
+
+
+def truncate_log(directory: str | os.PathLike[str], keep_through: int) -> list[Path]:
+    """Cut a closed log after LSN `keep_through`: later records and files are removed.
+
+    Every record up to `keep_through` must be readable. What is cut is first saved beside the
+    log as `<file>.cut-<lsn>` (names the log ignores), so nothing is destroyed. Returns the files
+    written that way. Used by `sqlvec wal truncate`."""
+    directory = Path(directory)
+    saved: list[Path] = []
+    files = wal_files(directory)
+    cut = keep_through + 1
+    for i, (first, path) in enumerate(files):
+        aside = path.with_name(f"{path.name}.cut-{keep_through}")
+        if first > cut:
+            os.replace(path, aside)
+            saved.append(aside)
+            continue
+        scan = scan_segment(first, path)
+        before_cut = i + 1 < len(files) and files[i + 1][0] <= cut
+        if scan.version is None or (scan.bad_offset is not None
+                                    and (before_cut or scan.next_lsn < cut)):
+            raise DataCorrupted(
+                f"WAL file {path}: the records up to LSN {keep_through} are not all readable "
+                f"(the first bad record is LSN {scan.next_lsn}, {scan.bad_reason})")
+        if before_cut:
+            continue
+        offsets = {fr.lsn: fr.offset for fr in scan.frames}
+        offset = offsets.get(cut, scan.bad_offset if scan.bad_offset is not None else scan.size)
+        if offset >= scan.size:
+            continue
+        with open(path, "rb") as f:
+            f.seek(offset)
+            rest = f.read()
+        with open(aside, "wb") as out:
+            out.write(rest)
+            out.flush()
+            os.fsync(out.fileno())
+        saved.append(aside)
+        os.truncate(path, offset)
+        _fsync_path(path)
+    _fsync_path(directory, directory=True)
+    return saved
 
 
 # -- commit record codec --------------------------------------------------------------------

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import errno
 import logging
 import os
 import tempfile
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sqlvec.errors import DataCorrupted
+from sqlvec.errors import DataCorrupted, DiskFull, IoError
 from sqlvec.storage.wal import (
     DeleteOp,
     InsertOp,
@@ -23,10 +24,11 @@ from sqlvec.storage.wal import (
     WriteAheadLog,
     decode_commit,
     encode_commit,
+    truncate_log,
 )
 
 HEADER = 12  # magic + version
-FRAME = 16  # length + lsn + crc
+FRAME = 24  # length + lsn + synced + crc
 
 
 def wal_files(directory: Path) -> list[Path]:
@@ -207,17 +209,17 @@ def test_gap_between_files_is_corruption(tmp_path):
 
 def test_rotation_replay_and_truncate_before(tmp_path):
     payloads = [bytes([i]) * 20 for i in range(1, 11)]
-    # 12 + 2 * 36 = 84 bytes: two records per file.
-    with WriteAheadLog.open(tmp_path, fsync=True, segment_bytes=84) as wal:
+    # 12 + 2 * 44 = 100 bytes: two records per file.
+    with WriteAheadLog.open(tmp_path, fsync=True, segment_bytes=100) as wal:
         for p in payloads:
             wal.append(p)
         wal.sync(wal.last_lsn)
         assert wal.stats["rotations"] == 4
     names = [p.name for p in wal_files(tmp_path)]
     assert names == [f"{first:020d}.wal" for first in (1, 3, 5, 7, 9)]
-    assert all(p.stat().st_size <= 84 for p in wal_files(tmp_path))
+    assert all(p.stat().st_size <= 100 for p in wal_files(tmp_path))
 
-    with WriteAheadLog.open(tmp_path, fsync=False, segment_bytes=84) as wal:
+    with WriteAheadLog.open(tmp_path, fsync=False, segment_bytes=100) as wal:
         assert list(wal.replay()) == list(enumerate(payloads, start=1))
         assert [lsn for lsn, _ in wal.replay(4)] == [5, 6, 7, 8, 9, 10]
         wal.truncate_before(5)  # files 1-2 and 3-4 are covered; 5-6 holds LSN 6 > 5
@@ -226,7 +228,7 @@ def test_rotation_replay_and_truncate_before(tmp_path):
         assert [p.name for p in wal_files(tmp_path)] == [f"{9:020d}.wal"]
         assert list(wal.replay()) == [(9, payloads[8]), (10, payloads[9])]
         assert wal.append(b"more") == 11
-    with WriteAheadLog.open(tmp_path, fsync=False, segment_bytes=84) as wal:
+    with WriteAheadLog.open(tmp_path, fsync=False, segment_bytes=100) as wal:
         assert [lsn for lsn, _ in wal.replay()] == [9, 10, 11]
 
 
@@ -415,3 +417,193 @@ def test_commit_codec_round_trips_large_vector_batches():
     assert decoded == ops
     got = decoded[0].batch.column("embedding").values.to_numpy().reshape(rows, dim)
     assert np.array_equal(got, vectors)
+
+
+# -- failed writes: a full disk, an I/O error ---------------------------------------------------
+
+
+class FaultyDisk:
+    """Makes the log's writes or fsyncs fail like a real device: a short write, then ENOSPC."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.real_writev, self.real_fsync = os.writev, os.fsync
+        self.write_error: int | None = None
+        self.fsync_error: int | None = None
+        monkeypatch.setattr(os, "writev", self.writev)
+        monkeypatch.setattr(os, "fsync", self.fsync)
+
+    def writev(self, fd, buffers):
+        if self.write_error is None:
+            return self.real_writev(fd, buffers)
+        first = bytes(buffers[0])
+        if len(first) > 1:  # the device takes part of the data before it is full
+            return self.real_writev(fd, [first[: len(first) // 2]])
+        raise OSError(self.write_error, os.strerror(self.write_error))
+
+    def fsync(self, fd):
+        if self.fsync_error is not None:
+            raise OSError(self.fsync_error, os.strerror(self.fsync_error))
+        return self.real_fsync(fd)
+
+
+def test_full_disk_fails_the_commit_and_the_log_continues_after_its_last_good_record(
+        tmp_path, monkeypatch):
+    disk = FaultyDisk(monkeypatch)
+    with WriteAheadLog.open(tmp_path, fsync=True) as wal:
+        assert wal.commit(b"one") == 1
+        disk.write_error = errno.ENOSPC
+        with pytest.raises(DiskFull) as failed:
+            wal.commit(b"lost" * 100)
+        assert failed.value.sqlstate == "53100"
+        assert "No space left on device" in failed.value.message
+        with pytest.raises(DiskFull):  # refused until the tail is repaired
+            wal.append(b"refused")
+        disk.write_error = None
+        wal.rollback()
+        assert (wal.last_lsn, wal.durable_lsn) == (1, 1)
+        assert wal.commit(b"two") == 2
+    assert read_log(tmp_path) == [(1, b"one"), (2, b"two")]
+
+
+def test_an_fsync_error_fails_pending_commits_and_stops_writes_until_restart(tmp_path, monkeypatch):
+    disk = FaultyDisk(monkeypatch)
+    with WriteAheadLog.open(tmp_path, fsync=True) as wal:
+        wal.commit(b"one")
+        disk.fsync_error = errno.EIO
+        with pytest.raises(IoError) as failed:
+            wal.commit(b"lost")
+        assert failed.value.sqlstate == "58030" and "could not fsync" in failed.value.message
+        disk.fsync_error = None
+        wal.rollback()
+        with pytest.raises(IoError) as refused:
+            wal.append(b"refused")
+        assert "Restart the server" in (refused.value.hint or "")
+    assert read_log(tmp_path) == [(1, b"one")]
+
+
+def test_every_waiter_of_a_failed_group_gets_the_error_and_later_commits_reuse_no_state(
+        tmp_path, monkeypatch):
+    """Eight committers share one group commit that fails: all eight fail, none is replayed,
+    and the commits after the repair are the only ones found on reopen."""
+    disk = FaultyDisk(monkeypatch)
+    entered, release = threading.Event(), threading.Event()
+    real_fsync = disk.fsync
+
+    def slow_fsync(fd):
+        entered.set()
+        assert release.wait(10)
+        real_fsync(fd)
+
+    outcomes: dict[bytes, object] = {}
+    with WriteAheadLog.open(tmp_path, fsync=True) as wal:
+        wal.commit(b"base")
+        monkeypatch.setattr(os, "fsync", slow_fsync)
+        leader = threading.Thread(target=lambda: outcomes.update(lead=_try(wal.commit, b"lead")))
+        leader.start()
+        assert entered.wait(10)
+        # Appended while the leader is in fsync: they form the next group, which fails.
+        lsns = [(wal.epoch, wal.append(f"w{i}".encode())) for i in range(8)]
+        disk.write_error = errno.ENOSPC
+        waiters = [threading.Thread(target=lambda e=e, n=n: outcomes.update(
+            {n: _try(wal.sync, n, epoch=e)})) for e, n in lsns]
+        for t in waiters:
+            t.start()
+        release.set()
+        leader.join()
+        for t in waiters:
+            t.join()
+        assert outcomes["lead"] == 2  # its own group was written before the disk filled
+        assert all(isinstance(outcomes[n], DiskFull) for _e, n in lsns)
+        disk.write_error = None
+        monkeypatch.setattr(os, "fsync", disk.real_fsync)
+        wal.rollback()
+        assert wal.commit(b"after") == 3
+        # A waiter of the failed group asking again still gets its failure, not LSN 3's success.
+        with pytest.raises(DiskFull):
+            wal.sync(lsns[0][1], epoch=lsns[0][0])
+    assert read_log(tmp_path) == [(1, b"base"), (2, b"lead"), (3, b"after")]
+
+
+def _try(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - the outcome is what the test inspects
+        return exc
+
+
+def test_a_failed_rotation_removes_the_new_file(tmp_path, monkeypatch):
+    disk = FaultyDisk(monkeypatch)
+    with WriteAheadLog.open(tmp_path, fsync=True, segment_bytes=100) as wal:
+        wal.commit(b"a" * 20)
+        wal.commit(b"b" * 20)
+        disk.write_error = errno.ENOSPC
+        with pytest.raises(DiskFull):
+            wal.commit(b"c" * 20)  # starts a new file, whose header cannot be written
+        disk.write_error = None
+        wal.rollback()
+        assert [p.name for p in wal_files(tmp_path)] == [f"{1:020d}.wal"]
+        assert wal.commit(b"d" * 20) == 3
+    assert [lsn for lsn, _ in read_log(tmp_path)] == [1, 2, 3]
+    assert [p.name for p in wal_files(tmp_path)] == [f"{1:020d}.wal", f"{3:020d}.wal"]
+
+
+# -- damage that is not a torn write --------------------------------------------------------------
+
+
+def test_a_damaged_record_followed_by_valid_ones_is_an_error_and_the_file_is_kept(tmp_path):
+    with WriteAheadLog.open(tmp_path, fsync=True) as wal:
+        for p in (b"first", b"second", b"third", b"fourth"):
+            wal.commit(p)  # each durable before the next: the later ones vouch for it
+    (path,) = wal_files(tmp_path)
+    second = HEADER + FRAME + len(b"first")
+    flip_byte(path, second + FRAME + 1)
+    before = path.read_bytes()
+    with pytest.raises(DataCorrupted) as damaged:
+        WriteAheadLog.open(tmp_path)
+    message = damaged.value.message
+    assert str(path) in message and f"offset {second}" in message and "LSN 2" in message
+    assert "2 valid record(s) follow it, up to LSN 4" in message
+    assert "sqlvec wal truncate --lsn 1" in damaged.value.hint
+    assert path.read_bytes() == before  # the evidence is untouched
+
+
+def test_a_damaged_length_field_is_found_by_searching_for_later_records(tmp_path):
+    with WriteAheadLog.open(tmp_path, fsync=True) as wal:
+        for p in (b"x" * 30, b"y" * 30, b"z" * 30):
+            wal.commit(p)
+    (path,) = wal_files(tmp_path)
+    second = HEADER + FRAME + 30
+    flip_byte(path, second + 1)  # the length: the next frame's start is no longer known
+    with pytest.raises(DataCorrupted, match="1 valid record"):
+        WriteAheadLog.open(tmp_path)
+
+
+def test_records_of_one_unsynced_group_after_a_torn_one_are_a_torn_write(tmp_path, caplog):
+    """A crash may persist a group's pages out of order: the later records of the group do not
+    vouch for the torn one (none was durable before them), so the tail is truncated."""
+    with WriteAheadLog.open(tmp_path, fsync=True) as wal:
+        wal.commit(b"durable")
+        for p in (b"g1", b"g2", b"g3"):
+            wal.append(p)
+        wal.sync(wal.last_lsn)
+    (path,) = wal_files(tmp_path)
+    g1 = HEADER + FRAME + len(b"durable")
+    flip_byte(path, g1 + FRAME)
+    with caplog.at_level(logging.WARNING, logger="sqlvec.wal"):
+        assert read_log(tmp_path) == [(1, b"durable")]
+    assert "2 later record(s) of the same unsynced group" in caplog.text
+    assert path.stat().st_size == g1
+
+
+def test_truncate_log_keeps_a_prefix_and_saves_the_rest(tmp_path):
+    with WriteAheadLog.open(tmp_path, fsync=False, segment_bytes=100) as wal:
+        for i in range(1, 8):
+            wal.commit(bytes([i]) * 20)
+    saved = truncate_log(tmp_path, 4)
+    assert saved and all(".cut-4" in p.name for p in saved)
+    assert [lsn for lsn, _ in read_log(tmp_path)] == [1, 2, 3, 4]
+    with WriteAheadLog.open(tmp_path, fsync=False) as wal:
+        assert wal.commit(b"next") == 5
+    with pytest.raises(DataCorrupted, match="not all readable"):
+        (first_file := wal_files(tmp_path)[0]).write_bytes(first_file.read_bytes()[:-3])
+        truncate_log(tmp_path, 4)
