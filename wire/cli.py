@@ -1,4 +1,5 @@
-"""The `sqlvec` command line: `sqlvec serve` runs the PostgreSQL-protocol server."""
+"""The `sqlvec` command line: `sqlvec serve` runs the PostgreSQL-protocol server; `sqlvec wal`
+inspects and repairs a stopped server's write-ahead log."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import os
 import signal
 import sys
 
-from sqlvec.database import Database
+from sqlvec import maintenance
+from sqlvec.database import DEFAULT_DATABASE, Database
 from sqlvec.errors import SqlVecError
 from wire.auth import AuthConfig, AuthMethod
 from wire.server import Server, make_ssl_context
@@ -75,7 +77,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"],
         help="log verbosity (default: info; debug logs one line per connection)",
     )
+    _add_wal_commands(commands)
     return parser
+
+
+def _add_wal_commands(commands: argparse._SubParsersAction) -> None:
+    wal = commands.add_parser(
+        "wal",
+        help="inspect or repair a database's write-ahead log (server stopped)",
+        description=(
+            "Every commit is one CRC-checked record in the database's write-ahead log "
+            "(<data-dir>/<database>/wal/). A record torn by a crash is dropped at startup "
+            "automatically; a damaged record that later records prove was durable stops "
+            "startup instead, with an error naming the file, offset and LSN. Use `inspect` to "
+            "see the log, then restore the file from a backup, or `truncate` to keep the "
+            "commits before the damage."
+        ),
+    )
+    actions = wal.add_subparsers(dest="wal_command", required=True, metavar="ACTION")
+    inspect = actions.add_parser(
+        "inspect", help="list the log's files and problems (read-only)",
+        description="Check every WAL file of a database without changing anything and list "
+                    "its files, LSN ranges and problems. Exit status 1 if the log is damaged.")
+    inspect.add_argument("--records", action="store_true",
+                         help="also list every record: LSN, offset, size and what it commits")
+    truncate = actions.add_parser(
+        "truncate", help="discard the log's records after an LSN (server stopped)",
+        description="Keep the records up to --lsn and remove the later ones, so that the "
+                    "server can start after a damaged record: the commits after that LSN are "
+                    "lost. What is cut is saved beside the log as <file>.cut-<lsn>. Refused "
+                    "while a server holds the data directory.")
+    truncate.add_argument("--lsn", type=int, required=True, metavar="N",
+                          help="the last LSN to keep (see `sqlvec wal inspect`)")
+    for action in (inspect, truncate):
+        action.add_argument("--data-dir", default=DEFAULT_DATA_DIR, metavar="DIR",
+                            help=f"the data directory (default: {DEFAULT_DATA_DIR})")
+        action.add_argument("--database", default=DEFAULT_DATABASE, metavar="NAME",
+                            help=f"which database's log (default: {DEFAULT_DATABASE})")
+        action.set_defaults(log_level="warning")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +124,51 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s")
     if args.command == "serve":
         return serve(args)
+    if args.command == "wal":
+        return wal_command(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def wal_command(args: argparse.Namespace) -> int:
+    """`sqlvec wal inspect|truncate`: 0 when all is well, 1 when the log is damaged or the
+    action failed."""
+    try:
+        if args.wal_command == "truncate":
+            saved = maintenance.truncate_wal(args.data_dir, args.database, args.lsn)
+            print(f"kept the records up to LSN {args.lsn}")
+            for path in saved:
+                print(f"saved the cut part in {path}")
+            return 0
+        reports = maintenance.inspect_wal(args.data_dir, args.database, records=args.records)
+    except (SqlVecError, OSError) as exc:
+        print(f"sqlvec: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
+    print(f'write-ahead log of database "{args.database}" in {args.data_dir}')
+    damaged = None
+    for report in reports:
+        scan = report.scan
+        lsns = (f"LSN {scan.frames[0].lsn}-{scan.frames[-1].lsn}" if scan.frames
+                else f"no records (next LSN {scan.first_lsn})")
+        line = (f"{scan.path.name}  format v{scan.version or '?'}  {scan.size:,} bytes  {lsns}  "
+                f"{len(scan.frames)} record(s)")
+        if report.problem:
+            line += (f"  {report.problem.upper()}: {scan.bad_reason} at offset "
+                     f"{scan.bad_offset} (record LSN {scan.next_lsn})")
+            if scan.later_valid:
+                line += (f"; {len(scan.later_valid)} valid record(s) follow it, up to LSN "
+                         f"{scan.later_valid[-1].lsn}")
+            if report.problem == "damaged" and damaged is None:
+                damaged = scan.next_lsn
+        print(line)
+        for frame, summary in report.records:
+            print(f"  LSN {frame.lsn}  offset {frame.offset}  {frame.length:,} bytes  {summary}")
+    if damaged is not None:
+        print(f"DAMAGED at LSN {damaged}: the server will not start. Restore the file from a "
+              f"backup, or run `sqlvec wal truncate --lsn {damaged - 1}` to keep the commits "
+              f"before it.")
+        return 1
+    print(f"ok: {len(reports)} file(s)")
+    return 0
 
 
 def _is_loopback(host: str) -> bool:
@@ -125,6 +208,9 @@ def serve(args: argparse.Namespace) -> int:
         db = Database.open(args.data_dir)
     except SqlVecError as exc:
         print(f"sqlvec: {exc.message}", file=sys.stderr)
+        for label, text in (("DETAIL", exc.detail), ("HINT", exc.hint)):
+            if text:
+                print(f"{label}: {text}", file=sys.stderr)
         return 1
     # What exists now (modules, the parser's tables, the opened database) lives as long as the
     # process: out of the cyclic collector's sight, a full collection scans only what queries

@@ -110,6 +110,7 @@ __all__ = [
     "WriteAheadLog",
     "decode_commit",
     "encode_commit",
+    "read_payload",
     "scan_segment",
     "truncate_log",
     "wal_files",
@@ -323,6 +324,15 @@ def scan_segment(first: int, path: Path, *, expected_first: int | None = None) -
             scan.bad_offset, scan.bad_reason = bad.offset, bad.reason
             scan.later_valid = tuple(_valid_frames_after(path, bad.offset, size, fmt, expected - 1))
     return scan
+
+
+def read_payload(path: Path, frame: WalFrame) -> bytes:
+    """The payload of one frame found by `scan_segment`."""
+    with open(path, "rb") as f:
+        fmt = _read_header(f, path, allow_torn=False)
+        assert fmt is not None
+        f.seek(frame.offset + fmt.frame.size)
+        return f.read(frame.length)
 
 
 def _damage_error(scan: SegmentScan, *, last_file: bool) -> DataCorrupted:
