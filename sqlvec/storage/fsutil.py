@@ -9,14 +9,32 @@ temp files are named `.<final name>.<random>.tmp` so any module can recognise an
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 import zlib
 from pathlib import Path
 
+from sqlvec.errors import DiskFull, IoError, SqlVecError
+
 TEMP_SUFFIX = ".tmp"
 
 StrPath = str | os.PathLike[str]
+
+
+def storage_error(exc: OSError, action: str, path: StrPath | None = None) -> SqlVecError:
+    """The client-facing error for a failed file operation: 53100 for a full disk (or quota),
+    58030 for any other I/O error, worded as PostgreSQL's `could not write to file "…": …`."""
+    reason = exc.strerror or str(exc)
+    target = path if path is not None else exc.filename
+    where = f' file "{os.fspath(target)}"' if target is not None else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"could not {action}{where}: {reason}", hint="Check free disk space.")
+    return IoError(f"could not {action}{where}: {reason}")
+
+
+def is_disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def fsync_dir(path: StrPath) -> None:

@@ -54,6 +54,7 @@ from sqlvec.errors import (
 )
 from sqlvec.storage import compaction
 from sqlvec.storage.deletes import DeleteBitmap
+from sqlvec.storage.fsutil import storage_error
 from sqlvec.storage.hnsw import HnswIndex, HnswParams, IndexBuildCancelled
 from sqlvec.storage.manifest import (
     FEATURE_DELETE_BITMAPS,
@@ -396,16 +397,21 @@ class Store:
                     if table is not None:
                         table.release([op])
                 self.applied_lsn = lsn
-        for table_id in touched:
-            table = self.tables.get(table_id)
-            if table is not None:
-                self._maybe_seal(table)
-        if truncated or (self._wal.last_lsn and
-                         self._wal_bytes_since_checkpoint() > self.options.checkpoint_wal_bytes):
-            if self.options.background:
-                self._seal_queue.put(("checkpoint", None))
-            else:  # no worker would ever take it off the queue (and wait_idle would hang)
-                self.checkpoint()
+        # The commits are durable and visible now: housekeeping that fails (a full disk while
+        # sealing) is logged and retried later, never reported as the commit's failure.
+        try:
+            for table_id in touched:
+                table = self.tables.get(table_id)
+                if table is not None:
+                    self._maybe_seal(table)
+            if truncated or (self._wal.last_lsn and self._wal_bytes_since_checkpoint()
+                             > self.options.checkpoint_wal_bytes):
+                if self.options.background:
+                    self._seal_queue.put(("checkpoint", None))
+                else:  # no worker would ever take it off the queue (and wait_idle would hang)
+                    self.checkpoint()
+        except SqlVecError as exc:
+            log.warning("sealing after a commit failed (it is retried): %s", exc.message)
 
     def _drain(self) -> None:
         """Wait until every appended commit is applied (caller holds the commit lock)."""
@@ -494,14 +500,18 @@ class Store:
         """Write a new manifest version from the current state (caller holds manifest lock)."""
         with self._manifest_lock, self._apply_lock:
             version = (self._manifests.versions() or [0])[-1] + 1
-            tables = [self._table_meta(t, version) for t in self.tables.values()]
-            body = {
-                "next_table_id": self.next_table_id,
-                "next_oid": self.next_oid,
-                "catalog": self.catalog,
-                "tables": tables,
-            }
-            self._manifests.commit(body, features=FEATURES)
+            try:
+                tables = [self._table_meta(t, version) for t in self.tables.values()]
+                body = {
+                    "next_table_id": self.next_table_id,
+                    "next_oid": self.next_oid,
+                    "catalog": self.catalog,
+                    "tables": tables,
+                }
+                self._manifests.commit(body, features=FEATURES)
+            except OSError as exc:
+                raise storage_error(exc, "write", exc.filename or self._manifests.path) \
+                    from exc
             self.generation += 1
         self._truncate_wal(tables)
         # Under the manifest lock: a file written for the next version is either still in
@@ -717,7 +727,10 @@ class Store:
         _return_free_memory()
         name = f"seg-{seg.id:08d}.{index.oid}.hnsw"
         self._inflight_files.add(name)
-        crc = built.save(os.path.join(table.directory, name))
+        try:
+            crc = built.save(os.path.join(table.directory, name))
+        except OSError as exc:
+            raise storage_error(exc, "write", os.path.join(table.directory, name)) from exc
         seg.attach_index(index.name, built)
         seg.index_files[index.name] = (name, crc)
         return True
@@ -725,7 +738,11 @@ class Store:
     def write_segment(self, table: Table, seg: Segment) -> None:
         """Write a new segment's file, protected from garbage collection until released."""
         self._inflight_files.add(Segment.file_name(seg.id))
-        seg.write(table.directory)
+        try:
+            seg.write(table.directory)
+        except OSError as exc:
+            raise storage_error(exc, "write", os.path.join(table.directory,
+                                                            Segment.file_name(seg.id))) from exc
 
     def release_segment_files(self, seg: Segment | None) -> None:
         if seg is None:
@@ -789,6 +806,8 @@ class Store:
             try:
                 if not self._closed:
                     run(*task)
+            except SqlVecError as exc:  # e.g. a full disk: nothing is lost, the work is retried
+                log.warning("background task %s failed: %s", task, exc.message)
             except Exception:  # background work must never die silently
                 log.exception("background task %s failed", task)
             finally:

@@ -82,7 +82,6 @@ Commit record payload (``encode_commit`` / ``decode_commit``)
 
 from __future__ import annotations
 
-import errno
 import logging
 import mmap
 import os
@@ -99,7 +98,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from sqlvec.errors import DataCorrupted, DiskFull, IoError, SqlVecError
+from sqlvec.errors import DataCorrupted, IoError, SqlVecError
+from sqlvec.storage.fsutil import is_disk_full, storage_error
 
 __all__ = [
     "DeleteOp",
@@ -377,15 +377,6 @@ def _write_all(fd: int, buffers: list) -> int:
         if n:
             views[i] = views[i][n:]
     return total
-
-
-def _storage_error(exc: OSError, action: str, path: Path) -> SqlVecError:
-    """The client-facing error for a failed write or fsync of the log."""
-    reason = exc.strerror or str(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFull(f'could not {action} file "{path}": {reason}',
-                        hint="Check free disk space.")
-    return IoError(f'could not {action} file "{path}": {reason}')
 
 
 class _WriteFailed(Exception):
@@ -716,7 +707,7 @@ class WriteAheadLog:
                 if dir_dirty:
                     _fsync_path(self._dir, directory=True)
         except OSError as exc:
-            raise _WriteFailed(_storage_error(exc, action, pos.path), exc) from exc
+            raise _WriteFailed(storage_error(exc, action, pos.path), exc) from exc
         return _Position(pos.path, pos.size, pos.records), fsyncs, rotations
 
     def _fail(self, failure: _WriteFailed) -> None:
@@ -725,7 +716,7 @@ class WriteAheadLog:
         self._epoch_error[self._epoch] = failure.error
         self._epoch += 1
         self._failed = failure.error
-        self._permanent |= failure.cause.errno not in (errno.ENOSPC, errno.EDQUOT)
+        self._permanent |= not is_disk_full(failure.cause)
         self._needs_rollback = True
         self._syncing = False
         self._stats["failures"] += 1
@@ -763,7 +754,7 @@ class WriteAheadLog:
                 self._open_tail(durable)
             except OSError as exc:
                 self._permanent = True
-                self._failed = _storage_error(exc, "truncate", durable.path)
+                self._failed = storage_error(exc, "truncate", durable.path)
                 logger.error("write-ahead log: could not return to LSN %d: %s",
                              self._durable_lsn, self._failed.message)
                 return

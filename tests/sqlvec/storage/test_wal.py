@@ -26,6 +26,7 @@ from sqlvec.storage.wal import (
     encode_commit,
     truncate_log,
 )
+from tests.sqlvec.storage.faults import FaultyDisk
 
 HEADER = 12  # magic + version
 FRAME = 24  # length + lsn + synced + crc
@@ -420,30 +421,6 @@ def test_commit_codec_round_trips_large_vector_batches():
 
 
 # -- failed writes: a full disk, an I/O error ---------------------------------------------------
-
-
-class FaultyDisk:
-    """Makes the log's writes or fsyncs fail like a real device: a short write, then ENOSPC."""
-
-    def __init__(self, monkeypatch) -> None:
-        self.real_writev, self.real_fsync = os.writev, os.fsync
-        self.write_error: int | None = None
-        self.fsync_error: int | None = None
-        monkeypatch.setattr(os, "writev", self.writev)
-        monkeypatch.setattr(os, "fsync", self.fsync)
-
-    def writev(self, fd, buffers):
-        if self.write_error is None:
-            return self.real_writev(fd, buffers)
-        first = bytes(buffers[0])
-        if len(first) > 1:  # the device takes part of the data before it is full
-            return self.real_writev(fd, [first[: len(first) // 2]])
-        raise OSError(self.write_error, os.strerror(self.write_error))
-
-    def fsync(self, fd):
-        if self.fsync_error is not None:
-            raise OSError(self.fsync_error, os.strerror(self.fsync_error))
-        return self.real_fsync(fd)
 
 
 def test_full_disk_fails_the_commit_and_the_log_continues_after_its_last_good_record(
