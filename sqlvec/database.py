@@ -28,6 +28,7 @@ from sqlvec.errors import (
     UndefinedColumn,
     UndefinedTable,
 )
+from sqlvec.storage.check import CheckReport, check_database
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
 from sqlvec.storage.store import Store, StoreOptions
 from sqlvec.storage.table import RowFilter, TableSnapshot, _as_arrow
@@ -218,6 +219,37 @@ class Database:
         """Wait for background sealing, index builds and compaction to finish."""
         for store in list(self._stores.values()):
             store.wait_idle(timeout)
+
+
+def check_data_directory(path: str) -> CheckReport:
+    """Verify every file of every database in data directory `path` against its checksum
+    (`sqlvec check`), reading only.
+
+    While it runs it holds `LOCK` shared, so no server can start on the directory midway (and
+    repair or rewrite what is being checked). A server already running is no reason to stop:
+    reading is safe, the report says so (`server_running`), and a file that server replaces
+    during the check may show up as a problem that a re-run no longer reports."""
+    if not os.path.isdir(path):
+        raise SqlVecError(f'data directory "{path}" does not exist', sqlstate="58P01")
+    report = CheckReport()
+    try:
+        fd: int | None = os.open(os.path.join(path, "LOCK"), os.O_RDONLY)
+    except FileNotFoundError:  # no server has ever opened it
+        fd = None
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                report.server_running = True
+        for name in sorted(os.listdir(path)):
+            directory = os.path.join(path, name)
+            if os.path.isdir(os.path.join(directory, "manifest")):
+                check_database(directory, path, report)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return report
 
 
 class TableHandle:

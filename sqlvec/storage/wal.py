@@ -81,9 +81,11 @@ __all__ = [
     "InsertOp",
     "Op",
     "TruncateOp",
+    "WalFileCheck",
     "WriteAheadLog",
     "decode_commit",
     "encode_commit",
+    "verify_files",
 ]
 
 logger = logging.getLogger("sqlvec.wal")
@@ -619,3 +621,64 @@ def _read_batch(body: pa.Buffer) -> pa.RecordBatch:
     if len(batches) != 1:
         raise DataCorrupted(f"WAL insert holds {len(batches)} record batches, expected 1")
     return batches[0]
+
+
+# -- offline verification ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WalFileCheck:
+    """What `verify_files` found in one WAL file."""
+
+    path: Path
+    first_lsn: int  # from the file name
+    last_lsn: int  # LSN of its last valid record; first_lsn - 1 when it holds none
+    problem: str | None = None  # None: the header and every frame check out
+    torn_tail: bool = False  # the problem is an interrupted write that `open` truncates
+
+
+def verify_files(directory: str | os.PathLike[str]) -> list[WalFileCheck]:
+    """Check every WAL file by the rules `WriteAheadLog.open` applies, reading only.
+
+    For offline checks (`sqlvec check`): where `open` would truncate a torn tail this reports it
+    (`torn_tail`), and where `open` would raise DataCorrupted it reports the problem and goes on
+    with the next file. Every payload's CRC is verified, one record in memory at a time."""
+    directory = Path(directory)
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    segments = sorted((int(m.group(1)), directory / n) for n in names if (m := _FILE_NAME.match(n)))
+    checks: list[WalFileCheck] = []
+    next_lsn: int | None = None
+    for i, (first, path) in enumerate(segments):
+        is_last = i == len(segments) - 1
+        problem: str | None = None
+        torn = False
+        if next_lsn is not None and first != next_lsn:
+            problem = f"starts at LSN {first} but the previous file ends at LSN {next_lsn - 1}"
+        expected = first
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if not _check_header(f, path, allow_torn=is_last):
+                    torn = problem is None
+                    problem = problem or f"incomplete file header ({size} bytes)"
+                else:
+                    for offset, lsn, _payload in _frames(f, size):
+                        if lsn != expected:
+                            problem = problem or (
+                                f"record at offset {offset} has LSN {lsn}, expected {expected}")
+                            break
+                        expected += 1
+        except _BadRecord as bad:
+            torn = is_last and problem is None
+            problem = problem or f"{bad.reason} at offset {bad.offset} of {size} bytes"
+        except DataCorrupted as exc:  # a bad file header
+            problem = problem or exc.message.replace(f"WAL file {path} ", "")
+        except OSError as exc:
+            problem = problem or f"unreadable: {exc.strerror}"
+        checks.append(WalFileCheck(path, first, expected - 1, problem, torn))
+        # Past a damaged frame the file's end is unknown: the next file's start is not a gap.
+        next_lsn = expected if problem is None else None
+    return checks
