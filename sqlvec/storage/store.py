@@ -26,6 +26,10 @@ reservations) and the record is appended to the WAL; outside the lock the WAL's 
 makes it durable; then whoever holds the apply lock applies every durable record in LSN order.
 A commit is visible to readers only once it is durable, and atomically (one snapshot swap per
 table, all tables of a commit applied under the same lock).
+
+Damage at open (`_open_table`): a segment or delete bitmap that is missing or fails its check
+makes its table an `UnavailableTable` (XX001 on every access but DROP TABLE), not the database
+unopenable; a damaged index file is rebuilt from its segment.
 """
 
 from __future__ import annotations
