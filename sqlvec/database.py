@@ -234,7 +234,7 @@ def check_data_directory(path: str) -> CheckReport:
     report = CheckReport()
     try:
         fd: int | None = os.open(os.path.join(path, "LOCK"), os.O_RDONLY)
-    except FileNotFoundError:  # no server has ever opened it
+    except OSError:  # no server has ever opened it (or LOCK is unreadable: check regardless)
         fd = None
     try:
         if fd is not None:

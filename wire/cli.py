@@ -167,6 +167,9 @@ def check(args: argparse.Namespace) -> int:
     except SqlVecError as exc:
         print(f"sqlvec: {exc.message}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. a directory it may not list
+        print(f"sqlvec: cannot check {args.data_dir}: {exc}", file=sys.stderr)
+        return 2
     if report.server_running:
         print(f"note: a server has {args.data_dir} open; checking anyway (reading is safe), "
               "but a file it replaces during the check may be reported: re-run to confirm")

@@ -69,7 +69,7 @@ from sqlvec.storage.manifest import (
 from sqlvec.storage.schema import ColumnDef, IndexDef, TableDef
 from sqlvec.storage.search import calibrate
 from sqlvec.storage.segment import Segment
-from sqlvec.storage.table import Table
+from sqlvec.storage.table import Table, TableSnapshot
 from sqlvec.storage.wal import (
     DeleteOp,
     InsertOp,
@@ -870,7 +870,7 @@ class UnavailableTable(Table):
                  f"with every committed change. Or drop the table (DROP TABLE {name}). "
                  "`sqlvec check` lists every damaged file.")
 
-    def snapshot(self):  # type: ignore[override]
+    def snapshot(self) -> TableSnapshot:
         raise self.error()
 
     def prepare(self, ops: list) -> list:

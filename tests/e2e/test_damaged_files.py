@@ -248,6 +248,10 @@ def test_damaged_older_manifest_is_reported_and_harmless(data, tmp_path):
     try:
         with psycopg.connect(server.conninfo(), autocommit=True) as conn:
             assert ids(conn, "t") == T_ROWS and ids(conn, "u") == U_ROWS
+        beside = check(data)  # reading beside a running server is safe, and it says so
+        assert beside.returncode == 1
+        assert beside.stdout.startswith(f"note: a server has {data} open; checking anyway")
+        assert f"{oldest.relative_to(data)}: manifest file is damaged" in beside.stdout
     finally:
         assert server.stop() == 0, server.log()
 
