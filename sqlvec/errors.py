@@ -160,3 +160,21 @@ class IoError(SqlVecError):
 # Class XX — internal: storage files that fail their checks
 class DataCorrupted(SqlVecError):
     sqlstate = "XX001"
+
+
+class DamagedFile(DataCorrupted):
+    """A storage file that is missing or fails its checks. `kind` ("segment file"), `path` and
+    `problem` ("missing", "checksum mismatch", ...) stay separate so callers can say which table
+    the file takes down, or list it in `sqlvec check`."""
+
+    def __init__(self, kind: str, path: object, problem: str, *, message: str | None = None,
+                 detail: str | None = None, hint: str | None = None) -> None:
+        self.kind = kind
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(message or f'{kind} "{self.path}" {self.describe()}', detail=detail,
+                         hint=hint)
+
+    def describe(self) -> str:
+        """"is missing" or "is damaged (<problem>)": the file's state, without its name."""
+        return "is missing" if self.problem == "missing" else f"is damaged ({self.problem})"

@@ -1,8 +1,8 @@
-"""Offline maintenance of a data directory: what `sqlvec wal` does, on a server that is stopped.
+"""Offline maintenance of a data directory: what `sqlvec check` and `sqlvec wal` do.
 
 These functions read (and, on explicit request, repair) a database's files without opening it:
-opening would replay the log, and a damaged log stops recovery. They refuse to change anything
-while a process holds the data directory's LOCK.
+opening would replay the log, and a damaged log stops recovery. Reading is safe beside a running
+server; they refuse to change anything while a process holds the data directory's LOCK.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlvec.errors import InvalidCatalogName, SqlVecError
+from sqlvec.storage.check import CheckReport, check_database
 from sqlvec.storage.wal import (
     SegmentScan,
     WalFrame,
@@ -23,7 +24,14 @@ from sqlvec.storage.wal import (
     wal_files,
 )
 
-__all__ = ["WalFileReport", "data_directory_in_use", "inspect_wal", "truncate_wal"]
+__all__ = [
+    "CheckReport",
+    "WalFileReport",
+    "check_data_directory",
+    "data_directory_in_use",
+    "inspect_wal",
+    "truncate_wal",
+]
 
 
 def data_directory_in_use(path: str) -> bool:
@@ -39,6 +47,37 @@ def data_directory_in_use(path: str) -> bool:
     finally:
         os.close(fd)  # closing releases a lock this call took
     return False
+
+
+def check_data_directory(path: str) -> CheckReport:
+    """Verify every file of every database in data directory `path` against its checksum
+    (`sqlvec check`), reading only.
+
+    While it runs it holds `LOCK` shared, so no server can start on the directory midway (and
+    repair or rewrite what is being checked). A server already running is no reason to stop:
+    reading is safe, the report says so (`server_running`), and a file that server replaces
+    during the check may show up as a problem that a re-run no longer reports."""
+    if not os.path.isdir(path):
+        raise SqlVecError(f'data directory "{path}" does not exist', sqlstate="58P01")
+    report = CheckReport()
+    try:
+        fd: int | None = os.open(os.path.join(path, "LOCK"), os.O_RDONLY)
+    except OSError:  # no server has ever opened it (or LOCK is unreadable: check regardless)
+        fd = None
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                report.server_running = True
+        for name in sorted(os.listdir(path)):
+            directory = os.path.join(path, name)
+            if os.path.isdir(os.path.join(directory, "manifest")):
+                check_database(directory, path, report)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return report
 
 
 def _wal_directory(path: str, database: str) -> Path:

@@ -26,7 +26,7 @@ from sqlvec.errors import (
     UndefinedObject,
     UndefinedTable,
 )
-from sqlvec.storage.store import Store
+from sqlvec.storage.store import Store, UnavailableTable
 from sqlvec.storage.table import Table
 
 # OIDs PostgreSQL gives these objects; clients compare against them.
@@ -119,10 +119,14 @@ class Catalog:
         return None
 
     def table(self, name: str, schema: str | None, search_path: list[str]) -> Table:
+        """The table a statement reads or writes; XX001 when its files are damaged (DROP TABLE
+        and catalog listings use `find_table`, which still finds it)."""
         table = self.find_table(name, schema, search_path)
         if table is None:
             shown = f"{schema}.{name}" if schema else name
             raise UndefinedTable(f'relation "{shown}" does not exist')
+        if isinstance(table, UnavailableTable):
+            raise table.error()
         return table
 
     def creation_schema(self, schema: str | None, search_path: list[str]) -> str:

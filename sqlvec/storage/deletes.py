@@ -17,7 +17,7 @@ File format (`.del`), version 1, all integers little-endian:
 
 The file is exactly 32 + ceil(n_rows / 8) bytes. Header fields are not under the CRC but each one
 is cross-checked (magic, version, n_rows against the segment, n_deleted against the bits), so any
-damage is reported as `DataCorrupted` rather than silently resurrecting or hiding rows.
+damage is reported as `DamagedFile` (XX001) rather than silently resurrecting or hiding rows.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sqlvec.errors import DataCorrupted
+from sqlvec.errors import DamagedFile
 from sqlvec.storage.fsutil import StrPath, atomic_write
 
+DELETE_BITMAP_FILE = "delete bitmap file"
 MAGIC = b"SQLVDEL1"
 FORMAT_VERSION = 1
 _HEADER = struct.Struct("<8sIQQI")
@@ -171,8 +172,8 @@ class DeleteBitmap:
     ) -> DeleteBitmap:
         """Parse and verify a `.del` image; `source` names the file in error messages."""
 
-        def corrupt(why: str) -> DataCorrupted:
-            return DataCorrupted(f'delete bitmap file "{source}" is corrupt: {why}')
+        def corrupt(why: str) -> DamagedFile:
+            return DamagedFile(DELETE_BITMAP_FILE, source, why)
 
         if len(data) < _HEADER.size:
             raise corrupt(f"{len(data)} bytes is shorter than the {_HEADER.size}-byte header")
@@ -210,5 +211,7 @@ class DeleteBitmap:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise DataCorrupted(f'delete bitmap file "{path}" is missing') from None
+            raise DamagedFile(DELETE_BITMAP_FILE, path, "missing") from None
+        except OSError as exc:
+            raise DamagedFile(DELETE_BITMAP_FILE, path, f"unreadable: {exc.strerror}") from exc
         return cls.from_bytes(data, source=str(path), expected_rows=expected_rows)

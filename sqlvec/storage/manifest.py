@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlvec.errors import DataCorrupted, SqlVecError
+from sqlvec.errors import DamagedFile, SqlVecError
 from sqlvec.storage.fsutil import StrPath, atomic_write, fsync_dir, remove_temp_files
 
 FORMAT_VERSION = 1
@@ -56,6 +56,19 @@ SUPPORTED_FEATURES: frozenset[str] = frozenset(
 MANIFEST_DIR = "manifest"
 _NAME = re.compile(r"^manifest-(\d{8,})\.json$")
 _KEYS = frozenset({"format_version", "features", "version", "created", "body", "checksum"})
+
+
+MANIFEST_FILE = "manifest file"
+
+
+def fallback_hint(damaged: str, previous: str) -> str:
+    """What to do about a damaged newest manifest: the database's whole state, so no table
+    can be set aside the way a damaged segment is."""
+    return (
+        f"restore {damaged} from a backup; or use the previous version {previous}, which is "
+        f"still present: copy the data directory first, then move {damaged} out of the manifest "
+        "directory and restart (changes committed after that version may be lost)"
+    )
 
 
 def manifest_name(version: int) -> str:
@@ -81,15 +94,17 @@ class Manifest:
 class ManifestStore:
     """Reads and commits the manifests of the database directory `directory`."""
 
-    def __init__(self, directory: StrPath, *, keep: int = 10) -> None:
+    def __init__(self, directory: StrPath, *, keep: int = 10, read_only: bool = False) -> None:
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self.directory = Path(directory)
         self.path = self.directory / MANIFEST_DIR
         self.keep = keep
         self._lock = threading.Lock()
-        # Opening is the moment no commit can be in flight: drop what a crash left half-written.
-        remove_temp_files(self.path)
+        # Opening is the moment no commit can be in flight: drop what a crash left half-written
+        # (unless only reading, as `sqlvec check` does: it changes nothing).
+        if not read_only:
+            remove_temp_files(self.path)
 
     def versions(self) -> list[int]:
         """Committed versions present on disk, ascending; temp files and strangers are ignored."""
@@ -158,24 +173,23 @@ class ManifestStore:
     def _read(self, version: int, *, previous: int | None, is_latest: bool) -> Manifest:
         path = self.file(version)
 
-        def corrupt(why: str) -> DataCorrupted:
+        def corrupt(why: str) -> DamagedFile:
             msg = f'manifest file "{path}" is corrupt: {why}'
             hint = None
             if is_latest and previous is not None:
-                prev = manifest_name(previous)
-                hint = (
-                    f"the previous version {prev} is still present and may be used by removing "
-                    f"the damaged file {path.name}; changes committed after it would be lost"
-                )
+                hint = fallback_hint(path.name, manifest_name(previous))
                 msg = f"{msg}; {hint}"
             elif is_latest:
                 msg = f"{msg}; no earlier manifest version is present"
-            return DataCorrupted(msg, hint=hint)
+                hint = "Restore the file from a backup."
+            return DamagedFile(MANIFEST_FILE, path, why, message=msg, hint=hint)
 
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
-            raise DataCorrupted(f'manifest file "{path}" is missing') from None
+            raise DamagedFile(MANIFEST_FILE, path, "missing") from None
+        except OSError as e:
+            raise corrupt(f"unreadable ({e.strerror})") from None
         try:
             doc = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sqlvec.errors import DataCorrupted
+from sqlvec.errors import DamagedFile
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.fsutil import crc32_file, fsync_dir
 from sqlvec.storage.hnsw import HnswIndex
@@ -49,6 +49,29 @@ def vector_matrix(array: pa.Array | pa.ChunkedArray, dims: int) -> tuple[np.ndar
     if array.null_count:
         valid = array.is_valid().to_numpy(zero_copy_only=False)
     return matrix, valid
+
+
+SEGMENT_FILE = "segment file"
+
+
+def verify_file(path: str, meta: dict) -> int:
+    """Check a segment file against its manifest entry (exists, size, CRC32) without parsing
+    it; returns its size. Raises DamagedFile saying what is wrong."""
+    try:
+        size = os.path.getsize(path)
+        if size != meta["bytes"]:
+            raise DamagedFile(SEGMENT_FILE, path, "wrong size", detail=(
+                f"The file has {size} bytes, the manifest records {meta['bytes']}."))
+        crc = crc32_file(path)
+    except FileNotFoundError:
+        raise DamagedFile(SEGMENT_FILE, path, "missing") from None
+    except OSError as exc:
+        raise DamagedFile(SEGMENT_FILE, path, f"unreadable: {exc.strerror}") from exc
+    if crc != meta["crc32"]:
+        raise DamagedFile(SEGMENT_FILE, path, "CRC mismatch",
+                          detail=f"The file's CRC32 is {crc:#010x}, the manifest records "
+                                 f"{meta['crc32']:#010x}.")
+    return size
 
 
 class SegmentData:
@@ -211,20 +234,14 @@ class Segment(SegmentData):
     def open(cls, directory: str, meta: dict) -> Segment:
         """Open a sealed segment, checking its size and CRC32 against the manifest."""
         path = os.path.join(directory, meta["file"])
-        try:
-            size = os.path.getsize(path)
-        except OSError as exc:
-            raise DataCorrupted(f'could not open segment file "{path}": {exc.strerror}') from exc
-        if size != meta["bytes"] or crc32_file(path) != meta["crc32"]:
-            raise DataCorrupted(
-                f'segment file "{path}" is corrupt: its checksum does not match the manifest'
-            )
+        size = verify_file(path, meta)
         try:
             table = pq.read_table(path).combine_chunks()
         except (pa.ArrowException, OSError) as exc:
-            raise DataCorrupted(f'segment file "{path}" is unreadable: {exc}') from exc
+            raise DamagedFile(SEGMENT_FILE, path, f"unreadable Parquet: {exc}") from exc
         if table.num_rows != meta["rows"]:
-            raise DataCorrupted(f'segment file "{path}" has {table.num_rows} rows, expected {meta["rows"]}')
+            raise DamagedFile(SEGMENT_FILE, path,
+                              f"{table.num_rows} rows, the manifest records {meta['rows']}")
         seg = cls(int(meta["id"]), table, path)
         seg.crc32 = meta["crc32"]
         seg.file_bytes = size

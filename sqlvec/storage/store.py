@@ -26,6 +26,10 @@ reservations) and the record is appended to the WAL; outside the lock the WAL's 
 makes it durable; then whoever holds the apply lock applies every durable record in LSN order.
 A commit is visible to readers only once it is durable, and atomically (one snapshot swap per
 table, all tables of a commit applied under the same lock).
+
+Damage at open (`_open_table`): a segment or delete bitmap that is missing or fails its check
+makes its table an `UnavailableTable` (XX001 on every access but DROP TABLE), not the database
+unopenable; a damaged index file is rebuilt from its segment.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import numpy as np
 import pyarrow as pa
 
 from sqlvec.errors import (
+    DamagedFile,
     DataCorrupted,
     DataException,
     DuplicateTable,
@@ -65,7 +70,7 @@ from sqlvec.storage.manifest import (
 from sqlvec.storage.schema import ColumnDef, IndexDef, TableDef
 from sqlvec.storage.search import calibrate
 from sqlvec.storage.segment import Segment
-from sqlvec.storage.table import Table
+from sqlvec.storage.table import Table, TableSnapshot
 from sqlvec.storage.wal import (
     DeleteOp,
     InsertOp,
@@ -171,25 +176,50 @@ class Store:
         self.next_oid = int(body["next_oid"])
         self.catalog = body.get("catalog") or {}
         for tmeta in body["tables"]:
-            table_def = TableDef.from_json(tmeta["def"])
-            table = Table(table_def, self._table_dir(table_def.id), self.options.seal_rows)
-            table.checkpoint_lsn = int(tmeta["checkpoint_lsn"])
-            table.next_rowid = int(tmeta["next_rowid"])
-            table.next_segment_id = int(tmeta["next_segment_id"])
-            for smeta in tmeta["segments"]:
-                seg = Segment.open(table.directory, smeta)
-                table.sealed.append(seg)
-                dmeta = smeta.get("deletes")
-                if dmeta:
-                    path = os.path.join(table.directory, dmeta["file"])
-                    bitmap = DeleteBitmap.read(path, seg.n_rows)
-                    table.persisted_deletes[seg.id] = (dmeta["file"], bitmap)
-                else:
-                    bitmap = DeleteBitmap.empty(seg.n_rows)
-                table.deletes[seg.id] = bitmap
-                self._load_indexes(table, seg, smeta.get("indexes") or {})
-            table.rebuild_pk_map()
+            table = self._open_table(tmeta)
             self.tables[table.id] = table
+
+    def _open_table(self, tmeta: dict) -> Table:
+        """Open one table's files. One that is missing or fails its checks makes this table
+        unavailable, not the database: every other table is still served."""
+        table_def = TableDef.from_json(tmeta["def"])
+        directory = self._table_dir(table_def.id)
+        try:
+            return self._load_table(table_def, directory, tmeta)
+        except DataCorrupted as exc:
+            table = UnavailableTable(table_def, directory, tmeta, self._damage_of(exc))
+            log.error("%s; the table is unavailable until the file is restored (then restart) "
+                      "or the table is dropped; its files and WAL records are kept",
+                      table.error().message)
+            return table
+
+    def _load_table(self, table_def: TableDef, directory: str, tmeta: dict) -> Table:
+        table = Table(table_def, directory, self.options.seal_rows)
+        table.checkpoint_lsn = int(tmeta["checkpoint_lsn"])
+        table.next_rowid = int(tmeta["next_rowid"])
+        table.next_segment_id = int(tmeta["next_segment_id"])
+        for smeta in tmeta["segments"]:
+            seg = Segment.open(table.directory, smeta)
+            table.sealed.append(seg)
+            dmeta = smeta.get("deletes")
+            if dmeta:
+                path = os.path.join(table.directory, dmeta["file"])
+                bitmap = DeleteBitmap.read(path, seg.n_rows)
+                table.persisted_deletes[seg.id] = (dmeta["file"], bitmap)
+            else:
+                bitmap = DeleteBitmap.empty(seg.n_rows)
+            table.deletes[seg.id] = bitmap
+            self._load_indexes(table, seg, smeta.get("indexes") or {})
+        table.rebuild_pk_map()
+        return table
+
+    def _damage_of(self, exc: DataCorrupted) -> tuple[str, str | None]:
+        """What is wrong, naming the file relative to the data directory (as PostgreSQL names
+        `base/<db>/<relfilenode>`), and the error's detail."""
+        if isinstance(exc, DamagedFile):
+            path = os.path.relpath(exc.path, os.path.dirname(os.path.abspath(self.directory)))
+            return f"{exc.kind} {path} {exc.describe()}", exc.detail
+        return exc.message, exc.detail
 
     def _load_indexes(self, table: Table, seg: Segment, metas: dict) -> None:
         for ix in table.def_.hnsw_indexes:
@@ -202,7 +232,8 @@ class Store:
                 index = HnswIndex.load(path, _params(ix), col.type.dims,
                                        expected_crc=int(meta["crc32"]))
             except DataCorrupted as exc:
-                log.warning("%s; rebuilding it from the segment", exc.message)
+                log.warning('table "%s": %s; rebuilding it from the segment in the background',
+                            table.def_.name, exc.message)
                 continue
             index.calibration = [(int(e), float(r)) for e, r in meta.get("calibration") or []]
             seg.attach_index(ix.name, index)
@@ -244,10 +275,15 @@ class Store:
             return oid
 
     def table(self, table_id: int) -> Table:
+        """The table, for reading or writing: XX001 for one whose files failed their checks at
+        open (only `find_table`, catalog listings and `drop_table` still see it)."""
         try:
-            return self.tables[table_id]
+            table = self.tables[table_id]
         except KeyError:
             raise UndefinedTable(f"table {table_id} does not exist") from None
+        if isinstance(table, UnavailableTable):
+            raise table.error()
+        return table
 
     def find_table(self, name: str, schema: str = "public") -> Table | None:
         for table in self.tables.values():
@@ -529,6 +565,10 @@ class Store:
             raise
 
     def _table_meta(self, table: Table, version: int) -> dict:
+        if isinstance(table, UnavailableTable):
+            # Carried over unchanged: its checkpoint keeps the WAL it needs, its files stay
+            # referenced (never collected), and a restored file brings it back on restart.
+            return table.meta
         with table.lock:
             checkpoint = table.checkpoint_lsn
             if table.memtable.n_rows == 0 and not table.sealing:
@@ -867,6 +907,51 @@ class Store:
                         "memory_bytes": built.memory_bytes if built else 0,
                     })
         return rows
+
+
+class UnavailableTable(Table):
+    """A table whose files failed their checks when the database was opened.
+
+    It stays in the catalog (listed, droppable) but every read and write fails with XX001
+    naming the file. Nothing of it is loaded, replayed or written: each new manifest carries its
+    entry over verbatim, so its files stay referenced and its checkpoint LSN keeps every WAL
+    record it needs. Restoring the file and restarting brings the table back whole; DROP TABLE
+    removes it."""
+
+    def __init__(self, table_def: TableDef, directory: str, meta: dict,
+                 damage: tuple[str, str | None]) -> None:
+        super().__init__(table_def, directory, memtable_rows=1)
+        self.meta = meta
+        self.damage = damage
+        self.checkpoint_lsn = int(meta["checkpoint_lsn"])
+        self.next_rowid = int(meta["next_rowid"])
+        self.next_segment_id = int(meta["next_segment_id"])
+
+    def error(self) -> DataCorrupted:
+        """The error every access gets (a new one each time: it is raised from many threads)."""
+        what, detail = self.damage
+        d = self.def_
+        name = d.name if d.schema == "public" else f"{d.schema}.{d.name}"
+        found = "It was found when the database was opened; the table's files and write-ahead " \
+                "log records are kept unchanged until it is restored or dropped."
+        return DataCorrupted(
+            f'could not read table "{name}": {what}',
+            detail=f"{detail} {found}" if detail else found,
+            hint="Restore the file from a backup and restart the server: the table comes back "
+                 f"with every committed change. Or drop the table (DROP TABLE {name}). "
+                 "`sqlvec check` lists every damaged file.")
+
+    def snapshot(self) -> TableSnapshot:
+        raise self.error()
+
+    def prepare(self, ops: list) -> list:
+        raise self.error()
+
+    def apply(self, op) -> None:
+        """WAL replay skips its ops: they stay in the log for when the table is restored."""
+
+    def freeze(self, applied_lsn: int) -> Segment | None:
+        return None
 
 
 def _return_free_memory() -> None:

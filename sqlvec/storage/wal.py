@@ -106,6 +106,7 @@ __all__ = [
     "InsertOp",
     "Op",
     "TruncateOp",
+    "WalFileCheck",
     "WalFrame",
     "WriteAheadLog",
     "decode_commit",
@@ -113,6 +114,7 @@ __all__ = [
     "read_payload",
     "scan_segment",
     "truncate_log",
+    "verify_files",
     "wal_files",
 ]
 
@@ -996,3 +998,58 @@ def _read_batch(body: pa.Buffer) -> pa.RecordBatch:
     if len(batches) != 1:
         raise DataCorrupted(f"WAL insert holds {len(batches)} record batches, expected 1")
     return batches[0]
+
+
+# -- offline verification ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WalFileCheck:
+    """What `verify_files` found in one WAL file."""
+
+    path: Path
+    first_lsn: int  # from the file name
+    last_lsn: int  # LSN of its last valid record; first_lsn - 1 when it holds none
+    problem: str | None = None  # None: the header and every frame check out
+    torn_tail: bool = False  # the problem is an interrupted write that `open` truncates
+
+
+def verify_files(directory: str | os.PathLike[str]) -> list[WalFileCheck]:
+    """Check every WAL file by the rules `WriteAheadLog.open` applies, reading only.
+
+    For offline checks (`sqlvec check`): where `open` would truncate a torn tail this reports it
+    (`torn_tail`), and where `open` would raise DataCorrupted it reports the problem and goes on
+    with the next file. Every payload's CRC is verified, one record in memory at a time."""
+    try:
+        files = wal_files(directory)
+    except FileNotFoundError:
+        return []
+    checks: list[WalFileCheck] = []
+    next_lsn: int | None = None
+    for i, (first, path) in enumerate(files):
+        is_last = i == len(files) - 1
+        problem: str | None = None
+        torn = False
+        if next_lsn is not None and first != next_lsn:
+            problem = f"starts at LSN {first} but the previous file ends at LSN {next_lsn - 1}"
+        last = first - 1
+        try:
+            scan = scan_segment(first, path)
+            last = scan.next_lsn - 1
+            if scan.bad_offset is not None:
+                torn = is_last and not scan.damaged and problem is None
+                where = (f"{scan.bad_reason} at offset {scan.bad_offset} of {scan.size} bytes"
+                         if scan.version is not None else scan.bad_reason)
+                if scan.later_valid:
+                    where += (f" (record LSN {scan.next_lsn}; {len(scan.later_valid)} valid "
+                              f"record(s) follow it, up to LSN {scan.later_valid[-1].lsn})")
+                problem = problem or where
+        except DataCorrupted as exc:  # a bad file header, a record with an unexpected LSN
+            problem = problem or exc.message.replace(f"WAL file {path}: ", "").replace(
+                f"WAL file {path} ", "")
+        except OSError as exc:
+            problem = problem or f"unreadable: {exc.strerror}"
+        checks.append(WalFileCheck(path, first, last, problem, torn))
+        # Past a damaged frame the file's end is unknown: the next file's start is not a gap.
+        next_lsn = last + 1 if problem is None else None
+    return checks

@@ -102,7 +102,8 @@ def _assert_reports_damage(store: ManifestStore) -> None:
         store.load_latest()
     msg = str(exc.value)
     assert "manifest-00000002.json" in msg
-    assert "previous version manifest-00000001.json is still present" in msg
+    assert "previous version manifest-00000001.json, which is still present" in msg
+    assert "move manifest-00000002.json out of the manifest directory" in msg
     assert exc.value.sqlstate == "XX001"
 
 

@@ -78,17 +78,92 @@ def test_pristine_copy_opens(copy):
         assert sorted(db.table("t").scan(["id"]).column("id").to_pylist()) == live_after_build()
 
 
-def test_flipped_byte_in_segment_file(copy):
-    segment = table_files(copy, "*.parquet")[0]
-    flip_byte(segment)
+def add_wal_rows(path: str) -> None:
+    """Rows in t that only the WAL holds (after its checkpoint), and a second table u."""
+    with Database.open(path, options=StoreOptions(background=False, seal_rows=200)) as db:
+        db.table("t").insert({"id": np.arange(1000, 1010), "v": vectors(np.arange(1000, 1010))})
+        db.create_table("u", {"id": "int8"}).insert({"id": np.arange(5)})
+
+
+def damage(path: str, how: str) -> str:
+    """Damage t's first segment file (flip a byte, cut it short or remove it); returns it."""
+    segment = table_files(path, "*.parquet")[0]
+    if how == "flip":
+        flip_byte(segment)
+    elif how == "truncate":
+        os.truncate(segment, os.path.getsize(segment) - 100)
+    else:
+        os.remove(segment)
+    return segment
+
+
+def unavailable_error(db: Database, call) -> DataCorrupted:
     with pytest.raises(DataCorrupted) as info:
-        Database.open(copy, options=StoreOptions(background=False))
+        call(db.table("t"))
     assert info.value.sqlstate == "XX001"
-    assert segment in info.value.message
-    # A failed open leaves the directory usable: repairing the file is enough.
+    return info.value
+
+
+@pytest.mark.parametrize("how,problem", [("flip", "is damaged (CRC mismatch)"),
+                                         ("truncate", "is damaged (wrong size)"),
+                                         ("remove", "is missing")])
+def test_damaged_segment_makes_only_its_table_unavailable(copy, how, problem):
+    add_wal_rows(copy)
+    original = open(table_files(copy, "*.parquet")[0], "rb").read()
+    segment = damage(copy, how)
+    rel = os.path.relpath(segment, copy)
+    # Small WAL files and eager checkpoints: WAL the damaged table needs would be deleted soon.
+    opts = StoreOptions(background=False, seal_rows=200, wal_segment_bytes=4096,
+                        checkpoint_wal_bytes=8192)
+    before = sorted(os.listdir(os.path.dirname(segment)))
+    with Database.open(copy, options=opts) as db:
+        err = unavailable_error(db, lambda t: t.count())
+        assert err.message == f'could not read table "t": segment file {rel} {problem}'
+        assert "restore" in err.hint.lower() and "DROP TABLE t" in err.hint
+        for call in (lambda t: t.scan(), lambda t: t.search("v", vectors([1])[0], 3),
+                     lambda t: t.insert({"id": [7], "v": vectors([7])}),
+                     lambda t: t.delete(lambda r: pc.equal(r["id"], 1)),
+                     lambda t: t.update(lambda r: pc.equal(r["id"], 1), {"id": 2}),
+                     lambda t: t.truncate(), lambda t: t.create_index("v", name="again"),
+                     lambda t: t.store.alter_table(t.table_id, lambda d: d)):
+            assert unavailable_error(db, call).message == err.message
+        store = db.store()
+        assert store.find_table("t") is not None  # the catalog still lists it
+        u = db.table("u")
+        for i in range(5, 400, 5):  # many WAL files, several checkpoints
+            u.insert({"id": np.arange(i, i + 5)})
+        store.checkpoint()
+        assert len(glob.glob(os.path.join(copy, "postgres", "wal", "*.wal"))) > 1
+    # Nothing of the damaged table was written, removed or replaced.
+    assert sorted(os.listdir(os.path.dirname(segment))) == before
+    if how == "remove":
+        open(segment, "wb").write(original)
+    else:
+        assert open(segment, "rb").read() != original
+        open(segment, "wb").write(original)
+    with Database.open(copy, options=opts) as db:
+        ids = db.table("t").scan(["id"]).column("id").to_pylist()
+        assert sorted(ids) == live_after_build() + list(range(1000, 1010))
+        assert sorted(db.table("u").scan().column("id").to_pylist()) == list(range(400))
+        # Back to normal: checkpoints may now drop the WAL it needed.
+        db.store().checkpoint()
+    with Database.open(copy, options=opts) as db:
+        assert db.table("t").count() == len(live_after_build()) + 10
+
+
+def test_unavailable_table_survives_manifest_commits(copy):
+    """Manifest versions written while a table is unavailable carry its entry unchanged."""
+    segment = damage(copy, "flip")
+    with Database.open(copy, options=StoreOptions(background=False)) as db:
+        before = db.store()._manifests.load_latest().body["tables"][0]
+        db.create_table("w", {"id": "int8"}).insert({"id": [1]})
+        db.store().checkpoint()
+        after = db.store()._manifests.load_latest().body["tables"][0]
+        assert after == before
     flip_byte(segment)
     with Database.open(copy, options=StoreOptions(background=False)) as db:
         assert db.table("t").count() == len(live_after_build())
+        assert db.table("w").count() == 1
 
 
 def test_flipped_byte_in_latest_manifest(copy):
@@ -109,12 +184,22 @@ def test_flipped_byte_in_latest_manifest(copy):
     assert latest in info.value.message
 
 
-def test_flipped_byte_in_delete_bitmap(copy):
+def test_damaged_delete_bitmap_table_can_be_dropped(copy):
+    add_wal_rows(copy)
     bitmap = table_files(copy, "*.del")[0]
     flip_byte(bitmap, os.path.getsize(bitmap) - 1)
-    with pytest.raises(DataCorrupted) as info:
-        Database.open(copy, options=StoreOptions(background=False))
-    assert bitmap in info.value.message
+    with Database.open(copy, options=StoreOptions(background=False)) as db:
+        err = unavailable_error(db, lambda t: t.scan())
+        rel = os.path.relpath(bitmap, copy)
+        assert err.message.startswith(f'could not read table "t": delete bitmap file {rel} '
+                                      "is damaged (CRC32 mismatch")
+        assert db.table("u").count() == 5
+        db.drop_table("t")
+        t = db.create_table("t", {"id": "int8"})
+        t.insert({"id": [1, 2]})
+    assert not os.path.exists(os.path.dirname(bitmap))
+    with Database.open(copy, options=StoreOptions(background=False)) as db:
+        assert db.table("t").count() == 2 and db.table("u").count() == 5
 
 
 def test_flipped_byte_in_index_file_rebuilds_it(copy, caplog):
