@@ -25,8 +25,9 @@ from sqlglot import exp
 from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.aggregates import AggregateSpec, compile_aggregate, run_aggregates
-from sqlvec.execution.context import ExecContext
+from sqlvec.execution.context import ExecContext, rows_of, table_bytes_per_row
 from sqlvec.execution.expressions import CompileEnv, Compiler, Frame
+from sqlvec.execution.joins import CrossMatch, KeyMatch, match_bytes
 from sqlvec.execution.values import INT8, TEXT, Value, as_array, is_scalar
 from sqlvec.execution.windows import compile_window, run_windows
 from sqlvec.plan import nodes as n
@@ -68,20 +69,30 @@ class Operator(ABC):
     children: list[Operator]
 
     def execute(self, ctx: ExecContext, outer: Frame | None = None) -> pa.Table:
-        ctx.check()
-        if not ctx.analyze:
-            out = self.run(ctx, outer)
-            ctx.check()
-            return out
-        start = time.perf_counter()
-        out = self.run(ctx, outer)
-        rows, seconds, loops = ctx.stats.get(id(self), (0, 0.0, 0))
-        ctx.stats[id(self)] = (rows + out.num_rows, seconds + time.perf_counter() - start, loops + 1)
+        ctx.check_interrupts()
+        memory = ctx.memory
+        mark = memory.enter(self)
+        try:
+            if not ctx.analyze:
+                out = self.run(ctx, outer)
+            else:
+                start = time.perf_counter()
+                out = self.run(ctx, outer)
+                rows, seconds, loops = ctx.stats.get(id(self), (0, 0.0, 0))
+                ctx.stats[id(self)] = (rows + out.num_rows,
+                                       seconds + time.perf_counter() - start, loops + 1)
+        except BaseException:
+            memory.leave(mark, failed=True)
+            raise
+        memory.leave(mark)
+        ctx.check_interrupts()
         return out
 
     @abstractmethod
     def run(self, ctx: ExecContext, outer: Frame | None) -> pa.Table:
-        """The node's rows (`execute` wraps this with cancellation checks and ANALYZE timing)."""
+        """The node's rows. `execute` wraps this with interrupt checks, the memory account
+        (what `run` reserves is released when it returns, but for its output) and ANALYZE
+        timing."""
 
     def scope(self, parent: Scope | None) -> Scope:
         return Scope(list(self.fields), parent)
@@ -588,51 +599,60 @@ class JoinOp(OneRowOp):
     def run(self, ctx, outer):
         left = self.children[0].execute(ctx, outer)
         right = self.children[1].execute(ctx, outer)
-        blocks = self._hash_blocks(ctx, outer, left, right) if self.equi else \
-            _cross_blocks(left.num_rows, right.num_rows)
-        matched_l, matched_r, total = [], [], 0
-        for li, ri in blocks:
-            ctx.check()  # a long join stops here on cancel or statement_timeout
-            if self.residual is not None and li.size:
-                combined = _combine(left, right, li, ri)
-                keep = _mask(self.residual(Frame(combined, ctx, outer)), combined.num_rows)
-                li, ri = li[keep], ri[keep]
-            total += li.size
-            if total > MAX_JOIN_ROWS:
-                raise SqlVecError(f"join result too large (more than {MAX_JOIN_ROWS} rows)",
-                                  sqlstate="54000")
-            matched_l.append(li)
-            matched_r.append(ri)
-        li = np.concatenate(matched_l) if matched_l else np.empty(0, np.int64)
-        ri = np.concatenate(matched_r) if matched_r else np.empty(0, np.int64)
-        li_out, ri_out = li, ri
-        if self.kind in ("left", "full"):
-            unmatched = np.setdiff1d(np.arange(left.num_rows), li, assume_unique=False)
-            li_out = np.concatenate([li_out, unmatched])
-            ri_out = np.concatenate([ri_out, np.full(unmatched.size, -1)])
-        if self.kind in ("right", "full"):
-            unmatched = np.setdiff1d(np.arange(right.num_rows), ri, assume_unique=False)
-            li_out = np.concatenate([li_out, np.full(unmatched.size, -1)])
-            ri_out = np.concatenate([ri_out, unmatched])
-        return _combine(left, right, li_out, ri_out)
+        what = self.node.describe().split("\n")[0]
+        match = self._match(ctx, outer, left, right, what) if self.equi else \
+            CrossMatch(left.num_rows, right.num_rows)
+        width = table_bytes_per_row(left) + table_bytes_per_row(right)
+        outer_left, outer_right = self.kind in ("left", "full"), self.kind in ("right", "full")
+        matched_left = match.matched_left() if outer_left else None
+        matched_right = match.matched_right() if outer_right else None
+        if self.residual is None:  # the output's size is known exactly: reserve it up front
+            rows = match.total
+            rows += int((~matched_left).sum()) if matched_left is not None else 0
+            rows += int((~matched_right).sum()) if matched_right is not None else 0
+            ctx.memory.reserve_output(f"{what} ({rows_of(rows, width)})", rows * width)
+        else:  # which outer rows found a partner is known only after the condition
+            matched_left = np.zeros(left.num_rows, bool) if outer_left else None
+            matched_right = np.zeros(right.num_rows, bool) if outer_right else None
+        # Pairs are taken a block at a time: the block's pairs and rows are working memory,
+        # and the statement can be interrupted between blocks.
+        block = max(1024, JOIN_BLOCK_BYTES // max(1, int(width) + 16))
+        pieces = []
+        for start in range(0, match.total, block):
+            ctx.check_interrupts()
+            li, ri = match.pairs(start, min(start + block, match.total))
+            piece = _combine(left, right, li, ri)
+            if self.residual is not None:
+                keep = _mask(self.residual(Frame(piece, ctx, outer)), piece.num_rows)
+                piece = piece.filter(pa.array(keep))
+                ctx.memory.reserve_output(f"{what} ({rows_of(piece.num_rows, width)})",
+                                          piece.nbytes)
+                if matched_left is not None:
+                    matched_left[li[keep]] = True
+                if matched_right is not None:
+                    matched_right[ri[keep]] = True
+            pieces.append(piece)
+        for matched, is_left in ((matched_left, True), (matched_right, False)):
+            if matched is None:
+                continue
+            unmatched = np.flatnonzero(~matched)
+            if self.residual is not None:
+                ctx.memory.reserve_output(f"{what} ({rows_of(unmatched.size, width)})",
+                                          unmatched.size * width)
+            nulls = np.full(unmatched.size, -1)
+            pieces.append(_combine(left, right, unmatched, nulls) if is_left else
+                          _combine(left, right, nulls, unmatched))
+        if not pieces:
+            return _combine(left, right, np.empty(0, np.int64), np.empty(0, np.int64))
+        return pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
 
-    def _hash_blocks(self, ctx, outer, left, right):
-        li, ri = self._hash_pairs(ctx, outer, left, right)
-        for start in range(0, max(li.size, 1), JOIN_BLOCK):
-            yield li[start:start + JOIN_BLOCK], ri[start:start + JOIN_BLOCK]
-
-    def _hash_pairs(self, ctx, outer, left, right):
+    def _match(self, ctx, outer, left, right, what):
         lf, rf = Frame(left, ctx, outer), Frame(right, ctx, outer)
-        lk = {f"k{i}": _key(a(lf), left.num_rows) for i, (a, _) in enumerate(self.equi)}
-        rk = {f"k{i}": _key(b(rf), right.num_rows) for i, (_, b) in enumerate(self.equi)}
-        lk["_l"] = pa.array(np.arange(left.num_rows, dtype=np.int64))
-        rk["_r"] = pa.array(np.arange(right.num_rows, dtype=np.int64))
-        keys = [f"k{i}" for i in range(len(self.equi))]
-        joined = pa.table(lk).join(pa.table(rk), keys, join_type="inner", use_threads=False)
-        li = joined.column("_l").to_numpy()
-        ri = joined.column("_r").to_numpy()
-        order = np.lexsort((ri, li))
-        return li[order], ri[order]
+        lk = [_key(a(lf), left.num_rows) for a, _ in self.equi]
+        rk = [_key(b(rf), right.num_rows) for _, b in self.equi]
+        ctx.memory.reserve(f"{what} (matching keys of {left.num_rows} and {right.num_rows} rows)",
+                           match_bytes(lk, rk))
+        return KeyMatch(lk, rk, left.num_rows, right.num_rows)
 
 
 def _key(value, n_rows: int):
@@ -646,19 +666,9 @@ def _key(value, n_rows: int):
     return col
 
 
-# Join candidates are examined this many pairs at a time (the residual condition, cancel
-# checks); the matched pairs a join may produce are capped (its output is materialized).
-JOIN_BLOCK = 1 << 20
-MAX_JOIN_ROWS = 50_000_000
-
-
-def _cross_blocks(nl: int, nr: int):
-    """All (left, right) row pairs, in blocks of whole left rows."""
-    rows_per_block = max(1, JOIN_BLOCK // max(nr, 1))
-    for start in range(0, max(nl, 1) if nr else 1, rows_per_block):
-        stop = min(start + rows_per_block, nl)
-        yield (np.repeat(np.arange(start, stop), nr),
-               np.tile(np.arange(nr), max(stop - start, 0)))
+# A join takes its pairs this many bytes of output at a time (the residual condition is
+# evaluated per block; cancel and statement_timeout are checked between blocks).
+JOIN_BLOCK_BYTES = 32 << 20
 
 
 def _combine(left: pa.Table, right: pa.Table, li: np.ndarray, ri: np.ndarray) -> pa.Table:

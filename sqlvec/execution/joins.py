@@ -1,0 +1,115 @@
+"""Which rows of two inputs pair up in a join, counted before anything is materialized.
+
+A join's output can be far larger than its inputs: keys that collide (`ON a.x % 1 = b.x % 1`)
+pair every row with every row. So the pairs are never built in one go. `match_keys` first
+numbers the distinct keys of the right side and looks up each row's key number, with Arrow
+hash joins against the distinct keys whose outputs are one row per input row at most; with
+the number of right rows per key, the exact number of pairs is known in O(rows) time and
+memory, before any pair exists. The caller checks it against the statement's memory limit,
+then asks for the pairs in blocks (`pairs(start, stop)`: the start..stop-th pair in the order
+left row, then right row), checking for interrupts between blocks. `CrossMatch` is the same
+interface for a cross product.
+
+Keys follow SQL equality: a NULL key matches nothing; -0.0 equals 0.0 and NaN equals NaN, as
+in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# Working memory per row of either input while matching keys (row numbers, key numbers and
+# Arrow's hash tables over the distinct keys), on top of the key columns themselves.
+MATCH_BYTES_PER_ROW = 48
+
+
+class KeyMatch:
+    """The pairs (left row, right row) with equal keys, enumerated without being stored."""
+
+    def __init__(self, left_keys: list[pa.Array], right_keys: list[pa.Array],
+                 n_left: int, n_right: int) -> None:
+        names = [f"k{i}" for i in range(len(left_keys))]
+        right = pa.table([_normal(k) for k in right_keys], names=names)
+        distinct = right.group_by(names, use_threads=False).aggregate([])
+        distinct = distinct.append_column("_g", pa.array(np.arange(distinct.num_rows)))
+        self.n_keys = distinct.num_rows
+        # Right rows with a non-NULL key, ordered by key number then row.
+        found = right.append_column("_r", pa.array(np.arange(n_right, dtype=np.int64))) \
+            .join(distinct, names, join_type="inner", use_threads=False)
+        r_rows = found.column("_r").to_numpy()
+        r_keys = found.column("_g").to_numpy()
+        order = np.lexsort((r_rows, r_keys))
+        self._right_rows = r_rows[order]
+        self._right_keys = r_keys[order]
+        self.right_per_key = np.bincount(r_keys, minlength=self.n_keys)
+        self._right_start = np.cumsum(self.right_per_key) - self.right_per_key
+        # Left rows whose key occurs on the right, in row order, with their key numbers.
+        left = pa.table([_normal(k) for k in left_keys], names=names)
+        found = left.append_column("_l", pa.array(np.arange(n_left, dtype=np.int64))) \
+            .join(distinct, names, join_type="inner", use_threads=False)
+        l_rows = found.column("_l").to_numpy()
+        order = np.argsort(l_rows, kind="stable")
+        self.left_rows = l_rows[order]
+        self._left_keys = found.column("_g").to_numpy()[order]
+        counts = self.right_per_key[self._left_keys]
+        self._cum = np.cumsum(counts)
+        self._counts = counts
+        self.total = int(self._cum[-1]) if self._cum.size else 0
+        self.n_left, self.n_right = n_left, n_right
+
+    def pairs(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """The start..stop-th pairs: (left rows, right rows), by left row, then right row."""
+        p = np.arange(start, stop, dtype=np.int64)
+        k = np.searchsorted(self._cum, p, side="right")
+        offset = p - (self._cum[k] - self._counts[k])
+        right = self._right_rows[self._right_start[self._left_keys[k]] + offset]
+        return self.left_rows[k], right
+
+    def matched_left(self) -> np.ndarray:
+        """Which left rows have at least one pair."""
+        out = np.zeros(self.n_left, bool)
+        out[self.left_rows] = True
+        return out
+
+    def matched_right(self) -> np.ndarray:
+        """Which right rows have at least one pair."""
+        left_per_key = np.bincount(self._left_keys, minlength=self.n_keys)
+        out = np.zeros(self.n_right, bool)
+        out[self._right_rows[left_per_key[self._right_keys] > 0]] = True
+        return out
+
+
+class CrossMatch:
+    """Every (left row, right row) pair: the cross product, in the same interface."""
+
+    def __init__(self, n_left: int, n_right: int) -> None:
+        self.n_left, self.n_right = n_left, n_right
+        self.total = n_left * n_right
+
+    def pairs(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        p = np.arange(start, stop, dtype=np.int64)
+        return p // self.n_right, p % self.n_right
+
+    def matched_left(self) -> np.ndarray:
+        return np.full(self.n_left, self.n_right > 0)
+
+    def matched_right(self) -> np.ndarray:
+        return np.full(self.n_right, self.n_left > 0)
+
+
+def match_bytes(left_keys: list[pa.Array], right_keys: list[pa.Array]) -> int:
+    """Working memory `KeyMatch` needs for these key columns (to reserve before building it)."""
+    rows = sum(len(k) for k in left_keys[:1]) + sum(len(k) for k in right_keys[:1])
+    return rows * MATCH_BYTES_PER_ROW + sum(k.nbytes for k in left_keys + right_keys)
+
+
+def _normal(key: pa.Array) -> pa.Array:
+    """The key as hashing compares it: floats with -0.0 made 0.0 (NaN already equals NaN)."""
+    if pa.types.is_floating(key.type):
+        return pc.add(key, pa.scalar(0.0, key.type))  # -0.0 + 0.0 == +0.0
+    return key
+
+
+__all__ = ["KeyMatch", "CrossMatch", "match_bytes"]
