@@ -8,7 +8,8 @@ import ctypes
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -69,6 +70,16 @@ class MemoryAccount:
                      "rows.")
         self.held += nbytes
         self.peak = max(self.peak, self.held)
+
+    @contextmanager
+    def temporary(self, what: str, nbytes: int) -> Iterator[None]:
+        """Working memory for one step of a loop (a window, an aggregate, an iteration),
+        released when the step ends rather than when the operator returns."""
+        self.reserve(what, nbytes)
+        try:
+            yield
+        finally:
+            self.held -= max(0, int(nbytes))
 
     def reserve_output(self, what: str, nbytes: int, replaces_inputs: bool = True) -> None:
         """Memory of the running operator's result, held until its parent returns. When the
@@ -177,4 +188,3 @@ class ExecContext:
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise QueryCanceled("canceling statement due to statement timeout")
 
-    check = check_interrupts  # the older name, kept for callers not yet renamed

@@ -20,6 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sqlvec.execution.context import rows_of
+
 # Working memory per row of either input while matching keys (row numbers, key numbers and
 # Arrow's hash tables over the distinct keys), on top of the key columns themselves.
 MATCH_BYTES_PER_ROW = 48
@@ -99,6 +101,27 @@ class CrossMatch:
         return np.full(self.n_right, self.n_left > 0)
 
 
+def key_pairs(ctx, what: str, left_keys: list[pa.Array],
+              right_keys: list[pa.Array]) -> tuple[np.ndarray, np.ndarray]:
+    """Every (left row, right row) pair with equal keys, by left row then right row: their
+    memory reserved first (53200 past work_mem), built in blocks with interrupt checks."""
+    n_left, n_right = len(left_keys[0]), len(right_keys[0])
+    ctx.memory.reserve(f"{what} (matching keys of {n_left} and {n_right} rows)",
+                       match_bytes(left_keys, right_keys))
+    match = KeyMatch(left_keys, right_keys, n_left, n_right)
+    ctx.memory.reserve(f"{what} ({rows_of(match.total, 16)})", match.total * 16)
+    left, right = np.empty(match.total, np.int64), np.empty(match.total, np.int64)
+    for start in range(0, match.total, PAIR_BLOCK):
+        ctx.check_interrupts()
+        stop = min(start + PAIR_BLOCK, match.total)
+        left[start:stop], right[start:stop] = match.pairs(start, stop)
+    return left, right
+
+
+# Pairs made per block by `key_pairs` (between interrupt checks).
+PAIR_BLOCK = 1 << 21
+
+
 def match_bytes(left_keys: list[pa.Array], right_keys: list[pa.Array]) -> int:
     """Working memory `KeyMatch` needs for these key columns (to reserve before building it)."""
     rows = sum(len(k) for k in left_keys[:1]) + sum(len(k) for k in right_keys[:1])
@@ -112,4 +135,4 @@ def _normal(key: pa.Array) -> pa.Array:
     return key
 
 
-__all__ = ["KeyMatch", "CrossMatch", "match_bytes"]
+__all__ = ["KeyMatch", "CrossMatch", "key_pairs", "match_bytes"]
