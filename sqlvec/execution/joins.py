@@ -8,7 +8,8 @@ the number of right rows per key, the exact number of pairs is known in O(rows) 
 memory, before any pair exists. The caller checks it against the statement's memory limit,
 then asks for the pairs in blocks (`pairs(start, stop)`: the start..stop-th pair in the order
 left row, then right row), checking for interrupts between blocks. `CrossMatch` is the same
-interface for a cross product.
+interface for a cross product. Inputs so small that they cannot make many pairs even if every
+key collided (`SMALL_PRODUCT`) are joined with one Arrow join instead, which costs less.
 
 Keys follow SQL equality: a NULL key matches nothing; -0.0 equals 0.0 and NaN equals NaN, as
 in PostgreSQL.
@@ -27,12 +28,21 @@ from sqlvec.execution.context import rows_of
 MATCH_BYTES_PER_ROW = 48
 
 
+# Inputs this small (at most this many pairs even if every key collided) are joined at once:
+# one Arrow join costs less than counting first, and its output is bounded anyway.
+SMALL_PRODUCT = 1 << 16
+
+
 class KeyMatch:
     """The pairs (left row, right row) with equal keys, enumerated without being stored."""
 
     def __init__(self, left_keys: list[pa.Array], right_keys: list[pa.Array],
                  n_left: int, n_right: int) -> None:
+        self.n_left, self.n_right = n_left, n_right
         names = [f"k{i}" for i in range(len(left_keys))]
+        if n_left * n_right <= SMALL_PRODUCT:
+            self._join_at_once(left_keys, right_keys, names)
+            return
         right = pa.table([_normal(k) for k in right_keys], names=names)
         distinct = right.group_by(names, use_threads=False).aggregate([])
         distinct = distinct.append_column("_g", pa.array(np.arange(distinct.num_rows)))
@@ -59,10 +69,24 @@ class KeyMatch:
         self._cum = np.cumsum(counts)
         self._counts = counts
         self.total = int(self._cum[-1]) if self._cum.size else 0
-        self.n_left, self.n_right = n_left, n_right
+        self._pairs: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _join_at_once(self, left_keys: list[pa.Array], right_keys: list[pa.Array],
+                      names: list[str]) -> None:
+        left = pa.table([_normal(k) for k in left_keys], names=names).append_column(
+            "_l", pa.array(np.arange(self.n_left, dtype=np.int64)))
+        right = pa.table([_normal(k) for k in right_keys], names=names).append_column(
+            "_r", pa.array(np.arange(self.n_right, dtype=np.int64)))
+        joined = left.join(right, names, join_type="inner", use_threads=False)
+        li, ri = joined.column("_l").to_numpy(), joined.column("_r").to_numpy()
+        order = np.lexsort((ri, li))
+        self._pairs = li[order], ri[order]
+        self.total = int(li.size)
 
     def pairs(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """The start..stop-th pairs: (left rows, right rows), by left row, then right row."""
+        if self._pairs is not None:
+            return self._pairs[0][start:stop], self._pairs[1][start:stop]
         p = np.arange(start, stop, dtype=np.int64)
         k = np.searchsorted(self._cum, p, side="right")
         offset = p - (self._cum[k] - self._counts[k])
@@ -72,11 +96,15 @@ class KeyMatch:
     def matched_left(self) -> np.ndarray:
         """Which left rows have at least one pair."""
         out = np.zeros(self.n_left, bool)
-        out[self.left_rows] = True
+        out[self.left_rows if self._pairs is None else self._pairs[0]] = True
         return out
 
     def matched_right(self) -> np.ndarray:
         """Which right rows have at least one pair."""
+        if self._pairs is not None:
+            out = np.zeros(self.n_right, bool)
+            out[self._pairs[1]] = True
+            return out
         left_per_key = np.bincount(self._left_keys, minlength=self.n_keys)
         out = np.zeros(self.n_right, bool)
         out[self._right_rows[left_per_key[self._right_keys] > 0]] = True

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sqlvec.errors import OutOfMemory, QueryCanceled
+from sqlvec.execution import joins
 from sqlvec.execution.context import ExecContext, MemoryAccount
 from sqlvec.execution.joins import CrossMatch, KeyMatch, key_pairs
 
@@ -34,6 +35,17 @@ def brute_force(left: list[list], right: list[list]) -> list[tuple[int, int]]:
 @settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_pairs_are_the_equal_keys_in_left_then_right_order(data):
+    # Both ways: counted per key (large inputs), and one Arrow join (small inputs).
+    small = data.draw(st.booleans())
+    previous = joins.SMALL_PRODUCT
+    joins.SMALL_PRODUCT = 1 << 16 if small else 0
+    try:
+        check_pairs(data)
+    finally:
+        joins.SMALL_PRODUCT = previous
+
+
+def check_pairs(data):
     width = data.draw(st.integers(1, 2))
     n_left, n_right = data.draw(st.integers(0, 25)), data.draw(st.integers(0, 25))
     left = [data.draw(st.lists(st.one_of(st.none(), st.integers(0, 3)), min_size=n_left,
@@ -56,7 +68,9 @@ def test_pairs_are_the_equal_keys_in_left_then_right_order(data):
                                               for j in range(n_right)]
 
 
-def test_floats_match_as_in_sql_minus_zero_equals_zero_and_nan_equals_nan():
+@pytest.mark.parametrize("small", [1 << 16, 0])
+def test_floats_match_as_in_sql_minus_zero_equals_zero_and_nan_equals_nan(monkeypatch, small):
+    monkeypatch.setattr(joins, "SMALL_PRODUCT", small)
     left = [0.0, -0.0, float("nan"), 1.5, None]
     right = [-0.0, float("nan"), 2.0, None]
     match = KeyMatch([pa.array(left)], [pa.array(right)], len(left), len(right))

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from sqlvec.errors import QueryCanceled
-from sqlvec.execution import operators
+from sqlvec.execution import joins, operators
 from sqlvec.execution.context import ExecContext
 from sqlvec.execution.values import FLOAT8, INT8, TEXT
 from tests.sqlvec.execution.conftest import error, rows
@@ -83,9 +83,11 @@ def nulls_first(row: tuple) -> tuple:
     return tuple((x is not None, x or 0) for x in row)
 
 
-@pytest.mark.parametrize("kind, residual", itertools.product(JOIN_KINDS, [False, True]))
-def test_joins_in_many_small_blocks_give_every_row(session, monkeypatch, kind, residual):
+@pytest.mark.parametrize("kind, residual, small",
+                         itertools.product(JOIN_KINDS, [False, True], [1 << 16, 0]))
+def test_joins_in_many_small_blocks_give_every_row(session, monkeypatch, kind, residual, small):
     monkeypatch.setattr(operators, "JOIN_BLOCK_BYTES", 64)  # a block of 1024 pairs
+    monkeypatch.setattr(joins, "SMALL_PRODUCT", small)  # joined at once, or counted per key
     rng = np.random.default_rng(3)
     left = [(int(k) if k < 9 else None, i) for i, k in enumerate(rng.integers(0, 10, 300))]
     right = [(int(k) if k < 9 else None, i) for i, k in enumerate(rng.integers(0, 10, 200))]
