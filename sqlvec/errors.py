@@ -136,6 +136,13 @@ class SerializationFailure(SqlVecError):
     sqlstate = "40001"
 
 
+# Class 53 — insufficient resources
+class OutOfMemory(SqlVecError):
+    """53200: a statement would hold more than its memory limit (work_mem)."""
+
+    sqlstate = "53200"
+
+
 # Class 57 — operator intervention
 class QueryCanceled(SqlVecError):
     sqlstate = "57014"

@@ -30,7 +30,6 @@ from sqlvec.errors import (
     ActiveSqlTransaction,
     FeatureNotSupported,
     InFailedTransaction,
-    InvalidParameterValue,
     QueryCanceled,
     SqlVecError,
     UndefinedColumn,
@@ -38,7 +37,7 @@ from sqlvec.errors import (
 )
 from sqlvec.execution import ddl
 from sqlvec.execution import values as V
-from sqlvec.execution.context import ExecContext
+from sqlvec.execution.context import ExecContext, MemoryAccount, return_free_memory
 from sqlvec.execution.dml import WritePlan, plan_delete, plan_insert, plan_update
 from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.operators import Builder, Operator
@@ -59,6 +58,9 @@ from sqlvec.catalog.settings import (  # noqa: E402
 from sqlvec.catalog.settings import (  # noqa: E402
     DEFAULT_SETTINGS,
     REPORTED,
+    UNIT_SETTINGS,
+    format_unit_setting,
+    parse_unit_setting,
 )
 
 
@@ -136,7 +138,8 @@ class Session:
         self.cursors: dict[str, _Cursor] = {}  # DECLARE ... CURSOR
         self.savepoints: list[tuple[str, object]] = []  # (name, buffered writes then)
         self._plan_cache: dict[tuple, PreparedStatement] = {}
-        self._timeout: tuple[str, float] = ("0", 0.0)  # statement_timeout: text, seconds
+        self._limits: dict[str, tuple[str, int]] = {}  # settings with units: text, base units
+        self._statement_memory: MemoryAccount | None = None  # of the running statement
         self._cancel = threading.Event()
         self._closed = False
         self.started = dt.datetime.now(dt.timezone.utc)
@@ -181,8 +184,8 @@ class Session:
             if not 1 <= n <= 1000:
                 raise SqlVecError(f'{n} is outside the valid range for parameter "hnsw.ef_search" '
                                   "(1 .. 1000)", sqlstate="22023")
-        if key == "statement_timeout":
-            value = _format_timeout(_parse_timeout(value))
+        if key in UNIT_SETTINGS:
+            value = format_unit_setting(key, parse_unit_setting(key, value))
         if key == "extra_float_digits":
             n = int(value)
             if not -15 <= n <= 3:
@@ -342,16 +345,28 @@ class Session:
         self.state = "active"
         try:
             return self._run(prepared, params or [], max_rows)
-        except SqlVecError:
+        except SqlVecError as error:
             self._fail()
-            raise
+            # The frames of a traceback (and of chained exceptions) hold the statement's
+            # tables: they go, so the memory is free once the error is reported.
+            error.__context__ = None
+            raise error.with_traceback(None) from None
         except Exception as exc:  # an engine bug must not take the session down
             log.exception("internal error running %r", prepared.sql)
             self._fail()
-            raise SqlVecError(f"internal error: {type(exc).__name__}: {exc}") from exc
+            raise SqlVecError(f"internal error: {type(exc).__name__}: {exc}") from None
         finally:
             self.state = "idle" if not self.explicit else ("idle in transaction" if not self.failed
                                                            else "idle in transaction (aborted)")
+            self._after_statement()
+
+    # A statement whose operators held more than this gives freed memory back to the system.
+    TRIM_AFTER_BYTES = 64 << 20
+
+    def _after_statement(self) -> None:
+        memory, self._statement_memory = self._statement_memory, None
+        if memory is not None and memory.peak >= self.TRIM_AFTER_BYTES:
+            return_free_memory()
 
     def _fail(self) -> None:
         if self.explicit:
@@ -360,10 +375,8 @@ class Session:
             self.txn = None
 
     def _context(self, params: list) -> ExecContext:
-        text = self.settings.get("statement_timeout", "0")
-        if text != self._timeout[0]:  # parsed once per value, not once per statement
-            self._timeout = (text, _parse_timeout(text))
-        timeout = self._timeout[1]
+        timeout_ms = self._limit("statement_timeout")
+        self._statement_memory = MemoryAccount(self._limit("work_mem") * 1024)
         return ExecContext(
             params=params,
             settings=self.settings,
@@ -371,9 +384,18 @@ class Session:
             overlay=self.txn,
             virtual_table=lambda name: self.database.virtual_table(self, name),
             cancel=self._cancel,
-            deadline=time.monotonic() + timeout if timeout else None,
+            deadline=time.monotonic() + timeout_ms / 1000 if timeout_ms else None,
+            memory=self._statement_memory,
             services=self,
         )
+
+    def _limit(self, name: str) -> int:
+        """A setting with units in its base unit (kB, ms), parsed once per value."""
+        text = self.settings.get(name) or DEFAULT_SETTINGS[name]
+        cached = self._limits.get(name)
+        if cached is None or cached[0] != text:
+            cached = self._limits[name] = (text, parse_unit_setting(name, text))
+        return cached[1]
 
     def _run(self, prepared: PreparedStatement, params: list, max_rows: int) -> Result:
         kind = prepared.kind
@@ -960,31 +982,6 @@ def _recognise_cursor(sql: str) -> utility.Utility | None:
 
 def _cursor_name(name: str) -> str:
     return name[1:-1] if name.startswith('"') else name.lower()
-
-
-def _parse_timeout(value: str) -> float:
-    """statement_timeout in seconds ('0' disables; plain numbers are milliseconds)."""
-    text = str(value).strip().strip("'").lower()
-    units = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
-    for unit, factor in sorted(units.items(), key=lambda kv: -len(kv[0])):
-        if text.endswith(unit):
-            try:
-                return float(text[: -len(unit)].strip()) * factor
-            except ValueError:
-                break
-    try:
-        return float(text) / 1000.0
-    except ValueError:
-        raise InvalidParameterValue(f'invalid value for parameter "statement_timeout": "{value}"') from None
-
-
-def _format_timeout(seconds: float) -> str:
-    """A duration as SHOW prints it: in the largest unit that divides it ('1s', '1500ms')."""
-    ms = round(seconds * 1000)
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1000)):
-        if ms and ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms" if ms else "0"
 
 
 def _setting_value(text: str) -> str:

@@ -1,6 +1,12 @@
-"""Server settings: defaults, the names clients use, and which ones are reported to clients."""
+"""Server settings: defaults, the names clients use, which ones are reported to clients, and
+the parsing of values with units (`work_mem = '64MB'`, `statement_timeout = '5s'`)."""
 
 from __future__ import annotations
+
+import math
+import re
+
+from sqlvec.errors import InvalidParameterValue
 
 SERVER_VERSION = "16.4"
 VERSION_TEXT = f"PostgreSQL {SERVER_VERSION} (sqlvec 0.1.0) on x86_64-pc-linux-gnu, compiled by Python"
@@ -32,7 +38,7 @@ DEFAULT_SETTINGS: dict[str, str] = {
     "lc_ctype": "C",
     "bytea_output": "hex",
     "jit": "off",
-    "work_mem": "4MB",
+    "work_mem": "1GB",  # per statement, not per operation as in PostgreSQL (docs/operations.md)
     "max_connections": "100",
     "block_size": "8192",
     "default_table_access_method": "heap",
@@ -103,3 +109,57 @@ REPORTED = {"server_version", "server_encoding", "client_encoding", "DateStyle",
 
 CANONICAL = {k.lower(): k for k in DEFAULT_SETTINGS}
 
+
+
+# Settings with units, as PostgreSQL's GUCs: (units and their size in the base unit, the base
+# unit, minimum, maximum). Values are integers in the base unit; a number without a unit is in
+# the base unit.
+MEMORY_UNITS = {"B": 1 / 1024, "kB": 1, "MB": 1024, "GB": 1024 ** 2, "TB": 1024 ** 3}
+TIME_UNITS = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+INT_MAX = 2_147_483_647
+UNIT_SETTINGS: dict[str, tuple[dict[str, float], str, int, int]] = {
+    "work_mem": (MEMORY_UNITS, "kB", 64, INT_MAX),
+    "statement_timeout": (TIME_UNITS, "ms", 0, INT_MAX),
+    "lock_timeout": (TIME_UNITS, "ms", 0, INT_MAX),
+    "idle_in_transaction_session_timeout": (TIME_UNITS, "ms", 0, INT_MAX),
+}
+_NUMBER_UNIT = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*")
+
+
+def parse_unit_setting(name: str, value: str) -> int:
+    """A value of a setting with units in its base unit (kB, ms), checked as PostgreSQL
+    does: '64MB' -> 65536, '1.5s' -> 1500; unit names are case-sensitive; 22023 otherwise."""
+    units, base, low, high = UNIT_SETTINGS[name]
+    text = str(value).strip()
+    if len(text) >= 2 and text[0] == text[-1] == "'":
+        text = text[1:-1]
+    m = _NUMBER_UNIT.fullmatch(text)
+    if m is None:
+        raise InvalidParameterValue(f'invalid value for parameter "{name}": "{text}"')
+    number, unit = float(m.group(1)), m.group(2)
+    if unit and unit not in units:
+        names = ", ".join(f'"{u}"' for u in list(units)[:-1]) + f', and "{list(units)[-1]}"'
+        raise InvalidParameterValue(f'invalid value for parameter "{name}": "{text}"',
+                                    hint=f"Valid units for this parameter are {names}.")
+    scaled = number * units.get(unit, 1)
+    if not math.isfinite(scaled) or abs(scaled) > INT_MAX:
+        raise InvalidParameterValue(f'invalid value for parameter "{name}": "{text}"',
+                                    hint="Value exceeds integer range.")
+    result = round(scaled)  # half to even, as rint()
+    if not low <= result <= high:
+        raise InvalidParameterValue(f"{result} {base} is outside the valid range for parameter "
+                                    f'"{name}" ({low} {base} .. {high} {base})')
+    return result
+
+
+def format_unit_setting(name: str, amount: int) -> str:
+    """A value in its base unit as SHOW prints it: in the largest unit that divides it
+    ('64MB', '1536kB', '5s', '1500ms'); zero as '0'."""
+    units, base, _, _ = UNIT_SETTINGS[name]
+    if amount == 0:
+        return "0"
+    whole = [(u, int(size)) for u, size in units.items() if size >= 1]
+    for unit, size in sorted(whole, key=lambda us: -us[1]):
+        if amount % size == 0:
+            return f"{amount // size}{unit}"
+    return f"{amount}{base}"

@@ -169,16 +169,39 @@ def run_aggregates(frame, groups: list[Value], specs: list[AggregateSpec],
     from sqlvec.execution.operators import table_of
 
     n = frame.n
+    ctx = frame.ctx
+    what = "HashAggregate" if groups else "Aggregate"
     keys = [_groupable(as_array(g(frame), n), g.type) for g in groups]
     if keys:
+        ctx.memory.reserve(f"{what} (grouping {n} rows)", grouping_bytes(keys, n, GROUP_IDS_BYTES))
         gids, first = group_ids(keys, n)
         ngroups = first.size
     else:
+        ctx.memory.reserve(f"{what} ({n} rows)", n * 8)
         gids, first, ngroups = np.zeros(n, np.int64), None, 1
     cols = [k.take(pa.array(first)) for k in keys]
-    cols += [_aggregate(s, frame, gids, ngroups) for s in specs]
+    ctx.memory.reserve_output(f"{what} ({ngroups} groups)", sum(c.nbytes for c in cols))
+    for s in specs:
+        ctx.check_interrupts()
+        with ctx.memory.temporary(f"{what} ({s.name} over {n} rows)", n * AGGREGATE_BYTES_PER_ROW):
+            col = _aggregate(s, frame, gids, ngroups)
+        ctx.memory.reserve_output(f"{what} ({s.name} of {ngroups} groups)", col.nbytes)
+        cols.append(col)
     cols = [_to_type(col, t) for col, t in zip(cols, out_types)]
     return table_of(cols) if cols else table_of([], ngroups)
+
+
+# Working memory per input row: of a hash table grouping rows (Arrow's grouper and the row
+# numbers it hashes), of `group_ids` (which also lists each group's rows), and of one
+# aggregate (the rows it sees, their group ids, a sorted copy of its argument).
+GROUP_BYTES_PER_ROW = 24
+GROUP_IDS_BYTES = 48
+AGGREGATE_BYTES_PER_ROW = 40
+
+
+def grouping_bytes(keys: list, n_rows: int, per_row: int = GROUP_BYTES_PER_ROW) -> int:
+    """Memory to reserve before hashing `n_rows` rows of `keys` into groups."""
+    return sum(k.nbytes for k in keys) + n_rows * per_row
 
 
 def _groupable(col, t: SqlType) -> pa.Array:
@@ -221,7 +244,7 @@ def _aggregate(spec: AggregateSpec, frame, gids: np.ndarray, ngroups: int):
         from sqlvec.execution.operators import sort_indices
 
         keys = [(v(frame), v.type, desc, nulls_first) for v, desc, nulls_first in spec.order]
-        rows = sort_indices(keys, n).to_numpy()
+        rows = sort_indices(keys, n, frame.ctx).to_numpy()
     rows = rows[keep[rows]]
     return _KERNELS[spec.name](spec, frame, arg, gids, rows, ngroups)
 

@@ -579,7 +579,7 @@ def _pg_sleep(c, args, e):
     def fn(f):
         end = time.monotonic() + float(seconds(f).as_py() or 0)
         while time.monotonic() < end:
-            f.ctx.check()
+            f.ctx.check_interrupts()
             time.sleep(min(0.05, max(0.0, end - time.monotonic())))
         return pa.scalar(None, pa.string())
     return Value(fn, SqlType("text"))

@@ -1,17 +1,131 @@
-"""Per-statement execution state shared by every operator of one statement."""
+"""Per-statement execution state shared by every operator of one statement: parameters,
+snapshots, caches, the interrupt check (cancel and statement_timeout) and the memory account
+(work_mem)."""
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from sqlvec.errors import QueryCanceled
+from sqlvec.errors import OutOfMemory, QueryCanceled
 from sqlvec.storage.table import TableSnapshot
+
+
+class MemoryAccount:
+    """The bytes the operators of one statement hold, against the statement's limit (work_mem).
+
+    Operators reserve memory *before* they allocate it, from sizes computed out of counts
+    (rows × row width), so a statement that would go over the limit fails with 53200 having
+    allocated nothing big. Reservations nest like the operator tree: `enter` when an operator
+    starts, `leave` when it returns. On leaving, the operator's working memory (hash tables,
+    sort orders) is released and what it returns stays held until its parent returns: the
+    output it reserved, plus what its inputs held if the output still refers to them
+    (projections, limits and other operators that pass columns through zero-copy). What a
+    subquery returns to the expression that ran it is not carried: the expression reduces it.
+    Rows read from storage are not charged: they are resident already."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit  # bytes; None: unlimited
+        self.held = 0
+        self.peak = 0
+        # Per running operator: [operator, bytes its inputs hold, bytes of its output,
+        # whether the output keeps its inputs alive].
+        self._frames: list[list] = []
+
+    def enter(self, operator: object) -> int:
+        """An operator starts: returns the mark to give back to `leave`."""
+        self._frames.append([operator, 0, 0, True])
+        return self.held
+
+    def leave(self, mark: int, failed: bool = False) -> None:
+        """The operator that entered at `mark` returns (or fails: then it holds nothing)."""
+        operator, inputs, output, passes_inputs = self._frames.pop()
+        kept = 0 if failed else output + (inputs if passes_inputs else 0)
+        self.held = mark + kept
+        if self._frames and kept:
+            parent = self._frames[-1]
+            if any(child is operator for child in getattr(parent[0], "children", ())):
+                parent[1] += kept
+            else:  # a subquery run by an expression: its result is reduced, not kept
+                self.held = mark
+
+    def reserve(self, what: str, nbytes: int) -> None:
+        """Working memory of the running operator, released when it returns. Raises 53200
+        (naming `what`) if the statement would then hold more than its limit."""
+        nbytes = max(0, int(nbytes))
+        if self.limit is not None and self.held + nbytes > self.limit:
+            raise OutOfMemory(
+                "out of memory",
+                detail=f"Failed on request of size {nbytes} bytes in {what}; the statement "
+                       f"holds {self.held} bytes and its limit (work_mem) is "
+                       f"{format_bytes(self.limit)}.",
+                hint="Raise work_mem, or change the query so that this step handles fewer "
+                     "rows.")
+        self.held += nbytes
+        self.peak = max(self.peak, self.held)
+
+    @contextmanager
+    def temporary(self, what: str, nbytes: int) -> Iterator[None]:
+        """Working memory for one step of a loop (a window, an aggregate, an iteration),
+        released when the step ends rather than when the operator returns."""
+        self.reserve(what, nbytes)
+        try:
+            yield
+        finally:
+            self.held -= max(0, int(nbytes))
+
+    def reserve_output(self, what: str, nbytes: int, replaces_inputs: bool = True) -> None:
+        """Memory of the running operator's result, held until its parent returns. When the
+        result is a fresh copy (`replaces_inputs`), the operator's inputs are released as it
+        returns; otherwise they stay held with it."""
+        self.reserve(what, nbytes)
+        if self._frames:
+            frame = self._frames[-1]
+            frame[2] += max(0, int(nbytes))
+            frame[3] = frame[3] and not replaces_inputs
+
+
+def format_bytes(n: int) -> str:
+    """A byte count as PostgreSQL shows memory settings: in the largest unit that divides it
+    (kB, MB, GB, TB), else in bytes."""
+    for unit, size in (("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if n and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n} bytes"
+
+
+def rows_of(rows: int, width: float) -> str:
+    """'1000000 rows of 24 bytes': the size behind a reservation, for error details."""
+    return f"{rows} rows of {max(1, round(width))} bytes"
+
+
+def table_bytes_per_row(table: pa.Table) -> float:
+    """Average bytes a row of `table` takes (what a copy of n rows of it costs per row)."""
+    return table.nbytes / table.num_rows if table.num_rows else 0.0
+
+
+_LIBC_TRIM: Callable[[int], int] | None | bool = None
+
+
+def return_free_memory() -> None:
+    """Hand freed heap pages back to the operating system after a statement that held a lot:
+    glibc keeps freed blocks below its mmap threshold (up to 32 MB) in the heap otherwise,
+    and the server's resident memory would stay at the statement's peak."""
+    global _LIBC_TRIM
+    if _LIBC_TRIM is None:
+        try:
+            _LIBC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _LIBC_TRIM = False
+    if _LIBC_TRIM:
+        _LIBC_TRIM(0)  # type: ignore[operator]
 
 
 @dataclass
@@ -38,6 +152,7 @@ class ExecContext:
     analyze: bool = False
     services: object = None  # session services for catalog functions
     cache: dict = field(default_factory=dict)
+    memory: MemoryAccount = field(default_factory=MemoryAccount)
     _snapshots: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -62,9 +177,14 @@ class ExecContext:
             self._snapshots[table_id] = snap
         return snap
 
-    def check(self) -> None:
-        """Raise 57014 if the statement was cancelled or ran past statement_timeout."""
+    def check_interrupts(self) -> None:
+        """Raise 57014 if the statement was cancelled or ran past statement_timeout.
+
+        PostgreSQL's CHECK_FOR_INTERRUPTS: every loop whose length grows with the data calls
+        it once per iteration or chunk (operators, join blocks, sort buckets, recursive CTE
+        iterations, per-row subqueries), so a statement stops within one chunk's time."""
         if self.cancel.is_set():
             raise QueryCanceled("canceling statement due to user request")
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise QueryCanceled("canceling statement due to statement timeout")
+

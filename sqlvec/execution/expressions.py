@@ -32,6 +32,7 @@ from sqlvec.errors import (
     SqlVecError,
 )
 from sqlvec.execution import values as V
+from sqlvec.execution.joins import key_pairs
 from sqlvec.execution.values import (
     BOOL,
     FLOAT8,
@@ -1413,18 +1414,10 @@ def _keyed_subplan(c: Compiler, e: SubPlan) -> Value | None:
         rows = np.arange(f.n)
         if guard is not None:
             rows = rows[_true_mask(guard(f), f.n)]
-        left = {f"k{i}": _hash_key(o(f), f.n).take(pa.array(rows, pa.int64()))
-                for i, (o, _) in enumerate(pairs)}
-        right = {f"k{i}": _hash_key(r(inner_frame), table.num_rows)
-                 for i, (_, r) in enumerate(pairs)}
-        left["_l"] = pa.array(rows, pa.int64())
-        right["_r"] = pa.array(np.arange(table.num_rows, dtype=np.int64))
-        joined = pa.table(left).join(pa.table(right), [f"k{i}" for i in range(len(pairs))],
-                                     join_type="inner", use_threads=False)
-        li = joined.column("_l").to_numpy()
-        ri = joined.column("_r").to_numpy()
-        order = np.lexsort((ri, li))
-        return table, li[order], ri[order]
+        left = [_hash_key(o(f), f.n).take(pa.array(rows, pa.int64())) for o, _ in pairs]
+        right = [_hash_key(r(inner_frame), table.num_rows) for _, r in pairs]
+        li, ri = key_pairs(f.ctx, "SubPlan", left, right)
+        return table, rows[li], ri
 
     if kind == "exists":
         def fn_exists(f):

@@ -24,9 +24,16 @@ from sqlglot import exp
 
 from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
-from sqlvec.execution.aggregates import AggregateSpec, compile_aggregate, run_aggregates
-from sqlvec.execution.context import ExecContext
+from sqlvec.execution.aggregates import (
+    GROUP_IDS_BYTES,
+    AggregateSpec,
+    compile_aggregate,
+    grouping_bytes,
+    run_aggregates,
+)
+from sqlvec.execution.context import ExecContext, rows_of, table_bytes_per_row
 from sqlvec.execution.expressions import CompileEnv, Compiler, Frame
+from sqlvec.execution.joins import CrossMatch, KeyMatch, match_bytes
 from sqlvec.execution.values import INT8, TEXT, Value, as_array, is_scalar
 from sqlvec.execution.windows import compile_window, run_windows
 from sqlvec.plan import nodes as n
@@ -68,20 +75,30 @@ class Operator(ABC):
     children: list[Operator]
 
     def execute(self, ctx: ExecContext, outer: Frame | None = None) -> pa.Table:
-        ctx.check()
-        if not ctx.analyze:
-            out = self.run(ctx, outer)
-            ctx.check()
-            return out
-        start = time.perf_counter()
-        out = self.run(ctx, outer)
-        rows, seconds, loops = ctx.stats.get(id(self), (0, 0.0, 0))
-        ctx.stats[id(self)] = (rows + out.num_rows, seconds + time.perf_counter() - start, loops + 1)
+        ctx.check_interrupts()
+        memory = ctx.memory
+        mark = memory.enter(self)
+        try:
+            if not ctx.analyze:
+                out = self.run(ctx, outer)
+            else:
+                start = time.perf_counter()
+                out = self.run(ctx, outer)
+                rows, seconds, loops = ctx.stats.get(id(self), (0, 0.0, 0))
+                ctx.stats[id(self)] = (rows + out.num_rows,
+                                       seconds + time.perf_counter() - start, loops + 1)
+        except BaseException:
+            memory.leave(mark, failed=True)
+            raise
+        memory.leave(mark)
+        ctx.check_interrupts()
         return out
 
     @abstractmethod
     def run(self, ctx: ExecContext, outer: Frame | None) -> pa.Table:
-        """The node's rows (`execute` wraps this with cancellation checks and ANALYZE timing)."""
+        """The node's rows. `execute` wraps this with interrupt checks, the memory account
+        (what `run` reserves is released when it returns, but for its output) and ANALYZE
+        timing."""
 
     def scope(self, parent: Scope | None) -> Scope:
         return Scope(list(self.fields), parent)
@@ -299,6 +316,7 @@ class ScanOp(OneRowOp):
         parts = []
         filt = self._segment_filter(ctx, outer)
         for part in snap.scan(filter=filt if overlay is None else None, with_rowid=True):
+            ctx.check_interrupts()  # a part per segment: a filter over many is long
             parts.append(part)
         if overlay is not None:
             parts = overlay.merge(parts, snap)
@@ -396,7 +414,23 @@ class ProjectOp(OneRowOp):
             if col.type != arrow:
                 col = _cast_storage(col, arrow, v.type)
             cols.append(col)
+        if cols and n_rows:  # computed columns are new memory (known only once computed)
+            fresh = _fresh_bytes(cols, table)
+            ctx.memory.reserve_output(f"Project ({rows_of(n_rows, fresh / n_rows)} computed)",
+                                      fresh, replaces_inputs=False)
         return table_of(cols) if cols else _empty_width(n_rows)
+
+
+def _fresh_bytes(columns: list, source: pa.Table) -> int:
+    """Bytes of the buffers of `columns` that are not `source`'s (columns passed through
+    zero-copy cost nothing)."""
+    known = {b.address for col in source.columns for chunk in col.chunks
+             for b in chunk.buffers() if b is not None}
+    total = 0
+    for col in columns:
+        for chunk in (col.chunks if isinstance(col, pa.ChunkedArray) else [col]):
+            total += sum(b.size for b in chunk.buffers() if b is not None and b.address not in known)
+    return total
 
 
 def _cast_storage(col, arrow, t: SqlType):
@@ -446,13 +480,27 @@ class SortOp(OneRowOp):
         if table.num_rows <= 1:
             return table
         frame = Frame(table, ctx, outer)
+        n_rows = table.num_rows
+        ctx.memory.reserve_output(f"Sort ({rows_of(n_rows, table_bytes_per_row(table))})",
+                                  table.nbytes)
         order = sort_indices([(v(frame), v.type, desc, nulls_first) for v, desc, nulls_first in self.keys],
-                             table.num_rows)
+                             n_rows, ctx)
         return table.take(order)
 
 
-def sort_indices(keys: list[tuple], n_rows: int) -> pa.Array:
-    """Row order for ORDER BY keys (value datum, type, desc, nulls_first), stable."""
+# Inputs longer than this are sorted in buckets of about this many rows (interruptible).
+SORT_RUN_ROWS = 1 << 20
+# Working memory of a sort per row, besides its key columns: the order (int64), the bucket
+# number and the positions of each bucket.
+SORT_BYTES_PER_ROW = 32
+
+
+def sort_indices(keys: list[tuple], n_rows: int, ctx: ExecContext | None = None) -> pa.Array:
+    """Row order for ORDER BY keys (value datum, type, desc, nulls_first), stable.
+
+    With `ctx`, the sort reserves its working memory, and an input of more than
+    SORT_RUN_ROWS rows is sorted in buckets (`_bucket_sort`) so that cancel and
+    statement_timeout are checked between buckets."""
     columns, sort_keys = {}, []
     for i, (value, t, desc, nulls_first) in enumerate(keys):
         col = as_array(value, n_rows)
@@ -474,7 +522,60 @@ def sort_indices(keys: list[tuple], n_rows: int) -> pa.Array:
         columns[f"v{i}"] = col
         sort_keys.append((f"v{i}", "descending" if desc else "ascending"))
     table = pa.table(columns)
-    return pc.sort_indices(table, sort_keys=sort_keys)
+    if ctx is None:
+        return pc.sort_indices(table, sort_keys=sort_keys)
+    with ctx.memory.temporary(f"Sort ({rows_of(n_rows, SORT_BYTES_PER_ROW)} besides the keys)",
+                              n_rows * SORT_BYTES_PER_ROW):
+        if n_rows <= SORT_RUN_ROWS:
+            return pc.sort_indices(table, sort_keys=sort_keys)
+        return _bucket_sort(table, sort_keys, ctx)
+
+
+def _bucket_sort(table: pa.Table, sort_keys: list[tuple[str, str]], ctx: ExecContext) -> pa.Array:
+    """A sample sort: splitter rows drawn from a sample cut the rows into buckets of about
+    SORT_RUN_ROWS rows that follow each other in the order; each bucket is sorted on its own.
+    A row's bucket is the number of splitters below it (rows with equal keys share it), so
+    concatenating the sorted buckets gives the stable order of the whole input."""
+    n = table.num_rows
+    buckets = -(-n // SORT_RUN_ROWS)
+    sample = np.unique(np.random.default_rng(0).integers(0, n, 64 * buckets))
+    sample_order = pc.sort_indices(table.take(pa.array(sample)), sort_keys=sort_keys).to_numpy()
+    picks = sample[sample_order[(np.arange(1, buckets) * sample.size) // buckets]]
+    bucket = np.zeros(n, np.uint16 if buckets < 1 << 16 else np.int64)  # uint16: radix sort
+    for start in range(0, n, SORT_RUN_ROWS):
+        ctx.check_interrupts()
+        part = table.slice(start, SORT_RUN_ROWS)
+        for row in picks:
+            bucket[start:start + part.num_rows] += _above(part, table, int(row), sort_keys)
+    rows_by_bucket = np.argsort(bucket, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(bucket, minlength=buckets))])
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        ctx.check_interrupts()
+        rows = rows_by_bucket[lo:hi]
+        if rows.size:
+            order = pc.sort_indices(table.take(pa.array(rows)), sort_keys=sort_keys).to_numpy()
+            out.append(rows[order])
+    return pa.array(np.concatenate(out))
+
+
+def _above(part: pa.Table, table: pa.Table, row: int, sort_keys: list[tuple[str, str]]) -> np.ndarray:
+    """Which rows of `part` come strictly after `table`'s row `row` in the sort order."""
+    above = np.zeros(part.num_rows, bool)
+    tied = np.ones(part.num_rows, bool)
+    for name, direction in sort_keys:
+        col = part.column(name)
+        pivot = table.column(name)[row]
+        if not pivot.is_valid:  # a NULL value: its indicator column, sorted before, decides
+            tied &= pc.is_null(col).to_numpy(zero_copy_only=False)
+            continue
+        later = pc.greater(col, pivot) if direction == "ascending" else pc.less(col, pivot)
+        same = pc.equal(col, pivot)
+        if pa.types.is_floating(col.type) and pivot.as_py() != pivot.as_py():  # NaN = NaN
+            same = pc.is_nan(col)
+        above |= tied & pc.fill_null(later, False).to_numpy(zero_copy_only=False)
+        tied &= pc.fill_null(same, False).to_numpy(zero_copy_only=False)
+    return above
 
 
 class DistinctOp(OneRowOp):
@@ -489,18 +590,31 @@ class DistinctOp(OneRowOp):
         else:
             frame = Frame(table, ctx, outer)
             keys = [as_array(v(frame), table.num_rows) for v in self.on]
-        first = first_of_groups(keys, table.num_rows)
-        return table.take(pa.array(first))
+        first = first_of_groups(keys, table.num_rows, ctx, "Unique")
+        return _take_rows(ctx, "Unique", table, first)
 
 
-def first_of_groups(keys: list, n_rows: int) -> np.ndarray:
-    """Positions of the first row of each distinct key combination, in input order."""
+def _take_rows(ctx: ExecContext, what: str, table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """table.take(rows), its size reserved as the operator's output first."""
+    width = table_bytes_per_row(table)
+    ctx.memory.reserve_output(f"{what} ({rows_of(rows.size, width)})", rows.size * width)
+    return table.take(pa.array(rows, pa.int64()))
+
+
+def first_of_groups(keys: list, n_rows: int, ctx: ExecContext | None = None,
+                    what: str = "Unique") -> np.ndarray:
+    """Positions of the first row of each distinct key combination, in input order (with
+    `ctx`, the hash table's memory is reserved first, under the name `what`)."""
     if not keys:
         return np.array([0]) if n_rows else np.empty(0, np.int64)
+    if ctx is not None:
+        ctx.memory.reserve(f"{what} (grouping {n_rows} rows)", grouping_bytes(keys, n_rows))
     cols = {}
     for i, k in enumerate(keys):
         k = k.combine_chunks() if isinstance(k, pa.ChunkedArray) else k
-        if pa.types.is_list(k.type) or pa.types.is_fixed_size_list(k.type) or \
+        if pa.types.is_fixed_size_list(k.type) and pa.types.is_floating(k.type.value_type):
+            k = _vector_key(k)
+        elif pa.types.is_list(k.type) or pa.types.is_fixed_size_list(k.type) or \
                 pa.types.is_dictionary(k.type):
             k = pa.array([None if v is None else repr(v) for v in k.to_pylist()], pa.string())
         cols[f"k{i}"] = k
@@ -508,6 +622,17 @@ def first_of_groups(keys: list, n_rows: int) -> np.ndarray:
     grouped = pa.table(cols).group_by([f"k{i}" for i in range(len(keys))], use_threads=False) \
         .aggregate([("_pos", "min")])
     return np.sort(grouped.column("_pos_min").to_numpy())
+
+
+def _vector_key(col: pa.FixedSizeListArray) -> pa.Array:
+    """Vectors as fixed-size binary values that hash equal when the vectors are equal
+    (-0.0 made 0.0; vectors hold no NaN), without a Python object per row."""
+    dim = col.type.list_size
+    values = col.values.slice(col.offset * dim, len(col) * dim).to_numpy(zero_copy_only=False)
+    matrix = np.ascontiguousarray(values.reshape(len(col), dim) + values.dtype.type(0))
+    validity = pc.is_valid(col).buffers()[1] if col.null_count else None
+    return pa.Array.from_buffers(pa.binary(dim * matrix.itemsize), len(col),
+                                 [validity, pa.py_buffer(matrix)])
 
 
 # Aggregation and windows ---------------------------------------------------------------------------
@@ -529,7 +654,7 @@ class WindowOp(OneRowOp):
     def run(self, ctx, outer):
         table = self.children[0].execute(ctx, outer)
         frame = Frame(table, ctx, outer)
-        extra = run_windows(frame, self.specs)
+        extra = run_windows(frame, self.specs)  # the input's columns pass through
         cols = [table.column(i) for i in range(table.num_columns)] + extra
         return table_of(cols)
 
@@ -588,51 +713,60 @@ class JoinOp(OneRowOp):
     def run(self, ctx, outer):
         left = self.children[0].execute(ctx, outer)
         right = self.children[1].execute(ctx, outer)
-        blocks = self._hash_blocks(ctx, outer, left, right) if self.equi else \
-            _cross_blocks(left.num_rows, right.num_rows)
-        matched_l, matched_r, total = [], [], 0
-        for li, ri in blocks:
-            ctx.check()  # a long join stops here on cancel or statement_timeout
-            if self.residual is not None and li.size:
-                combined = _combine(left, right, li, ri)
-                keep = _mask(self.residual(Frame(combined, ctx, outer)), combined.num_rows)
-                li, ri = li[keep], ri[keep]
-            total += li.size
-            if total > MAX_JOIN_ROWS:
-                raise SqlVecError(f"join result too large (more than {MAX_JOIN_ROWS} rows)",
-                                  sqlstate="54000")
-            matched_l.append(li)
-            matched_r.append(ri)
-        li = np.concatenate(matched_l) if matched_l else np.empty(0, np.int64)
-        ri = np.concatenate(matched_r) if matched_r else np.empty(0, np.int64)
-        li_out, ri_out = li, ri
-        if self.kind in ("left", "full"):
-            unmatched = np.setdiff1d(np.arange(left.num_rows), li, assume_unique=False)
-            li_out = np.concatenate([li_out, unmatched])
-            ri_out = np.concatenate([ri_out, np.full(unmatched.size, -1)])
-        if self.kind in ("right", "full"):
-            unmatched = np.setdiff1d(np.arange(right.num_rows), ri, assume_unique=False)
-            li_out = np.concatenate([li_out, np.full(unmatched.size, -1)])
-            ri_out = np.concatenate([ri_out, unmatched])
-        return _combine(left, right, li_out, ri_out)
+        what = self.node.describe().split("\n")[0]
+        match = self._match(ctx, outer, left, right, what) if self.equi else \
+            CrossMatch(left.num_rows, right.num_rows)
+        width = table_bytes_per_row(left) + table_bytes_per_row(right)
+        outer_left, outer_right = self.kind in ("left", "full"), self.kind in ("right", "full")
+        matched_left = match.matched_left() if outer_left else None
+        matched_right = match.matched_right() if outer_right else None
+        if self.residual is None:  # the output's size is known exactly: reserve it up front
+            rows = match.total
+            rows += int((~matched_left).sum()) if matched_left is not None else 0
+            rows += int((~matched_right).sum()) if matched_right is not None else 0
+            ctx.memory.reserve_output(f"{what} ({rows_of(rows, width)})", rows * width)
+        else:  # which outer rows found a partner is known only after the condition
+            matched_left = np.zeros(left.num_rows, bool) if outer_left else None
+            matched_right = np.zeros(right.num_rows, bool) if outer_right else None
+        # Pairs are taken a block at a time: the block's pairs and rows are working memory,
+        # and the statement can be interrupted between blocks.
+        block = max(1024, JOIN_BLOCK_BYTES // max(1, int(width) + 16))
+        pieces = []
+        for start in range(0, match.total, block):
+            ctx.check_interrupts()
+            li, ri = match.pairs(start, min(start + block, match.total))
+            piece = _combine(left, right, li, ri)
+            if self.residual is not None:
+                keep = _mask(self.residual(Frame(piece, ctx, outer)), piece.num_rows)
+                piece = piece.filter(pa.array(keep))
+                ctx.memory.reserve_output(f"{what} ({rows_of(piece.num_rows, width)})",
+                                          piece.nbytes)
+                if matched_left is not None:
+                    matched_left[li[keep]] = True
+                if matched_right is not None:
+                    matched_right[ri[keep]] = True
+            pieces.append(piece)
+        for matched, is_left in ((matched_left, True), (matched_right, False)):
+            if matched is None:
+                continue
+            unmatched = np.flatnonzero(~matched)
+            if self.residual is not None:
+                ctx.memory.reserve_output(f"{what} ({rows_of(unmatched.size, width)})",
+                                          unmatched.size * width)
+            nulls = np.full(unmatched.size, -1)
+            pieces.append(_combine(left, right, unmatched, nulls) if is_left else
+                          _combine(left, right, nulls, unmatched))
+        if not pieces:
+            return _combine(left, right, np.empty(0, np.int64), np.empty(0, np.int64))
+        return pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
 
-    def _hash_blocks(self, ctx, outer, left, right):
-        li, ri = self._hash_pairs(ctx, outer, left, right)
-        for start in range(0, max(li.size, 1), JOIN_BLOCK):
-            yield li[start:start + JOIN_BLOCK], ri[start:start + JOIN_BLOCK]
-
-    def _hash_pairs(self, ctx, outer, left, right):
+    def _match(self, ctx, outer, left, right, what):
         lf, rf = Frame(left, ctx, outer), Frame(right, ctx, outer)
-        lk = {f"k{i}": _key(a(lf), left.num_rows) for i, (a, _) in enumerate(self.equi)}
-        rk = {f"k{i}": _key(b(rf), right.num_rows) for i, (_, b) in enumerate(self.equi)}
-        lk["_l"] = pa.array(np.arange(left.num_rows, dtype=np.int64))
-        rk["_r"] = pa.array(np.arange(right.num_rows, dtype=np.int64))
-        keys = [f"k{i}" for i in range(len(self.equi))]
-        joined = pa.table(lk).join(pa.table(rk), keys, join_type="inner", use_threads=False)
-        li = joined.column("_l").to_numpy()
-        ri = joined.column("_r").to_numpy()
-        order = np.lexsort((ri, li))
-        return li[order], ri[order]
+        lk = [_key(a(lf), left.num_rows) for a, _ in self.equi]
+        rk = [_key(b(rf), right.num_rows) for _, b in self.equi]
+        ctx.memory.reserve(f"{what} (matching keys of {left.num_rows} and {right.num_rows} rows)",
+                           match_bytes(lk, rk))
+        return KeyMatch(lk, rk, left.num_rows, right.num_rows)
 
 
 def _key(value, n_rows: int):
@@ -646,19 +780,9 @@ def _key(value, n_rows: int):
     return col
 
 
-# Join candidates are examined this many pairs at a time (the residual condition, cancel
-# checks); the matched pairs a join may produce are capped (its output is materialized).
-JOIN_BLOCK = 1 << 20
-MAX_JOIN_ROWS = 50_000_000
-
-
-def _cross_blocks(nl: int, nr: int):
-    """All (left, right) row pairs, in blocks of whole left rows."""
-    rows_per_block = max(1, JOIN_BLOCK // max(nr, 1))
-    for start in range(0, max(nl, 1) if nr else 1, rows_per_block):
-        stop = min(start + rows_per_block, nl)
-        yield (np.repeat(np.arange(start, stop), nr),
-               np.tile(np.arange(nr), max(stop - start, 0)))
+# A join takes its pairs this many bytes of output at a time (the residual condition is
+# evaluated per block; cancel and statement_timeout are checked between blocks).
+JOIN_BLOCK_BYTES = 32 << 20
 
 
 def _combine(left: pa.Table, right: pa.Table, li: np.ndarray, ri: np.ndarray) -> pa.Table:
@@ -680,12 +804,14 @@ class SetOpOp(OneRowOp):
     def run(self, ctx, outer):
         left = _conform(self.children[0].execute(ctx, outer), self.children[0].types, self.types)
         right = _conform(self.children[1].execute(ctx, outer), self.children[1].types, self.types)
+        what = self.node.describe().split("\n")[0]
         if self.kind == "union":
-            out = pa.concat_tables([left, right])
+            out = pa.concat_tables([left, right])  # zero-copy: the inputs stay held
             if not self.all:
-                out = out.take(pa.array(first_of_groups(list(out.columns), out.num_rows)))
+                out = _take_rows(ctx, what, out,
+                                 first_of_groups(list(out.columns), out.num_rows, ctx, what))
             return out
-        return _intersect_except(left, right, self.kind, self.all)
+        return _intersect_except(ctx, what, left, right, self.kind, self.all)
 
 
 def _conform(table: pa.Table, types: list[SqlType], target: list[SqlType]) -> pa.Table:
@@ -701,7 +827,8 @@ def _conform(table: pa.Table, types: list[SqlType], target: list[SqlType]) -> pa
     return table_of(cols) if cols else table
 
 
-def _intersect_except(left: pa.Table, right: pa.Table, kind: str, keep_all: bool) -> pa.Table:
+def _intersect_except(ctx: ExecContext, what: str, left: pa.Table, right: pa.Table, kind: str,
+                      keep_all: bool) -> pa.Table:
     """INTERSECT / EXCEPT [ALL] by counting each distinct row on both sides (NULLs are equal,
     as in PostgreSQL's set operations); rows come out in order of first appearance."""
     from sqlvec.execution.aggregates import group_ids
@@ -709,6 +836,8 @@ def _intersect_except(left: pa.Table, right: pa.Table, kind: str, keep_all: bool
     both = pa.concat_tables([left, right])
     n_left = left.num_rows
     keys = [_groupable(both.column(i)) for i in range(both.num_columns)]
+    ctx.memory.reserve(f"{what} (grouping {both.num_rows} rows)",
+                       grouping_bytes(keys, both.num_rows, GROUP_IDS_BYTES))
     gids, first = group_ids(keys, both.num_rows) if keys else (
         np.zeros(both.num_rows, np.int64), np.zeros(1, np.int64))
     ngroups = first.size
@@ -719,12 +848,17 @@ def _intersect_except(left: pa.Table, right: pa.Table, kind: str, keep_all: bool
     else:
         times = np.maximum(lcount - rcount, 0) if keep_all else ((lcount > 0) & (rcount == 0))
     left_first = first < n_left  # groups seen on the left, by their first left row
-    positions = np.repeat(first[left_first], np.asarray(times, np.int64)[left_first])
-    return left.take(pa.array(positions.astype(np.int64)))
+    times = np.asarray(times, np.int64)[left_first]
+    width = table_bytes_per_row(left)
+    ctx.memory.reserve_output(f"{what} ({rows_of(int(times.sum()), width)})",
+                              int(times.sum()) * width)
+    return left.take(pa.array(np.repeat(first[left_first], times).astype(np.int64)))
 
 
 def _groupable(col):
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_fixed_size_list(col.type) and pa.types.is_floating(col.type.value_type):
+        return _vector_key(col)
     if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type):
         return pa.array([None if v is None else repr(v) for v in col.to_pylist()], pa.string())
     return col
@@ -751,13 +885,15 @@ class RecursiveUnionOp(OneRowOp):
             produced = _conform(step.execute(ctx, outer), step.types, self.types)
             if not self.all and produced.num_rows:
                 both = pa.concat_tables([seen, produced])
-                keep = first_of_groups(list(both.columns), both.num_rows)
+                with ctx.memory.temporary(f"Recursive Union (grouping {both.num_rows} rows)",
+                                          grouping_bytes(list(both.columns), both.num_rows)):
+                    keep = first_of_groups(list(both.columns), both.num_rows)
                 keep = keep[keep >= seen.num_rows] - seen.num_rows
                 produced = produced.take(pa.array(keep))
                 seen = pa.concat_tables([seen, produced])
             result.append(produced)
             current = produced
-            ctx.check()
+            ctx.check_interrupts()
         else:
             raise SqlVecError("recursive query did not terminate", sqlstate="54001")
         ctx.work_tables.pop(self.name, None)

@@ -11,13 +11,18 @@ from sqlglot import exp
 
 from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
+from sqlvec.execution.context import rows_of
 from sqlvec.execution.expressions import Frame
 from sqlvec.execution.values import INT4, INT8, TEXT, as_array, is_scalar
 from sqlvec.sql.binder import Field
 from sqlvec.types import SqlType
 
-_MAX_SERIES = 100_000_000
 TIMESTAMP_TYPES = ("timestamp", "timestamptz", "date")
+SERIES = "Function Scan on generate_series"
+# Memory per row of a series while it is built: the values and the step multiples (numeric
+# series compute in 256-bit decimals; month steps build Python datetimes first).
+SERIES_BYTES = {"integer": 16, "numeric": 80, "timestamp": 16, "months": 80}
+MONTH_CHUNK = 10_000
 
 
 def _series(c, start_e, stop_e, step_e):
@@ -32,7 +37,7 @@ def _series(c, start_e, stop_e, step_e):
             raise SqlVecError("function generate_series(timestamp, timestamp) does not exist",
                               sqlstate="42883")
         bounds = [c.coerce(start, t), c.coerce(stop, t), c.coerce(step, SqlType("interval"))]
-        return _producer(bounds, lambda a, b, s: _timestamp_series(a, b, s, t)), t
+        return _producer(bounds, lambda ctx, a, b, s: _timestamp_series(ctx, a, b, s, t)), t
     t = SqlType("numeric") if "numeric" in types or (step is not None and
                                                      step.type.name == "numeric") else \
         (INT8 if INT8 in (start.type, stop.type) or (step is not None and step.type == INT8)
@@ -43,7 +48,7 @@ def _series(c, start_e, stop_e, step_e):
     one = c.compile(exp.Literal.number(1))
     bounds = [c.coerce(start, t), c.coerce(stop, t), c.coerce(step if step is not None else one, t)]
     kernel = _numeric_series if t.name == "numeric" else _integer_series
-    return _producer(bounds, lambda a, b, s: kernel(a, b, s, t)), t
+    return _producer(bounds, lambda ctx, a, b, s: kernel(ctx, a, b, s, t)), t
 
 
 def _producer(bounds, make):
@@ -52,38 +57,42 @@ def _producer(bounds, make):
         values = [v(f) for v in bounds]
         if any(not x.is_valid for x in values):
             return [pa.array([], bounds[0].type.to_arrow())]
-        return [make(*values)]
+        return [make(ctx, *values)]
     return produce
 
 
-def _count(span, step) -> int:
+def _count(ctx, span, step, kind: str) -> int:
+    """The number of values, with their memory reserved (53200 past work_mem) before any
+    is made."""
     if step == 0:
         raise SqlVecError("step size cannot equal zero", sqlstate="22023")
     count = max(0, int(span // step) + 1)
-    if count > _MAX_SERIES:
-        raise SqlVecError("generate_series result too large", sqlstate="54000")
+    width = SERIES_BYTES[kind]
+    ctx.memory.reserve_output(f"{SERIES} ({rows_of(count, width)})", count * width)
     return count
 
 
-def _integer_series(a, b, s, t) -> pa.Array:
+def _integer_series(ctx, a, b, s, t) -> pa.Array:
     a, b, s = a.as_py(), b.as_py(), s.as_py()
-    return pa.array(a + np.arange(_count(b - a, s), dtype=np.int64) * s, t.to_arrow())
+    return pa.array(a + np.arange(_count(ctx, b - a, s, "integer"), dtype=np.int64) * s,
+                    t.to_arrow())
 
 
-def _numeric_series(a, b, s, t) -> pa.Array:
-    count = _count(b.as_py() - a.as_py(), s.as_py())
+def _numeric_series(ctx, a, b, s, t) -> pa.Array:
+    count = _count(ctx, b.as_py() - a.as_py(), s.as_py(), "numeric")
     steps = pa.array(np.arange(count, dtype=np.int64)).cast(pa.decimal256(19, 0))
     wide = [pa.scalar(x.as_py(), pa.decimal256(38, x.type.scale)) for x in (s, a)]
     return V.fit_numeric(pc.add(pc.multiply(steps, wide[0]), wide[1]), t)
 
 
-def _timestamp_series(a, b, s, t) -> pa.Array:
+def _timestamp_series(ctx, a, b, s, t) -> pa.Array:
     step = s.as_py()
     micros = step.days * 86_400_000_000 + step.nanoseconds // 1000
     if step.months == 0:
         start = pc.cast(pc.cast(a, pa.timestamp("us")), pa.int64()).as_py()
         stop = pc.cast(pc.cast(b, pa.timestamp("us")), pa.int64()).as_py()
-        values = start + np.arange(_count(stop - start, micros), dtype=np.int64) * micros
+        values = start + np.arange(_count(ctx, stop - start, micros, "timestamp"),
+                                   dtype=np.int64) * micros
         return pa.array(values, pa.int64()).cast(pa.timestamp("us")).cast(t.to_arrow())
     from sqlvec.execution.expressions import _add_months
 
@@ -92,10 +101,12 @@ def _timestamp_series(a, b, s, t) -> pa.Array:
     out, current, i = [], a.as_py(), 0
     last = b.as_py()
     while current <= last:
+        if i % MONTH_CHUNK == 0:  # a Python loop: reserve and check interrupts per chunk
+            ctx.check_interrupts()
+            ctx.memory.reserve_output(f"{SERIES} ({rows_of(i + MONTH_CHUNK, SERIES_BYTES['months'])})",
+                                      MONTH_CHUNK * SERIES_BYTES["months"])
         out.append(current)
         i += 1
-        if i > _MAX_SERIES:
-            raise SqlVecError("generate_series result too large", sqlstate="54000")
         current = _add_months(a.as_py(), step.months * i) + dt.timedelta(microseconds=micros * i)
     return pa.array(out, t.to_arrow())
 

@@ -213,14 +213,30 @@ class Layout:
         return lo, hi
 
 
+# Working memory of one window per row: its layout (order, partition and peer bounds, frame
+# bounds) and the sorted copy of its argument.
+WINDOW_BYTES_PER_ROW = 96
+
+
 def run_windows(frame, specs: list[WindowSpec]) -> list[pa.Array]:
+    """One result column per window, in input row order (each window's memory is reserved
+    before it is computed, and the statement can be interrupted between windows)."""
     n = frame.n
+    ctx = frame.ctx
     out = []
     for spec in specs:
-        layout = _layout(frame, spec, n)
-        sorted_values = _COMPUTE[spec.name](spec, frame, layout)
-        result = sorted_values.take(pa.array(np.argsort(layout.order, kind="stable")))
-        out.append(_cast(result, spec.type))
+        ctx.check_interrupts()
+        with ctx.memory.temporary(f"WindowAgg ({spec.name} over {n} rows)",
+                                  n * WINDOW_BYTES_PER_ROW):
+            layout = _layout(frame, spec, n)
+            sorted_values = _COMPUTE[spec.name](spec, frame, layout)
+            inverse = np.empty(n, np.int64)  # sorted position of each input row
+            inverse[layout.order] = np.arange(n)
+            result = sorted_values.take(pa.array(inverse))
+        result = _cast(result, spec.type)
+        ctx.memory.reserve_output(f"WindowAgg ({spec.name} of {n} rows)", result.nbytes,
+                                  replaces_inputs=False)
+        out.append(result)
     return out
 
 
@@ -231,7 +247,7 @@ def _layout(frame, spec: WindowSpec, n: int) -> Layout:
     orders = [as_array(v(frame), n) for v, _, _ in spec.order]
     keys = [(p, v.type, False, False) for p, v in zip(parts, spec.partition)]
     keys += [(o, v.type, desc, nf) for o, (v, desc, nf) in zip(orders, spec.order)]
-    order = sort_indices(keys, n).to_numpy() if keys and n > 1 else np.arange(n)
+    order = sort_indices(keys, n, frame.ctx).to_numpy() if keys and n > 1 else np.arange(n)
     part_start = _starts(parts, order, n)
     peer_start = _starts(parts + orders, order, n)
     part_first, part_last = _group_extent(part_start)

@@ -1,0 +1,169 @@
+"""Operators under the statement's memory limit (work_mem, 53200) and its interrupts (57014):
+joins counted before they are built and made in blocks, sorts in buckets, DISTINCT, set
+operations and projections charged for what they materialize."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from sqlvec.errors import QueryCanceled
+from sqlvec.execution import joins, operators
+from sqlvec.execution.context import ExecContext
+from sqlvec.execution.values import FLOAT8, INT8, TEXT
+from tests.sqlvec.execution.conftest import error, rows
+
+
+@pytest.fixture
+def colliding(session):
+    """Two tables whose join on `x % 1` pairs every row with every row."""
+    session.execute_one("CREATE TABLE a (x int)")
+    session.execute_one("CREATE TABLE b (x int)")
+    session.execute_one("INSERT INTO a SELECT g FROM generate_series(1, 10000) g")
+    session.execute_one("INSERT INTO b SELECT g FROM generate_series(1, 100000) g")
+    return session
+
+
+# Joins ------------------------------------------------------------------------------------------
+
+
+def test_a_join_with_colliding_keys_fails_before_building_anything(colliding):
+    start = time.monotonic()
+    err = error(colliding, "SELECT count(*) FROM a JOIN b ON a.x % 1 = b.x % 1")
+    assert time.monotonic() - start < 5  # counted from key counts, never built
+    assert err.sqlstate == "53200" and err.message == "out of memory"
+    assert err.detail.startswith("Failed on request of size ")
+    assert "in Hash Join (1000000000 rows of " in err.detail and "work_mem" in err.detail
+    assert rows(colliding, "SELECT count(*) FROM a JOIN b ON a.x = b.x") == [(10000,)]
+
+
+def test_a_cross_product_past_the_limit_fails_naming_the_nested_loop(colliding):
+    err = error(colliding, "SELECT * FROM a, b")
+    assert err.sqlstate == "53200" and "Nested Loop (1000000000 rows" in err.detail
+
+
+def test_work_mem_raises_the_limit(colliding):
+    colliding.execute_one("SET work_mem = '64kB'")
+    assert error(colliding, "SELECT count(*) FROM a JOIN b ON a.x = b.x").sqlstate == "53200"
+    colliding.execute_one("SET work_mem = '64MB'")
+    assert rows(colliding, "SELECT count(*) FROM a JOIN b ON a.x = b.x") == [(10000,)]
+
+
+def test_a_join_with_a_condition_stops_at_statement_timeout(colliding):
+    # 1e9 candidate pairs, each block checked against the condition: minutes of work unless
+    # the timeout stops it between blocks.
+    colliding.execute_one("SET statement_timeout = '200ms'")
+    start = time.monotonic()
+    err = error(colliding, "SELECT count(*) FROM a JOIN b ON a.x % 1 = b.x % 1 AND a.x + b.x < 0")
+    assert err.sqlstate == "57014" and err.message == "canceling statement due to statement timeout"
+    assert time.monotonic() - start < 10
+
+
+JOIN_KINDS = ["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN"]
+
+
+def expected_join(left, right, kind, condition) -> list[tuple]:
+    """The join by its definition: matching pairs, then unmatched rows padded with NULLs."""
+    pairs = [(i, j) for i, lv in enumerate(left) for j, rv in enumerate(right) if condition(lv, rv)]
+    out = [(*left[i], *right[j]) for i, j in pairs]
+    if kind in ("LEFT JOIN", "FULL JOIN"):
+        hit = {i for i, _ in pairs}
+        out += [(*lv, None, None) for i, lv in enumerate(left) if i not in hit]
+    if kind in ("RIGHT JOIN", "FULL JOIN"):
+        hit = {j for _, j in pairs}
+        out += [(None, None, *rv) for j, rv in enumerate(right) if j not in hit]
+    return out
+
+
+def nulls_first(row: tuple) -> tuple:
+    return tuple((x is not None, x or 0) for x in row)
+
+
+@pytest.mark.parametrize("kind, residual, small",
+                         itertools.product(JOIN_KINDS, [False, True], [1 << 16, 0]))
+def test_joins_in_many_small_blocks_give_every_row(session, monkeypatch, kind, residual, small):
+    monkeypatch.setattr(operators, "JOIN_BLOCK_BYTES", 64)  # a block of 1024 pairs
+    monkeypatch.setattr(joins, "SMALL_PRODUCT", small)  # joined at once, or counted per key
+    rng = np.random.default_rng(3)
+    left = [(int(k) if k < 9 else None, i) for i, k in enumerate(rng.integers(0, 10, 300))]
+    right = [(int(k) if k < 9 else None, i) for i, k in enumerate(rng.integers(0, 10, 200))]
+    session.execute_one("CREATE TABLE l (k int, v int)")
+    session.execute_one("CREATE TABLE r (k int, v int)")
+    for name, data in (("l", left), ("r", right)):
+        session.execute_one(f"INSERT INTO {name} VALUES " + ", ".join(
+            f"({'NULL' if k is None else k}, {v})" for k, v in data))
+    extra = " AND (l.v + r.v) % 3 = 0" if residual else ""
+    got = rows(session, f"SELECT l.k, l.v, r.k, r.v FROM l {kind} r ON l.k = r.k{extra}")
+
+    def condition(lv, rv):
+        return lv[0] is not None and lv[0] == rv[0] and (not residual or (lv[1] + rv[1]) % 3 == 0)
+
+    want = expected_join(left, right, kind, condition)
+    assert sorted(got, key=nulls_first) == sorted(want, key=nulls_first)
+
+
+def test_float_keys_match_as_in_postgresql(session):
+    # -0.0 = 0.0 and NaN = NaN in PostgreSQL's float equality.
+    got = rows(session, "SELECT count(*) FROM (VALUES (0.0::float8), ('NaN'::float8)) a(x) "
+                        "JOIN (VALUES (-0.0::float8), ('NaN'::float8)) b(y) ON x = y")
+    assert got == [(2,)]
+
+
+# Sorts ------------------------------------------------------------------------------------------
+
+
+def test_a_bucketed_sort_gives_the_order_of_a_single_sort(monkeypatch):
+    monkeypatch.setattr(operators, "SORT_RUN_ROWS", 500)
+    rng = np.random.default_rng(8)
+    for trial in range(20):
+        n = int(rng.integers(501, 4000))
+        ints = pa.array(rng.integers(0, 6, n), mask=rng.random(n) < 0.1)
+        floats = pa.array(rng.choice([0.0, -0.0, 1.5, np.nan, np.inf, -np.inf], n),
+                          mask=rng.random(n) < 0.1)
+        texts = pa.array([f"s{x}" for x in rng.integers(0, 40, n)], mask=rng.random(n) < 0.1)
+        keys = [(ints, INT8), (floats, FLOAT8), (texts, TEXT)]
+        chosen = [keys[i] for i in rng.permutation(3)[:int(rng.integers(1, 4))]]
+        spec = [(v, t, bool(rng.integers(2)), bool(rng.integers(2))) for v, t in chosen]
+        whole = operators.sort_indices(spec, n).to_numpy()
+        bucketed = operators.sort_indices(spec, n, ExecContext()).to_numpy()
+        assert (whole == bucketed).all(), trial
+
+
+def test_a_bucketed_sort_checks_for_interrupts(monkeypatch):
+    monkeypatch.setattr(operators, "SORT_RUN_ROWS", 100)
+    ctx = ExecContext()
+    ctx.cancel.set()
+    values = pa.array(np.arange(1000))
+    with pytest.raises(QueryCanceled, match="user request"):
+        operators.sort_indices([(values, INT8, False, False)], 1000, ctx)
+
+
+def test_sort_distinct_and_set_operations_reserve_their_output(session):
+    session.execute_one("CREATE TABLE t (id int, s text)")
+    session.execute_one("INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 50000) g")
+    session.execute_one("SET work_mem = '1MB'")
+    for sql, operator in [("SELECT * FROM t ORDER BY s", "in Sort ("),
+                          ("SELECT DISTINCT s FROM t", "in Unique ("),
+                          ("SELECT s FROM t UNION SELECT s FROM t", "in HashAggregate (UNION) ("),
+                          ("SELECT s FROM t EXCEPT SELECT s FROM t", "in HashSetOp Except ("),
+                          ("SELECT id * 2, s || s FROM t", "in Project (")]:
+        err = error(session, sql)
+        assert err.sqlstate == "53200" and operator in err.detail, (sql, err.detail)
+    session.execute_one("RESET work_mem")
+    assert rows(session, "SELECT s FROM t ORDER BY id DESC LIMIT 1") == [("row 50000",)]
+    assert rows(session, "SELECT count(*) FROM (SELECT DISTINCT id % 7 FROM t) d") == [(7,)]
+    assert rows(session, "SELECT count(*) FROM (SELECT s FROM t INTERSECT SELECT s FROM t) i") \
+        == [(50000,)]
+
+
+def test_distinct_vectors_are_grouped_by_value(session):
+    session.execute_one("CREATE TABLE v (e vector(2))")
+    session.execute_one("INSERT INTO v VALUES ('[1,2]'), ('[1,2]'), (NULL), ('[0,1]'), "
+                        "('[-0,1]'), (NULL), ('[2,1]')")
+    assert rows(session, "SELECT count(*) FROM (SELECT DISTINCT e FROM v) d") == [(4,)]
+    assert rows(session, "SELECT count(*) FROM (SELECT e FROM v UNION SELECT e FROM v) u") \
+        == [(4,)]
