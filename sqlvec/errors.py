@@ -136,9 +136,42 @@ class SerializationFailure(SqlVecError):
     sqlstate = "40001"
 
 
+# Class 53 — insufficient resources
+class TooManyConnections(SqlVecError):
+    """53300: `sorry, too many clients already` and the reserved-slots message."""
+
+    sqlstate = "53300"
+    severity = "FATAL"
+
+
+# Class 54 — program limit exceeded
+class ProgramLimitExceeded(SqlVecError):
+    sqlstate = "54000"
+
+
+# Class 55 — object not in prerequisite state
+class ObjectInUse(SqlVecError):
+    """55006: a database or data directory that something else holds open."""
+
+    sqlstate = "55006"
+
+
+class CantChangeRuntimeParam(SqlVecError):
+    """55P02: SET of a setting fixed at server start (or built in)."""
+
+    sqlstate = "55P02"
+
+
 # Class 57 — operator intervention
 class QueryCanceled(SqlVecError):
     sqlstate = "57014"
+
+
+class AdminShutdown(SqlVecError):
+    """57P01: the session is ended by shutdown or pg_terminate_backend."""
+
+    sqlstate = "57P01"
+    severity = "FATAL"
 
 
 # Class 28 — invalid authorization
