@@ -89,13 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
              "more are refused with 53300 before any work is done for them",
     )
     serve.add_argument(
-        "--authentication-timeout", default=limits.authentication_timeout, type=float,
+        "--authentication-timeout", default=f"{limits.authentication_timeout:g}", type=float,
         metavar="SECONDS",
         help="a client must finish TLS, startup and authentication within this time or is "
              f"disconnected (default: {limits.authentication_timeout:g})",
     )
     serve.add_argument(
-        "--auth-failure-delay", default=limits.auth_failure_delay, type=float,
+        "--auth-failure-delay", default=f"{limits.auth_failure_delay:g}", type=float,
         metavar="SECONDS",
         help="wait this long before answering a wrong password, to slow down guessing "
              f"(default: {limits.auth_failure_delay:g})",

@@ -21,6 +21,7 @@ from wire.messages import (
     ParameterDescription,
     Parse,
     PasswordMessage,
+    Query,
     Sync,
 )
 
@@ -115,6 +116,26 @@ def test_length_bombs_after_authentication_grow_only_with_the_bytes_sent(server)
     assert served(server)
     for client in clients:
         client.close()
+
+
+def test_memory_of_closed_connections_is_returned(start):
+    server = start("--max-connections", "700")
+    RawClient(server).ready().close()
+    time.sleep(1.5)  # the server's first connection and its trim are behind us
+    base = rss_mb(server)
+    clients = []
+    for _ in range(600):
+        client = RawClient(server).ready()
+        client.send(Query("SELECT 1").encode())
+        assert not errors_in(client.messages())
+        clients.append(client)
+    opened = rss_mb(server)
+    for client in clients:
+        client.close()
+    deadline = time.monotonic() + 10
+    while rss_mb(server) > base + 40:  # 600 sessions held ~60 MB, 300 MB before the fix
+        assert time.monotonic() < deadline, (base, opened, rss_mb(server))
+        time.sleep(0.2)
 
 
 # Slow clients ------------------------------------------------------------------------------------
