@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -43,6 +44,7 @@ from sqlvec.vectors import Metric
 
 DEFAULT_DATABASE = "postgres"
 NAME_MAX_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
+DROP_WAIT = 5.0  # seconds DROP DATABASE waits for the database's sessions to end
 
 
 def check_database_name(name: str) -> None:
@@ -201,8 +203,13 @@ class Database:
             raise ObjectInUse(f'cannot drop database "{name}"')
         if name not in self.databases():
             raise InvalidCatalogName(f'database "{name}" does not exist')
-        if any(getattr(s, "database_name", None) == name for s in list(self.sessions.values())):
-            raise ObjectInUse(f'database "{name}" is being accessed by other users')
+        # Sessions that are closing get a moment to go, as PostgreSQL waits up to 5 s.
+        deadline = time.monotonic() + DROP_WAIT
+        while any(getattr(s, "database_name", None) == name
+                  for s in list(self.sessions.values())):
+            if time.monotonic() >= deadline:
+                raise ObjectInUse(f'database "{name}" is being accessed by other users')
+            time.sleep(0.05)
         with self._lock:
             store = self._stores.pop(name, None)
             self._catalogs.pop(name, None)
