@@ -7,15 +7,20 @@ and tests: create tables, insert Arrow/NumPy/Python rows, delete, update, scan a
 Data directory layout:
 
     <path>/LOCK              held (flock) by the process that has the directory open
-    <path>/<database>/...    one store per database (see sqlvec.storage.store)
+    <path>/<database>/...    one store per database (see sqlvec.storage.store), whose own
+                             LOCK is held while the store is open
+
+A database name comes from clients (the startup packet, CREATE/DROP DATABASE), so it is never
+used as a path as given: it must be a valid name (`check_database_name`: at most 63 bytes, no
+path separators, no NUL, no leading dot) and it is looked up in the catalog of databases (the
+directories of the data directory that hold a manifest) before any file is touched.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -24,19 +29,34 @@ import pyarrow as pa
 from sqlvec.errors import (
     DuplicateObject,
     InvalidCatalogName,
+    ObjectInUse,
     SqlVecError,
     UndefinedColumn,
     UndefinedTable,
 )
+from sqlvec.storage.fsutil import lock_directory
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
-from sqlvec.storage.store import Store, StoreOptions
+from sqlvec.storage.store import Store, StoreOptions, _return_free_memory
 from sqlvec.storage.table import RowFilter, TableSnapshot, _as_arrow
 from sqlvec.storage.wal import DeleteOp, InsertOp
 from sqlvec.types import SqlType
 from sqlvec.vectors import Metric
 
 DEFAULT_DATABASE = "postgres"
-_DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
+NAME_MAX_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
+DROP_WAIT = 5.0  # seconds DROP DATABASE waits for the database's sessions to end
+
+
+def check_database_name(name: str) -> None:
+    """Refuse a name that could not be a database's directory (42602): empty, longer than 63
+    bytes, holding a path separator, a NUL or a control character, or starting with a dot
+    (`.`, `..`, hidden files)."""
+    raw = name.encode("utf-8", "surrogatepass")
+    if not name or len(raw) > NAME_MAX_BYTES or name.startswith(".") or ".." in name \
+            or any(ch in "/\\" or not ch.isprintable() for ch in name):
+        raise SqlVecError(f'invalid database name "{name}"', sqlstate="42602",
+                          detail="A database name has 1 to 63 bytes, no path separators, no "
+                                 "control characters, and does not start with a dot.")
 
 
 class Database:
@@ -51,6 +71,8 @@ class Database:
         self._lock = threading.Lock()
         self._closed = False
         self.sessions: dict[int, object] = {}
+        # Settings fixed for the server's life (the front end adds its own: port, limits, ...).
+        self.server_settings: dict[str, str] = {"data_directory": os.path.abspath(path)}
         from sqlvec.execution.session_functions import session_functions
 
         self.functions = session_functions()
@@ -59,21 +81,19 @@ class Database:
     def open(cls, path: str = "sqlvec-data", *, options: StoreOptions | None = None) -> Database:
         """Open (creating if needed) a data directory and recover its default database."""
         os.makedirs(path, exist_ok=True)
-        fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise SqlVecError(
-                f'data directory "{path}" is in use by another sqlvec process',
-                sqlstate="55006") from None
+        fd = lock_directory(path)
+        if fd is None:
+            raise ObjectInUse(f'data directory "{path}" is in use by another sqlvec process')
         # Arrow's default mimalloc pool keeps freed pages resident for long; a database holds
         # large buffers that die in bursts (sealed growing segments, merged segments), so the
         # system allocator (with malloc_trim after those bursts) keeps resident memory honest.
         pa.set_memory_pool(pa.system_memory_pool())
         db = cls(path, options or StoreOptions(), fd)
         try:
-            db.store(DEFAULT_DATABASE, create=True)
+            if DEFAULT_DATABASE in db.databases():
+                db.store(DEFAULT_DATABASE)
+            else:
+                db.create_database(DEFAULT_DATABASE)
         except BaseException:
             db.close()  # a failed recovery must not keep the directory locked
             raise
@@ -99,23 +119,36 @@ class Database:
     # Databases ----------------------------------------------------------------------------------
 
     def databases(self) -> list[str]:
-        return sorted(
-            name for name in os.listdir(self.path)
-            if os.path.isdir(os.path.join(self.path, name, "manifest"))
-        )
+        """The catalog of databases: directories of the data directory holding a manifest."""
+        out = []
+        for entry in os.scandir(self.path):
+            try:
+                check_database_name(entry.name)
+            except SqlVecError:
+                continue
+            if entry.is_dir(follow_symlinks=False) and \
+                    os.path.isdir(os.path.join(entry.path, "manifest")):
+                out.append(entry.name)
+        return sorted(out)
 
-    def store(self, name: str = DEFAULT_DATABASE, *, create: bool = False) -> Store:
-        """The store of database `name` (3D000 if it does not exist and `create` is off)."""
+    def store(self, name: str = DEFAULT_DATABASE) -> Store:
+        """The store of database `name`, opened (and recovered) on first use; 3D000 unless the
+        catalog of databases lists exactly this name."""
         with self._lock:
             store = self._stores.get(name)
             if store is not None:
                 return store
-            directory = os.path.join(self.path, name)
-            if not create and not os.path.isdir(os.path.join(directory, "manifest")):
+            if name not in self.databases():
                 raise InvalidCatalogName(f'database "{name}" does not exist')
-            store = Store.open(directory, self.options)
-            self._stores[name] = store
-            return store
+            return self._open_store(name)
+
+    def _open_store(self, name: str) -> Store:
+        """Open the store of a listed (or just validated) name; the caller holds `_lock`."""
+        if self._closed:
+            raise ObjectInUse("the database is closed")
+        store = Store.open(os.path.join(self.path, name), self.options)
+        self._stores[name] = store
+        return store
 
     def catalog(self, name: str = DEFAULT_DATABASE):
         """The SQL catalog (schemas, sequences, extensions, roles) of database `name`."""
@@ -155,20 +188,28 @@ class Database:
         return build_virtual_table(self, session, name)
 
     def create_database(self, name: str) -> None:
-        if not _DB_NAME.match(name):
-            raise SqlVecError(f'invalid database name "{name}"', sqlstate="42602")
-        if name in self.databases():
-            raise DuplicateObject(f'database "{name}" already exists', sqlstate="42P04")
-        self.store(name, create=True)
+        check_database_name(name)
+        with self._lock:
+            if name in self.databases():
+                raise DuplicateObject(f'database "{name}" already exists', sqlstate="42P04")
+            path = os.path.join(self.path, name)
+            if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+                raise SqlVecError(f'invalid database name "{name}"', sqlstate="42602",
+                                  detail="The data directory holds a file of that name.")
+            self._open_store(name)
 
     def drop_database(self, name: str) -> None:
         if name == DEFAULT_DATABASE:
-            raise SqlVecError(f'cannot drop database "{name}"', sqlstate="55006")
+            raise ObjectInUse(f'cannot drop database "{name}"')
         if name not in self.databases():
             raise InvalidCatalogName(f'database "{name}" does not exist')
-        if any(getattr(s, "database_name", None) == name for s in list(self.sessions.values())):
-            raise SqlVecError(f'database "{name}" is being accessed by other users',
-                              sqlstate="55006")
+        # Sessions that are closing get a moment to go, as PostgreSQL waits up to 5 s.
+        deadline = time.monotonic() + DROP_WAIT
+        while any(getattr(s, "database_name", None) == name
+                  for s in list(self.sessions.values())):
+            if time.monotonic() >= deadline:
+                raise ObjectInUse(f'database "{name}" is being accessed by other users')
+            time.sleep(0.05)
         with self._lock:
             store = self._stores.pop(name, None)
             self._catalogs.pop(name, None)
@@ -177,6 +218,17 @@ class Database:
         import shutil
 
         shutil.rmtree(os.path.join(self.path, name))
+
+    def is_superuser(self, user: str) -> bool:
+        """Whether `user` is a superuser role (in the default database's catalog, which holds
+        the roles); names without a role are ordinary users."""
+        role = self.catalog(DEFAULT_DATABASE).role(user)
+        return bool(role and role.get("superuser"))
+
+    def return_free_memory(self) -> None:
+        """Hand memory freed by the process back to the OS (after many connections close:
+        their buffers and sessions die in a burst that the allocator would otherwise keep)."""
+        _return_free_memory()
 
     # Tables of the default database -------------------------------------------------------------
 

@@ -137,10 +137,41 @@ class SerializationFailure(SqlVecError):
 
 
 # Class 53 — insufficient resources
+class DiskFull(SqlVecError):
+    """53100: a write failed for lack of disk space (or quota)."""
+
+    sqlstate = "53100"
+
+
 class OutOfMemory(SqlVecError):
     """53200: a statement would hold more than its memory limit (work_mem)."""
 
     sqlstate = "53200"
+
+
+class TooManyConnections(SqlVecError):
+    """53300: `sorry, too many clients already` and the reserved-slots message."""
+
+    sqlstate = "53300"
+    severity = "FATAL"
+
+
+# Class 54 — program limit exceeded
+class ProgramLimitExceeded(SqlVecError):
+    sqlstate = "54000"
+
+
+# Class 55 — object not in prerequisite state
+class ObjectInUse(SqlVecError):
+    """55006: a database or data directory that something else holds open."""
+
+    sqlstate = "55006"
+
+
+class CantChangeRuntimeParam(SqlVecError):
+    """55P02: SET of a setting fixed at server start (or built in)."""
+
+    sqlstate = "55P02"
 
 
 # Class 57 — operator intervention
@@ -148,15 +179,17 @@ class QueryCanceled(SqlVecError):
     sqlstate = "57014"
 
 
+class AdminShutdown(SqlVecError):
+    """57P01: the session is ended by shutdown or pg_terminate_backend."""
+
+    sqlstate = "57P01"
+    severity = "FATAL"
+
+
 # Class 28 — invalid authorization
 class InvalidPassword(SqlVecError):
     sqlstate = "28P01"
     severity = "FATAL"
-
-
-# Class 53 — insufficient resources
-class DiskFull(SqlVecError):
-    sqlstate = "53100"
 
 
 # Class 58 — system error (errors external to the server)

@@ -19,7 +19,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -28,6 +28,7 @@ from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
 from sqlvec.errors import (
     ActiveSqlTransaction,
+    AdminShutdown,
     FeatureNotSupported,
     InFailedTransaction,
     QueryCanceled,
@@ -59,6 +60,7 @@ from sqlvec.catalog.settings import (  # noqa: E402
     DEFAULT_SETTINGS,
     REPORTED,
     UNIT_SETTINGS,
+    check_settable,
     format_unit_setting,
     parse_unit_setting,
 )
@@ -125,9 +127,14 @@ class Session:
         self.catalog = database.catalog(name)
         self.user = user
         self.pid = next(self._ids) + 1000
-        self.settings = dict(DEFAULT_SETTINGS)
-        self.settings["session_authorization"] = user
+        self.settings = {**DEFAULT_SETTINGS, **database.server_settings,
+                         "session_authorization": user,
+                         "is_superuser": "on" if database.is_superuser(user) else "off"}
+        self._defaults = dict(self.settings)  # what RESET goes back to
+        self.terminated = False  # pg_terminate_backend: the session is to end
+        self.on_terminate: Callable[[], None] | None = None  # set by the front end (the wire)
         self.changed: dict[str, str] = {}  # reported settings changed since last drained
+        self._notices: list[str] = []  # raised while the current statement runs (`notice`)
         for k, v in (settings or {}).items():
             self.set(k, v)
         self.changed.clear()  # settings given at connection are the start, not changes
@@ -174,6 +181,7 @@ class Session:
     # Settings ---------------------------------------------------------------------------------------
 
     def set(self, name: str, value: str) -> None:
+        check_settable(name)
         key = _CANONICAL.get(name.lower(), name.lower())
         if key == "client_encoding" and value.strip("'\"").upper().replace("-", "") not in ("UTF8", "UNICODE"):
             raise FeatureNotSupported(f"client encoding {value} is not supported; use UTF8")
@@ -201,14 +209,15 @@ class Session:
 
     def reset(self, name: str) -> None:
         if name == "all":
-            for key, value in DEFAULT_SETTINGS.items():
+            for key, value in self._defaults.items():
                 if self.settings.get(key) != value:
                     self.settings[key] = value
                     if key in REPORTED:
                         self.changed[key] = value
             return
+        check_settable(name)
         key = _CANONICAL.get(name.lower(), name.lower())
-        self.settings[key] = DEFAULT_SETTINGS.get(key, "")
+        self.settings[key] = self._defaults.get(key, "")
         if key in REPORTED:
             self.changed[key] = self.settings[key]
 
@@ -341,12 +350,22 @@ class Session:
             raise InFailedTransaction(
                 "current transaction is aborted, commands ignored until end of transaction block")
         self._cancel.clear()
+        if self.terminated:  # checked after the clear: `terminate` sets the flag first
+            raise AdminShutdown("terminating connection due to administrator command")
         self.current_query = prepared.sql
         self.state = "active"
+        self._notices = []
         try:
-            return self._run(prepared, params or [], max_rows)
+            result = self._run(prepared, params or [], max_rows)
+            if self._notices:
+                result.notices = [*self._notices, *result.notices]
+                self._notices = []
+            return result
         except SqlVecError as error:
             self._fail()
+            if self.terminated and isinstance(error, QueryCanceled):
+                raise AdminShutdown("terminating connection due to administrator command") \
+                    from None
             # The frames of a traceback (and of chained exceptions) hold the statement's
             # tables: they go, so the memory is free once the error is reported.
             error.__context__ = None
@@ -823,6 +842,19 @@ class Session:
     def cancel(self) -> None:
         """Interrupt the running statement (57014); safe from any thread."""
         self._cancel.set()
+
+    def notice(self, text: str) -> None:
+        """A notice of the running statement (`WARNING: ...`), sent with its result."""
+        self._notices.append(text)
+
+    def terminate(self) -> None:
+        """End the session (pg_terminate_backend): its running statement is interrupted and the
+        front end serving it is told to close it (57P01). Safe from any thread."""
+        self.terminated = True
+        self._cancel.set()
+        hook = self.on_terminate
+        if hook is not None:
+            hook()
 
     def close(self) -> None:
         if self._closed:

@@ -13,6 +13,9 @@ node-postgres all accept it (a client that wants binding then sends the gs2 flag
 
 An `Authenticator` is sans-IO: `start()` gives the first challenge, `step(message)` consumes a
 PasswordMessage and gives the next challenge or None when the client is authenticated.
+`max_message_size` bounds what the client may send meanwhile, as PostgreSQL does before it
+knows who the client is: 1,024 bytes for a SASL message (PG_MAX_SASL_MESSAGE_LENGTH), 65,535
+for a password (PG_MAX_AUTH_TOKEN_LENGTH).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from wire.messages import (
 
 SCRAM_ITERATIONS = 4096
 SCRAM_MECHANISM = "SCRAM-SHA-256"
+MAX_SASL_MESSAGE = 1024  # a message's length field, itself included, as PostgreSQL counts
+MAX_PASSWORD_MESSAGE = 65535
 
 
 class AuthMethod(str, enum.Enum):
@@ -86,6 +91,12 @@ class Authenticator:
         self._salt = secrets.token_bytes(4)
         self._scram = None
         self._scram_done = False
+
+    @property
+    def max_message_size(self) -> int:
+        """The largest message (length field) the client may send during the exchange."""
+        return MAX_SASL_MESSAGE if self.config.method is AuthMethod.SCRAM \
+            else MAX_PASSWORD_MESSAGE
 
     def failed(self) -> InvalidPassword:
         return InvalidPassword(f'password authentication failed for user "{self.user}"')

@@ -17,7 +17,7 @@ from sqlvec import maintenance
 from sqlvec.database import DEFAULT_DATABASE, Database
 from sqlvec.errors import SqlVecError
 from wire.auth import AuthConfig, AuthMethod
-from wire.server import Server, make_ssl_context
+from wire.server import Limits, Server, make_ssl_context
 
 DEFAULT_DATA_DIR = "./sqlvec-data"
 DEFAULT_HOST = "127.0.0.1"
@@ -73,6 +73,35 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--tls-key", default=None, metavar="FILE",
         help="PEM private key of --tls-cert",
+    )
+    limits = Limits()
+    serve.add_argument(
+        "--max-connections", default=limits.max_connections, type=int, metavar="N",
+        help=f"most client sessions at once (default: {limits.max_connections}); one more is "
+             "refused with 53300 'sorry, too many clients already'",
+    )
+    serve.add_argument(
+        "--superuser-reserved-connections", default=limits.superuser_reserved_connections,
+        type=int, metavar="N",
+        help="of --max-connections, how many only superusers may take (default: "
+             f"{limits.superuser_reserved_connections})",
+    )
+    serve.add_argument(
+        "--max-startup-connections", default=None, type=int, metavar="N",
+        help="most connections still authenticating at once (default: --max-connections); "
+             "more are refused with 53300 before any work is done for them",
+    )
+    serve.add_argument(
+        "--authentication-timeout", default=f"{limits.authentication_timeout:g}", type=float,
+        metavar="SECONDS",
+        help="a client must finish TLS, startup and authentication within this time or is "
+             f"disconnected (default: {limits.authentication_timeout:g})",
+    )
+    serve.add_argument(
+        "--auth-failure-delay", default=f"{limits.auth_failure_delay:g}", type=float,
+        metavar="SECONDS",
+        help="wait this long before answering a wrong password, to slow down guessing "
+             f"(default: {limits.auth_failure_delay:g})",
     )
     serve.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"],
@@ -218,12 +247,22 @@ def resolve_auth(args: argparse.Namespace) -> AuthConfig:
     return AuthConfig.build(method, password)
 
 
+def resolve_limits(args: argparse.Namespace) -> Limits:
+    """The connection limits a `serve` invocation asks for (ValueError if inconsistent)."""
+    return Limits(max_connections=args.max_connections,
+                  superuser_reserved_connections=args.superuser_reserved_connections,
+                  max_startup_connections=args.max_startup_connections,
+                  authentication_timeout=args.authentication_timeout,
+                  auth_failure_delay=args.auth_failure_delay)
+
+
 def serve(args: argparse.Namespace) -> int:
     try:
         auth = resolve_auth(args)
         if bool(args.tls_cert) != bool(args.tls_key):
             raise ValueError("--tls-cert and --tls-key go together")
         context = make_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+        limits = resolve_limits(args)
     except (ValueError, OSError) as exc:
         print(f"sqlvec: {exc}", file=sys.stderr)
         return 2
@@ -240,7 +279,7 @@ def serve(args: argparse.Namespace) -> int:
     # create, instead of pausing every connection for tens of milliseconds.
     gc.freeze()
     try:
-        return asyncio.run(_serve(db, args, auth, context))
+        return asyncio.run(_serve(db, args, auth, context, limits))
     finally:
         db.close()
         log.info("sqlvec stopped")
@@ -266,8 +305,10 @@ def check(args: argparse.Namespace) -> int:
     return 1 if report.damaged else 0
 
 
-async def _serve(db: Database, args: argparse.Namespace, auth: AuthConfig, context) -> int:
-    server = Server(db, host=args.host, port=args.port, auth=auth, ssl_context=context)
+async def _serve(db: Database, args: argparse.Namespace, auth: AuthConfig, context,
+                 limits: Limits) -> int:
+    server = Server(db, host=args.host, port=args.port, auth=auth, ssl_context=context,
+                    limits=limits)
     try:
         host, port = await server.start()
     except OSError as exc:
@@ -287,8 +328,9 @@ async def _serve(db: Database, args: argparse.Namespace, auth: AuthConfig, conte
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    log.info("sqlvec listening on %s:%d (data directory %s, auth %s, TLS %s)", host, port,
-             args.data_dir, auth.method.value, "on" if context else "off")
+    log.info("sqlvec listening on %s:%d (data directory %s, auth %s, TLS %s, max_connections "
+             "%d)", host, port, args.data_dir, auth.method.value, "on" if context else "off",
+             limits.max_connections)
     await stop.wait()
     log.info("sqlvec shutting down")
     await server.shutdown()

@@ -11,11 +11,13 @@ Startup-phase packets (StartupMessage, SSLRequest, GSSENCRequest, CancelRequest)
 byte, only the length. Integers are big-endian and signed unless said otherwise; strings are
 NUL-terminated UTF-8 ("cstring").
 
-Limits are checked here, before a body is read, so a hostile length never makes the server
-allocate: a message may be at most `max_message_size` bytes (1 GiB by default, PostgreSQL's
-own limit for a datum) and a startup packet at most 10,000 bytes (PostgreSQL's
-MAX_STARTUP_PACKET_LENGTH). Any violation, and any body that does not decode, raises
-`ProtocolViolation` (SQLSTATE 08P01); the connection answers it with an ErrorResponse and closes.
+Limits are checked here, before a body is read: a message may be at most `max_message_size`
+bytes (1 GiB by default, PostgreSQL's own limit for a datum; the connection passes far smaller
+limits for password messages before authentication) and a startup packet at most 10,000 bytes
+(PostgreSQL's MAX_STARTUP_PACKET_LENGTH). Any violation, and any body that does not decode,
+raises `ProtocolViolation` (SQLSTATE 08P01); the connection answers it with an ErrorResponse
+and closes. A length within the limits is still only a claim: `SocketStream` never allocates
+it up front, the body's memory grows as its bytes actually arrive.
 """
 
 from __future__ import annotations
@@ -239,21 +241,26 @@ class EndOfStream(ConnectionError):
     """The peer closed its end (or the read side was shut down) before a whole message came."""
 
 
-RECV_SIZE = 1 << 18  # the receive buffer: one system call takes up to this much
+RECV_SIZE = 1 << 18  # the receive buffer of a connection that sends large messages
+SESSION_RECV_SIZE = 1 << 16  # of an authenticated connection until then
+STARTUP_RECV_SIZE = 1 << 13  # before authentication: a startup packet is at most 10,000 bytes
 
 
 class SocketStream:
     """Buffered, blocking reads and writes on one socket (plain or TLS).
 
     Receives go into one reused buffer and take whatever the client has sent, so a pipelined
-    Bind/Describe/Execute/Sync arrives in one system call and is then read from the buffer. A
-    message larger than the buffer is received straight into memory of its own size."""
+    Bind/Describe/Execute/Sync arrives in one system call and is then read from the buffer. The
+    buffer starts small (little is reserved for a client that has not authenticated, or one
+    that sits idle), `grow`s once the client is in, and grows to RECV_SIZE the first time a
+    message or COPY does not fit. A message larger than the buffer is collected as it
+    arrives: its length field is a claim, and memory follows the bytes actually received."""
 
     __slots__ = ("sock", "_buf", "_view", "_start", "_end")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, buffer_size: int = RECV_SIZE) -> None:
         self.sock = sock
-        self._buf = bytearray(RECV_SIZE)
+        self._buf = bytearray(buffer_size)
         self._view = memoryview(self._buf)
         self._start = 0  # unread bytes are _buf[_start:_end]
         self._end = 0
@@ -263,22 +270,37 @@ class SocketStream:
         """Bytes received and not read yet."""
         return self._end - self._start
 
+    def grow(self, size: int) -> None:
+        """Enlarge the receive buffer to `size` bytes (keeping what is buffered)."""
+        if size <= len(self._buf):
+            return
+        pending = self._view[self._start:self._end].tobytes()
+        self._view.release()
+        self._buf = bytearray(size)
+        self._buf[:len(pending)] = pending
+        self._view = memoryview(self._buf)
+        self._start, self._end = 0, len(pending)
+
     def read_exactly(self, n: int) -> bytes | bytearray:
         start = self._start
         if self._end - start >= n:
             self._start = start + n
             return self._view[start:start + n].tobytes()
+        if n > len(self._buf):
+            self.grow(RECV_SIZE)
         if n <= len(self._buf):
             self._fill(n)
             self._start = n
             return self._view[:n].tobytes()
-        out = bytearray(n)
-        self._drain_into(memoryview(out))
+        out = bytearray()
+        self.read_into(out, n)
         return out
 
     def read_into(self, target: bytearray, n: int) -> None:
         """Append the next n bytes to `target` (COPY data, without a bytes object per
         message)."""
+        if n > len(self._buf):
+            self.grow(RECV_SIZE)
         while n:
             if self._start == self._end:
                 self._start = 0
@@ -295,14 +317,6 @@ class SocketStream:
         self._start, self._end = 0, have
         while self._end < n:
             self._end += self._recv_into(self._view[self._end:])
-
-    def _drain_into(self, out: memoryview) -> None:
-        """Fill `out` with what is buffered, then straight from the socket."""
-        have = self._end - self._start
-        out[:have] = self._view[self._start:self._end]
-        self._start = self._end = 0
-        while have < len(out):
-            have += self._recv_into(out[have:])
 
     def _recv_into(self, view: memoryview) -> int:
         received = self.sock.recv_into(view)

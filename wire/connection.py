@@ -19,8 +19,15 @@ a round trip (Bind/Describe/Execute/Sync arriving in one receive) is decoded, ru
 in that thread with no hand-off to another one, and output is written once per Sync (or Flush,
 or when a large result has filled the send buffer). NumPy, pyarrow and hnswlib release the GIL,
 so connections run their engine work in parallel, and a long query on one connection never
-stalls the others. A session is used by this thread only; `Session.cancel` (a CancelRequest)
-and `stop` (server shutdown) are the only calls made from elsewhere.
+stalls the others. A session is used by this thread only; `Session.cancel` (a CancelRequest),
+`stop` (server shutdown, or `pg_terminate_backend` through `Session.terminate`) and `expire`
+(the authentication timeout) are the only calls made from elsewhere.
+
+Before authentication a client is a stranger, and gets little: an 8 KiB receive buffer,
+password messages of at most 1,024 (SASL) or 65,535 bytes, `authentication_timeout` seconds
+in all to finish (`expire`), and a delay before a failed password is answered. Once in, it
+takes a session slot (`Server.admit`: 53300 beyond max_connections, with the last
+superuser_reserved_connections slots kept for superusers) and the full-size buffer.
 """
 
 from __future__ import annotations
@@ -41,8 +48,11 @@ import pyarrow as pa
 
 from sqlvec.catalog.settings import REPORTED
 from sqlvec.errors import (
+    AdminShutdown,
     FeatureNotSupported,
     InFailedTransaction,
+    InvalidPassword,
+    ProgramLimitExceeded,
     ProtocolViolation,
     QueryCanceled,
     SqlVecError,
@@ -50,7 +60,14 @@ from sqlvec.errors import (
 from sqlvec.types import REG_TYPES, SqlType
 from wire import copy as copy_format
 from wire import pgtypes
-from wire.codec import SocketStream, read_header, read_message, read_startup
+from wire.codec import (
+    SESSION_RECV_SIZE,
+    STARTUP_RECV_SIZE,
+    SocketStream,
+    read_header,
+    read_message,
+    read_startup,
+)
 from wire.messages import (
     AUTH_SASL_FINAL,
     PROTOCOL_3_0,
@@ -105,7 +122,8 @@ log = logging.getLogger("sqlvec.wire")
 
 ROWS_PER_CHUNK = 8192  # rows encoded at a time when streaming a large result
 SEND_BUFFER = 1 << 20  # pending output is written beyond this size
-STARTUP_TIMEOUT = 60.0  # seconds for TLS, startup and authentication (authentication_timeout)
+NAME_MAX_BYTES = 63  # user and database names are cut to this, as PostgreSQL's NAMEDATALEN - 1
+MAX_PARAMETERS = 65535  # Bind and ParameterDescription count parameters in 16 bits
 
 
 class ConnectionState(enum.Enum):
@@ -262,7 +280,7 @@ class Connection:
     def __init__(self, server: Server, sock: socket.socket, peer: object = None) -> None:
         self.server = server
         self.sock = sock
-        self.stream = SocketStream(sock)
+        self.stream = SocketStream(sock, STARTUP_RECV_SIZE)
         self.state = ConnectionState.STARTUP
         self.session: Session | None = None
         self.statements: dict[str, Statement] = {}
@@ -275,6 +293,9 @@ class Connection:
         self.thread: threading.Thread | None = None
         self.reading = False  # waiting for client input
         self.stopping = False
+        self.admitted = False  # authenticated and holding a session slot (`Server.admit`)
+        self.expired = False  # not authenticated within authentication_timeout
+        self.deadline = time.monotonic() + server.limits.authentication_timeout
         self._lock = threading.Lock()  # orders `reading` against `stop`
         self._out = bytearray()
 
@@ -282,19 +303,23 @@ class Connection:
 
     def serve(self) -> None:
         try:
-            self.sock.settimeout(STARTUP_TIMEOUT)
+            # A per-receive bound; `expire` (the server's watchdog) bounds the whole startup.
+            self.sock.settimeout(self.server.limits.authentication_timeout)
             if self._startup():
                 self.sock.settimeout(None)  # a session may stay idle as long as it likes
                 while self.state is not ConnectionState.CLOSED:
                     type_byte, body = self._read()
                     self.dispatch(decode_frontend(type_byte, body))
         except Stopping:
-            self._fatal(SqlVecError("terminating connection due to administrator command",
-                                    sqlstate="57P01"))
-        except (*GONE, OSError):
-            if self.stopping:  # an idle connection woken by `stop`
-                self._fatal(SqlVecError("terminating connection due to administrator command",
-                                        sqlstate="57P01"))
+            self._fatal(AdminShutdown("terminating connection due to administrator command"))
+        except (*GONE, OSError) as exc:
+            if self.expired or (isinstance(exc, TimeoutError) and not self.admitted):
+                log.info("connection from %s: canceling authentication due to timeout",
+                         self.peer)
+                self._fatal(SqlVecError("canceling authentication due to timeout",
+                                        sqlstate="57014"))
+            elif self.stopping:  # an idle connection woken by `stop`
+                self._fatal(AdminShutdown("terminating connection due to administrator command"))
         except SqlVecError as exc:  # protocol violations, authentication failures
             self._fatal(exc)
         except Exception as exc:  # a bug of ours: report it once, never the traceback
@@ -314,6 +339,15 @@ class Connection:
     def abort(self) -> None:
         """Server shutdown after the grace period: the socket stops working both ways."""
         self._shutdown_socket(socket.SHUT_RDWR)
+
+    def expire(self) -> None:
+        """The authentication timeout passed (called by the server's watchdog): a client still
+        not in is woken from its read and told so."""
+        with self._lock:
+            if self.admitted:
+                return
+            self.expired = True
+        self._shutdown_socket(socket.SHUT_RD)
 
     def _shutdown_socket(self, how: int) -> None:
         try:
@@ -405,7 +439,7 @@ class Connection:
                     raise ProtocolViolation("received unencrypted data after SSL request")
                 self.stream.write(b"S")
                 self.sock = context.wrap_socket(self.sock, server_side=True)
-                self.stream = SocketStream(self.sock)
+                self.stream = SocketStream(self.sock, STARTUP_RECV_SIZE)
                 self.tls = True
                 continue
             if isinstance(packet, GSSENCRequest):
@@ -419,6 +453,7 @@ class Connection:
             raise ProtocolViolation("too many negotiation requests in startup")
         assert isinstance(packet, StartupMessage)
         self._on_startup(packet)
+        self.stream.grow(SESSION_RECV_SIZE)
         return True
 
     def _on_startup(self, startup: StartupMessage) -> None:
@@ -431,21 +466,27 @@ class Connection:
         if minor > 0 or unrecognized:
             # Newer minor versions (3.2: longer cancel keys) are answered with 3.0.
             self.send(NegotiateProtocolVersion(PROTOCOL_3_0 & 0xFFFF, unrecognized))
-        user = params.pop("user", "")
+        user = _cut_name(params.pop("user", ""))
         if not user:
             raise SqlVecError("no PostgreSQL user name specified in startup packet",
                               sqlstate="28000")
-        database = params.pop("database", "") or user
+        database = _cut_name(params.pop("database", "") or user)
         if params.pop("replication", "false").lower() not in ("false", "0", "off", "no"):
             raise FeatureNotSupported("replication connections are not supported")
         settings = _parse_options(params.pop("options", ""))
         for name, value in params.items():
             if not name.startswith("_pq_."):
                 settings.setdefault(name, value)
+        self.server.check_capacity()  # no password exchange for a client with no slot left
         self.state = ConnectionState.AUTH
         self._authenticate(user)
         self.send(Authentication.ok())
+        with self._lock:
+            if self.expired:
+                raise TimeoutError("authentication timeout")
+            self.server.admit(self, self.server.database.is_superuser(user))
         self.session = self._open_session(database, user, settings)
+        self.session.on_terminate = self.stop
         self.pid = self.session.pid
         self.secret = secrets.token_bytes(4)
         self.server.register(self)
@@ -467,12 +508,19 @@ class Connection:
             if challenge.code == AUTH_SASL_FINAL:
                 return
             self.flush()
-            type_byte, body = self._read()
+            type_byte, body = self._waiting(read_message, self.stream.read_exactly,
+                                            authenticator.max_message_size)
             message = decode_frontend(type_byte, body)
             if not isinstance(message, PasswordMessage):
                 raise ProtocolViolation(f"expected password response, got message type "
                                         f"{type_byte.decode('latin-1')!r}")
-            challenge = authenticator.step(message)
+            try:
+                challenge = authenticator.step(message)
+            except InvalidPassword:
+                # As auth_delay does: a guesser waits for every answer (and holds one of the
+                # few startup slots meanwhile), a real client mistyping barely notices.
+                time.sleep(self.server.limits.auth_failure_delay)
+                raise
 
     def _open_session(self, database: str, user: str, settings: dict[str, str]) -> Session:
         session = self.server.database.connect(database, user)
@@ -719,6 +767,11 @@ class Connection:
         else:
             prepared = self.session.prepare(  # type: ignore[union-attr]
                 message.sql, list(message.param_oids))
+            if len(prepared.param_types) > MAX_PARAMETERS:
+                raise ProgramLimitExceeded(
+                    f"number of parameters must be between 0 and {MAX_PARAMETERS}",
+                    detail=f"The statement has {len(prepared.param_types)} parameters; Bind "
+                           "and ParameterDescription count them in 16 bits.")
             statement = Statement(message.sql, message.param_oids, prepared,
                                   intercepted=word in ("deallocate", "discard"))
         self.statements[message.name] = statement
@@ -984,6 +1037,15 @@ def encode_rows(table: pa.Table, types: list[SqlType], formats: list[int], float
     cells = [pgtypes.encode_cells(chunk.column(i), t, fmt, float_digits)
              for i, (t, fmt) in enumerate(zip(types, formats))]
     return DataRow.encode_batch(cells, chunk.num_rows)
+
+
+def _cut_name(name: str) -> str:
+    """A user or database name cut to 63 bytes (at a character boundary), as PostgreSQL cuts
+    overlong names in the startup packet."""
+    raw = name.encode()
+    if len(raw) <= NAME_MAX_BYTES:
+        return name
+    return raw[:NAME_MAX_BYTES].decode(errors="ignore")
 
 
 def _parse_options(text: str) -> dict[str, str]:

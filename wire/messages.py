@@ -314,25 +314,21 @@ class Parse(Message):
     param_oids: tuple[int, ...] = ()
 
     def encode_body(self, w: Writer) -> None:
-        w.cstring(self.name).cstring(self.sql).int16(len(self.param_oids))
+        w.cstring(self.name).cstring(self.sql).uint16(len(self.param_oids))
         for oid in self.param_oids:
             w.uint32(oid)
 
     @classmethod
     def decode(cls, r: Reader) -> Parse:
         name, sql = r.cstring(), r.cstring()
-        n = r.int16()
-        if n < 0:
-            raise ProtocolViolation("invalid number of parameter types")
+        n = r.uint16()  # counts are unsigned 16-bit, as PostgreSQL reads them: up to 65535
         oids = tuple(r.uint32() for _ in range(n))
         r.expect_end()
         return cls(name, sql, oids)
 
 
 def _formats(r: Reader) -> tuple[int, ...]:
-    n = r.int16()
-    if n < 0:
-        raise ProtocolViolation("invalid number of format codes")
+    n = r.uint16()
     codes = tuple(r.int16() for _ in range(n))
     for code in codes:
         if code not in (0, 1):
@@ -351,13 +347,13 @@ class Bind(Message):
 
     def encode_body(self, w: Writer) -> None:
         w.cstring(self.portal).cstring(self.statement)
-        w.int16(len(self.param_formats))
+        w.uint16(len(self.param_formats))
         for code in self.param_formats:
             w.int16(code)
-        w.int16(len(self.params))
+        w.uint16(len(self.params))
         for value in self.params:
             w.value(value)
-        w.int16(len(self.result_formats))
+        w.uint16(len(self.result_formats))
         for code in self.result_formats:
             w.int16(code)
 
@@ -365,9 +361,7 @@ class Bind(Message):
     def decode(cls, r: Reader) -> Bind:
         portal, statement = r.cstring(), r.cstring()
         param_formats = _formats(r)
-        n = r.int16()
-        if n < 0:
-            raise ProtocolViolation("invalid number of parameters")
+        n = r.uint16()
         params = tuple(r.value() for _ in range(n))
         result_formats = _formats(r)
         r.expect_end()
@@ -496,13 +490,13 @@ class ParameterDescription(Message):
     oids: tuple[int, ...]
 
     def encode_body(self, w: Writer) -> None:
-        w.int16(len(self.oids))
+        w.uint16(len(self.oids))
         for oid in self.oids:
             w.uint32(oid)
 
     @classmethod
     def decode(cls, r: Reader) -> ParameterDescription:
-        n = r.int16()
+        n = r.uint16()
         oids = tuple(r.uint32() for _ in range(n))
         r.expect_end()
         return cls(oids)

@@ -1,12 +1,13 @@
 """Server settings: defaults, the names clients use, which ones are reported to clients, and
-the parsing of values with units (`work_mem = '64MB'`, `statement_timeout = '5s'`)."""
+the parsing of values with units (`work_mem = '64MB'`, `statement_timeout = '5s'`), and which
+ones a session may not change."""
 
 from __future__ import annotations
 
 import math
 import re
 
-from sqlvec.errors import InvalidParameterValue
+from sqlvec.errors import CantChangeRuntimeParam, InvalidParameterValue
 
 SERVER_VERSION = "16.4"
 VERSION_TEXT = f"PostgreSQL {SERVER_VERSION} (sqlvec 0.1.0) on x86_64-pc-linux-gnu, compiled by Python"
@@ -40,6 +41,8 @@ DEFAULT_SETTINGS: dict[str, str] = {
     "jit": "off",
     "work_mem": "1GB",  # per statement, not per operation as in PostgreSQL (docs/operations.md)
     "max_connections": "100",
+    "superuser_reserved_connections": "3",
+    "authentication_timeout": "1min",
     "block_size": "8192",
     "default_table_access_method": "heap",
     "client_min_messages": "notice",
@@ -67,6 +70,7 @@ DEFAULT_SETTINGS: dict[str, str] = {
 _CATEGORY_CLIENT = "Client Connection Defaults / Statement Behavior"
 _CATEGORY_LOCALE = "Client Connection Defaults / Locale and Formatting"
 _CATEGORY_PRESET = "Preset Options"
+_CATEGORY_CONNECTIONS = "Connections and Authentication / Connection Settings"
 SETTING_INFO: dict[str, tuple[str, str, str, str]] = {
     "server_version": ("", "internal", "string", _CATEGORY_PRESET),
     "server_version_num": ("", "internal", "integer", _CATEGORY_PRESET),
@@ -92,7 +96,14 @@ SETTING_INFO: dict[str, tuple[str, str, str, str]] = {
     "lock_timeout": ("ms", "user", "integer", _CATEGORY_CLIENT),
     "idle_in_transaction_session_timeout": ("ms", "user", "integer", _CATEGORY_CLIENT),
     "work_mem": ("kB", "user", "integer", "Resource Usage / Memory"),
-    "max_connections": ("", "postmaster", "integer", "Connections and Authentication"),
+    "max_connections": ("", "postmaster", "integer", _CATEGORY_CONNECTIONS),
+    "superuser_reserved_connections": ("", "postmaster", "integer", _CATEGORY_CONNECTIONS),
+    "port": ("", "postmaster", "integer", _CATEGORY_CONNECTIONS),
+    "listen_addresses": ("", "postmaster", "string", _CATEGORY_CONNECTIONS),
+    "authentication_timeout": ("s", "sighup", "integer", "Connections and Authentication / "
+                               "Authentication"),
+    "ssl": ("", "sighup", "bool", "Connections and Authentication / SSL"),
+    "data_directory": ("", "postmaster", "string", "File Locations"),
     "hnsw.ef_search": ("", "user", "integer", "Customized Options"),
     "sqlvec.exact": ("", "user", "bool", "Customized Options"),
     "jit": ("", "user", "bool", "Query Tuning / Other Planner Options"),
@@ -163,3 +174,44 @@ def format_unit_setting(name: str, amount: int) -> str:
         if amount % size == 0:
             return f"{amount // size}{unit}"
     return f"{amount}{base}"
+
+
+# Settings of PostgreSQL that no session may change, beyond those in SETTING_INFO (which this
+# server shows): SET, RESET and set_config() refuse them as PostgreSQL does.
+_FIXED = {
+    **{name: "postmaster" for name in (
+        "config_file", "hba_file", "ident_file", "external_pid_file", "unix_socket_directories",
+        "unix_socket_group", "unix_socket_permissions", "bonjour", "bonjour_name",
+        "reserved_connections", "shared_buffers", "huge_pages", "huge_page_size",
+        "max_prepared_transactions", "max_files_per_process", "shared_preload_libraries",
+        "max_worker_processes", "max_wal_senders", "max_replication_slots", "wal_level",
+        "wal_buffers", "archive_mode", "hot_standby", "max_locks_per_transaction",
+        "max_pred_locks_per_transaction", "track_activity_query_size",
+        "autovacuum_max_workers", "shared_memory_type", "dynamic_shared_memory_type",
+        "wal_log_hints", "logging_collector", "cluster_name", "track_commit_timestamp",
+        "jit_provider", "min_dynamic_shared_memory", "max_logical_replication_workers")},
+    **{name: "sighup" for name in (
+        "ssl_cert_file", "ssl_key_file", "ssl_ca_file", "ssl_crl_file", "ssl_ciphers",
+        "ssl_min_protocol_version", "ssl_max_protocol_version", "krb_server_keyfile",
+        "archive_command", "checkpoint_timeout", "max_wal_size", "min_wal_size",
+        "autovacuum", "log_destination", "log_directory", "log_filename")},
+    **{name: "internal" for name in (
+        "max_function_args", "segment_size", "wal_block_size", "wal_segment_size",
+        "data_checksums", "data_directory_mode", "debug_assertions", "ssl_library",
+        "shared_memory_size", "shared_memory_size_in_huge_pages")},
+}
+
+_REFUSALS = {
+    "internal": 'parameter "{}" cannot be changed',
+    "postmaster": 'parameter "{}" cannot be changed without restarting the server',
+    "sighup": 'parameter "{}" cannot be changed now',
+}
+
+
+def check_settable(name: str) -> None:
+    """Refuse (55P02) a session's change of a setting fixed at server start or built in."""
+    key = CANONICAL.get(name.lower(), name.lower())
+    context = SETTING_INFO[key][1] if key in SETTING_INFO else _FIXED.get(key)
+    refusal = _REFUSALS.get(context or "")
+    if refusal is not None:
+        raise CantChangeRuntimeParam(refusal.format(key))

@@ -593,10 +593,12 @@ def _signal_backend(terminate: bool):
             session = f.ctx.services
             target = session.database.sessions.get(p)
             if target is None:
+                session.notice(f"WARNING: PID {p} is not a PostgreSQL backend process")
                 return False
-            target.cancel()
-            if terminate and hasattr(target, "terminate"):
-                target.terminate()
+            if terminate:
+                target.terminate()  # the front end closes it: FATAL 57P01 to its client
+            else:
+                target.cancel()
             return True
         return _map([pid], fn, BOOL)
     return compile_

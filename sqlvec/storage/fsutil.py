@@ -1,4 +1,4 @@
-"""Durable file writes shared by the storage modules.
+"""Durable file writes and directory locks shared by the storage modules.
 
 A file that recovery trusts must never be seen half-written: it is written to a temp file in the
 same directory, fsynced, renamed over its final name (atomic on POSIX), and the directory is
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import tempfile
 import zlib
@@ -96,3 +97,23 @@ def crc32_file(path: StrPath, chunk: int = 1 << 20) -> int:
         while block := f.read(chunk):
             crc = zlib.crc32(block, crc)
     return crc
+
+
+def lock_directory(path: StrPath) -> int | None:
+    """Take the exclusive lock on `<path>/LOCK` for as long as the returned descriptor stays
+    open; None when someone already holds it.
+
+    `flock` locks belong to an open file description, so a second open of the same directory
+    conflicts whether it comes from another process or from this one (a second handle on the
+    same files, under a different name, would be two writers on one store). The kernel drops
+    the lock when its holder dies, so a crash never leaves a stale lock behind."""
+    fd = os.open(os.path.join(os.fspath(path), "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -2,6 +2,7 @@
 
 Layout of `<data-dir>/<database>/`:
 
+    LOCK                               flock-ed while a Store has the directory open (one writer)
     manifest/manifest-<version>.json   versioned, checksummed (manifest.py)
     wal/<first-lsn>.wal                the write-ahead log (wal.py)
     tables/<table-id>/seg-<id>.parquet sealed segments (segment.py)
@@ -53,13 +54,14 @@ from sqlvec.errors import (
     DataCorrupted,
     DataException,
     DuplicateTable,
+    ObjectInUse,
     SqlVecError,
     UndefinedObject,
     UndefinedTable,
 )
 from sqlvec.storage import compaction
 from sqlvec.storage.deletes import DeleteBitmap
-from sqlvec.storage.fsutil import storage_error
+from sqlvec.storage.fsutil import lock_directory, storage_error
 from sqlvec.storage.hnsw import HnswIndex, HnswParams, IndexBuildCancelled
 from sqlvec.storage.manifest import (
     FEATURE_DELETE_BITMAPS,
@@ -145,25 +147,38 @@ class Store:
         self._threads: list[threading.Thread] = []
         self._busy = 0
         self._busy_cond = threading.Condition()
+        self._lock_fd: int | None = None  # the directory's LOCK, held from open to close
 
     # Opening and closing ------------------------------------------------------------------------
 
     @classmethod
     def open(cls, directory: str, options: StoreOptions | None = None) -> Store:
-        """Open (or create) a database directory and recover it: manifest, then WAL replay."""
+        """Open (or create) a database directory and recover it: manifest, then WAL replay.
+        The directory stays locked until `close` (ObjectInUse if it is open already, here or
+        in another process)."""
+        os.makedirs(directory, exist_ok=True)
+        lock_fd = lock_directory(directory)
+        if lock_fd is None:
+            raise ObjectInUse(f'database directory "{directory}" is already open in this or '
+                              "another process")
         store = cls(directory, options or StoreOptions())
-        os.makedirs(os.path.join(directory, "tables"), exist_ok=True)
-        store._load_manifest()
-        store._wal = WriteAheadLog.open(
-            os.path.join(directory, "wal"), fsync=store.options.fsync,
-            segment_bytes=store.options.wal_segment_bytes)
-        store._replay()
-        store._collect_garbage()
-        if store.options.background:
-            store._start_workers()
-        for table in store.tables.values():
-            store._schedule_missing_builds(table)
-            store._maybe_seal(table)
+        store._lock_fd = lock_fd
+        try:
+            os.makedirs(os.path.join(directory, "tables"), exist_ok=True)
+            store._load_manifest()
+            store._wal = WriteAheadLog.open(
+                os.path.join(directory, "wal"), fsync=store.options.fsync,
+                segment_bytes=store.options.wal_segment_bytes)
+            store._replay()
+            store._collect_garbage()
+            if store.options.background:
+                store._start_workers()
+            for table in store.tables.values():
+                store._schedule_missing_builds(table)
+                store._maybe_seal(table)
+        except BaseException:
+            store.close()  # a failed recovery must not keep the directory locked
+            raise
         return store
 
     def _load_manifest(self) -> None:
@@ -265,6 +280,9 @@ class Store:
             thread.join()
         if self._wal is not None:
             self._wal.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # Catalog of tables --------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from decimal import Decimal
@@ -12,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from sqlvec.database import Database
+from sqlvec.database import Database, check_database_name
 from sqlvec.errors import (
     NotNullViolation,
     SqlVecError,
@@ -20,7 +22,7 @@ from sqlvec.errors import (
     UniqueViolation,
 )
 from sqlvec.storage.compaction import CompactionPolicy
-from sqlvec.storage.store import StoreOptions
+from sqlvec.storage.store import Store, StoreOptions
 from sqlvec.types import SqlType
 from sqlvec.vectors import Metric
 
@@ -481,3 +483,76 @@ def test_second_open_of_a_data_directory_is_refused(tmp_path):
             Database.open(str(tmp_path), options=options())
         assert info.value.sqlstate == "55006"
     Database.open(str(tmp_path), options=options()).close()
+
+
+def test_a_store_has_one_writer_whatever_the_name_or_process(tmp_path):
+    with Database.open(str(tmp_path), options=options()) as db:
+        db.create_table("t", {"id": "int8"}).insert({"id": [1]})
+        directory = os.path.join(str(tmp_path), "postgres")
+        for alias in (directory, directory + "/", directory + "/.", str(tmp_path) + "/./postgres"):
+            with pytest.raises(SqlVecError) as info:  # a second handle in this process
+                Store.open(alias, options())
+            assert info.value.sqlstate == "55006"
+            assert "already open" in info.value.message
+        second = subprocess.run(  # and from another process
+            [sys.executable, "-c", "import sys; from sqlvec.storage.store import Store; "
+             "Store.open(sys.argv[1])", directory],
+            capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0
+        assert "already open in this or another process" in second.stderr
+        assert db.table("t").count() == 1
+    store = Store.open(os.path.join(str(tmp_path), "postgres"), options())  # closed: free again
+    try:
+        assert store.find_table("t", "public") is not None
+    finally:
+        store.close()
+
+
+def test_a_failed_recovery_releases_the_store(tmp_path):
+    directory = tmp_path / "postgres"
+    Store.open(str(directory), options()).close()
+    manifest = sorted((directory / "manifest").iterdir())[-1]
+    manifest.write_bytes(b"damaged")
+    with pytest.raises(SqlVecError):
+        Store.open(str(directory), options())
+    manifest.unlink()
+    Store.open(str(directory), options()).close()  # the failed open did not keep the lock
+
+
+@pytest.mark.parametrize("name", [
+    "", ".", "..", "../other", "a/b", "a\\b", "/etc", ".hidden", "a..b", "nul\0", "tab\there",
+    "x" * 64, "é" * 32])
+def test_database_names_that_could_be_paths_are_invalid(tmp_path, name):
+    with pytest.raises(SqlVecError) as info:
+        check_database_name(name)
+    assert info.value.sqlstate == "42602"
+    with Database.open(str(tmp_path), options=options()) as db:
+        with pytest.raises(SqlVecError) as info:
+            db.create_database(name)
+        assert info.value.sqlstate == "42602"
+        with pytest.raises(SqlVecError) as info:
+            db.store(name)
+        assert info.value.sqlstate == "3D000"
+    assert sorted(os.listdir(tmp_path)) == ["LOCK", "postgres"]
+
+
+def test_databases_are_found_only_through_the_catalog(tmp_path):
+    (tmp_path / "data").mkdir()
+    with Database.open(str(tmp_path / "other"), options=options()):
+        pass
+    with Database.open(str(tmp_path / "data"), options=options()) as db:
+        for name in ("../other/postgres", "postgres/", "LOCK", "postgres/manifest"):
+            with pytest.raises(SqlVecError) as info:
+                db.store(name)
+            assert (info.value.sqlstate, info.value.message) == (
+                "3D000", f'database "{name}" does not exist')
+        with pytest.raises(SqlVecError) as info:
+            db.create_database("LOCK")  # a file of the data directory, not a database
+        assert info.value.sqlstate == "42602"
+        db.create_database("Ünïcode name-1")
+        assert db.databases() == ["postgres", "Ünïcode name-1"]
+        db.drop_database("Ünïcode name-1")
+        with pytest.raises(SqlVecError) as info:
+            db.drop_database("../other/postgres")
+        assert info.value.sqlstate == "3D000"
+    assert os.path.isdir(tmp_path / "other" / "postgres" / "manifest")

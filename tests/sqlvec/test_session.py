@@ -262,3 +262,36 @@ def test_error_positions_count_from_the_start_of_the_whole_query_string(db, sql,
     with pytest.raises(SqlVecError) as err:
         list(s.execute(sql))
     assert err.value.position == sql.index(word) + 1
+
+
+def test_terminate_ends_the_session_for_good(db):
+    s, other = db.connect(), db.connect()
+    ended = []
+    s.on_terminate = lambda: ended.append(True)  # what the wire hooks in to close the socket
+    assert rows(other, f"SELECT pg_terminate_backend({s.pid})") == [(True,)]
+    assert ended == [True]
+    for _ in range(2):  # the next statement, and every one after, is refused
+        with pytest.raises(SqlVecError) as caught:
+            s.execute_one("SELECT 1")
+        assert (caught.value.sqlstate, caught.value.severity) == ("57P01", "FATAL")
+
+
+def test_terminate_interrupts_a_running_statement(db):
+    s = db.connect()
+    threading.Timer(0.2, s.terminate).start()
+    with pytest.raises(SqlVecError) as caught:
+        s.execute_one(LONG_QUERY)
+    assert caught.value.sqlstate == "57P01"
+    assert caught.value.message == "terminating connection due to administrator command"
+
+
+def test_settings_fixed_at_server_start_refuse_set_and_reset(db):
+    s = db.connect()
+    assert rows(s, "SHOW data_directory") == [(db.server_settings["data_directory"],)]
+    for statement in ("SET data_directory = '/x'", "SET max_connections = 1",
+                      "RESET port", "SET server_version = '1'", "SET ssl = on"):
+        assert sqlstate(s, statement) == "55P02"
+    s.execute_one("SET work_mem = '64MB'")
+    s.execute_one("RESET ALL")  # resets what may change, and leaves the rest
+    assert rows(s, "SHOW work_mem") == [("4MB",)]
+    assert rows(s, "SHOW data_directory") == [(db.server_settings["data_directory"],)]

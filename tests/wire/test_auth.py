@@ -112,3 +112,11 @@ def test_methods_other_than_trust_need_a_password():
 def test_sasl_initial_response_layout():
     message = SASLInitialResponse("SCRAM-SHA-256", b"abc").encode()
     assert SASLInitialResponse.decode(Reader(message[5:])).response == b"abc"
+
+
+def test_messages_before_authentication_are_small():
+    """What PostgreSQL accepts before it knows the client: SASL messages of 1,024 bytes,
+    passwords of 65,535."""
+    assert AuthConfig.build("scram-sha-256", PASSWORD).authenticator("a").max_message_size == 1024
+    for method in ("password", "md5"):
+        assert AuthConfig.build(method, PASSWORD).authenticator("a").max_message_size == 65535

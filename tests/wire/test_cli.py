@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wire.auth import AuthMethod
-from wire.cli import build_parser, resolve_auth
+from wire.cli import build_parser, resolve_auth, resolve_limits
 
 
 def args(*argv: str):
@@ -23,7 +23,9 @@ def test_help_explains_every_option(capsys):
         build_parser().parse_args(["serve", "--help"])
     text = capsys.readouterr().out
     for option in ("--data-dir", "--host", "--port", "--password", "--auth", "--tls-cert",
-                   "--tls-key", "SQLVEC_PASSWORD", "scram-sha-256"):
+                   "--tls-key", "SQLVEC_PASSWORD", "scram-sha-256", "--max-connections",
+                   "--superuser-reserved-connections", "--max-startup-connections",
+                   "--authentication-timeout", "--auth-failure-delay", "53300"):
         assert option in text
 
 
@@ -48,3 +50,18 @@ def test_beyond_loopback_needs_a_password_or_explicit_trust(monkeypatch):
     assert resolve_auth(args("--host", "0.0.0.0", "--password", "x")).method is AuthMethod.SCRAM
     with pytest.raises(ValueError, match="needs a password"):
         resolve_auth(args("--auth", "scram-sha-256"))
+
+
+def test_connection_limits():
+    limits = resolve_limits(args())
+    assert (limits.max_connections, limits.superuser_reserved_connections, limits.startup_limit,
+            limits.authentication_timeout) == (100, 3, 100, 60.0)
+    limits = resolve_limits(args("--max-connections", "10", "--max-startup-connections", "4",
+                                 "--authentication-timeout", "2.5"))
+    assert (limits.max_connections, limits.startup_limit, limits.settings()) == (
+        10, 4, {"max_connections": "10", "superuser_reserved_connections": "3",
+                "authentication_timeout": "2.5s"})
+    for bad in (("--max-connections", "3"), ("--max-connections", "0"),
+                ("--authentication-timeout", "0"), ("--max-startup-connections", "0")):
+        with pytest.raises(ValueError):
+            resolve_limits(args(*bad))

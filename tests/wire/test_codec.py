@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import tracemalloc
 
 import pyarrow as pa
 import pytest
@@ -15,6 +16,7 @@ from sqlvec.errors import ProtocolViolation
 from wire.codec import (
     MAX_STARTUP_SIZE,
     RECV_SIZE,
+    STARTUP_RECV_SIZE,
     EndOfStream,
     Reader,
     SocketStream,
@@ -136,5 +138,36 @@ def test_socket_stream_reads_across_receives_and_large_messages():
     assert target == b"head" + payload[10 + 2 * RECV_SIZE:]
     with pytest.raises(EndOfStream):
         stream.read_exactly(1)
+    sender.join()
+    b.close()
+
+
+def test_a_claimed_length_is_not_allocated_before_its_bytes_arrive():
+    a, b = socket.socketpair()
+    a.sendall(b"Q" + struct.pack("!i", 1 << 30) + b"SELECT " * 1000)  # claims 1 GiB, sends 7 KB
+    a.close()
+    stream = SocketStream(b, STARTUP_RECV_SIZE)
+    tracemalloc.start()
+    try:
+        with pytest.raises(EndOfStream):
+            read_message(stream.read_exactly)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        b.close()
+    assert peak < 4 * RECV_SIZE  # the receive buffer and the bytes received, not 1 GiB
+
+
+def test_a_small_buffer_grows_for_large_messages_and_keeps_what_it_holds():
+    a, b = socket.socketpair()
+    payload = bytes(range(256)) * 2000  # 512,000 bytes: larger than any buffer size
+    sender = threading.Thread(target=lambda: (a.sendall(
+        frame(b"S") + frame(b"Q", payload) + frame(b"X")), a.close()))
+    sender.start()
+    stream = SocketStream(b, STARTUP_RECV_SIZE)
+    assert read_message(stream.read_exactly) == (b"S", b"")
+    stream.grow(1 << 16)  # what a connection does once the client is in
+    assert read_message(stream.read_exactly) == (b"Q", payload)
+    assert read_message(stream.read_exactly) == (b"X", b"")
     sender.join()
     b.close()

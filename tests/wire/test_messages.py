@@ -91,7 +91,7 @@ def test_startup_requests():
     (b"S", b"extra"),  # Sync has no body
     (b"D", b"X\0"),  # Describe of neither S nor P
     (b"B", b"\0\0\x00\x01\x00\x07\x00\x00\x00\x00"),  # format code 7
-    (b"P", b"a\0b\0\xff\xff"),  # negative parameter count
+    (b"P", b"a\0b\0\xff\xff"),  # 65535 parameter types announced, none sent
 ])
 def test_malformed_frontend_messages(type_byte, body):
     with pytest.raises(ProtocolViolation) as info:
@@ -130,3 +130,13 @@ def test_data_rows_from_cell_lists_match_the_batch():
     batch = m.DataRow.encode_batch([pa.array(c, pa.large_binary()) for c in cells], 2)
     assert m.DataRow.encode_cell_rows(cells, 2) == batch
     assert m.DataRow.encode_cell_rows([], 3) == m.DataRow(()).encode() * 3
+
+
+def test_parameter_counts_are_unsigned_16_bit():
+    """Up to 65535 parameters, as PostgreSQL reads the counts (not 32767)."""
+    many = tuple(range(40_000))
+    for message in (m.Parse("", "SELECT 1", many), m.ParameterDescription(many),
+                    m.Bind("", "", (1,), tuple(b"x" for _ in many), ())):
+        type_byte, body = split(message.encode())
+        decode = m.decode_backend if type_byte == b"t" else m.decode_frontend
+        assert decode(type_byte, body) == message
