@@ -293,5 +293,5 @@ def test_settings_fixed_at_server_start_refuse_set_and_reset(db):
         assert sqlstate(s, statement) == "55P02"
     s.execute_one("SET work_mem = '64MB'")
     s.execute_one("RESET ALL")  # resets what may change, and leaves the rest
-    assert rows(s, "SHOW work_mem") == [("4MB",)]
+    assert rows(s, "SHOW work_mem") == [("1GB",)]  # the default again
     assert rows(s, "SHOW data_directory") == [(db.server_settings["data_directory"],)]
