@@ -368,6 +368,7 @@ class Session:
             params=params,
             settings=self.settings,
             snapshot_of=lambda table_id: self.store.table(table_id).snapshot(),
+            table_of=self.store.table,
             overlay=self.txn,
             virtual_table=lambda name: self.database.virtual_table(self, name),
             cancel=self._cancel,

@@ -8,10 +8,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 
 from sqlvec.errors import QueryCanceled
-from sqlvec.storage.table import TableSnapshot
+from sqlvec.storage.table import Table, TableSnapshot
 
 
 @dataclass
@@ -28,6 +29,7 @@ class ExecContext:
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     settings: dict = field(default_factory=dict)
     snapshot_of: Callable[[int], TableSnapshot] | None = None
+    table_of: Callable[[int], Table] | None = None
     overlay: object = None  # session.Transaction with buffered writes, or None
     virtual_table: Callable[[str], pa.Table] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -61,6 +63,14 @@ class ExecContext:
             snap = self.snapshot_of(table_id)
             self._snapshots[table_id] = snap
         return snap
+
+    def lookup_keys(self, table_id: int, rows: pa.Table, key: int) -> tuple[TableSnapshot, np.ndarray]:
+        """Row ids holding these values of a unique key, in the statement's snapshot of the
+        table (taken together with the lookup when this is the statement's first read of it)."""
+        assert self.table_of is not None
+        snap, rowids = self.table_of(table_id).lookup_keys(rows, key, self._snapshots.get(table_id))
+        self._snapshots[table_id] = snap
+        return snap, rowids
 
     def check(self) -> None:
         """Raise 57014 if the statement was cancelled or ran past statement_timeout."""

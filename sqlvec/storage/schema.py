@@ -96,6 +96,15 @@ class IndexDef:
 
 
 @dataclass(frozen=True)
+class KeyDef:
+    """A unique key of a table: its constraint name and columns (SQL names)."""
+
+    name: str
+    columns: tuple[str, ...]
+    primary: bool = False
+
+
+@dataclass(frozen=True)
 class TableDef:
     """A table: identity, columns (in attnum order, dropped ones removed), key and indexes."""
 
@@ -122,6 +131,13 @@ class TableDef:
     @property
     def column_names(self) -> list[str]:
         return [col.name for col in self.columns]
+
+    @property
+    def unique_keys(self) -> tuple[KeyDef, ...]:
+        """The keys whose values must be unique among live rows (the primary key today)."""
+        if not self.primary_key:
+            return ()
+        return (KeyDef(f"{self.name}_pkey", self.primary_key, primary=True),)
 
     @property
     def hnsw_indexes(self) -> tuple[IndexDef, ...]:

@@ -186,7 +186,7 @@ class Store:
                     bitmap = DeleteBitmap.empty(seg.n_rows)
                 table.deletes[seg.id] = bitmap
                 self._load_indexes(table, seg, smeta.get("indexes") or {})
-            table.rebuild_pk_map()
+            table.rebuild_keys()
             self.tables[table.id] = table
 
     def _load_indexes(self, table: Table, seg: Segment, metas: dict) -> None:
