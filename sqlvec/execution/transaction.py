@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sqlvec.errors import SerializationFailure
 from sqlvec.storage.keys import MISSING, KeyIndex
 from sqlvec.storage.schema import ROWID
 from sqlvec.storage.table import Table, TableSnapshot
@@ -131,6 +132,11 @@ class Transaction:
             if clash.any():
                 dup = values[np.flatnonzero(clash)[0]]
         if dup is not None:
+            if overlay.deleted and not overlay.truncated and \
+                    not table.still_live(np.fromiter(overlay.deleted, np.int64)):
+                # A row this transaction deleted is gone already: a concurrent commit changed
+                # it (and may hold its key now). The commit will fail on that; say so now.
+                raise SerializationFailure("could not serialize access due to concurrent update")
             raise table.duplicate_key(key, dup)
         return values
 

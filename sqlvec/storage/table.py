@@ -475,6 +475,16 @@ class Table:
                 found.insert(values[hit], part.column(ROWID).to_numpy()[hit])
         return found.lookup(keys)
 
+    def still_live(self, rowids: np.ndarray) -> bool:
+        """Whether all these rows are live and no commit in flight deletes them: what a commit
+        deleting them needs (else it fails with 40001)."""
+        rowids = np.asarray(rowids, dtype=np.int64)
+        with self.lock:  # see prepare: both read at once
+            snap = self.snapshot()
+            pending = [c.deleted for c in self._claims if c.deleted]
+        ids = rowids.tolist()
+        return not any(not d.isdisjoint(ids) for d in pending) and snap.all_live(rowids)
+
     def duplicate_key(self, key: int, value: object) -> UniqueViolation:
         """The 23505 error for a value of unique key `key`."""
         kd = self.keys[key].def_
@@ -518,12 +528,17 @@ class Table:
         23505 on a duplicate key, 40001 when a row to delete is already gone or claimed by
         another commit in flight. Costs O(rows written), whatever the table's size."""
         out = []
-        snap = self.snapshot()
+        # The applied state and the claims of commits in flight, read together: a commit
+        # applied and released in between would be in neither. Only this prepare adds claims.
+        with self.lock:
+            snap = self.snapshot()
+            pending = [c.deleted for c in self._claims if c.deleted]
         claim = _Claim([k.index.empty() for k in self.keys], [k.index.empty() for k in self.keys])
         for op in ops:
             if isinstance(op, DeleteOp):
                 rowids = np.unique(np.asarray(op.rowids, dtype=np.int64))
-                if self._pending_delete(rowids) or not snap.all_live(rowids):
+                ids = rowids.tolist()
+                if any(not d.isdisjoint(ids) for d in pending) or not snap.all_live(rowids):
                     raise SerializationFailure(
                         "could not serialize access due to concurrent update")
                 if self.keys:
@@ -614,14 +629,6 @@ class Table:
                 if len(part) and (part.lookup(keys) != MISSING).any():
                     return True
         return False
-
-    def _pending_delete(self, rowids: np.ndarray) -> bool:
-        with self.lock:
-            claims = [c for c in self._claims if c.deleted]
-        if not claims:
-            return False
-        ids = rowids.tolist()
-        return any(not c.deleted.isdisjoint(ids) for c in claims)
 
     def release(self, ops: list) -> None:
         """Drop the claims of prepared ops (after apply, or when the WAL write failed)."""
