@@ -552,7 +552,8 @@ def _run_update(plan: WritePlan, ctx: ExecContext, txn: Transaction):
             if v.type != col.type:
                 value = as_array(V.cast(value, v.type if v.type.name != "unknown" else V.TEXT,
                                         col.type, rows.num_rows), rows.num_rows)
-        columns.append(_chunk(value).take(pa.array(keep)))
+        value = _chunk(value)
+        columns.append(value if keep.size == rows.num_rows else value.take(pa.array(keep)))
     new_rows = pa.Table.from_arrays(columns, names=d.column_names)
     new_rows = table.coerce(new_rows)
     unique_ids = ids[keep]

@@ -316,7 +316,7 @@ class ScanOp(OneRowOp):
         if overlay is not None:
             parts = overlay.merge(parts, snap)
         if filt is not None and not filtered:
-            parts = [p.filter(pa.array(_mask(filt(p), p.num_rows))) for p in parts]
+            parts = [_filtered(p, _mask(filt(p), p.num_rows)) for p in parts]
         if not parts:
             return table_of([pa.array([], _arrow(t)) for t in self.types])
         merged = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
@@ -386,6 +386,12 @@ def _key_value(value, vtype: SqlType, key: SqlType):
         bound = _INT_RANGE[key.name]
         return py if -bound <= py < bound else _NO_MATCH
     return py
+
+
+def _filtered(table: pa.Table, mask: np.ndarray) -> pa.Table:
+    if mask.all():  # the common answer for rows found by key: no Arrow call
+        return table
+    return table.filter(pa.array(mask)) if mask.any() else table.slice(0, 0)
 
 
 def _mask(result, n: int) -> np.ndarray:
