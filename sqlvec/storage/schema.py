@@ -3,7 +3,7 @@
 Columns are stored under *physical* names (`c<attnum>`) rather than their SQL names, so that
 RENAME COLUMN is a manifest change only and DROP COLUMN leaves old segments readable. Every
 segment also carries the hidden `_rowid` column: a per-table int64 assigned at insert, never
-reused, by which deletes, the primary-key map and the WAL address rows.
+reused, by which deletes, the key indexes and the WAL address rows.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ class ColumnDef:
 @dataclass(frozen=True)
 class IndexDef:
     """A secondary index. `method` is "hnsw" (one hnswlib graph per sealed segment) or "btree"
-    (accepted for compatibility; point lookups use the primary-key map and vectorized scans)."""
+    (accepted for compatibility; point lookups use the unique keys' indexes and vectorized
+    scans)."""
 
     name: str
     oid: int
