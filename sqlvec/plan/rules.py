@@ -108,6 +108,9 @@ def use_key_lookup(plan: n.PlanNode) -> n.PlanNode:
         for i, (_name, positions) in enumerate(node.keys):
             if not all(p in pinned for p in positions):
                 continue
+            if not all(node.fields[p].type is not None and node.fields[p].type.name in KEY_TYPES
+                       for p in positions):
+                continue  # equality of other types (char(n), floats, ...) is not the index's
             lists = [pinned[p][1] for p in positions]
             if len(positions) > 1 and any(len(v) != 1 for v in lists):
                 continue  # IN lists only for one-column keys
@@ -117,6 +120,9 @@ def use_key_lookup(plan: n.PlanNode) -> n.PlanNode:
         return node
     return visit(plan)
 
+
+# Key column types whose SQL equality is the key index's equality of stored values.
+KEY_TYPES = frozenset({"int2", "int4", "int8", "text", "varchar"})
 
 _ROW_INDEPENDENT = (exp.Literal, exp.Parameter, exp.Placeholder, exp.Null, exp.Cast, exp.Neg,
                     exp.Paren, exp.Boolean, exp.Identifier, exp.DataType, exp.DataTypeParam)

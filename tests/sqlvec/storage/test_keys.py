@@ -83,12 +83,12 @@ def test_a_bulk_insert_goes_straight_into_the_base_and_replaces_entries():
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["insert", "remove", "bulk"]),
                           st.lists(st.integers(-50, 50), max_size=40)), max_size=40))
-def test_int_index_matches_a_dict(monkeypatch_ops):
+def test_int_index_matches_a_dict(ops):
     original = K._FOLD_MIN
     K._FOLD_MIN = 4  # fold often, so the sorted base is exercised
     try:
         index, model, next_rowid = IntKeyIndex(), {}, 0
-        for op, values in monkeypatch_ops:
+        for op, values in ops:
             keys = np.array(sorted(set(values)), np.int64)
             if op == "remove":
                 index.remove(keys)
