@@ -9,6 +9,8 @@ primary key, loaded by COPY, then for `--seconds` each:
 
 with one connection and with `--writers` connections at once (one thread each), every
 statement prepared (psycopg `prepare=True`) and committed on its own (autocommit). Both servers
+run side by side and take turns (`--rounds` slices of each case), so they meet the same machine:
+on a shared one the disk's fsync latency alone moves by 5x within minutes. Both servers
 make each commit durable before answering: sqlvec fsyncs its WAL (group commit), PostgreSQL runs
 with fsync and synchronous_commit on. Reported: statements per second, median latency, and the
 ratio to PostgreSQL. sqlvec listens on loopback TCP; PostgreSQL (pgserver's build) on a Unix
@@ -136,7 +138,8 @@ def run_case(dsn: str, table: str, rows: int, kind: str, writers: int, seconds: 
         conn.close()
     done = [x for xs in latencies for x in xs]
     return {"rate": len(done) / elapsed, "p50_ms": float(np.median(done) * 1e3) if done else None,
-            "statements": len(done), "errors": dict(errors)}
+            "statements": len(done), "errors": dict(errors), "latencies": done,
+            "elapsed": elapsed}
 
 
 # Profiles ------------------------------------------------------------------------------------------
@@ -154,14 +157,16 @@ def profile_start(pid: int, seconds: float, path: str) -> subprocess.Popen | Non
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def profile_summary(path: str, top: int = 8) -> list[tuple[float, str]]:
-    """Own time per frame (share of busy samples) from py-spy's raw (collapsed) output."""
+def profile_summary(paths: list[str], top: int = 8) -> list[tuple[float, str]]:
+    """Own time per frame (share of busy samples) from py-spy's raw (collapsed) outputs."""
     own: collections.Counter = collections.Counter()
     total = 0
-    try:
-        lines = open(path).read().splitlines()
-    except OSError:
-        return []
+    lines = []
+    for path in paths:
+        try:
+            lines += open(path).read().splitlines()
+        except OSError:
+            pass
     for line in lines:
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
@@ -210,39 +215,73 @@ def _built(index, keys, rowids):
 # Main ---------------------------------------------------------------------------------------------
 
 
-def measure(server_name: str, sizes: list[int], seconds: float, writers: int,
-            profile: bool) -> tuple[str, list[dict]]:
-    directory = tempfile.mkdtemp(prefix=f"writes-{server_name}-")
-    start_server = sqlvec if server_name == "sqlvec" else postgres
-    results = []
+def measure(names: list[str], sizes: list[int], seconds: float, writers: int, rounds: int,
+            profile: bool) -> dict[str, list[dict]]:
+    """Every case on every server, taking turns in `rounds` slices of each case's time, so
+    that all servers meet the same machine (the disk's fsync latency moves by 5x over minutes
+    on a shared machine)."""
+    directory = tempfile.mkdtemp(prefix="writes-")
+    servers = {"sqlvec": sqlvec, "postgres": postgres}
+    results: dict[str, list[dict]] = {}
     try:
-        with start_server(os.path.join(directory, "data")) as (dsn, pid, label):
+        with contextlib.ExitStack() as stack:
+            running = {name: stack.enter_context(servers[name](os.path.join(directory, name)))
+                       for name in names}
+            labels = {name: r[2] for name, r in running.items()}
             for rows in sizes:
                 for pk in (True, False):
                     table = f"w{rows}_{'pk' if pk else 'nopk'}"
-                    began = time.perf_counter()
-                    load(dsn, table, rows, pk, server_name == "postgres")
-                    print(f"{label}: loaded {table} in {time.perf_counter() - began:.1f} s",
-                          file=sys.stderr)
+                    for name, (dsn, _pid, label) in running.items():
+                        began = time.perf_counter()
+                        load(dsn, table, rows, pk, name == "postgres")
+                        print(f"{label}: loaded {table} in {time.perf_counter() - began:.1f} s",
+                              file=sys.stderr)
                     for kind in ("insert", "update"):
                         for n in (1, writers):
-                            spy = None
-                            raw = os.path.join(directory, f"{table}-{kind}-{n}.txt")
-                            if profile and pid is not None:
-                                spy = profile_start(pid, seconds, raw)
-                            offset = 10 ** 9 * (len(results) + 1)
-                            r = run_case(dsn, table, rows, kind, n, seconds, offset)
-                            if spy is not None:
-                                spy.wait()
-                                r["profile"] = profile_summary(raw)
-                            r.update(rows=rows, primary_key=pk, kind=kind, writers=n)
-                            results.append(r)
-                            print(f"{label}: {table} {kind} x{n}: {r['rate']:.0f}/s, "
-                                  f"p50 {r['p50_ms'] or 0:.2f} ms, errors {r['errors']}",
-                                  file=sys.stderr)
+                            case = {"rows": rows, "primary_key": pk, "kind": kind, "writers": n}
+                            for name, r in _run_turns(running, table, case, seconds, rounds,
+                                                      profile, directory).items():
+                                results.setdefault(name, []).append(r)
+                                print(f"{labels[name]}: {table} {kind} x{n}: {r['rate']:.0f}/s, "
+                                      f"p50 {r['p50_ms'] or 0:.2f} ms, errors {r['errors']}",
+                                      file=sys.stderr)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    return label, results
+    results["labels"] = labels  # type: ignore[assignment]
+    return results
+
+
+_offsets = iter(range(1, 1 << 30))
+
+
+def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: int,
+               profile: bool, directory: str) -> dict[str, dict]:
+    parts: dict[str, list[dict]] = {name: [] for name in running}
+    for _ in range(rounds):
+        for name, (dsn, pid, _label) in running.items():
+            spy = None
+            raw = os.path.join(directory, f"{table}-{case['kind']}-{case['writers']}.txt")
+            if profile and pid is not None:
+                spy = profile_start(pid, seconds / rounds, raw + f".{len(parts[name])}")
+            r = run_case(dsn, table, case["rows"], case["kind"], case["writers"],
+                         seconds / rounds, 10 ** 9 * next(_offsets))
+            if spy is not None:
+                spy.wait()
+            parts[name].append(r)
+    out = {}
+    for name, rs in parts.items():
+        latencies = [x for r in rs for x in r.pop("latencies")]
+        elapsed = sum(r["elapsed"] for r in rs)
+        errors: collections.Counter = collections.Counter()
+        for r in rs:
+            errors.update(r["errors"])
+        out[name] = {**case, "rate": len(latencies) / elapsed, "statements": len(latencies),
+                     "p50_ms": float(np.median(latencies) * 1e3) if latencies else None,
+                     "errors": dict(errors)}
+        if profile and running[name][1] is not None:
+            raw = os.path.join(directory, f"{table}-{case['kind']}-{case['writers']}.txt")
+            out[name]["profile"] = profile_summary([f"{raw}.{i}" for i in range(rounds)])
+    return out
 
 
 def table_md(ours: list[dict], theirs: list[dict] | None, pg_label: str) -> str:
@@ -264,6 +303,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sizes", default="10000,1000000", help="table sizes (rows)")
     parser.add_argument("--seconds", type=float, default=4.0, help="per case (default 4)")
     parser.add_argument("--writers", type=int, default=4, help="concurrent writers (default 4)")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="turns each server takes per case (default 4)")
     parser.add_argument("--only", choices=("sqlvec", "postgres", "index"), default=None)
     parser.add_argument("--profile", action="store_true", help="py-spy the sqlvec server")
     parser.add_argument("--json", default=None, help="write every figure to this file")
@@ -275,21 +316,20 @@ def main(argv: list[str]) -> int:
         for name, r in report["index"].items():
             print(f"{name}: {r['bytes'] / 2**20:.0f} MiB, built in {r['build_s']:.2f} s, "
                   f"lookup {r['lookup_us']:.2f} µs (1M int64 keys)")
-    ours = theirs = None
-    pg_label = "PostgreSQL"
-    if args.only in (None, "sqlvec"):
-        _, ours = measure("sqlvec", sizes, args.seconds, args.writers, args.profile)
-        report["sqlvec"] = ours
-    if args.only in (None, "postgres"):
-        pg_label, theirs = measure("postgres", sizes, args.seconds, args.writers, False)
-        report["postgres"] = {"label": pg_label, "results": theirs}
-    if ours is not None:
-        print(table_md(ours, theirs, pg_label))
-        for r in ours:
-            if r.get("profile"):
-                where = ", ".join(f"{share:.0%} {frame}" for share, frame in r["profile"][:5])
-                print(f"- {r['rows']:,} {'pk' if r['primary_key'] else 'no key'} {r['kind']} "
-                      f"x{r['writers']}: {where}")
+    names = [n for n in ("sqlvec", "postgres") if args.only in (None, n)]
+    if names:
+        results = measure(names, sizes, args.seconds, args.writers, args.rounds, args.profile)
+        labels = results.pop("labels")
+        report.update(results)
+        report["labels"] = labels
+        ours, theirs = results.get("sqlvec"), results.get("postgres")
+        if ours is not None:
+            print(table_md(ours, theirs, labels.get("postgres", "PostgreSQL")))
+            for r in ours:
+                if r.get("profile"):
+                    where = ", ".join(f"{share:.0%} {frame}" for share, frame in r["profile"][:5])
+                    print(f"- {r['rows']:,} {'pk' if r['primary_key'] else 'no key'} "
+                          f"{r['kind']} x{r['writers']}: {where}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1, default=str)

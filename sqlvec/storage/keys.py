@@ -63,6 +63,10 @@ class KeyIndex(ABC):
         """Row id per key, MISSING where absent."""
 
     @abstractmethod
+    def get(self, key: object) -> int:
+        """Row id of one key (a Python value), MISSING where absent."""
+
+    @abstractmethod
     def insert(self, keys: np.ndarray, rowids: np.ndarray) -> None:
         """Map each key to its row id (replacing any previous entry)."""
 
@@ -143,10 +147,27 @@ class IntKeyIndex(KeyIndex):
                 out[hit] = crowids[pos[hit]]
         return out
 
+    def get(self, key: object) -> int:
+        hit = self._changes.get(key)  # type: ignore[call-overload]
+        if hit is not None:
+            return hit
+        base = self._keys
+        if base.size == 0:
+            return MISSING
+        i = int(base.searchsorted(key))
+        return int(self._rowids[i]) if i < base.size and base[i] == key else MISSING
+
     def insert(self, keys: np.ndarray, rowids: np.ndarray) -> None:
         keys = np.asarray(keys, dtype=np.int64)
         rowids = np.asarray(rowids, dtype=np.int64)
         if keys.size == 0:
+            return
+        if keys.size == 1:  # a single row: no NumPy
+            key = int(keys[0])
+            self._size += self.get(key) == MISSING
+            self._changes[key] = int(rowids[0])
+            self._changed = None
+            self._maybe_fold()
             return
         self._size += int(np.count_nonzero(self.lookup(keys) == MISSING))
         if keys.size > max(_FOLD_MIN, self._keys.size // _FOLD_FRACTION):
@@ -164,6 +185,14 @@ class IntKeyIndex(KeyIndex):
     def remove(self, keys: np.ndarray, rowids: np.ndarray | None = None) -> None:
         keys = np.asarray(keys, dtype=np.int64)
         if keys.size == 0:
+            return
+        if keys.size == 1:  # a single row: no NumPy
+            key, current = int(keys[0]), self.get(int(keys[0]))
+            if current != MISSING and (rowids is None or current == int(rowids[0])):
+                self._size -= 1
+                self._changes[key] = MISSING
+                self._changed = None
+                self._maybe_fold()
             return
         current = self.lookup(keys)
         hit = current != MISSING
@@ -244,6 +273,9 @@ class HashKeyIndex(KeyIndex):
         n = len(values[0]) if values else 0
         items = values[0] if len(values) == 1 else zip(*values)
         return np.fromiter(items, dtype=object, count=n)
+
+    def get(self, key: object) -> int:
+        return self._map.get(key, MISSING)
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         get = self._map.get

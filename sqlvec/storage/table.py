@@ -358,6 +358,9 @@ class _Claim:
     deleted: set[int] = field(default_factory=set)  # row ids
     truncated: bool = False
     op_ids: list[int] = field(default_factory=list)
+    # Per delete op (by its id once prepared): the deleted rows' keys per unique key and their
+    # row ids, so applying it need not read them again.
+    delete_keys: dict[int, tuple[list[np.ndarray], np.ndarray]] = field(default_factory=dict)
 
 
 class Table:
@@ -563,15 +566,17 @@ class Table:
                 if any(not d.isdisjoint(ids) for d in pending) or not snap.all_live(rowids):
                     raise SerializationFailure(
                         "could not serialize access due to concurrent update")
+                prepared = DeleteOp(self.id, rowids)
                 if self.keys:
                     rows = snap.rows_by_id(rowids, self._key_columns())
                     ids = rows.column(ROWID).to_numpy()
-                    for i, uk in enumerate(self.keys):
-                        keys = uk.keys_of(rows)
+                    per_key = [uk.keys_of(rows) for uk in self.keys]
+                    for i, keys in enumerate(per_key):
                         claim.added[i].remove(keys)
                         claim.removed[i].insert(keys, ids)
+                    claim.delete_keys[id(prepared)] = (per_key, ids)
                 claim.deleted.update(rowids.tolist())
-                out.append(DeleteOp(self.id, rowids))
+                out.append(prepared)
             elif isinstance(op, InsertOp):
                 table = op.batch if isinstance(op.batch, pa.Table) else pa.Table.from_batches([op.batch])
                 checked = [self._check_keys(i, table, claim) for i in range(len(self.keys))] \
@@ -621,9 +626,11 @@ class Table:
         """Row id holding each key once every commit in flight (and `claim`, the one being
         prepared) has applied. Caller holds the lock: applying and releasing a claim happen
         in that order, each under it, so the index and the claims are read consistently."""
+        claims = ([claim] if claim is not None else []) + self._claims[::-1]
+        if keys.size == 1:
+            return np.array([self._effective_one(key, keys.tolist()[0], claims)], np.int64)
         out = np.full(keys.size, MISSING, np.int64)
         todo = np.ones(keys.size, bool)
-        claims = ([claim] if claim is not None else []) + self._claims[::-1]
         for c in claims:
             idx = np.flatnonzero(todo)
             if idx.size == 0:
@@ -642,6 +649,19 @@ class Table:
         if idx.size:
             out[idx] = self.keys[key].index.lookup(keys[idx])
         return out
+
+    def _effective_one(self, key: int, value: object, claims: list[_Claim]) -> int:
+        """`_effective` of one key, without NumPy (the single-row statement's path)."""
+        for c in claims:
+            if len(c.added[key]):
+                got = c.added[key].get(value)
+                if got != MISSING:
+                    return got
+            if len(c.removed[key]) and c.removed[key].get(value) != MISSING:
+                return MISSING
+            if c.truncated:
+                return MISSING
+        return self.keys[key].index.get(value)
 
     def _claimed(self, key: int, keys: np.ndarray) -> bool:
         for c in self._claims:
@@ -684,7 +704,9 @@ class Table:
                         uk.index.insert(uk.keys_of(batch, physical=True), rowids)
                     self.next_rowid = max(self.next_rowid, int(rowids.max()) + 1)
             elif isinstance(op, DeleteOp):
-                self._apply_delete(np.asarray(op.rowids, dtype=np.int64))
+                claim = self._claim_of.get(id(op))
+                known = claim.delete_keys.get(id(op)) if claim is not None else None
+                self._apply_delete(np.asarray(op.rowids, dtype=np.int64), known)
             elif isinstance(op, TruncateOp):
                 self.sealed = []
                 self.deletes = {}
@@ -695,14 +717,19 @@ class Table:
                 self._key_epoch += 1
             self._invalidate()
 
-    def _apply_delete(self, rowids: np.ndarray) -> None:
+    def _apply_delete(self, rowids: np.ndarray,
+                      known: tuple[list[np.ndarray], np.ndarray] | None = None) -> None:
+        """Delete rows; `known`: their keys and row ids as prepare read them (WAL replay reads
+        them here)."""
         snap = self._snapshot or self._current()
         where, pos = snap.locate(rowids)
         if self.keys:
-            rows = snap.rows_by_id(rowids, self._key_columns())
-            ids = rows.column(ROWID).to_numpy()
-            for uk in self.keys:
-                uk.index.remove(uk.keys_of(rows), ids)
+            if known is None:
+                rows = snap.rows_by_id(rowids, self._key_columns())
+                known = ([uk.keys_of(rows) for uk in self.keys], rows.column(ROWID).to_numpy())
+            per_key, ids = known
+            for uk, keys in zip(self.keys, per_key):
+                uk.index.remove(keys, ids)
             self._key_epoch += 1
         n_sealed = len(snap.sealed)
         for i in np.unique(where[where >= 0]).tolist():

@@ -36,6 +36,7 @@ def test_insert_lookup_remove(make):
     assert len(index) == 3
     probe = index.keys_of([pa.array([9, 2, 5], pa.int64())])
     assert index.lookup(probe).tolist() == [12, MISSING, 10]
+    assert [index.get(k) for k in probe.tolist()] == [12, MISSING, 10]
     # A removal naming another row id leaves the entry (it points at a newer row).
     index.remove(index.keys_of([pa.array([9], pa.int64())]), np.array([99]))
     assert index.lookup(probe).tolist() == [12, MISSING, 10]
@@ -66,6 +67,7 @@ def test_int_index_folds_changes_into_its_sorted_base(monkeypatch):
     assert len(index._changes) <= 8  # folded along the way
     probe = np.arange(-3, 303, dtype=np.int64)
     assert index.lookup(probe).tolist() == [model.get(k, MISSING) for k in probe.tolist()]
+    assert [index.get(k) for k in probe.tolist()] == [model.get(k, MISSING) for k in probe.tolist()]
     assert len(index) == len(model)
 
 
