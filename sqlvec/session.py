@@ -55,9 +55,6 @@ from sqlvec.types import TYPES_BY_OID, SqlType
 
 log = logging.getLogger("sqlvec.session")
 
-# Times an autocommit INSERT ... ON CONFLICT is run when it loses a race at commit.
-UPSERT_ATTEMPTS = 10
-
 from sqlvec.catalog.settings import (  # noqa: E402
     CANONICAL as _CANONICAL,
 )
@@ -65,6 +62,9 @@ from sqlvec.catalog.settings import (  # noqa: E402
     DEFAULT_SETTINGS,
     REPORTED,
 )
+
+# Times an autocommit INSERT ... ON CONFLICT is run when it loses a race at commit.
+UPSERT_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)

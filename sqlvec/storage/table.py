@@ -1,10 +1,15 @@
 """A table: the growing segment, the sealed segments and their deletes — our TableProvider.
 
 Writers go through the store's commit pipeline (store.py): `prepare` validates a commit's ops
-against the committed state plus the commits already in flight (primary keys, deleted rows), the
-WAL makes the record durable, and `apply` makes it visible. Readers call `snapshot()` and get an
-immutable `TableSnapshot` (segment list + delete bitmaps) that later writes never change, so
-reads never block writes and never see half of a commit.
+against the applied state plus the *claims* of commits already in flight (unique keys, deleted
+rows) and registers its own claim, the WAL makes the record durable, and `apply` makes it
+visible (then `release` drops the claim). Readers call `snapshot()` and get an immutable
+`TableSnapshot` (segment list + delete bitmaps) that later writes never change, so reads never
+block writes and never see half of a commit.
+
+Each unique key has an index of the applied rows (keys.py), kept in step by `apply`; the layers
+above ask it narrow questions (`find_keys`, `lookup_keys`, `still_live`), each costing the rows
+asked about, never the table.
 """
 
 from __future__ import annotations
