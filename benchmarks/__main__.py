@@ -12,6 +12,7 @@ SUITES = {
     "hybrid": "benchmarks.hybrid",
     "catalog": "benchmarks.catalog_queries",
     "growth": "benchmarks.growth",
+    "writes": "benchmarks.writes",
 }
 
 

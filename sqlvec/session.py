@@ -32,9 +32,11 @@ from sqlvec.errors import (
     FeatureNotSupported,
     InFailedTransaction,
     QueryCanceled,
+    SerializationFailure,
     SqlVecError,
     UndefinedColumn,
     UndefinedObject,
+    UniqueViolation,
 )
 from sqlvec.execution import ddl
 from sqlvec.execution import values as V
@@ -64,6 +66,9 @@ from sqlvec.catalog.settings import (  # noqa: E402
     format_unit_setting,
     parse_unit_setting,
 )
+
+# Times an autocommit INSERT ... ON CONFLICT is run when it loses a race at commit.
+UPSERT_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -400,6 +405,7 @@ class Session:
             params=params,
             settings=self.settings,
             snapshot_of=lambda table_id: self.store.table(table_id).snapshot(),
+            table_of=self.store.table,
             overlay=self.txn,
             virtual_table=lambda name: self.database.virtual_table(self, name),
             cancel=self._cancel,
@@ -446,13 +452,23 @@ class Session:
     def _write(self, prepared: PreparedStatement, params: list) -> Result:
         write: WritePlan = prepared.compiled
         autocommit = not self.explicit
-        txn = self.txn if self.txn is not None else Transaction()
-        ctx = self._context(params)
-        ctx.overlay = txn
-        count, returning = write.run(ctx, txn)
-        if autocommit:
-            self.store.commit(txn.ops())
-        else:
+        # An autocommit INSERT ... ON CONFLICT that loses a race at commit (a concurrent commit
+        # took its key, or changed the row it updates) runs again on the new state, as
+        # PostgreSQL's re-check does: an upsert does not fail with 23505 or 40001.
+        upsert = autocommit and getattr(write, "conflict", None) is not None
+        for attempt in range(UPSERT_ATTEMPTS if upsert else 1):
+            txn = self.txn if self.txn is not None else Transaction()
+            ctx = self._context(params)
+            ctx.overlay = txn
+            try:
+                count, returning = write.run(ctx, txn)
+                if autocommit:
+                    self.store.commit(txn.ops())
+                break
+            except (UniqueViolation, SerializationFailure):
+                if not upsert or attempt + 1 == UPSERT_ATTEMPTS:
+                    raise
+        if not autocommit:
             self.txn = txn
         tag = {"INSERT": f"INSERT 0 {count}", "UPDATE": f"UPDATE {count}",
                "DELETE": f"DELETE {count}"}[write.kind]

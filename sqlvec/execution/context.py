@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 
 from sqlvec.errors import OutOfMemory, QueryCanceled
-from sqlvec.storage.table import TableSnapshot
+from sqlvec.storage.table import Table, TableSnapshot
 
 
 class MemoryAccount:
@@ -142,6 +143,7 @@ class ExecContext:
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     settings: dict = field(default_factory=dict)
     snapshot_of: Callable[[int], TableSnapshot] | None = None
+    table_of: Callable[[int], Table] | None = None
     overlay: object = None  # session.Transaction with buffered writes, or None
     virtual_table: Callable[[str], pa.Table] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -176,6 +178,14 @@ class ExecContext:
             snap = self.snapshot_of(table_id)
             self._snapshots[table_id] = snap
         return snap
+
+    def lookup_keys(self, table_id: int, rows: pa.Table, key: int) -> tuple[TableSnapshot, np.ndarray]:
+        """Row ids holding these values of a unique key, in the statement's snapshot of the
+        table (taken together with the lookup when this is the statement's first read of it)."""
+        assert self.table_of is not None
+        snap, rowids = self.table_of(table_id).lookup_keys(rows, key, self._snapshots.get(table_id))
+        self._snapshots[table_id] = snap
+        return snap, rowids
 
     def check_interrupts(self) -> None:
         """Raise 57014 if the statement was cancelled or ran past statement_timeout.

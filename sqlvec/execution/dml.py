@@ -25,6 +25,7 @@ from sqlvec.plan import nodes as n
 from sqlvec.plan.planner import Planner, output_name
 from sqlvec.sql.binder import SYSTEM_COLUMNS, Field, Scope, system_column
 from sqlvec.sql.dialect import parse_one
+from sqlvec.storage.keys import MISSING
 from sqlvec.storage.schema import ROWID, ColumnDef
 from sqlvec.storage.table import Table, cast_column
 from sqlvec.types import SqlType
@@ -338,24 +339,23 @@ class ConflictPlan:
     sets: list[tuple[str, Value]] | None
     where: Value | None
     key: tuple[str, ...]
+    key_index: int = 0  # which of the table's unique keys
 
     def apply(self, ctx: ExecContext, txn: Transaction, rows: pa.Table) -> tuple[pa.Table, pa.Table | None]:
         """Split incoming rows into new rows and conflicts; resolve the conflicts."""
-        from sqlvec.storage.table import _key_list
-
-        keys = _key_list(rows, self.key)
-        existing = self._existing(ctx, txn)
+        keys = self.table.key_values(rows, self.key_index)
+        existing, snapshot = self._existing(txn, rows)
         seen: set = set()
         fresh, conflicts, conflict_rowids = [], [], []
-        for i, key in enumerate(keys):
-            if key in existing:
+        for i, (key, holder) in enumerate(zip(keys.tolist(), existing.tolist())):
+            if holder != MISSING:
                 if key in seen and self.action == "update":
                     raise SqlVecError("ON CONFLICT DO UPDATE command cannot affect row a second time",
                                       sqlstate="21000",
                                       hint="Ensure that no rows proposed for insertion within the "
                                            "same command have duplicate constrained values.")
                 conflicts.append(i)
-                conflict_rowids.append(existing[key])
+                conflict_rowids.append(holder)
             elif key in seen:
                 if self.action == "update":
                     raise SqlVecError("ON CONFLICT DO UPDATE command cannot affect row a second time",
@@ -369,7 +369,7 @@ class ConflictPlan:
         if self.action == "nothing" or not conflicts:
             return new_rows, None
         pairs = [(i, r) for i, r in zip(conflicts, conflict_rowids) if r is not None]
-        old = self._rows_by_id(ctx, txn, [r for _, r in pairs])
+        old = self._rows_by_id(snapshot, txn, [r for _, r in pairs])
         excluded = rows.take(pa.array([i for i, _ in pairs], pa.int64()))
         d = self.table.def_
         width = len(d.columns)
@@ -400,40 +400,38 @@ class ConflictPlan:
         updated_ids = txn.insert(self.table, updated)
         return new_rows, updated_ids
 
-    def _existing(self, ctx: ExecContext, txn: Transaction) -> dict:
-        from sqlvec.storage.table import _key_list
-
+    def _existing(self, txn: Transaction, rows: pa.Table):
+        """Per incoming row, the row id already holding its key (MISSING: none), and the
+        snapshot the committed ones were found in. As PostgreSQL, against the latest committed
+        state rather than the statement's snapshot, after waiting for commits in flight that
+        claim these keys; the transaction's own writes count over committed rows."""
+        snapshot, held = self.table.lookup_keys(rows, self.key_index, wait=IN_FLIGHT_WAIT)
         overlay = txn.table_overlay(self.table.id)
-        out: dict = {}
-        if not (overlay is not None and overlay.truncated):
-            dead = overlay.deleted if overlay is not None else set()
-            if tuple(self.key) == self.table.def_.primary_key:
-                out = {k: v for k, v in self.table.pk_map.items() if v not in dead}
-            else:
-                snap = ctx.snapshot(self.table.id)
-                for part in snap.scan(list(self.key), with_rowid=True):
-                    for k, r in zip(_key_list(part, self.key), part.column(ROWID).to_pylist()):
-                        if r not in dead:
-                            out[k] = r
-        if overlay is not None:
-            ins = overlay.inserted_table()
-            if ins is not None:
-                for k, r in zip(_key_list(ins, self.key), ins.column(ROWID).to_pylist()):
-                    out[k] = r
-        return out
+        if overlay is None:
+            return held, snapshot
+        if overlay.truncated:
+            held[:] = MISSING
+        elif overlay.deleted:
+            gone = np.fromiter((r in overlay.deleted for r in held.tolist()), bool, held.size)
+            held[gone] = MISSING
+        own = overlay.own_keys(self.key_index).lookup(self.table.key_values(rows, self.key_index))
+        return np.where(own != MISSING, own, held), snapshot
 
-    def _rows_by_id(self, ctx: ExecContext, txn: Transaction, rowids: list[int]) -> pa.Table:
-        snap = ctx.snapshot(self.table.id)
-        wanted = pa.array(rowids, pa.int64())
-        parts = [p.filter(pc.is_in(p.column(ROWID), value_set=wanted))
-                 for p in snap.scan(with_rowid=True)]
+    def _rows_by_id(self, snapshot, txn: Transaction, rowids: list[int]) -> pa.Table:
+        ids = np.asarray(rowids, dtype=np.int64)
+        parts = [snapshot.rows_by_id(ids[ids >= 0])]
         overlay = txn.table_overlay(self.table.id)
-        if overlay is not None:
-            parts = overlay.merge(parts, snap)
-            parts = [p.filter(pc.is_in(p.column(ROWID), value_set=wanted)) for p in parts]
-        table = pa.concat_tables(parts) if parts else None
+        ins = overlay.inserted_table() if overlay is not None else None
+        if ins is not None and (ids < 0).any():
+            own = ins.filter(pc.is_in(ins.column(ROWID), value_set=pa.array(ids[ids < 0])))
+            parts.append(own.cast(parts[0].schema))
+        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         order = {r: i for i, r in enumerate(table.column(ROWID).to_pylist())}
         return table.take(pa.array([order[r] for r in rowids], pa.int64()))
+
+
+# Seconds an ON CONFLICT statement waits for commits in flight that claim its keys.
+IN_FLIGHT_WAIT = 2.0
 
 
 def _plan_conflict(conflict: exp.OnConflict | None, table: Table, alias: str, planner: Planner,
@@ -449,12 +447,15 @@ def _plan_conflict(conflict: exp.OnConflict | None, table: Table, alias: str, pl
                 return None
             raise SqlVecError("ON CONFLICT DO UPDATE requires inference specification or "
                               "constraint name", sqlstate="42601")
-    if keys != d.primary_key:
+    # As PostgreSQL infers the constraint: the key whose columns are the target's, in any order.
+    index = next((i for i, k in enumerate(d.unique_keys) if set(k.columns) == set(keys)), None)
+    if index is None:
         raise SqlVecError("there is no unique or exclusion constraint matching the ON CONFLICT "
                           "specification", sqlstate="42P10")
+    keys = d.unique_keys[index].columns
     action = conflict.args.get("action")
     if action is not None and "NOTHING" in str(action.this if hasattr(action, "this") else action).upper():
-        return ConflictPlan(table, "nothing", None, None, keys)
+        return ConflictPlan(table, "nothing", None, None, keys, index)
     fields = _table_fields(table, alias) + [
         Field(c.name, "excluded", c.type) for c in d.columns]
     scope = Scope(fields)
@@ -469,7 +470,7 @@ def _plan_conflict(conflict: exp.OnConflict | None, table: Table, alias: str, pl
         sets.append((name, _assign(c, bound, d.column(name))))
     where = conflict.args.get("where")
     where_v = c.compile_as(planner._expr(where.this, scope), BOOL) if where is not None else None
-    return ConflictPlan(table, "update", sets, where_v, keys)
+    return ConflictPlan(table, "update", sets, where_v, keys, index)
 
 
 # UPDATE and DELETE --------------------------------------------------------------------------------
@@ -551,7 +552,8 @@ def _run_update(plan: WritePlan, ctx: ExecContext, txn: Transaction):
             if v.type != col.type:
                 value = as_array(V.cast(value, v.type if v.type.name != "unknown" else V.TEXT,
                                         col.type, rows.num_rows), rows.num_rows)
-        columns.append(_chunk(value).take(pa.array(keep)))
+        value = _chunk(value)
+        columns.append(value if keep.size == rows.num_rows else value.take(pa.array(keep)))
     new_rows = pa.Table.from_arrays(columns, names=d.column_names)
     new_rows = table.coerce(new_rows)
     unique_ids = ids[keep]

@@ -38,6 +38,7 @@ from sqlvec.execution.values import INT8, TEXT, Value, as_array, is_scalar
 from sqlvec.execution.windows import compile_window, run_windows
 from sqlvec.plan import nodes as n
 from sqlvec.sql.binder import Field, Scope
+from sqlvec.storage.keys import MISSING
 from sqlvec.storage.schema import ROWID
 from sqlvec.types import SqlType
 
@@ -134,8 +135,17 @@ class Builder:
         op = ScanOp(list(node.fields), types, [])
         op.table_id = node.table_id
         op.filter = None
+        op.key = None
         if node.filter is not None:
-            op.filter = self.compiler(list(node.fields), types, outer).condition(node.filter, "WHERE")
+            c = self.compiler(list(node.fields), types, outer)
+            op.filter = c.condition(node.filter, "WHERE")
+            if node.key is not None:
+                positions = node.keys[node.key][1]
+                key_types = [types[p] for p in positions]
+                values = [[c.compile(e) for e in row] for row in node.key_values]
+                if all(_key_comparable(v.type, t) for row in values for v, t in zip(row, key_types)):
+                    op.key, op.key_positions, op.key_types = node.key, positions, key_types
+                    op.key_values = values
         return op
 
     def _VirtualScan(self, node: n.VirtualScan, outer):
@@ -311,23 +321,45 @@ class ScanOp(OneRowOp):
     filter: Value | None
 
     def run(self, ctx, outer):
-        snap = ctx.snapshot(self.table_id)
         overlay = ctx.overlay.table_overlay(self.table_id) if ctx.overlay is not None else None
-        parts = []
         filt = self._segment_filter(ctx, outer)
-        for part in snap.scan(filter=filt if overlay is None else None, with_rowid=True):
-            ctx.check_interrupts()  # a part per segment: a filter over many is long
-            parts.append(part)
+        if self.key is not None:
+            snap, parts = self._by_key(ctx, outer)
+            filtered = False
+        else:
+            snap = ctx.snapshot(self.table_id)
+            parts = []
+            for part in snap.scan(filter=filt if overlay is None else None, with_rowid=True):
+                ctx.check_interrupts()  # a part per segment: a filter over many is long
+                parts.append(part)
+            filtered = overlay is None
         if overlay is not None:
             parts = overlay.merge(parts, snap)
-            if filt is not None:
-                parts = [p.filter(pa.array(_mask(filt(p), p.num_rows))) for p in parts]
+        if filt is not None and not filtered:
+            parts = [_filtered(p, _mask(filt(p), p.num_rows)) for p in parts]
         if not parts:
             return table_of([pa.array([], _arrow(t)) for t in self.types])
         merged = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         # The table's columns in order, then the row id (the last field).
         width = len(self.fields) - 1
         return table_of([merged.column(i) for i in range(width)] + [merged.column(ROWID)])
+
+    def _by_key(self, ctx, outer):
+        """The committed rows holding the wanted key values, through the key's index."""
+        table = ctx.table_of(self.table_id)
+        frame = Frame(_ONE_ROW, ctx, outer)
+        wanted = [[] for _ in self.key_positions]
+        for row in self.key_values:
+            cells = [_key_value(v(frame), v.type, t) for v, t in zip(row, self.key_types)]
+            if all(c is not _NO_MATCH for c in cells):
+                for column, cell in zip(wanted, cells):
+                    column.append(cell)
+        names = [table.def_.columns[p].name for p in self.key_positions]
+        rows = pa.table({name: pa.array(vals, t.to_arrow())
+                         for name, vals, t in zip(names, wanted, self.key_types)})
+        snap, rowids = ctx.lookup_keys(self.table_id, rows, self.key)
+        found = np.unique(rowids[rowids != MISSING])
+        return snap, ([snap.rows_by_id(found)] if found.size else [])
 
     def _segment_filter(self, ctx, outer):
         if self.filter is None:
@@ -337,6 +369,49 @@ class ScanOp(OneRowOp):
         def fn(table: pa.Table):
             return predicate(Frame(table, ctx, outer))
         return fn
+
+
+_NO_MATCH = object()
+_INT_RANGE = {"int2": 1 << 15, "int4": 1 << 31, "int8": 1 << 63}
+
+
+def _key_comparable(value: SqlType, key: SqlType) -> bool:
+    """Whether a value of type `value` can be looked up in a key of type `key` exactly."""
+    if value == key or value.name == "unknown":
+        return True
+    if key.name in _INT_RANGE:
+        return value.name in _INT_RANGE or value.name in ("numeric", "float4", "float8")
+    return key.name in ("text", "varchar") and value.name in ("text", "varchar")
+
+
+def _key_value(value, vtype: SqlType, key: SqlType):
+    """A looked-up value as the key column holds it; _NO_MATCH when no key can equal it
+    (NULL, a fraction or an out-of-range number for an integer key)."""
+    if not isinstance(value, pa.Scalar):
+        value = value[0]
+    if not value.is_valid:
+        return _NO_MATCH
+    if vtype.name == "unknown":
+        value = V.cast(value, TEXT, key, 1)
+        if not isinstance(value, pa.Scalar):
+            value = value[0]
+    py = value.as_py()
+    if key.name in _INT_RANGE:
+        try:
+            if py != int(py):
+                return _NO_MATCH
+        except (ValueError, OverflowError):  # NaN, infinity
+            return _NO_MATCH
+        py = int(py)
+        bound = _INT_RANGE[key.name]
+        return py if -bound <= py < bound else _NO_MATCH
+    return py
+
+
+def _filtered(table: pa.Table, mask: np.ndarray) -> pa.Table:
+    if mask.all():  # the common answer for rows found by key: no Arrow call
+        return table
+    return table.filter(pa.array(mask)) if mask.any() else table.slice(0, 0)
 
 
 def _mask(result, n: int) -> np.ndarray:

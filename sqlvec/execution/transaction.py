@@ -4,6 +4,11 @@ Inserted rows get provisional negative row ids so that a later UPDATE or DELETE 
 transaction can find them; rows of committed data deleted by the transaction are remembered by
 row id. Scans of a table the transaction touched read through `TableOverlay.merge`. COMMIT turns
 the buffer into one list of storage ops, written as one WAL record.
+
+Unique keys are checked as rows are buffered, against the transaction's own rows (an index of
+their keys kept alongside) and, through the table's key index, against committed rows and
+commits in flight; each check costs the rows it checks. The commit checks again under the
+store's commit lock, which is what makes it final (23505 there, or 40001 for a deleted row).
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sqlvec.errors import UniqueViolation
+from sqlvec.errors import SerializationFailure
+from sqlvec.storage.keys import MISSING, KeyIndex
 from sqlvec.storage.schema import ROWID
-from sqlvec.storage.table import Table, TableSnapshot, _key_list
+from sqlvec.storage.table import Table, TableSnapshot
 from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
 
 
@@ -26,12 +32,20 @@ class TableOverlay:
     inserted: list[pa.Table] = field(default_factory=list)  # logical columns + _rowid (< 0)
     deleted: set[int] = field(default_factory=set)  # committed row ids
     truncated: bool = False
+    # Per unique key of the table: key -> provisional row id of the inserted rows (None: to be
+    # rebuilt from `inserted`, after some of them were deleted).
+    _own_keys: list[KeyIndex] | None = None
 
     def inserted_table(self) -> pa.Table | None:
         parts = [t for t in self.inserted if t.num_rows]
         if not parts:
             return None
-        return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        if len(parts) > 1:
+            # Concatenated once and kept so: a transaction of many single-row statements
+            # does not re-concatenate all its rows per statement.
+            parts = [pa.concat_tables(parts)]
+        self.inserted = parts
+        return parts[0]
 
     def merge(self, parts: list[pa.Table], snapshot: TableSnapshot) -> list[pa.Table]:
         """Committed rows (as scanned) without our deletes, plus our inserts."""
@@ -50,11 +64,27 @@ class TableOverlay:
             out.append(ins)
         return out
 
-    def keys(self) -> set:
-        ins = self.inserted_table()
-        if ins is None or not self.table.def_.primary_key:
-            return set()
-        return set(_key_list(ins, self.table.def_.primary_key))
+    def own_keys(self, key: int) -> KeyIndex:
+        """Index of unique key `key` over this transaction's live inserted rows."""
+        if self._own_keys is None:
+            self._own_keys = [self.table.new_key_index(i) for i in range(len(self.table.keys))]
+            ins = self.inserted_table()
+            if ins is not None:
+                ids = ins.column(ROWID).to_numpy()
+                for i, index in enumerate(self._own_keys):
+                    index.insert(self.table.key_values(ins, i), ids)
+        return self._own_keys[key]
+
+    def committed_holders(self, rows: pa.Table, key: int) -> np.ndarray:
+        """Row ids of committed rows (or commits in flight) holding the rows' keys that this
+        transaction has not deleted; MISSING elsewhere."""
+        if self.truncated:
+            return np.full(rows.num_rows, MISSING, np.int64)
+        held = self.table.find_keys(rows, key)
+        if self.deleted:
+            gone = np.fromiter((r in self.deleted for r in held.tolist()), bool, held.size)
+            held[gone] = MISSING
+        return held
 
 
 class Transaction:
@@ -83,28 +113,32 @@ class Transaction:
         overlay = self._overlay(table)
         n = rows.num_rows
         ids = np.arange(self._next_provisional, self._next_provisional - n, -1, dtype=np.int64)
+        if n:
+            keys = [self._check_keys(table, overlay, rows, i) for i in range(len(table.keys))]
+            for i, values in enumerate(keys):
+                overlay.own_keys(i).insert(values, ids)
         self._next_provisional -= n
-        if table.def_.primary_key and n:
-            self._check_keys(table, overlay, rows)
         with_ids = rows.append_column(ROWID, pa.array(ids))
         overlay.inserted.append(with_ids)
         return with_ids
 
-    def _check_keys(self, table: Table, overlay: TableOverlay, rows: pa.Table) -> None:
-        keys = _key_list(rows, table.def_.primary_key)
-        committed = {k for k, rowid in table.pk_map.items() if rowid not in overlay.deleted} \
-            if not overlay.truncated else set()
-        seen = overlay.keys()
-        batch: set = set()
-        for key in keys:
-            if key in batch or key in seen or key in committed:
-                cols = ", ".join(table.def_.primary_key)
-                vals = ", ".join("NULL" if v is None else str(v)
-                                 for v in (key if isinstance(key, tuple) else (key,)))
-                raise UniqueViolation(
-                    f'duplicate key value violates unique constraint "{table.def_.name}_pkey"',
-                    detail=f"Key ({cols})=({vals}) already exists.")
-            batch.add(key)
+    def _check_keys(self, table: Table, overlay: TableOverlay, rows: pa.Table,
+                    key: int) -> np.ndarray:
+        values = table.key_values(rows, key)
+        dup = KeyIndex.first_duplicate(values)
+        if dup is None:
+            clash = (overlay.own_keys(key).lookup(values) != MISSING) | \
+                (overlay.committed_holders(rows, key) != MISSING)
+            if clash.any():
+                dup = values[np.flatnonzero(clash)[0]]
+        if dup is not None:
+            if overlay.deleted and not overlay.truncated and \
+                    not table.still_live(np.fromiter(overlay.deleted, np.int64)):
+                # A row this transaction deleted is gone already: a concurrent commit changed
+                # it (and may hold its key now). The commit will fail on that; say so now.
+                raise SerializationFailure("could not serialize access due to concurrent update")
+            raise table.duplicate_key(key, dup)
+        return values
 
     def delete(self, table: Table, rowids: np.ndarray) -> None:
         overlay = self._overlay(table)
@@ -116,12 +150,14 @@ class Transaction:
             dead = pa.array(provisional)
             overlay.inserted = [t.filter(pc.invert(pc.is_in(t.column(ROWID), value_set=dead)))
                                 for t in overlay.inserted]
+            overlay._own_keys = None
 
     def truncate(self, table: Table) -> None:
         overlay = self._overlay(table)
         overlay.truncated = True
         overlay.inserted = []
         overlay.deleted = set()
+        overlay._own_keys = None
 
     def ops(self) -> list:
         """The storage ops that commit this transaction."""

@@ -83,13 +83,39 @@ class Scan(PlanNode):
     table_name: str = ""
     alias: str = ""
     filter: exp.Expression | None = None
+    # The table's unique keys: (constraint name, positions of its columns in `fields`).
+    keys: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    # Set by rules.use_key_lookup when the filter pins a unique key: which key, the filter's
+    # conjuncts that pin it, and per wanted key a tuple of row-independent value expressions.
+    key: int | None = None
+    key_conds: tuple[exp.Expression, ...] = ()
+    key_values: tuple[tuple[exp.Expression, ...], ...] = ()
 
     def describe(self) -> str:
         name = self.table_name if self.alias == self.table_name else f"{self.table_name} {self.alias}"
-        text = f"Seq Scan on {name}"
-        if self.filter is not None:
-            text += f"\n  Filter: {expr_sql(self.filter)}"
+        if self.key is None:
+            text = f"Seq Scan on {name}"
+            if self.filter is not None:
+                text += f"\n  Filter: {expr_sql(self.filter)}"
+            return text
+        conds = [f"({expr_sql(c)})" for c in self.key_conds]
+        cond = conds[0] if len(conds) == 1 else "(" + " AND ".join(conds) + ")"
+        text = f"Index Scan using {self.keys[self.key][0]} on {name}\n  Index Cond: {cond}"
+        rest = [c for c in conjuncts(self.filter) if not any(c is k for k in self.key_conds)]
+        if rest:
+            text += f"\n  Filter: {expr_sql(exp.and_(*[c.copy() for c in rest]))}"
         return text
+
+
+def conjuncts(e: exp.Expression | None) -> list[exp.Expression]:
+    """The operands of a chain of ANDs (parentheses looked through)."""
+    if e is None:
+        return []
+    if isinstance(e, exp.Paren):
+        return conjuncts(e.this)
+    if isinstance(e, exp.And):
+        return conjuncts(e.this) + conjuncts(e.expression)
+    return [e]
 
 
 @dataclass(frozen=True)

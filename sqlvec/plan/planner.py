@@ -482,7 +482,9 @@ class Planner:
         # The row id carries the table's OID, for `tableoid` (system columns read through it).
         fields = _renamed(fields, qualifier, columns) + (
             Field(ROWID, qualifier, SqlType("int8"), (d.oid, 0), hidden=True),)
-        return n.Scan(fields, table_id=d.id, table_name=d.name, alias=qualifier)
+        position = {c.name: i for i, c in enumerate(d.columns)}
+        keys = tuple((k.name, tuple(position[c] for c in k.columns)) for k in d.unique_keys)
+        return n.Scan(fields, table_id=d.id, table_name=d.name, alias=qualifier, keys=keys)
 
     def _plan_function(self, fn: exp.Expression, alias, columns, outer, item) -> n.PlanNode:
         scope = Scope([], outer)

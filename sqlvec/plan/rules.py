@@ -2,7 +2,8 @@
 
 `push_filter_into_scan` moves a WHERE filter sitting on a table scan into the scan, where it is
 evaluated segment by segment; `use_vector_topk` turns `ORDER BY <distance>(col, q) LIMIT k` over
-one table into a `VectorTopK` node that searches each segment (HNSW where indexed).
+one table into a `VectorTopK` node that searches each segment (HNSW where indexed);
+`use_key_lookup` makes a scan whose filter pins a unique key read its rows by key.
 """
 
 from __future__ import annotations
@@ -89,6 +90,70 @@ def _vector_operands(e: exp.Expression, scan: n.Scan) -> tuple[str, exp.Expressi
     return None
 
 
+def use_key_lookup(plan: n.PlanNode) -> n.PlanNode:
+    """A scan whose filter pins every column of a unique key to row-independent values
+    (`id = $1`, `a = 1 AND b = 'x'`, `id IN (1, 2, 3)`) finds its rows through the key's index
+    instead of reading the table: O(rows wanted), as PostgreSQL's Index Scan. The whole filter
+    is still evaluated on the rows found."""
+    def visit(node: n.PlanNode) -> n.PlanNode:
+        node = _map_children(node, visit)
+        if not isinstance(node, n.Scan) or node.filter is None or not node.keys:
+            return node
+        scope = Scope(list(node.fields))
+        pinned: dict[int, tuple[exp.Expression, list[exp.Expression]]] = {}
+        for cond in n.conjuncts(node.filter):
+            match = _pinned_column(cond, scope)
+            if match is not None and match[0] not in pinned:
+                pinned[match[0]] = (cond, match[1])
+        for i, (_name, positions) in enumerate(node.keys):
+            if not all(p in pinned for p in positions):
+                continue
+            if not all(node.fields[p].type is not None and node.fields[p].type.name in KEY_TYPES
+                       for p in positions):
+                continue  # equality of other types (char(n), floats, ...) is not the index's
+            lists = [pinned[p][1] for p in positions]
+            if len(positions) > 1 and any(len(v) != 1 for v in lists):
+                continue  # IN lists only for one-column keys
+            values = tuple(zip(*lists)) if len(positions) > 1 else tuple((v,) for v in lists[0])
+            return replace(node, key=i, key_conds=tuple(pinned[p][0] for p in positions),
+                           key_values=values)
+        return node
+    return visit(plan)
+
+
+# Key column types whose SQL equality is the key index's equality of stored values.
+KEY_TYPES = frozenset({"int2", "int4", "int8", "text", "varchar"})
+
+_ROW_INDEPENDENT = (exp.Literal, exp.Parameter, exp.Placeholder, exp.Null, exp.Cast, exp.Neg,
+                    exp.Paren, exp.Boolean, exp.Identifier, exp.DataType, exp.DataTypeParam)
+
+
+def _pinned_column(cond: exp.Expression, scope: Scope) -> tuple[int, list[exp.Expression]] | None:
+    """(field position, values) when `cond` is `column = value` or `column IN (values)`
+    with values that are constants or parameters."""
+    if isinstance(cond, exp.EQ):
+        sides = [(cond.this, cond.expression), (cond.expression, cond.this)]
+    elif isinstance(cond, exp.In) and not cond.args.get("query") and not cond.args.get("unnest") \
+            and cond.expressions:
+        sides = [(cond.this, None)]
+    else:
+        return None
+    for column, value in sides:
+        if not isinstance(column, exp.Column):
+            continue
+        index = scope.find(column.name, column.table or None)
+        if index is None:
+            continue
+        values = [value] if value is not None else list(cond.expressions)
+        if all(_row_independent(v) for v in values):
+            return index, values
+    return None
+
+
+def _row_independent(e: exp.Expression) -> bool:
+    return all(isinstance(node, _ROW_INDEPENDENT) for node in e.walk())
+
+
 def _map_children(node: n.PlanNode, fn) -> n.PlanNode:
     changes = {}
     for name in ("child", "left", "right", "anchor", "recursive"):
@@ -100,7 +165,7 @@ def _map_children(node: n.PlanNode, fn) -> n.PlanNode:
     return replace(node, **changes) if changes else node
 
 
-RULES = (push_filter_into_scan, use_vector_topk)
+RULES = (push_filter_into_scan, use_vector_topk, use_key_lookup)
 
 
 def optimize(plan: n.PlanNode) -> n.PlanNode:

@@ -183,9 +183,9 @@ class Memtable:
             {name: (m[:n], v[:n]) for name, (m, v) in self._vectors.items()},
             self._rowids[:n],
         )
-        deletes = DeleteBitmap.empty(n)
-        if self._deleted_count:
-            deletes = deletes.with_deleted(np.flatnonzero(self._deleted[:n]))
+        # A copy of the flags (later deletes must not show through), made directly: no scan.
+        deletes = DeleteBitmap._wrap(self._deleted[:n].copy(), self._deleted_count) \
+            if self._deleted_count else DeleteBitmap.empty(n)
         return SegmentView(data, deletes)
 
     def live_table(self) -> pa.Table:

@@ -3,7 +3,7 @@
 Columns are stored under *physical* names (`c<attnum>`) rather than their SQL names, so that
 RENAME COLUMN is a manifest change only and DROP COLUMN leaves old segments readable. Every
 segment also carries the hidden `_rowid` column: a per-table int64 assigned at insert, never
-reused, by which deletes, the primary-key map and the WAL address rows.
+reused, by which deletes, the key indexes and the WAL address rows.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ class ColumnDef:
 @dataclass(frozen=True)
 class IndexDef:
     """A secondary index. `method` is "hnsw" (one hnswlib graph per sealed segment) or "btree"
-    (accepted for compatibility; point lookups use the primary-key map and vectorized scans)."""
+    (accepted for compatibility; point lookups use the unique keys' indexes and vectorized
+    scans)."""
 
     name: str
     oid: int
@@ -96,6 +97,15 @@ class IndexDef:
 
 
 @dataclass(frozen=True)
+class KeyDef:
+    """A unique key of a table: its constraint name and columns (SQL names)."""
+
+    name: str
+    columns: tuple[str, ...]
+    primary: bool = False
+
+
+@dataclass(frozen=True)
 class TableDef:
     """A table: identity, columns (in attnum order, dropped ones removed), key and indexes."""
 
@@ -122,6 +132,13 @@ class TableDef:
     @property
     def column_names(self) -> list[str]:
         return [col.name for col in self.columns]
+
+    @property
+    def unique_keys(self) -> tuple[KeyDef, ...]:
+        """The keys whose values must be unique among live rows (the primary key today)."""
+        if not self.primary_key:
+            return ()
+        return (KeyDef(f"{self.name}_pkey", self.primary_key, primary=True),)
 
     @property
     def hnsw_indexes(self) -> tuple[IndexDef, ...]:

@@ -225,7 +225,7 @@ class Store:
                 bitmap = DeleteBitmap.empty(seg.n_rows)
             table.deletes[seg.id] = bitmap
             self._load_indexes(table, seg, smeta.get("indexes") or {})
-        table.rebuild_pk_map()
+        table.rebuild_keys()
         return table
 
     def _damage_of(self, exc: DataCorrupted) -> tuple[str, str | None]:

@@ -1,17 +1,24 @@
 """A table: the growing segment, the sealed segments and their deletes — our TableProvider.
 
 Writers go through the store's commit pipeline (store.py): `prepare` validates a commit's ops
-against the committed state plus the commits already in flight (primary keys, deleted rows), the
-WAL makes the record durable, and `apply` makes it visible. Readers call `snapshot()` and get an
-immutable `TableSnapshot` (segment list + delete bitmaps) that later writes never change, so
-reads never block writes and never see half of a commit.
+against the applied state plus the *claims* of commits already in flight (unique keys, deleted
+rows) and registers its own claim, the WAL makes the record durable, and `apply` makes it
+visible (then `release` drops the claim). Readers call `snapshot()` and get an immutable
+`TableSnapshot` (segment list + delete bitmaps) that later writes never change, so reads never
+block writes and never see half of a commit.
+
+Each unique key has an index of the applied rows (keys.py), kept in step by `apply`; the layers
+above ask it narrow questions (`find_keys`, `lookup_keys`, `still_live`), each costing the rows
+asked about, never the table.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -26,8 +33,9 @@ from sqlvec.errors import (
     UniqueViolation,
 )
 from sqlvec.storage.deletes import DeleteBitmap
+from sqlvec.storage.keys import MISSING, KeyIndex
 from sqlvec.storage.memtable import Memtable
-from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
+from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, KeyDef, TableDef
 from sqlvec.storage.search import (
     SearchPolicy,
     SegmentPlan,
@@ -66,7 +74,9 @@ def mask_of(result: np.ndarray | pa.Array | pa.ChunkedArray | bool, n: int) -> n
     if isinstance(result, pa.Scalar):
         return np.full(n, bool(result.as_py()))
     if isinstance(result, (pa.Array, pa.ChunkedArray)):
-        return pc.fill_null(result, False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
+        if result.null_count:
+            result = pc.fill_null(result, False)
+        return result.to_numpy(zero_copy_only=False).astype(bool, copy=False)
     return np.asarray(result, dtype=bool)
 
 
@@ -77,6 +87,8 @@ class TableSnapshot:
     table_def: TableDef
     sealed: tuple[SegmentView, ...]
     growing: SegmentView
+    # The table's count of key removals when the snapshot was taken (Table.lookup_keys).
+    key_epoch: int = 0
 
     # Properties ---------------------------------------------------------------------------------
 
@@ -88,6 +100,82 @@ class TableSnapshot:
     def row_count(self) -> int:
         """Live rows (deleted rows excluded)."""
         return sum(v.live_count for v in self.views)
+
+    # Rows by id -------------------------------------------------------------------------------
+
+    @cached_property
+    def _ranges(self) -> tuple[np.ndarray, list[int], list[int]] | None:
+        """First row id of each non-empty view (as an array and a list) and the view's index,
+        or None when the views are not in row id order (then `locate` asks every view)."""
+        views = [i for i, v in enumerate(self.views) if v.data.n_rows]
+        starts = [int(self.views[i].data.rowids[0]) for i in views]
+        ends = [int(self.views[i].data.rowids[-1]) for i in views]
+        if any(s <= e for s, e in zip(starts[1:], ends[:-1])):
+            return None
+        return np.array(starts, dtype=np.int64), starts, views
+
+    def locate(self, rowids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(view index, position) of each row id among the live rows; view -1 where the row is
+        absent or deleted. Costs O(log) per row id: views are in row id order."""
+        rowids = np.asarray(rowids, dtype=np.int64).reshape(-1)
+        if rowids.size <= _FEW:
+            pairs = [self._locate_one(r) for r in rowids.tolist()]
+            return (np.array([w for w, _ in pairs], np.int64),
+                    np.array([p for _, p in pairs], np.int64))
+        where = np.full(rowids.size, -1, np.int64)
+        positions = np.zeros(rowids.size, np.int64)
+        ranges = self._ranges
+        if ranges is None:
+            groups = [(i, np.arange(rowids.size)) for i in range(len(self.views))]
+        else:
+            starts, _, views = ranges
+            slot = np.searchsorted(starts, rowids, side="right") - 1
+            groups = [(views[s], np.flatnonzero(slot == s)) for s in np.unique(slot[slot >= 0])]
+        for i, sel in groups:
+            view = self.views[i]
+            found, pos = view.data.positions_of(rowids[sel])
+            if view.deletes.count:
+                found &= ~view.deletes.is_deleted(pos)
+            where[sel[found]] = i
+            positions[sel[found]] = pos[found]
+        return where, positions
+
+    def _locate_one(self, rowid: int) -> tuple[int, int]:
+        ranges = self._ranges
+        if ranges is None:
+            candidates = range(len(self.views))
+        else:
+            slot = bisect.bisect_right(ranges[1], rowid) - 1
+            candidates = [ranges[2][slot]] if slot >= 0 else []
+        for i in candidates:
+            view = self.views[i]
+            ids = view.data.rowids
+            pos = int(ids.searchsorted(rowid))
+            if pos < ids.size and ids[pos] == rowid:
+                if view.deletes.count and view.deletes.mask[pos]:
+                    return -1, 0
+                return i, pos
+        return -1, 0
+
+    def all_live(self, rowids: np.ndarray) -> bool:
+        return bool((self.locate(rowids)[0] >= 0).all())
+
+    def rows_by_id(self, rowids: np.ndarray, columns: Sequence[str] | None = None,
+                   with_rowid: bool = True) -> pa.Table:
+        """The live rows with these ids, in the order given (absent or deleted ones left out)."""
+        where, pos = self.locate(rowids)
+        parts, order = [], []
+        for i in np.unique(where[where >= 0]).tolist():
+            sel = np.flatnonzero(where == i)
+            table = logical_table(self.views[i], self.table_def, columns, with_rowid)
+            parts.append(_take(table, pos[sel]))
+            order.append(sel)
+        if not parts:
+            return logical_table(self.growing, self.table_def, columns, with_rowid).slice(0, 0)
+        if len(parts) == 1:
+            return parts[0]
+        merged = pa.concat_tables(parts)
+        return merged.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
 
     # Reads --------------------------------------------------------------------------------------
 
@@ -240,6 +328,46 @@ class TableSnapshot:
         return merged
 
 
+class UniqueKey:
+    """One unique key of a table and the index of its applied (visible) rows."""
+
+    def __init__(self, key_def: KeyDef, table_def: TableDef) -> None:
+        self.def_ = key_def
+        cols = [table_def.column(c) for c in key_def.columns]
+        self.physical = tuple(c.physical for c in cols)
+        self.signature = tuple((c.physical, str(c.type.to_arrow())) for c in cols)
+        self.index = KeyIndex.for_types([c.type.to_arrow() for c in cols])
+
+    def keys_of(self, rows: pa.Table | pa.RecordBatch, physical: bool = False) -> np.ndarray:
+        names = self.physical if physical else self.def_.columns
+        return self.index.keys_of([rows.column(n) for n in names])
+
+    def valid(self, rows: pa.Table | pa.RecordBatch) -> np.ndarray | None:
+        """Rows whose key has no NULL (None: all of them)."""
+        cols = [rows.column(n) for n in self.def_.columns]
+        if not any(c.null_count for c in cols):
+            return None
+        mask = np.ones(rows.num_rows, bool)
+        for c in cols:
+            mask &= np.asarray(pc.is_valid(c))
+        return mask
+
+
+@dataclass
+class _Claim:
+    """What one prepared commit, not yet applied, does to a table's keys and rows: later
+    commits are checked against it (it is durable and will apply, in LSN order)."""
+
+    added: list[KeyIndex]  # per unique key: key -> the row id this commit gives it
+    removed: list[KeyIndex]  # per unique key: keys of rows this commit deletes
+    deleted: set[int] = field(default_factory=set)  # row ids
+    truncated: bool = False
+    op_ids: list[int] = field(default_factory=list)
+    # Per delete op (by its id once prepared): the deleted rows' keys per unique key and their
+    # row ids, so applying it need not read them again.
+    delete_keys: dict[int, tuple[list[np.ndarray], np.ndarray]] = field(default_factory=dict)
+
+
 class Table:
     """The live state of one table. Thread-safe; writers are serialized by the store."""
 
@@ -258,9 +386,11 @@ class Table:
         # Frozen segments whose seal is not yet in a manifest, oldest first. Manifests leave them
         # out (WAL replay after checkpoint_lsn still covers their rows) and compaction skips them.
         self.sealing: list[Segment] = []
-        self.pk_map: dict[object, int] = {}
-        self._reserved_keys: set = set()
-        self._pending_deletes: set[int] = set()
+        self.keys: list[UniqueKey] = [UniqueKey(k, table_def) for k in table_def.unique_keys]
+        self._key_epoch = 0  # bumped whenever an applied commit removes keys
+        self._claims: list[_Claim] = []  # prepared, not yet applied, oldest first
+        self._claim_of: dict[int, _Claim] = {}  # id(prepared op) -> its commit's claim
+        self._released = threading.Condition(self.lock)
         self._snapshot: TableSnapshot | None = None
 
     # Properties ---------------------------------------------------------------------------------
@@ -290,10 +420,108 @@ class Table:
             self.def_,
             tuple(SegmentView(s, self.deletes[s.id]) for s in self.sealed),
             self.memtable.snapshot(),
+            self._key_epoch,
         )
 
     def _invalidate(self) -> None:
         self._snapshot = None
+
+    # Key questions from above (each costs what it asks about) --------------------------------
+
+    def key_values(self, rows: pa.Table, key: int = 0) -> np.ndarray:
+        """The values of unique key `key` in rows of the logical schema, as the key's index
+        holds them (for `KeyIndex` lookups above storage)."""
+        return self.keys[key].keys_of(rows)
+
+    def new_key_index(self, key: int = 0) -> KeyIndex:
+        """An empty index of the kind unique key `key` uses."""
+        return self.keys[key].index.empty()
+
+    def find_keys(self, rows: pa.Table, key: int = 0) -> np.ndarray:
+        """Row id holding each row's key now, counting commits in flight; MISSING where the
+        key is free (or NULL). What an insert would collide with at commit."""
+        uk = self.keys[key]
+        keys = uk.keys_of(rows)
+        valid = uk.valid(rows)
+        with self.lock:
+            out = self._effective(key, keys, None)
+        if valid is not None:
+            out[~valid] = MISSING
+        return out
+
+    def lookup_keys(self, rows: pa.Table, key: int = 0, snapshot: TableSnapshot | None = None,
+                    wait: float = 0.0) -> tuple[TableSnapshot, np.ndarray]:
+        """Row id of the committed row holding each row's key as `snapshot` sees it (MISSING
+        where none does); with no snapshot, as one taken together with the lookup, which is
+        returned. `wait`: seconds to wait first for commits in flight that claim these keys
+        (as PostgreSQL waits for the inserting transaction), so the answer includes them."""
+        uk = self.keys[key]
+        keys = uk.keys_of(rows)
+        valid = uk.valid(rows)
+        with self.lock:
+            if wait > 0 and self._claims:
+                self._released.wait_for(lambda: not self._claimed(key, keys), timeout=wait)
+            if snapshot is None:
+                snapshot = self.snapshot()
+            out = uk.index.lookup(keys)
+            epoch = self._key_epoch
+        if snapshot.key_epoch != epoch or snapshot is not self._snapshot:
+            out = self._as_of(snapshot, key, keys, out, epoch)
+        if valid is not None:
+            out[~valid] = MISSING
+        return snapshot, out
+
+    def _as_of(self, snapshot: TableSnapshot, key: int, keys: np.ndarray, current: np.ndarray,
+               epoch: int) -> np.ndarray:
+        """Correct lookups in the current index for an older snapshot. A row id the snapshot
+        shows live is its answer (keys are unique in every snapshot). Otherwise the key was
+        absent then, unless a key was removed since: only then is the snapshot scanned."""
+        out = current.copy()
+        known = current != MISSING
+        if known.any():
+            where, _ = snapshot.locate(current[known])
+            visible = np.zeros(current.size, bool)
+            visible[np.flatnonzero(known)] = where >= 0
+            out[~visible] = MISSING
+        else:
+            visible = known
+        if snapshot.key_epoch == epoch or visible.all():
+            return out
+        rest = np.flatnonzero(~visible)
+        out[rest] = self._scan_keys(snapshot, key, keys[rest])
+        return out
+
+    def _scan_keys(self, snapshot: TableSnapshot, key: int, keys: np.ndarray) -> np.ndarray:
+        """Row ids of `keys` in `snapshot` by scanning it: O(table), only for a lookup that
+        raced a commit removing keys."""
+        uk = self.keys[key]
+        found = uk.index.empty()
+        wanted = uk.index.empty()
+        wanted.insert(keys, np.arange(keys.size))
+        for part in snapshot.scan(list(uk.def_.columns), with_rowid=True):
+            values = uk.keys_of(part)
+            hit = wanted.lookup(values) != MISSING
+            if hit.any():
+                found.insert(values[hit], part.column(ROWID).to_numpy()[hit])
+        return found.lookup(keys)
+
+    def still_live(self, rowids: np.ndarray) -> bool:
+        """Whether all these rows are live and no commit in flight deletes them: what a commit
+        deleting them needs (else it fails with 40001)."""
+        rowids = np.asarray(rowids, dtype=np.int64)
+        with self.lock:  # see prepare: both read at once
+            snap = self.snapshot()
+            pending = [c.deleted for c in self._claims if c.deleted]
+        ids = rowids.tolist()
+        return not any(not d.isdisjoint(ids) for d in pending) and snap.all_live(rowids)
+
+    def duplicate_key(self, key: int, value: object) -> UniqueViolation:
+        """The 23505 error for a value of unique key `key`."""
+        kd = self.keys[key].def_
+        vals = ", ".join(_fmt(v) for v in KeyIndex.values_of(value))
+        return UniqueViolation(
+            f'duplicate key value violates unique constraint "{kd.name}"',
+            detail=f"Key ({', '.join(kd.columns)})=({vals}) already exists.")
 
     # Preparing a commit (under the store's commit lock) ----------------------------------------
 
@@ -324,84 +552,142 @@ class Table:
         return pa.Table.from_arrays(arrays, schema=self.def_.arrow_schema())
 
     def prepare(self, ops: list) -> list:
-        """Validate one commit's ops for this table and reserve what it claims.
+        """Validate one commit's ops for this table and claim what it changes.
 
         Returns the ops in WAL form (inserts get their rowids and physical names). Raises
-        23505 on a duplicate primary key, 40001 when a row to delete is already gone."""
+        23505 on a duplicate key, 40001 when a row to delete is already gone or claimed by
+        another commit in flight. Costs O(rows written), whatever the table's size."""
         out = []
-        removed_keys: set = set()
-        added_keys: set = set()
-        snap = self.snapshot()
+        # The applied state and the claims of commits in flight, read together: a commit
+        # applied and released in between would be in neither. Only this prepare adds claims.
+        with self.lock:
+            snap = self.snapshot()
+            pending = [c.deleted for c in self._claims if c.deleted]
+        claim = _Claim([k.index.empty() for k in self.keys], [k.index.empty() for k in self.keys])
         for op in ops:
             if isinstance(op, DeleteOp):
                 rowids = np.unique(np.asarray(op.rowids, dtype=np.int64))
-                if self._pending_deletes.intersection(rowids.tolist()) or not _all_live(snap, rowids):
+                ids = rowids.tolist()
+                if any(not d.isdisjoint(ids) for d in pending) or not snap.all_live(rowids):
                     raise SerializationFailure(
                         "could not serialize access due to concurrent update")
-                if self.def_.primary_key:
-                    keys = self._keys_of(snap, rowids)
-                    removed_keys |= keys
-                    added_keys -= keys
-                out.append(DeleteOp(self.id, rowids))
+                prepared = DeleteOp(self.id, rowids)
+                if self.keys:
+                    rows = snap.rows_by_id(rowids, self._key_columns())
+                    ids = rows.column(ROWID).to_numpy()
+                    per_key = [uk.keys_of(rows) for uk in self.keys]
+                    for i, keys in enumerate(per_key):
+                        claim.added[i].remove(keys)
+                        claim.removed[i].insert(keys, ids)
+                    claim.delete_keys[id(prepared)] = (per_key, ids)
+                claim.deleted.update(rowids.tolist())
+                out.append(prepared)
             elif isinstance(op, InsertOp):
                 table = op.batch if isinstance(op.batch, pa.Table) else pa.Table.from_batches([op.batch])
-                if self.def_.primary_key and table.num_rows:
-                    keys = _key_list(table, self.def_.primary_key)
-                    self._check_keys(keys, removed_keys, added_keys, table)
-                    added_keys |= set(keys)
-                out.append(InsertOp(self.id, self._physical(table)))
+                checked = [self._check_keys(i, table, claim) for i in range(len(self.keys))] \
+                    if table.num_rows else []
+                batch = self._physical(table)
+                rowids = batch.column(0).to_numpy()
+                for i, keys in enumerate(checked):
+                    claim.added[i].insert(keys, rowids)
+                out.append(InsertOp(self.id, batch))
             elif isinstance(op, TruncateOp):
+                claim.truncated = True
+                claim.added = [k.index.empty() for k in self.keys]
+                claim.removed = [k.index.empty() for k in self.keys]
                 out.append(op)
-                removed_keys = set(self.pk_map) | added_keys
-                added_keys = set()
             else:  # pragma: no cover - programming error
                 raise TypeError(op)
-        self._reserved_keys |= added_keys
-        for op in out:
-            if isinstance(op, DeleteOp):
-                self._pending_deletes.update(op.rowids.tolist())
+        with self.lock:
+            self._claims.append(claim)
+            for op in out:
+                claim.op_ids.append(id(op))
+                self._claim_of[id(op)] = claim
         return out
 
-    def release(self, ops: list) -> None:
-        """Drop the reservations of prepared ops (after apply, or when the WAL write failed)."""
-        for op in ops:
-            if isinstance(op, DeleteOp):
-                self._pending_deletes.difference_update(op.rowids.tolist())
-            elif isinstance(op, InsertOp) and self.def_.primary_key:
-                batch = op.batch
-                phys = [self.def_.column(c).physical for c in self.def_.primary_key]
-                self._reserved_keys.difference_update(
-                    _key_list(pa.Table.from_batches([batch]), phys))
-
-    def _check_keys(self, keys: list, removed: set, added: set, table: pa.Table) -> None:
-        unique = set(keys)
-        dup = None
-        if len(unique) != len(keys):
-            seen: set = set()
-            for key in keys:
-                if key in seen:
-                    dup = key
-                    break
-                seen.add(key)
-        else:
-            # `keys() & unique` iterates the batch's keys, not the table's: a commit costs
-            # what it inserts, however large the table.
-            clash = ((self.pk_map.keys() & unique) - removed) | (unique & added)
-            clash |= unique & self._reserved_keys
-            if clash:
-                dup = next(iter(clash))
-        if dup is not None:
-            cols = ", ".join(self.def_.primary_key)
-            vals = ", ".join(_fmt(v) for v in (dup if isinstance(dup, tuple) else (dup,)))
-            raise UniqueViolation(
-                f'duplicate key value violates unique constraint "{self.def_.name}_pkey"',
-                detail=f"Key ({cols})=({vals}) already exists.")
-        composite = len(self.def_.primary_key) > 1
-        if any(None in key for key in unique) if composite else None in unique:
-            col = self.def_.primary_key[0]
+    def _check_keys(self, key: int, table: pa.Table, claim: _Claim) -> np.ndarray:
+        """The rows' values of unique key `key`, checked: not NULL, not repeated in the batch,
+        not held by a committed row or a commit in flight (after this commit's own deletes)."""
+        uk = self.keys[key]
+        valid = uk.valid(table)
+        if valid is not None:
+            col = next(c for c in uk.def_.columns if table.column(c).null_count)
             raise NotNullViolation(
                 f'null value in column "{col}" of relation "{self.def_.name}" '
                 "violates not-null constraint")
+        keys = uk.keys_of(table)
+        dup = KeyIndex.first_duplicate(keys)
+        if dup is None:
+            with self.lock:
+                held = self._effective(key, keys, claim)
+            clash = np.flatnonzero(held != MISSING)
+            if clash.size:
+                dup = keys[clash[0]]
+        if dup is not None:
+            raise self.duplicate_key(key, dup)
+        return keys
+
+    def _effective(self, key: int, keys: np.ndarray, claim: _Claim | None) -> np.ndarray:
+        """Row id holding each key once every commit in flight (and `claim`, the one being
+        prepared) has applied. Caller holds the lock: applying and releasing a claim happen
+        in that order, each under it, so the index and the claims are read consistently."""
+        claims = ([claim] if claim is not None else []) + self._claims[::-1]
+        if keys.size == 1:
+            return np.array([self._effective_one(key, keys.tolist()[0], claims)], np.int64)
+        out = np.full(keys.size, MISSING, np.int64)
+        todo = np.ones(keys.size, bool)
+        for c in claims:
+            idx = np.flatnonzero(todo)
+            if idx.size == 0:
+                return out
+            if len(c.added[key]):
+                got = c.added[key].lookup(keys[idx])
+                hit = got != MISSING
+                out[idx[hit]] = got[hit]
+                todo[idx[hit]] = False
+            if len(c.removed[key]):
+                gone = c.removed[key].lookup(keys[idx]) != MISSING
+                todo[idx[gone]] = False
+            if c.truncated:
+                return out
+        idx = np.flatnonzero(todo)
+        if idx.size:
+            out[idx] = self.keys[key].index.lookup(keys[idx])
+        return out
+
+    def _effective_one(self, key: int, value: object, claims: list[_Claim]) -> int:
+        """`_effective` of one key, without NumPy (the single-row statement's path)."""
+        for c in claims:
+            if len(c.added[key]):
+                got = c.added[key].get(value)
+                if got != MISSING:
+                    return got
+            if len(c.removed[key]) and c.removed[key].get(value) != MISSING:
+                return MISSING
+            if c.truncated:
+                return MISSING
+        return self.keys[key].index.get(value)
+
+    def _claimed(self, key: int, keys: np.ndarray) -> bool:
+        for c in self._claims:
+            if c.truncated:
+                return True
+            for part in (c.added[key], c.removed[key]):
+                if len(part) and (part.lookup(keys) != MISSING).any():
+                    return True
+        return False
+
+    def release(self, ops: list) -> None:
+        """Drop the claims of prepared ops (after apply, or when the WAL write failed)."""
+        with self.lock:
+            for op in ops:
+                claim = self._claim_of.get(id(op))
+                if claim is None:
+                    continue
+                for op_id in claim.op_ids:
+                    self._claim_of.pop(op_id, None)
+                self._claims = [c for c in self._claims if c is not claim]
+            self._released.notify_all()
 
     def _physical(self, table: pa.Table) -> pa.RecordBatch:
         n = table.num_rows
@@ -410,16 +696,6 @@ class Table:
         arrays = [rowids] + [_one_chunk(table.column(c.name)) for c in self.def_.columns]
         return pa.RecordBatch.from_arrays(arrays, schema=self.def_.physical_schema())
 
-    def _keys_of(self, snap: TableSnapshot, rowids: np.ndarray) -> set:
-        keys: set = set()
-        for view in snap.views:
-            found, pos = view.data.positions_of(rowids)
-            if found.any():
-                t = logical_table(view, self.def_, list(self.def_.primary_key)).take(
-                    pa.array(pos[found]))
-                keys.update(_key_list(t, self.def_.primary_key))
-        return keys
-
     # Applying a durable commit (under this table's lock) -----------------------------------
 
     def apply(self, op) -> None:
@@ -427,43 +703,65 @@ class Table:
             if isinstance(op, InsertOp):
                 batch = conform_batch(op.batch, self.def_)
                 self.memtable.append(batch)
-                if self.def_.primary_key:
-                    phys = [self.def_.column(c).physical for c in self.def_.primary_key]
-                    keys = _key_list(pa.Table.from_batches([batch]), phys)
-                    self.pk_map.update(zip(keys, batch.column(ROWID).to_pylist()))
-                rmax = int(pa.compute.max(batch.column(ROWID)).as_py()) if batch.num_rows else -1
-                self.next_rowid = max(self.next_rowid, rmax + 1)
+                if batch.num_rows:
+                    rowids = batch.column(ROWID).to_numpy()
+                    for uk in self.keys:
+                        uk.index.insert(uk.keys_of(batch, physical=True), rowids)
+                    self.next_rowid = max(self.next_rowid, int(rowids.max()) + 1)
             elif isinstance(op, DeleteOp):
-                self._apply_delete(np.asarray(op.rowids, dtype=np.int64))
+                claim = self._claim_of.get(id(op))
+                known = claim.delete_keys.get(id(op)) if claim is not None else None
+                self._apply_delete(np.asarray(op.rowids, dtype=np.int64), known)
             elif isinstance(op, TruncateOp):
                 self.sealed = []
                 self.deletes = {}
                 self.sealing = []
                 self.memtable = Memtable(self.def_, self.memtable_rows)
-                self.pk_map = {}
+                for uk in self.keys:
+                    uk.index.clear()
+                self._key_epoch += 1
             self._invalidate()
 
-    def _apply_delete(self, rowids: np.ndarray) -> None:
+    def _apply_delete(self, rowids: np.ndarray,
+                      known: tuple[list[np.ndarray], np.ndarray] | None = None) -> None:
+        """Delete rows; `known`: their keys and row ids as prepare read them (WAL replay reads
+        them here)."""
         snap = self._snapshot or self._current()
-        if self.def_.primary_key:
-            for key in self._keys_of(snap, rowids):
-                self.pk_map.pop(key, None)
-        for seg in self.sealed:
-            found, pos = seg.positions_of(rowids)
-            if found.any():
-                self.deletes[seg.id] = self.deletes[seg.id].with_deleted(pos[found])
-        found, pos = snap.growing.data.positions_of(rowids)
-        if found.any():
-            self.memtable.delete(pos[found])
+        where, pos = snap.locate(rowids)
+        if self.keys:
+            if known is None:
+                rows = snap.rows_by_id(rowids, self._key_columns())
+                known = ([uk.keys_of(rows) for uk in self.keys], rows.column(ROWID).to_numpy())
+            per_key, ids = known
+            for uk, keys in zip(self.keys, per_key):
+                uk.index.remove(keys, ids)
+            self._key_epoch += 1
+        n_sealed = len(snap.sealed)
+        for i in np.unique(where[where >= 0]).tolist():
+            hit = pos[where == i]
+            if i < n_sealed:
+                seg = snap.sealed[i].data
+                self.deletes[seg.id] = self.deletes[seg.id].with_deleted(hit)
+            else:
+                self.memtable.delete(hit)
 
-    def rebuild_pk_map(self) -> None:
-        """Rebuild key -> rowid from the live rows (after loading sealed segments)."""
-        if not self.def_.primary_key:
+    def _key_columns(self) -> list[str]:
+        return list(dict.fromkeys(c for k in self.keys for c in k.def_.columns))
+
+    def rebuild_keys(self) -> None:
+        """Rebuild every unique key's index from the live rows: one vectorized pass over the
+        key columns (when a database is opened, and after a key's columns change type)."""
+        self.keys = [UniqueKey(k, self.def_) for k in self.def_.unique_keys]
+        if not self.keys:
             return
-        self.pk_map = {}
-        for table in self.snapshot().scan(list(self.def_.primary_key), with_rowid=True):
-            keys = _key_list(table, self.def_.primary_key)
-            self.pk_map.update(zip(keys, table.column(ROWID).to_pylist()))
+        snap = self.snapshot()
+        for uk in self.keys:
+            keys, rowids = [], []
+            for part in snap.scan(list(uk.def_.columns), with_rowid=True):
+                keys.append(uk.keys_of(part))
+                rowids.append(part.column(ROWID).to_numpy())
+            if keys:
+                uk.index.insert(np.concatenate(keys), np.concatenate(rowids))
 
     # Sealing ------------------------------------------------------------------------------------
 
@@ -511,6 +809,12 @@ class Table:
                 for batch in old_rows.to_batches():
                     self.memtable.append(conform_batch(batch, table_def))
             self._invalidate()
+            keys = [UniqueKey(k, table_def) for k in table_def.unique_keys]
+            if [k.signature for k in keys] != [k.signature for k in self.keys]:
+                self.rebuild_keys()
+            else:  # renamed columns or table: same values, new names
+                for old, new in zip(self.keys, keys):
+                    old.def_ = new.def_
 
 
 # Helpers ----------------------------------------------------------------------------------------
@@ -579,22 +883,18 @@ def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
-def _key_list(table: pa.Table, key_columns: Sequence[str]) -> list:
-    cols = [table.column(c).to_pylist() for c in key_columns]
-    if len(cols) == 1:
-        return cols[0]
-    return list(zip(*cols))
+# Up to this many rows, locating and taking go row by row: NumPy and Arrow calls cost more
+# than the work for one row (Arrow's take is ~25 µs, a one-row slice ~3 µs).
+_FEW = 8
 
 
-def _all_live(snap: TableSnapshot, rowids: np.ndarray) -> bool:
-    remaining = rowids.size
-    for view in snap.views:
-        found, pos = view.data.positions_of(rowids)
-        if found.any():
-            if view.deletes.count and view.deletes.is_deleted(pos[found]).any():
-                return False
-            remaining -= int(found.sum())
-    return remaining == 0
+def _take(table: pa.Table, positions: np.ndarray) -> pa.Table:
+    """Rows at `positions` of `table`, in order."""
+    if positions.size == 1:
+        return table.slice(int(positions[0]), 1)
+    if positions.size <= _FEW:
+        return pa.concat_tables([table.slice(p, 1) for p in positions.tolist()])
+    return table.take(pa.array(positions))
 
 
 def _fmt(value: object) -> str:

@@ -232,3 +232,26 @@ def test_explain_of_a_vector_search_by_a_subquery_vector(session):
     lines = [r[0].strip() for r in session.execute_one("EXPLAIN " + sql).rows()]
     assert "Order By: emb <-> (SubPlan 1)" in lines
     assert [r[0] for r in session.execute_one(sql).rows()] == [3, 1]
+
+
+@pytest.mark.parametrize("sql, shown", [
+    ("SELECT * FROM keyed WHERE id = 5", ["Index Scan using keyed_pkey on keyed",
+                                          "Index Cond: (id = 5)"]),
+    ("SELECT * FROM keyed WHERE v > 1 AND id IN (1, 2)",
+     ["Index Scan using keyed_pkey on keyed", "Index Cond: (id IN (1, 2))", "Filter: v > 1"]),
+    ("SELECT * FROM keyed k WHERE -7 = k.id", ["Index Scan using keyed_pkey on keyed k",
+                                               "Index Cond: (-7 = k.id)"]),
+    ("UPDATE keyed SET v = 0 WHERE id = CAST('3' AS bigint)",
+     ["Index Scan using keyed_pkey on keyed"]),
+    # Not pinned to constants: a scan.
+    ("SELECT * FROM keyed WHERE id = v", ["Seq Scan on keyed", "Filter: id = v"]),
+    ("SELECT * FROM keyed WHERE id = 1 OR v = 2", ["Seq Scan on keyed"]),
+    ("SELECT * FROM keyed WHERE id = random()", ["Seq Scan on keyed"]),
+    ("SELECT * FROM o WHERE id = 1", ["Seq Scan on o"]),  # no key
+])
+def test_a_filter_pinning_the_primary_key_reads_through_its_index(session, sql, shown):
+    session.execute_one("CREATE TABLE IF NOT EXISTS keyed (id bigint PRIMARY KEY, v int)")
+    lines = [r[0].strip().removeprefix("->").strip()
+             for r in session.execute_one("EXPLAIN " + sql).rows()]
+    for line in shown:
+        assert line in lines, lines

@@ -8,11 +8,18 @@ import pyarrow.compute as pc
 import pytest
 
 from sqlvec.database import Database
-from sqlvec.errors import DataException, SerializationFailure, SqlVecError
+from sqlvec.errors import (
+    DataException,
+    NotNullViolation,
+    SerializationFailure,
+    SqlVecError,
+    UniqueViolation,
+)
 from sqlvec.storage.compaction import CompactionPolicy
+from sqlvec.storage.keys import MISSING
 from sqlvec.storage.schema import ROWID
 from sqlvec.storage.store import StoreOptions
-from sqlvec.storage.wal import DeleteOp, InsertOp
+from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
 from sqlvec.vectors import Metric, distances
 
 DIM = 8
@@ -283,3 +290,140 @@ def test_deleting_a_row_twice_is_a_serialization_failure(db):
         t.store.delete(t.table_id, rowids[:1])
     assert info.value.sqlstate == "40001"
     assert live_ids(t) == {2}
+
+
+# Unique keys ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def keyed(tmp_path):
+    opts = StoreOptions(background=False, seal_rows=SEAL)
+    with Database.open(str(tmp_path), options=opts) as database:
+        database.create_table("k", {"id": "int8", "v": "int4"}, primary_key=["id"])
+        yield database
+
+
+def _rows(table, ids, v=0):
+    return table.coerce({"id": np.asarray(ids, np.int64), "v": np.full(len(ids), v, np.int32)})
+
+
+def _rowid_of(table, key) -> int:
+    _, found = table.lookup_keys(pa.table({"id": pa.array([key], pa.int64())}))
+    return int(found[0])
+
+
+def test_duplicate_keys_are_refused_in_a_batch_against_committed_rows_and_null(keyed):
+    store = keyed.store()
+    table = store.find_table("k")
+    store.commit([InsertOp(table.id, _rows(table, range(SEAL + 50)))])  # a sealed segment too
+    for ids, where in (([5000, 5001, 5000], "5000"), ([SEAL + 10], str(SEAL + 10)), ([3], "3")):
+        with pytest.raises(UniqueViolation) as err:
+            store.commit([InsertOp(table.id, _rows(table, ids))])
+        assert err.value.detail == f"Key (id)=({where}) already exists."
+    with pytest.raises(NotNullViolation):
+        table.prepare([InsertOp(table.id, pa.table({"id": pa.array([None], pa.int64()),
+                                                    "v": pa.array([1], pa.int32())}))])
+    assert len(table.keys[0].index) == SEAL + 50
+
+
+def test_commits_in_flight_are_claims_later_commits_are_checked_against(keyed):
+    table = keyed.store().find_table("k")
+    keyed.store().commit([InsertOp(table.id, _rows(table, [1, 2, 3]))])
+    old = _rowid_of(table, 2)
+    # In flight, in LSN order: A deletes key 2 and inserts key 9; B re-inserts key 2.
+    a = table.prepare([DeleteOp(table.id, np.array([old])), InsertOp(table.id, _rows(table, [9]))])
+    with pytest.raises(UniqueViolation):
+        table.prepare([InsertOp(table.id, _rows(table, [9]))])
+    with pytest.raises(SerializationFailure):  # the row A deletes is claimed
+        table.prepare([DeleteOp(table.id, np.array([old]))])
+    b = table.prepare([InsertOp(table.id, _rows(table, [2], v=7))])
+    held = table.find_keys(pa.table({"id": pa.array([2, 9, 4], pa.int64())}))
+    assert held[0] == b[0].batch.column(ROWID)[0].as_py() and held[1] >= 0 and held[2] == MISSING
+    for ops in (a, b):
+        with table.lock:
+            for op in ops:
+                table.apply(op)
+        table.release(ops)
+    assert not table._claims and not table._claim_of
+    snap = table.snapshot()
+    rows = snap.rows_by_id(np.array([_rowid_of(table, k) for k in (1, 2, 3, 9)]))
+    assert rows.column("id").to_pylist() == [1, 2, 3, 9]
+    assert rows.column("v").to_pylist() == [0, 7, 0, 0]
+    # A failed WAL write releases its claim: the key is free again.
+    c = table.prepare([InsertOp(table.id, _rows(table, [50]))])
+    table.release(c)
+    table.prepare([InsertOp(table.id, _rows(table, [50]))])
+
+
+def test_a_truncate_in_flight_frees_every_key(keyed):
+    table = keyed.store().find_table("k")
+    keyed.store().commit([InsertOp(table.id, _rows(table, [1, 2]))])
+    table.prepare([TruncateOp(table.id), InsertOp(table.id, _rows(table, [1]))])
+    with pytest.raises(UniqueViolation):
+        table.prepare([InsertOp(table.id, _rows(table, [1]))])
+    table.prepare([InsertOp(table.id, _rows(table, [2]))])
+
+
+def test_lookups_answer_as_of_a_snapshot(keyed):
+    store = keyed.store()
+    table = store.find_table("k")
+    store.commit([InsertOp(table.id, _rows(table, range(SEAL + 10)))])
+    store.seal(table.id)
+    store.commit([InsertOp(table.id, _rows(table, [1000, 1001]))])
+    keys = pa.table({"id": pa.array([5, 1000, 2000, SEAL + 5], pa.int64())})
+    before, found = table.lookup_keys(keys)
+    assert before is table.snapshot()
+    rows = before.rows_by_id(found[found != MISSING])
+    assert rows.column("id").to_pylist() == [5, 1000, SEAL + 5]
+    # Key 5 is updated (new row id), 1000 deleted, 2000 inserted after the snapshot.
+    old5 = int(found[0])
+    store.commit([DeleteOp(table.id, np.array([old5])), InsertOp(table.id, _rows(table, [5]))])
+    store.commit([DeleteOp(table.id, np.array([int(found[1])]))])
+    store.commit([InsertOp(table.id, _rows(table, [2000]))])
+    _, again = table.lookup_keys(keys, snapshot=before)
+    assert again.tolist() == found.tolist()
+    now, fresh = table.lookup_keys(keys)
+    assert fresh[0] not in (old5, MISSING) and fresh[1] == MISSING and fresh[2] != MISSING
+    assert now.rows_by_id(fresh[fresh != MISSING]).column("id").to_pylist() == [5, 2000, SEAL + 5]
+
+
+def test_key_indexes_are_rebuilt_at_open_from_segments_and_the_wal(tmp_path):
+    opts = StoreOptions(background=False, seal_rows=SEAL)
+    with Database.open(str(tmp_path), options=opts) as database:
+        database.create_table("c", {"a": "int4", "b": "text", "v": "int4"}, primary_key=["a", "b"])
+        store = database.store()
+        table = store.find_table("c")
+        n = SEAL + 40
+        rows = {"a": np.arange(n) % 7, "b": [f"x{i}" for i in range(n)], "v": np.arange(n)}
+        store.commit([InsertOp(table.id, table.coerce(rows))])
+        store.seal(table.id)
+        _, found = table.lookup_keys(pa.table({"a": pa.array([3], pa.int32()),
+                                               "b": ["x3"]}))
+        store.commit([DeleteOp(table.id, found)])  # from a sealed segment, in the WAL only
+        store.commit([InsertOp(table.id, table.coerce({"a": [100], "b": ["y"], "v": [1]}))])
+    with Database.open(str(tmp_path), options=opts) as database:
+        store = database.store()
+        table = store.find_table("c")
+        assert len(table.keys[0].index) == SEAL + 40
+        with pytest.raises(UniqueViolation) as err:
+            store.commit([InsertOp(table.id, table.coerce({"a": [100], "b": ["y"], "v": [2]}))])
+        assert err.value.detail == "Key (a, b)=(100, y) already exists."
+        with pytest.raises(UniqueViolation):
+            store.commit([InsertOp(table.id, table.coerce({"a": [5], "b": ["x5"], "v": [2]}))])
+        store.commit([InsertOp(table.id, table.coerce({"a": [3], "b": ["x3"], "v": [2]}))])
+
+
+def test_lookups_find_rows_across_compacted_segments(keyed):
+    store = keyed.store()
+    table = store.find_table("k")
+    for start in range(0, 4 * SEAL, SEAL):
+        store.commit([InsertOp(table.id, _rows(table, range(start, start + SEAL)))])
+        store.seal(table.id)
+    victims = [_rowid_of(table, k) for k in range(0, 4 * SEAL, 7)]
+    store.commit([DeleteOp(table.id, np.array(victims))])
+    store.compact(table.id)
+    wanted = np.arange(0, 4 * SEAL, 3, dtype=np.int64)
+    snap, found = table.lookup_keys(pa.table({"id": wanted}))
+    live = wanted[wanted % 7 != 0]
+    assert (found[wanted % 7 == 0] == MISSING).all()
+    assert snap.rows_by_id(found[found != MISSING]).column("id").to_pylist() == live.tolist()

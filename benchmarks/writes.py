@@ -1,0 +1,340 @@
+"""Single-row writes through a real server, beside PostgreSQL in the same run.
+
+Tables `(id bigint [PRIMARY KEY], v int, s text)` of 10k and 1M rows, with and without the
+primary key, loaded by COPY, then for `--seconds` each:
+
+- INSERT: `INSERT INTO t VALUES ($1, $2, $3)` with fresh ids;
+- UPDATE: `UPDATE t SET v = v + 1 WHERE id = $1` with random existing ids (by key with a
+  primary key; a scan of the table without one, on both servers);
+
+with one connection and with `--writers` connections at once (one thread each), every
+statement prepared (psycopg `prepare=True`) and committed on its own (autocommit). Both servers
+run side by side and take turns (`--rounds` slices of each case), so they meet the same machine:
+on a shared one the disk's fsync latency alone moves by 5x within minutes. Both servers
+make each commit durable before answering: sqlvec fsyncs its WAL (group commit), PostgreSQL runs
+with fsync and synchronous_commit on. Reported: statements per second, median latency, and the
+ratio to PostgreSQL. sqlvec listens on loopback TCP; PostgreSQL (pgserver's build) on a Unix
+socket, which favours it slightly. `--profile` records the sqlvec server with py-spy during
+each case and prints where its time went (own time per frame, idle excluded).
+
+`index` (in process, no server) compares the key index with the dict it replaced at 1M integer
+keys: memory and build time.
+
+    python -m benchmarks writes                       # everything (PostgreSQL via pgserver)
+    python -m benchmarks writes --sizes 10000 --seconds 2 --only sqlvec
+    python -m benchmarks writes --only index
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import gc
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+
+INSERT = "INSERT INTO {t} VALUES (%s, %s, %s)"
+UPDATE = "UPDATE {t} SET v = v + 1 WHERE id = %s"
+LOAD_CHUNK = 100_000
+
+
+# Servers -----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def postgres(directory: str):
+    """PostgreSQL from the pgserver package: yields (dsn, None, label)."""
+    import pgserver
+    import psycopg
+
+    server = pgserver.get_server(directory)
+    try:
+        uri = server.get_uri()
+        with psycopg.connect(uri, autocommit=True) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]
+        yield uri, None, f"PostgreSQL {version}"
+    finally:
+        server.cleanup()
+
+
+@contextlib.contextmanager
+def sqlvec(directory: str):
+    from benchmarks.suite import sqlvec_server
+
+    with sqlvec_server(directory) as (dsn, pid):
+        yield dsn, pid, "sqlvec"
+
+
+# Workloads -----------------------------------------------------------------------------------------
+
+
+def load(dsn: str, table: str, rows: int, primary_key: bool, postgres: bool) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        key = " PRIMARY KEY" if primary_key else ""
+        conn.execute(f"CREATE TABLE {table} (id bigint{key}, v int, s text)")
+        for start in range(0, rows, LOAD_CHUNK):
+            with conn.cursor().copy(f"COPY {table} (id, v, s) FROM STDIN") as copy:
+                for i in range(start, min(rows, start + LOAD_CHUNK)):
+                    copy.write_row((i, i % 100, "x"))
+        conn.execute("CHECKPOINT")  # sqlvec: seal now, not in the middle of a measurement
+        if postgres:
+            conn.execute(f"VACUUM ANALYZE {table}")
+
+
+def run_case(dsn: str, table: str, rows: int, kind: str, writers: int, seconds: float,
+             offset: int) -> dict:
+    """`writers` connections issuing `kind` statements for `seconds`; rate and latency."""
+    import psycopg
+
+    sql = (INSERT if kind == "insert" else UPDATE).format(t=table)
+    latencies: list[list[float]] = [[] for _ in range(writers)]
+    errors: collections.Counter = collections.Counter()
+    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(writers)]
+    for j, conn in enumerate(conns):  # prepare (and warm) before the clock starts
+        params = (offset + j * 10_000_000, 0, "w") if kind == "insert" else (0,)
+        conn.execute(sql, params, prepare=True)
+    barrier = threading.Barrier(writers + 1)
+    deadline = [0.0]
+
+    def work(j: int) -> None:
+        conn, rng, out = conns[j], random.Random(j), latencies[j]
+        next_id = offset + j * 10_000_000 + 1
+        barrier.wait()
+        while time.perf_counter() < deadline[0]:
+            params = (next_id, 1, "y") if kind == "insert" else (rng.randrange(rows),)
+            next_id += 1
+            start = time.perf_counter()
+            try:
+                conn.execute(sql, params, prepare=True)
+            except psycopg.Error as exc:
+                errors[getattr(exc, "sqlstate", None) or type(exc).__name__] += 1
+                continue
+            out.append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=work, args=(j,)) for j in range(writers)]
+    for t in threads:
+        t.start()
+    deadline[0] = time.perf_counter() + seconds
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    for conn in conns:
+        conn.close()
+    done = [x for xs in latencies for x in xs]
+    return {"rate": len(done) / elapsed, "p50_ms": float(np.median(done) * 1e3) if done else None,
+            "statements": len(done), "errors": dict(errors), "latencies": done,
+            "elapsed": elapsed}
+
+
+# Profiles ------------------------------------------------------------------------------------------
+
+
+IDLE = ("select (selectors", "wait (threading", "get (queue", "_worker (concurrent", "epoll")
+
+
+def profile_start(pid: int, seconds: float, path: str) -> subprocess.Popen | None:
+    if shutil.which("py-spy") is None:
+        return None
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw", "-o",
+                             path, "--rate", "250", "--duration", str(int(seconds)),
+                             "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def profile_summary(paths: list[str], top: int = 8) -> list[tuple[float, str]]:
+    """Own time per frame (share of busy samples) from py-spy's raw (collapsed) outputs."""
+    own: collections.Counter = collections.Counter()
+    total = 0
+    lines = []
+    for path in paths:
+        try:
+            lines += open(path).read().splitlines()
+        except OSError:
+            pass
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not frames or (any(i in stack for i in IDLE) and "sqlvec/" not in frames[-1]):
+            continue
+        total += int(count)
+        own[frames[-1]] += int(count)
+    return [(c / total, f) for f, c in own.most_common(top)] if total else []
+
+
+# Index memory --------------------------------------------------------------------------------------
+
+
+def index_memory(n: int = 1_000_000) -> dict:
+    """The integer key index against a dict of the same keys: bytes held and build time."""
+    from sqlvec.storage.keys import IntKeyIndex
+
+    keys = np.random.default_rng(0).permutation(3 * n)[:n].astype(np.int64)
+    rowids = np.arange(n, dtype=np.int64)
+    out = {}
+    for name, build in (("IntKeyIndex", lambda: _built(IntKeyIndex(), keys, rowids)),
+                        ("dict", lambda: dict(zip(keys.tolist(), rowids.tolist())))):
+        tracemalloc.start()
+        start = time.perf_counter()
+        held = build()
+        seconds = time.perf_counter() - start
+        size = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        probe = keys[:: max(1, n // 1000)].tolist()
+        gc.disable()  # a collection walking the dict would land in the timing
+        start = time.perf_counter()
+        for k in probe:
+            held.lookup(np.array([k])) if name == "IntKeyIndex" else held.get(k)
+        lookup_us = (time.perf_counter() - start) / len(probe) * 1e6
+        gc.enable()
+        out[name] = {"bytes": size, "build_s": seconds, "lookup_us": lookup_us}
+        del held
+    return out
+
+
+def _built(index, keys, rowids):
+    index.insert(keys, rowids)
+    return index
+
+
+# Main ---------------------------------------------------------------------------------------------
+
+
+def measure(names: list[str], sizes: list[int], seconds: float, writers: int, rounds: int,
+            profile: bool) -> dict[str, list[dict]]:
+    """Every case on every server, taking turns in `rounds` slices of each case's time, so
+    that all servers meet the same machine (the disk's fsync latency moves by 5x over minutes
+    on a shared machine)."""
+    directory = tempfile.mkdtemp(prefix="writes-")
+    servers = {"sqlvec": sqlvec, "postgres": postgres}
+    results: dict[str, list[dict]] = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            running = {name: stack.enter_context(servers[name](os.path.join(directory, name)))
+                       for name in names}
+            labels = {name: r[2] for name, r in running.items()}
+            for rows in sizes:
+                for pk in (True, False):
+                    table = f"w{rows}_{'pk' if pk else 'nopk'}"
+                    for name, (dsn, _pid, label) in running.items():
+                        began = time.perf_counter()
+                        load(dsn, table, rows, pk, name == "postgres")
+                        print(f"{label}: loaded {table} in {time.perf_counter() - began:.1f} s",
+                              file=sys.stderr)
+                    for kind in ("insert", "update"):
+                        for n in (1, writers):
+                            case = {"rows": rows, "primary_key": pk, "kind": kind, "writers": n}
+                            for name, r in _run_turns(running, table, case, seconds, rounds,
+                                                      profile, directory).items():
+                                results.setdefault(name, []).append(r)
+                                print(f"{labels[name]}: {table} {kind} x{n}: {r['rate']:.0f}/s, "
+                                      f"p50 {r['p50_ms'] or 0:.2f} ms, errors {r['errors']}",
+                                      file=sys.stderr)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    results["labels"] = labels  # type: ignore[assignment]
+    return results
+
+
+_offsets = iter(range(1, 1 << 30))
+
+
+def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: int,
+               profile: bool, directory: str) -> dict[str, dict]:
+    parts: dict[str, list[dict]] = {name: [] for name in running}
+    for _ in range(rounds):
+        for name, (dsn, pid, _label) in running.items():
+            spy = None
+            raw = os.path.join(directory, f"{table}-{case['kind']}-{case['writers']}.txt")
+            if profile and pid is not None:
+                spy = profile_start(pid, seconds / rounds, raw + f".{len(parts[name])}")
+            r = run_case(dsn, table, case["rows"], case["kind"], case["writers"],
+                         seconds / rounds, 10 ** 9 * next(_offsets))
+            if spy is not None:
+                spy.wait()
+            parts[name].append(r)
+    out = {}
+    for name, rs in parts.items():
+        latencies = [x for r in rs for x in r.pop("latencies")]
+        elapsed = sum(r["elapsed"] for r in rs)
+        errors: collections.Counter = collections.Counter()
+        for r in rs:
+            errors.update(r["errors"])
+        out[name] = {**case, "rate": len(latencies) / elapsed, "statements": len(latencies),
+                     "p50_ms": float(np.median(latencies) * 1e3) if latencies else None,
+                     "errors": dict(errors)}
+        if profile and running[name][1] is not None:
+            raw = os.path.join(directory, f"{table}-{case['kind']}-{case['writers']}.txt")
+            out[name]["profile"] = profile_summary([f"{raw}.{i}" for i in range(rounds)])
+    return out
+
+
+def table_md(ours: list[dict], theirs: list[dict] | None, pg_label: str) -> str:
+    lines = ["| rows | key | statement | writers | sqlvec /s (p50 ms) | "
+             f"{pg_label} /s (p50 ms) | ratio |", "|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(ours):
+        p = theirs[i] if theirs else None
+        pg = f"{p['rate']:,.0f} ({p['p50_ms']:.2f})" if p and p["p50_ms"] else "—"
+        ratio = f"{r['rate'] / p['rate']:.2f}" if p and p["rate"] else "—"
+        lines.append(f"| {r['rows']:,} | {'pk' if r['primary_key'] else 'none'} | {r['kind']} | "
+                     f"{r['writers']} | {r['rate']:,.0f} ({(r['p50_ms'] or 0):.2f}) | {pg} | "
+                     f"{ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks writes", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,1000000", help="table sizes (rows)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="per case (default 4)")
+    parser.add_argument("--writers", type=int, default=4, help="concurrent writers (default 4)")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="turns each server takes per case (default 4)")
+    parser.add_argument("--only", choices=("sqlvec", "postgres", "index"), default=None)
+    parser.add_argument("--profile", action="store_true", help="py-spy the sqlvec server")
+    parser.add_argument("--json", default=None, help="write every figure to this file")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    report: dict = {"params": vars(args)}
+    if args.only in (None, "index"):
+        report["index"] = index_memory()
+        for name, r in report["index"].items():
+            print(f"{name}: {r['bytes'] / 2**20:.0f} MiB, built in {r['build_s']:.2f} s, "
+                  f"lookup {r['lookup_us']:.2f} µs (1M int64 keys)")
+    names = [n for n in ("sqlvec", "postgres") if args.only in (None, n)]
+    if names:
+        results = measure(names, sizes, args.seconds, args.writers, args.rounds, args.profile)
+        labels = results.pop("labels")
+        report.update(results)
+        report["labels"] = labels
+        ours, theirs = results.get("sqlvec"), results.get("postgres")
+        if ours is not None:
+            print(table_md(ours, theirs, labels.get("postgres", "PostgreSQL")))
+            for r in ours:
+                if r.get("profile"):
+                    where = ", ".join(f"{share:.0%} {frame}" for share, frame in r["profile"][:5])
+                    print(f"- {r['rows']:,} {'pk' if r['primary_key'] else 'no key'} "
+                          f"{r['kind']} x{r['writers']}: {where}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

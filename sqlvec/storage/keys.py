@@ -1,0 +1,312 @@
+"""Unique-key indexes: key value -> row id of the live row holding it.
+
+A table keeps one index per unique key (its primary key today), maintained incrementally as
+commits are applied: an insert adds its rows' keys, a delete removes them. Nothing ever copies
+or iterates a whole index per statement; a check or lookup costs what it asks about.
+
+Two implementations behind one interface, chosen by the key's column types:
+
+- `IntKeyIndex` for a key of one integer column (the common `id bigint PRIMARY KEY`): a sorted
+  NumPy base (keys, row ids: 16 bytes a key) plus a dict of recent changes, folded into the base
+  when it reaches 1/16 of it (O(n) work every n/16 changes, so O(1) amortized per change).
+  Measured at 1M keys: 16 MB and 0.2 s to build, against 106 MB and 1.6 s for a dict.
+- `HashKeyIndex` for everything else (text, several columns, ...): a dict of Python values
+  (tuples for several columns).
+
+Keys travel as 1-D NumPy arrays made by `keys_of` (int64 for `IntKeyIndex`, object otherwise);
+lookups return int64 row ids with `MISSING` for absent keys. Indexes are not persisted: the
+store rebuilds them from the segments when it opens a database (`Table.rebuild_keys`), which is
+one vectorized pass over the key columns and leaves no second copy of the truth to keep in step.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+# Row id of an absent key. Not -1: the execution layer gives its uncommitted rows negative
+# provisional ids starting there.
+MISSING = int(np.iinfo(np.int64).min)
+
+# The dict of recent changes is folded into the sorted base once it holds this fraction of it.
+_FOLD_FRACTION = 16
+_FOLD_MIN = 1024
+# Lookups of up to this many keys probe the dict of changes key by key; more go vectorized.
+_SMALL = 32
+
+
+def _one_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(column, pa.ChunkedArray):
+        return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return column
+
+
+class KeyIndex(ABC):
+    """Key -> row id of one unique key. Not thread-safe: the table serializes access."""
+
+    @staticmethod
+    def for_types(types: Sequence[pa.DataType]) -> KeyIndex:
+        """The index that suits a key of columns of these Arrow types."""
+        if len(types) == 1 and pa.types.is_integer(types[0]):
+            return IntKeyIndex()
+        return HashKeyIndex()
+
+    @abstractmethod
+    def keys_of(self, columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:
+        """The keys of rows given as their key columns (no NULLs: callers check)."""
+
+    @abstractmethod
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Row id per key, MISSING where absent."""
+
+    @abstractmethod
+    def get(self, key: object) -> int:
+        """Row id of one key (a Python value), MISSING where absent."""
+
+    @abstractmethod
+    def insert(self, keys: np.ndarray, rowids: np.ndarray) -> None:
+        """Map each key to its row id (replacing any previous entry)."""
+
+    @abstractmethod
+    def remove(self, keys: np.ndarray, rowids: np.ndarray | None = None) -> None:
+        """Drop keys; with `rowids`, only entries that still point at those rows."""
+
+    @abstractmethod
+    def clear(self) -> None: ...
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def nbytes(self) -> int:
+        """Approximate memory held (for operators and benchmarks)."""
+
+    def empty(self) -> KeyIndex:
+        """A new, empty index of the same kind."""
+        return type(self)()
+
+    @staticmethod
+    def first_duplicate(keys: np.ndarray) -> object | None:
+        """A key that occurs more than once in `keys`, or None."""
+        if keys.size < 2:
+            return None
+        if keys.dtype != object:
+            ordered = np.sort(keys)
+            same = np.flatnonzero(ordered[1:] == ordered[:-1])
+            return ordered[same[0]].item() if same.size else None
+        seen: set = set()
+        for key in keys.tolist():
+            if key in seen:
+                return key
+            seen.add(key)
+        return None
+
+    @staticmethod
+    def values_of(key: object) -> tuple:
+        """A key as the tuple of its column values (for error messages)."""
+        if isinstance(key, np.generic):
+            key = key.item()
+        return key if isinstance(key, tuple) else (key,)
+
+
+class IntKeyIndex(KeyIndex):
+    """Keys of one integer column: a sorted NumPy base plus a dict of recent changes."""
+
+    def __init__(self) -> None:
+        self._keys = np.empty(0, np.int64)  # sorted, unique
+        self._rowids = np.empty(0, np.int64)
+        self._changes: dict[int, int] = {}  # key -> row id, or MISSING (removed from the base)
+        self._changed: tuple[np.ndarray, np.ndarray] | None = None  # the dict as sorted arrays
+        self._size = 0
+
+    def keys_of(self, columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:
+        (column,) = columns
+        array = _one_array(column)
+        if array.null_count:
+            array = array.fill_null(0)
+        return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        keys = np.asarray(keys, dtype=np.int64)
+        out = _probe(self._keys, self._rowids, keys)
+        changes = self._changes
+        if changes:
+            if keys.size <= _SMALL:
+                for i, key in enumerate(keys.tolist()):
+                    hit = changes.get(key)
+                    if hit is not None:
+                        out[i] = hit
+            else:
+                ckeys, crowids = self._changes_arrays()
+                pos = np.minimum(np.searchsorted(ckeys, keys), ckeys.size - 1)
+                hit = ckeys[pos] == keys
+                out[hit] = crowids[pos[hit]]
+        return out
+
+    def get(self, key: object) -> int:
+        hit = self._changes.get(key)  # type: ignore[call-overload]
+        if hit is not None:
+            return hit
+        base = self._keys
+        if base.size == 0:
+            return MISSING
+        i = int(base.searchsorted(key))
+        return int(self._rowids[i]) if i < base.size and base[i] == key else MISSING
+
+    def insert(self, keys: np.ndarray, rowids: np.ndarray) -> None:
+        keys = np.asarray(keys, dtype=np.int64)
+        rowids = np.asarray(rowids, dtype=np.int64)
+        if keys.size == 0:
+            return
+        if keys.size == 1:  # a single row: no NumPy
+            key = int(keys[0])
+            self._size += self.get(key) == MISSING
+            self._changes[key] = int(rowids[0])
+            self._changed = None
+            self._maybe_fold()
+            return
+        self._size += int(np.count_nonzero(self.lookup(keys) == MISSING))
+        if keys.size > max(_FOLD_MIN, self._keys.size // _FOLD_FRACTION):
+            # A bulk load: fold it straight into the base, vectorized.
+            self._fold()
+            order = np.argsort(keys, kind="stable")
+            keys, rowids = keys[order], rowids[order]
+            keep = _probe(keys, rowids, self._keys) == MISSING  # entries the batch replaces
+            self._keys, self._rowids = _merge(self._keys[keep], self._rowids[keep], keys, rowids)
+            return
+        self._changes.update(zip(keys.tolist(), rowids.tolist()))
+        self._changed = None
+        self._maybe_fold()
+
+    def remove(self, keys: np.ndarray, rowids: np.ndarray | None = None) -> None:
+        keys = np.asarray(keys, dtype=np.int64)
+        if keys.size == 0:
+            return
+        if keys.size == 1:  # a single row: no NumPy
+            key, current = int(keys[0]), self.get(int(keys[0]))
+            if current != MISSING and (rowids is None or current == int(rowids[0])):
+                self._size -= 1
+                self._changes[key] = MISSING
+                self._changed = None
+                self._maybe_fold()
+            return
+        current = self.lookup(keys)
+        hit = current != MISSING
+        if rowids is not None:
+            hit &= current == np.asarray(rowids, dtype=np.int64)
+        if not hit.any():
+            return
+        gone = np.unique(keys[hit])
+        self._size -= int(gone.size)
+        self._changes.update(dict.fromkeys(gone.tolist(), MISSING))
+        self._changed = None
+        self._maybe_fold()
+
+    def clear(self) -> None:
+        self.__init__()
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def nbytes(self) -> int:
+        # A dict entry with its two ints costs about 100 bytes.
+        return int(self._keys.nbytes + self._rowids.nbytes + 100 * len(self._changes))
+
+    def _changes_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._changed is None:
+            keys = np.fromiter(self._changes.keys(), np.int64, len(self._changes))
+            rowids = np.fromiter(self._changes.values(), np.int64, len(self._changes))
+            order = np.argsort(keys)
+            self._changed = (keys[order], rowids[order])
+        return self._changed
+
+    def _maybe_fold(self) -> None:
+        if len(self._changes) > max(_FOLD_MIN, self._keys.size // _FOLD_FRACTION):
+            self._fold()
+
+    def _fold(self) -> None:
+        """Fold the dict of changes into the sorted base: O(base + changes)."""
+        if not self._changes:
+            return
+        ckeys, crowids = self._changes_arrays()
+        keep = _probe(ckeys, np.zeros(ckeys.size, np.int64), self._keys) == MISSING
+        live = crowids != MISSING
+        self._keys, self._rowids = _merge(self._keys[keep], self._rowids[keep],
+                                          ckeys[live], crowids[live])
+        self._changes = {}
+        self._changed = None
+
+
+def _probe(keys: np.ndarray, rowids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Row id of each wanted key in a sorted (keys, rowids) pair, MISSING where absent."""
+    if keys.size == 0:
+        return np.full(wanted.size, MISSING, np.int64)
+    pos = np.minimum(np.searchsorted(keys, wanted), keys.size - 1)
+    hit = keys[pos] == wanted
+    return np.where(hit, rowids[pos], MISSING)
+
+
+def _merge(akeys: np.ndarray, arowids: np.ndarray, bkeys: np.ndarray,
+           browids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Merge two sorted, disjoint (keys, rowids) pairs."""
+    if akeys.size == 0:
+        return bkeys.copy(), browids.copy()
+    if bkeys.size == 0:
+        return akeys, arowids
+    pos = np.searchsorted(akeys, bkeys)
+    return np.insert(akeys, pos, bkeys), np.insert(arowids, pos, browids)
+
+
+class HashKeyIndex(KeyIndex):
+    """Keys of any other shape: a dict of Python values (tuples for several columns)."""
+
+    def __init__(self) -> None:
+        self._map: dict[object, int] = {}
+
+    def keys_of(self, columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:
+        values = [_hashable(_one_array(c).to_pylist()) for c in columns]
+        n = len(values[0]) if values else 0
+        items = values[0] if len(values) == 1 else zip(*values)
+        return np.fromiter(items, dtype=object, count=n)
+
+    def get(self, key: object) -> int:
+        return self._map.get(key, MISSING)
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        get = self._map.get
+        return np.fromiter((get(k, MISSING) for k in keys.tolist()), np.int64, keys.size)
+
+    def insert(self, keys: np.ndarray, rowids: np.ndarray) -> None:
+        self._map.update(zip(keys.tolist(), np.asarray(rowids).tolist()))
+
+    def remove(self, keys: np.ndarray, rowids: np.ndarray | None = None) -> None:
+        m = self._map
+        if rowids is None:
+            for key in keys.tolist():
+                m.pop(key, None)
+            return
+        for key, rowid in zip(keys.tolist(), np.asarray(rowids).tolist()):
+            if m.get(key) == rowid:
+                del m[key]
+
+    def clear(self) -> None:
+        self._map = {}
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    @property
+    def nbytes(self) -> int:
+        return 100 * len(self._map)
+
+
+def _hashable(values: list) -> list:
+    """Lists (vector or array keys) as tuples, so they can be dict keys."""
+    if any(isinstance(v, list) for v in values):
+        return [tuple(v) if isinstance(v, list) else v for v in values]
+    return values

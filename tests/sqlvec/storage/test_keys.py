@@ -1,0 +1,115 @@
+"""Unique-key indexes: both implementations against a plain dict model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sqlvec.storage import keys as K
+from sqlvec.storage.keys import MISSING, HashKeyIndex, IntKeyIndex, KeyIndex
+
+
+def test_the_index_kind_follows_the_key_columns():
+    assert isinstance(KeyIndex.for_types([pa.int64()]), IntKeyIndex)
+    assert isinstance(KeyIndex.for_types([pa.int32()]), IntKeyIndex)
+    assert isinstance(KeyIndex.for_types([pa.string()]), HashKeyIndex)
+    assert isinstance(KeyIndex.for_types([pa.int64(), pa.int64()]), HashKeyIndex)
+
+
+def test_keys_of_composite_and_vector_columns_are_hashable_values():
+    index = HashKeyIndex()
+    keys = index.keys_of([pa.array([1, 2]), pa.array(["a", "b"])])
+    assert keys.tolist() == [(1, "a"), (2, "b")]
+    vectors = index.keys_of([pa.array([[1.0, 2.0], [3.0, 4.0]])])
+    index.insert(vectors, np.array([7, 8]))
+    assert index.lookup(index.keys_of([pa.array([[3.0, 4.0]])])).tolist() == [8]
+
+
+@pytest.mark.parametrize("make", [IntKeyIndex, HashKeyIndex])
+def test_insert_lookup_remove(make):
+    index = make()
+    keys = index.keys_of([pa.array([5, 1, 9], pa.int64())])
+    index.insert(keys, np.array([10, 11, 12]))
+    assert len(index) == 3
+    probe = index.keys_of([pa.array([9, 2, 5], pa.int64())])
+    assert index.lookup(probe).tolist() == [12, MISSING, 10]
+    assert [index.get(k) for k in probe.tolist()] == [12, MISSING, 10]
+    # A removal naming another row id leaves the entry (it points at a newer row).
+    index.remove(index.keys_of([pa.array([9], pa.int64())]), np.array([99]))
+    assert index.lookup(probe).tolist() == [12, MISSING, 10]
+    index.remove(index.keys_of([pa.array([9], pa.int64())]), np.array([12]))
+    assert index.lookup(probe).tolist() == [MISSING, MISSING, 10]
+    assert len(index) == 2
+    index.clear()
+    assert len(index) == 0 and index.lookup(probe).tolist() == [MISSING] * 3
+
+
+def test_first_duplicate():
+    assert KeyIndex.first_duplicate(np.array([3, 1, 2], np.int64)) is None
+    assert KeyIndex.first_duplicate(np.array([3, 1, 3], np.int64)) == 3
+    keys = np.fromiter([(1, "a"), (1, "b"), (1, "a")], dtype=object, count=3)
+    assert KeyIndex.first_duplicate(keys) == (1, "a")
+
+
+def test_int_index_folds_changes_into_its_sorted_base(monkeypatch):
+    monkeypatch.setattr(K, "_FOLD_MIN", 8)
+    index = IntKeyIndex()
+    for i in range(100):
+        index.insert(np.array([i * 3]), np.array([i]))
+        if i % 4 == 0:
+            index.remove(np.array([i * 3 - 3]))
+    model = {i * 3: i for i in range(100)}
+    for i in range(0, 100, 4):
+        model.pop(i * 3 - 3, None)
+    assert len(index._changes) <= 8  # folded along the way
+    probe = np.arange(-3, 303, dtype=np.int64)
+    assert index.lookup(probe).tolist() == [model.get(k, MISSING) for k in probe.tolist()]
+    assert [index.get(k) for k in probe.tolist()] == [model.get(k, MISSING) for k in probe.tolist()]
+    assert len(index) == len(model)
+
+
+def test_a_bulk_insert_goes_straight_into_the_base_and_replaces_entries():
+    index = IntKeyIndex()
+    index.insert(np.array([1, 2]), np.array([100, 200]))
+    keys = np.arange(5000, dtype=np.int64)[::-1].copy()
+    index.insert(keys, keys + 1000)
+    assert not index._changes
+    assert index.lookup(np.array([1, 2, 4999, 5000])).tolist() == [1001, 1002, 5999, MISSING]
+    assert len(index) == 5000
+    assert index.nbytes >= 5000 * 16
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["insert", "remove", "bulk"]),
+                          st.lists(st.integers(-50, 50), max_size=40)), max_size=40))
+def test_int_index_matches_a_dict(ops):
+    original = K._FOLD_MIN
+    K._FOLD_MIN = 4  # fold often, so the sorted base is exercised
+    try:
+        index, model, next_rowid = IntKeyIndex(), {}, 0
+        for op, values in ops:
+            keys = np.array(sorted(set(values)), np.int64)
+            if op == "remove":
+                index.remove(keys)
+                for k in keys.tolist():
+                    model.pop(k, None)
+                continue
+            fresh = np.array([k for k in keys.tolist() if k not in model], np.int64)
+            rowids = np.arange(next_rowid, next_rowid + fresh.size, dtype=np.int64)
+            next_rowid += fresh.size
+            if op == "bulk" and fresh.size:
+                saved = K._FOLD_MIN
+                K._FOLD_MIN = 0
+                index.insert(fresh, rowids)
+                K._FOLD_MIN = saved
+            else:
+                index.insert(fresh, rowids)
+            model.update(zip(fresh.tolist(), rowids.tolist()))
+            probe = np.arange(-51, 52, dtype=np.int64)
+            assert index.lookup(probe).tolist() == [model.get(k, MISSING) for k in probe.tolist()]
+            assert len(index) == len(model)
+    finally:
+        K._FOLD_MIN = original
