@@ -37,7 +37,12 @@ Writing
 ``append`` only queues a record in memory (and decides where a new file starts: before a record
 would take the file past ``segment_bytes``; a single record larger than that still gets a file
 to itself). ``sync`` is a group commit: one thread, the leader, writes everything queued so far
-and fsyncs it while the others wait; appends continue meanwhile.
+and fsyncs it while the others wait; appends continue meanwhile. With fsync on, the leader
+allocates file space ahead of the log (``posix_fallocate``, doubling from 64 KiB up to
+``segment_bytes``) and makes records durable with ``fdatasync``: a commit then rewrites allocated
+blocks instead of growing the file, so its sync need not also commit the file's new size (as
+PostgreSQL's preallocated WAL segments). The allocated space reads as zeros: the log ends at the
+first all-zero frame header. A file is cut back to its last record when the next one starts.
 
 A failed write or fsync (disk full, I/O error) fails every record the log had not yet made
 durable: their commits get an error (53100 ``disk full`` or 58030 ``io error``) and the log is
@@ -51,6 +56,9 @@ Recovery
 --------
 ``WriteAheadLog.open`` reads every file in LSN order and checks each frame:
 
+* Zeros after the last record are space allocated ahead. Data after such zeros means the zeros
+  are a block that never got written (a torn write) or a zeroed record (damage), told apart as
+  below.
 * In the last file, the first incomplete header, incomplete payload or CRC mismatch is either a
   torn write from a crash or damage. The rest of the file is searched for valid frames with a
   later LSN. If one of them says (``synced``) that the bad record had been durable before it was
@@ -82,6 +90,7 @@ Commit record payload (``encode_commit`` / ``decode_commit``)
 
 from __future__ import annotations
 
+import errno
 import logging
 import mmap
 import os
@@ -125,6 +134,7 @@ FORMAT_VERSION = 2
 _FILE_NAME = re.compile(r"^(\d{20})\.wal$")
 _HEADER_SIZE = len(MAGIC) + 4
 _IOV_MAX = 512  # buffers per writev call, well under every platform's IOV_MAX
+_ALLOCATE_MIN = 64 << 10  # the first allocation ahead of the log in a file
 
 
 def _file_header(version: int) -> bytes:
@@ -214,8 +224,9 @@ def _frames(f: BinaryIO, size: int, fmt: _Format, *,
     """Yield (frame, payload) for each frame after the file header.
 
     Payloads of records with lsn <= skip_through are skipped unread and unchecked (they were
-    validated when the log was opened) and yielded as b"". Raises _BadRecord at the first frame
-    that is incomplete or fails its CRC.
+    validated when the log was opened) and yielded as b"". Stops at an all-zero frame header
+    (space allocated ahead of the log reads as zeros; no frame is all zeros, LSNs start at 1).
+    Raises _BadRecord at the first frame that is incomplete or fails its CRC.
     """
     offset = _HEADER_SIZE
     f.seek(offset)
@@ -223,6 +234,8 @@ def _frames(f: BinaryIO, size: int, fmt: _Format, *,
         head = f.read(fmt.frame.size)
         if len(head) < fmt.frame.size:
             raise _BadRecord(offset, "incomplete record header")
+        if head == bytes(len(head)):
+            return  # space allocated ahead of the log: its logical end
         length, lsn, synced, crc = fmt.unpack(head)
         end = offset + fmt.frame.size + length
         if end > size:
@@ -287,6 +300,7 @@ class SegmentScan:
     version: int | None
     frames: list[WalFrame]
     size: int
+    end: int = _HEADER_SIZE  # the log's end in this file: after its last valid record
     bad_offset: int | None = None
     bad_reason: str | None = None
     later_valid: tuple[WalFrame, ...] = ()  # valid frames after the bad one
@@ -321,11 +335,30 @@ def scan_segment(first: int, path: Path, *, expected_first: int | None = None) -
                         f"WAL file {path}: record at offset {frame.offset} has LSN {frame.lsn}, "
                         f"expected {expected}")
                 scan.frames.append(frame)
+                scan.end = frame.offset + fmt.frame.size + frame.length
                 expected += 1
         except _BadRecord as bad:
             scan.bad_offset, scan.bad_reason = bad.offset, bad.reason
-            scan.later_valid = tuple(_valid_frames_after(path, bad.offset, size, fmt, expected - 1))
+        else:
+            # Zeros after the end are space allocated ahead; anything else there was written
+            # after a block that reads as zeros: a torn write, or a zeroed record (damage).
+            if scan.end < size and _has_data(path, scan.end, size):
+                scan.bad_offset = scan.end
+                scan.bad_reason = "zeroed record header followed by data"
+        if scan.bad_offset is not None:
+            scan.later_valid = tuple(
+                _valid_frames_after(path, scan.bad_offset, size, fmt, expected - 1))
     return scan
+
+
+def _has_data(path: Path, start: int, size: int) -> bool:
+    """Whether bytes [start, size) of a file are not all zero."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        while block := f.read(1 << 20):
+            if block.count(0) != len(block):
+                return True
+    return False
 
 
 def read_payload(path: Path, frame: WalFrame) -> bytes:
@@ -363,6 +396,11 @@ def _fsync_path(path: Path, *, directory: bool = False) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _datasync(fd: int) -> None:
+    """fdatasync where the platform has it: the log's blocks and size, not its timestamps."""
+    getattr(os, "fdatasync", os.fsync)(fd)
 
 
 def _write_all(fd: int, buffers: list) -> int:
@@ -417,6 +455,7 @@ class WriteAheadLog:
         self._durable: _Position | None = None  # end of the last durable record
         self._fd = -1  # the newest file, written only by the sync leader
         self._fd_pos: _Position | None = None
+        self._allocated: int | None = 0  # its size with space allocated ahead; None: no fallocate
         self._syncing = False
         self._epoch = 0  # bumped by every failed write; sync() callers compare
         self._epoch_durable: dict[int, int] = {}  # failed epoch -> durable LSN when it failed
@@ -491,6 +530,8 @@ class WriteAheadLog:
         self._fd = os.open(pos.path, os.O_WRONLY)
         os.lseek(self._fd, pos.size, os.SEEK_SET)
         self._fd_pos = _Position(pos.path, pos.size, pos.records)
+        if self._allocated is not None:
+            self._allocated = os.fstat(self._fd).st_size
 
     def _check_segment(self, first: int, path: Path, *,
                        is_last: bool) -> tuple[int, int, int, int]:
@@ -509,7 +550,7 @@ class WriteAheadLog:
                 if self._fsync:
                     os.fsync(w.fileno())
             return first, _HEADER_SIZE, 0, FORMAT_VERSION
-        valid_size = scan.size
+        valid_size = scan.end
         if scan.bad_offset is not None:
             if not is_last or scan.damaged:
                 raise _damage_error(scan, last_file=is_last)
@@ -678,10 +719,12 @@ class WriteAheadLog:
         try:
             for item in batch:
                 if item[0] == "rotate":
+                    self._allocate_for(pos, pending)
                     pos.size += _write_all(self._fd, pending)
                     pending = []
                     if self._fsync:
                         action = "fsync"
+                        os.ftruncate(self._fd, pos.size)  # give back what was allocated ahead
                         os.fsync(self._fd)
                         fsyncs += 1
                     os.close(self._fd)
@@ -691,6 +734,7 @@ class WriteAheadLog:
                     pos = _Position(path, 0, 0)
                     self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                     self._fd_pos = pos
+                    self._allocated = 0
                     with self._lock:
                         self._segments.append((item[1], path))
                     action = "write to"
@@ -701,16 +745,39 @@ class WriteAheadLog:
                     pending.extend(item)
                     pos.records += 1
             action = "write to"
+            self._allocate_for(pos, pending)
             pos.size += _write_all(self._fd, pending)
             if self._fsync:
                 action = "fsync"
-                os.fsync(self._fd)
+                _datasync(self._fd)
                 fsyncs += 1
                 if dir_dirty:
                     _fsync_path(self._dir, directory=True)
         except OSError as exc:
             raise _WriteFailed(storage_error(exc, action, pos.path), exc) from exc
         return _Position(pos.path, pos.size, pos.records), fsyncs, rotations
+
+    def _allocate_for(self, pos: _Position, buffers: list) -> None:
+        """Allocate file space ahead of the log (leader only), so that most commits overwrite
+        allocated blocks and their fdatasync need not also commit the file's growth.
+
+        Allocations double from 64 KiB up to the file's planned size. Best effort: a filesystem
+        without fallocate, or a full disk, just leaves the file to grow by its writes."""
+        if not self._fsync or self._allocated is None:
+            return
+        need = pos.size + sum(memoryview(b).nbytes for b in buffers)
+        if need <= self._allocated:
+            return
+        target = min(self._segment_bytes, max(need, 2 * self._allocated, _ALLOCATE_MIN))
+        if target < need:
+            return  # a record larger than a file: it extends the file itself
+        try:
+            os.posix_fallocate(self._fd, self._allocated, target - self._allocated)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                self._allocated = None  # not on this filesystem: stop trying
+            return
+        self._allocated = target
 
     def _fail(self, failure: _WriteFailed) -> None:
         """Fail every record not yet durable (lock held); `rollback` repairs the files."""
@@ -864,8 +931,8 @@ def truncate_log(directory: str | os.PathLike[str], keep_through: int) -> list[P
         if before_cut:
             continue
         offsets = {fr.lsn: fr.offset for fr in scan.frames}
-        offset = offsets.get(cut, scan.bad_offset if scan.bad_offset is not None else scan.size)
-        if offset >= scan.size:
+        offset = offsets.get(cut, scan.bad_offset if scan.bad_offset is not None else scan.end)
+        if scan.bad_offset is None and offset >= scan.end:
             continue
         with open(path, "rb") as f:
             f.seek(offset)

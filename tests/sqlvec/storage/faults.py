@@ -10,10 +10,12 @@ class FaultyDisk:
 
     def __init__(self, monkeypatch) -> None:
         self.real_writev, self.real_fsync = os.writev, os.fsync
+        self.real_fdatasync = os.fdatasync
         self.write_error: int | None = None
         self.fsync_error: int | None = None
         monkeypatch.setattr(os, "writev", self.writev)
         monkeypatch.setattr(os, "fsync", self.fsync)
+        monkeypatch.setattr(os, "fdatasync", self.fdatasync)
 
     def writev(self, fd, buffers):
         if self.write_error is None:
@@ -27,3 +29,8 @@ class FaultyDisk:
         if self.fsync_error is not None:
             raise OSError(self.fsync_error, os.strerror(self.fsync_error))
         return self.real_fsync(fd)
+
+    def fdatasync(self, fd):
+        if self.fsync_error is not None:
+            raise OSError(self.fsync_error, os.strerror(self.fsync_error))
+        return self.real_fdatasync(fd)

@@ -252,6 +252,7 @@ def test_group_commit_shares_fsyncs(tmp_path, monkeypatch):
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", slow_fsync)
+    monkeypatch.setattr(os, "fdatasync", slow_fsync)
     threads_n, per_thread = 8, 50
     results: list[list[int]] = [[] for _ in range(threads_n)]
     with WriteAheadLog.open(tmp_path, fsync=True, segment_bytes=4096) as wal:
@@ -294,6 +295,7 @@ def test_appends_proceed_while_a_leader_is_in_fsync(tmp_path, monkeypatch):
 
     with WriteAheadLog.open(tmp_path, fsync=True) as wal:
         monkeypatch.setattr(os, "fsync", blocking_fsync)
+        monkeypatch.setattr(os, "fdatasync", blocking_fsync)
         committer = threading.Thread(target=wal.commit, args=(b"first",))
         committer.start()
         assert entered.wait(10)
@@ -475,6 +477,7 @@ def test_every_waiter_of_a_failed_group_gets_the_error_and_later_commits_reuse_n
     with WriteAheadLog.open(tmp_path, fsync=True) as wal:
         wal.commit(b"base")
         monkeypatch.setattr(os, "fsync", slow_fsync)
+        monkeypatch.setattr(os, "fdatasync", slow_fsync)
         leader = threading.Thread(target=lambda: outcomes.update(lead=_try(wal.commit, b"lead")))
         leader.start()
         assert entered.wait(10)
@@ -493,6 +496,7 @@ def test_every_waiter_of_a_failed_group_gets_the_error_and_later_commits_reuse_n
         assert all(isinstance(outcomes[n], DiskFull) for _e, n in lsns)
         disk.write_error = None
         monkeypatch.setattr(os, "fsync", disk.real_fsync)
+        monkeypatch.setattr(os, "fdatasync", disk.real_fdatasync)
         wal.rollback()
         assert wal.commit(b"after") == 3
         # A waiter of the failed group asking again still gets its failure, not LSN 3's success.
@@ -584,3 +588,60 @@ def test_truncate_log_keeps_a_prefix_and_saves_the_rest(tmp_path):
     with pytest.raises(DataCorrupted, match="not all readable"):
         (first_file := wal_files(tmp_path)[0]).write_bytes(first_file.read_bytes()[:-3])
         truncate_log(tmp_path, 4)
+
+
+# -- space allocated ahead of the log ------------------------------------------------------------
+
+
+def test_space_is_allocated_ahead_and_the_log_ends_at_its_last_record(tmp_path):
+    with WriteAheadLog.open(tmp_path, fsync=True) as wal:
+        for i in range(5):
+            wal.commit(bytes([i + 1]) * 10)
+    (path,) = wal_files(tmp_path)
+    end = HEADER + 5 * (FRAME + 10)
+    assert path.stat().st_size > end  # allocated ahead, reads as zeros
+    assert path.read_bytes()[end:] == bytes(path.stat().st_size - end)
+    with WriteAheadLog.open(tmp_path, fsync=True) as wal:
+        assert wal.last_lsn == 5
+        assert wal.commit(b"six") == 6  # written at the log's end, not the file's
+    assert [lsn for lsn, _ in read_log(tmp_path)] == [1, 2, 3, 4, 5, 6]
+    assert path.read_bytes()[end + FRAME: end + FRAME + 3] == b"six"
+
+
+def test_a_rotated_file_gives_back_what_was_allocated_ahead(tmp_path):
+    with WriteAheadLog.open(tmp_path, fsync=True, segment_bytes=4096) as wal:
+        for _ in range(10):
+            wal.commit(b"r" * 1000)
+    files = wal_files(tmp_path)
+    assert len(files) >= 3
+    for path in files[:-1]:  # whole records, no allocated tail
+        assert (path.stat().st_size - HEADER) % (FRAME + 1000) == 0
+
+
+def test_a_zeroed_record_that_later_records_vouch_for_is_damage(tmp_path):
+    with WriteAheadLog.open(tmp_path, fsync=True) as wal:
+        for p in (b"a" * 50, b"b" * 50, b"c" * 50):
+            wal.commit(p)
+    (path,) = wal_files(tmp_path)
+    data = bytearray(path.read_bytes())
+    second = HEADER + FRAME + 50
+    data[second: second + FRAME + 50] = bytes(FRAME + 50)  # a block that reads back as zeros
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataCorrupted, match="zeroed record header followed by data"):
+        WriteAheadLog.open(tmp_path)
+
+
+def test_data_after_zeros_from_an_unsynced_group_is_a_torn_write(tmp_path, caplog):
+    with WriteAheadLog.open(tmp_path, fsync=True) as wal:
+        wal.commit(b"durable")
+        for p in (b"g1" * 20, b"g2" * 20):
+            wal.append(p)
+        wal.sync(wal.last_lsn)
+    (path,) = wal_files(tmp_path)
+    data = bytearray(path.read_bytes())
+    g1 = HEADER + FRAME + len(b"durable")
+    data[g1: g1 + FRAME + 40] = bytes(FRAME + 40)  # the crash kept g2's block, not g1's
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="sqlvec.wal"):
+        assert read_log(tmp_path) == [(1, b"durable")]
+    assert "torn write" in caplog.text
