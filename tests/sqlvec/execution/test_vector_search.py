@@ -152,12 +152,17 @@ def test_deleted_updated_and_fresh_rows(env):
     s.execute_one("INSERT INTO items VALUES ($1, 0, 1.0, $2)", [fresh, q.tolist()])
     env["live"][fresh] = True
     env["vectors"][fresh] = q
-    got = search(env, Metric.L2, "", [], q)
+    # What is checked is which rows are visible, not the graph's recall on one query: a wide
+    # search makes that independent of how well this (non-deterministic) build serves q.
+    s.execute_one("SET hnsw.ef_search = 400")
+    try:
+        got = search(env, Metric.L2, "", [], q)
+    finally:
+        s.execute_one("RESET hnsw.ef_search")
     assert got[0] == fresh
     assert not set(victims) & set(got) and moved not in got
     expected = truth(env, Metric.L2, q, np.ones(N + 5_000, bool)).tolist()
-    # HNSW is approximate (and multi-threaded builds are not deterministic): most, not all.
-    assert len(set(got) & set(expected)) >= K - 2
+    assert len(set(got) & set(expected)) >= K - 1
 
 
 def test_target_recall_is_met_and_lower_targets_use_less_ef(env):
