@@ -136,6 +136,13 @@ class SerializationFailure(SqlVecError):
     sqlstate = "40001"
 
 
+# Class 54 — program limit exceeded
+class StatementTooComplex(SqlVecError):
+    """54001: e.g. `stack depth limit exceeded` for a statement nested too deeply."""
+
+    sqlstate = "54001"
+
+
 # Class 57 — operator intervention
 class QueryCanceled(SqlVecError):
     sqlstate = "57014"

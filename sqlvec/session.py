@@ -26,6 +26,7 @@ import pyarrow as pa
 from sqlglot import exp
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
+from sqlvec import stack
 from sqlvec.errors import (
     ActiveSqlTransaction,
     FeatureNotSupported,
@@ -234,7 +235,16 @@ class Session:
     # The extended query protocol ----------------------------------------------------------------------
 
     def prepare(self, sql: str, param_type_oids: list[int] | None = None) -> PreparedStatement:
-        """Parse and plan `sql` (one statement); cached by text and given parameter types."""
+        """Parse and plan `sql` (one statement); cached by text and given parameter types.
+
+        A statement nested deeper than the engine can follow fails with 54001 (stack.py)."""
+        try:
+            return stack.run_deep(sql, lambda: self._prepare_cached(sql, param_type_oids))
+        except RecursionError:
+            self._fail()
+            raise stack.stack_depth_error() from None
+
+    def _prepare_cached(self, sql: str, param_type_oids: list[int] | None) -> PreparedStatement:
         oids = tuple(param_type_oids or ())
         key = (sql, oids, self.settings["search_path"])
         cached = self._plan_cache.get(key)
@@ -341,10 +351,13 @@ class Session:
         self.current_query = prepared.sql
         self.state = "active"
         try:
-            return self._run(prepared, params or [], max_rows)
+            return stack.run_deep(prepared.sql, lambda: self._run(prepared, params or [], max_rows))
         except SqlVecError:
             self._fail()
             raise
+        except RecursionError:
+            self._fail()
+            raise stack.stack_depth_error() from None
         except Exception as exc:  # an engine bug must not take the session down
             log.exception("internal error running %r", prepared.sql)
             self._fail()
