@@ -92,8 +92,48 @@ class Compiler:
         self.types = types
         self.env = env
         self.outer = outer
+        self._compiled: dict[int, Value] = {}  # id(node) -> its Value, while a chain compiles
 
     def compile(self, e: exp.Expression) -> Value:
+        if self._compiled:
+            done = self._compiled.get(id(e))
+            if done is not None:
+                return done
+        if type(e) in _CHAINS and type(e.this) in _CHAINS:
+            return self._chain(e)
+        return self._compile(e)
+
+    def _chain(self, e: exp.Expression) -> Value:
+        """A left-deep chain (`a + b + c ...`, `p OR q OR ...`, `x || y || ...`), compiled and
+        evaluated in a loop: a 10,000-term chain costs no recursion, here or at run time.
+
+        Each operator is compiled by its own handler with its left operand standing for the
+        value so far (`_hole`), so types, casts and errors are those of the nested form."""
+        spine = []
+        node = e
+        while type(node) in _CHAINS and id(node) not in self._compiled:
+            spine.append(node)
+            node = node.this
+        first = self._compile(spine.pop())  # the innermost operator: its operands are leaves
+        acc, steps = first, []
+        for node in reversed(spine):
+            self._compiled[id(node.this)] = _hole(acc)
+            try:
+                acc = self._compile(node)
+            finally:
+                del self._compiled[id(node.this)]
+            steps.append(acc)
+
+        def fn(f: Frame) -> Datum:
+            x = first(f)
+            for step in steps:
+                x = step(_HoleFrame(f.table, f.ctx, f.outer, x))
+            return x
+
+        value = Value(fn, acc.type, acc.const)
+        return _folded(value) if value.const else value
+
+    def _compile(self, e: exp.Expression) -> Value:
         handler = HANDLERS.get(type(e))
         if handler is None:
             for cls in type(e).__mro__:
@@ -177,6 +217,27 @@ class Compiler:
             self.env.infer_param(_param_index(e), target)
         value = self.coerce(self.compile(e), target)
         return _folded(value) if value.const else value
+
+
+# Binary operators whose left-deep chains `Compiler._chain` compiles as a loop.
+_CHAINS = frozenset({exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.DPipe, exp.And, exp.Or})
+
+
+@dataclass
+class _HoleFrame(Frame):
+    """A frame that also carries the value of a chain so far (the left operand of a step)."""
+
+    hole: Datum = None
+
+
+def _hole(acc: Value) -> Value:
+    """The left operand of a chain step: the value so far, read from the frame. Evaluated
+    outside the chain (a constant folded while compiling), it is `acc` itself."""
+
+    def fn(f: Frame) -> Datum:
+        return f.hole if isinstance(f, _HoleFrame) else acc(f)
+
+    return Value(fn, acc.type, acc.const, acc.text)
 
 
 def _as_int8(c: Compiler, v: Value) -> Value:
