@@ -136,7 +136,7 @@ class Session:
         self.prepared: dict[str, PreparedStatement] = {}  # SQL-level PREPARE
         self.cursors: dict[str, _Cursor] = {}  # DECLARE ... CURSOR
         self.savepoints: list[tuple[str, object]] = []  # (name, buffered writes then)
-        self._plan_cache: dict[tuple, PreparedStatement] = {}
+        self._plan_cache = PlanCache()
         self._timeout: tuple[str, float] = ("0", 0.0)  # statement_timeout: text, seconds
         self._cancel = threading.Event()
         self._closed = False
@@ -265,9 +265,7 @@ class Session:
         if prepared.utility is not None and prepared.utility.kind in ("declare", "fetch", "close"):
             return prepared  # depends on the session's open cursors: never cached
         prepared.generation = self.store.generation
-        if len(self._plan_cache) > 500:
-            self._plan_cache.clear()
-        self._plan_cache[key] = prepared
+        self._plan_cache.put(key, prepared)
         return prepared
 
     def _prepare(self, sql: str, given: dict[int, SqlType]) -> PreparedStatement:
@@ -310,7 +308,7 @@ class Session:
                                     f.source[0], f.source[1])
                        for f, t in zip(operator.fields, operator.types) if not f.hidden]
             return PreparedStatement(sql, _param_list(env), columns, "query",
-                                     compiled=(plan, operator), ast=ast)
+                                     compiled=(plan, operator))
         if isinstance(ast, (exp.Insert, exp.Update, exp.Delete)):
             env = CompileEnv(param_types=dict(given), functions=self.database.functions)
             builder = Builder(env)
@@ -323,8 +321,7 @@ class Session:
             if write.returning_fields is not None:
                 columns = [ResultColumn(f.name, f.type or V.TEXT, f.source[0], f.source[1])
                            for f in write.returning_fields]
-            return PreparedStatement(sql, _param_list(env), columns, "write", compiled=write,
-                                     ast=ast)
+            return PreparedStatement(sql, _param_list(env), columns, "write", compiled=write)
         if isinstance(ast, (exp.Create, exp.Drop, exp.Alter, exp.TruncateTable, exp.Comment)):
             return PreparedStatement(sql, [], None, "ddl", ast=ast)
         if isinstance(ast, exp.Transaction):
@@ -359,7 +356,7 @@ class Session:
             self._fail()
             raise stack.stack_depth_error() from None
         except Exception as exc:  # an engine bug must not take the session down
-            log.exception("internal error running %r", prepared.sql)
+            log.exception("internal error running %r", _abbreviated(prepared.sql))
             self._fail()
             raise SqlVecError(f"internal error: {type(exc).__name__}: {exc}") from exc
         finally:
@@ -905,6 +902,51 @@ def _txn_restore(txn: Transaction | None, state: object) -> Transaction | None:
     return txn
 
 
+class PlanCache:
+    """Planned statements by (text, parameter types, search path), oldest evicted first.
+
+    A plan holds several hundred bytes per character of its text (syntax trees, plan nodes,
+    compiled expressions: 45 MB for a 10,000-term OR), so the cache is bounded by the text it
+    holds as well as by entries. A statement longer than the whole budget is kept alone in a
+    slot of its own, replaced by the next one, so that Parse then Execute of it plans once."""
+
+    ENTRIES = 500
+    TEXT = 128 * 1024  # characters of statement text, all entries together
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, PreparedStatement] = {}
+        self._text = 0
+        self._large: tuple[tuple, PreparedStatement] | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries) + (self._large is not None)
+
+    def get(self, key: tuple) -> PreparedStatement | None:
+        if self._large is not None and self._large[0] == key:
+            return self._large[1]
+        return self._entries.get(key)
+
+    def put(self, key: tuple, prepared: PreparedStatement) -> None:
+        size = len(key[0])
+        if size > self.TEXT:
+            self._large = (key, prepared)
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._text -= size
+        self._entries[key] = prepared
+        self._text += size
+        while self._text > self.TEXT or len(self._entries) > self.ENTRIES:
+            oldest = next(iter(self._entries))
+            del self._entries[oldest]
+            self._text -= len(oldest[0])
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._text = 0
+        self._large = None
+
+
 @dataclass
 class _Cursor:
     columns: list[ResultColumn] | None
@@ -973,6 +1015,11 @@ def _recognise_cursor(sql: str) -> utility.Utility | None:
 
 def _cursor_name(name: str) -> str:
     return name[1:-1] if name.startswith('"') else name.lower()
+
+
+def _abbreviated(sql: str, limit: int = 500) -> str:
+    """A statement as the server log shows it: long ones cut, with their length."""
+    return sql if len(sql) <= limit else f"{sql[:limit]}... ({len(sql)} characters)"
 
 
 def _parse_timeout(value: str) -> float:
