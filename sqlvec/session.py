@@ -241,8 +241,9 @@ class Session:
         try:
             return stack.run_deep(sql, lambda: self._prepare_cached(sql, param_type_oids))
         except RecursionError:
-            self._fail()
-            raise stack.stack_depth_error() from None
+            pass  # raised below, outside this handler, so as not to keep the deep frames
+        self._fail()
+        raise stack.stack_depth_error()
 
     def _prepare_cached(self, sql: str, param_type_oids: list[int] | None) -> PreparedStatement:
         oids = tuple(param_type_oids or ())
@@ -348,17 +349,20 @@ class Session:
         self.current_query = prepared.sql
         self.state = "active"
         try:
-            return stack.run_deep(prepared.sql, lambda: self._run(prepared, params or [], max_rows))
-        except SqlVecError:
+            try:
+                return stack.run_deep(prepared.sql,
+                                      lambda: self._run(prepared, params or [], max_rows))
+            except SqlVecError:
+                self._fail()
+                raise
+            except RecursionError:
+                pass  # raised below, outside this handler, so as not to keep the deep frames
+            except Exception as exc:  # an engine bug must not take the session down
+                log.exception("internal error running %r", _abbreviated(prepared.sql))
+                self._fail()
+                raise SqlVecError(f"internal error: {type(exc).__name__}: {exc}") from exc
             self._fail()
-            raise
-        except RecursionError:
-            self._fail()
-            raise stack.stack_depth_error() from None
-        except Exception as exc:  # an engine bug must not take the session down
-            log.exception("internal error running %r", _abbreviated(prepared.sql))
-            self._fail()
-            raise SqlVecError(f"internal error: {type(exc).__name__}: {exc}") from exc
+            raise stack.stack_depth_error()
         finally:
             self.state = "idle" if not self.explicit else ("idle in transaction" if not self.failed
                                                            else "idle in transaction (aborted)")
