@@ -1597,6 +1597,8 @@ def _plain_column(col, arrow: pa.DataType) -> pa.Array:
 def _array(c: Compiler, e: exp.Array) -> Value:
     items = [c.compile(x) for x in e.expressions]
     t = V.common_type([i.type for i in items], "ARRAY") if items else TEXT
+    if t.is_array:
+        raise FeatureNotSupported("multidimensional arrays are not supported")
     items = [c.coerce(i, t) for i in items]
     at = t.array_of()
 

@@ -238,6 +238,19 @@ class SqlVec(Postgres):
         # `a -> 'k'` inside a call's arguments is the JSON operator, not a lambda.
         LAMBDAS = {k: v for k, v in Postgres.Parser.LAMBDAS.items() if k != TokenType.ARROW}
 
+        def _parse_types(self, check_func: bool = False, schema: bool = False,
+                         allow_identifiers: bool = True,
+                         with_collation: bool = False) -> exp.Expr | None:
+            """Not a type at `ARRAY [`: that is the array constructor. sqlglot tries it as a
+            type first, parsing its elements before backing off, which made nested
+            constructors cost 2^depth (`ARRAY[ARRAY[...]]` 25 deep took minutes)."""
+            if self._curr and self._curr.token_type == TokenType.ARRAY and self._next and \
+                    self._next.token_type == TokenType.L_BRACKET:
+                return None
+            return super()._parse_types(check_func=check_func, schema=schema,
+                                        allow_identifiers=allow_identifiers,
+                                        with_collation=with_collation)
+
         def raise_error(self, message: str, token: Token = SENTINEL_NONE) -> None:
             """Record the offset PostgreSQL would point at, next to sqlglot's line/col.
 
