@@ -73,6 +73,7 @@ class CompileEnv:
     build_subplan: Callable | None = None  # (plan, scope) -> operator
     functions: dict | None = None
     correlated: bool = False  # set when an outer reference is compiled
+    subplans: int = 0  # subqueries compiled so far (CASE: does a branch hold one?)
     outer_refs: list = field(default_factory=list)  # (Compiler read, column index) per outer ref
 
     def param_type(self, index: int) -> SqlType | None:
@@ -1064,6 +1065,7 @@ def _operator(c: Compiler, e: exp.Operator) -> Value:
 
 def _case(c: Compiler, e: exp.Case) -> Value:
     subject = e.this
+    subplans = c.env.subplans
     conds = []
     results = []
     for branch in e.args.get("ifs") or []:
@@ -1079,7 +1081,7 @@ def _case(c: Compiler, e: exp.Case) -> Value:
     results = [c.coerce(r, t) for r in results]
     default_v = c.coerce(default_v, t) if default_v is not None else None
     arrow = t.to_arrow()
-    if any(isinstance(x, SubPlan) for x in e.walk()):
+    if c.env.subplans != subplans:  # a subquery in a branch: evaluated lazily
         return Value(_lazy_case(conds, results, default_v, t), t)
 
     def fn(f: Frame) -> Datum:
@@ -1273,6 +1275,7 @@ def _dpipe(c: Compiler, e: exp.DPipe) -> Value:
 def _subplan(c: Compiler, e: SubPlan) -> Value:
     if c.env.build_subplan is None:
         raise FeatureNotSupported("subqueries are not supported here")
+    c.env.subplans += 1
     if e.args.get("keyed") is not None:
         keyed = _keyed_subplan(c, e)
         if keyed is not None:
