@@ -177,6 +177,11 @@ class Session:
             raise FeatureNotSupported(f"client encoding {value} is not supported; use UTF8")
         if key == "client_encoding":
             value = "UTF8"
+        if key == "standard_conforming_strings":
+            # Off, '...' strings would take backslash escapes: sqlvec reads them as standard.
+            if value.strip("'\"").lower() not in ("on", "true", "yes", "1", "t", "y"):
+                raise FeatureNotSupported("standard_conforming_strings = off is not supported")
+            value = "on"
         if key == "hnsw.ef_search":
             n = int(value)
             if not 1 <= n <= 1000:
