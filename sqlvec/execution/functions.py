@@ -29,7 +29,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from sqlvec.errors import DataException, FeatureNotSupported, SqlVecError, UndefinedFunction
+from sqlvec.errors import (
+    DataException,
+    FeatureNotSupported,
+    InvalidParameterValue,
+    SqlVecError,
+    UndefinedFunction,
+)
 from sqlvec.execution import values as V
 from sqlvec.execution.values import (
     BOOL,
@@ -329,7 +335,22 @@ def _ascii(c, args, e):
 
 
 def _chr(c, args, e):
-    return _rowwise(TEXT, chr, _int(c, args[0], "chr"))
+    return _rowwise(TEXT, _checked_chr, _int(c, args[0], "chr"))
+
+
+def _checked_chr(code: int) -> str:
+    """chr() with PostgreSQL's refusals: no NUL (its text cannot hold one), no surrogates."""
+    if code < 0:
+        raise InvalidParameterValue("character number must be positive")
+    if code == 0:
+        raise SqlVecError("null character not permitted", sqlstate="54000")
+    if code > 0x10FFFF:
+        raise SqlVecError(f"requested character too large for encoding: {code}",
+                          sqlstate="54000")
+    if 0xD800 <= code <= 0xDFFF:
+        raise SqlVecError(f"requested character not valid for encoding: {code}",
+                          sqlstate="54000")
+    return chr(code)
 
 
 def _to_hex(c, args, e):
@@ -410,7 +431,7 @@ def _encode(c, args, e):
     data = c.coerce(c.compile(args[0]), BYTEA)
     fmt = _constant(_text(c, args[1], "encode"), "the format of encode").lower()
     coders = {"hex": lambda b: b.hex(), "base64": lambda b: base64.b64encode(b).decode(),
-              "escape": lambda b: b.decode("latin-1")}
+              "escape": _escape_bytes}
     if fmt not in coders:
         raise SqlVecError(f'unrecognized encoding: "{fmt}"', sqlstate="22023")
     return _rowwise(TEXT, coders[fmt], data)
@@ -419,11 +440,17 @@ def _encode(c, args, e):
 def _decode(c, args, e):
     text = _text(c, args[0], "decode")
     fmt = _constant(_text(c, args[1], "decode"), "the format of decode").lower()
-    coders = {"hex": bytes.fromhex, "base64": base64.b64decode,
-              "escape": lambda s: s.encode("latin-1")}
+    coders = {"hex": bytes.fromhex, "base64": base64.b64decode, "escape": V.bytea_escape_input}
     if fmt not in coders:
         raise SqlVecError(f'unrecognized encoding: "{fmt}"', sqlstate="22023")
     return _rowwise(BYTEA, coders[fmt], text)
+
+
+def _escape_bytes(data: bytes) -> str:
+    """encode(bytea, 'escape'): NUL and bytes with the high bit set as \\ooo, a backslash
+    doubled, everything else as itself (so the text never holds a NUL)."""
+    return "".join("\\\\" if b == 0x5C else f"\\{b:03o}" if b == 0 or b >= 0x80 else chr(b)
+                   for b in data)
 
 
 # Math --------------------------------------------------------------------------------------------

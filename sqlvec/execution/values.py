@@ -29,6 +29,7 @@ from sqlvec.errors import (
     InvalidTextRepresentation,
     NumericValueOutOfRange,
     SqlVecError,
+    invalid_byte_sequence,
 )
 from sqlvec.types import SqlType, check_vector_values, format_vector, parse_vector
 
@@ -196,6 +197,41 @@ _TRUE = {"t", "true", "yes", "y", "on", "1"}
 _FALSE = {"f", "false", "no", "n", "off", "0"}
 
 
+_BYTE_ESCAPE = re.compile(r"\\(\\|[0-3][0-7]{2})")
+
+
+def bytea_escape_input(text: str) -> bytes:
+    """bytea from its escape format: `\\\\` and `\\ooo` are bytes, any other character its
+    UTF-8 (22P02 for another backslash)."""
+    if "\\" not in text:
+        return text.encode()
+    if "\\" in _BYTE_ESCAPE.sub("", text):
+        raise InvalidTextRepresentation("invalid input syntax for type bytea")
+    out, at = bytearray(), 0
+    for m in _BYTE_ESCAPE.finditer(text):
+        out += text[at:m.start()].encode()
+        out.append(0x5C if m.group(1) == "\\" else int(m.group(1), 8))
+        at = m.end()
+    out += text[at:].encode()
+    return bytes(out)
+
+
+def _holds_nul(doc: object) -> bool:
+    """Whether a parsed JSON document has a NUL in a string (jsonb cannot store one)."""
+    stack = [doc]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, str):
+            if "\0" in x:
+                return True
+        elif isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return False
+
+
 def _invalid(type_name: str, text: str) -> InvalidTextRepresentation:
     return InvalidTextRepresentation(f'invalid input syntax for type {type_name}: "{text}"')
 
@@ -268,14 +304,19 @@ def parse_text(text: str, target: SqlType) -> object:
         except ValueError:
             raise InvalidTextRepresentation("invalid input syntax for type json",
                                             detail=f'Token "{s[:20]}" is invalid.') from None
-        return canonical_jsonb(parsed) if name == "jsonb" else text
+        if name == "json":
+            return text
+        if "\\u0000" in s and _holds_nul(parsed):
+            raise SqlVecError("unsupported Unicode escape sequence", sqlstate="22P05",
+                              detail="\\u0000 cannot be converted to text.")
+        return canonical_jsonb(parsed)
     if name == "bytea":
         if s.startswith("\\x"):
             try:
                 return bytes.fromhex(s[2:])
             except ValueError:
                 raise _invalid("bytea", text) from None
-        return s.encode()
+        return bytea_escape_input(s)
     if name == "interval":
         return parse_interval(s)
     if name in ("varchar", "bpchar") and target.char_length is not None:
@@ -869,6 +910,8 @@ def typed_params(types: list[SqlType], params: list) -> list[pa.Scalar]:
     out = []
     for i, value in enumerate(params):
         t = types[i] if i < len(types) else TEXT
+        if isinstance(value, str) and "\0" in value:  # as the wire refuses it (decode_utf8)
+            raise invalid_byte_sequence(value.encode(), value.encode().find(b"\0"))
         if isinstance(value, pa.Scalar):
             out.append(value)
         elif isinstance(value, str) and t.name not in ("text", "varchar", "bpchar", "name", "unknown"):
