@@ -177,6 +177,8 @@ class Compiler:
             return a, self.coerce(b, ta), ta
         if V.is_numeric(ta) and V.is_numeric(tb):
             t = V.common_numeric(ta, tb)
+            if t.name == "float4" and ta.name != tb.name:
+                t = FLOAT8  # PostgreSQL's operators: real with any other number is float8
             if t.name == "numeric":
                 # Exact operands keep their scales (integers become scale-0 decimals).
                 return self.coerce(a, V.as_numeric(ta)), self.coerce(b, V.as_numeric(tb)), t
@@ -453,22 +455,44 @@ def _numeric_op(op: str, t: SqlType) -> Callable[[Datum, Datum], Datum]:
             _check_divisor(y)
         try:
             if op == "mod":
-                # PostgreSQL's % truncates toward zero (the result has the dividend's sign).
+                # PostgreSQL's % truncates toward zero (the result has the dividend's sign);
+                # x % -1 is 0 even for the smallest integer, whose quotient overflows.
+                if integer:
+                    y = pc.if_else(pc.equal(y, -1), pa.scalar(1, y.type), y)
                 q = pc.divide_checked(x, y) if integer else pc.trunc(pc.divide(x, y))
                 return pc.subtract(x, pc.multiply(q, y))
             if op == "power":
-                return pc.power(x, y)
+                return float_power(x, y)
             if op == "divide" and not integer:
                 _check_divisor(y)
             fn = getattr(pc, op + "_checked") if integer else getattr(pc, op)
             out = fn(x, y)
-            return _check_int_range(out, t) if integer else out
+            if integer:
+                return _check_int_range(out, t)
+            if op == "multiply":
+                return V.check_float(out, (x, y), (x, y))
+            if op == "divide":
+                return V.check_float(out, (x,), (x,), (y,))
+            return V.check_float(out, (x, y))
         except pa.ArrowInvalid as exc:
             if "overflow" in str(exc).lower():
                 raise NumericValueOutOfRange(_range_message(t)) from None
             raise
 
     return run
+
+
+def float_power(x: Datum, y: Datum, checked: bool = True) -> Datum:
+    """x ^ y over floats with PostgreSQL's errors: 2201F for zero to a negative power and for
+    a negative number to a non-integer one, 22003 for a result out of range (`checked`; the
+    numeric version checks its own way)."""
+    if V.anywhere(pc.and_(pc.equal(x, 0), pc.less(y, 0))):
+        raise SqlVecError("zero raised to a negative power is undefined", sqlstate="2201F")
+    if V.anywhere(pc.and_(pc.less(x, 0), pc.not_equal(pc.floor(y), y))):
+        raise SqlVecError("a negative number raised to a non-integer power yields a complex "
+                          "result", sqlstate="2201F")
+    out = pc.power(x, y)
+    return V.check_float(out, (x, y), (x,), (x, y)) if checked else out
 
 
 def _check_divisor(y: Datum) -> None:
@@ -534,8 +558,8 @@ def _decimal_op(op: str, target: SqlType) -> Callable[[Datum, Datum], Datum]:
         if op in ("divide", "mod"):
             _check_divisor(y)
         if op == "power":
-            out = pc.power(pc.cast(x, pa.float64()), pc.cast(y, pa.float64()))
-            return V.fit_numeric(V.to_decimal(out, FLOAT8), target)
+            out = float_power(pc.cast(x, pa.float64()), pc.cast(y, pa.float64()), checked=False)
+            return V.fit_numeric(V.numeric_from_float(out), target)
         x, y = _wide(x), _wide(y)
         if op == "divide":
             out = _decimal_divide(x, y, target.to_arrow().scale + 1)
@@ -577,8 +601,20 @@ def _neg(c: Compiler, e: exp.Neg) -> Value:
     if a.type.name == "vector":
         raise SqlVecError("operator does not exist: - vector", sqlstate="42883")
     t = a.type
-    return Value(lambda f: pc.negate_checked(a(f)) if t.name in ("int2", "int4", "int8") else pc.negate(a(f)),
-                 t, a.const)
+    if t.name in V.INT_DIGITS:
+        return Value(lambda f: int_checked(pc.negate_checked, a(f), t), t, a.const)
+    return Value(lambda f: pc.negate(a(f)), t, a.const)
+
+
+def int_checked(kernel: Callable[[Datum], Datum], x: Datum, t: SqlType) -> Datum:
+    """A checked Arrow kernel over integers of `t`: overflow is 22003 `integer out of range`
+    (smallint, bigint), as PostgreSQL says for -(-2147483648) or abs(-2147483648)."""
+    try:
+        return kernel(x)
+    except pa.ArrowInvalid as exc:
+        if "overflow" in str(exc).lower():
+            raise NumericValueOutOfRange(_range_message(t)) from None
+        raise
 
 
 def _temporal_arith(c: Compiler, op: str, a: Value, b: Value) -> Value:
@@ -1226,6 +1262,9 @@ def _cast(c: Compiler, e: exp.Cast) -> Value:
     if isinstance(inner, exp.Parameter) and c.env.param_type(_param_index(inner)) is None:
         c.env.infer_param(_param_index(inner), target)
         return c.compile(inner)
+    if isinstance(inner, exp.Literal) and not inner.is_string and target.name in (
+            "float4", "float8"):  # `1e308::float8`: read as a float, beyond numeric's digits here
+        return c.coerce(_literal(c, exp.Literal.string(inner.this)), target)
     v = c.compile(inner)
     if v.type.name in REG_TYPES and target.name in ("text", "varchar", "name", "bpchar"):
         fn = (c.env.functions or {}).get(f"{v.type.name}::text")

@@ -457,7 +457,12 @@ def _escape_bytes(data: bytes) -> str:
 
 
 def _abs(c, args, e):
+    from sqlvec.execution.expressions import int_checked
+
     x = _number(c, args[0], "abs")
+    if x.type.name in V.INT_DIGITS:
+        t = x.type
+        return _unary(lambda v: int_checked(pc.abs_checked, v, t), x, t)
     return _unary(pc.abs_checked, x, x.type)
 
 
@@ -516,19 +521,28 @@ def _float_function(name: str, kernel: Callable, domain: Callable | None = None)
     return compile_
 
 
-def _exact_or_float(name: str, kernel: Callable, domain: Callable | None = None):
+def _exact_or_float(name: str, kernel: Callable, domain: Callable | None = None,
+                    checked: Callable | None = None):
     """PostgreSQL has numeric and float8 versions (sqrt, exp, ln, log, power): a numeric
-    argument gives numeric (16 decimals), anything else float8."""
-    float_version = _float_function(name, kernel, domain)
+    argument gives numeric (16 decimals), anything else float8. `checked` is the float8
+    kernel with its range checks (the numeric version refuses only what it cannot hold)."""
+    float_version = _float_function(name, checked or kernel, domain)
+    numeric_version = _float_function(name, kernel, domain)
 
     def compile_(c, args, e):
         values = [_number(c, a, name) for a in args]
         if not any(v.type.name == "numeric" for v in values):
             return float_version(c, args, e)
-        result = float_version(c, args, e)
+        result = numeric_version(c, args, e)
         t = V.numeric_with_scale(16)
-        return Value(lambda f: V.fit_numeric(V.to_decimal(result(f), FLOAT8), t), t, result.const)
+        return Value(lambda f: V.fit_numeric(V.numeric_from_float(result(f)), t), t,
+                     result.const)
     return compile_
+
+
+def _checked_exp(x: V.Datum) -> V.Datum:
+    """exp over float8: 22003 when the result overflows, or underflows to zero."""
+    return V.check_float(pc.exp(x), (x,), (), (x,))
 
 
 def _any(pred) -> Callable:
@@ -1079,7 +1093,7 @@ _register({
     "sqrt": _exact_or_float("sqrt", pc.sqrt, _sqrt_domain),
     "cbrt": _float_function("cbrt", lambda x: pc.multiply(pc.sign(x),
                                                           pc.power(pc.abs(x), 1 / 3))),
-    "exp": _exact_or_float("exp", pc.exp), "ln": _exact_or_float("ln", pc.ln, _log_domain),
+    "exp": _exact_or_float("exp", pc.exp, checked=_checked_exp), "ln": _exact_or_float("ln", pc.ln, _log_domain),
     "log": _log, "log10": _exact_or_float("log10", pc.log10, _log_domain),
     "power pow": _power, "mod": _mod, "div": _div,
     "gcd lcm": _gcd_lcm, "factorial": _factorial, "width_bucket": _width_bucket, "pi": _pi,
