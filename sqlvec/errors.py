@@ -72,6 +72,23 @@ class BadCopyFileFormat(SqlVecError):
     sqlstate = "22P04"
 
 
+class CharacterNotInRepertoire(SqlVecError):
+    """22021: bytes that are not UTF-8 text, a NUL byte included (PostgreSQL's text
+    cannot hold one)."""
+
+    sqlstate = "22021"
+
+
+def invalid_byte_sequence(data: bytes, at: int) -> CharacterNotInRepertoire:
+    """PostgreSQL's error for `data`, whose first bad character starts at byte `at`: it names
+    that character's bytes (as many as its lead byte announces, as far as the data goes)."""
+    lead = data[at]
+    size = 2 if lead & 0xE0 == 0xC0 else 3 if lead & 0xF0 == 0xE0 else \
+        4 if lead & 0xF8 == 0xF0 else 1
+    shown = " ".join(f"0x{b:02x}" for b in data[at:at + size])
+    return CharacterNotInRepertoire(f'invalid byte sequence for encoding "UTF8": {shown}')
+
+
 # Class 23 — integrity constraint violation
 class NotNullViolation(SqlVecError):
     sqlstate = "23502"
@@ -159,6 +176,12 @@ class TooManyConnections(SqlVecError):
 # Class 54 — program limit exceeded
 class ProgramLimitExceeded(SqlVecError):
     sqlstate = "54000"
+
+
+class StatementTooComplex(SqlVecError):
+    """54001: e.g. `stack depth limit exceeded` for a statement nested too deeply."""
+
+    sqlstate = "54001"
 
 
 # Class 55 — object not in prerequisite state

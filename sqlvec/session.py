@@ -26,6 +26,7 @@ import pyarrow as pa
 from sqlglot import exp
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
+from sqlvec import stack
 from sqlvec.errors import (
     ActiveSqlTransaction,
     AdminShutdown,
@@ -149,7 +150,7 @@ class Session:
         self.prepared: dict[str, PreparedStatement] = {}  # SQL-level PREPARE
         self.cursors: dict[str, _Cursor] = {}  # DECLARE ... CURSOR
         self.savepoints: list[tuple[str, object]] = []  # (name, buffered writes then)
-        self._plan_cache: dict[tuple, PreparedStatement] = {}
+        self._plan_cache = PlanCache()
         self._limits: dict[str, tuple[str, int]] = {}  # settings with units: text, base units
         self._statement_memory: MemoryAccount | None = None  # of the running statement
         self._cancel = threading.Event()
@@ -192,6 +193,11 @@ class Session:
             raise FeatureNotSupported(f"client encoding {value} is not supported; use UTF8")
         if key == "client_encoding":
             value = "UTF8"
+        if key == "standard_conforming_strings":
+            # Off, '...' strings would take backslash escapes: sqlvec reads them as standard.
+            if value.strip("'\"").lower() not in ("on", "true", "yes", "1", "t", "y"):
+                raise FeatureNotSupported("standard_conforming_strings = off is not supported")
+            value = "on"
         if key == "hnsw.ef_search":
             n = int(value)
             if not 1 <= n <= 1000:
@@ -251,7 +257,17 @@ class Session:
     # The extended query protocol ----------------------------------------------------------------------
 
     def prepare(self, sql: str, param_type_oids: list[int] | None = None) -> PreparedStatement:
-        """Parse and plan `sql` (one statement); cached by text and given parameter types."""
+        """Parse and plan `sql` (one statement); cached by text and given parameter types.
+
+        A statement nested deeper than the engine can follow fails with 54001 (stack.py)."""
+        try:
+            return stack.run_deep(sql, lambda: self._prepare_cached(sql, param_type_oids))
+        except RecursionError:
+            pass  # raised below, outside this handler, so as not to keep the deep frames
+        self._fail()
+        raise stack.stack_depth_error()
+
+    def _prepare_cached(self, sql: str, param_type_oids: list[int] | None) -> PreparedStatement:
         oids = tuple(param_type_oids or ())
         key = (sql, oids, self.settings["search_path"])
         cached = self._plan_cache.get(key)
@@ -272,9 +288,7 @@ class Session:
         if prepared.utility is not None and prepared.utility.kind in ("declare", "fetch", "close"):
             return prepared  # depends on the session's open cursors: never cached
         prepared.generation = self.store.generation
-        if len(self._plan_cache) > 500:
-            self._plan_cache.clear()
-        self._plan_cache[key] = prepared
+        self._plan_cache.put(key, prepared)
         return prepared
 
     def _prepare(self, sql: str, given: dict[int, SqlType]) -> PreparedStatement:
@@ -317,7 +331,7 @@ class Session:
                                     f.source[0], f.source[1])
                        for f, t in zip(operator.fields, operator.types) if not f.hidden]
             return PreparedStatement(sql, _param_list(env), columns, "query",
-                                     compiled=(plan, operator), ast=ast)
+                                     compiled=(plan, operator))
         if isinstance(ast, (exp.Insert, exp.Update, exp.Delete)):
             env = CompileEnv(param_types=dict(given), functions=self.database.functions)
             builder = Builder(env)
@@ -330,8 +344,7 @@ class Session:
             if write.returning_fields is not None:
                 columns = [ResultColumn(f.name, f.type or V.TEXT, f.source[0], f.source[1])
                            for f in write.returning_fields]
-            return PreparedStatement(sql, _param_list(env), columns, "write", compiled=write,
-                                     ast=ast)
+            return PreparedStatement(sql, _param_list(env), columns, "write", compiled=write)
         if isinstance(ast, (exp.Create, exp.Drop, exp.Alter, exp.TruncateTable, exp.Comment)):
             return PreparedStatement(sql, [], None, "ddl", ast=ast)
         if isinstance(ast, exp.Transaction):
@@ -361,24 +374,30 @@ class Session:
         self.state = "active"
         self._notices = []
         try:
-            result = self._run(prepared, params or [], max_rows)
-            if self._notices:
-                result.notices = [*self._notices, *result.notices]
-                self._notices = []
-            return result
-        except SqlVecError as error:
+            try:
+                result = stack.run_deep(prepared.sql,
+                                        lambda: self._run(prepared, params or [], max_rows))
+                if self._notices:
+                    result.notices = [*self._notices, *result.notices]
+                    self._notices = []
+                return result
+            except SqlVecError as error:
+                self._fail()
+                if self.terminated and isinstance(error, QueryCanceled):
+                    raise AdminShutdown("terminating connection due to administrator command") \
+                        from None
+                # The frames of a traceback (and of chained exceptions) hold the statement's
+                # tables: they go, so the memory is free once the error is reported.
+                error.__context__ = None
+                raise error.with_traceback(None) from None
+            except RecursionError:
+                pass  # raised below, outside this handler, so as not to keep the deep frames
+            except Exception as exc:  # an engine bug must not take the session down
+                log.exception("internal error running %r", _abbreviated(prepared.sql))
+                self._fail()
+                raise SqlVecError(f"internal error: {type(exc).__name__}: {exc}") from None
             self._fail()
-            if self.terminated and isinstance(error, QueryCanceled):
-                raise AdminShutdown("terminating connection due to administrator command") \
-                    from None
-            # The frames of a traceback (and of chained exceptions) hold the statement's
-            # tables: they go, so the memory is free once the error is reported.
-            error.__context__ = None
-            raise error.with_traceback(None) from None
-        except Exception as exc:  # an engine bug must not take the session down
-            log.exception("internal error running %r", prepared.sql)
-            self._fail()
-            raise SqlVecError(f"internal error: {type(exc).__name__}: {exc}") from None
+            raise stack.stack_depth_error()
         finally:
             self.state = "idle" if not self.explicit else ("idle in transaction" if not self.failed
                                                            else "idle in transaction (aborted)")
@@ -962,6 +981,51 @@ def _txn_restore(txn: Transaction | None, state: object) -> Transaction | None:
     return txn
 
 
+class PlanCache:
+    """Planned statements by (text, parameter types, search path), oldest evicted first.
+
+    A plan holds several hundred bytes per character of its text (syntax trees, plan nodes,
+    compiled expressions: 45 MB for a 10,000-term OR), so the cache is bounded by the text it
+    holds as well as by entries. A statement longer than the whole budget is kept alone in a
+    slot of its own, replaced by the next one, so that Parse then Execute of it plans once."""
+
+    ENTRIES = 500
+    TEXT = 128 * 1024  # characters of statement text, all entries together
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, PreparedStatement] = {}
+        self._text = 0
+        self._large: tuple[tuple, PreparedStatement] | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries) + (self._large is not None)
+
+    def get(self, key: tuple) -> PreparedStatement | None:
+        if self._large is not None and self._large[0] == key:
+            return self._large[1]
+        return self._entries.get(key)
+
+    def put(self, key: tuple, prepared: PreparedStatement) -> None:
+        size = len(key[0])
+        if size > self.TEXT:
+            self._large = (key, prepared)
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._text -= size
+        self._entries[key] = prepared
+        self._text += size
+        while self._text > self.TEXT or len(self._entries) > self.ENTRIES:
+            oldest = next(iter(self._entries))
+            del self._entries[oldest]
+            self._text -= len(oldest[0])
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._text = 0
+        self._large = None
+
+
 @dataclass
 class _Cursor:
     columns: list[ResultColumn] | None
@@ -1030,6 +1094,11 @@ def _recognise_cursor(sql: str) -> utility.Utility | None:
 
 def _cursor_name(name: str) -> str:
     return name[1:-1] if name.startswith('"') else name.lower()
+
+
+def _abbreviated(sql: str, limit: int = 500) -> str:
+    """A statement as the server log shows it: long ones cut, with their length."""
+    return sql if len(sql) <= limit else f"{sql[:limit]}... ({len(sql)} characters)"
 
 
 def _setting_value(text: str) -> str:

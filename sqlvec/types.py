@@ -24,7 +24,23 @@ from sqlvec.errors import (
     InvalidTextRepresentation,
     SqlVecError,
     UndefinedObject,
+    invalid_byte_sequence,
 )
+
+
+def decode_utf8(data: bytes | memoryview) -> str:
+    """Text from a client's bytes, checked as PostgreSQL checks them (22021 for invalid UTF-8
+    and for a NUL byte, which its text values cannot hold)."""
+    data = bytes(data)
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        nul = data.find(b"\0", 0, exc.start)
+        raise invalid_byte_sequence(data, exc.start if nul < 0 else nul) from None
+    if "\0" in text:
+        raise invalid_byte_sequence(data, data.find(b"\0"))
+    return text
+
 
 # The fixed OIDs of pgvector's types here. In PostgreSQL they depend on when the extension was
 # created; clients look them up by name in pg_type, so any stable value above the built-in range

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from sqlvec.errors import BadCopyFileFormat, FeatureNotSupported, SqlVecError, SyntaxError_
-from sqlvec.types import SqlType
+from sqlvec.types import SqlType, decode_utf8
 from wire import pgtypes
 from wire.codec import concat_binary, fixed_width
 from wire.pgtypes import CellError
@@ -431,13 +431,23 @@ def _typed_table(fields: list[pa.Array], columns: list[Column], line_of,
     return pa.Table.from_arrays(arrays, names=[c.name for c in columns])
 
 
-def decode_text(data: bytes, options: CopyOptions, columns: list[Column]) -> pa.Table:
+def _checked_text(data: bytes) -> str:
+    """The stream as text, checked as PostgreSQL checks a client's data: 22021, with its line,
+    for bytes that are not UTF-8 and for a NUL."""
     try:
-        text = data.decode()
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise CopyDataError(SqlVecError('invalid byte sequence for encoding "UTF8"',
-                                        sqlstate="22021"), line) from None
+        return decode_utf8(data)
+    except SqlVecError as exc:
+        try:
+            data.decode()
+            end = len(data)
+        except UnicodeDecodeError as bad:
+            end = bad.start
+        nul = data.find(b"\0", 0, end)
+        raise CopyDataError(exc, data[:end if nul < 0 else nul].count(b"\n") + 1) from None
+
+
+def decode_text(data: bytes, options: CopyOptions, columns: list[Column]) -> pa.Table:
+    text = _checked_text(data)
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -476,7 +486,11 @@ def decode_text(data: bytes, options: CopyOptions, columns: list[Column]) -> pa.
     fields = []
     for j in range(ncols):
         values = flat.take(pa.array(np.arange(n, dtype=np.int64) * ncols + j))
-        fields.append(_text_field_values(values, options.null))
+        try:
+            fields.append(_text_field_values(values, options.null))
+        except CellError as exc:
+            raise CopyDataError(exc.error, exc.row + first, columns[j].name,
+                                values[exc.row].as_py()) from None
     return _typed_table(fields, columns, lambda row: row + first, _shown)
 
 
@@ -492,7 +506,10 @@ def _text_field_values(values: pa.Array, null: str) -> pa.Array:
         raw = values.to_pylist()
         mask = escaped.to_numpy(zero_copy_only=False)
         for i in np.flatnonzero(mask).tolist():
-            raw[i] = _unescape(raw[i])
+            try:
+                raw[i] = _unescape(raw[i])
+            except SqlVecError as exc:
+                raise CellError(i, exc) from None
         values = pa.array(raw, pa.string())
     return pc.if_else(is_null, pa.scalar(None, pa.string()), values)
 
@@ -502,15 +519,21 @@ _ESCAPE_RE = re.compile(r"\\(x[0-9A-Fa-f]{1,2}|[0-7]{1,3}|.)", re.S)
 
 
 def _unescape(text: str) -> str:
-    def one(m: re.Match) -> str:
+    """One field's backslash escapes. Octal and hex escapes are bytes, which with the rest
+    must make UTF-8 text without a NUL (`\\xc3\\xa9` is é; `\\0` is 22021)."""
+    out, at, check = bytearray(), 0, False
+    for m in _ESCAPE_RE.finditer(text):
+        out += text[at:m.start()].encode()
         s = m.group(1)
-        if s[0] == "x" and len(s) > 1:
-            return chr(int(s[1:], 16))
-        if s[0] in "01234567":
-            return chr(int(s, 8) & 0xFF)
-        return _ESCAPES.get(s, s)
-
-    return _ESCAPE_RE.sub(one, text)
+        if s[0] == "x" and len(s) > 1 or s[0] in "01234567":
+            byte = int(s[1:], 16) if s[0] == "x" else int(s, 8) & 0xFF
+            out.append(byte)
+            check |= byte == 0 or byte >= 0x80
+        else:
+            out += _ESCAPES.get(s, s).encode()
+        at = m.end()
+    out += text[at:].encode()
+    return decode_utf8(bytes(out)) if check else out.decode()
 
 
 def decode_csv(data: bytes, options: CopyOptions, columns: list[Column]) -> pa.Table:
@@ -536,10 +559,14 @@ def decode_csv(data: bytes, options: CopyOptions, columns: list[Column]) -> pa.T
     convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
                                    null_values=[options.null], strings_can_be_null=True,
                                    quoted_strings_can_be_null=False)
+    if b"\0" in body:
+        _checked_text(body)  # 22021: PostgreSQL's text cannot hold a NUL
     try:
         table = pacsv.read_csv(io.BytesIO(body), read_options=read, parse_options=parse,
                                convert_options=convert)
     except pa.ArrowInvalid as exc:
+        if "utf8" in str(exc).lower():
+            _checked_text(body)  # 22021 with the line, as for the text format
         raise CopyDataError(BadCopyFileFormat(_csv_message(str(exc), columns)),
                             _csv_line(str(exc))) from None
     first = 2 if options.header else 1

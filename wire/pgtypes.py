@@ -41,6 +41,7 @@ from sqlvec.types import (
     TYPES_BY_OID,
     SqlType,
     check_vector_values,
+    decode_utf8,
     format_shortest,
 )
 from wire.codec import fixed_width
@@ -561,10 +562,7 @@ def decode_param(data: bytes | None, t: SqlType, fmt: int) -> object:
 
 
 def decode_text(data: bytes, t: SqlType) -> object:
-    try:
-        text = data.decode()
-    except UnicodeDecodeError:
-        raise SqlVecError('invalid byte sequence for encoding "UTF8"', sqlstate="22021") from None
+    text = decode_utf8(data)  # 22021 for bytes that are not UTF-8, or a NUL, as PostgreSQL
     if t.name in ("text", "varchar", "name", "unknown", "bpchar", "char") \
             and t.char_length is None:
         return text
@@ -636,10 +634,7 @@ def _unpack_exact(fmt: str, data: bytes, type_name: str) -> tuple:
 
 
 def _utf8(data: bytes) -> str:
-    try:
-        return bytes(data).decode()
-    except UnicodeDecodeError:
-        raise SqlVecError('invalid byte sequence for encoding "UTF8"', sqlstate="22021") from None
+    return decode_utf8(data)
 
 
 def decode_vector(data: bytes, t: SqlType | None = None) -> np.ndarray:
@@ -875,15 +870,21 @@ def _string_column(buf: bytes | memoryview, starts: np.ndarray, lengths: np.ndar
     validity = None if valid.all() else pa.array(valid).buffers()[1]
     array = pa.LargeStringArray.from_buffers(len(sizes), pa.py_buffer(offsets),
                                              pa.py_buffer(data), validity)
+    nul = np.flatnonzero(np.frombuffer(data, np.uint8) == 0)
+    first_nul_row = int(np.searchsorted(offsets, nul[0], "right")) - 1 if nul.size else len(sizes)
     try:
         array.validate(full=True)
     except pa.ArrowInvalid:
-        for row in np.flatnonzero(valid).tolist():
+        for row in np.flatnonzero(valid[:first_nul_row]).tolist():
             try:
-                data[offsets[row]:offsets[row + 1]].decode()
-            except UnicodeDecodeError:
-                raise CellError(row, SqlVecError(
-                    'invalid byte sequence for encoding "UTF8"', sqlstate="22021")) from None
+                decode_utf8(data[offsets[row]:offsets[row + 1]])
+            except SqlVecError as exc:
+                raise CellError(row, exc) from None
+    if nul.size:  # PostgreSQL's text cannot hold a NUL
+        try:
+            decode_utf8(data[offsets[first_nul_row]:offsets[first_nul_row + 1]])
+        except SqlVecError as exc:
+            raise CellError(first_nul_row, exc) from None
     return array.cast(pa.string())
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 from sqlvec.database import Database
 from sqlvec.errors import TooManyConnections
+from sqlvec.stack import start_engine_thread
 from wire.auth import AuthConfig
 from wire.codec import MAX_MESSAGE_SIZE
 from wire.connection import Connection
@@ -175,11 +176,9 @@ class Server:
             with self._lock:
                 self.connections.add(connection)
                 self._starting.add(connection)
-            thread = threading.Thread(target=self._serve, args=(connection,), daemon=True,
-                                      name=f"sqlvec-connection-{next(self._numbers)}")
-            connection.thread = thread
-            try:
-                thread.start()
+            try:  # an engine thread: room on its stack for deeply nested statements
+                connection.thread = start_engine_thread(
+                    self._serve, connection, name=f"sqlvec-connection-{next(self._numbers)}")
             except RuntimeError as exc:  # no more threads: this client is turned away
                 log.warning("cannot serve %s: %s", peer, exc)
                 self._forget(connection)

@@ -286,12 +286,14 @@ def _hash(function: str, options=None):
 def _sum_kernel(spec, frame, arg, gids, rows, ngroups):
     if spec.type.name == "numeric":
         arg = V.to_decimal(arg, spec.arg.type)
-    return _by_group(gids, rows, arg, ngroups, "sum", pc.ScalarAggregateOptions(min_count=1))
+    out = _by_group(gids, rows, arg, ngroups, "sum", pc.ScalarAggregateOptions(min_count=1))
+    return _float_checked(out, spec, arg, gids, rows, ngroups)
 
 
 def _avg_kernel(spec, frame, arg, gids, rows, ngroups):
     if spec.type.name != "numeric":
-        return _by_group(gids, rows, pc.cast(arg, pa.float64()), ngroups, "mean")
+        out = _by_group(gids, rows, pc.cast(arg, pa.float64()), ngroups, "mean")
+        return _float_checked(out, spec, arg, gids, rows, ngroups)
     from sqlvec.execution.expressions import _decimal_op
 
     total = _by_group(gids, rows, V.to_decimal(arg, spec.arg.type), ngroups, "sum",
@@ -299,6 +301,19 @@ def _avg_kernel(spec, frame, arg, gids, rows, ngroups):
     count = pa.array(np.bincount(gids[rows], minlength=ngroups).astype(np.int64))
     count = pc.if_else(pc.equal(count, 0), pa.scalar(None, pa.int64()), count)
     return _decimal_op("divide", spec.type)(total, V.to_decimal(count, INT8))
+
+
+def _float_checked(out, spec, arg, gids, rows, ngroups):
+    """A float sum or average, unless a group's total overflowed though none of its values
+    was infinite: 22003, as PostgreSQL's float addition checks each step."""
+    if spec.arg.type.name not in ("float4", "float8"):
+        return out
+    if spec.type.name == "float4" and out.type == pa.float64():
+        out = pc.cast(out, pa.float32())  # a total beyond real's range is infinite here
+    if not V.anywhere(pc.is_inf(out)):
+        return out
+    had_inf = _by_group(gids, rows, pc.cast(pc.is_inf(arg), pa.int8()), ngroups, "max")
+    return V.check_float(out, (pc.if_else(pc.equal(had_inf, 1), float("inf"), 0.0),))
 
 
 def _spread_kernel(spec, frame, arg, gids, rows, ngroups):

@@ -3,7 +3,7 @@
 Registered through `session_functions()` (database.functions): named functions
 (`fn(c, args, e) -> Value`), casts to and from the reg* types (`::regclass`, `regtype::text`),
 expression forms the compiler hands over by class (`expr:BitwiseAnd`, `expr:Dot` for
-`(record).field`, `expr:ByteString` for `E'...'`, `expr:ArrayConcat`), and the set-returning
+`(record).field`, `expr:ArrayConcat`), and the set-returning
 functions of a select list (`ProjectSet`: unnest, generate_subscripts, generate_series,
 information_schema._pg_expandarray, pg_get_keywords).
 
@@ -36,7 +36,6 @@ from sqlvec.execution.values import (
     INT4,
     INT8,
     TEXT,
-    UNKNOWN,
     Value,
     as_array,
     is_scalar,
@@ -784,51 +783,6 @@ def _field_access(c, e: exp.Dot) -> Value:
     return Value(run, t, v.const)
 
 
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "\\": "\\", "'": "'",
-            '"': '"'}
-
-
-def unescape(text: str) -> str:
-    """The value of an E'...' string."""
-    out, i = [], 0
-    while i < len(text):
-        ch = text[i]
-        if ch != "\\" or i + 1 == len(text):
-            out.append(ch)
-            i += 1
-            continue
-        nxt = text[i + 1]
-        if nxt in _ESCAPES:
-            out.append(_ESCAPES[nxt])
-            i += 2
-        elif nxt in "01234567":
-            m = re.match(r"[0-7]{1,3}", text[i + 1:])
-            out.append(chr(int(m.group(0), 8)))
-            i += 1 + len(m.group(0))
-        elif nxt == "x":
-            m = re.match(r"[0-9A-Fa-f]{1,2}", text[i + 2:])
-            if m:
-                out.append(chr(int(m.group(0), 16)))
-                i += 2 + len(m.group(0))
-            else:
-                out.append("x")
-                i += 2
-        elif nxt in "uU":
-            width = 4 if nxt == "u" else 8
-            out.append(chr(int(text[i + 2:i + 2 + width], 16)))
-            i += 2 + width
-        else:
-            out.append(nxt)
-            i += 2
-    return "".join(out)
-
-
-def _escape_string(c, e) -> Value:
-    text = unescape(e.this if isinstance(e.this, str) else e.name)
-    scalar = pa.scalar(text, pa.string())
-    return Value(lambda f: scalar, UNKNOWN, const=True, text=text)
-
-
 # Set-returning functions ---------------------------------------------------------------------------
 #
 # Each returns (Value giving one list per input row, element type). In a select list the
@@ -1150,7 +1104,6 @@ def catalog_functions() -> dict:
         "expr:BitwiseLeftShift": _bitwise("shl"),
         "expr:BitwiseRightShift": _bitwise("shr"),
         "expr:Dot": _field_access,
-        "expr:ByteString": _escape_string,
         "expr:Escape": _escape,
         "expr:ArrayConcat": _array_concat,
         "current_catalog": _const_text(lambda s: s.database_name),
@@ -1163,5 +1116,5 @@ def catalog_functions() -> dict:
     return out
 
 
-__all__ = ["catalog_functions", "build_project_set", "size_pretty", "quote_literal", "unescape",
+__all__ = ["catalog_functions", "build_project_set", "size_pretty", "quote_literal",
            "INT2"]

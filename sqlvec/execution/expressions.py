@@ -74,6 +74,7 @@ class CompileEnv:
     build_subplan: Callable | None = None  # (plan, scope) -> operator
     functions: dict | None = None
     correlated: bool = False  # set when an outer reference is compiled
+    subplans: int = 0  # subqueries compiled so far (CASE: does a branch hold one?)
     outer_refs: list = field(default_factory=list)  # (Compiler read, column index) per outer ref
 
     def param_type(self, index: int) -> SqlType | None:
@@ -93,8 +94,48 @@ class Compiler:
         self.types = types
         self.env = env
         self.outer = outer
+        self._compiled: dict[int, Value] = {}  # id(node) -> its Value, while a chain compiles
 
     def compile(self, e: exp.Expression) -> Value:
+        if self._compiled:
+            done = self._compiled.get(id(e))
+            if done is not None:
+                return done
+        if type(e) in _CHAINS and type(e.this) in _CHAINS:
+            return self._chain(e)
+        return self._compile(e)
+
+    def _chain(self, e: exp.Expression) -> Value:
+        """A left-deep chain (`a + b + c ...`, `p OR q OR ...`, `x || y || ...`), compiled and
+        evaluated in a loop: a 10,000-term chain costs no recursion, here or at run time.
+
+        Each operator is compiled by its own handler with its left operand standing for the
+        value so far (`_hole`), so types, casts and errors are those of the nested form."""
+        spine = []
+        node = e
+        while type(node) in _CHAINS and id(node) not in self._compiled:
+            spine.append(node)
+            node = node.this
+        first = self._compile(spine.pop())  # the innermost operator: its operands are leaves
+        acc, steps = first, []
+        for node in reversed(spine):
+            self._compiled[id(node.this)] = _hole(acc)
+            try:
+                acc = self._compile(node)
+            finally:
+                del self._compiled[id(node.this)]
+            steps.append(acc)
+
+        def fn(f: Frame) -> Datum:
+            x = first(f)
+            for step in steps:
+                x = step(_HoleFrame(f.table, f.ctx, f.outer, x))
+            return x
+
+        value = Value(fn, acc.type, acc.const)
+        return _folded(value) if value.const else value
+
+    def _compile(self, e: exp.Expression) -> Value:
         handler = HANDLERS.get(type(e))
         if handler is None:
             for cls in type(e).__mro__:
@@ -137,6 +178,8 @@ class Compiler:
             return a, self.coerce(b, ta), ta
         if V.is_numeric(ta) and V.is_numeric(tb):
             t = V.common_numeric(ta, tb)
+            if t.name == "float4" and ta.name != tb.name:
+                t = FLOAT8  # PostgreSQL's operators: real with any other number is float8
             if t.name == "numeric":
                 # Exact operands keep their scales (integers become scale-0 decimals).
                 return self.coerce(a, V.as_numeric(ta)), self.coerce(b, V.as_numeric(tb)), t
@@ -178,6 +221,27 @@ class Compiler:
             self.env.infer_param(_param_index(e), target)
         value = self.coerce(self.compile(e), target)
         return _folded(value) if value.const else value
+
+
+# Binary operators whose left-deep chains `Compiler._chain` compiles as a loop.
+_CHAINS = frozenset({exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.DPipe, exp.And, exp.Or})
+
+
+@dataclass
+class _HoleFrame(Frame):
+    """A frame that also carries the value of a chain so far (the left operand of a step)."""
+
+    hole: Datum = None
+
+
+def _hole(acc: Value) -> Value:
+    """The left operand of a chain step: the value so far, read from the frame. Evaluated
+    outside the chain (a constant folded while compiling), it is `acc` itself."""
+
+    def fn(f: Frame) -> Datum:
+        return f.hole if isinstance(f, _HoleFrame) else acc(f)
+
+    return Value(fn, acc.type, acc.const, acc.text)
 
 
 def _as_int8(c: Compiler, v: Value) -> Value:
@@ -392,22 +456,44 @@ def _numeric_op(op: str, t: SqlType) -> Callable[[Datum, Datum], Datum]:
             _check_divisor(y)
         try:
             if op == "mod":
-                # PostgreSQL's % truncates toward zero (the result has the dividend's sign).
+                # PostgreSQL's % truncates toward zero (the result has the dividend's sign);
+                # x % -1 is 0 even for the smallest integer, whose quotient overflows.
+                if integer:
+                    y = pc.if_else(pc.equal(y, -1), pa.scalar(1, y.type), y)
                 q = pc.divide_checked(x, y) if integer else pc.trunc(pc.divide(x, y))
                 return pc.subtract(x, pc.multiply(q, y))
             if op == "power":
-                return pc.power(x, y)
+                return float_power(x, y)
             if op == "divide" and not integer:
                 _check_divisor(y)
             fn = getattr(pc, op + "_checked") if integer else getattr(pc, op)
             out = fn(x, y)
-            return _check_int_range(out, t) if integer else out
+            if integer:
+                return _check_int_range(out, t)
+            if op == "multiply":
+                return V.check_float(out, (x, y), (x, y))
+            if op == "divide":
+                return V.check_float(out, (x,), (x,), (y,))
+            return V.check_float(out, (x, y))
         except pa.ArrowInvalid as exc:
             if "overflow" in str(exc).lower():
                 raise NumericValueOutOfRange(_range_message(t)) from None
             raise
 
     return run
+
+
+def float_power(x: Datum, y: Datum, checked: bool = True) -> Datum:
+    """x ^ y over floats with PostgreSQL's errors: 2201F for zero to a negative power and for
+    a negative number to a non-integer one, 22003 for a result out of range (`checked`; the
+    numeric version checks its own way)."""
+    if V.anywhere(pc.and_(pc.equal(x, 0), pc.less(y, 0))):
+        raise SqlVecError("zero raised to a negative power is undefined", sqlstate="2201F")
+    if V.anywhere(pc.and_(pc.less(x, 0), pc.not_equal(pc.floor(y), y))):
+        raise SqlVecError("a negative number raised to a non-integer power yields a complex "
+                          "result", sqlstate="2201F")
+    out = pc.power(x, y)
+    return V.check_float(out, (x, y), (x,), (x, y)) if checked else out
 
 
 def _check_divisor(y: Datum) -> None:
@@ -473,8 +559,8 @@ def _decimal_op(op: str, target: SqlType) -> Callable[[Datum, Datum], Datum]:
         if op in ("divide", "mod"):
             _check_divisor(y)
         if op == "power":
-            out = pc.power(pc.cast(x, pa.float64()), pc.cast(y, pa.float64()))
-            return V.fit_numeric(V.to_decimal(out, FLOAT8), target)
+            out = float_power(pc.cast(x, pa.float64()), pc.cast(y, pa.float64()), checked=False)
+            return V.fit_numeric(V.numeric_from_float(out), target)
         x, y = _wide(x), _wide(y)
         if op == "divide":
             out = _decimal_divide(x, y, target.to_arrow().scale + 1)
@@ -516,8 +602,20 @@ def _neg(c: Compiler, e: exp.Neg) -> Value:
     if a.type.name == "vector":
         raise SqlVecError("operator does not exist: - vector", sqlstate="42883")
     t = a.type
-    return Value(lambda f: pc.negate_checked(a(f)) if t.name in ("int2", "int4", "int8") else pc.negate(a(f)),
-                 t, a.const)
+    if t.name in V.INT_DIGITS:
+        return Value(lambda f: int_checked(pc.negate_checked, a(f), t), t, a.const)
+    return Value(lambda f: pc.negate(a(f)), t, a.const)
+
+
+def int_checked(kernel: Callable[[Datum], Datum], x: Datum, t: SqlType) -> Datum:
+    """A checked Arrow kernel over integers of `t`: overflow is 22003 `integer out of range`
+    (smallint, bigint), as PostgreSQL says for -(-2147483648) or abs(-2147483648)."""
+    try:
+        return kernel(x)
+    except pa.ArrowInvalid as exc:
+        if "overflow" in str(exc).lower():
+            raise NumericValueOutOfRange(_range_message(t)) from None
+        raise
 
 
 def _temporal_arith(c: Compiler, op: str, a: Value, b: Value) -> Value:
@@ -1004,6 +1102,7 @@ def _operator(c: Compiler, e: exp.Operator) -> Value:
 
 def _case(c: Compiler, e: exp.Case) -> Value:
     subject = e.this
+    subplans = c.env.subplans
     conds = []
     results = []
     for branch in e.args.get("ifs") or []:
@@ -1019,7 +1118,7 @@ def _case(c: Compiler, e: exp.Case) -> Value:
     results = [c.coerce(r, t) for r in results]
     default_v = c.coerce(default_v, t) if default_v is not None else None
     arrow = t.to_arrow()
-    if any(isinstance(x, SubPlan) for x in e.walk()):
+    if c.env.subplans != subplans:  # a subquery in a branch: evaluated lazily
         return Value(_lazy_case(conds, results, default_v, t), t)
 
     def fn(f: Frame) -> Datum:
@@ -1164,6 +1263,9 @@ def _cast(c: Compiler, e: exp.Cast) -> Value:
     if isinstance(inner, exp.Parameter) and c.env.param_type(_param_index(inner)) is None:
         c.env.infer_param(_param_index(inner), target)
         return c.compile(inner)
+    if isinstance(inner, exp.Literal) and not inner.is_string and target.name in (
+            "float4", "float8"):  # `1e308::float8`: read as a float, beyond numeric's digits here
+        return c.coerce(_literal(c, exp.Literal.string(inner.this)), target)
     v = c.compile(inner)
     if v.type.name in REG_TYPES and target.name in ("text", "varchar", "name", "bpchar"):
         fn = (c.env.functions or {}).get(f"{v.type.name}::text")
@@ -1213,6 +1315,7 @@ def _dpipe(c: Compiler, e: exp.DPipe) -> Value:
 def _subplan(c: Compiler, e: SubPlan) -> Value:
     if c.env.build_subplan is None:
         raise FeatureNotSupported("subqueries are not supported here")
+    c.env.subplans += 1
     if e.args.get("keyed") is not None:
         keyed = _keyed_subplan(c, e)
         if keyed is not None:
@@ -1529,6 +1632,8 @@ def _plain_column(col, arrow: pa.DataType) -> pa.Array:
 def _array(c: Compiler, e: exp.Array) -> Value:
     items = [c.compile(x) for x in e.expressions]
     t = V.common_type([i.type for i in items], "ARRAY") if items else TEXT
+    if t.is_array:
+        raise FeatureNotSupported("multidimensional arrays are not supported")
     items = [c.coerce(i, t) for i in items]
     at = t.array_of()
 

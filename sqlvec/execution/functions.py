@@ -29,7 +29,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from sqlvec.errors import DataException, FeatureNotSupported, SqlVecError, UndefinedFunction
+from sqlvec.errors import (
+    DataException,
+    FeatureNotSupported,
+    InvalidParameterValue,
+    SqlVecError,
+    UndefinedFunction,
+)
 from sqlvec.execution import values as V
 from sqlvec.execution.values import (
     BOOL,
@@ -329,7 +335,22 @@ def _ascii(c, args, e):
 
 
 def _chr(c, args, e):
-    return _rowwise(TEXT, chr, _int(c, args[0], "chr"))
+    return _rowwise(TEXT, _checked_chr, _int(c, args[0], "chr"))
+
+
+def _checked_chr(code: int) -> str:
+    """chr() with PostgreSQL's refusals: no NUL (its text cannot hold one), no surrogates."""
+    if code < 0:
+        raise InvalidParameterValue("character number must be positive")
+    if code == 0:
+        raise SqlVecError("null character not permitted", sqlstate="54000")
+    if code > 0x10FFFF:
+        raise SqlVecError(f"requested character too large for encoding: {code}",
+                          sqlstate="54000")
+    if 0xD800 <= code <= 0xDFFF:
+        raise SqlVecError(f"requested character not valid for encoding: {code}",
+                          sqlstate="54000")
+    return chr(code)
 
 
 def _to_hex(c, args, e):
@@ -410,7 +431,7 @@ def _encode(c, args, e):
     data = c.coerce(c.compile(args[0]), BYTEA)
     fmt = _constant(_text(c, args[1], "encode"), "the format of encode").lower()
     coders = {"hex": lambda b: b.hex(), "base64": lambda b: base64.b64encode(b).decode(),
-              "escape": lambda b: b.decode("latin-1")}
+              "escape": _escape_bytes}
     if fmt not in coders:
         raise SqlVecError(f'unrecognized encoding: "{fmt}"', sqlstate="22023")
     return _rowwise(TEXT, coders[fmt], data)
@@ -419,18 +440,29 @@ def _encode(c, args, e):
 def _decode(c, args, e):
     text = _text(c, args[0], "decode")
     fmt = _constant(_text(c, args[1], "decode"), "the format of decode").lower()
-    coders = {"hex": bytes.fromhex, "base64": base64.b64decode,
-              "escape": lambda s: s.encode("latin-1")}
+    coders = {"hex": bytes.fromhex, "base64": base64.b64decode, "escape": V.bytea_escape_input}
     if fmt not in coders:
         raise SqlVecError(f'unrecognized encoding: "{fmt}"', sqlstate="22023")
     return _rowwise(BYTEA, coders[fmt], text)
+
+
+def _escape_bytes(data: bytes) -> str:
+    """encode(bytea, 'escape'): NUL and bytes with the high bit set as \\ooo, a backslash
+    doubled, everything else as itself (so the text never holds a NUL)."""
+    return "".join("\\\\" if b == 0x5C else f"\\{b:03o}" if b == 0 or b >= 0x80 else chr(b)
+                   for b in data)
 
 
 # Math --------------------------------------------------------------------------------------------
 
 
 def _abs(c, args, e):
+    from sqlvec.execution.expressions import int_checked
+
     x = _number(c, args[0], "abs")
+    if x.type.name in V.INT_DIGITS:
+        t = x.type
+        return _unary(lambda v: int_checked(pc.abs_checked, v, t), x, t)
     return _unary(pc.abs_checked, x, x.type)
 
 
@@ -489,19 +521,28 @@ def _float_function(name: str, kernel: Callable, domain: Callable | None = None)
     return compile_
 
 
-def _exact_or_float(name: str, kernel: Callable, domain: Callable | None = None):
+def _exact_or_float(name: str, kernel: Callable, domain: Callable | None = None,
+                    checked: Callable | None = None):
     """PostgreSQL has numeric and float8 versions (sqrt, exp, ln, log, power): a numeric
-    argument gives numeric (16 decimals), anything else float8."""
-    float_version = _float_function(name, kernel, domain)
+    argument gives numeric (16 decimals), anything else float8. `checked` is the float8
+    kernel with its range checks (the numeric version refuses only what it cannot hold)."""
+    float_version = _float_function(name, checked or kernel, domain)
+    numeric_version = _float_function(name, kernel, domain)
 
     def compile_(c, args, e):
         values = [_number(c, a, name) for a in args]
         if not any(v.type.name == "numeric" for v in values):
             return float_version(c, args, e)
-        result = float_version(c, args, e)
+        result = numeric_version(c, args, e)
         t = V.numeric_with_scale(16)
-        return Value(lambda f: V.fit_numeric(V.to_decimal(result(f), FLOAT8), t), t, result.const)
+        return Value(lambda f: V.fit_numeric(V.numeric_from_float(result(f)), t), t,
+                     result.const)
     return compile_
+
+
+def _checked_exp(x: V.Datum) -> V.Datum:
+    """exp over float8: 22003 when the result overflows, or underflows to zero."""
+    return V.check_float(pc.exp(x), (x,), (), (x,))
 
 
 def _any(pred) -> Callable:
@@ -1052,7 +1093,7 @@ _register({
     "sqrt": _exact_or_float("sqrt", pc.sqrt, _sqrt_domain),
     "cbrt": _float_function("cbrt", lambda x: pc.multiply(pc.sign(x),
                                                           pc.power(pc.abs(x), 1 / 3))),
-    "exp": _exact_or_float("exp", pc.exp), "ln": _exact_or_float("ln", pc.ln, _log_domain),
+    "exp": _exact_or_float("exp", pc.exp, checked=_checked_exp), "ln": _exact_or_float("ln", pc.ln, _log_domain),
     "log": _log, "log10": _exact_or_float("log10", pc.log10, _log_domain),
     "power pow": _power, "mod": _mod, "div": _div,
     "gcd lcm": _gcd_lcm, "factorial": _factorial, "width_bucket": _width_bucket, "pi": _pi,

@@ -273,11 +273,12 @@ class Builder:
         return op
 
     def _SetOp(self, node: n.SetOp, outer):
-        left = self.build(node.left, outer)
-        right = self.build(node.right, outer)
-        types = [V.common_type([a, b], node.kind.upper()) for a, b in zip(left.types, right.types)]
+        inputs = [self.build(child, outer) for child in node.inputs]
+        types = list(inputs[0].types)
+        for other in inputs[1:]:  # pairwise from the left, as PostgreSQL resolves a chain
+            types = [V.common_type([a, b], node.kind.upper()) for a, b in zip(types, other.types)]
         fields = [Field(f.name, None, t) for f, t in zip(node.fields, types)]
-        op = SetOpOp(fields, types, [left, right])
+        op = SetOpOp(fields, types, inputs)
         op.kind, op.all = node.kind, node.all
         return op
 
@@ -877,15 +878,16 @@ class SetOpOp(OneRowOp):
     all: bool
 
     def run(self, ctx, outer):
-        left = _conform(self.children[0].execute(ctx, outer), self.children[0].types, self.types)
-        right = _conform(self.children[1].execute(ctx, outer), self.children[1].types, self.types)
+        tables = [_conform(child.execute(ctx, outer), child.types, self.types)
+                  for child in self.children]
         what = self.node.describe().split("\n")[0]
         if self.kind == "union":
-            out = pa.concat_tables([left, right])  # zero-copy: the inputs stay held
+            out = pa.concat_tables(tables)  # zero-copy: the inputs stay held
             if not self.all:
                 out = _take_rows(ctx, what, out,
                                  first_of_groups(list(out.columns), out.num_rows, ctx, what))
             return out
+        left, right = tables
         return _intersect_except(ctx, what, left, right, self.kind, self.all)
 
 

@@ -29,6 +29,7 @@ from sqlvec.errors import (
     InvalidTextRepresentation,
     NumericValueOutOfRange,
     SqlVecError,
+    invalid_byte_sequence,
 )
 from sqlvec.types import SqlType, check_vector_values, format_vector, parse_vector
 
@@ -196,6 +197,41 @@ _TRUE = {"t", "true", "yes", "y", "on", "1"}
 _FALSE = {"f", "false", "no", "n", "off", "0"}
 
 
+_BYTE_ESCAPE = re.compile(r"\\(\\|[0-3][0-7]{2})")
+
+
+def bytea_escape_input(text: str) -> bytes:
+    """bytea from its escape format: `\\\\` and `\\ooo` are bytes, any other character its
+    UTF-8 (22P02 for another backslash)."""
+    if "\\" not in text:
+        return text.encode()
+    if "\\" in _BYTE_ESCAPE.sub("", text):
+        raise InvalidTextRepresentation("invalid input syntax for type bytea")
+    out, at = bytearray(), 0
+    for m in _BYTE_ESCAPE.finditer(text):
+        out += text[at:m.start()].encode()
+        out.append(0x5C if m.group(1) == "\\" else int(m.group(1), 8))
+        at = m.end()
+    out += text[at:].encode()
+    return bytes(out)
+
+
+def _holds_nul(doc: object) -> bool:
+    """Whether a parsed JSON document has a NUL in a string (jsonb cannot store one)."""
+    stack = [doc]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, str):
+            if "\0" in x:
+                return True
+        elif isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return False
+
+
 def _invalid(type_name: str, text: str) -> InvalidTextRepresentation:
     return InvalidTextRepresentation(f'invalid input syntax for type {type_name}: "{text}"')
 
@@ -234,9 +270,14 @@ def parse_text(text: str, target: SqlType) -> object:
         if low in special:
             return special[low]
         try:
-            return float(s)
+            value = float(s)
         except ValueError:
             raise _invalid("real" if name == "float4" else "double precision", text) from None
+        if name == "float4":
+            with np.errstate(over="ignore", under="ignore"):
+                value = float(np.float32(value))
+        check_float_input(pa.scalar(text), pa.scalar(value), target)
+        return value
     if name == "numeric":
         try:
             value = decimal.Decimal(s)
@@ -268,14 +309,19 @@ def parse_text(text: str, target: SqlType) -> object:
         except ValueError:
             raise InvalidTextRepresentation("invalid input syntax for type json",
                                             detail=f'Token "{s[:20]}" is invalid.') from None
-        return canonical_jsonb(parsed) if name == "jsonb" else text
+        if name == "json":
+            return text
+        if "\\u0000" in s and _holds_nul(parsed):
+            raise SqlVecError("unsupported Unicode escape sequence", sqlstate="22P05",
+                              detail="\\u0000 cannot be converted to text.")
+        return canonical_jsonb(parsed)
     if name == "bytea":
         if s.startswith("\\x"):
             try:
                 return bytes.fromhex(s[2:])
             except ValueError:
                 raise _invalid("bytea", text) from None
-        return s.encode()
+        return bytea_escape_input(s)
     if name == "interval":
         return parse_interval(s)
     if name in ("varchar", "bpchar") and target.char_length is not None:
@@ -577,7 +623,10 @@ def _cast_numeric(value: Datum, source: SqlType, target: SqlType) -> Datum:
         value = pc.round(value, round_mode="half_to_even" if source.name != "numeric"
                          else "half_towards_infinity")
     try:
-        return pc.cast(value, target.to_arrow(), safe=True)
+        out = pc.cast(value, target.to_arrow(), safe=True)
+        if target.name == "float4" and source.name == "float8":
+            check_float(out, (value,), (value,))
+        return out
     except (pa.ArrowInvalid, OverflowError):
         if target.name in INT_DIGITS:
             raise NumericValueOutOfRange(f"{_INT_NAMES[target.name]} out of range") from None
@@ -605,6 +654,67 @@ def numeric_with_scale(scale: int | None) -> SqlType:
     if scale is None:
         return NUMERIC
     return SqlType.of("numeric", 38, min(scale, 37))
+
+
+# Float range checks: PostgreSQL's float8in/float4in and check_float8_val ------------------------
+
+
+def anywhere(mask: Datum) -> bool:
+    """Whether a boolean datum (array or scalar) is true anywhere (NULLs are not)."""
+    if is_scalar(mask):
+        return bool(mask.as_py())
+    return bool(pc.any(mask).as_py())
+
+
+def check_float(out: Datum, finite: tuple = (), nonzero: tuple | None = None,
+                finite_for_zero: tuple = ()) -> Datum:
+    """`out`, a float result, unless it overflowed or underflowed (22003), as PostgreSQL's
+    float operators check theirs: an infinite result from `finite` inputs is
+    "value out of range: overflow"; with `nonzero` given, a zero result from inputs in
+    `nonzero` that are not zero and `finite_for_zero` that are finite is "... underflow"."""
+    if anywhere(pc.is_inf(out)):
+        mask = pc.is_inf(out)
+        for x in finite:
+            mask = pc.and_(mask, pc.invert(pc.is_inf(x)))
+        if anywhere(mask):
+            raise NumericValueOutOfRange("value out of range: overflow")
+    if nonzero is not None and anywhere(pc.equal(out, 0)):
+        mask = pc.equal(out, 0)
+        for x in nonzero:
+            mask = pc.and_(mask, pc.not_equal(x, 0))
+        for x in finite_for_zero:
+            mask = pc.and_(mask, pc.invert(pc.is_inf(x)))
+        if anywhere(mask):
+            raise NumericValueOutOfRange("value out of range: underflow")
+    return out
+
+
+def numeric_from_float(out: Datum) -> Datum:
+    """A float result of a numeric function as numeric: an infinite one is 22003, as
+    PostgreSQL's numeric says of a result beyond its range."""
+    if anywhere(pc.is_inf(out)):
+        raise NumericValueOutOfRange("value overflows numeric format")
+    return to_decimal(out, FLOAT8)
+
+
+_FLOAT_SPECIAL = r"^\s*[+-]?(inf|infinity|nan)\s*$"
+_NONZERO_MANTISSA = r"^[^eE]*[1-9]"
+
+
+def check_float_input(text: Datum, out: Datum, target: SqlType) -> Datum:
+    """`out`, floats parsed from `text`, unless a number was out of the type's range: infinite
+    though not spelled so, or zero though its digits are not (22003, naming the text)."""
+    bad = pc.and_(pc.is_inf(out), pc.invert(pc.match_substring_regex(
+        text, _FLOAT_SPECIAL, ignore_case=True)))
+    if anywhere(pc.equal(out, 0)):
+        bad = pc.or_(bad, pc.and_(pc.equal(out, 0),
+                                  pc.match_substring_regex(text, _NONZERO_MANTISSA)))
+    if anywhere(bad):
+        first = text.as_py() if is_scalar(text) else \
+            text.filter(pc.fill_null(bad, False))[0].as_py()
+        kind = "real" if target.name == "float4" else "double precision"
+        raise NumericValueOutOfRange(f'"{first}" is out of range for type {kind}')
+    return out
 
 
 def to_decimal(value: Datum, source: SqlType) -> Datum:
@@ -713,7 +823,10 @@ def _cast_from_text(value: Datum, target: SqlType, n: int) -> Datum:
             if target.name == "numeric":  # parse wide, then round to the column's scale
                 return fit_numeric(pc.cast(pc.utf8_trim_whitespace(arr),
                                            pa.decimal256(76, 30)), target)
-            return pc.cast(pc.utf8_trim_whitespace(arr), target.to_arrow())
+            out = pc.cast(pc.utf8_trim_whitespace(arr), target.to_arrow())
+            if target.name in ("float4", "float8"):
+                check_float_input(arr, out, target)
+            return out
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass  # fall back to the exact PostgreSQL input rules for the error message
     values = [None if v is None else parse_text(v, target) for v in arr.to_pylist()]
@@ -869,6 +982,8 @@ def typed_params(types: list[SqlType], params: list) -> list[pa.Scalar]:
     out = []
     for i, value in enumerate(params):
         t = types[i] if i < len(types) else TEXT
+        if isinstance(value, str) and "\0" in value:  # as the wire refuses it (decode_utf8)
+            raise invalid_byte_sequence(value.encode(), value.encode().find(b"\0"))
         if isinstance(value, pa.Scalar):
             out.append(value)
         elif isinstance(value, str) and t.name not in ("text", "varchar", "bpchar", "name", "unknown"):

@@ -298,14 +298,17 @@ class Join(PlanNode):
 
 @dataclass(frozen=True)
 class SetOp(PlanNode):
-    left: PlanNode = None  # type: ignore[assignment]
-    right: PlanNode = None  # type: ignore[assignment]
+    """A set operation over its inputs, in order. A chain of UNIONs of one kind is one node
+    with an input per branch (PostgreSQL's Append): `a UNION ALL b UNION ALL c` has three.
+    INTERSECT and EXCEPT have two."""
+
+    inputs: tuple[PlanNode, ...] = ()
     kind: str = "union"  # union | intersect | except
     all: bool = False
 
     @property
     def children(self) -> tuple[PlanNode, ...]:
-        return (self.left, self.right)
+        return self.inputs
 
     def describe(self) -> str:
         return {"union": "Append" if self.all else "HashAggregate (UNION)",

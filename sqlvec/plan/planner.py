@@ -542,15 +542,22 @@ class Planner:
     # Set operations and VALUES ------------------------------------------------------------------
 
     def _plan_setop(self, query, outer: Scope | None) -> n.PlanNode:
-        left = self.plan_query(query.this, outer)
-        right = self.plan_query(query.expression, outer)
-        if len(left.fields) != len(right.fields):
-            kind = type(query).__name__.upper()
-            raise SqlVecError(f"each {kind} query must have the same number of columns",
-                              sqlstate="42601")
+        branches = [query.expression]
+        first = query.this
+        if isinstance(query, exp.Union):  # a chain of one kind of UNION: one node, no recursion
+            while _continues_union(first, query):
+                branches.append(first.expression)
+                first = first.this
+        inputs = [self.plan_query(first, outer)]
+        for branch in reversed(branches):
+            inputs.append(self.plan_query(branch, outer))
+            if len(inputs[-1].fields) != len(inputs[0].fields):
+                kind = type(query).__name__.upper()
+                raise SqlVecError(f"each {kind} query must have the same number of columns",
+                                  sqlstate="42601")
         kind = {exp.Union: "union", exp.Intersect: "intersect", exp.Except: "except"}[type(query)]
-        fields = tuple(Field(f.name, None, None) for f in left.fields)
-        node: n.PlanNode = n.SetOp(fields, left=left, right=right, kind=kind,
+        fields = tuple(Field(f.name, None, None) for f in inputs[0].fields)
+        node: n.PlanNode = n.SetOp(fields, inputs=tuple(inputs), kind=kind,
                                    all=not query.args.get("distinct"))
         order = query.args.get("order")
         if order is not None:
@@ -887,12 +894,28 @@ def _renamed(fields, qualifier: str, columns: list[str]) -> tuple[Field, ...]:
     return tuple(out)
 
 
+def _continues_union(inner: exp.Expression, outer: exp.Expression) -> bool:
+    """Whether `inner`, the left operand of the UNION `outer`, is a UNION of the same kind
+    that adds nothing of its own (no ORDER BY, LIMIT, OFFSET or WITH): `(a ∪ b) ∪ c` is then
+    `a ∪ b ∪ c`, whatever its nesting."""
+    return (isinstance(inner, exp.Union)
+            and bool(inner.args.get("distinct")) == bool(outer.args.get("distinct"))
+            and not any(inner.args.get(key) for key in ("order", "limit", "offset", "with_",
+                                                         "with")))
+
+
 def _conjuncts(e: exp.Expression) -> list[exp.Expression]:
-    while isinstance(e, exp.Paren):
-        e = e.this
-    if isinstance(e, exp.And):
-        return _conjuncts(e.this) + _conjuncts(e.expression)
-    return [e]
+    out = []
+    stack = [e]
+    while stack:
+        e = stack.pop()
+        while isinstance(e, exp.Paren):
+            e = e.this
+        if isinstance(e, exp.And):
+            stack += [e.expression, e.this]
+        else:
+            out.append(e)
+    return out
 
 
 def _and(terms: list[exp.Expression]) -> exp.Expression:
@@ -1019,27 +1042,25 @@ def _is_set_returning(x: exp.Expression) -> bool:
 def _collect(e: exp.Expression, classes) -> list[exp.Expression]:
     """Calls of `classes` in `e`, not looking inside subqueries or window specs of others."""
     found = []
-
-    def walk(x):
+    stack = [e]  # pre-order without recursion: a 10,000-term chain is no deeper than one term
+    while stack:
+        x = stack.pop()
         if isinstance(x, SubPlan):
-            return
+            continue
         if callable(classes) and not isinstance(classes, tuple):
             if classes(x):
                 found.append(x)
-                return
+                continue
         elif isinstance(x, classes):
             if classes == AGGREGATES and isinstance(x.parent, exp.Window) and x.parent.this is x:
                 pass
             else:
                 if classes == AGGREGATES and isinstance(x.parent, exp.Filter) and x.parent.this is x:
                     found.append(x.parent)
-                    return
+                    continue
                 found.append(x)
-                return
-        for child in x.iter_expressions():
-            walk(child)
-
-    walk(e)
+                continue
+        stack.extend(reversed(list(x.iter_expressions())))
     return found
 
 
@@ -1061,18 +1082,14 @@ def _transform_outside_subplans(e: exp.Expression, fn) -> exp.Expression:
 
 def _columns_outside_subplans(e: exp.Expression) -> list[exp.Column]:
     out = []
-
-    def walk(x):
-        if isinstance(x, SubPlan):
-            return
-        if isinstance(x, exp.Window):
-            return
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, (SubPlan, exp.Window)):
+            continue
         if isinstance(x, exp.Column):
             out.append(x)
-        for child in x.iter_expressions():
-            walk(child)
-
-    walk(e)
+        stack.extend(reversed(list(x.iter_expressions())))
     return out
 
 

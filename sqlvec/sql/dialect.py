@@ -34,6 +34,7 @@ from sqlglot.parser import SENTINEL_NONE
 from sqlglot.tokens import Token, TokenType
 
 from sqlvec.errors import SyntaxError_
+from sqlvec.sql import literals
 from sqlvec.vectors import Metric
 
 if t.TYPE_CHECKING:
@@ -238,6 +239,58 @@ class SqlVec(Postgres):
         # `a -> 'k'` inside a call's arguments is the JSON operator, not a lambda.
         LAMBDAS = {k: v for k, v in Postgres.Parser.LAMBDAS.items() if k != TokenType.ARROW}
 
+        # E'...' and U&'...' become plain string literals, decoded once from their source
+        # text (literals.py): sqlglot's own decoding of E'...' differs from PostgreSQL's.
+        STRING_PARSERS = {
+            **Postgres.Parser.STRING_PARSERS,
+            TokenType.BYTE_STRING: lambda self, token: self._escape_string(token),
+            TokenType.UNICODE_STRING: lambda self, token: self._unicode_string(token),
+        }
+        NUMERIC_PARSERS = {k: v for k, v in Postgres.Parser.NUMERIC_PARSERS.items()
+                           if k != TokenType.BYTE_STRING}
+        PRIMARY_PARSERS = {**Postgres.Parser.PRIMARY_PARSERS, **STRING_PARSERS}
+
+        def _escape_string(self, token: Token) -> exp.Expr:
+            pieces = [self._quoted_text(token, 2)]
+            # A constant goes on in the next quotes after white space with a newline.
+            while self._curr and self._curr.token_type == TokenType.STRING and \
+                    _NEWLINE.search(self.sql, self._prev.end + 1, self._curr.start):
+                pieces.append(self._quoted_text(self._curr, 1))
+                self._advance()
+            return self.expression(exp.Literal.string(literals.escape_string(pieces)), token)
+
+        def _unicode_string(self, token: Token) -> exp.Expr:
+            escape = "\\"
+            if self._match_text_seq("UESCAPE"):
+                quoted = self._curr
+                if quoted is None or quoted.token_type != TokenType.STRING:
+                    self.raise_error("Expected a string after UESCAPE")
+                self._advance()
+                escape = literals.check_uescape(quoted.text, self.sql[quoted.start:quoted.end + 1],
+                                                quoted.start + 1)
+            raw, start = self._quoted_text(token, 3)
+            return self.expression(
+                exp.Literal.string(literals.unicode_string(raw, start, escape)), token)
+
+        def _quoted_text(self, token: Token, prefix: int) -> tuple[str, int]:
+            """A string token's text between its quotes as written, and where it starts
+            (`prefix`: the characters before it, `E'` or `U&'` or `'`)."""
+            start = token.start + prefix
+            return self.sql[start:token.end], start
+
+        def _parse_types(self, check_func: bool = False, schema: bool = False,
+                         allow_identifiers: bool = True,
+                         with_collation: bool = False) -> exp.Expr | None:
+            """Not a type at `ARRAY [`: that is the array constructor. sqlglot tries it as a
+            type first, parsing its elements before backing off, which made nested
+            constructors cost 2^depth (`ARRAY[ARRAY[...]]` 25 deep took minutes)."""
+            if self._curr and self._curr.token_type == TokenType.ARRAY and self._next and \
+                    self._next.token_type == TokenType.L_BRACKET:
+                return None
+            return super()._parse_types(check_func=check_func, schema=schema,
+                                        allow_identifiers=allow_identifiers,
+                                        with_collation=with_collation)
+
         def raise_error(self, message: str, token: Token = SENTINEL_NONE) -> None:
             """Record the offset PostgreSQL would point at, next to sqlglot's line/col.
 
@@ -266,6 +319,7 @@ class SqlVec(Postgres):
 
 
 _DIALECT = SqlVec()
+_NEWLINE = re.compile(r"[\n\r]")
 
 
 def parse(sql: str) -> list[exp.Expr]:

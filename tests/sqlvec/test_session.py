@@ -295,3 +295,47 @@ def test_settings_fixed_at_server_start_refuse_set_and_reset(db):
     s.execute_one("RESET ALL")  # resets what may change, and leaves the rest
     assert rows(s, "SHOW work_mem") == [("1GB",)]  # the default again
     assert rows(s, "SHOW data_directory") == [(db.server_settings["data_directory"],)]
+
+
+# Deep and wide statements (sqlvec/stack.py) ------------------------------------------------------
+
+
+def test_deep_statements_from_an_ordinary_thread(db):
+    """This test thread has a default stack: long statements are handed to an engine thread."""
+    s = db.connect()
+    assert rows(s, "SELECT " + "(" * 1000 + "1" + ")" * 1000) == [(1,)]
+    assert rows(s, "SELECT " + "coalesce(" * 1000 + "NULL::int" + ", NULL)" * 999 + ", 3)") == [(3,)]
+    prepared = s.prepare("SELECT " + "(" * 1000 + "$1::int * 2" + ")" * 1000)
+    assert s.run(prepared, [21]).rows() == [(42,)]
+
+
+def test_too_deep_is_54001_and_fails_the_block_like_any_error(db):
+    s = db.connect()
+    too_deep = "SELECT " + "(" * 10_000 + "1" + ")" * 10_000
+    with pytest.raises(SqlVecError) as err:
+        s.execute_one(too_deep)
+    assert (err.value.sqlstate, err.value.message) == ("54001", "stack depth limit exceeded")
+    assert err.value.__cause__ is None and err.value.__context__ is None  # no frames kept
+    s.execute_one("BEGIN")
+    with pytest.raises(SqlVecError):
+        s.prepare(too_deep)
+    assert sqlstate(s, "SELECT 1") == "25P02"
+    s.execute_one("ROLLBACK")
+    assert rows(s, "SELECT 1") == [(1,)]
+
+
+def test_plan_cache_is_bounded_by_the_text_it_holds(db):
+    s = db.connect()
+    cache = s._plan_cache
+    small = [s.prepare(f"SELECT {i} AS {'x' * 2000}") for i in range(100)]
+    assert cache.get((small[-1].sql, (), s.settings["search_path"])) is small[-1]
+    assert sum(len(key[0]) for key in cache._entries) <= cache.TEXT
+    assert len(cache) < 100  # the oldest were evicted
+    huge = "SELECT count(*) FROM generate_series(1, 10) g WHERE " + \
+        " OR ".join(f"g = {i}" for i in range(20_000))
+    first = s.prepare(huge)
+    assert s.prepare(huge) is first  # Parse then Execute plan it once
+    other = huge.replace("count(*)", "count(g)")
+    s.prepare(other)
+    assert cache.get((huge, (), s.settings["search_path"])) is None  # one slot for long ones
+    assert s.run(first).rows() == [(10,)]

@@ -113,6 +113,38 @@ def test_text_format_errors_name_the_line():
     assert info.value.message == "extra data after last expected column"
 
 
+def test_text_format_escapes_are_bytes_of_utf8_text():
+    columns = [C.Column("note", SqlType("text"))]
+    data = b"\\xc3\\xa9\\303\\251\\v\\q\n"  # e, e (two UTF-8 bytes each), \v, q
+    assert C.decode(data, C.CopyOptions(), columns).column("note").to_pylist() == ["éé\vq"]
+
+
+@pytest.mark.parametrize("fmt, data, line, shown", [
+    ("text", b"ok\na\0b\n", 2, "0x00"),  # a raw NUL byte
+    ("text", b"a\\0b\n", 1, "0x00"),  # the escape \0
+    ("text", b"ok\nok\na\\x00b\n", 3, "0x00"),
+    ("text", b"a\\xffb\n", 1, "0xff"),
+    ("text", b"ok\n\xc3\x28\n", 2, "0xc3 0x28"),
+    ("csv", b"ok\n\"a\0b\"\n", 2, "0x00"),
+    ("csv", b"\xe2\x82\n", 1, "0xe2 0x82 0x0a"),  # as PostgreSQL: the bytes the lead announces
+])
+def test_text_postgresql_cannot_hold_is_22021(fmt, data, line, shown):
+    columns = [C.Column("note", SqlType("text"))]
+    with pytest.raises(C.CopyDataError) as info:
+        C.decode(data, C.CopyOptions(fmt, "," if fmt == "csv" else "\t",
+                                     "" if fmt == "csv" else "\\N"), columns)
+    assert (info.value.sqlstate, info.value.line) == ("22021", line)
+    assert info.value.message == f'invalid byte sequence for encoding "UTF8": {shown}'
+
+
+def test_binary_format_text_with_nul_is_22021():
+    columns = [C.Column("id", SqlType("int4")), C.Column("note", SqlType("text"))]
+    data = binary_copy([(1, "fine"), (2, "a\0b")], [c.type for c in columns]) + C.BINARY_TRAILER
+    with pytest.raises(C.CopyDataError) as info:
+        C.decode(data, C.CopyOptions("binary"), columns)
+    assert (info.value.sqlstate, info.value.line, info.value.column) == ("22021", 2, "note")
+
+
 def test_csv_format():
     data = b'id,v,note\n1,"[1,2]","a,""b"""\n2,,\n3,"[3,4]",""\n'
     options = C.parse_copy("COPY t FROM STDIN (FORMAT csv, HEADER)").options
@@ -142,11 +174,14 @@ def binary_copy(rows: list[tuple], types: list[SqlType]) -> bytes:
     return b"".join(out)
 
 
+NOTE_CHARACTERS = st.characters(exclude_characters="\0", exclude_categories=("Cs",))
+
+
 @settings(max_examples=40)
 @given(st.lists(st.tuples(st.integers(-2**31, 2**31 - 1),
                           st.one_of(st.none(), st.lists(st.floats(-1e3, 1e3, width=32),
                                                         min_size=2, max_size=2)),
-                          st.one_of(st.none(), st.text(max_size=10)))))
+                          st.one_of(st.none(), st.text(NOTE_CHARACTERS, max_size=10)))))
 def test_binary_format_round_trip(rows):
     table = C.decode(binary_copy(rows, TYPES), C.CopyOptions("binary"), COLUMNS)
     assert [tuple(r.values()) for r in table.to_pylist()] == rows

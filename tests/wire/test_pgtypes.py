@@ -249,8 +249,12 @@ def test_decode_binary_column_vectors(rows):
     assert column.to_pylist() == rows
 
 
+# PostgreSQL's text holds no NUL (and UTF-8 no lone surrogate).
+TEXT_VALUES = st.text(st.characters(exclude_characters="\0", exclude_categories=("Cs",)))
+
+
 @given(st.lists(st.one_of(st.none(), st.integers(-2**63, 2**63 - 1))),
-       st.lists(st.one_of(st.none(), st.text())))
+       st.lists(st.one_of(st.none(), TEXT_VALUES)))
 def test_decode_binary_column_ints_and_text(ints, texts):
     t8, tt = SqlType("int8"), SqlType("text")
     column = P.decode_binary_column(*_binary_column(
@@ -259,6 +263,21 @@ def test_decode_binary_column_ints_and_text(ints, texts):
     column = P.decode_binary_column(*_binary_column(
         [None if v is None else v.encode() for v in texts]), tt)
     assert column.to_pylist() == texts
+
+
+@pytest.mark.parametrize("values, row, shown", [
+    ([b"ok", b"a\0b"], 1, "0x00"),
+    ([b"\xff", b"\0"], 0, "0xff"),
+    ([b"x", b"\xc3\x28\0"], 1, "0xc3 0x28"),
+])
+def test_text_that_postgresql_cannot_hold_is_22021(values, row, shown):
+    with pytest.raises(P.CellError) as info:
+        P.decode_binary_column(*_binary_column(values), SqlType("text"))
+    assert info.value.row == row and info.value.error.sqlstate == "22021"
+    assert info.value.error.message == f'invalid byte sequence for encoding "UTF8": {shown}'
+    with pytest.raises(SqlVecError) as error:
+        P.decode_param(values[row], SqlType("text"), 0)  # text format
+    assert error.value.message == f'invalid byte sequence for encoding "UTF8": {shown}'
 
 
 def test_decode_binary_column_wrong_width():
@@ -278,9 +297,9 @@ SHORT_CASES = [
     (SqlType("float4"), st.floats(width=32), None),
     (SqlType("float8"), st.floats(), None),
     (SqlType("bool"), st.booleans(), None),
-    (SqlType("text"), st.text(), None),
+    (SqlType("text"), TEXT_VALUES, None),
     (SqlType("varchar", 5), st.text(max_size=5), None),
-    (SqlType("name"), st.text(), pa.large_string()),
+    (SqlType("name"), TEXT_VALUES, pa.large_string()),
     (SqlType("jsonb"), st.just('{"a": 1}'), None),
     (SqlType("numeric", (10 << 16 | 2) + 4), st.decimals(-10**6, 10**6, places=2), None),
     (SqlType("date"), st.dates(dt.date(1, 1, 1), dt.date(9999, 12, 31)), None),

@@ -255,3 +255,47 @@ def test_a_filter_pinning_the_primary_key_reads_through_its_index(session, sql, 
              for r in session.execute_one("EXPLAIN " + sql).rows()]
     for line in shown:
         assert line in lines, lines
+
+
+# Set operations ----------------------------------------------------------------------------------
+
+
+def test_a_union_chain_of_one_kind_is_one_node(session):
+    plan = plan_of(session, "SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4")
+    assert isinstance(plan, n.SetOp) and plan.all and len(plan.inputs) == 4
+    mixed = plan_of(session, "SELECT 1 UNION SELECT 2 UNION ALL SELECT 3")
+    assert mixed.all and len(mixed.inputs) == 2
+    assert isinstance(mixed.inputs[0], n.SetOp) and not mixed.inputs[0].all
+    limited = plan_of(session, "(SELECT 1 UNION ALL SELECT 2 LIMIT 1) UNION ALL SELECT 3")
+    assert len(limited.inputs) == 2
+    intersect = plan_of(session, "SELECT 1 INTERSECT SELECT 1 INTERSECT SELECT 1")
+    assert len(intersect.inputs) == 2
+
+
+def test_union_chains_resolve_types_and_duplicates_across_all_branches(session):
+    result = session.execute_one("SELECT 1 AS x UNION ALL SELECT 2.5 UNION ALL SELECT 3::float8")
+    assert result.columns[0].type.name == "float8" and result.columns[0].name == "x"
+    assert result.rows() == [(1.0,), (2.5,), (3.0,)]
+    assert rows(session, "SELECT 1 UNION SELECT 1 UNION SELECT 2 UNION SELECT 2 ORDER BY 1") == \
+        [(1,), (2,)]
+    assert rows(session, "SELECT 1 UNION SELECT 1 UNION ALL SELECT 1") == [(1,), (1,)]
+    assert rows(session, "SELECT k FROM o WHERE k < 2 UNION ALL SELECT k FROM i WHERE k < 2 "
+                         "UNION ALL SELECT 5 ORDER BY 1") == [(1,), (1,), (1,), (1,), (5,)]
+    with pytest.raises(SqlVecError) as err:
+        rows(session, "SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3, 4")
+    assert err.value.sqlstate == "42601"
+
+
+def test_a_long_union_chain_plans_without_recursion(session):
+    import sys
+
+    sql = " UNION ALL ".join(f"SELECT {i} AS x" for i in range(5000))
+    saved = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    try:
+        plan = plan_of(session, sql)
+    finally:
+        sys.setrecursionlimit(saved)
+    assert len(plan.inputs) == 5000
+    lines = n.explain_lines(plan)
+    assert lines[0] == "Append" and len(lines) == 5001

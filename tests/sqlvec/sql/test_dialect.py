@@ -372,3 +372,24 @@ def test_syntax_errors(sql: str, message: str, position: int) -> None:
     assert info.value.sqlstate == "42601"
     assert info.value.message == message
     assert info.value.position == position
+
+
+def test_nested_array_constructors_parse_in_linear_time() -> None:
+    """sqlglot tries `ARRAY[` as a type before backing off to the constructor, which doubled
+    the work per level: 40 levels would not finish. The dialect never reads it as a type."""
+    import threading
+
+    depth = 40
+    result: list[exp.Expr] = []
+    worker = threading.Thread(target=lambda: result.append(
+        parse_one("SELECT " + "ARRAY[" * depth + "1" + "]" * depth)), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert result, "nested ARRAY[] did not parse"
+    node = result[0].expressions[0]
+    for _ in range(depth):
+        assert isinstance(node, exp.Array)
+        node = node.expressions[0]
+    assert node == exp.Literal.number(1)
+    validate_identity("SELECT ARRAY[]::INT[]", "SELECT CAST(ARRAY[] AS INT[])")
+    validate_identity("SELECT CAST(ARRAY[1] AS INT[])")
