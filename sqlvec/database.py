@@ -36,7 +36,7 @@ from sqlvec.errors import (
 )
 from sqlvec.storage.fsutil import lock_directory
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
-from sqlvec.storage.store import Store, StoreOptions, _return_free_memory
+from sqlvec.storage.store import Store, StoreOptions, return_free_memory
 from sqlvec.storage.table import RowFilter, TableSnapshot, _as_arrow
 from sqlvec.storage.wal import DeleteOp, InsertOp
 from sqlvec.types import SqlType
@@ -228,7 +228,7 @@ class Database:
     def return_free_memory(self) -> None:
         """Hand memory freed by the process back to the OS (after many connections close:
         their buffers and sessions die in a burst that the allocator would otherwise keep)."""
-        _return_free_memory()
+        return_free_memory()
 
     # Tables of the default database -------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from sqlvec.errors import (
 )
 from sqlvec.execution import ddl
 from sqlvec.execution import values as V
-from sqlvec.execution.context import ExecContext, MemoryAccount, return_free_memory
+from sqlvec.execution.context import ExecContext, MemoryAccount
 from sqlvec.execution.dml import WritePlan, plan_delete, plan_insert, plan_update
 from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.operators import Builder, Operator
@@ -51,6 +51,7 @@ from sqlvec.plan.rules import optimize
 from sqlvec.sql import utility
 from sqlvec.sql.binder import Field
 from sqlvec.sql.dialect import parse_one
+from sqlvec.storage.store import return_free_memory
 from sqlvec.storage.wal import InsertOp
 from sqlvec.types import TYPES_BY_OID, SqlType
 

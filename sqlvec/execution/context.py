@@ -4,7 +4,6 @@ snapshots, caches, the interrupt check (cancel and statement_timeout) and the me
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import threading
 import time
@@ -112,21 +111,6 @@ def table_bytes_per_row(table: pa.Table) -> float:
     return table.nbytes / table.num_rows if table.num_rows else 0.0
 
 
-_LIBC_TRIM: Callable[[int], int] | None | bool = None
-
-
-def return_free_memory() -> None:
-    """Hand freed heap pages back to the operating system after a statement that held a lot:
-    glibc keeps freed blocks below its mmap threshold (up to 32 MB) in the heap otherwise,
-    and the server's resident memory would stay at the statement's peak."""
-    global _LIBC_TRIM
-    if _LIBC_TRIM is None:
-        try:
-            _LIBC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _LIBC_TRIM = False
-    if _LIBC_TRIM:
-        _LIBC_TRIM(0)  # type: ignore[operator]
 
 
 @dataclass

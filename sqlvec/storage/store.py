@@ -534,7 +534,7 @@ class Store:
             for frozen in unwritten:
                 self.release_segment_files(frozen)
         self._schedule_missing_builds(table)
-        _return_free_memory()
+        return_free_memory()
         return seg
 
     def checkpoint(self) -> None:
@@ -782,7 +782,7 @@ class Store:
         finally:
             self.builds.pop(key, None)
         built.calibration = calibrate(built, matrix, valid)
-        _return_free_memory()
+        return_free_memory()
         name = f"seg-{seg.id:08d}.{index.oid}.hnsw"
         self._inflight_files.add(name)
         try:
@@ -972,9 +972,10 @@ class UnavailableTable(Table):
         return None
 
 
-def _return_free_memory() -> None:
-    """Hand freed heap pages back to the OS after large buffers die (a sealed growing segment):
-    glibc keeps them otherwise, and resident memory would count them forever."""
+def return_free_memory() -> None:
+    """Hand freed heap pages back to the OS after large buffers die (a sealed growing segment,
+    a statement that held a lot, connections closed): glibc keeps freed blocks below its mmap
+    threshold in the heap otherwise, and resident memory would stay at the peak."""
     global _malloc_trim
     if _malloc_trim is None:
         try:

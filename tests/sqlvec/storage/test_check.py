@@ -6,7 +6,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-import shutil
 
 import numpy as np
 import pyarrow.compute as pc
@@ -41,13 +40,6 @@ def pristine(tmp_path_factory) -> str:
             u.insert({"id": np.arange(i, i + 10)})
         db.create_database("other")
         db.create_table("w", {"id": "int8"}, database="other").insert({"id": [1]})
-    return path
-
-
-@pytest.fixture
-def copy(pristine, tmp_path) -> str:
-    path = str(tmp_path / "data")
-    shutil.copytree(pristine, path)
     return path
 
 

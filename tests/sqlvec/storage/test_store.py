@@ -64,13 +64,6 @@ def pristine(tmp_path_factory) -> str:
     return path
 
 
-@pytest.fixture
-def copy(pristine, tmp_path) -> str:
-    path = str(tmp_path / "data")
-    shutil.copytree(pristine, path)
-    return path
-
-
 # 3. Corruption --------------------------------------------------------------------------------
 
 
