@@ -64,13 +64,15 @@ def unregister(name: str) -> None:
             listener(method, False)
 
 
-def watch(listener: Callable[[type[VectorIndex], bool], None]) -> None:
+def watch(listener: Callable[[type[VectorIndex], bool], None]) -> Callable[[], None]:
     """Call `listener(method, True)` for every method registered now and later, and
     `listener(method, False)` when one is removed: how the layers above keep tables derived
-    from the methods (settings) in step without storage importing them."""
+    from the methods (settings) in step without storage importing them. Returns the function
+    that stops it."""
     _LISTENERS.append(listener)
     for method in list(_METHODS.values()):
         listener(method, True)
+    return lambda: _LISTENERS.remove(listener)
 
 
 def _oids(method: type[VectorIndex]) -> list[int]:

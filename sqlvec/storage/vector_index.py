@@ -79,7 +79,7 @@ class IndexOption:
             raise InvalidParameterValue(f'invalid value for integer option "{self.name}": {shown}')
         if not self.min <= number <= self.max:
             raise InvalidParameterValue(
-                f'value {_shown(value)} out of bounds for option "{self.name}"',
+                f'value {str(value).strip()} out of bounds for option "{self.name}"',
                 detail=f'Valid values are between "{self.min}" and "{self.max}".')
         return number
 
@@ -262,7 +262,3 @@ def _parse_int(value: object) -> int | None:
     if not math.isfinite(number) or abs(number) > 2**31 - 1:
         return None
     return round(number)
-
-
-def _shown(value: object) -> str:
-    return str(value).strip().strip("'")
