@@ -161,3 +161,14 @@ def test_indexes_of_a_method_this_server_lacks_are_not_vector_indexes():
     assert access_methods.index_for(t, "emb", Metric.L2) is None
     assert access_methods.index_for(table(replace(gone, method="hnsw")), "emb", Metric.L2) \
         is not None
+
+
+def test_manifest_entries_read_as_before():
+    """Index definitions are stored as they always were; one without `method` (older
+    manifests) is an HNSW index."""
+    stored = {"name": "t_emb", "oid": 16401, "columns": ["emb"], "opclass": "vector_ip_ops",
+              "options": {"m": 8}}
+    ix = IndexDef.from_json(stored)
+    assert ix.method == "hnsw" and access_methods.vector_indexes(table(ix)) == (ix,)
+    assert access_methods.metric_of(ix) is Metric.IP
+    assert ix.to_json() == {**stored, "method": "hnsw"}
