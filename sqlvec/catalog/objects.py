@@ -29,6 +29,7 @@ from sqlvec.catalog.catalog import (
     PUBLIC_OID,
     VECTOR_EXTENSION_VERSION,
 )
+from sqlvec.errors import UndefinedObject
 from sqlvec.storage import access_methods
 from sqlvec.types import TYPES_BY_NAME, TYPES_BY_OID, SqlType, TypeInfo
 
@@ -463,9 +464,10 @@ class CatalogObjects:
             attnums = [by_name[c].attnum for c in ixdef.columns if c in by_name]
             method = access_methods.find(ixdef.method)
             if method is not None:
-                match = next((o for o in method.opclasses if
-                              (o.default if ixdef.opclass is None else o.name == ixdef.opclass)),
-                             None)
+                try:
+                    match = access_methods.opclass(method, ixdef.opclass)
+                except UndefinedObject:
+                    match = None
                 opclasses = [match.oid if match else 0]
                 names = [None if match is not None and match.default else ixdef.opclass]
             else:

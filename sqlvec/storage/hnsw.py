@@ -104,8 +104,8 @@ class HnswParams:
     """What `CREATE INDEX … USING hnsw (col <opclass>) WITH (m, ef_construction)` fixes."""
 
     metric: Metric
-    m: int = 16
-    ef_construction: int = 64
+    m: int = M_OPTION.default
+    ef_construction: int = EF_CONSTRUCTION_OPTION.default
 
     def __post_init__(self) -> None:
         if not isinstance(self.metric, Metric):
