@@ -90,7 +90,7 @@ def one_selectivity(s, X, Q, index, args, policy, rng) -> str:
             return []
 
     exact_cost = eligible * policy.exact_row_cost
-    hnsw_cost = policy.hnsw_label_cost * policy.overquery_factor * k / max(s, 1e-9)
+    hnsw_cost = policy.index_label_cost * policy.overquery_factor * k / max(s, 1e-9)
     choice = "exact" if exact_cost <= hnsw_cost or eligible <= k else "hnsw-postfilter"
     if eligible == args.rows:
         choice = "hnsw"

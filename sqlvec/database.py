@@ -331,7 +331,8 @@ class TableHandle:
                metric: Metric | str = Metric.L2, filter: RowFilter | None = None,
                columns: Sequence[str] | None = None, ef: int = 40, exact: bool = False,
                with_rowid: bool = False) -> pa.Table:
-        """The k nearest live rows (with a `distance` column), HNSW where indexed."""
+        """The k nearest live rows (with a `distance` column), through the column's vector
+        index for the metric where there is one (`ef`: its knob, hnsw.ef_search)."""
         if isinstance(metric, str):
             metric = Metric(metric) if metric in Metric._value2member_map_ else \
                 Metric.from_operator(metric)
@@ -341,18 +342,21 @@ class TableHandle:
 
     # Indexes and maintenance --------------------------------------------------------------------
 
-    def create_index(self, column: str, *, opclass: str = "vector_l2_ops", m: int = 16,
-                     ef_construction: int = 64, name: str | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> IndexDef:
-        """CREATE INDEX ... USING hnsw: returns once every existing row is indexed."""
+    def create_index(self, column: str, *, using: str = "hnsw", opclass: str | None = None,
+                     name: str | None = None,
+                     progress: Callable[[int, int], None] | None = None,
+                     **options: int) -> IndexDef:
+        """CREATE INDEX ... USING <using> (column <opclass>) WITH (<options>), e.g.
+        `create_index("emb", opclass="vector_cosine_ops", m=32)`: returns once every existing
+        row is indexed."""
         definition = self.definition
         index = IndexDef(
             name=name or f"{definition.name}_{column}_idx",
             oid=self.store.allocate_oid(),
             columns=(column,),
-            method="hnsw",
+            method=using,
             opclass=opclass,
-            options={"m": m, "ef_construction": ef_construction},
+            options=dict(options),
         )
         self.store.create_index(self.table_id, index, progress=progress)
         return index

@@ -65,6 +65,7 @@ from sqlvec.catalog.settings import (  # noqa: E402
     REPORTED,
     UNIT_SETTINGS,
     check_settable,
+    check_value,
     format_unit_setting,
     parse_unit_setting,
 )
@@ -199,11 +200,7 @@ class Session:
             if value.strip("'\"").lower() not in ("on", "true", "yes", "1", "t", "y"):
                 raise FeatureNotSupported("standard_conforming_strings = off is not supported")
             value = "on"
-        if key == "hnsw.ef_search":
-            n = int(value)
-            if not 1 <= n <= 1000:
-                raise SqlVecError(f'{n} is outside the valid range for parameter "hnsw.ef_search" '
-                                  "(1 .. 1000)", sqlstate="22023")
+        value = check_value(key, value)
         if key in UNIT_SETTINGS:
             value = format_unit_setting(key, parse_unit_setting(key, value))
         if key == "extra_float_digits":

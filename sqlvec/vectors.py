@@ -1,11 +1,13 @@
 """Vector metrics and exact distance kernels, matching pgvector's values.
 
-| SQL  | value                 | hnswlib space | hnswlib gives | convert  |
-|------|-----------------------|---------------|---------------|----------|
-| <->  | Euclidean distance    | l2            | squared L2    | sqrt     |
-| <=>  | 1 - cosine similarity | cosine        | 1 - cosine    | none     |
-| <#>  | -(a . b)              | ip            | 1 - a . b     | d - 1    |
-| <+>  | L1 distance           | (none)        |               | exact    |
+| SQL  | value                 |
+|------|-----------------------|
+| <->  | Euclidean distance    |
+| <=>  | 1 - cosine similarity |
+| <#>  | -(a . b)              |
+| <+>  | L1 distance           |
+
+Which metrics an index answers is the index's business (its operator classes: storage/hnsw.py).
 
 Kernels work on a whole contiguous float32 matrix at once, never a Python loop per row: BLAS
 products rank by cosine and inner product, the direct form (in chunks) by L2 and L1. The final
@@ -34,40 +36,12 @@ class Metric(enum.Enum):
     def operator(self) -> str:
         return _OPERATORS[self]
 
-    @property
-    def opclass(self) -> str | None:
-        """pgvector's operator class for an HNSW index on this metric."""
-        return _OPCLASSES.get(self)
-
-    @property
-    def hnsw_space(self) -> str | None:
-        return _SPACES.get(self)
-
     @classmethod
     def from_operator(cls, op: str) -> Metric:
         return {v: k for k, v in _OPERATORS.items()}[op]
 
-    @classmethod
-    def from_opclass(cls, opclass: str) -> Metric:
-        for metric in cls:
-            if metric.opclass == opclass:
-                return metric
-        raise KeyError(opclass)
-
-    def from_hnsw(self, raw: np.ndarray) -> np.ndarray:
-        """Convert hnswlib's distances into pgvector's values (float64)."""
-        raw = np.asarray(raw, dtype=np.float64)
-        if self is Metric.L2:
-            return np.sqrt(np.maximum(raw, 0.0))
-        if self is Metric.IP:
-            return raw - 1.0
-        return raw
-
 
 _OPERATORS = {Metric.L2: "<->", Metric.COSINE: "<=>", Metric.IP: "<#>", Metric.L1: "<+>"}
-_OPCLASSES = {Metric.L2: "vector_l2_ops", Metric.COSINE: "vector_cosine_ops",
-              Metric.IP: "vector_ip_ops"}
-_SPACES = {Metric.L2: "l2", Metric.COSINE: "cosine", Metric.IP: "ip"}
 
 
 def check_same_dims(a: int, b: int) -> None:

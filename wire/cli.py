@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Verify every file of every database in the data directory against its checksum: "
             "each manifest version, each sealed segment (size and CRC32 recorded in the "
-            "manifest), each HNSW index file, each delete bitmap, and every WAL frame. Prints "
+            "manifest), each vector index file, each delete bitmap, and every WAL frame. Prints "
             "one line per problem, naming the file relative to the data directory and what is "
             "wrong, then a summary. Exits 0 when nothing is damaged, 1 when something is, 2 "
             "when the directory cannot be checked. It only reads: nothing is repaired or "

@@ -12,7 +12,8 @@ OIDs:
     primary-key index / constraint, NOT NULL, defaults  derived from the table OID (`derived_oid`)
     pg_catalog / information_schema tables              `table_oid(name)` (PostgreSQL's where known)
     types                                               sqlvec.types (vector is 16385)
-    hnsw access method and vector operator classes      fixed below FIRST_OID (16387..16399)
+    vector access methods and their operator classes    fixed by their declarations, below
+                                                        FIRST_OID (HNSW: 16387..16395)
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from sqlvec.catalog.catalog import (
     PUBLIC_OID,
     VECTOR_EXTENSION_VERSION,
 )
-from sqlvec.types import TYPES_BY_NAME, TYPES_BY_OID, VECTOR_OID, SqlType, TypeInfo
+from sqlvec.errors import UndefinedObject
+from sqlvec.storage import access_methods
+from sqlvec.types import TYPES_BY_NAME, TYPES_BY_OID, SqlType, TypeInfo
 
 PG_TOAST_OID = 99
 HEAP_AM = 2
 BTREE_AM = 403
-HNSW_AM = 16387
 DEFAULT_COLLATION = 100
 C_COLLATION = 950
 PG_DEFAULT_TABLESPACE = 1663
@@ -50,13 +52,6 @@ PG_EXTENSION_OID = 3079
 PG_DATABASE_OID = 1262
 PG_AM_OID = 2601
 
-# Operator classes: (oid, method oid, name, input type oid, default, family oid).
-VECTOR_OPCLASSES = (
-    (16388, HNSW_AM, "vector_l2_ops", VECTOR_OID, True, 16392),
-    (16389, HNSW_AM, "vector_cosine_ops", VECTOR_OID, False, 16393),
-    (16390, HNSW_AM, "vector_ip_ops", VECTOR_OID, False, 16394),
-    (16391, HNSW_AM, "vector_l1_ops", VECTOR_OID, False, 16395),
-)
 # btree default operator classes of the built-in scalar types (PostgreSQL's OIDs).
 BTREE_OPCLASSES = {
     "bool": (424, "bool_ops"), "bytea": (428, "bytea_ops"), "char": (429, "char_ops"),
@@ -69,6 +64,12 @@ BTREE_OPCLASSES = {
     "numeric": (3125, "numeric_ops"), "uuid": (2968, "uuid_ops"), "jsonb": (4033, "jsonb_ops"),
     "vector": (16396, "vector_ops"),
 }
+
+
+def am_oid(method: str) -> int:
+    """pg_am.oid of an index's access method: a vector method's own, else btree's."""
+    vector = access_methods.find(method)
+    return vector.am_oid if vector is not None else BTREE_AM
 
 
 def derived_oid(table_oid: int, kind: int) -> int:
@@ -350,7 +351,7 @@ class Index:
     oid: int
     name: str
     table_oid: int
-    method: str  # btree | hnsw
+    method: str  # btree or a vector access method (hnsw)
     attnums: list[int]
     opclasses: list[int]
     options: dict
@@ -461,11 +462,14 @@ class CatalogObjects:
                                                ix.oid, ix.attnums))
         for ixdef in d.indexes:
             attnums = [by_name[c].attnum for c in ixdef.columns if c in by_name]
-            if ixdef.method == "hnsw":
-                name = ixdef.opclass or "vector_l2_ops"
-                match = [o for o in VECTOR_OPCLASSES if o[2] == name]
-                opclasses = [match[0][0] if match else 0]
-                names = [None if match and match[0][4] else name]
+            method = access_methods.find(ixdef.method)
+            if method is not None:
+                try:
+                    match = access_methods.opclass(method, ixdef.opclass)
+                except UndefinedObject:
+                    match = None
+                opclasses = [match.oid if match else 0]
+                names = [None if match is not None and match.default else ixdef.opclass]
             else:
                 opclasses = [BTREE_OPCLASSES.get(by_name[c].type.name, (0, ""))[0]
                              for c in ixdef.columns if c in by_name]
@@ -486,7 +490,7 @@ class CatalogObjects:
             self.relations.append(Relation(
                 ix.oid, ix.name, nsp, d.schema, "i",
                 [Column(c.name, c.type, i + 1) for i, c in enumerate(cols)],
-                HNSW_AM if ix.method == "hnsw" else BTREE_AM, tuples, index=ix))
+                am_oid(ix.method), tuples, index=ix))
 
     # Lookups -------------------------------------------------------------------------------------
 

@@ -10,8 +10,9 @@ from functools import lru_cache
 
 from sqlvec.catalog import objects as O
 from sqlvec.catalog.catalog import BOOTSTRAP_SUPERUSER_OID, PG_CATALOG_OID
-from sqlvec.catalog.settings import DEFAULT_SETTINGS, SETTING_INFO
+from sqlvec.catalog.settings import DEFAULT_SETTINGS, INDEX_SETTINGS, SETTING_INFO
 from sqlvec.catalog.virtual import empty, virtual
+from sqlvec.storage import access_methods
 from sqlvec.types import TYPES_BY_NAME
 
 
@@ -218,7 +219,8 @@ def _pg_proc(o) -> dict:
 def _pg_am(o) -> dict:
     return _rows(["oid", "amname", "amhandler", "amtype"],
                  [(O.HEAP_AM, "heap", 0, "t"), (O.BTREE_AM, "btree", 0, "i"),
-                  (405, "hash", 0, "i"), (O.HNSW_AM, "hnsw", 0, "i")])
+                  (405, "hash", 0, "i")]
+                 + [(m.am_oid, m.access_method, 0, "i") for m in access_methods.methods()])
 
 
 @virtual("pg_opclass", _cols("oid oid, opcmethod oid, opcname name, opcnamespace oid, "
@@ -235,9 +237,11 @@ def _pg_opclass(o) -> dict:
             PG_CATALOG_OID
         rows.append((oid, O.BTREE_AM, name, ns, BOOTSTRAP_SUPERUSER_OID, oid + 100000,
                      TYPES_BY_NAME[typname].oid, True, 0))
-    for oid, am, name, intype, default, family in O.VECTOR_OPCLASSES:
-        rows.append((oid, am, name, o.nsp_by_name.get("public", PG_CATALOG_OID),
-                     BOOTSTRAP_SUPERUSER_OID, family, intype, default, 0))
+    for method in access_methods.methods():
+        for oc in method.opclasses:
+            rows.append((oc.oid, method.am_oid, oc.name, o.nsp_by_name.get("public", PG_CATALOG_OID),
+                         BOOTSTRAP_SUPERUSER_OID, oc.family_oid, TYPES_BY_NAME[oc.input_type].oid,
+                         oc.default, 0))
     return _rows(["oid", "opcmethod", "opcname", "opcnamespace", "opcowner", "opcfamily",
                   "opcintype", "opcdefault", "opckeytype"], rows)
 
@@ -245,8 +249,9 @@ def _pg_opclass(o) -> dict:
 @virtual("pg_opfamily", _cols("oid oid, opfmethod oid, opfname name, opfnamespace oid, "
                               "opfowner oid"))
 def _pg_opfamily(o) -> dict:
-    rows = [(family, am, name, o.nsp_by_name.get("public", PG_CATALOG_OID),
-             BOOTSTRAP_SUPERUSER_OID) for _oid, am, name, _t, _d, family in O.VECTOR_OPCLASSES]
+    rows = [(oc.family_oid, method.am_oid, oc.name, o.nsp_by_name.get("public", PG_CATALOG_OID),
+             BOOTSTRAP_SUPERUSER_OID)
+            for method in access_methods.methods() for oc in method.opclasses]
     return _rows(["oid", "opfmethod", "opfname", "opfnamespace", "opfowner"], rows)
 
 
@@ -399,9 +404,12 @@ def _pg_settings(o) -> dict:
     for name in sorted(settings, key=str.lower):
         info = SETTING_INFO.get(name, ("", "user", "string", "Sqlvec settings"))
         unit, context, vartype, category = info
-        rows.append((name, settings[name], unit or None, category, "", None, context, vartype,
+        declared = INDEX_SETTINGS.get(name)  # a vector access method's, with bounds
+        low, high = (str(declared.min), str(declared.max)) if declared else (None, None)
+        rows.append((name, settings[name], unit or None, category,
+                     declared.description if declared else "", None, context, vartype,
                      "session" if settings[name] != DEFAULT_SETTINGS.get(name) else "default",
-                     None, None, None, DEFAULT_SETTINGS.get(name), DEFAULT_SETTINGS.get(name),
+                     low, high, None, DEFAULT_SETTINGS.get(name), DEFAULT_SETTINGS.get(name),
                      None, None, False))
     return _rows([c for c, _ in PG_SETTINGS], rows)
 

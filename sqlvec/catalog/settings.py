@@ -1,6 +1,7 @@
 """Server settings: defaults, the names clients use, which ones are reported to clients, and
 the parsing of values with units (`work_mem = '64MB'`, `statement_timeout = '5s'`), and which
-ones a session may not change."""
+ones a session may not change. Settings that vector access methods read (`hnsw.ef_search`)
+come from their declarations (storage/access_methods.py), checked by `check_value`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import math
 import re
 
 from sqlvec.errors import CantChangeRuntimeParam, InvalidParameterValue
+from sqlvec.storage import access_methods
+from sqlvec.storage.vector_index import IndexSetting
 
 SERVER_VERSION = "16.4"
 VERSION_TEXT = f"PostgreSQL {SERVER_VERSION} (sqlvec 0.1.0) on x86_64-pc-linux-gnu, compiled by Python"
@@ -32,7 +35,6 @@ DEFAULT_SETTINGS: dict[str, str] = {
     "statement_timeout": "0",
     "transaction_isolation": "read committed",
     "default_transaction_isolation": "read committed",
-    "hnsw.ef_search": "40",
     "sqlvec.exact": "off",
     "max_identifier_length": "63",
     "lc_collate": "C",
@@ -104,7 +106,6 @@ SETTING_INFO: dict[str, tuple[str, str, str, str]] = {
                                "Authentication"),
     "ssl": ("", "sighup", "bool", "Connections and Authentication / SSL"),
     "data_directory": ("", "postmaster", "string", "File Locations"),
-    "hnsw.ef_search": ("", "user", "integer", "Customized Options"),
     "sqlvec.exact": ("", "user", "bool", "Customized Options"),
     "jit": ("", "user", "bool", "Query Tuning / Other Planner Options"),
     "standard_conforming_strings": ("", "user", "bool", "Version and Platform Compatibility"),
@@ -119,6 +120,33 @@ REPORTED = {"server_version", "server_encoding", "client_encoding", "DateStyle",
             "in_hot_standby", "search_path"}
 
 CANONICAL = {k.lower(): k for k in DEFAULT_SETTINGS}
+
+# Settings declared by vector access methods, by name (kept in step with the registry).
+INDEX_SETTINGS: dict[str, IndexSetting] = {}
+
+
+def _index_settings(method, registered: bool) -> None:
+    for setting in method.settings:
+        if registered:
+            INDEX_SETTINGS[setting.name] = setting
+            DEFAULT_SETTINGS[setting.name] = str(setting.default)
+            SETTING_INFO[setting.name] = ("", "user", "integer", "Customized Options")
+            CANONICAL[setting.name.lower()] = setting.name
+        else:
+            INDEX_SETTINGS.pop(setting.name, None)
+            DEFAULT_SETTINGS.pop(setting.name, None)
+            SETTING_INFO.pop(setting.name, None)
+            CANONICAL.pop(setting.name.lower(), None)
+
+
+access_methods.watch(_index_settings)
+
+
+def check_value(name: str, value: str) -> str:
+    """A new value of a setting as stored, for settings whose values are checked here (those
+    of vector access methods: 22023 with PostgreSQL's messages); others are returned as given."""
+    setting = INDEX_SETTINGS.get(name)
+    return value if setting is None else str(setting.parse(value))
 
 
 

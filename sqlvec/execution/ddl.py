@@ -21,9 +21,9 @@ from sqlvec.errors import (
 )
 from sqlvec.sql.binder import SYSTEM_COLUMNS, serial_kind, sql_type
 from sqlvec.sql.dialect import to_sql
+from sqlvec.storage import access_methods
 from sqlvec.storage.schema import ColumnDef, IndexDef
 from sqlvec.types import SqlType
-from sqlvec.vectors import Metric
 
 
 def _literal_default(e: exp.Expression) -> str:
@@ -214,7 +214,7 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
         if not table.def_.has_column(inner.name):
             raise UndefinedColumn(f'column "{inner.name}" does not exist')
         col_names.append(inner.name)
-    options = {}
+    given: list[tuple[str, object]] = []
     with_ = params.args.get("with_storage") if params is not None else None
     if with_ and not isinstance(with_, bool):
         props = with_ if isinstance(with_, list) else (
@@ -222,31 +222,12 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
         for prop in props:
             key = prop.this.name.lower() if isinstance(prop, (exp.EQ, exp.Property)) else str(prop)
             value = prop.args.get("value") if isinstance(prop, exp.Property) else prop.expression
-            options[key] = int(value.this) if isinstance(value, exp.Literal) else value.name
-    if method not in ("hnsw", "btree"):
-        raise FeatureNotSupported(f'access method "{method}" is not supported',
-                                  hint="sqlvec supports USING hnsw for vectors and btree.")
-    if method == "hnsw":
-        if len(col_names) != 1:
-            raise FeatureNotSupported("hnsw indexes on several columns are not supported")
-        col = table.def_.column(col_names[0])
-        if not col.type.is_vector:
-            raise SqlVecError(f'data type {col.type.format()} has no default operator class for '
-                              'access method "hnsw"', sqlstate="42704",
-                              hint="You must specify an operator class for the index or define a "
-                                   "default operator class for the data type.")
-        opclass = opclass or "vector_l2_ops"
-        try:
-            Metric.from_opclass(opclass)
-        except KeyError:
-            if opclass == "vector_l1_ops":
-                raise FeatureNotSupported("operator class vector_l1_ops is not supported by hnsw "
-                                          "indexes here") from None
-            raise UndefinedObject(f'operator class "{opclass}" does not exist for access method '
-                                  '"hnsw"') from None
-        unknown = set(options) - {"m", "ef_construction"}
-        if unknown:
-            raise SqlVecError(f'unrecognized parameter "{sorted(unknown)[0]}"', sqlstate="22023")
+            given.append((key, _option_value(value)))
+    if method == "btree":
+        options = dict(given)
+    else:  # a vector access method (0A000 for any other), checked as its declaration says
+        opclass, options = access_methods.check_definition(
+            method, [table.def_.column(c) for c in col_names], opclass, given)
     if stmt.args.get("unique"):
         raise FeatureNotSupported("UNIQUE indexes are not supported")
     name = index.name or _default_index_name(catalog, table.def_.name, col_names,
@@ -259,6 +240,20 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
                           method=method, opclass=opclass, options=options)
     catalog.store.create_index(table.id, definition, progress=progress)
     return "CREATE INDEX"
+
+
+def _option_value(value: exp.Expression | None) -> object:
+    """A WITH (...) value as given: a number or a string (the access method parses it)."""
+    if isinstance(value, exp.Literal):
+        if value.is_string:
+            return value.this
+        try:
+            return int(value.this)
+        except ValueError:
+            return value.this
+    if isinstance(value, exp.Neg) and isinstance(value.this, exp.Literal):
+        return f"-{value.this.this}"
+    return None if value is None else value.name
 
 
 def _default_index_name(catalog: Catalog, table: str, columns: list[str], schema: str) -> str:

@@ -2,9 +2,11 @@
 
 The planner's `VectorTopK` node becomes a `VectorTopKOp`: the query vector and k are evaluated
 once, the scan's filter is applied per segment, and each segment answers with its own top-k
-(HNSW where it has an index for the column and metric, exact otherwise); the table snapshot
-merges them (storage/table.py). Inside a transaction with uncommitted writes to the table, the
-operator falls back to an exact scan of what the transaction sees.
+(through its vector index where the table has one for the column and metric, whatever its
+access method; exact otherwise); the table snapshot merges them (storage/table.py). The index's
+knob (hnsw.ef_search) is read from the session's settings by its access method. Inside a
+transaction with uncommitted writes to the table, the operator falls back to an exact scan of
+what the transaction sees.
 """
 
 from __future__ import annotations
@@ -136,11 +138,10 @@ class VectorTopKOp(OneRowOp):
     bounds: list
 
     def _settings(self, ctx) -> dict:
-        ef = int(ctx.settings.get("hnsw.ef_search", 40))
         exact = str(ctx.settings.get("sqlvec.exact", "off")).lower() in ("on", "true", "1")
         target = str(ctx.settings.get("sqlvec.target_recall", "off")).lower()
         recall = None if target in ("off", "", "0") else float(target)
-        return {"ef": max(ef, 1), "exact": exact, "target_recall": recall}
+        return {"settings": ctx.settings, "exact": exact, "target_recall": recall}
 
     def plan_segments(self, ctx, outer=None) -> list[SegmentPlan]:
         """The per-segment strategies this query would use now (EXPLAIN without ANALYZE)."""
@@ -210,10 +211,8 @@ def segment_summary(plans: list[SegmentPlan], analyze: bool) -> list[str]:
     for p in plans:
         name = "growing" if p.segment < 0 else f"segment {p.segment}"
         text = f"{name}: {p.strategy} candidates={p.eligible}/{p.rows} k={p.k}"
-        if p.strategy.startswith("hnsw"):
-            text += f" ef={p.ef}"
-            if p.estimated_recall is not None:
-                text += f" est_recall={p.estimated_recall:.3f}"
+        if p.detail:
+            text += f" {p.detail}"
         if analyze:
             text += f" rows={p.returned} time={p.seconds * 1000:.3f} ms"
             if p.widened:

@@ -6,11 +6,12 @@ It only reads: nothing is repaired, truncated or removed, so it is safe beside a
 Per database directory:
 - every retained manifest version: its JSON, keys and checksum (manifest.py);
 - against the newest intact manifest, every table's files: each sealed segment's size and CRC32
-  (segment.py), each HNSW index file's CRC32 (hnsw.py), each delete bitmap's header and CRC32
-  (deletes.py);
+  (segment.py), each vector index file's CRC32 (whatever its access method), each delete
+  bitmap's header and CRC32 (deletes.py);
 - the write-ahead log: every file's header, each frame's CRC and LSN sequence (wal.py), and that
   the log still holds every record after the oldest table checkpoint.
-Parquet and hnswlib never parse the files: a CRC32 over the bytes is both cheaper and stricter.
+Neither Parquet nor an index's library parses the files: a CRC32 over the bytes is both cheaper
+and stricter.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def _check_tables(directory: str, root: str, body: dict[str, Any], report: Check
             f'{tdef["schema"]}.{tdef["name"]}'
         tdir = os.path.join(directory, "tables", str(tdef["id"]))
         of_table = f'of table "{name}"'
+        methods = {ix["name"]: ix.get("method", "hnsw") for ix in tdef.get("indexes") or []}
         for smeta in tmeta["segments"]:
             path = os.path.join(tdir, smeta["file"])
             report.checked[SEGMENT] += 1
@@ -137,7 +139,8 @@ def _check_tables(directory: str, root: str, body: dict[str, Any], report: Check
                 if problem is not None:
                     report.findings.append(Finding(
                         _rel(os.path.join(tdir, imeta["file"]), root),
-                        f'HNSW index file of index "{ix_name}" {of_table} {problem}; the server '
+                        f'{methods.get(ix_name, "hnsw").upper()} index file of index '
+                        f'"{ix_name}" {of_table} {problem}; the server '
                         "rebuilds it from its segment when it opens the database"))
             dmeta = smeta.get("deletes")
             if dmeta:

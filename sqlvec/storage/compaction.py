@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from sqlvec.storage import access_methods
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.schema import ROWID
 from sqlvec.storage.segment import Segment
@@ -100,7 +101,7 @@ def run(store: Store, table: Table, group: list[Segment]) -> bool:
         new = Segment(seg_id, merged.combine_chunks(), None)
         try:
             store.write_segment(table, new)
-            for index in table.def_.hnsw_indexes:
+            for index in access_methods.vector_indexes(table.def_):
                 store.build_detached(table, new, index)
         except BaseException:  # e.g. a full disk: the old segments stay, nothing is lost
             store.release_segment_files(new)

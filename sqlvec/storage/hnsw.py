@@ -1,4 +1,17 @@
-"""One hnswlib graph over the vectors of one sealed segment; labels are row positions (0..n-1).
+"""HNSW, the first vector access method: one hnswlib graph per sealed segment.
+
+`HnswIndex` implements the `VectorIndex` protocol (vector_index.py) for `CREATE INDEX … USING
+hnsw (col vector_l2_ops|vector_cosine_ops|vector_ip_ops) WITH (m, ef_construction)` as pgvector
+has it, searched with `hnsw.ef_search`; labels are row positions (0..n-1).
+
+Metrics and hnswlib spaces: hnswlib's distances are converted into pgvector's values.
+
+| SQL | opclass           | hnswlib space | hnswlib gives | convert |
+|-----|-------------------|---------------|---------------|---------|
+| <-> | vector_l2_ops     | l2            | squared L2    | sqrt    |
+| <=> | vector_cosine_ops | cosine        | 1 - cosine    | none    |
+| <#> | vector_ip_ops     | ip            | 1 - a . b     | d - 1   |
+| <+> | vector_l1_ops     | (none: listed in the catalogs as pgvector has it, refused here) |
 
 On-disk file
 ============
@@ -43,7 +56,7 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -52,11 +65,31 @@ import hnswlib
 import numpy as np
 
 from sqlvec.errors import DataCorrupted, FeatureNotSupported, InvalidParameterValue
+from sqlvec.storage.vector_index import (
+    IndexBuildCancelled,
+    IndexOption,
+    IndexSetting,
+    OpClass,
+    recall_curve,
+)
 from sqlvec.vectors import Metric, check_same_dims
 
-# pgvector's reloption bounds for hnsw.
-M_RANGE = (2, 100)
-EF_CONSTRUCTION_RANGE = (4, 1000)
+# pgvector's reloptions and setting for hnsw, with its defaults and bounds.
+M_OPTION = IndexOption("m", 16, 2, 100)
+EF_CONSTRUCTION_OPTION = IndexOption("ef_construction", 64, 4, 1000)
+EF_SEARCH = IndexSetting("hnsw.ef_search", 40, 1, 1000,
+                         "Sets the size of the dynamic candidate list for search.")
+
+# hnswlib's space per metric; pgvector's OIDs are fixed below the first user OID (objects.py).
+SPACES = {Metric.L2: "l2", Metric.COSINE: "cosine", Metric.IP: "ip"}
+OPCLASSES = (
+    OpClass("vector_l2_ops", Metric.L2, 16388, 16392, default=True),
+    OpClass("vector_cosine_ops", Metric.COSINE, 16389, 16393),
+    OpClass("vector_ip_ops", Metric.IP, 16390, 16394),
+    OpClass("vector_l1_ops", Metric.L1, 16391, 16395, supported=False),
+)
+# The ladder of ef values a calibration measures recall at.
+CALIBRATION_EFS = (10, 16, 24, 32, 40, 64, 100, 160, 256, 400)
 
 # Rows added per add_items call: the unit of progress reporting and of cancellation latency.
 BUILD_CHUNK_ROWS = 10_000
@@ -66,45 +99,40 @@ _LABEL_BYTES = 8
 _CRC_CHUNK = 1 << 20
 
 
-class IndexBuildCancelled(Exception):
-    """`should_stop` asked a build to stop; nothing was written."""
-
-
 @dataclass(frozen=True)
 class HnswParams:
     """What `CREATE INDEX … USING hnsw (col <opclass>) WITH (m, ef_construction)` fixes."""
 
     metric: Metric
-    m: int = 16
-    ef_construction: int = 64
+    m: int = M_OPTION.default
+    ef_construction: int = EF_CONSTRUCTION_OPTION.default
 
     def __post_init__(self) -> None:
         if not isinstance(self.metric, Metric):
             raise TypeError(f"metric must be a Metric, not {type(self.metric).__name__}")
-        if self.metric.hnsw_space is None:
+        if self.metric not in SPACES:
             raise FeatureNotSupported(
                 f"hnsw indexes do not support {self.metric.name} distance ({self.metric.operator})",
                 hint="Use vector_l2_ops, vector_cosine_ops or vector_ip_ops.",
             )
-        _check_int_option("m", self.m, M_RANGE)
-        _check_int_option("ef_construction", self.ef_construction, EF_CONSTRUCTION_RANGE)
+        for option, value in ((M_OPTION, self.m), (EF_CONSTRUCTION_OPTION, self.ef_construction)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise InvalidParameterValue(
+                    f'invalid value for integer option "{option.name}": {value}')
+            option.parse(value)
         if self.ef_construction < 2 * self.m:
             raise InvalidParameterValue("ef_construction must be greater than or equal to 2 * m")
 
 
-def _check_int_option(name: str, value: object, bounds: tuple[int, int]) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidParameterValue(f'invalid value for integer option "{name}": {value}')
-    low, high = bounds
-    if not low <= value <= high:
-        raise InvalidParameterValue(
-            f'value {value} out of bounds for option "{name}"',
-            detail=f'Valid values are between "{low}" and "{high}".',
-        )
-
-
 class HnswIndex:
-    """An immutable (after build) HNSW graph, safe to search from many threads at once."""
+    """An immutable (after build) HNSW graph, safe to search from many threads at once: the
+    `hnsw` access method (a `VectorIndex`)."""
+
+    access_method = "hnsw"
+    am_oid = 16387
+    opclasses = OPCLASSES
+    options = (M_OPTION, EF_CONSTRUCTION_OPTION)
+    settings = (EF_SEARCH,)
 
     def __init__(
         self, index: hnswlib.Index, params: HnswParams, dim: int, label_bound: int
@@ -123,6 +151,13 @@ class HnswIndex:
         self.calibration: list[tuple[int, float]] = []
 
     # Build ----------------------------------------------------------------------------------
+
+    @classmethod
+    def make_params(cls, metric: Metric, options: Mapping[str, int]) -> HnswParams:
+        """The parameters of an index with these options (pgvector's defaults for the rest)."""
+        return HnswParams(metric, m=int(options.get("m", M_OPTION.default)),
+                          ef_construction=int(options.get("ef_construction",
+                                                          EF_CONSTRUCTION_OPTION.default)))
 
     @classmethod
     def build(
@@ -158,7 +193,7 @@ class HnswIndex:
         total = int(positions.size)
         contiguous = total == n  # every row goes in: add slices, no gathering copies
 
-        index = hnswlib.Index(space=params.metric.hnsw_space, dim=dim)
+        index = hnswlib.Index(space=SPACES[params.metric], dim=dim)
         index.init_index(
             max_elements=max(total, 1),
             M=params.m,
@@ -221,7 +256,7 @@ class HnswIndex:
                 header = f.read(_HEADER.size)
                 size = os.fstat(f.fileno()).st_size
             count = _check_header(path, header, size, params, dim)
-            index = hnswlib.Index(space=params.metric.hnsw_space, dim=dim)
+            index = hnswlib.Index(space=SPACES[params.metric], dim=dim)
             # Capacity = stored rows: a damaged max_elements field cannot make hnswlib allocate.
             index.load_index(str(path), max_elements=max(count, 1))
         except OSError as e:
@@ -280,7 +315,22 @@ class HnswIndex:
             except RuntimeError:
                 # "Cannot return the results in a contiguous 2D array": fewer than k found.
                 return None
-        return labels[0].astype(np.int64), self._params.metric.from_hnsw(raw[0])
+        return labels[0].astype(np.int64), pgvector_distances(self._params.metric, raw[0])
+
+    def calibrate(self, vectors: np.ndarray, valid: np.ndarray | None) -> list[tuple[int, float]]:
+        """Recall@10 at the ladder of ef values (vector_index.recall_curve)."""
+        return recall_curve(self, self._params.metric, vectors, valid, CALIBRATION_EFS)
+
+    @classmethod
+    def search_knob(cls, settings: Mapping[str, str] | None) -> int:
+        """ef for a search: the session's `hnsw.ef_search`."""
+        return EF_SEARCH.read(settings)
+
+    def explain(self, knob: int, estimated_recall: float | None) -> str:
+        text = f"ef={knob}"
+        if estimated_recall is not None:
+            text += f" est_recall={estimated_recall:.3f}"
+        return text
 
     # Introspection --------------------------------------------------------------------------
 
@@ -315,6 +365,16 @@ class HnswIndex:
             f"HnswIndex({p.metric.name}, dim={self._dim}, m={p.m}, "
             f"ef_construction={p.ef_construction}, indexed={self._count})"
         )
+
+
+def pgvector_distances(metric: Metric, raw: np.ndarray) -> np.ndarray:
+    """hnswlib's distances as pgvector's values (float64): sqrt for l2, d - 1 for ip."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if metric is Metric.L2:
+        return np.sqrt(np.maximum(raw, 0.0))
+    if metric is Metric.IP:
+        return raw - 1.0
+    return raw
 
 
 def _crc_of(f: BinaryIO) -> int:

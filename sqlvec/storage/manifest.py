@@ -47,10 +47,11 @@ FORMAT_VERSION = 1
 
 FEATURE_WAL_V1 = "wal-v1"
 FEATURE_WAL_V2 = "wal-v2"  # frames carry the durable LSN (wal.py); v1 files are still read
-FEATURE_HNSW_PER_SEGMENT = "hnsw-per-segment"
+# Per-segment vector index files listed in the manifest; named when HNSW was the only method.
+FEATURE_INDEXES_PER_SEGMENT = "hnsw-per-segment"
 FEATURE_DELETE_BITMAPS = "delete-bitmaps"
 SUPPORTED_FEATURES: frozenset[str] = frozenset(
-    {FEATURE_WAL_V1, FEATURE_WAL_V2, FEATURE_HNSW_PER_SEGMENT, FEATURE_DELETE_BITMAPS}
+    {FEATURE_WAL_V1, FEATURE_WAL_V2, FEATURE_INDEXES_PER_SEGMENT, FEATURE_DELETE_BITMAPS}
 )
 
 MANIFEST_DIR = "manifest"

@@ -63,16 +63,17 @@ class ColumnDef:
 
 @dataclass(frozen=True)
 class IndexDef:
-    """A secondary index. `method` is "hnsw" (one hnswlib graph per sealed segment) or "btree"
-    (accepted for compatibility; point lookups use the unique keys' indexes and vectorized
-    scans)."""
+    """A secondary index. `method` is a vector access method (access_methods.py: one index
+    per sealed segment) or "btree" (accepted for compatibility; point lookups use the unique
+    keys' indexes and vectorized scans). Manifests written before `method` was recorded hold
+    HNSW indexes."""
 
     name: str
     oid: int
     columns: tuple[str, ...]  # SQL column names at creation; kept in step with renames
     method: str = "hnsw"
-    opclass: str | None = None  # vector_l2_ops | vector_cosine_ops | vector_ip_ops
-    options: dict = field(default_factory=dict)  # {"m": 16, "ef_construction": 64}
+    opclass: str | None = None  # the method's operator class, e.g. vector_cosine_ops
+    options: dict = field(default_factory=dict)  # WITH (...) as given: {"m": 16}
 
     def to_json(self) -> dict:
         return {
@@ -139,10 +140,6 @@ class TableDef:
         if not self.primary_key:
             return ()
         return (KeyDef(f"{self.name}_pkey", self.primary_key, primary=True),)
-
-    @property
-    def hnsw_indexes(self) -> tuple[IndexDef, ...]:
-        return tuple(ix for ix in self.indexes if ix.method == "hnsw")
 
     def arrow_schema(self) -> pa.Schema:
         """The logical schema scans return (SQL names, declared types)."""

@@ -6,20 +6,22 @@ eligible rows is known exactly before any vector work. The strategy per segment:
 - ``skip``: no eligible row (or min/max statistics prove the filter cannot match);
 - ``exact``: an exact scan of the eligible rows (BLAS), when they are few or the segment has no
   index for this column and metric (the growing segment is always exact);
-- ``hnsw``: the HNSW graph alone, when (almost) every row is eligible;
-- ``hnsw-postfilter``: the graph queried for k / selectivity × 2 nearest rows, filtered with the
-  eligibility mask in NumPy and widened (× 4) until k survive — everything stays in C, no Python
-  callback per visited node.
+- ``<method>`` (``hnsw``): the segment's index alone, when (almost) every row is eligible;
+- ``<method>-postfilter`` (``hnsw-postfilter``): the index queried for k / selectivity × 2
+  nearest rows, filtered with the eligibility mask in NumPy and widened (× 4) until k survive —
+  everything stays in C, no Python callback per visited node.
 
-The exact/HNSW crossover comes from the cost model in `SearchPolicy` (measured, see
-docs/benchmarks.md): exact costs about `exact_row_cost` per eligible row, post-filtered HNSW
-about `hnsw_label_cost` per over-queried label (k / selectivity × 2), so exact wins while
-eligible² < (hnsw_label_cost / exact_row_cost) · 2k · rows. Whatever HNSW returns, a segment never
-contributes fewer than min(k, eligible) rows: when the graph comes back short, exact finishes.
+Indexes are used only through the `VectorIndex` protocol (vector_index.py), whatever their
+access method. The exact/index crossover comes from the cost model in `SearchPolicy`
+(measured for HNSW, see docs/benchmarks.md): exact costs about `exact_row_cost` per eligible
+row, a post-filtered index search about `index_label_cost` per over-queried label
+(k / selectivity × 2), so exact wins while eligible² < (index_label_cost / exact_row_cost) · 2k ·
+rows. Whatever the index returns, a segment never contributes fewer than min(k, eligible) rows:
+when it comes back short, exact finishes.
 
-`target_recall` replaces ef_search: every index keeps a calibration (recall@10 measured at a
-ladder of ef values on sampled queries when it was built, recorded as a lower confidence bound)
-and the smallest ef whose recorded recall reaches the target is used.
+`target_recall` replaces the method's knob (ef_search): every index keeps a calibration (recall@10
+measured at a ladder of knob values on sampled queries when it was built, recorded as a lower
+confidence bound) and the smallest knob whose recorded recall reaches the target is used.
 """
 
 from __future__ import annotations
@@ -32,18 +34,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sqlvec.storage.hnsw import HnswIndex
 from sqlvec.storage.segment import SegmentView
-from sqlvec.vectors import Metric, top_k, top_k_batch
+from sqlvec.storage.vector_index import VectorIndex
+from sqlvec.vectors import Metric, top_k
 from sqlvec.vectors import distances as exact_distances
-
-# Calibration queries are indexed rows moved by this share of the data's per-dimension spread:
-# near the data as real queries are, and measured (tests/sqlvec/storage/test_search.py and the
-# suite) to be harder than fresh draws from the data's distribution, so the curve errs low.
-CALIBRATION_NOISE = 0.3
-# Each point of the curve is mean recall minus this many standard errors (about 99.9% one-sided),
-# so a target is met by real queries, not only on average over runs of the calibration.
-CALIBRATION_SIGMAS = 3.0
 
 
 @dataclass(frozen=True)
@@ -51,9 +45,8 @@ class SearchPolicy:
     """Knobs of the per-segment choice (defaults measured on 100k × 128, m=16)."""
 
     exact_row_cost: float = 0.3  # µs per eligible row scanned exactly
-    hnsw_label_cost: float = 1.0  # µs per label an over-queried HNSW search returns
+    index_label_cost: float = 1.0  # µs per label an over-queried index search returns
     overquery_factor: float = 2.0
-    max_hnsw_fraction_for_exact: float = 0.5  # never scan exactly more than this share
 
 
 @dataclass
@@ -63,14 +56,16 @@ class SegmentPlan:
     segment: int  # segment id (-1: growing)
     rows: int  # live rows with a vector
     eligible: int  # rows passing the filter (and live, with a vector)
-    strategy: str
-    ef: int = 0
+    strategy: str  # skip | exact | <method> | <method>-postfilter
+    ef: int = 0  # the index's knob (hnsw.ef_search)
     k: int = 0
     estimated_recall: float | None = None
     returned: int = 0
     seconds: float = 0.0
     widened: int = 0  # times the post-filter over-query was widened
-    fallback: bool = False  # HNSW came back short; exact finished the segment
+    fallback: bool = False  # the index came back short; exact finished the segment
+    method: str | None = None  # the access method searched, when an index is
+    detail: str = ""  # the index's EXPLAIN text for its knob ("ef=40 est_recall=0.950")
 
     @property
     def selectivity(self) -> float:
@@ -84,7 +79,7 @@ class SegmentSearch:
     view: SegmentView
     plan: SegmentPlan
     mask: np.ndarray | None
-    index: HnswIndex | None
+    index: VectorIndex | None
     matrix: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
 
 
@@ -102,26 +97,29 @@ def plan_segment(view: SegmentView, physical: str, dims: int, metric: Metric, k:
     mask = _combine(base, allowed)
     eligible = rows if allowed is None else int(np.count_nonzero(mask))
     index = data.index(index_name) if index_name and not exact else None
+    method = type(index).access_method if index is not None else None
     if eligible == 0:
         strategy = "skip"
     elif index is None:
         strategy = "exact"
     elif allowed is None or eligible == rows:
-        strategy = "hnsw"
+        strategy = method
     else:
         selectivity = eligible / max(rows, 1)
         exact_cost = eligible * policy.exact_row_cost
-        hnsw_cost = policy.hnsw_label_cost * policy.overquery_factor * k / selectivity
-        strategy = "exact" if (exact_cost <= hnsw_cost or
-                               eligible <= k) else "hnsw-postfilter"
+        index_cost = policy.index_label_cost * policy.overquery_factor * k / selectivity
+        strategy = "exact" if (exact_cost <= index_cost or
+                               eligible <= k) else f"{method}-postfilter"
     plan = SegmentPlan(data.id, rows, eligible, strategy, k=min(k, eligible))
-    if strategy.startswith("hnsw"):
+    if index is not None and strategy not in ("skip", "exact"):
+        plan.method = method
         plan.ef, plan.estimated_recall = choose_ef(index, ef, target_recall)
+        plan.detail = index.explain(plan.ef, plan.estimated_recall)
     return SegmentSearch(view, plan, mask, index, matrix)
 
 
-def choose_ef(index: HnswIndex, ef: int, target_recall: float | None) -> tuple[int, float | None]:
-    """ef_search to use and the recall the index's calibration predicts for it."""
+def choose_ef(index: VectorIndex, ef: int, target_recall: float | None) -> tuple[int, float | None]:
+    """The knob (ef_search) to use and the recall the index's calibration predicts for it."""
     curve = index.calibration
     if target_recall is not None and curve:
         for ef_value, recall in curve:
@@ -147,8 +145,8 @@ def run_segment(search: SegmentSearch, metric: Metric, query: np.ndarray) -> tup
     try:
         if plan.strategy == "skip" or plan.k == 0:
             return np.empty(0, np.int64), np.empty(0)
-        if plan.strategy.startswith("hnsw") and search.index is not None:
-            found = _hnsw(search, query, plan)
+        if plan.method is not None and search.index is not None:
+            found = _indexed(search, query, plan)
             if found is not None:
                 out = _rescore(metric, search.matrix, query, found)
                 plan.returned = out[0].size
@@ -167,7 +165,7 @@ _POOL: ThreadPoolExecutor | None = None
 def run_all(searches: list[SegmentSearch], metric: Metric,
             query: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """Run planned segment searches, in parallel threads when more than one does vector work
-    (hnswlib and BLAS release the GIL)."""
+    (hnswlib and BLAS release the GIL; other methods should too)."""
     global _POOL
     busy = [s for s in searches if s.plan.strategy != "skip"]
     if len(busy) <= 1:
@@ -178,13 +176,13 @@ def run_all(searches: list[SegmentSearch], metric: Metric,
     return list(_POOL.map(lambda s: run_segment(s, metric, query), searches))
 
 
-def _hnsw(search: SegmentSearch, query: np.ndarray, plan: SegmentPlan) -> np.ndarray | None:
+def _indexed(search: SegmentSearch, query: np.ndarray, plan: SegmentPlan) -> np.ndarray | None:
     index, mask, want = search.index, search.mask, plan.k
     assert index is not None
     if mask is None:
         found = index.search(query, want, ef=plan.ef)
         return None if found is None or found[0].size < want else found[0]
-    # Over-query the unfiltered graph and filter in NumPy; widen until enough survive.
+    # Over-query the unfiltered index and filter in NumPy; widen until enough survive.
     selectivity = max(plan.eligible / max(plan.rows, 1), 1e-9)
     ask = min(index.indexed_count, max(want, int(math.ceil(want / selectivity * 2))))
     while True:
@@ -216,35 +214,3 @@ def _combine(*masks: np.ndarray | None) -> np.ndarray | None:
             continue
         out = m if out is None else (out & m)
     return out
-
-
-def calibrate(index: HnswIndex, matrix: np.ndarray, valid: np.ndarray | None, *,
-              samples: int = 400, k: int = 10, seed: int = 7) -> list[tuple[int, float]]:
-    """Lower confidence bound of recall@k of `index` at a ladder of ef values, on queries
-    sampled from its own rows (moved by CALIBRATION_NOISE of the spread, so they are near the
-    data without being rows of it)."""
-    usable = np.flatnonzero(valid) if valid is not None else np.arange(matrix.shape[0])
-    if index.params.metric is Metric.COSINE:
-        norms = np.einsum("ij,ij->i", matrix[usable], matrix[usable])
-        usable = usable[norms > 0]
-    if usable.size < 2 * k:
-        return []
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(usable, size=min(samples, usable.size), replace=False)
-    spread = matrix[usable[: min(usable.size, 20_000)]].std(axis=0)
-    queries = matrix[picks] + CALIBRATION_NOISE * spread * rng.standard_normal((picks.size, matrix.shape[1])).astype(np.float32)
-    mask = None if valid is None else valid
-    truth = [set(row[row >= 0].tolist())
-             for row in top_k_batch(index.params.metric, matrix, queries, k, mask)]
-    curve = []
-    for ef in (10, 16, 24, 32, 40, 64, 100, 160, 256, 400):
-        recalls = np.zeros(len(truth))
-        for i, (q, t) in enumerate(zip(queries, truth)):
-            found = index.search(q, k, ef=ef)
-            if found is not None:
-                recalls[i] = len(t.intersection(found[0].tolist())) / max(len(t), 1)
-        bound = recalls.mean() - CALIBRATION_SIGMAS * recalls.std() / math.sqrt(recalls.size)
-        curve.append((ef, round(float(max(bound, 0.0)), 4)))
-        if recalls.mean() >= 0.999:
-            break
-    return curve

@@ -1,8 +1,9 @@
 """Segments: the unit of storage, search and (later) distribution.
 
-A *sealed* segment is an immutable Parquet file plus, per HNSW index of the table, one hnswlib
-graph file beside it. The growing segment (memtable.py) offers the same read interface, so scans
-and searches treat both alike; only sealed segments have indexes and min/max statistics.
+A *sealed* segment is an immutable Parquet file plus, per vector index of the table, one index
+file beside it (its access method's format: hnsw.py for HNSW). The growing segment
+(memtable.py) offers the same read interface, so scans and searches treat both alike; only
+sealed segments have indexes and min/max statistics.
 
 Parquet layout of `seg-<id>.parquet` (format version 1):
 - column `_rowid` int64, ascending, unique within the table: the row's identity.
@@ -29,8 +30,8 @@ import pyarrow.parquet as pq
 from sqlvec.errors import DamagedFile
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.fsutil import crc32_file, fsync_dir
-from sqlvec.storage.hnsw import HnswIndex
 from sqlvec.storage.schema import ROWID
+from sqlvec.storage.vector_index import VectorIndex
 
 
 def vector_matrix(array: pa.Array | pa.ChunkedArray, dims: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -123,7 +124,7 @@ class SegmentData:
         found = self.rowids[pos_clipped] == rowids
         return found, pos_clipped
 
-    def index(self, name: str) -> HnswIndex | None:
+    def index(self, name: str) -> VectorIndex | None:
         return None
 
     def stats(self, physical: str) -> tuple[object, object] | None:
@@ -142,17 +143,17 @@ class Segment(SegmentData):
         self.path = path  # None until the Parquet file is durable
         self.crc32: int | None = None
         self.file_bytes: int | None = None
-        self._indexes: dict[str, HnswIndex] = {}
+        self._indexes: dict[str, VectorIndex] = {}
         self.index_files: dict[str, tuple[str, int]] = {}  # name -> (file name, crc32)
 
     # Indexes ----------------------------------------------------------------------------------
     # Attached after a background build; readers that took a snapshot earlier simply see the
     # index appear, which is safe because the segment's rows never change.
 
-    def index(self, name: str) -> HnswIndex | None:
+    def index(self, name: str) -> VectorIndex | None:
         return self._indexes.get(name)
 
-    def attach_index(self, name: str, index: HnswIndex) -> None:
+    def attach_index(self, name: str, index: VectorIndex) -> None:
         self._indexes[name] = index
 
     def detach_index(self, name: str) -> None:

@@ -6,7 +6,8 @@ Layout of `<data-dir>/<database>/`:
     manifest/manifest-<version>.json   versioned, checksummed (manifest.py)
     wal/<first-lsn>.wal                the write-ahead log (wal.py)
     tables/<table-id>/seg-<id>.parquet sealed segments (segment.py)
-    tables/<table-id>/seg-<id>.<index-oid>.hnsw       one HNSW graph per index (hnsw.py)
+    tables/<table-id>/seg-<id>.<index-oid>.<method>   one index file per vector index, in its
+                                       access method's format (hnsw.py for `hnsw`)
     tables/<table-id>/seg-<id>.v<manifest-version>.del delete bitmaps (deletes.py)
 
 Manifest body (format_version 1; features wal-v2, hnsw-per-segment, delete-bitmaps):
@@ -20,7 +21,9 @@ Manifest body (format_version 1; features wal-v2, hnsw-per-segment, delete-bitma
                            recovery replays the table's ops after it
       next_rowid     int   an upper bound of the row ids in use
       next_segment_id int
-      segments       list  Segment.to_meta() + "deletes": {"file", "count"} or null
+      segments       list  Segment.to_meta() + "deletes": {"file", "count"} or null; its
+                           "indexes" map index name -> {"file", "crc32", "calibration"}, for
+                           every vector access method alike
 
 Commit pipeline (`Store.commit`): under the commit lock every table `prepare`s its ops (checks and
 reservations) and the record is appended to the WAL; outside the lock the WAL's group commit
@@ -52,27 +55,25 @@ import pyarrow as pa
 from sqlvec.errors import (
     DamagedFile,
     DataCorrupted,
-    DataException,
     DuplicateTable,
     ObjectInUse,
     SqlVecError,
     UndefinedObject,
     UndefinedTable,
 )
-from sqlvec.storage import compaction
+from sqlvec.storage import access_methods, compaction
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.fsutil import lock_directory, storage_error
-from sqlvec.storage.hnsw import HnswIndex, HnswParams, IndexBuildCancelled
 from sqlvec.storage.manifest import (
     FEATURE_DELETE_BITMAPS,
-    FEATURE_HNSW_PER_SEGMENT,
+    FEATURE_INDEXES_PER_SEGMENT,
     FEATURE_WAL_V2,
     ManifestStore,
 )
 from sqlvec.storage.schema import ColumnDef, IndexDef, TableDef
-from sqlvec.storage.search import calibrate
 from sqlvec.storage.segment import Segment
 from sqlvec.storage.table import Table, TableSnapshot
+from sqlvec.storage.vector_index import IndexBuildCancelled
 from sqlvec.storage.wal import (
     DeleteOp,
     InsertOp,
@@ -81,11 +82,10 @@ from sqlvec.storage.wal import (
     decode_commit,
     encode_commit,
 )
-from sqlvec.vectors import Metric
 
 log = logging.getLogger("sqlvec.storage")
 
-FEATURES = (FEATURE_WAL_V2, FEATURE_HNSW_PER_SEGMENT, FEATURE_DELETE_BITMAPS)
+FEATURES = (FEATURE_WAL_V2, FEATURE_INDEXES_PER_SEGMENT, FEATURE_DELETE_BITMAPS)
 FIRST_OID = 16400
 
 
@@ -100,7 +100,7 @@ class StoreOptions:
     checkpoint_wal_bytes: int = 256 << 20  # checkpoint when this much WAL is past the oldest one
     manifest_keep: int = 10
     background: bool = True  # seal, index and compact in background threads
-    index_threads: int = 0  # hnswlib threads per build; 0 = all cores
+    index_threads: int = 0  # threads per index build; 0 = all cores
     compaction: compaction.CompactionPolicy = field(default_factory=lambda: compaction.CompactionPolicy())
 
 
@@ -209,6 +209,11 @@ class Store:
             return table
 
     def _load_table(self, table_def: TableDef, directory: str, tmeta: dict) -> Table:
+        for ix in table_def.indexes:
+            if ix.method != "btree" and access_methods.find(ix.method) is None:
+                log.warning('table "%s": index "%s" uses access method "%s", which this server '
+                            "does not have; searches do not use it", table_def.name, ix.name,
+                            ix.method)
         table = Table(table_def, directory, self.options.seal_rows)
         table.checkpoint_lsn = int(tmeta["checkpoint_lsn"])
         table.next_rowid = int(tmeta["next_rowid"])
@@ -237,15 +242,16 @@ class Store:
         return exc.message, exc.detail
 
     def _load_indexes(self, table: Table, seg: Segment, metas: dict) -> None:
-        for ix in table.def_.hnsw_indexes:
+        for ix in access_methods.vector_indexes(table.def_):
             meta = metas.get(ix.name)
             if meta is None:
                 continue
             path = os.path.join(table.directory, meta["file"])
             col = table.def_.column(ix.columns[0])
             try:
-                index = HnswIndex.load(path, _params(ix), col.type.dims,
-                                       expected_crc=int(meta["crc32"]))
+                method = access_methods.get(ix.method)
+                index = method.load(path, access_methods.params_of(ix), col.type.dims,
+                                    expected_crc=int(meta["crc32"]))
             except DataCorrupted as exc:
                 log.warning('table "%s": %s; rebuilding it from the segment in the background',
                             table.def_.name, exc.message)
@@ -675,17 +681,12 @@ class Store:
                 if if_not_exists:
                     return None
                 raise DuplicateTable(f'relation "{index.name}" already exists')
-            if index.method == "hnsw":
-                col = table.def_.column(index.columns[0])
-                if not col.type.is_vector:
-                    raise SqlVecError(
-                        f'operator class "{index.opclass}" does not accept data type '
-                        f"{col.type.format()}", sqlstate="42804")
-                if col.type.dims is None:
-                    raise DataException(f'column "{col.name}" does not have dimensions')
-                _params(index)  # validates m / ef_construction
+            if index.method != "btree":  # a vector access method (0A000 for an unknown one)
+                columns = [table.def_.column(c) for c in index.columns]
+                access_methods.check_definition(index.method, columns, index.opclass,
+                                                index.options.items())
         self.alter_table(table_id, lambda d: d.with_changes(indexes=d.indexes + (index,)))
-        if index.method != "hnsw":
+        if access_methods.find(index.method) is None:
             return index
         # Seal the growing segment first: every row that exists now gets indexed now.
         self.seal(table_id)
@@ -714,9 +715,9 @@ class Store:
                         seg.detach_index(name)
                     with self._manifest_lock:
                         self._commit_manifest()
-                    # The graphs go now, not when the last manifest version naming them is
+                    # The files go now, not when the last manifest version naming them is
                     # pruned: an old version that still lists one just rebuilds it if used.
-                    suffix = f".{ix.oid}.hnsw"
+                    suffix = f".{ix.oid}.{ix.method}"
                     for fname in os.listdir(table.directory):
                         if fname.endswith(suffix):
                             try:
@@ -731,7 +732,7 @@ class Store:
         for seg in list(table.sealed):
             if seg.path is None:
                 continue
-            for ix in table.def_.hnsw_indexes:
+            for ix in access_methods.vector_indexes(table.def_):
                 if seg.index(ix.name) is None:
                     if self.options.background:
                         self._build_queue.put(("build", (table.id, seg.id, ix.name)))
@@ -773,17 +774,18 @@ class Store:
             if progress is not None:
                 progress(done, total)
 
+        method = access_methods.get(index.method)
         try:
-            built = HnswIndex.build(matrix, _params(index), valid=valid,
-                                    num_threads=self.options.index_threads, progress=report,
-                                    should_stop=lambda: self._closed)
+            built = method.build(matrix, access_methods.params_of(index), valid=valid,
+                                 num_threads=self.options.index_threads, progress=report,
+                                 should_stop=lambda: self._closed)
         except IndexBuildCancelled:
             return False
         finally:
             self.builds.pop(key, None)
-        built.calibration = calibrate(built, matrix, valid)
+        built.calibration = built.calibrate(matrix, valid)
         return_free_memory()
-        name = f"seg-{seg.id:08d}.{index.oid}.hnsw"
+        name = access_methods.file_name(seg.id, index)
         self._inflight_files.add(name)
         try:
             crc = built.save(os.path.join(table.directory, name))
@@ -890,7 +892,8 @@ class Store:
             if table is None:
                 return
             seg = next((s for s in table.sealed if s.id == seg_id), None)
-            index = next((ix for ix in table.def_.hnsw_indexes if ix.name == index_name), None)
+            index = next((ix for ix in access_methods.vector_indexes(table.def_)
+                          if ix.name == index_name), None)
             if seg is not None and index is not None:
                 self._build_index(table, seg, index)
         elif kind == "compact":
@@ -913,7 +916,7 @@ class Store:
         """Per index and segment: rows indexed vs total, build progress, memory."""
         rows = []
         for table in self.tables.values():
-            for ix in table.def_.hnsw_indexes:
+            for ix in access_methods.vector_indexes(table.def_):
                 for seg in list(table.sealed):
                     built = seg.index(ix.name)
                     build = self.builds.get((table.id, ix.name, seg.id))
@@ -987,12 +990,4 @@ def return_free_memory() -> None:
 
 
 _malloc_trim = None
-
-
-def _params(index: IndexDef) -> HnswParams:
-    return HnswParams(
-        metric=Metric.from_opclass(index.opclass or "vector_l2_ops"),
-        m=int(index.options.get("m", 16)),
-        ef_construction=int(index.options.get("ef_construction", 64)),
-    )
 

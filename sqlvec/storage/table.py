@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -32,6 +32,7 @@ from sqlvec.errors import (
     UndefinedColumn,
     UniqueViolation,
 )
+from sqlvec.storage import access_methods
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.keys import MISSING, KeyIndex
 from sqlvec.storage.memtable import Memtable
@@ -210,11 +211,9 @@ class TableSnapshot:
             return empty.slice(0, 0)
         return pa.concat_tables(parts)
 
-    def hnsw_index_for(self, column: str, metric: Metric) -> IndexDef | None:
-        for ix in self.table_def.hnsw_indexes:
-            if ix.columns == (column,) and ix.opclass == metric.opclass:
-                return ix
-        return None
+    def index_for(self, column: str, metric: Metric) -> IndexDef | None:
+        """The vector index a search of `column` by `metric` uses, if any."""
+        return access_methods.index_for(self.table_def, column, metric)
 
     def plan_search(
         self,
@@ -224,15 +223,21 @@ class TableSnapshot:
         *,
         filter: RowFilter | None = None,
         prune: Callable[[SegmentData], bool] | None = None,
-        ef: int = 40,
+        ef: int | None = None,
+        settings: Mapping[str, str] | None = None,
         target_recall: float | None = None,
         exact: bool = False,
         policy: SearchPolicy | None = None,
     ) -> list[SegmentSearch]:
         """Plan a top-k search: per segment, the filter is evaluated (vectorized) and a strategy
-        chosen from the exact candidate count (storage/search.py). No vector work happens."""
+        chosen from the exact candidate count (storage/search.py). No vector work happens.
+
+        The index's knob is `ef` when given, else what its access method reads from the
+        session's `settings` (hnsw.ef_search)."""
         col = self._vector_column(column)
-        index = None if exact else self.hnsw_index_for(column, metric)
+        index = None if exact else self.index_for(column, metric)
+        if ef is None:
+            ef = access_methods.get(index.method).search_knob(settings) if index else 0
         searches = []
         for view in self.views:
             if view.data.n_rows == 0:
@@ -258,7 +263,8 @@ class TableSnapshot:
         filter: RowFilter | None = None,
         prune: Callable[[SegmentData], bool] | None = None,
         columns: Sequence[str] | None = None,
-        ef: int = 40,
+        ef: int | None = None,
+        settings: Mapping[str, str] | None = None,
         target_recall: float | None = None,
         exact: bool = False,
         with_rowid: bool = False,
@@ -277,7 +283,8 @@ class TableSnapshot:
             raise DataException(
                 f"different vector dimensions {col.type.dims} and {query.shape[0]}")
         searches = self.plan_search(column, metric, k, filter=filter, prune=prune, ef=ef,
-                                    target_recall=target_recall, exact=exact, policy=policy)
+                                    settings=settings, target_recall=target_recall, exact=exact,
+                                    policy=policy)
         results = run_all(searches, metric, query)
         if plans is not None:
             plans.extend(s.plan for s in searches)

@@ -60,7 +60,10 @@ class RunningServer:
 
 
 def start_server(directory: Path, *args: str, env: dict[str, str] | None = None,
-                 data_dir: Path | None = None, timeout: float = 60.0) -> RunningServer:
+                 data_dir: Path | None = None, timeout: float = 60.0,
+                 module: str = "wire") -> RunningServer:
+    """`python -m <module> serve` (the wire's command line, or a module that adds to the
+    engine before running it) on an ephemeral port; returns once it listens."""
     directory.mkdir(parents=True, exist_ok=True)
     data_dir = data_dir or directory / "data"
     log_path = directory / f"server-{uuid.uuid4().hex[:6]}.log"
@@ -68,7 +71,7 @@ def start_server(directory: Path, *args: str, env: dict[str, str] | None = None,
     environment.update(env or {})
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "wire", "serve", "--data-dir", str(data_dir), "--port", "0",
+            [sys.executable, "-m", module, "serve", "--data-dir", str(data_dir), "--port", "0",
              *args],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=environment)
     deadline = time.monotonic() + timeout

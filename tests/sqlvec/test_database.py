@@ -386,6 +386,22 @@ def test_drop_index_removes_its_files(tmp_path):
         assert [ix.name for ix in db.table("t").definition.indexes] == ["by_cos"]
 
 
+def test_create_index_takes_any_access_method_and_its_options(tmp_path):
+    with Database.open(str(tmp_path), options=options(seal_rows=40)) as db:
+        t = db.create_table("t", {"id": "int8", "v": "vector(3)"})
+        t.insert({"id": np.arange(40), "v": np.random.default_rng(1).normal(size=(40, 3))})
+        ix = t.create_index("v", using="hnsw", opclass="vector_ip_ops", m=4, ef_construction=8)
+        assert (ix.method, ix.opclass, ix.options) == ("hnsw", "vector_ip_ops",
+                                                      {"m": 4, "ef_construction": 8})
+        assert t.store.table(t.table_id).sealed[0].index(ix.name).params.m == 4
+        for kwargs, sqlstate in (({"using": "ivfflat"}, "0A000"), ({"m": 1}, "22023"),
+                                 ({"lists": 3}, "22023")):
+            with pytest.raises(SqlVecError) as info:
+                t.create_index("v", name="again", **kwargs)
+            assert info.value.sqlstate == sqlstate
+        assert [i.name for i in t.definition.indexes] == [ix.name]
+
+
 def test_drop_table_removes_its_directory(tmp_path):
     with Database.open(str(tmp_path), options=options(seal_rows=10)) as db:
         t = db.create_table("t", {"id": "int8", "v": "vector(2)"})

@@ -127,23 +127,6 @@ def test_l2_normalize():
                                rtol=1e-6)
 
 
-@pytest.mark.parametrize(
-    ("metric", "raw", "expected"),
-    [
-        (Metric.L2, [4.0, 0.0, -1e-9], [2.0, 0.0, 0.0]),  # hnswlib: squared L2
-        (Metric.IP, [1.0, 0.25, 3.0], [0.0, -0.75, 2.0]),  # hnswlib: 1 - a.b
-        (Metric.COSINE, [0.5, 0.0], [0.5, 0.0]),  # hnswlib: 1 - cos
-    ],
-)
-def test_from_hnsw(metric, raw, expected):
-    np.testing.assert_allclose(metric.from_hnsw(np.array(raw)), expected)
-
-
 def test_metric_names():
     assert [Metric.from_operator(m.operator) for m in METRICS] == METRICS
     assert {m.operator for m in METRICS} == {"<->", "<=>", "<#>", "<+>"}
-    for m in (Metric.L2, Metric.COSINE, Metric.IP):
-        assert Metric.from_opclass(m.opclass) is m
-    assert Metric.L1.opclass is None and Metric.L1.hnsw_space is None
-    with pytest.raises(KeyError):
-        Metric.from_opclass("vector_l1_ops")

@@ -12,7 +12,9 @@ from sqlvec.storage.hnsw import (
     HnswIndex,
     HnswParams,
     IndexBuildCancelled,
+    pgvector_distances,
 )
+from sqlvec.storage.vector_index import VectorIndex
 from sqlvec.vectors import Metric, distances, top_k
 
 N, DIM, CLUSTERS, QUERIES = 20_000, 128, 200, 100
@@ -269,6 +271,27 @@ def test_l1_is_not_indexable():
         HnswParams(Metric.L1)
     assert exc.value.sqlstate == "0A000"
     assert "<+>" in exc.value.message
+
+
+@pytest.mark.parametrize(
+    ("metric", "raw", "expected"),
+    [
+        (Metric.L2, [4.0, 0.0, -1e-9], [2.0, 0.0, 0.0]),  # hnswlib: squared L2
+        (Metric.IP, [1.0, 0.25, 3.0], [0.0, -0.75, 2.0]),  # hnswlib: 1 - a.b
+        (Metric.COSINE, [0.5, 0.0], [0.5, 0.0]),  # hnswlib: 1 - cos
+    ],
+)
+def test_hnswlib_distances_become_pgvector_values(metric, raw, expected):
+    np.testing.assert_allclose(pgvector_distances(metric, np.array(raw)), expected)
+
+
+def test_operator_classes_are_pgvector_ones():
+    names = {o.name: o.metric for o in HnswIndex.opclasses}
+    assert names == {"vector_l2_ops": Metric.L2, "vector_cosine_ops": Metric.COSINE,
+                     "vector_ip_ops": Metric.IP, "vector_l1_ops": Metric.L1}
+    assert [o.name for o in HnswIndex.opclasses if o.default] == ["vector_l2_ops"]
+    assert [o.name for o in HnswIndex.opclasses if not o.supported] == ["vector_l1_ops"]
+    assert isinstance(HnswIndex.build(small(50), HnswParams(Metric.L2)), VectorIndex)
 
 
 # Build progress and cancellation ------------------------------------------------------------

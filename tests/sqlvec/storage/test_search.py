@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks.datasets import Clustered
 from sqlvec.storage.hnsw import HnswIndex, HnswParams
-from sqlvec.storage.search import calibrate, choose_ef
+from sqlvec.storage.search import choose_ef
 from sqlvec.vectors import Metric, top_k_batch
 
 N, DIM, K = 30_000, 64, 10
@@ -24,7 +24,7 @@ def calibrated(request):
     data = Clustered(N, DIM, clusters=200, seed=23)
     rows = data.all()
     index = HnswIndex.build(rows, HnswParams(metric=metric, m=16, ef_construction=64))
-    index.calibration = calibrate(index, rows, None)
+    index.calibration = index.calibrate(rows, None)
     queries = data.queries(FRESH, seed=9)
     truth = top_k_batch(metric, rows, queries, K, None)
     return index, queries, truth

@@ -1,0 +1,264 @@
+"""The vector index protocol: what an access method implements for the engine to use it.
+
+An access method (`CREATE INDEX … USING <name>`) is one class implementing `VectorIndex`,
+registered by name in `access_methods.py`. Everything else is derived from the class, so no
+other module names a method:
+
+- DDL: the operator classes (`vector_l2_ops` → a metric), the `WITH (...)` options with their
+  bounds, checked with PostgreSQL's reloption messages (`check_options`);
+- storage: one index per sealed segment, built from the segment's vectors (`build`, with
+  progress and cancellation), saved beside it with a CRC-32 the manifest keeps (`save`,
+  `load`), rebuilt by compaction, its file checked by `sqlvec check`;
+- search: `search(query, k, ef=…, allowed=…)` with an ef-like knob the method reads from the
+  session's settings (`search_knob`), and a recall curve over that knob (`calibrate`) that
+  `sqlvec.target_recall` uses to pick the knob per segment;
+- settings (`settings`: `hnsw.ef_search`, with bounds checked as PostgreSQL's GUCs), EXPLAIN's
+  text per segment (`explain`), memory (`memory_bytes`), and the catalogs: pg_am (`am_oid`),
+  pg_opclass and pg_opfamily (`opclasses`), `\\d` and pg_get_indexdef.
+
+Labels are row positions within the segment (0..n-1); distances are pgvector's values. An
+index never holds anything its segment does not, so a damaged or missing one is rebuilt.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from sqlvec.errors import InvalidParameterValue
+from sqlvec.vectors import Metric, top_k_batch
+
+# Calibration queries are indexed rows moved by this share of the data's per-dimension spread:
+# near the data as real queries are, and measured (tests/sqlvec/storage/test_search.py and the
+# suite) to be harder than fresh draws from the data's distribution, so the curve errs low.
+CALIBRATION_NOISE = 0.3
+# Each point of the curve is mean recall minus this many standard errors (about 99.9% one-sided),
+# so a target is met by real queries, not only on average over runs of the calibration.
+CALIBRATION_SIGMAS = 3.0
+
+
+class IndexBuildCancelled(Exception):
+    """`should_stop` asked a build to stop; nothing was written."""
+
+
+@dataclass(frozen=True)
+class OpClass:
+    """An operator class of a method: the metric `CREATE INDEX … (col <name>)` indexes for, the
+    column type it accepts, and its pg_opclass / pg_opfamily identity. `supported` False lists
+    it in the catalogs (as pgvector has it) while CREATE INDEX refuses it with 0A000."""
+
+    name: str
+    metric: Metric
+    oid: int
+    family_oid: int
+    default: bool = False
+    supported: bool = True
+    input_type: str = "vector"  # pg_type name of the indexed column
+
+
+@dataclass(frozen=True)
+class IndexOption:
+    """An integer `WITH (name = value)` storage parameter with PostgreSQL's reloption rules."""
+
+    name: str
+    default: int
+    min: int
+    max: int
+
+    def parse(self, value: object) -> int:
+        """The value as an integer within bounds; 22023 with PostgreSQL's messages otherwise
+        (fractions round half to even, as its parse_int does)."""
+        number = _parse_int(value)
+        if number is None:
+            shown = "true" if value is None or value is True else value
+            raise InvalidParameterValue(f'invalid value for integer option "{self.name}": {shown}')
+        if not self.min <= number <= self.max:
+            raise InvalidParameterValue(
+                f'value {str(value).strip()} out of bounds for option "{self.name}"',
+                detail=f'Valid values are between "{self.min}" and "{self.max}".')
+        return number
+
+
+@dataclass(frozen=True)
+class IndexSetting:
+    """An integer session setting a method reads at search time (`SET hnsw.ef_search = 100`)."""
+
+    name: str
+    default: int
+    min: int
+    max: int
+    description: str = ""
+
+    def parse(self, value: object) -> int:
+        """The value as an integer within bounds; 22023 with PostgreSQL's GUC messages."""
+        text = str(value).strip()
+        if len(text) >= 2 and text[0] == text[-1] == "'":
+            text = text[1:-1]
+        number = _parse_int(text)
+        if number is None:
+            raise InvalidParameterValue(f'invalid value for parameter "{self.name}": "{text}"')
+        if not self.min <= number <= self.max:
+            raise InvalidParameterValue(f'{number} is outside the valid range for parameter '
+                                        f'"{self.name}" ({self.min} .. {self.max})')
+        return number
+
+    def read(self, settings: Mapping[str, str] | None) -> int:
+        """The session's value (already checked when it was set), or the default."""
+        if not settings or self.name not in settings:
+            return self.default
+        try:
+            return max(self.min, int(settings[self.name]))
+        except (TypeError, ValueError):
+            return self.default
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """One access method's index over the vectors of one sealed segment.
+
+    Class attributes and class methods describe the access method; an instance is the index
+    of one segment, immutable once built and safe to search from many threads at once."""
+
+    access_method: ClassVar[str]  # CREATE INDEX … USING <this>; pg_am.amname; file suffix
+    am_oid: ClassVar[int]  # pg_am.oid (fixed, below the first user OID)
+    opclasses: ClassVar[tuple[OpClass, ...]]  # exactly one is the default
+    options: ClassVar[tuple[IndexOption, ...]]  # WITH (...) parameters
+    settings: ClassVar[tuple[IndexSetting, ...]]  # session settings it reads
+    calibration: list[tuple[int, float]]  # (knob, recall@10) after `calibrate`; [] = unknown
+
+    @classmethod
+    def make_params(cls, metric: Metric, options: Mapping[str, int]) -> Any:
+        """What `build` and `load` take: the metric and every option (defaults filled in,
+        each within its bounds). Checks that span options raise 22023 here."""
+        ...
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, params: Any, *, valid: np.ndarray | None = None,
+              num_threads: int = 0, progress: Callable[[int, int], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> VectorIndex:
+        """Index the rows of `vectors` (n, d) whose `valid` flag is set, reporting
+        `progress(done, total)` and raising IndexBuildCancelled when `should_stop()`."""
+        ...
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], params: Any, dim: int, *,
+             expected_crc: int | None = None) -> VectorIndex:
+        """Read a file written by `save`, checking the CRC-32 the manifest recorded before
+        parsing anything; DataCorrupted when it does not match."""
+        ...
+
+    def save(self, path: str | os.PathLike[str]) -> int:
+        """Write the index durably (temp file, fsync, rename); return the file's CRC-32."""
+        ...
+
+    def search(self, query: np.ndarray, k: int, *, ef: int,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """At most min(k, indexed, allowed) nearest rows: (positions int64, distances
+        float64), nearest first. `allowed` masks row positions; None means the index cannot
+        answer (the segment is then searched exactly)."""
+        ...
+
+    def calibrate(self, vectors: np.ndarray, valid: np.ndarray | None) -> list[tuple[int, float]]:
+        """Recall@10 at a ladder of knob values, on queries near the segment's rows."""
+        ...
+
+    @classmethod
+    def search_knob(cls, settings: Mapping[str, str] | None) -> int:
+        """The ef-like knob a search uses, read from the session's settings."""
+        ...
+
+    def explain(self, knob: int, estimated_recall: float | None) -> str:
+        """EXPLAIN's text for this index's part of a segment's line ("ef=40 est_recall=…")."""
+        ...
+
+    @property
+    def indexed_count(self) -> int:
+        """Rows in the index."""
+        ...
+
+    @property
+    def memory_bytes(self) -> int:
+        """Estimated resident size."""
+        ...
+
+
+def check_options(method: type[VectorIndex], given: Iterable[tuple[str, object]]) -> dict[str, int]:
+    """`WITH (...)` parameters as given (name, value) pairs, parsed and checked against the
+    method's declared options as PostgreSQL checks reloptions (22023): unknown names, repeats,
+    values that are not integers or out of bounds. Returns only the given ones."""
+    declared = {o.name: o for o in method.options}
+    out: dict[str, int] = {}
+    for name, value in given:
+        key = str(name).lower()
+        option = declared.get(key)
+        if option is None:
+            raise InvalidParameterValue(f'unrecognized parameter "{key}"')
+        if key in out:
+            raise InvalidParameterValue(f'parameter "{key}" specified more than once')
+        out[key] = option.parse(value)
+    return out
+
+
+def all_options(method: type[VectorIndex], given: Mapping[str, object]) -> dict[str, int]:
+    """Every option of the method: the given ones (checked) over the defaults."""
+    values = {o.name: o.default for o in method.options}
+    values.update(check_options(method, given.items()))
+    return values
+
+
+def recall_curve(index: VectorIndex, metric: Metric, vectors: np.ndarray,
+                 valid: np.ndarray | None, knobs: Iterable[int], *, samples: int = 400,
+                 k: int = 10, seed: int = 7) -> list[tuple[int, float]]:
+    """Lower confidence bound of recall@k of `index` at each knob value (stopping once mean
+    recall reaches 0.999), on queries sampled from its own rows and moved by
+    CALIBRATION_NOISE of their spread, so they are near the data without being rows of it.
+    Empty when the segment has too few usable rows to measure."""
+    usable = np.flatnonzero(valid) if valid is not None else np.arange(vectors.shape[0])
+    if metric is Metric.COSINE:
+        norms = np.einsum("ij,ij->i", vectors[usable], vectors[usable])
+        usable = usable[norms > 0]
+    if usable.size < 2 * k:
+        return []
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(usable, size=min(samples, usable.size), replace=False)
+    spread = vectors[usable[: min(usable.size, 20_000)]].std(axis=0)
+    noise = rng.standard_normal((picks.size, vectors.shape[1])).astype(np.float32)
+    queries = vectors[picks] + CALIBRATION_NOISE * spread * noise
+    truth = [set(row[row >= 0].tolist()) for row in top_k_batch(metric, vectors, queries, k, valid)]
+    curve = []
+    for knob in knobs:
+        recalls = np.zeros(len(truth))
+        for i, (q, t) in enumerate(zip(queries, truth)):
+            found = index.search(q, k, ef=knob)
+            if found is not None:
+                recalls[i] = len(t.intersection(found[0].tolist())) / max(len(t), 1)
+        bound = recalls.mean() - CALIBRATION_SIGMAS * recalls.std() / math.sqrt(recalls.size)
+        curve.append((int(knob), round(float(max(bound, 0.0)), 4)))
+        if recalls.mean() >= 0.999:
+            break
+    return curve
+
+
+def _parse_int(value: object) -> int | None:
+    """PostgreSQL's parse_int: an integer, or a number rounded half to even; None otherwise."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    text = str(value).strip()
+    try:
+        return int(text, 0) if text.lower().startswith(("0x", "-0x", "+0x")) else int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(number) or abs(number) > 2**31 - 1:
+        return None
+    return round(number)
