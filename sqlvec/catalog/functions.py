@@ -308,16 +308,14 @@ class ProcRow:
     source: str = ""  # prosrc
 
     def arguments(self, identity: bool = False) -> str:
-        """pg_get_function_arguments (or _identity_arguments): `VARIADIC "any"`, `OUT x
-        integer`, `timeout bigint DEFAULT 0`."""
+        """pg_get_function_arguments: `VARIADIC "any"`, `OUT x integer`, `timeout bigint
+        DEFAULT 0`; pg_get_function_identity_arguments (`identity`) leaves out the defaults."""
         types = self.allargtypes or self.argtypes
         modes = self.argmodes or tuple("v" if self.variadic and i == len(types) - 1 else "i"
                                        for i in range(len(types)))
         first_default = len(self.argtypes) - len(self.argdefaults)
         parts = []
         for i, (t, mode) in enumerate(zip(types, modes)):
-            if identity and mode == "o":
-                continue
             words = {"o": ["OUT"], "v": ["VARIADIC"]}.get(mode, [])
             if i < len(self.argnames) and self.argnames[i]:
                 words.append(self.argnames[i])
@@ -341,19 +339,21 @@ def _proc_row(oid: int, name: str, fn: Function, s: Signature) -> ProcRow:
     out_types = tuple(type_oid(t) for _, t in s.out)
     in_types = tuple(type_oid(a) for a in s.args)
     names = s.names + ("",) * (len(s.args) - len(s.names)) if s.names else ()
-    if s.out:
-        names = (names or ("",) * len(s.args)) + tuple(n for n, _ in s.out)
+    modes: tuple[str, ...] = ()
+    if s.out or s.variadic:  # proallargtypes and proargmodes, as PostgreSQL fills them
+        if names:
+            names += tuple(n for n, _ in s.out)
+        elif s.out:
+            names = ("",) * len(s.args) + tuple(n for n, _ in s.out)
         modes = tuple("v" if s.variadic and i == len(s.args) - 1 else "i"
                       for i in range(len(s.args))) + ("o",) * len(s.out)
-    else:
-        modes = ()
     namespace = PUBLIC_OID if extension else _SCHEMAS[fn.schema]
     return ProcRow(oid, name, namespace, type_oid(s.returns),
                    in_types, fn.kind.prokind, s.setof,
                    C_LANGUAGE if extension else INTERNAL_LANGUAGE,
                    fn.strict if s.strict is None else s.strict,
                    s.volatility or fn.volatility,
-                   variadic, names, s.defaults, in_types + out_types if s.out else (), modes,
+                   variadic, names, s.defaults, in_types + out_types if modes else (), modes,
                    name)
 
 

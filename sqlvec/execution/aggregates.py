@@ -100,13 +100,15 @@ def _count(c, name, args) -> AggregateSpec:
 
 
 @aggregate("sum", "int2 -> int8", "int4 -> int8", "int8 -> numeric", "float4 -> float4",
-           "float8 -> float8", "numeric -> numeric", "interval -> interval",
+           "float8 -> float8", "numeric -> numeric",
            sig("vector -> vector", extension="vector"), strict=False, window=aggregate_window)
 def _sum(c, name, args) -> AggregateSpec:
     arg = _argument(c, name, args, unknown=V.NUMERIC)
     if arg.type.name == "vector":
         return AggregateSpec("vector_sum", arg, arg.type)
     _require_number(name, arg)
+    if arg.type.name == "interval":
+        raise FeatureNotSupported("sum(interval) is not supported")
     if arg.type.name in ("int8", "numeric"):
         return AggregateSpec("sum", arg, V.numeric_with_scale(V.numeric_scale(arg.type)))
     return AggregateSpec("sum", arg, _SUM_TYPE[arg.type.name])
@@ -137,14 +139,14 @@ def _require_number(name: str, arg: Value) -> None:
 
 
 _ORDERED_TYPES = ("int2", "int4", "int8", "float4", "float8", "numeric", "oid", "text", "bpchar",
-                  "date", "time", "timestamp", "timestamptz", "interval")
+                  "date", "time", "timestamp", "timestamptz")
 
 
 @aggregate("min max", *(f"{t} -> {t}" for t in _ORDERED_TYPES), strict=False,
            window=aggregate_window)
 def _min_max(c, name, args) -> AggregateSpec:
     arg = _argument(c, name, args)
-    if arg.type.is_array or arg.type.name in ("vector", "json"):
+    if arg.type.is_array or arg.type.name in ("vector", "json", "interval"):
         raise FeatureNotSupported(f"{name}({arg.type.format()}) is not supported")
     return AggregateSpec(name, arg, arg.type)
 

@@ -209,6 +209,19 @@ def _type_is_visible(c, args, e):
     return _map([oid], fn, BOOL)
 
 
+def _function_is_visible(c, args, e):
+    """pg_function_is_visible: its schema is pg_catalog or on the search path."""
+    oid = _arg(c, args[0], OID)
+
+    def fn(f, o):
+        p = F.procs_by_oid().get(o)
+        if p is None:
+            return None
+        name = objects(f).nsp_by_oid.get(p.namespace)
+        return name == "pg_catalog" or name in _search_path(f)
+    return _map([oid], fn, BOOL)
+
+
 def _always_visible(c, args, e):
     oid = _arg(c, args[0], OID)
     return _map([oid], lambda f, o: True, BOOL)
@@ -971,9 +984,10 @@ _declare("pg_jit_available", "-> bool", volatility="v")(_session_value(lambda f:
 # Visibility, names, definitions.
 _declare("pg_table_is_visible", "oid -> bool")(_table_is_visible)
 _declare("pg_type_is_visible", "oid -> bool")(_type_is_visible)
-_declare("pg_function_is_visible pg_collation_is_visible pg_opclass_is_visible "
-         "pg_operator_is_visible pg_conversion_is_visible pg_ts_config_is_visible "
-         "pg_statistics_obj_is_visible", "oid -> bool")(_always_visible)
+_declare("pg_function_is_visible", "oid -> bool")(_function_is_visible)
+_declare("pg_collation_is_visible pg_opclass_is_visible pg_operator_is_visible "
+         "pg_conversion_is_visible pg_ts_config_is_visible pg_statistics_obj_is_visible",
+         "oid -> bool")(_always_visible)
 _declare("format_type", "oid, int4 -> text", strict=False)(_format_type)
 _declare("pg_get_userbyid", "oid -> name")(_get_userbyid)
 _declare("pg_get_indexdef", "oid -> text", "oid, int4, bool -> text")(_get_indexdef)

@@ -714,6 +714,8 @@ def _field_values(unit: str, source: Value) -> Callable:
     if unit not in _EXTRACT_FIELDS:
         raise SqlVecError(f'unit "{unit}" not recognized for type {source.type.format()}',
                           sqlstate="22023")
+    if source.type.name == "time" and unit not in ("hour", "minute"):
+        raise FeatureNotSupported(f'unit "{unit}" not supported for type {source.type.format()}')
     if source.type.name == "date" and unit in ("hour", "minute"):
         return lambda x: pc.multiply(pc.cast(pc.day(x), pa.float64()), 0)
     kernel = _EXTRACT_FIELDS[unit]

@@ -13,7 +13,8 @@ callable function of the function catalog, derived here from the type rows:
 - `<type>typmodin(cstring[])` and `<type>typmodout(int4)`: type modifiers, `{10,2}` ⇄ 655366.
 
 cstring values are text here. Pseudo-types (any, anyelement, internal, ...) name no I/O
-functions: nothing could call them. The input and output functions run on the casts' Arrow
+functions: nothing could call them; nor do the catalog vectors int2vector and oidvector, whose
+values only come from the catalog tables. The input and output functions run on the casts' Arrow
 kernels; send is vectorized for fixed-width, string and vector types and encodes the others
 value by value (nobody sends a table through int4send; clients get binary from the wire).
 """
@@ -46,6 +47,8 @@ _WITH_TYPMOD = {"bpchar", "varchar", "numeric", "time", "timestamp", "timestampt
 _STABLE_IN = {"date", "time", "timestamp", "timestamptz", "interval", "record", *REG_TYPES}
 _STABLE_OUT = {"date", "timestamp", "timestamptz", "interval", "record", *REG_TYPES}
 _STABLE_BINARY = {"bpchar", "name", "text", "varchar", "record", "cstring"}
+# Catalog vectors (pg_index.indkey, pg_proc.proargtypes): read from the catalog, never from text.
+_CATALOG_ONLY = {"int2vector", "oidvector"}
 # Type modifiers the engine reads (interval's field restrictions are not).
 _TYPMOD_TYPES = {"bpchar", "varchar", "numeric", "time", "timestamp", "timestamptz", "vector"}
 
@@ -179,7 +182,7 @@ def _typmod_out(type_name: str):
         typmod = c.compile_as(args[0], INT4)
 
         def text(mod: int) -> str:
-            if mod < 0:
+            if mod < 0 or type_name in ("bpchar", "varchar", "numeric") and mod < 4:
                 return ""
             shown = SqlType(type_name, mod).format()
             return shown[shown.index("("):] if "(" in shown else ""
@@ -364,7 +367,8 @@ def _declare_type(row: O.TypeRow, declared: set[str]) -> None:
         kind, arg = "array", "anyarray"
     elif name == "cstring":
         kind, arg = "text", "cstring"
-    elif name in TYPES_BY_NAME and O.type_kind(row) != "p" or name == "record":
+    elif name in TYPES_BY_NAME and O.type_kind(row) != "p" and name not in _CATALOG_ONLY \
+            or name == "record":
         kind, arg = name, name
     else:
         return  # pseudo-types, and types that are not types of the engine (inet, bit, ...)
