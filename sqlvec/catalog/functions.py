@@ -155,7 +155,14 @@ def parse_signature(text: str, extension: str | None = None) -> Signature:
 
 @dataclass(frozen=True)
 class Function:
-    """A declared function: what the executor, the planner and pg_proc know of it."""
+    """A declared function: what the executor, the planner and pg_proc know of it.
+
+    The kernel's shape depends on the kind (sqlvec/execution/): scalar `fn(compiler, args,
+    call) -> Value`; aggregate `fn(compiler, name, args) -> AggregateSpec` (aggregates.py);
+    window `fn(compiler, name, args) -> (kernel name, values, type, offset)` (windows.py);
+    set-returning `fn(compiler, args) -> (Value of one list per row, element type)`, with
+    `table(compiler, args) -> (producer, column types)` as its FROM form when it has its own.
+    """
 
     names: tuple[str, ...]
     kind: Kind

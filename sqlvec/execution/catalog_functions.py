@@ -543,6 +543,15 @@ def _array_concat(c, e):
     return _map([a, b], fn, t, strict=False)
 
 
+def _array_cat(c, args, e):
+    """array_cat(a, b): `a || b` of two arrays."""
+    if len(args) != 2:
+        from sqlvec.execution.functions import no_such_function
+
+        raise no_such_function("array_cat", [c.compile(a) for a in args])
+    return _array_concat(c, exp.DPipe(this=args[0], expression=args[1]))
+
+
 def _json_build_object(c, args, e):
     """json_build_object / jsonb_build_object: jsonb orders its keys as PostgreSQL stores them
     (shorter first, then bytewise) and prints `"k": v`; json keeps them and prints `"k" : v`."""
@@ -1043,6 +1052,8 @@ scalar("string_to_array", "text, text -> text[]", "text, text, text -> text[]", 
     _string_to_array)
 scalar("array_upper array_lower array_length", "anyarray, int4 -> int4")(_array_bound)
 scalar("cardinality", "anyarray -> int4")(_cardinality)
+scalar("array_cat", "anycompatiblearray, anycompatiblearray -> anycompatiblearray",
+       strict=False)(_array_cat)
 _declare("json_build_object", "-> json", "variadic any -> json", strict=False)(
     _json_build_object)
 _declare("jsonb_build_object", "-> jsonb", "variadic any -> jsonb", strict=False)(

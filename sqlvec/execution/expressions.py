@@ -1086,6 +1086,31 @@ def _regex(c: Compiler, e: exp.Expression, ignore_case: bool) -> Value:
     return Value(fn, BOOL, x.const)
 
 
+@scalar("like", "text, text -> bool")
+def _like_function(c: Compiler, args: list[exp.Expression], e: exp.Expression) -> Value:
+    """like(s, pattern): `s LIKE pattern`."""
+    if len(args) != 2:
+        raise _undefined_keyword(c, "like", args)
+    return _like(c, exp.Like(this=args[0], expression=args[1]), False)
+
+
+@scalar("regexp_like", "text, text -> bool", "text, text, text -> bool")
+def _regexp_like(c: Compiler, args: list[exp.Expression], e: exp.Expression) -> Value:
+    """regexp_like(s, pattern[, flags]): `s ~ pattern`; flag `i` is `~*`."""
+    if len(args) not in (2, 3):
+        raise _undefined_keyword(c, "regexp_like", args)
+    flags = constant(c.compile_as(args[2], TEXT), None).as_py() if len(args) > 2 else ""
+    if flags is None:
+        return Value(lambda f: pa.scalar(None, pa.bool_()), BOOL, True)
+    for flag in flags:
+        if flag not in "bceimnpqstwx":
+            raise SqlVecError(f'invalid regular expression option: "{flag}"', sqlstate="22023")
+        if flag not in "ic":
+            raise FeatureNotSupported(f'regexp_like option "{flag}" is not supported')
+    ignore_case = flags.rfind("i") > flags.rfind("c")
+    return _regex(c, exp.RegexpLike(this=args[0], expression=args[1]), ignore_case)
+
+
 def _operator(c: Compiler, e: exp.Operator) -> Value:
     """`a OPERATOR(pg_catalog.~) b` and friends: map the operator name to our nodes."""
     op = str(e.args.get("operator")).split(".")[-1].strip()
@@ -1810,6 +1835,27 @@ def _json_extract(c: Compiler, e: exp.Expression, as_text: bool) -> Value:
                         pa.string())
 
     return Value(fn, out, source.const)
+
+
+@scalar("json_extract_path", "from_json json, variadic path_elems text[] -> json")
+@scalar("json_extract_path_text", "from_json json, variadic path_elems text[] -> text")
+@scalar("jsonb_extract_path", "from_json jsonb, variadic path_elems text[] -> jsonb")
+@scalar("jsonb_extract_path_text", "from_json jsonb, variadic path_elems text[] -> text")
+def _json_extract_path(c: Compiler, args: list[exp.Expression], e: exp.Expression) -> Value:
+    """json_extract_path(j, 'a', 'b'): `j #> '{a,b}'` (the `_text` forms: `#>>`), with the
+    path given as constants."""
+    name = str(e.this).lower()
+    if not args:
+        raise _undefined_keyword(c, name, args)
+    keys = []
+    for a in args[1:]:
+        key = c.compile_as(a, TEXT)
+        if not key.const:
+            raise FeatureNotSupported(f"{name} with a path that is not constant is not supported")
+        keys.append(exp.JSONPathKey(this=constant(key, None).as_py()))
+    path = exp.JSONPath(expressions=[exp.JSONPathRoot(), *keys])
+    return _json_extract(c, exp.JSONExtract(this=args[0], expression=path),
+                         name.endswith("_text"))
 
 
 def json_typeof(value: Datum) -> Datum:

@@ -71,18 +71,8 @@ _HINT = "No function matches the given name and argument types. You might need t
 # Argument helpers --------------------------------------------------------------------------------
 
 
-def _args(e: exp.Expression) -> list[exp.Expression]:
-    """A call's arguments in order (sqlglot's arg_types order, lists flattened)."""
-    out: list[exp.Expression] = []
-    for key in e.arg_types:
-        v = e.args.get(key)
-        if v is None or isinstance(v, (bool, str)):
-            continue
-        out.extend(v if isinstance(v, list) else [v])
-    return out
-
-
 def no_such_function(name: str, values: list[Value]) -> SqlVecError:
+    """PostgreSQL's 42883 for a call of `name` with arguments of these types."""
     shown = ", ".join(v.type.format() for v in values)
     return UndefinedFunction(f"function {name}({shown}) does not exist", hint=_HINT)
 

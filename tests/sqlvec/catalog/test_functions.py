@@ -167,6 +167,7 @@ ARGUMENTS = {
     "timestamptztypmodin": ["ARRAY['3']"], "timetypmodin": ["ARRAY['3']"],
     "numerictypmodin": ["ARRAY['10', '2']"], "json_build_object": ["'a'", "1"],
     "jsonb_build_object": ["'a'", "1"], "pg_get_serial_sequence": ["'items'", "'id'"],
+    "regexp_like/3": [None, None, "'i'"],
 }
 # Polymorphic result types, as the samples above resolve them; cstring values are text, and an
 # unknown result of a select list is text (as in PostgreSQL).
@@ -180,6 +181,8 @@ def _call(session, name: str, argtypes: list[str], kind: str, retset: bool,
           variadic: bool) -> str:
     given = ARGUMENTS.get(f"{name}/{len(argtypes)}", ARGUMENTS.get(name, []))
     count = max(len(argtypes), len(given)) if variadic else len(argtypes)
+    if variadic and argtypes[-1].startswith("_"):  # VARIADIC text[]: called with texts
+        argtypes = argtypes[:-1] + [argtypes[-1][1:]]
     args = [given[i] if i < len(given) and given[i] is not None else SAMPLES[argtypes[
         min(i, len(argtypes) - 1)]] for i in range(count)]
     call = f"{name}({', '.join(args)})"
