@@ -73,9 +73,11 @@ class Database:
         self.sessions: dict[int, object] = {}
         # Settings fixed for the server's life (the front end adds its own: port, limits, ...).
         self.server_settings: dict[str, str] = {"data_directory": os.path.abspath(path)}
-        from sqlvec.execution.session_functions import session_functions
+        # Importing the function module loads the function catalog (catalog/functions.py).
+        from sqlvec.execution import functions as _functions  # noqa: F401
+        from sqlvec.execution.catalog_functions import compile_extensions
 
-        self.functions = session_functions()
+        self.functions = compile_extensions()
 
     @classmethod
     def open(cls, path: str = "sqlvec-data", *, options: StoreOptions | None = None) -> Database:

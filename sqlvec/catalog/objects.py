@@ -92,7 +92,7 @@ _IO = {
     "regnamespace": "regnamespace", "regrole": "regrole", "regprocedure": "regprocedure",
 }
 _IO_UNDERSCORE = {"json", "date", "time", "timestamp", "timestamptz", "interval", "numeric",
-                  "uuid", "jsonb", "vector"}
+                  "uuid", "jsonb", "vector", "record"}
 _STORAGE = {"bytea": "x", "text": "x", "json": "x", "jsonb": "x", "bpchar": "x", "varchar": "x",
             "numeric": "m", "vector": "e"}
 _ALIGN = {"bool": "c", "char": "c", "name": "c", "uuid": "c", "int2": "s", "tid": "s",
@@ -136,11 +136,12 @@ def _type_row(info: TypeInfo) -> TypeRow:
         return TypeRow(info, base.namespace, False, "d" if base.align == "d" else "i", "x",
                        elem.oid, 0, "array_in", "array_out", "array_recv", "array_send",
                        base.modin, base.modout, "array_typanalyze", base.collation, False)
-    if name in _IO_UNDERSCORE:
-        stem = f"{name}_"
+    if name in _PSEUDO and name != "record":
+        io = (f"{name}_in", f"{name}_out") + ((f"{name}_recv", f"{name}_send")
+                                              if name in _PSEUDO_BINARY else ("-", "-"))
     else:
-        stem = _IO.get(name, name)
-    io = (f"{stem}in", f"{stem}out", f"{stem}recv", f"{stem}send")
+        stem = f"{name}_" if name in _IO_UNDERSCORE else _IO.get(name, name)
+        io = (f"{stem}in", f"{stem}out", f"{stem}recv", f"{stem}send")
     modin = _TYPMODIN.get(name, "-")
     modout = modin.replace("typmod_in", "typmod_out").replace("typmodin", "typmodout")
     byval = info.typlen in (1, 2, 4, 8) and name not in ("name",)
@@ -165,8 +166,18 @@ EXTRA_TYPES: tuple[TypeInfo, ...] = (
     TypeInfo("internal", 2281, 0, 8, "P", "internal"),
     TypeInfo("trigger", 2279, 0, 4, "P", "trigger"),
     TypeInfo("cstring", 2275, 1263, -2, "P", "cstring"),
+    # Pseudo-types of function signatures (pg_proc.proargtypes), as psql prints them.
+    TypeInfo("any", 2276, 0, 4, "P", '"any"'),
+    TypeInfo("anynonarray", 2776, 0, 4, "P", "anynonarray"),
+    TypeInfo("anycompatible", 5077, 0, 4, "P", "anycompatible"),
+    TypeInfo("anycompatiblearray", 5078, 0, -1, "P", "anycompatiblearray"),
 )
-_PSEUDO = {"record", "void", "anyelement", "anyarray", "internal", "trigger", "cstring"}
+_PSEUDO = {"record", "void", "anyelement", "anyarray", "internal", "trigger", "cstring", "any",
+           "anynonarray", "anycompatible", "anycompatiblearray"}
+# Arrays of pseudo-types that PostgreSQL has (typmod input functions take cstring[]).
+_PSEUDO_ARRAYS = {"cstring"}
+# Pseudo-types with binary I/O functions (the others have typreceive/typsend '-').
+_PSEUDO_BINARY = {"void", "cstring", "anyarray", "anycompatiblearray"}
 
 
 @lru_cache(maxsize=1)
@@ -185,17 +196,13 @@ def type_rows() -> tuple[TypeRow, ...]:
                           f"{extra.typname}in", f"{extra.typname}out", f"{extra.typname}recv",
                           f"{extra.typname}send", "-", "-", "-", 0, False)
         rows.append(row)
-        if extra.array_oid and extra.array_oid not in known and extra.typname not in _PSEUDO:
+        if extra.array_oid and extra.array_oid not in known and (
+                extra.typname not in _PSEUDO or extra.typname in _PSEUDO_ARRAYS):
             arr = TypeInfo("_" + extra.typname, extra.array_oid, 0, -1, "A", extra.display + "[]")
             rows.append(TypeRow(arr, PG_CATALOG_OID, False, "i", "x", extra.oid, 0, "array_in",
                                 "array_out", "array_recv", "array_send", "-", "-",
                                 "array_typanalyze", 0, False))
     return tuple(rows)
-
-
-@lru_cache(maxsize=1)
-def procs_by_oid() -> dict[int, ProcRow]:
-    return {p.oid: p for p in proc_rows()}
 
 
 def type_kind(row: TypeRow) -> str:
@@ -206,10 +213,13 @@ def type_name_of(oid: int) -> TypeInfo | None:
     info = TYPES_BY_OID.get(oid)
     if info is not None:
         return info
-    for extra in EXTRA_TYPES:
-        if extra.oid == oid:
-            return extra
-    return None
+    row = _type_rows_by_oid().get(oid)
+    return None if row is None else row.info
+
+
+@lru_cache(maxsize=1)
+def _type_rows_by_oid() -> dict[int, TypeRow]:
+    return {r.info.oid: r for r in type_rows()}
 
 
 def format_type(oid: int | None, typmod: int | None) -> str | None:
@@ -231,107 +241,6 @@ def format_type(oid: int | None, typmod: int | None) -> str | None:
             return "bpchar" if typmod is None else "character"
         return text
     return info.display
-
-
-# Functions (pg_proc) -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ProcRow:
-    oid: int
-    name: str
-    namespace: int
-    rettype: int
-    argtypes: tuple[int, ...]
-    kind: str = "f"  # f | a (aggregate) | w (window)
-    retset: bool = False
-    language: int = 12  # internal
-    strict: bool = True
-    volatile: str = "i"
-
-
-_VECTOR_FUNCTIONS = (
-    ("l2_distance", "float8", ("vector", "vector")),
-    ("cosine_distance", "float8", ("vector", "vector")),
-    ("inner_product", "float8", ("vector", "vector")),
-    ("l1_distance", "float8", ("vector", "vector")),
-    ("vector_dims", "int4", ("vector",)),
-    ("vector_norm", "float8", ("vector",)),
-    ("l2_normalize", "vector", ("vector",)),
-    ("subvector", "vector", ("vector", "int4", "int4")),
-    ("vector_l2_squared_distance", "float8", ("vector", "vector")),
-    ("vector_negative_inner_product", "float8", ("vector", "vector")),
-    ("vector_in", "vector", ("cstring", "oid", "int4")),
-    ("vector_out", "cstring", ("vector",)),
-    ("vector_recv", "vector", ("internal", "oid", "int4")),
-    ("vector_send", "bytea", ("vector",)),
-    ("vector_typmod_in", "int4", ("_cstring",)),
-    ("avg", "vector", ("vector",)),
-    ("sum", "vector", ("vector",)),
-)
-_BUILTIN_FUNCTIONS = (
-    ("version", "text", ()), ("now", "timestamptz", ()), ("current_database", "name", ()),
-    ("current_schema", "name", ()), ("current_schemas", "_name", ("bool",)),
-    ("current_setting", "text", ("text",)), ("set_config", "text", ("text", "text", "bool")),
-    ("pg_backend_pid", "int4", ()), ("pg_table_is_visible", "bool", ("oid",)),
-    ("pg_type_is_visible", "bool", ("oid",)), ("format_type", "text", ("oid", "int4")),
-    ("pg_get_indexdef", "text", ("oid",)), ("pg_get_constraintdef", "text", ("oid",)),
-    ("pg_get_expr", "text", ("pg_node_tree", "oid")), ("pg_get_userbyid", "name", ("oid",)),
-    ("obj_description", "text", ("oid", "name")), ("col_description", "text", ("oid", "int4")),
-    ("has_table_privilege", "bool", ("text", "text")),
-    ("has_schema_privilege", "bool", ("text", "text")),
-    ("pg_relation_size", "int8", ("regclass",)), ("pg_total_relation_size", "int8", ("regclass",)),
-    ("pg_size_pretty", "text", ("int8",)), ("quote_ident", "text", ("text",)),
-    ("array_to_string", "text", ("anyarray", "text")), ("unnest", "anyelement", ("anyarray",)),
-    ("generate_series", "int4", ("int4", "int4")), ("lower", "text", ("text",)),
-    ("upper", "text", ("text",)), ("length", "int4", ("text",)), ("count", "int8", ()),
-    ("array_in", "anyarray", ("cstring", "oid", "int4")),
-    ("array_out", "cstring", ("anyarray",)),
-    ("array_recv", "anyarray", ("internal", "oid", "int4")),
-    ("array_send", "bytea", ("anyarray",)),
-)
-
-
-@lru_cache(maxsize=1)
-def proc_rows() -> tuple[ProcRow, ...]:
-    """The pg_proc rows (fixed: built once)."""
-    rows: list[ProcRow] = []
-    seen: set[str] = set()
-    oid = 14000
-
-    def type_oid(name: str) -> int:
-        info = TYPES_BY_NAME.get(name)
-        if info is not None:
-            return info.oid
-        for extra in EXTRA_TYPES:
-            if extra.typname == name.lstrip("_"):
-                return extra.array_oid if name.startswith("_") else extra.oid
-        return 0
-
-    for name, ret, args in _BUILTIN_FUNCTIONS:
-        oid += 1
-        kind = "a" if name == "count" else "f"
-        rows.append(ProcRow(oid, name, PG_CATALOG_OID, type_oid(ret),
-                            tuple(type_oid(a) for a in args), kind=kind,
-                            retset=name in ("unnest", "generate_series")))
-        seen.add(name)
-    for row in type_rows():
-        for fn, ret, args in ((row.input, row.info.typname, ("cstring",)),
-                              (row.output, "cstring", (row.info.typname,)),
-                              (row.receive, row.info.typname, ("internal",)),
-                              (row.send, "bytea", (row.info.typname,))):
-            if fn in seen or fn == "-" or row.info.typname == "vector":
-                continue
-            seen.add(fn)
-            oid += 1
-            rows.append(ProcRow(oid, fn, PG_CATALOG_OID, type_oid(ret),
-                                tuple(type_oid(a) for a in args)))
-    oid = 15000
-    for name, ret, args in _VECTOR_FUNCTIONS:
-        oid += 1
-        rows.append(ProcRow(oid, name, PUBLIC_OID, type_oid(ret),
-                            tuple(type_oid(a) for a in args), language=13,
-                            kind="a" if name in ("avg", "sum") else "f"))
-    return tuple(rows)
 
 
 # Relations -----------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from sqlvec.catalog import functions as F
 from sqlvec.catalog import objects as O
 from sqlvec.catalog.catalog import BOOTSTRAP_SUPERUSER_OID, PG_CATALOG_OID
 from sqlvec.catalog.settings import DEFAULT_SETTINGS, INDEX_SETTINGS, SETTING_INFO
@@ -167,18 +168,9 @@ PG_TYPE = _cols(
     "typdefault text, typacl _text")
 
 
-@lru_cache(maxsize=1)
-def proc_oids() -> dict[str, int]:
-    """Function name → pg_proc OID (the first of that name)."""
-    out: dict[str, int] = {}
-    for p in O.proc_rows():
-        out.setdefault(p.name, p.oid)
-    return out
-
-
 @virtual("pg_type", PG_TYPE)
 def _pg_type(o) -> dict:
-    procs = proc_oids()
+    procs = F.proc_oids()
 
     def proc(name: str) -> int:
         return 0 if name == "-" else procs.get(name, 0)
@@ -207,11 +199,16 @@ PG_PROC = _cols(
 
 @virtual("pg_proc", PG_PROC)
 def _pg_proc(o) -> dict:
+    """From the function catalog (catalog/functions.py): one row per name and signature."""
     rows = [(p.oid, p.name, p.namespace, BOOTSTRAP_SUPERUSER_OID, p.language, 1.0,
-             1000.0 if p.retset else 0.0, 0, 0, p.kind, False, False, p.strict, p.retset,
-             p.volatile, "s", len(p.argtypes), 0, p.rettype, list(p.argtypes), None, None, None,
-             None, None, p.name, None if p.language == 12 else "$libdir/vector", None, None, None)
-            for p in O.proc_rows()]
+             1000.0 if p.retset else 0.0, p.variadic, 0, p.kind, False, False, p.strict,
+             p.retset, p.volatile, "s", len(p.argtypes), len(p.argdefaults), p.rettype,
+             list(p.argtypes), list(p.allargtypes) if p.allargtypes else None,
+             list(p.argmodes) if p.argmodes else None,
+             list(p.argnames) if p.argnames else None,
+             None, None, p.source, None if p.language == F.INTERNAL_LANGUAGE else "$libdir/vector",
+             None, None, None)
+            for p in F.proc_rows()]
     return _rows([c for c, _ in PG_PROC], rows)
 
 

@@ -1,7 +1,9 @@
 """Aggregate functions over groups, vectorized with NumPy and pyarrow's hash aggregation.
 
-`compile_aggregate` turns one call (`count(*)`, `sum(x) FILTER (WHERE ...)`,
-`string_agg(DISTINCT x, ',' ORDER BY x)`, `avg(embedding)`) into an `AggregateSpec`;
+Each aggregate is declared in the function catalog (catalog/functions.py) with a builder that
+turns its arguments into an `AggregateSpec`; `compile_aggregate` reads one call (`count(*)`,
+`sum(x) FILTER (WHERE ...)`, `string_agg(DISTINCT x, ',' ORDER BY x)`, `avg(embedding)`) and
+hands its arguments to the builder;
 `run_aggregates` numbers the groups once (dense ids in order of first appearance), then
 evaluates each spec over its own selection of rows (FILTER, DISTINCT, ORDER BY) with one
 `Table.group_by` on the group id, scattering the results back by id. Result types follow
@@ -20,9 +22,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
+from sqlvec.catalog import functions as F
+from sqlvec.catalog.functions import aggregate, sig
 from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.values import BOOL, FLOAT8, INT8, TEXT, Value, as_array
+from sqlvec.execution.windows import aggregate_window
+from sqlvec.sql.calls import call_of
 from sqlvec.storage.table import mask_of
 from sqlvec.types import SqlType
 
@@ -48,57 +54,74 @@ _SUM_TYPE = {"int2": INT8, "int4": INT8, "float4": SqlType("float4"), "float8": 
 
 
 def compile_aggregate(c, call: exp.Expression) -> AggregateSpec:
+    """One aggregate call (the planner hands over only calls the function catalog declares as
+    aggregates), with its FILTER, DISTINCT and ORDER BY."""
     filt = None
     if isinstance(call, exp.Filter):
         filt = c.condition(call.expression.this, "FILTER")
         call = call.this
-    arg_expr = call.this
+    name, args = call_of(call)  # type: ignore[misc]
     order = None
-    if isinstance(arg_expr, exp.Order):
-        order = [(c.compile(o.this), bool(o.args.get("desc")),
-                  o.args.get("nulls_first") if o.args.get("nulls_first") is not None
-                  else bool(o.args.get("desc"))) for o in arg_expr.expressions]
-        arg_expr = arg_expr.this
-    distinct = isinstance(arg_expr, exp.Distinct)
+    if args and isinstance(args[-1], exp.Order):  # ORDER BY follows the last argument
+        o = args[-1]
+        order = [(c.compile(x.this), bool(x.args.get("desc")),
+                  x.args.get("nulls_first") if x.args.get("nulls_first") is not None
+                  else bool(x.args.get("desc"))) for x in o.expressions]
+        args = args[:-1] + [o.this]
+    distinct = bool(args) and isinstance(args[0], exp.Distinct)
     if distinct:
-        arg_expr = arg_expr.expressions[0] if arg_expr.expressions else None
-    if isinstance(call, exp.Count):
-        if arg_expr is None or isinstance(arg_expr, exp.Star):
-            return AggregateSpec("count_all", None, INT8, filt)
-        return AggregateSpec("count", c.compile(arg_expr), INT8, filt, distinct=distinct)
-    if arg_expr is None:
-        raise SqlVecError(f"function {_name(call)}() does not exist", sqlstate="42883")
-    arg = c.compile(arg_expr)
-    if arg.type.name == "unknown":
-        arg = c.coerce(arg, TEXT if not isinstance(call, (exp.Sum, exp.Avg)) else V.NUMERIC)
-    build = _BUILDERS.get(type(call))
-    if build is None:
-        raise FeatureNotSupported(f"aggregate function {_name(call)} is not supported")
-    spec = build(c, call, arg)
-    spec.filter, spec.distinct = filt, distinct
+        args = list(args[0].expressions) + args[1:]
+    spec = F.lookup(name).kernel(c, name, args)  # type: ignore[union-attr]
+    spec.filter, spec.distinct = filt, distinct and spec.arg is not None
     spec.order = order if spec.order is None else spec.order
     if order is not None and spec.name not in ("string_agg", "array_agg"):
         spec.order = None  # ORDER BY does not change other aggregates' results
     return spec
 
 
-def _name(call: exp.Expression) -> str:
-    return call.sql_name().lower() if isinstance(call, exp.Func) else type(call).__name__
+def _argument(c, name: str, args: list[exp.Expression], count: int = 1,
+              unknown: SqlType = TEXT) -> Value:
+    """The aggregated argument (an untyped literal as `unknown`), when `count` are given."""
+    if len(args) != count or any(isinstance(a, exp.Star) for a in args):
+        shown = ", ".join("*" if isinstance(a, exp.Star) else c.compile(a).type.format()
+                          for a in args)
+        raise SqlVecError(f"function {name}({shown}) does not exist", sqlstate="42883",
+                          hint="No function matches the given name and argument types. You "
+                               "might need to add explicit type casts.")
+    arg = c.compile(args[0])
+    return c.coerce(arg, unknown) if arg.type.name == "unknown" else arg
 
 
-def _sum(c, call, arg: Value) -> AggregateSpec:
+@aggregate("count", "-> int8", "any -> int8", strict=False, window=aggregate_window)
+def _count(c, name, args) -> AggregateSpec:
+    if not args or len(args) == 1 and isinstance(args[0], exp.Star):
+        return AggregateSpec("count_all", None, INT8)
+    return AggregateSpec("count", _argument(c, name, args), INT8)
+
+
+@aggregate("sum", "int2 -> int8", "int4 -> int8", "int8 -> numeric", "float4 -> float4",
+           "float8 -> float8", "numeric -> numeric",
+           sig("vector -> vector", extension="vector"), strict=False, window=aggregate_window)
+def _sum(c, name, args) -> AggregateSpec:
+    arg = _argument(c, name, args, unknown=V.NUMERIC)
     if arg.type.name == "vector":
         return AggregateSpec("vector_sum", arg, arg.type)
-    _require_number(call, arg)
+    _require_number(name, arg)
+    if arg.type.name == "interval":
+        raise FeatureNotSupported("sum(interval) is not supported")
     if arg.type.name in ("int8", "numeric"):
         return AggregateSpec("sum", arg, V.numeric_with_scale(V.numeric_scale(arg.type)))
     return AggregateSpec("sum", arg, _SUM_TYPE[arg.type.name])
 
 
-def _avg(c, call, arg: Value) -> AggregateSpec:
+@aggregate("avg", "int2 -> numeric", "int4 -> numeric", "int8 -> numeric", "float4 -> float8",
+           "float8 -> float8", "numeric -> numeric", sig("vector -> vector", extension="vector"),
+           strict=False, window=aggregate_window)
+def _avg(c, name, args) -> AggregateSpec:
+    arg = _argument(c, name, args, unknown=V.NUMERIC)
     if arg.type.name == "vector":
         return AggregateSpec("vector_avg", arg, arg.type)
-    _require_number(call, arg)
+    _require_number(name, arg)
     if arg.type.name in ("float4", "float8"):
         return AggregateSpec("avg", arg, FLOAT8)
     if arg.type.name == "interval":
@@ -107,57 +130,64 @@ def _avg(c, call, arg: Value) -> AggregateSpec:
     return AggregateSpec("avg", arg, V.numeric_with_scale(scale))
 
 
-def _require_number(call, arg: Value) -> None:
+def _require_number(name: str, arg: Value) -> None:
     if not V.is_numeric(arg.type) and arg.type.name != "interval":
-        raise SqlVecError(f"function {_name(call)}({arg.type.format()}) does not exist",
+        raise SqlVecError(f"function {name}({arg.type.format()}) does not exist",
                           sqlstate="42883",
                           hint="No function matches the given name and argument types. You "
                                "might need to add explicit type casts.")
 
 
-def _min_max(c, call, arg: Value) -> AggregateSpec:
-    if arg.type.is_array or arg.type.name in ("vector", "json"):
-        raise FeatureNotSupported(f"{_name(call)}({arg.type.format()}) is not supported")
-    return AggregateSpec("min" if isinstance(call, exp.Min) else "max", arg, arg.type)
+_ORDERED_TYPES = ("int2", "int4", "int8", "float4", "float8", "numeric", "oid", "text", "bpchar",
+                  "date", "time", "timestamp", "timestamptz")
 
 
-def _bool(c, call, arg: Value) -> AggregateSpec:
-    name = "bool_and" if isinstance(call, exp.LogicalAnd) else "bool_or"
-    return AggregateSpec(name, c.coerce(arg, BOOL), BOOL)
+@aggregate("min max", *(f"{t} -> {t}" for t in _ORDERED_TYPES), strict=False,
+           window=aggregate_window)
+def _min_max(c, name, args) -> AggregateSpec:
+    arg = _argument(c, name, args)
+    if arg.type.is_array or arg.type.name in ("vector", "json", "interval"):
+        raise FeatureNotSupported(f"{name}({arg.type.format()}) is not supported")
+    return AggregateSpec(name, arg, arg.type)
 
 
-def _string_agg(c, call, arg: Value) -> AggregateSpec:
-    sep = call.args.get("separator")
-    separator = c.compile_as(sep, TEXT) if sep is not None else None
-    if separator is None:
-        raise SqlVecError("function string_agg(text) does not exist", sqlstate="42883")
+@aggregate("bool_and bool_or", "bool -> bool", strict=False)
+def _bool(c, name, args) -> AggregateSpec:
+    return AggregateSpec(name, c.coerce(_argument(c, name, args), BOOL), BOOL)
+
+
+@aggregate("string_agg", "text, text -> text", strict=False)
+def _string_agg(c, name, args) -> AggregateSpec:
+    if len(args) != 2:
+        shown = ", ".join(c.compile(a).type.format() for a in args)
+        raise SqlVecError(f"function string_agg({shown}) does not exist", sqlstate="42883")
+    arg = _argument(c, name, args[:1])
+    separator = c.compile_as(args[1], TEXT)
     if not V.is_string(arg.type):
         raise SqlVecError(f"function string_agg({arg.type.format()}, text) does not exist",
                           sqlstate="42883")
     return AggregateSpec("string_agg", arg, TEXT, separator=separator)
 
 
-def _array_agg(c, call, arg: Value) -> AggregateSpec:
+@aggregate("array_agg", "anynonarray -> anyarray", strict=False)
+def _array_agg(c, name, args) -> AggregateSpec:
+    arg = _argument(c, name, args)
     if arg.type.is_array or arg.type.name == "vector":
         raise FeatureNotSupported(f"array_agg({arg.type.format()}) is not supported")
     return AggregateSpec("array_agg", arg, arg.type.array_of())
 
 
-def _spread(c, call, arg: Value) -> AggregateSpec:
-    _require_number(call, arg)
-    name = "variance" if isinstance(call, (exp.Variance, exp.VariancePop)) else "stddev"
-    ddof = 0 if isinstance(call, (exp.StddevPop, exp.VariancePop)) else 1
+@aggregate("stddev stddev_samp stddev_pop variance var_samp var_pop", "int2 -> numeric",
+           "int4 -> numeric", "int8 -> numeric", "float4 -> float8", "float8 -> float8",
+           "numeric -> numeric", strict=False)
+def _spread(c, name, args) -> AggregateSpec:
+    arg = _argument(c, name, args, unknown=V.NUMERIC)
+    _require_number(name, arg)
+    kind = "variance" if name.startswith("var") else "stddev"
+    ddof = 0 if name.endswith("_pop") else 1
     exact = arg.type.name not in ("float4", "float8")
-    return AggregateSpec(name, c.coerce(arg, FLOAT8), V.numeric_with_scale(AVG_SCALE)
+    return AggregateSpec(kind, c.coerce(arg, FLOAT8), V.numeric_with_scale(AVG_SCALE)
                          if exact else FLOAT8, ddof=ddof)
-
-
-_BUILDERS: dict[type, Callable] = {
-    exp.Sum: _sum, exp.Avg: _avg, exp.Min: _min_max, exp.Max: _min_max,
-    exp.LogicalAnd: _bool, exp.LogicalOr: _bool, exp.GroupConcat: _string_agg,
-    exp.ArrayAgg: _array_agg, exp.Stddev: _spread, exp.StddevSamp: _spread,
-    exp.StddevPop: _spread, exp.Variance: _spread, exp.VariancePop: _spread,
-}
 
 
 # Running ---------------------------------------------------------------------------------------

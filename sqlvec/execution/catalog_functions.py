@@ -1,11 +1,12 @@
 """Catalog functions, casts and operators that drivers, psql and BI tools send.
 
-Registered through `session_functions()` (database.functions): named functions
-(`fn(c, args, e) -> Value`), casts to and from the reg* types (`::regclass`, `regtype::text`),
-expression forms the compiler hands over by class (`expr:BitwiseAnd`, `expr:Dot` for
-`(record).field`, `expr:ArrayConcat`), and the set-returning
-functions of a select list (`ProjectSet`: unnest, generate_subscripts, generate_series,
-information_schema._pg_expandarray, pg_get_keywords).
+Named functions (`fn(c, args, e) -> Value`) and the set-returning functions of a select list
+(the `ProjectSet` operator: unnest, generate_subscripts, generate_series,
+information_schema._pg_expandarray, pg_get_keywords) are declared in the function catalog
+(catalog/functions.py; "Declarations" below). `compile_extensions()` (database.functions) holds
+the rest: casts to and from the reg* types (`::regclass`, `regtype::text`) and expression forms
+the compiler hands over by class (`expr:BitwiseAnd`, `expr:Dot` for `(record).field`,
+`expr:ArrayConcat`).
 
 Every function reads the catalog through one `CatalogObjects` per statement (catalog/objects.py),
 so OIDs agree with the pg_catalog tables. Values are computed per distinct input where the input is
@@ -24,12 +25,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
+from sqlvec.catalog import functions as F
 from sqlvec.catalog import objects as O
+from sqlvec.catalog.functions import scalar, set_returning
 from sqlvec.catalog.settings import CANONICAL, VERSION_TEXT
 from sqlvec.catalog.virtual import table_oid
 from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedObject, UndefinedTable
 from sqlvec.execution import values as V
-from sqlvec.execution.functions import named
+from sqlvec.execution.session_functions import regclass_of
+from sqlvec.execution.table_functions import series_bounds, series_table, unnest_table
 from sqlvec.execution.values import (
     BOOL,
     FLOAT8,
@@ -41,6 +45,7 @@ from sqlvec.execution.values import (
     is_scalar,
 )
 from sqlvec.sql.binder import Field
+from sqlvec.sql.calls import call_of
 from sqlvec.types import REG_TYPES, TYPES_BY_NAME, SqlType, record_fields, record_type
 
 NAME = SqlType("name")
@@ -204,6 +209,19 @@ def _type_is_visible(c, args, e):
     return _map([oid], fn, BOOL)
 
 
+def _function_is_visible(c, args, e):
+    """pg_function_is_visible: its schema is pg_catalog or on the search path."""
+    oid = _arg(c, args[0], OID)
+
+    def fn(f, o):
+        p = F.procs_by_oid().get(o)
+        if p is None:
+            return None
+        name = objects(f).nsp_by_oid.get(p.namespace)
+        return name == "pg_catalog" or name in _search_path(f)
+    return _map([oid], fn, BOOL)
+
+
 def _always_visible(c, args, e):
     oid = _arg(c, args[0], OID)
     return _map([oid], lambda f, o: True, BOOL)
@@ -282,21 +300,21 @@ def _function_result(c, args, e):
     oid = _arg(c, args[0], OID)
 
     def fn(f, o):
-        p = O.procs_by_oid().get(o)
-        if p is None:
-            return None
-        text = O.format_type(p.rettype, -1)
-        return f"SETOF {text}" if p.retset else text
+        p = F.procs_by_oid().get(o)
+        return None if p is None else p.result()
     return _map([oid], fn, TEXT)
 
 
-def _function_arguments(c, args, e):
-    oid = _arg(c, args[0], OID)
+def _function_arguments(identity: bool):
+    """pg_get_function_arguments / pg_get_function_identity_arguments."""
+    def compile_(c, args, e):
+        oid = _arg(c, args[0], OID)
 
-    def fn(f, o):
-        p = O.procs_by_oid().get(o)
-        return None if p is None else ", ".join(O.format_type(t, -1) for t in p.argtypes)
-    return _map([oid], fn, TEXT)
+        def fn(f, o):
+            p = F.procs_by_oid().get(o)
+            return None if p is None else p.arguments(identity)
+        return _map([oid], fn, TEXT)
+    return compile_
 
 
 # Descriptions --------------------------------------------------------------------------------------
@@ -376,9 +394,7 @@ def _size_function(which: str):
     def compile_(c, args, e):
         v = c.compile(args[0])
         if v.type.name == "unknown" or V.is_string(v.type):
-            from sqlvec.execution.session_functions import _to_regclass
-
-            v = _to_regclass(c, v)
+            v = regclass_of(c, v)
         return _map([v], lambda f, o: relation_size(objects(f), o, which), INT8)
     return compile_
 
@@ -494,17 +510,17 @@ def _string_to_array(c, args, e):
     return _map([s, sep] + ([null] if null else []), fn, TEXT.array_of(), strict=False)
 
 
-def _array_bound(kind: str):
-    def compile_(c, args, e):
-        arr = _array_arg(c, args[0])
-        dim = c.compile_as(args[1], INT4) if len(args) > 1 else _const(1, INT4)
+def _array_bound(c, args, e):
+    """array_upper / array_lower / array_length (one-dimensional arrays)."""
+    kind = str(e.this).lower().removeprefix("array_")
+    arr = _array_arg(c, args[0])
+    dim = c.compile_as(args[1], INT4) if len(args) > 1 else _const(1, INT4)
 
-        def fn(f, items, d):
-            if d != 1 or not items:
-                return None
-            return {"upper": len(items), "lower": 1, "length": len(items)}[kind]
-        return _map([arr, dim], fn, INT4)
-    return compile_
+    def fn(f, items, d):
+        if d != 1 or not items:
+            return None
+        return {"upper": len(items), "lower": 1, "length": len(items)}[kind]
+    return _map([arr, dim], fn, INT4)
 
 
 def _cardinality(c, args, e):
@@ -527,10 +543,23 @@ def _array_concat(c, e):
     return _map([a, b], fn, t, strict=False)
 
 
+def _array_cat(c, args, e):
+    """array_cat(a, b): `a || b` of two arrays."""
+    if len(args) != 2:
+        from sqlvec.execution.functions import no_such_function
+
+        raise no_such_function("array_cat", [c.compile(a) for a in args])
+    return _array_concat(c, exp.DPipe(this=args[0], expression=args[1]))
+
+
 def _json_build_object(c, args, e):
+    """json_build_object / jsonb_build_object: jsonb orders its keys as PostgreSQL stores them
+    (shorter first, then bytewise) and prints `"k": v`; json keeps them and prints `"k" : v`."""
+    name = str(e.this).lower()
+    binary = name == "jsonb_build_object"
     if len(args) % 2:
         raise SqlVecError("argument list must have even number of elements", sqlstate="22023",
-                          hint="The arguments of json_build_object() must consist of alternating "
+                          hint=f"The arguments of {name}() must consist of alternating "
                                "keys and values.")
     vals = [c.compile(a) for a in args]
     vals = [c.coerce(v, TEXT) if v.type.name == "unknown" else v for v in vals]
@@ -544,8 +573,11 @@ def _json_build_object(c, args, e):
             if value is not None and not isinstance(value, (bool, int, float, str, list)):
                 value = V.format_value(value, t)
             out[str(key)] = value
+        if binary:
+            out = dict(sorted(out.items(), key=lambda kv: (len(kv[0].encode()), kv[0].encode())))
+            return json.dumps(out, separators=(", ", ": "))
         return json.dumps(out, separators=(", ", " : "))
-    return _map(vals, fn, JSON, strict=False)
+    return _map(vals, fn, SqlType("jsonb") if binary else JSON, strict=False)
 
 
 def _json_build_array(c, args, e):
@@ -653,9 +685,9 @@ def _reg_input(kind: str):
             return oid
         if kind in ("regproc", "regprocedure"):
             name = O.split_qualified(re.sub(r"\(.*\)$", "", s))[1]
-            for p in O.proc_rows():
-                if p.name == name:
-                    return p.oid
+            oid = F.proc_oids().get(name)
+            if oid is not None:
+                return oid
             raise UndefinedObject(f'function "{s}" does not exist', sqlstate="42883")
         if kind == "regnamespace":
             oid = model.nsp_by_name.get(O.split_qualified(s)[1])
@@ -695,7 +727,7 @@ def reg_name(kind: str, oid: int, model: O.CatalogObjects, search_path: list[str
     if kind == "regtype":
         return O.format_type(oid, -1) if O.type_name_of(oid) else str(oid)
     if kind in ("regproc", "regprocedure"):
-        p = O.procs_by_oid().get(oid)
+        p = F.procs_by_oid().get(oid)
         if p is None:
             return str(oid)
         if kind == "regprocedure":
@@ -786,8 +818,8 @@ def _field_access(c, e: exp.Dot) -> Value:
 # Set-returning functions ---------------------------------------------------------------------------
 #
 # Each returns (Value giving one list per input row, element type). In a select list the
-# ProjectSet operator expands the lists in lockstep; in FROM (`srf:` entries of functions.NAMED)
-# the same lists are produced for the single (outer) row.
+# ProjectSet operator expands the lists in lockstep; in FROM (table_functions.py) the same lists
+# are produced for the single (outer) row, unless the declaration names a FROM form of its own.
 
 
 def _srf_unnest(c, args):
@@ -814,27 +846,27 @@ def _srf_subscripts(c, args):
 
 
 def _srf_series(c, args):
-    a, b = c.compile(args[0]), c.compile(args[1])
-    step = c.compile(args[2]) if len(args) > 2 else _const(1, INT4)
-    types = (a.type, b.type, step.type)
-    if any(t.name == "numeric" or (t.name == "unknown" and "." in (v.text or ""))
-           for t, v in zip(types, (a, b, step))):
-        t = SqlType("numeric")
-    else:
-        t = INT8 if INT8 in types else INT4
-    a, b, step = c.coerce(a, t), c.coerce(b, t), c.coerce(step, t)
+    """generate_series in a select list: each input row's series built as in FROM
+    (table_functions.py), one vectorized kernel call per row."""
+    bounds, t, kernel = series_bounds(c, args)
+    arrow = t.array_of().to_arrow()
 
-    def fn(f, x, y, s):
-        if s == 0:
-            raise SqlVecError("step size cannot equal zero", sqlstate="22023")
-        if t.name != "numeric":
-            return list(range(x, y + (1 if s > 0 else -1), s))
-        out, v = [], x
-        while (v <= y) if s > 0 else (v >= y):
-            out.append(v)
-            v += s
-        return out
-    return _map([a, b, step], fn, t.array_of()), t
+    def run(f):
+        values = [b(f) for b in bounds]
+        if all(is_scalar(v) for v in values):
+            items = kernel(f.ctx, *values) if all(v.is_valid for v in values) else None
+            return pa.scalar(None if items is None else items.to_pylist(), arrow)
+        columns = [as_array(v, f.n) for v in values]
+        pieces, offsets = [], [0]
+        for i in range(f.n):
+            row = [col[i] for col in columns]
+            items = kernel(f.ctx, *row) if all(v.is_valid for v in row) else None
+            if items is not None:
+                pieces.append(items)
+            offsets.append(offsets[-1] + (0 if items is None else len(items)))
+        flat = pa.concat_arrays(pieces) if pieces else pa.array([], t.to_arrow())
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), flat.cast(t.to_arrow()))
+    return Value(run, t.array_of()), t
 
 
 def _srf_expandarray(c, args):
@@ -854,38 +886,16 @@ KEYWORDS_RECORD = record_type([("word", TEXT), ("catcode", SqlType("char")),
 def _srf_keywords(c, args):
     rows = [{"word": w, "catcode": code, "barelabel": True, "catdesc": desc,
              "baredesc": "can be bare label"} for w, code, desc in O.keywords()]
-    scalar = pa.scalar(rows, KEYWORDS_RECORD.array_of().to_arrow())
-    return Value(lambda f: scalar, KEYWORDS_RECORD.array_of(), True), KEYWORDS_RECORD
-
-
-SET_RETURNING = {
-    "unnest": _srf_unnest,
-    "explode": _srf_unnest,
-    "generate_subscripts": _srf_subscripts,
-    "generate_series": _srf_series,
-    "_pg_expandarray": _srf_expandarray,
-    "pg_get_keywords": _srf_keywords,
-}
+    keywords = pa.scalar(rows, KEYWORDS_RECORD.array_of().to_arrow())
+    return Value(lambda f: keywords, KEYWORDS_RECORD.array_of(), True), KEYWORDS_RECORD
 
 
 def _srf_call(c, call: exp.Expression):
+    """A set-returning call of a select list: (lists per input row, element type)."""
     if isinstance(call, exp.Dot):
         call = call.expression
-    if isinstance(call, exp.Anonymous):
-        name, args = str(call.this).lower(), list(call.expressions)
-    elif isinstance(call, (exp.ExplodingGenerateSeries, exp.GenerateSeries)):
-        name = "generate_series"
-        args = [call.args["start"], call.args["end"]] + (
-            [call.args["step"]] if call.args.get("step") is not None else [])
-    elif isinstance(call, (exp.Explode, exp.Unnest)):
-        name = "unnest"
-        args = [call.this] if isinstance(call, exp.Explode) else list(call.expressions)
-    else:
-        raise FeatureNotSupported(f"set-returning function {call.sql()} is not supported")
-    impl = SET_RETURNING.get(name)
-    if impl is None:
-        raise FeatureNotSupported(f"set-returning function {name}() is not supported here")
-    return impl(c, args)
+    name, args = call_of(call)  # type: ignore[misc]
+    return F.lookup(name).kernel(c, args)  # type: ignore[union-attr]
 
 
 def build_project_set(builder, node, outer):
@@ -947,156 +957,139 @@ def _escape(c, e) -> Value:
     return c.compile(rebuilt)
 
 
-def _from_srf(name: str):
-    """The FROM form of a set-returning function (functions.NAMED["srf:<name>"])."""
-    def table_fn(c, fn_expr):
-        if isinstance(fn_expr, exp.Anonymous):
-            args = list(fn_expr.expressions)
-        elif isinstance(fn_expr, exp.Explode):
-            args = [fn_expr.this]
-        else:
-            args = []
-        value, elem = SET_RETURNING[name](c, args)
+# Declarations ---------------------------------------------------------------------------------------
+#
+# Each function's names and pg_proc signatures (catalog/functions.py), with its kernel above.
 
-        def produce(ctx, outer_frame):
-            from sqlvec.execution.expressions import Frame
-
-            f = Frame(pa.table({"_": [None]}), ctx, outer_frame)
-            x = value(f)
-            items = x.as_py() if is_scalar(x) else as_array(x, 1)[0].as_py()
-            items = items or []
-            fields = record_fields(elem)
-            if fields:
-                return [pa.array([None if r is None else r[k] for r in items], t.to_arrow())
-                        for k, t in fields]
-            return [pa.array(items, elem.to_arrow())]
-        fields = record_fields(elem)
-        return produce, [t for _, t in fields] if fields else [elem]
-    return table_fn
+_STABLE = {"volatility": "s"}
 
 
-def _scalar_in_from(c, fn_expr):
-    """A scalar function in FROM (`FROM string_to_array(...) s`): one row, one column."""
-    value = c.compile(fn_expr)
-
-    def produce(ctx, outer_frame):
-        from sqlvec.execution.expressions import Frame
-
-        f = Frame(pa.table({"_": [None]}), ctx, outer_frame)
-        return [as_array(value(f), 1)]
-    return produce, [value.type]
+def _declare(names: str, *signatures: str, **options):
+    return scalar(names, *signatures, **{**_STABLE, **options})
 
 
-for _name in ("stringtoarray", "string_to_array", "currentschemas", "current_schemas"):
-    named(f"srf:{_name}")(_scalar_in_from)
+# Identity and settings.
+_declare("version", "-> text")(_version)
+_declare("current_schema", "-> name")(_session_value(_current_schema, NAME))
+_declare("current_schemas", "bool -> name[]")(_current_schemas)
+_declare("current_setting", "text -> text", "text, bool -> text")(_current_setting)
+_declare("set_config", "text, text, bool -> text", volatility="v", strict=False)(_set_config)
+_declare("current_query", "-> text", volatility="v", strict=False)(
+    _session_value(lambda f: f.ctx.services.current_query, TEXT))
+_declare("pg_postmaster_start_time", "-> timestamptz")(_session_value(
+    lambda f: getattr(f.ctx.services.database, "started", None) or f.ctx.services.started,
+    SqlType("timestamptz")))
+_declare("pg_conf_load_time", "-> timestamptz")(
+    _session_value(lambda f: f.ctx.services.started, SqlType("timestamptz")))
+_declare("pg_is_in_recovery", "-> bool", volatility="v")(_session_value(lambda f: False, BOOL))
+# PostgreSQL's inet_*_addr return inet, which is not a type here: text carries the same NULL.
+_declare("inet_server_addr inet_client_addr", "-> text", strict=False)(
+    _session_value(lambda f: None, TEXT))
+_declare("inet_server_port inet_client_port", "-> int4", strict=False)(
+    _session_value(lambda f: None, INT4))
+_declare("pg_my_temp_schema", "-> oid")(_session_value(lambda f: 0, OID))
+_declare("pg_is_other_temp_schema", "oid -> bool")(_false)
+_declare("pg_jit_available", "-> bool", volatility="v")(_session_value(lambda f: False, BOOL))
+# Visibility, names, definitions.
+_declare("pg_table_is_visible", "oid -> bool")(_table_is_visible)
+_declare("pg_type_is_visible", "oid -> bool")(_type_is_visible)
+_declare("pg_function_is_visible", "oid -> bool")(_function_is_visible)
+_declare("pg_collation_is_visible pg_opclass_is_visible pg_operator_is_visible "
+         "pg_conversion_is_visible pg_ts_config_is_visible pg_statistics_obj_is_visible",
+         "oid -> bool")(_always_visible)
+_declare("format_type", "oid, int4 -> text", strict=False)(_format_type)
+_declare("pg_get_userbyid", "oid -> name")(_get_userbyid)
+_declare("pg_get_indexdef", "oid -> text", "oid, int4, bool -> text")(_get_indexdef)
+_declare("pg_get_constraintdef", "oid -> text", "oid, bool -> text")(_get_constraintdef)
+_declare("pg_get_expr", "pg_node_tree, oid -> text", "pg_node_tree, oid, bool -> text")(
+    _get_expr)
+_declare("pg_get_serial_sequence", "text, text -> text")(_get_serial_sequence)
+_declare("pg_get_function_result", "oid -> text")(_function_result)
+_declare("pg_get_function_arguments", "oid -> text")(_function_arguments(False))
+_declare("pg_get_function_identity_arguments", "oid -> text")(_function_arguments(True))
+_declare("pg_get_triggerdef pg_get_ruledef", "oid -> text", "oid, bool -> text")(_null_text)
+_declare("pg_get_viewdef", "oid -> text", "oid, bool -> text", "text -> text",
+         "text, bool -> text")(_null_text)
+_declare("pg_get_partkeydef pg_get_statisticsobjdef_columns pg_get_functiondef "
+         "pg_get_function_sqlbody pg_tablespace_location", "oid -> text")(_null_text)
+_declare("pg_describe_object", "oid, oid, int4 -> text")(_null_text)
+_declare("pg_relation_is_publishable", "regclass -> bool")(_false)
+_declare("obj_description", "oid -> text", "oid, name -> text")(_obj_description)
+_declare("col_description", "oid, int4 -> text")(_col_description)
+_declare("shobj_description", "oid, name -> text")(_shobj_description)
+_declare("pg_encoding_to_char", "int4 -> name")(_encoding_to_char)
+_declare("pg_stat_get_numscans", "oid -> int8")(_zero)
+# Privileges: all granted.
+_PRIVILEGE_SIGNATURES = ("name, text, text -> bool", "name, oid, text -> bool",
+                         "oid, text, text -> bool", "oid, oid, text -> bool",
+                         "text, text -> bool", "oid, text -> bool")
+for _kind in ("schema", "table", "database", "any_column", "sequence", "function",
+              "tablespace", "type", "language", "foreign_data_wrapper", "server"):
+    _declare(f"has_{_kind}_privilege", *_PRIVILEGE_SIGNATURES)(_true())
+_declare("has_column_privilege", *(f"{who}{table}{column}, text -> bool"
+                                   for who in ("name, ", "oid, ", "")
+                                   for table in ("text, ", "oid, ")
+                                   for column in ("text", "int2")))(_true())
+_declare("pg_has_role", "name, name, text -> bool", "name, oid, text -> bool",
+         "oid, name, text -> bool", "oid, oid, text -> bool", "name, text -> bool",
+         "oid, text -> bool")(_true())
+# Sizes.
+_declare("pg_relation_size", "regclass -> int8", "regclass, text -> int8", volatility="v")(
+    _size_function("table"))
+_declare("pg_table_size", "regclass -> int8", volatility="v")(_size_function("table"))
+_declare("pg_total_relation_size", "regclass -> int8", volatility="v")(_size_function("total"))
+_declare("pg_indexes_size", "regclass -> int8", volatility="v")(_size_function("indexes"))
+_declare("pg_database_size", "name -> int8", "oid -> int8", volatility="v")(_database_size)
+scalar("pg_size_pretty", "int8 -> text", "numeric -> text")(_size_pretty)
+# Strings, arrays, json.
+scalar("quote_ident", "text -> text")(_quote_ident)
+scalar("quote_literal", "text -> text", "anyelement -> text [stable]")(_quote_literal(False))
+scalar("quote_nullable", "text -> text", "anyelement -> text [stable]", strict=False)(
+    _quote_literal(True))
+_declare("array_to_string", "anyarray, text -> text", "anyarray, text, text -> text [not strict]")(
+    _array_to_string)
+scalar("string_to_array", "text, text -> text[]", "text, text, text -> text[]", strict=False)(
+    _string_to_array)
+scalar("array_upper array_lower array_length", "anyarray, int4 -> int4")(_array_bound)
+scalar("cardinality", "anyarray -> int4")(_cardinality)
+scalar("array_cat", "anycompatiblearray, anycompatiblearray -> anycompatiblearray",
+       strict=False)(_array_cat)
+_declare("json_build_object", "-> json", "variadic any -> json", strict=False)(
+    _json_build_object)
+_declare("jsonb_build_object", "-> jsonb", "variadic any -> jsonb", strict=False)(
+    _json_build_object)
+_declare("json_build_array", "-> json", "variadic any -> json", strict=False)(_json_build_array)
+# Transactions and backends.
+# PostgreSQL's pg_current_xact_id returns xid8, and pg_sleep void: neither is a type here.
+_declare("txid_current txid_current_if_assigned pg_current_xact_id", "-> int8")(_txid_current)
+_declare("pg_sleep", "float8 -> text", volatility="v")(_pg_sleep)
+_declare("pg_cancel_backend", "int4 -> bool", volatility="v")(_signal_backend(False))
+_declare("pg_terminate_backend", "pid int4, timeout int8 = 0 -> bool", volatility="v")(
+    _signal_backend(True))
+# reg* conversions.
+for _kind in ("regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole"):
+    _declare(f"to_{_kind}", f"text -> {_kind}")(_to_reg(_kind))
+# Set-returning functions of a select list (their FROM form: table_functions.py).
+set_returning("unnest", "anyarray -> setof anyelement", table=unnest_table)(_srf_unnest)
+set_returning("generate_subscripts", "anyarray, int4 -> setof int4",
+              "anyarray, int4, bool -> setof int4")(_srf_subscripts)
+set_returning("generate_series", "int4, int4 -> setof int4", "int4, int4, int4 -> setof int4",
+              "int8, int8 -> setof int8", "int8, int8, int8 -> setof int8",
+              "numeric, numeric -> setof numeric", "numeric, numeric, numeric -> setof numeric",
+              "timestamp, timestamp, interval -> setof timestamp",
+              "timestamptz, timestamptz, interval -> setof timestamptz [stable]",
+              table=series_table)(_srf_series)
+set_returning("_pg_expandarray", "anyarray -> setof record(x anyelement, n int4)",
+              schema="information_schema")(_srf_expandarray)
+set_returning("pg_get_keywords", "-> setof record(word text, catcode char, barelabel bool, "
+              "catdesc text, baredesc text)", volatility="s")(_srf_keywords)
 
-for _name in ("generate_subscripts", "_pg_expandarray", "pg_get_keywords", "explode"):
-    named(f"srf:{_name}")(_from_srf(_name))
 
-
-# Registry ------------------------------------------------------------------------------------------
-
-
-def catalog_functions() -> dict:
-    from sqlvec.execution.session_functions import _const_text
-
+def compile_extensions() -> dict:
+    """Operator forms and reg* casts the compiler looks up by key (CompileEnv.functions):
+    `expr:<sqlglot class>` for operators catalog queries use, `::<regtype>` for casts to reg*
+    types, `<regtype>::text` for their output."""
     out = {
-        # identity and settings
-        "version": _version,
-        "current_version": _version,
-        "current_schema": _session_value(_current_schema, NAME),
-        "current_schemas": _current_schemas,
-        "current_setting": _current_setting,
-        "set_config": _set_config,
-        "current_query": _session_value(lambda f: f.ctx.services.current_query, TEXT),
-        "pg_postmaster_start_time": _session_value(
-            lambda f: getattr(f.ctx.services.database, "started", None) or
-            f.ctx.services.started, SqlType("timestamptz")),
-        "pg_conf_load_time": _session_value(lambda f: f.ctx.services.started,
-                                            SqlType("timestamptz")),
-        "pg_is_in_recovery": _session_value(lambda f: False, BOOL),
-        "inet_server_addr": _session_value(lambda f: None, TEXT),
-        "inet_server_port": _session_value(lambda f: None, INT4),
-        "inet_client_addr": _session_value(lambda f: None, TEXT),
-        "pg_my_temp_schema": _session_value(lambda f: 0, OID),
-        "pg_is_other_temp_schema": _false,
-        "pg_jit_available": _session_value(lambda f: False, BOOL),
-        # visibility, names, definitions
-        "pg_table_is_visible": _table_is_visible,
-        "pg_type_is_visible": _type_is_visible,
-        "pg_function_is_visible": _always_visible,
-        "pg_collation_is_visible": _always_visible,
-        "pg_opclass_is_visible": _always_visible,
-        "pg_operator_is_visible": _always_visible,
-        "pg_conversion_is_visible": _always_visible,
-        "pg_ts_config_is_visible": _always_visible,
-        "pg_statistics_obj_is_visible": _always_visible,
-        "format_type": _format_type,
-        "pg_get_userbyid": _get_userbyid,
-        "pg_get_indexdef": _get_indexdef,
-        "pg_get_constraintdef": _get_constraintdef,
-        "pg_get_expr": _get_expr,
-        "pg_get_serial_sequence": _get_serial_sequence,
-        "pg_get_function_result": _function_result,
-        "pg_get_function_arguments": _function_arguments,
-        "pg_get_function_identity_arguments": _function_arguments,
-        "pg_get_triggerdef": _null_text,
-        "pg_get_viewdef": _null_text,
-        "pg_get_ruledef": _null_text,
-        "pg_get_partkeydef": _null_text,
-        "pg_get_statisticsobjdef_columns": _null_text,
-        "pg_get_functiondef": _null_text,
-        "pg_get_function_sqlbody": _null_text,
-        "pg_describe_object": _null_text,
-        "pg_get_object_address": _null_text,
-        "pg_tablespace_location": _null_text,
-        "pg_relation_is_publishable": _false,
-        "obj_description": _obj_description,
-        "col_description": _col_description,
-        "shobj_description": _shobj_description,
-        "pg_encoding_to_char": _encoding_to_char,
-        "pg_stat_get_numscans": _zero,
-        # privileges: all granted
-        **{f"has_{kind}_privilege": _true() for kind in (
-            "schema", "table", "database", "any_column", "column", "sequence", "function",
-            "tablespace", "type", "language", "foreign_data_wrapper", "server")},
-        "pg_has_role": _true(),
-        # sizes
-        "pg_relation_size": _size_function("table"),
-        "pg_table_size": _size_function("table"),
-        "pg_total_relation_size": _size_function("total"),
-        "pg_indexes_size": _size_function("indexes"),
-        "pg_database_size": _database_size,
-        "pg_size_pretty": _size_pretty,
-        # strings, arrays, json
-        "quote_ident": _quote_ident,
-        "quote_literal": _quote_literal(False),
-        "quote_nullable": _quote_literal(True),
-        "array_to_string": _array_to_string,
-        "string_to_array": _string_to_array,
-        "array_upper": _array_bound("upper"),
-        "array_lower": _array_bound("lower"),
-        "array_length": _array_bound("length"),
-        "array_size": _array_bound("length"),
-        "cardinality": _cardinality,
-        "json_build_object": _json_build_object,
-        "jsonb_build_object": _json_build_object,
-        "json_build_array": _json_build_array,
-        # transactions and backends
-        "txid_current": _txid_current,
-        "pg_current_xact_id": _txid_current,
-        "txid_current_if_assigned": _txid_current,
-        "pg_sleep": _pg_sleep,
-        "pg_cancel_backend": _signal_backend(False),
-        "pg_terminate_backend": _signal_backend(True),
-        # reg* conversions
-        "to_regclass": _to_reg("regclass"),
-        "to_regtype": _to_reg("regtype"),
-        "to_regproc": _to_reg("regproc"),
-        "to_regprocedure": _to_reg("regprocedure"),
-        "to_regnamespace": _to_reg("regnamespace"),
-        "to_regrole": _to_reg("regrole"),
-        # expression forms
         "expr:BitwiseAnd": _bitwise("and"),
         "expr:BitwiseOr": _bitwise("or"),
         "expr:BitwiseXor": _bitwise("xor"),
@@ -1106,9 +1099,6 @@ def catalog_functions() -> dict:
         "expr:Dot": _field_access,
         "expr:Escape": _escape,
         "expr:ArrayConcat": _array_concat,
-        "current_catalog": _const_text(lambda s: s.database_name),
-        "current_user": _const_text(lambda s: s.user),
-        "session_user": _const_text(lambda s: s.user),
     }
     for kind in REG_TYPES:
         out[f"::{kind}"] = _reg_input(kind)
@@ -1116,5 +1106,5 @@ def catalog_functions() -> dict:
     return out
 
 
-__all__ = ["catalog_functions", "build_project_set", "size_pretty", "quote_literal",
-           "INT2"]
+__all__ = ["compile_extensions", "build_project_set", "size_pretty", "quote_literal", "INT2",
+           "reg_name", "relation_size", "objects"]

@@ -2,9 +2,10 @@
 
 `Compiler.compile(expression)` returns a `Value`: a function of a `Frame` (the input rows as an
 Arrow table) plus the result's SQL type. Compilation is one dispatch table keyed by sqlglot
-expression class (`HANDLERS`), with pgvector's nodes beside the standard ones; functions called by
-name (`lower(x)`, `vector_dims(v)`) go through `functions.FUNCTIONS`. An expression class with no
-handler is refused with 0A000 naming it, never evaluated wrongly.
+expression class (`HANDLERS`), with pgvector's nodes beside the standard ones; function calls
+(`lower(x)`, `vector_dims(v)`) are compiled by their declarations in the function catalog
+(`functions.compile_call`). An expression class with no handler is refused with 0A000 naming it,
+never evaluated wrongly.
 
 Everything here is vectorized: pyarrow.compute for scalar logic, NumPy kernels for distances.
 Correlated subqueries are the exception (evaluated once per outer row); uncorrelated ones run
@@ -23,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
+from sqlvec.catalog.functions import scalar
 from sqlvec.errors import (
     DataException,
     DatatypeMismatch,
@@ -30,6 +32,7 @@ from sqlvec.errors import (
     FeatureNotSupported,
     NumericValueOutOfRange,
     SqlVecError,
+    SyntaxError_,
 )
 from sqlvec.execution import values as V
 from sqlvec.execution.joins import key_pairs
@@ -49,6 +52,7 @@ from sqlvec.execution.values import (
 from sqlvec.plan.nodes import SubPlan
 from sqlvec.sql import dialect as d
 from sqlvec.sql.binder import Field, Scope, sql_type, system_column
+from sqlvec.sql.calls import call_of
 from sqlvec.types import REG_TYPES, SqlType
 from sqlvec.vectors import Metric, paired_distances
 
@@ -1082,6 +1086,31 @@ def _regex(c: Compiler, e: exp.Expression, ignore_case: bool) -> Value:
     return Value(fn, BOOL, x.const)
 
 
+@scalar("like", "text, text -> bool")
+def _like_function(c: Compiler, args: list[exp.Expression], e: exp.Expression) -> Value:
+    """like(s, pattern): `s LIKE pattern`."""
+    if len(args) != 2:
+        raise _undefined_keyword(c, "like", args)
+    return _like(c, exp.Like(this=args[0], expression=args[1]), False)
+
+
+@scalar("regexp_like", "text, text -> bool", "text, text, text -> bool")
+def _regexp_like(c: Compiler, args: list[exp.Expression], e: exp.Expression) -> Value:
+    """regexp_like(s, pattern[, flags]): `s ~ pattern`; flag `i` is `~*`."""
+    if len(args) not in (2, 3):
+        raise _undefined_keyword(c, "regexp_like", args)
+    flags = constant(c.compile_as(args[2], TEXT), None).as_py() if len(args) > 2 else ""
+    if flags is None:
+        return Value(lambda f: pa.scalar(None, pa.bool_()), BOOL, True)
+    for flag in flags:
+        if flag not in "bceimnpqstwx":
+            raise SqlVecError(f'invalid regular expression option: "{flag}"', sqlstate="22023")
+        if flag not in "ic":
+            raise FeatureNotSupported(f'regexp_like option "{flag}" is not supported')
+    ignore_case = flags.rfind("i") > flags.rfind("c")
+    return _regex(c, exp.RegexpLike(this=args[0], expression=args[1]), ignore_case)
+
+
 def _operator(c: Compiler, e: exp.Operator) -> Value:
     """`a OPERATOR(pg_catalog.~) b` and friends: map the operator name to our nodes."""
     op = str(e.args.get("operator")).split(".")[-1].strip()
@@ -1195,8 +1224,15 @@ def _ensure_type(arr, t: SqlType):
 _ONE_ROW = pa.table({"_": [None]})
 
 
-def _coalesce(c: Compiler, e: exp.Coalesce) -> Value:
-    args = [c.compile(e.this)] + [c.compile(a) for a in e.expressions]
+# COALESCE, NULLIF, GREATEST and LEAST are SQL keywords, not functions of pg_proc: declared as
+# keyword forms of the function catalog, called with their arguments in order.
+
+
+@scalar("coalesce", keyword=True, strict=False)
+def _coalesce(c: Compiler, exprs: list[exp.Expression], e: exp.Expression) -> Value:
+    if not exprs:
+        raise SyntaxError_("syntax error at or near \")\"")
+    args = [c.compile(a) for a in exprs]
     t = V.common_type([a.type for a in args], "COALESCE")
     args = [c.coerce(a, t) for a in args]
     arrow = t.to_arrow()
@@ -1223,9 +1259,12 @@ def _cast_scalar(v: pa.Scalar, arrow: pa.DataType) -> pa.Scalar:
         return v
 
 
-def _nullif(c: Compiler, e: exp.Nullif) -> Value:
-    a = c.compile(e.this)
-    b = c.compile(e.expression)
+@scalar("nullif", keyword=True, strict=False)
+def _nullif(c: Compiler, exprs: list[exp.Expression], e: exp.Expression) -> Value:
+    if len(exprs) != 2:
+        raise _undefined_keyword(c, "nullif", exprs)
+    a = c.compile(exprs[0])
+    b = c.compile(exprs[1])
     a2, b2, _ = c.unify(a, b)
     t = a.type if a.type.name != "unknown" else a2.type
 
@@ -1239,13 +1278,22 @@ def _nullif(c: Compiler, e: exp.Nullif) -> Value:
     return Value(fn, t, a.const and b.const)
 
 
-def _greatest(c: Compiler, e: exp.Expression) -> Value:
-    args = [c.compile(e.this)] + [c.compile(a) for a in e.expressions]
-    t = V.common_type([a.type for a in args], "GREATEST")
+@scalar("greatest least", keyword=True, strict=False)
+def _greatest(c: Compiler, exprs: list[exp.Expression], e: exp.Expression) -> Value:
+    name = str(e.this).lower()
+    if not exprs:
+        raise SyntaxError_("syntax error at or near \")\"")
+    args = [c.compile(a) for a in exprs]
+    t = V.common_type([a.type for a in args], name.upper())
     args = [c.coerce(a, t) for a in args]
-    fn = pc.max_element_wise if isinstance(e, exp.Greatest) else pc.min_element_wise
+    fn = pc.max_element_wise if name == "greatest" else pc.min_element_wise
     return Value(lambda f: fn(*[V.to_storage(a(f), t) for a in args], skip_nulls=True), t,
                  all(a.const for a in args))
+
+
+def _undefined_keyword(c: Compiler, name: str, exprs: list[exp.Expression]) -> SqlVecError:
+    shown = ", ".join(c.compile(a).type.format() for a in exprs)
+    return SqlVecError(f"function {name}({shown}) does not exist", sqlstate="42883")
 
 
 # Casts ---------------------------------------------------------------------------------------------
@@ -1677,20 +1725,16 @@ def _bracket(c: Compiler, e: exp.Bracket) -> Value:
 
 
 def _function(c: Compiler, e: exp.Expression) -> Value:
-    """A function call: by class where sqlglot's reading needs it (functions.FUNCTIONS), then
-    by name, ours first and then the session's catalog functions (functions.compile_named)."""
-    from sqlvec.execution.functions import FUNCTIONS, _args, compile_named, sql_name
+    """A function call: compiled by its declaration in the function catalog (functions.py)."""
+    from sqlvec.execution.functions import compile_call
 
-    if isinstance(e, exp.Anonymous):
-        return compile_named(c, str(e.this).lower(), list(e.expressions), e)
-    handler = FUNCTIONS.get(type(e))
-    if handler is not None:
-        return handler(c, e)
-    # Registered extensions (execution/catalog_functions.py) that take the node itself.
-    extra = (c.env.functions or {}).get(f"expr:{type(e).__name__}")
-    if extra is not None:
-        return extra(c, e)
-    return compile_named(c, sql_name(e), _args(e), e)
+    if not isinstance(e, exp.Anonymous) and call_of(e) is None:
+        # Registered extensions (execution/catalog_functions.py) that take the node itself.
+        extra = (c.env.functions or {}).get(f"expr:{type(e).__name__}")
+        if extra is not None:
+            return extra(c, e)
+        raise FeatureNotSupported(f"{_describe(e)} is not supported")
+    return compile_call(c, e)
 
 
 def _dot(c: Compiler, e: exp.Dot) -> Value:
@@ -1715,10 +1759,6 @@ def _describe(e: exp.Expression) -> str:
 
 def _window_unsupported(c: Compiler, e: exp.Expression) -> Value:
     raise SqlVecError("window functions are not allowed here", sqlstate="42P20")
-
-
-def _aggregate_misplaced(c: Compiler, e: exp.Expression) -> Value:
-    raise SqlVecError("aggregate functions are not allowed here", sqlstate="42803")
 
 
 # Intervals and JSON --------------------------------------------------------------------------------
@@ -1797,6 +1837,27 @@ def _json_extract(c: Compiler, e: exp.Expression, as_text: bool) -> Value:
     return Value(fn, out, source.const)
 
 
+@scalar("json_extract_path", "from_json json, variadic path_elems text[] -> json")
+@scalar("json_extract_path_text", "from_json json, variadic path_elems text[] -> text")
+@scalar("jsonb_extract_path", "from_json jsonb, variadic path_elems text[] -> jsonb")
+@scalar("jsonb_extract_path_text", "from_json jsonb, variadic path_elems text[] -> text")
+def _json_extract_path(c: Compiler, args: list[exp.Expression], e: exp.Expression) -> Value:
+    """json_extract_path(j, 'a', 'b'): `j #> '{a,b}'` (the `_text` forms: `#>>`), with the
+    path given as constants."""
+    name = str(e.this).lower()
+    if not args:
+        raise _undefined_keyword(c, name, args)
+    keys = []
+    for a in args[1:]:
+        key = c.compile_as(a, TEXT)
+        if not key.const:
+            raise FeatureNotSupported(f"{name} with a path that is not constant is not supported")
+        keys.append(exp.JSONPathKey(this=constant(key, None).as_py()))
+    path = exp.JSONPath(expressions=[exp.JSONPathRoot(), *keys])
+    return _json_extract(c, exp.JSONExtract(this=args[0], expression=path),
+                         name.endswith("_text"))
+
+
 def json_typeof(value: Datum) -> Datum:
     """jsonb_typeof over a json datum: object, array, string, number, boolean or null."""
     import json
@@ -1833,8 +1894,7 @@ HANDLERS: dict[type, Callable[[Compiler, exp.Expression], Value]] = {
     exp.RegexpLike: lambda c, e: _regex(c, e, False),
     exp.RegexpILike: lambda c, e: _regex(c, e, True),
     exp.Operator: _operator,
-    exp.Case: _case, exp.Coalesce: _coalesce, exp.Nullif: _nullif,
-    exp.Greatest: _greatest, exp.Least: _greatest,
+    exp.Case: _case,
     exp.Cast: _cast, exp.TryCast: _cast, exp.Collate: _collate,
     exp.Interval: _interval,
     exp.JSONExtract: lambda c, e: _json_extract(c, e, False),
@@ -1846,7 +1906,6 @@ HANDLERS: dict[type, Callable[[Compiler, exp.Expression], Value]] = {
     d.L2Distance: _distance, d.CosineDistance: _distance, d.NegativeInnerProduct: _distance,
     d.L1Distance: _distance,
     exp.Window: _window_unsupported,
-    exp.AggFunc: _aggregate_misplaced,
     exp.Func: _function,
     exp.Anonymous: _function,
 }

@@ -1,12 +1,16 @@
 """Scalar functions, found by what PostgreSQL users type: `lower(x)`, `round(n, 2)`,
-`vector_dims(v)`, `date_trunc('month', t)`.
+`vector_dims(v)`, `date_trunc('month', t)`; and `compile_call`, which compiles any call.
 
-Two tables: `FUNCTIONS` for the sqlglot classes whose arguments need their own reading
-(`substring(s FROM 2 FOR 3)`, `extract(year FROM t)`, `trim(leading 'x' FROM s)`), and `NAMED`
-for everything called by name. A call sqlglot parses into some other class reaches `NAMED` under
-its SQL name with its arguments in order, so there is one implementation per function. A name
-we do not have is 42883 `function f(type, ...) does not exist`, as PostgreSQL reports it; so is
-a known function called with argument types it does not take.
+Each kernel is declared in the function catalog (catalog/functions.py) with its names and
+signatures: a decorator on the kernel, or a line in "Declarations" below for kernels a factory
+builds. A kernel is `fn(compiler, args, call) -> Value`, with the call's arguments in order and
+`call` an `exp.Anonymous` naming the function (one kernel may serve several names). Calls that
+sqlglot parses into classes of their own (`substring(s FROM 2 FOR 3)`, `trim(LEADING ...)`,
+`EXTRACT(...)`) reach the same kernels through sql/calls.py. A name the catalog does not have is
+42883 `function f(type, ...) does not exist`, as PostgreSQL reports it; so is a known function
+called with argument types it does not take.
+
+Importing this module loads every declaring module of the executor, so the catalog is complete.
 
 Functions run on Arrow kernels. The few without one (md5, translate, format, chr, to_hex,
 regexp_match, encode/decode, multi-character lpad/rpad fill, to_char/age) evaluate per row in
@@ -29,6 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
+from sqlvec.catalog import functions as F
+from sqlvec.catalog.functions import Kind, scalar
 from sqlvec.errors import (
     DataException,
     FeatureNotSupported,
@@ -49,11 +55,9 @@ from sqlvec.execution.values import (
     is_scalar,
 )
 from sqlvec.sql import dialect as d
+from sqlvec.sql.calls import call_of
 from sqlvec.types import SqlType
 from sqlvec.vectors import Metric, l2_normalize
-
-Compiled = Callable[["object", exp.Expression], Value]
-NamedFunction = Callable[["object", list[exp.Expression], exp.Expression], Value]
 
 DATE = SqlType("date")
 TIMESTAMP = SqlType("timestamp")
@@ -67,18 +71,8 @@ _HINT = "No function matches the given name and argument types. You might need t
 # Argument helpers --------------------------------------------------------------------------------
 
 
-def _args(e: exp.Expression) -> list[exp.Expression]:
-    """A call's arguments in order (sqlglot's arg_types order, lists flattened)."""
-    out: list[exp.Expression] = []
-    for key in e.arg_types:
-        v = e.args.get(key)
-        if v is None or isinstance(v, (bool, str)):
-            continue
-        out.extend(v if isinstance(v, list) else [v])
-    return out
-
-
 def no_such_function(name: str, values: list[Value]) -> SqlVecError:
+    """PostgreSQL's 42883 for a call of `name` with arguments of these types."""
     shown = ", ".join(v.type.format() for v in values)
     return UndefinedFunction(f"function {name}({shown}) does not exist", hint=_HINT)
 
@@ -168,9 +162,13 @@ def _octet_length(c, args, e):
     return _unary(lambda x: pc.cast(pc.binary_length(x), pa.int32()), arg, INT4)
 
 
-def _substring(c, e):
-    s = _text(c, e.this, "substring")
-    start_expr, length_expr = e.args.get("start"), e.args.get("length")
+def _substring(c, args, e):
+    """substring(s, start[, count]) and substring(s, pattern): the SQL forms
+    `substring(s FROM start FOR count)` / `substring(s FROM pattern)` arrive as these."""
+    name = str(e.this).lower()
+    s = _text(c, args[0], name)
+    start_expr = args[1] if len(args) > 1 else None
+    length_expr = args[2] if len(args) > 2 else None
     start = c.compile(start_expr) if start_expr is not None else None
     if start is not None and (V.is_string(start.type)):
         return _regex_substring(c, s, start)
@@ -204,9 +202,11 @@ def _first_match(regex: re.Pattern, text: str) -> str | None:
     return m.group(1) if regex.groups else m.group(0)
 
 
-def _position(c, e):
-    s = _text(c, e.this, "position")
-    sub = _text(c, e.args["substr"], "position")
+def _position(c, args, e):
+    """position(string, substring), also `position(substring IN string)` and strpos()."""
+    name = str(e.this).lower()
+    s = _text(c, args[0], name)
+    sub = _text(c, args[1], name)
     needle = _constant(sub, "the substring of position()")
 
     def fn(f):
@@ -238,19 +238,14 @@ def _repeat(c, args, e):
                  s.const and k.const)
 
 
-def _trim(c, e):
-    s = _text(c, e.this, "btrim")
-    chars = _text(c, e.expression, "btrim") if e.expression is not None else None
-    position = (e.args.get("position") or "BOTH").upper()
-    kernel = {"BOTH": pc.utf8_trim, "LEADING": pc.utf8_ltrim, "TRAILING": pc.utf8_rtrim}[position]
+def _trim(c, args, e):
+    """btrim / ltrim / rtrim, also `trim([BOTH|LEADING|TRAILING] [chars] FROM s)`."""
+    name = str(e.this).lower()
+    s = _text(c, args[0], name)
+    chars = _text(c, args[1], name) if len(args) > 1 else None
+    kernel = {"btrim": pc.utf8_trim, "ltrim": pc.utf8_ltrim, "rtrim": pc.utf8_rtrim}[name]
     characters = " " if chars is None else _constant(chars, "the characters of trim")
     return _unary(lambda x: kernel(x, characters=characters), s, TEXT)
-
-
-def _named_trim(c, args, e):
-    position = {"btrim": "BOTH", "ltrim": "LEADING", "rtrim": "TRAILING"}[str(e.this).lower()]
-    return _trim(c, exp.Trim(this=args[0], expression=args[1] if len(args) > 1 else None,
-                             position=position))
 
 
 def _concat(c, args, e):
@@ -709,6 +704,8 @@ def _field_values(unit: str, source: Value) -> Callable:
     if unit not in _EXTRACT_FIELDS:
         raise SqlVecError(f'unit "{unit}" not recognized for type {source.type.format()}',
                           sqlstate="22023")
+    if source.type.name == "time" and unit not in ("hour", "minute"):
+        raise FeatureNotSupported(f'unit "{unit}" not supported for type {source.type.format()}')
     if source.type.name == "date" and unit in ("hour", "minute"):
         return lambda x: pc.multiply(pc.cast(pc.day(x), pa.float64()), 0)
     kernel = _EXTRACT_FIELDS[unit]
@@ -734,10 +731,11 @@ def _interval_part(v, unit: str) -> float:
     return float(table[unit])
 
 
-def _extract(c, e):
-    """EXTRACT(field FROM x) is numeric in PostgreSQL 14+ (scale 6 for seconds and epoch)."""
-    unit = e.this.name.lower()
-    source = _temporal(c, e.expression, "extract")
+def _extract(c, args, e):
+    """EXTRACT(field FROM x), i.e. extract('field', x): numeric in PostgreSQL 14+ (scale 6 for
+    seconds and epoch)."""
+    unit = _constant(_text(c, args[0], "extract"), "the field of extract").lower()
+    source = _temporal(c, args[1], "extract")
     kernel = _field_values(unit, source)
     fractional = _UNIT_ALIASES.get(unit, unit) in ("second", "epoch", "millisecond",
                                                    "microsecond")
@@ -781,14 +779,6 @@ def _date_trunc(c, args, e):
             return pc.floor_temporal(value, multiple=years, unit="year")
         return pc.floor_temporal(value, unit=unit, week_starts_monday=True)
     return Value(fn, t, source.const)
-
-
-def _timestamp_trunc_class(c, e):
-    unit = e.args["unit"]
-    unit_expr = unit if isinstance(unit, exp.Expression) else exp.Literal.string(str(unit))
-    if isinstance(unit_expr, (exp.Var, exp.Column)):
-        unit_expr = exp.Literal.string(unit_expr.name)
-    return _date_trunc(c, [unit_expr, e.this], e)
 
 
 def _make_date(c, args, e):
@@ -909,10 +899,6 @@ def _to_char(c, args, e):
     raise no_such_function("to_char", [value, template])
 
 
-def _to_char_class(c, e):
-    return _to_char(c, [e.this, e.args["format"]], e)
-
-
 def _strptime_pattern(template: str) -> str:
     mapping = [("YYYY", "%Y"), ("MM", "%m"), ("DD", "%d"), ("HH24", "%H"), ("HH12", "%I"),
                ("MI", "%M"), ("SS", "%S"), ("Mon", "%b"), ("YY", "%y")]
@@ -1026,9 +1012,21 @@ def _inner_product(c, args, e):
 
 
 def _named_distance(c, args, e):
+    """pgvector's distance functions: the operator they stand for (the dialect builds the
+    operator node for the common spellings already)."""
+    name = str(e.this).lower()
     cls = {"l2_distance": d.L2Distance, "cosine_distance": d.CosineDistance,
-           "l1_distance": d.L1Distance}[str(e.this).lower()]
-    return c.compile(cls(this=args[0], expression=args[1]))
+           "l1_distance": d.L1Distance, "vector_l2_squared_distance": d.L2Distance,
+           "vector_negative_inner_product": d.NegativeInnerProduct}[name]
+    if len(args) != 2:
+        raise no_such_function(name, [c.compile(a) for a in args])
+    distance = c.compile(cls(this=args[0], expression=args[1]))
+    if name == "vector_l2_squared_distance":
+        def squared(f):
+            x = distance(f)
+            return pc.multiply(x, x)
+        return Value(squared, FLOAT8, distance.const)
+    return distance
 
 
 # Misc --------------------------------------------------------------------------------------------
@@ -1056,130 +1054,175 @@ def _jsonb_typeof(c, args, e):
     return _unary(json_typeof, v, TEXT)
 
 
-# Registries --------------------------------------------------------------------------------------
+# Declarations ------------------------------------------------------------------------------------
+#
+# One declaration per function (catalog/functions.py): its names, its signatures as pg_proc shows
+# them, kind, volatility, strictness, and the kernel above. Kernels built by a factory are
+# declared here; the others carry their declaration as a decorator.
 
-NAMED: dict[str, NamedFunction] = {}
+scalar("lower", "text -> text")(_text_kernel("lower", pc.utf8_lower))
+scalar("upper", "text -> text")(_text_kernel("upper", pc.utf8_upper))
+scalar("initcap", "text -> text")(_text_kernel("initcap", pc.utf8_title))
+scalar("reverse", "text -> text")(_text_kernel("reverse", pc.utf8_reverse))
+scalar("length", "text -> int4", "bpchar -> int4", "bytea -> int4")(_length)
+scalar("char_length character_length", "text -> int4", "bpchar -> int4")(_length)
+scalar("octet_length", "text -> int4", "bpchar -> int4", "bytea -> int4")(_octet_length)
+scalar("substring", "text, int4 -> text", "text, int4, int4 -> text", "text, text -> text")(
+    _substring)
+scalar("substr", "text, int4 -> text", "text, int4, int4 -> text")(_substring)
+scalar("position strpos", "text, text -> int4")(_position)
+scalar("replace", "text, text, text -> text")(_replace)
+scalar("translate", "text, text, text -> text")(_translate)
+scalar("repeat", "text, int4 -> text")(_repeat)
+scalar("btrim ltrim rtrim", "text -> text", "text, text -> text")(_trim)
+scalar("concat", "variadic any -> text", volatility="s", strict=False)(_concat)
+scalar("concat_ws", "text, variadic any -> text", volatility="s", strict=False)(_concat_ws)
+scalar("left right", "text, int4 -> text")(_left_right)
+scalar("lpad rpad", "text, int4 -> text", "text, int4, text -> text")(_pad)
+scalar("split_part", "text, text, int4 -> text")(_split_part)
+scalar("starts_with", "text, text -> bool")(_starts_with)
+scalar("md5", "text -> text", "bytea -> text")(_md5)
+scalar("ascii", "text -> int4")(_ascii)
+scalar("chr", "int4 -> text")(_chr)
+scalar("to_hex", "int4 -> text", "int8 -> text")(_to_hex)
+scalar("regexp_replace", "text, text, text -> text", "text, text, text, text -> text")(
+    _regexp_replace)
+scalar("regexp_match", "text, text -> text[]")(_regexp_match)
+scalar("format", "text -> text", "text, variadic any -> text", volatility="s", strict=False)(
+    _format)
+scalar("encode", "bytea, text -> text")(_encode)
+scalar("decode", "text, text -> bytea")(_decode)
+
+scalar("abs", "int2 -> int2", "int4 -> int4", "int8 -> int8", "float4 -> float4",
+       "float8 -> float8", "numeric -> numeric")(_abs)
+scalar("sign", "float8 -> float8", "numeric -> numeric")(_sign)
+scalar("round", "float8 -> float8", "numeric -> numeric", "numeric, int4 -> numeric")(
+    _round_like("round", "round"))
+scalar("trunc", "float8 -> float8", "numeric -> numeric", "numeric, int4 -> numeric")(
+    _round_like("trunc", "trunc"))
+scalar("ceil ceiling", "float8 -> float8", "numeric -> numeric")(_round_like("ceil", "ceil"))
+scalar("floor", "float8 -> float8", "numeric -> numeric")(_round_like("floor", "floor"))
+scalar("sqrt", "float8 -> float8", "numeric -> numeric")(
+    _exact_or_float("sqrt", pc.sqrt, _sqrt_domain))
+scalar("cbrt", "float8 -> float8")(_float_function(
+    "cbrt", lambda x: pc.multiply(pc.sign(x), pc.power(pc.abs(x), 1 / 3))))
+scalar("exp", "float8 -> float8", "numeric -> numeric")(
+    _exact_or_float("exp", pc.exp, checked=_checked_exp))
+scalar("ln", "float8 -> float8", "numeric -> numeric")(_exact_or_float("ln", pc.ln, _log_domain))
+scalar("log", "float8 -> float8", "numeric -> numeric", "numeric, numeric -> numeric")(_log)
+scalar("log10", "float8 -> float8", "numeric -> numeric")(
+    _exact_or_float("log10", pc.log10, _log_domain))
+scalar("power pow", "float8, float8 -> float8", "numeric, numeric -> numeric")(_power)
+scalar("mod", "int2, int2 -> int2", "int4, int4 -> int4", "int8, int8 -> int8",
+       "numeric, numeric -> numeric")(_mod)
+scalar("div", "numeric, numeric -> numeric")(_div)
+scalar("gcd lcm", "int4, int4 -> int4", "int8, int8 -> int8")(_gcd_lcm)
+scalar("factorial", "int8 -> numeric")(_factorial)
+scalar("width_bucket", "float8, float8, float8, int4 -> int4",
+       "numeric, numeric, numeric, int4 -> int4")(_width_bucket)
+scalar("pi", "-> float8")(_pi)
+scalar("degrees", "float8 -> float8")(
+    _float_function("degrees", lambda x: pc.multiply(x, 180 / math.pi)))
+scalar("radians", "float8 -> float8")(
+    _float_function("radians", lambda x: pc.multiply(x, math.pi / 180)))
+for _name, _kernel in (("sin", pc.sin), ("cos", pc.cos), ("tan", pc.tan), ("asin", pc.asin),
+                       ("acos", pc.acos), ("atan", pc.atan),
+                       ("cot", lambda x: pc.divide(1.0, pc.tan(x)))):
+    scalar(_name, "float8 -> float8")(_float_function(_name, _kernel))
+scalar("atan2", "float8, float8 -> float8")(_float_function("atan2", pc.atan2))
+scalar("random", "-> float8", volatility="v")(_random)
+
+scalar("now transaction_timestamp statement_timestamp", "-> timestamptz", volatility="s")(_now)
+scalar("current_timestamp", keyword=True, volatility="s")(_now)
+scalar("clock_timestamp", "-> timestamptz", volatility="v")(_clock)
+scalar("current_date", keyword=True, volatility="s")(_current_date)
+scalar("localtimestamp", keyword=True, volatility="s")(_localtimestamp)
+scalar("date_part", "text, date -> float8", "text, time -> float8", "text, timestamp -> float8",
+       "text, timestamptz -> float8 [stable]", "text, interval -> float8")(_date_part)
+scalar("extract", "text, date -> numeric", "text, time -> numeric",
+       "text, timestamp -> numeric", "text, timestamptz -> numeric [stable]",
+       "text, interval -> numeric")(_extract)
+scalar("date_trunc", "text, timestamp -> timestamp",
+       "text, timestamptz -> timestamptz [stable]")(_date_trunc)
+scalar("make_date", "year int4, month int4, day int4 -> date")(_make_date)
+scalar("to_timestamp", "float8 -> timestamptz", "text, text -> timestamptz [stable]")(
+    _to_timestamp)
+scalar("to_date", "text, text -> date", volatility="s")(_to_date)
+scalar("to_char", "int4, text -> text", "int8, text -> text", "float4, text -> text",
+       "float8, text -> text", "numeric, text -> text", "timestamp, text -> text",
+       "timestamptz, text -> text", volatility="s")(_to_char)
+scalar("age", "timestamp -> interval [stable]", "timestamptz -> interval [stable]",
+       "timestamp, timestamp -> interval", "timestamptz, timestamptz -> interval")(_age)
+scalar("pg_typeof", "any -> text", volatility="s", strict=False)(_pg_typeof)
+
+scalar("vector_dims", "vector -> int4", extension="vector")(_vector_dims)
+scalar("vector_norm", "vector -> float8", extension="vector")(_vector_norm)
+scalar("l2_normalize", "vector -> vector", extension="vector")(_l2_normalize)
+scalar("subvector", "vector, int4, int4 -> vector", extension="vector")(_subvector)
+scalar("inner_product", "vector, vector -> float8", extension="vector")(_inner_product)
+scalar("l2_distance cosine_distance l1_distance vector_l2_squared_distance "
+       "vector_negative_inner_product", "vector, vector -> float8", extension="vector")(
+    _named_distance)
+
+scalar("gen_random_uuid", "-> uuid", volatility="v")(_gen_random_uuid)
+scalar("int4", "int2 -> int4", "int8 -> int4", "float4 -> int4", "float8 -> int4",
+       "numeric -> int4", "bool -> int4")(_type_function)
+scalar("int8", "int2 -> int8", "int4 -> int8", "float4 -> int8", "float8 -> int8",
+       "numeric -> int8", "oid -> int8")(_type_function)
+scalar("float8", "int2 -> float8", "int4 -> float8", "int8 -> float8", "float4 -> float8",
+       "numeric -> float8")(_type_function)
+scalar("text", "bool -> text", "bpchar -> text", "name -> text")(_type_function)
+scalar("jsonb_typeof", "jsonb -> text")(_jsonb_typeof)
+scalar("json_typeof", "json -> text")(_jsonb_typeof)
 
 
-def named(*names: str):
-    def register(fn: NamedFunction) -> NamedFunction:
-        for name in names:
-            NAMED[name] = fn
-        return fn
-    return register
+# The dispatcher ------------------------------------------------------------------------------------
 
 
-def _register(table: dict[str, NamedFunction]) -> None:
-    for names, fn in table.items():
-        for name in names.split():
-            NAMED[name] = fn
-
-
-_register({
-    "lower": _text_kernel("lower", pc.utf8_lower), "upper": _text_kernel("upper", pc.utf8_upper),
-    "initcap": _text_kernel("initcap", pc.utf8_title),
-    "reverse": _text_kernel("reverse", pc.utf8_reverse),
-    "length char_length character_length": _length, "octet_length": _octet_length,
-    "replace": _replace, "translate": _translate, "repeat": _repeat,
-    "btrim ltrim rtrim": _named_trim, "concat": _concat, "concat_ws": _concat_ws,
-    "left right": _left_right, "lpad rpad": _pad, "split_part": _split_part,
-    "starts_with": _starts_with, "md5": _md5, "ascii": _ascii, "chr": _chr,
-    "to_hex hex": _to_hex, "regexp_replace": _regexp_replace, "regexp_match": _regexp_match,
-    "format": _format, "encode": _encode, "decode": _decode,
-    "strpos": lambda c, args, e: _position(c, exp.StrPosition(this=args[0], substr=args[1])),
-    "abs": _abs, "sign": _sign,
-    "round": _round_like("round", "round"), "trunc": _round_like("trunc", "trunc"),
-    "ceil ceiling": _round_like("ceil", "ceil"), "floor": _round_like("floor", "floor"),
-    "sqrt": _exact_or_float("sqrt", pc.sqrt, _sqrt_domain),
-    "cbrt": _float_function("cbrt", lambda x: pc.multiply(pc.sign(x),
-                                                          pc.power(pc.abs(x), 1 / 3))),
-    "exp": _exact_or_float("exp", pc.exp, checked=_checked_exp), "ln": _exact_or_float("ln", pc.ln, _log_domain),
-    "log": _log, "log10": _exact_or_float("log10", pc.log10, _log_domain),
-    "power pow": _power, "mod": _mod, "div": _div,
-    "gcd lcm": _gcd_lcm, "factorial": _factorial, "width_bucket": _width_bucket, "pi": _pi,
-    "degrees": _float_function("degrees", lambda x: pc.multiply(x, 180 / math.pi)),
-    "radians": _float_function("radians", lambda x: pc.multiply(x, math.pi / 180)),
-    "sin": _float_function("sin", pc.sin), "cos": _float_function("cos", pc.cos),
-    "tan": _float_function("tan", pc.tan), "asin": _float_function("asin", pc.asin),
-    "acos": _float_function("acos", pc.acos), "atan": _float_function("atan", pc.atan),
-    "atan2": _float_function("atan2", pc.atan2),
-    "cot": _float_function("cot", lambda x: pc.divide(1.0, pc.tan(x))),
-    "random rand": _random,
-    "now transaction_timestamp statement_timestamp current_timestamp": _now,
-    "clock_timestamp": _clock, "current_date": _current_date, "localtimestamp": _localtimestamp,
-    "date_part": _date_part, "date_trunc": _date_trunc, "make_date": _make_date,
-    "to_timestamp": _to_timestamp, "to_date": _to_date, "to_char": _to_char, "age": _age,
-    "pg_typeof": _pg_typeof,
-    "vector_dims": _vector_dims, "vector_norm": _vector_norm, "l2_normalize": _l2_normalize,
-    "subvector": _subvector, "inner_product": _inner_product,
-    "l2_distance cosine_distance l1_distance": _named_distance,
-    "gen_random_uuid uuid": _gen_random_uuid,
-    "int8 int4 float8 text": _type_function,
-    "jsonb_typeof json_typeof": _jsonb_typeof,
-})
-
-
-def _from_class(name: str, arguments: Callable[[exp.Expression], list] = _args) -> Compiled:
-    """A sqlglot class whose call is the named function `name` (arguments in order)."""
-    def compile_(c, e):
-        return NAMED[name](c, arguments(e), exp.Anonymous(this=name, expressions=arguments(e)))
-    return compile_
-
-
-FUNCTIONS: dict[type, Compiled] = {
-    exp.Substring: _substring,
-    exp.StrPosition: _position,
-    exp.Trim: _trim,
-    exp.Extract: _extract,
-    exp.TimestampTrunc: _timestamp_trunc_class,
-    exp.TimeToStr: _to_char_class,
-    exp.Pad: lambda c, e: _pad(c, _args(e)[:3], exp.Anonymous(
-        this="lpad" if e.args.get("is_left") else "rpad")),
-    exp.Log: lambda c, e: _log(c, _args(e), e),
-    exp.CurrentTimestamp: lambda c, e: _now(c, [], e),
-    exp.CurrentDate: lambda c, e: _current_date(c, [], e),
-    exp.Localtimestamp: lambda c, e: _localtimestamp(c, [], e),
-    exp.StrToDate: _from_class("to_date"),
-    exp.UnixToTime: _from_class("to_timestamp"),
-    exp.Initcap: _from_class("initcap", lambda e: [e.this]),
-    exp.Chr: _from_class("chr"),
-    exp.Hex: _from_class("to_hex"),
-    exp.Rand: _from_class("random"),
-    exp.Uuid: _from_class("gen_random_uuid"),
-    exp.RegexpReplace: lambda c, e: _regexp_replace(c, [e.this, e.expression, e.args[
-        "replacement"]] + ([e.args["modifiers"]] if e.args.get("modifiers") else []), e),
-    exp.Encode: lambda c, e: _encode(c, [e.this, e.args["charset"]], e),
-    exp.Decode: lambda c, e: _decode(c, [e.this, e.args["charset"]], e),
-    exp.DotProduct: lambda c, e: _inner_product(c, [e.this, e.expression], e),
-    d.VectorDims: lambda c, e: _vector_dims(c, [e.this], e),
-    d.VectorNorm: lambda c, e: _vector_norm(c, [e.this], e),
-    d.L2Normalize: lambda c, e: _l2_normalize(c, [e.this], e),
-    d.Subvector: lambda c, e: _subvector(c, [e.this, e.args["start"], e.args["count"]], e),
-}
-
-
-def compile_named(c, name: str, args: list[exp.Expression], e: exp.Expression) -> Value:
-    """A function called by name: ours (`NAMED`), then the session's (catalog functions)."""
-    fn = NAMED.get(name)
-    if fn is None and c.env.functions is not None:
-        fn = c.env.functions.get(name)
+def compile_call(c, e: exp.Expression) -> Value:
+    """A scalar function call, compiled by its declaration's kernel. Unknown names are 42883
+    naming the argument types; aggregates, window and set-returning functions outside the
+    places the planner gives them are refused as PostgreSQL refuses them."""
+    call = call_of(e)
+    if call is None:
+        raise FeatureNotSupported(f"{type(e).__name__} is not supported")
+    name, args = call
+    fn = F.lookup(name)
     if fn is None:
-        types = []
-        for a in args:
-            try:
-                t = c.compile(a).type
-                types.append("unknown" if t.name == "unknown" else t.format())
-            except SqlVecError:
-                types.append("unknown")
-        raise UndefinedFunction(f"function {name}({', '.join(types)}) does not exist", hint=_HINT)
-    if not isinstance(e, exp.Anonymous):
+        raise _undefined(c, name, args)
+    if fn.kind is Kind.AGGREGATE:
+        raise SqlVecError("aggregate functions are not allowed here", sqlstate="42803")
+    if fn.kind is Kind.WINDOW:
+        raise SqlVecError(f"window function {name} requires an OVER clause", sqlstate="42809")
+    if fn.kind is Kind.SET_RETURNING:
+        raise FeatureNotSupported("set-returning functions are not allowed here")
+    if not isinstance(e, exp.Anonymous) or e.this != name:
         e = exp.Anonymous(this=name, expressions=args)
-    return fn(c, args, e)
+    return fn.kernel(c, args, e)
 
 
-def sql_name(e: exp.Expression) -> str:
-    """The PostgreSQL name a sqlglot function class stands for."""
-    return e.sql_name().lower()
+def _undefined(c, name: str, args: list[exp.Expression]) -> SqlVecError:
+    types = []
+    for a in args:
+        try:
+            t = c.compile(a).type
+            types.append("unknown" if t.name == "unknown" else t.format())
+        except SqlVecError:
+            types.append("unknown")
+    return UndefinedFunction(f"function {name}({', '.join(types)}) does not exist", hint=_HINT)
 
 
-__all__ = ["FUNCTIONS", "NAMED", "named", "compile_named", "sql_name", "no_such_function"]
+# Every module that declares functions, so that importing this one loads the whole catalog.
+from sqlvec.execution import (  # noqa: E402
+    aggregates,  # noqa: F401
+    catalog_functions,  # noqa: F401
+    expressions,  # noqa: F401
+    session_functions,  # noqa: F401
+    table_functions,  # noqa: F401
+    type_functions,  # noqa: F401
+    windows,  # noqa: F401
+)
+
+F.mark_loaded()
+
+__all__ = ["compile_call", "no_such_function"]

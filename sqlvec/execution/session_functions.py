@@ -1,14 +1,16 @@
-"""Functions that read session or catalog state: sequences, settings, identity.
+"""Functions that read session state: sequences, identity, the backend.
 
-They are compiled like any named function, but read their state at run time from the
-statement's context (`frame.ctx.services` is the session), so plans stay cacheable.
+They are declared and compiled like any function (catalog/functions.py), but read their state at
+run time from the statement's context (`frame.ctx.services` is the session), so plans stay
+cacheable.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from sqlvec.execution.values import BOOL, INT4, INT8, TEXT, Value, as_array, is_scalar
+from sqlvec.catalog.functions import scalar
+from sqlvec.execution.values import BOOL, INT4, INT8, TEXT, Value, is_scalar
 from sqlvec.types import SqlType
 
 
@@ -24,7 +26,7 @@ def _text_arg(c, e):
     return c.coerce(v, TEXT) if v.type.name == "unknown" else v
 
 
-def _to_regclass(c, value: Value) -> Value:
+def regclass_of(c, value: Value) -> Value:
     """`'name'::regclass`: the OID of a relation, looked up along the search path."""
     if value.type.name in ("oid", "regclass", "int4", "int8"):
         return Value(value.fn, SqlType("regclass"), value.const)
@@ -41,6 +43,7 @@ def _to_regclass(c, value: Value) -> Value:
     return Value(fn, SqlType("regclass"))
 
 
+@scalar("nextval", "regclass -> int8", volatility="v")
 def _nextval(c, args, e):
     name = _text_arg(c, args[0])
 
@@ -56,6 +59,7 @@ def _nextval(c, args, e):
     return Value(fn, INT8)
 
 
+@scalar("currval", "regclass -> int8", volatility="v")
 def _currval(c, args, e):
     name = _text_arg(c, args[0])
 
@@ -73,6 +77,7 @@ def _currval(c, args, e):
     return Value(fn, INT8)
 
 
+@scalar("setval", "regclass, int8 -> int8", "regclass, int8, bool -> int8", volatility="v")
 def _setval(c, args, e):
     name = _text_arg(c, args[0])
     value = c.compile_as(args[1], INT8)
@@ -94,75 +99,21 @@ def _const_text(getter):
     return compile_
 
 
-def _version(c, args, e):
-    from sqlvec.catalog.settings import VERSION_TEXT
-
-    return Value(lambda f: pa.scalar(VERSION_TEXT), TEXT, True)
-
-
-def _current_setting(c, args, e):
-    name = c.compile_as(args[0], TEXT)
-    missing_ok = c.compile_as(args[1], BOOL) if len(args) > 1 else None
-
-    def fn(f):
-        from sqlvec.catalog.settings import CANONICAL as _CANONICAL
-        from sqlvec.errors import UndefinedObject
-
-        session = f.ctx.services
-        key = name(f).as_py()
-        canon = _CANONICAL.get(key.lower(), key)
-        if canon not in session.settings:
-            if missing_ok is not None and missing_ok(f).as_py():
-                return pa.scalar(None, pa.string())
-            raise UndefinedObject(f'unrecognized configuration parameter "{key}"')
-        return pa.scalar(session.settings[canon], pa.string())
-    return Value(fn, TEXT)
-
-
-def _set_config(c, args, e):
-    name = c.compile_as(args[0], TEXT)
-    value = c.compile_as(args[1], TEXT)
-
-    def fn(f):
-        session = f.ctx.services
-        session.set(name(f).as_py(), value(f).as_py())
-        return pa.scalar(value(f).as_py(), pa.string())
-    return Value(fn, TEXT)
-
-
+@scalar("pg_backend_pid", "-> int4", volatility="s")
 def _pg_backend_pid(c, args, e):
     return Value(lambda f: pa.scalar(f.ctx.services.pid, pa.int32()), INT4)
 
 
+@scalar("pg_advisory_unlock_all", "-> text", volatility="v")
 def _pg_advisory_unlock_all(c, args, e):
     # Advisory locks cannot be taken here, so there is never one to release. PostgreSQL's
     # result is void, printed as an empty string; text carries the same value to clients.
     return Value(lambda f: pa.scalar("", pa.string()), TEXT)
 
 
-def session_functions() -> dict:
-    from sqlvec.execution.catalog_functions import catalog_functions
+scalar("current_database", "-> name", volatility="s")(_const_text(lambda s: s.database_name))
+scalar("current_catalog", keyword=True, volatility="s")(_const_text(lambda s: s.database_name))
+scalar("current_user session_user", "-> name", volatility="s")(_const_text(lambda s: s.user))
+scalar("user current_role", keyword=True, volatility="s")(_const_text(lambda s: s.user))
 
-    return {
-        "::regclass": _to_regclass,
-        "nextval": _nextval,
-        "currval": _currval,
-        "setval": _setval,
-        "current_database": _const_text(lambda s: s.database_name),
-        "current_catalog": _const_text(lambda s: s.database_name),
-        "current_user": _const_text(lambda s: s.user),
-        "session_user": _const_text(lambda s: s.user),
-        "user": _const_text(lambda s: s.user),
-        "current_role": _const_text(lambda s: s.user),
-        "current_schema": _const_text(lambda s: next(
-            (p for p in s.search_path if s.catalog.has_schema(p)), None)),
-        "version": _version,
-        "current_setting": _current_setting,
-        "set_config": _set_config,
-        "pg_backend_pid": _pg_backend_pid,
-        "pg_advisory_unlock_all": _pg_advisory_unlock_all,
-        **catalog_functions(),
-    }
-
-
-__all__ = ["session_functions", "as_array"]
+__all__ = ["regclass_of"]

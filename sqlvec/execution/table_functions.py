@@ -1,4 +1,9 @@
-"""Set-returning functions in FROM: generate_series and unnest."""
+"""Functions in FROM: the FunctionScan operator.
+
+A set-returning function runs in FROM through its declaration (catalog/functions.py): the FROM
+form it names (`series_table` for generate_series, `unnest_table` for unnest with several
+arrays), or else its select-list kernel's list for the single (outer) row. Any scalar function
+may be called in FROM too (`FROM string_to_array(...) s`): one row, one column."""
 
 from __future__ import annotations
 
@@ -9,13 +14,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
+from sqlvec.catalog import functions as F
+from sqlvec.catalog.functions import Kind
 from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.context import rows_of
 from sqlvec.execution.expressions import Frame
-from sqlvec.execution.values import INT4, INT8, TEXT, as_array, is_scalar
+from sqlvec.execution.values import INT4, INT8, TEXT, as_array, is_scalar, parse_array_text
 from sqlvec.sql.binder import Field
-from sqlvec.types import SqlType
+from sqlvec.sql.calls import call_of
+from sqlvec.types import SqlType, record_fields
 
 TIMESTAMP_TYPES = ("timestamp", "timestamptz", "date")
 SERIES = "Function Scan on generate_series"
@@ -25,9 +33,16 @@ SERIES_BYTES = {"integer": 16, "numeric": 80, "timestamp": 16, "months": 80}
 MONTH_CHUNK = 10_000
 
 
-def _series(c, start_e, stop_e, step_e):
+def series_bounds(c, args: list[exp.Expression]):
     """generate_series(start, stop[, step]) over integers, numerics or timestamps (with an
-    interval step): (producer of the column, its type)."""
+    interval step): (start, stop and step as Values, the element type, kernel(ctx, start,
+    stop, step) -> the series as an Arrow array)."""
+    if len(args) not in (2, 3):
+        from sqlvec.execution.functions import no_such_function
+
+        raise no_such_function("generate_series", [c.compile(a) for a in args])
+    start_e, stop_e = args[0], args[1]
+    step_e = args[2] if len(args) > 2 else None
     start, stop = c.compile(start_e), c.compile(stop_e)
     step = c.compile(step_e) if step_e is not None else None
     types = {v.type.name for v in (start, stop) if v.type.name != "unknown"}
@@ -37,7 +52,7 @@ def _series(c, start_e, stop_e, step_e):
             raise SqlVecError("function generate_series(timestamp, timestamp) does not exist",
                               sqlstate="42883")
         bounds = [c.coerce(start, t), c.coerce(stop, t), c.coerce(step, SqlType("interval"))]
-        return _producer(bounds, lambda ctx, a, b, s: _timestamp_series(ctx, a, b, s, t)), t
+        return bounds, t, lambda ctx, a, b, s: _timestamp_series(ctx, a, b, s, t)
     t = SqlType("numeric") if "numeric" in types or (step is not None and
                                                      step.type.name == "numeric") else \
         (INT8 if INT8 in (start.type, stop.type) or (step is not None and step.type == INT8)
@@ -48,7 +63,13 @@ def _series(c, start_e, stop_e, step_e):
     one = c.compile(exp.Literal.number(1))
     bounds = [c.coerce(start, t), c.coerce(stop, t), c.coerce(step if step is not None else one, t)]
     kernel = _numeric_series if t.name == "numeric" else _integer_series
-    return _producer(bounds, lambda ctx, a, b, s: kernel(ctx, a, b, s, t)), t
+    return bounds, t, lambda ctx, a, b, s: kernel(ctx, a, b, s, t)
+
+
+def series_table(c, args: list[exp.Expression]):
+    """generate_series in FROM: (producer of the column, [its type])."""
+    bounds, t, kernel = series_bounds(c, args)
+    return _producer(bounds, kernel), [t]
 
 
 def _producer(bounds, make):
@@ -111,46 +132,82 @@ def _timestamp_series(ctx, a, b, s, t) -> pa.Array:
     return pa.array(out, t.to_arrow())
 
 
-def build_function_scan(builder, node, outer):
-    from sqlvec.execution.operators import OneRowOp
+def unnest_table(c, args: list[exp.Expression]):
+    """unnest(a[, b, ...]) in FROM: one column per array, as long as the longest."""
+    arrays = [c.compile(a) for a in args]
+    types = []
+    for a in arrays:
+        if a.type.is_array:
+            types.append(a.type.element)
+        elif a.type.name == "vector":
+            types.append(SqlType("float4"))
+        else:
+            types.append(TEXT)
 
-    fn = node.function
-    c = builder.compiler([], [], outer)
-    if isinstance(fn, (exp.ExplodingGenerateSeries, exp.GenerateSeries)):
-        produce, t = _series(c, fn.args["start"], fn.args["end"], fn.args.get("step"))
-        types = [t]
-    elif isinstance(fn, exp.Unnest):
-        arrays = [c.compile(a) for a in fn.expressions]
-        types = []
-        for a in arrays:
-            if a.type.is_array:
-                types.append(a.type.element)
-            elif a.type.name == "vector":
-                types.append(SqlType("float4"))
-            else:
-                types.append(TEXT)
+    def produce(ctx, outer_frame):
+        f = Frame(pa.table({"_": [None]}), ctx, outer_frame)
+        cols = []
+        for a, t in zip(arrays, types):
+            v = a(f)
+            items = v.as_py() if is_scalar(v) else as_array(v, 1)[0].as_py()
+            if isinstance(items, str):
+                items = parse_array_text(items, t)
+            cols.append(items or [])
+        width = max((len(x) for x in cols), default=0)
+        return [pa.array(x + [None] * (width - len(x)), t.to_arrow()) for x, t in zip(cols, types)]
+    return produce, types
+
+
+def _lists_table(kernel):
+    """The FROM form of a set-returning function given by its select-list kernel: its list
+    for the one (outer) row, as columns (one per field of a record)."""
+    def table_fn(c, args):
+        value, elem = kernel(c, args)
 
         def produce(ctx, outer_frame):
             f = Frame(pa.table({"_": [None]}), ctx, outer_frame)
-            cols = []
-            for a, t in zip(arrays, types):
-                v = a(f)
-                items = v.as_py() if is_scalar(v) else as_array(v, 1)[0].as_py()
-                if isinstance(items, str):
-                    from sqlvec.execution.values import parse_array_text
+            x = value(f)
+            items = (x.as_py() if is_scalar(x) else as_array(x, 1)[0].as_py()) or []
+            fields = record_fields(elem)
+            if fields:
+                return [pa.array([None if r is None else r[k] for r in items], t.to_arrow())
+                        for k, t in fields]
+            return [pa.array(items, elem.to_arrow())]
+        fields = record_fields(elem)
+        return produce, [t for _, t in fields] if fields else [elem]
+    return table_fn
 
-                    items = parse_array_text(items, t)
-                cols.append(items or [])
-            width = max((len(x) for x in cols), default=0)
-            return [pa.array(x + [None] * (width - len(x)), t.to_arrow()) for x, t in zip(cols, types)]
+
+def _scalar_table(c, call: exp.Expression):
+    """A scalar function in FROM (`FROM string_to_array(...) s`): one row, one column."""
+    value = c.compile(call)
+
+    def produce(ctx, outer_frame):
+        f = Frame(pa.table({"_": [None]}), ctx, outer_frame)
+        return [as_array(value(f), 1)]
+    return produce, [value.type]
+
+
+def build_function_scan(builder, node, outer):
+    from sqlvec.execution.operators import OneRowOp, table_of
+
+    fn = node.function
+    c = builder.compiler([], [], outer)
+    call = call_of(fn)
+    if call is None:
+        raise FeatureNotSupported(f"{type(fn).__name__} in FROM is not supported")
+    name, args = call
+    decl = F.lookup(name)
+    if decl is None or decl.kind is Kind.SCALAR:
+        produce, types = _scalar_table(c, fn)  # an unknown name fails here with 42883
+    elif decl.kind is Kind.SET_RETURNING:
+        produce, types = (decl.table or _lists_table(decl.kernel))(c, args)
+    elif decl.kind is Kind.AGGREGATE:
+        raise SqlVecError("aggregate functions are not allowed in functions in FROM",
+                          sqlstate="42803")
     else:
-        name = fn.name if isinstance(fn, exp.Anonymous) else type(fn).__name__
-        from sqlvec.execution.functions import NAMED
-
-        table_fn = NAMED.get(f"srf:{str(name).lower()}")
-        if table_fn is None:
-            raise FeatureNotSupported(f"function {str(name).lower()}() in FROM is not supported")
-        produce, types = table_fn(c, fn)
+        raise SqlVecError("window functions are not allowed in functions in FROM",
+                          sqlstate="42P20")
 
     class FunctionScanOp(OneRowOp):
         def run(self, ctx, outer_frame):
@@ -158,8 +215,6 @@ def build_function_scan(builder, node, outer):
             if node.with_ordinality:
                 rows = len(cols[0]) if cols else 0
                 cols = list(cols) + [pa.array(np.arange(1, rows + 1, dtype=np.int64))]
-            from sqlvec.execution.operators import table_of
-
             return table_of(cols)
 
     out_types = list(types) + ([INT8] if node.with_ordinality else [])
@@ -172,4 +227,4 @@ def build_function_scan(builder, node, outer):
     return FunctionScanOp(fields, out_types, [])
 
 
-__all__ = ["build_function_scan", "pc"]
+__all__ = ["build_function_scan", "series_bounds", "series_table", "unnest_table"]

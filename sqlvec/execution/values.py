@@ -31,7 +31,13 @@ from sqlvec.errors import (
     SqlVecError,
     invalid_byte_sequence,
 )
-from sqlvec.types import SqlType, check_vector_values, format_vector, parse_vector
+from sqlvec.types import (
+    SqlType,
+    check_vector_values,
+    format_vector,
+    parse_vector,
+    record_fields,
+)
 
 Datum = pa.Array | pa.ChunkedArray | pa.Scalar
 
@@ -918,7 +924,25 @@ def format_value(value: object, t: SqlType) -> str:
         return "({},{})".format(*tid_unpack(value))
     if t.is_array:
         return format_array(value, t.element)
+    if name == "record" and isinstance(value, dict):
+        return format_record(value, t)
     return str(value)
+
+
+def format_record(value: dict, t: SqlType) -> str:
+    """record_out: `(5,"a b",)`, a field quoted when empty or holding `"\\(),` or white space
+    (quotes and backslashes doubled inside), NULL as nothing."""
+    parts = []
+    for key, ft in record_fields(t):
+        item = value.get(key)
+        if item is None:
+            parts.append("")
+            continue
+        text = item if isinstance(item, str) else format_value(item, ft)
+        if text == "" or any(ch in '"\\(),' or ch.isspace() for ch in text):
+            text = '"' + text.replace("\\", "\\\\").replace('"', '""') + '"'
+        parts.append(text)
+    return "(" + ",".join(parts) + ")"
 
 
 def _normalize_decimal(d: decimal.Decimal) -> decimal.Decimal:

@@ -20,9 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
+from sqlvec.catalog import functions as F
+from sqlvec.catalog.functions import Kind, window
 from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.values import FLOAT8, INT4, INT8, Value, as_array
+from sqlvec.sql.calls import call_of
 from sqlvec.types import SqlType
 
 UNBOUNDED = None  # a frame bound without an offset
@@ -66,12 +69,26 @@ def compile_window(c, w: exp.Window) -> WindowSpec:
             nf = o.args.get("nulls_first")
             order.append((c.compile(o.this), desc, nf if nf is not None else desc))
     frame = _frame(c, w.args.get("spec"), bool(order))
-    build = _BUILDERS.get(type(fn))
-    if build is None:
-        name = fn.sql_name().lower() if isinstance(fn, exp.Func) else type(fn).__name__
-        raise FeatureNotSupported(f"window function {name} is not supported")
-    name, args, t, offset = build(c, fn)
-    return WindowSpec(name, args, t, partition, order, frame, offset)
+    call = call_of(fn)
+    if call is None:
+        raise FeatureNotSupported(f"window function {type(fn).__name__} is not supported")
+    name, args = call
+    decl = F.lookup(name)
+    if decl is None:
+        from sqlvec.execution.functions import compile_call
+
+        compile_call(c, fn)  # 42883 naming the argument types
+    if decl.kind is Kind.WINDOW:
+        build = decl.kernel
+    elif decl.kind is Kind.AGGREGATE:
+        if decl.window is None:
+            raise FeatureNotSupported(f"window function {name} is not supported")
+        build = decl.window
+    else:
+        raise SqlVecError(f"OVER specified, but {name} is not a window function nor an "
+                          "aggregate function", sqlstate="42809")
+    kernel, values, t, offset = build(c, name, args)
+    return WindowSpec(kernel, values, t, partition, order, frame, offset)
 
 
 def _frame(c, spec: exp.WindowSpec | None, ordered: bool) -> Frame:
@@ -106,34 +123,59 @@ def _bound(c, value, side) -> int | None:
     return -offset if str(side).upper() == "PRECEDING" else offset
 
 
-def _ranking(name: str, t: SqlType = INT8):
-    def build(c, fn):
-        return name, [], t, 1
-    return build
+def _no_arguments(c, name: str, args: list[exp.Expression]) -> None:
+    if args:
+        from sqlvec.execution.functions import no_such_function
+
+        raise no_such_function(name, [c.compile(a) for a in args])
 
 
-def _ntile(c, fn):
-    return "ntile", [], INT4, _constant_int(c, fn.this, "ntile")
+@window("row_number rank dense_rank", "-> int8", strict=False)
+def _ranking(c, name: str, args: list[exp.Expression]):
+    _no_arguments(c, name, args)
+    return name, [], INT8, 1
 
 
-def _offset_fn(c, fn):
-    arg = c.compile(fn.this)
-    name = "lag" if isinstance(fn, exp.Lag) else "lead"
-    offset = 1 if fn.args.get("offset") is None else _constant_int(c, fn.args["offset"], name)
-    args = [arg]
-    if fn.args.get("default") is not None:
-        args.append(c.coerce(c.compile(fn.args["default"]), arg.type))
-    return name, args, arg.type, offset
+@window("percent_rank cume_dist", "-> float8", strict=False)
+def _relative_rank(c, name: str, args: list[exp.Expression]):
+    _no_arguments(c, name, args)
+    return name, [], FLOAT8, 1
 
 
-def _value_fn(c, fn):
-    arg = c.compile(fn.this)
-    name = {exp.FirstValue: "first_value", exp.LastValue: "last_value",
-            exp.NthValue: "nth_value"}[type(fn)]
-    offset = _constant_int(c, fn.args["offset"], name) if name == "nth_value" else 1
+@window("ntile", "int4 -> int4")
+def _ntile_call(c, name: str, args: list[exp.Expression]):
+    _arity(c, name, args, 1, 1)
+    return "ntile", [], INT4, _constant_int(c, args[0], "ntile")
+
+
+@window("lag lead", "anyelement -> anyelement", "anyelement, int4 -> anyelement",
+        "anycompatible, int4, anycompatible -> anycompatible")
+def _offset_fn(c, name: str, args: list[exp.Expression]):
+    _arity(c, name, args, 1, 3)
+    arg = c.compile(args[0])
+    offset = 1 if len(args) < 2 else _constant_int(c, args[1], name)
+    values = [arg]
+    if len(args) > 2:
+        values.append(c.coerce(c.compile(args[2]), arg.type))
+    return name, values, arg.type, offset
+
+
+@window("first_value last_value", "anyelement -> anyelement")
+@window("nth_value", "anyelement, int4 -> anyelement")
+def _value_fn(c, name: str, args: list[exp.Expression]):
+    _arity(c, name, args, 2 if name == "nth_value" else 1, 2 if name == "nth_value" else 1)
+    arg = c.compile(args[0])
+    offset = _constant_int(c, args[1], name) if name == "nth_value" else 1
     if offset < 1:
         raise SqlVecError("argument of nth_value must be greater than zero", sqlstate="22016")
     return name, [arg], arg.type, offset
+
+
+def _arity(c, name: str, args: list[exp.Expression], least: int, most: int) -> None:
+    if not least <= len(args) <= most:
+        from sqlvec.execution.functions import no_such_function
+
+        raise no_such_function(name, [c.compile(a) for a in args])
 
 
 def _constant_int(c, e: exp.Expression, name: str) -> int:
@@ -145,16 +187,19 @@ def _constant_int(c, e: exp.Expression, name: str) -> int:
     return constant(value, None).as_py()
 
 
-def _aggregate_fn(c, fn):
-    if isinstance(fn, exp.Count):
-        star = fn.this is None or isinstance(fn.this, exp.Star)
-        return "count", [] if star else [c.compile(fn.this)], INT8, 1
-    if isinstance(fn.this, exp.Distinct):
+def aggregate_window(c, name: str, args: list[exp.Expression]):
+    """An aggregate under OVER (sum, count, avg, min, max): the window form its declaration
+    names (aggregates.py)."""
+    if name == "count" and (not args or len(args) == 1 and isinstance(args[0], exp.Star)):
+        return "count", [], INT8, 1
+    if args and isinstance(args[0], exp.Distinct):
         raise FeatureNotSupported("DISTINCT is not implemented for window functions")
-    arg = c.compile(fn.this)
+    _arity(c, name, args, 1, 1)
+    arg = c.compile(args[0])
+    if name == "count":
+        return "count", [arg], INT8, 1
     if arg.type.name == "unknown":
         arg = c.coerce(arg, V.NUMERIC)
-    name = type(fn).__name__.lower()
     if name in ("sum", "avg") and not V.is_numeric(arg.type):
         raise SqlVecError(f"function {name}({arg.type.format()}) does not exist",
                           sqlstate="42883")
@@ -169,17 +214,6 @@ def _aggregate_fn(c, fn):
     else:
         t = arg.type
     return name, [arg], t, 1
-
-
-_BUILDERS: dict[type, Callable] = {
-    exp.RowNumber: _ranking("row_number"), exp.Rank: _ranking("rank"),
-    exp.DenseRank: _ranking("dense_rank"), exp.PercentRank: _ranking("percent_rank", FLOAT8),
-    exp.CumeDist: _ranking("cume_dist", FLOAT8), exp.Ntile: _ntile,
-    exp.Lag: _offset_fn, exp.Lead: _offset_fn,
-    exp.FirstValue: _value_fn, exp.LastValue: _value_fn, exp.NthValue: _value_fn,
-    exp.Count: _aggregate_fn, exp.Sum: _aggregate_fn, exp.Avg: _aggregate_fn,
-    exp.Min: _aggregate_fn, exp.Max: _aggregate_fn,
-}
 
 
 # Running ------------------------------------------------------------------------------------------

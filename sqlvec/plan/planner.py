@@ -16,21 +16,43 @@ from dataclasses import dataclass, field, replace
 
 from sqlglot import exp
 
+from sqlvec.catalog import functions as F
 from sqlvec.catalog.catalog import Catalog
+from sqlvec.catalog.functions import Kind
 from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn
 from sqlvec.plan import nodes as n
 from sqlvec.plan.nodes import SubPlan
 from sqlvec.sql.binder import Field, Scope, sql_type, system_column
-from sqlvec.sql.dialect import VectorDistance, to_sql
+from sqlvec.sql.calls import function_name
+from sqlvec.sql.dialect import to_sql
 from sqlvec.storage.schema import ROWID
 from sqlvec.types import SqlType
 
 # A provider of virtual catalog tables: name → fields, or None if it has no such table.
 VirtualTables = Callable[[str, str | None], "list[Field] | None"]
 
-AGGREGATES = (exp.AggFunc,)
-_WINDOW_ONLY = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.Lag, exp.Lead, exp.FirstValue,
-                exp.LastValue, exp.NthValue, exp.PercentRank, exp.CumeDist, exp.Ntile)
+
+
+def _kind(x: exp.Expression) -> Kind | None:
+    """What the function catalog says a call is (None: not a call of a declared function)."""
+    name = function_name(x) if isinstance(x, (exp.Func, exp.Anonymous)) else None
+    return None if name is None else F.kind_of(name)
+
+
+def is_aggregate(x: exp.Expression) -> bool:
+    """A call of an aggregate function (`count(*)`, `sum(x)`, ...)."""
+    return _kind(x) is Kind.AGGREGATE
+
+
+def _is_set_returning(x: exp.Expression) -> bool:
+    """A call of a set-returning function (`unnest(a)`, `(_pg_expandarray(a)).x`)."""
+    if isinstance(x, exp.Dot):
+        x = x.expression
+    return not isinstance(x, exp.Unnest) and _kind(x) is Kind.SET_RETURNING
+
+
+# The aggregate calls of an expression (`_collect`), those under FILTER taken with it.
+AGGREGATES = is_aggregate
 
 
 class GroupingError(SqlVecError):
@@ -340,8 +362,8 @@ class Planner:
                 unique_aggs.append(call)
         for call in unique_aggs:
             agg = call.this if isinstance(call, exp.Filter) else call
-            for inner in agg.find_all(*AGGREGATES):
-                if inner is not agg:
+            for inner in agg.find_all(exp.Func, exp.Anonymous):
+                if inner is not agg and is_aggregate(inner):
                     raise GroupingError("aggregate function calls cannot be nested")
         group_names = [self.ctx.fresh("grp") for _ in group_exprs]
         agg_names = [self.ctx.fresh("agg") for _ in unique_aggs]
@@ -489,12 +511,16 @@ class Planner:
     def _plan_function(self, fn: exp.Expression, alias, columns, outer, item) -> n.PlanNode:
         scope = Scope([], outer)
         bound = self._expr(fn, scope)
-        fname = _function_name(fn)
+        fname = function_name(fn) or "?column?"
+        decl = F.lookup(fname)
         alias = alias or fname
-        ordinality = bool(item.args.get("ordinality")) or item.args.get("offset") is not None
-        if isinstance(fn, exp.Unnest) and item.args.get("offset") is not None:
-            columns = columns + [item.args["offset"].name]
-        names = columns or _SRF_COLUMNS.get(fname) or [
+        # UNNEST(...) WITH ORDINALITY: sqlglot's `offset` is True, or the name the alias gives
+        # the ordinality column; False without one.
+        offset = item.args.get("offset")
+        ordinality = bool(item.args.get("ordinality")) or bool(offset)
+        if isinstance(fn, exp.Unnest) and isinstance(offset, exp.Expression):
+            columns = columns + [offset.name]
+        names = columns or list(decl.columns if decl is not None else ()) or [
             alias if not isinstance(fn, exp.Unnest) else "unnest"]
         if ordinality and len(names) < 2:
             names = names + ["ordinality"]
@@ -758,7 +784,7 @@ def _reach(e: exp.Expression, inner: Scope) -> str | None:
     found = set()
     for x in e.walk():
         if isinstance(x, (exp.Subquery, exp.Select, exp.Exists, SubPlan, exp.Window)) or \
-                isinstance(x, AGGREGATES):
+                is_aggregate(x):
             return None
         if isinstance(x, exp.Column):
             if isinstance(x.this, exp.Star):
@@ -823,58 +849,15 @@ def output_name(e: exp.Expression) -> str:
         if isinstance(inner, exp.Select) and len(inner.expressions) == 1:
             return output_name(inner.expressions[0])
         return "?column?"
-    if isinstance(e, exp.Coalesce):
-        return "coalesce"
-    if isinstance(e, (exp.Greatest,)):
-        return "greatest"
-    if isinstance(e, (exp.Least,)):
-        return "least"
-    if isinstance(e, exp.Nullif):
-        return "nullif"
-    if isinstance(e, (exp.CurrentTimestamp,)):
-        return "now" if "now" in e.sql().lower() or not e.args else "current_timestamp"
-    if isinstance(e, exp.CurrentDate):
-        return "current_date"
     if isinstance(e, exp.Paren):
         return output_name(e.this)
     if isinstance(e, exp.Dot) and isinstance(e.expression, (exp.Func, exp.Anonymous)):
         return output_name(e.expression)
-    if _is_named_function(e):
-        return _function_name(e)
-    if isinstance(e, VectorDistance) and e.meta.get("function_name"):
-        return e.meta["function_name"]
-    return "?column?"
+    return function_name(e) or "?column?"
 
 
 def _is_named_function(e: exp.Expression) -> bool:
-    return isinstance(e, (exp.Func, exp.Anonymous)) and not isinstance(
-        e, (exp.Binary, exp.Unary, exp.Cast, exp.Case, exp.Paren, VectorDistance))
-
-
-_FUNC_NAMES = {
-    "CurrentTimestamp": "now", "CurrentDate": "current_date", "ExplodingGenerateSeries": "generate_series",
-    "GenerateSeries": "generate_series", "GroupConcat": "string_agg", "ArrayAgg": "array_agg",
-    "LogicalAnd": "bool_and", "LogicalOr": "bool_or", "Count": "count", "StrPosition": "position",
-    "Substring": "substring", "Length": "length", "Rand": "random", "TimestampTrunc": "date_trunc",
-    "Extract": "extract", "DotProduct": "inner_product", "Unnest": "unnest", "Explode": "unnest",
-    "CurrentVersion": "version", "ArraySize": "array_length", "Stddev": "stddev",
-    "StddevSamp": "stddev_samp", "StddevPop": "stddev_pop", "Variance": "variance",
-    "VariancePop": "var_pop", "Pow": "power", "Ln": "ln", "TimeToStr": "to_char",
-    "RowNumber": "row_number", "DenseRank": "dense_rank", "JSONExtract": "?column?",
-    "JSONExtractScalar": "?column?", "ApproxDistinct": "count",
-}
-
-
-def _function_name(fn: exp.Expression) -> str:
-    if isinstance(fn, exp.Anonymous):
-        return str(fn.this).lower()
-    name = _FUNC_NAMES.get(type(fn).__name__)
-    if name:
-        return name
-    try:
-        return fn.sql_name().lower()
-    except Exception:  # pragma: no cover - every Func has a name
-        return type(fn).__name__.lower()
+    return function_name(e) is not None
 
 
 def _renamed(fields, qualifier: str, columns: list[str]) -> tuple[Field, ...]:
@@ -1017,49 +1000,27 @@ def _col(f: Field) -> exp.Column:
     return exp.column(f.name, table=f.table) if f.table else exp.column(f.name)
 
 
-# Functions that return sets of rows when called in a select list.
-SET_RETURNING = {"unnest", "generate_series", "generate_subscripts", "_pg_expandarray",
-                 "pg_get_keywords", "json_array_elements", "jsonb_array_elements",
-                 "json_array_elements_text", "jsonb_array_elements_text", "string_to_table",
-                 "regexp_matches", "json_object_keys", "jsonb_object_keys"}
-
-
-# Output columns of the record-returning functions a FROM clause may call.
-_SRF_COLUMNS = {"pg_get_keywords": ["word", "catcode", "barelabel", "catdesc", "baredesc"],
-                "_pg_expandarray": ["x", "n"]}
-
-
-def _is_set_returning(x: exp.Expression) -> bool:
-    if isinstance(x, (exp.Explode, exp.Unnest, exp.ExplodingGenerateSeries, exp.GenerateSeries)):
-        return True
-    if isinstance(x, exp.Anonymous):
-        return str(x.this).lower() in SET_RETURNING
-    if isinstance(x, exp.Dot) and isinstance(x.expression, exp.Anonymous):
-        return str(x.expression.this).lower() in SET_RETURNING
-    return False
-
-
 def _collect(e: exp.Expression, classes) -> list[exp.Expression]:
-    """Calls of `classes` in `e`, not looking inside subqueries or window specs of others."""
+    """Calls of `classes` (or that the predicate `classes` accepts) in `e`, not looking inside
+    subqueries or window specs of others. Aggregates (`AGGREGATES`) are taken with their FILTER,
+    and not under OVER (those are window calls)."""
+    aggregates = classes is AGGREGATES
     found = []
     stack = [e]  # pre-order without recursion: a 10,000-term chain is no deeper than one term
     while stack:
         x = stack.pop()
         if isinstance(x, SubPlan):
             continue
-        if callable(classes) and not isinstance(classes, tuple):
-            if classes(x):
-                found.append(x)
-                continue
-        elif isinstance(x, classes):
-            if classes == AGGREGATES and isinstance(x.parent, exp.Window) and x.parent.this is x:
-                pass
+        hit = classes(x) if callable(classes) and not isinstance(classes, tuple) \
+            else isinstance(x, classes)
+        if hit and aggregates and isinstance(x.parent, exp.Window) and x.parent.this is x:
+            hit = False
+        if hit:
+            if aggregates and isinstance(x.parent, exp.Filter) and x.parent.this is x:
+                found.append(x.parent)
             else:
-                if classes == AGGREGATES and isinstance(x.parent, exp.Filter) and x.parent.this is x:
-                    found.append(x.parent)
-                    continue
                 found.append(x)
-                continue
+            continue
         stack.extend(reversed(list(x.iter_expressions())))
     return found
 

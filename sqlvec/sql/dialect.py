@@ -214,8 +214,14 @@ class SqlVec(Postgres):
             L1_DISTANCE: L1Distance,
         }
 
+        # Calls are parsed by name (`exp.Anonymous`) and resolved against the function catalog
+        # (catalog/functions.py), which knows PostgreSQL's names: sqlglot's classes for named
+        # functions would also accept other dialects' spellings (`len`, `nvl`, `rand`) and
+        # reshape arguments. Kept: pgvector's forms (the vector planner finds distances as
+        # operator nodes), `ARRAY(...)`, and our `ALL (...)`.
         FUNCTIONS = {
-            **Postgres.Parser.FUNCTIONS,
+            **{name: _anonymous(name.lower()) for name in Postgres.Parser.FUNCTIONS},
+            "ARRAY": Postgres.Parser.FUNCTIONS["ARRAY"],
             # `x <> ALL ('{a,b}'::text[])`: sqlglot reads `ALL (...)` there as a function call.
             "ALL": lambda args: exp.All(this=args[0]) if len(args) == 1 else exp.Anonymous(
                 this="ALL", expressions=args),
@@ -228,13 +234,16 @@ class SqlVec(Postgres):
             "VECTOR_NORM": _exact(VectorNorm, "vector_norm", 1),
             "L2_NORMALIZE": _exact(L2Normalize, "l2_normalize", 1),
             "SUBVECTOR": _exact(Subvector, "subvector", 3),
-            # Functions sqlglot rewrites into other forms, kept as PostgreSQL calls them:
-            # date_part() is float8 where EXTRACT is numeric, to_char/to_date/to_timestamp
-            # take PostgreSQL templates (not strftime), div() is numeric, log10(x) is not
-            # log(10, x) (that one is numeric only).
-            **{name.upper(): _anonymous(name) for name in (
-                "date_part", "to_char", "to_date", "to_timestamp", "div", "log10")},
         }
+
+        # Only PostgreSQL's own call grammar (`SUBSTRING(s FROM 2 FOR 3)`, `TRIM(LEADING ...)`,
+        # `EXTRACT(year FROM t)`, `POSITION(a IN b)`, `OVERLAY(...)`, CAST and the SQL/XML and
+        # SQL/JSON forms) gets a parser of its own; sql/calls.py maps the classes these build
+        # to the functions they call. `date_part`, `string_agg`, `decode`, ... are plain calls.
+        FUNCTION_PARSERS = {k: v for k, v in Postgres.Parser.FUNCTION_PARSERS.items()
+                            if k in ("CAST", "EXTRACT", "OVERLAY", "POSITION", "SUBSTRING", "TRIM",
+                                     "NORMALIZE", "XMLELEMENT", "XMLTABLE", "JSON_OBJECT",
+                                     "JSON_OBJECTAGG", "JSON_TABLE", "JSON_VALUE")}
 
         # `a -> 'k'` inside a call's arguments is the JSON operator, not a lambda.
         LAMBDAS = {k: v for k, v in Postgres.Parser.LAMBDAS.items() if k != TokenType.ARROW}

@@ -177,6 +177,62 @@ def test_df_lists_vector_functions(sqlvec_port):
     assert "List of functions" in out
     assert " public | l2_distance " in out and "double precision | vector, vector" in out
     assert " public | vector_dims " in out
+    # every argument type is a pg_type row: no `???` (vector_typmod_in takes cstring[])
+    assert "???" not in out
+    assert "| vector_typmod_in              | integer          | cstring[]" in out
+
+
+# Functions compared with `\dfS <name>`: every overload PostgreSQL has, sqlvec has too. One of
+# each kind: scalar, aggregate, window, set-returning, variadic, OUT parameters, a default,
+# named arguments, polymorphic and type I/O functions.
+DF_COMPARED = ["abs", "round", "concat", "format", "generate_series", "pg_get_keywords", "count",
+               "stddev", "row_number", "lag", "make_date", "pg_terminate_backend",
+               "has_table_privilege", "array_to_string", "numeric_in", "string_to_array", "now"]
+
+
+@pytest.mark.parametrize("name", DF_COMPARED)
+def test_df_same_as_postgresql(name, sqlvec_port, postgres_port):
+    command = rf"\dfS {name}"
+    ours = psql(sqlvec_port, command)
+    assert "(0 rows)" not in ours
+    assert ours == psql(postgres_port, command)
+
+
+# pg_proc as PostgreSQL has it, row by row (keyed by name and argument types, which do not
+# change between PostgreSQL versions; argument names did for some).
+PG_PROC = ("SELECT p.proname, p.proargtypes::text, coalesce(p.proallargtypes::text, ''), "
+           "pg_get_function_result(p.oid), p.prokind, p.provolatile, p.proretset, "
+           "p.proisstrict, p.pronargs, p.pronargdefaults, p.provariadic FROM pg_proc p "
+           "JOIN pg_namespace n "
+           "ON n.oid = p.pronamespace WHERE n.nspname IN ('pg_catalog', 'information_schema')")
+# Result types PostgreSQL declares that are not types here, and what sqlvec returns instead;
+# pg_typeof gives the type's name as text (a regtype would show as an OID where sqlvec formats
+# values itself).
+RESULT_DEVIATIONS = {("inet_client_addr", ""): "text", ("inet_server_addr", ""): "text",
+                     ("pg_advisory_unlock_all", ""): "text", ("pg_sleep", "701"): "text",
+                     ("pg_current_xact_id", ""): "bigint", ("pg_typeof", "2276"): "text"}
+
+
+def _proc_rows(port: int) -> dict[tuple[str, str, str], list[str]]:
+    out = subprocess.run([PSQL, "-X", "-At", "-F", "\x1f", "-h", "127.0.0.1", "-p", str(port),
+                          "-U", "postgres", "-d", "postgres", "-c", PG_PROC],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("\x1f") for line in out.stdout.splitlines()]
+    return {(r[0], r[1], r[2]): r[3:] for r in rows}
+
+
+def test_pg_proc_rows_as_postgresql(sqlvec_port, postgres_port):
+    """Every pg_proc row of sqlvec's pg_catalog is PostgreSQL's: same result type, kind,
+    volatility, strictness, set-returning flag, argument and default counts, variadic type."""
+    ours, theirs = _proc_rows(sqlvec_port), _proc_rows(postgres_port)
+    assert len(ours) > 300
+    for key, row in ours.items():
+        assert key in theirs, f"{key} is not a function of PostgreSQL"
+        expected = theirs[key]
+        if key[:2] in RESULT_DEVIATIONS:
+            expected = [RESULT_DEVIATIONS[key[:2]]] + expected[1:]
+        assert row == expected, key
 
 
 def test_no_command_errors(sqlvec_port):

@@ -99,7 +99,8 @@ NORMALIZED = [
     ("SELECT cosine_distance(a, b)", "SELECT a <=> b"),
     ("SELECT l1_distance(a, b)", "SELECT a <+> b"),
     ("SELECT inner_product(a, b)", "SELECT INNER_PRODUCT(a, b)"),
-    ("SELECT dot_product(a, b)", "SELECT INNER_PRODUCT(a, b)"),
+    # other dialects' spellings are plain calls (PostgreSQL has no dot_product: 42883)
+    ("SELECT dot_product(a, b)", "SELECT DOT_PRODUCT(a, b)"),
     ("SELECT a<#>b, a<+>b, a<->b, a<=>b", "SELECT a <#> b, a <+> b, a <-> b, a <=> b"),
     ("SELECT '[1,2,3]'::vector(3)", "SELECT CAST('[1,2,3]' AS VECTOR(3))"),
     ("SELECT '[1,2]'::vector::real[]", "SELECT CAST(CAST('[1,2]' AS VECTOR) AS REAL[])"),
