@@ -129,6 +129,18 @@ def start(tmp_path: Path):
 
 
 @pytest.fixture
+def reap():
+    """Register servers a test starts and stops itself (kill -9 included): whatever is still
+    running when the test ends, passed or failed, is killed so no server outlives it."""
+    started: list[RunningServer] = []
+    yield started.append
+    for running in started:
+        if running.process.poll() is None:
+            running.process.kill()
+            running.process.wait()
+
+
+@pytest.fixture
 def table(request: pytest.FixtureRequest) -> str:
     """A table name no other test uses."""
     return "t_" + re.sub(r"\W", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:6]

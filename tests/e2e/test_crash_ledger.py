@@ -128,9 +128,10 @@ def reconcile(writer: Writer, found: dict[int, tuple[int, str]]) -> None:
     writer.in_flight = None
 
 
-def test_sigkill_under_concurrent_writers_loses_no_acknowledged_transaction(tmp_path):
+def test_sigkill_under_concurrent_writers_loses_no_acknowledged_transaction(tmp_path, reap):
     data_dir = tmp_path / "data"
     running = start_server(tmp_path / "s0", data_dir=data_dir)
+    reap(running)
     with psycopg.connect(running.conninfo(), autocommit=True) as conn:
         conn.execute("CREATE TABLE ledger (k bigint PRIMARY KEY, v int NOT NULL, e vector(4))")
     writers = [Writer(i) for i in range(WRITERS)]
@@ -148,6 +149,7 @@ def test_sigkill_under_concurrent_writers_loses_no_acknowledged_transaction(tmp_
             t.join(30)
             assert not t.is_alive()
         running = start_server(tmp_path / f"s{cycle + 1}", data_dir=data_dir)
+        reap(running)
         with psycopg.connect(running.conninfo(), autocommit=True) as conn:
             found = {k: (v, e) for k, v, e in
                      conn.execute("SELECT k, v, e::text FROM ledger").fetchall()}

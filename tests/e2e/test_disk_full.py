@@ -64,9 +64,10 @@ def check(conn: psycopg.Connection, ledger: set[int]) -> None:
         assert note == f"row {i}" and v == f"[{i},{i + 1},{i + 2},{i + 3}]"
 
 
-def test_a_full_disk_fails_statements_cleanly_and_loses_no_acknowledged_row(tmp_path, small_disk):
+def test_a_full_disk_fails_statements_cleanly_and_loses_no_acknowledged_row(tmp_path, small_disk, reap):
     data_dir = small_disk / "data"
     running = start_server(tmp_path / "first", data_dir=data_dir)
+    reap(running)
     ledger: set[int] = set()
     with psycopg.connect(running.conninfo(), autocommit=True) as conn:
         conn.execute("CREATE TABLE t (id bigint PRIMARY KEY, note text, v vector(4))")
@@ -117,6 +118,8 @@ def test_a_full_disk_fails_statements_cleanly_and_loses_no_acknowledged_row(tmp_
     assert "Traceback" not in running.log(), running.log()
 
     running = start_server(tmp_path / "second", data_dir=data_dir)
+
+    reap(running)
     try:
         with psycopg.connect(running.conninfo(), autocommit=True) as conn:
             check(conn, ledger)

@@ -23,8 +23,9 @@ def wal_file(data_dir: Path) -> Path:
     return path
 
 
-def test_damage_in_the_middle_of_the_log_stops_startup_and_the_wal_commands_repair_it(tmp_path):
+def test_damage_in_the_middle_of_the_log_stops_startup_and_the_wal_commands_repair_it(tmp_path, reap):
     running = start_server(tmp_path / "first")
+    reap(running)
     with psycopg.connect(running.conninfo(), autocommit=True) as conn:
         conn.execute("CREATE TABLE ledger (id int PRIMARY KEY, note text)")
         for i in range(1, 11):  # ten acknowledged commits, one WAL record each
@@ -63,6 +64,8 @@ def test_damage_in_the_middle_of_the_log_stops_startup_and_the_wal_commands_repa
     assert len(saved) == 1 and saved[0].read_bytes() == bytes(data)[offset:]
 
     running = start_server(tmp_path / "second", data_dir=data_dir)
+
+    reap(running)
     try:
         with psycopg.connect(running.conninfo(), autocommit=True) as conn:
             rows = conn.execute("SELECT id FROM ledger ORDER BY id").fetchall()
@@ -72,8 +75,9 @@ def test_damage_in_the_middle_of_the_log_stops_startup_and_the_wal_commands_repa
         assert running.stop() == 0, running.log()
 
 
-def test_truncate_is_refused_while_the_server_runs(tmp_path):
+def test_truncate_is_refused_while_the_server_runs(tmp_path, reap):
     running = start_server(tmp_path / "s")
+    reap(running)
     try:
         result = sqlvec("wal", "truncate", "--data-dir", str(running.data_dir), "--lsn", "0")
         assert result.returncode == 1 and "in use by a running server" in result.stderr
