@@ -8,6 +8,11 @@ each, so exact search gets a contiguous matrix without concatenating anything pe
 Readers never see a memtable, only `GrowingData` snapshots: the buffers are append-only and a
 snapshot keeps views of the first n rows, which later appends never touch (a reallocation makes a
 new buffer and leaves the old one to the snapshots that hold it).
+
+Small appends (a single-row INSERT's batch) are only queued: the rows count at once, but they
+are folded into the chunks and buffers (one concatenation for all of them) when the next
+snapshot, delete or seal needs them. A stream of inserts that nobody reads in between thus
+costs a list append each, not Arrow work per row.
 """
 
 from __future__ import annotations
@@ -78,6 +83,11 @@ class GrowingData(SegmentData):
 class Memtable:
     """The mutable growing segment of one table. Not thread-safe: the table serializes writers."""
 
+    # Appends of up to this many rows are queued and folded in later, all at once; the queue
+    # is folded when it holds QUEUE_BATCHES of them, so no single fold is long.
+    QUEUE_ROWS = 64
+    QUEUE_BATCHES = 256
+
     def __init__(self, table_def: TableDef, reserve_rows: int = 0) -> None:
         # Buffers are reserved for `reserve_rows` rows (the seal threshold) on first use: np.zeros
         # maps zero pages lazily, so the reservation costs address space, not memory, and the
@@ -85,7 +95,9 @@ class Memtable:
         self.reserve_rows = reserve_rows
         self.schema = table_def.physical_schema()
         self._chunks: list[pa.RecordBatch] = []
-        self._n = 0
+        self._n = 0  # rows folded into the chunks and buffers
+        self._queued: list[pa.RecordBatch] = []  # small appends not folded in yet
+        self._queued_rows = 0
         self._nbytes = 0
         self._capacity = 0
         self._rowids = np.empty(0, dtype=np.int64)
@@ -96,12 +108,13 @@ class Memtable:
             for f in self.schema
             if _is_fixed_vector(f)
         }
+        self._scalar_names = [f.name for f in self.schema if f.name not in self._vectors]
 
     # Properties ---------------------------------------------------------------------------------
 
     @property
     def n_rows(self) -> int:
-        return self._n
+        return self._n + self._queued_rows
 
     @property
     def nbytes(self) -> int:
@@ -109,7 +122,7 @@ class Memtable:
 
     @property
     def live_rows(self) -> int:
-        return self._n - self._deleted_count
+        return self.n_rows - self._deleted_count
 
     # Writes -------------------------------------------------------------------------------------
 
@@ -118,6 +131,26 @@ class Memtable:
         n = batch.num_rows
         if n == 0:
             return
+        self._nbytes += batch.nbytes
+        if n <= self.QUEUE_ROWS:
+            self._queued.append(batch)
+            self._queued_rows += n
+            if len(self._queued) >= self.QUEUE_BATCHES:
+                self._fold()
+            return
+        self._fold()
+        self._add(batch)
+
+    def _fold(self) -> None:
+        """Fold the queued appends into the chunks and buffers (one batch for all of them)."""
+        queued = self._queued
+        if not queued:
+            return
+        self._queued, self._queued_rows = [], 0
+        self._add(queued[0] if len(queued) == 1 else pa.concat_batches(queued))
+
+    def _add(self, batch: pa.RecordBatch) -> None:
+        n = batch.num_rows
         if self._n == 0 and n >= self.reserve_rows and self._vectors:
             self._adopt(batch)
         else:
@@ -127,14 +160,9 @@ class Memtable:
                 m, v = vector_matrix(batch.column(name), matrix.shape[1])
                 matrix[self._n : self._n + n] = m
                 valid[self._n : self._n + n] = True if v is None else v
-        scalar_names = [f.name for f in self.schema if f.name not in self._vectors]
-        self._chunks.append(pa.RecordBatch.from_arrays(
-            [batch.column(name) for name in scalar_names],
-            schema=pa.schema([self.schema.field(name) for name in scalar_names]),
-        ))
+        self._chunks.append(batch.select(self._scalar_names) if self._vectors else batch)
         self._merge_tail()
         self._n += n
-        self._nbytes += batch.nbytes
 
     def _adopt(self, batch: pa.RecordBatch) -> None:
         """A first batch that fills the growing segment by itself (a bulk load, which seals
@@ -150,6 +178,8 @@ class Memtable:
         self._capacity = n
 
     def delete(self, positions: np.ndarray) -> None:
+        """Delete rows by position (in append order)."""
+        self._fold()
         positions = np.asarray(positions, dtype=np.int64)
         newly = positions[~self._deleted[positions]]
         self._deleted[newly] = True
@@ -176,6 +206,7 @@ class Memtable:
     # Reads --------------------------------------------------------------------------------------
 
     def snapshot(self) -> SegmentView:
+        self._fold()
         n = self._n
         data = GrowingData(
             self.schema,
@@ -191,7 +222,7 @@ class Memtable:
     def live_table(self) -> pa.Table:
         """The live rows, in rowid order, as one contiguous table that owns its memory (what
         sealing turns into a segment: it must not pin the over-allocated growing buffers)."""
-        view = self.snapshot()
+        view = self.snapshot()  # folds the queued appends in
         keep = None if self._deleted_count == 0 else ~self._deleted[: self._n]
         table = view.data.table
         columns = []

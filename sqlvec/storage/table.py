@@ -152,7 +152,7 @@ class TableSnapshot:
             ids = view.data.rowids
             pos = int(ids.searchsorted(rowid))
             if pos < ids.size and ids[pos] == rowid:
-                if view.deletes.count and view.deletes.mask[pos]:
+                if view.deletes.count and view.deletes.is_deleted_one(pos):
                     return -1, 0
                 return i, pos
         return -1, 0

@@ -988,12 +988,20 @@ _OP_HEADER = struct.Struct("<BQQ")  # kind, table_id, body length
 _IPC_READ = ipc.IpcReadOptions(ensure_alignment=ipc.Alignment.DataTypeSpecific)
 
 
-def encode_commit(ops: Sequence[Op]) -> memoryview:
-    """Serialize a transaction's operations into one WAL payload (a bytes-like view).
+def encode_commit(ops: Sequence[Op]) -> bytes | memoryview:
+    """Serialize a transaction's operations into one WAL payload (a bytes-like object).
 
-    Inserted rows are copied once, straight into the payload: a first pass through Arrow's IPC
+    Small insert batches (a single-row INSERT's) are encoded from parts: the IPC stream of a
+    batch is the schema's message, the batch's message and the end-of-stream marker, and the
+    schema's message is the same for every batch of a table, so it is serialized once and
+    reused (the bytes equal what Arrow's stream writer produces, so decoding is unchanged).
+    Large ones are copied once, straight into the payload: a first pass through Arrow's IPC
     writer only measures them (`MockOutputStream` copies nothing), so every operation's header
     can precede its body in one Arrow output stream, and no join copies the rows again."""
+    if all(isinstance(op, (DeleteOp, TruncateOp)) or
+           (isinstance(op, InsertOp) and isinstance(op.batch, pa.RecordBatch)
+            and op.batch.nbytes <= _SMALL_BATCH) for op in ops):
+        return _encode_small(ops)
     sizes = []
     for op in ops:
         if isinstance(op, InsertOp):
@@ -1019,6 +1027,53 @@ def encode_commit(ops: Sequence[Op]) -> memoryview:
         else:
             sink.write(_OP_HEADER.pack(_TRUNCATE, op.table_id, 0))
     return memoryview(sink.getvalue())
+
+
+# Insert batches up to this many bytes are encoded from parts (`_encode_small`).
+_SMALL_BATCH = 64 << 10
+_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # the IPC stream's end: continuation, length 0
+# Serialized schema messages by schema (kept with their schema, so an id is never reused).
+_schema_messages: dict[int, tuple[pa.Schema, bytes | None]] = {}
+
+
+def _schema_message(schema: pa.Schema) -> bytes | None:
+    """The IPC stream's first message for `schema`; None when the stream would carry more
+    before a batch (dictionary batches), so the batch goes through the writer."""
+    hit = _schema_messages.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    message = None
+    if not any(pa.types.is_dictionary(f.type) for f in schema):
+        message = schema.serialize().to_pybytes()
+    if len(_schema_messages) >= 1024:
+        _schema_messages.clear()
+    _schema_messages[id(schema)] = (schema, message)
+    return message
+
+
+def _encode_small(ops: Sequence[Op]) -> bytes:
+    parts: list = [_COUNT.pack(len(ops))]
+    for op in ops:
+        if isinstance(op, InsertOp):
+            batch = op.batch
+            head = _schema_message(batch.schema)
+            if head is None:
+                sink = pa.BufferOutputStream()
+                _write_batch(sink, batch)
+                body = sink.getvalue()
+                parts += (_OP_HEADER.pack(_INSERT, op.table_id, body.size), body)
+                continue
+            message = batch.serialize()
+            parts += (_OP_HEADER.pack(_INSERT, op.table_id, len(head) + message.size + 8),
+                      head, message, _EOS)
+        elif isinstance(op, DeleteOp):
+            rowids = np.ascontiguousarray(op.rowids, dtype="<i8").reshape(-1)
+            parts += (_OP_HEADER.pack(_DELETE, op.table_id, rowids.size * 8), rowids.tobytes())
+        elif isinstance(op, TruncateOp):
+            parts.append(_OP_HEADER.pack(_TRUNCATE, op.table_id, 0))
+        else:
+            raise TypeError(f"not a WAL operation: {op!r}")
+    return b"".join(parts)
 
 
 def _write_batch(sink: pa.NativeFile, batch: pa.RecordBatch) -> None:
