@@ -42,7 +42,7 @@ from sqlvec.errors import (
 from sqlvec.execution import ddl
 from sqlvec.execution import values as V
 from sqlvec.execution.context import ExecContext, MemoryAccount, return_free_memory
-from sqlvec.execution.dml import WritePlan, plan_delete, plan_insert, plan_update
+from sqlvec.execution.dml import WritePlan, eval_returning, plan_delete, plan_insert, plan_update
 from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.operators import Builder, Operator
 from sqlvec.execution.transaction import Transaction
@@ -344,7 +344,10 @@ class Session:
             if write.returning_fields is not None:
                 columns = [ResultColumn(f.name, f.type or V.TEXT, f.source[0], f.source[1])
                            for f in write.returning_fields]
-            return PreparedStatement(sql, _param_list(env), columns, "write", compiled=write)
+            param_types = _param_list(env)
+            if write.fast is not None and not write.fast.bind(param_types):
+                write.fast = None
+            return PreparedStatement(sql, param_types, columns, "write", compiled=write)
         if isinstance(ast, (exp.Create, exp.Drop, exp.Alter, exp.TruncateTable, exp.Comment)):
             return PreparedStatement(sql, [], None, "ddl", ast=ast)
         if isinstance(ast, exp.Transaction):
@@ -450,6 +453,10 @@ class Session:
             return self._cursor_statement(prepared, params)
         if kind == "utility":
             return self._utility(prepared.utility, prepared)  # type: ignore[arg-type]
+        if kind == "write" and prepared.compiled.fast is not None:
+            result = self._fast_insert(prepared, params)
+            if result is not None:
+                return result
         typed = _typed_params(prepared.param_types, params)
         if kind == "query":
             plan, operator = prepared.compiled
@@ -494,6 +501,42 @@ class Session:
         if returning is not None:
             returning = _rename(returning, list(range(returning.num_columns)), prepared.columns)
         return Result(tag, prepared.columns, returning)
+
+    def _fast_insert(self, prepared: PreparedStatement, params: list) -> Result | None:
+        """A single-row INSERT through `FastInsert` (dml.py); None when its values need the
+        general path. Autocommit without RETURNING commits the row directly: the commit checks
+        its keys (23505) as the transaction's early check would."""
+        write: WritePlan = prepared.compiled
+        contexts: list[ExecContext] = []
+
+        def context() -> ExecContext:
+            if not contexts:  # RETURNING may read parameters; constants and defaults do not
+                typed = _typed_params(prepared.param_types, params) if write.returning else []
+                contexts.append(self._context(typed))
+            return contexts[0]
+
+        def frame_of() -> Frame:
+            return Frame(_ONE_NULL, context())
+
+        batch = write.fast.row(params, frame_of)  # type: ignore[union-attr]
+        if batch is None:
+            return None
+        if not self.explicit and write.returning is None:
+            self.store.commit([InsertOp(write.table.id, batch)])
+            return Result("INSERT 0 1", prepared.columns, None)
+        txn = self.txn if self.txn is not None else Transaction()
+        with_ids = txn.insert(write.table, pa.Table.from_batches([batch]))
+        returning = None
+        if write.returning is not None:
+            ctx = context()
+            ctx.overlay = txn
+            returning = eval_returning(write, ctx, with_ids)
+            returning = _rename(returning, list(range(returning.num_columns)), prepared.columns)
+        if self.explicit:
+            self.txn = txn
+        else:
+            self.store.commit(txn.ops())
+        return Result("INSERT 0 1", prepared.columns, returning)
 
     def _begin(self) -> Result:
         if self.explicit:
@@ -1130,6 +1173,7 @@ def _param_list(env: CompileEnv) -> list[SqlType]:
 
 
 _typed_params = V.typed_params
+_ONE_NULL = pa.table({"_": [None]})  # the one row constants and defaults are evaluated over
 
 
 def _rename(table: pa.Table, visible: list[int], columns: list[ResultColumn] | None) -> pa.Table:

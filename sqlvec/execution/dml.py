@@ -42,6 +42,9 @@ class WritePlan:
     returning_fields: list[Field] | None
     runner: object
 
+    # A single-row fast path (FastInsert), or None.
+    fast: FastInsert | None = None
+
     def run(self, ctx: ExecContext, txn: Transaction) -> tuple[int, pa.Table | None]:
         return self.runner(self, ctx, txn)
 
@@ -101,7 +104,7 @@ def _refuse_commit_assigned(e: exp.Expression, scope: Scope) -> None:
                 detail="It is assigned when the transaction commits.")
 
 
-def _eval_returning(plan: WritePlan, ctx: ExecContext, rows: pa.Table) -> pa.Table:
+def eval_returning(plan: WritePlan, ctx: ExecContext, rows: pa.Table) -> pa.Table:
     frame = Frame(rows, ctx)
     cols = [as_array(v(frame), rows.num_rows) for v in plan.returning]
     return table_of(cols) if cols else table_of([], rows.num_rows)
@@ -161,6 +164,8 @@ def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePl
     plan.target_cols = target_cols  # type: ignore[attr-defined]
     plan.defaults = defaults  # type: ignore[attr-defined]
     plan.conflict = _plan_conflict(stmt.args.get("conflict"), table, alias, planner, builder)  # type: ignore[attr-defined]
+    if plan.conflict is None and isinstance(source, _ValuesRows) and len(source.rows) == 1:
+        plan.fast = FastInsert.plan(table, source, defaults)
     return plan
 
 
@@ -170,23 +175,28 @@ class _DefaultMarker(exp.Expression):
 
 def _values_source(values: exp.Values, target_cols: list[ColumnDef], planner: Planner,
                    builder: Builder) -> Operator:
-    rows = []
+    rows, params = [], []
     for row in values.expressions:
         cells = list(row.expressions) if isinstance(row, exp.Tuple) else [row]
         if len(cells) > len(target_cols):
             raise SqlVecError("INSERT has more expressions than target columns", sqlstate="42601")
         if len(cells) < len(target_cols):
             raise SqlVecError("INSERT has more target columns than expressions", sqlstate="42601")
-        out = []
+        out, indexes = [], []
         for cell, col in zip(cells, target_cols):
             if _is_default(cell):
                 out.append(None)
+                indexes.append(None)
                 continue
             bound = planner._expr(cell, Scope([]))
-            if isinstance(bound, exp.Parameter):
-                builder.env.infer_param(int(bound.this.this), col.type)
+            index = None
+            if isinstance(bound, exp.Parameter) and isinstance(bound.this, exp.Literal):
+                index = int(bound.this.this)
+                builder.env.infer_param(index, col.type)
             out.append(bound)
+            indexes.append(index)
         rows.append(out)
+        params.append(indexes)
     c = Compiler(Scope([]), [], builder.env)
     compiled = []
     for row in rows:
@@ -196,6 +206,7 @@ def _values_source(values: exp.Values, target_cols: list[ColumnDef], planner: Pl
                      [col.type for col in target_cols], [])
     op.rows = compiled
     op.columns = target_cols
+    op.params = params  # per cell: the index of a bare parameter ($n), else None
     return op
 
 
@@ -225,22 +236,11 @@ class _ValuesRows(Operator):
         self.fields, self.types, self.children = fields, types, children
 
     def run(self, ctx, outer):
-        frame = Frame(pa.table({"_": [None]}), ctx, outer)
+        frame = Frame(_ONE_NULL, ctx, outer)
         columns = []
         for i, col in enumerate(self.columns):
-            cells = []
-            for row in self.rows:
-                v = row[i]
-                if v is None:
-                    cells.append(_DEFAULT)
-                    continue
-                value = v(frame)
-                if not isinstance(value, pa.Scalar):
-                    value = value[0]
-                if v.type != col.type and value.is_valid:
-                    value = V.cast(value, v.type if v.type.name != "unknown" else V.TEXT, col.type, 1)
-                cells.append(value)
-            columns.append(cells)
+            columns.append([_DEFAULT if row[i] is None else _cell_scalar(row[i], col, frame)
+                            for row in self.rows])
         out = []
         for i in range(len(self.columns)):
             vals = [c if c is _DEFAULT else (c.as_py() if c.is_valid else None) for c in columns[i]]
@@ -250,6 +250,17 @@ class _ValuesRows(Operator):
 
 
 _DEFAULT = object()
+_ONE_NULL = pa.table({"_": [None]})
+
+
+def _cell_scalar(v: Value, col: ColumnDef, frame: Frame) -> pa.Scalar:
+    """One VALUES cell, evaluated and cast to its column's type."""
+    value = v(frame)
+    if not isinstance(value, pa.Scalar):
+        value = value[0]
+    if v.type != col.type and value.is_valid:
+        value = V.cast(value, v.type if v.type.name != "unknown" else V.TEXT, col.type, 1)
+    return value
 
 
 def _run_insert(plan: WritePlan, ctx: ExecContext, txn: Transaction):
@@ -301,10 +312,150 @@ def _run_insert(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     if plan.returning is not None:
         parts = [with_ids] + ([updated] if updated is not None and updated.num_rows else [])
         out_rows = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        returning = _eval_returning(plan, ctx, out_rows)
+        returning = eval_returning(plan, ctx, out_rows)
     if updated is not None:
         count += updated.num_rows
     return count, returning
+
+
+class FastInsert:
+    """A prepared `INSERT INTO t [(cols)] VALUES (one row)` whose cells are parameters,
+    constants or DEFAULT: the row goes from the bound parameters to one Arrow batch in the
+    table's schema, without the VALUES operator, per-cell Arrow casts or Arrow scalars.
+
+    A parameter takes this path only when its value needs no conversion to its column: the
+    same type (an integer in range, a float, a bool, bytes, a string without NUL, a finite
+    vector of the column's dimensions) or NULL. Anything else (another type, a value the
+    general path would convert or refuse) makes `row` return None before any cell with a
+    side effect (DEFAULT nextval(...)) is evaluated, and the statement takes the general path,
+    so values and errors are always the general path's. Constants and defaults are evaluated
+    by the general path's own code, in its order."""
+
+    def __init__(self, table: Table, columns: list[tuple], n_params: int) -> None:
+        self.table = table
+        self.columns = columns  # per table column: (kind, column, arrow type, payload)
+        self.n_params = n_params
+        self.converters: list | None = None  # per column: converter of its parameter
+
+    @classmethod
+    def plan(cls, table: Table, source: _ValuesRows, defaults: dict) -> FastInsert | None:
+        row, indexes = source.rows[0], source.params[0]
+        given = {col.name: (v, index) for col, v, index in zip(source.columns, row, indexes)}
+        columns, values = [], []
+        for col in table.def_.columns:
+            arrow = col.type.to_arrow()
+            if col.name not in given or given[col.name][0] is None:  # absent or DEFAULT
+                columns.append(("default", col, arrow, defaults[col.name]))
+                continue
+            v, index = given[col.name]
+            if index is not None:
+                columns.append(("param", col, arrow, index))
+            elif v.const:
+                columns.append(("value", col, arrow, v))
+            else:
+                return None  # an expression of parameters or of the session: general path
+        # Constant cells are evaluated in the order VALUES lists them, as the general path.
+        order = [i for name in (c.name for c in source.columns)
+                 for i, c in enumerate(columns) if c[1].name == name and c[0] == "value"]
+        fast = cls(table, columns, 0)
+        fast.value_order = order
+        return fast
+
+    def bind(self, param_types: list[SqlType]) -> bool:
+        """Choose each parameter's converter once the statement's parameter types are final;
+        False when some parameter can never take the fast path."""
+        self.n_params = len(param_types)
+        converters = []
+        for kind, col, _arrow, payload in self.columns:
+            conv = None
+            if kind == "param":
+                conv = fast_converter(param_types[payload - 1], col.type)
+                if conv is None:
+                    return False
+            converters.append(conv)
+        self.converters = converters
+        return True
+
+    def row(self, params: list, frame_of) -> pa.RecordBatch | None:
+        """The row as a batch of the table's logical schema, NOT NULL checked; None when a
+        parameter needs the general path. `frame_of()` gives a one-row Frame (for constants
+        and defaults)."""
+        converters = self.converters
+        if converters is None or len(params) != self.n_params:
+            return None
+        values: list = [None] * len(self.columns)
+        for i, (kind, _col, _arrow, payload) in enumerate(self.columns):
+            if kind == "param":
+                value = converters[i](params[payload - 1])
+                if value is _SLOW:
+                    return None
+                values[i] = value
+        arrays: list = [None] * len(self.columns)
+        frame = None
+        for i in self.value_order:
+            if frame is None:
+                frame = frame_of()
+            _kind, col, _arrow, v = self.columns[i]
+            scalar = _cell_scalar(v, col, frame)
+            arrays[i] = _array_for([scalar.as_py() if scalar.is_valid else None], col)
+        for i, (kind, col, arrow, payload) in enumerate(self.columns):
+            if kind == "param":
+                value = values[i]
+                arrays[i] = _one_value(value, arrow) if value is not None else pa.nulls(1, arrow)
+            elif kind == "default":
+                if payload is None:
+                    arrays[i] = pa.nulls(1, arrow)
+                else:
+                    if frame is None:
+                        frame = frame_of()
+                    arrays[i] = _default_array(payload, frame, 1, arrow, col)
+        return self.table.coerce_arrays(arrays)
+
+
+_SLOW = object()  # a parameter the fast path does not convert
+_INT_BOUNDS = {"int2": (-(1 << 15), (1 << 15) - 1), "int4": (-(1 << 31), (1 << 31) - 1),
+               "int8": (-(1 << 63), (1 << 63) - 1)}
+
+
+def fast_converter(param: SqlType, column: SqlType):
+    """A function giving a parameter's value as the column stores it, or `_SLOW` when the
+    value needs the general path; None when no value of `param` can skip it."""
+    if param.name in _INT_BOUNDS and column.name in _INT_BOUNDS:
+        lo = max(_INT_BOUNDS[param.name][0], _INT_BOUNDS[column.name][0])
+        hi = min(_INT_BOUNDS[param.name][1], _INT_BOUNDS[column.name][1])
+        return lambda v: v if v is None or (type(v) is int and lo <= v <= hi) else _SLOW
+    if param != column:
+        return None
+    name = param.name
+    if name == "float8":
+        return lambda v: v if v is None or type(v) is float else _SLOW
+    if name == "bool":
+        return lambda v: v if v is None or type(v) is bool else _SLOW
+    if name == "bytea":
+        return lambda v: v if v is None or type(v) is bytes else _SLOW
+    if name in ("text", "varchar") and param.typmod < 0:
+        return lambda v: v if v is None or (type(v) is str and "\0" not in v) else _SLOW
+    if name == "vector" and param.typmod > 0:
+        dims = param.typmod
+
+        def vector(v):
+            if v is None:
+                return None
+            if type(v) is np.ndarray and v.ndim == 1 and v.size == dims and \
+                    v.dtype in (np.float32, np.float64):
+                out = v.astype(np.float32, copy=False)
+                if np.isfinite(out).all():
+                    return out
+            return _SLOW
+        return vector
+    return None
+
+
+def _one_value(value, arrow: pa.DataType) -> pa.Array:
+    """A one-row array of a value a fast converter accepted."""
+    if type(value) is np.ndarray:
+        return pa.FixedSizeListArray.from_arrays(pa.array(value), type=arrow)
+    return pa.array((value,), arrow)
 
 
 def _chunk(a):
@@ -559,7 +710,7 @@ def _run_update(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     unique_ids = ids[keep]
     txn.delete(table, unique_ids)
     with_ids = txn.insert(table, new_rows)
-    returning = _eval_returning(plan, ctx, with_ids) if plan.returning is not None else None
+    returning = eval_returning(plan, ctx, with_ids) if plan.returning is not None else None
     return new_rows.num_rows, returning
 
 
@@ -591,8 +742,9 @@ def _run_delete(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     returning = None
     if plan.returning is not None:
         old = table_of([rows.column(i) for i in range(width)])
-        returning = _eval_returning(plan, ctx, old)
+        returning = eval_returning(plan, ctx, old)
     return int(ids.size), returning
 
 
-__all__ = ["plan_insert", "plan_update", "plan_delete", "WritePlan", "FeatureNotSupported"]
+__all__ = ["plan_insert", "plan_update", "plan_delete", "WritePlan", "FastInsert",
+           "eval_returning", "FeatureNotSupported"]

@@ -98,6 +98,7 @@ class Memtable:
         self._n = 0  # rows folded into the chunks and buffers
         self._queued: list[pa.RecordBatch] = []  # small appends not folded in yet
         self._queued_rows = 0
+        self._queued_bytes = 0  # an upper bound: buffers the queued batches reference
         self._nbytes = 0
         self._capacity = 0
         self._rowids = np.empty(0, dtype=np.int64)
@@ -118,7 +119,15 @@ class Memtable:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the rows (exact: folds the queued appends in)."""
+        self._fold()
         return self._nbytes
+
+    @property
+    def nbytes_bound(self) -> int:
+        """An upper bound of `nbytes` without folding anything (a queued row may be a slice of
+        a larger buffer, counted whole here): what a size check after every commit reads."""
+        return self._nbytes + self._queued_bytes
 
     @property
     def live_rows(self) -> int:
@@ -131,14 +140,15 @@ class Memtable:
         n = batch.num_rows
         if n == 0:
             return
-        self._nbytes += batch.nbytes
         if n <= self.QUEUE_ROWS:
             self._queued.append(batch)
             self._queued_rows += n
+            self._queued_bytes += batch.get_total_buffer_size()  # nbytes costs µs per column
             if len(self._queued) >= self.QUEUE_BATCHES:
                 self._fold()
             return
         self._fold()
+        self._nbytes += batch.nbytes
         self._add(batch)
 
     def _fold(self) -> None:
@@ -146,8 +156,10 @@ class Memtable:
         queued = self._queued
         if not queued:
             return
-        self._queued, self._queued_rows = [], 0
-        self._add(queued[0] if len(queued) == 1 else pa.concat_batches(queued))
+        self._queued, self._queued_rows, self._queued_bytes = [], 0, 0
+        batch = queued[0] if len(queued) == 1 else pa.concat_batches(queued)
+        self._nbytes += batch.nbytes
+        self._add(batch)
 
     def _add(self, batch: pa.RecordBatch) -> None:
         n = batch.num_rows

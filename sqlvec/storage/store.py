@@ -497,12 +497,22 @@ class Store:
     # Sealing and checkpoints --------------------------------------------------------------------
 
     def _maybe_seal(self, table: Table) -> None:
-        mem = table.memtable
-        if mem.n_rows >= self.options.seal_rows or mem.nbytes >= self.options.seal_bytes:
+        if self._seal_due(table):
             if self.options.background:
                 self._seal_queue.put(("seal", table.id))
             else:
                 self.seal(table.id)
+
+    def _seal_due(self, table: Table) -> bool:
+        """Whether the growing segment reached a seal threshold (its exact size, which folds
+        queued rows in, only when the cheap bound says it may have)."""
+        mem = table.memtable
+        if mem.n_rows >= self.options.seal_rows:
+            return True
+        if mem.nbytes_bound < self.options.seal_bytes:
+            return False
+        with table.lock:
+            return table.memtable.nbytes >= self.options.seal_bytes
 
     def seal(self, table_id: int) -> Segment | None:
         """Seal the table's growing segment now: Parquet file, manifest, then index builds.
@@ -876,8 +886,7 @@ class Store:
     def _run_seal_task(self, kind: str, table_id: int | None) -> None:
         if kind == "seal":
             table = self.tables.get(table_id)  # type: ignore[arg-type]
-            if table is not None and (table.memtable.n_rows >= self.options.seal_rows
-                                      or table.memtable.nbytes >= self.options.seal_bytes):
+            if table is not None and self._seal_due(table):
                 self.seal(table.id)
                 self._build_queue.put(("compact", table.id))
         elif kind == "checkpoint":

@@ -551,6 +551,23 @@ class Table:
                     "violates not-null constraint")
         return pa.Table.from_arrays(arrays, schema=self.def_.arrow_schema())
 
+    def coerce_arrays(self, arrays: Sequence[pa.Array | pa.ChunkedArray]) -> pa.RecordBatch:
+        """`coerce` for one array per column, in column order (a single-row INSERT's values):
+        arrays of another type are cast as `coerce` casts them; NOT NULL is enforced."""
+        schema = self.def_.arrow_schema()
+        out = []
+        for col, target, array in zip(self.def_.columns, schema.types, arrays):
+            if not array.type.equals(target):
+                array = cast_column(array, col)
+            if isinstance(array, pa.ChunkedArray):
+                array = _one_chunk(array)
+            if col.not_null and array.null_count:
+                raise NotNullViolation(
+                    f'null value in column "{col.name}" of relation "{self.def_.name}" '
+                    "violates not-null constraint")
+            out.append(array)
+        return pa.RecordBatch.from_arrays(out, schema=schema)
+
     def prepare(self, ops: list) -> list:
         """Validate one commit's ops for this table and claim what it changes.
 

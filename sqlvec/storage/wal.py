@@ -1029,25 +1029,27 @@ def encode_commit(ops: Sequence[Op]) -> bytes | memoryview:
     return memoryview(sink.getvalue())
 
 
-# Insert batches up to this many bytes are encoded from parts (`_encode_small`).
+# Insert batches whose buffers hold up to this many bytes are encoded from parts
+# (`_encode_small`); a small batch referencing a larger buffer just takes the other path.
 _SMALL_BATCH = 64 << 10
 _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # the IPC stream's end: continuation, length 0
-# Serialized schema messages by schema (kept with their schema, so an id is never reused).
-_schema_messages: dict[int, tuple[pa.Schema, bytes | None]] = {}
+# Serialized schema messages of recent schemas, newest last (a lookup compares schemas, which
+# Arrow does in C++: hashing one costs more).
+_schema_messages: list[tuple[pa.Schema, bytes | None]] = []
 
 
 def _schema_message(schema: pa.Schema) -> bytes | None:
     """The IPC stream's first message for `schema`; None when the stream would carry more
     before a batch (dictionary batches), so the batch goes through the writer."""
-    hit = _schema_messages.get(id(schema))
-    if hit is not None and hit[0] is schema:
-        return hit[1]
+    for known, message in reversed(_schema_messages):
+        if known.equals(schema, check_metadata=True):
+            return message
     message = None
     if not any(pa.types.is_dictionary(f.type) for f in schema):
         message = schema.serialize().to_pybytes()
-    if len(_schema_messages) >= 1024:
-        _schema_messages.clear()
-    _schema_messages[id(schema)] = (schema, message)
+    if len(_schema_messages) >= 16:
+        del _schema_messages[0]
+    _schema_messages.append((schema, message))
     return message
 
 
