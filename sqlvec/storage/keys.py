@@ -58,6 +58,17 @@ class KeyIndex(ABC):
     def keys_of(self, columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:
         """The keys of rows given as their key columns (no NULLs: callers check)."""
 
+    def key_of(self, values: Sequence[object]) -> object:
+        """The key of one row given as its key columns' Python values (no NULLs): the element
+        `keys_of` would give for that row."""
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def array_of(self, key: object) -> np.ndarray:
+        """A one-key array as `keys_of` makes them."""
+        out = np.empty(1, dtype=object)
+        out[0] = key
+        return out
+
     @abstractmethod
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Row id per key, MISSING where absent."""
@@ -129,6 +140,13 @@ class IntKeyIndex(KeyIndex):
         if array.null_count:
             array = array.fill_null(0)
         return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+    def key_of(self, values: Sequence[object]) -> object:
+        (value,) = values
+        return int(value)  # type: ignore[call-overload]
+
+    def array_of(self, key: object) -> np.ndarray:
+        return np.array([key], dtype=np.int64)
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         keys = np.asarray(keys, dtype=np.int64)
@@ -276,6 +294,10 @@ class HashKeyIndex(KeyIndex):
 
     def get(self, key: object) -> int:
         return self._map.get(key, MISSING)
+
+    def key_of(self, values: Sequence[object]) -> object:
+        values = _hashable(list(values))
+        return values[0] if len(values) == 1 else tuple(values)
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         get = self._map.get

@@ -69,6 +69,25 @@ class GrowingData(SegmentData):
             self._table = pa.Table.from_arrays(columns, schema=self._schema)
         return self._table
 
+    def column(self, physical: str, arrow_type: pa.DataType, missing: object = None) -> pa.ChunkedArray:
+        """One column, built alone (a single-row read need not assemble the whole table)."""
+        if self._table is not None or physical not in self._schema.names:
+            return super().column(physical, arrow_type, missing)
+        with self._cache_lock:
+            hit = self._cache.get(("column", physical))
+        if hit is None:
+            field = self._schema.field(physical)
+            if _is_fixed_vector(field):
+                matrix, valid = self._vector_buffers[physical]
+                hit = pa.chunked_array([pa.FixedSizeListArray.from_arrays(
+                    pa.array(matrix.reshape(-1)), field.type.list_size, mask=pa.array(~valid))],
+                    type=field.type)
+            else:
+                hit = pa.chunked_array([c.column(physical) for c in self._chunks], type=field.type)
+            with self._cache_lock:
+                self._cache[("column", physical)] = hit
+        return hit  # type: ignore[return-value]
+
     def has_column(self, physical: str) -> bool:
         return physical in self._schema.names
 

@@ -342,6 +342,11 @@ class UniqueKey:
         names = self.physical if physical else self.def_.columns
         return self.index.keys_of([rows.column(n) for n in names])
 
+    def key_one(self, rows: pa.Table | pa.RecordBatch, physical: bool = False) -> object:
+        """The key of a one-row batch (no NULL in it), as `keys_of` gives it, without NumPy."""
+        names = self.physical if physical else self.def_.columns
+        return self.index.key_of([rows.column(n)[0].as_py() for n in names])
+
     def valid(self, rows: pa.Table | pa.RecordBatch) -> np.ndarray | None:
         """Rows whose key has no NULL (None: all of them)."""
         cols = [rows.column(n) for n in self.def_.columns]
@@ -575,15 +580,21 @@ class Table:
         23505 on a duplicate key, 40001 when a row to delete is already gone or claimed by
         another commit in flight. Costs O(rows written), whatever the table's size."""
         out = []
-        # The applied state and the claims of commits in flight, read together: a commit
-        # applied and released in between would be in neither. Only this prepare adds claims.
-        with self.lock:
-            snap = self.snapshot()
-            pending = [c.deleted for c in self._claims if c.deleted]
+        snap = None
+        if any(isinstance(op, DeleteOp) for op in ops):
+            # The applied state and the claims of commits in flight, read together: a commit
+            # applied and released in between would be in neither. Only this prepare adds
+            # claims.
+            with self.lock:
+                snap = self.snapshot()
+                pending = [c.deleted for c in self._claims if c.deleted]
         claim = _Claim([k.index.empty() for k in self.keys], [k.index.empty() for k in self.keys])
         for op in ops:
             if isinstance(op, DeleteOp):
-                rowids = np.unique(np.asarray(op.rowids, dtype=np.int64))
+                assert snap is not None
+                rowids = np.asarray(op.rowids, dtype=np.int64).reshape(-1)
+                if rowids.size > 1:
+                    rowids = np.unique(rowids)
                 ids = rowids.tolist()
                 if any(not d.isdisjoint(ids) for d in pending) or not snap.all_live(rowids):
                     raise SerializationFailure(
@@ -591,18 +602,22 @@ class Table:
                 prepared = DeleteOp(self.id, rowids)
                 if self.keys:
                     rows = snap.rows_by_id(rowids, self._key_columns())
-                    ids = rows.column(ROWID).to_numpy()
-                    per_key = [uk.keys_of(rows) for uk in self.keys]
+                    ids_found = rows.column(ROWID).to_numpy()
+                    if rows.num_rows == 1:  # one row: its keys without NumPy work
+                        per_key = [uk.index.array_of(uk.key_one(rows)) for uk in self.keys]
+                    else:
+                        per_key = [uk.keys_of(rows) for uk in self.keys]
                     for i, keys in enumerate(per_key):
                         claim.added[i].remove(keys)
-                        claim.removed[i].insert(keys, ids)
-                    claim.delete_keys[id(prepared)] = (per_key, ids)
-                claim.deleted.update(rowids.tolist())
+                        claim.removed[i].insert(keys, ids_found)
+                    claim.delete_keys[id(prepared)] = (per_key, ids_found)
+                claim.deleted.update(ids)
                 out.append(prepared)
             elif isinstance(op, InsertOp):
-                table = op.batch if isinstance(op.batch, pa.Table) else pa.Table.from_batches([op.batch])
+                table = op.batch
+                n = table.num_rows
                 checked = [self._check_keys(i, table, claim) for i in range(len(self.keys))] \
-                    if table.num_rows else []
+                    if n else []
                 batch = self._physical(table)
                 rowids = batch.column(0).to_numpy()
                 for i, keys in enumerate(checked):
@@ -632,6 +647,13 @@ class Table:
             raise NotNullViolation(
                 f'null value in column "{col}" of relation "{self.def_.name}" '
                 "violates not-null constraint")
+        if table.num_rows == 1:  # a single-row INSERT's: no NumPy work
+            value = uk.key_one(table)
+            with self.lock:
+                held = self._effective_one(key, value, [claim] + self._claims[::-1])
+            if held != MISSING:
+                raise self.duplicate_key(key, value)
+            return uk.index.array_of(value)
         keys = uk.keys_of(table)
         dup = KeyIndex.first_duplicate(keys)
         if dup is None:
@@ -706,11 +728,14 @@ class Table:
                 self._claims = [c for c in self._claims if c is not claim]
             self._released.notify_all()
 
-    def _physical(self, table: pa.Table) -> pa.RecordBatch:
+    def _physical(self, table: pa.Table | pa.RecordBatch) -> pa.RecordBatch:
         n = table.num_rows
         rowids = pa.array(np.arange(self.next_rowid, self.next_rowid + n, dtype=np.int64))
         self.next_rowid += n
-        arrays = [rowids] + [_one_chunk(table.column(c.name)) for c in self.def_.columns]
+        if isinstance(table, pa.RecordBatch) and table.schema.equals(self.def_.arrow_schema()):
+            arrays = [rowids] + table.columns  # already the table's columns, in order
+        else:
+            arrays = [rowids] + [_one_chunk(table.column(c.name)) for c in self.def_.columns]
         return pa.RecordBatch.from_arrays(arrays, schema=self.def_.physical_schema())
 
     # Applying a durable commit (under this table's lock) -----------------------------------
@@ -720,7 +745,13 @@ class Table:
             if isinstance(op, InsertOp):
                 batch = conform_batch(op.batch, self.def_)
                 self.memtable.append(batch)
-                if batch.num_rows:
+                if batch.num_rows == 1:  # a single-row INSERT's: no NumPy work
+                    rowid = batch.column(0)[0].as_py()
+                    for uk in self.keys:
+                        key = uk.key_one(batch, physical=True)
+                        uk.index.insert(uk.index.array_of(key), np.array([rowid], np.int64))
+                    self.next_rowid = max(self.next_rowid, rowid + 1)
+                elif batch.num_rows:
                     rowids = batch.column(ROWID).to_numpy()
                     for uk in self.keys:
                         uk.index.insert(uk.keys_of(batch, physical=True), rowids)
