@@ -67,6 +67,25 @@ def logical_table(view: SegmentView, table_def: TableDef, columns: Sequence[str]
     return pa.Table.from_arrays(arrays, names=names)
 
 
+def row_table(view: SegmentView, table_def: TableDef, columns: Sequence[str] | None,
+              with_rowid: bool, position: int, found: bool = True) -> pa.Table:
+    """`logical_table(...).slice(position, 1)` (or of 0 rows when not `found`), built from
+    one-row slices of just the columns asked for."""
+    cols = table_def.columns if columns is None else [table_def.column(c) for c in columns]
+    length = 1 if found else 0
+    data = view.data
+    arrays = [data.column(c.physical, c.type.to_arrow(), c.missing_value).slice(position, length)
+              for c in cols]
+    names = [c.name for c in cols]
+    if with_rowid:
+        arrays.append(pa.chunked_array([pa.array(data.rowids[position:position + length],
+                                                 pa.int64())], pa.int64()))
+        names.append(ROWID)
+    if not arrays:
+        return logical_table(view, table_def, columns, with_rowid).slice(position, length)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
 def mask_of(result: np.ndarray | pa.Array | pa.ChunkedArray | bool, n: int) -> np.ndarray:
     """A filter's result as a plain bool ndarray (NULL → false, scalar broadcast)."""
     if isinstance(result, (bool, np.bool_)):
@@ -107,9 +126,10 @@ class TableSnapshot:
     def _ranges(self) -> tuple[np.ndarray, list[int], list[int]] | None:
         """First row id of each non-empty view (as an array and a list) and the view's index,
         or None when the views are not in row id order (then `locate` asks every view)."""
-        views = [i for i, v in enumerate(self.views) if v.data.n_rows]
-        starts = [int(self.views[i].data.rowids[0]) for i in views]
-        ends = [int(self.views[i].data.rowids[-1]) for i in views]
+        all_views = self.views
+        views = [i for i, v in enumerate(all_views) if v.data.n_rows]
+        starts = [int(all_views[i].data.rowids[0]) for i in views]
+        ends = [int(all_views[i].data.rowids[-1]) for i in views]
         if any(s <= e for s, e in zip(starts[1:], ends[:-1])):
             return None
         return np.array(starts, dtype=np.int64), starts, views
@@ -163,6 +183,11 @@ class TableSnapshot:
     def rows_by_id(self, rowids: np.ndarray, columns: Sequence[str] | None = None,
                    with_rowid: bool = True) -> pa.Table:
         """The live rows with these ids, in the order given (absent or deleted ones left out)."""
+        rowids = np.asarray(rowids, dtype=np.int64).reshape(-1)
+        if rowids.size == 1:  # one row: sliced column by column, not taken from a whole view
+            i, position = self._locate_one(int(rowids[0]))
+            view = self.views[i] if i >= 0 else self.growing
+            return row_table(view, self.table_def, columns, with_rowid, position, i >= 0)
         where, pos = self.locate(rowids)
         parts, order = [], []
         for i in np.unique(where[where >= 0]).tolist():
@@ -475,6 +500,22 @@ class Table:
         if valid is not None:
             out[~valid] = MISSING
         return snapshot, out
+
+    def lookup_key(self, value: object, key: int = 0,
+                   snapshot: TableSnapshot | None = None) -> tuple[TableSnapshot, int]:
+        """`lookup_keys` of one key given as the index holds it (`KeyIndex.key_of`, not
+        NULL): the single-row statement's `WHERE id = $1`, without Arrow or NumPy."""
+        uk = self.keys[key]
+        with self.lock:
+            if snapshot is None:
+                snapshot = self.snapshot()
+            rowid = uk.index.get(value)
+            epoch = self._key_epoch
+        if snapshot.key_epoch != epoch or snapshot is not self._snapshot:
+            out = self._as_of(snapshot, key, uk.index.array_of(value),
+                              np.array([rowid], np.int64), epoch)
+            rowid = int(out[0])
+        return snapshot, rowid
 
     def _as_of(self, snapshot: TableSnapshot, key: int, keys: np.ndarray, current: np.ndarray,
                epoch: int) -> np.ndarray:

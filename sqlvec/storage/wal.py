@@ -991,7 +991,7 @@ _IPC_READ = ipc.IpcReadOptions(ensure_alignment=ipc.Alignment.DataTypeSpecific)
 def encode_commit(ops: Sequence[Op]) -> bytes | memoryview:
     """Serialize a transaction's operations into one WAL payload (a bytes-like object).
 
-    Small insert batches (a single-row INSERT's) are encoded from parts: the IPC stream of a
+    Insert batches of a few rows (a single-row INSERT's) are encoded from parts: the IPC stream of a
     batch is the schema's message, the batch's message and the end-of-stream marker, and the
     schema's message is the same for every batch of a table, so it is serialized once and
     reused (the bytes equal what Arrow's stream writer produces, so decoding is unchanged).
@@ -1000,7 +1000,7 @@ def encode_commit(ops: Sequence[Op]) -> bytes | memoryview:
     can precede its body in one Arrow output stream, and no join copies the rows again."""
     if all(isinstance(op, (DeleteOp, TruncateOp)) or
            (isinstance(op, InsertOp) and isinstance(op.batch, pa.RecordBatch)
-            and op.batch.nbytes <= _SMALL_BATCH) for op in ops):
+            and op.batch.num_rows <= _SMALL_BATCH) for op in ops):
         return _encode_small(ops)
     sizes = []
     for op in ops:
@@ -1029,9 +1029,10 @@ def encode_commit(ops: Sequence[Op]) -> bytes | memoryview:
     return memoryview(sink.getvalue())
 
 
-# Insert batches whose buffers hold up to this many bytes are encoded from parts
-# (`_encode_small`); a small batch referencing a larger buffer just takes the other path.
-_SMALL_BATCH = 64 << 10
+# Insert batches of up to this many rows are encoded from parts (`_encode_small`), which
+# copies them twice (serialized, then joined): for a few rows that costs less than a second
+# pass through the IPC writer.
+_SMALL_BATCH = 64
 _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # the IPC stream's end: continuation, length 0
 # Serialized schema messages of recent schemas, newest last (a lookup compares schemas, which
 # Arrow does in C++: hashing one costs more).
