@@ -482,8 +482,11 @@ class Session:
         # took its key, or changed the row it updates) runs again on the new state, as
         # PostgreSQL's re-check does: an upsert does not fail with 23505 or 40001.
         upsert = autocommit and getattr(write, "conflict", None) is not None
+        # Nothing runs between the writes of a statement that commits on its own and its
+        # commit, unless it returns rows or resolves conflicts: the commit checks its keys.
+        early = not autocommit or upsert or write.returning is not None
         for attempt in range(UPSERT_ATTEMPTS if upsert else 1):
-            txn = self.txn if self.txn is not None else Transaction()
+            txn = self.txn if self.txn is not None else Transaction(early_checks=early)
             ctx = self._context(params)
             ctx.overlay = txn
             try:

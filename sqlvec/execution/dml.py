@@ -689,11 +689,11 @@ def _run_update(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     rowids = as_array(plan.rowid(frame), rows.num_rows)
     rowids = rowids.combine_chunks() if isinstance(rowids, pa.ChunkedArray) else rowids
     ids = rowids.to_numpy()
-    if ids.size:
+    if ids.size > 1:
         _, first = np.unique(ids, return_index=True)
         keep = np.sort(first)
     else:
-        keep = np.empty(0, np.int64)
+        keep = np.arange(ids.size)
     columns = []
     for col, v in zip(d.columns, plan.new_values):
         if v is None:
@@ -733,7 +733,7 @@ def _run_delete(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     rows = plan.source.execute(ctx)
     width = plan.width
     ids = rows.column(width - 1).to_numpy()
-    if ids.size:
+    if ids.size > 1:
         _, first = np.unique(ids, return_index=True)
         keep = np.sort(first)
         rows = rows.take(pa.array(keep))

@@ -1,9 +1,10 @@
 """The growing segment: recent rows in memory, searched exactly, sealed at a size threshold.
 
 Scalar columns are kept as a short list of Arrow record batches, merged LSM-style (the last two
-are merged whenever the newer is at least half the older) so there are O(log n) chunks and every
-row is copied O(log n) times. Fixed-size vector columns go into one growable float32 buffer
-each, so exact search gets a contiguous matrix without concatenating anything per query.
+are merged whenever the newer is at least half the older; up to 16 small ones wait at the end to
+be merged at once) so there are O(log n) chunks and every row is copied O(log n) times.
+Fixed-size vector columns go into one growable float32 buffer each, so exact search gets a
+contiguous matrix without concatenating anything per query.
 
 Readers never see a memtable, only `GrowingData` snapshots: the buffers are append-only and a
 snapshot keeps views of the first n rows, which later appends never touch (a reallocation makes a
@@ -16,6 +17,8 @@ costs a list append each, not Arrow work per row.
 """
 
 from __future__ import annotations
+
+import bisect
 
 import numpy as np
 import pyarrow as pa
@@ -88,6 +91,37 @@ class GrowingData(SegmentData):
                 self._cache[("column", physical)] = hit
         return hit  # type: ignore[return-value]
 
+    def column_slice(self, physical: str, arrow_type: pa.DataType, missing: object,
+                     position: int, length: int) -> pa.ChunkedArray:
+        """`column(...).slice(position, length)` for a few rows, taken from the one chunk
+        holding them (no column of the whole segment is assembled)."""
+        offsets = self._offsets
+        if offsets is None or physical not in self._schema.names or length != 1:
+            return self.column(physical, arrow_type, missing).slice(position, length)
+        field = self._schema.field(physical)
+        if _is_fixed_vector(field):
+            matrix, valid = self._vector_buffers[physical]
+            values = pa.array(matrix[position:position + 1].reshape(-1))
+            array = pa.FixedSizeListArray.from_arrays(values, type=field.type,
+                                                      mask=pa.array(~valid[position:position + 1]))
+            return pa.chunked_array([array], type=field.type)
+        i = bisect.bisect_right(offsets, position) - 1
+        chunk = self._chunks[i]
+        column = chunk.column(chunk.schema.get_field_index(physical))
+        return pa.chunked_array([column.slice(position - offsets[i], 1)], type=field.type)
+
+    @property
+    def _offsets(self) -> list[int] | None:
+        """First row of each chunk (None when the snapshot has no chunk)."""
+        offsets = self.__dict__.get("_chunk_offsets")
+        if offsets is None and self._chunks:
+            offsets, start = [], 0
+            for chunk in self._chunks:
+                offsets.append(start)
+                start += chunk.num_rows
+            self.__dict__["_chunk_offsets"] = offsets
+        return offsets
+
     def has_column(self, physical: str) -> bool:
         return physical in self._schema.names
 
@@ -106,6 +140,7 @@ class Memtable:
     # is folded when it holds QUEUE_BATCHES of them, so no single fold is long.
     QUEUE_ROWS = 64
     QUEUE_BATCHES = 256
+    SMALL_CHUNKS = 16  # chunks of at most QUEUE_ROWS rows that may wait at the end unmerged
 
     def __init__(self, table_def: TableDef, reserve_rows: int = 0) -> None:
         # Buffers are reserved for `reserve_rows` rows (the seal threshold) on first use: np.zeros
@@ -176,8 +211,11 @@ class Memtable:
         if not queued:
             return
         self._queued, self._queued_rows, self._queued_bytes = [], 0, 0
-        batch = queued[0] if len(queued) == 1 else pa.concat_batches(queued)
-        self._nbytes += batch.nbytes
+        # Concatenated even when alone: the copy is compact (a queued row may be a slice of a
+        # segment's column, which the growing segment must not keep alive), so its buffers'
+        # size is its size (`nbytes` costs ~10 µs a batch).
+        batch = pa.concat_batches(queued)
+        self._nbytes += batch.get_total_buffer_size()
         self._add(batch)
 
     def _add(self, batch: pa.RecordBatch) -> None:
@@ -230,6 +268,18 @@ class Memtable:
 
     def _merge_tail(self) -> None:
         chunks = self._chunks
+        # Small chunks (folded single-row appends, one per snapshot when every statement
+        # reads) wait for SMALL_CHUNKS of them to be merged at once: one concatenation per
+        # batch of them, not one per fold.
+        small = 0
+        while small < len(chunks) and chunks[-1 - small].num_rows <= self.QUEUE_ROWS:
+            small += 1
+            if small >= self.SMALL_CHUNKS:
+                break
+        if 0 < small < self.SMALL_CHUNKS:
+            return
+        if small:
+            chunks[-small:] = [pa.concat_batches(chunks[-small:])]
         while len(chunks) >= 2 and 2 * chunks[-1].num_rows >= chunks[-2].num_rows:
             merged = pa.concat_batches([chunks[-2], chunks[-1]])
             chunks[-2:] = [merged]

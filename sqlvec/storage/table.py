@@ -34,7 +34,7 @@ from sqlvec.errors import (
 )
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.keys import MISSING, KeyIndex
-from sqlvec.storage.memtable import Memtable
+from sqlvec.storage.memtable import GrowingData, Memtable
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, KeyDef, TableDef
 from sqlvec.storage.search import (
     SearchPolicy,
@@ -74,8 +74,13 @@ def row_table(view: SegmentView, table_def: TableDef, columns: Sequence[str] | N
     cols = table_def.columns if columns is None else [table_def.column(c) for c in columns]
     length = 1 if found else 0
     data = view.data
-    arrays = [data.column(c.physical, c.type.to_arrow(), c.missing_value).slice(position, length)
-              for c in cols]
+    if isinstance(data, GrowingData):
+        arrays = [data.column_slice(c.physical, c.type.to_arrow(), c.missing_value, position,
+                                    length) for c in cols]
+    else:
+        arrays = [data.column(c.physical, c.type.to_arrow(), c.missing_value).slice(position,
+                                                                                    length)
+                  for c in cols]
     names = [c.name for c in cols]
     if with_rowid:
         arrays.append(pa.chunked_array([pa.array(data.rowids[position:position + length],
@@ -463,6 +468,18 @@ class Table:
         holds them (for `KeyIndex` lookups above storage)."""
         return self.keys[key].keys_of(rows)
 
+    def key_value_one(self, rows: pa.Table | pa.RecordBatch, key: int = 0) -> object | None:
+        """The key of a one-row batch as the key's index holds it; None when it has a NULL."""
+        uk = self.keys[key]
+        if any(rows.column(c).null_count for c in uk.def_.columns):
+            return None
+        return uk.key_one(rows)
+
+    def find_key(self, value: object, key: int = 0) -> int:
+        """`find_keys` of one key value (as the index holds it, not NULL)."""
+        with self.lock:
+            return self._effective_one(key, value, self._claims[::-1])
+
     def new_key_index(self, key: int = 0) -> KeyIndex:
         """An empty index of the kind unique key `key` uses."""
         return self.keys[key].index.empty()
@@ -579,23 +596,27 @@ class Table:
         elif isinstance(data, pa.RecordBatch):
             data = pa.Table.from_batches([data])
         n = data.num_rows
+        given = data.column_names
         known = set(self.def_.column_names)
-        for name in data.column_names:
+        for name in given:
             if name not in known:
                 raise UndefinedColumn(
                     f'column "{name}" of relation "{self.def_.name}" does not exist')
+        schema = self.def_.arrow_schema()
+        present = set(given)
         arrays = []
-        for col in self.def_.columns:
-            target = col.type.to_arrow()
-            if col.name in data.column_names:
-                arrays.append(cast_column(data.column(col.name), col))
+        for col, target in zip(self.def_.columns, schema.types):
+            if col.name in present:
+                column = data.column(col.name)
+                arrays.append(column if isinstance(column, pa.ChunkedArray) and
+                              column.type.equals(target) else cast_column(column, col))
             else:
                 arrays.append(pa.chunked_array([pa.nulls(n, target)], type=target))
             if col.not_null and arrays[-1].null_count:
                 raise NotNullViolation(
                     f'null value in column "{col.name}" of relation "{self.def_.name}" '
                     "violates not-null constraint")
-        return pa.Table.from_arrays(arrays, schema=self.def_.arrow_schema())
+        return pa.Table.from_arrays(arrays, schema=schema)
 
     def coerce_arrays(self, arrays: Sequence[pa.Array | pa.ChunkedArray]) -> pa.RecordBatch:
         """`coerce` for one array per column, in column order (a single-row INSERT's values):
@@ -637,12 +658,21 @@ class Table:
                 if rowids.size > 1:
                     rowids = np.unique(rowids)
                 ids = rowids.tolist()
-                if any(not d.isdisjoint(ids) for d in pending) or not snap.all_live(rowids):
+                if len(ids) == 1:  # one row: located once, for the check and its keys
+                    view, position = snap._locate_one(ids[0])
+                    live = view >= 0
+                else:
+                    live = snap.all_live(rowids)
+                if any(not d.isdisjoint(ids) for d in pending) or not live:
                     raise SerializationFailure(
                         "could not serialize access due to concurrent update")
                 prepared = DeleteOp(self.id, rowids)
                 if self.keys:
-                    rows = snap.rows_by_id(rowids, self._key_columns())
+                    if len(ids) == 1:
+                        rows = row_table(snap.views[view], self.def_, self._key_columns(), True,
+                                         position)
+                    else:
+                        rows = snap.rows_by_id(rowids, self._key_columns())
                     ids_found = rows.column(ROWID).to_numpy()
                     if rows.num_rows == 1:  # one row: its keys without NumPy work
                         per_key = [uk.index.array_of(uk.key_one(rows)) for uk in self.keys]
@@ -816,7 +846,11 @@ class Table:
         """Delete rows; `known`: their keys and row ids as prepare read them (WAL replay reads
         them here)."""
         snap = self._snapshot or self._current()
-        where, pos = snap.locate(rowids)
+        if rowids.size == 1:
+            i, position = snap._locate_one(int(rowids[0]))
+            where, pos = np.array([i], np.int64), np.array([position], np.int64)
+        else:
+            where, pos = snap.locate(rowids)
         if self.keys:
             if known is None:
                 rows = snap.rows_by_id(rowids, self._key_columns())
@@ -826,7 +860,9 @@ class Table:
                 uk.index.remove(keys, ids)
             self._key_epoch += 1
         n_sealed = len(snap.sealed)
-        for i in np.unique(where[where >= 0]).tolist():
+        views = np.unique(where[where >= 0]).tolist() if where.size > 1 else \
+            [int(w) for w in where if w >= 0]
+        for i in views:
             hit = pos[where == i]
             if i < n_sealed:
                 seg = snap.sealed[i].data
