@@ -458,6 +458,8 @@ class Session:
             if result is not None:
                 return result
         typed = _typed_params(prepared.param_types, params)
+        if kind == "write" and prepared.compiled.by_key is not None and not self.explicit:
+            return self._key_write(prepared, typed)
         if kind == "query":
             plan, operator = prepared.compiled
             ctx = self._context(typed)
@@ -540,6 +542,15 @@ class Session:
         else:
             self.store.commit(txn.ops())
         return Result("INSERT 0 1", prepared.columns, returning)
+
+    def _key_write(self, prepared: PreparedStatement, params: list) -> Result:
+        """An autocommit UPDATE or DELETE of one row by key (`KeyWrite`, dml.py)."""
+        write: WritePlan = prepared.compiled
+        ops = write.by_key.ops(self._context(params))  # type: ignore[union-attr]
+        if ops:
+            self.store.commit(ops)
+        count = 1 if ops else 0
+        return Result(f"{write.kind} {count}", prepared.columns, None)
 
     def _begin(self) -> Result:
         if self.explicit:

@@ -28,6 +28,7 @@ from sqlvec.sql.dialect import parse_one
 from sqlvec.storage.keys import MISSING
 from sqlvec.storage.schema import ROWID, ColumnDef
 from sqlvec.storage.table import Table, cast_column
+from sqlvec.storage.wal import DeleteOp, InsertOp
 from sqlvec.types import SqlType
 
 
@@ -44,6 +45,8 @@ class WritePlan:
 
     # A single-row fast path (FastInsert), or None.
     fast: FastInsert | None = None
+    # A single-row UPDATE or DELETE by key (KeyWrite), or None.
+    by_key: KeyWrite | None = None
 
     def run(self, ctx: ExecContext, txn: Transaction) -> tuple[int, pa.Table | None]:
         return self.runner(self, ctx, txn)
@@ -678,13 +681,24 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
     plan = WritePlan("UPDATE", table, source, returning, returning_fields, _run_update)
     plan.new_values = new_values  # type: ignore[attr-defined]
     plan.rowid = rowid  # type: ignore[attr-defined]
+    plan.by_key = KeyWrite.of(plan)
     return plan
 
 
 def _run_update(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     table = plan.table
-    d = table.def_
     rows = plan.source.execute(ctx)
+    new_rows, unique_ids = _updated(plan, ctx, rows)
+    txn.delete(table, unique_ids)
+    with_ids = txn.insert(table, new_rows)
+    returning = eval_returning(plan, ctx, with_ids) if plan.returning is not None else None
+    return new_rows.num_rows, returning
+
+
+def _updated(plan: WritePlan, ctx: ExecContext, rows: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """The new versions of the rows UPDATE read (each row once), and their row ids."""
+    table = plan.table
+    d = table.def_
     frame = Frame(rows, ctx)
     rowids = as_array(plan.rowid(frame), rows.num_rows)
     rowids = rowids.combine_chunks() if isinstance(rowids, pa.ChunkedArray) else rowids
@@ -706,12 +720,46 @@ def _run_update(plan: WritePlan, ctx: ExecContext, txn: Transaction):
         value = _chunk(value)
         columns.append(value if keep.size == rows.num_rows else value.take(pa.array(keep)))
     new_rows = pa.Table.from_arrays(columns, names=d.column_names)
-    new_rows = table.coerce(new_rows)
-    unique_ids = ids[keep]
-    txn.delete(table, unique_ids)
-    with_ids = txn.insert(table, new_rows)
-    returning = eval_returning(plan, ctx, with_ids) if plan.returning is not None else None
-    return new_rows.num_rows, returning
+    return table.coerce(new_rows), ids[keep]
+
+
+class KeyWrite:
+    """A prepared `UPDATE t SET ... WHERE key = $1` or `DELETE FROM t WHERE key = $1` (one
+    value of a one-column integer or text key, nothing else in WHERE, no FROM / USING, no
+    RETURNING) run in autocommit: the row is found through the key's index as the scan would
+    find it, the new version is computed by the statement's own compiled expressions, and the
+    delete (and insert) are committed directly, without a scan operator or a transaction
+    buffer (the commit checks keys and concurrent changes, as it does for every statement)."""
+
+    def __init__(self, plan: WritePlan) -> None:
+        self.plan = plan
+        self.scan = plan.source
+
+    @classmethod
+    def of(cls, plan: WritePlan) -> KeyWrite | None:
+        from sqlvec.execution.operators import SIMPLE_KEYS, ScanOp
+
+        scan = plan.source
+        if plan.returning is not None or type(scan) is not ScanOp or scan.key is None or \
+                scan.key_filter is not None or len(scan.key_values) != 1 or \
+                len(scan.key_types) != 1 or scan.key_types[0].name not in SIMPLE_KEYS:
+            return None
+        return cls(plan)
+
+    def ops(self, ctx: ExecContext) -> list:
+        """The storage ops of the statement (empty when no row holds the key)."""
+        ctx.check_interrupts()
+        _snapshot, parts = self.scan._by_key(ctx, None)
+        if not parts:
+            return []
+        found = parts[0]
+        width = len(self.scan.fields) - 1
+        rows = table_of([found.column(i) for i in range(width)] + [found.column(ROWID)])
+        table = self.plan.table
+        if self.plan.kind == "DELETE":
+            return [DeleteOp(table.id, rows.column(width).to_numpy())]
+        new_rows, ids = _updated(self.plan, ctx, rows)
+        return [DeleteOp(table.id, ids), InsertOp(table.id, new_rows)]
 
 
 def plan_delete(stmt: exp.Delete, planner: Planner, builder: Builder) -> WritePlan:
@@ -726,6 +774,7 @@ def plan_delete(stmt: exp.Delete, planner: Planner, builder: Builder) -> WritePl
     returning, returning_fields = _returning(builder, planner, stmt, fields)
     plan = WritePlan("DELETE", table, source, returning, returning_fields, _run_delete)
     plan.width = width  # type: ignore[attr-defined]
+    plan.by_key = KeyWrite.of(plan)
     return plan
 
 
@@ -746,5 +795,5 @@ def _run_delete(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     return int(ids.size), returning
 
 
-__all__ = ["plan_insert", "plan_update", "plan_delete", "WritePlan", "FastInsert",
+__all__ = ["plan_insert", "plan_update", "plan_delete", "WritePlan", "FastInsert", "KeyWrite",
            "eval_returning", "FeatureNotSupported"]

@@ -365,7 +365,7 @@ class ScanOp(OneRowOp):
         table = ctx.table_of(self.table_id)
         frame = Frame(_ONE_ROW, ctx, outer)
         if len(self.key_values) == 1 and len(self.key_types) == 1 and \
-                self.key_types[0].name in _SIMPLE_KEYS:
+                self.key_types[0].name in SIMPLE_KEYS:
             # One value of a one-column integer or text key (`WHERE id = $1`): the index is
             # asked for it directly, as the Python value it holds.
             (v,), (t,) = self.key_values[0], self.key_types
@@ -400,7 +400,7 @@ class ScanOp(OneRowOp):
 
 _NO_MATCH = object()
 # Key types whose Python values are what the key's index holds (ScanOp._by_key's single value).
-_SIMPLE_KEYS = frozenset({"int2", "int4", "int8", "text", "varchar"})
+SIMPLE_KEYS = frozenset({"int2", "int4", "int8", "text", "varchar"})
 _INT_RANGE = {"int2": 1 << 15, "int4": 1 << 31, "int8": 1 << 63}
 
 

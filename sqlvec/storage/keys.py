@@ -27,6 +27,10 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+# The arrays of an empty IntKeyIndex, shared (every commit's claim starts with empty ones).
+_NONE = np.empty(0, np.int64)
+_NONE.flags.writeable = False
+
 # Row id of an absent key. Not -1: the execution layer gives its uncommitted rows negative
 # provisional ids starting there.
 MISSING = int(np.iinfo(np.int64).min)
@@ -128,8 +132,8 @@ class IntKeyIndex(KeyIndex):
     """Keys of one integer column: a sorted NumPy base plus a dict of recent changes."""
 
     def __init__(self) -> None:
-        self._keys = np.empty(0, np.int64)  # sorted, unique
-        self._rowids = np.empty(0, np.int64)
+        self._keys = _NONE  # sorted, unique (replaced, never written in place)
+        self._rowids = _NONE
         self._changes: dict[int, int] = {}  # key -> row id, or MISSING (removed from the base)
         self._changed: tuple[np.ndarray, np.ndarray] | None = None  # the dict as sorted arrays
         self._size = 0

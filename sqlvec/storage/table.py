@@ -83,12 +83,21 @@ def row_table(view: SegmentView, table_def: TableDef, columns: Sequence[str] | N
                   for c in cols]
     names = [c.name for c in cols]
     if with_rowid:
-        arrays.append(pa.chunked_array([pa.array(data.rowids[position:position + length],
-                                                 pa.int64())], pa.int64()))
+        ids = [int(data.rowids[position])] if found else []
+        arrays.append(pa.chunked_array([pa.array(ids, pa.int64())], pa.int64()))
         names.append(ROWID)
     if not arrays:
         return logical_table(view, table_def, columns, with_rowid).slice(position, length)
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def value_at(data: SegmentData, col: ColumnDef, position: int) -> object:
+    """The Python value of one column of one row of a segment."""
+    if isinstance(data, GrowingData):
+        column = data.column_slice(col.physical, col.type.to_arrow(), col.missing_value,
+                                   position, 1)
+        return column[0].as_py()
+    return data.column(col.physical, col.type.to_arrow(), col.missing_value)[position].as_py()
 
 
 def mask_of(result: np.ndarray | pa.Array | pa.ChunkedArray | bool, n: int) -> np.ndarray:
@@ -668,15 +677,15 @@ class Table:
                         "could not serialize access due to concurrent update")
                 prepared = DeleteOp(self.id, rowids)
                 if self.keys:
-                    if len(ids) == 1:
-                        rows = row_table(snap.views[view], self.def_, self._key_columns(), True,
-                                         position)
+                    if len(ids) == 1:  # one row: its keys read where it lies, no Arrow table
+                        data = snap.views[view].data
+                        per_key = [uk.index.array_of(uk.index.key_of(
+                            [value_at(data, self.def_.column(c), position)
+                             for c in uk.def_.columns])) for uk in self.keys]
+                        ids_found = rowids
                     else:
                         rows = snap.rows_by_id(rowids, self._key_columns())
-                    ids_found = rows.column(ROWID).to_numpy()
-                    if rows.num_rows == 1:  # one row: its keys without NumPy work
-                        per_key = [uk.index.array_of(uk.key_one(rows)) for uk in self.keys]
-                    else:
+                        ids_found = rows.column(ROWID).to_numpy()
                         per_key = [uk.keys_of(rows) for uk in self.keys]
                     for i, keys in enumerate(per_key):
                         claim.added[i].remove(keys)
@@ -801,7 +810,8 @@ class Table:
 
     def _physical(self, table: pa.Table | pa.RecordBatch) -> pa.RecordBatch:
         n = table.num_rows
-        rowids = pa.array(np.arange(self.next_rowid, self.next_rowid + n, dtype=np.int64))
+        rowids = pa.array([self.next_rowid], pa.int64()) if n == 1 else \
+            pa.array(np.arange(self.next_rowid, self.next_rowid + n, dtype=np.int64))
         self.next_rowid += n
         if isinstance(table, pa.RecordBatch) and table.schema.equals(self.def_.arrow_schema()):
             arrays = [rowids] + table.columns  # already the table's columns, in order
