@@ -13,8 +13,9 @@ run side by side and take turns (`--rounds` slices of each case), so they meet t
 on a shared one the disk's fsync latency alone moves by 5x within minutes. Both servers
 make each commit durable before answering: sqlvec fsyncs its WAL (group commit), PostgreSQL runs
 with fsync and synchronous_commit on. Reported: statements per second, median latency, and the
-ratio to PostgreSQL. sqlvec listens on loopback TCP; PostgreSQL (pgserver's build) on a Unix
-socket, which favours it slightly. `--profile` records the sqlvec server with py-spy during
+ratio to PostgreSQL. Both are reached over loopback TCP: pgserver starts PostgreSQL on a Unix
+socket only, so it is restarted listening on 127.0.0.1 too (`--postgres-socket` keeps the
+socket, whose round trip is cheaper). `--profile` records the sqlvec server with py-spy during
 each case and prints where its time went (own time per frame, idle excluded).
 
 `index` (in process, no server) compares the key index with the dict it replaced at 1M integer
@@ -53,19 +54,44 @@ LOAD_CHUNK = 100_000
 
 
 @contextlib.contextmanager
-def postgres(directory: str):
-    """PostgreSQL from the pgserver package: yields (dsn, None, label)."""
+def postgres(directory: str, tcp: bool = True):
+    """PostgreSQL from the pgserver package: yields (dsn, None, label).
+
+    pgserver starts the server on a Unix socket only; with `tcp` it is restarted listening on
+    loopback TCP as well (its own pg_ctl, the same options plus `-h 127.0.0.1 -p <port>`), so
+    that both servers are reached the same way: a Unix socket round trip is cheaper."""
     import pgserver
     import psycopg
+    from pgserver._commands import pg_ctl
 
     server = pgserver.get_server(directory)
+    restarted = False
     try:
         uri = server.get_uri()
+        if tcp:
+            port = _free_port()
+            pg_ctl(["-w", "-l", str(server.log), "-o",
+                    f"-h 127.0.0.1 -p {port} -k {server.pgdata}", "restart"],
+                   pgdata=server.pgdata, user=server.system_user, timeout=60)
+            restarted = True
+            uri = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         with psycopg.connect(uri, autocommit=True) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]
         yield uri, None, f"PostgreSQL {version}"
     finally:
+        if restarted:  # pgserver's cleanup stops the process it started, gone since
+            with contextlib.suppress(Exception):
+                pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata,
+                       user=server.system_user, timeout=60)
         server.cleanup()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -216,12 +242,14 @@ def _built(index, keys, rowids):
 
 
 def measure(names: list[str], sizes: list[int], seconds: float, writers: int, rounds: int,
-            profile: bool) -> dict[str, list[dict]]:
+            profile: bool, postgres_tcp: bool = True,
+            keys: tuple[bool, ...] = (True, False)) -> dict[str, list[dict]]:
     """Every case on every server, taking turns in `rounds` slices of each case's time, so
     that all servers meet the same machine (the disk's fsync latency moves by 5x over minutes
     on a shared machine)."""
     directory = tempfile.mkdtemp(prefix="writes-")
-    servers = {"sqlvec": sqlvec, "postgres": postgres}
+    servers = {"sqlvec": sqlvec,
+               "postgres": lambda d: postgres(d, tcp=postgres_tcp)}
     results: dict[str, list[dict]] = {}
     try:
         with contextlib.ExitStack() as stack:
@@ -229,7 +257,7 @@ def measure(names: list[str], sizes: list[int], seconds: float, writers: int, ro
                        for name in names}
             labels = {name: r[2] for name, r in running.items()}
             for rows in sizes:
-                for pk in (True, False):
+                for pk in keys:
                     table = f"w{rows}_{'pk' if pk else 'nopk'}"
                     for name, (dsn, _pid, label) in running.items():
                         began = time.perf_counter()
@@ -307,6 +335,11 @@ def main(argv: list[str]) -> int:
                         help="turns each server takes per case (default 4)")
     parser.add_argument("--only", choices=("sqlvec", "postgres", "index"), default=None)
     parser.add_argument("--profile", action="store_true", help="py-spy the sqlvec server")
+    parser.add_argument("--keys", default="pk,none",
+                        help="tables with a primary key (pk), without (none), or both")
+    parser.add_argument("--postgres-socket", action="store_true",
+                        help="reach PostgreSQL over its Unix socket (default: loopback TCP, "
+                             "as sqlvec)")
     parser.add_argument("--json", default=None, help="write every figure to this file")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -318,7 +351,9 @@ def main(argv: list[str]) -> int:
                   f"lookup {r['lookup_us']:.2f} µs (1M int64 keys)")
     names = [n for n in ("sqlvec", "postgres") if args.only in (None, n)]
     if names:
-        results = measure(names, sizes, args.seconds, args.writers, args.rounds, args.profile)
+        results = measure(names, sizes, args.seconds, args.writers, args.rounds, args.profile,
+                          postgres_tcp=not args.postgres_socket,
+                          keys=tuple(k == "pk" for k in args.keys.split(",")))
         labels = results.pop("labels")
         report.update(results)
         report["labels"] = labels
