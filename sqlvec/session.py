@@ -345,8 +345,8 @@ class Session:
                 columns = [ResultColumn(f.name, f.type or V.TEXT, f.source[0], f.source[1])
                            for f in write.returning_fields]
             param_types = _param_list(env)
-            if write.fast is not None and not write.fast.bind(param_types):
-                write.fast = None
+            if write.fast is not None:
+                write.fast.bind(param_types, write.returning is not None)
             return PreparedStatement(sql, param_types, columns, "write", compiled=write)
         if isinstance(ast, (exp.Create, exp.Drop, exp.Alter, exp.TruncateTable, exp.Comment)):
             return PreparedStatement(sql, [], None, "ddl", ast=ast)
@@ -514,16 +514,13 @@ class Session:
         write: WritePlan = prepared.compiled
         contexts: list[ExecContext] = []
 
-        def context() -> ExecContext:
-            if not contexts:  # RETURNING may read parameters; constants and defaults do not
-                typed = _typed_params(prepared.param_types, params) if write.returning else []
-                contexts.append(self._context(typed))
+        def context(typed: bool) -> ExecContext:
+            if not contexts:
+                contexts.append(self._context(
+                    _typed_params(prepared.param_types, params) if typed else []))
             return contexts[0]
 
-        def frame_of() -> Frame:
-            return Frame(_ONE_NULL, context())
-
-        batch = write.fast.row(params, frame_of)  # type: ignore[union-attr]
+        batch = write.fast.row(params, context)  # type: ignore[union-attr]
         if batch is None:
             return None
         if not self.explicit and write.returning is None:
@@ -533,7 +530,7 @@ class Session:
         with_ids = txn.insert(write.table, pa.Table.from_batches([batch]))
         returning = None
         if write.returning is not None:
-            ctx = context()
+            ctx = context(True)  # converted already: `bind` marks RETURNING as reading them
             ctx.overlay = txn
             returning = eval_returning(write, ctx, with_ids)
             returning = _rename(returning, list(range(returning.num_columns)), prepared.columns)
@@ -1187,7 +1184,6 @@ def _param_list(env: CompileEnv) -> list[SqlType]:
 
 
 _typed_params = V.typed_params
-_ONE_NULL = pa.table({"_": [None]})  # the one row constants and defaults are evaluated over
 
 
 def _rename(table: pa.Table, visible: list[int], columns: list[ResultColumn] | None) -> pa.Table:

@@ -322,30 +322,34 @@ def _run_insert(plan: WritePlan, ctx: ExecContext, txn: Transaction):
 
 
 class FastInsert:
-    """A prepared `INSERT INTO t [(cols)] VALUES (one row)` whose cells are parameters,
-    constants or DEFAULT: the row goes from the bound parameters to one Arrow batch in the
-    table's schema, without the VALUES operator, per-cell Arrow casts or Arrow scalars.
+    """A prepared `INSERT INTO t [(cols)] VALUES (one row)` (no ON CONFLICT): the row goes
+    from the bound parameters to one Arrow batch in the table's schema, without the VALUES
+    operator, the transaction buffer (in autocommit) or, for most parameters, Arrow at all.
 
-    A parameter takes this path only when its value needs no conversion to its column: the
-    same type (an integer in range, a float, a bool, bytes, a string without NUL, a finite
-    vector of the column's dimensions) or NULL. Anything else (another type, a value the
-    general path would convert or refuse) makes `row` return None before any cell with a
-    side effect (DEFAULT nextval(...)) is evaluated, and the statement takes the general path,
-    so values and errors are always the general path's. Constants and defaults are evaluated
-    by the general path's own code, in its order."""
+    A bare parameter (`$n`) goes into its column as is when it needs no conversion: of the
+    column's type (an integer in range, a float, a bool, bytes, a string without NUL, a finite
+    vector of the column's dimensions) or NULL. A value that would need one makes `row`
+    return None before anything with a side effect (DEFAULT nextval(...)) runs, and the
+    statement takes the general path. Every other cell (a constant, an expression, a
+    parameter of another type) is evaluated by the general path's own code, after the
+    parameters are converted as the general path converts them; defaults last, in column
+    order, as there. So the values, and the errors and their order, are the general path's."""
 
-    def __init__(self, table: Table, columns: list[tuple], n_params: int) -> None:
+    def __init__(self, table: Table, columns: list[tuple], value_order: list[int],
+                 cells: dict[int, Value]) -> None:
         self.table = table
         self.columns = columns  # per table column: (kind, column, arrow type, payload)
-        self.n_params = n_params
-        self.converters: list | None = None  # per column: converter of its parameter
+        self.value_order = value_order  # "cell" columns in the order VALUES lists them
+        self.cells = cells  # per column given a parameter: its compiled cell
+        self.n_params = 0
+        self.typed = False  # whether some cell reads parameters converted to Arrow scalars
 
     @classmethod
-    def plan(cls, table: Table, source: _ValuesRows, defaults: dict) -> FastInsert | None:
+    def plan(cls, table: Table, source: _ValuesRows, defaults: dict) -> FastInsert:
         row, indexes = source.rows[0], source.params[0]
         given = {col.name: (v, index) for col, v, index in zip(source.columns, row, indexes)}
-        columns, values = [], []
-        for col in table.def_.columns:
+        columns, cells = [], {}
+        for i, col in enumerate(table.def_.columns):
             arrow = col.type.to_arrow()
             if col.name not in given or given[col.name][0] is None:  # absent or DEFAULT
                 columns.append(("default", col, arrow, defaults[col.name]))
@@ -353,55 +357,61 @@ class FastInsert:
             v, index = given[col.name]
             if index is not None:
                 columns.append(("param", col, arrow, index))
-            elif v.const:
-                columns.append(("value", col, arrow, v))
+                cells[i] = v
             else:
-                return None  # an expression of parameters or of the session: general path
-        # Constant cells are evaluated in the order VALUES lists them, as the general path.
+                columns.append(("cell", col, arrow, v))
         order = [i for name in (c.name for c in source.columns)
-                 for i, c in enumerate(columns) if c[1].name == name and c[0] == "value"]
-        fast = cls(table, columns, 0)
-        fast.value_order = order
-        return fast
+                 for i, c in enumerate(columns) if c[1].name == name]
+        return cls(table, columns, order, cells)
 
-    def bind(self, param_types: list[SqlType]) -> bool:
+    def bind(self, param_types: list[SqlType], returning: bool) -> None:
         """Choose each parameter's converter once the statement's parameter types are final;
-        False when some parameter can never take the fast path."""
+        a parameter without one is evaluated as a cell. Parameters are converted to Arrow
+        scalars first, as the general path converts them, whenever something reads them so
+        (a cell, RETURNING) or one is not in a column of its own (its conversion may fail)."""
         self.n_params = len(param_types)
-        converters = []
-        for kind, col, _arrow, payload in self.columns:
-            conv = None
+        columns = []
+        for i, (kind, col, arrow, payload) in enumerate(self.columns):
             if kind == "param":
                 conv = fast_converter(param_types[payload - 1], col.type)
                 if conv is None:
-                    return False
-            converters.append(conv)
-        self.converters = converters
-        return True
+                    columns.append(("cell", col, arrow, self.cells[i]))
+                    continue
+                columns.append(("param", col, arrow, (payload, conv)))
+                continue
+            columns.append((kind, col, arrow, payload))
+        self.columns = columns
+        self.value_order = [i for i in self.value_order if columns[i][0] == "cell"]
+        direct = {c[3][0] for c in columns if c[0] == "param"}
+        self.typed = returning or any(not columns[i][3].const for i in self.value_order) or \
+            direct != set(range(1, len(param_types) + 1))
 
-    def row(self, params: list, frame_of) -> pa.RecordBatch | None:
+    def row(self, params: list, context) -> pa.RecordBatch | None:
         """The row as a batch of the table's logical schema, NOT NULL checked; None when a
-        parameter needs the general path. `frame_of()` gives a one-row Frame (for constants
-        and defaults)."""
-        converters = self.converters
-        if converters is None or len(params) != self.n_params:
+        parameter needs the general path. `context(typed)` gives the statement's ExecContext
+        (`typed`: whether its parameters must be converted to Arrow scalars, as the general
+        path converts them)."""
+        if len(params) != self.n_params:
             return None
-        values: list = [None] * len(self.columns)
-        for i, (kind, _col, _arrow, payload) in enumerate(self.columns):
+        columns = self.columns
+        values: list = [None] * len(columns)
+        for i, (kind, _col, _arrow, payload) in enumerate(columns):
             if kind == "param":
-                value = converters[i](params[payload - 1])
+                value = payload[1](params[payload[0] - 1])
                 if value is _SLOW:
                     return None
                 values[i] = value
-        arrays: list = [None] * len(self.columns)
+        if self.typed:
+            context(True)  # the parameters' conversion errors come first, as in the general path
+        arrays: list = [None] * len(columns)
         frame = None
         for i in self.value_order:
             if frame is None:
-                frame = frame_of()
-            _kind, col, _arrow, v = self.columns[i]
+                frame = Frame(_ONE_NULL, context(self.typed))
+            _kind, col, _arrow, v = columns[i]
             scalar = _cell_scalar(v, col, frame)
             arrays[i] = _array_for([scalar.as_py() if scalar.is_valid else None], col)
-        for i, (kind, col, arrow, payload) in enumerate(self.columns):
+        for i, (kind, col, arrow, payload) in enumerate(columns):
             if kind == "param":
                 value = values[i]
                 arrays[i] = _one_value(value, arrow) if value is not None else pa.nulls(1, arrow)
@@ -410,7 +420,7 @@ class FastInsert:
                     arrays[i] = pa.nulls(1, arrow)
                 else:
                     if frame is None:
-                        frame = frame_of()
+                        frame = Frame(_ONE_NULL, context(self.typed))
                     arrays[i] = _default_array(payload, frame, 1, arrow, col)
         return self.table.coerce_arrays(arrays)
 
@@ -444,9 +454,14 @@ def fast_converter(param: SqlType, column: SqlType):
         def vector(v):
             if v is None:
                 return None
-            if type(v) is np.ndarray and v.ndim == 1 and v.size == dims and \
-                    v.dtype in (np.float32, np.float64):
-                out = v.astype(np.float32, copy=False)
+            if type(v) is np.ndarray and v.ndim == 1 and v.size == dims:
+                if v.dtype == np.float32:
+                    out = v
+                elif v.dtype == np.float64:
+                    with np.errstate(over="ignore"):  # too large: infinite, refused below
+                        out = v.astype(np.float32)
+                else:
+                    return _SLOW
                 if np.isfinite(out).all():
                     return out
             return _SLOW
@@ -750,15 +765,20 @@ class KeyWrite:
         """The storage ops of the statement (empty when no row holds the key)."""
         ctx.check_interrupts()
         _snapshot, parts = self.scan._by_key(ctx, None)
-        if not parts:
-            return []
-        found = parts[0]
-        width = len(self.scan.fields) - 1
-        rows = table_of([found.column(i) for i in range(width)] + [found.column(ROWID)])
         table = self.plan.table
+        width = len(self.scan.fields) - 1
+        if parts:
+            found = parts[0]
+            rows = table_of([found.column(i) for i in range(width)] + [found.column(ROWID)])
+        elif self.plan.kind == "DELETE":
+            return []
+        else:  # SET is evaluated over no rows all the same, as the general path does
+            rows = table_of([pa.array([], (t or V.TEXT).to_arrow()) for t in self.scan.types])
         if self.plan.kind == "DELETE":
             return [DeleteOp(table.id, rows.column(width).to_numpy())]
         new_rows, ids = _updated(self.plan, ctx, rows)
+        if not ids.size:
+            return []
         return [DeleteOp(table.id, ids), InsertOp(table.id, new_rows)]
 
 
