@@ -27,7 +27,7 @@ from sqlvec.sql.binder import SYSTEM_COLUMNS, Field, Scope, system_column
 from sqlvec.sql.dialect import parse_one
 from sqlvec.storage.keys import MISSING
 from sqlvec.storage.schema import ROWID, ColumnDef
-from sqlvec.storage.table import Table, cast_column
+from sqlvec.storage.table import Table, cast_column, one_value_array
 from sqlvec.storage.wal import DeleteOp, InsertOp
 from sqlvec.types import SqlType
 
@@ -473,7 +473,7 @@ def _one_value(value, arrow: pa.DataType) -> pa.Array:
     """A one-row array of a value a fast converter accepted."""
     if type(value) is np.ndarray:
         return pa.FixedSizeListArray.from_arrays(pa.array(value), type=arrow)
-    return pa.array((value,), arrow)
+    return one_value_array(value, arrow)
 
 
 def _chunk(a):

@@ -556,7 +556,7 @@ class Store:
 
     def _wal_bytes_since_checkpoint(self) -> int:
         assert self._wal is not None
-        return int(self._wal.stats.get("bytes", 0)) - self._wal_checkpointed_bytes
+        return self._wal.bytes_appended - self._wal_checkpointed_bytes
 
     # Manifest -----------------------------------------------------------------------------------
 
@@ -634,7 +634,7 @@ class Store:
             return
         oldest = min((t["checkpoint_lsn"] for t in tables), default=self.applied_lsn)
         self._wal.truncate_before(oldest)
-        self._wal_checkpointed_bytes = int(self._wal.stats.get("bytes", 0))
+        self._wal_checkpointed_bytes = self._wal.bytes_appended
 
     def _collect_garbage(self) -> None:
         """Remove table directories and files no retained manifest version refers to."""

@@ -15,6 +15,7 @@ asked about, never the table.
 from __future__ import annotations
 
 import bisect
+import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +90,28 @@ def row_table(view: SegmentView, table_def: TableDef, columns: Sequence[str] | N
     if not arrays:
         return logical_table(view, table_def, columns, with_rowid).slice(position, length)
     return pa.Table.from_arrays(arrays, names=names)
+
+
+_FIXED = {pa.int64(): struct.Struct("<q"), pa.int32(): struct.Struct("<i"),
+          pa.int16(): struct.Struct("<h"), pa.float64(): struct.Struct("<d")}
+_OFFSETS = struct.Struct("<ii")
+
+
+def one_value_array(value: object, arrow: pa.DataType) -> pa.Array:
+    """A one-row array of a non-NULL value already of `arrow`'s Python type: `pa.array` with
+    its buffers packed directly (a third of the cost, which single-row writes pay per column).
+    Integers out of range raise as `pa.array` does."""
+    packer = _FIXED.get(arrow)
+    try:
+        if packer is not None:
+            return pa.Array.from_buffers(arrow, 1, [None, pa.py_buffer(packer.pack(value))])
+        if arrow == pa.string() and type(value) is str:
+            data = value.encode()
+            return pa.Array.from_buffers(arrow, 1, [None, pa.py_buffer(_OFFSETS.pack(
+                0, len(data))), pa.py_buffer(data)])
+    except struct.error:
+        pass
+    return pa.array((value,), arrow)
 
 
 def value_at(data: SegmentData, col: ColumnDef, position: int) -> object:
@@ -810,7 +833,7 @@ class Table:
 
     def _physical(self, table: pa.Table | pa.RecordBatch) -> pa.RecordBatch:
         n = table.num_rows
-        rowids = pa.array([self.next_rowid], pa.int64()) if n == 1 else \
+        rowids = one_value_array(self.next_rowid, pa.int64()) if n == 1 else \
             pa.array(np.arange(self.next_rowid, self.next_rowid + n, dtype=np.int64))
         self.next_rowid += n
         if isinstance(table, pa.RecordBatch) and table.schema.equals(self.def_.arrow_schema()):

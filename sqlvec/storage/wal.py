@@ -593,6 +593,11 @@ class WriteAheadLog:
         return self._failed
 
     @property
+    def bytes_appended(self) -> int:
+        """Bytes of records appended since open (`stats["bytes"]`, without copying them all)."""
+        return self._stats["bytes"]
+
+    @property
     def stats(self) -> dict[str, int]:
         """Counters since open: records, bytes, fsyncs (os.fsync calls), syncs, rotations,
         failures (failed writes or fsyncs)."""
