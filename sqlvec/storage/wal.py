@@ -86,6 +86,11 @@ Commit record payload (``encode_commit`` / ``decode_commit``)
         insert:   an Arrow IPC stream holding the schema and exactly one record batch
         delete:   the row ids as int64 values
         truncate: empty
+
+An insert of a few rows (a single-row INSERT's) is encoded from parts: the schema's IPC message
+(serialized once per schema and kept), the batch's message and the end-of-stream marker, which
+are the very bytes Arrow's stream writer produces; larger ones go through the writer. The format
+is the same either way: nothing written before needs another reader.
 """
 
 from __future__ import annotations
