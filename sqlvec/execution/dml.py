@@ -710,8 +710,10 @@ def _run_update(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     return new_rows.num_rows, returning
 
 
-def _updated(plan: WritePlan, ctx: ExecContext, rows: pa.Table) -> tuple[pa.Table, np.ndarray]:
-    """The new versions of the rows UPDATE read (each row once), and their row ids."""
+def _updated(plan: WritePlan, ctx: ExecContext, rows: pa.Table,
+             batch: bool = False) -> tuple[pa.Table | pa.RecordBatch, np.ndarray]:
+    """The new versions of the rows UPDATE read (each row once), and their row ids; with
+    `batch`, as one record batch (what a commit takes without conversion)."""
     table = plan.table
     d = table.def_
     frame = Frame(rows, ctx)
@@ -734,6 +736,8 @@ def _updated(plan: WritePlan, ctx: ExecContext, rows: pa.Table) -> tuple[pa.Tabl
                                         col.type, rows.num_rows), rows.num_rows)
         value = _chunk(value)
         columns.append(value if keep.size == rows.num_rows else value.take(pa.array(keep)))
+    if batch:  # the same casts and NOT NULL checks as `coerce`, column by column
+        return table.coerce_arrays(columns), ids[keep]
     new_rows = pa.Table.from_arrays(columns, names=d.column_names)
     return table.coerce(new_rows), ids[keep]
 
@@ -776,7 +780,7 @@ class KeyWrite:
             rows = table_of([pa.array([], (t or V.TEXT).to_arrow()) for t in self.scan.types])
         if self.plan.kind == "DELETE":
             return [DeleteOp(table.id, rows.column(width).to_numpy())]
-        new_rows, ids = _updated(self.plan, ctx, rows)
+        new_rows, ids = _updated(self.plan, ctx, rows, batch=True)
         if not ids.size:
             return []
         return [DeleteOp(table.id, ids), InsertOp(table.id, new_rows)]
