@@ -19,11 +19,14 @@ socket, whose round trip is cheaper). `--profile` records the sqlvec server with
 each case and prints where its time went (own time per frame, idle excluded).
 
 `index` (in process, no server) compares the key index with the dict it replaced at 1M integer
-keys: memory and build time.
+keys: memory and build time. `engine` (in process) reports the CPU time of one prepared INSERT,
+UPDATE and DELETE by key through `Session.run` (no wire, no fsync): the engine's own cost per
+statement, which a shared machine disturbs far less than round trips.
 
     python -m benchmarks writes                       # everything (PostgreSQL via pgserver)
     python -m benchmarks writes --sizes 10000 --seconds 2 --only sqlvec
     python -m benchmarks writes --only index
+    python -m benchmarks writes --only engine --sizes 1000000
 """
 
 from __future__ import annotations
@@ -238,6 +241,51 @@ def _built(index, keys, rowids):
     return index
 
 
+# Engine CPU ----------------------------------------------------------------------------------------
+
+
+def engine_cpu(rows: int = 1_000_000, statements: int = 5000) -> dict[str, float]:
+    """CPU µs per prepared single-row statement through `Session.run` in this process (no
+    wire, no fsync), on a keyed table of `rows` rows: the engine's own cost, steadier on a
+    shared machine than any round trip."""
+    import pyarrow as pa
+
+    from sqlvec.database import Database
+    from sqlvec.storage.store import StoreOptions
+
+    directory = tempfile.mkdtemp(prefix="writes-engine-")
+    out = {}
+    try:
+        with Database.open(directory, options=StoreOptions(fsync=False)) as db:
+            s = db.connect()
+            s.execute_one("CREATE TABLE t (id bigint PRIMARY KEY, v int, s text)")
+            for start in range(0, rows, LOAD_CHUNK):
+                ids = np.arange(start, min(rows, start + LOAD_CHUNK))
+                s.copy_in("t", None, pa.table({"id": ids, "v": (ids % 100).astype(np.int32),
+                                               "s": ["x"] * ids.size}))
+            s.execute_one("CHECKPOINT")
+            db.wait_idle()  # compaction after the load would count as the statements' CPU
+            rng = random.Random(0)
+            cases = {  # parameter types as psycopg sends them: int8, int2, unknown
+                "insert": (s.prepare("INSERT INTO t VALUES ($1, $2, $3)", [20, 21, 0]),
+                           lambda i: [rows + i, 1, "y"]),
+                "update": (s.prepare("UPDATE t SET v = v + 1 WHERE id = $1", [20]),
+                           lambda i: [rng.randrange(rows)]),
+                "delete": (s.prepare("DELETE FROM t WHERE id = $1", [20]),
+                           lambda i: [rows + i]),  # the rows the inserts added
+            }
+            for kind, (prepared, params) in cases.items():
+                for i in range(200):  # warm
+                    s.run(prepared, params(statements + i))
+                start = time.process_time()
+                for i in range(statements):
+                    s.run(prepared, params(i))
+                out[kind] = (time.process_time() - start) / statements * 1e6
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return out
+
+
 # Main ---------------------------------------------------------------------------------------------
 
 
@@ -333,7 +381,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--writers", type=int, default=4, help="concurrent writers (default 4)")
     parser.add_argument("--rounds", type=int, default=4,
                         help="turns each server takes per case (default 4)")
-    parser.add_argument("--only", choices=("sqlvec", "postgres", "index"), default=None)
+    parser.add_argument("--only", choices=("sqlvec", "postgres", "index", "engine"),
+                        default=None)
     parser.add_argument("--profile", action="store_true", help="py-spy the sqlvec server")
     parser.add_argument("--keys", default="pk,none",
                         help="tables with a primary key (pk), without (none), or both")
@@ -349,6 +398,11 @@ def main(argv: list[str]) -> int:
         for name, r in report["index"].items():
             print(f"{name}: {r['bytes'] / 2**20:.0f} MiB, built in {r['build_s']:.2f} s, "
                   f"lookup {r['lookup_us']:.2f} µs (1M int64 keys)")
+    if args.only in (None, "engine"):
+        report["engine_cpu_us"] = engine_cpu(max(sizes))
+        print("engine CPU per statement (in process, no wire, no fsync, "
+              f"{max(sizes):,} rows): " + ", ".join(
+                  f"{kind} {us:.0f} µs" for kind, us in report["engine_cpu_us"].items()))
     names = [n for n in ("sqlvec", "postgres") if args.only in (None, n)]
     if names:
         results = measure(names, sizes, args.seconds, args.writers, args.rounds, args.profile,
