@@ -351,8 +351,11 @@ class FastInsert:
         columns, cells = [], {}
         for i, col in enumerate(table.def_.columns):
             arrow = col.type.to_arrow()
-            if col.name not in given or given[col.name][0] is None:  # absent or DEFAULT
+            if col.name not in given:
                 columns.append(("default", col, arrow, defaults[col.name]))
+                continue
+            if given[col.name][0] is None:  # DEFAULT in VALUES: as the general path fills it
+                columns.append(("default_cell", col, arrow, defaults[col.name]))
                 continue
             v, index = given[col.name]
             if index is not None:
@@ -415,13 +418,15 @@ class FastInsert:
             if kind == "param":
                 value = values[i]
                 arrays[i] = _one_value(value, arrow) if value is not None else pa.nulls(1, arrow)
-            elif kind == "default":
+            elif kind in ("default", "default_cell"):
                 if payload is None:
                     arrays[i] = pa.nulls(1, arrow)
-                else:
-                    if frame is None:
-                        frame = Frame(_ONE_NULL, context(self.typed))
-                    arrays[i] = _default_array(payload, frame, 1, arrow, col)
+                    continue
+                if frame is None:
+                    frame = Frame(_ONE_NULL, context(self.typed))
+                arrays[i] = _default_array(payload, frame, 1, arrow, col)
+                if kind == "default_cell":  # through Python, as VALUES cells are
+                    arrays[i] = _array_for([arrays[i][0].as_py()], col)
         return self.table.coerce_arrays(arrays)
 
 

@@ -43,6 +43,7 @@ STATEMENTS = {
             "RETURNING id, q, nn, i + 1",
     "expr": "INSERT INTO t (id, i) VALUES ($1, $2 + 1)",
     "swapped": "INSERT INTO t (i, id) VALUES ($2, $1)",
+    "defaults": "INSERT INTO t (id, q, ts, nn) VALUES ($1, DEFAULT, DEFAULT, DEFAULT)",
     "key": "INSERT INTO k VALUES ($1, $2)",
     "update": "UPDATE t SET i = i + 1, tx = $2 WHERE id = $1",
     "set_key": "UPDATE t SET id = $2 WHERE id = $1",
@@ -59,6 +60,7 @@ GIVEN_TYPES = {
     "some": [(0, INT8, INT4), (0, INT4, INT8)],
     "expr": [(0, INT8), (0, INT4, INT8)],
     "swapped": [(0, INT8, INT2), (0, INT4)],
+    "defaults": [(0, INT8, INT4)],
     "key": [(0, TEXT), (0, INT4, INT8)],
     "update": [(0, INT8, INT4), (0, TEXT)],
     "set_key": [(0, INT8, INT4), (0, INT8, INT4)],
@@ -105,6 +107,7 @@ values = {
 PARAMS = {
     "all": ["id", "i", "s", "f", "r", "b", "tx", "vc", "by", "v", "n", "ts"],
     "some": ["id", "i"], "expr": ["id", "i"], "swapped": ["id", "i"], "key": ["name", "i"],
+    "defaults": ["id"],
     "update": ["id", "tx"], "set_key": ["id", "id"], "set_value": ["id", "i"],
     "update_k": ["name"], "delete": ["id"], "delete_k": ["name"],
 }
