@@ -13,16 +13,20 @@ run side by side and take turns (`--rounds` slices of each case), so they meet t
 on a shared one the disk's fsync latency alone moves by 5x within minutes. Both servers
 make each commit durable before answering: sqlvec fsyncs its WAL (group commit), PostgreSQL runs
 with fsync and synchronous_commit on. Reported: statements per second, median latency, and the
-ratio to PostgreSQL. sqlvec listens on loopback TCP; PostgreSQL (pgserver's build) on a Unix
-socket, which favours it slightly. `--profile` records the sqlvec server with py-spy during
+ratio to PostgreSQL. Both are reached over loopback TCP: pgserver starts PostgreSQL on a Unix
+socket only, so it is restarted listening on 127.0.0.1 too (`--postgres-socket` keeps the
+socket, whose round trip is cheaper). `--profile` records the sqlvec server with py-spy during
 each case and prints where its time went (own time per frame, idle excluded).
 
 `index` (in process, no server) compares the key index with the dict it replaced at 1M integer
-keys: memory and build time.
+keys: memory and build time. `engine` (in process) reports the CPU time of one prepared INSERT,
+UPDATE and DELETE by key through `Session.run` (no wire, no fsync): the engine's own cost per
+statement, which a shared machine disturbs far less than round trips.
 
     python -m benchmarks writes                       # everything (PostgreSQL via pgserver)
     python -m benchmarks writes --sizes 10000 --seconds 2 --only sqlvec
     python -m benchmarks writes --only index
+    python -m benchmarks writes --only engine --sizes 1000000
 """
 
 from __future__ import annotations
@@ -53,19 +57,44 @@ LOAD_CHUNK = 100_000
 
 
 @contextlib.contextmanager
-def postgres(directory: str):
-    """PostgreSQL from the pgserver package: yields (dsn, None, label)."""
+def postgres(directory: str, tcp: bool = True):
+    """PostgreSQL from the pgserver package: yields (dsn, None, label).
+
+    pgserver starts the server on a Unix socket only; with `tcp` it is restarted listening on
+    loopback TCP as well (its own pg_ctl, the same options plus `-h 127.0.0.1 -p <port>`), so
+    that both servers are reached the same way: a Unix socket round trip is cheaper."""
     import pgserver
     import psycopg
+    from pgserver._commands import pg_ctl
 
     server = pgserver.get_server(directory)
+    restarted = False
     try:
         uri = server.get_uri()
+        if tcp:
+            port = _free_port()
+            pg_ctl(["-w", "-l", str(server.log), "-o",
+                    f"-h 127.0.0.1 -p {port} -k {server.pgdata}", "restart"],
+                   pgdata=server.pgdata, user=server.system_user, timeout=60)
+            restarted = True
+            uri = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         with psycopg.connect(uri, autocommit=True) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]
         yield uri, None, f"PostgreSQL {version}"
     finally:
+        if restarted:  # pgserver's cleanup stops the process it started, gone since
+            with contextlib.suppress(Exception):
+                pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata,
+                       user=server.system_user, timeout=60)
         server.cleanup()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -212,16 +241,63 @@ def _built(index, keys, rowids):
     return index
 
 
+# Engine CPU ----------------------------------------------------------------------------------------
+
+
+def engine_cpu(rows: int = 1_000_000, statements: int = 5000) -> dict[str, float]:
+    """CPU µs per prepared single-row statement through `Session.run` in this process (no
+    wire, no fsync), on a keyed table of `rows` rows: the engine's own cost, steadier on a
+    shared machine than any round trip."""
+    import pyarrow as pa
+
+    from sqlvec.database import Database
+    from sqlvec.storage.store import StoreOptions
+
+    directory = tempfile.mkdtemp(prefix="writes-engine-")
+    out = {}
+    try:
+        with Database.open(directory, options=StoreOptions(fsync=False)) as db:
+            s = db.connect()
+            s.execute_one("CREATE TABLE t (id bigint PRIMARY KEY, v int, s text)")
+            for start in range(0, rows, LOAD_CHUNK):
+                ids = np.arange(start, min(rows, start + LOAD_CHUNK))
+                s.copy_in("t", None, pa.table({"id": ids, "v": (ids % 100).astype(np.int32),
+                                               "s": ["x"] * ids.size}))
+            s.execute_one("CHECKPOINT")
+            db.wait_idle()  # compaction after the load would count as the statements' CPU
+            rng = random.Random(0)
+            cases = {  # parameter types as psycopg sends them: int8, int2, unknown
+                "insert": (s.prepare("INSERT INTO t VALUES ($1, $2, $3)", [20, 21, 0]),
+                           lambda i: [rows + i, 1, "y"]),
+                "update": (s.prepare("UPDATE t SET v = v + 1 WHERE id = $1", [20]),
+                           lambda i: [rng.randrange(rows)]),
+                "delete": (s.prepare("DELETE FROM t WHERE id = $1", [20]),
+                           lambda i: [rows + i]),  # the rows the inserts added
+            }
+            for kind, (prepared, params) in cases.items():
+                for i in range(200):  # warm
+                    s.run(prepared, params(statements + i))
+                start = time.process_time()
+                for i in range(statements):
+                    s.run(prepared, params(i))
+                out[kind] = (time.process_time() - start) / statements * 1e6
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return out
+
+
 # Main ---------------------------------------------------------------------------------------------
 
 
 def measure(names: list[str], sizes: list[int], seconds: float, writers: int, rounds: int,
-            profile: bool) -> dict[str, list[dict]]:
+            profile: bool, postgres_tcp: bool = True,
+            keys: tuple[bool, ...] = (True, False)) -> dict[str, list[dict]]:
     """Every case on every server, taking turns in `rounds` slices of each case's time, so
     that all servers meet the same machine (the disk's fsync latency moves by 5x over minutes
     on a shared machine)."""
     directory = tempfile.mkdtemp(prefix="writes-")
-    servers = {"sqlvec": sqlvec, "postgres": postgres}
+    servers = {"sqlvec": sqlvec,
+               "postgres": lambda d: postgres(d, tcp=postgres_tcp)}
     results: dict[str, list[dict]] = {}
     try:
         with contextlib.ExitStack() as stack:
@@ -229,7 +305,7 @@ def measure(names: list[str], sizes: list[int], seconds: float, writers: int, ro
                        for name in names}
             labels = {name: r[2] for name, r in running.items()}
             for rows in sizes:
-                for pk in (True, False):
+                for pk in keys:
                     table = f"w{rows}_{'pk' if pk else 'nopk'}"
                     for name, (dsn, _pid, label) in running.items():
                         began = time.perf_counter()
@@ -305,8 +381,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--writers", type=int, default=4, help="concurrent writers (default 4)")
     parser.add_argument("--rounds", type=int, default=4,
                         help="turns each server takes per case (default 4)")
-    parser.add_argument("--only", choices=("sqlvec", "postgres", "index"), default=None)
+    parser.add_argument("--only", choices=("sqlvec", "postgres", "index", "engine"),
+                        default=None)
     parser.add_argument("--profile", action="store_true", help="py-spy the sqlvec server")
+    parser.add_argument("--keys", default="pk,none",
+                        help="tables with a primary key (pk), without (none), or both")
+    parser.add_argument("--postgres-socket", action="store_true",
+                        help="reach PostgreSQL over its Unix socket (default: loopback TCP, "
+                             "as sqlvec)")
     parser.add_argument("--json", default=None, help="write every figure to this file")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -316,9 +398,16 @@ def main(argv: list[str]) -> int:
         for name, r in report["index"].items():
             print(f"{name}: {r['bytes'] / 2**20:.0f} MiB, built in {r['build_s']:.2f} s, "
                   f"lookup {r['lookup_us']:.2f} µs (1M int64 keys)")
+    if args.only in (None, "engine"):
+        report["engine_cpu_us"] = engine_cpu(max(sizes))
+        print("engine CPU per statement (in process, no wire, no fsync, "
+              f"{max(sizes):,} rows): " + ", ".join(
+                  f"{kind} {us:.0f} µs" for kind, us in report["engine_cpu_us"].items()))
     names = [n for n in ("sqlvec", "postgres") if args.only in (None, n)]
     if names:
-        results = measure(names, sizes, args.seconds, args.writers, args.rounds, args.profile)
+        results = measure(names, sizes, args.seconds, args.writers, args.rounds, args.profile,
+                          postgres_tcp=not args.postgres_socket,
+                          keys=tuple(k == "pk" for k in args.keys.split(",")))
         labels = results.pop("labels")
         report.update(results)
         report["labels"] = labels

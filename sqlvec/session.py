@@ -42,7 +42,7 @@ from sqlvec.errors import (
 from sqlvec.execution import ddl
 from sqlvec.execution import values as V
 from sqlvec.execution.context import ExecContext, MemoryAccount
-from sqlvec.execution.dml import WritePlan, plan_delete, plan_insert, plan_update
+from sqlvec.execution.dml import WritePlan, eval_returning, plan_delete, plan_insert, plan_update
 from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.operators import Builder, Operator
 from sqlvec.execution.transaction import Transaction
@@ -342,7 +342,10 @@ class Session:
             if write.returning_fields is not None:
                 columns = [ResultColumn(f.name, f.type or V.TEXT, f.source[0], f.source[1])
                            for f in write.returning_fields]
-            return PreparedStatement(sql, _param_list(env), columns, "write", compiled=write)
+            param_types = _param_list(env)
+            if write.fast is not None:
+                write.fast.bind(param_types, write.returning is not None)
+            return PreparedStatement(sql, param_types, columns, "write", compiled=write)
         if isinstance(ast, (exp.Create, exp.Drop, exp.Alter, exp.TruncateTable, exp.Comment)):
             return PreparedStatement(sql, [], None, "ddl", ast=ast)
         if isinstance(ast, exp.Transaction):
@@ -448,7 +451,13 @@ class Session:
             return self._cursor_statement(prepared, params)
         if kind == "utility":
             return self._utility(prepared.utility, prepared)  # type: ignore[arg-type]
+        if kind == "write" and prepared.compiled.fast is not None:
+            result = self._fast_insert(prepared, params)
+            if result is not None:
+                return result
         typed = _typed_params(prepared.param_types, params)
+        if kind == "write" and prepared.compiled.by_key is not None and not self.explicit:
+            return self._key_write(prepared, typed)
         if kind == "query":
             plan, operator = prepared.compiled
             ctx = self._context(typed)
@@ -473,8 +482,11 @@ class Session:
         # took its key, or changed the row it updates) runs again on the new state, as
         # PostgreSQL's re-check does: an upsert does not fail with 23505 or 40001.
         upsert = autocommit and getattr(write, "conflict", None) is not None
+        # Nothing runs between the writes of a statement that commits on its own and its
+        # commit, unless it returns rows or resolves conflicts: the commit checks its keys.
+        early = not autocommit or upsert or write.returning is not None
         for attempt in range(UPSERT_ATTEMPTS if upsert else 1):
-            txn = self.txn if self.txn is not None else Transaction()
+            txn = self.txn if self.txn is not None else Transaction(early_checks=early)
             ctx = self._context(params)
             ctx.overlay = txn
             try:
@@ -492,6 +504,48 @@ class Session:
         if returning is not None:
             returning = _rename(returning, list(range(returning.num_columns)), prepared.columns)
         return Result(tag, prepared.columns, returning)
+
+    def _fast_insert(self, prepared: PreparedStatement, params: list) -> Result | None:
+        """A single-row INSERT through `FastInsert` (dml.py); None when its values need the
+        general path. Autocommit without RETURNING commits the row directly: the commit checks
+        its keys (23505) as the transaction's early check would."""
+        write: WritePlan = prepared.compiled
+        contexts: list[ExecContext] = []
+
+        def context(typed: bool) -> ExecContext:
+            if not contexts:
+                contexts.append(self._context(
+                    _typed_params(prepared.param_types, params) if typed else []))
+            return contexts[0]
+
+        batch = write.fast.row(params, context)  # type: ignore[union-attr]
+        if batch is None:
+            return None
+        if not self.explicit and write.returning is None:
+            self.store.commit([InsertOp(write.table.id, batch)])
+            return Result("INSERT 0 1", prepared.columns, None)
+        txn = self.txn if self.txn is not None else Transaction()
+        with_ids = txn.insert(write.table, pa.Table.from_batches([batch]))
+        returning = None
+        if write.returning is not None:
+            ctx = context(True)  # converted already: `bind` marks RETURNING as reading them
+            ctx.overlay = txn
+            returning = eval_returning(write, ctx, with_ids)
+            returning = _rename(returning, list(range(returning.num_columns)), prepared.columns)
+        if self.explicit:
+            self.txn = txn
+        else:
+            self.store.commit(txn.ops())
+        return Result("INSERT 0 1", prepared.columns, returning)
+
+    def _key_write(self, prepared: PreparedStatement, params: list) -> Result:
+        """An autocommit UPDATE or DELETE of one row by key (`KeyWrite`, dml.py)."""
+        write: WritePlan = prepared.compiled
+        ops = write.by_key.ops(self._context(params))  # type: ignore[union-attr]
+        if ops:
+            self.store.commit(ops)
+        count = 1 if ops else 0
+        return Result(f"{write.kind} {count}", prepared.columns, None)
 
     def _begin(self) -> Result:
         if self.explicit:

@@ -171,6 +171,13 @@ class ExecContext:
         self._snapshots[table_id] = snap
         return snap, rowids
 
+    def lookup_key(self, table_id: int, value: object, key: int) -> tuple[TableSnapshot, int]:
+        """`lookup_keys` of one key value (as the key's index holds it): its row id or MISSING."""
+        assert self.table_of is not None
+        snap, rowid = self.table_of(table_id).lookup_key(value, key, self._snapshots.get(table_id))
+        self._snapshots[table_id] = snap
+        return snap, rowid
+
     def check_interrupts(self) -> None:
         """Raise 57014 if the statement was cancelled or ran past statement_timeout.
 

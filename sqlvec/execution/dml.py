@@ -27,7 +27,8 @@ from sqlvec.sql.binder import SYSTEM_COLUMNS, Field, Scope, system_column
 from sqlvec.sql.dialect import parse_one
 from sqlvec.storage.keys import MISSING
 from sqlvec.storage.schema import ROWID, ColumnDef
-from sqlvec.storage.table import Table, cast_column
+from sqlvec.storage.table import Table, cast_column, one_value_array
+from sqlvec.storage.wal import DeleteOp, InsertOp
 from sqlvec.types import SqlType
 
 
@@ -41,6 +42,11 @@ class WritePlan:
     returning: list[Value] | None
     returning_fields: list[Field] | None
     runner: object
+
+    # A single-row fast path (FastInsert), or None.
+    fast: FastInsert | None = None
+    # A single-row UPDATE or DELETE by key (KeyWrite), or None.
+    by_key: KeyWrite | None = None
 
     def run(self, ctx: ExecContext, txn: Transaction) -> tuple[int, pa.Table | None]:
         return self.runner(self, ctx, txn)
@@ -101,7 +107,7 @@ def _refuse_commit_assigned(e: exp.Expression, scope: Scope) -> None:
                 detail="It is assigned when the transaction commits.")
 
 
-def _eval_returning(plan: WritePlan, ctx: ExecContext, rows: pa.Table) -> pa.Table:
+def eval_returning(plan: WritePlan, ctx: ExecContext, rows: pa.Table) -> pa.Table:
     frame = Frame(rows, ctx)
     cols = [as_array(v(frame), rows.num_rows) for v in plan.returning]
     return table_of(cols) if cols else table_of([], rows.num_rows)
@@ -161,6 +167,8 @@ def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePl
     plan.target_cols = target_cols  # type: ignore[attr-defined]
     plan.defaults = defaults  # type: ignore[attr-defined]
     plan.conflict = _plan_conflict(stmt.args.get("conflict"), table, alias, planner, builder)  # type: ignore[attr-defined]
+    if plan.conflict is None and isinstance(source, _ValuesRows) and len(source.rows) == 1:
+        plan.fast = FastInsert.plan(table, source, defaults)
     return plan
 
 
@@ -170,23 +178,28 @@ class _DefaultMarker(exp.Expression):
 
 def _values_source(values: exp.Values, target_cols: list[ColumnDef], planner: Planner,
                    builder: Builder) -> Operator:
-    rows = []
+    rows, params = [], []
     for row in values.expressions:
         cells = list(row.expressions) if isinstance(row, exp.Tuple) else [row]
         if len(cells) > len(target_cols):
             raise SqlVecError("INSERT has more expressions than target columns", sqlstate="42601")
         if len(cells) < len(target_cols):
             raise SqlVecError("INSERT has more target columns than expressions", sqlstate="42601")
-        out = []
+        out, indexes = [], []
         for cell, col in zip(cells, target_cols):
             if _is_default(cell):
                 out.append(None)
+                indexes.append(None)
                 continue
             bound = planner._expr(cell, Scope([]))
-            if isinstance(bound, exp.Parameter):
-                builder.env.infer_param(int(bound.this.this), col.type)
+            index = None
+            if isinstance(bound, exp.Parameter) and isinstance(bound.this, exp.Literal):
+                index = int(bound.this.this)
+                builder.env.infer_param(index, col.type)
             out.append(bound)
+            indexes.append(index)
         rows.append(out)
+        params.append(indexes)
     c = Compiler(Scope([]), [], builder.env)
     compiled = []
     for row in rows:
@@ -196,6 +209,7 @@ def _values_source(values: exp.Values, target_cols: list[ColumnDef], planner: Pl
                      [col.type for col in target_cols], [])
     op.rows = compiled
     op.columns = target_cols
+    op.params = params  # per cell: the index of a bare parameter ($n), else None
     return op
 
 
@@ -225,22 +239,11 @@ class _ValuesRows(Operator):
         self.fields, self.types, self.children = fields, types, children
 
     def run(self, ctx, outer):
-        frame = Frame(pa.table({"_": [None]}), ctx, outer)
+        frame = Frame(_ONE_NULL, ctx, outer)
         columns = []
         for i, col in enumerate(self.columns):
-            cells = []
-            for row in self.rows:
-                v = row[i]
-                if v is None:
-                    cells.append(_DEFAULT)
-                    continue
-                value = v(frame)
-                if not isinstance(value, pa.Scalar):
-                    value = value[0]
-                if v.type != col.type and value.is_valid:
-                    value = V.cast(value, v.type if v.type.name != "unknown" else V.TEXT, col.type, 1)
-                cells.append(value)
-            columns.append(cells)
+            columns.append([_DEFAULT if row[i] is None else _cell_scalar(row[i], col, frame)
+                            for row in self.rows])
         out = []
         for i in range(len(self.columns)):
             vals = [c if c is _DEFAULT else (c.as_py() if c.is_valid else None) for c in columns[i]]
@@ -250,6 +253,17 @@ class _ValuesRows(Operator):
 
 
 _DEFAULT = object()
+_ONE_NULL = pa.table({"_": [None]})
+
+
+def _cell_scalar(v: Value, col: ColumnDef, frame: Frame) -> pa.Scalar:
+    """One VALUES cell, evaluated and cast to its column's type."""
+    value = v(frame)
+    if not isinstance(value, pa.Scalar):
+        value = value[0]
+    if v.type != col.type and value.is_valid:
+        value = V.cast(value, v.type if v.type.name != "unknown" else V.TEXT, col.type, 1)
+    return value
 
 
 def _run_insert(plan: WritePlan, ctx: ExecContext, txn: Transaction):
@@ -301,10 +315,170 @@ def _run_insert(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     if plan.returning is not None:
         parts = [with_ids] + ([updated] if updated is not None and updated.num_rows else [])
         out_rows = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        returning = _eval_returning(plan, ctx, out_rows)
+        returning = eval_returning(plan, ctx, out_rows)
     if updated is not None:
         count += updated.num_rows
     return count, returning
+
+
+class FastInsert:
+    """A prepared `INSERT INTO t [(cols)] VALUES (one row)` (no ON CONFLICT): the row goes
+    from the bound parameters to one Arrow batch in the table's schema, without the VALUES
+    operator, the transaction buffer (in autocommit) or, for most parameters, Arrow at all.
+
+    A bare parameter (`$n`) goes into its column as is when it needs no conversion: of the
+    column's type (an integer in range, a float, a bool, bytes, a string without NUL, a finite
+    vector of the column's dimensions) or NULL. A value that would need one makes `row`
+    return None before anything with a side effect (DEFAULT nextval(...)) runs, and the
+    statement takes the general path. Every other cell (a constant, an expression, a
+    parameter of another type) is evaluated by the general path's own code, after the
+    parameters are converted as the general path converts them; defaults last, in column
+    order, as there. So the values, and the errors and their order, are the general path's."""
+
+    def __init__(self, table: Table, columns: list[tuple], value_order: list[int],
+                 cells: dict[int, Value]) -> None:
+        self.table = table
+        self.columns = columns  # per table column: (kind, column, arrow type, payload)
+        self.value_order = value_order  # "cell" columns in the order VALUES lists them
+        self.cells = cells  # per column given a parameter: its compiled cell
+        self.n_params = 0
+        self.typed = False  # whether some cell reads parameters converted to Arrow scalars
+
+    @classmethod
+    def plan(cls, table: Table, source: _ValuesRows, defaults: dict) -> FastInsert:
+        row, indexes = source.rows[0], source.params[0]
+        given = {col.name: (v, index) for col, v, index in zip(source.columns, row, indexes)}
+        columns, cells = [], {}
+        for i, col in enumerate(table.def_.columns):
+            arrow = col.type.to_arrow()
+            if col.name not in given:
+                columns.append(("default", col, arrow, defaults[col.name]))
+                continue
+            if given[col.name][0] is None:  # DEFAULT in VALUES: as the general path fills it
+                columns.append(("default_cell", col, arrow, defaults[col.name]))
+                continue
+            v, index = given[col.name]
+            if index is not None:
+                columns.append(("param", col, arrow, index))
+                cells[i] = v
+            else:
+                columns.append(("cell", col, arrow, v))
+        order = [i for name in (c.name for c in source.columns)
+                 for i, c in enumerate(columns) if c[1].name == name]
+        return cls(table, columns, order, cells)
+
+    def bind(self, param_types: list[SqlType], returning: bool) -> None:
+        """Choose each parameter's converter once the statement's parameter types are final;
+        a parameter without one is evaluated as a cell. Parameters are converted to Arrow
+        scalars first, as the general path converts them, whenever something reads them so
+        (a cell, RETURNING) or one is not in a column of its own (its conversion may fail)."""
+        self.n_params = len(param_types)
+        columns = []
+        for i, (kind, col, arrow, payload) in enumerate(self.columns):
+            if kind == "param":
+                conv = fast_converter(param_types[payload - 1], col.type)
+                if conv is None:
+                    columns.append(("cell", col, arrow, self.cells[i]))
+                    continue
+                columns.append(("param", col, arrow, (payload, conv)))
+                continue
+            columns.append((kind, col, arrow, payload))
+        self.columns = columns
+        self.value_order = [i for i in self.value_order if columns[i][0] == "cell"]
+        direct = {c[3][0] for c in columns if c[0] == "param"}
+        self.typed = returning or any(not columns[i][3].const for i in self.value_order) or \
+            direct != set(range(1, len(param_types) + 1))
+
+    def row(self, params: list, context) -> pa.RecordBatch | None:
+        """The row as a batch of the table's logical schema, NOT NULL checked; None when a
+        parameter needs the general path. `context(typed)` gives the statement's ExecContext
+        (`typed`: whether its parameters must be converted to Arrow scalars, as the general
+        path converts them)."""
+        if len(params) != self.n_params:
+            return None
+        columns = self.columns
+        values: list = [None] * len(columns)
+        for i, (kind, _col, _arrow, payload) in enumerate(columns):
+            if kind == "param":
+                value = payload[1](params[payload[0] - 1])
+                if value is _SLOW:
+                    return None
+                values[i] = value
+        if self.typed:
+            context(True)  # the parameters' conversion errors come first, as in the general path
+        arrays: list = [None] * len(columns)
+        frame = None
+        for i in self.value_order:
+            if frame is None:
+                frame = Frame(_ONE_NULL, context(self.typed))
+            _kind, col, _arrow, v = columns[i]
+            scalar = _cell_scalar(v, col, frame)
+            arrays[i] = _array_for([scalar.as_py() if scalar.is_valid else None], col)
+        for i, (kind, col, arrow, payload) in enumerate(columns):
+            if kind == "param":
+                value = values[i]
+                arrays[i] = _one_value(value, arrow) if value is not None else pa.nulls(1, arrow)
+            elif kind in ("default", "default_cell"):
+                if payload is None:
+                    arrays[i] = pa.nulls(1, arrow)
+                    continue
+                if frame is None:
+                    frame = Frame(_ONE_NULL, context(self.typed))
+                arrays[i] = _default_array(payload, frame, 1, arrow, col)
+                if kind == "default_cell":  # through Python, as VALUES cells are
+                    arrays[i] = _array_for([arrays[i][0].as_py()], col)
+        return self.table.coerce_arrays(arrays)
+
+
+_SLOW = object()  # a parameter the fast path does not convert
+_INT_BOUNDS = {"int2": (-(1 << 15), (1 << 15) - 1), "int4": (-(1 << 31), (1 << 31) - 1),
+               "int8": (-(1 << 63), (1 << 63) - 1)}
+
+
+def fast_converter(param: SqlType, column: SqlType):
+    """A function giving a parameter's value as the column stores it, or `_SLOW` when the
+    value needs the general path; None when no value of `param` can skip it."""
+    if param.name in _INT_BOUNDS and column.name in _INT_BOUNDS:
+        lo = max(_INT_BOUNDS[param.name][0], _INT_BOUNDS[column.name][0])
+        hi = min(_INT_BOUNDS[param.name][1], _INT_BOUNDS[column.name][1])
+        return lambda v: v if v is None or (type(v) is int and lo <= v <= hi) else _SLOW
+    if param != column:
+        return None
+    name = param.name
+    if name == "float8":
+        return lambda v: v if v is None or type(v) is float else _SLOW
+    if name == "bool":
+        return lambda v: v if v is None or type(v) is bool else _SLOW
+    if name == "bytea":
+        return lambda v: v if v is None or type(v) is bytes else _SLOW
+    if name in ("text", "varchar") and param.typmod < 0:
+        return lambda v: v if v is None or (type(v) is str and "\0" not in v) else _SLOW
+    if name == "vector" and param.typmod > 0:
+        dims = param.typmod
+
+        def vector(v):
+            if v is None:
+                return None
+            if type(v) is np.ndarray and v.ndim == 1 and v.size == dims:
+                if v.dtype == np.float32:
+                    out = v
+                elif v.dtype == np.float64:
+                    with np.errstate(over="ignore"):  # too large: infinite, refused below
+                        out = v.astype(np.float32)
+                else:
+                    return _SLOW
+                if np.isfinite(out).all():
+                    return out
+            return _SLOW
+        return vector
+    return None
+
+
+def _one_value(value, arrow: pa.DataType) -> pa.Array:
+    """A one-row array of a value a fast converter accepted."""
+    if type(value) is np.ndarray:
+        return pa.FixedSizeListArray.from_arrays(pa.array(value), type=arrow)
+    return one_value_array(value, arrow)
 
 
 def _chunk(a):
@@ -527,22 +701,35 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
     plan = WritePlan("UPDATE", table, source, returning, returning_fields, _run_update)
     plan.new_values = new_values  # type: ignore[attr-defined]
     plan.rowid = rowid  # type: ignore[attr-defined]
+    plan.by_key = KeyWrite.of(plan)
     return plan
 
 
 def _run_update(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     table = plan.table
-    d = table.def_
     rows = plan.source.execute(ctx)
+    new_rows, unique_ids = _updated(plan, ctx, rows)
+    txn.delete(table, unique_ids)
+    with_ids = txn.insert(table, new_rows)
+    returning = eval_returning(plan, ctx, with_ids) if plan.returning is not None else None
+    return new_rows.num_rows, returning
+
+
+def _updated(plan: WritePlan, ctx: ExecContext, rows: pa.Table,
+             batch: bool = False) -> tuple[pa.Table | pa.RecordBatch, np.ndarray]:
+    """The new versions of the rows UPDATE read (each row once), and their row ids; with
+    `batch`, as one record batch (what a commit takes without conversion)."""
+    table = plan.table
+    d = table.def_
     frame = Frame(rows, ctx)
     rowids = as_array(plan.rowid(frame), rows.num_rows)
     rowids = rowids.combine_chunks() if isinstance(rowids, pa.ChunkedArray) else rowids
     ids = rowids.to_numpy()
-    if ids.size:
+    if ids.size > 1:
         _, first = np.unique(ids, return_index=True)
         keep = np.sort(first)
     else:
-        keep = np.empty(0, np.int64)
+        keep = np.arange(ids.size)
     columns = []
     for col, v in zip(d.columns, plan.new_values):
         if v is None:
@@ -554,13 +741,54 @@ def _run_update(plan: WritePlan, ctx: ExecContext, txn: Transaction):
                                         col.type, rows.num_rows), rows.num_rows)
         value = _chunk(value)
         columns.append(value if keep.size == rows.num_rows else value.take(pa.array(keep)))
+    if batch:  # the same casts and NOT NULL checks as `coerce`, column by column
+        return table.coerce_arrays(columns), ids[keep]
     new_rows = pa.Table.from_arrays(columns, names=d.column_names)
-    new_rows = table.coerce(new_rows)
-    unique_ids = ids[keep]
-    txn.delete(table, unique_ids)
-    with_ids = txn.insert(table, new_rows)
-    returning = _eval_returning(plan, ctx, with_ids) if plan.returning is not None else None
-    return new_rows.num_rows, returning
+    return table.coerce(new_rows), ids[keep]
+
+
+class KeyWrite:
+    """A prepared `UPDATE t SET ... WHERE key = $1` or `DELETE FROM t WHERE key = $1` (one
+    value of a one-column integer or text key, nothing else in WHERE, no FROM / USING, no
+    RETURNING) run in autocommit: the row is found through the key's index as the scan would
+    find it, the new version is computed by the statement's own compiled expressions, and the
+    delete (and insert) are committed directly, without a scan operator or a transaction
+    buffer (the commit checks keys and concurrent changes, as it does for every statement)."""
+
+    def __init__(self, plan: WritePlan) -> None:
+        self.plan = plan
+        self.scan = plan.source
+
+    @classmethod
+    def of(cls, plan: WritePlan) -> KeyWrite | None:
+        from sqlvec.execution.operators import SIMPLE_KEYS, ScanOp
+
+        scan = plan.source
+        if plan.returning is not None or type(scan) is not ScanOp or scan.key is None or \
+                scan.key_filter is not None or len(scan.key_values) != 1 or \
+                len(scan.key_types) != 1 or scan.key_types[0].name not in SIMPLE_KEYS:
+            return None
+        return cls(plan)
+
+    def ops(self, ctx: ExecContext) -> list:
+        """The storage ops of the statement (empty when no row holds the key)."""
+        ctx.check_interrupts()
+        _snapshot, parts = self.scan._by_key(ctx, None)
+        table = self.plan.table
+        width = len(self.scan.fields) - 1
+        if parts:
+            found = parts[0]
+            rows = table_of([found.column(i) for i in range(width)] + [found.column(ROWID)])
+        elif self.plan.kind == "DELETE":
+            return []
+        else:  # SET is evaluated over no rows all the same, as the general path does
+            rows = table_of([pa.array([], (t or V.TEXT).to_arrow()) for t in self.scan.types])
+        if self.plan.kind == "DELETE":
+            return [DeleteOp(table.id, rows.column(width).to_numpy())]
+        new_rows, ids = _updated(self.plan, ctx, rows, batch=True)
+        if not ids.size:
+            return []
+        return [DeleteOp(table.id, ids), InsertOp(table.id, new_rows)]
 
 
 def plan_delete(stmt: exp.Delete, planner: Planner, builder: Builder) -> WritePlan:
@@ -575,6 +803,7 @@ def plan_delete(stmt: exp.Delete, planner: Planner, builder: Builder) -> WritePl
     returning, returning_fields = _returning(builder, planner, stmt, fields)
     plan = WritePlan("DELETE", table, source, returning, returning_fields, _run_delete)
     plan.width = width  # type: ignore[attr-defined]
+    plan.by_key = KeyWrite.of(plan)
     return plan
 
 
@@ -582,7 +811,7 @@ def _run_delete(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     rows = plan.source.execute(ctx)
     width = plan.width
     ids = rows.column(width - 1).to_numpy()
-    if ids.size:
+    if ids.size > 1:
         _, first = np.unique(ids, return_index=True)
         keep = np.sort(first)
         rows = rows.take(pa.array(keep))
@@ -591,8 +820,9 @@ def _run_delete(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     returning = None
     if plan.returning is not None:
         old = table_of([rows.column(i) for i in range(width)])
-        returning = _eval_returning(plan, ctx, old)
+        returning = eval_returning(plan, ctx, old)
     return int(ids.size), returning
 
 
-__all__ = ["plan_insert", "plan_update", "plan_delete", "WritePlan", "FeatureNotSupported"]
+__all__ = ["plan_insert", "plan_update", "plan_delete", "WritePlan", "FastInsert", "KeyWrite",
+           "eval_returning", "FeatureNotSupported"]

@@ -146,6 +146,13 @@ class Builder:
                 if all(_key_comparable(v.type, t) for row in values for v, t in zip(row, key_types)):
                     op.key, op.key_positions, op.key_types = node.key, positions, key_types
                     op.key_values = values
+                    # The rows the index finds hold exactly the wanted key values (each is
+                    # converted to the key's type, or matches nothing): only the rest of the
+                    # filter is left to check on them.
+                    rest = [cond for cond in n.conjuncts(node.filter)
+                            if not any(cond is k for k in node.key_conds)]
+                    op.key_filter = c.condition(exp.and_(*rest, copy=False), "WHERE") \
+                        if rest else None
         return op
 
     def _VirtualScan(self, node: n.VirtualScan, outer):
@@ -317,17 +324,25 @@ class OneRowOp(Operator):
         return _empty_width(1)
 
 
+_WHOLE = object()  # ScanOp._segment_filter: the scan's whole filter
+
+
 class ScanOp(OneRowOp):
     table_id: int
     filter: Value | None
 
     def run(self, ctx, outer):
         overlay = ctx.overlay.table_overlay(self.table_id) if ctx.overlay is not None else None
-        filt = self._segment_filter(ctx, outer)
-        if self.key is not None:
+        if self.key is not None and overlay is None:
+            filt = self._segment_filter(ctx, outer, self.key_filter)
+            snap, parts = self._by_key(ctx, outer)
+            filtered = False
+        elif self.key is not None:  # the transaction's own rows are not in the index
+            filt = self._segment_filter(ctx, outer)
             snap, parts = self._by_key(ctx, outer)
             filtered = False
         else:
+            filt = self._segment_filter(ctx, outer)
             snap = ctx.snapshot(self.table_id)
             parts = []
             for part in snap.scan(filter=filt if overlay is None else None, with_rowid=True):
@@ -349,6 +364,16 @@ class ScanOp(OneRowOp):
         """The committed rows holding the wanted key values, through the key's index."""
         table = ctx.table_of(self.table_id)
         frame = Frame(_ONE_ROW, ctx, outer)
+        if len(self.key_values) == 1 and len(self.key_types) == 1 and \
+                self.key_types[0].name in SIMPLE_KEYS:
+            # One value of a one-column integer or text key (`WHERE id = $1`): the index is
+            # asked for it directly, as the Python value it holds.
+            (v,), (t,) = self.key_values[0], self.key_types
+            cell = _key_value(v(frame), v.type, t)
+            if cell is _NO_MATCH:
+                return ctx.snapshot(self.table_id), []
+            snap, rowid = ctx.lookup_key(self.table_id, cell, self.key)
+            return snap, ([snap.rows_by_id(np.array([rowid]))] if rowid != MISSING else [])
         wanted = [[] for _ in self.key_positions]
         for row in self.key_values:
             cells = [_key_value(v(frame), v.type, t) for v, t in zip(row, self.key_types)]
@@ -362,10 +387,11 @@ class ScanOp(OneRowOp):
         found = np.unique(rowids[rowids != MISSING])
         return snap, ([snap.rows_by_id(found)] if found.size else [])
 
-    def _segment_filter(self, ctx, outer):
-        if self.filter is None:
+    def _segment_filter(self, ctx, outer, predicate=_WHOLE):
+        if predicate is _WHOLE:
+            predicate = self.filter
+        if predicate is None:
             return None
-        predicate = self.filter
 
         def fn(table: pa.Table):
             return predicate(Frame(table, ctx, outer))
@@ -373,6 +399,8 @@ class ScanOp(OneRowOp):
 
 
 _NO_MATCH = object()
+# Key types whose Python values are what the key's index holds (ScanOp._by_key's single value).
+SIMPLE_KEYS = frozenset({"int2", "int4", "int8", "text", "varchar"})
 _INT_RANGE = {"int2": 1 << 15, "int4": 1 << 31, "int8": 1 << 63}
 
 

@@ -75,6 +75,13 @@ class TableOverlay:
                     index.insert(self.table.key_values(ins, i), ids)
         return self._own_keys[key]
 
+    def committed_holder(self, value: object, key: int) -> int:
+        """`committed_holders` of one key value (as the key's index holds it, not NULL)."""
+        if self.truncated:
+            return MISSING
+        held = self.table.find_key(value, key)
+        return MISSING if held in self.deleted else held
+
     def committed_holders(self, rows: pa.Table, key: int) -> np.ndarray:
         """Row ids of committed rows (or commits in flight) holding the rows' keys that this
         transaction has not deleted; MISSING elsewhere."""
@@ -88,12 +95,18 @@ class TableOverlay:
 
 
 class Transaction:
-    """Buffered writes of one session; `ddl` records statements that cannot be rolled back."""
+    """Buffered writes of one session; `ddl` records statements that cannot be rolled back.
 
-    def __init__(self) -> None:
+    `early_checks=False` leaves every key check to the commit: for a statement that commits
+    on its own with nothing to evaluate between its writes and its commit (no RETURNING, no
+    ON CONFLICT), the commit's check under the commit lock gives the same outcome, and the
+    early one would only repeat it."""
+
+    def __init__(self, early_checks: bool = True) -> None:
         self.overlays: dict[int, TableOverlay] = {}
         self._next_provisional = -1
         self.ddl = False
+        self.early_checks = early_checks
 
     @property
     def empty(self) -> bool:
@@ -113,10 +126,12 @@ class Transaction:
         overlay = self._overlay(table)
         n = rows.num_rows
         ids = np.arange(self._next_provisional, self._next_provisional - n, -1, dtype=np.int64)
-        if n:
+        if n and self.early_checks:
             keys = [self._check_keys(table, overlay, rows, i) for i in range(len(table.keys))]
             for i, values in enumerate(keys):
                 overlay.own_keys(i).insert(values, ids)
+        elif n:
+            overlay._own_keys = None  # rebuilt from `inserted` if ever asked for
         self._next_provisional -= n
         with_ids = rows.append_column(ROWID, pa.array(ids))
         overlay.inserted.append(with_ids)
@@ -124,9 +139,15 @@ class Transaction:
 
     def _check_keys(self, table: Table, overlay: TableOverlay, rows: pa.Table,
                     key: int) -> np.ndarray:
-        values = table.key_values(rows, key)
-        dup = KeyIndex.first_duplicate(values)
-        if dup is None:
+        value = table.key_value_one(rows, key) if rows.num_rows == 1 else None
+        if value is not None:  # one row (not NULL): the same checks without NumPy
+            dup = value if overlay.own_keys(key).get(value) != MISSING or \
+                overlay.committed_holder(value, key) != MISSING else None
+            values = None
+        else:
+            values = table.key_values(rows, key)
+            dup = KeyIndex.first_duplicate(values)
+        if value is None and dup is None:
             clash = (overlay.own_keys(key).lookup(values) != MISSING) | \
                 (overlay.committed_holders(rows, key) != MISSING)
             if clash.any():
@@ -138,7 +159,7 @@ class Transaction:
                 # it (and may hold its key now). The commit will fail on that; say so now.
                 raise SerializationFailure("could not serialize access due to concurrent update")
             raise table.duplicate_key(key, dup)
-        return values
+        return values if values is not None else table.keys[key].index.array_of(value)
 
     def delete(self, table: Table, rowids: np.ndarray) -> None:
         overlay = self._overlay(table)

@@ -42,9 +42,18 @@ def _packed_len(n_rows: int) -> int:
 
 
 class DeleteBitmap:
-    """The deleted rows of one segment of `n_rows` rows; immutable and safe to share."""
+    """The deleted rows of one segment of `n_rows` rows; immutable and safe to share.
 
-    __slots__ = ("_mask", "_count", "_live")
+    A bitmap is a shared base mask plus the few positions deleted since (`with_deleted` of a
+    handful of rows, the single-row DELETE or UPDATE, returns a new bitmap sharing the base
+    instead of copying a mask of the whole segment). The full mask is built on first use
+    and kept; the extra positions are folded into a new base past `EXTRA_MAX` of them."""
+
+    __slots__ = ("_base", "_extra", "_mask", "_count", "_live")
+
+    # Positions kept beside the base before a `with_deleted` copies it (each new bitmap copies
+    # them: a few µs, against ~50 µs to copy the mask of a 1M-row segment).
+    EXTRA_MAX = 128
 
     def __init__(self, mask: np.ndarray) -> None:
         """Wrap a copy of a 1-D bool mask (True = deleted)."""
@@ -55,7 +64,9 @@ class DeleteBitmap:
 
     def _init(self, mask: np.ndarray, count: int) -> None:
         mask.flags.writeable = False
-        self._mask = mask
+        self._base = mask
+        self._extra: frozenset[int] = frozenset()
+        self._mask: np.ndarray | None = mask
         self._count = count
         self._live: np.ndarray | None = None
 
@@ -64,6 +75,16 @@ class DeleteBitmap:
         """Adopt a freshly built mask without copying it again."""
         self = cls.__new__(cls)
         self._init(mask, count)
+        return self
+
+    @classmethod
+    def _layered(cls, base: np.ndarray, extra: frozenset[int], count: int) -> DeleteBitmap:
+        self = cls.__new__(cls)
+        self._base = base
+        self._extra = extra
+        self._mask = None
+        self._count = count
+        self._live = None
         return self
 
     @classmethod
@@ -76,7 +97,7 @@ class DeleteBitmap:
 
     @property
     def n_rows(self) -> int:
-        return int(self._mask.shape[0])
+        return int(self._base.shape[0])
 
     @property
     def count(self) -> int:
@@ -85,21 +106,35 @@ class DeleteBitmap:
 
     @property
     def mask(self) -> np.ndarray:
-        """Read-only bool array, True = deleted."""
-        return self._mask
+        """Read-only bool array, True = deleted (built once per bitmap)."""
+        mask = self._mask
+        if mask is None:
+            mask = self._base.copy()
+            mask[np.fromiter(self._extra, np.int64, len(self._extra))] = True
+            mask.flags.writeable = False
+            self._mask = mask
+        return mask
 
     def live_mask(self) -> np.ndarray:
         """Read-only bool array, True = visible; computed once per bitmap."""
         live = self._live
         if live is None:
-            live = ~self._mask
+            live = ~self.mask
             live.flags.writeable = False
             self._live = live
         return live
 
     def is_deleted(self, positions: np.ndarray) -> np.ndarray:
         """Deleted flags of the given row positions, in the same order."""
-        return self._mask[self._positions(positions)]
+        pos = self._positions(positions)
+        if self._mask is not None or pos.size > self.EXTRA_MAX:
+            return self.mask[pos]
+        extra = self._extra
+        return self._base[pos] | np.fromiter((p in extra for p in pos.tolist()), bool, pos.size)
+
+    def is_deleted_one(self, position: int) -> bool:
+        """Whether the row at `position` (an int in range) is deleted: no array built."""
+        return position in self._extra or bool(self._base[position])
 
     def newly_deleted_since(self, older: DeleteBitmap) -> np.ndarray:
         """Positions deleted here but not in `older`, sorted.
@@ -109,7 +144,7 @@ class DeleteBitmap:
         """
         if older.n_rows != self.n_rows:
             raise ValueError(f"bitmaps cover {self.n_rows} and {older.n_rows} rows")
-        return np.flatnonzero(self._mask & ~older._mask)
+        return np.flatnonzero(self.mask & ~older.mask)
 
     # Updates ----------------------------------------------------------------------------
 
@@ -122,12 +157,23 @@ class DeleteBitmap:
         pos = self._positions(positions)
         if pos.size == 0:
             return self
-        fresh = np.unique(pos[~self._mask[pos]])
-        if fresh.size == 0:
+        if pos.size <= self.EXTRA_MAX:
+            base, extra = self._base, self._extra
+            fresh = {p for p in pos.tolist() if p not in extra and not base[p]}
+            if not fresh:
+                return self
+            if len(extra) + len(fresh) <= self.EXTRA_MAX:
+                return DeleteBitmap._layered(base, extra | fresh, self._count + len(fresh))
+            mask = self.mask.copy()
+            mask[np.fromiter(fresh, np.int64, len(fresh))] = True
+            return DeleteBitmap._wrap(mask, self._count + len(fresh))
+        current = self.mask
+        fresh_pos = np.unique(pos[~current[pos]])
+        if fresh_pos.size == 0:
             return self
-        mask = self._mask.copy()
-        mask[fresh] = True
-        return DeleteBitmap._wrap(mask, self._count + int(fresh.size))
+        mask = current.copy()
+        mask[fresh_pos] = True
+        return DeleteBitmap._wrap(mask, self._count + int(fresh_pos.size))
 
     def _positions(self, positions: np.ndarray) -> np.ndarray:
         """Validate row positions: integers in [0, n_rows). Negative ones would wrap around."""
@@ -150,7 +196,7 @@ class DeleteBitmap:
         return (
             self.n_rows == other.n_rows
             and self._count == other._count
-            and bool(np.array_equal(self._mask, other._mask))
+            and bool(np.array_equal(self.mask, other.mask))
         )
 
     def __hash__(self) -> int:
@@ -162,7 +208,7 @@ class DeleteBitmap:
     # Persistence ------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        bits = np.packbits(self._mask, bitorder="little").tobytes()
+        bits = np.packbits(self.mask, bitorder="little").tobytes()
         header = _HEADER.pack(MAGIC, FORMAT_VERSION, self.n_rows, self._count, zlib.crc32(bits))
         return header + bits
 

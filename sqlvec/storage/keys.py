@@ -27,6 +27,10 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+# The arrays of an empty IntKeyIndex, shared (every commit's claim starts with empty ones).
+_NONE = np.empty(0, np.int64)
+_NONE.flags.writeable = False
+
 # Row id of an absent key. Not -1: the execution layer gives its uncommitted rows negative
 # provisional ids starting there.
 MISSING = int(np.iinfo(np.int64).min)
@@ -57,6 +61,17 @@ class KeyIndex(ABC):
     @abstractmethod
     def keys_of(self, columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:
         """The keys of rows given as their key columns (no NULLs: callers check)."""
+
+    def key_of(self, values: Sequence[object]) -> object:
+        """The key of one row given as its key columns' Python values (no NULLs): the element
+        `keys_of` would give for that row."""
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def array_of(self, key: object) -> np.ndarray:
+        """A one-key array as `keys_of` makes them."""
+        out = np.empty(1, dtype=object)
+        out[0] = key
+        return out
 
     @abstractmethod
     def lookup(self, keys: np.ndarray) -> np.ndarray:
@@ -117,8 +132,8 @@ class IntKeyIndex(KeyIndex):
     """Keys of one integer column: a sorted NumPy base plus a dict of recent changes."""
 
     def __init__(self) -> None:
-        self._keys = np.empty(0, np.int64)  # sorted, unique
-        self._rowids = np.empty(0, np.int64)
+        self._keys = _NONE  # sorted, unique (replaced, never written in place)
+        self._rowids = _NONE
         self._changes: dict[int, int] = {}  # key -> row id, or MISSING (removed from the base)
         self._changed: tuple[np.ndarray, np.ndarray] | None = None  # the dict as sorted arrays
         self._size = 0
@@ -129,6 +144,13 @@ class IntKeyIndex(KeyIndex):
         if array.null_count:
             array = array.fill_null(0)
         return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+    def key_of(self, values: Sequence[object]) -> object:
+        (value,) = values
+        return int(value)  # type: ignore[call-overload]
+
+    def array_of(self, key: object) -> np.ndarray:
+        return np.array([key], dtype=np.int64)
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         keys = np.asarray(keys, dtype=np.int64)
@@ -276,6 +298,10 @@ class HashKeyIndex(KeyIndex):
 
     def get(self, key: object) -> int:
         return self._map.get(key, MISSING)
+
+    def key_of(self, values: Sequence[object]) -> object:
+        values = _hashable(list(values))
+        return values[0] if len(values) == 1 else tuple(values)
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         get = self._map.get

@@ -1,16 +1,24 @@
 """The growing segment: recent rows in memory, searched exactly, sealed at a size threshold.
 
 Scalar columns are kept as a short list of Arrow record batches, merged LSM-style (the last two
-are merged whenever the newer is at least half the older) so there are O(log n) chunks and every
-row is copied O(log n) times. Fixed-size vector columns go into one growable float32 buffer
-each, so exact search gets a contiguous matrix without concatenating anything per query.
+are merged whenever the newer is at least half the older; up to 16 small ones wait at the end to
+be merged at once) so there are O(log n) chunks and every row is copied O(log n) times.
+Fixed-size vector columns go into one growable float32 buffer each, so exact search gets a
+contiguous matrix without concatenating anything per query.
 
 Readers never see a memtable, only `GrowingData` snapshots: the buffers are append-only and a
 snapshot keeps views of the first n rows, which later appends never touch (a reallocation makes a
 new buffer and leaves the old one to the snapshots that hold it).
+
+Small appends (a single-row INSERT's batch) are only queued: the rows count at once, but they
+are folded into the chunks and buffers (one concatenation for all of them) when the next
+snapshot, delete or seal needs them. A stream of inserts that nobody reads in between thus
+costs a list append each, not Arrow work per row.
 """
 
 from __future__ import annotations
+
+import bisect
 
 import numpy as np
 import pyarrow as pa
@@ -64,6 +72,56 @@ class GrowingData(SegmentData):
             self._table = pa.Table.from_arrays(columns, schema=self._schema)
         return self._table
 
+    def column(self, physical: str, arrow_type: pa.DataType, missing: object = None) -> pa.ChunkedArray:
+        """One column, built alone (a single-row read need not assemble the whole table)."""
+        if self._table is not None or physical not in self._schema.names:
+            return super().column(physical, arrow_type, missing)
+        with self._cache_lock:
+            hit = self._cache.get(("column", physical))
+        if hit is None:
+            field = self._schema.field(physical)
+            if _is_fixed_vector(field):
+                matrix, valid = self._vector_buffers[physical]
+                hit = pa.chunked_array([pa.FixedSizeListArray.from_arrays(
+                    pa.array(matrix.reshape(-1)), field.type.list_size, mask=pa.array(~valid))],
+                    type=field.type)
+            else:
+                hit = pa.chunked_array([c.column(physical) for c in self._chunks], type=field.type)
+            with self._cache_lock:
+                self._cache[("column", physical)] = hit
+        return hit  # type: ignore[return-value]
+
+    def column_slice(self, physical: str, arrow_type: pa.DataType, missing: object,
+                     position: int, length: int) -> pa.ChunkedArray:
+        """`column(...).slice(position, length)` for a few rows, taken from the one chunk
+        holding them (no column of the whole segment is assembled)."""
+        offsets = self._offsets
+        if offsets is None or physical not in self._schema.names or length != 1:
+            return self.column(physical, arrow_type, missing).slice(position, length)
+        field = self._schema.field(physical)
+        if _is_fixed_vector(field):
+            matrix, valid = self._vector_buffers[physical]
+            values = pa.array(matrix[position:position + 1].reshape(-1))
+            array = pa.FixedSizeListArray.from_arrays(values, type=field.type,
+                                                      mask=pa.array(~valid[position:position + 1]))
+            return pa.chunked_array([array], type=field.type)
+        i = bisect.bisect_right(offsets, position) - 1
+        chunk = self._chunks[i]
+        column = chunk.column(chunk.schema.get_field_index(physical))
+        return pa.chunked_array([column.slice(position - offsets[i], 1)], type=field.type)
+
+    @property
+    def _offsets(self) -> list[int] | None:
+        """First row of each chunk (None when the snapshot has no chunk)."""
+        offsets = self.__dict__.get("_chunk_offsets")
+        if offsets is None and self._chunks:
+            offsets, start = [], 0
+            for chunk in self._chunks:
+                offsets.append(start)
+                start += chunk.num_rows
+            self.__dict__["_chunk_offsets"] = offsets
+        return offsets
+
     def has_column(self, physical: str) -> bool:
         return physical in self._schema.names
 
@@ -78,6 +136,12 @@ class GrowingData(SegmentData):
 class Memtable:
     """The mutable growing segment of one table. Not thread-safe: the table serializes writers."""
 
+    # Appends of up to this many rows are queued and folded in later, all at once; the queue
+    # is folded when it holds QUEUE_BATCHES of them, so no single fold is long.
+    QUEUE_ROWS = 64
+    QUEUE_BATCHES = 256
+    SMALL_CHUNKS = 16  # chunks of at most QUEUE_ROWS rows that may wait at the end unmerged
+
     def __init__(self, table_def: TableDef, reserve_rows: int = 0) -> None:
         # Buffers are reserved for `reserve_rows` rows (the seal threshold) on first use: np.zeros
         # maps zero pages lazily, so the reservation costs address space, not memory, and the
@@ -85,7 +149,10 @@ class Memtable:
         self.reserve_rows = reserve_rows
         self.schema = table_def.physical_schema()
         self._chunks: list[pa.RecordBatch] = []
-        self._n = 0
+        self._n = 0  # rows folded into the chunks and buffers
+        self._queued: list[pa.RecordBatch] = []  # small appends not folded in yet
+        self._queued_rows = 0
+        self._queued_bytes = 0  # an upper bound: buffers the queued batches reference
         self._nbytes = 0
         self._capacity = 0
         self._rowids = np.empty(0, dtype=np.int64)
@@ -96,20 +163,29 @@ class Memtable:
             for f in self.schema
             if _is_fixed_vector(f)
         }
+        self._scalar_names = [f.name for f in self.schema if f.name not in self._vectors]
 
     # Properties ---------------------------------------------------------------------------------
 
     @property
     def n_rows(self) -> int:
-        return self._n
+        return self._n + self._queued_rows
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the rows (exact: folds the queued appends in)."""
+        self._fold()
         return self._nbytes
 
     @property
+    def nbytes_bound(self) -> int:
+        """An upper bound of `nbytes` without folding anything (a queued row may be a slice of
+        a larger buffer, counted whole here): what a size check after every commit reads."""
+        return self._nbytes + self._queued_bytes
+
+    @property
     def live_rows(self) -> int:
-        return self._n - self._deleted_count
+        return self.n_rows - self._deleted_count
 
     # Writes -------------------------------------------------------------------------------------
 
@@ -118,6 +194,32 @@ class Memtable:
         n = batch.num_rows
         if n == 0:
             return
+        if n <= self.QUEUE_ROWS:
+            self._queued.append(batch)
+            self._queued_rows += n
+            self._queued_bytes += batch.get_total_buffer_size()  # nbytes costs µs per column
+            if len(self._queued) >= self.QUEUE_BATCHES:
+                self._fold()
+            return
+        self._fold()
+        self._nbytes += batch.nbytes
+        self._add(batch)
+
+    def _fold(self) -> None:
+        """Fold the queued appends into the chunks and buffers (one batch for all of them)."""
+        queued = self._queued
+        if not queued:
+            return
+        self._queued, self._queued_rows, self._queued_bytes = [], 0, 0
+        # Concatenated even when alone: the copy is compact (a queued row may be a slice of a
+        # segment's column, which the growing segment must not keep alive), so its buffers'
+        # size is its size (`nbytes` costs ~10 µs a batch).
+        batch = pa.concat_batches(queued)
+        self._nbytes += batch.get_total_buffer_size()
+        self._add(batch)
+
+    def _add(self, batch: pa.RecordBatch) -> None:
+        n = batch.num_rows
         if self._n == 0 and n >= self.reserve_rows and self._vectors:
             self._adopt(batch)
         else:
@@ -127,14 +229,9 @@ class Memtable:
                 m, v = vector_matrix(batch.column(name), matrix.shape[1])
                 matrix[self._n : self._n + n] = m
                 valid[self._n : self._n + n] = True if v is None else v
-        scalar_names = [f.name for f in self.schema if f.name not in self._vectors]
-        self._chunks.append(pa.RecordBatch.from_arrays(
-            [batch.column(name) for name in scalar_names],
-            schema=pa.schema([self.schema.field(name) for name in scalar_names]),
-        ))
+        self._chunks.append(batch.select(self._scalar_names) if self._vectors else batch)
         self._merge_tail()
         self._n += n
-        self._nbytes += batch.nbytes
 
     def _adopt(self, batch: pa.RecordBatch) -> None:
         """A first batch that fills the growing segment by itself (a bulk load, which seals
@@ -150,6 +247,8 @@ class Memtable:
         self._capacity = n
 
     def delete(self, positions: np.ndarray) -> None:
+        """Delete rows by position (in append order)."""
+        self._fold()
         positions = np.asarray(positions, dtype=np.int64)
         newly = positions[~self._deleted[positions]]
         self._deleted[newly] = True
@@ -169,6 +268,18 @@ class Memtable:
 
     def _merge_tail(self) -> None:
         chunks = self._chunks
+        # Small chunks (folded single-row appends, one per snapshot when every statement
+        # reads) wait for SMALL_CHUNKS of them to be merged at once: one concatenation per
+        # batch of them, not one per fold.
+        small = 0
+        while small < len(chunks) and chunks[-1 - small].num_rows <= self.QUEUE_ROWS:
+            small += 1
+            if small >= self.SMALL_CHUNKS:
+                break
+        if 0 < small < self.SMALL_CHUNKS:
+            return
+        if small:
+            chunks[-small:] = [pa.concat_batches(chunks[-small:])]
         while len(chunks) >= 2 and 2 * chunks[-1].num_rows >= chunks[-2].num_rows:
             merged = pa.concat_batches([chunks[-2], chunks[-1]])
             chunks[-2:] = [merged]
@@ -176,6 +287,7 @@ class Memtable:
     # Reads --------------------------------------------------------------------------------------
 
     def snapshot(self) -> SegmentView:
+        self._fold()
         n = self._n
         data = GrowingData(
             self.schema,
@@ -191,7 +303,7 @@ class Memtable:
     def live_table(self) -> pa.Table:
         """The live rows, in rowid order, as one contiguous table that owns its memory (what
         sealing turns into a segment: it must not pin the over-allocated growing buffers)."""
-        view = self.snapshot()
+        view = self.snapshot()  # folds the queued appends in
         keep = None if self._deleted_count == 0 else ~self._deleted[: self._n]
         table = view.data.table
         columns = []

@@ -142,16 +142,25 @@ class TableDef:
         return (KeyDef(f"{self.name}_pkey", self.primary_key, primary=True),)
 
     def arrow_schema(self) -> pa.Schema:
-        """The logical schema scans return (SQL names, declared types)."""
-        return pa.schema(
-            [pa.field(c.name, c.type.to_arrow(), nullable=not c.not_null) for c in self.columns]
-        )
+        """The logical schema scans return (SQL names, declared types); built once per
+        definition (a definition never changes: ALTER makes a new one), so that every write
+        gets the same schema object."""
+        schema = self.__dict__.get("_arrow_schema")
+        if schema is None:
+            schema = pa.schema([pa.field(c.name, c.type.to_arrow(), nullable=not c.not_null)
+                                for c in self.columns])
+            object.__setattr__(self, "_arrow_schema", schema)
+        return schema
 
     def physical_schema(self) -> pa.Schema:
-        """The schema of batches in the WAL and of segments written now."""
-        fields = [pa.field(ROWID, pa.int64(), nullable=False)]
-        fields += [pa.field(c.physical, c.type.to_arrow()) for c in self.columns]
-        return pa.schema(fields)
+        """The schema of batches in the WAL and of segments written now (built once)."""
+        schema = self.__dict__.get("_physical_schema")
+        if schema is None:
+            fields = [pa.field(ROWID, pa.int64(), nullable=False)]
+            fields += [pa.field(c.physical, c.type.to_arrow()) for c in self.columns]
+            schema = pa.schema(fields)
+            object.__setattr__(self, "_physical_schema", schema)
+        return schema
 
     # Changes --------------------------------------------------------------------------------
 

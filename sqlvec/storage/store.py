@@ -503,12 +503,22 @@ class Store:
     # Sealing and checkpoints --------------------------------------------------------------------
 
     def _maybe_seal(self, table: Table) -> None:
-        mem = table.memtable
-        if mem.n_rows >= self.options.seal_rows or mem.nbytes >= self.options.seal_bytes:
+        if self._seal_due(table):
             if self.options.background:
                 self._seal_queue.put(("seal", table.id))
             else:
                 self.seal(table.id)
+
+    def _seal_due(self, table: Table) -> bool:
+        """Whether the growing segment reached a seal threshold (its exact size, which folds
+        queued rows in, only when the cheap bound says it may have)."""
+        mem = table.memtable
+        if mem.n_rows >= self.options.seal_rows:
+            return True
+        if mem.nbytes_bound < self.options.seal_bytes:
+            return False
+        with table.lock:
+            return table.memtable.nbytes >= self.options.seal_bytes
 
     def seal(self, table_id: int) -> Segment | None:
         """Seal the table's growing segment now: Parquet file, manifest, then index builds.
@@ -552,7 +562,7 @@ class Store:
 
     def _wal_bytes_since_checkpoint(self) -> int:
         assert self._wal is not None
-        return int(self._wal.stats.get("bytes", 0)) - self._wal_checkpointed_bytes
+        return self._wal.bytes_appended - self._wal_checkpointed_bytes
 
     # Manifest -----------------------------------------------------------------------------------
 
@@ -630,7 +640,7 @@ class Store:
             return
         oldest = min((t["checkpoint_lsn"] for t in tables), default=self.applied_lsn)
         self._wal.truncate_before(oldest)
-        self._wal_checkpointed_bytes = int(self._wal.stats.get("bytes", 0))
+        self._wal_checkpointed_bytes = self._wal.bytes_appended
 
     def _collect_garbage(self) -> None:
         """Remove table directories and files no retained manifest version refers to."""
@@ -878,8 +888,7 @@ class Store:
     def _run_seal_task(self, kind: str, table_id: int | None) -> None:
         if kind == "seal":
             table = self.tables.get(table_id)  # type: ignore[arg-type]
-            if table is not None and (table.memtable.n_rows >= self.options.seal_rows
-                                      or table.memtable.nbytes >= self.options.seal_bytes):
+            if table is not None and self._seal_due(table):
                 self.seal(table.id)
                 self._build_queue.put(("compact", table.id))
         elif kind == "checkpoint":

@@ -15,6 +15,7 @@ asked about, never the table.
 from __future__ import annotations
 
 import bisect
+import struct
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from sqlvec.errors import (
 from sqlvec.storage import access_methods
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.keys import MISSING, KeyIndex
-from sqlvec.storage.memtable import Memtable
+from sqlvec.storage.memtable import GrowingData, Memtable
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, KeyDef, TableDef
 from sqlvec.storage.search import (
     SearchPolicy,
@@ -66,6 +67,61 @@ def logical_table(view: SegmentView, table_def: TableDef, columns: Sequence[str]
     if not arrays:
         return pa.table({ROWID: pa.array(view.data.rowids, pa.int64())}).select([])
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def row_table(view: SegmentView, table_def: TableDef, columns: Sequence[str] | None,
+              with_rowid: bool, position: int, found: bool = True) -> pa.Table:
+    """`logical_table(...).slice(position, 1)` (or of 0 rows when not `found`), built from
+    one-row slices of just the columns asked for."""
+    cols = table_def.columns if columns is None else [table_def.column(c) for c in columns]
+    length = 1 if found else 0
+    data = view.data
+    if isinstance(data, GrowingData):
+        arrays = [data.column_slice(c.physical, c.type.to_arrow(), c.missing_value, position,
+                                    length) for c in cols]
+    else:
+        arrays = [data.column(c.physical, c.type.to_arrow(), c.missing_value).slice(position,
+                                                                                    length)
+                  for c in cols]
+    names = [c.name for c in cols]
+    if with_rowid:
+        ids = [int(data.rowids[position])] if found else []
+        arrays.append(pa.chunked_array([pa.array(ids, pa.int64())], pa.int64()))
+        names.append(ROWID)
+    if not arrays:
+        return logical_table(view, table_def, columns, with_rowid).slice(position, length)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+_FIXED = {pa.int64(): struct.Struct("<q"), pa.int32(): struct.Struct("<i"),
+          pa.int16(): struct.Struct("<h"), pa.float64(): struct.Struct("<d")}
+_OFFSETS = struct.Struct("<ii")
+
+
+def one_value_array(value: object, arrow: pa.DataType) -> pa.Array:
+    """A one-row array of a non-NULL value already of `arrow`'s Python type: `pa.array` with
+    its buffers packed directly (a third of the cost, which single-row writes pay per column).
+    Integers out of range raise as `pa.array` does."""
+    packer = _FIXED.get(arrow)
+    try:
+        if packer is not None:
+            return pa.Array.from_buffers(arrow, 1, [None, pa.py_buffer(packer.pack(value))])
+        if arrow == pa.string() and type(value) is str:
+            data = value.encode()
+            return pa.Array.from_buffers(arrow, 1, [None, pa.py_buffer(_OFFSETS.pack(
+                0, len(data))), pa.py_buffer(data)])
+    except struct.error:
+        pass
+    return pa.array((value,), arrow)
+
+
+def value_at(data: SegmentData, col: ColumnDef, position: int) -> object:
+    """The Python value of one column of one row of a segment."""
+    if isinstance(data, GrowingData):
+        column = data.column_slice(col.physical, col.type.to_arrow(), col.missing_value,
+                                   position, 1)
+        return column[0].as_py()
+    return data.column(col.physical, col.type.to_arrow(), col.missing_value)[position].as_py()
 
 
 def mask_of(result: np.ndarray | pa.Array | pa.ChunkedArray | bool, n: int) -> np.ndarray:
@@ -108,9 +164,10 @@ class TableSnapshot:
     def _ranges(self) -> tuple[np.ndarray, list[int], list[int]] | None:
         """First row id of each non-empty view (as an array and a list) and the view's index,
         or None when the views are not in row id order (then `locate` asks every view)."""
-        views = [i for i, v in enumerate(self.views) if v.data.n_rows]
-        starts = [int(self.views[i].data.rowids[0]) for i in views]
-        ends = [int(self.views[i].data.rowids[-1]) for i in views]
+        all_views = self.views
+        views = [i for i, v in enumerate(all_views) if v.data.n_rows]
+        starts = [int(all_views[i].data.rowids[0]) for i in views]
+        ends = [int(all_views[i].data.rowids[-1]) for i in views]
         if any(s <= e for s, e in zip(starts[1:], ends[:-1])):
             return None
         return np.array(starts, dtype=np.int64), starts, views
@@ -153,7 +210,7 @@ class TableSnapshot:
             ids = view.data.rowids
             pos = int(ids.searchsorted(rowid))
             if pos < ids.size and ids[pos] == rowid:
-                if view.deletes.count and view.deletes.mask[pos]:
+                if view.deletes.count and view.deletes.is_deleted_one(pos):
                     return -1, 0
                 return i, pos
         return -1, 0
@@ -164,6 +221,11 @@ class TableSnapshot:
     def rows_by_id(self, rowids: np.ndarray, columns: Sequence[str] | None = None,
                    with_rowid: bool = True) -> pa.Table:
         """The live rows with these ids, in the order given (absent or deleted ones left out)."""
+        rowids = np.asarray(rowids, dtype=np.int64).reshape(-1)
+        if rowids.size == 1:  # one row: sliced column by column, not taken from a whole view
+            i, position = self._locate_one(int(rowids[0]))
+            view = self.views[i] if i >= 0 else self.growing
+            return row_table(view, self.table_def, columns, with_rowid, position, i >= 0)
         where, pos = self.locate(rowids)
         parts, order = [], []
         for i in np.unique(where[where >= 0]).tolist():
@@ -349,6 +411,11 @@ class UniqueKey:
         names = self.physical if physical else self.def_.columns
         return self.index.keys_of([rows.column(n) for n in names])
 
+    def key_one(self, rows: pa.Table | pa.RecordBatch, physical: bool = False) -> object:
+        """The key of a one-row batch (no NULL in it), as `keys_of` gives it, without NumPy."""
+        names = self.physical if physical else self.def_.columns
+        return self.index.key_of([rows.column(n)[0].as_py() for n in names])
+
     def valid(self, rows: pa.Table | pa.RecordBatch) -> np.ndarray | None:
         """Rows whose key has no NULL (None: all of them)."""
         cols = [rows.column(n) for n in self.def_.columns]
@@ -440,6 +507,18 @@ class Table:
         holds them (for `KeyIndex` lookups above storage)."""
         return self.keys[key].keys_of(rows)
 
+    def key_value_one(self, rows: pa.Table | pa.RecordBatch, key: int = 0) -> object | None:
+        """The key of a one-row batch as the key's index holds it; None when it has a NULL."""
+        uk = self.keys[key]
+        if any(rows.column(c).null_count for c in uk.def_.columns):
+            return None
+        return uk.key_one(rows)
+
+    def find_key(self, value: object, key: int = 0) -> int:
+        """`find_keys` of one key value (as the index holds it, not NULL)."""
+        with self.lock:
+            return self._effective_one(key, value, self._claims[::-1])
+
     def new_key_index(self, key: int = 0) -> KeyIndex:
         """An empty index of the kind unique key `key` uses."""
         return self.keys[key].index.empty()
@@ -477,6 +556,22 @@ class Table:
         if valid is not None:
             out[~valid] = MISSING
         return snapshot, out
+
+    def lookup_key(self, value: object, key: int = 0,
+                   snapshot: TableSnapshot | None = None) -> tuple[TableSnapshot, int]:
+        """`lookup_keys` of one key given as the index holds it (`KeyIndex.key_of`, not
+        NULL): the single-row statement's `WHERE id = $1`, without Arrow or NumPy."""
+        uk = self.keys[key]
+        with self.lock:
+            if snapshot is None:
+                snapshot = self.snapshot()
+            rowid = uk.index.get(value)
+            epoch = self._key_epoch
+        if snapshot.key_epoch != epoch or snapshot is not self._snapshot:
+            out = self._as_of(snapshot, key, uk.index.array_of(value),
+                              np.array([rowid], np.int64), epoch)
+            rowid = int(out[0])
+        return snapshot, rowid
 
     def _as_of(self, snapshot: TableSnapshot, key: int, keys: np.ndarray, current: np.ndarray,
                epoch: int) -> np.ndarray:
@@ -540,23 +635,44 @@ class Table:
         elif isinstance(data, pa.RecordBatch):
             data = pa.Table.from_batches([data])
         n = data.num_rows
+        given = data.column_names
         known = set(self.def_.column_names)
-        for name in data.column_names:
+        for name in given:
             if name not in known:
                 raise UndefinedColumn(
                     f'column "{name}" of relation "{self.def_.name}" does not exist')
+        schema = self.def_.arrow_schema()
+        present = set(given)
         arrays = []
-        for col in self.def_.columns:
-            target = col.type.to_arrow()
-            if col.name in data.column_names:
-                arrays.append(cast_column(data.column(col.name), col))
+        for col, target in zip(self.def_.columns, schema.types):
+            if col.name in present:
+                column = data.column(col.name)
+                arrays.append(column if isinstance(column, pa.ChunkedArray) and
+                              column.type.equals(target) else cast_column(column, col))
             else:
                 arrays.append(pa.chunked_array([pa.nulls(n, target)], type=target))
             if col.not_null and arrays[-1].null_count:
                 raise NotNullViolation(
                     f'null value in column "{col.name}" of relation "{self.def_.name}" '
                     "violates not-null constraint")
-        return pa.Table.from_arrays(arrays, schema=self.def_.arrow_schema())
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    def coerce_arrays(self, arrays: Sequence[pa.Array | pa.ChunkedArray]) -> pa.RecordBatch:
+        """`coerce` for one array per column, in column order (a single-row INSERT's values):
+        arrays of another type are cast as `coerce` casts them; NOT NULL is enforced."""
+        schema = self.def_.arrow_schema()
+        out = []
+        for col, target, array in zip(self.def_.columns, schema.types, arrays):
+            if not array.type.equals(target):
+                array = cast_column(array, col)
+            if isinstance(array, pa.ChunkedArray):
+                array = _one_chunk(array)
+            if col.not_null and array.null_count:
+                raise NotNullViolation(
+                    f'null value in column "{col.name}" of relation "{self.def_.name}" '
+                    "violates not-null constraint")
+            out.append(array)
+        return pa.RecordBatch.from_arrays(out, schema=schema)
 
     def prepare(self, ops: list) -> list:
         """Validate one commit's ops for this table and claim what it changes.
@@ -565,34 +681,53 @@ class Table:
         23505 on a duplicate key, 40001 when a row to delete is already gone or claimed by
         another commit in flight. Costs O(rows written), whatever the table's size."""
         out = []
-        # The applied state and the claims of commits in flight, read together: a commit
-        # applied and released in between would be in neither. Only this prepare adds claims.
-        with self.lock:
-            snap = self.snapshot()
-            pending = [c.deleted for c in self._claims if c.deleted]
+        snap = None
+        if any(isinstance(op, DeleteOp) for op in ops):
+            # The applied state and the claims of commits in flight, read together: a commit
+            # applied and released in between would be in neither. Only this prepare adds
+            # claims.
+            with self.lock:
+                snap = self.snapshot()
+                pending = [c.deleted for c in self._claims if c.deleted]
         claim = _Claim([k.index.empty() for k in self.keys], [k.index.empty() for k in self.keys])
         for op in ops:
             if isinstance(op, DeleteOp):
-                rowids = np.unique(np.asarray(op.rowids, dtype=np.int64))
+                assert snap is not None
+                rowids = np.asarray(op.rowids, dtype=np.int64).reshape(-1)
+                if rowids.size > 1:
+                    rowids = np.unique(rowids)
                 ids = rowids.tolist()
-                if any(not d.isdisjoint(ids) for d in pending) or not snap.all_live(rowids):
+                if len(ids) == 1:  # one row: located once, for the check and its keys
+                    view, position = snap._locate_one(ids[0])
+                    live = view >= 0
+                else:
+                    live = snap.all_live(rowids)
+                if any(not d.isdisjoint(ids) for d in pending) or not live:
                     raise SerializationFailure(
                         "could not serialize access due to concurrent update")
                 prepared = DeleteOp(self.id, rowids)
                 if self.keys:
-                    rows = snap.rows_by_id(rowids, self._key_columns())
-                    ids = rows.column(ROWID).to_numpy()
-                    per_key = [uk.keys_of(rows) for uk in self.keys]
+                    if len(ids) == 1:  # one row: its keys read where it lies, no Arrow table
+                        data = snap.views[view].data
+                        per_key = [uk.index.array_of(uk.index.key_of(
+                            [value_at(data, self.def_.column(c), position)
+                             for c in uk.def_.columns])) for uk in self.keys]
+                        ids_found = rowids
+                    else:
+                        rows = snap.rows_by_id(rowids, self._key_columns())
+                        ids_found = rows.column(ROWID).to_numpy()
+                        per_key = [uk.keys_of(rows) for uk in self.keys]
                     for i, keys in enumerate(per_key):
                         claim.added[i].remove(keys)
-                        claim.removed[i].insert(keys, ids)
-                    claim.delete_keys[id(prepared)] = (per_key, ids)
-                claim.deleted.update(rowids.tolist())
+                        claim.removed[i].insert(keys, ids_found)
+                    claim.delete_keys[id(prepared)] = (per_key, ids_found)
+                claim.deleted.update(ids)
                 out.append(prepared)
             elif isinstance(op, InsertOp):
-                table = op.batch if isinstance(op.batch, pa.Table) else pa.Table.from_batches([op.batch])
+                table = op.batch
+                n = table.num_rows
                 checked = [self._check_keys(i, table, claim) for i in range(len(self.keys))] \
-                    if table.num_rows else []
+                    if n else []
                 batch = self._physical(table)
                 rowids = batch.column(0).to_numpy()
                 for i, keys in enumerate(checked):
@@ -622,6 +757,13 @@ class Table:
             raise NotNullViolation(
                 f'null value in column "{col}" of relation "{self.def_.name}" '
                 "violates not-null constraint")
+        if table.num_rows == 1:  # a single-row INSERT's: no NumPy work
+            value = uk.key_one(table)
+            with self.lock:
+                held = self._effective_one(key, value, [claim] + self._claims[::-1])
+            if held != MISSING:
+                raise self.duplicate_key(key, value)
+            return uk.index.array_of(value)
         keys = uk.keys_of(table)
         dup = KeyIndex.first_duplicate(keys)
         if dup is None:
@@ -696,11 +838,15 @@ class Table:
                 self._claims = [c for c in self._claims if c is not claim]
             self._released.notify_all()
 
-    def _physical(self, table: pa.Table) -> pa.RecordBatch:
+    def _physical(self, table: pa.Table | pa.RecordBatch) -> pa.RecordBatch:
         n = table.num_rows
-        rowids = pa.array(np.arange(self.next_rowid, self.next_rowid + n, dtype=np.int64))
+        rowids = one_value_array(self.next_rowid, pa.int64()) if n == 1 else \
+            pa.array(np.arange(self.next_rowid, self.next_rowid + n, dtype=np.int64))
         self.next_rowid += n
-        arrays = [rowids] + [_one_chunk(table.column(c.name)) for c in self.def_.columns]
+        if isinstance(table, pa.RecordBatch) and table.schema.equals(self.def_.arrow_schema()):
+            arrays = [rowids] + table.columns  # already the table's columns, in order
+        else:
+            arrays = [rowids] + [_one_chunk(table.column(c.name)) for c in self.def_.columns]
         return pa.RecordBatch.from_arrays(arrays, schema=self.def_.physical_schema())
 
     # Applying a durable commit (under this table's lock) -----------------------------------
@@ -710,7 +856,13 @@ class Table:
             if isinstance(op, InsertOp):
                 batch = conform_batch(op.batch, self.def_)
                 self.memtable.append(batch)
-                if batch.num_rows:
+                if batch.num_rows == 1:  # a single-row INSERT's: no NumPy work
+                    rowid = batch.column(0)[0].as_py()
+                    for uk in self.keys:
+                        key = uk.key_one(batch, physical=True)
+                        uk.index.insert(uk.index.array_of(key), np.array([rowid], np.int64))
+                    self.next_rowid = max(self.next_rowid, rowid + 1)
+                elif batch.num_rows:
                     rowids = batch.column(ROWID).to_numpy()
                     for uk in self.keys:
                         uk.index.insert(uk.keys_of(batch, physical=True), rowids)
@@ -734,7 +886,11 @@ class Table:
         """Delete rows; `known`: their keys and row ids as prepare read them (WAL replay reads
         them here)."""
         snap = self._snapshot or self._current()
-        where, pos = snap.locate(rowids)
+        if rowids.size == 1:
+            i, position = snap._locate_one(int(rowids[0]))
+            where, pos = np.array([i], np.int64), np.array([position], np.int64)
+        else:
+            where, pos = snap.locate(rowids)
         if self.keys:
             if known is None:
                 rows = snap.rows_by_id(rowids, self._key_columns())
@@ -744,7 +900,9 @@ class Table:
                 uk.index.remove(keys, ids)
             self._key_epoch += 1
         n_sealed = len(snap.sealed)
-        for i in np.unique(where[where >= 0]).tolist():
+        views = np.unique(where[where >= 0]).tolist() if where.size > 1 else \
+            [int(w) for w in where if w >= 0]
+        for i in views:
             hit = pos[where == i]
             if i < n_sealed:
                 seg = snap.sealed[i].data

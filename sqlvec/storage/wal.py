@@ -86,6 +86,11 @@ Commit record payload (``encode_commit`` / ``decode_commit``)
         insert:   an Arrow IPC stream holding the schema and exactly one record batch
         delete:   the row ids as int64 values
         truncate: empty
+
+An insert of a few rows (a single-row INSERT's) is encoded from parts: the schema's IPC message
+(serialized once per schema and kept), the batch's message and the end-of-stream marker, which
+are the very bytes Arrow's stream writer produces; larger ones go through the writer. The format
+is the same either way: nothing written before needs another reader.
 """
 
 from __future__ import annotations
@@ -593,6 +598,11 @@ class WriteAheadLog:
         return self._failed
 
     @property
+    def bytes_appended(self) -> int:
+        """Bytes of records appended since open (`stats["bytes"]`, without copying them all)."""
+        return self._stats["bytes"]
+
+    @property
     def stats(self) -> dict[str, int]:
         """Counters since open: records, bytes, fsyncs (os.fsync calls), syncs, rotations,
         failures (failed writes or fsyncs)."""
@@ -988,12 +998,20 @@ _OP_HEADER = struct.Struct("<BQQ")  # kind, table_id, body length
 _IPC_READ = ipc.IpcReadOptions(ensure_alignment=ipc.Alignment.DataTypeSpecific)
 
 
-def encode_commit(ops: Sequence[Op]) -> memoryview:
-    """Serialize a transaction's operations into one WAL payload (a bytes-like view).
+def encode_commit(ops: Sequence[Op]) -> bytes | memoryview:
+    """Serialize a transaction's operations into one WAL payload (a bytes-like object).
 
-    Inserted rows are copied once, straight into the payload: a first pass through Arrow's IPC
+    Insert batches of a few rows (a single-row INSERT's) are encoded from parts: the IPC stream of a
+    batch is the schema's message, the batch's message and the end-of-stream marker, and the
+    schema's message is the same for every batch of a table, so it is serialized once and
+    reused (the bytes equal what Arrow's stream writer produces, so decoding is unchanged).
+    Large ones are copied once, straight into the payload: a first pass through Arrow's IPC
     writer only measures them (`MockOutputStream` copies nothing), so every operation's header
     can precede its body in one Arrow output stream, and no join copies the rows again."""
+    if all(isinstance(op, (DeleteOp, TruncateOp)) or
+           (isinstance(op, InsertOp) and isinstance(op.batch, pa.RecordBatch)
+            and op.batch.num_rows <= _SMALL_BATCH) for op in ops):
+        return _encode_small(ops)
     sizes = []
     for op in ops:
         if isinstance(op, InsertOp):
@@ -1019,6 +1037,56 @@ def encode_commit(ops: Sequence[Op]) -> memoryview:
         else:
             sink.write(_OP_HEADER.pack(_TRUNCATE, op.table_id, 0))
     return memoryview(sink.getvalue())
+
+
+# Insert batches of up to this many rows are encoded from parts (`_encode_small`), which
+# copies them twice (serialized, then joined): for a few rows that costs less than a second
+# pass through the IPC writer.
+_SMALL_BATCH = 64
+_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # the IPC stream's end: continuation, length 0
+# Serialized schema messages of recent schemas, newest last (a lookup compares schemas, which
+# Arrow does in C++: hashing one costs more).
+_schema_messages: list[tuple[pa.Schema, bytes | None]] = []
+
+
+def _schema_message(schema: pa.Schema) -> bytes | None:
+    """The IPC stream's first message for `schema`; None when the stream would carry more
+    before a batch (dictionary batches), so the batch goes through the writer."""
+    for known, message in reversed(_schema_messages):
+        if known.equals(schema, check_metadata=True):
+            return message
+    message = None
+    if not any(pa.types.is_dictionary(f.type) for f in schema):
+        message = schema.serialize().to_pybytes()
+    if len(_schema_messages) >= 16:
+        del _schema_messages[0]
+    _schema_messages.append((schema, message))
+    return message
+
+
+def _encode_small(ops: Sequence[Op]) -> bytes:
+    parts: list = [_COUNT.pack(len(ops))]
+    for op in ops:
+        if isinstance(op, InsertOp):
+            batch = op.batch
+            head = _schema_message(batch.schema)
+            if head is None:
+                sink = pa.BufferOutputStream()
+                _write_batch(sink, batch)
+                body = sink.getvalue()
+                parts += (_OP_HEADER.pack(_INSERT, op.table_id, body.size), body)
+                continue
+            message = batch.serialize()
+            parts += (_OP_HEADER.pack(_INSERT, op.table_id, len(head) + message.size + 8),
+                      head, message, _EOS)
+        elif isinstance(op, DeleteOp):
+            rowids = np.ascontiguousarray(op.rowids, dtype="<i8").reshape(-1)
+            parts += (_OP_HEADER.pack(_DELETE, op.table_id, rowids.size * 8), rowids.tobytes())
+        elif isinstance(op, TruncateOp):
+            parts.append(_OP_HEADER.pack(_TRUNCATE, op.table_id, 0))
+        else:
+            raise TypeError(f"not a WAL operation: {op!r}")
+    return b"".join(parts)
 
 
 def _write_batch(sink: pa.NativeFile, batch: pa.RecordBatch) -> None:

@@ -156,3 +156,39 @@ def test_row_count_mismatch_is_detected(tmp_path) -> None:
 def test_missing_file_is_reported(tmp_path) -> None:
     with pytest.raises(DataCorrupted, match="missing"):
         DeleteBitmap.read(tmp_path / "nope.del", expected_rows=1)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 3000), st.lists(st.lists(st.integers(0, 10**6), max_size=12), max_size=60),
+       st.lists(st.integers(0, 10**6), min_size=1, max_size=20))
+def test_layered_bitmaps_answer_as_a_plain_mask(n_rows: int, steps: list[list[int]],
+                                                probes: list[int]) -> None:
+    """Deletes of a few rows share the previous bitmap's mask (a few positions beside it, folded
+    past EXTRA_MAX): every answer, and every older bitmap, is as with full copies."""
+    bitmap, mask, history = DeleteBitmap.empty(n_rows), np.zeros(n_rows, bool), []
+    probe = np.array([p % n_rows for p in probes], dtype=np.int64)
+    for step in steps:
+        positions = np.array([p % n_rows for p in step], dtype=np.int64)
+        history.append((bitmap, mask.copy()))
+        bitmap = bitmap.with_deleted(positions)
+        mask[positions] = True
+        # Answers before the full mask is built, then after.
+        assert bitmap.count == int(mask.sum())
+        assert np.array_equal(bitmap.is_deleted(probe), mask[probe])
+        assert [bitmap.is_deleted_one(int(p)) for p in probe] == mask[probe].tolist()
+        assert np.array_equal(bitmap.mask, mask)
+        assert np.array_equal(bitmap.live_mask(), ~mask)
+    assert bitmap == DeleteBitmap(mask)
+    assert bitmap.to_bytes() == DeleteBitmap(mask).to_bytes()
+    for old, old_mask in history:
+        assert np.array_equal(old.mask, old_mask) and old.count == int(old_mask.sum())
+        assert set(bitmap.newly_deleted_since(old)) == set(np.flatnonzero(mask & ~old_mask))
+
+
+def test_a_delete_of_one_row_does_not_copy_the_mask() -> None:
+    base = DeleteBitmap.empty(1_000_000)
+    one = base.with_deleted(np.array([5]))
+    two = one.with_deleted(np.array([7]))
+    assert one._base is base._base and two._base is base._base  # shared, not copied
+    assert two.count == 2 and two.is_deleted_one(5) and two.is_deleted_one(7)
+    assert not base.is_deleted_one(5) and one.with_deleted(np.array([5])) is one

@@ -116,3 +116,39 @@ def test_sizes(table_def):
     mem.append(b)
     mem.append(batch(table_def, 100, 0))
     assert mem.n_rows == 100 and mem.nbytes == b.nbytes
+
+
+def test_queued_single_row_appends_read_as_appended(table_def):
+    """Small appends are queued and folded in when read; every read sees them in order, with
+    their vectors, deletes and sizes as if each had been added at once."""
+    mem = Memtable(table_def, reserve_rows=64)
+    expected: list[int] = []
+    deleted: set[int] = set()
+    rng = np.random.default_rng(7)
+    start = 0
+    for _ in range(400):
+        n = 1 if rng.random() < 0.9 else int(rng.integers(2, 150))
+        mem.append(batch(table_def, start, n))
+        expected += list(range(start, start + n))
+        start += n
+        assert mem.n_rows == len(expected) and mem.nbytes_bound >= 0
+        if rng.random() < 0.2:
+            view = mem.snapshot()
+            assert ids_of(view) == expected
+            assert view.data.rowids.tolist() == [i + 1000 for i in expected]
+            matrix, _valid = view.data.vectors("c3", DIM)
+            assert np.array_equal(matrix[:, 0], np.array(expected, np.float32))
+            position = int(rng.integers(0, len(expected)))
+            for name, arrow in (("c1", pa.int64()), ("c2", pa.string()), ("c3", None)):
+                field_type = arrow or table_def.physical_schema().field(name).type
+                whole = view.data.column(name, field_type)
+                assert view.data.column_slice(name, field_type, None, position, 1).to_pylist() \
+                    == whole.slice(position, 1).to_pylist()
+        if rng.random() < 0.05:
+            mem.delete(np.array([len(expected) - 1]))
+            deleted.add(expected[-1])
+    bound = mem.nbytes_bound
+    exact = mem.nbytes  # folds
+    assert 0 < exact <= bound * 1.1 + 64 and mem.nbytes_bound == exact
+    assert mem.live_table().column("c1").to_pylist() == [i for i in expected if i not in deleted]
+    assert len(mem._chunks) < 40  # merged as they come, a few small ones at the end

@@ -427,3 +427,37 @@ def test_lookups_find_rows_across_compacted_segments(keyed):
     live = wanted[wanted % 7 != 0]
     assert (found[wanted % 7 == 0] == MISSING).all()
     assert snap.rows_by_id(found[found != MISSING]).column("id").to_pylist() == live.tolist()
+
+
+def test_single_row_reads_and_writes_match_the_batch_forms(keyed):
+    """lookup_key, rows_by_id of one id, and one-row commits (their keys read where the row
+    lies, sealed or growing) answer as the forms for many rows do."""
+    store = keyed.store()
+    table = store.find_table("k")
+    store.commit([InsertOp(table.id, _rows(table, range(SEAL + 20)))])  # sealed + growing
+    store.commit([DeleteOp(table.id, np.array([_rowid_of(table, 7)]))])
+    store.commit([InsertOp(table.id, table.coerce({"id": [SEAL + 30], "v": [4]}))])
+    snap = table.snapshot()
+    for key in (0, 7, SEAL - 1, SEAL + 5, SEAL + 30, 10_000):
+        got_snap, rowid = table.lookup_key(key)
+        _, found = table.lookup_keys(pa.table({"id": pa.array([key], pa.int64())}),
+                                     snapshot=got_snap)
+        assert rowid == int(found[0])
+        one = got_snap.rows_by_id(np.array([rowid]))
+        many = got_snap.rows_by_id(np.array([rowid, rowid]))
+        assert one.schema == many.schema
+        assert one.to_pylist() == many.to_pylist()[:1]
+    # Updating one row by key, one commit at a time, in both kinds of segment.
+    for key in (3, SEAL + 30):
+        _, rowid = table.lookup_key(key)
+        store.commit([DeleteOp(table.id, np.array([rowid])),
+                      InsertOp(table.id, table.coerce({"id": [key], "v": [99]}))])
+        with pytest.raises(SerializationFailure):
+            store.commit([DeleteOp(table.id, np.array([rowid]))])
+        now, again = table.lookup_key(key)
+        assert again not in (rowid, MISSING)
+        assert now.rows_by_id(np.array([again])).column("v").to_pylist() == [99]
+    assert table.lookup_key(7, snapshot=snap)[1] == MISSING
+    old3 = table.lookup_key(3, snapshot=snap)[1]  # as of the snapshot: the version before
+    assert snap.rows_by_id(np.array([old3])).column("v").to_pylist() == [0]
+    assert len(table.keys[0].index) == SEAL + 20

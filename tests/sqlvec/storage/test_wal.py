@@ -5,6 +5,7 @@ import decimal
 import errno
 import logging
 import os
+import struct
 import tempfile
 import threading
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.ipc as ipc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -645,3 +647,41 @@ def test_data_after_zeros_from_an_unsynced_group_is_a_torn_write(tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger="sqlvec.wal"):
         assert read_log(tmp_path) == [(1, b"durable")]
     assert "torn write" in caplog.text
+
+
+def _small_batches() -> list[pa.RecordBatch]:
+    tz = dt.timezone.utc
+    big = pa.record_batch({"id": pa.array(np.arange(1000)), "s": [f"s{i}" for i in range(1000)]})
+    return [
+        pa.record_batch({"_rowid": pa.array([7], pa.int64()), "c1": pa.array([1], pa.int64()),
+                         "c2": pa.array([None], pa.int32()), "c3": ["y"]}),
+        pa.record_batch({"v": pa.FixedSizeListArray.from_arrays(
+            pa.array(np.arange(6, dtype=np.float32)), 3), "b": [True, None]}),
+        pa.record_batch({"n": pa.array([decimal.Decimal("1.25")], pa.decimal128(6, 2)),
+                         "ts": pa.array([dt.datetime(2024, 1, 2, tzinfo=tz)],
+                                        pa.timestamp("us", tz="UTC")),
+                         "by": pa.array([b"\x00"], pa.binary()),
+                         "l": pa.array([[1, None]], pa.list_(pa.int64()))},
+                        metadata={b"k": b"v"}),
+        big.slice(500, 1),  # a row of larger buffers: only its own bytes are written
+        big.slice(10, 64),
+        big.slice(0, 0),
+    ]
+
+
+@pytest.mark.parametrize("batch", _small_batches(), ids=lambda b: f"{b.num_rows}-rows")
+def test_small_inserts_are_encoded_as_the_stream_writer_encodes_them(batch):
+    """Insert batches of a few rows are encoded from the schema's message (serialized once) and
+    the batch's: the bytes are those Arrow's stream writer produces, so the record format, and
+    every record written before, are unchanged."""
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    body = sink.getvalue().to_pybytes()
+    expected = struct.pack("<I", 2) + struct.pack("<BQQ", 1, 9, len(body)) + body + \
+        struct.pack("<BQQ", 2, 9, 16) + np.array([3, 4], "<i8").tobytes()
+    for _ in range(2):  # the schema's message comes from the cache the second time
+        payload = encode_commit([InsertOp(9, batch), DeleteOp(9, np.array([3, 4]))])
+        assert bytes(payload) == expected
+    (op, _delete) = decode_commit(payload)
+    assert op.batch.equals(batch, check_metadata=True)
