@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
+# The PostgreSQL version clients are told, re-exported for the command line (`--version`).
+from sqlvec.catalog.settings import SERVER_VERSION as SERVER_VERSION
 from sqlvec.errors import (
     DuplicateObject,
     InvalidCatalogName,

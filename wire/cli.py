@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
+import importlib.metadata
 import ipaddress
 import logging
 import os
@@ -14,7 +16,7 @@ import signal
 import sys
 
 from sqlvec import maintenance
-from sqlvec.database import DEFAULT_DATABASE, Database
+from sqlvec.database import DEFAULT_DATABASE, SERVER_VERSION, Database
 from sqlvec.errors import SqlVecError
 from wire.auth import AuthConfig, AuthMethod
 from wire.server import Limits, Server, make_ssl_context
@@ -26,11 +28,22 @@ DEFAULT_PORT = 5433
 log = logging.getLogger("sqlvec")
 
 
+def version() -> str:
+    """`sqlvec --version`: this package's version and the PostgreSQL version it reports."""
+    try:
+        mine = importlib.metadata.version("sqlvec")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        mine = "unknown"
+    return f"sqlvec {mine} (PostgreSQL {SERVER_VERSION} compatible)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sqlvec",
         description="sqlvec: a PostgreSQL-compatible SQL vector database.",
     )
+    parser.add_argument("--version", action="version", version=version(),
+                        help="print the version and the PostgreSQL version clients see, and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
@@ -314,6 +327,10 @@ async def _serve(db: Database, args: argparse.Namespace, auth: AuthConfig, conte
     except OSError as exc:
         print(f"sqlvec: cannot listen on {args.host}:{args.port}: {exc.strerror}",
               file=sys.stderr)
+        if exc.errno == errno.EADDRINUSE:
+            # PostgreSQL's hint for the same failure, in our terms.
+            print(f"HINT: Is another server already running on port {args.port}? Stop it, or "
+                  "start this one with --port N (--port 0 picks a free port).", file=sys.stderr)
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

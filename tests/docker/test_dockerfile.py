@@ -236,3 +236,32 @@ def test_compose_builds_the_image_requires_the_password_and_keeps_the_volume():
     assert service["ports"] == [f"{port}:{port}"]
     volume, _, target = service["volumes"][0].partition(":")
     assert target == volume_dir and volume in compose["volumes"]
+
+
+def _ignored(patterns: list[str], path: str) -> bool:
+    """Whether .dockerignore's patterns exclude `path` (fnmatch per path, as Docker matches
+    them; `**/` matches any depth)."""
+    import fnmatch
+
+    def match(pattern: str) -> bool:
+        options = {pattern, pattern.replace("**/", "")}
+        return any(fnmatch.fnmatch(path, p) or path.startswith(p.rstrip("/") + "/")
+                   for p in options)
+
+    return any(match(p) for p in patterns)
+
+
+def test_dockerignore_keeps_the_data_directory_out_and_what_the_image_copies_in():
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    # The default data directory of `sqlvec serve` run in a checkout, and the repository's
+    # history, never go to the daemon as build context.
+    for path in ("sqlvec-data", "sqlvec-data/postgres/wal/1.wal", ".git",
+                 "sqlvec/__pycache__/x.pyc"):
+        assert _ignored(patterns, path), path
+    copied = [source for word, args in instructions() if word == "COPY"
+              for source in args.split()[:-1]]
+    assert "sqlvec" in copied and "wire" in copied
+    copied += ["sqlvec/storage/store.py", "wire/cli.py"]
+    for path in copied:
+        assert not _ignored(patterns, path), path

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import socket
+import subprocess
+import sys
+
 import pytest
 
 from wire.auth import AuthMethod
@@ -65,3 +70,25 @@ def test_connection_limits():
                 ("--authentication-timeout", "0"), ("--max-startup-connections", "0")):
         with pytest.raises(ValueError):
             resolve_limits(args(*bad))
+
+
+def test_version_names_the_package_and_the_postgresql_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["--version"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert re.fullmatch(r"sqlvec \S+ \(PostgreSQL 16\.\d+ compatible\)\n", out), out
+
+
+def test_a_port_in_use_is_named_with_a_hint(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "sqlvec", "serve", "--port", str(port), "--data-dir",
+             str(tmp_path / "data")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert f"HINT: Is another server already running on port {port}?" in result.stderr
+    assert "Traceback" not in result.stderr
