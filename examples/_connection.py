@@ -37,6 +37,15 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+CLIENTS_INSTALL = 'pip install ".[clients]"'
+
+
+def missing_client(exc: ModuleNotFoundError) -> NoReturn:
+    """A client package the example needs is not installed: say which, and how to get it."""
+    fail(f"the Python package {exc.name or 'a client package'} is not installed; "
+         f"{CLIENTS_INSTALL} (from the repository root) installs every client the examples use")
+
+
 def cannot_connect(url: str, exc: BaseException) -> NoReturn:
     reason = " ".join(str(exc).split()) or type(exc).__name__
     fail(f"cannot connect to {shown(url)}: {reason}\n{START_HINT}")
@@ -63,6 +72,8 @@ def run(main: Callable[[], int]) -> NoReturn:
         code = main()
     except KeyboardInterrupt:
         fail("interrupted")
+    except ModuleNotFoundError as exc:
+        missing_client(exc)
     except Exception as exc:  # noqa: BLE001 - turned into a message below, or re-raised
         if not _is_database_error(exc):
             raise

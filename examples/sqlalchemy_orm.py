@@ -7,11 +7,15 @@ query, with SQLAlchemy 2 over psycopg 3.
 from __future__ import annotations
 
 import numpy as np
-from _connection import cannot_connect, database_url, fail, run
-from pgvector.sqlalchemy import Vector
-from sqlalchemy import BigInteger, Index, String, create_engine, select
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from _connection import cannot_connect, database_url, fail, missing_client, run
+
+try:
+    from pgvector.sqlalchemy import Vector
+    from sqlalchemy import BigInteger, Index, String, create_engine, select
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+except ModuleNotFoundError as exc:
+    missing_client(exc)
 
 
 class Base(DeclarativeBase):

@@ -257,3 +257,36 @@ def test_asyncpg_pool_with_its_default_reset(database_url):
             pool.terminate()
 
     asyncio.run(go())
+
+
+BLOCKER = '''
+import sys
+
+
+class _NotInstalled:
+    """Acts as if {blocked!r} were not installed."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NotInstalled())
+'''
+
+
+@pytest.mark.parametrize("name", PYTHON_EXAMPLES)
+def test_a_missing_client_package_is_one_clear_line(name, tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER.format(blocked="pgvector"))
+    url = f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres"
+    result = run_example(name, url, timeout=60, PYTHONPATH=str(tmp_path))
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output, output
+    if name in MODEL_EXAMPLES and not model_installed():
+        assert MODEL_INSTALL in result.stderr, output
+    else:
+        assert result.stderr.startswith("error: the Python package pgvector is not installed; "
+                                        'pip install ".[clients]"'), output
+        assert result.stderr.count("\n") == 1, output
