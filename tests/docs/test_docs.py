@@ -5,10 +5,12 @@ docs/sql.md runs, and every relative link in README.md and docs/*.md resolves.""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shlex
 import shutil
 import signal
+import site
 import socket
 import subprocess
 import sys
@@ -115,11 +117,22 @@ def installed(tmp_path_factory) -> Path:
         else:
             shutil.copy(ROOT / name, source / name)
     venv = work / "venv"
-    made = subprocess.run([sys.executable, "-m", "venv", "--without-pip",
-                           "--system-site-packages", str(venv)], capture_output=True, text=True)
+    made = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)],
+                          capture_output=True, text=True)
     if made.returncode:
         pytest.skip(f"cannot create a virtual environment: {made.stderr.strip()[-300:]}")
     python = venv / "bin" / "python"
+    # The new environment sees this one's packages (pip, setuptools, the dependencies) whether
+    # this one is a system Python or itself a virtual environment, where --system-site-packages
+    # would expose the base interpreter's packages instead. Paths listed in a .pth file are
+    # added as they are: the .pth files inside them, such as an editable install of this
+    # checkout, are not processed, so the checkout stays out of sight.
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; "
+                              "print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    parents = [p for p in [*site.getsitepackages(), site.getusersitepackages()]
+               if os.path.isdir(p)]
+    Path(purelib, "_parent_environment.pth").write_text("\n".join(parents) + "\n")
     install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps",
                               "--no-index", "--no-build-isolation", str(source)],
                              capture_output=True, text=True, timeout=300, cwd=work)
