@@ -75,8 +75,8 @@ class Database:
         self.sessions: dict[int, object] = {}
         # Settings fixed for the server's life (the front end adds its own: port, limits, ...).
         self.server_settings: dict[str, str] = {"data_directory": os.path.abspath(path)}
-        # Importing the function module loads the function catalog (catalog/functions.py).
-        from sqlvec.execution import functions as _functions  # noqa: F401
+        # Importing the built-in functions loads the function catalog (catalog/functions.py).
+        from sqlvec.execution import builtins as _builtins  # noqa: F401
         from sqlvec.execution.catalog_functions import compile_extensions
 
         self.functions = compile_extensions()
@@ -187,7 +187,7 @@ class Database:
         return virtual_fields(name, schema)
 
     def virtual_table(self, session, name: str) -> pa.Table:
-        from sqlvec.catalog.virtual import build_virtual_table
+        from sqlvec.catalog.objects import build_virtual_table
 
         return build_virtual_table(self, session, name)
 

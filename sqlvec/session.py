@@ -41,10 +41,11 @@ from sqlvec.errors import (
 )
 from sqlvec.execution import ddl
 from sqlvec.execution import values as V
+from sqlvec.execution.builder import Builder
 from sqlvec.execution.context import ExecContext, MemoryAccount
 from sqlvec.execution.dml import WritePlan, eval_returning, plan_delete, plan_insert, plan_update
 from sqlvec.execution.expressions import CompileEnv, Frame
-from sqlvec.execution.operators import Builder, Operator
+from sqlvec.execution.operators import Operator
 from sqlvec.execution.transaction import Transaction
 from sqlvec.plan.planner import PlanContext, Planner
 from sqlvec.plan.rules import optimize

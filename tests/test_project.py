@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -38,6 +39,26 @@ def test_import_layers_hold():
         pytest.skip("import-linter is not installed (it is part of the test extra)")
     result = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_executor_imports_at_module_level_and_only_public_names():
+    """Modules of sqlvec/execution import each other at the top (the import-linter contract then
+    sees every dependency and forbids cycles) and never a private `_name` of another module."""
+    problems = []
+    for path in sorted((ROOT / "sqlvec" / "execution").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        top = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            where = f"{path.relative_to(ROOT)}:{node.lineno}"
+            if id(node) not in top:
+                problems.append(f"{where}: import inside a function or class")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlvec"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                if private:
+                    problems.append(f"{where}: private names {private} from {node.module}")
+    assert not problems, "\n".join(problems)
 
 
 def test_cli_help_explains_serve():

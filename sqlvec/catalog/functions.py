@@ -11,7 +11,7 @@ the kernel the executor compiles a call with. Declarations sit beside their kern
 
     scalar("ceil ceiling", "float8 -> float8", "numeric -> numeric")(_round_like("ceil"))
 
-Importing `sqlvec.execution.functions` loads every declaration (it calls `mark_loaded`). From
+Importing `sqlvec.execution.builtins` loads every declaration (it calls `mark_loaded`). From
 the declarations come the executor's dispatch (`lookup`), the planner's questions (is this call
 an aggregate, a window function, set-returning; the columns of a record-returning function:
 `kind_of`, `lookup`), and the `pg_proc` rows (`proc_rows`), hence psql's `\\df`, `regproc`,
@@ -241,7 +241,7 @@ def sig(text: str, extension: str | None = None) -> Signature:
 
 
 def mark_loaded() -> None:
-    """Called once every declaring module has been imported (sqlvec/execution/functions.py)."""
+    """Called once every declaring module has been imported (sqlvec/execution/builtins.py)."""
     global _loaded
     _loaded = True
 
@@ -249,7 +249,7 @@ def mark_loaded() -> None:
 def _require_loaded() -> None:
     if not _loaded:
         raise RuntimeError("function declarations are not loaded: import "
-                           "sqlvec.execution.functions first")
+                           "sqlvec.execution.builtins first")
 
 
 def lookup(name: str) -> Function | None:

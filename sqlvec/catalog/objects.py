@@ -22,6 +22,8 @@ import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import pyarrow as pa
+
 from sqlvec.catalog.catalog import (
     BOOTSTRAP_SUPERUSER_OID,
     INFORMATION_SCHEMA_OID,
@@ -29,6 +31,7 @@ from sqlvec.catalog.catalog import (
     PUBLIC_OID,
     VECTOR_EXTENSION_VERSION,
 )
+from sqlvec.catalog.virtual import TABLES, parse_type, table_oid
 from sqlvec.errors import UndefinedObject
 from sqlvec.storage import access_methods
 from sqlvec.types import TYPES_BY_NAME, TYPES_BY_OID, SqlType, TypeInfo
@@ -501,8 +504,6 @@ def _catalog_relations() -> list[Relation]:
     once, shared read-only by every statement's model)."""
     global _CATALOG_RELATIONS
     if _CATALOG_RELATIONS is None:
-        from sqlvec.catalog.virtual import TABLES, parse_type, table_oid
-
         nsp = {"pg_catalog": PG_CATALOG_OID, "information_schema": INFORMATION_SCHEMA_OID}
         out = []
         for key, (columns, _fn) in TABLES.items():
@@ -645,3 +646,20 @@ def split_qualified(name: str) -> tuple[str | None, str]:
     if len(parts) >= 2:
         return parts[-2], parts[-1]
     return None, parts[0]
+
+
+def build_virtual_table(database, session, name: str) -> pa.Table:
+    """The rows of the virtual catalog table `name`, as Arrow, from the live catalog."""
+    key = name.split(".", 1)[1] if name.startswith("pg_catalog.") else name
+    columns, fn = TABLES[key]
+    data = fn(CatalogObjects(database, session))
+    arrays = []
+    n = max((len(v) for v in data.values()), default=0)
+    for col, t in columns:
+        values = data.get(col)
+        arrow = parse_type(t).to_arrow()
+        if values is None:
+            arrays.append(pa.nulls(n, arrow))
+        else:
+            arrays.append(pa.array(values, arrow))
+    return pa.Table.from_arrays(arrays, names=[c for c, _ in columns])

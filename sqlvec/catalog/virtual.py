@@ -3,15 +3,15 @@
 Each table is a list of columns (name, type spelling) and a builder producing its rows, as
 `{column: [values]}`, from a `CatalogObjects` model of the live catalog (objects.py). The planner
 sees them as ordinary relations (`VirtualScan`), so every client query over them runs through the
-normal executor. Tables are registered by pg_catalog.py and information_schema.py; keys are the
-bare name for pg_catalog and `information_schema.<name>` for the information schema.
+normal executor. Tables are registered by pg_catalog.py and information_schema.py, which the
+package imports (`sqlvec/catalog/__init__.py`), so the registry is complete whenever any catalog
+module is in use; keys are the bare name for pg_catalog and `information_schema.<name>` for the
+information schema. `objects.build_virtual_table` builds one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import pyarrow as pa
 
 from sqlvec.types import SqlType
 
@@ -80,26 +80,3 @@ def parse_type(spelling: str) -> SqlType:
     if t is None:
         t = _TYPE_CACHE[spelling] = SqlType.parse(spelling)
     return t
-
-
-def build_virtual_table(database, session, name: str) -> pa.Table:
-    from sqlvec.catalog.objects import CatalogObjects
-
-    key = name.split(".", 1)[1] if name.startswith("pg_catalog.") else name
-    columns, fn = TABLES[key]
-    data = fn(CatalogObjects(database, session))
-    arrays = []
-    n = max((len(v) for v in data.values()), default=0)
-    for col, t in columns:
-        values = data.get(col)
-        arrow = parse_type(t).to_arrow()
-        if values is None:
-            arrays.append(pa.nulls(n, arrow))
-        else:
-            arrays.append(pa.array(values, arrow))
-    return pa.Table.from_arrays(arrays, names=[c for c, _ in columns])
-
-
-# Register the tables (imported for their side effect).
-from sqlvec.catalog import information_schema as _information_schema  # noqa: E402,F401
-from sqlvec.catalog import pg_catalog as _pg_catalog  # noqa: E402,F401

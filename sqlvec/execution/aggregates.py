@@ -26,14 +26,22 @@ from sqlvec.catalog import functions as F
 from sqlvec.catalog.functions import aggregate, sig
 from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
+from sqlvec.execution.kernels import (
+    AGGREGATE_BYTES_PER_ROW,
+    AVG_SCALE,
+    GROUP_IDS_BYTES,
+    decimal_op,
+    first_of_groups,
+    group_ids,
+    grouping_bytes,
+    sort_indices,
+    table_of,
+)
 from sqlvec.execution.values import BOOL, FLOAT8, INT8, TEXT, Value, as_array
 from sqlvec.execution.windows import aggregate_window
 from sqlvec.sql.calls import call_of
 from sqlvec.storage.table import mask_of
 from sqlvec.types import SqlType
-
-# avg and division results keep this many decimals (PostgreSQL: 16 significant digits).
-AVG_SCALE = 16
 
 
 @dataclass
@@ -196,8 +204,6 @@ def _spread(c, name, args) -> AggregateSpec:
 def run_aggregates(frame, groups: list[Value], specs: list[AggregateSpec],
                    out_types: list[SqlType]) -> pa.Table:
     """One row per group (one row in all when there is no GROUP BY): keys, then aggregates."""
-    from sqlvec.execution.operators import table_of
-
     n = frame.n
     ctx = frame.ctx
     what = "HashAggregate" if groups else "Aggregate"
@@ -221,40 +227,11 @@ def run_aggregates(frame, groups: list[Value], specs: list[AggregateSpec],
     return table_of(cols) if cols else table_of([], ngroups)
 
 
-# Working memory per input row: of a hash table grouping rows (Arrow's grouper and the row
-# numbers it hashes), of `group_ids` (which also lists each group's rows), and of one
-# aggregate (the rows it sees, their group ids, a sorted copy of its argument).
-GROUP_BYTES_PER_ROW = 24
-GROUP_IDS_BYTES = 48
-AGGREGATE_BYTES_PER_ROW = 40
-
-
-def grouping_bytes(keys: list, n_rows: int, per_row: int = GROUP_BYTES_PER_ROW) -> int:
-    """Memory to reserve before hashing `n_rows` rows of `keys` into groups."""
-    return sum(k.nbytes for k in keys) + n_rows * per_row
-
-
 def _groupable(col, t: SqlType) -> pa.Array:
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type):
         raise FeatureNotSupported(f"grouping by values of type {t.format()} is not supported")
     return col
-
-
-def group_ids(keys: list[pa.Array], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(dense group id per row, first row of each group), groups numbered by first appearance."""
-    columns = {f"k{i}": k for i, k in enumerate(keys)}
-    columns["_row"] = pa.array(np.arange(n, dtype=np.int64))
-    grouped = pa.table(columns).group_by(list(columns)[:-1], use_threads=False).aggregate(
-        [("_row", "list"), ("_row", "min")])
-    first = grouped.column("_row_min").to_numpy()
-    order = np.argsort(first, kind="stable")
-    rank = np.empty(order.size, np.int64)
-    rank[order] = np.arange(order.size)
-    lists = grouped.column("_row_list").combine_chunks()
-    gids = np.empty(n, np.int64)
-    gids[pc.list_flatten(lists).to_numpy()] = rank[pc.list_parent_indices(lists).to_numpy()]
-    return gids, first[order]
 
 
 def _aggregate(spec: AggregateSpec, frame, gids: np.ndarray, ngroups: int):
@@ -271,8 +248,6 @@ def _aggregate(spec: AggregateSpec, frame, gids: np.ndarray, ngroups: int):
         keep &= _first_occurrences(gids, arg, keep)
     rows = np.arange(n)
     if spec.order:
-        from sqlvec.execution.operators import sort_indices
-
         keys = [(v(frame), v.type, desc, nulls_first) for v, desc, nulls_first in spec.order]
         rows = sort_indices(keys, n, frame.ctx).to_numpy()
     rows = rows[keep[rows]]
@@ -281,8 +256,6 @@ def _aggregate(spec: AggregateSpec, frame, gids: np.ndarray, ngroups: int):
 
 def _first_occurrences(gids: np.ndarray, arg: pa.Array, keep: np.ndarray) -> np.ndarray:
     """Rows that are the first of their (group, value) pair among the kept rows."""
-    from sqlvec.execution.operators import first_of_groups
-
     kept = np.flatnonzero(keep)
     out = np.zeros(gids.size, bool)
     if kept.size:
@@ -324,13 +297,11 @@ def _avg_kernel(spec, frame, arg, gids, rows, ngroups):
     if spec.type.name != "numeric":
         out = _by_group(gids, rows, pc.cast(arg, pa.float64()), ngroups, "mean")
         return _float_checked(out, spec, arg, gids, rows, ngroups)
-    from sqlvec.execution.expressions import _decimal_op
-
     total = _by_group(gids, rows, V.to_decimal(arg, spec.arg.type), ngroups, "sum",
                       pc.ScalarAggregateOptions(min_count=1))
     count = pa.array(np.bincount(gids[rows], minlength=ngroups).astype(np.int64))
     count = pc.if_else(pc.equal(count, 0), pa.scalar(None, pa.int64()), count)
-    return _decimal_op("divide", spec.type)(total, V.to_decimal(count, INT8))
+    return decimal_op("divide", spec.type)(total, V.to_decimal(count, INT8))
 
 
 def _float_checked(out, spec, arg, gids, rows, ngroups):

@@ -32,6 +32,10 @@ from sqlvec.catalog.settings import CANONICAL, VERSION_TEXT
 from sqlvec.catalog.virtual import table_oid
 from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedObject, UndefinedTable
 from sqlvec.execution import values as V
+from sqlvec.execution.expressions import Frame
+from sqlvec.execution.expressions.calls import no_such_function
+from sqlvec.execution.kernels import table_of
+from sqlvec.execution.operators import Operator
 from sqlvec.execution.session_functions import regclass_of
 from sqlvec.execution.table_functions import series_bounds, series_table, unnest_table
 from sqlvec.execution.values import (
@@ -46,7 +50,7 @@ from sqlvec.execution.values import (
 )
 from sqlvec.sql.binder import Field
 from sqlvec.sql.calls import call_of
-from sqlvec.types import REG_TYPES, TYPES_BY_NAME, SqlType, record_fields, record_type
+from sqlvec.types import ALIASES, REG_TYPES, TYPES_BY_NAME, SqlType, record_fields, record_type
 
 NAME = SqlType("name")
 OID = SqlType("oid")
@@ -546,8 +550,6 @@ def _array_concat(c, e):
 def _array_cat(c, args, e):
     """array_cat(a, b): `a || b` of two arrays."""
     if len(args) != 2:
-        from sqlvec.execution.functions import no_such_function
-
         raise no_such_function("array_cat", [c.compile(a) for a in args])
     return _array_concat(c, exp.DPipe(this=args[0], expression=args[1]))
 
@@ -639,8 +641,6 @@ def _signal_backend(terminate: bool):
 
 
 def _type_oid_by_name(text: str) -> int | None:
-    from sqlvec.types import ALIASES
-
     name = text.strip()
     array = name.endswith("[]")
     if array:
@@ -900,8 +900,6 @@ def _srf_call(c, call: exp.Expression):
 
 def build_project_set(builder, node, outer):
     """The ProjectSet operator: the child's rows, repeated and extended with SRF results."""
-    from sqlvec.execution.operators import Operator, table_of
-
     child = builder.build(node.child, outer)
     c = builder.compiler(child.fields, child.types, outer)
     specs = [_srf_call(c, call) for call in node.functions]
@@ -913,8 +911,6 @@ def build_project_set(builder, node, outer):
             self.fields, self.types, self.children = fields, types, [child]
 
         def run(self, ctx, outer_frame):
-            from sqlvec.execution.expressions import Frame
-
             table = child.execute(ctx, outer_frame)
             frame = Frame(table, ctx, outer_frame)
             n = table.num_rows

@@ -16,13 +16,16 @@ from sqlglot import exp
 
 from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn
 from sqlvec.execution import values as V
+from sqlvec.execution.builder import Builder
 from sqlvec.execution.context import ExecContext
 from sqlvec.execution.expressions import Compiler, Frame
-from sqlvec.execution.operators import Builder, Operator, table_of
+from sqlvec.execution.kernels import table_of
+from sqlvec.execution.operators import SIMPLE_KEYS, Operator, ScanOp
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.values import BOOL, Value, as_array
 from sqlvec.plan import nodes as n
 from sqlvec.plan.planner import Planner, output_name
+from sqlvec.plan.rules import optimize
 from sqlvec.sql.binder import SYSTEM_COLUMNS, Field, Scope, system_column
 from sqlvec.sql.dialect import parse_one
 from sqlvec.storage.keys import MISSING
@@ -150,8 +153,6 @@ def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePl
     else:
         query = source_expr.this if isinstance(source_expr, exp.Subquery) else source_expr
         plan = planner.plan_query(query)
-        from sqlvec.plan.rules import optimize
-
         source = builder.build(optimize(plan))
         visible = [f for f in source.fields if not f.hidden]
         if len(visible) > len(target_cols):
@@ -681,8 +682,6 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
             raise UndefinedColumn(f'column "{name}" of relation "{d.name}" does not exist')
         value = a.expression
         assigned[name] = value if _is_default(value) else planner._expr(value, scope)
-    from sqlvec.plan.rules import optimize
-
     source = builder.build(optimize(node))
     c = Compiler(Scope(list(source.fields)), source.types, builder.env)
     new_values = []
@@ -761,8 +760,6 @@ class KeyWrite:
 
     @classmethod
     def of(cls, plan: WritePlan) -> KeyWrite | None:
-        from sqlvec.execution.operators import SIMPLE_KEYS, ScanOp
-
         scan = plan.source
         if plan.returning is not None or type(scan) is not ScanOp or scan.key is None or \
                 scan.key_filter is not None or len(scan.key_values) != 1 or \
@@ -795,8 +792,6 @@ def plan_delete(stmt: exp.Delete, planner: Planner, builder: Builder) -> WritePl
     table, alias = _target(planner, stmt.this)
     extra = list(stmt.args.get("using") or [])
     node, scope = _source_plan(stmt, planner, table, alias, extra)
-    from sqlvec.plan.rules import optimize
-
     source = builder.build(optimize(node))
     width = len(table.def_.columns) + 1
     fields = _table_fields(table, alias)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import time
 
+from sqlvec.errors import FeatureNotSupported
+from sqlvec.execution.values import typed_params
+from sqlvec.execution.vector_search import VectorTopKOp, segment_summary
 from sqlvec.plan import nodes as n
 from sqlvec.plan.nodes import explain_lines
 
@@ -12,8 +15,6 @@ from sqlvec.plan.nodes import explain_lines
 def explain(session, inner, params: list, options: dict) -> list[str]:
     analyze = options.get("analyze", "false") in ("true", "on", "1")
     fmt = options.get("format", "text")
-    from sqlvec.execution.values import typed_params as _typed_params
-
     if inner.kind == "query":
         plan, operator = inner.compiled
     else:
@@ -33,7 +34,7 @@ def explain(session, inner, params: list, options: dict) -> list[str]:
     stats: dict = {}
     total = None
     if analyze:
-        ctx = session._context(_typed_params(inner.param_types, params))
+        ctx = session._context(typed_params(inner.param_types, params))
         ctx.analyze = True
         start = time.perf_counter()
         if inner.kind == "query":
@@ -51,15 +52,13 @@ def explain(session, inner, params: list, options: dict) -> list[str]:
         return f" (actual time={seconds * 1000:.3f} rows={rows // max(loops, 1)} loops={max(loops, 1)})"
 
     def details(node: n.PlanNode) -> list[str]:
-        from sqlvec.execution.vector_search import VectorTopKOp, segment_summary
-
         op = ops_by_node.get(id(node))
         if not isinstance(op, VectorTopKOp):
             return []
         if analyze:
             runs = stats.get(("segments", id(op)), [])
             return segment_summary(runs[-1], True) if runs else []
-        ctx = session._context(_typed_params(inner.param_types, params))
+        ctx = session._context(typed_params(inner.param_types, params))
         return segment_summary(op.plan_segments(ctx), False)
 
     if fmt == "json":
@@ -72,8 +71,6 @@ def explain(session, inner, params: list, options: dict) -> list[str]:
 
 
 def raise_if_write(inner) -> None:
-    from sqlvec.errors import FeatureNotSupported
-
     raise FeatureNotSupported("EXPLAIN ANALYZE of INSERT, UPDATE or DELETE is not supported")
 
 

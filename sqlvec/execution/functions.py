@@ -1,16 +1,15 @@
 """Scalar functions, found by what PostgreSQL users type: `lower(x)`, `round(n, 2)`,
-`vector_dims(v)`, `date_trunc('month', t)`; and `compile_call`, which compiles any call.
+`vector_dims(v)`, `date_trunc('month', t)`.
 
 Each kernel is declared in the function catalog (catalog/functions.py) with its names and
 signatures: a decorator on the kernel, or a line in "Declarations" below for kernels a factory
 builds. A kernel is `fn(compiler, args, call) -> Value`, with the call's arguments in order and
 `call` an `exp.Anonymous` naming the function (one kernel may serve several names). Calls that
 sqlglot parses into classes of their own (`substring(s FROM 2 FOR 3)`, `trim(LEADING ...)`,
-`EXTRACT(...)`) reach the same kernels through sql/calls.py. A name the catalog does not have is
-42883 `function f(type, ...) does not exist`, as PostgreSQL reports it; so is a known function
-called with argument types it does not take.
-
-Importing this module loads every declaring module of the executor, so the catalog is complete.
+`EXTRACT(...)`) reach the same kernels through sql/calls.py; `expressions.calls.compile_call`
+dispatches every call. A name the catalog does not have is 42883 `function f(type, ...) does
+not exist`, as PostgreSQL reports it; so is a known function called with argument types it
+does not take.
 
 Functions run on Arrow kernels. The few without one (md5, translate, format, chr, to_hex,
 regexp_match, encode/decode, multi-character lpad/rpad fill, to_char/age) evaluate per row in
@@ -20,8 +19,8 @@ Python: `_rowwise` is the one place that does it.
 from __future__ import annotations
 
 import base64
-import calendar
 import datetime as dt
+import decimal
 import hashlib
 import math
 import re
@@ -33,16 +32,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from sqlvec.catalog import functions as F
-from sqlvec.catalog.functions import Kind, scalar
+from sqlvec.catalog.functions import scalar
 from sqlvec.errors import (
     DataException,
     FeatureNotSupported,
     InvalidParameterValue,
     SqlVecError,
-    UndefinedFunction,
 )
 from sqlvec.execution import values as V
+from sqlvec.execution.expressions import constant
+from sqlvec.execution.expressions.calls import no_such_function
+from sqlvec.execution.expressions.json import json_typeof
+from sqlvec.execution.expressions.vector import vector_distance
+from sqlvec.execution.kernels import add_months, decimal_op, int_checked
 from sqlvec.execution.values import (
     BOOL,
     FLOAT8,
@@ -55,7 +57,6 @@ from sqlvec.execution.values import (
     is_scalar,
 )
 from sqlvec.sql import dialect as d
-from sqlvec.sql.calls import call_of
 from sqlvec.types import SqlType
 from sqlvec.vectors import Metric, l2_normalize
 
@@ -64,17 +65,9 @@ TIMESTAMP = SqlType("timestamp")
 TIMESTAMPTZ = SqlType("timestamptz")
 INTERVAL = SqlType("interval")
 BYTEA = SqlType("bytea")
-_HINT = "No function matches the given name and argument types. You might need to add " \
-        "explicit type casts."
 
 
 # Argument helpers --------------------------------------------------------------------------------
-
-
-def no_such_function(name: str, values: list[Value]) -> SqlVecError:
-    """PostgreSQL's 42883 for a call of `name` with arguments of these types."""
-    shown = ", ".join(v.type.format() for v in values)
-    return UndefinedFunction(f"function {name}({shown}) does not exist", hint=_HINT)
 
 
 def _text(c, e: exp.Expression, name: str) -> Value:
@@ -132,8 +125,6 @@ def _constant(value: Value, what: str):
     """The value of an argument that must not vary by row (a pattern, a precision)."""
     if not value.const:
         raise FeatureNotSupported(f"{what} must be a constant here")
-    from sqlvec.execution.expressions import constant
-
     return constant(value, None).as_py()
 
 
@@ -452,8 +443,6 @@ def _escape_bytes(data: bytes) -> str:
 
 
 def _abs(c, args, e):
-    from sqlvec.execution.expressions import int_checked
-
     x = _number(c, args[0], "abs")
     if x.type.name in V.INT_DIGITS:
         t = x.type
@@ -581,13 +570,11 @@ def _power(c, args, e):
 
 def _div(c, args, e):
     """div(a, b): the quotient truncated toward zero, as numeric."""
-    from sqlvec.execution.expressions import _decimal_op
-
     a, b = (c.coerce(v, V.as_numeric(v.type)) for v in (_number(c, x, "div") for x in args))
     if a.type.name != "numeric" or b.type.name != "numeric":
         raise no_such_function("div", [a, b])
     t = V.numeric_with_scale(0)
-    quotient = _decimal_op("divide", V.numeric_with_scale(1))
+    quotient = decimal_op("divide", V.numeric_with_scale(1))
     return Value(lambda f: V.fit_numeric(pc.round(quotient(a(f), b(f)),
                                                   round_mode="towards_zero"), t),
                  t, a.const and b.const)
@@ -871,10 +858,8 @@ def _format_number(value, template: str) -> str:
     int_part, _, frac_part = body.partition(".")
     digits_int = sum(ch in "90" for ch in int_part)
     digits_frac = sum(ch in "90" for ch in frac_part)
-    import decimal as _decimal
-
-    number = _decimal.Decimal(str(value)).quantize(_decimal.Decimal(1).scaleb(-digits_frac),
-                                                   rounding=_decimal.ROUND_HALF_UP)
+    number = decimal.Decimal(str(value)).quantize(decimal.Decimal(1).scaleb(-digits_frac),
+                                                   rounding=decimal.ROUND_HALF_UP)
     sign = "-" if number < 0 else " "
     whole, _, frac = f"{abs(number):f}".partition(".")
     if len(whole) > digits_int:
@@ -923,20 +908,13 @@ def _age_between(end: dt.datetime, start: dt.datetime):
     if end < start:
         end, start, sign = start, end, -1
     months = (end.year - start.year) * 12 + end.month - start.month
-    anchor = _add_months(start, months)
+    anchor = add_months(start, months)
     if anchor > end:
         months -= 1
-        anchor = _add_months(start, months)
+        anchor = add_months(start, months)
     rest = end - anchor
     micros = rest.seconds * 1_000_000 + rest.microseconds
     return pa.MonthDayNano([sign * months, sign * rest.days, sign * micros * 1000])
-
-
-def _add_months(value: dt.datetime, months: int) -> dt.datetime:
-    total = value.month - 1 + months
-    year, month = value.year + total // 12, total % 12 + 1
-    return value.replace(year=year, month=month,
-                         day=min(value.day, calendar.monthrange(year, month)[1]))
 
 
 def _pg_typeof(c, args, e):
@@ -1004,8 +982,6 @@ def _subvector(c, args, e):
 
 
 def _inner_product(c, args, e):
-    from sqlvec.execution.expressions import vector_distance
-
     a, b = _vector_arg(c, args[0]), _vector_arg(c, args[1])
     return Value(lambda f: pc.negate(vector_distance(Metric.IP, a(f), b(f), f.n)), FLOAT8,
                  a.const and b.const)
@@ -1044,8 +1020,6 @@ def _type_function(c, args, e):
 
 
 def _jsonb_typeof(c, args, e):
-    from sqlvec.execution.expressions import json_typeof
-
     v = c.compile(args[0])
     if v.type.name == "unknown":
         v = c.coerce(v, SqlType("jsonb"))
@@ -1174,55 +1148,3 @@ scalar("float8", "int2 -> float8", "int4 -> float8", "int8 -> float8", "float4 -
 scalar("text", "bool -> text", "bpchar -> text", "name -> text")(_type_function)
 scalar("jsonb_typeof", "jsonb -> text")(_jsonb_typeof)
 scalar("json_typeof", "json -> text")(_jsonb_typeof)
-
-
-# The dispatcher ------------------------------------------------------------------------------------
-
-
-def compile_call(c, e: exp.Expression) -> Value:
-    """A scalar function call, compiled by its declaration's kernel. Unknown names are 42883
-    naming the argument types; aggregates, window and set-returning functions outside the
-    places the planner gives them are refused as PostgreSQL refuses them."""
-    call = call_of(e)
-    if call is None:
-        raise FeatureNotSupported(f"{type(e).__name__} is not supported")
-    name, args = call
-    fn = F.lookup(name)
-    if fn is None:
-        raise _undefined(c, name, args)
-    if fn.kind is Kind.AGGREGATE:
-        raise SqlVecError("aggregate functions are not allowed here", sqlstate="42803")
-    if fn.kind is Kind.WINDOW:
-        raise SqlVecError(f"window function {name} requires an OVER clause", sqlstate="42809")
-    if fn.kind is Kind.SET_RETURNING:
-        raise FeatureNotSupported("set-returning functions are not allowed here")
-    if not isinstance(e, exp.Anonymous) or e.this != name:
-        e = exp.Anonymous(this=name, expressions=args)
-    return fn.kernel(c, args, e)
-
-
-def _undefined(c, name: str, args: list[exp.Expression]) -> SqlVecError:
-    types = []
-    for a in args:
-        try:
-            t = c.compile(a).type
-            types.append("unknown" if t.name == "unknown" else t.format())
-        except SqlVecError:
-            types.append("unknown")
-    return UndefinedFunction(f"function {name}({', '.join(types)}) does not exist", hint=_HINT)
-
-
-# Every module that declares functions, so that importing this one loads the whole catalog.
-from sqlvec.execution import (  # noqa: E402
-    aggregates,  # noqa: F401
-    catalog_functions,  # noqa: F401
-    expressions,  # noqa: F401
-    session_functions,  # noqa: F401
-    table_functions,  # noqa: F401
-    type_functions,  # noqa: F401
-    windows,  # noqa: F401
-)
-
-F.mark_loaded()
-
-__all__ = ["compile_call", "no_such_function"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from sqlvec.catalog.functions import scalar
+from sqlvec.errors import SqlVecError
 from sqlvec.execution.values import BOOL, INT4, INT8, TEXT, Value, is_scalar
 from sqlvec.types import SqlType
 
@@ -64,8 +65,6 @@ def _currval(c, args, e):
     name = _text_arg(c, args[0])
 
     def fn(f):
-        from sqlvec.errors import SqlVecError
-
         session = f.ctx.services
         key = str(name(f).as_py())
         values = getattr(session, "last_sequence_values", {})

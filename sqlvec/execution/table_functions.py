@@ -20,6 +20,9 @@ from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.context import rows_of
 from sqlvec.execution.expressions import Frame
+from sqlvec.execution.expressions.calls import no_such_function
+from sqlvec.execution.kernels import add_months, table_of
+from sqlvec.execution.operators import OneRowOp
 from sqlvec.execution.values import INT4, INT8, TEXT, as_array, is_scalar, parse_array_text
 from sqlvec.sql.binder import Field
 from sqlvec.sql.calls import call_of
@@ -38,8 +41,6 @@ def series_bounds(c, args: list[exp.Expression]):
     interval step): (start, stop and step as Values, the element type, kernel(ctx, start,
     stop, step) -> the series as an Arrow array)."""
     if len(args) not in (2, 3):
-        from sqlvec.execution.functions import no_such_function
-
         raise no_such_function("generate_series", [c.compile(a) for a in args])
     start_e, stop_e = args[0], args[1]
     step_e = args[2] if len(args) > 2 else None
@@ -115,8 +116,6 @@ def _timestamp_series(ctx, a, b, s, t) -> pa.Array:
         values = start + np.arange(_count(ctx, stop - start, micros, "timestamp"),
                                    dtype=np.int64) * micros
         return pa.array(values, pa.int64()).cast(pa.timestamp("us")).cast(t.to_arrow())
-    from sqlvec.execution.expressions import _add_months
-
     if step.months < 0 or micros < 0:
         raise FeatureNotSupported("generate_series with a negative month step is not supported")
     out, current, i = [], a.as_py(), 0
@@ -128,7 +127,7 @@ def _timestamp_series(ctx, a, b, s, t) -> pa.Array:
                                       MONTH_CHUNK * SERIES_BYTES["months"])
         out.append(current)
         i += 1
-        current = _add_months(a.as_py(), step.months * i) + dt.timedelta(microseconds=micros * i)
+        current = add_months(a.as_py(), step.months * i) + dt.timedelta(microseconds=micros * i)
     return pa.array(out, t.to_arrow())
 
 
@@ -189,8 +188,6 @@ def _scalar_table(c, call: exp.Expression):
 
 
 def build_function_scan(builder, node, outer):
-    from sqlvec.execution.operators import OneRowOp, table_of
-
     fn = node.function
     c = builder.compiler([], [], outer)
     call = call_of(fn)

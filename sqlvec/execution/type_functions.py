@@ -34,6 +34,8 @@ from sqlvec.catalog import objects as O
 from sqlvec.catalog.functions import scalar
 from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
+from sqlvec.execution.expressions import constant
+from sqlvec.execution.expressions.calls import no_such_function
 from sqlvec.execution.values import INT4, TEXT, Datum, Value, as_array, is_scalar
 from sqlvec.types import REG_TYPES, TYPES_BY_NAME, TYPES_BY_OID, SqlType, record_fields
 
@@ -58,15 +60,11 @@ def _text_argument(c, e: exp.Expression, name: str) -> Value:
     if v.type.name == "unknown":
         return c.coerce(v, TEXT)
     if not V.is_string(v.type):
-        from sqlvec.execution.functions import no_such_function
-
         raise no_such_function(name, [v])
     return v
 
 
 def _constant_int(c, e: exp.Expression, what: str) -> int | None:
-    from sqlvec.execution.expressions import constant
-
     value = c.compile_as(e, INT4)
     if not value.const:
         raise FeatureNotSupported(f"{what} must be a constant here")
@@ -204,8 +202,6 @@ def _per_value(value: Value, fn, out: SqlType) -> Value:
 
 
 def _no_such(c, name: str, args) -> SqlVecError:
-    from sqlvec.execution.functions import no_such_function
-
     return no_such_function(name, [c.compile(a) for a in args])
 
 

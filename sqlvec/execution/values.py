@@ -34,6 +34,7 @@ from sqlvec.errors import (
 from sqlvec.types import (
     SqlType,
     check_vector_values,
+    format_shortest,
     format_vector,
     parse_vector,
     record_fields,
@@ -953,8 +954,6 @@ def _normalize_decimal(d: decimal.Decimal) -> decimal.Decimal:
 
 def format_float(x: float, single: bool = False) -> str:
     """float8/float4 output: shortest round-trip text, PostgreSQL's spellings of specials."""
-    from sqlvec.types import format_shortest
-
     return format_shortest(x, single)
 
 

@@ -18,7 +18,9 @@ from sqlglot import exp
 from sqlvec.errors import SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.expressions import Frame
-from sqlvec.execution.operators import OneRowOp, ScanOp, _empty_width, sort_indices, table_of
+from sqlvec.execution.expressions.vector import vector_distance
+from sqlvec.execution.kernels import empty_width, sort_indices, table_of
+from sqlvec.execution.operators import OneRowOp, ScanOp
 from sqlvec.execution.values import INT8, Value, as_array
 from sqlvec.plan import nodes as n
 from sqlvec.sql.binder import Field
@@ -145,7 +147,7 @@ class VectorTopKOp(OneRowOp):
 
     def plan_segments(self, ctx, outer=None) -> list[SegmentPlan]:
         """The per-segment strategies this query would use now (EXPLAIN without ANALYZE)."""
-        frame = Frame(_empty_width(1), ctx, outer)
+        frame = Frame(empty_width(1), ctx, outer)
         k = self.k(frame).as_py() or 0
         snap = ctx.snapshot(self.scan.table_id)
         searches = snap.plan_search(self.column, self.metric, k,
@@ -155,7 +157,7 @@ class VectorTopKOp(OneRowOp):
         return [s.plan for s in searches]
 
     def run(self, ctx, outer):
-        frame = Frame(_empty_width(1), ctx, outer)
+        frame = Frame(empty_width(1), ctx, outer)
         k = self.k(frame).as_py()
         q = self.query(frame)
         if k is None:
@@ -184,8 +186,6 @@ class VectorTopKOp(OneRowOp):
 
     def _with_overlay(self, ctx, outer, vector, k):
         """Uncommitted writes to this table: an exact scan of what the transaction sees."""
-        from sqlvec.execution.expressions import vector_distance
-
         table = self.scan.execute(ctx, outer)
         col_index = [f.name for f in self.scan.fields].index(self.column)
         dist = vector_distance(self.metric, table.column(col_index),

@@ -24,6 +24,9 @@ from sqlvec.catalog import functions as F
 from sqlvec.catalog.functions import Kind, window
 from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
+from sqlvec.execution.expressions import constant
+from sqlvec.execution.expressions.calls import compile_call, no_such_function
+from sqlvec.execution.kernels import AVG_SCALE, decimal_op, sort_indices
 from sqlvec.execution.values import FLOAT8, INT4, INT8, Value, as_array
 from sqlvec.sql.calls import call_of
 from sqlvec.types import SqlType
@@ -75,8 +78,6 @@ def compile_window(c, w: exp.Window) -> WindowSpec:
     name, args = call
     decl = F.lookup(name)
     if decl is None:
-        from sqlvec.execution.functions import compile_call
-
         compile_call(c, fn)  # 42883 naming the argument types
     if decl.kind is Kind.WINDOW:
         build = decl.kernel
@@ -114,8 +115,6 @@ def _bound(c, value, side) -> int | None:
         return UNBOUNDED
     if text.upper() == "CURRENT ROW":
         return 0
-    from sqlvec.execution.expressions import constant
-
     expr = value if isinstance(value, exp.Expression) else exp.Literal.number(text)
     offset = constant(c.compile_as(expr, INT8), None).as_py()
     if offset is None or offset < 0:
@@ -125,8 +124,6 @@ def _bound(c, value, side) -> int | None:
 
 def _no_arguments(c, name: str, args: list[exp.Expression]) -> None:
     if args:
-        from sqlvec.execution.functions import no_such_function
-
         raise no_such_function(name, [c.compile(a) for a in args])
 
 
@@ -173,14 +170,10 @@ def _value_fn(c, name: str, args: list[exp.Expression]):
 
 def _arity(c, name: str, args: list[exp.Expression], least: int, most: int) -> None:
     if not least <= len(args) <= most:
-        from sqlvec.execution.functions import no_such_function
-
         raise no_such_function(name, [c.compile(a) for a in args])
 
 
 def _constant_int(c, e: exp.Expression, name: str) -> int:
-    from sqlvec.execution.expressions import constant
-
     value = c.compile_as(e, INT8)
     if not value.const:
         raise FeatureNotSupported(f"{name}() with a non-constant argument is not supported")
@@ -207,8 +200,6 @@ def aggregate_window(c, name: str, args: list[exp.Expression]):
         t = {"int2": INT8, "int4": INT8, "float4": SqlType("float4"), "float8": FLOAT8}.get(
             arg.type.name) or V.numeric_with_scale(V.numeric_scale(arg.type))
     elif name == "avg":
-        from sqlvec.execution.aggregates import AVG_SCALE
-
         t = FLOAT8 if arg.type.name in ("float4", "float8") else \
             V.numeric_with_scale(max(AVG_SCALE, V.numeric_scale(arg.type) or 0))
     else:
@@ -275,8 +266,6 @@ def run_windows(frame, specs: list[WindowSpec]) -> list[pa.Array]:
 
 
 def _layout(frame, spec: WindowSpec, n: int) -> Layout:
-    from sqlvec.execution.operators import sort_indices
-
     parts = [as_array(p(frame), n) for p in spec.partition]
     orders = [as_array(v(frame), n) for v, _, _ in spec.order]
     keys = [(p, v.type, False, False) for p, v in zip(parts, spec.partition)]
@@ -410,11 +399,9 @@ def _frame_aggregate(spec, frame, layout: Layout) -> pa.Array:
     if spec.name == "sum":
         return total
     if spec.type.name == "numeric":
-        from sqlvec.execution.expressions import _decimal_op
-
         count = V.to_decimal(pa.array(np.maximum(counts, 1)), INT8)
         source = INT8 if pa.types.is_integer(total.type) else spec.args[0].type
-        return _decimal_op("divide", spec.type)(V.to_decimal(total, source), count)
+        return decimal_op("divide", spec.type)(V.to_decimal(total, source), count)
     return pc.divide(pc.cast(total, pa.float64()), pa.array(np.maximum(counts, 1).astype(float)))
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from sqlvec.catalog import functions as F
 from sqlvec.errors import SqlVecError
-from sqlvec.execution import functions as _loads_the_function_catalog  # noqa: F401
+from sqlvec.execution import builtins as _loads_the_function_catalog  # noqa: F401
 from tests.sqlvec.catalog.conftest import rows
 
 

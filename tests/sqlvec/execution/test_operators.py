@@ -1,6 +1,6 @@
 """Operators under the statement's memory limit (work_mem, 53200) and its interrupts (57014):
-joins counted before they are built and made in blocks, sorts in buckets, DISTINCT, set
-operations and projections charged for what they materialize."""
+joins counted before they are built and made in blocks, DISTINCT, sorts, set operations and
+projections charged for what they materialize (sorts in buckets: test_kernels.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,9 @@ import itertools
 import time
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
-from sqlvec.errors import QueryCanceled
 from sqlvec.execution import joins, operators
-from sqlvec.execution.context import ExecContext
-from sqlvec.execution.values import FLOAT8, INT8, TEXT
 from tests.sqlvec.execution.conftest import error, rows
 
 
@@ -111,35 +107,6 @@ def test_float_keys_match_as_in_postgresql(session):
     got = rows(session, "SELECT count(*) FROM (VALUES (0.0::float8), ('NaN'::float8)) a(x) "
                         "JOIN (VALUES (-0.0::float8), ('NaN'::float8)) b(y) ON x = y")
     assert got == [(2,)]
-
-
-# Sorts ------------------------------------------------------------------------------------------
-
-
-def test_a_bucketed_sort_gives_the_order_of_a_single_sort(monkeypatch):
-    monkeypatch.setattr(operators, "SORT_RUN_ROWS", 500)
-    rng = np.random.default_rng(8)
-    for trial in range(20):
-        n = int(rng.integers(501, 4000))
-        ints = pa.array(rng.integers(0, 6, n), mask=rng.random(n) < 0.1)
-        floats = pa.array(rng.choice([0.0, -0.0, 1.5, np.nan, np.inf, -np.inf], n),
-                          mask=rng.random(n) < 0.1)
-        texts = pa.array([f"s{x}" for x in rng.integers(0, 40, n)], mask=rng.random(n) < 0.1)
-        keys = [(ints, INT8), (floats, FLOAT8), (texts, TEXT)]
-        chosen = [keys[i] for i in rng.permutation(3)[:int(rng.integers(1, 4))]]
-        spec = [(v, t, bool(rng.integers(2)), bool(rng.integers(2))) for v, t in chosen]
-        whole = operators.sort_indices(spec, n).to_numpy()
-        bucketed = operators.sort_indices(spec, n, ExecContext()).to_numpy()
-        assert (whole == bucketed).all(), trial
-
-
-def test_a_bucketed_sort_checks_for_interrupts(monkeypatch):
-    monkeypatch.setattr(operators, "SORT_RUN_ROWS", 100)
-    ctx = ExecContext()
-    ctx.cancel.set()
-    values = pa.array(np.arange(1000))
-    with pytest.raises(QueryCanceled, match="user request"):
-        operators.sort_indices([(values, INT8, False, False)], 1000, ctx)
 
 
 def test_sort_distinct_and_set_operations_reserve_their_output(session):

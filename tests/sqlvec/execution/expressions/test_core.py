@@ -1,5 +1,6 @@
-"""The expression compiler's chains: long left-deep AND / OR / arithmetic / `||` chains compile
-and run as loops, with exactly the types, casts, NULLs and errors of the nested form."""
+"""The expression compiler's chains (expressions/core.py): long left-deep AND / OR /
+arithmetic / `||` chains compile and run as loops, with exactly the types, casts, NULLs and
+errors of the nested form."""
 
 from __future__ import annotations
 

@@ -1,0 +1,335 @@
+"""Subqueries (`SubPlan`): scalar, EXISTS, IN and ARRAY forms. Uncorrelated ones run once per
+statement; correlated ones once per distinct value of the outer columns they read, or, in their
+keyed form, once in all and hash-joined to the outer rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sqlvec.errors import FeatureNotSupported, SqlVecError
+from sqlvec.execution import values as V
+from sqlvec.execution.expressions.core import HANDLERS, ONE_ROW, Compiler, Frame
+from sqlvec.execution.joins import key_pairs
+from sqlvec.execution.kernels import group_ids
+from sqlvec.execution.values import BOOL, NUMERIC, TEXT, Datum, Value, as_array, is_scalar
+from sqlvec.plan.nodes import SubPlan
+from sqlvec.types import SqlType
+
+
+def _subplan(c: Compiler, e: SubPlan) -> Value:
+    if c.env.build_subplan is None:
+        raise FeatureNotSupported("subqueries are not supported here")
+    c.env.subplans += 1
+    if e.args.get("keyed") is not None:
+        keyed = _keyed_subplan(c, e)
+        if keyed is not None:
+            return keyed
+    kind = e.args["kind"]
+    operator, row_keys, correlated = _build_subplan(c, e.args["plan"])
+    out_type = operator.fields[0].type if operator.fields else TEXT
+    probe = c.compile(e.this) if kind == "in" else None
+    if probe is not None and probe.type.name == "unknown":
+        probe = c.coerce(probe, out_type)
+
+    def evaluate(frame: Frame) -> pa.Table:
+        return operator.execute(frame.ctx, outer=frame)
+
+    def per_group(f: Frame, reduce):
+        """The subquery's reduced result: one (uncorrelated), or one per distinct value of the
+        outer columns it reads, with each row's group."""
+        if not correlated:
+            key = id(operator)
+            cache = f.ctx.subquery_cache
+            if key not in cache:
+                cache[key] = evaluate(Frame(ONE_ROW.slice(0, 0), f.ctx, f))
+            return reduce(cache[key]), None
+        if f.n == 0:
+            return [], np.zeros(0, np.int64)
+        if row_keys:
+            gids, first = group_ids([_groupable(f.table.column(i)) for i in row_keys], f.n)
+        else:  # reads only queries further out: the same for every row here
+            gids, first = np.zeros(f.n, np.int64), np.zeros(1, np.int64)
+        results = [reduce(evaluate(Frame(f.table.slice(int(r), 1), f.ctx, f.outer)))
+                   for r in first]
+        return results, gids
+
+    def spread(results: list, gids: np.ndarray, arrow: pa.DataType) -> pa.Array:
+        return pa.array([s.as_py() for s in results], arrow).take(pa.array(gids))
+
+    if kind == "scalar":
+        t = out_type or TEXT
+
+        def reduce_scalar(table: pa.Table) -> pa.Scalar:
+            if table.num_rows > 1:
+                raise SqlVecError("more than one row returned by a subquery used as an expression",
+                                  sqlstate="21000")
+            if table.num_rows == 0:
+                return pa.scalar(None, t.to_arrow())
+            return table.column(0)[0]
+
+        def fn(f):
+            res, gids = per_group(f, reduce_scalar)
+            return res if gids is None else spread(res, gids, t.to_arrow())
+        return Value(fn, t)
+
+    if kind == "exists":
+        def fn(f):
+            res, gids = per_group(f, lambda table: pa.scalar(table.num_rows > 0))
+            return res if gids is None else spread(res, gids, pa.bool_())
+        return Value(fn, BOOL)
+
+    if kind == "array":
+        t = (out_type or TEXT).array_of() if not (out_type or TEXT).is_array else out_type
+
+        def fn(f):
+            res, gids = per_group(
+                f, lambda table: pa.scalar(table.column(0).to_pylist(), t.to_arrow()))
+            return res if gids is None else spread(res, gids, t.to_arrow())
+        return Value(fn, t)
+
+    # IN (subquery): NULL semantics of SQL (unknown when no match and a NULL is present).
+    negate = bool(e.args.get("negate"))
+
+    def fn_in(f):
+        x = probe(f)  # type: ignore[misc]
+        res, gids = per_group(f, lambda table: table.column(0))
+        if gids is None:
+            hit = _in_values(as_array(x, f.n), res)
+            return pc.invert(hit) if negate else hit
+        xs = as_array(x, f.n)
+        xs = xs.combine_chunks() if isinstance(xs, pa.ChunkedArray) else xs
+        order = np.argsort(gids, kind="stable")
+        bounds = np.searchsorted(gids[order], np.arange(len(res) + 1))
+        pieces = [_in_values(xs.take(pa.array(order[lo:hi])), values)
+                  for values, lo, hi in zip(res, bounds[:-1], bounds[1:])]
+        hit = pa.concat_arrays(pieces) if pieces else pa.array([], pa.bool_())
+        inverse = np.empty(f.n, np.int64)
+        inverse[order] = np.arange(f.n)
+        hit = hit.take(pa.array(inverse))
+        return pc.invert(hit) if negate else hit
+
+    return Value(fn_in, BOOL)
+
+
+def _build_subplan(c: Compiler, plan) -> tuple[object, list[int], bool]:
+    """(operator, the columns of `c`'s rows it reads, whether it reads any outer row)."""
+    start = len(c.env.outer_refs)
+    saved = c.env.correlated
+    operator = c.env.build_subplan(plan, c)
+    refs = c.env.outer_refs[start:]
+    outside = set()
+    scope: Compiler | None = c
+    while scope is not None:
+        outside.add(id(scope))
+        scope = scope.outer
+    row_keys = sorted({index for target, index in refs if target is c})
+    correlated = any(id(target) in outside for target, _ in refs)
+    c.env.correlated = saved or correlated
+    return operator, row_keys, correlated
+
+
+def _in_values(x, values) -> pa.Array:
+    """`x IN (values)` per element of x, with SQL's NULLs: true on a match; else NULL when x
+    is NULL or a NULL is among the values (and they are not empty); else false."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if values.type != x.type:
+        try:
+            values = values.cast(x.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    if len(values) == 0:
+        return pa.array(np.zeros(len(x), bool))
+    present = values.drop_null() if values.null_count else values
+    hit = pc.is_in(x, value_set=present)
+    if values.null_count:
+        hit = pc.if_else(hit, True, pa.scalar(None, pa.bool_()))
+    return pc.if_else(pc.is_null(x), pa.scalar(None, pa.bool_()), hit)
+
+
+def _groupable(col):
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type) or \
+            pa.types.is_dictionary(col.type):
+        return pa.array([None if v is None else repr(v) for v in col.to_pylist()], pa.string())
+    return col
+
+
+def _keyed_subplan(c: Compiler, e: SubPlan) -> Value | None:
+    """A subquery by its keyed form (SubPlan's docstring): run once per statement, then
+    matched to the outer rows by a hash join on the keys. None when the keyed plan does not
+    apply after all (it still reads the outer query, or the keys cannot be hashed)."""
+    start = len(c.env.outer_refs)
+    saved = c.env.correlated, dict(c.env.param_types)
+
+    def give_up() -> None:
+        del c.env.outer_refs[start:]
+        c.env.correlated = saved[0]
+        c.env.param_types.clear()
+        c.env.param_types.update(saved[1])
+
+    try:
+        operator, _, correlated = _build_subplan(c, e.args["keyed"])
+        empty = None
+        if e.args.get("empty") is not None:
+            empty, _, empty_correlated = _build_subplan(c, e.args["empty"])
+            correlated = correlated or empty_correlated
+        if correlated:
+            give_up()
+            return None
+        visible = [i for i, f in enumerate(operator.fields) if not f.hidden]
+        keys = e.args.get("keys") or []
+        if len(visible) != 1 + len(keys):
+            give_up()
+            return None
+        pairs = []
+        for key, j in zip(keys, visible[1:]):
+            inner = Value(lambda f, j=j: f.table.column(j), operator.types[j])
+            outer_v, inner_v, t = c.unify(c.compile(key), inner)
+            if not _hashable(t):
+                give_up()
+                return None
+            pairs.append((outer_v, inner_v))
+        guard = c.condition(e.args["guard"], "WHERE") if e.args.get("guard") is not None else None
+        kind = e.args["kind"]
+        value_i = visible[0]
+        out_type = operator.types[value_i] or TEXT
+        if kind == "array" and not pa.types.is_list(
+                (out_type.array_of() if not out_type.is_array else out_type).to_arrow()):
+            give_up()
+            return None
+        probe = None
+        if kind == "in":
+            probe = c.compile(e.this)
+            if probe.type.name == "unknown":
+                probe = c.coerce(probe, out_type)
+    except SqlVecError:
+        give_up()
+        return None
+
+    def matches(f: Frame) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+        """The keyed result, and the (outer row, keyed row) pairs with equal keys, in outer
+        row order and then the keyed result's order."""
+        cache = f.ctx.subquery_cache
+        key = id(operator)
+        if key not in cache:
+            cache[key] = operator.execute(f.ctx, outer=None)
+        table = cache[key]
+        inner_frame = Frame(table, f.ctx, None)
+        rows = np.arange(f.n)
+        if guard is not None:
+            rows = rows[_true_mask(guard(f), f.n)]
+        left = [_hash_key(o(f), f.n).take(pa.array(rows, pa.int64())) for o, _ in pairs]
+        right = [_hash_key(r(inner_frame), table.num_rows) for _, r in pairs]
+        li, ri = key_pairs(f.ctx, "SubPlan", left, right)
+        return table, rows[li], ri
+
+    if kind == "exists":
+        def fn_exists(f):
+            _, li, _ = matches(f)
+            hit = np.zeros(f.n, bool)
+            hit[li] = True
+            return pa.array(hit)
+        return Value(fn_exists, BOOL)
+
+    if kind == "scalar":
+        arrow = out_type.to_arrow()
+        empty_cache: list = []
+
+        def fn_scalar(f):
+            table, li, ri = matches(f)
+            if li.size > 1 and (np.diff(li) == 0).any():
+                raise SqlVecError("more than one row returned by a subquery used as an expression",
+                                  sqlstate="21000")
+            index = np.full(f.n, -1, np.int64)
+            index[li] = ri
+            values = _plain_column(table.column(value_i), arrow)
+            out = values.take(pa.array(index, mask=index < 0))
+            if empty is not None:
+                if not empty_cache:
+                    none = empty.execute(f.ctx, outer=None)
+                    first = next(i for i, fd in enumerate(empty.fields) if not fd.hidden)
+                    empty_cache.append(none.column(first)[0].cast(arrow) if none.num_rows
+                                       else pa.scalar(None, arrow))
+                if empty_cache[0].is_valid and (index < 0).any():
+                    out = pc.if_else(pa.array(index >= 0), out, empty_cache[0])
+            return out
+        return Value(fn_scalar, out_type)
+
+    if kind == "array":
+        t = out_type.array_of() if not out_type.is_array else out_type
+
+        def fn_array(f):
+            table, li, ri = matches(f)
+            element = t.to_arrow().value_type
+            values = _plain_column(table.column(value_i), element).take(pa.array(ri, pa.int64()))
+            offsets = np.zeros(f.n + 1, np.int32)
+            np.cumsum(np.bincount(li, minlength=f.n), out=offsets[1:])
+            lists = pa.ListArray.from_arrays(pa.array(offsets), values)
+            return lists if lists.type == t.to_arrow() else lists.cast(t.to_arrow())
+        return Value(fn_array, t)
+
+    negate = bool(e.args.get("negate"))
+
+    def fn_in(f):
+        table, li, ri = matches(f)
+        x = as_array(probe(f), f.n)  # type: ignore[misc]
+        x = x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x
+        values = table.column(value_i).combine_chunks()
+        if values.type != x.type:
+            try:
+                values = values.cast(x.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
+        equal = pc.equal(x.take(pa.array(li, pa.int64())), values.take(pa.array(ri, pa.int64())))
+        hit = np.zeros(f.n, bool)
+        unknown = np.zeros(f.n, bool)
+        hit[li[_true_mask(equal, li.size)]] = True
+        unknown[li[pc.is_null(equal).to_numpy(zero_copy_only=False)]] = True
+        out = pc.if_else(pa.array(hit), True,
+                         pc.if_else(pa.array(unknown), pa.scalar(None, pa.bool_()), False))
+        return pc.invert(out) if negate else out
+
+    return Value(fn_in, BOOL)
+
+
+def _hashable(t: SqlType) -> bool:
+    """Whether values of `t` can be join keys (pyarrow's hash join, SQL's `=`)."""
+    if t.is_array or t.is_vector or t.name in ("json", "jsonb", "unknown"):
+        return False
+    arrow = t.to_arrow()
+    return (pa.types.is_integer(arrow) or pa.types.is_floating(arrow) or pa.types.is_boolean(arrow)
+            or pa.types.is_string(arrow) or pa.types.is_large_string(arrow)
+            or pa.types.is_binary(arrow) or pa.types.is_decimal(arrow)
+            or pa.types.is_date(arrow) or pa.types.is_timestamp(arrow) or pa.types.is_time(arrow))
+
+
+def _true_mask(value: Datum, n: int) -> np.ndarray:
+    if is_scalar(value):
+        return np.full(n, bool(value.as_py()))
+    return np.asarray(pc.fill_null(value, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _hash_key(value: Datum, n: int) -> pa.Array:
+    """A key column both sides of a hash join agree on (one string and decimal type)."""
+    col = as_array(value, n)
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if pa.types.is_decimal(col.type):
+        col = V.to_storage(col, NUMERIC)
+    if pa.types.is_large_string(col.type):
+        col = col.cast(pa.string())
+    return col
+
+
+def _plain_column(col, arrow: pa.DataType) -> pa.Array:
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return col if col.type == arrow else col.cast(arrow)
+
+
+HANDLERS.update({
+    SubPlan: _subplan,
+})

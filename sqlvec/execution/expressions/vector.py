@@ -1,0 +1,117 @@
+"""pgvector's operators: the distances (`<->`, `<=>`, `<#>`, `<+>`), element-wise `+ - *`, and
+comparisons in its btree order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from sqlglot import exp
+
+from sqlvec.errors import DataException, NumericValueOutOfRange, SqlVecError
+from sqlvec.execution import values as V
+from sqlvec.execution.expressions.core import (
+    HANDLERS,
+    SYMBOLS,
+    Compiler,
+    Frame,
+    operands,
+    param_index,
+)
+from sqlvec.execution.values import FLOAT8, Datum, Value, is_scalar
+from sqlvec.sql import dialect as d
+from sqlvec.types import SqlType
+from sqlvec.vectors import Metric, paired_distances
+
+
+def _vector_pair(c: Compiler, a: Value, b: Value) -> tuple[Value, Value]:
+    if a.type.name != "vector":
+        a = c.coerce(a, SqlType("vector"))
+    if b.type.name != "vector":
+        b = c.coerce(b, SqlType("vector"))
+    return a, b
+
+
+def _distance(c: Compiler, e: d.VectorDistance) -> Value:
+    a, b = operands(c, e)
+    if a.type.name == "unknown" and isinstance(e.this, exp.Parameter):
+        c.env.infer_param(param_index(e.this), SqlType("vector"))
+        a = c.compile(e.this)
+    if b.type.name == "unknown" and isinstance(e.expression, exp.Parameter):
+        c.env.infer_param(param_index(e.expression), SqlType("vector"))
+        b = c.compile(e.expression)
+    a, b = _vector_pair(c, a, b)
+    metric = e.metric
+
+    def fn(f: Frame) -> Datum:
+        return vector_distance(metric, a(f), b(f), f.n)
+
+    return Value(fn, FLOAT8, a.const and b.const)
+
+
+def vector_distance(metric: Metric, x: Datum, y: Datum, n: int) -> Datum:
+    """Row-wise pgvector distance between two vector datums (columns or constants)."""
+    both_scalar = is_scalar(x) and is_scalar(y)
+    rows = 1 if both_scalar else n
+    if both_scalar and (not x.is_valid or not y.is_valid):
+        return pa.scalar(None, pa.float64())
+    mx, vx = V.to_numpy_vectors(x, rows)
+    my, vy = V.to_numpy_vectors(y, rows)
+    if mx.shape[1] != my.shape[1] and mx.size and my.size:
+        raise DataException(f"different vector dimensions {mx.shape[1]} and {my.shape[1]}")
+    out = paired_distances(metric, mx, my) if rows else np.empty(0)
+    valid = None
+    for v in (vx, vy):
+        if v is not None:
+            valid = v if valid is None else valid & v
+    arr = pa.array(out, pa.float64(), mask=None if valid is None else ~valid)
+    return arr[0] if both_scalar else arr
+
+
+def vector_arith(c: Compiler, op: str, a: Value, b: Value) -> Value:
+    if op not in ("add", "subtract", "multiply"):
+        raise SqlVecError(f"operator does not exist: vector {SYMBOLS[op]} vector", sqlstate="42883")
+    a, b = _vector_pair(c, a, b)
+    t = a.type if a.type.typmod >= 0 else b.type
+
+    def fn(f: Frame) -> Datum:
+        x, y = a(f), b(f)
+        both_scalar = is_scalar(x) and is_scalar(y)
+        rows = 1 if both_scalar else f.n
+        mx, vx = V.to_numpy_vectors(x, rows)
+        my, vy = V.to_numpy_vectors(y, rows)
+        if mx.shape[1] != my.shape[1]:
+            raise DataException(f"different vector dimensions {mx.shape[1]} and {my.shape[1]}")
+        with np.errstate(over="ignore"):
+            out = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply}[op](mx, my)
+        if np.isinf(out).any():
+            raise NumericValueOutOfRange("value out of range: overflow")
+        valid = vx if vy is None else (vy if vx is None else vx & vy)
+        arr = V.vectors_to_arrow(out, valid)
+        return arr[0] if both_scalar else arr
+
+    return Value(fn, SqlType("vector", t.typmod), a.const and b.const)
+
+
+def vector_compare(op: str, x: Datum, y: Datum, n: int) -> Datum:
+    """Vector comparisons as pgvector's btree order: element by element, then by length."""
+    both = is_scalar(x) and is_scalar(y)
+    rows = 1 if both else n
+    mx, vx = V.to_numpy_vectors(x, rows)
+    my, vy = V.to_numpy_vectors(y, rows)
+    common = min(mx.shape[1], my.shape[1])
+    differ = mx[:, :common] != my[:, :common]
+    first = np.argmax(differ, axis=1)
+    at = np.arange(rows)
+    sign = np.where(differ.any(axis=1), np.sign(mx[at, first] - my[at, first]),
+                    np.sign(mx.shape[1] - my.shape[1]))
+    out = {"equal": sign == 0, "not_equal": sign != 0, "less": sign < 0,
+           "less_equal": sign <= 0, "greater": sign > 0, "greater_equal": sign >= 0}[op]
+    valid = vx if vy is None else (vy if vx is None else vx & vy)
+    arr = pa.array(out, pa.bool_(), mask=None if valid is None else ~valid)
+    return arr[0] if both else arr
+
+
+HANDLERS.update({
+    d.L2Distance: _distance, d.CosineDistance: _distance, d.NegativeInnerProduct: _distance,
+    d.L1Distance: _distance,
+})
