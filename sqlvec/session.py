@@ -64,11 +64,12 @@ from sqlvec.catalog.settings import (  # noqa: E402
 from sqlvec.catalog.settings import (  # noqa: E402
     DEFAULT_SETTINGS,
     REPORTED,
-    UNIT_SETTINGS,
+    SETTINGS,
+    canonical_name,
     check_settable,
-    check_value,
-    format_unit_setting,
+    lookup,
     parse_unit_setting,
+    validate,
 )
 
 # Times an autocommit INSERT ... ON CONFLICT is run when it loses a race at commit.
@@ -190,29 +191,8 @@ class Session:
     # Settings ---------------------------------------------------------------------------------------
 
     def set(self, name: str, value: str) -> None:
-        check_settable(name)
-        key = _CANONICAL.get(name.lower(), name.lower())
-        if key == "client_encoding" and value.strip("'\"").upper().replace("-", "") not in ("UTF8", "UNICODE"):
-            raise FeatureNotSupported(f"client encoding {value} is not supported; use UTF8")
-        if key == "client_encoding":
-            value = "UTF8"
-        if key == "standard_conforming_strings":
-            # Off, '...' strings would take backslash escapes: sqlvec reads them as standard.
-            if value.strip("'\"").lower() not in ("on", "true", "yes", "1", "t", "y"):
-                raise FeatureNotSupported("standard_conforming_strings = off is not supported")
-            value = "on"
-        value = check_value(key, value)
-        if key in UNIT_SETTINGS:
-            value = format_unit_setting(key, parse_unit_setting(key, value))
-        if key == "extra_float_digits":
-            n = int(value)
-            if not -15 <= n <= 3:
-                raise SqlVecError(f'{n} is outside the valid range for parameter '
-                                  '"extra_float_digits" (-15 .. 3)', sqlstate="22023")
-        if key == "TimeZone" and value.upper() not in ("UTC", "ETC/UTC", "GMT", "Z", "+00", "00:00"):
-            log.debug("time zone %s requested; timestamps are shown in UTC", value)
-        if key == "DateStyle":
-            value = "ISO, MDY" if "ISO" in value.upper() or "," not in value else value
+        """SET name = value: checked as PostgreSQL's GUCs (settings.py), then stored."""
+        key, value = validate(name, value)
         self.settings[key] = value
         if key in REPORTED:
             self.changed[key] = value
@@ -226,7 +206,13 @@ class Session:
                         self.changed[key] = value
             return
         check_settable(name)
-        key = _CANONICAL.get(name.lower(), name.lower())
+        key = canonical_name(name)
+        if key not in self._defaults and key not in self.settings:
+            try:
+                lookup(name)  # 42704 / 42602 for a name neither declared nor set
+            except UndefinedObject:
+                if "." not in name:
+                    raise  # a dotted name is a placeholder: resetting it is allowed
         self.settings[key] = self._defaults.get(key, "")
         if key in REPORTED:
             self.changed[key] = self.settings[key]
@@ -805,7 +791,8 @@ class Session:
         if name == "all":
             names = sorted(self.settings)
             table = pa.table({"name": names, "setting": [self.settings[n] for n in names],
-                              "description": [""] * len(names)})
+                              "description": [SETTINGS[n].description if n in SETTINGS else ""
+                                              for n in names]})
             return Result("SHOW", prepared.columns, table)
         key = {"transaction isolation level": "transaction_isolation",
                "time zone": "TimeZone"}.get(name, name)

@@ -11,7 +11,7 @@ from functools import lru_cache
 from sqlvec.catalog import functions as F
 from sqlvec.catalog import objects as O
 from sqlvec.catalog.catalog import BOOTSTRAP_SUPERUSER_OID, PG_CATALOG_OID
-from sqlvec.catalog.settings import DEFAULT_SETTINGS, INDEX_SETTINGS, SETTING_INFO
+from sqlvec.catalog.settings import SETTINGS, Setting, parse_amount
 from sqlvec.catalog.virtual import empty, virtual
 from sqlvec.storage import access_methods
 from sqlvec.types import TYPES_BY_NAME
@@ -396,18 +396,26 @@ PG_SETTINGS = _cols(
 
 @virtual("pg_settings", PG_SETTINGS)
 def _pg_settings(o) -> dict:
-    settings = o.session.settings
+    session = o.session
+    settings = session.settings
     rows = []
     for name in sorted(settings, key=str.lower):
-        info = SETTING_INFO.get(name, ("", "user", "string", "Sqlvec settings"))
-        unit, context, vartype, category = info
-        declared = INDEX_SETTINGS.get(name)  # a vector access method's, with bounds
-        low, high = (str(declared.min), str(declared.max)) if declared else (None, None)
-        rows.append((name, settings[name], unit or None, category,
-                     declared.description if declared else "", None, context, vartype,
-                     "session" if settings[name] != DEFAULT_SETTINGS.get(name) else "default",
-                     low, high, None, DEFAULT_SETTINGS.get(name), DEFAULT_SETTINGS.get(name),
-                     None, None, False))
+        declared = SETTINGS.get(name)
+        if declared is None:  # a custom placeholder: a string with no description
+            declared = Setting(name, "string", "", category="Customized Options")
+        value = settings[name]
+        default = getattr(session, "_defaults", {}).get(name, declared.default)
+
+        def raw(text: str, s: Setting = declared) -> str:
+            # pg_settings shows amounts in the base unit ('4096' kB) where SHOW says '4MB'.
+            return str(parse_amount(s, text)) if s.unit and s.vartype == "integer" and text \
+                else text
+        rows.append((name, raw(value), declared.unit, declared.category, declared.description,
+                     None, declared.context, declared.vartype,
+                     "session" if value != default else "default",
+                     declared.min, declared.max,
+                     list(declared.enumvals) if declared.enumvals else None,
+                     raw(declared.default), raw(default), None, None, False))
     return _rows([c for c, _ in PG_SETTINGS], rows)
 
 

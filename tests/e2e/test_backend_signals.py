@@ -125,5 +125,5 @@ def test_server_level_settings_show_the_server(server, admin):
         "'listen_addresses')").fetchall())
     assert shown == {"data_directory": str(server.data_dir.resolve()),
                      "port": str(server.port), "max_connections": "100",
-                     "superuser_reserved_connections": "3", "authentication_timeout": "1min",
+                     "superuser_reserved_connections": "3", "authentication_timeout": "60",
                      "listen_addresses": server.host}

@@ -51,3 +51,140 @@ def test_a_negative_statement_timeout_is_out_of_range():
     with pytest.raises(InvalidParameterValue, match=r"^-1 ms is outside the valid range for "
                        r'parameter "statement_timeout" \(0 ms \.\. 2147483647 ms\)$'):
         parse_unit_setting("statement_timeout", "-1")
+
+
+# Every setting, as PostgreSQL's GUCs: the expected messages and SQLSTATEs are PostgreSQL's own
+# (PostgreSQL 16 + pgvector 0.8 answering the same SET statements).
+
+
+@pytest.fixture
+def session(tmp_path):
+    from sqlvec.database import Database
+
+    db = Database.open(str(tmp_path / "data"))
+    s = db.connect("postgres", "postgres")
+    yield s
+    s.close()
+    db.close()
+
+
+def run(session, sql: str) -> list[tuple]:
+    result = list(session.execute(sql))[-1]
+    return [] if result.table is None else [tuple(r.values()) for r in result.table.to_pylist()]
+
+
+def error_of(session, sql: str):
+    from sqlvec.errors import SqlVecError
+
+    with pytest.raises(SqlVecError) as caught:
+        list(session.execute(sql))
+    return caught.value
+
+
+@pytest.mark.parametrize("sql, sqlstate, message, detail, hint", [
+    ("SET hnsw.ef_serch = 100", "42602", 'invalid configuration parameter name "hnsw.ef_serch"',
+     '"hnsw" is a reserved prefix.', None),
+    ("SET sqlvec.exactly = on", "42602",
+     'invalid configuration parameter name "sqlvec.exactly"', '"sqlvec" is a reserved prefix.',
+     None),
+    ("SET hnsw.ef_search = 'abc'", "22023", 'invalid value for parameter "hnsw.ef_search": "abc"',
+     None, None),
+    ("SET hnsw.ef_search = 0", "22023",
+     '0 is outside the valid range for parameter "hnsw.ef_search" (1 .. 1000)', None, None),
+    ("SET work_mem = 'abc'", "22023", 'invalid value for parameter "work_mem": "abc"', None,
+     None),
+    ("SET enable_seqscan = maybe", "22023", 'parameter "enable_seqscan" requires a Boolean value',
+     None, None),
+    ("SET extra_float_digits = 5", "22023",
+     '5 is outside the valid range for parameter "extra_float_digits" (-15 .. 3)', None, None),
+    ("SET nosuch = 1", "42704", 'unrecognized configuration parameter "nosuch"', None, None),
+    ("SET client_min_messages = loud", "22023",
+     'invalid value for parameter "client_min_messages": "loud"', None,
+     "Available values: debug5, debug4, debug3, debug2, debug1, log, notice, warning, error."),
+    ("SET DateStyle = 'foo'", "22023", 'invalid value for parameter "DateStyle": "foo"',
+     'Unrecognized key word: "foo".', None),
+    ("SET IntervalStyle = 'x'", "22023", 'invalid value for parameter "IntervalStyle": "x"', None,
+     "Available values: postgres, postgres_verbose, sql_standard, iso_8601."),
+    ("SET random_page_cost = -1", "22023",
+     '-1 is outside the valid range for parameter "random_page_cost" (0 .. 1.79769e+308)', None,
+     None),
+    ("SET TimeZone = 'Nowhere/X'", "22023", 'invalid value for parameter "TimeZone": "Nowhere/X"',
+     None, None),
+    ("SET jit = 2", "22023", 'parameter "jit" requires a Boolean value', None, None),
+    ("SET synchronous_commit = maybe", "22023",
+     'invalid value for parameter "synchronous_commit": "maybe"', None,
+     "Available values: local, remote_write, remote_apply, on, off."),
+    ("SET sqlvec.target_recall = 'abc'", "22023",
+     'invalid value for parameter "sqlvec.target_recall": "abc"', None, None),
+    ("SET shared_buffers = '1GB'", "55P02",
+     'parameter "shared_buffers" cannot be changed without restarting the server', None, None),
+    ("SHOW nosuch", "42704", 'unrecognized configuration parameter "nosuch"', None, None),
+    ("RESET nosuch", "42704", 'unrecognized configuration parameter "nosuch"', None, None),
+])
+def test_bad_settings_are_refused_as_postgresql_refuses_them(session, sql, sqlstate, message,
+                                                            detail, hint):
+    error = error_of(session, sql)
+    assert (error.sqlstate, error.message, error.detail, error.hint) == \
+        (sqlstate, message, detail, hint)
+
+
+@pytest.mark.parametrize("sql, name, shown", [
+    ("SET hnsw.ef_search = 1.5", "hnsw.ef_search", "2"),
+    ("SET enable_seqscan = of", "enable_seqscan", "off"),
+    ("SET enable_seqscan TO TRUE", "enable_seqscan", "on"),
+    ("SET client_min_messages = WARNING", "client_min_messages", "warning"),
+    ("SET random_page_cost = 1.10", "random_page_cost", "1.1"),
+    ("SET work_mem = '1.5MB'", "work_mem", "1536kB"),
+    ("SET lock_timeout = 60000", "lock_timeout", "1min"),
+    ("SET effective_cache_size = '1GB'", "effective_cache_size", "1GB"),
+    ("SET foo.bar = 'anything at all'", "foo.bar", "anything at all"),
+    ("SET application_name = 'it''s'", "application_name", "it's"),
+    ("SET sqlvec.target_recall = 0.90", "sqlvec.target_recall", "0.9"),
+    ("SET TimeZone = 'Europe/Berlin'", "TimeZone", "Europe/Berlin"),
+])
+def test_good_values_are_stored_as_postgresql_shows_them(session, sql, name, shown):
+    list(session.execute(sql))
+    assert run(session, f"SHOW {name}") == [(shown,)]
+
+
+def _bad_value(setting) -> str | None:
+    return {"bool": "maybe", "integer": "not a number", "real": "not a number",
+            "enum": "no_such_value"}.get(setting.vartype)
+
+
+def test_every_setting_a_session_may_change_refuses_a_bad_value_and_keeps_its_old_one(session):
+    from sqlvec.catalog.settings import SETTINGS
+
+    checked = 0
+    for name, setting in sorted(SETTINGS.items()):
+        bad = _bad_value(setting)
+        if setting.context not in ("user", "superuser") or bad is None:
+            continue
+        before = run(session, f"SELECT current_setting('{name}')")
+        error = error_of(session, f"SELECT set_config('{name}', '{bad}', false)")
+        assert error.sqlstate == "22023", (name, error.message)
+        assert name in error.message, (name, error.message)
+        assert run(session, f"SELECT current_setting('{name}')") == before, name
+        checked += 1
+    assert checked > 150  # PostgreSQL's typed user settings, pgvector's and ours
+
+
+def test_pg_settings_describes_each_setting_as_postgresql_does(session):
+    rows = run(session, "SELECT name, setting, unit, vartype, min_val, max_val, enumvals, "
+                        "context, boot_val FROM pg_settings WHERE name IN ('work_mem', "
+                        "'client_min_messages', 'enable_seqscan', 'hnsw.ef_search', "
+                        "'random_page_cost', 'statement_timeout') ORDER BY name")
+    assert rows == [
+        ("client_min_messages", "notice", None, "enum", None, None,
+         ["debug5", "debug4", "debug3", "debug2", "debug1", "log", "notice", "warning", "error"],
+         "user", "notice"),
+        ("enable_seqscan", "on", None, "bool", None, None, None, "user", "on"),
+        ("hnsw.ef_search", "40", None, "integer", "1", "1000", None, "user", "40"),
+        ("random_page_cost", "4", None, "real", "0", "1.79769e+308", None, "user", "4"),
+        ("statement_timeout", "0", "ms", "integer", "0", "2147483647", None, "user", "0"),
+        ("work_mem", "1048576", "kB", "integer", "64", "2147483647", None, "user", "1048576"),
+    ]
+    list(session.execute("SET work_mem = '64MB'"))
+    assert run(session, "SELECT setting, source, reset_val FROM pg_settings "
+                        "WHERE name = 'work_mem'") == [("65536", "session", "1048576")]
+    assert run(session, "SELECT count(*) > 300 FROM pg_settings") == [(True,)]
