@@ -69,6 +69,7 @@ class CopyCommand:
 def parse_copy(sql: str) -> CopyCommand:
     """Parse a COPY statement (modern `WITH (FORMAT csv, ...)` and legacy option spellings)."""
     text = sql.strip().rstrip(";").strip()
+    lead = len(sql) - len(sql.lstrip())  # error positions count from the start of `sql`
     tokens = _tokenize(text)
     pos = 0
 
@@ -88,7 +89,7 @@ def parse_copy(sql: str) -> CopyCommand:
     def fail(message: str | None = None) -> SqlVecError:
         _, value, at = peek()
         return SyntaxError_(message or f'syntax error at or near "{value}"' if value
-                            else "syntax error at end of input", position=at + 1)
+                            else "syntax error at end of input", position=lead + at + 1)
 
     if word() != "copy":
         raise fail()

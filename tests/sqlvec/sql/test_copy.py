@@ -46,3 +46,9 @@ def test_copy_options():
 def test_bad_copy_statements(sql, error):
     with pytest.raises(error):
         parse_copy(sql)
+
+
+def test_error_positions_count_from_the_start_of_the_statement():
+    with pytest.raises(SqlVecError) as caught:
+        parse_copy("  COPY t FROM")
+    assert caught.value.position == len("  COPY t FROM") + 1
