@@ -61,6 +61,10 @@ def _create(session: Session, ast: exp.Create, notices: list[Notice]) -> str:
         return tag
     if kind == "DATABASE" and session.explicit:
         raise ActiveSqlTransaction("CREATE DATABASE cannot run inside a transaction block")
+    if kind == "SCHEMA" and ast.args.get("exists"):
+        name = ast.this.db or ast.this.name
+        if session.catalog.has_schema(name):  # PostgreSQL's notice (schemacmds.c): 42P06
+            notices.append(Notice.notice(f'schema "{name}" already exists, skipping', "42P06"))
     tag = ddl.create_other(ast, session.catalog, path, session.database)
     if tag == "NOTICE":  # CREATE SEQUENCE IF NOT EXISTS
         notices.append(_exists_notice(ast.this.name))

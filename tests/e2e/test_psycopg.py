@@ -305,6 +305,8 @@ def test_notice_for_commit_outside_a_transaction(conn):
      ("NOTICE", "42P07", 'relation "{t}_a" already exists, skipping')),
     ("CREATE SEQUENCE {t}", "CREATE SEQUENCE IF NOT EXISTS {t}",
      ("NOTICE", "42P07", 'relation "{t}" already exists, skipping')),
+    ("CREATE SCHEMA {t}", "CREATE SCHEMA IF NOT EXISTS {t}",
+     ("NOTICE", "42P06", 'schema "{t}" already exists, skipping')),
     ("CREATE EXTENSION IF NOT EXISTS vector", "CREATE EXTENSION IF NOT EXISTS vector",
      ("NOTICE", "42710", 'extension "vector" already exists, skipping')),
     ("", "SELECT pg_terminate_backend(999999)",

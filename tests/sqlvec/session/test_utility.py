@@ -112,6 +112,8 @@ def test_prepare_refuses_several_statements_and_fails_the_block(session):
      Notice("NOTICE", "42P07", 'relation "ti" already exists, skipping')),
     (["CREATE SEQUENCE s"], "CREATE SEQUENCE IF NOT EXISTS s",
      Notice("NOTICE", "42P07", 'relation "s" already exists, skipping')),
+    (["CREATE SCHEMA sc"], "CREATE SCHEMA IF NOT EXISTS sc",
+     Notice("NOTICE", "42P06", 'schema "sc" already exists, skipping')),
     (["CREATE EXTENSION vector"], "CREATE EXTENSION IF NOT EXISTS vector",
      Notice("NOTICE", "42710", 'extension "vector" already exists, skipping')),
     ([], "SELECT pg_cancel_backend(999999)",
