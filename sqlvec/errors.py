@@ -1,10 +1,36 @@
-"""SQLSTATE-carrying errors: the only way failures cross from the engine to the wire.
+"""SQLSTATE-carrying errors and notices: the only way messages cross from the engine to the wire.
 
-The wire maps the fields one-to-one onto an ErrorResponse (S, C, M, D, H, P). Codes follow
-PostgreSQL's errcodes.txt so drivers raise the exception class their users already catch.
+The wire maps the fields one-to-one onto an ErrorResponse (S, C, M, D, H, P) or, for a
+`Notice`, a NoticeResponse. Codes follow PostgreSQL's errcodes.txt so drivers raise the
+exception class their users already catch, and notice handlers see the codes PostgreSQL sends.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A message a statement sends besides its result (NoticeResponse), as PostgreSQL's
+    `ereport(NOTICE | WARNING, errcode(...), errmsg(...))`: severity, SQLSTATE and text."""
+
+    severity: str  # NOTICE | WARNING | INFO | LOG | DEBUG
+    sqlstate: str
+    message: str
+
+    @classmethod
+    def notice(cls, message: str, sqlstate: str = "00000") -> Notice:
+        """NOTICE; PostgreSQL's default code for it is 00000 (successful completion)."""
+        return cls("NOTICE", sqlstate, message)
+
+    @classmethod
+    def warning(cls, message: str, sqlstate: str = "01000") -> Notice:
+        """WARNING; PostgreSQL's default code for it is 01000 (warning)."""
+        return cls("WARNING", sqlstate, message)
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.message}"
 
 
 class SqlVecError(Exception):

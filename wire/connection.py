@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import re
 import secrets
 import socket
 import ssl
@@ -52,11 +51,13 @@ from sqlvec.errors import (
     FeatureNotSupported,
     InFailedTransaction,
     InvalidPassword,
+    Notice,
     ProgramLimitExceeded,
     ProtocolViolation,
     QueryCanceled,
     SqlVecError,
 )
+from sqlvec.session import CopyCommand, StatementKind
 from sqlvec.types import REG_TYPES, SqlType
 from wire import copy as copy_format
 from wire import pgtypes
@@ -139,23 +140,25 @@ class ConnectionState(enum.Enum):
 
 @dataclass
 class Statement:
-    """A Parse-d statement: the engine's plan, or a COPY the wire runs itself."""
+    """A Parse-d statement: the engine's plan (for COPY, the command the wire carries out)."""
 
     sql: str
     param_oids: tuple[int, ...]
-    prepared: PreparedStatement | None = None
-    copy: copy_format.CopyCommand | None = None
-    intercepted: bool = False  # DEALLOCATE or DISCARD: the wire has a say (`_intercept`)
+    prepared: PreparedStatement
     # Encoded RowDescriptions of `prepared` by result formats (Describe comes every round trip).
     descriptions: dict[tuple[int, ...], bytes] = field(default_factory=dict)
 
     @property
     def param_types(self) -> list[SqlType]:
-        return list(self.prepared.param_types) if self.prepared is not None else []
+        return list(self.prepared.param_types)
 
     @property
     def columns(self) -> list[ResultColumn] | None:
-        return self.prepared.columns if self.prepared is not None else None
+        return self.prepared.columns
+
+    @property
+    def copy(self) -> CopyCommand | None:
+        return self.prepared.copy if self.prepared.kind is StatementKind.COPY else None
 
     def replan(self, prepared: PreparedStatement) -> None:
         """The statement as planned now (a new plan after a catalog change)."""
@@ -196,7 +199,7 @@ class Portal:
 class CopyIn:
     """A COPY FROM STDIN receiving data; `failure` is set by CopyFail or a stray message."""
 
-    command: copy_format.CopyCommand
+    command: CopyCommand
     columns: list[copy_format.Column]
     resume: ConnectionState
     data: bytearray = field(default_factory=bytearray)
@@ -222,14 +225,6 @@ _PARSE_COMPLETE = ParseComplete().encode()
 _BIND_COMPLETE = BindComplete().encode()
 _CLOSE_COMPLETE = CloseComplete().encode()
 _READY = {status: ReadyForQuery(status).encode() for status in "ITE"}
-
-_DEALLOCATE = re.compile(r"^\s*deallocate\s+(?:prepare\s+)?(\"(?:[^\"]|\"\")*\"|\w+)\s*;?\s*$",
-                         re.I | re.S)
-_DISCARD_ALL = re.compile(r"^\s*discard\s+all\s*;?\s*$", re.I)
-_NOTICE_CODES = {
-    "there is no transaction in progress": "25P01",
-    "there is already a transaction in progress": "25001",
-}
 
 
 def _result_formats(codes: tuple[int, ...], ncols: int) -> list[int]:
@@ -264,14 +259,9 @@ def error_response(exc: BaseException) -> ErrorResponse:
     return ErrorResponse.build("ERROR", "XX000", message)
 
 
-def notice_response(text: str) -> NoticeResponse:
-    severity, sep, message = text.partition(": ")
-    if not sep or severity not in ("NOTICE", "WARNING", "INFO", "DEBUG", "LOG"):
-        severity, message = "NOTICE", text
-    code = _NOTICE_CODES.get(message, "01000" if severity == "WARNING" else "00000")
-    if "already exists, skipping" in message:
-        code = "42P07"
-    return NoticeResponse.build(severity, code, message)
+def notice_response(notice: Notice) -> NoticeResponse:
+    """NoticeResponse fields from an engine notice, one-to-one."""
+    return NoticeResponse.build(notice.severity, notice.sqlstate, notice.message)
 
 
 class Connection:
@@ -487,6 +477,8 @@ class Connection:
             self.server.admit(self, self.server.database.is_superuser(user))
         self.session = self._open_session(database, user, settings)
         self.session.on_terminate = self.stop
+        self.session.on_deallocate = self._deallocate
+        self.session.on_discard_all = self._discard_all
         self.pid = self.session.pid
         self.secret = secrets.token_bytes(4)
         self.server.register(self)
@@ -605,75 +597,47 @@ class Connection:
     # Simple query ------------------------------------------------------------------------------
 
     def on_query(self, message: Query) -> None:
+        """A simple Query: the session splits it and runs its statements in order, each
+        result sent as it finishes; the first error ends the query (COPY comes back here,
+        to `_copy`, to move its data)."""
         self.state = ConnectionState.READY
         self.statements.pop("", None)
         self.portals.pop("", None)
-        pieces = copy_format.split_with_offsets(message.sql)
-        if not pieces:
-            self.send(EmptyQueryResponse())
-        for offset, text in pieces:
-            try:
-                self._simple_statement(text)
-            except SqlVecError as exc:
-                if exc.severity == "FATAL":
-                    raise
-                if exc.position:
-                    exc.position += offset
-                self.send(error_response(exc))
-                break
-            except GONE:
+        session = self.session
+        assert session is not None
+        try:
+            for result in session.execute(message.sql, copy=self._copy_simple):
+                self._send_result(result, None, 0)
+                self._send_settings(session.drain_changed_settings())
+        except SqlVecError as exc:
+            session.drain_changed_settings()
+            if exc.severity == "FATAL":
                 raise
-            except Exception as exc:
-                self.send(error_response(exc))
-                break
+            self.send(error_response(exc))
+        except GONE:
+            raise
+        except Exception as exc:
+            session.drain_changed_settings()
+            self.send(error_response(exc))
         self._end_of_command()
         self.send(ReadyForQuery(self._status()))
         self.flush()
 
-    def _simple_statement(self, text: str) -> None:
-        word = copy_format.first_word(text)
-        if word == "copy":
-            tag = self._copy(copy_format.parse_copy(text), simple=True)
-            self.send(CommandComplete(tag))
-            return
-        if word in ("deallocate", "discard"):
-            tag = self._intercept(text)
-            if tag is not None:
-                self.send(CommandComplete(tag))
-                return
-        results, changed = self._execute_all(text)
-        for result in results:
-            self._send_result(result, None, 0)
-        self._send_settings(changed)
+    def _copy_simple(self, command: CopyCommand) -> str:
+        return self._copy(command, simple=True)
 
-    def _execute_all(self, text: str) -> tuple[list[Result], dict[str, str]]:
-        session = self.session
-        assert session is not None
-        try:
-            return list(session.execute(text)), session.drain_changed_settings()
-        except BaseException:
-            session.drain_changed_settings()
-            raise
+    def _deallocate(self, name: str | None) -> bool:
+        """DEALLOCATE name (None: ALL) also applies to protocol-level prepared statements (one
+        namespace with SQL-level PREPARE, as in PostgreSQL); True if `name` was one."""
+        if name is None:
+            self.statements.clear()
+            return False
+        return self.statements.pop(name, None) is not None
 
-    def _intercept(self, text: str) -> str | None:
-        """DEALLOCATE and DISCARD ALL also apply to protocol-level prepared statements (one
-        namespace with SQL-level PREPARE, as in PostgreSQL)."""
-        if _DISCARD_ALL.match(text):
-            self.statements.clear()
-            self.portals.clear()
-            return None  # the session resets its settings and SQL-level statements
-        m = _DEALLOCATE.match(text)
-        if m is None:
-            return None
-        name = m.group(1)
-        if name.lower() == "all":
-            self.statements.clear()
-            return None
-        name = name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
-        if name in self.statements:
-            del self.statements[name]
-            return "DEALLOCATE"
-        return None
+    def _discard_all(self) -> None:
+        """DISCARD ALL drops the protocol-level statements and portals too."""
+        self.statements.clear()
+        self.portals.clear()
 
     def _send_result(self, result: Result, formats: list[int] | None, limit: int,
                      portal: Portal | None = None) -> bool:
@@ -756,25 +720,14 @@ class Connection:
         if message.name and message.name in self.statements:
             raise SqlVecError(f'prepared statement "{message.name}" already exists',
                               sqlstate="42P05")
-        pieces = copy_format.split_with_offsets(message.sql)
-        if len(pieces) > 1:
-            raise SqlVecError("cannot insert multiple commands into a prepared statement",
-                              sqlstate="42601")
-        word = copy_format.first_word(pieces[0][1]) if pieces else ""
-        if word == "copy":
-            statement = Statement(message.sql, message.param_oids,
-                                  copy=copy_format.parse_copy(pieces[0][1]))
-        else:
-            prepared = self.session.prepare(  # type: ignore[union-attr]
-                message.sql, list(message.param_oids))
-            if len(prepared.param_types) > MAX_PARAMETERS:
-                raise ProgramLimitExceeded(
-                    f"number of parameters must be between 0 and {MAX_PARAMETERS}",
-                    detail=f"The statement has {len(prepared.param_types)} parameters; Bind "
-                           "and ParameterDescription count them in 16 bits.")
-            statement = Statement(message.sql, message.param_oids, prepared,
-                                  intercepted=word in ("deallocate", "discard"))
-        self.statements[message.name] = statement
+        prepared = self.session.prepare(  # type: ignore[union-attr]
+            message.sql, list(message.param_oids))
+        if len(prepared.param_types) > MAX_PARAMETERS:
+            raise ProgramLimitExceeded(
+                f"number of parameters must be between 0 and {MAX_PARAMETERS}",
+                detail=f"The statement has {len(prepared.param_types)} parameters; Bind "
+                       "and ParameterDescription count them in 16 bits.")
+        self.statements[message.name] = Statement(message.sql, message.param_oids, prepared)
         self.send_raw(_PARSE_COMPLETE)
 
     def on_bind(self, message: Bind) -> None:
@@ -824,11 +777,10 @@ class Connection:
             self.send(row_description(columns, [pgtypes.TEXT] * len(columns)))
 
     def _cursor_columns(self, name: str) -> list[ResultColumn]:
-        quoted = '"' + name.replace('"', '""') + '"'
-        prepared = self.session.prepare(f"FETCH FORWARD 0 FROM {quoted}")  # type: ignore
-        if prepared.columns is None:
+        columns = self.session.cursor_columns(name)  # type: ignore[union-attr]
+        if columns is None:
             raise SqlVecError(f'portal "{name}" does not exist', sqlstate="34000")
-        return prepared.columns
+        return columns
 
     def on_execute(self, message: Execute) -> None:
         portal = self.portals.get(message.portal)
@@ -839,13 +791,8 @@ class Connection:
             self.send(CommandComplete(self._copy(statement.copy, simple=False)))
             return
         if portal.result is None:
-            if statement.intercepted:
-                tag = self._intercept(statement.sql)
-                if tag is not None:
-                    portal.result = _done(tag)
-            if portal.result is None:
-                portal.result, changed = self._run_portal(portal)
-                self._send_settings(changed)
+            portal.result, changed = self._run_portal(portal)
+            self._send_settings(changed)
         self._send_result(portal.result, portal.formats(portal.result.columns),
                           message.max_rows, portal)
 
@@ -891,7 +838,7 @@ class Connection:
 
     # COPY --------------------------------------------------------------------------------------
 
-    def _copy(self, command: copy_format.CopyCommand, simple: bool) -> str:
+    def _copy(self, command: CopyCommand, simple: bool) -> str:
         if self._status() == "E":
             raise InFailedTransaction("current transaction is aborted, commands ignored until "
                                       "end of transaction block")
@@ -899,14 +846,10 @@ class Connection:
             return self._copy_out(command)
         return self._copy_in(command, simple)
 
-    def _copy_in(self, command: copy_format.CopyCommand, simple: bool) -> str:
+    def _copy_in(self, command: CopyCommand, simple: bool) -> str:
         session = self.session
         assert session is not None
-        prepared = session.prepare(command.select_sql())
-        columns = [copy_format.Column(c.name, c.type) for c in prepared.columns]
-        copy_in = getattr(session, "copy_in", None)
-        if copy_in is None:
-            raise FeatureNotSupported("COPY FROM STDIN is not available in this build")
+        columns = [copy_format.Column(c.name, c.type) for c in session.copy_columns(command)]
         fmt = 1 if command.options.format == "binary" else 0
         resume = ConnectionState.READY if simple else ConnectionState.EXTENDED
         self.copy = CopyIn(command, columns, resume)
@@ -938,7 +881,7 @@ class Connection:
                   decoded - received, time.perf_counter() - decoded)
         return f"COPY {count}"
 
-    def _copy_rows(self, command: copy_format.CopyCommand, columns: list[copy_format.Column],
+    def _copy_rows(self, command: CopyCommand, columns: list[copy_format.Column],
                    data: memoryview, names: list[str] | None) -> tuple[int, float]:
         session = self.session
         assert session is not None
@@ -948,10 +891,10 @@ class Connection:
             exc.label = command.label
             raise
         decoded = time.perf_counter()
-        count = session.copy_in(command.table_name, names, rows)  # type: ignore[attr-defined]
+        count = session.copy_in(command.table_name, names, rows)  # type: ignore[arg-type]
         return count, decoded
 
-    def _copy_out(self, command: copy_format.CopyCommand) -> str:
+    def _copy_out(self, command: CopyCommand) -> str:
         session = self.session
         assert session is not None
         options = command.options
@@ -985,14 +928,11 @@ class Connection:
             self.state = ConnectionState.READY
         return f"COPY {table.num_rows}"
 
-    def _run_copy_query(self, command: copy_format.CopyCommand) -> tuple[Result, dict[str, str]]:
+    def _run_copy_query(self, command: CopyCommand) -> tuple[Result, dict[str, str]]:
         session = self.session
         assert session is not None
         try:
-            prepared = session.prepare(command.select_sql())
-            if prepared.columns is None:
-                raise FeatureNotSupported("COPY query must return rows")
-            return session.run(prepared, []), session.drain_changed_settings()
+            return session.copy_query(command), session.drain_changed_settings()
         except BaseException:
             session.drain_changed_settings()
             raise
@@ -1015,12 +955,6 @@ Connection._READY_HANDLERS = {
 
 
 _EXTENDED = (Parse, Bind, Describe, Execute, Close, Flush)
-
-
-def _done(tag: str) -> Result:
-    from sqlvec.session import Result
-
-    return Result(tag)
 
 
 _TEXT = SqlType("text")

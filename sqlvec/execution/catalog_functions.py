@@ -30,7 +30,7 @@ from sqlvec.catalog import objects as O
 from sqlvec.catalog.functions import scalar, set_returning
 from sqlvec.catalog.settings import CANONICAL, VERSION_TEXT
 from sqlvec.catalog.virtual import table_oid
-from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedObject, UndefinedTable
+from sqlvec.errors import FeatureNotSupported, Notice, SqlVecError, UndefinedObject, UndefinedTable
 from sqlvec.execution import values as V
 from sqlvec.execution.expressions import Frame
 from sqlvec.execution.expressions.calls import no_such_function
@@ -626,7 +626,7 @@ def _signal_backend(terminate: bool):
             session = f.ctx.services
             target = session.database.sessions.get(p)
             if target is None:
-                session.notice(f"WARNING: PID {p} is not a PostgreSQL backend process")
+                session.notice(Notice.warning(f"PID {p} is not a PostgreSQL backend process"))
                 return False
             if terminate:
                 target.terminate()  # the front end closes it: FATAL 57P01 to its client

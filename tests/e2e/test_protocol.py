@@ -192,6 +192,42 @@ def test_statement_names(client):
     assert CommandComplete("DEALLOCATE") in client.messages()
 
 
+def test_protocol_statements_share_deallocate_and_discard_with_prepare(client):
+    client.send(Parse("a", "SELECT 1").encode() + Sync().encode())
+    client.messages()
+    client.send(Parse("", "DEALLOCATE a").encode() + Bind().encode() + Execute().encode()
+                + Sync().encode())  # the extended protocol reaches them too
+    assert CommandComplete("DEALLOCATE") in client.messages()
+    client.send(Bind("", "a").encode() + Sync().encode())
+    assert client.messages()[0].get("C") == "26000"
+    client.send(Parse("b", "SELECT 2").encode() + Sync().encode())
+    client.messages()
+    client.send(Query("BEGIN; DISCARD ALL").encode())
+    messages = client.messages()
+    assert next(m for m in messages if isinstance(m, ErrorResponse)).get("C") == "25001"
+    client.send(Query("ROLLBACK").encode())
+    client.messages()
+    client.send(Bind("", "b").encode() + Execute().encode() + Sync().encode())
+    assert DataRow((b"2",)) in client.messages()  # a refused DISCARD ALL dropped nothing
+    client.send(Query("DISCARD ALL").encode())
+    assert CommandComplete("DISCARD ALL") in client.messages()
+    client.send(Bind("", "b").encode() + Sync().encode())
+    assert client.messages()[0].get("C") == "26000"
+
+
+def test_parse_of_several_statements_fails_the_block(client):
+    client.send(Query("BEGIN").encode())
+    client.messages()
+    client.send(Parse("", "SELECT 1; SELECT 2").encode() + Sync().encode())
+    messages = client.messages()
+    error = next(m for m in messages if isinstance(m, ErrorResponse))
+    assert (error.get("C"), error.get("M")) == (
+        "42601", "cannot insert multiple commands into a prepared statement")
+    assert messages[-1] == ReadyForQuery("E")  # as PostgreSQL's Parse
+    client.send(Query("ROLLBACK").encode())
+    assert client.messages()[-1] == ReadyForQuery("I")
+
+
 def test_several_statements_and_a_late_error(client):
     client.send(Query("SELECT 1; SELECT 2; SELECT nope_col FROM (SELECT 1 AS a) t; SELECT 4")
                 .encode())

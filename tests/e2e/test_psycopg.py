@@ -294,6 +294,38 @@ def test_notice_for_commit_outside_a_transaction(conn):
     assert notices == [("WARNING", "there is no transaction in progress")]
 
 
+# Severity, SQLSTATE and text as a real PostgreSQL 16 sends them for the same statements.
+@pytest.mark.parametrize("setup, sql, expected", [
+    ("", "ROLLBACK", ("WARNING", "25P01", "there is no transaction in progress")),
+    ("BEGIN", "BEGIN", ("WARNING", "25001", "there is already a transaction in progress")),
+    ("CREATE TABLE {t} (a int)", "CREATE TABLE IF NOT EXISTS {t} (a int)",
+     ("NOTICE", "42P07", 'relation "{t}" already exists, skipping')),
+    ("CREATE TABLE {t} (a int); CREATE INDEX {t}_a ON {t} (a)",
+     "CREATE INDEX IF NOT EXISTS {t}_a ON {t} (a)",
+     ("NOTICE", "42P07", 'relation "{t}_a" already exists, skipping')),
+    ("CREATE SEQUENCE {t}", "CREATE SEQUENCE IF NOT EXISTS {t}",
+     ("NOTICE", "42P07", 'relation "{t}" already exists, skipping')),
+    ("CREATE SCHEMA {t}", "CREATE SCHEMA IF NOT EXISTS {t}",
+     ("NOTICE", "42P06", 'schema "{t}" already exists, skipping')),
+    ("CREATE EXTENSION IF NOT EXISTS vector", "CREATE EXTENSION IF NOT EXISTS vector",
+     ("NOTICE", "42710", 'extension "vector" already exists, skipping')),
+    ("", "SELECT pg_terminate_backend(999999)",
+     ("WARNING", "01000", "PID 999999 is not a PostgreSQL backend process")),
+])
+def test_notices_carry_postgresqls_severity_and_sqlstate(conn, setup, sql, expected):
+    t = f"notice_{abs(hash(sql)) % 10**8}"
+    if setup:
+        conn.execute(setup.format(t=t))
+    notices = []  # a notice's fields are readable only inside the handler
+    conn.add_notice_handler(lambda d: notices.append(
+        (d.severity, d.severity_nonlocalized, d.sqlstate, d.message_primary)))
+    conn.execute(sql.format(t=t))
+    severity, code, message = expected
+    assert notices == [(severity, severity, code, message.format(t=t))]
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.execute("ROLLBACK")
+
+
 # Cancellation -------------------------------------------------------------------------------------
 
 

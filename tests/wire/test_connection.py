@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sqlvec.errors import SqlVecError, UndefinedTable
+from sqlvec.errors import Notice, SqlVecError, UndefinedTable
 from sqlvec.session import ResultColumn
 from sqlvec.types import SqlType
 from wire import copy as copy_format
@@ -54,15 +54,16 @@ def test_copy_errors_carry_their_context():
     assert error_response(error).get("W") == 'COPY items, line 3, column id: "x"'
 
 
-@pytest.mark.parametrize("text, severity, code", [
-    ("WARNING: there is no transaction in progress", "WARNING", "25P01"),
-    ('NOTICE: relation "t" already exists, skipping', "NOTICE", "42P07"),
-    ("something plain", "NOTICE", "00000"),
+@pytest.mark.parametrize("notice", [
+    Notice.warning("there is no transaction in progress", "25P01"),
+    Notice.notice('relation "t" already exists, skipping', "42P07"),
+    Notice("NOTICE", "00000", "WARNING: a message that looks like a severity"),
 ])
-def test_notices(text, severity, code):
-    notice = notice_response(text)
-    assert (notice.get("S"), notice.get("C")) == (severity, code)
-    assert notice.encode()[:1] == b"N"
+def test_notices_carry_the_engines_fields(notice):
+    response = notice_response(notice)
+    assert (response.get("S"), response.get("V"), response.get("C"), response.get("M")) == (
+        notice.severity, notice.severity, notice.sqlstate, notice.message)
+    assert response.encode()[:1] == b"N"
 
 
 def test_result_formats():

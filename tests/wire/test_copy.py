@@ -1,4 +1,4 @@
-"""wire.copy: the COPY statement, statement splitting, and the three data formats."""
+"""wire.copy: COPY's three data formats (the statement itself: tests/sqlvec/sql/test_copy.py)."""
 
 from __future__ import annotations
 
@@ -11,74 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.types import SqlType
 from wire import copy as C
 
 COLUMNS = [C.Column("id", SqlType("int4")), C.Column("v", SqlType("vector", 2)),
            C.Column("note", SqlType("text"))]
 TYPES = [c.type for c in COLUMNS]
-
-
-# Statements ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("sql, direction, table, columns, query, fmt", [
-    ("COPY t FROM STDIN", "from", "t", None, None, "text"),
-    ('copy public."Items" (id, "Note") from stdin with (format csv, header true)', "from",
-     'public."Items"', ("id", '"Note"'), None, "csv"),
-    ("COPY t TO STDOUT WITH CSV HEADER", "to", "t", None, None, "csv"),
-    ("COPY (SELECT 1, ')') TO STDOUT (FORMAT binary);", "to", None, None, "SELECT 1, ')'",
-     "binary"),
-    ("COPY t FROM STDIN BINARY", "from", "t", None, None, "binary"),
-])
-def test_parse_copy(sql, direction, table, columns, query, fmt):
-    command = C.parse_copy(sql)
-    assert (command.direction, command.table, command.columns, command.query,
-            command.options.format) == (direction, table, columns, query, fmt)
-
-
-def test_copy_options():
-    options = C.parse_copy("COPY t FROM STDIN (FORMAT csv, DELIMITER ';', NULL 'x', "
-                           "QUOTE '''', HEADER)").options
-    assert (options.delimiter, options.null, options.quote, options.header) == (";", "x", "'",
-                                                                                True)
-    assert C.parse_copy("COPY t FROM STDIN DELIMITER E'\\t' NULL AS ''").options.null == ""
-    assert C.parse_copy('COPY "My"."T" FROM STDIN').table_name == "My.T"
-    assert C.parse_copy("COPY Public.T FROM STDIN").table_name == "public.t"
-
-
-@pytest.mark.parametrize("sql, error", [
-    ("COPY t FROM '/etc/passwd'", FeatureNotSupported),
-    ("COPY t TO PROGRAM 'ls'", FeatureNotSupported),
-    ("COPY t FROM", SqlVecError),
-    ("COPY t (a b) FROM STDIN", SqlVecError),
-    ("COPY t FROM STDIN (FORMAT xml)", SqlVecError),
-    ("COPY t FROM STDIN (FORMAT text, QUOTE '\"')", FeatureNotSupported),
-])
-def test_bad_copy_statements(sql, error):
-    with pytest.raises(error):
-        C.parse_copy(sql)
-
-
-def test_split_with_offsets():
-    sql = "select 1; select ';' ; -- c;\nselect $$a;b$$; /* ; */ select E'\\';'; select 'it''s;'"
-    pieces = C.split_with_offsets(sql)
-    assert [text.strip() for _, text in pieces] == [
-        "select 1", "select ';'", "-- c;\nselect $$a;b$$", "/* ; */ select E'\\';'",
-        "select 'it''s;'"]
-    for offset, text in pieces:
-        assert sql[offset:offset + len(text)] == text
-    assert C.split_with_offsets(" ; -- nothing\n;") == []
-    assert C.split_with_offsets("select $1; select a$b$c") == [(0, "select $1"),
-                                                                (10, " select a$b$c")]
-
-
-@given(st.lists(st.text(alphabet="abc ;'\"$-*/\n", max_size=12), max_size=6))
-def test_split_never_loses_text(parts):
-    sql = ";".join(parts)
-    for offset, text in C.split_with_offsets(sql):
-        assert sql[offset:offset + len(text)] == text
 
 
 # COPY FROM ----------------------------------------------------------------------------------------
@@ -147,7 +85,7 @@ def test_binary_format_text_with_nul_is_22021():
 
 def test_csv_format():
     data = b'id,v,note\n1,"[1,2]","a,""b"""\n2,,\n3,"[3,4]",""\n'
-    options = C.parse_copy("COPY t FROM STDIN (FORMAT csv, HEADER)").options
+    options = C.CopyOptions("csv", ",", "", header=True)  # COPY ... (FORMAT csv, HEADER)
     assert C.decode(data, options, COLUMNS).to_pylist() == [
         {"id": 1, "v": [1, 2], "note": 'a,"b"'},
         {"id": 2, "v": None, "note": None},  # unquoted empty is NULL

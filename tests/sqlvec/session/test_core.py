@@ -1,4 +1,4 @@
-"""Sessions: transaction blocks, two sessions racing on a primary key, parameters, cancellation."""
+"""session/core.py: transaction blocks, two sessions racing on a primary key, parameters, cancellation."""
 
 from __future__ import annotations
 

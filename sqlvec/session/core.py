@@ -1,0 +1,465 @@
+"""The Session class: one client's session on one database, the boundary the wire talks to.
+
+    Session.execute(sql)                   -> Iterator[Result]   (simple query protocol)
+    Session.prepare(sql, param_type_oids)  -> PreparedStatement  (Parse / Describe)
+    Session.run(prepared, params, max_rows)-> Result             (Bind / Execute)
+    Session.copy_columns / copy_in / copy_query                  (COPY, see copy.py)
+    Session.cancel(), close(), transaction_status ("I" | "T" | "E"), settings
+
+A statement is parsed and planned once per distinct text (the plan cache, invalidated by any
+catalog change) and executed against a snapshot of each table it reads. Outside a transaction
+block every statement commits on its own; inside BEGIN ... COMMIT writes are buffered in the
+session and committed as one WAL record. `run` hands each statement kind to its handler in
+`RUNNERS`; the handlers live in the modules of this package named after what they do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pyarrow as pa
+
+from sqlvec import stack
+from sqlvec.catalog.settings import (
+    DEFAULT_SETTINGS,
+    REPORTED,
+    canonical_name,
+    check_settable,
+    lookup,
+    parse_unit_setting,
+    validate,
+)
+from sqlvec.errors import (
+    AdminShutdown,
+    FeatureNotSupported,
+    InFailedTransaction,
+    Notice,
+    QueryCanceled,
+    SqlVecError,
+    SyntaxError_,
+    UndefinedObject,
+)
+from sqlvec.execution.context import ExecContext, MemoryAccount
+from sqlvec.execution.transaction import Transaction
+from sqlvec.session import copy as copy_statements
+from sqlvec.session import ddl, queries, writes
+from sqlvec.session import utility as utility_statements
+from sqlvec.session.cursors import Cursor
+from sqlvec.session.plan_cache import PlanCache
+from sqlvec.session.prepare import plan_statement
+from sqlvec.session.results import PreparedStatement, Result, ResultColumn, StatementKind
+from sqlvec.sql.copy import CopyCommand
+from sqlvec.sql.statements import split_with_offsets
+from sqlvec.sql.utility import UtilityKind
+from sqlvec.storage.store import return_free_memory
+from sqlvec.types import TYPES_BY_OID, SqlType
+
+log = logging.getLogger("sqlvec.session")
+
+# Runs a statement: (session, prepared, params as decoded, max_rows) -> Result.
+Runner = Callable[["Session", PreparedStatement, list, int], Result]
+
+# Statements allowed in a failed transaction block (everything else is 25P02).
+_RUN_IN_FAILED_BLOCK = (UtilityKind.ROLLBACK, UtilityKind.COMMIT, UtilityKind.ROLLBACK_TO)
+
+
+def _empty(session: Session, prepared: PreparedStatement, params: list, max_rows: int) -> Result:
+    return Result("EMPTY")
+
+
+def _copy_without_client(session: Session, prepared: PreparedStatement, params: list,
+                         max_rows: int) -> Result:
+    raise FeatureNotSupported("COPY FROM STDIN and COPY TO STDOUT need a client connection")
+
+
+RUNNERS: dict[StatementKind, Runner] = {
+    StatementKind.QUERY: queries.run_query,
+    StatementKind.WRITE: writes.run_write,
+    StatementKind.DDL: ddl.run_ddl,
+    StatementKind.UTILITY: utility_statements.run_utility,
+    StatementKind.EXPLAIN: queries.run_explain,
+    StatementKind.COPY: _copy_without_client,
+    StatementKind.EMPTY: _empty,
+}
+
+
+def _failed_block() -> InFailedTransaction:
+    return InFailedTransaction(
+        "current transaction is aborted, commands ignored until end of transaction block")
+
+
+class Session:
+    """One client's session on one database."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, database, name: str = "postgres", user: str = "postgres",
+                 settings: dict[str, str] | None = None) -> None:
+        self.database = database
+        self.database_name = name
+        self.store = database.store(name)
+        self.catalog = database.catalog(name)
+        self.user = user
+        self.pid = next(self._ids) + 1000
+        self.settings = {**DEFAULT_SETTINGS, **database.server_settings,
+                         "session_authorization": user,
+                         "is_superuser": "on" if database.is_superuser(user) else "off"}
+        self._defaults = dict(self.settings)  # what RESET goes back to
+        self.terminated = False  # pg_terminate_backend: the session is to end
+        # Set by the front end (the wire): end the connection (pg_terminate_backend) ...
+        self.on_terminate: Callable[[], None] | None = None
+        # ... and its protocol-level prepared statements, which share one namespace with
+        # PREPARE: DEALLOCATE name (None: ALL) returns whether the front end held the name;
+        # DISCARD ALL also drops its statements and portals.
+        self.on_deallocate: Callable[[str | None], bool] | None = None
+        self.on_discard_all: Callable[[], None] | None = None
+        self.changed: dict[str, str] = {}  # reported settings changed since last drained
+        self._notices: list[Notice] = []  # raised while the current statement runs (`notice`)
+        for k, v in (settings or {}).items():
+            self.set(k, v)
+        self.changed.clear()  # settings given at connection are the start, not changes
+        self.txn: Transaction | None = None
+        self.failed = False
+        self.explicit = False
+        self.prepared: dict[str, PreparedStatement] = {}  # SQL-level PREPARE
+        self.cursors: dict[str, Cursor] = {}  # DECLARE ... CURSOR
+        self.savepoints: list[tuple[str, object]] = []  # (name, buffered writes then)
+        self._plan_cache = PlanCache()
+        self._limits: dict[str, tuple[str, int]] = {}  # settings with units: text, base units
+        self._statement_memory: MemoryAccount | None = None  # of the running statement
+        self._cancel = threading.Event()
+        self._closed = False
+        self.started = dt.datetime.now(dt.timezone.utc)
+        self.current_query = ""
+        self.state = "idle"
+        database.register_session(self)
+
+    # Properties -------------------------------------------------------------------------------------
+
+    @property
+    def transaction_status(self) -> str:
+        """ReadyForQuery's status: I (idle), T (in a block), E (failed block)."""
+        if self.failed:
+            return "E"
+        return "T" if self.explicit else "I"
+
+    @property
+    def search_path(self) -> list[str]:
+        out = []
+        for item in self.settings["search_path"].split(","):
+            item = item.strip().strip('"')
+            if item == "$user":
+                item = self.user
+            if item:
+                out.append(item)
+        return out
+
+    def drain_changed_settings(self) -> dict[str, str]:
+        out, self.changed = self.changed, {}
+        return out
+
+    # Settings ---------------------------------------------------------------------------------------
+
+    def set(self, name: str, value: str) -> None:
+        """SET name = value: checked as PostgreSQL's GUCs (catalog/settings.py), then stored."""
+        key, value = validate(name, value)
+        self.settings[key] = value
+        if key in REPORTED:
+            self.changed[key] = value
+
+    def reset(self, name: str) -> None:
+        if name == "all":
+            for key, value in self._defaults.items():
+                if self.settings.get(key) != value:
+                    self.settings[key] = value
+                    if key in REPORTED:
+                        self.changed[key] = value
+            return
+        check_settable(name)
+        key = canonical_name(name)
+        if key not in self._defaults and key not in self.settings:
+            try:
+                lookup(name)  # 42704 / 42602 for a name neither declared nor set
+            except UndefinedObject:
+                if "." not in name:
+                    raise  # a dotted name is a placeholder: resetting it is allowed
+        self.settings[key] = self._defaults.get(key, "")
+        if key in REPORTED:
+            self.changed[key] = self.settings[key]
+
+    # The simple query protocol ------------------------------------------------------------------------
+
+    def execute(self, sql: str, params: list | None = None,
+                copy: Callable[[CopyCommand], str] | None = None) -> Iterator[Result]:
+        """Run every statement of `sql` in order (a generator: results come as they finish).
+
+        A COPY statement is carried out by `copy` (the front end: it moves the data and
+        returns the command tag); without one, COPY fails with 0A000."""
+        statements = split_with_offsets(sql)
+        if not statements:
+            yield Result("EMPTY")
+            return
+        for offset, text in statements:
+            try:
+                prepared = self.prepare(text)
+                if prepared.kind is StatementKind.COPY and copy is not None:
+                    result = Result(copy(prepared.copy))  # type: ignore[arg-type]
+                else:
+                    result = self.run(prepared, params or [])
+            except SqlVecError as error:
+                if error.position is not None and offset:
+                    error.position += offset
+                raise
+            yield result
+
+    def execute_one(self, sql: str, params: list | None = None) -> Result:
+        results = list(self.execute(sql, params))
+        return results[-1]
+
+    # The extended query protocol ----------------------------------------------------------------------
+
+    def prepare(self, sql: str, param_type_oids: list[int] | None = None) -> PreparedStatement:
+        """Parse and plan `sql` (one statement: several are 42601, as PostgreSQL's Parse);
+        cached by text and given parameter types.
+
+        A statement nested deeper than the engine can follow fails with 54001 (stack.py)."""
+        try:
+            return stack.run_deep(sql, lambda: self._prepare_cached(sql, param_type_oids))
+        except RecursionError:
+            pass  # raised below, outside this handler, so as not to keep the deep frames
+        self._fail()
+        raise stack.stack_depth_error()
+
+    def _prepare_cached(self, sql: str, param_type_oids: list[int] | None) -> PreparedStatement:
+        oids = tuple(param_type_oids or ())
+        key = (sql, oids, self.settings["search_path"])
+        cached = self._plan_cache.get(key)
+        if cached is not None and cached.generation == self.store.generation:
+            return cached
+        given = {}
+        for i, oid in enumerate(oids):
+            if oid:
+                info = TYPES_BY_OID.get(oid)
+                if info is None:
+                    raise UndefinedObject(f"type with OID {oid} does not exist")
+                given[i + 1] = SqlType(info.typname)
+        try:
+            if len(split_with_offsets(sql)) > 1:
+                raise SyntaxError_("cannot insert multiple commands into a prepared statement")
+            prepared = plan_statement(self, sql, given)
+        except SqlVecError:
+            self._fail()  # a statement that fails to parse or plan fails the block too
+            raise
+        if prepared.utility is not None and prepared.utility.kind in (
+                UtilityKind.DECLARE, UtilityKind.FETCH, UtilityKind.CLOSE):
+            return prepared  # depends on the session's open cursors: never cached
+        prepared.generation = self.store.generation
+        self._plan_cache.put(key, prepared)
+        return prepared
+
+    def run(self, prepared: PreparedStatement, params: list | None = None,
+            max_rows: int = 0) -> Result:
+        """Execute a prepared statement with already-decoded parameters."""
+        if self.failed and not (prepared.utility is not None
+                                and prepared.utility.kind in _RUN_IN_FAILED_BLOCK):
+            raise _failed_block()
+        self._cancel.clear()
+        if self.terminated:  # checked after the clear: `terminate` sets the flag first
+            raise AdminShutdown("terminating connection due to administrator command")
+        self.current_query = prepared.sql
+        self.state = "active"
+        self._notices = []
+        try:
+            try:
+                result = stack.run_deep(prepared.sql,
+                                        lambda: self._run(prepared, params or [], max_rows))
+                if self._notices:
+                    result.notices = [*self._notices, *result.notices]
+                    self._notices = []
+                return result
+            except SqlVecError as error:
+                self._fail()
+                if self.terminated and isinstance(error, QueryCanceled):
+                    raise AdminShutdown("terminating connection due to administrator command") \
+                        from None
+                # The frames of a traceback (and of chained exceptions) hold the statement's
+                # tables: they go, so the memory is free once the error is reported.
+                error.__context__ = None
+                raise error.with_traceback(None) from None
+            except RecursionError:
+                pass  # raised below, outside this handler, so as not to keep the deep frames
+            except Exception as exc:  # an engine bug must not take the session down
+                log.exception("internal error running %r", _abbreviated(prepared.sql))
+                self._fail()
+                raise SqlVecError(f"internal error: {type(exc).__name__}: {exc}") from None
+            self._fail()
+            raise stack.stack_depth_error()
+        finally:
+            self.state = "idle" if not self.explicit else ("idle in transaction" if not self.failed
+                                                           else "idle in transaction (aborted)")
+            self._after_statement()
+
+    def _run(self, prepared: PreparedStatement, params: list, max_rows: int) -> Result:
+        """Run `prepared` through the handler of its kind (also for statements inside other
+        statements: a cursor's query, EXECUTE's statement)."""
+        return RUNNERS[prepared.kind](self, prepared, params, max_rows)
+
+    # A statement whose operators held more than this gives freed memory back to the system.
+    TRIM_AFTER_BYTES = 64 << 20
+
+    def _after_statement(self) -> None:
+        memory, self._statement_memory = self._statement_memory, None
+        if memory is not None and memory.peak >= self.TRIM_AFTER_BYTES:
+            return_free_memory()
+
+    def _fail(self) -> None:
+        """An error: an explicit block is failed until its end; an implicit one is dropped."""
+        if self.explicit:
+            self.failed = True
+        else:
+            self.txn = None
+
+    def _check_not_failed(self) -> None:
+        if self.failed:
+            raise _failed_block()
+
+    def _context(self, params: list) -> ExecContext:
+        timeout_ms = self._limit("statement_timeout")
+        self._statement_memory = MemoryAccount(self._limit("work_mem") * 1024)
+        return ExecContext(
+            params=params,
+            settings=self.settings,
+            snapshot_of=lambda table_id: self.store.table(table_id).snapshot(),
+            table_of=self.store.table,
+            overlay=self.txn,
+            virtual_table=lambda name: self.database.virtual_table(self, name),
+            cancel=self._cancel,
+            deadline=time.monotonic() + timeout_ms / 1000 if timeout_ms else None,
+            memory=self._statement_memory,
+            services=self,
+        )
+
+    def _limit(self, name: str) -> int:
+        """A setting with units in its base unit (kB, ms), parsed once per value."""
+        text = self.settings.get(name) or DEFAULT_SETTINGS[name]
+        cached = self._limits.get(name)
+        if cached is None or cached[0] != text:
+            cached = self._limits[name] = (text, parse_unit_setting(name, text))
+        return cached[1]
+
+    # COPY (the front end moves the data; see copy.py) ------------------------------------------------
+
+    def copy_columns(self, command: CopyCommand) -> list[ResultColumn]:
+        """The columns COPY FROM fills, in the order its data gives them."""
+        return copy_statements.copy_columns(self, command)
+
+    def copy_in(self, table: str, columns: list[str] | None, rows: pa.Table) -> int:
+        """COPY ... FROM: insert decoded rows into `table`; returns the row count."""
+        return copy_statements.copy_in(self, table, columns, rows)
+
+    def copy_query(self, command: CopyCommand) -> Result:
+        """COPY ... TO: the rows to send (the table's, or the query's)."""
+        return copy_statements.copy_query(self, command)
+
+    # Cursors as protocol portals ---------------------------------------------------------------------
+
+    def cursor_columns(self, name: str) -> list[ResultColumn] | None:
+        """The columns of the open cursor `name` (a portal to Describe), or None."""
+        cursor = self.cursors.get(name)
+        return cursor.columns if cursor is not None else None
+
+    # Lifecycle ----------------------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Interrupt the running statement (57014); safe from any thread."""
+        self._cancel.set()
+
+    def notice(self, notice: Notice) -> None:
+        """A notice or warning of the running statement, sent with its result."""
+        self._notices.append(notice)
+
+    def terminate(self) -> None:
+        """End the session (pg_terminate_backend): its running statement is interrupted and the
+        front end serving it is told to close it (57P01). Safe from any thread."""
+        self.terminated = True
+        self._cancel.set()
+        hook = self.on_terminate
+        if hook is not None:
+            hook()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.txn = None
+        self.database.unregister_session(self)
+
+    # Services used by catalog functions --------------------------------------------------------------
+
+    def relation_oid(self, name: str) -> int:
+        """OID of a table, index or sequence named `name` (optionally schema-qualified)."""
+        from sqlvec.errors import UndefinedTable
+
+        schema, _, rel = name.rpartition(".")
+        rel = rel.strip('"')
+        schemas = [schema] if schema else self.search_path
+        for candidate in schemas:
+            table = self.store.find_table(rel, candidate)
+            if table is not None:
+                return table.def_.oid
+            for t in self.store.tables.values():
+                for ix in t.def_.indexes:
+                    if ix.name == rel and t.def_.schema == candidate:
+                        return ix.oid
+            seq = self.catalog.state["sequences"].get(f"{candidate}.{rel}")
+            if seq is not None:
+                return seq["oid"]
+        from sqlvec.catalog.virtual import TABLES, table_oid
+
+        if rel in TABLES and (not schema or schema == "pg_catalog"):
+            return table_oid(rel)
+        raise UndefinedTable(f'relation "{name}" does not exist')
+
+    def reg_text(self, kind: str, oids: list[int | None]) -> list[str | None]:
+        """reg* values (regclass, regtype, …) in their text form, as a client sees them."""
+        from sqlvec.catalog.objects import CatalogObjects
+        from sqlvec.execution.catalog_functions import reg_name
+
+        model = CatalogObjects(self.database, self)
+        return [None if oid is None else reg_name(kind, oid, model, self.search_path)
+                for oid in oids]
+
+    def relation_name(self, oid: int) -> str | None:
+        for t in self.store.tables.values():
+            if t.def_.oid == oid:
+                return f"{t.def_.schema}.{t.def_.name}"
+            for ix in t.def_.indexes:
+                if ix.oid == oid:
+                    return f"{t.def_.schema}.{ix.name}"
+        for key, seq in self.catalog.state["sequences"].items():
+            if seq["oid"] == oid:
+                return key
+        return None
+
+    def nextval(self, name: str, count: int = 1) -> list[int]:
+        schema, _, seq = name.rpartition(".")
+        key = f"{schema or self.catalog.creation_schema(None, self.search_path)}.{seq}"
+        if key not in self.catalog.state["sequences"]:
+            for candidate in self.search_path:
+                if f"{candidate}.{seq}" in self.catalog.state["sequences"]:
+                    key = f"{candidate}.{seq}"
+                    break
+        values = self.catalog.nextval(key, count)
+        self.last_sequence_values = getattr(self, "last_sequence_values", {})
+        self.last_sequence_values[key] = values[-1]
+        return values
+
+
+def _abbreviated(sql: str, limit: int = 500) -> str:
+    """A statement as the server log shows it: long ones cut, with their length."""
+    return sql if len(sql) <= limit else f"{sql[:limit]}... ({len(sql)} characters)"

@@ -1,0 +1,143 @@
+"""Running DDL: CREATE, DROP, ALTER, TRUNCATE and COMMENT, one handler per syntax class.
+
+The work is in `execution/ddl.py` and the catalog; this module adds what belongs to the
+session: transaction-block rules, the IF NOT EXISTS notices, and clearing the plan cache.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+from sqlglot import exp
+
+from sqlvec.errors import ActiveSqlTransaction, FeatureNotSupported, Notice
+from sqlvec.execution import ddl
+from sqlvec.execution.builder import Builder
+from sqlvec.execution.expressions import CompileEnv, Frame
+from sqlvec.execution.transaction import Transaction
+from sqlvec.session.results import PreparedStatement, Result
+
+if TYPE_CHECKING:
+    from sqlvec.session.core import Session
+
+
+def run_ddl(session: Session, prepared: PreparedStatement, params: list,
+            max_rows: int) -> Result:
+    ast = prepared.ast
+    assert ast is not None
+    if session.txn is not None and session.explicit:
+        session.txn.ddl = True
+    handler = _HANDLERS.get(type(ast))
+    if handler is None:  # pragma: no cover - prepare.py lets only these classes through
+        raise FeatureNotSupported(type(ast).__name__)
+    notices: list[Notice] = []
+    tag = handler(session, ast, notices)
+    session._plan_cache.clear()
+    return Result(tag, notices=notices)
+
+
+def _exists_notice(name: str) -> Notice:
+    """CREATE ... IF NOT EXISTS of an existing relation: PostgreSQL's NOTICE, 42P07."""
+    return Notice.notice(f'relation "{name}" already exists, skipping', "42P07")
+
+
+def _create(session: Session, ast: exp.Create, notices: list[Notice]) -> str:
+    kind = (ast.args.get("kind") or "").upper()
+    path = session.search_path
+    if kind == "TABLE":
+        tag = ddl.create_table(ast, session.catalog, path)
+        if tag == "NOTICE":
+            notices.append(_exists_notice(ast.this.this.name))
+            tag = "CREATE TABLE"
+        return tag
+    if kind == "INDEX":
+        tag = ddl.create_index(ast, session.catalog, path)
+        if tag == "NOTICE":
+            notices.append(_exists_notice(ast.this.name))
+            tag = "CREATE INDEX"
+        return tag
+    if kind == "DATABASE" and session.explicit:
+        raise ActiveSqlTransaction("CREATE DATABASE cannot run inside a transaction block")
+    if kind == "SCHEMA" and ast.args.get("exists"):
+        name = ast.this.db or ast.this.name
+        if session.catalog.has_schema(name):  # PostgreSQL's notice (schemacmds.c): 42P06
+            notices.append(Notice.notice(f'schema "{name}" already exists, skipping', "42P06"))
+    tag = ddl.create_other(ast, session.catalog, path, session.database)
+    if tag == "NOTICE":  # CREATE SEQUENCE IF NOT EXISTS
+        notices.append(_exists_notice(ast.this.name))
+        tag = f"CREATE {kind}"
+    return tag
+
+
+def _drop(session: Session, ast: exp.Drop, notices: list[Notice]) -> str:
+    if (ast.args.get("kind") or "").upper() == "DATABASE" and session.explicit:
+        raise ActiveSqlTransaction("DROP DATABASE cannot run inside a transaction block")
+    return ddl.drop(ast, session.catalog, session.search_path, session.database)
+
+
+def _alter(session: Session, ast: exp.Alter, notices: list[Notice]) -> str:
+    return ddl.alter_table(ast, session.catalog, session.search_path,
+                           lambda col: _constant_default(session, col))
+
+
+def _truncate(session: Session, ast: exp.TruncateTable, notices: list[Notice]) -> str:
+    """TRUNCATE: buffered in a block like any write; otherwise committed at once."""
+    tables = [session.catalog.table(t.name, t.db or None, session.search_path)
+              for t in ast.expressions]
+    if session.explicit:
+        for table in tables:
+            session.txn.truncate(table)  # type: ignore[union-attr]
+    else:
+        txn = Transaction()
+        for table in tables:
+            txn.truncate(table)
+        session.store.commit(txn.ops())
+    return "TRUNCATE TABLE"
+
+
+def _comment(session: Session, ast: exp.Comment, notices: list[Notice]) -> str:
+    kind = (ast.args.get("kind") or "").upper()
+    target = ast.this
+    text = ast.expression.name if ast.expression is not None else None
+    if kind == "TABLE":
+        table = session.catalog.table(target.name, target.db or None, session.search_path)
+        key = f"1259:{table.def_.oid}:0"
+    elif kind == "COLUMN":
+        table = session.catalog.table(target.table, target.db or None, session.search_path)
+        col = table.def_.column(target.name)
+        key = f"1259:{table.def_.oid}:{col.attnum}"
+    else:
+        raise FeatureNotSupported(f"COMMENT ON {kind} is not supported")
+    session.store.update_catalog(lambda c: {**c, "comments": {
+        **{k: v for k, v in c.get("comments", {}).items() if k != key},
+        **({key: text} if text else {})}})
+    return "COMMENT"
+
+
+_HANDLERS: dict[type, Callable[[Session, exp.Expression, list[Notice]], str]] = {
+    exp.Create: _create,
+    exp.Drop: _drop,
+    exp.Alter: _alter,
+    exp.TruncateTable: _truncate,
+    exp.Comment: _comment,
+}
+
+
+def _constant_default(session: Session, col) -> object:
+    """The value ADD COLUMN ... DEFAULT gives existing rows (evaluated once, as PostgreSQL)."""
+    from sqlvec.execution.dml import default_value
+
+    builder = Builder(CompileEnv(functions=session.database.functions))
+    value = default_value(col, builder)
+    if value is None:
+        return None
+    scalar = value(Frame(pa.table({"_": [None]}), session._context([])))
+    py = scalar.as_py() if isinstance(scalar, pa.Scalar) else scalar[0].as_py()
+    if isinstance(py, (dt.date, dt.datetime)):
+        return py.isoformat()
+    if hasattr(py, "as_integer_ratio") and not isinstance(py, (int, float)):
+        return str(py)
+    return py

@@ -1,0 +1,154 @@
+"""Parse and plan one statement (what `Session.prepare` does on a plan-cache miss).
+
+COPY and the utility statements are recognised from the text (`sql/copy.py`,
+`sql/utility.py`); everything else is parsed by the dialect, its identifiers normalised
+(unquoted: lower case), and planned: queries into an operator tree, writes into a WritePlan,
+DDL kept as its syntax tree.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlglot import exp
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
+
+from sqlvec.catalog.settings import CANONICAL
+from sqlvec.errors import FeatureNotSupported, SqlVecError
+
+# Execution and planning symbols, kept together.
+from sqlvec.execution import values as V
+from sqlvec.execution.builder import Builder
+from sqlvec.execution.dml import plan_delete, plan_insert, plan_update
+from sqlvec.execution.expressions import CompileEnv
+from sqlvec.plan.planner import PlanContext, Planner
+from sqlvec.plan.rules import optimize
+from sqlvec.session.results import PreparedStatement, ResultColumn, StatementKind
+from sqlvec.sql import utility
+from sqlvec.sql.copy import parse_copy
+from sqlvec.sql.dialect import parse_one
+from sqlvec.sql.statements import first_word, strip_comments
+from sqlvec.sql.utility import Utility, UtilityKind
+from sqlvec.types import SqlType
+
+if TYPE_CHECKING:
+    from sqlvec.session.core import Session
+
+_QUERIES = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Values, exp.Subquery)
+_WRITES = {exp.Insert: plan_insert, exp.Update: plan_update, exp.Delete: plan_delete}
+_DDL = (exp.Create, exp.Drop, exp.Alter, exp.TruncateTable, exp.Comment)
+# Transaction control that sqlglot parses itself (the usual spellings are utility statements).
+_TRANSACTIONS = {exp.Transaction: UtilityKind.BEGIN, exp.Commit: UtilityKind.COMMIT,
+                 exp.Rollback: UtilityKind.ROLLBACK}
+
+
+def plan_statement(session: Session, sql: str, given: dict[int, SqlType]) -> PreparedStatement:
+    """`sql` (one statement) prepared; `given` maps parameter numbers to declared types."""
+    if not strip_comments(sql).strip():
+        return PreparedStatement(sql, [], None, StatementKind.EMPTY)
+    if first_word(sql) == "copy":
+        return PreparedStatement(sql, [], None, StatementKind.COPY, copy=parse_copy(sql))
+    u = utility.recognise(sql)
+    if u is not None:
+        return _plan_utility(session, sql, u, given)
+    ast = normalize_identifiers(parse_one(sql), dialect="postgres")
+    return plan_ast(session, sql, ast, given)
+
+
+def plan_ast(session: Session, sql: str, ast: exp.Expression,
+             given: dict[int, SqlType]) -> PreparedStatement:
+    if isinstance(ast, _QUERIES):
+        env = CompileEnv(param_types=dict(given), build_subplan=None,
+                         functions=session.database.functions)
+        planner = Planner(plan_context(session))
+        plan = optimize(planner.plan_query(ast))
+        builder = Builder(env)
+        env.build_subplan = builder.subplan
+        operator = builder.build(plan)
+        columns = [ResultColumn(f.name, f.type if f.type.name != "unknown" else V.TEXT,
+                                f.source[0], f.source[1])
+                   for f, t in zip(operator.fields, operator.types) if not f.hidden]
+        return PreparedStatement(sql, param_list(env), columns, StatementKind.QUERY,
+                                 compiled=(plan, operator))
+    planner_fn = _WRITES.get(type(ast))
+    if planner_fn is not None:
+        env = CompileEnv(param_types=dict(given), functions=session.database.functions)
+        builder = Builder(env)
+        env.build_subplan = builder.subplan
+        write = planner_fn(ast, Planner(plan_context(session)), builder)
+        columns = None
+        if write.returning_fields is not None:
+            columns = [ResultColumn(f.name, f.type or V.TEXT, f.source[0], f.source[1])
+                       for f in write.returning_fields]
+        param_types = param_list(env)
+        if write.fast is not None:
+            write.fast.bind(param_types, write.returning is not None)
+        return PreparedStatement(sql, param_types, columns, StatementKind.WRITE, compiled=write)
+    if isinstance(ast, _DDL):
+        return PreparedStatement(sql, [], None, StatementKind.DDL, ast=ast)
+    kind = _TRANSACTIONS.get(type(ast))
+    if kind is not None:
+        return PreparedStatement(sql, [], None, StatementKind.UTILITY, utility=Utility(kind))
+    if isinstance(ast, exp.Command):
+        raise FeatureNotSupported(f"{ast.this} statements are not supported")
+    raise FeatureNotSupported(f"{type(ast).__name__.upper()} statements are not supported")
+
+
+def plan_context(session: Session) -> PlanContext:
+    return PlanContext(session.catalog, session.search_path,
+                       virtual=session.database.virtual_fields)
+
+
+def _plan_utility(session: Session, sql: str, u: Utility,
+                  given: dict[int, SqlType]) -> PreparedStatement:
+    if u.kind is UtilityKind.EXPLAIN:
+        return _plan_explain(session, sql, u, given)
+    if u.kind is UtilityKind.DECLARE:
+        inner = plan_statement(session, u.body or "", given)
+        if inner.kind is not StatementKind.QUERY:
+            raise SqlVecError("cursor can only scan a query", sqlstate="42P11")
+        return PreparedStatement(sql, inner.param_types, None, StatementKind.UTILITY,
+                                 compiled=inner, utility=u)
+    return PreparedStatement(sql, [], _utility_columns(session, u), StatementKind.UTILITY,
+                             utility=u)
+
+
+def _utility_columns(session: Session, u: Utility) -> list[ResultColumn] | None:
+    """The columns a utility statement returns (Describe needs them before it runs)."""
+    if u.kind is UtilityKind.FETCH:
+        cursor = session.cursors.get(u.name or "")
+        return cursor.columns if cursor is not None else None
+    if u.kind is UtilityKind.EXECUTE:
+        stmt = session.prepared.get(u.name or "")
+        return stmt.columns if stmt is not None else None
+    if u.kind is not UtilityKind.SHOW:
+        return None
+    if u.name == "all":
+        return [ResultColumn("name", V.TEXT), ResultColumn("setting", V.TEXT),
+                ResultColumn("description", V.TEXT)]
+    name = SHOW_ALIASES.get(u.name or "", u.name or "")
+    return [ResultColumn(CANONICAL.get(name.lower(), name), V.TEXT)]
+
+
+# SHOW's multi-word names and the settings they read.
+SHOW_ALIASES = {"transaction isolation level": "transaction_isolation", "time zone": "TimeZone"}
+
+
+def _plan_explain(session: Session, sql: str, u: Utility,
+                  given: dict[int, SqlType]) -> PreparedStatement:
+    options, body = utility.explain_options(u.body or "")
+    inner = plan_statement(session, body, given)
+    if inner.kind not in (StatementKind.QUERY, StatementKind.WRITE):
+        raise FeatureNotSupported("EXPLAIN of this statement is not supported")
+    fmt = options.get("format", "text")
+    col = ResultColumn("QUERY PLAN", SqlType("json") if fmt == "json" else V.TEXT)
+    return PreparedStatement(sql, inner.param_types, [col], StatementKind.EXPLAIN,
+                             compiled=inner, explain=options)
+
+
+def param_list(env: CompileEnv) -> list[SqlType]:
+    """The statement's parameter types, $1 first (undetermined ones are text)."""
+    if not env.param_types:
+        return []
+    count = max(env.param_types)
+    return [env.param_types.get(i + 1, V.TEXT) for i in range(count)]

@@ -1,0 +1,116 @@
+"""Transaction blocks and savepoints: BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE,
+ROLLBACK TO.
+
+A block buffers its writes in one `Transaction` (execution/transaction.py) and commits them as
+one WAL record at COMMIT. A savepoint is a copy of the buffered writes as they were; ROLLBACK
+TO puts that copy back. Schema changes are not transactional (a WARNING at ROLLBACK says so).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlvec.errors import Notice, SqlVecError
+from sqlvec.execution.transaction import TableOverlay, Transaction
+from sqlvec.session.results import PreparedStatement, Result
+from sqlvec.sql.utility import Utility
+
+if TYPE_CHECKING:
+    from sqlvec.session.core import Session
+
+# PostgreSQL's warnings for transaction control out of place (xact.c).
+ALREADY_IN_PROGRESS = Notice.warning("there is already a transaction in progress", "25001")
+NOT_IN_PROGRESS = Notice.warning("there is no transaction in progress", "25P01")
+DDL_NOT_ROLLED_BACK = Notice.warning("schema changes made in this transaction were not rolled back")
+
+
+def begin(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    if session.explicit:
+        return Result("BEGIN", notices=[ALREADY_IN_PROGRESS])
+    session.explicit = True
+    session.txn = Transaction()
+    return Result("BEGIN")
+
+
+def commit(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    """COMMIT (END); in a failed block it rolls back, as PostgreSQL's does."""
+    if not session.explicit:
+        return Result("COMMIT", notices=[NOT_IN_PROGRESS])
+    failed = session.failed
+    txn = session.txn
+    session.explicit, session.failed, session.txn = False, False, None
+    end_of_block(session, failed)
+    if failed:
+        return Result("ROLLBACK")
+    if txn is not None and not txn.empty:
+        session.store.commit(txn.ops())
+    return Result("COMMIT")
+
+
+def rollback(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    if not session.explicit:
+        return Result("ROLLBACK", notices=[NOT_IN_PROGRESS])
+    notices = []
+    if session.txn is not None and session.txn.ddl:
+        notices.append(DDL_NOT_ROLLED_BACK)
+    session.explicit, session.failed, session.txn = False, False, None
+    end_of_block(session, True)
+    return Result("ROLLBACK", notices=notices)
+
+
+def savepoint(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    if not session.explicit:
+        raise SqlVecError("SAVEPOINT can only be used in transaction blocks", sqlstate="25P01")
+    session.savepoints.append((u.name or "", _txn_state(session.txn)))
+    return Result("SAVEPOINT")
+
+
+def release(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    del session.savepoints[_savepoint_index(session, u.name or ""):]
+    return Result("RELEASE")
+
+
+def rollback_to(session: Session, u: Utility, prepared: PreparedStatement,
+                params: list) -> Result:
+    """ROLLBACK TO SAVEPOINT: the block's buffered writes as they were at the savepoint."""
+    if not session.explicit:
+        raise SqlVecError("ROLLBACK TO SAVEPOINT can only be used in transaction blocks",
+                          sqlstate="25P01")
+    i = _savepoint_index(session, u.name or "")
+    session.txn = _txn_restore(session.txn, session.savepoints[i][1])
+    del session.savepoints[i + 1:]
+    session.failed = False
+    return Result("ROLLBACK")
+
+
+def end_of_block(session: Session, aborted: bool) -> None:
+    """Transaction end: cursors without HOLD close (and all cursors declared in an aborted
+    block, which this simplification treats alike); savepoints go."""
+    session.cursors = {k: c for k, c in session.cursors.items() if c.hold and not
+                       (aborted and not c.hold)}
+    session.savepoints = []
+
+
+def _savepoint_index(session: Session, name: str) -> int:
+    for i in range(len(session.savepoints) - 1, -1, -1):
+        if session.savepoints[i][0] == name:
+            return i
+    raise SqlVecError(f'savepoint "{name}" does not exist', sqlstate="3B001")
+
+
+def _txn_state(txn: Transaction | None) -> object:
+    """A copy of a transaction's buffered writes (SAVEPOINT)."""
+    if txn is None:
+        return None
+    return ({tid: TableOverlay(o.table, list(o.inserted), set(o.deleted), o.truncated)
+             for tid, o in txn.overlays.items()}, txn._next_provisional)
+
+
+def _txn_restore(txn: Transaction | None, state: object) -> Transaction | None:
+    if txn is None or state is None:
+        return txn
+    overlays, provisional = state  # type: ignore[misc]
+    txn.overlays = {tid: TableOverlay(o.table, list(o.inserted), set(o.deleted), o.truncated)
+                    for tid, o in overlays.items()}
+    txn._next_provisional = provisional
+    return txn

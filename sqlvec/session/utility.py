@@ -1,0 +1,209 @@
+"""Utility statements, run through one handler table keyed by `UtilityKind`.
+
+    HANDLERS[kind](session, utility, prepared, params) -> Result
+
+A new utility statement is a `UtilityKind` and its pattern in `sql/utility.py`, plus one
+handler here (or in the module of its family: transactions.py, cursors.py). EXPLAIN is the one
+kind without a handler: it is planned as a statement of its own (`StatementKind.EXPLAIN`).
+`tests/sqlvec/session/test_utility.py` checks that every other kind has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from sqlvec.catalog.settings import CANONICAL, SETTINGS
+from sqlvec.errors import (
+    ActiveSqlTransaction,
+    FeatureNotSupported,
+    Notice,
+    SqlVecError,
+    UndefinedObject,
+)
+from sqlvec.session import cursors, transactions
+from sqlvec.session.prepare import SHOW_ALIASES
+from sqlvec.session.results import PreparedStatement, Result
+from sqlvec.sql.dialect import parse_one
+from sqlvec.sql.utility import Utility, UtilityKind, setting_value, split_arguments
+
+if TYPE_CHECKING:
+    from sqlvec.session.core import Session
+
+Handler = Callable[["Session", Utility, PreparedStatement, list], Result]
+
+
+def run_utility(session: Session, prepared: PreparedStatement, params: list,
+                max_rows: int) -> Result:
+    u = prepared.utility
+    assert u is not None
+    handler = HANDLERS.get(u.kind)
+    if handler is None:
+        raise FeatureNotSupported(f"{u.kind.value} is not supported")
+    return handler(session, u, prepared, params)
+
+
+# Settings -----------------------------------------------------------------------------------------
+
+
+def _set(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    if u.name == "transaction":
+        return Result("SET")  # one isolation level: every SET TRANSACTION form is accepted
+    value = setting_value(u.value or "")
+    name = {"time zone": "TimeZone", "names": "client_encoding"}.get(u.name or "", u.name or "")
+    if value.upper() == "DEFAULT":
+        session.reset(name)
+    else:
+        session.set(name, value)
+    return Result("SET")
+
+
+def _reset(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    session.reset({"time zone": "TimeZone"}.get(u.name or "", u.name or ""))
+    return Result("RESET")
+
+
+def _show(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    name = u.name or ""
+    if name == "all":
+        names = sorted(session.settings)
+        table = pa.table({"name": names, "setting": [session.settings[n] for n in names],
+                          "description": [SETTINGS[n].description if n in SETTINGS else ""
+                                          for n in names]})
+        return Result("SHOW", prepared.columns, table)
+    key = SHOW_ALIASES.get(name, name)
+    key = CANONICAL.get(key.lower(), key)
+    if key not in session.settings:
+        raise UndefinedObject(f'unrecognized configuration parameter "{name}"')
+    table = pa.table({prepared.columns[0].name: [session.settings[key]]})  # type: ignore[index]
+    return Result("SHOW", prepared.columns, table)
+
+
+def _discard(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    if session.explicit:
+        raise ActiveSqlTransaction("DISCARD ALL cannot run inside a transaction block")
+    session.prepared.clear()
+    session._plan_cache.clear()
+    session.reset("all")
+    if u.name == "all":
+        if session.on_discard_all is not None:
+            session.on_discard_all()  # the front end's statements and portals
+        return Result("DISCARD ALL")
+    return Result(f"DISCARD {(u.name or '').upper()}")
+
+
+# PREPARE, EXECUTE, DEALLOCATE -----------------------------------------------------------------
+
+
+def _prepare(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    name = u.name or ""
+    if name in session.prepared:
+        raise SqlVecError(f'prepared statement "{name}" already exists', sqlstate="42P05")
+    from sqlvec.sql.binder import sql_type
+
+    oids = []
+    for spelling in u.options:
+        t = sql_type(parse_one(f"SELECT CAST(NULL AS {spelling})").expressions[0].args["to"])
+        oids.append(t.oid)
+    session.prepared[name] = session.prepare(u.body or "", oids)
+    return Result("PREPARE")
+
+
+def _execute(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    stmt = session.prepared.get(u.name or "")
+    if stmt is None:
+        raise UndefinedObject(f'prepared statement "{u.name}" does not exist', sqlstate="26000")
+    args = split_arguments(u.body) if u.body else []
+    if len(args) != len(stmt.param_types):
+        raise SqlVecError(f"wrong number of parameters for prepared statement \"{u.name}\"",
+                          sqlstate="42601",
+                          detail=f"Expected {len(stmt.param_types)} parameters but got {len(args)}.")
+    values = []
+    for text, t in zip(args, stmt.param_types):
+        r = session.execute_one(f"SELECT CAST({text} AS {t.format()})")
+        values.append(r.rows()[0][0])
+    return session.run(stmt, values)
+
+
+def _deallocate(session: Session, u: Utility, prepared: PreparedStatement,
+                params: list) -> Result:
+    """DEALLOCATE name | ALL: SQL-level statements and the front end's protocol-level ones
+    share one namespace, as in PostgreSQL."""
+    hook = session.on_deallocate
+    if u.name == "all":
+        session.prepared.clear()
+        if hook is not None:
+            hook(None)
+        return Result("DEALLOCATE ALL")
+    if hook is not None and hook(u.name):
+        return Result("DEALLOCATE")
+    if session.prepared.pop(u.name or "", None) is None:
+        raise UndefinedObject(f'prepared statement "{u.name}" does not exist',
+                              sqlstate="26000")
+    return Result("DEALLOCATE")
+
+
+# Extensions and maintenance ---------------------------------------------------------------------
+
+
+def _create_extension(session: Session, u: Utility, prepared: PreparedStatement,
+                      params: list) -> Result:
+    exists = u.name in session.catalog.state.get("extensions", {})
+    session.catalog.create_extension(u.name, if_not_exists=u.local)
+    # PostgreSQL's IF NOT EXISTS notice (extension.c): 42710, duplicate object.
+    notices = [Notice.notice(f'extension "{u.name}" already exists, skipping', "42710")] \
+        if exists else []
+    return Result("CREATE EXTENSION", notices=notices)
+
+
+def _drop_extension(session: Session, u: Utility, prepared: PreparedStatement,
+                    params: list) -> Result:
+    session.catalog.drop_extension(u.name, if_exists=u.local)
+    return Result("DROP EXTENSION")
+
+
+def _checkpoint(session: Session, u: Utility, prepared: PreparedStatement,
+                params: list) -> Result:
+    session.store.checkpoint()
+    return Result("CHECKPOINT")
+
+
+def _accepted(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    """VACUUM, ANALYZE and UNLISTEN have nothing to do: the store keeps its own statistics
+    and compacts in the background, and a session never listens (LISTEN is refused)."""
+    return Result(u.kind.value.upper())
+
+
+def _listen(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    raise FeatureNotSupported("LISTEN/NOTIFY is not supported")
+
+
+K = UtilityKind
+
+HANDLERS: dict[UtilityKind, Handler] = {
+    K.BEGIN: transactions.begin,
+    K.COMMIT: transactions.commit,
+    K.ROLLBACK: transactions.rollback,
+    K.SAVEPOINT: transactions.savepoint,
+    K.RELEASE: transactions.release,
+    K.ROLLBACK_TO: transactions.rollback_to,
+    K.DECLARE: cursors.declare,
+    K.FETCH: cursors.fetch,
+    K.CLOSE: cursors.close,
+    K.SET: _set,
+    K.RESET: _reset,
+    K.SHOW: _show,
+    K.DISCARD: _discard,
+    K.PREPARE: _prepare,
+    K.EXECUTE: _execute,
+    K.DEALLOCATE: _deallocate,
+    K.CREATE_EXTENSION: _create_extension,
+    K.DROP_EXTENSION: _drop_extension,
+    K.CHECKPOINT: _checkpoint,
+    K.VACUUM: _accepted,
+    K.ANALYZE: _accepted,
+    K.UNLISTEN: _accepted,
+    K.LISTEN: _listen,
+}

@@ -1,0 +1,113 @@
+"""Running INSERT, UPDATE and DELETE: the general path and the single-row fast paths.
+
+Outside a transaction block a write commits on its own; inside, its inserts and deletes are
+buffered in the session's Transaction until COMMIT.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from sqlvec.errors import SerializationFailure, UniqueViolation
+from sqlvec.execution.context import ExecContext
+from sqlvec.execution.dml import WritePlan, eval_returning
+from sqlvec.execution.transaction import Transaction
+from sqlvec.execution.values import typed_params
+from sqlvec.session.results import PreparedStatement, Result, renamed
+from sqlvec.storage.wal import InsertOp
+
+if TYPE_CHECKING:
+    from sqlvec.session.core import Session
+
+# Times an autocommit INSERT ... ON CONFLICT is run when it loses a race at commit.
+UPSERT_ATTEMPTS = 10
+
+
+def run_write(session: Session, prepared: PreparedStatement, params: list,
+              max_rows: int) -> Result:
+    write: WritePlan = prepared.compiled  # type: ignore[assignment]
+    if write.fast is not None:
+        result = _fast_insert(session, prepared, params)
+        if result is not None:
+            return result
+    typed = typed_params(prepared.param_types, params)
+    if write.by_key is not None and not session.explicit:
+        return _key_write(session, prepared, typed)
+    return _general_write(session, prepared, typed)
+
+
+def _general_write(session: Session, prepared: PreparedStatement, params: list) -> Result:
+    write: WritePlan = prepared.compiled  # type: ignore[assignment]
+    autocommit = not session.explicit
+    # An autocommit INSERT ... ON CONFLICT that loses a race at commit (a concurrent commit
+    # took its key, or changed the row it updates) runs again on the new state, as
+    # PostgreSQL's re-check does: an upsert does not fail with 23505 or 40001.
+    upsert = autocommit and getattr(write, "conflict", None) is not None
+    # Nothing runs between the writes of a statement that commits on its own and its
+    # commit, unless it returns rows or resolves conflicts: the commit checks its keys.
+    early = not autocommit or upsert or write.returning is not None
+    for attempt in range(UPSERT_ATTEMPTS if upsert else 1):
+        txn = session.txn if session.txn is not None else Transaction(early_checks=early)
+        ctx = session._context(params)
+        ctx.overlay = txn
+        try:
+            count, returning = write.run(ctx, txn)
+            if autocommit:
+                session.store.commit(txn.ops())
+            break
+        except (UniqueViolation, SerializationFailure):
+            if not upsert or attempt + 1 == UPSERT_ATTEMPTS:
+                raise
+    if not autocommit:
+        session.txn = txn
+    tag = {"INSERT": f"INSERT 0 {count}", "UPDATE": f"UPDATE {count}",
+           "DELETE": f"DELETE {count}"}[write.kind]
+    if returning is not None:
+        returning = renamed(returning, list(range(returning.num_columns)), prepared.columns)
+    return Result(tag, prepared.columns, returning)
+
+
+def _fast_insert(session: Session, prepared: PreparedStatement, params: list) -> Result | None:
+    """A single-row INSERT through `FastInsert` (dml.py); None when its values need the
+    general path. Autocommit without RETURNING commits the row directly: the commit checks
+    its keys (23505) as the transaction's early check would."""
+    write: WritePlan = prepared.compiled  # type: ignore[assignment]
+    contexts: list[ExecContext] = []
+
+    def context(typed: bool) -> ExecContext:
+        if not contexts:
+            contexts.append(session._context(
+                typed_params(prepared.param_types, params) if typed else []))
+        return contexts[0]
+
+    batch = write.fast.row(params, context)  # type: ignore[union-attr]
+    if batch is None:
+        return None
+    if not session.explicit and write.returning is None:
+        session.store.commit([InsertOp(write.table.id, batch)])
+        return Result("INSERT 0 1", prepared.columns, None)
+    txn = session.txn if session.txn is not None else Transaction()
+    with_ids = txn.insert(write.table, pa.Table.from_batches([batch]))
+    returning = None
+    if write.returning is not None:
+        ctx = context(True)  # converted already: `bind` marks RETURNING as reading them
+        ctx.overlay = txn
+        returning = eval_returning(write, ctx, with_ids)
+        returning = renamed(returning, list(range(returning.num_columns)), prepared.columns)
+    if session.explicit:
+        session.txn = txn
+    else:
+        session.store.commit(txn.ops())
+    return Result("INSERT 0 1", prepared.columns, returning)
+
+
+def _key_write(session: Session, prepared: PreparedStatement, params: list) -> Result:
+    """An autocommit UPDATE or DELETE of one row by key (`KeyWrite`, dml.py)."""
+    write: WritePlan = prepared.compiled  # type: ignore[assignment]
+    ops = write.by_key.ops(session._context(params))  # type: ignore[union-attr]
+    if ops:
+        session.store.commit(ops)
+    count = 1 if ops else 0
+    return Result(f"{write.kind} {count}", prepared.columns, None)
