@@ -15,7 +15,8 @@ table's checkpoint into growing segments.
   yet fsynced could still be rolled back by the writer, so it is never shown.
 * A new manifest version (seal, compaction, DDL, index build, checkpoint) is loaded: tables
   whose definition and segment files are unchanged stay as they are (index files built since
-  are attached to their segments); every other table is built afresh beside the published one,
+  are attached to their segments), unless the WAL records they would need next were removed
+  by a checkpoint; every other table is built afresh beside the published one,
   sharing the segments, indexes and delete bitmaps it already holds from the same files, and
   replayed from its new checkpoint. The manifest records the LSN it reflects (`applied_lsn`),
   and the new tables are replayed at least that far before they replace the old ones in one
@@ -185,12 +186,16 @@ class FollowerStore(StoreBase):
         through: dict[int, int] = {}
         fresh: set[int] = set()
         metas: dict[int, dict] = {}
+        # A table kept needs the log from where it stands; one whose records a checkpoint has
+        # removed since is loaded afresh (its checkpoint is past them).
+        oldest = self._log.oldest_lsn()
         for tmeta in body["tables"]:
             tid = int(tmeta["def"]["id"])
             metas[tid] = tmeta
             old = self.tables.get(tid)
             if (old is not None and not isinstance(old, UnavailableTable)
-                    and _same_files(self._metas.get(tid), tmeta)):
+                    and _same_files(self._metas.get(tid), tmeta)
+                    and self._through[tid] + 1 >= oldest):
                 segments = {os.path.basename(s.path or ""): s for s in old.sealed}
                 for smeta in tmeta["segments"]:
                     seg = segments.get(smeta["file"])
