@@ -7,13 +7,14 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sqlvec.errors import ReadOnlySqlTransaction
+from sqlvec.errors import ReadOnlySqlTransaction, SqlVecError
 from sqlvec.storage.compaction import CompactionPolicy
 from sqlvec.storage.follower import FollowerStore, _Superseded
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef
@@ -450,6 +451,53 @@ def test_random_operations_follower_equals_writer(ops):
         finally:
             follower.close()
             writer.close()
+
+
+def test_following_a_writer_with_background_work(tmp_path):
+    """Seals, index builds, compactions and checkpoints run in the writer's threads while the
+    follower catches up in a loop: every state it shows is a prefix of the commits."""
+    directory = str(tmp_path / "db")
+    writer = Store.open(directory, options(background=True, wal_segment_bytes=4096,
+                                           checkpoint_wal_bytes=16_384, manifest_keep=2))
+    tid = create(writer)
+    writer.create_index(tid, IndexDef("ix", writer.allocate_oid(), ("v",),
+                                      opclass="vector_l2_ops"))
+    follower = FollowerStore.open(directory, options())
+    commits = 150
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            for i in range(commits):
+                writer.insert(tid, rows_of(range(i * 10, i * 10 + 10)))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    seen = 0
+    while True:
+        finished = done.is_set()
+        follower.catch_up(writer.durable_lsn)
+        ids = sorted(r[1] for r in visible(follower, tid))
+        assert ids == list(range(len(ids))) and len(ids) % 10 == 0 and len(ids) >= seen
+        seen = len(ids)
+        if finished:
+            break
+    thread.join()
+    writer.wait_idle()
+    same(writer, follower)
+    assert seen == commits * 10
+    follower.close()
+    writer.close()
+
+
+def test_opening_a_directory_without_a_database(tmp_path):
+    directory = str(tmp_path / "none")
+    with pytest.raises(SqlVecError) as err:
+        FollowerStore.open(directory)
+    assert err.value.sqlstate == "58P01"
+    assert not os.path.exists(directory)
 
 
 # A writer in another process ------------------------------------------------------------
