@@ -133,6 +133,10 @@ class ActiveSqlTransaction(SqlVecError):
     sqlstate = "25001"
 
 
+class ReadOnlySqlTransaction(SqlVecError):
+    sqlstate = "25006"
+
+
 # Class 3D / 42 — names and syntax
 class InvalidCatalogName(SqlVecError):
     sqlstate = "3D000"

@@ -15,6 +15,9 @@ Manifest body (format_version 1; features wal-v2, hnsw-per-segment, delete-bitma
     next_table_id  int   table ids are never reused, so WAL records of a dropped table are skipped
     next_oid       int   next OID for tables, indexes and other catalog objects (from 16400)
     catalog        dict  owned by the catalog layer (schemas, roles, sequences, extensions...)
+    applied_lsn    int   every commit up to this LSN is reflected (segments, delete bitmaps,
+                         next row ids); a follower applies the WAL at least this far before it
+                         shows the tables. Absent in manifests written before followers existed.
     tables         list  per table:
       def            TableDef.to_json(): name, schema, columns, primary key, indexes
       checkpoint_lsn int   every WAL op on this table with LSN <= this is in the files below;
@@ -46,7 +49,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -116,8 +119,11 @@ class BuildProgress:
     started: float
 
 
-class Store:
-    """A database: its tables and their durable state. Thread-safe."""
+class StoreBase:
+    """What a database directory holds once loaded, and how it is loaded: the manifest's tables,
+    their segments, indexes and delete bitmaps, then the WAL replayed after each table's
+    checkpoint. Shared by the writer (`Store`) and by processes that follow its log
+    (`follower.FollowerStore`), so both read the directory by the same rules."""
 
     def __init__(self, directory: str, options: StoreOptions) -> None:
         self.directory = directory
@@ -127,10 +133,177 @@ class Store:
         self.next_table_id = 1
         self.next_oid = FIRST_OID
         self.applied_lsn = 0
-        # Bumped on every manifest commit: plans cached above storage compare it to know whether
+        # Bumped on every manifest change: plans cached above storage compare it to know whether
         # the schema they were planned against may have changed.
         self.generation = 0
+        self.manifest_version = 0  # the manifest version the tables reflect
         self.builds: dict[tuple[int, str, int], BuildProgress] = {}
+
+    # Reading ------------------------------------------------------------------------------------
+
+    def table(self, table_id: int) -> Table:
+        """The table, for reading or writing: XX001 for one whose files failed their checks at
+        open (only `find_table`, catalog listings and `drop_table` still see it)."""
+        try:
+            table = self.tables[table_id]
+        except KeyError:
+            raise UndefinedTable(f"table {table_id} does not exist") from None
+        if isinstance(table, UnavailableTable):
+            raise table.error()
+        return table
+
+    def find_table(self, name: str, schema: str = "public") -> Table | None:
+        for table in self.tables.values():
+            if table.def_.name == name and table.def_.schema == schema:
+                return table
+        return None
+
+    def index_status(self) -> list[dict]:
+        """Per index and segment: rows indexed vs total, build progress, memory."""
+        rows = []
+        for table in self.tables.values():
+            for ix in access_methods.vector_indexes(table.def_):
+                for seg in list(table.sealed):
+                    built = seg.index(ix.name)
+                    build = self.builds.get((table.id, ix.name, seg.id))
+                    rows.append({
+                        "table": table.def_.name, "index": ix.name, "segment": seg.id,
+                        "rows": seg.n_rows,
+                        "indexed": built.indexed_count if built else (build.done if build else 0),
+                        "state": "ready" if built else ("building" if build else "pending"),
+                        "memory_bytes": built.memory_bytes if built else 0,
+                    })
+        return rows
+
+    # Loading ------------------------------------------------------------------------------------
+
+    def _load_body(self, body: dict) -> None:
+        """Take the catalog and open every table of a manifest body."""
+        self.next_table_id = int(body["next_table_id"])
+        self.next_oid = int(body["next_oid"])
+        self.catalog = body.get("catalog") or {}
+        for tmeta in body["tables"]:
+            table = self._open_table(tmeta)
+            self.tables[table.id] = table
+
+    def _open_table(self, tmeta: dict, previous: Table | None = None) -> Table:
+        """Open one table's files. One that is missing or fails its checks makes this table
+        unavailable, not the database: every other table is still served."""
+        table_def = TableDef.from_json(tmeta["def"])
+        directory = self._table_dir(table_def.id)
+        try:
+            return self._load_table(table_def, directory, tmeta, previous)
+        except DataCorrupted as exc:
+            return self._unavailable(table_def, tmeta, exc)
+
+    def _unavailable(self, table_def: TableDef, tmeta: dict, exc: DataCorrupted) -> Table:
+        """The stand-in for a table whose files failed their checks."""
+        table = UnavailableTable(table_def, self._table_dir(table_def.id), tmeta,
+                                 self._damage_of(exc))
+        log.error("%s; the table is unavailable until the file is restored (then restart) "
+                  "or the table is dropped; its files and WAL records are kept",
+                  table.error().message)
+        return table
+
+    def _load_table(self, table_def: TableDef, directory: str, tmeta: dict,
+                    previous: Table | None = None) -> Table:
+        """A table as the manifest entry `tmeta` describes it, its growing segment empty (WAL
+        replay fills it). Segments, indexes and delete bitmaps that `previous` (the same table
+        as loaded from an earlier manifest) already holds from the same files are shared, not
+        read again: the files are immutable."""
+        for ix in table_def.indexes:
+            if ix.method != "btree" and access_methods.find(ix.method) is None:
+                log.warning('table "%s": index "%s" uses access method "%s", which this server '
+                            "does not have; searches do not use it", table_def.name, ix.name,
+                            ix.method)
+        known: dict[tuple[str, int], Segment] = {}
+        known_deletes: dict[str, DeleteBitmap] = {}
+        if previous is not None:
+            known = {(os.path.basename(s.path), s.crc32): s for s in previous.sealed
+                     if s.path is not None}
+            known_deletes = {name: bitmap for name, bitmap in previous.persisted_deletes.values()}
+        table = Table(table_def, directory, self.options.seal_rows)
+        table.checkpoint_lsn = int(tmeta["checkpoint_lsn"])
+        table.next_rowid = int(tmeta["next_rowid"])
+        table.next_segment_id = int(tmeta["next_segment_id"])
+        for smeta in tmeta["segments"]:
+            seg = known.get((smeta["file"], smeta["crc32"])) or Segment.open(table.directory, smeta)
+            table.sealed.append(seg)
+            dmeta = smeta.get("deletes")
+            if dmeta:
+                bitmap = known_deletes.get(dmeta["file"])
+                if bitmap is None:
+                    path = os.path.join(table.directory, dmeta["file"])
+                    bitmap = DeleteBitmap.read(path, seg.n_rows)
+                table.persisted_deletes[seg.id] = (dmeta["file"], bitmap)
+            else:
+                bitmap = DeleteBitmap.empty(seg.n_rows)
+            table.deletes[seg.id] = bitmap
+            self._load_indexes(table, seg, smeta.get("indexes") or {})
+        table.rebuild_keys()
+        return table
+
+    def _damage_of(self, exc: DataCorrupted) -> tuple[str, str | None]:
+        """What is wrong, naming the file relative to the data directory (as PostgreSQL names
+        `base/<db>/<relfilenode>`), and the error's detail."""
+        if isinstance(exc, DamagedFile):
+            path = os.path.relpath(exc.path, os.path.dirname(os.path.abspath(self.directory)))
+            return f"{exc.kind} {path} {exc.describe()}", exc.detail
+        return exc.message, exc.detail
+
+    def _load_indexes(self, table: Table, seg: Segment, metas: dict) -> None:
+        """Load the segment's index files the manifest lists (one already attached from the
+        same file is kept)."""
+        for ix in access_methods.vector_indexes(table.def_):
+            meta = metas.get(ix.name)
+            if meta is None:
+                continue
+            if (seg.index(ix.name) is not None
+                    and seg.index_files.get(ix.name) == (meta["file"], int(meta["crc32"]))):
+                continue
+            path = os.path.join(table.directory, meta["file"])
+            col = table.def_.column(ix.columns[0])
+            try:
+                method = access_methods.get(ix.method)
+                index = method.load(path, access_methods.params_of(ix), col.type.dims,
+                                    expected_crc=int(meta["crc32"]))
+            except DataCorrupted as exc:
+                self._index_unreadable(table, exc)
+                continue
+            index.calibration = [(int(e), float(r)) for e, r in meta.get("calibration") or []]
+            seg.attach_index(ix.name, index)
+            seg.index_files[ix.name] = (meta["file"], int(meta["crc32"]))
+
+    def _index_unreadable(self, table: Table, exc: DataCorrupted) -> None:
+        """An index file that failed its checks: the segment is searched exactly meanwhile."""
+        log.warning('table "%s": %s; rebuilding it from the segment in the background',
+                    table.def_.name, exc.message)
+
+    def _table_dir(self, table_id: int) -> str:
+        return os.path.join(self.directory, "tables", str(table_id))
+
+
+def apply_logged(lsn: int, ops: Sequence, tables: Mapping[int, Table]) -> None:
+    """Apply one WAL record's ops to the tables of `tables` it is past the checkpoint of (WAL
+    replay: at open, and in processes that follow the log). Each table's ops go in under its
+    lock, so no reader's snapshot falls between two ops of one commit."""
+    by_table: dict[int, list] = {}
+    for op in ops:
+        by_table.setdefault(op.table_id, []).append(op)
+    for table_id, table_ops in by_table.items():
+        table = tables.get(table_id)
+        if table is None or lsn <= table.checkpoint_lsn:
+            continue
+        with table.lock:
+            for op in table_ops:
+                table.apply(op)
+
+
+class Store(StoreBase):
+    """A database: its tables and their durable state. Thread-safe."""
+
+    def __init__(self, directory: str, options: StoreOptions) -> None:
+        super().__init__(directory, options)
         self._manifests = ManifestStore(directory, keep=options.manifest_keep)
         self._commit_lock = threading.Lock()
         self._apply_lock = threading.RLock()
@@ -186,94 +359,28 @@ class Store:
         if manifest is None:
             self._commit_manifest()
             return
-        body = manifest.body
-        self.next_table_id = int(body["next_table_id"])
-        self.next_oid = int(body["next_oid"])
-        self.catalog = body.get("catalog") or {}
-        for tmeta in body["tables"]:
-            table = self._open_table(tmeta)
-            self.tables[table.id] = table
-
-    def _open_table(self, tmeta: dict) -> Table:
-        """Open one table's files. One that is missing or fails its checks makes this table
-        unavailable, not the database: every other table is still served."""
-        table_def = TableDef.from_json(tmeta["def"])
-        directory = self._table_dir(table_def.id)
-        try:
-            return self._load_table(table_def, directory, tmeta)
-        except DataCorrupted as exc:
-            table = UnavailableTable(table_def, directory, tmeta, self._damage_of(exc))
-            log.error("%s; the table is unavailable until the file is restored (then restart) "
-                      "or the table is dropped; its files and WAL records are kept",
-                      table.error().message)
-            return table
-
-    def _load_table(self, table_def: TableDef, directory: str, tmeta: dict) -> Table:
-        for ix in table_def.indexes:
-            if ix.method != "btree" and access_methods.find(ix.method) is None:
-                log.warning('table "%s": index "%s" uses access method "%s", which this server '
-                            "does not have; searches do not use it", table_def.name, ix.name,
-                            ix.method)
-        table = Table(table_def, directory, self.options.seal_rows)
-        table.checkpoint_lsn = int(tmeta["checkpoint_lsn"])
-        table.next_rowid = int(tmeta["next_rowid"])
-        table.next_segment_id = int(tmeta["next_segment_id"])
-        for smeta in tmeta["segments"]:
-            seg = Segment.open(table.directory, smeta)
-            table.sealed.append(seg)
-            dmeta = smeta.get("deletes")
-            if dmeta:
-                path = os.path.join(table.directory, dmeta["file"])
-                bitmap = DeleteBitmap.read(path, seg.n_rows)
-                table.persisted_deletes[seg.id] = (dmeta["file"], bitmap)
-            else:
-                bitmap = DeleteBitmap.empty(seg.n_rows)
-            table.deletes[seg.id] = bitmap
-            self._load_indexes(table, seg, smeta.get("indexes") or {})
-        table.rebuild_keys()
-        return table
-
-    def _damage_of(self, exc: DataCorrupted) -> tuple[str, str | None]:
-        """What is wrong, naming the file relative to the data directory (as PostgreSQL names
-        `base/<db>/<relfilenode>`), and the error's detail."""
-        if isinstance(exc, DamagedFile):
-            path = os.path.relpath(exc.path, os.path.dirname(os.path.abspath(self.directory)))
-            return f"{exc.kind} {path} {exc.describe()}", exc.detail
-        return exc.message, exc.detail
-
-    def _load_indexes(self, table: Table, seg: Segment, metas: dict) -> None:
-        for ix in access_methods.vector_indexes(table.def_):
-            meta = metas.get(ix.name)
-            if meta is None:
-                continue
-            path = os.path.join(table.directory, meta["file"])
-            col = table.def_.column(ix.columns[0])
-            try:
-                method = access_methods.get(ix.method)
-                index = method.load(path, access_methods.params_of(ix), col.type.dims,
-                                    expected_crc=int(meta["crc32"]))
-            except DataCorrupted as exc:
-                log.warning('table "%s": %s; rebuilding it from the segment in the background',
-                            table.def_.name, exc.message)
-                continue
-            index.calibration = [(int(e), float(r)) for e, r in meta.get("calibration") or []]
-            seg.attach_index(ix.name, index)
-            seg.index_files[ix.name] = (meta["file"], int(meta["crc32"]))
+        self._load_body(manifest.body)
+        self.manifest_version = manifest.version
 
     def _replay(self) -> None:
         assert self._wal is not None
         start = min((t.checkpoint_lsn for t in self.tables.values()), default=self._wal.last_lsn)
         replayed = 0
         for lsn, payload in self._wal.replay(after_lsn=start):
-            for op in decode_commit(payload):
-                table = self.tables.get(op.table_id)
-                if table is not None and lsn > table.checkpoint_lsn:
-                    table.apply(op)
+            apply_logged(lsn, decode_commit(payload), self.tables)
             self.applied_lsn = lsn
             replayed += 1
         self.applied_lsn = max(self.applied_lsn, self._wal.last_lsn)
         if replayed:
             log.info("replayed %d WAL records after LSN %d", replayed, start)
+
+    @property
+    def durable_lsn(self) -> int:
+        """The LSN of the last durable commit: a process following the log that has applied it
+        (`FollowerStore.applied_lsn`) sees every commit acknowledged so far. One attribute
+        read, cheap enough to publish after every commit."""
+        wal = self._wal
+        return wal.durable_lsn if wal is not None else self.applied_lsn
 
     def close(self) -> None:
         """Stop background work and close the WAL. Committed data is already durable."""
@@ -297,23 +404,6 @@ class Store:
             oid = self.next_oid
             self.next_oid += 1
             return oid
-
-    def table(self, table_id: int) -> Table:
-        """The table, for reading or writing: XX001 for one whose files failed their checks at
-        open (only `find_table`, catalog listings and `drop_table` still see it)."""
-        try:
-            table = self.tables[table_id]
-        except KeyError:
-            raise UndefinedTable(f"table {table_id} does not exist") from None
-        if isinstance(table, UnavailableTable):
-            raise table.error()
-        return table
-
-    def find_table(self, name: str, schema: str = "public") -> Table | None:
-        for table in self.tables.values():
-            if table.def_.name == name and table.def_.schema == schema:
-                return table
-        return None
 
     def create_table(self, name: str, columns: Sequence[ColumnDef], *, schema: str = "public",
                      primary_key: Sequence[str] = ()) -> TableDef:
@@ -577,12 +667,14 @@ class Store:
                     "next_oid": self.next_oid,
                     "catalog": self.catalog,
                     "tables": tables,
+                    "applied_lsn": self.applied_lsn,
                 }
-                self._manifests.commit(body, features=FEATURES)
+                manifest = self._manifests.commit(body, features=FEATURES)
             except OSError as exc:
                 raise storage_error(exc, "write", exc.filename or self._manifests.path) \
                     from exc
             self.generation += 1
+            self.manifest_version = manifest.version
         self._truncate_wal(tables)
         # Under the manifest lock: a file written for the next version is either still in
         # flight (protected) or already listed in a version this pass reads, never in between.
@@ -675,9 +767,6 @@ class Store:
                     os.remove(os.path.join(path, name))
                 except OSError:
                     pass
-
-    def _table_dir(self, table_id: int) -> str:
-        return os.path.join(self.directory, "tables", str(table_id))
 
     # Indexes ------------------------------------------------------------------------------------
 
@@ -918,25 +1007,6 @@ class Store:
                 if left <= 0:
                     raise TimeoutError("background work did not finish")
                 self._busy_cond.wait(min(left, 0.05))
-
-    # Introspection ------------------------------------------------------------------------------
-
-    def index_status(self) -> list[dict]:
-        """Per index and segment: rows indexed vs total, build progress, memory."""
-        rows = []
-        for table in self.tables.values():
-            for ix in access_methods.vector_indexes(table.def_):
-                for seg in list(table.sealed):
-                    built = seg.index(ix.name)
-                    build = self.builds.get((table.id, ix.name, seg.id))
-                    rows.append({
-                        "table": table.def_.name, "index": ix.name, "segment": seg.id,
-                        "rows": seg.n_rows,
-                        "indexed": built.indexed_count if built else (build.done if build else 0),
-                        "state": "ready" if built else ("building" if build else "pending"),
-                        "memory_bytes": built.memory_bytes if built else 0,
-                    })
-        return rows
 
 
 class UnavailableTable(Table):

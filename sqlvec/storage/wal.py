@@ -118,6 +118,8 @@ from sqlvec.storage.fsutil import is_disk_full, storage_error
 __all__ = [
     "DeleteOp",
     "InsertOp",
+    "LogGone",
+    "LogReader",
     "Op",
     "TruncateOp",
     "WalFileCheck",
@@ -956,6 +958,146 @@ def truncate_log(directory: str | os.PathLike[str], keep_through: int) -> list[P
         _fsync_path(path)
     _fsync_path(directory, directory=True)
     return saved
+
+
+class LogGone(Exception):
+    """The records a reader needs next are no longer in the log: a checkpoint deleted their
+    file (the manifest committed before it says where their data went)."""
+
+
+class LogReader:
+    """Reads the records another process appends to a log, without changing any file.
+
+    For processes that follow the writer (`follower.py`). Only whole, checksummed records are
+    returned, in LSN order: a record still being written (incomplete, failing its CRC, or a
+    file that does not exist yet) ends the read quietly, to be read by a later call; nothing is
+    ever truncated or repaired. The position is kept between calls, so following a busy log
+    reads each record once. Not thread-safe: one reader per follower, used under its lock."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self._dir = Path(directory)
+        self._fd = -1
+        self._path: Path | None = None
+        self._fmt: _Format | None = None
+        self._offset = 0
+        self._next = 0  # LSN of the record expected at _offset
+        self._first = 0  # LSN of the open file's first record
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._path = None
+
+    def oldest_lsn(self) -> int:
+        """The first LSN the log's oldest file may hold (0 for a log without files)."""
+        files = wal_files(self._dir) if self._dir.is_dir() else []
+        return files[0][0] if files else 0
+
+    def records(self, after_lsn: int, upto: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """Yield (lsn, payload) for whole records with after_lsn < lsn <= upto (no bound when
+        upto is None), in order, stopping at the first that is not (yet) complete. A record
+        is consumed once yielded. Raises LogGone when the log no longer holds after_lsn + 1,
+        DataCorrupted for a bad record that a later file proves finished."""
+        if self._fd < 0 or self._next != after_lsn + 1:
+            if not self._seek(after_lsn + 1):
+                return
+        while upto is None or self._next <= upto:
+            record = self._read_frame()
+            if record is not None:
+                if record[0] > after_lsn:  # (a seek that found its record unwritten stops short)
+                    yield record
+                continue
+            clean = self._at_clean_end()
+            following = self._dir / _segment_name(self._next)
+            if self._next == self._first or not following.exists():
+                return  # not yet written
+            if not clean:
+                # The file was being written when we looked; now a later file exists, so
+                # this one is finished: read once more before calling it damage.
+                record = self._read_frame()
+                if record is not None:
+                    yield record
+                    continue
+                raise DataCorrupted(f"WAL file {self._path}: bad record at offset "
+                                    f"{self._offset} (LSN {self._next}) before later file "
+                                    f"{following.name}")
+            if not self._open(following, self._next):
+                return
+
+    def _seek(self, lsn: int) -> bool:
+        """Position at record `lsn`: False if its file does not exist yet."""
+        self.close()
+        files = wal_files(self._dir) if self._dir.is_dir() else []
+        holding = [(first, path) for first, path in files if first <= lsn]
+        if not holding:
+            if files:
+                raise LogGone(f"WAL record {lsn} is no longer in {self._dir}")
+            return False
+        first, path = holding[-1]
+        if not self._open(path, first):
+            return False
+        while self._next < lsn:  # skip the records before it, reading only their headers
+            head = self._header()
+            if head is None:
+                return True  # lsn is not written yet; read from here next time
+            length, frame_lsn, _synced, _crc = head
+            if frame_lsn != self._next:
+                return True
+            self._offset += self._fmt.frame.size + length  # type: ignore[union-attr]
+            self._next += 1
+        return True
+
+    def _open(self, path: Path, first: int) -> bool:
+        self.close()
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise LogGone(f"WAL file {path} was removed") from None
+        header = os.pread(fd, _HEADER_SIZE, 0)
+        if len(header) < _HEADER_SIZE:  # the file was just created: its header comes next
+            os.close(fd)
+            return False
+        if header[: len(MAGIC)] != MAGIC:
+            os.close(fd)
+            raise DataCorrupted(f"WAL file {path} has a bad header: not a sqlvec WAL file")
+        (version,) = struct.unpack_from("<I", header, len(MAGIC))
+        if version not in _FORMATS:
+            os.close(fd)
+            raise DataCorrupted(f"WAL file {path} has unsupported format version {version}")
+        self._fd, self._path, self._fmt = fd, path, _FORMATS[version]
+        self._offset, self._next, self._first = _HEADER_SIZE, first, first
+        return True
+
+    def _header(self) -> tuple[int, int, int, int] | None:
+        assert self._fmt is not None
+        head = os.pread(self._fd, self._fmt.frame.size, self._offset)
+        if len(head) < self._fmt.frame.size or head == bytes(len(head)):
+            return None
+        return self._fmt.unpack(head)
+
+    def _read_frame(self) -> tuple[int, bytes] | None:
+        """The record at the position if it is whole and checks out (and move past it)."""
+        head = self._header()
+        if head is None:
+            return None
+        length, lsn, synced, crc = head
+        if lsn != self._next:
+            return None
+        fmt = self._fmt
+        assert fmt is not None
+        payload = os.pread(self._fd, length, self._offset + fmt.frame.size)
+        if len(payload) < length or fmt.crc(fmt.fields(length, lsn, synced), payload) != crc:
+            return None
+        self._offset += fmt.frame.size + length
+        self._next += 1
+        return lsn, payload
+
+    def _at_clean_end(self) -> bool:
+        """Whether the position is the file's end: nothing or zeros (space allocated ahead)."""
+        assert self._fmt is not None
+        head = os.pread(self._fd, self._fmt.frame.size, self._offset)
+        return head == bytes(len(head))
 
 
 # -- commit record codec --------------------------------------------------------------------
