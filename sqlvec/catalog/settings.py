@@ -10,7 +10,8 @@ import re
 
 from sqlvec.errors import CantChangeRuntimeParam, InvalidParameterValue
 from sqlvec.storage import access_methods
-from sqlvec.storage.vector_index import IndexSetting
+from sqlvec.storage.search import DEFAULT_TARGET_RECALL, TARGET_RECALL, parse_target_recall
+from sqlvec.storage.vector_index import DefaultSetting, IndexSetting
 
 SERVER_VERSION = "16.4"
 VERSION_TEXT = f"PostgreSQL {SERVER_VERSION} (sqlvec 0.1.0) on x86_64-pc-linux-gnu, compiled by Python"
@@ -36,6 +37,9 @@ DEFAULT_SETTINGS: dict[str, str] = {
     "transaction_isolation": "read committed",
     "default_transaction_isolation": "read committed",
     "sqlvec.exact": "off",
+    # Searches aim at this recall unless the session sets it or the index's knob
+    # (hnsw.ef_search); a DefaultSetting so a search can tell "never set" (storage/search.py).
+    TARGET_RECALL: DefaultSetting(str(DEFAULT_TARGET_RECALL)),
     "max_identifier_length": "63",
     "lc_collate": "C",
     "lc_ctype": "C",
@@ -107,6 +111,7 @@ SETTING_INFO: dict[str, tuple[str, str, str, str]] = {
     "ssl": ("", "sighup", "bool", "Connections and Authentication / SSL"),
     "data_directory": ("", "postmaster", "string", "File Locations"),
     "sqlvec.exact": ("", "user", "bool", "Customized Options"),
+    TARGET_RECALL: ("", "user", "string", "Customized Options"),
     "jit": ("", "user", "bool", "Query Tuning / Other Planner Options"),
     "standard_conforming_strings": ("", "user", "bool", "Version and Platform Compatibility"),
     "application_name": ("", "user", "string", "Reporting and Logging / What to Log"),
@@ -129,7 +134,7 @@ def _index_settings(method, registered: bool) -> None:
     for setting in method.settings:
         if registered:
             INDEX_SETTINGS[setting.name] = setting
-            DEFAULT_SETTINGS[setting.name] = str(setting.default)
+            DEFAULT_SETTINGS[setting.name] = DefaultSetting(setting.default)
             SETTING_INFO[setting.name] = ("", "user", "integer", "Customized Options")
             CANONICAL[setting.name.lower()] = setting.name
         else:
@@ -144,7 +149,11 @@ access_methods.watch(_index_settings)
 
 def check_value(name: str, value: str) -> str:
     """A new value of a setting as stored, for settings whose values are checked here (those
-    of vector access methods: 22023 with PostgreSQL's messages); others are returned as given."""
+    of vector access methods and `sqlvec.target_recall`: 22023 with PostgreSQL's messages);
+    others are returned as given. The result is a plain string: a value the session chose."""
+    if name == TARGET_RECALL:
+        target = parse_target_recall(value)
+        return "off" if target is None else f"{target:g}"
     setting = INDEX_SETTINGS.get(name)
     return value if setting is None else str(setting.parse(value))
 

@@ -138,10 +138,10 @@ class VectorTopKOp(OneRowOp):
     bounds: list
 
     def _settings(self, ctx) -> dict:
+        # The index's knob or a recall target: storage decides from the settings
+        # (storage/search.py search_target).
         exact = str(ctx.settings.get("sqlvec.exact", "off")).lower() in ("on", "true", "1")
-        target = str(ctx.settings.get("sqlvec.target_recall", "off")).lower()
-        recall = None if target in ("off", "", "0") else float(target)
-        return {"settings": ctx.settings, "exact": exact, "target_recall": recall}
+        return {"settings": ctx.settings, "exact": exact}
 
     def plan_segments(self, ctx, outer=None) -> list[SegmentPlan]:
         """The per-segment strategies this query would use now (EXPLAIN without ANALYZE)."""

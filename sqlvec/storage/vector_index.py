@@ -42,6 +42,23 @@ CALIBRATION_NOISE = 0.3
 CALIBRATION_SIGMAS = 3.0
 
 
+class DefaultSetting(str):
+    """A setting's value as the server starts a session with it, not one the session chose.
+
+    It equals (and SHOW prints) the plain text, but a search can tell `SET hnsw.ef_search = 40`
+    (an explicit choice, honoured exactly as pgvector does) from never having set it (the
+    search then aims at a calibrated recall instead). SET stores plain strings; RESET restores
+    the session's starting value, so it is "not set" again."""
+
+    __slots__ = ()
+
+
+def is_set(settings: Mapping[str, str] | None, name: str) -> bool:
+    """Whether the session (or the connection's options) chose a value of `name`."""
+    value = settings.get(name) if settings else None
+    return value is not None and not isinstance(value, DefaultSetting)
+
+
 class IndexBuildCancelled(Exception):
     """`should_stop` asked a build to stop; nothing was written."""
 
@@ -237,11 +254,17 @@ def recall_curve(index: VectorIndex, metric: Metric, vectors: np.ndarray,
             found = index.search(q, k, ef=knob)
             if found is not None:
                 recalls[i] = len(t.intersection(found[0].tolist())) / max(len(t), 1)
-        bound = recalls.mean() - CALIBRATION_SIGMAS * recalls.std() / math.sqrt(recalls.size)
-        curve.append((int(knob), round(float(max(bound, 0.0)), 4)))
+        curve.append((int(knob), calibration_point(recalls)))
         if recalls.mean() >= 0.999:
             break
     return curve
+
+
+def calibration_point(recalls: np.ndarray) -> float:
+    """One point of a recall curve from per-query recalls: their mean minus CALIBRATION_SIGMAS
+    standard errors (a lower confidence bound), so an estimate errs low, not high."""
+    bound = recalls.mean() - CALIBRATION_SIGMAS * recalls.std() / math.sqrt(recalls.size)
+    return round(float(max(bound, 0.0)), 4)
 
 
 def _parse_int(value: object) -> int | None:
