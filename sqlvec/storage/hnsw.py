@@ -92,8 +92,9 @@ OPCLASSES = (
 )
 # The ladder of ef values a calibration measures recall at (up to hnsw.ef_search's maximum).
 CALIBRATION_EFS = (10, 16, 24, 32, 40, 64, 100, 160, 256, 400, 640, 1000)
-# Rows a build holds out of the graph to calibrate with (at most; a tenth of small segments),
-# and the fewest worth measuring: below that the generic curve of vector_index is used.
+# Rows a build holds out of the graph to calibrate with (at most; a fiftieth of smaller
+# segments), and the fewest worth measuring: below that the generic curve of vector_index is
+# used.
 CALIBRATION_QUERIES = 500
 CALIBRATION_MIN_QUERIES = 20
 CALIBRATION_K = 10
@@ -405,11 +406,18 @@ class HnswIndex:
         )
 
 
+def held_out_count(total: int) -> int:
+    """How many of `total` rows a calibrating build holds out: at most CALIBRATION_QUERIES and
+    a fiftieth of them (the curve is measured on a graph that lacks them, and a smaller graph
+    is an easier one), none when that is too few to measure with."""
+    count = min(CALIBRATION_QUERIES, total // 50)
+    return count if count >= CALIBRATION_MIN_QUERIES else 0
+
+
 def _held_out(positions: np.ndarray) -> np.ndarray:
-    """The rows a build inserts last and calibrates with: a fixed-seed random sample, sorted;
-    none when the segment is too small for a tenth of it to measure recall with."""
-    count = min(CALIBRATION_QUERIES, positions.size // 10)
-    if count < CALIBRATION_MIN_QUERIES:
+    """The rows a build inserts last and calibrates with: a fixed-seed random sample, sorted."""
+    count = held_out_count(int(positions.size))
+    if count == 0:
         return positions[:0]
     rng = np.random.default_rng(7)
     return np.sort(rng.choice(positions, size=count, replace=False))

@@ -20,8 +20,12 @@ rows. Whatever the index returns, a segment never contributes fewer than min(k, 
 when it comes back short, exact finishes.
 
 `target_recall` replaces the method's knob (ef_search): every index keeps a calibration (recall@10
-measured at a ladder of knob values on sampled queries when it was built, recorded as a lower
-confidence bound) and the smallest knob whose recorded recall reaches the target is used.
+measured at a ladder of knob values when it was built, on rows of the segment held out of the
+graph until then, recorded as a lower confidence bound) and the smallest knob whose recorded
+recall reaches the target is used. Which one a search uses (`search_target`): a
+`sqlvec.target_recall` the session SET; else a knob the session SET (`SET hnsw.ef_search = 100`
+is exact, as in pgvector); else the default target, 0.95. When no ef reaches the target, the
+largest measured is used and EXPLAIN's est_recall says what it gives.
 """
 
 from __future__ import annotations
@@ -40,7 +44,6 @@ from sqlvec.storage.segment import SegmentView
 from sqlvec.storage.vector_index import VectorIndex, is_set
 from sqlvec.vectors import Metric, top_k
 from sqlvec.vectors import distances as exact_distances
-
 
 # The recall a search aims at when the session has set neither `sqlvec.target_recall` nor the
 # index's own knob (`hnsw.ef_search`).

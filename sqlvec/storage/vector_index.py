@@ -11,7 +11,8 @@ other module names a method:
   `load`), rebuilt by compaction, its file checked by `sqlvec check`;
 - search: `search(query, k, ef=…, allowed=…)` with an ef-like knob the method reads from the
   session's settings (`search_knob`), and a recall curve over that knob (`calibrate`) that
-  `sqlvec.target_recall` uses to pick the knob per segment;
+  a recall target (`sqlvec.target_recall`, 0.95 unless the session sets the knob) uses to pick
+  the knob per segment;
 - settings (`settings`: `hnsw.ef_search`, with bounds checked as PostgreSQL's GUCs), EXPLAIN's
   text per segment (`explain`), memory (`memory_bytes`), and the catalogs: pg_am (`am_oid`),
   pg_opclass and pg_opfamily (`opclasses`), `\\d` and pg_get_indexdef.
@@ -33,9 +34,10 @@ import numpy as np
 from sqlvec.errors import InvalidParameterValue
 from sqlvec.vectors import Metric, top_k_batch
 
-# Calibration queries are indexed rows moved by this share of the data's per-dimension spread:
-# near the data as real queries are, and measured (tests/sqlvec/storage/test_search.py and the
-# suite) to be harder than fresh draws from the data's distribution, so the curve errs low.
+# The generic curve (`recall_curve`, for methods that cannot hold rows out of their build and
+# for segments too small to): queries are indexed rows moved by this share of the data's
+# per-dimension spread. Being in the index they can flatter it on hard data; HNSW's own
+# calibration measures rows held out of the graph instead (hnsw.py).
 CALIBRATION_NOISE = 0.3
 # Each point of the curve is mean recall minus this many standard errors (about 99.9% one-sided),
 # so a target is met by real queries, not only on average over runs of the calibration.
@@ -181,7 +183,9 @@ class VectorIndex(Protocol):
         ...
 
     def calibrate(self, vectors: np.ndarray, valid: np.ndarray | None) -> list[tuple[int, float]]:
-        """Recall@10 at a ladder of knob values, on queries near the segment's rows."""
+        """Recall@10 at a ladder of knob values (lower confidence bounds), on queries like the
+        segment's rows that the index has not seen where the method can (HNSW holds a sample
+        of rows out of the graph until it has measured them)."""
         ...
 
     @classmethod

@@ -9,10 +9,10 @@ import pytest
 from sqlvec.errors import DataCorrupted, DataException, FeatureNotSupported, InvalidParameterValue
 from sqlvec.storage.hnsw import (
     BUILD_CHUNK_ROWS,
-    CALIBRATION_QUERIES,
     HnswIndex,
     HnswParams,
     IndexBuildCancelled,
+    held_out_count,
     pgvector_distances,
 )
 from sqlvec.storage.vector_index import VectorIndex
@@ -308,7 +308,7 @@ def test_progress_reports_each_chunk():
         progress=lambda d, t: calls.append((d, t)),
     )
     # The rows held out for calibration go in last, as one more step.
-    held = min(CALIBRATION_QUERIES, n // 10)
+    held = held_out_count(n)
     assert calls == [(BUILD_CHUNK_ROWS, n), (2 * BUILD_CHUNK_ROWS, n), (n - held, n), (n, n)]
     assert index.indexed_count == n
     unheld: list[tuple[int, int]] = []
@@ -328,7 +328,7 @@ def test_progress_total_counts_only_indexed_rows():
         valid=valid,
         progress=lambda d, t: calls.append((d, t)),
     )
-    held = min(CALIBRATION_QUERIES, 11_000 // 10)
+    held = held_out_count(11_000)
     assert calls == [(10_000, 11_000), (11_000 - held, 11_000), (11_000, 11_000)]
 
 
