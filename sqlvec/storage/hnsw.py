@@ -92,9 +92,9 @@ OPCLASSES = (
 )
 # The ladder of ef values a calibration measures recall at (up to hnsw.ef_search's maximum).
 CALIBRATION_EFS = (10, 16, 24, 32, 40, 64, 100, 160, 256, 400, 640, 1000)
-# Rows a build holds out of the graph to calibrate with (at most; a fiftieth of smaller
-# segments), and the fewest worth measuring: below that the generic curve of vector_index is
-# used.
+# Rows a build holds out of the graph to calibrate with (at most; see held_out_count), and the
+# fewest worth measuring: below that (segments under 200 rows) the generic curve of
+# vector_index is used.
 CALIBRATION_QUERIES = 500
 CALIBRATION_MIN_QUERIES = 20
 CALIBRATION_K = 10
@@ -409,8 +409,9 @@ class HnswIndex:
 def held_out_count(total: int) -> int:
     """How many of `total` rows a calibrating build holds out: at most CALIBRATION_QUERIES and
     a fiftieth of them (the curve is measured on a graph that lacks them, and a smaller graph
-    is an easier one), none when that is too few to measure with."""
-    count = min(CALIBRATION_QUERIES, total // 50)
+    is an easier one), but at least 100 (a tenth of small segments, whose graphs are easy),
+    none when that is too few to measure with."""
+    count = min(CALIBRATION_QUERIES, max(total // 50, min(total // 10, 100)))
     return count if count >= CALIBRATION_MIN_QUERIES else 0
 
 
@@ -443,11 +444,14 @@ def _held_out_curve(index: hnswlib.Index, metric: Metric, data: np.ndarray, main
         labels, _ = index.knn_query(queries[:count], k=k, num_threads=threads)
         hits = (labels.astype(np.int64)[:, :, None] == truth[:count, None, :]).any(axis=2)
         recalls = hits.sum(axis=1) / sizes[:count]
-        curve.append((int(ef), calibration_point(recalls)))
+        # A larger ef finds at least what a smaller one does, so a bound measured at a smaller
+        # ef holds here too (the large efs, measured on fewer queries, have wider bounds).
+        bound = max(calibration_point(recalls), curve[-1][1] if curve else 0.0)
+        curve.append((int(ef), bound))
         mean = float(recalls.mean())
-        # Done at (nearly) full recall, or on a plateau above 0.99 where more ef buys nothing
+        # Done at (nearly) full recall, or on a plateau above 0.995 where more ef buys nothing
         # measurable (the largest efs are the calibration's most expensive points).
-        if mean >= 0.999 or (mean >= 0.99 and mean - previous < 0.002):
+        if mean >= 0.999 or (mean >= 0.995 and mean - previous < 0.001):
             break
         previous = mean
     return curve

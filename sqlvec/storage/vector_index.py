@@ -266,8 +266,11 @@ def recall_curve(index: VectorIndex, metric: Metric, vectors: np.ndarray,
 
 def calibration_point(recalls: np.ndarray) -> float:
     """One point of a recall curve from per-query recalls: their mean minus CALIBRATION_SIGMAS
-    standard errors (a lower confidence bound), so an estimate errs low, not high."""
-    bound = recalls.mean() - CALIBRATION_SIGMAS * recalls.std() / math.sqrt(recalls.size)
+    standard errors (a lower confidence bound), so an estimate errs low, not high. One
+    pseudo-query that found nothing is counted in: without it a small sample in which every
+    query happened to be perfect would claim recall 1.000 with no error at all."""
+    sample = np.append(np.asarray(recalls, dtype=np.float64), 0.0)
+    bound = sample.mean() - CALIBRATION_SIGMAS * sample.std() / math.sqrt(sample.size)
     return round(float(max(bound, 0.0)), 4)
 
 

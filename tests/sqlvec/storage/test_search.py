@@ -20,7 +20,7 @@ from sqlvec.storage.search import (
     parse_target_recall,
     search_target,
 )
-from sqlvec.storage.vector_index import DefaultSetting
+from sqlvec.storage.vector_index import DefaultSetting, calibration_point
 from sqlvec.vectors import Metric, top_k_batch
 
 N, DIM, K = 30_000, 64, 10
@@ -123,10 +123,16 @@ def test_default_target_is_reached_or_the_largest_ef_is_used(held_out):
         assert ef == index.calibration[-1][0]
 
 
+def test_a_perfect_small_sample_does_not_claim_perfect_recall():
+    assert calibration_point(np.ones(44)) < 0.95
+    assert 0.98 < calibration_point(np.ones(500)) < 1.0
+    assert calibration_point(np.full(500, 0.5)) < 0.5
+
+
 def test_small_segments_hold_out_nothing_and_use_the_generic_curve():
-    rows = Clustered(900, 8, clusters=5, seed=1).all()
+    rows = Clustered(150, 8, clusters=5, seed=1).all()
     index = HnswIndex.build(rows, HnswParams(metric=Metric.L2))
-    assert index.calibration == [] and index.indexed_count == 900
+    assert index.calibration == [] and index.indexed_count == 150
     assert index.calibrate(rows, None)  # perturbed rows instead
 
 
