@@ -466,8 +466,8 @@ def _nearest(metric: Metric, data: np.ndarray, allowed: np.ndarray, queries: np.
     if metric is Metric.L2:
         offset = np.einsum("ij,ij->i", data, data)
     elif metric is Metric.COSINE:
-        with np.errstate(divide="ignore"):
-            scale = 1.0 / np.sqrt(np.einsum("ij,ij->i", data, data))
+        norms = np.sqrt(np.einsum("ij,ij->i", data, data))
+        scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)  # zero rows
     else:
         offset = None
     excluded = ~allowed
