@@ -14,6 +14,7 @@ from sqlvec.catalog.catalog import BOOTSTRAP_SUPERUSER_OID, PG_CATALOG_OID
 from sqlvec.catalog.settings import DEFAULT_SETTINGS, INDEX_SETTINGS, SETTING_INFO
 from sqlvec.catalog.virtual import empty, virtual
 from sqlvec.storage import access_methods
+from sqlvec.storage.vector_index import DefaultSetting
 from sqlvec.types import TYPES_BY_NAME
 
 
@@ -405,10 +406,18 @@ def _pg_settings(o) -> dict:
         low, high = (str(declared.min), str(declared.max)) if declared else (None, None)
         rows.append((name, settings[name], unit or None, category,
                      declared.description if declared else "", None, context, vartype,
-                     "session" if settings[name] != DEFAULT_SETTINGS.get(name) else "default",
+                     _source(settings[name], DEFAULT_SETTINGS.get(name)),
                      low, high, None, DEFAULT_SETTINGS.get(name), DEFAULT_SETTINGS.get(name),
                      None, None, False))
     return _rows([c for c, _ in PG_SETTINGS], rows)
+
+
+def _source(value: str, default: str | None) -> str:
+    """pg_settings.source: a setting whose default tells "never set" from "set to the same
+    value" (vector_index.DefaultSetting) is "session" once SET, as in PostgreSQL."""
+    if isinstance(default, DefaultSetting):
+        return "default" if isinstance(value, DefaultSetting) else "session"
+    return "session" if value != default else "default"
 
 
 PG_STAT_ACTIVITY = _cols(

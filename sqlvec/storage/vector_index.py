@@ -47,12 +47,23 @@ CALIBRATION_SIGMAS = 3.0
 class DefaultSetting(str):
     """A setting's value as the server starts a session with it, not one the session chose.
 
-    It equals (and SHOW prints) the plain text, but a search can tell `SET hnsw.ef_search = 40`
-    (an explicit choice, honoured exactly as pgvector does) from never having set it (the
-    search then aims at a calibrated recall instead). SET stores plain strings; RESET restores
-    the session's starting value, so it is "not set" again."""
+    SHOW prints the plain text, but a search can tell `SET hnsw.ef_search = 40` (an explicit
+    choice, honoured exactly as pgvector does) from never having set it (the search then aims
+    at a calibrated recall instead). SET stores plain strings; RESET and RESET ALL restore the
+    session's starting value, so it is "not set" again — which is why a default never equals
+    the same text SET: RESET ALL restores only values that differ from the starting ones."""
 
     __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str) and not isinstance(other, DefaultSetting):
+            return False
+        return str.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = str.__hash__
 
 
 def is_set(settings: Mapping[str, str] | None, name: str) -> bool:

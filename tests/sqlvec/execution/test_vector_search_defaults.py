@@ -121,3 +121,17 @@ def test_target_recall_refuses_values_that_are_not_a_recall(env, value):
         s.execute_one(f"SET sqlvec.target_recall = {value}")
     assert info.value.sqlstate == "22023"
     assert s.execute_one("SHOW sqlvec.target_recall").rows() == [("0.95",)]
+
+
+@pytest.mark.parametrize("reset", ["RESET ALL", "DISCARD ALL", "SET hnsw.ef_search TO DEFAULT"])
+def test_every_form_of_reset_goes_back_to_the_target(env, reset):
+    s = env["s"]
+    default = explained(env)
+    source = ("SELECT source FROM pg_settings WHERE name = 'hnsw.ef_search'")
+    assert s.execute_one(source).rows() == [("default",)]
+    s.execute_one("SET hnsw.ef_search = 40")  # the default's value, but chosen
+    assert all(ef == 40 for ef, _ in explained(env))
+    assert s.execute_one(source).rows() == [("session",)]
+    s.execute_one(reset)
+    assert s.execute_one(source).rows() == [("default",)]
+    assert explained(env) == default
