@@ -159,7 +159,7 @@ class HnswIndex:
         # searches of one segment's index run one at a time (each is sub-millisecond at usual ef);
         # different segments have their own lock and still search in parallel.
         self._search_lock = threading.Lock()
-        # (ef, recall@10) measured on sampled queries after the build; see storage/search.py.
+        # (ef, recall@10) measured during the build on held-out rows; see storage/search.py.
         self.calibration: list[tuple[int, float]] = []
         self.calibration_seconds = 0.0  # of the build's calibration (benchmarks report it)
 
