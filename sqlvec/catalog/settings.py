@@ -38,7 +38,8 @@ from sqlvec.errors import (
     UndefinedObject,
 )
 from sqlvec.storage import access_methods
-from sqlvec.storage.vector_index import IndexSetting
+from sqlvec.storage.search import DEFAULT_TARGET_RECALL, TARGET_RECALL, parse_target_recall
+from sqlvec.storage.vector_index import DefaultSetting, IndexSetting
 
 SERVER_VERSION = "16.4"
 VERSION_TEXT = f"PostgreSQL {SERVER_VERSION} (sqlvec 0.1.0) on x86_64-pc-linux-gnu, compiled by Python"
@@ -252,15 +253,8 @@ def _time_zone(text: str) -> str:
 
 
 def _target_recall(text: str) -> str:
-    if text.lower() == "off":
-        return "off"
-    number = _parse_number(text)
-    if number is None or not math.isfinite(number):
-        raise _invalid("sqlvec.target_recall", text)
-    if not 0 < number <= 1:
-        raise InvalidParameterValue(f'{number:g} is outside the valid range for parameter '
-                                    f'"sqlvec.target_recall" (0 .. 1, or off)')
-    return f"{number:g}"
+    target = parse_target_recall(text)  # 22023 for a bad value
+    return "off" if target is None else f"{target:g}"
 
 
 # The registry ---------------------------------------------------------------------------------------
@@ -304,7 +298,10 @@ REPORTED = {"server_version", "server_encoding", "client_encoding", "DateStyle",
 _SQLVEC = (
     Setting("sqlvec.exact", "bool", "off", description="Answers vector top-k queries by exact "
             "search instead of the index (ground truth)."),
-    Setting("sqlvec.target_recall", "string", "off", check=_target_recall,
+    # Searches aim at this recall unless the session sets it or the index's knob
+    # (hnsw.ef_search); a DefaultSetting so a search can tell "never set" (storage/search.py).
+    Setting(TARGET_RECALL, "string", DefaultSetting(str(DEFAULT_TARGET_RECALL)),
+            check=_target_recall,
             description="Recall@10 to search at: picks the index's search knob per segment from "
                         "its calibration (off: use the knob's own setting)."),
 )
@@ -349,10 +346,12 @@ def _index_settings(method, registered: bool) -> None:
     for declared in method.settings:
         if registered:
             INDEX_SETTINGS[declared.name] = declared
+            # A DefaultSetting: a search tells "never set" from `SET hnsw.ef_search = 40`.
+            default = DefaultSetting(declared.default)
             SETTINGS[declared.name] = Setting(
-                declared.name, "integer", str(declared.default), description=declared.description,
+                declared.name, "integer", default, description=declared.description,
                 min=str(declared.min), max=str(declared.max))
-            DEFAULT_SETTINGS[declared.name] = str(declared.default)
+            DEFAULT_SETTINGS[declared.name] = default
             CANONICAL[declared.name.lower()] = declared.name
         else:
             INDEX_SETTINGS.pop(declared.name, None)

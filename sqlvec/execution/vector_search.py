@@ -4,7 +4,8 @@ The planner's `VectorTopK` node becomes a `VectorTopKOp`: the query vector and k
 once, the scan's filter is applied per segment, and each segment answers with its own top-k
 (through its vector index where the table has one for the column and metric, whatever its
 access method; exact otherwise); the table snapshot merges them (storage/table.py). The index's
-knob (hnsw.ef_search) is read from the session's settings by its access method. Inside a
+knob is a recall target's (0.95 unless the session sets `sqlvec.target_recall`) or, when the
+session set it, `hnsw.ef_search` itself: storage decides from the session's settings. Inside a
 transaction with uncommitted writes to the table, the operator falls back to an exact scan of
 what the transaction sees.
 """
@@ -140,10 +141,10 @@ class VectorTopKOp(OneRowOp):
     bounds: list
 
     def _settings(self, ctx) -> dict:
+        # The index's knob or a recall target: storage decides from the settings
+        # (storage/search.py search_target).
         exact = str(ctx.settings.get("sqlvec.exact", "off")).lower() in ("on", "true", "1")
-        target = str(ctx.settings.get("sqlvec.target_recall", "off")).lower()
-        recall = None if target in ("off", "", "0") else float(target)
-        return {"settings": ctx.settings, "exact": exact, "target_recall": recall}
+        return {"settings": ctx.settings, "exact": exact}
 
     def plan_segments(self, ctx, outer=None) -> list[SegmentPlan]:
         """The per-segment strategies this query would use now (EXPLAIN without ANALYZE)."""

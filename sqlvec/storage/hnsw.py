@@ -55,6 +55,7 @@ import math
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ from sqlvec.storage.vector_index import (
     IndexOption,
     IndexSetting,
     OpClass,
+    calibration_point,
     recall_curve,
 )
 from sqlvec.vectors import Metric, check_same_dims
@@ -88,8 +90,18 @@ OPCLASSES = (
     OpClass("vector_ip_ops", Metric.IP, 16390, 16394),
     OpClass("vector_l1_ops", Metric.L1, 16391, 16395, supported=False),
 )
-# The ladder of ef values a calibration measures recall at.
-CALIBRATION_EFS = (10, 16, 24, 32, 40, 64, 100, 160, 256, 400)
+# The ladder of ef values a calibration measures recall at (up to hnsw.ef_search's maximum).
+CALIBRATION_EFS = (10, 16, 24, 32, 40, 64, 100, 160, 256, 400, 640, 1000)
+# Rows a build holds out of the graph to calibrate with (at most; see held_out_count), and the
+# fewest worth measuring: below that (segments under 200 rows) the generic curve of
+# vector_index is used.
+CALIBRATION_QUERIES = 500
+CALIBRATION_MIN_QUERIES = 20
+CALIBRATION_K = 10
+# A search's cost grows with ef, so a point of the ladder measures at most this many ef-units
+# of work (ef × queries, never under 100 queries): the large efs hard data needs stay cheap, at
+# the price of a wider (lower) confidence bound there.
+CALIBRATION_BUDGET = 100_000
 
 # Rows added per add_items call: the unit of progress reporting and of cancellation latency.
 BUILD_CHUNK_ROWS = 10_000
@@ -147,8 +159,9 @@ class HnswIndex:
         # searches of one segment's index run one at a time (each is sub-millisecond at usual ef);
         # different segments have their own lock and still search in parallel.
         self._search_lock = threading.Lock()
-        # (ef, recall@10) measured on sampled queries after the build; see storage/search.py.
+        # (ef, recall@10) measured during the build on held-out rows; see storage/search.py.
         self.calibration: list[tuple[int, float]] = []
+        self.calibration_seconds = 0.0  # of the build's calibration (benchmarks report it)
 
     # Build ----------------------------------------------------------------------------------
 
@@ -169,12 +182,18 @@ class HnswIndex:
         num_threads: int = 0,
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        calibrate: bool = True,
     ) -> HnswIndex:
         """Index the rows of `vectors` (n, d) whose `valid` flag is set (all when None).
 
         Under cosine, zero vectors are skipped as pgvector does: they have no direction and their
         distance is NaN. Rows go in chunks so a long build reports progress and can be cancelled
         (IndexBuildCancelled) between chunks. num_threads 0 means all cores.
+
+        With `calibrate`, a random sample of the rows (CALIBRATION_QUERIES at most) goes into the
+        graph last: before it does, those rows serve as queries the graph has never seen — the
+        user's own data, held out — and recall@10 at each ef of the ladder is recorded in
+        `calibration` (a lower confidence bound, see `calibration_point`).
         """
         data = np.asarray(vectors, dtype=np.float32)
         if data.ndim != 2 or data.shape[1] < 1:
@@ -191,7 +210,8 @@ class HnswIndex:
             mask = mask & (np.einsum("ij,ij->i", data, data, dtype=np.float64) > 0.0)
         positions = np.flatnonzero(mask)
         total = int(positions.size)
-        contiguous = total == n  # every row goes in: add slices, no gathering copies
+        held = _held_out(positions) if calibrate else positions[:0]
+        main = positions if held.size == 0 else np.setdiff1d(positions, held, assume_unique=True)
 
         index = hnswlib.Index(space=SPACES[params.metric], dim=dim)
         index.init_index(
@@ -201,18 +221,33 @@ class HnswIndex:
             random_seed=100,
         )
         threads = -1 if num_threads <= 0 else num_threads
-        for start in range(0, total, BUILD_CHUNK_ROWS):
-            if should_stop is not None and should_stop():
-                raise IndexBuildCancelled("HNSW index build cancelled")
-            ids = positions[start : start + BUILD_CHUNK_ROWS]
-            chunk = data[start : start + ids.size] if contiguous else data[ids]
-            index.add_items(np.ascontiguousarray(chunk), ids, num_threads=threads)
-            if progress is not None:
-                progress(start + int(ids.size), total)
+
+        def add(ids: np.ndarray, done: int) -> None:
+            for start in range(0, ids.size, BUILD_CHUNK_ROWS):
+                if should_stop is not None and should_stop():
+                    raise IndexBuildCancelled("HNSW index build cancelled")
+                chunk = ids[start : start + BUILD_CHUNK_ROWS]
+                first = int(chunk[0])
+                rows = (data[first : first + chunk.size] if int(chunk[-1]) - first + 1 == chunk.size
+                        else data[chunk])  # a contiguous run is a slice, no gathering copy
+                index.add_items(np.ascontiguousarray(rows), chunk, num_threads=threads)
+                if progress is not None:
+                    progress(done + start + int(chunk.size), total)
+
+        add(main, 0)
+        curve: list[tuple[int, float]] = []
+        started = time.perf_counter()
+        if held.size:
+            curve = _held_out_curve(index, params.metric, data, main, held, threads)
+            add(held, int(main.size))
+        seconds = time.perf_counter() - started
         if total == 0 and progress is not None:
             progress(0, 0)
         label_bound = int(positions[-1]) + 1 if total else 0
-        return cls(index, params, dim, label_bound)
+        built = cls(index, params, dim, label_bound)
+        built.calibration = curve
+        built.calibration_seconds = seconds if held.size else 0.0
+        return built
 
     # Persistence ----------------------------------------------------------------------------
 
@@ -318,7 +353,11 @@ class HnswIndex:
         return labels[0].astype(np.int64), pgvector_distances(self._params.metric, raw[0])
 
     def calibrate(self, vectors: np.ndarray, valid: np.ndarray | None) -> list[tuple[int, float]]:
-        """Recall@10 at the ladder of ef values (vector_index.recall_curve)."""
+        """Recall@10 at the ladder of ef values: what `build` measured on held-out rows, or,
+        for a segment too small to hold rows out of (or built without calibrating), the
+        generic curve on perturbed rows (vector_index.recall_curve)."""
+        if self.calibration:
+            return self.calibration
         return recall_curve(self, self._params.metric, vectors, valid, CALIBRATION_EFS)
 
     @classmethod
@@ -365,6 +404,86 @@ class HnswIndex:
             f"HnswIndex({p.metric.name}, dim={self._dim}, m={p.m}, "
             f"ef_construction={p.ef_construction}, indexed={self._count})"
         )
+
+
+def held_out_count(total: int) -> int:
+    """How many of `total` rows a calibrating build holds out: at most CALIBRATION_QUERIES and
+    a fiftieth of them (the curve is measured on a graph that lacks them, and a smaller graph
+    is an easier one), but at least 100 (a tenth of small segments, whose graphs are easy),
+    none when that is too few to measure with."""
+    count = min(CALIBRATION_QUERIES, max(total // 50, min(total // 10, 100)))
+    return count if count >= CALIBRATION_MIN_QUERIES else 0
+
+
+def _held_out(positions: np.ndarray) -> np.ndarray:
+    """The rows a build inserts last and calibrates with: a fixed-seed random sample, sorted."""
+    count = held_out_count(int(positions.size))
+    if count == 0:
+        return positions[:0]
+    rng = np.random.default_rng(7)
+    return np.sort(rng.choice(positions, size=count, replace=False))
+
+
+def _held_out_curve(index: hnswlib.Index, metric: Metric, data: np.ndarray, main: np.ndarray,
+                    held: np.ndarray, threads: int) -> list[tuple[int, float]]:
+    """Recall@10 of the graph (holding the `main` rows) for the `held` rows as queries, at each
+    ef of the ladder, stopping once mean recall reaches 0.999."""
+    k = CALIBRATION_K
+    allowed = np.zeros(data.shape[0], dtype=np.bool_)
+    allowed[main] = True
+    # Random order, so every prefix (what the large efs measure) is a random sample too.
+    held = np.random.default_rng(11).permutation(held)
+    queries = np.ascontiguousarray(data[held])
+    truth = _nearest(metric, data, allowed, queries, k)
+    sizes = np.maximum((truth >= 0).sum(axis=1), 1)
+    curve: list[tuple[int, float]] = []
+    previous = 0.0
+    for ef in CALIBRATION_EFS:
+        count = min(len(held), max(100, CALIBRATION_BUDGET // ef))
+        index.set_ef(max(ef, k))
+        labels, _ = index.knn_query(queries[:count], k=k, num_threads=threads)
+        hits = (labels.astype(np.int64)[:, :, None] == truth[:count, None, :]).any(axis=2)
+        recalls = hits.sum(axis=1) / sizes[:count]
+        # A larger ef finds at least what a smaller one does, so a bound measured at a smaller
+        # ef holds here too (the large efs, measured on fewer queries, have wider bounds).
+        bound = max(calibration_point(recalls), curve[-1][1] if curve else 0.0)
+        curve.append((int(ef), bound))
+        mean = float(recalls.mean())
+        # Done at (nearly) full recall, or on a plateau above 0.995 where more ef buys nothing
+        # measurable (the largest efs are the calibration's most expensive points).
+        if mean >= 0.999 or (mean >= 0.995 and mean - previous < 0.001):
+            break
+        previous = mean
+    return curve
+
+
+def _nearest(metric: Metric, data: np.ndarray, allowed: np.ndarray, queries: np.ndarray,
+             k: int) -> np.ndarray:
+    """The k allowed rows nearest each query (as a set: unordered), by one matrix product per
+    block of queries. Unlike vectors.top_k_batch it neither copies the allowed rows nor
+    re-scores near ties: a calibration needs which rows are nearest, and rows within float32
+    rounding of the k-th distance are rare enough not to move a recall figure."""
+    if metric is Metric.L2:
+        offset = np.einsum("ij,ij->i", data, data)
+    elif metric is Metric.COSINE:
+        norms = np.sqrt(np.einsum("ij,ij->i", data, data))
+        scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)  # zero rows
+    else:
+        offset = None
+    excluded = ~allowed
+    block = max(1, min(len(queries), (64 << 20) // max(1, 4 * data.shape[0])))  # ≤ 64 MiB
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), block):
+        dots = queries[start : start + block] @ data.T  # (b, n)
+        if metric is Metric.L2:
+            scores = offset - 2.0 * dots
+        elif metric is Metric.COSINE:
+            scores = -dots * scale
+        else:
+            scores = -dots
+        scores[:, excluded] = np.inf
+        out[start : start + block] = np.argpartition(scores, k - 1, axis=1)[:, :k]
+    return out
 
 
 def pgvector_distances(metric: Metric, raw: np.ndarray) -> np.ndarray:

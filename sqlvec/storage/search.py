@@ -20,8 +20,12 @@ rows. Whatever the index returns, a segment never contributes fewer than min(k, 
 when it comes back short, exact finishes.
 
 `target_recall` replaces the method's knob (ef_search): every index keeps a calibration (recall@10
-measured at a ladder of knob values on sampled queries when it was built, recorded as a lower
-confidence bound) and the smallest knob whose recorded recall reaches the target is used.
+measured at a ladder of knob values when it was built, on rows of the segment held out of the
+graph until then, recorded as a lower confidence bound) and the smallest knob whose recorded
+recall reaches the target is used. Which one a search uses (`search_target`): a
+`sqlvec.target_recall` the session SET; else a knob the session SET (`SET hnsw.ef_search = 100`
+is exact, as in pgvector); else the default target, 0.95. When no ef reaches the target, the
+largest measured is used and EXPLAIN's est_recall says what it gives.
 """
 
 from __future__ import annotations
@@ -29,15 +33,66 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from sqlvec.errors import InvalidParameterValue
 from sqlvec.storage.segment import SegmentView
-from sqlvec.storage.vector_index import VectorIndex
+from sqlvec.storage.vector_index import VectorIndex, is_set
 from sqlvec.vectors import Metric, top_k
 from sqlvec.vectors import distances as exact_distances
+
+# The recall a search aims at when the session has set neither `sqlvec.target_recall` nor the
+# index's own knob (`hnsw.ef_search`).
+DEFAULT_TARGET_RECALL = 0.95
+TARGET_RECALL = "sqlvec.target_recall"
+_OFF = ("off", "false", "no", "0")
+
+
+def parse_target_recall(value: object) -> float | None:
+    """`sqlvec.target_recall` as a number in (0, 1], or None for `off` (or 0); 22023 with
+    PostgreSQL's GUC messages otherwise."""
+    text = str(value).strip()
+    if len(text) >= 2 and text[0] == text[-1] == "'":
+        text = text[1:-1].strip()
+    if text.lower() in _OFF:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise InvalidParameterValue(f'invalid value for parameter "{TARGET_RECALL}": "{text}"',
+                                    hint="Use a recall between 0 and 1, or off.")
+    if not 0.0 <= number <= 1.0:
+        raise InvalidParameterValue(f'{number:g} is outside the valid range for parameter '
+                                    f'"{TARGET_RECALL}" (0 .. 1)')
+    return number or None
+
+
+def search_target(method: type[VectorIndex], settings: Mapping[str, str] | None) -> float | None:
+    """The recall a search through `method`'s index aims at, or None to use its knob as set.
+
+    A `sqlvec.target_recall` the session SET wins; else a knob the session SET
+    (`hnsw.ef_search`) is used exactly, as pgvector does; else the default target (0.95, or
+    whatever `sqlvec.target_recall` starts as; `off` there means the knob's default)."""
+    raw = settings.get(TARGET_RECALL) if settings else None
+    if raw is not None and is_set(settings, TARGET_RECALL):
+        return _lenient(raw)
+    if any(is_set(settings, setting.name) for setting in method.settings):
+        return None
+    return DEFAULT_TARGET_RECALL if raw is None else _lenient(raw)
+
+
+def _lenient(value: str) -> float | None:
+    """A stored value (checked when it was SET); anything unreadable reads as off."""
+    try:
+        return parse_target_recall(value)
+    except InvalidParameterValue:
+        return None
 
 
 @dataclass(frozen=True)

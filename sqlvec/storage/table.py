@@ -44,6 +44,7 @@ from sqlvec.storage.search import (
     SegmentSearch,
     plan_segment,
     run_all,
+    search_target,
 )
 from sqlvec.storage.segment import Segment, SegmentData, SegmentView
 from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
@@ -294,12 +295,17 @@ class TableSnapshot:
         """Plan a top-k search: per segment, the filter is evaluated (vectorized) and a strategy
         chosen from the exact candidate count (storage/search.py). No vector work happens.
 
-        The index's knob is `ef` when given, else what its access method reads from the
-        session's `settings` (hnsw.ef_search)."""
+        The index's knob is `ef` when given (exactly, unless `target_recall` is given too);
+        else the session's `settings` decide (search.search_target): a recall target the index's
+        calibration turns into a knob per segment, or the knob itself (hnsw.ef_search) when the
+        session set it."""
         col = self._vector_column(column)
         index = None if exact else self.index_for(column, metric)
         if ef is None:
-            ef = access_methods.get(index.method).search_knob(settings) if index else 0
+            method = access_methods.get(index.method) if index else None
+            ef = method.search_knob(settings) if method else 0
+            if method is not None and target_recall is None:
+                target_recall = search_target(method, settings)
         searches = []
         for view in self.views:
             if view.data.n_rows == 0:

@@ -11,7 +11,8 @@ other module names a method:
   `load`), rebuilt by compaction, its file checked by `sqlvec check`;
 - search: `search(query, k, ef=…, allowed=…)` with an ef-like knob the method reads from the
   session's settings (`search_knob`), and a recall curve over that knob (`calibrate`) that
-  `sqlvec.target_recall` uses to pick the knob per segment;
+  a recall target (`sqlvec.target_recall`, 0.95 unless the session sets the knob) uses to pick
+  the knob per segment;
 - settings (`settings`: `hnsw.ef_search`, with bounds checked as PostgreSQL's GUCs), EXPLAIN's
   text per segment (`explain`), memory (`memory_bytes`), and the catalogs: pg_am (`am_oid`),
   pg_opclass and pg_opfamily (`opclasses`), `\\d` and pg_get_indexdef.
@@ -33,13 +34,42 @@ import numpy as np
 from sqlvec.errors import InvalidParameterValue
 from sqlvec.vectors import Metric, top_k_batch
 
-# Calibration queries are indexed rows moved by this share of the data's per-dimension spread:
-# near the data as real queries are, and measured (tests/sqlvec/storage/test_search.py and the
-# suite) to be harder than fresh draws from the data's distribution, so the curve errs low.
+# The generic curve (`recall_curve`, for methods that cannot hold rows out of their build and
+# for segments too small to): queries are indexed rows moved by this share of the data's
+# per-dimension spread. Being in the index they can flatter it on hard data; HNSW's own
+# calibration measures rows held out of the graph instead (hnsw.py).
 CALIBRATION_NOISE = 0.3
 # Each point of the curve is mean recall minus this many standard errors (about 99.9% one-sided),
 # so a target is met by real queries, not only on average over runs of the calibration.
 CALIBRATION_SIGMAS = 3.0
+
+
+class DefaultSetting(str):
+    """A setting's value as the server starts a session with it, not one the session chose.
+
+    SHOW prints the plain text, but a search can tell `SET hnsw.ef_search = 40` (an explicit
+    choice, honoured exactly as pgvector does) from never having set it (the search then aims
+    at a calibrated recall instead). SET stores plain strings; RESET and RESET ALL restore the
+    session's starting value, so it is "not set" again — which is why a default never equals
+    the same text SET: RESET ALL restores only values that differ from the starting ones."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str) and not isinstance(other, DefaultSetting):
+            return False
+        return str.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = str.__hash__
+
+
+def is_set(settings: Mapping[str, str] | None, name: str) -> bool:
+    """Whether the session (or the connection's options) chose a value of `name`."""
+    value = settings.get(name) if settings else None
+    return value is not None and not isinstance(value, DefaultSetting)
 
 
 class IndexBuildCancelled(Exception):
@@ -164,7 +194,9 @@ class VectorIndex(Protocol):
         ...
 
     def calibrate(self, vectors: np.ndarray, valid: np.ndarray | None) -> list[tuple[int, float]]:
-        """Recall@10 at a ladder of knob values, on queries near the segment's rows."""
+        """Recall@10 at a ladder of knob values (lower confidence bounds), on queries like the
+        segment's rows that the index has not seen where the method can (HNSW holds a sample
+        of rows out of the graph until it has measured them)."""
         ...
 
     @classmethod
@@ -237,11 +269,20 @@ def recall_curve(index: VectorIndex, metric: Metric, vectors: np.ndarray,
             found = index.search(q, k, ef=knob)
             if found is not None:
                 recalls[i] = len(t.intersection(found[0].tolist())) / max(len(t), 1)
-        bound = recalls.mean() - CALIBRATION_SIGMAS * recalls.std() / math.sqrt(recalls.size)
-        curve.append((int(knob), round(float(max(bound, 0.0)), 4)))
+        curve.append((int(knob), calibration_point(recalls)))
         if recalls.mean() >= 0.999:
             break
     return curve
+
+
+def calibration_point(recalls: np.ndarray) -> float:
+    """One point of a recall curve from per-query recalls: their mean minus CALIBRATION_SIGMAS
+    standard errors (a lower confidence bound), so an estimate errs low, not high. One
+    pseudo-query that found nothing is counted in: without it a small sample in which every
+    query happened to be perfect would claim recall 1.000 with no error at all."""
+    sample = np.append(np.asarray(recalls, dtype=np.float64), 0.0)
+    bound = sample.mean() - CALIBRATION_SIGMAS * sample.std() / math.sqrt(sample.size)
+    return round(float(max(bound, 0.0)), 4)
 
 
 def _parse_int(value: object) -> int | None:

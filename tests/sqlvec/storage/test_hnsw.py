@@ -12,6 +12,7 @@ from sqlvec.storage.hnsw import (
     HnswIndex,
     HnswParams,
     IndexBuildCancelled,
+    held_out_count,
     pgvector_distances,
 )
 from sqlvec.storage.vector_index import VectorIndex
@@ -306,8 +307,14 @@ def test_progress_reports_each_chunk():
         HnswParams(Metric.L2, m=4, ef_construction=8),
         progress=lambda d, t: calls.append((d, t)),
     )
-    assert calls == [(BUILD_CHUNK_ROWS, n), (2 * BUILD_CHUNK_ROWS, n), (n, n)]
+    # The rows held out for calibration go in last, as one more step.
+    held = held_out_count(n)
+    assert calls == [(BUILD_CHUNK_ROWS, n), (2 * BUILD_CHUNK_ROWS, n), (n - held, n), (n, n)]
     assert index.indexed_count == n
+    unheld: list[tuple[int, int]] = []
+    HnswIndex.build(rows, HnswParams(Metric.L2, m=4, ef_construction=8), calibrate=False,
+                    progress=lambda d, t: unheld.append((d, t)))
+    assert unheld == [(BUILD_CHUNK_ROWS, n), (2 * BUILD_CHUNK_ROWS, n), (n, n)]
 
 
 def test_progress_total_counts_only_indexed_rows():
@@ -321,7 +328,8 @@ def test_progress_total_counts_only_indexed_rows():
         valid=valid,
         progress=lambda d, t: calls.append((d, t)),
     )
-    assert calls == [(10_000, 11_000), (11_000, 11_000)]
+    held = held_out_count(11_000)
+    assert calls == [(10_000, 11_000), (11_000 - held, 11_000), (11_000, 11_000)]
 
 
 def test_should_stop_cancels_between_chunks():
