@@ -1048,7 +1048,7 @@ _declare("shobj_description", "oid, name -> text")(_shobj_description)
 _declare("pg_encoding_to_char", "int4 -> name")(_encoding_to_char)
 _declare("pg_stat_get_numscans", "oid -> int8")(_zero)
 # Privileges: all granted.
-_declare("acldefault", "char, oid -> text[]")(_no_acl)
+_declare("acldefault", "char, oid -> text[]", volatility="i")(_no_acl)
 _PRIVILEGE_SIGNATURES = ("name, text, text -> bool", "name, oid, text -> bool",
                          "oid, text, text -> bool", "oid, oid, text -> bool",
                          "text, text -> bool", "oid, text -> bool")
@@ -1112,7 +1112,7 @@ set_returning("generate_series", "int4, int4 -> setof int4", "int4, int4, int4 -
               table=series_table)(_srf_series)
 set_returning("_pg_expandarray", "anyarray -> setof record(x anyelement, n int4)",
               schema="information_schema")(_srf_expandarray)
-set_returning("pg_options_to_table", "_text -> setof record(option_name text, "
+set_returning("pg_options_to_table", "text[] -> setof record(option_name text, "
               "option_value text)", volatility="s")(_srf_options)
 set_returning("pg_get_keywords", "-> setof record(word text, catcode char, barelabel bool, "
               "catdesc text, baredesc text)", volatility="s")(_srf_keywords)

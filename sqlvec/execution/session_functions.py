@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from sqlvec.catalog.functions import scalar, set_returning
+from sqlvec.catalog.functions import scalar
 from sqlvec.errors import SqlVecError
 from sqlvec.execution.values import BOOL, INT4, INT8, TEXT, Value, is_scalar
-from sqlvec.types import SqlType, record_type
+from sqlvec.types import SqlType
 
 
 def _text_arg(c, e):
@@ -117,23 +117,3 @@ scalar("user current_role", keyword=True, volatility="s")(_const_text(lambda s: 
 
 __all__ = ["regclass_of"]
 
-
-SEQUENCE_ROW = record_type([("last_value", INT8), ("log_cnt", INT8), ("is_called", BOOL)])
-
-
-@set_returning("pg_sequence_row", "text -> setof record(last_value int8, log_cnt int8, "
-               "is_called bool)", volatility="v")
-def _sequence_row(c, args):
-    """The one row `SELECT * FROM seq` reads (pg_dump reads last_value and is_called): the
-    planner turns a sequence in FROM into this call with its qualified name."""
-    name = _text_arg(c, args[0])
-
-    def fn(f):
-        catalog = f.ctx.services.catalog
-        key = str(name(f).as_py())
-        seq = catalog.sequence(key)  # 42P01 if it was dropped since
-        last = catalog.currval_of(key)
-        row = {"last_value": int(seq["start"]) if last is None else int(last), "log_cnt": 0,
-               "is_called": last is not None}
-        return pa.scalar([row], SEQUENCE_ROW.array_of().to_arrow())
-    return Value(fn, SEQUENCE_ROW.array_of()), SEQUENCE_ROW

@@ -25,7 +25,7 @@ from sqlvec.plan import nodes as n
 from sqlvec.plan.nodes import SubPlan
 from sqlvec.sql.binder import Field, Scope, sql_type, system_column
 from sqlvec.sql.calls import function_name
-from sqlvec.sql.dialect import to_sql
+from sqlvec.sql.dialect import parse_one, to_sql
 from sqlvec.storage.schema import ROWID
 from sqlvec.types import SqlType
 
@@ -499,9 +499,15 @@ class Planner:
                                          alias=qualifier)
             sequence = self._sequence_key(name, schema)
             if sequence is not None:  # `SELECT last_value, is_called FROM seq`: its one row
-                call = exp.Anonymous(this="pg_sequence_row",
-                                     expressions=[exp.Literal.string(sequence)])
-                return self._plan_function(call, alias or name, columns, None, table)
+                seq_schema, seq_name = sequence.split(".", 1)
+                row = parse_one(
+                    "SELECT coalesce(last_value, start_value) AS last_value, 0::int8 AS log_cnt, "
+                    "last_value IS NOT NULL AS is_called FROM pg_catalog.pg_sequences WHERE "
+                    f"schemaname = {_quoted(seq_schema)} AND sequencename = {_quoted(seq_name)}")
+                inner = self.plan_query(row, None)
+                qualifier = alias or name
+                return n.Rename(_renamed(inner.fields, qualifier, columns), child=inner,
+                                alias=qualifier)
             try:
                 self.ctx.catalog.table(name, schema, self.ctx.search_path)  # raises 42P01
             except SqlVecError as error:
@@ -872,6 +878,11 @@ def output_name(e: exp.Expression) -> str:
     if isinstance(e, exp.Dot) and isinstance(e.expression, (exp.Func, exp.Anonymous)):
         return output_name(e.expression)
     return function_name(e) or "?column?"
+
+
+def _quoted(text: str) -> str:
+    """A SQL string literal of `text`."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _is_named_function(e: exp.Expression) -> bool:
