@@ -345,7 +345,8 @@ class CatalogObjects:
                 columns=[Column("last_value", SqlType("int8"), 1, True),
                          Column("log_cnt", SqlType("int8"), 2, True),
                          Column("is_called", SqlType("bool"), 3, True)],
-                sequence=seq))
+                # The live value (the stored one only moves when a block is reserved).
+                sequence={**seq, "value": catalog.currval_of(key)}))
         self.relations += _catalog_relations()
         self.by_oid = {r.oid: r for r in self.relations}
 

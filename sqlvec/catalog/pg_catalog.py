@@ -12,7 +12,7 @@ from sqlvec.catalog import functions as F
 from sqlvec.catalog import objects as O
 from sqlvec.catalog.catalog import BOOTSTRAP_SUPERUSER_OID, PG_CATALOG_OID
 from sqlvec.catalog.settings import SETTINGS, Setting, parse_amount
-from sqlvec.catalog.virtual import empty, virtual
+from sqlvec.catalog.virtual import empty, table_oid, virtual
 from sqlvec.storage import access_methods
 from sqlvec.types import TYPES_BY_NAME
 
@@ -354,6 +354,12 @@ def _roles(o) -> list[dict]:
                     "rolcanlogin": bool(role.get("login", True)), "rolreplication": su,
                     "rolbypassrls": su, "rolconnlimit": -1, "rolvaliduntil": None,
                     "rolconfig": None})
+    # The built-in role that owns the public schema, as in PostgreSQL 15 and later (pg_dump
+    # resolves every owner OID it reads through pg_roles).
+    out.append({"oid": O.PG_DATABASE_OWNER_OID, "rolname": "pg_database_owner", "rolsuper": False,
+                "rolinherit": True, "rolcreaterole": False, "rolcreatedb": False,
+                "rolcanlogin": False, "rolreplication": False, "rolbypassrls": False,
+                "rolconnlimit": -1, "rolvaliduntil": None, "rolconfig": None})
     return out
 
 
@@ -548,8 +554,47 @@ empty("pg_publication_namespace", _cols("oid oid, pnpubid oid, pnnspid oid"))
 empty("pg_statistic_ext", _cols("oid oid, stxrelid oid, stxname name, stxnamespace oid, "
                                 "stxowner oid, stxstattarget int4, stxkeys _int2, "
                                 "stxkind _char, stxexprs text"))
-empty("pg_depend", _cols("classid oid, objid oid, objsubid int4, refclassid oid, refobjid oid, "
-                         "refobjsubid int4, deptype char"))
+PG_DEPEND = _cols("classid oid, objid oid, objsubid int4, refclassid oid, refobjid oid, "
+                  "refobjsubid int4, deptype char")
+
+
+@virtual("pg_depend", PG_DEPEND)
+def _pg_depend(o) -> dict:
+    """The dependencies clients act on: extension members ('e': pg_dump dumps `CREATE
+    EXTENSION vector` instead of its functions, types, operator classes and access method) and
+    sequences owned by a column ('a': `ALTER SEQUENCE … OWNED BY`, pg_get_serial_sequence)."""
+    rows = []
+    extensions = {name: oid for oid, name, _version, _ns in o.extensions()}
+    vector = extensions.get("vector")
+    if vector is not None:
+        public = o.nsp_by_name.get("public")
+        members = [(O.PG_PROC_OID, p.oid) for p in F.proc_rows() if p.oid >= F.VECTOR_FIRST_OID]
+        types = _pg_type(o)
+        members += [(O.PG_TYPE_OID, oid) for oid, ns in zip(types["oid"], types["typnamespace"])
+                    if ns == public]  # vector, _vector: tables have no row types here
+        opclasses = _pg_opclass(o)
+        members += [(table_oid("pg_opclass"), oid) for oid, ns in
+                    zip(opclasses["oid"], opclasses["opcnamespace"]) if ns == public]
+        members += sorted({(table_oid("pg_opfamily"), family) for family, ns in
+                           zip(opclasses["opcfamily"], opclasses["opcnamespace"]) if ns == public})
+        members += [(O.PG_AM_OID, m.am_oid) for m in access_methods.methods()]
+        rows += [(classid, oid, 0, table_oid("pg_extension"), vector, 0, "e") for classid, oid in members]
+    if "plpgsql" in extensions:
+        rows.append((table_oid("pg_language"), 13545, 0, table_oid("pg_extension"), extensions["plpgsql"], 0, "e"))
+    by_table_id = {r.table_id: r for r in o.relations if r.kind == "r"}
+    for rel in o.relations:
+        owner = (rel.sequence or {}).get("owned_by") if rel.kind == "S" else None
+        if not owner:
+            continue
+        table_id, _, column = owner.partition(".")
+        table = by_table_id.get(int(table_id)) if table_id.isdigit() else None
+        attnum = next((c.attnum for c in table.columns if c.name == column), None) \
+            if table is not None else None
+        if attnum is not None:
+            rows.append((O.PG_CLASS_OID, rel.oid, 0, O.PG_CLASS_OID, table.oid, attnum, "a"))
+    return _rows([c for c, _ in PG_DEPEND], rows)
+
+
 empty("pg_foreign_table", _cols("ftrelid oid, ftserver oid, ftoptions _text"))
 empty("pg_foreign_data_wrapper", _cols("oid oid, fdwname name, fdwowner oid, fdwhandler oid, "
                                        "fdwvalidator oid, fdwacl _text, fdwoptions _text"))
@@ -571,7 +616,8 @@ empty("pg_aggregate", _cols("aggfnoid regproc, aggkind char, aggnumdirectargs in
                             "aggtransfn regproc, aggfinalfn regproc, aggsortop oid, "
                             "aggtranstype oid, agginitval text"))
 empty("pg_partitioned_table", _cols("partrelid oid, partstrat char, partnatts int2, "
-                                    "partdefid oid, partattrs _int2"))
+                                    "partdefid oid, partattrs _int2, partclass _oid, "
+                                    "partcollation _oid, partexprs text"))
 empty("pg_stat_replication", _cols("pid int4, usesysid oid, usename name, "
                                    "application_name text, state text"))
 empty("pg_prepared_xacts", _cols("transaction int8, gid text, prepared timestamptz, "
@@ -608,3 +654,43 @@ def _sqlvec_indexes(o) -> dict:
     return _rows(["schemaname", "tablename", "indexname", "segment", "state", "rows_indexed",
                   "rows_total", "progress", "memory_bytes"], rows)
 
+
+
+# Catalogs pg_dump reads and finds nothing to dump in: no initial privileges, transforms,
+# subscriptions, text search objects, user mappings, default ACLs, large objects, security
+# labels, operator-class members, shared dependencies or per-role settings exist here.
+empty("pg_init_privs", _cols("objoid oid, classoid oid, objsubid int4, privtype char, "
+                             "initprivs _text"))
+empty("pg_transform", _cols("oid oid, trftype oid, trflang oid, trffromsql oid, trftosql oid"))
+empty("pg_subscription", _cols(
+    "oid oid, subdbid oid, subskiplsn text, subname name, subowner oid, subenabled bool, "
+    "subbinary bool, substream char, subtwophasestate char, subdisableonerr bool, "
+    "subpasswordrequired bool, subrunasowner bool, subfailover bool, subconninfo text, "
+    "subslotname name, subsynccommit text, subpublications _text, suborigin text"))
+empty("pg_statistic_ext_data", _cols("stxoid oid, stxdinherit bool, stxdndistinct text, "
+                                     "stxddependencies text, stxdmcv text, stxdexpr text"))
+empty("pg_ts_parser", _cols("oid oid, prsname name, prsnamespace oid, prsstart oid, "
+                            "prstoken oid, prsend oid, prsheadline oid, prslextype oid"))
+empty("pg_ts_dict", _cols("oid oid, dictname name, dictnamespace oid, dictowner oid, "
+                          "dicttemplate oid, dictinitoption text"))
+empty("pg_ts_template", _cols("oid oid, tmplname name, tmplnamespace oid, tmplinit oid, "
+                              "tmpllexize oid"))
+empty("pg_ts_config", _cols("oid oid, cfgname name, cfgnamespace oid, cfgowner oid, "
+                            "cfgparser oid"))
+empty("pg_ts_config_map", _cols("mapcfg oid, maptokentype int4, mapseqno int4, mapdict oid"))
+empty("pg_user_mapping", _cols("oid oid, umuser oid, umserver oid, umoptions _text"))
+empty("pg_default_acl", _cols("oid oid, defaclrole oid, defaclnamespace oid, defaclobjtype char, "
+                              "defaclacl _text"))
+empty("pg_largeobject_metadata", _cols("oid oid, lomowner oid, lomacl _text"))
+empty("pg_seclabel", _cols("objoid oid, classoid oid, objsubid int4, provider text, label text"))
+empty("pg_shseclabel", _cols("objoid oid, classoid oid, provider text, label text"))
+empty("pg_amop", _cols("oid oid, amopfamily oid, amoplefttype oid, amoprighttype oid, "
+                       "amopstrategy int2, amoppurpose char, amopopr oid, amopmethod oid, "
+                       "amopsortfamily oid"))
+empty("pg_amproc", _cols("oid oid, amprocfamily oid, amproclefttype oid, amprocrighttype oid, "
+                         "amprocnum int2, amproc oid"))
+empty("pg_shdepend", _cols("dbid oid, classid oid, objid oid, objsubid int4, refclassid oid, "
+                           "refobjid oid, deptype char"))
+empty("pg_db_role_setting", _cols("setdatabase oid, setrole oid, setconfig _text"))
+empty("pg_seclabels", _cols("objoid oid, classoid oid, objsubid int4, objtype text, "
+                            "objnamespace oid, objname text, provider text, label text"))

@@ -30,6 +30,14 @@ _KNOWN_OIDS = {
     "pg_statistic_ext": 3381, "pg_shdescription": 2396, "pg_auth_members": 1261,
     "pg_depend": 2608, "pg_operator": 2617, "pg_cast": 2605, "pg_language": 2612,
     "pg_event_trigger": 3466, "pg_foreign_table": 3118, "pg_conversion": 2607,
+    "pg_aggregate": 2600, "pg_amop": 2602, "pg_amproc": 2603, "pg_db_role_setting": 2964,
+    "pg_default_acl": 826, "pg_foreign_data_wrapper": 2328, "pg_foreign_server": 1417,
+    "pg_init_privs": 3394, "pg_largeobject": 2613, "pg_largeobject_metadata": 2995,
+    "pg_opfamily": 2753, "pg_partitioned_table": 3350, "pg_publication_namespace": 6237,
+    "pg_publication_rel": 6106, "pg_seclabel": 3596, "pg_shdepend": 1214, "pg_shseclabel": 3592,
+    "pg_statistic_ext_data": 3429, "pg_subscription": 6100, "pg_transform": 3576,
+    "pg_ts_config": 3602, "pg_ts_config_map": 3603, "pg_ts_dict": 3600, "pg_ts_parser": 3601,
+    "pg_ts_template": 3764, "pg_user_mapping": 1418,
 }
 
 

@@ -179,12 +179,14 @@ def _set_config(c, args, e):
     name = c.compile_as(args[0], TEXT)
     value = c.compile_as(args[1], TEXT)
 
-    def fn(f):
+    def fn(f, n, v):
+        if n is None:
+            raise SqlVecError("SET requires parameter name", sqlstate="42601")
         session = f.ctx.services
-        n, v = name(f).as_py(), value(f).as_py()
         session.set(n, v if v is not None else "")
-        return pa.scalar(session.settings.get(CANONICAL.get(n.lower(), n), v), pa.string())
-    return Value(fn, TEXT)
+        return session.settings.get(CANONICAL.get(n.lower(), n), v)
+    # Row by row: the name and value may be columns (pg_dump: `FROM pg_settings WHERE ...`).
+    return _map([name, value], fn, TEXT, strict=False)
 
 
 # Visibility and names ------------------------------------------------------------------------------
@@ -273,6 +275,13 @@ def _null_text(c, args, e):
     vals = [c.compile(a) for a in args]
     vals = [c.coerce(v, TEXT) if v.type.name == "unknown" else v for v in vals]
     return _map(vals, lambda f, *xs: None, TEXT, strict=False)
+
+
+def _no_acl(c, args, e):
+    """NULL: every object has its owner's default privileges, which pg_dump then leaves out."""
+    vals = [c.compile(a) for a in args]
+    vals = [c.coerce(v, TEXT) if v.type.name == "unknown" else v for v in vals]
+    return _map(vals, lambda f, *xs: None, TEXT.array_of(), strict=False)
 
 
 def _false(c, args, e):
@@ -530,6 +539,16 @@ def _array_bound(c, args, e):
 def _cardinality(c, args, e):
     arr = _array_arg(c, args[0])
     return _map([arr], lambda f, items: len(items), INT4)
+
+
+def _array_remove(c, args, e):
+    """array_remove(a, x): `a` without the elements equal to `x` (NULL removes NULLs)."""
+    arr = _array_arg(c, args[0])
+    x = c.coerce(c.compile(args[1]), arr.type.element)
+
+    def fn(f, items, value):
+        return None if items is None else [v for v in items if v != value]
+    return _map([arr, x], fn, arr.type, strict=False)
 
 
 def _array_concat(c, e):
@@ -879,6 +898,19 @@ def _srf_expandarray(c, args):
     return _map([arr], fn, rec.array_of()), rec
 
 
+OPTION_RECORD = record_type([("option_name", TEXT), ("option_value", TEXT)])
+
+
+def _srf_options(c, args):
+    """pg_options_to_table(options): each `name=value` of a reloptions-style array."""
+    arr = _array_arg(c, args[0])
+
+    def fn(f, items):
+        return [dict(zip(("option_name", "option_value"), (*item.split("=", 1), None)[:2]))
+                for item in items if item is not None]
+    return _map([arr], fn, OPTION_RECORD.array_of()), OPTION_RECORD
+
+
 KEYWORDS_RECORD = record_type([("word", TEXT), ("catcode", SqlType("char")),
                                ("barelabel", BOOL), ("catdesc", TEXT), ("baredesc", TEXT)])
 
@@ -1016,6 +1048,7 @@ _declare("shobj_description", "oid, name -> text")(_shobj_description)
 _declare("pg_encoding_to_char", "int4 -> name")(_encoding_to_char)
 _declare("pg_stat_get_numscans", "oid -> int8")(_zero)
 # Privileges: all granted.
+_declare("acldefault", "char, oid -> text[]", volatility="i")(_no_acl)
 _PRIVILEGE_SIGNATURES = ("name, text, text -> bool", "name, oid, text -> bool",
                          "oid, text, text -> bool", "oid, oid, text -> bool",
                          "text, text -> bool", "oid, text -> bool")
@@ -1048,6 +1081,8 @@ scalar("string_to_array", "text, text -> text[]", "text, text, text -> text[]", 
     _string_to_array)
 scalar("array_upper array_lower array_length", "anyarray, int4 -> int4")(_array_bound)
 scalar("cardinality", "anyarray -> int4")(_cardinality)
+scalar("array_remove", "anycompatiblearray, anycompatible -> anycompatiblearray",
+       strict=False)(_array_remove)
 scalar("array_cat", "anycompatiblearray, anycompatiblearray -> anycompatiblearray",
        strict=False)(_array_cat)
 _declare("json_build_object", "-> json", "variadic any -> json", strict=False)(
@@ -1077,6 +1112,8 @@ set_returning("generate_series", "int4, int4 -> setof int4", "int4, int4, int4 -
               table=series_table)(_srf_series)
 set_returning("_pg_expandarray", "anyarray -> setof record(x anyelement, n int4)",
               schema="information_schema")(_srf_expandarray)
+set_returning("pg_options_to_table", "text[] -> setof record(option_name text, "
+              "option_value text)", volatility="s")(_srf_options)
 set_returning("pg_get_keywords", "-> setof record(word text, catcode char, barelabel bool, "
               "catdesc text, baredesc text)", volatility="s")(_srf_keywords)
 

@@ -357,6 +357,41 @@ def _alter_action(action, table, catalog: Catalog, default_of) -> None:
     raise FeatureNotSupported(f"ALTER TABLE action {to_sql(action)} is not supported")
 
 
+def _sequence_options(stmt: exp.Create, catalog: Catalog,
+                      search_path: list[str]) -> tuple[int, int, str | None]:
+    """START, INCREMENT and OWNED BY of CREATE SEQUENCE (CACHE and NO MINVALUE / NO MAXVALUE
+    are accepted: they change nothing here); bounds and CYCLE are refused."""
+    props = stmt.find(exp.SequenceProperties)
+    if props is None:
+        return 1, 1, None
+    for option in props.args.get("options") or []:
+        if option.name.upper() not in ("NO MINVALUE", "NO MAXVALUE", "NO CYCLE"):
+            raise FeatureNotSupported(f"CREATE SEQUENCE … {option.name.upper()} is not supported")
+    for bound in ("minvalue", "maxvalue"):
+        if props.args.get(bound) is not None:
+            raise FeatureNotSupported(f"CREATE SEQUENCE … {bound.upper()} is not supported")
+
+    def number(key: str, default: int) -> int:
+        value = props.args.get(key)
+        return default if value is None else int(to_sql(value))
+    increment = number("increment", 1)
+    if increment == 0:
+        raise SqlVecError("INCREMENT must not be zero", sqlstate="22023")
+    start = number("start", 1 if increment > 0 else -1)
+    owned_by = None
+    owned = props.args.get("owned")
+    if owned is not None and to_sql(owned).upper() != "NONE":
+        column = owned.name if isinstance(owned, exp.Column) else to_sql(owned).rsplit(".", 1)[-1]
+        table_name = owned.table if isinstance(owned, exp.Column) else \
+            to_sql(owned).rsplit(".", 1)[0]
+        schema_name, _, bare = table_name.rpartition(".")
+        table = catalog.table(bare, schema_name or None, search_path)
+        if column not in [c.name for c in table.def_.columns]:
+            raise UndefinedColumn(f'column "{column}" of relation "{bare}" does not exist')
+        owned_by = f"{table.def_.id}.{column}"
+    return start, increment, owned_by
+
+
 def create_other(stmt: exp.Create, catalog: Catalog, search_path: list[str], database=None) -> str:
     kind = (stmt.args.get("kind") or "").upper()
     if kind == "SCHEMA":
@@ -373,7 +408,9 @@ def create_other(stmt: exp.Create, catalog: Catalog, search_path: list[str], dat
         schema = catalog.creation_schema(t.db or None, search_path)
         if stmt.args.get("exists") and catalog.relation_exists(t.name, schema):
             return "NOTICE"
-        catalog.create_sequence(t.name, schema)
+        start, increment, owned_by = _sequence_options(stmt, catalog, search_path)
+        catalog.create_sequence(t.name, schema, start=start, increment=increment,
+                                owned_by=owned_by)
         return "CREATE SEQUENCE"
     if kind in ("VIEW", "MATERIALIZED VIEW"):
         raise FeatureNotSupported("views are not supported")

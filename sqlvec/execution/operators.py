@@ -227,6 +227,9 @@ class VirtualScanOp(OneRowOp):
         table = ctx.virtual_table(self.name)
         cols = []
         for i, t in enumerate(self.types):
+            if i >= table.num_columns:  # the hidden row id: the row's position
+                cols.append(pa.array(np.arange(table.num_rows, dtype=np.int64)))
+                continue
             col = table.column(i)
             if col.type != t.to_arrow():
                 col = col.cast(t.to_arrow())

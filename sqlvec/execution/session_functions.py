@@ -116,3 +116,4 @@ scalar("current_user session_user", "-> name", volatility="s")(_const_text(lambd
 scalar("user current_role", keyword=True, volatility="s")(_const_text(lambda s: s.user))
 
 __all__ = ["regclass_of"]
+

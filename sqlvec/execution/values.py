@@ -60,6 +60,8 @@ def as_array(value: Datum, n: int) -> pa.Array | pa.ChunkedArray:
     if isinstance(value, pa.Scalar):
         if not value.is_valid:
             return pa.nulls(n, value.type)
+        if n == 0:  # pa.repeat cannot make an empty list-typed array
+            return pa.array([], value.type)
         return pa.repeat(value, n)
     return value
 

@@ -19,12 +19,13 @@ from sqlglot import exp
 from sqlvec.catalog import functions as F
 from sqlvec.catalog.catalog import Catalog
 from sqlvec.catalog.functions import Kind
+from sqlvec.catalog.virtual import table_oid
 from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn
 from sqlvec.plan import nodes as n
 from sqlvec.plan.nodes import SubPlan
 from sqlvec.sql.binder import Field, Scope, sql_type, system_column
 from sqlvec.sql.calls import function_name
-from sqlvec.sql.dialect import to_sql
+from sqlvec.sql.dialect import parse_one, to_sql
 from sqlvec.storage.schema import ROWID
 from sqlvec.types import SqlType
 
@@ -489,9 +490,24 @@ class Planner:
                 if columns_of is not None:
                     fields = [Field(col, None, t) for col, t in columns_of]
                     qualifier = alias or name
-                    return n.VirtualScan(_renamed(tuple(fields), qualifier, columns),
+                    # A hidden row id, as user tables have, so that the system columns work
+                    # (pg_dump reads `tableoid` of every catalog table).
+                    rowid = Field(ROWID, qualifier, SqlType("int8"), (table_oid(name), 0),
+                                  hidden=True)
+                    return n.VirtualScan(_renamed(tuple(fields), qualifier, columns) + (rowid,),
                                          name=f"{schema + '.' if schema else ''}{name}",
                                          alias=qualifier)
+            sequence = self._sequence_key(name, schema)
+            if sequence is not None:  # `SELECT last_value, is_called FROM seq`: its one row
+                seq_schema, seq_name = sequence.split(".", 1)
+                row = parse_one(
+                    "SELECT coalesce(last_value, start_value) AS last_value, 0::int8 AS log_cnt, "
+                    "last_value IS NOT NULL AS is_called FROM pg_catalog.pg_sequences WHERE "
+                    f"schemaname = {_quoted(seq_schema)} AND sequencename = {_quoted(seq_name)}")
+                inner = self.plan_query(row, None)
+                qualifier = alias or name
+                return n.Rename(_renamed(inner.fields, qualifier, columns), child=inner,
+                                alias=qualifier)
             try:
                 self.ctx.catalog.table(name, schema, self.ctx.search_path)  # raises 42P01
             except SqlVecError as error:
@@ -507,6 +523,14 @@ class Planner:
         position = {c.name: i for i, c in enumerate(d.columns)}
         keys = tuple((k.name, tuple(position[c] for c in k.columns)) for k in d.unique_keys)
         return n.Scan(fields, table_id=d.id, table_name=d.name, alias=qualifier, keys=keys)
+
+    def _sequence_key(self, name: str, schema: str | None) -> str | None:
+        """The catalog key (`schema.name`) of the sequence a FROM item names, if it is one."""
+        sequences = self.ctx.catalog.state.get("sequences", {})
+        for candidate in [schema] if schema else self.ctx.search_path:
+            if f"{candidate}.{name}" in sequences:
+                return f"{candidate}.{name}"
+        return None
 
     def _plan_function(self, fn: exp.Expression, alias, columns, outer, item) -> n.PlanNode:
         scope = Scope([], outer)
@@ -854,6 +878,11 @@ def output_name(e: exp.Expression) -> str:
     if isinstance(e, exp.Dot) and isinstance(e.expression, (exp.Func, exp.Anonymous)):
         return output_name(e.expression)
     return function_name(e) or "?column?"
+
+
+def _quoted(text: str) -> str:
+    """A SQL string literal of `text`."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _is_named_function(e: exp.Expression) -> bool:

@@ -170,6 +170,23 @@ def _checkpoint(session: Session, u: Utility, prepared: PreparedStatement,
     return Result("CHECKPOINT")
 
 
+# Modes that conflict only with ACCESS EXCLUSIVE (DDL): a statement here always reads one
+# consistent snapshot and DDL waits for no one, so holding them changes nothing.
+_SHARED_LOCK_MODES = ("ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE")
+
+
+def _lock(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    """LOCK TABLE: the weak modes pg_dump and applications take are granted at once (after
+    the tables are checked to exist); stronger modes are refused."""
+    if not session.explicit:
+        raise SqlVecError("LOCK TABLE can only be used in transaction blocks", sqlstate="25P01")
+    if u.value not in _SHARED_LOCK_MODES:
+        raise FeatureNotSupported(f"LOCK TABLE … IN {u.value} MODE is not supported")
+    for name in u.options:
+        session.prepare(f"SELECT 1 FROM {name} LIMIT 0")  # 42P01 for a missing table
+    return Result("LOCK TABLE")
+
+
 def _accepted(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
     """VACUUM, ANALYZE and UNLISTEN have nothing to do: the store keeps its own statistics
     and compacts in the background, and a session never listens (LISTEN is refused)."""
@@ -202,6 +219,7 @@ HANDLERS: dict[UtilityKind, Handler] = {
     K.CREATE_EXTENSION: _create_extension,
     K.DROP_EXTENSION: _drop_extension,
     K.CHECKPOINT: _checkpoint,
+    K.LOCK: _lock,
     K.VACUUM: _accepted,
     K.ANALYZE: _accepted,
     K.UNLISTEN: _accepted,

@@ -352,7 +352,22 @@ def parse(sql: str) -> list[exp.Expr]:
             misplaced = _misplaced_start(sql, start)
             if misplaced is not None:
                 raise misplaced
-    return [statement for statement in statements if statement is not None]
+    return [_unqualified_calls(statement) for statement in statements if statement is not None]
+
+
+def _is_builtin_qualified_call(node: exp.Expr) -> bool:
+    return (isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier)
+            and node.this.name.lower() == "pg_catalog"
+            and isinstance(node.expression, (exp.Func, exp.Anonymous)))
+
+
+def _unqualified_calls(statement: exp.Expr) -> exp.Expr:
+    """`pg_catalog.f(x)` is `f(x)`: every built-in function lives in pg_catalog, which is always
+    on the search path (pg_dump qualifies every call, aggregates included)."""
+    if not any(_is_builtin_qualified_call(n) for n in statement.find_all(exp.Dot)):
+        return statement
+    return statement.transform(
+        lambda n: n.expression if _is_builtin_qualified_call(n) else n, copy=False)
 
 
 def parse_one(sql: str) -> exp.Expr:

@@ -39,6 +39,7 @@ class UtilityKind(str, enum.Enum):
     LISTEN = "listen"
     UNLISTEN = "unlisten"
     CHECKPOINT = "checkpoint"
+    LOCK = "lock"
     VACUUM = "vacuum"
     ANALYZE = "analyze"
     DECLARE = "declare"
@@ -88,6 +89,8 @@ _PATTERNS: list[tuple[UtilityKind, re.Pattern]] = [
     (K.UNLISTEN, re.compile(r"UNLISTEN\s+(?:\*|" + _NAME + r")\s*", re.I)),
     (K.LISTEN, re.compile(r"(?:LISTEN|UNLISTEN|NOTIFY)\s+.*", re.I | re.S)),
     (K.CHECKPOINT, re.compile(r"CHECKPOINT", re.I)),
+    (K.LOCK, re.compile(r"LOCK(?:\s+TABLE)?\s+(?:ONLY\s+)?(?P<tables>.+?)"
+                        r"(?:\s+IN\s+(?P<mode>[A-Z ]+?)\s+MODE)?(?P<nowait>\s+NOWAIT)?", re.I | re.S)),
     (K.VACUUM, re.compile(r"VACUUM\b.*", re.I | re.S)),
     (K.ANALYZE, re.compile(r"ANALY[SZ]E\b.*", re.I | re.S)),
 ]
@@ -133,6 +136,10 @@ def recognise(statement: str) -> Utility | None:
             return Utility(kind, name=_unquote(groups["name"]), body=groups.get("args"))
         if kind is K.EXPLAIN:
             return Utility(kind, body=groups["rest"].strip())
+        if kind is K.LOCK:
+            tables = tuple(t.strip() for t in _split_commas(groups["tables"]) if t.strip())
+            mode = " ".join((groups.get("mode") or "ACCESS EXCLUSIVE").upper().split())
+            return Utility(kind, value=mode, options=tables)
         if kind in (K.CREATE_EXTENSION, K.DROP_EXTENSION):
             return Utility(kind, name=_unquote(groups["name"]),
                            local=bool(groups.get("ine") or groups.get("ie")),

@@ -210,7 +210,8 @@ PG_PROC = ("SELECT p.proname, p.proargtypes::text, coalesce(p.proallargtypes::te
 # values itself).
 RESULT_DEVIATIONS = {("inet_client_addr", ""): "text", ("inet_server_addr", ""): "text",
                      ("pg_advisory_unlock_all", ""): "text", ("pg_sleep", "701"): "text",
-                     ("pg_current_xact_id", ""): "bigint", ("pg_typeof", "2276"): "text"}
+                     ("pg_current_xact_id", ""): "bigint", ("pg_typeof", "2276"): "text",
+                     ("acldefault", "18 26"): "text[]"}
 
 
 def _proc_rows(port: int) -> dict[tuple[str, str, str], list[str]]:

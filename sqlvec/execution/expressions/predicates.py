@@ -78,7 +78,7 @@ def _null_safe(c: Compiler, e: exp.Binary) -> Value:
 
     def fn(f: Frame) -> Datum:
         x, y = a(f), b(f)
-        eq = pc.fill_null(pc.equal(x, y), False)
+        eq = pc.fill_null(_arrow_compare(pc.equal, x, y), False)
         both_null = pc.and_(pc.is_null(x), pc.is_null(y))
         out = pc.or_(eq, both_null)
         return pc.invert(out) if negate else out

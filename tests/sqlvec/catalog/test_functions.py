@@ -139,6 +139,7 @@ SAMPLES = {
     "record": "information_schema._pg_expandarray(ARRAY[5])",
     # cstring and pg_node_tree values are text here.
     "cstring": "'1'", "_cstring": "ARRAY['3']", "pg_node_tree": "'a'",
+    "_text": "ARRAY['m=16']",
     # Polymorphic arguments: an integer (arrays: of integers).
     "any": "2", "anyelement": "2", "anynonarray": "2", "anycompatible": "2",
     "anyarray": "ARRAY[2, 3]", "anycompatiblearray": "ARRAY[2, 3]",
