@@ -90,10 +90,6 @@ class DivisionByZero(SqlVecError):
     sqlstate = "22012"
 
 
-class StringDataRightTruncation(SqlVecError):
-    sqlstate = "22001"
-
-
 class BadCopyFileFormat(SqlVecError):
     sqlstate = "22P04"
 

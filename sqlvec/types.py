@@ -116,7 +116,6 @@ _TYPES = _TYPES + _ARRAYS
 
 TYPES_BY_NAME: dict[str, TypeInfo] = {t.typname: t for t in _TYPES}
 TYPES_BY_OID: dict[int, TypeInfo] = {t.oid: t for t in _TYPES}
-ARRAY_ELEMENT_BY_OID: dict[int, TypeInfo] = {t.array_oid: t for t in _TYPES if t.array_oid}
 
 # Spellings users write, mapped to the pg_type name they mean.
 ALIASES: dict[str, str] = {
@@ -499,8 +498,3 @@ def format_shortest(x: float, single: bool = False) -> str:
 def format_vector(values: np.ndarray) -> str:
     """pgvector's text output: `[1,2.5,-3]`."""
     return "[" + ",".join(format_float4(float(v)) for v in values) + "]"
-
-
-def check_expected_dims(expected: int | None, got: int) -> None:
-    if expected is not None and expected != got:
-        raise DataException(f"expected {expected} dimensions, not {got}")

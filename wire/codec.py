@@ -55,13 +55,6 @@ class Reader:
 
     # Position -----------------------------------------------------------------------------------
 
-    @property
-    def remaining(self) -> int:
-        return len(self.data) - self.pos
-
-    def at_end(self) -> bool:
-        return self.pos >= len(self.data)
-
     def expect_end(self) -> None:
         if self.pos != len(self.data):
             raise ProtocolViolation("invalid message format")

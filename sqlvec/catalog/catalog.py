@@ -21,7 +21,6 @@ import threading
 from sqlvec.errors import (
     DuplicateObject,
     DuplicateTable,
-    InvalidParameterValue,
     SqlVecError,
     UndefinedObject,
     UndefinedTable,
@@ -60,17 +59,6 @@ class Catalog:
         return self.store.catalog
 
     # Schemas ------------------------------------------------------------------------------------
-
-    def schema_names(self) -> list[str]:
-        return list(SYSTEM_SCHEMAS) + list(self.state["schemas"])
-
-    def schema_oid(self, name: str) -> int:
-        if name in SYSTEM_SCHEMAS:
-            return SYSTEM_SCHEMAS[name]
-        try:
-            return self.state["schemas"][name]["oid"]
-        except KeyError:
-            raise UndefinedObject(f'schema "{name}" does not exist', sqlstate="3F000") from None
 
     def has_schema(self, name: str) -> bool:
         return name in SYSTEM_SCHEMAS or name in self.state["schemas"]
@@ -205,9 +193,6 @@ class Catalog:
             self._seq_values[key] = last
             return value
 
-    def currval_of(self, key: str) -> int | None:
-        return self._seq_values.get(key, self.sequence(key)["value"])
-
     # Extensions ---------------------------------------------------------------------------------
 
     def create_extension(self, name: str, *, if_not_exists: bool = False) -> None:
@@ -238,22 +223,8 @@ class Catalog:
     def role(self, name: str) -> dict | None:
         return self.state.get("roles", {}).get(name)
 
-    def set_role(self, name: str, **fields: object) -> None:
-        with self._lock:
-            roles = dict(self.state.get("roles", {}))
-            entry = dict(roles.get(name) or {"oid": self.store.allocate_oid(), "superuser": False,
-                                             "login": True, "password": None})
-            entry.update(fields)
-            roles[name] = entry
-            self.store.update_catalog(lambda c: {**c, "roles": roles})
-
 
 def _set_seq(catalog: dict, key: str, **fields: object) -> dict:
     sequences = dict(catalog["sequences"])
     sequences[key] = {**sequences[key], **fields}
     return {**catalog, "sequences": sequences}
-
-
-def check_sequence_increment(increment: int) -> None:
-    if increment == 0:
-        raise InvalidParameterValue("INCREMENT must not be zero")

@@ -47,13 +47,9 @@ PG_DATABASE_OWNER_OID = 6171
 PLPGSQL_EXTENSION_OID = 13500
 VECTOR_EXTENSION_OID = 16399
 PG_CLASS_OID = 1259
-PG_TYPE_OID = 1247
-PG_PROC_OID = 1255
 PG_NAMESPACE_OID = 2615
-PG_CONSTRAINT_OID = 2606
 PG_EXTENSION_OID = 3079
 PG_DATABASE_OID = 1262
-PG_AM_OID = 2601
 
 # btree default operator classes of the built-in scalar types (PostgreSQL's OIDs).
 BTREE_OPCLASSES = {
@@ -287,10 +283,6 @@ class Relation:
     table_id: int | None = None
     sequence: dict | None = None
     primary_key: tuple[str, ...] = ()
-
-    @property
-    def qualified(self) -> str:
-        return self.name if self.schema in ("pg_catalog", "public") else f"{self.schema}.{self.name}"
 
 
 @dataclass

@@ -51,7 +51,6 @@ class Builder:
     """Builds operators for one statement; `env` collects parameter types."""
 
     env: CompileEnv
-    table_types: object = None  # callable(table_id) -> list of SqlType for the scan fields
 
     def build(self, node: n.PlanNode, outer: Compiler | None = None) -> Operator:
         method = getattr(self, "_" + type(node).__name__)

@@ -46,7 +46,6 @@ class Result:
     columns: list[ResultColumn] | None = None
     table: pa.Table | None = None
     notices: list[Notice] = field(default_factory=list)
-    suspended: bool = False  # Execute hit its row limit; the portal can be resumed
 
     @property
     def batches(self) -> Iterator[pa.RecordBatch]:

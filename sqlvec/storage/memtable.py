@@ -183,10 +183,6 @@ class Memtable:
         a larger buffer, counted whole here): what a size check after every commit reads."""
         return self._nbytes + self._queued_bytes
 
-    @property
-    def live_rows(self) -> int:
-        return self.n_rows - self._deleted_count
-
     # Writes -------------------------------------------------------------------------------------
 
     def append(self, batch: pa.RecordBatch) -> None:

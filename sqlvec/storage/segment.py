@@ -164,10 +164,6 @@ class Segment(SegmentData):
         index = self._indexes.get(name)
         return index.calibration if index is not None else []
 
-    @property
-    def index_names(self) -> list[str]:
-        return list(self._indexes)
-
     # Statistics -------------------------------------------------------------------------------
 
     def stats(self, physical: str) -> tuple[object, object] | None:
