@@ -33,6 +33,16 @@ _KNOWN_OIDS = {
 }
 
 
+def parse_columns(spec: str) -> list[tuple[str, str]]:
+    """A table's columns written as PostgreSQL's docs list them, `"oid oid, relname name, ..."`,
+    into [(name, type spelling)]: the tables stay readable next to their documentation."""
+    out = []
+    for item in spec.split(","):
+        name, _, t = item.strip().partition(" ")
+        out.append((name, t.strip()))
+    return out
+
+
 def virtual(name: str, columns: list[tuple[str, str]]):
     def register(fn: Builder) -> Builder:
         TABLES[name] = (columns, fn)

@@ -76,7 +76,7 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
     if primary_key:
         columns = [replace(c, not_null=True) if c.name in primary_key else c for c in columns]
     for col_name, seq in sequences:
-        key = catalog.create_sequence(_unique_sequence(catalog, seq, schema), schema,
+        key = catalog.create_sequence(_unique_relation_name(catalog, seq, schema), schema,
                                       owned_by=f"pending.{col_name}")
         columns = [replace(c, default=f"nextval('{key.split('.', 1)[1]}'::regclass)")
                    if c.name == col_name else c for c in columns]
@@ -89,7 +89,8 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
     return "CREATE TABLE"
 
 
-def _unique_sequence(catalog: Catalog, base: str, schema: str) -> str:
+def _unique_relation_name(catalog: Catalog, base: str, schema: str) -> str:
+    """`base`, or `base1`, `base2`, ... : the first name no relation of `schema` has."""
     name = base
     i = 1
     while catalog.relation_exists(name, schema):
@@ -258,13 +259,7 @@ def _option_value(value: exp.Expression | None) -> object:
 
 def _default_index_name(catalog: Catalog, table: str, columns: list[str], schema: str) -> str:
     """PostgreSQL's choice: <table>_<col>[_<col>...]_idx, numbered when taken."""
-    base = f"{table}_{'_'.join(columns)}_idx"
-    name = base
-    i = 1
-    while catalog.relation_exists(name, schema):
-        name = f"{base}{i}"
-        i += 1
-    return name
+    return _unique_relation_name(catalog, f"{table}_{'_'.join(columns)}_idx", schema)
 
 
 def alter_table(stmt: exp.Alter, catalog: Catalog, search_path: list[str], default_of) -> str:
