@@ -78,6 +78,8 @@ def derived_oid(table_oid: int, kind: int) -> int:
 
 
 def database_oid(name: str) -> int:
+    """A database's OID, stable across restarts and servers without being stored: postgres is 5 as
+    in PostgreSQL, others derive from the name."""
     return 5 if name == "postgres" else 100_000 + zlib.crc32(name.encode()) % 1_000_000
 
 
@@ -205,10 +207,13 @@ def type_rows() -> tuple[TypeRow, ...]:
 
 
 def type_kind(row: TypeRow) -> str:
+    """pg_type.typtype of a type row: pseudo-types are "p", everything else a base type."""
     return "p" if row.info.typname in _PSEUDO else "b"
 
 
 def type_name_of(oid: int) -> TypeInfo | None:
+    """The type an OID names, built-in or registered (arrays, catalog row types); None when unknown,
+    so regtype output can fall back to the number."""
     info = TYPES_BY_OID.get(oid)
     if info is not None:
         return info
@@ -246,6 +251,8 @@ def format_type(oid: int | None, typmod: int | None) -> str | None:
 
 @dataclass
 class Column:
+    """A column as pg_attribute shows it."""
+
     name: str
     type: SqlType
     attnum: int
@@ -256,6 +263,8 @@ class Column:
 
 @dataclass
 class Index:
+    """An index as pg_index and pg_class show it, with its access method and operator classes."""
+
     oid: int
     name: str
     table_oid: int
@@ -270,6 +279,9 @@ class Index:
 
 @dataclass
 class Relation:
+    """Anything with a pg_class row (table, index, sequence, view), with its columns, indexes and
+    constraints, so every catalog view derives from one model."""
+
     oid: int
     name: str
     namespace: int
@@ -287,6 +299,8 @@ class Relation:
 
 @dataclass
 class Constraint:
+    """A pg_constraint row: the primary key (p) or a NOT NULL (n)."""
+
     oid: int
     name: str
     namespace: int
@@ -298,6 +312,8 @@ class Constraint:
 
 @dataclass
 class Default:
+    """A column default as pg_attrdef stores it: the expression's text."""
+
     oid: int
     relation: int
     attnum: int
@@ -399,10 +415,13 @@ class CatalogObjects:
     # Lookups -------------------------------------------------------------------------------------
 
     def role_oid(self, name: str) -> int:
+        """A role's OID; unknown names map to the bootstrap superuser, whom everything is owned
+        by."""
         role = self.state.get("roles", {}).get(name)
         return int(role["oid"]) if role else BOOTSTRAP_SUPERUSER_OID
 
     def role_name(self, oid: int) -> str | None:
+        """The name of a role OID (pg_get_userbyid, owner columns), or None."""
         if oid == PG_DATABASE_OWNER_OID:
             return "pg_database_owner"
         for name, role in self.state.get("roles", {}).items():
@@ -411,9 +430,12 @@ class CatalogObjects:
         return None
 
     def relation(self, oid: int | None) -> Relation | None:
+        """The relation with OID `oid`, or None (regclass output and catalog joins look up
+        freely)."""
         return None if oid is None else self.by_oid.get(int(oid))
 
     def table_of(self, rel: Relation) -> Relation | None:
+        """The table an index belongs to, or None for a relation that is not an index."""
         if rel.index is None:
             return None
         return self.by_oid.get(rel.index.table_oid)
@@ -435,6 +457,7 @@ class CatalogObjects:
         return found is not None and found.oid == rel.oid
 
     def constraint(self, oid: int | None) -> Constraint | None:
+        """The constraint with OID `oid`, or None."""
         if oid is None:
             return None
         for con in self.constraints:
@@ -468,6 +491,7 @@ class CatalogObjects:
         return text
 
     def constraint_definition(self, oid: int) -> str | None:
+        """pg_get_constraintdef's text (`PRIMARY KEY (id)`), which ORMs parse."""
         con = self.constraint(oid)
         if con is None:
             return None
@@ -488,6 +512,7 @@ class CatalogObjects:
         return out
 
     def comment(self, classoid: int, objoid: int, subid: int = 0) -> str | None:
+        """The COMMENT ON text of an object, keyed as pg_description is."""
         return self.state.get("comments", {}).get(f"{classoid}:{objoid}:{subid}")
 
 
