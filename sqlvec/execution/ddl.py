@@ -31,6 +31,8 @@ def _literal_default(e: exp.Expression) -> str:
 
 
 def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> str:
+    """CREATE TABLE: columns, types, defaults, serial sequences and the primary key, checked and
+    committed to the catalog; returns the command tag."""
     schema_node = stmt.this
     if not isinstance(schema_node, exp.Schema):
         if stmt.args.get("expression") is not None:
@@ -147,6 +149,8 @@ def _column_def(item: exp.ColumnDef, attnum: int, table: str) -> tuple[ColumnDef
 
 
 def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None) -> str:
+    """DROP TABLE, INDEX, SCHEMA or SEQUENCE, with IF EXISTS and CASCADE as PostgreSQL reads them;
+    returns the command tag."""
     kind = (stmt.args.get("kind") or "").upper()
     if_exists = bool(stmt.args.get("exists"))
     cascade = bool(stmt.args.get("cascade"))
@@ -197,6 +201,8 @@ def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None
 
 
 def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], progress=None) -> str:
+    """CREATE INDEX: a btree, or a vector index (hnsw) with its operator class and options
+    checked by its access method; returns the command tag."""
     index = stmt.this
     table_node = index.args.get("table")
     table = catalog.table(table_node.name, table_node.db or None, search_path)
@@ -263,6 +269,8 @@ def _default_index_name(catalog: Catalog, table: str, columns: list[str], schema
 
 
 def alter_table(stmt: exp.Alter, catalog: Catalog, search_path: list[str], default_of) -> str:
+    """ALTER TABLE's supported actions (add, drop, rename and alter columns, rename the table);
+    others are 0A000; returns the command tag."""
     t = stmt.this
     table = catalog.find_table(t.name, t.db or None, search_path)
     if table is None:
@@ -353,6 +361,8 @@ def _alter_action(action, table, catalog: Catalog, default_of) -> None:
 
 
 def create_other(stmt: exp.Create, catalog: Catalog, search_path: list[str], database=None) -> str:
+    """CREATE of what is not a table or index: schema, database and sequence; views and
+    functions are refused with 0A000; returns the command tag."""
     kind = (stmt.args.get("kind") or "").upper()
     if kind == "SCHEMA":
         t = stmt.this
