@@ -44,6 +44,7 @@ def parse_columns(spec: str) -> list[tuple[str, str]]:
 
 
 def virtual(name: str, columns: list[tuple[str, str]]):
+    """Register a builder as the virtual catalog table `name` with `columns` (a decorator)."""
     def register(fn: Builder) -> Builder:
         TABLES[name] = (columns, fn)
         return fn
@@ -72,6 +73,8 @@ _ORDER: dict[str, int] = {}  # position of each table name in sorted order
 
 
 def virtual_fields(name: str, schema: str | None) -> list[tuple[str, SqlType]] | None:
+    """The columns and types of a virtual table as the planner binds them, or None if the name is
+    not one."""
     key = name if schema in (None, "pg_catalog") else f"{schema}.{name}"
     if schema is None and name not in TABLES:
         return None
