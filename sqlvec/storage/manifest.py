@@ -130,8 +130,8 @@ class ManifestStore:
         return self._read(latest, previous=previous, is_latest=True)
 
     def load(self, version: int) -> Manifest:
-        """Read and verify one manifest version (checksum, format and features), whichever is
-        latest."""
+        """Read and verify a given manifest version (checksum, format and features), for the
+        check and garbage collection, which look at versions other than the latest."""
         return self._read(version, previous=None, is_latest=False)
 
     def commit(self, body: dict[str, Any], *, features: Iterable[str] = ()) -> Manifest:
