@@ -82,7 +82,7 @@ def data_type(t: SqlType) -> str:
     return t.info.display
 
 
-def _column_row(o, rel, col, db: str, defaults: dict) -> dict:
+def _column_row(rel, col, db: str, defaults: dict) -> dict:
     t = col.type
     row = {"table_catalog": db, "table_schema": rel.schema, "table_name": rel.name,
            "column_name": col.name, "ordinal_position": col.attnum,
@@ -119,7 +119,7 @@ def _column_row(o, rel, col, db: str, defaults: dict) -> dict:
 def _columns(o) -> dict:
     db = o.session.database_name
     defaults = {(d.relation, d.attnum): d.text for d in o.defaults}
-    rows = [_column_row(o, rel, col, db, defaults)
+    rows = [_column_row(rel, col, db, defaults)
             for rel in o.relations if rel.kind in "rv" for col in rel.columns]
     return _rows(COLUMNS, rows)
 

@@ -53,7 +53,7 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
     sequences: list[tuple[str, str]] = []  # (column, sequence name)
     for item in schema_node.expressions:
         if isinstance(item, exp.ColumnDef):
-            col, pk, serial = _column_def(item, len(columns) + 1, name)
+            col, pk, serial = _column_def(item, len(columns) + 1)
             if any(c.name == col.name for c in columns):
                 raise SqlVecError(f'column "{col.name}" specified more than once', sqlstate="42701")
             columns.append(col)
@@ -108,7 +108,7 @@ def _check_not_system(name: str) -> None:
                           sqlstate="42701")
 
 
-def _column_def(item: exp.ColumnDef, attnum: int, table: str) -> tuple[ColumnDef, bool, bool]:
+def _column_def(item: exp.ColumnDef, attnum: int) -> tuple[ColumnDef, bool, bool]:
     _check_not_system(item.name)
     kind = item.args.get("kind")
     if kind is None:
@@ -291,7 +291,7 @@ def _alter_action(action, table, catalog: Catalog, default_of) -> None:
                 return
             raise SqlVecError(f'column "{action.name}" of relation "{d.name}" already exists',
                               sqlstate="42701")
-        col, pk, serial = _column_def(action, d.next_attnum, d.name)
+        col, pk, serial = _column_def(action, d.next_attnum)
         if pk or serial:
             raise FeatureNotSupported("ADD COLUMN with PRIMARY KEY or serial is not supported")
         missing = default_of(col) if col.default is not None else None

@@ -589,7 +589,7 @@ def cast(value: Datum, source: SqlType, target: SqlType, n: int, explicit: bool 
             out = _fit_length(out, target, explicit)
         return out
     if source.name in STRING_TYPES:
-        return _cast_from_text(value, target, n)
+        return _cast_from_text(value, target)
     if target.name == "vector":
         if source.is_array or source.name == "vector":
             return _cast_to_vector(value, target, n)
@@ -829,7 +829,7 @@ def _cast_temporal(value: Datum, target: SqlType) -> Datum:
         raise
 
 
-def _cast_from_text(value: Datum, target: SqlType, n: int) -> Datum:
+def _cast_from_text(value: Datum, target: SqlType) -> Datum:
     if is_scalar(value):
         if not value.is_valid:
             return pa.scalar(None, target.to_arrow())

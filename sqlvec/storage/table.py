@@ -314,7 +314,7 @@ class TableSnapshot:
                 allowed = mask_of(filter(logical_table(view, self.table_def, None,
                                                        with_rowid=True)), view.data.n_rows)
             searches.append(plan_segment(
-                view, col.physical, col.type.dims, metric, k, allowed=allowed,
+                view, col.physical, col.type.dims, k, allowed=allowed,
                 index_name=index.name if index else None, ef=ef, target_recall=target_recall,
                 exact=exact, pruned=pruned, policy=policy or SearchPolicy()))
         return searches
