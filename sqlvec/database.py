@@ -104,6 +104,8 @@ class Database:
         return db
 
     def close(self) -> None:
+        """Close every database's store (finishing their background work) and release the data
+        directory's lock; idempotent, so shutdown paths need not coordinate."""
         with self._lock:
             if self._closed:
                 return
@@ -175,9 +177,12 @@ class Database:
         return Session(self, database, user, settings)
 
     def register_session(self, session) -> None:
+        """Make a session visible to pg_stat_activity, cancel requests and DROP DATABASE's check for
+        users."""
         self.sessions[session.pid] = session
 
     def unregister_session(self, session) -> None:
+        """Forget a session that has ended."""
         self.sessions.pop(session.pid, None)
 
     def virtual_fields(self, name: str, schema: str | None):
@@ -187,11 +192,14 @@ class Database:
         return virtual_fields(name, schema)
 
     def virtual_table(self, session, name: str) -> pa.Table:
+        """Build a catalog table's rows for `session` (its database, search path and settings)."""
         from sqlvec.catalog.objects import build_virtual_table
 
         return build_virtual_table(self, session, name)
 
     def create_database(self, name: str) -> None:
+        """CREATE DATABASE: a new directory with its own store; names are checked so they cannot
+        escape the data directory."""
         check_database_name(name)
         with self._lock:
             if name in self.databases():
@@ -203,6 +211,8 @@ class Database:
             self._open_store(name)
 
     def drop_database(self, name: str) -> None:
+        """DROP DATABASE: refuses the default database and one still in use (after a short wait for
+        closing sessions, as PostgreSQL does), then removes its files."""
         if name == DEFAULT_DATABASE:
             raise ObjectInUse(f'cannot drop database "{name}"')
         if name not in self.databases():
@@ -259,6 +269,7 @@ class Database:
 
     def table(self, name: str, *, schema: str = "public",
               database: str = DEFAULT_DATABASE) -> TableHandle:
+        """A handle for embedded reads and writes of a table, bypassing SQL."""
         store = self.store(database)
         table = store.find_table(name, schema)
         if table is None:
@@ -267,6 +278,7 @@ class Database:
 
     def drop_table(self, name: str, *, schema: str = "public",
                    database: str = DEFAULT_DATABASE) -> None:
+        """Drop a table by name from embedded code."""
         handle = self.table(name, schema=schema, database=database)
         handle.store.drop_table(handle.table_id)
 
@@ -288,6 +300,7 @@ class TableHandle:
         return self.store.table(self.table_id).def_
 
     def snapshot(self) -> TableSnapshot:
+        """A consistent view of the table's committed rows."""
         return self.store.table(self.table_id).snapshot()
 
     # Writes -------------------------------------------------------------------------------------
@@ -320,15 +333,18 @@ class TableHandle:
         return old.num_rows
 
     def truncate(self) -> None:
+        """Remove every row in one commit."""
         self.store.truncate(self.table_id)
 
     # Reads --------------------------------------------------------------------------------------
 
     def scan(self, columns: Sequence[str] | None = None, *, filter: RowFilter | None = None,
              with_rowid: bool = False) -> pa.Table:
+        """The table's live rows (or some columns), optionally filtered, as Arrow."""
         return self.snapshot().to_table(columns, filter=filter, with_rowid=with_rowid)
 
     def count(self) -> int:
+        """The number of live rows."""
         return self.snapshot().row_count
 
     def search(self, column: str, query: Sequence[float] | np.ndarray, k: int, *,
@@ -366,12 +382,15 @@ class TableHandle:
         return index
 
     def drop_index(self, name: str) -> None:
+        """Drop an index of the table's store by name."""
         self.store.drop_index(name)
 
     def seal(self) -> None:
+        """Write the growing segment to a file now rather than when it fills (tests, bulk loads)."""
         self.store.seal(self.table_id)
 
     def compact(self) -> int:
+        """Run the compaction policy now; returns the number of merges done."""
         return self.store.compact(self.table_id)
 
     def _rowids(self, filter: RowFilter) -> np.ndarray:

@@ -62,11 +62,17 @@ class SqlVecError(Exception):
 
 # Class 0A — feature not supported
 class FeatureNotSupported(SqlVecError):
+    """A construct sqlvec does not implement; the message names it, so a client learns what to
+    rewrite rather than meeting a wrong answer."""
+
     sqlstate = "0A000"
 
 
 # Class 08 — connection exception
 class ProtocolViolation(SqlVecError):
+    """A malformed or out-of-order protocol message; FATAL, because the stream can no longer be
+    trusted."""
+
     sqlstate = "08P01"
     severity = "FATAL"
 
@@ -79,22 +85,27 @@ class DataException(SqlVecError):
 
 
 class InvalidTextRepresentation(SqlVecError):
+    """Input text that does not parse as the target type ('abc'::int)."""
+
     sqlstate = "22P02"
 
 
 class NumericValueOutOfRange(SqlVecError):
+    """A result or input that does not fit its type (integer overflow, float4 range)."""
+
     sqlstate = "22003"
 
 
 class DivisionByZero(SqlVecError):
+    """Division or modulo by zero, raised instead of Arrow's inf or null."""
+
     sqlstate = "22012"
 
 
-class StringDataRightTruncation(SqlVecError):
-    sqlstate = "22001"
-
-
 class BadCopyFileFormat(SqlVecError):
+    """COPY input whose framing is wrong (binary header, field counts), as opposed to a bad
+    value."""
+
     sqlstate = "22P04"
 
 
@@ -117,69 +128,104 @@ def invalid_byte_sequence(data: bytes, at: int) -> CharacterNotInRepertoire:
 
 # Class 23 — integrity constraint violation
 class NotNullViolation(SqlVecError):
+    """A NULL written into a NOT NULL column."""
+
     sqlstate = "23502"
 
 
 class UniqueViolation(SqlVecError):
+    """A duplicate key of a primary key or unique constraint."""
+
     sqlstate = "23505"
 
 
 # Class 25 — invalid transaction state
 class InFailedTransaction(SqlVecError):
+    """A statement in a transaction that has already failed, before ROLLBACK."""
+
     sqlstate = "25P02"
 
 
 class ActiveSqlTransaction(SqlVecError):
+    """A statement that cannot run inside a transaction block (CREATE DATABASE, VACUUM, ...)."""
+
     sqlstate = "25001"
 
 
 class ReadOnlySqlTransaction(SqlVecError):
+    """A write where only reading is possible (a follower store): 25006, as PostgreSQL's
+    "cannot execute INSERT in a read-only transaction"."""
+
     sqlstate = "25006"
 
 
 # Class 3D / 42 — names and syntax
 class InvalidCatalogName(SqlVecError):
+    """A database name that does not exist (at startup or in DROP DATABASE)."""
+
     sqlstate = "3D000"
 
 
 class SyntaxError_(SqlVecError):
+    """SQL that does not parse; trailing underscore to keep Python's SyntaxError usable."""
+
     sqlstate = "42601"
 
 
 class UndefinedTable(SqlVecError):
+    """A relation name that resolves to nothing on the search path."""
+
     sqlstate = "42P01"
 
 
 class UndefinedColumn(SqlVecError):
+    """A column name no relation in scope has."""
+
     sqlstate = "42703"
 
 
 class UndefinedObject(SqlVecError):
+    """A named object (setting, type, index, schema, ...) that does not exist; the base code the
+    specific 'undefined' cases share."""
+
     sqlstate = "42704"
 
 
 class UndefinedFunction(SqlVecError):
+    """No function or operator matches the name and argument types; the hint says so as PostgreSQL's
+    does."""
+
     sqlstate = "42883"
 
 
 class DuplicateTable(SqlVecError):
+    """CREATE of a relation whose name is taken in its schema."""
+
     sqlstate = "42P07"
 
 
 class DuplicateObject(SqlVecError):
+    """CREATE of another kind of object (extension, index name, database) that exists already."""
+
     sqlstate = "42710"
 
 
 class DatatypeMismatch(SqlVecError):
+    """A value or operator class whose type does not fit where it is used."""
+
     sqlstate = "42804"
 
 
 class InvalidParameterValue(SqlVecError):
+    """A setting or function argument outside what it accepts."""
+
     sqlstate = "22023"
 
 
 # Class 40 — transaction rollback
 class SerializationFailure(SqlVecError):
+    """A write that conflicts with a concurrent transaction's; clients retry on 40001."""
+
     sqlstate = "40001"
 
 
@@ -205,6 +251,8 @@ class TooManyConnections(SqlVecError):
 
 # Class 54 — program limit exceeded
 class ProgramLimitExceeded(SqlVecError):
+    """A request beyond a built-in limit (dimensions, row or message size)."""
+
     sqlstate = "54000"
 
 
@@ -229,6 +277,8 @@ class CantChangeRuntimeParam(SqlVecError):
 
 # Class 57 — operator intervention
 class QueryCanceled(SqlVecError):
+    """A statement stopped by a cancel request or statement_timeout."""
+
     sqlstate = "57014"
 
 
@@ -241,17 +291,24 @@ class AdminShutdown(SqlVecError):
 
 # Class 28 — invalid authorization
 class InvalidPassword(SqlVecError):
+    """A failed password check at startup; FATAL, the connection ends."""
+
     sqlstate = "28P01"
     severity = "FATAL"
 
 
 # Class 58 — system error (errors external to the server)
 class IoError(SqlVecError):
+    """A failed file operation of storage, with the path and the operating system's reason."""
+
     sqlstate = "58030"
 
 
 # Class XX — internal: storage files that fail their checks
 class DataCorrupted(SqlVecError):
+    """Stored data that fails its checks (checksum, header, format version): refuse to serve it
+    rather than answer wrongly."""
+
     sqlstate = "XX001"
 
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from sqlvec.errors import (
     DataException,
+    InvalidParameterValue,
     InvalidTextRepresentation,
     SqlVecError,
     UndefinedObject,
@@ -116,7 +117,6 @@ _TYPES = _TYPES + _ARRAYS
 
 TYPES_BY_NAME: dict[str, TypeInfo] = {t.typname: t for t in _TYPES}
 TYPES_BY_OID: dict[int, TypeInfo] = {t.oid: t for t in _TYPES}
-ARRAY_ELEMENT_BY_OID: dict[int, TypeInfo] = {t.array_oid: t for t in _TYPES if t.array_oid}
 
 # Spellings users write, mapped to the pg_type name they mean.
 ALIASES: dict[str, str] = {
@@ -181,6 +181,8 @@ class SqlType:
 
     @classmethod
     def vector(cls, dims: int | None = None) -> SqlType:
+        """The type vector(dims), or undimensioned vector; out-of-range dimensions fail as
+        pgvector's do."""
         return cls("vector", -1 if dims is None else check_vector_dims(dims))
 
     # Identity ---------------------------------------------------------------------------
@@ -209,6 +211,7 @@ class SqlType:
         return SqlType(self.name[1:], self.typmod if self.name == "_record" else -1)
 
     def array_of(self) -> SqlType:
+        """The array type of this element type (typmod kept only for record shapes)."""
         return SqlType("_" + self.name, self.typmod if self.name == "record" else -1)
 
     @property
@@ -227,6 +230,7 @@ class SqlType:
 
     @property
     def numeric_precision_scale(self) -> tuple[int, int] | None:
+        """(precision, scale) of numeric(p, s), or None for unconstrained numeric."""
         if self.name == "numeric" and self.typmod >= 4:
             raw = self.typmod - 4
             return raw >> 16, raw & 0xFFFF
@@ -252,15 +256,18 @@ class SqlType:
     # Arrow ------------------------------------------------------------------------------
 
     def to_arrow(self) -> pa.DataType:
+        """The Arrow type values of this type are stored and computed as."""
         return _arrow_type(self)
 
     # Persistence (manifest) ---------------------------------------------------------------
 
     def to_json(self) -> dict:
+        """The type as the manifest stores it."""
         return {"name": self.name, "typmod": self.typmod}
 
     @classmethod
     def from_json(cls, data: dict) -> SqlType:
+        """Read a type back from the manifest."""
         return cls(data["name"], int(data.get("typmod", -1)))
 
     def __str__(self) -> str:
@@ -273,17 +280,17 @@ def _typmod_for(name: str, modifiers: tuple[int, ...]) -> int:
     if name in ("varchar", "bpchar"):
         (n,) = modifiers
         if n < 1:
-            raise InvalidParameterValue_(f"length for type {name} must be at least 1")
+            raise InvalidParameterValue(f"length for type {name} must be at least 1")
         return n + 4
     if name == "numeric":
         p = modifiers[0]
         s = modifiers[1] if len(modifiers) > 1 else 0
         if not 1 <= p <= 38:
-            raise InvalidParameterValue_(
+            raise InvalidParameterValue(
                 f"NUMERIC precision {p} must be between 1 and 38 here",
             )
         if not 0 <= s <= p:
-            raise InvalidParameterValue_(f"NUMERIC scale {s} must be between 0 and precision {p}")
+            raise InvalidParameterValue(f"NUMERIC scale {s} must be between 0 and precision {p}")
         return ((p << 16) | s) + 4
     if name in ("timestamp", "timestamptz", "time"):
         (p,) = modifiers
@@ -291,11 +298,7 @@ def _typmod_for(name: str, modifiers: tuple[int, ...]) -> int:
     if name == "vector":
         (n,) = modifiers
         return check_vector_dims(n)
-    raise InvalidParameterValue_(f"type modifier is not allowed for type {name}")
-
-
-class InvalidParameterValue_(SqlVecError):
-    sqlstate = "22023"
+    raise InvalidParameterValue(f"type modifier is not allowed for type {name}")
 
 
 # The reg* types: OIDs that print as the names of the objects they point at.
@@ -350,6 +353,8 @@ def record_type(fields: list[tuple[str, SqlType]]) -> SqlType:
 
 
 def record_fields(t: SqlType) -> tuple[tuple[str, SqlType], ...]:
+    """The (name, type) fields of an anonymous record type, registered by `record_type`; () for
+    other types."""
     return RECORD_SHAPES[t.typmod] if t.name == "record" and 0 <= t.typmod < len(RECORD_SHAPES) \
         else ()
 
@@ -415,6 +420,8 @@ _FLOAT_RE = re.compile(r"\s*[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?
 
 
 def check_vector_dims(dims: int) -> int:
+    """`dims`, if vector(dims) is allowed: at least 1 and at most pgvector's limit, with pgvector's
+    messages."""
     if dims < 1:
         raise DataException("dimensions for type vector must be at least 1")
     if dims > VECTOR_MAX_DIM:
@@ -499,8 +506,3 @@ def format_shortest(x: float, single: bool = False) -> str:
 def format_vector(values: np.ndarray) -> str:
     """pgvector's text output: `[1,2.5,-3]`."""
     return "[" + ",".join(format_float4(float(v)) for v in values) + "]"
-
-
-def check_expected_dims(expected: int | None, got: int) -> None:
-    if expected is not None and expected != got:
-        raise DataException(f"expected {expected} dimensions, not {got}")

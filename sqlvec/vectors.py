@@ -27,6 +27,9 @@ _CHUNK_ROWS = 65536
 
 
 class Metric(enum.Enum):
+    """The distance functions pgvector defines, each with its operator; the index and the executor
+    agree on them through this."""
+
     L2 = "l2"
     COSINE = "cosine"
     IP = "ip"  # negative inner product, pgvector's <#>
@@ -38,6 +41,7 @@ class Metric(enum.Enum):
 
     @classmethod
     def from_operator(cls, op: str) -> Metric:
+        """The metric of a pgvector distance operator (`<->`, `<=>`, `<#>`, `<+>`)."""
         return {v: k for k, v in _OPERATORS.items()}[op]
 
 
@@ -45,6 +49,8 @@ _OPERATORS = {Metric.L2: "<->", Metric.COSINE: "<=>", Metric.IP: "<#>", Metric.L
 
 
 def check_same_dims(a: int, b: int) -> None:
+    """Refuse a distance or arithmetic between vectors of different dimensions, with pgvector's
+    message."""
     if a != b:
         raise DataException(f"different vector dimensions {a} and {b}")
 

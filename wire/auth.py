@@ -46,6 +46,8 @@ MAX_PASSWORD_MESSAGE = 65535
 
 
 class AuthMethod(str, enum.Enum):
+    """How clients prove who they are, named as in pg_hba.conf."""
+
     TRUST = "trust"
     PASSWORD = "password"  # cleartext: only sensible over TLS
     MD5 = "md5"
@@ -62,6 +64,8 @@ class AuthConfig:
 
     @classmethod
     def build(cls, method: AuthMethod | str, password: str | None) -> AuthConfig:
+        """The server's authentication settings, checked at start: every method but trust needs a
+        password."""
         method = AuthMethod(method)
         if method is not AuthMethod.TRUST and not password:
             raise ValueError(f"--auth {method.value} needs a password "
@@ -73,6 +77,7 @@ class AuthConfig:
         return cls(method, password, keys)
 
     def authenticator(self, user: str) -> Authenticator:
+        """A fresh password exchange for one connection's user."""
         return Authenticator(self, user)
 
 
@@ -99,6 +104,8 @@ class Authenticator:
             else MAX_PASSWORD_MESSAGE
 
     def failed(self) -> InvalidPassword:
+        """PostgreSQL's error for a failed login (28P01), which says no more than that, whatever
+        went wrong."""
         return InvalidPassword(f'password authentication failed for user "{self.user}"')
 
     def start(self) -> Authentication | None:

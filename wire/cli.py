@@ -38,6 +38,8 @@ def version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `sqlvec` command line: serve, plus the maintenance commands, each with its options and
+    environment defaults."""
     parser = argparse.ArgumentParser(
         prog="sqlvec",
         description="sqlvec: a PostgreSQL-compatible SQL vector database.",
@@ -181,6 +183,8 @@ def _add_wal_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of `sqlvec` and `python -m wire`: dispatches to the command and returns its
+    exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "warning").upper(),
@@ -270,6 +274,8 @@ def resolve_limits(args: argparse.Namespace) -> Limits:
 
 
 def serve(args: argparse.Namespace) -> int:
+    """Run the server until a signal stops it: authentication and TLS checked first, then the
+    database opened and the port bound."""
     try:
         auth = resolve_auth(args)
         if bool(args.tls_cert) != bool(args.tls_key):

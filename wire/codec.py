@@ -55,14 +55,9 @@ class Reader:
 
     # Position -----------------------------------------------------------------------------------
 
-    @property
-    def remaining(self) -> int:
-        return len(self.data) - self.pos
-
-    def at_end(self) -> bool:
-        return self.pos >= len(self.data)
-
     def expect_end(self) -> None:
+        """Refuse trailing bytes (08P01): a message longer than its fields is malformed, as
+        PostgreSQL's pq_getmsgend says."""
         if self.pos != len(self.data):
             raise ProtocolViolation("invalid message format")
 
@@ -77,6 +72,7 @@ class Reader:
         return value
 
     def byte(self) -> int:
+        """One unsigned byte; reading past the end is a protocol violation, never an IndexError."""
         if self.pos >= len(self.data):
             raise ProtocolViolation("invalid message format")
         value = self.data[self.pos]
@@ -84,27 +80,36 @@ class Reader:
         return value
 
     def int16(self) -> int:
+        """A signed 16-bit big-endian integer (format codes, column counts of DataRow)."""
         return self._unpack(_I16)  # type: ignore[return-value]
 
     def uint16(self) -> int:
+        """An unsigned 16-bit count, as PostgreSQL reads parameter and format counts (up to
+        65535)."""
         return self._unpack(_U16)  # type: ignore[return-value]
 
     def int32(self) -> int:
+        """A signed 32-bit big-endian integer (lengths, codes, row limits)."""
         return self._unpack(_I32)  # type: ignore[return-value]
 
     def uint32(self) -> int:
+        """An unsigned 32-bit integer (OIDs)."""
         return self._unpack(_U32)  # type: ignore[return-value]
 
     def int64(self) -> int:
+        """A signed 64-bit big-endian integer (binary int8 and timestamps)."""
         return self._unpack(_I64)  # type: ignore[return-value]
 
     def float32(self) -> float:
+        """A big-endian IEEE float4."""
         return self._unpack(_F32)
 
     def float64(self) -> float:
+        """A big-endian IEEE float8."""
         return self._unpack(_F64)
 
     def bytes(self, n: int) -> bytes:
+        """The next `n` bytes; a negative or overlong length is a protocol violation."""
         if n < 0 or self.pos + n > len(self.data):
             raise ProtocolViolation("invalid message format")
         value = self.data[self.pos:self.pos + n]
@@ -112,11 +117,14 @@ class Reader:
         return value
 
     def rest(self) -> bytes:
+        """Everything left (payloads whose length is the message's own)."""
         value = self.data[self.pos:]
         self.pos = len(self.data)
         return value
 
     def cstring(self) -> str:
+        """A NUL-terminated UTF-8 string; a missing terminator is 08P01, not a hang on the next
+        message."""
         end = self.data.find(b"\0", self.pos)
         if end < 0:
             raise ProtocolViolation("invalid string in message")
@@ -147,34 +155,43 @@ class Writer:
         self.buf = bytearray()
 
     def byte(self, value: int) -> Writer:
+        """Append one byte; every writer method returns the writer so fields chain."""
         self.buf.append(value)
         return self
 
     def int16(self, value: int) -> Writer:
+        """Append a signed 16-bit big-endian integer."""
         self.buf += _I16.pack(value)
         return self
 
     def uint16(self, value: int) -> Writer:
+        """Append an unsigned 16-bit count."""
         self.buf += _U16.pack(value)
         return self
 
     def int32(self, value: int) -> Writer:
+        """Append a signed 32-bit big-endian integer."""
         self.buf += _I32.pack(value)
         return self
 
     def uint32(self, value: int) -> Writer:
+        """Append an unsigned 32-bit integer (OIDs)."""
         self.buf += _U32.pack(value)
         return self
 
     def int64(self, value: int) -> Writer:
+        """Append a signed 64-bit big-endian integer."""
         self.buf += _I64.pack(value)
         return self
 
     def bytes(self, value: bytes | bytearray | memoryview) -> Writer:
+        """Append raw bytes."""
         self.buf += value
         return self
 
     def cstring(self, value: str) -> Writer:
+        """Append a NUL-terminated UTF-8 string, dropping embedded NULs that would cut it short on
+        the client."""
         raw = value.encode()
         if b"\0" in raw:
             raw = raw.replace(b"\0", b"")  # a NUL would end the string early on the client
@@ -183,6 +200,7 @@ class Writer:
         return self
 
     def value(self, value: bytes | None) -> Writer:
+        """Append a length-prefixed value, -1 for SQL NULL (DataRow, Bind)."""
         if value is None:
             self.buf += b"\xff\xff\xff\xff"
         else:
@@ -191,6 +209,7 @@ class Writer:
         return self
 
     def getvalue(self) -> bytes:
+        """The bytes written so far, immutable."""
         return bytes(self.buf)
 
 
@@ -282,6 +301,8 @@ class SocketStream:
         self._start, self._end = 0, len(pending)
 
     def read_exactly(self, n: int) -> bytes | bytearray:
+        """Exactly `n` bytes, served from the receive buffer when it holds them so most messages
+        cost no system call."""
         start = self._start
         if self._end - start >= n:
             self._start = start + n
@@ -325,6 +346,7 @@ class SocketStream:
         return received
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send all of `data`; a blocking socket makes this the backpressure of a slow client."""
         self.sock.sendall(data)
 
 

@@ -128,6 +128,8 @@ MAX_PARAMETERS = 65535  # Bind and ParameterDescription count parameters in 16 b
 
 
 class ConnectionState(enum.Enum):
+    """Where the connection is in the protocol, which decides the messages it accepts next."""
+
     STARTUP = "startup"  # before StartupMessage (SSLRequest / GSSENCRequest may come first)
     AUTH = "auth"  # password exchange
     READY = "ready"  # idle, or running a simple Query
@@ -189,6 +191,8 @@ class Portal:
     offset: int = 0
 
     def formats(self, columns: list[ResultColumn] | None) -> list[int]:
+        """The format code of each result column: none bound means text, one applies to all; a count
+        the statement no longer matches falls back to text."""
         n = len(columns or [])
         if len(self.codes) not in (0, 1, n):
             return [pgtypes.TEXT] * n  # Bind checked the count against the statement
@@ -239,6 +243,7 @@ def _result_formats(codes: tuple[int, ...], ncols: int) -> list[int]:
 
 
 def row_description(columns: list[ResultColumn], formats: list[int]) -> RowDescription:
+    """The RowDescription of `columns` in the formats the portal will send them in."""
     return RowDescription(tuple(
         FieldDescription(c.name, c.table_oid, c.attnum, c.type.oid, pgtypes.typlen(c.type),
                          c.type.typmod, fmt)
@@ -292,6 +297,8 @@ class Connection:
     # Lifecycle ------------------------------------------------------------------------------------
 
     def serve(self) -> None:
+        """The connection's whole life: startup and authentication under a timeout, then messages
+        until Terminate or a broken socket; always ends the session and closes the socket."""
         try:
             # A per-receive bound; `expire` (the server's watchdog) bounds the whole startup.
             self.sock.settimeout(self.server.limits.authentication_timeout)
@@ -392,6 +399,8 @@ class Connection:
             self.reading = False
 
     def send(self, *messages: Message) -> None:
+        """Queue messages; output goes out in large writes, at Sync, ReadyForQuery or when the
+        buffer fills, so pipelined batches cost few system calls."""
         for message in messages:
             self._out += message.encode()
         if len(self._out) > SEND_BUFFER:
@@ -408,6 +417,7 @@ class Connection:
         self.stream.write(data)  # large: written as is, not copied into the buffer
 
     def flush(self) -> None:
+        """Write the queued output now."""
         if self._out:
             self.stream.write(self._out)
             self._out.clear()
@@ -528,6 +538,8 @@ class Connection:
     # Dispatch: state first, then message -----------------------------------------------------
 
     def dispatch(self, message: Message) -> None:
+        """Route a message by connection state: handlers when ready, skip-to-Sync after an error,
+        COPY data during COPY."""
         state = self.state
         if state in (ConnectionState.READY, ConnectionState.EXTENDED):
             self._in_ready(message)
@@ -717,6 +729,8 @@ class Connection:
     # Extended query ---------------------------------------------------------------------------
 
     def on_parse(self, message: Parse) -> None:
+        """Prepare a statement under its name; an existing name other than the unnamed one is 42P05,
+        as in PostgreSQL."""
         if message.name and message.name in self.statements:
             raise SqlVecError(f'prepared statement "{message.name}" already exists',
                               sqlstate="42P05")
@@ -731,6 +745,8 @@ class Connection:
         self.send_raw(_PARSE_COMPLETE)
 
     def on_bind(self, message: Bind) -> None:
+        """Make a portal from a prepared statement and parameters decoded in their formats; the
+        unnamed portal is replaced, a named one must be new."""
         statement = self.statements.get(message.statement)
         if statement is None:
             raise SqlVecError(f'prepared statement "{message.statement}" does not exist',
@@ -760,6 +776,8 @@ class Connection:
         self.send_raw(_BIND_COMPLETE)
 
     def on_describe(self, message: Describe) -> None:
+        """Answer with a statement's parameter types and row shape, or a portal's row shape in its
+        bound formats."""
         if message.kind == "S":
             statement = self.statements.get(message.name)
             if statement is None:
@@ -783,6 +801,8 @@ class Connection:
         return columns
 
     def on_execute(self, message: Execute) -> None:
+        """Run a portal, or resume it: at most `max_rows` rows, then PortalSuspended, so clients can
+        fetch a large result in pieces."""
         portal = self.portals.get(message.portal)
         if portal is None:
             raise SqlVecError(f'portal "{message.portal}" does not exist', sqlstate="34000")
@@ -812,6 +832,7 @@ class Connection:
             raise
 
     def on_close(self, message: Close) -> None:
+        """Forget a statement or portal; a missing one is not an error."""
         if message.kind == "S":
             self.statements.pop(message.name, None)
         else:
@@ -819,19 +840,24 @@ class Connection:
         self.send_raw(_CLOSE_COMPLETE)
 
     def on_flush(self, message: Flush) -> None:
+        """Send what is queued without ending the batch."""
         self.flush()
 
     def on_sync(self, message: Sync) -> None:
+        """End the batch: close the implicit transaction, leave error skipping, report ReadyForQuery
+        with the transaction status."""
         self.state = ConnectionState.READY
         self._end_of_command()
         self.send_raw(_READY[self._status()])
         self.flush()
 
     def on_terminate(self, message: Terminate) -> None:
+        """Close at the client's request, without an answer."""
         self.state = ConnectionState.CLOSED
         raise Closed
 
     def on_function_call(self, message: FunctionCall) -> None:
+        """The legacy fastpath function call, refused with 0A000 so the connection stays usable."""
         self.send(error_response(FeatureNotSupported("function call messages are not supported")))
         self.send(ReadyForQuery(self._status()))
         self.flush()

@@ -50,6 +50,9 @@ BINARY_TRAILER = b"\xff\xff"
 
 @dataclass(frozen=True)
 class Column:
+    """A target column of COPY as the wire sees it: its name and type, which choose the text or
+    binary decoder."""
+
     name: str
     type: SqlType
 
@@ -67,6 +70,8 @@ class CopyDataError(SqlVecError):
         self.label = "stdin"  # the table, set by whoever knows it
 
     def context(self, label: str) -> str:
+        """The CONTEXT line PostgreSQL gives a COPY data error: `COPY t, line 3, column x:
+        "value"`."""
         text = f"COPY {label}, line {self.line}"
         if self.column is not None:
             text += f", column {self.column}"
@@ -113,6 +118,8 @@ def _checked_text(data: bytes) -> str:
 
 
 def decode_text(data: bytes, options: CopyOptions, columns: list[Column]) -> pa.Table:
+    """COPY text format rows into Arrow: tab-separated by default, backslash escapes, `\\N` for
+    NULL, with PostgreSQL's messages for bad lines."""
     text = _checked_text(data)
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -203,6 +210,8 @@ def _unescape(text: str) -> str:
 
 
 def decode_csv(data: bytes, options: CopyOptions, columns: list[Column]) -> pa.Table:
+    """COPY CSV rows into Arrow: quoting, HEADER, and the NULL and quoted-empty distinction as
+    PostgreSQL makes it."""
     if not columns:
         return _empty_rows(data.count(b"\n") - (1 if options.header else 0))
     body = data
@@ -515,4 +524,6 @@ def header_line(names: list[str], options: CopyOptions) -> bytes:
 
 
 def copy_data(payload: bytes) -> bytes:
+    """A CopyData message around `payload`, built without a message object on the COPY TO hot
+    path."""
     return _COPY_DATA.pack(b"d", len(payload) + 4) + payload

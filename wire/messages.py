@@ -41,14 +41,18 @@ class Message:
     TYPE: ClassVar[bytes] = b""
 
     def encode_body(self, w: Writer) -> None:
+        """Write the body after the length word; a message without fields writes nothing."""
         pass
 
     @classmethod
     def decode(cls, r: Reader) -> Message:
+        """Parse a body (the type byte and length already read), refusing trailing bytes with 08P01
+        as PostgreSQL does."""
         r.expect_end()
         return cls()
 
     def encode(self) -> bytes:
+        """The whole framed message, as it goes on the socket."""
         w = Writer()
         self.encode_body(w)
         return frame(self.TYPE, w.buf) if self.TYPE else frame_startup(bytes(w.buf))
@@ -59,6 +63,9 @@ class Message:
 
 @dataclass(frozen=True)
 class StartupMessage(Message):
+    """Opens a session: the protocol version asked for and the parameters (user, database, options,
+    ...) that name the role and set its first settings."""
+
     version: int
     parameters: dict[str, str] = field(default_factory=dict)
 
@@ -83,12 +90,17 @@ class StartupMessage(Message):
 
 @dataclass(frozen=True)
 class SSLRequest(Message):
+    """Asks, before startup, whether the server speaks TLS; answered by one byte, S or N."""
+
     def encode_body(self, w: Writer) -> None:
         w.int32(SSL_REQUEST_CODE)
 
 
 @dataclass(frozen=True)
 class GSSENCRequest(Message):
+    """Asks for GSSAPI encryption; sqlvec answers N and the client goes on in the clear or with
+    TLS."""
+
     def encode_body(self, w: Writer) -> None:
         w.int32(GSSENC_REQUEST_CODE)
 
@@ -159,18 +171,22 @@ class Authentication(Message):
 
     @classmethod
     def ok(cls) -> Authentication:
+        """AuthenticationOk: the password (or trust) check passed."""
         return cls(AUTH_OK)
 
     @classmethod
     def cleartext(cls) -> Authentication:
+        """The request for a cleartext password (password authentication)."""
         return cls(AUTH_CLEARTEXT_PASSWORD)
 
     @classmethod
     def md5(cls, salt: bytes) -> Authentication:
+        """The request for an MD5-hashed password salted with `salt`."""
         return cls(AUTH_MD5_PASSWORD, salt)
 
     @classmethod
     def sasl(cls, mechanisms: Sequence[str]) -> Authentication:
+        """The request to start SASL with one of `mechanisms` (SCRAM-SHA-256)."""
         w = Writer()
         for name in mechanisms:
             w.cstring(name)
@@ -193,6 +209,7 @@ class PasswordMessage(Message):
         return cls(r.rest())
 
     def password(self) -> str:
+        """The payload read as a password (it is a `p` the authenticator asked a password for)."""
         r = Reader(self.data)
         value = r.cstring()
         r.expect_end()
@@ -201,6 +218,9 @@ class PasswordMessage(Message):
 
 @dataclass(frozen=True)
 class SASLInitialResponse(Message):
+    """The client's chosen SASL mechanism and first message; reparsed from a `p` by the
+    authenticator, which knows it asked for SASL."""
+
     TYPE = b"p"
     mechanism: str
     response: bytes | None
@@ -221,6 +241,9 @@ class SASLInitialResponse(Message):
 
 @dataclass(frozen=True)
 class ParameterStatus(Message):
+    """Tells the client a reported setting's value, at startup and whenever it changes, so drivers
+    keep their encoders and date parsing in step."""
+
     TYPE = b"S"
     name: str
     value: str
@@ -237,6 +260,8 @@ class ParameterStatus(Message):
 
 @dataclass(frozen=True)
 class BackendKeyData(Message):
+    """The process id and secret a client quotes in a CancelRequest on another connection."""
+
     TYPE = b"K"
     pid: int
     secret: bytes
@@ -290,6 +315,9 @@ class ReadyForQuery(Message):
 
 @dataclass(frozen=True)
 class Query(Message):
+    """A simple-protocol query string, possibly several statements, run as one implicit
+    transaction."""
+
     TYPE = b"Q"
     sql: str
 
@@ -308,6 +336,9 @@ class Query(Message):
 
 @dataclass(frozen=True)
 class Parse(Message):
+    """Prepares a named (or the unnamed) statement, with parameter types the client fixes; 0 leaves
+    a type to inference."""
+
     TYPE = b"P"
     name: str
     sql: str
@@ -338,6 +369,9 @@ def _formats(r: Reader) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class Bind(Message):
+    """Makes a portal of a prepared statement: its parameter values and the formats (text or binary)
+    of parameters and result columns."""
+
     TYPE = b"B"
     portal: str = ""
     statement: str = ""
@@ -409,6 +443,8 @@ class Execute(Message):
 
 @dataclass(frozen=True)
 class Close(Message):
+    """Drops a prepared statement (`S`) or portal (`P`); closing a missing one is no error."""
+
     TYPE = b"C"
     kind: str
     name: str = ""
@@ -428,16 +464,23 @@ class Close(Message):
 
 @dataclass(frozen=True)
 class Flush(Message):
+    """Asks for the pending output now, without a Sync ending the extended-protocol cycle."""
+
     TYPE = b"H"
 
 
 @dataclass(frozen=True)
 class Sync(Message):
+    """Ends an extended-protocol cycle: commits an implicit transaction, ends error skipping and
+    asks for ReadyForQuery."""
+
     TYPE = b"S"
 
 
 @dataclass(frozen=True)
 class Terminate(Message):
+    """The client's goodbye: the server closes the connection without an answer."""
+
     TYPE = b"X"
 
 
@@ -461,31 +504,43 @@ class FunctionCall(Message):
 
 @dataclass(frozen=True)
 class ParseComplete(Message):
+    """The answer to Parse."""
+
     TYPE = b"1"
 
 
 @dataclass(frozen=True)
 class BindComplete(Message):
+    """The answer to Bind."""
+
     TYPE = b"2"
 
 
 @dataclass(frozen=True)
 class CloseComplete(Message):
+    """The answer to Close."""
+
     TYPE = b"3"
 
 
 @dataclass(frozen=True)
 class NoData(Message):
+    """Describe's answer for a statement or portal that returns no rows."""
+
     TYPE = b"n"
 
 
 @dataclass(frozen=True)
 class PortalSuspended(Message):
+    """Execute stopped at its row limit; the portal can be executed again for more."""
+
     TYPE = b"s"
 
 
 @dataclass(frozen=True)
 class ParameterDescription(Message):
+    """Describe's answer for a statement: the type OIDs its parameters were given or inferred."""
+
     TYPE = b"t"
     oids: tuple[int, ...]
 
@@ -507,6 +562,9 @@ class ParameterDescription(Message):
 
 @dataclass(frozen=True)
 class FieldDescription:
+    """One result column as RowDescription sends it: name, source table and column, type, size,
+    modifier and format."""
+
     name: str
     table_oid: int = 0
     attnum: int = 0
@@ -518,6 +576,8 @@ class FieldDescription:
 
 @dataclass(frozen=True)
 class RowDescription(Message):
+    """The result columns of a query, sent before its rows."""
+
     TYPE = b"T"
     fields: tuple[FieldDescription, ...]
 
@@ -543,6 +603,8 @@ _DATA_ROW_HEADER = struct.Struct("!cih")
 
 @dataclass(frozen=True)
 class DataRow(Message):
+    """One row, its values already encoded (None is SQL NULL)."""
+
     TYPE = b"D"
     values: tuple[bytes | None, ...]
 
@@ -594,6 +656,9 @@ class DataRow(Message):
 
 @dataclass(frozen=True)
 class CommandComplete(Message):
+    """Ends a statement's result with its command tag (`SELECT 3`, `INSERT 0 1`), which drivers read
+    for row counts."""
+
     TYPE = b"C"
     tag: str
 
@@ -609,6 +674,8 @@ class CommandComplete(Message):
 
 @dataclass(frozen=True)
 class EmptyQueryResponse(Message):
+    """The answer to an empty query string (in place of CommandComplete)."""
+
     TYPE = b"I"
 
 
@@ -650,6 +717,8 @@ class ErrorResponse(Message):
     def build(cls, severity: str, sqlstate: str, message: str, *, detail: str | None = None,
               hint: str | None = None, position: int | None = None,
               context: str | None = None):
+        """An error or notice with the fields clients read, in the order PostgreSQL sends them;
+        empty optional fields are left out."""
         fields = [(FIELD_SEVERITY, severity), (FIELD_SEVERITY_NONLOCALIZED, severity),
                   (FIELD_SQLSTATE, sqlstate), (FIELD_MESSAGE, message)]
         if detail:
@@ -663,6 +732,7 @@ class ErrorResponse(Message):
         return cls(tuple(fields))
 
     def get(self, code: str) -> str | None:
+        """The value of field `code` (FIELD_SQLSTATE, FIELD_MESSAGE, ...), or None."""
         for c, value in self.fields:
             if c == code:
                 return value
@@ -671,6 +741,8 @@ class ErrorResponse(Message):
 
 @dataclass(frozen=True)
 class NoticeResponse(ErrorResponse):
+    """A warning or notice: an ErrorResponse's fields that do not end the statement."""
+
     TYPE = b"N"
 
 
@@ -700,11 +772,15 @@ class CopyInResponse(Message):
 
 @dataclass(frozen=True)
 class CopyOutResponse(CopyInResponse):
+    """Starts COPY TO STDOUT: the rows follow as CopyData, then CopyDone."""
+
     TYPE = b"H"
 
 
 @dataclass(frozen=True)
 class CopyData(Message):
+    """A chunk of COPY data, in either direction; chunks need not end at row boundaries."""
+
     TYPE = b"d"
     data: bytes
 
@@ -718,11 +794,15 @@ class CopyData(Message):
 
 @dataclass(frozen=True)
 class CopyDone(Message):
+    """Ends the COPY data, in either direction."""
+
     TYPE = b"c"
 
 
 @dataclass(frozen=True)
 class CopyFail(Message):
+    """The client aborts COPY FROM STDIN; the server fails the statement with its message."""
+
     TYPE = b"f"
     message: str
 
@@ -766,6 +846,8 @@ def decode_frontend(type_byte: bytes, body: bytes) -> Message:
 
 
 def decode_backend(type_byte: bytes, body: bytes) -> Message:
+    """Decode a typed backend message, the way a client does: what the tests' raw client reads
+    server traffic with."""
     cls = BACKEND.get(type_byte)
     if cls is None:
         raise ProtocolViolation(f"unknown backend message type {type_byte!r}")

@@ -89,6 +89,7 @@ class CellError(Exception):
 
 
 def typlen(t: SqlType) -> int:
+    """pg_type.typlen of a type, as RowDescription reports it (-1 for variable length)."""
     return t.info.typlen
 
 
@@ -473,6 +474,8 @@ def encode_numeric(d: decimal.Decimal) -> bytes:
 
 
 def decode_numeric(data: bytes) -> decimal.Decimal:
+    """numeric_recv: a binary numeric parameter to a Decimal, with PostgreSQL's checks of its header
+    and digits."""
     if len(data) < 8:
         raise BinaryFormatError("insufficient data left in message")
     ndigits, weight, sign, dscale = _NUMERIC_HEADER.unpack_from(data)
@@ -562,6 +565,8 @@ def decode_param(data: bytes | None, t: SqlType, fmt: int) -> object:
 
 
 def decode_text(data: bytes, t: SqlType) -> object:
+    """A text-format parameter to the value of its type, through the same text input casts use; NUL
+    or invalid UTF-8 is 22021."""
     text = decode_utf8(data)  # 22021 for bytes that are not UTF-8, or a NUL, as PostgreSQL
     if t.name in ("text", "varchar", "name", "unknown", "bpchar", "char") \
             and t.char_length is None:

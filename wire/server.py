@@ -94,6 +94,7 @@ class Limits:
 
 
 def make_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """The server's TLS context: the certificate and key given, TLS 1.2 or later."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
@@ -277,15 +278,19 @@ class Server:
     # Cancellation ----------------------------------------------------------------------------
 
     def register(self, connection: Connection) -> None:
+        """Make a connection reachable by its process id, for cancel requests."""
         with self._lock:
             self._by_pid[connection.pid] = connection
 
     def unregister(self, connection: Connection) -> None:
+        """Forget a connection that has ended (unless the pid already names a newer one)."""
         with self._lock:
             if self._by_pid.get(connection.pid) is connection:
                 del self._by_pid[connection.pid]
 
     def cancel(self, pid: int, secret: bytes) -> None:
+        """Cancel the running statement of the connection a CancelRequest names; a wrong secret or
+        unknown pid is ignored silently, as in PostgreSQL."""
         target = self._by_pid.get(pid)
         if target is None or not hmac.compare_digest(target.secret, secret):
             log.debug("ignoring cancel request for unknown process %d", pid)

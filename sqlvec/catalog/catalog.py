@@ -21,7 +21,6 @@ import threading
 from sqlvec.errors import (
     DuplicateObject,
     DuplicateTable,
-    InvalidParameterValue,
     SqlVecError,
     UndefinedObject,
     UndefinedTable,
@@ -61,21 +60,13 @@ class Catalog:
 
     # Schemas ------------------------------------------------------------------------------------
 
-    def schema_names(self) -> list[str]:
-        return list(SYSTEM_SCHEMAS) + list(self.state["schemas"])
-
-    def schema_oid(self, name: str) -> int:
-        if name in SYSTEM_SCHEMAS:
-            return SYSTEM_SCHEMAS[name]
-        try:
-            return self.state["schemas"][name]["oid"]
-        except KeyError:
-            raise UndefinedObject(f'schema "{name}" does not exist', sqlstate="3F000") from None
-
     def has_schema(self, name: str) -> bool:
+        """Whether `name` is a schema, the system ones included."""
         return name in SYSTEM_SCHEMAS or name in self.state["schemas"]
 
     def create_schema(self, name: str, *, if_not_exists: bool = False, owner: str = "postgres") -> None:
+        """CREATE SCHEMA; an existing name is 42P06, or nothing with IF NOT EXISTS (the caller sends
+        the notice)."""
         with self._lock:
             if self.has_schema(name):
                 if if_not_exists:
@@ -86,6 +77,8 @@ class Catalog:
                 **c, "schemas": {**c["schemas"], name: {"oid": oid, "owner": owner}}})
 
     def drop_schema(self, name: str, *, if_exists: bool = False, cascade: bool = False) -> None:
+        """DROP SCHEMA: refuses system schemas and, without CASCADE, a schema that still has tables
+        (2BP01, naming them)."""
         with self._lock:
             if name not in self.state["schemas"]:
                 if if_exists:
@@ -110,6 +103,8 @@ class Catalog:
     # Tables -------------------------------------------------------------------------------------
 
     def find_table(self, name: str, schema: str | None, search_path: list[str]) -> Table | None:
+        """The table a name means: in `schema` when qualified, else the first on the search path, as
+        PostgreSQL resolves it."""
         if schema is not None:
             return self.store.find_table(name, schema)
         for candidate in search_path:
@@ -141,6 +136,8 @@ class Catalog:
         raise SqlVecError("no schema has been selected to create in", sqlstate="3F000")
 
     def relation_exists(self, name: str, schema: str) -> bool:
+        """Whether a table, index or sequence already uses the name, since they share one namespace
+        per schema."""
         if self.store.find_table(name, schema) is not None:
             return True
         return any(ix.name == name and t.def_.schema == schema
@@ -148,10 +145,12 @@ class Catalog:
             f"{schema}.{name}" in self.state["sequences"]
 
     def check_new_relation(self, name: str, schema: str) -> None:
+        """Refuse (42P07) a relation name already taken in the schema."""
         if self.relation_exists(name, schema):
             raise DuplicateTable(f'relation "{name}" already exists')
 
     def drop_table(self, table: Table) -> None:
+        """Drop a table and the sequences its serial columns own."""
         with self._lock:
             owned = [k for k, v in self.state["sequences"].items()
                      if (v.get("owned_by") or "").startswith(f"{table.def_.id}.")]
@@ -166,6 +165,8 @@ class Catalog:
 
     def create_sequence(self, name: str, schema: str, *, start: int = 1, increment: int = 1,
                         owned_by: str | None = None) -> str:
+        """Create a sequence (for CREATE SEQUENCE or a serial column) and return its key,
+        `schema.name`."""
         key = f"{schema}.{name}"
         with self._lock:
             self.check_new_relation(name, schema)
@@ -176,6 +177,7 @@ class Catalog:
         return key
 
     def sequence(self, key: str) -> dict:
+        """A sequence's stored state by key; a missing one is 42P01, as a missing relation."""
         try:
             return self.state["sequences"][key]
         except KeyError:
@@ -198,6 +200,8 @@ class Catalog:
             return values
 
     def setval(self, key: str, value: int, is_called: bool = True) -> int:
+        """setval(): set the last value (or the one before it when `is_called` is false) durably,
+        returning `value`."""
         with self._lock:
             seq = self.sequence(key)
             last = value if is_called else value - int(seq["increment"])
@@ -206,11 +210,15 @@ class Catalog:
             return value
 
     def currval_of(self, key: str) -> int | None:
+        """The sequence's last value handed out (None before the first nextval): the live one,
+        which pg_sequences and `SELECT last_value FROM seq` show."""
         return self._seq_values.get(key, self.sequence(key)["value"])
 
     # Extensions ---------------------------------------------------------------------------------
 
     def create_extension(self, name: str, *, if_not_exists: bool = False) -> None:
+        """CREATE EXTENSION: only `vector` exists (it is built in), so this records it for clients
+        that check pg_extension."""
         if name != "vector":
             raise UndefinedObject(
                 f'extension "{name}" is not available', sqlstate="0A000",
@@ -225,6 +233,7 @@ class Catalog:
             self.store.update_catalog(lambda c: {**c, "extensions": {**c["extensions"], name: entry}})
 
     def drop_extension(self, name: str, *, if_exists: bool = False) -> None:
+        """DROP EXTENSION: removes the record; the types and functions stay built in."""
         with self._lock:
             if name not in self.state["extensions"]:
                 if if_exists:
@@ -236,24 +245,11 @@ class Catalog:
     # Roles --------------------------------------------------------------------------------------
 
     def role(self, name: str) -> dict | None:
+        """A role's stored attributes (oid, superuser, login, password), or None."""
         return self.state.get("roles", {}).get(name)
-
-    def set_role(self, name: str, **fields: object) -> None:
-        with self._lock:
-            roles = dict(self.state.get("roles", {}))
-            entry = dict(roles.get(name) or {"oid": self.store.allocate_oid(), "superuser": False,
-                                             "login": True, "password": None})
-            entry.update(fields)
-            roles[name] = entry
-            self.store.update_catalog(lambda c: {**c, "roles": roles})
 
 
 def _set_seq(catalog: dict, key: str, **fields: object) -> dict:
     sequences = dict(catalog["sequences"])
     sequences[key] = {**sequences[key], **fields}
     return {**catalog, "sequences": sequences}
-
-
-def check_sequence_increment(increment: int) -> None:
-    if increment == 0:
-        raise InvalidParameterValue("INCREMENT must not be zero")

@@ -259,6 +259,8 @@ def lookup(name: str) -> Function | None:
 
 
 def kind_of(name: str) -> Kind | None:
+    """Whether a function name is a scalar, aggregate or window function (or None if unknown), which
+    decides how a call is planned."""
     fn = lookup(name)
     return None if fn is None else fn.kind
 
@@ -383,6 +385,7 @@ def proc_rows() -> tuple[ProcRow, ...]:
 
 @lru_cache(maxsize=1)
 def procs_by_oid() -> dict[int, ProcRow]:
+    """pg_proc rows by OID, for regproc output and catalog joins."""
     return {p.oid: p for p in proc_rows()}
 
 

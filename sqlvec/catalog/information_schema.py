@@ -7,16 +7,8 @@ types of PostgreSQL's information-schema domains, which every client decodes.
 from __future__ import annotations
 
 from sqlvec.catalog import objects as O
-from sqlvec.catalog.virtual import empty, virtual
+from sqlvec.catalog.virtual import empty, parse_columns, virtual
 from sqlvec.types import SqlType
-
-
-def _cols(spec: str) -> list[tuple[str, str]]:
-    out = []
-    for item in spec.split(","):
-        name, _, t = item.strip().partition(" ")
-        out.append((name, t.strip()))
-    return out
 
 
 def _rows(columns: list[tuple[str, str]], rows: list[dict]) -> dict:
@@ -27,7 +19,7 @@ def _user(rel) -> bool:
     return rel.table_id is not None
 
 
-SCHEMATA = _cols("catalog_name name, schema_name name, schema_owner name, "
+SCHEMATA = parse_columns("catalog_name name, schema_name name, schema_owner name, "
                  "default_character_set_catalog name, default_character_set_schema name, "
                  "default_character_set_name name, sql_path varchar")
 
@@ -40,7 +32,7 @@ def _schemata(o) -> dict:
     return _rows(SCHEMATA, rows)
 
 
-TABLES = _cols("table_catalog name, table_schema name, table_name name, table_type varchar, "
+TABLES = parse_columns("table_catalog name, table_schema name, table_name name, table_type varchar, "
                "self_referencing_column_name name, reference_generation varchar, "
                "user_defined_type_catalog name, user_defined_type_schema name, "
                "user_defined_type_name name, is_insertable_into varchar, is_typed varchar, "
@@ -62,7 +54,7 @@ def _tables(o) -> dict:
     return _rows(TABLES, rows)
 
 
-COLUMNS = _cols(
+COLUMNS = parse_columns(
     "table_catalog name, table_schema name, table_name name, column_name name, "
     "ordinal_position int4, column_default varchar, is_nullable varchar, data_type varchar, "
     "character_maximum_length int4, character_octet_length int4, numeric_precision int4, "
@@ -90,7 +82,7 @@ def data_type(t: SqlType) -> str:
     return t.info.display
 
 
-def _column_row(o, rel, col, db: str, defaults: dict) -> dict:
+def _column_row(rel, col, db: str, defaults: dict) -> dict:
     t = col.type
     row = {"table_catalog": db, "table_schema": rel.schema, "table_name": rel.name,
            "column_name": col.name, "ordinal_position": col.attnum,
@@ -127,12 +119,12 @@ def _column_row(o, rel, col, db: str, defaults: dict) -> dict:
 def _columns(o) -> dict:
     db = o.session.database_name
     defaults = {(d.relation, d.attnum): d.text for d in o.defaults}
-    rows = [_column_row(o, rel, col, db, defaults)
+    rows = [_column_row(rel, col, db, defaults)
             for rel in o.relations if rel.kind in "rv" for col in rel.columns]
     return _rows(COLUMNS, rows)
 
 
-VIEWS = _cols("table_catalog name, table_schema name, table_name name, view_definition varchar, "
+VIEWS = parse_columns("table_catalog name, table_schema name, table_name name, view_definition varchar, "
               "check_option varchar, is_updatable varchar, is_insertable_into varchar, "
               "is_trigger_updatable varchar, is_trigger_deletable varchar, "
               "is_trigger_insertable_into varchar")
@@ -148,7 +140,7 @@ def _views(o) -> dict:
     return _rows(VIEWS, rows)
 
 
-TABLE_CONSTRAINTS = _cols(
+TABLE_CONSTRAINTS = parse_columns(
     "constraint_catalog name, constraint_schema name, constraint_name name, table_catalog name, "
     "table_schema name, table_name name, constraint_type varchar, is_deferrable varchar, "
     "initially_deferred varchar, enforced varchar, nulls_distinct varchar")
@@ -175,7 +167,7 @@ def _table_constraints(o) -> dict:
     return _rows(TABLE_CONSTRAINTS, rows)
 
 
-KEY_COLUMN_USAGE = _cols(
+KEY_COLUMN_USAGE = parse_columns(
     "constraint_catalog name, constraint_schema name, constraint_name name, table_catalog name, "
     "table_schema name, table_name name, column_name name, ordinal_position int4, "
     "position_in_unique_constraint int4")
@@ -202,7 +194,7 @@ def _key_column_usage(o) -> dict:
     return _rows(KEY_COLUMN_USAGE, _key_rows(o))
 
 
-CONSTRAINT_COLUMN_USAGE = _cols(
+CONSTRAINT_COLUMN_USAGE = parse_columns(
     "table_catalog name, table_schema name, table_name name, column_name name, "
     "constraint_catalog name, constraint_schema name, constraint_name name")
 
@@ -212,30 +204,30 @@ def _constraint_column_usage(o) -> dict:
     return _rows(CONSTRAINT_COLUMN_USAGE, _key_rows(o))
 
 
-empty("information_schema.referential_constraints", _cols(
+empty("information_schema.referential_constraints", parse_columns(
     "constraint_catalog name, constraint_schema name, constraint_name name, "
     "unique_constraint_catalog name, unique_constraint_schema name, "
     "unique_constraint_name name, match_option varchar, update_rule varchar, "
     "delete_rule varchar"))
-empty("information_schema.check_constraints", _cols(
+empty("information_schema.check_constraints", parse_columns(
     "constraint_catalog name, constraint_schema name, constraint_name name, "
     "check_clause varchar"))
-empty("information_schema.routines", _cols(
+empty("information_schema.routines", parse_columns(
     "specific_catalog name, specific_schema name, specific_name name, routine_catalog name, "
     "routine_schema name, routine_name name, routine_type varchar, data_type varchar, "
     "type_udt_catalog name, type_udt_schema name, type_udt_name name, routine_body varchar, "
     "routine_definition varchar, external_language varchar, is_deterministic varchar, "
     "security_type varchar"))
-empty("information_schema.parameters", _cols(
+empty("information_schema.parameters", parse_columns(
     "specific_catalog name, specific_schema name, specific_name name, ordinal_position int4, "
     "parameter_mode varchar, parameter_name name, data_type varchar, udt_name name"))
-empty("information_schema.triggers", _cols(
+empty("information_schema.triggers", parse_columns(
     "trigger_catalog name, trigger_schema name, trigger_name name, event_manipulation varchar, "
     "event_object_catalog name, event_object_schema name, event_object_table name, "
     "action_statement varchar, action_orientation varchar, action_timing varchar"))
 
 
-SEQUENCES = _cols("sequence_catalog name, sequence_schema name, sequence_name name, "
+SEQUENCES = parse_columns("sequence_catalog name, sequence_schema name, sequence_name name, "
                   "data_type varchar, numeric_precision int4, numeric_precision_radix int4, "
                   "numeric_scale int4, start_value varchar, minimum_value varchar, "
                   "maximum_value varchar, increment varchar, cycle_option varchar")

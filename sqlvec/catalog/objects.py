@@ -49,11 +49,10 @@ VECTOR_EXTENSION_OID = 16399
 PG_CLASS_OID = 1259
 PG_TYPE_OID = 1247
 PG_PROC_OID = 1255
+PG_AM_OID = 2601
 PG_NAMESPACE_OID = 2615
-PG_CONSTRAINT_OID = 2606
 PG_EXTENSION_OID = 3079
 PG_DATABASE_OID = 1262
-PG_AM_OID = 2601
 
 # btree default operator classes of the built-in scalar types (PostgreSQL's OIDs).
 BTREE_OPCLASSES = {
@@ -82,6 +81,8 @@ def derived_oid(table_oid: int, kind: int) -> int:
 
 
 def database_oid(name: str) -> int:
+    """A database's OID, stable across restarts and servers without being stored: postgres is 5 as
+    in PostgreSQL, others derive from the name."""
     return 5 if name == "postgres" else 100_000 + zlib.crc32(name.encode()) % 1_000_000
 
 
@@ -209,10 +210,13 @@ def type_rows() -> tuple[TypeRow, ...]:
 
 
 def type_kind(row: TypeRow) -> str:
+    """pg_type.typtype of a type row: pseudo-types are "p", everything else a base type."""
     return "p" if row.info.typname in _PSEUDO else "b"
 
 
 def type_name_of(oid: int) -> TypeInfo | None:
+    """The type an OID names, built-in or registered (arrays, catalog row types); None when unknown,
+    so regtype output can fall back to the number."""
     info = TYPES_BY_OID.get(oid)
     if info is not None:
         return info
@@ -250,6 +254,8 @@ def format_type(oid: int | None, typmod: int | None) -> str | None:
 
 @dataclass
 class Column:
+    """A column as pg_attribute shows it."""
+
     name: str
     type: SqlType
     attnum: int
@@ -260,6 +266,8 @@ class Column:
 
 @dataclass
 class Index:
+    """An index as pg_index and pg_class show it, with its access method and operator classes."""
+
     oid: int
     name: str
     table_oid: int
@@ -274,6 +282,9 @@ class Index:
 
 @dataclass
 class Relation:
+    """Anything with a pg_class row (table, index, sequence, view), with its columns, indexes and
+    constraints, so every catalog view derives from one model."""
+
     oid: int
     name: str
     namespace: int
@@ -288,13 +299,11 @@ class Relation:
     sequence: dict | None = None
     primary_key: tuple[str, ...] = ()
 
-    @property
-    def qualified(self) -> str:
-        return self.name if self.schema in ("pg_catalog", "public") else f"{self.schema}.{self.name}"
-
 
 @dataclass
 class Constraint:
+    """A pg_constraint row: the primary key (p) or a NOT NULL (n)."""
+
     oid: int
     name: str
     namespace: int
@@ -306,6 +315,8 @@ class Constraint:
 
 @dataclass
 class Default:
+    """A column default as pg_attrdef stores it: the expression's text."""
+
     oid: int
     relation: int
     attnum: int
@@ -408,10 +419,13 @@ class CatalogObjects:
     # Lookups -------------------------------------------------------------------------------------
 
     def role_oid(self, name: str) -> int:
+        """A role's OID; unknown names map to the bootstrap superuser, whom everything is owned
+        by."""
         role = self.state.get("roles", {}).get(name)
         return int(role["oid"]) if role else BOOTSTRAP_SUPERUSER_OID
 
     def role_name(self, oid: int) -> str | None:
+        """The name of a role OID (pg_get_userbyid, owner columns), or None."""
         if oid == PG_DATABASE_OWNER_OID:
             return "pg_database_owner"
         for name, role in self.state.get("roles", {}).items():
@@ -420,9 +434,12 @@ class CatalogObjects:
         return None
 
     def relation(self, oid: int | None) -> Relation | None:
+        """The relation with OID `oid`, or None (regclass output and catalog joins look up
+        freely)."""
         return None if oid is None else self.by_oid.get(int(oid))
 
     def table_of(self, rel: Relation) -> Relation | None:
+        """The table an index belongs to, or None for a relation that is not an index."""
         if rel.index is None:
             return None
         return self.by_oid.get(rel.index.table_oid)
@@ -444,6 +461,7 @@ class CatalogObjects:
         return found is not None and found.oid == rel.oid
 
     def constraint(self, oid: int | None) -> Constraint | None:
+        """The constraint with OID `oid`, or None."""
         if oid is None:
             return None
         for con in self.constraints:
@@ -477,6 +495,7 @@ class CatalogObjects:
         return text
 
     def constraint_definition(self, oid: int) -> str | None:
+        """pg_get_constraintdef's text (`PRIMARY KEY (id)`), which ORMs parse."""
         con = self.constraint(oid)
         if con is None:
             return None
@@ -497,6 +516,7 @@ class CatalogObjects:
         return out
 
     def comment(self, classoid: int, objoid: int, subid: int = 0) -> str | None:
+        """The COMMENT ON text of an object, keyed as pg_description is."""
         return self.state.get("comments", {}).get(f"{classoid}:{objoid}:{subid}")
 
 

@@ -12,18 +12,9 @@ from sqlvec.catalog import functions as F
 from sqlvec.catalog import objects as O
 from sqlvec.catalog.catalog import BOOTSTRAP_SUPERUSER_OID, PG_CATALOG_OID
 from sqlvec.catalog.settings import SETTINGS, Setting, parse_amount
-from sqlvec.catalog.virtual import empty, table_oid, virtual
+from sqlvec.catalog.virtual import empty, parse_columns, table_oid, virtual
 from sqlvec.storage import access_methods
 from sqlvec.types import TYPES_BY_NAME
-
-
-def _cols(spec: str) -> list[tuple[str, str]]:
-    """`"oid oid, relname name, ..."` into [(name, type)]."""
-    out = []
-    for item in spec.split(","):
-        name, _, t = item.strip().partition(" ")
-        out.append((name, t.strip()))
-    return out
 
 
 def _rows(columns: list[str], rows: list[tuple]) -> dict:
@@ -32,7 +23,7 @@ def _rows(columns: list[str], rows: list[tuple]) -> dict:
 
 # Namespaces, classes, attributes ------------------------------------------------------------------
 
-@virtual("pg_namespace", _cols("oid oid, nspname name, nspowner oid, nspacl _text"))
+@virtual("pg_namespace", parse_columns("oid oid, nspname name, nspowner oid, nspacl _text"))
 def _pg_namespace(o) -> dict:
     rows = []
     for oid, name, owner in o.namespaces:
@@ -43,7 +34,7 @@ def _pg_namespace(o) -> dict:
     return _rows(["oid", "nspname", "nspowner", "nspacl"], rows)
 
 
-PG_CLASS = _cols(
+PG_CLASS = parse_columns(
     "oid oid, relname name, relnamespace oid, reltype oid, reloftype oid, relowner oid, "
     "relam oid, relfilenode oid, reltablespace oid, relpages int4, reltuples float4, "
     "relallvisible int4, reltoastrelid oid, relhasindex bool, relisshared bool, "
@@ -79,7 +70,7 @@ def _pg_class(o) -> dict:
     return out
 
 
-PG_ATTRIBUTE = _cols(
+PG_ATTRIBUTE = parse_columns(
     "attrelid oid, attname name, atttypid oid, attlen int2, attnum int2, attcacheoff int4, "
     "atttypmod int4, attndims int2, attbyval bool, attalign char, attstorage char, "
     "attcompression char, attnotnull bool, atthasdef bool, atthasmissing bool, "
@@ -109,13 +100,13 @@ def _pg_attribute(o) -> dict:
     return _rows([c for c, _ in PG_ATTRIBUTE], rows)
 
 
-@virtual("pg_attrdef", _cols("oid oid, adrelid oid, adnum int2, adbin text"))
+@virtual("pg_attrdef", parse_columns("oid oid, adrelid oid, adnum int2, adbin text"))
 def _pg_attrdef(o) -> dict:
     return _rows(["oid", "adrelid", "adnum", "adbin"],
                  [(d.oid, d.relation, d.attnum, d.text) for d in o.defaults])
 
 
-PG_INDEX = _cols(
+PG_INDEX = parse_columns(
     "indexrelid oid, indrelid oid, indnatts int2, indnkeyatts int2, indisunique bool, "
     "indnullsnotdistinct bool, indisprimary bool, indisexclusion bool, indimmediate bool, "
     "indisclustered bool, indisvalid bool, indcheckxmin bool, indisready bool, indislive bool, "
@@ -139,7 +130,7 @@ def _pg_index(o) -> dict:
     return _rows([c for c, _ in PG_INDEX], rows)
 
 
-PG_CONSTRAINT = _cols(
+PG_CONSTRAINT = parse_columns(
     "oid oid, conname name, connamespace oid, contype char, condeferrable bool, "
     "condeferred bool, convalidated bool, conrelid oid, contypid oid, conindid oid, "
     "conparentid oid, confrelid oid, confupdtype char, confdeltype char, confmatchtype char, "
@@ -158,7 +149,7 @@ def _pg_constraint(o) -> dict:
 
 # Types, functions, operators classes --------------------------------------------------------------
 
-PG_TYPE = _cols(
+PG_TYPE = parse_columns(
     "oid oid, typname name, typnamespace oid, typowner oid, typlen int2, typbyval bool, "
     "typtype char, typcategory char, typispreferred bool, typisdefined bool, typdelim char, "
     "typrelid oid, typsubscript regproc, typelem oid, typarray oid, typinput regproc, "
@@ -187,7 +178,7 @@ def _pg_type(o) -> dict:
     return _rows([c for c, _ in PG_TYPE], rows)
 
 
-PG_PROC = _cols(
+PG_PROC = parse_columns(
     "oid oid, proname name, pronamespace oid, proowner oid, prolang oid, procost float4, "
     "prorows float4, provariadic oid, prosupport regproc, prokind char, prosecdef bool, "
     "proleakproof bool, proisstrict bool, proretset bool, provolatile char, proparallel char, "
@@ -212,7 +203,7 @@ def _pg_proc(o) -> dict:
     return _rows([c for c, _ in PG_PROC], rows)
 
 
-@virtual("pg_am", _cols("oid oid, amname name, amhandler regproc, amtype char"))
+@virtual("pg_am", parse_columns("oid oid, amname name, amhandler regproc, amtype char"))
 def _pg_am(o) -> dict:
     return _rows(["oid", "amname", "amhandler", "amtype"],
                  [(O.HEAP_AM, "heap", 0, "t"), (O.BTREE_AM, "btree", 0, "i"),
@@ -220,7 +211,7 @@ def _pg_am(o) -> dict:
                  + [(m.am_oid, m.access_method, 0, "i") for m in access_methods.methods()])
 
 
-@virtual("pg_opclass", _cols("oid oid, opcmethod oid, opcname name, opcnamespace oid, "
+@virtual("pg_opclass", parse_columns("oid oid, opcmethod oid, opcname name, opcnamespace oid, "
                              "opcowner oid, opcfamily oid, opcintype oid, opcdefault bool, "
                              "opckeytype oid"))
 def _pg_opclass(o) -> dict:
@@ -243,7 +234,7 @@ def _pg_opclass(o) -> dict:
                   "opcintype", "opcdefault", "opckeytype"], rows)
 
 
-@virtual("pg_opfamily", _cols("oid oid, opfmethod oid, opfname name, opfnamespace oid, "
+@virtual("pg_opfamily", parse_columns("oid oid, opfmethod oid, opfname name, opfnamespace oid, "
                               "opfowner oid"))
 def _pg_opfamily(o) -> dict:
     rows = [(oc.family_oid, method.am_oid, oc.name, o.nsp_by_name.get("public", PG_CATALOG_OID),
@@ -252,7 +243,7 @@ def _pg_opfamily(o) -> dict:
     return _rows(["oid", "opfmethod", "opfname", "opfnamespace", "opfowner"], rows)
 
 
-@virtual("pg_collation", _cols("oid oid, collname name, collnamespace oid, collowner oid, "
+@virtual("pg_collation", parse_columns("oid oid, collname name, collnamespace oid, collowner oid, "
                                "collprovider char, collisdeterministic bool, collencoding int4, "
                                "collcollate text, collctype text, colliculocale text, "
                                "collicurules text, collversion text"))
@@ -267,19 +258,19 @@ def _pg_collation(o) -> dict:
                    "POSIX", "POSIX")])
 
 
-@virtual("pg_range", _cols("rngtypid oid, rngsubtype oid, rngmultitypid oid, "
+@virtual("pg_range", parse_columns("rngtypid oid, rngsubtype oid, rngmultitypid oid, "
                            "rngcollation oid, rngsubopc oid, rngcanonical regproc, "
                            "rngsubdiff regproc"))
 def _pg_range(o) -> dict:
     return {}
 
 
-empty("pg_enum", _cols("oid oid, enumtypid oid, enumsortorder float4, enumlabel name"))
+empty("pg_enum", parse_columns("oid oid, enumtypid oid, enumsortorder float4, enumlabel name"))
 
 
 # Descriptions, extensions, databases, roles ------------------------------------------------------
 
-@virtual("pg_description", _cols("objoid oid, classoid oid, objsubid int4, description text"))
+@virtual("pg_description", parse_columns("objoid oid, classoid oid, objsubid int4, description text"))
 def _pg_description(o) -> dict:
     rows = []
     for key, text in o.state.get("comments", {}).items():
@@ -295,14 +286,14 @@ def _pg_description(o) -> dict:
     return _rows(["objoid", "classoid", "objsubid", "description"], rows)
 
 
-@virtual("pg_shdescription", _cols("objoid oid, classoid oid, description text"))
+@virtual("pg_shdescription", parse_columns("objoid oid, classoid oid, description text"))
 def _pg_shdescription(o) -> dict:
     return _rows(["objoid", "classoid", "description"],
                  [(O.database_oid("postgres"), O.PG_DATABASE_OID,
                    "default administrative connection database")])
 
 
-@virtual("pg_extension", _cols("oid oid, extname name, extowner oid, extnamespace oid, "
+@virtual("pg_extension", parse_columns("oid oid, extname name, extowner oid, extnamespace oid, "
                                "extrelocatable bool, extversion text, extconfig _oid, "
                                "extcondition _text"))
 def _pg_extension(o) -> dict:
@@ -311,7 +302,7 @@ def _pg_extension(o) -> dict:
                   for oid, name, version, ns in o.extensions()])
 
 
-PG_DATABASE = _cols(
+PG_DATABASE = parse_columns(
     "oid oid, datname name, datdba oid, encoding int4, datlocprovider char, "
     "datistemplate bool, datallowconn bool, datconnlimit int4, datfrozenxid int8, "
     "datminmxid int8, dattablespace oid, datcollate text, datctype text, daticulocale text, "
@@ -327,7 +318,7 @@ def _pg_database(o) -> dict:
     return _rows([c for c, _ in PG_DATABASE], rows)
 
 
-@virtual("pg_tablespace", _cols("oid oid, spcname name, spcowner oid, spcacl _text, "
+@virtual("pg_tablespace", parse_columns("oid oid, spcname name, spcowner oid, spcacl _text, "
                                 "spcoptions _text"))
 def _pg_tablespace(o) -> dict:
     return _rows(["oid", "spcname", "spcowner"],
@@ -335,11 +326,11 @@ def _pg_tablespace(o) -> dict:
                   (O.PG_GLOBAL_TABLESPACE, "pg_global", BOOTSTRAP_SUPERUSER_OID)])
 
 
-PG_AUTHID = _cols(
+PG_AUTHID = parse_columns(
     "oid oid, rolname name, rolsuper bool, rolinherit bool, rolcreaterole bool, "
     "rolcreatedb bool, rolcanlogin bool, rolreplication bool, rolbypassrls bool, "
     "rolconnlimit int4, rolpassword text, rolvaliduntil timestamptz")
-PG_ROLES = _cols(
+PG_ROLES = parse_columns(
     "rolname name, rolsuper bool, rolinherit bool, rolcreaterole bool, rolcreatedb bool, "
     "rolcanlogin bool, rolreplication bool, rolconnlimit int4, rolpassword text, "
     "rolvaliduntil timestamptz, rolbypassrls bool, rolconfig _text, oid oid")
@@ -377,7 +368,7 @@ def _pg_roles(o) -> dict:
     return out
 
 
-@virtual("pg_user", _cols("usename name, usesysid oid, usecreatedb bool, usesuper bool, "
+@virtual("pg_user", parse_columns("usename name, usesysid oid, usecreatedb bool, usesuper bool, "
                           "userepl bool, usebypassrls bool, passwd text, valuntil timestamptz, "
                           "useconfig _text"))
 def _pg_user(o) -> dict:
@@ -388,13 +379,13 @@ def _pg_user(o) -> dict:
                    r["rolbypassrls"], "********") for r in roles])
 
 
-empty("pg_auth_members", _cols("oid oid, roleid oid, member oid, grantor oid, admin_option bool, "
+empty("pg_auth_members", parse_columns("oid oid, roleid oid, member oid, grantor oid, admin_option bool, "
                                "inherit_option bool, set_option bool"))
 
 
 # Settings and activity ---------------------------------------------------------------------------
 
-PG_SETTINGS = _cols(
+PG_SETTINGS = parse_columns(
     "name text, setting text, unit text, category text, short_desc text, extra_desc text, "
     "context text, vartype text, source text, min_val text, max_val text, enumvals _text, "
     "boot_val text, reset_val text, sourcefile text, sourceline int4, pending_restart bool")
@@ -425,7 +416,7 @@ def _pg_settings(o) -> dict:
     return _rows([c for c, _ in PG_SETTINGS], rows)
 
 
-PG_STAT_ACTIVITY = _cols(
+PG_STAT_ACTIVITY = parse_columns(
     "datid oid, datname name, pid int4, leader_pid int4, usesysid oid, usename name, "
     "application_name text, client_addr text, client_hostname text, client_port int4, "
     "backend_start timestamptz, xact_start timestamptz, query_start timestamptz, "
@@ -447,7 +438,7 @@ def _pg_stat_activity(o) -> dict:
     return _rows([c for c, _ in PG_STAT_ACTIVITY], rows)
 
 
-PG_STAT_USER_TABLES = _cols(
+PG_STAT_USER_TABLES = parse_columns(
     "relid oid, schemaname name, relname name, seq_scan int8, last_seq_scan timestamptz, "
     "seq_tup_read int8, idx_scan int8, last_idx_scan timestamptz, idx_tup_fetch int8, "
     "n_tup_ins int8, n_tup_upd int8, n_tup_del int8, n_tup_hot_upd int8, "
@@ -469,15 +460,15 @@ def _pg_stat_user_tables(o) -> dict:
     return _rows([c for c, _ in PG_STAT_USER_TABLES], rows)
 
 
-PG_STATIO = _cols("relid oid, schemaname name, relname name, heap_blks_read int8, "
+PG_STATIO = parse_columns("relid oid, schemaname name, relname name, heap_blks_read int8, "
                   "heap_blks_hit int8, idx_blks_read int8, idx_blks_hit int8")
 empty("pg_statio_user_tables", PG_STATIO)
-empty("pg_stat_user_indexes", _cols("relid oid, indexrelid oid, schemaname name, relname name, "
+empty("pg_stat_user_indexes", parse_columns("relid oid, indexrelid oid, schemaname name, relname name, "
                                     "indexrelname name, idx_scan int8, idx_tup_read int8, "
                                     "idx_tup_fetch int8"))
 
 
-@virtual("pg_cursors", _cols("name text, statement text, is_holdable bool, is_binary bool, "
+@virtual("pg_cursors", parse_columns("name text, statement text, is_holdable bool, is_binary bool, "
                              "is_scrollable bool, creation_time timestamptz"))
 def _pg_cursors(o) -> dict:
     cursors = getattr(o.session, "cursors", {})
@@ -487,7 +478,7 @@ def _pg_cursors(o) -> dict:
 
 # System views -------------------------------------------------------------------------------------
 
-@virtual("pg_tables", _cols("schemaname name, tablename name, tableowner name, tablespace name, "
+@virtual("pg_tables", parse_columns("schemaname name, tablename name, tableowner name, tablespace name, "
                             "hasindexes bool, hasrules bool, hastriggers bool, rowsecurity bool"))
 def _pg_tables(o) -> dict:
     rows = [(r.schema, r.name, "postgres", None, bool(r.indexes), False, False, False)
@@ -496,7 +487,7 @@ def _pg_tables(o) -> dict:
                   "hasrules", "hastriggers", "rowsecurity"], rows)
 
 
-@virtual("pg_indexes", _cols("schemaname name, tablename name, indexname name, "
+@virtual("pg_indexes", parse_columns("schemaname name, tablename name, indexname name, "
                              "tablespace name, indexdef text"))
 def _pg_indexes(o) -> dict:
     rows = []
@@ -508,7 +499,7 @@ def _pg_indexes(o) -> dict:
     return _rows(["schemaname", "tablename", "indexname", "tablespace", "indexdef"], rows)
 
 
-@virtual("pg_sequences", _cols("schemaname name, sequencename name, sequenceowner name, "
+@virtual("pg_sequences", parse_columns("schemaname name, sequencename name, sequenceowner name, "
                                "data_type regtype, start_value int8, min_value int8, "
                                "max_value int8, increment_by int8, cycle bool, cache_size int8, "
                                "last_value int8"))
@@ -521,7 +512,7 @@ def _pg_sequences(o) -> dict:
                  rows)
 
 
-@virtual("pg_sequence", _cols("seqrelid oid, seqtypid oid, seqstart int8, seqincrement int8, "
+@virtual("pg_sequence", parse_columns("seqrelid oid, seqtypid oid, seqstart int8, seqincrement int8, "
                               "seqmax int8, seqmin int8, seqcache int8, seqcycle bool"))
 def _pg_sequence(o) -> dict:
     rows = [(r.oid, TYPES_BY_NAME["int8"].oid, int(r.sequence["start"]),
@@ -531,30 +522,30 @@ def _pg_sequence(o) -> dict:
                   "seqcache", "seqcycle"], rows)
 
 
-empty("pg_views", _cols("schemaname name, viewname name, viewowner name, definition text"))
-empty("pg_matviews", _cols("schemaname name, matviewname name, matviewowner name, "
+empty("pg_views", parse_columns("schemaname name, viewname name, viewowner name, definition text"))
+empty("pg_matviews", parse_columns("schemaname name, matviewname name, matviewowner name, "
                            "tablespace name, hasindexes bool, ispopulated bool, definition text"))
-empty("pg_inherits", _cols("inhrelid oid, inhparent oid, inhseqno int4, "
+empty("pg_inherits", parse_columns("inhrelid oid, inhparent oid, inhseqno int4, "
                            "inhdetachpending bool"))
-empty("pg_trigger", _cols("oid oid, tgrelid oid, tgparentid oid, tgname name, tgfoid oid, "
+empty("pg_trigger", parse_columns("oid oid, tgrelid oid, tgparentid oid, tgname name, tgfoid oid, "
                           "tgtype int2, tgenabled char, tgisinternal bool, tgconstrrelid oid, "
                           "tgconstrindid oid, tgconstraint oid, tgdeferrable bool, "
                           "tginitdeferred bool, tgnargs int2, tgattr _int2, tgargs bytea, "
                           "tgqual text, tgoldtable name, tgnewtable name"))
-empty("pg_policy", _cols("oid oid, polname name, polrelid oid, polcmd char, "
+empty("pg_policy", parse_columns("oid oid, polname name, polrelid oid, polcmd char, "
                          "polpermissive bool, polroles _oid, polqual text, polwithcheck text"))
-empty("pg_rewrite", _cols("oid oid, rulename name, ev_class oid, ev_type char, "
+empty("pg_rewrite", parse_columns("oid oid, rulename name, ev_class oid, ev_type char, "
                           "ev_enabled char, is_instead bool, ev_qual text, ev_action text"))
-empty("pg_publication", _cols("oid oid, pubname name, pubowner oid, puballtables bool, "
+empty("pg_publication", parse_columns("oid oid, pubname name, pubowner oid, puballtables bool, "
                               "pubinsert bool, pubupdate bool, pubdelete bool, "
                               "pubtruncate bool, pubviaroot bool"))
-empty("pg_publication_rel", _cols("oid oid, prpubid oid, prrelid oid, prqual text, "
+empty("pg_publication_rel", parse_columns("oid oid, prpubid oid, prrelid oid, prqual text, "
                                   "prattrs _int2"))
-empty("pg_publication_namespace", _cols("oid oid, pnpubid oid, pnnspid oid"))
-empty("pg_statistic_ext", _cols("oid oid, stxrelid oid, stxname name, stxnamespace oid, "
+empty("pg_publication_namespace", parse_columns("oid oid, pnpubid oid, pnnspid oid"))
+empty("pg_statistic_ext", parse_columns("oid oid, stxrelid oid, stxname name, stxnamespace oid, "
                                 "stxowner oid, stxstattarget int4, stxkeys _int2, "
                                 "stxkind _char, stxexprs text"))
-PG_DEPEND = _cols("classid oid, objid oid, objsubid int4, refclassid oid, refobjid oid, "
+PG_DEPEND = parse_columns("classid oid, objid oid, objsubid int4, refclassid oid, refobjid oid, "
                   "refobjsubid int4, deptype char")
 
 
@@ -595,38 +586,38 @@ def _pg_depend(o) -> dict:
     return _rows([c for c, _ in PG_DEPEND], rows)
 
 
-empty("pg_foreign_table", _cols("ftrelid oid, ftserver oid, ftoptions _text"))
-empty("pg_foreign_data_wrapper", _cols("oid oid, fdwname name, fdwowner oid, fdwhandler oid, "
+empty("pg_foreign_table", parse_columns("ftrelid oid, ftserver oid, ftoptions _text"))
+empty("pg_foreign_data_wrapper", parse_columns("oid oid, fdwname name, fdwowner oid, fdwhandler oid, "
                                        "fdwvalidator oid, fdwacl _text, fdwoptions _text"))
-empty("pg_foreign_server", _cols("oid oid, srvname name, srvowner oid, srvfdw oid, "
+empty("pg_foreign_server", parse_columns("oid oid, srvname name, srvowner oid, srvfdw oid, "
                                  "srvtype text, srvversion text, srvacl _text, "
                                  "srvoptions _text"))
-empty("pg_event_trigger", _cols("oid oid, evtname name, evtevent name, evtowner oid, "
+empty("pg_event_trigger", parse_columns("oid oid, evtname name, evtevent name, evtowner oid, "
                                 "evtfoid oid, evtenabled char, evttags _text"))
-empty("pg_conversion", _cols("oid oid, conname name, connamespace oid, conowner oid, "
+empty("pg_conversion", parse_columns("oid oid, conname name, connamespace oid, conowner oid, "
                              "conforencoding int4, contoencoding int4, conproc regproc, "
                              "condefault bool"))
-empty("pg_cast", _cols("oid oid, castsource oid, casttarget oid, castfunc oid, "
+empty("pg_cast", parse_columns("oid oid, castsource oid, casttarget oid, castfunc oid, "
                        "castcontext char, castmethod char"))
-empty("pg_operator", _cols("oid oid, oprname name, oprnamespace oid, oprowner oid, "
+empty("pg_operator", parse_columns("oid oid, oprname name, oprnamespace oid, oprowner oid, "
                            "oprkind char, oprcanmerge bool, oprcanhash bool, oprleft oid, "
                            "oprright oid, oprresult oid, oprcom oid, oprnegate oid, "
                            "oprcode regproc, oprrest regproc, oprjoin regproc"))
-empty("pg_aggregate", _cols("aggfnoid regproc, aggkind char, aggnumdirectargs int2, "
+empty("pg_aggregate", parse_columns("aggfnoid regproc, aggkind char, aggnumdirectargs int2, "
                             "aggtransfn regproc, aggfinalfn regproc, aggsortop oid, "
                             "aggtranstype oid, agginitval text"))
-empty("pg_partitioned_table", _cols("partrelid oid, partstrat char, partnatts int2, "
+empty("pg_partitioned_table", parse_columns("partrelid oid, partstrat char, partnatts int2, "
                                     "partdefid oid, partattrs _int2, partclass _oid, "
                                     "partcollation _oid, partexprs text"))
-empty("pg_stat_replication", _cols("pid int4, usesysid oid, usename name, "
+empty("pg_stat_replication", parse_columns("pid int4, usesysid oid, usename name, "
                                    "application_name text, state text"))
-empty("pg_prepared_xacts", _cols("transaction int8, gid text, prepared timestamptz, "
+empty("pg_prepared_xacts", parse_columns("transaction int8, gid text, prepared timestamptz, "
                                  "owner name, database name"))
-empty("pg_locks", _cols("locktype text, database oid, relation oid, pid int4, mode text, "
+empty("pg_locks", parse_columns("locktype text, database oid, relation oid, pid int4, mode text, "
                         "granted bool"))
 
 
-@virtual("pg_language", _cols("oid oid, lanname name, lanowner oid, lanispl bool, "
+@virtual("pg_language", parse_columns("oid oid, lanname name, lanowner oid, lanispl bool, "
                               "lanpltrusted bool, lanplcallfoid oid, laninline oid, "
                               "lanvalidator oid, lanacl _text"))
 def _pg_language(o) -> dict:
@@ -637,7 +628,7 @@ def _pg_language(o) -> dict:
 
 # sqlvec: vector index status ----------------------------------------------------------------------
 
-@virtual("sqlvec_indexes", _cols("schemaname name, tablename name, indexname name, "
+@virtual("sqlvec_indexes", parse_columns("schemaname name, tablename name, indexname name, "
                                  "segment int8, state text, rows_indexed int8, rows_total int8, "
                                  "progress float8, memory_bytes int8"))
 def _sqlvec_indexes(o) -> dict:
@@ -659,38 +650,38 @@ def _sqlvec_indexes(o) -> dict:
 # Catalogs pg_dump reads and finds nothing to dump in: no initial privileges, transforms,
 # subscriptions, text search objects, user mappings, default ACLs, large objects, security
 # labels, operator-class members, shared dependencies or per-role settings exist here.
-empty("pg_init_privs", _cols("objoid oid, classoid oid, objsubid int4, privtype char, "
+empty("pg_init_privs", parse_columns("objoid oid, classoid oid, objsubid int4, privtype char, "
                              "initprivs _text"))
-empty("pg_transform", _cols("oid oid, trftype oid, trflang oid, trffromsql oid, trftosql oid"))
-empty("pg_subscription", _cols(
+empty("pg_transform", parse_columns("oid oid, trftype oid, trflang oid, trffromsql oid, trftosql oid"))
+empty("pg_subscription", parse_columns(
     "oid oid, subdbid oid, subskiplsn text, subname name, subowner oid, subenabled bool, "
     "subbinary bool, substream char, subtwophasestate char, subdisableonerr bool, "
     "subpasswordrequired bool, subrunasowner bool, subfailover bool, subconninfo text, "
     "subslotname name, subsynccommit text, subpublications _text, suborigin text"))
-empty("pg_statistic_ext_data", _cols("stxoid oid, stxdinherit bool, stxdndistinct text, "
+empty("pg_statistic_ext_data", parse_columns("stxoid oid, stxdinherit bool, stxdndistinct text, "
                                      "stxddependencies text, stxdmcv text, stxdexpr text"))
-empty("pg_ts_parser", _cols("oid oid, prsname name, prsnamespace oid, prsstart oid, "
+empty("pg_ts_parser", parse_columns("oid oid, prsname name, prsnamespace oid, prsstart oid, "
                             "prstoken oid, prsend oid, prsheadline oid, prslextype oid"))
-empty("pg_ts_dict", _cols("oid oid, dictname name, dictnamespace oid, dictowner oid, "
+empty("pg_ts_dict", parse_columns("oid oid, dictname name, dictnamespace oid, dictowner oid, "
                           "dicttemplate oid, dictinitoption text"))
-empty("pg_ts_template", _cols("oid oid, tmplname name, tmplnamespace oid, tmplinit oid, "
+empty("pg_ts_template", parse_columns("oid oid, tmplname name, tmplnamespace oid, tmplinit oid, "
                               "tmpllexize oid"))
-empty("pg_ts_config", _cols("oid oid, cfgname name, cfgnamespace oid, cfgowner oid, "
+empty("pg_ts_config", parse_columns("oid oid, cfgname name, cfgnamespace oid, cfgowner oid, "
                             "cfgparser oid"))
-empty("pg_ts_config_map", _cols("mapcfg oid, maptokentype int4, mapseqno int4, mapdict oid"))
-empty("pg_user_mapping", _cols("oid oid, umuser oid, umserver oid, umoptions _text"))
-empty("pg_default_acl", _cols("oid oid, defaclrole oid, defaclnamespace oid, defaclobjtype char, "
+empty("pg_ts_config_map", parse_columns("mapcfg oid, maptokentype int4, mapseqno int4, mapdict oid"))
+empty("pg_user_mapping", parse_columns("oid oid, umuser oid, umserver oid, umoptions _text"))
+empty("pg_default_acl", parse_columns("oid oid, defaclrole oid, defaclnamespace oid, defaclobjtype char, "
                               "defaclacl _text"))
-empty("pg_largeobject_metadata", _cols("oid oid, lomowner oid, lomacl _text"))
-empty("pg_seclabel", _cols("objoid oid, classoid oid, objsubid int4, provider text, label text"))
-empty("pg_shseclabel", _cols("objoid oid, classoid oid, provider text, label text"))
-empty("pg_amop", _cols("oid oid, amopfamily oid, amoplefttype oid, amoprighttype oid, "
+empty("pg_largeobject_metadata", parse_columns("oid oid, lomowner oid, lomacl _text"))
+empty("pg_seclabel", parse_columns("objoid oid, classoid oid, objsubid int4, provider text, label text"))
+empty("pg_shseclabel", parse_columns("objoid oid, classoid oid, provider text, label text"))
+empty("pg_amop", parse_columns("oid oid, amopfamily oid, amoplefttype oid, amoprighttype oid, "
                        "amopstrategy int2, amoppurpose char, amopopr oid, amopmethod oid, "
                        "amopsortfamily oid"))
-empty("pg_amproc", _cols("oid oid, amprocfamily oid, amproclefttype oid, amprocrighttype oid, "
+empty("pg_amproc", parse_columns("oid oid, amprocfamily oid, amproclefttype oid, amprocrighttype oid, "
                          "amprocnum int2, amproc oid"))
-empty("pg_shdepend", _cols("dbid oid, classid oid, objid oid, objsubid int4, refclassid oid, "
+empty("pg_shdepend", parse_columns("dbid oid, classid oid, objid oid, objsubid int4, refclassid oid, "
                            "refobjid oid, deptype char"))
-empty("pg_db_role_setting", _cols("setdatabase oid, setrole oid, setconfig _text"))
-empty("pg_seclabels", _cols("objoid oid, classoid oid, objsubid int4, objtype text, "
+empty("pg_db_role_setting", parse_columns("setdatabase oid, setrole oid, setconfig _text"))
+empty("pg_seclabels", parse_columns("objoid oid, classoid oid, objsubid int4, objtype text, "
                             "objnamespace oid, objname text, provider text, label text"))

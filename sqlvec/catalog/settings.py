@@ -73,7 +73,6 @@ class Setting:
     min: str | None = None
     max: str | None = None
     enumvals: tuple[str, ...] | None = None
-    reported: bool = False  # sent to the client in ParameterStatus when it changes
     # A check of its own after the type's (e.g. only UTF8 as client_encoding): text -> text.
     check: Callable[[str], str] | None = None
 
@@ -196,9 +195,8 @@ def format_amount(setting: Setting | str, amount: int) -> str:
     return f"{amount}{setting.unit}"
 
 
-# Kept for the callers that name settings by string.
+# The name the session uses for the limits it reads (statement_timeout, work_mem).
 parse_unit_setting = parse_amount
-format_unit_setting = format_amount
 
 
 # Checks of particular settings, after their type's -----------------------------------------------
@@ -324,13 +322,13 @@ def _load() -> None:
     for name, vartype, boot, low, high, enums, unit, context, category, description in PG_SETTINGS:
         default = _OURS.get(name, boot if boot is not None else "")
         setting = Setting(name, vartype, "", context, category, description, unit, low, high,
-                          enums, name in REPORTED, _CHECKS.get(name))
+                          enums, _CHECKS.get(name))
         if unit in _BASE_UNITS and default not in ("", "-1", "0"):
             default = format_amount(setting, int(default)) if default.lstrip("-").isdigit() \
                 else default
         SETTINGS[name] = replace(setting, default=default)
     for setting in (*_SQLVEC, *_EXTRA):
-        SETTINGS[setting.name] = replace(setting, reported=setting.name in REPORTED)
+        SETTINGS[setting.name] = setting
 
 
 _load()
@@ -395,11 +393,6 @@ def validate(name: str, value: object) -> tuple[str, str]:
             return canonical_name(name), str(value)
         raise
     return setting.name, setting.parse(value)
-
-
-def check_value(name: str, value: str) -> str:
-    """The value of `name` as stored (see `validate`)."""
-    return validate(name, value)[1]
 
 
 _REFUSALS = {

@@ -41,7 +41,18 @@ _KNOWN_OIDS = {
 }
 
 
+def parse_columns(spec: str) -> list[tuple[str, str]]:
+    """A table's columns written as PostgreSQL's docs list them, `"oid oid, relname name, ..."`,
+    into [(name, type spelling)]: the tables stay readable next to their documentation."""
+    out = []
+    for item in spec.split(","):
+        name, _, t = item.strip().partition(" ")
+        out.append((name, t.strip()))
+    return out
+
+
 def virtual(name: str, columns: list[tuple[str, str]]):
+    """Register a builder as the virtual catalog table `name` with `columns` (a decorator)."""
     def register(fn: Builder) -> Builder:
         TABLES[name] = (columns, fn)
         return fn
@@ -70,6 +81,8 @@ _ORDER: dict[str, int] = {}  # position of each table name in sorted order
 
 
 def virtual_fields(name: str, schema: str | None) -> list[tuple[str, SqlType]] | None:
+    """The columns and types of a virtual table as the planner binds them, or None if the name is
+    not one."""
     key = name if schema in (None, "pg_catalog") else f"{schema}.{name}"
     if schema is None and name not in TABLES:
         return None

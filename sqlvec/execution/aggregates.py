@@ -46,6 +46,9 @@ from sqlvec.types import SqlType
 
 @dataclass
 class AggregateSpec:
+    """One aggregate call as the executor runs it: the kernel by name, its compiled argument, result
+    type, FILTER, DISTINCT and ordering."""
+
     name: str  # count | count_all | sum | avg | min | max | bool_and | bool_or | string_agg |
     # array_agg | stddev | variance | vector_sum | vector_avg
     arg: Value | None

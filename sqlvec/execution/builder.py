@@ -51,19 +51,23 @@ class Builder:
     """Builds operators for one statement; `env` collects parameter types."""
 
     env: CompileEnv
-    table_types: object = None  # callable(table_id) -> list of SqlType for the scan fields
 
     def build(self, node: n.PlanNode, outer: Compiler | None = None) -> Operator:
+        """The operator of a plan node, by the node's type (`_Scan` builds a Scan), with children
+        built recursively."""
         method = getattr(self, "_" + type(node).__name__)
         op = method(node, outer)
         op.node = node
         return op
 
     def compiler(self, op_fields: list[Field], types: list[SqlType], outer: Compiler | None) -> Compiler:
+        """A compiler for expressions over an operator's fields, with the outer query's scope for
+        correlated references."""
         parent = outer.scope if outer is not None else None
         return Compiler(Scope(list(op_fields), parent), types, self.env, outer)
 
     def subplan(self, plan: n.PlanNode, outer: Compiler) -> Operator:
+        """Build a subquery's plan, its expressions able to refer to the outer query."""
         return self.build(plan, outer)
 
     # Leaves -------------------------------------------------------------------------------------

@@ -460,6 +460,8 @@ def _quote_ident(c, args, e):
 
 
 def quote_literal(s: str) -> str:
+    """A string as a SQL literal, as PostgreSQL's quote_literal writes it: E'' form when it holds a
+    backslash."""
     body = s.replace("'", "''")
     if "\\" in s:
         return "E'" + body.replace("\\", "\\\\") + "'"

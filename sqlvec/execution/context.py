@@ -156,6 +156,8 @@ class ExecContext:
             self.virtual_table = virtual_table
 
     def snapshot(self, table_id: int) -> TableSnapshot:
+        """The statement's snapshot of a table, taken on first use and kept, so every read of the
+        table in the statement sees the same rows."""
         snap = self._snapshots.get(table_id)
         if snap is None:
             assert self.snapshot_of is not None

@@ -31,6 +31,8 @@ def _literal_default(e: exp.Expression) -> str:
 
 
 def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> str:
+    """CREATE TABLE: columns, types, defaults, serial sequences and the primary key, checked and
+    committed to the catalog; returns the command tag."""
     schema_node = stmt.this
     if not isinstance(schema_node, exp.Schema):
         if stmt.args.get("expression") is not None:
@@ -51,7 +53,7 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
     sequences: list[tuple[str, str]] = []  # (column, sequence name)
     for item in schema_node.expressions:
         if isinstance(item, exp.ColumnDef):
-            col, pk, serial = _column_def(item, len(columns) + 1, name)
+            col, pk, serial = _column_def(item, len(columns) + 1)
             if any(c.name == col.name for c in columns):
                 raise SqlVecError(f'column "{col.name}" specified more than once', sqlstate="42701")
             columns.append(col)
@@ -76,7 +78,7 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
     if primary_key:
         columns = [replace(c, not_null=True) if c.name in primary_key else c for c in columns]
     for col_name, seq in sequences:
-        key = catalog.create_sequence(_unique_sequence(catalog, seq, schema), schema,
+        key = catalog.create_sequence(_unique_relation_name(catalog, seq, schema), schema,
                                       owned_by=f"pending.{col_name}")
         columns = [replace(c, default=f"nextval('{key.split('.', 1)[1]}'::regclass)")
                    if c.name == col_name else c for c in columns]
@@ -89,7 +91,8 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
     return "CREATE TABLE"
 
 
-def _unique_sequence(catalog: Catalog, base: str, schema: str) -> str:
+def _unique_relation_name(catalog: Catalog, base: str, schema: str) -> str:
+    """`base`, or `base1`, `base2`, ... : the first name no relation of `schema` has."""
     name = base
     i = 1
     while catalog.relation_exists(name, schema):
@@ -105,7 +108,7 @@ def _check_not_system(name: str) -> None:
                           sqlstate="42701")
 
 
-def _column_def(item: exp.ColumnDef, attnum: int, table: str) -> tuple[ColumnDef, bool, bool]:
+def _column_def(item: exp.ColumnDef, attnum: int) -> tuple[ColumnDef, bool, bool]:
     _check_not_system(item.name)
     kind = item.args.get("kind")
     if kind is None:
@@ -146,6 +149,8 @@ def _column_def(item: exp.ColumnDef, attnum: int, table: str) -> tuple[ColumnDef
 
 
 def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None) -> str:
+    """DROP TABLE, INDEX, SCHEMA or SEQUENCE, with IF EXISTS and CASCADE as PostgreSQL reads them;
+    returns the command tag."""
     kind = (stmt.args.get("kind") or "").upper()
     if_exists = bool(stmt.args.get("exists"))
     cascade = bool(stmt.args.get("cascade"))
@@ -196,6 +201,8 @@ def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None
 
 
 def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], progress=None) -> str:
+    """CREATE INDEX: a btree, or a vector index (hnsw) with its operator class and options
+    checked by its access method; returns the command tag."""
     index = stmt.this
     table_node = index.args.get("table")
     table = catalog.table(table_node.name, table_node.db or None, search_path)
@@ -258,16 +265,12 @@ def _option_value(value: exp.Expression | None) -> object:
 
 def _default_index_name(catalog: Catalog, table: str, columns: list[str], schema: str) -> str:
     """PostgreSQL's choice: <table>_<col>[_<col>...]_idx, numbered when taken."""
-    base = f"{table}_{'_'.join(columns)}_idx"
-    name = base
-    i = 1
-    while catalog.relation_exists(name, schema):
-        name = f"{base}{i}"
-        i += 1
-    return name
+    return _unique_relation_name(catalog, f"{table}_{'_'.join(columns)}_idx", schema)
 
 
 def alter_table(stmt: exp.Alter, catalog: Catalog, search_path: list[str], default_of) -> str:
+    """ALTER TABLE's supported actions (add, drop, rename and alter columns, rename the table);
+    others are 0A000; returns the command tag."""
     t = stmt.this
     table = catalog.find_table(t.name, t.db or None, search_path)
     if table is None:
@@ -288,7 +291,7 @@ def _alter_action(action, table, catalog: Catalog, default_of) -> None:
                 return
             raise SqlVecError(f'column "{action.name}" of relation "{d.name}" already exists',
                               sqlstate="42701")
-        col, pk, serial = _column_def(action, d.next_attnum, d.name)
+        col, pk, serial = _column_def(action, d.next_attnum)
         if pk or serial:
             raise FeatureNotSupported("ADD COLUMN with PRIMARY KEY or serial is not supported")
         missing = default_of(col) if col.default is not None else None
@@ -393,6 +396,8 @@ def _sequence_options(stmt: exp.Create, catalog: Catalog,
 
 
 def create_other(stmt: exp.Create, catalog: Catalog, search_path: list[str], database=None) -> str:
+    """CREATE of what is not a table or index: schema, database and sequence; views and
+    functions are refused with 0A000; returns the command tag."""
     kind = (stmt.args.get("kind") or "").upper()
     if kind == "SCHEMA":
         t = stmt.this

@@ -52,6 +52,8 @@ class WritePlan:
     by_key: KeyWrite | None = None
 
     def run(self, ctx: ExecContext, txn: Transaction) -> tuple[int, pa.Table | None]:
+        """Perform the write in `txn`; returns the row count for the command tag and the RETURNING
+        rows, if any."""
         return self.runner(self, ctx, txn)
 
 
@@ -111,6 +113,8 @@ def _refuse_commit_assigned(e: exp.Expression, scope: Scope) -> None:
 
 
 def eval_returning(plan: WritePlan, ctx: ExecContext, rows: pa.Table) -> pa.Table:
+    """The RETURNING list evaluated over the rows written (new versions for INSERT and UPDATE, old
+    for DELETE)."""
     frame = Frame(rows, ctx)
     cols = [as_array(v(frame), rows.num_rows) for v in plan.returning]
     return table_of(cols) if cols else table_of([], rows.num_rows)
@@ -128,6 +132,8 @@ def default_value(col: ColumnDef, builder: Builder) -> Value | None:
 
 
 def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePlan:
+    """Compile INSERT: target columns, defaults and the source (VALUES or a query), ON CONFLICT,
+    RETURNING; a single-row VALUES without ON CONFLICT gets the FastInsert path."""
     target = stmt.this
     columns: list[str] | None = None
     if isinstance(target, exp.Schema):
@@ -347,6 +353,8 @@ class FastInsert:
 
     @classmethod
     def plan(cls, table: Table, source: _ValuesRows, defaults: dict) -> FastInsert:
+        """Build the fast path for one table and VALUES row: constants converted once, parameters
+        placed at execution."""
         row, indexes = source.rows[0], source.params[0]
         given = {col.name: (v, index) for col, v, index in zip(source.columns, row, indexes)}
         columns, cells = [], {}
@@ -509,6 +517,8 @@ def _default_array(default: Value | None, frame: Frame, n_rows: int, arrow, col:
 
 @dataclass
 class ConflictPlan:
+    """ON CONFLICT DO NOTHING / DO UPDATE against one of the table's unique keys."""
+
     table: Table
     action: str  # nothing | update
     sets: list[tuple[str, Value]] | None
@@ -667,6 +677,8 @@ def _source_plan(stmt: exp.Expression, planner: Planner, table: Table, alias: st
 
 
 def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePlan:
+    """Compile UPDATE, with FROM joined in: the source plan yields each target row's rowid with its
+    new values."""
     table, alias = _target(planner, stmt.this)
     d = table.def_
     from_ = stmt.args.get("from_") or stmt.args.get("from")
@@ -760,6 +772,8 @@ class KeyWrite:
 
     @classmethod
     def of(cls, plan: WritePlan) -> KeyWrite | None:
+        """The key-lookup form of a write plan, or None when the statement does not qualify (then
+        the general path runs)."""
         scan = plan.source
         if plan.returning is not None or type(scan) is not ScanOp or scan.key is None or \
                 scan.key_filter is not None or len(scan.key_values) != 1 or \
@@ -789,6 +803,7 @@ class KeyWrite:
 
 
 def plan_delete(stmt: exp.Delete, planner: Planner, builder: Builder) -> WritePlan:
+    """Compile DELETE, with USING joined in: the source plan yields the rowids to delete."""
     table, alias = _target(planner, stmt.this)
     extra = list(stmt.args.get("using") or [])
     node, scope = _source_plan(stmt, planner, table, alias, extra)

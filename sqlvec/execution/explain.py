@@ -13,6 +13,8 @@ from sqlvec.plan.nodes import explain_lines
 
 
 def explain(session, inner, params: list, options: dict) -> list[str]:
+    """EXPLAIN's output lines for a query, in text or JSON, with ANALYZE running it and adding
+    actual rows and times."""
     analyze = options.get("analyze", "false") in ("true", "on", "1")
     fmt = options.get("format", "text")
     if inner.kind == "query":
@@ -71,6 +73,7 @@ def explain(session, inner, params: list, options: dict) -> list[str]:
 
 
 def raise_if_write(inner) -> None:
+    """EXPLAIN ANALYZE of a write would perform it; refused with 0A000 instead."""
     raise FeatureNotSupported("EXPLAIN ANALYZE of INSERT, UPDATE or DELETE is not supported")
 
 

@@ -119,13 +119,17 @@ class CrossMatch:
         self.total = n_left * n_right
 
     def pairs(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs `start` to `stop` of the cross product, in row-major order, so a join can take them
+        a block at a time."""
         p = np.arange(start, stop, dtype=np.int64)
         return p // self.n_right, p % self.n_right
 
     def matched_left(self) -> np.ndarray:
+        """Every left row has a partner exactly when the right side has rows."""
         return np.full(self.n_left, self.n_right > 0)
 
     def matched_right(self) -> np.ndarray:
+        """Every right row has a partner exactly when the left side has rows."""
         return np.full(self.n_right, self.n_left > 0)
 
 

@@ -51,6 +51,8 @@ class Operator(ABC):
     children: list[Operator]
 
     def execute(self, ctx: ExecContext, outer: Frame | None = None) -> pa.Table:
+        """Run the node under the statement's discipline: checks for cancel and timeout, the memory
+        account, and ANALYZE's row counts and timings. Callers use this, never `run`."""
         ctx.check_interrupts()
         memory = ctx.memory
         mark = memory.enter(self)
@@ -77,6 +79,7 @@ class Operator(ABC):
         timing."""
 
     def scope(self, parent: Scope | None) -> Scope:
+        """The names the operator's output exposes to expressions compiled above it."""
         return Scope(list(self.fields), parent)
 
 
@@ -84,6 +87,9 @@ class Operator(ABC):
 
 
 class OneRowOp(Operator):
+    """SELECT without FROM: one row of no columns. Its plain constructor is the one the other
+    operators share, their own fields being set by the builder."""
+
     def __init__(self, fields, types, children):
         self.fields, self.types, self.children = fields, types, children
 
@@ -95,6 +101,9 @@ _WHOLE = object()  # ScanOp._segment_filter: the scan's whole filter
 
 
 class ScanOp(OneRowOp):
+    """A base table's live rows as this statement's snapshot sees them, with its own uncommitted
+    writes overlaid and the filter applied while reading."""
+
     table_id: int
     filter: Value | None
 
@@ -219,6 +228,9 @@ def _arrow(t: SqlType | None) -> pa.DataType:
 
 
 class VirtualScanOp(OneRowOp):
+    """A pg_catalog or information_schema table, built from the live catalog when the statement
+    runs."""
+
     name: str
 
     def run(self, ctx, outer):
@@ -238,6 +250,8 @@ class VirtualScanOp(OneRowOp):
 
 
 class ValuesOp(OneRowOp):
+    """A VALUES list, each row's expressions evaluated against the outer row if any."""
+
     rows: list[list[Value]]
 
     def run(self, ctx, outer):
@@ -261,6 +275,8 @@ class ValuesOp(OneRowOp):
 
 
 class FilterOp(OneRowOp):
+    """Keeps rows whose predicate is true; NULL and false both drop the row."""
+
     predicate: Value
 
     def run(self, ctx, outer):
@@ -272,6 +288,9 @@ class FilterOp(OneRowOp):
 
 
 class ProjectOp(OneRowOp):
+    """Evaluates the select list, each column cast to its storage type so the output's schema is
+    fixed at build time."""
+
     exprs: list[Value]
     arrow_types: list[pa.DataType]  # the storage type of each expression, known at build
 
@@ -315,6 +334,8 @@ def _cast_storage(col, arrow, t: SqlType):
 
 
 class RenameOp(OneRowOp):
+    """A subquery in FROM: the child's columns, those it keeps, under the new names (no copy)."""
+
     keep: list[int]
 
     def run(self, ctx, outer):
@@ -325,6 +346,9 @@ class RenameOp(OneRowOp):
 
 
 class LimitOp(OneRowOp):
+    """LIMIT and OFFSET, evaluated per execution so parameters bind; negative values fail as
+    PostgreSQL's do."""
+
     limit: Value | None
     offset: Value | None
 
@@ -345,6 +369,8 @@ class LimitOp(OneRowOp):
 
 
 class SortOp(OneRowOp):
+    """ORDER BY: a stable sort, so equal keys keep their input order."""
+
     keys: list[tuple[Value, bool, bool]]
 
     def run(self, ctx, outer):
@@ -361,6 +387,8 @@ class SortOp(OneRowOp):
 
 
 class DistinctOp(OneRowOp):
+    """DISTINCT (whole rows) or DISTINCT ON: the first row of each group, in input order."""
+
     on: list[Value] | None
 
     def run(self, ctx, outer):
@@ -387,6 +415,8 @@ def _take_rows(ctx: ExecContext, what: str, table: pa.Table, rows: np.ndarray) -
 
 
 class AggregateOp(OneRowOp):
+    """GROUP BY and aggregates; with no groups, one row even over no input (count 0, sum NULL)."""
+
     groups: list[Value]
     specs: list[AggregateSpec]
 
@@ -397,6 +427,9 @@ class AggregateOp(OneRowOp):
 
 
 class WindowOp(OneRowOp):
+    """Window functions: the child's rows with one column added per window call, row order
+    unchanged."""
+
     specs: list
 
     def run(self, ctx, outer):
@@ -411,6 +444,10 @@ class WindowOp(OneRowOp):
 
 
 class JoinOp(OneRowOp):
+    """Joins of every kind: hash matching on the equality keys, the residual condition per pair, and
+    outer rows kept unmatched; pairs are produced a block at a time so memory stays bounded and
+    cancel stays prompt."""
+
     kind: str
     left_width: int
     equi: list[tuple[Value, Value]]
@@ -504,6 +541,9 @@ def _combine(left: pa.Table, right: pa.Table, li: np.ndarray, ri: np.ndarray) ->
 
 
 class SetOpOp(OneRowOp):
+    """UNION, INTERSECT and EXCEPT, with or without ALL; inputs are first cast to the result's
+    column types."""
+
     kind: str
     all: bool
 
@@ -570,6 +610,9 @@ def _groupable(col):
 
 
 class RecursiveUnionOp(OneRowOp):
+    """WITH RECURSIVE: repeats the recursive term over the previous iteration's rows until it yields
+    none, with a bound on iterations so a runaway query ends with an error."""
+
     name: str
     all: bool
     MAX_ITERATIONS = 100_000
@@ -606,6 +649,8 @@ class RecursiveUnionOp(OneRowOp):
 
 
 class WorkTableOp(OneRowOp):
+    """The previous iteration's rows inside a recursive CTE."""
+
     name: str
 
     def run(self, ctx, outer):

@@ -188,6 +188,8 @@ def _scalar_table(c, call: exp.Expression):
 
 
 def build_function_scan(builder, node, outer):
+    """The operator of a set-returning function in FROM (generate_series, unnest, ...), its
+    arguments compiled against the outer query."""
     fn = node.function
     c = builder.compiler([], [], outer)
     call = call_of(fn)

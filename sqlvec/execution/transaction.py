@@ -28,6 +28,10 @@ from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
 
 @dataclass
 class TableOverlay:
+    """One table's uncommitted changes in a transaction: rows inserted (with provisional negative
+    row ids), committed rows deleted, a truncation, and the keys inserted so far; scans merge it
+    over the snapshot."""
+
     table: Table
     inserted: list[pa.Table] = field(default_factory=list)  # logical columns + _rowid (< 0)
     deleted: set[int] = field(default_factory=set)  # committed row ids
@@ -37,6 +41,7 @@ class TableOverlay:
     _own_keys: list[KeyIndex] | None = None
 
     def inserted_table(self) -> pa.Table | None:
+        """All rows inserted so far as one table, or None."""
         parts = [t for t in self.inserted if t.num_rows]
         if not parts:
             return None
@@ -113,6 +118,8 @@ class Transaction:
         return not any(o.inserted or o.deleted or o.truncated for o in self.overlays.values())
 
     def table_overlay(self, table_id: int) -> TableOverlay | None:
+        """The table's overlay, or None when the transaction has not touched it (the scan then reads
+        the snapshot as is)."""
         return self.overlays.get(table_id)
 
     def _overlay(self, table: Table) -> TableOverlay:
@@ -162,6 +169,8 @@ class Transaction:
         return values if values is not None else table.keys[key].index.array_of(value)
 
     def delete(self, table: Table, rowids: np.ndarray) -> None:
+        """Record deletes: committed row ids are hidden from later statements, provisional ones drop
+        the rows this transaction inserted."""
         overlay = self._overlay(table)
         rowids = np.asarray(rowids, dtype=np.int64)
         committed = rowids[rowids >= 0]
@@ -174,6 +183,8 @@ class Transaction:
             overlay._own_keys = None
 
     def truncate(self, table: Table) -> None:
+        """TRUNCATE inside the transaction: earlier changes to the table are dropped and every
+        committed row is hidden."""
         overlay = self._overlay(table)
         overlay.truncated = True
         overlay.inserted = []

@@ -52,6 +52,8 @@ NUMERIC = SqlType("numeric")
 
 
 def is_scalar(value: Datum) -> bool:
+    """Whether a compiled expression's result is one value for all rows (a constant) rather than a
+    column."""
     return isinstance(value, pa.Scalar)
 
 
@@ -98,6 +100,8 @@ def to_numpy_vectors(value: Datum, n: int) -> tuple[np.ndarray, np.ndarray | Non
 
 
 def vectors_to_arrow(matrix: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """A matrix of vectors (one per row, NULL where `valid` is false) as the fixed-size list array
+    vector columns are stored as."""
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     mask = None if valid is None else pa.array(~valid)
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1], mask=mask)
@@ -126,10 +130,12 @@ TEMPORAL = {"date", "timestamp", "timestamptz", "time", "interval"}
 
 
 def is_numeric(t: SqlType) -> bool:
+    """Whether a type takes part in numeric promotion (int2 up to float8)."""
     return t.name in _NUMERIC_RANK
 
 
 def is_string(t: SqlType) -> bool:
+    """Whether a type is text-like for operators and implicit casts from unknown."""
     return t.name in STRING_TYPES
 
 
@@ -362,10 +368,12 @@ _TID = re.compile(r"\s*\(\s*([+-]?\d+),\s*([+-]?\d+)\)\s*")
 
 
 def tid_pack(block: int, offset: int) -> int:
+    """A ctid (block, offset) packed into the one integer a tid column stores."""
     return block << 16 | offset
 
 
 def tid_unpack(value: int) -> tuple[int, int]:
+    """The (block, offset) of a packed ctid."""
     return value >> 16, value & 0xFFFF
 
 
@@ -504,6 +512,8 @@ def parse_interval(text: str) -> pa.MonthDayNano:
 
 
 def parse_array_text(text: str, element: SqlType) -> list:
+    """Array input (`{1,2,NULL}`, quoted and escaped elements) as PostgreSQL's array_in reads it,
+    each element parsed as `element`."""
     s = text.strip()
     if not (s.startswith("{") and s.endswith("}")):
         raise InvalidTextRepresentation(f'malformed array literal: "{text}"',
@@ -581,7 +591,7 @@ def cast(value: Datum, source: SqlType, target: SqlType, n: int, explicit: bool 
             out = _fit_length(out, target, explicit)
         return out
     if source.name in STRING_TYPES:
-        return _cast_from_text(value, target, n)
+        return _cast_from_text(value, target)
     if target.name == "vector":
         if source.is_array or source.name == "vector":
             return _cast_to_vector(value, target, n)
@@ -821,7 +831,7 @@ def _cast_temporal(value: Datum, target: SqlType) -> Datum:
         raise
 
 
-def _cast_from_text(value: Datum, target: SqlType, n: int) -> Datum:
+def _cast_from_text(value: Datum, target: SqlType) -> Datum:
     if is_scalar(value):
         if not value.is_valid:
             return pa.scalar(None, target.to_arrow())
@@ -981,6 +991,8 @@ def format_interval(value: object) -> str:
 
 
 def format_array(values: list, element: SqlType) -> str:
+    """Array output as PostgreSQL's array_out writes it: elements quoted when they need it, NULL
+    bare."""
     items = []
     for v in values:
         if v is None:
@@ -994,6 +1006,8 @@ def format_array(values: list, element: SqlType) -> str:
 
 
 def text_of_literal_type(text: str, target: SqlType) -> pa.Scalar:
+    """A string literal read as `target` (`'1'::int`, `DATE '...'`): text input of that type, as a
+    scalar."""
     return scalar_of(parse_text(text, target), target)
 
 

@@ -32,6 +32,8 @@ from sqlvec.vectors import Metric
 
 
 def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
+    """The operator of a VectorTopK node: the scan it searches, the query vector and k compiled
+    against the outer query."""
     scan = builder._Scan(node.scan, outer)
     scan.node = node.scan
     c = builder.compiler([], [], outer)
@@ -158,6 +160,8 @@ class VectorTopKOp(OneRowOp):
         return [s.plan for s in searches]
 
     def run(self, ctx, outer):
+        """The k nearest live rows to the query vector: each segment searched (by index or exactly)
+        under the scan's filter, then merged by distance."""
         frame = Frame(empty_width(1), ctx, outer)
         k = self.k(frame).as_py()
         q = self.query(frame)

@@ -50,6 +50,9 @@ TO_CURRENT_PEERS = Frame(False, UNBOUNDED, 0)
 
 @dataclass
 class WindowSpec:
+    """One window call as the executor runs it: function, arguments, result type, partitioning,
+    ordering and frame."""
+
     name: str
     args: list[Value]
     type: SqlType
@@ -63,6 +66,8 @@ class WindowSpec:
 
 
 def compile_window(c, w: exp.Window) -> WindowSpec:
+    """Compile a window call: its function checked against the catalog, its PARTITION BY, ORDER BY
+    and frame compiled over the input rows."""
     fn = w.this
     partition = [c.compile(p) for p in w.args.get("partition_by") or []]
     order = []

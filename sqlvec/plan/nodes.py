@@ -57,6 +57,9 @@ def expr_sql(expression: exp.Expression) -> str:
 
 @dataclass(frozen=True)
 class PlanNode:
+    """Base of every plan node: `fields` are its output columns, which the parent's expressions
+    name."""
+
     fields: tuple[Field, ...]
 
     @property
@@ -64,6 +67,8 @@ class PlanNode:
         return ()
 
     def describe(self) -> str:
+        """The node's line(s) in EXPLAIN, in PostgreSQL's wording where there is one, so plans read
+        as clients expect."""
         return type(self).__name__
 
 
@@ -131,6 +136,8 @@ class VirtualScan(PlanNode):
 
 @dataclass(frozen=True)
 class Values(PlanNode):
+    """A VALUES list: each row's expressions, evaluated per row."""
+
     rows: tuple[tuple[exp.Expression, ...], ...] = ()
 
     def describe(self) -> str:
@@ -167,6 +174,8 @@ class ProjectSet(PlanNode):
 
 @dataclass(frozen=True)
 class Filter(PlanNode):
+    """Keeps the rows for which `predicate` is true (NULL drops the row, as in SQL)."""
+
     child: PlanNode = None  # type: ignore[assignment]
     predicate: exp.Expression | None = None
     clause: str = "WHERE"  # for errors: WHERE or HAVING
@@ -181,6 +190,8 @@ class Filter(PlanNode):
 
 @dataclass(frozen=True)
 class Project(PlanNode):
+    """Computes the select list: one output field per expression."""
+
     child: PlanNode = None  # type: ignore[assignment]
     exprs: tuple[exp.Expression, ...] = ()
 
@@ -228,6 +239,8 @@ class Window(PlanNode):
 
 @dataclass(frozen=True)
 class SortKey:
+    """One ORDER BY term: direction and NULLS placement (None follows PostgreSQL's default)."""
+
     expr: exp.Expression
     desc: bool = False
     nulls_first: bool | None = None  # None: PostgreSQL's default (NULLS LAST for ASC)
@@ -235,6 +248,8 @@ class SortKey:
 
 @dataclass(frozen=True)
 class Sort(PlanNode):
+    """Orders rows by `keys`, stable, so ties keep their input order."""
+
     child: PlanNode = None  # type: ignore[assignment]
     keys: tuple[SortKey, ...] = ()
 
@@ -249,6 +264,8 @@ class Sort(PlanNode):
 
 @dataclass(frozen=True)
 class Limit(PlanNode):
+    """LIMIT and OFFSET, as expressions so parameters ($1) are bound at execution."""
+
     child: PlanNode = None  # type: ignore[assignment]
     limit: exp.Expression | None = None
     offset: exp.Expression | None = None
@@ -263,6 +280,8 @@ class Limit(PlanNode):
 
 @dataclass(frozen=True)
 class Distinct(PlanNode):
+    """DISTINCT, or DISTINCT ON (`on`) keeping the first row of each group in the child's order."""
+
     child: PlanNode = None  # type: ignore[assignment]
     on: tuple[exp.Expression, ...] | None = None  # DISTINCT ON (...)
 

@@ -57,6 +57,9 @@ AGGREGATES = is_aggregate
 
 
 class GroupingError(SqlVecError):
+    """A column used outside an aggregate without being grouped (42803), as PostgreSQL reports
+    it."""
+
     sqlstate = "42803"
 
 
@@ -71,10 +74,14 @@ class PlanContext:
     counter: itertools.count = field(default_factory=lambda: itertools.count())
 
     def fresh(self, prefix: str) -> str:
+        """A new internal column name (`__agg3`) that no user column can clash with."""
         return f"__{prefix}{next(self.counter)}"
 
 
 class Planner:
+    """Turns one bound SELECT (or a write's source query) into a tree of plan nodes; one instance
+    per statement, sharing its PlanContext with subqueries."""
+
     def __init__(self, ctx: PlanContext) -> None:
         self.ctx = ctx
 
@@ -790,6 +797,8 @@ def located(error: SqlVecError, node: exp.Expression) -> SqlVecError:
 
 
 def source_position(node: exp.Expression) -> int | None:
+    """The 1-based character position of a name in the statement text, for the error's P field, or
+    None."""
     if isinstance(node, exp.Table):
         parts = [node.args.get(k) for k in ("catalog", "db", "this")]
     elif isinstance(node, exp.Column):
@@ -1140,5 +1149,6 @@ def _source(e: exp.Expression, scope: Scope) -> tuple[int, int]:
 
 
 def explain_sql(e: exp.Expression) -> str:
+    """An expression as EXPLAIN prints it; the dialect's SQL rendering."""
     return to_sql(e)
 

@@ -21,6 +21,8 @@ DISTANCE_FIELD = "__distance"
 
 
 def push_filter_into_scan(plan: n.PlanNode) -> n.PlanNode:
+    """A Filter right above a Scan becomes the scan's own filter, applied while reading (and usable
+    for key lookups)."""
     def visit(node: n.PlanNode) -> n.PlanNode:
         node = _map_children(node, visit)
         if isinstance(node, n.Filter) and isinstance(node.child, n.Scan) and node.child.filter is None:
@@ -30,6 +32,8 @@ def push_filter_into_scan(plan: n.PlanNode) -> n.PlanNode:
 
 
 def use_vector_topk(plan: n.PlanNode) -> n.PlanNode:
+    """ORDER BY a vector distance with LIMIT over one table becomes a VectorTopK node, which the
+    executor answers from the vector indexes."""
     def visit(node: n.PlanNode) -> n.PlanNode:
         node = _map_children(node, visit)
         if not (isinstance(node, n.Limit) and isinstance(node.child, n.Sort) and node.limit is not None):
@@ -169,6 +173,7 @@ RULES = (push_filter_into_scan, use_vector_topk, use_key_lookup)
 
 
 def optimize(plan: n.PlanNode) -> n.PlanNode:
+    """Apply every rewrite rule in order; each keeps the query's meaning."""
     for rule in RULES:
         plan = rule(plan)
     return plan

@@ -150,6 +150,8 @@ class Session:
 
     @property
     def search_path(self) -> list[str]:
+        """The schemas unqualified names are looked up in, from the search_path setting, with
+        `$user` expanded."""
         out = []
         for item in self.settings["search_path"].split(","):
             item = item.strip().strip('"')
@@ -160,6 +162,8 @@ class Session:
         return out
 
     def drain_changed_settings(self) -> dict[str, str]:
+        """Reported settings changed since the last call, for the wire to send as
+        ParameterStatus."""
         out, self.changed = self.changed, {}
         return out
 
@@ -173,6 +177,8 @@ class Session:
             self.changed[key] = value
 
     def reset(self, name: str) -> None:
+        """RESET name, or RESET ALL: back to the connection's defaults, noting reported settings
+        that change."""
         if name == "all":
             for key, value in self._defaults.items():
                 if self.settings.get(key) != value:
@@ -218,6 +224,7 @@ class Session:
             yield result
 
     def execute_one(self, sql: str, params: list | None = None) -> Result:
+        """Run SQL and return the last statement's result (embedded use, tests)."""
         results = list(self.execute(sql, params))
         return results[-1]
 
@@ -393,6 +400,8 @@ class Session:
             hook()
 
     def close(self) -> None:
+        """End the session: an open transaction is dropped uncommitted and the session leaves the
+        database's list; idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -435,6 +444,8 @@ class Session:
                 for oid in oids]
 
     def relation_name(self, oid: int) -> str | None:
+        """`schema.name` of a table or index OID: sequence functions given a regclass look the
+        sequence up by this name."""
         for t in self.store.tables.values():
             if t.def_.oid == oid:
                 return f"{t.def_.schema}.{t.def_.name}"
@@ -447,6 +458,8 @@ class Session:
         return None
 
     def nextval(self, name: str, count: int = 1) -> list[int]:
+        """nextval() on a sequence named as the user wrote it, resolved on the search path,
+        remembering the value for currval()."""
         schema, _, seq = name.rpartition(".")
         key = f"{schema or self.catalog.creation_schema(None, self.search_path)}.{seq}"
         if key not in self.catalog.state["sequences"]:

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class Cursor:
+    """A declared cursor: its result, computed at DECLARE, and the position FETCH and MOVE go
+    from."""
+
     columns: list[ResultColumn] | None
     table: pa.Table | None
     hold: bool = False
@@ -57,6 +60,8 @@ class Cursor:
 
 
 def declare(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    """DECLARE: runs the query and keeps its rows under the name; without HOLD it needs a
+    transaction block, as in PostgreSQL."""
     name = u.name or ""
     if name in session.cursors:
         raise SqlVecError(f'cursor "{name}" already exists', sqlstate="42P03")
@@ -81,6 +86,7 @@ def fetch(session: Session, u: Utility, prepared: PreparedStatement, params: lis
 
 
 def close(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    """CLOSE name or CLOSE ALL; closing a cursor that does not exist is 34000."""
     if u.name == "all":
         session.cursors.clear()
         return Result("CLOSE CURSOR ALL")

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 def run_ddl(session: Session, prepared: PreparedStatement, params: list,
             max_rows: int) -> Result:
+    """Run a DDL statement by its handler; marks an explicit transaction as having changed the
+    schema (which ROLLBACK cannot undo) and drops cached plans."""
     ast = prepared.ast
     assert ast is not None
     if session.txn is not None and session.explicit:

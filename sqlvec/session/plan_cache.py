@@ -27,11 +27,13 @@ class PlanCache:
         return len(self._entries) + (self._large is not None)
 
     def get(self, key: tuple) -> PreparedStatement | None:
+        """The cached statement for a key, or None."""
         if self._large is not None and self._large[0] == key:
             return self._large[1]
         return self._entries.get(key)
 
     def put(self, key: tuple, prepared: PreparedStatement) -> None:
+        """Cache a statement, evicting the oldest entries until the count and text budgets hold."""
         size = len(key[0])
         if size > self.TEXT:
             self._large = (key, prepared)
@@ -47,6 +49,7 @@ class PlanCache:
             self._text -= len(oldest[0])
 
     def clear(self) -> None:
+        """Forget every plan."""
         self._entries.clear()
         self._text = 0
         self._large = None

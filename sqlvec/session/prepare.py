@@ -57,6 +57,8 @@ def plan_statement(session: Session, sql: str, given: dict[int, SqlType]) -> Pre
 
 def plan_ast(session: Session, sql: str, ast: exp.Expression,
              given: dict[int, SqlType]) -> PreparedStatement:
+    """Plan one parsed statement into a PreparedStatement: queries and writes compiled now,
+    utilities and DDL kept for their handlers."""
     if isinstance(ast, _QUERIES):
         env = CompileEnv(param_types=dict(given), build_subplan=None,
                          functions=session.database.functions)
@@ -95,6 +97,7 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
 
 
 def plan_context(session: Session) -> PlanContext:
+    """What the planner needs from the session: catalog, search path and the virtual tables."""
     return PlanContext(session.catalog, session.search_path,
                        virtual=session.database.virtual_fields)
 

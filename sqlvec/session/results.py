@@ -46,15 +46,16 @@ class Result:
     columns: list[ResultColumn] | None = None
     table: pa.Table | None = None
     notices: list[Notice] = field(default_factory=list)
-    suspended: bool = False  # Execute hit its row limit; the portal can be resumed
 
     @property
     def batches(self) -> Iterator[pa.RecordBatch]:
+        """The rows as Arrow record batches, as the wire encodes them."""
         if self.table is None:
             return iter(())
         return iter(self.table.to_batches())
 
     def rows(self) -> list[tuple]:
+        """The rows as Python tuples (embedded use, tests)."""
         if self.table is None:
             return []
         cols = [c.to_pylist() for c in self.table.columns]

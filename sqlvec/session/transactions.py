@@ -25,6 +25,7 @@ DDL_NOT_ROLLED_BACK = Notice.warning("schema changes made in this transaction we
 
 
 def begin(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    """BEGIN: starts an explicit transaction; inside one it only warns, as PostgreSQL does."""
     if session.explicit:
         return Result("BEGIN", notices=[ALREADY_IN_PROGRESS])
     session.explicit = True
@@ -48,6 +49,8 @@ def commit(session: Session, u: Utility, prepared: PreparedStatement, params: li
 
 
 def rollback(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    """ROLLBACK: drops the transaction's changes; DDL already committed cannot be undone, which a
+    warning says."""
     if not session.explicit:
         return Result("ROLLBACK", notices=[NOT_IN_PROGRESS])
     notices = []
@@ -59,6 +62,8 @@ def rollback(session: Session, u: Utility, prepared: PreparedStatement, params: 
 
 
 def savepoint(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    """SAVEPOINT: remembers the transaction's state to return to; outside a transaction block it is
+    25P01."""
     if not session.explicit:
         raise SqlVecError("SAVEPOINT can only be used in transaction blocks", sqlstate="25P01")
     session.savepoints.append((u.name or "", _txn_state(session.txn)))
@@ -66,6 +71,7 @@ def savepoint(session: Session, u: Utility, prepared: PreparedStatement, params:
 
 
 def release(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    """RELEASE SAVEPOINT: forgets the savepoint and those after it, keeping their changes."""
     del session.savepoints[_savepoint_index(session, u.name or ""):]
     return Result("RELEASE")
 

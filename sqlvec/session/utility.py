@@ -37,6 +37,8 @@ Handler = Callable[["Session", Utility, PreparedStatement, list], Result]
 
 def run_utility(session: Session, prepared: PreparedStatement, params: list,
                 max_rows: int) -> Result:
+    """Run a utility statement (SET, SHOW, transaction control, cursors, ...) by its handler; a kind
+    without one is 0A000."""
     u = prepared.utility
     assert u is not None
     handler = HANDLERS.get(u.kind)

@@ -27,6 +27,8 @@ UPSERT_ATTEMPTS = 10
 
 def run_write(session: Session, prepared: PreparedStatement, params: list,
               max_rows: int) -> Result:
+    """Run INSERT, UPDATE or DELETE by the cheapest path that keeps its meaning: the single-row
+    insert, the autocommit key write, or the general plan."""
     write: WritePlan = prepared.compiled  # type: ignore[assignment]
     if write.fast is not None:
         result = _fast_insert(session, prepared, params)

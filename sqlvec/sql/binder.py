@@ -32,6 +32,8 @@ class Field:
 
 
 class AmbiguousColumn(SqlVecError):
+    """A column name more than one relation in scope has (42702)."""
+
     sqlstate = "42702"
 
 
@@ -71,6 +73,9 @@ class Scope:
     correlated: list = field(default_factory=list)
 
     def find(self, name: str, table: str | None = None) -> int | None:
+        """The index of the field a column reference names, or None. A system column (ctid, ...)
+        resolves to its table's row id; among several matches a single visible one wins, else
+        the reference is ambiguous (42702)."""
         matches = self._matches(name, table)
         if not matches and name in SYSTEM_COLUMNS:
             matches = self._matches(ROWID, table)  # derived from the row id of its table
@@ -113,6 +118,7 @@ class Scope:
         return False
 
     def has_table(self, table: str) -> bool:
+        """Whether a relation name (alias) is in this scope."""
         return any(f.table == table for f in self.fields)
 
 
@@ -172,5 +178,7 @@ def sql_type(datatype: exp.DataType | exp.ObjectIdentifier) -> SqlType:
 
 
 def serial_kind(datatype: exp.DataType) -> str | None:
+    """Whether a declared type is serial, bigserial or smallserial ("serial"), or None: a serial
+    column gets a sequence and a default."""
     kind = datatype.this
     return _SERIAL.get(kind.name if hasattr(kind, "name") else str(kind))

@@ -59,6 +59,8 @@ class CheckReport:
         return [f for f in self.findings if f.damaged]
 
     def summary(self) -> str:
+        """The one-line verdict `sqlvec check` ends with: what was checked, and how much is
+        damaged."""
         total = sum(self.checked.values())
         kinds = ", ".join(f"{n} {_plural(kind, n)}" for kind, n in self.checked.items() if n)
         dbs = f"{self.databases} {_plural('database', self.databases)}"

@@ -89,6 +89,7 @@ class DeleteBitmap:
 
     @classmethod
     def empty(cls, n_rows: int) -> DeleteBitmap:
+        """A bitmap of `n_rows` rows none of which is deleted."""
         if n_rows < 0:
             raise ValueError(f"n_rows must be >= 0, got {n_rows}")
         return cls._wrap(np.zeros(n_rows, dtype=np.bool_), 0)
@@ -208,6 +209,8 @@ class DeleteBitmap:
     # Persistence ------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
+        """The bitmap as its file stores it: a header with row and delete counts and a CRC, then the
+        bits."""
         bits = np.packbits(self.mask, bitorder="little").tobytes()
         header = _HEADER.pack(MAGIC, FORMAT_VERSION, self.n_rows, self._count, zlib.crc32(bits))
         return header + bits

@@ -102,6 +102,7 @@ class FollowerStore(StoreBase):
         return follower
 
     def close(self) -> None:
+        """Stop following: release the log files; later catch_up calls do nothing."""
         with self._lock:
             self._closed = True
             self._log.close()

@@ -35,6 +35,8 @@ def storage_error(exc: OSError, action: str, path: StrPath | None = None) -> Sql
 
 
 def is_disk_full(exc: OSError) -> bool:
+    """Whether a failed write ran out of space or quota: a condition that passes once space is
+    freed, so the WAL can write again afterwards, unlike after other I/O errors."""
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 

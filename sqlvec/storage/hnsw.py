@@ -366,6 +366,8 @@ class HnswIndex:
         return EF_SEARCH.read(settings)
 
     def explain(self, knob: int, estimated_recall: float | None) -> str:
+        """EXPLAIN's text for this index's part of a segment's line: the ef used and, when
+        calibrated, the estimated recall."""
         text = f"ef={knob}"
         if estimated_recall is not None:
             text += f" est_recall={estimated_recall:.3f}"

@@ -90,7 +90,8 @@ class KeyIndex(ABC):
         """Drop keys; with `rowids`, only entries that still point at those rows."""
 
     @abstractmethod
-    def clear(self) -> None: ...
+    def clear(self) -> None:
+        """Forget every key (TRUNCATE, or before a rebuild from the rows)."""
 
     @abstractmethod
     def __len__(self) -> int: ...

@@ -73,6 +73,7 @@ def fallback_hint(damaged: str, previous: str) -> str:
 
 
 def manifest_name(version: int) -> str:
+    """The file name of a manifest version; zero-padded so names sort by version."""
     return f"manifest-{version:08d}.json"
 
 
@@ -116,6 +117,7 @@ class ManifestStore:
         return sorted(int(m.group(1)) for n in names if (m := _NAME.match(n)))
 
     def file(self, version: int) -> Path:
+        """The path of a manifest version's file."""
         return self.path / manifest_name(version)
 
     def load_latest(self) -> Manifest | None:
@@ -128,6 +130,8 @@ class ManifestStore:
         return self._read(latest, previous=previous, is_latest=True)
 
     def load(self, version: int) -> Manifest:
+        """Read and verify a given manifest version (checksum, format and features), for the
+        check and garbage collection, which look at versions other than the latest."""
         return self._read(version, previous=None, is_latest=False)
 
     def commit(self, body: dict[str, Any], *, features: Iterable[str] = ()) -> Manifest:

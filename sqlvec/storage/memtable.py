@@ -55,6 +55,8 @@ class GrowingData(SegmentData):
 
     @property
     def table(self) -> pa.Table:  # type: ignore[override]
+        """The rows as one Arrow table, built once on first use (vector columns from their
+        contiguous buffers)."""
         if self._table is None:
             scalar_schema = pa.schema([f for f in self._schema if not _is_fixed_vector(f)])
             scalars = pa.Table.from_batches(list(self._chunks), schema=scalar_schema)
@@ -123,9 +125,13 @@ class GrowingData(SegmentData):
         return offsets
 
     def has_column(self, physical: str) -> bool:
+        """Whether the growing segment has the physical column (it follows the table's current
+        schema)."""
         return physical in self._schema.names
 
     def vectors(self, physical: str, dims: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """A vector column as a matrix, straight from the memtable's buffer when it has one, so
+        searching new rows copies nothing."""
         hit = self._vector_buffers.get(physical)
         if hit is None:
             return super().vectors(physical, dims)
@@ -182,10 +188,6 @@ class Memtable:
         """An upper bound of `nbytes` without folding anything (a queued row may be a slice of
         a larger buffer, counted whole here): what a size check after every commit reads."""
         return self._nbytes + self._queued_bytes
-
-    @property
-    def live_rows(self) -> int:
-        return self.n_rows - self._deleted_count
 
     # Writes -------------------------------------------------------------------------------------
 
@@ -287,6 +289,8 @@ class Memtable:
     # Reads --------------------------------------------------------------------------------------
 
     def snapshot(self) -> SegmentView:
+        """An immutable view of the rows and deletes so far, which readers keep while writes go
+        on."""
         self._fold()
         n = self._n
         data = GrowingData(

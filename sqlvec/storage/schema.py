@@ -36,6 +36,7 @@ class ColumnDef:
         return f"c{self.attnum}"
 
     def to_json(self) -> dict:
+        """The column as the manifest stores it."""
         data = {
             "name": self.name,
             "type": self.type.to_json(),
@@ -50,6 +51,8 @@ class ColumnDef:
 
     @classmethod
     def from_json(cls, data: dict) -> ColumnDef:
+        """Read a column back from the manifest; keys added later have defaults, so older manifests
+        still load."""
         return cls(
             name=data["name"],
             type=SqlType.from_json(data["type"]),
@@ -76,6 +79,7 @@ class IndexDef:
     options: dict = field(default_factory=dict)  # WITH (...) as given: {"m": 16}
 
     def to_json(self) -> dict:
+        """The index as the manifest stores it."""
         return {
             "name": self.name,
             "oid": self.oid,
@@ -87,6 +91,8 @@ class IndexDef:
 
     @classmethod
     def from_json(cls, data: dict) -> IndexDef:
+        """Read an index back from the manifest; a missing method is hnsw, the only one older
+        manifests had."""
         return cls(
             name=data["name"],
             oid=int(data["oid"]),
@@ -122,12 +128,14 @@ class TableDef:
     # Lookups --------------------------------------------------------------------------------
 
     def column(self, name: str) -> ColumnDef:
+        """The column named `name`; KeyError when there is none (callers resolve names first)."""
         for col in self.columns:
             if col.name == name:
                 return col
         raise KeyError(name)
 
     def has_column(self, name: str) -> bool:
+        """Whether the table has a column called `name`."""
         return any(col.name == name for col in self.columns)
 
     @property
@@ -165,9 +173,11 @@ class TableDef:
     # Changes --------------------------------------------------------------------------------
 
     def with_changes(self, **changes) -> TableDef:
+        """A copy with some fields replaced: definitions are immutable, so ALTER makes a new one."""
         return replace(self, **changes)
 
     def to_json(self) -> dict:
+        """The table definition as the manifest stores it."""
         return {
             "id": self.id,
             "oid": self.oid,
@@ -181,6 +191,7 @@ class TableDef:
 
     @classmethod
     def from_json(cls, data: dict) -> TableDef:
+        """Read a table definition back from the manifest."""
         return cls(
             id=int(data["id"]),
             oid=int(data["oid"]),

@@ -138,7 +138,7 @@ class SegmentSearch:
     matrix: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
 
 
-def plan_segment(view: SegmentView, physical: str, dims: int, metric: Metric, k: int, *,
+def plan_segment(view: SegmentView, physical: str, dims: int, k: int, *,
                  allowed: np.ndarray | None, index_name: str | None, ef: int,
                  target_recall: float | None = None, exact: bool = False,
                  pruned: bool = False, policy: SearchPolicy = SearchPolicy()) -> SegmentSearch:

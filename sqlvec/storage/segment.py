@@ -90,6 +90,8 @@ class SegmentData:
     # Columns ----------------------------------------------------------------------------------
 
     def has_column(self, physical: str) -> bool:
+        """Whether this segment has the physical column; a segment written before ADD COLUMN does
+        not."""
         return physical in self.table.schema.names
 
     def column(self, physical: str, arrow_type: pa.DataType, missing: object = None) -> pa.ChunkedArray:
@@ -125,9 +127,13 @@ class SegmentData:
         return found, pos_clipped
 
     def index(self, name: str) -> VectorIndex | None:
+        """The segment's vector index of that name, or None: a segment without one is searched
+        exactly."""
         return None
 
     def stats(self, physical: str) -> tuple[object, object] | None:
+        """(min, max) of a column for pruning, or None when unknown, which means the segment must be
+        read."""
         return None
 
 
@@ -154,19 +160,17 @@ class Segment(SegmentData):
         return self._indexes.get(name)
 
     def attach_index(self, name: str, index: VectorIndex) -> None:
+        """Make a built index available to searches of this segment."""
         self._indexes[name] = index
 
     def detach_index(self, name: str) -> None:
+        """Forget an index (DROP INDEX or a rebuild); its file goes with the next collection."""
         self._indexes.pop(name, None)
         self.index_files.pop(name, None)
 
     def _calibration(self, name: str) -> list:
         index = self._indexes.get(name)
         return index.calibration if index is not None else []
-
-    @property
-    def index_names(self) -> list[str]:
-        return list(self._indexes)
 
     # Statistics -------------------------------------------------------------------------------
 
@@ -195,6 +199,8 @@ class Segment(SegmentData):
 
     @staticmethod
     def file_name(segment_id: int) -> str:
+        """The Parquet file name of a segment id; the one naming rule the store and garbage
+        collection share."""
         return f"seg-{segment_id:08d}.parquet"
 
     def write(self, directory: str) -> None:
@@ -249,6 +255,8 @@ class Segment(SegmentData):
         return seg
 
     def to_meta(self) -> dict:
+        """The segment's manifest entry: file, size, checksum, rows and index files, which are what
+        recovery trusts."""
         assert self.path is not None and self.crc32 is not None
         return {
             "id": self.id,

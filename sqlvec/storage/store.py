@@ -153,6 +153,7 @@ class StoreBase:
         return table
 
     def find_table(self, name: str, schema: str = "public") -> Table | None:
+        """The table named `name` in `schema`, or None."""
         for table in self.tables.values():
             if table.def_.name == name and table.def_.schema == schema:
                 return table
@@ -400,6 +401,7 @@ class Store(StoreBase):
     # Catalog of tables --------------------------------------------------------------------------
 
     def allocate_oid(self) -> int:
+        """A new OID, unique in the database; persisted with the next manifest."""
         with self._manifest_lock:
             oid = self.next_oid
             self.next_oid += 1
@@ -407,6 +409,8 @@ class Store(StoreBase):
 
     def create_table(self, name: str, columns: Sequence[ColumnDef], *, schema: str = "public",
                      primary_key: Sequence[str] = ()) -> TableDef:
+        """Create a table durably (manifest commit) and return its definition; an existing name is
+        42P07."""
         with self._manifest_lock, self._commit_lock:
             if self.find_table(name, schema) is not None:
                 raise DuplicateTable(f'relation "{name}" already exists')
@@ -426,6 +430,8 @@ class Store(StoreBase):
             return table_def
 
     def drop_table(self, table_id: int) -> None:
+        """Drop a table: its WAL records are drained first, then the manifest forgets it and its
+        files are collected."""
         with self._manifest_lock, self._commit_lock:
             self._drain()
             table = self.tables.pop(table_id, None)
@@ -581,6 +587,7 @@ class Store(StoreBase):
         return data.num_rows
 
     def delete(self, table_id: int, rowids: Iterable[int] | np.ndarray) -> int:
+        """Delete rows by rowid in one commit; returns how many distinct rowids were given."""
         rowids = np.unique(np.asarray(list(rowids) if not isinstance(rowids, np.ndarray) else rowids,
                                       dtype=np.int64))
         if rowids.size:
@@ -588,6 +595,7 @@ class Store(StoreBase):
         return int(rowids.size)
 
     def truncate(self, table_id: int) -> None:
+        """Empty a table in one commit."""
         self.commit([TruncateOp(table_id)])
 
     # Sealing and checkpoints --------------------------------------------------------------------
@@ -804,6 +812,7 @@ class Store(StoreBase):
         return index
 
     def drop_index(self, name: str, *, if_exists: bool = False) -> None:
+        """Drop the index called `name` from whichever table has it."""
         for table in list(self.tables.values()):
             for ix in table.def_.indexes:
                 if ix.name == name:
@@ -904,6 +913,8 @@ class Store(StoreBase):
                                                             Segment.file_name(seg.id))) from exc
 
     def release_segment_files(self, seg: Segment | None) -> None:
+        """Let garbage collection see a segment's files (and its indexes') again once a manifest
+        references them or the segment is abandoned."""
         if seg is None:
             return
         self._inflight_files.discard(Segment.file_name(seg.id))
@@ -1042,15 +1053,18 @@ class UnavailableTable(Table):
                  "`sqlvec check` lists every damaged file.")
 
     def snapshot(self) -> TableSnapshot:
+        """Every read fails with the error that made the table unavailable."""
         raise self.error()
 
     def prepare(self, ops: list) -> list:
+        """Every write fails with the error that made the table unavailable."""
         raise self.error()
 
     def apply(self, op) -> None:
         """WAL replay skips its ops: they stay in the log for when the table is restored."""
 
     def freeze(self, applied_lsn: int) -> Segment | None:
+        """Nothing to seal: nothing of the table is in memory."""
         return None
 
 

@@ -217,6 +217,8 @@ class TableSnapshot:
         return -1, 0
 
     def all_live(self, rowids: np.ndarray) -> bool:
+        """Whether every row id is live in this snapshot (a write's check that its targets were not
+        deleted meanwhile)."""
         return bool((self.locate(rowids)[0] >= 0).all())
 
     def rows_by_id(self, rowids: np.ndarray, columns: Sequence[str] | None = None,
@@ -268,6 +270,8 @@ class TableSnapshot:
 
     def to_table(self, columns: Sequence[str] | None = None, *, filter: RowFilter | None = None,
                  with_rowid: bool = False) -> pa.Table:
+        """The whole scan as one Arrow table (embedded reads, tests); an empty result keeps the
+        columns."""
         parts = list(self.scan(columns, filter=filter, with_rowid=with_rowid))
         if not parts:
             empty = logical_table(self.growing, self.table_def, columns, with_rowid)
@@ -316,7 +320,7 @@ class TableSnapshot:
                 allowed = mask_of(filter(logical_table(view, self.table_def, None,
                                                        with_rowid=True)), view.data.n_rows)
             searches.append(plan_segment(
-                view, col.physical, col.type.dims, metric, k, allowed=allowed,
+                view, col.physical, col.type.dims, k, allowed=allowed,
                 index_name=index.name if index else None, ef=ef, target_recall=target_recall,
                 exact=exact, pruned=pruned, policy=policy or SearchPolicy()))
         return searches
@@ -414,6 +418,8 @@ class UniqueKey:
         self.index = KeyIndex.for_types([c.type.to_arrow() for c in cols])
 
     def keys_of(self, rows: pa.Table | pa.RecordBatch, physical: bool = False) -> np.ndarray:
+        """The key of each row, in the index's comparable form, from logical or physical column
+        names."""
         names = self.physical if physical else self.def_.columns
         return self.index.keys_of([rows.column(n) for n in names])
 
@@ -484,6 +490,7 @@ class Table:
         return self.def_.name
 
     def snapshot(self) -> TableSnapshot:
+        """The current snapshot; cached until the next change so concurrent readers share one."""
         snap = self._snapshot
         if snap is None:
             with self.lock:
@@ -858,6 +865,8 @@ class Table:
     # Applying a durable commit (under this table's lock) -----------------------------------
 
     def apply(self, op) -> None:
+        """Apply one committed (or replayed) WAL op to the in-memory state; the next `snapshot`
+        sees it."""
         with self.lock:
             if isinstance(op, InsertOp):
                 batch = conform_batch(op.batch, self.def_)

@@ -349,7 +349,7 @@ def scan_segment(first: int, path: Path, *, expected_first: int | None = None) -
         else:
             # Zeros after the end are space allocated ahead; anything else there was written
             # after a block that reads as zeros: a torn write, or a zeroed record (damage).
-            if scan.end < size and _has_data(path, scan.end, size):
+            if scan.end < size and _has_data(path, scan.end):
                 scan.bad_offset = scan.end
                 scan.bad_reason = "zeroed record header followed by data"
         if scan.bad_offset is not None:
@@ -358,8 +358,8 @@ def scan_segment(first: int, path: Path, *, expected_first: int | None = None) -
     return scan
 
 
-def _has_data(path: Path, start: int, size: int) -> bool:
-    """Whether bytes [start, size) of a file are not all zero."""
+def _has_data(path: Path, start: int) -> bool:
+    """Whether the bytes of a file from `start` to its end are not all zero."""
     with open(path, "rb") as f:
         f.seek(start)
         while block := f.read(1 << 20):
@@ -984,6 +984,7 @@ class LogReader:
         self._first = 0  # LSN of the open file's first record
 
     def close(self) -> None:
+        """Release the file being read (the reader never writes, so nothing is flushed)."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

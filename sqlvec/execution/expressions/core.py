@@ -49,9 +49,12 @@ class CompileEnv:
     outer_refs: list = field(default_factory=list)  # (Compiler read, column index) per outer ref
 
     def param_type(self, index: int) -> SqlType | None:
+        """The type parameter $index has been given or inferred so far, or None."""
         return self.param_types.get(index)
 
     def infer_param(self, index: int, t: SqlType) -> None:
+        """Fix the type of $index from its first typed use, as PostgreSQL infers parameter types
+        from context."""
         if t.name != "unknown" and index not in self.param_types:
             self.param_types[index] = t
 
@@ -68,6 +71,8 @@ class Compiler:
         self._compiled: dict[int, Value] = {}  # id(node) -> its Value, while a chain compiles
 
     def compile(self, e: exp.Expression) -> Value:
+        """Compile an expression to a Value (a function of the frame and its type), folding
+        constants and reusing what this compiler already compiled."""
         if self._compiled:
             done = self._compiled.get(id(e))
             if done is not None:
@@ -188,6 +193,8 @@ class Compiler:
         return v
 
     def compile_as(self, e: exp.Expression, target: SqlType) -> Value:
+        """Compile for a known target type: a parameter takes that type, and the result is coerced
+        to it."""
         if isinstance(e, exp.Parameter):
             self.env.infer_param(param_index(e), target)
         value = self.coerce(self.compile(e), target)

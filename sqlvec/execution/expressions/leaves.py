@@ -86,6 +86,8 @@ def _system_value(field: Field, name: str, rowid: Value) -> Value:
 
 
 def literal(c: Compiler, e: exp.Literal) -> Value:
+    """A literal: strings stay of type unknown (resolved by context, as in PostgreSQL), numbers take
+    the smallest fitting type."""
     if e.is_string:
         text = e.this
         scalar = pa.scalar(text, pa.string())

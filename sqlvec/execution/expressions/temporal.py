@@ -16,6 +16,8 @@ from sqlvec.types import SqlType
 
 
 def temporal_arith(c: Compiler, op: str, a: Value, b: Value) -> Value:
+    """`+` and `-` over dates, times, timestamps and intervals, with PostgreSQL's result types; an
+    unknown operand takes the type the other side implies."""
     ta, tb = a.type, b.type
     if ta.name == "unknown":
         a = c.coerce(a, SqlType("interval") if tb.name in V.TEMPORAL - {"interval"} and op == "subtract"

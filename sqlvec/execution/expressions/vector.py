@@ -68,6 +68,8 @@ def vector_distance(metric: Metric, x: Datum, y: Datum, n: int) -> Datum:
 
 
 def vector_arith(c: Compiler, op: str, a: Value, b: Value) -> Value:
+    """pgvector's element-wise `+`, `-` and `*` of two vectors of equal dimensions; other operators
+    do not exist for vectors (42883)."""
     if op not in ("add", "subtract", "multiply"):
         raise SqlVecError(f"operator does not exist: vector {SYMBOLS[op]} vector", sqlstate="42883")
     a, b = _vector_pair(c, a, b)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sqlvec.catalog.settings import format_unit_setting, parse_unit_setting
+from sqlvec.catalog.settings import format_amount, parse_amount
 from sqlvec.errors import InvalidParameterValue
 
 
@@ -15,8 +15,8 @@ from sqlvec.errors import InvalidParameterValue
     ("0.5GB", 1 << 19, "512MB"), ("'256MB'", 262144, "256MB"),
 ])
 def test_work_mem_values(text, kb, shown):
-    assert parse_unit_setting("work_mem", text) == kb
-    assert format_unit_setting("work_mem", kb) == shown
+    assert parse_amount("work_mem", text) == kb
+    assert format_amount("work_mem", kb) == shown
 
 
 @pytest.mark.parametrize("text, message, hint", [
@@ -33,7 +33,7 @@ def test_work_mem_values(text, kb, shown):
 ])
 def test_bad_work_mem_values_are_22023(text, message, hint):
     with pytest.raises(InvalidParameterValue) as caught:
-        parse_unit_setting("work_mem", text)
+        parse_amount("work_mem", text)
     assert caught.value.sqlstate == "22023"
     assert caught.value.message == message and caught.value.hint == hint
 
@@ -43,14 +43,14 @@ def test_bad_work_mem_values_are_22023(text, message, hint):
     ("0", 0, "0"), ("10 min", 600_000, "10min"), ("1000", 1000, "1s"),
 ])
 def test_statement_timeout_values(text, ms, shown):
-    assert parse_unit_setting("statement_timeout", text) == ms
-    assert format_unit_setting("statement_timeout", ms) == shown
+    assert parse_amount("statement_timeout", text) == ms
+    assert format_amount("statement_timeout", ms) == shown
 
 
 def test_a_negative_statement_timeout_is_out_of_range():
     with pytest.raises(InvalidParameterValue, match=r"^-1 ms is outside the valid range for "
                        r'parameter "statement_timeout" \(0 ms \.\. 2147483647 ms\)$'):
-        parse_unit_setting("statement_timeout", "-1")
+        parse_amount("statement_timeout", "-1")
 
 
 # Every setting, as PostgreSQL's GUCs: the expected messages and SQLSTATEs are PostgreSQL's own

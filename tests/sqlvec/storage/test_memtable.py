@@ -75,7 +75,7 @@ def test_deletes_do_not_reach_older_snapshots(table_def):
     mem.delete(np.array([7, 9]))  # 7 again: counted once
     assert before.deletes.count == 0 and before.live_count == 20
     after = mem.snapshot()
-    assert after.deletes.count == 4 and mem.live_rows == 16
+    assert after.deletes.count == 4 and after.live_count == 16
     assert np.flatnonzero(~after.live_mask()).tolist() == [3, 5, 7, 9]
 
 
@@ -111,7 +111,7 @@ def test_null_vectors_are_marked_invalid(table_def):
 
 def test_sizes(table_def):
     mem = Memtable(table_def)
-    assert (mem.n_rows, mem.nbytes, mem.live_rows) == (0, 0, 0)
+    assert (mem.n_rows, mem.nbytes, mem.snapshot().live_count) == (0, 0, 0)
     b = batch(table_def, 0, 100)
     mem.append(b)
     mem.append(batch(table_def, 100, 0))

@@ -91,7 +91,7 @@ def test_hnsw_recall_against_exact_and_numpy(clustered, metric):
     assert np.mean(recall_exact) >= 0.95
     assert np.mean(recall_numpy) >= 0.95
     # The answers came from the graph, not from a silent exact fallback.
-    search = plan_segment(view, t.definition.column("v").physical, DIM, metric, K, allowed=None,
+    search = plan_segment(view, t.definition.column("v").physical, DIM, K, allowed=None,
                           index_name=f"items_{OPCLASSES[metric]}", ef=64)
     positions, _ = run_segment(search, metric, queries[0])
     assert search.plan.strategy == "hnsw" and not search.plan.fallback
@@ -108,7 +108,7 @@ def test_filtered_search_respects_filters_and_deletes(clustered, stride, strateg
     deleted = DeleteBitmap.empty(N).with_deleted(np.arange(0, N, 100))
     live = SegmentView(view.data, deleted)
     for q in queries[:20]:
-        search = plan_segment(live, physical, DIM, Metric.L2, K, allowed=allowed,
+        search = plan_segment(live, physical, DIM, K, allowed=allowed,
                               index_name="items_vector_l2_ops", ef=64)
         assert search.plan.strategy == strategy
         positions, _ = run_segment(search, Metric.L2, q)
