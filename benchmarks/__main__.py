@@ -13,6 +13,7 @@ SUITES = {
     "catalog": "benchmarks.catalog_queries",
     "growth": "benchmarks.growth",
     "writes": "benchmarks.writes",
+    "profile": "benchmarks.wire_profile",
 }
 
 
