@@ -288,6 +288,7 @@ class Connection:
         self.deadline = time.monotonic() + server.limits.authentication_timeout
         self._lock = threading.Lock()  # orders `reading` against `stop`
         self._out = bytearray()
+        self._digits = ("1", 1)  # extra_float_digits: the setting's text, its value
 
     # Lifecycle ------------------------------------------------------------------------------------
 
@@ -375,7 +376,14 @@ class Connection:
     # I/O --------------------------------------------------------------------------------------
 
     def _read(self) -> tuple[bytes, bytes]:
-        """The next message, waiting for the client if need be."""
+        """The next message, waiting for the client if need be. One already buffered (the
+        rest of a pipelined round trip) is taken without the lock `_waiting` holds around a
+        blocking read; shutdown still ends the connection between messages."""
+        message = self.stream.buffered_message(self.server.max_message_size)
+        if message is not None:
+            if self.stopping:
+                raise Stopping
+            return message
         return self._waiting(read_message, self.stream.read_exactly,
                              self.server.max_message_size)
 
@@ -662,7 +670,8 @@ class Connection:
         start = portal.offset if portal is not None else 0
         stop = table.num_rows if limit <= 0 else min(table.num_rows, start + limit)
         types = [c.type for c in columns]
-        table, types = self._reg_names(table, types, formats)
+        if any(t.name in REG_TYPES for t in types):
+            table, types = self._reg_names(table, types, formats)
         digits = self._float_digits()
         position = start
         while position < stop:
@@ -697,10 +706,15 @@ class Connection:
         return table, out
 
     def _float_digits(self) -> int:
+        text = self.session.settings.get("extra_float_digits", "1")  # type: ignore[union-attr]
+        if text == self._digits[0]:
+            return self._digits[1]
         try:
-            return int(self.session.settings.get("extra_float_digits", "1"))  # type: ignore
+            digits = int(text)
         except ValueError:
-            return 1
+            digits = 1
+        self._digits = (text, digits)
+        return digits
 
     def _send_settings(self, changed: dict[str, str]) -> None:
         for name, value in changed.items():
@@ -737,7 +751,7 @@ class Connection:
                               sqlstate="26000")
         if message.portal and message.portal in self.portals:
             raise SqlVecError(f'portal "{message.portal}" already exists', sqlstate="42P03")
-        types = statement.param_types
+        types = statement.prepared.param_types
         if len(message.params) != len(types):
             raise SqlVecError(
                 f"bind message supplies {len(message.params)} parameters, but prepared "
@@ -755,7 +769,8 @@ class Connection:
                 if exc.sqlstate == "22P03":
                     exc.message = f"incorrect binary data format in bind parameter {i + 1}"
                 raise
-        _result_formats(message.result_formats, len(statement.columns or []))  # validates
+        if len(message.result_formats) > 1:  # none or one always fits
+            _result_formats(message.result_formats, len(statement.columns or []))  # validates
         self.portals[message.portal] = Portal(statement, params, message.result_formats)
         self.send_raw(_BIND_COMPLETE)
 
@@ -801,10 +816,12 @@ class Connection:
         assert session is not None
         statement = portal.statement
         try:
-            # prepare() is a cache lookup unless the catalog changed since Parse: then the
+            # The plan of Parse unless the catalog (or search_path) changed since: then the
             # statement is planned again, as PostgreSQL re-plans after DDL.
-            prepared = session.prepare(statement.sql, list(statement.param_oids))
-            statement.replan(prepared)
+            prepared = statement.prepared
+            if not session.plan_is_current(prepared):
+                prepared = session.prepare(statement.sql, list(statement.param_oids))
+                statement.replan(prepared)
             result = session.run(prepared, portal.params)
             return result, session.drain_changed_settings()
         except BaseException:

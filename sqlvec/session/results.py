@@ -70,7 +70,8 @@ class PreparedStatement:
     columns: list[ResultColumn] | None
     kind: StatementKind
     compiled: object = None
-    generation: int = -1
+    generation: int = -1  # the store's catalog generation it was planned in (-1: not cached)
+    search_path: str | None = None  # the search_path it was planned under
     utility: Utility | None = None
     ast: exp.Expression | None = None
     explain: dict | None = None
