@@ -980,7 +980,7 @@ _TEXT = SqlType("text")
 def encode_rows(table: pa.Table, types: list[SqlType], formats: list[int], float_digits: int,
                  start: int, stop: int) -> bytes:
     """DataRows for rows [start, stop) of a result."""
-    chunk = table.slice(start, stop - start)
+    chunk = table if start == 0 and stop == table.num_rows else table.slice(start, stop - start)
     if chunk.num_rows <= pgtypes.SHORT_RESULT:
         lists = [pgtypes.cell_lists(chunk.column(i), t, fmt, float_digits)
                  for i, (t, fmt) in enumerate(zip(types, formats))]

@@ -664,6 +664,12 @@ class CommandComplete(Message):
     def encode_body(self, w: Writer) -> None:
         w.cstring(self.tag)
 
+    def encode(self) -> bytes:  # every statement's last message: framed directly
+        raw = self.tag.encode()
+        if b"\0" in raw:
+            raw = raw.replace(b"\0", b"")
+        return frame(self.TYPE, raw + b"\0")
+
     @classmethod
     def decode(cls, r: Reader) -> CommandComplete:
         tag = r.cstring()
@@ -826,7 +832,14 @@ def decode_frontend(type_byte: bytes, body: bytes) -> Message:
         raise ProtocolViolation(f'invalid frontend message type "{shown}"'
                                 if not shown.isdigit() else
                                 f"invalid frontend message type {shown}")
+    if not body and cls in _WITHOUT_FIELDS:
+        return _WITHOUT_FIELDS[cls]
     return cls.decode(Reader(body))
+
+
+# Frontend messages without fields (Sync ends every round trip): one instance each.
+_WITHOUT_FIELDS: dict[type[Message], Message] = {
+    cls: cls() for cls in (Sync, Flush, Terminate, CopyDone)}
 
 
 def decode_backend(type_byte: bytes, body: bytes) -> Message:
