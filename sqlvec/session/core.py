@@ -260,14 +260,18 @@ class Session:
             return prepared  # depends on the session's open cursors: never cached
         prepared.generation = self.store.generation
         prepared.search_path = key[2]
+        prepared.cache_clears = self._plan_cache.clears
         self._plan_cache.put(key, prepared)
         return prepared
 
     def plan_is_current(self, prepared: PreparedStatement) -> bool:
-        """Whether `prepare` would hand back `prepared` itself: planned (and cached) in the
-        current catalog generation under the current search_path. A front end that keeps a
-        prepared statement skips the cache lookup on each execution when it is."""
+        """Whether `prepared` is still the plan `prepare` would make: planned (and cached) in
+        the current catalog generation, under the current search_path, and the plan cache not
+        emptied since (DDL that leaves the generation as it was, such as TRUNCATE, and DISCARD
+        empty it). A front end that keeps a prepared statement skips the cache lookup on each
+        execution when it is."""
         return prepared.generation == self.store.generation \
+            and prepared.cache_clears == self._plan_cache.clears \
             and prepared.search_path == self.settings["search_path"]
 
     def run(self, prepared: PreparedStatement, params: list | None = None,

@@ -22,6 +22,7 @@ class PlanCache:
         self._entries: dict[tuple, PreparedStatement] = {}
         self._text = 0
         self._large: tuple[tuple, PreparedStatement] | None = None
+        self.clears = 0  # how many times `clear` ran: a plan from before is to be made again
 
     def __len__(self) -> int:
         return len(self._entries) + (self._large is not None)
@@ -47,6 +48,7 @@ class PlanCache:
             self._text -= len(oldest[0])
 
     def clear(self) -> None:
+        self.clears += 1
         self._entries.clear()
         self._text = 0
         self._large = None

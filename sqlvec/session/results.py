@@ -72,6 +72,7 @@ class PreparedStatement:
     compiled: object = None
     generation: int = -1  # the store's catalog generation it was planned in (-1: not cached)
     search_path: str | None = None  # the search_path it was planned under
+    cache_clears: int = -1  # the plan cache's `clears` then (DDL, DISCARD empty the cache)
     utility: Utility | None = None
     ast: exp.Expression | None = None
     explain: dict | None = None

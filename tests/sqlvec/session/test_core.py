@@ -352,6 +352,11 @@ def test_a_plan_is_current_until_the_catalog_or_the_search_path_changes(db):
     assert again is not prepared and s.plan_is_current(again)
     s.execute_one("SET search_path = pg_catalog, public")
     assert not s.plan_is_current(again)
+    s.execute_one("RESET search_path")
+    third = s.prepare("SELECT v FROM pc")
+    assert s.plan_is_current(third)
+    s.execute_one("TRUNCATE pc")  # empties the plan cache: plans are made again after it
+    assert not s.plan_is_current(third)
     # A cursor statement depends on the session's open cursors: never cached, never current.
     assert not s.plan_is_current(s.prepare("DECLARE c CURSOR FOR SELECT 1"))
     s.close()
