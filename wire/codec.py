@@ -317,6 +317,19 @@ class SocketStream:
         self.read_into(out, n)
         return out
 
+    def buffered_message(self, max_size: int = MAX_MESSAGE_SIZE) -> tuple[bytes, bytes] | None:
+        """The next typed message if all of it is already buffered (else None, nothing read):
+        the messages of a pipelined round trip after the first need no receive."""
+        start, end = self._start, self._end
+        if end - start < 5:
+            return None
+        type_byte, length = _HEADER.unpack_from(self._buf, start)
+        n = body_length(length, startup=False, max_size=max_size)
+        if end - start - 5 < n:
+            return None
+        self._start = start + 5 + n
+        return type_byte, (self._view[start + 5:start + 5 + n].tobytes() if n else b"")
+
     def read_into(self, target: bytearray, n: int) -> None:
         """Append the next n bytes to `target` (COPY data, without a bytes object per
         message)."""

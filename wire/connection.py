@@ -293,6 +293,7 @@ class Connection:
         self.deadline = time.monotonic() + server.limits.authentication_timeout
         self._lock = threading.Lock()  # orders `reading` against `stop`
         self._out = bytearray()
+        self._digits = ("1", 1)  # extra_float_digits: the setting's text, its value
 
     # Lifecycle ------------------------------------------------------------------------------------
 
@@ -382,7 +383,14 @@ class Connection:
     # I/O --------------------------------------------------------------------------------------
 
     def _read(self) -> tuple[bytes, bytes]:
-        """The next message, waiting for the client if need be."""
+        """The next message, waiting for the client if need be. One already buffered (the
+        rest of a pipelined round trip) is taken without the lock `_waiting` holds around a
+        blocking read; shutdown still ends the connection between messages."""
+        message = self.stream.buffered_message(self.server.max_message_size)
+        if message is not None:
+            if self.stopping:
+                raise Stopping
+            return message
         return self._waiting(read_message, self.stream.read_exactly,
                              self.server.max_message_size)
 
@@ -674,7 +682,8 @@ class Connection:
         start = portal.offset if portal is not None else 0
         stop = table.num_rows if limit <= 0 else min(table.num_rows, start + limit)
         types = [c.type for c in columns]
-        table, types = self._reg_names(table, types, formats)
+        if any(t.name in REG_TYPES for t in types):
+            table, types = self._reg_names(table, types, formats)
         digits = self._float_digits()
         position = start
         while position < stop:
@@ -709,10 +718,15 @@ class Connection:
         return table, out
 
     def _float_digits(self) -> int:
+        text = self.session.settings.get("extra_float_digits", "1")  # type: ignore[union-attr]
+        if text == self._digits[0]:
+            return self._digits[1]
         try:
-            return int(self.session.settings.get("extra_float_digits", "1"))  # type: ignore
+            digits = int(text)
         except ValueError:
-            return 1
+            digits = 1
+        self._digits = (text, digits)
+        return digits
 
     def _send_settings(self, changed: dict[str, str]) -> None:
         for name, value in changed.items():
@@ -753,7 +767,7 @@ class Connection:
                               sqlstate="26000")
         if message.portal and message.portal in self.portals:
             raise SqlVecError(f'portal "{message.portal}" already exists', sqlstate="42P03")
-        types = statement.param_types
+        types = statement.prepared.param_types
         if len(message.params) != len(types):
             raise SqlVecError(
                 f"bind message supplies {len(message.params)} parameters, but prepared "
@@ -771,7 +785,8 @@ class Connection:
                 if exc.sqlstate == "22P03":
                     exc.message = f"incorrect binary data format in bind parameter {i + 1}"
                 raise
-        _result_formats(message.result_formats, len(statement.columns or []))  # validates
+        if len(message.result_formats) > 1:  # none or one always fits
+            _result_formats(message.result_formats, len(statement.columns or []))  # validates
         self.portals[message.portal] = Portal(statement, params, message.result_formats)
         self.send_raw(_BIND_COMPLETE)
 
@@ -821,10 +836,12 @@ class Connection:
         assert session is not None
         statement = portal.statement
         try:
-            # prepare() is a cache lookup unless the catalog changed since Parse: then the
+            # The plan of Parse unless the catalog (or search_path) changed since: then the
             # statement is planned again, as PostgreSQL re-plans after DDL.
-            prepared = session.prepare(statement.sql, list(statement.param_oids))
-            statement.replan(prepared)
+            prepared = statement.prepared
+            if not session.plan_is_current(prepared):
+                prepared = session.prepare(statement.sql, list(statement.param_oids))
+                statement.replan(prepared)
             result = session.run(prepared, portal.params)
             return result, session.drain_changed_settings()
         except BaseException:
@@ -989,7 +1006,7 @@ _TEXT = SqlType("text")
 def encode_rows(table: pa.Table, types: list[SqlType], formats: list[int], float_digits: int,
                  start: int, stop: int) -> bytes:
     """DataRows for rows [start, stop) of a result."""
-    chunk = table.slice(start, stop - start)
+    chunk = table if start == 0 and stop == table.num_rows else table.slice(start, stop - start)
     if chunk.num_rows <= pgtypes.SHORT_RESULT:
         lists = [pgtypes.cell_lists(chunk.column(i), t, fmt, float_digits)
                  for i, (t, fmt) in enumerate(zip(types, formats))]

@@ -358,13 +358,47 @@ class Parse(Message):
         return cls(name, sql, oids)
 
 
-def _formats(r: Reader) -> tuple[int, ...]:
-    n = r.uint16()
-    codes = tuple(r.int16() for _ in range(n))
+# Decoding the messages of every extended-query round trip (Bind, Describe, Execute) reads the
+# body in place with struct.unpack_from rather than through Reader's per-field methods: they
+# are a fixed cost of each prepared statement's execution. Errors are Reader's.
+
+_U16 = struct.Struct("!H")
+_I32 = struct.Struct("!i")
+_ONE_CODE = struct.Struct("!Hh")  # a format-code list of one code (the usual "all binary")
+
+
+def _bad_format() -> ProtocolViolation:
+    return ProtocolViolation("invalid message format")
+
+
+def _cstring_at(data: bytes, pos: int) -> tuple[str, int]:
+    """The NUL-terminated UTF-8 string at `pos`, and the position after it (as Reader.cstring)."""
+    end = data.find(b"\0", pos)
+    if end < 0:
+        raise ProtocolViolation("invalid string in message")
+    try:
+        return data[pos:end].decode(), end + 1
+    except UnicodeDecodeError:
+        raise ProtocolViolation("invalid byte sequence for encoding \"UTF8\"",
+                                sqlstate="22021") from None
+
+
+def _formats_at(data: bytes, pos: int) -> tuple[tuple[int, ...], int]:
+    """A format-code list (uint16 count, int16 codes) at `pos`, each code 0 or 1."""
+    if pos + 2 > len(data):
+        raise _bad_format()
+    (n,) = _U16.unpack_from(data, pos)
+    end = pos + 2 + 2 * n
+    if end > len(data):
+        raise _bad_format()
+    if n == 0:
+        return (), end
+    codes = struct.unpack_from(f"!{n}h", data, pos + 2) if n > 1 else \
+        (_ONE_CODE.unpack_from(data, pos)[1],)
     for code in codes:
         if code not in (0, 1):
             raise ProtocolViolation(f"unsupported format code: {code}")
-    return codes
+    return codes, end
 
 
 @dataclass(frozen=True)
@@ -393,13 +427,35 @@ class Bind(Message):
 
     @classmethod
     def decode(cls, r: Reader) -> Bind:
-        portal, statement = r.cstring(), r.cstring()
-        param_formats = _formats(r)
-        n = r.uint16()
-        params = tuple(r.value() for _ in range(n))
-        result_formats = _formats(r)
-        r.expect_end()
-        return cls(portal, statement, param_formats, params, result_formats)
+        data, size = r.data, len(r.data)
+        portal, pos = _cstring_at(data, r.pos)
+        statement, pos = _cstring_at(data, pos)
+        param_formats, pos = _formats_at(data, pos)
+        if pos + 2 > size:
+            raise _bad_format()
+        (n,) = _U16.unpack_from(data, pos)
+        pos += 2
+        values: list[bytes | None] = []
+        for _ in range(n):
+            if pos + 4 > size:
+                raise _bad_format()
+            (length,) = _I32.unpack_from(data, pos)
+            pos += 4
+            if length < 0:
+                if length != -1:
+                    raise ProtocolViolation(f"invalid value length {length}")
+                values.append(None)
+                continue
+            end = pos + length
+            if end > size:
+                raise _bad_format()
+            values.append(data[pos:end])
+            pos = end
+        result_formats, pos = _formats_at(data, pos)
+        if pos != size:
+            raise _bad_format()
+        r.pos = pos
+        return cls(portal, statement, param_formats, tuple(values), result_formats)
 
 
 @dataclass(frozen=True)
@@ -415,9 +471,14 @@ class Describe(Message):
 
     @classmethod
     def decode(cls, r: Reader) -> Describe:
-        kind = chr(r.byte())
-        name = r.cstring()
-        r.expect_end()
+        data, pos = r.data, r.pos
+        if pos >= len(data):
+            raise _bad_format()
+        kind = chr(data[pos])
+        name, pos = _cstring_at(data, pos + 1)
+        if pos != len(data):
+            raise _bad_format()
+        r.pos = pos
         if kind not in ("S", "P"):
             raise ProtocolViolation(f"invalid DESCRIBE message subtype {ord(kind)}")
         return cls(kind, name)
@@ -436,9 +497,12 @@ class Execute(Message):
 
     @classmethod
     def decode(cls, r: Reader) -> Execute:
-        portal, max_rows = r.cstring(), r.int32()
-        r.expect_end()
-        return cls(portal, max_rows)
+        data = r.data
+        portal, pos = _cstring_at(data, r.pos)
+        if pos + 4 != len(data):
+            raise _bad_format()
+        r.pos = pos + 4
+        return cls(portal, _I32.unpack_from(data, pos)[0])
 
 
 @dataclass(frozen=True)
@@ -665,6 +729,12 @@ class CommandComplete(Message):
     def encode_body(self, w: Writer) -> None:
         w.cstring(self.tag)
 
+    def encode(self) -> bytes:  # every statement's last message: framed directly
+        raw = self.tag.encode()
+        if b"\0" in raw:
+            raw = raw.replace(b"\0", b"")
+        return frame(self.TYPE, raw + b"\0")
+
     @classmethod
     def decode(cls, r: Reader) -> CommandComplete:
         tag = r.cstring()
@@ -842,7 +912,14 @@ def decode_frontend(type_byte: bytes, body: bytes) -> Message:
         raise ProtocolViolation(f'invalid frontend message type "{shown}"'
                                 if not shown.isdigit() else
                                 f"invalid frontend message type {shown}")
+    if not body and cls in _WITHOUT_FIELDS:
+        return _WITHOUT_FIELDS[cls]
     return cls.decode(Reader(body))
+
+
+# Frontend messages without fields (Sync ends every round trip): one instance each.
+_WITHOUT_FIELDS: dict[type[Message], Message] = {
+    cls: cls() for cls in (Sync, Flush, Terminate, CopyDone)}
 
 
 def decode_backend(type_byte: bytes, body: bytes) -> Message:

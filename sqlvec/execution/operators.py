@@ -294,8 +294,24 @@ class ProjectOp(OneRowOp):
     exprs: list[Value]
     arrow_types: list[pa.DataType]  # the storage type of each expression, known at build
 
+    # Output of a projection of constants over one row (SELECT 1): computed once, as its
+    # constants are folded once; (table, bytes it reserves).
+    _constant_output: tuple[pa.Table, int] | None = None
+
     def run(self, ctx, outer):
         table = self.children[0].execute(ctx, outer)
+        constant = self._constant_output
+        if constant is not None:
+            ctx.memory.reserve_output(f"Project ({rows_of(1, constant[1])} computed)",
+                                      constant[1], replaces_inputs=False)
+            return constant[0]
+        out = self._project(table, ctx, outer)
+        if table.num_rows == 1 and table.num_columns == 0 and type(self.children[0]) is OneRowOp \
+                and self.exprs and all(v.const for v in self.exprs):
+            self._constant_output = (out, _fresh_bytes(out.columns, table))
+        return out
+
+    def _project(self, table, ctx, outer):
         frame = Frame(table, ctx, outer)
         n_rows = table.num_rows
         cols = []

@@ -266,8 +266,20 @@ class Session:
                 UtilityKind.DECLARE, UtilityKind.FETCH, UtilityKind.CLOSE):
             return prepared  # depends on the session's open cursors: never cached
         prepared.generation = self.store.generation
+        prepared.search_path = key[2]
+        prepared.cache_clears = self._plan_cache.clears
         self._plan_cache.put(key, prepared)
         return prepared
+
+    def plan_is_current(self, prepared: PreparedStatement) -> bool:
+        """Whether `prepared` is still the plan `prepare` would make: planned (and cached) in
+        the current catalog generation, under the current search_path, and the plan cache not
+        emptied since (DDL that leaves the generation as it was, such as TRUNCATE, and DISCARD
+        empty it). A front end that keeps a prepared statement skips the cache lookup on each
+        execution when it is."""
+        return prepared.generation == self.store.generation \
+            and prepared.cache_clears == self._plan_cache.clears \
+            and prepared.search_path == self.settings["search_path"]
 
     def run(self, prepared: PreparedStatement, params: list | None = None,
             max_rows: int = 0) -> Result:
@@ -275,7 +287,8 @@ class Session:
         if self.failed and not (prepared.utility is not None
                                 and prepared.utility.kind in _RUN_IN_FAILED_BLOCK):
             raise _failed_block()
-        self._cancel.clear()
+        if self._cancel.is_set():  # (clear() takes the event's lock: only when needed)
+            self._cancel.clear()
         if self.terminated:  # checked after the clear: `terminate` sets the flag first
             raise AdminShutdown("terminating connection due to administrator command")
         self.current_query = prepared.sql
@@ -283,8 +296,11 @@ class Session:
         self._notices = []
         try:
             try:
-                result = stack.run_deep(prepared.sql,
-                                        lambda: self._run(prepared, params or [], max_rows))
+                if len(prepared.sql) <= stack.INLINE_TEXT:  # (run_deep would run it here)
+                    result = RUNNERS[prepared.kind](self, prepared, params or [], max_rows)
+                else:
+                    result = stack.run_deep(prepared.sql,
+                                            lambda: self._run(prepared, params or [], max_rows))
                 if self._notices:
                     result.notices = [*self._notices, *result.notices]
                     self._notices = []
@@ -341,15 +357,21 @@ class Session:
         return ExecContext(
             params=params,
             settings=self.settings,
-            snapshot_of=lambda table_id: self.store.table(table_id).snapshot(),
+            snapshot_of=self._snapshot_of,
             table_of=self.store.table,
             overlay=self.txn,
-            virtual_table=lambda name: self.database.virtual_table(self, name),
+            virtual_table=self._virtual_table,
             cancel=self._cancel,
             deadline=time.monotonic() + timeout_ms / 1000 if timeout_ms else None,
             memory=self._statement_memory,
             services=self,
         )
+
+    def _snapshot_of(self, table_id: int):
+        return self.store.table(table_id).snapshot()
+
+    def _virtual_table(self, name: str) -> pa.Table:
+        return self.database.virtual_table(self, name)
 
     def _limit(self, name: str) -> int:
         """A setting with units in its base unit (kB, ms), parsed once per value."""

@@ -22,6 +22,7 @@ class PlanCache:
         self._entries: dict[tuple, PreparedStatement] = {}
         self._text = 0
         self._large: tuple[tuple, PreparedStatement] | None = None
+        self.clears = 0  # how many times `clear` ran: a plan from before is to be made again
 
     def __len__(self) -> int:
         return len(self._entries) + (self._large is not None)
@@ -50,6 +51,7 @@ class PlanCache:
 
     def clear(self) -> None:
         """Forget every plan."""
+        self.clears += 1
         self._entries.clear()
         self._text = 0
         self._large = None

@@ -71,7 +71,9 @@ class PreparedStatement:
     columns: list[ResultColumn] | None
     kind: StatementKind
     compiled: object = None
-    generation: int = -1
+    generation: int = -1  # the store's catalog generation it was planned in (-1: not cached)
+    search_path: str | None = None  # the search_path it was planned under
+    cache_clears: int = -1  # the plan cache's `clears` then (DDL, DISCARD empty the cache)
     utility: Utility | None = None
     ast: exp.Expression | None = None
     explain: dict | None = None

@@ -28,6 +28,25 @@ def conn(server):
 # Queries ------------------------------------------------------------------------------------------
 
 
+def test_a_prepared_statement_is_planned_again_after_ddl_and_a_search_path_change(conn, table):
+    a, b = f"{table}_a", f"{table}_b"
+    for schema, value in ((a, 1), (b, 2)):
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.t (v int)")
+        conn.execute(f"INSERT INTO {schema}.t VALUES ({value})")
+    query = "SELECT v FROM t"
+    conn.execute(f"SET search_path = {a}")
+    assert [conn.execute(query, prepare=True).fetchall() for _ in range(3)] == [[(1,)]] * 3
+    conn.execute(f"SET search_path = {b}")
+    assert conn.execute(query, prepare=True).fetchall() == [(2,)]
+    conn.execute(f"DROP TABLE {b}.t")
+    with pytest.raises(errors.UndefinedTable):
+        conn.execute(query, prepare=True)
+    conn.execute(f"CREATE TABLE {b}.t (v int)")
+    conn.execute(f"INSERT INTO {b}.t VALUES (3)")
+    assert conn.execute(query, prepare=True).fetchall() == [(3,)]
+
+
 def test_simple_and_parameterized_queries(conn, table):
     conn.execute(f"CREATE TABLE {table} (id int8 PRIMARY KEY, name text, score float8)")
     conn.execute(f"INSERT INTO {table} VALUES (1, 'a', 0.5), (2, 'b', 1.5), (3, NULL, NULL)")

@@ -171,3 +171,28 @@ def test_a_small_buffer_grows_for_large_messages_and_keeps_what_it_holds():
     assert read_message(stream.read_exactly) == (b"X", b"")
     sender.join()
     b.close()
+
+
+def test_a_buffered_message_is_taken_only_when_all_of_it_has_arrived():
+    a, b = socket.socketpair()
+    stream = SocketStream(b, STARTUP_RECV_SIZE)
+    assert stream.buffered_message() is None  # nothing received yet: no read is attempted
+    a.sendall(frame(b"S") + frame(b"E", b"\0\0\0\0\0") + frame(b"Q", b"SELECT 1\0")[:6])
+    assert read_message(stream.read_exactly) == (b"S", b"")  # one receive takes all of it
+    assert stream.buffered_message() == (b"E", b"\0\0\0\0\0")
+    assert stream.buffered_message() is None  # the Query is cut short: left where it is
+    a.sendall(frame(b"Q", b"SELECT 1\0")[6:])
+    assert read_message(stream.read_exactly) == (b"Q", b"SELECT 1\0")
+    a.close()
+    b.close()
+
+
+def test_a_buffered_message_checks_its_length_as_read_message_does():
+    a, b = socket.socketpair()
+    stream = SocketStream(b, STARTUP_RECV_SIZE)
+    a.sendall(frame(b"S") + b"Q" + struct.pack("!i", 1 << 30))
+    assert read_message(stream.read_exactly) == (b"S", b"")
+    with pytest.raises(ProtocolViolation, match="invalid message length"):
+        stream.buffered_message(max_size=1 << 20)
+    a.close()
+    b.close()

@@ -92,11 +92,31 @@ def test_startup_requests():
     (b"D", b"X\0"),  # Describe of neither S nor P
     (b"B", b"\0\0\x00\x01\x00\x07\x00\x00\x00\x00"),  # format code 7
     (b"P", b"a\0b\0\xff\xff"),  # 65535 parameter types announced, none sent
+    (b"B", b"\0\0\x00\x00\x00\x01\xff\xff\xff\xfe\x00\x00"),  # value length -2
+    (b"B", b"\0\0\x00\x00\x00\x01\x00\x00\x00\x05ab\x00\x00"),  # value cut short
+    (b"B", b"\0\0\x00\x02\x00\x01"),  # two parameter formats announced, one sent
+    (b"B", b"\0\0\x00\x00\x00\x00\x00\x00\x00"),  # a byte after the result formats
+    (b"B", b"\0\0\x00\x00\x00\x00\x00"),  # result format count cut short
+    (b"B", b"abc"),  # portal name without its terminator
+    (b"E", b"\0\x00\x00\x00"),  # Execute's row count cut short
+    (b"E", b"\0\x00\x00\x00\x00\x00"),  # a byte after Execute's row count
+    (b"D", b""),  # Describe without its kind
 ])
 def test_malformed_frontend_messages(type_byte, body):
     with pytest.raises(ProtocolViolation) as info:
         m.decode_frontend(type_byte, body)
     assert info.value.sqlstate == "08P01"
+
+
+def test_bind_names_must_be_utf8():
+    with pytest.raises(ProtocolViolation) as info:
+        m.decode_frontend(b"B", b"\xff\0\0\x00\x00\x00\x00\x00\x00")
+    assert info.value.sqlstate == "22021"
+
+
+def test_bind_decodes_null_and_empty_values_and_one_format_for_all():
+    body = m.Bind("p", "s", (1,), (None, b"", b"xy"), (1,)).encode()[5:]
+    assert m.decode_frontend(b"B", body) == m.Bind("p", "s", (1,), (None, b"", b"xy"), (1,))
 
 
 def test_error_response_fields():

@@ -134,3 +134,13 @@ def test_distinct_vectors_are_grouped_by_value(session):
     assert rows(session, "SELECT count(*) FROM (SELECT DISTINCT e FROM v) d") == [(4,)]
     assert rows(session, "SELECT count(*) FROM (SELECT e FROM v UNION SELECT e FROM v) u") \
         == [(4,)]
+
+
+def test_a_projection_of_constants_gives_the_same_row_each_run_and_volatile_ones_do_not(session):
+    constant = session.prepare("SELECT 1 AS a, 'x' || 'y' AS b, 2.5::float8 AS c")
+    assert [session.run(constant).rows() for _ in range(3)] == [[(1, "xy", 2.5)]] * 3
+    assert session.run(constant).table.column_names == ["a", "b", "c"]
+    volatile = session.prepare("SELECT random()")
+    assert len({session.run(volatile).rows()[0][0] for _ in range(5)}) > 1
+    parameter = session.prepare("SELECT 1 + $1::int")
+    assert [session.run(parameter, [i]).rows() for i in (1, 2)] == [[(2,)], [(3,)]]

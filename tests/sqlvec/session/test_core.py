@@ -339,3 +339,24 @@ def test_plan_cache_is_bounded_by_the_text_it_holds(db):
     s.prepare(other)
     assert cache.get((huge, (), s.settings["search_path"])) is None  # one slot for long ones
     assert s.run(first).rows() == [(10,)]
+
+
+def test_a_plan_is_current_until_the_catalog_or_the_search_path_changes(db):
+    s = db.connect()
+    s.execute_one("CREATE TABLE pc (v int)")
+    prepared = s.prepare("SELECT v FROM pc")
+    assert s.plan_is_current(prepared) and s.prepare("SELECT v FROM pc") is prepared
+    s.execute_one("CREATE TABLE pc2 (v int)")  # any catalog change
+    assert not s.plan_is_current(prepared)
+    again = s.prepare("SELECT v FROM pc")
+    assert again is not prepared and s.plan_is_current(again)
+    s.execute_one("SET search_path = pg_catalog, public")
+    assert not s.plan_is_current(again)
+    s.execute_one("RESET search_path")
+    third = s.prepare("SELECT v FROM pc")
+    assert s.plan_is_current(third)
+    s.execute_one("TRUNCATE pc")  # empties the plan cache: plans are made again after it
+    assert not s.plan_is_current(third)
+    # A cursor statement depends on the session's open cursors: never cached, never current.
+    assert not s.plan_is_current(s.prepare("DECLARE c CURSOR FOR SELECT 1"))
+    s.close()
