@@ -187,18 +187,27 @@ def test_rag_retrieval(semantic_search, database_url):
 # --- failures are clear -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", PYTHON_EXAMPLES)
-def test_unreachable_server_is_a_clear_error(name):
+def failed_clearly(name: str, **extra_env: str) -> tuple[str, str] | None:
+    """Run an example against a closed port; it must exit 1 without a traceback. Returns (url,
+    stderr), or None when what it reported is the missing embedding model (checked here)."""
     url = f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres"
-    result = run_example(name, url, timeout=60)
+    result = run_example(name, url, timeout=60, **extra_env)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "Traceback" not in output, output
     if name in MODEL_EXAMPLES and not model_installed():
         assert MODEL_INSTALL in result.stderr, output
-    else:
-        assert f"error: cannot connect to {url}" in result.stderr, output
-        assert "sqlvec serve" in result.stderr, output
+        return None
+    return url, result.stderr
+
+
+@pytest.mark.parametrize("name", PYTHON_EXAMPLES)
+def test_unreachable_server_is_a_clear_error(name):
+    failed = failed_clearly(name)
+    if failed is not None:
+        url, stderr = failed
+        assert f"error: cannot connect to {url}" in stderr, stderr
+        assert "sqlvec serve" in stderr, stderr
 
 
 @pytest.mark.parametrize("name", PYTHON_EXAMPLES)
@@ -279,14 +288,9 @@ sys.meta_path.insert(0, _NotInstalled())
 @pytest.mark.parametrize("name", PYTHON_EXAMPLES)
 def test_a_missing_client_package_is_one_clear_line(name, tmp_path):
     (tmp_path / "sitecustomize.py").write_text(BLOCKER.format(blocked="pgvector"))
-    url = f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres"
-    result = run_example(name, url, timeout=60, PYTHONPATH=str(tmp_path))
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output
-    assert "Traceback" not in output, output
-    if name in MODEL_EXAMPLES and not model_installed():
-        assert MODEL_INSTALL in result.stderr, output
-    else:
-        assert result.stderr.startswith("error: the Python package pgvector is not installed; "
-                                        'pip install ".[clients]"'), output
-        assert result.stderr.count("\n") == 1, output
+    failed = failed_clearly(name, PYTHONPATH=str(tmp_path))
+    if failed is not None:
+        _, stderr = failed
+        assert stderr.startswith("error: the Python package pgvector is not installed; "
+                                 'pip install ".[clients]"'), stderr
+        assert stderr.count("\n") == 1, stderr
