@@ -159,8 +159,9 @@ def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePl
             raise SqlVecError("INSERT has more expressions than target columns", sqlstate="42601")
         target_cols = target_cols[: len(visible)]
         types = [t for f, t in zip(source.fields, source.types) if not f.hidden]
-        for t, col in zip(types, target_cols):
-            V.check_assignable(t, col)
+        literals = _unknown_literals(query)
+        for i, (t, col) in enumerate(zip(types, target_cols)):
+            V.check_assignable(V.UNKNOWN if i in literals else t, col)
     defaults = {c.name: default_value(c, builder) for c in d.columns}
     fields = _table_fields(table, alias)
     returning, returning_fields = _returning(builder, planner, stmt, fields, written=True)
@@ -255,6 +256,16 @@ class _ValuesRows(Operator):
 
 _DEFAULT = object()
 _ONE_NULL = pa.table({"_": [None]})
+
+
+def _unknown_literals(query: exp.Expression) -> set[int]:
+    """Output positions of a plain SELECT that are bare string literals: PostgreSQL leaves them
+    of type unknown in INSERT ... SELECT, so they convert to the target column's type as in
+    VALUES (`INSERT INTO t (v) SELECT '[1,2,3]'`)."""
+    if not isinstance(query, exp.Select):
+        return set()
+    return {i for i, e in enumerate(query.expressions)
+            if isinstance(e.unalias(), exp.Literal) and e.unalias().is_string}
 
 
 def _cell_scalar(v: Value, col: ColumnDef, frame: Frame) -> pa.Scalar:

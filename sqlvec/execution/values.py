@@ -60,6 +60,8 @@ def as_array(value: Datum, n: int) -> pa.Array | pa.ChunkedArray:
     if isinstance(value, pa.Scalar):
         if not value.is_valid:
             return pa.nulls(n, value.type)
+        if n == 0:  # pa.repeat of a nested scalar refuses zero repetitions
+            return pa.array([], value.type)
         return pa.repeat(value, n)
     return value
 
@@ -862,6 +864,8 @@ def _cast_to_vector(value: Datum, target: SqlType, n: int) -> Datum:
         if target.typmod >= 0 and vals.size != target.typmod:
             raise DataException(f"expected {target.typmod} dimensions, not {vals.size}")
         return scalar_of(vals.tolist(), target)
+    if len(value) == 0:  # no rows: no dimensions to check (the matrix would be 0 x 0)
+        return pa.array([], target.to_arrow())
     matrix, valid = to_numpy_vectors(value, n)
     check_vector_values(matrix.reshape(-1) if matrix.size else np.zeros(1, np.float32))
     if target.typmod >= 0 and matrix.shape[1] != target.typmod:

@@ -1,0 +1,36 @@
+"""What real application clients (Django, SQLAlchemy, langchain-postgres, pgvector-python) send,
+over psycopg against a running server: each case works the same on PostgreSQL + pgvector."""
+
+from __future__ import annotations
+
+import numpy as np
+import psycopg
+import pytest
+
+
+@pytest.fixture
+def conn(server):
+    with psycopg.connect(server.conninfo(), autocommit=True) as connection:
+        connection.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        yield connection
+
+
+def test_django_save_updates_zero_rows_with_a_vector_parameter(conn, table):
+    """Django's save() first tries an UPDATE by primary key; no row matching is `UPDATE 0`,
+    after which it INSERTs."""
+    from pgvector.psycopg import register_vector
+
+    register_vector(conn)
+    conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, embedding vector(3), name text)")
+    vec = np.array([1.0, 2.0, 3.0], dtype=np.float32)
+    cur = conn.execute(f"UPDATE {table} SET embedding = %s, name = %s WHERE id = %s",
+                       (vec, "a", 1))
+    assert cur.rowcount == 0 and cur.statusmessage == "UPDATE 0"
+    conn.execute(f"INSERT INTO {table} (id, embedding, name) VALUES (%s, %s, %s)", (1, vec, "a"))
+    cur = conn.execute(f"UPDATE {table} SET embedding = %s WHERE id = %s", (vec * 2, 1))
+    assert cur.statusmessage == "UPDATE 1"
+    (got,) = conn.execute(f"SELECT embedding FROM {table} WHERE id = 1").fetchone()
+    got = got.to_numpy() if hasattr(got, "to_numpy") else got
+    np.testing.assert_array_equal(np.asarray(got, dtype=np.float32), vec * 2)
+    cur = conn.execute(f"DELETE FROM {table} WHERE embedding = %s", (vec,))
+    assert cur.statusmessage == "DELETE 0"
