@@ -210,6 +210,9 @@ class Session:
                 if prepared.kind is StatementKind.COPY and copy is not None:
                     result = Result(copy(prepared.copy))  # type: ignore[arg-type]
                 else:
+                    if params is None and prepared.param_types:  # a simple query has none
+                        self._fail()
+                        raise SqlVecError("there is no parameter $1", sqlstate="42P02")
                     result = self.run(prepared, params or [])
             except SqlVecError as error:
                 if error.position is not None and offset:
