@@ -78,7 +78,10 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
     for col_name, seq in sequences:
         key = catalog.create_sequence(_unique_sequence(catalog, seq, schema), schema,
                                       owned_by=f"pending.{col_name}")
-        columns = [replace(c, default=f"nextval('{key.split('.', 1)[1]}'::regclass)")
+        # Qualified outside public, as PostgreSQL prints it: the default must find the
+        # sequence whatever the search_path of the session inserting.
+        seq_name = key.split(".", 1)[1] if schema == "public" else key
+        columns = [replace(c, default=f"nextval('{seq_name}'::regclass)")
                    if c.name == col_name else c for c in columns]
     table_def = catalog.store.create_table(name, columns, schema=schema, primary_key=primary_key)
     if sequences:
