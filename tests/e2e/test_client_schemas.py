@@ -3,6 +3,8 @@ over psycopg against a running server: each case works the same on PostgreSQL + 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import psycopg
 import pytest
@@ -34,3 +36,24 @@ def test_django_save_updates_zero_rows_with_a_vector_parameter(conn, table):
     np.testing.assert_array_equal(np.asarray(got, dtype=np.float32), vec * 2)
     cur = conn.execute(f"DELETE FROM {table} WHERE embedding = %s", (vec,))
     assert cur.statusmessage == "DELETE 0"
+
+
+def test_advisory_locks_are_shared_by_the_connections_of_a_database(server):
+    """langchain-postgres takes an advisory lock around its schema work on every call."""
+    with psycopg.connect(server.conninfo(), autocommit=True) as a, \
+            psycopg.connect(server.conninfo(), autocommit=True) as b:
+        assert a.execute("SELECT pg_advisory_lock(%s)", (1573678846307946496,)).fetchone() == ("",)
+        assert b.execute("SELECT pg_try_advisory_lock(1573678846307946496)").fetchone() == (False,)
+        b.execute("SET statement_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            b.execute("SELECT pg_advisory_lock(1573678846307946496)")
+        with a.transaction():
+            a.execute("SELECT pg_advisory_xact_lock(2)")
+            assert b.execute("SELECT pg_try_advisory_lock(2)").fetchone() == (False,)
+        assert b.execute("SELECT pg_try_advisory_lock(2)").fetchone() == (True,)
+    with psycopg.connect(server.conninfo(), autocommit=True) as c:
+        # a's session ends when the server sees the connection close: its locks go then.
+        deadline = time.monotonic() + 30
+        while c.execute("SELECT pg_try_advisory_lock(1573678846307946496)").fetchone() != (True,):
+            assert time.monotonic() < deadline, "the closed session's lock was never released"
+            time.sleep(0.05)
