@@ -57,3 +57,31 @@ def test_advisory_locks_are_shared_by_the_connections_of_a_database(server):
         while c.execute("SELECT pg_try_advisory_lock(1573678846307946496)").fetchone() != (True,):
             assert time.monotonic() < deadline, "the closed session's lock was never released"
             time.sleep(0.05)
+
+
+# PostgreSQL 16 sends these for the same statements (dropcmds.c: NOTICE, 00000).
+@pytest.mark.parametrize("sql, expected", [
+    ("DROP TABLE IF EXISTS {t}", ['table "{t}" does not exist, skipping']),
+    ("DROP TABLE IF EXISTS {t}, {t}_2",
+     ['table "{t}" does not exist, skipping', 'table "{t}_2" does not exist, skipping']),
+    ("DROP TABLE IF EXISTS {t}.x", ['schema "{t}" does not exist, skipping']),
+    ("DROP INDEX IF EXISTS {t}", ['index "{t}" does not exist, skipping']),
+    ("DROP SEQUENCE IF EXISTS {t}", ['sequence "{t}" does not exist, skipping']),
+    ("DROP SCHEMA IF EXISTS {t}", ['schema "{t}" does not exist, skipping']),
+    ("DROP EXTENSION IF EXISTS {t}", ['extension "{t}" does not exist, skipping']),
+    ("DROP VIEW IF EXISTS {t}", ['view "{t}" does not exist, skipping']),
+])
+def test_drop_if_exists_of_a_missing_object_sends_postgresqls_notice(conn, table, sql, expected):
+    notices = []  # a notice's fields are readable only inside the handler
+    conn.add_notice_handler(lambda d: notices.append((d.severity, d.sqlstate, d.message_primary)))
+    conn.execute(sql.format(t=table))
+    assert notices == [("NOTICE", "00000", m.format(t=table)) for m in expected]
+
+
+def test_drop_if_exists_of_an_existing_object_sends_nothing(conn, table):
+    conn.execute(f"CREATE TABLE {table} (a int)")
+    notices = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+    conn.execute(f"DROP TABLE IF EXISTS {table}")
+    assert notices == []
+    assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (None,)
