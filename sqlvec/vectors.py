@@ -10,8 +10,12 @@
 Which metrics an index answers is the index's business (its operator classes: storage/hnsw.py).
 
 Kernels work on a whole contiguous float32 matrix at once, never a Python loop per row: BLAS
-products rank by cosine and inner product, the direct form (in chunks) by L2 and L1. The final
-top-k are always re-scored with the direct form in float64 accumulation.
+products rank by cosine and inner product, the direct form (in chunks) by L2 and L1. Every value
+returned (the final top-k, `a <-> b` in expressions) is computed as pgvector computes it: sums in
+float32 in the order of its vectorized loops (`_pgvector_sum`), then the last steps in double,
+the cosine similarity clamped to [-1, 1]; so `e <=> e` is exactly 0 and results equal
+pgvector's bit for bit (pgvector built by GCC for x86-64 with FMA, checked against it in the
+tests; other builds of pgvector round the last bit differently).
 """
 
 from __future__ import annotations
@@ -63,9 +67,9 @@ def distances(metric: Metric, matrix: np.ndarray, query: np.ndarray) -> np.ndarr
         raise ValueError("matrix must be 2-D")
     check_same_dims(matrix.shape[1], query.shape[0])
     out = np.empty(matrix.shape[0], dtype=np.float64)
-    for start in range(0, matrix.shape[0], _CHUNK_ROWS):
-        block = matrix[start : start + _CHUNK_ROWS]
-        out[start : start + block.shape[0]] = _direct(metric, block, query)
+    for start in range(0, matrix.shape[0], _PGVECTOR_CHUNK_ROWS):
+        block = matrix[start : start + _PGVECTOR_CHUNK_ROWS]
+        out[start : start + block.shape[0]] = _pgvector(metric, block, query)
     return out
 
 
@@ -74,36 +78,94 @@ def paired_distances(metric: Metric, left: np.ndarray, right: np.ndarray) -> np.
     left = np.asarray(left, dtype=np.float32)
     right = np.asarray(right, dtype=np.float32)
     check_same_dims(left.shape[1], right.shape[1])
+    out = np.empty(left.shape[0], dtype=np.float64)
+    for start in range(0, left.shape[0], _PGVECTOR_CHUNK_ROWS):
+        stop = start + _PGVECTOR_CHUNK_ROWS
+        out[start:stop] = _pgvector(metric, left[start:stop], right[start:stop])
+    return out
+
+
+def l2_squared_distances(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """pgvector's vector_l2_squared_distance, row-wise (the sum before L2's square root)."""
+    left = np.asarray(left, dtype=np.float32)
+    right = np.asarray(right, dtype=np.float32)
+    check_same_dims(left.shape[1], right.shape[1])
+    diff = left - right
+    return _pgvector_sum(diff, diff, fma_tail=False).astype(np.float64)
+
+
+# Rows per pass of the pgvector-order kernels (their temporaries are a few (rows, 16) arrays).
+_PGVECTOR_CHUNK_ROWS = 8192
+# pgvector's loops as GCC vectorizes them (x86-64, FMA): 16 running sums, then one 8-wide step.
+_LANES = 16
+
+
+def _pgvector(metric: Metric, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """pgvector's distance of each row of `x` to `y` (a row or the matching rows), float64."""
     if metric is Metric.L2:
-        diff = left - right
-        return np.sqrt(np.einsum("ij,ij->i", diff, diff, dtype=np.float64))
+        diff = x - y
+        return np.sqrt(_pgvector_sum(diff, diff, fma_tail=False).astype(np.float64))
     if metric is Metric.L1:
-        return np.abs(left - right).sum(axis=1, dtype=np.float64)
-    dots = np.einsum("ij,ij->i", left, right, dtype=np.float64)
+        return _pgvector_sum(np.abs(x - y), None, fma_tail=False).astype(np.float64)
     if metric is Metric.IP:
-        return -dots
-    norms = np.sqrt(np.einsum("ij,ij->i", left, left, dtype=np.float64)
-                    * np.einsum("ij,ij->i", right, right, dtype=np.float64))
+        return -_pgvector_sum(x, y, fma_tail=False).astype(np.float64)
+    dots = _pgvector_sum(x, y, fma_tail=True).astype(np.float64)
+    norm_x = _pgvector_sum(x, x, fma_tail=True).astype(np.float64)
+    norm_y = _pgvector_sum(y if y.ndim == 2 else y[None, :], y if y.ndim == 2 else y[None, :],
+                           fma_tail=True).astype(np.float64)
+    # pgvector: sqrt(a * b) over sqrt(a) * sqrt(b); a zero vector gives NaN; clamped to [-1, 1].
     with np.errstate(invalid="ignore", divide="ignore"):
-        sim = np.clip(dots / norms, -1.0, 1.0)
+        sim = np.clip(dots / np.sqrt(norm_x * norm_y), -1.0, 1.0)
     return 1.0 - sim
 
 
-def _direct(metric: Metric, block: np.ndarray, query: np.ndarray) -> np.ndarray:
+def _pgvector_sum(x: np.ndarray, y: np.ndarray | None, fma_tail: bool) -> np.ndarray:
+    """Per row, the float32 sum of x * y (of x when y is None) in pgvector's order: 16 running
+    sums fed by fused multiply-adds (an exact product rounded once with the sum), folded in
+    halves; then 8 products folded in halves; then the last elements one by one (fused in the
+    cosine loop, separately rounded in the L2 and inner-product ones)."""
+    n, d = x.shape
+    main = d - d % _LANES
+    total = np.zeros(n, np.float32)
+    if main:
+        acc = np.zeros((n, _LANES), np.float64)
+        for s in range(0, main, _LANES):
+            if y is None:
+                acc += x[:, s:s + _LANES]
+            else:
+                acc += x[:, s:s + _LANES].astype(np.float64) * y[..., s:s + _LANES]
+            acc = acc.astype(np.float32).astype(np.float64)
+        total = _fold(acc.astype(np.float32))
+    i = main
+    if d - i >= 8:
+        part = x[:, i:i + 8] if y is None else x[:, i:i + 8] * y[..., i:i + 8]
+        total = total + _fold(part)
+        i += 8
+    for k in range(i, d):
+        if y is None:
+            total = total + x[:, k]
+        elif fma_tail:
+            total = (total.astype(np.float64) + x[:, k].astype(np.float64) * y[..., k]).astype(
+                np.float32)
+        else:
+            total = total + x[:, k] * y[..., k]
+    return total
+
+
+def _fold(lanes: np.ndarray) -> np.ndarray:
+    """Sum the columns of (n, 2^k) float32 lanes pairwise in halves, as a vector reduction."""
+    while lanes.shape[1] > 1:
+        half = lanes.shape[1] // 2
+        lanes = lanes[:, :half] + lanes[:, half:]
+    return lanes[:, 0]
+
+
+def _fast_direct(metric: Metric, block: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """The direct form in float64 accumulation: ranking only (values come from `_pgvector`)."""
     if metric is Metric.L2:
         diff = block - query
         return np.sqrt(np.einsum("ij,ij->i", diff, diff, dtype=np.float64))
-    if metric is Metric.L1:
-        return np.abs(block - query).sum(axis=1, dtype=np.float64)
-    dots = block.astype(np.float64) @ query.astype(np.float64)
-    if metric is Metric.IP:
-        return -dots
-    norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64)
-                    * float(np.dot(query.astype(np.float64), query.astype(np.float64))))
-    # pgvector: a zero vector has no direction, its cosine distance is NaN.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sim = np.clip(dots / norms, -1.0, 1.0)
-    return 1.0 - sim
+    return np.abs(block - query).sum(axis=1, dtype=np.float64)
 
 
 def _ranking_scores(metric: Metric, matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -111,7 +173,11 @@ def _ranking_scores(metric: Metric, matrix: np.ndarray, query: np.ndarray) -> np
     L1 use the direct form (chunked), because the expanded ||x||² - 2x·q + ||q||² loses every
     digit that separates points lying far from the origin."""
     if metric in (Metric.L1, Metric.L2):
-        return distances(metric, matrix, query)
+        out = np.empty(matrix.shape[0], dtype=np.float64)
+        for start in range(0, matrix.shape[0], _CHUNK_ROWS):
+            block = matrix[start : start + _CHUNK_ROWS]
+            out[start : start + block.shape[0]] = _fast_direct(metric, block, query)
+        return out
     dots = matrix @ query  # float32 GEMV
     if metric is Metric.IP:
         return -dots
@@ -153,7 +219,7 @@ def top_k(
         cand = np.argpartition(scores, pool - 1)[:pool]
     else:
         cand = np.arange(n)
-    exact = _direct(metric, sub[cand], query)
+    exact = _pgvector(metric, sub[cand], query)
     order = np.lexsort((cand, np.where(np.isnan(exact), np.inf, exact)))[:k]
     chosen = cand[order]
     rows = chosen if positions is None else positions[chosen]
@@ -196,7 +262,7 @@ def top_k_batch(metric: Metric, matrix: np.ndarray, queries: np.ndarray, k: int,
             np.broadcast_to(np.arange(sub.shape[0])[:, None], scores.shape)
         for j, q in enumerate(block):
             c = cand[:, j]
-            exact = _direct(metric, sub[c], q)
+            exact = _pgvector(metric, sub[c], q)
             order = np.lexsort((c, np.where(np.isnan(exact), np.inf, exact)))[:k]
             out[start + j, : order.size] = positions[c[order]]
     return out

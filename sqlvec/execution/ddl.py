@@ -14,6 +14,7 @@ from sqlvec.catalog.catalog import Catalog
 from sqlvec.errors import (
     DuplicateTable,
     FeatureNotSupported,
+    Notice,
     SqlVecError,
     UndefinedColumn,
     UndefinedObject,
@@ -80,7 +81,10 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
     for col_name, seq in sequences:
         key = catalog.create_sequence(_unique_relation_name(catalog, seq, schema), schema,
                                       owned_by=f"pending.{col_name}")
-        columns = [replace(c, default=f"nextval('{key.split('.', 1)[1]}'::regclass)")
+        # Qualified outside public, as PostgreSQL prints it: the default must find the
+        # sequence whatever the search_path of the session inserting.
+        seq_name = key.split(".", 1)[1] if schema == "public" else key
+        columns = [replace(c, default=f"nextval('{seq_name}'::regclass)")
                    if c.name == col_name else c for c in columns]
     table_def = catalog.store.create_table(name, columns, schema=schema, primary_key=primary_key)
     if sequences:
@@ -148,19 +152,32 @@ def _column_def(item: exp.ColumnDef, attnum: int) -> tuple[ColumnDef, bool, bool
                      identity=identity), pk, serial
 
 
-def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None) -> str:
-    """DROP TABLE, INDEX, SCHEMA or SEQUENCE, with IF EXISTS and CASCADE as PostgreSQL reads them;
-    returns the command tag."""
+def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None,
+         notices: list[Notice] | None = None) -> str:
+    """DROP of tables, indexes, schemas, sequences, databases; with IF EXISTS, each missing
+    object is PostgreSQL's NOTICE `table "t" does not exist, skipping` in `notices`."""
     kind = (stmt.args.get("kind") or "").upper()
     if_exists = bool(stmt.args.get("exists"))
     cascade = bool(stmt.args.get("cascade"))
     targets = stmt.args.get("tables") or [stmt.this]
+    notices = [] if notices is None else notices
+
+    def skip(t: exp.Expression, what: str) -> None:
+        """A missing object under IF EXISTS: a missing schema is named instead, as PostgreSQL
+        does (its lookup fails there first)."""
+        schema = t.args.get("db")
+        if schema is not None and kind != "DATABASE" and not catalog.has_schema(schema.name):
+            notices.append(skipping_notice("schema", schema.name))
+        else:
+            notices.append(skipping_notice(what, t.name))
+
     if kind == "TABLE":
         found = []
         for t in targets:
             table = catalog.find_table(t.name, t.db or None, search_path)
             if table is None:
                 if if_exists:
+                    skip(t, "table")
                     continue
                 raise UndefinedTable(f'table "{t.name}" does not exist')
             found.append(table)
@@ -169,17 +186,27 @@ def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None
         return "DROP TABLE"
     if kind == "INDEX":
         for t in targets:
-            catalog.store.drop_index(t.name, if_exists=if_exists)
+            try:
+                catalog.store.drop_index(t.name)
+            except UndefinedObject:
+                if not if_exists:
+                    raise
+                skip(t, "index")
         return "DROP INDEX"
     if kind == "SCHEMA":
         for t in targets:
-            catalog.drop_schema(t.db or t.name, if_exists=if_exists, cascade=cascade)
+            name = t.db or t.name
+            if if_exists and not catalog.has_schema(name):
+                notices.append(skipping_notice("schema", name))
+                continue
+            catalog.drop_schema(name, if_exists=if_exists, cascade=cascade)
         return "DROP SCHEMA"
     if kind == "SEQUENCE":
         for t in targets:
             key = f"{t.db or catalog.creation_schema(None, search_path)}.{t.name}"
             if key not in catalog.state["sequences"]:
                 if if_exists:
+                    skip(t, "sequence")
                     continue
                 raise UndefinedTable(f'sequence "{t.name}" does not exist')
             catalog.store.update_catalog(lambda c, key=key: {
@@ -191,13 +218,25 @@ def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None
         for t in targets:
             if t.name not in database.databases():
                 if if_exists:
+                    skip(t, "database")
                     continue
                 raise UndefinedObject(f'database "{t.name}" does not exist', sqlstate="3D000")
             database.drop_database(t.name)
         return "DROP DATABASE"
     if kind == "VIEW":
+        # There are no views: a name no relation has is only missing (IF EXISTS: skipped).
+        if if_exists and not any(catalog.relation_exists(t.name, t.db or s)
+                                 for t in targets for s in ([t.db] if t.db else search_path)):
+            for t in targets:
+                skip(t, "view")
+            return "DROP VIEW"
         raise FeatureNotSupported("views are not supported")
     raise FeatureNotSupported(f"DROP {kind} is not supported")
+
+
+def skipping_notice(what: str, name: str) -> Notice:
+    """DROP ... IF EXISTS of a missing object: PostgreSQL's NOTICE (dropcmds.c), 00000."""
+    return Notice.notice(f'{what} "{name}" does not exist, skipping')
 
 
 def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], progress=None) -> str:

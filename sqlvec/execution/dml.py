@@ -141,6 +141,7 @@ def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePl
         target = target.this
     table, alias = _target(planner, target)
     d = table.def_
+    explicit = columns is not None  # without a column list, missing trailing values take defaults
     if columns is None:
         columns = d.column_names
     for name in columns:
@@ -155,7 +156,8 @@ def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePl
         source = builder.build(n.OneRow(()))
         target_cols = []
     elif isinstance(source_expr, exp.Values):
-        source = _values_source(source_expr, target_cols, planner, builder)
+        source = _values_source(source_expr, target_cols, planner, builder, explicit)
+        target_cols = source.columns  # type: ignore[attr-defined]
     else:
         query = source_expr.this if isinstance(source_expr, exp.Subquery) else source_expr
         plan = planner.plan_query(query)
@@ -163,10 +165,13 @@ def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePl
         visible = [f for f in source.fields if not f.hidden]
         if len(visible) > len(target_cols):
             raise SqlVecError("INSERT has more expressions than target columns", sqlstate="42601")
+        if explicit and len(visible) < len(target_cols):
+            raise SqlVecError("INSERT has more target columns than expressions", sqlstate="42601")
         target_cols = target_cols[: len(visible)]
         types = [t for f, t in zip(source.fields, source.types) if not f.hidden]
-        for t, col in zip(types, target_cols):
-            V.check_assignable(t, col)
+        literals = _unknown_literals(query)
+        for i, (t, col) in enumerate(zip(types, target_cols)):
+            V.check_assignable(V.UNKNOWN if i in literals else t, col)
     defaults = {c.name: default_value(c, builder) for c in d.columns}
     fields = _table_fields(table, alias)
     returning, returning_fields = _returning(builder, planner, stmt, fields, written=True)
@@ -184,14 +189,23 @@ class _DefaultMarker(exp.Expression):
 
 
 def _values_source(values: exp.Values, target_cols: list[ColumnDef], planner: Planner,
-                   builder: Builder) -> Operator:
+                   builder: Builder, explicit: bool = True) -> Operator:
+    """The VALUES rows compiled for their columns; without an explicit column list (`explicit`
+    false) rows shorter than the table fill the first columns only, the rest take defaults."""
     rows, params = [], []
+    width = None
     for row in values.expressions:
         cells = list(row.expressions) if isinstance(row, exp.Tuple) else [row]
+        if width is not None and len(cells) != width:
+            raise SqlVecError("VALUES lists must all be the same length", sqlstate="42601")
+        width = len(cells)
         if len(cells) > len(target_cols):
             raise SqlVecError("INSERT has more expressions than target columns", sqlstate="42601")
         if len(cells) < len(target_cols):
-            raise SqlVecError("INSERT has more target columns than expressions", sqlstate="42601")
+            if explicit:
+                raise SqlVecError("INSERT has more target columns than expressions",
+                                  sqlstate="42601")
+            target_cols = target_cols[: len(cells)]
         out, indexes = [], []
         for cell, col in zip(cells, target_cols):
             if _is_default(cell):
@@ -261,6 +275,16 @@ class _ValuesRows(Operator):
 
 _DEFAULT = object()
 _ONE_NULL = pa.table({"_": [None]})
+
+
+def _unknown_literals(query: exp.Expression) -> set[int]:
+    """Output positions of a plain SELECT that are bare string literals: PostgreSQL leaves them
+    of type unknown in INSERT ... SELECT, so they convert to the target column's type as in
+    VALUES (`INSERT INTO t (v) SELECT '[1,2,3]'`)."""
+    if not isinstance(query, exp.Select):
+        return set()
+    return {i for i, e in enumerate(query.expressions)
+            if isinstance(e.unalias(), exp.Literal) and e.unalias().is_string}
 
 
 def _cell_scalar(v: Value, col: ColumnDef, frame: Frame) -> pa.Scalar:

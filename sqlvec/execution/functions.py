@@ -996,13 +996,11 @@ def _named_distance(c, args, e):
            "vector_negative_inner_product": d.NegativeInnerProduct}[name]
     if len(args) != 2:
         raise no_such_function(name, [c.compile(a) for a in args])
-    distance = c.compile(cls(this=args[0], expression=args[1]))
-    if name == "vector_l2_squared_distance":
-        def squared(f):
-            x = distance(f)
-            return pc.multiply(x, x)
-        return Value(squared, FLOAT8, distance.const)
-    return distance
+    if name == "vector_l2_squared_distance":  # pgvector's sum itself, not a squared root
+        a, b = _vector_arg(c, args[0]), _vector_arg(c, args[1])
+        return Value(lambda f: vector_distance(None, a(f), b(f), f.n), FLOAT8,
+                     a.const and b.const)
+    return c.compile(cls(this=args[0], expression=args[1]))
 
 
 # Misc --------------------------------------------------------------------------------------------

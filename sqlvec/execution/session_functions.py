@@ -10,8 +10,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 from sqlvec.catalog.functions import scalar
-from sqlvec.errors import SqlVecError
-from sqlvec.execution.values import BOOL, INT4, INT8, TEXT, Value, is_scalar
+from sqlvec.errors import Notice, SqlVecError
+from sqlvec.execution.values import BOOL, INT4, INT8, TEXT, Value, as_array, is_scalar
 from sqlvec.types import SqlType
 
 
@@ -103,17 +103,80 @@ def _pg_backend_pid(c, args, e):
     return Value(lambda f: pa.scalar(f.ctx.services.pid, pa.int32()), INT4)
 
 
-@scalar("pg_advisory_unlock_all", "-> text", volatility="v")
-def _pg_advisory_unlock_all(c, args, e):
-    # Advisory locks cannot be taken here, so there is never one to release. PostgreSQL's
-    # result is void, printed as an empty string; text carries the same value to clients.
-    return Value(lambda f: pa.scalar("", pa.string()), TEXT)
-
-
 scalar("current_database", "-> name", volatility="s")(_const_text(lambda s: s.database_name))
 scalar("current_catalog", keyword=True, volatility="s")(_const_text(lambda s: s.database_name))
 scalar("current_user session_user", "-> name", volatility="s")(_const_text(lambda s: s.user))
 scalar("user current_role", keyword=True, volatility="s")(_const_text(lambda s: s.user))
+
+
+# Advisory locks (held by the session: session/advisory_locks.py) ----------------------------------
+
+# PostgreSQL's message when pg_advisory_unlock finds no hold of the session's (lock.c).
+NOT_HELD = "you don't own a lock of type ExclusiveLock"
+
+
+def _advisory_key(c, args) -> list[Value]:
+    """The key arguments: one bigint, or two integers (a key space of its own)."""
+    if len(args) == 1:
+        return [c.compile_as(args[0], INT8)]
+    return [c.compile_as(args[0], INT4), c.compile_as(args[1], INT4)]
+
+
+def _per_row(keys: list[Value], out: SqlType, fn):
+    """`fn(frame, key)` for each row's key, in row order (each call takes or drops one hold)."""
+    arrow = out.to_arrow()
+
+    def run(f):
+        vals = [k(f) for k in keys]
+        if all(is_scalar(v) for v in vals):
+            py = [v.as_py() for v in vals]
+            if any(p is None for p in py):
+                return pa.scalar(None, arrow)
+            return pa.scalar(fn(f, tuple(py)), arrow)
+        cols = [as_array(v, f.n).to_pylist() for v in vals]
+        return pa.array([None if any(p is None for p in row) else fn(f, tuple(row))
+                         for row in zip(*cols)], arrow)
+    return Value(run, out)
+
+
+def _advisory_lock(xact: bool, wait: bool):
+    out = TEXT if wait else BOOL  # PostgreSQL's void (printed empty) where it waits
+
+    def compile_(c, args, e):
+        def fn(f, key):
+            got = f.ctx.services.advisory_lock(key, xact=xact, wait=wait,
+                                               check_interrupts=f.ctx.check_interrupts)
+            return "" if wait else got
+        return _per_row(_advisory_key(c, args), out, fn)
+    return compile_
+
+
+def _advisory_unlock(c, args, e):
+    def fn(f, key):
+        if f.ctx.services.advisory_unlock(key):
+            return True
+        f.ctx.services.notice(Notice.warning(NOT_HELD))
+        return False
+    return _per_row(_advisory_key(c, args), BOOL, fn)
+
+
+def _advisory_unlock_all(c, args, e):
+    def fn(f):
+        f.ctx.services.advisory_unlock(None)
+        return pa.scalar("", pa.string())
+    return Value(fn, TEXT)
+
+
+_KEYS = ("int8 -> {0}", "int4, int4 -> {0}")
+for _name, _xact, _wait in (("pg_advisory_lock", False, True),
+                            ("pg_advisory_xact_lock", True, True),
+                            ("pg_try_advisory_lock", False, False),
+                            ("pg_try_advisory_xact_lock", True, False)):
+    scalar(_name, *(k.format("text" if _wait else "bool") for k in _KEYS),
+           volatility="v")(_advisory_lock(_xact, _wait))
+scalar("pg_advisory_unlock", *(k.format("bool") for k in _KEYS), volatility="v")(
+    _advisory_unlock)
+scalar("pg_advisory_unlock_all", "-> text", volatility="v")(_advisory_unlock_all)
 
 __all__ = ["regclass_of"]
 

@@ -62,7 +62,7 @@ def as_array(value: Datum, n: int) -> pa.Array | pa.ChunkedArray:
     if isinstance(value, pa.Scalar):
         if not value.is_valid:
             return pa.nulls(n, value.type)
-        if n == 0:  # pa.repeat cannot make an empty list-typed array
+        if n == 0:  # pa.repeat of a nested scalar refuses zero repetitions
             return pa.array([], value.type)
         return pa.repeat(value, n)
     return value
@@ -596,6 +596,8 @@ def cast(value: Datum, source: SqlType, target: SqlType, n: int, explicit: bool 
         if source.is_array or source.name == "vector":
             return _cast_to_vector(value, target, n)
         raise _cannot_cast(source, target)
+    if target.name.startswith("_") and source.name.startswith("_"):
+        return _cast_array(value, source, target, n, explicit)
     if target.is_array and source.is_array and not is_string(source.element):
         try:
             return value.cast(target.to_arrow())
@@ -614,6 +616,29 @@ def cast(value: Datum, source: SqlType, target: SqlType, n: int, explicit: bool 
     if source.name == target.name:
         return value
     raise _cannot_cast(source, target)
+
+
+def _cast_array(value: Datum, source: SqlType, target: SqlType, n: int, explicit: bool) -> Datum:
+    """An array cast casts each element (`ARRAY['1','2']::int[]`,
+    `ARRAY['[1,2]']::vector[]`) with the element types' own rules and errors."""
+    if is_scalar(value):
+        if not value.is_valid:
+            return pa.scalar(None, target.to_arrow())
+        return _cast_array(pa.array([value.as_py()], value.type), source, target, 1, explicit)[0]
+    if isinstance(value, pa.ChunkedArray):
+        value = value.combine_chunks() if value.num_chunks != 1 else value.chunk(0)
+    lengths = pc.fill_null(pc.list_value_length(value), 0).to_numpy(zero_copy_only=False)
+    elements = pc.list_flatten(value)
+    cast_elements = as_array(cast(elements, source.element, target.element, len(elements),
+                                  explicit), len(elements))
+    if isinstance(cast_elements, pa.ChunkedArray):
+        cast_elements = cast_elements.combine_chunks()
+    element_type = target.to_arrow().value_type
+    if not cast_elements.type.equals(element_type):
+        cast_elements = cast_elements.cast(element_type)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    mask = value.is_null() if value.null_count else None
+    return pa.ListArray.from_arrays(offsets, cast_elements, type=target.to_arrow(), mask=mask)
 
 
 def _cannot_cast(source: SqlType, target: SqlType) -> SqlVecError:
@@ -874,6 +899,8 @@ def _cast_to_vector(value: Datum, target: SqlType, n: int) -> Datum:
         if target.typmod >= 0 and vals.size != target.typmod:
             raise DataException(f"expected {target.typmod} dimensions, not {vals.size}")
         return scalar_of(vals.tolist(), target)
+    if len(value) == 0:  # no rows: no dimensions to check (the matrix would be 0 x 0)
+        return pa.array([], target.to_arrow())
     matrix, valid = to_numpy_vectors(value, n)
     check_vector_values(matrix.reshape(-1) if matrix.size else np.zeros(1, np.float32))
     if target.typmod >= 0 and matrix.shape[1] != target.typmod:

@@ -20,7 +20,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 
 import pyarrow as pa
 
@@ -49,6 +49,7 @@ from sqlvec.execution.transaction import Transaction
 from sqlvec.session import copy as copy_statements
 from sqlvec.session import ddl, queries, writes
 from sqlvec.session import utility as utility_statements
+from sqlvec.session.advisory_locks import AdvisoryLocks, locks_of
 from sqlvec.session.cursors import Cursor
 from sqlvec.session.plan_cache import PlanCache
 from sqlvec.session.prepare import plan_statement
@@ -129,6 +130,7 @@ class Session:
         self.prepared: dict[str, PreparedStatement] = {}  # SQL-level PREPARE
         self.cursors: dict[str, Cursor] = {}  # DECLARE ... CURSOR
         self.savepoints: list[tuple[str, object]] = []  # (name, buffered writes then)
+        self._advisory_xact = False  # holds transaction-level advisory locks
         self._plan_cache = PlanCache()
         self._limits: dict[str, tuple[str, int]] = {}  # settings with units: text, base units
         self._statement_memory: MemoryAccount | None = None  # of the running statement
@@ -216,6 +218,9 @@ class Session:
                 if prepared.kind is StatementKind.COPY and copy is not None:
                     result = Result(copy(prepared.copy))  # type: ignore[arg-type]
                 else:
+                    if params is None and prepared.param_types:  # a simple query has none
+                        self._fail()
+                        raise SqlVecError("there is no parameter $1", sqlstate="42P02")
                     result = self.run(prepared, params or [])
             except SqlVecError as error:
                 if error.position is not None and offset:
@@ -336,6 +341,9 @@ class Session:
     TRIM_AFTER_BYTES = 64 << 20
 
     def _after_statement(self) -> None:
+        if self._advisory_xact and not self.explicit:  # the transaction ended: its locks go
+            self._advisory_xact = False
+            self._advisory_locks().release_all(self.pid, session=False, xact=True)
         memory, self._statement_memory = self._statement_memory, None
         if memory is not None and memory.peak >= self.TRIM_AFTER_BYTES:
             return_free_memory()
@@ -428,7 +436,31 @@ class Session:
             return
         self._closed = True
         self.txn = None
+        self._advisory_locks().release_all(self.pid, session=True, xact=True)
         self.database.unregister_session(self)
+
+    # Advisory locks (pg_advisory_lock and its family) -----------------------------------------------
+
+    def _advisory_locks(self) -> AdvisoryLocks:
+        return locks_of(self.database, self.database_name)
+
+    def advisory_lock(self, key: Hashable, *, xact: bool, wait: bool,
+                      check_interrupts: Callable[[], None]) -> bool:
+        """Hold advisory lock `key` for the session or (`xact`) its transaction; False if
+        another session holds it and not `wait`."""
+        got = self._advisory_locks().acquire(self.pid, key, xact=xact, wait=wait,
+                                             check_interrupts=check_interrupts)
+        if got and xact:
+            self._advisory_xact = True
+        return got
+
+    def advisory_unlock(self, key: Hashable | None) -> bool:
+        """Release one session-level hold of `key` (None: all of them)."""
+        locks = self._advisory_locks()
+        if key is None:
+            locks.release_all(self.pid, session=True, xact=False)
+            return True
+        return locks.release(self.pid, key)
 
     # Services used by catalog functions --------------------------------------------------------------
 

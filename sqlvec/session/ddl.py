@@ -77,7 +77,7 @@ def _create(session: Session, ast: exp.Create, notices: list[Notice]) -> str:
 def _drop(session: Session, ast: exp.Drop, notices: list[Notice]) -> str:
     if (ast.args.get("kind") or "").upper() == "DATABASE" and session.explicit:
         raise ActiveSqlTransaction("DROP DATABASE cannot run inside a transaction block")
-    return ddl.drop(ast, session.catalog, session.search_path, session.database)
+    return ddl.drop(ast, session.catalog, session.search_path, session.database, notices)
 
 
 def _alter(session: Session, ast: exp.Alter, notices: list[Notice]) -> str:

@@ -70,7 +70,7 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
         columns = [ResultColumn(f.name, f.type if f.type.name != "unknown" else V.TEXT,
                                 f.source[0], f.source[1])
                    for f, t in zip(operator.fields, operator.types) if not f.hidden]
-        return PreparedStatement(sql, param_list(env), columns, StatementKind.QUERY,
+        return PreparedStatement(sql, param_list(env, ast), columns, StatementKind.QUERY,
                                  compiled=(plan, operator))
     planner_fn = _WRITES.get(type(ast))
     if planner_fn is not None:
@@ -82,7 +82,7 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
         if write.returning_fields is not None:
             columns = [ResultColumn(f.name, f.type or V.TEXT, f.source[0], f.source[1])
                        for f in write.returning_fields]
-        param_types = param_list(env)
+        param_types = param_list(env, ast)
         if write.fast is not None:
             write.fast.bind(param_types, write.returning is not None)
         return PreparedStatement(sql, param_types, columns, StatementKind.WRITE, compiled=write)
@@ -149,9 +149,20 @@ def _plan_explain(session: Session, sql: str, u: Utility,
                              compiled=inner, explain=options)
 
 
-def param_list(env: CompileEnv) -> list[SqlType]:
-    """The statement's parameter types, $1 first (undetermined ones are text)."""
-    if not env.param_types:
-        return []
-    count = max(env.param_types)
+def param_list(env: CompileEnv, ast: exp.Expression) -> list[SqlType]:
+    """The statement's parameter types, $1 first: as many as the highest $n written (or
+    declared); those the context does not determine are text, as PostgreSQL's unknown. A number
+    below the highest that is neither written nor declared has no type at all (42P18)."""
+    written = parameter_numbers(ast)
+    count = max(max(env.param_types, default=0), max(written, default=0))
+    for n in range(1, count + 1):
+        if n not in env.param_types and n not in written:
+            raise SqlVecError(f"could not determine data type of parameter ${n}",
+                              sqlstate="42P18")
     return [env.param_types.get(i + 1, V.TEXT) for i in range(count)]
+
+
+def parameter_numbers(ast: exp.Expression) -> set[int]:
+    """The n of every `$n` in a statement."""
+    return {int(p.this.this) for p in ast.find_all(exp.Parameter)
+            if isinstance(p.this, exp.Literal) and str(p.this.this).isdigit()}

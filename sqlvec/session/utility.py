@@ -23,6 +23,7 @@ from sqlvec.errors import (
     SqlVecError,
     UndefinedObject,
 )
+from sqlvec.execution.ddl import skipping_notice
 from sqlvec.session import cursors, transactions
 from sqlvec.session.prepare import SHOW_ALIASES
 from sqlvec.session.results import PreparedStatement, Result
@@ -162,8 +163,10 @@ def _create_extension(session: Session, u: Utility, prepared: PreparedStatement,
 
 def _drop_extension(session: Session, u: Utility, prepared: PreparedStatement,
                     params: list) -> Result:
+    exists = u.name in session.catalog.state.get("extensions", {})
     session.catalog.drop_extension(u.name, if_exists=u.local)
-    return Result("DROP EXTENSION")
+    notices = [] if exists else [skipping_notice("extension", u.name or "")]
+    return Result("DROP EXTENSION", notices=notices)
 
 
 def _checkpoint(session: Session, u: Utility, prepared: PreparedStatement,

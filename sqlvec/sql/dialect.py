@@ -31,6 +31,7 @@ from sqlglot.dialects.dialect import rename_func
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.parser import SENTINEL_NONE
+from sqlglot.tokenizer_core import TokenizerCore
 from sqlglot.tokens import Token, TokenType
 
 from sqlvec.errors import SyntaxError_
@@ -169,6 +170,19 @@ def _operator_sql(self: Generator, expression: VectorDistance) -> str:
     return self.binary(expression, expression.metric.operator)
 
 
+class _TokenizerCore(TokenizerCore):
+    """PostgreSQL's rule for dollar quotes: the tag is an identifier (`$$`, `$body$`), so a `$`
+    followed by a digit is a parameter. sqlglot takes `$1::int,$` as the tag of a quote."""
+
+    __slots__ = ()
+
+    def _scan_string(self, start: str) -> bool:
+        if start == "$" and self._peek.isdigit():  # `$1`: a parameter, as sqlglot reads `$1 `
+            self._add(self.heredoc_string_alternative)
+            return True
+        return super()._scan_string(start)
+
+
 class SqlVec(Postgres):
     """PostgreSQL with pgvector. Registered as "sqlvec" by sqlglot's dialect metaclass."""
 
@@ -196,6 +210,11 @@ class SqlVec(Postgres):
             "<#>": NEG_INNER_PRODUCT,
             "<+>": L1_DISTANCE,
         }
+
+        def _init_core(self) -> TokenizerCore:
+            core = super()._init_core()
+            core.__class__ = _TokenizerCore  # same slots: only `_scan_string` differs
+            return core
 
     class Parser(Postgres.Parser):
         # `<=>` is cosine distance here; `IS NOT DISTINCT FROM` still builds exp.NullSafeEQ.

@@ -98,7 +98,7 @@ class SegmentData:
         """The column, or `missing` repeated for a column this segment predates."""
         if self.has_column(physical):
             return self.table.column(physical)
-        if missing is None:
+        if missing is None or self.n_rows == 0:
             return pa.chunked_array([pa.nulls(self.n_rows, arrow_type)])
         return pa.chunked_array([pa.repeat(pa.scalar(missing, arrow_type), self.n_rows)])
 

@@ -1013,6 +1013,8 @@ def conform_batch(batch: pa.RecordBatch | pa.Table, table_def: TableDef) -> pa.R
             arrays.append(batch.column(col.physical).cast(target))
         elif col.missing_value is None:
             arrays.append(pa.nulls(n, target))
+        elif n == 0:  # pa.repeat of a nested scalar refuses zero repetitions
+            arrays.append(pa.array([], target))
         else:
             arrays.append(pa.repeat(pa.scalar(col.missing_value, target), n))
     return type(batch).from_arrays(arrays, schema=schema)

@@ -211,7 +211,9 @@ PG_PROC = ("SELECT p.proname, p.proargtypes::text, coalesce(p.proallargtypes::te
 RESULT_DEVIATIONS = {("inet_client_addr", ""): "text", ("inet_server_addr", ""): "text",
                      ("pg_advisory_unlock_all", ""): "text", ("pg_sleep", "701"): "text",
                      ("pg_current_xact_id", ""): "bigint", ("pg_typeof", "2276"): "text",
-                     ("acldefault", "18 26"): "text[]"}
+                     ("acldefault", "18 26"): "text[]",
+                     **{(name, args): "text" for name in ("pg_advisory_lock", "pg_advisory_xact_lock")
+                        for args in ("20", "23 23")}}
 
 
 def _proc_rows(port: int) -> dict[tuple[str, str, str], list[str]]:

@@ -281,8 +281,10 @@ def test_up_to_65535_parameters_are_described(server):
 
 def test_more_than_65535_parameters_is_a_program_limit(server):
     client = RawClient(server).ready()
-    client.send(Parse("", "SELECT $70000::int4").encode() + Describe("S", "").encode()
-                + Sync().encode())
+    # Every number up to the highest must be typed (else 42P18, as PostgreSQL): the 65535 a
+    # Parse can declare, and one more written.
+    client.send(Parse("", "SELECT $65536::int4", (23,) * 65535).encode()
+                + Describe("S", "").encode() + Sync().encode())
     messages = client.messages()
     (error,) = errors_in(messages)
     assert error.get("C") == "54000"

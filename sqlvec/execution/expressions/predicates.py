@@ -194,6 +194,11 @@ def _in(c: Compiler, e: exp.In) -> Value:
     x = c.compile(e.this)
     items = [c.compile(i) for i in e.expressions]
     t = V.common_type([x.type] + [i.type for i in items], "IN")
+    if t.name != "unknown":  # `id IN ($1)` types $1 as id's type, as `id = $1` does
+        for k, item in enumerate(e.expressions):
+            if isinstance(item, exp.Parameter) and items[k].type.name == "unknown":
+                c.env.infer_param(param_index(item), t)
+                items[k] = c.compile(item)
     x = c.coerce(x, t)
     items = [c.coerce(i, t) for i in items]
     if all(i.const for i in items):

@@ -20,7 +20,7 @@ from sqlvec.execution.expressions.core import (
 from sqlvec.execution.values import FLOAT8, Datum, Value, is_scalar
 from sqlvec.sql import dialect as d
 from sqlvec.types import SqlType
-from sqlvec.vectors import Metric, paired_distances
+from sqlvec.vectors import Metric, l2_squared_distances, paired_distances
 
 
 def _vector_pair(c: Compiler, a: Value, b: Value) -> tuple[Value, Value]:
@@ -48,8 +48,9 @@ def _distance(c: Compiler, e: d.VectorDistance) -> Value:
     return Value(fn, FLOAT8, a.const and b.const)
 
 
-def vector_distance(metric: Metric, x: Datum, y: Datum, n: int) -> Datum:
-    """Row-wise pgvector distance between two vector datums (columns or constants)."""
+def vector_distance(metric: Metric | None, x: Datum, y: Datum, n: int) -> Datum:
+    """Row-wise pgvector distance between two vector datums (columns or constants); metric
+    None: pgvector's vector_l2_squared_distance."""
     both_scalar = is_scalar(x) and is_scalar(y)
     rows = 1 if both_scalar else n
     if both_scalar and (not x.is_valid or not y.is_valid):
@@ -58,7 +59,12 @@ def vector_distance(metric: Metric, x: Datum, y: Datum, n: int) -> Datum:
     my, vy = V.to_numpy_vectors(y, rows)
     if mx.shape[1] != my.shape[1] and mx.size and my.size:
         raise DataException(f"different vector dimensions {mx.shape[1]} and {my.shape[1]}")
-    out = paired_distances(metric, mx, my) if rows else np.empty(0)
+    if not rows:
+        out = np.empty(0)
+    elif metric is None:
+        out = l2_squared_distances(mx, my)
+    else:
+        out = paired_distances(metric, mx, my)
     valid = None
     for v in (vx, vy):
         if v is not None:

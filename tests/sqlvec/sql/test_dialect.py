@@ -394,3 +394,18 @@ def test_nested_array_constructors_parse_in_linear_time() -> None:
     assert node == exp.Literal.number(1)
     validate_identity("SELECT ARRAY[]::INT[]", "SELECT CAST(ARRAY[] AS INT[])")
     validate_identity("SELECT CAST(ARRAY[1] AS INT[])")
+
+
+@pytest.mark.parametrize("sql", ["SELECT $1::int,$2::int", "SELECT $1,$2", "SELECT ($1||$2)",
+                                 "SELECT f($1,$10)"])
+def test_a_dollar_before_a_digit_is_a_parameter_not_a_dollar_quote(sql: str) -> None:
+    """A dollar quote's tag cannot start with a digit: `$1::int,$` is not one."""
+    tree = parse_one(sql)
+    assert {p.name for p in tree.find_all(exp.Parameter)} >= {"1"}
+
+
+@pytest.mark.parametrize("sql, text", [("SELECT $$a$1,$2$$", "a$1,$2"),
+                                       ("SELECT $q$x$1$q$", "x$1"),
+                                       ("SELECT $_1$y$_1$", "y")])
+def test_dollar_quotes_still_quote(sql: str, text: str) -> None:
+    assert parse_one(sql).expressions[0].name == text

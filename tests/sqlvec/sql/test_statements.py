@@ -38,3 +38,8 @@ def test_backslashes_escape_only_in_e_strings():
     # standard_conforming_strings is on: '\' is a backslash, the quote after it ends the string
     assert split("select 'a\\'; select 2") == ["select 'a\\'", " select 2"]
     assert split("select E'a\\'; select 2'") == ["select E'a\\'; select 2'"]
+
+
+def test_parameters_next_to_dollars_do_not_open_a_dollar_quote():
+    assert split_with_offsets("select $1::int,$2::int; select 2") == [
+        (0, "select $1::int,$2::int"), (23, " select 2")]
