@@ -6,15 +6,7 @@ import threading
 
 import pytest
 
-from sqlvec.database import Database
 from sqlvec.errors import SqlVecError
-
-
-@pytest.fixture
-def db(tmp_path):
-    database = Database.open(str(tmp_path / "db"))
-    yield database
-    database.close()
 
 
 @pytest.fixture

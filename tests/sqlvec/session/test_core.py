@@ -7,18 +7,10 @@ import time
 
 import pytest
 
-from sqlvec.database import Database
 from sqlvec.errors import SqlVecError
 
 LONG_QUERY = ("SELECT count(*) FROM generate_series(1, 10000) a, generate_series(1, 10000) b "
               "WHERE (a * b) % 7 = 3")
-
-
-@pytest.fixture
-def db(tmp_path):
-    database = Database.open(str(tmp_path / "db"))
-    yield database
-    database.close()
 
 
 @pytest.fixture
