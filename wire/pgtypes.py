@@ -36,7 +36,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sqlvec.errors import DataException, SqlVecError
-from sqlvec.execution.values import format_value, parse_text, tid_pack, tid_text, tid_unpack
+from sqlvec.execution.values import (
+    NUMERIC_HEADER,
+    NUMERIC_NAN,
+    NUMERIC_NEG,
+    NUMERIC_NINF,
+    NUMERIC_PINF,
+    NUMERIC_POS,
+    encode_numeric,
+    format_value,
+    parse_text,
+    tid_pack,
+    tid_text,
+    tid_unpack,
+)
 from sqlvec.types import (
     TYPES_BY_OID,
     SqlType,
@@ -432,53 +445,12 @@ def _as_decimal(value: object, t: SqlType) -> decimal.Decimal:
     return d
 
 
-_NUMERIC_HEADER = struct.Struct("!hhHh")
-NUMERIC_POS, NUMERIC_NEG, NUMERIC_NAN = 0x0000, 0x4000, 0xC000
-NUMERIC_PINF, NUMERIC_NINF = 0xD000, 0xF000
-
-
-def encode_numeric(d: decimal.Decimal) -> bytes:
-    """numeric_send: base-10000 digits with weight (of the first digit) and display scale."""
-    if d.is_nan():
-        return _NUMERIC_HEADER.pack(0, 0, NUMERIC_NAN, 0)
-    if d.is_infinite():
-        return _NUMERIC_HEADER.pack(0, 0, NUMERIC_NINF if d < 0 else NUMERIC_PINF, 0)
-    sign, digit_tuple, exponent = d.as_tuple()
-    digits = "".join(map(str, digit_tuple))
-    exponent = int(exponent)
-    dscale = max(0, -exponent)
-    if exponent > 0:
-        digits += "0" * exponent
-        exponent = 0
-    frac = -exponent
-    digits += "0" * ((4 - frac % 4) % 4)
-    frac += (4 - frac % 4) % 4
-    int_len = len(digits) - frac
-    if int_len < 0:
-        digits = "0" * -int_len + digits
-        int_len = 0
-    pad = (4 - int_len % 4) % 4
-    digits = "0" * pad + digits
-    int_len += pad
-    groups = [int(digits[i:i + 4]) for i in range(0, len(digits), 4)]
-    weight = int_len // 4 - 1
-    while groups and groups[0] == 0:
-        groups.pop(0)
-        weight -= 1
-    while groups and groups[-1] == 0:
-        groups.pop()
-    if not groups:
-        weight = 0
-    return _NUMERIC_HEADER.pack(len(groups), weight, NUMERIC_NEG if sign else NUMERIC_POS,
-                                dscale) + struct.pack(f"!{len(groups)}H", *groups)
-
-
 def decode_numeric(data: bytes) -> decimal.Decimal:
     """numeric_recv: a binary numeric parameter to a Decimal, with PostgreSQL's checks of its header
     and digits."""
     if len(data) < 8:
         raise BinaryFormatError("insufficient data left in message")
-    ndigits, weight, sign, dscale = _NUMERIC_HEADER.unpack_from(data)
+    ndigits, weight, sign, dscale = NUMERIC_HEADER.unpack_from(data)
     if sign == NUMERIC_NAN:
         return decimal.Decimal("NaN")
     if sign == NUMERIC_PINF:

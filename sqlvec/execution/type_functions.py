@@ -36,7 +36,7 @@ from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.expressions import constant
 from sqlvec.execution.expressions.calls import no_such_function
-from sqlvec.execution.values import INT4, TEXT, Datum, Value, as_array, is_scalar
+from sqlvec.execution.values import INT4, TEXT, Datum, Value, as_array, encode_numeric, is_scalar
 from sqlvec.types import REG_TYPES, TYPES_BY_NAME, TYPES_BY_OID, SqlType, record_fields
 
 BYTEA = SqlType("bytea")
@@ -284,7 +284,7 @@ def encode_binary(value: object, t: SqlType) -> bytes:
         block, offset = V.tid_unpack(value)
         return struct.pack("!IH", block, offset)
     if name == "numeric":
-        return _numeric(value if isinstance(value, decimal.Decimal)
+        return encode_numeric(value if isinstance(value, decimal.Decimal)
                         else decimal.Decimal(str(value)))
     if name == "interval":
         return struct.pack("!qii", value.nanoseconds // 1000, value.days, value.months)
@@ -317,40 +317,6 @@ def _array(values: list, element: SqlType, lower: int = 1) -> bytes:
         raw = None if v is None else encode_binary(v, element)
         out.append(struct.pack("!i", -1) if raw is None else struct.pack("!i", len(raw)) + raw)
     return b"".join(out)
-
-
-def _numeric(d: decimal.Decimal) -> bytes:
-    """numeric_send: base-10000 digits, the weight of the first, sign and display scale."""
-    header = struct.Struct("!hhHh")
-    if d.is_nan():
-        return header.pack(0, 0, 0xC000, 0)
-    if d.is_infinite():
-        return header.pack(0, 0, 0xF000 if d < 0 else 0xD000, 0)
-    sign, digit_tuple, exponent = d.as_tuple()
-    digits = "".join(map(str, digit_tuple))
-    exponent = int(exponent)
-    dscale = max(0, -exponent)
-    if exponent > 0:
-        digits, exponent = digits + "0" * exponent, 0
-    frac = -exponent
-    pad = (4 - frac % 4) % 4
-    digits, frac = digits + "0" * pad, frac + pad
-    whole = len(digits) - frac
-    if whole < 0:
-        digits, whole = "0" * -whole + digits, 0
-    lead = (4 - whole % 4) % 4
-    digits, whole = "0" * lead + digits, whole + lead
-    groups = [int(digits[i:i + 4]) for i in range(0, len(digits), 4)]
-    weight = whole // 4 - 1
-    while groups and groups[0] == 0:
-        groups.pop(0)
-        weight -= 1
-    while groups and groups[-1] == 0:
-        groups.pop()
-    if not groups:
-        weight = 0
-    return header.pack(len(groups), weight, 0x4000 if sign else 0, dscale) + \
-        struct.pack(f"!{len(groups)}H", *groups)
 
 
 # Declarations ---------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import datetime as dt
 import decimal
 import json
 import re
+import struct
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -1057,3 +1058,45 @@ def typed_params(types: list[SqlType], params: list) -> list[pa.Scalar]:
         else:
             out.append(scalar_of(value, t))
     return out
+
+
+# numeric's binary form (numeric_send / numeric_recv): ndigits, weight, sign, dscale.
+NUMERIC_HEADER = struct.Struct("!hhHh")
+NUMERIC_POS, NUMERIC_NEG, NUMERIC_NAN = 0x0000, 0x4000, 0xC000
+NUMERIC_PINF, NUMERIC_NINF = 0xD000, 0xF000
+
+
+def encode_numeric(d: decimal.Decimal) -> bytes:
+    """numeric_send: base-10000 digits with weight (of the first digit) and display scale."""
+    if d.is_nan():
+        return NUMERIC_HEADER.pack(0, 0, NUMERIC_NAN, 0)
+    if d.is_infinite():
+        return NUMERIC_HEADER.pack(0, 0, NUMERIC_NINF if d < 0 else NUMERIC_PINF, 0)
+    sign, digit_tuple, exponent = d.as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    exponent = int(exponent)
+    dscale = max(0, -exponent)
+    if exponent > 0:
+        digits += "0" * exponent
+        exponent = 0
+    frac = -exponent
+    digits += "0" * ((4 - frac % 4) % 4)
+    frac += (4 - frac % 4) % 4
+    int_len = len(digits) - frac
+    if int_len < 0:
+        digits = "0" * -int_len + digits
+        int_len = 0
+    pad = (4 - int_len % 4) % 4
+    digits = "0" * pad + digits
+    int_len += pad
+    groups = [int(digits[i:i + 4]) for i in range(0, len(digits), 4)]
+    weight = int_len // 4 - 1
+    while groups and groups[0] == 0:
+        groups.pop(0)
+        weight -= 1
+    while groups and groups[-1] == 0:
+        groups.pop()
+    if not groups:
+        weight = 0
+    return NUMERIC_HEADER.pack(len(groups), weight, NUMERIC_NEG if sign else NUMERIC_POS,
+                               dscale) + struct.pack(f"!{len(groups)}H", *groups)
