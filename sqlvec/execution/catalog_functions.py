@@ -271,17 +271,18 @@ def _get_expr(c, args, e):
     return _map(vals, lambda f, text, *rest: text, TEXT)
 
 
-def _null_text(c, args, e):
-    vals = [c.compile(a) for a in args]
-    vals = [c.coerce(v, TEXT) if v.type.name == "unknown" else v for v in vals]
-    return _map(vals, lambda f, *xs: None, TEXT, strict=False)
+def _null_of(t: SqlType):
+    """A function that is NULL for every row (what sqlvec has nothing to say about), of type t."""
+    def compile_(c, args, e):
+        vals = [c.compile(a) for a in args]
+        vals = [c.coerce(v, TEXT) if v.type.name == "unknown" else v for v in vals]
+        return _map(vals, lambda f, *xs: None, t, strict=False)
+    return compile_
 
 
-def _no_acl(c, args, e):
-    """NULL: every object has its owner's default privileges, which pg_dump then leaves out."""
-    vals = [c.compile(a) for a in args]
-    vals = [c.coerce(v, TEXT) if v.type.name == "unknown" else v for v in vals]
-    return _map(vals, lambda f, *xs: None, TEXT.array_of(), strict=False)
+_null_text = _null_of(TEXT)
+# acldefault: NULL, every object has its owner's default privileges (pg_dump then leaves them out).
+_no_acl = _null_of(TEXT.array_of())
 
 
 def _false(c, args, e):
