@@ -195,10 +195,6 @@ def format_amount(setting: Setting | str, amount: int) -> str:
     return f"{amount}{setting.unit}"
 
 
-# The name the session uses for the limits it reads (statement_timeout, work_mem).
-parse_unit_setting = parse_amount
-
-
 # Checks of particular settings, after their type's -----------------------------------------------
 
 

@@ -31,7 +31,7 @@ from sqlvec.catalog.settings import (
     canonical_name,
     check_settable,
     lookup,
-    parse_unit_setting,
+    parse_amount,
     validate,
 )
 from sqlvec.errors import (
@@ -386,7 +386,7 @@ class Session:
         text = self.settings.get(name) or DEFAULT_SETTINGS[name]
         cached = self._limits.get(name)
         if cached is None or cached[0] != text:
-            cached = self._limits[name] = (text, parse_unit_setting(name, text))
+            cached = self._limits[name] = (text, parse_amount(name, text))
         return cached[1]
 
     # COPY (the front end moves the data; see copy.py) ------------------------------------------------
