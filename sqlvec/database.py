@@ -26,6 +26,10 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
+# The configuration files (sqlvec.conf, sqlvec.auto.conf), re-exported for the command line.
+from sqlvec.catalog.config_file import ConfigFileError as ConfigFileError
+from sqlvec.catalog.server_config import ServerConfig as ServerConfig
+
 # The PostgreSQL version clients are told, re-exported for the command line (`--version`).
 from sqlvec.catalog.settings import SERVER_VERSION as SERVER_VERSION
 from sqlvec.errors import (
@@ -64,8 +68,11 @@ def check_database_name(name: str) -> None:
 class Database:
     """A data directory: its databases, opened on first use and recovered on open."""
 
-    def __init__(self, path: str, options: StoreOptions, lock_fd: int) -> None:
+    def __init__(self, path: str, options: StoreOptions, lock_fd: int,
+                 config: ServerConfig | None = None) -> None:
         self.path = path
+        # The configuration files' values, which every session starts from (reloadable).
+        self.config = config if config is not None else ServerConfig(path)
         self.options = options
         self._lock_fd = lock_fd
         self._stores: dict[str, Store] = {}
@@ -74,7 +81,8 @@ class Database:
         self._closed = False
         self.sessions: dict[int, object] = {}
         # Settings fixed for the server's life (the front end adds its own: port, limits, ...).
-        self.server_settings: dict[str, str] = {"data_directory": os.path.abspath(path)}
+        self.server_settings: dict[str, str] = {"data_directory": os.path.abspath(path),
+                                                "config_file": self.config.config_file}
         # Importing the built-in functions loads the function catalog (catalog/functions.py).
         from sqlvec.execution import builtins as _builtins  # noqa: F401
         from sqlvec.execution.catalog_functions import compile_extensions
@@ -82,8 +90,13 @@ class Database:
         self.functions = compile_extensions()
 
     @classmethod
-    def open(cls, path: str = "sqlvec-data", *, options: StoreOptions | None = None) -> Database:
-        """Open (creating if needed) a data directory and recover its default database."""
+    def open(cls, path: str = "sqlvec-data", *, options: StoreOptions | None = None,
+             config: ServerConfig | None = None) -> Database:
+        """Open (creating if needed) a data directory and recover its default database. Its
+        configuration is `config`, else the files of the data directory (sqlvec.conf,
+        sqlvec.auto.conf: ConfigFileError if a line is bad)."""
+        if config is None:
+            config = ServerConfig.load(path)
         os.makedirs(path, exist_ok=True)
         fd = lock_directory(path)
         if fd is None:
@@ -92,7 +105,7 @@ class Database:
         # large buffers that die in bursts (sealed growing segments, merged segments), so the
         # system allocator (with malloc_trim after those bursts) keeps resident memory honest.
         pa.set_memory_pool(pa.system_memory_pool())
-        db = cls(path, options or StoreOptions(), fd)
+        db = cls(path, options or StoreOptions(), fd, config)
         try:
             if DEFAULT_DATABASE in db.databases():
                 db.store(DEFAULT_DATABASE)

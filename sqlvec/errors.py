@@ -18,11 +18,14 @@ class Notice:
     severity: str  # NOTICE | WARNING | INFO | LOG | DEBUG
     sqlstate: str
     message: str
+    detail: str | None = None
+    hint: str | None = None
 
     @classmethod
-    def notice(cls, message: str, sqlstate: str = "00000") -> Notice:
+    def notice(cls, message: str, sqlstate: str = "00000", *, detail: str | None = None,
+               hint: str | None = None) -> Notice:
         """NOTICE; PostgreSQL's default code for it is 00000 (successful completion)."""
-        return cls("NOTICE", sqlstate, message)
+        return cls("NOTICE", sqlstate, message, detail, hint)
 
     @classmethod
     def warning(cls, message: str, sqlstate: str = "01000") -> Notice:

@@ -266,7 +266,8 @@ def error_response(exc: BaseException) -> ErrorResponse:
 
 def notice_response(notice: Notice) -> NoticeResponse:
     """NoticeResponse fields from an engine notice, one-to-one."""
-    return NoticeResponse.build(notice.severity, notice.sqlstate, notice.message)
+    return NoticeResponse.build(notice.severity, notice.sqlstate, notice.message,
+                                detail=notice.detail, hint=notice.hint)
 
 
 class Connection:

@@ -395,6 +395,9 @@ PG_SETTINGS = parse_columns(
 def _pg_settings(o) -> dict:
     session = o.session
     settings = session.settings
+    source_of = getattr(session, "setting_source", None)  # where each value comes from
+    config = getattr(session.database, "config", None)
+    pending = config.pending_restart if config is not None else set()
     rows = []
     for name in sorted(settings, key=str.lower):
         declared = SETTINGS.get(name)
@@ -407,12 +410,17 @@ def _pg_settings(o) -> dict:
             # pg_settings shows amounts in the base unit ('4096' kB) where SHOW says '4MB'.
             return str(parse_amount(s, text)) if s.unit and s.vartype == "integer" and text \
                 else text
+        if source_of is not None:
+            source, sourcefile, sourceline = source_of(name)
+        else:
+            source, sourcefile, sourceline = \
+                ("session" if value != default else "default"), None, None
         rows.append((name, raw(value), declared.unit, declared.category, declared.description,
-                     None, declared.context, declared.vartype,
-                     "session" if value != default else "default",
+                     None, declared.context, declared.vartype, source,
                      declared.min, declared.max,
                      list(declared.enumvals) if declared.enumvals else None,
-                     raw(declared.default), raw(default), None, None, False))
+                     raw(declared.default), raw(default), sourcefile, sourceline,
+                     name in pending))
     return _rows([c for c, _ in PG_SETTINGS], rows)
 
 

@@ -38,7 +38,13 @@ from sqlvec.errors import (
     UndefinedObject,
 )
 from sqlvec.storage import access_methods
-from sqlvec.storage.search import DEFAULT_TARGET_RECALL, TARGET_RECALL, parse_target_recall
+from sqlvec.storage.search import (
+    DEFAULT_TARGET_RECALL,
+    MAX_EF_SEARCH,
+    MAX_EF_SEARCH_DEFAULT,
+    TARGET_RECALL,
+    parse_target_recall,
+)
 from sqlvec.storage.vector_index import DefaultSetting, IndexSetting
 
 SERVER_VERSION = "16.4"
@@ -246,6 +252,20 @@ def _time_zone(text: str) -> str:
     return text
 
 
+# Where the server log may go (log_destination): text lines or JSON lines.
+LOG_DESTINATIONS = ("stderr", "jsonlog")
+
+
+def _log_destination(text: str) -> str:
+    words = [w.strip().lower() for w in text.split(",") if w.strip()]
+    for word in words or [text]:
+        if word not in LOG_DESTINATIONS:
+            raise InvalidParameterValue(f'invalid value for parameter "log_destination": "{text}"',
+                                        detail=f'Unrecognized key word: "{word}".',
+                                        hint="Use stderr, jsonlog or both.")
+    return ",".join(dict.fromkeys(words))
+
+
 def _target_recall(text: str) -> str:
     target = parse_target_recall(text)  # 22023 for a bad value
     return "off" if target is None else f"{target:g}"
@@ -281,6 +301,7 @@ _CHECKS: dict[str, Callable[[str], str]] = {
     "standard_conforming_strings": _standard_strings_only,
     "DateStyle": _datestyle,
     "TimeZone": _time_zone,
+    "log_destination": _log_destination,
 }
 
 # Settings whose changes a server reports to the client (ParameterStatus).
@@ -298,9 +319,16 @@ _SQLVEC = (
             check=_target_recall,
             description="Recall@10 to search at: picks the index's search knob per segment from "
                         "its calibration (off: use the knob's own setting)."),
+    Setting(MAX_EF_SEARCH, "integer", str(MAX_EF_SEARCH_DEFAULT), min="1",
+            max=str(MAX_EF_SEARCH_DEFAULT),
+            description="The largest search knob (ef_search) a recall target may pick; a target "
+                        "the index cannot reach within it is reported with a NOTICE."),
 )
-# Shown in pg_settings but not in PostgreSQL's list.
+# Shown in pg_settings but not in PostgreSQL's list, or typed as PostgreSQL 16 types them.
 _EXTRA = (
+    Setting("log_connections", "bool", "off", context="superuser-backend",
+            category="Reporting and Logging / What to Log",
+            description="Logs each successful connection."),
     Setting("session_authorization", "string", "postgres", context="user",
             category="Preset Options", description="Sets the session user name."),
     Setting("is_superuser", "bool", "on", context="internal", category="Preset Options",
@@ -388,6 +416,21 @@ def validate(name: str, value: object) -> tuple[str, str]:
         if "." in name:  # a custom placeholder
             return canonical_name(name), str(value)
         raise
+    return setting.name, setting.parse(value)
+
+
+def validate_for_file(name: str, value: object) -> tuple[str, str]:
+    """(stored name, stored value) of a configuration file's `name = value` (or ALTER SYSTEM's):
+    as `validate`, but settings fixed at server start or connection may be given too; only
+    built-in ones are refused (55P02)."""
+    try:
+        setting = lookup(name)
+    except UndefinedObject:
+        if "." in name:  # a custom placeholder
+            return canonical_name(name), str(value)
+        raise
+    if setting.context == "internal":
+        raise CantChangeRuntimeParam(_REFUSALS["internal"].format(setting.name))
     return setting.name, setting.parse(value)
 
 

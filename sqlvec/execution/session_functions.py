@@ -103,6 +103,12 @@ def _pg_backend_pid(c, args, e):
     return Value(lambda f: pa.scalar(f.ctx.services.pid, pa.int32()), INT4)
 
 
+@scalar("pg_reload_conf", "-> bool", volatility="v")
+def _pg_reload_conf(c, args, e):
+    # Reads the configuration files again; sessions apply them before their next statement.
+    return Value(lambda f: pa.scalar(f.ctx.services.reload_config(), pa.bool_()), BOOL)
+
+
 scalar("current_database", "-> name", volatility="s")(_const_text(lambda s: s.database_name))
 scalar("current_catalog", keyword=True, volatility="s")(_const_text(lambda s: s.database_name))
 scalar("current_user session_user", "-> name", volatility="s")(_const_text(lambda s: s.user))

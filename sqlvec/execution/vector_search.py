@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 from sqlglot import exp
 
-from sqlvec.errors import SqlVecError
+from sqlvec.errors import Notice, SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.expressions import Frame
 from sqlvec.execution.expressions.vector import vector_distance
@@ -26,7 +26,7 @@ from sqlvec.execution.values import INT8, Value, as_array
 from sqlvec.plan import nodes as n
 from sqlvec.sql.binder import Field
 from sqlvec.storage.schema import ROWID
-from sqlvec.storage.search import SegmentPlan
+from sqlvec.storage.search import MAX_EF_SEARCH, MAX_EF_SEARCH_DEFAULT, SegmentPlan, read_max_ef
 from sqlvec.types import SqlType
 from sqlvec.vectors import Metric
 
@@ -183,6 +183,7 @@ class VectorTopKOp(OneRowOp):
                             columns=self.columns, with_rowid=True, distance_name="__distance",
                             plans=plans, **self._settings(ctx))
         ctx.stats.setdefault(("segments", id(self)), []).append(plans)
+        _report_missed_target(ctx, plans)
         rows = found.num_rows
         cols = [found.column(name) if name in self.columns else pa.nulls(rows, t.to_arrow())
                 for name, t in zip(self.visible, self.types)]
@@ -200,6 +201,27 @@ class VectorTopKOp(OneRowOp):
         table = table.take(order).slice(0, k)
         dist = as_array(dist, len(order)).take(order).slice(0, k)
         return table_of(list(table.columns) + [dist])
+
+
+def _report_missed_target(ctx, plans: list[SegmentPlan]) -> None:
+    """A NOTICE, once per statement, when a recall target is beyond what some segment's index
+    can reach within the knob's cap: a target never misses silently."""
+    missed = [p for p in plans if p.misses_target]
+    if not missed or ctx.stats.get("recall target missed") or ctx.services is None:
+        return
+    ctx.stats["recall target missed"] = True
+    worst = min(missed, key=lambda p: p.estimated_recall)
+    cap = read_max_ef(ctx.settings)
+    ways = []
+    if worst.ef == cap < MAX_EF_SEARCH_DEFAULT:  # the cap, not the curve, stopped it
+        ways.append(f"raise {MAX_EF_SEARCH} (now {cap})")
+    ways += ["rebuild the index with larger m or ef_construction",
+             "SET sqlvec.exact = on for exact search"]
+    ctx.services.notice(Notice.notice(
+        f"recall target {worst.target_recall:g} is not reachable: the {worst.method} index "
+        f"reaches an estimated recall of {worst.estimated_recall:.3f} at ef_search={worst.ef}",
+        detail=f"{len(missed)} of {len(plans)} segments searched below the target.",
+        hint="To get more recall, " + ", ".join(ways[:-1]) + ", or " + ways[-1] + "."))
 
 
 def segment_summary(plans: list[SegmentPlan], analyze: bool) -> list[str]:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Hashable, Iterator
 import pyarrow as pa
 
 from sqlvec import stack
+from sqlvec.catalog.server_config import applies_to_running_sessions
 from sqlvec.catalog.settings import (
     DEFAULT_SETTINGS,
     REPORTED,
@@ -107,10 +108,15 @@ class Session:
         self.catalog = database.catalog(name)
         self.user = user
         self.pid = next(self._ids) + 1000
-        self.settings = {**DEFAULT_SETTINGS, **database.server_settings,
+        config = database.config
+        self._config_generation = config.generation
+        self.settings = {**DEFAULT_SETTINGS, **config.session_values(), **database.server_settings,
                          "session_authorization": user,
                          "is_superuser": "on" if database.is_superuser(user) else "off"}
         self._defaults = dict(self.settings)  # what RESET goes back to
+        self._overridden: set[str] = set()  # set by the client or SET: a reload keeps them
+        self._given: set[str] = set()  # given by the client at connection
+        self._from_files = set(config.session_values())  # defaults the files gave
         self.terminated = False  # pg_terminate_backend: the session is to end
         # Set by the front end (the wire): end the connection (pg_terminate_backend) ...
         self.on_terminate: Callable[[], None] | None = None
@@ -123,6 +129,7 @@ class Session:
         self._notices: list[Notice] = []  # raised while the current statement runs (`notice`)
         for k, v in (settings or {}).items():
             self.set(k, v)
+        self._given = set(self._overridden)
         self.changed.clear()  # settings given at connection are the start, not changes
         self.txn: Transaction | None = None
         self.failed = False
@@ -175,6 +182,7 @@ class Session:
         """SET name = value: checked as PostgreSQL's GUCs (catalog/settings.py), then stored."""
         key, value = validate(name, value)
         self.settings[key] = value
+        self._overridden.add(key)
         if key in REPORTED:
             self.changed[key] = value
 
@@ -182,6 +190,7 @@ class Session:
         """RESET name, or RESET ALL: back to the connection's defaults, noting reported settings
         that change."""
         if name == "all":
+            self._overridden.clear()
             for key, value in self._defaults.items():
                 if self.settings.get(key) != value:
                     self.settings[key] = value
@@ -197,8 +206,52 @@ class Session:
                 if "." not in name:
                     raise  # a dotted name is a placeholder: resetting it is allowed
         self.settings[key] = self._defaults.get(key, "")
+        self._overridden.discard(key)
         if key in REPORTED:
             self.changed[key] = self.settings[key]
+
+    def setting_source(self, name: str) -> tuple[str, str | None, int | None]:
+        """Where a setting's current value comes from, as pg_settings' source, sourcefile and
+        sourceline say: session, client, configuration file, command line or default."""
+        if name in self._overridden:
+            return ("client" if name in self._given else "session"), None, None
+        entry = self.database.config.source_of(name)
+        if entry is not None and self.settings.get(name) == entry.value:
+            return "configuration file", entry.file, entry.line
+        if name in self.database.server_settings:
+            return ("override" if name == "data_directory" else "command line"), None, None
+        return "default", None, None
+
+    def _pick_up_config(self) -> None:
+        """After a reload (pg_reload_conf, SIGHUP), before the next statement: the files' new
+        values become this session's defaults, and its values where it has not set its own, for
+        the settings PostgreSQL changes in running sessions."""
+        config = self.database.config
+        self._config_generation = config.generation
+        values = config.session_values()
+        for name in set(values) | self._from_files:
+            if name in self.database.server_settings or not applies_to_running_sessions(name):
+                continue
+            new = values.get(name, DEFAULT_SETTINGS.get(name))
+            if new is None:  # a placeholder no longer in the files
+                self._defaults.pop(name, None)
+                if name not in self._overridden:
+                    self.settings.pop(name, None)
+                continue
+            self._defaults[name] = new
+            if name not in self._overridden and self.settings.get(name) != new:
+                self.settings[name] = new
+                if name in REPORTED:
+                    self.changed[name] = new
+        self._from_files = set(values)
+
+    def reload_config(self) -> bool:
+        """pg_reload_conf(): read the configuration files again (superusers only, 42501)."""
+        if not self.database.is_superuser(self.user):
+            raise SqlVecError("permission denied for function pg_reload_conf", sqlstate="42501")
+        log.info("received SIGHUP, reloading configuration files")
+        self.database.config.reload()
+        return True
 
     # The simple query protocol ------------------------------------------------------------------------
 
@@ -296,6 +349,8 @@ class Session:
             self._cancel.clear()
         if self.terminated:  # checked after the clear: `terminate` sets the flag first
             raise AdminShutdown("terminating connection due to administrator command")
+        if self._config_generation != self.database.config.generation:
+            self._pick_up_config()
         self.current_query = prepared.sql
         self.state = "active"
         self._notices = []

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from sqlvec.catalog.server_config import check_alter_system
 from sqlvec.catalog.settings import CANONICAL, SETTINGS
 from sqlvec.errors import (
     ActiveSqlTransaction,
@@ -61,6 +62,24 @@ def _set(session: Session, u: Utility, prepared: PreparedStatement, params: list
     else:
         session.set(name, value)
     return Result("SET")
+
+
+def _alter_system(session: Session, u: Utility, prepared: PreparedStatement,
+                  params: list) -> Result:
+    """ALTER SYSTEM SET / RESET: rewrite sqlvec.auto.conf (superusers, outside a transaction
+    block, as PostgreSQL); sessions see it after pg_reload_conf() or a restart."""
+    if session.explicit:
+        raise ActiveSqlTransaction("ALTER SYSTEM cannot run inside a transaction block")
+    if not session.database.is_superuser(session.user):
+        what = f'parameter "{u.name}"' if u.name else "all parameters"
+        raise SqlVecError(f"permission denied to set {what}", sqlstate="42501")
+    value = setting_value(u.value) if u.value is not None else None
+    if u.name is not None:
+        check_alter_system(u.name)
+        if value is not None and value.upper() == "DEFAULT":
+            value = None
+    session.database.config.alter_system(u.name, value)
+    return Result("ALTER SYSTEM")
 
 
 def _reset(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
@@ -216,6 +235,7 @@ HANDLERS: dict[UtilityKind, Handler] = {
     K.CLOSE: cursors.close,
     K.SET: _set,
     K.RESET: _reset,
+    K.ALTER_SYSTEM: _alter_system,
     K.SHOW: _show,
     K.DISCARD: _discard,
     K.PREPARE: _prepare,

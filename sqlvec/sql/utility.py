@@ -45,6 +45,7 @@ class UtilityKind(str, enum.Enum):
     DECLARE = "declare"
     FETCH = "fetch"
     CLOSE = "close"
+    ALTER_SYSTEM = "alter_system"
 
 
 K = UtilityKind
@@ -78,6 +79,10 @@ _PATTERNS: list[tuple[UtilityKind, re.Pattern]] = [
     (K.SET, re.compile(r"SET(?:\s+(?P<scope>SESSION|LOCAL))?\s+(?P<name>TIME\s+ZONE|NAMES|"
                        r"SESSION\s+CHARACTERISTICS\s+AS\s+TRANSACTION|TRANSACTION|"
                        r"[A-Za-z_][\w.]*)(?:\s*(?:=|\s+TO\s+|\s)\s*(?P<value>.*))?", re.I | re.S)),
+    # ALTER SYSTEM SET name { = | TO } value | ALTER SYSTEM RESET { name | ALL }
+    (K.ALTER_SYSTEM, re.compile(r"ALTER\s+SYSTEM\s+(?:(?P<set>SET)\s+(?P<name>[A-Za-z_][\w.]*)"
+                                r"\s*(?:=|\s+TO\s|\s)\s*(?P<value>.+)|RESET\s+"
+                                r"(?P<reset>ALL|[A-Za-z_][\w.]*))", re.I | re.S)),
     (K.DISCARD, re.compile(r"DISCARD\s+(?P<name>ALL|PLANS|SEQUENCES|TEMP|TEMPORARY)", re.I)),
     (K.DEALLOCATE, re.compile(r"DEALLOCATE(?:\s+PREPARE)?\s+(?P<name>ALL|\"[^\"]+\"|[A-Za-z_][\w$]*)", re.I)),
     (K.PREPARE, re.compile(r"PREPARE\s+(?P<name>\"[^\"]+\"|[A-Za-z_][\w$]*)\s*(?:\((?P<types>[^)]*)\))?\s+AS\s+(?P<body>.+)", re.I | re.S)),
@@ -126,6 +131,11 @@ def recognise(statement: str) -> Utility | None:
                 raise SyntaxError_("syntax error at end of input", position=len(statement) + 1)
             return Utility(kind, name=name, value=value.strip(),
                            local=(groups.get("scope") or "").upper() == "LOCAL")
+        if kind is K.ALTER_SYSTEM:
+            if groups["set"]:
+                return Utility(kind, name=groups["name"].lower(), value=groups["value"].strip())
+            reset = groups["reset"].lower()
+            return Utility(kind, name=None if reset == "all" else reset)
         if kind in (K.SHOW, K.RESET, K.DISCARD):
             return Utility(kind, name=" ".join(groups["name"].split()).lower())
         if kind is K.PREPARE:

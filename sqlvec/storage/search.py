@@ -25,7 +25,8 @@ graph until then, recorded as a lower confidence bound) and the smallest knob wh
 recall reaches the target is used. Which one a search uses (`search_target`): a
 `sqlvec.target_recall` the session SET; else a knob the session SET (`SET hnsw.ef_search = 100`
 is exact, as in pgvector); else the default target, 0.95. When no ef reaches the target, the
-largest measured is used and EXPLAIN's est_recall says what it gives.
+largest measured within `sqlvec.max_ef_search` is used, EXPLAIN's est_recall says what it gives
+and the query sends a NOTICE (execution/vector_search.py): a target never misses silently.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ from sqlvec.vectors import distances as exact_distances
 # index's own knob (`hnsw.ef_search`).
 DEFAULT_TARGET_RECALL = 0.95
 TARGET_RECALL = "sqlvec.target_recall"
+# The largest knob a recall target may pick (the top of the calibration ladder by default).
+MAX_EF_SEARCH = "sqlvec.max_ef_search"
+MAX_EF_SEARCH_DEFAULT = 1000
 _OFF = ("off", "false", "no", "0")
 
 
@@ -121,6 +125,13 @@ class SegmentPlan:
     fallback: bool = False  # the index came back short; exact finished the segment
     method: str | None = None  # the access method searched, when an index is
     detail: str = ""  # the index's EXPLAIN text for its knob ("ef=40 est_recall=0.950")
+    target_recall: float | None = None  # the recall target the knob was chosen for, if any
+
+    @property
+    def misses_target(self) -> bool:
+        """The calibration says no knob within the cap reaches the target."""
+        return self.target_recall is not None and self.estimated_recall is not None \
+            and self.estimated_recall < self.target_recall
 
     @property
     def selectivity(self) -> float:
@@ -141,7 +152,8 @@ class SegmentSearch:
 def plan_segment(view: SegmentView, physical: str, dims: int, k: int, *,
                  allowed: np.ndarray | None, index_name: str | None, ef: int,
                  target_recall: float | None = None, exact: bool = False,
-                 pruned: bool = False, policy: SearchPolicy = SearchPolicy()) -> SegmentSearch:
+                 pruned: bool = False, policy: SearchPolicy = SearchPolicy(),
+                 max_ef: int = MAX_EF_SEARCH_DEFAULT) -> SegmentSearch:
     """Decide how one segment answers a top-k query (no vector work happens here)."""
     data = view.data
     matrix, valid = data.vectors(physical, dims)
@@ -168,20 +180,35 @@ def plan_segment(view: SegmentView, physical: str, dims: int, k: int, *,
     plan = SegmentPlan(data.id, rows, eligible, strategy, k=min(k, eligible))
     if index is not None and strategy not in ("skip", "exact"):
         plan.method = method
-        plan.ef, plan.estimated_recall = choose_ef(index, ef, target_recall)
+        plan.ef, plan.estimated_recall = choose_ef(index, ef, target_recall, max_ef)
+        if target_recall is not None and index.calibration:
+            plan.target_recall = target_recall
         plan.detail = index.explain(plan.ef, plan.estimated_recall)
     return SegmentSearch(view, plan, mask, index, matrix)
 
 
-def choose_ef(index: VectorIndex, ef: int, target_recall: float | None) -> tuple[int, float | None]:
-    """The knob (ef_search) to use and the recall the index's calibration predicts for it."""
+def choose_ef(index: VectorIndex, ef: int, target_recall: float | None,
+              max_ef: int = MAX_EF_SEARCH_DEFAULT) -> tuple[int, float | None]:
+    """The knob (ef_search) to use and the recall the index's calibration predicts for it: for
+    a target, the smallest calibrated knob reaching it, else the largest within `max_ef`."""
     curve = index.calibration
     if target_recall is not None and curve:
         for ef_value, recall in curve:
+            if ef_value > max_ef:
+                break
             if recall >= target_recall:
                 return int(ef_value), float(recall)
-        return int(curve[-1][0]), float(curve[-1][1])
+        best = min(max_ef, int(curve[-1][0]))
+        return best, estimate_recall(curve, best)
     return ef, estimate_recall(curve, ef)
+
+
+def read_max_ef(settings: Mapping[str, str] | None) -> int:
+    """`sqlvec.max_ef_search` from the session's settings (checked when set)."""
+    try:
+        return max(1, int((settings or {}).get(MAX_EF_SEARCH, MAX_EF_SEARCH_DEFAULT)))
+    except (TypeError, ValueError):
+        return MAX_EF_SEARCH_DEFAULT
 
 
 def estimate_recall(curve: list[tuple[int, float]] | None, ef: int) -> float | None:

@@ -43,6 +43,7 @@ from sqlvec.storage.search import (
     SegmentPlan,
     SegmentSearch,
     plan_segment,
+    read_max_ef,
     run_all,
     search_target,
 )
@@ -322,7 +323,8 @@ class TableSnapshot:
             searches.append(plan_segment(
                 view, col.physical, col.type.dims, k, allowed=allowed,
                 index_name=index.name if index else None, ef=ef, target_recall=target_recall,
-                exact=exact, pruned=pruned, policy=policy or SearchPolicy()))
+                exact=exact, pruned=pruned, policy=policy or SearchPolicy(),
+                max_ef=read_max_ef(settings)))
         return searches
 
     def search(
