@@ -28,6 +28,7 @@ import pyarrow as pa
 
 # The configuration files (sqlvec.conf, sqlvec.auto.conf), re-exported for the command line.
 from sqlvec.catalog.config_file import ConfigFileError as ConfigFileError
+from sqlvec.catalog.server_config import CONF_FILE as CONF_FILE
 from sqlvec.catalog.server_config import ServerConfig as ServerConfig
 
 # The PostgreSQL version clients are told, re-exported for the command line (`--version`).

@@ -12,12 +12,21 @@ import importlib.metadata
 import ipaddress
 import logging
 import os
+import platform
 import signal
 import sys
 
 from sqlvec import maintenance
-from sqlvec.database import DEFAULT_DATABASE, SERVER_VERSION, Database
+from sqlvec.database import (
+    CONF_FILE,
+    DEFAULT_DATABASE,
+    SERVER_VERSION,
+    ConfigFileError,
+    Database,
+    ServerConfig,
+)
 from sqlvec.errors import SqlVecError
+from wire import logs
 from wire.auth import AuthConfig, AuthMethod
 from wire.server import Limits, Server, make_ssl_context
 
@@ -63,13 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"where databases live (default: {DEFAULT_DATA_DIR})",
     )
     serve.add_argument(
-        "--host", default=DEFAULT_HOST, metavar="H",
-        help=f"address to listen on (default: {DEFAULT_HOST}); listening beyond loopback "
-             "needs a password unless --auth trust is given",
+        "--config", default=None, metavar="FILE",
+        help="the configuration file, in PostgreSQL's syntax (default: sqlvec.conf in the data "
+             "directory, if it exists); sqlvec.auto.conf (ALTER SYSTEM) is read after it",
     )
     serve.add_argument(
-        "--port", default=DEFAULT_PORT, type=int, metavar="P",
-        help=f"TCP port (default: {DEFAULT_PORT}; 0 picks a free port, which is logged)",
+        "--host", default=None, metavar="H",
+        help=f"address to listen on (default: listen_addresses from the configuration file, "
+             f"else {DEFAULT_HOST}); listening beyond loopback needs a password unless --auth "
+             "trust is given",
+    )
+    serve.add_argument(
+        "--port", default=None, type=int, metavar="P",
+        help=f"TCP port (default: port from the configuration file, else {DEFAULT_PORT}; 0 "
+             "picks a free port, which is logged)",
     )
     serve.add_argument(
         "--password", default=None, metavar="PASSWORD",
@@ -91,9 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limits = Limits()
     serve.add_argument(
-        "--max-connections", default=limits.max_connections, type=int, metavar="N",
-        help=f"most client sessions at once (default: {limits.max_connections}); one more is "
-             "refused with 53300 'sorry, too many clients already'",
+        "--max-connections", default=None, type=int, metavar="N",
+        help="most client sessions at once (default: max_connections from the configuration "
+             f"file, else {limits.max_connections}); one more is refused with 53300 'sorry, "
+             "too many clients already'",
     )
     serve.add_argument(
         "--superuser-reserved-connections", default=limits.superuser_reserved_connections,
@@ -119,8 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
              f"(default: {limits.auth_failure_delay:g})",
     )
     serve.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"],
-        help="log verbosity (default: info; debug logs one line per connection)",
+        "--log-level", default=None, choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default: log_min_messages from the configuration file, which "
+             "keeps start-up, connection and slow-statement lines; debug logs one line per "
+             "connection)",
+    )
+    serve.add_argument(
+        "--log-file", default=None, metavar="FILE",
+        help="also write the log to FILE, rotated by size (log_rotation_size; "
+             f"{logs.BACKUP_COUNT} old files kept); text or JSON lines as log_destination says. "
+             "stderr keeps warnings, errors and the start-up and shutdown lines",
     )
     check = commands.add_parser(
         "check",
@@ -187,10 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(args, "log_level", "warning").upper(),
-                        format="%(asctime)s %(levelname)s %(message)s")
     if args.command == "serve":
         return serve(args)
+    logging.basicConfig(level=getattr(args, "log_level", "warning").upper(),
+                        format="%(asctime)s %(levelname)s %(message)s")
     if args.command == "wal":
         return wal_command(args)
     if args.command == "check":
@@ -249,8 +274,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def resolve_listen(args: argparse.Namespace, config: ServerConfig | None = None) -> None:
+    """Fill in what the command line left out from the configuration file (listen_addresses,
+    port, max_connections), else the defaults: the command line wins, as PostgreSQL's."""
+    get = config.get if config is not None else (lambda name: None)
+    if args.host is None:
+        # listen_addresses may list several: the first is served ('*': every IPv4 address).
+        first = (get("listen_addresses") or DEFAULT_HOST).split(",")[0].strip()
+        args.host = {"*": "0.0.0.0", "": DEFAULT_HOST}.get(first, first)
+    if args.port is None:
+        args.port = int(get("port") or DEFAULT_PORT)
+    if args.max_connections is None:
+        configured = get("max_connections")
+        args.max_connections = int(configured) if configured else Limits().max_connections
+
+
 def resolve_auth(args: argparse.Namespace) -> AuthConfig:
     """The authentication a `serve` invocation asks for, refusing unsafe combinations."""
+    resolve_listen(args)
     password = args.password if args.password is not None else os.environ.get("SQLVEC_PASSWORD")
     method = args.auth or (AuthMethod.SCRAM.value if password else AuthMethod.TRUST.value)
     if args.auth is None and not password and not _is_loopback(args.host):
@@ -266,6 +307,7 @@ def resolve_auth(args: argparse.Namespace) -> AuthConfig:
 
 def resolve_limits(args: argparse.Namespace) -> Limits:
     """The connection limits a `serve` invocation asks for (ValueError if inconsistent)."""
+    resolve_listen(args)
     return Limits(max_connections=args.max_connections,
                   superuser_reserved_connections=args.superuser_reserved_connections,
                   max_startup_connections=args.max_startup_connections,
@@ -274,8 +316,39 @@ def resolve_limits(args: argparse.Namespace) -> Limits:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Run the server until a signal stops it: authentication and TLS checked first, then the
-    database opened and the port bound."""
+    """Run the server until a signal stops it: the configuration files read and the log set
+    up first, authentication and TLS checked, then the database opened and the port bound."""
+    logs.configure(logs.LogSettings(min_messages=_min_messages(args) or "warning"))
+    try:
+        config = ServerConfig.load(args.data_dir, args.config)
+    except ConfigFileError as exc:
+        print(f"sqlvec: {exc.message}", file=sys.stderr)
+        for label, text in (("DETAIL", exc.detail), ("HINT", exc.hint)):
+            if text:
+                print(f"{label}: {text}", file=sys.stderr)
+        print(f'sqlvec: configuration file "{config_path(args)}" contains errors',
+              file=sys.stderr)
+        return 1
+    resolve_listen(args, config)
+    log_settings = logs.LogSettings.from_settings(config.get, args.data_dir, args.log_file,
+                                                  _min_messages(args))
+    try:
+        logs.configure(log_settings)
+    except OSError as exc:
+        print(f"sqlvec: cannot open the log file {log_settings.file}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+
+    def reconfigure_log() -> None:
+        # A reload may change the format and the levels kept; the file stays the same.
+        fresh = logs.LogSettings.from_settings(config.get, args.data_dir, log_settings.file,
+                                               _min_messages(args))
+        logs.configure(fresh)
+    config.listeners.append(reconfigure_log)
+    log.info("starting %s on Python %s", version(), platform.python_version(), extra=_CONSOLE)
+    log.info("data directory %s, configuration file %s%s", os.path.abspath(args.data_dir),
+             config.config_file, "" if os.path.exists(config.config_file) else " (none)",
+             extra=_CONSOLE)
     try:
         auth = resolve_auth(args)
         if bool(args.tls_cert) != bool(args.tls_key):
@@ -286,7 +359,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"sqlvec: {exc}", file=sys.stderr)
         return 2
     try:
-        db = Database.open(args.data_dir)
+        db = Database.open(args.data_dir, config=config)
     except SqlVecError as exc:
         print(f"sqlvec: {exc.message}", file=sys.stderr)
         for label, text in (("DETAIL", exc.detail), ("HINT", exc.hint)):
@@ -301,7 +374,21 @@ def serve(args: argparse.Namespace) -> int:
         return asyncio.run(_serve(db, args, auth, context, limits))
     finally:
         db.close()
-        log.info("sqlvec stopped")
+        log.info("sqlvec stopped", extra=_CONSOLE)
+        log.info("database system is shut down", extra=_CONSOLE)
+
+
+_CONSOLE = {"console": True}  # also on stderr when the log goes to a file (wire/logs.py)
+
+
+def _min_messages(args: argparse.Namespace) -> str | None:
+    return logs.LOG_LEVEL_NAMES[args.log_level] if args.log_level else None
+
+
+def config_path(args: argparse.Namespace) -> str:
+    """The configuration file a `serve` invocation reads."""
+    return os.path.abspath(args.config) if args.config \
+        else os.path.join(os.path.abspath(args.data_dir), CONF_FILE)
 
 
 def check(args: argparse.Namespace) -> int:
@@ -349,13 +436,20 @@ async def _serve(db: Database, args: argparse.Namespace, auth: AuthConfig, conte
         except RuntimeError:  # the loop is already closed
             log.info("already shutting down")
 
+    def on_hangup(signum: int, frame: object) -> None:
+        # As PostgreSQL's SIGHUP: read the configuration files again (off the signal frame).
+        log.info("received SIGHUP, reloading configuration files")
+        loop.call_soon_threadsafe(lambda: loop.run_in_executor(None, db.config.reload))
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     log.info("sqlvec listening on %s:%d (data directory %s, auth %s, TLS %s, max_connections "
              "%d)", host, port, args.data_dir, auth.method.value, "on" if context else "off",
-             limits.max_connections)
+             limits.max_connections, extra=_CONSOLE)
+    log.info("database system is ready to accept connections", extra=_CONSOLE)
     await stop.wait()
-    log.info("sqlvec shutting down")
+    log.info("sqlvec shutting down", extra=_CONSOLE)
     await server.shutdown()
     return 0
 

@@ -360,6 +360,8 @@ class Connection:
         self.state = ConnectionState.CLOSED
         self.server.unregister(self)
         session, self.session = self.session, None
+        if session is not None and session.settings.get("log_disconnections") == "on":
+            _log_disconnection(session, self.peer)
         if session is not None:
             try:
                 session.close()
@@ -466,6 +468,10 @@ class Connection:
         return True
 
     def _on_startup(self, startup: StartupMessage) -> None:
+        config = getattr(self.server.database, "config", None)
+        if config is not None and config.get("log_connections") == "on":
+            host, port = _host_port(self.peer)
+            log.info("connection received: host=%s port=%s", host, port)
         major, minor = startup.version >> 16, startup.version & 0xFFFF
         if major != 3:
             raise FeatureNotSupported(
@@ -510,6 +516,10 @@ class Connection:
         log.debug("connection from %s: user %s, database %s, application %r, TLS %s",
                   self.peer, user, database, settings.get("application_name", ""),
                   "on" if self.tls else "off")
+        if self.session.settings.get("log_connections") == "on":
+            log.info("connection authorized: user=%s database=%s application_name=%s%s", user,
+                     database, self.session.settings.get("application_name", ""),
+                     " SSL enabled" if self.tls else "")
 
     def _authenticate(self, user: str) -> None:
         authenticator = self.server.auth.authenticator(user)
@@ -1015,6 +1025,22 @@ def encode_rows(table: pa.Table, types: list[SqlType], formats: list[int], float
     cells = [pgtypes.encode_cells(chunk.column(i), t, fmt, float_digits)
              for i, (t, fmt) in enumerate(zip(types, formats))]
     return DataRow.encode_batch(cells, chunk.num_rows)
+
+
+def _host_port(peer: object) -> tuple[str, str]:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return str(peer[0]), str(peer[1])
+    return "[local]", ""
+
+
+def _log_disconnection(session: Session, peer: object) -> None:
+    """log_disconnections' line, as PostgreSQL's: how long the session lasted and whose."""
+    seconds = max(time.time() - session.started.timestamp(), 0.0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    host, port = _host_port(peer)
+    log.info("disconnection: session time: %d:%02d:%06.3f user=%s database=%s host=%s port=%s",
+             hours, minutes, secs, session.user, session.database_name, host, port)
 
 
 def _cut_name(name: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlvec.catalog.config_file import ConfigFileError, Entry, read_config, write_auto_conf
@@ -72,6 +73,8 @@ class ServerConfig:
         self.started: dict[str, FileValue] = {}  # restart-only settings, as at start
         self.pending_restart: set[str] = set()
         self.generation = 0  # bumped by each reload that is applied
+        # Called after each applied reload (the server's log settings, for one).
+        self.listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
     @classmethod
@@ -123,6 +126,8 @@ class ServerConfig:
             self.values = fresh
             self.pending_restart = pending
             self.generation += 1
+        for listener in self.listeners:
+            listener()
         return True
 
     # ALTER SYSTEM ----------------------------------------------------------------------------------

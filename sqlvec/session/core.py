@@ -48,7 +48,7 @@ from sqlvec.errors import (
 from sqlvec.execution.context import ExecContext, MemoryAccount
 from sqlvec.execution.transaction import Transaction
 from sqlvec.session import copy as copy_statements
-from sqlvec.session import ddl, queries, writes
+from sqlvec.session import ddl, queries, statement_log, writes
 from sqlvec.session import utility as utility_statements
 from sqlvec.session.advisory_locks import AdvisoryLocks, locks_of
 from sqlvec.session.cursors import Cursor
@@ -116,6 +116,7 @@ class Session:
         self._defaults = dict(self.settings)  # what RESET goes back to
         self._overridden: set[str] = set()  # set by the client or SET: a reload keeps them
         self._given: set[str] = set()  # given by the client at connection
+        self._depth = 0  # statements running (prepare/run inside another: not logged)
         self._from_files = set(config.session_values())  # defaults the files gave
         self.terminated = False  # pg_terminate_backend: the session is to end
         # Set by the front end (the wire): end the connection (pg_terminate_backend) ...
@@ -290,9 +291,21 @@ class Session:
 
     def prepare(self, sql: str, param_type_oids: list[int] | None = None) -> PreparedStatement:
         """Parse and plan `sql` (one statement: several are 42601, as PostgreSQL's Parse);
-        cached by text and given parameter types.
+        cached by text and given parameter types. An error is logged with the statement
+        (statement_log.py) unless it is part of another statement.
 
         A statement nested deeper than the engine can follow fails with 54001 (stack.py)."""
+        self._depth += 1
+        try:
+            return self._prepare(sql, param_type_oids)
+        except SqlVecError as error:
+            if self._depth == 1:
+                statement_log.log_error(self, error, sql)
+            raise
+        finally:
+            self._depth -= 1
+
+    def _prepare(self, sql: str, param_type_oids: list[int] | None) -> PreparedStatement:
         try:
             return stack.run_deep(sql, lambda: self._prepare_cached(sql, param_type_oids))
         except RecursionError:
@@ -341,7 +354,27 @@ class Session:
 
     def run(self, prepared: PreparedStatement, params: list | None = None,
             max_rows: int = 0) -> Result:
-        """Execute a prepared statement with already-decoded parameters."""
+        """Execute a prepared statement with already-decoded parameters. Errors and slow
+        statements are logged as the log_min_* settings ask (statement_log.py)."""
+        self._depth += 1
+        start = time.perf_counter()
+        try:
+            result = self._run_statement(prepared, params, max_rows)
+        except SqlVecError as error:
+            if self._depth == 1:
+                statement_log.log_error(self, error, prepared.sql)
+            raise
+        finally:
+            self._depth -= 1
+        slow = self._limit("log_min_duration_statement")
+        if slow >= 0 and self._depth == 0:
+            elapsed = (time.perf_counter() - start) * 1000
+            if elapsed >= slow:
+                statement_log.log_duration(self, prepared.sql, elapsed)
+        return result
+
+    def _run_statement(self, prepared: PreparedStatement, params: list | None,
+                       max_rows: int) -> Result:
         if self.failed and not (prepared.utility is not None
                                 and prepared.utility.kind in _RUN_IN_FAILED_BLOCK):
             raise _failed_block()
