@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from sqlvec.session.core import Session
 
 log = logging.getLogger("sqlvec.statement")
+# Embedded use configures no log: failed statements are then not printed (the caller has the
+# error); a server's handlers (wire/logs.py) still receive every record.
+log.addHandler(logging.NullHandler())
 
 # PostgreSQL's order of message levels for the server log (LOG ranks above ERROR there).
 LEVELS = ("debug5", "debug4", "debug3", "debug2", "debug1", "info", "notice", "warning",

@@ -64,6 +64,16 @@ def test_chosen_ef_meets_the_target_on_fresh_queries(calibrated, target):
     assert fresh_recall(index, queries, truth, ef) >= target
 
 
+def test_the_cap_bounds_the_chosen_ef_and_the_estimate_says_what_it_gives(calibrated):
+    index, _, _ = calibrated
+    uncapped, reaching = choose_ef(index, 40, 0.98)
+    assert reaching >= 0.98
+    capped, estimate = choose_ef(index, 40, 0.98, max_ef=16)
+    assert capped == 16 and capped < uncapped
+    assert estimate == pytest.approx(estimate_recall(index.calibration, 16))
+    assert estimate < 0.98  # below the target: the search reports it (misses_target)
+
+
 def test_lower_targets_choose_no_more_ef(calibrated):
     index, _, _ = calibrated
     chosen = [choose_ef(index, 40, t)[0] for t in (0.8, 0.9, 0.95, 0.98)]
