@@ -104,6 +104,9 @@ def _syntax_error(path: str, number: int, line: str) -> str:
     stripped = line.split("#", 1)[0].strip()
     m = re.match(rf"\s*{_NAME}\s*=?\s*", stripped)
     rest = stripped[m.end():] if m and m.end() > 0 else stripped
+    value = re.match(_VALUE, rest) if m and m.end() > 0 else None
+    if value is not None:  # a whole value, then something more
+        rest = rest[value.end():].strip()
     token = rest.split()[0] if rest.split() else ""
     near = f'near token "{token}"' if token else "near end of line"
     return f'syntax error in file "{path}" line {number}, {near}'
