@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from wire.auth import AuthMethod
-from wire.cli import build_parser, resolve_auth, resolve_limits
+from sqlvec.database import ServerConfig
+from wire.cli import build_parser, resolve_auth, resolve_limits, resolve_listen
 
 
 def args(*argv: str):
@@ -19,8 +20,21 @@ def args(*argv: str):
 
 def test_defaults():
     a = args()
-    assert (a.data_dir, a.host, a.port, a.auth, a.password) == ("./sqlvec-data", "127.0.0.1",
-                                                                 5433, None, None)
+    resolve_listen(a)
+    assert (a.data_dir, a.host, a.port, a.auth, a.password, a.config, a.log_file) == (
+        "./sqlvec-data", "127.0.0.1", 5433, None, None, None, None)
+
+
+def test_the_configuration_file_fills_in_what_the_command_line_leaves_out(tmp_path):
+    (tmp_path / "sqlvec.conf").write_text("listen_addresses = '*'\nport = 6543\n"
+                                          "max_connections = 7\n")
+    config = ServerConfig.load(str(tmp_path))
+    a = args()
+    resolve_listen(a, config)
+    assert (a.host, a.port, a.max_connections) == ("0.0.0.0", 6543, 7)
+    given = args("--host", "::1", "--port", "5433", "--max-connections", "9")
+    resolve_listen(given, config)
+    assert (given.host, given.port, given.max_connections) == ("::1", 5433, 9)
 
 
 def test_help_explains_every_option(capsys):
