@@ -94,6 +94,7 @@ class TextFormatter(logging.Formatter):
     STATEMENT lines after it."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record's lines, each with the time and backend prefix."""
         stamp = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
         prefix = (f"{stamp:%Y-%m-%d %H:%M:%S}.{stamp.microsecond // 1000:03d} UTC "
                   f"[{getattr(record, 'session_pid', None) or record.process}] ")
@@ -111,6 +112,7 @@ class JsonFormatter(logging.Formatter):
     """PostgreSQL's jsonlog: one JSON object per line, with its key names where it has them."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON object on one line."""
         stamp = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
         entry: dict[str, object] = {
             "timestamp": f"{stamp:%Y-%m-%d %H:%M:%S}.{stamp.microsecond // 1000:03d} UTC",

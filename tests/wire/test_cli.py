@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from wire.auth import AuthMethod
 from sqlvec.database import ServerConfig
+from wire.auth import AuthMethod
 from wire.cli import build_parser, resolve_auth, resolve_limits, resolve_listen
 
 
