@@ -551,6 +551,7 @@ class Connection:
         except SqlVecError:
             session.close()
             raise
+        session.settings_given()
         session.drain_changed_settings()
         return session
 

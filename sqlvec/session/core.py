@@ -130,7 +130,7 @@ class Session:
         self._notices: list[Notice] = []  # raised while the current statement runs (`notice`)
         for k, v in (settings or {}).items():
             self.set(k, v)
-        self._given = set(self._overridden)
+        self.settings_given()
         self.changed.clear()  # settings given at connection are the start, not changes
         self.txn: Transaction | None = None
         self.failed = False
@@ -210,6 +210,11 @@ class Session:
         self._overridden.discard(key)
         if key in REPORTED:
             self.changed[key] = self.settings[key]
+
+    def settings_given(self) -> None:
+        """The settings set so far came from the client's startup packet (pg_settings'
+        source `client`), not from SET."""
+        self._given = set(self._overridden)
 
     def setting_source(self, name: str) -> tuple[str, str | None, int | None]:
         """Where a setting's current value comes from, as pg_settings' source, sourcefile and

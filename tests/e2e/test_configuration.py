@@ -38,7 +38,7 @@ def test_the_configuration_file_is_applied_at_start_up(start, tmp_path):
                             "statement_timeout = 5s   # units as in postgresql.conf\n"
                             "sqlvec.target_recall = 0.9\nmax_connections = 20\n")
     server = start(data_dir=data)
-    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+    with psycopg.connect(server.conninfo(application_name="app"), autocommit=True) as conn:
         assert (show(conn, "work_mem"), show(conn, "statement_timeout"),
                 show(conn, "sqlvec.target_recall"), show(conn, "max_connections")) == \
             ("64MB", "5s", "0.9", "20")
@@ -46,6 +46,9 @@ def test_the_configuration_file_is_applied_at_start_up(start, tmp_path):
             "SELECT source, sourcefile, sourceline FROM pg_settings WHERE name = 'work_mem'"
         ).fetchone() == ("configuration file", str(path), 2)
         assert show(conn, "config_file") == str(path)
+        assert conn.execute("SELECT name, source FROM pg_settings WHERE name IN "
+                            "('application_name', 'max_connections') ORDER BY 1").fetchall() \
+            == [("application_name", "client"), ("max_connections", "configuration file")]
 
 
 def test_config_names_another_file(start, tmp_path):
