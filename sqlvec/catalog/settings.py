@@ -357,6 +357,9 @@ def _load() -> None:
 
 _load()
 
+# Settings only a superuser may change (PostgreSQL's superuser and superuser-backend contexts).
+SUPERUSER_SETTINGS = frozenset(name for name, s in SETTINGS.items()
+                               if s.context in ("superuser", "superuser-backend"))
 # Derived views, for the catalogs and the session.
 DEFAULT_SETTINGS: dict[str, str] = {name: s.default for name, s in SETTINGS.items()}
 CANONICAL = {name.lower(): name for name in SETTINGS}

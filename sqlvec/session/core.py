@@ -29,6 +29,7 @@ from sqlvec.catalog.server_config import applies_to_running_sessions
 from sqlvec.catalog.settings import (
     DEFAULT_SETTINGS,
     REPORTED,
+    SUPERUSER_SETTINGS,
     canonical_name,
     check_settable,
     lookup,
@@ -182,6 +183,8 @@ class Session:
     def set(self, name: str, value: str) -> None:
         """SET name = value: checked as PostgreSQL's GUCs (catalog/settings.py), then stored."""
         key, value = validate(name, value)
+        if self.settings.get("is_superuser") == "off" and key in SUPERUSER_SETTINGS:
+            raise SqlVecError(f'permission denied to set parameter "{key}"', sqlstate="42501")
         self.settings[key] = value
         self._overridden.add(key)
         if key in REPORTED:

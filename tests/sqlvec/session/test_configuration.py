@@ -110,6 +110,11 @@ def test_alter_system_outside_blocks_and_for_superusers_only(db):
     alice = db.connect(user="alice")
     assert error(alice, "ALTER SYSTEM SET work_mem = '1MB'").sqlstate == "42501"
     assert error(alice, "SELECT pg_reload_conf()").sqlstate == "42501"
+    caught = error(alice, "SET log_min_duration_statement = 0")  # a superuser setting
+    assert (caught.sqlstate, caught.message) == (
+        "42501", 'permission denied to set parameter "log_min_duration_statement"')
+    alice.execute_one("SET work_mem = '1MB'")  # a user setting
+    s.execute_one("SET log_min_duration_statement = 0")
 
 
 def test_a_failed_statement_is_logged_with_its_text(db, caplog):
