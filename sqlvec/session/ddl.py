@@ -18,6 +18,8 @@ from sqlvec.execution import ddl
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.transaction import Transaction
+from sqlvec.execution.views import alter_view, drop_views
+from sqlvec.session import views
 from sqlvec.session.results import PreparedStatement, Result
 
 if TYPE_CHECKING:
@@ -49,6 +51,10 @@ def _exists_notice(name: str) -> Notice:
 def _create(session: Session, ast: exp.Create, notices: list[Notice]) -> str:
     kind = (ast.args.get("kind") or "").upper()
     path = session.search_path
+    if kind == "TABLE" and ast.args.get("expression") is not None:
+        return views.create_table_as(session, ast, notices)
+    if kind == "VIEW":
+        return views.create_view(session, ast, notices)
     if kind == "TABLE":
         tag = ddl.create_table(ast, session.catalog, path)
         if tag == "NOTICE":
@@ -77,10 +83,16 @@ def _create(session: Session, ast: exp.Create, notices: list[Notice]) -> str:
 def _drop(session: Session, ast: exp.Drop, notices: list[Notice]) -> str:
     if (ast.args.get("kind") or "").upper() == "DATABASE" and session.explicit:
         raise ActiveSqlTransaction("DROP DATABASE cannot run inside a transaction block")
+    if (ast.args.get("kind") or "").upper() == "VIEW":
+        return drop_views(ast, session.catalog, session.search_path, notices)
+    if (ast.args.get("kind") or "").upper() == "TABLE":
+        views.check_drop_table(session, ast, notices)
     return ddl.drop(ast, session.catalog, session.search_path, session.database, notices)
 
 
 def _alter(session: Session, ast: exp.Alter, notices: list[Notice]) -> str:
+    if (ast.args.get("kind") or "").upper() == "VIEW":
+        return alter_view(ast, session.catalog, session.search_path)
     return ddl.alter_table(ast, session.catalog, session.search_path,
                            lambda col: _constant_default(session, col))
 
