@@ -282,6 +282,18 @@ def select_into(ast: exp.Select) -> exp.Create:
     return exp.Create(this=into.this.copy(), kind="TABLE", expression=query)
 
 
+def unsupported_view_kind(command: exp.Command) -> str | None:
+    """The kind of view a statement sqlglot could not parse is about, when it is one this
+    engine refuses (materialized and recursive views), for a 0A000 naming it."""
+    words = " ".join(f"{command.this} {command.expression.name if command.expression else ''}"
+                     .lower().split()[:4])
+    if "materialized view" in words:
+        return "materialized views"
+    if words.startswith(("create recursive view", "create or replace recursive view")):
+        return "recursive views"
+    return None
+
+
 def table_columns(result: list[tuple[str, SqlType]]) -> list[ColumnDef]:
     """CREATE TABLE AS: the new table's columns, typed as the query's results (a vector keeps
     its dimensions when the query knows them)."""

@@ -21,7 +21,7 @@ from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.dml import plan_delete, plan_insert, plan_update
 from sqlvec.execution.expressions import CompileEnv
-from sqlvec.execution.views import select_into
+from sqlvec.execution.views import select_into, unsupported_view_kind
 from sqlvec.plan.planner import PlanContext, Planner
 from sqlvec.plan.rules import optimize
 from sqlvec.session.results import PreparedStatement, ResultColumn, StatementKind
@@ -95,6 +95,9 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
     if kind is not None:
         return PreparedStatement(sql, [], None, StatementKind.UTILITY, utility=Utility(kind))
     if isinstance(ast, exp.Command):
+        construct = unsupported_view_kind(ast)
+        if construct is not None:
+            raise FeatureNotSupported(f"{construct} are not supported")
         raise FeatureNotSupported(f"{ast.this} statements are not supported")
     raise FeatureNotSupported(f"{type(ast).__name__.upper()} statements are not supported")
 
