@@ -144,12 +144,19 @@ def _qualified(query: exp.Expression, catalog: Catalog,
     return query, depends
 
 
+def _text(e: exp.Expression) -> str:
+    """An expression as the view's definition prints it: function names in lower case, as
+    PostgreSQL prints them (`count(*)`)."""
+    return to_sql(e, normalize_functions="lower")
+
+
 def definition(query: exp.Expression, columns: list[str]) -> str:
     """The view's text as pg_get_viewdef shows it, laid out as PostgreSQL's pretty printer
     does for the common shapes (one clause per line, one select item per line, output names
     given by AS where they differ from the item's own)."""
     if not isinstance(query, exp.Select) or query.args.get("with_") or query.args.get("with"):
-        return f" {to_sql(query)};"
+        return f" {_text(query)};"
+
     items = []
     exprs = query.expressions
     if len(exprs) == 1 and isinstance(exprs[0], exp.Star) and len(query.args.get("joins") or []) == 0:
@@ -158,7 +165,7 @@ def definition(query: exp.Expression, columns: list[str]) -> str:
         for i, e in enumerate(exprs):
             inner = e.this if isinstance(e, exp.Alias) else e
             name = columns[i] if i < len(columns) else output_name(e)
-            text = to_sql(inner)
+            text = _text(inner)
             if isinstance(inner, exp.Star) or output_name(inner) == name:
                 items.append(text)
             else:
@@ -167,29 +174,46 @@ def definition(query: exp.Expression, columns: list[str]) -> str:
     lines = [" SELECT " + ("DISTINCT " if distinct is not None else "") + ",\n    ".join(items)]
     from_ = query.args.get("from_") or query.args.get("from")
     if from_ is not None:
-        text = "   FROM " + to_sql(from_.this)
+        text = "   FROM " + _from_item(from_.this)
         for join in query.args.get("joins") or []:
-            text += "\n     " + to_sql(join).strip()
+            words = [join.args.get(k) for k in ("method", "side", "kind")]
+            on, using = join.args.get("on"), join.args.get("using")
+            text += "\n     " + " ".join(w.upper() for w in words if w) + \
+                (" JOIN " if any(words) else "JOIN ") + _from_item(join.this)
+            if on is not None:
+                text += " ON " + _text(on)
+            elif using:
+                text += " USING (" + ", ".join(_text(u) for u in using) + ")"
         lines.append(text)
     where = query.args.get("where")
     if where is not None:
-        lines.append("  WHERE " + to_sql(where.this))
+        lines.append("  WHERE " + _text(where.this))
     group = query.args.get("group")
     if group is not None:
-        lines.append("  GROUP BY " + ", ".join(to_sql(g) for g in group.expressions))
+        lines.append("  GROUP BY " + ", ".join(_text(g) for g in group.expressions))
     having = query.args.get("having")
     if having is not None:
-        lines.append(" HAVING " + to_sql(having.this))
+        lines.append(" HAVING " + _text(having.this))
     order = query.args.get("order")
     if order is not None:
-        lines.append("  ORDER BY " + ", ".join(to_sql(o) for o in order.expressions))
+        lines.append("  ORDER BY " + ", ".join(_text(o) for o in order.expressions))
     limit = query.args.get("limit")
     if limit is not None:
-        lines.append(" LIMIT " + to_sql(limit.expression))
+        lines.append(" LIMIT " + _text(limit.expression))
     offset = query.args.get("offset")
     if offset is not None:
-        lines.append(" OFFSET " + to_sql(offset.expression))
+        lines.append(" OFFSET " + _text(offset.expression))
     return "\n".join(lines) + ";"
+
+
+def _from_item(item: exp.Expression) -> str:
+    """A FROM item as PostgreSQL prints it: a table alias without AS."""
+    if isinstance(item, exp.Table) and isinstance(item.this, exp.Identifier):
+        alias = item.args.get("alias")
+        bare = item.copy()
+        bare.set("alias", None)
+        return _text(bare) + (f" {_text(alias)}" if alias is not None else "")
+    return _text(item)
 
 
 def drop_views(stmt: exp.Drop, catalog: Catalog, search_path: list[str],
