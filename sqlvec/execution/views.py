@@ -47,6 +47,8 @@ def check_options(stmt: exp.Create, what: str) -> None:
     """TEMPORARY and other properties this engine does not keep: 0A000 naming them."""
     props = stmt.args.get("properties")
     for p in props.expressions if props is not None else []:
+        if isinstance(p, exp.MaterializedProperty):
+            raise FeatureNotSupported("materialized views are not supported")
         if isinstance(p, exp.TemporaryProperty):
             raise FeatureNotSupported(f"temporary {what}s are not supported")
         if not isinstance(p, exp.WithDataProperty):
