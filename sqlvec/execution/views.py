@@ -295,7 +295,22 @@ def rename_references(catalog: Catalog, schema: str, old: str, new: str, oid: in
             if t.name == old and t.db == schema:
                 t.set("this", exp.to_identifier(new))
         store_view(catalog, View(v.schema, v.name, v.oid, v.owner, to_sql(query),
-                                 v.definition, v.columns, v.depends))
+                                 definition(_unqualified(query), [c for c, _ in v.columns]),
+                                 v.columns, v.depends))
+
+
+def _unqualified(query: exp.Expression) -> exp.Expression:
+    """A stored query as it was written: the schema `_qualified` added to each name in
+    `public` taken off, and the alias that kept its bare name."""
+    query = query.copy()
+    for t in query.find_all(exp.Table):
+        if t.db != "public":
+            continue
+        alias = t.args.get("alias")
+        t.set("db", None)
+        if alias is not None and alias.name == t.name and not alias.columns:
+            t.set("alias", None)
+    return query
 
 
 def select_into(ast: exp.Select) -> exp.Create:

@@ -18,7 +18,7 @@ from sqlvec.execution import ddl
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.transaction import Transaction
-from sqlvec.execution.views import alter_view, drop_views
+from sqlvec.execution.views import alter_view, drop_views, rename_references
 from sqlvec.session import views
 from sqlvec.session.results import PreparedStatement, Result
 
@@ -93,8 +93,12 @@ def _drop(session: Session, ast: exp.Drop, notices: list[Notice]) -> str:
 def _alter(session: Session, ast: exp.Alter, notices: list[Notice]) -> str:
     if (ast.args.get("kind") or "").upper() == "VIEW":
         return alter_view(ast, session.catalog, session.search_path)
-    return ddl.alter_table(ast, session.catalog, session.search_path,
-                           lambda col: _constant_default(session, col))
+    renamed = views.renamed_table(session, ast)
+    tag = ddl.alter_table(ast, session.catalog, session.search_path,
+                          lambda col: _constant_default(session, col))
+    if renamed is not None:  # views reading the table follow it to its new name
+        rename_references(session.catalog, *renamed)
+    return tag
 
 
 def _truncate(session: Session, ast: exp.TruncateTable, notices: list[Notice]) -> str:

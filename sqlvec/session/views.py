@@ -90,3 +90,16 @@ def check_drop_table(session: Session, ast: exp.Drop, notices: list[Notice]) -> 
         if table is not None:
             drop_dependents(catalog, "table", table.def_.name, table.def_.oid,
                             bool(ast.args.get("cascade")), notices)
+
+
+def renamed_table(session: Session, ast: exp.Alter) -> tuple[str, str, str, int] | None:
+    """ALTER TABLE ... RENAME TO of a table: (schema, old name, new name, OID), for the views
+    that read it to follow; None for any other ALTER."""
+    actions = ast.args.get("actions") or []
+    if len(actions) != 1 or not isinstance(actions[0], exp.AlterRename):
+        return None
+    t = ast.this
+    table = session.catalog.find_table(t.name, t.db or None, session.search_path)
+    if table is None:
+        return None
+    return table.def_.schema, table.def_.name, actions[0].this.name, table.def_.oid
