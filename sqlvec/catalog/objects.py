@@ -365,7 +365,7 @@ class CatalogObjects:
             self.relations.append(Relation(
                 view.oid, view.name, self.nsp_by_name.get(view.schema, PUBLIC_OID), view.schema,
                 "v", [Column(n, t, i + 1) for i, (n, t) in enumerate(view.columns)],
-                definition=view.definition, owner=view.owner))
+                definition=view.definition_for(session.search_path), owner=view.owner))
         self.relations += _catalog_relations()
         self.by_oid = {r.oid: r for r in self.relations}
 

@@ -6,6 +6,9 @@ written with the manifest, atomically, and back after a restart):
     views   {"schema.name": {"oid": int, "owner": role name,
                              "query": the SELECT's text (table names schema-qualified),
                              "definition": the text pg_get_viewdef shows,
+                             "qualified": the same with every table name schema-qualified
+                                 (shown when a schema it reads is off the search_path),
+                             "schemas": the schemas of the relations it reads,
                              "columns": [[name, pg_type name, typmod], ...],
                              "depends": [OIDs of the tables and views the query reads]}}
 
@@ -33,10 +36,20 @@ class View:
     definition: str
     columns: tuple[tuple[str, SqlType], ...]
     depends: tuple[int, ...]
+    qualified: str = ""
+    schemas: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    def definition_for(self, search_path: list[str]) -> str:
+        """pg_get_viewdef's text under a search_path: names unqualified when every schema the
+        view reads is on the path, all qualified otherwise (pg_dump sets an empty path and
+        restores what it prints)."""
+        if not self.qualified or all(s in search_path for s in self.schemas):
+            return self.definition
+        return self.qualified
 
 
 def _view(key: str, entry: dict) -> View:
@@ -44,7 +57,8 @@ def _view(key: str, entry: dict) -> View:
     return View(schema, name, int(entry["oid"]), entry.get("owner") or "postgres",
                 entry["query"], entry.get("definition") or entry["query"],
                 tuple((c[0], SqlType(c[1], int(c[2]))) for c in entry["columns"]),
-                tuple(int(d) for d in entry.get("depends", ())))
+                tuple(int(d) for d in entry.get("depends", ())), entry.get("qualified", ""),
+                tuple(entry.get("schemas", ())))
 
 
 def all_views(catalog) -> list[View]:
@@ -75,7 +89,8 @@ def store_view(catalog, view: View) -> None:
     entry = {"oid": view.oid, "owner": view.owner, "query": view.query,
              "definition": view.definition,
              "columns": [[n, t.name, t.typmod] for n, t in view.columns],
-             "depends": list(view.depends)}
+             "depends": list(view.depends), "qualified": view.qualified,
+             "schemas": list(view.schemas)}
     catalog.store.update_catalog(lambda c: {**c, "views": {**c.get("views", {}),
                                                            view.key: entry}})
 

@@ -9,6 +9,8 @@ result here.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlglot import exp
 
 from sqlvec.catalog.catalog import Catalog
@@ -96,11 +98,19 @@ def create_view(stmt: exp.Create, catalog: Catalog, search_path: list[str],
     if old is not None and old.oid in depends:
         raise SqlVecError(f'infinite recursion detected in rules for relation "{old.name}"',
                           sqlstate="42P17")
-    view = View(schema, table.name, old.oid if old else catalog.store.allocate_oid(),
-                "postgres", to_sql(stored), definition(query, [n for n, _ in columns]),
-                tuple(columns), tuple(depends))
+    view = _with_texts(View(schema, table.name,
+                            old.oid if old else catalog.store.allocate_oid(), "postgres",
+                            to_sql(stored), "", tuple(columns), tuple(depends)), stored)
     store_view(catalog, view)
     return "CREATE VIEW"
+
+
+def _with_texts(view: View, stored: exp.Expression) -> View:
+    """`view` with its pg_get_viewdef texts made from its stored (qualified) query."""
+    names = [n for n, _ in view.columns]
+    schemas = sorted({t.db for t in stored.find_all(exp.Table) if t.db})
+    return replace(view, query=to_sql(stored), definition=definition(_unqualified(stored), names),
+                   qualified=definition(stored, names), schemas=tuple(schemas))
 
 
 def _check_replacement(old: View, new: list[tuple[str, SqlType]]) -> None:
@@ -214,7 +224,8 @@ def _from_item(item: exp.Expression) -> str:
         alias = item.args.get("alias")
         bare = item.copy()
         bare.set("alias", None)
-        return _text(bare) + (f" {_text(alias)}" if alias is not None else "")
+        shown = alias is not None and (alias.name != item.name or bool(alias.columns))
+        return _text(bare) + (f" {_text(alias)}" if shown else "")
     return _text(item)
 
 
@@ -276,8 +287,7 @@ def alter_view(stmt: exp.Alter, catalog: Catalog, search_path: list[str]) -> str
     new = actions[0].this.name
     if catalog.relation_exists(new, view.schema):
         raise DuplicateTable(f'relation "{new}" already exists')
-    renamed = View(view.schema, new, view.oid, view.owner, view.query, view.definition,
-                   view.columns, view.depends)
+    renamed = replace(view, name=new)
     remove_views(catalog, [view.key])
     store_view(catalog, renamed)
     rename_references(catalog, view.schema, view.name, new, view.oid)
@@ -294,17 +304,15 @@ def rename_references(catalog: Catalog, schema: str, old: str, new: str, oid: in
         for t in query.find_all(exp.Table):
             if t.name == old and t.db == schema:
                 t.set("this", exp.to_identifier(new))
-        store_view(catalog, View(v.schema, v.name, v.oid, v.owner, to_sql(query),
-                                 definition(_unqualified(query), [c for c, _ in v.columns]),
-                                 v.columns, v.depends))
+        store_view(catalog, _with_texts(v, query))
 
 
 def _unqualified(query: exp.Expression) -> exp.Expression:
-    """A stored query as it was written: the schema `_qualified` added to each name in
-    `public` taken off, and the alias that kept its bare name."""
+    """A stored query with the schemas `_qualified` added taken off, and the aliases that
+    kept the bare names."""
     query = query.copy()
     for t in query.find_all(exp.Table):
-        if t.db != "public":
+        if not t.db or t.db in ("pg_catalog", "information_schema"):
             continue
         alias = t.args.get("alias")
         t.set("db", None)
