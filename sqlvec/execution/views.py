@@ -32,6 +32,7 @@ from sqlvec.errors import (
     UndefinedTable,
 )
 from sqlvec.plan.planner import output_name
+from sqlvec.sql.binder import SYSTEM_COLUMNS
 from sqlvec.sql.dialect import parse_one, to_sql
 from sqlvec.storage.schema import ColumnDef
 from sqlvec.types import SqlType
@@ -346,6 +347,10 @@ def unsupported_view_kind(command: exp.Command) -> str | None:
 def table_columns(result: list[tuple[str, SqlType]]) -> list[ColumnDef]:
     """CREATE TABLE AS: the new table's columns, typed as the query's results (a vector keeps
     its dimensions when the query knows them)."""
+    for n, _t in result:
+        if n in SYSTEM_COLUMNS:
+            raise SqlVecError(f'column name "{n}" conflicts with a system column name',
+                              sqlstate="42701")
     return [ColumnDef(n, t, i + 1) for i, (n, t) in enumerate(result)]
 
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 from sqlglot import exp
 
-from sqlvec.errors import ActiveSqlTransaction, FeatureNotSupported, Notice
+from sqlvec.catalog.views import find_view
+from sqlvec.errors import ActiveSqlTransaction, FeatureNotSupported, Notice, UndefinedTable
 from sqlvec.execution import ddl
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.expressions import CompileEnv, Frame
@@ -123,6 +124,11 @@ def _comment(session: Session, ast: exp.Comment, notices: list[Notice]) -> str:
     if kind == "TABLE":
         table = session.catalog.table(target.name, target.db or None, session.search_path)
         key = f"1259:{table.def_.oid}:0"
+    elif kind == "VIEW":
+        view = find_view(session.catalog, target.name, target.db or None, session.search_path)
+        if view is None:
+            raise UndefinedTable(f'relation "{target.name}" does not exist')
+        key = f"1259:{view.oid}:0"
     elif kind == "COLUMN":
         table = session.catalog.table(target.table, target.db or None, session.search_path)
         col = table.def_.column(target.name)
