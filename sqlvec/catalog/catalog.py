@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import threading
 
+from sqlvec.catalog.views import all_views, dependents, find_view, remove_views
 from sqlvec.errors import (
     DuplicateObject,
     DuplicateTable,
+    FeatureNotSupported,
     SqlVecError,
     UndefinedObject,
     UndefinedTable,
@@ -88,13 +90,17 @@ class Catalog:
                                       "database system", sqlstate="2BP01")
                 raise UndefinedObject(f'schema "{name}" does not exist', sqlstate="3F000")
             tables = [t for t in self.store.tables.values() if t.def_.schema == name]
-            if tables and not cascade:
+            views = [v for v in all_views(self) if v.schema == name]
+            if (tables or views) and not cascade:
                 raise SqlVecError(
                     f"cannot drop schema {name} because other objects depend on it",
                     sqlstate="2BP01",
-                    detail="\n".join(f"table {name}.{t.def_.name} depends on schema {name}"
-                                     for t in tables),
+                    detail="\n".join([f"table {name}.{t.def_.name} depends on schema {name}"
+                                      for t in tables] +
+                                     [f"view {name}.{v.name} depends on schema {name}"
+                                      for v in views]),
                     hint="Use DROP ... CASCADE to drop the dependent objects too.")
+            remove_views(self, [v.key for v in views])
             for table in tables:
                 self.drop_table(table)
             self.store.update_catalog(lambda c: {
@@ -119,6 +125,9 @@ class Catalog:
         table = self.find_table(name, schema, search_path)
         if table is None:
             shown = f"{schema}.{name}" if schema else name
+            if find_view(self, name, schema, search_path) is not None:
+                raise FeatureNotSupported(
+                    f'view "{shown}" can only be read: this statement needs a table')
             raise UndefinedTable(f'relation "{shown}" does not exist')
         if isinstance(table, UnavailableTable):
             raise table.error()
@@ -142,7 +151,8 @@ class Catalog:
             return True
         return any(ix.name == name and t.def_.schema == schema
                    for t in self.store.tables.values() for ix in t.def_.indexes) or \
-            f"{schema}.{name}" in self.state["sequences"]
+            f"{schema}.{name}" in self.state["sequences"] or \
+            f"{schema}.{name}" in self.state.get("views", {})
 
     def check_new_relation(self, name: str, schema: str) -> None:
         """Refuse (42P07) a relation name already taken in the schema."""
@@ -150,8 +160,10 @@ class Catalog:
             raise DuplicateTable(f'relation "{name}" already exists')
 
     def drop_table(self, table: Table) -> None:
-        """Drop a table and the sequences its serial columns own."""
+        """Drop a table, the sequences its serial columns own and the views reading it (the
+        caller has refused the drop already unless CASCADE was given)."""
         with self._lock:
+            remove_views(self, [v.key for v in dependents(self, table.def_.oid)])
             owned = [k for k, v in self.state["sequences"].items()
                      if (v.get("owned_by") or "").startswith(f"{table.def_.id}.")]
             self.store.drop_table(table.id)

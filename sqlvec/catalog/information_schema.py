@@ -134,7 +134,7 @@ VIEWS = parse_columns("table_catalog name, table_schema name, table_name name, v
 def _views(o) -> dict:
     db = o.session.database_name
     rows = [{"table_catalog": db, "table_schema": rel.schema, "table_name": rel.name,
-             "check_option": "NONE", "is_updatable": "NO", "is_insertable_into": "NO",
+             "view_definition": rel.definition, "check_option": "NONE", "is_updatable": "NO", "is_insertable_into": "NO",
              "is_trigger_updatable": "NO", "is_trigger_deletable": "NO",
              "is_trigger_insertable_into": "NO"} for rel in o.relations if rel.kind == "v"]
     return _rows(VIEWS, rows)

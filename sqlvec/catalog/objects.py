@@ -31,6 +31,7 @@ from sqlvec.catalog.catalog import (
     PUBLIC_OID,
     VECTOR_EXTENSION_VERSION,
 )
+from sqlvec.catalog.views import all_views
 from sqlvec.catalog.virtual import TABLES, parse_type, table_oid
 from sqlvec.errors import UndefinedObject
 from sqlvec.storage import access_methods
@@ -298,6 +299,8 @@ class Relation:
     table_id: int | None = None
     sequence: dict | None = None
     primary_key: tuple[str, ...] = ()
+    definition: str | None = None  # of a view: pg_get_viewdef's text
+    owner: str = "postgres"
 
 
 @dataclass
@@ -358,6 +361,11 @@ class CatalogObjects:
                          Column("is_called", SqlType("bool"), 3, True)],
                 # The live value (the stored one only moves when a block is reserved).
                 sequence={**seq, "value": catalog.currval_of(key)}))
+        for view in all_views(catalog):
+            self.relations.append(Relation(
+                view.oid, view.name, self.nsp_by_name.get(view.schema, PUBLIC_OID), view.schema,
+                "v", [Column(n, t, i + 1) for i, (n, t) in enumerate(view.columns)],
+                definition=view.definition_for(session.search_path), owner=view.owner))
         self.relations += _catalog_relations()
         self.by_oid = {r.oid: r for r in self.relations}
 

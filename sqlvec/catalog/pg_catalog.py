@@ -530,7 +530,14 @@ def _pg_sequence(o) -> dict:
                   "seqcache", "seqcycle"], rows)
 
 
-empty("pg_views", parse_columns("schemaname name, viewname name, viewowner name, definition text"))
+@virtual("pg_views", parse_columns("schemaname name, viewname name, viewowner name, "
+                                   "definition text"))
+def _pg_views(o) -> dict:
+    rows = [(r.schema, r.name, r.owner, r.definition) for r in o.relations
+            if r.kind == "v" and r.definition is not None]
+    return _rows(["schemaname", "viewname", "viewowner", "definition"], rows)
+
+
 empty("pg_matviews", parse_columns("schemaname name, matviewname name, matviewowner name, "
                            "tablespace name, hasindexes bool, ispopulated bool, definition text"))
 empty("pg_inherits", parse_columns("inhrelid oid, inhparent oid, inhseqno int4, "

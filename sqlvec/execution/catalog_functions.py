@@ -266,6 +266,25 @@ def _get_constraintdef(c, args, e):
     return _map(vals, lambda f, o, pretty=False: objects(f).constraint_definition(o), TEXT)
 
 
+def _get_viewdef(c, args, e):
+    """A view's text by OID or by name (NULL for anything that is not a view)."""
+    first = c.compile(args[0])
+    if first.type.name in ("text", "unknown", "varchar", "name"):
+        vals = [c.coerce(first, TEXT)] + _args_as(c, args[1:], BOOL)
+
+        def by_name(f, name, pretty=False):
+            model = objects(f)
+            rel = model.find_relation(name, model.session.search_path)
+            return rel.definition if rel is not None else None
+        return _map(vals, by_name, TEXT)
+    vals = _args_as(c, args, OID, BOOL)
+
+    def by_oid(f, o, pretty=False):
+        rel = objects(f).relation(o)
+        return rel.definition if rel is not None else None
+    return _map(vals, by_oid, TEXT)
+
+
 def _get_expr(c, args, e):
     vals = [c.compile_as(args[0], TEXT)] + _args_as(c, args[1:], OID, BOOL)
     return _map(vals, lambda f, text, *rest: text, TEXT)
@@ -1040,7 +1059,7 @@ _declare("pg_get_function_arguments", "oid -> text")(_function_arguments(False))
 _declare("pg_get_function_identity_arguments", "oid -> text")(_function_arguments(True))
 _declare("pg_get_triggerdef pg_get_ruledef", "oid -> text", "oid, bool -> text")(_null_text)
 _declare("pg_get_viewdef", "oid -> text", "oid, bool -> text", "text -> text",
-         "text, bool -> text")(_null_text)
+         "text, bool -> text")(_get_viewdef)
 _declare("pg_get_partkeydef pg_get_statisticsobjdef_columns pg_get_functiondef "
          "pg_get_function_sqlbody pg_tablespace_location", "oid -> text")(_null_text)
 _declare("pg_describe_object", "oid, oid, int4 -> text")(_null_text)

@@ -19,6 +19,7 @@ from sqlglot import exp
 from sqlvec.catalog import functions as F
 from sqlvec.catalog.catalog import Catalog
 from sqlvec.catalog.functions import Kind
+from sqlvec.catalog.views import View, find_view
 from sqlvec.catalog.virtual import table_oid
 from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn
 from sqlvec.plan import nodes as n
@@ -71,6 +72,7 @@ class PlanContext:
     search_path: list[str]
     virtual: VirtualTables | None = None
     ctes: dict[str, n.PlanNode] = field(default_factory=dict)
+    views: set[int] = field(default_factory=set)  # OIDs of the views being expanded
     counter: itertools.count = field(default_factory=lambda: itertools.count())
 
     def fresh(self, prefix: str) -> str:
@@ -489,6 +491,10 @@ class Planner:
             cte = self.ctx.ctes[name]
             qualifier = alias or name
             return n.Rename(_renamed(cte.fields, qualifier, columns), child=cte, alias=qualifier)
+        if schema not in ("pg_catalog", "information_schema"):
+            view = find_view(self.ctx.catalog, name, schema, self.ctx.search_path)
+            if view is not None:
+                return self._plan_view(view, alias, columns)
         found = None if schema in ("pg_catalog", "information_schema") else \
             self.ctx.catalog.find_table(name, schema, self.ctx.search_path)
         if found is None:
@@ -530,6 +536,25 @@ class Planner:
         position = {c.name: i for i, c in enumerate(d.columns)}
         keys = tuple((k.name, tuple(position[c] for c in k.columns)) for k in d.unique_keys)
         return n.Scan(fields, table_id=d.id, table_name=d.name, alias=qualifier, keys=keys)
+
+    def _plan_view(self, view: View, alias: str | None, columns: list[str]) -> n.PlanNode:
+        """A view named in FROM: its stored query planned as a subquery (no CTE or column of
+        the naming query is visible in it), under the view's column names. Rules may then
+        look through it as through any subquery (`rules.py`)."""
+        if view.oid in self.ctx.views:
+            raise SqlVecError(f'infinite recursion detected in rules for relation "{view.name}"',
+                              sqlstate="42P17")
+        saved = self.ctx.ctes
+        self.ctx.ctes, self.ctx.views = {}, self.ctx.views | {view.oid}
+        try:
+            inner = self.plan_query(parse_one(view.query), None)
+        finally:
+            self.ctx.ctes, self.ctx.views = saved, self.ctx.views - {view.oid}
+        qualifier = alias or view.name
+        visible = [f for f in inner.fields if not f.hidden]
+        fields = tuple(Field(name, qualifier, f.type, (view.oid, i + 1))
+                       for i, ((name, _t), f) in enumerate(zip(view.columns, visible)))
+        return n.Rename(_renamed(fields, qualifier, columns), child=inner, alias=qualifier)
 
     def _sequence_key(self, name: str, schema: str | None) -> str | None:
         """The catalog key (`schema.name`) of the sequence a FROM item names, if it is one."""

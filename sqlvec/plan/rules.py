@@ -8,10 +8,12 @@ one table into a `VectorTopK` node that searches each segment (HNSW where indexe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from sqlglot import exp
 
+from sqlvec.errors import SqlVecError
 from sqlvec.plan import nodes as n
 from sqlvec.sql.binder import Field, Scope
 from sqlvec.sql.dialect import VectorDistance
@@ -39,10 +41,18 @@ def use_vector_topk(plan: n.PlanNode) -> n.PlanNode:
         if not (isinstance(node, n.Limit) and isinstance(node.child, n.Sort) and node.limit is not None):
             return node
         sort = node.child
-        if not isinstance(sort.child, n.Project) or not isinstance(sort.child.child, n.Scan):
+        if not isinstance(sort.child, n.Project):
             return node
         project: n.Project = sort.child
-        scan: n.Scan = project.child
+        through = look_through(project.child)
+        if through is None:
+            return node
+        scan, to_scan = through
+        try:
+            project = replace(project, child=scan,
+                              exprs=tuple(to_scan(e) for e in project.exprs))
+        except _Opaque:
+            return node
         key = sort.keys[0]
         if key.desc or not isinstance(key.expr, exp.Column):
             return node
@@ -71,6 +81,64 @@ def use_vector_topk(plan: n.PlanNode) -> n.PlanNode:
             return replace(node, child=new_project)
         return replace(node, child=replace(sort, child=new_project))
     return visit(plan)
+
+
+class _Opaque(Exception):
+    """An expression `look_through` cannot restate over the base table."""
+
+
+def look_through(node: n.PlanNode) -> tuple[n.Scan, Callable] | None:
+    """The table scan `node` amounts to when it only filters, selects and renames the columns
+    of one table (a view or a subquery in FROM such as `SELECT a, v FROM t WHERE ...`), with
+    a function restating expressions over `node`'s columns as expressions over the scan's
+    (raising `_Opaque` for one it cannot restate); None for anything else. This is how the
+    vector top-k sees through views: a query through a view is planned as its inlined query."""
+    if isinstance(node, n.Scan):
+        return (node, lambda e: e) if node.key is None else None
+    if isinstance(node, n.Filter) and node.clause == "WHERE":
+        inner = look_through(node.child)
+        if inner is None:
+            return None
+        scan, to_scan = inner
+        try:
+            predicate = to_scan(node.predicate)
+        except _Opaque:
+            return None
+        merged = predicate if scan.filter is None else exp.and_(scan.filter.copy(), predicate)
+        return replace(scan, filter=merged), to_scan
+    if isinstance(node, n.Rename) and isinstance(node.child, n.Project):
+        inner = look_through(node.child.child)
+        if inner is None:
+            return None
+        scan, to_scan = inner
+        exprs = node.child.exprs
+        visible = [f for f in node.fields if not f.hidden]
+        if len(visible) != len(exprs) or len(node.fields) != len(visible) or \
+                not all(isinstance(e, exp.Column) for e in exprs):
+            return None
+        try:
+            columns = [to_scan(e) for e in exprs]
+        except _Opaque:
+            return None
+        scope = Scope(list(node.fields))
+
+        def restate(e: exp.Expression) -> exp.Expression:
+            if any(isinstance(x, n.SubPlan) for x in e.walk()):
+                raise _Opaque()
+
+            def swap(x: exp.Expression) -> exp.Expression:
+                if not isinstance(x, exp.Column) or isinstance(x.this, exp.Star):
+                    return x
+                try:
+                    i = scope.find(x.name, x.table or None)
+                except SqlVecError:
+                    raise _Opaque() from None
+                if i is None:
+                    raise _Opaque()  # a reference to an outer query
+                return columns[i].copy()
+            return e.copy().transform(swap)
+        return scan, restate
+    return None
 
 
 def _vector_operands(e: exp.Expression, scan: n.Scan) -> tuple[str, exp.Expression] | None:

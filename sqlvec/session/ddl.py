@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 from sqlglot import exp
 
-from sqlvec.errors import ActiveSqlTransaction, FeatureNotSupported, Notice
+from sqlvec.catalog.views import find_view
+from sqlvec.errors import ActiveSqlTransaction, FeatureNotSupported, Notice, UndefinedTable
 from sqlvec.execution import ddl
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.transaction import Transaction
+from sqlvec.execution.views import alter_view, drop_views, rename_references
+from sqlvec.session import views
 from sqlvec.session.results import PreparedStatement, Result
 
 if TYPE_CHECKING:
@@ -49,6 +52,10 @@ def _exists_notice(name: str) -> Notice:
 def _create(session: Session, ast: exp.Create, notices: list[Notice]) -> str:
     kind = (ast.args.get("kind") or "").upper()
     path = session.search_path
+    if kind == "TABLE" and ast.args.get("expression") is not None:
+        return views.create_table_as(session, ast, notices)
+    if kind == "VIEW":
+        return views.create_view(session, ast, notices)
     if kind == "TABLE":
         tag = ddl.create_table(ast, session.catalog, path)
         if tag == "NOTICE":
@@ -77,12 +84,22 @@ def _create(session: Session, ast: exp.Create, notices: list[Notice]) -> str:
 def _drop(session: Session, ast: exp.Drop, notices: list[Notice]) -> str:
     if (ast.args.get("kind") or "").upper() == "DATABASE" and session.explicit:
         raise ActiveSqlTransaction("DROP DATABASE cannot run inside a transaction block")
+    if (ast.args.get("kind") or "").upper() == "VIEW":
+        return drop_views(ast, session.catalog, session.search_path, notices)
+    if (ast.args.get("kind") or "").upper() == "TABLE":
+        views.check_drop_table(session, ast, notices)
     return ddl.drop(ast, session.catalog, session.search_path, session.database, notices)
 
 
 def _alter(session: Session, ast: exp.Alter, notices: list[Notice]) -> str:
-    return ddl.alter_table(ast, session.catalog, session.search_path,
-                           lambda col: _constant_default(session, col))
+    if (ast.args.get("kind") or "").upper() == "VIEW":
+        return alter_view(ast, session.catalog, session.search_path)
+    renamed = views.renamed_table(session, ast)
+    tag = ddl.alter_table(ast, session.catalog, session.search_path,
+                          lambda col: _constant_default(session, col))
+    if renamed is not None:  # views reading the table follow it to its new name
+        rename_references(session.catalog, *renamed)
+    return tag
 
 
 def _truncate(session: Session, ast: exp.TruncateTable, notices: list[Notice]) -> str:
@@ -107,6 +124,11 @@ def _comment(session: Session, ast: exp.Comment, notices: list[Notice]) -> str:
     if kind == "TABLE":
         table = session.catalog.table(target.name, target.db or None, session.search_path)
         key = f"1259:{table.def_.oid}:0"
+    elif kind == "VIEW":
+        view = find_view(session.catalog, target.name, target.db or None, session.search_path)
+        if view is None:
+            raise UndefinedTable(f'relation "{target.name}" does not exist')
+        key = f"1259:{view.oid}:0"
     elif kind == "COLUMN":
         table = session.catalog.table(target.table, target.db or None, session.search_path)
         col = table.def_.column(target.name)

@@ -21,6 +21,7 @@ from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.dml import plan_delete, plan_insert, plan_update
 from sqlvec.execution.expressions import CompileEnv
+from sqlvec.execution.views import select_into, unsupported_view_kind
 from sqlvec.plan.planner import PlanContext, Planner
 from sqlvec.plan.rules import optimize
 from sqlvec.session.results import PreparedStatement, ResultColumn, StatementKind
@@ -59,6 +60,8 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
              given: dict[int, SqlType]) -> PreparedStatement:
     """Plan one parsed statement into a PreparedStatement: queries and writes compiled now,
     utilities and DDL kept for their handlers."""
+    if isinstance(ast, exp.Select) and ast.args.get("into") is not None:
+        return PreparedStatement(sql, [], None, StatementKind.DDL, ast=select_into(ast))
     if isinstance(ast, _QUERIES):
         env = CompileEnv(param_types=dict(given), build_subplan=None,
                          functions=session.database.functions)
@@ -92,6 +95,9 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
     if kind is not None:
         return PreparedStatement(sql, [], None, StatementKind.UTILITY, utility=Utility(kind))
     if isinstance(ast, exp.Command):
+        construct = unsupported_view_kind(ast)
+        if construct is not None:
+            raise FeatureNotSupported(f"{construct} are not supported")
         raise FeatureNotSupported(f"{ast.this} statements are not supported")
     raise FeatureNotSupported(f"{type(ast).__name__.upper()} statements are not supported")
 

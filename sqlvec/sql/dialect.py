@@ -399,9 +399,10 @@ def parse_one(sql: str) -> exp.Expr:
     return statements[0]
 
 
-def to_sql(expression: exp.Expr) -> str:
-    """Render `expression` as sqlvec SQL (the operators, not the function forms)."""
-    return expression.sql(dialect=_DIALECT)
+def to_sql(expression: exp.Expr, **options: object) -> str:
+    """Render `expression` as sqlvec SQL (the operators, not the function forms); `options`
+    are sqlglot's generator options (`normalize_functions="lower"` prints `count(*)`)."""
+    return expression.sql(dialect=_DIALECT, **options)
 
 
 # Errors

@@ -396,6 +396,10 @@ SUPPORTED = {
     "CTEs (incl. recursive)": ["WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r "
                                "WHERE n < 3) SELECT * FROM r"],
     "set operations": ["SELECT id FROM t UNION SELECT id FROM t EXCEPT SELECT 1"],
+    "views": ["CREATE VIEW tv AS SELECT id, embedding FROM t WHERE category = 'a'",
+              "SELECT id FROM tv ORDER BY embedding <-> '[1,2,3]' LIMIT 1"],
+    "`CREATE TABLE ... AS` and `SELECT ... INTO`": [
+        "CREATE TABLE t2 AS SELECT * FROM t", "SELECT id INTO t3 FROM t"],
     "`ON CONFLICT`": ["INSERT INTO t VALUES (1, 'a', '[1,1,1]') ON CONFLICT (id) DO UPDATE SET "
                       "category = EXCLUDED.category RETURNING id"],
     "`PREPARE`/`EXECUTE`": ["PREPARE p(bigint) AS SELECT id FROM t WHERE id = $1",
@@ -421,7 +425,7 @@ UNSUPPORTED = {  # README phrase -> (statement, SQLSTATE)
                                 "0A000"),
     "expression indexes": ("CREATE INDEX ON t ((lower(category)))", "0A000"),
     "`UNIQUE` indexes": ("CREATE UNIQUE INDEX ON t (category)", "0A000"),
-    "views": ("CREATE VIEW v AS SELECT 1", "0A000"),
+    "materialized views": ("CREATE MATERIALIZED VIEW v AS SELECT 1", "0A000"),
     "triggers": ("CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()",
                  "0A000"),
     "foreign keys": ("CREATE TABLE fk (id int PRIMARY KEY, t_id bigint REFERENCES t (id))",

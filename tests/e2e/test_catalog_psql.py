@@ -30,6 +30,8 @@ COMMON = [
     "CREATE SCHEMA other",
     "CREATE TABLE other.t2 (a int, b text)",
     "CREATE SCHEMA vec",
+    "CREATE VIEW recent_items AS SELECT id, name, tags FROM items WHERE id > 1",
+    "CREATE VIEW other.named (item, n) AS SELECT name, count(*) FROM items GROUP BY name",
 ]
 VECTOR = [
     "CREATE EXTENSION IF NOT EXISTS vector",
@@ -39,7 +41,8 @@ VECTOR = [
     "WITH (m = 8, ef_construction = 32)",
 ]
 COMPARED = [r"\dn", r"\dt", r"\d", r"\d items", r"\d+ items", r"\di", r"\du", r"\d items_pkey",
-            r"\d items_name_idx", r"\ds", r"\dv", r"\dn+"]
+            r"\d items_name_idx", r"\ds", r"\dv", r"\dn+", r"\d recent_items",
+            r"\dv other.*", r"\d other.named"]
 
 
 def psql(port: int, command: str, host: str = "127.0.0.1") -> str:

@@ -54,6 +54,7 @@ def dumped(server) -> str:
             "COMMENT ON TABLE dump_items IS 'things to find'",
             "CREATE TABLE dumpme.notes (a int, b text)",
             "INSERT INTO dumpme.notes VALUES (1, 'one')",
+            "CREATE VIEW dumpme.positive AS SELECT a, b FROM dumpme.notes WHERE a > 0",
             "CREATE SEQUENCE dumpme.tickets START 5 INCREMENT BY 2",
             "SELECT nextval('dumpme.tickets')",
         ):
@@ -84,6 +85,9 @@ def test_pg_dump_dumps_tables_vectors_indexes_and_sequences(dumped):
     assert re.search(r"CREATE SEQUENCE dumpme\.tickets\n    START WITH 5\n    INCREMENT BY 2\n",
                      dumped), dumped
     assert "SELECT pg_catalog.setval('dumpme.tickets', 5, true);" in dumped
+    # Under pg_dump's empty search_path the view's text names its tables with their schema.
+    assert "CREATE VIEW dumpme.positive AS\n SELECT a,\n    b\n   FROM dumpme.notes\n" \
+        "  WHERE a > 0;" in dumped, dumped
 
 
 def test_pg_dump_leaves_the_extension_members_to_create_extension(server):
