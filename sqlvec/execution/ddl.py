@@ -463,4 +463,9 @@ def create_other(stmt: exp.Create, catalog: Catalog, search_path: list[str], dat
     raise FeatureNotSupported(f"CREATE {kind or to_sql(stmt)[:40]} is not supported")
 
 
+# The column rules ALTER TABLE ADD / RENAME COLUMN share (execution/alter.py).
+column_def = _column_def
+check_column_name = _check_not_system
+
+
 __all__ = ["create_table", "drop", "create_index", "alter_table", "create_other", "SqlType"]

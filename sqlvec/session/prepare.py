@@ -91,6 +91,9 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
     kind = _TRANSACTIONS.get(type(ast))
     if kind is not None:
         return PreparedStatement(sql, [], None, StatementKind.UTILITY, utility=Utility(kind))
+    if isinstance(ast, exp.Command) and ast.this.upper() == "ALTER":
+        # SET SCHEMA, ALTER SEQUENCE ...: recognised from their text (execution/alter.py).
+        return PreparedStatement(sql, [], None, StatementKind.DDL, ast=ast)
     if isinstance(ast, exp.Command):
         raise FeatureNotSupported(f"{ast.this} statements are not supported")
     raise FeatureNotSupported(f"{type(ast).__name__.upper()} statements are not supported")

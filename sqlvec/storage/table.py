@@ -997,6 +997,30 @@ class Table:
                     old.def_ = new.def_
 
 
+    def replace_all(self, table_def: TableDef, segments: list[Segment]) -> Callable[[], None]:
+        """Install a rewritten table (ALTER COLUMN TYPE): `segments` hold every live row in the
+        new definition's physical schema, the growing segment starts empty. Returns the undo,
+        for a manifest commit that fails."""
+        with self.lock:
+            saved = (self.def_, self.sealed, self.deletes, self.sealing, self.memtable,
+                     self.keys, self.checkpoint_lsn, self.persisted_deletes)
+            self.def_ = table_def
+            self.sealed = list(segments)
+            self.deletes = {s.id: DeleteBitmap.empty(s.n_rows) for s in segments}
+            self.persisted_deletes = {}
+            self.sealing = []
+            self.memtable = Memtable(table_def, self.memtable_rows)
+            self._invalidate()
+            self.rebuild_keys()
+
+        def undo() -> None:
+            with self.lock:
+                (self.def_, self.sealed, self.deletes, self.sealing, self.memtable,
+                 self.keys, self.checkpoint_lsn, self.persisted_deletes) = saved
+                self._invalidate()
+        return undo
+
+
 # Helpers ----------------------------------------------------------------------------------------
 
 
