@@ -538,6 +538,7 @@ def _set_schema(name: list[str], target: str, if_exists: bool, tools: AlterTools
             raise DuplicateTable(f'relation "{new.split(".", 1)[1]}" already exists in schema '
                                  f'"{target}"')
     columns = tuple(replace(c, default=_renamed_refs(c.default, moves)) for c in d.columns)
+    _carry_sequence_values(catalog, moves)
     catalog.store.alter_table(
         d.id, lambda x: x.with_changes(schema=target, columns=columns),
         catalog=lambda c: {**c, "sequences": {moves.get(k, k): v
@@ -558,6 +559,17 @@ def _renamed_refs(default: str | None, moves: dict[str, str]) -> str | None:
     for old, new in moves.items():
         default = default.replace(f"'{_seq_ref(old)}'::regclass", f"'{_seq_ref(new)}'::regclass")
     return default
+
+
+def _carry_sequence_values(catalog: Catalog, moves: dict[str, str]) -> None:
+    """A renamed or moved sequence keeps the values handed out under its old key."""
+    sequences = catalog.state.get("sequences", {})
+    for old, new in moves.items():
+        last = catalog.currval_of(old) if old in sequences else None
+        if last is not None:
+            catalog.store.update_catalog(lambda c, old=old, last=last: {
+                **c, "sequences": {k: ({**v, "value": last, "reserved": last} if k == old else v)
+                                   for k, v in c.get("sequences", {}).items()}})
 
 
 def _sequence_key(name: list[str], tools: AlterTools) -> str | None:
@@ -587,6 +599,7 @@ def _rename_sequence(name: list[str], new: str, if_exists: bool, tools: AlterToo
     def rename(c: dict) -> dict:
         return {**c, "sequences": {(new_key if k == key else k): v
                                    for k, v in c.get("sequences", {}).items()}}
+    _carry_sequence_values(catalog, moves)
     users = [t for t in catalog.store.tables.values()
              if any(_renamed_refs(c.default, moves) != c.default for c in t.def_.columns)]
     if not users:
