@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlglot import exp
 
 from sqlvec.catalog.catalog import Catalog
@@ -40,6 +41,7 @@ from sqlvec.execution.ddl import check_column_name, column_def
 from sqlvec.execution.dml import default_value
 from sqlvec.execution.expressions import Compiler, Frame
 from sqlvec.execution.kernels import table_of
+from sqlvec.execution.transaction import TableOverlay, Transaction
 from sqlvec.execution.values import Value, as_array
 from sqlvec.plan.planner import Planner
 from sqlvec.sql.binder import SYSTEM_COLUMNS, Field, Scope, serial_kind, sql_type
@@ -67,6 +69,9 @@ class AlterTools:
     context: Callable[[], ExecContext]
     constant_default: Callable[[ColumnDef], object]  # ADD COLUMN ... DEFAULT, evaluated once
     notices: list[Notice] = field(default_factory=list)
+    # The session's open transaction: its uncommitted rows of the table take the new shape too
+    # (and are checked by SET NOT NULL), the committed rows it deleted are not checked.
+    transaction: Transaction | None = None
 
 
 @dataclass
@@ -84,6 +89,7 @@ class _Work:
     table: Table
     original: TableDef
     def_: TableDef
+    overlay: TableOverlay | None = None  # the session's uncommitted changes to the table
     rewrites: dict[int, _Rewrite] = field(default_factory=dict)  # attnum -> new values
     catalog_changes: list[Callable[[dict], dict]] = field(default_factory=list)
     sequences: list[tuple[str, str]] = field(default_factory=list)  # (column, new sequence)
@@ -103,6 +109,19 @@ class _Work:
     def set(self, **changes: object) -> None:
         self.def_ = self.def_.with_changes(**changes)
         self.changed = True
+
+    def has_rows(self) -> bool:
+        """Whether the table has rows, committed or this transaction's own."""
+        pending = self.overlay.inserted_table() if self.overlay is not None else None
+        committed = 0 if self.overlay is not None and self.overlay.truncated else \
+            self.table.snapshot().row_count
+        return committed > 0 or (pending is not None and pending.num_rows > 0)
+
+    def ignored(self) -> pa.Array | None:
+        """Committed row ids this transaction deleted: their values are not checked."""
+        if self.overlay is None or not self.overlay.deleted:
+            return None
+        return pa.array(sorted(self.overlay.deleted), pa.int64())
 
 
 # Entry points ------------------------------------------------------------------------------------
@@ -142,7 +161,9 @@ def alter_table(stmt: exp.Alter, tools: AlterTools, fallback: Callable[[exp.Alte
     mine = [a for a in actions if not _is_constraint_action(a)]
     others = [a for a in actions if _is_constraint_action(a)]
     if mine:
-        work = _Work(table, table.def_, table.def_)
+        overlay = tools.transaction.table_overlay(table.id) \
+            if tools.transaction is not None else None
+        work = _Work(table, table.def_, table.def_, overlay)
         for action in mine:
             _apply(action, work, tools)
         _commit(work, tools)
@@ -201,7 +222,7 @@ def _add_column(action: exp.ColumnDef, work: _Work, tools: AlterTools) -> None:
         work.sequences.append((col.name, name))
         key = f"{d.schema}.{name}"
         col = work.replace_column(col.name, default=f"nextval('{_seq_ref(key)}'::regclass)")
-    has_rows = work.table.snapshot().row_count > 0
+    has_rows = work.has_rows()
     if col.default is not None and _VOLATILE.search(col.default):
         if has_rows:  # compiled now, run per row by the rewrite
             work.rewrites[col.attnum] = _Rewrite(default=_compiled_default(col, tools))
@@ -261,7 +282,7 @@ def _rename_column(old: str, new: str, work: _Work) -> None:
 
 def _rename_table(new: str, work: _Work, tools: AlterTools) -> None:
     d = work.def_
-    if new != d.name and tools.catalog.relation_exists(new, d.schema):
+    if tools.catalog.relation_exists(new, d.schema):
         raise DuplicateTable(f'relation "{new}" already exists')
     work.set(name=new)
 
@@ -304,7 +325,9 @@ def _alter_type(col: ColumnDef, dtype: exp.DataType, using: exp.Expression | Non
         raise UndefinedObject(f'type "{dtype.this.name.lower()}" does not exist',
                               sqlstate="42704")
     target = sql_type(dtype)
-    if using is None and col.type == target and col.attnum not in work.rewrites:
+    if col.attnum in work.rewrites:
+        raise FeatureNotSupported(f'cannot alter type of column "{col.name}" twice')
+    if using is None and col.type == target:
         return
     if col.attnum not in {c.attnum for c in work.original.columns}:
         raise FeatureNotSupported("ALTER COLUMN TYPE of a column added in the same statement "
@@ -313,11 +336,9 @@ def _alter_type(col: ColumnDef, dtype: exp.DataType, using: exp.Expression | Non
         raise FeatureNotSupported("cannot use subquery in transform expression")
     scope, types = _old_row_scope(work)
     compiler = Compiler(scope, types, tools.builder().env)
-    previous = work.rewrites.get(col.attnum)
     original_name = next(c.name for c in work.original.columns if c.attnum == col.attnum)
     if using is None:
-        value = previous.value if previous is not None and previous.value is not None else \
-            compiler.compile(exp.column(original_name))
+        value = compiler.compile(exp.column(original_name))
         try:
             V.check_assignable(value.type, replace(col, type=target))
         except DatatypeMismatch:
@@ -383,13 +404,25 @@ def _check_no_nulls(col: ColumnDef, work: _Work) -> None:
     if col.attnum in work.rewrites:
         return  # the rewrite checks the new values of every NOT NULL column
     old = next((c for c in work.original.columns if c.attnum == col.attnum), None)
-    snap = work.table.snapshot()
     if old is None:  # added by this statement
-        if col.missing_value is None and snap.row_count:
+        if col.missing_value is None and work.has_rows():
             raise null
         return
-    for part in snap.scan([old.name]):
-        if part.column(0).null_count:
+    overlay = work.overlay
+    pending = overlay.inserted_table() if overlay is not None else None
+    if pending is not None and pending.column(old.name).null_count:
+        raise null
+    if overlay is not None and overlay.truncated:
+        return
+    ignored = work.ignored()
+    for part in work.table.snapshot().scan([old.name], with_rowid=ignored is not None):
+        values = part.column(old.name)
+        if not values.null_count:
+            continue
+        if ignored is None:
+            raise null
+        live = pc.invert(pc.is_in(part.column(ROWID), value_set=ignored))
+        if pc.any(pc.and_(pc.is_null(values), live)).as_py():
             raise null
 
 
@@ -414,13 +447,22 @@ def _commit(work: _Work, tools: AlterTools) -> None:
                for column, name in work.sequences]
     catalog = _catalog_change(work) if work.catalog_changes else None
     try:
+        ctx = tools.context()
+        pending = work.overlay.inserted_table() if work.overlay is not None else None
+        if pending is not None:  # this transaction's own rows, in the new shape
+            pending = pa.Table.from_arrays(
+                _transform(pending, work.def_, work, ctx),
+                schema=work.def_.arrow_schema()).append_column(ROWID, pending.column(ROWID))
         if work.rewrites:
-            ctx = tools.context()
-            store.rewrite_table(table_id, change,
-                                lambda part, new_def: _transform(part, new_def, work, ctx),
-                                catalog=catalog)
+            ignored = work.ignored()
+            store.rewrite_table(
+                table_id, change,
+                lambda part, new_def: _transform(part, new_def, work, ctx, ignored),
+                catalog=catalog)
         else:
             store.alter_table(table_id, change, catalog=catalog)
+        if work.overlay is not None:
+            work.overlay.replace_inserted(pending)
     except BaseException:
         if created:
             store.update_catalog(lambda c: {**c, "sequences": {
@@ -436,9 +478,11 @@ def _catalog_change(work: _Work) -> Callable[[dict], dict]:
     return change
 
 
-def _transform(part: pa.Table, new_def: TableDef, work: _Work, ctx: ExecContext) -> list:
+def _transform(part: pa.Table, new_def: TableDef, work: _Work, ctx: ExecContext,
+               ignored: pa.Array | None = None) -> list:
     """The new definition's columns for one batch of live rows (old definition's names):
-    rewritten columns computed by their compiled expressions, the others carried over."""
+    rewritten columns computed by their compiled expressions, the others carried over. NOT
+    NULL is checked on every row but those `ignored` (row ids this transaction deleted)."""
     n = part.num_rows
     old = work.original
     frame = Frame(part.select([c.name for c in old.columns] + [ROWID]), ctx)
@@ -462,7 +506,9 @@ def _transform(part: pa.Table, new_def: TableDef, work: _Work, ctx: ExecContext)
             data = pa.nulls(n, col.type.to_arrow())
         array = cast_column(data if isinstance(data, (pa.Array, pa.ChunkedArray))
                             else pa.array(data), col).combine_chunks()
-        if col.not_null and array.null_count:
+        if col.not_null and array.null_count and (ignored is None or pc.any(pc.and_(
+                pc.is_null(array), pc.invert(pc.is_in(part.column(ROWID), value_set=ignored)))
+        ).as_py()):
             raise NotNullViolation(f'column "{col.name}" of relation "{new_def.name}" contains '
                                    "null values")
         out.append(array)
@@ -564,7 +610,7 @@ def _renamed_refs(default: str | None, moves: dict[str, str]) -> str | None:
 def _carry_sequence_values(catalog: Catalog, moves: dict[str, str]) -> None:
     """A renamed or moved sequence keeps the values handed out under its old key."""
     sequences = catalog.state.get("sequences", {})
-    for old, new in moves.items():
+    for old in moves:
         last = catalog.currval_of(old) if old in sequences else None
         if last is not None:
             catalog.store.update_catalog(lambda c, old=old, last=last: {

@@ -99,7 +99,7 @@ def _alter(session: Session, ast: exp.Expression, notices: list[Notice]) -> str:
         builder=lambda: _builder(session),
         context=lambda: session._context([]),
         constant_default=lambda col: _constant_default(session, col),
-        notices=notices)
+        notices=notices, transaction=session.txn if session.explicit else None)
     return alter.alter(ast, tools, lambda rest: ddl.alter_table(
         rest, session.catalog, path, lambda col: _constant_default(session, col)))
 
