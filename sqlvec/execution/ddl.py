@@ -1,7 +1,8 @@
 """CREATE / DROP / ALTER statements: tables, indexes, schemas, sequences, extensions, databases.
 
 DDL takes effect immediately and durably (a new manifest version). Inside a transaction block
-it is not undone by ROLLBACK; the session warns when that happens.
+it is not undone by ROLLBACK; the session warns when that happens. ALTER TABLE's column and
+table actions are in alter.py; `alter_table` here gets the constraint actions.
 """
 
 from __future__ import annotations
