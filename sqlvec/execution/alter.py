@@ -553,9 +553,10 @@ def _alter_command(text: str, tools: AlterTools) -> str:
     if m:
         return _sequence_owned_by(_parts(m["name"]), m["target"], bool(m["exists"]), tools)
     words = body.split()
-    what = " ".join(words[:1]).upper()
-    raise FeatureNotSupported(f"ALTER {what} {' '.join(words[2:4]).upper()} is not supported"
-                              if what == "TABLE" else f"ALTER {what} is not supported")
+    what = words[0].upper() if words else ""
+    if what in ("TABLE", "SEQUENCE", "INDEX") and len(words) > 2:
+        raise FeatureNotSupported(f"ALTER {what} … {' '.join(words[2:])[:60]} is not supported")
+    raise FeatureNotSupported(f"ALTER {what} is not supported")
 
 
 def _set_schema(name: list[str], target: str, if_exists: bool, tools: AlterTools) -> str:
