@@ -132,8 +132,9 @@ def alter(stmt: exp.Expression, tools: AlterTools,
     """Run an ALTER statement (parsed, or a `Command` for the forms sqlglot leaves as text);
     returns the command tag."""
     if isinstance(stmt, exp.Command):
-        return _alter_command(stmt.expression.sql() if isinstance(stmt.expression, exp.Expression)
-                              else str(stmt.expression or ""), tools)
+        body = stmt.expression
+        return _alter_command(body.name if isinstance(body, exp.Literal)
+                              else str(body or ""), tools)
     kind = (stmt.args.get("kind") or "").upper()
     if kind == "INDEX":
         return _alter_index(stmt, tools)
@@ -526,6 +527,18 @@ _SEQ_RENAME = re.compile(rf"SEQUENCE\s+(?P<exists>IF\s+EXISTS\s+)?{_QUALIFIED}\s
 _SEQ_OWNED = re.compile(rf"SEQUENCE\s+(?P<exists>IF\s+EXISTS\s+)?{_QUALIFIED}\s+OWNED\s+BY\s+"
                         rf"(?P<target>NONE|{_NAME}(?:\s*\.\s*{_NAME}){{1,2}})\s*;?\s*$",
                         re.I | re.S)
+
+
+def recognise(sql: str) -> exp.Command | None:
+    """The ALTER forms sqlglot does not model, from their text (before sqlglot, which would
+    log a warning for each as it falls back to a `Command`)."""
+    m = re.match(r"\s*ALTER\s+(.*)$", sql, re.I | re.S)
+    if m is None:
+        return None
+    body = m.group(1).strip()
+    if any(p.match(body) for p in (_SET_SCHEMA, _SEQ_RENAME, _SEQ_OWNED)):
+        return exp.Command(this="ALTER", expression=exp.Literal.string(body))
+    return None
 
 
 def _ident(text: str) -> str:
