@@ -179,3 +179,23 @@ def test_changes_survive_restart_and_crash(tmp_path) -> None:
         assert rows(s, "SELECT col_description('t'::regclass, 2), "
                        "(SELECT count(*) FROM pg_indexes WHERE indexname = 't_code')") == \
             [(None, 0)]
+
+
+def test_another_sessions_open_transaction_meets_the_new_shape_at_commit(db) -> None:
+    a, b = db.connect(), db.connect()
+    run(a, "CREATE TABLE t (id int PRIMARY KEY, a text)")
+    run(a, "BEGIN")
+    run(a, "INSERT INTO t VALUES (1, 'x')")
+    run(b, "ALTER TABLE t ADD COLUMN c int DEFAULT 3")
+    run(a, "COMMIT")  # a column added since reads as its default
+    run(a, "BEGIN")
+    run(a, "INSERT INTO t VALUES (2, 'y', 4)")
+    run(b, "ALTER TABLE t DROP COLUMN a")
+    run(a, "COMMIT")  # a column dropped since is left out
+    assert rows(a, "SELECT * FROM t ORDER BY id") == [(1, 3), (2, 4)]
+    run(a, "BEGIN")
+    run(a, "INSERT INTO t VALUES (3, 5)")
+    run(b, "ALTER TABLE t RENAME COLUMN c TO d")
+    err = error(a, "COMMIT")  # renamed: the buffered row cannot be placed for sure
+    assert err.sqlstate == "40001"
+    assert rows(b, "SELECT * FROM t ORDER BY id") == [(1, 3), (2, 4)]
