@@ -137,3 +137,26 @@ def test_alter_table_commits_the_catalog_change_with_the_definition(tmp_path) ->
         assert store.find_table("t") is None
         assert store.find_table("u").def_.indexes == ()
         assert store.catalog["comments"] == {"1259:1:0": "moved"}
+
+
+def test_a_follower_sees_the_rewritten_table(tmp_path) -> None:
+    from sqlvec.storage.follower import FollowerStore
+
+    path = str(tmp_path / "db")
+    _build(path)
+    with Database.open(path, options=OPTIONS) as db:
+        store = db.store()
+        follower = FollowerStore.open(os.path.join(path, "postgres"), OPTIONS)
+        try:
+            table = store.find_table("t")
+            follower.catch_up(store.durable_lsn)
+            change, transform = _to_int8("n")
+            store.rewrite_table(table.id, change, transform)
+            db.table("t").insert({"id": [5000], "n": [1], "v": _vectors([5000])})
+            follower.catch_up(store.durable_lsn, manifest_version=store.manifest_version)
+            mine = table.snapshot().to_table(with_rowid=True).sort_by("id")
+            theirs = follower.table(table.id).snapshot().to_table(with_rowid=True).sort_by("id")
+            assert theirs.equals(mine)
+            assert theirs.schema.field("n").type == pa.int64()
+        finally:
+            follower.close()
