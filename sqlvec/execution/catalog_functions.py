@@ -325,6 +325,11 @@ def _get_serial_sequence(c, args, e):
                     seq = model.find_relation(m.group(1), [rel.schema] + _search_path(f))
                     if seq is not None:
                         return f"{O.quote_ident(seq.schema)}.{O.quote_ident(seq.name)}"
+        # A sequence the column owns (ALTER SEQUENCE … OWNED BY), as PostgreSQL's dependency.
+        owner = f"{rel.table_id}.{col}"
+        for seq in model.relations:
+            if seq.kind == "S" and (seq.sequence or {}).get("owned_by") == owner:
+                return f"{O.quote_ident(seq.schema)}.{O.quote_ident(seq.name)}"
         return None
     return _map([table, column], fn, TEXT)
 

@@ -1,7 +1,8 @@
 """CREATE / DROP / ALTER statements: tables, indexes, schemas, sequences, extensions, databases.
 
 DDL takes effect immediately and durably (a new manifest version). Inside a transaction block
-it is not undone by ROLLBACK; the session warns when that happens.
+it is not undone by ROLLBACK; the session warns when that happens. ALTER TABLE's column and
+table actions are in alter.py; `alter_table` here gets the constraint actions.
 """
 
 from __future__ import annotations
@@ -461,6 +462,11 @@ def create_other(stmt: exp.Create, catalog: Catalog, search_path: list[str], dat
     if kind == "FUNCTION" or kind == "PROCEDURE":
         raise FeatureNotSupported(f"CREATE {kind} is not supported")
     raise FeatureNotSupported(f"CREATE {kind or to_sql(stmt)[:40]} is not supported")
+
+
+# The column rules ALTER TABLE ADD / RENAME COLUMN share (execution/alter.py).
+column_def = _column_def
+check_column_name = _check_not_system
 
 
 __all__ = ["create_table", "drop", "create_index", "alter_table", "create_other", "SqlType"]

@@ -69,6 +69,11 @@ class TableOverlay:
             out.append(ins)
         return out
 
+    def replace_inserted(self, rows: pa.Table | None) -> None:
+        """The inserted rows in a table's new shape, after ALTER TABLE (same row ids)."""
+        self.inserted = [rows] if rows is not None else []
+        self._own_keys = None  # rebuilt for the key columns if ever asked for
+
     def own_keys(self, key: int) -> KeyIndex:
         """Index of unique key `key` over this transaction's live inserted rows."""
         if self._own_keys is None:

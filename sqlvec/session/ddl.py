@@ -14,13 +14,22 @@ import pyarrow as pa
 from sqlglot import exp
 
 from sqlvec.catalog.views import find_view
-from sqlvec.errors import ActiveSqlTransaction, FeatureNotSupported, Notice, UndefinedTable
-from sqlvec.execution import ddl
+from sqlvec.errors import (
+    ActiveSqlTransaction,
+    FeatureNotSupported,
+    Notice,
+    SqlVecError,
+    UndefinedColumn,
+    UndefinedTable,
+)
+from sqlvec.execution import alter, ddl
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.views import alter_view, drop_views, rename_references
+from sqlvec.plan.planner import Planner
 from sqlvec.session import views
+from sqlvec.session.prepare import plan_context
 from sqlvec.session.results import PreparedStatement, Result
 
 if TYPE_CHECKING:
@@ -91,15 +100,32 @@ def _drop(session: Session, ast: exp.Drop, notices: list[Notice]) -> str:
     return ddl.drop(ast, session.catalog, session.search_path, session.database, notices)
 
 
-def _alter(session: Session, ast: exp.Alter, notices: list[Notice]) -> str:
+def _alter(session: Session, ast: exp.Expression, notices: list[Notice]) -> str:
+    """ALTER TABLE / INDEX / SEQUENCE (execution/alter.py); constraint actions go on to
+    `ddl.alter_table`."""
     if (ast.args.get("kind") or "").upper() == "VIEW":
         return alter_view(ast, session.catalog, session.search_path)
     renamed = views.renamed_table(session, ast)
-    tag = ddl.alter_table(ast, session.catalog, session.search_path,
-                          lambda col: _constant_default(session, col))
+    path = session.search_path
+    tools = alter.AlterTools(
+        catalog=session.catalog, search_path=path,
+        planner=lambda: Planner(plan_context(session)),
+        builder=lambda: _builder(session),
+        context=lambda: session._context([]),
+        constant_default=lambda col: _constant_default(session, col),
+        notices=notices, transaction=session.txn if session.explicit else None)
+    tag = alter.alter(ast, tools, lambda rest: ddl.alter_table(
+        rest, session.catalog, path, lambda col: _constant_default(session, col)))
     if renamed is not None:  # views reading the table follow it to its new name
         rename_references(session.catalog, *renamed)
     return tag
+
+
+def _builder(session: Session) -> Builder:
+    env = CompileEnv(functions=session.database.functions)
+    builder = Builder(env)
+    env.build_subplan = builder.subplan
+    return builder
 
 
 def _truncate(session: Session, ast: exp.TruncateTable, notices: list[Notice]) -> str:
@@ -118,21 +144,34 @@ def _truncate(session: Session, ast: exp.TruncateTable, notices: list[Notice]) -
 
 
 def _comment(session: Session, ast: exp.Comment, notices: list[Notice]) -> str:
+    """COMMENT ON TABLE / COLUMN / INDEX: kept under pg_description's key; an empty or NULL
+    comment removes it."""
     kind = (ast.args.get("kind") or "").upper()
     target = ast.this
-    text = ast.expression.name if ast.expression is not None else None
+    text = ast.expression.name if isinstance(ast.expression, exp.Literal) else None
+    catalog, path = session.catalog, session.search_path
     if kind == "TABLE":
-        table = session.catalog.table(target.name, target.db or None, session.search_path)
-        key = f"1259:{table.def_.oid}:0"
+        table = catalog.table(target.name, target.db or None, path)
+        key = f"{alter.PG_CLASS}:{table.def_.oid}:0"
     elif kind == "VIEW":
-        view = find_view(session.catalog, target.name, target.db or None, session.search_path)
+        view = find_view(catalog, target.name, target.db or None, path)
         if view is None:
             raise UndefinedTable(f'relation "{target.name}" does not exist')
-        key = f"1259:{view.oid}:0"
+        key = f"{alter.PG_CLASS}:{view.oid}:0"
     elif kind == "COLUMN":
-        table = session.catalog.table(target.table, target.db or None, session.search_path)
-        col = table.def_.column(target.name)
-        key = f"1259:{table.def_.oid}:{col.attnum}"
+        parts = [p.name for p in target.parts]
+        if len(parts) < 2:
+            raise SqlVecError("column name must be qualified", sqlstate="42601")
+        table = catalog.table(parts[-2], parts[-3] if len(parts) > 2 else None, path)
+        if not table.def_.has_column(parts[-1]):
+            raise UndefinedColumn(f'column "{parts[-1]}" of relation "{table.def_.name}" does '
+                                  "not exist")
+        key = f"{alter.PG_CLASS}:{table.def_.oid}:{table.def_.column(parts[-1]).attnum}"
+    elif kind == "INDEX":
+        found = alter.find_index(catalog, target.name, target.db or None, path)
+        if found is None:
+            raise UndefinedTable(f'relation "{target.name}" does not exist')
+        key = f"{alter.PG_CLASS}:{found[1].oid}:0"
     else:
         raise FeatureNotSupported(f"COMMENT ON {kind} is not supported")
     session.store.update_catalog(lambda c: {**c, "comments": {
@@ -145,6 +184,7 @@ _HANDLERS: dict[type, Callable[[Session, exp.Expression, list[Notice]], str]] = 
     exp.Create: _create,
     exp.Drop: _drop,
     exp.Alter: _alter,
+    exp.Command: _alter,  # the ALTER forms sqlglot keeps as text (prepare.py lets only those in)
     exp.TruncateTable: _truncate,
     exp.Comment: _comment,
 }

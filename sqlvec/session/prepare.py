@@ -17,6 +17,7 @@ from sqlvec.catalog.settings import CANONICAL
 from sqlvec.errors import FeatureNotSupported, SqlVecError
 
 # Execution and planning symbols, kept together.
+from sqlvec.execution import alter
 from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.dml import plan_delete, plan_insert, plan_update
@@ -52,6 +53,10 @@ def plan_statement(session: Session, sql: str, given: dict[int, SqlType]) -> Pre
     u = utility.recognise(sql)
     if u is not None:
         return _plan_utility(session, sql, u, given)
+    if first_word(sql) == "alter":
+        command = alter.recognise(strip_comments(sql).strip().rstrip(";"))
+        if command is not None:
+            return PreparedStatement(sql, [], None, StatementKind.DDL, ast=command)
     ast = normalize_identifiers(parse_one(sql), dialect="postgres")
     return plan_ast(session, sql, ast, given)
 
@@ -94,6 +99,9 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
     kind = _TRANSACTIONS.get(type(ast))
     if kind is not None:
         return PreparedStatement(sql, [], None, StatementKind.UTILITY, utility=Utility(kind))
+    if isinstance(ast, exp.Command) and ast.this.upper() == "ALTER":
+        # SET SCHEMA, ALTER SEQUENCE ...: recognised from their text (execution/alter.py).
+        return PreparedStatement(sql, [], None, StatementKind.DDL, ast=ast)
     if isinstance(ast, exp.Command):
         construct = unsupported_view_kind(ast)
         if construct is not None:

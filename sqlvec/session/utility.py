@@ -146,6 +146,14 @@ def _execute(session: Session, u: Utility, prepared: PreparedStatement, params: 
     for text, t in zip(args, stmt.param_types):
         r = session.execute_one(f"SELECT CAST({text} AS {t.format()})")
         values.append(r.rows()[0][0])
+    if not session.plan_is_current(stmt):
+        # Planned again after a catalog change, as PostgreSQL re-plans after DDL; a result of
+        # another shape is refused as there (plancache.c).
+        again = session.prepare(stmt.sql, [t.oid for t in stmt.param_types])
+        if [(c.name, c.type) for c in again.columns or []] != \
+                [(c.name, c.type) for c in stmt.columns or []]:
+            raise FeatureNotSupported("cached plan must not change result type")
+        session.prepared[u.name or ""] = stmt = again
     return session.run(stmt, values)
 
 

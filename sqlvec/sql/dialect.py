@@ -319,6 +319,20 @@ class SqlVec(Postgres):
                                         allow_identifiers=allow_identifiers,
                                         with_collation=with_collation)
 
+        def _parse_comment(self, allow_exists: bool = True) -> exp.Expr:
+            """`COMMENT ON ... IS NULL` removes a comment (as `IS ''` does): Alembic drops
+            comments that way; sqlglot accepts only a string there."""
+            self._in_comment = True
+            try:
+                return super()._parse_comment(allow_exists=allow_exists)
+            finally:
+                self._in_comment = False
+
+        def _parse_string(self) -> exp.Expr | None:
+            if getattr(self, "_in_comment", False) and self._match(TokenType.NULL):
+                return exp.null()
+            return super()._parse_string()
+
         def raise_error(self, message: str, token: Token = SENTINEL_NONE) -> None:
             """Record the offset PostgreSQL would point at, next to sqlglot's line/col.
 

@@ -63,6 +63,7 @@ from sqlvec.errors import (
     SqlVecError,
     UndefinedObject,
     UndefinedTable,
+    UniqueViolation,
 )
 from sqlvec.storage import access_methods, compaction
 from sqlvec.storage.deletes import DeleteBitmap
@@ -73,9 +74,9 @@ from sqlvec.storage.manifest import (
     FEATURE_WAL_V2,
     ManifestStore,
 )
-from sqlvec.storage.schema import ColumnDef, IndexDef, TableDef
+from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
 from sqlvec.storage.segment import Segment
-from sqlvec.storage.table import Table, TableSnapshot
+from sqlvec.storage.table import Table, TableSnapshot, UniqueKey
 from sqlvec.storage.vector_index import IndexBuildCancelled
 from sqlvec.storage.wal import (
     DeleteOp,
@@ -440,20 +441,109 @@ class Store(StoreBase):
             self._commit_manifest_or_undo(lambda: self.tables.__setitem__(table_id, table))
         shutil.rmtree(table.directory, ignore_errors=True)
 
-    def alter_table(self, table_id: int, change: Callable[[TableDef], TableDef]) -> TableDef:
-        """Apply a definition change (rename, add/drop/rename column) atomically."""
+    def alter_table(self, table_id: int, change: Callable[[TableDef], TableDef], *,
+                    catalog: Callable[[dict], dict] | None = None) -> TableDef:
+        """Apply a definition change (rename, add/drop/rename column...) atomically, with an
+        optional change of the catalog layer's state in the same manifest version. Index files
+        of indexes the change removes are deleted once it is durable."""
         with self._manifest_lock, self._commit_lock:
             self._drain()
             table = self.table(table_id)
             new_def = change(table.def_)
-            if new_def.name != table.def_.name or new_def.schema != table.def_.schema:
-                other = self.find_table(new_def.name, new_def.schema)
-                if other is not None and other is not table:
-                    raise DuplicateTable(f'relation "{new_def.name}" already exists')
-            old_def = table.def_
+            self._check_new_name(table, new_def)
+            old_def, old_catalog = table.def_, self.catalog
             table.set_def(new_def)
-            self._commit_manifest_or_undo(lambda: table.set_def(old_def))
-            return new_def
+            if catalog is not None:
+                self.catalog = catalog(dict(self.catalog))
+
+            def undo() -> None:
+                table.set_def(old_def)
+                self.catalog = old_catalog
+            self._commit_manifest_or_undo(undo)
+        self._forget_indexes(table, old_def, new_def)
+        return new_def
+
+    def rewrite_table(self, table_id: int, change: Callable[[TableDef], TableDef],
+                      transform: Callable[[pa.Table, TableDef], list[pa.Array]], *,
+                      catalog: Callable[[dict], dict] | None = None) -> TableDef:
+        """A definition change that changes stored values (ALTER COLUMN TYPE), as PostgreSQL's
+        table rewrite: every live row is read (logical names of the current definition, with
+        `_rowid`), `transform` returns its columns in the new definition's order, and new
+        segments holding them replace every segment and the growing segment in one manifest
+        version. Row ids are kept; deleted rows are dropped. An error anywhere (a value the
+        transform refuses, a duplicate key, a full disk) leaves the table as it was."""
+        with self._manifest_lock, self._commit_lock:
+            self._drain()
+            table = self.table(table_id)
+            old_def = table.def_
+            new_def = change(old_def)
+            self._check_new_name(table, new_def)
+            schema = new_def.physical_schema()
+            parts = []
+            for part in table.snapshot().scan(None, with_rowid=True):
+                arrays = transform(part, new_def)
+                rowids = part.column(ROWID).combine_chunks()
+                parts.append(pa.Table.from_arrays([rowids, *arrays], schema=schema))
+            rows = pa.concat_tables(parts) if parts else schema.empty_table()
+            if rows.num_rows > 1:
+                ids = rows.column(ROWID).to_numpy()
+                if np.any(np.diff(ids) < 0):
+                    rows = rows.take(pa.array(np.argsort(ids, kind="stable")))
+            _check_unique(new_def, rows)
+            segments: list[Segment] = []
+            step = max(1, self.options.seal_rows)
+            try:
+                for start in range(0, rows.num_rows, step):
+                    seg = Segment(table.next_segment_id + len(segments),
+                                  rows.slice(start, step).combine_chunks(), None)
+                    segments.append(seg)
+                    self.write_segment(table, seg)
+                old_catalog = self.catalog
+                with self._apply_lock:
+                    undo_table = table.replace_all(new_def, segments)
+                    saved = (table.next_segment_id, table.checkpoint_lsn)
+                    table.next_segment_id += len(segments)
+                    table.checkpoint_lsn = max(table.checkpoint_lsn, self.applied_lsn)
+                if catalog is not None:
+                    self.catalog = catalog(dict(self.catalog))
+
+                def undo() -> None:
+                    undo_table()
+                    table.next_segment_id, table.checkpoint_lsn = saved
+                    self.catalog = old_catalog
+                self._commit_manifest_or_undo(undo)
+            finally:
+                for seg in segments:
+                    self.release_segment_files(seg)
+        self._schedule_missing_builds(table)
+        return new_def
+
+    def _check_new_name(self, table: Table, new_def: TableDef) -> None:
+        if new_def.name != table.def_.name or new_def.schema != table.def_.schema:
+            other = self.find_table(new_def.name, new_def.schema)
+            if other is not None and other is not table:
+                raise DuplicateTable(f'relation "{new_def.name}" already exists')
+
+    def _forget_indexes(self, table: Table, old_def: TableDef, new_def: TableDef) -> None:
+        """Detach and delete the files of indexes a definition change dropped (the change
+        itself is durable already: a file left by a crash here is collected later)."""
+        kept = {ix.oid for ix in new_def.indexes}
+        gone = [ix for ix in old_def.indexes if ix.oid not in kept]
+        if not gone:
+            return
+        for ix in gone:
+            for seg in table.sealed:
+                seg.detach_index(ix.name)
+        with self._manifest_lock:
+            self._commit_manifest()
+        for ix in gone:
+            suffix = f".{ix.oid}.{ix.method}"
+            for fname in os.listdir(table.directory):
+                if fname.endswith(suffix):
+                    try:
+                        os.remove(os.path.join(table.directory, fname))
+                    except OSError:
+                        pass
 
     def update_catalog(self, change: Callable[[dict], dict]) -> dict:
         """Change the catalog layer's own persisted state (schemas, roles, sequences...)."""
@@ -812,27 +902,14 @@ class Store(StoreBase):
         return index
 
     def drop_index(self, name: str, *, if_exists: bool = False) -> None:
-        """Drop the index called `name` from whichever table has it."""
+        """Drop the index called `name` from whichever table has it (its files go at once, not
+        when the last manifest version naming them is pruned: `alter_table`)."""
         for table in list(self.tables.values()):
-            for ix in table.def_.indexes:
-                if ix.name == name:
-                    self.alter_table(
-                        table.id,
-                        lambda d: d.with_changes(indexes=tuple(i for i in d.indexes if i.name != name)))
-                    for seg in table.sealed:
-                        seg.detach_index(name)
-                    with self._manifest_lock:
-                        self._commit_manifest()
-                    # The files go now, not when the last manifest version naming them is
-                    # pruned: an old version that still lists one just rebuilds it if used.
-                    suffix = f".{ix.oid}.{ix.method}"
-                    for fname in os.listdir(table.directory):
-                        if fname.endswith(suffix):
-                            try:
-                                os.remove(os.path.join(table.directory, fname))
-                            except OSError:
-                                pass
-                    return
+            if any(ix.name == name for ix in table.def_.indexes):
+                self.alter_table(
+                    table.id,
+                    lambda d: d.with_changes(indexes=tuple(i for i in d.indexes if i.name != name)))
+                return
         if not if_exists:
             raise UndefinedObject(f'index "{name}" does not exist')
 
@@ -1066,6 +1143,30 @@ class UnavailableTable(Table):
     def freeze(self, applied_lsn: int) -> Segment | None:
         """Nothing to seal: nothing of the table is in memory."""
         return None
+
+
+def _check_unique(table_def: TableDef, rows: pa.Table) -> None:
+    """A rewrite must keep every unique key unique (23505, as PostgreSQL's index rebuild)."""
+    for key in table_def.unique_keys:
+        keys = UniqueKey(key, table_def).keys_of(rows, physical=True)
+        duplicate: object = None
+        if keys.dtype == object:
+            seen: set = set()
+            for k in keys.tolist():
+                if k in seen:
+                    duplicate = k
+                    break
+                seen.add(k)
+        elif keys.size > 1:
+            ordered = np.sort(keys)
+            same = np.flatnonzero(ordered[1:] == ordered[:-1])
+            duplicate = int(ordered[same[0]]) if same.size else None
+        if duplicate is not None:
+            shown = ", ".join(str(v) for v in (duplicate if isinstance(duplicate, tuple)
+                                               else (duplicate,)))
+            raise UniqueViolation(f'could not create unique index "{key.name}"',
+                                  detail=f"Key ({', '.join(key.columns)})=({shown}) is "
+                                         "duplicated.")
 
 
 def return_free_memory() -> None:

@@ -739,7 +739,7 @@ class Table:
                 claim.deleted.update(ids)
                 out.append(prepared)
             elif isinstance(op, InsertOp):
-                table = op.batch
+                table = self._current_shape(op.batch)
                 n = table.num_rows
                 checked = [self._check_keys(i, table, claim) for i in range(len(self.keys))] \
                     if n else []
@@ -852,6 +852,39 @@ class Table:
                     self._claim_of.pop(op_id, None)
                 self._claims = [c for c in self._claims if c is not claim]
             self._released.notify_all()
+
+    def _current_shape(self, rows: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
+        """Rows a transaction buffered before another session's ALTER TABLE, in the current
+        definition: columns added since read as their missing value, dropped ones are left
+        out; a column renamed or retyped since makes the commit fail with 40001 (PostgreSQL
+        would have made the ALTER wait for the transaction)."""
+        schema = rows.schema
+        if isinstance(rows, pa.RecordBatch) and schema.equals(self.def_.arrow_schema()):
+            return rows
+        missing = []
+        for col in self.def_.columns:
+            i = schema.get_field_index(col.name)
+            if i < 0:
+                missing.append(col)
+            elif not schema.field(i).type.equals(col.type.to_arrow()):
+                break
+        else:
+            if not missing:
+                return rows
+            known = set(self.def_.column_names) | {ROWID}
+            # Added columns only: a column also gone may have been renamed, which names cannot
+            # tell from a drop and an add.
+            if all(name in known for name in schema.names):
+                n = rows.num_rows
+                for col in missing:
+                    target = col.type.to_arrow()
+                    value = pa.nulls(n, target) if col.missing_value is None or not n else \
+                        pa.repeat(pa.scalar(col.missing_value, target), n)
+                    rows = rows.append_column(col.name, value)
+                return rows
+        raise SerializationFailure("could not serialize access due to concurrent update",
+                                   detail=f'The definition of table "{self.def_.name}" changed '
+                                          "since the transaction wrote to it.")
 
     def _physical(self, table: pa.Table | pa.RecordBatch) -> pa.RecordBatch:
         n = table.num_rows
@@ -997,6 +1030,30 @@ class Table:
             else:  # renamed columns or table: same values, new names
                 for old, new in zip(self.keys, keys):
                     old.def_ = new.def_
+
+
+    def replace_all(self, table_def: TableDef, segments: list[Segment]) -> Callable[[], None]:
+        """Install a rewritten table (ALTER COLUMN TYPE): `segments` hold every live row in the
+        new definition's physical schema, the growing segment starts empty. Returns the undo,
+        for a manifest commit that fails."""
+        with self.lock:
+            saved = (self.def_, self.sealed, self.deletes, self.sealing, self.memtable,
+                     self.keys, self.checkpoint_lsn, self.persisted_deletes)
+            self.def_ = table_def
+            self.sealed = list(segments)
+            self.deletes = {s.id: DeleteBitmap.empty(s.n_rows) for s in segments}
+            self.persisted_deletes = {}
+            self.sealing = []
+            self.memtable = Memtable(table_def, self.memtable_rows)
+            self._invalidate()
+            self.rebuild_keys()
+
+        def undo() -> None:
+            with self.lock:
+                (self.def_, self.sealed, self.deletes, self.sealing, self.memtable,
+                 self.keys, self.checkpoint_lsn, self.persisted_deletes) = saved
+                self._invalidate()
+        return undo
 
 
 # Helpers ----------------------------------------------------------------------------------------

@@ -409,3 +409,13 @@ def test_a_dollar_before_a_digit_is_a_parameter_not_a_dollar_quote(sql: str) -> 
                                        ("SELECT $_1$y$_1$", "y")])
 def test_dollar_quotes_still_quote(sql: str, text: str) -> None:
     assert parse_one(sql).expressions[0].name == text
+
+
+def test_comment_is_null_removes_a_comment() -> None:
+    """`COMMENT ON … IS NULL` (Alembic drops comments so) parses; NULL stays a value elsewhere."""
+    tree = parse_one("COMMENT ON COLUMN s.t.c IS NULL")
+    assert isinstance(tree, exp.Comment) and isinstance(tree.expression, exp.Null)
+    assert parse_one("COMMENT ON TABLE t IS 'x'").expression == exp.Literal.string("x")
+    assert isinstance(parse_one("SELECT NULL").expressions[0], exp.Null)
+    with pytest.raises(SyntaxError_):
+        parse_one("COMMENT ON TABLE t IS 1 + NULL")
