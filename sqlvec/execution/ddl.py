@@ -224,14 +224,6 @@ def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None
                 raise UndefinedObject(f'database "{t.name}" does not exist', sqlstate="3D000")
             database.drop_database(t.name)
         return "DROP DATABASE"
-    if kind == "VIEW":
-        # There are no views: a name no relation has is only missing (IF EXISTS: skipped).
-        if if_exists and not any(catalog.relation_exists(t.name, t.db or s)
-                                 for t in targets for s in ([t.db] if t.db else search_path)):
-            for t in targets:
-                skip(t, "view")
-            return "DROP VIEW"
-        raise FeatureNotSupported("views are not supported")
     raise FeatureNotSupported(f"DROP {kind} is not supported")
 
 
@@ -457,8 +449,6 @@ def create_other(stmt: exp.Create, catalog: Catalog, search_path: list[str], dat
         catalog.create_sequence(t.name, schema, start=start, increment=increment,
                                 owned_by=owned_by)
         return "CREATE SEQUENCE"
-    if kind in ("VIEW", "MATERIALIZED VIEW"):
-        raise FeatureNotSupported("views are not supported")
     if kind == "FUNCTION" or kind == "PROCEDURE":
         raise FeatureNotSupported(f"CREATE {kind} is not supported")
     raise FeatureNotSupported(f"CREATE {kind or to_sql(stmt)[:40]} is not supported")
