@@ -22,6 +22,7 @@ from sqlvec.catalog.functions import Kind
 from sqlvec.catalog.virtual import table_oid
 from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn
 from sqlvec.plan import nodes as n
+from sqlvec.plan import row_values
 from sqlvec.plan.nodes import SubPlan
 from sqlvec.sql.binder import Field, Scope, sql_type, system_column
 from sqlvec.sql.calls import function_name
@@ -656,6 +657,12 @@ class Planner:
         """Validate column references and plan the subqueries of an expression."""
 
         def visit(x: exp.Expression) -> exp.Expression:
+            expanded = row_values.expand(x)
+            if expanded is not None:  # a row comparison: the scalar condition it means
+                return visit_tree(expanded)
+            if isinstance(x, exp.Anonymous) and row_values.row_items(x) is not None:
+                raise located(FeatureNotSupported(
+                    "ROW constructors are supported only in comparisons"), x)
             if isinstance(x, exp.Subquery) and not isinstance(x.parent, exp.In):
                 plan = self.plan_query(x.this, scope)
                 if len(plan.fields) != 1:
@@ -667,9 +674,9 @@ class Planner:
                 q = x.args["query"]
                 q = q.this if isinstance(q, exp.Subquery) else q
                 plan = self.plan_query(q, scope)
-                if len(plan.fields) != 1:
-                    raise SqlVecError("subquery has too many columns", sqlstate="42601")
-                return self._subplan("in", q, plan, scope, this=visit_tree(x.this))
+                row_values.check_subquery_width(x.this, len(plan.fields))
+                return self._subplan("in", q, plan, scope,
+                                     this=visit_tree(row_values.as_tuple(x.this)))
             if isinstance(x, (exp.Any, exp.All)) and isinstance(x.this, (exp.Subquery, exp.Select)):
                 q = x.this
                 q = q.this if isinstance(q, exp.Subquery) else q
