@@ -243,6 +243,6 @@ def searches_summary(runs: list[list[SegmentPlan]]) -> list[str]:
     returned = sum(p.returned for plans in runs for p in plans)
     seconds = sum(p.seconds for plans in runs for p in plans)
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-    lines = [f"Searches: {len(runs)} ({summary} segment searches) rows={returned} "
+    lines = [f"Searches: {len(runs)} (segments: {summary}) rows={returned} "
              f"time={seconds * 1000:.3f} ms", "Last search:"]
     return lines + ["  " + line for line in segment_summary(runs[-1], True)]
