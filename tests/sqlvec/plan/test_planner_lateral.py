@@ -108,3 +108,23 @@ def test_errors(session, sql, sqlstate):
     with pytest.raises(SqlVecError) as caught:
         plan_of(session, sql)
     assert caught.value.sqlstate == sqlstate
+
+
+def test_a_key_pinned_by_the_outer_row_is_an_index_lookup_per_run(tmp_path):
+    db = Database.open(str(tmp_path / "data"))
+    s = db.connect()
+    try:
+        s.execute_one("CREATE TABLE k (id int PRIMARY KEY, name text)")
+        s.execute_one("CREATE TABLE r (ref int)")
+        s.execute_one("INSERT INTO k VALUES (1, 'a'), (2, 'b')")
+        s.execute_one("INSERT INTO r VALUES (2), (NULL), (7), (1)")
+        sql = "SELECT r.ref, s.name FROM r, LATERAL (SELECT name FROM k WHERE k.id = r.ref) s"
+        (scan,) = [x for x in nodes(plan_of(s, sql), n.Scan) if x.table_name == "k"]
+        assert scan.key is not None and n.expr_sql(scan.key_values[0][0]) == "r.ref"
+        assert s.execute_one(sql).rows() == [(2, "b"), (1, "a")]
+        # A column of the scanned table itself is not a per-run constant.
+        (scan,) = nodes(plan_of(s, "SELECT * FROM k WHERE id = length(name)"), n.Scan)
+        assert scan.key is None
+    finally:
+        s.close()
+        db.close()
