@@ -14,8 +14,8 @@ CATEGORIES = 10
 QUERIES = 12
 EMPTY_CATEGORY = 99  # a query category no item has
 
-TOPK = ("SELECT q.id, n.id, n.d FROM queries q CROSS JOIN LATERAL ("
-        "SELECT i.id, i.embedding <-> q.embedding AS d FROM items i "
+TOPK = ("SELECT q.id, n.id, n.d FROM lat_queries q CROSS JOIN LATERAL ("
+        "SELECT i.id, i.embedding <-> q.embedding AS d FROM lat_items i "
         "WHERE i.category = q.category ORDER BY i.embedding <-> q.embedding LIMIT {k}) n "
         "ORDER BY q.id, n.d, n.id")
 
@@ -44,26 +44,28 @@ def brute_force(d: dict, q: int, k: int = K) -> list[int]:
 def conn(server):
     d = data()
     with psycopg.connect(server.conninfo(), autocommit=True) as c:
-        c.execute("DROP TABLE IF EXISTS items")
-        c.execute("DROP TABLE IF EXISTS queries")
-        c.execute(f"CREATE TABLE items (id int8 PRIMARY KEY, category int, "
+        c.execute("DROP TABLE IF EXISTS lat_items")
+        c.execute("DROP TABLE IF EXISTS lat_queries")
+        c.execute(f"CREATE TABLE lat_items (id int8 PRIMARY KEY, category int, "
                   f"embedding vector({DIM}))")
-        c.execute(f"CREATE TABLE queries (id int, category int, embedding vector({DIM}))")
+        c.execute(f"CREATE TABLE lat_queries (id int, category int, embedding vector({DIM}))")
 
         def load(lo: int, hi: int) -> None:
-            with c.cursor().copy("COPY items (id, category, embedding) FROM STDIN") as copy:
+            with c.cursor().copy("COPY lat_items (id, category, embedding) FROM STDIN") as copy:
                 for i in range(lo, hi):
                     copy.write_row((i, int(d["cats"][i]), text(d["items"][i])))
 
         load(0, ROWS)
         # The index seals what is loaded; later rows stay in the growing segment (exact).
-        c.execute("CREATE INDEX ON items USING hnsw (embedding vector_l2_ops)")
+        c.execute("CREATE INDEX ON lat_items USING hnsw (embedding vector_l2_ops)")
         load(ROWS, ROWS + FRESH)
-        with c.cursor().copy("COPY queries (id, category, embedding) FROM STDIN") as copy:
+        with c.cursor().copy("COPY lat_queries (id, category, embedding) FROM STDIN") as copy:
             for q in range(QUERIES):
                 copy.write_row((q, int(d["qcats"][q]), text(d["queries"][q])))
         c.data = d  # type: ignore[attr-defined]
         yield c
+        c.execute("DROP TABLE lat_items")
+        c.execute("DROP TABLE lat_queries")
 
 
 def test_top_k_per_query_row_equals_brute_force(conn):
@@ -81,16 +83,16 @@ def test_top_k_per_query_row_equals_brute_force(conn):
 def test_each_inner_search_is_a_vector_search(conn):
     plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + TOPK.format(k=K)).fetchall())
     assert "Nested Loop" in plan
-    assert "Vector Top-K on items" in plan
+    assert "Vector Top-K on lat_items" in plan
     assert "Filter: i.category = q.category" in plan
     analyzed = "\n".join(
         r[0] for r in conn.execute("EXPLAIN ANALYZE " + TOPK.format(k=K)).fetchall())
     # One search per distinct (category, embedding) of the query rows.
     assert f"Searches: {QUERIES}" in analyzed
-    assert "Seq Scan on items" not in analyzed
+    assert "Seq Scan on lat_items" not in analyzed
     # Without a filter, the sealed segment is searched through its HNSW graph.
-    unfiltered = ("EXPLAIN ANALYZE SELECT q.id, n.id FROM queries q CROSS JOIN LATERAL ("
-                  "SELECT i.id FROM items i ORDER BY i.embedding <-> q.embedding LIMIT 3) n")
+    unfiltered = ("EXPLAIN ANALYZE SELECT q.id, n.id FROM lat_queries q CROSS JOIN LATERAL ("
+                  "SELECT i.id FROM lat_items i ORDER BY i.embedding <-> q.embedding LIMIT 3) n")
     text_plan = "\n".join(r[0] for r in conn.execute(unfiltered).fetchall())
     assert "hnsw" in text_plan, text_plan
 
@@ -106,7 +108,7 @@ def test_exactly_k_rows_when_k_exist(conn):
 
 def test_left_join_lateral_keeps_query_rows_without_matches(conn):
     rows = conn.execute(
-        "SELECT q.id, n.id FROM queries q LEFT JOIN LATERAL (SELECT i.id FROM items i "
+        "SELECT q.id, n.id FROM lat_queries q LEFT JOIN LATERAL (SELECT i.id FROM lat_items i "
         "WHERE i.category = q.category ORDER BY i.embedding <-> q.embedding LIMIT 2) n ON true "
         "ORDER BY q.id, n.id").fetchall()
     assert (0, None) in rows
@@ -114,8 +116,8 @@ def test_left_join_lateral_keeps_query_rows_without_matches(conn):
 
 
 def test_prepared_lateral_with_parameters(conn):
-    sql = ("SELECT q.id, n.id FROM queries q CROSS JOIN LATERAL (SELECT i.id FROM items i "
-           "WHERE i.category = q.category AND i.id < %s ORDER BY i.embedding <-> q.embedding "
+    sql = ("SELECT q.id, n.id FROM lat_queries q CROSS JOIN LATERAL (SELECT i.id "
+           "FROM lat_items i WHERE i.category = q.category AND i.id < %s ORDER BY i.embedding <-> q.embedding "
            "LIMIT %s) n WHERE q.id = %s")
     for _ in range(6):  # psycopg prepares the statement after a few executions
         rows = conn.execute(sql, (1_000, 3, 1), prepare=True).fetchall()
@@ -123,8 +125,8 @@ def test_prepared_lateral_with_parameters(conn):
 
 
 def test_row_values_over_the_wire(conn):
-    rows = conn.execute("SELECT id FROM items WHERE (category, id) IN (SELECT category, id "
-                        "FROM queries) ORDER BY id").fetchall()
+    rows = conn.execute("SELECT id FROM lat_items WHERE (category, id) IN (SELECT category, id "
+                        "FROM lat_queries) ORDER BY id").fetchall()
     d = conn.data
     expected = [q for q in range(QUERIES) if d["cats"][q] == d["qcats"][q]]
     assert [r[0] for r in rows] == expected
@@ -133,5 +135,6 @@ def test_row_values_over_the_wire(conn):
         conn.execute("SELECT (1, 2) = (1, 2, 3)")
     assert caught.value.diag.message_primary == "unequal number of entries in row expressions"
     with pytest.raises(psycopg.errors.SyntaxError) as caught:
-        conn.execute("SELECT 1 FROM items WHERE (id, category) IN (SELECT id FROM queries)")
+        conn.execute("SELECT 1 FROM lat_items WHERE (id, category) IN "
+                     "(SELECT id FROM lat_queries)")
     assert caught.value.diag.message_primary == "subquery has too few columns"
