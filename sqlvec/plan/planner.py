@@ -743,7 +743,7 @@ class Planner:
         except SqlVecError:
             return None
         inner_keys, outer_keys, guards, rest = [], [], [], []
-        for conjunct in _conjuncts(query.args["where"].this):
+        for conjunct in _row_equalities_split(query.args["where"].this):
             if isinstance(conjunct, exp.EQ):
                 a, b = _reach(conjunct.this, inner), _reach(conjunct.expression, inner)
                 if (a, b) == ("inner", "outer"):
@@ -952,6 +952,16 @@ def _conjuncts(e: exp.Expression) -> list[exp.Expression]:
             stack += [e.expression, e.this]
         else:
             out.append(e)
+    return out
+
+
+def _row_equalities_split(e: exp.Expression) -> list[exp.Expression]:
+    """The conjuncts of `e`, a row equality `(i.a, i.b) = (o.a, o.b)` among them split into
+    its pairs' equalities (so that it can key a decorrelated subquery)."""
+    out = []
+    for conjunct in _conjuncts(e):
+        expanded = row_values.expand(conjunct) if isinstance(conjunct, exp.EQ) else None
+        out += _conjuncts(expanded) if expanded is not None else [conjunct]
     return out
 
 

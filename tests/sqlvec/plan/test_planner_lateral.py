@@ -5,6 +5,7 @@ WHERE conjuncts placed around it, and the vector top-k kept inside it."""
 from __future__ import annotations
 
 import pytest
+from sqlglot import exp
 
 from sqlvec.database import Database
 from sqlvec.errors import SqlVecError
@@ -128,3 +129,13 @@ def test_a_key_pinned_by_the_outer_row_is_an_index_lookup_per_run(tmp_path):
     finally:
         s.close()
         db.close()
+
+
+def test_a_row_equality_with_the_outer_row_keys_a_decorrelated_subquery(session):
+    from sqlvec.plan.nodes import SubPlan
+
+    plan = plan_of(session, "SELECT id FROM q WHERE EXISTS (SELECT 1 FROM items i WHERE "
+                            "(i.cat, i.id) = (q.cat, q.id))")
+    (sub,) = [x for node in nodes(plan, n.PlanNode) for value in vars(node).values()
+              if isinstance(value, exp.Expression) for x in value.find_all(SubPlan)]
+    assert [n.expr_sql(k) for k in sub.args["keys"]] == ["q.cat", "q.id"]
