@@ -565,7 +565,10 @@ class Planner:
         # A LATERAL item, or a function (implicitly lateral, as in PostgreSQL), sees the FROM
         # items to its left; if it refers to them, the join runs it per left row.
         lateral = LateralScope(list(left.fields), outer) if _may_be_lateral(join.this) else None
-        right = self._plan_from_item(join.this, lateral if lateral is not None else outer)
+        try:
+            right = self._plan_from_item(join.this, lateral if lateral is not None else outer)
+        except SqlVecError as error:
+            raise _not_lateral(error, left) from None
         side = (join.side or "").lower()
         if join.method and join.method.upper() == "NATURAL":
             using = [f.name for f in left.fields if not f.hidden and
@@ -1096,6 +1099,22 @@ def _lateral_item(item: exp.Lateral) -> exp.Expression:
         return exp.Table(this=inner, alias=alias.copy() if alias is not None else None,
                          ordinality=item.args.get("ordinality"))
     raise FeatureNotSupported(f"LATERAL {type(inner).__name__} is not supported")
+
+
+def _not_lateral(error: SqlVecError, left: n.PlanNode) -> SqlVecError:
+    """A FROM item that is not LATERAL naming an item on its left: PostgreSQL's message and
+    hint instead of "missing FROM-clause entry"."""
+    prefix = 'missing FROM-clause entry for table "'
+    if error.sqlstate != "42P01" or not error.message.startswith(prefix):
+        return error
+    table = error.message[len(prefix):-1]
+    if not any(f.table == table for f in left.fields):
+        return error
+    error.message = f'invalid reference to FROM-clause entry for table "{table}"'
+    error.hint = (f'There is an entry for table "{table}", but it cannot be referenced from '
+                  "this part of the query.")
+    error.args = (error.message,)
+    return error
 
 
 def _lateral_join(fields: tuple[Field, ...], left: n.PlanNode, right: n.PlanNode, kind: str,
