@@ -660,6 +660,10 @@ class Planner:
         """Validate column references and plan the subqueries of an expression."""
 
         def visit(x: exp.Expression) -> exp.Expression:
+            if row_values.is_row_subquery_comparison(x):
+                # `(a, b) = (SELECT x, y ...)`: the subquery's columns as scalar subqueries.
+                columns = self._row_subquery(x.expression, x.this, scope)
+                return visit_tree(type(x)(this=x.this, expression=columns))
             expanded = row_values.expand(x)
             if expanded is not None:  # a row comparison: the scalar condition it means
                 return visit_tree(expanded)
@@ -708,6 +712,22 @@ class Planner:
 
         return e.copy().transform(visit, copy=False)
 
+
+    def _row_subquery(self, sub: exp.Subquery, row: exp.Expression, scope: Scope) -> exp.Tuple:
+        """The row a row subquery yields, as one scalar SubPlan per column: each fails with
+        21000 on more than one row and is NULL on none, as the row subquery is."""
+        plan = self.plan_query(sub.this, scope)
+        visible = [f for f in plan.fields if not f.hidden]
+        row_values.check_subquery_width(row, len(visible))
+        alias = self.ctx.fresh("rowsub")
+        names = [self.ctx.fresh("col") for _ in visible]
+        renamed = n.Rename(_renamed(plan.fields, alias, names), child=plan, alias=alias)
+        cells = []
+        for name in names:
+            field = next(f for f in renamed.fields if f.name == name)
+            column = n.Project((field,), child=renamed, exprs=(exp.column(name, table=alias),))
+            cells.append(SubPlan(kind="scalar", plan=column))
+        return exp.Tuple(expressions=cells)
 
     # Correlated subqueries ----------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Row-value comparisons (`(a, b) = (1, 2)`, `ROW(a, b) < ROW(c, d)`, `(a, b) IN ((1, 2), (3, 4))`,
-`ROW(a, b) IS NULL`) rewritten into the scalar conditions they mean, as PostgreSQL defines
+`ROW(a, b) IS NULL`, `(a, b) = (SELECT x, y ...)` once the planner has made the subquery a row
+of scalar subqueries) rewritten into the scalar conditions they mean, as PostgreSQL defines
 them (docs: "Row Constructor Comparison"):
 
 - `=` is true when every pair of elements is equal, false when any pair differs, else NULL:
@@ -65,6 +66,13 @@ def expand(x: exp.Expression) -> exp.Expression | None:
     return None
 
 
+def is_row_subquery_comparison(x: exp.Expression) -> bool:
+    """`(a, b) <op> (SELECT x, y ...)`: a row compared with a row subquery (on the right, the
+    only side PostgreSQL accepts one)."""
+    return type(x) in _SYMBOLS and row_items(x.this) is not None and \
+        isinstance(x.expression, exp.Subquery)
+
+
 def check_subquery_width(row: exp.Expression, width: int) -> None:
     """`row IN (SELECT ...)`: the subquery must return as many columns as the row has."""
     items = row_items(row)
@@ -83,7 +91,7 @@ def _compare(x: exp.Expression) -> exp.Expression | None:
     if left is None or right is None:
         other = x.this if left is None else x.expression
         if isinstance(other, (exp.Subquery, exp.Select)):
-            raise FeatureNotSupported("comparison of a row with a row subquery is not supported")
+            return None  # a row subquery: the planner makes it a row of scalar subqueries
         raise SqlVecError(f"operator does not exist: record {_SYMBOLS[op]} {_kind(other)}",
                           sqlstate="42883")
     if len(left) != len(right):
