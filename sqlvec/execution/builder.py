@@ -17,6 +17,7 @@ from sqlvec.execution import values as V
 from sqlvec.execution.aggregates import compile_aggregate
 from sqlvec.execution.catalog_functions import build_project_set
 from sqlvec.execution.expressions import CompileEnv, Compiler
+from sqlvec.execution.lateral import build_lateral_join
 from sqlvec.execution.operators import (
     AggregateOp,
     DistinctOp,
@@ -219,6 +220,9 @@ class Builder:
             op.equi = [(_unify_keys(lc.compile(a), rc.compile(b))) for a, b in op.equi]
             op.residual = c.condition(residual, "JOIN/ON") if residual is not None else None
         return op
+
+    def _LateralJoin(self, node: n.LateralJoin, outer):
+        return build_lateral_join(self, node, outer)
 
     def _SetOp(self, node: n.SetOp, outer):
         inputs = [self.build(child, outer) for child in node.inputs]

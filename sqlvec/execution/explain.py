@@ -7,7 +7,7 @@ import time
 
 from sqlvec.errors import FeatureNotSupported
 from sqlvec.execution.values import typed_params
-from sqlvec.execution.vector_search import VectorTopKOp, segment_summary
+from sqlvec.execution.vector_search import VectorTopKOp, searches_summary, segment_summary
 from sqlvec.plan import nodes as n
 from sqlvec.plan.nodes import explain_lines
 
@@ -59,7 +59,12 @@ def explain(session, inner, params: list, options: dict) -> list[str]:
             return []
         if analyze:
             runs = stats.get(("segments", id(op)), [])
+            if len(runs) > 1:
+                return searches_summary(runs)
             return segment_summary(runs[-1], True) if runs else []
+        if op.correlated:
+            return ["Searches: one per outer row (strategies chosen per search; EXPLAIN "
+                    "ANALYZE shows them)"]
         ctx = session._context(typed_params(inner.param_types, params))
         return segment_summary(op.plan_segments(ctx), False)
 

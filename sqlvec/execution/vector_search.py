@@ -34,6 +34,7 @@ from sqlvec.vectors import Metric
 def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
     """The operator of a VectorTopK node: the scan it searches, the query vector and k compiled
     against the outer query."""
+    start = len(builder.env.outer_refs)
     scan = builder._Scan(node.scan, outer)
     scan.node = node.scan
     c = builder.compiler([], [], outer)
@@ -43,6 +44,9 @@ def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
     fields = [Field(f.name, f.table, t, f.source, f.hidden) for f, t in zip(node.fields, types)]
     op = VectorTopKOp(fields, types, [])
     op.scan, op.query, op.k = scan, query, k
+    # Query vector, k or filter read an outer row (a LATERAL or correlated subquery): the
+    # search is planned anew per outer row, so EXPLAIN cannot show one plan ahead of running.
+    op.correlated = len(builder.env.outer_refs) > start
     op.column, op.metric = node.column, Metric(node.metric)
     op.bounds = _range_bounds(node.scan, c)
     visible = [f.name for f in node.scan.fields if not f.hidden]
@@ -141,6 +145,7 @@ class VectorTopKOp(OneRowOp):
     column: str
     metric: Metric
     bounds: list
+    correlated: bool = False
 
     def _settings(self, ctx) -> dict:
         # The index's knob or a recall target: storage decides from the settings
@@ -248,3 +253,18 @@ def segment_summary(plans: list[SegmentPlan], analyze: bool) -> list[str]:
                 text += " fallback=exact"
         lines.append(text)
     return lines
+
+
+def searches_summary(runs: list[list[SegmentPlan]]) -> list[str]:
+    """EXPLAIN ANALYZE lines for a vector search run many times (once per outer row of a
+    LATERAL join or correlated subquery): the strategies over all runs, then the last run."""
+    counts: dict[str, int] = {}
+    for plans in runs:
+        for p in plans:
+            counts[p.strategy] = counts.get(p.strategy, 0) + 1
+    returned = sum(p.returned for plans in runs for p in plans)
+    seconds = sum(p.seconds for plans in runs for p in plans)
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    lines = [f"Searches: {len(runs)} (segments: {summary}) rows={returned} "
+             f"time={seconds * 1000:.3f} ms", "Last search:"]
+    return lines + ["  " + line for line in segment_summary(runs[-1], True)]

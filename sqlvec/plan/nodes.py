@@ -316,6 +316,31 @@ class Join(PlanNode):
 
 
 @dataclass(frozen=True)
+class LateralJoin(PlanNode):
+    """A join whose right side reads columns of its left side: a LATERAL subquery or function
+    in FROM (`CROSS JOIN LATERAL (... ORDER BY v <-> t.v LIMIT 5)`, `, unnest(t.arr)`). The
+    right plan runs once per distinct value of the left columns it reads, with them bound as
+    outer values, so each run is planned like a query of its own (a vector top-k stays one).
+    kind: inner | left (LEFT JOIN LATERAL keeps left rows without right rows, NULL-extended);
+    `condition` is the ON clause, checked on each pair."""
+
+    left: PlanNode = None  # type: ignore[assignment]
+    right: PlanNode = None  # type: ignore[assignment]
+    kind: str = "inner"
+    condition: exp.Expression | None = None
+
+    @property
+    def children(self) -> tuple[PlanNode, ...]:
+        return (self.left, self.right)
+
+    def describe(self) -> str:
+        name = "Nested Loop Left Join" if self.kind == "left" else "Nested Loop"
+        if self.condition is not None:
+            name += f"\n  Join Filter: {expr_sql(self.condition)}"
+        return name
+
+
+@dataclass(frozen=True)
 class SetOp(PlanNode):
     """A set operation over its inputs, in order. A chain of UNIONs of one kind is one node
     with an input per branch (PostgreSQL's Append): `a UNION ALL b UNION ALL c` has three.

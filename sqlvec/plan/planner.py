@@ -23,6 +23,7 @@ from sqlvec.catalog.views import View, find_view
 from sqlvec.catalog.virtual import table_oid
 from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn
 from sqlvec.plan import nodes as n
+from sqlvec.plan import row_values
 from sqlvec.plan.nodes import SubPlan
 from sqlvec.sql.binder import Field, Scope, sql_type, system_column
 from sqlvec.sql.calls import function_name
@@ -260,7 +261,7 @@ class Planner:
         kept = []
         for conjunct in _conjuncts(predicate):
             pushed = None
-            if isinstance(node, n.Join) and not any(
+            if isinstance(node, _JOINS) and not any(
                     isinstance(x, (SubPlan, exp.Subquery, exp.Select)) for x in conjunct.walk()):
                 pushed = _push_into(node, conjunct, outer)
             if pushed is None:
@@ -478,7 +479,7 @@ class Planner:
         if isinstance(item, exp.Unnest):
             return self._plan_function(item, alias, columns, outer, item)
         if isinstance(item, exp.Lateral):
-            raise FeatureNotSupported("LATERAL is not supported")
+            return self._plan_from_item(_lateral_item(item), outer)
         raise FeatureNotSupported(f"{type(item).__name__} in FROM is not supported")
 
     def _plan_table(self, table: exp.Table, alias: str | None, columns: list[str]) -> n.PlanNode:
@@ -576,15 +577,23 @@ class Planner:
         ordinality = bool(item.args.get("ordinality")) or bool(offset)
         if isinstance(fn, exp.Unnest) and isinstance(offset, exp.Expression):
             columns = columns + [offset.name]
+        # A function of one output column names it after the alias, as PostgreSQL does
+        # (`FROM unnest(a) u` has column u); several unnest arguments give several "unnest"s.
         names = columns or list(decl.columns if decl is not None else ()) or [
-            alias if not isinstance(fn, exp.Unnest) else "unnest"]
+            alias if not isinstance(fn, exp.Unnest) or len(fn.expressions) == 1 else "unnest"]
         if ordinality and len(names) < 2:
             names = names + ["ordinality"]
         fields = tuple(Field(nm, alias) for nm in names)
         return n.FunctionScan(fields, function=bound, with_ordinality=ordinality)
 
     def _plan_join(self, left: n.PlanNode, join: exp.Join, outer: Scope | None) -> n.PlanNode:
-        right = self._plan_from_item(join.this, outer)
+        # A LATERAL item, or a function (implicitly lateral, as in PostgreSQL), sees the FROM
+        # items to its left; if it refers to them, the join runs it per left row.
+        lateral = LateralScope(list(left.fields), outer) if _may_be_lateral(join.this) else None
+        try:
+            right = self._plan_from_item(join.this, lateral if lateral is not None else outer)
+        except SqlVecError as error:
+            raise _not_lateral(error, left) from None
         side = (join.side or "").lower()
         if join.method and join.method.upper() == "NATURAL":
             using = [f.name for f in left.fields if not f.hidden and
@@ -598,13 +607,17 @@ class Planner:
             pairs = [self._using_pair(name, left, right) for name in using]
             conds = [exp.EQ(this=_col(lf), expression=_col(rf)) for lf, rf in pairs]
             condition = exp.and_(*conds) if len(conds) > 1 else conds[0]
-        elif join.args.get("on") is not None:
+        elif join.args.get("on") is not None and not _is_true(join.args["on"]):
             condition = self._expr(join.args["on"], Scope(list(fields), outer))
         if side in ("left", "right", "full"):
             jkind = side
         else:
             jkind = "cross" if condition is None else "inner"
-        node: n.PlanNode = n.Join(fields, left=left, right=right, kind=jkind, condition=condition)
+        node: n.PlanNode
+        if lateral is not None and lateral.used:
+            node = _lateral_join(fields, left, right, jkind, condition, lateral.table)
+        else:
+            node = n.Join(fields, left=left, right=right, kind=jkind, condition=condition)
         return _merge_using(node, pairs, jkind) if pairs else node
 
     @staticmethod
@@ -672,6 +685,16 @@ class Planner:
         """Validate column references and plan the subqueries of an expression."""
 
         def visit(x: exp.Expression) -> exp.Expression:
+            if row_values.is_row_subquery_comparison(x):
+                # `(a, b) = (SELECT x, y ...)`: the subquery's columns as scalar subqueries.
+                columns = self._row_subquery(x.expression, x.this, scope)
+                return visit_tree(type(x)(this=x.this, expression=columns))
+            expanded = row_values.expand(x)
+            if expanded is not None:  # a row comparison: the scalar condition it means
+                return visit_tree(expanded)
+            if isinstance(x, exp.Anonymous) and row_values.row_items(x) is not None:
+                raise located(FeatureNotSupported(
+                    "ROW constructors are supported only in comparisons"), x)
             if isinstance(x, exp.Subquery) and not isinstance(x.parent, exp.In):
                 plan = self.plan_query(x.this, scope)
                 if len(plan.fields) != 1:
@@ -683,9 +706,9 @@ class Planner:
                 q = x.args["query"]
                 q = q.this if isinstance(q, exp.Subquery) else q
                 plan = self.plan_query(q, scope)
-                if len(plan.fields) != 1:
-                    raise SqlVecError("subquery has too many columns", sqlstate="42601")
-                return self._subplan("in", q, plan, scope, this=visit_tree(x.this))
+                row_values.check_subquery_width(x.this, len(plan.fields))
+                return self._subplan("in", q, plan, scope,
+                                     this=visit_tree(row_values.as_tuple(x.this)))
             if isinstance(x, (exp.Any, exp.All)) and isinstance(x.this, (exp.Subquery, exp.Select)):
                 q = x.this
                 q = q.this if isinstance(q, exp.Subquery) else q
@@ -714,6 +737,22 @@ class Planner:
 
         return e.copy().transform(visit, copy=False)
 
+
+    def _row_subquery(self, sub: exp.Subquery, row: exp.Expression, scope: Scope) -> exp.Tuple:
+        """The row a row subquery yields, as one scalar SubPlan per column: each fails with
+        21000 on more than one row and is NULL on none, as the row subquery is."""
+        plan = self.plan_query(sub.this, scope)
+        visible = [f for f in plan.fields if not f.hidden]
+        row_values.check_subquery_width(row, len(visible))
+        alias = self.ctx.fresh("rowsub")
+        names = [self.ctx.fresh("col") for _ in visible]
+        renamed = n.Rename(_renamed(plan.fields, alias, names), child=plan, alias=alias)
+        cells = []
+        for name in names:
+            field = next(f for f in renamed.fields if f.name == name)
+            column = n.Project((field,), child=renamed, exprs=(exp.column(name, table=alias),))
+            cells.append(SubPlan(kind="scalar", plan=column))
+        return exp.Tuple(expressions=cells)
 
     # Correlated subqueries ----------------------------------------------------------------------
 
@@ -752,7 +791,7 @@ class Planner:
         except SqlVecError:
             return None
         inner_keys, outer_keys, guards, rest = [], [], [], []
-        for conjunct in _conjuncts(query.args["where"].this):
+        for conjunct in _row_equalities_split(query.args["where"].this):
             if isinstance(conjunct, exp.EQ):
                 a, b = _reach(conjunct.this, inner), _reach(conjunct.expression, inner)
                 if (a, b) == ("inner", "outer"):
@@ -964,6 +1003,16 @@ def _conjuncts(e: exp.Expression) -> list[exp.Expression]:
     return out
 
 
+def _row_equalities_split(e: exp.Expression) -> list[exp.Expression]:
+    """The conjuncts of `e`, a row equality `(i.a, i.b) = (o.a, o.b)` among them split into
+    its pairs' equalities (so that it can key a decorrelated subquery)."""
+    out = []
+    for conjunct in _conjuncts(e):
+        expanded = row_values.expand(conjunct) if isinstance(conjunct, exp.EQ) else None
+        out += _conjuncts(expanded) if expanded is not None else [conjunct]
+    return out
+
+
 def _and(terms: list[exp.Expression]) -> exp.Expression:
     out = terms[0]
     for term in terms[1:]:
@@ -971,11 +1020,22 @@ def _and(terms: list[exp.Expression]) -> exp.Expression:
     return out
 
 
-def _push_into(join: n.Join, conjunct: exp.Expression, outer: Scope | None) -> n.PlanNode | None:
+def _push_into(join: n.Join | n.LateralJoin, conjunct: exp.Expression,
+               outer: Scope | None) -> n.PlanNode | None:
     """`join` with the WHERE conjunct applied inside it, or None when it must stay above."""
     sides = _join_sides(conjunct, join, outer)
     if not sides:
         return None  # constant, outer-only or unresolvable: evaluated once above the join
+    if isinstance(join, n.LateralJoin):
+        # The right side runs per left row: a filter on the left side only is applied first;
+        # anything else is checked on the pairs, as the ON condition is.
+        if sides == {"left"}:
+            return replace(join, left=_place(join.left, conjunct, outer))
+        if join.kind != "inner":
+            return None
+        condition = conjunct if join.condition is None else exp.And(this=join.condition,
+                                                                     expression=conjunct)
+        return replace(join, condition=condition)
     if sides == {"left"} and join.kind in ("inner", "cross", "left"):
         return replace(join, left=_place(join.left, conjunct, outer))
     if sides == {"right"} and join.kind in ("inner", "cross", "right"):
@@ -988,7 +1048,7 @@ def _push_into(join: n.Join, conjunct: exp.Expression, outer: Scope | None) -> n
 
 
 def _place(node: n.PlanNode, conjunct: exp.Expression, outer: Scope | None) -> n.PlanNode:
-    if isinstance(node, n.Join):
+    if isinstance(node, _JOINS):
         pushed = _push_into(node, conjunct, outer)
         if pushed is not None:
             return pushed
@@ -997,7 +1057,8 @@ def _place(node: n.PlanNode, conjunct: exp.Expression, outer: Scope | None) -> n
     return n.Filter(node.fields, child=node, predicate=conjunct)
 
 
-def _join_sides(e: exp.Expression, join: n.Join, outer: Scope | None) -> set[str] | None:
+def _join_sides(e: exp.Expression, join: n.Join | n.LateralJoin,
+                outer: Scope | None) -> set[str] | None:
     """Which inputs of `join` the columns of `e` come from ({"left"}, {"right"} or both)."""
     scope = Scope(list(join.fields), outer)
     width = len(join.left.fields)
@@ -1032,6 +1093,86 @@ def _merge_using(join: n.Join, pairs: list[tuple[Field, Field]], kind: str) -> n
             for f in join.fields]
     exprs = merged_exprs + [_col(f) for f in join.fields]
     return n.Project(tuple(merged_fields) + tuple(rest), child=join, exprs=tuple(exprs))
+
+
+_JOINS = (n.Join, n.LateralJoin)
+
+
+def _is_true(e: exp.Expression) -> bool:
+    """`ON true` (what LEFT JOIN LATERAL ... ON true says): no condition at all."""
+    while isinstance(e, exp.Paren):
+        e = e.this
+    return isinstance(e, exp.Boolean) and bool(e.this)
+
+
+@dataclass
+class LateralScope(Scope):
+    """The FROM items left of a LATERAL item (or of a function in FROM), as the item's outer
+    scope while it is planned; `used` records whether any name resolved here, i.e. whether
+    the item really refers to them (then the join is a LateralJoin, else a plain Join)."""
+
+    used: bool = False
+    table: str | None = None  # the relation of the first reference, for errors
+
+    def find(self, name: str, table: str | None = None) -> int | None:
+        """Scope.find, noting a hit."""
+        index = super().find(name, table)
+        if index is not None and not self.used:
+            self.used, self.table = True, self.fields[index].table
+        return index
+
+
+def _may_be_lateral(item: exp.Expression) -> bool:
+    """Whether a FROM item may refer to the items on its left: LATERAL ones, and functions,
+    which PostgreSQL makes lateral implicitly (`FROM t, generate_series(1, t.n)`)."""
+    return isinstance(item, (exp.Lateral, exp.Unnest)) or (
+        isinstance(item, exp.Table) and isinstance(item.this, (exp.Func, exp.Anonymous)))
+
+
+def _lateral_item(item: exp.Lateral) -> exp.Expression:
+    """The FROM item a LATERAL wraps, with the LATERAL's alias (and WITH ORDINALITY) moved to
+    it: `LATERAL (SELECT ...) s`, `LATERAL unnest(a) u(x)`, `LATERAL generate_series(1, n) g`."""
+    if item.args.get("view") or item.args.get("outer"):
+        raise FeatureNotSupported("LATERAL VIEW is not supported")
+    inner = item.this.copy()
+    alias = item.args.get("alias")
+    if isinstance(inner, (exp.Subquery, exp.Unnest)):
+        if alias is not None:
+            inner.set("alias", alias.copy())
+        return inner
+    if isinstance(inner, (exp.Func, exp.Anonymous)):
+        return exp.Table(this=inner, alias=alias.copy() if alias is not None else None,
+                         ordinality=item.args.get("ordinality"))
+    raise FeatureNotSupported(f"LATERAL {type(inner).__name__} is not supported")
+
+
+def _not_lateral(error: SqlVecError, left: n.PlanNode) -> SqlVecError:
+    """A FROM item that is not LATERAL naming an item on its left: PostgreSQL's message and
+    hint instead of "missing FROM-clause entry"."""
+    prefix = 'missing FROM-clause entry for table "'
+    if error.sqlstate != "42P01" or not error.message.startswith(prefix):
+        return error
+    table = error.message[len(prefix):-1]
+    if not any(f.table == table for f in left.fields):
+        return error
+    error.message = f'invalid reference to FROM-clause entry for table "{table}"'
+    error.hint = (f'There is an entry for table "{table}", but it cannot be referenced from '
+                  "this part of the query.")
+    error.args = (error.message,)
+    return error
+
+
+def _lateral_join(fields: tuple[Field, ...], left: n.PlanNode, right: n.PlanNode, kind: str,
+                  condition: exp.Expression | None, table: str | None) -> n.LateralJoin:
+    """The join of a LATERAL item that refers to its left side: inner (CROSS JOIN, comma,
+    JOIN ... ON) or LEFT; RIGHT and FULL cannot be, as in PostgreSQL (42P10)."""
+    if kind in ("right", "full"):
+        raise SqlVecError(f'invalid reference to FROM-clause entry for table "{table}"',
+                          sqlstate="42P10",
+                          detail="The combining JOIN type must be INNER or LEFT for a LATERAL "
+                                 "reference.")
+    return n.LateralJoin(fields, left=left, right=right,
+                         kind="left" if kind == "left" else "inner", condition=condition)
 
 
 def _inline_named_windows(select: exp.Select) -> exp.Select:

@@ -164,7 +164,8 @@ def _vector_operands(e: exp.Expression, scan: n.Scan) -> tuple[str, exp.Expressi
 
 def use_key_lookup(plan: n.PlanNode) -> n.PlanNode:
     """A scan whose filter pins every column of a unique key to row-independent values
-    (`id = $1`, `a = 1 AND b = 'x'`, `id IN (1, 2, 3)`) finds its rows through the key's index
+    (`id = $1`, `a = 1 AND b = 'x'`, `id IN (1, 2, 3)`, `id = outer.x` in a correlated
+    subquery or LATERAL item) finds its rows through the key's index
     instead of reading the table: O(rows wanted), as PostgreSQL's Index Scan. The whole filter
     is still evaluated on the rows found."""
     def visit(node: n.PlanNode) -> n.PlanNode:
@@ -217,13 +218,22 @@ def _pinned_column(cond: exp.Expression, scope: Scope) -> tuple[int, list[exp.Ex
         if index is None:
             continue
         values = [value] if value is not None else list(cond.expressions)
-        if all(_row_independent(v) for v in values):
+        if all(_row_independent(v, scope) for v in values):
             return index, values
     return None
 
 
-def _row_independent(e: exp.Expression) -> bool:
-    return all(isinstance(node, _ROW_INDEPENDENT) for node in e.walk())
+def _row_independent(e: exp.Expression, scope: Scope) -> bool:
+    """Constants, parameters, and columns of an outer query (a correlated subquery's or a
+    LATERAL item's reference to the outer row: one value per run of the scan)."""
+    for node in e.walk():
+        if isinstance(node, exp.Column):
+            if isinstance(node.this, exp.Star) or scope.find(node.name, node.table or None) \
+                    is not None:
+                return False
+        elif not isinstance(node, _ROW_INDEPENDENT):
+            return False
+    return True
 
 
 def _map_children(node: n.PlanNode, fn) -> n.PlanNode:

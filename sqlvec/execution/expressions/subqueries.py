@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from sqlglot import exp
 
 from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
@@ -22,6 +23,8 @@ def _subplan(c: Compiler, e: SubPlan) -> Value:
     if c.env.build_subplan is None:
         raise FeatureNotSupported("subqueries are not supported here")
     c.env.subplans += 1
+    if e.args["kind"] == "in" and isinstance(e.this, exp.Tuple):
+        return _row_in_subplan(c, e)
     if e.args.get("keyed") is not None:
         keyed = _keyed_subplan(c, e)
         if keyed is not None:
@@ -111,6 +114,94 @@ def _subplan(c: Compiler, e: SubPlan) -> Value:
         return pc.invert(hit) if negate else hit
 
     return Value(fn_in, BOOL)
+
+
+def _row_in_subplan(c: Compiler, e: SubPlan) -> Value:
+    """`(a, b) IN (SELECT x, y ...)` (and NOT IN): true when some row equals the probe in
+    every column, else NULL when some row could equal it but for NULLs, else false — the OR
+    over the rows of `a = x AND b = y`, as PostgreSQL evaluates it."""
+    operator, row_keys, correlated = _build_subplan(c, e.args["plan"])
+    visible = [i for i, f in enumerate(operator.fields) if not f.hidden]
+    probes = []
+    for item, j in zip(e.this.expressions, visible):
+        probe = c.compile(item)
+        inner_type = operator.types[j] or TEXT
+        if probe.type.name == "unknown":
+            probe = c.coerce(probe, inner_type)
+        common = V.common_type([probe.type, inner_type], "IN")
+        probes.append((probe, inner_type, common))
+    negate = bool(e.args.get("negate"))
+
+    def columns_of(table: pa.Table) -> list[pa.Array]:
+        out = []
+        for (_, inner_type, common), j in zip(probes, visible):
+            col = table.column(j)
+            out.append(_hash_key(V.cast(col, inner_type, common, table.num_rows),
+                                 table.num_rows))
+        return out
+
+    def fn(f: Frame) -> pa.Array:
+        xs = [_hash_key(V.cast(p(f), p.type, common, f.n), f.n) for p, _, common in probes]
+        if not correlated:
+            key = id(operator)
+            cache = f.ctx.subquery_cache
+            if key not in cache:
+                cache[key] = operator.execute(f.ctx, outer=f)
+            out = _rows_in(f.ctx, xs, columns_of(cache[key]))
+        elif f.n == 0:
+            out = pa.array([], pa.bool_())
+        else:
+            if row_keys:
+                gids, first = group_ids([_groupable(f.table.column(i)) for i in row_keys], f.n)
+            else:
+                gids, first = np.zeros(f.n, np.int64), np.zeros(1, np.int64)
+            out_np = np.zeros(f.n, bool)
+            null_np = np.zeros(f.n, bool)
+            for g, r in enumerate(first):
+                rows = np.flatnonzero(gids == g)
+                table = operator.execute(f.ctx, outer=Frame(f.table.slice(int(r), 1), f.ctx,
+                                                            f.outer))
+                part = _rows_in(f.ctx, [x.take(pa.array(rows)) for x in xs], columns_of(table))
+                out_np[rows] = pc.fill_null(part, False).to_numpy(zero_copy_only=False)
+                null_np[rows] = pc.is_null(part).to_numpy(zero_copy_only=False)
+            out = pa.array(out_np, mask=null_np)
+        return pc.invert(out) if negate else out
+
+    return Value(fn, BOOL)
+
+
+def _rows_in(ctx, probe: list[pa.Array], rows: list[pa.Array]) -> pa.Array:
+    """Per probe row (the i-th values of `probe`'s columns): true when a row of `rows`
+    equals it in every column; NULL when none does but one agrees wherever neither value is
+    NULL; false otherwise. Vectorized by NULL pattern: rows and probes are grouped by which
+    of their columns are NULL, and each pair of patterns is one hash join on the columns
+    NULL in neither."""
+    n = len(probe[0])
+    hit = np.zeros(n, bool)
+    maybe = np.zeros(n, bool)
+    if n == 0 or len(rows[0]) == 0:
+        return pa.array(hit)
+    probe_nulls = np.stack([pc.is_null(x).to_numpy(zero_copy_only=False) for x in probe], 1)
+    row_nulls = np.stack([pc.is_null(x).to_numpy(zero_copy_only=False) for x in rows], 1)
+    probe_patterns = {tuple(p) for p in np.unique(probe_nulls, axis=0)}
+    row_patterns = {tuple(p) for p in np.unique(row_nulls, axis=0)}
+    for pp in probe_patterns:
+        p_rows = np.flatnonzero((probe_nulls == np.array(pp)).all(1))
+        for rp in row_patterns:
+            r_rows = np.flatnonzero((row_nulls == np.array(rp)).all(1))
+            cols = [j for j in range(len(probe)) if not pp[j] and not rp[j]]
+            if not cols:  # nothing to compare: every pair could be equal
+                maybe[p_rows] = True
+                continue
+            left = [probe[j].take(pa.array(p_rows)) for j in cols]
+            right = [rows[j].take(pa.array(r_rows)) for j in cols]
+            li, _ = key_pairs(ctx, "SubPlan", left, right)
+            found = np.unique(p_rows[li])
+            if not any(pp) and not any(rp):
+                hit[found] = True
+            else:
+                maybe[found] = True
+    return pa.array(hit, mask=~hit & maybe)
 
 
 def _build_subplan(c: Compiler, plan) -> tuple[object, list[int], bool]:
