@@ -217,6 +217,9 @@ class SqlVec(Postgres):
             return core
 
     class Parser(Postgres.Parser):
+        # ALTER TABLE ... ADD CHECK (...): an unnamed table constraint, as in PostgreSQL.
+        ADD_CONSTRAINT_KEYWORDS = {"CHECK"}
+
         # `<=>` is cosine distance here; `IS NOT DISTINCT FROM` still builds exp.NullSafeEQ.
         EQUALITY = {k: v for k, v in Postgres.Parser.EQUALITY.items() if k != TokenType.NULLSAFE_EQ}
 
