@@ -11,7 +11,6 @@ from dataclasses import replace
 from sqlglot import exp
 
 from sqlvec.catalog.catalog import Catalog
-from sqlvec.execution import constraint_ddl as cddl
 from sqlvec.errors import (
     DuplicateTable,
     FeatureNotSupported,
@@ -21,6 +20,7 @@ from sqlvec.errors import (
     UndefinedObject,
     UndefinedTable,
 )
+from sqlvec.execution import constraint_ddl as cddl
 from sqlvec.sql.binder import SYSTEM_COLUMNS, serial_kind, sql_type
 from sqlvec.sql.dialect import to_sql
 from sqlvec.storage import access_methods
