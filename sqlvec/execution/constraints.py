@@ -71,6 +71,22 @@ def failing_row(table_def: TableDef, rows: pa.Table, i: int) -> str:
     return f"Failing row contains ({', '.join(parts)})."
 
 
+def describe_failing_row(error: Exception) -> None:
+    """Give an error raised below execution that names a failing row (storage's NOT NULL
+    check sets `failing_row` to (table definition, rows, index)) PostgreSQL's DETAIL."""
+    failing = getattr(error, "failing_row", None)
+    if failing is None or getattr(error, "detail", None):
+        return
+    table_def, rows, i = failing
+    if isinstance(rows, pa.RecordBatch):
+        rows = pa.Table.from_batches([rows])
+    try:
+        error.detail = failing_row(table_def, rows, i)  # type: ignore[attr-defined]
+    except Exception:  # a value without text output: the error stands without DETAIL
+        pass
+    error.failing_row = None  # type: ignore[attr-defined]
+
+
 class RowChecks:
     """The CHECK constraints of tables, compiled once per table definition.
 

@@ -692,9 +692,24 @@ class Table:
                               column.type.equals(target) else cast_column(column, col))
             else:
                 arrays.append(pa.chunked_array([pa.nulls(n, target)], type=target))
-            if col.not_null and arrays[-1].null_count:
-                raise self.null_violation(col.name)
-        return pa.Table.from_arrays(arrays, schema=schema)
+        out = pa.Table.from_arrays(arrays, schema=schema)
+        self._check_not_null(arrays, out)
+        return out
+
+    def _check_not_null(self, arrays: Sequence[pa.Array | pa.ChunkedArray],
+                        rows: pa.Table | pa.RecordBatch) -> None:
+        """23502 for the first row (then first column) with a NULL in a NOT NULL column, as
+        PostgreSQL reports it row by row."""
+        first = None
+        for col, array in zip(self.def_.columns, arrays):
+            if col.not_null and array.null_count:
+                at = int(np.flatnonzero(np.asarray(pc.is_null(array)))[0])
+                if first is None or at < first[0]:
+                    first = (at, col.name)
+        if first is not None:
+            error = self.null_violation(first[1])
+            error.failing_row = (self.def_, rows, first[0])  # type: ignore[attr-defined]
+            raise error
 
     def coerce_arrays(self, arrays: Sequence[pa.Array | pa.ChunkedArray]) -> pa.RecordBatch:
         """`coerce` for one array per column, in column order (a single-row INSERT's values):
@@ -706,10 +721,10 @@ class Table:
                 array = cast_column(array, col)
             if isinstance(array, pa.ChunkedArray):
                 array = _one_chunk(array)
-            if col.not_null and array.null_count:
-                raise self.null_violation(col.name)
             out.append(array)
-        return pa.RecordBatch.from_arrays(out, schema=schema)
+        batch = pa.RecordBatch.from_arrays(out, schema=schema)
+        self._check_not_null(out, batch)
+        return batch
 
     def prepare(self, ops: list) -> list:
         """Validate one commit's ops for this table and claim what it changes.
@@ -1151,4 +1166,4 @@ def _take(table: pa.Table, positions: np.ndarray) -> pa.Table:
 
 
 def _fmt(value: object) -> str:
-    return "NULL" if value is None else str(value)
+    return "null" if value is None else str(value)
