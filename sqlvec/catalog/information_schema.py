@@ -169,7 +169,7 @@ def _table_constraints(o) -> dict:
                      "is_deferrable": "YES" if con.deferrable else "NO",
                      "initially_deferred": "YES" if con.deferred else "NO", "enforced": "YES",
                      "nulls_distinct": ("NO" if con.nulls_not_distinct else "YES")
-                     if con.type in ("p", "u") else None})
+                     if con.type == "u" else None})
     return _rows(TABLE_CONSTRAINTS, rows)
 
 
@@ -206,12 +206,10 @@ def _key_rows(o) -> list[dict]:
 
 def _usage_rows(o) -> list[dict]:
     """constraint_column_usage: the columns a constraint uses (a foreign key: the columns
-    it references)."""
+    it references), NOT NULL ones included as PostgreSQL 18 lists them."""
     db = o.session.database_name
     rows = []
     for con in o.constraints:
-        if con.type not in ("p", "u", "f", "c"):
-            continue
         rel = o.relation(con.ref_relation if con.type == "f" else con.relation)
         if rel is None:
             continue
@@ -259,7 +257,7 @@ def _check_constraints(o) -> dict:
             continue
         rel = o.relation(con.relation)
         if con.type == "c":
-            clause = f"({con.check})"
+            clause = con.check
         else:
             column = next(c.name for c in rel.columns if c.attnum == con.keys[0])
             clause = f"{column} IS NOT NULL"

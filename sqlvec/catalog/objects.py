@@ -314,6 +314,7 @@ class Constraint:
     index: int
     keys: list[int]
     check: str | None = None  # c: the condition as pg_get_constraintdef prints it
+    check_pretty: str | None = None  # c: and in its pretty form
     validated: bool = True
     deferrable: bool = False
     deferred: bool = False
@@ -414,7 +415,7 @@ class CatalogObjects:
             elif con.kind == "c":
                 self.constraints.append(Constraint(
                     con.oid, con.name, nsp, "c", d.oid, 0, attnums, check=con.expression,
-                    validated=con.validated))
+                    check_pretty=con.pretty or con.expression, validated=con.validated))
             elif con.kind == "f":
                 self._foreign_keys.append((d, nsp, con, attnums))
         for ixdef in d.indexes:
@@ -551,7 +552,7 @@ class CatalogObjects:
             text += " WITH (" + ", ".join(f"{k}='{v}'" for k, v in ix.options.items()) + ")"
         return text
 
-    def constraint_definition(self, oid: int) -> str | None:
+    def constraint_definition(self, oid: int, pretty: bool = False) -> str | None:
         """pg_get_constraintdef's text (`PRIMARY KEY (id)`), which ORMs parse."""
         con = self.constraint(oid)
         if con is None:
@@ -567,7 +568,7 @@ class CatalogObjects:
             nulls = "NULLS NOT DISTINCT " if con.nulls_not_distinct else ""
             return f"UNIQUE {nulls}({cols}){suffix}"
         if con.type == "c":
-            return f"CHECK ({con.check}){suffix}"
+            return f"CHECK ({con.check_pretty if pretty else con.check}){suffix}"
         if con.type == "f":
             ref = self.by_oid.get(con.ref_relation)
             ref_names = {c.attnum: c.name for c in ref.columns} if ref else {}

@@ -118,23 +118,100 @@ def _pick(base: str, label: str, taken) -> str:
     return name
 
 
-def check_condition_text(condition: exp.Expression) -> str:
-    """A CHECK's condition as PostgreSQL's deparser prints it: each operator in parentheses
-    (`((a > 0) AND (b > 0))`), the text pg_get_constraintdef and ORMs show."""
-    def wrap(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.Paren):
-            return node.this
-        if isinstance(node, (exp.Binary, exp.Not, exp.Is, exp.In, exp.Between)) and \
-                not isinstance(node, exp.Dot):
-            return exp.Paren(this=node)
-        return node
-    bare = condition
-    while isinstance(bare, exp.Paren):
-        bare = bare.this
-    tree = bare.copy().transform(lambda n: n.this if isinstance(n, exp.Paren) else n)
-    tree = tree.transform(wrap)
-    text = to_sql(tree)
-    return text if text.startswith("(") and isinstance(tree, exp.Paren) else f"({text})"
+# Operators PostgreSQL's deparser prints between operands, by sqlglot class.
+_OPERATORS = {
+    exp.EQ: "=", exp.NEQ: "<>", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<=",
+    exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Mod: "%",
+    exp.DPipe: "||", exp.Like: "~~", exp.ILike: "~~*",
+}
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.ILike)
+# A literal compared with a column of these types is shown cast to the type, as the parser
+# coerced it (`'x'::text`, `(0)::numeric`).
+_LITERAL_CASTS = {"text": "text", "numeric": "numeric", "float8": "double precision",
+                  "float4": "real", "bpchar": "bpchar"}
+
+
+class _Deparser:
+    """A CHECK condition printed as PostgreSQL's ruleutils prints a stored expression: every
+    operator expression in parentheses (pg_get_constraintdef), or only where needed (its
+    pretty form, which psql shows); literals compared with a column carry their cast."""
+
+    def __init__(self, table_def: TableDef, pretty: bool) -> None:
+        self.types = {c.name: c.type for c in table_def.columns}
+        self.pretty = pretty
+
+    def __call__(self, node: exp.Expression, top: bool = False) -> str:
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if isinstance(node, (exp.And, exp.Or)):
+            word = "AND" if isinstance(node, exp.And) else "OR"
+            parts = []
+            for side in (node.this, node.expression):
+                inner = side
+                while isinstance(inner, exp.Paren):
+                    inner = inner.this
+                text = self(inner)
+                if self.pretty and isinstance(inner, (exp.And, exp.Or)) and \
+                        type(inner) is not type(node):
+                    text = f"({text})"
+                parts.append(text)
+            return self._wrap(f" {word} ".join(parts), top)
+        if isinstance(node, exp.Not):
+            inner = node.this
+            while isinstance(inner, exp.Paren):
+                inner = inner.this
+            if isinstance(inner, exp.Is):
+                return self._wrap(f"{self._operand(inner.this)} IS NOT "
+                                  f"{to_sql(inner.expression).upper()}", top)
+            if self.pretty and not isinstance(inner, (exp.And, exp.Or)):
+                return f"NOT {self(inner)}"
+            return self._wrap(f"NOT {self._operand(inner)}", top)
+        if isinstance(node, exp.Is):
+            return self._wrap(f"{self._operand(node.this)} IS {to_sql(node.expression).upper()}",
+                              top)
+        op = _OPERATORS.get(type(node))
+        if op is not None:
+            left, right = node.this, node.expression
+            if isinstance(node, _COMPARISONS):
+                left_text = self._operand(left, self._type_of(right))
+                right_text = self._operand(right, self._type_of(left))
+            else:
+                left_text, right_text = self._operand(left), self._operand(right)
+            return self._wrap(f"{left_text} {op} {right_text}", top)
+        return to_sql(node)
+
+    def _wrap(self, text: str, top: bool) -> str:
+        return text if self.pretty and not top else f"({text})" if not self.pretty else text
+
+    def _type_of(self, node: exp.Expression):
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if isinstance(node, exp.Column):
+            return self.types.get(node.name)
+        return None
+
+    def _operand(self, node: exp.Expression, other=None) -> str:
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if isinstance(node, exp.Literal) and other is not None:
+            cast = _LITERAL_CASTS.get(other.name)
+            if node.is_string and cast == "text":
+                return f"{to_sql(node)}::text"
+            if not node.is_string and cast in ("numeric", "double precision", "real"):
+                number = to_sql(node)
+                return f"{number}::{cast}" if self.pretty else f"({number})::{cast}"
+        text = self(node)
+        if self.pretty and (isinstance(node, tuple(_OPERATORS)) or
+                            isinstance(node, (exp.And, exp.Or))):
+            return f"({text})"
+        return text
+
+
+def check_condition_text(condition: exp.Expression, table_def: TableDef,
+                         pretty: bool = False) -> str:
+    """A CHECK's condition as PostgreSQL prints it: `(a > 0)` for pg_get_constraintdef
+    (`((a > 0) AND (b <> 'x'::text))`), or its pretty form `a > 0 AND b <> 'x'::text`."""
+    return _Deparser(table_def, pretty)(condition, top=True)
 
 
 def name_constraints(table: str, schema: str, specs: list[Spec], catalog: Catalog,
@@ -200,11 +277,12 @@ def constraint_defs(table_def: TableDef, specs: list[Spec], catalog: Catalog) ->
                                        spec.columns, nulls_not_distinct=spec.nulls_not_distinct,
                                        index_oid=catalog.store.allocate_oid()))
         else:
-            text = check_condition_text(spec.condition)
+            text = check_condition_text(spec.condition, table_def)
             compile_check(table_def, text, ROW_CHECKS.functions())
             cols = tuple(dict.fromkeys(c.name for c in spec.condition.find_all(exp.Column)))
-            added.append(ConstraintDef(spec.name, "c", catalog.store.allocate_oid(), cols,
-                                       expression=text))
+            added.append(ConstraintDef(
+                spec.name, "c", catalog.store.allocate_oid(), cols, expression=text,
+                pretty=check_condition_text(spec.condition, table_def, pretty=True)))
     return table_def.with_changes(constraints=table_def.constraints + tuple(added))
 
 
@@ -300,6 +378,11 @@ def columns_after_rename(table_def: TableDef, old: str, new: str) -> tuple[Const
             for col in cond.find_all(exp.Column):
                 if col.name == old:
                     col.set("this", exp.to_identifier(new))
-            expression = check_condition_text(cond)
+            renamed = table_def.with_changes(columns=tuple(
+                replace(col, name=new) if col.name == old else col for col in table_def.columns))
+            expression = check_condition_text(cond, renamed)
+            out.append(replace(c, columns=cols, expression=expression,
+                               pretty=check_condition_text(cond, renamed, pretty=True)))
+            continue
         out.append(replace(c, columns=cols, expression=expression))
     return tuple(out)

@@ -127,7 +127,8 @@ class ConstraintDef:
     kind: str
     oid: int
     columns: tuple[str, ...] = ()
-    expression: str | None = None  # CHECK: the condition's SQL text
+    expression: str | None = None  # CHECK: the condition's SQL text, as pg_get_constraintdef
+    pretty: str | None = None  # CHECK: the condition as pg_get_constraintdef(oid, true)
     nulls_not_distinct: bool = False
     index_oid: int = 0
     validated: bool = True  # false after ADD CONSTRAINT ... NOT VALID
@@ -159,7 +160,7 @@ class ConstraintDef:
 
 
 _CONSTRAINT_DEFAULTS = {
-    "expression": None, "nulls_not_distinct": False, "index_oid": 0, "validated": True,
+    "expression": None, "pretty": None, "nulls_not_distinct": False, "index_oid": 0, "validated": True,
     "deferrable": False, "deferred": False, "ref_table": None, "ref_columns": (),
     "on_update": "a", "on_delete": "a", "match": "s",
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import tempfile
 
 import asyncpg
 import psycopg
@@ -66,8 +67,9 @@ def servers(tmp_path_factory):
     """(sqlvec URI, PostgreSQL URI), both with DDL and SEED applied."""
     pgserver = pytest.importorskip("pgserver")
     running = start_server(tmp_path_factory.mktemp("constraints"))
-    pg = pgserver.get_server(str(tmp_path_factory.mktemp("constraints-pg")),
-                             cleanup_mode="stop")
+    # Outside pytest's temporary root, which concurrent pytest runs prune.
+    pg_dir = tempfile.mkdtemp(prefix="sqlvec-constraints-pg-")
+    pg = pgserver.get_server(pg_dir, cleanup_mode="stop")
     try:
         ours = f"postgresql://postgres@{running.host}:{running.port}/postgres"
         theirs = pg.get_uri()
@@ -80,6 +82,7 @@ def servers(tmp_path_factory):
         yield ours, theirs
     finally:
         pg.cleanup()
+        shutil.rmtree(pg_dir, ignore_errors=True)
         assert running.stop() == 0, running.log()
 
 
