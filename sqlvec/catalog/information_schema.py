@@ -257,7 +257,7 @@ def _check_constraints(o) -> dict:
             continue
         rel = o.relation(con.relation)
         if con.type == "c":
-            clause = con.check
+            clause = f"({con.check})"
         else:
             column = next(c.name for c in rel.columns if c.attnum == con.keys[0])
             clause = f"{column} IS NOT NULL"

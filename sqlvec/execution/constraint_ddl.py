@@ -100,6 +100,25 @@ def column_specs(item: exp.ColumnDef) -> list[Spec]:
     return out
 
 
+def without_duplicates(specs: list[Spec], primary_key: list[str]) -> list[Spec]:
+    """CREATE TABLE's constraints without a UNIQUE that repeats an earlier one (or the
+    primary key) exactly: PostgreSQL builds one index for them, named by the first that
+    has a name."""
+    out: list[Spec] = []
+    for spec in specs:
+        if spec.kind == "u":
+            if list(spec.columns) == list(primary_key) and not spec.nulls_not_distinct:
+                continue
+            prior = next((p for p in out if p.kind == "u" and p.columns == spec.columns and
+                          p.nulls_not_distinct == spec.nulls_not_distinct), None)
+            if prior is not None:
+                if prior.name is None:
+                    prior.name = spec.name
+                continue
+        out.append(spec)
+    return out
+
+
 # Names ------------------------------------------------------------------------------------
 
 

@@ -101,6 +101,7 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
         seq_name = key.split(".", 1)[1] if schema == "public" else key
         columns = [replace(c, default=f"nextval('{seq_name}'::regclass)")
                    if c.name == col_name else c for c in columns]
+    specs = cddl.without_duplicates(specs, primary_key)
     names = [c.name for c in columns]
     for spec in specs:
         for col in spec.columns:
@@ -299,16 +300,16 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
             key = prop.this.name.lower() if isinstance(prop, (exp.EQ, exp.Property)) else str(prop)
             value = prop.args.get("value") if isinstance(prop, exp.Property) else prop.expression
             given.append((key, _option_value(value)))
+    unique = bool(stmt.args.get("unique"))
+    if unique:
+        cddl.unique_index_columns(table.def_, col_names)
+    if unique and method != "btree":
+        raise FeatureNotSupported(f'access method "{method}" does not support unique indexes')
     if method == "btree":
         options = dict(given)
     else:  # a vector access method (0A000 for any other), checked as its declaration says
         opclass, options = access_methods.check_definition(
             method, [table.def_.column(c) for c in col_names], opclass, given)
-    unique = bool(stmt.args.get("unique"))
-    if unique:
-        if method != "btree":
-            raise FeatureNotSupported(f'access method "{method}" does not support unique indexes')
-        cddl.unique_index_columns(table.def_, col_names)
     name = index.name or _default_index_name(catalog, table.def_.name, col_names,
                                              table.def_.schema)
     if catalog.relation_exists(name, table.def_.schema):
