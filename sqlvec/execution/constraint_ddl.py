@@ -30,6 +30,7 @@ from sqlvec.execution.constraints import (
     parse_condition,
     validate_existing,
 )
+from sqlvec.sql.binder import sql_type
 from sqlvec.sql.dialect import to_sql
 from sqlvec.storage.schema import ConstraintDef, TableDef
 
@@ -141,13 +142,21 @@ def _pick(base: str, label: str, taken) -> str:
 _OPERATORS = {
     exp.EQ: "=", exp.NEQ: "<>", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<=",
     exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Mod: "%",
-    exp.DPipe: "||", exp.Like: "~~", exp.ILike: "~~*",
+    exp.DPipe: "||", exp.Like: "~~", exp.ILike: "~~*", exp.RegexpLike: "~",
+    exp.RegexpILike: "~*",
 }
-_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.ILike)
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.ILike,
+                exp.RegexpLike, exp.RegexpILike)
 # A literal compared with a column of these types is shown cast to the type, as the parser
 # coerced it (`'x'::text`, `(0)::numeric`).
 _LITERAL_CASTS = {"text": "text", "numeric": "numeric", "float8": "double precision",
                   "float4": "real", "bpchar": "bpchar"}
+
+
+def _list_in(node: exp.Expression) -> bool:
+    """`x IN (a, b, ...)` with a list (not a subquery)."""
+    return isinstance(node, exp.In) and bool(node.expressions) and \
+        not node.args.get("query") and not node.args.get("unnest")
 
 
 class _Deparser:
@@ -165,7 +174,7 @@ class _Deparser:
         if isinstance(node, (exp.And, exp.Or)):
             word = "AND" if isinstance(node, exp.And) else "OR"
             parts = []
-            for side in (node.this, node.expression):
+            for side in node.flatten():  # a chain of ANDs (ORs) is one list, as stored
                 inner = side
                 while isinstance(inner, exp.Paren):
                     inner = inner.this
@@ -182,31 +191,87 @@ class _Deparser:
             if isinstance(inner, exp.Is):
                 return self._wrap(f"{self._operand(inner.this)} IS NOT "
                                   f"{to_sql(inner.expression).upper()}", top)
+            if _list_in(inner):  # NOT IN: x <> 3, x <> ALL (ARRAY[3, 4])
+                if len(inner.expressions) == 1:
+                    return self(exp.NEQ(this=inner.this, expression=inner.expressions[0]), top)
+                kind = self._type_of(inner.this)
+                items = ", ".join(self._operand(e, kind) for e in inner.expressions)
+                return self._wrap_array(f"{self._operand(inner.this)} <> ALL (ARRAY[{items}])",
+                                        top)
             if self.pretty and not isinstance(inner, (exp.And, exp.Or)):
                 return f"NOT {self(inner)}"
             return self._wrap(f"NOT {self._operand(inner)}", top)
         if isinstance(node, exp.Is):
-            return self._wrap(f"{self._operand(node.this)} IS {to_sql(node.expression).upper()}",
-                              top)
+            word = "IS NOT" if node.args.get("negate") else "IS"
+            return self._wrap(f"{self._operand(node.this)} {word} "
+                              f"{to_sql(node.expression).upper()}", top)
+        if isinstance(node, exp.Between) and not node.args.get("symmetric"):
+            # PostgreSQL stores BETWEEN as the two comparisons.
+            return self(exp.And(this=exp.GTE(this=node.this.copy(), expression=node.args["low"]),
+                                expression=exp.LTE(this=node.this.copy(),
+                                                   expression=node.args["high"])), top)
+        if _list_in(node):
+            if len(node.expressions) == 1:
+                return self(exp.EQ(this=node.this, expression=node.expressions[0]), top)
+            kind = self._type_of(node.this)
+            items = ", ".join(self._operand(e, kind) for e in node.expressions)
+            return self._wrap_array(f"{self._operand(node.this)} = ANY (ARRAY[{items}])", top)
+        if isinstance(node, exp.Cast) and not isinstance(node, exp.TryCast):
+            try:
+                target = sql_type(node.to).format()
+            except SqlVecError:
+                return to_sql(node)
+            inner = self._operand(node.this)
+            return f"{inner}::{target}" if self.pretty else f"({inner})::{target}"
         op = _OPERATORS.get(type(node))
         if op is not None:
             left, right = node.this, node.expression
             if isinstance(node, _COMPARISONS):
+                left, right = self._as_text(left, right), self._as_text(right, left)
                 left_text = self._operand(left, self._type_of(right))
                 right_text = self._operand(right, self._type_of(left))
-            else:
-                left_text, right_text = self._operand(left), self._operand(right)
+            else:  # arithmetic: a constant takes the type of the other operand
+                left_text = self._operand(left, self._type_of(right))
+                right_text = self._operand(right, self._type_of(left))
             return self._wrap(f"{left_text} {op} {right_text}", top)
+        if isinstance(node, exp.Func) and not isinstance(node, (exp.Cast, exp.Case)):
+            text = to_sql(node)
+            name, paren, rest = text.partition("(")
+            if paren and name.isidentifier():
+                return f"{name.lower()}({rest}"
+            return text
         return to_sql(node)
+
+    def _wrap_array(self, text: str, top: bool) -> str:
+        """`x = ANY (ARRAY[...])`: parenthesized inside another expression, pretty or not."""
+        return text if self.pretty and top else f"({text})"
 
     def _wrap(self, text: str, top: bool) -> str:
         return text if self.pretty and not top else f"({text})" if not self.pretty else text
+
+    def _as_text(self, node: exp.Expression, other: exp.Expression) -> exp.Expression:
+        """A varchar column compared with a string literal: PostgreSQL compares them as
+        text, and shows the column cast (`(c)::text`)."""
+        kind = self._type_of(node)
+        while isinstance(other, exp.Paren):
+            other = other.this
+        if kind is not None and kind.name == "varchar" and isinstance(other, exp.Literal) \
+                and other.is_string:
+            return exp.Cast(this=node, to=exp.DataType.build("text"))
+        return node
 
     def _type_of(self, node: exp.Expression):
         while isinstance(node, exp.Paren):
             node = node.this
         if isinstance(node, exp.Column):
             return self.types.get(node.name)
+        if isinstance(node, exp.Cast):
+            try:
+                return sql_type(node.to)
+            except SqlVecError:
+                return None
+        if isinstance(node, (exp.Add, exp.Sub, exp.Mul, exp.Div)):
+            return self._type_of(node.this) or self._type_of(node.expression)
         return None
 
     def _operand(self, node: exp.Expression, other=None) -> str:
