@@ -444,6 +444,22 @@ def drop_constraint(action: exp.Drop, table, catalog: Catalog) -> None:
             constraints=tuple(c for c in x.constraints if c.name != name)))
 
 
+def refuse_constraint_index(catalog: Catalog, name: str, schema: str | None,
+                            search_path: list[str]) -> None:
+    """DROP INDEX of the index of a PRIMARY KEY or UNIQUE constraint: PostgreSQL's 2BP01
+    (the constraint is dropped with ALTER TABLE ... DROP CONSTRAINT)."""
+    for table in catalog.store.tables.values():
+        d = table.def_
+        if (schema or (d.schema if d.schema in search_path else None)) != d.schema:
+            continue
+        for key in d.unique_keys:
+            if key.name == name and (key.primary or d.constraint(name) is not None):
+                raise SqlVecError(
+                    f"cannot drop index {name} because constraint {name} on table {d.name} "
+                    "requires it", sqlstate="2BP01",
+                    hint=f"You can drop constraint {name} on table {d.name} instead.")
+
+
 def unique_index_columns(table_def: TableDef, columns: list[str]) -> None:
     """CREATE UNIQUE INDEX: only on scalar columns."""
     for col in columns:

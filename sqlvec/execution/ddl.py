@@ -217,6 +217,7 @@ def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None
         return "DROP TABLE"
     if kind == "INDEX":
         for t in targets:
+            cddl.refuse_constraint_index(catalog, t.name, t.db or None, search_path)
             try:
                 catalog.store.drop_index(t.name)
             except UndefinedObject:
@@ -301,8 +302,14 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
             value = prop.args.get("value") if isinstance(prop, exp.Property) else prop.expression
             given.append((key, _option_value(value)))
     unique = bool(stmt.args.get("unique"))
+    nulls_not_distinct = bool(params.meta.get("nulls_not_distinct")) if params is not None \
+        else False
     if unique:
         cddl.unique_index_columns(table.def_, col_names)
+        if params is not None and params.args.get("where") is not None:
+            raise FeatureNotSupported("partial unique indexes are not supported")
+        if params is not None and params.args.get("include"):
+            raise FeatureNotSupported("unique indexes with INCLUDE are not supported")
     if unique and method != "btree":
         raise FeatureNotSupported(f'access method "{method}" does not support unique indexes')
     if method == "btree":
@@ -317,7 +324,8 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
             return "NOTICE"
         raise DuplicateTable(f'relation "{name}" already exists')
     definition = IndexDef(name=name, oid=catalog.store.allocate_oid(), columns=tuple(col_names),
-                          method=method, opclass=opclass, options=options, unique=unique)
+                          method=method, opclass=opclass, options=options, unique=unique,
+                          nulls_not_distinct=unique and nulls_not_distinct)
     catalog.store.create_index(table.id, definition, progress=progress)
     return "CREATE INDEX"
 
