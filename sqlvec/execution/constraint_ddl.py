@@ -221,9 +221,21 @@ class _Deparser:
                 target = sql_type(node.to).format()
             except SqlVecError:
                 return to_sql(node)
-            inner = self._operand(node.this)
-            return f"{inner}::{target}" if self.pretty else f"({inner})::{target}"
+            inner = node.this
+            while isinstance(inner, exp.Paren):
+                inner = inner.this
+            if isinstance(inner, exp.Literal) and inner.is_string:
+                return f"{to_sql(inner)}::{target}"
+            text = self._operand(inner)
+            return f"{text}::{target}" if self.pretty else f"({text})::{target}"
         op = _OPERATORS.get(type(node))
+        if op is not None and isinstance(node.expression, (exp.Any, exp.All)):
+            word = "ANY" if isinstance(node.expression, exp.Any) else "ALL"
+            array = node.expression.this
+            while isinstance(array, exp.Paren):
+                array = array.this
+            return self._wrap_array(f"{self._operand(node.this)} {op} {word} ({to_sql(array)})",
+                                    top)
         if op is not None:
             left, right = node.this, node.expression
             if isinstance(node, _COMPARISONS):

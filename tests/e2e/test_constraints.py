@@ -16,6 +16,7 @@ import asyncpg
 import psycopg
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from tests.e2e.conftest import start_server
 
@@ -220,3 +221,78 @@ def test_unique_semantics(servers):
         with pytest.raises(psycopg.errors.UndefinedObject):
             conn.execute("INSERT INTO sem VALUES (11, 3) ON CONFLICT ON CONSTRAINT nope "
                          "DO NOTHING")
+
+
+def test_sqlalchemy_models_with_constraints(servers):
+    """metadata.create_all of models declaring UniqueConstraint and CheckConstraint, and the
+    IntegrityError an ORM flush raises, naming the constraint."""
+    class Base(DeclarativeBase):
+        pass
+
+    class Account(Base):
+        __tablename__ = "accounts"
+        __table_args__ = (sa.UniqueConstraint("email"), sa.CheckConstraint("balance >= 0",
+                                                                           name="non_negative"),
+                          sa.UniqueConstraint("org", "handle", name="accounts_org_handle"))
+        id: Mapped[int] = mapped_column(primary_key=True)
+        email: Mapped[str] = mapped_column(sa.String(80))
+        org: Mapped[int] = mapped_column()
+        handle: Mapped[str] = mapped_column(sa.Text)
+        balance: Mapped[int] = mapped_column(default=0)
+
+    ours, _ = servers
+    engine = sa.create_engine(ours.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        Base.metadata.create_all(engine)
+        with Session(engine) as session:
+            session.add(Account(id=1, email="a@x", org=1, handle="a"))
+            session.commit()
+            session.add(Account(id=2, email="a@x", org=1, handle="b"))
+            with pytest.raises(sa.exc.IntegrityError) as unique:
+                session.commit()
+            assert unique.value.orig.diag.constraint_name == "accounts_email_key"
+            session.rollback()
+            session.add(Account(id=3, email="c@x", org=1, handle="c", balance=-1))
+            with pytest.raises(sa.exc.IntegrityError) as check:
+                session.commit()
+            assert check.value.orig.diag.constraint_name == "non_negative"
+        insp = sa.inspect(engine)
+        assert sorted(c["name"] for c in insp.get_unique_constraints("accounts")) == [
+            "accounts_email_key", "accounts_org_handle"]
+        assert [(c["name"], c["sqltext"]) for c in insp.get_check_constraints("accounts")] == [
+            ("non_negative", "balance >= 0")]
+        Base.metadata.drop_all(engine)
+    finally:
+        engine.dispose()
+
+
+def test_pg_dump_of_constraints_restores(servers, tmp_path):
+    """pg_dump of tables with constraints (CHECK inline, UNIQUE and PRIMARY KEY as ALTER TABLE
+    ONLY ... ADD CONSTRAINT after the data, unique indexes) restores into sqlvec as it was."""
+    from tests.e2e.test_pg_dump import pg_dump_binary
+
+    ours, _ = servers
+    dump = subprocess.run([pg_dump_binary(), "--no-owner", "--table", "items", "--table",
+                           "tags", "--table", "conds", ours], capture_output=True, text=True,
+                          timeout=120)
+    assert dump.returncode == 0, dump.stderr
+    with psycopg.connect(ours, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS restored")
+        conn.execute("CREATE DATABASE restored")
+    restored = ours.rsplit("/", 1)[0] + "/restored"
+    load = subprocess.run(["psql", restored, "-X", "-q", "-v", "ON_ERROR_STOP=1"],
+                          input=dump.stdout, capture_output=True, text=True, timeout=120)
+    assert load.returncode == 0, load.stderr
+    query = ("SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid) "
+             "FROM pg_constraint WHERE contype IN ('p', 'u', 'c') AND conrelid::regclass::text "
+             "IN ('items', 'tags', 'conds') ORDER BY 1, 2")
+    indexes = "SELECT indexdef FROM pg_indexes WHERE tablename = 'tags' ORDER BY 1"
+    results = []
+    for uri in (ours, restored):
+        with psycopg.connect(uri, autocommit=True) as conn:
+            results.append((conn.execute(query).fetchall(), conn.execute(indexes).fetchall(),
+                            conn.execute("SELECT * FROM items ORDER BY id").fetchall()))
+    assert results[0] == results[1]
+    with psycopg.connect(restored, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO items VALUES (1, 'zz', 'q', 5, 1, 2)")
