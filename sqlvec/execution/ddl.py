@@ -424,7 +424,9 @@ def _alter_action(action, table, catalog: Catalog, default_of, not_valid: bool =
         new_name = action.this.name
         if catalog.relation_exists(new_name, d.schema):
             raise DuplicateTable(f'relation "{new_name}" already exists')
-        store.alter_table(table.id, lambda x: x.with_changes(name=new_name))
+        # As in PostgreSQL, the primary key keeps its name (<old name>_pkey).
+        store.alter_table(table.id, lambda x: x.with_changes(
+            name=new_name, primary_key_name=x.pkey_name if x.primary_key else None))
         return
     if isinstance(action, exp.AlterColumn):
         name = action.this.name
