@@ -19,6 +19,7 @@ from sqlglot import exp
 
 from sqlvec.errors import CheckViolation, FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
+from sqlvec.execution.catalog_functions import compile_extensions
 from sqlvec.execution.context import ExecContext
 from sqlvec.execution.expressions import CompileEnv, Compiler, Frame
 from sqlvec.execution.values import BOOL, Value, as_array
@@ -100,12 +101,12 @@ class RowChecks:
     def functions(self) -> dict:
         """The compiler's extension forms (operators, reg* casts), loaded on first use."""
         if self._functions is None:
-            from sqlvec.execution.catalog_functions import compile_extensions
-
             self._functions = compile_extensions()
         return self._functions
 
     def compiled(self, table_def: TableDef) -> list[tuple[ConstraintDef, Value]]:
+        """The table's CHECK constraints with their compiled conditions, cached per
+        definition (a new definition after ALTER TABLE compiles them again)."""
         checks = [c for c in table_def.constraints if c.kind == "c"]
         if not checks:
             return []

@@ -655,6 +655,7 @@ class AnyKeyConflict:
 
     def apply(self, ctx: ExecContext, txn: Transaction,
               rows: pa.Table) -> tuple[pa.Table, pa.Table | None]:
+        """The rows that conflict on none of the keys (nothing is updated)."""
         for plan in self.plans:
             rows, _ = plan.apply(ctx, txn, rows)
         return rows, None
