@@ -167,6 +167,9 @@ class Database:
         if self._closed:
             raise ObjectInUse("the database is closed")
         store = Store.open(os.path.join(self.path, name), self.options)
+        from sqlvec.execution.constraints import ROW_CHECKS
+
+        store.row_check = ROW_CHECKS
         self._stores[name] = store
         return store
 

@@ -1,6 +1,6 @@
 """SQLSTATE-carrying errors and notices: the only way messages cross from the engine to the wire.
 
-The wire maps the fields one-to-one onto an ErrorResponse (S, C, M, D, H, P) or, for a
+The wire maps the fields one-to-one onto an ErrorResponse (S, C, M, D, H, P, s, t, c, d, n) or, for a
 `Notice`, a NoticeResponse. Codes follow PostgreSQL's errcodes.txt so drivers raise the
 exception class their users already catch, and notice handlers see the codes PostgreSQL sends.
 """
@@ -50,6 +50,11 @@ class SqlVecError(Exception):
         detail: str | None = None,
         hint: str | None = None,
         position: int | None = None,
+        schema: str | None = None,
+        table: str | None = None,
+        column: str | None = None,
+        datatype: str | None = None,
+        constraint: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -58,6 +63,21 @@ class SqlVecError(Exception):
         self.detail = detail
         self.hint = hint
         self.position = position
+        # The object the error is about (ErrorResponse s, t, c, d, n), where PostgreSQL
+        # names them: drivers expose them (psycopg's diag.constraint_name, asyncpg's
+        # constraint_name) and ORMs read them to tell which constraint failed.
+        self.schema = schema
+        self.table = table
+        self.column = column
+        self.datatype = datatype
+        self.constraint = constraint
+
+    @property
+    def object_fields(self) -> dict[str, str]:
+        """The object fields that are set, by ErrorResponse field name."""
+        return {k: v for k, v in (("schema", self.schema), ("table", self.table),
+                                  ("column", self.column), ("datatype", self.datatype),
+                                  ("constraint", self.constraint)) if v}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.sqlstate}: {self.message})"
@@ -140,6 +160,12 @@ class UniqueViolation(SqlVecError):
     """A duplicate key of a primary key or unique constraint."""
 
     sqlstate = "23505"
+
+
+class CheckViolation(SqlVecError):
+    """A row for which a CHECK constraint's condition is false."""
+
+    sqlstate = "23514"
 
 
 # Class 25 — invalid transaction state

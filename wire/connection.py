@@ -257,7 +257,8 @@ def error_response(exc: BaseException) -> ErrorResponse:
     if isinstance(exc, SqlVecError):
         context = exc.context(exc.label) if isinstance(exc, copy_format.CopyDataError) else None
         return ErrorResponse.build(exc.severity, exc.sqlstate, exc.message, detail=exc.detail,
-                                   hint=exc.hint, position=exc.position, context=context)
+                                   hint=exc.hint, position=exc.position, context=context,
+                                   objects=exc.object_fields)
     log.error("internal error", exc_info=exc)
     text = str(exc).splitlines()[0][:200] if str(exc) else ""
     message = f"internal error: {type(exc).__name__}" + (f": {text}" if text else "")

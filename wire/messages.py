@@ -758,11 +758,19 @@ FIELD_DETAIL = "D"
 FIELD_HINT = "H"
 FIELD_POSITION = "P"
 FIELD_CONTEXT = "W"
+FIELD_SCHEMA = "s"
+FIELD_TABLE = "t"
+FIELD_COLUMN = "c"
+FIELD_DATATYPE = "d"
+FIELD_CONSTRAINT = "n"
+_OBJECT_FIELDS = {"schema": FIELD_SCHEMA, "table": FIELD_TABLE, "column": FIELD_COLUMN,
+                  "datatype": FIELD_DATATYPE, "constraint": FIELD_CONSTRAINT}
 
 
 @dataclass(frozen=True)
 class ErrorResponse(Message):
-    """Fields as (code, value) pairs in the order sent: S, V, C, M, then D, H, P, W if any."""
+    """Fields as (code, value) pairs in the order sent: S, V, C, M, then D, H, P, W, s, t, c,
+    d, n if any."""
 
     TYPE = b"E"
     fields: tuple[tuple[str, str], ...]
@@ -786,9 +794,10 @@ class ErrorResponse(Message):
     @classmethod
     def build(cls, severity: str, sqlstate: str, message: str, *, detail: str | None = None,
               hint: str | None = None, position: int | None = None,
-              context: str | None = None):
+              context: str | None = None, objects: dict[str, str] | None = None):
         """An error or notice with the fields clients read, in the order PostgreSQL sends them;
-        empty optional fields are left out."""
+        empty optional fields are left out. `objects`: the schema, table, column, datatype
+        and constraint the error is about, by those names."""
         fields = [(FIELD_SEVERITY, severity), (FIELD_SEVERITY_NONLOCALIZED, severity),
                   (FIELD_SQLSTATE, sqlstate), (FIELD_MESSAGE, message)]
         if detail:
@@ -799,6 +808,9 @@ class ErrorResponse(Message):
             fields.append((FIELD_POSITION, str(position)))
         if context:
             fields.append((FIELD_CONTEXT, context))
+        for name, value in (objects or {}).items():
+            if value:
+                fields.append((_OBJECT_FIELDS[name], value))
         return cls(tuple(fields))
 
     def get(self, code: str) -> str | None:

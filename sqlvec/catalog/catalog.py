@@ -151,6 +151,8 @@ class Catalog:
             return True
         return any(ix.name == name and t.def_.schema == schema
                    for t in self.store.tables.values() for ix in t.def_.indexes) or \
+            any(k.name == name and t.def_.schema == schema  # a key's index: <table>_pkey...
+                for t in self.store.tables.values() for k in t.def_.unique_keys) or \
             f"{schema}.{name}" in self.state["sequences"] or \
             f"{schema}.{name}" in self.state.get("views", {})
 

@@ -146,6 +146,10 @@ TABLE_CONSTRAINTS = parse_columns(
     "initially_deferred varchar, enforced varchar, nulls_distinct varchar")
 
 
+_CONSTRAINT_TYPES = {"p": "PRIMARY KEY", "u": "UNIQUE", "f": "FOREIGN KEY", "c": "CHECK",
+                     "n": "CHECK"}
+
+
 def _constraint_name(con, rel) -> str:
     if con.type == "n":  # PostgreSQL names these <nsp oid>_<table oid>_<attnum>_not_null here
         return f"{rel.namespace}_{rel.oid}_{con.keys[0]}_not_null"
@@ -161,9 +165,11 @@ def _table_constraints(o) -> dict:
         rows.append({"constraint_catalog": db, "constraint_schema": rel.schema,
                      "constraint_name": _constraint_name(con, rel), "table_catalog": db,
                      "table_schema": rel.schema, "table_name": rel.name,
-                     "constraint_type": "PRIMARY KEY" if con.type == "p" else "CHECK",
-                     "is_deferrable": "NO", "initially_deferred": "NO", "enforced": "YES",
-                     "nulls_distinct": "YES" if con.type == "p" else None})
+                     "constraint_type": _CONSTRAINT_TYPES[con.type],
+                     "is_deferrable": "YES" if con.deferrable else "NO",
+                     "initially_deferred": "YES" if con.deferred else "NO", "enforced": "YES",
+                     "nulls_distinct": ("NO" if con.nulls_not_distinct else "YES")
+                     if con.type == "u" else None})
     return _rows(TABLE_CONSTRAINTS, rows)
 
 
@@ -177,15 +183,42 @@ def _key_rows(o) -> list[dict]:
     db = o.session.database_name
     rows = []
     for con in o.constraints:
-        if con.type != "p":
+        if con.type not in ("p", "u", "f"):
             continue
         rel = o.relation(con.relation)
         names = {c.attnum: c.name for c in rel.columns}
+        referenced = o.relation(con.ref_relation) if con.type == "f" else None
         for i, attnum in enumerate(con.keys):
+            position = None
+            if referenced is not None and i < len(con.ref_keys):
+                # The column's place in the referenced unique key.
+                target = next((c for c in o.constraints if c.relation == referenced.oid
+                               and c.index == con.index and c.type in ("p", "u")), None)
+                if target is not None and con.ref_keys[i] in target.keys:
+                    position = target.keys.index(con.ref_keys[i]) + 1
             rows.append({"constraint_catalog": db, "constraint_schema": rel.schema,
                          "constraint_name": con.name, "table_catalog": db,
                          "table_schema": rel.schema, "table_name": rel.name,
-                         "column_name": names.get(attnum), "ordinal_position": i + 1})
+                         "column_name": names.get(attnum), "ordinal_position": i + 1,
+                         "position_in_unique_constraint": position})
+    return rows
+
+
+def _usage_rows(o) -> list[dict]:
+    """constraint_column_usage: the columns a constraint uses (a foreign key: the columns
+    it references), NOT NULL ones included as PostgreSQL 18 lists them."""
+    db = o.session.database_name
+    rows = []
+    for con in o.constraints:
+        rel = o.relation(con.ref_relation if con.type == "f" else con.relation)
+        if rel is None:
+            continue
+        names = {c.attnum: c.name for c in rel.columns}
+        for attnum in con.ref_keys if con.type == "f" else con.keys:
+            rows.append({"table_catalog": db, "table_schema": rel.schema,
+                         "table_name": rel.name, "column_name": names.get(attnum),
+                         "constraint_catalog": db, "constraint_schema": rel.schema,
+                         "constraint_name": con.name})
     return rows
 
 
@@ -201,7 +234,7 @@ CONSTRAINT_COLUMN_USAGE = parse_columns(
 
 @virtual("information_schema.constraint_column_usage", CONSTRAINT_COLUMN_USAGE)
 def _constraint_column_usage(o) -> dict:
-    return _rows(CONSTRAINT_COLUMN_USAGE, _key_rows(o))
+    return _rows(CONSTRAINT_COLUMN_USAGE, _usage_rows(o))
 
 
 empty("information_schema.referential_constraints", parse_columns(
@@ -209,9 +242,28 @@ empty("information_schema.referential_constraints", parse_columns(
     "unique_constraint_catalog name, unique_constraint_schema name, "
     "unique_constraint_name name, match_option varchar, update_rule varchar, "
     "delete_rule varchar"))
-empty("information_schema.check_constraints", parse_columns(
+CHECK_CONSTRAINTS = parse_columns(
     "constraint_catalog name, constraint_schema name, constraint_name name, "
-    "check_clause varchar"))
+    "check_clause varchar")
+
+
+@virtual("information_schema.check_constraints", CHECK_CONSTRAINTS)
+def _check_constraints(o) -> dict:
+    """CHECK constraints, and NOT NULL ones as PostgreSQL 16 lists them (`x IS NOT NULL`)."""
+    db = o.session.database_name
+    rows = []
+    for con in o.constraints:
+        if con.type not in ("c", "n"):
+            continue
+        rel = o.relation(con.relation)
+        if con.type == "c":
+            clause = f"({con.check})"
+        else:
+            column = next(c.name for c in rel.columns if c.attnum == con.keys[0])
+            clause = f"{column} IS NOT NULL"
+        rows.append({"constraint_catalog": db, "constraint_schema": rel.schema,
+                     "constraint_name": _constraint_name(con, rel), "check_clause": clause})
+    return _rows(CHECK_CONSTRAINTS, rows)
 empty("information_schema.routines", parse_columns(
     "specific_catalog name, specific_schema name, specific_name name, routine_catalog name, "
     "routine_schema name, routine_name name, routine_type varchar, data_type varchar, "

@@ -279,6 +279,7 @@ class Index:
     primary: bool = False
     unique: bool = False
     opclass_names: list[str | None] = field(default_factory=list)
+    nulls_not_distinct: bool = False
 
 
 @dataclass
@@ -305,15 +306,27 @@ class Relation:
 
 @dataclass
 class Constraint:
-    """A pg_constraint row: the primary key (p) or a NOT NULL (n)."""
+    """A pg_constraint row: primary key (p), unique (u), check (c), foreign key (f) or NOT
+    NULL (n)."""
 
     oid: int
     name: str
     namespace: int
-    type: str  # p | n
+    type: str  # p | u | c | f | n
     relation: int
     index: int
     keys: list[int]
+    check: str | None = None  # c: the condition as pg_get_constraintdef prints it
+    check_pretty: str | None = None  # c: and in its pretty form
+    validated: bool = True
+    deferrable: bool = False
+    deferred: bool = False
+    nulls_not_distinct: bool = False
+    ref_relation: int = 0  # f: confrelid
+    ref_keys: list[int] = field(default_factory=list)  # f: confkey
+    on_update: str = " "  # f: confupdtype (a r c n d)
+    on_delete: str = " "
+    match: str = " "
 
 
 @dataclass
@@ -349,9 +362,11 @@ class CatalogObjects:
         self.relations: list[Relation] = []
         self.constraints: list[Constraint] = []
         self.defaults: list[Default] = []
+        self._foreign_keys: list = []  # (table def, namespace, ConstraintDef, attnums)
         store = catalog.store
         for table in list(store.tables.values()):
             self._add_table(table)
+        self._add_foreign_keys(store)
         for key, seq in state.get("sequences", {}).items():
             schema, _, name = key.partition(".")
             self.relations.append(Relation(
@@ -383,15 +398,34 @@ class CatalogObjects:
         rel = Relation(d.oid, d.name, nsp, d.schema, "r", columns, HEAP_AM, tuples,
                        table_id=d.id, primary_key=tuple(d.primary_key))
         by_name = {c.name: c for c in columns}
+        def key_index(oid: int, name: str, cols, primary: bool = False,
+                      nulls_not_distinct: bool = False) -> Index:
+            return Index(oid, name, d.oid, "btree", [by_name[k].attnum for k in cols],
+                         [BTREE_OPCLASSES.get(by_name[k].type.name, (0, ""))[0] for k in cols],
+                         {}, primary=primary, unique=True, opclass_names=[None] * len(cols),
+                         nulls_not_distinct=nulls_not_distinct)
         if d.primary_key:
-            ix = Index(derived_oid(d.oid, 1), f"{d.name}_pkey", d.oid, "btree",
-                       [by_name[k].attnum for k in d.primary_key],
-                       [BTREE_OPCLASSES.get(by_name[k].type.name, (0, ""))[0]
-                        for k in d.primary_key], {}, primary=True, unique=True,
-                       opclass_names=[None] * len(d.primary_key))
+            ix = key_index(d.primary_key_oid or derived_oid(d.oid, 1), d.pkey_name,
+                           d.primary_key, primary=True)
             rel.indexes.append(ix)
             self.constraints.append(Constraint(derived_oid(d.oid, 2), ix.name, nsp, "p", d.oid,
                                                ix.oid, ix.attnums))
+        for con in d.constraints:
+            attnums = [by_name[k].attnum for k in con.columns if k in by_name]
+            if con.kind == "u":
+                ix = key_index(con.index_oid, con.name, con.columns,
+                               nulls_not_distinct=con.nulls_not_distinct)
+                rel.indexes.append(ix)
+                self.constraints.append(Constraint(
+                    con.oid, con.name, nsp, "u", d.oid, ix.oid, attnums,
+                    deferrable=con.deferrable, deferred=con.deferred,
+                    nulls_not_distinct=con.nulls_not_distinct))
+            elif con.kind == "c":
+                self.constraints.append(Constraint(
+                    con.oid, con.name, nsp, "c", d.oid, 0, attnums, check=con.expression,
+                    check_pretty=con.pretty or con.expression, validated=con.validated))
+            elif con.kind == "f":
+                self._foreign_keys.append((d, nsp, con, attnums))
         for ixdef in d.indexes:
             attnums = [by_name[c].attnum for c in ixdef.columns if c in by_name]
             method = access_methods.find(ixdef.method)
@@ -407,7 +441,9 @@ class CatalogObjects:
                              for c in ixdef.columns if c in by_name]
                 names = [None] * len(opclasses)
             rel.indexes.append(Index(ixdef.oid, ixdef.name, d.oid, ixdef.method, attnums,
-                                     opclasses, dict(ixdef.options), opclass_names=names))
+                                     opclasses, dict(ixdef.options), opclass_names=names,
+                                     unique=ixdef.unique,
+                                     nulls_not_distinct=ixdef.nulls_not_distinct))
         for c in columns:
             if c.not_null:
                 self.constraints.append(Constraint(derived_oid(d.oid, 2048 + c.attnum),
@@ -423,6 +459,26 @@ class CatalogObjects:
                 ix.oid, ix.name, nsp, d.schema, "i",
                 [Column(c.name, c.type, i + 1) for i, c in enumerate(cols)],
                 am_oid(ix.method), tuples, index=ix))
+
+    def _add_foreign_keys(self, store) -> None:
+        """pg_constraint rows of FOREIGN KEY constraints, once every table (and so every
+        referenced key's index) is known: conindid is the referenced key's index."""
+        for d, nsp, con, attnums in self._foreign_keys:
+            target = store.tables.get(con.ref_table)
+            if target is None:
+                continue
+            ref = target.def_
+            ref_attnums = [ref.column(c).attnum for c in con.ref_columns if ref.has_column(c)]
+            index = 0
+            for rel in self.relations:
+                if rel.oid == ref.oid:
+                    index = next((ix.oid for ix in rel.indexes if ix.unique
+                                  and ix.attnums == ref_attnums), 0)
+            self.constraints.append(Constraint(
+                con.oid, con.name, nsp, "f", d.oid, index, attnums, validated=con.validated,
+                deferrable=con.deferrable, deferred=con.deferred, ref_relation=ref.oid,
+                ref_keys=ref_attnums, on_update=con.on_update, on_delete=con.on_delete,
+                match=con.match))
 
     # Lookups -------------------------------------------------------------------------------------
 
@@ -498,11 +554,13 @@ class CatalogObjects:
         text = (f"CREATE {'UNIQUE ' if ix.unique else ''}INDEX {quote_ident(rel.name)} ON "
                 f"{quote_ident(table.schema)}.{quote_ident(table.name)} USING {ix.method} "
                 f"({', '.join(parts)})")
+        if ix.nulls_not_distinct:
+            text += " NULLS NOT DISTINCT"
         if ix.options:
             text += " WITH (" + ", ".join(f"{k}='{v}'" for k, v in ix.options.items()) + ")"
         return text
 
-    def constraint_definition(self, oid: int) -> str | None:
+    def constraint_definition(self, oid: int, pretty: bool = False) -> str | None:
         """pg_get_constraintdef's text (`PRIMARY KEY (id)`), which ORMs parse."""
         con = self.constraint(oid)
         if con is None:
@@ -510,8 +568,31 @@ class CatalogObjects:
         table = self.by_oid.get(con.relation)
         names = {c.attnum: c.name for c in table.columns} if table else {}
         cols = ", ".join(quote_ident(names.get(k, "?")) for k in con.keys)
+        suffix = (" DEFERRABLE" + (" INITIALLY DEFERRED" if con.deferred else "")
+                  if con.deferrable else "") + ("" if con.validated else " NOT VALID")
         if con.type == "p":
             return f"PRIMARY KEY ({cols})"
+        if con.type == "u":
+            nulls = "NULLS NOT DISTINCT " if con.nulls_not_distinct else ""
+            return f"UNIQUE {nulls}({cols}){suffix}"
+        if con.type == "c":
+            return f"CHECK ({con.check_pretty if pretty else con.check}){suffix}"
+        if con.type == "f":
+            ref = self.by_oid.get(con.ref_relation)
+            ref_names = {c.attnum: c.name for c in ref.columns} if ref else {}
+            ref_cols = ", ".join(quote_ident(ref_names.get(k, "?")) for k in con.ref_keys)
+            target = quote_ident(ref.name) if ref else "?"
+            if ref is not None and ref.schema != "public":
+                target = f"{quote_ident(ref.schema)}.{target}"
+            text = f"FOREIGN KEY ({cols}) REFERENCES {target}({ref_cols})"
+            if con.match == "f":
+                text += " MATCH FULL"
+            actions = {"r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+            if con.on_update in actions:
+                text += f" ON UPDATE {actions[con.on_update]}"
+            if con.on_delete in actions:
+                text += f" ON DELETE {actions[con.on_delete]}"
+            return text + suffix
         return f"NOT NULL {cols}"
 
     def extensions(self) -> list[tuple[int, str, str, int]]:

@@ -47,6 +47,10 @@ PG_CLASS = parse_columns(
 @virtual("pg_class", PG_CLASS)
 def _pg_class(o) -> dict:
     out: dict[str, list] = {c: [] for c, _ in PG_CLASS}
+    checks: dict[int, int] = {}
+    for con in o.constraints:
+        if con.type == "c":
+            checks[con.relation] = checks.get(con.relation, 0) + 1
     for rel in o.relations:
         options = None
         if rel.index is not None and rel.index.options:
@@ -59,7 +63,7 @@ def _pg_class(o) -> dict:
             "reltuples": rel.tuples, "relallvisible": 0, "reltoastrelid": 0,
             "relhasindex": bool(rel.indexes), "relisshared": False, "relpersistence": "p",
             "relkind": rel.kind, "relnatts": len(rel.columns) if rel.kind != "i" else
-            len(rel.columns), "relchecks": 0, "relhasrules": False, "relhastriggers": False,
+            len(rel.columns), "relchecks": checks.get(rel.oid, 0), "relhasrules": False, "relhastriggers": False,
             "relhassubclass": False, "relrowsecurity": False, "relforcerowsecurity": False,
             "relispopulated": True, "relreplident": "d" if rel.kind == "r" else "n",
             "relispartition": False, "relrewrite": 0, "relfrozenxid": 0, "relminmxid": 0,
@@ -124,7 +128,8 @@ def _pg_index(o) -> dict:
             table_cols = {c.attnum: c for c in rel.columns}
             collations = [O.DEFAULT_COLLATION if table_cols[a].type.name in
                           ("text", "varchar", "bpchar") else 0 for a in ix.attnums]
-            rows.append((ix.oid, rel.oid, n, n, ix.unique, False, ix.primary, False, True,
+            rows.append((ix.oid, rel.oid, n, n, ix.unique, ix.nulls_not_distinct, ix.primary,
+                         False, True,
                          False, True, False, True, True, False, list(ix.attnums), collations,
                          list(ix.opclasses), [0] * n, None, None))
     return _rows([c for c, _ in PG_INDEX], rows)
@@ -141,9 +146,11 @@ PG_CONSTRAINT = parse_columns(
 
 @virtual("pg_constraint", PG_CONSTRAINT)
 def _pg_constraint(o) -> dict:
-    rows = [(c.oid, c.name, c.namespace, c.type, False, False, True, c.relation, 0, c.index, 0,
-             0, " ", " ", " ", True, 0, c.type == "n", list(c.keys), None, None, None, None,
-             None, None, None) for c in o.constraints]
+    rows = [(c.oid, c.name, c.namespace, c.type, c.deferrable, c.deferred, c.validated,
+             c.relation, 0, c.index, 0, c.ref_relation, c.on_update, c.on_delete, c.match, True,
+             0, c.type == "n", list(c.keys),
+             list(c.ref_keys) if c.type == "f" else None, None, None, None, None, None, None)
+            for c in o.constraints]
     return _rows([c for c, _ in PG_CONSTRAINT], rows)
 
 

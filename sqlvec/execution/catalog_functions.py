@@ -263,7 +263,8 @@ def _get_indexdef(c, args, e):
 
 def _get_constraintdef(c, args, e):
     vals = _args_as(c, args, OID, BOOL)
-    return _map(vals, lambda f, o, pretty=False: objects(f).constraint_definition(o), TEXT)
+    return _map(vals, lambda f, o, pretty=False: objects(f).constraint_definition(
+        o, bool(pretty)), TEXT)
 
 
 def _get_viewdef(c, args, e):

@@ -21,10 +21,11 @@ from sqlvec.errors import (
     UndefinedObject,
     UndefinedTable,
 )
+from sqlvec.execution import constraint_ddl as cddl
 from sqlvec.sql.binder import SYSTEM_COLUMNS, serial_kind, sql_type
 from sqlvec.sql.dialect import to_sql
 from sqlvec.storage import access_methods
-from sqlvec.storage.schema import ColumnDef, IndexDef
+from sqlvec.storage.schema import ColumnDef, IndexDef, TableDef
 from sqlvec.types import SqlType
 
 
@@ -52,6 +53,8 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
         raise DuplicateTable(f'relation "{name}" already exists')
     columns: list[ColumnDef] = []
     primary_key: list[str] = []
+    pkey_name: str | None = None
+    specs: list[cddl.Spec] = []  # UNIQUE and CHECK constraints, in declaration order
     sequences: list[tuple[str, str]] = []  # (column, sequence name)
     for item in schema_node.expressions:
         if isinstance(item, exp.ColumnDef):
@@ -63,14 +66,26 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
                 primary_key.append(col.name)
             if serial:
                 sequences.append((col.name, f"{name}_{col.name}_seq"))
+            for spec in cddl.column_specs(item):
+                if spec.kind == "p":
+                    pkey_name = spec.name
+                else:
+                    specs.append(spec)
         elif isinstance(item, exp.PrimaryKey):
             primary_key = [c.name for c in item.expressions]
-        elif isinstance(item, (exp.UniqueColumnConstraint, exp.Unique)):
-            raise FeatureNotSupported("UNIQUE constraints other than PRIMARY KEY are not supported")
-        elif isinstance(item, (exp.ForeignKey, exp.Reference)):
+        elif cddl.spec_of(item) is not None:
+            spec = cddl.spec_of(item)
+            if spec.kind == "p":
+                if primary_key:
+                    raise SqlVecError(f'multiple primary keys for table "{name}" are not allowed',
+                                      sqlstate="42P16")
+                primary_key, pkey_name = list(spec.columns), spec.name
+            else:
+                specs.append(spec)
+        elif isinstance(item, (exp.ForeignKey, exp.Reference)) or (
+                isinstance(item, exp.Constraint) and any(
+                    isinstance(e, (exp.ForeignKey, exp.Reference)) for e in item.expressions)):
             raise FeatureNotSupported("FOREIGN KEY constraints are not supported")
-        elif isinstance(item, exp.CheckColumnConstraint) or isinstance(item, exp.Check):
-            raise FeatureNotSupported("CHECK constraints are not supported")
         else:
             raise FeatureNotSupported(f"table element {to_sql(item)} is not supported")
     names = [c.name for c in columns]
@@ -87,7 +102,25 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
         seq_name = key.split(".", 1)[1] if schema == "public" else key
         columns = [replace(c, default=f"nextval('{seq_name}'::regclass)")
                    if c.name == col_name else c for c in columns]
+    specs = cddl.without_duplicates(specs, primary_key)
+    names = [c.name for c in columns]
+    for spec in specs:
+        for col in spec.columns:
+            if col not in names:
+                raise UndefinedColumn(f'column "{col}" named in key does not exist')
+    named = cddl.name_constraints(
+        name, schema, ([cddl.Spec("p", pkey_name, tuple(primary_key))] if primary_key else [])
+        + specs, catalog, None)
+    if primary_key:
+        pkey_name = named[0].name
+    staged = cddl.constraint_defs(TableDef(0, 0, name, schema, tuple(
+        c if c.attnum else replace(c, attnum=i + 1) for i, c in enumerate(columns))),
+        specs, catalog)
     table_def = catalog.store.create_table(name, columns, schema=schema, primary_key=primary_key)
+    if staged.constraints or (pkey_name and pkey_name != f"{name}_pkey"):
+        table_def = catalog.store.alter_table(table_def.id, lambda x: x.with_changes(
+            constraints=staged.constraints,
+            primary_key_name=pkey_name if pkey_name != f"{name}_pkey" else None))
     if sequences:
         catalog.store.update_catalog(lambda c: {**c, "sequences": {
             k: ({**v, "owned_by": v["owned_by"].replace("pending.", f"{table_def.id}.")}
@@ -137,12 +170,10 @@ def _column_def(item: exp.ColumnDef, attnum: int) -> tuple[ColumnDef, bool, bool
             identity = "always" if k.args.get("this") else "by default"
             serial = True
             not_null = True
-        elif isinstance(k, (exp.UniqueColumnConstraint,)):
-            raise FeatureNotSupported("UNIQUE constraints other than PRIMARY KEY are not supported")
+        elif isinstance(k, (exp.UniqueColumnConstraint, exp.CheckColumnConstraint)):
+            continue  # constraint_ddl.column_specs reads these
         elif isinstance(k, exp.Reference):
             raise FeatureNotSupported("FOREIGN KEY constraints are not supported")
-        elif isinstance(k, exp.CheckColumnConstraint):
-            raise FeatureNotSupported("CHECK constraints are not supported")
         elif isinstance(k, exp.CollateColumnConstraint):
             continue
         else:
@@ -187,6 +218,7 @@ def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None
         return "DROP TABLE"
     if kind == "INDEX":
         for t in targets:
+            cddl.refuse_constraint_index(catalog, t.name, t.db or None, search_path)
             try:
                 catalog.store.drop_index(t.name)
             except UndefinedObject:
@@ -262,13 +294,22 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
             key = prop.this.name.lower() if isinstance(prop, (exp.EQ, exp.Property)) else str(prop)
             value = prop.args.get("value") if isinstance(prop, exp.Property) else prop.expression
             given.append((key, _option_value(value)))
+    unique = bool(stmt.args.get("unique"))
+    nulls_not_distinct = bool(params.meta.get("nulls_not_distinct")) if params is not None \
+        else False
+    if unique:
+        cddl.unique_index_columns(table.def_, col_names)
+        if params is not None and params.args.get("where") is not None:
+            raise FeatureNotSupported("partial unique indexes are not supported")
+        if params is not None and params.args.get("include"):
+            raise FeatureNotSupported("unique indexes with INCLUDE are not supported")
+    if unique and method != "btree":
+        raise FeatureNotSupported(f'access method "{method}" does not support unique indexes')
     if method == "btree":
         options = dict(given)
     else:  # a vector access method (0A000 for any other), checked as its declaration says
         opclass, options = access_methods.check_definition(
             method, [table.def_.column(c) for c in col_names], opclass, given)
-    if stmt.args.get("unique"):
-        raise FeatureNotSupported("UNIQUE indexes are not supported")
     name = index.name or _default_index_name(catalog, table.def_.name, col_names,
                                              table.def_.schema)
     if catalog.relation_exists(name, table.def_.schema):
@@ -276,7 +317,8 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
             return "NOTICE"
         raise DuplicateTable(f'relation "{name}" already exists')
     definition = IndexDef(name=name, oid=catalog.store.allocate_oid(), columns=tuple(col_names),
-                          method=method, opclass=opclass, options=options)
+                          method=method, opclass=opclass, options=options, unique=unique,
+                          nulls_not_distinct=unique and nulls_not_distinct)
     catalog.store.create_index(table.id, definition, progress=progress)
     return "CREATE INDEX"
 
@@ -310,13 +352,19 @@ def alter_table(stmt: exp.Alter, catalog: Catalog, search_path: list[str], defau
             return "ALTER TABLE"
         raise UndefinedTable(f'relation "{t.name}" does not exist')
     for action in stmt.args.get("actions") or []:
-        _alter_action(action, table, catalog, default_of)
+        _alter_action(action, table, catalog, default_of, bool(stmt.args.get("not_valid")))
     return "ALTER TABLE"
 
 
-def _alter_action(action, table, catalog: Catalog, default_of) -> None:
+def _alter_action(action, table, catalog: Catalog, default_of, not_valid: bool = False) -> None:
     store = catalog.store
     d = table.def_
+    if isinstance(action, exp.AddConstraint):
+        cddl.add_constraint(action, table, catalog, not_valid)
+        return
+    if isinstance(action, exp.Drop) and (action.args.get("kind") or "").upper() == "CONSTRAINT":
+        cddl.drop_constraint(action, table, catalog)
+        return
     if isinstance(action, exp.ColumnDef):
         if d.has_column(action.name):
             if action.args.get("exists"):
@@ -347,7 +395,8 @@ def _alter_action(action, table, catalog: Catalog, default_of) -> None:
                 for ix in [ix for ix in d.indexes if name in ix.columns]:
                     store.drop_index(ix.name)
             store.alter_table(table.id, lambda x, name=name: x.with_changes(
-                columns=tuple(c for c in x.columns if c.name != name)))
+                columns=tuple(c for c in x.columns if c.name != name),
+                constraints=tuple(c for c in x.constraints if name not in c.columns)))
         return
     if isinstance(action, exp.RenameColumn):
         old, new = action.this.name, action.args["to"].name
@@ -360,6 +409,7 @@ def _alter_action(action, table, catalog: Catalog, default_of) -> None:
         store.alter_table(table.id, lambda x: x.with_changes(
             columns=tuple(replace(c, name=new) if c.name == old else c for c in x.columns),
             primary_key=tuple(new if k == old else k for k in x.primary_key),
+            constraints=cddl.columns_after_rename(x, old, new),
             indexes=tuple(replace(ix, columns=tuple(new if c == old else c for c in ix.columns))
                           for ix in x.indexes)))
         return
@@ -367,7 +417,9 @@ def _alter_action(action, table, catalog: Catalog, default_of) -> None:
         new_name = action.this.name
         if catalog.relation_exists(new_name, d.schema):
             raise DuplicateTable(f'relation "{new_name}" already exists')
-        store.alter_table(table.id, lambda x: x.with_changes(name=new_name))
+        # As in PostgreSQL, the primary key keeps its name (<old name>_pkey).
+        store.alter_table(table.id, lambda x: x.with_changes(
+            name=new_name, primary_key_name=x.pkey_name if x.primary_key else None))
         return
     if isinstance(action, exp.AlterColumn):
         name = action.this.name

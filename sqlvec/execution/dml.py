@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn
+from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn, UndefinedObject
 from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.context import ExecContext
@@ -554,9 +554,13 @@ class ConflictPlan:
         """Split incoming rows into new rows and conflicts; resolve the conflicts."""
         keys = self.table.key_values(rows, self.key_index)
         existing, snapshot = self._existing(txn, rows)
+        valid = self.table.keys[self.key_index].valid(rows)
         seen: set = set()
         fresh, conflicts, conflict_rowids = [], [], []
         for i, (key, holder) in enumerate(zip(keys.tolist(), existing.tolist())):
+            if valid is not None and not valid[i]:
+                fresh.append(i)  # a NULL in the key conflicts with nothing
+                continue
             if holder != MISSING:
                 if key in seen and self.action == "update":
                     raise SqlVecError("ON CONFLICT DO UPDATE command cannot affect row a second time",
@@ -624,6 +628,9 @@ class ConflictPlan:
             gone = np.fromiter((r in overlay.deleted for r in held.tolist()), bool, held.size)
             held[gone] = MISSING
         own = overlay.own_keys(self.key_index).lookup(self.table.key_values(rows, self.key_index))
+        valid = self.table.keys[self.key_index].valid(rows)
+        if valid is not None:
+            own[~valid] = MISSING
         return np.where(own != MISSING, own, held), snapshot
 
     def _rows_by_id(self, snapshot, txn: Transaction, rowids: list[int]) -> pa.Table:
@@ -639,6 +646,21 @@ class ConflictPlan:
         return table.take(pa.array([order[r] for r in rowids], pa.int64()))
 
 
+class AnyKeyConflict:
+    """ON CONFLICT DO NOTHING without a conflict target: rows conflicting on any unique key
+    of the table are skipped."""
+
+    def __init__(self, plans: list[ConflictPlan]) -> None:
+        self.plans = plans
+
+    def apply(self, ctx: ExecContext, txn: Transaction,
+              rows: pa.Table) -> tuple[pa.Table, pa.Table | None]:
+        """The rows that conflict on none of the keys (nothing is updated)."""
+        for plan in self.plans:
+            rows, _ = plan.apply(ctx, txn, rows)
+        return rows, None
+
+
 # Seconds an ON CONFLICT statement waits for commits in flight that claim its keys.
 IN_FLIGHT_WAIT = 2.0
 
@@ -649,21 +671,38 @@ def _plan_conflict(conflict: exp.OnConflict | None, table: Table, alias: str, pl
         return None
     d = table.def_
     keys = tuple(k.name for k in (conflict.args.get("conflict_keys") or []))
-    if not keys:
-        keys = d.primary_key
-        if not keys:
-            if conflict.args.get("action") is not None and "NOTHING" in str(conflict.args["action"]).upper():
-                return None
-            raise SqlVecError("ON CONFLICT DO UPDATE requires inference specification or "
-                              "constraint name", sqlstate="42601")
-    # As PostgreSQL infers the constraint: the key whose columns are the target's, in any order.
-    index = next((i for i, k in enumerate(d.unique_keys) if set(k.columns) == set(keys)), None)
-    if index is None:
-        raise SqlVecError("there is no unique or exclusion constraint matching the ON CONFLICT "
-                          "specification", sqlstate="42P10")
-    keys = d.unique_keys[index].columns
     action = conflict.args.get("action")
-    if action is not None and "NOTHING" in str(action.this if hasattr(action, "this") else action).upper():
+    nothing = action is not None and \
+        "NOTHING" in str(action.this if hasattr(action, "this") else action).upper()
+    named = conflict.args.get("constraint")
+    if named is not None:
+        index = next((i for i, k in enumerate(d.unique_keys) if k.name == named.name), None)
+        if index is None:
+            if d.constraint(named.name) is not None:  # a CHECK (or foreign key)
+                raise SqlVecError("constraint in ON CONFLICT clause has no associated index",
+                                  sqlstate="42809")
+            raise UndefinedObject(f'constraint "{named.name}" for table "{d.name}" does not '
+                                  "exist")
+        keys = d.unique_keys[index].columns
+    elif not keys:
+        if nothing:  # DO NOTHING without a target: a conflict on any unique key
+            if not d.unique_keys:
+                return None
+            return AnyKeyConflict([ConflictPlan(table, "nothing", None, None, k.columns, i)
+                                   for i, k in enumerate(d.unique_keys)])
+        raise SqlVecError("ON CONFLICT DO UPDATE requires inference specification or "
+                          "constraint name", sqlstate="42601",
+                          hint="For example, ON CONFLICT (column_name).")
+    else:
+        # As PostgreSQL infers the constraint: a key whose columns are the target's, in any
+        # order.
+        index = next((i for i, k in enumerate(d.unique_keys) if set(k.columns) == set(keys)),
+                     None)
+        if index is None:
+            raise SqlVecError("there is no unique or exclusion constraint matching the ON "
+                              "CONFLICT specification", sqlstate="42P10")
+        keys = d.unique_keys[index].columns
+    if nothing:
         return ConflictPlan(table, "nothing", None, None, keys, index)
     fields = _table_fields(table, alias) + [
         Field(c.name, "excluded", c.type) for c in d.columns]

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sqlvec.errors import SerializationFailure
+from sqlvec.execution.constraints import ROW_CHECKS
 from sqlvec.storage.keys import MISSING, KeyIndex
 from sqlvec.storage.schema import ROWID
 from sqlvec.storage.table import Table, TableSnapshot
@@ -76,13 +77,13 @@ class TableOverlay:
 
     def own_keys(self, key: int) -> KeyIndex:
         """Index of unique key `key` over this transaction's live inserted rows."""
-        if self._own_keys is None:
+        if self._own_keys is None or len(self._own_keys) != len(self.table.keys):
             self._own_keys = [self.table.new_key_index(i) for i in range(len(self.table.keys))]
             ins = self.inserted_table()
             if ins is not None:
                 ids = ins.column(ROWID).to_numpy()
                 for i, index in enumerate(self._own_keys):
-                    index.insert(self.table.key_values(ins, i), ids)
+                    index.insert(*self.table.keys[i].held(ins, ids))
         return self._own_keys[key]
 
     def committed_holder(self, value: object, key: int) -> int:
@@ -137,11 +138,13 @@ class Transaction:
         """Buffer rows (logical schema); returns them with their provisional row ids."""
         overlay = self._overlay(table)
         n = rows.num_rows
+        if table.def_.constraints:
+            ROW_CHECKS(table.def_, rows)
         ids = np.arange(self._next_provisional, self._next_provisional - n, -1, dtype=np.int64)
         if n and self.early_checks:
             keys = [self._check_keys(table, overlay, rows, i) for i in range(len(table.keys))]
-            for i, values in enumerate(keys):
-                overlay.own_keys(i).insert(values, ids)
+            for i, (values, valid) in enumerate(keys):
+                overlay.own_keys(i).insert(values, ids if valid is None else ids[valid])
         elif n:
             overlay._own_keys = None  # rebuilt from `inserted` if ever asked for
         self._next_provisional -= n
@@ -150,7 +153,15 @@ class Transaction:
         return with_ids
 
     def _check_keys(self, table: Table, overlay: TableOverlay, rows: pa.Table,
-                    key: int) -> np.ndarray:
+                    key: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The rows' keys the index holds, checked against the transaction's own rows and
+        committed ones, and which rows those are (None: all; rows with a NULL in a key
+        are not held, as NULLs are distinct)."""
+        valid = table.keys[key].valid(rows)
+        if valid is not None:
+            rows = rows.filter(pa.array(valid))
+            if rows.num_rows == 0:
+                return table.keys[key].no_keys(), valid
         value = table.key_value_one(rows, key) if rows.num_rows == 1 else None
         if value is not None:  # one row (not NULL): the same checks without NumPy
             dup = value if overlay.own_keys(key).get(value) != MISSING or \
@@ -171,7 +182,7 @@ class Transaction:
                 # it (and may hold its key now). The commit will fail on that; say so now.
                 raise SerializationFailure("could not serialize access due to concurrent update")
             raise table.duplicate_key(key, dup)
-        return values if values is not None else table.keys[key].index.array_of(value)
+        return (values if values is not None else table.keys[key].index.array_of(value)), valid
 
     def delete(self, table: Table, rowids: np.ndarray) -> None:
         """Record deletes: committed row ids are hidden from later statements, provisional ones drop

@@ -46,6 +46,7 @@ from sqlvec.errors import (
     SyntaxError_,
     UndefinedObject,
 )
+from sqlvec.execution.constraints import describe_failing_row
 from sqlvec.execution.context import ExecContext, MemoryAccount
 from sqlvec.execution.transaction import Transaction
 from sqlvec.session import copy as copy_statements
@@ -408,6 +409,7 @@ class Session:
                 return result
             except SqlVecError as error:
                 self._fail()
+                describe_failing_row(error)
                 if self.terminated and isinstance(error, QueryCanceled):
                     raise AdminShutdown("terminating connection due to administrator command") \
                         from None

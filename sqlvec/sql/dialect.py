@@ -217,6 +217,43 @@ class SqlVec(Postgres):
             return core
 
     class Parser(Postgres.Parser):
+        # ALTER TABLE ... ADD CHECK (...): an unnamed table constraint, as in PostgreSQL.
+        ADD_CONSTRAINT_KEYWORDS = {"CHECK"}
+
+        def _parse_index_params(self) -> exp.IndexParameters:
+            """sqlglot's, plus PostgreSQL's `NULLS [NOT] DISTINCT` after the columns of
+            CREATE UNIQUE INDEX (recorded in the node's meta)."""
+            using = (
+                self._parse_var(any_token=True)
+                if not self._match_text_seq("USING", "INDEX", "TABLESPACE", advance=False)
+                and self._match(TokenType.USING)
+                else None
+            )
+            columns = self._parse_wrapped_csv(self._parse_with_operator) \
+                if self._match(TokenType.L_PAREN, advance=False) else None
+            include = self._parse_wrapped_id_vars() if self._match_text_seq("INCLUDE") else None
+            nulls_not_distinct = None
+            if self._match_text_seq("NULLS", "NOT", "DISTINCT"):
+                nulls_not_distinct = True
+            elif self._match_text_seq("NULLS", "DISTINCT"):
+                nulls_not_distinct = False
+            partition_by = self._parse_partition_by()
+            with_storage = self._match(TokenType.WITH) and self._parse_wrapped_properties()
+            tablespace = (
+                self._parse_id_var()
+                if self._match_text_seq("USING", "INDEX", "TABLESPACE")
+                or self._match_text_seq("TABLESPACE")
+                else None
+            )
+            where = self._parse_where()
+            on = self._parse_field() if self._match(TokenType.ON) else None
+            params = self.expression(exp.IndexParameters(
+                using=using, columns=columns, include=include, partition_by=partition_by,
+                where=where, with_storage=with_storage, tablespace=tablespace, on=on))
+            if nulls_not_distinct is not None:
+                params.meta["nulls_not_distinct"] = nulls_not_distinct
+            return params
+
         # `<=>` is cosine distance here; `IS NOT DISTINCT FROM` still builds exp.NullSafeEQ.
         EQUALITY = {k: v for k, v in Postgres.Parser.EQUALITY.items() if k != TokenType.NULLSAFE_EQ}
 

@@ -77,10 +77,13 @@ class IndexDef:
     method: str = "hnsw"
     opclass: str | None = None  # the method's operator class, e.g. vector_cosine_ops
     options: dict = field(default_factory=dict)  # WITH (...) as given: {"m": 16}
+    # CREATE UNIQUE INDEX: the table keeps a unique key over `columns` (storage/keys.py).
+    unique: bool = False
+    nulls_not_distinct: bool = False
 
     def to_json(self) -> dict:
         """The index as the manifest stores it."""
-        return {
+        data = {
             "name": self.name,
             "oid": self.oid,
             "columns": list(self.columns),
@@ -88,6 +91,10 @@ class IndexDef:
             "opclass": self.opclass,
             "options": dict(self.options),
         }
+        if self.unique:
+            data["unique"] = True
+            data["nulls_not_distinct"] = self.nulls_not_distinct
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> IndexDef:
@@ -100,16 +107,75 @@ class IndexDef:
             method=data.get("method", "hnsw"),
             opclass=data.get("opclass"),
             options=dict(data.get("options") or {}),
+            unique=bool(data.get("unique", False)),
+            nulls_not_distinct=bool(data.get("nulls_not_distinct", False)),
         )
 
 
 @dataclass(frozen=True)
+class ConstraintDef:
+    """A table constraint other than NOT NULL, as pg_constraint describes it.
+
+    `kind` is pg_constraint.contype: "p" primary key, "u" unique, "c" check, "f" foreign key.
+    Column lists hold SQL names (kept in step with renames). A unique or primary key is
+    enforced through a unique key of the table (`TableDef.unique_keys`) whose index OID is
+    `index_oid`; a check holds its expression as SQL text, evaluated above storage. The
+    foreign-key fields (`ref_*`, actions, match) follow pg_constraint's confrelid/confkey/
+    confupdtype/confdeltype/confmatchtype and are unused by the other kinds."""
+
+    name: str
+    kind: str
+    oid: int
+    columns: tuple[str, ...] = ()
+    expression: str | None = None  # CHECK: the condition's SQL text, as pg_get_constraintdef
+    pretty: str | None = None  # CHECK: the condition as pg_get_constraintdef(oid, true)
+    nulls_not_distinct: bool = False
+    index_oid: int = 0
+    validated: bool = True  # false after ADD CONSTRAINT ... NOT VALID
+    deferrable: bool = False
+    deferred: bool = False
+    ref_table: int | None = None  # FOREIGN KEY: referenced table id
+    ref_columns: tuple[str, ...] = ()
+    on_update: str = "a"  # a no action, r restrict, c cascade, n set null, d set default
+    on_delete: str = "a"
+    match: str = "s"  # s simple, f full
+
+    def to_json(self) -> dict:
+        """The constraint as the manifest stores it (fields at their defaults left out)."""
+        data: dict = {"name": self.name, "kind": self.kind, "oid": self.oid,
+                      "columns": list(self.columns)}
+        for key, default in _CONSTRAINT_DEFAULTS.items():
+            value = getattr(self, key)
+            if value != default:
+                data[key] = list(value) if isinstance(value, tuple) else value
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> ConstraintDef:
+        """Read a constraint back from the manifest."""
+        extra = {k: (tuple(data[k]) if isinstance(d, tuple) else data[k])
+                 for k, d in _CONSTRAINT_DEFAULTS.items() if k in data}
+        return cls(name=data["name"], kind=data["kind"], oid=int(data["oid"]),
+                   columns=tuple(data.get("columns") or ()), **extra)
+
+
+_CONSTRAINT_DEFAULTS = {
+    "expression": None, "pretty": None, "nulls_not_distinct": False, "index_oid": 0, "validated": True,
+    "deferrable": False, "deferred": False, "ref_table": None, "ref_columns": (),
+    "on_update": "a", "on_delete": "a", "match": "s",
+}
+
+
+@dataclass(frozen=True)
 class KeyDef:
-    """A unique key of a table: its constraint name and columns (SQL names)."""
+    """A unique key of a table: its constraint (or unique index) name and columns (SQL
+    names). NULLs make a key distinct from every other unless `nulls_not_distinct`; a primary
+    key has none (its columns are NOT NULL)."""
 
     name: str
     columns: tuple[str, ...]
     primary: bool = False
+    nulls_not_distinct: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,6 +190,11 @@ class TableDef:
     primary_key: tuple[str, ...] = ()
     indexes: tuple[IndexDef, ...] = ()
     next_attnum: int = 0
+    # UNIQUE, CHECK and FOREIGN KEY constraints, in creation order. The primary key is
+    # `primary_key` (named `primary_key_name`, else <table>_pkey).
+    constraints: tuple[ConstraintDef, ...] = ()
+    primary_key_name: str | None = None
+    primary_key_oid: int = 0  # the primary key's index OID when given one (else derived)
 
     # Lookups --------------------------------------------------------------------------------
 
@@ -144,10 +215,25 @@ class TableDef:
 
     @property
     def unique_keys(self) -> tuple[KeyDef, ...]:
-        """The keys whose values must be unique among live rows (the primary key today)."""
-        if not self.primary_key:
-            return ()
-        return (KeyDef(f"{self.name}_pkey", self.primary_key, primary=True),)
+        """The keys whose values must be unique among live rows: the primary key first, then
+        the unique constraints, then the unique indexes."""
+        keys = []
+        if self.primary_key:
+            keys.append(KeyDef(self.pkey_name, self.primary_key, primary=True))
+        keys += [KeyDef(c.name, c.columns, nulls_not_distinct=c.nulls_not_distinct)
+                 for c in self.constraints if c.kind == "u"]
+        keys += [KeyDef(ix.name, ix.columns, nulls_not_distinct=ix.nulls_not_distinct)
+                 for ix in self.indexes if ix.unique]
+        return tuple(keys)
+
+    @property
+    def pkey_name(self) -> str:
+        """The primary key constraint's (and its index's) name."""
+        return self.primary_key_name or f"{self.name}_pkey"
+
+    def constraint(self, name: str) -> ConstraintDef | None:
+        """The UNIQUE, CHECK or FOREIGN KEY constraint called `name`, or None."""
+        return next((c for c in self.constraints if c.name == name), None)
 
     def arrow_schema(self) -> pa.Schema:
         """The logical schema scans return (SQL names, declared types); built once per
@@ -187,6 +273,10 @@ class TableDef:
             "primary_key": list(self.primary_key),
             "indexes": [ix.to_json() for ix in self.indexes],
             "next_attnum": self.next_attnum,
+            **({"constraints": [c.to_json() for c in self.constraints]}
+               if self.constraints else {}),
+            **({"primary_key_name": self.primary_key_name} if self.primary_key_name else {}),
+            **({"primary_key_oid": self.primary_key_oid} if self.primary_key_oid else {}),
         }
 
     @classmethod
@@ -201,4 +291,7 @@ class TableDef:
             primary_key=tuple(data.get("primary_key") or ()),
             indexes=tuple(IndexDef.from_json(ix) for ix in data.get("indexes") or ()),
             next_attnum=int(data.get("next_attnum", 0)),
+            constraints=tuple(ConstraintDef.from_json(c) for c in data.get("constraints") or ()),
+            primary_key_name=data.get("primary_key_name"),
+            primary_key_oid=int(data.get("primary_key_oid", 0)),
         )

@@ -316,6 +316,9 @@ class Store(StoreBase):
         self._inflight_files: set[str] = set()
         self._closed = False
         self._wal: WriteAheadLog | None = None
+        # Set above storage (it evaluates SQL): raises when inserted rows violate a CHECK
+        # constraint of their table. Called before a commit's inserts are prepared.
+        self.row_check: Callable[[TableDef, pa.Table | pa.RecordBatch], None] | None = None
         self._wal_checkpointed_bytes = 0
         self._seal_queue: queue.Queue = queue.Queue()
         self._build_queue: queue.Queue = queue.Queue()
@@ -565,6 +568,12 @@ class Store(StoreBase):
         by_table: dict[int, list] = {}
         for op in ops:
             by_table.setdefault(op.table_id, []).append(op)
+        if self.row_check is not None:
+            for op in ops:
+                if isinstance(op, InsertOp):
+                    table_def = self.table(op.table_id).def_
+                    if table_def.constraints:
+                        self.row_check(table_def, op.batch)
         with self._commit_lock:
             if self._closed:
                 raise SqlVecError("the database is shut down", sqlstate="57P01")

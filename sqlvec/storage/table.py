@@ -35,7 +35,7 @@ from sqlvec.errors import (
 )
 from sqlvec.storage import access_methods
 from sqlvec.storage.deletes import DeleteBitmap
-from sqlvec.storage.keys import MISSING, KeyIndex
+from sqlvec.storage.keys import MISSING, HashKeyIndex, KeyIndex
 from sqlvec.storage.memtable import GrowingData, Memtable
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, KeyDef, TableDef
 from sqlvec.storage.search import (
@@ -417,7 +417,10 @@ class UniqueKey:
         cols = [table_def.column(c) for c in key_def.columns]
         self.physical = tuple(c.physical for c in cols)
         self.signature = tuple((c.physical, str(c.type.to_arrow())) for c in cols)
-        self.index = KeyIndex.for_types([c.type.to_arrow() for c in cols])
+        self.signature += (key_def.nulls_not_distinct,)
+        # With NULLS NOT DISTINCT a NULL is a value of the key: only the hash index holds it.
+        self.index = HashKeyIndex() if key_def.nulls_not_distinct else \
+            KeyIndex.for_types([c.type.to_arrow() for c in cols])
 
     def keys_of(self, rows: pa.Table | pa.RecordBatch, physical: bool = False) -> np.ndarray:
         """The key of each row, in the index's comparable form, from logical or physical column
@@ -430,15 +433,32 @@ class UniqueKey:
         names = self.physical if physical else self.def_.columns
         return self.index.key_of([rows.column(n)[0].as_py() for n in names])
 
-    def valid(self, rows: pa.Table | pa.RecordBatch) -> np.ndarray | None:
-        """Rows whose key has no NULL (None: all of them)."""
-        cols = [rows.column(n) for n in self.def_.columns]
+    def valid(self, rows: pa.Table | pa.RecordBatch, physical: bool = False) -> np.ndarray | None:
+        """Rows whose key the index holds: those with no NULL in it, as a NULL is distinct
+        from every value (None: all of them, always so with NULLS NOT DISTINCT)."""
+        if self.def_.nulls_not_distinct:
+            return None
+        cols = [rows.column(n) for n in (self.physical if physical else self.def_.columns)]
         if not any(c.null_count for c in cols):
             return None
         mask = np.ones(rows.num_rows, bool)
         for c in cols:
             mask &= np.asarray(pc.is_valid(c))
         return mask
+
+    def no_keys(self) -> np.ndarray:
+        """An empty array of keys as `keys_of` makes them."""
+        return np.empty(0, object if isinstance(self.index, HashKeyIndex) else np.int64)
+
+    def held(self, rows: pa.Table | pa.RecordBatch, rowids: np.ndarray,
+             physical: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The keys the index holds for these rows, with their row ids: rows with a NULL in
+        the key are left out (unless NULLS NOT DISTINCT)."""
+        valid = self.valid(rows, physical)
+        if valid is None:
+            return self.keys_of(rows, physical), rowids
+        rows = rows.filter(pa.array(valid))
+        return self.keys_of(rows, physical), np.asarray(rowids)[valid]
 
 
 @dataclass
@@ -451,9 +471,9 @@ class _Claim:
     deleted: set[int] = field(default_factory=set)  # row ids
     truncated: bool = False
     op_ids: list[int] = field(default_factory=list)
-    # Per delete op (by its id once prepared): the deleted rows' keys per unique key and their
+    # Per delete op (by its id once prepared): per unique key, the deleted rows' keys and their
     # row ids, so applying it need not read them again.
-    delete_keys: dict[int, tuple[list[np.ndarray], np.ndarray]] = field(default_factory=dict)
+    delete_keys: dict[int, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
 
 
 class Table:
@@ -616,10 +636,10 @@ class Table:
         wanted = uk.index.empty()
         wanted.insert(keys, np.arange(keys.size))
         for part in snapshot.scan(list(uk.def_.columns), with_rowid=True):
-            values = uk.keys_of(part)
+            values, ids = uk.held(part, part.column(ROWID).to_numpy())
             hit = wanted.lookup(values) != MISSING
             if hit.any():
-                found.insert(values[hit], part.column(ROWID).to_numpy()[hit])
+                found.insert(values[hit], ids[hit])
         return found.lookup(keys)
 
     def still_live(self, rowids: np.ndarray) -> bool:
@@ -632,13 +652,21 @@ class Table:
         ids = rowids.tolist()
         return not any(not d.isdisjoint(ids) for d in pending) and snap.all_live(rowids)
 
+    def null_violation(self, column: str) -> NotNullViolation:
+        """The 23502 error for a NULL in NOT NULL column `column`."""
+        return NotNullViolation(
+            f'null value in column "{column}" of relation "{self.def_.name}" '
+            "violates not-null constraint", schema=self.def_.schema, table=self.def_.name,
+            column=column)
+
     def duplicate_key(self, key: int, value: object) -> UniqueViolation:
         """The 23505 error for a value of unique key `key`."""
         kd = self.keys[key].def_
         vals = ", ".join(_fmt(v) for v in KeyIndex.values_of(value))
         return UniqueViolation(
             f'duplicate key value violates unique constraint "{kd.name}"',
-            detail=f"Key ({', '.join(kd.columns)})=({vals}) already exists.")
+            detail=f"Key ({', '.join(kd.columns)})=({vals}) already exists.",
+            schema=self.def_.schema, table=self.def_.name, constraint=kd.name)
 
     # Preparing a commit (under the store's commit lock) ----------------------------------------
 
@@ -666,11 +694,24 @@ class Table:
                               column.type.equals(target) else cast_column(column, col))
             else:
                 arrays.append(pa.chunked_array([pa.nulls(n, target)], type=target))
-            if col.not_null and arrays[-1].null_count:
-                raise NotNullViolation(
-                    f'null value in column "{col.name}" of relation "{self.def_.name}" '
-                    "violates not-null constraint")
-        return pa.Table.from_arrays(arrays, schema=schema)
+        out = pa.Table.from_arrays(arrays, schema=schema)
+        self._check_not_null(arrays, out)
+        return out
+
+    def _check_not_null(self, arrays: Sequence[pa.Array | pa.ChunkedArray],
+                        rows: pa.Table | pa.RecordBatch) -> None:
+        """23502 for the first row (then first column) with a NULL in a NOT NULL column, as
+        PostgreSQL reports it row by row."""
+        first = None
+        for col, array in zip(self.def_.columns, arrays):
+            if col.not_null and array.null_count:
+                at = int(np.flatnonzero(np.asarray(pc.is_null(array)))[0])
+                if first is None or at < first[0]:
+                    first = (at, col.name)
+        if first is not None:
+            error = self.null_violation(first[1])
+            error.failing_row = (self.def_, rows, first[0])  # type: ignore[attr-defined]
+            raise error
 
     def coerce_arrays(self, arrays: Sequence[pa.Array | pa.ChunkedArray]) -> pa.RecordBatch:
         """`coerce` for one array per column, in column order (a single-row INSERT's values):
@@ -682,12 +723,10 @@ class Table:
                 array = cast_column(array, col)
             if isinstance(array, pa.ChunkedArray):
                 array = _one_chunk(array)
-            if col.not_null and array.null_count:
-                raise NotNullViolation(
-                    f'null value in column "{col.name}" of relation "{self.def_.name}" '
-                    "violates not-null constraint")
             out.append(array)
-        return pa.RecordBatch.from_arrays(out, schema=schema)
+        batch = pa.RecordBatch.from_arrays(out, schema=schema)
+        self._check_not_null(out, batch)
+        return batch
 
     def prepare(self, ops: list) -> list:
         """Validate one commit's ops for this table and claim what it changes.
@@ -724,18 +763,23 @@ class Table:
                 if self.keys:
                     if len(ids) == 1:  # one row: its keys read where it lies, no Arrow table
                         data = snap.views[view].data
-                        per_key = [uk.index.array_of(uk.index.key_of(
-                            [value_at(data, self.def_.column(c), position)
-                             for c in uk.def_.columns])) for uk in self.keys]
-                        ids_found = rowids
+                        per_key = []
+                        for uk in self.keys:
+                            values = [value_at(data, self.def_.column(c), position)
+                                      for c in uk.def_.columns]
+                            if None in values and not uk.def_.nulls_not_distinct:
+                                per_key.append((uk.no_keys(), rowids[:0]))
+                            else:
+                                per_key.append((uk.index.array_of(uk.index.key_of(values)),
+                                                rowids))
                     else:
                         rows = snap.rows_by_id(rowids, self._key_columns())
                         ids_found = rows.column(ROWID).to_numpy()
-                        per_key = [uk.keys_of(rows) for uk in self.keys]
-                    for i, keys in enumerate(per_key):
+                        per_key = [uk.held(rows, ids_found) for uk in self.keys]
+                    for i, (keys, ids_found) in enumerate(per_key):
                         claim.added[i].remove(keys)
                         claim.removed[i].insert(keys, ids_found)
-                    claim.delete_keys[id(prepared)] = (per_key, ids_found)
+                    claim.delete_keys[id(prepared)] = per_key
                 claim.deleted.update(ids)
                 out.append(prepared)
             elif isinstance(op, InsertOp):
@@ -745,8 +789,8 @@ class Table:
                     if n else []
                 batch = self._physical(table)
                 rowids = batch.column(0).to_numpy()
-                for i, keys in enumerate(checked):
-                    claim.added[i].insert(keys, rowids)
+                for i, (keys, valid) in enumerate(checked):
+                    claim.added[i].insert(keys, rowids if valid is None else rowids[valid])
                 out.append(InsertOp(self.id, batch))
             elif isinstance(op, TruncateOp):
                 claim.truncated = True
@@ -762,23 +806,28 @@ class Table:
                 self._claim_of[id(op)] = claim
         return out
 
-    def _check_keys(self, key: int, table: pa.Table, claim: _Claim) -> np.ndarray:
-        """The rows' values of unique key `key`, checked: not NULL, not repeated in the batch,
-        not held by a committed row or a commit in flight (after this commit's own deletes)."""
+    def _check_keys(self, key: int, table: pa.Table,
+                    claim: _Claim) -> tuple[np.ndarray, np.ndarray | None]:
+        """The rows' values of unique key `key`, checked: not NULL in a primary key, not
+        repeated in the batch, not held by a committed row or a commit in flight (after this
+        commit's own deletes). Returns the keys of the rows the index holds and which rows
+        those are (None: all)."""
         uk = self.keys[key]
         valid = uk.valid(table)
         if valid is not None:
-            col = next(c for c in uk.def_.columns if table.column(c).null_count)
-            raise NotNullViolation(
-                f'null value in column "{col}" of relation "{self.def_.name}" '
-                "violates not-null constraint")
+            if uk.def_.primary:
+                col = next(c for c in uk.def_.columns if table.column(c).null_count)
+                raise self.null_violation(col)
+            table = table.filter(pa.array(valid))
+            if table.num_rows == 0:
+                return uk.keys_of(table), valid
         if table.num_rows == 1:  # a single-row INSERT's: no NumPy work
             value = uk.key_one(table)
             with self.lock:
                 held = self._effective_one(key, value, [claim] + self._claims[::-1])
             if held != MISSING:
                 raise self.duplicate_key(key, value)
-            return uk.index.array_of(value)
+            return uk.index.array_of(value), valid
         keys = uk.keys_of(table)
         dup = KeyIndex.first_duplicate(keys)
         if dup is None:
@@ -789,7 +838,7 @@ class Table:
                 dup = keys[clash[0]]
         if dup is not None:
             raise self.duplicate_key(key, dup)
-        return keys
+        return keys, valid
 
     def _effective(self, key: int, keys: np.ndarray, claim: _Claim | None) -> np.ndarray:
         """Row id holding each key once every commit in flight (and `claim`, the one being
@@ -909,13 +958,15 @@ class Table:
                 if batch.num_rows == 1:  # a single-row INSERT's: no NumPy work
                     rowid = batch.column(0)[0].as_py()
                     for uk in self.keys:
+                        if uk.valid(batch, physical=True) is not None:
+                            continue  # a NULL in the key: the index does not hold it
                         key = uk.key_one(batch, physical=True)
                         uk.index.insert(uk.index.array_of(key), np.array([rowid], np.int64))
                     self.next_rowid = max(self.next_rowid, rowid + 1)
                 elif batch.num_rows:
                     rowids = batch.column(ROWID).to_numpy()
                     for uk in self.keys:
-                        uk.index.insert(uk.keys_of(batch, physical=True), rowids)
+                        uk.index.insert(*uk.held(batch, rowids, physical=True))
                     self.next_rowid = max(self.next_rowid, int(rowids.max()) + 1)
             elif isinstance(op, DeleteOp):
                 claim = self._claim_of.get(id(op))
@@ -932,7 +983,7 @@ class Table:
             self._invalidate()
 
     def _apply_delete(self, rowids: np.ndarray,
-                      known: tuple[list[np.ndarray], np.ndarray] | None = None) -> None:
+                      known: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         """Delete rows; `known`: their keys and row ids as prepare read them (WAL replay reads
         them here)."""
         snap = self._snapshot or self._current()
@@ -944,9 +995,9 @@ class Table:
         if self.keys:
             if known is None:
                 rows = snap.rows_by_id(rowids, self._key_columns())
-                known = ([uk.keys_of(rows) for uk in self.keys], rows.column(ROWID).to_numpy())
-            per_key, ids = known
-            for uk, keys in zip(self.keys, per_key):
+                ids = rows.column(ROWID).to_numpy()
+                known = [uk.held(rows, ids) for uk in self.keys]
+            for uk, (keys, ids) in zip(self.keys, known):
                 uk.index.remove(keys, ids)
             self._key_epoch += 1
         n_sealed = len(snap.sealed)
@@ -966,17 +1017,35 @@ class Table:
     def rebuild_keys(self) -> None:
         """Rebuild every unique key's index from the live rows: one vectorized pass over the
         key columns (when a database is opened, and after a key's columns change type)."""
-        self.keys = [UniqueKey(k, self.def_) for k in self.def_.unique_keys]
-        if not self.keys:
-            return
-        snap = self.snapshot()
-        for uk in self.keys:
+        self.keys = self._built_keys(self.def_.unique_keys, check=False)
+
+    def _built_keys(self, key_defs: Sequence[KeyDef], check: bool = True) -> list[UniqueKey]:
+        """Unique keys with their indexes built from the live rows. With `check`, a key
+        whose values repeat is PostgreSQL's error for building its unique index (23505)."""
+        built = [UniqueKey(k, self.def_) for k in key_defs]
+        if not built:
+            return built
+        snap = self._current()
+        for uk in built:
             keys, rowids = [], []
             for part in snap.scan(list(uk.def_.columns), with_rowid=True):
-                keys.append(uk.keys_of(part))
-                rowids.append(part.column(ROWID).to_numpy())
-            if keys:
-                uk.index.insert(np.concatenate(keys), np.concatenate(rowids))
+                k, ids = uk.held(part, part.column(ROWID).to_numpy())
+                keys.append(k)
+                rowids.append(ids)
+            if not keys:
+                continue
+            every = np.concatenate(keys)
+            if check:
+                dup = KeyIndex.first_duplicate(every)
+                if dup is not None:
+                    vals = ", ".join(_fmt(v) for v in KeyIndex.values_of(dup))
+                    raise UniqueViolation(
+                        f'could not create unique index "{uk.def_.name}"',
+                        detail=f"Key ({', '.join(uk.def_.columns)})=({vals}) is duplicated.",
+                        schema=self.def_.schema, table=self.def_.name,
+                        constraint=uk.def_.name)
+            uk.index.insert(every, np.concatenate(rowids))
+        return built
 
     # Sealing ------------------------------------------------------------------------------------
 
@@ -1015,8 +1084,24 @@ class Table:
     # Schema changes -----------------------------------------------------------------------------
 
     def set_def(self, table_def: TableDef) -> None:
-        """Install a changed definition; the growing segment is rewritten to the new columns."""
+        """Install a changed definition; the growing segment is rewritten to the new columns.
+        A unique key the change adds is built from the rows first: if their values repeat,
+        nothing changes and the error (23505) is raised."""
         with self.lock:
+            keys = [UniqueKey(k, table_def) for k in table_def.unique_keys]
+            old = {(k.def_.name, k.signature): k for k in self.keys}
+            new_keys = None
+
+            def shape(d: TableDef) -> list:
+                return [(c.name, c.attnum, c.type) for c in d.columns]
+            if shape(self.def_) == shape(table_def):
+                # Keys added or dropped, the columns' values alike: an added key is built
+                # (and checked) before anything changes; the ones kept keep their indexes.
+                added = [k.def_ for k in keys if (k.def_.name, k.signature) not in old]
+                fresh = iter(self._built_keys(added))
+                new_keys = [old.get((k.def_.name, k.signature)) or next(fresh) for k in keys]
+                for kept, k in zip(new_keys, keys):
+                    kept.def_ = k.def_
             old_rows = self.memtable.live_table() if self.memtable.n_rows else None
             self.def_ = table_def
             self.memtable = Memtable(table_def, self.memtable_rows)
@@ -1024,12 +1109,13 @@ class Table:
                 for batch in old_rows.to_batches():
                     self.memtable.append(conform_batch(batch, table_def))
             self._invalidate()
-            keys = [UniqueKey(k, table_def) for k in table_def.unique_keys]
-            if [k.signature for k in keys] != [k.signature for k in self.keys]:
+            if new_keys is not None:
+                self.keys = new_keys
+            elif [k.signature for k in keys] != [k.signature for k in self.keys]:
                 self.rebuild_keys()
             else:  # renamed columns or table: same values, new names
-                for old, new in zip(self.keys, keys):
-                    old.def_ = new.def_
+                for kept, new in zip(self.keys, keys):
+                    kept.def_ = new.def_
 
 
     def replace_all(self, table_def: TableDef, segments: list[Segment]) -> Callable[[], None]:
@@ -1139,4 +1225,4 @@ def _take(table: pa.Table, positions: np.ndarray) -> pa.Table:
 
 
 def _fmt(value: object) -> str:
-    return "NULL" if value is None else str(value)
+    return "null" if value is None else str(value)
