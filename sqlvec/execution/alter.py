@@ -212,6 +212,12 @@ def _add_column(action: exp.ColumnDef, work: _Work, tools: AlterTools) -> None:
             return
         raise SqlVecError(f'column "{action.name}" of relation "{d.name}" already exists',
                           sqlstate="42701")
+    for constraint in action.args.get("constraints") or []:
+        if isinstance(constraint.args.get("kind"),
+                      (exp.UniqueColumnConstraint, exp.CheckColumnConstraint)):
+            raise FeatureNotSupported(  # never dropped silently: add it as a constraint
+                "ADD COLUMN with a UNIQUE or CHECK constraint is not supported",
+                hint="Add the column, then ALTER TABLE … ADD CONSTRAINT.")
     col, pk, serial = column_def(action, d.next_attnum)
     if pk and d.primary_key:
         raise SqlVecError(f'multiple primary keys for table "{d.name}" are not allowed',
