@@ -33,6 +33,7 @@ from sqlvec.errors import (
     invalid_byte_sequence,
 )
 from sqlvec.types import (
+    VECTOR_MAX_DIM,
     SqlType,
     check_vector_values,
     format_shortest,
@@ -100,10 +101,11 @@ def to_numpy_vectors(value: Datum, n: int) -> tuple[np.ndarray, np.ndarray | Non
     return matrix, valid
 
 
-def vectors_to_arrow(matrix: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+def vectors_to_arrow(matrix: np.ndarray, valid: np.ndarray | None = None,
+                     dtype: type = np.float32) -> pa.Array:
     """A matrix of vectors (one per row, NULL where `valid` is false) as the fixed-size list array
-    vector columns are stored as."""
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    vector columns (dtype float32) and halfvec columns (float16) are stored as."""
+    matrix = np.ascontiguousarray(matrix, dtype=dtype)
     mask = None if valid is None else pa.array(~valid)
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1], mask=mask)
 
@@ -193,7 +195,8 @@ def check_assignable(source: SqlType, column) -> None:
             "json", "jsonb", "uuid"} or _category(source) == _category(target) != "U":
         return
     if {source.name, target.name} <= {"json", "jsonb"} or (
-            {source.name, target.name} & {"vector"} and (source.is_array or target.is_array)):
+            (source.is_vector or target.is_vector) and (
+                source.is_array or target.is_array or source.is_vector and target.is_vector)):
         return
     raise DatatypeMismatch(
         f'column "{column.name}" is of type {target.format()} but expression is of type '
@@ -300,8 +303,8 @@ def parse_text(text: str, target: SqlType) -> object:
         except decimal.InvalidOperation:
             raise _invalid("numeric", text) from None
         return value
-    if name == "vector":
-        vec = parse_vector(text)
+    if target.is_vector:
+        vec = parse_vector(text, name)
         if target.typmod >= 0 and vec.size != target.typmod:
             raise DataException(f"expected {target.typmod} dimensions, not {vec.size}")
         return vec.tolist()
@@ -553,10 +556,11 @@ def scalar_of(value: object, t: SqlType) -> pa.Scalar:
     arrow = t.to_arrow()
     if value is None:
         return pa.scalar(None, arrow)
-    if t.name == "vector":
-        vec = np.asarray(value, dtype=np.float32)
+    if t.is_vector:
+        vec = np.asarray(value, dtype=t.vector_dtype)
         if vec.ndim != 1 or vec.size == 0 or not np.isfinite(vec).all():
-            vec = check_vector_values(np.asarray(value, dtype=np.float64).reshape(-1))
+            vec = check_vector_values(np.asarray(value, dtype=np.float64).reshape(-1),
+                                      type_name=t.name)
         if t.typmod >= 0 and vec.size != t.typmod:
             raise DataException(f"expected {t.typmod} dimensions, not {vec.size}")
         values = pa.array(vec)
@@ -593,8 +597,8 @@ def cast(value: Datum, source: SqlType, target: SqlType, n: int, explicit: bool 
         return out
     if source.name in STRING_TYPES:
         return _cast_from_text(value, target)
-    if target.name == "vector":
-        if source.is_array or source.name == "vector":
+    if target.is_vector:
+        if source.is_array and source.element.name in _VECTOR_ARRAY_ELEMENTS or source.is_vector:
             return _cast_to_vector(value, target, n)
         raise _cannot_cast(source, target)
     if target.name.startswith("_") and source.name.startswith("_"):
@@ -604,7 +608,9 @@ def cast(value: Datum, source: SqlType, target: SqlType, n: int, explicit: bool 
             return value.cast(target.to_arrow())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             raise _cannot_cast(source, target) from None
-    if target.is_array and source.name == "vector":
+    if target.is_array and source.is_vector:
+        if source.name == "halfvec" and target.name != "_float4":
+            raise _cannot_cast(source, target)  # pgvector casts halfvec to real[] only
         arr = as_array(value, n) if not is_scalar(value) else value
         return arr.cast(pa.list_(target.element.to_arrow())) if not is_scalar(arr) else \
             pa.scalar(arr.values.to_pylist() if arr.is_valid else None, target.to_arrow())
@@ -875,7 +881,7 @@ def _cast_from_text(value: Datum, target: SqlType) -> Datum:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass  # fall back to the exact PostgreSQL input rules for the error message
     values = [None if v is None else parse_text(v, target) for v in arr.to_pylist()]
-    if target.name == "vector":
+    if target.is_vector:
         return _vectors_from_lists(values, target)
     if target.name == "numeric":
         return pa.array([None if v is None else fit_numeric(decimal_scalar(v), target).as_py()
@@ -887,26 +893,45 @@ def _cast_from_text(value: Datum, target: SqlType) -> Datum:
 
 
 def _vectors_from_lists(values: list, target: SqlType) -> pa.Array:
-    if target.typmod >= 0:
-        return pa.array(values, target.to_arrow())
-    return pa.array(values, pa.list_(pa.float32()))
+    return pa.array(values, target.to_arrow())
 
 
 def _cast_to_vector(value: Datum, target: SqlType, n: int) -> Datum:
     if is_scalar(value):
         if not value.is_valid:
             return pa.scalar(None, target.to_arrow())
-        vals = check_vector_values(np.asarray(value.values.to_numpy(zero_copy_only=False), dtype=np.float64))
+        vals = _vector_elements(np.asarray(value.values.to_numpy(zero_copy_only=False),
+                                           dtype=np.float64), target.name)
         if target.typmod >= 0 and vals.size != target.typmod:
             raise DataException(f"expected {target.typmod} dimensions, not {vals.size}")
         return scalar_of(vals.tolist(), target)
     if len(value) == 0:  # no rows: no dimensions to check (the matrix would be 0 x 0)
         return pa.array([], target.to_arrow())
     matrix, valid = to_numpy_vectors(value, n)
-    check_vector_values(matrix.reshape(-1) if matrix.size else np.zeros(1, np.float32))
+    checked = _vector_elements(matrix.reshape(-1) if matrix.size else np.zeros(1, np.float32),
+                               target.name, matrix.shape[1])
     if target.typmod >= 0 and matrix.shape[1] != target.typmod:
         raise DataException(f"expected {target.typmod} dimensions, not {matrix.shape[1]}")
-    return vectors_to_arrow(matrix, valid)
+    return vectors_to_arrow(checked.reshape(matrix.shape) if matrix.size else matrix, valid,
+                            target.vector_dtype)
+
+
+# Array element types pgvector casts to vector and halfvec (array_to_vector, array_to_halfvec).
+_VECTOR_ARRAY_ELEMENTS = {"int4", "float4", "float8", "numeric"}
+
+
+def _vector_elements(values: np.ndarray, type_name: str, dims: int | None = None) -> np.ndarray:
+    """Elements cast to a vector type, checked as pgvector checks them: each is first narrowed to
+    float (an infinite float is 'not allowed'), then to half for halfvec (an overflow is 'out of
+    range')."""
+    if dims is not None and dims > VECTOR_MAX_DIM:
+        raise SqlVecError(f"{type_name} cannot have more than {VECTOR_MAX_DIM} dimensions",
+                          sqlstate="54000")
+    if type_name != "halfvec":
+        return check_vector_values(values)
+    with np.errstate(over="ignore"):
+        single = np.asarray(values, dtype=np.float64).astype(np.float32)
+    return check_vector_values(single, single, "halfvec")
 
 
 # Value → text (output functions, casts to text, string concatenation) --------------------------
@@ -947,7 +972,7 @@ def format_value(value: object, t: SqlType) -> str:
         if t.typmod < 0:
             d = _normalize_decimal(d)
         return format(d, "f")
-    if name == "vector":
+    if t.is_vector:
         return format_vector(np.asarray(value, dtype=np.float32))
     if name == "bytea":
         return "\\x" + bytes(value).hex()

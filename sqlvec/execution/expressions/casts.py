@@ -39,7 +39,7 @@ def _cast(c: Compiler, e: exp.Cast) -> Value:
     src = v.type if v.type.name != "unknown" else TEXT
     if target == NUMERIC and V.numeric_scale(src) is not None:
         target = V.numeric_with_scale(V.numeric_scale(src))  # `x::numeric` keeps x's scale
-    if target.name == "vector" and src.name == "vector" and target.typmod >= 0:
+    if target.is_vector and src.name == target.name and target.typmod >= 0:
         return Value(lambda f: V.cast(v(f), SqlType("_float4"), target, f.n), target, v.const)
     return Value(lambda f: V.cast(v(f), src, target, f.n, explicit=True), target, v.const)
 
