@@ -71,11 +71,13 @@ def as_array(value: Datum, n: int) -> pa.Array | pa.ChunkedArray:
 
 
 def to_numpy_vectors(value: Datum, n: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """A vector column (or scalar) as an (n, d) float32 matrix and a validity mask."""
+    """A vector column (or scalar) as an (n, d) matrix and a validity mask: float32 for vector,
+    float16 for halfvec (the kernels in sqlvec.vectors pick pgvector's halfvec arithmetic by it)."""
+    dtype = np.float16 if pa.types.is_float16(value.type.value_type) else np.float32
     if isinstance(value, pa.Scalar):
         if not value.is_valid:
-            return np.zeros((n, 1), np.float32), np.zeros(n, bool)
-        vec = np.asarray(value.values.to_numpy(zero_copy_only=False), dtype=np.float32)
+            return np.zeros((n, 1), dtype), np.zeros(n, bool)
+        vec = np.asarray(value.values.to_numpy(zero_copy_only=False), dtype=dtype)
         return np.broadcast_to(vec, (n, vec.size)), None
     if isinstance(value, pa.ChunkedArray):
         value = value.combine_chunks() if value.num_chunks != 1 else value.chunk(0)
@@ -84,17 +86,18 @@ def to_numpy_vectors(value: Datum, n: int) -> tuple[np.ndarray, np.ndarray | Non
         child = value.values.slice(value.offset * d, len(value) * d)
         if child.null_count:
             child = child.fill_null(0)
-        matrix = child.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(value), d)
+        matrix = child.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(len(value), d)
     else:
         lengths = pc.list_value_length(value).to_numpy(zero_copy_only=False)
         valid_lengths = lengths[~np.isnan(lengths.astype(float))] if lengths.size else lengths
         d = int(valid_lengths.max()) if valid_lengths.size else 0
         if valid_lengths.size and int(valid_lengths.min()) != d:
             dims = sorted(set(valid_lengths.astype(int).tolist()))
-            raise DataException(f"different vector dimensions {dims[0]} and {dims[-1]}")
+            kind = "halfvec" if dtype is np.float16 else "vector"
+            raise DataException(f"different {kind} dimensions {dims[0]} and {dims[-1]}")
         filled = value.fill_null(pa.scalar([0.0] * d, value.type)) if value.null_count else value
         matrix = np.asarray(pc.list_flatten(filled).to_numpy(zero_copy_only=False),
-                            dtype=np.float32).reshape(len(value), d)
+                            dtype=dtype).reshape(len(value), d)
     valid = None
     if value.null_count:
         valid = value.is_valid().to_numpy(zero_copy_only=False)

@@ -350,10 +350,10 @@ class TableSnapshot:
         threads) and the global top-k is merged from them, so the result has exactly
         min(k, matching) rows. `plans`, when given, receives what each segment did."""
         col = self._vector_column(column)
-        query = np.asarray(query, dtype=np.float32).reshape(-1)
+        query = np.asarray(query, dtype=col.type.vector_dtype).reshape(-1)
         if query.shape[0] != col.type.dims:
             raise DataException(
-                f"different vector dimensions {col.type.dims} and {query.shape[0]}")
+                f"different {col.type.name} dimensions {col.type.dims} and {query.shape[0]}")
         searches = self.plan_search(column, metric, k, filter=filter, prune=prune, ef=ef,
                                     settings=settings, target_recall=target_recall, exact=exact,
                                     policy=policy)

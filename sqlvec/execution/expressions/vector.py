@@ -24,20 +24,30 @@ from sqlvec.vectors import Metric, l2_squared_distances, paired_distances
 
 
 def _vector_pair(c: Compiler, a: Value, b: Value) -> tuple[Value, Value]:
-    if a.type.name != "vector":
-        a = c.coerce(a, SqlType("vector"))
-    if b.type.name != "vector":
-        b = c.coerce(b, SqlType("vector"))
+    """Both operands as one pgvector type: halfvec when either is one (vector casts to halfvec
+    implicitly, as in pgvector), else vector."""
+    kind = "halfvec" if "halfvec" in (a.type.name, b.type.name) else "vector"
+    if a.type.name != kind:
+        a = c.coerce(a, SqlType(kind))
+    if b.type.name != kind:
+        b = c.coerce(b, SqlType(kind))
     return a, b
+
+
+def _dims_error(x: np.ndarray, y: np.ndarray) -> DataException:
+    kind = "halfvec" if x.dtype == np.float16 else "vector"
+    return DataException(f"different {kind} dimensions {x.shape[1]} and {y.shape[1]}")
 
 
 def _distance(c: Compiler, e: d.VectorDistance) -> Value:
     a, b = operands(c, e)
+    # A parameter takes the other operand's type (vector when that is unknown too).
     if a.type.name == "unknown" and isinstance(e.this, exp.Parameter):
-        c.env.infer_param(param_index(e.this), SqlType("vector"))
+        c.env.infer_param(param_index(e.this), b.type if b.type.is_vector else SqlType("vector"))
         a = c.compile(e.this)
     if b.type.name == "unknown" and isinstance(e.expression, exp.Parameter):
-        c.env.infer_param(param_index(e.expression), SqlType("vector"))
+        c.env.infer_param(param_index(e.expression),
+                          a.type if a.type.is_vector else SqlType("vector"))
         b = c.compile(e.expression)
     a, b = _vector_pair(c, a, b)
     metric = e.metric
@@ -58,7 +68,7 @@ def vector_distance(metric: Metric | None, x: Datum, y: Datum, n: int) -> Datum:
     mx, vx = V.to_numpy_vectors(x, rows)
     my, vy = V.to_numpy_vectors(y, rows)
     if mx.shape[1] != my.shape[1] and mx.size and my.size:
-        raise DataException(f"different vector dimensions {mx.shape[1]} and {my.shape[1]}")
+        raise _dims_error(mx, my)
     if not rows:
         out = np.empty(0)
     elif metric is None:
@@ -76,9 +86,11 @@ def vector_distance(metric: Metric | None, x: Datum, y: Datum, n: int) -> Datum:
 def vector_arith(c: Compiler, op: str, a: Value, b: Value) -> Value:
     """pgvector's element-wise `+`, `-` and `*` of two vectors of equal dimensions; other operators
     do not exist for vectors (42883)."""
-    if op not in ("add", "subtract", "multiply"):
-        raise SqlVecError(f"operator does not exist: vector {SYMBOLS[op]} vector", sqlstate="42883")
     a, b = _vector_pair(c, a, b)
+    if op not in ("add", "subtract", "multiply"):
+        kind = a.type.name
+        raise SqlVecError(f"operator does not exist: {kind} {SYMBOLS[op]} {kind}",
+                          sqlstate="42883")
     t = a.type if a.type.typmod >= 0 else b.type
 
     def fn(f: Frame) -> Datum:
@@ -88,16 +100,22 @@ def vector_arith(c: Compiler, op: str, a: Value, b: Value) -> Value:
         mx, vx = V.to_numpy_vectors(x, rows)
         my, vy = V.to_numpy_vectors(y, rows)
         if mx.shape[1] != my.shape[1]:
-            raise DataException(f"different vector dimensions {mx.shape[1]} and {my.shape[1]}")
-        with np.errstate(over="ignore"):
+            raise _dims_error(mx, my)
+        # float16 operands give float16 results (computed in float and rounded once, as
+        # pgvector's _Float16 arithmetic does).
+        with np.errstate(over="ignore", under="ignore"):
             out = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply}[op](mx, my)
-        if np.isinf(out).any():
-            raise NumericValueOutOfRange("value out of range: overflow")
         valid = vx if vy is None else (vy if vx is None else vx & vy)
-        arr = V.vectors_to_arrow(out, valid)
+        rows_ok = slice(None) if valid is None else valid
+        if np.isinf(out[rows_ok]).any():
+            raise NumericValueOutOfRange("value out of range: overflow")
+        if op == "multiply" and mx.dtype == np.float16 and \
+                ((out == 0) & (mx != 0) & (my != 0))[rows_ok].any():
+            raise NumericValueOutOfRange("value out of range: underflow")
+        arr = V.vectors_to_arrow(out, valid, mx.dtype.type)
         return arr[0] if both_scalar else arr
 
-    return Value(fn, SqlType("vector", t.typmod), a.const and b.const)
+    return Value(fn, SqlType(a.type.name, t.typmod), a.const and b.const)
 
 
 def vector_compare(op: str, x: Datum, y: Datum, n: int) -> Datum:
