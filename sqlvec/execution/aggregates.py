@@ -38,11 +38,10 @@ from sqlvec.execution.kernels import (
     table_of,
 )
 from sqlvec.execution.values import BOOL, FLOAT8, INT8, TEXT, Value, as_array
-from sqlvec.types import format_float4
 from sqlvec.execution.windows import aggregate_window
 from sqlvec.sql.calls import call_of
 from sqlvec.storage.table import mask_of
-from sqlvec.types import SqlType
+from sqlvec.types import SqlType, format_float4
 
 
 @dataclass
