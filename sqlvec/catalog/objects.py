@@ -64,7 +64,7 @@ BTREE_OPCLASSES = {
     "time": (1989, "time_ops"), "timestamp": (3128, "timestamp_ops"),
     "timestamptz": (3127, "timestamptz_ops"), "interval": (1982, "interval_ops"),
     "numeric": (3125, "numeric_ops"), "uuid": (2968, "uuid_ops"), "jsonb": (4033, "jsonb_ops"),
-    "vector": (16396, "vector_ops"),
+    "vector": (16396, "vector_ops"), "halfvec": (16368, "halfvec_ops"),
 }
 
 

@@ -45,10 +45,11 @@ def register(method: type[VectorIndex]) -> type[VectorIndex]:
     if name in _METHODS:
         raise ValueError(f"access method {name!r} is already registered")
     inputs = {o.input_type for o in method.opclasses}
-    if any(sum(1 for o in method.opclasses if o.default and o.input_type == t) != 1
-           for t in inputs):
-        raise ValueError(f"access method {name!r} needs exactly one default operator class "
-                         "per input type")
+    if not any(o.default for o in method.opclasses) or any(
+            sum(1 for o in method.opclasses if o.default and o.input_type == t) > 1
+            for t in inputs):
+        raise ValueError(f"access method {name!r} needs one default operator class (at most "
+                         "one per input type)")
     taken = {oid for m in _METHODS.values() for oid in _oids(m)}
     clash = taken.intersection(_oids(method))
     if clash or len(set(_oids(method))) != len(_oids(method)):
@@ -163,7 +164,7 @@ def check_definition(method_name: str, columns: list[ColumnDef], opclass_name: s
         defaults = [o for o in method.opclasses if o.default and o.input_type == col.type.name]
         chosen = defaults[0] if defaults else opclass(method, None)
         if col.type.name != chosen.input_type:
-            raise SqlVecError(f"data type {col.type.format()} has no default operator class for "
+            raise SqlVecError(f"data type {col.type.info.display} has no default operator class for "
                               f'access method "{name}"', sqlstate="42704",
                               hint="You must specify an operator class for the index or define "
                                    "a default operator class for the data type.")
