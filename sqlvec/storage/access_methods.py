@@ -48,7 +48,7 @@ def register(method: type[VectorIndex]) -> type[VectorIndex]:
     if not any(o.default for o in method.opclasses) or any(
             sum(1 for o in method.opclasses if o.default and o.input_type == t) > 1
             for t in inputs):
-        raise ValueError(f"access method {name!r} needs one default operator class (at most "
+        raise ValueError(f"access method {name!r} needs exactly one default operator class (at most "
                          "one per input type)")
     taken = {oid for m in _METHODS.values() for oid in _oids(m)}
     clash = taken.intersection(_oids(method))
