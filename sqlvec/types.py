@@ -55,6 +55,8 @@ VECTOR_MAX_DIM = 16000
 
 # pgvector's dense vector types and the element type each stores (halfvec: IEEE half precision).
 VECTOR_DTYPES: dict[str, type] = {"vector": np.float32, "halfvec": np.float16}
+# PostgreSQL's bit string types; typmod is the length (bit(n): exactly n, varbit(n): at most n).
+BIT_TYPES = frozenset({"bit", "varbit"})
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,9 @@ _TYPES: tuple[TypeInfo, ...] = (
     TypeInfo("jsonb", 3802, 3807, -1, "U", "jsonb"),
     TypeInfo("vector", VECTOR_OID, VECTOR_ARRAY_OID, -1, "U", "vector"),
     TypeInfo("halfvec", HALFVEC_OID, HALFVEC_ARRAY_OID, -1, "U", "halfvec"),
+    # PostgreSQL's bit strings (pgvector's binary vectors), stored as text of '0' and '1'.
+    TypeInfo("bit", 1560, 1561, -1, "V", "bit"),
+    TypeInfo("varbit", 1562, 1563, -1, "V", "bit varying"),
     TypeInfo("record", 2249, 2287, -1, "P", "record"),
     # Catalog vectors (pg_index.indkey, pg_proc.proargtypes): arrays printed space-separated.
     TypeInfo("int2vector", 22, 1006, -1, "A", "int2vector"),
@@ -143,6 +148,7 @@ ALIASES: dict[str, str] = {
     "serial": "int4",
     "bigserial": "int8",
     "smallserial": "int2",
+    "bit varying": "varbit",
 }
 
 # Default scale for an unconstrained `numeric`: Arrow decimals need a fixed scale, so values
@@ -261,8 +267,8 @@ class SqlType:
         if self.name in ("timestamp", "timestamptz", "time"):
             head, _, tail = base.partition(" ")
             return f"{head}({self.typmod}) {tail}"
-        if self.is_vector:
-            return f"{self.name}({self.typmod})"
+        if self.is_vector or self.name in BIT_TYPES:
+            return f"{base}({self.typmod})"
         return base
 
     # Arrow ------------------------------------------------------------------------------
@@ -310,6 +316,11 @@ def _typmod_for(name: str, modifiers: tuple[int, ...]) -> int:
     if name in VECTOR_DTYPES:
         (n,) = modifiers
         return check_vector_dims(n, name)
+    if name in BIT_TYPES:
+        (n,) = modifiers
+        if n < 1:
+            raise InvalidParameterValue(f"length for type {name} must be at least 1")
+        return n
     raise InvalidParameterValue(f"type modifier is not allowed for type {name}")
 
 
@@ -343,6 +354,8 @@ _SIMPLE_ARROW: dict[str, pa.DataType] = {
     "jsonb": pa.string(),
     "uuid": pa.string(),
     "bytea": pa.binary(),
+    "bit": pa.string(),
+    "varbit": pa.string(),
     "date": pa.date32(),
     "time": pa.time64("us"),
     "timestamp": pa.timestamp("us"),

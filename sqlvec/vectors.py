@@ -355,3 +355,38 @@ def l2_normalize(matrix: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(norms > 0, matrix / norms, 0.0)
     return out.astype(np.float32)
+
+
+# Bit strings (pgvector's binary vectors) ---------------------------------------------------------
+#
+# hnswlib has no Hamming or Jaccard space, and none is needed: packed 8 bits to a byte, a
+# segment's bit column is a small matrix (n × d/8 bytes, 1/32 of its float32 vectors), and one
+# XOR plus a hardware popcount (`np.bitwise_count`) per byte scores every row exactly at memory
+# speed. An exact scan therefore answers `ORDER BY b <~> q LIMIT k` with perfect recall at a
+# cost a graph search would not beat by much for the sizes a segment holds.
+
+
+def pack_bits(chars: np.ndarray) -> np.ndarray:
+    """(n, d) ASCII '0'/'1' bytes as (n, ceil(d/8)) packed bytes, first bit highest."""
+    return np.packbits(chars == ord("1"), axis=1)
+
+
+def hamming_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """pgvector's hamming_distance per row of two packed bit matrices: differing bits, float64."""
+    return np.bitwise_count(np.bitwise_xor(a, b)).sum(axis=1, dtype=np.int64).astype(np.float64)
+
+
+def jaccard_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """pgvector's jaccard_distance per row: 1 - |a & b| / (|a| + |b| - |a & b|), and 1 when the
+    intersection is empty (two zero strings included)."""
+    both = np.bitwise_count(np.bitwise_and(a, b)).sum(axis=1, dtype=np.int64)
+    total = np.bitwise_count(a).sum(axis=1, dtype=np.int64) + \
+        np.bitwise_count(b).sum(axis=1, dtype=np.int64) - both
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(both == 0, 1.0, 1.0 - both / total.astype(np.float64))
+
+
+def binary_quantize(matrix: np.ndarray) -> np.ndarray:
+    """pgvector's binary_quantize: one bit per element, set where the element is positive; as
+    (n, d) ASCII '0'/'1' bytes (the text form bit strings are stored in)."""
+    return np.where(np.asarray(matrix) > 0, ord("1"), ord("0")).astype(np.uint8)

@@ -65,6 +65,7 @@ BTREE_OPCLASSES = {
     "timestamptz": (3127, "timestamptz_ops"), "interval": (1982, "interval_ops"),
     "numeric": (3125, "numeric_ops"), "uuid": (2968, "uuid_ops"), "jsonb": (4033, "jsonb_ops"),
     "vector": (16396, "vector_ops"), "halfvec": (16368, "halfvec_ops"),
+    "bit": (423, "bit_ops"), "varbit": (2002, "varbit_ops"),
 }
 
 
@@ -96,9 +97,10 @@ _IO = {
     "regnamespace": "regnamespace", "regrole": "regrole", "regprocedure": "regprocedure",
 }
 _IO_UNDERSCORE = {"json", "date", "time", "timestamp", "timestamptz", "interval", "numeric",
-                  "uuid", "jsonb", "vector", "halfvec", "record"}
+                  "uuid", "jsonb", "vector", "halfvec", "record", "bit", "varbit"}
 _STORAGE = {"bytea": "x", "text": "x", "json": "x", "jsonb": "x", "bpchar": "x", "varchar": "x",
-            "numeric": "m", "vector": "e", "halfvec": "e"}
+            "numeric": "m", "vector": "e", "halfvec": "e",
+            "varbit": "x", "bit": "x"}
 _ALIGN = {"bool": "c", "char": "c", "name": "c", "uuid": "c", "int2": "s", "tid": "s",
           "int8": "d", "float8": "d", "time": "d", "timestamp": "d", "timestamptz": "d", "interval": "d"}
 _PREFERRED = {"bool", "text", "float8", "oid", "timestamptz", "interval"}
@@ -106,7 +108,8 @@ _TYPMODIN = {"varchar": "varchartypmodin", "bpchar": "bpchartypmodin",
              "numeric": "numerictypmodin", "timestamp": "timestamptypmodin",
              "timestamptz": "timestamptztypmodin", "time": "timetypmodin",
              "interval": "intervaltypmodin", "vector": "vector_typmod_in",
-             "halfvec": "halfvec_typmod_in"}
+             "halfvec": "halfvec_typmod_in", "bit": "bittypmodin",
+             "varbit": "varbittypmodin"}
 _COLLATABLE = {"text", "varchar", "bpchar", "name"}
 
 

@@ -43,7 +43,7 @@ from sqlvec.execution import values as V
 from sqlvec.execution.expressions import constant
 from sqlvec.execution.expressions.calls import no_such_function
 from sqlvec.execution.expressions.json import json_typeof
-from sqlvec.execution.expressions.vector import vector_distance
+from sqlvec.execution.expressions.vector import bits_from_chars, vector_distance
 from sqlvec.execution.kernels import add_months, decimal_op, int_checked
 from sqlvec.execution.values import (
     BOOL,
@@ -58,7 +58,7 @@ from sqlvec.execution.values import (
 )
 from sqlvec.sql import dialect as d
 from sqlvec.types import SqlType
-from sqlvec.vectors import Metric, l2_normalize
+from sqlvec.vectors import Metric, binary_quantize, l2_normalize
 
 DATE = SqlType("date")
 TIMESTAMP = SqlType("timestamp")
@@ -997,6 +997,26 @@ def _inner_product(c, args, e):
                  a.const and b.const)
 
 
+def _binary_quantize(c, args, e):
+    v = _vector_arg(c, args[0])
+
+    def run(f):
+        x = v(f)
+        rows = 1 if is_scalar(x) else f.n
+        matrix, valid = V.to_numpy_vectors(x, rows)
+        out = bits_from_chars(binary_quantize(matrix), valid)
+        return out[0] if is_scalar(x) else out
+    return Value(run, SqlType("bit"), v.const)
+
+
+def _bit_distance_call(c, args, e):
+    name = str(e.this).lower()
+    cls = d.HammingDistance if name == "hamming_distance" else d.JaccardDistance
+    if len(args) != 2:
+        raise no_such_function(name, [c.compile(a) for a in args])
+    return c.compile(cls(this=args[0], expression=args[1]))
+
+
 def _named_distance(c, args, e):
     """pgvector's distance functions: the operator they stand for (the dialect builds the
     operator node for the common spellings already)."""
@@ -1150,6 +1170,9 @@ scalar("l2_distance cosine_distance l1_distance", "vector, vector -> float8",
        "halfvec, halfvec -> float8", extension="vector")(_named_distance)
 scalar("vector_l2_squared_distance vector_negative_inner_product", "vector, vector -> float8",
        extension="vector")(_named_distance)
+scalar("binary_quantize", "vector -> bit", "halfvec -> bit", extension="vector")(_binary_quantize)
+scalar("hamming_distance jaccard_distance", "bit, bit -> float8", extension="vector")(
+    _bit_distance_call)
 
 scalar("gen_random_uuid", "-> uuid", volatility="v")(_gen_random_uuid)
 scalar("int4", "int2 -> int4", "int8 -> int4", "float4 -> int4", "float8 -> int4",

@@ -33,6 +33,7 @@ from sqlvec.errors import (
     invalid_byte_sequence,
 )
 from sqlvec.types import (
+    BIT_TYPES,
     VECTOR_MAX_DIM,
     SqlType,
     check_vector_values,
@@ -262,6 +263,8 @@ def parse_text(text: str, target: SqlType) -> object:
     """A Python value of `target` from its PostgreSQL text form (input functions)."""
     name = target.name
     s = text.strip()
+    if name in BIT_TYPES:
+        return parse_bits(text, target)
     if name == "bool":
         low = s.lower()
         if low in _TRUE:
@@ -598,6 +601,8 @@ def cast(value: Datum, source: SqlType, target: SqlType, n: int, explicit: bool 
         if target.char_length is not None:
             out = _fit_length(out, target, explicit)
         return out
+    if target.name in BIT_TYPES and source.name in BIT_TYPES | STRING_TYPES:
+        return _cast_to_bits(value, source, target, explicit)
     if source.name in STRING_TYPES:
         return _cast_from_text(value, target)
     if target.is_vector:
@@ -917,6 +922,43 @@ def _cast_to_vector(value: Datum, target: SqlType, n: int) -> Datum:
         raise DataException(f"expected {target.typmod} dimensions, not {matrix.shape[1]}")
     return vectors_to_arrow(checked.reshape(matrix.shape) if matrix.size else matrix, valid,
                             target.vector_dtype)
+
+
+def parse_bits(text: str, target: SqlType) -> str:
+    """PostgreSQL's bit_in / varbit_in: '0' and '1' only (22P02 naming the first other
+    character), then the length the typmod demands (22026)."""
+    bad = next((ch for ch in text if ch not in "01"), None)
+    if bad is not None:
+        raise SqlVecError(f'"{bad}" is not a valid binary digit', sqlstate="22P02")
+    return _fit_bits(text, target, explicit=False)
+
+
+def _fit_bits(bits: str, target: SqlType, explicit: bool) -> str:
+    """A bit string at the length of bit(n) / varbit(n): an explicit cast pads with zeros (bit)
+    or truncates; an assignment refuses any other length (22026), as PostgreSQL does."""
+    n = target.typmod
+    if n < 0 or len(bits) == n or target.name == "varbit" and len(bits) <= n:
+        return bits
+    if explicit:
+        return bits[:n] if len(bits) > n or target.name == "varbit" else bits.ljust(n, "0")
+    if target.name == "varbit":
+        raise SqlVecError(f"bit string too long for type bit varying({n})", sqlstate="22026")
+    raise SqlVecError(f"bit string length {len(bits)} does not match type bit({n})",
+                      sqlstate="22026")
+
+
+def _cast_to_bits(value: Datum, source: SqlType, target: SqlType, explicit: bool) -> Datum:
+    def one(bits: str | None) -> str | None:
+        if bits is None:
+            return None
+        if source.name in BIT_TYPES:
+            return _fit_bits(bits, target, explicit)
+        return _fit_bits(parse_bits(bits, SqlType(target.name)), target, explicit)
+    if is_scalar(value):
+        return pa.scalar(one(value.as_py()), pa.string())
+    if source.name in BIT_TYPES and target.typmod < 0:
+        return value
+    return pa.array([one(v) for v in value.to_pylist()], pa.string())
 
 
 # Array element types pgvector casts to vector and halfvec (array_to_vector, array_to_halfvec).

@@ -131,6 +131,7 @@ _DTYPE_NAMES: dict[str, str] = {
     "BLOB": "bytea", "DATE": "date", "TIME": "time", "TIMESTAMP": "timestamp",
     "DATETIME": "timestamp", "TIMESTAMPTZ": "timestamptz", "TIMESTAMPLTZ": "timestamptz",
     "INTERVAL": "interval", "JSON": "json", "JSONB": "jsonb", "UUID": "uuid", "VECTOR": "vector",
+    "BIT": "bit",
     "OBJECT_IDENTIFIER": "oid", "USERDEFINED": "text", "UNKNOWN": "unknown",
 }
 
@@ -139,7 +140,7 @@ _USERDEFINED = {"regclass", "regtype", "regproc", "regprocedure", "regnamespace"
                 "oid", "xid", "cid", "tid", "name", '"char"', "char", "int2", "int4", "int8",
                 "float4", "float8", "text", "bool", "varchar", "bpchar", "numeric", "date", "timestamp",
                 "timestamptz", "interval", "bytea", "json", "jsonb", "uuid", "vector", "time",
-                "halfvec"}
+                "halfvec", "varbit", "bit"}
 
 _SERIAL = {"SERIAL": "serial", "SMALLSERIAL": "serial", "BIGSERIAL": "serial"}
 
@@ -171,6 +172,8 @@ def sql_type(datatype: exp.DataType | exp.ObjectIdentifier) -> SqlType:
     mods = _modifiers(datatype)
     if name == "timestamp" and datatype.args.get("kind") == "WITH TIME ZONE":
         name = "timestamptz"
+    if name == "bit" and not mods:
+        mods = [1]  # `bit` as a type name is bit(1), as in PostgreSQL
     return SqlType.of(name, *mods)
 
 
