@@ -434,6 +434,9 @@ def encode_binary(value: object, t: SqlType) -> bytes:
     if t.is_vector:
         vec = np.asarray(value, dtype=t.vector_dtype)
         return struct.pack("!HH", vec.size, 0) + vec.astype(_VECTOR_WIRE[name]).tobytes()
+    if name in ("bit", "varbit"):  # bit_send: int32 bit count, then the bits packed, high first
+        bits = np.frombuffer(str(value).encode(), np.uint8) == ord("1")
+        return struct.pack("!i", bits.size) + np.packbits(bits).tobytes()
     if t.is_array:
         return encode_array(value, t.element)
     raise SqlVecError(f"no binary output function available for type {t.format()}",
@@ -605,6 +608,8 @@ def decode_binary(data: bytes, t: SqlType) -> object:
         return pa.MonthDayNano([months, days, micros * 1000])
     if t.is_vector:
         return decode_vector(data, t)
+    if name in ("bit", "varbit"):
+        return decode_bits(data, t)
     if t.is_array:
         return decode_array(data, t.element)
     return parse_text(_utf8(data), t)
@@ -618,6 +623,19 @@ def _unpack_exact(fmt: str, data: bytes, type_name: str) -> tuple:
 
 def _utf8(data: bytes) -> str:
     return decode_utf8(data)
+
+
+def decode_bits(data: bytes, t: SqlType) -> str:
+    """PostgreSQL's bit_recv: int32 bit count, then ceil(count / 8) bytes, first bit highest;
+    returned as the '0'/'1' text bit strings are stored as."""
+    if len(data) < 4:
+        raise BinaryFormatError("insufficient data left in message")
+    (count,) = struct.unpack_from("!i", data)
+    if count < 0 or len(data) != 4 + (count + 7) // 8:
+        raise BinaryFormatError("invalid length in external bit string")
+    bits = np.unpackbits(np.frombuffer(data, np.uint8, offset=4))[:count]
+    text = np.where(bits == 1, ord("1"), ord("0")).astype(np.uint8).tobytes().decode()
+    return parse_text(text, t)
 
 
 def decode_vector(data: bytes, t: SqlType | None = None) -> np.ndarray:

@@ -926,7 +926,7 @@ def _cast_to_vector(value: Datum, target: SqlType, n: int) -> Datum:
 
 def parse_bits(text: str, target: SqlType) -> str:
     """PostgreSQL's bit_in / varbit_in: '0' and '1' only (22P02 naming the first other
-    character), then the length the typmod demands (22026)."""
+    character), then the length the typmod demands (22026; 22001 for a varbit too long)."""
     bad = next((ch for ch in text if ch not in "01"), None)
     if bad is not None:
         raise SqlVecError(f'"{bad}" is not a valid binary digit', sqlstate="22P02")
@@ -942,7 +942,7 @@ def _fit_bits(bits: str, target: SqlType, explicit: bool) -> str:
     if explicit:
         return bits[:n] if len(bits) > n or target.name == "varbit" else bits.ljust(n, "0")
     if target.name == "varbit":
-        raise SqlVecError(f"bit string too long for type bit varying({n})", sqlstate="22026")
+        raise SqlVecError(f"bit string too long for type bit varying({n})", sqlstate="22001")
     raise SqlVecError(f"bit string length {len(bits)} does not match type bit({n})",
                       sqlstate="22026")
 
