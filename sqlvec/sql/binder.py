@@ -131,7 +131,7 @@ _DTYPE_NAMES: dict[str, str] = {
     "BLOB": "bytea", "DATE": "date", "TIME": "time", "TIMESTAMP": "timestamp",
     "DATETIME": "timestamp", "TIMESTAMPTZ": "timestamptz", "TIMESTAMPLTZ": "timestamptz",
     "INTERVAL": "interval", "JSON": "json", "JSONB": "jsonb", "UUID": "uuid", "VECTOR": "vector",
-    "BIT": "bit",
+    "BIT": "bit", "UINT256": "varbit",  # `bit varying` (the dialect's token for it)
     "OBJECT_IDENTIFIER": "oid", "USERDEFINED": "text", "UNKNOWN": "unknown",
 }
 

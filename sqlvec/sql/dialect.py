@@ -72,6 +72,7 @@ L1_DISTANCE = TokenType.DOTCARET
 # pgvector's bit operators `<~>` (Hamming) and `<%>` (Jaccard): two more the grammar never emits.
 HAMMING = TokenType.DCOLONDOLLAR
 JACCARD = TokenType.DCOLONPERCENT
+BIT_VARYING = TokenType.UINT256
 
 
 # Expression nodes
@@ -240,6 +241,9 @@ class SqlVec(Postgres):
             "<+>": L1_DISTANCE,
             "<~>": HAMMING,
             "<%>": JACCARD,
+            # `bit varying`: a type token PostgreSQL's grammar never emits stands for varbit
+            # (binder.py maps it; the generator prints VARBIT).
+            "BIT VARYING": BIT_VARYING,
         }
 
         def _init_core(self) -> TokenizerCore:
@@ -380,6 +384,7 @@ class SqlVec(Postgres):
             HammingDistance: _bit_operator_sql, JaccardDistance: _bit_operator_sql,
             exp.DotProduct: rename_func("INNER_PRODUCT"),
         }
+        TYPE_MAPPING = {**Postgres.Generator.TYPE_MAPPING, exp.DType.UINT256: "VARBIT"}
 
 
 _DIALECT = SqlVec()

@@ -105,6 +105,13 @@ def methods() -> tuple[type[VectorIndex], ...]:
     return tuple(_METHODS.values())
 
 
+# pgvector operator classes no method here implements, refused with 0A000 naming them (not
+# 42704 as unknown names): bits need no graph (an exact popcount scan over packed bytes answers
+# `ORDER BY b <~> q` at memory speed; see sqlvec.vectors), sparse vectors are not supported yet.
+_NOT_IMPLEMENTED = frozenset({"bit_hamming_ops", "bit_jaccard_ops", "sparsevec_l2_ops",
+                              "sparsevec_ip_ops", "sparsevec_cosine_ops", "sparsevec_l1_ops"})
+
+
 def opclass(method: type[VectorIndex], name: str | None, input_type: str = "vector") -> OpClass:
     """The method's operator class of this name (for None, its default for columns of
     `input_type`); 42704 when unknown."""
@@ -112,6 +119,12 @@ def opclass(method: type[VectorIndex], name: str | None, input_type: str = "vect
         if (candidate.default and candidate.input_type == input_type if name is None
                 else candidate.name == name):
             return candidate
+    if name in _NOT_IMPLEMENTED:
+        raise FeatureNotSupported(f"operator class {name} is not supported by "
+                                  f"{method.access_method} indexes here",
+                                  hint="Nearest-neighbour queries over bits are exact "
+                                       "popcount scans, which need no index."
+                                  if name.startswith("bit_") else None)
     raise UndefinedObject(f'operator class "{name}" does not exist for access method '
                           f'"{method.access_method}"')
 
