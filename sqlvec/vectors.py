@@ -32,6 +32,9 @@ from sqlvec.errors import DataException
 
 # Rows scored per chunk by the direct (non-BLAS) kernels: bounds temporary memory.
 _CHUNK_ROWS = 65536
+# halfvec rows widened to float32 per chunk: small enough that the widened block stays in cache
+# (about as fast as scanning float32 then; 65536-row blocks made the scan 2x slower).
+_HALF_CHUNK_ROWS = 2048
 
 
 class Metric(enum.Enum):
@@ -248,8 +251,9 @@ def _ranking_scores(metric: Metric, matrix: np.ndarray, query: np.ndarray) -> np
     if metric in (Metric.L1, Metric.L2) or matrix.dtype == np.float16:
         # halfvec matrices are widened a chunk at a time (NumPy has no half-precision BLAS).
         out = np.empty(matrix.shape[0], dtype=np.float64)
-        for start in range(0, matrix.shape[0], _CHUNK_ROWS):
-            block = matrix[start : start + _CHUNK_ROWS].astype(np.float32, copy=False)
+        step = _HALF_CHUNK_ROWS if matrix.dtype == np.float16 else _CHUNK_ROWS
+        for start in range(0, matrix.shape[0], step):
+            block = matrix[start : start + step].astype(np.float32, copy=False)
             out[start : start + block.shape[0]] = (
                 _fast_direct(metric, block, query) if metric in (Metric.L1, Metric.L2)
                 else _ranking_scores(metric, block, query))
