@@ -44,7 +44,7 @@ CSTRING = TEXT  # cstring values are text here
 
 # Types whose input and receive functions take (cstring|internal, oid, int4): a typmod.
 _WITH_TYPMOD = {"bpchar", "varchar", "numeric", "time", "timestamp", "timestamptz", "interval",
-                "record", "vector", "halfvec"}
+                "record", "vector", "halfvec", "bit", "varbit"}
 # Volatility where PostgreSQL's is stable rather than immutable.
 _STABLE_IN = {"date", "time", "timestamp", "timestamptz", "interval", "record", *REG_TYPES}
 _STABLE_OUT = {"date", "timestamp", "timestamptz", "interval", "record", *REG_TYPES}
@@ -53,7 +53,7 @@ _STABLE_BINARY = {"bpchar", "name", "text", "varchar", "record", "cstring"}
 _CATALOG_ONLY = {"int2vector", "oidvector"}
 # Type modifiers the engine reads (interval's field restrictions are not).
 _TYPMOD_TYPES = {"bpchar", "varchar", "numeric", "time", "timestamp", "timestamptz", "vector",
-                 "halfvec"}
+                 "halfvec", "bit", "varbit"}
 
 
 def _text_argument(c, e: exp.Expression, name: str) -> Value:
@@ -292,6 +292,9 @@ def encode_binary(value: object, t: SqlType) -> bytes:
     if name in ("vector", "halfvec"):
         vec = np.asarray(value, dtype=">f4" if name == "vector" else ">f2")
         return struct.pack("!HH", vec.size, 0) + vec.tobytes()
+    if name in ("bit", "varbit"):  # int32 bit count, then the bits packed, first bit highest
+        bits = np.frombuffer(str(value).encode(), np.uint8) == ord("1")
+        return struct.pack("!i", bits.size) + np.packbits(bits).tobytes()
     if name in ("int2vector", "oidvector"):
         return _array(list(value), t.element, lower=0)
     if t.is_array:
