@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks.datasets import Clustered
 from sqlvec.database import Database
-from sqlvec.errors import FeatureNotSupported
+from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.storage.store import StoreOptions
 from sqlvec.vectors import Metric, distances
 
@@ -119,3 +119,21 @@ def test_l1_is_an_exact_scan_and_its_opclass_is_refused(env):
     want, want_d = truth(env, Metric.L1, q, np.ones(N + 1_000, bool))
     assert [r[0] for r in rows] == want.tolist()
     assert [r[1] for r in rows] == want_d.tolist()
+
+
+def test_arrow_rows_beyond_half_precision_are_refused(tmp_path):
+    """Embedded COPY of float32 rows into a halfvec column checks them as pgvector's cast
+    does: a value no half can hold is 22003, never stored as infinity."""
+    db = Database.open(str(tmp_path / "db"))
+    s = db.connect()
+    s.execute_one("CREATE TABLE t (id bigint, e halfvec(2))")
+
+    def rows(values):
+        return pa.table({"id": np.array([1]), "e": pa.FixedSizeListArray.from_arrays(
+            pa.array(np.array(values, np.float32)), 2)})
+    with pytest.raises(SqlVecError, match='"1e\\+06" is out of range for type halfvec') as info:
+        s.copy_in("t", None, rows([1e6, 1.0]))
+    assert info.value.sqlstate == "22003"
+    s.copy_in("t", None, rows([0.1, 2.5]))
+    assert [r[0] for r in s.execute_one("SELECT e::text FROM t").rows()] == ["[0.099975586,2.5]"]
+    db.close()
