@@ -48,8 +48,15 @@ def decode_utf8(data: bytes | memoryview) -> str:
 # works. 16385 keeps clear of the built-in catalog (< 16384 is reserved for it).
 VECTOR_OID = 16385
 VECTOR_ARRAY_OID = 16386
+HALFVEC_OID = 16397
+HALFVEC_ARRAY_OID = 16398
 
 VECTOR_MAX_DIM = 16000
+
+# pgvector's dense vector types and the element type each stores (halfvec: IEEE half precision).
+VECTOR_DTYPES: dict[str, type] = {"vector": np.float32, "halfvec": np.float16}
+# PostgreSQL's bit string types; typmod is the length (bit(n): exactly n, varbit(n): at most n).
+BIT_TYPES = frozenset({"bit", "varbit"})
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,10 @@ _TYPES: tuple[TypeInfo, ...] = (
     TypeInfo("uuid", 2950, 2951, 16, "U", "uuid"),
     TypeInfo("jsonb", 3802, 3807, -1, "U", "jsonb"),
     TypeInfo("vector", VECTOR_OID, VECTOR_ARRAY_OID, -1, "U", "vector"),
+    TypeInfo("halfvec", HALFVEC_OID, HALFVEC_ARRAY_OID, -1, "U", "halfvec"),
+    # PostgreSQL's bit strings (pgvector's binary vectors), stored as text of '0' and '1'.
+    TypeInfo("bit", 1560, 1561, -1, "V", "bit"),
+    TypeInfo("varbit", 1562, 1563, -1, "V", "bit varying"),
     TypeInfo("record", 2249, 2287, -1, "P", "record"),
     # Catalog vectors (pg_index.indkey, pg_proc.proargtypes): arrays printed space-separated.
     TypeInfo("int2vector", 22, 1006, -1, "A", "int2vector"),
@@ -137,6 +148,7 @@ ALIASES: dict[str, str] = {
     "serial": "int4",
     "bigserial": "int8",
     "smallserial": "int2",
+    "bit varying": "varbit",
 }
 
 # Default scale for an unconstrained `numeric`: Arrow decimals need a fixed scale, so values
@@ -197,7 +209,13 @@ class SqlType:
 
     @property
     def is_vector(self) -> bool:
-        return self.name == "vector"
+        """pgvector's dense types: vector (float32 elements) and halfvec (float16)."""
+        return self.name in VECTOR_DTYPES
+
+    @property
+    def vector_dtype(self) -> type:
+        """The NumPy element type a dense pgvector type stores: float32 or float16."""
+        return VECTOR_DTYPES[self.name]
 
     @property
     def is_array(self) -> bool:
@@ -249,8 +267,8 @@ class SqlType:
         if self.name in ("timestamp", "timestamptz", "time"):
             head, _, tail = base.partition(" ")
             return f"{head}({self.typmod}) {tail}"
-        if self.name == "vector":
-            return f"vector({self.typmod})"
+        if self.is_vector or self.name in BIT_TYPES:
+            return f"{base}({self.typmod})"
         return base
 
     # Arrow ------------------------------------------------------------------------------
@@ -295,9 +313,14 @@ def _typmod_for(name: str, modifiers: tuple[int, ...]) -> int:
     if name in ("timestamp", "timestamptz", "time"):
         (p,) = modifiers
         return max(0, min(6, p))
-    if name == "vector":
+    if name in VECTOR_DTYPES:
         (n,) = modifiers
-        return check_vector_dims(n)
+        return check_vector_dims(n, name)
+    if name in BIT_TYPES:
+        (n,) = modifiers
+        if n < 1:
+            raise InvalidParameterValue(f"length for type {name} must be at least 1")
+        return n
     raise InvalidParameterValue(f"type modifier is not allowed for type {name}")
 
 
@@ -331,6 +354,8 @@ _SIMPLE_ARROW: dict[str, pa.DataType] = {
     "jsonb": pa.string(),
     "uuid": pa.string(),
     "bytea": pa.binary(),
+    "bit": pa.string(),
+    "varbit": pa.string(),
     "date": pa.date32(),
     "time": pa.time64("us"),
     "timestamp": pa.timestamp("us"),
@@ -366,10 +391,11 @@ def _arrow_type(t: SqlType) -> pa.DataType:
         return pa.struct([(name, ft.to_arrow()) for name, ft in record_fields(t)])
     if t.is_array:
         return pa.list_(_arrow_type(t.element))
-    if t.name == "vector":
+    if t.name in VECTOR_DTYPES:
+        element = pa.from_numpy_dtype(VECTOR_DTYPES[t.name])
         if t.typmod < 0:
-            return pa.list_(pa.float32())
-        return pa.list_(pa.float32(), t.typmod)
+            return pa.list_(element)
+        return pa.list_(element, t.typmod)
     if t.name == "numeric":
         p, s = t.numeric_precision_scale or UNCONSTRAINED_NUMERIC
         return pa.decimal128(p, s)
@@ -380,9 +406,13 @@ def sql_type_from_arrow(dt: pa.DataType) -> SqlType:
     """The SqlType an Arrow result column is described as when no declared type is known."""
     if pa.types.is_fixed_size_list(dt) and pa.types.is_float32(dt.value_type):
         return SqlType("vector", dt.list_size)
+    if pa.types.is_fixed_size_list(dt) and pa.types.is_float16(dt.value_type):
+        return SqlType("halfvec", dt.list_size)
+    if pa.types.is_list(dt) and pa.types.is_float16(dt.value_type):
+        return SqlType("halfvec")
     if pa.types.is_list(dt) or pa.types.is_large_list(dt):
         element = sql_type_from_arrow(dt.value_type)
-        if element.is_array or element.name == "vector":
+        if element.is_array or element.is_vector:
             return SqlType("text")
         return element.array_of()
     if pa.types.is_boolean(dt):
@@ -419,64 +449,83 @@ def sql_type_from_arrow(dt: pa.DataType) -> SqlType:
 _FLOAT_RE = re.compile(r"\s*[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf(?:inity)?|nan)\s*", re.I)
 
 
-def check_vector_dims(dims: int) -> int:
-    """`dims`, if vector(dims) is allowed: at least 1 and at most pgvector's limit, with pgvector's
-    messages."""
+def check_vector_dims(dims: int, type_name: str = "vector") -> int:
+    """`dims`, if vector(dims) / halfvec(dims) is allowed: at least 1 and at most pgvector's limit,
+    with pgvector's messages."""
     if dims < 1:
-        raise DataException("dimensions for type vector must be at least 1")
+        raise SqlVecError(f"dimensions for type {type_name} must be at least 1", sqlstate="22023")
     if dims > VECTOR_MAX_DIM:
         raise SqlVecError(
-            f"dimensions for type vector cannot exceed {VECTOR_MAX_DIM}", sqlstate="22023"
+            f"dimensions for type {type_name} cannot exceed {VECTOR_MAX_DIM}", sqlstate="22023"
         )
     return dims
 
 
-def _invalid_vector(text: str, detail: str) -> InvalidTextRepresentation:
+def _invalid_vector(text: str, detail: str, type_name: str) -> InvalidTextRepresentation:
     return InvalidTextRepresentation(
-        f'invalid input syntax for type vector: "{text}"', detail=detail
+        f'invalid input syntax for type {type_name}: "{text}"', detail=detail
     )
 
 
-def parse_vector(text: str) -> np.ndarray:
-    """Parse pgvector's text form `[1,2,3]` into float32, with pgvector's errors."""
+def parse_vector(text: str, type_name: str = "vector") -> np.ndarray:
+    """Parse pgvector's text form `[1,2,3]` into the type's element dtype (float32 for vector,
+    float16 for halfvec), with pgvector's errors."""
     s = text.strip()
     if not s.startswith("["):
-        raise _invalid_vector(text, 'Vector contents must start with "[".')
+        raise _invalid_vector(text, 'Vector contents must start with "[".', type_name)
     if not s.endswith("]"):
         if "]" in s:
-            raise _invalid_vector(text, "Junk after closing right brace.")
-        raise _invalid_vector(text, "Unexpected end of input.")
+            raise _invalid_vector(text, "Junk after closing right brace.", type_name)
+        raise _invalid_vector(text, "Unexpected end of input.", type_name)
     body = s[1:-1]
     if body.strip() == "":
-        raise DataException("vector must have at least 1 dimension")
+        raise DataException(f"{type_name} must have at least 1 dimension")
     parts = body.split(",")
     for part in parts:
         if not _FLOAT_RE.fullmatch(part):
-            raise _invalid_vector(text, "")
+            raise _invalid_vector(text, "", type_name)
     values = np.array([float(p) for p in parts], dtype=np.float64)
+    if type_name == "halfvec":
+        # pgvector reads each element with strtof, then rounds it to half precision; an element
+        # finite as float but not as half is out of range, quoted as written.
+        with np.errstate(over="ignore"):
+            single = values.astype(np.float32)
+            half = single.astype(np.float16)
+        overflow = np.isinf(half) & np.isfinite(values)
+        if overflow.any():
+            written = parts[int(np.argmax(overflow))].strip()
+            raise SqlVecError(f'"{written}" is out of range for type halfvec', sqlstate="22003")
+        return check_vector_values(half, values, "halfvec")
     with np.errstate(over="ignore"):
         narrow = values.astype(np.float32)
     return check_vector_values(narrow, values)
 
 
-def check_vector_values(values: np.ndarray, wide: np.ndarray | None = None) -> np.ndarray:
-    """Reject NaN, infinities and out-of-range values as pgvector does; returns float32."""
+def check_vector_values(values: np.ndarray, wide: np.ndarray | None = None,
+                        type_name: str = "vector") -> np.ndarray:
+    """Reject NaN, infinities and out-of-range values as pgvector does; returns the type's
+    element dtype (float32 for vector, float16 for halfvec)."""
     wide = values if wide is None else wide
     if values.size > VECTOR_MAX_DIM:
         raise SqlVecError(
-            f"vector cannot have more than {VECTOR_MAX_DIM} dimensions", sqlstate="54000"
+            f"{type_name} cannot have more than {VECTOR_MAX_DIM} dimensions", sqlstate="54000"
         )
     if values.size == 0:
-        raise DataException("vector must have at least 1 dimension")
+        raise DataException(f"{type_name} must have at least 1 dimension")
     if np.isnan(wide).any():
-        raise DataException("NaN not allowed in vector")
+        raise DataException(f"NaN not allowed in {type_name}")
     if np.isinf(wide).any():
-        raise DataException("infinite value not allowed in vector")
-    f32 = np.asarray(values, dtype=np.float32)
-    if np.isinf(f32).any():
-        bad = float(wide[np.isinf(f32)][0])
+        raise DataException(f"infinite value not allowed in {type_name}")
+    dtype = VECTOR_DTYPES[type_name]
+    with np.errstate(over="ignore"):
+        narrow = np.asarray(values, dtype=np.float32).astype(dtype)
+    if np.isinf(narrow).any():
+        bad = float(np.asarray(wide, dtype=np.float64)[np.isinf(narrow)][0])
+        if type_name == "halfvec":  # pgvector prints the float as float4 output does
+            raise SqlVecError(f'"{format_float4(bad)}" is out of range for type halfvec',
+                              sqlstate="22003")
         raise SqlVecError(f'"{bad}" is out of range for type vector', sqlstate="22003")
-    return f32
+    return narrow
 
 
 def format_float4(x: float) -> str:
@@ -504,5 +553,6 @@ def format_shortest(x: float, single: bool = False) -> str:
 
 
 def format_vector(values: np.ndarray) -> str:
-    """pgvector's text output: `[1,2.5,-3]`."""
+    """pgvector's text output: `[1,2.5,-3]` (halfvec too: each half printed as the shortest
+    text of the float it widens to, as pgvector does)."""
     return "[" + ",".join(format_float4(float(v)) for v in values) + "]"

@@ -16,6 +16,10 @@ float32 in the order of its vectorized loops (`_pgvector_sum`), then the last st
 the cosine similarity clamped to [-1, 1]; so `e <=> e` is exactly 0 and results equal
 pgvector's bit for bit (pgvector built by GCC for x86-64 with FMA, checked against it in the
 tests; other builds of pgvector round the last bit differently).
+
+halfvec matrices (float16) are scored by the same entry points: the dtype selects pgvector's
+halfvec kernels (`_halfvec`), which widen each element to float exactly and sum in the order of
+its F16C loops (8 fused lanes, the lanes added in pairs, then the tail).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from sqlvec.errors import DataException
 
 # Rows scored per chunk by the direct (non-BLAS) kernels: bounds temporary memory.
 _CHUNK_ROWS = 65536
+# halfvec rows widened to float32 per chunk: small enough that the widened block stays in cache
+# (about as fast as scanning float32 then; 65536-row blocks made the scan 2x slower).
+_HALF_CHUNK_ROWS = 2048
 
 
 class Metric(enum.Enum):
@@ -52,17 +59,25 @@ class Metric(enum.Enum):
 _OPERATORS = {Metric.L2: "<->", Metric.COSINE: "<=>", Metric.IP: "<#>", Metric.L1: "<+>"}
 
 
-def check_same_dims(a: int, b: int) -> None:
+def check_same_dims(a: int, b: int, type_name: str = "vector") -> None:
     """Refuse a distance or arithmetic between vectors of different dimensions, with pgvector's
     message."""
     if a != b:
-        raise DataException(f"different vector dimensions {a} and {b}")
+        raise DataException(f"different {type_name} dimensions {a} and {b}")
+
+
+def _dtype_of(*arrays: np.ndarray) -> type:
+    """float16 when every operand is a halfvec matrix (pgvector's halfvec functions), else
+    float32 (vector's)."""
+    half = all(getattr(a, "dtype", None) == np.float16 for a in arrays)
+    return np.float16 if half else np.float32
 
 
 def distances(metric: Metric, matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Exact pgvector distance from every row of `matrix` (n, d) to `query` (d,), as float64."""
-    matrix = np.asarray(matrix, dtype=np.float32)
-    query = np.asarray(query, dtype=np.float32)
+    dtype = _dtype_of(matrix, query)
+    matrix = np.asarray(matrix, dtype=dtype)
+    query = np.asarray(query, dtype=dtype)
     if matrix.ndim != 2:
         raise ValueError("matrix must be 2-D")
     check_same_dims(matrix.shape[1], query.shape[0])
@@ -75,8 +90,9 @@ def distances(metric: Metric, matrix: np.ndarray, query: np.ndarray) -> np.ndarr
 
 def paired_distances(metric: Metric, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Row-wise distance between two (n, d) matrices (e.g. `a <-> b` over two columns)."""
-    left = np.asarray(left, dtype=np.float32)
-    right = np.asarray(right, dtype=np.float32)
+    dtype = _dtype_of(left, right)
+    left = np.asarray(left, dtype=dtype)
+    right = np.asarray(right, dtype=dtype)
     check_same_dims(left.shape[1], right.shape[1])
     out = np.empty(left.shape[0], dtype=np.float64)
     for start in range(0, left.shape[0], _PGVECTOR_CHUNK_ROWS):
@@ -87,6 +103,10 @@ def paired_distances(metric: Metric, left: np.ndarray, right: np.ndarray) -> np.
 
 def l2_squared_distances(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """pgvector's vector_l2_squared_distance, row-wise (the sum before L2's square root)."""
+    if _dtype_of(left, right) is np.float16:
+        check_same_dims(left.shape[1], right.shape[1], "halfvec")
+        diff = left.astype(np.float32) - right.astype(np.float32)
+        return _f16c_sum(diff, diff).astype(np.float64)
     left = np.asarray(left, dtype=np.float32)
     right = np.asarray(right, dtype=np.float32)
     check_same_dims(left.shape[1], right.shape[1])
@@ -102,6 +122,8 @@ _LANES = 16
 
 def _pgvector(metric: Metric, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """pgvector's distance of each row of `x` to `y` (a row or the matching rows), float64."""
+    if x.dtype == np.float16:
+        return _halfvec(metric, x, y)
     if metric is Metric.L2:
         diff = x - y
         return np.sqrt(_pgvector_sum(diff, diff, fma_tail=False).astype(np.float64))
@@ -152,6 +174,59 @@ def _pgvector_sum(x: np.ndarray, y: np.ndarray | None, fma_tail: bool) -> np.nda
     return total
 
 
+def _halfvec(metric: Metric, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """pgvector's halfvec distances (halfutils.c, the F16C loops x86-64 CPUs run): each half
+    widened to float exactly, float sums, the last steps in double."""
+    check_same_dims(x.shape[1], y.shape[-1], "halfvec")
+    xf = x.astype(np.float32)
+    yf = y.astype(np.float32)
+    if metric is Metric.L2:
+        diff = xf - yf
+        return np.sqrt(_f16c_sum(diff, diff).astype(np.float64))
+    if metric is Metric.IP:
+        return -_f16c_sum(xf, yf).astype(np.float64)
+    if metric is Metric.L1:
+        return _f16c_sum(np.abs(xf - yf), None).astype(np.float64)
+    y2 = yf if yf.ndim == 2 else yf[None, :]
+    dots = _f16c_sum(xf, yf).astype(np.float64)
+    norm_x = _f16c_sum(xf, xf).astype(np.float64)
+    norm_y = _f16c_sum(y2, y2).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sim = np.clip(dots / np.sqrt(norm_x * norm_y), -1.0, 1.0)
+    return 1.0 - sim
+
+
+# pgvector's F16C loops: 8 float lanes (one AVX register) fed by fused multiply-adds.
+_F16C_LANES = 8
+
+
+def _f16c_sum(x: np.ndarray, y: np.ndarray | None) -> np.ndarray:
+    """Per row, the float32 sum of x * y (of x when y is None) as pgvector's F16C loops compute
+    it: 8 running sums (of fused multiply-adds, or plain adds for L1), added in adjacent pairs
+    (the compiler reassociates pgvector's left-to-right sum of the lanes), then the remaining
+    elements one by one (fused too: the loop is compiled for FMA)."""
+    n, d = x.shape
+    count = d - d % _F16C_LANES
+    acc = np.zeros((n, _F16C_LANES), np.float64)
+    for s in range(0, count, _F16C_LANES):
+        if y is None:
+            acc += x[:, s:s + _F16C_LANES]
+        else:
+            acc += x[:, s:s + _F16C_LANES].astype(np.float64) * y[..., s:s + _F16C_LANES]
+        acc = acc.astype(np.float32).astype(np.float64)
+    lanes = acc.astype(np.float32)
+    while lanes.shape[1] > 1:
+        lanes = lanes[:, 0::2] + lanes[:, 1::2]
+    total = lanes[:, 0]
+    for k in range(count, d):
+        if y is None:
+            total = total + x[:, k]
+        else:
+            total = (total.astype(np.float64) + x[:, k].astype(np.float64) * y[..., k]).astype(
+                np.float32)
+    return total
+
+
 def _fold(lanes: np.ndarray) -> np.ndarray:
     """Sum the columns of (n, 2^k) float32 lanes pairwise in halves, as a vector reduction."""
     while lanes.shape[1] > 1:
@@ -172,11 +247,16 @@ def _ranking_scores(metric: Metric, matrix: np.ndarray, query: np.ndarray) -> np
     """Scores whose order is the metric's order. Inner products use one BLAS product; L2 and
     L1 use the direct form (chunked), because the expanded ||x||² - 2x·q + ||q||² loses every
     digit that separates points lying far from the origin."""
-    if metric in (Metric.L1, Metric.L2):
+    query = np.asarray(query, dtype=np.float32)
+    if metric in (Metric.L1, Metric.L2) or matrix.dtype == np.float16:
+        # halfvec matrices are widened a chunk at a time (NumPy has no half-precision BLAS).
         out = np.empty(matrix.shape[0], dtype=np.float64)
-        for start in range(0, matrix.shape[0], _CHUNK_ROWS):
-            block = matrix[start : start + _CHUNK_ROWS]
-            out[start : start + block.shape[0]] = _fast_direct(metric, block, query)
+        step = _HALF_CHUNK_ROWS if matrix.dtype == np.float16 else _CHUNK_ROWS
+        for start in range(0, matrix.shape[0], step):
+            block = matrix[start : start + step].astype(np.float32, copy=False)
+            out[start : start + block.shape[0]] = (
+                _fast_direct(metric, block, query) if metric in (Metric.L1, Metric.L2)
+                else _ranking_scores(metric, block, query))
         return out
     dots = matrix @ query  # float32 GEMV
     if metric is Metric.IP:
@@ -197,9 +277,11 @@ def top_k(
 
     Returns (row positions, pgvector distances), nearest first; ties keep row order.
     Rows whose distance is NaN (zero vectors under cosine) sort last, as in PostgreSQL.
+    A float16 matrix (halfvec) is ranked and scored as pgvector's halfvec functions do.
     """
-    matrix = np.asarray(matrix, dtype=np.float32)
-    query = np.asarray(query, dtype=np.float32)
+    dtype = np.float16 if getattr(matrix, "dtype", None) == np.float16 else np.float32
+    matrix = np.asarray(matrix, dtype=dtype)
+    query = np.asarray(query, dtype=dtype)
     check_same_dims(matrix.shape[1], query.shape[0])
     if allowed is not None:
         positions = np.flatnonzero(allowed)
@@ -232,8 +314,9 @@ def top_k_batch(metric: Metric, matrix: np.ndarray, queries: np.ndarray, k: int,
 
     The BLAS pass over-selects candidates (64 + 4k per query) which are re-scored with the direct
     form; used where many exact answers are needed at once (index calibration, benchmarks)."""
-    matrix = np.asarray(matrix, dtype=np.float32)
-    queries = np.asarray(queries, dtype=np.float32)
+    dtype = np.float16 if getattr(matrix, "dtype", None) == np.float16 else np.float32
+    matrix = np.asarray(matrix, dtype=dtype)
+    queries = np.asarray(queries, dtype=dtype)
     positions = np.arange(matrix.shape[0]) if allowed is None else np.flatnonzero(allowed)
     sub = matrix if allowed is None else matrix[positions]
     out = np.full((queries.shape[0], k), -1, np.int64)
@@ -245,11 +328,12 @@ def top_k_batch(metric: Metric, matrix: np.ndarray, queries: np.ndarray, k: int,
             out[i, : found.size] = positions[found]
         return out
     pool = min(sub.shape[0], 64 + 4 * k)
-    sq = np.einsum("ij,ij->i", sub, sub)[:, None]
+    rank = sub.astype(np.float32, copy=False)  # halfvec: ranked in float32 (BLAS)
+    sq = np.einsum("ij,ij->i", rank, rank)[:, None]
     block_size = max(1, min(64, (64 << 20) // max(1, 4 * sub.shape[0])))  # ≤ 64 MiB of scores
     for start in range(0, queries.shape[0], block_size):
         block = queries[start : start + block_size]
-        dots = sub @ block.T  # (n, b)
+        dots = rank @ block.T.astype(np.float32)  # (n, b)
         if metric is Metric.IP:
             scores = -dots
         elif metric is Metric.COSINE:
@@ -275,3 +359,38 @@ def l2_normalize(matrix: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(norms > 0, matrix / norms, 0.0)
     return out.astype(np.float32)
+
+
+# Bit strings (pgvector's binary vectors) ---------------------------------------------------------
+#
+# hnswlib has no Hamming or Jaccard space, and none is needed: packed 8 bits to a byte, a
+# segment's bit column is a small matrix (n × d/8 bytes, 1/32 of its float32 vectors), and one
+# XOR plus a hardware popcount (`np.bitwise_count`) per byte scores every row exactly at memory
+# speed. An exact scan therefore answers `ORDER BY b <~> q LIMIT k` with perfect recall at a
+# cost a graph search would not beat by much for the sizes a segment holds.
+
+
+def pack_bits(chars: np.ndarray) -> np.ndarray:
+    """(n, d) ASCII '0'/'1' bytes as (n, ceil(d/8)) packed bytes, first bit highest."""
+    return np.packbits(chars == ord("1"), axis=1)
+
+
+def hamming_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """pgvector's hamming_distance per row of two packed bit matrices: differing bits, float64."""
+    return np.bitwise_count(np.bitwise_xor(a, b)).sum(axis=1, dtype=np.int64).astype(np.float64)
+
+
+def jaccard_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """pgvector's jaccard_distance per row: 1 - |a & b| / (|a| + |b| - |a & b|), and 1 when the
+    intersection is empty (two zero strings included)."""
+    both = np.bitwise_count(np.bitwise_and(a, b)).sum(axis=1, dtype=np.int64)
+    total = np.bitwise_count(a).sum(axis=1, dtype=np.int64) + \
+        np.bitwise_count(b).sum(axis=1, dtype=np.int64) - both
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(both == 0, 1.0, 1.0 - both / total.astype(np.float64))
+
+
+def binary_quantize(matrix: np.ndarray) -> np.ndarray:
+    """pgvector's binary_quantize: one bit per element, set where the element is positive; as
+    (n, d) ASCII '0'/'1' bytes (the text form bit strings are stored in)."""
+    return np.where(np.asarray(matrix) > 0, ord("1"), ord("0")).astype(np.uint8)

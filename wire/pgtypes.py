@@ -166,15 +166,17 @@ def _binary_cell_list(array: pa.Array, t: SqlType) -> list[bytes] | None:
         raw = values.astype(wire).tobytes()
         width = wire.itemsize
         return [head + raw[i:i + width] for i in range(0, n * width, width)]
-    if name == "vector" and pa.types.is_fixed_size_list(typ) \
-            and pa.types.is_float32(typ.value_type):
+    if t.is_vector and pa.types.is_fixed_size_list(typ) \
+            and (pa.types.is_float32(typ.value_type) or pa.types.is_float16(typ.value_type)):
         d = typ.list_size
         flat = array.values.slice(array.offset * d, n * d)
         if flat.null_count:
             return None
-        raw = flat.to_numpy().astype(">f4").tobytes()
-        head = struct.pack("!iHH", 4 + 4 * d, d, 0)
-        return [head + raw[i:i + 4 * d] for i in range(0, n * 4 * d, 4 * d)]
+        wire = _VECTOR_WIRE[name]
+        size = wire.itemsize * d
+        raw = flat.to_numpy().astype(wire).tobytes()
+        head = struct.pack("!iHH", 4 + size, d, 0)
+        return [head + raw[i:i + size] for i in range(0, n * size, size)]
     if name in STRING_TYPES and name != "uuid" and (pa.types.is_string(typ)
                                                     or pa.types.is_large_string(typ)):
         return _string_cells(array)
@@ -247,8 +249,8 @@ def text_payloads(array: pa.Array, t: SqlType, float_digits: int = 1) -> pa.Arra
     if name in STRING_TYPES or name == "jsonb" or name in OID_TYPES:
         if pa.types.is_string(typ) or pa.types.is_large_string(typ):
             return array
-    if name == "vector" and (pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ)
-                             or pa.types.is_large_list(typ)):
+    if t.is_vector and (pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ)
+                        or pa.types.is_large_list(typ)):
         return vector_text(array)
     if name == "numeric" and pa.types.is_decimal(typ) and t.typmod >= 0:
         return pc.cast(array, pa.string())
@@ -347,8 +349,8 @@ def _binary_fixed(array: pa.Array, t: SqlType) -> pa.Array | None:
         values = pc.subtract(micros.fill_null(POSTGRES_EPOCH_MICROS), POSTGRES_EPOCH_MICROS)
     elif name == "time" and pa.types.is_time(typ):
         dtype, values = ">i8", array.cast(pa.time64("us")).cast(pa.int64()).fill_null(0)
-    elif name == "vector" and pa.types.is_fixed_size_list(typ):
-        return _with_nulls(_vector_cells(array), valid)
+    elif t.is_vector and pa.types.is_fixed_size_list(typ):
+        return _with_nulls(_vector_cells(array, _VECTOR_WIRE[name]), valid)
     if dtype is None:
         return None
     numbers = values.to_numpy(zero_copy_only=False)
@@ -360,18 +362,22 @@ def _binary_fixed(array: pa.Array, t: SqlType) -> pa.Array | None:
     return _with_nulls(cells, valid)
 
 
-def _vector_cells(array: pa.Array) -> pa.Array:
+# pgvector's binary element format per type: vector sends big-endian float32, halfvec float16.
+_VECTOR_WIRE = {"vector": np.dtype(">f4"), "halfvec": np.dtype(">f2")}
+
+
+def _vector_cells(array: pa.Array, wire: np.dtype) -> pa.Array:
     d = array.type.list_size
     n = len(array)
     flat = array.values.slice(array.offset * d, n * d)
     matrix = flat.fill_null(0).to_numpy(zero_copy_only=False).reshape(n, d)
     record = np.empty(n, dtype=[("len", ">i4"), ("dim", ">u2"), ("unused", ">u2"),
-                                ("v", ">f4", (d,))])
-    record["len"] = 4 + 4 * d
+                                ("v", wire, (d,))])
+    record["len"] = 4 + wire.itemsize * d
     record["dim"] = d
     record["unused"] = 0
     record["v"] = matrix
-    return fixed_width(record.view(np.uint8), 8 + 4 * d, n)
+    return fixed_width(record.view(np.uint8), 8 + wire.itemsize * d, n)
 
 
 def _binary_payloads(array: pa.Array, t: SqlType) -> pa.Array:
@@ -425,9 +431,12 @@ def encode_binary(value: object, t: SqlType) -> bytes:
     if name == "interval":
         months, days, nanos = value.months, value.days, value.nanoseconds
         return struct.pack("!qii", nanos // 1000, days, months)
-    if name == "vector":
-        vec = np.asarray(value, dtype=np.float32)
-        return struct.pack("!HH", vec.size, 0) + vec.astype(">f4").tobytes()
+    if t.is_vector:
+        vec = np.asarray(value, dtype=t.vector_dtype)
+        return struct.pack("!HH", vec.size, 0) + vec.astype(_VECTOR_WIRE[name]).tobytes()
+    if name in ("bit", "varbit"):  # bit_send: int32 bit count, then the bits packed, high first
+        bits = np.frombuffer(str(value).encode(), np.uint8) == ord("1")
+        return struct.pack("!i", bits.size) + np.packbits(bits).tobytes()
     if t.is_array:
         return encode_array(value, t.element)
     raise SqlVecError(f"no binary output function available for type {t.format()}",
@@ -597,8 +606,10 @@ def decode_binary(data: bytes, t: SqlType) -> object:
     if name == "interval":
         micros, days, months = _unpack_exact("!qii", data, "interval")
         return pa.MonthDayNano([months, days, micros * 1000])
-    if name == "vector":
+    if t.is_vector:
         return decode_vector(data, t)
+    if name in ("bit", "varbit"):
+        return decode_bits(data, t)
     if t.is_array:
         return decode_array(data, t.element)
     return parse_text(_utf8(data), t)
@@ -614,17 +625,33 @@ def _utf8(data: bytes) -> str:
     return decode_utf8(data)
 
 
+def decode_bits(data: bytes, t: SqlType) -> str:
+    """PostgreSQL's bit_recv: int32 bit count, then ceil(count / 8) bytes, first bit highest;
+    returned as the '0'/'1' text bit strings are stored as."""
+    if len(data) < 4:
+        raise BinaryFormatError("insufficient data left in message")
+    (count,) = struct.unpack_from("!i", data)
+    if count < 0 or len(data) != 4 + (count + 7) // 8:
+        raise BinaryFormatError("invalid length in external bit string")
+    bits = np.unpackbits(np.frombuffer(data, np.uint8, offset=4))[:count]
+    text = np.where(bits == 1, ord("1"), ord("0")).astype(np.uint8).tobytes().decode()
+    return parse_text(text, t)
+
+
 def decode_vector(data: bytes, t: SqlType | None = None) -> np.ndarray:
-    """pgvector's vector_recv: uint16 dim, uint16 unused (must be 0), dim x float32."""
+    """pgvector's vector_recv / halfvec_recv: uint16 dim, uint16 unused (must be 0), dim x
+    float32 (vector) or float16 (halfvec), big-endian."""
+    name = "vector" if t is None else t.name
+    wire = _VECTOR_WIRE[name]
     if len(data) < 4:
         raise BinaryFormatError("insufficient data left in message")
     dim, unused = struct.unpack_from("!HH", data)
     if unused != 0:
         raise BinaryFormatError(f"expected unused to be 0, not {unused}")
-    if len(data) != 4 + 4 * dim:
+    if len(data) != 4 + wire.itemsize * dim:
         raise BinaryFormatError("insufficient data left in message")
-    values = np.frombuffer(data, dtype=">f4", count=dim, offset=4).astype(np.float32)
-    values = check_vector_values(values)
+    values = np.frombuffer(data, dtype=wire, count=dim, offset=4).astype(wire.newbyteorder("="))
+    values = check_vector_values(values, type_name=name)
     if t is not None and t.typmod >= 0 and values.size != t.typmod:
         raise DataException(f"expected {t.typmod} dimensions, not {values.size}")
     return values
@@ -651,7 +678,7 @@ def decode_text_column(values: pa.Array, t: SqlType) -> pa.Array:
             fast = pc.cast(values, target)
         elif name == "bool":
             fast = _bool_column(values)
-        elif name == "vector":
+        elif t.is_vector:
             fast = _vector_column(values, t)
         elif name in ("text", "name", "unknown", "json") or (
                 name in ("varchar", "bpchar") and t.char_length is None):
@@ -691,25 +718,26 @@ def _vector_column(values: pa.Array, t: SqlType) -> pa.Array | None:
     if not np.isfinite(wide).all():
         return None
     with np.errstate(over="ignore"):
-        narrow = wide.astype(np.float32)
+        narrow = wide.astype(np.float32).astype(t.vector_dtype)
     if not np.isfinite(narrow).all():
-        return None
+        return None  # the value-by-value path names the row and the problem
     n = len(values)
-    matrix = np.zeros((n, d), np.float32)
+    matrix = np.zeros((n, d), t.vector_dtype)
     valid = values.is_valid().to_numpy(zero_copy_only=False)
     matrix[valid] = narrow.reshape(-1, d)
     return vectors_array(matrix, None if valid.all() else valid, t)
 
 
 def vectors_array(matrix: np.ndarray, valid: np.ndarray | None, t: SqlType) -> pa.Array:
-    """An (n, d) float32 matrix as a vector column (fixed_size_list, or list if undimensioned)."""
+    """An (n, d) matrix as a vector or halfvec column (fixed_size_list, or list if
+    undimensioned)."""
     n, d = matrix.shape
-    flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
+    flat = pa.array(np.ascontiguousarray(matrix, dtype=t.vector_dtype).reshape(-1))
     mask = None if valid is None else pa.array(~valid)
     fixed = pa.FixedSizeListArray.from_arrays(flat, d, mask=mask)
     if t.typmod >= 0:
         return fixed
-    return fixed.cast(pa.list_(pa.float32()))
+    return fixed.cast(t.to_arrow())
 
 
 def _decode_each(texts: list, t: SqlType) -> pa.Array:
@@ -734,8 +762,8 @@ def _arrow_ready(value: object, t: SqlType) -> object:
         value = value.quantize(decimal.Decimal(1).scaleb(-s), rounding=decimal.ROUND_HALF_UP)
         if len(value.as_tuple().digits) > p:
             raise SqlVecError("numeric field overflow", sqlstate="22003")
-    if t.name == "vector":
-        return np.asarray(value, dtype=np.float32).tolist()
+    if t.is_vector:
+        return np.asarray(value, dtype=t.vector_dtype).tolist()
     return value
 
 
@@ -743,10 +771,10 @@ def _to_arrow(values: list, t: SqlType) -> pa.Array:
     try:
         return pa.array(values, t.to_arrow())
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-        if t.name == "vector":
+        if t.is_vector:
             dims = {len(v) for v in values if v is not None}
             raise CellError(0, DataException(
-                f"different vector dimensions {min(dims)} and {max(dims)}")) from None
+                f"different {t.name} dimensions {min(dims)} and {max(dims)}")) from None
         raise CellError(0, SqlVecError(f"value out of range for type {t.format()}",
                                        sqlstate="22003")) from exc
 
@@ -760,7 +788,7 @@ def decode_binary_column(buf: bytes | memoryview, starts: np.ndarray, lengths: n
     n = len(starts)
     valid = lengths >= 0
     name = t.name
-    if name in INTEGER_TYPES or name in FLOAT_TYPES or name == "vector":
+    if name in INTEGER_TYPES or name in FLOAT_TYPES or t.is_vector:
         present = lengths[valid]
         if present.size == 0:
             return pa.nulls(n, t.to_arrow())
@@ -773,7 +801,7 @@ def decode_binary_column(buf: bytes | memoryview, starts: np.ndarray, lengths: n
                 raise CellError(int(np.flatnonzero(valid)[exc.row]), exc.error) from None
             if column is not None:
                 return _scatter(column, valid)
-        elif name != "vector":
+        elif not t.is_vector:
             bad = int(np.flatnonzero(valid & (lengths != width))[0])
             raise CellError(bad, BinaryFormatError(
                 f"incorrect binary data format for type {t.format()}"))
@@ -806,10 +834,11 @@ def decode_binary_matrix(rows: np.ndarray, t: SqlType) -> pa.Array | None:
         # A view of the (possibly strided) column, byte-swapped into native order in one copy.
         values = rows.view(code).reshape(n)
         return pa.array(values.astype(np.dtype(code).newbyteorder("="))).cast(t.to_arrow())
-    if name != "vector":
+    if not t.is_vector:
         return None
-    d = (width - 4) // 4
-    if width < 8 or width != 4 + 4 * d:
+    wire = _VECTOR_WIRE[name]
+    d = (width - 4) // wire.itemsize
+    if width < 4 + wire.itemsize or width != 4 + wire.itemsize * d:
         raise CellError(0, BinaryFormatError("insufficient data left in message"))
     header = rows[:, :4].view(">u2")
     bad = np.flatnonzero((header[:, 0] != d) | (header[:, 1] != 0))
@@ -817,12 +846,12 @@ def decode_binary_matrix(rows: np.ndarray, t: SqlType) -> pa.Array | None:
         return None  # let the value-by-value path name the row and the problem
     if t.typmod >= 0 and d != t.typmod:
         raise CellError(0, DataException(f"expected {t.typmod} dimensions, not {d}"))
-    values = rows[:, 4:].view(">f4").astype(np.float32)
+    values = rows[:, 4:].view(wire).astype(t.vector_dtype)
     finite = np.isfinite(values).all(axis=1)
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
-        problem = "NaN not allowed in vector" if np.isnan(values[row]).any() \
-            else "infinite value not allowed in vector"
+        problem = f"NaN not allowed in {name}" if np.isnan(values[row]).any() \
+            else f"infinite value not allowed in {name}"
         raise CellError(row, DataException(problem))
     return vectors_array(values, None, t)
 

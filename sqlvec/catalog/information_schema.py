@@ -77,7 +77,7 @@ def data_type(t: SqlType) -> str:
     """information_schema's data_type of a column type."""
     if t.is_array:
         return "ARRAY"
-    if t.name == "vector":
+    if t.is_vector:
         return "USER-DEFINED"
     return t.info.display
 
@@ -88,7 +88,7 @@ def _column_row(rel, col, db: str, defaults: dict) -> dict:
            "column_name": col.name, "ordinal_position": col.attnum,
            "column_default": defaults.get((rel.oid, col.attnum)),
            "is_nullable": "NO" if col.not_null else "YES", "data_type": data_type(t),
-           "udt_catalog": db, "udt_schema": "public" if t.name == "vector" else "pg_catalog",
+           "udt_catalog": db, "udt_schema": "public" if t.is_vector else "pg_catalog",
            "udt_name": t.name, "dtd_identifier": str(col.attnum), "is_self_referencing": "NO",
            "is_identity": "YES" if col.identity in ("always", "by default") else "NO",
            "identity_generation": {"always": "ALWAYS", "by default": "BY DEFAULT"}.get(

@@ -35,7 +35,7 @@ from sqlvec.catalog.views import all_views
 from sqlvec.catalog.virtual import TABLES, parse_type, table_oid
 from sqlvec.errors import UndefinedObject
 from sqlvec.storage import access_methods
-from sqlvec.types import TYPES_BY_NAME, TYPES_BY_OID, SqlType, TypeInfo
+from sqlvec.types import TYPES_BY_NAME, TYPES_BY_OID, VECTOR_DTYPES, SqlType, TypeInfo
 
 PG_TOAST_OID = 99
 HEAP_AM = 2
@@ -65,7 +65,8 @@ BTREE_OPCLASSES = {
     "time": (1989, "time_ops"), "timestamp": (3128, "timestamp_ops"),
     "timestamptz": (3127, "timestamptz_ops"), "interval": (1982, "interval_ops"),
     "numeric": (3125, "numeric_ops"), "uuid": (2968, "uuid_ops"), "jsonb": (4033, "jsonb_ops"),
-    "vector": (16396, "vector_ops"),
+    "vector": (16396, "vector_ops"), "halfvec": (16368, "halfvec_ops"),
+    "bit": (423, "bit_ops"), "varbit": (2002, "varbit_ops"),
 }
 
 
@@ -97,16 +98,19 @@ _IO = {
     "regnamespace": "regnamespace", "regrole": "regrole", "regprocedure": "regprocedure",
 }
 _IO_UNDERSCORE = {"json", "date", "time", "timestamp", "timestamptz", "interval", "numeric",
-                  "uuid", "jsonb", "vector", "record"}
+                  "uuid", "jsonb", "vector", "halfvec", "record", "bit", "varbit"}
 _STORAGE = {"bytea": "x", "text": "x", "json": "x", "jsonb": "x", "bpchar": "x", "varchar": "x",
-            "numeric": "m", "vector": "e"}
+            "numeric": "m", "vector": "e", "halfvec": "e",
+            "varbit": "x", "bit": "x"}
 _ALIGN = {"bool": "c", "char": "c", "name": "c", "uuid": "c", "int2": "s", "tid": "s",
           "int8": "d", "float8": "d", "time": "d", "timestamp": "d", "timestamptz": "d", "interval": "d"}
 _PREFERRED = {"bool", "text", "float8", "oid", "timestamptz", "interval"}
 _TYPMODIN = {"varchar": "varchartypmodin", "bpchar": "bpchartypmodin",
              "numeric": "numerictypmodin", "timestamp": "timestamptypmodin",
              "timestamptz": "timestamptztypmodin", "time": "timetypmodin",
-             "interval": "intervaltypmodin", "vector": "vector_typmod_in"}
+             "interval": "intervaltypmodin", "vector": "vector_typmod_in",
+             "halfvec": "halfvec_typmod_in", "bit": "bittypmodin",
+             "varbit": "varbittypmodin"}
 _COLLATABLE = {"text", "varchar", "bpchar", "name"}
 
 
@@ -151,9 +155,13 @@ def _type_row(info: TypeInfo) -> TypeRow:
     modout = modin.replace("typmod_in", "typmod_out").replace("typmodin", "typmodout")
     byval = info.typlen in (1, 2, 4, 8) and name not in ("name",)
     collation = (C_COLLATION if name == "name" else DEFAULT_COLLATION) if name in _COLLATABLE else 0
-    return TypeRow(info, PUBLIC_OID if name == "vector" else PG_CATALOG_OID, byval,
+    return TypeRow(info, PUBLIC_OID if name in EXTENSION_TYPES else PG_CATALOG_OID, byval,
                    _ALIGN.get(name, "i"), _STORAGE.get(name, "p"), 0, info.array_oid, *io,
                    modin, modout, "-", collation, name in _PREFERRED)
+
+
+# pgvector's types: they live in the extension's schema (public), not pg_catalog.
+EXTENSION_TYPES = frozenset(VECTOR_DTYPES)
 
 
 # Pseudo and extra types clients look up by OID; not usable as column types here.

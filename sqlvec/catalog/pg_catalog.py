@@ -228,7 +228,7 @@ def _pg_opclass(o) -> dict:
         if oid in seen or typname not in TYPES_BY_NAME:
             continue
         seen.add(oid)
-        ns = o.nsp_by_name.get("public", PG_CATALOG_OID) if typname == "vector" else \
+        ns = o.nsp_by_name.get("public", PG_CATALOG_OID) if typname in O.EXTENSION_TYPES else \
             PG_CATALOG_OID
         rows.append((oid, O.BTREE_AM, name, ns, BOOTSTRAP_SUPERUSER_OID, oid + 100000,
                      TYPES_BY_NAME[typname].oid, True, 0))

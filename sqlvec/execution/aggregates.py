@@ -24,7 +24,7 @@ from sqlglot import exp
 
 from sqlvec.catalog import functions as F
 from sqlvec.catalog.functions import aggregate, sig
-from sqlvec.errors import FeatureNotSupported, SqlVecError
+from sqlvec.errors import FeatureNotSupported, NumericValueOutOfRange, SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.kernels import (
     AGGREGATE_BYTES_PER_ROW,
@@ -41,7 +41,7 @@ from sqlvec.execution.values import BOOL, FLOAT8, INT8, TEXT, Value, as_array
 from sqlvec.execution.windows import aggregate_window
 from sqlvec.sql.calls import call_of
 from sqlvec.storage.table import mask_of
-from sqlvec.types import SqlType
+from sqlvec.types import SqlType, format_float4
 
 
 @dataclass
@@ -112,10 +112,11 @@ def _count(c, name, args) -> AggregateSpec:
 
 @aggregate("sum", "int2 -> int8", "int4 -> int8", "int8 -> numeric", "float4 -> float4",
            "float8 -> float8", "numeric -> numeric",
-           sig("vector -> vector", extension="vector"), strict=False, window=aggregate_window)
+           sig("vector -> vector", extension="vector"), sig("halfvec -> halfvec", extension="vector"),
+           strict=False, window=aggregate_window)
 def _sum(c, name, args) -> AggregateSpec:
     arg = _argument(c, name, args, unknown=V.NUMERIC)
-    if arg.type.name == "vector":
+    if arg.type.is_vector:
         return AggregateSpec("vector_sum", arg, arg.type)
     _require_number(name, arg)
     if arg.type.name == "interval":
@@ -127,10 +128,10 @@ def _sum(c, name, args) -> AggregateSpec:
 
 @aggregate("avg", "int2 -> numeric", "int4 -> numeric", "int8 -> numeric", "float4 -> float8",
            "float8 -> float8", "numeric -> numeric", sig("vector -> vector", extension="vector"),
-           strict=False, window=aggregate_window)
+           sig("halfvec -> halfvec", extension="vector"), strict=False, window=aggregate_window)
 def _avg(c, name, args) -> AggregateSpec:
     arg = _argument(c, name, args, unknown=V.NUMERIC)
-    if arg.type.name == "vector":
+    if arg.type.is_vector:
         return AggregateSpec("vector_avg", arg, arg.type)
     _require_number(name, arg)
     if arg.type.name in ("float4", "float8"):
@@ -157,7 +158,7 @@ _ORDERED_TYPES = ("int2", "int4", "int8", "float4", "float8", "numeric", "oid", 
            window=aggregate_window)
 def _min_max(c, name, args) -> AggregateSpec:
     arg = _argument(c, name, args)
-    if arg.type.is_array or arg.type.name in ("vector", "json", "interval"):
+    if arg.type.is_array or arg.type.is_vector or arg.type.name in ("json", "interval"):
         raise FeatureNotSupported(f"{name}({arg.type.format()}) is not supported")
     return AggregateSpec(name, arg, arg.type)
 
@@ -183,7 +184,7 @@ def _string_agg(c, name, args) -> AggregateSpec:
 @aggregate("array_agg", "anynonarray -> anyarray", strict=False)
 def _array_agg(c, name, args) -> AggregateSpec:
     arg = _argument(c, name, args)
-    if arg.type.is_array or arg.type.name == "vector":
+    if arg.type.is_array or arg.type.is_vector:
         raise FeatureNotSupported(f"array_agg({arg.type.format()}) is not supported")
     return AggregateSpec("array_agg", arg, arg.type.array_of())
 
@@ -337,6 +338,8 @@ def _string_agg_kernel(spec, frame, arg, gids, rows, ngroups):
 
 def _vector_kernel(spec, frame, arg, gids, rows, ngroups):
     matrix, _ = V.to_numpy_vectors(arg, frame.n)
+    if matrix.dtype == np.float16:
+        return _halfvec_kernel(spec, matrix, gids, rows, ngroups)
     d = matrix.shape[1] if matrix.ndim == 2 else 0
     sums = np.zeros((ngroups, d), np.float64)
     counts = np.bincount(gids[rows], minlength=ngroups)
@@ -345,6 +348,31 @@ def _vector_kernel(spec, frame, arg, gids, rows, ngroups):
         with np.errstate(invalid="ignore", divide="ignore"):
             sums = sums / counts[:, None]
     return V.vectors_to_arrow(sums.astype(np.float32), counts > 0)
+
+
+def _halfvec_kernel(spec, matrix, gids, rows, ngroups):
+    """pgvector's halfvec aggregates: sum adds the rows in half precision one after another
+    (its sum is halfvec_add; `np.add.at` on float16 rounds after each row, in row order, as
+    that does), avg sums in double and rounds the mean to half once."""
+    d = matrix.shape[1] if matrix.ndim == 2 else 0
+    counts = np.bincount(gids[rows], minlength=ngroups)
+    if spec.name == "vector_sum":
+        sums = np.zeros((ngroups, d), np.float16)
+        with np.errstate(over="ignore"):
+            np.add.at(sums, gids[rows], matrix[rows])
+        if np.isinf(sums[counts > 0]).any():
+            raise NumericValueOutOfRange("value out of range: overflow")
+        return V.vectors_to_arrow(sums, counts > 0, np.float16)
+    sums = np.zeros((ngroups, d), np.float64)
+    np.add.at(sums, gids[rows], matrix[rows].astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        means = (sums / counts[:, None]).astype(np.float32)
+        half = means.astype(np.float16)
+    bad = np.isinf(half) & ~np.isinf(means) & (counts > 0)[:, None]
+    if bad.any():
+        raise SqlVecError(f'"{format_float4(float(means[bad][0]))}" is out of range for type '
+                          "halfvec", sqlstate="22003")
+    return V.vectors_to_arrow(half, counts > 0, np.float16)
 
 
 _MIN_COUNT = pc.ScalarAggregateOptions(min_count=1)

@@ -209,7 +209,7 @@ def _type_is_visible(c, args, e):
         info = O.type_name_of(o)
         if info is None:
             return None
-        if info.typname in ("vector", "_vector"):
+        if info.typname in ("vector", "_vector", "halfvec", "_halfvec"):
             return "public" in _search_path(f)
         return True
     return _map([oid], fn, BOOL)
@@ -413,7 +413,7 @@ def relation_size(model: O.CatalogObjects, oid: int, which: str) -> int | None:
         for col in r.columns:
             t = col.type
             if t.is_vector:
-                width += 8 + 4 * (t.dims or 0)
+                width += 8 + np.dtype(t.vector_dtype).itemsize * (t.dims or 0)
             else:
                 width += _WIDTH.get(t.name, 16)
         rows = max(int(r.tuples), 0)

@@ -43,7 +43,7 @@ from sqlvec.execution import values as V
 from sqlvec.execution.expressions import constant
 from sqlvec.execution.expressions.calls import no_such_function
 from sqlvec.execution.expressions.json import json_typeof
-from sqlvec.execution.expressions.vector import vector_distance
+from sqlvec.execution.expressions.vector import bits_from_chars, vector_distance
 from sqlvec.execution.kernels import add_months, decimal_op, int_checked
 from sqlvec.execution.values import (
     BOOL,
@@ -58,7 +58,7 @@ from sqlvec.execution.values import (
 )
 from sqlvec.sql import dialect as d
 from sqlvec.types import SqlType
-from sqlvec.vectors import Metric, l2_normalize
+from sqlvec.vectors import Metric, binary_quantize, l2_normalize
 
 DATE = SqlType("date")
 TIMESTAMP = SqlType("timestamp")
@@ -926,11 +926,19 @@ def _pg_typeof(c, args, e):
 # Vectors -----------------------------------------------------------------------------------------
 
 
-def _vector_arg(c, e) -> Value:
+def _vector_arg(c, e, kind: str = "vector") -> Value:
+    """A pgvector function's argument: a vector or halfvec as it is, anything else as `kind`."""
     v = c.compile(e)
-    if v.type.name != "vector":
-        v = c.coerce(v, SqlType("vector"))
+    if not v.type.is_vector:
+        v = c.coerce(v, SqlType(kind))
     return v
+
+
+def _vector_args(c, args) -> tuple[Value, Value]:
+    """Two operands of a pgvector distance function, as one type (halfvec if either is)."""
+    a, b = c.compile(args[0]), c.compile(args[1])
+    kind = "halfvec" if "halfvec" in (a.type.name, b.type.name) else "vector"
+    return c.coerce(a, SqlType(kind)), c.coerce(b, SqlType(kind))
 
 
 def _per_vector(fn: Callable[[np.ndarray], np.ndarray], v: Value, out: SqlType, as_vectors: bool):
@@ -939,7 +947,7 @@ def _per_vector(fn: Callable[[np.ndarray], np.ndarray], v: Value, out: SqlType, 
         rows = 1 if is_scalar(x) else f.n
         matrix, valid = V.to_numpy_vectors(x, rows)
         result = fn(matrix)
-        arr = V.vectors_to_arrow(result, valid) if as_vectors else \
+        arr = V.vectors_to_arrow(result, valid, out.vector_dtype) if as_vectors else \
             pa.array(result, out.to_arrow(), mask=None if valid is None else ~valid)
         return arr[0] if is_scalar(x) else arr
     return Value(run, out, v.const)
@@ -957,14 +965,16 @@ def _vector_dims(c, args, e):
 
 
 def _vector_norm(c, args, e):
-    v = _vector_arg(c, args[0])
+    v = _vector_arg(c, args[0], "halfvec" if str(e.this).lower() == "l2_norm" else "vector")
+    if (v.type.name == "halfvec") != (str(e.this).lower() == "l2_norm"):
+        raise no_such_function(str(e.this).lower(), [v])  # vector_norm(vector), l2_norm(halfvec)
     return _per_vector(lambda m: np.sqrt(np.einsum("ij,ij->i", m, m, dtype=np.float64)), v,
                        FLOAT8, False)
 
 
 def _l2_normalize(c, args, e):
     v = _vector_arg(c, args[0])
-    return _per_vector(l2_normalize, v, v.type, True)
+    return _per_vector(l2_normalize, v, SqlType(v.type.name), True)
 
 
 def _subvector(c, args, e):
@@ -976,15 +986,35 @@ def _subvector(c, args, e):
         begin = max(start, 1) - 1
         end = min(start - 1 + count, m.shape[1]) if count is not None else m.shape[1]
         if start is None or end <= begin:
-            raise DataException("vector must have at least 1 dimension")
+            raise DataException(f"{v.type.name} must have at least 1 dimension")
         return m[:, begin:end]
-    return _per_vector(take, v, SqlType("vector"), True)
+    return _per_vector(take, v, SqlType(v.type.name), True)
 
 
 def _inner_product(c, args, e):
-    a, b = _vector_arg(c, args[0]), _vector_arg(c, args[1])
+    a, b = _vector_args(c, args)
     return Value(lambda f: pc.negate(vector_distance(Metric.IP, a(f), b(f), f.n)), FLOAT8,
                  a.const and b.const)
+
+
+def _binary_quantize(c, args, e):
+    v = _vector_arg(c, args[0])
+
+    def run(f):
+        x = v(f)
+        rows = 1 if is_scalar(x) else f.n
+        matrix, valid = V.to_numpy_vectors(x, rows)
+        out = bits_from_chars(binary_quantize(matrix), valid)
+        return out[0] if is_scalar(x) else out
+    return Value(run, SqlType("bit"), v.const)
+
+
+def _bit_distance_call(c, args, e):
+    name = str(e.this).lower()
+    cls = d.HammingDistance if name == "hamming_distance" else d.JaccardDistance
+    if len(args) != 2:
+        raise no_such_function(name, [c.compile(a) for a in args])
+    return c.compile(cls(this=args[0], expression=args[1]))
 
 
 def _named_distance(c, args, e):
@@ -1127,14 +1157,22 @@ scalar("age", "timestamp -> interval [stable]", "timestamptz -> interval [stable
        "timestamp, timestamp -> interval", "timestamptz, timestamptz -> interval")(_age)
 scalar("pg_typeof", "any -> text", volatility="s", strict=False)(_pg_typeof)
 
-scalar("vector_dims", "vector -> int4", extension="vector")(_vector_dims)
+scalar("vector_dims", "vector -> int4", "halfvec -> int4", extension="vector")(_vector_dims)
 scalar("vector_norm", "vector -> float8", extension="vector")(_vector_norm)
-scalar("l2_normalize", "vector -> vector", extension="vector")(_l2_normalize)
-scalar("subvector", "vector, int4, int4 -> vector", extension="vector")(_subvector)
-scalar("inner_product", "vector, vector -> float8", extension="vector")(_inner_product)
-scalar("l2_distance cosine_distance l1_distance vector_l2_squared_distance "
-       "vector_negative_inner_product", "vector, vector -> float8", extension="vector")(
-    _named_distance)
+scalar("l2_norm", "halfvec -> float8", extension="vector")(_vector_norm)
+scalar("l2_normalize", "vector -> vector", "halfvec -> halfvec", extension="vector")(
+    _l2_normalize)
+scalar("subvector", "vector, int4, int4 -> vector", "halfvec, int4, int4 -> halfvec",
+       extension="vector")(_subvector)
+scalar("inner_product", "vector, vector -> float8", "halfvec, halfvec -> float8",
+       extension="vector")(_inner_product)
+scalar("l2_distance cosine_distance l1_distance", "vector, vector -> float8",
+       "halfvec, halfvec -> float8", extension="vector")(_named_distance)
+scalar("vector_l2_squared_distance vector_negative_inner_product", "vector, vector -> float8",
+       extension="vector")(_named_distance)
+scalar("binary_quantize", "vector -> bit", "halfvec -> bit", extension="vector")(_binary_quantize)
+scalar("hamming_distance jaccard_distance", "bit, bit -> float8", extension="vector")(
+    _bit_distance_call)
 
 scalar("gen_random_uuid", "-> uuid", volatility="v")(_gen_random_uuid)
 scalar("int4", "int2 -> int4", "int8 -> int4", "float4 -> int4", "float8 -> int4",

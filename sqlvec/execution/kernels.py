@@ -69,6 +69,21 @@ SORT_RUN_ROWS = 1 << 20
 SORT_BYTES_PER_ROW = 32
 
 
+def _vector_ranks(col: pa.Array) -> pa.Array:
+    """Vectors of one dimension count as int64 ranks in pgvector's btree order (element by
+    element), NULL where the vector is: one sort key instead of one per element."""
+    d = col.type.list_size
+    child = col.values.slice(col.offset * d, len(col) * d).fill_null(0)
+    matrix = child.to_numpy(zero_copy_only=False).reshape(len(col), d)
+    order = np.lexsort(matrix.T[::-1]) if d else np.arange(len(col))
+    ranked = matrix[order]
+    new = np.ones(len(col), bool)
+    new[1:] = (ranked[1:] != ranked[:-1]).any(axis=1)
+    ranks = np.empty(len(col), np.int64)
+    ranks[order] = np.cumsum(new)
+    return pa.array(ranks, mask=col.is_null().to_numpy(zero_copy_only=False))
+
+
 def sort_indices(keys: list[tuple], n_rows: int, ctx: ExecContext | None = None) -> pa.Array:
     """Row order for ORDER BY keys (value datum, type, desc, nulls_first), stable.
 
@@ -80,7 +95,9 @@ def sort_indices(keys: list[tuple], n_rows: int, ctx: ExecContext | None = None)
         col = as_array(value, n_rows)
         if isinstance(col, pa.ChunkedArray):
             col = col.combine_chunks()
-        if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type):
+        if t.is_vector and pa.types.is_fixed_size_list(col.type):
+            col = _vector_ranks(col)
+        elif pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type):
             raise FeatureNotSupported(f"ordering by values of type {t.format()} is not supported")
         if pa.types.is_dictionary(col.type):
             col = col.dictionary_decode()

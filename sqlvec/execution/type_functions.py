@@ -44,7 +44,7 @@ CSTRING = TEXT  # cstring values are text here
 
 # Types whose input and receive functions take (cstring|internal, oid, int4): a typmod.
 _WITH_TYPMOD = {"bpchar", "varchar", "numeric", "time", "timestamp", "timestamptz", "interval",
-                "record", "vector"}
+                "record", "vector", "halfvec", "bit", "varbit"}
 # Volatility where PostgreSQL's is stable rather than immutable.
 _STABLE_IN = {"date", "time", "timestamp", "timestamptz", "interval", "record", *REG_TYPES}
 _STABLE_OUT = {"date", "timestamp", "timestamptz", "interval", "record", *REG_TYPES}
@@ -52,7 +52,8 @@ _STABLE_BINARY = {"bpchar", "name", "text", "varchar", "record", "cstring"}
 # Catalog vectors (pg_index.indkey, pg_proc.proargtypes): read from the catalog, never from text.
 _CATALOG_ONLY = {"int2vector", "oidvector"}
 # Type modifiers the engine reads (interval's field restrictions are not).
-_TYPMOD_TYPES = {"bpchar", "varchar", "numeric", "time", "timestamp", "timestamptz", "vector"}
+_TYPMOD_TYPES = {"bpchar", "varchar", "numeric", "time", "timestamp", "timestamptz", "vector",
+                 "halfvec", "bit", "varbit"}
 
 
 def _text_argument(c, e: exp.Expression, name: str) -> Value:
@@ -231,7 +232,7 @@ def binary(value: Datum, t: SqlType, n: int) -> Datum:
     if name == "bytea":
         return arr.cast(pa.binary())
     if name == "vector" and len(arr) and arr.null_count < len(arr) and \
-            pa.types.is_fixed_size_list(arr.type):
+            pa.types.is_fixed_size_list(arr.type) and pa.types.is_float32(arr.type.value_type):
         return _vectors(arr)
     return pa.array([None if v is None else encode_binary(v, t) for v in arr.to_pylist()],
                     pa.binary())
@@ -288,9 +289,12 @@ def encode_binary(value: object, t: SqlType) -> bytes:
                         else decimal.Decimal(str(value)))
     if name == "interval":
         return struct.pack("!qii", value.nanoseconds // 1000, value.days, value.months)
-    if name == "vector":
-        vec = np.asarray(value, dtype=">f4")
+    if name in ("vector", "halfvec"):
+        vec = np.asarray(value, dtype=">f4" if name == "vector" else ">f2")
         return struct.pack("!HH", vec.size, 0) + vec.tobytes()
+    if name in ("bit", "varbit"):  # int32 bit count, then the bits packed, first bit highest
+        bits = np.frombuffer(str(value).encode(), np.uint8) == ord("1")
+        return struct.pack("!i", bits.size) + np.packbits(bits).tobytes()
     if name in ("int2vector", "oidvector"):
         return _array(list(value), t.element, lower=0)
     if t.is_array:
@@ -338,7 +342,7 @@ def _declare_type(row: O.TypeRow, declared: set[str]) -> None:
     stable_in = kind in _STABLE_IN or kind == "array"
     stable_out = kind in _STABLE_OUT or kind == "array"
     stable_binary = name in _STABLE_BINARY or kind == "array"
-    options = {"extension": "vector"} if name == "vector" else {}
+    options = {"extension": "vector"} if name in ("vector", "halfvec") else {}
     suffix = ", oid, int4" if typmod else ""
     functions = (
         (row.input, f"cstring{suffix} -> {arg}", _input(kind), stable_in),
@@ -348,7 +352,7 @@ def _declare_type(row: O.TypeRow, declared: set[str]) -> None:
     )
     if name in _TYPMOD_TYPES:
         functions += ((row.modin, "cstring[] -> int4", _typmod_in(name), False),)
-        if name != "vector":  # pgvector has no typmod output function
+        if name not in ("vector", "halfvec"):  # pgvector has no typmod output function
             functions += ((row.modout, "int4 -> cstring", _typmod_out(name), False),)
     for fname, signature, kernel, stable in functions:
         if fname == "-" or fname in declared:

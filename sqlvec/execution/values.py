@@ -33,6 +33,8 @@ from sqlvec.errors import (
     invalid_byte_sequence,
 )
 from sqlvec.types import (
+    BIT_TYPES,
+    VECTOR_MAX_DIM,
     SqlType,
     check_vector_values,
     format_shortest,
@@ -70,11 +72,13 @@ def as_array(value: Datum, n: int) -> pa.Array | pa.ChunkedArray:
 
 
 def to_numpy_vectors(value: Datum, n: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """A vector column (or scalar) as an (n, d) float32 matrix and a validity mask."""
+    """A vector column (or scalar) as an (n, d) matrix and a validity mask: float32 for vector,
+    float16 for halfvec (the kernels in sqlvec.vectors pick pgvector's halfvec arithmetic by it)."""
+    dtype = np.float16 if pa.types.is_float16(value.type.value_type) else np.float32
     if isinstance(value, pa.Scalar):
         if not value.is_valid:
-            return np.zeros((n, 1), np.float32), np.zeros(n, bool)
-        vec = np.asarray(value.values.to_numpy(zero_copy_only=False), dtype=np.float32)
+            return np.zeros((n, 1), dtype), np.zeros(n, bool)
+        vec = np.asarray(value.values.to_numpy(zero_copy_only=False), dtype=dtype)
         return np.broadcast_to(vec, (n, vec.size)), None
     if isinstance(value, pa.ChunkedArray):
         value = value.combine_chunks() if value.num_chunks != 1 else value.chunk(0)
@@ -83,27 +87,29 @@ def to_numpy_vectors(value: Datum, n: int) -> tuple[np.ndarray, np.ndarray | Non
         child = value.values.slice(value.offset * d, len(value) * d)
         if child.null_count:
             child = child.fill_null(0)
-        matrix = child.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(value), d)
+        matrix = child.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(len(value), d)
     else:
         lengths = pc.list_value_length(value).to_numpy(zero_copy_only=False)
         valid_lengths = lengths[~np.isnan(lengths.astype(float))] if lengths.size else lengths
         d = int(valid_lengths.max()) if valid_lengths.size else 0
         if valid_lengths.size and int(valid_lengths.min()) != d:
             dims = sorted(set(valid_lengths.astype(int).tolist()))
-            raise DataException(f"different vector dimensions {dims[0]} and {dims[-1]}")
+            kind = "halfvec" if dtype is np.float16 else "vector"
+            raise DataException(f"different {kind} dimensions {dims[0]} and {dims[-1]}")
         filled = value.fill_null(pa.scalar([0.0] * d, value.type)) if value.null_count else value
         matrix = np.asarray(pc.list_flatten(filled).to_numpy(zero_copy_only=False),
-                            dtype=np.float32).reshape(len(value), d)
+                            dtype=dtype).reshape(len(value), d)
     valid = None
     if value.null_count:
         valid = value.is_valid().to_numpy(zero_copy_only=False)
     return matrix, valid
 
 
-def vectors_to_arrow(matrix: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+def vectors_to_arrow(matrix: np.ndarray, valid: np.ndarray | None = None,
+                     dtype: type = np.float32) -> pa.Array:
     """A matrix of vectors (one per row, NULL where `valid` is false) as the fixed-size list array
-    vector columns are stored as."""
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    vector columns (dtype float32) and halfvec columns (float16) are stored as."""
+    matrix = np.ascontiguousarray(matrix, dtype=dtype)
     mask = None if valid is None else pa.array(~valid)
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1], mask=mask)
 
@@ -193,7 +199,8 @@ def check_assignable(source: SqlType, column) -> None:
             "json", "jsonb", "uuid"} or _category(source) == _category(target) != "U":
         return
     if {source.name, target.name} <= {"json", "jsonb"} or (
-            {source.name, target.name} & {"vector"} and (source.is_array or target.is_array)):
+            (source.is_vector or target.is_vector) and (
+                source.is_array or target.is_array or source.is_vector and target.is_vector)):
         return
     raise DatatypeMismatch(
         f'column "{column.name}" is of type {target.format()} but expression is of type '
@@ -256,6 +263,8 @@ def parse_text(text: str, target: SqlType) -> object:
     """A Python value of `target` from its PostgreSQL text form (input functions)."""
     name = target.name
     s = text.strip()
+    if name in BIT_TYPES:
+        return parse_bits(text, target)
     if name == "bool":
         low = s.lower()
         if low in _TRUE:
@@ -300,8 +309,8 @@ def parse_text(text: str, target: SqlType) -> object:
         except decimal.InvalidOperation:
             raise _invalid("numeric", text) from None
         return value
-    if name == "vector":
-        vec = parse_vector(text)
+    if target.is_vector:
+        vec = parse_vector(text, name)
         if target.typmod >= 0 and vec.size != target.typmod:
             raise DataException(f"expected {target.typmod} dimensions, not {vec.size}")
         return vec.tolist()
@@ -553,10 +562,11 @@ def scalar_of(value: object, t: SqlType) -> pa.Scalar:
     arrow = t.to_arrow()
     if value is None:
         return pa.scalar(None, arrow)
-    if t.name == "vector":
-        vec = np.asarray(value, dtype=np.float32)
+    if t.is_vector:
+        vec = np.asarray(value, dtype=t.vector_dtype)
         if vec.ndim != 1 or vec.size == 0 or not np.isfinite(vec).all():
-            vec = check_vector_values(np.asarray(value, dtype=np.float64).reshape(-1))
+            vec = check_vector_values(np.asarray(value, dtype=np.float64).reshape(-1),
+                                      type_name=t.name)
         if t.typmod >= 0 and vec.size != t.typmod:
             raise DataException(f"expected {t.typmod} dimensions, not {vec.size}")
         values = pa.array(vec)
@@ -591,10 +601,12 @@ def cast(value: Datum, source: SqlType, target: SqlType, n: int, explicit: bool 
         if target.char_length is not None:
             out = _fit_length(out, target, explicit)
         return out
+    if target.name in BIT_TYPES and source.name in BIT_TYPES | STRING_TYPES:
+        return _cast_to_bits(value, source, target, explicit)
     if source.name in STRING_TYPES:
         return _cast_from_text(value, target)
-    if target.name == "vector":
-        if source.is_array or source.name == "vector":
+    if target.is_vector:
+        if source.is_array and source.element.name in _VECTOR_ARRAY_ELEMENTS or source.is_vector:
             return _cast_to_vector(value, target, n)
         raise _cannot_cast(source, target)
     if target.name.startswith("_") and source.name.startswith("_"):
@@ -604,7 +616,9 @@ def cast(value: Datum, source: SqlType, target: SqlType, n: int, explicit: bool 
             return value.cast(target.to_arrow())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             raise _cannot_cast(source, target) from None
-    if target.is_array and source.name == "vector":
+    if target.is_array and source.is_vector:
+        if source.name == "halfvec" and target.name != "_float4":
+            raise _cannot_cast(source, target)  # pgvector casts halfvec to real[] only
         arr = as_array(value, n) if not is_scalar(value) else value
         return arr.cast(pa.list_(target.element.to_arrow())) if not is_scalar(arr) else \
             pa.scalar(arr.values.to_pylist() if arr.is_valid else None, target.to_arrow())
@@ -875,7 +889,7 @@ def _cast_from_text(value: Datum, target: SqlType) -> Datum:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass  # fall back to the exact PostgreSQL input rules for the error message
     values = [None if v is None else parse_text(v, target) for v in arr.to_pylist()]
-    if target.name == "vector":
+    if target.is_vector:
         return _vectors_from_lists(values, target)
     if target.name == "numeric":
         return pa.array([None if v is None else fit_numeric(decimal_scalar(v), target).as_py()
@@ -887,26 +901,82 @@ def _cast_from_text(value: Datum, target: SqlType) -> Datum:
 
 
 def _vectors_from_lists(values: list, target: SqlType) -> pa.Array:
-    if target.typmod >= 0:
-        return pa.array(values, target.to_arrow())
-    return pa.array(values, pa.list_(pa.float32()))
+    return pa.array(values, target.to_arrow())
 
 
 def _cast_to_vector(value: Datum, target: SqlType, n: int) -> Datum:
     if is_scalar(value):
         if not value.is_valid:
             return pa.scalar(None, target.to_arrow())
-        vals = check_vector_values(np.asarray(value.values.to_numpy(zero_copy_only=False), dtype=np.float64))
+        vals = _vector_elements(np.asarray(value.values.to_numpy(zero_copy_only=False),
+                                           dtype=np.float64), target.name)
         if target.typmod >= 0 and vals.size != target.typmod:
             raise DataException(f"expected {target.typmod} dimensions, not {vals.size}")
         return scalar_of(vals.tolist(), target)
     if len(value) == 0:  # no rows: no dimensions to check (the matrix would be 0 x 0)
         return pa.array([], target.to_arrow())
     matrix, valid = to_numpy_vectors(value, n)
-    check_vector_values(matrix.reshape(-1) if matrix.size else np.zeros(1, np.float32))
+    checked = _vector_elements(matrix.reshape(-1) if matrix.size else np.zeros(1, np.float32),
+                               target.name, matrix.shape[1])
     if target.typmod >= 0 and matrix.shape[1] != target.typmod:
         raise DataException(f"expected {target.typmod} dimensions, not {matrix.shape[1]}")
-    return vectors_to_arrow(matrix, valid)
+    return vectors_to_arrow(checked.reshape(matrix.shape) if matrix.size else matrix, valid,
+                            target.vector_dtype)
+
+
+def parse_bits(text: str, target: SqlType) -> str:
+    """PostgreSQL's bit_in / varbit_in: '0' and '1' only (22P02 naming the first other
+    character), then the length the typmod demands (22026; 22001 for a varbit too long)."""
+    bad = next((ch for ch in text if ch not in "01"), None)
+    if bad is not None:
+        raise SqlVecError(f'"{bad}" is not a valid binary digit', sqlstate="22P02")
+    return _fit_bits(text, target, explicit=False)
+
+
+def _fit_bits(bits: str, target: SqlType, explicit: bool) -> str:
+    """A bit string at the length of bit(n) / varbit(n): an explicit cast pads with zeros (bit)
+    or truncates; an assignment refuses any other length (22026), as PostgreSQL does."""
+    n = target.typmod
+    if n < 0 or len(bits) == n or target.name == "varbit" and len(bits) <= n:
+        return bits
+    if explicit:
+        return bits[:n] if len(bits) > n or target.name == "varbit" else bits.ljust(n, "0")
+    if target.name == "varbit":
+        raise SqlVecError(f"bit string too long for type bit varying({n})", sqlstate="22001")
+    raise SqlVecError(f"bit string length {len(bits)} does not match type bit({n})",
+                      sqlstate="22026")
+
+
+def _cast_to_bits(value: Datum, source: SqlType, target: SqlType, explicit: bool) -> Datum:
+    def one(bits: str | None) -> str | None:
+        if bits is None:
+            return None
+        if source.name in BIT_TYPES:
+            return _fit_bits(bits, target, explicit)
+        return _fit_bits(parse_bits(bits, SqlType(target.name)), target, explicit)
+    if is_scalar(value):
+        return pa.scalar(one(value.as_py()), pa.string())
+    if source.name in BIT_TYPES and target.typmod < 0:
+        return value
+    return pa.array([one(v) for v in value.to_pylist()], pa.string())
+
+
+# Array element types pgvector casts to vector and halfvec (array_to_vector, array_to_halfvec).
+_VECTOR_ARRAY_ELEMENTS = {"int4", "float4", "float8", "numeric"}
+
+
+def _vector_elements(values: np.ndarray, type_name: str, dims: int | None = None) -> np.ndarray:
+    """Elements cast to a vector type, checked as pgvector checks them: each is first narrowed to
+    float (an infinite float is 'not allowed'), then to half for halfvec (an overflow is 'out of
+    range')."""
+    if dims is not None and dims > VECTOR_MAX_DIM:
+        raise SqlVecError(f"{type_name} cannot have more than {VECTOR_MAX_DIM} dimensions",
+                          sqlstate="54000")
+    if type_name != "halfvec":
+        return check_vector_values(values)
+    with np.errstate(over="ignore"):
+        single = np.asarray(values, dtype=np.float64).astype(np.float32)
+    return check_vector_values(single, single, "halfvec")
 
 
 # Value → text (output functions, casts to text, string concatenation) --------------------------
@@ -947,7 +1017,7 @@ def format_value(value: object, t: SqlType) -> str:
         if t.typmod < 0:
             d = _normalize_decimal(d)
         return format(d, "f")
-    if name == "vector":
+    if t.is_vector:
         return format_vector(np.asarray(value, dtype=np.float32))
     if name == "bytea":
         return "\\x" + bytes(value).hex()

@@ -38,7 +38,11 @@ def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
     scan = builder._Scan(node.scan, outer)
     scan.node = node.scan
     c = builder.compiler([], [], outer)
-    query = c.compile_as(node.query, SqlType("vector"))
+    # The query takes the column's type: a halfvec column is searched with a halfvec (pgvector's
+    # implicit vector -> halfvec cast), so its kernels are halfvec's.
+    kind = next((f.type.name for f in node.scan.fields if f.name == node.column
+                 and f.type is not None and f.type.is_vector), "vector")
+    query = c.compile_as(node.query, SqlType(kind))
     k = c.compile_as(node.k, INT8)
     types = list(scan.types) + [V.FLOAT8]
     fields = [Field(f.name, f.table, t, f.source, f.hidden) for f, t in zip(node.fields, types)]
@@ -176,7 +180,8 @@ class VectorTopKOp(OneRowOp):
             # A NULL query vector: every distance is NULL; order is then arbitrary.
             table = self.scan.execute(ctx, outer).slice(0, k)
             return table_of(list(table.columns) + [pa.nulls(table.num_rows, pa.float64())])
-        vector = np.asarray(q.values.to_numpy(zero_copy_only=False), dtype=np.float32)
+        vector = np.asarray(q.values.to_numpy(zero_copy_only=False),
+                            dtype=np.float16 if self.query.type.name == "halfvec" else np.float32)
         overlay = ctx.overlay.table_overlay(self.scan.table_id) if ctx.overlay is not None else None
         if overlay is not None:
             return self._with_overlay(ctx, outer, vector, k)
@@ -200,7 +205,8 @@ class VectorTopKOp(OneRowOp):
         table = self.scan.execute(ctx, outer)
         col_index = [f.name for f in self.scan.fields].index(self.column)
         dist = vector_distance(self.metric, table.column(col_index),
-                               pa.scalar(vector.tolist(), pa.list_(pa.float32(), vector.size)),
+                               pa.scalar(vector.tolist(),
+                                         pa.list_(pa.from_numpy_dtype(vector.dtype), vector.size)),
                                table.num_rows)
         order = sort_indices([(dist, V.FLOAT8, False, False)], table.num_rows)
         table = table.take(order).slice(0, k)

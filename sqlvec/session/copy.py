@@ -43,6 +43,7 @@ def copy_in(session: Session, table: str, columns: list[str] | None, rows: pa.Ta
     their defaults. Inside a transaction block the rows are buffered like INSERT; otherwise
     they commit at once. Returns the row count."""
     from sqlvec.execution.dml import default_value
+    from sqlvec.storage.table import cast_column
 
     if session.failed:
         raise InFailedTransaction(
@@ -72,6 +73,8 @@ def copy_in(session: Session, table: str, columns: list[str] | None, rows: pa.Ta
                 src = V.TEXT if pa.types.is_string(value.type) else None
                 if src is not None:
                     value = V.cast(value, src, col.type, n_rows)
+                elif col.type.is_vector:  # dimensions, NaN and range checked as pgvector does
+                    value = cast_column(value, col)
                 else:
                     value = value.cast(arrow)
             arrays.append(value)

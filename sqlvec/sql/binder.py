@@ -131,6 +131,7 @@ _DTYPE_NAMES: dict[str, str] = {
     "BLOB": "bytea", "DATE": "date", "TIME": "time", "TIMESTAMP": "timestamp",
     "DATETIME": "timestamp", "TIMESTAMPTZ": "timestamptz", "TIMESTAMPLTZ": "timestamptz",
     "INTERVAL": "interval", "JSON": "json", "JSONB": "jsonb", "UUID": "uuid", "VECTOR": "vector",
+    "BIT": "bit", "UINT256": "varbit",  # `bit varying` (the dialect's token for it)
     "OBJECT_IDENTIFIER": "oid", "USERDEFINED": "text", "UNKNOWN": "unknown",
 }
 
@@ -138,7 +139,8 @@ _DTYPE_NAMES: dict[str, str] = {
 _USERDEFINED = {"regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole",
                 "oid", "xid", "cid", "tid", "name", '"char"', "char", "int2", "int4", "int8",
                 "float4", "float8", "text", "bool", "varchar", "bpchar", "numeric", "date", "timestamp",
-                "timestamptz", "interval", "bytea", "json", "jsonb", "uuid", "vector", "time"}
+                "timestamptz", "interval", "bytea", "json", "jsonb", "uuid", "vector", "time",
+                "halfvec", "varbit", "bit"}
 
 _SERIAL = {"SERIAL": "serial", "SMALLSERIAL": "serial", "BIGSERIAL": "serial"}
 
@@ -162,19 +164,27 @@ def sql_type(datatype: exp.DataType | exp.ObjectIdentifier) -> SqlType:
             kind = kind.name if kind.quoted else kind.name.lower()
         name = (kind if isinstance(kind, str) else "").lower()
         if name in _USERDEFINED:
-            return SqlType.of(name.strip('"'))
+            return SqlType.of(name.strip('"'), *_modifiers(datatype))
         raise UndefinedObject(f'type "{name}" does not exist')
     if key not in _DTYPE_NAMES:
         raise FeatureNotSupported(f"type {datatype.sql(dialect='postgres')} is not supported")
     name = _DTYPE_NAMES[key]
+    mods = _modifiers(datatype)
+    if name == "timestamp" and datatype.args.get("kind") == "WITH TIME ZONE":
+        name = "timestamptz"
+    if name == "bit" and not mods:
+        mods = [1]  # `bit` as a type name is bit(1), as in PostgreSQL
+    return SqlType.of(name, *mods)
+
+
+def _modifiers(datatype: exp.DataType) -> list[int]:
+    """The numeric type modifiers of a type node: `(3)` in `halfvec(3)`."""
     mods = []
     for param in datatype.expressions:
         value = param.this if isinstance(param, exp.DataTypeParam) else param
         if isinstance(value, exp.Literal) and not value.is_string:
             mods.append(int(value.this))
-    if name == "timestamp" and datatype.args.get("kind") == "WITH TIME ZONE":
-        name = "timestamptz"
-    return SqlType.of(name, *mods)
+    return mods
 
 
 def serial_kind(datatype: exp.DataType) -> str | None:

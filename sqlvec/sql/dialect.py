@@ -46,6 +46,9 @@ if t.TYPE_CHECKING:
 __all__ = [
     "DISTANCES",
     "L1_DISTANCE",
+    "BitDistance",
+    "HammingDistance",
+    "JaccardDistance",
     "NEG_INNER_PRODUCT",
     "CosineDistance",
     "L1Distance",
@@ -66,6 +69,10 @@ __all__ = [
 # grammar never emits: SingleStore's `::?` and ClickHouse's `.^` (only those dialects use them).
 NEG_INNER_PRODUCT = TokenType.DCOLONQMARK
 L1_DISTANCE = TokenType.DOTCARET
+# pgvector's bit operators `<~>` (Hamming) and `<%>` (Jaccard): two more the grammar never emits.
+HAMMING = TokenType.DCOLONDOLLAR
+JACCARD = TokenType.DCOLONPERCENT
+BIT_VARYING = TokenType.UINT256
 
 
 # Expression nodes
@@ -102,6 +109,25 @@ class L1Distance(VectorDistance):
     """`a <+> b`, also `l1_distance(a, b)`: taxicab distance."""
 
     metric = Metric.L1
+
+
+class BitDistance(exp.Expression, exp.Binary):
+    """A pgvector distance between bit strings: not a VectorDistance (no hnswlib metric), so the
+    planner leaves `ORDER BY b <~> q LIMIT k` to an exact scan."""
+
+    operator: t.ClassVar[str]
+
+
+class HammingDistance(BitDistance):
+    """`a <~> b`, also `hamming_distance(a, b)`: the number of differing bits."""
+
+    operator = "<~>"
+
+
+class JaccardDistance(BitDistance):
+    """`a <%> b`, also `jaccard_distance(a, b)`: 1 - |a AND b| / |a OR b|."""
+
+    operator = "<%>"
 
 
 class VectorDims(exp.Expression, exp.Func):
@@ -170,6 +196,10 @@ def _operator_sql(self: Generator, expression: VectorDistance) -> str:
     return self.binary(expression, expression.metric.operator)
 
 
+def _bit_operator_sql(self: Generator, expression: BitDistance) -> str:
+    return self.binary(expression, expression.operator)
+
+
 class _TokenizerCore(TokenizerCore):
     """PostgreSQL's rule for dollar quotes: the tag is an identifier (`$$`, `$body$`), so a `$`
     followed by a digit is a parameter. sqlglot takes `$1::int,$` as the tag of a quote."""
@@ -209,6 +239,11 @@ class SqlVec(Postgres):
                if v != TokenType.OBJECT_IDENTIFIER},
             "<#>": NEG_INNER_PRODUCT,
             "<+>": L1_DISTANCE,
+            "<~>": HAMMING,
+            "<%>": JACCARD,
+            # `bit varying`: a type token PostgreSQL's grammar never emits stands for varbit
+            # (binder.py maps it; the generator prints VARBIT).
+            "BIT VARYING": BIT_VARYING,
         }
 
         def _init_core(self) -> TokenizerCore:
@@ -268,6 +303,8 @@ class SqlVec(Postgres):
             TokenType.NULLSAFE_EQ: CosineDistance,
             NEG_INNER_PRODUCT: NegativeInnerProduct,
             L1_DISTANCE: L1Distance,
+            HAMMING: HammingDistance,
+            JACCARD: JaccardDistance,
         }
 
         # Calls are parsed by name (`exp.Anonymous`) and resolved against the function catalog
@@ -284,6 +321,8 @@ class SqlVec(Postgres):
             "L2_DISTANCE": _exact(L2Distance, "l2_distance", 2),
             "COSINE_DISTANCE": _exact(CosineDistance, "cosine_distance", 2),
             "L1_DISTANCE": _exact(L1Distance, "l1_distance", 2),
+            "HAMMING_DISTANCE": _exact(HammingDistance, "hamming_distance", 2),
+            "JACCARD_DISTANCE": _exact(JaccardDistance, "jaccard_distance", 2),
             # pgvector's inner_product is the positive dot product, unlike `<#>`.
             "INNER_PRODUCT": _exact(exp.DotProduct, "inner_product", 2),
             "VECTOR_DIMS": _exact(VectorDims, "vector_dims", 1),
@@ -393,8 +432,10 @@ class SqlVec(Postgres):
         TRANSFORMS = {
             **Postgres.Generator.TRANSFORMS,
             **{klass: _operator_sql for klass in DISTANCES},
+            HammingDistance: _bit_operator_sql, JaccardDistance: _bit_operator_sql,
             exp.DotProduct: rename_func("INNER_PRODUCT"),
         }
+        TYPE_MAPPING = {**Postgres.Generator.TYPE_MAPPING, exp.DType.UINT256: "VARBIT"}
 
 
 _DIALECT = SqlVec()

@@ -44,8 +44,12 @@ def register(method: type[VectorIndex]) -> type[VectorIndex]:
         raise ValueError(f"access method name {name!r} must be a new lower-case identifier")
     if name in _METHODS:
         raise ValueError(f"access method {name!r} is already registered")
-    if sum(1 for o in method.opclasses if o.default) != 1:
-        raise ValueError(f"access method {name!r} needs exactly one default operator class")
+    inputs = {o.input_type for o in method.opclasses}
+    if not any(o.default for o in method.opclasses) or any(
+            sum(1 for o in method.opclasses if o.default and o.input_type == t) > 1
+            for t in inputs):
+        raise ValueError(f"access method {name!r} needs exactly one default operator class (at most "
+                         "one per input type)")
     taken = {oid for m in _METHODS.values() for oid in _oids(m)}
     clash = taken.intersection(_oids(method))
     if clash or len(set(_oids(method))) != len(_oids(method)):
@@ -101,11 +105,26 @@ def methods() -> tuple[type[VectorIndex], ...]:
     return tuple(_METHODS.values())
 
 
-def opclass(method: type[VectorIndex], name: str | None) -> OpClass:
-    """The method's operator class of this name (its default for None); 42704 when unknown."""
+# pgvector operator classes no method here implements, refused with 0A000 naming them (not
+# 42704 as unknown names): bits need no graph (an exact popcount scan over packed bytes answers
+# `ORDER BY b <~> q` at memory speed; see sqlvec.vectors), sparse vectors are not supported yet.
+_NOT_IMPLEMENTED = frozenset({"bit_hamming_ops", "bit_jaccard_ops", "sparsevec_l2_ops",
+                              "sparsevec_ip_ops", "sparsevec_cosine_ops", "sparsevec_l1_ops"})
+
+
+def opclass(method: type[VectorIndex], name: str | None, input_type: str = "vector") -> OpClass:
+    """The method's operator class of this name (for None, its default for columns of
+    `input_type`); 42704 when unknown."""
     for candidate in method.opclasses:
-        if (candidate.default if name is None else candidate.name == name):
+        if (candidate.default and candidate.input_type == input_type if name is None
+                else candidate.name == name):
             return candidate
+    if name in _NOT_IMPLEMENTED:
+        raise FeatureNotSupported(f"operator class {name} is not supported by "
+                                  f"{method.access_method} indexes here",
+                                  hint="Nearest-neighbour queries over bits are exact "
+                                       "popcount scans, which need no index."
+                                  if name.startswith("bit_") else None)
     raise UndefinedObject(f'operator class "{name}" does not exist for access method '
                           f'"{method.access_method}"')
 
@@ -155,9 +174,10 @@ def check_definition(method_name: str, columns: list[ColumnDef], opclass_name: s
         raise FeatureNotSupported(f"{name} indexes on several columns are not supported")
     col = columns[0]
     if opclass_name is None:
-        chosen = opclass(method, None)
+        defaults = [o for o in method.opclasses if o.default and o.input_type == col.type.name]
+        chosen = defaults[0] if defaults else opclass(method, None)
         if col.type.name != chosen.input_type:
-            raise SqlVecError(f"data type {col.type.format()} has no default operator class for "
+            raise SqlVecError(f"data type {col.type.info.display} has no default operator class for "
                               f'access method "{name}"', sqlstate="42704",
                               hint="You must specify an operator class for the index or define "
                                    "a default operator class for the data type.")

@@ -89,6 +89,15 @@ OPCLASSES = (
     OpClass("vector_cosine_ops", Metric.COSINE, 16389, 16393),
     OpClass("vector_ip_ops", Metric.IP, 16390, 16394),
     OpClass("vector_l1_ops", Metric.L1, 16391, 16395, supported=False),
+    # halfvec columns: the graph is built from the halves widened to float (hnswlib stores
+    # float32), and the winners are re-scored from the segment's float16 matrix with pgvector's
+    # halfvec arithmetic. L1 has no hnswlib space: like vector_l1_ops it is listed, and
+    # CREATE INDEX refuses it (0A000); `ORDER BY col <+> q` is then an exact scan.
+    # As in pgvector, none of them is the default: `USING hnsw (col)` needs the opclass named.
+    OpClass("halfvec_l2_ops", Metric.L2, 16360, 16364, input_type="halfvec"),
+    OpClass("halfvec_cosine_ops", Metric.COSINE, 16361, 16365, input_type="halfvec"),
+    OpClass("halfvec_ip_ops", Metric.IP, 16362, 16366, input_type="halfvec"),
+    OpClass("halfvec_l1_ops", Metric.L1, 16363, 16367, supported=False, input_type="halfvec"),
 )
 # The ladder of ef values a calibration measures recall at (up to hnsw.ef_search's maximum).
 CALIBRATION_EFS = (10, 16, 24, 32, 40, 64, 100, 160, 256, 400, 640, 1000)

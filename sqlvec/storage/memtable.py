@@ -3,8 +3,8 @@
 Scalar columns are kept as a short list of Arrow record batches, merged LSM-style (the last two
 are merged whenever the newer is at least half the older; up to 16 small ones wait at the end to
 be merged at once) so there are O(log n) chunks and every row is copied O(log n) times.
-Fixed-size vector columns go into one growable float32 buffer each, so exact search gets a
-contiguous matrix without concatenating anything per query.
+Fixed-size vector columns go into one growable buffer each (float32 for vector, float16 for
+halfvec: the column's element type), so exact search gets a contiguous matrix without concatenating anything per query.
 
 Readers never see a memtable, only `GrowingData` snapshots: the buffers are append-only and a
 snapshot keeps views of the first n rows, which later appends never touch (a reallocation makes a
@@ -165,7 +165,8 @@ class Memtable:
         self._deleted = np.empty(0, dtype=bool)
         self._deleted_count = 0
         self._vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {
-            f.name: (np.empty((0, f.type.list_size), np.float32), np.empty(0, bool))
+            f.name: (np.empty((0, f.type.list_size), f.type.value_type.to_pandas_dtype()),
+                     np.empty(0, bool))
             for f in self.schema
             if _is_fixed_vector(f)
         }

@@ -35,13 +35,14 @@ from sqlvec.storage.vector_index import VectorIndex
 
 
 def vector_matrix(array: pa.Array | pa.ChunkedArray, dims: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """A (n, dims) float32 view of a fixed_size_list column and its validity mask (None = all
-    valid). Zero-copy for a single chunk without nulls in the child values."""
+    """A (n, dims) view of a fixed_size_list column in its element type (float32 for vector,
+    float16 for halfvec) and its validity mask (None = all valid). Zero-copy for a single chunk
+    without nulls in the child values."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
     n = len(array)
     if n == 0:
-        return np.empty((0, dims), dtype=np.float32), None
+        return np.empty((0, dims), dtype=array.type.value_type.to_pandas_dtype()), None
     child = array.values.slice(array.offset * dims, n * dims)
     if child.null_count:
         child = child.fill_null(0.0)
@@ -103,7 +104,8 @@ class SegmentData:
         return pa.chunked_array([pa.repeat(pa.scalar(missing, arrow_type), self.n_rows)])
 
     def vectors(self, physical: str, dims: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """(n, dims) float32 matrix and validity mask of a vector column, cached."""
+        """(n, dims) matrix (the column's element type) and validity mask of a vector column,
+        cached."""
         key = ("vectors", physical)
         with self._cache_lock:
             hit = self._cache.get(key)

@@ -49,6 +49,7 @@ from sqlvec.storage.search import (
 )
 from sqlvec.storage.segment import Segment, SegmentData, SegmentView
 from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
+from sqlvec.types import format_float4
 from sqlvec.vectors import Metric
 
 # A filter receives a segment's rows (logical column names, then the row id, as a scan returns
@@ -352,10 +353,10 @@ class TableSnapshot:
         threads) and the global top-k is merged from them, so the result has exactly
         min(k, matching) rows. `plans`, when given, receives what each segment did."""
         col = self._vector_column(column)
-        query = np.asarray(query, dtype=np.float32).reshape(-1)
+        query = np.asarray(query, dtype=col.type.vector_dtype).reshape(-1)
         if query.shape[0] != col.type.dims:
             raise DataException(
-                f"different vector dimensions {col.type.dims} and {query.shape[0]}")
+                f"different {col.type.name} dimensions {col.type.dims} and {query.shape[0]}")
         searches = self.plan_search(column, metric, k, filter=filter, prune=prune, ef=ef,
                                     settings=settings, target_recall=target_recall, exact=exact,
                                     policy=policy)
@@ -1181,13 +1182,20 @@ def cast_column(column: pa.ChunkedArray | pa.Array, col: ColumnDef) -> pa.Chunke
                 got = pc.filter(lengths, bad)[0].as_py()
                 raise DataException(f"expected {col.type.dims} dimensions, not {got}")
             values = pc.list_flatten(column)
+            kind = col.type.name
             if values.null_count:
-                raise DataException("NaN not allowed in vector")
+                raise DataException(f"NaN not allowed in {kind}")
             checked = values.to_numpy(zero_copy_only=False).astype(np.float64)
             if np.isnan(checked).any():
-                raise DataException("NaN not allowed in vector")
+                raise DataException(f"NaN not allowed in {kind}")
             if np.isinf(checked).any():
-                raise DataException("infinite value not allowed in vector")
+                raise DataException(f"infinite value not allowed in {kind}")
+            with np.errstate(over="ignore"):
+                narrow = checked.astype(np.float32).astype(col.type.vector_dtype)
+            if np.isinf(narrow).any():  # beyond float (vector) or half (halfvec) precision
+                bad = float(np.float32(checked[np.isinf(narrow)][0]))
+                shown = format_float4(bad) if kind == "halfvec" else str(bad)
+                raise SqlVecError(f'"{shown}" is out of range for type {kind}', sqlstate="22003")
     try:
         return column.cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:

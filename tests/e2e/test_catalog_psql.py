@@ -156,11 +156,12 @@ EXPECTED = {
         " vector  | 0.8.0   | public     | vector data type and ivfflat and hnsw access methods\n"
         "(2 rows)\n\n"),
     r"\dT": (
-        "      List of data types\n"
-        " Schema |  Name  | Description \n"
-        "--------+--------+-------------\n"
-        " public | vector | \n"
-        "(1 row)\n\n"),
+        "       List of data types\n"
+        " Schema |  Name   | Description \n"
+        "--------+---------+-------------\n"
+        " public | halfvec | \n"
+        " public | vector  | \n"
+        "(2 rows)\n\n"),
     r"\l": (
         "                                          List of databases\n"
         "   Name   |  Owner   | Encoding | Collate | Ctype | ICU Locale | Locale Provider | Access privileges \n"

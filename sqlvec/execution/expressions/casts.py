@@ -9,7 +9,7 @@ from sqlvec.execution.expressions.core import HANDLERS, Compiler, param_index
 from sqlvec.execution.expressions.leaves import literal
 from sqlvec.execution.values import NUMERIC, TEXT, Value
 from sqlvec.sql.binder import sql_type
-from sqlvec.types import REG_TYPES, SqlType
+from sqlvec.types import BIT_TYPES, REG_TYPES, SqlType
 
 
 def _cast(c: Compiler, e: exp.Cast) -> Value:
@@ -32,6 +32,8 @@ def _cast(c: Compiler, e: exp.Cast) -> Value:
         fn = (c.env.functions or {}).get(f"{v.type.name}::text")
         if fn is not None:
             return c.coerce(fn(c, v), target)
+    if v.type.name == "unknown" and v.text is not None and target.name in BIT_TYPES:
+        v = c.coerce(v, SqlType(target.name))  # then cut or padded as an explicit cast does
     if v.type.name == "unknown" and v.text is not None:
         if target.char_length is None:
             return c.coerce(v, target)
@@ -39,7 +41,7 @@ def _cast(c: Compiler, e: exp.Cast) -> Value:
     src = v.type if v.type.name != "unknown" else TEXT
     if target == NUMERIC and V.numeric_scale(src) is not None:
         target = V.numeric_with_scale(V.numeric_scale(src))  # `x::numeric` keeps x's scale
-    if target.name == "vector" and src.name == "vector" and target.typmod >= 0:
+    if target.is_vector and src.name == target.name and target.typmod >= 0:
         return Value(lambda f: V.cast(v(f), SqlType("_float4"), target, f.n), target, v.const)
     return Value(lambda f: V.cast(v(f), src, target, f.n, explicit=True), target, v.const)
 

@@ -170,6 +170,9 @@ class Compiler:
         if ta.name == "vector" and tb.is_array or tb.name == "vector" and ta.is_array:
             t = ta if ta.name == "vector" else tb
             return self.coerce(a, t), self.coerce(b, t), t
+        if {ta.name, tb.name} == {"vector", "halfvec"}:  # pgvector's implicit vector -> halfvec
+            t = SqlType("halfvec")
+            return self.coerce(a, t), self.coerce(b, t), t
         if {ta.name, tb.name} & {"oid", "regclass", "regtype", "regproc"} and \
                 (V.is_numeric(ta) or V.is_numeric(tb)):
             return self.coerce(a, INT8), self.coerce(b, INT8), INT8

@@ -38,7 +38,7 @@ def _arith(c: Compiler, e: exp.Binary) -> Value:
     # Temporal arithmetic: date/timestamp ± interval, date - date, date + int.
     if a.type.name in V.TEMPORAL or b.type.name in V.TEMPORAL:
         return temporal_arith(c, op, a, b)
-    if a.type.name == "vector" or b.type.name == "vector":
+    if a.type.is_vector or b.type.is_vector:
         return vector_arith(c, op, a, b)
     if op == "add" and (V.is_string(a.type) and a.type.name != "unknown"):
         raise SqlVecError(f"operator does not exist: {a.type.format()} + {b.type.format()}",
@@ -131,8 +131,8 @@ def _neg(c: Compiler, e: exp.Neg) -> Value:
     a = c.compile(e.this)
     if a.type.name == "unknown":
         a = c.coerce(a, NUMERIC if a.text and "." in a.text else INT4)
-    if a.type.name == "vector":
-        raise SqlVecError("operator does not exist: - vector", sqlstate="42883")
+    if a.type.is_vector:
+        raise SqlVecError(f"operator does not exist: - {a.type.name}", sqlstate="42883")
     t = a.type
     if t.name in V.INT_DIGITS:
         return Value(lambda f: int_checked(pc.negate_checked, a(f), t), t, a.const)

@@ -36,7 +36,7 @@ def _compare(c: Compiler, e: exp.Binary) -> Value:
     a, b = operands(c, e)
     a, b, t = c.unify(a, b)
     op = _COMPARE[type(e)]
-    if t.name == "vector":
+    if t.is_vector:
         return Value(lambda f: vector_compare(op, a(f), b(f), f.n), BOOL, a.const and b.const)
     fn = getattr(pc, op)
     return Value(lambda f: _arrow_compare(fn, a(f), b(f)), BOOL, a.const and b.const)

@@ -134,7 +134,8 @@ SAMPLES = {
     "uuid": "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid", "date": "'2024-02-29'::date",
     "time": "'10:11:12'::time", "timestamp": "'2024-02-29 10:11:12'::timestamp",
     "timestamptz": "'2024-02-29 10:11:12+00'::timestamptz", "interval": "'1 day'::interval",
-    "vector": "'[3,4]'::vector", "int2vector": "'1 2'::int2vector",
+    "vector": "'[3,4]'::vector", "halfvec": "'[3,4]'::halfvec", "bit": "B'101'",
+    "varbit": "B'10'::varbit", "int2vector": "'1 2'::int2vector",
     "oidvector": "'1 2'::oidvector", "unknown": "'a'::unknown",
     "record": "information_schema._pg_expandarray(ARRAY[5])",
     # cstring and pg_node_tree values are text here.
@@ -161,7 +162,7 @@ ARGUMENTS = {
     "uuid_in": ["'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'"], "json_in": ["'{}'"],
     "jsonb_in": ["'{}'"], "bytea_in": ["'\\x01'"], "date_in": ["'2024-01-02'"],
     "time_in": ["'10:11'"], "timestamp_in": ["'2024-01-02'"], "timestamptz_in": ["'2024-01-02'"],
-    "interval_in": ["'1 day'"], "vector_in": ["'[1,2]'"], "boolin": ["'t'"],
+    "interval_in": ["'1 day'"], "vector_in": ["'[1,2]'"], "halfvec_in": ["'[1,2]'"], "boolin": ["'t'"],
     "regclassin": ["'items'"], "regtypein": ["'int4'"], "regprocin": ["'lower'"],
     "regprocedurein": ["'lower'"], "regnamespacein": ["'public'"], "regrolein": ["'postgres'"],
     "charin": ["'a'"], "vector_typmod_in": ["ARRAY['3']"], "timestamptypmodin": ["ARRAY['3']"],

@@ -289,9 +289,13 @@ def test_hnswlib_distances_become_pgvector_values(metric, raw, expected):
 def test_operator_classes_are_pgvector_ones():
     names = {o.name: o.metric for o in HnswIndex.opclasses}
     assert names == {"vector_l2_ops": Metric.L2, "vector_cosine_ops": Metric.COSINE,
-                     "vector_ip_ops": Metric.IP, "vector_l1_ops": Metric.L1}
+                     "vector_ip_ops": Metric.IP, "vector_l1_ops": Metric.L1,
+                     "halfvec_l2_ops": Metric.L2, "halfvec_cosine_ops": Metric.COSINE,
+                     "halfvec_ip_ops": Metric.IP, "halfvec_l1_ops": Metric.L1}
+    assert {o.name: o.input_type for o in HnswIndex.opclasses}["halfvec_ip_ops"] == "halfvec"
     assert [o.name for o in HnswIndex.opclasses if o.default] == ["vector_l2_ops"]
-    assert [o.name for o in HnswIndex.opclasses if not o.supported] == ["vector_l1_ops"]
+    assert [o.name for o in HnswIndex.opclasses if not o.supported] == ["vector_l1_ops",
+                                                                         "halfvec_l1_ops"]
     assert isinstance(HnswIndex.build(small(50), HnswParams(Metric.L2)), VectorIndex)
 
 
