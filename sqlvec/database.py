@@ -36,6 +36,7 @@ from sqlvec.errors import (
     UndefinedColumn,
     UndefinedTable,
 )
+from sqlvec.storage.backup import BACKUP_IN_PROGRESS
 from sqlvec.storage.fsutil import lock_directory
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
 from sqlvec.storage.store import Store, StoreOptions, return_free_memory
@@ -85,6 +86,10 @@ class Database:
     def open(cls, path: str = "sqlvec-data", *, options: StoreOptions | None = None) -> Database:
         """Open (creating if needed) a data directory and recover its default database."""
         os.makedirs(path, exist_ok=True)
+        if os.path.exists(os.path.join(path, BACKUP_IN_PROGRESS)):
+            raise SqlVecError(f'data directory "{path}" is an incomplete backup',
+                              sqlstate="55000", hint="Its copy did not finish; take the backup "
+                                                     "again (`sqlvec backup`).")
         fd = lock_directory(path)
         if fd is None:
             raise ObjectInUse(f'data directory "{path}" is in use by another sqlvec process')

@@ -1,6 +1,6 @@
 """The `sqlvec` command line: `sqlvec serve` runs the PostgreSQL-protocol server; `sqlvec check`
 verifies a data directory's files offline; `sqlvec wal` inspects and repairs a stopped server's
-write-ahead log."""
+write-ahead log; `sqlvec backup` copies a data directory consistently."""
 
 from __future__ import annotations
 
@@ -143,6 +143,22 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the data directory to check (default: {DEFAULT_DATA_DIR})",
     )
     _add_wal_commands(commands)
+    backup = commands.add_parser(
+        "backup",
+        help="copy a data directory consistently, while a server runs on it or not",
+        description=(
+            "Copy every database of the data directory into DEST (new or empty): per database "
+            "one manifest version, the files it lists and the write-ahead log up to the last "
+            "whole record, pinned so that the running server keeps them until the copy is "
+            "done; every file is checked against its checksum, and backup_label.json is "
+            "written last. Restore by starting a server on the copy: recovery replays the "
+            "log. See docs/operations.md, \"Backup\"."
+        ),
+    )
+    backup.add_argument("dest", metavar="DEST", help="where the copy goes (new or empty)")
+    backup.add_argument("--data-dir", default=DEFAULT_DATA_DIR, metavar="DIR",
+                        help=f"the data directory to copy (default: {DEFAULT_DATA_DIR})")
+    backup.set_defaults(log_level="warning")
     return parser
 
 
@@ -195,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         return wal_command(args)
     if args.command == "check":
         return check(args)
+    if args.command == "backup":
+        return backup(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 
@@ -322,6 +340,21 @@ def check(args: argparse.Namespace) -> int:
         print(f"{label}{finding.path}: {finding.message}")
     print(report.summary())
     return 1 if report.damaged else 0
+
+
+def backup(args: argparse.Namespace) -> int:
+    """`sqlvec backup DEST`: a line per database copied; exit 1 if the copy failed."""
+    try:
+        report = maintenance.backup_data_directory(args.data_dir, args.dest, note=print)
+    except SqlVecError as exc:
+        print(f"sqlvec: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"sqlvec: backup of {args.data_dir} failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"backup complete: {args.dest} ({len(report.databases)} database(s); "
+          f"{maintenance.BACKUP_LABEL} written)")
+    return 0
 
 
 async def _serve(db: Database, args: argparse.Namespace, auth: AuthConfig, context,

@@ -188,7 +188,7 @@ class Catalog:
         with self._lock:
             seq = self.sequence(key)
             inc = int(seq["increment"])
-            last = self._seq_values.get(key, seq["value"])
+            last = self._last_value(key, seq)
             first = int(seq["start"]) if last is None else int(last) + inc
             values = [first + i * inc for i in range(count)]
             top = values[-1]
@@ -198,6 +198,15 @@ class Catalog:
                 self.store.update_catalog(lambda c: _set_seq(c, key, value=top, reserved=new_reserved))
             self._seq_values[key] = top
             return values
+
+    def _last_value(self, key: str, seq: dict) -> int | None:
+        """The last value handed out, as far as this process knows: after a restart values up
+        to the reserved block's end may have been handed out already, so counting resumes
+        after it (as PostgreSQL's sequences skip what they logged ahead after a crash)."""
+        if key in self._seq_values:
+            return self._seq_values[key]
+        reserved = seq.get("reserved")
+        return seq["value"] if reserved is None else reserved
 
     def setval(self, key: str, value: int, is_called: bool = True) -> int:
         """setval(): set the last value (or the one before it when `is_called` is false) durably,

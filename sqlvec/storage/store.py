@@ -65,6 +65,7 @@ from sqlvec.errors import (
     UndefinedTable,
 )
 from sqlvec.storage import access_methods, compaction
+from sqlvec.storage.backup import BackupPins, Pins
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.fsutil import lock_directory, storage_error
 from sqlvec.storage.manifest import (
@@ -322,6 +323,8 @@ class Store(StoreBase):
         self._busy = 0
         self._busy_cond = threading.Condition()
         self._lock_fd: int | None = None  # the directory's LOCK, held from open to close
+        # Manifest versions and WAL records running backups need (backup.py).
+        self._pins = BackupPins(directory)
 
     # Opening and closing ------------------------------------------------------------------------
 
@@ -344,7 +347,8 @@ class Store(StoreBase):
                 os.path.join(directory, "wal"), fsync=store.options.fsync,
                 segment_bytes=store.options.wal_segment_bytes)
             store._replay()
-            store._collect_garbage()
+            with store._pins.guard():
+                store._collect_garbage()
             if store.options.background:
                 store._start_workers()
             for table in store.tables.values():
@@ -438,7 +442,9 @@ class Store(StoreBase):
             if table is None:
                 raise UndefinedTable(f"table {table_id} does not exist")
             self._commit_manifest_or_undo(lambda: self.tables.__setitem__(table_id, table))
-        shutil.rmtree(table.directory, ignore_errors=True)
+        with self._pins.guard() as pins:
+            if not pins.active:  # else garbage collection removes them once unpinned
+                shutil.rmtree(table.directory, ignore_errors=True)
 
     def alter_table(self, table_id: int, change: Callable[[TableDef], TableDef]) -> TableDef:
         """Apply a definition change (rename, add/drop/rename column) atomically."""
@@ -665,7 +671,14 @@ class Store(StoreBase):
     # Manifest -----------------------------------------------------------------------------------
 
     def _commit_manifest(self) -> None:
-        """Write a new manifest version from the current state (caller holds manifest lock)."""
+        """Write a new manifest version from the current state (caller holds manifest lock).
+
+        Committing and the removals that follow it run under the backup lock, keeping what
+        running backups have pinned (backup.py)."""
+        with self._manifest_lock, self._pins.guard() as pins:
+            self._commit_manifest_pinned(pins)
+
+    def _commit_manifest_pinned(self, pins: Pins) -> None:
         with self._manifest_lock, self._apply_lock:
             version = (self._manifests.versions() or [0])[-1] + 1
             try:
@@ -677,13 +690,14 @@ class Store(StoreBase):
                     "tables": tables,
                     "applied_lsn": self.applied_lsn,
                 }
-                manifest = self._manifests.commit(body, features=FEATURES)
+                manifest = self._manifests.commit(body, features=FEATURES,
+                                                  pinned=pins.versions)
             except OSError as exc:
                 raise storage_error(exc, "write", exc.filename or self._manifests.path) \
                     from exc
             self.generation += 1
             self.manifest_version = manifest.version
-        self._truncate_wal(tables)
+        self._truncate_wal(tables, pins)
         # Under the manifest lock: a file written for the next version is either still in
         # flight (protected) or already listed in a version this pass reads, never in between.
         with self._manifest_lock:
@@ -735,10 +749,12 @@ class Store(StoreBase):
             table.persisted_deletes[seg.id] = known
         return {"file": known[0], "count": bitmap.count}
 
-    def _truncate_wal(self, tables: list[dict]) -> None:
+    def _truncate_wal(self, tables: list[dict], pins: Pins) -> None:
         if self._wal is None:
             return
         oldest = min((t["checkpoint_lsn"] for t in tables), default=self.applied_lsn)
+        if pins.wal_from is not None:
+            oldest = min(oldest, pins.wal_from)
         self._wal.truncate_before(oldest)
         self._wal_checkpointed_bytes = self._wal.bytes_appended
 
@@ -825,8 +841,11 @@ class Store(StoreBase):
                         self._commit_manifest()
                     # The files go now, not when the last manifest version naming them is
                     # pruned: an old version that still lists one just rebuilds it if used.
+                    # (Unless a backup is copying such a version: then they go with it.)
                     suffix = f".{ix.oid}.{ix.method}"
-                    for fname in os.listdir(table.directory):
+                    with self._pins.guard() as pins:
+                        names = [] if pins.active else os.listdir(table.directory)
+                    for fname in names:
                         if fname.endswith(suffix):
                             try:
                                 os.remove(os.path.join(table.directory, fname))
