@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 # The PostgreSQL version clients are told, re-exported for the command line (`--version`).
+from sqlvec.catalog.pg_stat import StatementStats
 from sqlvec.catalog.settings import SERVER_VERSION as SERVER_VERSION
 from sqlvec.errors import (
     DuplicateObject,
@@ -74,6 +75,7 @@ class Database:
         self._lock = threading.Lock()
         self._closed = False
         self.sessions: dict[int, object] = {}
+        self.statement_stats = StatementStats()  # pg_stat_statements
         # Settings fixed for the server's life (the front end adds its own: port, limits, ...).
         self.server_settings: dict[str, str] = {"data_directory": os.path.abspath(path)}
         # Importing the built-in functions loads the function catalog (catalog/functions.py).

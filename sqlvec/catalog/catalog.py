@@ -36,6 +36,9 @@ BOOTSTRAP_SUPERUSER_OID = 10
 SYSTEM_SCHEMAS = {"pg_catalog": PG_CATALOG_OID, "information_schema": INFORMATION_SCHEMA_OID}
 SEQUENCE_BLOCK = 32
 VECTOR_EXTENSION_VERSION = "0.8.0"
+# Extensions CREATE EXTENSION records: both are built in (pg_stat_statements' view and reset
+# function exist whether or not it is created, so tools that create it first work too).
+EXTENSION_VERSIONS = {"vector": VECTOR_EXTENSION_VERSION, "pg_stat_statements": "1.10"}
 
 
 class Catalog:
@@ -228,17 +231,18 @@ class Catalog:
     def create_extension(self, name: str, *, if_not_exists: bool = False) -> None:
         """CREATE EXTENSION: only `vector` exists (it is built in), so this records it for clients
         that check pg_extension."""
-        if name != "vector":
+        if name not in EXTENSION_VERSIONS:
             raise UndefinedObject(
                 f'extension "{name}" is not available', sqlstate="0A000",
-                hint="sqlvec provides the vector extension only (it is built in).")
+                hint="sqlvec provides the vector and pg_stat_statements extensions only "
+                     "(both are built in).")
         with self._lock:
             if name in self.state["extensions"]:
                 if if_not_exists:
                     return
                 raise DuplicateObject(f'extension "{name}" already exists')
             oid = self.store.allocate_oid()
-            entry = {"oid": oid, "version": VECTOR_EXTENSION_VERSION, "schema": "public"}
+            entry = {"oid": oid, "version": EXTENSION_VERSIONS[name], "schema": "public"}
             self.store.update_catalog(lambda c: {**c, "extensions": {**c["extensions"], name: entry}})
 
     def drop_extension(self, name: str, *, if_exists: bool = False) -> None:

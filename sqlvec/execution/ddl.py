@@ -6,6 +6,7 @@ it is not undone by ROLLBACK; the session warns when that happens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from sqlglot import exp
@@ -24,6 +25,7 @@ from sqlvec.sql.binder import SYSTEM_COLUMNS, serial_kind, sql_type
 from sqlvec.sql.dialect import to_sql
 from sqlvec.storage import access_methods
 from sqlvec.storage.schema import ColumnDef, IndexDef
+from sqlvec.storage.store import CreateIndexProgress
 from sqlvec.types import SqlType
 
 
@@ -239,9 +241,11 @@ def skipping_notice(what: str, name: str) -> Notice:
     return Notice.notice(f'{what} "{name}" does not exist, skipping')
 
 
-def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], progress=None) -> str:
+def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], progress=None,
+                 track: Callable[[CreateIndexProgress], None] | None = None) -> str:
     """CREATE INDEX: a btree, or a vector index (hnsw) with its operator class and options
-    checked by its access method; returns the command tag."""
+    checked by its access method; returns the command tag. `track` receives the build's
+    progress record before the build starts (pg_stat_progress_create_index reads it)."""
     index = stmt.this
     table_node = index.args.get("table")
     table = catalog.table(table_node.name, table_node.db or None, search_path)
@@ -284,7 +288,10 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
         raise DuplicateTable(f'relation "{name}" already exists')
     definition = IndexDef(name=name, oid=catalog.store.allocate_oid(), columns=tuple(col_names),
                           method=method, opclass=opclass, options=options)
-    catalog.store.create_index(table.id, definition, progress=progress)
+    report = CreateIndexProgress(table.def_.oid, definition.oid)
+    if track is not None:
+        track(report)
+    catalog.store.create_index(table.id, definition, progress=progress, report=report)
     return "CREATE INDEX"
 
 
