@@ -76,6 +76,8 @@ class Database:
         self._closed = False
         self.sessions: dict[int, object] = {}
         self.statement_stats = StatementStats()  # pg_stat_statements
+        # Called after every statement as (seconds, SQLSTATE or None) when set (metrics).
+        self.on_statement: Callable[[float, str | None], None] | None = None
         # Settings fixed for the server's life (the front end adds its own: port, limits, ...).
         self.server_settings: dict[str, str] = {"data_directory": os.path.abspath(path)}
         # Importing the built-in functions loads the function catalog (catalog/functions.py).
@@ -239,6 +241,34 @@ class Database:
         import shutil
 
         shutil.rmtree(os.path.join(self.path, name))
+
+    def activity(self) -> dict:
+        """What the open databases hold and have done, for monitoring (`--metrics-port`):
+        sessions by state, and per database and table the rows inserted since start, sealed
+        segments, rows indexed of each vector index and WAL bytes appended since open."""
+        sessions: dict[str, int] = {}
+        for session in list(self.sessions.values()):
+            state = getattr(session, "state", "idle")
+            sessions[state] = sessions.get(state, 0) + 1
+        with self._lock:
+            stores = dict(self._stores)
+        databases = {}
+        for name, store in stores.items():
+            tables = {}
+            for table in list(store.tables.values()):
+                d = table.def_
+                tables[d.name if d.schema == "public" else f"{d.schema}.{d.name}"] = {
+                    "rows_inserted": table.stats.n_tup_ins, "segments": len(table.sealed),
+                    "indexes": {}}
+            for st in store.index_status():
+                entry = tables.get(st["table"])
+                if entry is None:
+                    continue
+                done, total = entry["indexes"].get(st["index"], (0, 0))
+                entry["indexes"][st["index"]] = (done + int(st["indexed"] or 0),
+                                                 total + int(st["rows"] or 0))
+            databases[name] = {"wal_bytes": store.wal_bytes, "tables": tables}
+        return {"sessions": sessions, "databases": databases}
 
     def is_superuser(self, user: str) -> bool:
         """Whether `user` is a superuser role (in the default database's catalog, which holds

@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
              f"(default: {limits.auth_failure_delay:g})",
     )
     serve.add_argument(
+        "--metrics-port", default=None, type=int, metavar="P",
+        help="serve Prometheus metrics on http://HOST:P/metrics (0 picks a free port, which "
+             "is logged); needs the `metrics` extra: pip install 'sqlvec[metrics]'",
+    )
+    serve.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"],
         help="log verbosity (default: info; debug logs one line per connection)",
     )
@@ -315,11 +320,37 @@ def serve(args: argparse.Namespace) -> int:
     # process: out of the cyclic collector's sight, a full collection scans only what queries
     # create, instead of pausing every connection for tens of milliseconds.
     gc.freeze()
+    metrics = None
     try:
+        if args.metrics_port is not None:
+            metrics = _start_metrics(db, args.host, args.metrics_port)
+            if metrics is None:
+                return 2
         return asyncio.run(_serve(db, args, auth, context, limits))
     finally:
+        if metrics is not None:
+            metrics.stop()
         db.close()
         log.info("sqlvec stopped")
+
+
+def _start_metrics(db: Database, host: str, port: int):
+    """The Prometheus endpoint, or None (after saying why) when it cannot be served."""
+    from wire import metrics
+
+    if not metrics.available():
+        print("sqlvec: --metrics-port needs prometheus-client: pip install 'sqlvec[metrics]'",
+              file=sys.stderr)
+        return None
+    served = metrics.Metrics(db)
+    try:
+        bound = served.start(host, port)
+    except OSError as exc:
+        served.stop()
+        print(f"sqlvec: cannot serve metrics on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return None
+    log.info("metrics on http://%s:%d/metrics", host, bound)
+    return served
 
 
 def check(args: argparse.Namespace) -> int:

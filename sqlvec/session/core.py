@@ -249,6 +249,11 @@ class Session:
         A statement nested deeper than the engine can follow fails with 54001 (stack.py)."""
         try:
             return stack.run_deep(sql, lambda: self._prepare_cached(sql, param_type_oids))
+        except SqlVecError as error:  # a statement that fails before it runs still counts
+            observe = self.database.on_statement
+            if observe is not None:
+                observe(0.0, error.sqlstate)
+            raise
         except RecursionError:
             pass  # raised below, outside this handler, so as not to keep the deep frames
         self._fail()
@@ -307,6 +312,7 @@ class Session:
         self.state = "active"
         self._notices = []
         started = time.perf_counter()
+        outcome: str | None = "XX000"  # SQLSTATE of the error; None once it succeeded
         try:
             try:
                 if len(prepared.sql) <= stack.INLINE_TEXT:  # (run_deep would run it here)
@@ -318,8 +324,10 @@ class Session:
                     result.notices = [*self._notices, *result.notices]
                     self._notices = []
                 self._count_statement(prepared, result, time.perf_counter() - started)
+                outcome = None
                 return result
             except SqlVecError as error:
+                outcome = error.sqlstate
                 self._fail()
                 if self.terminated and isinstance(error, QueryCanceled):
                     raise AdminShutdown("terminating connection due to administrator command") \
@@ -329,7 +337,7 @@ class Session:
                 error.__context__ = None
                 raise error.with_traceback(None) from None
             except RecursionError:
-                pass  # raised below, outside this handler, so as not to keep the deep frames
+                outcome = "54001"  # raised below, outside this handler (frees deep frames)
             except Exception as exc:  # an engine bug must not take the session down
                 log.exception("internal error running %r", _abbreviated(prepared.sql))
                 self._fail()
@@ -340,6 +348,9 @@ class Session:
             self.state = "idle" if not self.explicit else ("idle in transaction" if not self.failed
                                                            else "idle in transaction (aborted)")
             self.progress = None
+            observe = self.database.on_statement
+            if observe is not None:
+                observe(time.perf_counter() - started, outcome)
             self._after_statement()
 
     def _count_statement(self, prepared: PreparedStatement, result: Result,

@@ -415,6 +415,12 @@ class Store(StoreBase):
             log.info("replayed %d WAL records after LSN %d", replayed, start)
 
     @property
+    def wal_bytes(self) -> int:
+        """Bytes of WAL records appended since the store was opened (for metrics)."""
+        wal = self._wal
+        return wal.bytes_appended if wal is not None else 0
+
+    @property
     def durable_lsn(self) -> int:
         """The LSN of the last durable commit: a process following the log that has applied it
         (`FollowerStore.applied_lsn`) sees every commit acknowledged so far. One attribute
