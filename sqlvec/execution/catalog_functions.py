@@ -1109,9 +1109,10 @@ _declare("json_build_array", "-> json", "variadic any -> json", strict=False)(_j
 # PostgreSQL's pg_current_xact_id returns xid8, and pg_sleep void: neither is a type here.
 _declare("txid_current txid_current_if_assigned pg_current_xact_id", "-> int8")(_txid_current)
 _declare("pg_sleep", "float8 -> text", volatility="v")(_pg_sleep)
-# pg_stat_statements' reset (PostgreSQL 16's returns void, not a type here: NULL text).
+# pg_stat_statements' reset, in the extension's schema (public) as the extension installs it
+# (PostgreSQL 16's returns void, not a type here: NULL text).
 _declare("pg_stat_statements_reset", "userid oid = 0, dbid oid = 0, queryid int8 = 0 -> text",
-         volatility="v")(_pg_stat_statements_reset)
+         volatility="v", extension="pg_stat_statements")(_pg_stat_statements_reset)
 _declare("pg_cancel_backend", "int4 -> bool", volatility="v")(_signal_backend(False))
 _declare("pg_terminate_backend", "pid int4, timeout int8 = 0 -> bool", volatility="v")(
     _signal_backend(True))
