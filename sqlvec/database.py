@@ -28,10 +28,11 @@ import pyarrow as pa
 
 # The configuration files (sqlvec.conf, sqlvec.auto.conf), re-exported for the command line.
 from sqlvec.catalog.config_file import ConfigFileError as ConfigFileError
-from sqlvec.catalog.server_config import CONF_FILE as CONF_FILE
-from sqlvec.catalog.server_config import ServerConfig as ServerConfig
 
 # The PostgreSQL version clients are told, re-exported for the command line (`--version`).
+from sqlvec.catalog.pg_stat import StatementStats
+from sqlvec.catalog.server_config import CONF_FILE as CONF_FILE
+from sqlvec.catalog.server_config import ServerConfig as ServerConfig
 from sqlvec.catalog.settings import SERVER_VERSION as SERVER_VERSION
 from sqlvec.errors import (
     DuplicateObject,
@@ -41,6 +42,7 @@ from sqlvec.errors import (
     UndefinedColumn,
     UndefinedTable,
 )
+from sqlvec.storage.backup import BACKUP_IN_PROGRESS
 from sqlvec.storage.fsutil import lock_directory
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
 from sqlvec.storage.store import Store, StoreOptions, return_free_memory
@@ -81,6 +83,9 @@ class Database:
         self._lock = threading.Lock()
         self._closed = False
         self.sessions: dict[int, object] = {}
+        self.statement_stats = StatementStats()  # pg_stat_statements
+        # Called after every statement as (seconds, SQLSTATE or None) when set (metrics).
+        self.on_statement: Callable[[float, str | None], None] | None = None
         # Settings fixed for the server's life (the front end adds its own: port, limits, ...).
         self.server_settings: dict[str, str] = {"data_directory": os.path.abspath(path),
                                                 "config_file": self.config.config_file}
@@ -99,6 +104,10 @@ class Database:
         if config is None:
             config = ServerConfig.load(path)
         os.makedirs(path, exist_ok=True)
+        if os.path.exists(os.path.join(path, BACKUP_IN_PROGRESS)):
+            raise SqlVecError(f'data directory "{path}" is an incomplete backup',
+                              sqlstate="55000", hint="Its copy did not finish; take the backup "
+                                                     "again (`sqlvec backup`).")
         fd = lock_directory(path)
         if fd is None:
             raise ObjectInUse(f'data directory "{path}" is in use by another sqlvec process')
@@ -249,6 +258,34 @@ class Database:
         import shutil
 
         shutil.rmtree(os.path.join(self.path, name))
+
+    def activity(self) -> dict:
+        """What the open databases hold and have done, for monitoring (`--metrics-port`):
+        sessions by state, and per database and table the rows inserted since start, sealed
+        segments, rows indexed of each vector index and WAL bytes appended since open."""
+        sessions: dict[str, int] = {}
+        for session in list(self.sessions.values()):
+            state = getattr(session, "state", "idle")
+            sessions[state] = sessions.get(state, 0) + 1
+        with self._lock:
+            stores = dict(self._stores)
+        databases = {}
+        for name, store in stores.items():
+            tables = {}
+            for table in list(store.tables.values()):
+                d = table.def_
+                tables[d.name if d.schema == "public" else f"{d.schema}.{d.name}"] = {
+                    "rows_inserted": table.stats.n_tup_ins, "segments": len(table.sealed),
+                    "indexes": {}}
+            for st in store.index_status():
+                entry = tables.get(st["table"])
+                if entry is None:
+                    continue
+                done, total = entry["indexes"].get(st["index"], (0, 0))
+                entry["indexes"][st["index"]] = (done + int(st["indexed"] or 0),
+                                                 total + int(st["rows"] or 0))
+            databases[name] = {"wal_bytes": store.wal_bytes, "tables": tables}
+        return {"sessions": sessions, "databases": databases}
 
     def is_superuser(self, user: str) -> bool:
         """Whether `user` is a superuser role (in the default database's catalog, which holds

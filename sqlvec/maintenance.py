@@ -1,19 +1,32 @@
-"""Offline maintenance of a data directory: what `sqlvec check` and `sqlvec wal` do.
+"""Maintenance of a data directory: what `sqlvec check`, `sqlvec wal` and `sqlvec backup` do.
 
 These functions read (and, on explicit request, repair) a database's files without opening it:
 opening would replay the log, and a damaged log stops recovery. Reading is safe beside a running
 server; they refuse to change anything while a process holds the data directory's LOCK.
+`backup_data_directory` copies a data directory consistently, beside a running server or not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import os
-from dataclasses import dataclass
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlvec.errors import InvalidCatalogName, SqlVecError
+from sqlvec.storage.backup import (
+    BACKUP_IN_PROGRESS,
+    BACKUP_LABEL,
+    DatabaseBackup,
+    backup_database,
+)
 from sqlvec.storage.check import CheckReport, check_database
+from sqlvec.storage.fsutil import atomic_write, fsync_dir
 from sqlvec.storage.wal import (
     SegmentScan,
     WalFrame,
@@ -25,8 +38,12 @@ from sqlvec.storage.wal import (
 )
 
 __all__ = [
+    "BACKUP_IN_PROGRESS",
+    "BACKUP_LABEL",
+    "BackupReport",
     "CheckReport",
     "WalFileReport",
+    "backup_data_directory",
     "check_data_directory",
     "data_directory_in_use",
     "inspect_wal",
@@ -144,3 +161,74 @@ def truncate_wal(path: str, database: str, keep_through: int) -> list[Path]:
     if keep_through < 0:
         raise SqlVecError("the LSN to keep through must not be negative", sqlstate="22023")
     return truncate_log(_wal_directory(path, database), keep_through)
+
+
+
+
+@dataclass
+class BackupReport:
+    """What `sqlvec backup` copied, per database (also the content of the backup label)."""
+
+    dest: str
+    server_running: bool
+    started: float
+    finished: float = 0.0
+    databases: dict[str, DatabaseBackup] = field(default_factory=dict)
+
+    def label(self) -> dict:
+        """The backup label's JSON: when, from where, and per database the manifest version,
+        the WAL range and the end LSN the copy recovers to."""
+        stamp = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
+        return {"format": 1, "started": stamp(self.started), "finished": stamp(self.finished),
+                "server_running": self.server_running,
+                "databases": {name: b.label() for name, b in self.databases.items()}}
+
+
+def backup_data_directory(path: str, dest: str, *,
+                          note: Callable[[str], None] = lambda _m: None) -> BackupReport:
+    """Copy data directory `path` to `dest` (new or empty) consistently, whether or not a server
+    is running on it, then verify the copy's every checksum and write its label.
+
+    With no server running, the data directory's LOCK is held shared throughout, so none can
+    start midway. With one running, each database is copied under a pin its writer honours
+    (storage/backup.py). Databases are independent stores with their own logs: each is
+    consistent on its own, at its own end LSN."""
+    if not os.path.isdir(path):
+        raise SqlVecError(f'data directory "{path}" does not exist', sqlstate="58P01")
+    if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+        raise SqlVecError(f'backup destination "{dest}" exists and is not empty',
+                          sqlstate="58P02")
+    os.makedirs(dest, exist_ok=True)
+    atomic_write(os.path.join(dest, BACKUP_IN_PROGRESS), b"")
+    report = BackupReport(dest, server_running=False, started=time.time())
+    with contextlib.ExitStack() as stack:
+        fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+        stack.callback(os.close, fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            report.server_running = True
+        for name in sorted(os.listdir(path)):
+            source = os.path.join(path, name)
+            if os.path.isdir(os.path.join(source, "manifest")):
+                copy = backup_database(source, os.path.join(dest, name),
+                                       writer=report.server_running,
+                                       note=lambda m, n=name: note(f"{n}: {m}"))
+                report.databases[name] = copy
+                note(f"{name}: manifest version {copy.manifest_version}, WAL after LSN "
+                     f"{copy.wal_from} up to LSN {copy.end_lsn}, {copy.files} files, "
+                     f"{copy.bytes:,} bytes")
+            elif os.path.isfile(source) and name != "LOCK" and not name.startswith("."):
+                shutil.copyfile(source, os.path.join(dest, name))  # e.g. a configuration file
+    check = CheckReport()
+    for name in report.databases:
+        check_database(os.path.join(dest, name), dest, check)
+    if check.damaged:
+        problems = "; ".join(f"{f.path}: {f.message}" for f in check.damaged)
+        raise SqlVecError(f"the copy in {dest} failed its check: {problems}", sqlstate="XX001")
+    report.finished = time.time()
+    atomic_write(os.path.join(dest, BACKUP_LABEL),
+                 json.dumps(report.label(), indent=1).encode() + b"\n")
+    os.unlink(os.path.join(dest, BACKUP_IN_PROGRESS))
+    fsync_dir(dest)
+    return report

@@ -1,6 +1,6 @@
 """The `sqlvec` command line: `sqlvec serve` runs the PostgreSQL-protocol server; `sqlvec check`
 verifies a data directory's files offline; `sqlvec wal` inspects and repairs a stopped server's
-write-ahead log."""
+write-ahead log; `sqlvec backup` copies a data directory consistently."""
 
 from __future__ import annotations
 
@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
              f"(default: {limits.auth_failure_delay:g})",
     )
     serve.add_argument(
+        "--metrics-port", default=None, type=int, metavar="P",
+        help="serve Prometheus metrics on http://HOST:P/metrics (0 picks a free port, which "
+             "is logged); needs the `metrics` extra: pip install 'sqlvec[metrics]'",
+    )
+    serve.add_argument(
         "--log-level", default=None, choices=["debug", "info", "warning", "error"],
         help="log verbosity (default: log_min_messages from the configuration file, which "
              "keeps start-up, connection and slow-statement lines; debug logs one line per "
@@ -168,6 +173,22 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the data directory to check (default: {DEFAULT_DATA_DIR})",
     )
     _add_wal_commands(commands)
+    backup = commands.add_parser(
+        "backup",
+        help="copy a data directory consistently, while a server runs on it or not",
+        description=(
+            "Copy every database of the data directory into DEST (new or empty): per database "
+            "one manifest version, the files it lists and the write-ahead log up to the last "
+            "whole record, pinned so that the running server keeps them until the copy is "
+            "done; every file is checked against its checksum, and backup_label.json is "
+            "written last. Restore by starting a server on the copy: recovery replays the "
+            "log. See docs/operations.md, \"Backup\"."
+        ),
+    )
+    backup.add_argument("dest", metavar="DEST", help="where the copy goes (new or empty)")
+    backup.add_argument("--data-dir", default=DEFAULT_DATA_DIR, metavar="DIR",
+                        help=f"the data directory to copy (default: {DEFAULT_DATA_DIR})")
+    backup.set_defaults(log_level="warning")
     return parser
 
 
@@ -220,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         return wal_command(args)
     if args.command == "check":
         return check(args)
+    if args.command == "backup":
+        return backup(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 
@@ -370,9 +393,16 @@ def serve(args: argparse.Namespace) -> int:
     # process: out of the cyclic collector's sight, a full collection scans only what queries
     # create, instead of pausing every connection for tens of milliseconds.
     gc.freeze()
+    metrics = None
     try:
+        if args.metrics_port is not None:
+            metrics = _start_metrics(db, args.host, args.metrics_port)
+            if metrics is None:
+                return 2
         return asyncio.run(_serve(db, args, auth, context, limits))
     finally:
+        if metrics is not None:
+            metrics.stop()
         db.close()
         log.info("sqlvec stopped", extra=_CONSOLE)
         log.info("database system is shut down", extra=_CONSOLE)
@@ -389,6 +419,25 @@ def config_path(args: argparse.Namespace) -> str:
     """The configuration file a `serve` invocation reads."""
     return os.path.abspath(args.config) if args.config \
         else os.path.join(os.path.abspath(args.data_dir), CONF_FILE)
+
+
+def _start_metrics(db: Database, host: str, port: int):
+    """The Prometheus endpoint, or None (after saying why) when it cannot be served."""
+    from wire import metrics
+
+    if not metrics.available():
+        print("sqlvec: --metrics-port needs prometheus-client: pip install 'sqlvec[metrics]'",
+              file=sys.stderr)
+        return None
+    served = metrics.Metrics(db)
+    try:
+        bound = served.start(host, port)
+    except OSError as exc:
+        served.stop()
+        print(f"sqlvec: cannot serve metrics on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return None
+    log.info("metrics on http://%s:%d/metrics", host, bound)
+    return served
 
 
 def check(args: argparse.Namespace) -> int:
@@ -409,6 +458,21 @@ def check(args: argparse.Namespace) -> int:
         print(f"{label}{finding.path}: {finding.message}")
     print(report.summary())
     return 1 if report.damaged else 0
+
+
+def backup(args: argparse.Namespace) -> int:
+    """`sqlvec backup DEST`: a line per database copied; exit 1 if the copy failed."""
+    try:
+        report = maintenance.backup_data_directory(args.data_dir, args.dest, note=print)
+    except SqlVecError as exc:
+        print(f"sqlvec: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"sqlvec: backup of {args.data_dir} failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"backup complete: {args.dest} ({len(report.databases)} database(s); "
+          f"{maintenance.BACKUP_LABEL} written)")
+    return 0
 
 
 async def _serve(db: Database, args: argparse.Namespace, auth: AuthConfig, context,

@@ -913,25 +913,30 @@ class Connection:
         self.flush()
         self.state = ConnectionState.COPY_IN
         started = time.perf_counter()
+        progress = session.copy_progress(command)  # pg_stat_progress_copy
         try:
-            while self.state is ConnectionState.COPY_IN:
-                type_byte, length = self._waiting(read_header, self.stream.read_exactly,
-                                                  self.server.max_message_size)
-                if type_byte == CopyData.TYPE:  # the bulk: appended as it comes, no message
-                    self._waiting(self.stream.read_into, self.copy.data, length)
-                else:
-                    body = self._waiting(self.stream.read_exactly, length) if length else b""
-                    self.dispatch(decode_frontend(type_byte, body))
-        except BaseException:
-            self.state = resume
-            raise
-        copy, self.copy = self.copy, None
-        if copy.failure is not None:
-            raise copy.failure
-        received = time.perf_counter()
-        data = memoryview(copy.data)
-        names = None if command.columns is None else [c.name for c in columns]
-        count, decoded = self._copy_rows(command, columns, data, names)
+            try:
+                while self.state is ConnectionState.COPY_IN:
+                    type_byte, length = self._waiting(read_header, self.stream.read_exactly,
+                                                      self.server.max_message_size)
+                    if type_byte == CopyData.TYPE:  # the bulk: appended as it comes
+                        self._waiting(self.stream.read_into, self.copy.data, length)
+                        progress.bytes_processed += length
+                    else:
+                        body = self._waiting(self.stream.read_exactly, length) if length else b""
+                        self.dispatch(decode_frontend(type_byte, body))
+            except BaseException:
+                self.state = resume
+                raise
+            copy, self.copy = self.copy, None
+            if copy.failure is not None:
+                raise copy.failure
+            received = time.perf_counter()
+            data = memoryview(copy.data)
+            names = None if command.columns is None else [c.name for c in columns]
+            count, decoded = self._copy_rows(command, columns, data, names)
+        finally:
+            session.end_progress()
         log.debug("COPY %s: %d rows, %d bytes received in %.3fs, decoded in %.3fs, stored in "
                   "%.3fs", command.label, count, len(data), received - started,
                   decoded - received, time.perf_counter() - decoded)
@@ -960,6 +965,7 @@ class Connection:
         table = result.table if result.table is not None else pa.table({})
         fmt = 1 if options.format == "binary" else 0
         self.state = ConnectionState.COPY_OUT
+        progress = session.copy_progress(command)  # pg_stat_progress_copy
         try:
             self.send(CopyOutResponse(fmt, tuple([fmt] * len(columns))))
             if options.header and options.format != "binary":
@@ -977,11 +983,14 @@ class Connection:
                 data = copy_format.encode_rows(chunk, types, options, digits, prefix)
                 self.send_raw(data)
                 self.flush()
+                progress.bytes_processed += len(data)
+                progress.tuples_processed += chunk.num_rows
             if options.format == "binary" and n:
                 self.send_raw(copy_format.copy_data(copy_format.BINARY_TRAILER))
             self.send(CopyDone())
         finally:
             self.state = ConnectionState.READY
+            session.end_progress()
         return f"COPY {table.num_rows}"
 
     def _run_copy_query(self, command: CopyCommand) -> tuple[Result, dict[str, str]]:

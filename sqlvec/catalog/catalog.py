@@ -38,6 +38,9 @@ BOOTSTRAP_SUPERUSER_OID = 10
 SYSTEM_SCHEMAS = {"pg_catalog": PG_CATALOG_OID, "information_schema": INFORMATION_SCHEMA_OID}
 SEQUENCE_BLOCK = 32
 VECTOR_EXTENSION_VERSION = "0.8.0"
+# Extensions CREATE EXTENSION records: both are built in (pg_stat_statements' view and reset
+# function exist whether or not it is created, so tools that create it first work too).
+EXTENSION_VERSIONS = {"vector": VECTOR_EXTENSION_VERSION, "pg_stat_statements": "1.10"}
 
 
 class Catalog:
@@ -202,7 +205,7 @@ class Catalog:
         with self._lock:
             seq = self.sequence(key)
             inc = int(seq["increment"])
-            last = self._seq_values.get(key, seq["value"])
+            last = self._last_value(key, seq)
             first = int(seq["start"]) if last is None else int(last) + inc
             values = [first + i * inc for i in range(count)]
             top = values[-1]
@@ -212,6 +215,15 @@ class Catalog:
                 self.store.update_catalog(lambda c: _set_seq(c, key, value=top, reserved=new_reserved))
             self._seq_values[key] = top
             return values
+
+    def _last_value(self, key: str, seq: dict) -> int | None:
+        """The last value handed out, as far as this process knows: after a restart values up
+        to the reserved block's end may have been handed out already, so counting resumes
+        after it (as PostgreSQL's sequences skip what they logged ahead after a crash)."""
+        if key in self._seq_values:
+            return self._seq_values[key]
+        reserved = seq.get("reserved")
+        return seq["value"] if reserved is None else reserved
 
     def setval(self, key: str, value: int, is_called: bool = True) -> int:
         """setval(): set the last value (or the one before it when `is_called` is false) durably,
@@ -233,17 +245,18 @@ class Catalog:
     def create_extension(self, name: str, *, if_not_exists: bool = False) -> None:
         """CREATE EXTENSION: only `vector` exists (it is built in), so this records it for clients
         that check pg_extension."""
-        if name != "vector":
+        if name not in EXTENSION_VERSIONS:
             raise UndefinedObject(
                 f'extension "{name}" is not available', sqlstate="0A000",
-                hint="sqlvec provides the vector extension only (it is built in).")
+                hint="sqlvec provides the vector and pg_stat_statements extensions only "
+                     "(both are built in).")
         with self._lock:
             if name in self.state["extensions"]:
                 if if_not_exists:
                     return
                 raise DuplicateObject(f'extension "{name}" already exists')
             oid = self.store.allocate_oid()
-            entry = {"oid": oid, "version": VECTOR_EXTENSION_VERSION, "schema": "public"}
+            entry = {"oid": oid, "version": EXTENSION_VERSIONS[name], "schema": "public"}
             self.store.update_catalog(lambda c: {**c, "extensions": {**c["extensions"], name: entry}})
 
     def drop_extension(self, name: str, *, if_exists: bool = False) -> None:

@@ -610,6 +610,10 @@ class CatalogObjects:
         out.append((int(entry["oid"]) if entry else VECTOR_EXTENSION_OID, "vector",
                     entry["version"] if entry else VECTOR_EXTENSION_VERSION,
                     self.nsp_by_name.get((entry or {}).get("schema", "public"), PUBLIC_OID)))
+        stat = self.state.get("extensions", {}).get("pg_stat_statements")
+        if stat is not None:  # listed once created, as in PostgreSQL
+            out.append((int(stat["oid"]), "pg_stat_statements", stat["version"],
+                        self.nsp_by_name.get(stat.get("schema", "public"), PUBLIC_OID)))
         return out
 
     def comment(self, classoid: int, objoid: int, subid: int = 0) -> str | None:

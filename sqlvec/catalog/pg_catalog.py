@@ -453,34 +453,9 @@ def _pg_stat_activity(o) -> dict:
     return _rows([c for c, _ in PG_STAT_ACTIVITY], rows)
 
 
-PG_STAT_USER_TABLES = parse_columns(
-    "relid oid, schemaname name, relname name, seq_scan int8, last_seq_scan timestamptz, "
-    "seq_tup_read int8, idx_scan int8, last_idx_scan timestamptz, idx_tup_fetch int8, "
-    "n_tup_ins int8, n_tup_upd int8, n_tup_del int8, n_tup_hot_upd int8, "
-    "n_tup_newpage_upd int8, n_live_tup int8, n_dead_tup int8, n_mod_since_analyze int8, "
-    "n_ins_since_vacuum int8, last_vacuum timestamptz, last_autovacuum timestamptz, "
-    "last_analyze timestamptz, last_autoanalyze timestamptz, vacuum_count int8, "
-    "autovacuum_count int8, analyze_count int8, autoanalyze_count int8")
-
-
-@virtual("pg_stat_user_tables", PG_STAT_USER_TABLES)
-def _pg_stat_user_tables(o) -> dict:
-    rows = []
-    for rel in o.relations:
-        if rel.kind != "r" or rel.table_id is None:
-            continue
-        live = int(max(rel.tuples, 0))
-        rows.append((rel.oid, rel.schema, rel.name, 0, None, 0, 0, None, 0, live, 0, 0, 0, 0,
-                     live, 0, 0, 0, None, None, None, None, 0, 0, 0, 0))
-    return _rows([c for c, _ in PG_STAT_USER_TABLES], rows)
-
-
 PG_STATIO = parse_columns("relid oid, schemaname name, relname name, heap_blks_read int8, "
                   "heap_blks_hit int8, idx_blks_read int8, idx_blks_hit int8")
 empty("pg_statio_user_tables", PG_STATIO)
-empty("pg_stat_user_indexes", parse_columns("relid oid, indexrelid oid, schemaname name, relname name, "
-                                    "indexrelname name, idx_scan int8, idx_tup_read int8, "
-                                    "idx_tup_fetch int8"))
 
 
 @virtual("pg_cursors", parse_columns("name text, statement text, is_holdable bool, is_binary bool, "

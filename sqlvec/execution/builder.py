@@ -91,6 +91,7 @@ class Builder:
                 values = [[c.compile(e) for e in row] for row in node.key_values]
                 if all(key_comparable(v.type, t) for row in values for v, t in zip(row, key_types)):
                     op.key, op.key_positions, op.key_types = node.key, positions, key_types
+                    op.key_name = node.keys[node.key][0]
                     op.key_values = values
                     # The rows the index finds hold exactly the wanted key values (each is
                     # converted to the key's type, or matches nothing): only the rest of the

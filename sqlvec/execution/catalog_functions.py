@@ -684,6 +684,18 @@ def _signal_backend(terminate: bool):
     return compile_
 
 
+def _pg_stat_statements_reset(c, args, e):
+    """Forget pg_stat_statements' counters: all, or those of a user, database or query id
+    (a zero argument matches any)."""
+    given = [c.compile_as(a, INT8) for a in args]
+
+    def fn(f):
+        values = [int(v(f).as_py() or 0) for v in given] + [0, 0, 0]
+        f.ctx.services.database.statement_stats.reset(*values[:3])
+        return pa.scalar(None, pa.string())
+    return Value(fn, SqlType("text"))
+
+
 # reg* casts ----------------------------------------------------------------------------------------
 
 
@@ -1122,6 +1134,10 @@ _declare("json_build_array", "-> json", "variadic any -> json", strict=False)(_j
 # PostgreSQL's pg_current_xact_id returns xid8, and pg_sleep void: neither is a type here.
 _declare("txid_current txid_current_if_assigned pg_current_xact_id", "-> int8")(_txid_current)
 _declare("pg_sleep", "float8 -> text", volatility="v")(_pg_sleep)
+# pg_stat_statements' reset, in the extension's schema (public) as the extension installs it
+# (PostgreSQL 16's returns void, not a type here: NULL text).
+_declare("pg_stat_statements_reset", "userid oid = 0, dbid oid = 0, queryid int8 = 0 -> text",
+         volatility="v", extension="pg_stat_statements")(_pg_stat_statements_reset)
 _declare("pg_cancel_backend", "int4 -> bool", volatility="v")(_signal_backend(False))
 _declare("pg_terminate_backend", "pid int4, timeout int8 = 0 -> bool", volatility="v")(
     _signal_backend(True))

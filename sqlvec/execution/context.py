@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from sqlvec.errors import OutOfMemory, QueryCanceled
-from sqlvec.storage.table import Table, TableSnapshot
+from sqlvec.storage.table import Table, TableSnapshot, TableStats
 
 
 class MemoryAccount:
@@ -164,6 +164,13 @@ class ExecContext:
             snap = self.snapshot_of(table_id)
             self._snapshots[table_id] = snap
         return snap
+
+    def table_stats(self, table_id: int) -> TableStats:
+        """The table's activity counters (pg_stat_user_tables), or a throwaway set when the
+        statement runs without the store's tables."""
+        if self.table_of is None:
+            return TableStats()
+        return self.table_of(table_id).stats
 
     def lookup_keys(self, table_id: int, rows: pa.Table, key: int) -> tuple[TableSnapshot, np.ndarray]:
         """Row ids holding these values of a unique key, in the statement's snapshot of the

@@ -7,6 +7,7 @@ table actions are in alter.py; `alter_table` here gets the constraint actions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from sqlglot import exp
@@ -26,6 +27,7 @@ from sqlvec.sql.binder import SYSTEM_COLUMNS, serial_kind, sql_type
 from sqlvec.sql.dialect import to_sql
 from sqlvec.storage import access_methods
 from sqlvec.storage.schema import ColumnDef, IndexDef, TableDef
+from sqlvec.storage.store import CreateIndexProgress
 from sqlvec.types import SqlType
 
 
@@ -264,9 +266,11 @@ def skipping_notice(what: str, name: str) -> Notice:
     return Notice.notice(f'{what} "{name}" does not exist, skipping')
 
 
-def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], progress=None) -> str:
+def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], progress=None,
+                 track: Callable[[CreateIndexProgress], None] | None = None) -> str:
     """CREATE INDEX: a btree, or a vector index (hnsw) with its operator class and options
-    checked by its access method; returns the command tag."""
+    checked by its access method; returns the command tag. `track` receives the build's
+    progress record before the build starts (pg_stat_progress_create_index reads it)."""
     index = stmt.this
     table_node = index.args.get("table")
     table = catalog.table(table_node.name, table_node.db or None, search_path)
@@ -319,7 +323,10 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
     definition = IndexDef(name=name, oid=catalog.store.allocate_oid(), columns=tuple(col_names),
                           method=method, opclass=opclass, options=options, unique=unique,
                           nulls_not_distinct=unique and nulls_not_distinct)
-    catalog.store.create_index(table.id, definition, progress=progress)
+    report = CreateIndexProgress(table.def_.oid, definition.oid)
+    if track is not None:
+        track(report)
+    catalog.store.create_index(table.id, definition, progress=progress, report=report)
     return "CREATE INDEX"
 
 

@@ -109,17 +109,18 @@ class ScanOp(OneRowOp):
 
     def run(self, ctx, outer):
         overlay = ctx.overlay.table_overlay(self.table_id) if ctx.overlay is not None else None
-        if self.key is not None and overlay is None:
-            filt = self._segment_filter(ctx, outer, self.key_filter)
+        if self.key is not None:
+            # (with an overlay, the transaction's own rows are not in the index)
+            filt = self._segment_filter(ctx, outer, self.key_filter) if overlay is None \
+                else self._segment_filter(ctx, outer)
             snap, parts = self._by_key(ctx, outer)
             filtered = False
-        elif self.key is not None:  # the transaction's own rows are not in the index
-            filt = self._segment_filter(ctx, outer)
-            snap, parts = self._by_key(ctx, outer)
-            filtered = False
+            fetched = sum(p.num_rows for p in parts)
+            ctx.table_stats(self.table_id).index_scanned(self.key_name, fetched, fetched)
         else:
             filt = self._segment_filter(ctx, outer)
             snap = ctx.snapshot(self.table_id)
+            ctx.table_stats(self.table_id).scanned(snap.row_count)
             parts = []
             for part in snap.scan(filter=filt if overlay is None else None, with_rowid=True):
                 ctx.check_interrupts()  # a part per segment: a filter over many is long

@@ -140,6 +140,21 @@ def _pruner(bounds, table_def, frame) -> object:
     return prune if resolved else None
 
 
+def _count_index_use(stats, snap, column: str, plans: list[SegmentPlan]) -> None:
+    """pg_stat_user_indexes: a search that used the column's index on some segment is one
+    scan of it, reading the entries the graphs returned; any other search is a scan of the
+    table (pg_stat_user_tables.seq_scan), as PostgreSQL counts an exact ORDER BY."""
+    used = [p for p in plans if p.method is not None]
+    if not used:
+        stats.scanned(snap.row_count)
+        return
+    name = next((ix.name for ix in snap.table_def.indexes
+                 if ix.method == used[0].method and ix.columns and ix.columns[0] == column),
+                used[0].method)
+    stats.index_scanned(name, sum(p.returned for p in used),
+                              sum(p.returned for p in plans))
+
+
 class VectorTopKOp(OneRowOp):
     """Nearest rows of one table by a distance, searched per segment (storage/search.py)."""
 
@@ -193,6 +208,7 @@ class VectorTopKOp(OneRowOp):
                             columns=self.columns, with_rowid=True, distance_name="__distance",
                             plans=plans, **self._settings(ctx))
         ctx.stats.setdefault(("segments", id(self)), []).append(plans)
+        _count_index_use(ctx.table_stats(self.scan.table_id), snap, self.column, plans)
         _report_missed_target(ctx, plans)
         rows = found.num_rows
         cols = [found.column(name) if name in self.columns else pa.nulls(rows, t.to_arrow())

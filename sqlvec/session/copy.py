@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from sqlvec.catalog.pg_stat import CopyProgress
 from sqlvec.errors import FeatureNotSupported, InFailedTransaction, SqlVecError, UndefinedColumn
 from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
@@ -33,6 +34,22 @@ def copy_query(session: Session, command: CopyCommand) -> Result:
     if prepared.columns is None:
         raise FeatureNotSupported("COPY query must return rows")
     return session.run(prepared, [])
+
+
+def start_progress(session: Session, command: CopyCommand) -> CopyProgress:
+    """Register a COPY's progress record on the session (pg_stat_progress_copy shows it until
+    `session.progress` is cleared) and return it for the front end to count bytes in."""
+    relid = 0
+    name = command.table_name
+    if name is not None:
+        schema, _, bare = name.rpartition(".")
+        try:
+            relid = session.catalog.table(bare, schema or None, session.search_path).def_.oid
+        except SqlVecError:
+            pass
+    progress = CopyProgress(relid, "COPY FROM" if command.direction == "from" else "COPY TO")
+    session.progress = progress
+    return progress
 
 
 def copy_in(session: Session, table: str, columns: list[str] | None, rows: pa.Table) -> int:
@@ -92,4 +109,7 @@ def copy_in(session: Session, table: str, columns: list[str] | None, rows: pa.Ta
         session.txn.insert(target, data)
     else:  # the commit checks keys against committed rows and within the batch itself
         session.store.commit([InsertOp(target.id, data)])
+    target.stats.wrote("INSERT", n_rows)
+    if isinstance(session.progress, CopyProgress):
+        session.progress.tuples_processed += n_rows
     return n_rows

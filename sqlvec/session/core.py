@@ -25,6 +25,9 @@ from collections.abc import Callable, Hashable, Iterator
 import pyarrow as pa
 
 from sqlvec import stack
+from sqlvec.catalog.catalog import BOOTSTRAP_SUPERUSER_OID
+from sqlvec.catalog.objects import database_oid
+from sqlvec.catalog.pg_stat import CopyProgress
 from sqlvec.catalog.server_config import applies_to_running_sessions
 from sqlvec.catalog.settings import (
     DEFAULT_SETTINGS,
@@ -58,6 +61,7 @@ from sqlvec.session.plan_cache import PlanCache
 from sqlvec.session.prepare import plan_statement
 from sqlvec.session.results import PreparedStatement, Result, ResultColumn, StatementKind
 from sqlvec.sql.copy import CopyCommand
+from sqlvec.sql.normalize import normalize, query_id
 from sqlvec.sql.statements import split_with_offsets
 from sqlvec.sql.utility import UtilityKind
 from sqlvec.storage.store import return_free_memory
@@ -149,6 +153,9 @@ class Session:
         self.started = dt.datetime.now(dt.timezone.utc)
         self.current_query = ""
         self.state = "idle"
+        # The running command's progress record (CREATE INDEX, COPY), for pg_stat_progress_*.
+        self.progress: object | None = None
+        self._userid: int | None = None  # the role's OID, for pg_stat_statements
         database.register_session(self)
 
     # Properties -------------------------------------------------------------------------------------
@@ -317,6 +324,11 @@ class Session:
     def _prepare(self, sql: str, param_type_oids: list[int] | None) -> PreparedStatement:
         try:
             return stack.run_deep(sql, lambda: self._prepare_cached(sql, param_type_oids))
+        except SqlVecError as error:  # a statement that fails before it runs still counts
+            observe = self.database.on_statement
+            if observe is not None:
+                observe(0.0, error.sqlstate)
+            raise
         except RecursionError:
             pass  # raised below, outside this handler, so as not to keep the deep frames
         self._fail()
@@ -396,6 +408,8 @@ class Session:
         self.current_query = prepared.sql
         self.state = "active"
         self._notices = []
+        started = time.perf_counter()
+        outcome: str | None = "XX000"  # SQLSTATE of the error; None once it succeeded
         try:
             try:
                 if len(prepared.sql) <= stack.INLINE_TEXT:  # (run_deep would run it here)
@@ -406,8 +420,11 @@ class Session:
                 if self._notices:
                     result.notices = [*self._notices, *result.notices]
                     self._notices = []
+                self._count_statement(prepared, result, time.perf_counter() - started)
+                outcome = None
                 return result
             except SqlVecError as error:
+                outcome = error.sqlstate
                 self._fail()
                 describe_failing_row(error)
                 if self.terminated and isinstance(error, QueryCanceled):
@@ -418,7 +435,7 @@ class Session:
                 error.__context__ = None
                 raise error.with_traceback(None) from None
             except RecursionError:
-                pass  # raised below, outside this handler, so as not to keep the deep frames
+                outcome = "54001"  # raised below, outside this handler (frees deep frames)
             except Exception as exc:  # an engine bug must not take the session down
                 log.exception("internal error running %r", _abbreviated(prepared.sql))
                 self._fail()
@@ -428,7 +445,32 @@ class Session:
         finally:
             self.state = "idle" if not self.explicit else ("idle in transaction" if not self.failed
                                                            else "idle in transaction (aborted)")
+            self.progress = None
+            observe = self.database.on_statement
+            if observe is not None:
+                observe(time.perf_counter() - started, outcome)
             self._after_statement()
+
+    def _count_statement(self, prepared: PreparedStatement, result: Result,
+                         seconds: float) -> None:
+        """pg_stat_statements: one more call of the statement's normalized text."""
+        key = prepared.stats_key
+        if key is None:
+            # Constants are parameters in plannable statements only; utility statements and
+            # DDL keep their text, as in PostgreSQL.
+            text = normalize(prepared.sql) if prepared.kind in _NORMALIZED else \
+                prepared.sql.strip().rstrip(";")
+            key = prepared.stats_key = (query_id(text), text)
+        if result.table is not None:
+            rows = result.table.num_rows
+        else:
+            last = result.tag.rpartition(" ")[2]
+            rows = int(last) if last.isdigit() else 0
+        if self._userid is None:
+            role = self.catalog.state.get("roles", {}).get(self.user)
+            self._userid = int(role["oid"]) if role else BOOTSTRAP_SUPERUSER_OID
+        self.database.statement_stats.record(self._userid, database_oid(self.database_name),
+                                             key[0], key[1], seconds * 1000.0, rows)
 
     def _run(self, prepared: PreparedStatement, params: list, max_rows: int) -> Result:
         """Run `prepared` through the handler of its kind (also for statements inside other
@@ -496,6 +538,15 @@ class Session:
     def copy_in(self, table: str, columns: list[str] | None, rows: pa.Table) -> int:
         """COPY ... FROM: insert decoded rows into `table`; returns the row count."""
         return copy_statements.copy_in(self, table, columns, rows)
+
+    def copy_progress(self, command: CopyCommand) -> CopyProgress:
+        """Start showing a COPY in pg_stat_progress_copy: the front end adds the bytes it moves
+        to the returned record (and the rows, for COPY TO) and calls `end_progress` after."""
+        return copy_statements.start_progress(self, command)
+
+    def end_progress(self) -> None:
+        """The running command (COPY) is over: its progress row goes."""
+        self.progress = None
 
     def copy_query(self, command: CopyCommand) -> Result:
         """COPY ... TO: the rows to send (the table's, or the query's)."""
@@ -623,6 +674,9 @@ class Session:
         self.last_sequence_values = getattr(self, "last_sequence_values", {})
         self.last_sequence_values[key] = values[-1]
         return values
+
+
+_NORMALIZED = frozenset({StatementKind.QUERY, StatementKind.WRITE, StatementKind.EXPLAIN})
 
 
 def _abbreviated(sql: str, limit: int = 500) -> str:

@@ -72,7 +72,8 @@ def _create(session: Session, ast: exp.Create, notices: list[Notice]) -> str:
             tag = "CREATE TABLE"
         return tag
     if kind == "INDEX":
-        tag = ddl.create_index(ast, session.catalog, path)
+        tag = ddl.create_index(ast, session.catalog, path,
+                               track=lambda report: setattr(session, "progress", report))
         if tag == "NOTICE":
             notices.append(_exists_notice(ast.this.name))
             tag = "CREATE INDEX"

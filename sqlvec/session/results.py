@@ -78,6 +78,7 @@ class PreparedStatement:
     ast: exp.Expression | None = None
     explain: dict | None = None
     copy: CopyCommand | None = None
+    stats_key: tuple[int, str] | None = None  # pg_stat_statements' (queryid, text), once known
 
 
 def renamed(table: pa.Table, visible: list[int], columns: list[ResultColumn] | None) -> pa.Table:

@@ -30,14 +30,18 @@ def run_write(session: Session, prepared: PreparedStatement, params: list,
     """Run INSERT, UPDATE or DELETE by the cheapest path that keeps its meaning: the single-row
     insert, the autocommit key write, or the general plan."""
     write: WritePlan = prepared.compiled  # type: ignore[assignment]
+    result = None
     if write.fast is not None:
         result = _fast_insert(session, prepared, params)
-        if result is not None:
-            return result
-    typed = typed_params(prepared.param_types, params)
-    if write.by_key is not None and not session.explicit:
-        return _key_write(session, prepared, typed)
-    return _general_write(session, prepared, typed)
+    if result is None:
+        typed = typed_params(prepared.param_types, params)
+        if write.by_key is not None and not session.explicit:
+            result = _key_write(session, prepared, typed)
+        else:
+            result = _general_write(session, prepared, typed)
+    # pg_stat_user_tables counts the rows of every write, committed or not, as PostgreSQL.
+    write.table.stats.wrote(write.kind, int(result.tag.rpartition(" ")[2]))
+    return result
 
 
 def _general_write(session: Session, prepared: PreparedStatement, params: list) -> Result:

@@ -134,8 +134,10 @@ class ManifestStore:
         check and garbage collection, which look at versions other than the latest."""
         return self._read(version, previous=None, is_latest=False)
 
-    def commit(self, body: dict[str, Any], *, features: Iterable[str] = ()) -> Manifest:
-        """Durably write `body` as the next version; returns it exactly as a later load will."""
+    def commit(self, body: dict[str, Any], *, features: Iterable[str] = (),
+               pinned: Iterable[int] = ()) -> Manifest:
+        """Durably write `body` as the next version; returns it exactly as a later load will.
+        Versions in `pinned` (a backup is copying them) are kept past the newest `keep`."""
         feats = tuple(sorted(set(features)))
         unknown = [f for f in feats if f not in SUPPORTED_FEATURES]
         if unknown:
@@ -161,14 +163,15 @@ class ManifestStore:
                 self.path.mkdir(parents=True, exist_ok=True)
                 fsync_dir(self.directory)
             atomic_write(self.file(version), data + b"\n")
-            self._prune([*versions, version])
+            self._prune([*versions, version], frozenset(pinned))
         # Hand back the parsed form (tuples become lists, keys strings) so nobody relies on
         # anything the file does not actually hold.
         return Manifest(version, json.loads(data)["body"], feats, doc["created"])
 
-    def _prune(self, versions: list[int]) -> None:
-        """Delete versions older than the newest `keep`; they only serve manual repair."""
-        stale = versions[: -self.keep]
+    def _prune(self, versions: list[int], pinned: frozenset[int] = frozenset()) -> None:
+        """Delete versions older than the newest `keep`; they only serve manual repair (and
+        backups, which pin the version they copy)."""
+        stale = [v for v in versions[: -self.keep] if v not in pinned]
         for v in stale:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.file(v))

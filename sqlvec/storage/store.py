@@ -66,6 +66,7 @@ from sqlvec.errors import (
     UniqueViolation,
 )
 from sqlvec.storage import access_methods, compaction
+from sqlvec.storage.backup import BackupPins, Pins
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.fsutil import lock_directory, storage_error
 from sqlvec.storage.manifest import (
@@ -89,6 +90,10 @@ from sqlvec.storage.wal import (
 
 log = logging.getLogger("sqlvec.storage")
 
+# The phases of one segment's build, as pg_stat_progress_create_index names them.
+_PHASES = {"building": "loading tuples", "calibrating": "measuring recall",
+           "saving": "writing index file"}
+
 FEATURES = (FEATURE_WAL_V2, FEATURE_INDEXES_PER_SEGMENT, FEATURE_DELETE_BITMAPS)
 FIRST_OID = 16400
 
@@ -110,7 +115,8 @@ class StoreOptions:
 
 @dataclass
 class BuildProgress:
-    """One index build over one segment, as `sqlvec_indexes` shows it."""
+    """One index build over one segment, as `sqlvec_indexes` shows it: it stays listed,
+    with every row counted, until the index is attached, so progress never drops back."""
 
     table: str
     index: str
@@ -118,6 +124,36 @@ class BuildProgress:
     done: int
     total: int
     started: float
+    phase: str = "building"  # then "calibrating" (measuring recall), "saving"
+
+
+@dataclass
+class CreateIndexProgress:
+    """What one CREATE INDEX has done so far, for pg_stat_progress_create_index: the sealed
+    segments it indexes (PostgreSQL's blocks) and their rows (its tuples). Counts only grow."""
+
+    table_oid: int
+    index_oid: int
+    phase: str = "initializing"
+    segments_total: int = 0
+    segments_done: int = 0
+    rows_total: int = 0
+    rows_done: int = 0
+    # The segment in hand may be built by the background builder that got to it first: its
+    # progress is followed in the store's builds, under this key, after `base` rows.
+    builds: dict | None = field(default=None, repr=False)
+    key: tuple | None = None
+    base: int = 0
+
+    def current(self) -> tuple[str, int, int, int, int]:
+        """(phase, segments total, segments done, rows total, rows done) now; rows done never
+        go back."""
+        phase = self.phase
+        build = self.builds.get(self.key) if self.builds is not None and self.key else None
+        if build is not None:
+            phase = f"building index: {_PHASES.get(build.phase, build.phase)}"
+            self.rows_done = max(self.rows_done, self.base + build.done)
+        return phase, self.segments_total, self.segments_done, self.rows_total, self.rows_done
 
 
 class StoreBase:
@@ -172,7 +208,7 @@ class StoreBase:
                         "table": table.def_.name, "index": ix.name, "segment": seg.id,
                         "rows": seg.n_rows,
                         "indexed": built.indexed_count if built else (build.done if build else 0),
-                        "state": "ready" if built else ("building" if build else "pending"),
+                        "state": "ready" if built else (build.phase if build else "pending"),
                         "memory_bytes": built.memory_bytes if built else 0,
                     })
         return rows
@@ -326,6 +362,8 @@ class Store(StoreBase):
         self._busy = 0
         self._busy_cond = threading.Condition()
         self._lock_fd: int | None = None  # the directory's LOCK, held from open to close
+        # Manifest versions and WAL records running backups need (backup.py).
+        self._pins = BackupPins(directory)
 
     # Opening and closing ------------------------------------------------------------------------
 
@@ -348,7 +386,8 @@ class Store(StoreBase):
                 os.path.join(directory, "wal"), fsync=store.options.fsync,
                 segment_bytes=store.options.wal_segment_bytes)
             store._replay()
-            store._collect_garbage()
+            with store._pins.guard():
+                store._collect_garbage()
             if store.options.background:
                 store._start_workers()
             for table in store.tables.values():
@@ -378,6 +417,12 @@ class Store(StoreBase):
         self.applied_lsn = max(self.applied_lsn, self._wal.last_lsn)
         if replayed:
             log.info("replayed %d WAL records after LSN %d", replayed, start)
+
+    @property
+    def wal_bytes(self) -> int:
+        """Bytes of WAL records appended since the store was opened (for metrics)."""
+        wal = self._wal
+        return wal.bytes_appended if wal is not None else 0
 
     @property
     def durable_lsn(self) -> int:
@@ -442,7 +487,9 @@ class Store(StoreBase):
             if table is None:
                 raise UndefinedTable(f"table {table_id} does not exist")
             self._commit_manifest_or_undo(lambda: self.tables.__setitem__(table_id, table))
-        shutil.rmtree(table.directory, ignore_errors=True)
+        with self._pins.guard() as pins:
+            if not pins.active:  # else garbage collection removes them once unpinned
+                shutil.rmtree(table.directory, ignore_errors=True)
 
     def alter_table(self, table_id: int, change: Callable[[TableDef], TableDef], *,
                     catalog: Callable[[dict], dict] | None = None) -> TableDef:
@@ -539,9 +586,11 @@ class Store(StoreBase):
                 seg.detach_index(ix.name)
         with self._manifest_lock:
             self._commit_manifest()
+        with self._pins.guard() as pins:  # a backup copying an older version: they go later
+            names = [] if pins.active else os.listdir(table.directory)
         for ix in gone:
             suffix = f".{ix.oid}.{ix.method}"
-            for fname in os.listdir(table.directory):
+            for fname in names:
                 if fname.endswith(suffix):
                     try:
                         os.remove(os.path.join(table.directory, fname))
@@ -764,7 +813,14 @@ class Store(StoreBase):
     # Manifest -----------------------------------------------------------------------------------
 
     def _commit_manifest(self) -> None:
-        """Write a new manifest version from the current state (caller holds manifest lock)."""
+        """Write a new manifest version from the current state (caller holds manifest lock).
+
+        Committing and the removals that follow it run under the backup lock, keeping what
+        running backups have pinned (backup.py)."""
+        with self._manifest_lock, self._pins.guard() as pins:
+            self._commit_manifest_pinned(pins)
+
+    def _commit_manifest_pinned(self, pins: Pins) -> None:
         with self._manifest_lock, self._apply_lock:
             version = (self._manifests.versions() or [0])[-1] + 1
             try:
@@ -776,13 +832,14 @@ class Store(StoreBase):
                     "tables": tables,
                     "applied_lsn": self.applied_lsn,
                 }
-                manifest = self._manifests.commit(body, features=FEATURES)
+                manifest = self._manifests.commit(body, features=FEATURES,
+                                                  pinned=pins.versions)
             except OSError as exc:
                 raise storage_error(exc, "write", exc.filename or self._manifests.path) \
                     from exc
             self.generation += 1
             self.manifest_version = manifest.version
-        self._truncate_wal(tables)
+        self._truncate_wal(tables, pins)
         # Under the manifest lock: a file written for the next version is either still in
         # flight (protected) or already listed in a version this pass reads, never in between.
         with self._manifest_lock:
@@ -834,10 +891,12 @@ class Store(StoreBase):
             table.persisted_deletes[seg.id] = known
         return {"file": known[0], "count": bitmap.count}
 
-    def _truncate_wal(self, tables: list[dict]) -> None:
+    def _truncate_wal(self, tables: list[dict], pins: Pins) -> None:
         if self._wal is None:
             return
         oldest = min((t["checkpoint_lsn"] for t in tables), default=self.applied_lsn)
+        if pins.wal_from is not None:
+            oldest = min(oldest, pins.wal_from)
         self._wal.truncate_before(oldest)
         self._wal_checkpointed_bytes = self._wal.bytes_appended
 
@@ -878,9 +937,11 @@ class Store(StoreBase):
     # Indexes ------------------------------------------------------------------------------------
 
     def create_index(self, table_id: int, index: IndexDef, *, if_not_exists: bool = False,
-                     progress: Callable[[int, int], None] | None = None) -> IndexDef | None:
+                     progress: Callable[[int, int], None] | None = None,
+                     report: CreateIndexProgress | None = None) -> IndexDef | None:
         """Add an index and build it on every sealed segment before returning (as PostgreSQL's
-        CREATE INDEX does). Segments sealed later are indexed in the background."""
+        CREATE INDEX does). Segments sealed later are indexed in the background. `progress`
+        gets (rows done, rows total); `report` is kept up to date as the build goes."""
         with self._manifest_lock:
             table = self.table(table_id)
             if any(ix.name == index.name for t in self.tables.values() for ix in t.def_.indexes):
@@ -899,13 +960,27 @@ class Store(StoreBase):
         table = self.table(table_id)
         segments = [s for s in table.sealed]
         total = sum(s.n_rows for s in segments)
+        if report is not None:
+            report.segments_total, report.rows_total = len(segments), total
+            report.phase = "building index: loading tuples"
+            report.builds = self.builds
         done = 0
         for seg in segments:
-            def seg_progress(n: int, _t: int, base=done) -> None:
+            if report is not None:
+                report.key, report.base = (table.id, index.name, seg.id), done
+            def seg_progress(n: int, _t: int, base=done, rows=seg.n_rows) -> None:
+                if report is not None:
+                    report.rows_done = max(report.rows_done, base + min(n, rows))
                 if progress is not None:
                     progress(base + n, total)
-            self._build_index(table, seg, index, seg_progress)
+
+            def seg_phase(phase: str) -> None:
+                if report is not None:
+                    report.phase = f"building index: {_PHASES.get(phase, phase)}"
+            self._build_index(table, seg, index, seg_progress, seg_phase)
             done += seg.n_rows
+            if report is not None:
+                report.rows_done, report.segments_done = done, report.segments_done + 1
             if progress is not None:  # also when a background build got to the segment first
                 progress(done, total)
         return index
@@ -934,13 +1009,16 @@ class Store(StoreBase):
                         self._build_index(table, seg, ix)
 
     def _build_index(self, table: Table, seg: Segment, index: IndexDef,
-                     progress: Callable[[int, int], None] | None = None) -> None:
+                     progress: Callable[[int, int], None] | None = None,
+                     phase: Callable[[str], None] | None = None) -> None:
         """Build one index on one sealed segment and record it in a new manifest version."""
         with self._build_lock:
             if seg.index(index.name) is not None or seg not in table.sealed:
                 return
-            if not self.build_detached(table, seg, index, progress):
+            key = (table.id, index.name, seg.id)
+            if not self.build_detached(table, seg, index, progress, phase, keep=True):
                 return
+            build = self.builds.get(key)  # listed until the manifest lists the file
             try:
                 with self._manifest_lock:
                     if seg not in table.sealed or index not in table.def_.indexes:
@@ -949,45 +1027,64 @@ class Store(StoreBase):
                     if seg.path is not None:
                         self._commit_manifest()
             finally:
+                if self.builds.get(key) is build:
+                    self.builds.pop(key, None)
                 self.release_segment_files(seg)
 
     def build_detached(self, table: Table, seg: Segment, index: IndexDef,
-                       progress: Callable[[int, int], None] | None = None) -> bool:
+                       progress: Callable[[int, int], None] | None = None,
+                       phase: Callable[[str], None] | None = None, *,
+                       keep: bool = False) -> bool:
         """Build and save `index` for `seg` and attach it; the manifest is the caller's job
-        (the file stays protected from garbage collection until `release_segment_files`)."""
+        (the file stays protected from garbage collection until `release_segment_files`).
+        The build stays listed in `builds` (done, phase) until attached, or, with `keep`,
+        until the caller takes it off once the manifest lists it."""
         if index not in table.def_.indexes:
             return False
         col = table.def_.column(index.columns[0])
         matrix, valid = seg.vectors(col.physical, col.type.dims)
         key = (table.id, index.name, seg.id)
-        self.builds[key] = BuildProgress(table.def_.name, index.name, seg.id, 0, seg.n_rows,
-                                         time.time())
+        build = BuildProgress(table.def_.name, index.name, seg.id, 0, seg.n_rows, time.time())
+        self.builds[key] = build
 
         def report(done: int, total: int) -> None:
-            self.builds[key].done = done
+            build.done = max(build.done, min(done, seg.n_rows))
             if progress is not None:
                 progress(done, total)
 
+        def step(name: str) -> None:
+            build.phase = name
+            if phase is not None:
+                phase(name)
+
         method = access_methods.get(index.method)
+        attached = False
         try:
-            built = method.build(matrix, access_methods.params_of(index), valid=valid,
-                                 num_threads=self.options.index_threads, progress=report,
-                                 should_stop=lambda: self._closed)
-        except IndexBuildCancelled:
-            return False
+            step("building")
+            try:
+                built = method.build(matrix, access_methods.params_of(index), valid=valid,
+                                     num_threads=self.options.index_threads, progress=report,
+                                     should_stop=lambda: self._closed)
+            except IndexBuildCancelled:
+                return False
+            build.done = seg.n_rows
+            step("calibrating")
+            built.calibration = built.calibrate(matrix, valid)
+            return_free_memory()
+            step("saving")
+            name = access_methods.file_name(seg.id, index)
+            self._inflight_files.add(name)
+            try:
+                crc = built.save(os.path.join(table.directory, name))
+            except OSError as exc:
+                raise storage_error(exc, "write", os.path.join(table.directory, name)) from exc
+            seg.attach_index(index.name, built)
+            seg.index_files[index.name] = (name, crc)
+            attached = True
+            return True
         finally:
-            self.builds.pop(key, None)
-        built.calibration = built.calibrate(matrix, valid)
-        return_free_memory()
-        name = access_methods.file_name(seg.id, index)
-        self._inflight_files.add(name)
-        try:
-            crc = built.save(os.path.join(table.directory, name))
-        except OSError as exc:
-            raise storage_error(exc, "write", os.path.join(table.directory, name)) from exc
-        seg.attach_index(index.name, built)
-        seg.index_files[index.name] = (name, crc)
-        return True
+            if not (keep and attached) and self.builds.get(key) is build:
+                self.builds.pop(key, None)
 
     def write_segment(self, table: Table, seg: Segment) -> None:
         """Write a new segment's file, protected from garbage collection until released."""
@@ -1016,6 +1113,9 @@ class Store(StoreBase):
         for group in compaction.pick_segments(table, self.options.compaction):
             if compaction.run(self, table, group):
                 merges += 1
+        if merges:
+            table.stats.compactions += merges
+            table.stats.last_compaction = time.time()
         return merges
 
     def replace_segments(self, table: Table, old: list[Segment], new: Segment | None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -477,6 +478,54 @@ class _Claim:
     delete_keys: dict[int, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
 
 
+@dataclass
+class TableStats:
+    """Activity counters of one table since the server started, as pg_stat_user_tables and
+    pg_stat_user_indexes show them. Updated without a lock: like PostgreSQL's statistics they
+    are for watching trends, and a lost increment under contention is harmless."""
+
+    seq_scan: int = 0
+    seq_tup_read: int = 0
+    last_seq_scan: float | None = None
+    idx_scan: int = 0
+    idx_tup_fetch: int = 0
+    last_idx_scan: float | None = None
+    n_tup_ins: int = 0
+    n_tup_upd: int = 0
+    n_tup_del: int = 0
+    compactions: int = 0  # segments rewritten without their deleted rows (autovacuum)
+    last_compaction: float | None = None
+    # Per index name: [scans, index entries returned, rows fetched through it, last scan time].
+    indexes: dict[str, list] = field(default_factory=dict)
+
+    def wrote(self, kind: str, rows: int) -> None:
+        """Count an INSERT, UPDATE or DELETE statement's rows (also COPY, as INSERT)."""
+        if kind == "INSERT":
+            self.n_tup_ins += rows
+        elif kind == "UPDATE":
+            self.n_tup_upd += rows
+        elif kind == "DELETE":
+            self.n_tup_del += rows
+
+    def scanned(self, rows: int) -> None:
+        """Count a sequential scan that read `rows` live rows."""
+        self.seq_scan += 1
+        self.seq_tup_read += rows
+        self.last_seq_scan = time.time()
+
+    def index_scanned(self, index: str, read: int, fetched: int) -> None:
+        """Count a scan through `index` that returned `read` entries and `fetched` rows."""
+        now = time.time()
+        self.idx_scan += 1
+        self.idx_tup_fetch += fetched
+        self.last_idx_scan = now
+        entry = self.indexes.setdefault(index, [0, 0, 0, None])
+        entry[0] += 1
+        entry[1] += read
+        entry[2] += fetched
+        entry[3] = now
+
+
 class Table:
     """The live state of one table. Thread-safe; writers are serialized by the store."""
 
@@ -501,6 +550,7 @@ class Table:
         self._claim_of: dict[int, _Claim] = {}  # id(prepared op) -> its commit's claim
         self._released = threading.Condition(self.lock)
         self._snapshot: TableSnapshot | None = None
+        self.stats = TableStats()
 
     # Properties ---------------------------------------------------------------------------------
 

@@ -342,3 +342,54 @@ def test_close_then_reopen_with_background_work_pending(tmp_path):
         assert sorted(t.scan(["id"]).column("id").to_pylist()) == list(range(500))
         assert all(s["state"] == "ready" for s in t.store.index_status())
         assert t.search("v", vectors([123])[0], 1).column("id").to_pylist() == [123]
+
+
+def test_index_build_progress_never_drops_back(tmp_path, monkeypatch):
+    """sqlvec_indexes and CREATE INDEX's progress record, sampled at every step of a build:
+    a segment's state only moves forward (pending, building, calibrating, saving, ready) and
+    its rows indexed only grow, also between the build and the manifest that lists it."""
+    from sqlvec.storage import hnsw
+    from sqlvec.storage.schema import IndexDef
+    from sqlvec.storage.store import CreateIndexProgress
+
+    monkeypatch.setattr(hnsw, "BUILD_CHUNK_ROWS", 50)
+    order = ["pending", "building", "calibrating", "saving", "ready"]
+    with Database.open(str(tmp_path), options=StoreOptions(background=False,
+                                                            seal_rows=300)) as db:
+        t = db.create_table("t", {"id": "int8", "v": f"vector({DIM})"})
+        t.insert({"id": np.arange(300), "v": vectors(np.arange(300))})  # sealed
+        t.insert({"id": np.arange(300, 500), "v": vectors(np.arange(300, 500))})  # growing
+        store = db.store()
+        seen: list[list[tuple[int, int]]] = []
+        reports: list[tuple] = []
+        report = CreateIndexProgress(t.definition.oid, 99999)
+
+        def sample(*_args) -> None:
+            seen.append([(order.index(s["state"]), s["indexed"]) for s in store.index_status()])
+            reports.append(report.current())
+
+        commit = store._commit_manifest
+        monkeypatch.setattr(store, "_commit_manifest", lambda: (sample(), commit())[1])
+        build, calibrate, save = hnsw.HnswIndex.build.__func__, hnsw.HnswIndex.calibrate, \
+            hnsw.HnswIndex.save
+
+        def sampled_build(cls, *args, progress=None, **kw):
+            return build(cls, *args, progress=lambda *a: (sample(), progress(*a)), **kw)
+
+        monkeypatch.setattr(hnsw.HnswIndex, "build", classmethod(sampled_build))
+        monkeypatch.setattr(hnsw.HnswIndex, "calibrate",
+                            lambda self, *a: (sample(), calibrate(self, *a))[1])
+        monkeypatch.setattr(hnsw.HnswIndex, "save", lambda self, *a: (sample(), save(self, *a))[1])
+        index = IndexDef(name="t_v", oid=store.allocate_oid(), columns=("v",), method="hnsw",
+                         opclass="vector_l2_ops")
+        store.create_index(t.table_id, index, progress=sample, report=report)
+        sample()
+    assert [s[0] for s in seen[-1]] == [4, 4] and sum(s[1] for s in seen[-1]) == 500
+    states = {s for step in seen for s, _n in step}
+    assert {1, 2, 3} <= states  # every step was seen at least once
+    for before, after in zip(seen, seen[1:]):
+        if len(before) == len(after):
+            assert all(b <= a for b, a in zip(before, after)), (before, after)
+    rows_done = [r[4] for r in reports]
+    assert rows_done == sorted(rows_done) and rows_done[-1] == 500
+    assert reports[-1][1:4] == (2, 2, 500)

@@ -1,0 +1,253 @@
+"""Statistics and progress views: pg_stat_user_tables / _all_tables, pg_stat_user_indexes /
+_all_indexes, pg_stat_progress_create_index, pg_stat_progress_copy and pg_stat_statements.
+
+Counters live where the work happens (`storage.table.TableStats` per table, the running
+session's `progress` record, `StatementStats` per server) and are read here as PostgreSQL's
+columns. They count since the server started (nothing is persisted), as after PostgreSQL's
+`pg_stat_reset()`. What PostgreSQL measures in heap blocks, sqlvec measures in what it has:
+sealed segments stand for blocks in the progress views.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import threading
+from dataclasses import dataclass
+
+from sqlvec.catalog import objects as O
+from sqlvec.catalog.virtual import empty, parse_columns, virtual
+from sqlvec.storage.store import CreateIndexProgress
+
+
+def _rows(columns: list[tuple[str, str]], rows: list[tuple]) -> dict:
+    return {c: [r[i] for r in rows] for i, (c, _t) in enumerate(columns)}
+
+
+def _time(seconds: float | None) -> dt.datetime | None:
+    return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+
+
+# Tables and indexes -------------------------------------------------------------------------------
+
+PG_STAT_TABLES = parse_columns(
+    "relid oid, schemaname name, relname name, seq_scan int8, last_seq_scan timestamptz, "
+    "seq_tup_read int8, idx_scan int8, last_idx_scan timestamptz, idx_tup_fetch int8, "
+    "n_tup_ins int8, n_tup_upd int8, n_tup_del int8, n_tup_hot_upd int8, "
+    "n_tup_newpage_upd int8, n_live_tup int8, n_dead_tup int8, n_mod_since_analyze int8, "
+    "n_ins_since_vacuum int8, last_vacuum timestamptz, last_autovacuum timestamptz, "
+    "last_analyze timestamptz, last_autoanalyze timestamptz, vacuum_count int8, "
+    "autovacuum_count int8, analyze_count int8, autoanalyze_count int8")
+
+
+def _tables(o) -> dict:
+    """One row per user table: scans and writes counted by the executor; live rows from the
+    snapshot; dead rows are deleted rows still stored in sealed segments (compaction, which
+    counts as autovacuum, removes them)."""
+    store = o.session.catalog.store
+    rows = []
+    for rel in o.relations:
+        if rel.kind != "r" or rel.table_id is None:
+            continue
+        table = store.tables.get(rel.table_id)
+        if table is None:
+            continue
+        s = table.stats
+        dead = sum(b.count for b in list(table.deletes.values()))
+        modified = s.n_tup_ins + s.n_tup_upd + s.n_tup_del
+        rows.append((rel.oid, rel.schema, rel.name, s.seq_scan, _time(s.last_seq_scan),
+                     s.seq_tup_read, s.idx_scan, _time(s.last_idx_scan), s.idx_tup_fetch,
+                     s.n_tup_ins, s.n_tup_upd, s.n_tup_del, 0, 0, int(max(rel.tuples, 0)),
+                     dead, modified, s.n_tup_ins, None, _time(s.last_compaction), None, None,
+                     0, s.compactions, 0, 0))
+    return _rows(PG_STAT_TABLES, rows)
+
+
+virtual("pg_stat_user_tables", PG_STAT_TABLES)(_tables)
+virtual("pg_stat_all_tables", PG_STAT_TABLES)(_tables)  # the system catalogs are not counted
+empty("pg_stat_sys_tables", PG_STAT_TABLES)
+
+PG_STAT_INDEXES = parse_columns(
+    "relid oid, indexrelid oid, schemaname name, relname name, indexrelname name, "
+    "idx_scan int8, last_idx_scan timestamptz, idx_tup_read int8, idx_tup_fetch int8")
+
+
+def _indexes(o) -> dict:
+    """One row per index of a user table: the primary key's lookups (Index Scan) and the
+    vector searches that used an index on some segment; idx_tup_read counts the entries the
+    index returned, idx_tup_fetch the rows fetched through it."""
+    store = o.session.catalog.store
+    tables = {rel.oid: rel for rel in o.relations if rel.kind == "r"}
+    rows = []
+    for rel in o.relations:
+        if rel.kind != "i" or rel.index is None:
+            continue
+        parent = tables.get(rel.index.table_oid)
+        table = store.tables.get(parent.table_id) if parent is not None else None
+        if table is None:
+            continue
+        scans, read, fetched, last = table.stats.indexes.get(rel.name, (0, 0, 0, None))
+        rows.append((parent.oid, rel.oid, rel.schema, parent.name, rel.name, scans,
+                     _time(last), read, fetched))
+    return _rows(PG_STAT_INDEXES, rows)
+
+
+virtual("pg_stat_user_indexes", PG_STAT_INDEXES)(_indexes)
+virtual("pg_stat_all_indexes", PG_STAT_INDEXES)(_indexes)
+empty("pg_stat_sys_indexes", PG_STAT_INDEXES)
+
+
+# Progress of running commands ---------------------------------------------------------------------
+
+PROGRESS_CREATE_INDEX = parse_columns(
+    "pid int4, datid oid, datname name, relid oid, index_relid oid, command text, phase text, "
+    "lockers_total int8, lockers_done int8, current_locker_pid int8, blocks_total int8, "
+    "blocks_done int8, tuples_total int8, tuples_done int8, partitions_total int8, "
+    "partitions_done int8")
+
+
+@virtual("pg_stat_progress_create_index", PROGRESS_CREATE_INDEX)
+def _progress_create_index(o) -> dict:
+    """A row per session running CREATE INDEX: blocks are the table's sealed segments to index
+    (the growing segment is sealed first, phase `initializing`), tuples their rows; the phase
+    is `building index: <step>` of the segment in hand (loading tuples, measuring recall,
+    writing index file). A CREATE INDEX never waits for lockers."""
+    rows = []
+    for s in list(getattr(o.database, "sessions", {}).values()):
+        p = getattr(s, "progress", None)
+        if not isinstance(p, CreateIndexProgress):
+            continue
+        phase, segments_total, segments_done, rows_total, rows_done = p.current()
+        rows.append((s.pid, O.database_oid(s.database_name), s.database_name, p.table_oid,
+                     p.index_oid, "CREATE INDEX", phase, 0, 0, 0, segments_total,
+                     segments_done, rows_total, rows_done, 0, 0))
+    return _rows(PROGRESS_CREATE_INDEX, rows)
+
+
+@dataclass
+class CopyProgress:
+    """What one COPY has moved so far, for pg_stat_progress_copy (the wire counts the bytes,
+    the session the rows)."""
+
+    relid: int
+    command: str  # COPY FROM | COPY TO
+    type: str = "PIPE"  # FROM STDIN / TO STDOUT: the client's connection
+    bytes_processed: int = 0
+    bytes_total: int = 0  # unknown for a pipe, as PostgreSQL reports it
+    tuples_processed: int = 0
+    tuples_excluded: int = 0
+
+
+PROGRESS_COPY = parse_columns(
+    "pid int4, datid oid, datname name, relid oid, command text, type text, "
+    "bytes_processed int8, bytes_total int8, tuples_processed int8, tuples_excluded int8")
+
+
+@virtual("pg_stat_progress_copy", PROGRESS_COPY)
+def _progress_copy(o) -> dict:
+    """A row per session running COPY: COPY FROM counts bytes as the data arrives and its rows
+    once they are stored (they are decoded and stored together, at the end); COPY TO counts
+    both as it sends."""
+    rows = []
+    for s in list(getattr(o.database, "sessions", {}).values()):
+        p = getattr(s, "progress", None)
+        if not isinstance(p, CopyProgress):
+            continue
+        rows.append((s.pid, O.database_oid(s.database_name), s.database_name, p.relid,
+                     p.command, p.type, p.bytes_processed, p.bytes_total, p.tuples_processed,
+                     p.tuples_excluded))
+    return _rows(PROGRESS_COPY, rows)
+
+
+empty("pg_stat_progress_vacuum", parse_columns(
+    "pid int4, datid oid, datname name, relid oid, phase text, heap_blks_total int8, "
+    "heap_blks_scanned int8, heap_blks_vacuumed int8, index_vacuum_count int8, "
+    "max_dead_tuples int8, num_dead_tuples int8"))
+
+
+# Statements ---------------------------------------------------------------------------------------
+
+@dataclass
+class _Entry:
+    query: str
+    calls: int = 0
+    total: float = 0.0  # milliseconds
+    minimum: float = math.inf
+    maximum: float = 0.0
+    mean: float = 0.0
+    m2: float = 0.0  # for the standard deviation (Welford)
+    rows: int = 0
+
+
+class StatementStats:
+    """pg_stat_statements' counters for one server: per (user, database, normalized query),
+    calls, execution time and rows of every statement that completed. Bounded, as
+    pg_stat_statements.max is: past `limit` entries the least-called fifth is evicted."""
+
+    def __init__(self, limit: int = 5000) -> None:
+        self.limit = limit
+        self._entries: dict[tuple[int, int, int], _Entry] = {}
+        self._lock = threading.Lock()
+
+    def record(self, userid: int, dbid: int, queryid: int, query: str, ms: float,
+               rows: int) -> None:
+        """Count one completed statement."""
+        key = (userid, dbid, queryid)
+        with self._lock:
+            e = self._entries.get(key)
+            if e is None:
+                if len(self._entries) >= self.limit:
+                    self._evict()
+                e = self._entries[key] = _Entry(query)
+            e.calls += 1
+            e.total += ms
+            e.minimum = min(e.minimum, ms)
+            e.maximum = max(e.maximum, ms)
+            delta = ms - e.mean
+            e.mean += delta / e.calls
+            e.m2 += delta * (ms - e.mean)
+            e.rows += rows
+
+    def _evict(self) -> None:
+        keep = sorted(self._entries.items(), key=lambda kv: kv[1].calls, reverse=True)
+        self._entries = dict(keep[: self.limit * 4 // 5])
+
+    def reset(self, userid: int = 0, dbid: int = 0, queryid: int = 0) -> None:
+        """pg_stat_statements_reset: drop the entries matching every non-zero argument."""
+        with self._lock:
+            self._entries = {k: v for k, v in self._entries.items()
+                             if not ((not userid or k[0] == userid) and (not dbid or k[1] == dbid)
+                                     and (not queryid or k[2] == queryid))}
+
+    def entries(self) -> list[tuple[tuple[int, int, int], _Entry]]:
+        """A copy of the counters, for the view."""
+        with self._lock:
+            return [(k, _Entry(**vars(v))) for k, v in self._entries.items()]
+
+
+PG_STAT_STATEMENTS = parse_columns(
+    "userid oid, dbid oid, toplevel bool, queryid int8, query text, plans int8, "
+    "total_plan_time float8, min_plan_time float8, max_plan_time float8, "
+    "mean_plan_time float8, stddev_plan_time float8, calls int8, total_exec_time float8, "
+    "min_exec_time float8, max_exec_time float8, mean_exec_time float8, "
+    "stddev_exec_time float8, rows int8, shared_blks_hit int8, shared_blks_read int8, "
+    "shared_blks_dirtied int8, shared_blks_written int8, local_blks_hit int8, "
+    "local_blks_read int8, local_blks_dirtied int8, local_blks_written int8, "
+    "temp_blks_read int8, temp_blks_written int8, blk_read_time float8, "
+    "blk_write_time float8, temp_blk_read_time float8, temp_blk_write_time float8, "
+    "wal_records int8, wal_fpi int8, wal_bytes numeric")
+
+
+@virtual("pg_stat_statements", PG_STAT_STATEMENTS)
+def _pg_stat_statements(o) -> dict:
+    """Every statement counted since the server started (or the last reset). Times are in
+    milliseconds and include planning (plans and *_plan_time are 0, as with
+    pg_stat_statements.track_planning off); block and WAL counters are 0."""
+    stats = getattr(o.database, "statement_stats", None)
+    rows = []
+    for (userid, dbid, queryid), e in stats.entries() if stats is not None else []:
+        stddev = math.sqrt(e.m2 / e.calls) if e.calls else 0.0
+        rows.append((userid, dbid, True, queryid, e.query, 0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                     e.calls, e.total, e.minimum, e.maximum, e.mean, stddev, e.rows,
+                     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0))
+    return _rows(PG_STAT_STATEMENTS, rows)
