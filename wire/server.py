@@ -329,9 +329,7 @@ class Server:
             return
         session = target.session
         if session is not None:
-            session.cancel()
-        if self.pool is not None and isinstance(target, RelayedConnection):
-            self.pool.cancel(target.worker, pid)  # the statement may run in the worker
+            session.cancel()  # (a relayed connection's also cancels what its worker runs)
 
     # Shutdown --------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ TLS connections and cancel requests are relayed byte for byte: the primary serve
 
 from __future__ import annotations
 
+import collections
 import gc
 import json
 import logging
@@ -33,9 +34,11 @@ import re
 import socket
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from sqlvec.database import DEFAULT_DATABASE, FollowerDatabase
+from sqlvec.errors import SqlVecError
 from sqlvec.stack import start_engine_thread
 from wire.codec import (
     MAX_MESSAGE_SIZE,
@@ -43,7 +46,6 @@ from wire.codec import (
     STARTUP_RECV_SIZE,
     SocketStream,
     frame,
-    read_message,
 )
 from wire.connection import GONE, SEND_BUFFER, Connection, ConnectionState
 from wire.messages import (
@@ -61,7 +63,14 @@ from wire.messages import (
     decode_startup,
 )
 from wire.server import Limits
-from wire.workers import CANCEL, CONNECTION, READY, SETTINGS_MESSAGE, CommitPosition
+from wire.workers import (
+    ACTIVITY_MESSAGE,
+    CANCEL,
+    CONNECTION,
+    READY,
+    SETTINGS_MESSAGE,
+    CommitPosition,
+)
 
 if TYPE_CHECKING:
     from sqlvec.session import Session
@@ -71,12 +80,14 @@ log = logging.getLogger("sqlvec.wire")
 _EXTENDED = frozenset(b"PBDEC")  # buffered until Sync: a batch may be answered here
 MAX_BATCH = 64  # messages buffered before Sync; a longer pipeline goes to the primary
 WORKER_SETTING = "sqlvec.worker"  # SHOW sqlvec.worker: which worker answered (a read here)
+REPORT_AFTER = 0.05  # seconds: a read running here longer is shown active in pg_stat_activity
 
 # Statements answered here: one statement, starting as a query does, naming nothing that
 # writes, locks, reads per-process state (sessions, locks, prepared statements, backend pid)
 # or changes the session. A false "no" only costs a trip to the primary; the check is on
 # words, so a string literal holding one of them is sent there too.
 _FIRST_WORD = re.compile(r"\s*(select|with|table|values|show)\b", re.IGNORECASE)
+_DEALLOCATE = re.compile(rb"(?i)\b(deallocate|discard)\b")
 _UNSAFE = re.compile(
     r"\b(insert|update|delete|merge|into|copy|nextval|currval|lastval|setval|set_config|"
     r"\w*advisory\w*|pg_cancel_backend|pg_terminate_backend|pg_backend_pid|pg_stat\w*|"
@@ -170,7 +181,11 @@ class Relay:
         self.pending = 0  # Syncs and Queries sent to the primary, not yet answered
         self.open = False  # extended-query messages sent to the primary since its last Sync
         self.status = "I"  # the transaction status the primary last reported
-        self.swallow = 0  # ParseCompletes of statements parsed on the client's behalf
+        # Per round trip sent to the primary (until its ReadyForQuery): how many ParseCompletes
+        # of statements parsed on the client's behalf are still to drop. After an error the
+        # primary skips to Sync, so a count left at ReadyForQuery is simply forgotten.
+        self.swallow: collections.deque[int] = collections.deque([0])  # (startup)
+        self._injected = 0  # parsed on the client's behalf in a batch not yet ended by Sync
         self.pid = 0
         self.user = ""
         self.database = ""
@@ -180,6 +195,10 @@ class Relay:
         self.local_ok = True
         self.local_names: dict[str, bytes] = {}  # statements parsed here: their Parse
         self.running = False  # a statement runs here now (cancel requests reach it)
+        self.query = ""  # its text, and since when it runs
+        self.started = 0.0
+        self.reported = False  # the primary was told it runs (pg_stat_activity)
+        self.ulock = threading.Lock()  # one writer to the primary at a time
 
     # Life ------------------------------------------------------------------------------------
 
@@ -207,6 +226,20 @@ class Relay:
                 local.session.close()
             except Exception:
                 log.exception("closing a local session failed")
+
+    def report_if_long(self, now: float) -> None:
+        """Tell the primary about a read running here for a while, so pg_stat_activity (and
+        whoever waits on it to cancel or terminate) sees it active; short reads cost nothing."""
+        with self.ulock:
+            if self.running and not self.reported and now - self.started >= REPORT_AFTER:
+                self.reported = True
+                self._send_activity(self.query)
+
+    def _send_activity(self, query: str | None) -> None:
+        try:
+            self.upstream.sendall(frame(ACTIVITY_MESSAGE, json.dumps({"query": query}).encode()))
+        except OSError:
+            pass
 
     def cancel(self) -> None:
         local = self.local
@@ -271,7 +304,14 @@ class Relay:
         batch: list[tuple[bytes, bytes]] = []
         read = self.stream.read_exactly
         while True:
-            type_byte, body = read_message(read, MAX_MESSAGE_SIZE)
+            head = read(5)
+            type_byte, length = head[:1], int.from_bytes(head[1:5], "big")
+            if not 4 <= length <= MAX_MESSAGE_SIZE:
+                # The primary refuses it, in its words: from here on, bytes are relayed as is.
+                self._forward(batch)
+                self._blind(bytes(head))
+                return
+            body = read(length - 4)
             code = type_byte[0]
             if code in _EXTENDED and len(batch) < MAX_BATCH:
                 batch.append((type_byte, bytes(body)))
@@ -292,7 +332,11 @@ class Relay:
             return self.pending == 0 and not self.open and self.status == "I"
 
     def _query(self, batch: list[tuple[bytes, bytes]]) -> None:
-        message = decode_frontend(*batch[0])
+        try:
+            message = decode_frontend(*batch[0])
+        except SqlVecError:  # malformed: the primary answers
+            self._forward(batch)
+            return
         assert isinstance(message, Query)
         if self.local_ok and self._idle() and read_only(message.sql) and self._ready_here():
             if self._answer_here([message]):
@@ -302,7 +346,11 @@ class Relay:
 
     def _round_trip(self, batch: list[tuple[bytes, bytes]]) -> None:
         if self.local_ok and self._idle():
-            messages = [decode_frontend(t, b) for t, b in batch]
+            try:
+                messages = [decode_frontend(t, b) for t, b in batch]
+            except SqlVecError:  # malformed: the primary answers
+                self._forward(batch)
+                return
             if self._answerable(messages) and self._ready_here() \
                     and self._answer_here(messages):
                 for (type_byte, body), message in zip(batch, messages):
@@ -375,6 +423,8 @@ class Relay:
         local = self.local
         assert local is not None
         local.begin()
+        self.query = _text_of(messages, local)
+        self.started = time.monotonic()
         self.running = True
         try:
             for message in messages:
@@ -385,8 +435,19 @@ class Relay:
             log.debug("a read failed here; the primary answers it", exc_info=True)
             local.error = local.error or "XX000"
         finally:
-            self.running = False
-        if local.error is not None and local.error != "57014" and not local.spilled:
+            with self.ulock:
+                self.running = False
+                if self.reported:
+                    self.reported = False
+                    self._send_activity(None)
+        # A statement parsed here in an earlier round trip failing now (its table dropped,
+        # say) fails the same way in the primary: the answer stands, and the statement stays
+        # here, as a PostgreSQL prepared statement outlives such errors. Only a write (25006)
+        # goes to the primary.
+        reused = not any(isinstance(m, (Parse, Query)) for m in messages) \
+            and local.error != "25006"
+        if local.error is not None and local.error != "57014" and not local.spilled \
+                and not reused:
             local.discard()
             for message in messages:
                 if isinstance(message, Parse):
@@ -401,9 +462,25 @@ class Relay:
         out = bytearray()
         injected = syncs = 0
         local = self.local
+        named = [n for n in self.local_names if n]
+        if named and not self.open and any(
+                t in (b"P", b"Q") and _DEALLOCATE.search(b) for t, b in batch):
+            # DEALLOCATE and DISCARD share PREPARE's namespace: the statements parsed here move
+            # to the primary first, in a round trip of their own whose answer is dropped whole.
+            for name in named:
+                out += self.local_names.pop(name)
+                if local is not None:
+                    local.statements.pop(name, None)
+            out += frame(b"S", b"")
+            with self.lock:
+                self.swallow.append(-1)
         for type_byte, body in batch:
             if type_byte in (b"P", b"B", b"D", b"C") and self.local_names:
-                message = decode_frontend(type_byte, body)
+                try:
+                    message = decode_frontend(type_byte, body)
+                except SqlVecError:
+                    out += frame(type_byte, body)
+                    continue
                 name = message.statement if isinstance(message, Bind) else message.name
                 if isinstance(message, (Describe, Close)) and message.kind != "S":
                     name = None
@@ -417,22 +494,23 @@ class Relay:
                     injected += 1
             elif type_byte == b"Q":
                 self.local_names.pop("", None)
-                if re.search(rb"(?i)\b(deallocate|discard)\b", body):
-                    self.local_names.clear()
-                    if local is not None:
-                        local.statements.clear()
+
             if type_byte in (b"S", b"Q"):
                 syncs += 1
             out += frame(type_byte, body)
         last = batch[-1][0][0]
         with self.lock:
-            self.swallow += injected
+            self._injected += injected
+            for _ in range(syncs):
+                self.swallow.append(self._injected)
+                self._injected = 0
             self.pending += syncs
             if syncs:
                 self.open = False
             if last in _EXTENDED or last == ord("H"):
                 self.open = True
-        self.upstream.sendall(out)
+        with self.ulock:
+            self.upstream.sendall(out)
 
     # Primary to client ---------------------------------------------------------------------------
 
@@ -457,18 +535,28 @@ class Relay:
                     if end > size:
                         break
                     code = buf[pos]
-                    if code == 0x5A:  # ReadyForQuery
+                    if self.swallow and self.swallow[0] < 0:  # a round trip of ours
+                        out += buf[run:pos]
+                        run = end
+                        if code == 0x5A:
+                            with self.lock:
+                                self.swallow.popleft()
+                    elif code == 0x5A:  # ReadyForQuery
                         ready += 1
                         self.status = chr(buf[pos + 5])
+                        with self.lock:
+                            if self.swallow:
+                                self.swallow.popleft()
                     elif code == 0x4B and not self.pid:  # BackendKeyData
                         self.pid = int.from_bytes(buf[pos + 5:pos + 9], "big")
                         self.worker.register(self)
-                    elif code == SETTINGS_MESSAGE[0] or (code == 0x31 and self.swallow):
+                    elif code == SETTINGS_MESSAGE[0] or (code == 0x31 and self.swallow
+                                                         and self.swallow[0]):
                         out += buf[run:pos]
                         run = end
                         if code == 0x31:
                             with self.lock:
-                                self.swallow -= 1
+                                self.swallow[0] -= 1
                         else:
                             self.settings = json.loads(bytes(buf[pos + 5:end]))
                     pos = end
@@ -487,6 +575,18 @@ class Relay:
                 self.client.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def _text_of(messages: list[Message], local: LocalConnection) -> str:
+    """The statement a round trip runs, as pg_stat_activity shows it."""
+    for message in messages:
+        if isinstance(message, (Query, Parse)):
+            return message.sql
+        if isinstance(message, Bind):
+            statement = local.statements.get(message.statement)
+            if statement is not None:
+                return statement.sql
+    return ""
 
 
 def _pipe(source: socket.socket, target: socket.socket) -> None:
@@ -524,9 +624,20 @@ class Worker:
             if self._relays.get(relay.pid) is relay:
                 del self._relays[relay.pid]
 
+    def _watch(self) -> None:
+        while True:
+            time.sleep(REPORT_AFTER / 2)
+            now = time.monotonic()
+            with self._lock:
+                relays = list(self._relays.values())
+            for relay in relays:
+                if relay.running:
+                    relay.report_if_long(now)
+
     def serve(self, control: socket.socket) -> None:
         """Take connections and cancel requests from the primary until it closes the control
         socket."""
+        threading.Thread(target=self._watch, daemon=True, name="sqlvec-worker-watch").start()
         while True:
             try:
                 message, fds, _flags, _address = socket.recv_fds(control, 64, 2)

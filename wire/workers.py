@@ -44,6 +44,7 @@ from wire.connection import Connection
 log = logging.getLogger("sqlvec.wire")
 
 SETTINGS_MESSAGE = b"~"  # primary -> worker: the session's settings (JSON), never relayed
+ACTIVITY_MESSAGE = b"~"  # worker -> primary: a statement running in the worker (JSON), or none
 CONNECTION = b"C"  # control message: a client socket and its relay socket follow as fds
 CANCEL = b"X"  # control message: cancel the local statement of this backend pid
 READY = b"R"  # worker -> primary on its control socket: loaded, serving
@@ -102,10 +103,37 @@ class RelayedConnection(Connection):
         if pool is not None:
             pool.publish()
         session = self.session
-        if session is not None and session.settings != self._mirrored:
+        # (A TLS connection is relayed byte for byte: its worker reads none of it.)
+        if session is not None and not self.tls and session.settings != self._mirrored:
             self._mirrored = dict(session.settings)
             self.send_raw(frame(SETTINGS_MESSAGE, json.dumps(self._mirrored).encode()))
         super().ready_for_query()
+
+    def _open_session(self, database: str, user: str, settings: dict[str, str]):
+        session = super()._open_session(database, user, settings)
+        pool, local_cancel = self.pool, session.cancel
+
+        def cancel() -> None:  # pg_cancel_backend and CancelRequests reach the worker too
+            local_cancel()
+            if pool is not None:
+                pool.cancel(self.worker, session.pid)
+
+        session.cancel = cancel  # type: ignore[method-assign]
+        return session
+
+    def _read(self) -> tuple[bytes, bytes]:
+        """The next client message; the worker's reports of statements it runs (for
+        pg_stat_activity) are taken here and never reach the protocol."""
+        while True:
+            type_byte, body = super()._read()
+            if type_byte != ACTIVITY_MESSAGE:
+                return type_byte, body
+            session = self.session
+            if session is not None and not session.explicit:
+                query = json.loads(bytes(body)).get("query")
+                session.state = "active" if query is not None else "idle"
+                if query is not None:
+                    session.current_query = query
 
     def _release(self) -> None:
         try:
