@@ -31,6 +31,7 @@ import gc
 import json
 import logging
 import re
+import signal
 import socket
 import sys
 import threading
@@ -189,8 +190,9 @@ class Relay:
         self.pid = 0
         self.user = ""
         self.database = ""
-        self.settings: dict[str, str] | None = None  # the primary session's, latest
-        self._applied: dict[str, str] | None = None
+        self.settings: dict | None = None  # the primary session's, latest (`~` message)
+        self._applied: dict | None = None
+        self._base: dict[str, str] = {}  # the local session's first settings (defaults)
         self.local: LocalConnection | None = None
         self.local_ok = True
         self.local_names: dict[str, bytes] = {}  # statements parsed here: their Parse
@@ -408,14 +410,20 @@ class Relay:
             worker.database.unregister_session(session)
             session.pid = self.pid
             local = self.local = LocalConnection(self, session)
-        settings = self.settings
-        if settings is not self._applied and settings is not None:
+            self._base = dict(session.settings)
+        mirrored = self.settings
+        if mirrored is not self._applied and mirrored is not None:
             session = local.session
             assert session is not None
+            settings = mirrored["settings"]
+            for name in mirrored["defaults"]:  # the engine's own marked default values
+                base = self._base.get(name)
+                if base is not None and base == settings[name]:
+                    settings[name] = base
             session.settings.clear()
             session.settings.update(settings)
             session.settings[WORKER_SETTING] = str(worker.index)
-            self._applied = settings
+            self._applied = mirrored
         return True
 
     def _answer_here(self, messages: list[Message]) -> bool:
@@ -666,6 +674,9 @@ class Worker:
 
 def main(argv: list[str]) -> int:
     control_fd, position_fd, path, index = int(argv[0]), int(argv[1]), argv[2], int(argv[3])
+    # Ctrl-C reaches the whole process group: the primary shuts down, and closing the control
+    # socket is what ends a worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING,
                         format=f"%(asctime)s worker {index} %(levelname)s %(message)s")
     control = socket.socket(fileno=control_fd)

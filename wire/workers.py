@@ -106,7 +106,11 @@ class RelayedConnection(Connection):
         # (A TLS connection is relayed byte for byte: its worker reads none of it.)
         if session is not None and not self.tls and session.settings != self._mirrored:
             self._mirrored = dict(session.settings)
-            self.send_raw(frame(SETTINGS_MESSAGE, json.dumps(self._mirrored).encode()))
+            # Values still at their default are marked so (a str subclass in the engine): a
+            # default hnsw.ef_search, say, is not one the session chose.
+            defaults = [k for k, v in self._mirrored.items() if type(v) is not str]
+            self.send_raw(frame(SETTINGS_MESSAGE, json.dumps(
+                {"settings": self._mirrored, "defaults": defaults}).encode()))
         super().ready_for_query()
 
     def _open_session(self, database: str, user: str, settings: dict[str, str]):

@@ -116,6 +116,30 @@ def test_settings_and_prepared_statements_follow_the_session(pool_server, table)
         assert b.execute(query, (2,), prepare=True).fetchall() == [(2,)]
 
 
+def test_vector_search_settings_are_the_sessions_in_the_worker(pool_server, table):
+    """The same EXPLAIN in a worker (autocommit) and in the primary (inside a block)."""
+    with connect(pool_server) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int, v vector(4))")
+        conn.execute(f"INSERT INTO {table} SELECT g, array[g % 7, g % 11, g % 13, g]::vector "
+                     "FROM generate_series(1, 500) g")
+        conn.execute(f"CREATE INDEX ON {table} USING hnsw (v vector_l2_ops)")
+        explain = f"EXPLAIN SELECT id FROM {table} ORDER BY v <-> '[1,2,3,4]' LIMIT 10"
+
+        def both() -> tuple[list, list]:
+            here = conn.execute(explain).fetchall()
+            with conn.transaction():
+                there = conn.execute(explain).fetchall()
+            return here, there
+
+        here, there = both()
+        assert here == there  # the default: a recall target, not a knob
+        conn.execute("SET hnsw.ef_search = 17")
+        here, there = both()
+        assert here == there and "ef=17" in str(here)
+        conn.execute("RESET hnsw.ef_search")
+        assert both()[0] == both()[1] and "ef=17" not in str(both()[0])
+
+
 def test_asyncpg_prepared_statements_inside_and_outside_transactions(pool_server, table):
     async def run() -> None:
         conns = [await asyncpg.connect(host=pool_server.host, port=pool_server.port,
