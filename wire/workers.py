@@ -48,6 +48,7 @@ ACTIVITY_MESSAGE = b"~"  # worker -> primary: a statement running in the worker 
 CONNECTION = b"C"  # control message: a client socket and its relay socket follow as fds
 CANCEL = b"X"  # control message: cancel the local statement of this backend pid
 READY = b"R"  # worker -> primary on its control socket: loaded, serving
+BACKGROUND_PUBLISH = 0.05  # seconds between publications of the position by the pool itself
 START_TIMEOUT = 120.0  # seconds a worker may take to load before the server gives up on it
 
 _POSITION = struct.Struct("<QQQ")  # sequence (odd while being written), LSN, manifest version
@@ -182,6 +183,18 @@ class WorkerPool:
             self._await_ready(worker)
             threading.Thread(target=self._watch, args=(worker,), daemon=True,
                              name=f"sqlvec-worker-watch-{worker.index}").start()
+        threading.Thread(target=self._publish_background, daemon=True,
+                         name="sqlvec-position").start()
+
+    def _publish_background(self) -> None:
+        """Background work (a seal, an index build, a compaction) commits manifests with no
+        ReadyForQuery to follow: publish the position every so often too."""
+        while not self._stopping:
+            time.sleep(BACKGROUND_PUBLISH)
+            try:
+                self.publish()
+            except Exception:  # the database closing under us at shutdown
+                return
 
     def _spawn(self, worker: _Worker) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
