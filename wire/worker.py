@@ -129,6 +129,7 @@ class LocalConnection(Connection):
         self.spilled = False  # part of the round trip's answer went out
 
     def begin(self) -> None:
+        """Start a round trip: output is held, no error seen yet."""
         self.capturing, self.error, self.spilled = True, None, False
         self._out.clear()
 
@@ -155,10 +156,12 @@ class LocalConnection(Connection):
             self.spilled = True
 
     def finish(self) -> None:
+        """The round trip stands: send what is held."""
         self.capturing = False
         self._write()
 
     def discard(self) -> None:
+        """The round trip goes to the primary: drop its output and portals."""
         self.capturing = False
         self._out.clear()
         self.state = ConnectionState.READY
@@ -205,6 +208,7 @@ class Relay:
     # Life ------------------------------------------------------------------------------------
 
     def run(self) -> None:
+        """The client's whole life in this worker (its thread); always ends both sockets."""
         try:
             if self._startup():
                 self._serve()
@@ -244,6 +248,7 @@ class Relay:
             pass
 
     def cancel(self) -> None:
+        """A cancel request for this client: interrupt the read running here, if any."""
         local = self.local
         if self.running and local is not None and local.session is not None:
             local.session.cancel()
@@ -624,10 +629,12 @@ class Worker:
         self._lock = threading.Lock()
 
     def register(self, relay: Relay) -> None:
+        """Make a client reachable by its backend pid, for cancel requests."""
         with self._lock:
             self._relays[relay.pid] = relay
 
     def forget(self, relay: Relay) -> None:
+        """Forget a client that has ended."""
         with self._lock:
             if self._relays.get(relay.pid) is relay:
                 del self._relays[relay.pid]
@@ -673,6 +680,7 @@ class Worker:
 
 
 def main(argv: list[str]) -> int:
+    """`python -m wire.worker CONTROL_FD POSITION_FD DATA_DIR INDEX` (started by the pool)."""
     control_fd, position_fd, path, index = int(argv[0]), int(argv[1]), argv[2], int(argv[3])
     # Ctrl-C reaches the whole process group: the primary shuts down, and closing the control
     # socket is what ends a worker.

@@ -87,6 +87,7 @@ class CommitPosition:
                 return lsn, version
 
     def close(self) -> None:
+        """Unmap the page and close its descriptor."""
         self._map.close()
         os.close(self.fd)
 
@@ -280,6 +281,7 @@ class WorkerPool:
         return -1
 
     def released(self, index: int) -> None:
+        """A connection handed to worker `index` has ended: one less to balance."""
         if index >= 0:
             with self._lock:
                 self.workers[index].load -= 1
