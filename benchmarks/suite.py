@@ -137,11 +137,16 @@ def recall(found: list[list[int]], truth: np.ndarray) -> float:
 # Server --------------------------------------------------------------------------------------------
 
 
+# Extra `serve` options of every server started here (`--workers N` of the commands).
+SERVER_ARGS: list[str] = []
+
+
 @contextlib.contextmanager
 def sqlvec_server(data_dir: str):
     """Start `python -m sqlvec serve` on an ephemeral port; yield (dsn, pid)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sqlvec", "serve", "--data-dir", data_dir, "--port", "0"],
+        [sys.executable, "-m", "sqlvec", "serve", "--data-dir", data_dir, "--port", "0",
+         *SERVER_ARGS],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     port = None
     deadline = time.time() + 60
@@ -169,8 +174,23 @@ def sqlvec_server(data_dir: str):
 
 
 def rss_of(pid: int | None) -> int | None:
+    """Resident memory of a server: its process and its worker processes (`--workers`)."""
     if pid is None:
         return None
+    children = []
+    try:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        children.append(int(entry))
+    except OSError:
+        pass
+    own = _rss(pid)
+    return None if own is None else own + sum(_rss(c) or 0 for c in children)
+
+
+def _rss(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -341,7 +361,7 @@ def run(args: argparse.Namespace) -> dict:
         "params": {"rows": ds.n, "dim": ds.vectors.shape[1], "dataset": args.dataset,
                    "metric": metric, "queries": args.queries, "m": args.m,
                    "ef_construction": efcs, "efs": list(EFS), "k": K},
-        "target": args.dsn or "sqlvec",
+        "target": args.dsn or ("sqlvec" + (f" --workers {args.workers}" if args.workers else "")),
     }
     tmp = tempfile.mkdtemp(prefix="sqlvec-suite-")
     server = contextlib.nullcontext((args.dsn, None)) if args.dsn else sqlvec_server(tmp)
@@ -532,12 +552,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=["l2", "cosine"], default="l2")
     p.add_argument("--dsn", help="run against this server instead of a fresh sqlvec server")
     p.add_argument("--skip-text-copy", action="store_true")
+    p.add_argument("--workers", type=int, default=0,
+                   help="serve --workers N for the sqlvec server started (default 0)")
     p.add_argument("--out", default=None, help="output directory")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.workers:
+        SERVER_ARGS[:] = ["--workers", str(args.workers)]
     report = run(args)
     out = args.out or os.path.join(os.path.dirname(__file__), "results",
                                    dt.datetime.now().strftime("%Y%m%d-%H%M%S"))

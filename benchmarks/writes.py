@@ -390,7 +390,13 @@ def main(argv: list[str]) -> int:
                         help="reach PostgreSQL over its Unix socket (default: loopback TCP, "
                              "as sqlvec)")
     parser.add_argument("--json", default=None, help="write every figure to this file")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="serve --workers N for the sqlvec server (default 0)")
     args = parser.parse_args(argv)
+    if args.workers:
+        from benchmarks import suite
+
+        suite.SERVER_ARGS[:] = ["--workers", str(args.workers)]
     sizes = [int(s) for s in args.sizes.split(",")]
     report: dict = {"params": vars(args)}
     if args.only in (None, "index"):

@@ -38,6 +38,7 @@ from sqlvec.errors import (
     DuplicateObject,
     InvalidCatalogName,
     ObjectInUse,
+    ReadOnlySqlTransaction,
     SqlVecError,
     UndefinedColumn,
     UndefinedTable,
@@ -340,6 +341,65 @@ class Database:
         """Wait for background sealing, index builds and compaction to finish."""
         for store in list(self._stores.values()):
             store.wait_idle(timeout)
+
+    def commit_position(self, name: str = DEFAULT_DATABASE) -> tuple[int, int]:
+        """(durable LSN, manifest version) of database `name`: how far a process following
+        its directory must read to see every acknowledged commit (`FollowerDatabase.catch_up`)."""
+        store = self.store(name)
+        return store.durable_lsn, store.manifest_version
+
+
+class FollowerDatabase(Database):
+    """A data directory another process (the writer, a `Database`) has open, followed
+    read-only: each database is a `FollowerStore` (sqlvec.storage.follower) that reads what the
+    writer commits. Sessions on it run queries; anything that writes fails with 25006, as on a
+    PostgreSQL hot standby. Serving processes use it to answer reads next to the writer."""
+
+    def __init__(self, path: str, options: StoreOptions) -> None:
+        super().__init__(path, options, -1)
+
+    @classmethod
+    def open(cls, path: str = "sqlvec-data", *,  # type: ignore[override]
+             options: StoreOptions | None = None) -> FollowerDatabase:
+        """Follow the data directory a writer has open (no lock is taken)."""
+        pa.set_memory_pool(pa.system_memory_pool())
+        db = cls(path, options or StoreOptions())
+        db.store(DEFAULT_DATABASE)
+        return db
+
+    def _open_store(self, name: str) -> Store:
+        from sqlvec.storage.follower import FollowerStore
+
+        if self._closed:
+            raise ObjectInUse("the database is closed")
+        store = FollowerStore.open(os.path.join(self.path, name), self.options)
+        self._stores[name] = store  # type: ignore[assignment]
+        return store  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Stop following every database (no lock to release)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            stores = list(self._stores.values())
+            self._stores.clear()
+        for store in stores:
+            store.close()
+
+    def catch_up(self, name: str, lsn: int, manifest_version: int) -> bool:
+        """Bring database `name` forward to the writer's `commit_position`; False if its log
+        does not hold every record up to `lsn` yet (the caller then asks the writer)."""
+        store = self.store(name)
+        if store.applied_lsn >= lsn and store.manifest_version == manifest_version:
+            return True
+        return store.catch_up(lsn, manifest_version=manifest_version) >= lsn  # type: ignore[attr-defined]
+
+    def create_database(self, name: str) -> None:
+        raise ReadOnlySqlTransaction("cannot execute CREATE DATABASE in a read-only transaction")
+
+    def drop_database(self, name: str) -> None:
+        raise ReadOnlySqlTransaction("cannot execute DROP DATABASE in a read-only transaction")
 
 
 class TableHandle:

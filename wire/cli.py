@@ -33,6 +33,7 @@ from wire.server import Limits, Server, make_ssl_context
 DEFAULT_DATA_DIR = "./sqlvec-data"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5433
+DEFAULT_WORKERS = 0  # worker processes (`--workers`); 0 serves every connection in this one
 
 log = logging.getLogger("sqlvec")
 
@@ -134,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait this long before answering a wrong password, to slow down guessing "
              f"(default: {limits.auth_failure_delay:g})",
+    )
+    serve.add_argument(
+        "--workers", default=DEFAULT_WORKERS, type=int, metavar="N",
+        help="serve connections from N worker processes besides this one, which keeps the "
+             "only writer: read-only queries outside a transaction block run in the worker "
+             "holding the connection, on its own read-only follower of the data directory; "
+             "everything else is relayed here (default: "
+             f"{DEFAULT_WORKERS}, one process; N = the number of cores uses them all)",
     )
     serve.add_argument(
         "--metrics-port", default=None, type=int, metavar="P",
@@ -477,8 +486,11 @@ def backup(args: argparse.Namespace) -> int:
 
 async def _serve(db: Database, args: argparse.Namespace, auth: AuthConfig, context,
                  limits: Limits) -> int:
+    if args.workers < 0:
+        print("sqlvec: --workers must be 0 or more", file=sys.stderr)
+        return 2
     server = Server(db, host=args.host, port=args.port, auth=auth, ssl_context=context,
-                    limits=limits)
+                    limits=limits, workers=args.workers)
     try:
         host, port = await server.start()
     except OSError as exc:
@@ -509,6 +521,9 @@ async def _serve(db: Database, args: argparse.Namespace, auth: AuthConfig, conte
         signal.signal(sig, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
     log.info("sqlvec listening on %s:%d (data directory %s, auth %s, TLS %s, max_connections "
+             "%d, workers %d)", host, port, args.data_dir, auth.method.value,
+             "on" if context else "off", limits.max_connections, args.workers)
+    serve.add_argument(
              "%d)", host, port, args.data_dir, auth.method.value, "on" if context else "off",
              limits.max_connections, extra=_CONSOLE)
     log.info("database system is ready to accept connections", extra=_CONSOLE)

@@ -512,7 +512,7 @@ class Connection:
             self.send(ParameterStatus(name, self.session.settings.get(name, "")))
         self.send(BackendKeyData(self.pid, self.secret))
         self.state = ConnectionState.READY
-        self.send(ReadyForQuery(self.session.transaction_status))
+        self.ready_for_query()
         self.flush()
         log.debug("connection from %s: user %s, database %s, application %r, TLS %s",
                   self.peer, user, database, settings.get("application_name", ""),
@@ -653,7 +653,7 @@ class Connection:
             session.drain_changed_settings()
             self.send(error_response(exc))
         self._end_of_command()
-        self.send(ReadyForQuery(self._status()))
+        self.ready_for_query()
         self.flush()
 
     def _copy_simple(self, command: CopyCommand) -> str:
@@ -740,6 +740,11 @@ class Connection:
             digits = 1
         self._digits = (text, digits)
         return digits
+
+    def ready_for_query(self) -> None:
+        """Queue ReadyForQuery with the transaction status (a relayed connection first tells
+        its worker process what it needs to answer reads: `wire.workers`)."""
+        self.send_raw(_READY[self._status()])
 
     def _send_settings(self, changed: dict[str, str]) -> None:
         for name, value in changed.items():
@@ -878,7 +883,7 @@ class Connection:
         with the transaction status."""
         self.state = ConnectionState.READY
         self._end_of_command()
-        self.send_raw(_READY[self._status()])
+        self.ready_for_query()
         self.flush()
 
     def on_terminate(self, message: Terminate) -> None:
@@ -889,7 +894,7 @@ class Connection:
     def on_function_call(self, message: FunctionCall) -> None:
         """The legacy fastpath function call, refused with 0A000 so the connection stays usable."""
         self.send(error_response(FeatureNotSupported("function call messages are not supported")))
-        self.send(ReadyForQuery(self._status()))
+        self.ready_for_query()
         self.flush()
 
     # COPY --------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from wire.auth import AuthConfig
 from wire.codec import MAX_MESSAGE_SIZE
 from wire.connection import Connection
 from wire.messages import ErrorResponse
+from wire.workers import RelayedConnection, WorkerPool
 
 log = logging.getLogger("sqlvec.wire")
 
@@ -106,8 +107,11 @@ class Server:
 
     def __init__(self, database: Database, *, host: str = "127.0.0.1", port: int = 5433,
                  auth: AuthConfig | None = None, ssl_context: ssl.SSLContext | None = None,
-                 max_message_size: int = MAX_MESSAGE_SIZE, limits: Limits | None = None) -> None:
+                 max_message_size: int = MAX_MESSAGE_SIZE, limits: Limits | None = None,
+                 workers: int = 0) -> None:
         self.database = database
+        # With workers, connections are served by that many processes (`wire.workers`).
+        self.pool = WorkerPool(database, workers) if workers > 0 else None
         self.host = host
         self.port = port
         self.auth = auth or AuthConfig()
@@ -153,6 +157,12 @@ class Server:
         self.database.server_settings.update(
             self.limits.settings(), port=str(self.port), listen_addresses=self.host,
             ssl="on" if self.ssl_context is not None else "off")
+        if self.pool is not None:
+            try:
+                await loop.run_in_executor(None, self.pool.start)
+            except BaseException:
+                self._close_listeners()
+                raise
         self._accepting = [asyncio.create_task(self._accept(sock)) for sock in self._listeners]
         self._accepting.append(asyncio.create_task(self._watch()))
         return self.host, self.port
@@ -172,8 +182,13 @@ class Server:
                 self._refuse(sock, peer)
                 continue
             sock.setblocking(True)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            connection = Connection(self, sock, peer)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = self._relayed(sock, peer) if self.pool is not None else None
+            if connection is not None:
+                sock = connection.sock
+            else:
+                connection = Connection(self, sock, peer)
             with self._lock:
                 self.connections.add(connection)
                 self._starting.add(connection)
@@ -184,6 +199,23 @@ class Server:
                 log.warning("cannot serve %s: %s", peer, exc)
                 self._forget(connection)
                 sock.close()
+
+    def _relayed(self, client: socket.socket, peer: object) -> RelayedConnection | None:
+        """Hand a client to a worker process and return the connection that serves it here,
+        through a socket pair; None if no worker took it (it is then served directly)."""
+        assert self.pool is not None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            index = self.pool.hand(client, theirs)
+        finally:
+            theirs.close()
+        if index < 0:
+            ours.close()
+            return None
+        client.close()  # the worker has its own descriptor of it
+        connection = RelayedConnection(self, ours, peer)
+        connection.pool, connection.worker = self.pool, index
+        return connection
 
     def _serve(self, connection: Connection) -> None:
         try:
@@ -297,7 +329,7 @@ class Server:
             return
         session = target.session
         if session is not None:
-            session.cancel()
+            session.cancel()  # (a relayed connection's also cancels what its worker runs)
 
     # Shutdown --------------------------------------------------------------------------------
 
@@ -316,6 +348,8 @@ class Server:
                 for connection in self._live():
                     connection.abort()  # a client that stopped reading no longer blocks us
                 await self._wait(None)
+        if self.pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.pool.stop)
 
     def _live(self) -> list[Connection]:
         with self._lock:

@@ -1,0 +1,306 @@
+"""`serve --workers N`: connections served by several processes, one writer.
+
+Each connection lands on the least loaded worker, so two connections opened one after the
+other land on different workers (`SHOW sqlvec.worker` is answered by the worker that ran it,
+proving the read ran there). Results and visibility must be the same as with one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+
+import asyncpg
+import psycopg
+import pytest
+
+from tests.e2e.conftest import RunningServer, start_server
+
+
+@pytest.fixture(scope="module")
+def pool_server(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
+    running = start_server(tmp_path_factory.mktemp("sqlvec-workers"), "--workers", "2")
+    yield running
+    assert running.stop() == 0, running.log()
+    assert "Traceback" not in running.log(), running.log()
+
+
+def connect(server: RunningServer, **kwargs) -> psycopg.Connection:
+    return psycopg.connect(server.conninfo(), autocommit=True, **kwargs)
+
+
+def worker_of(conn: psycopg.Connection) -> str:
+    return conn.execute("SHOW sqlvec.worker").fetchone()[0]
+
+
+def two_workers(server: RunningServer) -> tuple[psycopg.Connection, psycopg.Connection]:
+    """Two connections served by different workers. The pool hands each connection to the
+    least loaded worker; connections of an earlier test may still be closing, so a few tries
+    may be needed."""
+    first = connect(server)
+    spare = []
+    for _ in range(8):
+        other = connect(server)
+        if worker_of(other) != worker_of(first):
+            break
+        spare.append(other)
+    else:
+        pytest.fail("every connection landed on the same worker")
+    for conn in spare:
+        conn.close()
+    return first, other
+
+
+def test_commit_on_one_worker_is_read_at_once_on_another(pool_server, table):
+    a, b = two_workers(pool_server)
+    with a, b:
+        a.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v vector(2))")
+        for i in range(20):
+            a.execute(f"INSERT INTO {table} VALUES (%s, %s)", (i, f"[{i},0]"))
+            assert b.execute(f"SELECT count(*) FROM {table}").fetchone() == (i + 1,)
+            assert b.execute(f"SELECT id FROM {table} WHERE id = %s", (i,)).fetchall() == [(i,)]
+        # A transaction's rows are seen by no one else before COMMIT, by everyone after.
+        a.execute("BEGIN")
+        a.execute(f"INSERT INTO {table} VALUES (100, '[1,1]')")
+        assert a.execute(f"SELECT count(*) FROM {table}").fetchone() == (21,)
+        assert b.execute(f"SELECT count(*) FROM {table}").fetchone() == (20,)
+        a.execute("COMMIT")
+        assert b.execute(f"SELECT count(*) FROM {table}").fetchone() == (21,)
+        a.execute(f"DELETE FROM {table} WHERE id < 10")
+        assert b.execute(f"SELECT min(id) FROM {table}").fetchone() == (10,)
+
+
+def test_ddl_on_one_worker_is_used_on_another(pool_server, table):
+    a, b = two_workers(pool_server)
+    with a, b:
+        a.execute(f"CREATE TABLE {table} (id int, v vector(3))")
+        a.execute(f"INSERT INTO {table} SELECT g, array[g, g, g]::vector FROM "
+                  "generate_series(1, 50) g")
+        a.execute(f"CREATE INDEX ON {table} USING hnsw (v vector_l2_ops)")
+        rows = b.execute(f"SELECT id FROM {table} ORDER BY v <-> '[7,7,7]' LIMIT 3").fetchall()
+        assert [r[0] for r in rows] == [7, 6, 8] or [r[0] for r in rows] == [7, 8, 6]
+        a.execute(f"ALTER TABLE {table} ADD COLUMN note text DEFAULT 'x'")
+        assert b.execute(f"SELECT note FROM {table} WHERE id = 1").fetchall() == [("x",)]
+        a.execute(f"DROP TABLE {table}")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            b.execute(f"SELECT * FROM {table}")
+
+
+def test_settings_and_prepared_statements_follow_the_session(pool_server, table):
+    a, b = two_workers(pool_server)
+    with a, b:
+        a.execute("CREATE SCHEMA IF NOT EXISTS wk")
+        a.execute(f"CREATE TABLE wk.{table} (id int)")
+        a.execute(f"INSERT INTO wk.{table} VALUES (1), (2)")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            b.execute(f"SELECT * FROM {table}")
+        b.execute("SET search_path = wk, public")
+        assert b.execute(f"SELECT count(*) FROM {table}").fetchone() == (2,)
+        b.execute("RESET search_path")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            b.execute(f"SELECT * FROM {table}")
+        # Prepared here, then needed by the writer inside a transaction block, then here again.
+        query = f"SELECT id FROM wk.{table} WHERE id = %s"
+        for _ in range(6):
+            assert b.execute(query, (1,), prepare=True).fetchall() == [(1,)]
+        with b.transaction():
+            b.execute(f"INSERT INTO wk.{table} VALUES (3)")
+            assert b.execute(query, (3,), prepare=True).fetchall() == [(3,)]
+        assert b.execute(query, (3,), prepare=True).fetchall() == [(3,)]
+        b.execute("DEALLOCATE ALL")
+        assert b.execute(query, (2,), prepare=True).fetchall() == [(2,)]
+
+
+def test_vector_search_settings_are_the_sessions_in_the_worker(pool_server, table):
+    """The same EXPLAIN in a worker (autocommit) and in the primary (inside a block)."""
+    with connect(pool_server) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int, v vector(4))")
+        conn.execute(f"INSERT INTO {table} SELECT g, array[g % 7, g % 11, g % 13, g]::vector "
+                     "FROM generate_series(1, 500) g")
+        conn.execute(f"CREATE INDEX ON {table} USING hnsw (v vector_l2_ops)")
+        explain = f"EXPLAIN SELECT id FROM {table} ORDER BY v <-> '[1,2,3,4]' LIMIT 10"
+
+        def both() -> tuple[list, list]:
+            here = conn.execute(explain).fetchall()
+            with conn.transaction():
+                there = conn.execute(explain).fetchall()
+            return here, there
+
+        here, there = both()
+        assert here == there  # the default: a recall target, not a knob
+        conn.execute("SET hnsw.ef_search = 17")
+        here, there = both()
+        assert here == there and "ef=17" in str(here)
+        conn.execute("RESET hnsw.ef_search")
+        assert both()[0] == both()[1] and "ef=17" not in str(both()[0])
+
+
+def test_asyncpg_prepared_statements_inside_and_outside_transactions(pool_server, table):
+    async def run() -> None:
+        conns = [await asyncpg.connect(host=pool_server.host, port=pool_server.port,
+                                       user="postgres", database="postgres") for _ in range(2)]
+        a, b = conns
+        await a.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v vector(2))")
+        stmt = await b.prepare(f"SELECT count(*) FROM {table} WHERE id >= $1")
+        for i in range(5):
+            await a.execute(f"INSERT INTO {table} VALUES ($1, $2)", i, f"[{i},1]")
+            assert await stmt.fetchval(0) == i + 1
+        async with b.transaction():
+            await b.execute(f"INSERT INTO {table} VALUES (99, '[0,0]')")
+            assert await stmt.fetchval(0) == 6
+        assert await stmt.fetchval(99) == 1
+        for conn in conns:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def _cancel_until_done(target: psycopg.Connection, sql: str) -> BaseException | None:
+    """Run `sql` on `target` in a thread and send cancel requests until it ends."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            target.execute(sql)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while thread.is_alive() and time.monotonic() < deadline:
+        target.cancel()
+        thread.join(0.2)
+    assert not thread.is_alive(), "the statement was never cancelled"
+    return outcome[0]
+
+
+def test_cancel_request_reaches_a_read_in_a_worker_and_a_transaction(pool_server):
+    with connect(pool_server) as conn:
+        started = time.monotonic()
+        # Outside a transaction block: the worker runs it.
+        assert isinstance(_cancel_until_done(conn, "SELECT pg_sleep(100)"),
+                          psycopg.errors.QueryCanceled)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        # Inside one: the primary runs it.
+        conn.execute("BEGIN")
+        assert isinstance(_cancel_until_done(conn, "SELECT pg_sleep(100)"),
+                          psycopg.errors.QueryCanceled)
+        conn.execute("ROLLBACK")
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+        assert time.monotonic() - started < 90
+
+
+def test_pg_stat_activity_lists_sessions_of_every_worker(pool_server):
+    a, b = two_workers(pool_server)
+    with a, b:
+        pids = {a.info.backend_pid, b.info.backend_pid}
+        rows = a.execute("SELECT pid FROM pg_stat_activity").fetchall()
+        assert pids <= {r[0] for r in rows}
+        assert b.execute("SELECT pg_backend_pid()").fetchone() == (b.info.backend_pid,)
+
+
+def _workers_of(server: RunningServer) -> dict[str, int]:
+    """Worker index -> process id, from /proc (children of the server running wire.worker)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == server.process.pid and b"wire.worker" in args:
+            out[args[args.index(b"wire.worker") + 4].decode()] = int(entry)
+    return out
+
+
+def test_a_killed_worker_takes_only_its_connections_and_is_restarted(tmp_path, reap):
+    server = start_server(tmp_path, "--workers", "2")
+    reap(server)
+    a, b = two_workers(server)
+    a.execute("CREATE TABLE k (id int)")
+    victims = _workers_of(server)
+    assert set(victims) == {"0", "1"}
+    victim = worker_of(a)
+    os.kill(victims[victim], signal.SIGKILL)
+    with pytest.raises(psycopg.OperationalError):
+        a.execute("SELECT 1")
+    # The other worker's connection keeps working, reads and writes.
+    b.execute("INSERT INTO k VALUES (1)")
+    assert b.execute("SELECT count(*) FROM k").fetchone() == (1,)
+    # The primary starts the worker again; new connections are served by both.
+    deadline = time.monotonic() + 60
+    seen: set[str] = set()
+    conns = []
+    while seen != {"0", "1"} and time.monotonic() < deadline:
+        conn = connect(server)
+        conns.append(conn)
+        seen.add(worker_of(conn))
+        assert conn.execute("SELECT count(*) FROM k").fetchone() == (1,)
+    assert seen == {"0", "1"}
+    now = _workers_of(server)
+    assert set(now) == {"0", "1"} and now[victim] != victims[victim]
+    for conn in [b, *conns]:
+        conn.close()
+    assert server.stop() == 0, server.log()
+    assert "starting it again" in server.log()
+
+
+def test_sixteen_connections_of_reads_and_writes_lose_no_acknowledged_row(pool_server, table):
+    with connect(pool_server) as admin:
+        admin.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, owner int, v vector(4))")
+    acknowledged: list[set[int]] = [set() for _ in range(16)]
+    deleted: list[set[int]] = [set() for _ in range(16)]
+    errors: list[BaseException] = []
+
+    def client(n: int) -> None:
+        rng = random.Random(n)
+        try:
+            with connect(pool_server) as conn:
+                for i in range(40):
+                    key = n * 1000 + i
+                    choice = rng.random()
+                    if choice < 0.5:
+                        conn.execute(f"INSERT INTO {table} VALUES (%s, %s, %s)",
+                                     (key, n, f"[{n},{i},0,1]"))
+                        acknowledged[n].add(key)
+                    elif choice < 0.6 and acknowledged[n] - deleted[n]:
+                        gone = min(acknowledged[n] - deleted[n])
+                        conn.execute(f"DELETE FROM {table} WHERE id = %s", (gone,))
+                        deleted[n].add(gone)
+                    elif choice < 0.7:
+                        with conn.transaction():
+                            conn.execute(f"INSERT INTO {table} VALUES (%s, %s, %s)",
+                                         (key, n, f"[{n},{i},1,1]"))
+                        acknowledged[n].add(key)
+                    # Every read sees exactly this client's acknowledged, undeleted rows.
+                    rows = conn.execute(f"SELECT id FROM {table} WHERE owner = %s",
+                                        (n,)).fetchall()
+                    assert {r[0] for r in rows} == acknowledged[n] - deleted[n]
+                    near = conn.execute(
+                        f"SELECT id FROM {table} WHERE owner = %s ORDER BY v <-> %s LIMIT 5",
+                        (n, f"[{n},{i},0,1]")).fetchall()
+                    assert {r[0] for r in near} <= acknowledged[n] - deleted[n]
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(100)
+    assert not errors, errors[:3]
+    with connect(pool_server) as conn:
+        rows = {r[0] for r in conn.execute(f"SELECT id FROM {table}").fetchall()}
+    expected = set().union(*acknowledged) - set().union(*deleted)
+    assert rows == expected
+    assert "internal error" not in pool_server.log()

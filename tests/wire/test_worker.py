@@ -1,0 +1,46 @@
+"""Which statements a worker process answers itself (`wire.worker.read_only`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from wire.worker import read_only
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT 1",
+    "  select id from items order by embedding <-> $1 limit 10;",
+    "WITH t AS (SELECT 1) SELECT * FROM t",
+    "TABLE items",
+    "VALUES (1), (2)",
+    "SHOW search_path",
+    "SELECT pg_sleep(1)",
+    "SELECT relname FROM pg_class",
+])
+def test_reads_are_answered_in_the_worker(sql):
+    assert read_only(sql)
+
+
+@pytest.mark.parametrize("sql", [
+    "INSERT INTO t VALUES (1)",
+    "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+    "SELECT * INTO t2 FROM t",
+    "SELECT nextval('s')",
+    "SELECT currval('s')",
+    "SELECT set_config('search_path', 'x', false)",
+    "SELECT pg_advisory_lock(1)",
+    "SELECT * FROM pg_stat_activity",
+    "SELECT pg_backend_pid()",
+    "SELECT pg_cancel_backend(42)",
+    "SELECT * FROM t FOR UPDATE",
+    "SELECT 1; SELECT 2",
+    "SELECT 1 -- comment",
+    "BEGIN",
+    "SET search_path = x",
+    "EXPLAIN ANALYZE SELECT 1",
+    "DECLARE c CURSOR FOR SELECT 1",
+    "COPY t TO STDOUT",
+    "SELECT 'update' AS word",  # a word in a string: the primary answers, still correctly
+])
+def test_anything_else_goes_to_the_primary(sql):
+    assert not read_only(sql)

@@ -1,0 +1,704 @@
+"""A worker process: relays its clients to the primary and answers their reads itself.
+
+Started by the primary (`wire.workers.WorkerPool`) as `python -m wire.worker CONTROL_FD
+POSITION_FD DATA_DIR INDEX`. It follows the data directory read-only (`FollowerDatabase`) and
+receives, over its control socket, client sockets, each with the end of a socket pair whose
+other end the primary serves as a full connection (`RelayedConnection`). Per client, one thread
+reads the client's messages and another (`Relay._pump`) relays the primary's answers.
+
+The client thread decides, per round trip, who answers:
+- a simple Query, or a Parse/Bind/Describe/Execute/Close batch ending in Sync, is answered
+  here when the connection is idle (no transaction block, nothing of the primary's still to
+  come), every statement in it looks read-only (`read_only`) and its prepared statements are
+  ones this worker parsed. The follower is first brought to the commit position the primary
+  published (so every acknowledged commit is seen), the session's settings are the primary's
+  (mirrored at each ReadyForQuery), and the answer is built by the same code as the primary's
+  (`LocalConnection`, a `wire.connection.Connection`);
+- everything else goes to the primary as it came. So do reads that fail here before any of
+  their answer left (a temporary table, a function that writes, a log not yet readable): the
+  primary runs them again and its answer, error or not, is the one the client gets. A
+  cancelled read (57014) is answered here.
+A statement parsed here and then needed by the primary (say, Bind inside a transaction block)
+is parsed there first, the ParseComplete it earns never reaching the client.
+
+TLS connections and cancel requests are relayed byte for byte: the primary serves them whole.
+"""
+
+from __future__ import annotations
+
+import collections
+import gc
+import json
+import logging
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from sqlvec.database import DEFAULT_DATABASE, FollowerDatabase
+from sqlvec.errors import SqlVecError
+from sqlvec.stack import start_engine_thread
+from wire.codec import (
+    MAX_MESSAGE_SIZE,
+    SESSION_RECV_SIZE,
+    STARTUP_RECV_SIZE,
+    SocketStream,
+    frame,
+)
+from wire.connection import GONE, SEND_BUFFER, Connection, ConnectionState
+from wire.messages import (
+    Bind,
+    Close,
+    Describe,
+    ErrorResponse,
+    Execute,
+    Message,
+    Parse,
+    Query,
+    StartupMessage,
+    Sync,
+    decode_frontend,
+    decode_startup,
+)
+from wire.server import Limits
+from wire.workers import (
+    ACTIVITY_MESSAGE,
+    CANCEL,
+    CONNECTION,
+    READY,
+    SETTINGS_MESSAGE,
+    CommitPosition,
+)
+
+if TYPE_CHECKING:
+    from sqlvec.session import Session
+
+log = logging.getLogger("sqlvec.wire")
+
+_EXTENDED = frozenset(b"PBDEC")  # buffered until Sync: a batch may be answered here
+MAX_BATCH = 64  # messages buffered before Sync; a longer pipeline goes to the primary
+WORKER_SETTING = "sqlvec.worker"  # SHOW sqlvec.worker: which worker answered (a read here)
+REPORT_AFTER = 0.05  # seconds: a read running here longer is shown active in pg_stat_activity
+
+# Statements answered here: one statement, starting as a query does, naming nothing that
+# writes, locks, reads per-process state (sessions, locks, prepared statements, backend pid)
+# or changes the session. A false "no" only costs a trip to the primary; the check is on
+# words, so a string literal holding one of them is sent there too.
+_FIRST_WORD = re.compile(r"\s*(select|with|table|values|show)\b", re.IGNORECASE)
+_DEALLOCATE = re.compile(rb"(?i)\b(deallocate|discard)\b")
+_UNSAFE = re.compile(
+    r"\b(insert|update|delete|merge|into|copy|nextval|currval|lastval|setval|set_config|"
+    r"\w*advisory\w*|pg_cancel_backend|pg_terminate_backend|pg_backend_pid|pg_stat\w*|"
+    r"pg_locks|pg_prepared_statements|pg_cursors|txid\w*|pg_current_xact\w*|setseed|"
+    r"pg_notify|lo_\w+|pg_reload_conf|pg_rotate_logfile|sqlvec_indexes|for\s+(update|share|"
+    r"no\s+key|key))\b", re.IGNORECASE)
+
+
+def read_only(sql: str) -> bool:
+    """Whether `sql` is one statement this worker may answer (see `_UNSAFE`)."""
+    text = sql.strip().rstrip(";")
+    if ";" in text or "--" in text or "/*" in text or not _FIRST_WORD.match(text):
+        return False
+    return _UNSAFE.search(text) is None
+
+
+class _LocalServer:
+    """What a `LocalConnection` asks of its server: limits only (the primary admits)."""
+
+    limits = Limits()
+    max_message_size = MAX_MESSAGE_SIZE
+
+
+class LocalConnection(Connection):
+    """The protocol code of the primary, answering the reads of one relayed client here. Its
+    output is held until the round trip is done (`capture`), so that a read failing here can
+    still be handed to the primary; beyond SEND_BUFFER bytes it is sent and the answer is
+    final."""
+
+    def __init__(self, relay: Relay, session: Session) -> None:
+        super().__init__(_LocalServer(), relay.client, relay.peer)  # type: ignore[arg-type]
+        self.relay = relay
+        self.stream = relay.stream
+        self.session = session
+        self.state = ConnectionState.READY
+        self.capturing = False
+        self.error: str | None = None  # SQLSTATE of an ErrorResponse in the round trip
+        self.spilled = False  # part of the round trip's answer went out
+
+    def begin(self) -> None:
+        """Start a round trip: output is held, no error seen yet."""
+        self.capturing, self.error, self.spilled = True, None, False
+        self._out.clear()
+
+    def send(self, *messages: Message) -> None:
+        for message in messages:
+            if isinstance(message, ErrorResponse):
+                self.error = dict(message.fields).get("C", "XX000")
+        super().send(*messages)
+
+    def send_raw(self, data: bytes) -> None:
+        self._out += data
+        if len(self._out) > SEND_BUFFER:
+            self._write()
+
+    def flush(self) -> None:
+        if not self.capturing or len(self._out) > SEND_BUFFER:
+            self._write()
+
+    def _write(self) -> None:
+        if self._out:
+            with self.relay.wlock:
+                self.stream.write(self._out)
+            self._out.clear()
+            self.spilled = True
+
+    def finish(self) -> None:
+        """The round trip stands: send what is held."""
+        self.capturing = False
+        self._write()
+
+    def discard(self) -> None:
+        """The round trip goes to the primary: drop its output and portals."""
+        self.capturing = False
+        self._out.clear()
+        self.state = ConnectionState.READY
+        self.portals.clear()
+
+
+class Relay:
+    """One client of this worker (module docstring)."""
+
+    def __init__(self, worker: Worker, client: socket.socket, upstream: socket.socket) -> None:
+        self.worker = worker
+        self.client = client
+        self.upstream = upstream
+        try:
+            self.peer = client.getpeername()
+        except OSError:
+            self.peer = None
+        self.stream = SocketStream(client, STARTUP_RECV_SIZE)
+        self.wlock = threading.Lock()  # one writer of client output at a time
+        self.lock = threading.Lock()  # the counters below, shared with the pump
+        self.pending = 0  # Syncs and Queries sent to the primary, not yet answered
+        self.open = False  # extended-query messages sent to the primary since its last Sync
+        self.status = "I"  # the transaction status the primary last reported
+        # Per round trip sent to the primary (until its ReadyForQuery): how many ParseCompletes
+        # of statements parsed on the client's behalf are still to drop. After an error the
+        # primary skips to Sync, so a count left at ReadyForQuery is simply forgotten.
+        self.swallow: collections.deque[int] = collections.deque([0])  # (startup)
+        self._injected = 0  # parsed on the client's behalf in a batch not yet ended by Sync
+        self.pid = 0
+        self.user = ""
+        self.database = ""
+        self.settings: dict | None = None  # the primary session's, latest (`~` message)
+        self._applied: dict | None = None
+        self._base: dict[str, str] = {}  # the local session's first settings (defaults)
+        self.local: LocalConnection | None = None
+        self.local_ok = True
+        self.local_names: dict[str, bytes] = {}  # statements parsed here: their Parse
+        self.running = False  # a statement runs here now (cancel requests reach it)
+        self.query = ""  # its text, and since when it runs
+        self.started = 0.0
+        self.reported = False  # the primary was told it runs (pg_stat_activity)
+        self.ulock = threading.Lock()  # one writer to the primary at a time
+
+    # Life ------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The client's whole life in this worker (its thread); always ends both sockets."""
+        try:
+            if self._startup():
+                self._serve()
+        except (*GONE, OSError, ValueError):
+            pass
+        except Exception:  # a bug of ours: this client loses its connection, no one else
+            log.exception("relay of %s failed", self.peer)
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        self.worker.forget(self)
+        for sock in (self.upstream, self.client):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        local, self.local = self.local, None
+        if local is not None and local.session is not None:
+            try:
+                local.session.close()
+            except Exception:
+                log.exception("closing a local session failed")
+
+    def report_if_long(self, now: float) -> None:
+        """Tell the primary about a read running here for a while, so pg_stat_activity (and
+        whoever waits on it to cancel or terminate) sees it active; short reads cost nothing."""
+        with self.ulock:
+            if self.running and not self.reported and now - self.started >= REPORT_AFTER:
+                self.reported = True
+                self._send_activity(self.query)
+
+    def _send_activity(self, query: str | None) -> None:
+        try:
+            self.upstream.sendall(frame(ACTIVITY_MESSAGE, json.dumps({"query": query}).encode()))
+        except OSError:
+            pass
+
+    def cancel(self) -> None:
+        """A cancel request for this client: interrupt the read running here, if any."""
+        local = self.local
+        if self.running and local is not None and local.session is not None:
+            local.session.cancel()
+
+    # Startup: relayed, recording who connects ----------------------------------------------------
+
+    def _startup(self) -> bool:
+        for _ in range(4):
+            head = self.stream.read_exactly(4)
+            length = int.from_bytes(head, "big")
+            if not 8 <= length <= 10_000:  # the primary reports what is wrong with it
+                self._blind(bytes(head))
+                return False
+            body = self.stream.read_exactly(length - 4)
+            raw = bytes(head) + bytes(body)
+            try:
+                packet = decode_startup(bytes(body))
+            except Exception:
+                self._blind(raw)
+                return False
+            if isinstance(packet, StartupMessage):
+                params = dict(packet.parameters)
+                self.user = params.get("user", "")
+                self.database = params.get("database", "") or self.user
+                self.pending = 1  # the ReadyForQuery that ends authentication
+                self.upstream.sendall(raw)
+                self.stream.grow(SESSION_RECV_SIZE)
+                start_engine_thread(self._pump, name="sqlvec-worker-pump")
+                return True
+            if type(packet).__name__ in ("SSLRequest", "GSSENCRequest") \
+                    and not self.stream.buffered:
+                self.upstream.sendall(raw)
+                answer = self.upstream.recv(1)
+                if not answer:
+                    return False
+                self.client.sendall(answer)
+                if answer == b"S":  # TLS from here: the primary serves it byte for byte
+                    self._blind(b"")
+                    return False
+                continue
+            self._blind(raw)  # a cancel request, or something the primary will refuse
+            return False
+        self._blind(b"")
+        return False
+
+    def _blind(self, first: bytes) -> None:
+        """Relay bytes both ways until either side closes."""
+        pending = first + (bytes(self.stream.read_exactly(self.stream.buffered))
+                           if self.stream.buffered else b"")
+        if pending:
+            self.upstream.sendall(pending)
+        thread = threading.Thread(target=_pipe, args=(self.upstream, self.client), daemon=True)
+        thread.start()
+        _pipe(self.client, self.upstream)
+        thread.join()
+
+    # Client to primary (or answered here) --------------------------------------------------------
+
+    def _serve(self) -> None:
+        batch: list[tuple[bytes, bytes]] = []
+        read = self.stream.read_exactly
+        while True:
+            head = read(5)
+            type_byte, length = head[:1], int.from_bytes(head[1:5], "big")
+            if not 4 <= length <= MAX_MESSAGE_SIZE:
+                # The primary refuses it, in its words: from here on, bytes are relayed as is.
+                self._forward(batch)
+                self._blind(bytes(head))
+                return
+            body = read(length - 4)
+            code = type_byte[0]
+            if code in _EXTENDED and len(batch) < MAX_BATCH:
+                batch.append((type_byte, bytes(body)))
+                continue
+            batch.append((type_byte, bytes(body)))
+            if type_byte == b"S":
+                self._round_trip(batch)
+            elif type_byte == b"Q" and len(batch) == 1:
+                self._query(batch)
+            else:
+                self._forward(batch)
+                if type_byte == b"X":
+                    return
+            batch = []
+
+    def _idle(self) -> bool:
+        with self.lock:
+            return self.pending == 0 and not self.open and self.status == "I"
+
+    def _query(self, batch: list[tuple[bytes, bytes]]) -> None:
+        try:
+            message = decode_frontend(*batch[0])
+        except SqlVecError:  # malformed: the primary answers
+            self._forward(batch)
+            return
+        assert isinstance(message, Query)
+        if self.local_ok and self._idle() and read_only(message.sql) and self._ready_here():
+            if self._answer_here([message]):
+                self.local_names.pop("", None)
+                return
+        self._forward(batch)
+
+    def _round_trip(self, batch: list[tuple[bytes, bytes]]) -> None:
+        if self.local_ok and self._idle():
+            try:
+                messages = [decode_frontend(t, b) for t, b in batch]
+            except SqlVecError:  # malformed: the primary answers
+                self._forward(batch)
+                return
+            if self._answerable(messages) and self._ready_here() \
+                    and self._answer_here(messages):
+                for (type_byte, body), message in zip(batch, messages):
+                    if isinstance(message, Parse):
+                        self.local_names[message.name] = frame(type_byte, body)
+                    elif isinstance(message, Close) and message.kind == "S":
+                        self.local_names.pop(message.name, None)
+                return
+        self._forward(batch)
+
+    def _answerable(self, messages: list[Message]) -> bool:
+        names = set(self.local_names)
+        portals: set[str] = set()
+        for m in messages:
+            if isinstance(m, Parse):
+                if not read_only(m.sql) or (m.name and m.name in names):
+                    return False
+                names.add(m.name)
+            elif isinstance(m, Bind):
+                if m.statement not in names:
+                    return False
+                portals.add(m.portal)
+            elif isinstance(m, (Describe, Close)):
+                if m.name not in (names if m.kind == "S" else portals):
+                    return False
+            elif isinstance(m, Execute):
+                if m.portal not in portals:
+                    return False
+            elif not isinstance(m, Sync):
+                return False
+        return True
+
+    def _ready_here(self) -> bool:
+        """Make the local session ready: created, with the primary's settings, its follower
+        at the published commit position. False when the primary must answer instead."""
+        worker = self.worker
+        if self.database != DEFAULT_DATABASE or self.settings is None or not self.pid:
+            self.local_ok = False
+            return False
+        lsn, version = worker.position.read()
+        try:
+            if not worker.database.catch_up(self.database, lsn, version):
+                return False
+        except Exception as exc:
+            log.warning("following the log failed; the primary answers: %s", exc)
+            return False
+        local = self.local
+        if local is None:
+            try:
+                session = worker.database.connect(self.database, self.user)
+            except Exception as exc:
+                log.warning("reads of %s go to the primary: %s", self.peer, exc)
+                self.local_ok = False
+                return False
+            worker.database.unregister_session(session)
+            session.pid = self.pid
+            local = self.local = LocalConnection(self, session)
+            self._base = dict(session.settings)
+        mirrored = self.settings
+        if mirrored is not self._applied and mirrored is not None:
+            session = local.session
+            assert session is not None
+            settings = mirrored["settings"]
+            for name in mirrored["defaults"]:  # the engine's own marked default values
+                base = self._base.get(name)
+                if base is not None and base == settings[name]:
+                    settings[name] = base
+            session.settings.clear()
+            session.settings.update(settings)
+            session.settings[WORKER_SETTING] = str(worker.index)
+            self._applied = mirrored
+        return True
+
+    def _answer_here(self, messages: list[Message]) -> bool:
+        """Run a round trip here; False (nothing sent) if the primary must answer it."""
+        local = self.local
+        assert local is not None
+        local.begin()
+        self.query = _text_of(messages, local)
+        self.started = time.monotonic()
+        self.running = True
+        try:
+            for message in messages:
+                local.dispatch(message)
+        except GONE:
+            raise
+        except Exception:
+            log.debug("a read failed here; the primary answers it", exc_info=True)
+            local.error = local.error or "XX000"
+        finally:
+            with self.ulock:
+                self.running = False
+                if self.reported:
+                    self.reported = False
+                    self._send_activity(None)
+        # A statement parsed here in an earlier round trip failing now (its table dropped,
+        # say) fails the same way in the primary: the answer stands, and the statement stays
+        # here, as a PostgreSQL prepared statement outlives such errors. Only a write (25006)
+        # goes to the primary.
+        reused = not any(isinstance(m, (Parse, Query)) for m in messages) \
+            and local.error != "25006"
+        if local.error is not None and local.error != "57014" and not local.spilled \
+                and not reused:
+            local.discard()
+            for message in messages:
+                if isinstance(message, Parse):
+                    local.statements.pop(message.name, None)
+            return False
+        local.finish()
+        return True
+
+    def _forward(self, batch: list[tuple[bytes, bytes]]) -> None:
+        """Send messages to the primary, parsing there first the statements of this worker
+        they name (their ParseCompletes are dropped by the pump)."""
+        out = bytearray()
+        injected = syncs = 0
+        local = self.local
+        named = [n for n in self.local_names if n]
+        if named and not self.open and any(
+                t in (b"P", b"Q") and _DEALLOCATE.search(b) for t, b in batch):
+            # DEALLOCATE and DISCARD share PREPARE's namespace: the statements parsed here move
+            # to the primary first, in a round trip of their own whose answer is dropped whole.
+            for name in named:
+                out += self.local_names.pop(name)
+                if local is not None:
+                    local.statements.pop(name, None)
+            out += frame(b"S", b"")
+            with self.lock:
+                self.swallow.append(-1)
+        for type_byte, body in batch:
+            if type_byte in (b"P", b"B", b"D", b"C") and self.local_names:
+                try:
+                    message = decode_frontend(type_byte, body)
+                except SqlVecError:
+                    out += frame(type_byte, body)
+                    continue
+                name = message.statement if isinstance(message, Bind) else message.name
+                if isinstance(message, (Describe, Close)) and message.kind != "S":
+                    name = None
+                needed = name is not None and name in self.local_names and not (
+                    isinstance(message, Close) or (isinstance(message, Parse) and not name))
+                parse = self.local_names.pop(name, None) if name is not None else None
+                if local is not None and name is not None:
+                    local.statements.pop(name, None)
+                if needed and parse is not None:
+                    out += parse
+                    injected += 1
+            elif type_byte == b"Q":
+                self.local_names.pop("", None)
+
+            if type_byte in (b"S", b"Q"):
+                syncs += 1
+            out += frame(type_byte, body)
+        last = batch[-1][0][0]
+        with self.lock:
+            self._injected += injected
+            for _ in range(syncs):
+                self.swallow.append(self._injected)
+                self._injected = 0
+            self.pending += syncs
+            if syncs:
+                self.open = False
+            if last in _EXTENDED or last == ord("H"):
+                self.open = True
+        with self.ulock:
+            self.upstream.sendall(out)
+
+    # Primary to client ---------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Relay the primary's messages, keeping what the worker must know: transaction status
+        and pending answers (ReadyForQuery), the backend pid (BackendKeyData), settings (`~`,
+        not relayed) and ParseCompletes of statements parsed on the client's behalf (dropped)."""
+        buf = bytearray()
+        upstream = self.upstream
+        try:
+            while True:
+                data = upstream.recv(1 << 18)
+                if not data:
+                    break
+                buf += data
+                out = bytearray()
+                pos = run = 0
+                size = len(buf)
+                ready = 0
+                while size - pos >= 5:
+                    end = pos + 1 + int.from_bytes(buf[pos + 1:pos + 5], "big")
+                    if end > size:
+                        break
+                    code = buf[pos]
+                    if self.swallow and self.swallow[0] < 0:  # a round trip of ours
+                        out += buf[run:pos]
+                        run = end
+                        if code == 0x5A:
+                            with self.lock:
+                                self.swallow.popleft()
+                    elif code == 0x5A:  # ReadyForQuery
+                        ready += 1
+                        self.status = chr(buf[pos + 5])
+                        with self.lock:
+                            if self.swallow:
+                                self.swallow.popleft()
+                    elif code == 0x4B and not self.pid:  # BackendKeyData
+                        self.pid = int.from_bytes(buf[pos + 5:pos + 9], "big")
+                        self.worker.register(self)
+                    elif code == SETTINGS_MESSAGE[0] or (code == 0x31 and self.swallow
+                                                         and self.swallow[0]):
+                        out += buf[run:pos]
+                        run = end
+                        if code == 0x31:
+                            with self.lock:
+                                self.swallow[0] -= 1
+                        else:
+                            self.settings = json.loads(bytes(buf[pos + 5:end]))
+                    pos = end
+                out += buf[run:pos]
+                del buf[:pos]
+                with self.wlock:
+                    if ready:
+                        with self.lock:
+                            self.pending -= ready
+                    if out:
+                        self.stream.write(out)
+        except OSError:
+            pass
+        finally:
+            try:
+                self.client.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _text_of(messages: list[Message], local: LocalConnection) -> str:
+    """The statement a round trip runs, as pg_stat_activity shows it."""
+    for message in messages:
+        if isinstance(message, (Query, Parse)):
+            return message.sql
+        if isinstance(message, Bind):
+            statement = local.statements.get(message.statement)
+            if statement is not None:
+                return statement.sql
+    return ""
+
+
+def _pipe(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while True:
+            data = source.recv(1 << 16)
+            if not data:
+                break
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            target.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+class Worker:
+    """The worker process: its follower database and its clients by backend pid."""
+
+    def __init__(self, database: FollowerDatabase, position: CommitPosition, index: int) -> None:
+        self.database = database
+        self.position = position
+        self.index = index
+        self._relays: dict[int, Relay] = {}
+        self._lock = threading.Lock()
+
+    def register(self, relay: Relay) -> None:
+        """Make a client reachable by its backend pid, for cancel requests."""
+        with self._lock:
+            self._relays[relay.pid] = relay
+
+    def forget(self, relay: Relay) -> None:
+        """Forget a client that has ended."""
+        with self._lock:
+            if self._relays.get(relay.pid) is relay:
+                del self._relays[relay.pid]
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(REPORT_AFTER / 2)
+            now = time.monotonic()
+            with self._lock:
+                relays = list(self._relays.values())
+            for relay in relays:
+                if relay.running:
+                    relay.report_if_long(now)
+
+    def serve(self, control: socket.socket) -> None:
+        """Take connections and cancel requests from the primary until it closes the control
+        socket."""
+        threading.Thread(target=self._watch, daemon=True, name="sqlvec-worker-watch").start()
+        while True:
+            try:
+                message, fds, _flags, _address = socket.recv_fds(control, 64, 2)
+            except OSError:
+                return
+            if not message:
+                return
+            if message[:1] == CONNECTION and len(fds) == 2:
+                client = socket.socket(fileno=fds[0])
+                upstream = socket.socket(fileno=fds[1])
+                relay = Relay(self, client, upstream)
+                try:
+                    start_engine_thread(relay.run, name="sqlvec-worker-client")
+                except RuntimeError:
+                    client.close()
+                    upstream.close()
+            elif message[:1] == CANCEL:
+                with self._lock:
+                    target = self._relays.get(int(message[1:] or b"0"))
+                if target is not None:
+                    target.cancel()
+            else:
+                for fd in fds:
+                    socket.socket(fileno=fd).close()
+
+
+def main(argv: list[str]) -> int:
+    """`python -m wire.worker CONTROL_FD POSITION_FD DATA_DIR INDEX` (started by the pool)."""
+    control_fd, position_fd, path, index = int(argv[0]), int(argv[1]), argv[2], int(argv[3])
+    # Ctrl-C reaches the whole process group: the primary shuts down, and closing the control
+    # socket is what ends a worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING,
+                        format=f"%(asctime)s worker {index} %(levelname)s %(message)s")
+    control = socket.socket(fileno=control_fd)
+    database = FollowerDatabase.open(path)
+    worker = Worker(database, CommitPosition(position_fd), index)
+    gc.freeze()  # as the primary does: what is loaded lives as long as the process
+    control.send(READY)
+    worker.serve(control)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    import os
+
+    os._exit(code)  # clients still relayed end with the process
