@@ -130,15 +130,20 @@ class Database:
     def close(self) -> None:
         """Close every database's store (finishing their background work) and release the data
         directory's lock; idempotent, so shutdown paths need not coordinate."""
+        if self._close_stores():
+            os.close(self._lock_fd)
+
+    def _close_stores(self) -> bool:
+        """Close every store once; False when they were closed already."""
         with self._lock:
             if self._closed:
-                return
+                return False
             self._closed = True
             stores = list(self._stores.values())
             self._stores.clear()
         for store in stores:
             store.close()
-        os.close(self._lock_fd)
+        return True
 
     def __enter__(self) -> Database:
         return self
@@ -378,14 +383,7 @@ class FollowerDatabase(Database):
 
     def close(self) -> None:
         """Stop following every database (no lock to release)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            stores = list(self._stores.values())
-            self._stores.clear()
-        for store in stores:
-            store.close()
+        self._close_stores()
 
     def catch_up(self, name: str, lsn: int, manifest_version: int) -> bool:
         """Bring database `name` forward to the writer's `commit_position`; False if its log

@@ -522,10 +522,7 @@ async def _serve(db: Database, args: argparse.Namespace, auth: AuthConfig, conte
     signal.signal(signal.SIGHUP, on_hangup)
     log.info("sqlvec listening on %s:%d (data directory %s, auth %s, TLS %s, max_connections "
              "%d, workers %d)", host, port, args.data_dir, auth.method.value,
-             "on" if context else "off", limits.max_connections, args.workers)
-    serve.add_argument(
-             "%d)", host, port, args.data_dir, auth.method.value, "on" if context else "off",
-             limits.max_connections, extra=_CONSOLE)
+             "on" if context else "off", limits.max_connections, args.workers, extra=_CONSOLE)
     log.info("database system is ready to accept connections", extra=_CONSOLE)
     await stop.wait()
     log.info("sqlvec shutting down", extra=_CONSOLE)

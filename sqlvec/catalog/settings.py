@@ -408,17 +408,25 @@ def canonical_name(name: str) -> str:
     return CANONICAL.get(name.lower(), name.lower())
 
 
+def _builtin_or_placeholder(name: str) -> Setting | None:
+    """The built-in setting `name`, or None for a custom placeholder (a dotted name outside the
+    reserved prefixes); any other unknown name is 42704."""
+    try:
+        return lookup(name)
+    except UndefinedObject:
+        if "." in name:
+            return None
+        raise
+
+
 def validate(name: str, value: object) -> tuple[str, str]:
     """(stored name, stored value) of `SET name = value`: the setting must exist and be
     settable by a session, the value must be of its type and within its bounds. A dotted name
     outside the reserved prefixes is a placeholder that takes any string, as in PostgreSQL."""
     check_settable(name)
-    try:
-        setting = lookup(name)
-    except UndefinedObject:
-        if "." in name:  # a custom placeholder
-            return canonical_name(name), str(value)
-        raise
+    setting = _builtin_or_placeholder(name)
+    if setting is None:  # a custom placeholder
+        return canonical_name(name), str(value)
     return setting.name, setting.parse(value)
 
 
@@ -426,12 +434,9 @@ def validate_for_file(name: str, value: object) -> tuple[str, str]:
     """(stored name, stored value) of a configuration file's `name = value` (or ALTER SYSTEM's):
     as `validate`, but settings fixed at server start or connection may be given too; only
     built-in ones are refused (55P02)."""
-    try:
-        setting = lookup(name)
-    except UndefinedObject:
-        if "." in name:  # a custom placeholder
-            return canonical_name(name), str(value)
-        raise
+    setting = _builtin_or_placeholder(name)
+    if setting is None:  # a custom placeholder
+        return canonical_name(name), str(value)
     if setting.context == "internal":
         raise CantChangeRuntimeParam(_REFUSALS["internal"].format(setting.name))
     return setting.name, setting.parse(value)

@@ -34,6 +34,7 @@ from sqlvec.errors import (
     UndefinedObject,
     UndefinedTable,
 )
+from sqlvec.execution import constraint_ddl
 from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.context import ExecContext
@@ -255,7 +256,8 @@ def _drop_column(name: str, if_exists: bool, work: _Work, tools: AlterTools) -> 
     # the sequences it owns and its comment.
     work.set(columns=tuple(c for c in d.columns if c.name != name),
              primary_key=() if name in d.primary_key else d.primary_key,
-             indexes=tuple(ix for ix in d.indexes if name not in ix.columns))
+             indexes=tuple(ix for ix in d.indexes if name not in ix.columns),
+             constraints=tuple(c for c in d.constraints if name not in c.columns))
     work.rewrites.pop(col.attnum, None)
     owner = f"{d.id}.{name}"
     comments = {f"{PG_CLASS}:{d.oid}:{col.attnum}"} | {
@@ -279,6 +281,7 @@ def _rename_column(old: str, new: str, work: _Work) -> None:
                           sqlstate="42701")
     work.replace_column(old, name=new)
     work.set(primary_key=tuple(new if k == old else k for k in d.primary_key),
+             constraints=constraint_ddl.columns_after_rename(d, old, new),
              indexes=tuple(replace(ix, columns=tuple(new if c == old else c for c in ix.columns))
                            for ix in d.indexes))
     owner, renamed = f"{d.id}.{old}", f"{d.id}.{new}"
@@ -291,7 +294,8 @@ def _rename_table(new: str, work: _Work, tools: AlterTools) -> None:
     d = work.def_
     if tools.catalog.relation_exists(new, d.schema):
         raise DuplicateTable(f'relation "{new}" already exists')
-    work.set(name=new)
+    # As in PostgreSQL, the primary key keeps its name (<old name>_pkey).
+    work.set(name=new, primary_key_name=d.pkey_name if d.primary_key else None)
 
 
 def _alter_column(action: exp.AlterColumn, work: _Work, tools: AlterTools) -> None:
@@ -648,14 +652,21 @@ def _sequence_key(name: list[str], tools: AlterTools) -> str | None:
     return None
 
 
-def _rename_sequence(name: list[str], new: str, if_exists: bool, tools: AlterTools) -> str:
-    catalog = tools.catalog
+def _existing_sequence(name: list[str], if_exists: bool, tools: AlterTools) -> str | None:
+    """The sequence ALTER SEQUENCE names, or None when IF EXISTS skips it (with the NOTICE)."""
     key = _sequence_key(name, tools)
     if key is None:
-        if if_exists:
-            tools.notices.append(Notice.notice(f'relation "{name[-1]}" does not exist, skipping'))
-            return "ALTER SEQUENCE"
-        raise UndefinedTable(f'relation "{name[-1]}" does not exist')
+        if not if_exists:
+            raise UndefinedTable(f'relation "{name[-1]}" does not exist')
+        tools.notices.append(Notice.notice(f'relation "{name[-1]}" does not exist, skipping'))
+    return key
+
+
+def _rename_sequence(name: list[str], new: str, if_exists: bool, tools: AlterTools) -> str:
+    catalog = tools.catalog
+    key = _existing_sequence(name, if_exists, tools)
+    if key is None:
+        return "ALTER SEQUENCE"
     schema = key.split(".", 1)[0]
     if catalog.relation_exists(new, schema):
         raise DuplicateTable(f'relation "{new}" already exists')
@@ -679,12 +690,9 @@ def _rename_sequence(name: list[str], new: str, if_exists: bool, tools: AlterToo
 
 def _sequence_owned_by(name: list[str], target: str, if_exists: bool, tools: AlterTools) -> str:
     catalog = tools.catalog
-    key = _sequence_key(name, tools)
+    key = _existing_sequence(name, if_exists, tools)
     if key is None:
-        if if_exists:
-            tools.notices.append(Notice.notice(f'relation "{name[-1]}" does not exist, skipping'))
-            return "ALTER SEQUENCE"
-        raise UndefinedTable(f'relation "{name[-1]}" does not exist')
+        return "ALTER SEQUENCE"
     owner = None
     if target.strip().upper() != "NONE":
         parts = _parts(target)

@@ -294,8 +294,9 @@ class Distinct(PlanNode):
 
 
 @dataclass(frozen=True)
-class Join(PlanNode):
-    """kind: inner | left | right | full | cross | semi | anti."""
+class TwoInputs(PlanNode):
+    """What every join has: two inputs, a kind and an optional condition (EXPLAIN's Join
+    Filter)."""
 
     left: PlanNode = None  # type: ignore[assignment]
     right: PlanNode = None  # type: ignore[assignment]
@@ -306,17 +307,26 @@ class Join(PlanNode):
     def children(self) -> tuple[PlanNode, ...]:
         return (self.left, self.right)
 
-    def describe(self) -> str:
-        name = {"inner": "Hash Join", "left": "Hash Left Join", "right": "Hash Right Join",
-                "full": "Hash Full Join", "cross": "Nested Loop", "semi": "Hash Semi Join",
-                "anti": "Hash Anti Join"}[self.kind]
+    def with_filter(self, name: str) -> str:
+        """EXPLAIN's line for this join: `name`, then its Join Filter if it has one."""
         if self.condition is not None:
             name += f"\n  Join Filter: {expr_sql(self.condition)}"
         return name
 
 
 @dataclass(frozen=True)
-class LateralJoin(PlanNode):
+class Join(TwoInputs):
+    """kind: inner | left | right | full | cross | semi | anti."""
+
+    def describe(self) -> str:
+        return self.with_filter(
+            {"inner": "Hash Join", "left": "Hash Left Join", "right": "Hash Right Join",
+             "full": "Hash Full Join", "cross": "Nested Loop", "semi": "Hash Semi Join",
+             "anti": "Hash Anti Join"}[self.kind])
+
+
+@dataclass(frozen=True)
+class LateralJoin(TwoInputs):
     """A join whose right side reads columns of its left side: a LATERAL subquery or function
     in FROM (`CROSS JOIN LATERAL (... ORDER BY v <-> t.v LIMIT 5)`, `, unnest(t.arr)`). The
     right plan runs once per distinct value of the left columns it reads, with them bound as
@@ -324,20 +334,8 @@ class LateralJoin(PlanNode):
     kind: inner | left (LEFT JOIN LATERAL keeps left rows without right rows, NULL-extended);
     `condition` is the ON clause, checked on each pair."""
 
-    left: PlanNode = None  # type: ignore[assignment]
-    right: PlanNode = None  # type: ignore[assignment]
-    kind: str = "inner"
-    condition: exp.Expression | None = None
-
-    @property
-    def children(self) -> tuple[PlanNode, ...]:
-        return (self.left, self.right)
-
     def describe(self) -> str:
-        name = "Nested Loop Left Join" if self.kind == "left" else "Nested Loop"
-        if self.condition is not None:
-            name += f"\n  Join Filter: {expr_sql(self.condition)}"
-        return name
+        return self.with_filter("Nested Loop Left Join" if self.kind == "left" else "Nested Loop")
 
 
 @dataclass(frozen=True)
