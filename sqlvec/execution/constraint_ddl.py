@@ -19,6 +19,7 @@ from sqlvec.catalog.catalog import Catalog
 from sqlvec.errors import (
     DuplicateTable,
     FeatureNotSupported,
+    Notice,
     NotNullViolation,
     SqlVecError,
     UndefinedColumn,
@@ -439,8 +440,10 @@ def add_constraint(action: exp.AddConstraint, table, catalog: Catalog, not_valid
         catalog.store.alter_table(table.id, lambda _old, new_def=new_def: new_def)
 
 
-def drop_constraint(action: exp.Drop, table, catalog: Catalog) -> None:
-    """ALTER TABLE ... DROP CONSTRAINT [IF EXISTS] name (42704 when missing)."""
+def drop_constraint(action: exp.Drop, table, catalog: Catalog,
+                    notices: list[Notice] | None = None) -> None:
+    """ALTER TABLE ... DROP CONSTRAINT [IF EXISTS] name (42704 when missing; with IF EXISTS,
+    PostgreSQL's NOTICE in `notices`)."""
     for target in action.args.get("tables") or []:
         name = target.name
         d = table.def_
@@ -450,6 +453,9 @@ def drop_constraint(action: exp.Drop, table, catalog: Catalog) -> None:
             continue
         if d.constraint(name) is None:
             if action.args.get("exists"):
+                if notices is not None:
+                    notices.append(Notice.notice(
+                        f'constraint "{name}" of relation "{d.name}" does not exist, skipping'))
                 continue
             raise UndefinedObject(f'constraint "{name}" of relation "{d.name}" does not exist')
         catalog.store.alter_table(table.id, lambda x, name=name: x.with_changes(

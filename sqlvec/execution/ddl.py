@@ -349,7 +349,8 @@ def _default_index_name(catalog: Catalog, table: str, columns: list[str], schema
     return _unique_relation_name(catalog, f"{table}_{'_'.join(columns)}_idx", schema)
 
 
-def alter_table(stmt: exp.Alter, catalog: Catalog, search_path: list[str], default_of) -> str:
+def alter_table(stmt: exp.Alter, catalog: Catalog, search_path: list[str], default_of,
+                notices: list[Notice] | None = None) -> str:
     """ALTER TABLE's supported actions (add, drop, rename and alter columns, rename the table);
     others are 0A000; returns the command tag."""
     t = stmt.this
@@ -359,18 +360,20 @@ def alter_table(stmt: exp.Alter, catalog: Catalog, search_path: list[str], defau
             return "ALTER TABLE"
         raise UndefinedTable(f'relation "{t.name}" does not exist')
     for action in stmt.args.get("actions") or []:
-        _alter_action(action, table, catalog, default_of, bool(stmt.args.get("not_valid")))
+        _alter_action(action, table, catalog, default_of, bool(stmt.args.get("not_valid")),
+                      notices)
     return "ALTER TABLE"
 
 
-def _alter_action(action, table, catalog: Catalog, default_of, not_valid: bool = False) -> None:
+def _alter_action(action, table, catalog: Catalog, default_of, not_valid: bool = False,
+                  notices: list[Notice] | None = None) -> None:
     store = catalog.store
     d = table.def_
     if isinstance(action, exp.AddConstraint):
         cddl.add_constraint(action, table, catalog, not_valid)
         return
     if isinstance(action, exp.Drop) and (action.args.get("kind") or "").upper() == "CONSTRAINT":
-        cddl.drop_constraint(action, table, catalog)
+        cddl.drop_constraint(action, table, catalog, notices)
         return
     if isinstance(action, exp.ColumnDef):
         if d.has_column(action.name):

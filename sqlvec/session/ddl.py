@@ -116,7 +116,7 @@ def _alter(session: Session, ast: exp.Expression, notices: list[Notice]) -> str:
         constant_default=lambda col: _constant_default(session, col),
         notices=notices, transaction=session.txn if session.explicit else None)
     tag = alter.alter(ast, tools, lambda rest: ddl.alter_table(
-        rest, session.catalog, path, lambda col: _constant_default(session, col)))
+        rest, session.catalog, path, lambda col: _constant_default(session, col), notices))
     if renamed is not None:  # views reading the table follow it to its new name
         rename_references(session.catalog, *renamed)
     return tag

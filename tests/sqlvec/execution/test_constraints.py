@@ -96,3 +96,13 @@ def test_check_refusals(session):
     assert error(session, "CREATE TABLE x (a int, UNIQUE (a) DEFERRABLE)").sqlstate == "0A000"
     session.execute_one("CREATE TABLE v (id int, e vector(2))")
     assert error(session, "CREATE UNIQUE INDEX ON v (e)").sqlstate == "0A000"
+
+
+def test_drop_constraint_if_exists_of_a_missing_name_is_a_notice(session):
+    session.execute_one("CREATE TABLE dn (a int CHECK (a > 0))")
+    result = session.execute_one("ALTER TABLE dn DROP CONSTRAINT IF EXISTS nope")
+    assert [(n.severity, n.message) for n in result.notices] == [
+        ("NOTICE", 'constraint "nope" of relation "dn" does not exist, skipping')]
+    result = session.execute_one("ALTER TABLE dn DROP CONSTRAINT IF EXISTS dn_a_check")
+    assert result.notices == []
+    session.execute_one("INSERT INTO dn VALUES (-1)")  # the check is gone
