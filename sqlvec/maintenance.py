@@ -66,6 +66,16 @@ def data_directory_in_use(path: str) -> bool:
     return False
 
 
+def server_holds_lock(fd: int) -> bool:
+    """Whether a server holds the data directory's LOCK (open as `fd`): a shared lock, which
+    other checks and backups may hold too, cannot be taken beside it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    return False
+
+
 def check_data_directory(path: str) -> CheckReport:
     """Verify every file of every database in data directory `path` against its checksum
     (`sqlvec check`), reading only.
@@ -83,10 +93,7 @@ def check_data_directory(path: str) -> CheckReport:
         fd = None
     try:
         if fd is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                report.server_running = True
+            report.server_running = server_holds_lock(fd)
         for name in sorted(os.listdir(path)):
             directory = os.path.join(path, name)
             if os.path.isdir(os.path.join(directory, "manifest")):
@@ -204,10 +211,7 @@ def backup_data_directory(path: str, dest: str, *,
     with contextlib.ExitStack() as stack:
         fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
         stack.callback(os.close, fd)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            report.server_running = True
+        report.server_running = server_holds_lock(fd)
         for name in sorted(os.listdir(path)):
             source = os.path.join(path, name)
             if os.path.isdir(os.path.join(source, "manifest")):
