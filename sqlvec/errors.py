@@ -168,6 +168,13 @@ class CheckViolation(SqlVecError):
     sqlstate = "23514"
 
 
+class ForeignKeyViolation(SqlVecError):
+    """A referencing row without its referenced row, or a referenced row removed while
+    rows still reference it."""
+
+    sqlstate = "23503"
+
+
 # Class 25 — invalid transaction state
 class InFailedTransaction(SqlVecError):
     """A statement in a transaction that has already failed, before ROLLBACK."""

@@ -43,7 +43,7 @@ _MAX_NAME = 63
 class Spec:
     """One declared constraint before it is named and checked."""
 
-    kind: str  # p | u | c
+    kind: str  # p | u | c | f
     name: str | None
     columns: tuple[str, ...] = ()
     condition: exp.Expression | None = None
@@ -51,6 +51,7 @@ class Spec:
     deferrable: bool = False
     deferred: bool = False
     column_level: str | None = None  # the column a column constraint is declared on
+    reference: object = None  # FOREIGN KEY: its foreign_key_ddl.Reference
 
 
 def _options(node: exp.Expression) -> tuple[bool, bool]:
@@ -350,6 +351,9 @@ def name_constraints(table: str, schema: str, specs: list[Spec], catalog: Catalo
             base = f"{table}_{cols[0]}" if len(cols) == 1 else table
             spec.name = _pick(base, "check", constraint_taken)
             used_constraints.add(spec.name)
+        elif spec.kind == "f":
+            spec.name = _pick(f"{table}_{'_'.join(spec.columns)}", "fkey", constraint_taken)
+            used_constraints.add(spec.name)
     return specs
 
 
@@ -361,7 +365,7 @@ def constraint_defs(table_def: TableDef, specs: list[Spec], catalog: Catalog) ->
     caller's): columns checked to exist, CHECK conditions compiled (42703, 42804 here)."""
     added = []
     for spec in specs:
-        if spec.kind == "p":
+        if spec.kind in ("p", "f"):  # foreign keys: foreign_key_ddl.build
             continue
         for col in spec.columns:
             if not table_def.has_column(col):
@@ -410,9 +414,6 @@ def add_constraint(action: exp.AddConstraint, table, catalog: Catalog, not_valid
     for node in action.expressions:
         spec = spec_of(node)
         if spec is None:
-            if isinstance(node, exp.Constraint) and any(
-                    isinstance(e, (exp.ForeignKey, exp.Reference)) for e in node.expressions):
-                raise FeatureNotSupported("FOREIGN KEY constraints are not supported")
             raise FeatureNotSupported(f"ALTER TABLE ADD {to_sql(node)} is not supported")
         d = table.def_
         (spec,) = name_constraints(d.name, d.schema, [spec], catalog, d)

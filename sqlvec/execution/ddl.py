@@ -23,6 +23,7 @@ from sqlvec.errors import (
     UndefinedTable,
 )
 from sqlvec.execution import constraint_ddl as cddl
+from sqlvec.execution import foreign_key_ddl as fkddl
 from sqlvec.sql.binder import SYSTEM_COLUMNS, serial_kind, sql_type
 from sqlvec.sql.dialect import to_sql
 from sqlvec.storage import access_methods
@@ -73,6 +74,8 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
                     pkey_name = spec.name
                 else:
                     specs.append(spec)
+            for fk_name, fk_cols, reference in fkddl.column_foreign_keys(item):
+                specs.append(cddl.Spec("f", fk_name, fk_cols, reference=reference))
         elif isinstance(item, exp.PrimaryKey):
             primary_key = [c.name for c in item.expressions]
         elif cddl.spec_of(item) is not None:
@@ -84,10 +87,9 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
                 primary_key, pkey_name = list(spec.columns), spec.name
             else:
                 specs.append(spec)
-        elif isinstance(item, (exp.ForeignKey, exp.Reference)) or (
-                isinstance(item, exp.Constraint) and any(
-                    isinstance(e, (exp.ForeignKey, exp.Reference)) for e in item.expressions)):
-            raise FeatureNotSupported("FOREIGN KEY constraints are not supported")
+        elif fkddl.is_foreign_key(item):
+            fk_name, fk_cols, reference = fkddl.foreign_key_of(item)
+            specs.append(cddl.Spec("f", fk_name, fk_cols, reference=reference))
         else:
             raise FeatureNotSupported(f"table element {to_sql(item)} is not supported")
     names = [c.name for c in columns]
@@ -109,6 +111,9 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
     for spec in specs:
         for col in spec.columns:
             if col not in names:
+                if spec.kind == "f":
+                    raise UndefinedColumn(f'column "{col}" referenced in foreign key '
+                                          "constraint does not exist")
                 raise UndefinedColumn(f'column "{col}" named in key does not exist')
     named = cddl.name_constraints(
         name, schema, ([cddl.Spec("p", pkey_name, tuple(primary_key))] if primary_key else [])
@@ -118,7 +123,16 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
     staged = cddl.constraint_defs(TableDef(0, 0, name, schema, tuple(
         c if c.attnum else replace(c, attnum=i + 1) for i, c in enumerate(columns))),
         specs, catalog)
+    staged = staged.with_changes(primary_key=tuple(primary_key))
+    foreign = [fkddl.build(staged, spec.name, spec.columns, spec.reference,
+                           fkddl.resolve_target(spec.reference, catalog, search_path, staged),
+                           catalog) for spec in named if spec.kind == "f"]
+    staged = staged.with_changes(constraints=staged.constraints + tuple(foreign))
     table_def = catalog.store.create_table(name, columns, schema=schema, primary_key=primary_key)
+    if foreign:  # a table referencing itself: its id is known now
+        staged = staged.with_changes(constraints=tuple(
+            replace(c, ref_table=table_def.id) if c.kind == "f" and c.ref_table == 0 else c
+            for c in staged.constraints))
     if staged.constraints or (pkey_name and pkey_name != f"{name}_pkey"):
         table_def = catalog.store.alter_table(table_def.id, lambda x: x.with_changes(
             constraints=staged.constraints,
@@ -175,7 +189,7 @@ def _column_def(item: exp.ColumnDef, attnum: int) -> tuple[ColumnDef, bool, bool
         elif isinstance(k, (exp.UniqueColumnConstraint, exp.CheckColumnConstraint)):
             continue  # constraint_ddl.column_specs reads these
         elif isinstance(k, exp.Reference):
-            raise FeatureNotSupported("FOREIGN KEY constraints are not supported")
+            continue  # foreign_key_ddl.column_foreign_keys reads these
         elif isinstance(k, exp.CollateColumnConstraint):
             continue
         else:
@@ -360,6 +374,11 @@ def alter_table(stmt: exp.Alter, catalog: Catalog, search_path: list[str], defau
             return "ALTER TABLE"
         raise UndefinedTable(f'relation "{t.name}" does not exist')
     for action in stmt.args.get("actions") or []:
+        if isinstance(action, exp.AddConstraint) and \
+                any(fkddl.is_foreign_key(e) for e in action.expressions):
+            fkddl.add_foreign_key(action, table, catalog, search_path,
+                                  bool(stmt.args.get("not_valid")))
+            continue
         _alter_action(action, table, catalog, default_of, bool(stmt.args.get("not_valid")),
                       notices)
     return "ALTER TABLE"

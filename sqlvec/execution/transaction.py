@@ -13,6 +13,7 @@ store's commit lock, which is what makes it final (23505 there, or 40001 for a d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,6 +119,12 @@ class Transaction:
         self._next_provisional = -1
         self.ddl = False
         self.early_checks = early_checks
+        # Foreign keys (foreign_keys.py): while set, told of every batch of rows inserted
+        # ("i", with row ids) and deleted ("d", the rows as they were); the checks deferred
+        # to COMMIT; SET CONSTRAINTS modes by constraint name ("" for ALL).
+        self.watch: Callable[[str, Table, pa.Table], None] | None = None
+        self.deferred_checks: list = []
+        self.constraint_modes: dict[str, bool] = {}
 
     @property
     def empty(self) -> bool:
@@ -150,6 +157,8 @@ class Transaction:
         self._next_provisional -= n
         with_ids = rows.append_column(ROWID, pa.array(ids))
         overlay.inserted.append(with_ids)
+        if self.watch is not None:
+            self.watch("i", table, with_ids)
         return with_ids
 
     def _check_keys(self, table: Table, overlay: TableOverlay, rows: pa.Table,
@@ -191,12 +200,35 @@ class Transaction:
         rowids = np.asarray(rowids, dtype=np.int64)
         committed = rowids[rowids >= 0]
         provisional = rowids[rowids < 0]
+        if self.watch is not None and rowids.size:
+            self.watch("d", table, self._rows_of(table, overlay, rowids))
         overlay.deleted.update(committed.tolist())
         if provisional.size:
             dead = pa.array(provisional)
             overlay.inserted = [t.filter(pc.invert(pc.is_in(t.column(ROWID), value_set=dead)))
                                 for t in overlay.inserted]
             overlay._own_keys = None
+
+    @staticmethod
+    def _rows_of(table: Table, overlay: TableOverlay, rowids: np.ndarray) -> pa.Table:
+        """The rows about to be deleted (logical columns and row id, in the order of
+        `rowids`), for `watch`."""
+        committed = rowids[rowids >= 0]
+        provisional = rowids[rowids < 0]
+        parts = []
+        if committed.size:
+            parts.append(table.snapshot().rows_by_id(committed))
+        ins = overlay.inserted_table() if provisional.size else None
+        if ins is not None:
+            parts.append(ins.filter(pc.is_in(ins.column(ROWID), value_set=pa.array(provisional))))
+        if len(parts) == 1:
+            return parts[0]
+        schema = parts[0].schema
+        rows = pa.concat_tables([p if p.schema.equals(schema) else p.cast(schema)
+                                 for p in parts])
+        place = {r: i for i, r in enumerate(rows.column(ROWID).to_pylist())}
+        return rows.take(pa.array([place[r] for r in rowids.tolist() if r in place],
+                                  pa.int64()))
 
     def truncate(self, table: Table) -> None:
         """TRUNCATE inside the transaction: earlier changes to the table are dropped and every

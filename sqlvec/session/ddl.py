@@ -24,6 +24,7 @@ from sqlvec.errors import (
 )
 from sqlvec.execution import alter, ddl
 from sqlvec.execution.builder import Builder
+from sqlvec.execution.foreign_key_ddl import drop_referencing, truncate_targets
 from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.views import alter_view, drop_views, rename_references
@@ -98,6 +99,10 @@ def _drop(session: Session, ast: exp.Drop, notices: list[Notice]) -> str:
         return drop_views(ast, session.catalog, session.search_path, notices)
     if (ast.args.get("kind") or "").upper() == "TABLE":
         views.check_drop_table(session, ast, notices)
+        found = [session.catalog.find_table(t.name, t.db or None, session.search_path)
+                 for t in ast.args.get("tables") or [ast.this]]
+        drop_referencing(session.store, {t.id for t in found if t is not None},
+                         bool(ast.args.get("cascade")), notices)
     return ddl.drop(ast, session.catalog, session.search_path, session.database, notices)
 
 
@@ -133,6 +138,9 @@ def _truncate(session: Session, ast: exp.TruncateTable, notices: list[Notice]) -
     """TRUNCATE: buffered in a block like any write; otherwise committed at once."""
     tables = [session.catalog.table(t.name, t.db or None, session.search_path)
               for t in ast.expressions]
+    ids = truncate_targets(session.store, [t.id for t in tables],
+                           str(ast.args.get("option") or "").upper() == "CASCADE", notices)
+    tables = [session.store.table(i) for i in ids]
     if session.explicit:
         for table in tables:
             session.txn.truncate(table)  # type: ignore[union-attr]

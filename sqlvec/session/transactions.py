@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sqlvec.errors import Notice, SqlVecError
+from sqlvec.execution.foreign_keys import check_deferred
 from sqlvec.execution.transaction import TableOverlay, Transaction
 from sqlvec.session.results import PreparedStatement, Result
 from sqlvec.sql.utility import Utility
@@ -43,6 +44,8 @@ def commit(session: Session, u: Utility, prepared: PreparedStatement, params: li
     end_of_block(session, failed)
     if failed:
         return Result("ROLLBACK")
+    if txn is not None and txn.deferred_checks:
+        check_deferred(session.store, txn)  # 23503 here: the block is rolled back
     if txn is not None and not txn.empty:
         session.store.commit(txn.ops())
     return Result("COMMIT")

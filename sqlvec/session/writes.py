@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from sqlvec.errors import SerializationFailure, UniqueViolation
+from sqlvec.execution import foreign_keys
 from sqlvec.execution.context import ExecContext
 from sqlvec.execution.dml import WritePlan, eval_returning
 from sqlvec.execution.transaction import Transaction
@@ -31,11 +32,14 @@ def run_write(session: Session, prepared: PreparedStatement, params: list,
     insert, the autocommit key write, or the general plan."""
     write: WritePlan = prepared.compiled  # type: ignore[assignment]
     result = None
-    if write.fast is not None:
+    # Foreign keys are enforced at the end of the statement, over its transaction's record
+    # of writes: the general path only.
+    keyed = foreign_keys.involved(session.store, write.table)
+    if write.fast is not None and not keyed:
         result = _fast_insert(session, prepared, params)
     if result is None:
         typed = typed_params(prepared.param_types, params)
-        if write.by_key is not None and not session.explicit:
+        if write.by_key is not None and not session.explicit and not keyed:
             result = _key_write(session, prepared, typed)
         else:
             result = _general_write(session, prepared, typed)
@@ -59,7 +63,11 @@ def _general_write(session: Session, prepared: PreparedStatement, params: list) 
         ctx = session._context(params)
         ctx.overlay = txn
         try:
-            count, returning = write.run(ctx, txn)
+            if foreign_keys.involved(session.store, write.table):
+                count, returning = foreign_keys.run_statement(
+                    session.store, txn, lambda: write.run(ctx, txn), autocommit)
+            else:
+                count, returning = write.run(ctx, txn)
             if autocommit:
                 session.store.commit(txn.ops())
             break

@@ -1,0 +1,427 @@
+"""FOREIGN KEY enforcement with PostgreSQL's semantics, at the end of every write statement.
+
+While a write statement runs, its transaction records each batch of rows it inserts and
+deletes (`Transaction.watch`); UPDATE is a delete followed by an insert of the same number of
+rows, which pairs old and new versions. `enforce` then walks the record:
+
+- rows inserted into a referencing table must find their key in the referenced table
+  (MATCH SIMPLE: a key with a NULL is not checked; MATCH FULL: all NULL or none). The lookup
+  goes through the referenced table's unique-key index (storage/keys.py), plus the keys the
+  transaction itself inserted: it costs the rows written, never a scan of the referenced
+  table. Rows whose key an UPDATE left unchanged are not checked, as in PostgreSQL.
+- keys removed from a referenced table (deleted, or changed by UPDATE, and not present any
+  more) are looked up in the referencing tables and the constraint's action runs: NO ACTION
+  and RESTRICT fail (23503), CASCADE deletes the referencing rows or gives them the new key,
+  SET NULL / SET DEFAULT rewrite their key columns. Those writes are recorded too, so actions
+  cascade further. Finding the referencing rows scans the referencing table's key columns,
+  one vectorised semi-join per segment: PostgreSQL needs an index on those columns to avoid
+  the same scan, and sqlvec has no B-tree index yet.
+
+A constraint that is DEFERRABLE and deferred (INITIALLY DEFERRED, or SET CONSTRAINTS ...
+DEFERRED) records the keys to check in the transaction instead; `check_deferred` checks them
+against the final state at COMMIT, where a violation fails the COMMIT (23503) and the
+transaction is rolled back. Outside a transaction block a statement is its own transaction,
+so a deferred constraint is checked at its end.
+
+Checks read the latest committed state (through the key index, which counts commits in
+flight) at the end of the statement; they take no row locks, so a concurrent transaction
+deleting a referenced row can still race with one inserting a referencing row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sqlvec.errors import ForeignKeyViolation
+from sqlvec.execution import values as V
+from sqlvec.execution.constraints import ROW_CHECKS
+from sqlvec.execution.context import ExecContext
+from sqlvec.execution.expressions import CompileEnv, Compiler, Frame
+from sqlvec.execution.kernels import table_of
+from sqlvec.execution.transaction import Transaction
+from sqlvec.execution.values import as_array
+from sqlvec.sql.binder import Scope
+from sqlvec.sql.dialect import parse_one
+from sqlvec.storage.keys import MISSING
+from sqlvec.storage.schema import ROWID, ConstraintDef, TableDef
+from sqlvec.storage.store import Store
+from sqlvec.storage.table import Table
+
+T = TypeVar("T")
+
+# SET CONSTRAINTS ALL ...: the key of the mode that applies to every constraint.
+ALL = ""
+
+
+def involved(store: Store, table: Table) -> bool:
+    """Whether writes to `table` need foreign-key work: it has foreign keys, or some table's
+    foreign key references it."""
+    if any(c.kind == "f" for c in table.def_.constraints):
+        return True
+    return any(c.kind == "f" and c.ref_table == table.id
+               for t in list(store.tables.values()) for c in t.def_.constraints)
+
+
+def run_statement(store: Store, txn: Transaction, body: Callable[[], T],
+                  autocommit: bool) -> T:
+    """Run a write statement's `body` in `txn` and enforce the foreign keys its writes touch
+    (statement end). In `autocommit` a deferred constraint is checked here too."""
+    changes: list[tuple[str, Table, pa.Table]] = []
+    previous = txn.watch
+    txn.watch = lambda kind, table, rows: changes.append((kind, table, rows))
+    try:
+        out = body()
+        Enforcer(store, txn, autocommit).run(changes)
+    finally:
+        txn.watch = previous
+    return out
+
+
+def check_deferred(store: Store, txn: Transaction) -> None:
+    """COMMIT: the checks deferred constraints left in the transaction, against its final
+    state (23503 for the first that fails)."""
+    pending, txn.deferred_checks = txn.deferred_checks, []
+    enforcer = Enforcer(store, txn, True)
+    for origin, child_id, name, keys in pending:
+        child = store.tables.get(child_id)
+        con = child.def_.constraint(name) if child is not None else None
+        if con is None or con.kind != "f":
+            continue  # dropped since
+        parent = store.tables.get(con.ref_table)  # type: ignore[arg-type]
+        if parent is None:
+            continue
+        missing = keys.filter(pa.array(~enforcer.present(parent, con, keys)))
+        if missing.num_rows == 0:
+            continue
+        found = enforcer.referencing_rows(child, con, missing, [*con.columns])
+        if found.num_rows == 0:
+            continue
+        if origin == "child":
+            raise not_present(child.def_, con, parent.def_, found.select(list(con.columns)))
+        raise still_referenced(parent.def_, con, child.def_,
+                               found.select(list(con.columns)))
+
+
+def is_deferred(txn: Transaction, con: ConstraintDef) -> bool:
+    """Whether `con` is checked at COMMIT in this transaction (SET CONSTRAINTS overrides
+    INITIALLY ...)."""
+    if not con.deferrable:
+        return False
+    modes = txn.constraint_modes
+    return modes.get(con.name, modes.get(ALL, con.deferred))
+
+
+# Messages ------------------------------------------------------------------------------------
+
+
+def key_text(names: list[str] | tuple[str, ...], rows: pa.Table, types) -> str:
+    """`(a, b)=(1, x)`: a key as PostgreSQL's DETAIL shows it (first row of `rows`)."""
+    values = []
+    for i, t in enumerate(types):
+        column = rows.column(i).slice(0, 1)
+        if column.null_count:
+            values.append("null")
+        else:
+            values.append(str(as_array(V.to_text(column, t, 1), 1)[0].as_py()))
+    return f"({', '.join(names)})=({', '.join(values)})"
+
+
+def not_present(child: TableDef, con: ConstraintDef, parent: TableDef,
+                keys: pa.Table) -> ForeignKeyViolation:
+    """23503 for a referencing row without its referenced row (`keys`: child columns)."""
+    types = [child.column(c).type for c in con.columns]
+    return ForeignKeyViolation(
+        f'insert or update on table "{child.name}" violates foreign key constraint '
+        f'"{con.name}"',
+        detail=f"Key {key_text(con.columns, keys, types)} is not present in table "
+               f'"{parent.name}".',
+        schema=child.schema, table=child.name, constraint=con.name)
+
+
+def still_referenced(parent: TableDef, con: ConstraintDef, child: TableDef,
+                     keys: pa.Table) -> ForeignKeyViolation:
+    """23503 for a referenced key removed while `child` still references it."""
+    types = [child.column(c).type for c in con.columns]
+    return ForeignKeyViolation(
+        f'update or delete on table "{parent.name}" violates foreign key constraint '
+        f'"{con.name}" on table "{child.name}"',
+        detail=f"Key {key_text(con.ref_columns, keys, types)} is still referenced from "
+               f'table "{child.name}".',
+        schema=child.schema, table=child.name, constraint=con.name)
+
+
+def _mixed_nulls(child: TableDef, con: ConstraintDef) -> ForeignKeyViolation:
+    return ForeignKeyViolation(
+        f'insert or update on table "{child.name}" violates foreign key constraint '
+        f'"{con.name}"',
+        detail="MATCH FULL does not allow mixing of null and nonnull key values.",
+        schema=child.schema, table=child.name, constraint=con.name)
+
+
+# Keys ----------------------------------------------------------------------------------------
+
+
+def key_index(parent: Table, con: ConstraintDef) -> int:
+    """Which of the referenced table's unique keys the constraint's columns are."""
+    wanted = set(con.ref_columns)
+    for i, key in enumerate(parent.keys):
+        if set(key.def_.columns) == wanted and len(key.def_.columns) == len(wanted):
+            return i
+    raise ForeignKeyViolation(  # DDL keeps the key; reached only after a damaged catalog
+        f'there is no unique constraint matching given keys for referenced table '
+        f'"{parent.def_.name}"', sqlstate="42830")
+
+
+def complete_keys(child: TableDef, con: ConstraintDef, rows: pa.Table) -> pa.Table:
+    """The key columns of `rows` (child names) whose keys are checked: MATCH SIMPLE skips a
+    key with any NULL; MATCH FULL also, when all are NULL, and fails on a mix."""
+    cols = [rows.column(c) for c in con.columns]
+    if not any(c.null_count for c in cols):
+        return rows.select(list(con.columns))
+    valid = np.ones(rows.num_rows, bool)
+    some = np.zeros(rows.num_rows, bool)
+    for c in cols:
+        ok = np.asarray(pc.is_valid(c))
+        valid &= ok
+        some |= ok
+    if con.match == "f" and (some & ~valid).any():
+        raise _mixed_nulls(child, con)
+    return rows.select(list(con.columns)).filter(pa.array(valid))
+
+
+def as_parent(keys: pa.Table, con: ConstraintDef, parent: TableDef) -> pa.Table:
+    """Child key columns renamed and cast to the referenced columns (for its key index)."""
+    arrays = []
+    for i, ref in enumerate(con.ref_columns):
+        target = parent.column(ref).type.to_arrow()
+        column = keys.column(i)
+        arrays.append(column if column.type == target else pc.cast(column, target))
+    return pa.Table.from_arrays(arrays, names=list(con.ref_columns))
+
+
+def as_child(keys: pa.Table, con: ConstraintDef, child: TableDef) -> pa.Table:
+    """Referenced key columns renamed and cast to the referencing columns."""
+    arrays = []
+    for i, col in enumerate(con.columns):
+        target = child.column(col).type.to_arrow()
+        column = keys.column(i)
+        arrays.append(column if column.type == target else pc.cast(column, target))
+    return pa.Table.from_arrays(arrays, names=list(con.columns))
+
+
+def _changed(old: pa.Table, new: pa.Table, columns) -> np.ndarray:
+    """Rows whose `columns` differ between old and new versions (NULL-aware)."""
+    out = np.zeros(old.num_rows, bool)
+    for c in columns:
+        a, b = old.column(c), new.column(c)
+        if a.type != b.type:
+            b = pc.cast(b, a.type)
+        same = pc.fill_null(pc.equal(a, b), False)
+        both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+        out |= ~np.asarray(pc.or_(same, both_null))
+    return out
+
+
+class Enforcer:
+    """The foreign-key work of one statement (or of COMMIT's deferred checks)."""
+
+    def __init__(self, store: Store, txn: Transaction, autocommit: bool) -> None:
+        self.store = store
+        self.txn = txn
+        self.autocommit = autocommit
+
+    def deferred(self, con: ConstraintDef) -> bool:
+        return not self.autocommit and is_deferred(self.txn, con)
+
+    def present(self, parent: Table, con: ConstraintDef, keys: pa.Table) -> np.ndarray:
+        """Per key (child column order, no NULLs), whether the referenced table holds it:
+        committed (not deleted by this transaction) or inserted by it. Index lookups only."""
+        rows = as_parent(keys, con, parent.def_)
+        i = key_index(parent, con)
+        overlay = self.txn.table_overlay(parent.id)
+        if overlay is None:
+            return parent.find_keys(rows, i) != MISSING
+        held = overlay.committed_holders(rows, i) != MISSING
+        own = overlay.own_keys(i).lookup(parent.key_values(rows, i)) != MISSING
+        return held | own
+
+    def referencing_rows(self, child: Table, con: ConstraintDef, keys: pa.Table,
+                         columns: list[str] | None) -> pa.Table:
+        """The child's live rows (as this transaction sees them) whose key is one of `keys`
+        (child names and types), with `columns` (None: all) and their row ids. Scans the
+        child's key columns one segment at a time (see the module docstring)."""
+        d = child.def_
+        names = list(con.columns)
+        wanted = as_child(keys, con, d) if keys.column_names != names else keys
+        wanted = wanted.group_by(names).aggregate([])  # distinct keys
+        read = None if columns is None else list(dict.fromkeys(names + columns))
+        snapshot = child.snapshot()
+        overlay = self.txn.table_overlay(child.id)
+        parts = []
+        if overlay is None or not overlay.truncated:
+            dead = pa.array(sorted(overlay.deleted), pa.int64()) \
+                if overlay is not None and overlay.deleted else None
+            for part in snapshot.scan(read, with_rowid=True):
+                if dead is not None:
+                    part = part.filter(pc.invert(pc.is_in(part.column(ROWID), value_set=dead)))
+                parts.append(part)
+        ins = overlay.inserted_table() if overlay is not None else None
+        if ins is not None:
+            parts.append(ins.select((read or d.column_names) + [ROWID]))
+        found = []
+        for part in parts:
+            if part.num_rows == 0:
+                continue
+            hit = part.join(wanted, keys=names, join_type="left semi")
+            if hit.num_rows:
+                found.append(hit)
+        if not found:
+            schema = pa.schema([(c, d.column(c).type.to_arrow())
+                                for c in (read or d.column_names)] + [(ROWID, pa.int64())])
+            return schema.empty_table()
+        schema = found[0].schema
+        return pa.concat_tables([f.cast(schema) if not f.schema.equals(schema) else f
+                                 for f in found])
+
+    # The statement's record --------------------------------------------------------------------
+
+    def run(self, changes: list[tuple[str, Table, pa.Table]]) -> None:
+        i = 0
+        while i < len(changes):  # actions append to `changes` as they write
+            kind, table, rows = changes[i]
+            if kind == "d" and i + 1 < len(changes) and changes[i + 1][0] == "i" and \
+                    changes[i + 1][1] is table and changes[i + 1][2].num_rows == rows.num_rows:
+                new = changes[i + 1][2]
+                self.removed(table, rows, new)
+                self.inserted(table, new, rows)
+                i += 2
+                continue
+            if kind == "d":
+                self.removed(table, rows, None)
+            else:
+                self.inserted(table, rows, None)
+            i += 1
+
+    def inserted(self, table: Table, rows: pa.Table, old: pa.Table | None) -> None:
+        """New rows of a referencing table: their keys must be present (`old`: the versions
+        an UPDATE replaced, in the same order)."""
+        d = table.def_
+        for con in d.constraints:
+            if con.kind != "f" or rows.num_rows == 0:
+                continue
+            check = rows
+            if old is not None:
+                moved = _changed(old, rows, con.columns)
+                if not moved.any():
+                    continue
+                check = rows.filter(pa.array(moved))
+            keys = complete_keys(d, con, check)
+            if keys.num_rows == 0:
+                continue
+            parent = self.store.tables[con.ref_table]  # type: ignore[index]
+            if self.deferred(con):
+                self.txn.deferred_checks.append(("child", table.id, con.name, keys))
+                continue
+            ok = self.present(parent, con, keys)
+            if not ok.all():
+                first = int(np.flatnonzero(~ok)[0])
+                raise not_present(d, con, parent.def_, keys.slice(first, 1))
+
+    def removed(self, parent: Table, old: pa.Table, new: pa.Table | None) -> None:
+        """Rows gone from a possibly referenced table (`new`: their new versions, for an
+        UPDATE): the keys no longer present trigger each referencing constraint's action."""
+        refs = [(t, c) for t in list(self.store.tables.values()) for c in t.def_.constraints
+                if c.kind == "f" and c.ref_table == parent.id]
+        for child, con in refs:
+            gone = old
+            if new is not None:
+                moved = _changed(old, new, con.ref_columns)
+                if not moved.any():
+                    continue
+                gone = old.filter(pa.array(moved))
+                new_moved = new.filter(pa.array(moved))
+            keys = gone.select(list(con.ref_columns))
+            valid = None
+            for c in keys.columns:
+                if c.null_count:
+                    ok = np.asarray(pc.is_valid(c))
+                    valid = ok if valid is None else valid & ok
+            if valid is not None:
+                keys = keys.filter(pa.array(valid))
+                if new is not None:
+                    new_moved = new_moved.filter(pa.array(valid))
+            if keys.num_rows == 0:
+                continue
+            keys = as_child(keys, con, child.def_)
+            action = con.on_update if new is not None else con.on_delete
+            if action in ("a", "r"):
+                if action == "a":
+                    still = self.present(parent, con, keys)
+                    keys = keys.filter(pa.array(~still))
+                    if keys.num_rows == 0:
+                        continue
+                    if self.deferred(con):
+                        self.txn.deferred_checks.append(("parent", child.id, con.name, keys))
+                        continue
+                found = self.referencing_rows(child, con, keys, [])
+                if found.num_rows:
+                    raise still_referenced(parent.def_, con, child.def_,
+                                           found.select(list(con.columns)))
+                continue
+            found = self.referencing_rows(child, con, keys, None)
+            if found.num_rows == 0:
+                continue
+            ids = found.column(ROWID).to_numpy()
+            if action == "c" and new is None:
+                self.txn.delete(child, ids)
+                continue
+            rows = found.drop_columns([ROWID])
+            if action == "c":
+                rows = self._with_new_keys(rows, con, child.def_, keys,
+                                           as_child(new_moved.select(list(con.ref_columns)),
+                                                    con, child.def_))
+            else:
+                rows = self._with_defaults(rows, con, child.def_, action == "n")
+            self.txn.delete(child, ids)
+            self.txn.insert(child, child.coerce(rows))
+
+    def _with_new_keys(self, rows: pa.Table, con: ConstraintDef, child: TableDef,
+                       old_keys: pa.Table, new_keys: pa.Table) -> pa.Table:
+        """ON UPDATE CASCADE: each row's key replaced by the new key of the referenced row."""
+        names = list(con.columns)
+        mapping = old_keys.append_column("__fk_pos", pa.array(np.arange(old_keys.num_rows)))
+        positioned = rows.append_column("__fk_row", pa.array(np.arange(rows.num_rows)))
+        joined = positioned.select(names + ["__fk_row"]).join(mapping, keys=names)
+        order = np.asarray(joined.column("__fk_row"))
+        where = np.asarray(joined.column("__fk_pos"))
+        take = np.empty(rows.num_rows, np.int64)
+        take[order] = where
+        for name in names:
+            i = rows.column_names.index(name)
+            rows = rows.set_column(i, name, new_keys.column(name).take(pa.array(take)))
+        return rows
+
+    def _with_defaults(self, rows: pa.Table, con: ConstraintDef, child: TableDef,
+                       nulls: bool) -> pa.Table:
+        """ON ... SET NULL / SET DEFAULT: the key columns set to NULL or their defaults."""
+        n = rows.num_rows
+        for name in con.columns:
+            col = child.column(name)
+            arrow = col.type.to_arrow()
+            if nulls or col.default is None:
+                value = pa.nulls(n, arrow)
+            else:
+                compiler = Compiler(Scope([]), [], CompileEnv(functions=ROW_CHECKS.functions()))
+                default = compiler.compile_as(parse_one(f"SELECT {col.default}").expressions[0],
+                                              col.type)
+                value = as_array(default(Frame(table_of([], n), ExecContext())), n)
+                if value.type != arrow:
+                    value = value.cast(arrow)
+            i = rows.column_names.index(name)
+            rows = rows.set_column(i, name, value)
+        return rows
