@@ -237,11 +237,39 @@ def _constraint_column_usage(o) -> dict:
     return _rows(CONSTRAINT_COLUMN_USAGE, _usage_rows(o))
 
 
-empty("information_schema.referential_constraints", parse_columns(
+REFERENTIAL_CONSTRAINTS = parse_columns(
     "constraint_catalog name, constraint_schema name, constraint_name name, "
     "unique_constraint_catalog name, unique_constraint_schema name, "
     "unique_constraint_name name, match_option varchar, update_rule varchar, "
-    "delete_rule varchar"))
+    "delete_rule varchar")
+_RULES = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL",
+          "d": "SET DEFAULT"}
+
+
+@virtual("information_schema.referential_constraints", REFERENTIAL_CONSTRAINTS)
+def _referential_constraints(o) -> dict:
+    """Foreign keys with the unique constraint they reference (the one over the index
+    pg_constraint.conindid names)."""
+    db = o.session.database_name
+    rows = []
+    for con in o.constraints:
+        if con.type != "f":
+            continue
+        rel = o.relation(con.relation)
+        target = next((c for c in o.constraints if c.type in ("p", "u")
+                       and c.relation == con.ref_relation and c.index == con.index), None)
+        target_rel = o.relation(con.ref_relation)
+        rows.append({"constraint_catalog": db, "constraint_schema": rel.schema,
+                     "constraint_name": con.name,
+                     "unique_constraint_catalog": db if target else None,
+                     "unique_constraint_schema": target_rel.schema if target else None,
+                     "unique_constraint_name": target.name if target else None,
+                     "match_option": "FULL" if con.match == "f" else "NONE",
+                     "update_rule": _RULES.get(con.on_update, "NO ACTION"),
+                     "delete_rule": _RULES.get(con.on_delete, "NO ACTION")})
+    return _rows(REFERENTIAL_CONSTRAINTS, rows)
+
+
 CHECK_CONSTRAINTS = parse_columns(
     "constraint_catalog name, constraint_schema name, constraint_name name, "
     "check_clause varchar")

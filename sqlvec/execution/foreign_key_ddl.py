@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 from sqlglot import exp
 
 from sqlvec.catalog.catalog import Catalog
 from sqlvec.errors import FeatureNotSupported, Notice, SqlVecError, UndefinedColumn
 from sqlvec.execution.constraint_ddl import Spec, name_constraints
-from sqlvec.execution.foreign_keys import Enforcer, complete_keys, not_present
+from sqlvec.execution.foreign_keys import Enforcer
 from sqlvec.execution.transaction import Transaction
 from sqlvec.storage.schema import ConstraintDef, TableDef
 from sqlvec.storage.store import Store
@@ -144,7 +143,7 @@ def build(table_def: TableDef, name: str, columns: tuple[str, ...], ref: Referen
     if not ref_columns:
         if not target.primary_key:
             raise SqlVecError(f'there is no primary key for referenced table "{target.name}"',
-                              sqlstate="42830")
+                              sqlstate="42704")
         ref_columns = tuple(target.primary_key)
     for col in ref_columns:
         if not target.has_column(col):
@@ -162,8 +161,9 @@ def build(table_def: TableDef, name: str, columns: tuple[str, ...], ref: Referen
         if not _compatible(child, parent):
             raise SqlVecError(
                 f'foreign key constraint "{name}" cannot be implemented', sqlstate="42804",
-                detail=f'Key columns "{col}" and "{ref_col}" are of incompatible types: '
-                       f"{child.format()} and {parent.format()}.")
+                detail=f'Key columns "{col}" of the referencing table and "{ref_col}" of the '
+                       f"referenced table are of incompatible types: {child.format()} and "
+                       f"{parent.format()}.")
     return ConstraintDef(name, "f", catalog.store.allocate_oid(), tuple(columns),
                          validated=validated, deferrable=ref.deferrable, deferred=ref.deferred,
                          ref_table=target.id, ref_columns=tuple(ref_columns),
@@ -233,7 +233,7 @@ def truncate_targets(store: Store, table_ids: list[int], cascade: bool,
     out = list(dict.fromkeys(table_ids))
     i = 0
     while i < len(out):
-        for d, c in referencing(store, out[i]):
+        for d, _c in referencing(store, out[i]):
             if d.id in out:
                 continue
             if not cascade:
@@ -269,14 +269,6 @@ def add_foreign_key(action: exp.AddConstraint, table, catalog: Catalog,
 def validate_existing(store: Store, table, con: ConstraintDef) -> None:
     """Every row's key is present in the referenced table: the table's key columns scanned
     one segment at a time, each key looked up in the referenced table's key index."""
-    parent = store.tables[con.ref_table]  # type: ignore[index]
     enforcer = Enforcer(store, Transaction(), True)
-    d = table.def_
     for part in table.snapshot().scan(list(con.columns)):
-        keys = complete_keys(d, con, part)
-        if keys.num_rows == 0:
-            continue
-        ok = enforcer.present(parent, con, keys)
-        if not ok.all():
-            first = int(np.flatnonzero(~ok)[0])
-            raise not_present(d, con, parent.def_, keys.slice(first, 1))
+        enforcer.check_present(table.def_, con, part)

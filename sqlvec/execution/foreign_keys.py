@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sqlvec.errors import ForeignKeyViolation
+from sqlvec.errors import ForeignKeyViolation, SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.constraints import ROW_CHECKS
 from sqlvec.execution.context import ExecContext
@@ -82,10 +82,31 @@ def run_statement(store: Store, txn: Transaction, body: Callable[[], T],
     return out
 
 
-def check_deferred(store: Store, txn: Transaction) -> None:
+def set_constraints(store: Store, txn: Transaction, names: list[str], deferred: bool) -> None:
+    """SET CONSTRAINTS (`names` empty: ALL). Named constraints must exist (42704) and be
+    DEFERRABLE (55000). Made IMMEDIATE, a constraint's checks deferred so far run now, as
+    PostgreSQL's do."""
+    if not names:
+        txn.constraint_modes = {ALL: deferred}
+    else:
+        for name in names:
+            found = [c for t in list(store.tables.values()) for c in t.def_.constraints
+                     if c.name == name]
+            if not found:
+                raise SqlVecError(f'constraint "{name}" does not exist', sqlstate="42704")
+            if not any(c.deferrable for c in found):
+                raise SqlVecError(f'constraint "{name}" is not deferrable', sqlstate="55000")
+            txn.constraint_modes[name] = deferred
+    if not deferred:
+        check_deferred(store, txn, None if not names else set(names))
+
+
+def check_deferred(store: Store, txn: Transaction, only: set[str] | None = None) -> None:
     """COMMIT: the checks deferred constraints left in the transaction, against its final
-    state (23503 for the first that fails)."""
-    pending, txn.deferred_checks = txn.deferred_checks, []
+    state (23503 for the first that fails); `only`: those of these constraints."""
+    pending = [p for p in txn.deferred_checks if only is None or p[2] in only]
+    txn.deferred_checks = [p for p in txn.deferred_checks if only is not None
+                           and p[2] not in only]
     enforcer = Enforcer(store, txn, True)
     for origin, child_id, name, keys in pending:
         child = store.tables.get(child_id)
@@ -155,7 +176,20 @@ def still_referenced(parent: TableDef, con: ConstraintDef, child: TableDef,
         schema=child.schema, table=child.name, constraint=con.name)
 
 
-def _mixed_nulls(child: TableDef, con: ConstraintDef) -> ForeignKeyViolation:
+def restricted(parent: TableDef, con: ConstraintDef, child: TableDef,
+               keys: pa.Table) -> ForeignKeyViolation:
+    """23001 for a referenced key an ON ... RESTRICT constraint keeps from changing."""
+    types = [child.column(c).type for c in con.columns]
+    return ForeignKeyViolation(
+        f'update or delete on table "{parent.name}" violates RESTRICT setting of foreign key '
+        f'constraint "{con.name}" on table "{child.name}"',
+        detail=f"Key {key_text(con.ref_columns, keys, types)} is referenced from table "
+               f'"{child.name}".', sqlstate="23001",
+        schema=child.schema, table=child.name, constraint=con.name)
+
+
+def mixed_nulls(child: TableDef, con: ConstraintDef) -> ForeignKeyViolation:
+    """23503 for a MATCH FULL key that is partly NULL."""
     return ForeignKeyViolation(
         f'insert or update on table "{child.name}" violates foreign key constraint '
         f'"{con.name}"',
@@ -177,21 +211,33 @@ def key_index(parent: Table, con: ConstraintDef) -> int:
         f'"{parent.def_.name}"', sqlstate="42830")
 
 
-def complete_keys(child: TableDef, con: ConstraintDef, rows: pa.Table) -> pa.Table:
-    """The key columns of `rows` (child names) whose keys are checked: MATCH SIMPLE skips a
-    key with any NULL; MATCH FULL also, when all are NULL, and fails on a mix."""
+def complete_keys(con: ConstraintDef, rows: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """The key columns of `rows` (child names) whose keys are checked, and their row
+    positions: a key with a NULL is not (MATCH SIMPLE; MATCH FULL when all are NULL)."""
     cols = [rows.column(c) for c in con.columns]
     if not any(c.null_count for c in cols):
-        return rows.select(list(con.columns))
+        return rows.select(list(con.columns)), np.arange(rows.num_rows)
+    valid = np.ones(rows.num_rows, bool)
+    for c in cols:
+        valid &= np.asarray(pc.is_valid(c))
+    return rows.select(list(con.columns)).filter(pa.array(valid)), np.flatnonzero(valid)
+
+
+def first_mixed(con: ConstraintDef, rows: pa.Table) -> int | None:
+    """MATCH FULL: the first row whose key mixes NULL and non-NULL values, or None."""
+    if con.match != "f":
+        return None
+    cols = [rows.column(c) for c in con.columns]
+    if not any(c.null_count for c in cols):
+        return None
     valid = np.ones(rows.num_rows, bool)
     some = np.zeros(rows.num_rows, bool)
     for c in cols:
         ok = np.asarray(pc.is_valid(c))
         valid &= ok
         some |= ok
-    if con.match == "f" and (some & ~valid).any():
-        raise _mixed_nulls(child, con)
-    return rows.select(list(con.columns)).filter(pa.array(valid))
+    mixed = np.flatnonzero(some & ~valid)
+    return int(mixed[0]) if mixed.size else None
 
 
 def as_parent(keys: pa.Table, con: ConstraintDef, parent: TableDef) -> pa.Table:
@@ -236,6 +282,7 @@ class Enforcer:
         self.autocommit = autocommit
 
     def deferred(self, con: ConstraintDef) -> bool:
+        """Whether `con`'s check waits for COMMIT (never in autocommit)."""
         return not self.autocommit and is_deferred(self.txn, con)
 
     def present(self, parent: Table, con: ConstraintDef, keys: pa.Table) -> np.ndarray:
@@ -291,6 +338,8 @@ class Enforcer:
     # The statement's record --------------------------------------------------------------------
 
     def run(self, changes: list[tuple[str, Table, pa.Table]]) -> None:
+        """Check and act on a statement's record of writes, in order; a delete followed by
+        an insert of as many rows into the same table is an UPDATE (old, new versions)."""
         i = 0
         while i < len(changes):  # actions append to `changes` as they write
             kind, table, rows = changes[i]
@@ -320,17 +369,30 @@ class Enforcer:
                 if not moved.any():
                     continue
                 check = rows.filter(pa.array(moved))
-            keys = complete_keys(d, con, check)
-            if keys.num_rows == 0:
-                continue
-            parent = self.store.tables[con.ref_table]  # type: ignore[index]
             if self.deferred(con):
-                self.txn.deferred_checks.append(("child", table.id, con.name, keys))
+                keys, _ = complete_keys(con, check)
+                if first_mixed(con, check) is not None:
+                    raise mixed_nulls(d, con)
+                if keys.num_rows:
+                    self.txn.deferred_checks.append(("child", table.id, con.name, keys))
                 continue
+            self.check_present(d, con, check)
+
+    def check_present(self, d: TableDef, con: ConstraintDef, rows: pa.Table) -> None:
+        """Every row's key is in the referenced table (or has a NULL): 23503 for the first
+        row that fails, as PostgreSQL's row-by-row check would report."""
+        keys, positions = complete_keys(con, rows)
+        mixed = first_mixed(con, rows)
+        bad = None
+        if keys.num_rows:
+            parent = self.store.tables[con.ref_table]  # type: ignore[index]
             ok = self.present(parent, con, keys)
             if not ok.all():
-                first = int(np.flatnonzero(~ok)[0])
-                raise not_present(d, con, parent.def_, keys.slice(first, 1))
+                bad = int(np.flatnonzero(~ok)[0])
+        if mixed is not None and (bad is None or mixed < positions[bad]):
+            raise mixed_nulls(d, con)
+        if bad is not None:
+            raise not_present(d, con, parent.def_, keys.slice(bad, 1))
 
     def removed(self, parent: Table, old: pa.Table, new: pa.Table | None) -> None:
         """Rows gone from a possibly referenced table (`new`: their new versions, for an
@@ -370,8 +432,8 @@ class Enforcer:
                         continue
                 found = self.referencing_rows(child, con, keys, [])
                 if found.num_rows:
-                    raise still_referenced(parent.def_, con, child.def_,
-                                           found.select(list(con.columns)))
+                    report = still_referenced if action == "a" else restricted
+                    raise report(parent.def_, con, child.def_, found.select(list(con.columns)))
                 continue
             found = self.referencing_rows(child, con, keys, None)
             if found.num_rows == 0:
@@ -387,6 +449,11 @@ class Enforcer:
                                                     con, child.def_))
             else:
                 rows = self._with_defaults(rows, con, child.def_, action == "n")
+                if action == "d":  # a default that is the removed key still references it
+                    again, _ = complete_keys(con, rows)
+                    if again.num_rows and again.join(keys, keys=list(con.columns),
+                                                     join_type="left semi").num_rows:
+                        raise still_referenced(parent.def_, con, child.def_, again)
             self.txn.delete(child, ids)
             self.txn.insert(child, child.coerce(rows))
 

@@ -24,8 +24,8 @@ from sqlvec.errors import (
 )
 from sqlvec.execution import alter, ddl
 from sqlvec.execution.builder import Builder
-from sqlvec.execution.foreign_key_ddl import drop_referencing, truncate_targets
 from sqlvec.execution.expressions import CompileEnv, Frame
+from sqlvec.execution.foreign_key_ddl import drop_referencing, truncate_targets
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.views import alter_view, drop_views, rename_references
 from sqlvec.plan.planner import Planner

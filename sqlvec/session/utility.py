@@ -24,6 +24,7 @@ from sqlvec.errors import (
     SqlVecError,
     UndefinedObject,
 )
+from sqlvec.execution import foreign_keys
 from sqlvec.execution.ddl import skipping_notice
 from sqlvec.session import cursors, transactions
 from sqlvec.session.prepare import SHOW_ALIASES
@@ -219,6 +220,18 @@ def _lock(session: Session, u: Utility, prepared: PreparedStatement, params: lis
     return Result("LOCK TABLE")
 
 
+def _set_constraints(session: Session, u: Utility, prepared: PreparedStatement,
+                     params: list) -> Result:
+    """SET CONSTRAINTS {ALL | name, ...} {DEFERRED | IMMEDIATE}: for the rest of the
+    transaction block (outside one, PostgreSQL's warning and nothing else)."""
+    if not session.explicit or session.txn is None:
+        return Result("SET CONSTRAINTS", notices=[Notice.warning(
+            "SET CONSTRAINTS can only be used in transaction blocks", "25P01")])
+    names = [] if [n.lower() for n in u.options] == ["all"] else list(u.options)
+    foreign_keys.set_constraints(session.store, session.txn, names, u.value == "DEFERRED")
+    return Result("SET CONSTRAINTS")
+
+
 def _accepted(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
     """VACUUM, ANALYZE and UNLISTEN have nothing to do: the store keeps its own statistics
     and compacts in the background, and a session never listens (LISTEN is refused)."""
@@ -253,6 +266,7 @@ HANDLERS: dict[UtilityKind, Handler] = {
     K.DROP_EXTENSION: _drop_extension,
     K.CHECKPOINT: _checkpoint,
     K.LOCK: _lock,
+    K.SET_CONSTRAINTS: _set_constraints,
     K.VACUUM: _accepted,
     K.ANALYZE: _accepted,
     K.UNLISTEN: _accepted,

@@ -65,7 +65,7 @@ def _general_write(session: Session, prepared: PreparedStatement, params: list) 
         try:
             if foreign_keys.involved(session.store, write.table):
                 count, returning = foreign_keys.run_statement(
-                    session.store, txn, lambda: write.run(ctx, txn), autocommit)
+                    session.store, txn, lambda ctx=ctx, txn=txn: write.run(ctx, txn), autocommit)
             else:
                 count, returning = write.run(ctx, txn)
             if autocommit:

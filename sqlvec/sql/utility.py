@@ -46,6 +46,7 @@ class UtilityKind(str, enum.Enum):
     FETCH = "fetch"
     CLOSE = "close"
     ALTER_SYSTEM = "alter_system"
+    SET_CONSTRAINTS = "set_constraints"
 
 
 K = UtilityKind
@@ -76,6 +77,8 @@ _PATTERNS: list[tuple[UtilityKind, re.Pattern]] = [
     (K.SHOW, re.compile(r"SHOW\s+(?P<name>ALL|TRANSACTION\s+ISOLATION\s+LEVEL|TIME\s+ZONE|"
                         r"[A-Za-z_][\w.]*)", re.I)),
     (K.RESET, re.compile(r"RESET\s+(?P<name>ALL|TIME\s+ZONE|[A-Za-z_][\w.]*)", re.I)),
+    (K.SET_CONSTRAINTS, re.compile(r"SET\s+CONSTRAINTS\s+(?P<names>.+?)\s+"
+                                   r"(?P<mode>DEFERRED|IMMEDIATE)", re.I | re.S)),
     (K.SET, re.compile(r"SET(?:\s+(?P<scope>SESSION|LOCAL))?\s+(?P<name>TIME\s+ZONE|NAMES|"
                        r"SESSION\s+CHARACTERISTICS\s+AS\s+TRANSACTION|TRANSACTION|"
                        r"[A-Za-z_][\w.]*)(?:\s*(?:=|\s+TO\s+|\s)\s*(?P<value>.*))?", re.I | re.S)),
@@ -131,6 +134,10 @@ def recognise(statement: str) -> Utility | None:
                 raise SyntaxError_("syntax error at end of input", position=len(statement) + 1)
             return Utility(kind, name=name, value=value.strip(),
                            local=(groups.get("scope") or "").upper() == "LOCAL")
+        if kind is K.SET_CONSTRAINTS:
+            names = tuple(_unquote(n.strip().rpartition(".")[2])
+                          for n in _split_commas(groups["names"]) if n.strip())
+            return Utility(kind, value=groups["mode"].upper(), options=names)
         if kind is K.ALTER_SYSTEM:
             if groups["set"]:
                 return Utility(kind, name=groups["name"].lower(), value=groups["value"].strip())
