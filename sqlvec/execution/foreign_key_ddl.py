@@ -161,9 +161,8 @@ def build(table_def: TableDef, name: str, columns: tuple[str, ...], ref: Referen
         if not _compatible(child, parent):
             raise SqlVecError(
                 f'foreign key constraint "{name}" cannot be implemented', sqlstate="42804",
-                detail=f'Key columns "{col}" of the referencing table and "{ref_col}" of the '
-                       f"referenced table are of incompatible types: {child.format()} and "
-                       f"{parent.format()}.")
+                detail=f'Key columns "{col}" and "{ref_col}" are of incompatible types: '
+                       f"{child.format()} and {parent.format()}.")
     return ConstraintDef(name, "f", catalog.store.allocate_oid(), tuple(columns),
                          validated=validated, deferrable=ref.deferrable, deferred=ref.deferred,
                          ref_table=target.id, ref_columns=tuple(ref_columns),
