@@ -48,9 +48,12 @@ PG_CLASS = parse_columns(
 def _pg_class(o) -> dict:
     out: dict[str, list] = {c: [] for c, _ in PG_CLASS}
     checks: dict[int, int] = {}
+    triggers: set[int] = set()  # both sides of a foreign key (PostgreSQL's RI triggers)
     for con in o.constraints:
         if con.type == "c":
             checks[con.relation] = checks.get(con.relation, 0) + 1
+        elif con.type == "f":
+            triggers.update((con.relation, con.ref_relation))
     for rel in o.relations:
         options = None
         if rel.index is not None and rel.index.options:
@@ -63,7 +66,8 @@ def _pg_class(o) -> dict:
             "reltuples": rel.tuples, "relallvisible": 0, "reltoastrelid": 0,
             "relhasindex": bool(rel.indexes), "relisshared": False, "relpersistence": "p",
             "relkind": rel.kind, "relnatts": len(rel.columns) if rel.kind != "i" else
-            len(rel.columns), "relchecks": checks.get(rel.oid, 0), "relhasrules": False, "relhastriggers": False,
+            len(rel.columns), "relchecks": checks.get(rel.oid, 0), "relhasrules": False,
+            "relhastriggers": rel.oid in triggers,
             "relhassubclass": False, "relrowsecurity": False, "relforcerowsecurity": False,
             "relispopulated": True, "relreplident": "d" if rel.kind == "r" else "n",
             "relispartition": False, "relrewrite": 0, "relfrozenxid": 0, "relminmxid": 0,

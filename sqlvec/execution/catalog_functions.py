@@ -962,6 +962,17 @@ def _srf_keywords(c, args):
     return Value(lambda f: keywords, KEYWORDS_RECORD.array_of(), True), KEYWORDS_RECORD
 
 
+def _srf_partition_ancestors(c, args):
+    """pg_partition_ancestors(rel): a partition's ancestors; no table is partitioned here,
+    so none (psql's \\d asks it for a table's foreign keys)."""
+    regclass = SqlType("regclass")
+    rel = c.compile(args[0])
+    if rel.type.name == "unknown":  # a number is an OID, as `'16384'::regclass` reads it
+        rel = c.compile(exp.Cast(this=args[0], to=exp.DataType.build("regclass",
+                                                                      udt=True)))
+    return _map([rel], lambda f, r: [], regclass.array_of()), regclass
+
+
 def _srf_call(c, call: exp.Expression):
     """A set-returning call of a select list: (lists per input row, element type)."""
     if isinstance(call, exp.Dot):
@@ -1158,6 +1169,8 @@ set_returning("_pg_expandarray", "anyarray -> setof record(x anyelement, n int4)
               schema="information_schema")(_srf_expandarray)
 set_returning("pg_options_to_table", "text[] -> setof record(option_name text, "
               "option_value text)", volatility="s")(_srf_options)
+set_returning("pg_partition_ancestors", "regclass -> setof regclass",
+              volatility="v")(_srf_partition_ancestors)
 set_returning("pg_get_keywords", "-> setof record(word text, catcode char, barelabel bool, "
               "catdesc text, baredesc text)", volatility="s")(_srf_keywords)
 
