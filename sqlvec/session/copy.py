@@ -11,9 +11,11 @@ import pyarrow as pa
 
 from sqlvec.catalog.pg_stat import CopyProgress
 from sqlvec.errors import FeatureNotSupported, InFailedTransaction, SqlVecError, UndefinedColumn
+from sqlvec.execution import foreign_keys
 from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.expressions import CompileEnv, Frame
+from sqlvec.execution.transaction import Transaction
 from sqlvec.session.results import Result, ResultColumn
 from sqlvec.sql.copy import CopyCommand
 from sqlvec.storage.wal import InsertOp
@@ -104,7 +106,14 @@ def copy_in(session: Session, table: str, columns: list[str] | None, rows: pa.Ta
     data = target.coerce(pa.Table.from_arrays(
         [a if isinstance(a, (pa.Array, pa.ChunkedArray)) else pa.array(a) for a in arrays],
         names=d.column_names))
-    if session.explicit:
+    if foreign_keys.involved(session.store, target):  # checked at the end of the batch
+        txn = session.txn if session.explicit else Transaction()
+        assert txn is not None
+        foreign_keys.run_statement(session.store, txn, lambda: txn.insert(target, data),
+                                   not session.explicit)
+        if not session.explicit:
+            session.store.commit(txn.ops())
+    elif session.explicit:
         assert session.txn is not None
         session.txn.insert(target, data)
     else:  # the commit checks keys against committed rows and within the batch itself

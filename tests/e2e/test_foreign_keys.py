@@ -265,3 +265,20 @@ def test_asyncpg_exceptions_carry_the_constraint(servers):
         finally:
             await conn.close()
     asyncio.run(run())
+
+
+def test_copy_into_a_referencing_table_is_checked(servers):
+    ours, theirs = servers
+    results = []
+    for uri in (ours, theirs):
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("CREATE TABLE copy_c (id int, author_id int REFERENCES authors)")
+            with conn.cursor().copy("COPY copy_c FROM STDIN") as copy:
+                copy.write("1\t2\n2\t\\N\n")
+            with pytest.raises(psycopg.errors.ForeignKeyViolation) as caught:
+                with conn.cursor().copy("COPY copy_c FROM STDIN") as copy:
+                    copy.write("3\t2\n4\t77\n")
+            count = conn.execute("SELECT count(*) FROM copy_c").fetchone()
+            results.append((caught.value.diag.message_detail, count))
+    assert results[0] == results[1]
+    assert results[0] == ('Key (author_id)=(77) is not present in table "authors".', (2,))
