@@ -503,5 +503,8 @@ def columns_after_rename(table_def: TableDef, old: str, new: str) -> tuple[Const
             out.append(replace(c, columns=cols, expression=expression,
                                pretty=check_condition_text(cond, renamed, pretty=True)))
             continue
-        out.append(replace(c, columns=cols, expression=expression))
+        refs = c.ref_columns
+        if c.kind == "f" and c.ref_table == table_def.id:  # a table referencing itself
+            refs = tuple(new if x == old else x for x in refs)
+        out.append(replace(c, columns=cols, expression=expression, ref_columns=refs))
     return tuple(out)

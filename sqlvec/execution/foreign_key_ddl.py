@@ -12,7 +12,8 @@ PostgreSQL's `<table>_<columns>_fkey`. Enforcement is execution/foreign_keys.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from sqlglot import exp
 
@@ -203,12 +204,22 @@ def drop_referencing(store: Store, table_ids: set[int], cascade: bool,
     if not found:
         return
     target = store.tables[found[0][1].ref_table].def_  # type: ignore[index]
+    _drop_dependents(store, found, f"table {target.name}", lambda c: "table " + store.tables[
+        c.ref_table].def_.name, cascade, notices)  # type: ignore[index]
+
+
+def _drop_dependents(store: Store, found: list[tuple[TableDef, ConstraintDef]], what: str,
+                     depends_on: Callable[[ConstraintDef], str], cascade: bool,
+                     notices: list[Notice]) -> None:
+    """Foreign keys in the way of dropping `what`: PostgreSQL's 2BP01 (`... depends on
+    <depends_on(c)>`), or with CASCADE dropped, with its NOTICE."""
+    if not found:
+        return
     if not cascade:
-        detail = "\n".join(f"constraint {c.name} on table {d.name} depends on table "
-                           f"{store.tables[c.ref_table].def_.name}"  # type: ignore[index]
+        detail = "\n".join(f"constraint {c.name} on table {d.name} depends on {depends_on(c)}"
                            for d, c in found)
         raise SqlVecError(
-            f"cannot drop table {target.name} because other objects depend on it",
+            f"cannot drop {what} because other objects depend on it",
             sqlstate="2BP01", detail=detail,
             hint="Use DROP ... CASCADE to drop the dependent objects too.")
     if len(found) == 1:
@@ -271,3 +282,52 @@ def validate_existing(store: Store, table, con: ConstraintDef) -> None:
     enforcer = Enforcer(store, Transaction(), True)
     for part in table.snapshot().scan(list(con.columns)):
         enforcer.check_present(table.def_, con, part)
+
+
+def before_alter(store: Store, table, actions: list, notices: list[Notice]) -> dict:
+    """ALTER TABLE of a table others may reference, before it runs: DROP COLUMN of a
+    referenced column and DROP CONSTRAINT of a referenced key are PostgreSQL's 2BP01 (with
+    CASCADE, the foreign keys go). Returns what `after_alter` needs to follow renames: the
+    referenced columns' attnums per referencing constraint."""
+    d = table.def_
+    for action in actions:
+        kind = (action.args.get("kind") or "").upper() if isinstance(action, exp.Drop) else ""
+        cascade = bool(action.args.get("cascade"))
+        for target in (action.args.get("tables") or []) if kind else []:
+            if kind == "COLUMN":
+                found = [(x, c) for x, c in referencing(store, table.id)
+                         if target.name in c.ref_columns]
+                _drop_dependents(store, found, f"column {target.name} of table {d.name}",
+                                 lambda c, n=target.name: f"column {n} of table {d.name}",
+                                 cascade, notices)
+            elif kind == "CONSTRAINT":
+                key = next((k for k in d.unique_keys if k.name == target.name), None)
+                if key is None:
+                    continue
+                found = [(x, c) for x, c in referencing(store, table.id)
+                         if set(c.ref_columns) == set(key.columns)
+                         and not any(set(o.columns) == set(key.columns)
+                                     for o in d.unique_keys if o.name != key.name)]
+                _drop_dependents(store, found, f"constraint {key.name} on table {d.name}",
+                                 lambda c, n=key.name: f"index {n}", cascade, notices)
+    return {(x.id, c.name): [d.column(col).attnum for col in c.ref_columns]
+            for x, c in referencing(store, table.id)}
+
+
+def after_alter(store: Store, table_id: int, attnums: dict) -> None:
+    """After ALTER TABLE: referencing constraints name the referenced columns by their
+    (possibly new) names."""
+    table = store.tables.get(table_id)
+    if table is None or not attnums:
+        return
+    names = {c.attnum: c.name for c in table.def_.columns}
+    for (child_id, name), numbers in attnums.items():
+        child = store.tables.get(child_id)
+        con = child.def_.constraint(name) if child is not None else None
+        if con is None or any(n not in names for n in numbers):
+            continue
+        new = tuple(names[n] for n in numbers)
+        if new != con.ref_columns:
+            store.alter_table(child_id, lambda x, name=name, new=new: x.with_changes(
+                constraints=tuple(replace(c, ref_columns=new) if c.name == name else c
+                                  for c in x.constraints)))

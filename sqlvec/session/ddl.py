@@ -25,7 +25,12 @@ from sqlvec.errors import (
 from sqlvec.execution import alter, ddl
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.expressions import CompileEnv, Frame
-from sqlvec.execution.foreign_key_ddl import drop_referencing, truncate_targets
+from sqlvec.execution.foreign_key_ddl import (
+    after_alter,
+    before_alter,
+    drop_referencing,
+    truncate_targets,
+)
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.views import alter_view, drop_views, rename_references
 from sqlvec.plan.planner import Planner
@@ -120,8 +125,15 @@ def _alter(session: Session, ast: exp.Expression, notices: list[Notice]) -> str:
         context=lambda: session._context([]),
         constant_default=lambda col: _constant_default(session, col),
         notices=notices, transaction=session.txn if session.explicit else None)
+    target = ast.this if (ast.args.get("kind") or "").upper() == "TABLE" else None
+    table = session.catalog.find_table(target.name, target.db or None, path) \
+        if isinstance(target, exp.Table) else None
+    referenced = before_alter(session.store, table, ast.args.get("actions") or [], notices) \
+        if table is not None else {}
     tag = alter.alter(ast, tools, lambda rest: ddl.alter_table(
         rest, session.catalog, path, lambda col: _constant_default(session, col), notices))
+    if referenced:  # referencing constraints follow renamed columns
+        after_alter(session.store, table.id, referenced)
     if renamed is not None:  # views reading the table follow it to its new name
         rename_references(session.catalog, *renamed)
     return tag
