@@ -140,6 +140,28 @@ def _pick(base: str, label: str, taken) -> str:
     return name
 
 
+def _object_name(name1: str, name2: str, label: str) -> str:
+    """PostgreSQL's makeObjectName: `<name1>_<name2>_<label>` within 63 bytes, shortening
+    the longer of the two names one character at a time."""
+    room = _MAX_NAME - len(label) - 2
+    n1, n2 = len(name1), len(name2)
+    while n1 + n2 > room:
+        if n1 > n2:
+            n1 -= 1
+        else:
+            n2 -= 1
+    return f"{name1[:n1]}_{name2[:n2]}_{label}"
+
+
+def _pick_object_name(name1: str, name2: str, label: str, taken) -> str:
+    name = _object_name(name1, name2, label)
+    i = 0
+    while taken(name):
+        i += 1
+        name = _object_name(name1, name2, f"{label}{i}")
+    return name
+
+
 # Operators PostgreSQL's deparser prints between operands, by sqlglot class.
 _OPERATORS = {
     exp.EQ: "=", exp.NEQ: "<>", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<=",
@@ -352,7 +374,8 @@ def name_constraints(table: str, schema: str, specs: list[Spec], catalog: Catalo
             spec.name = _pick(base, "check", constraint_taken)
             used_constraints.add(spec.name)
         elif spec.kind == "f":
-            spec.name = _pick(f"{table}_{'_'.join(spec.columns)}", "fkey", constraint_taken)
+            spec.name = _pick_object_name(table, "_".join(spec.columns)[:_MAX_NAME], "fkey",
+                                          constraint_taken)
             used_constraints.add(spec.name)
     return specs
 
