@@ -420,8 +420,10 @@ SUPPORTED = {
         for ops in ("vector_l2_ops", "vector_cosine_ops", "vector_ip_ops")],
     "btree accepted": ["CREATE INDEX ON t (category)"],
     "`UNIQUE`": ["CREATE UNIQUE INDEX ON t (category, id)"],
-    "`PRIMARY KEY`, `UNIQUE`, `CHECK` and `NOT NULL` constraints": [
-        "CREATE TABLE ck (id int PRIMARY KEY, x int UNIQUE CHECK (x > 0) NOT NULL)"],
+    "`PRIMARY KEY`, `UNIQUE`, `CHECK`, `NOT NULL` and `FOREIGN KEY` constraints": [
+        "CREATE TABLE ck (id int PRIMARY KEY, x int UNIQUE CHECK (x > 0) NOT NULL)",
+        "CREATE TABLE fk (id int PRIMARY KEY, t_id bigint REFERENCES t (id) ON DELETE CASCADE "
+        "DEFERRABLE)", "INSERT INTO fk VALUES (1, 1)"],
 }
 
 UNSUPPORTED = {  # README phrase -> (statement, SQLSTATE)
@@ -433,8 +435,6 @@ UNSUPPORTED = {  # README phrase -> (statement, SQLSTATE)
     "materialized views": ("CREATE MATERIALIZED VIEW v AS SELECT 1", "0A000"),
     "triggers": ("CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()",
                  "0A000"),
-    "foreign keys": ("CREATE TABLE fk (id int PRIMARY KEY, t_id bigint REFERENCES t (id))",
-                     "0A000"),
     "temporary tables": ("CREATE TEMPORARY TABLE tt (id int)", "0A000"),
 }
 
