@@ -590,7 +590,10 @@ class CatalogObjects:
             ref_names = {c.attnum: c.name for c in ref.columns} if ref else {}
             ref_cols = ", ".join(quote_ident(ref_names.get(k, "?")) for k in con.ref_keys)
             target = quote_ident(ref.name) if ref else "?"
-            if ref is not None and ref.schema != "public":
+            # Qualified unless the search path finds it, as PostgreSQL prints it (pg_dump
+            # empties the path, so its ALTER TABLE ... REFERENCES names the schema).
+            path = getattr(self.session, "search_path", ["public"])
+            if ref is not None and not self.visible(ref, path):
                 target = f"{quote_ident(ref.schema)}.{target}"
             text = f"FOREIGN KEY ({cols}) REFERENCES {target}({ref_cols})"
             if con.match == "f":

@@ -282,3 +282,28 @@ def test_copy_into_a_referencing_table_is_checked(servers):
             results.append((caught.value.diag.message_detail, count))
     assert results[0] == results[1]
     assert results[0] == ('Key (author_id)=(77) is not present in table "authors".', (2,))
+
+
+def test_pg_dump_of_foreign_keys_restores(servers):
+    """pg_dump writes foreign keys as ALTER TABLE ONLY ... ADD CONSTRAINT ... REFERENCES
+    public.t(...) after the data (with an empty search_path): restored into sqlvec, they
+    are the same constraints, validated against the loaded rows and enforced."""
+    from tests.e2e.test_pg_dump import pg_dump_binary
+
+    ours, _ = servers
+    tables = ["authors", "books", "reviews", "nodes"]
+    dump = subprocess.run([pg_dump_binary(), "--no-owner", *[f"--table={t}" for t in tables],
+                           ours], capture_output=True, text=True, timeout=120)
+    assert dump.returncode == 0, dump.stderr
+    assert "REFERENCES public.authors(id)" in dump.stdout
+    with psycopg.connect(ours, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS fk_restored")
+        conn.execute("CREATE DATABASE fk_restored")
+    restored = ours.rsplit("/", 1)[0] + "/fk_restored"
+    load = subprocess.run(["psql", restored, "-X", "-q", "-v", "ON_ERROR_STOP=1"],
+                          input=dump.stdout, capture_output=True, text=True, timeout=120)
+    assert load.returncode == 0, load.stderr
+    query = ("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE contype = 'f' "
+             "AND conrelid::regclass::text IN ('books', 'reviews', 'nodes') ORDER BY 1")
+    assert _rows(ours, query) == _rows(restored, query)
+    assert _error(restored, "INSERT INTO reviews VALUES (900, 999)")[0] == "23503"
