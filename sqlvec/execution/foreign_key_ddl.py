@@ -12,14 +12,24 @@ PostgreSQL's `<table>_<columns>_fkey`. Enforcement is execution/foreign_keys.py.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from sqlglot import exp
 
 from sqlvec.catalog.catalog import Catalog
-from sqlvec.errors import FeatureNotSupported, Notice, SqlVecError, UndefinedColumn
+from sqlvec.errors import (
+    FeatureNotSupported,
+    Notice,
+    SqlVecError,
+    UndefinedColumn,
+    UndefinedObject,
+    UndefinedTable,
+)
 from sqlvec.execution.constraint_ddl import Spec, name_constraints
+from sqlvec.execution.constraints import ROW_CHECKS
+from sqlvec.execution.constraints import validate_existing as check_existing
 from sqlvec.execution.foreign_keys import Enforcer
 from sqlvec.execution.transaction import Transaction
 from sqlvec.storage.schema import ConstraintDef, TableDef
@@ -259,21 +269,85 @@ def truncate_targets(store: Store, table_ids: list[int], cascade: bool,
     return out
 
 
+def add_column_references(actions: list, table, catalog: Catalog,
+                          search_path: list[str]) -> None:
+    """ALTER TABLE ... ADD COLUMN c t REFERENCES p: the foreign key, once the column is
+    there (checked against the rows, which hold the column's default)."""
+    added = [a for a in actions if isinstance(a, exp.ColumnDef) and column_foreign_keys(a)]
+    try:
+        for action in added:
+            for name, columns, ref in column_foreign_keys(action):
+                _add(name, columns, ref, table, catalog, search_path, False)
+    except SqlVecError:  # the statement fails as a whole: its new columns go again
+        names = {a.name for a in added}
+        catalog.store.alter_table(table.id, lambda x: x.with_changes(
+            columns=tuple(c for c in x.columns if c.name not in names),
+            constraints=tuple(c for c in x.constraints if not set(c.columns) & names)))
+        raise
+
+
 def add_foreign_key(action: exp.AddConstraint, table, catalog: Catalog,
                     search_path: list[str], not_valid: bool) -> None:
     """ALTER TABLE ... ADD [CONSTRAINT name] FOREIGN KEY ... REFERENCES ..., checked against
     the rows already in the table (23503 as an insert would fail) unless NOT VALID."""
     for node in action.expressions:
         name, columns, ref = foreign_key_of(node)
-        d = table.def_
-        (spec,) = name_constraints(d.name, d.schema, [Spec("f", name, columns, reference=ref)],
-                                   catalog, d)
-        target = resolve_target(ref, catalog, search_path, d)
-        con = build(d, spec.name, columns, ref, target, catalog, validated=not not_valid)
-        if not not_valid:
+        _add(name, columns, ref, table, catalog, search_path, not_valid)
+
+
+def _add(name: str | None, columns: tuple[str, ...], ref: Reference, table, catalog: Catalog,
+         search_path: list[str], not_valid: bool) -> None:
+    """Name, build, check (unless NOT VALID) and add one foreign key of `table`."""
+    d = table.def_
+    (spec,) = name_constraints(d.name, d.schema, [Spec("f", name, columns, reference=ref)],
+                               catalog, d)
+    target = resolve_target(ref, catalog, search_path, d)
+    con = build(d, spec.name, columns, ref, target, catalog, validated=not not_valid)
+    if not not_valid:
+        validate_existing(catalog.store, table, con)
+    catalog.store.alter_table(table.id, lambda x: x.with_changes(
+        constraints=x.constraints + (con,)))
+
+
+_VALIDATE = re.compile(r"TABLE\s+(?P<exists>IF\s+EXISTS\s+)?(?:ONLY\s+)?(?P<table>\S+?)\s+"
+                       r"VALIDATE\s+CONSTRAINT\s+(?P<name>\S+)\s*;?", re.I | re.S)
+
+
+def _ident(text: str) -> str:
+    return text[1:-1].replace('""', '"') if text.startswith('"') else text.lower()
+
+
+def validate_command(text: str, catalog: Catalog, search_path: list[str],
+                     notices: list[Notice]) -> str | None:
+    """ALTER TABLE ... VALIDATE CONSTRAINT name (sqlglot keeps it as text): a foreign key or
+    CHECK added NOT VALID is checked against the rows (23503 / 23514) and marked valid. None
+    when `text` is another ALTER."""
+    m = _VALIDATE.fullmatch(text.strip())
+    if m is None:
+        return None
+    schema, _, name = m["table"].rpartition(".")
+    table = catalog.find_table(_ident(name), _ident(schema) if schema else None, search_path)
+    if table is None:
+        if m["exists"]:
+            notices.append(Notice.notice(f'relation "{_ident(name)}" does not exist, skipping'))
+            return "ALTER TABLE"
+        raise UndefinedTable(f'relation "{_ident(name)}" does not exist')
+    d = table.def_
+    constraint = _ident(m["name"])
+    con = d.constraint(constraint)
+    if con is None and d.pkey_name != constraint:
+        raise UndefinedObject(f'constraint "{constraint}" of relation "{d.name}" does not exist')
+    if con is not None and con.kind not in ("f", "c"):
+        raise SqlVecError(f'constraint "{constraint}" of relation "{d.name}" is not a foreign '
+                          "key or check constraint", sqlstate="42809")
+    if con is not None and not con.validated:
+        if con.kind == "f":
             validate_existing(catalog.store, table, con)
-        catalog.store.alter_table(table.id, lambda x, con=con: x.with_changes(
-            constraints=x.constraints + (con,)))
+        else:
+            check_existing(d, con, lambda: list(table.snapshot().scan(None)), ROW_CHECKS)
+        catalog.store.alter_table(table.id, lambda x: x.with_changes(constraints=tuple(
+            replace(c, validated=True) if c.name == constraint else c for c in x.constraints)))
+    return "ALTER TABLE"
 
 
 def validate_existing(store: Store, table, con: ConstraintDef) -> None:

@@ -26,10 +26,12 @@ from sqlvec.execution import alter, ddl
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.foreign_key_ddl import (
+    add_column_references,
     after_alter,
     before_alter,
     drop_referencing,
     truncate_targets,
+    validate_command,
 )
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.views import alter_view, drop_views, rename_references
@@ -125,6 +127,12 @@ def _alter(session: Session, ast: exp.Expression, notices: list[Notice]) -> str:
         context=lambda: session._context([]),
         constant_default=lambda col: _constant_default(session, col),
         notices=notices, transaction=session.txn if session.explicit else None)
+    if isinstance(ast, exp.Command):  # ALTER TABLE ... VALIDATE CONSTRAINT, kept as text
+        body = ast.expression
+        text = body.name if isinstance(body, exp.Literal) else str(body or "")
+        tag = validate_command(text, session.catalog, path, notices)
+        if tag is not None:
+            return tag
     target = ast.this if (ast.args.get("kind") or "").upper() == "TABLE" else None
     table = session.catalog.find_table(target.name, target.db or None, path) \
         if isinstance(target, exp.Table) else None
@@ -134,6 +142,8 @@ def _alter(session: Session, ast: exp.Expression, notices: list[Notice]) -> str:
         rest, session.catalog, path, lambda col: _constant_default(session, col), notices))
     if referenced:  # referencing constraints follow renamed columns
         after_alter(session.store, table.id, referenced)
+    if table is not None:  # ADD COLUMN ... REFERENCES: the foreign key, now the column exists
+        add_column_references(ast.args.get("actions") or [], table, session.catalog, path)
     if renamed is not None:  # views reading the table follow it to its new name
         rename_references(session.catalog, *renamed)
     return tag
