@@ -18,6 +18,7 @@ import asyncpg
 import psycopg
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from tests.e2e.conftest import start_server
 
@@ -307,3 +308,71 @@ def test_pg_dump_of_foreign_keys_restores(servers):
              "AND conrelid::regclass::text IN ('books', 'reviews', 'nodes') ORDER BY 1")
     assert _rows(ours, query) == _rows(restored, query)
     assert _error(restored, "INSERT INTO reviews VALUES (900, 999)")[0] == "23503"
+
+
+def test_sqlalchemy_models_with_foreign_keys(servers):
+    """create_all / drop_all of ORM models with ForeignKey (ondelete), relationships, and
+    the IntegrityError of a dangling reference."""
+    class Base(DeclarativeBase):
+        pass
+
+    class Shelf(Base):
+        __tablename__ = "orm_shelves"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        books: Mapped[list[Volume]] = relationship(back_populates="shelf",
+                                                   passive_deletes=True)
+
+    class Volume(Base):
+        __tablename__ = "orm_volumes"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        shelf_id: Mapped[int] = mapped_column(sa.ForeignKey("orm_shelves.id",
+                                                            ondelete="CASCADE"))
+        shelf: Mapped[Shelf] = relationship(back_populates="books")
+
+    ours, _ = servers
+    engine = sa.create_engine(ours.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        Base.metadata.create_all(engine)
+        with Session(engine) as session:
+            session.add(Shelf(id=1, books=[Volume(id=1), Volume(id=2)]))
+            session.commit()
+            session.add(Volume(id=3, shelf_id=99))
+            with pytest.raises(sa.exc.IntegrityError) as caught:
+                session.commit()
+            assert caught.value.orig.diag.constraint_name == "orm_volumes_shelf_id_fkey"
+            session.rollback()
+            session.delete(session.get(Shelf, 1))
+            session.commit()
+            assert session.scalar(sa.select(sa.func.count()).select_from(Volume)) == 0
+        assert sa.inspect(engine).get_foreign_keys("orm_volumes")[0]["options"] == \
+            {"ondelete": "CASCADE"}
+        Base.metadata.drop_all(engine)
+    finally:
+        engine.dispose()
+
+
+def test_django_style_migration(servers):
+    """The statements Django's schema editor sends to add a foreign key column: a deferred
+    constraint added with the column, SET CONSTRAINTS around it, in one transaction."""
+    ours, theirs = servers
+    results = []
+    for uri in (ours, theirs):
+        with psycopg.connect(uri) as conn:
+            conn.execute('CREATE TABLE "dj_author" ("id" bigint NOT NULL PRIMARY KEY)')
+            conn.execute('CREATE TABLE "dj_book" ("id" bigint NOT NULL PRIMARY KEY)')
+            conn.execute('INSERT INTO "dj_author" VALUES (1)')
+            conn.execute('INSERT INTO "dj_book" VALUES (1)')
+            conn.execute('ALTER TABLE "dj_book" ADD COLUMN "author_id" bigint DEFAULT 1 NOT '
+                         'NULL CONSTRAINT "dj_book_author_id_fk_dj_author_id" REFERENCES '
+                         '"dj_author"("id") DEFERRABLE INITIALLY DEFERRED')
+            conn.execute('SET CONSTRAINTS "dj_book_author_id_fk_dj_author_id" IMMEDIATE')
+            conn.execute('ALTER TABLE "dj_book" ALTER COLUMN "author_id" DROP DEFAULT')
+            conn.commit()
+            conn.execute('INSERT INTO "dj_book" VALUES (2, 5)')  # deferred: fails at COMMIT
+            with pytest.raises(psycopg.errors.ForeignKeyViolation):
+                conn.commit()
+            results.append(conn.execute(
+                "SELECT conname, condeferred, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = 'dj_book'::regclass AND contype = 'f'").fetchall())
+            conn.rollback()
+    assert results[0] == results[1]
