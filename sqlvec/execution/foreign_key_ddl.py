@@ -32,6 +32,7 @@ from sqlvec.execution.constraints import ROW_CHECKS
 from sqlvec.execution.constraints import validate_existing as check_existing
 from sqlvec.execution.foreign_keys import Enforcer
 from sqlvec.execution.transaction import Transaction
+from sqlvec.sql.binder import sql_type
 from sqlvec.storage.schema import ConstraintDef, TableDef
 from sqlvec.storage.store import Store
 from sqlvec.types import SqlType
@@ -365,6 +366,8 @@ def before_alter(store: Store, table, actions: list, notices: list[Notice]) -> d
     referenced columns' attnums per referencing constraint."""
     d = table.def_
     for action in actions:
+        if isinstance(action, exp.AlterColumn) and action.args.get("dtype") is not None:
+            _check_new_type(store, d, action.this.name, sql_type(action.args["dtype"]))
         kind = (action.args.get("kind") or "").upper() if isinstance(action, exp.Drop) else ""
         cascade = bool(action.args.get("cascade"))
         for target in (action.args.get("tables") or []) if kind else []:
@@ -386,6 +389,26 @@ def before_alter(store: Store, table, actions: list, notices: list[Notice]) -> d
                                  lambda c, n=key.name: f"index {n}", cascade, notices)
     return {(x.id, c.name): [d.column(col).attnum for col in c.ref_columns]
             for x, c in referencing(store, table.id)}
+
+
+def _check_new_type(store: Store, d: TableDef, column: str, new: SqlType) -> None:
+    """ALTER COLUMN ... TYPE of a column of a foreign key, on either side: the key columns
+    must still compare (PostgreSQL's 42804)."""
+    pairs = [(c, c.columns, c.ref_columns, d, store.tables[c.ref_table].def_)  # type: ignore
+             for c in d.constraints if c.kind == "f" and column in c.columns]
+    pairs += [(c, c.columns, c.ref_columns, x, d) for x, c in referencing(store, d.id)
+              if column in c.ref_columns]
+    for con, cols, refs, child, parent in pairs:
+        for col, ref in zip(cols, refs):
+            child_type = new if child.id == d.id and col == column else child.column(col).type
+            parent_type = new if parent.id == d.id and ref == column else \
+                parent.column(ref).type
+            if not _compatible(child_type, parent_type):
+                raise SqlVecError(
+                    f'foreign key constraint "{con.name}" cannot be implemented',
+                    sqlstate="42804",
+                    detail=f'Key columns "{col}" and "{ref}" are of incompatible types: '
+                           f"{child_type.format()} and {parent_type.format()}.")
 
 
 def after_alter(store: Store, table_id: int, attnums: dict) -> None:
