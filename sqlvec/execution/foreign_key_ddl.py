@@ -246,6 +246,17 @@ def _drop_dependents(store: Store, found: list[tuple[TableDef, ConstraintDef]], 
             constraints=tuple(k for k in x.constraints if k.name != name)))
 
 
+def forget_dangling(store: Store) -> None:
+    """After a DROP that took tables with it (DROP SCHEMA ... CASCADE): foreign keys of the
+    tables left that referenced them go too, as PostgreSQL drops them."""
+    for table in list(store.tables.values()):
+        gone = [c.name for c in table.def_.constraints
+                if c.kind == "f" and c.ref_table not in store.tables]
+        if gone:
+            store.alter_table(table.id, lambda x, gone=gone: x.with_changes(
+                constraints=tuple(c for c in x.constraints if c.name not in gone)))
+
+
 def truncate_targets(store: Store, table_ids: list[int], cascade: bool,
                      notices: list[Notice]) -> list[int]:
     """TRUNCATE: the tables to empty. A table referenced from a table not truncated is

@@ -349,7 +349,7 @@ class Enforcer:
         an UPDATE replaced, in the same order)."""
         d = table.def_
         for con in d.constraints:
-            if con.kind != "f" or rows.num_rows == 0:
+            if con.kind != "f" or rows.num_rows == 0 or con.ref_table not in self.store.tables:
                 continue
             check = rows
             if old is not None:

@@ -30,6 +30,7 @@ from sqlvec.execution.foreign_key_ddl import (
     after_alter,
     before_alter,
     drop_referencing,
+    forget_dangling,
     truncate_targets,
     validate_command,
 )
@@ -110,7 +111,10 @@ def _drop(session: Session, ast: exp.Drop, notices: list[Notice]) -> str:
                  for t in ast.args.get("tables") or [ast.this]]
         drop_referencing(session.store, {t.id for t in found if t is not None},
                          bool(ast.args.get("cascade")), notices)
-    return ddl.drop(ast, session.catalog, session.search_path, session.database, notices)
+    tag = ddl.drop(ast, session.catalog, session.search_path, session.database, notices)
+    if (ast.args.get("kind") or "").upper() == "SCHEMA":
+        forget_dangling(session.store)
+    return tag
 
 
 def _alter(session: Session, ast: exp.Expression, notices: list[Notice]) -> str:

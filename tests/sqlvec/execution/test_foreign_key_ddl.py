@@ -92,3 +92,13 @@ def test_not_valid_then_rows_are_checked(session):
     # Rows whose key an UPDATE leaves alone are not checked again, as in PostgreSQL.
     s.execute_one("UPDATE c SET id = 2")
     assert error(s, "UPDATE c SET pid = 8").sqlstate == "23503"
+
+
+def test_drop_schema_cascade_takes_foreign_keys_into_it(session):
+    s = session
+    s.execute_one("CREATE SCHEMA gone")
+    s.execute_one("CREATE TABLE gone.p (id int PRIMARY KEY)")
+    s.execute_one("CREATE TABLE kept (pid int REFERENCES gone.p)")
+    s.execute_one("DROP SCHEMA gone CASCADE")
+    assert rows(s, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'") == [(0,)]
+    s.execute_one("INSERT INTO kept VALUES (5)")
