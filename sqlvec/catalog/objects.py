@@ -335,6 +335,7 @@ class Constraint:
     on_update: str = " "  # f: confupdtype (a r c n d)
     on_delete: str = " "
     match: str = " "
+    delete_set_keys: list[int] = field(default_factory=list)  # f: confdelsetcols
 
 
 @dataclass
@@ -486,7 +487,8 @@ class CatalogObjects:
                 con.oid, con.name, nsp, "f", d.oid, index, attnums, validated=con.validated,
                 deferrable=con.deferrable, deferred=con.deferred, ref_relation=ref.oid,
                 ref_keys=ref_attnums, on_update=con.on_update, on_delete=con.on_delete,
-                match=con.match))
+                match=con.match, delete_set_keys=[d.column(c).attnum for c in
+                                                  con.delete_set_columns if d.has_column(c)]))
 
     # Lookups -------------------------------------------------------------------------------------
 
@@ -603,6 +605,9 @@ class CatalogObjects:
                 text += f" ON UPDATE {actions[con.on_update]}"
             if con.on_delete in actions:
                 text += f" ON DELETE {actions[con.on_delete]}"
+                if con.delete_set_keys:
+                    text += " (" + ", ".join(quote_ident(names.get(k, "?"))
+                                             for k in con.delete_set_keys) + ")"
             return text + suffix
         return f"NOT NULL {cols}"
 

@@ -153,7 +153,8 @@ def _pg_constraint(o) -> dict:
     rows = [(c.oid, c.name, c.namespace, c.type, c.deferrable, c.deferred, c.validated,
              c.relation, 0, c.index, 0, c.ref_relation, c.on_update, c.on_delete, c.match, True,
              0, c.type == "n", list(c.keys),
-             list(c.ref_keys) if c.type == "f" else None, None, None, None, None, None, None)
+             list(c.ref_keys) if c.type == "f" else None, None, None, None,
+             list(c.delete_set_keys) if c.delete_set_keys else None, None, None)
             for c in o.constraints]
     return _rows([c for c, _ in PG_CONSTRAINT], rows)
 

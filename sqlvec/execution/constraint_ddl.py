@@ -529,5 +529,7 @@ def columns_after_rename(table_def: TableDef, old: str, new: str) -> tuple[Const
         refs = c.ref_columns
         if c.kind == "f" and c.ref_table == table_def.id:  # a table referencing itself
             refs = tuple(new if x == old else x for x in refs)
-        out.append(replace(c, columns=cols, expression=expression, ref_columns=refs))
+        out.append(replace(c, columns=cols, expression=expression, ref_columns=refs,
+                           delete_set_columns=tuple(new if x == old else x
+                                                    for x in c.delete_set_columns)))
     return tuple(out)

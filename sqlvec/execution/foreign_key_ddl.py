@@ -64,6 +64,7 @@ class Reference:
     match: str = "s"
     deferrable: bool = False
     deferred: bool = False
+    delete_set_columns: tuple[str, ...] = ()
 
 
 def is_foreign_key(node: exp.Expression) -> bool:
@@ -84,6 +85,16 @@ def reference_of(node: exp.Reference) -> Reference:
     for option in node.args.get("options") or []:
         words = " ".join(str(option).upper().split())
         if words.startswith("ON DELETE ") or words.startswith("ON UPDATE "):
+            words, paren, names = " ".join(str(option).split()).partition(" (")
+            words = words.upper()
+            if paren:  # SET NULL (a, b) / SET DEFAULT (a, b): only these columns are set
+                if words.startswith("ON UPDATE "):
+                    raise FeatureNotSupported(
+                        f"a column list with {words[10:]} is only supported for ON DELETE "
+                        "actions")
+                ref.delete_set_columns = tuple(
+                    n.strip()[1:-1] if n.strip().startswith('"') else n.strip().lower()
+                    for n in names.rstrip(")").split(","))
             action = _ACTIONS.get(words[10:])
             if action is None:
                 raise FeatureNotSupported(f"foreign key action {words[10:]} is not supported")
@@ -168,6 +179,10 @@ def build(table_def: TableDef, name: str, columns: tuple[str, ...], ref: Referen
                and not k.nulls_not_distinct for k in target.unique_keys):
         raise SqlVecError("there is no unique constraint matching given keys for referenced "
                           f'table "{target.name}"', sqlstate="42830")
+    for col in ref.delete_set_columns:
+        if col not in columns:
+            raise SqlVecError(f'column "{col}" referenced in ON DELETE SET action must be part '
+                              "of foreign key", sqlstate="42P10")
     for col, ref_col in zip(columns, ref_columns):
         child, parent = table_def.column(col).type, target.column(ref_col).type
         if not _compatible(child, parent):
@@ -178,7 +193,8 @@ def build(table_def: TableDef, name: str, columns: tuple[str, ...], ref: Referen
     return ConstraintDef(name, "f", catalog.store.allocate_oid(), tuple(columns),
                          validated=validated, deferrable=ref.deferrable, deferred=ref.deferred,
                          ref_table=target.id, ref_columns=tuple(ref_columns),
-                         on_update=ref.on_update, on_delete=ref.on_delete, match=ref.match)
+                         on_update=ref.on_update, on_delete=ref.on_delete, match=ref.match,
+                         delete_set_columns=ref.delete_set_columns)
 
 
 def resolve_target(ref: Reference, catalog: Catalog, search_path: list[str],

@@ -438,7 +438,8 @@ class Enforcer:
                                            as_child(new_moved.select(list(con.ref_columns)),
                                                     con, child.def_))
             else:
-                rows = self._with_defaults(rows, con, child.def_, action == "n")
+                columns = (con.delete_set_columns if new is None else ()) or con.columns
+                rows = self._with_defaults(rows, columns, child.def_, action == "n")
                 if action == "d":  # a default that is the removed key still references it
                     again, _ = complete_keys(con, rows)
                     if again.num_rows and again.join(keys, keys=list(con.columns),
@@ -463,11 +464,12 @@ class Enforcer:
             rows = rows.set_column(i, name, new_keys.column(name).take(pa.array(take)))
         return rows
 
-    def _with_defaults(self, rows: pa.Table, con: ConstraintDef, child: TableDef,
+    def _with_defaults(self, rows: pa.Table, columns: tuple[str, ...], child: TableDef,
                        nulls: bool) -> pa.Table:
-        """ON ... SET NULL / SET DEFAULT: the key columns set to NULL or their defaults."""
+        """ON ... SET NULL / SET DEFAULT: the key columns (or those listed) set to NULL or
+        their defaults."""
         n = rows.num_rows
-        for name in con.columns:
+        for name in columns:
             col = child.column(name)
             arrow = col.type.to_arrow()
             if nulls or col.default is None:

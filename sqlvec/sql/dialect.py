@@ -255,6 +255,26 @@ class SqlVec(Postgres):
         # ALTER TABLE ... ADD CHECK (...): an unnamed table constraint, as in PostgreSQL.
         ADD_CONSTRAINT_KEYWORDS = {"CHECK"}
 
+        def _parse_key_constraint_options(self) -> list[str]:
+            """A foreign key's options, with PostgreSQL's column list after `ON DELETE SET
+            NULL` / `SET DEFAULT`: kept in the option's text (`ON DELETE SET NULL (a, b)`)."""
+            options = []
+            while True:
+                part = super()._parse_key_constraint_options()
+                if not part:
+                    break
+                options.extend(part)
+                if not (part[-1].endswith(" SET NULL") or part[-1].endswith(" SET DEFAULT")) \
+                        or not self._match(TokenType.L_PAREN, advance=False):
+                    break
+                self._advance()
+                names = self._parse_csv(self._parse_id_var)
+                self._match_r_paren()
+                options[-1] += " (" + ", ".join(
+                    f'"{n.name}"' if n.args.get("quoted") else n.name.lower()
+                    for n in names) + ")"
+            return options
+
         def _parse_index_params(self) -> exp.IndexParameters:
             """sqlglot's, plus PostgreSQL's `NULLS [NOT] DISTINCT` after the columns of
             CREATE UNIQUE INDEX (recorded in the node's meta)."""

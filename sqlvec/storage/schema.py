@@ -139,6 +139,7 @@ class ConstraintDef:
     on_update: str = "a"  # a no action, r restrict, c cascade, n set null, d set default
     on_delete: str = "a"
     match: str = "s"  # s simple, f full
+    delete_set_columns: tuple[str, ...] = ()  # ON DELETE SET NULL/DEFAULT (cols): confdelsetcols
 
     def to_json(self) -> dict:
         """The constraint as the manifest stores it (fields at their defaults left out)."""
@@ -162,7 +163,7 @@ class ConstraintDef:
 _CONSTRAINT_DEFAULTS = {
     "expression": None, "pretty": None, "nulls_not_distinct": False, "index_oid": 0, "validated": True,
     "deferrable": False, "deferred": False, "ref_table": None, "ref_columns": (),
-    "on_update": "a", "on_delete": "a", "match": "s",
+    "on_update": "a", "on_delete": "a", "match": "s", "delete_set_columns": (),
 }
 
 
