@@ -17,6 +17,9 @@ def test_foreign_keys_survive_restart_seal_and_compaction(tmp_path):
     s.execute_one("CREATE TABLE p (id int PRIMARY KEY)")
     s.execute_one("CREATE TABLE c (id int, pid int REFERENCES p ON DELETE CASCADE "
                   "DEFERRABLE INITIALLY DEFERRED)")
+    s.execute_one("CREATE TABLE px (a int, b int, PRIMARY KEY (a, b))")
+    s.execute_one("CREATE TABLE cx (a int, b int, FOREIGN KEY (a, b) REFERENCES px "
+                  "ON DELETE SET NULL (b))")
     s.execute_one("INSERT INTO p SELECT g FROM generate_series(1, 100) g")
     s.execute_one("INSERT INTO c SELECT g, g FROM generate_series(1, 100) g")
     store = db.store()
@@ -34,8 +37,9 @@ def test_foreign_keys_survive_restart_seal_and_compaction(tmp_path):
         e = error(s, "INSERT INTO c VALUES (1, 5)")
         assert (e.sqlstate, e.detail) == ("23503", 'Key (pid)=(5) is not present in table "p".')
         s.execute_one("INSERT INTO c VALUES (1, 50)")  # a key in a sealed segment
-        assert rows(s, "SELECT condeferred, confdeltype FROM pg_constraint "
-                       "WHERE contype = 'f'") == [(True, "c")]
+        assert rows(s, "SELECT conname, condeferred, confdeltype, confdelsetcols "
+                       "FROM pg_constraint WHERE contype = 'f' ORDER BY 1") == \
+            [("c_pid_fkey", True, "c", None), ("cx_a_b_fkey", False, "n", [2])]
     finally:
         s.close()
         db.close()
