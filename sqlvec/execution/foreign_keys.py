@@ -239,13 +239,36 @@ def as_parent(keys: pa.Table, con: ConstraintDef, parent: TableDef) -> pa.Table:
 
 
 def as_child(keys: pa.Table, con: ConstraintDef, child: TableDef) -> pa.Table:
-    """Referenced key columns renamed and cast to the referencing columns."""
+    """Referenced key columns renamed and cast to the referencing columns (22003 for a new
+    key ON UPDATE CASCADE cannot store in them)."""
     arrays = []
     for i, col in enumerate(con.columns):
         target = child.column(col).type.to_arrow()
         column = keys.column(i)
-        arrays.append(column if column.type == target else pc.cast(column, target))
+        try:
+            arrays.append(column if column.type == target else pc.cast(column, target))
+        except pa.ArrowInvalid:
+            raise SqlVecError(f"{child.column(col).type.format()} out of range",
+                              sqlstate="22003") from None
     return pa.Table.from_arrays(arrays, names=list(con.columns))
+
+
+def _fitting(keys: pa.Table, columns: tuple[str, ...], table: TableDef) -> np.ndarray | None:
+    """Keys whose integers fit the narrower integer types of `table`'s `columns` (None: all
+    do), so the cast to them cannot overflow."""
+    out = None
+    for i, ref in enumerate(columns):
+        target = table.column(ref).type.to_arrow()
+        column = keys.column(i)
+        if not (pa.types.is_integer(target) and pa.types.is_integer(column.type)) or \
+                column.type.bit_width <= target.bit_width:
+            continue
+        info = np.iinfo(target.to_pandas_dtype())
+        values = np.asarray(column.to_numpy(zero_copy_only=False))
+        ok = (values >= info.min) & (values <= info.max)
+        if not ok.all():
+            out = ok if out is None else out & ok
+    return out
 
 
 def _changed(old: pa.Table, new: pa.Table, columns) -> np.ndarray:
@@ -276,6 +299,12 @@ class Enforcer:
     def present(self, parent: Table, con: ConstraintDef, keys: pa.Table) -> np.ndarray:
         """Per key (child column order, no NULLs), whether the referenced table holds it:
         committed (not deleted by this transaction) or inserted by it. Index lookups only."""
+        fits = _fitting(keys, con.ref_columns, parent.def_)
+        if fits is not None:  # a bigint beyond the referenced integer type is in no row
+            out = np.zeros(keys.num_rows, bool)
+            if fits.any():
+                out[fits] = self.present(parent, con, keys.filter(pa.array(fits)))
+            return out
         rows = as_parent(keys, con, parent.def_)
         i = key_index(parent, con)
         overlay = self.txn.table_overlay(parent.id)
@@ -405,6 +434,11 @@ class Enforcer:
                 keys = keys.filter(pa.array(valid))
                 if new is not None:
                     new_moved = new_moved.filter(pa.array(valid))
+            fits = _fitting(keys, con.columns, child.def_)
+            if fits is not None:  # a key too wide for the referencing columns: unreferenced
+                keys = keys.filter(pa.array(fits))
+                if new is not None:
+                    new_moved = new_moved.filter(pa.array(fits))
             if keys.num_rows == 0:
                 continue
             keys = as_child(keys, con, child.def_)

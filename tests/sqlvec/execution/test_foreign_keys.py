@@ -168,3 +168,26 @@ def test_prepared_single_row_writes_are_checked(session):
     assert error(s, "EXECUTE ins (2, 5)").sqlstate == "23503"
     assert error(s, "EXECUTE del (1)").sqlstate == "23503"
     assert rows(s, "SELECT count(*) FROM p") == [(1,)]
+
+
+def test_a_wider_integer_beyond_the_referenced_type_is_not_present(session):
+    s = session
+    s.execute_one("CREATE TABLE p (id int2 PRIMARY KEY)")
+    s.execute_one("CREATE TABLE c (pid bigint REFERENCES p)")
+    s.execute_one("INSERT INTO p VALUES (1)")
+    s.execute_one("INSERT INTO c VALUES (1)")
+    e = error(s, "INSERT INTO c VALUES (1), (5000000000)")
+    assert (e.sqlstate, e.detail) == (
+        "23503", 'Key (pid)=(5000000000) is not present in table "p".')
+
+
+def test_a_referenced_key_too_wide_for_the_referencing_column(session):
+    s = session
+    s.execute_one("CREATE TABLE p (id bigint PRIMARY KEY)")
+    s.execute_one("CREATE TABLE c (pid int REFERENCES p ON UPDATE CASCADE)")
+    s.execute_one("INSERT INTO p VALUES (1), (5000000000)")
+    s.execute_one("INSERT INTO c VALUES (1)")
+    s.execute_one("DELETE FROM p WHERE id = 5000000000")  # no int can reference it
+    e = error(s, "UPDATE p SET id = 6000000000 WHERE id = 1")
+    assert (e.sqlstate, e.message) == ("22003", "integer out of range")
+    assert rows(s, "SELECT pid FROM c") == [(1,)]
