@@ -30,6 +30,7 @@ deleting a referenced row can still race with one inserting a referencing row.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -58,13 +59,23 @@ T = TypeVar("T")
 ALL = ""
 
 
+# Per store: (manifest generation, ids of the tables on either side of a foreign key).
+_INVOLVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def involved(store: Store, table: Table) -> bool:
     """Whether writes to `table` need foreign-key work: it has foreign keys, or some table's
-    foreign key references it."""
+    foreign key references it. Asked by every write, so answered from a set kept per
+    manifest generation (every change of a table definition writes a manifest)."""
     if any(c.kind == "f" for c in table.def_.constraints):
         return True
-    return any(c.kind == "f" and c.ref_table == table.id
-               for t in list(store.tables.values()) for c in t.def_.constraints)
+    generation = store.generation
+    cached = _INVOLVED.get(store)
+    if cached is None or cached[0] != generation:
+        referenced = {c.ref_table for t in list(store.tables.values())
+                      for c in t.def_.constraints if c.kind == "f"}
+        cached = _INVOLVED[store] = (generation, referenced)
+    return table.id in cached[1]
 
 
 def run_statement(store: Store, txn: Transaction, body: Callable[[], T],
