@@ -93,6 +93,18 @@ def run_statement(store: Store, txn: Transaction, body: Callable[[], T],
     return out
 
 
+def references_others(table: Table) -> bool:
+    """Whether `table` has foreign keys of its own: what an INSERT into it must check (rows
+    added to a referenced table need nothing)."""
+    return any(c.kind == "f" for c in table.def_.constraints)
+
+
+def check_new_rows(store: Store, table: Table, rows: pa.Table) -> None:
+    """The single-row INSERT committed on its own (autocommit, no transaction buffer): its
+    keys looked up in the referenced tables' key indexes before the commit."""
+    Enforcer(store, Transaction(), True).inserted(table, rows, None)
+
+
 def set_constraints(store: Store, txn: Transaction, names: list[str], deferred: bool) -> None:
     """SET CONSTRAINTS (`names` empty: ALL). Named constraints must exist (42704) and be
     DEFERRABLE (42809). Made IMMEDIATE, a constraint's checks deferred so far run now, as

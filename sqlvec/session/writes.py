@@ -33,9 +33,9 @@ def run_write(session: Session, prepared: PreparedStatement, params: list,
     write: WritePlan = prepared.compiled  # type: ignore[assignment]
     result = None
     # Foreign keys are enforced at the end of the statement, over its transaction's record
-    # of writes: the general path only.
+    # of writes: the general path, or the single-row INSERT checking its one row.
     keyed = foreign_keys.involved(session.store, write.table)
-    if write.fast is not None and not keyed:
+    if write.fast is not None:
         result = _fast_insert(session, prepared, params)
     if result is None:
         typed = typed_params(prepared.param_types, params)
@@ -99,11 +99,21 @@ def _fast_insert(session: Session, prepared: PreparedStatement, params: list) ->
     batch = write.fast.row(params, context)  # type: ignore[union-attr]
     if batch is None:
         return None
+    checked = foreign_keys.references_others(write.table)
     if not session.explicit and write.returning is None:
+        if checked:
+            foreign_keys.check_new_rows(session.store, write.table,
+                                        pa.Table.from_batches([batch]))
         session.store.commit([InsertOp(write.table.id, batch)])
         return Result("INSERT 0 1", prepared.columns, None)
     txn = session.txn if session.txn is not None else Transaction()
-    with_ids = txn.insert(write.table, pa.Table.from_batches([batch]))
+    rows = pa.Table.from_batches([batch])
+    if checked:
+        with_ids = foreign_keys.run_statement(session.store, txn,
+                                              lambda: txn.insert(write.table, rows),
+                                              not session.explicit)
+    else:
+        with_ids = txn.insert(write.table, rows)
     returning = None
     if write.returning is not None:
         ctx = context(True)  # converted already: `bind` marks RETURNING as reading them
