@@ -482,7 +482,7 @@ class CatalogObjects:
             for rel in self.relations:
                 if rel.oid == ref.oid:
                     index = next((ix.oid for ix in rel.indexes if ix.unique
-                                  and ix.attnums == ref_attnums), 0)
+                                  and sorted(ix.attnums) == sorted(ref_attnums)), 0)
             self.constraints.append(Constraint(
                 con.oid, con.name, nsp, "f", d.oid, index, attnums, validated=con.validated,
                 deferrable=con.deferrable, deferred=con.deferred, ref_relation=ref.oid,
