@@ -38,12 +38,13 @@ if TYPE_CHECKING:
 
 def run_ddl(session: Session, prepared: PreparedStatement, params: list,
             max_rows: int) -> Result:
-    """Run a DDL statement by its handler; marks an explicit transaction as having changed the
-    schema (which ROLLBACK cannot undo) and drops cached plans."""
+    """Run a DDL statement by its handler and drop cached plans. In a transaction block the
+    block's schema changes are opened first (transactions.py): the statement's effects stay
+    private to the block until COMMIT and ROLLBACK undoes them."""
     ast = prepared.ast
     assert ast is not None
-    if session.txn is not None and session.explicit:
-        session.txn.ddl = True
+    if session.explicit and not _outside_transactions(ast):
+        session.open_schema_changes()
     handler = _HANDLERS.get(type(ast))
     if handler is None:  # pragma: no cover - prepare.py lets only these classes through
         raise FeatureNotSupported(type(ast).__name__)
@@ -51,6 +52,12 @@ def run_ddl(session: Session, prepared: PreparedStatement, params: list,
     tag = handler(session, ast, notices)
     session._plan_cache.clear()
     return Result(tag, notices=notices)
+
+
+def _outside_transactions(ast: exp.Expression) -> bool:
+    """CREATE / DROP DATABASE: refused in a block (25001) by their handlers."""
+    return isinstance(ast, (exp.Create, exp.Drop)) and \
+        (ast.args.get("kind") or "").upper() == "DATABASE"
 
 
 def _exists_notice(name: str) -> Notice:

@@ -181,6 +181,8 @@ def _deallocate(session: Session, u: Utility, prepared: PreparedStatement,
 def _create_extension(session: Session, u: Utility, prepared: PreparedStatement,
                       params: list) -> Result:
     exists = u.name in session.catalog.state.get("extensions", {})
+    if session.explicit:
+        session.open_schema_changes()
     session.catalog.create_extension(u.name, if_not_exists=u.local)
     # PostgreSQL's IF NOT EXISTS notice (extension.c): 42710, duplicate object.
     notices = [Notice.notice(f'extension "{u.name}" already exists, skipping', "42710")] \
@@ -191,6 +193,8 @@ def _create_extension(session: Session, u: Utility, prepared: PreparedStatement,
 def _drop_extension(session: Session, u: Utility, prepared: PreparedStatement,
                     params: list) -> Result:
     exists = u.name in session.catalog.state.get("extensions", {})
+    if session.explicit:
+        session.open_schema_changes()
     session.catalog.drop_extension(u.name, if_exists=u.local)
     notices = [] if exists else [skipping_notice("extension", u.name or "")]
     return Result("DROP EXTENSION", notices=notices)
