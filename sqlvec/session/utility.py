@@ -229,6 +229,14 @@ def _accepted(session: Session, u: Utility, prepared: PreparedStatement, params:
     return Result(u.kind.value.upper())
 
 
+def _vacuum(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    """VACUUM: nothing to do (see `_accepted`), but refused in a transaction block as in
+    PostgreSQL (25001)."""
+    if session.explicit:
+        raise ActiveSqlTransaction("VACUUM cannot run inside a transaction block")
+    return _accepted(session, u, prepared, params)
+
+
 def _listen(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
     raise FeatureNotSupported("LISTEN/NOTIFY is not supported")
 
@@ -257,7 +265,7 @@ HANDLERS: dict[UtilityKind, Handler] = {
     K.DROP_EXTENSION: _drop_extension,
     K.CHECKPOINT: _checkpoint,
     K.LOCK: _lock,
-    K.VACUUM: _accepted,
+    K.VACUUM: _vacuum,
     K.ANALYZE: _accepted,
     K.UNLISTEN: _accepted,
     K.LISTEN: _listen,
