@@ -675,7 +675,9 @@ class Store(StoreBase):
         written: list[Segment] = []
         by_table: dict[int, list] = {}
         for op in ops:
-            by_table.setdefault(op.table_id, []).append(op)
+            if op.table_id in self.tables:  # (writes to a table the block dropped: gone)
+                by_table.setdefault(op.table_id, []).append(op)
+        ops = [op for op in ops if op.table_id in by_table]
         with self._seal_lock, self._manifest_lock, self._commit_lock:
             try:
                 self._drain(housekeeping=False)

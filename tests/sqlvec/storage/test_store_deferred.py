@@ -132,6 +132,19 @@ def test_a_crash_before_commit_recovers_the_state_before_the_changes(tmp_path):
     store.close()
 
 
+def test_writes_to_a_table_dropped_later_in_the_block_are_dropped_with_it(tmp_path):
+    store = open_store(tmp_path)
+    base_id = base(store)
+    store.begin_deferred()
+    store.drop_table(base_id)
+    store.commit_deferred([InsertOp(base_id, pa.table({"id": [3], "v": ["c"]}))])
+    assert store.find_table("base") is None
+    store.close()
+    store = open_store(tmp_path)
+    assert store.find_table("base") is None
+    store.close()
+
+
 def test_a_commit_that_fails_restores_everything(tmp_path):
     store = open_store(tmp_path)
     base_id = base(store)
