@@ -493,10 +493,14 @@ class Session:
     def _shared_ddl_lock(self) -> contextlib.AbstractContextManager:
         """Hold the database's DDL lock shared: wait while another transaction's schema
         changes are open (cancel, statement_timeout and lock_timeout end the wait)."""
+        return self._ddl_lock.shared(self.pid, self._waiting)
+
+    def _waiting(self) -> tuple[Callable[[], None], int]:
+        """What a wait for the DDL lock checks (cancel, statement_timeout) and its limit
+        (lock_timeout, ms)."""
         timeout_ms = self._limit("statement_timeout")
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
-        return self._ddl_lock.shared(self.pid, lambda: self._check_wait(deadline),
-                                     self._limit("lock_timeout"))
+        return (lambda: self._check_wait(deadline)), self._limit("lock_timeout")
 
     def _check_wait(self, deadline: float | None) -> None:
         if self._cancel.is_set():

@@ -16,8 +16,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from sqlvec.errors import SqlVecError
 
@@ -29,35 +28,37 @@ class DdlLock:
     """One database's lock: shared holds per session, one exclusive holder."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._shared: dict[int, int] = {}  # session pid -> holds
         self.owner: int | None = None  # the session whose schema changes are open
         self._waiting_exclusive: set[int] = set()
 
-    @contextmanager
-    def shared(self, pid: int, check_interrupts: Callable[[], None],
-               timeout_ms: int = 0) -> Iterator[None]:
-        """Hold the lock shared for the block: waits while another session holds it
-        exclusively (or waits to: its schema changes go first)."""
-        self._acquire_shared(pid, check_interrupts, timeout_ms)
-        try:
-            yield
-        finally:
-            with self._cond:
-                left = self._shared.get(pid, 1) - 1
-                if left:
-                    self._shared[pid] = left
-                else:
-                    self._shared.pop(pid, None)
-                    self._cond.notify_all()
+    def shared(self, pid: int, waiting: Callable[[], tuple[Callable[[], None], int]]
+               ) -> _SharedHold:
+        """Hold the lock shared for a `with` block: waits while another session holds it
+        exclusively (or waits to: its schema changes go first). `waiting` is asked only when
+        there is a wait: it returns the check for interrupts and the timeout in ms (0: none)."""
+        return _SharedHold(self, pid, waiting)
 
-    def _acquire_shared(self, pid: int, check_interrupts: Callable[[], None],
-                        timeout_ms: int) -> None:
-        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
+    def _acquire_shared(self, pid: int,
+                        waiting: Callable[[], tuple[Callable[[], None], int]]) -> None:
         with self._cond:
-            while not self._may_share(pid):
-                _wait(self._cond, check_interrupts, deadline)
+            if not self._may_share(pid):
+                check_interrupts, timeout_ms = waiting()
+                deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
+                while not self._may_share(pid):
+                    _wait(self._cond, check_interrupts, deadline)
             self._shared[pid] = self._shared.get(pid, 0) + 1
+
+    def _release_shared(self, pid: int) -> None:
+        with self._cond:
+            left = self._shared.get(pid, 1) - 1
+            if left:
+                self._shared[pid] = left
+            else:
+                self._shared.pop(pid, None)
+                if self._waiting_exclusive:
+                    self._cond.notify_all()
 
     def _may_share(self, pid: int) -> bool:
         if self.owner is not None:
@@ -94,6 +95,23 @@ class DdlLock:
             if self.owner == pid:
                 self.owner = None
                 self._cond.notify_all()
+
+
+class _SharedHold:
+    """One shared hold of a `DdlLock`, as a context manager (no generator: it is taken for
+    every statement)."""
+
+    __slots__ = ("lock", "pid", "waiting")
+
+    def __init__(self, lock: DdlLock, pid: int,
+                 waiting: Callable[[], tuple[Callable[[], None], int]]) -> None:
+        self.lock, self.pid, self.waiting = lock, pid, waiting
+
+    def __enter__(self) -> None:
+        self.lock._acquire_shared(self.pid, self.waiting)
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock._release_shared(self.pid)
 
 
 def _wait(cond: threading.Condition, check_interrupts: Callable[[], None],

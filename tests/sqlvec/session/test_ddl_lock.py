@@ -14,20 +14,25 @@ def never() -> None:
     pass
 
 
+def waiting(timeout_ms: int = 0, check=never):
+    """What a session answers when its wait begins: its interrupt check and lock_timeout."""
+    return lambda: (check, timeout_ms)
+
+
 def test_exclusive_holder_keeps_other_sessions_out_until_released():
     lock = DdlLock()
     lock.acquire_exclusive(1, never)
-    with lock.shared(1, never):  # the holder's own statements pass
+    with lock.shared(1, waiting()):  # the holder's own statements pass
         pass
     with pytest.raises(SqlVecError) as err:
-        with lock.shared(2, never, timeout_ms=50):
+        with lock.shared(2, waiting(50)):
             pass
     assert err.value.sqlstate == "55P03"
     assert err.value.message == "canceling statement due to lock timeout"
     entered = threading.Event()
 
     def other() -> None:
-        with lock.shared(2, never):
+        with lock.shared(2, waiting()):
             entered.set()
     thread = threading.Thread(target=other)
     thread.start()
@@ -39,10 +44,10 @@ def test_exclusive_holder_keeps_other_sessions_out_until_released():
 
 def test_exclusive_waits_for_other_sessions_statements_not_its_own():
     lock = DdlLock()
-    with lock.shared(1, never):
+    with lock.shared(1, waiting()):
         lock.acquire_exclusive(1, never)  # its own shared hold does not block it
     lock.release(1)
-    with lock.shared(2, never):
+    with lock.shared(2, waiting()):
         with pytest.raises(SqlVecError) as err:
             lock.acquire_exclusive(1, never, timeout_ms=50)
         assert err.value.sqlstate == "55P03"
@@ -59,7 +64,7 @@ def test_waiting_is_interrupted_by_cancel():
     def cancelled() -> None:
         raise QueryCanceled("canceling statement due to user request")
     with pytest.raises(QueryCanceled):
-        with lock.shared(2, cancelled):
+        with lock.shared(2, waiting(check=cancelled)):
             pass
     lock.release(1)
 
@@ -67,8 +72,8 @@ def test_waiting_is_interrupted_by_cancel():
 def test_two_sessions_upgrading_at_once_is_a_deadlock_for_the_second():
     lock = DdlLock()
     got = threading.Event()
-    with lock.shared(1, never):
-        with lock.shared(2, never):
+    with lock.shared(1, waiting()):
+        with lock.shared(2, waiting()):
             waiter = threading.Thread(target=lambda: (lock.acquire_exclusive(1, never),
                                                       got.set()))
             waiter.start()
