@@ -207,3 +207,33 @@ def test_kill_9_before_commit_loses_all_of_it_after_commit_keeps_all_of_it(tmp_p
         assert not exists(conn, "doomed")
     assert running.stop() == 0, running.log()
     assert "Traceback" not in running.log()
+
+
+def test_sqlalchemy_migration_in_one_transaction_rolls_back_whole(server, table):
+    """What Alembic does with PostgreSQL: the migration's DDL in the connection's transaction,
+    rolled back when a step fails."""
+    sa = pytest.importorskip("sqlalchemy")
+    engine = sa.create_engine(f"postgresql+psycopg://postgres@{server.host}:{server.port}/postgres")
+    metadata = sa.MetaData()
+    sa.Table(f"{table}_a", metadata, sa.Column("id", sa.Integer, primary_key=True),
+             sa.Column("name", sa.Text, nullable=False, unique=True))
+    sa.Table(f"{table}_b", metadata, sa.Column("id", sa.Integer, primary_key=True),
+             sa.Column("a_id", sa.Integer, index=True))
+    try:
+        with pytest.raises(sa.exc.ProgrammingError):
+            with engine.begin() as conn:
+                metadata.create_all(conn)
+                conn.execute(sa.text(f"INSERT INTO {table}_a (name) VALUES ('x')"))
+                conn.execute(sa.text(f"ALTER TABLE {table}_b ADD COLUMN missing_type nosuchtype"))
+        with engine.connect() as conn:
+            assert not sa.inspect(conn).has_table(f"{table}_a")
+            assert not sa.inspect(conn).has_table(f"{table}_b")
+        with engine.begin() as conn:  # the same migration, this time without the bad step
+            metadata.create_all(conn)
+            conn.execute(sa.text(f"INSERT INTO {table}_a (name) VALUES ('x')"))
+        with engine.connect() as conn:
+            assert conn.execute(sa.text(f"SELECT id, name FROM {table}_a")).all() == [(1, "x")]
+            assert [ix["name"] for ix in sa.inspect(conn).get_indexes(f"{table}_b")] == \
+                [f"ix_{table}_b_a_id"]
+    finally:
+        engine.dispose()
