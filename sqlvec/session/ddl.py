@@ -43,8 +43,15 @@ def run_ddl(session: Session, prepared: PreparedStatement, params: list,
     private to the block until COMMIT and ROLLBACK undoes them."""
     ast = prepared.ast
     assert ast is not None
-    if session.explicit and not _outside_transactions(ast):
-        session.open_schema_changes()
+    if session.explicit:
+        kind = (ast.args.get("kind") or "").upper() if isinstance(ast, (exp.Create, exp.Drop)) \
+            else ""
+        if kind == "INDEX" and ast.args.get("concurrently"):  # PostgreSQL's refusal
+            verb = "CREATE" if isinstance(ast, exp.Create) else "DROP"
+            raise ActiveSqlTransaction(
+                f"{verb} INDEX CONCURRENTLY cannot run inside a transaction block")
+        if kind != "DATABASE":  # (refused by its handler: 25001)
+            session.open_schema_changes()
     handler = _HANDLERS.get(type(ast))
     if handler is None:  # pragma: no cover - prepare.py lets only these classes through
         raise FeatureNotSupported(type(ast).__name__)
@@ -52,12 +59,6 @@ def run_ddl(session: Session, prepared: PreparedStatement, params: list,
     tag = handler(session, ast, notices)
     session._plan_cache.clear()
     return Result(tag, notices=notices)
-
-
-def _outside_transactions(ast: exp.Expression) -> bool:
-    """CREATE / DROP DATABASE: refused in a block (25001) by their handlers."""
-    return isinstance(ast, (exp.Create, exp.Drop)) and \
-        (ast.args.get("kind") or "").upper() == "DATABASE"
 
 
 def _exists_notice(name: str) -> Notice:

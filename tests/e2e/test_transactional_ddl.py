@@ -154,7 +154,10 @@ def test_rollback_to_savepoint_undoes_the_ddl_after_it(server, base):
 
 def test_statements_postgresql_refuses_in_a_block_keep_25001(server):
     with psycopg.connect(server.conninfo(), autocommit=True) as conn:
-        for statement in ("CREATE DATABASE txddl_never", "VACUUM"):
+        conn.execute("CREATE TABLE IF NOT EXISTS txddl_refused (a int)")
+        for statement in ("CREATE DATABASE txddl_never", "VACUUM",
+                          "CREATE INDEX CONCURRENTLY txddl_i ON txddl_refused (a)",
+                          "DROP INDEX CONCURRENTLY txddl_i"):
             conn.execute("BEGIN")
             with pytest.raises(psycopg.errors.ActiveSqlTransaction):
                 conn.execute(statement)
