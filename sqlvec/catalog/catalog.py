@@ -49,7 +49,9 @@ class Catalog:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._lock = threading.RLock()
-        self._seq_values: dict[str, int | None] = {}
+        # Last values handed out, by key and OID: a sequence created again under the same
+        # name (after a rolled-back CREATE, or DROP and CREATE) starts afresh.
+        self._seq_values: dict[tuple[str, int], int | None] = {}
         if "schemas" not in store.catalog:
             store.update_catalog(lambda c: {
                 **c,
@@ -176,7 +178,8 @@ class Catalog:
                 self.store.update_catalog(lambda c: {
                     **c, "sequences": {k: v for k, v in c["sequences"].items() if k not in owned}})
                 for key in owned:
-                    self._seq_values.pop(key, None)
+                    for known in [k for k in self._seq_values if k[0] == key]:
+                        self._seq_values.pop(known, None)
 
     # Sequences ----------------------------------------------------------------------------------
 
@@ -213,15 +216,15 @@ class Catalog:
             if reserved is None or (inc > 0 and top > reserved) or (inc < 0 and top < reserved):
                 new_reserved = top + inc * SEQUENCE_BLOCK
                 self.store.update_catalog(lambda c: _set_seq(c, key, value=top, reserved=new_reserved))
-            self._seq_values[key] = top
+            self._seq_values[(key, int(seq["oid"]))] = top
             return values
 
     def _last_value(self, key: str, seq: dict) -> int | None:
         """The last value handed out, as far as this process knows: after a restart values up
         to the reserved block's end may have been handed out already, so counting resumes
         after it (as PostgreSQL's sequences skip what they logged ahead after a crash)."""
-        if key in self._seq_values:
-            return self._seq_values[key]
+        if (key, int(seq["oid"])) in self._seq_values:
+            return self._seq_values[(key, int(seq["oid"]))]
         reserved = seq.get("reserved")
         return seq["value"] if reserved is None else reserved
 
@@ -232,13 +235,14 @@ class Catalog:
             seq = self.sequence(key)
             last = value if is_called else value - int(seq["increment"])
             self.store.update_catalog(lambda c: _set_seq(c, key, value=last, reserved=last))
-            self._seq_values[key] = last
+            self._seq_values[(key, int(seq["oid"]))] = last
             return value
 
     def currval_of(self, key: str) -> int | None:
         """The sequence's last value handed out (None before the first nextval): the live one,
         which pg_sequences and `SELECT last_value FROM seq` show."""
-        return self._seq_values.get(key, self.sequence(key)["value"])
+        seq = self.sequence(key)
+        return self._seq_values.get((key, int(seq["oid"])), seq["value"])
 
     # Extensions ---------------------------------------------------------------------------------
 

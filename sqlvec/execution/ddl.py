@@ -1,8 +1,9 @@
 """CREATE / DROP / ALTER statements: tables, indexes, schemas, sequences, extensions, databases.
 
-DDL takes effect immediately and durably (a new manifest version). Inside a transaction block
-it is not undone by ROLLBACK; the session warns when that happens. ALTER TABLE's column and
-table actions are in alter.py; `alter_table` here gets the constraint actions.
+DDL takes effect at once in the store: durably (a new manifest version) in autocommit, in
+memory only inside a transaction block, whose COMMIT writes it and whose ROLLBACK undoes it
+(session/transactions.py, `Store.begin_deferred`). ALTER TABLE's column and table actions are
+in alter.py; `alter_table` here gets the constraint actions.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ class TableOverlay:
 
 
 class Transaction:
-    """Buffered writes of one session; `ddl` records statements that cannot be rolled back.
+    """Buffered writes of one session.
 
     `early_checks=False` leaves every key check to the commit: for a statement that commits
     on its own with nothing to evaluate between its writes and its commit (no RETURNING, no
@@ -117,7 +117,6 @@ class Transaction:
     def __init__(self, early_checks: bool = True) -> None:
         self.overlays: dict[int, TableOverlay] = {}
         self._next_provisional = -1
-        self.ddl = False
         self.early_checks = early_checks
         # Foreign keys (foreign_keys.py): while set, told of every batch of rows inserted
         # ("i", with row ids) and deleted ("d", the rows as they were); the checks deferred

@@ -15,6 +15,7 @@ session and committed as one WAL record. `run` hands each statement kind to its 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -57,13 +58,14 @@ from sqlvec.session import ddl, queries, statement_log, writes
 from sqlvec.session import utility as utility_statements
 from sqlvec.session.advisory_locks import AdvisoryLocks, locks_of
 from sqlvec.session.cursors import Cursor
+from sqlvec.session.ddl_lock import ddl_lock_of
 from sqlvec.session.plan_cache import PlanCache
 from sqlvec.session.prepare import plan_statement
 from sqlvec.session.results import PreparedStatement, Result, ResultColumn, StatementKind
 from sqlvec.sql.copy import CopyCommand
 from sqlvec.sql.normalize import normalize, query_id
-from sqlvec.sql.statements import split_with_offsets
-from sqlvec.sql.utility import UtilityKind
+from sqlvec.sql.statements import first_word, split_with_offsets
+from sqlvec.sql.utility import UtilityKind, recognise
 from sqlvec.storage.store import return_free_memory
 from sqlvec.types import TYPES_BY_OID, SqlType
 
@@ -74,6 +76,13 @@ Runner = Callable[["Session", PreparedStatement, list, int], Result]
 
 # Statements allowed in a failed transaction block (everything else is 25P02).
 _RUN_IN_FAILED_BLOCK = (UtilityKind.ROLLBACK, UtilityKind.COMMIT, UtilityKind.ROLLBACK_TO)
+# Statements that read and write no table or catalog object: they never wait for another
+# transaction's schema changes (ddl_lock.py).
+_NO_DDL_LOCK = frozenset((
+    UtilityKind.BEGIN, UtilityKind.ROLLBACK, UtilityKind.SAVEPOINT, UtilityKind.RELEASE,
+    UtilityKind.ROLLBACK_TO, UtilityKind.SET, UtilityKind.RESET, UtilityKind.SHOW,
+    UtilityKind.DISCARD, UtilityKind.DEALLOCATE, UtilityKind.LISTEN, UtilityKind.UNLISTEN,
+    UtilityKind.CLOSE, UtilityKind.ALTER_SYSTEM))
 
 
 def _empty(session: Session, prepared: PreparedStatement, params: list, max_rows: int) -> Result:
@@ -143,7 +152,12 @@ class Session:
         self.explicit = False
         self.prepared: dict[str, PreparedStatement] = {}  # SQL-level PREPARE
         self.cursors: dict[str, Cursor] = {}  # DECLARE ... CURSOR
-        self.savepoints: list[tuple[str, object]] = []  # (name, buffered writes then)
+        # (name, buffered writes then, the schema as it was then if it was being changed)
+        self.savepoints: list[tuple[str, object, object]] = []
+        # The database's lock for schema changes in transaction blocks (ddl_lock.py); this
+        # session holds it exclusively while `ddl_open`.
+        self._ddl_lock = ddl_lock_of(database, name)
+        self.ddl_open = False
         self._advisory_xact = False  # holds transaction-level advisory locks
         self._plan_cache = PlanCache()
         self._limits: dict[str, tuple[str, int]] = {}  # settings with units: text, base units
@@ -350,7 +364,8 @@ class Session:
         try:
             if len(split_with_offsets(sql)) > 1:
                 raise SyntaxError_("cannot insert multiple commands into a prepared statement")
-            prepared = plan_statement(self, sql, given)
+            with self._planning_lock(sql):
+                prepared = plan_statement(self, sql, given)
         except SqlVecError:
             self._fail()  # a statement that fails to parse or plan fails the block too
             raise
@@ -412,11 +427,12 @@ class Session:
         outcome: str | None = "XX000"  # SQLSTATE of the error; None once it succeeded
         try:
             try:
-                if len(prepared.sql) <= stack.INLINE_TEXT:  # (run_deep would run it here)
-                    result = RUNNERS[prepared.kind](self, prepared, params or [], max_rows)
-                else:
-                    result = stack.run_deep(prepared.sql,
-                                            lambda: self._run(prepared, params or [], max_rows))
+                with self._statement_lock(prepared):
+                    if len(prepared.sql) <= stack.INLINE_TEXT:  # (run_deep would run it here)
+                        result = RUNNERS[prepared.kind](self, prepared, params or [], max_rows)
+                    else:
+                        result = stack.run_deep(
+                            prepared.sql, lambda: self._run(prepared, params or [], max_rows))
                 if self._notices:
                     result.notices = [*self._notices, *result.notices]
                     self._notices = []
@@ -471,6 +487,78 @@ class Session:
             self._userid = int(role["oid"]) if role else BOOTSTRAP_SUPERUSER_OID
         self.database.statement_stats.record(self._userid, database_oid(self.database_name),
                                              key[0], key[1], seconds * 1000.0, rows)
+
+    # Schema changes in transaction blocks (ddl_lock.py) ---------------------------------------------
+
+    def _shared_ddl_lock(self) -> contextlib.AbstractContextManager:
+        """Hold the database's DDL lock shared: wait while another transaction's schema
+        changes are open (cancel, statement_timeout and lock_timeout end the wait)."""
+        return self._ddl_lock.shared(self.pid, self._waiting)
+
+    def _waiting(self) -> tuple[Callable[[], None], int]:
+        """What a wait for the DDL lock checks (cancel, statement_timeout) and its limit
+        (lock_timeout, ms)."""
+        timeout_ms = self._limit("statement_timeout")
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
+        return (lambda: self._check_wait(deadline)), self._limit("lock_timeout")
+
+    def _check_wait(self, deadline: float | None) -> None:
+        if self._cancel.is_set():
+            raise QueryCanceled("canceling statement due to user request")
+        if deadline is not None and time.monotonic() > deadline:
+            raise QueryCanceled("canceling statement due to statement timeout")
+
+    def _statement_lock(self, prepared: PreparedStatement) -> contextlib.AbstractContextManager:
+        """The DDL lock a statement runs under: none for those that touch no data (and for
+        COMMIT of a transaction that wrote nothing)."""
+        u = prepared.utility
+        if prepared.kind is StatementKind.EMPTY or self.ddl_open or (u is not None and (
+                u.kind in _NO_DDL_LOCK or (u.kind is UtilityKind.COMMIT
+                                           and (self.txn is None or self.txn.empty)))):
+            return contextlib.nullcontext()
+        return self._shared_ddl_lock()
+
+    def _planning_lock(self, sql: str) -> contextlib.AbstractContextManager:
+        """The DDL lock planning `sql` takes: planning reads the catalog."""
+        if self.ddl_open or first_word(sql) == "copy":
+            return contextlib.nullcontext()
+        u = recognise(sql)
+        if u is not None and (u.kind in _NO_DDL_LOCK or u.kind is UtilityKind.COMMIT):
+            return contextlib.nullcontext()
+        return self._shared_ddl_lock()
+
+    def open_schema_changes(self) -> None:
+        """The first DDL statement of a transaction block: take the DDL lock exclusively
+        (waiting for other sessions' statements to end) and open the store's deferred
+        schema changes, which COMMIT writes and ROLLBACK undoes."""
+        if self.ddl_open:
+            return
+        timeout_ms = self._limit("statement_timeout")
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
+        self._ddl_lock.acquire_exclusive(self.pid, lambda: self._check_wait(deadline),
+                                         self._limit("lock_timeout"))
+        try:
+            self.store.begin_deferred()
+        except BaseException:
+            self._ddl_lock.release(self.pid)
+            raise
+        self.ddl_open = True
+
+    def close_schema_changes(self, commit_ops: list | None) -> None:
+        """The end of a transaction block that changed the schema: commit its changes with
+        `commit_ops` (its writes) in one manifest version, or (None) roll them back; the DDL
+        lock is released either way."""
+        if not self.ddl_open:
+            return
+        try:
+            if commit_ops is None:
+                self.store.rollback_deferred()
+            else:
+                self.store.commit_deferred(commit_ops)
+        finally:
+            self.ddl_open = False
+            self._ddl_lock.release(self.pid)
+            self._plan_cache.clear()
 
     def _run(self, prepared: PreparedStatement, params: list, max_rows: int) -> Result:
         """Run `prepared` through the handler of its kind (also for statements inside other
@@ -533,11 +621,13 @@ class Session:
 
     def copy_columns(self, command: CopyCommand) -> list[ResultColumn]:
         """The columns COPY FROM fills, in the order its data gives them."""
-        return copy_statements.copy_columns(self, command)
+        with self._shared_ddl_lock():
+            return copy_statements.copy_columns(self, command)
 
     def copy_in(self, table: str, columns: list[str] | None, rows: pa.Table) -> int:
         """COPY ... FROM: insert decoded rows into `table`; returns the row count."""
-        return copy_statements.copy_in(self, table, columns, rows)
+        with self._shared_ddl_lock():
+            return copy_statements.copy_in(self, table, columns, rows)
 
     def copy_progress(self, command: CopyCommand) -> CopyProgress:
         """Start showing a COPY in pg_stat_progress_copy: the front end adds the bytes it moves
@@ -550,7 +640,8 @@ class Session:
 
     def copy_query(self, command: CopyCommand) -> Result:
         """COPY ... TO: the rows to send (the table's, or the query's)."""
-        return copy_statements.copy_query(self, command)
+        with self._shared_ddl_lock():
+            return copy_statements.copy_query(self, command)
 
     # Cursors as protocol portals ---------------------------------------------------------------------
 
@@ -585,6 +676,7 @@ class Session:
             return
         self._closed = True
         self.txn = None
+        self.close_schema_changes(None)
         self._advisory_locks().release_all(self.pid, session=True, xact=True)
         self.database.unregister_session(self)
 

@@ -47,12 +47,20 @@ if TYPE_CHECKING:
 
 def run_ddl(session: Session, prepared: PreparedStatement, params: list,
             max_rows: int) -> Result:
-    """Run a DDL statement by its handler; marks an explicit transaction as having changed the
-    schema (which ROLLBACK cannot undo) and drops cached plans."""
+    """Run a DDL statement by its handler and drop cached plans. In a transaction block the
+    block's schema changes are opened first (transactions.py): the statement's effects stay
+    private to the block until COMMIT and ROLLBACK undoes them."""
     ast = prepared.ast
     assert ast is not None
-    if session.txn is not None and session.explicit:
-        session.txn.ddl = True
+    if session.explicit:
+        kind = (ast.args.get("kind") or "").upper() if isinstance(ast, (exp.Create, exp.Drop)) \
+            else ""
+        if kind == "INDEX" and ast.args.get("concurrently"):  # PostgreSQL's refusal
+            verb = "CREATE" if isinstance(ast, exp.Create) else "DROP"
+            raise ActiveSqlTransaction(
+                f"{verb} INDEX CONCURRENTLY cannot run inside a transaction block")
+        if kind != "DATABASE":  # (refused by its handler: 25001)
+            session.open_schema_changes()
     handler = _HANDLERS.get(type(ast))
     if handler is None:  # pragma: no cover - prepare.py lets only these classes through
         raise FeatureNotSupported(type(ast).__name__)

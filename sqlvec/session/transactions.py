@@ -3,7 +3,13 @@ ROLLBACK TO.
 
 A block buffers its writes in one `Transaction` (execution/transaction.py) and commits them as
 one WAL record at COMMIT. A savepoint is a copy of the buffered writes as they were; ROLLBACK
-TO puts that copy back. Schema changes are not transactional (a WARNING at ROLLBACK says so).
+TO puts that copy back.
+
+DDL in a block is transactional, as in PostgreSQL: its first DDL statement takes the database's
+DDL lock (ddl_lock.py) and opens the store's deferred schema changes (`Store.begin_deferred`),
+made in memory and written to no manifest; COMMIT writes them with the block's writes as one
+manifest version, ROLLBACK (or COMMIT of a failed block, or the session's end) puts the
+state from before them back, and ROLLBACK TO SAVEPOINT the state the savepoint saw.
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ if TYPE_CHECKING:
 # PostgreSQL's warnings for transaction control out of place (xact.c).
 ALREADY_IN_PROGRESS = Notice.warning("there is already a transaction in progress", "25001")
 NOT_IN_PROGRESS = Notice.warning("there is no transaction in progress", "25P01")
-DDL_NOT_ROLLED_BACK = Notice.warning("schema changes made in this transaction were not rolled back")
 
 
 def begin(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
@@ -42,6 +47,9 @@ def commit(session: Session, u: Utility, prepared: PreparedStatement, params: li
     txn = session.txn
     session.explicit, session.failed, session.txn = False, False, None
     end_of_block(session, failed)
+    if session.ddl_open:
+        session.close_schema_changes(None if failed else txn.ops() if txn is not None else [])
+        return Result("ROLLBACK" if failed else "COMMIT")
     if failed:
         return Result("ROLLBACK")
     if txn is not None and txn.deferred_checks:
@@ -52,16 +60,13 @@ def commit(session: Session, u: Utility, prepared: PreparedStatement, params: li
 
 
 def rollback(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
-    """ROLLBACK: drops the transaction's changes; DDL already committed cannot be undone, which a
-    warning says."""
+    """ROLLBACK: drops the transaction's writes and undoes its schema changes."""
     if not session.explicit:
         return Result("ROLLBACK", notices=[NOT_IN_PROGRESS])
-    notices = []
-    if session.txn is not None and session.txn.ddl:
-        notices.append(DDL_NOT_ROLLED_BACK)
     session.explicit, session.failed, session.txn = False, False, None
     end_of_block(session, True)
-    return Result("ROLLBACK", notices=notices)
+    session.close_schema_changes(None)
+    return Result("ROLLBACK")
 
 
 def savepoint(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
@@ -69,7 +74,8 @@ def savepoint(session: Session, u: Utility, prepared: PreparedStatement, params:
     25P01."""
     if not session.explicit:
         raise SqlVecError("SAVEPOINT can only be used in transaction blocks", sqlstate="25P01")
-    session.savepoints.append((u.name or "", _txn_state(session.txn)))
+    schema = session.store.image() if session.ddl_open else None
+    session.savepoints.append((u.name or "", _txn_state(session.txn), schema))
     return Result("SAVEPOINT")
 
 
@@ -86,6 +92,9 @@ def rollback_to(session: Session, u: Utility, prepared: PreparedStatement,
         raise SqlVecError("ROLLBACK TO SAVEPOINT can only be used in transaction blocks",
                           sqlstate="25P01")
     i = _savepoint_index(session, u.name or "")
+    if session.ddl_open:  # the schema as the savepoint saw it (None: before any change)
+        session.store.restore(session.savepoints[i][2])
+        session._plan_cache.clear()
     session.txn = _txn_restore(session.txn, session.savepoints[i][1])
     del session.savepoints[i + 1:]
     session.failed = False

@@ -182,6 +182,8 @@ def _deallocate(session: Session, u: Utility, prepared: PreparedStatement,
 def _create_extension(session: Session, u: Utility, prepared: PreparedStatement,
                       params: list) -> Result:
     exists = u.name in session.catalog.state.get("extensions", {})
+    if session.explicit:
+        session.open_schema_changes()
     session.catalog.create_extension(u.name, if_not_exists=u.local)
     # PostgreSQL's IF NOT EXISTS notice (extension.c): 42710, duplicate object.
     notices = [Notice.notice(f'extension "{u.name}" already exists, skipping', "42710")] \
@@ -192,6 +194,8 @@ def _create_extension(session: Session, u: Utility, prepared: PreparedStatement,
 def _drop_extension(session: Session, u: Utility, prepared: PreparedStatement,
                     params: list) -> Result:
     exists = u.name in session.catalog.state.get("extensions", {})
+    if session.explicit:
+        session.open_schema_changes()
     session.catalog.drop_extension(u.name, if_exists=u.local)
     notices = [] if exists else [skipping_notice("extension", u.name or "")]
     return Result("DROP EXTENSION", notices=notices)
@@ -238,6 +242,14 @@ def _accepted(session: Session, u: Utility, prepared: PreparedStatement, params:
     return Result(u.kind.value.upper())
 
 
+def _vacuum(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
+    """VACUUM: nothing to do (see `_accepted`), but refused in a transaction block as in
+    PostgreSQL (25001)."""
+    if session.explicit:
+        raise ActiveSqlTransaction("VACUUM cannot run inside a transaction block")
+    return _accepted(session, u, prepared, params)
+
+
 def _listen(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
     raise FeatureNotSupported("LISTEN/NOTIFY is not supported")
 
@@ -267,7 +279,7 @@ HANDLERS: dict[UtilityKind, Handler] = {
     K.CHECKPOINT: _checkpoint,
     K.LOCK: _lock,
     K.SET_CONSTRAINTS: _set_constraints,
-    K.VACUUM: _accepted,
+    K.VACUUM: _vacuum,
     K.ANALYZE: _accepted,
     K.UNLISTEN: _accepted,
     K.LISTEN: _listen,

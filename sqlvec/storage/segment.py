@@ -170,6 +170,15 @@ class Segment(SegmentData):
         self._indexes.pop(name, None)
         self.index_files.pop(name, None)
 
+    def attachments(self) -> tuple[dict, dict]:
+        """The attached indexes and their files, as a copy to `restore_attachments` later
+        (schema changes rolled back)."""
+        return dict(self._indexes), dict(self.index_files)
+
+    def restore_attachments(self, saved: tuple[dict, dict]) -> None:
+        """Put back the indexes `attachments` returned."""
+        self._indexes, self.index_files = dict(saved[0]), dict(saved[1])
+
     def _calibration(self, name: str) -> list:
         index = self._indexes.get(name)
         return index.calibration if index is not None else []

@@ -364,6 +364,9 @@ class Store(StoreBase):
         self._lock_fd: int | None = None  # the directory's LOCK, held from open to close
         # Manifest versions and WAL records running backups need (backup.py).
         self._pins = BackupPins(directory)
+        # An open transaction's schema changes (`begin_deferred`): applied in memory, written
+        # by no manifest until `commit_deferred`.
+        self._deferred: _Deferred | None = None
 
     # Opening and closing ------------------------------------------------------------------------
 
@@ -487,6 +490,9 @@ class Store(StoreBase):
             if table is None:
                 raise UndefinedTable(f"table {table_id} does not exist")
             self._commit_manifest_or_undo(lambda: self.tables.__setitem__(table_id, table))
+            if self._deferred is not None:  # its files go once the drop is committed
+                self._deferred.dropped_tables.append(table)
+                return
         with self._pins.guard() as pins:
             if not pins.active:  # else garbage collection removes them once unpinned
                 shutil.rmtree(table.directory, ignore_errors=True)
@@ -586,6 +592,12 @@ class Store(StoreBase):
                 seg.detach_index(ix.name)
         with self._manifest_lock:
             self._commit_manifest()
+            if self._deferred is not None:  # the files go once the drop is committed
+                self._deferred.dropped_indexes.extend((table, ix) for ix in gone)
+                return
+        self._remove_index_files(table, gone)
+
+    def _remove_index_files(self, table: Table, gone: Sequence[IndexDef]) -> None:
         with self._pins.guard() as pins:  # a backup copying an older version: they go later
             names = [] if pins.active else os.listdir(table.directory)
         for ix in gone:
@@ -605,6 +617,140 @@ class Store(StoreBase):
             self._commit_manifest_or_undo(lambda: setattr(self, "catalog", old))
             return self.catalog
 
+    # Transactional schema changes -------------------------------------------------------------
+
+    @property
+    def deferred(self) -> bool:
+        """Whether a transaction's schema changes are open (no manifest is written meanwhile)."""
+        return self._deferred is not None
+
+    def begin_deferred(self) -> None:
+        """Open a transaction's schema changes: from now on every catalog and definition change
+        is made in memory only, where the transaction's own statements see it, and the latest
+        manifest on disk stays what a crash recovers. The caller keeps every other writer and
+        reader of this database out until `commit_deferred` or `rollback_deferred`."""
+        with self._manifest_lock, self._commit_lock:
+            if self._deferred is not None:
+                raise SqlVecError("schema changes of another transaction are open",
+                                  sqlstate="55006")
+            self._drain(housekeeping=False)
+            self._deferred = _Deferred(self._image())
+
+    def image(self) -> StoreImage:
+        """The in-memory state to return to (a savepoint inside the open schema changes)."""
+        with self._manifest_lock:
+            return self._image()
+
+    def restore(self, image: StoreImage | None) -> None:
+        """Go back to `image` (ROLLBACK TO SAVEPOINT; None: to before the open schema changes):
+        every table, definition, index attachment and catalog entry as it was; the schema
+        changes stay open."""
+        with self._manifest_lock, self._commit_lock, self._apply_lock:
+            if image is None:
+                if self._deferred is None:
+                    return
+                image = self._deferred.image
+            self._restore(image)
+
+    def rollback_deferred(self) -> None:
+        """ROLLBACK of the open schema changes: memory goes back to what the latest manifest
+        holds (nothing of them was written). Files they wrote are collected later."""
+        deferred = self._deferred
+        if deferred is None:
+            return
+        with self._manifest_lock, self._commit_lock, self._apply_lock:
+            self._restore(deferred.image)
+            self._deferred = None
+
+    def commit_deferred(self, ops: Sequence) -> None:
+        """COMMIT of the open schema changes together with the transaction's writes `ops`,
+        in one manifest version: the rows are applied in memory and written as sealed segments
+        (deletes as delete bitmaps) instead of a WAL record, so the manifest's atomic rename is
+        the one point where the whole transaction becomes durable. Anything failing before it
+        (a CHECK or unique violation, a full disk) restores the state from before the
+        transaction and raises."""
+        deferred = self._deferred
+        if deferred is None:
+            raise SqlVecError("no schema changes are open", sqlstate="XX000")
+        written: list[Segment] = []
+        by_table: dict[int, list] = {}
+        for op in ops:
+            if op.table_id in self.tables:  # (writes to a table the block dropped: gone)
+                by_table.setdefault(op.table_id, []).append(op)
+        ops = [op for op in ops if op.table_id in by_table]
+        with self._seal_lock, self._manifest_lock, self._commit_lock:
+            try:
+                self._drain(housekeeping=False)
+                if self.row_check is not None:
+                    for op in ops:
+                        if isinstance(op, InsertOp):
+                            table_def = self.table(op.table_id).def_
+                            if table_def.constraints:
+                                self.row_check(table_def, op.batch)
+                tables = [self.table(tid) for tid in by_table]
+                # The rows from before the transaction go to a segment of their own first, so
+                # the growing segment kept for a restore never takes the transaction's rows.
+                for table in tables:
+                    written += self._freeze_and_write(table)
+                for table in tables:
+                    ready = table.prepare(by_table[table.id])
+                    try:
+                        with self._apply_lock, table.lock:
+                            for op in ready:
+                                table.apply(op)
+                    finally:
+                        table.release(ready)
+                for table in tables:
+                    written += self._freeze_and_write(table)
+                self._deferred = None
+                self._commit_manifest()
+            except BaseException:
+                with self._apply_lock:
+                    self._restore(deferred.image)
+                self._deferred = None
+                raise
+            finally:
+                for seg in written:
+                    self.release_segment_files(seg)
+        for table in deferred.dropped_tables:
+            if table.id not in self.tables:
+                with self._pins.guard() as pins:
+                    if not pins.active:
+                        shutil.rmtree(table.directory, ignore_errors=True)
+        for table, ix in deferred.dropped_indexes:
+            live = self.tables.get(table.id)
+            if live is None or all(i.oid != ix.oid for i in live.def_.indexes):
+                self._remove_index_files(table, [ix])
+        for table in list(self.tables.values()):
+            self._schedule_missing_builds(table)
+
+    def _freeze_and_write(self, table: Table) -> list[Segment]:
+        """Seal the table's growing segment and write every frozen segment not yet on disk
+        (caller holds the seal and manifest locks); the manifest written next lists them."""
+        with self._apply_lock:
+            table.freeze(self.applied_lsn)
+        with table.lock:
+            unwritten = [s for s in table.sealing if s.path is None]
+        for frozen in unwritten:
+            self.write_segment(table, frozen)
+        with table.lock:
+            while table.sealing and table.sealing[0].path is not None:
+                done = table.sealing.pop(0)
+                table.checkpoint_lsn = max(table.checkpoint_lsn,
+                                           done.freeze_lsn)  # type: ignore[attr-defined]
+        return unwritten
+
+    def _image(self) -> StoreImage:
+        return StoreImage(self.catalog, dict(self.tables),
+                          [_TableImage.of(t) for t in self.tables.values()])
+
+    def _restore(self, image: StoreImage) -> None:
+        for saved in image.table_images:
+            saved.restore()
+        self.tables = dict(image.tables)
+        self.catalog = image.catalog
+        self.generation += 1
+
     # Writes -------------------------------------------------------------------------------------
 
     def commit(self, ops: Sequence) -> int:
@@ -614,6 +760,9 @@ class Store(StoreBase):
         (row ids) and TruncateOp, in the order they should apply."""
         if not ops:
             return self.applied_lsn
+        if self._deferred is not None:  # the open transaction's, or a writer it locks out
+            raise SqlVecError("cannot write while another transaction's schema changes are open",
+                              sqlstate="55006")
         by_table: dict[int, list] = {}
         for op in ops:
             by_table.setdefault(op.table_id, []).append(op)
@@ -674,7 +823,7 @@ class Store(StoreBase):
                     if table is not None:
                         table.release([op])
 
-    def _apply_durable(self) -> None:
+    def _apply_durable(self, housekeeping: bool = True) -> None:
         assert self._wal is not None
         touched: set[int] = set()
         truncated = False
@@ -703,6 +852,8 @@ class Store(StoreBase):
                 self.applied_lsn = lsn
         # The commits are durable and visible now: housekeeping that fails (a full disk while
         # sealing) is logged and retried later, never reported as the commit's failure.
+        if not housekeeping:
+            return
         try:
             for table_id in touched:
                 table = self.tables.get(table_id)
@@ -717,7 +868,7 @@ class Store(StoreBase):
         except SqlVecError as exc:
             log.warning("sealing after a commit failed (it is retried): %s", exc.message)
 
-    def _drain(self) -> None:
+    def _drain(self, housekeeping: bool = True) -> None:
         """Wait until every appended commit is applied (caller holds the commit lock)."""
         if self._wal is not None and self._pending:
             try:
@@ -725,7 +876,7 @@ class Store(StoreBase):
             except SqlVecError:
                 self._discard_failed()
                 raise
-            self._apply_durable()
+            self._apply_durable(housekeeping)
 
     def insert(self, table_id: int, rows: pa.Table | pa.RecordBatch | dict) -> int:
         """Autocommit insert of rows (coerced to the table's columns). Returns rows inserted."""
@@ -816,7 +967,15 @@ class Store(StoreBase):
         """Write a new manifest version from the current state (caller holds manifest lock).
 
         Committing and the removals that follow it run under the backup lock, keeping what
-        running backups have pinned (backup.py)."""
+        running backups have pinned (backup.py). While a transaction's schema changes are
+        open (`begin_deferred`) nothing is written: the state in memory is then ahead of the
+        manifest until `commit_deferred` writes it all as one version, or `restore` takes it
+        back; plans cached against it are invalidated all the same."""
+        if self._deferred is not None:
+            with self._manifest_lock:
+                if self._deferred is not None:
+                    self.generation += 1
+                    return
         with self._manifest_lock, self._pins.guard() as pins:
             self._commit_manifest_pinned(pins)
 
@@ -1204,6 +1363,73 @@ class Store(StoreBase):
                 if left <= 0:
                     raise TimeoutError("background work did not finish")
                 self._busy_cond.wait(min(left, 0.05))
+
+
+@dataclass
+class _TableImage:
+    """One table's in-memory state, to put back when schema changes are rolled back. Segments,
+    delete bitmaps and growing segments are replaced, never changed, by schema changes, so
+    keeping references keeps the state (the unique key indexes are rebuilt)."""
+
+    table: Table
+    fields: tuple
+    attached: list[tuple[Segment, tuple[dict, dict]]]
+
+    _NAMES = ("def_", "memtable", "sealed", "deletes", "persisted_deletes", "sealing", "keys",
+              "checkpoint_lsn", "next_segment_id", "next_rowid", "_key_epoch")
+
+    @classmethod
+    def of(cls, table: Table) -> _TableImage:
+        with table.lock:
+            values = tuple(getattr(table, n) for n in cls._NAMES)
+            copied = tuple(list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict)
+                           else v for v in values)
+            attached = [(seg, seg.attachments()) for seg in table.sealed]
+        return cls(table, copied, attached)
+
+    def restore(self) -> None:
+        """Put the table back as it was (the key indexes rebuilt only if anything changed)."""
+        table = self.table
+        with table.lock:
+            for seg, saved in self.attached:
+                seg.restore_attachments(saved)
+            if all(_same(getattr(table, n), v) for n, v in zip(self._NAMES, self.fields)):
+                return
+            for name, value in zip(self._NAMES, self.fields):
+                setattr(table, name, list(value) if isinstance(value, list)
+                        else dict(value) if isinstance(value, dict) else value)
+            table._key_epoch += 1
+            table._invalidate()
+            table.rebuild_keys()
+
+
+def _same(now: object, saved: object) -> bool:
+    """Whether a table field still holds what was saved (the same objects, not equal ones)."""
+    if isinstance(saved, list):
+        return isinstance(now, list) and len(now) == len(saved) and \
+            all(a is b for a, b in zip(now, saved))
+    if isinstance(saved, dict):
+        return isinstance(now, dict) and now.keys() == saved.keys() and \
+            all(now[k] is saved[k] for k in saved)
+    return now is saved or now == saved
+
+
+@dataclass
+class StoreImage:
+    """What `Store.restore` puts back: the catalog, the tables and each table's state."""
+
+    catalog: dict
+    tables: dict[int, Table]
+    table_images: list[_TableImage]
+
+
+@dataclass
+class _Deferred:
+    """Open schema changes: the state before them, and the files to remove once committed."""
+
+    image: StoreImage
+    dropped_tables: list[Table] = field(default_factory=list)
+    dropped_indexes: list[tuple[Table, IndexDef]] = field(default_factory=list)
 
 
 class UnavailableTable(Table):

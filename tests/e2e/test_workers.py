@@ -91,6 +91,26 @@ def test_ddl_on_one_worker_is_used_on_another(pool_server, table):
             b.execute(f"SELECT * FROM {table}")
 
 
+def test_a_transactions_ddl_reaches_workers_only_at_commit(pool_server, table):
+    a, b = two_workers(pool_server)
+    with a, b:
+        a.execute(f"CREATE TABLE {table} (id int PRIMARY KEY)")
+        a.execute(f"INSERT INTO {table} VALUES (1)")
+        a.execute("BEGIN")
+        a.execute(f"ALTER TABLE {table} ADD COLUMN note text DEFAULT 'x'")
+        a.execute(f"CREATE TABLE {table}_2 (id int)")
+        a.execute(f"INSERT INTO {table}_2 VALUES (7)")
+        # A worker reads the committed manifest: the old shape, no new table (the primary,
+        # asked in its place, waits for the transaction).
+        assert b.execute(f"SELECT * FROM {table}").fetchall() == [(1,)]
+        b.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            b.execute(f"SELECT * FROM {table}_2")
+        a.execute("COMMIT")
+        assert b.execute(f"SELECT * FROM {table}").fetchall() == [(1, "x")]
+        assert b.execute(f"SELECT * FROM {table}_2").fetchall() == [(7,)]
+
+
 def test_settings_and_prepared_statements_follow_the_session(pool_server, table):
     a, b = two_workers(pool_server)
     with a, b:

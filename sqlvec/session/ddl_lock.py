@@ -1,0 +1,140 @@
+"""The database-wide lock that makes a transaction's schema changes private until it ends.
+
+DDL inside a transaction block is applied to the database's state in memory and written to no
+manifest until COMMIT (`Store.begin_deferred`). So that no other session sees it, or writes
+against it, the transaction holds this lock exclusively from its first DDL statement to its
+end, as PostgreSQL's ACCESS EXCLUSIVE lock on the objects it alters, here for the whole
+database: every other session holds it shared while it plans or runs a statement that reads
+or writes the database, and waits meanwhile (honouring cancel, statement_timeout and
+lock_timeout: 55P03). Statements that touch no data (SET, SHOW, BEGIN, ROLLBACK, ...) never
+wait. A session may hold it shared several times (statements inside statements) and, holding
+it shared, take it exclusively once no other session holds it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable
+
+from sqlvec.errors import SqlVecError
+
+# How often a waiting session looks for a cancel or its timeouts.
+_POLL_SECONDS = 0.05
+
+
+class DdlLock:
+    """One database's lock: shared holds per session, one exclusive holder."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._shared: dict[int, int] = {}  # session pid -> holds
+        self.owner: int | None = None  # the session whose schema changes are open
+        self._waiting_exclusive: set[int] = set()
+
+    def shared(self, pid: int, waiting: Callable[[], tuple[Callable[[], None], int]]
+               ) -> _SharedHold:
+        """Hold the lock shared for a `with` block: waits while another session holds it
+        exclusively (or waits to: its schema changes go first). `waiting` is asked only when
+        there is a wait: it returns the check for interrupts and the timeout in ms (0: none)."""
+        return _SharedHold(self, pid, waiting)
+
+    def _acquire_shared(self, pid: int,
+                        waiting: Callable[[], tuple[Callable[[], None], int]]) -> None:
+        with self._cond:
+            if not self._may_share(pid):
+                check_interrupts, timeout_ms = waiting()
+                deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
+                while not self._may_share(pid):
+                    _wait(self._cond, check_interrupts, deadline)
+            self._shared[pid] = self._shared.get(pid, 0) + 1
+
+    def _release_shared(self, pid: int) -> None:
+        with self._cond:
+            left = self._shared.get(pid, 1) - 1
+            if left:
+                self._shared[pid] = left
+            else:
+                self._shared.pop(pid, None)
+                if self._waiting_exclusive:
+                    self._cond.notify_all()
+
+    def _may_share(self, pid: int) -> bool:
+        if self.owner is not None:
+            return self.owner == pid
+        # A session waiting to hold it exclusively goes first, unless this one holds it
+        # already (a statement inside its statement).
+        return pid in self._shared or not (self._waiting_exclusive - {pid})
+
+    def acquire_exclusive(self, pid: int, check_interrupts: Callable[[], None],
+                          timeout_ms: int = 0) -> None:
+        """Hold the lock exclusively until `release`: waits until no other session holds it.
+        Two sessions each holding it shared and waiting for it exclusively would wait for
+        each other: the later one gets 40P01, as PostgreSQL's deadlock detector says."""
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
+        with self._cond:
+            if self.owner == pid:
+                return
+            if self._waiting_exclusive and pid in self._shared:
+                raise SqlVecError("deadlock detected", sqlstate="40P01",
+                                  detail="Another transaction is waiting to change the schema "
+                                         "and for this session's statement to end.")
+            self._waiting_exclusive.add(pid)
+            try:
+                while self.owner is not None or any(p != pid for p in self._shared):
+                    _wait(self._cond, check_interrupts, deadline)
+                self.owner = pid
+            finally:
+                self._waiting_exclusive.discard(pid)
+                self._cond.notify_all()
+
+    def release(self, pid: int) -> None:
+        """End `pid`'s exclusive hold (its transaction ended); nothing if it has none."""
+        with self._cond:
+            if self.owner == pid:
+                self.owner = None
+                self._cond.notify_all()
+
+
+class _SharedHold:
+    """One shared hold of a `DdlLock`, as a context manager (no generator: it is taken for
+    every statement)."""
+
+    __slots__ = ("lock", "pid", "waiting")
+
+    def __init__(self, lock: DdlLock, pid: int,
+                 waiting: Callable[[], tuple[Callable[[], None], int]]) -> None:
+        self.lock, self.pid, self.waiting = lock, pid, waiting
+
+    def __enter__(self) -> None:
+        self.lock._acquire_shared(self.pid, self.waiting)
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock._release_shared(self.pid)
+
+
+def _wait(cond: threading.Condition, check_interrupts: Callable[[], None],
+          deadline: float | None) -> None:
+    check_interrupts()
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise SqlVecError("canceling statement due to lock timeout", sqlstate="55P03")
+        cond.wait(min(left, _POLL_SECONDS))
+    else:
+        cond.wait(_POLL_SECONDS)
+
+
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def ddl_lock_of(database: object, name: str) -> DdlLock:
+    """The lock of database `name` of a server (`Database`)."""
+    with _LOCKS_LOCK:
+        per_database = _LOCKS.setdefault(database, {})
+        lock = per_database.get(name)
+        if lock is None:
+            lock = per_database[name] = DdlLock()
+        return lock

@@ -1,0 +1,86 @@
+"""The database-wide DDL lock: shared per statement, exclusive for a block's schema changes."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from sqlvec.errors import QueryCanceled, SqlVecError
+from sqlvec.session.ddl_lock import DdlLock
+
+
+def never() -> None:
+    pass
+
+
+def waiting(timeout_ms: int = 0, check=never):
+    """What a session answers when its wait begins: its interrupt check and lock_timeout."""
+    return lambda: (check, timeout_ms)
+
+
+def test_exclusive_holder_keeps_other_sessions_out_until_released():
+    lock = DdlLock()
+    lock.acquire_exclusive(1, never)
+    with lock.shared(1, waiting()):  # the holder's own statements pass
+        pass
+    with pytest.raises(SqlVecError) as err:
+        with lock.shared(2, waiting(50)):
+            pass
+    assert err.value.sqlstate == "55P03"
+    assert err.value.message == "canceling statement due to lock timeout"
+    entered = threading.Event()
+
+    def other() -> None:
+        with lock.shared(2, waiting()):
+            entered.set()
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert not entered.is_set()
+    lock.release(1)
+    thread.join(10)
+    assert entered.is_set()
+
+
+def test_exclusive_waits_for_other_sessions_statements_not_its_own():
+    lock = DdlLock()
+    with lock.shared(1, waiting()):
+        lock.acquire_exclusive(1, never)  # its own shared hold does not block it
+    lock.release(1)
+    with lock.shared(2, waiting()):
+        with pytest.raises(SqlVecError) as err:
+            lock.acquire_exclusive(1, never, timeout_ms=50)
+        assert err.value.sqlstate == "55P03"
+    lock.acquire_exclusive(1, never)
+    assert lock.owner == 1
+    lock.release(1)
+    assert lock.owner is None
+
+
+def test_waiting_is_interrupted_by_cancel():
+    lock = DdlLock()
+    lock.acquire_exclusive(1, never)
+
+    def cancelled() -> None:
+        raise QueryCanceled("canceling statement due to user request")
+    with pytest.raises(QueryCanceled):
+        with lock.shared(2, waiting(check=cancelled)):
+            pass
+    lock.release(1)
+
+
+def test_two_sessions_upgrading_at_once_is_a_deadlock_for_the_second():
+    lock = DdlLock()
+    got = threading.Event()
+    with lock.shared(1, waiting()):
+        with lock.shared(2, waiting()):
+            waiter = threading.Thread(target=lambda: (lock.acquire_exclusive(1, never),
+                                                      got.set()))
+            waiter.start()
+            while not lock._waiting_exclusive:
+                threading.Event().wait(0.01)
+            with pytest.raises(SqlVecError) as err:
+                lock.acquire_exclusive(2, never)
+            assert err.value.sqlstate == "40P01"
+    waiter.join(10)
+    assert got.is_set() and lock.owner == 1

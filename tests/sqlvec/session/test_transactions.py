@@ -1,0 +1,95 @@
+"""Transaction blocks and their DDL (session/transactions.py): schema changes are private to
+the block, undone by ROLLBACK, ROLLBACK TO SAVEPOINT, a failed block and the session's end."""
+
+from __future__ import annotations
+
+import pytest
+
+from sqlvec.database import Database
+from sqlvec.errors import SqlVecError
+
+
+def rows(session, sql: str) -> list[dict]:
+    return session.execute_one(sql).table.to_pylist()
+
+
+def tables(session) -> list[str]:
+    return [r["relname"] for r in rows(
+        session, "SELECT table_name AS relname FROM information_schema.tables "
+                 "WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1")]
+
+
+def test_rollback_undoes_ddl_without_a_warning(db):
+    s = db.connect()
+    s.execute_one("CREATE TABLE t (id int PRIMARY KEY)")
+    s.execute_one("BEGIN")
+    s.execute_one("CREATE TABLE u (id int)")
+    s.execute_one("ALTER TABLE t ADD COLUMN v text")
+    result = s.execute_one("ROLLBACK")
+    assert result.notices == []
+    assert tables(s) == ["t"]
+    assert [c.name for c in s.prepare("SELECT * FROM t").columns] == ["id"]
+
+
+def test_commit_of_a_failed_block_rolls_its_ddl_back(db):
+    s = db.connect()
+    s.execute_one("BEGIN")
+    s.execute_one("CREATE TABLE u (id int)")
+    with pytest.raises(SqlVecError):
+        s.execute_one("CREATE TABLE u (id int)")
+    assert s.execute_one("COMMIT").tag == "ROLLBACK"
+    assert tables(s) == []
+
+
+def test_savepoint_before_the_first_ddl_restores_the_schema_before_it(db):
+    s = db.connect()
+    s.execute_one("BEGIN")
+    s.execute_one("SAVEPOINT a")
+    s.execute_one("CREATE TABLE u (id int)")
+    s.execute_one("SAVEPOINT b")
+    s.execute_one("CREATE TABLE w (id int)")
+    s.execute_one("ROLLBACK TO b")
+    assert tables(s) == ["u"]
+    s.execute_one("ROLLBACK TO a")
+    assert tables(s) == []
+    s.execute_one("CREATE TABLE x (id int)")
+    s.execute_one("COMMIT")
+    assert tables(db.connect()) == ["x"]
+
+
+def test_other_sessions_wait_and_the_sessions_end_releases_them(db):
+    a, b = db.connect(), db.connect()
+    a.execute_one("BEGIN")
+    a.execute_one("CREATE TABLE u (id int)")
+    b.execute_one("SET lock_timeout = 50")
+    assert b.execute_one("SHOW lock_timeout").table.to_pylist() == [{"lock_timeout": "50ms"}]
+    with pytest.raises(SqlVecError) as err:
+        b.execute_one("SELECT 1")
+    assert err.value.sqlstate == "55P03"
+    a.close()  # the connection went away: its block is rolled back, the lock released
+    assert tables(b) == []
+
+
+def test_a_serial_created_again_after_a_rollback_starts_at_one(db):
+    s = db.connect()
+    s.execute_one("BEGIN")
+    s.execute_one("CREATE TABLE u (id serial, v int)")
+    s.execute_one("INSERT INTO u (v) VALUES (1), (2)")
+    s.execute_one("ROLLBACK")
+    s.execute_one("CREATE TABLE u (id serial, v int)")
+    assert rows(s, "INSERT INTO u (v) VALUES (1) RETURNING id") == [{"id": 1}]
+
+
+def test_committed_ddl_and_rows_survive_a_restart(tmp_path):
+    path = str(tmp_path / "db")
+    with Database.open(path) as db:
+        s = db.connect()
+        s.execute_one("BEGIN")
+        s.execute_one("CREATE TABLE u (id int PRIMARY KEY, v text)")
+        s.execute_one("INSERT INTO u VALUES (1, 'a')")
+        s.execute_one("CREATE TABLE w AS SELECT id * 2 AS d FROM u")
+        s.execute_one("COMMIT")
+    with Database.open(path) as db:
+        s = db.connect()
+        assert rows(s, "SELECT * FROM u") == [{"id": 1, "v": "a"}]
+        assert rows(s, "SELECT * FROM w") == [{"d": 2}]
