@@ -640,24 +640,22 @@ def check_sparsevec_nnz(nnz: int, dim: int) -> None:
 
 
 def check_sparsevec_indices(indices: np.ndarray, dim: int) -> None:
-    """pgvector's CheckIndex over sorted indices: the first failing element's message."""
+    """pgvector's CheckIndex over 1-based indices in stored order: the first failing element's
+    message (pgvector counts from 0 inside, so 0, negative and too large are all 'out of
+    bounds')."""
     if indices.size == 0:
         return
-    bad_low = indices < 1
-    bad_high = indices > dim
-    step = np.diff(indices.astype(np.int64), prepend=np.int64(indices[0]) - 1)
+    wide = indices.astype(np.int64)
+    bounds = (wide < 1) | (wide > dim)
+    step = np.diff(wide, prepend=wide[0] - 1)
     descending, duplicate = step < 0, step == 0
-    if descending[0] or duplicate[0]:  # the first element has no predecessor to compare with
-        descending[0] = duplicate[0] = False
-    first = int(np.argmax(bad_low | bad_high | descending | duplicate))
-    if bad_low[first]:
-        raise DataException("index must be greater than zero")
-    if bad_high[first]:
-        raise DataException("index must be less than or equal to dimensions")
+    first = int(np.argmax(bounds | descending | duplicate))
+    if bounds[first]:
+        raise DataException("sparsevec index out of bounds")
     if descending[first]:
-        raise DataException("indexes must be in ascending order")
+        raise DataException("sparsevec indices must be in ascending order")
     if duplicate[first]:
-        raise DataException("indexes must not contain duplicates")
+        raise DataException("sparsevec indices must not contain duplicates")
 
 
 def check_sparsevec_values(values: np.ndarray) -> None:
@@ -672,7 +670,6 @@ _SPACE = " \t\n\r\v\f"
 _LONG = re.compile(r"[ \t\n\r\v\f]*[-+]?\d+")
 _STRTOF = re.compile(r"[ \t\n\r\v\f]*([-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
                      r"|inf(?:inity)?|nan))", re.I)
-_LONG_MAX = 2**63 - 1
 
 
 def parse_sparsevec(text: str) -> SparseVector:
@@ -710,10 +707,8 @@ def parse_sparsevec(text: str) -> SparseVector:
             if m is None:
                 raise invalid()
             index = int(m.group())
-            if index < 1 or index > 2**31 - 1:
-                shown = max(-_LONG_MAX - 1, min(_LONG_MAX, index))  # strtol saturates
-                raise SqlVecError(f'index "{shown}" is out of range for type sparsevec',
-                                  sqlstate="22003")
+            if index < 1 or index > 2**31 - 1:  # pgvector: any index outside 1..dim
+                raise DataException("sparsevec index out of bounds")
             pos = skip(m.end())
             if pos >= n or text[pos] != ":":
                 raise invalid()

@@ -68,8 +68,8 @@ from sqlvec.vectors import (
     SparseRows,
     binary_quantize,
     l2_normalize,
-    sparse_l2_norms,
     sparse_l2_normalize,
+    sparse_l2_norms,
 )
 
 DATE = SqlType("date")

@@ -301,7 +301,7 @@ def encode_binary(value: object, t: SqlType) -> bytes:
         return struct.pack("!HH", vec.size, 0) + vec.tobytes()
     if name == "sparsevec":  # int32 dim, nnz, unused; int32 indices; float4 values
         sv = SparseVector.from_dict(value)
-        return (struct.pack("!iii", sv.dim, sv.indices.size, 0) + sv.indices.astype(">i4").tobytes()
+        return (struct.pack("!iii", sv.dim, sv.indices.size, 0) + (sv.indices - 1).astype(">i4").tobytes()
                 + sv.values.astype(">f4").tobytes())
     if name in ("bit", "varbit"):  # int32 bit count, then the bits packed, first bit highest
         bits = np.frombuffer(str(value).encode(), np.uint8) == ord("1")

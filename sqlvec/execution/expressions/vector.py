@@ -23,14 +23,14 @@ from sqlvec.sql import dialect as d
 from sqlvec.types import BIT_TYPES, SqlType
 from sqlvec.vectors import (
     Metric,
-    sparse_cmp,
-    sparse_distances,
-    sparse_l2_squared,
     hamming_distances,
     jaccard_distances,
     l2_squared_distances,
     pack_bits,
     paired_distances,
+    sparse_cmp,
+    sparse_distances,
+    sparse_l2_squared,
 )
 
 
