@@ -141,14 +141,16 @@ def _pgvector(metric: Metric, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return 1.0 - sim
 
 
-def _pgvector_sum(x: np.ndarray, y: np.ndarray | None, fma_tail: bool) -> np.ndarray:
+def _pgvector_sum(x: np.ndarray, y: np.ndarray | None, fma_tail: bool,
+                  init: np.ndarray | None = None) -> np.ndarray:
     """Per row, the float32 sum of x * y (of x when y is None) in pgvector's order: 16 running
     sums fed by fused multiply-adds (an exact product rounded once with the sum), folded in
-    halves; then 8 products folded in halves; then the last elements one by one (fused in the
-    cosine loop, separately rounded in the L2 and inner-product ones)."""
+    halves (and added to `init`, the sum so far of a loop that continues one); then 8 products
+    folded in halves; then the last elements one by one (fused in the cosine loop, separately
+    rounded in the L2 and inner-product ones)."""
     n, d = x.shape
     main = d - d % _LANES
-    total = np.zeros(n, np.float32)
+    total = np.zeros(n, np.float32) if init is None else np.asarray(init, np.float32)
     if main:
         acc = np.zeros((n, _LANES), np.float64)
         for s in range(0, main, _LANES):
@@ -157,7 +159,7 @@ def _pgvector_sum(x: np.ndarray, y: np.ndarray | None, fma_tail: bool) -> np.nda
             else:
                 acc += x[:, s:s + _LANES].astype(np.float64) * y[..., s:s + _LANES]
             acc = acc.astype(np.float32).astype(np.float64)
-        total = _fold(acc.astype(np.float32))
+        total = total + _fold(acc.astype(np.float32))
     i = main
     if d - i >= 8:
         part = x[:, i:i + 8] if y is None else x[:, i:i + 8] * y[..., i:i + 8]
@@ -401,13 +403,13 @@ def binary_quantize(matrix: np.ndarray) -> np.ndarray:
 # A batch of sparse vectors is CSR-shaped: per row a dimension count and a slice of (1-based
 # index, float32 value) pairs, indices ascending. pgvector's distance loops walk both operands'
 # elements in index order and add one term per index present in either (L2, L1) or in both
-# (inner product) to a float running sum. The kernels below make those terms for every row at
-# once (one sort of the merged elements) and add them in pgvector's order, vectorized across
-# rows: the inner product with fused multiply-adds one element after another (as GCC compiles
-# its loop for x86-64 with FMA: equal to pgvector's bit for bit, hence cosine's numerator too),
-# L2 and L1 one by one in float (pgvector's compiler vectorizes the loop over the elements of
-# the second operand past the first's last index; those sums can differ in the last bit of the
-# float), norms in pgvector's vectorized order (`_pgvector_sum`) or in double.
+# (inner product) to a float running sum, then (L2, L1) add the second operand's elements past
+# the first's last index in a loop GCC vectorizes like the dense ones (`_pgvector_sum`). The
+# kernels below make those terms for every row at once (one merge of the sorted elements) and
+# add them in pgvector's order, vectorized across rows, rounding as its x86-64 FMA build does:
+# the inner product's `+= a * b` fused, L2's `+= a * a` for an element only in the first operand
+# fused and its other terms not (as GCC contracts them there). Every distance equals pgvector's
+# bit for bit (checked against it in the tests).
 
 
 class SparseRows:
@@ -491,8 +493,15 @@ def _sequential_sum(rows: np.ndarray, terms: np.ndarray, n: int) -> np.ndarray:
 
 def _sequential_fma(rows: np.ndarray, x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
     """Per row, float32 sum of x * y element after element, each step a fused multiply-add
-    (the exact product rounded once with the sum). `rows` is ascending; the loop runs over the
-    position within the row, each step vectorized over the rows that have that many terms."""
+    (the exact product rounded once with the sum)."""
+    return _sequential_rounded(rows, x.astype(np.float64) * y, n)
+
+
+def _sequential_rounded(rows: np.ndarray, terms: np.ndarray, n: int) -> np.ndarray:
+    """Per row, a float32 running sum of float64 `terms` element after element, each step
+    rounded to float once: a plain float addition for a term that is a float, a fused
+    multiply-add for an exact product. `rows` is ascending; the loop runs over the position
+    within the row, each step vectorized over the rows that have that many terms."""
     acc = np.zeros(n, np.float64)
     if rows.size == 0:
         return acc.astype(np.float32)
@@ -502,12 +511,30 @@ def _sequential_fma(rows: np.ndarray, x: np.ndarray, y: np.ndarray, n: int) -> n
     by_rank = np.argsort(rank.astype(np.int16) if rank.size and rank.max() < 2**15 else rank,
                          kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(rank))])
-    products = x.astype(np.float64) * y  # exact: float32 products fit a double
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         take = by_rank[lo:hi]
         r = rows[take]
-        acc[r] = (acc[r] + products[take]).astype(np.float32)
+        acc[r] = (acc[r] + terms[take]).astype(np.float32)
     return acc.astype(np.float32)
+
+
+def _tail_sum(b: SparseRows, past: np.ndarray, init: np.ndarray, square: bool) -> np.ndarray:
+    """pgvector's last loop of L2 (`square`) and L1: the elements of `b` past the first
+    operand's last index (`past` marks them; they end each row), added to `init` in the order
+    of its vectorized loop, rows grouped by how many there are."""
+    out = np.asarray(init, np.float32).copy()
+    rows = b.rows[past]
+    counts = np.bincount(rows, minlength=len(b))
+    values = b.values[past]
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    for count in np.unique(counts):
+        if count == 0:
+            continue
+        which = np.flatnonzero(counts == count)
+        block = values[starts[which][:, None] + np.arange(count)]
+        out[which] = _pgvector_sum(block, block, fma_tail=False, init=out[which]) if square \
+            else _pgvector_sum(np.abs(block), None, fma_tail=False, init=out[which])
+    return out
 
 
 def _sparse_norms(v: SparseRows) -> np.ndarray:
@@ -538,18 +565,34 @@ def sparse_distances(metric: Metric, a: SparseRows, b: SparseRows) -> np.ndarray
         with np.errstate(invalid="ignore", divide="ignore"):
             sim = np.clip(dots.astype(np.float64) / np.sqrt(norms), -1.0, 1.0)
         return 1.0 - sim
-    row, av, bv, _in_a, _in_b, _ = _sparse_terms(a, b)
+    total = _l2_l1_sum(a, b, square=metric is Metric.L2).astype(np.float64)
+    return total if metric is Metric.L1 else np.sqrt(total)
+
+
+def _l2_l1_sum(a: SparseRows, b: SparseRows, square: bool) -> np.ndarray:
+    """pgvector's float sum of squared (L2) or absolute (L1) differences per row pair: the
+    merged loop over the first operand's elements, then the tail loop (`_tail_sum`)."""
+    n = len(a)
+    row, av, bv, in_a, in_b, index = _sparse_terms(a, b)
+    last = np.full(n, -1, np.int64)  # the first operand's largest index per row
+    has = a.lengths > 0
+    last[has] = a.indices[a.offsets[1:][has] - 1]
+    head = index <= last[row]
     diff = av - bv  # float, as pgvector: a missing side contributes its own value
-    if metric is Metric.L1:
-        return _sequential_sum(row, np.abs(diff), n).astype(np.float64)
-    return np.sqrt(_sequential_sum(row, diff * diff, n).astype(np.float64))
+    if square:
+        only_a = in_a & ~in_b
+        terms = np.where(only_a, diff.astype(np.float64) ** 2,  # contracted: exact product
+                         (diff * diff).astype(np.float64))
+    else:
+        terms = np.abs(diff).astype(np.float64)
+    total = _sequential_rounded(row[head], terms[head], n)
+    past = b.indices.astype(np.int64) > last[b.rows]
+    return _tail_sum(b, past, total, square)
 
 
 def sparse_l2_squared(a: SparseRows, b: SparseRows) -> np.ndarray:
     """pgvector's sparsevec_l2_squared_distance per row pair."""
-    row, av, bv, _in_a, _in_b, _ = _sparse_terms(a, b)
-    diff = av - bv
-    return _sequential_sum(row, diff * diff, len(a)).astype(np.float64)
+    return _l2_l1_sum(a, b, square=True).astype(np.float64)
 
 
 def sparse_cmp(a: SparseRows, b: SparseRows) -> np.ndarray:
