@@ -611,38 +611,6 @@ def sparse_cmp(a: SparseRows, b: SparseRows) -> np.ndarray:
     return sign[:n]
 
 
-def sparse_ranking_scores(metric: Metric, a: SparseRows, query_indices: np.ndarray,
-                          query_values: np.ndarray) -> np.ndarray:
-    """Scores in the metric's order of every row of `a` to one query, in double precision from
-    the dot products (one lookup of each stored element in the query): for choosing candidates,
-    which `sparse_distances` then scores exactly."""
-    q_idx = np.asarray(query_indices, np.int32)
-    q_val = np.asarray(query_values, np.float64)
-    rows = a.rows
-    pos = np.minimum(np.searchsorted(q_idx, a.indices), max(q_idx.size - 1, 0))
-    hit = q_idx[pos] == a.indices if q_idx.size else np.zeros(a.indices.size, bool)
-    prod = np.where(hit, a.values.astype(np.float64) * (q_val[pos] if q_idx.size else 0.0), 0.0)
-    n = len(a)
-    dots = np.bincount(rows, prod, minlength=n)
-    if metric is Metric.IP:
-        return -dots
-    sq = np.bincount(rows, a.values.astype(np.float64) ** 2, minlength=n)
-    qsq = float(np.dot(q_val, q_val))
-    if metric is Metric.COSINE:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return -dots / np.sqrt(sq * qsq)
-    if metric is Metric.L2:
-        return np.maximum(sq - 2 * dots + qsq, 0.0)
-    # L1: |a - q| summed over the union = sum|a| + sum|q| - sum over shared of (|a|+|q|-|a-q|)
-    qa = np.where(hit, np.abs(q_val[pos] if q_idx.size else 0.0), 0.0)
-    av = a.values.astype(np.float64)
-    shared = np.where(hit, np.abs(av) + qa - np.abs(av - np.where(hit, q_val[pos]
-                                                                   if q_idx.size else 0.0, 0.0)),
-                      0.0)
-    return (np.bincount(rows, np.abs(av), minlength=n) + np.abs(q_val).sum()
-            - np.bincount(rows, shared, minlength=n))
-
-
 def sparse_l2_norms(v: SparseRows) -> np.ndarray:
     """pgvector's l2_norm(sparsevec): the square root of the double sum of squares."""
     return np.sqrt(_sequential_sum(v.rows, v.values.astype(np.float64) ** 2, len(v)))

@@ -95,3 +95,25 @@ def test_copy_text_and_binary(srv):
             copy.write(raw)
         got = conn.execute("SELECT id, embedding::text FROM items ORDER BY id").fetchall()
         assert got == [(1, "{1:1,3:2.5}/5"), (2, None)]
+
+
+def test_hnsw_nonzero_limit_on_every_write_path(srv):
+    from pgvector.psycopg import register_vector
+
+    wide = SparseVector({i: 1.0 for i in range(1001)}, 2000)
+    limit = "sparsevec cannot have more than 1000 non-zero elements for hnsw index"
+    with psycopg.connect(srv.conninfo(), autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("CREATE TABLE wide (id int, v sparsevec(2000))")
+        conn.execute("CREATE INDEX ON wide USING hnsw (v sparsevec_l2_ops)")
+        conn.execute("INSERT INTO wide VALUES (1, '{1:1}/2000')")
+        for binary in (False, True):
+            with pytest.raises(psycopg.errors.ProgramLimitExceeded, match=limit):
+                conn.execute("INSERT INTO wide VALUES (%s, %s)", (2, wide), binary=binary)
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded, match=limit):
+            with conn.cursor().copy("COPY wide FROM STDIN") as copy:
+                copy.write("2\t" + wide.to_text() + "\n")
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded, match=limit):
+            conn.execute("UPDATE wide SET v = %s WHERE id = 1", (wide,))
+        assert conn.execute("SELECT count(*) FROM wide").fetchone()[0] == 1
+        conn.execute("DROP TABLE wide")
