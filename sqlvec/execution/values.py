@@ -1015,9 +1015,9 @@ def _cast_sparse(value: Datum, source: SqlType, target: SqlType, n: int) -> Datu
                                                mask=mask)
         else:
             raise _cannot_cast(source, target)
-    elif source.is_vector or source.is_array and source.element.name in _VECTOR_ARRAY_ELEMENTS:
-        if source.is_array:
-            value = _cast_to_vector(value, SqlType("vector"), rows)
+    elif source.is_array and source.element.name in _VECTOR_ARRAY_ELEMENTS:
+        out = sparse_to_arrow(_sparse_from_arrays(value, target))
+    elif source.is_vector:
         matrix, valid = to_numpy_vectors(value, rows)
         if target.typmod >= 0 and matrix.shape[1] != target.typmod and len(value):
             raise DataException(f"expected {target.typmod} dimensions, not {matrix.shape[1]}")
@@ -1025,6 +1025,38 @@ def _cast_sparse(value: Datum, source: SqlType, target: SqlType, n: int) -> Datu
     else:
         raise _cannot_cast(source, target)
     return out[0] if scalar else out
+
+
+def _sparse_from_arrays(value: pa.Array | pa.ChunkedArray, target: SqlType) -> SparseRows:
+    """pgvector's array_to_sparsevec for a column of arrays: each element narrowed to float
+    (NaN and infinities refused), zeros dropped, positions as indices."""
+    if isinstance(value, pa.ChunkedArray):
+        value = value.combine_chunks() if value.num_chunks != 1 else value.chunk(0)
+    valid = value.is_valid().to_numpy(zero_copy_only=False) if value.null_count else None
+    lengths = pc.fill_null(pc.list_value_length(value), 0).to_numpy(zero_copy_only=False)
+    live = lengths if valid is None else lengths[valid]
+    if (live == 0).any():
+        raise DataException("sparsevec must have at least 1 dimension")
+    if target.typmod >= 0 and (live != target.typmod).any():
+        raise DataException(f"expected {target.typmod} dimensions, "
+                            f"not {int(live[live != target.typmod][0])}")
+    elements = pc.list_flatten(value)
+    if elements.null_count:
+        raise SqlVecError("array must not contain nulls", sqlstate="22004")
+    wide = elements.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if np.isnan(wide).any():
+        raise DataException("NaN not allowed in sparsevec")
+    with np.errstate(over="ignore"):
+        single = wide.astype(np.float32)
+    if np.isinf(single).any():
+        raise DataException("infinite value not allowed in sparsevec")
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    rows = np.repeat(np.arange(lengths.size), lengths)
+    keep = single != 0
+    kept = np.bincount(rows[keep], minlength=lengths.size)
+    positions = np.arange(single.size) - starts[:-1][rows]
+    return SparseRows(lengths, np.concatenate([[0], np.cumsum(kept)]), positions[keep] + 1,
+                      single[keep], valid)
 
 
 def _vectors_from_lists(values: list, target: SqlType) -> pa.Array:
