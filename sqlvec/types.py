@@ -50,8 +50,13 @@ VECTOR_OID = 16385
 VECTOR_ARRAY_OID = 16386
 HALFVEC_OID = 16397
 HALFVEC_ARRAY_OID = 16398
+SPARSEVEC_OID = 16340
+SPARSEVEC_ARRAY_OID = 16341
 
 VECTOR_MAX_DIM = 16000
+# pgvector's sparsevec limits: dimensions and stored (non-zero) elements.
+SPARSEVEC_MAX_DIM = 1_000_000_000
+SPARSEVEC_MAX_NNZ = 16000
 
 # pgvector's dense vector types and the element type each stores (halfvec: IEEE half precision).
 VECTOR_DTYPES: dict[str, type] = {"vector": np.float32, "halfvec": np.float16}
@@ -108,6 +113,7 @@ _TYPES: tuple[TypeInfo, ...] = (
     TypeInfo("jsonb", 3802, 3807, -1, "U", "jsonb"),
     TypeInfo("vector", VECTOR_OID, VECTOR_ARRAY_OID, -1, "U", "vector"),
     TypeInfo("halfvec", HALFVEC_OID, HALFVEC_ARRAY_OID, -1, "U", "halfvec"),
+    TypeInfo("sparsevec", SPARSEVEC_OID, SPARSEVEC_ARRAY_OID, -1, "U", "sparsevec"),
     # PostgreSQL's bit strings (pgvector's binary vectors), stored as text of '0' and '1'.
     TypeInfo("bit", 1560, 1561, -1, "V", "bit"),
     TypeInfo("varbit", 1562, 1563, -1, "V", "bit varying"),
@@ -213,6 +219,12 @@ class SqlType:
         return self.name in VECTOR_DTYPES
 
     @property
+    def is_sparse(self) -> bool:
+        """pgvector's sparsevec: dimension count plus sorted 1-based indices and float values of
+        the non-zero elements (stored as `SPARSEVEC_ARROW`, never densified)."""
+        return self.name == "sparsevec"
+
+    @property
     def vector_dtype(self) -> type:
         """The NumPy element type a dense pgvector type stores: float32 or float16."""
         return VECTOR_DTYPES[self.name]
@@ -235,7 +247,7 @@ class SqlType:
     @property
     def dims(self) -> int | None:
         """The dimension count of `vector(n)`, or None for an undimensioned vector."""
-        if not self.is_vector:
+        if not self.is_vector and not self.is_sparse:
             raise TypeError(f"{self.name} has no dimensions")
         return None if self.typmod < 0 else self.typmod
 
@@ -267,7 +279,7 @@ class SqlType:
         if self.name in ("timestamp", "timestamptz", "time"):
             head, _, tail = base.partition(" ")
             return f"{head}({self.typmod}) {tail}"
-        if self.is_vector or self.name in BIT_TYPES:
+        if self.is_vector or self.is_sparse or self.name in BIT_TYPES:
             return f"{base}({self.typmod})"
         return base
 
@@ -316,6 +328,10 @@ def _typmod_for(name: str, modifiers: tuple[int, ...]) -> int:
     if name in VECTOR_DTYPES:
         (n,) = modifiers
         return check_vector_dims(n, name)
+    if name == "sparsevec":
+        if len(modifiers) != 1:
+            raise InvalidParameterValue("invalid type modifier")
+        return check_sparsevec_dims(modifiers[0], typmod=True)
     if name in BIT_TYPES:
         (n,) = modifiers
         if n < 1:
@@ -326,6 +342,10 @@ def _typmod_for(name: str, modifiers: tuple[int, ...]) -> int:
 
 # The reg* types: OIDs that print as the names of the objects they point at.
 REG_TYPES = ("regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole")
+
+# sparsevec values: the dimension count and the non-zero elements, 1-based indices ascending.
+SPARSEVEC_ARROW = pa.struct([("dim", pa.int32()), ("indices", pa.list_(pa.int32())),
+                             ("values", pa.list_(pa.float32()))])
 
 _SIMPLE_ARROW: dict[str, pa.DataType] = {
     "bool": pa.bool_(),
@@ -396,6 +416,8 @@ def _arrow_type(t: SqlType) -> pa.DataType:
         if t.typmod < 0:
             return pa.list_(element)
         return pa.list_(element, t.typmod)
+    if t.name == "sparsevec":
+        return SPARSEVEC_ARROW
     if t.name == "numeric":
         p, s = t.numeric_precision_scale or UNCONSTRAINED_NUMERIC
         return pa.decimal128(p, s)
@@ -410,6 +432,8 @@ def sql_type_from_arrow(dt: pa.DataType) -> SqlType:
         return SqlType("halfvec", dt.list_size)
     if pa.types.is_list(dt) and pa.types.is_float16(dt.value_type):
         return SqlType("halfvec")
+    if dt == SPARSEVEC_ARROW:
+        return SqlType("sparsevec")
     if pa.types.is_list(dt) or pa.types.is_large_list(dt):
         element = sql_type_from_arrow(dt.value_type)
         if element.is_array or element.is_vector:
@@ -556,3 +580,192 @@ def format_vector(values: np.ndarray) -> str:
     """pgvector's text output: `[1,2.5,-3]` (halfvec too: each half printed as the shortest
     text of the float it widens to, as pgvector does)."""
     return "[" + ",".join(format_float4(float(v)) for v in values) + "]"
+
+
+# Sparse vector text form -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SparseVector:
+    """One sparsevec value: `dim`, and the non-zero elements' 1-based `indices` (int32,
+    ascending, distinct) with their `values` (float32, none zero)."""
+
+    dim: int
+    indices: np.ndarray
+    values: np.ndarray
+
+    def as_dict(self) -> dict:
+        """The value as a `SPARSEVEC_ARROW` struct scalar takes it."""
+        return {"dim": self.dim, "indices": self.indices.tolist(), "values": self.values.tolist()}
+
+    @classmethod
+    def from_dict(cls, value: dict) -> SparseVector:
+        """The value of a `SPARSEVEC_ARROW` struct scalar's `as_py()`."""
+        return cls(int(value["dim"]), np.asarray(value["indices"], np.int32),
+                   np.asarray(value["values"], np.float32))
+
+    def dense(self) -> np.ndarray:
+        """The float32 elements of all `dim` dimensions (casts to vector and halfvec)."""
+        out = np.zeros(self.dim, np.float32)
+        out[self.indices - 1] = self.values
+        return out
+
+
+def check_sparsevec_dims(dims: int, typmod: bool = False) -> int:
+    """`dims` if a sparsevec may have that many dimensions, with pgvector's messages (those of
+    its typmod input function when `typmod`)."""
+    if typmod:
+        if dims < 1:
+            raise InvalidParameterValue("dimensions for type sparsevec must be at least 1")
+        if dims > SPARSEVEC_MAX_DIM:
+            raise InvalidParameterValue(
+                f"dimensions for type sparsevec cannot exceed {SPARSEVEC_MAX_DIM}")
+        return dims
+    if dims < 1:
+        raise DataException("sparsevec must have at least 1 dimension")
+    if dims > SPARSEVEC_MAX_DIM:
+        raise SqlVecError(f"sparsevec cannot have more than {SPARSEVEC_MAX_DIM} dimensions",
+                          sqlstate="54000")
+    return dims
+
+
+def check_sparsevec_nnz(nnz: int, dim: int) -> None:
+    """pgvector's CheckNnz: the count of stored elements against its limit and the dimensions."""
+    if nnz < 0:
+        raise DataException("sparsevec cannot have negative number of elements")
+    if nnz > SPARSEVEC_MAX_NNZ:
+        raise SqlVecError(f"sparsevec cannot have more than {SPARSEVEC_MAX_NNZ} non-zero elements",
+                          sqlstate="54000")
+    if nnz > dim:
+        raise SqlVecError("sparsevec cannot have more elements than dimensions", sqlstate="54000")
+
+
+def check_sparsevec_indices(indices: np.ndarray, dim: int) -> None:
+    """pgvector's CheckIndex over 1-based indices in stored order: the first failing element's
+    message (pgvector counts from 0 inside, so 0, negative and too large are all 'out of
+    bounds')."""
+    if indices.size == 0:
+        return
+    wide = indices.astype(np.int64)
+    bounds = (wide < 1) | (wide > dim)
+    step = np.diff(wide, prepend=wide[0] - 1)
+    descending, duplicate = step < 0, step == 0
+    first = int(np.argmax(bounds | descending | duplicate))
+    if bounds[first]:
+        raise DataException("sparsevec index out of bounds")
+    if descending[first]:
+        raise DataException("sparsevec indices must be in ascending order")
+    if duplicate[first]:
+        raise DataException("sparsevec indices must not contain duplicates")
+
+
+def check_sparsevec_values(values: np.ndarray) -> None:
+    """pgvector's CheckElement: NaN and infinities are refused."""
+    if np.isnan(values).any():
+        raise DataException("NaN not allowed in sparsevec")
+    if np.isinf(values).any():
+        raise DataException("infinite value not allowed in sparsevec")
+
+
+_SPACE = " \t\n\r\v\f"
+_LONG = re.compile(r"[ \t\n\r\v\f]*[-+]?\d+")
+_STRTOF = re.compile(r"[ \t\n\r\v\f]*([-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+                     r"|inf(?:inity)?|nan))", re.I)
+
+
+def parse_sparsevec(text: str) -> SparseVector:
+    """Parse pgvector's sparse text form `{1:1.5,3:-2}/5` as its sparsevec_in does (the same
+    scan, so the same error for the same text): zeros are dropped, elements sorted by index."""
+    def invalid(detail: str | None = None) -> InvalidTextRepresentation:
+        return InvalidTextRepresentation(f'invalid input syntax for type sparsevec: "{text}"',
+                                         detail=detail)
+
+    if text.count(",") + 1 > SPARSEVEC_MAX_NNZ:
+        raise SqlVecError(f"sparsevec cannot have more than {SPARSEVEC_MAX_NNZ} non-zero elements",
+                          sqlstate="54000")
+    n = len(text)
+    pos = 0
+
+    def skip(at: int) -> int:
+        while at < n and text[at] in _SPACE:
+            at += 1
+        return at
+
+    pos = skip(pos)
+    if pos >= n or text[pos] != "{":
+        raise invalid('Vector contents must start with "{".')
+    pos = skip(pos + 1)
+    indices: list[int] = []
+    values: list[float] = []
+    if pos < n and text[pos] == "}":
+        pos += 1
+    else:
+        while True:
+            pos = skip(pos)
+            if pos >= n:
+                raise invalid()
+            m = _LONG.match(text, pos)
+            if m is None:
+                raise invalid()
+            index = int(m.group())
+            if index < 1 or index > 2**31 - 1:  # pgvector: any index outside 1..dim
+                raise DataException("sparsevec index out of bounds")
+            pos = skip(m.end())
+            if pos >= n or text[pos] != ":":
+                raise invalid()
+            pos = skip(pos + 1)
+            m = _STRTOF.match(text, pos)
+            if m is None:
+                raise invalid()
+            written = m.group(1)
+            wide = float(written)
+            with np.errstate(over="ignore", under="ignore"):
+                value = float(np.float32(wide))
+            if (math.isinf(value) and not math.isinf(wide)) or (value == 0 and wide != 0):
+                raise SqlVecError(f'"{written}" is out of range for type sparsevec',
+                                  sqlstate="22003")
+            if math.isnan(value):
+                raise DataException("NaN not allowed in sparsevec")
+            if math.isinf(value):
+                raise DataException("infinite value not allowed in sparsevec")
+            if value != 0:
+                indices.append(index)
+                values.append(value)
+            pos = skip(m.end())
+            if pos < n and text[pos] == ",":
+                pos += 1
+            elif pos < n and text[pos] == "}":
+                pos += 1
+                break
+            else:
+                raise invalid()
+    pos = skip(pos)
+    if pos >= n or text[pos] != "/":
+        raise invalid("Unexpected end of input.")
+    pos = skip(pos + 1)
+    m = _LONG.match(text, pos)
+    if m is None:
+        raise invalid()
+    pos = skip(m.end())
+    if pos < n:
+        raise invalid("Junk after closing.")
+    dim = int(m.group())
+    check_sparsevec_dims(dim)
+    order = np.argsort(np.asarray(indices, np.int64), kind="stable")
+    idx = np.asarray(indices, np.int32)[order]
+    check_sparsevec_indices(idx, dim)
+    return SparseVector(dim, idx, np.asarray(values, np.float32)[order])
+
+
+def check_sparsevec_typmod(dim: int, typmod: int) -> None:
+    """pgvector's CheckExpectedDim for sparsevec(typmod)."""
+    if typmod >= 0 and dim != typmod:
+        raise DataException(f"expected {typmod} dimensions, not {dim}")
+
+
+def format_sparsevec(value: SparseVector | dict) -> str:
+    """pgvector's sparsevec_out: `{index:value,...}/dim`, values printed as float4 output."""
+    if isinstance(value, dict):
+        value = SparseVector.from_dict(value)
+    body = ",".join(f"{i}:{format_float4(float(v))}"
+                    for i, v in zip(value.indices.tolist(), value.values.tolist()))
+    return "{" + body + "}/" + str(value.dim)

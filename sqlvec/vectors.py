@@ -28,7 +28,7 @@ import enum
 
 import numpy as np
 
-from sqlvec.errors import DataException
+from sqlvec.errors import DataException, SqlVecError
 
 # Rows scored per chunk by the direct (non-BLAS) kernels: bounds temporary memory.
 _CHUNK_ROWS = 65536
@@ -141,14 +141,16 @@ def _pgvector(metric: Metric, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return 1.0 - sim
 
 
-def _pgvector_sum(x: np.ndarray, y: np.ndarray | None, fma_tail: bool) -> np.ndarray:
+def _pgvector_sum(x: np.ndarray, y: np.ndarray | None, fma_tail: bool,
+                  init: np.ndarray | None = None) -> np.ndarray:
     """Per row, the float32 sum of x * y (of x when y is None) in pgvector's order: 16 running
     sums fed by fused multiply-adds (an exact product rounded once with the sum), folded in
-    halves; then 8 products folded in halves; then the last elements one by one (fused in the
-    cosine loop, separately rounded in the L2 and inner-product ones)."""
+    halves (and added to `init`, the sum so far of a loop that continues one); then 8 products
+    folded in halves; then the last elements one by one (fused in the cosine loop, separately
+    rounded in the L2 and inner-product ones)."""
     n, d = x.shape
     main = d - d % _LANES
-    total = np.zeros(n, np.float32)
+    total = np.zeros(n, np.float32) if init is None else np.asarray(init, np.float32)
     if main:
         acc = np.zeros((n, _LANES), np.float64)
         for s in range(0, main, _LANES):
@@ -157,7 +159,7 @@ def _pgvector_sum(x: np.ndarray, y: np.ndarray | None, fma_tail: bool) -> np.nda
             else:
                 acc += x[:, s:s + _LANES].astype(np.float64) * y[..., s:s + _LANES]
             acc = acc.astype(np.float32).astype(np.float64)
-        total = _fold(acc.astype(np.float32))
+        total = total + _fold(acc.astype(np.float32))
     i = main
     if d - i >= 8:
         part = x[:, i:i + 8] if y is None else x[:, i:i + 8] * y[..., i:i + 8]
@@ -394,3 +396,237 @@ def binary_quantize(matrix: np.ndarray) -> np.ndarray:
     """pgvector's binary_quantize: one bit per element, set where the element is positive; as
     (n, d) ASCII '0'/'1' bytes (the text form bit strings are stored in)."""
     return np.where(np.asarray(matrix) > 0, ord("1"), ord("0")).astype(np.uint8)
+
+
+# Sparse vectors (pgvector's sparsevec) -----------------------------------------------------------
+#
+# A batch of sparse vectors is CSR-shaped: per row a dimension count and a slice of (1-based
+# index, float32 value) pairs, indices ascending. pgvector's distance loops walk both operands'
+# elements in index order and add one term per index present in either (L2, L1) or in both
+# (inner product) to a float running sum, then (L2, L1) add the second operand's elements past
+# the first's last index in a loop GCC vectorizes like the dense ones (`_pgvector_sum`). The
+# kernels below make those terms for every row at once (one merge of the sorted elements) and
+# add them in pgvector's order, vectorized across rows, rounding as its x86-64 FMA build does:
+# the inner product's `+= a * b` fused, L2's `+= a * a` for an element only in the first operand
+# fused and its other terms not (as GCC contracts them there). Every distance equals pgvector's
+# bit for bit (checked against it in the tests).
+
+
+class SparseRows:
+    """n sparse vectors: `dims` (n,), `offsets` (n + 1,) into `indices` (int32, 1-based) and
+    `values` (float32), and `valid` (None: no NULLs)."""
+
+    __slots__ = ("dims", "offsets", "indices", "values", "valid")
+
+    def __init__(self, dims: np.ndarray, offsets: np.ndarray, indices: np.ndarray,
+                 values: np.ndarray, valid: np.ndarray | None = None) -> None:
+        self.dims = np.asarray(dims, np.int64)
+        self.offsets = np.asarray(offsets, np.int64)
+        self.indices = np.asarray(indices, np.int32)
+        self.values = np.asarray(values, np.float32)
+        self.valid = valid
+
+    def __len__(self) -> int:
+        return self.dims.shape[0]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The row of each stored element."""
+        return np.repeat(np.arange(len(self)), self.lengths)
+
+    def take(self, positions: np.ndarray) -> SparseRows:
+        """The rows at `positions`, in that order."""
+        positions = np.asarray(positions, np.int64)
+        lengths = self.lengths[positions]
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        starts = self.offsets[positions]
+        gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        valid = None if self.valid is None else self.valid[positions]
+        return SparseRows(self.dims[positions], offsets, self.indices[gather],
+                          self.values[gather], valid)
+
+    def repeat(self, n: int) -> SparseRows:
+        """This one row n times (a constant operand against a column)."""
+        return self.take(np.zeros(n, np.int64))
+
+
+def _sparse_terms(a: SparseRows, b: SparseRows) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                         np.ndarray, np.ndarray, np.ndarray]:
+    """The union of both operands' elements per row, in pgvector's loop order (row, index):
+    (row, a value, b value, in a, in b, index) per union element (0 for a side without it)."""
+    na, nb = a.values.size, b.values.size
+    row = np.concatenate([a.rows, b.rows])
+    index = np.concatenate([a.indices, b.indices]).astype(np.int64)
+    side = np.concatenate([np.zeros(na, np.int8), np.ones(nb, np.int8)])
+    value = np.concatenate([a.values, b.values])
+    # One int64 key per element, (row, index, side) in order: each operand's keys ascend
+    # already, so the stable sort (timsort) only merges two runs, in linear time.
+    span = 2 * (int(max(a.dims.max(initial=0), b.dims.max(initial=0))) + 1)
+    order = np.argsort(row * span + index * 2 + side, kind="stable")
+    row, index, side, value = row[order], index[order], side[order], value[order]
+    pair = np.zeros(row.size, bool)  # element k (of a) and k + 1 (of b) share row and index
+    if row.size > 1:
+        pair[:-1] = (row[1:] == row[:-1]) & (index[1:] == index[:-1])
+    first = np.ones(row.size, bool)
+    first[1:] = ~pair[:-1]
+    starts = np.flatnonzero(first)
+    in_a = side[starts] == 0
+    matched = pair[starts]
+    av = np.where(in_a, value[starts], np.float32(0))
+    follow = np.minimum(starts + 1, max(row.size - 1, 0))
+    bv = np.where(~in_a, value[starts], np.where(matched, value[follow] if row.size else av,
+                                                  np.float32(0)))
+    return row[starts], av.astype(np.float32), bv.astype(np.float32), in_a, ~in_a | matched, \
+        index[starts]
+
+
+def _sequential_sum(rows: np.ndarray, terms: np.ndarray, n: int) -> np.ndarray:
+    """Per row, the terms added one by one in order, in the terms' precision."""
+    out = np.zeros(n, terms.dtype)
+    np.add.at(out, rows, terms)
+    return out
+
+
+def _sequential_fma(rows: np.ndarray, x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
+    """Per row, float32 sum of x * y element after element, each step a fused multiply-add
+    (the exact product rounded once with the sum)."""
+    return _sequential_rounded(rows, x.astype(np.float64) * y, n)
+
+
+def _sequential_rounded(rows: np.ndarray, terms: np.ndarray, n: int) -> np.ndarray:
+    """Per row, a float32 running sum of float64 `terms` element after element, each step
+    rounded to float once: a plain float addition for a term that is a float, a fused
+    multiply-add for an exact product. `rows` is ascending; the loop runs over the position
+    within the row, each step vectorized over the rows that have that many terms."""
+    acc = np.zeros(n, np.float64)
+    if rows.size == 0:
+        return acc.astype(np.float32)
+    starts = np.searchsorted(rows, np.arange(n))
+    rank = np.arange(rows.size) - starts[rows]
+    # Ranks fit int16 (rows hold at most 2 x 16,000 terms): NumPy's stable sort is a radix sort.
+    by_rank = np.argsort(rank.astype(np.int16) if rank.size and rank.max() < 2**15 else rank,
+                         kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(rank))])
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        take = by_rank[lo:hi]
+        r = rows[take]
+        acc[r] = (acc[r] + terms[take]).astype(np.float32)
+    return acc.astype(np.float32)
+
+
+def _tail_sum(b: SparseRows, past: np.ndarray, init: np.ndarray, square: bool) -> np.ndarray:
+    """pgvector's last loop of L2 (`square`) and L1: the elements of `b` past the first
+    operand's last index (`past` marks them; they end each row), added to `init` in the order
+    of its vectorized loop, rows grouped by how many there are."""
+    out = np.asarray(init, np.float32).copy()
+    rows = b.rows[past]
+    counts = np.bincount(rows, minlength=len(b))
+    values = b.values[past]
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    for count in np.unique(counts):
+        if count == 0:
+            continue
+        which = np.flatnonzero(counts == count)
+        block = values[starts[which][:, None] + np.arange(count)]
+        out[which] = _pgvector_sum(block, block, fma_tail=False, init=out[which]) if square \
+            else _pgvector_sum(np.abs(block), None, fma_tail=False, init=out[which])
+    return out
+
+
+def _sparse_norms(v: SparseRows) -> np.ndarray:
+    """pgvector's float sum of squares of each row's values (its vectorized norm loop, the
+    same loop shape as the dense inner product: `_pgvector_sum`), rows grouped by length."""
+    out = np.zeros(len(v), np.float32)
+    lengths = v.lengths
+    for length in np.unique(lengths):
+        if length == 0:
+            continue
+        rows = np.flatnonzero(lengths == length)
+        block = v.values[v.offsets[rows][:, None] + np.arange(length)]
+        out[rows] = _pgvector_sum(block, block, fma_tail=False)
+    return out
+
+
+def sparse_distances(metric: Metric, a: SparseRows, b: SparseRows) -> np.ndarray:
+    """pgvector's sparsevec distance of each row of `a` to the same row of `b` (float64; NaN
+    for cosine with a zero vector). Dimensions must agree (checked by the caller)."""
+    n = len(a)
+    if metric is Metric.IP or metric is Metric.COSINE:
+        row, av, bv, in_a, in_b, _ = _sparse_terms(a, b)
+        both = in_a & in_b
+        dots = _sequential_fma(row[both], av[both], bv[both], n)
+        if metric is Metric.IP:
+            return -dots.astype(np.float64)
+        norms = _sparse_norms(a).astype(np.float64) * _sparse_norms(b).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sim = np.clip(dots.astype(np.float64) / np.sqrt(norms), -1.0, 1.0)
+        return 1.0 - sim
+    total = _l2_l1_sum(a, b, square=metric is Metric.L2).astype(np.float64)
+    return total if metric is Metric.L1 else np.sqrt(total)
+
+
+def _l2_l1_sum(a: SparseRows, b: SparseRows, square: bool) -> np.ndarray:
+    """pgvector's float sum of squared (L2) or absolute (L1) differences per row pair: the
+    merged loop over the first operand's elements, then the tail loop (`_tail_sum`)."""
+    n = len(a)
+    row, av, bv, in_a, in_b, index = _sparse_terms(a, b)
+    last = np.full(n, -1, np.int64)  # the first operand's largest index per row
+    has = a.lengths > 0
+    last[has] = a.indices[a.offsets[1:][has] - 1]
+    head = index <= last[row]
+    diff = av - bv  # float, as pgvector: a missing side contributes its own value
+    if square:
+        only_a = in_a & ~in_b
+        terms = np.where(only_a, diff.astype(np.float64) ** 2,  # contracted: exact product
+                         (diff * diff).astype(np.float64))
+    else:
+        terms = np.abs(diff).astype(np.float64)
+    total = _sequential_rounded(row[head], terms[head], n)
+    past = b.indices.astype(np.int64) > last[b.rows]
+    return _tail_sum(b, past, total, square)
+
+
+def sparse_l2_squared(a: SparseRows, b: SparseRows) -> np.ndarray:
+    """pgvector's sparsevec_l2_squared_distance per row pair."""
+    return _l2_l1_sum(a, b, square=True).astype(np.float64)
+
+
+def sparse_cmp(a: SparseRows, b: SparseRows) -> np.ndarray:
+    """pgvector's sparsevec_cmp per row pair (-1, 0, 1): the first index below both dimension
+    counts where the values differ (a missing element is 0) decides, else the dimensions."""
+    row, av, bv, _in_a, _in_b, index = _sparse_terms(a, b)
+    n = len(a)
+    limit = np.minimum(a.dims, b.dims)
+    differ = (av != bv) & (index <= limit[row])
+    hits = np.flatnonzero(differ)
+    sign = np.sign(a.dims - b.dims).astype(np.int64)
+    if hits.size:
+        first_rows, first = np.unique(row[hits], return_index=True)
+        at = hits[first]
+        sign[first_rows] = np.where(av[at] < bv[at], -1, 1)
+    return sign[:n]
+
+
+def sparse_l2_norms(v: SparseRows) -> np.ndarray:
+    """pgvector's l2_norm(sparsevec): the square root of the double sum of squares."""
+    return np.sqrt(_sequential_sum(v.rows, v.values.astype(np.float64) ** 2, len(v)))
+
+
+def sparse_l2_normalize(v: SparseRows) -> SparseRows:
+    """pgvector's l2_normalize(sparsevec): each value divided (in double) by the row's norm,
+    rounded to float; a zero-norm row stays as it is; elements that become zero are dropped.
+    Overflow is 22003 as pgvector's float_overflow_error."""
+    norms = sparse_l2_norms(v)
+    per = np.repeat(norms, v.lengths)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        out = np.where(per > 0, v.values.astype(np.float64) / per, v.values).astype(np.float32)
+    if np.isinf(out).any():
+        raise SqlVecError("value out of range: overflow", sqlstate="22003")
+    keep = out != 0
+    lengths = np.bincount(v.rows[keep], minlength=len(v)) if v.values.size else v.lengths
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return SparseRows(v.dims, offsets, v.indices[keep], out[keep], v.valid)

@@ -52,7 +52,13 @@ from sqlvec.execution.values import (
 )
 from sqlvec.types import (
     TYPES_BY_OID,
+    SparseVector,
     SqlType,
+    check_sparsevec_dims,
+    check_sparsevec_indices,
+    check_sparsevec_nnz,
+    check_sparsevec_typmod,
+    check_sparsevec_values,
     check_vector_values,
     decode_utf8,
     format_shortest,
@@ -434,6 +440,10 @@ def encode_binary(value: object, t: SqlType) -> bytes:
     if t.is_vector:
         vec = np.asarray(value, dtype=t.vector_dtype)
         return struct.pack("!HH", vec.size, 0) + vec.astype(_VECTOR_WIRE[name]).tobytes()
+    if t.is_sparse:  # sparsevec_send: int32 dim, nnz, unused; int32 indices; float4 values
+        sv = value if isinstance(value, SparseVector) else SparseVector.from_dict(value)
+        return (struct.pack("!iii", sv.dim, sv.indices.size, 0)
+                + (sv.indices - 1).astype(">i4").tobytes() + sv.values.astype(">f4").tobytes())
     if name in ("bit", "varbit"):  # bit_send: int32 bit count, then the bits packed, high first
         bits = np.frombuffer(str(value).encode(), np.uint8) == ord("1")
         return struct.pack("!i", bits.size) + np.packbits(bits).tobytes()
@@ -608,6 +618,8 @@ def decode_binary(data: bytes, t: SqlType) -> object:
         return pa.MonthDayNano([months, days, micros * 1000])
     if t.is_vector:
         return decode_vector(data, t)
+    if t.is_sparse:
+        return decode_sparsevec(data, t).as_dict()
     if name in ("bit", "varbit"):
         return decode_bits(data, t)
     if t.is_array:
@@ -636,6 +648,31 @@ def decode_bits(data: bytes, t: SqlType) -> str:
     bits = np.unpackbits(np.frombuffer(data, np.uint8, offset=4))[:count]
     text = np.where(bits == 1, ord("1"), ord("0")).astype(np.uint8).tobytes().decode()
     return parse_text(text, t)
+
+
+def decode_sparsevec(data: bytes, t: SqlType) -> SparseVector:
+    """pgvector's sparsevec_recv: int32 dim, int32 nnz, int32 unused (must be 0), nnz int32
+    0-based indices (ascending, distinct, within dim), nnz float4 values (finite, non-zero),
+    big-endian; checked in pgvector's order with its messages."""
+    if len(data) < 12:
+        raise BinaryFormatError("insufficient data left in message")
+    dim, nnz, unused = struct.unpack_from("!iii", data)
+    check_sparsevec_dims(dim)
+    check_sparsevec_nnz(nnz, dim)
+    check_sparsevec_typmod(dim, t.typmod)
+    if unused != 0:
+        raise DataException(f"expected unused to be 0, not {unused}")
+    if len(data) < 12 + 8 * nnz:
+        raise BinaryFormatError("insufficient data left in message")
+    indices = np.frombuffer(data, ">i4", nnz, 12).astype(np.int64) + 1
+    check_sparsevec_indices(indices, dim)
+    values = np.frombuffer(data, ">f4", nnz, 12 + 4 * nnz).astype(np.float32)
+    check_sparsevec_values(values)
+    if (values == 0).any():
+        raise DataException("binary representation of sparsevec cannot contain zero values")
+    if len(data) != 12 + 8 * nnz:
+        raise BinaryFormatError("incorrect binary data format for type sparsevec")
+    return SparseVector(dim, indices.astype(np.int32), values)
 
 
 def decode_vector(data: bytes, t: SqlType | None = None) -> np.ndarray:

@@ -66,6 +66,7 @@ BTREE_OPCLASSES = {
     "timestamptz": (3127, "timestamptz_ops"), "interval": (1982, "interval_ops"),
     "numeric": (3125, "numeric_ops"), "uuid": (2968, "uuid_ops"), "jsonb": (4033, "jsonb_ops"),
     "vector": (16396, "vector_ops"), "halfvec": (16368, "halfvec_ops"),
+    "sparsevec": (16342, "sparsevec_ops"),
     "bit": (423, "bit_ops"), "varbit": (2002, "varbit_ops"),
 }
 
@@ -98,9 +99,9 @@ _IO = {
     "regnamespace": "regnamespace", "regrole": "regrole", "regprocedure": "regprocedure",
 }
 _IO_UNDERSCORE = {"json", "date", "time", "timestamp", "timestamptz", "interval", "numeric",
-                  "uuid", "jsonb", "vector", "halfvec", "record", "bit", "varbit"}
+                  "uuid", "jsonb", "vector", "halfvec", "sparsevec", "record", "bit", "varbit"}
 _STORAGE = {"bytea": "x", "text": "x", "json": "x", "jsonb": "x", "bpchar": "x", "varchar": "x",
-            "numeric": "m", "vector": "e", "halfvec": "e",
+            "numeric": "m", "vector": "e", "halfvec": "e", "sparsevec": "e",
             "varbit": "x", "bit": "x"}
 _ALIGN = {"bool": "c", "char": "c", "name": "c", "uuid": "c", "int2": "s", "tid": "s",
           "int8": "d", "float8": "d", "time": "d", "timestamp": "d", "timestamptz": "d", "interval": "d"}
@@ -109,7 +110,8 @@ _TYPMODIN = {"varchar": "varchartypmodin", "bpchar": "bpchartypmodin",
              "numeric": "numerictypmodin", "timestamp": "timestamptypmodin",
              "timestamptz": "timestamptztypmodin", "time": "timetypmodin",
              "interval": "intervaltypmodin", "vector": "vector_typmod_in",
-             "halfvec": "halfvec_typmod_in", "bit": "bittypmodin",
+             "halfvec": "halfvec_typmod_in",
+             "sparsevec": "sparsevec_typmod_in", "bit": "bittypmodin",
              "varbit": "varbittypmodin"}
 _COLLATABLE = {"text", "varchar", "bpchar", "name"}
 
@@ -161,7 +163,7 @@ def _type_row(info: TypeInfo) -> TypeRow:
 
 
 # pgvector's types: they live in the extension's schema (public), not pg_catalog.
-EXTENSION_TYPES = frozenset(VECTOR_DTYPES)
+EXTENSION_TYPES = frozenset(VECTOR_DTYPES) | {"sparsevec"}
 
 
 # Pseudo and extra types clients look up by OID; not usable as column types here.

@@ -209,7 +209,8 @@ def _type_is_visible(c, args, e):
         info = O.type_name_of(o)
         if info is None:
             return None
-        if info.typname in ("vector", "_vector", "halfvec", "_halfvec"):
+        if info.typname in ("vector", "_vector", "halfvec", "_halfvec", "sparsevec",
+                            "_sparsevec"):
             return "public" in _search_path(f)
         return True
     return _map([oid], fn, BOOL)

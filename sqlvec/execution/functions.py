@@ -43,7 +43,12 @@ from sqlvec.execution import values as V
 from sqlvec.execution.expressions import constant
 from sqlvec.execution.expressions.calls import no_such_function
 from sqlvec.execution.expressions.json import json_typeof
-from sqlvec.execution.expressions.vector import bits_from_chars, vector_distance
+from sqlvec.execution.expressions.vector import (
+    bits_from_chars,
+    pgvector_kind,
+    sparse_distance,
+    vector_distance,
+)
 from sqlvec.execution.kernels import add_months, decimal_op, int_checked
 from sqlvec.execution.values import (
     BOOL,
@@ -58,7 +63,14 @@ from sqlvec.execution.values import (
 )
 from sqlvec.sql import dialect as d
 from sqlvec.types import SqlType
-from sqlvec.vectors import Metric, binary_quantize, l2_normalize
+from sqlvec.vectors import (
+    Metric,
+    SparseRows,
+    binary_quantize,
+    l2_normalize,
+    sparse_l2_normalize,
+    sparse_l2_norms,
+)
 
 DATE = SqlType("date")
 TIMESTAMP = SqlType("timestamp")
@@ -926,18 +938,21 @@ def _pg_typeof(c, args, e):
 # Vectors -----------------------------------------------------------------------------------------
 
 
-def _vector_arg(c, e, kind: str = "vector") -> Value:
-    """A pgvector function's argument: a vector or halfvec as it is, anything else as `kind`."""
+def _vector_arg(c, e, kind: str = "vector", sparse: bool = False, name: str = "") -> Value:
+    """A pgvector function's argument: a vector or halfvec as it is (a sparsevec too when the
+    function has a sparsevec form: `sparse`), anything else as `kind`."""
     v = c.compile(e)
-    if not v.type.is_vector:
+    if v.type.is_sparse and not sparse:
+        raise no_such_function(name, [v])  # pgvector casts sparsevec to vector by assignment only
+    if not v.type.is_vector and not v.type.is_sparse:
         v = c.coerce(v, SqlType(kind))
     return v
 
 
 def _vector_args(c, args) -> tuple[Value, Value]:
-    """Two operands of a pgvector distance function, as one type (halfvec if either is)."""
+    """Two operands of a pgvector distance function, as one type (`pgvector_kind`)."""
     a, b = c.compile(args[0]), c.compile(args[1])
-    kind = "halfvec" if "halfvec" in (a.type.name, b.type.name) else "vector"
+    kind = pgvector_kind(a.type, b.type)
     return c.coerce(a, SqlType(kind)), c.coerce(b, SqlType(kind))
 
 
@@ -954,7 +969,7 @@ def _per_vector(fn: Callable[[np.ndarray], np.ndarray], v: Value, out: SqlType, 
 
 
 def _vector_dims(c, args, e):
-    v = _vector_arg(c, args[0])
+    v = _vector_arg(c, args[0], name="vector_dims")
 
     def fn(f):
         x = v(f)
@@ -965,20 +980,38 @@ def _vector_dims(c, args, e):
 
 
 def _vector_norm(c, args, e):
-    v = _vector_arg(c, args[0], "halfvec" if str(e.this).lower() == "l2_norm" else "vector")
-    if (v.type.name == "halfvec") != (str(e.this).lower() == "l2_norm"):
+    name = str(e.this).lower()
+    v = _vector_arg(c, args[0], "halfvec" if name == "l2_norm" else "vector",
+                    sparse=name == "l2_norm", name=name)
+    if v.type.is_sparse:
+        return _per_sparse(lambda rows: pa.array(sparse_l2_norms(rows), pa.float64(), mask=None
+                                                 if rows.valid is None else ~rows.valid),
+                           v, FLOAT8)
+    if (v.type.name == "halfvec") != (name == "l2_norm"):
         raise no_such_function(str(e.this).lower(), [v])  # vector_norm(vector), l2_norm(halfvec)
     return _per_vector(lambda m: np.sqrt(np.einsum("ij,ij->i", m, m, dtype=np.float64)), v,
                        FLOAT8, False)
 
 
+def _per_sparse(fn: Callable[[SparseRows], pa.Array], v: Value, out: SqlType) -> Value:
+    """A function of sparsevec values, evaluated for the whole column at once."""
+    def run(f):
+        x = v(f)
+        result = fn(V.to_sparse_rows(x, 1 if is_scalar(x) else f.n))
+        return result[0] if is_scalar(x) else result
+    return Value(run, out, v.const)
+
+
 def _l2_normalize(c, args, e):
-    v = _vector_arg(c, args[0])
+    v = _vector_arg(c, args[0], sparse=True, name="l2_normalize")
+    if v.type.is_sparse:
+        return _per_sparse(lambda rows: V.sparse_to_arrow(sparse_l2_normalize(rows)), v,
+                           SqlType("sparsevec"))
     return _per_vector(l2_normalize, v, SqlType(v.type.name), True)
 
 
 def _subvector(c, args, e):
-    v = _vector_arg(c, args[0])
+    v = _vector_arg(c, args[0], name="subvector")
     start = _constant(c.compile_as(args[1], INT4), "the start of subvector")
     count = _constant(c.compile_as(args[2], INT4), "the count of subvector")
 
@@ -993,6 +1026,9 @@ def _subvector(c, args, e):
 
 def _inner_product(c, args, e):
     a, b = _vector_args(c, args)
+    if a.type.is_sparse:
+        return Value(lambda f: pc.negate(sparse_distance(Metric.IP, a(f), b(f), f.n)), FLOAT8,
+                     a.const and b.const)
     return Value(lambda f: pc.negate(vector_distance(Metric.IP, a(f), b(f), f.n)), FLOAT8,
                  a.const and b.const)
 
@@ -1023,12 +1059,21 @@ def _named_distance(c, args, e):
     name = str(e.this).lower()
     cls = {"l2_distance": d.L2Distance, "cosine_distance": d.CosineDistance,
            "l1_distance": d.L1Distance, "vector_l2_squared_distance": d.L2Distance,
-           "vector_negative_inner_product": d.NegativeInnerProduct}[name]
+           "vector_negative_inner_product": d.NegativeInnerProduct,
+           "sparsevec_l2_squared_distance": None, "sparsevec_negative_inner_product": None}[name]
     if len(args) != 2:
         raise no_such_function(name, [c.compile(a) for a in args])
     if name == "vector_l2_squared_distance":  # pgvector's sum itself, not a squared root
-        a, b = _vector_arg(c, args[0]), _vector_arg(c, args[1])
+        a, b = _vector_arg(c, args[0], name=name), _vector_arg(c, args[1], name=name)
         return Value(lambda f: vector_distance(None, a(f), b(f), f.n), FLOAT8,
+                     a.const and b.const)
+    if name == "sparsevec_l2_squared_distance":
+        a, b = (c.coerce(c.compile(x), SqlType("sparsevec")) for x in args)
+        return Value(lambda f: sparse_distance(None, a(f), b(f), f.n), FLOAT8,
+                     a.const and b.const)
+    if name == "sparsevec_negative_inner_product":
+        a, b = (c.coerce(c.compile(x), SqlType("sparsevec")) for x in args)
+        return Value(lambda f: sparse_distance(Metric.IP, a(f), b(f), f.n), FLOAT8,
                      a.const and b.const)
     return c.compile(cls(this=args[0], expression=args[1]))
 
@@ -1159,15 +1204,18 @@ scalar("pg_typeof", "any -> text", volatility="s", strict=False)(_pg_typeof)
 
 scalar("vector_dims", "vector -> int4", "halfvec -> int4", extension="vector")(_vector_dims)
 scalar("vector_norm", "vector -> float8", extension="vector")(_vector_norm)
-scalar("l2_norm", "halfvec -> float8", extension="vector")(_vector_norm)
-scalar("l2_normalize", "vector -> vector", "halfvec -> halfvec", extension="vector")(
-    _l2_normalize)
+scalar("l2_norm", "halfvec -> float8", "sparsevec -> float8", extension="vector")(_vector_norm)
+scalar("l2_normalize", "vector -> vector", "halfvec -> halfvec", "sparsevec -> sparsevec",
+       extension="vector")(_l2_normalize)
 scalar("subvector", "vector, int4, int4 -> vector", "halfvec, int4, int4 -> halfvec",
        extension="vector")(_subvector)
 scalar("inner_product", "vector, vector -> float8", "halfvec, halfvec -> float8",
-       extension="vector")(_inner_product)
+       "sparsevec, sparsevec -> float8", extension="vector")(_inner_product)
 scalar("l2_distance cosine_distance l1_distance", "vector, vector -> float8",
-       "halfvec, halfvec -> float8", extension="vector")(_named_distance)
+       "halfvec, halfvec -> float8", "sparsevec, sparsevec -> float8",
+       extension="vector")(_named_distance)
+scalar("sparsevec_l2_squared_distance sparsevec_negative_inner_product",
+       "sparsevec, sparsevec -> float8", extension="vector")(_named_distance)
 scalar("vector_l2_squared_distance vector_negative_inner_product", "vector, vector -> float8",
        extension="vector")(_named_distance)
 scalar("binary_quantize", "vector -> bit", "halfvec -> bit", extension="vector")(_binary_quantize)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -84,6 +85,40 @@ def _vector_ranks(col: pa.Array) -> pa.Array:
     return pa.array(ranks, mask=col.is_null().to_numpy(zero_copy_only=False))
 
 
+def _sparse_cmp_one(a: tuple, b: tuple) -> int:
+    """pgvector's sparsevec_cmp of two (dim, indices, values) values."""
+    (adim, ai, ax), (bdim, bi, bx) = a, b
+    nnz = min(len(ai), len(bi))
+    for i in range(nnz):
+        if ai[i] < bi[i]:
+            return -1 if ax[i] < 0 else 1
+        if ai[i] > bi[i]:
+            return 1 if bx[i] < 0 else -1
+        if ax[i] != bx[i]:
+            return -1 if ax[i] < bx[i] else 1
+    if len(ai) < len(bi) and bi[nnz] <= adim:
+        return 1 if bx[nnz] < 0 else -1
+    if len(ai) > len(bi) and ai[nnz] <= bdim:
+        return -1 if ax[nnz] < 0 else 1
+    return (adim > bdim) - (adim < bdim)
+
+
+def _sparse_ranks(col: pa.Array) -> pa.Array:
+    """sparsevec values as int64 ranks in pgvector's btree order, NULL where the value is.
+    The comparison runs per pair of values in Python (ORDER BY a sparse vector is rare; the
+    distance kernels, not this, are the hot path)."""
+    values = col.to_pylist()
+    keys = {i: (v["dim"], v["indices"], v["values"]) for i, v in enumerate(values) if v}
+    order = sorted(keys, key=lambda i: functools.cmp_to_key(_sparse_cmp_one)(keys[i]))
+    ranks = np.zeros(len(values), np.int64)
+    rank = 0
+    for pos, i in enumerate(order):
+        if pos == 0 or _sparse_cmp_one(keys[order[pos - 1]], keys[i]) != 0:
+            rank += 1
+        ranks[i] = rank
+    return pa.array(ranks, mask=col.is_null().to_numpy(zero_copy_only=False))
+
+
 def sort_indices(keys: list[tuple], n_rows: int, ctx: ExecContext | None = None) -> pa.Array:
     """Row order for ORDER BY keys (value datum, type, desc, nulls_first), stable.
 
@@ -97,6 +132,8 @@ def sort_indices(keys: list[tuple], n_rows: int, ctx: ExecContext | None = None)
             col = col.combine_chunks()
         if t.is_vector and pa.types.is_fixed_size_list(col.type):
             col = _vector_ranks(col)
+        elif t.is_sparse:
+            col = _sparse_ranks(col)
         elif pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type):
             raise FeatureNotSupported(f"ordering by values of type {t.format()} is not supported")
         if pa.types.is_dictionary(col.type):

@@ -37,14 +37,21 @@ from sqlvec.execution import values as V
 from sqlvec.execution.expressions import constant
 from sqlvec.execution.expressions.calls import no_such_function
 from sqlvec.execution.values import INT4, TEXT, Datum, Value, as_array, encode_numeric, is_scalar
-from sqlvec.types import REG_TYPES, TYPES_BY_NAME, TYPES_BY_OID, SqlType, record_fields
+from sqlvec.types import (
+    REG_TYPES,
+    TYPES_BY_NAME,
+    TYPES_BY_OID,
+    SparseVector,
+    SqlType,
+    record_fields,
+)
 
 BYTEA = SqlType("bytea")
 CSTRING = TEXT  # cstring values are text here
 
 # Types whose input and receive functions take (cstring|internal, oid, int4): a typmod.
 _WITH_TYPMOD = {"bpchar", "varchar", "numeric", "time", "timestamp", "timestamptz", "interval",
-                "record", "vector", "halfvec", "bit", "varbit"}
+                "record", "vector", "halfvec", "sparsevec", "bit", "varbit"}
 # Volatility where PostgreSQL's is stable rather than immutable.
 _STABLE_IN = {"date", "time", "timestamp", "timestamptz", "interval", "record", *REG_TYPES}
 _STABLE_OUT = {"date", "timestamp", "timestamptz", "interval", "record", *REG_TYPES}
@@ -53,7 +60,7 @@ _STABLE_BINARY = {"bpchar", "name", "text", "varchar", "record", "cstring"}
 _CATALOG_ONLY = {"int2vector", "oidvector"}
 # Type modifiers the engine reads (interval's field restrictions are not).
 _TYPMOD_TYPES = {"bpchar", "varchar", "numeric", "time", "timestamp", "timestamptz", "vector",
-                 "halfvec", "bit", "varbit"}
+                 "halfvec", "sparsevec", "bit", "varbit"}
 
 
 def _text_argument(c, e: exp.Expression, name: str) -> Value:
@@ -292,6 +299,10 @@ def encode_binary(value: object, t: SqlType) -> bytes:
     if name in ("vector", "halfvec"):
         vec = np.asarray(value, dtype=">f4" if name == "vector" else ">f2")
         return struct.pack("!HH", vec.size, 0) + vec.tobytes()
+    if name == "sparsevec":  # int32 dim, nnz, unused; int32 indices; float4 values
+        sv = SparseVector.from_dict(value)
+        return (struct.pack("!iii", sv.dim, sv.indices.size, 0) + (sv.indices - 1).astype(">i4").tobytes()
+                + sv.values.astype(">f4").tobytes())
     if name in ("bit", "varbit"):  # int32 bit count, then the bits packed, first bit highest
         bits = np.frombuffer(str(value).encode(), np.uint8) == ord("1")
         return struct.pack("!i", bits.size) + np.packbits(bits).tobytes()
@@ -342,7 +353,7 @@ def _declare_type(row: O.TypeRow, declared: set[str]) -> None:
     stable_in = kind in _STABLE_IN or kind == "array"
     stable_out = kind in _STABLE_OUT or kind == "array"
     stable_binary = name in _STABLE_BINARY or kind == "array"
-    options = {"extension": "vector"} if name in ("vector", "halfvec") else {}
+    options = {"extension": "vector"} if name in ("vector", "halfvec", "sparsevec") else {}
     suffix = ", oid, int4" if typmod else ""
     functions = (
         (row.input, f"cstring{suffix} -> {arg}", _input(kind), stable_in),
@@ -352,7 +363,7 @@ def _declare_type(row: O.TypeRow, declared: set[str]) -> None:
     )
     if name in _TYPMOD_TYPES:
         functions += ((row.modin, "cstring[] -> int4", _typmod_in(name), False),)
-        if name not in ("vector", "halfvec"):  # pgvector has no typmod output function
+        if name not in ("vector", "halfvec", "sparsevec"):  # pgvector has no typmod output
             functions += ((row.modout, "int4 -> cstring", _typmod_out(name), False),)
     for fname, signature, kernel, stable in functions:
         if fname == "-" or fname in declared:

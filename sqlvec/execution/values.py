@@ -34,14 +34,20 @@ from sqlvec.errors import (
 )
 from sqlvec.types import (
     BIT_TYPES,
+    SPARSEVEC_ARROW,
     VECTOR_MAX_DIM,
+    SparseVector,
     SqlType,
+    check_sparsevec_typmod,
     check_vector_values,
     format_shortest,
+    format_sparsevec,
     format_vector,
+    parse_sparsevec,
     parse_vector,
     record_fields,
 )
+from sqlvec.vectors import SparseRows
 
 Datum = pa.Array | pa.ChunkedArray | pa.Scalar
 
@@ -112,6 +118,58 @@ def vectors_to_arrow(matrix: np.ndarray, valid: np.ndarray | None = None,
     matrix = np.ascontiguousarray(matrix, dtype=dtype)
     mask = None if valid is None else pa.array(~valid)
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1], mask=mask)
+
+
+def to_sparse_rows(value: Datum, n: int) -> SparseRows:
+    """A sparsevec column (or scalar, repeated n times) as CSR-shaped `SparseRows`: the
+    layout the sparse kernels of sqlvec.vectors work on, read from the Arrow buffers."""
+    if isinstance(value, pa.Scalar):
+        if not value.is_valid:
+            return SparseRows(np.zeros(n), np.zeros(n + 1), np.zeros(0), np.zeros(0),
+                              np.zeros(n, bool))
+        one = SparseVector.from_dict(value.as_py())
+        return SparseRows(np.array([one.dim]), np.array([0, one.indices.size]), one.indices,
+                          one.values).repeat(n)
+    if isinstance(value, pa.ChunkedArray):
+        value = value.combine_chunks() if value.num_chunks != 1 else value.chunk(0)
+    dims, indices, values = value.flatten()
+    lengths = pc.fill_null(pc.list_value_length(indices), 0).to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(value) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    valid = value.is_valid().to_numpy(zero_copy_only=False) if value.null_count else None
+    return SparseRows(pc.fill_null(dims, 0).to_numpy(zero_copy_only=False), offsets,
+                      pc.list_flatten(indices).to_numpy(zero_copy_only=False),
+                      pc.list_flatten(values).to_numpy(zero_copy_only=False), valid)
+
+
+def sparse_to_arrow(rows: SparseRows) -> pa.Array:
+    """`SparseRows` as the struct array sparsevec columns are stored as."""
+    offsets = pa.array(rows.offsets.astype(np.int32))
+    mask = None if rows.valid is None else pa.array(~rows.valid)
+    return pa.StructArray.from_arrays(
+        [pa.array(rows.dims.astype(np.int32)),
+         pa.ListArray.from_arrays(offsets, pa.array(rows.indices, pa.int32())),
+         pa.ListArray.from_arrays(offsets, pa.array(rows.values, pa.float32()))],
+        fields=list(SPARSEVEC_ARROW), mask=mask)
+
+
+def sparse_from_dense(matrix: np.ndarray, valid: np.ndarray | None) -> SparseRows:
+    """pgvector's vector_to_sparsevec / halfvec_to_sparsevec for a matrix of rows: the
+    non-zero elements with their 1-based positions, as float."""
+    rows, cols = np.nonzero(matrix)
+    lengths = np.bincount(rows, minlength=matrix.shape[0])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return SparseRows(np.full(matrix.shape[0], matrix.shape[1]), offsets, cols + 1,
+                      matrix[rows, cols].astype(np.float32), valid)
+
+
+def sparse_to_flat(rows: SparseRows) -> tuple[np.ndarray, np.ndarray]:
+    """The dense float32 elements of every row, back to back, and the row offsets into them
+    (pgvector's sparsevec_to_vector for every row at once)."""
+    offsets = np.concatenate([[0], np.cumsum(rows.dims)])
+    flat = np.zeros(int(offsets[-1]), np.float32)
+    flat[np.repeat(offsets[:-1], rows.lengths) + rows.indices.astype(np.int64) - 1] = rows.values
+    return flat, offsets
 
 
 @dataclass(frozen=True)
@@ -200,7 +258,9 @@ def check_assignable(source: SqlType, column) -> None:
         return
     if {source.name, target.name} <= {"json", "jsonb"} or (
             (source.is_vector or target.is_vector) and (
-                source.is_array or target.is_array or source.is_vector and target.is_vector)):
+                source.is_array or target.is_array or source.is_vector and target.is_vector)) or (
+            target.is_sparse and (source.is_vector or source.is_array)) or (
+            source.is_sparse and target.is_vector):
         return
     raise DatatypeMismatch(
         f'column "{column.name}" is of type {target.format()} but expression is of type '
@@ -309,6 +369,10 @@ def parse_text(text: str, target: SqlType) -> object:
         except decimal.InvalidOperation:
             raise _invalid("numeric", text) from None
         return value
+    if target.is_sparse:
+        sparse = parse_sparsevec(text)
+        check_sparsevec_typmod(sparse.dim, target.typmod)
+        return sparse.as_dict()
     if target.is_vector:
         vec = parse_vector(text, name)
         if target.typmod >= 0 and vec.size != target.typmod:
@@ -562,6 +626,11 @@ def scalar_of(value: object, t: SqlType) -> pa.Scalar:
     arrow = t.to_arrow()
     if value is None:
         return pa.scalar(None, arrow)
+    if t.is_sparse:
+        if isinstance(value, SparseVector):
+            value = value.as_dict()
+        check_sparsevec_typmod(int(value["dim"]), t.typmod)
+        return pa.scalar(value, arrow)
     if t.is_vector:
         vec = np.asarray(value, dtype=t.vector_dtype)
         if vec.ndim != 1 or vec.size == 0 or not np.isfinite(vec).all():
@@ -605,6 +674,8 @@ def cast(value: Datum, source: SqlType, target: SqlType, n: int, explicit: bool 
         return _cast_to_bits(value, source, target, explicit)
     if source.name in STRING_TYPES:
         return _cast_from_text(value, target)
+    if target.is_sparse or source.is_sparse:
+        return _cast_sparse(value, source, target, n)
     if target.is_vector:
         if source.is_array and source.element.name in _VECTOR_ARRAY_ELEMENTS or source.is_vector:
             return _cast_to_vector(value, target, n)
@@ -889,6 +960,8 @@ def _cast_from_text(value: Datum, target: SqlType) -> Datum:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass  # fall back to the exact PostgreSQL input rules for the error message
     values = [None if v is None else parse_text(v, target) for v in arr.to_pylist()]
+    if target.is_sparse:
+        return pa.array(values, SPARSEVEC_ARROW)
     if target.is_vector:
         return _vectors_from_lists(values, target)
     if target.name == "numeric":
@@ -898,6 +971,92 @@ def _cast_from_text(value: Datum, target: SqlType) -> Datum:
         return pa.array(values, target.to_arrow())
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise NumericValueOutOfRange(str(exc)) from exc
+
+
+def _cast_sparse(value: Datum, source: SqlType, target: SqlType, n: int) -> Datum:
+    """pgvector's casts to and from sparsevec: sparsevec(n) checks dimensions; vector and
+    halfvec become sparse (implicitly) and back (by assignment); arrays become sparse through
+    the vector of their elements."""
+    scalar = is_scalar(value)
+    rows = 1 if scalar else n
+    if scalar:
+        if not value.is_valid:
+            return pa.scalar(None, target.to_arrow())
+        value = pa.array([value.as_py()], value.type)
+    if source.is_sparse:
+        sparse = to_sparse_rows(value, rows)
+        present = sparse.dims if sparse.valid is None else sparse.dims[sparse.valid]
+        if target.is_sparse:
+            bad = present[present != target.typmod] if target.typmod >= 0 else present[:0]
+            if bad.size:
+                check_sparsevec_typmod(int(bad[0]), target.typmod)
+            out: pa.Array = value
+        elif target.is_vector:
+            if present.size and int(present.max()) > VECTOR_MAX_DIM:
+                raise SqlVecError(f"{target.name} cannot have more than {VECTOR_MAX_DIM} "
+                                  "dimensions", sqlstate="54000")
+            bad = present[present != target.typmod] if target.typmod >= 0 else present[:0]
+            if bad.size:
+                raise DataException(f"expected {target.typmod} dimensions, not {int(bad[0])}")
+            flat, offsets = sparse_to_flat(sparse)
+            if target.name == "halfvec":
+                with np.errstate(over="ignore"):
+                    half = flat.astype(np.float16)
+                if np.isinf(half).any():
+                    bad = float(flat[np.isinf(half)][0])
+                    raise NumericValueOutOfRange(
+                        f'"{format_shortest(bad, single=True)}" is out of range for type halfvec')
+            mask = None if sparse.valid is None else pa.array(~sparse.valid)
+            child = pa.array(flat.astype(target.vector_dtype))
+            if target.typmod >= 0:
+                out = pa.FixedSizeListArray.from_arrays(child, target.typmod, mask=mask)
+            else:
+                out = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), child,
+                                               mask=mask)
+        else:
+            raise _cannot_cast(source, target)
+    elif source.is_array and source.element.name in _VECTOR_ARRAY_ELEMENTS:
+        out = sparse_to_arrow(_sparse_from_arrays(value, target))
+    elif source.is_vector:
+        matrix, valid = to_numpy_vectors(value, rows)
+        if target.typmod >= 0 and matrix.shape[1] != target.typmod and len(value):
+            raise DataException(f"expected {target.typmod} dimensions, not {matrix.shape[1]}")
+        out = sparse_to_arrow(sparse_from_dense(matrix, valid))
+    else:
+        raise _cannot_cast(source, target)
+    return out[0] if scalar else out
+
+
+def _sparse_from_arrays(value: pa.Array | pa.ChunkedArray, target: SqlType) -> SparseRows:
+    """pgvector's array_to_sparsevec for a column of arrays: each element narrowed to float
+    (NaN and infinities refused), zeros dropped, positions as indices."""
+    if isinstance(value, pa.ChunkedArray):
+        value = value.combine_chunks() if value.num_chunks != 1 else value.chunk(0)
+    valid = value.is_valid().to_numpy(zero_copy_only=False) if value.null_count else None
+    lengths = pc.fill_null(pc.list_value_length(value), 0).to_numpy(zero_copy_only=False)
+    live = lengths if valid is None else lengths[valid]
+    if (live == 0).any():
+        raise DataException("sparsevec must have at least 1 dimension")
+    if target.typmod >= 0 and (live != target.typmod).any():
+        raise DataException(f"expected {target.typmod} dimensions, "
+                            f"not {int(live[live != target.typmod][0])}")
+    elements = pc.list_flatten(value)
+    if elements.null_count:
+        raise SqlVecError("array must not contain nulls", sqlstate="22004")
+    wide = elements.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if np.isnan(wide).any():
+        raise DataException("NaN not allowed in sparsevec")
+    with np.errstate(over="ignore"):
+        single = wide.astype(np.float32)
+    if np.isinf(single).any():
+        raise DataException("infinite value not allowed in sparsevec")
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    rows = np.repeat(np.arange(lengths.size), lengths)
+    keep = single != 0
+    kept = np.bincount(rows[keep], minlength=lengths.size)
+    positions = np.arange(single.size) - starts[:-1][rows]
+    return SparseRows(lengths, np.concatenate([[0], np.cumsum(kept)]), positions[keep] + 1,
+                      single[keep], valid)
 
 
 def _vectors_from_lists(values: list, target: SqlType) -> pa.Array:
@@ -1019,6 +1178,8 @@ def format_value(value: object, t: SqlType) -> str:
         return format(d, "f")
     if t.is_vector:
         return format_vector(np.asarray(value, dtype=np.float32))
+    if t.is_sparse:
+        return format_sparsevec(value)
     if name == "bytea":
         return "\\x" + bytes(value).hex()
     if name == "date":

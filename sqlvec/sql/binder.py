@@ -140,7 +140,7 @@ _USERDEFINED = {"regclass", "regtype", "regproc", "regprocedure", "regnamespace"
                 "oid", "xid", "cid", "tid", "name", '"char"', "char", "int2", "int4", "int8",
                 "float4", "float8", "text", "bool", "varchar", "bpchar", "numeric", "date", "timestamp",
                 "timestamptz", "interval", "bytea", "json", "jsonb", "uuid", "vector", "time",
-                "halfvec", "varbit", "bit"}
+                "halfvec", "sparsevec", "varbit", "bit"}
 
 _SERIAL = {"SERIAL": "serial", "SMALLSERIAL": "serial", "BIGSERIAL": "serial"}
 

@@ -21,7 +21,7 @@ from sqlvec.errors import (
     SqlVecError,
     UndefinedObject,
 )
-from sqlvec.storage.hnsw import HnswIndex
+from sqlvec.storage.hnsw import SPARSE_MAX_NNZ, HnswIndex
 from sqlvec.storage.schema import ColumnDef, IndexDef, TableDef
 from sqlvec.storage.vector_index import OpClass, VectorIndex, all_options, check_options
 from sqlvec.vectors import Metric
@@ -107,9 +107,8 @@ def methods() -> tuple[type[VectorIndex], ...]:
 
 # pgvector operator classes no method here implements, refused with 0A000 naming them (not
 # 42704 as unknown names): bits need no graph (an exact popcount scan over packed bytes answers
-# `ORDER BY b <~> q` at memory speed; see sqlvec.vectors), sparse vectors are not supported yet.
-_NOT_IMPLEMENTED = frozenset({"bit_hamming_ops", "bit_jaccard_ops", "sparsevec_l2_ops",
-                              "sparsevec_ip_ops", "sparsevec_cosine_ops", "sparsevec_l1_ops"})
+# `ORDER BY b <~> q` at memory speed; see sqlvec.vectors).
+_NOT_IMPLEMENTED = frozenset({"bit_hamming_ops", "bit_jaccard_ops"})
 
 
 def opclass(method: type[VectorIndex], name: str | None, input_type: str = "vector") -> OpClass:
@@ -142,8 +141,31 @@ def params_of(index: IndexDef) -> Any:
 
 
 def vector_indexes(table: TableDef) -> tuple[IndexDef, ...]:
-    """The table's indexes that registered vector methods build per segment."""
-    return tuple(ix for ix in table.indexes if ix.method in _METHODS)
+    """The table's indexes that registered vector methods build per segment (not those on
+    sparsevec columns: `sparse_indexes`)."""
+    return tuple(ix for ix in table.indexes if ix.method in _METHODS
+                 and not _on_sparse(table, ix))
+
+
+def sparse_indexes(table: TableDef) -> tuple[IndexDef, ...]:
+    """The table's vector-method indexes on sparsevec columns: definitions whose limits writes
+    respect (`check_sparse_rows`), searched exactly (no per-segment structure; see hnsw.py)."""
+    return tuple(ix for ix in table.indexes if ix.method in _METHODS and _on_sparse(table, ix))
+
+
+def _on_sparse(table: TableDef, index: IndexDef) -> bool:
+    try:
+        return any(table.column(c).type.is_sparse for c in index.columns)
+    except KeyError:
+        return False
+
+
+def check_sparse_rows(index: IndexDef, lengths: Iterable[int]) -> None:
+    """pgvector's limit on the non-zero elements of the rows of an index on a sparsevec
+    column (54000), for rows written or already there when the index is created."""
+    if any(n > SPARSE_MAX_NNZ for n in lengths):
+        raise SqlVecError(f"sparsevec cannot have more than {SPARSE_MAX_NNZ} non-zero elements "
+                          f"for {index.method} index", sqlstate="54000")
 
 
 def index_for(table: TableDef, column: str, metric: Metric) -> IndexDef | None:
@@ -192,8 +214,10 @@ def check_definition(method_name: str, columns: list[ColumnDef], opclass_name: s
     if col.type.dims is None:
         raise DataException(f'column "{col.name}" does not have dimensions')
     given = check_options(method, options)
+    # A sparsevec index builds no structure (its L1 metric neither): only its options are checked.
+    metric = chosen.metric if chosen.input_type != "sparsevec" else method.opclasses[0].metric
     try:
-        method.make_params(chosen.metric, all_options(method, given))
+        method.make_params(metric, all_options(method, given))
     except (TypeError, ValueError) as exc:  # a method's own checks, if not already SQL errors
         raise InvalidParameterValue(str(exc)) from exc
     return chosen.name, given

@@ -98,7 +98,20 @@ OPCLASSES = (
     OpClass("halfvec_cosine_ops", Metric.COSINE, 16361, 16365, input_type="halfvec"),
     OpClass("halfvec_ip_ops", Metric.IP, 16362, 16366, input_type="halfvec"),
     OpClass("halfvec_l1_ops", Metric.L1, 16363, 16367, supported=False, input_type="halfvec"),
+    # sparsevec columns: accepted with pgvector's limits (no default, at most
+    # SPARSE_MAX_NNZ non-zero elements per row), but no graph is built: hnswlib has only
+    # dense spaces, and densifying is impossible in general (up to 10^9 dimensions) and wasteful
+    # when rows hold a few dozen non-zeros out of thousands. `ORDER BY col <op> q LIMIT k` is
+    # answered by the exact sparse kernels over each segment's index/value arrays (one sorted
+    # merge per segment, sqlvec.vectors): recall 1, exactly k rows under any filter, and EXPLAIN
+    # shows the scan and sort that run (`access_methods.graph_indexes` leaves these out).
+    OpClass("sparsevec_l2_ops", Metric.L2, 16343, 16347, input_type="sparsevec"),
+    OpClass("sparsevec_ip_ops", Metric.IP, 16344, 16348, input_type="sparsevec"),
+    OpClass("sparsevec_cosine_ops", Metric.COSINE, 16345, 16349, input_type="sparsevec"),
+    OpClass("sparsevec_l1_ops", Metric.L1, 16346, 16350, input_type="sparsevec"),
 )
+# pgvector's limit on the non-zero elements of a sparsevec in an hnsw index.
+SPARSE_MAX_NNZ = 1000
 # The ladder of ef values a calibration measures recall at (up to hnsw.ef_search's maximum).
 CALIBRATION_EFS = (10, 16, 24, 32, 40, 64, 100, 160, 256, 400, 640, 1000)
 # Rows a build holds out of the graph to calibrate with (at most; see held_out_count), and the

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sqlvec.errors import (
     DamagedFile,
@@ -1107,13 +1108,18 @@ class Store(StoreBase):
                 if if_not_exists:
                     return None
                 raise DuplicateTable(f'relation "{index.name}" already exists')
+            sparse = False
             if index.method != "btree":  # a vector access method (0A000 for an unknown one)
                 columns = [table.def_.column(c) for c in index.columns]
                 access_methods.check_definition(index.method, columns, index.opclass,
                                                 index.options.items())
+                sparse = columns[0].type.is_sparse
+                if sparse:  # pgvector's limit holds for the rows already there too
+                    access_methods.check_sparse_rows(index, _sparse_lengths(
+                        table.snapshot().scan([columns[0].name]), columns[0].name))
         self.alter_table(table_id, lambda d: d.with_changes(indexes=d.indexes + (index,)))
-        if access_methods.find(index.method) is None:
-            return index
+        if access_methods.find(index.method) is None or sparse:
+            return index  # nothing to build per segment (sparse: searched exactly, hnsw.py)
         # Seal the growing segment first: every row that exists now gets indexed now.
         self.seal(table_id)
         table = self.table(table_id)
@@ -1520,3 +1526,11 @@ def return_free_memory() -> None:
 
 _malloc_trim = None
 
+
+def _sparse_lengths(parts, name: str):
+    """The non-zero element counts of a sparsevec column's rows, part by part."""
+    for part in parts:
+        column = part.column(name).combine_chunks()
+        lengths = pc.list_value_length(pc.struct_field(column, "indices"))
+        if len(lengths):
+            yield int(pc.max(lengths).as_py() or 0)

@@ -747,7 +747,18 @@ class Table:
                 arrays.append(pa.chunked_array([pa.nulls(n, target)], type=target))
         out = pa.Table.from_arrays(arrays, schema=schema)
         self._check_not_null(arrays, out)
+        self._check_sparse_limits(arrays)
         return out
+
+    def _check_sparse_limits(self, arrays: Sequence[pa.Array | pa.ChunkedArray]) -> None:
+        """pgvector's limit on the non-zero elements of rows of an indexed sparsevec column."""
+        for index in access_methods.sparse_indexes(self.def_):
+            column = arrays[self.def_.column_names.index(index.columns[0])]
+            if isinstance(column, pa.ChunkedArray):
+                column = column.combine_chunks()
+            lengths = pc.list_value_length(pc.struct_field(column, "indices"))
+            if len(lengths):
+                access_methods.check_sparse_rows(index, [int(pc.max(lengths).as_py() or 0)])
 
     def _check_not_null(self, arrays: Sequence[pa.Array | pa.ChunkedArray],
                         rows: pa.Table | pa.RecordBatch) -> None:
@@ -777,6 +788,7 @@ class Table:
             out.append(array)
         batch = pa.RecordBatch.from_arrays(out, schema=schema)
         self._check_not_null(out, batch)
+        self._check_sparse_limits(out)
         return batch
 
     def prepare(self, ops: list) -> list:

@@ -9,7 +9,9 @@ from sqlvec.types import (
     VECTOR_MAX_DIM,
     SqlType,
     format_float4,
+    format_sparsevec,
     format_vector,
+    parse_sparsevec,
     parse_vector,
     sql_type_from_arrow,
 )
@@ -168,7 +170,8 @@ def test_result_decimal_is_described_as_numeric():
     [
         ("nosuchtype", "42704"),
         ("vector(0)", "22023"), ("halfvec(0)", "22023"), ("halfvec(16001)", "22023"),
-        ("vector(16001)", "22023"),
+        ("vector(16001)", "22023"), ("sparsevec(0)", "22023"),
+        ("sparsevec(1000000001)", "22023"),
         ("varchar(0)", "22023"),
         ("numeric(39,2)", "22023"),
         ("numeric(5,6)", "22023"),
@@ -188,3 +191,48 @@ def test_vector_dims_and_char_length():
     assert SqlType.parse("numeric(12,3)").numeric_precision_scale == (12, 3)
     with pytest.raises(TypeError):
         _ = SqlType.parse("text").dims
+
+
+# sparsevec ---------------------------------------------------------------------------------------
+
+
+def test_sparsevec_type_and_arrow_layout():
+    t = SqlType.parse("sparsevec(1000000000)")
+    assert (t.format(), t.dims, t.is_sparse, t.is_vector) == (
+        "sparsevec(1000000000)", 1_000_000_000, True, False)
+    assert sql_type_from_arrow(t.to_arrow()) == SqlType("sparsevec")
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("{1:1.5,3:3.5}/5", "{1:1.5,3:3.5}/5"),
+    (" { 3:1 , 1:2 ,2:0 } / 5 ", "{1:2,3:1}/5"),  # sorted, zeros dropped
+    ("{1:0,1:3}/4", "{1:3}/4"),  # a zero is dropped before duplicates are looked for
+    ("{}/3", "{}/3"),
+    ("{2:1e-8,1:-0.1}/1000000000", "{1:-0.1,2:1e-08}/1000000000"),
+])
+def test_sparsevec_text_round_trip(text, want):
+    assert format_sparsevec(parse_sparsevec(text)) == want
+
+
+@pytest.mark.parametrize(("text", "sqlstate", "message"), [
+    ("{1:2,1:3}/4", "22000", "sparsevec indices must not contain duplicates"),
+    ("{5:1}/4", "22000", "sparsevec index out of bounds"),
+    ("{0:1}/4", "22000", "sparsevec index out of bounds"),
+    ("{99999999999999999999:1}/4", "22000", "sparsevec index out of bounds"),
+    ("{1:1e-50}/2", "22003", '"1e-50" is out of range for type sparsevec'),
+    ("{1:1e39}/2", "22003", '"1e39" is out of range for type sparsevec'),
+    ("{1:nan}/2", "22000", "NaN not allowed in sparsevec"),
+    ("{1:-inf}/2", "22000", "infinite value not allowed in sparsevec"),
+    ("{1:1}/0", "22000", "sparsevec must have at least 1 dimension"),
+    ("{1:1}/1000000001", "54000", "sparsevec cannot have more than 1000000000 dimensions"),
+    ("{1:1}", "22P02", 'invalid input syntax for type sparsevec: "{1:1}"'),
+    ("[1]", "22P02", 'invalid input syntax for type sparsevec: "[1]"'),
+    ("{1:1,}/3", "22P02", 'invalid input syntax for type sparsevec: "{1:1,}/3"'),
+    ("{1:1}/3 x", "22P02", 'invalid input syntax for type sparsevec: "{1:1}/3 x"'),
+    ("{" + ",".join(f"{i}:1" for i in range(1, 16002)) + "}/20000", "54000",
+     "sparsevec cannot have more than 16000 non-zero elements"),
+])
+def test_sparsevec_input_errors_are_pgvectors(text, sqlstate, message):
+    with pytest.raises(SqlVecError) as info:
+        parse_sparsevec(text)
+    assert (info.value.sqlstate, str(info.value)) == (sqlstate, message)

@@ -320,3 +320,37 @@ def test_short_results_encode_as_whole_columns_do(t, values, arrow_type, data):
                                                                type=array.type)):
         for fmt in (P.TEXT, P.BINARY):
             assert P.cell_lists(column, t, fmt) == P.encode_cells(column, t, fmt).to_pylist()
+
+
+# sparsevec: pgvector's binary format ---------------------------------------------------------
+
+
+def _sparse_cell(dim: int, indices: list[int], values: list[float], unused: int = 0) -> bytes:
+    return (struct.pack("!iii", dim, len(indices), unused)
+            + struct.pack(f"!{len(indices)}i", *indices) + struct.pack(f"!{len(values)}f", *values))
+
+
+def test_sparsevec_binary_round_trip_uses_zero_based_indices():
+    t = SqlType.parse("sparsevec(5)")
+    value = P.decode_binary(_sparse_cell(5, [0, 2], [1.5, -2.0]), t)
+    assert value == {"dim": 5, "indices": [1, 3], "values": [1.5, -2.0]}
+    assert P.encode_binary(value, t) == _sparse_cell(5, [0, 2], [1.5, -2.0])
+    assert P.decode_binary(_sparse_cell(3, [], []), SqlType("sparsevec"))["indices"] == []
+
+
+@pytest.mark.parametrize(("cell", "sqlstate", "message"), [
+    (_sparse_cell(4, [0], [1.0]), "22000", "expected 5 dimensions, not 4"),
+    (_sparse_cell(5, [0], [1.0], unused=1), "22000", "expected unused to be 0, not 1"),
+    (_sparse_cell(5, [5], [1.0]), "22000", "sparsevec index out of bounds"),
+    (_sparse_cell(5, [2, 1], [1.0, 2.0]), "22000", "sparsevec indices must be in ascending order"),
+    (_sparse_cell(5, [1, 1], [1.0, 2.0]), "22000", "sparsevec indices must not contain duplicates"),
+    (_sparse_cell(5, [1], [0.0]), "22000",
+     "binary representation of sparsevec cannot contain zero values"),
+    (_sparse_cell(5, [1], [float("nan")]), "22000", "NaN not allowed in sparsevec"),
+    (_sparse_cell(0, [], []), "22000", "sparsevec must have at least 1 dimension"),
+    (_sparse_cell(5, [0, 1], [1.0])[:-4], "22P03", "insufficient data left in message"),
+])
+def test_sparsevec_binary_errors(cell, sqlstate, message):
+    with pytest.raises(SqlVecError) as info:
+        P.decode_binary(cell, SqlType.parse("sparsevec(5)"))
+    assert (info.value.sqlstate, str(info.value)) == (sqlstate, message)

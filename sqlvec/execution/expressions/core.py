@@ -173,6 +173,9 @@ class Compiler:
         if {ta.name, tb.name} == {"vector", "halfvec"}:  # pgvector's implicit vector -> halfvec
             t = SqlType("halfvec")
             return self.coerce(a, t), self.coerce(b, t), t
+        if "sparsevec" in (ta.name, tb.name) and (ta.is_vector or tb.is_vector):
+            t = SqlType("sparsevec")  # pgvector's implicit vector/halfvec -> sparsevec
+            return self.coerce(a, t), self.coerce(b, t), t
         if {ta.name, tb.name} & {"oid", "regclass", "regtype", "regproc"} and \
                 (V.is_numeric(ta) or V.is_numeric(tb)):
             return self.coerce(a, INT8), self.coerce(b, INT8), INT8

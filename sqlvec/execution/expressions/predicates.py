@@ -21,7 +21,7 @@ from sqlvec.execution.expressions.core import (
     operands,
     param_index,
 )
-from sqlvec.execution.expressions.vector import vector_compare
+from sqlvec.execution.expressions.vector import sparse_compare, vector_compare
 from sqlvec.execution.kernels import widen_decimal
 from sqlvec.execution.values import BOOL, TEXT, Datum, Value, as_array, is_scalar
 from sqlvec.sql import dialect as d
@@ -38,6 +38,8 @@ def _compare(c: Compiler, e: exp.Binary) -> Value:
     op = _COMPARE[type(e)]
     if t.is_vector:
         return Value(lambda f: vector_compare(op, a(f), b(f), f.n), BOOL, a.const and b.const)
+    if t.is_sparse:
+        return Value(lambda f: sparse_compare(op, a(f), b(f), f.n), BOOL, a.const and b.const)
     fn = getattr(pc, op)
     return Value(lambda f: _arrow_compare(fn, a(f), b(f)), BOOL, a.const and b.const)
 

@@ -28,13 +28,23 @@ from sqlvec.vectors import (
     l2_squared_distances,
     pack_bits,
     paired_distances,
+    sparse_cmp,
+    sparse_distances,
+    sparse_l2_squared,
 )
 
 
+def pgvector_kind(*types: SqlType) -> str:
+    """The pgvector type operands of these types meet at: sparsevec when any is one (vector and
+    halfvec cast to sparsevec implicitly), else halfvec when any is one (vector casts to halfvec
+    implicitly), else vector."""
+    names = {t.name for t in types}
+    return "sparsevec" if "sparsevec" in names else "halfvec" if "halfvec" in names else "vector"
+
+
 def _vector_pair(c: Compiler, a: Value, b: Value) -> tuple[Value, Value]:
-    """Both operands as one pgvector type: halfvec when either is one (vector casts to halfvec
-    implicitly, as in pgvector), else vector."""
-    kind = "halfvec" if "halfvec" in (a.type.name, b.type.name) else "vector"
+    """Both operands as one pgvector type (`pgvector_kind`)."""
+    kind = pgvector_kind(a.type, b.type)
     if a.type.name != kind:
         a = c.coerce(a, SqlType(kind))
     if b.type.name != kind:
@@ -51,14 +61,18 @@ def _distance(c: Compiler, e: d.VectorDistance) -> Value:
     a, b = operands(c, e)
     # A parameter takes the other operand's type (vector when that is unknown too).
     if a.type.name == "unknown" and isinstance(e.this, exp.Parameter):
-        c.env.infer_param(param_index(e.this), b.type if b.type.is_vector else SqlType("vector"))
+        c.env.infer_param(param_index(e.this), b.type if b.type.is_vector or b.type.is_sparse
+                          else SqlType("vector"))
         a = c.compile(e.this)
     if b.type.name == "unknown" and isinstance(e.expression, exp.Parameter):
         c.env.infer_param(param_index(e.expression),
-                          a.type if a.type.is_vector else SqlType("vector"))
+                          a.type if a.type.is_vector or a.type.is_sparse else SqlType("vector"))
         b = c.compile(e.expression)
     a, b = _vector_pair(c, a, b)
     metric = e.metric
+    if a.type.is_sparse:
+        return Value(lambda f: sparse_distance(metric, a(f), b(f), f.n), FLOAT8,
+                     a.const and b.const)
 
     def fn(f: Frame) -> Datum:
         return vector_distance(metric, a(f), b(f), f.n)
@@ -71,8 +85,10 @@ def vector_distance(metric: Metric | None, x: Datum, y: Datum, n: int) -> Datum:
     None: pgvector's vector_l2_squared_distance."""
     both_scalar = is_scalar(x) and is_scalar(y)
     rows = 1 if both_scalar else n
-    if both_scalar and (not x.is_valid or not y.is_valid):
-        return pa.scalar(None, pa.float64())
+    if is_scalar(x) and not x.is_valid or is_scalar(y) and not y.is_valid:
+        # A NULL operand (`ORDER BY v <-> (SELECT NULL::vector)`): NULL for every row, with no
+        # dimensions to compare.
+        return pa.scalar(None, pa.float64()) if both_scalar else pa.nulls(rows, pa.float64())
     mx, vx = V.to_numpy_vectors(x, rows)
     my, vy = V.to_numpy_vectors(y, rows)
     if mx.shape[1] != my.shape[1] and mx.size and my.size:
@@ -89,6 +105,43 @@ def vector_distance(metric: Metric | None, x: Datum, y: Datum, n: int) -> Datum:
             valid = v if valid is None else valid & v
     arr = pa.array(out, pa.float64(), mask=None if valid is None else ~valid)
     return arr[0] if both_scalar else arr
+
+
+def sparse_distance(metric: Metric | None, x: Datum, y: Datum, n: int) -> Datum:
+    """Row-wise pgvector distance between two sparsevec datums; metric None: pgvector's
+    sparsevec_l2_squared_distance."""
+    both_scalar = is_scalar(x) and is_scalar(y)
+    rows = 1 if both_scalar else n
+    if is_scalar(x) and not x.is_valid or is_scalar(y) and not y.is_valid:
+        return pa.scalar(None, pa.float64()) if both_scalar else pa.nulls(rows, pa.float64())
+    sx, sy = V.to_sparse_rows(x, rows), V.to_sparse_rows(y, rows)
+    valid = sx.valid if sy.valid is None else (sy.valid if sx.valid is None else
+                                               sx.valid & sy.valid)
+    live = np.ones(rows, bool) if valid is None else valid
+    differ = live & (sx.dims != sy.dims)
+    if differ.any():
+        at = int(np.argmax(differ))
+        raise DataException(f"different sparsevec dimensions {sx.dims[at]} and {sy.dims[at]}")
+    out = sparse_l2_squared(sx, sy) if metric is None else sparse_distances(metric, sx, sy)
+    arr = pa.array(out, pa.float64(), mask=None if valid is None else ~valid)
+    return arr[0] if both_scalar else arr
+
+
+def sparse_compare(op: str, x: Datum, y: Datum, n: int) -> Datum:
+    """sparsevec comparisons in pgvector's btree order: the elements as a dense vector would
+    compare them over the shorter dimension count, then the dimension counts."""
+    both = is_scalar(x) and is_scalar(y)
+    rows = 1 if both else n
+    if is_scalar(x) and not x.is_valid or is_scalar(y) and not y.is_valid:
+        return pa.scalar(None, pa.bool_()) if both else pa.nulls(rows, pa.bool_())
+    sx, sy = V.to_sparse_rows(x, rows), V.to_sparse_rows(y, rows)
+    sign = sparse_cmp(sx, sy)
+    out = {"equal": sign == 0, "not_equal": sign != 0, "less": sign < 0,
+           "less_equal": sign <= 0, "greater": sign > 0, "greater_equal": sign >= 0}[op]
+    valid = sx.valid if sy.valid is None else (sy.valid if sx.valid is None else
+                                               sx.valid & sy.valid)
+    arr = pa.array(out, pa.bool_(), mask=None if valid is None else ~valid)
+    return arr[0] if both else arr
 
 
 def vector_arith(c: Compiler, op: str, a: Value, b: Value) -> Value:

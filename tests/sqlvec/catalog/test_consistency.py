@@ -83,7 +83,9 @@ def test_index_and_sequence_entries(session):
     assert rows(session, "SELECT opcname, opcdefault FROM pg_opclass o JOIN pg_am a ON "
                          "a.oid = o.opcmethod WHERE a.amname = 'hnsw' ORDER BY 1") == [
         ("halfvec_cosine_ops", False), ("halfvec_ip_ops", False), ("halfvec_l1_ops", False),
-        ("halfvec_l2_ops", False), ("vector_cosine_ops", False), ("vector_ip_ops", False),
+        ("halfvec_l2_ops", False), ("sparsevec_cosine_ops", False), ("sparsevec_ip_ops", False),
+        ("sparsevec_l1_ops", False), ("sparsevec_l2_ops", False),
+        ("vector_cosine_ops", False), ("vector_ip_ops", False),
         ("vector_l1_ops", False), ("vector_l2_ops", True)]
     assert rows(session, "SELECT pg_get_serial_sequence('items', 'id')") == \
         [("public.items_id_seq",)]
