@@ -16,7 +16,8 @@ through, with PostgreSQL's rules and messages:
 
 Which settings change what sqlvec does: `search_path`, `statement_timeout`, `work_mem` (per
 statement here), `extra_float_digits`, `DateStyle` (ISO output), `application_name`,
-`client_encoding` (UTF8 only), `standard_conforming_strings` (on only), `hnsw.ef_search`,
+`client_encoding` (UTF8 only), `standard_conforming_strings` (on only), `enable_indexscan`
+(off: exact vector search), the vector methods' settings (`hnsw.*`, `ivfflat.*`),
 `sqlvec.exact`, `sqlvec.target_recall`. The rest are accepted and shown, as PostgreSQL would,
 with no effect here.
 """
