@@ -282,24 +282,36 @@ class IvfflatIndex:
         if metric is Metric.COSINE and not q.any():
             return None, 0
         lists = self._centers.shape[0]
-        dots = self._centers @ q
+        dots = np.einsum("ij,j->i", self._centers, q)  # einsum: see below
         scores = self._center_norms - 2.0 * dots if metric is Metric.L2 else -dots
         order = np.argsort(scores, kind="stable")
         probes = max(1, min(probes, lists))
         max_probes = max(probes, min(max_probes, lists))
         widened, done = 0, 0
         entries: list[np.ndarray] = []
+        raws: list[np.ndarray] = []
         found = 0
         while True:
-            picked = order[done:probes]
-            starts, ends = self._offsets[picked], self._offsets[picked + 1]
-            lengths = ends - starts
-            idx = (np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
-                   + np.arange(int(lengths.sum())))
-            if allowed is not None:
-                idx = idx[allowed[self._positions[idx]]]
-            entries.append(idx)
-            found += idx.size
+            for list_id in order[done:probes]:
+                # Each list is a contiguous block: scored in place (no gathering copy), with
+                # einsum, not `@`: a multi-threaded BLAS costs more in thread hand-offs than in
+                # arithmetic at these sizes, and far more on a busy machine.
+                a, b = int(self._offsets[list_id]), int(self._offsets[list_id + 1])
+                if a == b:
+                    continue
+                entry = np.arange(a, b)
+                block = self._vectors[a:b]
+                if allowed is not None:
+                    keep = allowed[self._positions[a:b]]
+                    if not keep.all():
+                        entry, block = entry[keep], block[keep]
+                    if entry.size == 0:
+                        continue
+                dots = np.einsum("ij,j->i", block, q)
+                raws.append(self._norms[entry] - 2.0 * dots if self._norms is not None
+                            else -dots)
+                entries.append(entry)
+                found += entry.size
             done = probes
             if found >= want or probes >= max_probes:
                 break
@@ -308,12 +320,7 @@ class IvfflatIndex:
         if found < want:
             return None, widened
         idx = np.concatenate(entries) if len(entries) > 1 else entries[0]
-        rows = self._vectors[idx]
-        dots = rows @ q
-        if metric is Metric.L2:
-            raw = self._norms[idx] - 2.0 * dots  # type: ignore[index]
-        else:
-            raw = -dots
+        raw = np.concatenate(raws) if len(raws) > 1 else raws[0]
         best = np.argpartition(raw, want - 1)[:want] if want < raw.size else np.arange(raw.size)
         best = best[np.argsort(raw[best], kind="stable")]
         raw = raw[best].astype(np.float64)
