@@ -1,6 +1,7 @@
 """IVFFlat beside HNSW, in sqlvec and in PostgreSQL + pgvector, on the same data in one run.
 
-    python -m benchmarks ivfflat [--rows 50000] [--dim 128] [--lists 100] [--queries 200]
+    python -m benchmarks ivfflat [--rows 50000] [--dim 128] [--clusters 1000] [--lists 100]
+                                 [--queries 200]
                                  [--probes 1,4,10,20] [--ef 40,100] [--no-postgres]
                                  [--out FILE.json]
 
@@ -10,8 +11,9 @@ pgserver package. Per server: the table is loaded with COPY, then `CREATE INDEX 
 (emb vector_l2_ops) WITH (lists)` is timed, recall@10 (against exact NumPy ground truth) and
 queries per second (one client, one query at a time) are measured at each `ivfflat.probes`; the
 index is dropped and an HNSW index (m=16, ef_construction=64) is timed and measured at each
-`hnsw.ef_search` the same way. Data: the benchmarks' clustered generator (datasets.Clustered),
-L2; queries are fresh draws from the same mixture.
+`hnsw.ef_search` the same way. Data: the benchmarks' clustered generator (datasets.Clustered,
+`--clusters` Gaussian clusters: fewer clusters than lists makes lists cut through clusters, the
+harder case for IVFFlat), L2; queries are fresh draws from the same mixture.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def measure(conn, queries: np.ndarray, truth: np.ndarray) -> dict:
 
 
 def render(results: list[dict], args) -> str:
-    lines = [f"{args.rows:,} x {args.dim} clustered (L2), {args.queries} queries, "
+    lines = [f"{args.rows:,} x {args.dim}, {args.clusters} clusters (L2), {args.queries} queries, "
              f"lists={args.lists}, HNSW m=16 ef_construction=64", "",
              "| server | index | build s | knob | recall@10 | QPS |", "|---|---|---|---|---|---|"]
     for r in results:
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--lists", type=int, default=100)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--probes", default="1,4,10,20")
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     probes = [int(p) for p in args.probes.split(",")]
     efs = [int(e) for e in args.ef.split(",")]
-    gen = Clustered(args.rows, args.dim)
+    gen = Clustered(args.rows, args.dim, clusters=args.clusters)
     rows, queries = gen.all(), gen.queries(args.queries)
     truth = top_k_batch(Metric.L2, rows, queries, K)
 
