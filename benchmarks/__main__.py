@@ -14,6 +14,7 @@ SUITES = {
     "growth": "benchmarks.growth",
     "writes": "benchmarks.writes",
     "recall": "benchmarks.recall",
+    "ivfflat": "benchmarks.ivfflat",
     "profile": "benchmarks.wire_profile",
     "foreign_keys": "benchmarks.foreign_keys",
 }

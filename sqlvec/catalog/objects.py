@@ -13,7 +13,8 @@ OIDs:
     pg_catalog / information_schema tables              `table_oid(name)` (PostgreSQL's where known)
     types                                               sqlvec.types (vector is 16385)
     vector access methods and their operator classes    fixed by their declarations, below
-                                                        FIRST_OID (HNSW: 16387..16395)
+                                                        FIRST_OID (HNSW: 16387..16395 and
+                                                        16360..16367; IVFFlat: 16340..16352)
 """
 
 from __future__ import annotations

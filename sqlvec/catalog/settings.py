@@ -16,7 +16,8 @@ through, with PostgreSQL's rules and messages:
 
 Which settings change what sqlvec does: `search_path`, `statement_timeout`, `work_mem` (per
 statement here), `extra_float_digits`, `DateStyle` (ISO output), `application_name`,
-`client_encoding` (UTF8 only), `standard_conforming_strings` (on only), `hnsw.ef_search`,
+`client_encoding` (UTF8 only), `standard_conforming_strings` (on only), `enable_indexscan`
+(off: exact vector search), the vector methods' settings (`hnsw.*`, `ivfflat.*`),
 `sqlvec.exact`, `sqlvec.target_recall`. The rest are accepted and shown, as PostgreSQL would,
 with no effect here.
 """
@@ -372,10 +373,11 @@ def _index_settings(method, registered: bool) -> None:
         if registered:
             INDEX_SETTINGS[declared.name] = declared
             # A DefaultSetting: a search tells "never set" from `SET hnsw.ef_search = 40`.
-            default = DefaultSetting(declared.default)
+            default = DefaultSetting(declared.default_text)
             SETTINGS[declared.name] = Setting(
-                declared.name, "integer", default, description=declared.description,
-                min=str(declared.min), max=str(declared.max))
+                declared.name, declared.vartype, default, description=declared.description,
+                min=_bound(declared.min), max=_bound(declared.max),
+                enumvals=declared.enumvals or None)
             DEFAULT_SETTINGS[declared.name] = default
             CANONICAL[declared.name.lower()] = declared.name
         else:
@@ -383,6 +385,10 @@ def _index_settings(method, registered: bool) -> None:
             SETTINGS.pop(declared.name, None)
             DEFAULT_SETTINGS.pop(declared.name, None)
             CANONICAL.pop(declared.name.lower(), None)
+
+
+def _bound(value: int | float | None) -> str | None:
+    return None if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 access_methods.watch(_index_settings)

@@ -169,7 +169,10 @@ class VectorTopKOp(OneRowOp):
     def _settings(self, ctx) -> dict:
         # The index's knob or a recall target: storage decides from the settings
         # (storage/search.py search_target).
-        exact = str(ctx.settings.get("sqlvec.exact", "off")).lower() in ("on", "true", "1")
+        # `SET enable_indexscan = off` is how pgvector users get exact ground truth (an ORDER BY
+        # over a sequential scan); `sqlvec.exact = on` says the same.
+        exact = str(ctx.settings.get("sqlvec.exact", "off")).lower() in ("on", "true", "1") \
+            or str(ctx.settings.get("enable_indexscan", "on")).lower() in ("off", "false", "0")
         return {"settings": ctx.settings, "exact": exact}
 
     def plan_segments(self, ctx, outer=None) -> list[SegmentPlan]:

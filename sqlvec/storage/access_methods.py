@@ -1,8 +1,9 @@
 """The registry of vector access methods, keyed by name (`CREATE INDEX … USING <name>`).
 
-Each method is a class implementing `VectorIndex` (vector_index.py); HNSW (hnsw.py) is built
-in. DDL, storage, search, settings and the catalogs look methods up here and speak only the
-protocol, so a new index type is its module plus one `register` line below.
+Each method is a class implementing `VectorIndex` (vector_index.py); HNSW (hnsw.py) and
+IVFFlat (ivfflat.py) are built in. DDL, storage, search, settings and the catalogs look methods
+up here and speak only the protocol, so a new index type is its module plus one `register` line
+below.
 
 An index's definition (`IndexDef`: method, opclass, options) is stored in the manifest as it
 always was; its per-segment files are named `seg-<segment>.<index oid>.<method>`.
@@ -22,6 +23,7 @@ from sqlvec.errors import (
     UndefinedObject,
 )
 from sqlvec.storage.hnsw import SPARSE_MAX_NNZ, HnswIndex
+from sqlvec.storage.ivfflat import IvfflatIndex
 from sqlvec.storage.schema import ColumnDef, IndexDef, TableDef
 from sqlvec.storage.vector_index import OpClass, VectorIndex, all_options, check_options
 from sqlvec.vectors import Metric
@@ -224,3 +226,4 @@ def check_definition(method_name: str, columns: list[ColumnDef], opclass_name: s
 
 
 register(HnswIndex)
+register(IvfflatIndex)

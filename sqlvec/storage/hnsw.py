@@ -72,6 +72,7 @@ from sqlvec.storage.vector_index import (
     IndexSetting,
     OpClass,
     calibration_point,
+    overquery,
     recall_curve,
 )
 from sqlvec.vectors import Metric, check_same_dims
@@ -80,7 +81,20 @@ from sqlvec.vectors import Metric, check_same_dims
 M_OPTION = IndexOption("m", 16, 2, 100)
 EF_CONSTRUCTION_OPTION = IndexOption("ef_construction", 64, 4, 1000)
 EF_SEARCH = IndexSetting("hnsw.ef_search", 40, 1, 1000,
-                         "Sets the size of the dynamic candidate list for search.")
+                         "Sets the size of the dynamic candidate list for search")
+# pgvector 0.8's iterative-scan settings. A filtered search here always widens until k rows
+# survive (and finishes exactly if they do not), returning them in exact distance order, so
+# every mode is strict; `max_scan_tuples` bounds the labels the widening asks for before the
+# segment is finished exactly; the memory multiplier is accepted and shown (memory does not
+# bound the scan here).
+ITERATIVE_SCAN = IndexSetting("hnsw.iterative_scan", "off", description="Sets the mode for "
+                              "iterative scans", vartype="enum",
+                              enumvals=("off", "relaxed_order", "strict_order"))
+MAX_SCAN_TUPLES = IndexSetting("hnsw.max_scan_tuples", 20_000, 1, 2**31 - 1,
+                               "Sets the max number of tuples to visit for iterative scans")
+SCAN_MEM_MULTIPLIER = IndexSetting("hnsw.scan_mem_multiplier", 1.0, 1.0, 1000.0,
+                                   "Sets the multiple of work_mem to use for iterative scans",
+                                   vartype="real")
 
 # hnswlib's space per metric; pgvector's OIDs are fixed below the first user OID (objects.py).
 SPACES = {Metric.L2: "l2", Metric.COSINE: "cosine", Metric.IP: "ip"}
@@ -166,7 +180,7 @@ class HnswIndex:
     am_oid = 16387
     opclasses = OPCLASSES
     options = (M_OPTION, EF_CONSTRUCTION_OPTION)
-    settings = (EF_SEARCH,)
+    settings = (EF_SEARCH, ITERATIVE_SCAN, MAX_SCAN_TUPLES, SCAN_MEM_MULTIPLIER)  # knob first
 
     def __init__(
         self, index: hnswlib.Index, params: HnswParams, dim: int, label_bound: int
@@ -373,6 +387,15 @@ class HnswIndex:
                 # "Cannot return the results in a contiguous 2D array": fewer than k found.
                 return None
         return labels[0].astype(np.int64), pgvector_distances(self._params.metric, raw[0])
+
+    def search_filtered(self, query: np.ndarray, k: int, *, knob: int, allowed: np.ndarray,
+                        settings: Mapping[str, str] | None) -> tuple[np.ndarray, int] | None:
+        """A filtered search (`FilteringIndex`): the graph over-queried for k / selectivity × 2
+        labels and widened (× 4) until k allowed rows survive, asking for at most
+        `hnsw.max_scan_tuples` labels; None when that is not enough."""
+        selectivity = np.count_nonzero(allowed) / max(allowed.shape[0], 1)
+        return overquery(self, query, k, knob, allowed, selectivity,
+                         max_labels=MAX_SCAN_TUPLES.read(settings))
 
     def calibrate(self, vectors: np.ndarray, valid: np.ndarray | None) -> list[tuple[int, float]]:
         """Recall@10 at the ladder of ef values: what `build` measured on held-out rows, or,

@@ -42,7 +42,7 @@ import numpy as np
 
 from sqlvec.errors import InvalidParameterValue
 from sqlvec.storage.segment import SegmentView
-from sqlvec.storage.vector_index import VectorIndex, is_set
+from sqlvec.storage.vector_index import FilteringIndex, VectorIndex, is_set, overquery
 from sqlvec.vectors import Metric, top_k
 from sqlvec.vectors import distances as exact_distances
 
@@ -86,7 +86,7 @@ def search_target(method: type[VectorIndex], settings: Mapping[str, str] | None)
     raw = settings.get(TARGET_RECALL) if settings else None
     if raw is not None and is_set(settings, TARGET_RECALL):
         return _lenient(raw)
-    if any(is_set(settings, setting.name) for setting in method.settings):
+    if method.settings and is_set(settings, method.settings[0].name):  # the knob comes first
         return None
     return DEFAULT_TARGET_RECALL if raw is None else _lenient(raw)
 
@@ -147,13 +147,15 @@ class SegmentSearch:
     mask: np.ndarray | None
     index: VectorIndex | None
     matrix: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
+    settings: Mapping[str, str] | None = field(repr=False, default=None)  # the session's
 
 
 def plan_segment(view: SegmentView, physical: str, dims: int, k: int, *,
                  allowed: np.ndarray | None, index_name: str | None, ef: int,
                  target_recall: float | None = None, exact: bool = False,
                  pruned: bool = False, policy: SearchPolicy = SearchPolicy(),
-                 max_ef: int = MAX_EF_SEARCH_DEFAULT) -> SegmentSearch:
+                 max_ef: int = MAX_EF_SEARCH_DEFAULT,
+                 settings: Mapping[str, str] | None = None) -> SegmentSearch:
     """Decide how one segment answers a top-k query (no vector work happens here)."""
     data = view.data
     matrix, valid = data.vectors(physical, dims)
@@ -184,7 +186,7 @@ def plan_segment(view: SegmentView, physical: str, dims: int, k: int, *,
         if target_recall is not None and index.calibration:
             plan.target_recall = target_recall
         plan.detail = index.explain(plan.ef, plan.estimated_recall)
-    return SegmentSearch(view, plan, mask, index, matrix)
+    return SegmentSearch(view, plan, mask, index, matrix, settings)
 
 
 def choose_ef(index: VectorIndex, ef: int, target_recall: float | None,
@@ -264,21 +266,16 @@ def _indexed(search: SegmentSearch, query: np.ndarray, plan: SegmentPlan) -> np.
     if mask is None:
         found = index.search(query, want, ef=plan.ef)
         return None if found is None or found[0].size < want else found[0]
-    # Over-query the unfiltered index and filter in NumPy; widen until enough survive.
-    selectivity = max(plan.eligible / max(plan.rows, 1), 1e-9)
-    ask = min(index.indexed_count, max(want, int(math.ceil(want / selectivity * 2))))
-    while True:
-        found = index.search(query, ask, ef=max(plan.ef, ask))
-        if found is None:
-            return None
-        labels = found[0]
-        kept = labels[mask[labels]]
-        if kept.size >= want:
-            return kept[:want]
-        if ask >= index.indexed_count:
-            return None
-        ask = min(index.indexed_count, ask * 4)
-        plan.widened += 1
+    if isinstance(index, FilteringIndex):  # the index filters and widens its own scan
+        found = index.search_filtered(query, want, knob=plan.ef, allowed=mask,
+                                      settings=search.settings)
+    else:  # over-query the unfiltered index and filter in NumPy; widen until enough survive
+        selectivity = plan.eligible / max(plan.rows, 1)
+        found = overquery(index, query, want, plan.ef, mask, selectivity)
+    if found is None:
+        return None
+    positions, plan.widened = found
+    return positions
 
 
 def _rescore(metric: Metric, matrix: np.ndarray, query: np.ndarray,

@@ -326,7 +326,7 @@ class TableSnapshot:
                 view, col.physical, col.type.dims, k, allowed=allowed,
                 index_name=index.name if index else None, ef=ef, target_recall=target_recall,
                 exact=exact, pruned=pruned, policy=policy or SearchPolicy(),
-                max_ef=read_max_ef(settings)))
+                max_ef=read_max_ef(settings), settings=settings))
         return searches
 
     def search(

@@ -116,35 +116,68 @@ class IndexOption:
 
 @dataclass(frozen=True)
 class IndexSetting:
-    """An integer session setting a method reads at search time (`SET hnsw.ef_search = 100`)."""
+    """A session setting a method reads at search time (`SET hnsw.ef_search = 100`): an
+    integer or real within bounds, or an enum (`SET ivfflat.iterative_scan = relaxed_order`),
+    declared as pgvector declares its GUCs."""
 
     name: str
-    default: int
-    min: int
-    max: int
+    default: int | float | str
+    min: int | float | None = None
+    max: int | float | None = None
     description: str = ""
+    vartype: str = "integer"  # integer | real | enum, as pg_settings.vartype
+    enumvals: tuple[str, ...] = ()
 
-    def parse(self, value: object) -> int:
-        """The value as an integer within bounds; 22023 with PostgreSQL's GUC messages."""
+    @property
+    def default_text(self) -> str:
+        """The default as SHOW prints it."""
+        return f"{self.default:g}" if self.vartype == "real" else str(self.default)
+
+    def parse(self, value: object) -> int | float | str:
+        """The value within bounds (or one of the enum's); 22023 with PostgreSQL's GUC
+        messages."""
         text = str(value).strip()
         if len(text) >= 2 and text[0] == text[-1] == "'":
             text = text[1:-1]
-        number = _parse_int(text)
+        if self.vartype == "enum":
+            for option in self.enumvals:
+                if option.lower() == text.lower():
+                    return option
+            raise InvalidParameterValue(f'invalid value for parameter "{self.name}": "{text}"',
+                                        hint=f"Available values: {', '.join(self.enumvals)}.")
+        number: int | float | None
+        if self.vartype == "real":
+            try:
+                number = float(text)
+            except ValueError:
+                number = None
+            if number is not None and not math.isfinite(number):
+                number = None
+        else:
+            number = _parse_int(text)
         if number is None:
             raise InvalidParameterValue(f'invalid value for parameter "{self.name}": "{text}"')
-        if not self.min <= number <= self.max:
-            raise InvalidParameterValue(f'{number} is outside the valid range for parameter '
+        low = -math.inf if self.min is None else self.min
+        high = math.inf if self.max is None else self.max
+        if not low <= number <= high:
+            shown = f"{number:g}" if self.vartype == "real" else str(number)
+            raise InvalidParameterValue(f'{shown} is outside the valid range for parameter '
                                         f'"{self.name}" ({self.min} .. {self.max})')
         return number
 
-    def read(self, settings: Mapping[str, str] | None) -> int:
+    def read(self, settings: Mapping[str, str] | None) -> Any:
         """The session's value (already checked when it was set), or the default."""
         if not settings or self.name not in settings:
             return self.default
+        raw = settings[self.name]
+        if self.vartype == "enum":
+            text = str(raw).lower()
+            return text if text in self.enumvals else self.default
         try:
-            return max(self.min, int(settings[self.name]))
+            number = float(raw) if self.vartype == "real" else int(raw)
         except (TypeError, ValueError):
             return self.default
+        return number if self.min is None else max(self.min, number)
 
 
 @runtime_checkable
@@ -158,7 +191,7 @@ class VectorIndex(Protocol):
     am_oid: ClassVar[int]  # pg_am.oid (fixed, below the first user OID)
     opclasses: ClassVar[tuple[OpClass, ...]]  # exactly one is the default
     options: ClassVar[tuple[IndexOption, ...]]  # WITH (...) parameters
-    settings: ClassVar[tuple[IndexSetting, ...]]  # session settings it reads
+    settings: ClassVar[tuple[IndexSetting, ...]]  # session settings it reads; the knob first
     calibration: list[tuple[int, float]]  # (knob, recall@10) after `calibrate`; [] = unknown
 
     @classmethod
@@ -217,6 +250,44 @@ class VectorIndex(Protocol):
     def memory_bytes(self) -> int:
         """Estimated resident size."""
         ...
+
+
+@runtime_checkable
+class FilteringIndex(Protocol):
+    """An index that takes a filtered search in hand itself (optional, beside `VectorIndex`):
+    it applies the eligibility mask while it scans and widens its own scan, bounded by its
+    method's settings (IVFFlat: more lists up to `ivfflat.max_probes`; HNSW: more labels up to
+    `hnsw.max_scan_tuples`). Indexes without it are over-queried by the search (`overquery`)."""
+
+    def search_filtered(self, query: np.ndarray, k: int, *, knob: int, allowed: np.ndarray,
+                        settings: Mapping[str, str] | None) -> tuple[np.ndarray, int] | None:
+        """(the k nearest allowed positions, nearest first; how many times the scan widened),
+        or None when the scan stopped short of k (the segment is then finished exactly)."""
+        ...
+
+
+def overquery(index: VectorIndex, query: np.ndarray, want: int, knob: int, allowed: np.ndarray,
+              selectivity: float, max_labels: int | None = None) -> tuple[np.ndarray, int] | None:
+    """A filtered search through an unfiltered one: ask the index for want / selectivity × 2
+    nearest rows, keep the allowed ones in NumPy and widen (× 4) until `want` survive, asking
+    for at most `max_labels` (all indexed rows by default). (positions, times widened), or
+    None when the index came back short."""
+    total = index.indexed_count
+    cap = total if max_labels is None else max(want, min(total, max_labels))
+    ask = min(cap, max(want, int(math.ceil(want / max(selectivity, 1e-9) * 2))))
+    widened = 0
+    while True:
+        found = index.search(query, ask, ef=max(knob, ask))
+        if found is None:
+            return None
+        labels = found[0]
+        kept = labels[allowed[labels]]
+        if kept.size >= want:
+            return kept[:want], widened
+        if ask >= cap:
+            return None
+        ask = min(cap, ask * 4)
+        widened += 1
 
 
 def check_options(method: type[VectorIndex], given: Iterable[tuple[str, object]]) -> dict[str, int]:

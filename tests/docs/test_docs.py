@@ -422,6 +422,8 @@ SUPPORTED = {
     "`vector_l2_ops`, `vector_cosine_ops`, `vector_ip_ops`": [
         f"CREATE INDEX ON t USING hnsw (embedding {ops})"
         for ops in ("vector_l2_ops", "vector_cosine_ops", "vector_ip_ops")],
+    "`USING ivfflat` with `lists`": [
+        "CREATE INDEX ON t USING ivfflat (embedding vector_cosine_ops) WITH (lists = 2)"],
     "btree accepted": ["CREATE INDEX ON t (category)"],
     "`UNIQUE`": ["CREATE UNIQUE INDEX ON t (category, id)"],
     "`PRIMARY KEY`, `UNIQUE`, `CHECK`, `NOT NULL` and `FOREIGN KEY` constraints": [
@@ -431,7 +433,7 @@ SUPPORTED = {
 }
 
 UNSUPPORTED = {  # README phrase -> (statement, SQLSTATE)
-    "`ivfflat`": ("CREATE INDEX ON t USING ivfflat (embedding vector_l2_ops)", "0A000"),
+    "bits in ivfflat": ("CREATE INDEX ON t USING ivfflat (embedding bit_hamming_ops)", "0A000"),
     "`vector_l1_ops` in hnsw": ("CREATE INDEX ON t USING hnsw (embedding vector_l1_ops)",
                                 "0A000"),
     "expression indexes": ("CREATE INDEX ON t ((lower(category)))", "0A000"),

@@ -220,8 +220,8 @@ def test_create_index_using_flat_checks_what_flat_declares(conn):
          'unrecognized parameter "m"'),
         ("CREATE INDEX ON items USING flat (emb vector_cosine_ops) WITH (lists = 40)", "22023",
          "lists must be at most 32 for vector_cosine_ops"),
-        ("CREATE INDEX ON items USING ivfflat (emb)", "0A000",
-         'access method "ivfflat" is not supported'),
+        ("CREATE INDEX ON items USING diskann (emb)", "0A000",
+         'access method "diskann" is not supported'),
     ]
     for sql, sqlstate, message in cases:
         with pytest.raises(psycopg.Error) as exc:
@@ -231,8 +231,9 @@ def test_create_index_using_flat_checks_what_flat_declares(conn):
         conn.execute("CREATE INDEX ON items USING flat (emb) WITH (lists = 0)")
     assert exc.value.diag.message_detail == 'Valid values are between "1" and "64".'
     with pytest.raises(psycopg.Error) as exc:
-        conn.execute("CREATE INDEX ON items USING ivfflat (emb)")
-    assert exc.value.diag.message_hint == "sqlvec supports USING hnsw, flat for vectors and btree."
+        conn.execute("CREATE INDEX ON items USING diskann (emb)")
+    assert exc.value.diag.message_hint == \
+        "sqlvec supports USING hnsw, ivfflat, flat for vectors and btree."
 
 
 def test_search_goes_through_the_flat_index(conn):

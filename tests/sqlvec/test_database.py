@@ -394,7 +394,7 @@ def test_create_index_takes_any_access_method_and_its_options(tmp_path):
         assert (ix.method, ix.opclass, ix.options) == ("hnsw", "vector_ip_ops",
                                                       {"m": 4, "ef_construction": 8})
         assert t.store.table(t.table_id).sealed[0].index(ix.name).params.m == 4
-        for kwargs, sqlstate in (({"using": "ivfflat"}, "0A000"), ({"m": 1}, "22023"),
+        for kwargs, sqlstate in (({"using": "diskann"}, "0A000"), ({"m": 1}, "22023"),
                                  ({"lists": 3}, "22023")):
             with pytest.raises(SqlVecError) as info:
                 t.create_index("v", name="again", **kwargs)

@@ -12,6 +12,7 @@ import pytest
 from sqlvec.errors import SqlVecError
 from sqlvec.storage import access_methods
 from sqlvec.storage.hnsw import HnswIndex, HnswParams
+from sqlvec.storage.ivfflat import IvfflatIndex
 from sqlvec.storage.schema import ColumnDef, IndexDef, TableDef
 from sqlvec.storage.vector_index import OpClass
 from sqlvec.types import SqlType
@@ -46,23 +47,24 @@ def registered():
         access_methods.unregister(name)
 
 
-def test_hnsw_is_built_in():
+def test_hnsw_and_ivfflat_are_built_in():
     assert access_methods.find("hnsw") is HnswIndex
     assert access_methods.get("hnsw") is HnswIndex
-    assert access_methods.methods()[0] is HnswIndex
-    assert access_methods.find("btree") is None and access_methods.find("ivfflat") is None
+    assert access_methods.find("ivfflat") is IvfflatIndex
+    assert access_methods.methods()[:2] == (HnswIndex, IvfflatIndex)
+    assert access_methods.find("btree") is None and access_methods.find("diskann") is None
 
 
 def test_unknown_method_is_0a000_naming_the_registered_ones(registered):
     with pytest.raises(SqlVecError) as exc:
-        access_methods.get("ivfflat")
+        access_methods.get("diskann")
     assert (exc.value.sqlstate, exc.value.message) == ("0A000",
-                                                       'access method "ivfflat" is not supported')
-    assert exc.value.hint == "sqlvec supports USING hnsw for vectors and btree."
+                                                       'access method "diskann" is not supported')
+    assert exc.value.hint == "sqlvec supports USING hnsw, ivfflat for vectors and btree."
     registered(method("flat"))
     with pytest.raises(SqlVecError) as exc:
-        access_methods.get("ivfflat")
-    assert exc.value.hint == "sqlvec supports USING hnsw, flat for vectors and btree."
+        access_methods.get("diskann")
+    assert exc.value.hint == "sqlvec supports USING hnsw, ivfflat, flat for vectors and btree."
 
 
 @pytest.mark.parametrize("cls, problem", [
@@ -79,17 +81,17 @@ def test_unknown_method_is_0a000_naming_the_registered_ones(registered):
 def test_register_refuses_ambiguous_methods(cls, problem):
     with pytest.raises(ValueError, match=problem):
         access_methods.register(cls)
-    assert access_methods.methods() == (HnswIndex,)
+    assert access_methods.methods() == (HnswIndex, IvfflatIndex)
 
 
 def test_watchers_see_every_method_coming_and_going(registered):
     seen: list[tuple[str, bool]] = []
     stop = access_methods.watch(lambda m, added: seen.append((m.access_method, added)))
     try:
-        assert seen == [("hnsw", True)]
+        assert seen == [("hnsw", True), ("ivfflat", True)]
         registered(method("flat"))
         access_methods.unregister("flat")
-        assert seen == [("hnsw", True), ("flat", True), ("flat", False)]
+        assert seen[2:] == [("flat", True), ("flat", False)]
         assert access_methods.find("flat") is None
     finally:
         stop()
@@ -126,7 +128,7 @@ def test_valid_definitions_fill_in_the_default_operator_class():
     ({"options": [("m", 8), ("m", 8)]}, "22023", 'parameter "m" specified more than once'),
     ({"options": [("m", 33)]}, "22023",
      "ef_construction must be greater than or equal to 2 * m"),
-    ({"method_name": "ivfflat"}, "0A000", 'access method "ivfflat" is not supported'),
+    ({"method_name": "diskann"}, "0A000", 'access method "diskann" is not supported'),
 ])
 def test_invalid_definitions_fail_as_postgresql_and_pgvector(kwargs, sqlstate, message):
     with pytest.raises(SqlVecError) as exc:

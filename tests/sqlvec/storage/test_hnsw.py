@@ -389,3 +389,15 @@ def test_memory_estimate(indexes):
     per_element = DIM * 4 + 8 + 33 * 4 + 8
     assert N * per_element <= index.memory_bytes <= N * (per_element + 8)
     assert "indexed=20000" in repr(index)
+
+
+def test_filtered_search_widens_up_to_max_scan_tuples(data, indexes):
+    rows, queries = data
+    index = indexes[Metric.L2]
+    allowed = np.zeros(len(rows), bool)
+    allowed[::50] = True  # 2% of the rows
+    found, _ = index.search_filtered(queries[0], 10, knob=40, allowed=allowed, settings={})
+    assert found.size == 10 and allowed[found].all()
+    # Asking the graph for at most 100 labels cannot find ten rows of a 2% filter.
+    assert index.search_filtered(queries[0], 10, knob=40, allowed=allowed,
+                                 settings={"hnsw.max_scan_tuples": "100"}) is None
