@@ -136,6 +136,17 @@ class Compiler:
 
     # Typing helpers -----------------------------------------------------------------------------
 
+    def compile_operator(self, cls: type[exp.Binary], a: Value, b: Value) -> Value:
+        """`a <op> b` for operands compiled already: how a function that implements an
+        operator (pgvector's `vector_add`, `halfvec_lt`, ...) compiles, by the operator's own
+        handler."""
+        left, right = exp.Null(), exp.Null()
+        self._compiled[id(left)], self._compiled[id(right)] = a, b
+        try:
+            return self._compile(cls(this=left, expression=right))
+        finally:
+            del self._compiled[id(left)], self._compiled[id(right)]
+
     def coerce(self, value: Value, target: SqlType) -> Value:
         """`value` as `target` (implicit cast: unknown literals, numeric widening, params)."""
         if value.type == target or target.name == "unknown":
