@@ -283,10 +283,14 @@ def _pg_description(o) -> dict:
     for key, text in o.state.get("comments", {}).items():
         classoid, objoid, subid = (int(x) for x in key.split(":"))
         rows.append((objoid, classoid, subid, text))
+    comments = o.state.get("comments", {})
     for oid, name, _version, _ns in o.extensions():
         text = {"plpgsql": "PL/pgSQL procedural language",
-                "vector": "vector data type and ivfflat and hnsw access methods"}[name]
-        rows.append((oid, O.PG_EXTENSION_OID, 0, text))
+                "vector": "vector data type and ivfflat and hnsw access methods",
+                "pg_stat_statements": "track planning and execution statistics of all SQL "
+                                      "statements executed"}[name]
+        if f"{O.PG_EXTENSION_OID}:{oid}:0" not in comments:  # else COMMENT ON EXTENSION's
+            rows.append((oid, O.PG_EXTENSION_OID, 0, text))
     for oid, name, _owner in o.namespaces:
         if name == "public":
             rows.append((oid, O.PG_NAMESPACE_OID, 0, "standard public schema"))
@@ -560,6 +564,7 @@ def _pg_depend(o) -> dict:
         types = _pg_type(o)
         members += [(O.PG_TYPE_OID, oid) for oid, ns in zip(types["oid"], types["typnamespace"])
                     if ns == public]  # vector, _vector: tables have no row types here
+        members += [(table_oid("pg_operator"), oid) for oid in _pg_operator(o)["oid"]]
         opclasses = _pg_opclass(o)
         members += [(table_oid("pg_opclass"), oid) for oid, ns in
                     zip(opclasses["oid"], opclasses["opcnamespace"]) if ns == public]
