@@ -485,7 +485,7 @@ def check_vector_dims(dims: int, type_name: str = "vector") -> int:
     return dims
 
 
-def _invalid_vector(text: str, detail: str, type_name: str) -> InvalidTextRepresentation:
+def _invalid_vector(text: str, detail: str | None, type_name: str) -> InvalidTextRepresentation:
     return InvalidTextRepresentation(
         f'invalid input syntax for type {type_name}: "{text}"', detail=detail
     )
@@ -494,35 +494,89 @@ def _invalid_vector(text: str, detail: str, type_name: str) -> InvalidTextRepres
 def parse_vector(text: str, type_name: str = "vector") -> np.ndarray:
     """Parse pgvector's text form `[1,2,3]` into the type's element dtype (float32 for vector,
     float16 for halfvec), with pgvector's errors."""
+    try:
+        return _parse_vector(text, type_name)
+    except SqlVecError as error:
+        # The fast path checks the whole text at once; pgvector reports the first problem in
+        # reading order, which a scan like its own finds.
+        raise _vector_input_error(text, type_name) or error from None
+
+
+def _parse_vector(text: str, type_name: str) -> np.ndarray:
     s = text.strip()
-    if not s.startswith("["):
-        raise _invalid_vector(text, 'Vector contents must start with "[".', type_name)
-    if not s.endswith("]"):
-        if "]" in s:
-            raise _invalid_vector(text, "Junk after closing right brace.", type_name)
-        raise _invalid_vector(text, "Unexpected end of input.", type_name)
+    if not s.startswith("[") or not s.endswith("]"):
+        raise _invalid_vector(text, None, type_name)
     body = s[1:-1]
     if body.strip() == "":
         raise DataException(f"{type_name} must have at least 1 dimension")
     parts = body.split(",")
     for part in parts:
         if not _FLOAT_RE.fullmatch(part):
-            raise _invalid_vector(text, "", type_name)
+            raise _invalid_vector(text, None, type_name)
     values = np.array([float(p) for p in parts], dtype=np.float64)
     if type_name == "halfvec":
-        # pgvector reads each element with strtof, then rounds it to half precision; an element
-        # finite as float but not as half is out of range, quoted as written.
         with np.errstate(over="ignore"):
-            single = values.astype(np.float32)
-            half = single.astype(np.float16)
-        overflow = np.isinf(half) & np.isfinite(values)
-        if overflow.any():
-            written = parts[int(np.argmax(overflow))].strip()
-            raise SqlVecError(f'"{written}" is out of range for type halfvec', sqlstate="22003")
+            half = values.astype(np.float32).astype(np.float16)
+        if (np.isinf(half) & np.isfinite(values)).any():
+            raise SqlVecError("halfvec element out of range", sqlstate="22003")
         return check_vector_values(half, values, "halfvec")
     with np.errstate(over="ignore"):
         narrow = values.astype(np.float32)
     return check_vector_values(narrow, values)
+
+
+_SPACES = " \t\n\r\v\f"
+_ELEMENT_RE = re.compile(r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf(?:inity)?|nan)", re.I)
+
+
+def _vector_input_error(text: str, type_name: str) -> SqlVecError | None:
+    """The error pgvector's `vector_in` / `halfvec_in` gives for `text`: the first problem met
+    reading it left to right (an element out of range is quoted as written), or None."""
+    n, i = len(text), 0
+
+    def skip(i: int) -> int:
+        while i < n and text[i] in _SPACES:
+            i += 1
+        return i
+
+    i = skip(i)
+    if i >= n or text[i] != "[":
+        return _invalid_vector(text, 'Vector contents must start with "[".', type_name)
+    i = skip(i + 1)
+    if i < n and text[i] == "]":
+        return DataException(f"{type_name} must have at least 1 dimension")
+    dims = 0
+    while True:
+        if dims == VECTOR_MAX_DIM:
+            return SqlVecError(f"{type_name} cannot have more than {VECTOR_MAX_DIM} dimensions",
+                               sqlstate="54000")
+        i = skip(i)
+        match = _ELEMENT_RE.match(text, i)
+        if match is None:
+            return _invalid_vector(text, None, type_name)
+        written = match.group()
+        value = float(written)
+        with np.errstate(over="ignore"):
+            single = np.float32(value)
+            narrow = np.float16(single) if type_name == "halfvec" else single
+        if math.isnan(value):
+            return DataException(f"NaN not allowed in {type_name}")
+        if math.isinf(value) and written.lstrip("+-")[:1] in "iI":
+            return DataException(f"infinite value not allowed in {type_name}")
+        if np.isinf(narrow):
+            return SqlVecError(f'"{written}" is out of range for type {type_name}',
+                               sqlstate="22003")
+        dims += 1
+        i = skip(match.end())
+        if i < n and text[i] == ",":
+            i += 1
+        elif i < n and text[i] == "]":
+            break
+        else:
+            return _invalid_vector(text, None, type_name)
+    if skip(i + 1) < n:
+        return _invalid_vector(text, "Junk after closing right brace.", type_name)
+    return None
 
 
 def check_vector_values(values: np.ndarray, wide: np.ndarray | None = None,

@@ -288,10 +288,14 @@ def _pg_description(o) -> dict:
     for key, text in o.state.get("comments", {}).items():
         classoid, objoid, subid = (int(x) for x in key.split(":"))
         rows.append((objoid, classoid, subid, text))
+    comments = o.state.get("comments", {})
     for oid, name, _version, _ns in o.extensions():
         text = {"plpgsql": "PL/pgSQL procedural language",
-                "vector": "vector data type and ivfflat and hnsw access methods"}[name]
-        rows.append((oid, O.PG_EXTENSION_OID, 0, text))
+                "vector": "vector data type and ivfflat and hnsw access methods",
+                "pg_stat_statements": "track planning and execution statistics of all SQL "
+                                      "statements executed"}[name]
+        if f"{O.PG_EXTENSION_OID}:{oid}:0" not in comments:  # else COMMENT ON EXTENSION's
+            rows.append((oid, O.PG_EXTENSION_OID, 0, text))
     for oid, name, _owner in o.namespaces:
         if name == "public":
             rows.append((oid, O.PG_NAMESPACE_OID, 0, "standard public schema"))
@@ -565,6 +569,7 @@ def _pg_depend(o) -> dict:
         types = _pg_type(o)
         members += [(O.PG_TYPE_OID, oid) for oid, ns in zip(types["oid"], types["typnamespace"])
                     if ns == public]  # vector, _vector: tables have no row types here
+        members += [(table_oid("pg_operator"), oid) for oid in _pg_operator(o)["oid"]]
         opclasses = _pg_opclass(o)
         members += [(table_oid("pg_opclass"), oid) for oid, ns in
                     zip(opclasses["oid"], opclasses["opcnamespace"]) if ns == public]
@@ -601,10 +606,60 @@ empty("pg_conversion", parse_columns("oid oid, conname name, connamespace oid, c
                              "condefault bool"))
 empty("pg_cast", parse_columns("oid oid, castsource oid, casttarget oid, castfunc oid, "
                        "castcontext char, castmethod char"))
-empty("pg_operator", parse_columns("oid oid, oprname name, oprnamespace oid, oprowner oid, "
-                           "oprkind char, oprcanmerge bool, oprcanhash bool, oprleft oid, "
-                           "oprright oid, oprresult oid, oprcom oid, oprnegate oid, "
-                           "oprcode regproc, oprrest regproc, oprjoin regproc"))
+PG_OPERATOR = parse_columns("oid oid, oprname name, oprnamespace oid, oprowner oid, "
+                            "oprkind char, oprcanmerge bool, oprcanhash bool, oprleft oid, "
+                            "oprright oid, oprresult oid, oprcom oid, oprnegate oid, "
+                            "oprcode regproc, oprrest regproc, oprjoin regproc")
+
+# pgvector's operators, as its extension script creates them: (name, left = right type,
+# result, function, commutator, negator, restriction and join estimators). The OIDs are fixed
+# by position here (VECTOR_OPERATOR_FIRST_OID + index), so append, never reorder.
+_DISTANCES = [("<->", "l2_distance"), ("<#>", "{t}_negative_inner_product"),
+              ("<=>", "cosine_distance"), ("<+>", "l1_distance")]
+_COMPARISONS = [("<", "lt", ">", ">=", "scalarltsel", "scalarltjoinsel"),
+                ("<=", "le", ">=", ">", "scalarlesel", "scalarlejoinsel"),
+                ("<>", "ne", "<>", "=", "eqsel", "eqjoinsel"),
+                ("=", "eq", "=", "<>", "eqsel", "eqjoinsel"),
+                (">", "gt", "<", "<=", "scalargtsel", "scalargtjoinsel"),
+                (">=", "ge", "<=", "<", "scalargesel", "scalargejoinsel")]
+VECTOR_OPERATOR_FIRST_OID = 15901
+
+
+def _vector_operator_specs() -> list[tuple]:
+    specs: list[tuple] = []
+    for t in ("vector", "halfvec", "sparsevec"):
+        specs += [(name, t, "float8", fn.format(t=t), name, None, None, None)
+                  for name, fn in _DISTANCES]
+        if t != "sparsevec":
+            specs += [("+", t, t, f"{t}_add", "+", None, None, None),
+                      ("-", t, t, f"{t}_sub", None, None, None, None),
+                      ("*", t, t, f"{t}_mul", "*", None, None, None),
+                      ("||", t, t, f"{t}_concat", None, None, None, None)]
+        specs += [(name, t, "bool", f"{t}_{fn}", com, neg, rest, join)
+                  for name, fn, com, neg, rest, join in _COMPARISONS]
+    specs += [("<~>", "bit", "float8", "hamming_distance", "<~>", None, None, None),
+              ("<%>", "bit", "float8", "jaccard_distance", "<%>", None, None, None)]
+    return specs
+
+
+@virtual("pg_operator", PG_OPERATOR)
+def _pg_operator(o) -> dict:
+    """pgvector's operators (in public, as its extension creates them); PostgreSQL's own
+    operators have no rows here."""
+    specs = _vector_operator_specs()
+    oids = {(name, t): VECTOR_OPERATOR_FIRST_OID + i for i, (name, t, *_) in enumerate(specs)}
+    procs = {(p.name, p.argtypes): p.oid for p in F.proc_rows()}
+    namespace = o.nsp_by_name.get("public", O.PUBLIC_OID)
+    rows = []
+    for name, t, result, fn, com, neg, rest, join in specs:
+        if t not in TYPES_BY_NAME:  # a type this build does not have
+            continue
+        oid, arg = oids[(name, t)], TYPES_BY_NAME[t].oid
+        rows.append((oid, name, namespace, BOOTSTRAP_SUPERUSER_OID, "b", False, False, arg, arg,
+                     TYPES_BY_NAME[result].oid, oids.get((com, t), 0), oids.get((neg, t), 0),
+                     procs.get((fn, (arg, arg)), 0), F.proc_oids().get(rest or "", 0),
+                     F.proc_oids().get(join or "", 0)))
+    return _rows([c for c, _ in PG_OPERATOR], rows)
 empty("pg_aggregate", parse_columns("aggfnoid regproc, aggkind char, aggnumdirectargs int2, "
                             "aggtransfn regproc, aggfinalfn regproc, aggsortop oid, "
                             "aggtranstype oid, agginitval text"))

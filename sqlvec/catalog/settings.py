@@ -253,8 +253,8 @@ def _time_zone(text: str) -> str:
     return text
 
 
-# Where the server log may go (log_destination): text lines or JSON lines.
-LOG_DESTINATIONS = ("stderr", "jsonlog")
+# Where the server log may go (log_destination): text lines, CSV rows or JSON lines.
+LOG_DESTINATIONS = ("stderr", "csvlog", "jsonlog")
 
 
 def _log_destination(text: str) -> str:
@@ -263,7 +263,7 @@ def _log_destination(text: str) -> str:
         if word not in LOG_DESTINATIONS:
             raise InvalidParameterValue(f'invalid value for parameter "log_destination": "{text}"',
                                         detail=f'Unrecognized key word: "{word}".',
-                                        hint="Use stderr, jsonlog or both.")
+                                        hint="Use stderr, csvlog, jsonlog or a list of them.")
     return ",".join(dict.fromkeys(words))
 
 

@@ -537,6 +537,9 @@ _SEQ_RENAME = re.compile(rf"SEQUENCE\s+(?P<exists>IF\s+EXISTS\s+)?{_QUALIFIED}\s
 _SEQ_OWNED = re.compile(rf"SEQUENCE\s+(?P<exists>IF\s+EXISTS\s+)?{_QUALIFIED}\s+OWNED\s+BY\s+"
                         rf"(?P<target>NONE|{_NAME}(?:\s*\.\s*{_NAME}){{1,2}})\s*;?\s*$",
                         re.I | re.S)
+_OWNER_TO = re.compile(rf"(?P<what>TABLE|SEQUENCE|VIEW|INDEX|SCHEMA)\s+(?P<exists>IF\s+EXISTS\s+)?"
+                       rf"(?:ONLY\s+)?{_QUALIFIED}\s+OWNER\s+TO\s+(?P<role>{_NAME})\s*;?\s*$",
+                       re.I | re.S)
 
 
 def recognise(sql: str) -> exp.Command | None:
@@ -546,7 +549,7 @@ def recognise(sql: str) -> exp.Command | None:
     if m is None:
         return None
     body = m.group(1).strip()
-    if any(p.match(body) for p in (_SET_SCHEMA, _SEQ_RENAME, _SEQ_OWNED)):
+    if any(p.match(body) for p in (_SET_SCHEMA, _SEQ_RENAME, _SEQ_OWNED, _OWNER_TO)):
         return exp.Command(this="ALTER", expression=exp.Literal.string(body))
     return None
 
@@ -575,11 +578,43 @@ def _alter_command(text: str, tools: AlterTools) -> str:
     m = _SEQ_OWNED.match(body)
     if m:
         return _sequence_owned_by(_parts(m["name"]), m["target"], bool(m["exists"]), tools)
+    m = _OWNER_TO.match(body)
+    if m:
+        return _owner_to(m["what"].upper(), _parts(m["name"]), _ident(m["role"]),
+                         bool(m["exists"]), tools)
     words = body.split()
     what = words[0].upper() if words else ""
     if what in ("TABLE", "SEQUENCE", "INDEX") and len(words) > 2:
         raise FeatureNotSupported(f"ALTER {what} … {' '.join(words[2:])[:60]} is not supported")
     raise FeatureNotSupported(f"ALTER {what} is not supported")
+
+
+def _owner_to(what: str, name: list[str], role: str, if_exists: bool, tools: AlterTools) -> str:
+    """ALTER … OWNER TO: every dump names each object's owner this way (pg_dump, then psql or
+    pg_restore). Naming the owner it has is accepted, as PostgreSQL does (nothing changes);
+    handing an object to another role is not supported."""
+    catalog = tools.catalog
+    if role != "postgres" and catalog.role(role) is None:
+        raise SqlVecError(f'role "{role}" does not exist', sqlstate="42704")
+    state = catalog.state
+    if what == "SCHEMA":
+        if not catalog.has_schema(name[-1]):
+            raise SqlVecError(f'schema "{name[-1]}" does not exist', sqlstate="3F000")
+        owner = state["schemas"].get(name[-1], {}).get("owner") or "postgres"
+    else:
+        schemas = [name[0]] if len(name) > 1 else tools.search_path
+        schema = next((s for s in schemas if catalog.relation_exists(name[-1], s)), None)
+        if schema is None:
+            if if_exists:
+                tools.notices.append(Notice.notice(
+                    f'relation "{name[-1]}" does not exist, skipping'))
+                return f"ALTER {what}"
+            raise UndefinedTable(f'relation "{".".join(name)}" does not exist')
+        owner = state.get("views", {}).get(f"{schema}.{name[-1]}", {}).get("owner") or "postgres"
+    if owner != role:
+        raise FeatureNotSupported(f"ALTER {what} … OWNER TO a role other than its owner "
+                                  f'("{owner}") is not supported')
+    return f"ALTER {what}"
 
 
 def _set_schema(name: list[str], target: str, if_exists: bool, tools: AlterTools) -> str:

@@ -34,7 +34,21 @@ from sqlvec.types import SqlType
 
 
 def _literal_default(e: exp.Expression) -> str:
-    return to_sql(e)
+    """A column default's stored text, as pg_get_expr prints it (what `\\d` and pg_dump show):
+    function names in lower case and a typed constant as `'x'::text`, so a default restored
+    from a dump reads as the original does."""
+    def constant_cast(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) and \
+                node.this.is_string:
+            try:
+                shown = sql_type(node.args["to"]).info.display
+            except SqlVecError:
+                return node
+            quoted = node.this.this.replace("'", "''")
+            return exp.Var(this=f"'{quoted}'::{shown}")
+        return node
+
+    return to_sql(e.copy().transform(constant_cast), normalize_functions="lower")
 
 
 def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> str:

@@ -1192,6 +1192,21 @@ scalar("extract", "text, date -> numeric", "text, time -> numeric",
 scalar("date_trunc", "text, timestamp -> timestamp",
        "text, timestamptz -> timestamptz [stable]")(_date_trunc)
 scalar("make_date", "year int4, month int4, day int4 -> date")(_make_date)
+# The functions behind pgvector's operators (pg_operator.oprcode), callable by name as there.
+_OPERATOR_FUNCTIONS = {"add": exp.Add, "sub": exp.Sub, "mul": exp.Mul, "concat": exp.DPipe,
+                       "lt": exp.LT, "le": exp.LTE, "eq": exp.EQ, "ne": exp.NEQ, "ge": exp.GTE,
+                       "gt": exp.GT, "negative_inner_product": d.NegativeInnerProduct}
+
+
+def _operator_function(c, args, e):
+    name = str(e.this).lower()
+    kind, _, op = name.partition("_")
+    if len(args) != 2:
+        raise no_such_function(name, [c.compile(a) for a in args])
+    a, b = (c.coerce(c.compile(x), SqlType(kind)) for x in args)
+    return c.compile_operator(_OPERATOR_FUNCTIONS[op], a, b)
+
+
 scalar("to_timestamp", "float8 -> timestamptz", "text, text -> timestamptz [stable]")(
     _to_timestamp)
 scalar("to_date", "text, text -> date", volatility="s")(_to_date)
@@ -1218,6 +1233,13 @@ scalar("sparsevec_l2_squared_distance sparsevec_negative_inner_product",
        "sparsevec, sparsevec -> float8", extension="vector")(_named_distance)
 scalar("vector_l2_squared_distance vector_negative_inner_product", "vector, vector -> float8",
        extension="vector")(_named_distance)
+for _kind in ("vector", "halfvec"):
+    scalar(f"{_kind}_add {_kind}_sub {_kind}_mul {_kind}_concat",
+           f"{_kind}, {_kind} -> {_kind}", extension="vector")(_operator_function)
+    scalar(" ".join(f"{_kind}_{op}" for op in ("lt", "le", "eq", "ne", "ge", "gt")),
+           f"{_kind}, {_kind} -> bool", extension="vector")(_operator_function)
+scalar("halfvec_negative_inner_product", "halfvec, halfvec -> float8", extension="vector")(
+    _operator_function)
 scalar("binary_quantize", "vector -> bit", "halfvec -> bit", extension="vector")(_binary_quantize)
 scalar("hamming_distance jaccard_distance", "bit, bit -> float8", extension="vector")(
     _bit_distance_call)

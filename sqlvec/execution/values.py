@@ -181,6 +181,9 @@ class Value:
     type: SqlType
     const: bool = False
     text: str | None = None  # the literal text of an unknown-typed constant
+    # Where that literal starts in the statement (1-based, in characters): the P field of an
+    # error in reading it as a type, as PostgreSQL positions a constant's input errors.
+    position: int | None = None
 
     def __call__(self, frame) -> Datum:
         return self.fn(frame)
@@ -276,8 +279,11 @@ def _category(t: SqlType) -> str:
 
 # Text → value (literals and casts from text) ---------------------------------------------------
 
-_TRUE = {"t", "true", "yes", "y", "on", "1"}
-_FALSE = {"f", "false", "no", "n", "off", "0"}
+# boolean input as PostgreSQL's parse_bool: any prefix of true/false/yes/no, "on", "of"/"off",
+# 1 and 0.
+_TRUE = {"true"[:i] for i in range(1, 5)} | {"yes"[:i] for i in range(1, 4)} | {"on", "1"}
+_FALSE = {"false"[:i] for i in range(1, 6)} | {"no"[:i] for i in range(1, 3)} | \
+    {"of", "off", "0"}
 
 
 _BYTE_ESCAPE = re.compile(r"\\(\\|[0-3][0-7]{2})")
@@ -315,7 +321,9 @@ def _holds_nul(doc: object) -> bool:
     return False
 
 
-def _invalid(type_name: str, text: str) -> InvalidTextRepresentation:
+def _invalid(type_name: str, text: str) -> SqlVecError:
+    if type_name == "interval":  # datetime input errors are 22007 (invalid_datetime_format)
+        return SqlVecError(f'invalid input syntax for type interval: "{text}"', sqlstate="22007")
     return InvalidTextRepresentation(f'invalid input syntax for type {type_name}: "{text}"')
 
 
@@ -386,7 +394,11 @@ def parse_text(text: str, target: SqlType) -> object:
         try:
             return dt.time.fromisoformat(s)
         except ValueError:
-            raise _invalid("time without time zone", text) from None
+            if _TIME_SHAPE.fullmatch(s):
+                raise SqlVecError(f'date/time field value out of range: "{text}"',
+                                  sqlstate="22008") from None
+            raise SqlVecError(f'invalid input syntax for type time: "{text}"',
+                              sqlstate="22007") from None
     if name == "uuid":
         try:
             return str(uuid.UUID(s))
@@ -493,14 +505,20 @@ def _parse_date(s: str, text: str) -> dt.date:
         raise _datetime_error("date", text) from None
 
 
-_DATE_SHAPE = re.compile(r"\s*\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?.*")
+_DATE_SHAPE = re.compile(r"\s*\d{4}-(\d{1,2})-(\d{1,2})([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?.*")
+_TIME_SHAPE = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?")
 
 
 def _datetime_error(type_name: str, text: str) -> SqlVecError:
     """PostgreSQL's datetime input errors: 22008 for a well-formed value out of range,
     22007 for text that is not a date at all."""
-    if _DATE_SHAPE.fullmatch(text):
-        return SqlVecError(f'date/time field value out of range: "{text}"', sqlstate="22008")
+    shape = _DATE_SHAPE.fullmatch(text)
+    if shape:
+        # A month or day no calendar has is, to PostgreSQL, perhaps a day-month order mix-up.
+        hint = None if 1 <= int(shape[1]) <= 12 and 1 <= int(shape[2]) <= 31 else \
+            'Perhaps you need a different "DateStyle" setting.'
+        return SqlVecError(f'date/time field value out of range: "{text}"', sqlstate="22008",
+                           hint=hint)
     return SqlVecError(f'invalid input syntax for type {type_name}: "{text}"', sqlstate="22007")
 
 

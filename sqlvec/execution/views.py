@@ -335,8 +335,9 @@ def select_into(ast: exp.Select) -> exp.Create:
 def unsupported_view_kind(command: exp.Command) -> str | None:
     """The kind of view a statement sqlglot could not parse is about, when it is one this
     engine refuses (materialized and recursive views), for a 0A000 naming it."""
-    words = " ".join(f"{command.this} {command.expression.name if command.expression else ''}"
-                     .lower().split()[:4])
+    body = command.expression
+    text = body if isinstance(body, str) else (body.name if body is not None else "")
+    words = " ".join(f"{command.this} {text}".lower().split()[:4])
     if "materialized view" in words:
         return "materialized views"
     if words.startswith(("create recursive view", "create or replace recursive view")):

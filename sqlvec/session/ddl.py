@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 from sqlglot import exp
 
+from sqlvec.catalog import objects as O
 from sqlvec.catalog.views import find_view
 from sqlvec.errors import (
     ActiveSqlTransaction,
@@ -20,6 +21,7 @@ from sqlvec.errors import (
     Notice,
     SqlVecError,
     UndefinedColumn,
+    UndefinedObject,
     UndefinedTable,
 )
 from sqlvec.execution import alter, ddl
@@ -38,7 +40,7 @@ from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.views import alter_view, drop_views, rename_references
 from sqlvec.plan.planner import Planner
 from sqlvec.session import views
-from sqlvec.session.prepare import plan_context
+from sqlvec.session.prepare import comment_on_extension, plan_context
 from sqlvec.session.results import PreparedStatement, Result
 
 if TYPE_CHECKING:
@@ -223,11 +225,29 @@ def _comment(session: Session, ast: exp.Comment, notices: list[Notice]) -> str:
     return "COMMENT"
 
 
+def _command(session: Session, ast: exp.Expression, notices: list[Notice]) -> str:
+    """The statements sqlglot keeps as text: ALTER forms and COMMENT ON EXTENSION."""
+    found = comment_on_extension(ast) if ast.this.upper() == "COMMENT" else None
+    if found is None:
+        return _alter(session, ast, notices)
+    name, text = found
+    entry = session.catalog.state.get("extensions", {}).get(name)
+    oid = int(entry["oid"]) if entry else \
+        {"vector": O.VECTOR_EXTENSION_OID, "plpgsql": O.PLPGSQL_EXTENSION_OID}.get(name)
+    if oid is None:
+        raise UndefinedObject(f'extension "{name}" does not exist')
+    key = f"{O.PG_EXTENSION_OID}:{oid}:0"
+    session.store.update_catalog(lambda c: {**c, "comments": {
+        **{k: v for k, v in c.get("comments", {}).items() if k != key},
+        **({key: text} if text is not None else {})}})
+    return "COMMENT"
+
+
 _HANDLERS: dict[type, Callable[[Session, exp.Expression, list[Notice]], str]] = {
     exp.Create: _create,
     exp.Drop: _drop,
     exp.Alter: _alter,
-    exp.Command: _alter,  # the ALTER forms sqlglot keeps as text (prepare.py lets only those in)
+    exp.Command: _command,  # the forms sqlglot keeps as text (prepare.py lets only those in)
     exp.TruncateTable: _truncate,
     exp.Comment: _comment,
 }

@@ -8,6 +8,7 @@ DDL kept as its syntax tree.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from sqlglot import exp
@@ -102,12 +103,32 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
     if isinstance(ast, exp.Command) and ast.this.upper() == "ALTER":
         # SET SCHEMA, ALTER SEQUENCE ...: recognised from their text (execution/alter.py).
         return PreparedStatement(sql, [], None, StatementKind.DDL, ast=ast)
+    if isinstance(ast, exp.Command) and ast.this.upper() == "COMMENT" and \
+            comment_on_extension(ast) is not None:
+        return PreparedStatement(sql, [], None, StatementKind.DDL, ast=ast)
     if isinstance(ast, exp.Command):
         construct = unsupported_view_kind(ast)
         if construct is not None:
             raise FeatureNotSupported(f"{construct} are not supported")
         raise FeatureNotSupported(f"{ast.this} statements are not supported")
     raise FeatureNotSupported(f"{type(ast).__name__.upper()} statements are not supported")
+
+
+_COMMENT_ON_EXTENSION = re.compile(
+    r"\s*ON\s+EXTENSION\s+(?P<name>\"(?:[^\"]|\"\")+\"|[A-Za-z_][\w$]*)\s+IS\s+"
+    r"(?:'(?P<text>(?:[^']|'')*)'|NULL)\s*;?\s*$", re.I | re.S)
+
+
+def comment_on_extension(ast: exp.Command) -> tuple[str, str | None] | None:
+    """(extension, comment or None) of `COMMENT ON EXTENSION name IS '…'`, which sqlglot keeps
+    as text (pg_dump writes one for each extension with a comment), or None."""
+    body = ast.expression if isinstance(ast.expression, str) else \
+        (ast.expression.name if ast.expression is not None else "")
+    m = _COMMENT_ON_EXTENSION.match(body)
+    if m is None:
+        return None
+    name = m["name"][1:-1].replace('""', '"') if m["name"].startswith('"') else m["name"].lower()
+    return name, None if m["text"] is None else m["text"].replace("''", "'")
 
 
 def plan_context(session: Session) -> PlanContext:

@@ -473,7 +473,8 @@ def parse(sql: str) -> list[exp.Expr]:
     if misplaced is not None:
         raise misplaced
     try:
-        statements = _DIALECT.parse(sql)
+        tokens = _DIALECT.tokenize(sql)
+        statements = _DIALECT.parser().parse(tokens, sql)
     except ParseError as error:
         raise _syntax_error(sql, error) from None
     except TokenError as error:
@@ -483,7 +484,68 @@ def parse(sql: str) -> list[exp.Expr]:
             misplaced = _misplaced_start(sql, start)
             if misplaced is not None:
                 raise misplaced
-    return [_unqualified_calls(statement) for statement in statements if statement is not None]
+    out = [_unqualified_calls(statement) for statement in statements if statement is not None]
+    for statement in out:
+        _mark_operators(statement, tokens)
+    return out
+
+
+# Binary operators whose errors PostgreSQL positions at the operator (`operator does not
+# exist: text = integer`), by the token type of their symbol.
+_OPERATOR_TOKENS: dict[type, frozenset[TokenType]] = {
+    exp.EQ: frozenset({TokenType.EQ}), exp.NEQ: frozenset({TokenType.NEQ}),
+    exp.LT: frozenset({TokenType.LT}), exp.LTE: frozenset({TokenType.LTE}),
+    exp.GT: frozenset({TokenType.GT}), exp.GTE: frozenset({TokenType.GTE}),
+    exp.Add: frozenset({TokenType.PLUS}), exp.Sub: frozenset({TokenType.DASH}),
+    exp.Mul: frozenset({TokenType.STAR}), exp.Div: frozenset({TokenType.SLASH}),
+    exp.Mod: frozenset({TokenType.MOD}), exp.Pow: frozenset({TokenType.CARET}),
+}
+
+
+def _mark_operators(statement: exp.Expr, tokens: list[Token]) -> None:
+    """Record in `meta["operator_start"]` where each binary operator's symbol starts: the
+    first token of its kind between the end of its left operand and the start of its right
+    one (sqlglot keeps positions for names and constants only)."""
+    nodes = [n for n in statement.find_all(exp.Neg, *_OPERATOR_TOKENS)]
+    if not nodes:
+        return
+    index = {token.start: i for i, token in enumerate(tokens)}
+    for node in nodes:
+        if isinstance(node, exp.Neg):  # the nearest minus sign before its operand
+            starts = _starts(node.this)
+            if starts and min(starts) in index:
+                for i in range(index[min(starts)] - 1, -1, -1):
+                    if tokens[i].token_type == TokenType.DASH:
+                        node.meta["operator_start"] = tokens[i].start
+                        break
+            continue
+        right = _starts(node.expression)
+        if not right or min(right) not in index:
+            continue
+        left = _ends(node.this)
+        after = max(left) if left else -1
+        kinds = _OPERATOR_TOKENS[type(node)]
+        found = None
+        for i in range(index[min(right)] - 1, -1, -1):
+            token = tokens[i]
+            if token.end <= after:
+                break
+            if token.token_type in kinds:
+                found = token.start
+        if found is not None:
+            node.meta["operator_start"] = found
+
+
+def _starts(node: exp.Expr | None) -> list[int]:
+    if node is None:
+        return []
+    return [n.meta["start"] for n in node.walk() if n._meta and "start" in n.meta]
+
+
+def _ends(node: exp.Expr | None) -> list[int]:
+    if node is None:
+        return []
+    return [n.meta["end"] for n in node.walk() if n._meta and "end" in n.meta]
 
 
 def _is_builtin_qualified_call(node: exp.Expr) -> bool:

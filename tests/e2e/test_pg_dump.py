@@ -17,6 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.e2e.conftest import start_server
+
 
 def pg_dump_binary() -> str:
     candidates = []
@@ -106,3 +108,140 @@ def test_pg_dump_leaves_the_extension_members_to_create_extension(server):
         assert statement not in out, statement
     assert re.search(r"CREATE TABLE public\.dump_whole \(\n    id integer,\n    v "
                      r"(public\.)?vector\(2\)\n\);", out), out
+
+
+def _binary(name: str) -> str:
+    path = Path(pg_dump_binary()).with_name(name)
+    if not path.exists():
+        pytest.skip(f"no {name} beside {pg_dump_binary()}")
+    return str(path)
+
+
+# A database with what a restore has to bring back: vector and halfvec columns, an HNSW
+# index with options, a btree index, serial and standalone sequences (with their values),
+# defaults, comments, NOT NULL, primary key, UNIQUE and CHECK constraints, a second schema
+# and a view.
+SOURCE = [
+    "CREATE EXTENSION IF NOT EXISTS vector",
+    "CREATE SCHEMA shop",
+    "CREATE TABLE items (id bigserial PRIMARY KEY, name text DEFAULT 'x' NOT NULL, "
+    "price numeric(10,2) CHECK (price > 0), embedding vector(3), h halfvec(2), code int UNIQUE, "
+    "added date DEFAULT '2024-01-02')",
+    "INSERT INTO items (name, price, embedding, h, code) VALUES "
+    "('a', 1.5, '[1,2,3]', '[1,2]', 1), ('b', NULL, '[4,5,6]', NULL, 2), "
+    "('c', 3, '[0,0,1]', '[0.5,1]', 3), ('d', 4, NULL, NULL, NULL)",
+    "CREATE INDEX items_embedding_idx ON items USING hnsw (embedding vector_cosine_ops) "
+    "WITH (m = 8, ef_construction = 32)",
+    "CREATE INDEX items_name_idx ON items (name)",
+    "COMMENT ON TABLE items IS 'things to find'",
+    "COMMENT ON COLUMN items.name IS 'the name'",
+    "CREATE TABLE shop.notes (a int PRIMARY KEY, b text NOT NULL, v vector(2))",
+    "INSERT INTO shop.notes VALUES (1, 'one', '[1,1]'), (2, 'two', NULL)",
+    "CREATE VIEW shop.positive AS SELECT a, b FROM shop.notes WHERE a > 0",
+    "CREATE SEQUENCE shop.tickets START 5 INCREMENT BY 2",
+    "SELECT nextval('shop.tickets')",
+]
+CONTENTS = [
+    "SELECT id, name, price, embedding::text, h::text, code, added FROM items ORDER BY id",
+    "SELECT a, b, v::text FROM shop.notes ORDER BY a",
+    "SELECT * FROM shop.positive ORDER BY a",
+    "SELECT id FROM items ORDER BY embedding <=> '[1,2,3.5]' LIMIT 2",
+    "SELECT obj_description('items'::regclass), col_description('items'::regclass, 2)",
+]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    running = start_server(tmp_path_factory.mktemp("dump-source"))
+    with psycopg.connect(running.conninfo(), autocommit=True) as conn:
+        for sql in SOURCE:
+            conn.execute(sql)
+    yield running
+    assert running.stop() == 0, running.log()
+
+
+@pytest.fixture
+def target(tmp_path):
+    running = start_server(tmp_path)
+    yield running
+    assert running.stop() == 0, running.log()
+
+
+def _contents(conninfo: str) -> list:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return [conn.execute(sql).fetchall() for sql in CONTENTS]
+
+
+def _check_restored(source, target) -> None:
+    assert _contents(target.conninfo()) == _contents(source.conninfo())
+    # The schema reads back the same: pg_dump of the copy is pg_dump of the original (less
+    # the random \restrict key psql scripts carry).
+    dumps = [subprocess.run([pg_dump_binary(), "--schema-only", s.conninfo()], capture_output=True,
+                            text=True, timeout=120, check=True).stdout for s in (source, target)]
+    dumps = [re.sub(r"\\(un)?restrict \S+", "", d) for d in dumps]
+    assert dumps[0] == dumps[1]
+    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+        plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN SELECT id FROM items ORDER BY embedding <=> '[1,2,3]' LIMIT 2"))
+        assert "hnsw" in plan, plan
+        # the sequences go on where they were; the constraints hold
+        assert conn.execute("INSERT INTO items (name) VALUES ('e') RETURNING id").fetchone() == (5,)
+        assert conn.execute("SELECT nextval('shop.tickets')").fetchone() == (7,)
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO items (name, code) VALUES ('f', 1)")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("INSERT INTO items (name, price) VALUES ('g', -1)")
+
+
+def test_pg_restore_of_a_custom_format_dump(source, target, tmp_path):
+    archive = tmp_path / "db.dump"
+    dump = subprocess.run([pg_dump_binary(), "-Fc", "-f", str(archive), source.conninfo()],
+                          capture_output=True, text=True, timeout=120)
+    assert dump.returncode == 0, dump.stderr
+    restore = subprocess.run([_binary("pg_restore"), "--exit-on-error", "-d", target.conninfo(),
+                              str(archive)], capture_output=True, text=True, timeout=300)
+    assert restore.returncode == 0, restore.stderr
+    _check_restored(source, target)
+
+
+def test_plain_dump_restores_through_psql(source, target):
+    dump = subprocess.run([pg_dump_binary(), source.conninfo()], capture_output=True, text=True,
+                          timeout=120)
+    assert dump.returncode == 0, dump.stderr
+    restore = subprocess.run([_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d",
+                              target.conninfo()], input=dump.stdout, capture_output=True,
+                             text=True, timeout=300)
+    assert restore.returncode == 0, restore.stderr
+    _check_restored(source, target)
+
+
+def test_owner_to_the_owner_is_accepted_and_extension_comments_kept(server):
+    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS owned (a int)")
+        conn.execute("ALTER TABLE owned OWNER TO postgres")
+        with pytest.raises(psycopg.errors.UndefinedObject, match='role "nobody_here"'):
+            conn.execute("ALTER TABLE owned OWNER TO nobody_here")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("ALTER TABLE missing_owned OWNER TO postgres")
+        conn.execute("ALTER SEQUENCE IF EXISTS missing_seq OWNER TO postgres")  # a NOTICE
+        conn.execute("COMMENT ON EXTENSION vector IS 'vectors'")
+        assert conn.execute("SELECT obj_description(oid, 'pg_extension') FROM pg_extension "
+                            "WHERE extname = 'vector'").fetchone() == ("vectors",)
+        conn.execute("COMMENT ON EXTENSION vector IS NULL")
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            conn.execute("COMMENT ON EXTENSION nope IS 'x'")
+
+
+def test_pg_dump_15_refuses_the_server_version(server):
+    """Debian 12's pg_dump 15 checks the server's version and stops: sqlvec reports 16.4 (see
+    docs/operations.md for why, and which pg_dump to use)."""
+    old = next((p for p in ("/usr/lib/postgresql/15/bin/pg_dump", shutil.which("pg_dump") or "")
+                if p and Path(p).exists() and " 15." in subprocess.run(
+                    [p, "--version"], capture_output=True, text=True).stdout), None)
+    if old is None:
+        pytest.skip("no pg_dump 15 installed")
+    result = subprocess.run([old, "--schema-only", server.conninfo()], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    assert "aborting because of server version mismatch" in result.stderr
+    assert "server version: 16.4" in result.stderr

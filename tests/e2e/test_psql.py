@@ -80,3 +80,54 @@ def test_timing_and_error_keeps_session(server):
     assert " answer \n--------\n     42\n" in out.stdout
     assert "ERROR:  division by zero" in out.stderr
     assert "     7\n" in out.stdout
+
+
+# What psql prints for a constant the type rejects, as PostgreSQL 16 + pgvector 0.8 print it:
+# the message, then LINE and a caret under the constant (or under the operator that does not
+# exist), from the error's position field.
+CARETS = {
+    "SELECT '[hello,1]'::vector": [
+        'ERROR:  invalid input syntax for type vector: "[hello,1]"',
+        "LINE 1: SELECT '[hello,1]'::vector",
+        "               ^"],
+    "SELECT '[4e38,1]'::vector": [
+        'ERROR:  "4e38" is out of range for type vector',
+        "LINE 1: SELECT '[4e38,1]'::vector",
+        "               ^"],
+    "SELECT '[1,2,3'::vector": [
+        'ERROR:  invalid input syntax for type vector: "[1,2,3"',
+        "LINE 1: SELECT '[1,2,3'::vector",
+        "               ^"],
+    "SELECT 1 + '99999999999'::int": [
+        'ERROR:  value "99999999999" is out of range for type integer',
+        "LINE 1: SELECT 1 + '99999999999'::int",
+        "                   ^"],
+    "SELECT '2020-13-01'::date": [
+        'ERROR:  date/time field value out of range: "2020-13-01"',
+        "LINE 1: SELECT '2020-13-01'::date",
+        "               ^",
+        'HINT:  Perhaps you need a different "DateStyle" setting.'],
+    "SELECT 'a'::text = 1": [
+        "ERROR:  operator does not exist: text = integer",
+        "LINE 1: SELECT 'a'::text = 1",
+        "                         ^",
+        "HINT:  No operator matches the given name and argument types. You might need to add "
+        "explicit type casts."],
+    "SELECT '[1,2]'::vector(3)": ["ERROR:  expected 3 dimensions, not 2"],
+}
+
+
+@pytest.mark.parametrize("sql", sorted(CARETS))
+def test_constant_input_errors_point_at_the_constant(server, sql):
+    out = psql(server, "-c", sql)
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == CARETS[sql]
+
+
+def test_constant_error_caret_on_a_later_line(server, tmp_path):
+    script = tmp_path / "insert.sql"
+    script.write_text("SELECT 1;\nSELECT 2,\n  'x'::uuid;\n")
+    out = psql(server, "-f", str(script))
+    lines = out.stderr.splitlines()
+    assert lines[0].endswith('ERROR:  invalid input syntax for type uuid: "x"')
+    assert lines[1:] == ["LINE 2:   'x'::uuid;", "          ^"]

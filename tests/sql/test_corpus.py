@@ -22,8 +22,10 @@ A record ends at a blank line. Values are PostgreSQL's text output, `|`-separate
 `NULL` and the empty string `(empty)`. Rows compare in order when the statement has a top-level
 ORDER BY, as a sorted multiset otherwise (`query rowsort` / `query nosort` override that); float
 columns compare at 12 significant digits (6 for real). `query names` makes the first expected
-row the column names; `statement error 42601@12 ...` also checks the error position; a
-`params: a|b` line after the header binds $1, $2 as text. `skipif postgres` before a header
+row the column names; `statement error 42601@12 ...` also checks the error position (PostgreSQL's
+P field: 1-based, in characters, as psql's caret shows it) and a `detail: text` line after
+the header the error's DETAIL (`detail: NULL`: none); a `params: a|b` line after the header
+binds $1, $2 as text. `skipif postgres` before a header
 runs the record on sqlvec only, `onlyif postgres` on PostgreSQL only; a file starting with
 `mode sqlvec-only` is not run on PostgreSQL (vectors); one starting with `mode pgvector` is
 compared with PostgreSQL + pgvector instead (the pgserver package: `pip install
@@ -75,6 +77,7 @@ class Record:
     sqlstate: str | None = None  # statement error
     position: int | None = None  # statement error 42601@14: the error's 1-based position
     message: str | None = None  # fragment the error message must contain
+    detail: str | None = None  # the error's exact DETAIL ("NULL": none); None: not checked
     expected: list[list[str]] | None = None
     deviation: list[list[str]] | None = None  # what sqlvec gives where it knowingly differs
     why: str | None = None
@@ -135,6 +138,9 @@ def parse_script(path: Path) -> Script:
                     raise ValueError(f"{path.name}:{i}: bad header {line!r}")
         else:
             raise ValueError(f"{path.name}:{i}: bad header {line!r}")
+        if i < len(lines) and lines[i].startswith("detail:"):
+            record.detail = lines[i][len("detail:"):].strip()
+            i += 1
         if i < len(lines) and lines[i].startswith("params:"):
             raw = lines[i][len("params:"):].strip()
             record.params = [None if p == "NULL" else p for p in raw.split("|")]
@@ -194,6 +200,7 @@ class Outcome:
     sqlstate: str | None = None
     message: str | None = None
     position: int | None = None
+    detail: str | None = None
 
 
 def normalize_value(text: str | None, digits: int | None) -> str:
@@ -242,6 +249,8 @@ def compare(record: Record, got: Outcome, side: str = "postgres") -> str | None:
             return f"expected message containing {record.message!r}, got {got.message!r}"
         if record.position is not None and got.position != record.position:
             return f"expected the error at position {record.position}, got {got.position}"
+        if record.detail is not None and (got.detail or "NULL") != record.detail:
+            return f"expected the detail {record.detail!r}, got {got.detail!r}"
         return None
     if got.sqlstate is not None:
         return f"query failed with {got.sqlstate}: {got.message}"
@@ -283,7 +292,7 @@ class SqlVecEngine:
             result = self.session.execute_one(sql, list(params) or None)
         except SqlVecError as error:
             return Outcome(sqlstate=error.sqlstate, message=error.message,
-                           position=error.position)
+                           position=error.position, detail=error.detail)
         if result.columns is None:
             return Outcome(rows=[], names=[])
         columns = result.columns
@@ -324,9 +333,11 @@ class PostgresEngine:
             state = res.error_field(pq.DiagnosticField.SQLSTATE)
             message = res.error_field(pq.DiagnosticField.MESSAGE_PRIMARY)
             position = res.error_field(pq.DiagnosticField.STATEMENT_POSITION)
+            detail = res.error_field(pq.DiagnosticField.MESSAGE_DETAIL)
             return Outcome(sqlstate=state.decode() if state else None,
                            message=message.decode() if message else None,
-                           position=int(position) if position else None)
+                           position=int(position) if position else None,
+                           detail=detail.decode() if detail else None)
         if res.status != pq.ExecStatus.TUPLES_OK:
             return Outcome(rows=[], names=[])
         digits = [PG_FLOAT_OIDS.get(res.ftype(c)) for c in range(res.nfields)]

@@ -29,7 +29,7 @@ def _error(text: str) -> SqlVecError:
 @pytest.mark.parametrize(
     ("text", "sqlstate", "message", "detail"),
     [
-        ("[1,2", "22P02", 'invalid input syntax for type vector: "[1,2"', "Unexpected end of input."),
+        ("[1,2", "22P02", 'invalid input syntax for type vector: "[1,2"', None),
         ("[1,,2]", "22P02", 'invalid input syntax for type vector: "[1,,2]"', None),
         ("[1 2]", "22P02", 'invalid input syntax for type vector: "[1 2]"', None),
         ("[a]", "22P02", 'invalid input syntax for type vector: "[a]"', None),
@@ -51,6 +51,28 @@ def test_parse_vector_errors(text, sqlstate, message, detail):
     assert err.message == message
     if detail is not None:
         assert err.detail == detail
+
+
+def test_parse_vector_errors_without_detail_where_pgvector_gives_none():
+    # pgvector's vector_in reaches the end of "[1,2" while reading an element: no DETAIL.
+    assert _error("[1,2").detail is None
+    assert _error("[1,,2]").detail is None
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[4e38,1]", '"4e38" is out of range for type vector'),
+    ("[1, 1E39 ,x]", '"1E39" is out of range for type vector'),  # before the later syntax error
+    ("[1e309]", '"1e309" is out of range for type vector'),  # infinite as a double too
+])
+def test_parse_vector_out_of_range_quotes_the_element_as_written(text, message):
+    err = _error(text)
+    assert (err.sqlstate, err.message) == ("22003", message)
+
+
+def test_parse_vector_halfvec_out_of_range_quotes_the_element_as_written():
+    with pytest.raises(SqlVecError) as info:
+        parse_vector("[1,70000]", "halfvec")
+    assert info.value.message == '"70000" is out of range for type halfvec'
 
 
 def test_parse_vector_too_many_dimensions():

@@ -3,8 +3,11 @@ order of levels (LOG above ERROR), and a size-rotated file beside stderr."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
+import time
 
 import pytest
 
@@ -92,3 +95,59 @@ def test_settings_come_from_the_configuration(tmp_path):
     explicit = logs.LogSettings.from_settings(values.get, str(tmp_path), "/tmp/x.log", "debug1")
     assert (explicit.file, explicit.min_messages) == ("/tmp/x.log", "debug1")
     assert logs.LogSettings.from_settings({}.get, str(tmp_path)).file is None
+
+
+def test_csvlog_writes_postgresql_rows_beside_the_log_file(tmp_path, restore_root):
+    path = tmp_path / "log" / "server.log"
+    logs.configure(logs.LogSettings(destination="stderr,csvlog", file=str(path)))
+    logging.getLogger("sqlvec.test").error(
+        "relation \"x\" does not exist", extra={"pg_severity": "ERROR", "sqlstate": "42P01",
+                                               "statement": "select *\nfrom x", "user": "alice",
+                                               "dbname": "postgres", "session_pid": 4242})
+    rows = list(csv.reader(io.StringIO((tmp_path / "log" / "server.csv").read_text())))
+    assert len(rows) == 1 and len(rows[0]) == 26  # PostgreSQL 16's csvlog columns
+    row = rows[0]
+    assert (row[1], row[2], row[3], row[11], row[12], row[13], row[19], row[23]) == (
+        "alice", "postgres", "4242", "ERROR", "42P01", 'relation "x" does not exist',
+        "select *\nfrom x", "client backend")
+    assert row[0].endswith(" UTC")
+    # the text log is still written beside it
+    assert 'ERROR:  relation "x" does not exist' in path.read_text()
+
+
+def test_csvlog_alone_writes_only_the_csv_file(tmp_path, restore_root):
+    path = tmp_path / "log" / "server.log"
+    logs.configure(logs.LogSettings(destination="csvlog", file=str(path)))
+    logging.getLogger("sqlvec.test").warning("only in csv")
+    assert not path.exists()
+    assert "only in csv" in (tmp_path / "log" / "server.csv").read_text()
+
+
+def test_a_file_rotates_by_age(tmp_path, restore_root):
+    path = tmp_path / "log" / "sqlvec.log"
+    logs.configure(logs.LogSettings(file=str(path), rotation_seconds=3600))
+    log = logging.getLogger("sqlvec.test")
+    log.warning("first")
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, logs.RotatingLog))
+    assert handler.rollover_at is not None and handler.rollover_at > time.time() + 3000
+    log.warning("second")  # younger than an hour: same file
+    assert not (tmp_path / "log" / "sqlvec.log.1").exists()
+    handler.rollover_at = time.time() - 1  # the hour is up
+    log.warning("third")
+    assert "first" in (tmp_path / "log" / "sqlvec.log.1").read_text()
+    assert "third" in path.read_text() and "first" not in path.read_text()
+    assert handler.rollover_at > time.time() + 3000  # and the next hour starts
+
+
+def test_rotation_age_and_csvlog_settings(tmp_path):
+    values = {"log_rotation_age": "90min", "log_destination": "csvlog,jsonlog",
+              "logging_collector": "on", "log_filename": "pg.log"}
+    settings = logs.LogSettings.from_settings(values.get, str(tmp_path))
+    assert settings.rotation_seconds == 5400
+    assert settings.csv_file == str(tmp_path / "log" / "pg.csv")
+    assert logs.LogSettings.from_settings({"log_rotation_age": "0"}.get, "x").rotation_seconds == 0
+    assert logs.LogSettings.from_settings({"log_rotation_age": "2h"}.get, "x").rotation_seconds \
+        == 7200
+    assert logs.LogSettings.from_settings({"log_rotation_age": "30"}.get, "x").rotation_seconds \
+        == 1800
+    assert logs.LogSettings.from_settings({}.get, "x").rotation_seconds == 86400

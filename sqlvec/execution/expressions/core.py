@@ -125,25 +125,48 @@ class Compiler:
             if extra is not None:
                 return extra(self, e)
             raise FeatureNotSupported(f"{describe(e)} is not supported")
-        value = handler(self, e)
+        try:
+            value = handler(self, e)
+        except SqlVecError as error:
+            if error.position is None and error.sqlstate == "42883" and \
+                    error.message.startswith("operator does not exist"):
+                error.position = operator_position(e)
+            raise
         return folded(value) if value.const else value
 
     # Typing helpers -----------------------------------------------------------------------------
+
+    def compile_operator(self, cls: type[exp.Binary], a: Value, b: Value) -> Value:
+        """`a <op> b` for operands compiled already: how a function that implements an
+        operator (pgvector's `vector_add`, `halfvec_lt`, ...) compiles, by the operator's own
+        handler."""
+        left, right = exp.Null(), exp.Null()
+        self._compiled[id(left)], self._compiled[id(right)] = a, b
+        try:
+            return self._compile(cls(this=left, expression=right))
+        finally:
+            del self._compiled[id(left)], self._compiled[id(right)]
 
     def coerce(self, value: Value, target: SqlType) -> Value:
         """`value` as `target` (implicit cast: unknown literals, numeric widening, params)."""
         if value.type == target or target.name == "unknown":
             return value
         if value.type.name == "unknown" and value.text is not None:
-            scalar = V.text_of_literal_type(value.text, target)
+            try:
+                scalar = V.text_of_literal_type(value.text, target)
+            except SqlVecError as error:
+                if error.position is None and _input_error(value.text, target):
+                    error.position = value.position
+                raise
             return Value(lambda f: scalar, target, const=True)
         src = value.type
         if src.name == "unknown":
             return Value(lambda f: V.cast(value(f), TEXT, target, f.n), target, value.const)
         return Value(lambda f: V.cast(value(f), src, target, f.n), target, value.const)
 
-    def unify(self, a: Value, b: Value) -> tuple[Value, Value, SqlType]:
-        """Bring two operands to one type, as PostgreSQL resolves binary operators."""
+    def unify(self, a: Value, b: Value, symbol: str = "=") -> tuple[Value, Value, SqlType]:
+        """Bring two operands to one type, as PostgreSQL resolves binary operators (`symbol`
+        names the operator in the 42883 error when there is none)."""
         ta, tb = a.type, b.type
         if ta == tb:
             return a, b, ta
@@ -182,10 +205,8 @@ class Compiler:
         if "xid" in (ta.name, tb.name) and (ta.name in V.INT_DIGITS or tb.name in V.INT_DIGITS):
             # `xmin = 42` (PostgreSQL's xideqint4): xids are stored as int8 already.
             return _as_int8(self, a), _as_int8(self, b), INT8
-        raise SqlVecError(f"operator does not exist: {ta.format()} = {tb.format()}",
-                          sqlstate="42883",
-                          hint="No operator matches the given name and argument types. You might "
-                               "need to add explicit type casts.")
+        raise SqlVecError(f"operator does not exist: {ta.format()} {symbol} {tb.format()}",
+                          sqlstate="42883", hint=NO_OPERATOR_HINT)
 
     def condition(self, e: exp.Expression, clause: str) -> Value:
         """A boolean condition (WHERE, ON, AND, CASE WHEN...): PostgreSQL casts nothing but
@@ -225,7 +246,20 @@ def _hole(acc: Value) -> Value:
     def fn(f: Frame) -> Datum:
         return f.hole if isinstance(f, _HoleFrame) else acc(f)
 
-    return Value(fn, acc.type, acc.const, acc.text)
+    return Value(fn, acc.type, acc.const, acc.text, acc.position)
+
+
+def _input_error(text: str, target: SqlType) -> bool:
+    """Whether reading `text` as `target` fails already in the type's input function, not in
+    applying its modifier (`vector(3)`, `varchar(2)`, `numeric(3,1)`): PostgreSQL positions
+    the former at the constant and not the latter, a cast it applies after."""
+    if target.typmod < 0:
+        return True
+    try:
+        V.text_of_literal_type(text, SqlType(target.name))
+    except SqlVecError:
+        return True
+    return False
 
 
 def _as_int8(c: Compiler, v: Value) -> Value:
@@ -241,7 +275,7 @@ def folded(value: Value) -> Value:
             cache.append(value.fn(frame))
         return cache[0]
 
-    return Value(fn, value.type, True, value.text)
+    return Value(fn, value.type, True, value.text, value.position)
 
 
 # The dispatch table ------------------------------------------------------------------------------
@@ -253,6 +287,13 @@ HANDLERS: dict[type, Handler] = {}
 
 
 # Helpers of every family -------------------------------------------------------------------------
+
+
+def operator_position(e: exp.Expression) -> int | None:
+    """The 1-based position of an operator in the statement text (recorded by the parser),
+    where PostgreSQL points an error about the operator itself, or None."""
+    start = e.meta.get("operator_start") if e._meta else None
+    return None if start is None else start + 1
 
 
 def param_index(e: exp.Parameter) -> int:
@@ -272,6 +313,10 @@ def operands(c: Compiler, e: exp.Binary) -> tuple[Value, Value]:
         b = c.compile(e.expression)
     return a, b
 
+
+# PostgreSQL's hint for an operator with no match for its argument types.
+NO_OPERATOR_HINT = ("No operator matches the given name and argument types. You might need to "
+                    "add explicit type casts.")
 
 # Operator names (pyarrow.compute's) and the symbols error messages show.
 SYMBOLS = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/", "mod": "%", "power": "^"}

@@ -91,7 +91,9 @@ def literal(c: Compiler, e: exp.Literal) -> Value:
     if e.is_string:
         text = e.this
         scalar = pa.scalar(text, pa.string())
-        return Value(lambda f: scalar, UNKNOWN, const=True, text=text)
+        start = e.meta.get("start") if e._meta else None
+        return Value(lambda f: scalar, UNKNOWN, const=True, text=text,
+                     position=None if start is None else start + 1)
     text = e.this
     try:
         value = int(text)

@@ -13,7 +13,14 @@ from sqlglot import exp
 
 from sqlvec.errors import NumericValueOutOfRange, SqlVecError
 from sqlvec.execution import values as V
-from sqlvec.execution.expressions.core import HANDLERS, SYMBOLS, Compiler, constant, operands
+from sqlvec.execution.expressions.core import (
+    HANDLERS,
+    NO_OPERATOR_HINT,
+    SYMBOLS,
+    Compiler,
+    constant,
+    operands,
+)
 from sqlvec.execution.expressions.temporal import temporal_arith
 from sqlvec.execution.expressions.vector import vector_arith
 from sqlvec.execution.kernels import (
@@ -42,11 +49,13 @@ def _arith(c: Compiler, e: exp.Binary) -> Value:
         return vector_arith(c, op, a, b)
     if op == "add" and (V.is_string(a.type) and a.type.name != "unknown"):
         raise SqlVecError(f"operator does not exist: {a.type.format()} + {b.type.format()}",
-                          sqlstate="42883")
+                          sqlstate="42883",
+                          hint=NO_OPERATOR_HINT)
     a, b, t = c.unify(a, b)
     if not V.is_numeric(t):
         raise SqlVecError(f"operator does not exist: {a.type.format()} {SYMBOLS[op]} "
-                          f"{b.type.format()}", sqlstate="42883")
+                          f"{b.type.format()}", sqlstate="42883",
+                          hint=NO_OPERATOR_HINT)
     if t.name == "numeric":
         result = numeric_result_type(op, a.type, b.type)
         if op == "divide" and a.const and b.const:
@@ -127,13 +136,30 @@ def _constant_quotient_type(a: Value, b: Value) -> SqlType:
     return V.numeric_with_scale(max(MIN_DIV_SCALE - qweight * 4, *scales, 0))
 
 
+def _negate_interval(x: Datum) -> Datum:
+    """`-interval`: each field negated (Arrow has no kernel for month_day_nano)."""
+    def neg(v):
+        return None if v is None else pa.MonthDayNano([-v.months, -v.days, -v.nanoseconds])
+
+    if isinstance(x, pa.Scalar):
+        return pa.scalar(neg(x.as_py()), pa.month_day_nano_interval())
+    return pa.array([neg(v) for v in x.to_pylist()], pa.month_day_nano_interval())
+
+
+_NEGATABLE = frozenset({"int2", "int4", "int8", "numeric", "float4", "float8", "interval"})
+
+
 def _neg(c: Compiler, e: exp.Neg) -> Value:
     a = c.compile(e.this)
     if a.type.name == "unknown":
         a = c.coerce(a, NUMERIC if a.text and "." in a.text else INT4)
-    if a.type.is_vector:
-        raise SqlVecError(f"operator does not exist: - {a.type.name}", sqlstate="42883")
+    if a.type.name not in _NEGATABLE:
+        raise SqlVecError(f"operator does not exist: - {a.type.format()}", sqlstate="42883",
+                          hint="No operator matches the given name and argument type. You "
+                               "might need to add an explicit type cast.")
     t = a.type
+    if t.name == "interval":
+        return Value(lambda f: _negate_interval(a(f)), t, a.const)
     if t.name in V.INT_DIGITS:
         return Value(lambda f: int_checked(pc.negate_checked, a(f), t), t, a.const)
     return Value(lambda f: pc.negate(a(f)), t, a.const)

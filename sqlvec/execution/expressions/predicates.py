@@ -26,6 +26,7 @@ from sqlvec.execution.kernels import widen_decimal
 from sqlvec.execution.values import BOOL, TEXT, Datum, Value, as_array, is_scalar
 from sqlvec.sql import dialect as d
 
+_SYMBOLS = {exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
 _COMPARE = {exp.EQ: "equal", exp.NEQ: "not_equal", exp.LT: "less", exp.LTE: "less_equal",
             exp.GT: "greater", exp.GTE: "greater_equal"}
 
@@ -34,7 +35,7 @@ def _compare(c: Compiler, e: exp.Binary) -> Value:
     if isinstance(e.expression, exp.Any) or isinstance(e.expression, exp.All):
         return _compare_any(c, e)
     a, b = operands(c, e)
-    a, b, t = c.unify(a, b)
+    a, b, t = c.unify(a, b, _SYMBOLS[type(e)])
     op = _COMPARE[type(e)]
     if t.is_vector:
         return Value(lambda f: vector_compare(op, a(f), b(f), f.n), BOOL, a.const and b.const)

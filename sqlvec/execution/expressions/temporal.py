@@ -9,7 +9,7 @@ from sqlglot import exp
 
 from sqlvec.errors import DivisionByZero, FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
-from sqlvec.execution.expressions.core import HANDLERS, SYMBOLS, Compiler
+from sqlvec.execution.expressions.core import HANDLERS, NO_OPERATOR_HINT, SYMBOLS, Compiler
 from sqlvec.execution.kernels import add_months
 from sqlvec.execution.values import FLOAT8, INT4, Datum, Value, as_array, is_scalar
 from sqlvec.types import SqlType
@@ -59,7 +59,8 @@ def temporal_arith(c: Compiler, op: str, a: Value, b: Value) -> Value:
         interval, factor = (a, b) if ta.name == "interval" else (b, a)
         if op == "divide" and interval is not a:
             raise SqlVecError(f"operator does not exist: {ta.format()} / {tb.format()}",
-                              sqlstate="42883")
+                              sqlstate="42883",
+                          hint=NO_OPERATOR_HINT)
         factor = c.coerce(factor, FLOAT8)
         return Value(lambda f: _scale_interval(interval(f), factor(f), op == "divide"),
                      SqlType("interval"), a.const and b.const)
@@ -68,7 +69,8 @@ def temporal_arith(c: Compiler, op: str, a: Value, b: Value) -> Value:
             return _interval_pairwise(a(f), b(f), op)
         return Value(fn, SqlType("interval"), a.const and b.const)
     raise SqlVecError(f"operator does not exist: {ta.format()} {SYMBOLS[op]} {tb.format()}",
-                      sqlstate="42883")
+                      sqlstate="42883",
+                          hint=NO_OPERATOR_HINT)
 
 
 def _scale_interval(interval: Datum, factor: Datum, divide: bool) -> Datum:
