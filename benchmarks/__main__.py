@@ -15,6 +15,7 @@ SUITES = {
     "writes": "benchmarks.writes",
     "recall": "benchmarks.recall",
     "profile": "benchmarks.wire_profile",
+    "copy": "benchmarks.ingest",
 }
 
 

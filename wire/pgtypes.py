@@ -52,6 +52,7 @@ from sqlvec.execution.values import (
 )
 from sqlvec.types import (
     TYPES_BY_OID,
+    VECTOR_MAX_DIM,
     SqlType,
     check_vector_values,
     decode_utf8,
@@ -665,6 +666,10 @@ def decode_text_column(values: pa.Array, t: SqlType) -> pa.Array:
 
     The common types convert with one Arrow cast; when that fails (or for the rest) each value
     goes through the type's input function, which names the first bad value (CellError)."""
+    if t.is_vector:
+        fast = vector_text_column(values, t)
+        if fast is not None:
+            return fast
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     values = values.cast(pa.string())
@@ -726,6 +731,96 @@ def _vector_column(values: pa.Array, t: SqlType) -> pa.Array | None:
     valid = values.is_valid().to_numpy(zero_copy_only=False)
     matrix[valid] = narrow.reshape(-1, d)
     return vectors_array(matrix, None if valid.all() else valid, t)
+
+
+_VECTOR_TEXT_BLOCK = 4 << 20
+_LINE_SPACE = (b"\n", b"\r", b"\v", b"\f")  # Arrow's CSV reader trims only spaces and tabs
+_VECTOR_TO_CSV = bytes.maketrans(b"]", b"\n")
+
+
+def vector_text_column(values: pa.Array | pa.ChunkedArray, t: SqlType) -> pa.Array | None:
+    """The common case of a text vector column in one pass over all its bytes: every value
+    written `[x,y,...]` (spaces and tabs allowed around the numbers, as Arrow's CSV reader and
+    pgvector both skip them) and of one dimension. The values lie back to back
+    in the string arrays' data buffers, `[1,2][3,4]`; dropping the `[`s and turning each `]`
+    into a newline makes that a CSV of d float columns, which Arrow's multi-threaded CSV reader
+    parses at once, each number rounded to float4 directly as pgvector's strtof does. None
+    whenever anything is unusual (other whitespace, NaN, out of range, a bad literal, a wrong or
+    varying dimension): the general path then accepts the value or names the row and
+    pgvector's error."""
+    if t.name != "vector":
+        return None
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    pieces, lengths, valids = [], [], []
+    for chunk in chunks:
+        if len(chunk) == 0:
+            continue
+        if pa.types.is_string(chunk.type):
+            offset_type = np.int32
+        elif pa.types.is_large_string(chunk.type):
+            offset_type = np.int64
+        else:
+            return None
+        _, offset_buf, data_buf = chunk.buffers()
+        if data_buf is None:
+            return None
+        offsets = np.frombuffer(offset_buf, offset_type, len(chunk) + 1,
+                                chunk.offset * np.dtype(offset_type).itemsize)
+        sizes = np.diff(offsets).astype(np.int64)
+        if chunk.null_count:
+            valid = chunk.is_valid().to_numpy(zero_copy_only=False)
+            if (sizes[~valid] != 0).any():
+                return None
+            sizes = sizes[valid]
+        else:
+            valid = np.ones(len(chunk), bool)
+        pieces.append(memoryview(data_buf)[int(offsets[0]):int(offsets[-1])])
+        lengths.append(sizes)
+        valids.append(valid)
+    if not pieces:
+        return None
+    sizes = np.concatenate(lengths)
+    valid = np.concatenate(valids)
+    n, m = valid.size, sizes.size
+    if m == 0 or (sizes < 3).any():
+        return None
+    raw = pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces)
+    ends = np.cumsum(sizes)
+    buf = np.frombuffer(raw, np.uint8)
+    if not ((buf[ends - sizes] == 0x5B).all() and (buf[ends - 1] == 0x5D).all()):
+        return None
+    if raw.count(b"[") != m or raw.count(b"]") != m or any(w in raw for w in _LINE_SPACE):
+        return None
+    d = t.typmod if t.typmod >= 0 else raw.count(b",", 0, int(ends[0])) + 1
+    if d > VECTOR_MAX_DIM:
+        return None
+    import pyarrow.csv as pacsv  # noqa: PLC0415 - only COPY needs the reader
+
+    names = [str(i) for i in range(d)]
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(raw.translate(_VECTOR_TO_CSV, b"[")),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=_VECTOR_TEXT_BLOCK),
+            parse_options=pacsv.ParseOptions(delimiter=",", quote_char=False, escape_char=False,
+                                              ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.float32()), null_values=[],
+                quoted_strings_can_be_null=False))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != m:
+        return None
+    all_valid = bool(valid.all())
+    matrix = np.empty((n, d), np.float32)
+    rows = matrix if all_valid else np.empty((m, d), np.float32)
+    for j, column in enumerate(table.columns):
+        rows[:, j] = column.to_numpy()
+    if not np.isfinite(rows).all():
+        return None
+    if not all_valid:
+        matrix[valid] = rows
+        matrix[~valid] = 0
+    return vectors_array(matrix, None if all_valid else valid, t)
 
 
 def vectors_array(matrix: np.ndarray, valid: np.ndarray | None, t: SqlType) -> pa.Array:
