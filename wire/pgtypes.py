@@ -733,94 +733,61 @@ def _vector_column(values: pa.Array, t: SqlType) -> pa.Array | None:
     return vectors_array(matrix, None if valid.all() else valid, t)
 
 
-_VECTOR_TEXT_BLOCK = 4 << 20
-_LINE_SPACE = (b"\n", b"\r", b"\v", b"\f")  # Arrow's CSV reader trims only spaces and tabs
-_VECTOR_TO_CSV = bytes.maketrans(b"]", b"\n")
-
-
 def vector_text_column(values: pa.Array | pa.ChunkedArray, t: SqlType) -> pa.Array | None:
-    """The common case of a text vector column in one pass over all its bytes: every value
-    written `[x,y,...]` (spaces and tabs allowed around the numbers, as Arrow's CSV reader and
-    pgvector both skip them) and of one dimension. The values lie back to back
-    in the string arrays' data buffers, `[1,2][3,4]`; dropping the `[`s and turning each `]`
-    into a newline makes that a CSV of d float columns, which Arrow's multi-threaded CSV reader
-    parses at once, each number rounded to float4 directly as pgvector's strtof does. None
-    whenever anything is unusual (other whitespace, NaN, out of range, a bad literal, a wrong or
-    varying dimension): the general path then accepts the value or names the row and
-    pgvector's error."""
+    """The common case of a text vector column, without a Python step per value: every value
+    written `[x,y,...]` with nothing around the numbers and one dimension throughout. Chunk by
+    chunk, the brackets are sliced off, the rest split on commas and all numbers cast to float4
+    in one Arrow call (correctly rounded, as pgvector's strtof). None whenever anything is
+    unusual (whitespace, NaN, out of range, a bad literal, a wrong or varying dimension, no
+    value at all): the general path then accepts the value or names the row and pgvector's
+    error."""
     if t.name != "vector":
         return None
-    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
-    pieces, lengths, valids = [], [], []
+    if isinstance(values, pa.ChunkedArray):
+        chunks = values.chunks if t.typmod >= 0 else [values.combine_chunks()]
+    else:
+        chunks = [values]
+    n = sum(len(c) for c in chunks)
+    d = t.typmod
+    if d < 0:  # undimensioned: the first value gives the dimension
+        first = pc.drop_null(chunks[0])
+        if len(first) == 0 or not pa.types.is_string(first.type):
+            return None
+        d = first[0].as_py().count(",") + 1
+        if d > VECTOR_MAX_DIM:
+            return None
+    matrix = np.zeros((n, d), np.float32)
+    valid = np.ones(n, bool)
+    row = 0
     for chunk in chunks:
-        if len(chunk) == 0:
+        size = len(chunk)
+        if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
+            return None
+        if size == 0 or chunk.null_count == size:
+            valid[row:row + size] = False
+            row += size
             continue
-        if pa.types.is_string(chunk.type):
-            offset_type = np.int32
-        elif pa.types.is_large_string(chunk.type):
-            offset_type = np.int64
-        else:
+        if not (pc.all(pc.starts_with(chunk, "[")).as_py()
+                and pc.all(pc.ends_with(chunk, "]")).as_py()):
             return None
-        _, offset_buf, data_buf = chunk.buffers()
-        if data_buf is None:
+        parts = pc.split_pattern(pc.utf8_slice_codeunits(chunk, 1, -1), ",")
+        lengths = pc.list_value_length(parts).drop_null().to_numpy(zero_copy_only=False)
+        if (lengths != d).any():
             return None
-        offsets = np.frombuffer(offset_buf, offset_type, len(chunk) + 1,
-                                chunk.offset * np.dtype(offset_type).itemsize)
-        sizes = np.diff(offsets).astype(np.int64)
+        try:
+            numbers = pc.cast(pc.list_flatten(parts), pa.float32()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        if not np.isfinite(numbers).all():
+            return None
         if chunk.null_count:
-            valid = chunk.is_valid().to_numpy(zero_copy_only=False)
-            if (sizes[~valid] != 0).any():
-                return None
-            sizes = sizes[valid]
+            mask = chunk.is_valid().to_numpy(zero_copy_only=False)
+            valid[row:row + size] = mask
+            matrix[row:row + size][mask] = numbers.reshape(-1, d)
         else:
-            valid = np.ones(len(chunk), bool)
-        pieces.append(memoryview(data_buf)[int(offsets[0]):int(offsets[-1])])
-        lengths.append(sizes)
-        valids.append(valid)
-    if not pieces:
-        return None
-    sizes = np.concatenate(lengths)
-    valid = np.concatenate(valids)
-    n, m = valid.size, sizes.size
-    if m == 0 or (sizes < 3).any():
-        return None
-    raw = pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces)
-    ends = np.cumsum(sizes)
-    buf = np.frombuffer(raw, np.uint8)
-    if not ((buf[ends - sizes] == 0x5B).all() and (buf[ends - 1] == 0x5D).all()):
-        return None
-    if raw.count(b"[") != m or raw.count(b"]") != m or any(w in raw for w in _LINE_SPACE):
-        return None
-    d = t.typmod if t.typmod >= 0 else raw.count(b",", 0, int(ends[0])) + 1
-    if d > VECTOR_MAX_DIM:
-        return None
-    import pyarrow.csv as pacsv  # noqa: PLC0415 - only COPY needs the reader
-
-    names = [str(i) for i in range(d)]
-    try:
-        table = pacsv.read_csv(
-            pa.BufferReader(raw.translate(_VECTOR_TO_CSV, b"[")),
-            read_options=pacsv.ReadOptions(column_names=names, block_size=_VECTOR_TEXT_BLOCK),
-            parse_options=pacsv.ParseOptions(delimiter=",", quote_char=False, escape_char=False,
-                                              ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(names, pa.float32()), null_values=[],
-                quoted_strings_can_be_null=False))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    if table.num_rows != m:
-        return None
-    all_valid = bool(valid.all())
-    matrix = np.empty((n, d), np.float32)
-    rows = matrix if all_valid else np.empty((m, d), np.float32)
-    for j, column in enumerate(table.columns):
-        rows[:, j] = column.to_numpy()
-    if not np.isfinite(rows).all():
-        return None
-    if not all_valid:
-        matrix[valid] = rows
-        matrix[~valid] = 0
-    return vectors_array(matrix, None if all_valid else valid, t)
+            matrix[row:row + size] = numbers.reshape(-1, d)
+        row += size
+    return vectors_array(matrix, None if valid.all() else valid, t)
 
 
 def vectors_array(matrix: np.ndarray, valid: np.ndarray | None, t: SqlType) -> pa.Array:

@@ -229,3 +229,92 @@ def test_text_and_csv_round_trip(notes):
 def test_header_line():
     header = C.header_line(["id", "a,b"], C.CopyOptions("csv", ",", "", True))
     assert copy_payloads(header) == [b'id,"a,b"\n']
+
+
+# The text format's fast path ----------------------------------------------------------------------
+
+FAST_COLUMNS = [C.Column("id", SqlType("int8")), C.Column("note", SqlType("text")),
+                C.Column("v", SqlType("vector", 3))]
+
+
+@pytest.mark.parametrize("data", [
+    b"1\tplain\t[1,2,3]\n2\t\\N\t\\N\n3\t\t[1e-3,-2.5E+2,0]\n",  # NULLs, an empty string
+    'x\t"quoted" \'too\'\t[1,2,3]\n'.replace("x", "4").encode(),  # quotes are data
+    "5\tnon-ASCII: é ☃ 𝄞\t[1,2,3]\n".encode(),
+    b"6\t" + b"y" * 300_000 + b"\t[1,2,3]",  # a very long line, no final newline
+    b"7\ta\t[ 1 , 2,3 ]\n",  # spaces around the numbers
+])
+def test_fast_text_path_takes_plain_data_and_agrees_with_the_exact_decoder(data):
+    fast = C.decode_text_fast(data, C.CopyOptions(), FAST_COLUMNS)
+    assert fast is not None
+    assert fast.to_pylist() == C.decode_text(data, C.CopyOptions(), FAST_COLUMNS).to_pylist()
+    assert fast.schema.types == [pa.int64(), pa.string(), pa.list_(pa.float32(), 3)]
+
+
+@pytest.mark.parametrize("data", [
+    b"1\tback\\\\slash\t[1,2,3]\n",  # an escape
+    b"1\ttab\\there\t\\N\n",  # an escape beside a NULL: more backslashes than NULLs
+    b"1\ta\t[1,2,3]\n\\.\n",  # the end-of-data marker
+    b"1\ta\t[1,2,3]\r\n",  # CRLF line ends
+    b"1\ta\t[1,2,3]\n\n2\tb\t[1,2,3]\n",  # an empty line
+    b"1\ta\t[1,2,3]\textra\n",  # a field too many
+    b"1\ta\n",  # a field too few
+    b"1\t\xff\t[1,2,3]\n",  # not UTF-8
+    b"1\ta\x00b\t[1,2,3]\n",  # a NUL
+])
+def test_fast_text_path_leaves_everything_else_to_the_exact_decoder(data):
+    assert C.decode_text_fast(data, C.CopyOptions(), FAST_COLUMNS) is None
+
+
+def test_fast_text_path_header_null_and_delimiter_options():
+    options = C.CopyOptions("text", "|", "NULL", True)
+    data = b"id|note|v\n1|NULL|[1,2,3]\n2||NULL\n"
+    fast = C.decode_text_fast(data, options, FAST_COLUMNS)
+    assert fast is not None
+    assert fast.to_pylist() == [{"id": 1, "note": None, "v": [1, 2, 3]},
+                                {"id": 2, "note": "", "v": None}]
+    assert fast.to_pylist() == C.decode_text(data, options, FAST_COLUMNS).to_pylist()
+    for escaped in (b"1|a\\|b|NULL\n", b"1|\\N|NULL\n"):  # with NULL 'NULL', \N is N
+        assert C.decode_text_fast(escaped, options, FAST_COLUMNS) is None
+
+
+def test_fast_text_path_errors_name_the_line_as_the_exact_decoder_does():
+    lines = [b"%d\tn\t[1,2,3]\n" % i for i in range(1, 1001)]
+    for bad, message, state in ((b"77\tn\t[1,2]\n", "expected 3 dimensions, not 2", "22000"),
+                                (b"77\tn\t[1,x,3]\n", "invalid input syntax for type vector",
+                                 "22P02"),
+                                (b"77\tn\t[1,NaN,3]\n", "NaN not allowed in vector", "22000"),
+                                (b"77\tn\t[1,1e39,3]\n", "out of range for type vector",
+                                 "22003"),
+                                (b"x\tn\t[1,2,3]\n", "invalid input syntax for type bigint",
+                                 "22P02")):
+        data = b"".join(lines[:776] + [bad] + lines[777:])
+        with pytest.raises(C.CopyDataError) as info:
+            C.decode(data, C.CopyOptions(), FAST_COLUMNS)
+        assert message in info.value.message
+        assert info.value.sqlstate == state
+        assert info.value.line == 777
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(
+    st.one_of(st.none(), st.text(alphabet=st.characters(blacklist_categories=("Cs",),
+                                                        blacklist_characters="\x00"),
+                                 max_size=12)),
+    st.one_of(st.none(), st.lists(st.floats(-1e6, 1e6, width=32), min_size=3, max_size=3))),
+    min_size=1, max_size=30))
+def test_fast_and_exact_text_decoders_agree_on_what_copy_to_writes(rows):
+    """Whatever COPY TO writes (escapes, NULLs, any text) reads back the same through the
+    fast path, when it takes the data, as through the exact decoder."""
+    columns = FAST_COLUMNS[1:]
+    table = pa.table({"note": pa.array([r[0] for r in rows], pa.string()),
+                      "v": pa.array([r[1] for r in rows], pa.list_(pa.float32(), 3))})
+    data = b"".join(copy_payloads(C.encode_rows(table, [c.type for c in columns],
+                                                C.CopyOptions())))
+    exact = C.decode_text(data, C.CopyOptions(), columns)
+    assert exact.to_pylist() == table.to_pylist()
+    fast = C.decode_text_fast(data, C.CopyOptions(), columns)
+    if fast is not None:
+        assert fast.to_pylist() == exact.to_pylist()
+    if b"\\" not in data.replace(b"\\N", b"") and b"\r" not in data:
+        assert fast is not None or any(r[0] == "" for r in rows)
