@@ -27,7 +27,7 @@ from __future__ import annotations
 import io
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -154,8 +154,6 @@ def decode_text_fast(data: bytes | bytearray | memoryview, options: CopyOptions,
     if null_backslashes > 1 or null_backslashes == 1 and null != "\\N" \
             or backslashes and not null_backslashes:
         return None
-    if ncols > 1 and (body[0] == 0x0A or data.find(b"\n\n", len(data) - len(body)) >= 0):
-        return None  # an empty line: "missing data", named by the exact path
     names = [f"c{i}" for i in range(ncols)]
     try:
         table = pacsv.read_csv(
@@ -173,7 +171,95 @@ def decode_text_fast(data: bytes | bytearray | memoryview, options: CopyOptions,
         return None
     if null_backslashes and sum(c.null_count for c in table.columns) != backslashes:
         return None  # an escape somewhere
+    if ncols > 1 and _text_bytes(table, len(null.encode())) != len(body) + (body[-1] != 0x0A):
+        return None  # an empty line ("missing data"), which the reader takes for empty fields
     return _typed_table(table.columns, columns, lambda row: row + first, _shown)
+
+
+class TextPieces:
+    """The text format decoded while it arrives, so the work overlaps the client's sending as
+    PostgreSQL's does: whenever `PIECE` bytes of whole lines have come, they are handed to a
+    worker thread (Arrow's kernels release the GIL) for `decode_text_fast`. `finish` returns the
+    whole stream's table, or None when any piece was not plain data or failed: the caller then
+    decodes the whole stream as usual, which gives PostgreSQL's error and line exactly. Nothing
+    reaches the engine before the COPY ends, so a COPY that fails or is abandoned loads no
+    row."""
+
+    PIECE = 8 << 20
+
+    def __init__(self, options: CopyOptions, columns: list[Column]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.options = options
+        self.columns = columns
+        self.sent = 0  # bytes of the stream handed out so far, always whole lines
+        self.pieces: list = []
+        self.usable = bool(columns)
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="copy-decode")
+
+    def feed(self, data: bytearray) -> None:
+        """Hand out the whole lines that have come since the last piece, once they are many."""
+        if not self.usable or len(data) - self.sent < self.PIECE:
+            return
+        end = data.rfind(b"\n", self.sent) + 1
+        if end <= self.sent:
+            return
+        with memoryview(data) as view:
+            piece = view[self.sent:end].tobytes()
+        options = replace(self.options, header=False) if self.sent else self.options
+        self.pieces.append(self._pool.submit(decode_text_fast, piece, options, self.columns))
+        self.sent = end
+
+    def finish(self, data: bytearray | memoryview) -> pa.Table | None:
+        """The decoded stream (the pieces and the rest of `data`), or None."""
+        try:
+            if not self.usable or not self.pieces:
+                return None
+            tables = []
+            for future in self.pieces:
+                try:
+                    table = future.result()
+                except SqlVecError:
+                    return None
+                if table is None:
+                    return None
+                tables.append(table)
+            if len(data) > self.sent:
+                with memoryview(data) as view:
+                    rest = decode_text_fast(view[self.sent:].tobytes(),
+                                            replace(self.options, header=False), self.columns)
+                if rest is None:
+                    return None
+                tables.append(rest)
+            return pa.concat_tables(tables)
+        except SqlVecError:
+            return None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Drop whatever is still queued (a failed or abandoned COPY)."""
+        self.usable = False
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _text_bytes(table: pa.Table, null_size: int) -> int:
+    """The bytes the lines of `table` take in the text format: every field, delimiters and
+    newlines. An empty line takes one byte but reads as a row of empty fields, which takes
+    as many bytes as there are columns: comparing with the input's size finds one without a
+    search for `\\n\\n`."""
+    total = table.num_rows * table.num_columns
+    for column in table.columns:
+        total += column.null_count * null_size
+        for chunk in column.chunks:
+            if len(chunk):
+                offsets = chunk.buffers()[1]
+                kind = "q" if pa.types.is_large_string(chunk.type) else "i"
+                width = 8 if kind == "q" else 4
+                first = struct.unpack_from(kind, offsets, chunk.offset * width)[0]
+                last = struct.unpack_from(kind, offsets, (chunk.offset + len(chunk)) * width)[0]
+                total += last - first
+    return total
 
 
 def decode_text(data: bytes, options: CopyOptions, columns: list[Column]) -> pa.Table:

@@ -152,3 +152,38 @@ def test_a_client_that_disconnects_mid_copy_loses_nothing_committed(start, conn,
     with psycopg.connect(again.conninfo(), autocommit=True) as restarted:
         assert restarted.execute(f"SELECT count(*) FROM {table}").fetchone() == (ROWS,)
         np.testing.assert_array_equal(stored(restarted, table), vectors())
+
+
+def large_text(n: int, dim: int) -> tuple[np.ndarray, bytes]:
+    """n rows of `id<TAB>category<TAB>[...]` with dim-d vectors: over 8 MiB, so the server
+    decodes it in pieces while it arrives."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    matrix = np.random.default_rng(3).standard_normal((n, dim)).astype(np.float32)
+    floats = pc.cast(pa.array(matrix.reshape(-1)), pa.string())
+    lists = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * dim), floats)
+    vec = pc.binary_join_element_wise("[", pc.binary_join(lists, ","), "]", "")
+    ids = pa.array(np.arange(n)).cast(pa.string())
+    cats = pa.array(np.arange(n) % 10).cast(pa.string())
+    lines = pc.binary_join_element_wise(ids, cats, vec, "\t").to_pylist()
+    return matrix, ("\n".join(lines) + "\n").encode()
+
+
+def test_a_large_text_copy_is_exact_and_a_late_bad_row_loads_nothing(conn, table):
+    matrix, data = large_text(9000, 128)
+    assert len(data) > 9 << 20
+    conn.execute(f"CREATE TABLE {table} (id bigint, category int, embedding vector(128))")
+    conn.execute(f"CREATE TABLE {table}_bad (id bigint, category int, embedding vector(128))")
+    copy(conn, f"COPY {table} FROM STDIN", data)
+    rows = conn.cursor(binary=True).execute(
+        f"SELECT embedding FROM {table} ORDER BY id").fetchall()
+    got = np.stack([np.frombuffer(raw, ">f4", offset=4) for (raw,) in rows])
+    np.testing.assert_array_equal(got.view(np.uint32), matrix.view(np.uint32))
+    lines = data.split(b"\n")
+    lines[8500] = b"8500\t0\t[1,2]"
+    with pytest.raises(errors.DataException) as info:
+        copy(conn, f"COPY {table}_bad FROM STDIN", b"\n".join(lines))
+    assert info.value.diag.message_primary == "expected 128 dimensions, not 2"
+    assert info.value.diag.context == f'COPY {table}_bad, line 8501, column embedding: "[1,2]"'
+    assert conn.execute(f"SELECT count(*) FROM {table}_bad").fetchone() == (0,)

@@ -318,3 +318,37 @@ def test_fast_and_exact_text_decoders_agree_on_what_copy_to_writes(rows):
         assert fast.to_pylist() == exact.to_pylist()
     if b"\\" not in data.replace(b"\\N", b"") and b"\r" not in data:
         assert fast is not None or any(r[0] == "" for r in rows)
+
+
+def feed_in_messages(pieces: C.TextPieces, data: bytes, size: int = 1000) -> bytearray:
+    received = bytearray()
+    for at in range(0, len(data), size):
+        received += data[at:at + size]
+        pieces.feed(received)
+    return received
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_text_pieces_decoded_while_arriving_make_the_whole_stream(monkeypatch, header):
+    monkeypatch.setattr(C.TextPieces, "PIECE", 4096)
+    lines = [b"%d\tn%d\t[%d,2.5,-3e-2]\n" % (i, i, i) for i in range(2000)]
+    lines[5] = b"5\t\\N\t\\N\n"
+    data = (b"id\tnote\tv\n" if header else b"") + b"".join(lines)
+    options = C.CopyOptions(header=header)
+    pieces = C.TextPieces(options, FAST_COLUMNS)
+    received = feed_in_messages(pieces, data)
+    assert len(pieces.pieces) > 5  # it did decode while the data arrived
+    table = pieces.finish(received)
+    assert table is not None
+    assert table.to_pylist() == C.decode_text(data, options, FAST_COLUMNS).to_pylist()
+
+
+@pytest.mark.parametrize("line", [b"1500\tback\\\\slash\t[1,2,3]\n", b"1500\tn\t[1,2]\n",
+                                  b"1500\tn\t[1,2,3]\textra\n"])
+def test_text_pieces_leave_unusual_or_bad_data_to_the_whole_stream_decoder(monkeypatch, line):
+    monkeypatch.setattr(C.TextPieces, "PIECE", 4096)
+    lines = [b"%d\tn\t[1,2,3]\n" % i for i in range(2000)]
+    lines[1499] = line
+    pieces = C.TextPieces(C.CopyOptions(), FAST_COLUMNS)
+    received = feed_in_messages(pieces, b"".join(lines))
+    assert pieces.finish(received) is None
