@@ -919,9 +919,10 @@ class Connection:
         self.state = ConnectionState.COPY_IN
         started = time.perf_counter()
         progress = session.copy_progress(command)  # pg_stat_progress_copy
-        # Text is decoded in pieces while it arrives; binary decodes in one pass at the end.
+        # Text and binary are decoded in pieces while they arrive (csv at the end).
         pieces = copy_format.TextPieces(command.options, columns) \
-            if command.options.format == "text" else None
+            if command.options.format == "text" else copy_format.BinaryPieces(columns) \
+            if command.options.format == "binary" else None
         try:
             try:
                 while self.state is ConnectionState.COPY_IN:

@@ -421,6 +421,95 @@ def _empty_rows(n: int) -> pa.Table:
     return pa.table({"_": pa.nulls(max(0, n))}).drop_columns(["_"])
 
 
+class BinaryPieces:
+    """The binary format decoded while it arrives, for rows of one layout (no NULLs, fixed-width
+    values: numbers and vectors), the bulk of binary COPY. The first row gives the row size;
+    whenever `PIECE` bytes of whole rows have come they go to a worker thread, framed as a
+    stream of their own and decoded only if every row has the first row's layout. `finish`
+    returns the whole stream's table, or None when the layout varied or anything failed: the
+    caller then decodes the whole stream as usual, with PostgreSQL's errors and lines."""
+
+    PIECE = 8 << 20
+
+    def __init__(self, columns: list[Column]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.columns = columns
+        self.row = 0  # the row size, once the first row has come
+        self.sent = 0  # the end of the rows handed out so far
+        self.pieces: list = []
+        self.usable = bool(columns)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="copy-decode")
+
+    def feed(self, data: bytearray) -> None:
+        """Hand out the whole rows that have come since the last piece, once they are many."""
+        if not self.usable:
+            return
+        if not self.row:
+            layout = _first_row(data, len(self.columns))
+            if layout is None:
+                self.usable = len(data) < self.PIECE
+                return
+            self.sent, self.row = layout
+        rows = (len(data) - self.sent) // self.row
+        if rows * self.row < self.PIECE:
+            return
+        end = self.sent + rows * self.row
+        with memoryview(data) as view:
+            piece = b"".join((BINARY_HEADER, view[self.sent:end], BINARY_TRAILER))
+        self.pieces.append(self._pool.submit(_fixed_rows, piece, self.columns))
+        self.sent = end
+
+    def finish(self, data: bytearray | memoryview) -> pa.Table | None:
+        """The decoded stream (the pieces, then the rest of `data` and its trailer), or None."""
+        try:
+            if not self.usable or not self.pieces:
+                return None
+            tables = [future.result() for future in self.pieces]
+            if any(table is None for table in tables):
+                return None
+            with memoryview(data) as view:
+                rest = decode_binary(BINARY_HEADER + view[self.sent:].tobytes(), self.columns)
+            return pa.concat_tables([*tables, rest])
+        except SqlVecError:
+            return None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Drop whatever is still queued (a failed or abandoned COPY)."""
+        self.usable = False
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _first_row(data: bytes | bytearray, ncols: int) -> tuple[int, int] | None:
+    """(where the rows start, the first row's size) of a binary stream with a valid header and
+    a first row without NULLs; None while too little has come or when that is not so."""
+    if len(data) < 19 or bytes(data[:len(BINARY_SIGNATURE)]) != BINARY_SIGNATURE:
+        return None
+    flags, ext = struct.unpack_from("!iI", data, 11)
+    pos = 19 + ext
+    if flags & (1 << 16) or pos + 2 + 4 * ncols > len(data) \
+            or struct.unpack_from("!h", data, pos)[0] != ncols:
+        return None
+    p = pos + 2
+    for _ in range(ncols):
+        if p + 4 > len(data):
+            return None
+        (size,) = struct.unpack_from("!i", data, p)
+        if size < 0:
+            return None
+        p += 4 + size
+    return pos, p - pos
+
+
+def _fixed_rows(stream: bytes, columns: list[Column]) -> pa.Table | None:
+    """A piece of `BinaryPieces` decoded when all its rows share one layout, else None."""
+    if _fixed_layout(stream, len(BINARY_HEADER), len(columns)) is None:
+        return None
+    return decode_binary(stream, columns)
+
+
 def decode_binary(data: bytes | memoryview, columns: list[Column]) -> pa.Table:
     """Binary COPY: find every field's (offset, length), then decode column by column."""
     if bytes(data[:len(BINARY_SIGNATURE)]) != BINARY_SIGNATURE:

@@ -187,3 +187,28 @@ def test_a_large_text_copy_is_exact_and_a_late_bad_row_loads_nothing(conn, table
     assert info.value.diag.message_primary == "expected 128 dimensions, not 2"
     assert info.value.diag.context == f'COPY {table}_bad, line 8501, column embedding: "[1,2]"'
     assert conn.execute(f"SELECT count(*) FROM {table}_bad").fetchone() == (0,)
+
+
+def test_a_large_binary_copy_is_exact_and_a_late_bad_row_loads_nothing(conn, table):
+    n, dim = 20000, 128
+    matrix = np.random.default_rng(4).standard_normal((n, dim)).astype(np.float32)
+    rec = np.zeros(n, dtype=[("count", ">i2"), ("l1", ">i4"), ("id", ">i8"), ("l2", ">i4"),
+                             ("dim", ">u2"), ("unused", ">u2"), ("v", ">f4", (dim,))])
+    rec["count"], rec["l1"], rec["id"], rec["l2"], rec["dim"] = 2, 8, np.arange(n), 4 + 4 * dim, dim
+    rec["v"] = matrix
+    data = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8 + rec.tobytes() + b"\xff\xff"
+    assert len(data) > 9 << 20
+    for name in (table, f"{table}_bad"):
+        conn.execute(f"CREATE TABLE {name} (id bigint, embedding vector({dim}))")
+    copy(conn, f"COPY {table} FROM STDIN (FORMAT binary)", data)
+    rows = conn.cursor(binary=True).execute(
+        f"SELECT embedding FROM {table} ORDER BY id").fetchall()
+    got = np.stack([np.frombuffer(raw, ">f4", offset=4) for (raw,) in rows])
+    np.testing.assert_array_equal(got.view(np.uint32), matrix.view(np.uint32))
+    rec["v"][19000, 5] = np.nan
+    with pytest.raises(errors.DataException) as info:
+        copy(conn, f"COPY {table}_bad FROM STDIN (FORMAT binary)",
+             b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8 + rec.tobytes() + b"\xff\xff")
+    assert info.value.diag.message_primary == "NaN not allowed in vector"
+    assert info.value.diag.context.startswith(f"COPY {table}_bad, line 19001, column embedding")
+    assert conn.execute(f"SELECT count(*) FROM {table}_bad").fetchone() == (0,)

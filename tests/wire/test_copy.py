@@ -352,3 +352,49 @@ def test_text_pieces_leave_unusual_or_bad_data_to_the_whole_stream_decoder(monke
     pieces = C.TextPieces(C.CopyOptions(), FAST_COLUMNS)
     received = feed_in_messages(pieces, b"".join(lines))
     assert pieces.finish(received) is None
+
+
+BINARY_COLUMNS = [C.Column("id", SqlType("int8")), C.Column("v", SqlType("vector", 3))]
+
+
+def binary_vectors(n: int, null_at: int | None = None) -> bytes:
+    parts = [C.BINARY_HEADER]
+    for i in range(n):
+        if i == null_at:
+            parts.append(struct.pack("!hiqi", 2, 8, i, -1))
+        else:
+            parts.append(struct.pack("!hiqiHH3f", 2, 8, i, 16, 3, 0, i, 0.5, -i))
+    return b"".join(parts) + C.BINARY_TRAILER
+
+
+def test_binary_pieces_decoded_while_arriving_make_the_whole_stream(monkeypatch):
+    monkeypatch.setattr(C.BinaryPieces, "PIECE", 2048)
+    data = binary_vectors(3000)
+    pieces = C.BinaryPieces(BINARY_COLUMNS)
+    received = feed_in_messages(pieces, data, 777)
+    assert len(pieces.pieces) > 5
+    table = pieces.finish(received)
+    assert table is not None
+    assert table.to_pylist() == C.decode_binary(data, BINARY_COLUMNS).to_pylist()
+
+
+@pytest.mark.parametrize("null_at", [0, 2500])
+def test_binary_pieces_leave_rows_of_another_layout_to_the_whole_stream(monkeypatch, null_at):
+    monkeypatch.setattr(C.BinaryPieces, "PIECE", 2048)
+    data = binary_vectors(3000, null_at=null_at)
+    pieces = C.BinaryPieces(BINARY_COLUMNS)
+    assert pieces.finish(feed_in_messages(pieces, data, 777)) is None
+    assert C.decode_binary(data, BINARY_COLUMNS).column("v").null_count == 1
+
+
+def test_binary_pieces_leave_a_bad_row_to_the_whole_stream(monkeypatch):
+    monkeypatch.setattr(C.BinaryPieces, "PIECE", 2048)
+    data = bytearray(binary_vectors(3000))
+    row = 2 + 12 + 4 + 16
+    at = len(C.BINARY_HEADER) + 2000 * row + 2 + 12 + 4
+    data[at:at + 2] = struct.pack("!H", 2)  # row 2001 says 2 dimensions
+    pieces = C.BinaryPieces(BINARY_COLUMNS)
+    assert pieces.finish(feed_in_messages(pieces, bytes(data), 777)) is None
+    with pytest.raises(C.CopyDataError) as info:
+        C.decode_binary(bytes(data), BINARY_COLUMNS)
+    assert info.value.line == 2001
