@@ -17,6 +17,7 @@ SUITES = {
     "ivfflat": "benchmarks.ivfflat",
     "profile": "benchmarks.wire_profile",
     "foreign_keys": "benchmarks.foreign_keys",
+    "copy": "benchmarks.ingest",
 }
 
 

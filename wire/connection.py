@@ -919,6 +919,10 @@ class Connection:
         self.state = ConnectionState.COPY_IN
         started = time.perf_counter()
         progress = session.copy_progress(command)  # pg_stat_progress_copy
+        # Text and binary are decoded in pieces while they arrive (csv at the end).
+        pieces = copy_format.TextPieces(command.options, columns) \
+            if command.options.format == "text" else copy_format.BinaryPieces(columns) \
+            if command.options.format == "binary" else None
         try:
             try:
                 while self.state is ConnectionState.COPY_IN:
@@ -927,6 +931,8 @@ class Connection:
                     if type_byte == CopyData.TYPE:  # the bulk: appended as it comes
                         self._waiting(self.stream.read_into, self.copy.data, length)
                         progress.bytes_processed += length
+                        if pieces is not None:
+                            pieces.feed(self.copy.data)
                     else:
                         body = self._waiting(self.stream.read_exactly, length) if length else b""
                         self.dispatch(decode_frontend(type_byte, body))
@@ -937,10 +943,13 @@ class Connection:
             if copy.failure is not None:
                 raise copy.failure
             received = time.perf_counter()
+            decoded_rows = pieces.finish(copy.data) if pieces is not None else None
             data = memoryview(copy.data)
             names = None if command.columns is None else [c.name for c in columns]
-            count, decoded = self._copy_rows(command, columns, data, names)
+            count, decoded = self._copy_rows(command, columns, data, names, decoded_rows)
         finally:
+            if pieces is not None:
+                pieces.close()
             session.end_progress()
         log.debug("COPY %s: %d rows, %d bytes received in %.3fs, decoded in %.3fs, stored in "
                   "%.3fs", command.label, count, len(data), received - started,
@@ -948,11 +957,14 @@ class Connection:
         return f"COPY {count}"
 
     def _copy_rows(self, command: CopyCommand, columns: list[copy_format.Column],
-                   data: memoryview, names: list[str] | None) -> tuple[int, float]:
+                   data: memoryview, names: list[str] | None,
+                   rows: pa.Table | None = None) -> tuple[int, float]:
+        """Store the COPY's rows: `rows` when already decoded, else decoded from `data`."""
         session = self.session
         assert session is not None
         try:
-            rows = copy_format.decode(data, command.options, columns)
+            if rows is None:
+                rows = copy_format.decode(data, command.options, columns)
         except copy_format.CopyDataError as exc:
             exc.label = command.label
             raise

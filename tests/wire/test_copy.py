@@ -229,3 +229,172 @@ def test_text_and_csv_round_trip(notes):
 def test_header_line():
     header = C.header_line(["id", "a,b"], C.CopyOptions("csv", ",", "", True))
     assert copy_payloads(header) == [b'id,"a,b"\n']
+
+
+# The text format's fast path ----------------------------------------------------------------------
+
+FAST_COLUMNS = [C.Column("id", SqlType("int8")), C.Column("note", SqlType("text")),
+                C.Column("v", SqlType("vector", 3))]
+
+
+@pytest.mark.parametrize("data", [
+    b"1\tplain\t[1,2,3]\n2\t\\N\t\\N\n3\t\t[1e-3,-2.5E+2,0]\n",  # NULLs, an empty string
+    'x\t"quoted" \'too\'\t[1,2,3]\n'.replace("x", "4").encode(),  # quotes are data
+    "5\tnon-ASCII: é ☃ 𝄞\t[1,2,3]\n".encode(),
+    b"6\t" + b"y" * 300_000 + b"\t[1,2,3]",  # a very long line, no final newline
+    b"7\ta\t[ 1 , 2,3 ]\n",  # spaces around the numbers
+])
+def test_fast_text_path_takes_plain_data_and_agrees_with_the_exact_decoder(data):
+    fast = C.decode_text_fast(data, C.CopyOptions(), FAST_COLUMNS)
+    assert fast is not None
+    assert fast.to_pylist() == C.decode_text(data, C.CopyOptions(), FAST_COLUMNS).to_pylist()
+    assert fast.schema.types == [pa.int64(), pa.string(), pa.list_(pa.float32(), 3)]
+
+
+@pytest.mark.parametrize("data", [
+    b"1\tback\\\\slash\t[1,2,3]\n",  # an escape
+    b"1\ttab\\there\t\\N\n",  # an escape beside a NULL: more backslashes than NULLs
+    b"1\ta\t[1,2,3]\n\\.\n",  # the end-of-data marker
+    b"1\ta\t[1,2,3]\r\n",  # CRLF line ends
+    b"1\ta\t[1,2,3]\n\n2\tb\t[1,2,3]\n",  # an empty line
+    b"1\ta\t[1,2,3]\textra\n",  # a field too many
+    b"1\ta\n",  # a field too few
+    b"1\t\xff\t[1,2,3]\n",  # not UTF-8
+    b"1\ta\x00b\t[1,2,3]\n",  # a NUL
+])
+def test_fast_text_path_leaves_everything_else_to_the_exact_decoder(data):
+    assert C.decode_text_fast(data, C.CopyOptions(), FAST_COLUMNS) is None
+
+
+def test_fast_text_path_header_null_and_delimiter_options():
+    options = C.CopyOptions("text", "|", "NULL", True)
+    data = b"id|note|v\n1|NULL|[1,2,3]\n2||NULL\n"
+    fast = C.decode_text_fast(data, options, FAST_COLUMNS)
+    assert fast is not None
+    assert fast.to_pylist() == [{"id": 1, "note": None, "v": [1, 2, 3]},
+                                {"id": 2, "note": "", "v": None}]
+    assert fast.to_pylist() == C.decode_text(data, options, FAST_COLUMNS).to_pylist()
+    for escaped in (b"1|a\\|b|NULL\n", b"1|\\N|NULL\n"):  # with NULL 'NULL', \N is N
+        assert C.decode_text_fast(escaped, options, FAST_COLUMNS) is None
+
+
+def test_fast_text_path_errors_name_the_line_as_the_exact_decoder_does():
+    lines = [b"%d\tn\t[1,2,3]\n" % i for i in range(1, 1001)]
+    for bad, message, state in ((b"77\tn\t[1,2]\n", "expected 3 dimensions, not 2", "22000"),
+                                (b"77\tn\t[1,x,3]\n", "invalid input syntax for type vector",
+                                 "22P02"),
+                                (b"77\tn\t[1,NaN,3]\n", "NaN not allowed in vector", "22000"),
+                                (b"77\tn\t[1,1e39,3]\n", "out of range for type vector",
+                                 "22003"),
+                                (b"x\tn\t[1,2,3]\n", "invalid input syntax for type bigint",
+                                 "22P02")):
+        data = b"".join(lines[:776] + [bad] + lines[777:])
+        with pytest.raises(C.CopyDataError) as info:
+            C.decode(data, C.CopyOptions(), FAST_COLUMNS)
+        assert message in info.value.message
+        assert info.value.sqlstate == state
+        assert info.value.line == 777
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(
+    st.one_of(st.none(), st.text(alphabet=st.characters(blacklist_categories=("Cs",),
+                                                        blacklist_characters="\x00"),
+                                 max_size=12)),
+    st.one_of(st.none(), st.lists(st.floats(-1e6, 1e6, width=32), min_size=3, max_size=3))),
+    min_size=1, max_size=30))
+def test_fast_and_exact_text_decoders_agree_on_what_copy_to_writes(rows):
+    """Whatever COPY TO writes (escapes, NULLs, any text) reads back the same through the
+    fast path, when it takes the data, as through the exact decoder."""
+    columns = FAST_COLUMNS[1:]
+    table = pa.table({"note": pa.array([r[0] for r in rows], pa.string()),
+                      "v": pa.array([r[1] for r in rows], pa.list_(pa.float32(), 3))})
+    data = b"".join(copy_payloads(C.encode_rows(table, [c.type for c in columns],
+                                                C.CopyOptions())))
+    exact = C.decode_text(data, C.CopyOptions(), columns)
+    assert exact.to_pylist() == table.to_pylist()
+    fast = C.decode_text_fast(data, C.CopyOptions(), columns)
+    if fast is not None:
+        assert fast.to_pylist() == exact.to_pylist()
+    if b"\\" not in data.replace(b"\\N", b"") and b"\r" not in data:
+        assert fast is not None or any(r[0] == "" for r in rows)
+
+
+def feed_in_messages(pieces: C.TextPieces, data: bytes, size: int = 1000) -> bytearray:
+    received = bytearray()
+    for at in range(0, len(data), size):
+        received += data[at:at + size]
+        pieces.feed(received)
+    return received
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_text_pieces_decoded_while_arriving_make_the_whole_stream(monkeypatch, header):
+    monkeypatch.setattr(C.TextPieces, "PIECE", 4096)
+    lines = [b"%d\tn%d\t[%d,2.5,-3e-2]\n" % (i, i, i) for i in range(2000)]
+    lines[5] = b"5\t\\N\t\\N\n"
+    data = (b"id\tnote\tv\n" if header else b"") + b"".join(lines)
+    options = C.CopyOptions(header=header)
+    pieces = C.TextPieces(options, FAST_COLUMNS)
+    received = feed_in_messages(pieces, data)
+    assert len(pieces.pieces) > 5  # it did decode while the data arrived
+    table = pieces.finish(received)
+    assert table is not None
+    assert table.to_pylist() == C.decode_text(data, options, FAST_COLUMNS).to_pylist()
+
+
+@pytest.mark.parametrize("line", [b"1500\tback\\\\slash\t[1,2,3]\n", b"1500\tn\t[1,2]\n",
+                                  b"1500\tn\t[1,2,3]\textra\n"])
+def test_text_pieces_leave_unusual_or_bad_data_to_the_whole_stream_decoder(monkeypatch, line):
+    monkeypatch.setattr(C.TextPieces, "PIECE", 4096)
+    lines = [b"%d\tn\t[1,2,3]\n" % i for i in range(2000)]
+    lines[1499] = line
+    pieces = C.TextPieces(C.CopyOptions(), FAST_COLUMNS)
+    received = feed_in_messages(pieces, b"".join(lines))
+    assert pieces.finish(received) is None
+
+
+BINARY_COLUMNS = [C.Column("id", SqlType("int8")), C.Column("v", SqlType("vector", 3))]
+
+
+def binary_vectors(n: int, null_at: int | None = None) -> bytes:
+    parts = [C.BINARY_HEADER]
+    for i in range(n):
+        if i == null_at:
+            parts.append(struct.pack("!hiqi", 2, 8, i, -1))
+        else:
+            parts.append(struct.pack("!hiqiHH3f", 2, 8, i, 16, 3, 0, i, 0.5, -i))
+    return b"".join(parts) + C.BINARY_TRAILER
+
+
+def test_binary_pieces_decoded_while_arriving_make_the_whole_stream(monkeypatch):
+    monkeypatch.setattr(C.BinaryPieces, "PIECE", 2048)
+    data = binary_vectors(3000)
+    pieces = C.BinaryPieces(BINARY_COLUMNS)
+    received = feed_in_messages(pieces, data, 777)
+    assert len(pieces.pieces) > 5
+    table = pieces.finish(received)
+    assert table is not None
+    assert table.to_pylist() == C.decode_binary(data, BINARY_COLUMNS).to_pylist()
+
+
+@pytest.mark.parametrize("null_at", [0, 2500])
+def test_binary_pieces_leave_rows_of_another_layout_to_the_whole_stream(monkeypatch, null_at):
+    monkeypatch.setattr(C.BinaryPieces, "PIECE", 2048)
+    data = binary_vectors(3000, null_at=null_at)
+    pieces = C.BinaryPieces(BINARY_COLUMNS)
+    assert pieces.finish(feed_in_messages(pieces, data, 777)) is None
+    assert C.decode_binary(data, BINARY_COLUMNS).column("v").null_count == 1
+
+
+def test_binary_pieces_leave_a_bad_row_to_the_whole_stream(monkeypatch):
+    monkeypatch.setattr(C.BinaryPieces, "PIECE", 2048)
+    data = bytearray(binary_vectors(3000))
+    row = 2 + 12 + 4 + 16
+    at = len(C.BINARY_HEADER) + 2000 * row + 2 + 12 + 4
+    data[at:at + 2] = struct.pack("!H", 2)  # row 2001 says 2 dimensions
+    pieces = C.BinaryPieces(BINARY_COLUMNS)
+    assert pieces.finish(feed_in_messages(pieces, bytes(data), 777)) is None
+    with pytest.raises(C.CopyDataError) as info:
+        C.decode_binary(bytes(data), BINARY_COLUMNS)
+    assert info.value.line == 2001

@@ -354,3 +354,35 @@ def test_sparsevec_binary_errors(cell, sqlstate, message):
     with pytest.raises(SqlVecError) as info:
         P.decode_binary(cell, SqlType.parse("sparsevec(5)"))
     assert (info.value.sqlstate, str(info.value)) == (sqlstate, message)
+
+
+def test_vector_text_column_parses_whole_columns_as_parse_vector_does():
+    from sqlvec.types import parse_vector
+
+    texts = ["[1,2,3]", None, "[-1.5e-3,2E+2,0.1]", "[3.4028234e38,-0,1e-50]", "[+1,.5,5.]"]
+    for values in (pa.array(texts), pa.chunked_array([texts[:2], texts[2:]]),
+                   pa.array(texts, pa.large_string())):
+        column = P.vector_text_column(values, SqlType("vector", 3))
+        assert column is not None and column.type == pa.list_(pa.float32(), 3)
+        got = column.to_pylist()
+        for text, value in zip(texts, got):
+            assert value == (None if text is None else parse_vector(text).tolist())
+    undimensioned = P.vector_text_column(pa.array(["[1,2]", "[3,4]"]), SqlType("vector"))
+    assert undimensioned.to_pylist() == [[1, 2], [3, 4]]
+
+
+@pytest.mark.parametrize("texts", [
+    ["[1,2,3]", "[1,2]"],  # a wrong dimension
+    ["[1,2,3]", "[1,x,3]"],  # a bad literal
+    ["[1,2,3]", "[1,2,3"],  # no closing bracket
+    ["[1,nan,3]"], ["[1,inf,3]"], ["[1,1e39,3]"],  # pgvector's own errors
+    ["[1, 2,3]"], ["[1,\n2,3]"], [" [1,2,3]"],  # whitespace: the general path trims it
+    ["[1,0x10,3]"], ["[1,,3]"], ["[]"],
+    [None, None],  # nothing to parse
+])
+def test_vector_text_column_leaves_the_unusual_to_the_general_path(texts):
+    assert P.vector_text_column(pa.array(texts), SqlType("vector", 3)) is None
+
+
+def test_vector_text_column_only_reads_vector():
+    assert P.vector_text_column(pa.array(["[1,2]"]), SqlType("halfvec", 2)) is None

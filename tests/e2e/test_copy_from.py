@@ -1,0 +1,214 @@
+"""COPY FROM STDIN through psycopg against the real server: the bulk paths (text decoded over the
+whole stream, binary over the whole buffer) give exactly the values the exact decoders give,
+fail a bad row with pgvector's error and its line, and load nothing unless the COPY completes."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg import errors
+
+from tests.e2e.conftest import RawClient
+from wire.messages import CopyData, Query
+
+ROWS = 3000
+DIM = 8
+
+
+@pytest.fixture
+def conn(server):
+    with psycopg.connect(server.conninfo(), autocommit=True) as connection:
+        yield connection
+
+
+def vectors(n: int = ROWS, seed: int = 7) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+def text_rows(matrix: np.ndarray) -> bytes:
+    """The plain stream clients send: `id<TAB>category<TAB>[v1,...]`, floats written as
+    Python's shortest repr of each float4 (exponents included)."""
+    return "".join(f"{i}\t{i % 10}\t[{','.join(repr(float(x)) for x in row)}]\n"
+                   for i, row in enumerate(matrix)).encode()
+
+
+def binary_rows(matrix: np.ndarray) -> bytes:
+    parts = [b"PGCOPY\n\xff\r\n\x00", struct.pack("!ii", 0, 0)]
+    for i, row in enumerate(matrix):
+        parts.append(struct.pack("!hiqiiiHH", 3, 8, i, 4, i % 10, 4 + 4 * DIM, DIM, 0)
+                     + row.astype(">f4").tobytes())
+    parts.append(struct.pack("!h", -1))
+    return b"".join(parts)
+
+
+def create(conn, table: str) -> None:
+    conn.execute(f"CREATE TABLE {table} (id bigint, category int, embedding vector({DIM}))")
+
+
+def copy(conn, sql: str, data: bytes) -> None:
+    with conn.cursor().copy(sql) as cp:
+        for at in range(0, len(data), 1 << 16):
+            cp.write(data[at:at + (1 << 16)])
+
+
+def stored(conn, table: str) -> np.ndarray:
+    rows = conn.cursor(binary=True).execute(
+        f"SELECT embedding FROM {table} ORDER BY id").fetchall()
+    return np.stack([np.frombuffer(raw, ">f4", offset=4) for (raw,) in rows])
+
+
+def test_text_and_binary_copy_store_the_same_float4_bits(conn, table):
+    matrix = vectors()
+    matrix[0, :3] = [1e-30, -3.4e38, 1.5e-45]  # exponents, the extremes, a denormal
+    create(conn, f"{table}_t")
+    create(conn, f"{table}_b")
+    copy(conn, f"COPY {table}_t FROM STDIN", text_rows(matrix))
+    copy(conn, f"COPY {table}_b FROM STDIN (FORMAT binary)", binary_rows(matrix))
+    for name in (f"{table}_t", f"{table}_b"):
+        assert conn.execute(f"SELECT count(*), sum(category) FROM {name}").fetchone() == \
+            (ROWS, sum(i % 10 for i in range(ROWS)))
+        np.testing.assert_array_equal(stored(conn, name).view(np.uint32),
+                                      matrix.view(np.uint32))
+
+
+def test_text_copy_values_come_back_exactly(conn, table):
+    conn.execute(f"CREATE TABLE {table} (id bigint, note text, v vector(3))")
+    long_note = "é" * 100_000 + "x"
+    data = "".join([
+        "1\tplain\t[1,2,3]\n",
+        "2\t\\N\t\\N\n",  # NULLs
+        "3\t\t[1e-3,-2.5E+2,0]\n",  # an empty string, exponents
+        "4\t\"quoted\" 'too'\t[ 1 , 2 ,3 ]\n",  # quotes are data; spaces around numbers
+        "5\tnon-ASCII: ☃ 𝄞\t[+1,.5,5.]\n",
+        f"6\t{long_note}\t[4,5,6]\n",  # a very long line
+    ]).encode()
+    copy(conn, f"COPY {table} FROM STDIN", data)
+    escaped = b"7\ttab\\there\\\\back\\nline\\x41\\101\t[7,8,9]\n8\t\\\\N\t[0,0,0]\n"
+    copy(conn, f"COPY {table} FROM STDIN", escaped)  # escapes: the exact decoder's work
+    rows = conn.execute(f"SELECT id, note, v::text FROM {table} ORDER BY id").fetchall()
+    assert rows == [
+        (1, "plain", "[1,2,3]"),
+        (2, None, None),
+        (3, "", "[0.001,-250,0]"),
+        (4, "\"quoted\" 'too'", "[1,2,3]"),
+        (5, "non-ASCII: ☃ 𝄞", "[1,0.5,5]"),
+        (6, long_note, "[4,5,6]"),
+        (7, "tab\there\\back\nlineAA", "[7,8,9]"),
+        (8, "\\N", "[0,0,0]"),
+    ]
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    ("[1,2,3]", errors.DataException, f"expected {DIM} dimensions, not 3"),
+    ("[1,x,3,4,5,6,7,8]", errors.InvalidTextRepresentation,
+     'invalid input syntax for type vector: "[1,x,3,4,5,6,7,8]"'),
+    ("[1,2,3,4,5,6,7,NaN]", errors.DataException, "NaN not allowed in vector"),
+    ("[1,2,3,4,5,6,7,1e39]", errors.NumericValueOutOfRange, "out of range for type vector"),
+])
+def test_a_bad_vector_fails_the_whole_text_copy_with_its_line(conn, table, bad, error, message):
+    create(conn, table)
+    lines = text_rows(vectors()).split(b"\n")
+    lines[1233] = f"1233\t3\t{bad}".encode()
+    with pytest.raises(error) as info:
+        copy(conn, f"COPY {table} FROM STDIN", b"\n".join(lines))
+    assert message in info.value.diag.message_primary
+    assert info.value.diag.context.startswith(f"COPY {table}, line 1234, column embedding: ")
+    assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+
+
+def test_a_bad_vector_fails_the_whole_binary_copy_with_its_line(conn, table):
+    create(conn, table)
+    data = bytearray(binary_rows(vectors()))
+    row = 2 + 4 + 8 + 4 + 4 + 4 + 4 + 4 * DIM
+    at = 19 + 1500 * row + 2 + 12 + 8 + 4  # row 1501's vector: its dim word
+    data[at:at + 2] = struct.pack("!H", DIM - 1)
+    with pytest.raises(psycopg.Error) as info:
+        copy(conn, f"COPY {table} FROM STDIN (FORMAT binary)", bytes(data))
+    assert info.value.sqlstate in ("22P03", "22000")
+    assert info.value.diag.context.startswith(f"COPY {table}, line 1501, column embedding")
+    assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+
+
+def test_a_client_that_disconnects_mid_copy_loses_nothing_committed(start, conn, table):
+    running = start()
+    with psycopg.connect(running.conninfo(), autocommit=True) as first:
+        create(first, table)
+        copy(first, f"COPY {table} FROM STDIN", text_rows(vectors()))
+    for payload in (text_rows(vectors(500, seed=8)), binary_rows(vectors(500, seed=8))):
+        client = RawClient(running).ready()
+        fmt = " (FORMAT binary)" if payload.startswith(b"PGCOPY") else ""
+        client.send(Query(f"COPY {table} FROM STDIN{fmt}").encode())
+        assert b"G" in [m.TYPE for m in client.messages(until=b"G")]
+        client.send(CopyData(payload[: len(payload) // 2]).encode())
+        client.close()  # gone without CopyDone
+    data_dir = running.data_dir
+    with psycopg.connect(running.conninfo(), autocommit=True) as after:
+        assert after.execute(f"SELECT count(*) FROM {table}").fetchone() == (ROWS,)
+    assert running.stop() == 0
+    again = start(data_dir=data_dir)
+    with psycopg.connect(again.conninfo(), autocommit=True) as restarted:
+        assert restarted.execute(f"SELECT count(*) FROM {table}").fetchone() == (ROWS,)
+        np.testing.assert_array_equal(stored(restarted, table), vectors())
+
+
+def large_text(n: int, dim: int) -> tuple[np.ndarray, bytes]:
+    """n rows of `id<TAB>category<TAB>[...]` with dim-d vectors: over 8 MiB, so the server
+    decodes it in pieces while it arrives."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    matrix = np.random.default_rng(3).standard_normal((n, dim)).astype(np.float32)
+    floats = pc.cast(pa.array(matrix.reshape(-1)), pa.string())
+    lists = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * dim), floats)
+    vec = pc.binary_join_element_wise("[", pc.binary_join(lists, ","), "]", "")
+    ids = pa.array(np.arange(n)).cast(pa.string())
+    cats = pa.array(np.arange(n) % 10).cast(pa.string())
+    lines = pc.binary_join_element_wise(ids, cats, vec, "\t").to_pylist()
+    return matrix, ("\n".join(lines) + "\n").encode()
+
+
+def test_a_large_text_copy_is_exact_and_a_late_bad_row_loads_nothing(conn, table):
+    matrix, data = large_text(9000, 128)
+    assert len(data) > 9 << 20
+    conn.execute(f"CREATE TABLE {table} (id bigint, category int, embedding vector(128))")
+    conn.execute(f"CREATE TABLE {table}_bad (id bigint, category int, embedding vector(128))")
+    copy(conn, f"COPY {table} FROM STDIN", data)
+    rows = conn.cursor(binary=True).execute(
+        f"SELECT embedding FROM {table} ORDER BY id").fetchall()
+    got = np.stack([np.frombuffer(raw, ">f4", offset=4) for (raw,) in rows])
+    np.testing.assert_array_equal(got.view(np.uint32), matrix.view(np.uint32))
+    lines = data.split(b"\n")
+    lines[8500] = b"8500\t0\t[1,2]"
+    with pytest.raises(errors.DataException) as info:
+        copy(conn, f"COPY {table}_bad FROM STDIN", b"\n".join(lines))
+    assert info.value.diag.message_primary == "expected 128 dimensions, not 2"
+    assert info.value.diag.context == f'COPY {table}_bad, line 8501, column embedding: "[1,2]"'
+    assert conn.execute(f"SELECT count(*) FROM {table}_bad").fetchone() == (0,)
+
+
+def test_a_large_binary_copy_is_exact_and_a_late_bad_row_loads_nothing(conn, table):
+    n, dim = 20000, 128
+    matrix = np.random.default_rng(4).standard_normal((n, dim)).astype(np.float32)
+    rec = np.zeros(n, dtype=[("count", ">i2"), ("l1", ">i4"), ("id", ">i8"), ("l2", ">i4"),
+                             ("dim", ">u2"), ("unused", ">u2"), ("v", ">f4", (dim,))])
+    rec["count"], rec["l1"], rec["id"], rec["l2"], rec["dim"] = 2, 8, np.arange(n), 4 + 4 * dim, dim
+    rec["v"] = matrix
+    data = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8 + rec.tobytes() + b"\xff\xff"
+    assert len(data) > 9 << 20
+    for name in (table, f"{table}_bad"):
+        conn.execute(f"CREATE TABLE {name} (id bigint, embedding vector({dim}))")
+    copy(conn, f"COPY {table} FROM STDIN (FORMAT binary)", data)
+    rows = conn.cursor(binary=True).execute(
+        f"SELECT embedding FROM {table} ORDER BY id").fetchall()
+    got = np.stack([np.frombuffer(raw, ">f4", offset=4) for (raw,) in rows])
+    np.testing.assert_array_equal(got.view(np.uint32), matrix.view(np.uint32))
+    rec["v"][19000, 5] = np.nan
+    with pytest.raises(errors.DataException) as info:
+        copy(conn, f"COPY {table}_bad FROM STDIN (FORMAT binary)",
+             b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8 + rec.tobytes() + b"\xff\xff")
+    assert info.value.diag.message_primary == "NaN not allowed in vector"
+    assert info.value.diag.context.startswith(f"COPY {table}_bad, line 19001, column embedding")
+    assert conn.execute(f"SELECT count(*) FROM {table}_bad").fetchone() == (0,)
