@@ -97,8 +97,11 @@ def row_table(view: SegmentView, table_def: TableDef, columns: Sequence[str] | N
     return pa.Table.from_arrays(arrays, names=names)
 
 
-_FIXED = {pa.int64(): struct.Struct("<q"), pa.int32(): struct.Struct("<i"),
-          pa.int16(): struct.Struct("<h"), pa.float64(): struct.Struct("<d")}
+# Keyed by Arrow type id: hashing a DataType, or building pa.string() to compare with, costs
+# more than packing the value.
+_FIXED = {pa.int64().id: struct.Struct("<q"), pa.int32().id: struct.Struct("<i"),
+          pa.int16().id: struct.Struct("<h"), pa.float64().id: struct.Struct("<d")}
+_STRING_ID = pa.string().id
 _OFFSETS = struct.Struct("<ii")
 
 
@@ -106,11 +109,12 @@ def one_value_array(value: object, arrow: pa.DataType) -> pa.Array:
     """A one-row array of a non-NULL value already of `arrow`'s Python type: `pa.array` with
     its buffers packed directly (a third of the cost, which single-row writes pay per column).
     Integers out of range raise as `pa.array` does."""
-    packer = _FIXED.get(arrow)
+    type_id = arrow.id
+    packer = _FIXED.get(type_id)
     try:
         if packer is not None:
             return pa.Array.from_buffers(arrow, 1, [None, pa.py_buffer(packer.pack(value))])
-        if arrow == pa.string() and type(value) is str:
+        if type_id == _STRING_ID and type(value) is str:
             data = value.encode()
             return pa.Array.from_buffers(arrow, 1, [None, pa.py_buffer(_OFFSETS.pack(
                 0, len(data))), pa.py_buffer(data)])
@@ -1052,10 +1056,12 @@ class Table:
                 uk.index.remove(keys, ids)
             self._key_epoch += 1
         n_sealed = len(snap.sealed)
-        views = np.unique(where[where >= 0]).tolist() if where.size > 1 else \
-            [int(w) for w in where if w >= 0]
+        if where.size == 1:  # one row: no masks
+            views = [int(where[0])] if where[0] >= 0 else []
+        else:
+            views = np.unique(where[where >= 0]).tolist()
         for i in views:
-            hit = pos[where == i]
+            hit = pos if where.size == 1 else pos[where == i]
             if i < n_sealed:
                 seg = snap.sealed[i].data
                 self.deletes[seg.id] = self.deletes[seg.id].with_deleted(hit)
