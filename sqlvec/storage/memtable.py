@@ -264,6 +264,13 @@ class Memtable:
         self._deleted[newly] = True
         self._deleted_count += int(np.unique(newly).size)
 
+    def position_of(self, rowid: int) -> int:
+        """Position of the row with this id (deleted or not), or -1 when it is not here."""
+        self._fold()
+        ids = self._rowids[: self._n]
+        position = int(ids.searchsorted(rowid))
+        return position if position < self._n and ids[position] == rowid else -1
+
     def _reserve(self, needed: int) -> None:
         if needed <= self._capacity:
             return

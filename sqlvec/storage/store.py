@@ -650,7 +650,12 @@ class Store(StoreBase):
             with self._commit_lock:
                 self._discard_failed()
             raise
-        self._apply_durable()
+        # Applied already when another committer of the same group applied it (it applies every
+        # durable commit, in order): then this one answers at once instead of queueing for the
+        # apply lock. (LSNs past a failed write are reused only beyond the durable, hence
+        # applied, ones: a larger `applied_lsn` always means this commit is visible.)
+        if self.applied_lsn < lsn:
+            self._apply_durable()
         return lsn
 
     def _discard_failed(self) -> None:

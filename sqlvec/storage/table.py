@@ -1041,6 +1041,11 @@ class Table:
                       known: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         """Delete rows; `known`: their keys and row ids as prepare read them (WAL replay reads
         them here)."""
+        if rowids.size == 1 and self._snapshot is None and (known is not None or not self.keys):
+            # One row after another op of the same commit group invalidated the snapshot:
+            # located in the current state, without building a snapshot nobody reads.
+            self._apply_delete_one(int(rowids[0]), known or [])
+            return
         snap = self._snapshot or self._current()
         if rowids.size == 1:
             i, position = snap._locate_one(int(rowids[0]))
@@ -1067,6 +1072,24 @@ class Table:
                 self.deletes[seg.id] = self.deletes[seg.id].with_deleted(hit)
             else:
                 self.memtable.delete(hit)
+
+    def _apply_delete_one(self, rowid: int, known: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """`_apply_delete` of one row whose keys prepare read."""
+        for uk, (keys, ids) in zip(self.keys, known):
+            uk.index.remove(keys, ids)
+        if self.keys:
+            self._key_epoch += 1
+        for seg in self.sealed:
+            ids = seg.rowids
+            if ids.size and ids[0] <= rowid <= ids[-1]:
+                position = int(ids.searchsorted(rowid))
+                if ids[position] == rowid:
+                    self.deletes[seg.id] = self.deletes[seg.id].with_deleted(
+                        np.array([position], np.int64))
+                    return
+        position = self.memtable.position_of(rowid)
+        if position >= 0:
+            self.memtable.delete(np.array([position], np.int64))
 
     def _key_columns(self) -> list[str]:
         return list(dict.fromkeys(c for k in self.keys for c in k.def_.columns))

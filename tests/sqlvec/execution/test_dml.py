@@ -233,6 +233,38 @@ def test_a_fallback_evaluates_defaults_once(tmp_path):
         assert s.execute_one("SELECT nextval('seq')").rows() == [(3,)]  # the failure ran none
 
 
+@pytest.mark.parametrize("where", ["id = $1", "i > $1 - 1000"])  # by key, and by a scan
+def test_an_autocommit_update_that_loses_its_row_runs_again_on_the_new_version(tmp_path, where):
+    """Another commit updates the row between this UPDATE's read and its commit: the commit
+    refuses the stale version (40001 inside), and the statement runs again on the new one, as
+    READ COMMITTED re-checks an updated row: both increments count, no error reaches the
+    client."""
+    with Database.open(str(tmp_path)) as db:
+        s, other = db.connect(), db.connect()
+        for sql in SCHEMA:
+            s.execute_one(sql)
+        s.execute_one("INSERT INTO t (id, i) VALUES (1, 10), (2, 20)")
+        update = s.prepare(f"UPDATE t SET i = i + 1 WHERE {where}", [INT8])
+        store = s.store
+        commit, raced = store.commit, []
+
+        def racing(ops):  # the other session's commit lands first, once
+            if not raced:
+                raced.append(True)
+                other.execute_one("UPDATE t SET i = i + 100 WHERE id = 1")
+            return commit(ops)
+
+        store.commit = racing
+        try:
+            result = s.run(update, [1])
+        finally:
+            del store.commit
+        assert raced
+        assert result.tag == ("UPDATE 1" if where == "id = $1" else "UPDATE 2")
+        expected = [(1, 111), (2, 20)] if where == "id = $1" else [(1, 111), (2, 21)]
+        assert s.execute_one("SELECT id, i FROM t ORDER BY id").rows() == expected
+
+
 def test_a_key_write_whose_row_changed_meanwhile_fails_with_40001(tmp_path):
     """The row an UPDATE by key read is deleted by another commit before its own commits:
     the commit refuses it, as for any write that lost its row."""
