@@ -14,9 +14,9 @@ import pytest
 from sqlvec.database import Database
 from sqlvec.errors import DataCorrupted
 from sqlvec.storage.compaction import CompactionPolicy
+from sqlvec.storage.keys import MISSING
 from sqlvec.storage.manifest import ManifestStore
 from sqlvec.storage.store import StoreOptions
-from sqlvec.storage.keys import MISSING
 from sqlvec.storage.wal import DeleteOp, InsertOp, scan_segment
 
 DIM = 6
