@@ -71,6 +71,7 @@ def _general_write(session: Session, prepared: PreparedStatement, params: list) 
             if not (upsert or (retry and isinstance(exc, SerializationFailure))) or \
                     attempt + 1 == UPSERT_ATTEMPTS:
                 raise
+            session.store.settle()  # the commit it lost to is applied before it runs again
     if not autocommit:
         session.txn = txn
     tag = {"INSERT": f"INSERT 0 {count}", "UPDATE": f"UPDATE {count}",
@@ -128,5 +129,6 @@ def _key_write(session: Session, prepared: PreparedStatement, params: list) -> R
         except SerializationFailure:
             if attempt + 1 == UPSERT_ATTEMPTS:
                 raise
+            session.store.settle()  # the commit it lost to is applied before it runs again
     count = 1 if ops else 0
     return Result(f"{write.kind} {count}", prepared.columns, None)

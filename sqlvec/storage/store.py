@@ -176,6 +176,9 @@ class StoreBase:
         self.manifest_version = 0  # the manifest version the tables reflect
         self.builds: dict[tuple[int, str, int], BuildProgress] = {}
 
+    def settle(self) -> None:
+        """Wait for the commits in flight (none in a store that does not commit)."""
+
     # Reading ------------------------------------------------------------------------------------
 
     def table(self, table_id: int) -> Table:
@@ -657,6 +660,21 @@ class Store(StoreBase):
         if self.applied_lsn < lsn:
             self._apply_durable()
         return lsn
+
+    def settle(self) -> None:
+        """Wait until every commit appended so far is durable and applied, or failed: what a
+        statement that lost a race to a commit in flight waits for before it runs again, as
+        PostgreSQL waits for the transaction holding its row."""
+        wal = self._wal
+        if wal is None:
+            return
+        lsn, epoch = wal.last_lsn, wal.epoch
+        try:
+            wal.sync(lsn, epoch=epoch)
+        except SqlVecError:
+            return  # those commits failed; their committers release what they claimed
+        if self.applied_lsn < lsn:
+            self._apply_durable()
 
     def _discard_failed(self) -> None:
         """After a failed WAL write: return the log to its last durable record and drop the
