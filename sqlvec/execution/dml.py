@@ -852,7 +852,10 @@ class KeyWrite:
         width = len(self.scan.fields) - 1
         if parts:
             found = parts[0]
-            rows = table_of([found.column(i) for i in range(width)] + [found.column(ROWID)])
+            # The row as the scan yields it: the table's columns, then the row id (already in
+            # that order when the scan reads every column; expressions read them by position).
+            rows = found if found.num_columns == width + 1 else \
+                table_of([found.column(i) for i in range(width)] + [found.column(ROWID)])
         elif self.plan.kind == "DELETE":
             return []
         else:  # SET is evaluated over no rows all the same, as the general path does

@@ -649,6 +649,10 @@ def scalar_of(value: object, t: SqlType) -> pa.Scalar:
             value = value.as_dict()
         check_sparsevec_typmod(int(value["dim"]), t.typmod)
         return pa.scalar(value, arrow)
+    if _FAST_SCALAR.get(t.name) is type(value):  # a bound int8 key, a text: a third the cost
+        packed = _one_value(value, arrow)
+        if packed is not None:
+            return packed[0]
     if t.is_vector:
         vec = np.asarray(value, dtype=t.vector_dtype)
         if vec.ndim != 1 or vec.size == 0 or not np.isfinite(vec).all():
@@ -671,6 +675,31 @@ def scalar_of(value: object, t: SqlType) -> pa.Scalar:
         return pa.scalar(value, arrow)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
         raise NumericValueOutOfRange(f"value out of range for type {t.format()}") from exc
+
+
+# Types whose values of this Python type `_one_value` packs directly (what bound parameters
+# of single-row statements mostly are).
+_FAST_SCALAR = {"int8": int, "int4": int, "int2": int, "float8": float, "text": str}
+_PACKERS = {pa.int64().id: struct.Struct("<q"), pa.int32().id: struct.Struct("<i"),
+            pa.int16().id: struct.Struct("<h"), pa.float64().id: struct.Struct("<d")}
+_OFFSETS = struct.Struct("<ii")
+_STRING_ID = pa.string().id
+
+
+def _one_value(value: object, arrow: pa.DataType) -> pa.Array | None:
+    """A one-row array of `value` built from its packed buffers; None when it does not fit
+    (the caller's `pa.scalar` then reports it)."""
+    packer = _PACKERS.get(arrow.id)
+    try:
+        if packer is not None:
+            return pa.Array.from_buffers(arrow, 1, [None, pa.py_buffer(packer.pack(value))])
+        if arrow.id != _STRING_ID:
+            return None
+        data = value.encode()  # type: ignore[attr-defined]
+        return pa.Array.from_buffers(arrow, 1, [None, pa.py_buffer(_OFFSETS.pack(0, len(data))),
+                                                pa.py_buffer(data)])
+    except (struct.error, UnicodeEncodeError):
+        return None
 
 
 # Casts between types ---------------------------------------------------------------------------

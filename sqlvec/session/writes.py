@@ -22,7 +22,8 @@ from sqlvec.storage.wal import InsertOp
 if TYPE_CHECKING:
     from sqlvec.session.core import Session
 
-# Times an autocommit INSERT ... ON CONFLICT is run when it loses a race at commit.
+# Times an autocommit INSERT ... ON CONFLICT, UPDATE or DELETE is run when it loses a race
+# at commit.
 UPSERT_ATTEMPTS = 10
 
 
@@ -55,10 +56,13 @@ def _general_write(session: Session, prepared: PreparedStatement, params: list) 
     # took its key, or changed the row it updates) runs again on the new state, as
     # PostgreSQL's re-check does: an upsert does not fail with 23505 or 40001.
     upsert = autocommit and getattr(write, "conflict", None) is not None
+    # Likewise an autocommit UPDATE or DELETE whose rows a concurrent commit changed first runs
+    # again on the new versions, as READ COMMITTED re-checks them (never 40001 there).
+    retry = upsert or (autocommit and write.kind in ("UPDATE", "DELETE"))
     # Nothing runs between the writes of a statement that commits on its own and its
     # commit, unless it returns rows or resolves conflicts: the commit checks its keys.
     early = not autocommit or upsert or write.returning is not None
-    for attempt in range(UPSERT_ATTEMPTS if upsert else 1):
+    for attempt in range(UPSERT_ATTEMPTS if retry else 1):
         txn = session.txn if session.txn is not None else Transaction(early_checks=early)
         ctx = session._context(params)
         ctx.overlay = txn
@@ -71,9 +75,11 @@ def _general_write(session: Session, prepared: PreparedStatement, params: list) 
             if autocommit:
                 session.store.commit(txn.ops())
             break
-        except (UniqueViolation, SerializationFailure):
-            if not upsert or attempt + 1 == UPSERT_ATTEMPTS:
+        except (UniqueViolation, SerializationFailure) as exc:
+            if not (upsert or (retry and isinstance(exc, SerializationFailure))) or \
+                    attempt + 1 == UPSERT_ATTEMPTS:
                 raise
+            session.store.settle()  # the commit it lost to is applied before it runs again
     if not autocommit:
         session.txn = txn
     tag = {"INSERT": f"INSERT 0 {count}", "UPDATE": f"UPDATE {count}",
@@ -130,8 +136,17 @@ def _fast_insert(session: Session, prepared: PreparedStatement, params: list) ->
 def _key_write(session: Session, prepared: PreparedStatement, params: list) -> Result:
     """An autocommit UPDATE or DELETE of one row by key (`KeyWrite`, dml.py)."""
     write: WritePlan = prepared.compiled  # type: ignore[assignment]
-    ops = write.by_key.ops(session._context(params))  # type: ignore[union-attr]
-    if ops:
-        session.store.commit(ops)
+    for attempt in range(UPSERT_ATTEMPTS):
+        # A fresh context (and snapshot) per attempt: a concurrent commit that changed the row
+        # first makes this one read its new version, as READ COMMITTED does.
+        ops = write.by_key.ops(session._context(params))  # type: ignore[union-attr]
+        try:
+            if ops:
+                session.store.commit(ops)
+            break
+        except SerializationFailure:
+            if attempt + 1 == UPSERT_ATTEMPTS:
+                raise
+            session.store.settle()  # the commit it lost to is applied before it runs again
     count = 1 if ops else 0
     return Result(f"{write.kind} {count}", prepared.columns, None)

@@ -183,7 +183,10 @@ class DeleteBitmap:
             return pos.astype(np.int64)
         if pos.dtype.kind not in "iu":
             raise TypeError(f"row positions must be integers, got dtype {pos.dtype}")
-        lo, hi = int(pos.min()), int(pos.max())
+        if pos.size == 1:  # one row (a single-row UPDATE or DELETE): no reductions
+            lo = hi = int(pos[0])
+        else:
+            lo, hi = int(pos.min()), int(pos.max())
         if lo < 0 or hi >= self.n_rows:
             bad = lo if lo < 0 else hi
             raise IndexError(f"row position {bad} out of range for segment of {self.n_rows} rows")

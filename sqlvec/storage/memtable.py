@@ -164,6 +164,9 @@ class Memtable:
         self._rowids = np.empty(0, dtype=np.int64)
         self._deleted = np.empty(0, dtype=bool)
         self._deleted_count = 0
+        # Whether a snapshot holds a view of `_deleted`: the next delete copies it first
+        # (copy on write), so snapshots between deletes share the flags without copying.
+        self._deleted_shared = False
         self._vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {
             f.name: (np.empty((0, f.type.list_size), f.type.value_type.to_pandas_dtype()),
                      np.empty(0, bool))
@@ -247,15 +250,26 @@ class Memtable:
             self._vectors[name] = (m, np.ones(n, bool) if v is None else v)
         self._rowids = np.array(batch.column(ROWID).to_numpy())
         self._deleted = np.zeros(n, bool)
+        self._deleted_shared = False
         self._capacity = n
 
     def delete(self, positions: np.ndarray) -> None:
         """Delete rows by position (in append order)."""
         self._fold()
         positions = np.asarray(positions, dtype=np.int64)
+        if self._deleted_shared:
+            self._deleted = self._deleted.copy()
+            self._deleted_shared = False
         newly = positions[~self._deleted[positions]]
         self._deleted[newly] = True
         self._deleted_count += int(np.unique(newly).size)
+
+    def position_of(self, rowid: int) -> int:
+        """Position of the row with this id (deleted or not), or -1 when it is not here."""
+        self._fold()
+        ids = self._rowids[: self._n]
+        position = int(ids.searchsorted(rowid))
+        return position if position < self._n and ids[position] == rowid else -1
 
     def _reserve(self, needed: int) -> None:
         if needed <= self._capacity:
@@ -265,6 +279,7 @@ class Memtable:
         # New buffers; snapshots keep the old ones, whose first n rows stay valid.
         self._rowids = _grow(self._rowids, capacity)
         self._deleted = _grow(self._deleted, capacity)
+        self._deleted_shared = False
         for name, (matrix, valid) in list(self._vectors.items()):
             self._vectors[name] = (_grow(matrix, capacity), _grow(valid, capacity))
         self._capacity = capacity
@@ -300,9 +315,13 @@ class Memtable:
             {name: (m[:n], v[:n]) for name, (m, v) in self._vectors.items()},
             self._rowids[:n],
         )
-        # A copy of the flags (later deletes must not show through), made directly: no scan.
-        deletes = DeleteBitmap._wrap(self._deleted[:n].copy(), self._deleted_count) \
-            if self._deleted_count else DeleteBitmap.empty(n)
+        # A view of the flags, shared until the next delete copies them (later deletes must
+        # not show through): no copy per snapshot, no scan.
+        if self._deleted_count:
+            deletes = DeleteBitmap._wrap(self._deleted[:n], self._deleted_count)
+            self._deleted_shared = True
+        else:
+            deletes = DeleteBitmap.empty(n)
         return SegmentView(data, deletes)
 
     def live_table(self) -> pa.Table:

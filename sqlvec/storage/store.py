@@ -177,6 +177,9 @@ class StoreBase:
         self.manifest_version = 0  # the manifest version the tables reflect
         self.builds: dict[tuple[int, str, int], BuildProgress] = {}
 
+    def settle(self) -> None:
+        """Wait for the commits in flight (none in a store that does not commit)."""
+
     # Reading ------------------------------------------------------------------------------------
 
     def table(self, table_id: int) -> Table:
@@ -800,8 +803,28 @@ class Store(StoreBase):
             with self._commit_lock:
                 self._discard_failed()
             raise
-        self._apply_durable()
+        # Applied already when another committer of the same group applied it (it applies every
+        # durable commit, in order): then this one answers at once instead of queueing for the
+        # apply lock. (LSNs past a failed write are reused only beyond the durable, hence
+        # applied, ones: a larger `applied_lsn` always means this commit is visible.)
+        if self.applied_lsn < lsn:
+            self._apply_durable()
         return lsn
+
+    def settle(self) -> None:
+        """Wait until every commit appended so far is durable and applied, or failed: what a
+        statement that lost a race to a commit in flight waits for before it runs again, as
+        PostgreSQL waits for the transaction holding its row."""
+        wal = self._wal
+        if wal is None:
+            return
+        lsn, epoch = wal.last_lsn, wal.epoch
+        try:
+            wal.sync(lsn, epoch=epoch)
+        except SqlVecError:
+            return  # those commits failed; their committers release what they claimed
+        if self.applied_lsn < lsn:
+            self._apply_durable()
 
     def _discard_failed(self) -> None:
         """After a failed WAL write: return the log to its last durable record and drop the

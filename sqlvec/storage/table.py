@@ -97,8 +97,11 @@ def row_table(view: SegmentView, table_def: TableDef, columns: Sequence[str] | N
     return pa.Table.from_arrays(arrays, names=names)
 
 
-_FIXED = {pa.int64(): struct.Struct("<q"), pa.int32(): struct.Struct("<i"),
-          pa.int16(): struct.Struct("<h"), pa.float64(): struct.Struct("<d")}
+# Keyed by Arrow type id: hashing a DataType, or building pa.string() to compare with, costs
+# more than packing the value.
+_FIXED = {pa.int64().id: struct.Struct("<q"), pa.int32().id: struct.Struct("<i"),
+          pa.int16().id: struct.Struct("<h"), pa.float64().id: struct.Struct("<d")}
+_STRING_ID = pa.string().id
 _OFFSETS = struct.Struct("<ii")
 
 
@@ -106,11 +109,12 @@ def one_value_array(value: object, arrow: pa.DataType) -> pa.Array:
     """A one-row array of a non-NULL value already of `arrow`'s Python type: `pa.array` with
     its buffers packed directly (a third of the cost, which single-row writes pay per column).
     Integers out of range raise as `pa.array` does."""
-    packer = _FIXED.get(arrow)
+    type_id = arrow.id
+    packer = _FIXED.get(type_id)
     try:
         if packer is not None:
             return pa.Array.from_buffers(arrow, 1, [None, pa.py_buffer(packer.pack(value))])
-        if arrow == pa.string() and type(value) is str:
+        if type_id == _STRING_ID and type(value) is str:
             data = value.encode()
             return pa.Array.from_buffers(arrow, 1, [None, pa.py_buffer(_OFFSETS.pack(
                 0, len(data))), pa.py_buffer(data)])
@@ -1049,6 +1053,11 @@ class Table:
                       known: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         """Delete rows; `known`: their keys and row ids as prepare read them (WAL replay reads
         them here)."""
+        if rowids.size == 1 and self._snapshot is None and (known is not None or not self.keys):
+            # One row after another op of the same commit group invalidated the snapshot:
+            # located in the current state, without building a snapshot nobody reads.
+            self._apply_delete_one(int(rowids[0]), known or [])
+            return
         snap = self._snapshot or self._current()
         if rowids.size == 1:
             i, position = snap._locate_one(int(rowids[0]))
@@ -1064,15 +1073,35 @@ class Table:
                 uk.index.remove(keys, ids)
             self._key_epoch += 1
         n_sealed = len(snap.sealed)
-        views = np.unique(where[where >= 0]).tolist() if where.size > 1 else \
-            [int(w) for w in where if w >= 0]
+        if where.size == 1:  # one row: no masks
+            views = [int(where[0])] if where[0] >= 0 else []
+        else:
+            views = np.unique(where[where >= 0]).tolist()
         for i in views:
-            hit = pos[where == i]
+            hit = pos if where.size == 1 else pos[where == i]
             if i < n_sealed:
                 seg = snap.sealed[i].data
                 self.deletes[seg.id] = self.deletes[seg.id].with_deleted(hit)
             else:
                 self.memtable.delete(hit)
+
+    def _apply_delete_one(self, rowid: int, known: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """`_apply_delete` of one row whose keys prepare read."""
+        for uk, (keys, ids) in zip(self.keys, known):
+            uk.index.remove(keys, ids)
+        if self.keys:
+            self._key_epoch += 1
+        for seg in self.sealed:
+            ids = seg.rowids
+            if ids.size and ids[0] <= rowid <= ids[-1]:
+                position = int(ids.searchsorted(rowid))
+                if ids[position] == rowid:
+                    self.deletes[seg.id] = self.deletes[seg.id].with_deleted(
+                        np.array([position], np.int64))
+                    return
+        position = self.memtable.position_of(rowid)
+        if position >= 0:
+            self.memtable.delete(np.array([position], np.int64))
 
     def _key_columns(self) -> list[str]:
         return list(dict.fromkeys(c for k in self.keys for c in k.def_.columns))

@@ -14,9 +14,10 @@ import pytest
 from sqlvec.database import Database
 from sqlvec.errors import DataCorrupted
 from sqlvec.storage.compaction import CompactionPolicy
+from sqlvec.storage.keys import MISSING
 from sqlvec.storage.manifest import ManifestStore
 from sqlvec.storage.store import StoreOptions
-from sqlvec.storage.wal import InsertOp, scan_segment
+from sqlvec.storage.wal import DeleteOp, InsertOp, scan_segment
 
 DIM = 6
 
@@ -393,3 +394,34 @@ def test_index_build_progress_never_drops_back(tmp_path, monkeypatch):
     rows_done = [r[4] for r in reports]
     assert rows_done == sorted(rows_done) and rows_done[-1] == 500
     assert reports[-1][1:4] == (2, 2, 500)
+
+
+def test_one_row_deletes_after_an_insert_in_one_commit(tmp_path):
+    """A commit whose one-row deletes follow an insert (what a group of single-row UPDATEs
+    applies: the insert leaves no snapshot behind) deletes the right rows, sealed or growing,
+    and frees their keys; a reopen replays it to the same state."""
+    path = str(tmp_path / "data")
+    with Database.open(path, options=StoreOptions(background=False)) as db:
+        s = db.connect()
+        s.execute_one("CREATE TABLE t (id bigint PRIMARY KEY, v int)")
+        s.execute_one("INSERT INTO t SELECT g, g FROM generate_series(1, 50) g")
+        s.execute_one("CHECKPOINT")  # ids 1-50 sealed
+        s.execute_one("INSERT INTO t VALUES (60, 60), (61, 61)")  # growing
+        store = s.store
+        table = store.table(store.find_table("t").id)
+        sealed = table.lookup_key(7)[1]
+        growing = table.lookup_key(60)[1]
+        store.commit([InsertOp(table.id, table.coerce({"id": [100], "v": [1]})),
+                      DeleteOp(table.id, np.array([sealed])),
+                      InsertOp(table.id, table.coerce({"id": [101], "v": [2]})),
+                      DeleteOp(table.id, np.array([growing])),
+                      InsertOp(table.id, table.coerce({"id": [7], "v": [-7]}))])
+        expected = [(i,) for i in sorted({*range(1, 51), 61, 100, 101})]
+        assert s.execute_one("SELECT id FROM t ORDER BY id").rows() == expected
+        assert s.execute_one("SELECT v FROM t WHERE id = 7").rows() == [(-7,)]
+        assert table.find_key(60) == MISSING
+        s.execute_one("INSERT INTO t VALUES (60, 0)")  # the key is free again
+    with Database.open(path, options=StoreOptions(background=False)) as db:
+        s = db.connect()
+        assert s.execute_one("SELECT count(*), sum(v) FROM t").rows() == \
+            [(54, sum(range(1, 51)) - 7 - 7 + 61 + 1 + 2)]
