@@ -14,7 +14,8 @@ OIDs:
     types                                               sqlvec.types (vector is 16385)
     vector access methods and their operator classes    fixed by their declarations, below
                                                         FIRST_OID (HNSW: 16387..16395 and
-                                                        16360..16367; IVFFlat: 16340..16352)
+                                                        16360..16367; IVFFlat: 16320..16332;
+                                                        sparsevec: 16340..16350)
 """
 
 from __future__ import annotations

@@ -79,12 +79,12 @@ MAX_PROBES = IndexSetting("ivfflat.max_probes", MAX_LISTS, 1, MAX_LISTS,
 
 # OIDs fixed below the first user OID, clear of HNSW's (objects.py).
 OPCLASSES = (
-    OpClass("vector_l2_ops", Metric.L2, 16341, 16347, default=True),
-    OpClass("vector_ip_ops", Metric.IP, 16342, 16348),
-    OpClass("vector_cosine_ops", Metric.COSINE, 16343, 16349),
-    OpClass("halfvec_l2_ops", Metric.L2, 16344, 16350, input_type="halfvec"),
-    OpClass("halfvec_ip_ops", Metric.IP, 16345, 16351, input_type="halfvec"),
-    OpClass("halfvec_cosine_ops", Metric.COSINE, 16346, 16352, input_type="halfvec"),
+    OpClass("vector_l2_ops", Metric.L2, 16321, 16327, default=True),
+    OpClass("vector_ip_ops", Metric.IP, 16322, 16328),
+    OpClass("vector_cosine_ops", Metric.COSINE, 16323, 16329),
+    OpClass("halfvec_l2_ops", Metric.L2, 16324, 16330, input_type="halfvec"),
+    OpClass("halfvec_ip_ops", Metric.IP, 16325, 16331, input_type="halfvec"),
+    OpClass("halfvec_cosine_ops", Metric.COSINE, 16326, 16332, input_type="halfvec"),
 )
 _METRIC_CODES = {Metric.L2: 1, Metric.COSINE: 2, Metric.IP: 3}
 
@@ -130,7 +130,7 @@ class IvfflatIndex:
     threads at once (NumPy releases the GIL in its matrix products): the `ivfflat` method."""
 
     access_method = "ivfflat"
-    am_oid = 16340
+    am_oid = 16320
     opclasses = OPCLASSES
     options = (LISTS_OPTION,)
     settings = (PROBES, ITERATIVE_SCAN, MAX_PROBES)  # the knob first

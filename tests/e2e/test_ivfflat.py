@@ -208,7 +208,7 @@ def test_pgvector_settings_are_shown_and_checked(conn):
 
 def test_catalogs_describe_ivfflat(conn, server):
     assert conn.execute("SELECT oid, amtype FROM pg_am WHERE amname = 'ivfflat'").fetchall() \
-        == [(16340, "i")]
+        == [(16320, "i")]
     assert conn.execute(
         "SELECT o.opcname, o.opcdefault, t.typname FROM pg_opclass o JOIN pg_am a "
         "ON a.oid = o.opcmethod JOIN pg_type t ON t.oid = o.opcintype WHERE a.amname = 'ivfflat' "

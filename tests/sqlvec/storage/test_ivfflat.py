@@ -52,7 +52,7 @@ def recall(index: IvfflatIndex, metric: Metric, data, queries, probes: int) -> f
 def test_it_implements_the_protocol_and_pgvector_declarations(built):
     index = built[Metric.L2]
     assert isinstance(index, VectorIndex) and isinstance(index, FilteringIndex)
-    assert (IvfflatIndex.access_method, IvfflatIndex.am_oid) == ("ivfflat", 16340)
+    assert (IvfflatIndex.access_method, IvfflatIndex.am_oid) == ("ivfflat", 16320)
     assert [o.name for o in IvfflatIndex.options] == ["lists"]
     assert (IvfflatIndex.options[0].default, IvfflatIndex.options[0].min,
             IvfflatIndex.options[0].max) == (100, 1, 32768)
