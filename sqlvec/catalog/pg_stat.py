@@ -71,6 +71,8 @@ def _take_json(path: str) -> dict | None:
 def save_table_stats(data_dir: str, database: str, store: Store) -> None:
     """Write the counters of every table of `store` (at a clean shutdown)."""
     tables = {str(tid): dataclasses.asdict(t.stats) for tid, t in list(store.tables.items())}
+    if not tables:
+        return
     _write_json(os.path.join(data_dir, STATS_DIR, f"{database}.json"),
                 {"format_version": _FORMAT_VERSION, "tables": tables})
 
@@ -295,6 +297,8 @@ class StatementStats:
     def save(self, data_dir: str) -> None:
         """Write the entries (at a clean shutdown)."""
         entries = [[*key, vars(e)] for key, e in self.entries()]
+        if not entries:
+            return
         _write_json(os.path.join(data_dir, STATS_DIR, "statements.json"),
                     {"format_version": _FORMAT_VERSION, "entries": entries})
 
