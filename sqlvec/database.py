@@ -18,6 +18,8 @@ directories of the data directory that hold a manifest) before any file is touch
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import threading
 import time
@@ -30,7 +32,12 @@ import pyarrow as pa
 from sqlvec.catalog.config_file import ConfigFileError as ConfigFileError
 
 # The PostgreSQL version clients are told, re-exported for the command line (`--version`).
-from sqlvec.catalog.pg_stat import StatementStats
+from sqlvec.catalog.pg_stat import (
+    STATS_DIR,
+    StatementStats,
+    load_table_stats,
+    save_table_stats,
+)
 from sqlvec.catalog.server_config import CONF_FILE as CONF_FILE
 from sqlvec.catalog.server_config import ServerConfig as ServerConfig
 from sqlvec.catalog.settings import SERVER_VERSION as SERVER_VERSION
@@ -117,6 +124,7 @@ class Database:
         # system allocator (with malloc_trim after those bursts) keeps resident memory honest.
         pa.set_memory_pool(pa.system_memory_pool())
         db = cls(path, options or StoreOptions(), fd, config)
+        db.statement_stats.load(path)
         try:
             if DEFAULT_DATABASE in db.databases():
                 db.store(DEFAULT_DATABASE)
@@ -129,9 +137,22 @@ class Database:
 
     def close(self) -> None:
         """Close every database's store (finishing their background work) and release the data
-        directory's lock; idempotent, so shutdown paths need not coordinate."""
+        directory's lock; idempotent, so shutdown paths need not coordinate. The statistics
+        counters are kept for the next start (a clean shutdown, as PostgreSQL keeps them)."""
+        if not self._closed:
+            self._save_stats()
         if self._close_stores():
             os.close(self._lock_fd)
+
+    def _save_stats(self) -> None:
+        try:
+            with self._lock:
+                stores = dict(self._stores)
+            for name, store in stores.items():
+                save_table_stats(self.path, name, store)
+            self.statement_stats.save(self.path)
+        except OSError as error:  # a full disk must not stop the shutdown
+            logging.getLogger(__name__).warning("statistics not saved: %s", error)
 
     def _close_stores(self) -> bool:
         """Close every store once; False when they were closed already."""
@@ -182,6 +203,7 @@ class Database:
         if self._closed:
             raise ObjectInUse("the database is closed")
         store = Store.open(os.path.join(self.path, name), self.options)
+        load_table_stats(self.path, name, store)
         from sqlvec.execution.constraints import ROW_CHECKS
 
         store.row_check = ROW_CHECKS
@@ -264,6 +286,8 @@ class Database:
         import shutil
 
         shutil.rmtree(os.path.join(self.path, name))
+        with contextlib.suppress(OSError):  # counters a clean shutdown kept for it
+            os.remove(os.path.join(self.path, STATS_DIR, f"{name}.json"))
 
     def activity(self) -> dict:
         """What the open databases hold and have done, for monitoring (`--metrics-port`):

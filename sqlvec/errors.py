@@ -50,6 +50,7 @@ class SqlVecError(Exception):
         detail: str | None = None,
         hint: str | None = None,
         position: int | None = None,
+        where: str | None = None,
         schema: str | None = None,
         table: str | None = None,
         column: str | None = None,
@@ -63,6 +64,7 @@ class SqlVecError(Exception):
         self.detail = detail
         self.hint = hint
         self.position = position
+        self.where = where  # the CONTEXT line (ErrorResponse W), e.g. `JSON data, line 1: {`
         # The object the error is about (ErrorResponse s, t, c, d, n), where PostgreSQL
         # names them: drivers expose them (psycopg's diag.constraint_name, asyncpg's
         # constraint_name) and ORMs read them to tell which constraint failed.

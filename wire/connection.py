@@ -255,7 +255,8 @@ def error_response(exc: BaseException) -> ErrorResponse:
     anything else is an internal error (XX000) with a one-line message, its traceback going
     to the server log only."""
     if isinstance(exc, SqlVecError):
-        context = exc.context(exc.label) if isinstance(exc, copy_format.CopyDataError) else None
+        context = exc.context(exc.label) if isinstance(exc, copy_format.CopyDataError) \
+            else exc.where
         return ErrorResponse.build(exc.severity, exc.sqlstate, exc.message, detail=exc.detail,
                                    hint=exc.hint, position=exc.position, context=context,
                                    objects=exc.object_fields)

@@ -3,21 +3,91 @@ _all_indexes, pg_stat_progress_create_index, pg_stat_progress_copy and pg_stat_s
 
 Counters live where the work happens (`storage.table.TableStats` per table, the running
 session's `progress` record, `StatementStats` per server) and are read here as PostgreSQL's
-columns. They count since the server started (nothing is persisted), as after PostgreSQL's
-`pg_stat_reset()`. What PostgreSQL measures in heap blocks, sqlvec measures in what it has:
-sealed segments stand for blocks in the progress views.
+columns. What PostgreSQL measures in heap blocks, sqlvec measures in what it has: sealed
+segments stand for blocks in the progress views.
+
+As PostgreSQL keeps its cumulative statistics across a clean shutdown (and discards them
+after a crash), a clean close of the data directory writes them to `pg_stat/` in it, and the
+next start reads them back and deletes the files (so a crash after that start begins from
+zero). Both files are JSON, written to a temporary name, fsynced and renamed:
+
+    pg_stat/<database>.json   {"format_version": 1, "tables": {"<table id>": {field: value}}}
+                              with TableStats' fields (seq_scan, seq_tup_read, last_seq_scan,
+                              idx_scan, idx_tup_fetch, last_idx_scan, n_tup_ins, n_tup_upd,
+                              n_tup_del, compactions, last_compaction; times as Unix seconds)
+                              and "indexes": {name: [scans, entries read, rows fetched,
+                              last scan]}
+    pg_stat/statements.json   {"format_version": 1, "entries": [[userid, dbid, queryid,
+                              {query, calls, total, minimum, maximum, mean, m2, rows}]]}
+                              pg_stat_statements' entries (times in milliseconds)
+
+A file that cannot be read is ignored (the counters start from zero, as after a crash).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
+import json
 import math
+import os
 import threading
 from dataclasses import dataclass
 
 from sqlvec.catalog import objects as O
 from sqlvec.catalog.virtual import empty, parse_columns, virtual
-from sqlvec.storage.store import CreateIndexProgress
+from sqlvec.storage.store import CreateIndexProgress, Store
+from sqlvec.storage.table import TableStats
+
+STATS_DIR = "pg_stat"
+_FORMAT_VERSION = 1
+
+
+def _write_json(path: str, value: dict) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _take_json(path: str) -> dict | None:
+    """The file's content, removing the file; None if absent or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError):
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    ok = isinstance(value, dict) and value.get("format_version") == _FORMAT_VERSION
+    return value if ok else None
+
+
+def save_table_stats(data_dir: str, database: str, store: Store) -> None:
+    """Write the counters of every table of `store` (at a clean shutdown)."""
+    tables = {str(tid): dataclasses.asdict(t.stats) for tid, t in list(store.tables.items())}
+    if not tables:
+        return
+    _write_json(os.path.join(data_dir, STATS_DIR, f"{database}.json"),
+                {"format_version": _FORMAT_VERSION, "tables": tables})
+
+
+def load_table_stats(data_dir: str, database: str, store: Store) -> None:
+    """Give the tables of a just opened `store` the counters a clean shutdown saved."""
+    saved = _take_json(os.path.join(data_dir, STATS_DIR, f"{database}.json"))
+    if saved is None:
+        return
+    names = {f.name for f in dataclasses.fields(TableStats)}
+    for tid, fields in (saved.get("tables") or {}).items():
+        table = store.tables.get(int(tid)) if tid.isdigit() else None
+        if table is not None and isinstance(fields, dict):
+            with contextlib.suppress(TypeError, ValueError):
+                table.stats = TableStats(**{k: v for k, v in fields.items() if k in names})
 
 
 def _rows(columns: list[tuple[str, str]], rows: list[tuple]) -> dict:
@@ -223,6 +293,25 @@ class StatementStats:
         """A copy of the counters, for the view."""
         with self._lock:
             return [(k, _Entry(**vars(v))) for k, v in self._entries.items()]
+
+    def save(self, data_dir: str) -> None:
+        """Write the entries (at a clean shutdown)."""
+        entries = [[*key, vars(e)] for key, e in self.entries()]
+        if not entries:
+            return
+        _write_json(os.path.join(data_dir, STATS_DIR, "statements.json"),
+                    {"format_version": _FORMAT_VERSION, "entries": entries})
+
+    def load(self, data_dir: str) -> None:
+        """Take back the entries a clean shutdown saved."""
+        saved = _take_json(os.path.join(data_dir, STATS_DIR, "statements.json"))
+        if saved is None:
+            return
+        with self._lock:
+            for item in saved.get("entries") or []:
+                with contextlib.suppress(TypeError, ValueError):
+                    userid, dbid, queryid, fields = item
+                    self._entries[(int(userid), int(dbid), int(queryid))] = _Entry(**fields)
 
 
 PG_STAT_STATEMENTS = parse_columns(

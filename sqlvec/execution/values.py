@@ -406,10 +406,12 @@ def parse_text(text: str, target: SqlType) -> object:
             raise _invalid("uuid", text) from None
     if name in ("json", "jsonb"):
         try:
-            parsed = json.loads(s, parse_float=decimal.Decimal)
+            parsed = json.loads(s, parse_float=decimal.Decimal,
+                                parse_constant=_not_json)
         except ValueError:
+            detail, context = json_error(s)
             raise InvalidTextRepresentation("invalid input syntax for type json",
-                                            detail=f'Token "{s[:20]}" is invalid.') from None
+                                            detail=detail, where=context) from None
         if name == "json":
             return text
         if "\\u0000" in s and _holds_nul(parsed):
@@ -472,6 +474,163 @@ def parse_tid(text: str) -> int:
     if not -(1 << 31) <= block < 1 << 32 or not 0 <= offset <= 0xFFFF:
         raise _invalid("tid", text)
     return tid_pack(block & 0xFFFFFFFF, offset)
+
+
+def _not_json(word: str) -> object:
+    """NaN and Infinity: Python's json module reads them, JSON (and PostgreSQL) does not."""
+    raise ValueError(word)
+
+
+class _JsonSyntax(Exception):
+    """The DETAIL of PostgreSQL's json input error, raised inside `json_error`, and where the
+    offending token ends (None: at the end of the input)."""
+
+    def __init__(self, detail: str, end: int | None) -> None:
+        super().__init__(detail)
+        self.end = end
+
+
+_JSON_WORD = re.compile(r"[A-Za-z0-9_\x80-\U0010ffff]*")
+_JSON_NUMBER_PREFIX = re.compile(r"-?\d*(?:\.\d*)?(?:[eE][-+]?\d*)?")
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?")
+_JSON_ESCAPES = frozenset('"\\/bfnrt')
+
+
+def _json_lex(s: str):
+    """PostgreSQL's json lexer: (kind, text, end) tokens, kind one of `{}[],:` or "string",
+    "scalar", "end"; a token it cannot read raises its DETAIL."""
+    i, n = 0, len(s)
+    while True:
+        while i < n and s[i] in " \t\n\r":
+            i += 1
+        if i >= n:
+            yield "end", "", None
+            return
+        ch = s[i]
+        if ch in "{}[],:":
+            yield ch, ch, i + 1
+            i += 1
+        elif ch == '"':
+            j = i + 1
+            while True:
+                if j >= n:
+                    raise _JsonSyntax(f'Token "{s[i:]}" is invalid.', n)
+                c = s[j]
+                if c == '"':
+                    break
+                if c == "\\":
+                    nxt = s[j + 1] if j + 1 < n else ""
+                    if nxt == "u":
+                        if not re.fullmatch(r"[0-9A-Fa-f]{4}", s[j + 2:j + 6]):
+                            raise _JsonSyntax('"\\u" must be followed by four hexadecimal '
+                                              "digits.", min(j + 6, n))
+                        j += 6
+                        continue
+                    if nxt not in _JSON_ESCAPES or not nxt:
+                        raise _JsonSyntax(f'Escape sequence "\\{nxt}" is invalid.', j + 2)
+                    j += 2
+                    continue
+                if ord(c) < 0x20:
+                    raise _JsonSyntax(f"Character with value 0x{ord(c):02x} must be escaped.",
+                                      j)
+                j += 1
+            yield "string", s[i:j + 1], j + 1
+            i = j + 1
+        elif ch == "-" or ch.isdigit():
+            end = _JSON_NUMBER_PREFIX.match(s, i).end()  # type: ignore[union-attr]
+            end = _JSON_WORD.match(s, end).end()  # type: ignore[union-attr]
+            if not _JSON_NUMBER.fullmatch(s, i, end):
+                raise _JsonSyntax(f'Token "{s[i:end]}" is invalid.', end)
+            yield "scalar", s[i:end], end
+            i = end
+        else:
+            end = max(_JSON_WORD.match(s, i).end(), i + 1)  # type: ignore[union-attr]
+            if s[i:end] not in ("true", "false", "null"):
+                raise _JsonSyntax(f'Token "{s[i:end]}" is invalid.', end)
+            yield "scalar", s[i:end], end
+            i = end
+
+
+def json_error(s: str) -> tuple[str | None, str | None]:
+    """The DETAIL and CONTEXT PostgreSQL's json parser gives for `s`: the first problem in
+    reading order, worded as its jsonapi.c words it, and the input up to it (`JSON data, line
+    1: {"a":}`); (None, None) if it finds none."""
+    tokens = _json_lex(s)
+    current: list[tuple[str, str, int | None]] = []
+
+    def peek() -> tuple[str, str, int | None]:
+        return current[0]
+
+    def take() -> tuple[str, str, int | None]:
+        token = current[0]
+        current[0] = next(tokens)
+        return token
+
+    def fail(expected: str) -> _JsonSyntax:
+        kind, text, end = peek()
+        if kind == "end":
+            return _JsonSyntax("The input string ended unexpectedly.", None)
+        return _JsonSyntax(f'{expected}, but found "{text}".', end)
+
+    def value() -> None:
+        kind = peek()[0]
+        if kind in ("string", "scalar"):
+            take()
+        elif kind == "{":
+            take()
+            if peek()[0] == "string":
+                field()
+                while peek()[0] == ",":
+                    take()
+                    field()
+            elif peek()[0] != "}":
+                raise fail('Expected string or "}"')
+            if peek()[0] != "}":
+                raise fail('Expected "," or "}"')
+            take()
+        elif kind == "[":
+            take()
+            if peek()[0] != "]":
+                value()
+                while peek()[0] == ",":
+                    take()
+                    value()
+            if peek()[0] != "]":
+                raise fail('Expected "," or "]"')
+            take()
+        else:
+            raise fail("Expected JSON value")
+
+    def field() -> None:
+        if peek()[0] != "string":
+            raise fail("Expected string")
+        take()
+        if peek()[0] != ":":
+            raise fail('Expected ":"')
+        take()
+        value()
+
+    try:
+        current.append(next(tokens))
+        value()
+        if peek()[0] != "end":
+            raise fail("Expected end of input")
+    except _JsonSyntax as error:
+        return str(error), _json_context(s, error.end)
+    return None, None
+
+
+def _json_context(s: str, end: int | None) -> str:
+    """PostgreSQL's `JSON data, line N: …` context: the line of the error up to the end of
+    its token, at most about 50 characters of it, with "..." where it was cut."""
+    stop = len(s) if end is None else end
+    line_start = s.rfind("\n", 0, stop) + 1
+    start = max(line_start, stop - 49)
+    if start - line_start <= 3:
+        start = line_start
+    prefix = "..." if start > line_start else ""
+    suffix = "..." if end is not None and end < len(s) and s[end] not in "\r\n" else ""
+    return f"JSON data, line {s.count(chr(10), 0, stop) + 1}: {prefix}{s[start:stop]}{suffix}"
 
 
 def tid_text(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:

@@ -130,7 +130,14 @@ def _prepare(session: Session, u: Utility, prepared: PreparedStatement, params: 
     for spelling in u.options:
         t = sql_type(parse_one(f"SELECT CAST(NULL AS {spelling})").expressions[0].args["to"])
         oids.append(t.oid)
-    session.prepared[name] = session.prepare(u.body or "", oids)
+    body = u.body or ""
+    try:
+        session.prepared[name] = session.prepare(body, oids)
+    except SqlVecError as error:  # positions count from the start of PREPARE's own text
+        offset = prepared.sql.rfind(body) if body else -1
+        if error.position is not None and offset > 0:
+            error.position += offset
+        raise
     return Result("PREPARE")
 
 

@@ -173,3 +173,52 @@ def test_pg_stat_statements(server):
         assert left == [("SELECT pg_stat_statements_reset()",)]
         assert conn.execute("SELECT extname FROM pg_extension WHERE extname = "
                             "'pg_stat_statements'").fetchone() == ("pg_stat_statements",)
+
+
+COUNTERS = ("SELECT seq_scan, seq_tup_read, n_tup_ins, n_tup_upd, n_tup_del FROM "
+            "pg_stat_user_tables WHERE relname = 'kept'")
+CALLS = ("SELECT calls, rows FROM pg_stat_statements WHERE query = "
+         "'SELECT count(*) FROM kept WHERE id > $1'")
+
+
+def _counters(running) -> tuple:
+    with psycopg.connect(running.conninfo(), autocommit=True) as conn:
+        return conn.execute(COUNTERS).fetchone(), conn.execute(CALLS).fetchone()
+
+
+def test_counters_survive_a_clean_shutdown_not_a_crash(tmp_path):
+    """As PostgreSQL keeps its cumulative statistics across a clean shutdown and discards them
+    after a crash."""
+    import signal
+
+    data = tmp_path / "data"
+    first = start_server(tmp_path, data_dir=data)
+    with psycopg.connect(first.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        conn.execute("CREATE TABLE kept (id int, v vector(2))")
+        conn.execute("INSERT INTO kept SELECT g, '[1,1]' FROM generate_series(1, 10) g")
+        conn.execute("UPDATE kept SET v = '[2,2]' WHERE id <= 3")
+        conn.execute("DELETE FROM kept WHERE id = 10")
+        for _ in range(3):
+            conn.execute("SELECT count(*) FROM kept WHERE id > 0")
+    before = _counters(first)
+    assert before[0][2:] == (10, 3, 1) and before[1] == (3, 3)
+    assert first.stop() == 0, first.log()
+    assert (data / "pg_stat" / "postgres.json").exists()
+
+    second = start_server(tmp_path, data_dir=data)
+    try:
+        assert _counters(second) == before
+        assert not (data / "pg_stat" / "postgres.json").exists()  # taken back at the start
+        with psycopg.connect(second.conninfo(), autocommit=True) as conn:
+            conn.execute("INSERT INTO kept VALUES (11, '[0,1]')")  # counting goes on
+        assert _counters(second)[0][2] == 11
+    finally:
+        second.stop(signal.SIGKILL)
+
+    third = start_server(tmp_path, data_dir=data)
+    try:
+        (seq_scan, seq_read, inserted, updated, deleted), calls = _counters(third)
+        assert (inserted, updated, deleted) == (0, 0, 0) and calls is None  # after a crash: zero
+    finally:
+        assert third.stop() == 0, third.log()

@@ -114,6 +114,12 @@ CARETS = {
         "HINT:  No operator matches the given name and argument types. You might need to add "
         "explicit type casts."],
     "SELECT '[1,2]'::vector(3)": ["ERROR:  expected 3 dimensions, not 2"],
+    """SELECT '{"a":}'::jsonb""": [
+        "ERROR:  invalid input syntax for type json",
+        """LINE 1: SELECT '{"a":}'::jsonb""",
+        "               ^",
+        'DETAIL:  Expected JSON value, but found "}".',
+        'CONTEXT:  JSON data, line 1: {"a":}'],
 }
 
 
