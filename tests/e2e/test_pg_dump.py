@@ -119,8 +119,8 @@ def _binary(name: str) -> str:
 
 # A database with what a restore has to bring back: vector and halfvec columns, an HNSW
 # index with options, a btree index, serial and standalone sequences (with their values),
-# defaults, comments, NOT NULL, primary key, UNIQUE and CHECK constraints, a second schema
-# and a view.
+# defaults, comments, NOT NULL, primary key, UNIQUE, CHECK and FOREIGN KEY constraints, a
+# second schema and a view.
 SOURCE = [
     "CREATE EXTENSION IF NOT EXISTS vector",
     "CREATE SCHEMA shop",
@@ -137,6 +137,9 @@ SOURCE = [
     "COMMENT ON COLUMN items.name IS 'the name'",
     "CREATE TABLE shop.notes (a int PRIMARY KEY, b text NOT NULL, v vector(2))",
     "INSERT INTO shop.notes VALUES (1, 'one', '[1,1]'), (2, 'two', NULL)",
+    "CREATE TABLE shop.tags (item bigint REFERENCES items (id) ON DELETE CASCADE, "
+    "note int, label text, FOREIGN KEY (note) REFERENCES shop.notes DEFERRABLE)",
+    "INSERT INTO shop.tags VALUES (1, 1, 'x'), (3, NULL, 'y')",
     "CREATE VIEW shop.positive AS SELECT a, b FROM shop.notes WHERE a > 0",
     "CREATE SEQUENCE shop.tickets START 5 INCREMENT BY 2",
     "SELECT nextval('shop.tickets')",
@@ -145,6 +148,7 @@ CONTENTS = [
     "SELECT id, name, price, embedding::text, h::text, code, added FROM items ORDER BY id",
     "SELECT a, b, v::text FROM shop.notes ORDER BY a",
     "SELECT * FROM shop.positive ORDER BY a",
+    "SELECT * FROM shop.tags ORDER BY item",
     "SELECT id FROM items ORDER BY embedding <=> '[1,2,3.5]' LIMIT 2",
     "SELECT obj_description('items'::regclass), col_description('items'::regclass, 2)",
 ]
@@ -191,6 +195,10 @@ def _check_restored(source, target) -> None:
             conn.execute("INSERT INTO items (name, code) VALUES ('f', 1)")
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute("INSERT INTO items (name, price) VALUES ('g', -1)")
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute("INSERT INTO shop.tags VALUES (99, NULL, 'z')")
+        conn.execute("DELETE FROM items WHERE id = 1")  # the cascade came back too
+        assert conn.execute("SELECT label FROM shop.tags").fetchall() == [("y",)]
 
 
 def test_pg_restore_of_a_custom_format_dump(source, target, tmp_path):
