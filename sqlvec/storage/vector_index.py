@@ -12,8 +12,10 @@ other module names a method:
 - search: `search(query, k, ef=…, allowed=…)` with an ef-like knob the method reads from the
   session's settings (`search_knob`), and a recall curve over that knob (`calibrate`) that
   a recall target (`sqlvec.target_recall`, 0.95 unless the session sets the knob) uses to pick
-  the knob per segment;
-- settings (`settings`: `hnsw.ef_search`, with bounds checked as PostgreSQL's GUCs), EXPLAIN's
+  the knob per segment; a method that filters by itself implements `FilteringIndex` too
+  (IVFFlat masks its lists, HNSW bounds its over-query by `hnsw.max_scan_tuples`);
+- settings (`settings`: `hnsw.ef_search` first, the knob, then the others, with types and
+  bounds checked as PostgreSQL's GUCs), EXPLAIN's
   text per segment (`explain`), memory (`memory_bytes`), and the catalogs: pg_am (`am_oid`),
   pg_opclass and pg_opfamily (`opclasses`), `\\d` and pg_get_indexdef.
 
