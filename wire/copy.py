@@ -231,7 +231,7 @@ class TextPieces:
                 if rest is None:
                     return None
                 tables.append(rest)
-            return pa.concat_tables(tables)
+            return pa.concat_tables(tables).combine_chunks()  # storage wants one chunk
         except SqlVecError:
             return None
         finally:
@@ -470,7 +470,7 @@ class BinaryPieces:
                 return None
             with memoryview(data) as view:
                 rest = decode_binary(BINARY_HEADER + view[self.sent:].tobytes(), self.columns)
-            return pa.concat_tables([*tables, rest])
+            return pa.concat_tables([*tables, rest]).combine_chunks()  # storage wants one
         except SqlVecError:
             return None
         finally:
