@@ -215,24 +215,16 @@ class TextPieces:
         try:
             if not self.usable or not self.pieces:
                 return None
-            tables = []
-            for future in self.pieces:
-                try:
-                    table = future.result()
-                except SqlVecError:
-                    return None
-                if table is None:
-                    return None
-                tables.append(table)
+            tables = [future.result() for future in self.pieces]
             if len(data) > self.sent:
                 with memoryview(data) as view:
-                    rest = decode_text_fast(view[self.sent:].tobytes(),
-                                            replace(self.options, header=False), self.columns)
-                if rest is None:
-                    return None
-                tables.append(rest)
+                    tables.append(decode_text_fast(view[self.sent:].tobytes(),
+                                                   replace(self.options, header=False),
+                                                   self.columns))
+            if any(table is None for table in tables):
+                return None
             return pa.concat_tables(tables).combine_chunks()  # storage wants one chunk
-        except SqlVecError:
+        except (SqlVecError, pa.ArrowException):  # the whole stream decoder reports it
             return None
         finally:
             self.close()
@@ -471,7 +463,7 @@ class BinaryPieces:
             with memoryview(data) as view:
                 rest = decode_binary(BINARY_HEADER + view[self.sent:].tobytes(), self.columns)
             return pa.concat_tables([*tables, rest]).combine_chunks()  # storage wants one
-        except SqlVecError:
+        except (SqlVecError, pa.ArrowException):  # the whole stream decoder reports it
             return None
         finally:
             self.close()
