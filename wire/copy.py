@@ -171,8 +171,10 @@ def decode_text_fast(data: bytes | bytearray | memoryview, options: CopyOptions,
         return None
     if null_backslashes and sum(c.null_count for c in table.columns) != backslashes:
         return None  # an escape somewhere
-    if ncols > 1 and _text_bytes(table, len(null.encode())) != len(body) + (body[-1] != 0x0A):
-        return None  # an empty line ("missing data"), which the reader takes for empty fields
+    if _text_bytes(table, len(null.encode())) != len(body) + (body[-1] != 0x0A):
+        # An empty line among several columns ("missing data"), which the reader takes for
+        # empty fields, or a byte order mark, which it skips: PostgreSQL reads both as data.
+        return None
     return _typed_table(table.columns, columns, lambda row: row + first, _shown)
 
 
