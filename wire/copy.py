@@ -128,10 +128,11 @@ def decode_text_fast(data: bytes | bytearray | memoryview, options: CopyOptions,
     usually send: no backslash other than in NULL fields, no carriage return, no NUL, no empty
     line. Such a stream is exactly a CSV without quoting, so Arrow's CSV reader splits it;
     that every backslash belongs to a NULL field is checked by counting (a backslash escape,
-    the `\\.` end marker or a stray backslash leaves more backslashes than NULLs). Anything
-    else, and every error, returns None: `decode_text` then decodes the stream exactly and
-    names the bad line as PostgreSQL does. Value conversion and its errors are shared with
-    `decode_text` (`_typed_table`)."""
+    the `\\.` end marker or a stray backslash leaves more backslashes than NULLs). For anything
+    else (a wrong field count, bad UTF-8, ...) it returns None and `decode_text` decodes the
+    stream exactly, naming the bad line as PostgreSQL does. Value conversion is shared with
+    `decode_text` (`_typed_table`): a value that does not convert fails with its line here
+    too, since each line is one row."""
     ncols = len(columns)
     delimiter, null = options.delimiter, options.null
     if not ncols or not delimiter.isascii() or delimiter in "\\\r\n" or len(data) == 0:
@@ -202,6 +203,10 @@ class TextPieces:
     def feed(self, data: bytearray) -> None:
         """Hand out the whole lines that have come since the last piece, once they are many."""
         if not self.usable or len(data) - self.sent < self.PIECE:
+            return
+        last = self.pieces[-1] if self.pieces else None
+        if last is not None and last.done() and (last.exception() or last.result() is None):
+            self.usable = False  # the whole stream will be decoded at the end: stop here
             return
         end = data.rfind(b"\n", self.sent) + 1
         if end <= self.sent:
