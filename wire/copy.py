@@ -128,10 +128,11 @@ def decode_text_fast(data: bytes | bytearray | memoryview, options: CopyOptions,
     usually send: no backslash other than in NULL fields, no carriage return, no NUL, no empty
     line. Such a stream is exactly a CSV without quoting, so Arrow's CSV reader splits it;
     that every backslash belongs to a NULL field is checked by counting (a backslash escape,
-    the `\\.` end marker or a stray backslash leaves more backslashes than NULLs). Anything
-    else, and every error, returns None: `decode_text` then decodes the stream exactly and
-    names the bad line as PostgreSQL does. Value conversion and its errors are shared with
-    `decode_text` (`_typed_table`)."""
+    the `\\.` end marker or a stray backslash leaves more backslashes than NULLs). For anything
+    else (a wrong field count, bad UTF-8, ...) it returns None and `decode_text` decodes the
+    stream exactly, naming the bad line as PostgreSQL does. Value conversion is shared with
+    `decode_text` (`_typed_table`): a value that does not convert fails with its line here
+    too, since each line is one row."""
     ncols = len(columns)
     delimiter, null = options.delimiter, options.null
     if not ncols or not delimiter.isascii() or delimiter in "\\\r\n" or len(data) == 0:
@@ -171,8 +172,10 @@ def decode_text_fast(data: bytes | bytearray | memoryview, options: CopyOptions,
         return None
     if null_backslashes and sum(c.null_count for c in table.columns) != backslashes:
         return None  # an escape somewhere
-    if ncols > 1 and _text_bytes(table, len(null.encode())) != len(body) + (body[-1] != 0x0A):
-        return None  # an empty line ("missing data"), which the reader takes for empty fields
+    if _text_bytes(table, len(null.encode())) != len(body) + (body[-1] != 0x0A):
+        # An empty line among several columns ("missing data"), which the reader takes for
+        # empty fields, or a byte order mark, which it skips: PostgreSQL reads both as data.
+        return None
     return _typed_table(table.columns, columns, lambda row: row + first, _shown)
 
 
@@ -201,6 +204,10 @@ class TextPieces:
         """Hand out the whole lines that have come since the last piece, once they are many."""
         if not self.usable or len(data) - self.sent < self.PIECE:
             return
+        last = self.pieces[-1] if self.pieces else None
+        if last is not None and last.done() and (last.exception() or last.result() is None):
+            self.usable = False  # the whole stream will be decoded at the end: stop here
+            return
         end = data.rfind(b"\n", self.sent) + 1
         if end <= self.sent:
             return
@@ -215,24 +222,16 @@ class TextPieces:
         try:
             if not self.usable or not self.pieces:
                 return None
-            tables = []
-            for future in self.pieces:
-                try:
-                    table = future.result()
-                except SqlVecError:
-                    return None
-                if table is None:
-                    return None
-                tables.append(table)
+            tables = [future.result() for future in self.pieces]
             if len(data) > self.sent:
                 with memoryview(data) as view:
-                    rest = decode_text_fast(view[self.sent:].tobytes(),
-                                            replace(self.options, header=False), self.columns)
-                if rest is None:
-                    return None
-                tables.append(rest)
-            return pa.concat_tables(tables)
-        except SqlVecError:
+                    tables.append(decode_text_fast(view[self.sent:].tobytes(),
+                                                   replace(self.options, header=False),
+                                                   self.columns))
+            if any(table is None for table in tables):
+                return None
+            return pa.concat_tables(tables).combine_chunks()  # storage wants one chunk
+        except (SqlVecError, pa.ArrowException):  # the whole stream decoder reports it
             return None
         finally:
             self.close()
@@ -470,8 +469,8 @@ class BinaryPieces:
                 return None
             with memoryview(data) as view:
                 rest = decode_binary(BINARY_HEADER + view[self.sent:].tobytes(), self.columns)
-            return pa.concat_tables([*tables, rest])
-        except SqlVecError:
+            return pa.concat_tables([*tables, rest]).combine_chunks()  # storage wants one
+        except (SqlVecError, pa.ArrowException):  # the whole stream decoder reports it
             return None
         finally:
             self.close()

@@ -261,9 +261,19 @@ def test_fast_text_path_takes_plain_data_and_agrees_with_the_exact_decoder(data)
     b"1\ta\n",  # a field too few
     b"1\t\xff\t[1,2,3]\n",  # not UTF-8
     b"1\ta\x00b\t[1,2,3]\n",  # a NUL
+    b"\xef\xbb\xbf1\ta\t[1,2,3]\n",  # a byte order mark, which Arrow's reader would skip
 ])
 def test_fast_text_path_leaves_everything_else_to_the_exact_decoder(data):
     assert C.decode_text_fast(data, C.CopyOptions(), FAST_COLUMNS) is None
+
+
+def test_fast_text_path_keeps_a_byte_order_mark_and_empty_lines_of_one_column():
+    column = [C.Column("note", SqlType("text"))]
+    assert C.decode_text_fast("\ufeffa\n".encode(), C.CopyOptions(), column) is None
+    assert C.decode("\ufeffa\n".encode(), C.CopyOptions(), column).to_pylist() == \
+        [{"note": "\ufeffa"}]
+    fast = C.decode_text_fast(b"a\n\nb\n", C.CopyOptions(), column)
+    assert fast is not None and fast.column("note").to_pylist() == ["a", "", "b"]
 
 
 def test_fast_text_path_header_null_and_delimiter_options():
