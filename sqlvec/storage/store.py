@@ -679,6 +679,7 @@ class Store(StoreBase):
                 by_table.setdefault(op.table_id, []).append(op)
         ops = [op for op in ops if op.table_id in by_table]
         with self._seal_lock, self._manifest_lock, self._commit_lock:
+            version = self.manifest_version
             try:
                 self._drain(housekeeping=False)
                 if self.row_check is not None:
@@ -688,10 +689,13 @@ class Store(StoreBase):
                             if table_def.constraints:
                                 self.row_check(table_def, op.batch)
                 tables = [self.table(tid) for tid in by_table]
-                # The rows from before the transaction go to a segment of their own first, so
-                # the growing segment kept for a restore never takes the transaction's rows.
+                # The rows from before the transaction go to a segment of their own first, and
+                # the transaction's rows to a new growing segment: the one kept for a restore
+                # never takes them.
                 for table in tables:
                     written += self._freeze_and_write(table)
+                    with self._apply_lock:
+                        table.renew_memtable()
                 for table in tables:
                     ready = table.prepare(by_table[table.id])
                     try:
@@ -704,11 +708,16 @@ class Store(StoreBase):
                     written += self._freeze_and_write(table)
                 self._deferred = None
                 self._commit_manifest()
-            except BaseException:
-                with self._apply_lock:
-                    self._restore(deferred.image)
-                self._deferred = None
-                raise
+            except BaseException as exc:
+                if self._deferred is None and self.manifest_version != version:
+                    # Written: the transaction is durable; what failed is the housekeeping
+                    # after it (WAL truncation, file collection), which the next commit redoes.
+                    log.warning("after committing schema changes: %s", exc)
+                else:
+                    with self._apply_lock:
+                        self._restore(deferred.image)
+                    self._deferred = None
+                    raise
             finally:
                 for seg in written:
                     self.release_segment_files(seg)
