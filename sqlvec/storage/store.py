@@ -34,6 +34,11 @@ makes it durable; then whoever holds the apply lock applies every durable record
 A commit is visible to readers only once it is durable, and atomically (one snapshot swap per
 table, all tables of a commit applied under the same lock).
 
+Schema changes of a transaction block (`begin_deferred`): made in memory only, no manifest
+written, until `commit_deferred` writes them with the block's rows (as sealed segments, not a
+WAL record) in one manifest version, or `rollback_deferred` / `restore` put back an image of
+the state from before them.
+
 Damage at open (`_open_table`): a segment or delete bitmap that is missing or fails its check
 makes its table an `UnavailableTable` (XX001 on every access but DROP TABLE), not the database
 unopenable; a damaged index file is rebuilt from its segment.
