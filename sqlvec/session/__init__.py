@@ -7,7 +7,9 @@
     queries.py       SELECT and EXPLAIN;  writes.py  INSERT / UPDATE / DELETE
     ddl.py           CREATE / DROP / ALTER / TRUNCATE / COMMENT
     utility.py       utility statements, one handler table keyed by UtilityKind
-    transactions.py  BEGIN / COMMIT / ROLLBACK, savepoints;  cursors.py  DECLARE / FETCH / CLOSE
+    transactions.py  BEGIN / COMMIT / ROLLBACK, savepoints, transactional DDL;  cursors.py
+                     DECLARE / FETCH / CLOSE
+    ddl_lock.py      the database-wide lock a transaction's schema changes hold
     copy.py          COPY's engine side (the wire moves the data)
 
 Everything the wire uses is importable from here.

@@ -428,6 +428,7 @@ class Session:
         try:
             try:
                 with self._statement_lock(prepared):
+                    prepared = self._current_plan(prepared)
                     if len(prepared.sql) <= stack.INLINE_TEXT:  # (run_deep would run it here)
                         result = RUNNERS[prepared.kind](self, prepared, params or [], max_rows)
                     else:
@@ -517,6 +518,21 @@ class Session:
                                            and (self.txn is None or self.txn.empty)))):
             return contextlib.nullcontext()
         return self._shared_ddl_lock()
+
+    def _current_plan(self, prepared: PreparedStatement) -> PreparedStatement:
+        """The plan to run, once the statement holds the DDL lock: a query or write planned
+        before a catalog change that landed since (it may have waited for that change) is
+        planned again, as PostgreSQL re-plans after DDL; one whose result columns changed is
+        refused as there (plancache.c)."""
+        if prepared.generation < 0 or prepared.generation == self.store.generation or \
+                prepared.kind not in (StatementKind.QUERY, StatementKind.WRITE):
+            return prepared
+        again = self._prepare_cached(prepared.sql, [t.oid for t in prepared.param_types])
+        if [(c.name, c.type) for c in again.columns or []] != \
+                [(c.name, c.type) for c in prepared.columns or []] or \
+                again.param_types != prepared.param_types:
+            raise FeatureNotSupported("cached plan must not change result type")
+        return again
 
     def _planning_lock(self, sql: str) -> contextlib.AbstractContextManager:
         """The DDL lock planning `sql` takes: planning reads the catalog."""

@@ -34,6 +34,11 @@ makes it durable; then whoever holds the apply lock applies every durable record
 A commit is visible to readers only once it is durable, and atomically (one snapshot swap per
 table, all tables of a commit applied under the same lock).
 
+Schema changes of a transaction block (`begin_deferred`): made in memory only, no manifest
+written, until `commit_deferred` writes them with the block's rows (as sealed segments, not a
+WAL record) in one manifest version, or `rollback_deferred` / `restore` put back an image of
+the state from before them.
+
 Damage at open (`_open_table`): a segment or delete bitmap that is missing or fails its check
 makes its table an `UnavailableTable` (XX001 on every access but DROP TABLE), not the database
 unopenable; a damaged index file is rebuilt from its segment.
@@ -683,6 +688,7 @@ class Store(StoreBase):
                 by_table.setdefault(op.table_id, []).append(op)
         ops = [op for op in ops if op.table_id in by_table]
         with self._seal_lock, self._manifest_lock, self._commit_lock:
+            version = self.manifest_version
             try:
                 self._drain(housekeeping=False)
                 if self.row_check is not None:
@@ -692,10 +698,13 @@ class Store(StoreBase):
                             if table_def.constraints:
                                 self.row_check(table_def, op.batch)
                 tables = [self.table(tid) for tid in by_table]
-                # The rows from before the transaction go to a segment of their own first, so
-                # the growing segment kept for a restore never takes the transaction's rows.
+                # The rows from before the transaction go to a segment of their own first, and
+                # the transaction's rows to a new growing segment: the one kept for a restore
+                # never takes them.
                 for table in tables:
                     written += self._freeze_and_write(table)
+                    with self._apply_lock:
+                        table.renew_memtable()
                 for table in tables:
                     ready = table.prepare(by_table[table.id])
                     try:
@@ -708,11 +717,16 @@ class Store(StoreBase):
                     written += self._freeze_and_write(table)
                 self._deferred = None
                 self._commit_manifest()
-            except BaseException:
-                with self._apply_lock:
-                    self._restore(deferred.image)
-                self._deferred = None
-                raise
+            except BaseException as exc:
+                if self._deferred is None and self.manifest_version != version:
+                    # Written: the transaction is durable; what failed is the housekeeping
+                    # after it (WAL truncation, file collection), which the next commit redoes.
+                    log.warning("after committing schema changes: %s", exc)
+                else:
+                    with self._apply_lock:
+                        self._restore(deferred.image)
+                    self._deferred = None
+                    raise
             finally:
                 for seg in written:
                     self.release_segment_files(seg)

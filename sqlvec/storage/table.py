@@ -1159,6 +1159,14 @@ class Table:
             seg.freeze_lsn = applied_lsn  # type: ignore[attr-defined]
             return seg
 
+    def renew_memtable(self) -> None:
+        """Start an empty growing segment if the current one holds no rows (a commit of
+        schema changes keeps the old one for a restore: `Store.commit_deferred`)."""
+        with self.lock:
+            if self.memtable.n_rows == 0:
+                self.memtable = Memtable(self.def_, self.memtable_rows)
+                self._invalidate()
+
     def replace_segments(self, old: list[Segment], new: Segment | None,
                          carried: DeleteBitmap | None = None) -> None:
         """Swap `old` segments for `new` (compaction), keeping the list in rowid order."""

@@ -3,6 +3,8 @@ the block, undone by ROLLBACK, ROLLBACK TO SAVEPOINT, a failed block and the ses
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from sqlvec.database import Database
@@ -93,3 +95,23 @@ def test_committed_ddl_and_rows_survive_a_restart(tmp_path):
         s = db.connect()
         assert rows(s, "SELECT * FROM u") == [{"id": 1, "v": "a"}]
         assert rows(s, "SELECT * FROM w") == [{"d": 2}]
+
+
+def test_a_statement_that_waited_for_ddl_is_planned_again(db):
+    a, b = db.connect(), db.connect()
+    a.execute_one("CREATE TABLE t (id int PRIMARY KEY)")
+    insert = b.prepare("INSERT INTO t VALUES ($1)")
+    star = b.prepare("SELECT * FROM t")
+    a.execute_one("BEGIN")
+    a.execute_one("ALTER TABLE t ADD COLUMN w int DEFAULT 7")
+    done: list = []
+    waiter = threading.Thread(target=lambda: done.append(b.run(insert, [1]).tag))
+    waiter.start()  # waits for the block: its plan predates the new column
+    a.execute_one("COMMIT")
+    waiter.join(30)
+    assert done == ["INSERT 0 1"]
+    assert rows(b, "SELECT * FROM t") == [{"id": 1, "w": 7}]
+    with pytest.raises(SqlVecError) as err:  # PostgreSQL's plancache refusal
+        b.run(star, [])
+    assert err.value.sqlstate == "0A000"
+    assert err.value.message == "cached plan must not change result type"

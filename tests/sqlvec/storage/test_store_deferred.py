@@ -159,3 +159,20 @@ def test_a_commit_that_fails_restores_everything(tmp_path):
     store.commit([InsertOp(base_id, pa.table({"id": [3], "v": ["c"]}))])
     assert [r["id"] for r in rows(store, "base")] == [1, 2, 3]
     store.close()
+
+
+def test_a_failed_commit_keeps_no_row_in_a_table_whose_rows_were_all_sealed(tmp_path):
+    store = open_store(tmp_path)
+    base_id = base(store)
+    other = store.create_table("other", [ColumnDef("id", INT8, 1)], primary_key=["id"])
+    store.commit([InsertOp(other.id, pa.table({"id": [1]}))])
+    store.checkpoint()  # the growing segments are empty now
+    store.begin_deferred()
+    store.create_table("new", [ColumnDef("id", INT8, 1)])
+    with pytest.raises(UniqueViolation):
+        store.commit_deferred([InsertOp(base_id, pa.table({"id": [3], "v": ["c"]})),
+                               InsertOp(other.id, pa.table({"id": [1]}))])
+    assert [r["id"] for r in rows(store, "base")] == [1, 2]
+    store.commit([InsertOp(base_id, pa.table({"id": [3], "v": ["c"]}))])  # key 3 is free
+    assert [r["id"] for r in rows(store, "base")] == [1, 2, 3]
+    store.close()
