@@ -33,7 +33,17 @@ from wire.server import Limits, Server, make_ssl_context
 DEFAULT_DATA_DIR = "./sqlvec-data"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5433
-DEFAULT_WORKERS = 0  # worker processes (`--workers`); 0 serves every connection in this one
+
+
+def default_workers() -> int:
+    """`--workers` when not given: one worker process per core this process may run on, so
+    reads use every core; none on a single core, where a worker would only add a hop."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return cores if cores > 1 else 0
+
 
 log = logging.getLogger("sqlvec")
 
@@ -137,12 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
              f"(default: {limits.auth_failure_delay:g})",
     )
     serve.add_argument(
-        "--workers", default=DEFAULT_WORKERS, type=int, metavar="N",
+        "--workers", default=None, type=int, metavar="N",
         help="serve connections from N worker processes besides this one, which keeps the "
              "only writer: read-only queries outside a transaction block run in the worker "
              "holding the connection, on its own read-only follower of the data directory; "
-             "everything else is relayed here (default: "
-             f"{DEFAULT_WORKERS}, one process; N = the number of cores uses them all)",
+             "everything else is relayed here (default: the number of cores, "
+             f"{default_workers()} here, or 0 on one core); --workers 0 serves everything "
+             "from this one process",
     )
     serve.add_argument(
         "--metrics-port", default=None, type=int, metavar="P",
@@ -486,6 +497,8 @@ def backup(args: argparse.Namespace) -> int:
 
 async def _serve(db: Database, args: argparse.Namespace, auth: AuthConfig, context,
                  limits: Limits) -> int:
+    if args.workers is None:
+        args.workers = default_workers()
     if args.workers < 0:
         print("sqlvec: --workers must be 0 or more", file=sys.stderr)
         return 2

@@ -51,13 +51,16 @@ READY = b"R"  # worker -> primary on its control socket: loaded, serving
 BACKGROUND_PUBLISH = 0.05  # seconds between publications of the position by the pool itself
 START_TIMEOUT = 120.0  # seconds a worker may take to load before the server gives up on it
 
-_POSITION = struct.Struct("<QQQ")  # sequence (odd while being written), LSN, manifest version
+# sequence (odd while being written), LSN, manifest version, configuration reloads
+_POSITION = struct.Struct("<QQQQ")
 
 
 class CommitPosition:
     """The writer's commit position in a page of memory shared with the workers (a file
-    unlinked at once: it lives as long as a process maps it). A sequence number, odd while
-    the two values are being rewritten, lets readers take a consistent pair without a lock."""
+    unlinked at once: it lives as long as a process maps it), with the number of
+    configuration reloads the primary has applied (pg_reload_conf, SIGHUP). A sequence number,
+    odd while the values are being rewritten, lets readers take a consistent set without a
+    lock."""
 
     def __init__(self, fd: int | None = None) -> None:
         if fd is None:
@@ -67,24 +70,28 @@ class CommitPosition:
         self.fd = fd
         self._map = mmap.mmap(fd, mmap.PAGESIZE)
         self._lock = threading.Lock()
-        self._last = (-1, -1)
+        self._last = (-1, -1, -1)
 
-    def publish(self, lsn: int, version: int) -> None:
-        """Write a new position (the primary; any thread)."""
+    def publish(self, lsn: int, version: int, config: int = 0) -> None:
+        """Write a new position (the primary; any thread). Every value only grows: a
+        publisher that read the position before another thread published a newer one must
+        not take it back."""
         with self._lock:
-            if (lsn, version) == self._last:
+            last = self._last
+            lsn, version, config = max(lsn, last[0]), max(version, last[1]), max(config, last[2])
+            if (lsn, version, config) == last:
                 return
             seq = _POSITION.unpack_from(self._map)[0]
-            _POSITION.pack_into(self._map, 0, seq + 1, lsn, version)
-            _POSITION.pack_into(self._map, 0, seq + 2, lsn, version)
-            self._last = (lsn, version)
+            _POSITION.pack_into(self._map, 0, seq + 1, lsn, version, config)
+            _POSITION.pack_into(self._map, 0, seq + 2, lsn, version, config)
+            self._last = (lsn, version, config)
 
-    def read(self) -> tuple[int, int]:
-        """The last position published (a worker)."""
+    def read(self) -> tuple[int, int, int]:
+        """The last (LSN, manifest version, configuration reloads) published (a worker)."""
         while True:
-            seq, lsn, version = _POSITION.unpack_from(self._map)
+            seq, lsn, version, config = _POSITION.unpack_from(self._map)
             if not seq & 1 and _POSITION.unpack_from(self._map)[0] == seq:
-                return lsn, version
+                return lsn, version, config
 
     def close(self) -> None:
         """Unmap the page and close its descriptor."""
@@ -98,7 +105,7 @@ class RelayedConnection(Connection):
 
     worker = -1  # the pool's slot serving the client
     pool: WorkerPool | None = None
-    _mirrored: dict[str, str] | None = None
+    _mirrored: dict | None = None
 
     def ready_for_query(self) -> None:
         pool = self.pool
@@ -106,13 +113,12 @@ class RelayedConnection(Connection):
             pool.publish()
         session = self.session
         # (A TLS connection is relayed byte for byte: its worker reads none of it.)
-        if session is not None and not self.tls and session.settings != self._mirrored:
-            self._mirrored = dict(session.settings)
-            # Values still at their default are marked so (a str subclass in the engine): a
-            # default hnsw.ef_search, say, is not one the session chose.
-            defaults = [k for k, v in self._mirrored.items() if type(v) is not str]
-            self.send_raw(frame(SETTINGS_MESSAGE, json.dumps(
-                {"settings": self._mirrored, "defaults": defaults}).encode()))
+        if session is not None and not self.tls:
+            mirrored = self._mirrored
+            if mirrored is None or session.settings != mirrored["settings"] \
+                    or session.config_generation != mirrored["config"]:
+                self._mirrored = exported = session.exported_settings()
+                self.send_raw(frame(SETTINGS_MESSAGE, json.dumps(exported).encode()))
         super().ready_for_query()
 
     def _open_session(self, database: str, user: str, settings: dict[str, str]):
@@ -126,6 +132,7 @@ class RelayedConnection(Connection):
 
         session.cancel = cancel  # type: ignore[method-assign]
         return session
+
 
     def _read(self) -> tuple[bytes, bytes]:
         """The next client message; the worker's reports of statements it runs (for
@@ -142,6 +149,9 @@ class RelayedConnection(Connection):
                     session.current_query = query
 
     def _release(self) -> None:
+        session = self.session
+        if session is not None:  # the wrapper of `_open_session` refers to the session
+            session.__dict__.pop("cancel", None)
         try:
             super()._release()
         finally:
@@ -199,10 +209,12 @@ class WorkerPool:
 
     def _spawn(self, worker: _Worker) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        config = self.database.config
         try:
             worker.process = subprocess.Popen(
                 [sys.executable, "-m", "wire.worker", str(theirs.fileno()),
-                 str(self.position.fd), os.path.abspath(self.database.path), str(worker.index)],
+                 str(self.position.fd), os.path.abspath(self.database.path), str(worker.index),
+                 *([config.config_file] if config.explicit else [])],
                 pass_fds=(theirs.fileno(), self.position.fd), close_fds=True)
         finally:
             theirs.close()
@@ -300,5 +312,7 @@ class WorkerPool:
                 pass
 
     def publish(self) -> None:
-        """Publish the default database's commit position (before every ReadyForQuery)."""
-        self.position.publish(*self.database.commit_position())
+        """Publish the default database's commit position and the configuration reloads
+        applied (before every ReadyForQuery, and every BACKGROUND_PUBLISH seconds)."""
+        self.position.publish(*self.database.commit_position(),
+                              self.database.config.generation)
