@@ -30,6 +30,7 @@ import collections
 import gc
 import json
 import logging
+import os
 import re
 import select
 import signal
@@ -37,7 +38,7 @@ import socket
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from sqlvec.database import DEFAULT_DATABASE, ConfigFileError, FollowerDatabase, ServerConfig
 from sqlvec.errors import SqlVecError
@@ -203,6 +204,8 @@ class Relay:
         self.local: LocalConnection | None = None
         self.local_ok = True
         self.local_names: dict[str, bytes] = {}  # statements parsed here: their Parse
+        self.shared: set[str] = set()  # ... of them, those the primary holds too
+        self.remote: dict[str, tuple[bytes, Parse]] = {}  # read-only, the primary's only (yet)
         self.running = False  # a statement runs here now (cancel requests reach it)
         self.query = ""  # its text, and since when it runs
         self.started = 0.0
@@ -402,18 +405,25 @@ class Relay:
         if self.local_ok and self._idle() and read_only(message.sql) and self._ready_here():
             if self._answer_here([message]):
                 self.local_names.pop("", None)
+                self.shared.discard("")
                 return
         self._forward(batch)
 
     def _round_trip(self, batch: list[tuple[bytes, bytes]], messages: list[Message]) -> None:
         if self.local_ok and self._idle():
+            if self.remote:  # statements prepared by the primary alone: here too, if they can
+                for m in messages:
+                    if isinstance(m, Bind) and m.statement in self.remote:
+                        self._parse_here(*self.remote.pop(m.statement))
             if self._answerable(messages) and self._ready_here() \
                     and self._answer_here(messages):
                 for (type_byte, body), message in zip(batch, messages):
                     if isinstance(message, Parse):
                         self.local_names[message.name] = frame(type_byte, body)
+                        self.shared.discard(message.name)
                     elif isinstance(message, Close) and message.kind == "S":
                         self.local_names.pop(message.name, None)
+                        self.shared.discard(message.name)
                 return
         self._forward(batch)
 
@@ -519,7 +529,9 @@ class Relay:
 
     def _forward(self, batch: list[tuple[bytes, bytes]]) -> None:
         """Send messages to the primary, parsing there first the statements of this worker
-        they name (their ParseCompletes are dropped by the pump)."""
+        they name (their ParseCompletes are dropped by the pump). A read-only statement the
+        client prepares there is prepared here too, so its later executions outside a
+        transaction block can still be answered here."""
         out = bytearray()
         injected = syncs = 0
         local = self.local
@@ -529,14 +541,19 @@ class Relay:
             # DEALLOCATE and DISCARD share PREPARE's namespace: the statements parsed here move
             # to the primary first, in a round trip of their own whose answer is dropped whole.
             for name in named:
-                out += self.local_names.pop(name)
+                parse = self.local_names.pop(name)
+                if name not in self.shared:
+                    out += parse
                 if local is not None:
                     local.statements.pop(name, None)
+            self.shared.clear()
+            self.remote.clear()
             out += frame(b"S", b"")
             with self.lock:
                 self.swallow.append(-1)
+        mirror: list[tuple[bytes, Parse]] = []
         for type_byte, body in batch:
-            if type_byte in (b"P", b"B", b"D", b"C") and self.local_names:
+            if type_byte in (b"P", b"B", b"D", b"C"):
                 try:
                     message = decode_frontend(type_byte, body)
                 except SqlVecError:
@@ -545,16 +562,26 @@ class Relay:
                 name = message.statement if isinstance(message, Bind) else message.name
                 if isinstance(message, (Describe, Close)) and message.kind != "S":
                     name = None
-                needed = name is not None and name in self.local_names and not (
-                    isinstance(message, Close) or (isinstance(message, Parse) and not name))
-                parse = self.local_names.pop(name, None) if name is not None else None
-                if local is not None and name is not None:
-                    local.statements.pop(name, None)
-                if needed and parse is not None:
-                    out += parse
-                    injected += 1
+                if name is not None and name in self.local_names:
+                    if isinstance(message, (Parse, Close)):  # replaced or closed: not here
+                        parse = self.local_names.pop(name)
+                        if local is not None:
+                            local.statements.pop(name, None)
+                        if isinstance(message, Parse) and name and name not in self.shared:
+                            out += parse  # (the primary then refuses the name as taken)
+                            injected += 1
+                        self.shared.discard(name)
+                    elif name not in self.shared:  # the primary needs it too
+                        out += self.local_names[name]
+                        injected += 1
+                        self.shared.add(name)
+                elif isinstance(message, (Parse, Close)) and name:
+                    self.remote.pop(name, None)
+                    if isinstance(message, Parse):
+                        mirror.append((frame(type_byte, body), message))
             elif type_byte == b"Q":
                 self.local_names.pop("", None)
+                self.shared.discard("")
 
             if type_byte in (b"S", b"Q"):
                 syncs += 1
@@ -572,6 +599,30 @@ class Relay:
                 self.open = True
         with self.ulock:
             self.upstream.sendall(out)
+        for raw, message in mirror:
+            self._parse_here(raw, message)
+
+    def _parse_here(self, raw: bytes, message: Parse) -> None:
+        """Prepare here too a read-only statement the primary is preparing (its answer is the
+        primary's): later executions outside a transaction block may be answered here. One
+        that does not prepare here (a table only its transaction sees, say) stays the
+        primary's."""
+        if not self.local_ok or not read_only(message.sql):
+            return
+        if not self._ready_here():
+            self.remote[message.name] = (raw, message)  # tried again when it is executed
+            return
+        local = self.local
+        if local is None or message.name in local.statements:
+            return
+        try:
+            local.on_parse(message)
+        except Exception:
+            return
+        finally:
+            local.discard()
+        self.local_names[message.name] = raw
+        self.shared.add(message.name)
 
     # Primary to client ---------------------------------------------------------------------------
 
@@ -773,9 +824,13 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    code = main(sys.argv[1:])
+def run(argv: list[str]) -> NoReturn:
+    """Serve as a worker process, then end the process (clients still relayed end with it)."""
+    code = main(argv)
     sys.stdout.flush()
-    import os
+    sys.stderr.flush()
+    os._exit(code)
 
-    os._exit(code)  # clients still relayed end with the process
+
+if __name__ == "__main__":
+    run(sys.argv[1:])

@@ -116,7 +116,8 @@ class RelayedConnection(Connection):
         if session is not None and not self.tls:
             mirrored = self._mirrored
             if mirrored is None or session.settings != mirrored["settings"] \
-                    or session.config_generation != mirrored["config"]:
+                    or session.config_generation != mirrored["config"] \
+                    or len(session.overridden) != len(mirrored["overridden"]):
                 self._mirrored = exported = session.exported_settings()
                 self.send_raw(frame(SETTINGS_MESSAGE, json.dumps(exported).encode()))
         super().ready_for_query()
@@ -173,9 +174,13 @@ class _Worker:
 class WorkerPool:
     """N worker processes serving the connections of one server (module docstring)."""
 
-    def __init__(self, database, count: int) -> None:
+    def __init__(self, database, count: int, command: list[str] | None = None) -> None:
         self.database = database
         self.count = count
+        # How a worker is started, before its arguments: by default this package's module; the
+        # command line passes its own launcher, so that whatever the launcher adds to the engine
+        # (an access method, say) is in the workers too.
+        self.command = command or [sys.executable, "-m", "wire.worker"]
         self.position = CommitPosition()
         self.workers = [_Worker(i) for i in range(count)]
         self.restarts = 0
@@ -212,7 +217,7 @@ class WorkerPool:
         config = self.database.config
         try:
             worker.process = subprocess.Popen(
-                [sys.executable, "-m", "wire.worker", str(theirs.fileno()),
+                [*self.command, str(theirs.fileno()),
                  str(self.position.fd), os.path.abspath(self.database.path), str(worker.index),
                  *([config.config_file] if config.explicit else [])],
                 pass_fds=(theirs.fileno(), self.position.fd), close_fds=True)

@@ -274,6 +274,11 @@ class Session:
     # Serving from several processes ----------------------------------------------------------------
 
     @property
+    def overridden(self) -> frozenset[str]:
+        """The settings the client chose (SET, or at connection): reloads keep them."""
+        return frozenset(self._overridden)
+
+    @property
     def config_generation(self) -> int:
         """The configuration reload (`ServerConfig.generation`) the settings reflect."""
         return self._config_generation
@@ -286,7 +291,9 @@ class Session:
         return {"settings": dict(self.settings),
                 "defaults": [k for k, v in self.settings.items()
                              if isinstance(v, DefaultSetting)],
-                "config": self._config_generation}
+                "config": self._config_generation,
+                # Where values come from, as pg_settings' source shows it.
+                "overridden": sorted(self._overridden), "given": sorted(self._given)}
 
     def adopt_settings(self, exported: dict) -> None:
         """Take another process's session settings (`exported_settings`) as this session's,
@@ -298,6 +305,8 @@ class Session:
         for name in exported["defaults"]:
             if name in values:
                 self.settings[name] = DefaultSetting(values[name])
+        self._overridden = set(exported.get("overridden", ()))
+        self._given = set(exported.get("given", ()))
         self._config_generation = self.database.config.generation
 
     # The simple query protocol ------------------------------------------------------------------------

@@ -218,8 +218,8 @@ def _workers_of(server: RunningServer) -> dict[str, int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == server.process.pid and b"wire.worker" in args:
-            out[args[args.index(b"wire.worker") + 4].decode()] = int(entry)
+        if ppid == server.process.pid and b"__worker__" in args:
+            out[args[args.index(b"__worker__") + 4].decode()] = int(entry)
     return out
 
 
@@ -391,6 +391,7 @@ def test_reloaded_configuration_reaches_reads_in_every_worker(tmp_path, reap):
         while value != "20MB" and time.monotonic() < deadline:
             value = a.execute(shown).fetchone()[0]
         assert a.execute(shown).fetchone() == ("20MB", worker_of(a))
+        assert b.execute(shown).fetchone()[0] == "1MB"  # (the primary's, after a reload)
         assert b.execute(shown).fetchone() == ("1MB", worker_of(b))
         assert b.execute(source).fetchone() == ("1024", "session", worker_of(b))
     assert server.stop() == 0, server.log()
