@@ -508,9 +508,16 @@ class Relay:
         finally:
             with self.ulock:
                 self.running = False
-                if self.reported:
-                    self.reported = False
+                reported, self.reported = self.reported, False
+        try:
+            return self._settle(messages, local)
+        finally:
+            if reported:  # (after the answer went out: the primary may end the connection now)
+                with self.ulock:
                     self._send_activity(None)
+
+    def _settle(self, messages: list[Message], local: LocalConnection) -> bool:
+        """Send the round trip's answer, or drop it for the primary to answer (False)."""
         # A statement parsed here in an earlier round trip failing now (its table dropped,
         # say) fails the same way in the primary: the answer stands, and the statement stays
         # here, as a PostgreSQL prepared statement outlives such errors. Only a write (25006)

@@ -106,6 +106,18 @@ class RelayedConnection(Connection):
     worker = -1  # the pool's slot serving the client
     pool: WorkerPool | None = None
     _mirrored: dict | None = None
+    _worker_running = False  # the worker reported a read it runs for this client
+    _stop_later = False  # shutdown came while it ran: end once it is done
+
+    def stop(self) -> None:
+        """Server shutdown: as a direct connection, except that a read running in the worker
+        is a running statement too: the connection ends once it is answered (or cancelled
+        after the grace period)."""
+        with self._lock:
+            if self._worker_running:
+                self._stop_later = True
+                return
+        super().stop()
 
     def ready_for_query(self) -> None:
         pool = self.pool
@@ -142,12 +154,17 @@ class RelayedConnection(Connection):
             type_byte, body = super()._read()
             if type_byte != ACTIVITY_MESSAGE:
                 return type_byte, body
+            query = json.loads(bytes(body)).get("query")
             session = self.session
             if session is not None and not session.explicit:
-                query = json.loads(bytes(body)).get("query")
                 session.state = "active" if query is not None else "idle"
                 if query is not None:
                     session.current_query = query
+            with self._lock:
+                self._worker_running = query is not None
+                stop = self._stop_later and query is None
+            if stop:
+                super().stop()
 
     def _release(self) -> None:
         session = self.session
