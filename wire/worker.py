@@ -70,6 +70,8 @@ from wire.workers import (
     ACTIVITY_MESSAGE,
     CANCEL,
     CONNECTION,
+    LOG_LEVEL_VARIABLE,
+    LOG_RECORD,
     READY,
     SETTINGS_MESSAGE,
     CommitPosition,
@@ -83,6 +85,7 @@ log = logging.getLogger("sqlvec.wire")
 _EXTENDED = frozenset(b"PBDEC")  # buffered until Sync: a batch may be answered here
 MAX_BATCH = 64  # messages buffered before Sync; a longer pipeline goes to the primary
 WORKER_SETTING = "sqlvec.worker"  # SHOW sqlvec.worker: which worker answered (a read here)
+LOG_FIELD_LIMIT = 16_384  # characters of a log record's text sent to the primary
 REPORT_AFTER = 0.05  # seconds: a read running here longer is shown active in pg_stat_activity
 STARTUP_POLL = 0.25  # seconds between looks at the primary while a client's startup is awaited
 STREAM_CHUNK = 8192  # bytes: a message before authentication goes on in pieces of this size
@@ -107,6 +110,48 @@ def read_only(sql: str) -> bool:
     if ";" in text or "--" in text or "/*" in text or not _FIRST_WORD.match(text):
         return False
     return _UNSAFE.search(text) is None
+
+
+class PrimaryLog(logging.Handler):
+    """This worker's log records go to the primary over the control socket, and the primary
+    writes them with its own handlers (text or JSON, stderr or file) as its own. Records of a
+    round trip are held until it is settled: those of a read handed to the primary are
+    dropped, as the primary logs that statement itself."""
+
+    def __init__(self, control: socket.socket) -> None:
+        super().__init__()
+        self.control = control
+        self._held = threading.local()
+
+    def hold(self) -> None:
+        """Hold this thread's records from now on."""
+        self._held.records = []
+
+    def settle(self, keep: bool) -> None:
+        """Stop holding: send what was held (keep), or drop it."""
+        records, self._held.records = getattr(self._held, "records", None), None
+        for record in records or () if keep else ():
+            self._send(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        records = getattr(self._held, "records", None)
+        if records is not None:
+            records.append(record)
+        else:
+            self._send(record)
+
+    def _send(self, record: logging.LogRecord) -> None:
+        data = {k: (v[:LOG_FIELD_LIMIT] if isinstance(v, str) else v)
+                for k, v in record.__dict__.items()
+                if isinstance(v, (str, int, float, bool, type(None))) and k != "msg"}
+        data["msg"] = record.getMessage()[:LOG_FIELD_LIMIT]
+        data["args"] = None
+        if record.exc_info and not record.exc_text:
+            data["exc_text"] = logging.Formatter().formatException(record.exc_info)
+        try:
+            self.control.send(LOG_RECORD + json.dumps(data).encode())
+        except (OSError, TypeError, ValueError):
+            pass
 
 
 class _LocalServer:
@@ -494,6 +539,9 @@ class Relay:
         local = self.local
         assert local is not None
         local.begin()
+        held = self.worker.log
+        if held is not None:
+            held.hold()
         self.query = _text_of(messages, local)
         self.started = time.monotonic()
         self.running = True
@@ -509,9 +557,13 @@ class Relay:
             with self.ulock:
                 self.running = False
                 reported, self.reported = self.reported, False
+        answered = False
         try:
-            return self._settle(messages, local)
+            answered = self._settle(messages, local)
+            return answered
         finally:
+            if held is not None:
+                held.settle(answered)
             if reported:  # (after the answer went out: the primary may end the connection now)
                 with self.ulock:
                     self._send_activity(None)
@@ -736,6 +788,7 @@ class Worker:
         self.config_generation = position.read()[2]
         self._relays: dict[int, Relay] = {}
         self._ended = 0  # clients ended since memory was last handed back
+        self.log: PrimaryLog | None = None  # where log records go, once serving
         self._lock = threading.Lock()
         self._config_lock = threading.Lock()
 
@@ -827,6 +880,13 @@ def main(argv: list[str]) -> int:
     worker = Worker(database, CommitPosition(position_fd), index)
     gc.freeze()  # as the primary does: what is loaded lives as long as the process
     control.send(READY)
+    # From here on the primary writes this process's log, at its own level.
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    worker.log = PrimaryLog(control)
+    root.addHandler(worker.log)
+    root.setLevel(int(os.environ.get(LOG_LEVEL_VARIABLE, logging.INFO)))
     worker.serve(control)
     return 0
 

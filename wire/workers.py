@@ -48,6 +48,8 @@ ACTIVITY_MESSAGE = b"~"  # worker -> primary: a statement running in the worker 
 CONNECTION = b"C"  # control message: a client socket and its relay socket follow as fds
 CANCEL = b"X"  # control message: cancel the local statement of this backend pid
 READY = b"R"  # worker -> primary on its control socket: loaded, serving
+LOG_RECORD = b"L"  # worker -> primary on its control socket: a log record (JSON) to write
+LOG_LEVEL_VARIABLE = "SQLVEC_WORKER_LOG_LEVEL"  # the primary's log level, for its workers
 BACKGROUND_PUBLISH = 0.05  # seconds between publications of the position by the pool itself
 START_TIMEOUT = 120.0  # seconds a worker may take to load before the server gives up on it
 
@@ -237,7 +239,9 @@ class WorkerPool:
                 [*self.command, str(theirs.fileno()),
                  str(self.position.fd), os.path.abspath(self.database.path), str(worker.index),
                  *([config.config_file] if config.explicit else [])],
-                pass_fds=(theirs.fileno(), self.position.fd), close_fds=True)
+                pass_fds=(theirs.fileno(), self.position.fd), close_fds=True,
+                env={**os.environ,
+                     LOG_LEVEL_VARIABLE: str(logging.getLogger().getEffectiveLevel())})
         finally:
             theirs.close()
         worker.control = ours
@@ -253,6 +257,9 @@ class WorkerPool:
         worker.control.settimeout(None)
         if answer != READY:
             log.error("worker %d did not start", worker.index)
+            return
+        threading.Thread(target=_write_log, args=(worker.control,), daemon=True,
+                         name=f"sqlvec-worker-log-{worker.index}").start()
 
     def _watch(self, worker: _Worker) -> None:
         """Start a worker again when its process ends, unless the server is stopping."""
@@ -338,3 +345,24 @@ class WorkerPool:
         applied (before every ReadyForQuery, and every BACKGROUND_PUBLISH seconds)."""
         self.position.publish(*self.database.commit_position(),
                               self.database.config.generation)
+
+
+def _write_log(control: socket.socket) -> None:
+    """Write the log records a worker sends, with this process's handlers, until its control
+    socket closes."""
+    while True:
+        try:
+            message = control.recv(1 << 18)
+        except OSError:
+            return
+        if not message:
+            return
+        if message[:1] != LOG_RECORD:
+            continue
+        try:
+            record = logging.makeLogRecord(json.loads(message[1:]))
+        except ValueError:
+            continue
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
