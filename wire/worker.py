@@ -134,6 +134,7 @@ class PrimaryLog(logging.Handler):
             self._send(record)
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Send a record to the primary, or hold it while this thread's round trip runs."""
         records = getattr(self._held, "records", None)
         if records is not None:
             records.append(record)
