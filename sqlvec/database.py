@@ -384,15 +384,18 @@ class FollowerDatabase(Database):
     writer commits. Sessions on it run queries; anything that writes fails with 25006, as on a
     PostgreSQL hot standby. Serving processes use it to answer reads next to the writer."""
 
-    def __init__(self, path: str, options: StoreOptions) -> None:
-        super().__init__(path, options, -1)
+    def __init__(self, path: str, options: StoreOptions,
+                 config: ServerConfig | None = None) -> None:
+        super().__init__(path, options, -1, config)
 
     @classmethod
     def open(cls, path: str = "sqlvec-data", *,  # type: ignore[override]
-             options: StoreOptions | None = None) -> FollowerDatabase:
-        """Follow the data directory a writer has open (no lock is taken)."""
+             options: StoreOptions | None = None,
+             config: ServerConfig | None = None) -> FollowerDatabase:
+        """Follow the data directory a writer has open (no lock is taken); `config`: the
+        writer's configuration files, which sessions here start from as there."""
         pa.set_memory_pool(pa.system_memory_pool())
-        db = cls(path, options or StoreOptions())
+        db = cls(path, options or StoreOptions(), config)
         db.store(DEFAULT_DATABASE)
         return db
 

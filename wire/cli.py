@@ -33,7 +33,43 @@ from wire.server import Limits, Server, make_ssl_context
 DEFAULT_DATA_DIR = "./sqlvec-data"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5433
-DEFAULT_WORKERS = 0  # worker processes (`--workers`); 0 serves every connection in this one
+WORKER_COMMAND = "__worker__"  # the hidden command worker processes are started with
+
+
+def worker_launcher() -> list[str]:
+    """How to start a worker process: the program this one was started as (`python -m wire`,
+    `python -m sqlvec`, the `sqlvec` script, or a module that adds to the engine before running
+    this command line), with the hidden worker command."""
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    if spec is not None and spec.name:
+        name = spec.name.removesuffix(".__main__")
+        return [sys.executable, "-m", name, WORKER_COMMAND]
+    path = getattr(main_module, "__file__", None)
+    if path:
+        return [sys.executable, os.path.abspath(path), WORKER_COMMAND]
+    return [sys.executable, "-m", "wire", WORKER_COMMAND]
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """`--workers` when not given: $SQLVEC_WORKERS (a number, or `auto` for one per core),
+    else 0: one process."""
+    raw = os.environ.get("SQLVEC_WORKERS", "").strip().lower()
+    if raw == "auto":
+        return cores()
+    try:
+        return int(raw) if raw else 0
+    except ValueError:
+        return -1  # refused with the message of a bad --workers
+
 
 log = logging.getLogger("sqlvec")
 
@@ -137,12 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
              f"(default: {limits.auth_failure_delay:g})",
     )
     serve.add_argument(
-        "--workers", default=DEFAULT_WORKERS, type=int, metavar="N",
+        "--workers", default=None, type=int, metavar="N",
         help="serve connections from N worker processes besides this one, which keeps the "
              "only writer: read-only queries outside a transaction block run in the worker "
              "holding the connection, on its own read-only follower of the data directory; "
-             "everything else is relayed here (default: "
-             f"{DEFAULT_WORKERS}, one process; N = the number of cores uses them all)",
+             "everything else is relayed here (default: $SQLVEC_WORKERS, a number or `auto` "
+             f"for one per core ({cores()} here), else 0: everything served from this one "
+             "process)",
     )
     serve.add_argument(
         "--metrics-port", default=None, type=int, metavar="P",
@@ -240,6 +277,11 @@ def _add_wal_commands(commands: argparse._SubParsersAction) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `sqlvec` and `python -m wire`: dispatches to the command and returns its
     exit status."""
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == [WORKER_COMMAND]:  # a worker process of `serve --workers`
+        from wire.worker import run
+
+        run(arguments[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -486,11 +528,14 @@ def backup(args: argparse.Namespace) -> int:
 
 async def _serve(db: Database, args: argparse.Namespace, auth: AuthConfig, context,
                  limits: Limits) -> int:
+    if args.workers is None:
+        args.workers = default_workers()
     if args.workers < 0:
-        print("sqlvec: --workers must be 0 or more", file=sys.stderr)
+        print("sqlvec: --workers (or SQLVEC_WORKERS) must be 0 or more, or auto",
+              file=sys.stderr)
         return 2
     server = Server(db, host=args.host, port=args.port, auth=auth, ssl_context=context,
-                    limits=limits, workers=args.workers)
+                    limits=limits, workers=args.workers, worker_command=worker_launcher())
     try:
         host, port = await server.start()
     except OSError as exc:

@@ -30,15 +30,17 @@ import collections
 import gc
 import json
 import logging
+import os
 import re
+import select
 import signal
 import socket
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
-from sqlvec.database import DEFAULT_DATABASE, FollowerDatabase
+from sqlvec.database import DEFAULT_DATABASE, ConfigFileError, FollowerDatabase, ServerConfig
 from sqlvec.errors import SqlVecError
 from sqlvec.stack import start_engine_thread
 from wire.codec import (
@@ -68,6 +70,8 @@ from wire.workers import (
     ACTIVITY_MESSAGE,
     CANCEL,
     CONNECTION,
+    LOG_LEVEL_VARIABLE,
+    LOG_RECORD,
     READY,
     SETTINGS_MESSAGE,
     CommitPosition,
@@ -81,7 +85,10 @@ log = logging.getLogger("sqlvec.wire")
 _EXTENDED = frozenset(b"PBDEC")  # buffered until Sync: a batch may be answered here
 MAX_BATCH = 64  # messages buffered before Sync; a longer pipeline goes to the primary
 WORKER_SETTING = "sqlvec.worker"  # SHOW sqlvec.worker: which worker answered (a read here)
+LOG_FIELD_LIMIT = 16_384  # characters of a log record's text sent to the primary
 REPORT_AFTER = 0.05  # seconds: a read running here longer is shown active in pg_stat_activity
+STARTUP_POLL = 0.25  # seconds between looks at the primary while a client's startup is awaited
+STREAM_CHUNK = 8192  # bytes: a message before authentication goes on in pieces of this size
 
 # Statements answered here: one statement, starting as a query does, naming nothing that
 # writes, locks, reads per-process state (sessions, locks, prepared statements, backend pid)
@@ -103,6 +110,49 @@ def read_only(sql: str) -> bool:
     if ";" in text or "--" in text or "/*" in text or not _FIRST_WORD.match(text):
         return False
     return _UNSAFE.search(text) is None
+
+
+class PrimaryLog(logging.Handler):
+    """This worker's log records go to the primary over the control socket, and the primary
+    writes them with its own handlers (text or JSON, stderr or file) as its own. Records of a
+    round trip are held until it is settled: those of a read handed to the primary are
+    dropped, as the primary logs that statement itself."""
+
+    def __init__(self, control: socket.socket) -> None:
+        super().__init__()
+        self.control = control
+        self._held = threading.local()
+
+    def hold(self) -> None:
+        """Hold this thread's records from now on."""
+        self._held.records = []
+
+    def settle(self, keep: bool) -> None:
+        """Stop holding: send what was held (keep), or drop it."""
+        records, self._held.records = getattr(self._held, "records", None), None
+        for record in records or () if keep else ():
+            self._send(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Send a record to the primary, or hold it while this thread's round trip runs."""
+        records = getattr(self._held, "records", None)
+        if records is not None:
+            records.append(record)
+        else:
+            self._send(record)
+
+    def _send(self, record: logging.LogRecord) -> None:
+        data = {k: (v[:LOG_FIELD_LIMIT] if isinstance(v, str) else v)
+                for k, v in record.__dict__.items()
+                if isinstance(v, (str, int, float, bool, type(None))) and k != "msg"}
+        data["msg"] = record.getMessage()[:LOG_FIELD_LIMIT]
+        data["args"] = None
+        if record.exc_info and not record.exc_text:
+            data["exc_text"] = logging.Formatter().formatException(record.exc_info)
+        try:
+            self.control.send(LOG_RECORD + json.dumps(data).encode())
+        except (OSError, TypeError, ValueError):
+            pass
 
 
 class _LocalServer:
@@ -135,7 +185,8 @@ class LocalConnection(Connection):
 
     def send(self, *messages: Message) -> None:
         for message in messages:
-            if isinstance(message, ErrorResponse):
+            # (A NoticeResponse is an ErrorResponse's fields too, but ends nothing.)
+            if type(message) is ErrorResponse:
                 self.error = dict(message.fields).get("C", "XX000")
         super().send(*messages)
 
@@ -185,6 +236,7 @@ class Relay:
         self.pending = 0  # Syncs and Queries sent to the primary, not yet answered
         self.open = False  # extended-query messages sent to the primary since its last Sync
         self.status = "I"  # the transaction status the primary last reported
+        self.authenticated = False  # the primary's first ReadyForQuery came
         # Per round trip sent to the primary (until its ReadyForQuery): how many ParseCompletes
         # of statements parsed on the client's behalf are still to drop. After an error the
         # primary skips to Sync, so a count left at ReadyForQuery is simply forgotten.
@@ -195,10 +247,11 @@ class Relay:
         self.database = ""
         self.settings: dict | None = None  # the primary session's, latest (`~` message)
         self._applied: dict | None = None
-        self._base: dict[str, str] = {}  # the local session's first settings (defaults)
         self.local: LocalConnection | None = None
         self.local_ok = True
         self.local_names: dict[str, bytes] = {}  # statements parsed here: their Parse
+        self.shared: set[str] = set()  # ... of them, those the primary holds too
+        self.remote: dict[str, tuple[bytes, Parse]] = {}  # read-only, the primary's only (yet)
         self.running = False  # a statement runs here now (cancel requests reach it)
         self.query = ""  # its text, and since when it runs
         self.started = 0.0
@@ -255,14 +308,33 @@ class Relay:
 
     # Startup: relayed, recording who connects ----------------------------------------------------
 
+    def _read_startup(self, n: int) -> bytes | bytearray | None:
+        """The client's next n bytes; None if the primary ended the connection first (the
+        authentication timeout, say), once what it sent on the way out reached the client."""
+        self.client.settimeout(STARTUP_POLL)
+        try:
+            while True:
+                try:
+                    return self.stream.read_exactly(n)
+                except TimeoutError:
+                    if select.select([self.upstream], [], [], 0)[0]:
+                        _pipe(self.upstream, self.client)
+                        return None
+        finally:
+            self.client.settimeout(None)
+
     def _startup(self) -> bool:
         for _ in range(4):
-            head = self.stream.read_exactly(4)
+            head = self._read_startup(4)
+            if head is None:
+                return False
             length = int.from_bytes(head, "big")
             if not 8 <= length <= 10_000:  # the primary reports what is wrong with it
                 self._blind(bytes(head))
                 return False
-            body = self.stream.read_exactly(length - 4)
+            body = self._read_startup(length - 4)
+            if body is None:
+                return False
             raw = bytes(head) + bytes(body)
             try:
                 packet = decode_startup(bytes(body))
@@ -309,30 +381,61 @@ class Relay:
 
     def _serve(self) -> None:
         batch: list[tuple[bytes, bytes]] = []
+        decoded: list[Message] = []  # the batch's extended-query messages, decoded
         read = self.stream.read_exactly
         while True:
             head = read(5)
             type_byte, length = head[:1], int.from_bytes(head[1:5], "big")
+            if not self.authenticated:
+                # Authentication is the primary's, and so are its limits: each message goes on
+                # as its bytes arrive, so no length a client claims is ever buffered here.
+                self._stream(bytes(head), length)
+                continue
             if not 4 <= length <= MAX_MESSAGE_SIZE:
                 # The primary refuses it, in its words: from here on, bytes are relayed as is.
-                self._forward(batch)
+                if batch:
+                    self._forward(batch)
                 self._blind(bytes(head))
                 return
             body = read(length - 4)
             code = type_byte[0]
             if code in _EXTENDED and len(batch) < MAX_BATCH:
                 batch.append((type_byte, bytes(body)))
+                try:
+                    decoded.append(decode_frontend(type_byte, batch[-1][1]))
+                except SqlVecError:  # malformed: the primary answers it now, as it would
+                    self._forward(batch)
+                    batch, decoded = [], []
                 continue
             batch.append((type_byte, bytes(body)))
-            if type_byte == b"S":
-                self._round_trip(batch)
+            if type_byte == b"S" and len(decoded) == len(batch) - 1:
+                self._round_trip(batch, [*decoded, Sync()])
             elif type_byte == b"Q" and len(batch) == 1:
                 self._query(batch)
             else:
                 self._forward(batch)
                 if type_byte == b"X":
                     return
-            batch = []
+            batch, decoded = [], []
+
+    def _stream(self, head: bytes, length: int) -> None:
+        """Send one message to the primary as its bytes arrive (before authentication)."""
+        type_byte = head[:1]
+        with self.lock:
+            if type_byte in (b"S", b"Q"):
+                self.swallow.append(0)
+                self.pending += 1
+                self.open = False
+            elif type_byte[0] in _EXTENDED or type_byte == b"H":
+                self.open = True
+        with self.ulock:
+            self.upstream.sendall(head)
+        left = max(0, length - 4)
+        while left:
+            chunk = self.stream.read_exactly(min(left, STREAM_CHUNK))
+            with self.ulock:
+                self.upstream.sendall(chunk)
+            left -= len(chunk)
 
     def _idle(self) -> bool:
         with self.lock:
@@ -348,23 +451,25 @@ class Relay:
         if self.local_ok and self._idle() and read_only(message.sql) and self._ready_here():
             if self._answer_here([message]):
                 self.local_names.pop("", None)
+                self.shared.discard("")
                 return
         self._forward(batch)
 
-    def _round_trip(self, batch: list[tuple[bytes, bytes]]) -> None:
+    def _round_trip(self, batch: list[tuple[bytes, bytes]], messages: list[Message]) -> None:
         if self.local_ok and self._idle():
-            try:
-                messages = [decode_frontend(t, b) for t, b in batch]
-            except SqlVecError:  # malformed: the primary answers
-                self._forward(batch)
-                return
+            if self.remote:  # statements prepared by the primary alone: here too, if they can
+                for m in messages:
+                    if isinstance(m, Bind) and m.statement in self.remote:
+                        self._parse_here(*self.remote.pop(m.statement))
             if self._answerable(messages) and self._ready_here() \
                     and self._answer_here(messages):
                 for (type_byte, body), message in zip(batch, messages):
                     if isinstance(message, Parse):
                         self.local_names[message.name] = frame(type_byte, body)
+                        self.shared.discard(message.name)
                     elif isinstance(message, Close) and message.kind == "S":
                         self.local_names.pop(message.name, None)
+                        self.shared.discard(message.name)
                 return
         self._forward(batch)
 
@@ -397,7 +502,14 @@ class Relay:
         if self.database != DEFAULT_DATABASE or self.settings is None or not self.pid:
             self.local_ok = False
             return False
-        lsn, version = worker.position.read()
+        lsn, version, config = worker.position.read()
+        if config != worker.config_generation:
+            worker.reload_config(config)
+        mirrored = self.settings
+        if mirrored is None or mirrored["config"] != config:
+            # The files were reloaded since the primary session last took them in: the primary
+            # answers (taking them in), and its settings come back with its ReadyForQuery.
+            return False
         try:
             if not worker.database.catch_up(self.database, lsn, version):
                 return False
@@ -415,18 +527,10 @@ class Relay:
             worker.database.unregister_session(session)
             session.pid = self.pid
             local = self.local = LocalConnection(self, session)
-            self._base = dict(session.settings)
-        mirrored = self.settings
-        if mirrored is not self._applied and mirrored is not None:
+        if mirrored is not self._applied:
             session = local.session
             assert session is not None
-            settings = mirrored["settings"]
-            for name in mirrored["defaults"]:  # the engine's own marked default values
-                base = self._base.get(name)
-                if base is not None and base == settings[name]:
-                    settings[name] = base
-            session.settings.clear()
-            session.settings.update(settings)
+            session.adopt_settings(mirrored)
             session.settings[WORKER_SETTING] = str(worker.index)
             self._applied = mirrored
         return True
@@ -436,6 +540,9 @@ class Relay:
         local = self.local
         assert local is not None
         local.begin()
+        held = self.worker.log
+        if held is not None:
+            held.hold()
         self.query = _text_of(messages, local)
         self.started = time.monotonic()
         self.running = True
@@ -450,9 +557,20 @@ class Relay:
         finally:
             with self.ulock:
                 self.running = False
-                if self.reported:
-                    self.reported = False
+                reported, self.reported = self.reported, False
+        answered = False
+        try:
+            answered = self._settle(messages, local)
+            return answered
+        finally:
+            if held is not None:
+                held.settle(answered)
+            if reported:  # (after the answer went out: the primary may end the connection now)
+                with self.ulock:
                     self._send_activity(None)
+
+    def _settle(self, messages: list[Message], local: LocalConnection) -> bool:
+        """Send the round trip's answer, or drop it for the primary to answer (False)."""
         # A statement parsed here in an earlier round trip failing now (its table dropped,
         # say) fails the same way in the primary: the answer stands, and the statement stays
         # here, as a PostgreSQL prepared statement outlives such errors. Only a write (25006)
@@ -471,7 +589,9 @@ class Relay:
 
     def _forward(self, batch: list[tuple[bytes, bytes]]) -> None:
         """Send messages to the primary, parsing there first the statements of this worker
-        they name (their ParseCompletes are dropped by the pump)."""
+        they name (their ParseCompletes are dropped by the pump). A read-only statement the
+        client prepares there is prepared here too, so its later executions outside a
+        transaction block can still be answered here."""
         out = bytearray()
         injected = syncs = 0
         local = self.local
@@ -481,14 +601,19 @@ class Relay:
             # DEALLOCATE and DISCARD share PREPARE's namespace: the statements parsed here move
             # to the primary first, in a round trip of their own whose answer is dropped whole.
             for name in named:
-                out += self.local_names.pop(name)
+                parse = self.local_names.pop(name)
+                if name not in self.shared:
+                    out += parse
                 if local is not None:
                     local.statements.pop(name, None)
+            self.shared.clear()
+            self.remote.clear()
             out += frame(b"S", b"")
             with self.lock:
                 self.swallow.append(-1)
+        mirror: list[tuple[bytes, Parse]] = []
         for type_byte, body in batch:
-            if type_byte in (b"P", b"B", b"D", b"C") and self.local_names:
+            if type_byte in (b"P", b"B", b"D", b"C"):
                 try:
                     message = decode_frontend(type_byte, body)
                 except SqlVecError:
@@ -497,16 +622,26 @@ class Relay:
                 name = message.statement if isinstance(message, Bind) else message.name
                 if isinstance(message, (Describe, Close)) and message.kind != "S":
                     name = None
-                needed = name is not None and name in self.local_names and not (
-                    isinstance(message, Close) or (isinstance(message, Parse) and not name))
-                parse = self.local_names.pop(name, None) if name is not None else None
-                if local is not None and name is not None:
-                    local.statements.pop(name, None)
-                if needed and parse is not None:
-                    out += parse
-                    injected += 1
+                if name is not None and name in self.local_names:
+                    if isinstance(message, (Parse, Close)):  # replaced or closed: not here
+                        parse = self.local_names.pop(name)
+                        if local is not None:
+                            local.statements.pop(name, None)
+                        if isinstance(message, Parse) and name and name not in self.shared:
+                            out += parse  # (the primary then refuses the name as taken)
+                            injected += 1
+                        self.shared.discard(name)
+                    elif name not in self.shared:  # the primary needs it too
+                        out += self.local_names[name]
+                        injected += 1
+                        self.shared.add(name)
+                elif isinstance(message, (Parse, Close)) and name:
+                    self.remote.pop(name, None)
+                    if isinstance(message, Parse):
+                        mirror.append((frame(type_byte, body), message))
             elif type_byte == b"Q":
                 self.local_names.pop("", None)
+                self.shared.discard("")
 
             if type_byte in (b"S", b"Q"):
                 syncs += 1
@@ -524,6 +659,30 @@ class Relay:
                 self.open = True
         with self.ulock:
             self.upstream.sendall(out)
+        for raw, message in mirror:
+            self._parse_here(raw, message)
+
+    def _parse_here(self, raw: bytes, message: Parse) -> None:
+        """Prepare here too a read-only statement the primary is preparing (its answer is the
+        primary's): later executions outside a transaction block may be answered here. One
+        that does not prepare here (a table only its transaction sees, say) stays the
+        primary's."""
+        if not self.local_ok or not read_only(message.sql):
+            return
+        if not self._ready_here():
+            self.remote[message.name] = (raw, message)  # tried again when it is executed
+            return
+        local = self.local
+        if local is None or message.name in local.statements:
+            return
+        try:
+            local.on_parse(message)
+        except Exception:
+            return
+        finally:
+            local.discard()
+        self.local_names[message.name] = raw
+        self.shared.add(message.name)
 
     # Primary to client ---------------------------------------------------------------------------
 
@@ -556,6 +715,7 @@ class Relay:
                                 self.swallow.popleft()
                     elif code == 0x5A:  # ReadyForQuery
                         ready += 1
+                        self.authenticated = True
                         self.status = chr(buf[pos + 5])
                         with self.lock:
                             if self.swallow:
@@ -625,8 +785,22 @@ class Worker:
         self.database = database
         self.position = position
         self.index = index
+        # The primary's count of configuration reloads that this process's files reflect.
+        self.config_generation = position.read()[2]
         self._relays: dict[int, Relay] = {}
+        self._ended = 0  # clients ended since memory was last handed back
+        self.log: PrimaryLog | None = None  # where log records go, once serving
         self._lock = threading.Lock()
+        self._config_lock = threading.Lock()
+
+    def reload_config(self, generation: int) -> None:
+        """The primary reloaded its configuration files (pg_reload_conf, SIGHUP): read them
+        again here too, once, so what reads answered here show (pg_settings, say) is what the
+        primary shows."""
+        with self._config_lock:
+            if self.config_generation != generation:
+                self.database.config.reload()
+                self.config_generation = generation
 
     def register(self, relay: Relay) -> None:
         """Make a client reachable by its backend pid, for cancel requests."""
@@ -636,13 +810,21 @@ class Worker:
     def forget(self, relay: Relay) -> None:
         """Forget a client that has ended."""
         with self._lock:
+            self._ended += 1
             if self._relays.get(relay.pid) is relay:
                 del self._relays[relay.pid]
 
     def _watch(self) -> None:
+        trimmed = 0.0
         while True:
             time.sleep(REPORT_AFTER / 2)
             now = time.monotonic()
+            if self._ended and now - trimmed >= 1.0:
+                # As the primary does: the buffers of many clients die in a burst, and the
+                # allocator would keep their pages.
+                self._ended, trimmed = 0, now
+                gc.collect()  # (what is loaded is frozen: only the clients' leftovers are walked)
+                self.database.return_free_memory()
             with self._lock:
                 relays = list(self._relays.values())
             for relay in relays:
@@ -680,25 +862,43 @@ class Worker:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m wire.worker CONTROL_FD POSITION_FD DATA_DIR INDEX` (started by the pool)."""
+    """`python -m wire.worker CONTROL_FD POSITION_FD DATA_DIR INDEX [CONFIG_FILE]` (started
+    by the pool; CONFIG_FILE when the primary was given one)."""
     control_fd, position_fd, path, index = int(argv[0]), int(argv[1]), argv[2], int(argv[3])
+    config_file = argv[4] if len(argv) > 4 else None
     # Ctrl-C reaches the whole process group: the primary shuts down, and closing the control
     # socket is what ends a worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING,
                         format=f"%(asctime)s worker {index} %(levelname)s %(message)s")
     control = socket.socket(fileno=control_fd)
-    database = FollowerDatabase.open(path)
+    try:
+        config = ServerConfig.load(path, config_file)
+    except ConfigFileError as exc:  # edited since the primary started: it keeps its values
+        log.warning("%s; sessions here take their settings from the primary", exc.message)
+        config = ServerConfig(path, config_file)
+    database = FollowerDatabase.open(path, config=config)
     worker = Worker(database, CommitPosition(position_fd), index)
     gc.freeze()  # as the primary does: what is loaded lives as long as the process
     control.send(READY)
+    # From here on the primary writes this process's log, at its own level.
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    worker.log = PrimaryLog(control)
+    root.addHandler(worker.log)
+    root.setLevel(int(os.environ.get(LOG_LEVEL_VARIABLE, logging.INFO)))
     worker.serve(control)
     return 0
 
 
-if __name__ == "__main__":
-    code = main(sys.argv[1:])
+def run(argv: list[str]) -> NoReturn:
+    """Serve as a worker process, then end the process (clients still relayed end with it)."""
+    code = main(argv)
     sys.stdout.flush()
-    import os
+    sys.stderr.flush()
+    os._exit(code)
 
-    os._exit(code)  # clients still relayed end with the process
+
+if __name__ == "__main__":
+    run(sys.argv[1:])

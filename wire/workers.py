@@ -48,16 +48,21 @@ ACTIVITY_MESSAGE = b"~"  # worker -> primary: a statement running in the worker 
 CONNECTION = b"C"  # control message: a client socket and its relay socket follow as fds
 CANCEL = b"X"  # control message: cancel the local statement of this backend pid
 READY = b"R"  # worker -> primary on its control socket: loaded, serving
+LOG_RECORD = b"L"  # worker -> primary on its control socket: a log record (JSON) to write
+LOG_LEVEL_VARIABLE = "SQLVEC_WORKER_LOG_LEVEL"  # the primary's log level, for its workers
 BACKGROUND_PUBLISH = 0.05  # seconds between publications of the position by the pool itself
 START_TIMEOUT = 120.0  # seconds a worker may take to load before the server gives up on it
 
-_POSITION = struct.Struct("<QQQ")  # sequence (odd while being written), LSN, manifest version
+# sequence (odd while being written), LSN, manifest version, configuration reloads
+_POSITION = struct.Struct("<QQQQ")
 
 
 class CommitPosition:
     """The writer's commit position in a page of memory shared with the workers (a file
-    unlinked at once: it lives as long as a process maps it). A sequence number, odd while
-    the two values are being rewritten, lets readers take a consistent pair without a lock."""
+    unlinked at once: it lives as long as a process maps it), with the number of
+    configuration reloads the primary has applied (pg_reload_conf, SIGHUP). A sequence number,
+    odd while the values are being rewritten, lets readers take a consistent set without a
+    lock."""
 
     def __init__(self, fd: int | None = None) -> None:
         if fd is None:
@@ -67,24 +72,28 @@ class CommitPosition:
         self.fd = fd
         self._map = mmap.mmap(fd, mmap.PAGESIZE)
         self._lock = threading.Lock()
-        self._last = (-1, -1)
+        self._last = (-1, -1, -1)
 
-    def publish(self, lsn: int, version: int) -> None:
-        """Write a new position (the primary; any thread)."""
+    def publish(self, lsn: int, version: int, config: int = 0) -> None:
+        """Write a new position (the primary; any thread). Every value only grows: a
+        publisher that read the position before another thread published a newer one must
+        not take it back."""
         with self._lock:
-            if (lsn, version) == self._last:
+            last = self._last
+            lsn, version, config = max(lsn, last[0]), max(version, last[1]), max(config, last[2])
+            if (lsn, version, config) == last:
                 return
             seq = _POSITION.unpack_from(self._map)[0]
-            _POSITION.pack_into(self._map, 0, seq + 1, lsn, version)
-            _POSITION.pack_into(self._map, 0, seq + 2, lsn, version)
-            self._last = (lsn, version)
+            _POSITION.pack_into(self._map, 0, seq + 1, lsn, version, config)
+            _POSITION.pack_into(self._map, 0, seq + 2, lsn, version, config)
+            self._last = (lsn, version, config)
 
-    def read(self) -> tuple[int, int]:
-        """The last position published (a worker)."""
+    def read(self) -> tuple[int, int, int]:
+        """The last (LSN, manifest version, configuration reloads) published (a worker)."""
         while True:
-            seq, lsn, version = _POSITION.unpack_from(self._map)
+            seq, lsn, version, config = _POSITION.unpack_from(self._map)
             if not seq & 1 and _POSITION.unpack_from(self._map)[0] == seq:
-                return lsn, version
+                return lsn, version, config
 
     def close(self) -> None:
         """Unmap the page and close its descriptor."""
@@ -98,7 +107,19 @@ class RelayedConnection(Connection):
 
     worker = -1  # the pool's slot serving the client
     pool: WorkerPool | None = None
-    _mirrored: dict[str, str] | None = None
+    _mirrored: dict | None = None
+    _worker_running = False  # the worker reported a read it runs for this client
+    _stop_later = False  # shutdown came while it ran: end once it is done
+
+    def stop(self) -> None:
+        """Server shutdown: as a direct connection, except that a read running in the worker
+        is a running statement too: the connection ends once it is answered (or cancelled
+        after the grace period)."""
+        with self._lock:
+            if self._worker_running:
+                self._stop_later = True
+                return
+        super().stop()
 
     def ready_for_query(self) -> None:
         pool = self.pool
@@ -106,13 +127,13 @@ class RelayedConnection(Connection):
             pool.publish()
         session = self.session
         # (A TLS connection is relayed byte for byte: its worker reads none of it.)
-        if session is not None and not self.tls and session.settings != self._mirrored:
-            self._mirrored = dict(session.settings)
-            # Values still at their default are marked so (a str subclass in the engine): a
-            # default hnsw.ef_search, say, is not one the session chose.
-            defaults = [k for k, v in self._mirrored.items() if type(v) is not str]
-            self.send_raw(frame(SETTINGS_MESSAGE, json.dumps(
-                {"settings": self._mirrored, "defaults": defaults}).encode()))
+        if session is not None and not self.tls:
+            mirrored = self._mirrored
+            if mirrored is None or session.settings != mirrored["settings"] \
+                    or session.config_generation != mirrored["config"] \
+                    or len(session.overridden) != len(mirrored["overridden"]):
+                self._mirrored = exported = session.exported_settings()
+                self.send_raw(frame(SETTINGS_MESSAGE, json.dumps(exported).encode()))
         super().ready_for_query()
 
     def _open_session(self, database: str, user: str, settings: dict[str, str]):
@@ -127,6 +148,7 @@ class RelayedConnection(Connection):
         session.cancel = cancel  # type: ignore[method-assign]
         return session
 
+
     def _read(self) -> tuple[bytes, bytes]:
         """The next client message; the worker's reports of statements it runs (for
         pg_stat_activity) are taken here and never reach the protocol."""
@@ -134,14 +156,22 @@ class RelayedConnection(Connection):
             type_byte, body = super()._read()
             if type_byte != ACTIVITY_MESSAGE:
                 return type_byte, body
+            query = json.loads(bytes(body)).get("query")
             session = self.session
             if session is not None and not session.explicit:
-                query = json.loads(bytes(body)).get("query")
                 session.state = "active" if query is not None else "idle"
                 if query is not None:
                     session.current_query = query
+            with self._lock:
+                self._worker_running = query is not None
+                stop = self._stop_later and query is None
+            if stop:
+                super().stop()
 
     def _release(self) -> None:
+        session = self.session
+        if session is not None:  # the wrapper of `_open_session` refers to the session
+            session.__dict__.pop("cancel", None)
         try:
             super()._release()
         finally:
@@ -163,9 +193,13 @@ class _Worker:
 class WorkerPool:
     """N worker processes serving the connections of one server (module docstring)."""
 
-    def __init__(self, database, count: int) -> None:
+    def __init__(self, database, count: int, command: list[str] | None = None) -> None:
         self.database = database
         self.count = count
+        # How a worker is started, before its arguments: by default this package's module; the
+        # command line passes its own launcher, so that whatever the launcher adds to the engine
+        # (an access method, say) is in the workers too.
+        self.command = command or [sys.executable, "-m", "wire.worker"]
         self.position = CommitPosition()
         self.workers = [_Worker(i) for i in range(count)]
         self.restarts = 0
@@ -199,11 +233,15 @@ class WorkerPool:
 
     def _spawn(self, worker: _Worker) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        config = self.database.config
         try:
             worker.process = subprocess.Popen(
-                [sys.executable, "-m", "wire.worker", str(theirs.fileno()),
-                 str(self.position.fd), os.path.abspath(self.database.path), str(worker.index)],
-                pass_fds=(theirs.fileno(), self.position.fd), close_fds=True)
+                [*self.command, str(theirs.fileno()),
+                 str(self.position.fd), os.path.abspath(self.database.path), str(worker.index),
+                 *([config.config_file] if config.explicit else [])],
+                pass_fds=(theirs.fileno(), self.position.fd), close_fds=True,
+                env={**os.environ,
+                     LOG_LEVEL_VARIABLE: str(logging.getLogger().getEffectiveLevel())})
         finally:
             theirs.close()
         worker.control = ours
@@ -219,6 +257,9 @@ class WorkerPool:
         worker.control.settimeout(None)
         if answer != READY:
             log.error("worker %d did not start", worker.index)
+            return
+        threading.Thread(target=_write_log, args=(worker.control,), daemon=True,
+                         name=f"sqlvec-worker-log-{worker.index}").start()
 
     def _watch(self, worker: _Worker) -> None:
         """Start a worker again when its process ends, unless the server is stopping."""
@@ -300,5 +341,28 @@ class WorkerPool:
                 pass
 
     def publish(self) -> None:
-        """Publish the default database's commit position (before every ReadyForQuery)."""
-        self.position.publish(*self.database.commit_position())
+        """Publish the default database's commit position and the configuration reloads
+        applied (before every ReadyForQuery, and every BACKGROUND_PUBLISH seconds)."""
+        self.position.publish(*self.database.commit_position(),
+                              self.database.config.generation)
+
+
+def _write_log(control: socket.socket) -> None:
+    """Write the log records a worker sends, with this process's handlers, until its control
+    socket closes."""
+    while True:
+        try:
+            message = control.recv(1 << 18)
+        except OSError:
+            return
+        if not message:
+            return
+        if message[:1] != LOG_RECORD:
+            continue
+        try:
+            record = logging.makeLogRecord(json.loads(message[1:]))
+        except ValueError:
+            continue
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)

@@ -67,6 +67,7 @@ from sqlvec.sql.normalize import normalize, query_id
 from sqlvec.sql.statements import first_word, split_with_offsets
 from sqlvec.sql.utility import UtilityKind, recognise
 from sqlvec.storage.store import return_free_memory
+from sqlvec.storage.vector_index import DefaultSetting
 from sqlvec.types import TYPES_BY_OID, SqlType
 
 log = logging.getLogger("sqlvec.session")
@@ -283,6 +284,44 @@ class Session:
         log.info("received SIGHUP, reloading configuration files")
         self.database.config.reload()
         return True
+
+    # Serving from several processes ----------------------------------------------------------------
+
+    @property
+    def overridden(self) -> frozenset[str]:
+        """The settings the client chose (SET, or at connection): reloads keep them."""
+        return frozenset(self._overridden)
+
+    @property
+    def config_generation(self) -> int:
+        """The configuration reload (`ServerConfig.generation`) the settings reflect."""
+        return self._config_generation
+
+    def exported_settings(self) -> dict:
+        """What another process needs to run this session's reads as this session would
+        (`adopt_settings` there), as JSON-ready data: the values, the names still at the
+        engine's marked defaults (a search tells a default `hnsw.ef_search` from one the
+        session chose), and the configuration reload the values reflect."""
+        return {"settings": dict(self.settings),
+                "defaults": [k for k, v in self.settings.items()
+                             if isinstance(v, DefaultSetting)],
+                "config": self._config_generation,
+                # Where values come from, as pg_settings' source shows it.
+                "overridden": sorted(self._overridden), "given": sorted(self._given)}
+
+    def adopt_settings(self, exported: dict) -> None:
+        """Take another process's session settings (`exported_settings`) as this session's,
+        marked defaults staying defaults. They already reflect the configuration files, so this
+        process's reloads are not applied over them."""
+        values = exported["settings"]
+        self.settings.clear()
+        self.settings.update(values)
+        for name in exported["defaults"]:
+            if name in values:
+                self.settings[name] = DefaultSetting(values[name])
+        self._overridden = set(exported.get("overridden", ()))
+        self._given = set(exported.get("given", ()))
+        self._config_generation = self.database.config.generation
 
     # The simple query protocol ------------------------------------------------------------------------
 

@@ -91,6 +91,9 @@ class IndexDef:
             "opclass": self.opclass,
             "options": dict(self.options),
         }
+        if list(self.options) != sorted(self.options):
+            # The manifest's JSON sorts keys; WITH (...) is shown in the order it was given.
+            data["option_order"] = list(self.options)
         if self.unique:
             data["unique"] = True
             data["nulls_not_distinct"] = self.nulls_not_distinct
@@ -100,13 +103,16 @@ class IndexDef:
     def from_json(cls, data: dict) -> IndexDef:
         """Read an index back from the manifest; a missing method is hnsw, the only one older
         manifests had."""
+        options = dict(data.get("options") or {})
+        order = [k for k in data.get("option_order") or () if k in options]
+        options = {**{k: options[k] for k in order}, **options}
         return cls(
             name=data["name"],
             oid=int(data["oid"]),
             columns=tuple(data["columns"]),
             method=data.get("method", "hnsw"),
             opclass=data.get("opclass"),
-            options=dict(data.get("options") or {}),
+            options=options,
             unique=bool(data.get("unique", False)),
             nulls_not_distinct=bool(data.get("nulls_not_distinct", False)),
         )

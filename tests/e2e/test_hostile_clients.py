@@ -4,6 +4,7 @@ checks that the server stays small (resident memory read from /proc) and keeps s
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import struct
@@ -31,8 +32,28 @@ RSS_BOUND_MB = 100  # growth a test's hostile clients may cause, at most
 
 
 def rss_mb(server) -> float:
-    status = open(f"/proc/{server.process.pid}/status").read()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+    """Resident memory of the server: its process and its worker processes."""
+    total = 0
+    for pid in [server.process.pid, *worker_pids(server)]:
+        try:
+            status = open(f"/proc/{pid}/status").read()
+        except OSError:  # a worker that just ended
+            continue
+        total += int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
+    return total / 1024
+
+
+def worker_pids(server) -> list[int]:
+    """The server's child processes (its workers, `--workers`)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1]
+                                       .split()[1]) == server.process.pid:
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
 
 
 def errors_in(messages) -> list[ErrorResponse]:

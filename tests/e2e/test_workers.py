@@ -238,8 +238,8 @@ def _workers_of(server: RunningServer) -> dict[str, int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == server.process.pid and b"wire.worker" in args:
-            out[args[args.index(b"wire.worker") + 4].decode()] = int(entry)
+        if ppid == server.process.pid and b"__worker__" in args:
+            out[args[args.index(b"__worker__") + 4].decode()] = int(entry)
     return out
 
 
@@ -324,3 +324,94 @@ def test_sixteen_connections_of_reads_and_writes_lose_no_acknowledged_row(pool_s
     expected = set().union(*acknowledged) - set().union(*deleted)
     assert rows == expected
     assert "internal error" not in pool_server.log()
+
+
+def _vector(rng: random.Random, dim: int) -> str:
+    return "[" + ",".join(f"{rng.gauss(0, 1):.3f}" for _ in range(dim)) + "]"
+
+
+WHERE_RUN = "current_setting('sqlvec.worker', true)"  # the worker's index; NULL in the primary
+
+
+def test_ef_search_is_used_by_reads_in_a_worker_right_after_create_index(pool_server, table):
+    """A read in a worker searches with the session's hnsw.ef_search exactly, as the primary
+    does (the same rows as inside a transaction block, which the primary answers), from the
+    first statement after CREATE INDEX on; prepared or not."""
+    rng = random.Random(7)
+    with connect(pool_server) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int, v vector(16))")
+        with conn.cursor().copy(f"COPY {table} (id, v) FROM STDIN") as copy:
+            for i in range(3000):
+                copy.write_row((i, _vector(rng, 16)))
+        # A small graph, so that ef_search changes the answers.
+        conn.execute(f"CREATE INDEX ON {table} USING hnsw (v vector_l2_ops) "
+                     "WITH (m = 4, ef_construction = 8)")
+        queries = [_vector(rng, 16) for _ in range(5)]
+        sql = f"SELECT id, {WHERE_RUN} FROM {table} ORDER BY v <-> %s LIMIT 10"
+        answers = {}
+        for ef in (10, 400):
+            conn.execute(f"SET hnsw.ef_search = {ef}")
+            for prepare in (True, False):
+                here = [conn.execute(sql, (q,), prepare=prepare).fetchall() for q in queries]
+                assert {row[1] for rows in here for row in rows} == {worker_of(conn)}
+                with conn.transaction():
+                    there = [conn.execute(sql, (q,)).fetchall() for q in queries]
+                assert {row[1] for rows in there for row in rows} == {None}
+                ids = [[row[0] for row in rows] for rows in here]
+                assert ids == [[row[0] for row in rows] for rows in there]
+                answers.setdefault(ef, ids)
+                assert answers[ef] == ids
+        assert answers[10] != answers[400]
+
+
+def test_a_read_with_a_notice_is_answered_by_the_worker_once(pool_server, table):
+    """A NOTICE (an unreachable recall target) is part of a read's answer, not a failure: the
+    worker answers, and the client gets it once."""
+    rng = random.Random(8)
+    notices: list[str] = []
+    with connect(pool_server) as conn:
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        conn.execute(f"CREATE TABLE {table} (id int, v vector(16))")
+        with conn.cursor().copy(f"COPY {table} (id, v) FROM STDIN") as copy:
+            for i in range(2000):
+                copy.write_row((i, _vector(rng, 16)))
+        conn.execute(f"CREATE INDEX ON {table} USING hnsw (v vector_l2_ops) "
+                     "WITH (m = 2, ef_construction = 4)")
+        conn.execute("SET sqlvec.max_ef_search = 10")
+        notices.clear()
+        rows = conn.execute(f"SELECT id, {WHERE_RUN} FROM {table} ORDER BY v <-> %s LIMIT 5",
+                            (_vector(rng, 16),)).fetchall()
+        assert len(rows) == 5 and {r[1] for r in rows} == {worker_of(conn)}
+        assert len(notices) == 1 and "recall target" in notices[0]
+
+
+def test_reloaded_configuration_reaches_reads_in_every_worker(tmp_path, reap):
+    server = start_server(tmp_path, "--workers", "2")
+    reap(server)
+    a, b = two_workers(server)
+    shown = f"SELECT current_setting('work_mem'), {WHERE_RUN}"
+    source = f"SELECT setting, source, {WHERE_RUN} FROM pg_settings WHERE name = 'work_mem'"
+    with a, b:
+        before = b.execute(shown).fetchone()
+        a.execute("ALTER SYSTEM SET work_mem = '12MB'")
+        assert b.execute(shown).fetchone() == before  # at the next reload, as PostgreSQL
+        assert a.execute("SELECT pg_reload_conf()").fetchone() == (True,)
+        for conn in (a, b):
+            for _ in range(2):  # (the first read after a reload may be the primary's)
+                value = conn.execute(shown).fetchone()[0]
+            assert conn.execute(shown).fetchone() == ("12MB", worker_of(conn))
+            assert conn.execute(source).fetchone() == ("12288", "configuration file",
+                                                       worker_of(conn))
+        # A value the session SET itself outlives reloads, in the worker too.
+        b.execute("SET work_mem = '1MB'")
+        (server.data_dir / "sqlvec.conf").write_text("work_mem = '20MB'\n")
+        a.execute("ALTER SYSTEM RESET ALL")
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while value != "20MB" and time.monotonic() < deadline:
+            value = a.execute(shown).fetchone()[0]
+        assert a.execute(shown).fetchone() == ("20MB", worker_of(a))
+        assert b.execute(shown).fetchone()[0] == "1MB"  # (the primary's, after a reload)
+        assert b.execute(shown).fetchone() == ("1MB", worker_of(b))
+        assert b.execute(source).fetchone() == ("1024", "session", worker_of(b))
+    assert server.stop() == 0, server.log()
