@@ -15,8 +15,10 @@ make each commit durable before answering: sqlvec fsyncs its WAL (group commit),
 with fsync and synchronous_commit on. Reported: statements per second, median latency, and the
 ratio to PostgreSQL. Both are reached over loopback TCP: pgserver starts PostgreSQL on a Unix
 socket only, so it is restarted listening on 127.0.0.1 too (`--postgres-socket` keeps the
-socket, whose round trip is cheaper). `--profile` records the sqlvec server with py-spy during
-each case and prints where its time went (own time per frame, idle excluded).
+socket, whose round trip is cheaper). `--profile` records the sqlvec server with py-spy
+(`--gil`: the thread holding the interpreter lock) during each case and prints its interpreter
+time per statement by layer (wire, session, statement, commit steps) and the frames with the
+most own time.
 
 `index` (in process, no server) compares the key index with the dict it replaced at 1M integer
 keys: memory and build time. `engine` (in process) reports the CPU time of one prepared INSERT,
@@ -177,13 +179,50 @@ def run_case(dsn: str, table: str, rows: int, kind: str, writers: int, seconds: 
 IDLE = ("select (selectors", "wait (threading", "get (queue", "_worker (concurrent", "epoll")
 
 
+PROFILE_RATE = 250  # samples per second
+
+
 def profile_start(pid: int, seconds: float, path: str) -> subprocess.Popen | None:
     if shutil.which("py-spy") is None:
         return None
     return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw", "-o",
-                             path, "--rate", "250", "--duration", str(int(seconds)),
-                             "--nonblocking"],
+                             path, "--rate", str(PROFILE_RATE), "--duration",
+                             str(int(seconds)), "--nonblocking", "--gil"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# Layers of a single-row write, by the frames on the stack (first match wins): how
+# docs/benchmarks.md splits a statement's interpreter time.
+LAYERS = [
+    ("commit: apply", ("Store._apply_durable",)),
+    ("commit: WAL encode", ("encode_commit",)),
+    ("commit: WAL append, write, handoff", ("WriteAheadLog.append", "WriteAheadLog.sync")),
+    ("commit: prepare (keys, claims, row ids)", ("Table.prepare", "Table.release")),
+    ("commit: lock, queue", ("Store.commit",)),
+    ("statement: row by key", ("ScanOp._by_key",)),
+    ("statement: new row", ("_updated", "FastInsert.row")),
+    ("statement: other", ("run_write",)),
+    ("session", ("Session.run",)),
+    ("wire", ("Connection.serve",)),
+]
+
+
+def profile_layers(paths: list[str], rate: int, statements: int) -> dict[str, float]:
+    """µs of interpreter time per statement in each layer, from py-spy `--gil` raw outputs
+    (samples of the thread holding the interpreter lock)."""
+    counts: collections.Counter = collections.Counter()
+    for path in paths:
+        try:
+            lines = open(path).read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            stack, _, count = line.rpartition(" ")
+            name = next((n for n, frames in LAYERS
+                         if any(f + " (" in stack for f in frames)), "other threads")
+            counts[name] += int(count)
+    per = 1e6 / rate / max(statements, 1)
+    return {name: counts[name] * per for name, _ in LAYERS + [("other threads", ())]}
 
 
 def profile_summary(paths: list[str], top: int = 8) -> list[tuple[float, str]]:
@@ -356,7 +395,9 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
                      "errors": dict(errors)}
         if profile and running[name][1] is not None:
             raw = os.path.join(directory, f"{table}-{case['kind']}-{case['writers']}.txt")
-            out[name]["profile"] = profile_summary([f"{raw}.{i}" for i in range(rounds)])
+            paths = [f"{raw}.{i}" for i in range(rounds)]
+            out[name]["profile"] = profile_summary(paths)
+            out[name]["layers_us"] = profile_layers(paths, PROFILE_RATE, len(latencies))
     return out
 
 
@@ -421,6 +462,10 @@ def main(argv: list[str]) -> int:
         if ours is not None:
             print(table_md(ours, theirs, labels.get("postgres", "PostgreSQL")))
             for r in ours:
+                if r.get("layers_us"):
+                    layers = ", ".join(f"{name} {us:.0f}" for name, us in r["layers_us"].items())
+                    print(f"- {r['rows']:,} {'pk' if r['primary_key'] else 'no key'} "
+                          f"{r['kind']} x{r['writers']}: µs per statement: {layers}")
                 if r.get("profile"):
                     where = ", ".join(f"{share:.0%} {frame}" for share, frame in r["profile"][:5])
                     print(f"- {r['rows']:,} {'pk' if r['primary_key'] else 'no key'} "
