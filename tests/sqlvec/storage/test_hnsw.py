@@ -291,8 +291,11 @@ def test_operator_classes_are_pgvector_ones():
     assert names == {"vector_l2_ops": Metric.L2, "vector_cosine_ops": Metric.COSINE,
                      "vector_ip_ops": Metric.IP, "vector_l1_ops": Metric.L1,
                      "halfvec_l2_ops": Metric.L2, "halfvec_cosine_ops": Metric.COSINE,
-                     "halfvec_ip_ops": Metric.IP, "halfvec_l1_ops": Metric.L1}
+                     "halfvec_ip_ops": Metric.IP, "halfvec_l1_ops": Metric.L1,
+                     "sparsevec_l2_ops": Metric.L2, "sparsevec_cosine_ops": Metric.COSINE,
+                     "sparsevec_ip_ops": Metric.IP, "sparsevec_l1_ops": Metric.L1}
     assert {o.name: o.input_type for o in HnswIndex.opclasses}["halfvec_ip_ops"] == "halfvec"
+    assert {o.name: o.input_type for o in HnswIndex.opclasses}["sparsevec_l1_ops"] == "sparsevec"
     assert [o.name for o in HnswIndex.opclasses if o.default] == ["vector_l2_ops"]
     assert [o.name for o in HnswIndex.opclasses if not o.supported] == ["vector_l1_ops",
                                                                          "halfvec_l1_ops"]
