@@ -295,6 +295,7 @@ def test_operator_classes_are_pgvector_ones():
                      "sparsevec_l2_ops": Metric.L2, "sparsevec_cosine_ops": Metric.COSINE,
                      "sparsevec_ip_ops": Metric.IP, "sparsevec_l1_ops": Metric.L1}
     assert {o.name: o.input_type for o in HnswIndex.opclasses}["halfvec_ip_ops"] == "halfvec"
+    assert {o.name: o.input_type for o in HnswIndex.opclasses}["sparsevec_l1_ops"] == "sparsevec"
     assert [o.name for o in HnswIndex.opclasses if o.default] == ["vector_l2_ops"]
     assert [o.name for o in HnswIndex.opclasses if not o.supported] == ["vector_l1_ops",
                                                                          "halfvec_l1_ops"]
