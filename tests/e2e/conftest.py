@@ -216,3 +216,15 @@ def run_asyncpg(server, body):
             await conn.close()
 
     return asyncio.run(main())
+
+
+def pgvector_class(name: str) -> type:
+    """One of the `pgvector` package's value classes (Bit, HalfVector, SparseVector): top-level
+    from 0.4, in `pgvector.utils` before (the frameworks' pins hold some installs at 0.3)."""
+    pgvector = pytest.importorskip("pgvector")
+    found = getattr(pgvector, name, None)
+    if found is None:
+        import importlib
+
+        found = getattr(importlib.import_module("pgvector.utils"), name)
+    return found

@@ -8,10 +8,9 @@ import numpy as np
 import psycopg
 import pytest
 
-from tests.e2e.conftest import run_asyncpg, start_server
+from tests.e2e.conftest import pgvector_class, run_asyncpg, start_server
 
-pgvector = pytest.importorskip("pgvector")
-Bit = pgvector.Bit
+Bit = pgvector_class("Bit")
 
 ROWS = ["101", "111", "000", "110"]
 
