@@ -28,6 +28,8 @@ Signatures are written in pg_type names, as PostgreSQL prints them:
     "year int4, month int4 -> date"       named arguments (proargnames)
     "pid int4, timeout int8 = 0 -> bool"  a default (pronargdefaults)
     "-> setof record(word text, n int4)"  OUT parameters of a record result
+    "-> setof record(relid regclass)"     one OUT parameter: the result is its type, as
+                                          PostgreSQL declares it
     "anyelement -> text [stable]"         this overload's volatility (or strictness:
                                           [not strict]) where it differs from the function's
 
@@ -149,6 +151,8 @@ def parse_signature(text: str, extension: str | None = None) -> Signature:
         for column in m.group(1).split(","):
             name, _, type_ = column.strip().partition(" ")
             out.append((name, _type_name(type_.strip())))
+        if len(out) == 1:
+            result = out[0][1]
     return Signature(tuple(args), _type_name(result), setof, tuple(names) if any(names) else (),
                      tuple(defaults), variadic, tuple(out), extension, **options)
 

@@ -1170,7 +1170,7 @@ set_returning("_pg_expandarray", "anyarray -> setof record(x anyelement, n int4)
               schema="information_schema")(_srf_expandarray)
 set_returning("pg_options_to_table", "text[] -> setof record(option_name text, "
               "option_value text)", volatility="s")(_srf_options)
-set_returning("pg_partition_ancestors", "regclass -> setof regclass",
+set_returning("pg_partition_ancestors", "partitionid regclass -> setof record(relid regclass)",
               volatility="v")(_srf_partition_ancestors)
 set_returning("pg_get_keywords", "-> setof record(word text, catcode char, barelabel bool, "
               "catdesc text, baredesc text)", volatility="s")(_srf_keywords)

@@ -1057,9 +1057,11 @@ class Store(StoreBase):
             # referenced (never collected), and a restored file brings it back on restart.
             return table.meta
         with table.lock:
-            checkpoint = table.checkpoint_lsn
             if table.memtable.n_rows == 0 and not table.sealing:
-                checkpoint = max(checkpoint, self.applied_lsn)
+                # Nothing of the table is only in the log: the checkpoint passes every record,
+                # and stays past them once rows arrive again (the log before it may be gone).
+                table.checkpoint_lsn = max(table.checkpoint_lsn, self.applied_lsn)
+            checkpoint = table.checkpoint_lsn
             segments = []
             for seg in table.sealed:
                 if seg.path is None or any(seg is s for s in table.sealing):

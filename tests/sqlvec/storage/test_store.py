@@ -425,3 +425,32 @@ def test_one_row_deletes_after_an_insert_in_one_commit(tmp_path):
         s = db.connect()
         assert s.execute_one("SELECT count(*), sum(v) FROM t").rows() == \
             [(54, sum(range(1, 51)) - 7 - 7 + 61 + 1 + 2)]
+
+
+def test_a_table_checkpoint_never_falls_back_behind_removed_log(tmp_path):
+    """A manifest moves an emptied table's checkpoint past the log, which it then removes; a
+    later manifest, written once the table holds unsealed rows again, must not list the old
+    checkpoint: a restart would look for records that are gone."""
+    path = str(tmp_path / "data")
+    opts = StoreOptions(background=False, wal_segment_bytes=4096)
+    with Database.open(path, options=opts) as db:
+        s = db.connect()
+        s.execute_one("CREATE TABLE a (id int)")
+        s.execute_one("CREATE TABLE b (id int, pad text)")
+        store = s.store
+        a, b = store.find_table("a").id, store.find_table("b").id
+        s.execute_one("INSERT INTO a VALUES (1)")
+        store.seal(a)  # nothing of a only in the log
+        for i in range(20):  # log for several files, all of it b's
+            s.execute_one(f"INSERT INTO b VALUES ({i}, repeat('x', 500))")
+        store.seal(b)  # lists a's checkpoint past those records, and removes them
+        s.execute_one("INSERT INTO a VALUES (2)")  # a has rows only in the log again
+        s.execute_one("INSERT INTO b VALUES (20, 'y')")
+        store.seal(b)  # another manifest version, listing a's checkpoint again
+        checkpoints = {t["def"]["name"]: t["checkpoint_lsn"] for t in ManifestStore(
+            os.path.join(path, "postgres"), read_only=True).load_latest().body["tables"]}
+    with Database.open(path, options=opts) as db:
+        s = db.connect()
+        assert s.execute_one("SELECT id FROM a ORDER BY id").rows() == [(1,), (2,)]
+        assert s.execute_one("SELECT count(*) FROM b").rows() == [(21,)]
+    assert checkpoints["a"] > 2, checkpoints
