@@ -179,26 +179,59 @@ def decode_text_fast(data: bytes | bytearray | memoryview, options: CopyOptions,
     return _typed_table(table.columns, columns, lambda row: row + first, _shown)
 
 
-class TextPieces:
-    """The text format decoded while it arrives, so the work overlaps the client's sending as
-    PostgreSQL's does: whenever `PIECE` bytes of whole lines have come, they are handed to a
-    worker thread (Arrow's kernels release the GIL) for `decode_text_fast`. `finish` returns the
-    whole stream's table, or None when any piece was not plain data or failed: the caller then
-    decodes the whole stream as usual, which gives PostgreSQL's error and line exactly. Nothing
-    reaches the engine before the COPY ends, so a COPY that fails or is abandoned loads no
-    row."""
+class _Pieces:
+    """A stream decoded while it arrives: `feed` hands pieces of whole lines or rows to worker
+    threads (Arrow's kernels release the GIL), `finish` returns the whole stream's table, or
+    None when any piece was not plain data or failed: the caller then decodes the whole stream
+    as usual, which gives PostgreSQL's error and line exactly. Nothing reaches the engine
+    before the COPY ends, so a COPY that fails or is abandoned loads no row."""
 
     PIECE = 8 << 20
 
-    def __init__(self, options: CopyOptions, columns: list[Column]) -> None:
+    def __init__(self, columns: list[Column], threads: int) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        self.options = options
         self.columns = columns
-        self.sent = 0  # bytes of the stream handed out so far, always whole lines
+        self.sent = 0  # the end of the bytes handed out so far, always whole lines or rows
         self.pieces: list = []
         self.usable = bool(columns)
-        self._pool = ThreadPoolExecutor(2, thread_name_prefix="copy-decode")
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="copy-decode")
+
+    def _rest(self, rest: bytes) -> pa.Table | None:
+        """The table of what came after the last piece (never empty)."""
+        raise NotImplementedError
+
+    def finish(self, data: bytearray | memoryview) -> pa.Table | None:
+        """The decoded stream (the pieces, then the rest of `data`), or None."""
+        try:
+            if not self.usable or not self.pieces:
+                return None
+            tables = [future.result() for future in self.pieces]
+            if len(data) > self.sent:
+                with memoryview(data) as view:
+                    tables.append(self._rest(view[self.sent:].tobytes()))
+            if any(table is None for table in tables):
+                return None
+            return pa.concat_tables(tables).combine_chunks()  # storage wants one chunk
+        except (SqlVecError, pa.ArrowException):  # the whole stream decoder reports it
+            return None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Drop whatever is still queued (a failed or abandoned COPY)."""
+        self.usable = False
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class TextPieces(_Pieces):
+    """The text format decoded while it arrives, so the work overlaps the client's sending as
+    PostgreSQL's does: whenever `PIECE` bytes of whole lines have come, they go to
+    `decode_text_fast`."""
+
+    def __init__(self, options: CopyOptions, columns: list[Column]) -> None:
+        super().__init__(columns, threads=2)
+        self.options = options
 
     def feed(self, data: bytearray) -> None:
         """Hand out the whole lines that have come since the last piece, once they are many."""
@@ -217,29 +250,8 @@ class TextPieces:
         self.pieces.append(self._pool.submit(decode_text_fast, piece, options, self.columns))
         self.sent = end
 
-    def finish(self, data: bytearray | memoryview) -> pa.Table | None:
-        """The decoded stream (the pieces and the rest of `data`), or None."""
-        try:
-            if not self.usable or not self.pieces:
-                return None
-            tables = [future.result() for future in self.pieces]
-            if len(data) > self.sent:
-                with memoryview(data) as view:
-                    tables.append(decode_text_fast(view[self.sent:].tobytes(),
-                                                   replace(self.options, header=False),
-                                                   self.columns))
-            if any(table is None for table in tables):
-                return None
-            return pa.concat_tables(tables).combine_chunks()  # storage wants one chunk
-        except (SqlVecError, pa.ArrowException):  # the whole stream decoder reports it
-            return None
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Drop whatever is still queued (a failed or abandoned COPY)."""
-        self.usable = False
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    def _rest(self, rest: bytes) -> pa.Table | None:
+        return decode_text_fast(rest, replace(self.options, header=False), self.columns)
 
 
 def _text_bytes(table: pa.Table, null_size: int) -> int:
@@ -420,25 +432,15 @@ def _empty_rows(n: int) -> pa.Table:
     return pa.table({"_": pa.nulls(max(0, n))}).drop_columns(["_"])
 
 
-class BinaryPieces:
+class BinaryPieces(_Pieces):
     """The binary format decoded while it arrives, for rows of one layout (no NULLs, fixed-width
     values: numbers and vectors), the bulk of binary COPY. The first row gives the row size;
     whenever `PIECE` bytes of whole rows have come they go to a worker thread, framed as a
-    stream of their own and decoded only if every row has the first row's layout. `finish`
-    returns the whole stream's table, or None when the layout varied or anything failed: the
-    caller then decodes the whole stream as usual, with PostgreSQL's errors and lines."""
-
-    PIECE = 8 << 20
+    stream of their own and decoded only if every row has the first row's layout."""
 
     def __init__(self, columns: list[Column]) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.columns = columns
+        super().__init__(columns, threads=1)
         self.row = 0  # the row size, once the first row has come
-        self.sent = 0  # the end of the rows handed out so far
-        self.pieces: list = []
-        self.usable = bool(columns)
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="copy-decode")
 
     def feed(self, data: bytearray) -> None:
         """Hand out the whole rows that have come since the last piece, once they are many."""
@@ -459,26 +461,8 @@ class BinaryPieces:
         self.pieces.append(self._pool.submit(_fixed_rows, piece, self.columns))
         self.sent = end
 
-    def finish(self, data: bytearray | memoryview) -> pa.Table | None:
-        """The decoded stream (the pieces, then the rest of `data` and its trailer), or None."""
-        try:
-            if not self.usable or not self.pieces:
-                return None
-            tables = [future.result() for future in self.pieces]
-            if any(table is None for table in tables):
-                return None
-            with memoryview(data) as view:
-                rest = decode_binary(BINARY_HEADER + view[self.sent:].tobytes(), self.columns)
-            return pa.concat_tables([*tables, rest]).combine_chunks()  # storage wants one
-        except (SqlVecError, pa.ArrowException):  # the whole stream decoder reports it
-            return None
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Drop whatever is still queued (a failed or abandoned COPY)."""
-        self.usable = False
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    def _rest(self, rest: bytes) -> pa.Table | None:
+        return decode_binary(BINARY_HEADER + rest, self.columns)  # the rest ends in the trailer
 
 
 def _first_row(data: bytes | bytearray, ncols: int) -> tuple[int, int] | None:
