@@ -12,9 +12,10 @@ with the try forms, gets false.
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+
+from sqlvec.session.per_database import PerDatabase
 
 # How often a waiting session looks for a cancel or its statement_timeout.
 _POLL_SECONDS = 0.05
@@ -87,15 +88,9 @@ class AdvisoryLocks:
             self._changed.notify_all()
 
 
-_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_TABLES_LOCK = threading.Lock()
+_TABLES: PerDatabase[AdvisoryLocks] = PerDatabase(AdvisoryLocks)
 
 
 def locks_of(database: object, name: str) -> AdvisoryLocks:
     """The advisory lock table of database `name` of a server (`Database`)."""
-    with _TABLES_LOCK:
-        per_database = _TABLES.setdefault(database, {})
-        table = per_database.get(name)
-        if table is None:
-            table = per_database[name] = AdvisoryLocks()
-        return table
+    return _TABLES.of(database, name)

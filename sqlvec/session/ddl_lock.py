@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections.abc import Callable
 
 from sqlvec.errors import SqlVecError
+from sqlvec.session.per_database import PerDatabase
 
 # How often a waiting session looks for a cancel or its timeouts.
 _POLL_SECONDS = 0.05
@@ -126,15 +126,9 @@ def _wait(cond: threading.Condition, check_interrupts: Callable[[], None],
         cond.wait(_POLL_SECONDS)
 
 
-_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_LOCKS_LOCK = threading.Lock()
+_LOCKS: PerDatabase[DdlLock] = PerDatabase(DdlLock)
 
 
 def ddl_lock_of(database: object, name: str) -> DdlLock:
     """The lock of database `name` of a server (`Database`)."""
-    with _LOCKS_LOCK:
-        per_database = _LOCKS.setdefault(database, {})
-        lock = per_database.get(name)
-        if lock is None:
-            lock = per_database[name] = DdlLock()
-        return lock
+    return _LOCKS.of(database, name)
