@@ -465,6 +465,24 @@ class BinaryPieces(_Pieces):
         return decode_binary(BINARY_HEADER + rest, self.columns)  # the rest ends in the trailer
 
 
+def _row_layout(data: bytes | bytearray | memoryview, pos: int,
+                ncols: int) -> tuple[list[int], list[int], int] | None:
+    """The row at `pos` (past its field count): each field's size word offset from `pos` and
+    its size, and the row's size; None when it is not all there or holds a NULL."""
+    offsets, sizes = [], []
+    p = pos + 2
+    for _ in range(ncols):
+        if p + 4 > len(data):
+            return None
+        (size,) = struct.unpack_from("!i", data, p)
+        if size < 0:
+            return None
+        offsets.append(p - pos)
+        sizes.append(size)
+        p += 4 + size
+    return offsets, sizes, p - pos
+
+
 def _first_row(data: bytes | bytearray, ncols: int) -> tuple[int, int] | None:
     """(where the rows start, the first row's size) of a binary stream with a valid header and
     a first row without NULLs; None while too little has come or when that is not so."""
@@ -475,15 +493,8 @@ def _first_row(data: bytes | bytearray, ncols: int) -> tuple[int, int] | None:
     if flags & (1 << 16) or pos + 2 + 4 * ncols > len(data) \
             or struct.unpack_from("!h", data, pos)[0] != ncols:
         return None
-    p = pos + 2
-    for _ in range(ncols):
-        if p + 4 > len(data):
-            return None
-        (size,) = struct.unpack_from("!i", data, p)
-        if size < 0:
-            return None
-        p += 4 + size
-    return pos, p - pos
+    layout = _row_layout(data, pos, ncols)
+    return None if layout is None else (pos, layout[2])
 
 
 def _fixed_rows(stream: bytes, columns: list[Column]) -> pa.Table | None:
@@ -542,18 +553,10 @@ def _fixed_layout(data: bytes | memoryview, pos: int, ncols: int):
     field sizes); else None."""
     if ncols == 0 or pos + 2 > len(data) or struct.unpack_from("!h", data, pos)[0] != ncols:
         return None
-    offsets, sizes = [], []
-    p = pos + 2
-    for _ in range(ncols):
-        if p + 4 > len(data):
-            return None
-        (size,) = struct.unpack_from("!i", data, p)
-        if size < 0:
-            return None
-        offsets.append(p - pos)
-        sizes.append(size)
-        p += 4 + size
-    row = p - pos
+    layout = _row_layout(data, pos, ncols)
+    if layout is None:
+        return None
+    offsets, sizes, row = layout
     body = len(data) - pos - 2
     if body <= 0 or body % row or data[-2:] != BINARY_TRAILER:
         return None

@@ -691,12 +691,7 @@ class Store(StoreBase):
             version = self.manifest_version
             try:
                 self._drain(housekeeping=False)
-                if self.row_check is not None:
-                    for op in ops:
-                        if isinstance(op, InsertOp):
-                            table_def = self.table(op.table_id).def_
-                            if table_def.constraints:
-                                self.row_check(table_def, op.batch)
+                self._check_rows(ops)
                 tables = [self.table(tid) for tid in by_table]
                 # The rows from before the transaction go to a segment of their own first, and
                 # the transaction's rows to a new growing segment: the one kept for a restore
@@ -771,6 +766,16 @@ class Store(StoreBase):
 
     # Writes -------------------------------------------------------------------------------------
 
+    def _check_rows(self, ops: Sequence) -> None:
+        """The tables' row checks (CHECK, NOT NULL: `row_check`) over the batches `ops` insert."""
+        if self.row_check is None:
+            return
+        for op in ops:
+            if isinstance(op, InsertOp):
+                table_def = self.table(op.table_id).def_
+                if table_def.constraints:
+                    self.row_check(table_def, op.batch)
+
     def commit(self, ops: Sequence) -> int:
         """Make a transaction's ops durable and visible, atomically. Returns its LSN.
 
@@ -784,12 +789,7 @@ class Store(StoreBase):
         by_table: dict[int, list] = {}
         for op in ops:
             by_table.setdefault(op.table_id, []).append(op)
-        if self.row_check is not None:
-            for op in ops:
-                if isinstance(op, InsertOp):
-                    table_def = self.table(op.table_id).def_
-                    if table_def.constraints:
-                        self.row_check(table_def, op.batch)
+        self._check_rows(ops)
         with self._commit_lock:
             if self._closed:
                 raise SqlVecError("the database is shut down", sqlstate="57P01")
