@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from sqlglot import exp
 
 from sqlvec.catalog.catalog import Catalog
+from sqlvec.catalog.objects import quote_ident
 from sqlvec.errors import (
     DuplicateTable,
     FeatureNotSupported,
@@ -270,13 +271,31 @@ class _Deparser:
                 left_text = self._operand(left, self._type_of(right))
                 right_text = self._operand(right, self._type_of(left))
             return self._wrap(f"{left_text} {op} {right_text}", top)
+        if isinstance(node, exp.Column) and not node.table:
+            return quote_ident(node.name)  # `"position"`: a keyword is quoted, as ruleutils does
         if isinstance(node, exp.Func) and not isinstance(node, (exp.Cast, exp.Case)):
-            text = to_sql(node)
+            text = to_sql(node.transform(_quoted_columns))
             name, paren, rest = text.partition("(")
-            if paren and name.isidentifier():
+            if not paren or not name.isidentifier():
+                return text
+            given = {k for k, v in node.args.items() if v}
+            args = node.expressions if isinstance(node, exp.Anonymous) else \
+                [node.this] if given == {"this"} else None
+            if args is None:
                 return f"{name.lower()}({rest}"
-            return text
+            return f"{name.lower()}({', '.join(self._argument(a) for a in args)})"
         return to_sql(node)
+
+    def _argument(self, node: exp.Expression) -> str:
+        """A function's argument: PostgreSQL has no varchar functions, so a varchar column
+        is passed cast to text (`length((c)::text)`)."""
+        while isinstance(node, exp.Paren):
+            node = node.this
+        kind = self._type_of(node)
+        if isinstance(node, exp.Column) and kind is not None and kind.name == "varchar":
+            name = quote_ident(node.name)
+            return f"{name}::text" if self.pretty else f"({name})::text"
+        return self(node)
 
     def _wrap_array(self, text: str, top: bool) -> str:
         """`x = ANY (ARRAY[...])`: parenthesized inside another expression, pretty or not."""
@@ -325,6 +344,14 @@ class _Deparser:
                             isinstance(node, (exp.And, exp.Or))):
             return f"({text})"
         return text
+
+
+def _quoted_columns(node: exp.Expression) -> exp.Expression:
+    """A column inside a function's arguments, named as quote_ident names it."""
+    if isinstance(node, exp.Column) and not node.table:
+        name = node.name
+        return exp.column(exp.to_identifier(name, quoted=quote_ident(name) != name))
+    return node
 
 
 def check_condition_text(condition: exp.Expression, table_def: TableDef,

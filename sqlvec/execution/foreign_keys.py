@@ -364,7 +364,11 @@ class Enforcer:
         for part in parts:
             if part.num_rows == 0:
                 continue
-            hit = part.join(wanted, keys=names, join_type="left semi")
+            # Joined on the key columns alone: Arrow's joins carry no vector (list) column.
+            positioned = part.select(names).append_column(
+                "__fk_row", pa.array(np.arange(part.num_rows, dtype=np.int64)))
+            rows = positioned.join(wanted, keys=names, join_type="left semi")
+            hit = part.take(np.sort(np.asarray(rows.column("__fk_row"))))
             if hit.num_rows:
                 found.append(hit)
         if not found:

@@ -280,14 +280,15 @@ class Planner:
                 if not fields and not scope.fields:
                     raise SqlVecError("SELECT * with no tables specified is not valid",
                                       sqlstate="42601")
-                items += [(_col(f), f.name) for f in fields]
+                items += [(_col(f), _shown(f.name)) for f in fields]
                 continue
             if isinstance(e, exp.Column) and isinstance(e.this, exp.Star):
                 table = e.table
                 if not scope.has_table(table):
                     raise located(SqlVecError(f'missing FROM-clause entry for table "{table}"',
                                               sqlstate="42P01"), e)
-                items += [(_col(f), f.name) for f in scope.fields if f.table == table and not f.hidden]
+                items += [(_col(f), _shown(f.name)) for f in scope.fields
+                          if f.table == table and not f.hidden]
                 continue
             name = output_name(e)
             inner = e.this if isinstance(e, exp.Alias) else e
@@ -579,9 +580,11 @@ class Planner:
             columns = columns + [offset.name]
         # A function of one output column names it after the alias, as PostgreSQL does
         # (`FROM unnest(a) u` has column u); several unnest arguments give several "unnest"s.
-        names = columns or list(decl.columns if decl is not None else ()) or [
-            alias if not isinstance(fn, exp.Unnest) or len(fn.expressions) == 1 else "unnest"]
-        if ordinality and len(names) < 2:
+        outputs = len(fn.expressions) if isinstance(fn, exp.Unnest) else 1
+        names = columns or list(decl.columns if decl is not None else ()) or (
+            [alias] if outputs == 1 else
+            ["unnest"] + [f"unnest{_SAME_NAME}{i}" for i in range(2, outputs + 1)])
+        if ordinality and len(names) < outputs + 1:
             names = names + ["ordinality"]
         fields = tuple(Field(nm, alias) for nm in names)
         return n.FunctionScan(fields, function=bound, with_ordinality=ordinality)
@@ -1198,6 +1201,16 @@ def _inline_named_windows(select: exp.Select) -> exp.Select:
         select.set("order", select.args["order"].transform(inline))
     select.set("windows", None)
     return select
+
+
+# Several columns of one FROM item named alike (`unnest(a, b)` gives two "unnest"s): the
+# second and later carry this mark and their position, so that `*` can reference each one, and
+# are shown under the name PostgreSQL gives them.
+_SAME_NAME = "\x00"
+
+
+def _shown(name: str) -> str:
+    return name.partition(_SAME_NAME)[0]
 
 
 def _col(f: Field) -> exp.Column:

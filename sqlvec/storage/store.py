@@ -608,7 +608,10 @@ class Store(StoreBase):
 
     def _remove_index_files(self, table: Table, gone: Sequence[IndexDef]) -> None:
         with self._pins.guard() as pins:  # a backup copying an older version: they go later
-            names = [] if pins.active else os.listdir(table.directory)
+            try:
+                names = [] if pins.active else os.listdir(table.directory)
+            except FileNotFoundError:  # the table's directory is gone, and its files with it
+                names = []
         for ix in gone:
             suffix = f".{ix.oid}.{ix.method}"
             for fname in names:
@@ -732,7 +735,9 @@ class Store(StoreBase):
                         shutil.rmtree(table.directory, ignore_errors=True)
         for table, ix in deferred.dropped_indexes:
             live = self.tables.get(table.id)
-            if live is None or all(i.oid != ix.oid for i in live.def_.indexes):
+            if live is None:
+                continue  # the table was dropped after its index: its directory went with it
+            if all(i.oid != ix.oid for i in live.def_.indexes):
                 self._remove_index_files(table, [ix])
         for table in list(self.tables.values()):
             self._schedule_missing_builds(table)

@@ -37,7 +37,10 @@ DDL = [
     "b bool CHECK (b IS NOT NULL), d int CHECK (d BETWEEN 1 AND 5), e int CHECK (e IN (1, 2)), "
     "g int CHECK (g NOT IN (3) AND NOT (g > 5 OR g < 0) AND g NOT IN (7, 8) AND "
     "(g IN (1) OR g = 2 OR g = 3)), "
-    "h text CHECK (h ~ '^a' AND h LIKE 'a%' AND lower(h) = h AND h ~* 'A'))",
+    "h text CHECK (h ~ '^a' AND h LIKE 'a%' AND lower(h) = h AND h ~* 'A'), "
+    # Keywords as column names are quoted back.
+    "position int CHECK (position >= 0), \"desc\" text CHECK (length(\"desc\") > 0), "
+    "vc varchar(9) CHECK (length(vc) > 0 AND length(lower(vc)) < 9 AND length(vc::text) < 8))",
 ]
 
 # Statements failing on a constraint: SQLSTATE, message and DETAIL compared with PostgreSQL.

@@ -72,6 +72,21 @@ def test_migration_failing_halfway_leaves_the_schema_untouched(server, base):
         assert conn.execute(f"INSERT INTO {new} (ref) VALUES (0) RETURNING id").fetchone() == (1,)
 
 
+def test_dropping_an_index_then_its_table_in_one_block_commits(server, base):
+    """Alembic's generated downgrade drops a table's indexes, then the table, in one
+    transaction: the index's files are collected with the table's directory."""
+    with psycopg.connect(server.conninfo()) as conn:
+        with conn.transaction():
+            conn.execute(f"DROP INDEX {base}_n")
+            conn.execute(f"DROP TABLE {base}")
+        assert not exists(conn, base)
+        conn.execute(f"CREATE TABLE {base} (id int PRIMARY KEY, n int)")
+        conn.execute(f"CREATE INDEX {base}_n ON {base} (n)")
+        conn.execute(f"INSERT INTO {base} VALUES (1, 5)")
+        conn.commit()
+        assert conn.execute(f"SELECT id FROM {base} WHERE n = 5").fetchall() == [(1,)]
+
+
 def test_rollback_sends_no_warning_and_commit_keeps_everything(server, base):
     new = f"{base}_new"
     with psycopg.connect(server.conninfo(), autocommit=True) as conn:

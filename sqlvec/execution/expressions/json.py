@@ -53,7 +53,17 @@ def _json_extract(c: Compiler, e: exp.Expression, as_text: bool) -> Value:
     """`j -> 'key'` / `j -> 0` (json), `j ->> 'key'` (text). jsonb is stored as its text, so
     each row's document is parsed in Python."""
     source = _json_source(c, e.this)
-    steps = _json_path(e.expression)
+    path = e.expression
+    if isinstance(path, (exp.JSONPath, exp.Literal)):
+        steps, key = _json_path(path), None
+    else:  # `j ->> $1`, `j -> (k)`: a key (text) or index (integer) computed per statement
+        steps, key = [], c.compile(path)
+        if key.type.name == "unknown":
+            key = c.coerce(key, TEXT)
+        if key.type.name not in ("text", "varchar", "bpchar", "int2", "int4", "int8"):
+            raise SqlVecError(f"operator does not exist: {source.type.format()} "
+                              f"{'->>' if as_text else '->'} {key.type.format()}",
+                              sqlstate="42883")
     out = TEXT if as_text else source.type
 
     missing = object()
@@ -65,10 +75,10 @@ def _json_extract(c: Compiler, e: exp.Expression, as_text: bool) -> Value:
             return doc.get(key, missing)
         return missing
 
-    def extract(text: str) -> str | None:
+    def extract(text: str, path: list = steps) -> str | None:
         doc = json.loads(text, parse_float=decimal.Decimal)
-        for key in steps:
-            doc = step(doc, key)
+        for name in path:
+            doc = step(doc, name)
             if doc is missing:
                 return None
         if as_text and (doc is None or isinstance(doc, str)):
@@ -77,12 +87,26 @@ def _json_extract(c: Compiler, e: exp.Expression, as_text: bool) -> Value:
 
     def fn(f: Frame) -> Datum:
         value = source(f)
+        if key is not None:
+            keys = key(f)
+            if not is_scalar(keys) or not is_scalar(value):
+                n = len(value) if not is_scalar(value) else len(keys)
+                docs = V.as_array(value, n).to_pylist()
+                names = V.as_array(keys, n).to_pylist()
+                return pa.array([None if d is None or k is None else extract(d, [k])
+                                 for d, k in zip(docs, names)], pa.string())
+            if not keys.is_valid:
+                return pa.scalar(None, pa.string())
+            path = [keys.as_py()]
+        else:
+            path = steps
         if is_scalar(value):
-            return pa.scalar(None if not value.is_valid else extract(value.as_py()), pa.string())
-        return pa.array([None if v is None else extract(v) for v in value.to_pylist()],
+            return pa.scalar(None if not value.is_valid else extract(value.as_py(), path),
+                             pa.string())
+        return pa.array([None if v is None else extract(v, path) for v in value.to_pylist()],
                         pa.string())
 
-    return Value(fn, out, source.const)
+    return Value(fn, out, source.const and (key is None or key.const))
 
 
 @scalar("json_extract_path", "from_json json, variadic path_elems text[] -> json")

@@ -191,3 +191,20 @@ def test_a_referenced_key_too_wide_for_the_referencing_column(session):
     e = error(s, "UPDATE p SET id = 6000000000 WHERE id = 1")
     assert (e.sqlstate, e.message) == ("22003", "integer out of range")
     assert rows(s, "SELECT pid FROM c") == [(1,)]
+
+
+def test_actions_on_tables_with_vector_columns(session):
+    """A referencing table's vector columns ride along with the rows an action finds (Arrow's
+    joins carry no list column: the key columns alone are joined)."""
+    session.execute_one("CREATE TABLE p (id int PRIMARY KEY)")
+    session.execute_one("CREATE TABLE c (id int PRIMARY KEY, pid int REFERENCES p "
+                        "ON DELETE CASCADE ON UPDATE CASCADE, e vector(3))")
+    session.execute_one("CREATE TABLE n (id int, pid int REFERENCES p ON DELETE SET NULL, "
+                        "e vector(2))")
+    session.execute_one("INSERT INTO p VALUES (1), (2)")
+    session.execute_one("INSERT INTO c VALUES (10, 1, '[1,2,3]'), (11, 2, '[4,5,6]')")
+    session.execute_one("INSERT INTO n VALUES (20, 1, '[1,1]')")
+    session.execute_one("UPDATE p SET id = 3 WHERE id = 2")
+    session.execute_one("DELETE FROM p WHERE id = 1")
+    assert rows(session, "SELECT id, pid, e::text FROM c") == [(11, 3, "[4,5,6]")]
+    assert rows(session, "SELECT id, pid, e::text FROM n") == [(20, None, "[1,1]")]

@@ -1,0 +1,1 @@
+"""A small Django application (models only) for the Django acceptance test."""
