@@ -8,6 +8,7 @@ function names, `arg::type` casts) and compared as text.
 
 from __future__ import annotations
 
+import sqlglot
 from sqlglot import exp
 
 from sqlvec.catalog import functions as F
@@ -137,3 +138,17 @@ def cast_dims(e: exp.Expression) -> int | None:
         except ValueError:
             return None
     return None
+
+
+def renamed(expression_sql: str, old: str, new: str) -> tuple[str, str]:
+    """An index expression after RENAME COLUMN old TO new: (pretty text, pg_get_indexdef's)."""
+    from sqlvec.sql.dialect import SqlVec
+
+    tree = sqlglot.parse_one(f"SELECT {expression_sql}", read=SqlVec).expressions[0]
+
+    def swap(x: exp.Expression) -> exp.Expression:
+        if isinstance(x, exp.Column) and x.name == old:
+            return exp.column(new)
+        return x
+    tree = tree.transform(swap)
+    return deparse(tree), deparse(tree, pretty=False)
