@@ -190,8 +190,8 @@ def _vector_cast(cast: exp.Cast, scope: Scope, scan: n.Scan) -> str | None:
     if source is None or source.name not in ("vector", "halfvec") or source.dims is None:
         return None
     to = cast.to
-    name = to.args["kind"].name.lower() if to.this == exp.DataType.Type.USERDEFINED and \
-        to.args.get("kind") is not None else None
+    name = (to.args["kind"].name if to.this == exp.DataType.Type.USERDEFINED and
+            to.args.get("kind") is not None else str(to.this.value)).lower()
     if name not in ("vector", "halfvec") or name == source.name:
         return None
     if to.expressions:

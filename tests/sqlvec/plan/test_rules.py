@@ -90,3 +90,13 @@ def test_a_cast_of_a_vector_column_is_searched_as_an_expression_index_key(sessio
 def test_other_casts_keep_their_plan(session, sql):
     topk = _topk(_plan(session, sql))
     assert topk is None or topk.column == "emb"
+
+
+def test_a_halfvec_column_cast_to_vector_is_a_key_too(session):
+    session.execute_one("CREATE TABLE hv (id int, h halfvec(2))")
+    session.execute_one("INSERT INTO hv SELECT g, ARRAY[g, 1]::halfvec FROM generate_series(1, 9) g")
+    session.execute_one("CREATE INDEX ON hv USING hnsw ((h::vector(2)) vector_l2_ops)")
+    sql = "SELECT id FROM hv ORDER BY h::vector(2) <-> '[4.2,1]' LIMIT 2"
+    topk = _topk(_plan(session, sql))
+    assert topk is not None and topk.column == "h::vector"
+    assert [r[0] for r in session.execute_one(sql).rows()] == [4, 5]
