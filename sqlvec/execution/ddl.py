@@ -400,7 +400,8 @@ def _vector_key(table: TableDef, expression: exp.Expression, col_names: list[str
     if key_type == "bit":
         return key_type
     dims = ixexpr.cast_dims(expression)
-    if not col.type.is_vector or col.type.name == "sparsevec":
+    if key_type not in ("halfvec", "vector") or not col.type.is_vector or \
+            col.type.name == "sparsevec":
         raise FeatureNotSupported("vector index expressions must cast a vector or halfvec column")
     if dims is not None and col.type.dims is not None and dims != col.type.dims:
         raise DataException(f"expected {dims} dimensions, not {col.type.dims}")

@@ -267,3 +267,25 @@ def test_compaction_rebuilds_the_expression_index(tmp_path):
         got = [r[0] for r in s.execute_one(sql).rows()]
         s.execute_one("SET enable_indexscan = off")
         assert got == [r[0] for r in s.execute_one(sql).rows()]
+
+
+def test_ivfflat_on_the_same_expression(conn):
+    _, queries = dataset()
+    conn.execute(f"CREATE INDEX items_half_ivf ON items USING ivfflat (({HALF}) "
+                 "halfvec_cosine_ops) WITH (lists = 20)")
+    try:
+        conn.execute("SET ivfflat.probes = 5")
+        sql = f"SELECT id FROM items ORDER BY {HALF} <=> %s::halfvec({DIM}) LIMIT 10"
+        plan = explain(conn, sql, text(queries[4]))
+        assert "Index: items_half_ivf" in plan and "ivfflat candidates=" in plan, plan
+        hits = 0
+        for q in queries[:10]:
+            got = ids(conn, sql, text(q))
+            assert len(got) == 10
+            hits += len(set(got) & set(exact(conn, sql, text(q))))
+        assert hits / 100 >= 0.9
+        assert conn.execute("SELECT state, rows_indexed FROM sqlvec_indexes WHERE indexname = "
+                            "'items_half_ivf'").fetchall() == [("ready", ROWS)]
+    finally:
+        conn.execute("RESET ivfflat.probes")
+        conn.execute("DROP INDEX items_half_ivf")
