@@ -15,7 +15,7 @@ OIDs:
     vector access methods and their operator classes    fixed by their declarations, below
                                                         FIRST_OID (HNSW: 16387..16395 and
                                                         16360..16367; IVFFlat: 16320..16332;
-                                                        sparsevec: 16340..16350)
+                                                        sparsevec: 16340..16350; bits: 16370..16375)
 """
 
 from __future__ import annotations
@@ -292,6 +292,12 @@ class Index:
     unique: bool = False
     opclass_names: list[str | None] = field(default_factory=list)
     nulls_not_distinct: bool = False
+    # An expression index (attnums [0], as pg_index.indkey has it): the expression's text as
+    # pg_get_indexdef(oid, n, true) and psql print it, and as pg_get_indexdef(oid) does.
+    expression: str | None = None
+    expression_sql: str | None = None
+    expression_columns: list[int] = field(default_factory=list)  # the columns it reads
+    key_type: SqlType | None = None  # its type, where known (a vector cast)
 
 
 @dataclass
@@ -453,10 +459,20 @@ class CatalogObjects:
                 opclasses = [BTREE_OPCLASSES.get(by_name[c].type.name, (0, ""))[0]
                              for c in ixdef.columns if c in by_name]
                 names = [None] * len(opclasses)
+            extra: dict = {}
+            if ixdef.expression is not None:
+                col = by_name.get(ixdef.columns[0]) if ixdef.columns else None
+                extra = dict(expression=ixdef.expression, expression_sql=ixdef.expression_sql,
+                             expression_columns=attnums,
+                             key_type=SqlType(ixdef.key_type, col.type.typmod)
+                             if ixdef.key_type and col is not None else None)
+                attnums = [0]
+                if method is None:
+                    opclasses, names = [0], [None]
             rel.indexes.append(Index(ixdef.oid, ixdef.name, d.oid, ixdef.method, attnums,
                                      opclasses, dict(ixdef.options), opclass_names=names,
                                      unique=ixdef.unique,
-                                     nulls_not_distinct=ixdef.nulls_not_distinct))
+                                     nulls_not_distinct=ixdef.nulls_not_distinct, **extra))
         for c in columns:
             if c.not_null:
                 self.constraints.append(Constraint(derived_oid(d.oid, 2048 + c.attnum),
@@ -467,7 +483,12 @@ class CatalogObjects:
                                              c.attnum, display_default(c.default, c.type)))
         self.relations.append(rel)
         for ix in rel.indexes:
-            cols = [next(c for c in columns if c.attnum == a) for a in ix.attnums]
+            if ix.expression is not None:  # named after the column it reads, typed as it is
+                base = next((c for c in columns if c.attnum in ix.expression_columns), None)
+                cols = [Column(base.name if base else "expr",
+                               ix.key_type or (base.type if base else SqlType("text")), 1)]
+            else:
+                cols = [next(c for c in columns if c.attnum == a) for a in ix.attnums]
             self.relations.append(Relation(
                 ix.oid, ix.name, nsp, d.schema, "i",
                 [Column(c.name, c.type, i + 1) for i, c in enumerate(cols)],
@@ -547,8 +568,10 @@ class CatalogObjects:
                 return con
         return None
 
-    def index_definition(self, oid: int, column: int = 0) -> str | None:
-        """pg_get_indexdef(oid, column): the CREATE INDEX statement, or one column of it."""
+    def index_definition(self, oid: int, column: int = 0, pretty: bool = False) -> str | None:
+        """pg_get_indexdef(oid, column, pretty): the CREATE INDEX statement, or one column of
+        it; an expression key in its pretty form (`embedding::halfvec(3)`, as psql's \\d
+        shows it) or not (`(embedding)::halfvec(3)`)."""
         rel = self.relation(oid)
         if rel is None or rel.index is None:
             return None
@@ -557,14 +580,17 @@ class CatalogObjects:
         names = {c.attnum: c.name for c in table.columns}
         parts = []
         for attnum, opclass in zip(ix.attnums, ix.opclass_names or [None] * len(ix.attnums)):
-            part = quote_ident(names.get(attnum, "?"))
+            part = quote_ident(names.get(attnum, "?")) if attnum else \
+                _expression_key((ix.expression if pretty else ix.expression_sql) or "")
             if opclass:
                 part += f" {opclass}"
             parts.append(part)
         if column:
             if not 1 <= column <= len(ix.attnums):
                 return ""
-            return quote_ident(names.get(ix.attnums[column - 1], "?"))
+            attnum = ix.attnums[column - 1]
+            return quote_ident(names.get(attnum, "?")) if attnum else \
+                _expression_key((ix.expression if pretty else ix.expression_sql) or "")
         text = (f"CREATE {'UNIQUE ' if ix.unique else ''}INDEX {quote_ident(rel.name)} ON "
                 f"{quote_ident(table.schema)}.{quote_ident(table.name)} USING {ix.method} "
                 f"({', '.join(parts)})")
@@ -797,3 +823,22 @@ def build_virtual_table(database, session, name: str) -> pa.Table:
         else:
             arrays.append(pa.array(values, arrow))
     return pa.Table.from_arrays(arrays, names=[c for c, _ in columns])
+
+
+def _expression_key(text: str) -> str:
+    """An expression as one key of an index definition: parenthesised unless a function call
+    (`lower(category)`), as PostgreSQL's pg_get_indexdef prints it."""
+    head = text.split("(", 1)[0]
+    if head.isidentifier() and text.endswith(")") and _balanced_call(text, len(head)):
+        return text
+    return f"({text})"
+
+
+def _balanced_call(text: str, start: int) -> bool:
+    """Whether the parenthesis at `start` closes at the end of `text` (`f(a)`, not `f(a)::t`)."""
+    depth = 0
+    for i in range(start, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return i == len(text) - 1
+    return False

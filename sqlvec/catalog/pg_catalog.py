@@ -130,12 +130,12 @@ def _pg_index(o) -> dict:
         for ix in rel.indexes:
             n = len(ix.attnums)
             table_cols = {c.attnum: c for c in rel.columns}
-            collations = [O.DEFAULT_COLLATION if table_cols[a].type.name in
+            collations = [O.DEFAULT_COLLATION if a in table_cols and table_cols[a].type.name in
                           ("text", "varchar", "bpchar") else 0 for a in ix.attnums]
             rows.append((ix.oid, rel.oid, n, n, ix.unique, ix.nulls_not_distinct, ix.primary,
                          False, True,
                          False, True, False, True, True, False, list(ix.attnums), collations,
-                         list(ix.opclasses), [0] * n, None, None))
+                         list(ix.opclasses), [0] * n, ix.expression_sql, None))
     return _rows([c for c, _ in PG_INDEX], rows)
 
 

@@ -45,6 +45,7 @@ from sqlvec.execution.kernels import table_of
 from sqlvec.execution.transaction import TableOverlay, Transaction
 from sqlvec.execution.values import Value, as_array
 from sqlvec.plan.planner import Planner
+from sqlvec.sql import index_expressions as ixexpr
 from sqlvec.sql.binder import SYSTEM_COLUMNS, Field, Scope, serial_kind, sql_type
 from sqlvec.sql.dialect import to_sql
 from sqlvec.storage import access_methods
@@ -282,8 +283,7 @@ def _rename_column(old: str, new: str, work: _Work) -> None:
     work.replace_column(old, name=new)
     work.set(primary_key=tuple(new if k == old else k for k in d.primary_key),
              constraints=constraint_ddl.columns_after_rename(d, old, new),
-             indexes=tuple(replace(ix, columns=tuple(new if c == old else c for c in ix.columns))
-                           for ix in d.indexes))
+             indexes=tuple(_index_renamed(ix, old, new) for ix in d.indexes))
     owner, renamed = f"{d.id}.{old}", f"{d.id}.{new}"
     work.catalog_changes.append(lambda c: {**c, "sequences": {
         k: ({**v, "owned_by": renamed} if v.get("owned_by") == owner else v)
@@ -380,9 +380,22 @@ def _alter_type(col: ColumnDef, dtype: exp.DataType, using: exp.Expression | Non
     new = work.replace_column(col.name, type=target, missing_value=None)
     for ix in work.def_.indexes:
         if col.name in ix.columns and ix.method != "btree":
-            access_methods.check_definition(ix.method, [work.column(c) for c in ix.columns],
+            access_methods.check_definition(ix.method,
+                                            access_methods.key_columns(work.def_, ix),
                                             ix.opclass, ix.options.items())
     work.rewrites[new.attnum] = _Rewrite(value=value)
+
+
+def _index_renamed(ix, old: str, new: str):
+    """An index after RENAME COLUMN: its columns, and its expression's text, name the column's
+    new name."""
+    if old not in ix.columns:
+        return ix
+    changes: dict = {"columns": tuple(new if c == old else c for c in ix.columns)}
+    if ix.expression_sql is not None:
+        changes["expression"], changes["expression_sql"] = ixexpr.renamed(
+            ix.expression_sql, old, new)
+    return replace(ix, **changes)
 
 
 def _old_row_scope(work: _Work) -> tuple[Scope, list]:

@@ -258,8 +258,8 @@ def _get_userbyid(c, args, e):
 
 def _get_indexdef(c, args, e):
     vals = _args_as(c, args, OID, INT4, BOOL)
-    return _map(vals, lambda f, o, col=0, pretty=False: objects(f).index_definition(o, col or 0),
-                TEXT)
+    return _map(vals, lambda f, o, col=0, pretty=False: objects(f).index_definition(
+        o, col or 0, bool(pretty)), TEXT)
 
 
 def _get_constraintdef(c, args, e):

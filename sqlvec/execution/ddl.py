@@ -15,6 +15,7 @@ from sqlglot import exp
 
 from sqlvec.catalog.catalog import Catalog
 from sqlvec.errors import (
+    DataException,
     DuplicateTable,
     FeatureNotSupported,
     Notice,
@@ -25,6 +26,7 @@ from sqlvec.errors import (
 )
 from sqlvec.execution import constraint_ddl as cddl
 from sqlvec.execution import foreign_key_ddl as fkddl
+from sqlvec.sql import index_expressions as ixexpr
 from sqlvec.sql.binder import SYSTEM_COLUMNS, serial_kind, sql_type
 from sqlvec.sql.dialect import to_sql
 from sqlvec.storage import access_methods
@@ -306,18 +308,39 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
     params = index.args.get("params")
     using = params.args.get("using") if params is not None else None
     method = using.name.lower() if using is not None else "btree"
+    unique = bool(stmt.args.get("unique"))
     cols = params.args.get("columns") or []
-    col_names, opclass = [], None
+    col_names, opclass, keys = [], None, []
+    expression: exp.Expression | None = None
     for c in cols:
         inner = c.this if isinstance(c, exp.Ordered) else c
         if isinstance(inner, exp.Opclass):
             opclass = inner.expression.name.lower()
             inner = inner.this
+        keys.append(inner)
         if not isinstance(inner, exp.Column):
-            raise FeatureNotSupported("indexes on expressions are not supported")
+            # An expression key: the columns it reads must exist, its functions be immutable.
+            for ref in inner.find_all(exp.Column):
+                if not table.def_.has_column(ref.name):
+                    raise UndefinedColumn(f'column "{ref.name}" does not exist')
+            ixexpr.check_immutable(inner)
+            if expression is not None or len(cols) > 1:
+                raise FeatureNotSupported("indexes with several keys including expressions are "
+                                          "not supported")
+            expression = inner
+            for ref in inner.find_all(exp.Column):
+                if ref.name not in col_names:
+                    col_names.append(ref.name)
+            continue
         if not table.def_.has_column(inner.name):
             raise UndefinedColumn(f'column "{inner.name}" does not exist')
         col_names.append(inner.name)
+    key_type = None
+    if expression is not None:
+        if unique:
+            raise FeatureNotSupported("unique expression indexes are not supported")
+        if method != "btree":
+            key_type = _vector_key(table.def_, expression, col_names)
     given: list[tuple[str, object]] = []
     with_ = params.args.get("with_storage") if params is not None else None
     if with_ and not isinstance(with_, bool):
@@ -327,7 +350,6 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
             key = prop.this.name.lower() if isinstance(prop, (exp.EQ, exp.Property)) else str(prop)
             value = prop.args.get("value") if isinstance(prop, exp.Property) else prop.expression
             given.append((key, _option_value(value)))
-    unique = bool(stmt.args.get("unique"))
     nulls_not_distinct = bool(params.meta.get("nulls_not_distinct")) if params is not None \
         else False
     if unique:
@@ -341,22 +363,49 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
     if method == "btree":
         options = dict(given)
     else:  # a vector access method (0A000 for any other), checked as its declaration says
-        opclass, options = access_methods.check_definition(
-            method, [table.def_.column(c) for c in col_names], opclass, given)
-    name = index.name or _default_index_name(catalog, table.def_.name, col_names,
-                                             table.def_.schema)
+        columns = [table.def_.column(c) for c in col_names]
+        if key_type is not None:  # checked as a column of the expression's type
+            columns = [replace(columns[0], type=SqlType(key_type, columns[0].type.typmod))]
+        opclass, options = access_methods.check_definition(method, columns, opclass, given)
+    name = index.name or _default_index_name(
+        catalog, table.def_.name,
+        [c.name if isinstance(c, exp.Column) else ixexpr.figure_name(c) for c in keys],
+        table.def_.schema)
     if catalog.relation_exists(name, table.def_.schema):
         if stmt.args.get("exists"):
             return "NOTICE"
         raise DuplicateTable(f'relation "{name}" already exists')
     definition = IndexDef(name=name, oid=catalog.store.allocate_oid(), columns=tuple(col_names),
                           method=method, opclass=opclass, options=options, unique=unique,
-                          nulls_not_distinct=unique and nulls_not_distinct)
+                          nulls_not_distinct=unique and nulls_not_distinct,
+                          expression=ixexpr.deparse(expression) if expression is not None
+                          else None,
+                          expression_sql=ixexpr.deparse(expression, pretty=False)
+                          if expression is not None else None,
+                          key_type=key_type)
     report = CreateIndexProgress(table.def_.oid, definition.oid)
     if track is not None:
         track(report)
     catalog.store.create_index(table.id, definition, progress=progress, report=report)
     return "CREATE INDEX"
+
+
+def _vector_key(table: TableDef, expression: exp.Expression, col_names: list[str]) -> str:
+    """The type of a vector index's expression key: the vector column cast (its dimensions
+    kept: a different count fails on the rows, 22000, as pgvector's cast does), or bits."""
+    if len(col_names) != 1:
+        raise FeatureNotSupported("vector index expressions must read exactly one column")
+    col = table.column(col_names[0])
+    key_type = ixexpr.vector_key_type(expression, col.type.name)
+    if key_type == "bit":
+        return key_type
+    dims = ixexpr.cast_dims(expression)
+    if key_type not in ("halfvec", "vector") or not col.type.is_vector or \
+            col.type.name == "sparsevec":
+        raise FeatureNotSupported("vector index expressions must cast a vector or halfvec column")
+    if dims is not None and col.type.dims is not None and dims != col.type.dims:
+        raise DataException(f"expected {dims} dimensions, not {col.type.dims}")
+    return key_type
 
 
 def _option_value(value: exp.Expression | None) -> object:

@@ -60,13 +60,14 @@ def explain(session, inner, params: list, options: dict) -> list[str]:
         if analyze:
             runs = stats.get(("segments", id(op)), [])
             if len(runs) > 1:
-                return searches_summary(runs)
-            return segment_summary(runs[-1], True) if runs else []
+                return _index_line(op) + searches_summary(runs)
+            return _index_line(op) + segment_summary(runs[-1], True) if runs else []
         if op.correlated:
             return ["Searches: one per outer row (strategies chosen per search; EXPLAIN "
                     "ANALYZE shows them)"]
         ctx = session._context(typed_params(inner.param_types, params))
-        return segment_summary(op.plan_segments(ctx), False)
+        plans = op.plan_segments(ctx)
+        return _index_line(op) + segment_summary(plans, False)
 
     if fmt == "json":
         return [json.dumps([{"Plan": _json(plan, annotate, details)}], indent=2)]
@@ -75,6 +76,11 @@ def explain(session, inner, params: list, options: dict) -> list[str]:
     if analyze and total is not None:
         lines.append(f"Execution Time: {total * 1000:.3f} ms")
     return lines
+
+
+def _index_line(op: VectorTopKOp) -> list[str]:
+    """`Index: <name>` when some segment is searched through an index."""
+    return [f"Index: {op.index_name}"] if op.index_name else []
 
 
 def raise_if_write(inner) -> None:

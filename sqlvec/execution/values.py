@@ -192,7 +192,8 @@ class Value:
 # Type categories and promotion ------------------------------------------------------------------
 
 _NUMERIC_RANK = {"int2": 0, "int4": 1, "int8": 2, "numeric": 3, "float4": 4, "float8": 5,
-                 "oid": 2, "regclass": 2, "regtype": 2, "regproc": 2}
+                 "oid": 2, "regclass": 2, "regtype": 2, "regproc": 2, "regprocedure": 2,
+                 "regnamespace": 2, "regrole": 2}
 STRING_TYPES = {"text", "varchar", "bpchar", "name", "char", "unknown", "json", "jsonb", "uuid"}
 TEMPORAL = {"date", "timestamp", "timestamptz", "time", "interval"}
 
@@ -212,7 +213,7 @@ def common_numeric(a: SqlType, b: SqlType) -> SqlType:
     keeps each value's own, which one Arrow column cannot)."""
     ra, rb = _NUMERIC_RANK[a.name], _NUMERIC_RANK[b.name]
     winner = a if ra >= rb else b
-    if winner.name in ("oid", "regclass", "regtype", "regproc"):
+    if winner.name == "oid" or winner.name.startswith("reg"):
         return INT8
     if winner.name == "numeric":
         sa, sb = numeric_scale(a), numeric_scale(b)

@@ -40,8 +40,10 @@ def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
     c = builder.compiler([], [], outer)
     # The query takes the column's type: a halfvec column is searched with a halfvec (pgvector's
     # implicit vector -> halfvec cast), so its kernels are halfvec's.
-    kind = next((f.type.name for f in node.scan.fields if f.name == node.column
-                 and f.type is not None and f.type.is_vector), "vector")
+    # An expression index's key (`col::halfvec`) is searched with a query of the cast's type.
+    column, _, key_type = node.column.partition("::")
+    kind = key_type or next((f.type.name for f in node.scan.fields if f.name == column
+                             and f.type is not None and f.type.is_vector), "vector")
     query = c.compile_as(node.query, SqlType(kind))
     k = c.compile_as(node.k, INT8)
     types = list(scan.types) + [V.FLOAT8]
@@ -148,15 +150,26 @@ def _count_index_use(stats, snap, column: str, plans: list[SegmentPlan]) -> None
     if not used:
         stats.scanned(snap.row_count)
         return
+    name, _, key_type = column.partition("::")
     name = next((ix.name for ix in snap.table_def.indexes
-                 if ix.method == used[0].method and ix.columns and ix.columns[0] == column),
-                used[0].method)
+                 if ix.method == used[0].method and ix.columns and ix.columns[0] == name
+                 and ix.key_type == (key_type or None)), used[0].method)
     stats.index_scanned(name, sum(p.returned for p in used),
                               sum(p.returned for p in plans))
 
 
+def _index_name(snap, column: str, metric: Metric, plans) -> str | None:
+    """The index some segment of this search used (EXPLAIN names it), or None."""
+    if not any(getattr(p, "plan", p).method is not None for p in plans):
+        return None
+    index = snap.index_for(column, metric)
+    return index.name if index is not None else None
+
+
 class VectorTopKOp(OneRowOp):
     """Nearest rows of one table by a distance, searched per segment (storage/search.py)."""
+
+    index_name: str | None = None  # the index the last search used on some segment
 
     scan: ScanOp
     query: Value
@@ -184,6 +197,7 @@ class VectorTopKOp(OneRowOp):
                                     filter=self.scan._segment_filter(ctx, outer),
                                     prune=_pruner(self.bounds, snap.table_def, frame),
                                     **self._settings(ctx))
+        self.index_name = _index_name(snap, self.column, self.metric, searches)
         return [s.plan for s in searches]
 
     def run(self, ctx, outer):
@@ -210,6 +224,7 @@ class VectorTopKOp(OneRowOp):
                             prune=_pruner(self.bounds, snap.table_def, frame),
                             columns=self.columns, with_rowid=True, distance_name="__distance",
                             plans=plans, **self._settings(ctx))
+        self.index_name = _index_name(snap, self.column, self.metric, plans)
         ctx.stats.setdefault(("segments", id(self)), []).append(plans)
         _count_index_use(ctx.table_stats(self.scan.table_id), snap, self.column, plans)
         _report_missed_target(ctx, plans)
@@ -222,8 +237,12 @@ class VectorTopKOp(OneRowOp):
     def _with_overlay(self, ctx, outer, vector, k):
         """Uncommitted writes to this table: an exact scan of what the transaction sees."""
         table = self.scan.execute(ctx, outer)
-        col_index = [f.name for f in self.scan.fields].index(self.column)
-        dist = vector_distance(self.metric, table.column(col_index),
+        column, _, key_type = self.column.partition("::")
+        col_index = [f.name for f in self.scan.fields].index(column)
+        values = table.column(col_index)
+        if key_type:  # an expression index's key: the column's values cast as it casts them
+            values = _cast_rows(values, vector.dtype)
+        dist = vector_distance(self.metric, values,
                                pa.scalar(vector.tolist(),
                                          pa.list_(pa.from_numpy_dtype(vector.dtype), vector.size)),
                                table.num_rows)
@@ -231,6 +250,14 @@ class VectorTopKOp(OneRowOp):
         table = table.take(order).slice(0, k)
         dist = as_array(dist, len(order)).take(order).slice(0, k)
         return table_of(list(table.columns) + [dist])
+
+
+def _cast_rows(values, dtype) -> pa.Array:
+    """A vector column's rows cast element-wise to `dtype` (float16 for `col::halfvec`)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    dims = values.type.list_size
+    return values.cast(pa.list_(pa.from_numpy_dtype(dtype), dims))
 
 
 def _report_missed_target(ctx, plans: list[SegmentPlan]) -> None:

@@ -422,7 +422,14 @@ class VectorTopK(PlanNode):
         from sqlvec.vectors import Metric
 
         op = Metric(self.metric).operator
-        text = f"Vector Top-K on {self.scan.table_name}\n  Order By: {self.column} {op} " \
+        column, _, key_type = self.column.partition("::")
+        if key_type:  # an expression index's key, as pg_get_indexdef prints it
+            dims = next((f.type.typmod for f in self.scan.fields if f.name == column
+                         and f.type is not None), -1)
+            key = f"({column})::{key_type}" + (f"({dims})" if dims > 0 else "")
+        else:
+            key = column
+        text = f"Vector Top-K on {self.scan.table_name}\n  Order By: {key} {op} " \
                f"{expr_sql(self.query) if self.query is not None else '?'}"
         if self.scan.filter is not None:
             text += f"\n  Filter: {expr_sql(self.scan.filter)}"

@@ -148,6 +148,19 @@ def _vector_operands(e: exp.Expression, scan: n.Scan) -> tuple[str, exp.Expressi
         return None
     scope = Scope(list(scan.fields))
     for col_side, query_side in ((e.this, e.expression), (e.expression, e.this)):
+        key_type = None
+        while isinstance(col_side, exp.Paren):
+            col_side = col_side.this
+        if isinstance(col_side, exp.Cast):
+            # `col::halfvec(n)` (or `::vector(n)`): the key of an expression index on that
+            # cast, matched structurally as PostgreSQL matches index expressions; searched
+            # through such an index where there is one, else exactly over the cast values.
+            key_type = _vector_cast(col_side, scope, scan)
+            if key_type is None:
+                continue
+            col_side = col_side.this
+            while isinstance(col_side, exp.Paren):
+                col_side = col_side.this
         if isinstance(col_side, exp.Column):
             index = scope.find(col_side.name, col_side.table or None)
             if index is None:
@@ -158,8 +171,36 @@ def _vector_operands(e: exp.Expression, scan: n.Scan) -> tuple[str, exp.Expressi
             if any(scope.find(c.name, c.table or None) is not None
                    for c in query_side.find_all(exp.Column)):
                 continue
-            return f.name, query_side
+            return (f.name if key_type is None else f"{f.name}::{key_type}"), query_side
     return None
+
+
+def _vector_cast(cast: exp.Cast, scope: Scope, scan: n.Scan) -> str | None:
+    """"halfvec" or "vector" when `cast` casts a vector or halfvec column of the scan to one of
+    them keeping its dimensions (what an expression index `((col::halfvec(n)))` indexes)."""
+    inner = cast.this
+    while isinstance(inner, exp.Paren):
+        inner = inner.this
+    if not isinstance(inner, exp.Column):
+        return None
+    index = scope.find(inner.name, inner.table or None)
+    if index is None:
+        return None
+    source = scan.fields[index].type
+    if source is None or source.name not in ("vector", "halfvec") or source.dims is None:
+        return None
+    to = cast.to
+    name = (to.args["kind"].name if to.this == exp.DataType.Type.USERDEFINED and
+            to.args.get("kind") is not None else str(to.this.value)).lower()
+    if name not in ("vector", "halfvec") or name == source.name:
+        return None
+    if to.expressions:
+        try:
+            if int(to.expressions[0].name) != source.dims:
+                return None
+        except ValueError:
+            return None
+    return name
 
 
 def use_key_lookup(plan: n.PlanNode) -> n.PlanNode:

@@ -12,6 +12,7 @@ always was; its per-segment files are named `seg-<segment>.<index oid>.<method>`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from sqlvec.errors import (
@@ -26,6 +27,7 @@ from sqlvec.storage.hnsw import SPARSE_MAX_NNZ, HnswIndex
 from sqlvec.storage.ivfflat import IvfflatIndex
 from sqlvec.storage.schema import ColumnDef, IndexDef, TableDef
 from sqlvec.storage.vector_index import OpClass, VectorIndex, all_options, check_options
+from sqlvec.types import SqlType
 from sqlvec.vectors import Metric
 
 # Names PostgreSQL's own access methods and the search strategies use: never a vector method's.
@@ -107,12 +109,6 @@ def methods() -> tuple[type[VectorIndex], ...]:
     return tuple(_METHODS.values())
 
 
-# pgvector operator classes no method here implements, refused with 0A000 naming them (not
-# 42704 as unknown names): bits need no graph (an exact popcount scan over packed bytes answers
-# `ORDER BY b <~> q` at memory speed; see sqlvec.vectors).
-_NOT_IMPLEMENTED = frozenset({"bit_hamming_ops", "bit_jaccard_ops"})
-
-
 def opclass(method: type[VectorIndex], name: str | None, input_type: str = "vector") -> OpClass:
     """The method's operator class of this name (for None, its default for columns of
     `input_type`); 42704 when unknown."""
@@ -120,12 +116,6 @@ def opclass(method: type[VectorIndex], name: str | None, input_type: str = "vect
         if (candidate.default and candidate.input_type == input_type if name is None
                 else candidate.name == name):
             return candidate
-    if name in _NOT_IMPLEMENTED:
-        raise FeatureNotSupported(f"operator class {name} is not supported by "
-                                  f"{method.access_method} indexes here",
-                                  hint="Nearest-neighbour queries over bits are exact "
-                                       "popcount scans, which need no index."
-                                  if name.startswith("bit_") else None)
     raise UndefinedObject(f'operator class "{name}" does not exist for access method '
                           f'"{method.access_method}"')
 
@@ -144,9 +134,18 @@ def params_of(index: IndexDef) -> Any:
 
 def vector_indexes(table: TableDef) -> tuple[IndexDef, ...]:
     """The table's indexes that registered vector methods build per segment (not those on
-    sparsevec columns: `sparse_indexes`)."""
+    sparsevec columns, `sparse_indexes`, nor those on bits, `exact_only`)."""
     return tuple(ix for ix in table.indexes if ix.method in _METHODS
-                 and not _on_sparse(table, ix))
+                 and not _on_sparse(table, ix) and not exact_only(ix))
+
+
+def exact_only(index: IndexDef) -> bool:
+    """An index on bits (`bit_hamming_ops`, `bit_jaccard_ops`, on a bit column or a
+    `binary_quantize(v)::bit(n)` expression): accepted as pgvector accepts it, but nothing is
+    built per segment. hnswlib has no Hamming or Jaccard space, and the exact popcount scan over
+    packed bytes (sqlvec.vectors) answers `ORDER BY b <~> q LIMIT k` at memory speed, so a
+    graph would buy little and cost recall."""
+    return (index.opclass or "").startswith("bit_")
 
 
 def sparse_indexes(table: TableDef) -> tuple[IndexDef, ...]:
@@ -170,12 +169,24 @@ def check_sparse_rows(index: IndexDef, lengths: Iterable[int]) -> None:
                           f"for {index.method} index", sqlstate="54000")
 
 
-def index_for(table: TableDef, column: str, metric: Metric) -> IndexDef | None:
-    """The first vector index of the table on `column` that answers `metric`."""
+def index_for(table: TableDef, column: str, metric: Metric,
+              key_type: str | None = None) -> IndexDef | None:
+    """The first vector index of the table on `column` (with `key_type`: on the expression
+    casting it to that type) that answers `metric`."""
     for ix in vector_indexes(table):
-        if ix.columns == (column,) and metric_of(ix) is metric:
+        if ix.columns == (column,) and ix.key_type == key_type and metric_of(ix) is metric:
             return ix
     return None
+
+
+def key_columns(table: TableDef, index: IndexDef) -> list[ColumnDef]:
+    """The index's keys as columns of the types it indexes: the columns themselves, or for an
+    expression index on a vector cast, the column typed as the cast's result."""
+    columns = [table.column(c) for c in index.columns]
+    if index.key_type is None:
+        return columns
+    col = columns[0]
+    return [replace(col, type=SqlType(index.key_type, col.type.typmod))]
 
 
 def file_name(segment_id: int, index: IndexDef) -> str:
@@ -209,11 +220,11 @@ def check_definition(method_name: str, columns: list[ColumnDef], opclass_name: s
         chosen = opclass(method, opclass_name)
         if col.type.name != chosen.input_type:
             raise DatatypeMismatch(f'operator class "{chosen.name}" does not accept data type '
-                                   f"{col.type.format()}")
+                                   f"{col.type.info.display}")
     if not chosen.supported:
         raise FeatureNotSupported(f"operator class {chosen.name} is not supported by {name} "
                                   "indexes here")
-    if col.type.dims is None:
+    if chosen.input_type != "bit" and col.type.dims is None:
         raise DataException(f'column "{col.name}" does not have dimensions')
     given = check_options(method, options)
     # A sparsevec index builds no structure (its L1 metric neither): only its options are checked.

@@ -80,6 +80,14 @@ class IndexDef:
     # CREATE UNIQUE INDEX: the table keeps a unique key over `columns` (storage/keys.py).
     unique: bool = False
     nulls_not_distinct: bool = False
+    # An expression index (one key, `CREATE INDEX ON t ((expr))`): `columns` names the columns
+    # the expression reads; `expression` is its text as psql's \d shows it, `expression_sql`
+    # as pg_get_indexdef does. `key_type` is the vector type ("halfvec", "vector", "bit") of an
+    # expression a vector method indexes: a cast of the one vector column in `columns`, which
+    # storage evaluates over each segment's column without any SQL (vectors.cast_matrix).
+    expression: str | None = None
+    expression_sql: str | None = None
+    key_type: str | None = None
 
     def to_json(self) -> dict:
         """The index as the manifest stores it."""
@@ -97,6 +105,10 @@ class IndexDef:
         if self.unique:
             data["unique"] = True
             data["nulls_not_distinct"] = self.nulls_not_distinct
+        if self.expression is not None:
+            data["expression"] = self.expression
+            data["expression_sql"] = self.expression_sql
+            data["key_type"] = self.key_type
         return data
 
     @classmethod
@@ -115,6 +127,9 @@ class IndexDef:
             options=options,
             unique=bool(data.get("unique", False)),
             nulls_not_distinct=bool(data.get("nulls_not_distinct", False)),
+            expression=data.get("expression"),
+            expression_sql=data.get("expression_sql"),
+            key_type=data.get("key_type"),
         )
 
 

@@ -53,6 +53,22 @@ def vector_matrix(array: pa.Array | pa.ChunkedArray, dims: int) -> tuple[np.ndar
     return matrix, valid
 
 
+# Joins a physical column and the vector type of an expression index's key: "c3::halfvec".
+KEY_SEPARATOR = "::"
+
+
+def cast_matrix(matrix: np.ndarray, kind: str) -> np.ndarray:
+    """A vector matrix cast to `kind` ("halfvec": float16 rounded to nearest as pgvector's cast,
+    "vector": float32), as `col::halfvec(n)` casts each row."""
+    dtype = np.float16 if kind == "halfvec" else np.float32
+    return matrix if matrix.dtype == dtype else matrix.astype(dtype)
+
+
+def key_name(physical: str, key_type: str | None) -> str:
+    """What `SegmentData.vectors` reads for an index key: the column, or its cast."""
+    return physical if key_type is None else f"{physical}{KEY_SEPARATOR}{key_type}"
+
+
 SEGMENT_FILE = "segment file"
 
 
@@ -109,6 +125,14 @@ class SegmentData:
         key = ("vectors", physical)
         with self._cache_lock:
             hit = self._cache.get(key)
+        if hit is None and KEY_SEPARATOR in physical:
+            # An expression index's key (`c3::halfvec`): the column cast, computed once per
+            # segment (or snapshot of the growing one) and cached like the column itself.
+            base, kind = physical.split(KEY_SEPARATOR, 1)
+            matrix, valid = self.vectors(base, dims)
+            hit = (cast_matrix(matrix, kind), valid)
+            with self._cache_lock:
+                self._cache[key] = hit
         if hit is None:
             if self.has_column(physical):
                 hit = vector_matrix(self.table.column(physical), dims)

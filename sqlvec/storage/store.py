@@ -82,7 +82,7 @@ from sqlvec.storage.manifest import (
     ManifestStore,
 )
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
-from sqlvec.storage.segment import Segment
+from sqlvec.storage.segment import Segment, key_name
 from sqlvec.storage.table import Table, TableSnapshot, UniqueKey
 from sqlvec.storage.vector_index import IndexBuildCancelled
 from sqlvec.storage.wal import (
@@ -1154,7 +1154,7 @@ class Store(StoreBase):
                 raise DuplicateTable(f'relation "{index.name}" already exists')
             sparse = False
             if index.method != "btree":  # a vector access method (0A000 for an unknown one)
-                columns = [table.def_.column(c) for c in index.columns]
+                columns = access_methods.key_columns(table.def_, index)
                 access_methods.check_definition(index.method, columns, index.opclass,
                                                 index.options.items())
                 sparse = columns[0].type.is_sparse
@@ -1162,8 +1162,8 @@ class Store(StoreBase):
                     access_methods.check_sparse_rows(index, _sparse_lengths(
                         table.snapshot().scan([columns[0].name]), columns[0].name))
         self.alter_table(table_id, lambda d: d.with_changes(indexes=d.indexes + (index,)))
-        if access_methods.find(index.method) is None or sparse:
-            return index  # nothing to build per segment (sparse: searched exactly, hnsw.py)
+        if access_methods.find(index.method) is None or sparse or access_methods.exact_only(index):
+            return index  # nothing to build per segment (sparse, bits: searched exactly)
         # Seal the growing segment first: every row that exists now gets indexed now.
         self.seal(table_id)
         table = self.table(table_id)
@@ -1251,7 +1251,9 @@ class Store(StoreBase):
         if index not in table.def_.indexes:
             return False
         col = table.def_.column(index.columns[0])
-        matrix, valid = seg.vectors(col.physical, col.type.dims)
+        # An expression index is built over the expression's values (the column cast, once
+        # per segment), exactly as an index on a column of that type.
+        matrix, valid = seg.vectors(key_name(col.physical, index.key_type), col.type.dims)
         key = (table.id, index.name, seg.id)
         build = BuildProgress(table.def_.name, index.name, seg.id, 0, seg.n_rows, time.time())
         self.builds[key] = build

@@ -48,9 +48,9 @@ from sqlvec.storage.search import (
     run_all,
     search_target,
 )
-from sqlvec.storage.segment import Segment, SegmentData, SegmentView
+from sqlvec.storage.segment import KEY_SEPARATOR, Segment, SegmentData, SegmentView, key_name
 from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
-from sqlvec.types import format_float4
+from sqlvec.types import SqlType, format_float4
 from sqlvec.vectors import Metric
 
 # A filter receives a segment's rows (logical column names, then the row id, as a scan returns
@@ -143,6 +143,15 @@ def mask_of(result: np.ndarray | pa.Array | pa.ChunkedArray | bool, n: int) -> n
             result = pc.fill_null(result, False)
         return result.to_numpy(zero_copy_only=False).astype(bool, copy=False)
     return np.asarray(result, dtype=bool)
+
+
+@dataclass(frozen=True)
+class SearchKey:
+    """What a vector search reads per segment: a vector column, or an expression index's key
+    (the column cast), with its type (dimensions, element type)."""
+
+    physical: str
+    type: SqlType
 
 
 @dataclass(frozen=True)
@@ -286,8 +295,10 @@ class TableSnapshot:
         return pa.concat_tables(parts)
 
     def index_for(self, column: str, metric: Metric) -> IndexDef | None:
-        """The vector index a search of `column` by `metric` uses, if any."""
-        return access_methods.index_for(self.table_def, column, metric)
+        """The vector index a search of `column` (or `column::<type>`, an expression index's
+        key) by `metric` uses, if any."""
+        name, _, kind = column.partition(KEY_SEPARATOR)
+        return access_methods.index_for(self.table_def, name, metric, kind or None)
 
     def plan_search(
         self,
@@ -371,16 +382,20 @@ class TableSnapshot:
         per_view = [(s.view, hits) for s, hits in zip(searches, results)]
         return self._merge(per_view, k, columns, with_rowid, distance_name)
 
-    def _vector_column(self, column: str) -> ColumnDef:
+    def _vector_column(self, column: str) -> SearchKey:
+        name, _, kind = column.partition(KEY_SEPARATOR)
         try:
-            col = self.table_def.column(column)
+            col = self.table_def.column(name)
         except KeyError:
-            raise UndefinedColumn(f'column "{column}" does not exist') from None
+            raise UndefinedColumn(f'column "{name}" does not exist') from None
         if not col.type.is_vector:
-            raise SqlVecError(f'column "{column}" is not a vector', sqlstate="42804")
+            raise SqlVecError(f'column "{name}" is not a vector', sqlstate="42804")
         if col.type.dims is None:
-            raise DataException(f'column "{column}" does not have dimensions')
-        return col
+            raise DataException(f'column "{name}" does not have dimensions')
+        if not kind:
+            return SearchKey(col.physical, col.type)
+        # An expression index's key, `col::halfvec(n)`: the column's values cast.
+        return SearchKey(key_name(col.physical, kind), SqlType(kind, col.type.dims))
 
     def _merge(self, per_view: list[tuple[SegmentView, tuple[np.ndarray, np.ndarray]]], k: int,
                columns: Sequence[str] | None, with_rowid: bool, distance_name: str) -> pa.Table:

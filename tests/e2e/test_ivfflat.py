@@ -214,7 +214,7 @@ def test_catalogs_describe_ivfflat(conn, server):
         "SELECT o.opcname, o.opcdefault, t.typname FROM pg_opclass o JOIN pg_am a "
         "ON a.oid = o.opcmethod JOIN pg_type t ON t.oid = o.opcintype WHERE a.amname = 'ivfflat' "
         "ORDER BY 1").fetchall() == [
-        ("halfvec_cosine_ops", False, "halfvec"), ("halfvec_ip_ops", False, "halfvec"),
+        ("bit_hamming_ops", False, "bit"), ("halfvec_cosine_ops", False, "halfvec"), ("halfvec_ip_ops", False, "halfvec"),
         ("halfvec_l2_ops", False, "halfvec"), ("vector_cosine_ops", False, "vector"),
         ("vector_ip_ops", False, "vector"), ("vector_l2_ops", True, "vector")]
     assert conn.execute("SELECT pg_get_indexdef('items_ivf'::regclass)").fetchone() == (

@@ -21,7 +21,7 @@ from sqlvec.execution import values as V
 from sqlvec.execution.values import BOOL, FLOAT8, INT8, TEXT, Datum, Value
 from sqlvec.sql import dialect as d
 from sqlvec.sql.binder import Scope
-from sqlvec.types import SqlType
+from sqlvec.types import REG_TYPES, SqlType
 
 
 @dataclass
@@ -199,7 +199,7 @@ class Compiler:
         if "sparsevec" in (ta.name, tb.name) and (ta.is_vector or tb.is_vector):
             t = SqlType("sparsevec")  # pgvector's implicit vector/halfvec -> sparsevec
             return self.coerce(a, t), self.coerce(b, t), t
-        if {ta.name, tb.name} & {"oid", "regclass", "regtype", "regproc"} and \
+        if {ta.name, tb.name} & {"oid", *REG_TYPES} and \
                 (V.is_numeric(ta) or V.is_numeric(tb)):
             return self.coerce(a, INT8), self.coerce(b, INT8), INT8
         if "xid" in (ta.name, tb.name) and (ta.name in V.INT_DIGITS or tb.name in V.INT_DIGITS):

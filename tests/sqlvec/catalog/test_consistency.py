@@ -82,6 +82,7 @@ def test_index_and_sequence_entries(session):
     assert opclass in ([("vector_cosine_ops", False)], [])
     assert rows(session, "SELECT opcname, opcdefault FROM pg_opclass o JOIN pg_am a ON "
                          "a.oid = o.opcmethod WHERE a.amname = 'hnsw' ORDER BY 1") == [
+        ("bit_hamming_ops", False), ("bit_jaccard_ops", False),
         ("halfvec_cosine_ops", False), ("halfvec_ip_ops", False), ("halfvec_l1_ops", False),
         ("halfvec_l2_ops", False), ("sparsevec_cosine_ops", False), ("sparsevec_ip_ops", False),
         ("sparsevec_l1_ops", False), ("sparsevec_l2_ops", False),

@@ -66,3 +66,37 @@ def test_view_filter_stays_when_the_query_has_none(session):
     assert topk is not None and "cat = 'a'" in n.expr_sql(topk.scan.filter)
     rows = session.execute_one("SELECT id FROM evens ORDER BY e <-> '[1,1]' LIMIT 40").rows()
     assert len(rows) == 20 and all(r[0] % 2 == 0 for r in rows)
+
+
+@pytest.mark.parametrize("sql, column", [
+    ("SELECT id FROM t ORDER BY emb::halfvec(2) <-> '[0,0]' LIMIT 3", "emb::halfvec"),
+    ("SELECT id FROM t ORDER BY CAST(emb AS halfvec) <-> '[0,0]' LIMIT 3", "emb::halfvec"),
+    ("SELECT id FROM evens ORDER BY (e)::halfvec(2) <-> '[0,0]' LIMIT 3", "emb::halfvec"),
+])
+def test_a_cast_of_a_vector_column_is_searched_as_an_expression_index_key(session, sql, column):
+    """`ORDER BY col::halfvec(n) <-> q LIMIT k` is the key of an index on that expression
+    (matched structurally, as PostgreSQL matches index expressions), and gives the exact
+    nearest rows without one."""
+    topk = _topk(_plan(session, sql))
+    assert topk is not None and topk.column == column
+    assert [r[0] for r in session.execute_one(sql).rows()] == \
+        ([1, 2, 3] if "evens" not in sql else [2, 4, 6])
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT id FROM t ORDER BY emb::halfvec(3) <-> '[0,0,0]' LIMIT 3",  # other dimensions
+    "SELECT id FROM t ORDER BY emb::vector <-> '[0,0]' LIMIT 3",  # no cast at all
+])
+def test_other_casts_keep_their_plan(session, sql):
+    topk = _topk(_plan(session, sql))
+    assert topk is None or topk.column == "emb"
+
+
+def test_a_halfvec_column_cast_to_vector_is_a_key_too(session):
+    session.execute_one("CREATE TABLE hv (id int, h halfvec(2))")
+    session.execute_one("INSERT INTO hv SELECT g, ARRAY[g, 1]::halfvec FROM generate_series(1, 9) g")
+    session.execute_one("CREATE INDEX ON hv USING hnsw ((h::vector(2)) vector_l2_ops)")
+    sql = "SELECT id FROM hv ORDER BY h::vector(2) <-> '[4.2,1]' LIMIT 2"
+    topk = _topk(_plan(session, sql))
+    assert topk is not None and topk.column == "h::vector"
+    assert [r[0] for r in session.execute_one(sql).rows()] == [4, 5]

@@ -174,3 +174,44 @@ def test_manifest_entries_read_as_before():
     assert ix.method == "hnsw" and access_methods.vector_indexes(table(ix)) == (ix,)
     assert access_methods.metric_of(ix) is Metric.IP
     assert ix.to_json() == {**stored, "method": "hnsw"}
+
+
+# Expression indexes -----------------------------------------------------------------------------
+
+HALF = IndexDef("t_half", 16405, ("emb",), "hnsw", "halfvec_l2_ops", expression="emb::halfvec(3)",
+                expression_sql="(emb)::halfvec(3)", key_type="halfvec")
+BITS = IndexDef("t_bits", 16406, ("emb",), "hnsw", "bit_hamming_ops",
+                expression="binary_quantize(emb)::bit(3)",
+                expression_sql="(binary_quantize(emb))::bit(3)", key_type="bit")
+
+
+def test_an_index_on_a_cast_is_found_only_for_searches_of_that_cast():
+    plain = IndexDef("t_l2", 16402, ("emb",), "hnsw", None)
+    t = table(plain, HALF)
+    assert access_methods.index_for(t, "emb", Metric.L2) is plain
+    assert access_methods.index_for(t, "emb", Metric.L2, "halfvec") is HALF
+    assert access_methods.index_for(table(HALF), "emb", Metric.L2) is None
+    assert access_methods.index_for(t, "emb", Metric.COSINE, "halfvec") is None
+    assert access_methods.key_columns(t, HALF)[0].type == SqlType("halfvec", 3)
+    assert access_methods.key_columns(t, plain) == [EMB]
+
+
+def test_bit_operator_classes_are_accepted_and_build_nothing():
+    """hnswlib has no Hamming or Jaccard space: bits are searched by the exact popcount scan."""
+    bits = ColumnDef("b", SqlType("bit", 8), 4)
+    assert check(columns=(bits,), opclass="bit_hamming_ops") == ("bit_hamming_ops", {})
+    assert check(columns=(bits,), opclass="bit_jaccard_ops") == ("bit_jaccard_ops", {})
+    assert check(columns=(bits,), opclass="bit_hamming_ops", method_name="ivfflat") == \
+        ("bit_hamming_ops", {})
+    with pytest.raises(SqlVecError) as exc:
+        check(opclass="bit_hamming_ops")
+    assert (exc.value.sqlstate, exc.value.message) == (
+        "42804", 'operator class "bit_hamming_ops" does not accept data type vector')
+    assert access_methods.exact_only(BITS) and not access_methods.exact_only(HALF)
+    assert access_methods.vector_indexes(table(HALF, BITS)) == (HALF,)
+
+
+def test_expression_indexes_round_trip_through_the_manifest():
+    for ix in (HALF, BITS):
+        assert IndexDef.from_json(ix.to_json()) == ix
+    assert "expression" not in IndexDef("t_l2", 16402, ("emb",), "hnsw", None).to_json()

@@ -12,7 +12,7 @@ from sqlvec.errors import DataCorrupted
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.schema import ROWID
 from sqlvec.storage.search import plan_segment, run_segment
-from sqlvec.storage.segment import Segment, SegmentView, vector_matrix
+from sqlvec.storage.segment import Segment, SegmentView, cast_matrix, key_name, vector_matrix
 from sqlvec.storage.store import StoreOptions
 from sqlvec.vectors import Metric
 
@@ -189,3 +189,19 @@ def test_missing_column_reads_as_missing_value():
     assert seg.column("c9", pa.int32(), 7).to_pylist() == [7] * 4
     matrix, valid = seg.vectors("c9", 2)
     assert matrix.shape == (4, 2) and not valid.any()
+
+
+def test_an_expression_index_key_is_the_column_cast_and_cached():
+    """`c3::halfvec`: what an index on `col::halfvec(n)` is built over, computed once per
+    segment (float16, rounded as pgvector's cast rounds)."""
+    data = physical_table(50)
+    seg = Segment(1, data, None)
+    assert key_name("c3", None) == "c3" and key_name("c3", "halfvec") == "c3::halfvec"
+    half, valid = seg.vectors(key_name("c3", "halfvec"), 3)
+    base, base_valid = seg.vectors("c3", 3)
+    assert half.dtype == np.float16 and half.shape == (50, 3)
+    np.testing.assert_array_equal(half, base.astype(np.float16))
+    np.testing.assert_array_equal(valid, base_valid)
+    assert seg.vectors("c3::halfvec", 3)[0] is half
+    assert cast_matrix(half, "vector").dtype == np.float32
+    assert cast_matrix(base, "vector") is base
