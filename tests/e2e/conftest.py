@@ -228,3 +228,31 @@ def pgvector_class(name: str) -> type:
 
         found = getattr(importlib.import_module("pgvector.utils"), name)
     return found
+
+
+def clustered(rows: int, queries: int, dim: int, clusters: int, seed: int):
+    """(rows, queries) of float32 vectors around `clusters` centres: the queries come from the
+    same clusters but are not rows, as a search test's held-out queries should be."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(clusters, dim)).astype(np.float32) * 3
+    points = centers[rng.integers(clusters, size=rows + queries)] \
+        + rng.normal(size=(rows + queries, dim))
+    points = points.astype(np.float32)
+    return points[:rows], points[rows:]
+
+
+def vector_text(v) -> str:
+    """A vector's text form, every float4 read back exactly."""
+    return "[" + ",".join(repr(float(x)) for x in v) + "]"
+
+
+def ids(conn, sql: str, *params) -> list[int]:
+    """The first column of every row of `sql`."""
+    return [r[0] for r in conn.execute(sql, params).fetchall()]
+
+
+def explain(conn, sql: str, *params) -> str:
+    """EXPLAIN of `sql` as one string."""
+    return "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params).fetchall())

@@ -17,7 +17,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from tests.e2e.conftest import start_server
+from tests.e2e.conftest import clustered, explain, ids, start_server, vector_text
 from tests.e2e.test_pg_dump import pg_dump_binary
 
 PSQL = shutil.which("psql")
@@ -30,23 +30,7 @@ RERANK = (f"SELECT id FROM (SELECT * FROM items ORDER BY binary_quantize(embeddi
 
 def dataset() -> tuple[np.ndarray, np.ndarray]:
     """Rows, then 20 queries from the same clusters that are not rows."""
-    rng = np.random.default_rng(7)
-    centers = rng.normal(size=(CLUSTERS, DIM)).astype(np.float32) * 3
-    points = centers[rng.integers(CLUSTERS, size=ROWS + 20)] + rng.normal(size=(ROWS + 20, DIM))
-    points = points.astype(np.float32)
-    return points[:ROWS], points[ROWS:]
-
-
-def text(v: np.ndarray) -> str:
-    return "[" + ",".join(repr(float(x)) for x in v) + "]"
-
-
-def ids(conn: psycopg.Connection, sql: str, *params) -> list[int]:
-    return [r[0] for r in conn.execute(sql, params).fetchall()]
-
-
-def explain(conn: psycopg.Connection, sql: str, *params) -> str:
-    return "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params).fetchall())
+    return clustered(ROWS, 20, DIM, CLUSTERS, seed=7)
 
 
 def exact(conn: psycopg.Connection, sql: str, *params) -> list[int]:
@@ -66,7 +50,7 @@ def server(tmp_path_factory):
         conn.execute(f"CREATE TABLE items (id int8 PRIMARY KEY, cat int, embedding vector({DIM}))")
         with conn.cursor().copy("COPY items (id, cat, embedding) FROM STDIN") as copy:
             for i, row in enumerate(rows):
-                copy.write_row((i, i % 10, text(row)))
+                copy.write_row((i, i % 10, vector_text(row)))
         conn.execute(f"CREATE INDEX items_half ON items USING hnsw (({HALF}) halfvec_l2_ops)")
         conn.execute(f"CREATE INDEX items_bits ON items USING hnsw "
                      f"((binary_quantize(embedding)::bit({DIM})) bit_hamming_ops)")
@@ -83,14 +67,14 @@ def conn(server):
 
 def test_halfvec_expression_index_is_used_with_recall_against_ground_truth(conn):
     _, queries = dataset()
-    plan = explain(conn, SEARCH, text(queries[0]))
+    plan = explain(conn, SEARCH, vector_text(queries[0]))
     assert "Vector Top-K on items" in plan and "Index: items_half" in plan, plan
     assert f"Order By: (embedding)::halfvec({DIM}) <->" in plan, plan
     assert "hnsw candidates=" in plan, plan
     hits = total = 0
     for q in queries:
-        got = ids(conn, SEARCH, text(q))
-        truth = exact(conn, SEARCH, text(q))
+        got = ids(conn, SEARCH, vector_text(q))
+        truth = exact(conn, SEARCH, vector_text(q))
         assert len(got) == 10 and len(truth) == 10
         hits += len(set(got) & set(truth))
         total += 10
@@ -101,10 +85,10 @@ def test_ground_truth_is_the_exact_halfvec_distance(conn):
     rows, queries = dataset()
     q = queries[1]
     conn.execute("SET enable_indexscan = off")
-    plan = explain(conn, SEARCH, text(q))
+    plan = explain(conn, SEARCH, vector_text(q))
     assert "exact" in plan and "hnsw candidates" not in plan, plan
     got = conn.execute(f"SELECT id, {HALF} <-> %s::halfvec({DIM}) FROM items ORDER BY 2, 1 "
-                       "LIMIT 10", (text(q),)).fetchall()
+                       "LIMIT 10", (vector_text(q),)).fetchall()
     conn.execute("RESET enable_indexscan")
     half, qh = rows.astype(np.float16).astype(np.float64), q.astype(np.float16).astype(np.float64)
     dist = np.sqrt(((half - qh) ** 2).sum(axis=1))
@@ -116,8 +100,8 @@ def test_exactly_k_rows_under_filters(conn, where):
     _, queries = dataset()
     sql = (f"SELECT id FROM items WHERE {where} ORDER BY {HALF} <-> %s::halfvec({DIM}) "
            "LIMIT 10")
-    got = ids(conn, sql, text(queries[2]))
-    truth = exact(conn, sql, text(queries[2]))
+    got = ids(conn, sql, vector_text(queries[2]))
+    truth = exact(conn, sql, vector_text(queries[2]))
     assert len(got) == len(truth) == min(10, len(truth))
     assert len(set(got) & set(truth)) >= 0.9 * len(truth)
 
@@ -125,11 +109,11 @@ def test_exactly_k_rows_under_filters(conn, where):
 def test_growing_rows_are_searched_exactly_beside_the_index(conn):
     _, queries = dataset()
     q = queries[3]
-    conn.execute("INSERT INTO items VALUES (100000, 1, %s)", (text(q),))
+    conn.execute("INSERT INTO items VALUES (100000, 1, %s)", (vector_text(q),))
     try:
-        plan = explain(conn, SEARCH, text(q))
+        plan = explain(conn, SEARCH, vector_text(q))
         assert "growing: exact" in plan, plan
-        assert ids(conn, SEARCH, text(q))[0] == 100000
+        assert ids(conn, SEARCH, vector_text(q))[0] == 100000
     finally:
         conn.execute("DELETE FROM items WHERE id = 100000")
 
@@ -137,10 +121,10 @@ def test_growing_rows_are_searched_exactly_beside_the_index(conn):
 def test_binary_quantize_and_rerank_as_pgvector_documents(conn):
     rows, queries = dataset()
     for q in queries[:5]:
-        got = ids(conn, RERANK, text(q), text(q))
-        assert got == exact(conn, RERANK, text(q), text(q))
+        got = ids(conn, RERANK, vector_text(q), vector_text(q))
+        assert got == exact(conn, RERANK, vector_text(q), vector_text(q))
         assert len(got) == 5
-    plan = explain(conn, RERANK, text(queries[0]), text(queries[0]))
+    plan = explain(conn, RERANK, vector_text(queries[0]), vector_text(queries[0]))
     # Bits are answered by the exact popcount scan: the plan says so (no index named).
     assert "Seq Scan on items" in plan and "items_bits" not in plan, plan
     # The re-ranked answers are the cosine nearest among the 20 nearest in Hamming distance.
@@ -153,7 +137,7 @@ def test_binary_quantize_and_rerank_as_pgvector_documents(conn):
     expected = candidates[np.argsort(cos, kind="stable")][:5]
     # Ties at the 20th Hamming distance may pick other rows: compare where there are none.
     if hamming[candidates[-1]] != hamming[np.lexsort((np.arange(ROWS), hamming))[20]]:
-        assert ids(conn, RERANK, text(q), text(q)) == expected.tolist()
+        assert ids(conn, RERANK, vector_text(q), vector_text(q)) == expected.tolist()
 
 
 def test_catalogs_show_the_expressions_as_postgresql(conn, server):
@@ -229,13 +213,13 @@ def test_scalar_expression_index_is_recorded_and_dumped(conn, server):
 def test_a_restart_keeps_the_expression_index(server):
     _, queries = dataset()
     with psycopg.connect(server["server"].conninfo(), autocommit=True) as c:
-        before = [ids(c, SEARCH, text(q)) for q in queries[:5]]
+        before = [ids(c, SEARCH, vector_text(q)) for q in queries[:5]]
     old = server["server"]
     assert old.stop() == 0, old.log()
     server["server"] = start_server(server["work"] / "s1", data_dir=old.data_dir)
     with psycopg.connect(server["server"].conninfo(), autocommit=True) as c:
-        assert [ids(c, SEARCH, text(q)) for q in queries[:5]] == before
-        plan = explain(c, SEARCH, text(queries[0]))
+        assert [ids(c, SEARCH, vector_text(q)) for q in queries[:5]] == before
+        plan = explain(c, SEARCH, vector_text(queries[0]))
         assert "Index: items_half" in plan and "hnsw candidates=" in plan, plan
 
 
@@ -260,7 +244,7 @@ def test_compaction_rebuilds_the_expression_index(tmp_path):
         (view,) = t.snapshot().sealed
         index = view.data.index("items_half")
         assert isinstance(index, HnswIndex) and index.indexed_count == 1_800
-        q = text(queries[0])
+        q = vector_text(queries[0])
         sql = f"SELECT id FROM items ORDER BY {HALF} <=> '{q}' LIMIT 5"
         plan = "\n".join(r[0] for r in s.execute_one("EXPLAIN " + sql).rows())
         assert f"segment {view.data.id}: hnsw candidates=1800/1800 k=5" in plan, plan
@@ -276,13 +260,13 @@ def test_ivfflat_on_the_same_expression(conn):
     try:
         conn.execute("SET ivfflat.probes = 5")
         sql = f"SELECT id FROM items ORDER BY {HALF} <=> %s::halfvec({DIM}) LIMIT 10"
-        plan = explain(conn, sql, text(queries[4]))
+        plan = explain(conn, sql, vector_text(queries[4]))
         assert "Index: items_half_ivf" in plan and "ivfflat candidates=" in plan, plan
         hits = 0
         for q in queries[:10]:
-            got = ids(conn, sql, text(q))
+            got = ids(conn, sql, vector_text(q))
             assert len(got) == 10
-            hits += len(set(got) & set(exact(conn, sql, text(q))))
+            hits += len(set(got) & set(exact(conn, sql, vector_text(q))))
         assert hits / 100 >= 0.9
         assert conn.execute("SELECT state, rows_indexed FROM sqlvec_indexes WHERE indexname = "
                             "'items_half_ivf'").fetchall() == [("ready", ROWS)]

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from sqlvec.vectors import Metric, top_k, top_k_batch
-from tests.e2e.conftest import start_server
+from tests.e2e.conftest import clustered, explain, ids, start_server, vector_text
 
 PSQL = shutil.which("psql")
 DIM, ROWS, CLUSTERS = 32, 20_000, 50
@@ -27,23 +27,7 @@ DIM, ROWS, CLUSTERS = 32, 20_000, 50
 
 def dataset() -> tuple[np.ndarray, np.ndarray]:
     """Rows, then 50 queries from the same clusters that are not rows."""
-    rng = np.random.default_rng(3)
-    centers = rng.normal(size=(CLUSTERS, DIM)).astype(np.float32) * 3
-    points = centers[rng.integers(CLUSTERS, size=ROWS + 50)] + rng.normal(size=(ROWS + 50, DIM))
-    points = points.astype(np.float32)
-    return points[:ROWS], points[ROWS:]
-
-
-def text(v: np.ndarray) -> str:
-    return "[" + ",".join(repr(float(x)) for x in v) + "]"
-
-
-def ids(conn: psycopg.Connection, sql: str, *params) -> list[int]:
-    return [r[0] for r in conn.execute(sql, params).fetchall()]
-
-
-def explain(conn: psycopg.Connection, sql: str, *params) -> str:
-    return "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params).fetchall())
+    return clustered(ROWS, 50, DIM, CLUSTERS, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +39,7 @@ def server(tmp_path_factory):
         conn.execute("CREATE TABLE items (id int8 PRIMARY KEY, cat int, emb vector(32))")
         with conn.cursor().copy("COPY items (id, cat, emb) FROM STDIN") as copy:
             for i, row in enumerate(rows):
-                copy.write_row((i, i % 100, text(row)))
+                copy.write_row((i, i % 100, vector_text(row)))
         conn.execute("CREATE INDEX items_ivf ON items USING ivfflat (emb vector_l2_ops) "
                      "WITH (lists = 100)")
     yield state
@@ -101,18 +85,18 @@ def test_recall_at_probes_10_against_exact_ground_truth(conn):
     rows, queries = dataset()
     truth = top_k_batch(Metric.L2, rows, queries, 10)
     conn.execute("SET enable_indexscan = off")  # pgvector users' ground truth: exact
-    assert "ivfflat" not in explain(conn, SEARCH, text(queries[0]))
+    assert "ivfflat" not in explain(conn, SEARCH, vector_text(queries[0]))
     for q, t in zip(queries[:5], truth):
-        assert ids(conn, SEARCH, text(q)) == t.tolist()
+        assert ids(conn, SEARCH, vector_text(q)) == t.tolist()
     conn.execute("RESET enable_indexscan")
     measured = {}
     for probes in (1, 10):
         conn.execute(f"SET ivfflat.probes = {probes}")
-        hits = sum(len(set(ids(conn, SEARCH, text(q))) & set(t.tolist()))
+        hits = sum(len(set(ids(conn, SEARCH, vector_text(q))) & set(t.tolist()))
                    for q, t in zip(queries, truth))
         measured[probes] = hits / (10 * len(queries))
         assert f"ivfflat candidates={ROWS}/{ROWS} k=10 probes={probes}/100" in \
-            explain(conn, SEARCH, text(queries[0]))
+            explain(conn, SEARCH, vector_text(queries[0]))
     assert measured[10] >= 0.95, measured
     assert measured[1] < measured[10], measured
 
@@ -133,7 +117,7 @@ def test_exactly_k_rows_under_filters(conn, where, iterative):
     matching = int(allowed.sum())
     for q in queries[:3]:
         got = ids(conn, f"SELECT id FROM items WHERE {where} ORDER BY emb <-> %s LIMIT 10",
-                  text(q))
+                  vector_text(q))
         assert len(got) == min(10, matching), (where, iterative)
         assert allowed[got].all()
         if matching <= 40:  # searched exactly (too few candidates for the index): exact rows
@@ -148,7 +132,7 @@ def test_explain_analyze_shows_widening_and_fallback(conn):
     sql = "SELECT id FROM items WHERE cat < 7 ORDER BY emb <-> %s LIMIT 10"
 
     def plans() -> list[str]:
-        return [explain(conn, "ANALYZE " + sql, text(q)) for q in queries]
+        return [explain(conn, "ANALYZE " + sql, vector_text(q)) for q in queries]
 
     conn.execute("SET ivfflat.iterative_scan = relaxed_order")
     widened = plans()
@@ -241,14 +225,14 @@ def test_a_restart_loads_the_saved_lists(server):
     saved = os.stat(files[0]).st_mtime_ns
     with psycopg.connect(server["server"].conninfo(), autocommit=True) as c:
         c.execute("SET ivfflat.probes = 4")
-        before = [ids(c, SEARCH, text(q)) for q in queries[:5]]
+        before = [ids(c, SEARCH, vector_text(q)) for q in queries[:5]]
     old = server["server"]
     assert old.stop() == 0, old.log()
     server["server"] = start_server(server["work"] / "s1", data_dir=old.data_dir)
     with psycopg.connect(server["server"].conninfo(), autocommit=True) as c:
         c.execute("SET ivfflat.probes = 4")
-        assert [ids(c, SEARCH, text(q)) for q in queries[:5]] == before
-        assert "ivfflat candidates=" in explain(c, SEARCH, text(queries[0]))
+        assert [ids(c, SEARCH, vector_text(q)) for q in queries[:5]] == before
+        assert "ivfflat candidates=" in explain(c, SEARCH, vector_text(queries[0]))
     assert index_files(server["server"].data_dir) == files
     assert os.stat(files[0]).st_mtime_ns == saved  # loaded, not rebuilt
 
@@ -277,9 +261,9 @@ def test_compaction_rebuilds_the_lists_of_the_merged_segment(tmp_path):
         q = queries[0]
         s.execute_one("SET ivfflat.probes = 10")
         plan = "\n".join(r[0] for r in s.execute_one(
-            f"EXPLAIN SELECT id FROM items ORDER BY emb <=> '{text(q)}' LIMIT 5").rows())
+            f"EXPLAIN SELECT id FROM items ORDER BY emb <=> '{vector_text(q)}' LIMIT 5").rows())
         assert f"segment {view.data.id}: ivfflat candidates=1800/1800 k=5 probes=10/10" in plan
         got = [r[0] for r in s.execute_one(
-            f"SELECT id FROM items ORDER BY emb <=> '{text(q)}' LIMIT 5").rows()]
+            f"SELECT id FROM items ORDER BY emb <=> '{vector_text(q)}' LIMIT 5").rows()]
         live = np.arange(2_000) % 10 != 0
         assert got == top_k(Metric.COSINE, rows[:2_000], q, 5, live)[0].tolist()
