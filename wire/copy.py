@@ -27,6 +27,8 @@ from __future__ import annotations
 import io
 import re
 import struct
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -179,7 +181,7 @@ def decode_text_fast(data: bytes | bytearray | memoryview, options: CopyOptions,
     return _typed_table(table.columns, columns, lambda row: row + first, _shown)
 
 
-class _Pieces:
+class _Pieces(ABC):
     """A stream decoded while it arrives: `feed` hands pieces of whole lines or rows to worker
     threads (Arrow's kernels release the GIL), `finish` returns the whole stream's table, or
     None when any piece was not plain data or failed: the caller then decodes the whole stream
@@ -189,17 +191,15 @@ class _Pieces:
     PIECE = 8 << 20
 
     def __init__(self, columns: list[Column], threads: int) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         self.columns = columns
         self.sent = 0  # the end of the bytes handed out so far, always whole lines or rows
         self.pieces: list = []
         self.usable = bool(columns)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="copy-decode")
 
+    @abstractmethod
     def _rest(self, rest: bytes) -> pa.Table | None:
         """The table of what came after the last piece (never empty)."""
-        raise NotImplementedError
 
     def finish(self, data: bytearray | memoryview) -> pa.Table | None:
         """The decoded stream (the pieces, then the rest of `data`), or None."""

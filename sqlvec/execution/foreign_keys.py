@@ -67,7 +67,7 @@ def involved(store: Store, table: Table) -> bool:
     """Whether writes to `table` need foreign-key work: it has foreign keys, or some table's
     foreign key references it. Asked by every write, so answered from a set kept per
     manifest generation (every change of a table definition writes a manifest)."""
-    if any(c.kind == "f" for c in table.def_.constraints):
+    if references_others(table):
         return True
     generation = store.generation
     cached = _INVOLVED.get(store)
