@@ -344,6 +344,17 @@ class SocketStream:
             self._start += take
             n -= take
 
+    def fill(self, target: memoryview) -> None:
+        """Fill `target` with the next len(target) bytes: what is buffered first, the rest
+        received straight into it (bulk COPY data, copied once, by the kernel)."""
+        n = len(target)
+        take = min(n, self._end - self._start)
+        if take:
+            target[:take] = self._view[self._start:self._start + take]
+            self._start += take
+        while take < n:
+            take += self._recv_into(target[take:])
+
     def _fill(self, n: int) -> None:
         """Receive until n bytes (at most the buffer's size) are buffered, moved to the front."""
         have = self._end - self._start

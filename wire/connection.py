@@ -206,7 +206,7 @@ class CopyIn:
     command: CopyCommand
     columns: list[copy_format.Column]
     resume: ConnectionState
-    data: bytearray = field(default_factory=bytearray)
+    data: copy_format.CopyStream = field(default_factory=copy_format.CopyStream)
     failure: SqlVecError | None = None
 
 
@@ -612,7 +612,7 @@ class Connection:
         copy = self.copy
         assert copy is not None
         if isinstance(message, CopyData):
-            copy.data += message.data
+            copy.data.append(message.data)
         elif isinstance(message, CopyDone):
             self.state = copy.resume
         elif isinstance(message, CopyFail):
@@ -914,26 +914,25 @@ class Connection:
         columns = [copy_format.Column(c.name, c.type) for c in session.copy_columns(command)]
         fmt = 1 if command.options.format == "binary" else 0
         resume = ConnectionState.READY if simple else ConnectionState.EXTENDED
-        self.copy = CopyIn(command, columns, resume)
+        # Text and binary are decoded in pieces while they arrive (csv at the end).
+        pieces = copy_format.TextPieces(command.options, columns) \
+            if command.options.format == "text" else copy_format.BinaryPieces(columns) \
+            if command.options.format == "binary" else None
+        stream = copy_format.CopyStream(pieces)
+        self.copy = CopyIn(command, columns, resume, stream)
         self.send(CopyInResponse(fmt, tuple([fmt] * len(columns))))
         self.flush()
         self.state = ConnectionState.COPY_IN
         started = time.perf_counter()
         progress = session.copy_progress(command)  # pg_stat_progress_copy
-        # Text and binary are decoded in pieces while they arrive (csv at the end).
-        pieces = copy_format.TextPieces(command.options, columns) \
-            if command.options.format == "text" else copy_format.BinaryPieces(columns) \
-            if command.options.format == "binary" else None
         try:
             try:
                 while self.state is ConnectionState.COPY_IN:
                     type_byte, length = self._waiting(read_header, self.stream.read_exactly,
                                                       self.server.max_message_size)
-                    if type_byte == CopyData.TYPE:  # the bulk: appended as it comes
-                        self._waiting(self.stream.read_into, self.copy.data, length)
+                    if type_byte == CopyData.TYPE:  # the bulk: received where it stays
+                        self._waiting(stream.receive, self.stream, length)
                         progress.bytes_processed += length
-                        if pieces is not None:
-                            pieces.feed(self.copy.data)
                     else:
                         body = self._waiting(self.stream.read_exactly, length) if length else b""
                         self.dispatch(decode_frontend(type_byte, body))
@@ -944,28 +943,27 @@ class Connection:
             if copy.failure is not None:
                 raise copy.failure
             received = time.perf_counter()
-            decoded_rows = pieces.finish(copy.data) if pieces is not None else None
-            data = memoryview(copy.data)
             names = None if command.columns is None else [c.name for c in columns]
-            count, decoded = self._copy_rows(command, columns, data, names, decoded_rows)
+            count, decoded = self._copy_rows(command, columns, stream, names)
         finally:
-            if pieces is not None:
-                pieces.close()
+            stream.close()
             session.end_progress()
         log.debug("COPY %s: %d rows, %d bytes received in %.3fs, decoded in %.3fs, stored in "
-                  "%.3fs", command.label, count, len(data), received - started,
+                  "%.3fs", command.label, count, stream.size, received - started,
                   decoded - received, time.perf_counter() - decoded)
         return f"COPY {count}"
 
     def _copy_rows(self, command: CopyCommand, columns: list[copy_format.Column],
-                   data: memoryview, names: list[str] | None,
-                   rows: pa.Table | None = None) -> tuple[int, float]:
-        """Store the COPY's rows: `rows` when already decoded, else decoded from `data`."""
+                   stream: copy_format.CopyStream,
+                   names: list[str] | None) -> tuple[int, float]:
+        """Store the COPY's rows: as its pieces decoded them, else decoded from the whole
+        stream."""
         session = self.session
         assert session is not None
         try:
+            rows = stream.finish()
             if rows is None:
-                rows = copy_format.decode(data, command.options, columns)
+                rows = copy_format.decode(stream.whole(), command.options, columns)
         except copy_format.CopyDataError as exc:
             exc.label = command.label
             raise

@@ -28,7 +28,7 @@ import io
 import re
 import struct
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -40,7 +40,7 @@ from sqlvec.errors import BadCopyFileFormat, FeatureNotSupported, SqlVecError
 from sqlvec.session import CopyOptions
 from sqlvec.types import SqlType, decode_utf8
 from wire import pgtypes
-from wire.codec import concat_binary, fixed_width
+from wire.codec import SocketStream, concat_binary, fixed_width
 from wire.pgtypes import CellError
 
 BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
@@ -135,24 +135,28 @@ def decode_text_fast(data: bytes | bytearray | memoryview, options: CopyOptions,
     stream exactly, naming the bad line as PostgreSQL does. Value conversion is shared with
     `decode_text` (`_typed_table`): a value that does not convert fails with its line here
     too, since each line is one row."""
-    ncols = len(columns)
-    delimiter, null = options.delimiter, options.null
-    if not ncols or not delimiter.isascii() or delimiter in "\\\r\n" or len(data) == 0:
-        return None
     if isinstance(data, memoryview):
         data = data.obj if data.contiguous and data.nbytes == len(data.obj) else bytes(data)
-    if b"\r" in data or b"\0" in data:
+    return _text_fast(data, len(data), options, columns)
+
+
+def _text_fast(data: bytes | bytearray, end: int, options: CopyOptions,
+               columns: list[Column]) -> pa.Table | None:
+    """`decode_text_fast` of `data[:end]`, read where it lies (a chunk of `CopyStream`)."""
+    ncols = len(columns)
+    delimiter, null = options.delimiter, options.null
+    if not ncols or not delimiter.isascii() or delimiter in "\\\r\n" or end == 0:
         return None
-    body = memoryview(data)
-    first = 1
+    if data.find(b"\r", 0, end) >= 0 or data.find(b"\0", 0, end) >= 0:
+        return None
+    start, first = 0, 1
     if options.header:
-        end = data.find(b"\n")
-        if end < 0:
+        start = data.find(b"\n", 0, end) + 1
+        if start <= 0 or start == end:
             return None
-        body, first = body[end + 1:], 2
-        if not body:
-            return None
-    backslashes = data.count(b"\\", len(data) - len(body))
+        first = 2
+    body = memoryview(data)[start:end]
+    backslashes = data.count(b"\\", start, end)
     null_backslashes = null.count("\\")  # NULL as PostgreSQL's default `\N`, or none at all
     if null_backslashes > 1 or null_backslashes == 1 and null != "\\N" \
             or backslashes and not null_backslashes:
@@ -181,38 +185,123 @@ def decode_text_fast(data: bytes | bytearray | memoryview, options: CopyOptions,
     return _typed_table(table.columns, columns, lambda row: row + first, _shown)
 
 
-class _Pieces(ABC):
-    """A stream decoded while it arrives: `feed` hands pieces of whole lines or rows to worker
-    threads (Arrow's kernels release the GIL), `finish` returns the whole stream's table, or
-    None when any piece was not plain data or failed: the caller then decodes the whole stream
-    as usual, which gives PostgreSQL's error and line exactly. Nothing reaches the engine
-    before the COPY ends, so a COPY that fails or is abandoned loads no row."""
+class CopyStream:
+    """The data of one COPY FROM STDIN as it arrives: received straight from the socket into
+    chunks of `CHUNK` bytes that never move (a growing bytearray would be reallocated and
+    copied over and over: the receive loop's largest cost), so that each full chunk's whole
+    lines or rows go to a decoding thread as they lie (`_Pieces.cut`). The part of a line or
+    row that a full chunk ends in starts the next chunk (a copy of less than a row). `whole`
+    gives the stream in one piece, for the decoders that take it at once."""
 
-    PIECE = 8 << 20
+    CHUNK = 4 << 20
+
+    def __init__(self, pieces: _Pieces | None = None) -> None:
+        self.pieces = pieces
+        self.size = 0  # bytes received
+        self._full: list[tuple[bytearray, int, int]] = []  # (chunk, first byte of its own, end)
+        self._buf = bytearray()
+        self._own = 0  # the current chunk's bytes before this repeat the previous one's end
+        self._end = 0
+
+    def receive(self, stream: SocketStream, n: int) -> None:
+        """The next `n` bytes of the client's data (a CopyData message's body)."""
+        while n:
+            if self._end == len(self._buf):
+                self._next_chunk()
+            take = min(n, len(self._buf) - self._end)
+            with memoryview(self._buf) as view:
+                stream.fill(view[self._end:self._end + take])
+            self._end += take
+            self.size += take
+            n -= take
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        """Data that came otherwise (a CopyData message read whole)."""
+        with memoryview(data) as view:
+            at = 0
+            while at < len(view):
+                if self._end == len(self._buf):
+                    self._next_chunk()
+                take = min(len(view) - at, len(self._buf) - self._end)
+                self._buf[self._end:self._end + take] = view[at:at + take]
+                self._end += take
+                at += take
+        self.size += len(data)
+
+    def _next_chunk(self) -> None:
+        buf, end = self._buf, self._end
+        cut = end
+        if self.pieces is not None and end:
+            cut = self.pieces.cut(buf, end)
+        if end:
+            self._full.append((buf, self._own, end))
+        carry = end - cut
+        self._buf = bytearray(max(self.CHUNK, 2 * carry))
+        self._buf[:carry] = buf[cut:end]
+        self._own = self._end = carry
+
+    def finish(self) -> pa.Table | None:
+        """The stream decoded by its pieces (None: decode `whole` instead)."""
+        if self.pieces is None:
+            return None
+        return self.pieces.finish(self._buf, self._end)
+
+    def whole(self) -> bytes | memoryview:
+        """The stream as one bytes-like object (a copy only when it took several chunks)."""
+        if not self._full:
+            return memoryview(self._buf)[:self._end]
+        with memoryview(self._buf) as last:
+            return b"".join([memoryview(buf)[own:end] for buf, own, end in self._full]
+                            + [last[self._own:self._end]])
+
+    def close(self) -> None:
+        """Drop whatever decoding is still queued (a failed or abandoned COPY)."""
+        if self.pieces is not None:
+            self.pieces.close()
+
+
+class _Pieces(ABC):
+    """A stream decoded while it arrives: whenever a chunk of `CopyStream` is full, `cut` hands
+    its whole lines or rows to worker threads (Arrow's and NumPy's kernels release the GIL),
+    `finish` returns the whole stream's table, or None when any piece was not plain data or
+    failed: the caller then decodes the whole stream as usual, which gives PostgreSQL's error
+    and line exactly. Nothing reaches the engine before the COPY ends, so a COPY that fails or
+    is abandoned loads no row."""
 
     def __init__(self, columns: list[Column], threads: int) -> None:
         self.columns = columns
-        self.sent = 0  # the end of the bytes handed out so far, always whole lines or rows
-        self.pieces: list = []
+        self.pieces: list[Future] = []
         self.usable = bool(columns)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="copy-decode")
 
-    @abstractmethod
-    def _rest(self, rest: bytes) -> pa.Table | None:
-        """The table of what came after the last piece (never empty)."""
+    def cut(self, buf: bytearray, end: int) -> int:
+        """`buf[:end]` is a full chunk: hand its whole lines or rows to a worker thread and
+        return where they end (what follows starts the next chunk)."""
+        last = self.pieces[-1] if self.pieces else None
+        if last is not None and last.done() and (last.exception() or last.result() is None):
+            self.usable = False  # the whole stream will be decoded at the end: stop here
+        if not self.usable:
+            return end
+        return self._cut(buf, end)
 
-    def finish(self, data: bytearray | memoryview) -> pa.Table | None:
-        """The decoded stream (the pieces, then the rest of `data`), or None."""
+    @abstractmethod
+    def _cut(self, buf: bytearray, end: int) -> int:
+        """`cut` for a stream still decoded in pieces."""
+
+    @abstractmethod
+    def _rest(self, buf: bytearray, end: int) -> list[pa.Table] | None:
+        """The tables of what came after the last piece, `buf[:end]` (perhaps nothing)."""
+
+    def finish(self, buf: bytearray, end: int) -> pa.Table | None:
+        """The decoded stream (the pieces, then the rest, `buf[:end]`), or None."""
         try:
             if not self.usable or not self.pieces:
                 return None
             tables = [future.result() for future in self.pieces]
-            if len(data) > self.sent:
-                with memoryview(data) as view:
-                    tables.append(self._rest(view[self.sent:].tobytes()))
-            if any(table is None for table in tables):
+            rest = self._rest(buf, end)
+            if rest is None or any(table is None for table in tables):
                 return None
-            return pa.concat_tables(tables).combine_chunks()  # storage wants one chunk
+            return pa.concat_tables(tables + rest).combine_chunks()  # storage wants one chunk
         except (SqlVecError, pa.ArrowException):  # the whole stream decoder reports it
             return None
         finally:
@@ -226,32 +315,24 @@ class _Pieces(ABC):
 
 class TextPieces(_Pieces):
     """The text format decoded while it arrives, so the work overlaps the client's sending as
-    PostgreSQL's does: whenever `PIECE` bytes of whole lines have come, they go to
-    `decode_text_fast`."""
+    PostgreSQL's does: each full chunk's whole lines go to `decode_text_fast` as they lie."""
 
     def __init__(self, options: CopyOptions, columns: list[Column]) -> None:
         super().__init__(columns, threads=2)
         self.options = options
 
-    def feed(self, data: bytearray) -> None:
-        """Hand out the whole lines that have come since the last piece, once they are many."""
-        if not self.usable or len(data) - self.sent < self.PIECE:
-            return
-        last = self.pieces[-1] if self.pieces else None
-        if last is not None and last.done() and (last.exception() or last.result() is None):
-            self.usable = False  # the whole stream will be decoded at the end: stop here
-            return
-        end = data.rfind(b"\n", self.sent) + 1
-        if end <= self.sent:
-            return
-        with memoryview(data) as view:
-            piece = view[self.sent:end].tobytes()
-        options = replace(self.options, header=False) if self.sent else self.options
-        self.pieces.append(self._pool.submit(decode_text_fast, piece, options, self.columns))
-        self.sent = end
+    def _cut(self, buf: bytearray, end: int) -> int:
+        cut = buf.rfind(b"\n", 0, end) + 1  # 0: a line longer than the chunk, carried whole
+        if cut:
+            options = replace(self.options, header=False) if self.pieces else self.options
+            self.pieces.append(self._pool.submit(_text_fast, buf, cut, options, self.columns))
+        return cut
 
-    def _rest(self, rest: bytes) -> pa.Table | None:
-        return decode_text_fast(rest, replace(self.options, header=False), self.columns)
+    def _rest(self, buf: bytearray, end: int) -> list[pa.Table] | None:
+        if end == 0:
+            return []
+        table = _text_fast(buf, end, replace(self.options, header=False), self.columns)
+        return None if table is None else [table]
 
 
 def _text_bytes(table: pa.Table, null_size: int) -> int:
@@ -434,41 +515,63 @@ def _empty_rows(n: int) -> pa.Table:
 
 class BinaryPieces(_Pieces):
     """The binary format decoded while it arrives, for rows of one layout (no NULLs, fixed-width
-    values: numbers and vectors), the bulk of binary COPY. The first row gives the row size;
-    whenever `PIECE` bytes of whole rows have come they go to a worker thread, framed as a
-    stream of their own and decoded only if every row has the first row's layout."""
+    values: numbers and vectors), the bulk of binary COPY. The first row gives the layout;
+    each full chunk's whole rows go to a worker thread as they lie, decoded only if every row
+    has the first row's layout."""
 
     def __init__(self, columns: list[Column]) -> None:
         super().__init__(columns, threads=1)
-        self.row = 0  # the row size, once the first row has come
+        self.layout: _Layout | None = None  # once the first row has come
 
-    def feed(self, data: bytearray) -> None:
-        """Hand out the whole rows that have come since the last piece, once they are many."""
-        if not self.usable:
-            return
-        if not self.row:
-            layout = _first_row(data, len(self.columns))
-            if layout is None:
-                self.usable = len(data) < self.PIECE
-                return
-            self.sent, self.row = layout
-        rows = (len(data) - self.sent) // self.row
-        if rows * self.row < self.PIECE:
-            return
-        end = self.sent + rows * self.row
-        with memoryview(data) as view:
-            piece = b"".join((BINARY_HEADER, view[self.sent:end], BINARY_TRAILER))
-        self.pieces.append(self._pool.submit(_fixed_rows, piece, self.columns))
-        self.sent = end
+    def _cut(self, buf: bytearray, end: int) -> int:
+        view = memoryview(buf)[:end]
+        start = 0
+        if self.layout is None:  # the first chunk: the header, then the first row
+            found = _first_row(view, len(self.columns))
+            if found is None or found[0] + found[1].row > end:
+                self.usable = False
+                return end
+            start, self.layout = found
+        rows = (end - start) // self.layout.row
+        cut = start + rows * self.layout.row
+        if rows:
+            self.pieces.append(self._pool.submit(_fixed_piece, view[start:cut], self.columns,
+                                                 self.layout))
+        return cut
 
-    def _rest(self, rest: bytes) -> pa.Table | None:
-        return decode_binary(BINARY_HEADER + rest, self.columns)  # the rest ends in the trailer
+    def _rest(self, buf: bytearray, end: int) -> list[pa.Table] | None:
+        layout = self.layout  # the rest is whole rows, then the trailer
+        if layout is None or end < 2 or (end - 2) % layout.row \
+                or buf[end - 2:end] != BINARY_TRAILER:
+            return None
+        if end == 2:
+            return []
+        table = _fixed_piece(memoryview(buf)[:end - 2], self.columns, layout)
+        return None if table is None else [table]
 
 
-def _row_layout(data: bytes | bytearray | memoryview, pos: int,
-                ncols: int) -> tuple[list[int], list[int], int] | None:
-    """The row at `pos` (past its field count): each field's size word offset from `pos` and
-    its size, and the row's size; None when it is not all there or holds a NULL."""
+@dataclass(frozen=True)
+class _Layout:
+    """The layout every row of a fixed-layout binary stream shares (the first row's): each
+    field's size word offset from the row's start and its size, the row's size, and the
+    row's field count and size words (as a structured dtype and their values), which every
+    row must repeat."""
+
+    offsets: list[int]
+    sizes: list[int]
+    row: int
+    words: np.dtype
+    expected: np.void
+
+    def matches(self, data: bytes | bytearray | memoryview, pos: int, n: int) -> bool:
+        """Whether the n rows at `pos` all have this layout (their words compared at once)."""
+        rec = np.frombuffer(data, self.words, count=n, offset=pos)
+        return all(bool((rec[name] == self.expected[name]).all()) for name in self.words.names)
+
+
+def _row_layout(data: bytes | bytearray | memoryview, pos: int, ncols: int) -> _Layout | None:
+    """The layout of the row at `pos` (at its field count); None when it is not all there or
+    holds a NULL."""
     offsets, sizes = [], []
     p = pos + 2
     for _ in range(ncols):
@@ -480,12 +583,19 @@ def _row_layout(data: bytes | bytearray | memoryview, pos: int,
         offsets.append(p - pos)
         sizes.append(size)
         p += 4 + size
-    return offsets, sizes, p - pos
+    row = p - pos
+    if row > len(data) - pos:
+        return None
+    words = np.dtype({"names": ["count"] + [f"size{j}" for j in range(ncols)],
+                      "formats": ["<u2"] + ["<u4"] * ncols,
+                      "offsets": [0] + offsets, "itemsize": row})
+    expected = np.frombuffer(data, words, count=1, offset=pos)[0].copy()
+    return _Layout(offsets, sizes, row, words, expected)
 
 
-def _first_row(data: bytes | bytearray, ncols: int) -> tuple[int, int] | None:
-    """(where the rows start, the first row's size) of a binary stream with a valid header and
-    a first row without NULLs; None while too little has come or when that is not so."""
+def _first_row(data: bytes | bytearray | memoryview, ncols: int) -> tuple[int, _Layout] | None:
+    """(where the rows start, the first row's layout) of a binary stream with a valid header
+    and a first row without NULLs; None while too little has come or when that is not so."""
     if len(data) < 19 or bytes(data[:len(BINARY_SIGNATURE)]) != BINARY_SIGNATURE:
         return None
     flags, ext = struct.unpack_from("!iI", data, 11)
@@ -494,14 +604,17 @@ def _first_row(data: bytes | bytearray, ncols: int) -> tuple[int, int] | None:
             or struct.unpack_from("!h", data, pos)[0] != ncols:
         return None
     layout = _row_layout(data, pos, ncols)
-    return None if layout is None else (pos, layout[2])
+    return None if layout is None else (pos, layout)
 
 
-def _fixed_rows(stream: bytes, columns: list[Column]) -> pa.Table | None:
-    """A piece of `BinaryPieces` decoded when all its rows share one layout, else None."""
-    if _fixed_layout(stream, len(BINARY_HEADER), len(columns)) is None:
+def _fixed_piece(data: memoryview, columns: list[Column], layout: _Layout) -> pa.Table | None:
+    """A piece of `BinaryPieces` (whole rows, no header or trailer) decoded when all its rows
+    have `layout`, else None."""
+    n = len(data) // layout.row
+    if not layout.matches(data, 0, n):
         return None
-    return decode_binary(stream, columns)
+    matrix = np.frombuffer(data, np.uint8, count=n * layout.row).reshape(n, layout.row)
+    return _matrix_table(data, 0, matrix, layout, columns)
 
 
 def decode_binary(data: bytes | memoryview, columns: list[Column]) -> pa.Table:
@@ -521,24 +634,31 @@ def decode_binary(data: bytes | memoryview, columns: list[Column]) -> pa.Table:
         return _empty_rows(len(_walk_rows(data, pos, 0)[0]))
     fixed = _fixed_layout(data, pos, ncols)
     if fixed is not None:
-        matrix, offsets, sizes = fixed
-        n, row_size = matrix.shape
-        row_starts = pos + np.arange(n, dtype=np.int64) * row_size
-    else:
-        starts, lengths = _find_rows(data, pos, ncols)
+        return _matrix_table(data, pos, *fixed, columns)
+    starts, lengths = _find_rows(data, pos, ncols)
     arrays = []
     for j, col in enumerate(columns):
         try:
-            column = None
-            if fixed is not None:
-                begin = offsets[j] + 4
-                column = pgtypes.decode_binary_matrix(matrix[:, begin:begin + sizes[j]],
-                                                      col.type)
-                if column is None:  # say, text that happens to be of one length throughout
-                    column = pgtypes.decode_binary_column(
-                        data, row_starts + begin, np.full(n, sizes[j], np.int64), col.type)
-            else:
-                column = pgtypes.decode_binary_column(data, starts[:, j], lengths[:, j],
+            arrays.append(pgtypes.decode_binary_column(data, starts[:, j], lengths[:, j],
+                                                       col.type))
+        except CellError as exc:
+            raise CopyDataError(exc.error, exc.row + 1, col.name) from None
+    return pa.Table.from_arrays(arrays, names=[c.name for c in columns])
+
+
+def _matrix_table(data: bytes | memoryview, pos: int, matrix: np.ndarray, layout: _Layout,
+                  columns: list[Column]) -> pa.Table:
+    """The rows of one layout, an (n, row size) byte matrix at `pos` of `data`, decoded
+    column by column from slices of the matrix."""
+    n = matrix.shape[0]
+    arrays = []
+    for j, col in enumerate(columns):
+        begin, size = layout.offsets[j] + 4, layout.sizes[j]
+        try:
+            column = pgtypes.decode_binary_matrix(matrix[:, begin:begin + size], col.type)
+            if column is None:  # say, text that happens to be of one length throughout
+                starts = pos + np.arange(n, dtype=np.int64) * layout.row + begin
+                column = pgtypes.decode_binary_column(data, starts, np.full(n, size, np.int64),
                                                       col.type)
         except CellError as exc:
             raise CopyDataError(exc.error, exc.row + 1, col.name) from None
@@ -546,29 +666,25 @@ def decode_binary(data: bytes | memoryview, columns: list[Column]) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=[c.name for c in columns])
 
 
-def _fixed_layout(data: bytes | memoryview, pos: int, ncols: int):
+def _fixed_layout(data: bytes | memoryview, pos: int,
+                  ncols: int) -> tuple[np.ndarray, _Layout] | None:
     """When every row has the first row's field sizes (no NULLs, fixed-width values, as with
     numbers and vectors), the rows are an (n, row_size) byte matrix: check each row's field
-    count and size words with NumPy instead of walking, and return (matrix, field offsets,
-    field sizes); else None."""
+    count and size words with NumPy instead of walking, and return (matrix, layout); else
+    None."""
     if ncols == 0 or pos + 2 > len(data) or struct.unpack_from("!h", data, pos)[0] != ncols:
         return None
     layout = _row_layout(data, pos, ncols)
     if layout is None:
         return None
-    offsets, sizes, row = layout
     body = len(data) - pos - 2
-    if body <= 0 or body % row or data[-2:] != BINARY_TRAILER:
+    if body <= 0 or body % layout.row or data[-2:] != BINARY_TRAILER:
         return None
-    n = body // row
-    matrix = np.frombuffer(data, dtype=np.uint8, count=n * row, offset=pos).reshape(n, row)
-    first = matrix[0]
-    if not (matrix[:, :2] == first[:2]).all():
+    n = body // layout.row
+    if not layout.matches(data, pos, n):
         return None
-    for offset in offsets:
-        if not (matrix[:, offset:offset + 4] == first[offset:offset + 4]).all():
-            return None
-    return matrix, offsets, sizes
+    matrix = np.frombuffer(data, np.uint8, count=n * layout.row, offset=pos)
+    return matrix.reshape(n, layout.row), layout
 
 
 def _find_rows(data: bytes | memoryview, pos: int, ncols: int) -> tuple[np.ndarray, np.ndarray]:

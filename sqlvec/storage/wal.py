@@ -1167,7 +1167,10 @@ def encode_commit(ops: Sequence[Op]) -> bytes | memoryview:
             sizes.append(0)
         else:
             raise TypeError(f"not a WAL operation: {op!r}")
-    sink = pa.BufferOutputStream()
+    # The payload's size is known: written into one buffer of that size (a growing output
+    # stream would reallocate, copying the rows again each time it doubles).
+    payload = pa.allocate_buffer(_COUNT.size + _OP_HEADER.size * len(ops) + sum(sizes))
+    sink = pa.FixedSizeBufferWriter(payload)
     sink.write(_COUNT.pack(len(ops)))
     for op, size in zip(ops, sizes):
         if isinstance(op, InsertOp):
@@ -1179,7 +1182,9 @@ def encode_commit(ops: Sequence[Op]) -> bytes | memoryview:
             sink.write(memoryview(rowids).cast("B"))
         else:
             sink.write(_OP_HEADER.pack(_TRUNCATE, op.table_id, 0))
-    return memoryview(sink.getvalue())
+    if sink.tell() != payload.size:
+        raise AssertionError(f"WAL payload of {sink.tell()} bytes, measured {payload.size}")
+    return memoryview(payload)
 
 
 # Insert batches of up to this many rows are encoded from parts (`_encode_small`), which

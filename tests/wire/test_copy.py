@@ -330,38 +330,49 @@ def test_fast_and_exact_text_decoders_agree_on_what_copy_to_writes(rows):
         assert fast is not None or any(r[0] == "" for r in rows)
 
 
-def feed_in_messages(pieces: C.TextPieces, data: bytes, size: int = 1000) -> bytearray:
-    received = bytearray()
+def feed_in_messages(pieces: C._Pieces, data: bytes, size: int = 1000) -> C.CopyStream:
+    stream = C.CopyStream(pieces)
     for at in range(0, len(data), size):
-        received += data[at:at + size]
-        pieces.feed(received)
-    return received
+        stream.append(data[at:at + size])
+    assert stream.size == len(data)
+    assert bytes(stream.whole()) == data  # the chunks hold the stream exactly
+    return stream
 
 
 @pytest.mark.parametrize("header", [False, True])
 def test_text_pieces_decoded_while_arriving_make_the_whole_stream(monkeypatch, header):
-    monkeypatch.setattr(C.TextPieces, "PIECE", 4096)
+    monkeypatch.setattr(C.CopyStream, "CHUNK", 4096)
     lines = [b"%d\tn%d\t[%d,2.5,-3e-2]\n" % (i, i, i) for i in range(2000)]
     lines[5] = b"5\t\\N\t\\N\n"
     data = (b"id\tnote\tv\n" if header else b"") + b"".join(lines)
     options = C.CopyOptions(header=header)
-    pieces = C.TextPieces(options, FAST_COLUMNS)
-    received = feed_in_messages(pieces, data)
-    assert len(pieces.pieces) > 5  # it did decode while the data arrived
-    table = pieces.finish(received)
+    stream = feed_in_messages(C.TextPieces(options, FAST_COLUMNS), data)
+    assert len(stream.pieces.pieces) > 5  # it did decode while the data arrived
+    table = stream.finish()
     assert table is not None
     assert table.to_pylist() == C.decode_text(data, options, FAST_COLUMNS).to_pylist()
+
+
+def test_a_text_line_longer_than_a_chunk_is_carried_into_the_next(monkeypatch):
+    monkeypatch.setattr(C.CopyStream, "CHUNK", 256)
+    lines = [b"%d\tn%d\t[%d,2.5,-3e-2]\n" % (i, i, i) for i in range(200)]
+    lines[50] = b"50\t" + b"x" * 1000 + b"\t[1,2,3]\n"
+    data = b"".join(lines)
+    stream = feed_in_messages(C.TextPieces(C.CopyOptions(), FAST_COLUMNS), data, 100)
+    table = stream.finish()
+    assert table is not None
+    assert table.to_pylist() == C.decode_text(data, C.CopyOptions(), FAST_COLUMNS).to_pylist()
 
 
 @pytest.mark.parametrize("line", [b"1500\tback\\\\slash\t[1,2,3]\n", b"1500\tn\t[1,2]\n",
                                   b"1500\tn\t[1,2,3]\textra\n"])
 def test_text_pieces_leave_unusual_or_bad_data_to_the_whole_stream_decoder(monkeypatch, line):
-    monkeypatch.setattr(C.TextPieces, "PIECE", 4096)
+    monkeypatch.setattr(C.CopyStream, "CHUNK", 4096)
     lines = [b"%d\tn\t[1,2,3]\n" % i for i in range(2000)]
     lines[1499] = line
-    pieces = C.TextPieces(C.CopyOptions(), FAST_COLUMNS)
-    received = feed_in_messages(pieces, b"".join(lines))
-    assert pieces.finish(received) is None
+    data = b"".join(lines)
+    stream = feed_in_messages(C.TextPieces(C.CopyOptions(), FAST_COLUMNS), data)
+    assert stream.finish() is None
 
 
 BINARY_COLUMNS = [C.Column("id", SqlType("int8")), C.Column("v", SqlType("vector", 3))]
@@ -377,34 +388,37 @@ def binary_vectors(n: int, null_at: int | None = None) -> bytes:
     return b"".join(parts) + C.BINARY_TRAILER
 
 
-def test_binary_pieces_decoded_while_arriving_make_the_whole_stream(monkeypatch):
-    monkeypatch.setattr(C.BinaryPieces, "PIECE", 2048)
+@pytest.mark.parametrize("chunk", [2048, 34 * 60])  # rows across chunks, or ending with them
+def test_binary_pieces_decoded_while_arriving_make_the_whole_stream(monkeypatch, chunk):
+    monkeypatch.setattr(C.CopyStream, "CHUNK", chunk)
     data = binary_vectors(3000)
-    pieces = C.BinaryPieces(BINARY_COLUMNS)
-    received = feed_in_messages(pieces, data, 777)
-    assert len(pieces.pieces) > 5
-    table = pieces.finish(received)
+    stream = feed_in_messages(C.BinaryPieces(BINARY_COLUMNS), data, 777)
+    assert len(stream.pieces.pieces) > 5
+    table = stream.finish()
     assert table is not None
     assert table.to_pylist() == C.decode_binary(data, BINARY_COLUMNS).to_pylist()
 
 
 @pytest.mark.parametrize("null_at", [0, 2500])
 def test_binary_pieces_leave_rows_of_another_layout_to_the_whole_stream(monkeypatch, null_at):
-    monkeypatch.setattr(C.BinaryPieces, "PIECE", 2048)
+    monkeypatch.setattr(C.CopyStream, "CHUNK", 2048)
     data = binary_vectors(3000, null_at=null_at)
-    pieces = C.BinaryPieces(BINARY_COLUMNS)
-    assert pieces.finish(feed_in_messages(pieces, data, 777)) is None
+    assert feed_in_messages(C.BinaryPieces(BINARY_COLUMNS), data, 777).finish() is None
     assert C.decode_binary(data, BINARY_COLUMNS).column("v").null_count == 1
 
 
-def test_binary_pieces_leave_a_bad_row_to_the_whole_stream(monkeypatch):
-    monkeypatch.setattr(C.BinaryPieces, "PIECE", 2048)
+@pytest.mark.parametrize("tail", [b"", b"\x00\x02", b"\xff\xff"])
+def test_binary_pieces_leave_a_bad_row_or_a_bad_end_to_the_whole_stream(monkeypatch, tail):
+    monkeypatch.setattr(C.CopyStream, "CHUNK", 2048)
     data = bytearray(binary_vectors(3000))
-    row = 2 + 12 + 4 + 16
-    at = len(C.BINARY_HEADER) + 2000 * row + 2 + 12 + 4
-    data[at:at + 2] = struct.pack("!H", 2)  # row 2001 says 2 dimensions
-    pieces = C.BinaryPieces(BINARY_COLUMNS)
-    assert pieces.finish(feed_in_messages(pieces, bytes(data), 777)) is None
-    with pytest.raises(C.CopyDataError) as info:
-        C.decode_binary(bytes(data), BINARY_COLUMNS)
-    assert info.value.line == 2001
+    if tail:
+        data += tail  # data after the trailer, or a row cut short
+    else:
+        row = 2 + 12 + 4 + 16
+        at = len(C.BINARY_HEADER) + 2000 * row + 2 + 12 + 4
+        data[at:at + 2] = struct.pack("!H", 2)  # row 2001 says 2 dimensions
+    assert feed_in_messages(C.BinaryPieces(BINARY_COLUMNS), bytes(data), 777).finish() is None
+    if not tail:
+        with pytest.raises(C.CopyDataError) as info:
+            C.decode_binary(bytes(data), BINARY_COLUMNS)
+        assert info.value.line == 2001
