@@ -793,6 +793,13 @@ def vector_text_column(values: pa.Array | pa.ChunkedArray, t: SqlType) -> pa.Arr
         d = first[0].as_py().count(",") + 1
         if d > VECTOR_MAX_DIM:
             return None
+    if all(c.null_count == 0 and len(c) for c in chunks):  # the common case: no copy
+        parts = [_vector_numbers(chunk, d) for chunk in chunks]
+        if any(p is None for p in parts):
+            return None
+        flat = parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
+        fixed = pa.FixedSizeListArray.from_arrays(flat, d)
+        return fixed if t.typmod >= 0 else fixed.cast(t.to_arrow())
     matrix = np.zeros((n, d), np.float32)
     valid = np.ones(n, bool)
     row = 0
@@ -825,6 +832,25 @@ def vector_text_column(values: pa.Array | pa.ChunkedArray, t: SqlType) -> pa.Arr
             matrix[row:row + size] = numbers.reshape(-1, d)
         row += size
     return vectors_array(matrix, None if valid.all() else valid, t)
+
+
+def _vector_numbers(chunk: pa.Array, d: int) -> pa.Array | None:
+    """The numbers of a chunk of text vectors without NULLs, `[x,y,...]` of d finite float4
+    values each, as one float32 array (None for anything else)."""
+    if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
+        return None
+    if not (pc.all(pc.starts_with(chunk, "[")).as_py() and pc.all(pc.ends_with(chunk, "]")).as_py()):
+        return None
+    parts = pc.split_pattern(pc.utf8_slice_codeunits(chunk, 1, -1), ",")
+    if (pc.list_value_length(parts).to_numpy(zero_copy_only=False) != d).any():
+        return None
+    try:
+        numbers = pc.cast(pc.list_flatten(parts), pa.float32())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if not np.isfinite(numbers.to_numpy(zero_copy_only=False).sum(dtype=np.float64)):
+        return None
+    return numbers
 
 
 def vectors_array(matrix: np.ndarray, valid: np.ndarray | None, t: SqlType) -> pa.Array:
