@@ -142,8 +142,10 @@ def decode_text_fast(data: bytes | bytearray | memoryview, options: CopyOptions,
 
 
 def _text_fast(data: bytes | bytearray | mmap.mmap, end: int, options: CopyOptions,
-               columns: list[Column]) -> pa.Table | None:
-    """`decode_text_fast` of `data[:end]`, read where it lies (a chunk of `CopyStream`)."""
+               columns: list[Column], threads: bool = True) -> pa.Table | None:
+    """`decode_text_fast` of `data[:end]`, read where it lies (a chunk of `CopyStream`);
+    `threads`: whether Arrow's reader spreads the blocks over its threads (a piece, one
+    block, is decoded on a thread of its own)."""
     ncols = len(columns)
     delimiter, null = options.delimiter, options.null
     if not ncols or not delimiter.isascii() or delimiter in "\\\r\n" or end == 0:
@@ -168,7 +170,8 @@ def _text_fast(data: bytes | bytearray | mmap.mmap, end: int, options: CopyOptio
     try:
         table = pacsv.read_csv(
             pa.BufferReader(pa.py_buffer(body)),
-            read_options=pacsv.ReadOptions(column_names=names, block_size=_TEXT_BLOCK),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=_TEXT_BLOCK,
+                                           use_threads=threads),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False,
                                               escape_char=False, newlines_in_values=False,
                                               ignore_empty_lines=False),
@@ -330,13 +333,14 @@ class TextPieces(_Pieces):
         cut = buf.rfind(b"\n", 0, end) + 1  # 0: a line longer than the chunk, carried whole
         if cut:
             options = replace(self.options, header=False) if self.pieces else self.options
-            self.pieces.append(self._pool.submit(_text_fast, buf, cut, options, self.columns))
+            self.pieces.append(self._pool.submit(_text_fast, buf, cut, options, self.columns,
+                                                 False))
         return cut
 
     def _rest(self, buf: mmap.mmap, end: int) -> list[pa.Table] | None:
         if end == 0:
             return []
-        table = _text_fast(buf, end, replace(self.options, header=False), self.columns)
+        table = _text_fast(buf, end, replace(self.options, header=False), self.columns, False)
         return None if table is None else [table]
 
 
