@@ -142,6 +142,23 @@ def test_socket_stream_reads_across_receives_and_large_messages():
     b.close()
 
 
+
+def test_fill_takes_what_is_buffered_then_receives_straight_into_the_target():
+    a, b = socket.socketpair()
+    payload = bytes(range(256)) * (2 * RECV_SIZE // 256 + 3)
+    sender = threading.Thread(target=lambda: (a.sendall(frame(b"d", payload)), a.close()))
+    sender.start()
+    stream = SocketStream(b)
+    assert stream.read_exactly(5) == frame(b"d", payload)[:5]
+    target = bytearray(len(payload) + 2)
+    with memoryview(target) as view:
+        stream.fill(view[1:1 + len(payload)])  # the buffered start, then the rest directly
+        assert target == b"\0" + payload + b"\0"
+        with pytest.raises(EndOfStream):  # the client went away before the bytes came
+            stream.fill(view[:1])
+    sender.join()
+    b.close()
+
 def test_a_claimed_length_is_not_allocated_before_its_bytes_arrive():
     a, b = socket.socketpair()
     a.sendall(b"Q" + struct.pack("!i", 1 << 30) + b"SELECT " * 1000)  # claims 1 GiB, sends 7 KB
