@@ -592,6 +592,34 @@ class Table:
                     self._snapshot = snap
         return snap
 
+    def _locate_now(self, rowid: int) -> tuple[SegmentData, int] | None:
+        """The segment data and position of a row live in the current state, or None (caller
+        holds the lock). A sealed segment's row is found without a snapshot: every apply
+        invalidates it, and rebuilding it (the growing segment folded, every view) per
+        single-row statement costs more than the statement's own reads; a growing segment's
+        row is read through the snapshot."""
+        for seg in self.sealed:
+            ids = seg.rowids
+            if ids.size and ids[0] <= rowid <= ids[-1]:
+                position = int(ids.searchsorted(rowid))
+                if ids[position] == rowid:
+                    return None if self.deletes[seg.id].is_deleted_one(position) else \
+                        (seg, position)
+        snap = self.snapshot()
+        view, position = snap._locate_one(rowid)
+        return (snap.views[view].data, position) if view >= 0 else None
+
+    def row_of_key(self, value: object, key: int = 0) -> tuple[int, SegmentData | None, int]:
+        """The row holding a key value (given as the index holds it) in the current state:
+        its row id (MISSING when none), the segment data holding it and its position there
+        (the single-row UPDATE or DELETE by key, which reads nothing else of the table)."""
+        with self.lock:
+            rowid = self.keys[key].index.get(value)
+            if rowid == MISSING:
+                return MISSING, None, 0
+            found = self._locate_now(rowid)
+        return (rowid, None, 0) if found is None else (rowid, *found)
+
     def _current(self) -> TableSnapshot:
         """The state right now, not cached: in the middle of applying a commit it must not
         become what readers see (they read `_snapshot` without the lock)."""
@@ -818,25 +846,36 @@ class Table:
         another commit in flight. Costs O(rows written), whatever the table's size."""
         out = []
         snap = None
-        if any(isinstance(op, DeleteOp) for op in ops):
+        located: dict[int, tuple[SegmentData, int] | None] = {}
+        deletes = [op for op in ops if isinstance(op, DeleteOp)]
+        if deletes:
             # The applied state and the claims of commits in flight, read together: a commit
             # applied and released in between would be in neither. Only this prepare adds
-            # claims.
+            # claims. One row (an UPDATE or DELETE by key) is located in the current state,
+            # without the snapshot the previous commit's apply invalidated.
             with self.lock:
-                snap = self.snapshot()
+                if len(deletes) == 1 and np.size(deletes[0].rowids) == 1:
+                    rowid = int(np.asarray(deletes[0].rowids).reshape(-1)[0])
+                    located[rowid] = self._locate_now(rowid)
+                else:
+                    snap = self.snapshot()
                 pending = [c.deleted for c in self._claims if c.deleted]
         claim = _Claim([k.index.empty() for k in self.keys], [k.index.empty() for k in self.keys])
         for op in ops:
             if isinstance(op, DeleteOp):
-                assert snap is not None
                 rowids = np.asarray(op.rowids, dtype=np.int64).reshape(-1)
                 if rowids.size > 1:
                     rowids = np.unique(rowids)
                 ids = rowids.tolist()
                 if len(ids) == 1:  # one row: located once, for the check and its keys
-                    view, position = snap._locate_one(ids[0])
-                    live = view >= 0
+                    if snap is None:
+                        where = located[ids[0]]
+                    else:
+                        view, position = snap._locate_one(ids[0])
+                        where = (snap.views[view].data, position) if view >= 0 else None
+                    live = where is not None
                 else:
+                    assert snap is not None
                     live = snap.all_live(rowids)
                 if any(not d.isdisjoint(ids) for d in pending) or not live:
                     raise SerializationFailure(
@@ -844,7 +883,7 @@ class Table:
                 prepared = DeleteOp(self.id, rowids)
                 if self.keys:
                     if len(ids) == 1:  # one row: its keys read where it lies, no Arrow table
-                        data = snap.views[view].data
+                        data, position = where  # type: ignore[misc]
                         per_key = []
                         for uk in self.keys:
                             values = [value_at(data, self.def_.column(c), position)
