@@ -495,6 +495,10 @@ class _Claim:
     # Per delete op (by its id once prepared): per unique key, the deleted rows' keys and their
     # row ids, so applying it need not read them again.
     delete_keys: dict[int, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    # Per one-row insert op (by its id once prepared): per unique key, the row's key and row
+    # id as the index takes them (None: a NULL the index does not hold), likewise.
+    insert_keys: dict[int, list[tuple[np.ndarray, np.ndarray] | None]] = \
+        field(default_factory=dict)
 
 
 @dataclass
@@ -903,6 +907,8 @@ class Table:
                     claim.delete_keys[id(prepared)] = per_key
                 claim.deleted.update(ids)
                 out.append(prepared)
+            elif isinstance(op, InsertOp) and op.batch.num_rows == 1 and self.keys:
+                out.append(self._prepare_one_row(op, claim))
             elif isinstance(op, InsertOp):
                 table = self._current_shape(op.batch)
                 n = table.num_rows
@@ -926,6 +932,41 @@ class Table:
                 claim.op_ids.append(id(op))
                 self._claim_of[id(op)] = claim
         return out
+
+    def _prepare_one_row(self, op: InsertOp, claim: _Claim) -> InsertOp:
+        """`prepare` of a one-row insert into a keyed table (a single-row INSERT or UPDATE's):
+        each key's value read once as a Python value, checked as `_check_keys` checks it (in
+        key order: NULL in a primary key, then held by a committed row or a commit in flight),
+        and kept on the claim for `apply`."""
+        table = self._current_shape(op.batch)
+        values_per_key = []
+        for i, uk in enumerate(self.keys):
+            names = uk.def_.columns
+            values = [table.column(c)[0].as_py() for c in names]
+            if None in values and not uk.def_.nulls_not_distinct:
+                if uk.def_.primary:
+                    raise self.null_violation(next(c for c, v in zip(names, values) if v is None))
+                values_per_key.append(None)  # NULL is distinct from every key: not held
+                continue
+            value = uk.index.key_of(values)
+            with self.lock:
+                held = self._effective_one(i, value, [claim] + self._claims[::-1])
+            if held != MISSING:
+                raise self.duplicate_key(i, value)
+            values_per_key.append(value)
+        batch = self._physical(table)
+        rowids = batch.column(0).to_numpy()
+        keys: list[tuple[np.ndarray, np.ndarray] | None] = []
+        for i, value in enumerate(values_per_key):
+            if value is None:
+                keys.append(None)
+                continue
+            array = self.keys[i].index.array_of(value)
+            claim.added[i].insert(array, rowids)
+            keys.append((array, rowids))
+        prepared = InsertOp(self.id, batch)
+        claim.insert_keys[id(prepared)] = keys
+        return prepared
 
     def _check_keys(self, key: int, table: pa.Table,
                     claim: _Claim) -> tuple[np.ndarray, np.ndarray | None]:
@@ -1076,7 +1117,14 @@ class Table:
             if isinstance(op, InsertOp):
                 batch = conform_batch(op.batch, self.def_)
                 self.memtable.append(batch)
-                if batch.num_rows == 1:  # a single-row INSERT's: no NumPy work
+                claim = self._claim_of.get(id(op)) if batch.num_rows == 1 else None
+                known = claim.insert_keys.get(id(op)) if claim is not None else None
+                if known is not None:  # a one-row insert whose keys prepare read
+                    for uk, held in zip(self.keys, known):
+                        if held is not None:
+                            uk.index.insert(*held)
+                    self.next_rowid = max(self.next_rowid, batch.column(0)[0].as_py() + 1)
+                elif batch.num_rows == 1:  # a single-row INSERT's: no NumPy work
                     rowid = batch.column(0)[0].as_py()
                     for uk in self.keys:
                         if uk.valid(batch, physical=True) is not None:
