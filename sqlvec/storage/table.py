@@ -557,6 +557,7 @@ class Table:
         self.directory = directory
         self.memtable_rows = memtable_rows  # capacity the growing segment reserves up front
         self.lock = threading.RLock()
+        self._shape: tuple | None = None  # `_row_shape`'s, for the definition it names
         self.memtable = Memtable(table_def, self.memtable_rows)
         self.sealed: list[Segment] = []
         self.deletes: dict[int, DeleteBitmap] = {}
@@ -829,18 +830,32 @@ class Table:
     def coerce_arrays(self, arrays: Sequence[pa.Array | pa.ChunkedArray]) -> pa.RecordBatch:
         """`coerce` for one array per column, in column order (a single-row INSERT's values):
         arrays of another type are cast as `coerce` casts them; NOT NULL is enforced."""
-        schema = self.def_.arrow_schema()
+        table_def, schema, targets, not_null, sparse = self._row_shape()
         out = []
-        for col, target, array in zip(self.def_.columns, schema.types, arrays):
+        for col, target, array in zip(table_def.columns, targets, arrays):
             if not array.type.equals(target):
                 array = cast_column(array, col)
             if isinstance(array, pa.ChunkedArray):
                 array = _one_chunk(array)
             out.append(array)
         batch = pa.RecordBatch.from_arrays(out, schema=schema)
-        self._check_not_null(out, batch)
-        self._check_sparse_limits(out)
+        if not_null:
+            self._check_not_null(out, batch)
+        if sparse:
+            self._check_sparse_limits(out)
         return batch
+
+    def _row_shape(self) -> tuple[TableDef, pa.Schema, list, bool, bool]:
+        """What `coerce_arrays` asks of the definition per row, worked out once per definition:
+        (definition, schema, column types, any NOT NULL column, any sparsevec index)."""
+        shape = self._shape
+        if shape is None or shape[0] is not self.def_:
+            d = self.def_
+            schema = d.arrow_schema()
+            shape = self._shape = (d, schema, list(schema.types),
+                                   any(c.not_null for c in d.columns),
+                                   bool(access_methods.sparse_indexes(d)))
+        return shape
 
     def prepare(self, ops: list) -> list:
         """Validate one commit's ops for this table and claim what it changes.
