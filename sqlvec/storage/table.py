@@ -496,8 +496,8 @@ class _Claim:
     # row ids, so applying it need not read them again.
     delete_keys: dict[int, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
     # Per one-row insert op (by its id once prepared): per unique key, the row's key and row
-    # id as the index takes them (None: a NULL the index does not hold), likewise.
-    insert_keys: dict[int, list[tuple[np.ndarray, np.ndarray] | None]] = \
+    # id as the index takes them (None: a NULL the index does not hold), and the row id.
+    insert_keys: dict[int, tuple[list[tuple[np.ndarray, np.ndarray] | None], int]] = \
         field(default_factory=dict)
 
 
@@ -969,8 +969,9 @@ class Table:
             if held != MISSING:
                 raise self.duplicate_key(i, value)
             values_per_key.append(value)
+        rowid = self.next_rowid  # the one `_physical` gives the row
         batch = self._physical(table)
-        rowids = batch.column(0).to_numpy()
+        rowids = np.array([rowid], np.int64)
         keys: list[tuple[np.ndarray, np.ndarray] | None] = []
         for i, value in enumerate(values_per_key):
             if value is None:
@@ -980,7 +981,7 @@ class Table:
             claim.added[i].insert(array, rowids)
             keys.append((array, rowids))
         prepared = InsertOp(self.id, batch)
-        claim.insert_keys[id(prepared)] = keys
+        claim.insert_keys[id(prepared)] = (keys, rowid)
         return prepared
 
     def _check_keys(self, key: int, table: pa.Table,
@@ -1135,10 +1136,10 @@ class Table:
                 claim = self._claim_of.get(id(op)) if batch.num_rows == 1 else None
                 known = claim.insert_keys.get(id(op)) if claim is not None else None
                 if known is not None:  # a one-row insert whose keys prepare read
-                    for uk, held in zip(self.keys, known):
+                    for uk, held in zip(self.keys, known[0]):
                         if held is not None:
                             uk.index.insert(*held)
-                    self.next_rowid = max(self.next_rowid, batch.column(0)[0].as_py() + 1)
+                    self.next_rowid = max(self.next_rowid, known[1] + 1)
                 elif batch.num_rows == 1:  # a single-row INSERT's: no NumPy work
                     rowid = batch.column(0)[0].as_py()
                     for uk in self.keys:
