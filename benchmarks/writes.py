@@ -111,21 +111,23 @@ def sqlvec(directory: str):
 @contextlib.contextmanager
 def sqlvec_baseline(directory: str, checkout: str):
     """The sqlvec of another checkout (`--baseline`), imported from there: before and after a
-    change measured in the same rounds as the rest. Not profiled."""
+    change measured in the same rounds as the rest (and profiled as ours with `--profile`)."""
     from benchmarks.suite import sqlvec_server
 
-    saved = os.environ.get("PYTHONPATH")
+    saved, cwd = os.environ.get("PYTHONPATH"), os.getcwd()
     os.environ["PYTHONPATH"] = os.path.abspath(checkout)
+    os.chdir(checkout)  # `python -m` puts the working directory first on the path
     try:
-        server = sqlvec_server(directory)
-        dsn, _pid = server.__enter__()
+        server = sqlvec_server(os.path.abspath(directory))
+        dsn, pid = server.__enter__()
     finally:
+        os.chdir(cwd)
         if saved is None:
             del os.environ["PYTHONPATH"]
         else:
             os.environ["PYTHONPATH"] = saved
     try:
-        yield dsn, None, "sqlvec (baseline)"
+        yield dsn, pid, "sqlvec (baseline)"
     finally:
         server.__exit__(None, None, None)
 
@@ -400,7 +402,7 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
     for _ in range(rounds):
         for name, (dsn, pid, _label) in running.items():
             spy = None
-            raw = os.path.join(directory, f"{table}-{case['kind']}-{case['writers']}.txt")
+            raw = os.path.join(directory, f"{name}-{table}-{case['kind']}-{case['writers']}.txt")
             if profile and pid is not None:
                 spy = profile_start(pid, seconds / rounds, raw + f".{len(parts[name])}")
             r = run_case(dsn, table, case["rows"], case["kind"], case["writers"],
@@ -419,7 +421,7 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
                      "p50_ms": float(np.median(latencies) * 1e3) if latencies else None,
                      "errors": dict(errors)}
         if profile and running[name][1] is not None:
-            raw = os.path.join(directory, f"{table}-{case['kind']}-{case['writers']}.txt")
+            raw = os.path.join(directory, f"{name}-{table}-{case['kind']}-{case['writers']}.txt")
             paths = [f"{raw}.{i}" for i in range(rounds)]
             out[name]["profile"] = profile_summary(paths)
             out[name]["layers_us"] = profile_layers(paths, PROFILE_RATE, len(latencies))
@@ -495,14 +497,15 @@ def main(argv: list[str]) -> int:
             print(table_md(results["baseline"], theirs, labels.get("postgres", "PostgreSQL")))
         if ours is not None:
             print(table_md(ours, theirs, labels.get("postgres", "PostgreSQL")))
-            for r in ours:
+            for label, r in [(labels.get("baseline", ""), r) for r in results.get("baseline", [])
+                             ] + [("", r) for r in ours]:
                 if r.get("layers_us"):
                     layers = ", ".join(f"{name} {us:.0f}" for name, us in r["layers_us"].items())
-                    print(f"- {r['rows']:,} {'pk' if r['primary_key'] else 'no key'} "
+                    print(f"- {label} {r['rows']:,} {'pk' if r['primary_key'] else 'no key'} "
                           f"{r['kind']} x{r['writers']}: µs per statement: {layers}")
                 if r.get("profile"):
                     where = ", ".join(f"{share:.0%} {frame}" for share, frame in r["profile"][:5])
-                    print(f"- {r['rows']:,} {'pk' if r['primary_key'] else 'no key'} "
+                    print(f"- {label} {r['rows']:,} {'pk' if r['primary_key'] else 'no key'} "
                           f"{r['kind']} x{r['writers']}: {where}")
     if args.json:
         with open(args.json, "w") as f:
