@@ -29,6 +29,7 @@ statement, which a shared machine disturbs far less than round trips.
     python -m benchmarks writes --sizes 10000 --seconds 2 --only sqlvec
     python -m benchmarks writes --only index
     python -m benchmarks writes --only engine --sizes 1000000
+    python -m benchmarks writes --sizes 1000000 --keys pk --baseline ../before  # A/B, one run
 """
 
 from __future__ import annotations
@@ -105,6 +106,30 @@ def sqlvec(directory: str):
 
     with sqlvec_server(directory) as (dsn, pid):
         yield dsn, pid, "sqlvec"
+
+
+@contextlib.contextmanager
+def sqlvec_baseline(directory: str, checkout: str):
+    """The sqlvec of another checkout (`--baseline`), imported from there: before and after a
+    change measured in the same rounds as the rest (and profiled as ours with `--profile`)."""
+    from benchmarks.suite import sqlvec_server
+
+    saved, cwd = os.environ.get("PYTHONPATH"), os.getcwd()
+    os.environ["PYTHONPATH"] = os.path.abspath(checkout)
+    os.chdir(checkout)  # `python -m` puts the working directory first on the path
+    try:
+        server = sqlvec_server(os.path.abspath(directory))
+        dsn, pid = server.__enter__()
+    finally:
+        os.chdir(cwd)
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
+    try:
+        yield dsn, pid, "sqlvec (baseline)"
+    finally:
+        server.__exit__(None, None, None)
 
 
 # Workloads -----------------------------------------------------------------------------------------
@@ -199,8 +224,8 @@ LAYERS = [
     ("commit: WAL append, write, handoff", ("WriteAheadLog.append", "WriteAheadLog.sync")),
     ("commit: prepare (keys, claims, row ids)", ("Table.prepare", "Table.release")),
     ("commit: lock, queue", ("Store.commit",)),
-    ("statement: row by key", ("ScanOp._by_key",)),
-    ("statement: new row", ("_updated", "FastInsert.row")),
+    ("statement: row by key", ("ScanOp._by_key", "Table.row_of_key")),
+    ("statement: new row", ("_updated", "FastInsert.row", "ScalarKeyWrite.ops")),
     ("statement: other", ("run_write",)),
     ("session", ("Session.run",)),
     ("wire", ("Connection.serve",)),
@@ -330,12 +355,14 @@ def engine_cpu(rows: int = 1_000_000, statements: int = 5000) -> dict[str, float
 
 def measure(names: list[str], sizes: list[int], seconds: float, writers: int, rounds: int,
             profile: bool, postgres_tcp: bool = True,
-            keys: tuple[bool, ...] = (True, False)) -> dict[str, list[dict]]:
+            keys: tuple[bool, ...] = (True, False),
+            baseline: str | None = None) -> dict[str, list[dict]]:
     """Every case on every server, taking turns in `rounds` slices of each case's time, so
     that all servers meet the same machine (the disk's fsync latency moves by 5x over minutes
     on a shared machine)."""
     directory = tempfile.mkdtemp(prefix="writes-")
     servers = {"sqlvec": sqlvec,
+               "baseline": lambda d: sqlvec_baseline(d, baseline or "."),
                "postgres": lambda d: postgres(d, tcp=postgres_tcp)}
     results: dict[str, list[dict]] = {}
     try:
@@ -375,7 +402,7 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
     for _ in range(rounds):
         for name, (dsn, pid, _label) in running.items():
             spy = None
-            raw = os.path.join(directory, f"{table}-{case['kind']}-{case['writers']}.txt")
+            raw = os.path.join(directory, f"{name}-{table}-{case['kind']}-{case['writers']}.txt")
             if profile and pid is not None:
                 spy = profile_start(pid, seconds / rounds, raw + f".{len(parts[name])}")
             r = run_case(dsn, table, case["rows"], case["kind"], case["writers"],
@@ -394,7 +421,7 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
                      "p50_ms": float(np.median(latencies) * 1e3) if latencies else None,
                      "errors": dict(errors)}
         if profile and running[name][1] is not None:
-            raw = os.path.join(directory, f"{table}-{case['kind']}-{case['writers']}.txt")
+            raw = os.path.join(directory, f"{name}-{table}-{case['kind']}-{case['writers']}.txt")
             paths = [f"{raw}.{i}" for i in range(rounds)]
             out[name]["profile"] = profile_summary(paths)
             out[name]["layers_us"] = profile_layers(paths, PROFILE_RATE, len(latencies))
@@ -431,6 +458,9 @@ def main(argv: list[str]) -> int:
                         help="reach PostgreSQL over its Unix socket (default: loopback TCP, "
                              "as sqlvec)")
     parser.add_argument("--json", default=None, help="write every figure to this file")
+    parser.add_argument("--baseline", default=None, metavar="CHECKOUT",
+                        help="also run the sqlvec of this checkout (a directory holding its "
+                             "sqlvec package) in the same rounds: before and after a change")
     parser.add_argument("--workers", type=int, default=0,
                         help="serve --workers N for the sqlvec server (default 0)")
     args = parser.parse_args(argv)
@@ -451,24 +481,31 @@ def main(argv: list[str]) -> int:
               f"{max(sizes):,} rows): " + ", ".join(
                   f"{kind} {us:.0f} µs" for kind, us in report["engine_cpu_us"].items()))
     names = [n for n in ("sqlvec", "postgres") if args.only in (None, n)]
+    if args.baseline and "sqlvec" in names:
+        names.insert(1, "baseline")
     if names:
         results = measure(names, sizes, args.seconds, args.writers, args.rounds, args.profile,
                           postgres_tcp=not args.postgres_socket,
-                          keys=tuple(k == "pk" for k in args.keys.split(",")))
+                          keys=tuple(k == "pk" for k in args.keys.split(",")),
+                          baseline=args.baseline)
         labels = results.pop("labels")
         report.update(results)
         report["labels"] = labels
         ours, theirs = results.get("sqlvec"), results.get("postgres")
+        if results.get("baseline") is not None:
+            print("baseline:")
+            print(table_md(results["baseline"], theirs, labels.get("postgres", "PostgreSQL")))
         if ours is not None:
             print(table_md(ours, theirs, labels.get("postgres", "PostgreSQL")))
-            for r in ours:
+            for label, r in [(labels.get("baseline", ""), r) for r in results.get("baseline", [])
+                             ] + [("", r) for r in ours]:
                 if r.get("layers_us"):
                     layers = ", ".join(f"{name} {us:.0f}" for name, us in r["layers_us"].items())
-                    print(f"- {r['rows']:,} {'pk' if r['primary_key'] else 'no key'} "
+                    print(f"- {label} {r['rows']:,} {'pk' if r['primary_key'] else 'no key'} "
                           f"{r['kind']} x{r['writers']}: µs per statement: {layers}")
                 if r.get("profile"):
                     where = ", ".join(f"{share:.0%} {frame}" for share, frame in r["profile"][:5])
-                    print(f"- {r['rows']:,} {'pk' if r['primary_key'] else 'no key'} "
+                    print(f"- {label} {r['rows']:,} {'pk' if r['primary_key'] else 'no key'} "
                           f"{r['kind']} x{r['writers']}: {where}")
     if args.json:
         with open(args.json, "w") as f:

@@ -19,6 +19,7 @@ from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.context import ExecContext
 from sqlvec.execution.expressions import Compiler, Frame
+from sqlvec.execution.expressions.core import param_index
 from sqlvec.execution.kernels import table_of
 from sqlvec.execution.operators import SIMPLE_KEYS, Operator, ScanOp
 from sqlvec.execution.transaction import Transaction
@@ -29,8 +30,9 @@ from sqlvec.plan.rules import optimize
 from sqlvec.sql.binder import SYSTEM_COLUMNS, Field, Scope, system_column
 from sqlvec.sql.dialect import parse_one
 from sqlvec.storage.keys import MISSING
+from sqlvec.storage.memtable import GrowingData
 from sqlvec.storage.schema import ROWID, ColumnDef
-from sqlvec.storage.table import Table, cast_column, one_value_array
+from sqlvec.storage.table import Table, cast_column, one_value_array, value_at
 from sqlvec.storage.wal import DeleteOp, InsertOp
 from sqlvec.types import SqlType
 
@@ -776,6 +778,8 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
     plan.new_values = new_values  # type: ignore[attr-defined]
     plan.rowid = rowid  # type: ignore[attr-defined]
     plan.by_key = KeyWrite.of(plan)
+    if plan.by_key is not None:
+        plan.by_key.scalar = ScalarKeyWrite.of(plan, stmt, alias, assigned)
     return plan
 
 
@@ -832,6 +836,8 @@ class KeyWrite:
     def __init__(self, plan: WritePlan) -> None:
         self.plan = plan
         self.scan = plan.source
+        # The same statement over Python values, when its SET is that simple (or None).
+        self.scalar: ScalarKeyWrite | None = None
 
     @classmethod
     def of(cls, plan: WritePlan) -> KeyWrite | None:
@@ -868,6 +874,212 @@ class KeyWrite:
         return [DeleteOp(table.id, ids), InsertOp(table.id, new_rows)]
 
 
+class ScalarKeyWrite:
+    """`KeyWrite` for the simplest statements, over Python values: `WHERE key = $n` with an
+    integer or text parameter, and SET (UPDATE) assigning parameters, columns and integer
+    sums, differences and products of columns, parameters and integer constants. The
+    parameters are read as the wire decoded them, the row is located through the key's
+    index, only the columns SET reads become Python values (the others are sliced as Arrow
+    arrays), and the new row is one batch in the table's schema: no parameter conversion to
+    Arrow, no scan operator, no expression evaluation over a one-row table.
+
+    Every value it cannot take as is (a parameter of another Python type, NULL as the key,
+    a result out of its type's or its column's range) makes `ops` return None before
+    anything happened, and the statement takes `KeyWrite` (the general path's own
+    expressions, hence its errors). `bind` decides once the parameter types are known."""
+
+    def __init__(self, plan: WritePlan, key_param: int, assigns: dict[int, tuple]) -> None:
+        self.plan = plan
+        self.key_param = key_param  # n of the `$n` compared with the key
+        self.assigns = assigns  # table column position -> form of its new value (see `of`)
+        self.ready = False  # bound: the parameters' types allow this path
+        self.key_check = None  # the key parameter's Python value as the index holds it
+        self.steps: list[tuple] = []  # per column: how its new value is made
+
+    @classmethod
+    def of(cls, plan: WritePlan, stmt: exp.Expression, alias: str,
+           assigned: dict[str, exp.Expression]) -> ScalarKeyWrite | None:
+        """The statement's scalar form, or None when its WHERE or SET is not that simple."""
+        where = stmt.args.get("where")
+        if where is None or not isinstance(where.this, exp.EQ) or \
+                stmt.args.get("returning") is not None:
+            return None
+        d = plan.table.def_
+        scan = plan.source
+        key_col = plan.table.keys[scan.key].def_.columns[0]
+        left, right = where.this.this, where.this.expression
+        if isinstance(left, exp.Parameter):
+            left, right = right, left
+        if not isinstance(right, exp.Parameter) or _column_of(left, d, alias) != \
+                _column_of(exp.column(key_col, quoted=True), d, alias):
+            return None
+        assigns: dict[int, tuple] = {}
+        for name, e in assigned.items():
+            form = _scalar_form(e, d, alias)
+            if form is None:
+                return None
+            assigns[_column_of(exp.column(name, quoted=True), d, alias)] = form
+        return cls(plan, param_index(right), assigns)
+
+    def bind(self, param_types: list[SqlType]) -> None:
+        """Fix how each value is made from the parameter types; `ready` stays False when some
+        value always needs the general path."""
+        self.ready = False
+        table = self.plan.table
+        d = table.def_
+        key_type = table.def_.column(table.keys[self.plan.source.key].def_.columns[0]).type
+        ptype = param_types[self.key_param - 1]
+        if key_type.name in _INT_BOUNDS and ptype.name in _INT_BOUNDS:
+            lo = max(_INT_BOUNDS[key_type.name][0], _INT_BOUNDS[ptype.name][0])
+            hi = min(_INT_BOUNDS[key_type.name][1], _INT_BOUNDS[ptype.name][1])
+            self.key_check = lambda v: v if type(v) is int and lo <= v <= hi else _SLOW
+        elif key_type.name in ("text", "varchar") and ptype.name in ("text", "varchar") and \
+                ptype.typmod < 0:
+            self.key_check = lambda v: v if type(v) is str and "\0" not in v else _SLOW
+        else:
+            return
+        steps = []
+        new_values = getattr(self.plan, "new_values", None)
+        for i, col in enumerate(d.columns):
+            form = self.assigns.get(i)
+            arrow = col.type.to_arrow()
+            if form is None or (form[0] == "col" and d.columns[form[1]].type == col.type):
+                source = i if form is None else form[1]
+                steps.append(("copy", d.columns[source], arrow, None))
+            elif form[0] == "param":
+                conv = fast_converter(param_types[form[1] - 1], col.type)
+                if conv is None:
+                    return
+                steps.append(("param", col, arrow, (form[1], conv)))
+            elif form[0] == "arith":
+                value_type = new_values[i].type if new_values is not None else None
+                if value_type is None or value_type.name not in _INT_BOUNDS or \
+                        col.type.name not in _INT_BOUNDS:
+                    return
+                operands = []
+                for kind, payload in form[2]:
+                    if kind == "col":
+                        source = d.columns[payload]
+                        if source.type.name not in _INT_BOUNDS:
+                            return
+                        operands.append(("col", source))
+                    elif kind == "param":
+                        t = param_types[payload - 1]
+                        if t.name not in _INT_BOUNDS:
+                            return
+                        operands.append(("param", (payload, _INT_BOUNDS[t.name])))
+                    else:
+                        operands.append(("const", payload))
+                lo = max(_INT_BOUNDS[value_type.name][0], _INT_BOUNDS[col.type.name][0])
+                hi = min(_INT_BOUNDS[value_type.name][1], _INT_BOUNDS[col.type.name][1])
+                steps.append(("arith", col, arrow, (_INT_OPS[form[1]], operands, lo, hi)))
+            else:
+                return
+        self.steps = steps
+        self.ready = True
+
+    def ops(self, table: Table, params: list) -> list | None:
+        """The storage ops of the statement ([] when no row holds the key), or None when a
+        value needs the general path. `table`: the table as it is now."""
+        key = self.key_check(params[self.key_param - 1])  # type: ignore[misc]
+        if key is _SLOW:
+            return None
+        values: list = []
+        for kind, _col, _arrow, payload in self.steps:
+            if kind == "param":
+                value = payload[1](params[payload[0] - 1])
+                if value is _SLOW:
+                    return None
+            elif kind == "arith":
+                for operand, info in payload[1]:
+                    if operand == "param":
+                        v = params[info[0] - 1]
+                        if v is not None and (type(v) is not int or
+                                              not info[1][0] <= v <= info[1][1]):
+                            return None
+                value = None
+            else:
+                value = None
+            values.append(value)
+        rowid, data, position = table.row_of_key(key, self.plan.source.key)
+        if rowid == MISSING:
+            return []
+        if data is None:  # (the index and the rows disagree: the general path's answer)
+            return None
+        rowids = np.array([rowid], np.int64)
+        if self.plan.kind == "DELETE":
+            return [DeleteOp(table.id, rowids)]
+        growing = isinstance(data, GrowingData)
+        arrays: list = []
+        for (kind, col, arrow, payload), value in zip(self.steps, values):
+            if kind == "copy":
+                arrays.append(
+                    data.column_slice(col.physical, arrow, col.missing_value, position, 1)
+                    if growing else
+                    data.column(col.physical, arrow, col.missing_value).slice(position, 1))
+                continue
+            if kind == "arith":
+                op, operands, lo, hi = payload
+                args = []
+                for operand, info in operands:
+                    if operand == "col":
+                        args.append(value_at(data, info, position))
+                    elif operand == "param":
+                        args.append(params[info[0] - 1])
+                    else:
+                        args.append(info)
+                value = None if None in args else op(args[0], args[1])
+                if value is not None and not lo <= value <= hi:
+                    return None
+            arrays.append(pa.nulls(1, arrow) if value is None else _one_value(value, arrow))
+        return [DeleteOp(table.id, rowids), InsertOp(table.id, table.coerce_arrays(arrays))]
+
+
+_INT_OPS = {exp.Add: int.__add__, exp.Sub: int.__sub__, exp.Mul: int.__mul__}
+
+
+def _column_of(e: exp.Expression, d, alias: str) -> int | None:
+    """The position of the target table's column that `e` names, or None: an unquoted name
+    as PostgreSQL folds it, unqualified or qualified by the table's name or alias."""
+    if not isinstance(e, exp.Column) or not isinstance(e.this, exp.Identifier) or \
+            e.args.get("db") or e.args.get("catalog"):
+        return None
+    qualifier = e.args.get("table")
+    if qualifier is not None:
+        q = qualifier.name if qualifier.quoted else qualifier.name.lower()
+        if q not in (alias, d.name):
+            return None
+    name = e.this.name if e.this.quoted else e.this.name.lower()
+    return next((i for i, c in enumerate(d.columns) if c.name == name), None)
+
+
+def _scalar_form(e: exp.Expression, d, alias: str) -> tuple | None:
+    """A SET value `ScalarKeyWrite` computes: ("param", n), ("col", position), or
+    ("arith", operator class, [two operands: ("col", position), ("param", n) or
+    ("const", int)]); None for anything else."""
+    if isinstance(e, exp.Parameter):
+        return ("param", param_index(e))
+    if _is_default(e):
+        return None
+    position = _column_of(e, d, alias)
+    if position is not None:
+        return ("col", position)
+    if type(e) in _INT_OPS:
+        operands = []
+        for side in (e.this, e.expression):
+            if isinstance(side, exp.Parameter):
+                operands.append(("param", param_index(side)))
+            elif isinstance(side, exp.Literal) and not side.is_string and \
+                    side.this.isdigit() and int(side.this) < 1 << 31:
+                operands.append(("const", int(side.this)))
+            elif _column_of(side, d, alias) is not None:
+                operands.append(("col", _column_of(side, d, alias)))
+            else:
+                return None
+        return ("arith", type(e), operands)
+    return None
+
+
 def plan_delete(stmt: exp.Delete, planner: Planner, builder: Builder) -> WritePlan:
     """Compile DELETE, with USING joined in: the source plan yields the rowids to delete."""
     table, alias = _target(planner, stmt.this)
@@ -880,6 +1092,8 @@ def plan_delete(stmt: exp.Delete, planner: Planner, builder: Builder) -> WritePl
     plan = WritePlan("DELETE", table, source, returning, returning_fields, _run_delete)
     plan.width = width  # type: ignore[attr-defined]
     plan.by_key = KeyWrite.of(plan)
+    if plan.by_key is not None:
+        plan.by_key.scalar = ScalarKeyWrite.of(plan, stmt, alias, {})
     return plan
 
 
@@ -900,5 +1114,5 @@ def _run_delete(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     return int(ids.size), returning
 
 
-__all__ = ["plan_insert", "plan_update", "plan_delete", "WritePlan", "FastInsert", "KeyWrite",
+__all__ = ["plan_insert", "plan_update", "plan_delete", "WritePlan", "FastInsert", "KeyWrite", "ScalarKeyWrite",
            "eval_returning", "FeatureNotSupported"]

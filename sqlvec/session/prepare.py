@@ -94,6 +94,8 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
         param_types = param_list(env, ast)
         if write.fast is not None:
             write.fast.bind(param_types, write.returning is not None)
+        if write.by_key is not None and write.by_key.scalar is not None:
+            write.by_key.scalar.bind(param_types)
         return PreparedStatement(sql, param_types, columns, StatementKind.WRITE, compiled=write)
     if isinstance(ast, _DDL):
         return PreparedStatement(sql, [], None, StatementKind.DDL, ast=ast)

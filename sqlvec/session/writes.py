@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from sqlvec.errors import SerializationFailure, UniqueViolation
+from sqlvec.errors import QueryCanceled, SerializationFailure, UniqueViolation
 from sqlvec.execution import foreign_keys
 from sqlvec.execution.context import ExecContext
 from sqlvec.execution.dml import WritePlan, eval_returning
@@ -38,6 +38,10 @@ def run_write(session: Session, prepared: PreparedStatement, params: list,
     keyed = foreign_keys.involved(session.store, write.table)
     if write.fast is not None:
         result = _fast_insert(session, prepared, params)
+    if result is None and write.by_key is not None and not session.explicit and not keyed:
+        scalar = write.by_key.scalar
+        if scalar is not None and scalar.ready:
+            result = _scalar_key_write(session, prepared, params)
     if result is None:
         typed = typed_params(prepared.param_types, params)
         if write.by_key is not None and not session.explicit and not keyed:
@@ -131,6 +135,36 @@ def _fast_insert(session: Session, prepared: PreparedStatement, params: list) ->
     else:
         session.store.commit(txn.ops())
     return Result("INSERT 0 1", prepared.columns, returning)
+
+
+def _scalar_key_write(session: Session, prepared: PreparedStatement,
+                      params: list) -> Result | None:
+    """An autocommit UPDATE or DELETE of one row by key over Python values (`ScalarKeyWrite`,
+    dml.py); None when a value needs `KeyWrite` (nothing happened then)."""
+    write: WritePlan = prepared.compiled  # type: ignore[assignment]
+    scalar = write.by_key.scalar  # type: ignore[union-attr]
+    if len(params) != len(prepared.param_types):
+        return None
+    if session._cancel.is_set():
+        raise QueryCanceled("canceling statement due to user request")
+    table = session.store.table(write.table.id)
+    if table.def_ is not write.table.def_:
+        return None
+    for attempt in range(UPSERT_ATTEMPTS):
+        # Located afresh per attempt: a concurrent commit that changed the row first makes
+        # this one read its new version, as READ COMMITTED does.
+        ops = scalar.ops(table, params)  # type: ignore[union-attr]
+        if ops is None:  # (on a retry too: nothing of the lost attempt remains)
+            return None
+        try:
+            if ops:
+                session.store.commit(ops)
+            break
+        except SerializationFailure:
+            if attempt + 1 == UPSERT_ATTEMPTS:
+                raise
+            session.store.settle()  # the commit it lost to is applied before it runs again
+    return Result(f"{write.kind} {1 if ops else 0}", prepared.columns, None)
 
 
 def _key_write(session: Session, prepared: PreparedStatement, params: list) -> Result:

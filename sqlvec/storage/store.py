@@ -888,10 +888,10 @@ class Store(StoreBase):
                             table.apply(op)
                     touched.add(table_id)
                     truncated |= any(isinstance(op, TruncateOp) for op in table_ops)
-                for op in ops:
-                    table = self.tables.get(op.table_id)
+                for table_id, table_ops in by_table.items():  # one hand-off per table
+                    table = self.tables.get(table_id)
                     if table is not None:
-                        table.release([op])
+                        table.release(table_ops)
                 self.applied_lsn = lsn
         # The commits are durable and visible now: housekeeping that fails (a full disk while
         # sealing) is logged and retried later, never reported as the commit's failure.

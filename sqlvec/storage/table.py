@@ -495,6 +495,10 @@ class _Claim:
     # Per delete op (by its id once prepared): per unique key, the deleted rows' keys and their
     # row ids, so applying it need not read them again.
     delete_keys: dict[int, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    # Per one-row insert op (by its id once prepared): per unique key, the row's key and row
+    # id as the index takes them (None: a NULL the index does not hold), and the row id.
+    insert_keys: dict[int, tuple[list[tuple[np.ndarray, np.ndarray] | None], int]] = \
+        field(default_factory=dict)
 
 
 @dataclass
@@ -553,6 +557,7 @@ class Table:
         self.directory = directory
         self.memtable_rows = memtable_rows  # capacity the growing segment reserves up front
         self.lock = threading.RLock()
+        self._shape: tuple | None = None  # `_row_shape`'s, for the definition it names
         self.memtable = Memtable(table_def, self.memtable_rows)
         self.sealed: list[Segment] = []
         self.deletes: dict[int, DeleteBitmap] = {}
@@ -591,6 +596,34 @@ class Table:
                     snap = self._current()
                     self._snapshot = snap
         return snap
+
+    def _locate_now(self, rowid: int) -> tuple[SegmentData, int] | None:
+        """The segment data and position of a row live in the current state, or None (caller
+        holds the lock). A sealed segment's row is found without a snapshot: every apply
+        invalidates it, and rebuilding it (the growing segment folded, every view) per
+        single-row statement costs more than the statement's own reads; a growing segment's
+        row is read through the snapshot."""
+        for seg in self.sealed:
+            ids = seg.rowids
+            if ids.size and ids[0] <= rowid <= ids[-1]:
+                position = int(ids.searchsorted(rowid))
+                if ids[position] == rowid:
+                    return None if self.deletes[seg.id].is_deleted_one(position) else \
+                        (seg, position)
+        snap = self.snapshot()
+        view, position = snap._locate_one(rowid)
+        return (snap.views[view].data, position) if view >= 0 else None
+
+    def row_of_key(self, value: object, key: int = 0) -> tuple[int, SegmentData | None, int]:
+        """The row holding a key value (given as the index holds it) in the current state:
+        its row id (MISSING when none), the segment data holding it and its position there
+        (the single-row UPDATE or DELETE by key, which reads nothing else of the table)."""
+        with self.lock:
+            rowid = self.keys[key].index.get(value)
+            if rowid == MISSING:
+                return MISSING, None, 0
+            found = self._locate_now(rowid)
+        return (rowid, None, 0) if found is None else (rowid, *found)
 
     def _current(self) -> TableSnapshot:
         """The state right now, not cached: in the middle of applying a commit it must not
@@ -797,18 +830,32 @@ class Table:
     def coerce_arrays(self, arrays: Sequence[pa.Array | pa.ChunkedArray]) -> pa.RecordBatch:
         """`coerce` for one array per column, in column order (a single-row INSERT's values):
         arrays of another type are cast as `coerce` casts them; NOT NULL is enforced."""
-        schema = self.def_.arrow_schema()
+        table_def, schema, targets, not_null, sparse = self._row_shape()
         out = []
-        for col, target, array in zip(self.def_.columns, schema.types, arrays):
+        for col, target, array in zip(table_def.columns, targets, arrays):
             if not array.type.equals(target):
                 array = cast_column(array, col)
             if isinstance(array, pa.ChunkedArray):
                 array = _one_chunk(array)
             out.append(array)
         batch = pa.RecordBatch.from_arrays(out, schema=schema)
-        self._check_not_null(out, batch)
-        self._check_sparse_limits(out)
+        if not_null:
+            self._check_not_null(out, batch)
+        if sparse:
+            self._check_sparse_limits(out)
         return batch
+
+    def _row_shape(self) -> tuple[TableDef, pa.Schema, list, bool, bool]:
+        """What `coerce_arrays` asks of the definition per row, worked out once per definition:
+        (definition, schema, column types, any NOT NULL column, any sparsevec index)."""
+        shape = self._shape
+        if shape is None or shape[0] is not self.def_:
+            d = self.def_
+            schema = d.arrow_schema()
+            shape = self._shape = (d, schema, list(schema.types),
+                                   any(c.not_null for c in d.columns),
+                                   bool(access_methods.sparse_indexes(d)))
+        return shape
 
     def prepare(self, ops: list) -> list:
         """Validate one commit's ops for this table and claim what it changes.
@@ -818,25 +865,36 @@ class Table:
         another commit in flight. Costs O(rows written), whatever the table's size."""
         out = []
         snap = None
-        if any(isinstance(op, DeleteOp) for op in ops):
+        located: dict[int, tuple[SegmentData, int] | None] = {}
+        deletes = [op for op in ops if isinstance(op, DeleteOp)]
+        if deletes:
             # The applied state and the claims of commits in flight, read together: a commit
             # applied and released in between would be in neither. Only this prepare adds
-            # claims.
+            # claims. One row (an UPDATE or DELETE by key) is located in the current state,
+            # without the snapshot the previous commit's apply invalidated.
             with self.lock:
-                snap = self.snapshot()
+                if len(deletes) == 1 and np.size(deletes[0].rowids) == 1:
+                    rowid = int(np.asarray(deletes[0].rowids).reshape(-1)[0])
+                    located[rowid] = self._locate_now(rowid)
+                else:
+                    snap = self.snapshot()
                 pending = [c.deleted for c in self._claims if c.deleted]
         claim = _Claim([k.index.empty() for k in self.keys], [k.index.empty() for k in self.keys])
         for op in ops:
             if isinstance(op, DeleteOp):
-                assert snap is not None
                 rowids = np.asarray(op.rowids, dtype=np.int64).reshape(-1)
                 if rowids.size > 1:
                     rowids = np.unique(rowids)
                 ids = rowids.tolist()
                 if len(ids) == 1:  # one row: located once, for the check and its keys
-                    view, position = snap._locate_one(ids[0])
-                    live = view >= 0
+                    if snap is None:
+                        where = located[ids[0]]
+                    else:
+                        view, position = snap._locate_one(ids[0])
+                        where = (snap.views[view].data, position) if view >= 0 else None
+                    live = where is not None
                 else:
+                    assert snap is not None
                     live = snap.all_live(rowids)
                 if any(not d.isdisjoint(ids) for d in pending) or not live:
                     raise SerializationFailure(
@@ -844,7 +902,7 @@ class Table:
                 prepared = DeleteOp(self.id, rowids)
                 if self.keys:
                     if len(ids) == 1:  # one row: its keys read where it lies, no Arrow table
-                        data = snap.views[view].data
+                        data, position = where  # type: ignore[misc]
                         per_key = []
                         for uk in self.keys:
                             values = [value_at(data, self.def_.column(c), position)
@@ -864,6 +922,8 @@ class Table:
                     claim.delete_keys[id(prepared)] = per_key
                 claim.deleted.update(ids)
                 out.append(prepared)
+            elif isinstance(op, InsertOp) and op.batch.num_rows == 1 and self.keys:
+                out.append(self._prepare_one_row(op, claim))
             elif isinstance(op, InsertOp):
                 table = self._current_shape(op.batch)
                 n = table.num_rows
@@ -887,6 +947,42 @@ class Table:
                 claim.op_ids.append(id(op))
                 self._claim_of[id(op)] = claim
         return out
+
+    def _prepare_one_row(self, op: InsertOp, claim: _Claim) -> InsertOp:
+        """`prepare` of a one-row insert into a keyed table (a single-row INSERT or UPDATE's):
+        each key's value read once as a Python value, checked as `_check_keys` checks it (in
+        key order: NULL in a primary key, then held by a committed row or a commit in flight),
+        and kept on the claim for `apply`."""
+        table = self._current_shape(op.batch)
+        values_per_key = []
+        for i, uk in enumerate(self.keys):
+            names = uk.def_.columns
+            values = [table.column(c)[0].as_py() for c in names]
+            if None in values and not uk.def_.nulls_not_distinct:
+                if uk.def_.primary:
+                    raise self.null_violation(next(c for c, v in zip(names, values) if v is None))
+                values_per_key.append(None)  # NULL is distinct from every key: not held
+                continue
+            value = uk.index.key_of(values)
+            with self.lock:
+                held = self._effective_one(i, value, [claim] + self._claims[::-1])
+            if held != MISSING:
+                raise self.duplicate_key(i, value)
+            values_per_key.append(value)
+        rowid = self.next_rowid  # the one `_physical` gives the row
+        batch = self._physical(table)
+        rowids = np.array([rowid], np.int64)
+        keys: list[tuple[np.ndarray, np.ndarray] | None] = []
+        for i, value in enumerate(values_per_key):
+            if value is None:
+                keys.append(None)
+                continue
+            array = self.keys[i].index.array_of(value)
+            claim.added[i].insert(array, rowids)
+            keys.append((array, rowids))
+        prepared = InsertOp(self.id, batch)
+        claim.insert_keys[id(prepared)] = (keys, rowid)
+        return prepared
 
     def _check_keys(self, key: int, table: pa.Table,
                     claim: _Claim) -> tuple[np.ndarray, np.ndarray | None]:
@@ -1037,7 +1133,14 @@ class Table:
             if isinstance(op, InsertOp):
                 batch = conform_batch(op.batch, self.def_)
                 self.memtable.append(batch)
-                if batch.num_rows == 1:  # a single-row INSERT's: no NumPy work
+                claim = self._claim_of.get(id(op)) if batch.num_rows == 1 else None
+                known = claim.insert_keys.get(id(op)) if claim is not None else None
+                if known is not None:  # a one-row insert whose keys prepare read
+                    for uk, held in zip(self.keys, known[0]):
+                        if held is not None:
+                            uk.index.insert(*held)
+                    self.next_rowid = max(self.next_rowid, known[1] + 1)
+                elif batch.num_rows == 1:  # a single-row INSERT's: no NumPy work
                     rowid = batch.column(0)[0].as_py()
                     for uk in self.keys:
                         if uk.valid(batch, physical=True) is not None:

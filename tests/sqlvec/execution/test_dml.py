@@ -1,4 +1,4 @@
-"""Single-row write fast paths (FastInsert, KeyWrite) against the general path.
+"""Single-row write fast paths (FastInsert, KeyWrite, ScalarKeyWrite) against the general path.
 
 Two databases receive the same statements with the same parameters: one runs them as prepared
 (taking the fast paths where they apply), the other with the fast paths removed from the
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from sqlvec.database import Database
 from sqlvec.errors import SerializationFailure, SqlVecError
-from sqlvec.execution.dml import FastInsert, KeyWrite
+from sqlvec.execution.dml import FastInsert, KeyWrite, ScalarKeyWrite
 from sqlvec.execution.values import typed_params
 from sqlvec.storage.keys import MISSING
 
@@ -50,6 +50,8 @@ STATEMENTS = {
     "set_key": "UPDATE t SET id = $2 WHERE id = $1",
     "set_value": "UPDATE t SET i = $2 WHERE id = $1",
     "update_k": "UPDATE k SET x = x * 2 WHERE name = $1",
+    "update_mix": "UPDATE t SET s = s - $2, i = 2 * i, tx = tx, q = id * q WHERE id = $1",
+    "update_alias": 'UPDATE t AS x SET tx = $2, "i" = x.i - 3 WHERE x.id = $1',
     "delete": "DELETE FROM t WHERE id = $1",
     "delete_k": "DELETE FROM k WHERE name = $1",
 }
@@ -67,6 +69,8 @@ GIVEN_TYPES = {
     "set_key": [(0, INT8, INT4), (0, INT8, INT4)],
     "set_value": [(0, INT8), (0, INT4, INT8, TEXT)],
     "update_k": [(0, TEXT)],
+    "update_mix": [(0, INT8, INT4), (0, INT2, INT4, INT8)],
+    "update_alias": [(0, INT8, INT2), (0, TEXT)],
     "delete": [(0, INT8, INT4, INT2)],
     "delete_k": [(0, TEXT)],
 }
@@ -110,7 +114,8 @@ PARAMS = {
     "some": ["id", "i"], "expr": ["id", "i"], "swapped": ["id", "i"], "key": ["name", "i"],
     "defaults": ["id"],
     "update": ["id", "tx"], "set_key": ["id", "id"], "set_value": ["id", "i"],
-    "update_k": ["name"], "delete": ["id"], "delete_k": ["name"],
+    "update_k": ["name"], "update_mix": ["id", "s"], "update_alias": ["id", "tx"],
+    "delete": ["id"], "delete_k": ["name"],
 }
 
 
@@ -179,6 +184,9 @@ def test_fast_paths_match_the_general_path(pair, data):
         if s.transaction_status != "I":
             s.execute_one("ROLLBACK")
     block = data.draw(st.sampled_from([None, None, None, "COMMIT", "ROLLBACK"]), label="block")
+    if block is None and data.draw(st.integers(0, 3), label="seal") == 0:
+        for s in pair:  # the rows so far into a sealed segment: located there, not growing
+            s.execute_one("CHECKPOINT")
     if block:
         for s in pair:
             s.execute_one("BEGIN")
@@ -204,8 +212,17 @@ def test_the_benchmark_statements_take_the_fast_paths(pair):
     assert isinstance(insert.compiled.fast, FastInsert)
     assert [c[0] for c in insert.compiled.fast.columns][:7] == \
         ["param", "param", "default", "default", "default", "default", "param"]
-    for sql in ("UPDATE t SET i = i + 1 WHERE id = $1", "DELETE FROM t WHERE id = $1"):
-        assert isinstance(fast.prepare(sql, [INT8]).compiled.by_key, KeyWrite)
+    for sql in ("UPDATE t SET i = i + 1 WHERE id = $1", "DELETE FROM t WHERE id = $1",
+                "UPDATE k SET x = x * 2 WHERE name = $1"):
+        by_key = fast.prepare(sql, [TEXT if "name" in sql else INT8]).compiled.by_key
+        assert isinstance(by_key, KeyWrite)
+        assert isinstance(by_key.scalar, ScalarKeyWrite) and by_key.scalar.ready
+    for sql, oids in (("UPDATE t SET i = i + 1.5 WHERE id = $1", [INT8]),  # not integers
+                      ("UPDATE t SET n = $2 WHERE id = $1", [INT8, NUMERIC]),
+                      ("UPDATE t SET i = abs(i) WHERE id = $1", [INT8]),
+                      ("UPDATE t SET tx = vc WHERE id = $1", [INT8])):  # another type
+        scalar = fast.prepare(sql, oids).compiled.by_key.scalar
+        assert scalar is None or not scalar.ready
     for sql in ("UPDATE t SET i = 1 WHERE id = $1 AND i > 0",  # more than the key in WHERE
                 "UPDATE t SET i = 1 WHERE id = $1 RETURNING i",
                 "DELETE FROM t WHERE id IN ($1, $2)"):
