@@ -17,6 +17,7 @@ from sqlvec.execution import values as V
 from sqlvec.execution.aggregates import compile_aggregate
 from sqlvec.execution.catalog_functions import build_project_set
 from sqlvec.execution.expressions import CompileEnv, Compiler
+from sqlvec.execution.index_scan import compile_paths
 from sqlvec.execution.lateral import build_lateral_join
 from sqlvec.execution.operators import (
     AggregateOp,
@@ -85,6 +86,8 @@ class Builder:
         if node.filter is not None:
             c = self.compiler(list(node.fields), types, outer)
             op.filter = c.condition(node.filter, "WHERE")
+            if node.key is None and node.index_paths:
+                op.paths = compile_paths(c, node.index_paths)
             if node.key is not None:
                 positions = node.keys[node.key][1]
                 key_types = [types[p] for p in positions]
