@@ -12,6 +12,7 @@ process; storage/btree.py).
 
     python -m benchmarks btree                   # 1M rows, both servers
     python -m benchmarks btree --rows 100000 --only sqlvec
+    python -m benchmarks btree --only crossover   # in process: index vs scan per selectivity
 """
 
 from __future__ import annotations
@@ -143,6 +144,48 @@ def measure(uri: str, rows: int, repeat: int, sqlvec: bool) -> dict:
     return out
 
 
+def crossover(rows: int, repeat: int) -> None:
+    """In process (no wire): `SELECT * ... WHERE k < $1` through the index (the planner's
+    threshold lifted) and by the scan, per selectivity: where the index stops paying."""
+    import pyarrow as pa
+
+    from sqlvec.database import Database
+    from sqlvec.execution import index_scan
+
+    directory = tempfile.mkdtemp(prefix="btree-crossover-")
+    db = Database.open(directory)
+    try:
+        s = db.connect()
+        s.execute_one("CREATE TABLE bt (id bigint PRIMARY KEY, k int, ts timestamp, payload text)")
+        rng = np.random.default_rng(1)
+        s.copy_in("bt", None, pa.table({
+            "id": np.arange(rows), "k": rng.permutation(rows).astype(np.int32),
+            "ts": pa.array(rng.permutation(rows) * 1_000_000, pa.timestamp("us")),
+            "payload": pa.array([f"payload-{i % 1000}" for i in range(rows)])}))
+        s.execute_one("CREATE INDEX ON bt (k)")
+        s.execute_one("CHECKPOINT")
+        db.wait_idle()
+        prepared = s.prepare("SELECT * FROM bt WHERE k < $1", [23])
+        s.run(prepared, [1], None).rows()
+        print(f"in process, {rows:,} rows, SELECT * FROM bt WHERE k < $1 (median ms):")
+        for share in (0.0001, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2):
+            bound = int(rows * share)
+            result = {}
+            for mode in ("index", "scan"):
+                index_scan.MAX_FRACTION = 1.0 if mode == "index" else -1.0
+                times = []
+                for _ in range(repeat):
+                    start = time.perf_counter()
+                    s.run(prepared, [bound], None).rows()
+                    times.append(time.perf_counter() - start)
+                result[mode] = statistics.median(times) * 1000
+            print(f"  {share:>7.2%}: index {result['index']:.2f}, scan {result['scan']:.2f}")
+        s.close()
+    finally:
+        db.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def _range(rng, rows: int, width: int) -> tuple:
     lo = int(rng.integers(rows - width))
     return (BASE + dt.timedelta(seconds=lo), BASE + dt.timedelta(seconds=lo + width))
@@ -153,8 +196,11 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=100)
-    p.add_argument("--only", choices=("sqlvec", "postgres"))
+    p.add_argument("--only", choices=("sqlvec", "postgres", "crossover"))
     args = p.parse_args(argv)
+    if args.only == "crossover":
+        crossover(args.rows, max(3, args.repeat // 10))
+        return 0
     data = _csv(args.rows)
     work = tempfile.mkdtemp(prefix="btree-bench-")
     try:
