@@ -145,8 +145,9 @@ def measure(uri: str, rows: int, repeat: int, sqlvec: bool) -> dict:
 
 
 def crossover(rows: int, repeat: int) -> None:
-    """In process (no wire): `SELECT * ... WHERE k < $1` through the index (the planner's
-    threshold lifted) and by the scan, per selectivity: where the index stops paying."""
+    """In process (no wire): `SELECT count(*) ... WHERE k < $1` (every column read, one row
+    sent) through the index (the planner's threshold lifted) and by the scan, per
+    selectivity: where the index stops paying."""
     import pyarrow as pa
 
     from sqlvec.database import Database
@@ -165,9 +166,9 @@ def crossover(rows: int, repeat: int) -> None:
         s.execute_one("CREATE INDEX ON bt (k)")
         s.execute_one("CHECKPOINT")
         db.wait_idle()
-        prepared = s.prepare("SELECT * FROM bt WHERE k < $1", [23])
+        prepared = s.prepare("SELECT count(*) FROM bt WHERE k < $1", [23])
         s.run(prepared, [1], None).rows()
-        print(f"in process, {rows:,} rows, SELECT * FROM bt WHERE k < $1 (median ms):")
+        print(f"in process, {rows:,} rows, SELECT count(*) FROM bt WHERE k < $1 (median ms):")
         for share in (0.0001, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2):
             bound = int(rows * share)
             result = {}

@@ -157,7 +157,8 @@ def search_filter(choice: Choice, base):
 
     def fn(table: pa.Table):
         n = table.num_rows
-        positions = by_segment.get((table.column(ROWID)[0].as_py(), n)) if n else None
+        positions = by_segment.get((table.column(ROWID)[0].as_py(), n)) \
+            if n and ROWID in table.column_names else None
         if positions is None:
             return base(table)
         mask = np.zeros(n, bool)
