@@ -13,6 +13,7 @@ process; storage/btree.py).
     python -m benchmarks btree                   # 1M rows, both servers
     python -m benchmarks btree --rows 100000 --only sqlvec
     python -m benchmarks btree --only crossover   # in process: index vs scan per selectivity
+    python -m benchmarks btree --only crossover --dim 128 --rows 300000   # wide rows
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def measure(uri: str, rows: int, repeat: int, sqlvec: bool) -> dict:
     return out
 
 
-def crossover(rows: int, repeat: int) -> None:
+def crossover(rows: int, repeat: int, dim: int) -> None:
     """In process (no wire): `SELECT count(*) ... WHERE k < $1` (every column read, one row
     sent) through the index (the planner's threshold lifted) and by the scan, per
     selectivity: where the index stops paying."""
@@ -157,19 +158,27 @@ def crossover(rows: int, repeat: int) -> None:
     db = Database.open(directory)
     try:
         s = db.connect()
-        s.execute_one("CREATE TABLE bt (id bigint PRIMARY KEY, k int, ts timestamp, payload text)")
+        vector = f", emb vector({dim})" if dim else ""
+        s.execute_one("CREATE TABLE bt (id bigint PRIMARY KEY, k int, ts timestamp, "
+                      f"payload text{vector})")
         rng = np.random.default_rng(1)
-        s.copy_in("bt", None, pa.table({
+        columns = {
             "id": np.arange(rows), "k": rng.permutation(rows).astype(np.int32),
             "ts": pa.array(rng.permutation(rows) * 1_000_000, pa.timestamp("us")),
-            "payload": pa.array([f"payload-{i % 1000}" for i in range(rows)])}))
+            "payload": pa.array([f"payload-{i % 1000}" for i in range(rows)])}
+        if dim:
+            columns["emb"] = pa.FixedSizeListArray.from_arrays(
+                pa.array(rng.random(rows * dim, np.float32)), dim)
+        s.copy_in("bt", None, pa.table(columns))
         s.execute_one("CREATE INDEX ON bt (k)")
         s.execute_one("CHECKPOINT")
         db.wait_idle()
         prepared = s.prepare("SELECT count(*) FROM bt WHERE k < $1", [23])
         s.run(prepared, [1], None).rows()
-        print(f"in process, {rows:,} rows, SELECT count(*) FROM bt WHERE k < $1 (median ms):")
-        for share in (0.0001, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2):
+        wide = f" with vector({dim})" if dim else ""
+        print(f"in process, {rows:,} rows{wide}, "
+              "SELECT count(*) FROM bt WHERE k < $1 (median ms):")
+        for share in (0.0001, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5):
             bound = int(rows * share)
             result = {}
             for mode in ("index", "scan"):
@@ -198,9 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=100)
     p.add_argument("--only", choices=("sqlvec", "postgres", "crossover"))
+    p.add_argument("--dim", type=int, default=0,
+                   help="crossover: add a vector(DIM) column to the rows read")
     args = p.parse_args(argv)
     if args.only == "crossover":
-        crossover(args.rows, max(3, args.repeat // 10))
+        crossover(args.rows, max(3, args.repeat // 10), args.dim)
         return 0
     data = _csv(args.rows)
     work = tempfile.mkdtemp(prefix="btree-bench-")

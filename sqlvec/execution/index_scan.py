@@ -30,10 +30,11 @@ from sqlvec.storage.segment import SegmentView
 from sqlvec.storage.table import TableSnapshot, logical_table, mask_of
 from sqlvec.types import SqlType
 
-# Read through an index when it selects at most this share of the sealed rows. Taking rows
-# by position costs about ten times a row of a vectorized filter pass per column read
-# (`python -m benchmarks btree` measures the crossover; docs/benchmarks.md).
-MAX_FRACTION = 0.05
+# Read through an index when it selects at most this share of the sealed rows. Measured
+# (`python -m benchmarks btree --only crossover`, docs/benchmarks.md): taking rows by position
+# beats the vectorized scan up to about half the rows when they are scalars only, and up to
+# 5-20% when they carry a vector(128); 10% keeps wide rows on the right side of the line.
+MAX_FRACTION = 0.10
 
 _UNSUPPORTED = object()  # a bound the key's order cannot compare exactly: scan instead
 _NULL = object()  # a NULL bound: the condition holds for no row
