@@ -196,6 +196,13 @@ def crossover(rows: int, repeat: int, dim: int) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def _version(uri: str) -> str:
+    import psycopg
+
+    with psycopg.connect(uri) as conn:
+        return conn.execute("SELECT version()").fetchone()[0].split(" on ")[0]
+
+
 def _range(rng, rows: int, width: int) -> tuple:
     lo = int(rng.integers(rows - width))
     return (BASE + dt.timedelta(seconds=lo), BASE + dt.timedelta(seconds=lo + width))
@@ -224,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             os.makedirs(directory)
             with server(directory) as uri:
                 seconds = load(uri, data, label == "sqlvec")
-                print(f"{label}: {args.rows:,} rows loaded and indexed in {seconds:.1f} s")
+                print(f"{label} ({_version(uri)}): {args.rows:,} rows loaded and indexed in "
+                      f"{seconds:.1f} s")
                 for case, r in measure(uri, args.rows, args.repeat, label == "sqlvec").items():
                     if "scan" not in r:
                         print(f"  {case}: {r['index'] * 1000:.1f} ms")
