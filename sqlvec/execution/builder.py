@@ -87,7 +87,10 @@ class Builder:
             c = self.compiler(list(node.fields), types, outer)
             op.filter = c.condition(node.filter, "WHERE")
             if node.key is None and node.index_paths:
+                start = len(self.env.outer_refs)
                 op.paths = compile_paths(c, node.index_paths)
+                # Values read from an outer row: the choice is made anew per outer row.
+                op.paths_correlated = len(self.env.outer_refs) > start
             if node.key is not None:
                 positions = node.keys[node.key][1]
                 key_types = [types[p] for p in positions]

@@ -78,10 +78,12 @@ def explain(session, inner, params: list, options: dict) -> list[str]:
             return None
         if analyze:
             return stats.get(("index", id(op)))
+        if op.paths_correlated:
+            return None  # chosen per outer row: `details` says so
         try:
             ctx = session._context(typed_params(inner.param_types, params))
             return index_scan.choose(op, ctx, None, ctx.snapshot(op.table_id))
-        except SqlVecError:  # values read from an outer row: not known ahead of running
+        except SqlVecError:  # a value that fails to evaluate: running reports it
             return None
 
     def describe(node: n.PlanNode) -> str | None:
@@ -95,6 +97,10 @@ def explain(session, inner, params: list, options: dict) -> list[str]:
     def details(node: n.PlanNode) -> list[str]:
         lines = vector_details(node)
         op = ops_by_node.get(id(node))
+        if isinstance(node, n.Scan) and not analyze and getattr(op, "paths_correlated", False):
+            names = ", ".join(dict.fromkeys(c.path.index for c in op.paths))
+            lines = lines + [f"Index Paths: {names} (chosen per outer row; EXPLAIN ANALYZE "
+                             "shows the choice)"]
         if isinstance(op, VectorTopKOp):
             choice = chosen(op.scan)
             if choice is not None:  # the filter's candidates come from a btree index

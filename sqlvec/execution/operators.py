@@ -108,6 +108,7 @@ class ScanOp(OneRowOp):
     table_id: int
     filter: Value | None
     paths: list = []  # btree index paths (index_scan.CompiledPath), decided per run
+    paths_correlated = False  # their values read an outer row
 
     def run(self, ctx, outer):
         overlay = ctx.overlay.table_overlay(self.table_id) if ctx.overlay is not None else None

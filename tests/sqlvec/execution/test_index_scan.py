@@ -216,3 +216,19 @@ def test_after_compaction_and_restart(env):
     env["db"] = db = _open(env["path"])
     env["s"] = s = db.connect()
     assert _check_all(s, env["rng"]) > 30
+
+
+def test_lookups_per_outer_row(env):
+    s = env["s"]
+    sql = ("SELECT o.id, l.id FROM t o, LATERAL (SELECT id FROM t x WHERE x.i = o.i "
+           "ORDER BY id LIMIT 2) l WHERE o.id < 40 ORDER BY 1, 2")
+    got = s.execute_one(sql).rows()
+    plan = "\n".join(r[0] for r in s.execute_one("EXPLAIN " + sql).rows())
+    assert "Seq Scan on t x" in plan and "Index Paths: t_i_idx (chosen per outer row" in plan
+    analyzed = "\n".join(r[0] for r in s.execute_one("EXPLAIN ANALYZE " + sql).rows())
+    assert "Index Scan using t_i_idx on t x" in analyzed and "Index Cond: (x.i = o.i)" in analyzed
+    s.execute_one("SET enable_indexscan = off")
+    try:
+        assert s.execute_one(sql).rows() == got and len(got) > 30
+    finally:
+        s.execute_one("RESET enable_indexscan")
