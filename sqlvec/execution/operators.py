@@ -127,7 +127,7 @@ class ScanOp(OneRowOp):
             if choice is not None:  # a btree index selects few rows: read those
                 parts = index_scan.read(choice, snap)
                 ctx.table_stats(self.table_id).index_scanned(
-                    choice.path.index, choice.selected, sum(p.num_rows for p in parts))
+                    choice.path.index, choice.selected, choice.selected)
                 filtered = False
             else:
                 ctx.table_stats(self.table_id).scanned(snap.row_count)
