@@ -17,6 +17,7 @@ from sqlvec.execution import values as V
 from sqlvec.execution.aggregates import compile_aggregate
 from sqlvec.execution.catalog_functions import build_project_set
 from sqlvec.execution.expressions import CompileEnv, Compiler
+from sqlvec.execution.index_scan import compile_paths
 from sqlvec.execution.lateral import build_lateral_join
 from sqlvec.execution.operators import (
     AggregateOp,
@@ -85,6 +86,11 @@ class Builder:
         if node.filter is not None:
             c = self.compiler(list(node.fields), types, outer)
             op.filter = c.condition(node.filter, "WHERE")
+            if node.key is None and node.index_paths:
+                start = len(self.env.outer_refs)
+                op.paths = compile_paths(c, node.index_paths)
+                # Values read from an outer row: the choice is made anew per outer row.
+                op.paths_correlated = len(self.env.outer_refs) > start
             if node.key is not None:
                 positions = node.keys[node.key][1]
                 key_types = [types[p] for p in positions]

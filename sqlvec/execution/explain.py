@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import time
 
-from sqlvec.errors import FeatureNotSupported
+from sqlvec.errors import FeatureNotSupported, SqlVecError
+from sqlvec.execution import index_scan
 from sqlvec.execution.values import typed_params
 from sqlvec.execution.vector_search import VectorTopKOp, searches_summary, segment_summary
+from sqlvec.plan import index_selection
 from sqlvec.plan import nodes as n
 from sqlvec.plan.nodes import explain_lines
 
@@ -53,7 +55,7 @@ def explain(session, inner, params: list, options: dict) -> list[str]:
         rows, seconds, loops = stats.get(id(op), (0, 0.0, 0))
         return f" (actual time={seconds * 1000:.3f} rows={rows // max(loops, 1)} loops={max(loops, 1)})"
 
-    def details(node: n.PlanNode) -> list[str]:
+    def vector_details(node: n.PlanNode) -> list[str]:
         op = ops_by_node.get(id(node))
         if not isinstance(op, VectorTopKOp):
             return []
@@ -69,10 +71,47 @@ def explain(session, inner, params: list, options: dict) -> list[str]:
         plans = op.plan_segments(ctx)
         return _index_line(op) + segment_summary(plans, False)
 
+    def chosen(op):
+        """The btree index path a scan operator reads through: the one it used (ANALYZE) or
+        would use now with these parameters (None: it scans)."""
+        if not getattr(op, "paths", None):
+            return None
+        if analyze:
+            return stats.get(("index", id(op)))
+        if op.paths_correlated:
+            return None  # chosen per outer row: `details` says so
+        try:
+            ctx = session._context(typed_params(inner.param_types, params))
+            return index_scan.choose(op, ctx, None, ctx.snapshot(op.table_id))
+        except SqlVecError:  # a value that fails to evaluate: running reports it
+            return None
+
+    def describe(node: n.PlanNode) -> str | None:
+        op = ops_by_node.get(id(node))
+        if isinstance(node, n.Scan) and op is not None:
+            choice = chosen(op)
+            if choice is not None:
+                return index_selection.describe(node, choice.path)
+        return None
+
+    def details(node: n.PlanNode) -> list[str]:
+        lines = vector_details(node)
+        op = ops_by_node.get(id(node))
+        if isinstance(node, n.Scan) and not analyze and getattr(op, "paths_correlated", False):
+            names = ", ".join(dict.fromkeys(c.path.index for c in op.paths))
+            lines = lines + [f"Index Paths: {names} (chosen per outer row; EXPLAIN ANALYZE "
+                             "shows the choice)"]
+        if isinstance(op, VectorTopKOp):
+            choice = chosen(op.scan)
+            if choice is not None:  # the filter's candidates come from a btree index
+                lines = [f"Filter Index: {choice.path.index}",
+                         "Index Cond: " + index_selection.cond_text(choice.path)] + lines
+        return lines
+
     if fmt == "json":
-        return [json.dumps([{"Plan": _json(plan, annotate, details)}], indent=2)]
+        return [json.dumps([{"Plan": _json(plan, annotate, details, describe)}], indent=2)]
     verbose = options.get("verbose", "false") in ("true", "on", "1")
-    lines = explain_lines(plan, annotate, details, verbose)
+    lines = explain_lines(plan, annotate, details, verbose, describe)
     if analyze and total is not None:
         lines.append(f"Execution Time: {total * 1000:.3f} ms")
     return lines
@@ -88,8 +127,8 @@ def raise_if_write(inner) -> None:
     raise FeatureNotSupported("EXPLAIN ANALYZE of INSERT, UPDATE or DELETE is not supported")
 
 
-def _json(node: n.PlanNode, annotate, details) -> dict:
-    head, *lines = node.describe().split("\n")
+def _json(node: n.PlanNode, annotate, details, describe) -> dict:
+    head, *lines = (describe(node) or node.describe()).split("\n")
     out: dict = {"Node Type": head}
     for d in lines:
         key, _, value = d.strip().partition(": ")
@@ -101,5 +140,5 @@ def _json(node: n.PlanNode, annotate, details) -> dict:
     if actual:
         out["Actual"] = actual.strip(" ()")
     if node.children:
-        out["Plans"] = [_json(c, annotate, details) for c in node.children]
+        out["Plans"] = [_json(c, annotate, details, describe) for c in node.children]
     return out

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from sqlvec.errors import FeatureNotSupported, SqlVecError
+from sqlvec.execution import index_scan
 from sqlvec.execution import values as V
 from sqlvec.execution.aggregates import AggregateSpec, run_aggregates
 from sqlvec.execution.context import ExecContext, rows_of, table_bytes_per_row
@@ -106,6 +107,8 @@ class ScanOp(OneRowOp):
 
     table_id: int
     filter: Value | None
+    paths: list = []  # btree index paths (index_scan.CompiledPath), decided per run
+    paths_correlated = False  # their values read an outer row
 
     def run(self, ctx, outer):
         overlay = ctx.overlay.table_overlay(self.table_id) if ctx.overlay is not None else None
@@ -120,12 +123,20 @@ class ScanOp(OneRowOp):
         else:
             filt = self._segment_filter(ctx, outer)
             snap = ctx.snapshot(self.table_id)
-            ctx.table_stats(self.table_id).scanned(snap.row_count)
-            parts = []
-            for part in snap.scan(filter=filt if overlay is None else None, with_rowid=True):
-                ctx.check_interrupts()  # a part per segment: a filter over many is long
-                parts.append(part)
-            filtered = overlay is None
+            choice = self.index_choice(ctx, outer, snap)
+            if choice is not None:  # a btree index selects few rows: read those
+                parts = index_scan.read(choice, snap)
+                ctx.table_stats(self.table_id).index_scanned(
+                    choice.path.index, choice.selected, choice.selected)
+                filtered = False
+            else:
+                ctx.table_stats(self.table_id).scanned(snap.row_count)
+                parts = []
+                for part in snap.scan(filter=filt if overlay is None else None,
+                                      with_rowid=True):
+                    ctx.check_interrupts()  # a part per segment: a filter over many is long
+                    parts.append(part)
+                filtered = overlay is None
         if overlay is not None:
             parts = overlay.merge(parts, snap)
         if filt is not None and not filtered:
@@ -136,6 +147,23 @@ class ScanOp(OneRowOp):
         # The table's columns in order, then the row id (the last field).
         width = len(self.fields) - 1
         return table_of([merged.column(i) for i in range(width)] + [merged.column(ROWID)])
+
+    def index_choice(self, ctx, outer, snap):
+        """The btree index path this run reads through (index_scan.py), or None to scan;
+        EXPLAIN ANALYZE keeps it to show what ran."""
+        if not self.paths:
+            return None
+        choice = index_scan.choose(self, ctx, outer, snap)
+        if ctx.analyze:
+            ctx.stats[("index", id(self))] = choice
+        return choice
+
+    def search_filter(self, ctx, outer, snap):
+        """The filter a vector search of this scan applies per segment: through a btree
+        index where one selects few rows (index_scan.search_filter)."""
+        filt = self._segment_filter(ctx, outer)
+        choice = self.index_choice(ctx, outer, snap) if filt is not None else None
+        return filt if choice is None else index_scan.search_filter(choice, filt)
 
     def _by_key(self, ctx, outer):
         """The committed rows holding the wanted key values, through the key's index."""

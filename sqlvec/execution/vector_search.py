@@ -194,7 +194,7 @@ class VectorTopKOp(OneRowOp):
         k = self.k(frame).as_py() or 0
         snap = ctx.snapshot(self.scan.table_id)
         searches = snap.plan_search(self.column, self.metric, k,
-                                    filter=self.scan._segment_filter(ctx, outer),
+                                    filter=self.scan.search_filter(ctx, outer, snap),
                                     prune=_pruner(self.bounds, snap.table_def, frame),
                                     **self._settings(ctx))
         self.index_name = _index_name(snap, self.column, self.metric, searches)
@@ -220,7 +220,7 @@ class VectorTopKOp(OneRowOp):
         snap = ctx.snapshot(self.scan.table_id)
         plans: list[SegmentPlan] = []
         found = snap.search(self.column, self.metric, vector, k,
-                            filter=self.scan._segment_filter(ctx, outer),
+                            filter=self.scan.search_filter(ctx, outer, snap),
                             prune=_pruner(self.bounds, snap.table_def, frame),
                             columns=self.columns, with_rowid=True, distance_name="__distance",
                             plans=plans, **self._settings(ctx))

@@ -95,6 +95,11 @@ class Scan(PlanNode):
     key: int | None = None
     key_conds: tuple[exp.Expression, ...] = ()
     key_values: tuple[tuple[exp.Expression, ...], ...] = ()
+    # The table's btree indexes (index_selection.BtreeIndex) and, set by
+    # index_selection.use_btree_index, the paths through them the filter allows; the executor
+    # picks one (or the scan) per run from the rows each would return (execution/index_scan.py).
+    btree: tuple = ()
+    index_paths: tuple = ()
 
     def describe(self) -> str:
         name = self.table_name if self.alias == self.table_name else f"{self.table_name} {self.alias}"
@@ -436,19 +441,22 @@ class VectorTopK(PlanNode):
         return text
 
 
-def explain_lines(node: PlanNode, annotate=None, details=None, verbose: bool = False) -> list[str]:
+def explain_lines(node: PlanNode, annotate=None, details=None, verbose: bool = False,
+                  describe=None) -> list[str]:
     """PostgreSQL-shaped EXPLAIN text: `->  ` arrows, details indented under each node.
 
     `annotate(node)` may add text to a node's first line (actual rows and times); `details(node)`
-    may add lines under it (what a vector search did per segment). As in PostgreSQL, projections
-    are not plan steps of their own: they show only with VERBOSE."""
+    may add lines under it (what a vector search did per segment); `describe(node)` may replace
+    the node's own text (a scan read through the index the run chose). As in PostgreSQL,
+    projections are not plan steps of their own: they show only with VERBOSE."""
     lines: list[str] = []
 
     def walk(n: PlanNode, depth: int) -> None:
         if isinstance(n, Project) and not verbose and n.children:
             walk(n.children[0], depth)
             return
-        head, *lines_below = n.describe().split("\n")
+        text = describe(n) if describe is not None else None
+        head, *lines_below = (text or n.describe()).split("\n")
         if details is not None:
             lines_below += details(n)
         if annotate is not None:

@@ -24,6 +24,7 @@ from sqlvec.catalog.virtual import table_oid
 from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn
 from sqlvec.plan import nodes as n
 from sqlvec.plan import row_values
+from sqlvec.plan.index_selection import btree_indexes
 from sqlvec.plan.nodes import SubPlan
 from sqlvec.sql.binder import Field, Scope, sql_type, system_column
 from sqlvec.sql.calls import function_name
@@ -537,7 +538,8 @@ class Planner:
             Field(ROWID, qualifier, SqlType("int8"), (d.oid, 0), hidden=True),)
         position = {c.name: i for i, c in enumerate(d.columns)}
         keys = tuple((k.name, tuple(position[c] for c in k.columns)) for k in d.unique_keys)
-        return n.Scan(fields, table_id=d.id, table_name=d.name, alias=qualifier, keys=keys)
+        return n.Scan(fields, table_id=d.id, table_name=d.name, alias=qualifier, keys=keys,
+                      btree=btree_indexes(d, position))
 
     def _plan_view(self, view: View, alias: str | None, columns: list[str]) -> n.PlanNode:
         """A view named in FROM: its stored query planned as a subquery (no CTE or column of

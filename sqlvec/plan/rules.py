@@ -3,7 +3,8 @@
 `push_filter_into_scan` moves a WHERE filter sitting on a table scan into the scan, where it is
 evaluated segment by segment; `use_vector_topk` turns `ORDER BY <distance>(col, q) LIMIT k` over
 one table into a `VectorTopK` node that searches each segment (HNSW where indexed);
-`use_key_lookup` makes a scan whose filter pins a unique key read its rows by key.
+`use_key_lookup` makes a scan whose filter pins a unique key read its rows by key;
+`use_btree_index` (index_selection.py) records the btree index paths a scan's filter allows.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlglot import exp
 
 from sqlvec.errors import SqlVecError
 from sqlvec.plan import nodes as n
+from sqlvec.plan.index_selection import use_btree_index
 from sqlvec.sql.binder import Field, Scope
 from sqlvec.sql.dialect import VectorDistance
 from sqlvec.types import SqlType
@@ -288,7 +290,7 @@ def _map_children(node: n.PlanNode, fn) -> n.PlanNode:
     return replace(node, **changes) if changes else node
 
 
-RULES = (push_filter_into_scan, use_vector_topk, use_key_lookup)
+RULES = (push_filter_into_scan, use_vector_topk, use_key_lookup, use_btree_index)
 
 
 def optimize(plan: n.PlanNode) -> n.PlanNode:

@@ -67,9 +67,8 @@ class ColumnDef:
 @dataclass(frozen=True)
 class IndexDef:
     """A secondary index. `method` is a vector access method (access_methods.py: one index
-    per sealed segment) or "btree" (accepted for compatibility; point lookups use the unique
-    keys' indexes and vectorized scans). Manifests written before `method` was recorded hold
-    HNSW indexes."""
+    per sealed segment) or "btree" (nothing stored: each sealed segment sorts the key on first
+    use, btree.py). Manifests written before `method` was recorded hold HNSW indexes."""
 
     name: str
     oid: int

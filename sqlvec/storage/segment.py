@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,6 +142,18 @@ class SegmentData:
             with self._cache_lock:
                 self._cache[key] = hit
         return hit  # type: ignore[return-value]
+
+    def cached(self, key: tuple, build: Callable[[], object]) -> object:
+        """A structure derived from this segment's rows (a btree key's order, btree.py),
+        built on first use and kept: the rows never change, so it never goes stale. Two
+        threads may both build it; one result is kept."""
+        with self._cache_lock:
+            hit = self._cache.get(key)
+        if hit is None:
+            hit = build()
+            with self._cache_lock:
+                hit = self._cache.setdefault(key, hit)
+        return hit
 
     def positions_of(self, rowids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each rowid: (found mask, position in this segment)."""
