@@ -24,8 +24,8 @@ transaction is rolled back. Outside a transaction block a statement is its own t
 so a deferred constraint is checked at its end.
 
 Checks read the latest committed state (through the key index, which counts commits in
-flight) at the end of the statement; they take no row locks, so a concurrent transaction
-deleting a referenced row can still race with one inserting a referencing row.
+flight) at the end of the statement. What makes them final against concurrent transactions
+is the same check repeated at commit, under the store's commit lock (foreign_key_commit.py).
 """
 
 from __future__ import annotations
@@ -276,7 +276,7 @@ def as_child(keys: pa.Table, con: ConstraintDef, child: TableDef) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=list(con.columns))
 
 
-def _fitting(keys: pa.Table, columns: tuple[str, ...], table: TableDef) -> np.ndarray | None:
+def fitting(keys: pa.Table, columns: tuple[str, ...], table: TableDef) -> np.ndarray | None:
     """Keys whose integers fit the narrower integer types of `table`'s `columns` (None: all
     do), so the cast to them cannot overflow."""
     out = None
@@ -322,7 +322,7 @@ class Enforcer:
     def present(self, parent: Table, con: ConstraintDef, keys: pa.Table) -> np.ndarray:
         """Per key (child column order, no NULLs), whether the referenced table holds it:
         committed (not deleted by this transaction) or inserted by it. Index lookups only."""
-        fits = _fitting(keys, con.ref_columns, parent.def_)
+        fits = fitting(keys, con.ref_columns, parent.def_)
         if fits is not None:  # a bigint beyond the referenced integer type is in no row
             out = np.zeros(keys.num_rows, bool)
             if fits.any():
@@ -461,7 +461,7 @@ class Enforcer:
                 keys = keys.filter(pa.array(valid))
                 if new is not None:
                     new_moved = new_moved.filter(pa.array(valid))
-            fits = _fitting(keys, con.columns, child.def_)
+            fits = fitting(keys, con.columns, child.def_)
             if fits is not None:  # a key too wide for the referencing columns: unreferenced
                 keys = keys.filter(pa.array(fits))
                 if new is not None:
