@@ -428,7 +428,9 @@ class CatalogObjects:
                            d.primary_key, primary=True)
             rel.indexes.append(ix)
             self.constraints.append(Constraint(derived_oid(d.oid, 2), ix.name, nsp, "p", d.oid,
-                                               ix.oid, ix.attnums))
+                                               ix.oid, ix.attnums,
+                                               deferrable=d.primary_key_deferrable,
+                                               deferred=d.primary_key_deferred))
         for con in d.constraints:
             attnums = [by_name[k].attnum for k in con.columns if k in by_name]
             if con.kind == "u":
@@ -611,7 +613,7 @@ class CatalogObjects:
         suffix = (" DEFERRABLE" + (" INITIALLY DEFERRED" if con.deferred else "")
                   if con.deferrable else "") + ("" if con.validated else " NOT VALID")
         if con.type == "p":
-            return f"PRIMARY KEY ({cols})"
+            return f"PRIMARY KEY ({cols}){suffix}"
         if con.type == "u":
             nulls = "NULLS NOT DISTINCT " if con.nulls_not_distinct else ""
             return f"UNIQUE {nulls}({cols}){suffix}"

@@ -108,13 +108,15 @@ def check_new_rows(store: Store, table: Table, rows: pa.Table) -> None:
 def set_constraints(store: Store, txn: Transaction, names: list[str], deferred: bool) -> None:
     """SET CONSTRAINTS (`names` empty: ALL). Named constraints must exist (42704) and be
     DEFERRABLE (42809). Made IMMEDIATE, a constraint's checks deferred so far run now, as
-    PostgreSQL's do."""
+    PostgreSQL's do: foreign keys', and unique keys' over the rows the transaction inserted."""
     if not names:
         txn.constraint_modes = {ALL: deferred}
     else:
         for name in names:
             found = [c for t in list(store.tables.values()) for c in t.def_.constraints
                      if c.name == name]
+            found += [k for t in list(store.tables.values()) for k in t.def_.unique_keys
+                      if k.primary and k.name == name]
             if not found:
                 raise SqlVecError(f'constraint "{name}" does not exist', sqlstate="42704")
             if not any(c.deferrable for c in found):
@@ -122,6 +124,10 @@ def set_constraints(store: Store, txn: Transaction, names: list[str], deferred: 
             txn.constraint_modes[name] = deferred
     if not deferred:
         check_deferred(store, txn, None if not names else set(names))
+        for overlay in list(txn.overlays.values()):  # unique keys made immediate: now
+            for i, uk in enumerate(overlay.table.keys):
+                if uk.def_.deferrable and (not names or uk.def_.name in names):
+                    txn.check_own_keys(overlay.table, i)
 
 
 def check_deferred(store: Store, txn: Transaction, only: set[str] | None = None) -> None:
