@@ -309,7 +309,7 @@ class Relation:
     name: str
     namespace: int
     schema: str
-    kind: str  # r | i | S | v
+    kind: str  # r | i | S | v | m (materialized view)
     columns: list[Column] = field(default_factory=list)
     am: int = 0
     tuples: float = -1.0
@@ -320,6 +320,7 @@ class Relation:
     primary_key: tuple[str, ...] = ()
     definition: str | None = None  # of a view: pg_get_viewdef's text
     owner: str = "postgres"
+    populated: bool = True  # false for a materialized view created WITH NO DATA
 
 
 @dataclass
@@ -383,6 +384,7 @@ class CatalogObjects:
         self.defaults: list[Default] = []
         self._foreign_keys: list = []  # (table def, namespace, ConstraintDef, attnums)
         store = catalog.store
+        self._matviews: dict = state.get("matviews", {})
         for table in list(store.tables.values()):
             self._add_table(table)
         self._add_foreign_keys(store)
@@ -414,8 +416,11 @@ class CatalogObjects:
             tuples = 0.0
         columns = [Column(c.name, c.type, c.attnum, c.not_null, c.default, c.identity)
                    for c in d.columns]
-        rel = Relation(d.oid, d.name, nsp, d.schema, "r", columns, HEAP_AM, tuples,
-                       table_id=d.id, primary_key=tuple(d.primary_key))
+        mat = self._matviews.get(str(d.id))
+        rel = Relation(d.oid, d.name, nsp, d.schema, "r" if mat is None else "m", columns,
+                       HEAP_AM, tuples, table_id=d.id, primary_key=tuple(d.primary_key),
+                       definition=None if mat is None else mat.get("definition"),
+                       populated=mat is None or bool(mat.get("populated")))
         by_name = {c.name: c for c in columns}
         def key_index(oid: int, name: str, cols, primary: bool = False,
                       nulls_not_distinct: bool = False) -> Index:

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
+from sqlvec.catalog.views import matview
 from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn, UndefinedObject
 from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
@@ -59,6 +60,9 @@ class WritePlan:
 
 def _target(planner: Planner, table_expr: exp.Table) -> tuple[Table, str]:
     table = planner.ctx.catalog.table(table_expr.name, table_expr.db or None, planner.ctx.search_path)
+    if matview(planner.ctx.catalog, table.id) is not None:
+        raise SqlVecError(f'cannot change materialized view "{table.def_.name}"',
+                          sqlstate="42809")
     alias = table_expr.alias or table.def_.name
     return table, alias
 

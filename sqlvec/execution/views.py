@@ -345,6 +345,14 @@ def unsupported_view_kind(command: exp.Command) -> str | None:
     return None
 
 
+def matview_texts(query: exp.Expression, catalog: Catalog, search_path: list[str],
+                  names: list[str]) -> tuple[str, str]:
+    """A materialized view's stored query (table names schema-qualified, so REFRESH reads the
+    same tables whatever its search_path) and the text pg_get_viewdef shows."""
+    stored, _depends = _qualified(query, catalog, search_path)
+    return to_sql(stored), definition(_unqualified(stored), names)
+
+
 def table_columns(result: list[tuple[str, SqlType]]) -> list[ColumnDef]:
     """CREATE TABLE AS: the new table's columns, typed as the query's results (a vector keeps
     its dimensions when the query knows them)."""
@@ -356,4 +364,4 @@ def table_columns(result: list[tuple[str, SqlType]]) -> list[ColumnDef]:
 
 
 __all__ = ["create_view", "drop_views", "alter_view", "not_a_table", "table_columns",
-           "output_columns", "target_of", "select_into", "check_options", "definition", "rename_references"]
+           "output_columns", "target_of", "matview_texts", "select_into", "check_options", "definition", "rename_references"]
