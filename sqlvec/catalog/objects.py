@@ -419,7 +419,8 @@ class CatalogObjects:
         mat = self._matviews.get(str(d.id))
         rel = Relation(d.oid, d.name, nsp, d.schema, "r" if mat is None else "m", columns,
                        HEAP_AM, tuples, table_id=d.id, primary_key=tuple(d.primary_key),
-                       definition=None if mat is None else mat.get("definition"),
+                       definition=None if mat is None else _matview_text(
+                           mat, getattr(self.session, "search_path", ["public"])),
                        populated=mat is None or bool(mat.get("populated")))
         by_name = {c.name: c for c in columns}
         def key_index(oid: int, name: str, cols, primary: bool = False,
@@ -813,6 +814,14 @@ def split_qualified(name: str) -> tuple[str | None, str]:
     if len(parts) >= 2:
         return parts[-2], parts[-1]
     return None, parts[0]
+
+
+def _matview_text(entry: dict, search_path: list[str]) -> str:
+    """A materialized view's pg_get_viewdef text under a search_path, as a view's
+    (`View.definition_for`)."""
+    if not entry.get("qualified") or all(s in search_path for s in entry.get("schemas", ())):
+        return entry.get("definition") or ""
+    return entry["qualified"]
 
 
 def build_virtual_table(database, session, name: str) -> pa.Table:

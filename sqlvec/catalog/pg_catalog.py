@@ -69,7 +69,7 @@ def _pg_class(o) -> dict:
             len(rel.columns), "relchecks": checks.get(rel.oid, 0), "relhasrules": False,
             "relhastriggers": rel.oid in triggers,
             "relhassubclass": False, "relrowsecurity": False, "relforcerowsecurity": False,
-            "relispopulated": rel.populated, "relreplident": "d" if rel.kind == "r" else "n",
+            "relispopulated": rel.populated, "relreplident": "d" if rel.kind in "rm" else "n",
             "relispartition": False, "relrewrite": 0, "relfrozenxid": 0, "relminmxid": 0,
             "relacl": None, "reloptions": options, "relpartbound": None,
         }

@@ -79,10 +79,9 @@ def create(session: Session, rest: str | exp.Create, notices: list[Notice]) -> s
         return "CREATE MATERIALIZED VIEW"
     created = catalog.store.find_table(table.name, schema)
     assert created is not None
-    query, definition = views.matview_texts(ast.args["expression"], catalog,
-                                            session.search_path, created.def_.column_names)
-    set_matview(catalog, created.id, {"query": query, "definition": definition,
-                                      "populated": tag.startswith("SELECT")})
+    texts = views.matview_texts(ast.args["expression"], catalog, session.search_path,
+                                created.def_.column_names)
+    set_matview(catalog, created.id, {**texts, "populated": tag.startswith("SELECT")})
     return tag if tag.startswith("SELECT") else "CREATE MATERIALIZED VIEW"
 
 
