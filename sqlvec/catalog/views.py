@@ -13,7 +13,8 @@ written with the manifest, atomically, and back after a restart):
                              "depends": [OIDs of the tables and views the query reads]}}
 
     matviews {"<table id>": {"query": the stored query's text (table names qualified),
-                             "definition", "qualified", "schemas": as a view's,
+                             "definition", "qualified", "schemas", "depends": as a
+                                 view's,
                              "populated": false after WITH NO DATA, until a REFRESH}}
 
 A materialized view is a table holding its query's rows (session/matviews.py) with an entry

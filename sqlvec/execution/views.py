@@ -355,8 +355,8 @@ def matview_texts(query: exp.Expression, catalog: Catalog, search_path: list[str
     so REFRESH reads the same tables whatever its search_path), the text pg_get_viewdef shows,
     and the same qualified, shown when a schema it reads is off the search_path (as a
     view's)."""
-    stored, _depends = _qualified(query, catalog, search_path)
-    return {"query": to_sql(stored), "definition": definition(_unqualified(stored), names),
+    stored, depends = _qualified(query, catalog, search_path)
+    return {"query": to_sql(stored), "depends": depends, "definition": definition(_unqualified(stored), names),
             "qualified": definition(stored, names),
             "schemas": sorted({t.db for t in stored.find_all(exp.Table) if t.db})}
 

@@ -153,10 +153,12 @@ def drop(session: Session, ast: exp.Drop, notices: list[Notice]) -> exp.Drop | N
         notices.append(Notice.notice(f'materialized view "{t.name}" does not exist, skipping'))
     if not found:
         return None
+    tables = exp.Drop(this=found[0][0].copy(), kind="TABLE",
+                      tables=[t.copy() for t, _ in found], cascade=ast.args.get("cascade"))
+    drop_dependents(session, tables, notices, "materialized view")
     for _t, table in found:
         set_matview(catalog, table.id, None)
-    return exp.Drop(this=found[0][0].copy(), kind="TABLE",
-                    tables=[t.copy() for t, _ in found], cascade=ast.args.get("cascade"))
+    return tables
 
 
 def not_a_table(session: Session, ast: exp.Drop) -> None:
@@ -166,3 +168,42 @@ def not_a_table(session: Session, ast: exp.Drop) -> None:
         if table is not None and matview(session.catalog, table.id) is not None:
             raise SqlVecError(f'"{t.name}" is not a table', sqlstate="42809",
                               hint="Use DROP MATERIALIZED VIEW to remove a materialized view.")
+
+
+def drop_dependents(session: Session, ast: exp.Drop, notices: list[Notice],
+                    kind: str = "table") -> None:
+    """DROP TABLE (or MATERIALIZED VIEW: `kind`) of relations that materialized views read:
+    2BP01 naming them, as PostgreSQL, or with CASCADE the materialized views dropped first."""
+    catalog, path = session.catalog, session.search_path
+    dropped = [catalog.find_table(t.name, t.db or None, path)
+               for t in ast.args.get("tables") or [ast.this]]
+    names = {t.def_.oid: t.def_.name for t in dropped if t is not None}
+    readers = []
+    for key, entry in catalog.state.get("matviews", {}).items():
+        table = catalog.store.tables.get(int(key))
+        if table is None or table.def_.oid in names:
+            continue
+        for oid in entry.get("depends", ()):
+            if oid in names:
+                readers.append((table, names[oid]))
+                break
+    if not readers:
+        return
+    if not ast.args.get("cascade"):
+        first = readers[0][1]
+        raise SqlVecError(
+            f"cannot drop {kind} {first} because other objects depend on it", sqlstate="2BP01",
+            detail="\n".join(f"materialized view {t.def_.name} depends on {kind} {name}"
+                             for t, name in readers),
+            hint="Use DROP ... CASCADE to drop the dependent objects too.")
+    notices.append(Notice.notice(f"drop cascades to materialized view {readers[0][0].def_.name}"
+                                 if len(readers) == 1 else
+                                 f"drop cascades to {len(readers)} other objects"))
+    from sqlvec.execution import ddl
+
+    tables = [exp.Table(this=exp.to_identifier(t.def_.name), db=exp.to_identifier(t.def_.schema))
+              for t, _ in readers]
+    for t, _ in readers:
+        set_matview(catalog, t.id, None)
+    ddl.drop(exp.Drop(this=tables[0], kind="TABLE", tables=tables), catalog, path,
+             session.database, notices)

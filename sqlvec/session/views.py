@@ -84,6 +84,7 @@ def check_drop_table(session: Session, ast: exp.Drop, notices: list[Notice]) -> 
     for t in ast.args.get("tables") or [ast.this]:
         views.not_a_table(catalog, t.name, t.db or None, path)
     matviews.not_a_table(session, ast)
+    matviews.drop_dependents(session, ast, notices)
     found = [catalog.find_table(t.name, t.db or None, path)
              for t in ast.args.get("tables") or [ast.this]]
     if None in found and not ast.args.get("exists"):

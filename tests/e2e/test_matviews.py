@@ -67,6 +67,8 @@ SCRIPT = [
     "SELECT relname, relkind, relispopulated FROM pg_class WHERE relname IN ('mv', 'mv2', "
     "'totals') ORDER BY relname",
     "SELECT table_name FROM information_schema.tables WHERE table_name IN ('mv', 'mv2')",
+    "DROP TABLE base",
+    "DROP MATERIALIZED VIEW mv",
     "DROP MATERIALIZED VIEW mv2, totals",
     "SELECT matviewname FROM pg_matviews",
 ]
