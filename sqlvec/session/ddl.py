@@ -158,6 +158,8 @@ def _alter(session: Session, ast: exp.Expression, notices: list[Notice]) -> str:
     target = ast.this if (ast.args.get("kind") or "").upper() == "TABLE" else None
     table = session.catalog.find_table(target.name, target.db or None, path) \
         if isinstance(target, exp.Table) else None
+    if table is not None:
+        matviews.refuse(session, [table], ast.args.get("actions") or [])
     referenced = before_alter(session.store, table, ast.args.get("actions") or [], notices) \
         if table is not None else {}
     tag = alter.alter(ast, tools, lambda rest: ddl.alter_table(
@@ -182,6 +184,7 @@ def _truncate(session: Session, ast: exp.TruncateTable, notices: list[Notice]) -
     """TRUNCATE: buffered in a block like any write; otherwise committed at once."""
     tables = [session.catalog.table(t.name, t.db or None, session.search_path)
               for t in ast.expressions]
+    matviews.refuse(session, tables, "TRUNCATE")
     ids = truncate_targets(session.store, [t.id for t in tables],
                            str(ast.args.get("option") or "").upper() == "CASCADE", notices)
     tables = [session.store.table(i) for i in ids]

@@ -207,3 +207,24 @@ def drop_dependents(session: Session, ast: exp.Drop, notices: list[Notice],
         set_matview(catalog, t.id, None)
     ddl.drop(exp.Drop(this=tables[0], kind="TABLE", tables=tables), catalog, path,
              session.database, notices)
+
+
+_ACTIONS = {exp.ColumnDef: "ADD COLUMN", exp.Drop: "DROP COLUMN", exp.AlterColumn: "ALTER COLUMN"}
+
+
+def refuse(session: Session, tables: list, what: str | list) -> None:
+    """TRUNCATE (`what`), or ALTER TABLE actions other than renames (`what`: the actions), on
+    a materialized view: PostgreSQL's 42809."""
+    for table in tables:
+        if matview(session.catalog, table.id) is None:
+            continue
+        name = table.def_.name
+        if isinstance(what, str):
+            raise SqlVecError(f'"{name}" is not a table', sqlstate="42809")
+        for action in what:
+            if isinstance(action, (exp.AlterRename, exp.RenameColumn)):
+                continue
+            label = next((v for k, v in _ACTIONS.items() if isinstance(action, k)), "ALTER")
+            raise SqlVecError(f'ALTER action {label} cannot be performed on relation "{name}"',
+                              sqlstate="42809",
+                              detail="This operation is not supported for materialized views.")

@@ -39,6 +39,8 @@ SCRIPT = [
     "UPDATE mv SET w = 0",
     "DELETE FROM mv",
     "DROP TABLE mv",
+    "TRUNCATE mv",
+    "ALTER TABLE mv ADD COLUMN z int",
     "DROP VIEW mv",
     "DROP MATERIALIZED VIEW base",
     "DROP MATERIALIZED VIEW nope",
