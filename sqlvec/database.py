@@ -207,6 +207,9 @@ class Database:
         from sqlvec.execution.constraints import ROW_CHECKS
 
         store.row_check = ROW_CHECKS
+        from sqlvec.execution.foreign_key_commit import install
+
+        install(store)  # foreign keys checked again under the commit lock
         self._stores[name] = store
         return store
 

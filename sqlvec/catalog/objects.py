@@ -309,7 +309,7 @@ class Relation:
     name: str
     namespace: int
     schema: str
-    kind: str  # r | i | S | v
+    kind: str  # r | i | S | v | m (materialized view)
     columns: list[Column] = field(default_factory=list)
     am: int = 0
     tuples: float = -1.0
@@ -320,6 +320,7 @@ class Relation:
     primary_key: tuple[str, ...] = ()
     definition: str | None = None  # of a view: pg_get_viewdef's text
     owner: str = "postgres"
+    populated: bool = True  # false for a materialized view created WITH NO DATA
 
 
 @dataclass
@@ -383,6 +384,7 @@ class CatalogObjects:
         self.defaults: list[Default] = []
         self._foreign_keys: list = []  # (table def, namespace, ConstraintDef, attnums)
         store = catalog.store
+        self._matviews: dict = state.get("matviews", {})
         for table in list(store.tables.values()):
             self._add_table(table)
         self._add_foreign_keys(store)
@@ -414,8 +416,12 @@ class CatalogObjects:
             tuples = 0.0
         columns = [Column(c.name, c.type, c.attnum, c.not_null, c.default, c.identity)
                    for c in d.columns]
-        rel = Relation(d.oid, d.name, nsp, d.schema, "r", columns, HEAP_AM, tuples,
-                       table_id=d.id, primary_key=tuple(d.primary_key))
+        mat = self._matviews.get(str(d.id))
+        rel = Relation(d.oid, d.name, nsp, d.schema, "r" if mat is None else "m", columns,
+                       HEAP_AM, tuples, table_id=d.id, primary_key=tuple(d.primary_key),
+                       definition=None if mat is None else _matview_text(
+                           mat, getattr(self.session, "search_path", ["public"])),
+                       populated=mat is None or bool(mat.get("populated")))
         by_name = {c.name: c for c in columns}
         def key_index(oid: int, name: str, cols, primary: bool = False,
                       nulls_not_distinct: bool = False) -> Index:
@@ -428,7 +434,9 @@ class CatalogObjects:
                            d.primary_key, primary=True)
             rel.indexes.append(ix)
             self.constraints.append(Constraint(derived_oid(d.oid, 2), ix.name, nsp, "p", d.oid,
-                                               ix.oid, ix.attnums))
+                                               ix.oid, ix.attnums,
+                                               deferrable=d.primary_key_deferrable,
+                                               deferred=d.primary_key_deferred))
         for con in d.constraints:
             attnums = [by_name[k].attnum for k in con.columns if k in by_name]
             if con.kind == "u":
@@ -611,7 +619,7 @@ class CatalogObjects:
         suffix = (" DEFERRABLE" + (" INITIALLY DEFERRED" if con.deferred else "")
                   if con.deferrable else "") + ("" if con.validated else " NOT VALID")
         if con.type == "p":
-            return f"PRIMARY KEY ({cols})"
+            return f"PRIMARY KEY ({cols}){suffix}"
         if con.type == "u":
             nulls = "NULLS NOT DISTINCT " if con.nulls_not_distinct else ""
             return f"UNIQUE {nulls}({cols}){suffix}"
@@ -806,6 +814,14 @@ def split_qualified(name: str) -> tuple[str | None, str]:
     if len(parts) >= 2:
         return parts[-2], parts[-1]
     return None, parts[0]
+
+
+def _matview_text(entry: dict, search_path: list[str]) -> str:
+    """A materialized view's pg_get_viewdef text under a search_path, as a view's
+    (`View.definition_for`)."""
+    if not entry.get("qualified") or all(s in search_path for s in entry.get("schemas", ())):
+        return entry.get("definition") or ""
+    return entry["qualified"]
 
 
 def build_virtual_table(database, session, name: str) -> pa.Table:

@@ -69,7 +69,7 @@ def _pg_class(o) -> dict:
             len(rel.columns), "relchecks": checks.get(rel.oid, 0), "relhasrules": False,
             "relhastriggers": rel.oid in triggers,
             "relhassubclass": False, "relrowsecurity": False, "relforcerowsecurity": False,
-            "relispopulated": True, "relreplident": "d" if rel.kind == "r" else "n",
+            "relispopulated": rel.populated, "relreplident": "d" if rel.kind in "rm" else "n",
             "relispartition": False, "relrewrite": 0, "relfrozenxid": 0, "relminmxid": 0,
             "relacl": None, "reloptions": options, "relpartbound": None,
         }
@@ -529,8 +529,14 @@ def _pg_views(o) -> dict:
     return _rows(["schemaname", "viewname", "viewowner", "definition"], rows)
 
 
-empty("pg_matviews", parse_columns("schemaname name, matviewname name, matviewowner name, "
-                           "tablespace name, hasindexes bool, ispopulated bool, definition text"))
+@virtual("pg_matviews", parse_columns("schemaname name, matviewname name, matviewowner name, "
+                                      "tablespace name, hasindexes bool, ispopulated bool, "
+                                      "definition text"))
+def _pg_matviews(o) -> dict:
+    rows = [(r.schema, r.name, r.owner, None, bool(r.indexes), r.populated, r.definition)
+            for r in o.relations if r.kind == "m"]
+    return _rows(["schemaname", "matviewname", "matviewowner", "tablespace", "hasindexes",
+                  "ispopulated", "definition"], rows)
 empty("pg_inherits", parse_columns("inhrelid oid, inhparent oid, inhseqno int4, "
                            "inhdetachpending bool"))
 empty("pg_trigger", parse_columns("oid oid, tgrelid oid, tgparentid oid, tgname name, tgfoid oid, "

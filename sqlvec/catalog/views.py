@@ -12,6 +12,14 @@ written with the manifest, atomically, and back after a restart):
                              "columns": [[name, pg_type name, typmod], ...],
                              "depends": [OIDs of the tables and views the query reads]}}
 
+    matviews {"<table id>": {"query": the stored query's text (table names qualified),
+                             "definition", "qualified", "schemas", "depends": as a
+                                 view's,
+                             "populated": false after WITH NO DATA, until a REFRESH}}
+
+A materialized view is a table holding its query's rows (session/matviews.py) with an entry
+under `matviews`: pg_class shows it with relkind `m`.
+
 Views share the relation namespace of their schema with tables, indexes and sequences. The
 planner expands a view where it is named, as a subquery (`plan/planner.py`, `_plan_view`).
 """
@@ -141,3 +149,20 @@ def drop_dependents(catalog, kind: str, name: str, oid: int, cascade: bool,
     notices.append(Notice.notice(f"drop cascades to view {deps[0].name}" if len(deps) == 1
                                  else f"drop cascades to {len(deps)} other objects"))
     remove_views(catalog, [v.key for v in deps])
+
+
+def matview(catalog, table_id: int) -> dict | None:
+    """The catalog entry of a materialized view (by its table's id), or None for a table."""
+    return catalog.state.get("matviews", {}).get(str(table_id))
+
+
+def set_matview(catalog, table_id: int, entry: dict | None) -> None:
+    """Record (None: forget) the materialized view that table `table_id` holds."""
+    key = str(table_id)
+
+    def change(c: dict) -> dict:
+        kept = {k: v for k, v in c.get("matviews", {}).items() if k != key}
+        if entry is not None:
+            kept[key] = entry
+        return {**c, "matviews": kept}
+    catalog.store.update_catalog(change)

@@ -80,17 +80,26 @@ def spec_of(node: exp.Expression, name: str | None = None,
             raise FeatureNotSupported("UNIQUE ... INCLUDE is not supported")
         cols = _names(node.this) if node.this is not None else (column,)
         deferrable, deferred = _options(node)
-        if deferrable:
-            raise FeatureNotSupported("DEFERRABLE unique constraints are not supported")
         return Spec("u", name, tuple(cols), nulls_not_distinct=bool(node.args.get("nulls")),
-                    column_level=column)
+                    column_level=column, deferrable=deferrable, deferred=deferred)
     if isinstance(node, exp.CheckColumnConstraint):
         return Spec("c", name, condition=node.this, column_level=column)
     if isinstance(node, exp.PrimaryKey):
-        return Spec("p", name, tuple(e.name for e in node.expressions))
+        deferrable, deferred = _options(node)
+        return Spec("p", name, tuple(e.name for e in node.expressions), deferrable=deferrable,
+                    deferred=deferred)
     if isinstance(node, exp.PrimaryKeyColumnConstraint):
-        return Spec("p", name, (column,) if column else ())
+        deferrable, deferred = _options(node)
+        return Spec("p", name, (column,) if column else (), deferrable=deferrable,
+                    deferred=deferred)
     return None
+
+
+def primary_key_options(item: exp.Expression) -> tuple[bool, bool]:
+    """(DEFERRABLE, INITIALLY DEFERRED) of the PRIMARY KEY a table element declares."""
+    for node in item.find_all(exp.PrimaryKey, exp.PrimaryKeyColumnConstraint):
+        return _options(node)
+    return False, False
 
 
 def column_specs(item: exp.ColumnDef) -> list[Spec]:
@@ -426,7 +435,8 @@ def constraint_defs(table_def: TableDef, specs: list[Spec], catalog: Catalog) ->
                 raise FeatureNotSupported("UNIQUE constraints on vector columns are not supported")
             added.append(ConstraintDef(spec.name, "u", catalog.store.allocate_oid(),
                                        spec.columns, nulls_not_distinct=spec.nulls_not_distinct,
-                                       index_oid=catalog.store.allocate_oid()))
+                                       index_oid=catalog.store.allocate_oid(),
+                                       deferrable=spec.deferrable, deferred=spec.deferred))
         else:
             text = check_condition_text(spec.condition, table_def)
             compile_check(table_def, text, ROW_CHECKS.functions())
@@ -452,7 +462,8 @@ def set_primary_key(table_def: TableDef, spec: Spec, catalog: Catalog) -> TableD
     return table_def.with_changes(
         columns=columns, primary_key=spec.columns,
         primary_key_name=None if default_name else spec.name,
-        primary_key_oid=catalog.store.allocate_oid())
+        primary_key_oid=catalog.store.allocate_oid(),
+        primary_key_deferrable=spec.deferrable, primary_key_deferred=spec.deferred)
 
 
 # ALTER TABLE ------------------------------------------------------------------------------

@@ -74,6 +74,7 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
     columns: list[ColumnDef] = []
     primary_key: list[str] = []
     pkey_name: str | None = None
+    pkey_options = (False, False)  # DEFERRABLE, INITIALLY DEFERRED
     specs: list[cddl.Spec] = []  # UNIQUE and CHECK constraints, in declaration order
     sequences: list[tuple[str, str]] = []  # (column, sequence name)
     for item in schema_node.expressions:
@@ -84,6 +85,7 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
             columns.append(col)
             if pk:
                 primary_key.append(col.name)
+                pkey_options = cddl.primary_key_options(item)
             if serial:
                 sequences.append((col.name, f"{name}_{col.name}_seq"))
             for spec in cddl.column_specs(item):
@@ -95,6 +97,7 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
                 specs.append(cddl.Spec("f", fk_name, fk_cols, reference=reference))
         elif isinstance(item, exp.PrimaryKey):
             primary_key = [c.name for c in item.expressions]
+            pkey_options = cddl.primary_key_options(item)
         elif cddl.spec_of(item) is not None:
             spec = cddl.spec_of(item)
             if spec.kind == "p":
@@ -102,6 +105,7 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
                     raise SqlVecError(f'multiple primary keys for table "{name}" are not allowed',
                                       sqlstate="42P16")
                 primary_key, pkey_name = list(spec.columns), spec.name
+                pkey_options = (spec.deferrable, spec.deferred)
             else:
                 specs.append(spec)
         elif fkddl.is_foreign_key(item):
@@ -150,10 +154,11 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
         staged = staged.with_changes(constraints=tuple(
             replace(c, ref_table=table_def.id) if c.kind == "f" and c.ref_table == 0 else c
             for c in staged.constraints))
-    if staged.constraints or (pkey_name and pkey_name != f"{name}_pkey"):
+    if staged.constraints or (pkey_name and pkey_name != f"{name}_pkey") or any(pkey_options):
         table_def = catalog.store.alter_table(table_def.id, lambda x: x.with_changes(
             constraints=staged.constraints,
-            primary_key_name=pkey_name if pkey_name != f"{name}_pkey" else None))
+            primary_key_name=pkey_name if pkey_name != f"{name}_pkey" else None,
+            primary_key_deferrable=pkey_options[0], primary_key_deferred=pkey_options[1]))
     if sequences:
         catalog.store.update_catalog(lambda c: {**c, "sequences": {
             k: ({**v, "owned_by": v["owned_by"].replace("pending.", f"{table_def.id}.")}

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
+from sqlvec.catalog.views import matview
 from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn, UndefinedObject
 from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
@@ -31,7 +32,7 @@ from sqlvec.sql.binder import SYSTEM_COLUMNS, Field, Scope, system_column
 from sqlvec.sql.dialect import parse_one
 from sqlvec.storage.keys import MISSING
 from sqlvec.storage.memtable import GrowingData
-from sqlvec.storage.schema import ROWID, ColumnDef
+from sqlvec.storage.schema import ROWID, ColumnDef, KeyDef, TableDef
 from sqlvec.storage.table import Table, cast_column, one_value_array, value_at
 from sqlvec.storage.wal import DeleteOp, InsertOp
 from sqlvec.types import SqlType
@@ -61,6 +62,9 @@ class WritePlan:
 
 def _target(planner: Planner, table_expr: exp.Table) -> tuple[Table, str]:
     table = planner.ctx.catalog.table(table_expr.name, table_expr.db or None, planner.ctx.search_path)
+    if matview(planner.ctx.catalog, table.id) is not None:
+        raise SqlVecError(f'cannot change materialized view "{table.def_.name}"',
+                          sqlstate="42809")
     alias = table_expr.alias or table.def_.name
     return table, alias
 
@@ -667,6 +671,14 @@ class AnyKeyConflict:
 IN_FLIGHT_WAIT = 2.0
 
 
+def _refuse_deferrable(d: TableDef, key: KeyDef) -> None:
+    """PostgreSQL's 55000 for a DEFERRABLE key as ON CONFLICT's arbiter."""
+    if key.deferrable:
+        raise SqlVecError("ON CONFLICT does not support deferrable unique constraints/exclusion "
+                          "constraints as arbiters", sqlstate="55000", schema=d.schema,
+                          table=d.name, constraint=key.name)
+
+
 def _plan_conflict(conflict: exp.OnConflict | None, table: Table, alias: str, planner: Planner,
                    builder: Builder) -> ConflictPlan | None:
     if conflict is None:
@@ -690,6 +702,8 @@ def _plan_conflict(conflict: exp.OnConflict | None, table: Table, alias: str, pl
         if nothing:  # DO NOTHING without a target: a conflict on any unique key
             if not d.unique_keys:
                 return None
+            for k in d.unique_keys:
+                _refuse_deferrable(d, k)
             return AnyKeyConflict([ConflictPlan(table, "nothing", None, None, k.columns, i)
                                    for i, k in enumerate(d.unique_keys)])
         raise SqlVecError("ON CONFLICT DO UPDATE requires inference specification or "
@@ -704,6 +718,7 @@ def _plan_conflict(conflict: exp.OnConflict | None, table: Table, alias: str, pl
             raise SqlVecError("there is no unique or exclusion constraint matching the ON "
                               "CONFLICT specification", sqlstate="42P10")
         keys = d.unique_keys[index].columns
+    _refuse_deferrable(d, d.unique_keys[index])
     if nothing:
         return ConflictPlan(table, "nothing", None, None, keys, index)
     fields = _table_fields(table, alias) + [
@@ -777,6 +792,9 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
     plan = WritePlan("UPDATE", table, source, returning, returning_fields, _run_update)
     plan.new_values = new_values  # type: ignore[attr-defined]
     plan.rowid = rowid  # type: ignore[attr-defined]
+    # Unique keys not DEFERRABLE whose columns the UPDATE assigns: checked row by row.
+    plan.row_checked = [i for i, k in enumerate(d.unique_keys)  # type: ignore[attr-defined]
+                        if not k.deferrable and not set(k.columns).isdisjoint(assigned)]
     plan.by_key = KeyWrite.of(plan)
     if plan.by_key is not None:
         plan.by_key.scalar = ScalarKeyWrite.of(plan, stmt, alias, assigned)
@@ -787,6 +805,9 @@ def _run_update(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     table = plan.table
     rows = plan.source.execute(ctx)
     new_rows, unique_ids = _updated(plan, ctx, rows)
+    if plan.row_checked:  # type: ignore[attr-defined]
+        txn.check_update_order(table, plan.row_checked, unique_ids,  # type: ignore[attr-defined]
+                               new_rows)
     txn.delete(table, unique_ids)
     with_ids = txn.insert(table, new_rows)
     returning = eval_returning(plan, ctx, with_ids) if plan.returning is not None else None

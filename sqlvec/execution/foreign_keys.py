@@ -24,8 +24,8 @@ transaction is rolled back. Outside a transaction block a statement is its own t
 so a deferred constraint is checked at its end.
 
 Checks read the latest committed state (through the key index, which counts commits in
-flight) at the end of the statement; they take no row locks, so a concurrent transaction
-deleting a referenced row can still race with one inserting a referencing row.
+flight) at the end of the statement. What makes them final against concurrent transactions
+is the same check repeated at commit, under the store's commit lock (foreign_key_commit.py).
 """
 
 from __future__ import annotations
@@ -108,13 +108,15 @@ def check_new_rows(store: Store, table: Table, rows: pa.Table) -> None:
 def set_constraints(store: Store, txn: Transaction, names: list[str], deferred: bool) -> None:
     """SET CONSTRAINTS (`names` empty: ALL). Named constraints must exist (42704) and be
     DEFERRABLE (42809). Made IMMEDIATE, a constraint's checks deferred so far run now, as
-    PostgreSQL's do."""
+    PostgreSQL's do: foreign keys', and unique keys' over the rows the transaction inserted."""
     if not names:
         txn.constraint_modes = {ALL: deferred}
     else:
         for name in names:
             found = [c for t in list(store.tables.values()) for c in t.def_.constraints
                      if c.name == name]
+            found += [k for t in list(store.tables.values()) for k in t.def_.unique_keys
+                      if k.primary and k.name == name]
             if not found:
                 raise SqlVecError(f'constraint "{name}" does not exist', sqlstate="42704")
             if not any(c.deferrable for c in found):
@@ -122,6 +124,10 @@ def set_constraints(store: Store, txn: Transaction, names: list[str], deferred: 
             txn.constraint_modes[name] = deferred
     if not deferred:
         check_deferred(store, txn, None if not names else set(names))
+        for overlay in list(txn.overlays.values()):  # unique keys made immediate: now
+            for i, uk in enumerate(overlay.table.keys):
+                if uk.def_.deferrable and (not names or uk.def_.name in names):
+                    txn.check_own_keys(overlay.table, i)
 
 
 def check_deferred(store: Store, txn: Transaction, only: set[str] | None = None) -> None:
@@ -276,7 +282,7 @@ def as_child(keys: pa.Table, con: ConstraintDef, child: TableDef) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=list(con.columns))
 
 
-def _fitting(keys: pa.Table, columns: tuple[str, ...], table: TableDef) -> np.ndarray | None:
+def fitting(keys: pa.Table, columns: tuple[str, ...], table: TableDef) -> np.ndarray | None:
     """Keys whose integers fit the narrower integer types of `table`'s `columns` (None: all
     do), so the cast to them cannot overflow."""
     out = None
@@ -322,7 +328,7 @@ class Enforcer:
     def present(self, parent: Table, con: ConstraintDef, keys: pa.Table) -> np.ndarray:
         """Per key (child column order, no NULLs), whether the referenced table holds it:
         committed (not deleted by this transaction) or inserted by it. Index lookups only."""
-        fits = _fitting(keys, con.ref_columns, parent.def_)
+        fits = fitting(keys, con.ref_columns, parent.def_)
         if fits is not None:  # a bigint beyond the referenced integer type is in no row
             out = np.zeros(keys.num_rows, bool)
             if fits.any():
@@ -461,7 +467,7 @@ class Enforcer:
                 keys = keys.filter(pa.array(valid))
                 if new is not None:
                     new_moved = new_moved.filter(pa.array(valid))
-            fits = _fitting(keys, con.columns, child.def_)
+            fits = fitting(keys, con.columns, child.def_)
             if fits is not None:  # a key too wide for the referencing columns: unreferenced
                 keys = keys.filter(pa.array(fits))
                 if new is not None:

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from sqlvec.errors import SerializationFailure
 from sqlvec.execution.constraints import ROW_CHECKS
 from sqlvec.storage.keys import MISSING, KeyIndex
-from sqlvec.storage.schema import ROWID
+from sqlvec.storage.schema import ROWID, KeyDef
 from sqlvec.storage.table import Table, TableSnapshot
 from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
 
@@ -148,8 +148,11 @@ class Transaction:
             ROW_CHECKS(table.def_, rows)
         ids = np.arange(self._next_provisional, self._next_provisional - n, -1, dtype=np.int64)
         if n and self.early_checks:
-            keys = [self._check_keys(table, overlay, rows, i) for i in range(len(table.keys))]
-            for i, (values, valid) in enumerate(keys):
+            for i, uk in enumerate(table.keys):
+                if self.key_deferred(uk.def_):  # checked at COMMIT (by the store's prepare)
+                    overlay.own_keys(i).insert(*uk.held(rows, ids))
+                    continue
+                values, valid = self._check_keys(table, overlay, rows, i)
                 overlay.own_keys(i).insert(values, ids if valid is None else ids[valid])
         elif n:
             overlay._own_keys = None  # rebuilt from `inserted` if ever asked for
@@ -160,11 +163,62 @@ class Transaction:
             self.watch("i", table, with_ids)
         return with_ids
 
+    def key_deferred(self, key: KeyDef) -> bool:
+        """Whether unique key `key` is checked at COMMIT in this transaction: DEFERRABLE and
+        deferred (INITIALLY DEFERRED, or SET CONSTRAINTS, whose ALL is the mode named "")."""
+        if not key.deferrable:
+            return False
+        modes = self.constraint_modes
+        return modes.get(key.name, modes.get("", key.deferred))
+
+    def check_own_keys(self, table: Table, key: int) -> None:
+        """SET CONSTRAINTS ... IMMEDIATE: unique key `key` checked now over the rows this
+        transaction inserted (among themselves, and against committed rows)."""
+        overlay = self.overlays.get(table.id)
+        rows = overlay.inserted_table() if overlay is not None else None
+        if rows is None or rows.num_rows == 0:
+            return
+        self._check_keys(table, overlay, rows.drop_columns([ROWID]), key, own=False)
+
+    def check_update_order(self, table: Table, keys: list[int], rowids: np.ndarray,
+                           new_rows: pa.Table) -> None:
+        """UPDATE over unique keys that are not DEFERRABLE: PostgreSQL checks those as each
+        row is written, in scan order, so a row taking a key that a later row still holds
+        fails (`SET pos = pos + 1` over 1, 2, 3) though the statement's end state is unique.
+        `rowids` and `new_rows` are the old row ids and new versions, in scan order."""
+        if rowids.size < 2:
+            return
+        overlay = self.overlays.get(table.id) or TableOverlay(table)
+        columns = sorted({c for i in keys for c in table.keys[i].def_.columns})
+        if (rowids < 0).any():
+            old = self._rows_of(table, overlay, rowids)
+        else:
+            old = table.snapshot().rows_by_id(rowids, columns)
+        if old.num_rows != rowids.size:
+            return  # a row is gone already: the commit fails on that (40001)
+        positions = np.arange(rowids.size, dtype=np.int64)
+        first = None
+        for i in keys:
+            uk = table.keys[i]
+            old_keys, old_at = uk.held(old, positions)
+            new_keys, new_at = uk.held(new_rows, positions)
+            if old_keys.size == 0 or new_keys.size == 0:
+                continue
+            holders = uk.index.empty()
+            holders.insert(old_keys, old_at)
+            held_by = holders.lookup(new_keys)
+            late = np.flatnonzero((held_by != MISSING) & (held_by > new_at))
+            if late.size and (first is None or new_at[late[0]] < first[0]):
+                first = (int(new_at[late[0]]), i, new_keys[late[0]])
+        if first is not None:
+            raise table.duplicate_key(first[1], first[2])
+
     def _check_keys(self, table: Table, overlay: TableOverlay, rows: pa.Table,
-                    key: int) -> tuple[np.ndarray, np.ndarray | None]:
+                    key: int, own: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """The rows' keys the index holds, checked against the transaction's own rows and
         committed ones, and which rows those are (None: all; rows with a NULL in a key
-        are not held, as NULLs are distinct)."""
+        are not held, as NULLs are distinct). `own=False`: `rows` are the transaction's
+        own rows, checked among themselves and against committed ones."""
         valid = table.keys[key].valid(rows)
         if valid is not None:
             rows = rows.filter(pa.array(valid))
@@ -172,15 +226,16 @@ class Transaction:
                 return table.keys[key].no_keys(), valid
         value = table.key_value_one(rows, key) if rows.num_rows == 1 else None
         if value is not None:  # one row (not NULL): the same checks without NumPy
-            dup = value if overlay.own_keys(key).get(value) != MISSING or \
+            dup = value if (own and overlay.own_keys(key).get(value) != MISSING) or \
                 overlay.committed_holder(value, key) != MISSING else None
             values = None
         else:
             values = table.key_values(rows, key)
             dup = KeyIndex.first_duplicate(values)
         if value is None and dup is None:
-            clash = (overlay.own_keys(key).lookup(values) != MISSING) | \
-                (overlay.committed_holders(rows, key) != MISSING)
+            clash = overlay.committed_holders(rows, key) != MISSING
+            if own:
+                clash |= overlay.own_keys(key).lookup(values) != MISSING
             if clash.any():
                 dup = values[np.flatnonzero(clash)[0]]
         if dup is not None:

@@ -21,6 +21,7 @@ from sqlvec.catalog.views import (
     drop_dependents,
     find_view,
     get_view,
+    matview,
     remove_views,
     store_view,
 )
@@ -240,9 +241,12 @@ def drop_views(stmt: exp.Drop, catalog: Catalog, search_path: list[str],
     for t in stmt.args.get("tables") or [stmt.this]:
         view = find_view(catalog, t.name, t.db or None, search_path)
         if view is None:
-            if catalog.find_table(t.name, t.db or None, search_path) is not None:
-                raise SqlVecError(f'"{t.name}" is not a view', sqlstate="42809",
-                                  hint="Use DROP TABLE to remove a table.")
+            table = catalog.find_table(t.name, t.db or None, search_path)
+            if table is not None:
+                hint = "Use DROP MATERIALIZED VIEW to remove a materialized view." \
+                    if matview(catalog, table.id) is not None else \
+                    "Use DROP TABLE to remove a table."
+                raise SqlVecError(f'"{t.name}" is not a view', sqlstate="42809", hint=hint)
             if stmt.args.get("exists"):
                 notices.append(Notice.notice(f'view "{t.name}" does not exist, skipping'))
                 continue
@@ -345,6 +349,18 @@ def unsupported_view_kind(command: exp.Command) -> str | None:
     return None
 
 
+def matview_texts(query: exp.Expression, catalog: Catalog, search_path: list[str],
+                  names: list[str]) -> dict:
+    """A materialized view's catalog texts: its stored query (table names schema-qualified,
+    so REFRESH reads the same tables whatever its search_path), the text pg_get_viewdef shows,
+    and the same qualified, shown when a schema it reads is off the search_path (as a
+    view's)."""
+    stored, depends = _qualified(query, catalog, search_path)
+    return {"query": to_sql(stored), "depends": depends, "definition": definition(_unqualified(stored), names),
+            "qualified": definition(stored, names),
+            "schemas": sorted({t.db for t in stored.find_all(exp.Table) if t.db})}
+
+
 def table_columns(result: list[tuple[str, SqlType]]) -> list[ColumnDef]:
     """CREATE TABLE AS: the new table's columns, typed as the query's results (a vector keeps
     its dimensions when the query knows them)."""
@@ -356,4 +372,4 @@ def table_columns(result: list[tuple[str, SqlType]]) -> list[ColumnDef]:
 
 
 __all__ = ["create_view", "drop_views", "alter_view", "not_a_table", "table_columns",
-           "output_columns", "target_of", "select_into", "check_options", "definition", "rename_references"]
+           "output_columns", "target_of", "matview_texts", "select_into", "check_options", "definition", "rename_references"]

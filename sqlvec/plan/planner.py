@@ -19,7 +19,7 @@ from sqlglot import exp
 from sqlvec.catalog import functions as F
 from sqlvec.catalog.catalog import Catalog
 from sqlvec.catalog.functions import Kind
-from sqlvec.catalog.views import View, find_view
+from sqlvec.catalog.views import View, find_view, matview
 from sqlvec.catalog.virtual import table_oid
 from sqlvec.errors import FeatureNotSupported, SqlVecError, UndefinedColumn
 from sqlvec.plan import nodes as n
@@ -530,6 +530,11 @@ class Planner:
                 raise located(error, table) from None
         qualifier = alias or name
         d = found.def_
+        entry = matview(self.ctx.catalog, found.id)
+        if entry is not None and not entry.get("populated"):
+            raise located(SqlVecError(f'materialized view "{d.name}" has not been populated',
+                                      sqlstate="55000",
+                                      hint="Use the REFRESH MATERIALIZED VIEW command."), table)
         fields = tuple(
             Field(c.name, qualifier, c.type, (d.oid, c.attnum)) for c in d.columns
         )

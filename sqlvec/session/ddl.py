@@ -39,7 +39,7 @@ from sqlvec.execution.foreign_key_ddl import (
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.views import alter_view, drop_views, rename_references
 from sqlvec.plan.planner import Planner
-from sqlvec.session import views
+from sqlvec.session import matviews, views
 from sqlvec.session.prepare import comment_on_extension, plan_context
 from sqlvec.session.results import PreparedStatement, Result
 
@@ -82,6 +82,9 @@ def _create(session: Session, ast: exp.Create, notices: list[Notice]) -> str:
     path = session.search_path
     if kind == "TABLE" and ast.args.get("expression") is not None:
         return views.create_table_as(session, ast, notices)
+    if kind == "VIEW" and any(isinstance(p, exp.MaterializedProperty) for p in
+                              (ast.args.get("properties") or exp.Properties()).expressions):
+        return matviews.create(session, ast, notices)
     if kind == "VIEW":
         return views.create_view(session, ast, notices)
     if kind == "TABLE":
@@ -113,6 +116,11 @@ def _create(session: Session, ast: exp.Create, notices: list[Notice]) -> str:
 def _drop(session: Session, ast: exp.Drop, notices: list[Notice]) -> str:
     if (ast.args.get("kind") or "").upper() == "DATABASE" and session.explicit:
         raise ActiveSqlTransaction("DROP DATABASE cannot run inside a transaction block")
+    if (ast.args.get("kind") or "").upper() == "VIEW" and ast.args.get("materialized"):
+        tables = matviews.drop(session, ast, notices)
+        if tables is not None:
+            ddl.drop(tables, session.catalog, session.search_path, session.database, notices)
+        return "DROP MATERIALIZED VIEW"
     if (ast.args.get("kind") or "").upper() == "VIEW":
         return drop_views(ast, session.catalog, session.search_path, notices)
     if (ast.args.get("kind") or "").upper() == "TABLE":
@@ -150,6 +158,8 @@ def _alter(session: Session, ast: exp.Expression, notices: list[Notice]) -> str:
     target = ast.this if (ast.args.get("kind") or "").upper() == "TABLE" else None
     table = session.catalog.find_table(target.name, target.db or None, path) \
         if isinstance(target, exp.Table) else None
+    if table is not None:
+        matviews.refuse(session, [table], ast.args.get("actions") or [])
     referenced = before_alter(session.store, table, ast.args.get("actions") or [], notices) \
         if table is not None else {}
     tag = alter.alter(ast, tools, lambda rest: ddl.alter_table(
@@ -174,6 +184,7 @@ def _truncate(session: Session, ast: exp.TruncateTable, notices: list[Notice]) -
     """TRUNCATE: buffered in a block like any write; otherwise committed at once."""
     tables = [session.catalog.table(t.name, t.db or None, session.search_path)
               for t in ast.expressions]
+    matviews.refuse(session, tables, "TRUNCATE")
     ids = truncate_targets(session.store, [t.id for t in tables],
                            str(ast.args.get("option") or "").upper() == "CASCADE", notices)
     tables = [session.store.table(i) for i in ids]
@@ -227,6 +238,8 @@ def _comment(session: Session, ast: exp.Comment, notices: list[Notice]) -> str:
 
 def _command(session: Session, ast: exp.Expression, notices: list[Notice]) -> str:
     """The statements sqlglot keeps as text: ALTER forms and COMMENT ON EXTENSION."""
+    if matviews.recognised(ast):
+        return matviews.run(session, ast, notices)
     found = comment_on_extension(ast) if ast.this.upper() == "COMMENT" else None
     if found is None:
         return _alter(session, ast, notices)

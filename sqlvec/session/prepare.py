@@ -26,6 +26,7 @@ from sqlvec.execution.expressions import CompileEnv
 from sqlvec.execution.views import select_into, unsupported_view_kind
 from sqlvec.plan.planner import PlanContext, Planner
 from sqlvec.plan.rules import optimize
+from sqlvec.session import matviews
 from sqlvec.session.results import PreparedStatement, ResultColumn, StatementKind
 from sqlvec.sql import utility
 from sqlvec.sql.copy import parse_copy
@@ -107,6 +108,8 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
         return PreparedStatement(sql, [], None, StatementKind.DDL, ast=ast)
     if isinstance(ast, exp.Command) and ast.this.upper() == "COMMENT" and \
             comment_on_extension(ast) is not None:
+        return PreparedStatement(sql, [], None, StatementKind.DDL, ast=ast)
+    if isinstance(ast, exp.Command) and matviews.recognised(ast):
         return PreparedStatement(sql, [], None, StatementKind.DDL, ast=ast)
     if isinstance(ast, exp.Command):
         construct = unsupported_view_kind(ast)

@@ -26,6 +26,7 @@ from sqlvec.errors import (
 )
 from sqlvec.execution import foreign_keys
 from sqlvec.execution.ddl import skipping_notice
+from sqlvec.execution.transaction import Transaction
 from sqlvec.session import cursors, transactions
 from sqlvec.session.prepare import SHOW_ALIASES
 from sqlvec.session.results import PreparedStatement, Result
@@ -235,10 +236,12 @@ def _set_constraints(session: Session, u: Utility, prepared: PreparedStatement,
                      params: list) -> Result:
     """SET CONSTRAINTS {ALL | name, ...} {DEFERRED | IMMEDIATE}: for the rest of the
     transaction block (outside one, PostgreSQL's warning and nothing else)."""
+    names = [] if [n.lower() for n in u.options] == ["all"] else list(u.options)
     if not session.explicit or session.txn is None:
+        # The names are still looked up (42704, 42809), as PostgreSQL does after its warning.
+        foreign_keys.set_constraints(session.store, Transaction(), names, True)
         return Result("SET CONSTRAINTS", notices=[Notice.warning(
             "SET CONSTRAINTS can only be used in transaction blocks", "25P01")])
-    names = [] if [n.lower() for n in u.options] == ["all"] else list(u.options)
     foreign_keys.set_constraints(session.store, session.txn, names, u.value == "DEFERRED")
     return Result("SET CONSTRAINTS")
 

@@ -14,6 +14,7 @@ from sqlglot import exp
 from sqlvec.catalog.views import drop_dependents
 from sqlvec.errors import DuplicateTable, Notice, SqlVecError
 from sqlvec.execution import views
+from sqlvec.session import matviews
 from sqlvec.session.copy import copy_in
 from sqlvec.session.prepare import plan_ast
 from sqlvec.session.queries import run_query
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from sqlvec.session.core import Session
 
 
-def _planned(session: Session, query: exp.Expression):
+def planned(session: Session, query: exp.Expression):
     """The query planned as a SELECT of its own (the statement's text is not needed)."""
     prepared = plan_ast(session, to_sql(query), query.copy(), {})
     if prepared.kind is not StatementKind.QUERY or prepared.columns is None:
@@ -42,7 +43,7 @@ def _result_columns(prepared) -> list[tuple[str, SqlType]]:
 def create_view(session: Session, ast: exp.Create, notices: list[Notice]) -> str:
     """CREATE [OR REPLACE] VIEW."""
     views.check_options(ast, "view")
-    prepared = _planned(session, ast.args["expression"])
+    prepared = planned(session, ast.args["expression"])
     return views.create_view(ast, session.catalog, session.search_path,
                              _result_columns(prepared))
 
@@ -65,7 +66,7 @@ def create_table_as(session: Session, ast: exp.Create, notices: list[Notice]) ->
     props = ast.args.get("properties")
     no_data = props is not None and any(isinstance(p, exp.WithDataProperty) and p.args.get("no")
                                         for p in props.expressions)
-    prepared = _planned(session, ast.args["expression"])
+    prepared = planned(session, ast.args["expression"])
     columns = views.output_columns(names, _result_columns(prepared), "CREATE TABLE AS")
     rows = None if no_data else run_query(session, prepared, [], 0).table
     catalog.store.create_table(table.name, views.table_columns(columns), schema=schema)
@@ -82,6 +83,8 @@ def check_drop_table(session: Session, ast: exp.Drop, notices: list[Notice]) -> 
     catalog, path = session.catalog, session.search_path
     for t in ast.args.get("tables") or [ast.this]:
         views.not_a_table(catalog, t.name, t.db or None, path)
+    matviews.not_a_table(session, ast)
+    matviews.drop_dependents(session, ast, notices)
     found = [catalog.find_table(t.name, t.db or None, path)
              for t in ast.args.get("tables") or [ast.this]]
     if None in found and not ast.args.get("exists"):

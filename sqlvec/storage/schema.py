@@ -197,6 +197,10 @@ class KeyDef:
     columns: tuple[str, ...]
     primary: bool = False
     nulls_not_distinct: bool = False
+    # DEFERRABLE: checked at the end of the statement (INITIALLY IMMEDIATE) or at COMMIT
+    # (deferred); a key that is not is checked row by row, as PostgreSQL's.
+    deferrable: bool = False
+    deferred: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,8 @@ class TableDef:
     constraints: tuple[ConstraintDef, ...] = ()
     primary_key_name: str | None = None
     primary_key_oid: int = 0  # the primary key's index OID when given one (else derived)
+    primary_key_deferrable: bool = False  # PRIMARY KEY ... DEFERRABLE
+    primary_key_deferred: bool = False  # ... INITIALLY DEFERRED
 
     # Lookups --------------------------------------------------------------------------------
 
@@ -240,8 +246,11 @@ class TableDef:
         the unique constraints, then the unique indexes."""
         keys = []
         if self.primary_key:
-            keys.append(KeyDef(self.pkey_name, self.primary_key, primary=True))
-        keys += [KeyDef(c.name, c.columns, nulls_not_distinct=c.nulls_not_distinct)
+            keys.append(KeyDef(self.pkey_name, self.primary_key, primary=True,
+                               deferrable=self.primary_key_deferrable,
+                               deferred=self.primary_key_deferred))
+        keys += [KeyDef(c.name, c.columns, nulls_not_distinct=c.nulls_not_distinct,
+                        deferrable=c.deferrable, deferred=c.deferred)
                  for c in self.constraints if c.kind == "u"]
         keys += [KeyDef(ix.name, ix.columns, nulls_not_distinct=ix.nulls_not_distinct)
                  for ix in self.indexes if ix.unique]
@@ -298,6 +307,8 @@ class TableDef:
                if self.constraints else {}),
             **({"primary_key_name": self.primary_key_name} if self.primary_key_name else {}),
             **({"primary_key_oid": self.primary_key_oid} if self.primary_key_oid else {}),
+            **({"primary_key_deferrable": True} if self.primary_key_deferrable else {}),
+            **({"primary_key_deferred": True} if self.primary_key_deferred else {}),
         }
 
     @classmethod
@@ -315,4 +326,6 @@ class TableDef:
             constraints=tuple(ConstraintDef.from_json(c) for c in data.get("constraints") or ()),
             primary_key_name=data.get("primary_key_name"),
             primary_key_oid=int(data.get("primary_key_oid", 0)),
+            primary_key_deferrable=bool(data.get("primary_key_deferrable", False)),
+            primary_key_deferred=bool(data.get("primary_key_deferred", False)),
         )

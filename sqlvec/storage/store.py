@@ -364,6 +364,10 @@ class Store(StoreBase):
         # Set above storage (it evaluates SQL): raises when inserted rows violate a CHECK
         # constraint of their table. Called before a commit's inserts are prepared.
         self.row_check: Callable[[TableDef, pa.Table | pa.RecordBatch], None] | None = None
+        # Set above storage (foreign keys): called under the commit lock before a commit's
+        # ops are prepared, with a function that waits until every commit in flight is
+        # applied; raises to refuse the commit.
+        self.commit_check: Callable[[Sequence, Callable[[], None]], None] | None = None
         self._wal_checkpointed_bytes = 0
         self._seal_queue: queue.Queue = queue.Queue()
         self._build_queue: queue.Queue = queue.Queue()
@@ -801,6 +805,8 @@ class Store(StoreBase):
             assert self._wal is not None
             if self._wal.failed is not None:
                 self._discard_failed()  # repair the log's tail before writing after it
+            if self.commit_check is not None:
+                self.commit_check(ops, lambda: self._drain(housekeeping=False))
             epoch = self._wal.epoch
             prepared: list = []
             done: list[tuple[Table, list]] = []

@@ -93,7 +93,6 @@ def test_unique_checks_inside_a_transaction(session):
 def test_check_refusals(session):
     assert error(session, "CREATE TABLE x (a int CHECK (a IN (SELECT 1)))").sqlstate == "0A000"
     assert error(session, "CREATE TABLE x (a int CHECK (count(*) > 0))").sqlstate == "42803"
-    assert error(session, "CREATE TABLE x (a int, UNIQUE (a) DEFERRABLE)").sqlstate == "0A000"
     session.execute_one("CREATE TABLE v (id int, e vector(2))")
     assert error(session, "CREATE UNIQUE INDEX ON v (e)").sqlstate == "0A000"
 

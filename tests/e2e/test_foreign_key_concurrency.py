@@ -1,0 +1,241 @@
+"""Foreign keys under concurrency: two connections can never leave an orphan between them.
+
+A parent row deleted by one transaction while another inserts a child row referencing it:
+whichever commits second fails (23503 for NO ACTION / RESTRICT, 40001 when the action is
+CASCADE or SET NULL and running the statement again would apply it), checked under the
+store's commit lock (sqlvec/execution/foreign_key_commit.py). Each interleaving is driven
+step by step over two psycopg connections, so no test depends on timing; a bounded run of
+concurrent writers then checks the invariant with a ledger of acknowledged writes.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+
+import psycopg
+import pytest
+
+
+def _names() -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:6]
+    return f"par_{tag}", f"chi_{tag}"
+
+
+@pytest.fixture
+def tables(server):
+    """(conninfo, parent, child): parent ids 1..3, child rows of parent 3; NO ACTION."""
+    parent, child = _names()
+    uri = server.conninfo()
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {parent} (id int PRIMARY KEY, note text)")
+        conn.execute(f"CREATE TABLE {child} (id int PRIMARY KEY, "
+                     f"p int REFERENCES {parent})")
+        conn.execute(f"INSERT INTO {parent} VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+        conn.execute(f"INSERT INTO {child} VALUES (30, 3)")
+    return uri, parent, child
+
+
+def _orphans(uri: str, parent: str, child: str) -> int:
+    with psycopg.connect(uri, autocommit=True) as conn:
+        return conn.execute(
+            f"SELECT count(*) FROM {child} c WHERE c.p IS NOT NULL AND NOT EXISTS "
+            f"(SELECT 1 FROM {parent} p WHERE p.id = c.p)").fetchone()[0]
+
+
+def test_child_in_block_then_parent_deleted_fails_the_child_commit(tables):
+    uri, parent, child = tables
+    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b:
+        a.execute(f"INSERT INTO {child} VALUES (10, 1)")  # psycopg opens the block
+        assert b.execute(f"DELETE FROM {parent} WHERE id = 1").rowcount == 1
+        with pytest.raises(psycopg.errors.ForeignKeyViolation) as err:
+            a.commit()
+        assert err.value.diag.message_primary == (
+            f'insert or update on table "{child}" violates foreign key constraint '
+            f'"{child}_p_fkey"')
+        assert err.value.diag.message_detail == f'Key (p)=(1) is not present in table "{parent}".'
+    assert _orphans(uri, parent, child) == 0
+
+
+def test_parent_delete_in_block_then_child_inserted_fails_the_parent_commit(tables):
+    uri, parent, child = tables
+    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b:
+        assert a.execute(f"DELETE FROM {parent} WHERE id = 2").rowcount == 1
+        b.execute(f"INSERT INTO {child} VALUES (20, 2)")  # the parent is still committed
+        with pytest.raises(psycopg.errors.ForeignKeyViolation) as err:
+            a.commit()
+        assert err.value.diag.message_primary == (
+            f'update or delete on table "{parent}" violates foreign key constraint '
+            f'"{child}_p_fkey" on table "{child}"')
+        assert err.value.diag.message_detail == \
+            f'Key (id)=(2) is still referenced from table "{child}".'
+    assert _orphans(uri, parent, child) == 0
+    with psycopg.connect(uri, autocommit=True) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {parent} WHERE id = 2").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("first", ["parent", "child"])
+def test_two_blocks_the_second_commit_fails(tables, first):
+    uri, parent, child = tables
+    with psycopg.connect(uri) as a, psycopg.connect(uri) as b:
+        a.execute(f"DELETE FROM {parent} WHERE id = 1")
+        b.execute(f"INSERT INTO {child} VALUES (11, 1)")
+        b.execute(f"UPDATE {child} SET p = 1 WHERE id = 30")  # a key update checks too
+        winner, loser = (a, b) if first == "parent" else (b, a)
+        winner.commit()
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            loser.commit()
+    assert _orphans(uri, parent, child) == 0
+    with psycopg.connect(uri, autocommit=True) as conn:
+        parents = conn.execute(f"SELECT count(*) FROM {parent} WHERE id = 1").fetchone()[0]
+        children = conn.execute(f"SELECT count(*) FROM {child} WHERE p = 1").fetchone()[0]
+    assert (parents, children) == ((0, 0) if first == "parent" else (1, 2))
+
+
+def test_parent_key_update_races_a_child_insert(tables):
+    uri, parent, child = tables
+    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b:
+        a.execute(f"UPDATE {parent} SET id = 9 WHERE id = 1")
+        b.execute(f"INSERT INTO {child} VALUES (12, 1)")
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            a.commit()
+    assert _orphans(uri, parent, child) == 0
+
+
+def test_non_key_changes_do_not_conflict(tables):
+    """A parent UPDATE that keeps the key, a child insert beside it: both commit."""
+    uri, parent, child = tables
+    with psycopg.connect(uri) as a, psycopg.connect(uri) as b:
+        a.execute(f"UPDATE {parent} SET note = 'x' WHERE id = 1")
+        b.execute(f"INSERT INTO {child} VALUES (13, 1)")
+        b.commit()
+        a.commit()
+    with psycopg.connect(uri, autocommit=True) as conn:
+        assert conn.execute(f"SELECT note FROM {parent} WHERE id = 1").fetchone() == ("x",)
+        assert conn.execute(f"SELECT p FROM {child} WHERE id = 13").fetchone() == (1,)
+
+
+def test_parent_inserted_in_the_same_commit_satisfies_the_child(tables):
+    uri, parent, child = tables
+    with psycopg.connect(uri) as a:
+        a.execute(f"DELETE FROM {parent} WHERE id = 1")
+        a.execute(f"INSERT INTO {parent} VALUES (1, 'again')")
+        a.execute(f"INSERT INTO {child} VALUES (14, 1)")
+        a.commit()
+    assert _orphans(uri, parent, child) == 0
+
+
+@pytest.mark.parametrize("action", ["CASCADE", "SET NULL"])
+def test_cascading_delete_that_missed_a_new_child_fails_with_40001(server, action):
+    uri = server.conninfo()
+    parent, child = _names()
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {parent} (id int PRIMARY KEY)")
+        conn.execute(f"CREATE TABLE {child} (id int PRIMARY KEY, "
+                     f"p int REFERENCES {parent} ON DELETE {action})")
+        conn.execute(f"INSERT INTO {parent} VALUES (1), (2)")
+        conn.execute(f"INSERT INTO {child} VALUES (1, 1)")
+    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b:
+        a.execute(f"DELETE FROM {parent} WHERE id = 1")  # acts on child 1
+        b.execute(f"INSERT INTO {child} VALUES (2, 1)")
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            a.commit()
+        # Run again, the delete sees the new row and acts on it too.
+        a.execute(f"DELETE FROM {parent} WHERE id = 1")
+        a.commit()
+        rows = b.execute(f"SELECT id, p FROM {child} ORDER BY id").fetchall()
+    assert rows == ([] if action == "CASCADE" else [(1, None), (2, None)])
+    assert _orphans(uri, parent, child) == 0
+
+
+def test_cascade_delete_in_autocommit_then_child_block_fails(server):
+    uri = server.conninfo()
+    parent, child = _names()
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {parent} (id int PRIMARY KEY)")
+        conn.execute(f"CREATE TABLE {child} (id int PRIMARY KEY, "
+                     f"p int REFERENCES {parent} ON DELETE CASCADE)")
+        conn.execute(f"INSERT INTO {parent} VALUES (1)")
+    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b:
+        a.execute(f"INSERT INTO {child} VALUES (1, 1)")
+        assert b.execute(f"DELETE FROM {parent} WHERE id = 1").rowcount == 1
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            a.commit()
+    assert _orphans(uri, parent, child) == 0
+
+
+def test_truncate_then_a_child_block_commits(tables):
+    uri, parent, child = tables
+    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b:
+        a.execute(f"INSERT INTO {child} VALUES (15, 1)")
+        b.execute(f"TRUNCATE {parent}, {child}")
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            a.commit()
+    assert _orphans(uri, parent, child) == 0
+
+
+def test_concurrent_writers_leave_no_orphan(server):
+    """Writers insert children of random parents and delete random parents (plus new
+    parents), autocommit and in small blocks: at the end no child lacks its parent, and every
+    acknowledged write is there."""
+    uri = server.conninfo()
+    parent, child = _names()
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {parent} (id int PRIMARY KEY)")
+        conn.execute(f"CREATE TABLE {child} (id int PRIMARY KEY, p int NOT NULL "
+                     f"REFERENCES {parent})")
+        conn.execute(f"INSERT INTO {parent} SELECT generate_series(1, 20)")
+    lock = threading.Lock()
+    acked_children: dict[int, int] = {}
+    acked_parents: set[int] = set(range(1, 21))
+    deleted_parents: set[int] = set()
+    failures: list[BaseException] = []
+    expected = (psycopg.errors.ForeignKeyViolation, psycopg.errors.SerializationFailure,
+                psycopg.errors.UniqueViolation)
+
+    def writer(w: int) -> None:
+        rng = random.Random(w)
+        try:
+            with psycopg.connect(uri, autocommit=True) as conn:
+                for i in range(60):
+                    p = rng.randint(1, 24)
+                    cid = w * 1000 + i
+                    roll = rng.random()
+                    try:
+                        if roll < 0.45:
+                            conn.execute(f"INSERT INTO {child} VALUES (%s, %s)", (cid, p))
+                            with lock:
+                                acked_children[cid] = p
+                        elif roll < 0.75:
+                            conn.execute(f"DELETE FROM {parent} WHERE id = %s", (p,))
+                            with lock:
+                                deleted_parents.add(p)
+                        elif roll < 0.9:
+                            with conn.transaction():
+                                conn.execute(f"INSERT INTO {child} VALUES (%s, %s)", (cid, p))
+                                conn.execute(f"INSERT INTO {child} VALUES (%s, %s)",
+                                             (cid + 500, p))
+                            with lock:
+                                acked_children[cid] = acked_children[cid + 500] = p
+                        else:
+                            conn.execute(f"INSERT INTO {parent} VALUES (%s) "
+                                         "ON CONFLICT DO NOTHING", (p,))
+                    except expected:
+                        pass
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
+    assert _orphans(uri, parent, child) == 0
+    with psycopg.connect(uri, autocommit=True) as conn:
+        children = dict(conn.execute(f"SELECT id, p FROM {child}").fetchall())
+        parents = {r[0] for r in conn.execute(f"SELECT id FROM {parent}").fetchall()}
+    assert children == acked_children  # children are never deleted here
+    assert set(acked_children.values()) <= parents
+    assert acked_parents - deleted_parents <= parents | deleted_parents
