@@ -1,0 +1,231 @@
+"""vector vs halfvec HNSW and binary quantization + re-rank, in sqlvec and in pgvector, one run.
+
+    python -m benchmarks quantization [--rows 100000] [--dim 768] [--clusters 1000]
+                                      [--queries 200] [--fixed-ef 40]
+                                      [--efs 10,20,40,64,100,160,256,400] [--candidates 40,100]
+                                      [--rounds 3] [--no-postgres] [--out FILE.json]
+
+Both servers are reached the same way (psycopg over loopback TCP, prepared statements, binary
+vectors): the sqlvec server (`python -m sqlvec serve`) and PostgreSQL + pgvector 0.8 from the
+pgserver package. Per server the table `items (id int8, emb vector(d))` is loaded with COPY,
+then three indexes are built and measured one after another (each dropped before the next):
+
+- `vector`:  `USING hnsw (emb vector_cosine_ops)`, queried `ORDER BY emb <=> $1 LIMIT 10`;
+- `halfvec`: `USING hnsw ((emb::halfvec(d)) halfvec_cosine_ops)`, queried
+  `ORDER BY emb::halfvec(d) <=> $1::halfvec(d) LIMIT 10` (pgvector's half-precision index);
+- `bq`:      `USING hnsw ((binary_quantize(emb)::bit(d)) bit_hamming_ops)`, queried with
+  pgvector's re-rank pattern: the nearest `c` rows by Hamming distance of the quantized bits,
+  re-ranked by the exact cosine distance (`--candidates`, c ≥ 10).
+
+Per index: build time (CREATE INDEX), index size (pgvector: pg_relation_size; sqlvec: the
+per-segment structures' resident bytes from `sqlvec_indexes`), the server's RSS after the build
+(sqlvec; PostgreSQL's shared buffers make a backend's RSS meaningless), and recall@10 (against
+exact NumPy cosine ground truth) with queries per second (one client, one query at a time,
+median of `--rounds` passes) at a fixed `hnsw.ef_search` and at the smallest ef of the ladder
+whose recall reaches 0.95. The bq rows set `hnsw.ef_search = max(40, c)` (pgvector returns at
+most ef_search rows from an HNSW scan without iterative scans). Data: the benchmarks' clustered
+generator (datasets.Clustered); queries are fresh draws from the same mixture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from benchmarks.datasets import Clustered
+from sqlvec.vectors import Metric, top_k_batch
+
+K = 10
+TARGET = 0.95
+
+
+def variants(dim: int) -> dict[str, tuple[str, str]]:
+    """name -> (index definition, search statement)."""
+    return {
+        "vector": ("USING hnsw (emb vector_cosine_ops) WITH (m = 16, ef_construction = 64)",
+                   "SELECT id FROM items ORDER BY emb <=> %(q)s LIMIT 10"),
+        "halfvec": (f"USING hnsw ((emb::halfvec({dim})) halfvec_cosine_ops) "
+                    "WITH (m = 16, ef_construction = 64)",
+                    f"SELECT id FROM items ORDER BY emb::halfvec({dim}) <=> "
+                    f"%(q)s::halfvec({dim}) LIMIT 10"),
+        "bq": (f"USING hnsw ((binary_quantize(emb)::bit({dim})) bit_hamming_ops) "
+               "WITH (m = 16, ef_construction = 64)",
+               "SELECT id FROM (SELECT id, emb FROM items ORDER BY "
+               f"binary_quantize(emb)::bit({dim}) <~> binary_quantize(%(q)s) LIMIT {{c}}) s "
+               "ORDER BY emb <=> %(q)s LIMIT 10"),
+    }
+
+
+def rss_bytes(pid: int | None) -> int | None:
+    """The process's resident set size (Linux /proc), or None."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def index_bytes(conn, postgres: bool) -> int:
+    if postgres:
+        return int(conn.execute("SELECT pg_relation_size('items_idx')").fetchone()[0])
+    row = conn.execute("SELECT sum(memory_bytes) FROM sqlvec_indexes "
+                       "WHERE indexname = 'items_idx'").fetchone()
+    return int(row[0] or 0)
+
+
+def measure(conn, sql: str, queries: np.ndarray, truth: list[set], rounds: int) -> dict:
+    """Mean recall@10 and the median over `rounds` of queries per second (sequential, prepared,
+    after one warm-up)."""
+    conn.execute(sql, {"q": queries[0]}, prepare=True).fetchall()
+    rates, hits = [], 0
+    for r in range(rounds):
+        hits = 0
+        started = time.perf_counter()
+        for q, t in zip(queries, truth):
+            found = [row[0] for row in conn.execute(sql, {"q": q}, prepare=True).fetchall()]
+            hits += len(t.intersection(found))
+        rates.append(len(queries) / (time.perf_counter() - started))
+    return {"recall": hits / (K * len(queries)), "qps": statistics.median(rates),
+            "qps_rounds": rates}
+
+
+def run_server(label: str, dsn: str, pid: int | None, rows: np.ndarray, queries: np.ndarray,
+               truth: list[set], args) -> dict:
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    postgres = label != "sqlvec"
+    dim = rows.shape[1]
+    out: dict = {"server": label, "indexes": {}}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(conn)
+        conn.execute("DROP TABLE IF EXISTS items")
+        conn.execute(f"CREATE TABLE items (id int8 PRIMARY KEY, emb vector({dim}))")
+        started = time.perf_counter()
+        with conn.cursor().copy("COPY items (id, emb) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "vector"])
+            for i, row in enumerate(rows):
+                copy.write_row((i, row))
+        out["load_seconds"] = time.perf_counter() - started
+        conn.execute("CHECKPOINT")  # sqlvec: seal the rows now, so CREATE INDEX times the index
+        if postgres:
+            conn.execute("VACUUM ANALYZE items")
+            conn.execute("SET maintenance_work_mem = '1GB'")  # the graph built in memory
+        out["rss_loaded"] = rss_bytes(pid)
+        for name, (ddl, sql) in variants(dim).items():
+            print(f"{label}: {name} index …", file=sys.stderr, flush=True)
+            block: dict = {}
+            started = time.perf_counter()
+            conn.execute(f"CREATE INDEX items_idx ON items {ddl}")
+            block["build_seconds"] = time.perf_counter() - started
+            block["index_bytes"] = index_bytes(conn, postgres)
+            block["rss"] = rss_bytes(pid)
+            if name == "bq":
+                for c in args.candidates:
+                    conn.execute(f"SET hnsw.ef_search = {max(args.fixed_ef, c)}")
+                    block[f"c={c}"] = measure(conn, sql.format(c=c), queries, truth,
+                                              args.rounds)
+            else:
+                conn.execute(f"SET hnsw.ef_search = {args.fixed_ef}")
+                block["fixed"] = {"ef": args.fixed_ef, **measure(conn, sql, queries, truth,
+                                                                  args.rounds)}
+                for ef in args.efs:
+                    conn.execute(f"SET hnsw.ef_search = {ef}")
+                    got = measure(conn, sql, queries, truth, 1)
+                    if got["recall"] >= TARGET:
+                        block["target"] = {"ef": ef, **(got if ef == args.fixed_ef
+                                                        else measure(conn, sql, queries, truth,
+                                                                     args.rounds))}
+                        break
+            conn.execute("RESET hnsw.ef_search")
+            conn.execute("DROP INDEX items_idx")
+            out["indexes"][name] = block
+        conn.execute("DROP TABLE items")
+    return out
+
+
+def render(results: list[dict], args) -> str:
+    lines = [f"{args.rows:,} x {args.dim}, {args.clusters} clusters (cosine), {args.queries} "
+             f"queries, HNSW m=16 ef_construction=64, QPS median of {args.rounds}", "",
+             "| index | server | build s | index MB | server RSS MB | search | recall@10 | QPS |",
+             "|---|---|---|---|---|---|---|---|"]
+    names = list(variants(args.dim))
+    for name in names:
+        for r in results:
+            block = r["indexes"].get(name)
+            if block is None:
+                continue
+            rss = f"{block['rss'] / 2**20:.0f}" if block.get("rss") else "–"
+            head = (f"| {name} | {r['server']} | {block['build_seconds']:.1f} | "
+                    f"{block['index_bytes'] / 2**20:.1f} | {rss} |")
+            for key, m in block.items():
+                if key == "fixed":
+                    what = f"ef_search={m['ef']}"
+                elif key == "target":
+                    what = f"recall ≥ {TARGET}: ef_search={m['ef']}"
+                elif key.startswith("c="):
+                    what = f"{key.split('=')[1]} candidates, re-ranked"
+                else:
+                    continue
+                lines.append(f"{head} {what} | {m['recall']:.3f} | {m['qps']:.0f} |")
+            if name != "bq" and "target" not in block:
+                lines.append(f"{head} recall ≥ {TARGET}: not reached by ef_search="
+                             f"{args.efs[-1]} | – | – |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks quantization",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--fixed-ef", type=int, default=40)
+    parser.add_argument("--efs", default="10,20,40,64,100,160,256,400")
+    parser.add_argument("--candidates", default="40,100")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-sqlvec", action="store_true")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    args.efs = [int(e) for e in args.efs.split(",")]
+    args.candidates = [int(c) for c in args.candidates.split(",")]
+    gen = Clustered(args.rows, args.dim, clusters=args.clusters)
+    rows, queries = gen.all(), gen.queries(args.queries)
+    truth = [set(t[t >= 0].tolist()) for t in top_k_batch(Metric.COSINE, rows, queries, K)]
+
+    from benchmarks.writes import postgres, sqlvec
+
+    servers = ([] if args.no_sqlvec else [sqlvec]) + ([] if args.no_postgres else [postgres])
+    results = []
+    for server in servers:
+        with tempfile.TemporaryDirectory(prefix="sqlvec-quant-bench-") as directory, \
+                server(directory) as (dsn, pid, label):
+            print(f"{label}: loading …", file=sys.stderr, flush=True)
+            results.append(run_server(label, dsn, pid, rows, queries, truth, args))
+    text = render(results, args)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"args": vars(args), "results": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
