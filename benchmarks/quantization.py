@@ -90,7 +90,7 @@ def measure(conn, sql: str, queries: np.ndarray, truth: list[set], rounds: int) 
     after one warm-up)."""
     conn.execute(sql, {"q": queries[0]}, prepare=True).fetchall()
     rates, hits = [], 0
-    for r in range(rounds):
+    for _ in range(rounds):
         hits = 0
         started = time.perf_counter()
         for q, t in zip(queries, truth):

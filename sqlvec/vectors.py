@@ -45,6 +45,8 @@ class Metric(enum.Enum):
     COSINE = "cosine"
     IP = "ip"  # negative inner product, pgvector's <#>
     L1 = "l1"
+    HAMMING = "hamming"  # bit strings: pgvector's <~>
+    JACCARD = "jaccard"  # bit strings: pgvector's <%>
 
     @property
     def operator(self) -> str:
@@ -56,7 +58,10 @@ class Metric(enum.Enum):
         return {v: k for k, v in _OPERATORS.items()}[op]
 
 
-_OPERATORS = {Metric.L2: "<->", Metric.COSINE: "<=>", Metric.IP: "<#>", Metric.L1: "<+>"}
+_OPERATORS = {Metric.L2: "<->", Metric.COSINE: "<=>", Metric.IP: "<#>", Metric.L1: "<+>",
+              Metric.HAMMING: "<~>", Metric.JACCARD: "<%>"}
+# The metrics of bit strings (packed bits, not float vectors).
+BIT_METRICS = frozenset({Metric.HAMMING, Metric.JACCARD})
 
 
 def check_same_dims(a: int, b: int, type_name: str = "vector") -> None:

@@ -16,10 +16,10 @@ import numpy as np
 import pyarrow as pa
 from sqlglot import exp
 
-from sqlvec.errors import Notice, SqlVecError
+from sqlvec.errors import DataException, Notice, SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.expressions import Frame
-from sqlvec.execution.expressions.vector import vector_distance
+from sqlvec.execution.expressions.vector import bit_chars, vector_distance
 from sqlvec.execution.kernels import empty_width, sort_indices, table_of
 from sqlvec.execution.operators import OneRowOp, ScanOp
 from sqlvec.execution.values import INT8, Value, as_array
@@ -28,7 +28,14 @@ from sqlvec.sql.binder import Field
 from sqlvec.storage.schema import ROWID
 from sqlvec.storage.search import MAX_EF_SEARCH, MAX_EF_SEARCH_DEFAULT, SegmentPlan, read_max_ef
 from sqlvec.types import SqlType
-from sqlvec.vectors import Metric
+from sqlvec.vectors import (
+    BIT_METRICS,
+    Metric,
+    binary_quantize,
+    hamming_distances,
+    jaccard_distances,
+    pack_bits,
+)
 
 
 def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
@@ -43,7 +50,8 @@ def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
     # An expression index's key (`col::halfvec`) is searched with a query of the cast's type.
     column, _, key_type = node.column.partition("::")
     kind = key_type or next((f.type.name for f in node.scan.fields if f.name == column
-                             and f.type is not None and f.type.is_vector), "vector")
+                             and f.type is not None and (f.type.is_vector or f.type.name == "bit")),
+                            "vector")
     query = c.compile_as(node.query, SqlType(kind))
     k = c.compile_as(node.k, INT8)
     types = list(scan.types) + [V.FLOAT8]
@@ -212,8 +220,12 @@ class VectorTopKOp(OneRowOp):
             # A NULL query vector: every distance is NULL; order is then arbitrary.
             table = self.scan.execute(ctx, outer).slice(0, k)
             return table_of(list(table.columns) + [pa.nulls(table.num_rows, pa.float64())])
-        vector = np.asarray(q.values.to_numpy(zero_copy_only=False),
-                            dtype=np.float16 if self.query.type.name == "halfvec" else np.float32)
+        if self.metric in BIT_METRICS:  # a bit string, as its text of '0' and '1'
+            vector = q.as_py()
+        else:
+            vector = np.asarray(q.values.to_numpy(zero_copy_only=False),
+                                dtype=np.float16 if self.query.type.name == "halfvec"
+                                else np.float32)
         overlay = ctx.overlay.table_overlay(self.scan.table_id) if ctx.overlay is not None else None
         if overlay is not None:
             return self._with_overlay(ctx, outer, vector, k)
@@ -240,16 +252,38 @@ class VectorTopKOp(OneRowOp):
         column, _, key_type = self.column.partition("::")
         col_index = [f.name for f in self.scan.fields].index(column)
         values = table.column(col_index)
-        if key_type:  # an expression index's key: the column's values cast as it casts them
+        if self.metric in BIT_METRICS:
+            dist = _bit_rows_distances(self.metric, values, key_type, vector, table.num_rows)
+        elif key_type:  # an expression index's key: the column's values cast as it casts them
             values = _cast_rows(values, vector.dtype)
-        dist = vector_distance(self.metric, values,
-                               pa.scalar(vector.tolist(),
-                                         pa.list_(pa.from_numpy_dtype(vector.dtype), vector.size)),
-                               table.num_rows)
+        if self.metric not in BIT_METRICS:
+            dist = vector_distance(self.metric, values,
+                                   pa.scalar(vector.tolist(), pa.list_(
+                                       pa.from_numpy_dtype(vector.dtype), vector.size)),
+                                   table.num_rows)
         order = sort_indices([(dist, V.FLOAT8, False, False)], table.num_rows)
         table = table.take(order).slice(0, k)
         dist = as_array(dist, len(order)).take(order).slice(0, k)
         return table_of(list(table.columns) + [dist])
+
+
+def _bit_rows_distances(metric: Metric, values, key_type: str, query: str, n: int) -> pa.Array:
+    """Hamming or Jaccard distances from the query bits to a bit column's rows, or to
+    `binary_quantize(col)` of a vector column's (key type "bit"); NULL for a NULL row."""
+    if key_type:
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        matrix = np.asarray(values.values.to_numpy(zero_copy_only=False)).reshape(n, -1)
+        chars = binary_quantize(matrix)
+        valid = values.is_valid().to_numpy(zero_copy_only=False) if values.null_count else None
+    else:
+        chars, valid = bit_chars(values, n)
+    q = np.frombuffer(query.encode("ascii"), np.uint8)
+    if n and chars.shape[1] != q.size:
+        raise DataException(f"different bit lengths {chars.shape[1]} and {q.size}")
+    kernel = hamming_distances if metric is Metric.HAMMING else jaccard_distances
+    out = kernel(pack_bits(chars), pack_bits(q.reshape(1, -1))) if n else np.empty(0)
+    return pa.array(out, pa.float64(), mask=None if valid is None else ~valid)
 
 
 def _cast_rows(values, dtype) -> pa.Array:

@@ -53,6 +53,27 @@ def vector_matrix(array: pa.Array | pa.ChunkedArray, dims: int) -> tuple[np.ndar
     return matrix, valid
 
 
+def bit_matrix(array: pa.Array | pa.ChunkedArray, nbits: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A bit(n) column (text of '0' and '1') as (rows, ceil(n/8)) packed bytes, first bit
+    highest as `np.packbits` packs, and its validity mask (None = all valid). A NULL row, or
+    one whose length is not n (a varbit), is not valid."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    n = len(array)
+    if n == 0:
+        return np.zeros((0, -(-nbits // 8)), np.uint8), None
+    array = array.cast(pa.large_string()) if not pa.types.is_large_string(array.type) else array
+    lengths = pc.binary_length(array).fill_null(-1).to_numpy(zero_copy_only=False)
+    valid = lengths == nbits
+    if not valid.all():
+        array = pc.if_else(pa.array(valid), array, pa.scalar("0" * nbits, pa.large_string()))
+    offsets = np.frombuffer(array.buffers()[1], np.int64, n + 1, array.offset * 8)
+    chars = np.frombuffer(array.buffers()[2], np.uint8, int(offsets[-1] - offsets[0]),
+                          int(offsets[0])).reshape(n, nbits)
+    packed = np.packbits(chars == ord("1"), axis=1)
+    return packed, None if valid.all() else valid
+
+
 # Joins a physical column and the vector type of an expression index's key: "c3::halfvec".
 KEY_SEPARATOR = "::"
 
@@ -138,6 +159,27 @@ class SegmentData:
                 hit = vector_matrix(self.table.column(physical), dims)
             else:
                 hit = (np.zeros((self.n_rows, dims), dtype=np.float32), np.zeros(self.n_rows, bool))
+            with self._cache_lock:
+                self._cache[key] = hit
+        return hit  # type: ignore[return-value]
+
+    def bits(self, physical: str, nbits: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(n, ceil(nbits/8)) packed bits and validity mask of a bit(n) column, or of
+        `c3::bit` (`binary_quantize(c3)::bit(n)`, an expression index's key: one bit per
+        element, set where it is positive), cached."""
+        key = ("bits", physical)
+        with self._cache_lock:
+            hit = self._cache.get(key)
+        if hit is None:
+            base, sep, _kind = physical.partition(KEY_SEPARATOR)
+            if sep:
+                matrix, valid = self.vectors(base, nbits)
+                hit = (np.packbits(matrix > 0, axis=1), valid)
+            elif self.has_column(physical):
+                hit = bit_matrix(self.table.column(physical), nbits)
+            else:
+                hit = (np.zeros((self.n_rows, -(-nbits // 8)), np.uint8),
+                       np.zeros(self.n_rows, bool))
             with self._cache_lock:
                 self._cache[key] = hit
         return hit  # type: ignore[return-value]
