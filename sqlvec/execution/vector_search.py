@@ -19,7 +19,7 @@ from sqlglot import exp
 from sqlvec.errors import DataException, Notice, SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.expressions import Frame
-from sqlvec.execution.expressions.vector import bit_chars, vector_distance
+from sqlvec.execution.expressions.vector import bit_chars, sparse_distance, vector_distance
 from sqlvec.execution.kernels import empty_width, sort_indices, table_of
 from sqlvec.execution.operators import OneRowOp, ScanOp
 from sqlvec.execution.values import INT8, Value, as_array
@@ -27,10 +27,11 @@ from sqlvec.plan import nodes as n
 from sqlvec.sql.binder import Field
 from sqlvec.storage.schema import ROWID
 from sqlvec.storage.search import MAX_EF_SEARCH, MAX_EF_SEARCH_DEFAULT, SegmentPlan, read_max_ef
-from sqlvec.types import SqlType
+from sqlvec.types import SparseVector, SqlType
 from sqlvec.vectors import (
     BIT_METRICS,
     Metric,
+    SparseRows,
     binary_quantize,
     hamming_distances,
     jaccard_distances,
@@ -50,7 +51,8 @@ def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
     # An expression index's key (`col::halfvec`) is searched with a query of the cast's type.
     column, _, key_type = node.column.partition("::")
     kind = key_type or next((f.type.name for f in node.scan.fields if f.name == column
-                             and f.type is not None and (f.type.is_vector or f.type.name == "bit")),
+                             and f.type is not None and (f.type.is_vector or f.type.is_sparse
+                                                         or f.type.name == "bit")),
                             "vector")
     query = c.compile_as(node.query, SqlType(kind))
     k = c.compile_as(node.k, INT8)
@@ -150,7 +152,7 @@ def _pruner(bounds, table_def, frame) -> object:
     return prune if resolved else None
 
 
-def _count_index_use(stats, snap, column: str, plans: list[SegmentPlan]) -> None:
+def _count_index_use(stats, snap, column: str, metric: Metric, plans: list[SegmentPlan]) -> None:
     """pg_stat_user_indexes: a search that used the column's index on some segment is one
     scan of it, reading the entries the graphs returned; any other search is a scan of the
     table (pg_stat_user_tables.seq_scan), as PostgreSQL counts an exact ORDER BY."""
@@ -158,10 +160,8 @@ def _count_index_use(stats, snap, column: str, plans: list[SegmentPlan]) -> None
     if not used:
         stats.scanned(snap.row_count)
         return
-    name, _, key_type = column.partition("::")
-    name = next((ix.name for ix in snap.table_def.indexes
-                 if ix.method == used[0].method and ix.columns and ix.columns[0] == name
-                 and ix.key_type == (key_type or None)), used[0].method)
+    index = snap.index_for(column, metric)
+    name = index.name if index is not None else used[0].method
     stats.index_scanned(name, sum(p.returned for p in used),
                               sum(p.returned for p in plans))
 
@@ -222,13 +222,17 @@ class VectorTopKOp(OneRowOp):
             return table_of(list(table.columns) + [pa.nulls(table.num_rows, pa.float64())])
         if self.metric in BIT_METRICS:  # a bit string, as its text of '0' and '1'
             vector = q.as_py()
+        elif self.query.type.is_sparse:
+            one = SparseVector.from_dict(q.as_py())
+            vector = SparseRows(np.array([one.dim]), np.array([0, one.indices.size]),
+                                one.indices, one.values)
         else:
             vector = np.asarray(q.values.to_numpy(zero_copy_only=False),
                                 dtype=np.float16 if self.query.type.name == "halfvec"
                                 else np.float32)
         overlay = ctx.overlay.table_overlay(self.scan.table_id) if ctx.overlay is not None else None
         if overlay is not None:
-            return self._with_overlay(ctx, outer, vector, k)
+            return self._with_overlay(ctx, outer, q if self.query.type.is_sparse else vector, k)
         snap = ctx.snapshot(self.scan.table_id)
         plans: list[SegmentPlan] = []
         found = snap.search(self.column, self.metric, vector, k,
@@ -238,7 +242,8 @@ class VectorTopKOp(OneRowOp):
                             plans=plans, **self._settings(ctx))
         self.index_name = _index_name(snap, self.column, self.metric, plans)
         ctx.stats.setdefault(("segments", id(self)), []).append(plans)
-        _count_index_use(ctx.table_stats(self.scan.table_id), snap, self.column, plans)
+        _count_index_use(ctx.table_stats(self.scan.table_id), snap, self.column, self.metric,
+                         plans)
         _report_missed_target(ctx, plans)
         rows = found.num_rows
         cols = [found.column(name) if name in self.columns else pa.nulls(rows, t.to_arrow())
@@ -254,9 +259,11 @@ class VectorTopKOp(OneRowOp):
         values = table.column(col_index)
         if self.metric in BIT_METRICS:
             dist = _bit_rows_distances(self.metric, values, key_type, vector, table.num_rows)
+        elif self.query.type.is_sparse:  # `vector` is the query's sparsevec scalar
+            dist = sparse_distance(self.metric, values, vector, table.num_rows)
         elif key_type:  # an expression index's key: the column's values cast as it casts them
             values = _cast_rows(values, vector.dtype)
-        if self.metric not in BIT_METRICS:
+        if self.metric not in BIT_METRICS and not self.query.type.is_sparse:
             dist = vector_distance(self.metric, values,
                                    pa.scalar(vector.tolist(), pa.list_(
                                        pa.from_numpy_dtype(vector.dtype), vector.size)),

@@ -172,7 +172,8 @@ def _vector_operands(e: exp.Expression, scan: n.Scan) -> tuple[str, exp.Expressi
             if index is None:
                 continue
             f = scan.fields[index]
-            if f.type is None or not f.type.is_vector or f.type.dims is None:
+            if f.type is None or not (f.type.is_vector or f.type.is_sparse and key_type is None) \
+                    or f.type.dims is None:
                 continue
             if any(scope.find(c.name, c.table or None) is not None
                    for c in query_side.find_all(exp.Column)):

@@ -30,6 +30,7 @@ from sqlvec.storage.hnsw import SPARSE_MAX_NNZ, HnswIndex
 from sqlvec.storage.ivfflat import IvfflatIndex
 from sqlvec.storage.schema import ColumnDef, IndexDef, TableDef
 from sqlvec.storage.segment import SegmentData, key_name
+from sqlvec.storage.sparse_index import SparseInvertedIndex
 from sqlvec.storage.vector_index import OpClass, VectorIndex, all_options, check_options
 from sqlvec.types import SqlType
 from sqlvec.vectors import Metric
@@ -144,7 +145,15 @@ def structure(index: IndexDef) -> type[VectorIndex]:
     words is as fast as a graph at a segment's size, with recall 1)."""
     if on_bits(index):
         return PackedBitsIndex
+    if on_sparse(index):
+        return SparseInvertedIndex
     return get(index.method)
+
+
+def on_sparse(index: IndexDef) -> bool:
+    """An index on a sparsevec column (its operator class is one of sparsevec): inverted lists
+    per segment (sparse_index.py: hnswlib has only dense spaces)."""
+    return (index.opclass or "").startswith("sparsevec_")
 
 
 def on_bits(index: IndexDef) -> bool:
@@ -153,10 +162,9 @@ def on_bits(index: IndexDef) -> bool:
 
 
 def vector_indexes(table: TableDef) -> tuple[IndexDef, ...]:
-    """The table's indexes that registered vector methods build per segment (not those on
-    sparsevec columns, `sparse_indexes`, searched exactly)."""
-    return tuple(ix for ix in table.indexes if ix.method in _METHODS
-                 and not _on_sparse(table, ix))
+    """The table's indexes that registered vector methods build per segment (each through its
+    `structure`)."""
+    return tuple(ix for ix in table.indexes if ix.method in _METHODS)
 
 
 def key_dims(table: TableDef, index: IndexDef) -> int:
@@ -176,12 +184,14 @@ def index_rows(seg: SegmentData, table: TableDef,
     physical = key_name(col.physical, index.key_type)
     if on_bits(index):
         return seg.bits(physical, key_dims(table, index))
+    if on_sparse(index):
+        return seg.sparse(physical)  # type: ignore[return-value]
     return seg.vectors(physical, col.type.dims)
 
 
 def sparse_indexes(table: TableDef) -> tuple[IndexDef, ...]:
     """The table's vector-method indexes on sparsevec columns: definitions whose limits writes
-    respect (`check_sparse_rows`), searched exactly (no per-segment structure; see hnsw.py)."""
+    respect (`check_sparse_rows`)."""
     return tuple(ix for ix in table.indexes if ix.method in _METHODS and _on_sparse(table, ix))
 
 
@@ -258,11 +268,12 @@ def check_definition(method_name: str, columns: list[ColumnDef], opclass_name: s
     if chosen.input_type != "bit" and col.type.dims is None:
         raise DataException(f'column "{col.name}" does not have dimensions')
     given = check_options(method, options)
-    # A sparsevec index builds no structure (its L1 metric neither): only its options are checked.
-    metric = chosen.metric if chosen.input_type != "sparsevec" else method.opclasses[0].metric
-    built = PackedBitsIndex if chosen.input_type == "bit" else method
+    # Bits and sparse vectors build their own structures (the method's options are still
+    # checked as the method's).
+    built = {"bit": PackedBitsIndex, "sparsevec": SparseInvertedIndex}.get(chosen.input_type,
+                                                                          method)
     try:
-        built.make_params(metric, all_options(method, given))
+        built.make_params(chosen.metric, all_options(method, given))
     except (TypeError, ValueError) as exc:  # a method's own checks, if not already SQL errors
         raise InvalidParameterValue(str(exc)) from exc
     return chosen.name, given

@@ -53,18 +53,19 @@ _METRIC_CODES = {Metric.HAMMING: 1, Metric.JACCARD: 2}
 # Rows packed per step of a build (the unit of progress reporting and cancellation).
 BUILD_CHUNK = 65_536
 
-if hasattr(np, "bitwise_count"):  # NumPy 2: one hardware popcount per element
-    def popcount(words: np.ndarray) -> np.ndarray:
-        """Set bits per element (uint8 counts)."""
-        return np.bitwise_count(words)
-else:  # pragma: no cover - older NumPy: a byte lookup table
-    _TABLE = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+_TABLE = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
-    def popcount(words: np.ndarray) -> np.ndarray:
-        """Set bits per element, through a byte lookup table."""
-        as_bytes = np.ascontiguousarray(words).view(np.uint8)
-        counts = _TABLE[as_bytes].reshape(*words.shape, words.itemsize)
-        return counts.sum(axis=-1, dtype=np.uint8)
+
+def lookup_popcount(words: np.ndarray) -> np.ndarray:
+    """Set bits per element (uint8 counts) through a byte lookup table: NumPy before 2.0
+    has no `np.bitwise_count`."""
+    as_bytes = np.ascontiguousarray(words).view(np.uint8)
+    counts = _TABLE[as_bytes].reshape(*words.shape, words.itemsize)
+    return counts.sum(axis=-1, dtype=np.uint8)
+
+
+# One hardware popcount per element where NumPy has it (2.0 and later), else the table.
+popcount = getattr(np, "bitwise_count", lookup_popcount)
 
 
 def words_of(packed: np.ndarray) -> np.ndarray:

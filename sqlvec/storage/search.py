@@ -43,8 +43,16 @@ import numpy as np
 from sqlvec.errors import InvalidParameterValue
 from sqlvec.storage.bit_index import PackedBitsIndex, nearest
 from sqlvec.storage.segment import SegmentView
+from sqlvec.storage.sparse_index import SparseInvertedIndex, sparse_top_k
 from sqlvec.storage.vector_index import FilteringIndex, VectorIndex, is_set, overquery
-from sqlvec.vectors import BIT_METRICS, Metric, hamming_distances, jaccard_distances, top_k
+from sqlvec.vectors import (
+    BIT_METRICS,
+    Metric,
+    SparseRows,
+    hamming_distances,
+    jaccard_distances,
+    top_k,
+)
 from sqlvec.vectors import distances as exact_distances
 
 # The recall a search aims at when the session has set neither `sqlvec.target_recall` nor the
@@ -157,16 +165,21 @@ def plan_segment(view: SegmentView, physical: str, dims: int, k: int, *,
                  pruned: bool = False, policy: SearchPolicy = SearchPolicy(),
                  max_ef: int = MAX_EF_SEARCH_DEFAULT,
                  settings: Mapping[str, str] | None = None,
-                 bits: bool = False) -> SegmentSearch:
+                 bits: bool = False, sparse: bool = False) -> SegmentSearch:
     """Decide how one segment answers a top-k query (no vector work happens here). `bits`:
-    the key is a bit string of `dims` bits (packed; Hamming or Jaccard)."""
+    the key is a bit string of `dims` bits (packed; Hamming or Jaccard); `sparse`: a
+    sparsevec."""
     data = view.data
     index = data.index(index_name) if index_name and not exact else None
     if isinstance(index, PackedBitsIndex):
         # The index is the segment's keys, packed: nothing else is read, whatever the filter.
         matrix, valid = None, index.valid
+    elif isinstance(index, SparseInvertedIndex):
+        matrix, valid = index.rows, index.valid
     elif bits:
         matrix, valid = data.bits(physical, dims)
+    elif sparse:
+        matrix, valid = data.sparse(physical)
     else:
         matrix, valid = data.vectors(physical, dims)
     base = _combine(view.live_mask(), valid)
@@ -180,8 +193,9 @@ def plan_segment(view: SegmentView, physical: str, dims: int, k: int, *,
         strategy = "skip"
     elif index is None:
         strategy = "exact"
-    elif allowed is None or eligible == rows or isinstance(index, PackedBitsIndex):
-        # (packed bits apply the filter while scanning them all: one strategy for any filter)
+    elif allowed is None or eligible == rows or isinstance(index, (PackedBitsIndex,
+                                                                    SparseInvertedIndex)):
+        # (exact structures apply the filter while scoring: one strategy for any filter)
         strategy = method
     else:
         selectivity = eligible / max(rows, 1)
@@ -241,6 +255,13 @@ def run_segment(search: SegmentSearch, metric: Metric, query: np.ndarray) -> tup
             return np.empty(0, np.int64), np.empty(0)
         if metric in BIT_METRICS:
             out = _bits(search, metric, query, plan.k)
+            plan.returned = out[0].size
+            return out
+        if isinstance(query, SparseRows):
+            if isinstance(search.index, SparseInvertedIndex):
+                out = search.index.search(query, plan.k, ef=0, allowed=search.mask)
+            else:
+                out = sparse_top_k(metric, search.matrix, query, plan.k, search.mask)
             plan.returned = out[0].size
             return out
         if plan.method is not None and search.index is not None:

@@ -32,6 +32,7 @@ from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.fsutil import crc32_file, fsync_dir
 from sqlvec.storage.schema import ROWID
 from sqlvec.storage.vector_index import VectorIndex
+from sqlvec.vectors import SparseRows
 
 
 def vector_matrix(array: pa.Array | pa.ChunkedArray, dims: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -72,6 +73,22 @@ def bit_matrix(array: pa.Array | pa.ChunkedArray, nbits: int) -> tuple[np.ndarra
                           int(offsets[0])).reshape(n, nbits)
     packed = np.packbits(chars == ord("1"), axis=1)
     return packed, None if valid.all() else valid
+
+
+def sparse_rows(array: pa.Array | pa.ChunkedArray) -> SparseRows:
+    """A sparsevec column (`SPARSEVEC_ARROW` structs) as CSR-shaped `SparseRows`, read from the
+    Arrow buffers; NULL rows are not valid and hold no elements."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    dims, indices, values = array.flatten()
+    lengths = pc.fill_null(pc.list_value_length(indices), 0).to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(array) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    valid = array.is_valid().to_numpy(zero_copy_only=False) if array.null_count else None
+    flat_indices = pc.list_flatten(indices).to_numpy(zero_copy_only=False)
+    flat_values = pc.list_flatten(values).to_numpy(zero_copy_only=False)
+    return SparseRows(pc.fill_null(dims, 0).to_numpy(zero_copy_only=False), offsets,
+                      flat_indices, flat_values, valid)
 
 
 # Joins a physical column and the vector type of an expression index's key: "c3::halfvec".
@@ -180,6 +197,22 @@ class SegmentData:
             else:
                 hit = (np.zeros((self.n_rows, -(-nbits // 8)), np.uint8),
                        np.zeros(self.n_rows, bool))
+            with self._cache_lock:
+                self._cache[key] = hit
+        return hit  # type: ignore[return-value]
+
+    def sparse(self, physical: str) -> tuple[SparseRows, np.ndarray | None]:
+        """The sparsevec column's rows (`SparseRows`) and validity mask, cached."""
+        key = ("sparse", physical)
+        with self._cache_lock:
+            hit = self._cache.get(key)
+        if hit is None:
+            if self.has_column(physical):
+                rows = sparse_rows(self.table.column(physical))
+            else:
+                rows = SparseRows(np.zeros(self.n_rows), np.zeros(self.n_rows + 1), np.zeros(0),
+                                  np.zeros(0), np.zeros(self.n_rows, bool))
+            hit = (rows, rows.valid)
             with self._cache_lock:
                 self._cache[key] = hit
         return hit  # type: ignore[return-value]

@@ -1162,8 +1162,8 @@ class Store(StoreBase):
                     access_methods.check_sparse_rows(index, _sparse_lengths(
                         table.snapshot().scan([columns[0].name]), columns[0].name))
         self.alter_table(table_id, lambda d: d.with_changes(indexes=d.indexes + (index,)))
-        if access_methods.find(index.method) is None or sparse:
-            return index  # nothing to build per segment (sparse: searched exactly)
+        if access_methods.find(index.method) is None:
+            return index  # nothing to build per segment
         # Seal the growing segment first: every row that exists now gets indexed now.
         self.seal(table_id)
         table = self.table(table_id)
