@@ -4,6 +4,7 @@
                                       [--queries 200] [--fixed-ef 40]
                                       [--efs 10,20,40,64,100,160,256,400] [--candidates 40,100]
                                       [--rounds 3] [--no-postgres] [--out FILE.json]
+    python -m benchmarks quantization --scan-vs-graph [--rows N] [--dim D]
 
 Both servers are reached the same way (psycopg over loopback TCP, prepared statements, binary
 vectors): the sqlvec server (`python -m sqlvec serve`) and PostgreSQL + pgvector 0.8 from the
@@ -158,6 +159,66 @@ def run_server(label: str, dsn: str, pid: int | None, rows: np.ndarray, queries:
     return out
 
 
+def scan_vs_graph(rows: np.ndarray, queries: np.ndarray, k: int = 40, ef: int = 40) -> dict:
+    """In-process, no server: one segment's binary-quantized keys searched for the k nearest
+    by Hamming distance (a) with the packed-bits scan sqlvec builds (exact) and (b) with an
+    hnswlib graph (m=16, ef_construction=64) over the same keys as ±1 floats under inner
+    product, which ranks exactly as Hamming distance does (hamming = (d - ip) / 2). Build
+    seconds, milliseconds per query (median of 3 passes) and recall@k (a hit is a returned
+    row whose Hamming distance is within the exact k-th: ties make any of them correct)."""
+    import hnswlib
+
+    from sqlvec.storage.bit_index import BitParams, PackedBitsIndex
+    from sqlvec.vectors import Metric as M
+
+    n, d = rows.shape
+    packed = np.packbits(rows > 0, axis=1)
+    q_packed = np.packbits(queries > 0, axis=1)
+    out: dict = {"rows": n, "bits": d, "k": k}
+    started = time.perf_counter()
+    index = PackedBitsIndex.build(packed, BitParams(M.HAMMING))
+    out["scan_build_seconds"] = time.perf_counter() - started
+    signs = np.where(rows > 0, 1.0, -1.0).astype(np.float32)
+    q_signs = np.where(queries > 0, 1.0, -1.0).astype(np.float32)
+    started = time.perf_counter()
+    graph = hnswlib.Index(space="ip", dim=d)
+    graph.init_index(max_elements=n, M=16, ef_construction=64, random_seed=1)
+    graph.add_items(signs, np.arange(n), num_threads=1)
+    out["graph_build_seconds"] = time.perf_counter() - started
+    graph.set_ef(max(ef, k))
+    hamming = [(q_signs[i] != signs).sum(axis=1) for i in range(len(queries))]
+    kth = [np.sort(h)[k - 1] for h in hamming]
+
+    def timed(search) -> tuple[float, float]:
+        passes, hits = [], 0
+        for _ in range(3):
+            hits = 0
+            started = time.perf_counter()
+            for i in range(len(queries)):
+                found = search(i)
+                hits += int((hamming[i][found] <= kth[i]).sum())
+            passes.append((time.perf_counter() - started) / len(queries) * 1000)
+        return statistics.median(passes), hits / (k * len(queries))
+
+    out["scan_ms"], out["scan_recall"] = timed(
+        lambda i: index.search(q_packed[i], k, ef=0)[0])
+    out["graph_ms"], out["graph_recall"] = timed(
+        lambda i: graph.knn_query(q_signs[i:i + 1], k=k, num_threads=1)[0][0].astype(np.int64))
+    out["scan_bytes"], out["graph_bytes"] = index.memory_bytes, n * (d * 4 + 16 * 2 * 4)
+    return out
+
+
+def render_scan(m: dict) -> str:
+    return "\n".join([
+        f"{m['rows']:,} keys of {m['bits']} bits, top-{m['k']} by Hamming distance, "
+        "one thread, in-process", "",
+        "| structure | build s | ms per query | recall | memory MB |", "|---|---|---|---|---|",
+        f"| packed bits, popcount scan (sqlvec) | {m['scan_build_seconds']:.2f} | "
+        f"{m['scan_ms']:.2f} | {m['scan_recall']:.3f} | {m['scan_bytes'] / 2**20:.1f} |",
+        f"| hnswlib graph on ±1 floats, ef=40 | {m['graph_build_seconds']:.1f} | "
+        f"{m['graph_ms']:.2f} | {m['graph_recall']:.3f} | ≈{m['graph_bytes'] / 2**20:.0f} |"])
+
+
 def render(results: list[dict], args) -> str:
     lines = [f"{args.rows:,} x {args.dim}, {args.clusters} clusters (cosine), {args.queries} "
              f"queries, HNSW m=16 ef_construction=64, QPS median of {args.rounds}", "",
@@ -202,12 +263,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-sqlvec", action="store_true")
+    parser.add_argument("--scan-vs-graph", action="store_true",
+                        help="only the in-process packed-bits scan vs graph measurement")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     args.efs = [int(e) for e in args.efs.split(",")]
     args.candidates = [int(c) for c in args.candidates.split(",")]
     gen = Clustered(args.rows, args.dim, clusters=args.clusters)
     rows, queries = gen.all(), gen.queries(args.queries)
+    if args.scan_vs_graph:
+        measured = scan_vs_graph(rows, queries)
+        print(render_scan(measured))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump({"args": vars(args), "scan_vs_graph": measured}, f, indent=2)
+        return 0
     truth = [set(t[t >= 0].tolist()) for t in top_k_batch(Metric.COSINE, rows, queries, K)]
 
     from benchmarks.writes import postgres, sqlvec

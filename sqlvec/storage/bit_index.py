@@ -56,12 +56,12 @@ BUILD_CHUNK = 65_536
 _TABLE = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
 
-def lookup_popcount(words: np.ndarray) -> np.ndarray:
+def lookup_popcount(words: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Set bits per element (uint8 counts) through a byte lookup table: NumPy before 2.0
     has no `np.bitwise_count`."""
     as_bytes = np.ascontiguousarray(words).view(np.uint8)
     counts = _TABLE[as_bytes].reshape(*words.shape, words.itemsize)
-    return counts.sum(axis=-1, dtype=np.uint8)
+    return counts.sum(axis=-1, dtype=np.uint8, out=out)
 
 
 # One hardware popcount per element where NumPy has it (2.0 and later), else the table.
@@ -86,15 +86,22 @@ def query_words(packed: np.ndarray) -> np.ndarray:
 def bit_distances(metric: Metric, words: np.ndarray, counts: np.ndarray | None,
                   query: np.ndarray) -> np.ndarray:
     """pgvector's hamming or jaccard distance from `query` (uint64 words) to every column of
-    word-major `words` (float64). `counts` is each row's popcount (needed for Jaccard)."""
+    word-major `words`: Hamming as integer counts (uint16, or uint32 for keys over 65,535
+    bits), Jaccard as float64. `counts` is each row's popcount (needed for Jaccard)."""
     n = words.shape[1]
-    acc = np.zeros(n, np.uint32)
-    if metric is Metric.HAMMING:
-        for row, word in zip(words, query):
-            acc += popcount(row ^ word)
-        return acc.astype(np.float64)
+    wide = words.shape[0] * 64 > np.iinfo(np.uint16).max
+    acc = np.zeros(n, np.uint32 if wide else np.uint16)
+    # One buffer each for the combined words and their counts, reused word after word: a new
+    # array per step would cost more in page faults than the popcounts themselves.
+    combined = np.empty(n, np.uint64)
+    ones = np.empty(n, np.uint8)
+    combine = np.bitwise_xor if metric is Metric.HAMMING else np.bitwise_and
     for row, word in zip(words, query):
-        acc += popcount(row & word)
+        combine(row, word, out=combined)
+        popcount(combined, out=ones)
+        np.add(acc, ones, out=acc, casting="unsafe")
+    if metric is Metric.HAMMING:
+        return acc
     if counts is None:
         counts = row_counts(words)
     union = counts.astype(np.int64) + int(popcount(query).sum()) - acc
@@ -121,15 +128,17 @@ def nearest(dists: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndar
     if k <= 0:
         return np.empty(0, np.int64), np.empty(0)
     if k < dists.size:
-        part = np.argpartition(dists, k - 1)[:k]
+        if dists.dtype.kind == "u":  # Hamming counts: the k-th from a histogram, O(n)
+            kth = int(np.searchsorted(np.cumsum(np.bincount(dists)), k))
+        else:
+            kth = dists[np.argpartition(dists, k - 1)[:k]].max()
         # ties at the k-th distance: take them all, then order by (distance, position)
-        kth = dists[part].max()
         part = np.flatnonzero(dists <= kth)
     else:
         part = np.arange(dists.size)
     order = part[np.lexsort((part, dists[part]))][:k]
     positions = order if candidates is None else candidates[order]
-    return positions.astype(np.int64), dists[order]
+    return positions.astype(np.int64), dists[order].astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -231,7 +240,10 @@ class PackedBitsIndex:
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The exact k nearest keys: (positions, pgvector distances), nearest first, ties by
         position. `query` is the packed key (ceil(d/8) bytes)."""
-        mask = self._valid if allowed is None else self._valid & allowed
+        if allowed is None:
+            mask = None if self._indexed == self._valid.size else self._valid
+        else:
+            mask = self._valid & allowed
         return nearest(self.distances(query), int(k), mask)
 
     def search_filtered(self, query: np.ndarray, k: int, *, knob: int, allowed: np.ndarray,
@@ -240,8 +252,8 @@ class PackedBitsIndex:
         return self.search(query, k, ef=knob, allowed=np.asarray(allowed, np.bool_))[0], 0
 
     def distances(self, query: np.ndarray) -> np.ndarray:
-        """The distance from the packed `query` to every row (float64; rows without a key
-        are scored too, callers mask them)."""
+        """The distance from the packed `query` to every row (Hamming: integer counts; rows
+        without a key are scored too, callers mask them)."""
         q = np.asarray(query, np.uint8).reshape(-1)
         if q.size * 8 < self._bits or q.size > -(-self._bits // 8):
             raise DataException(f"different bit lengths {self._bits} and {q.size * 8}")
