@@ -115,10 +115,8 @@ OPCLASSES = (
     # sparsevec columns: accepted with pgvector's limits (no default, at most
     # SPARSE_MAX_NNZ non-zero elements per row), but no graph is built: hnswlib has only
     # dense spaces, and densifying is impossible in general (up to 10^9 dimensions) and wasteful
-    # when rows hold a few dozen non-zeros out of thousands. `ORDER BY col <op> q LIMIT k` is
-    # answered by the exact sparse kernels over each segment's index/value arrays (one sorted
-    # merge per segment, sqlvec.vectors): recall 1, exactly k rows under any filter, and EXPLAIN
-    # shows the scan and sort that run (`access_methods.graph_indexes` leaves these out).
+    # when rows hold a few dozen non-zeros out of thousands. Each segment gets inverted lists
+    # instead (sparse_index.py, chosen by access_methods.structure), scored exactly.
     OpClass("sparsevec_l2_ops", Metric.L2, 16343, 16347, input_type="sparsevec"),
     OpClass("sparsevec_ip_ops", Metric.IP, 16344, 16348, input_type="sparsevec"),
     OpClass("sparsevec_cosine_ops", Metric.COSINE, 16345, 16349, input_type="sparsevec"),

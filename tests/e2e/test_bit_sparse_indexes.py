@@ -163,6 +163,15 @@ def test_growing_rows_and_deletes(conn):
     assert [r[0] for r in conn.execute(top_s)][0] == 1000
     plan = explain(conn, top_s)
     assert "inverted candidates=" in plan and "growing: exact candidates=1/1" in plan, plan
+    # Uncommitted writes of the transaction itself are searched too (an exact scan of what it
+    # sees), then gone after ROLLBACK.
+    with conn.transaction(force_rollback=True):
+        conn.execute("INSERT INTO g VALUES (2000, '11111111', '{5:5000}/5')")
+        conn.execute("DELETE FROM g WHERE id = 1000")
+        got = [r[0] for r in conn.execute(top_b)]
+        assert got[0] == 2000 and 1000 not in got
+        assert [r[0] for r in conn.execute(top_s)] == [2000, 294]
+    assert [r[0] for r in conn.execute(top_s)][0] == 1000
     with pytest.raises(psycopg.errors.DataException, match="different bit lengths 8 and 3"):
         conn.execute("SELECT id FROM g ORDER BY b <~> '101' LIMIT 1").fetchall()
     with pytest.raises(psycopg.errors.DataException,
