@@ -9,7 +9,10 @@ eligible rows is known exactly before any vector work. The strategy per segment:
 - ``<method>`` (``hnsw``): the segment's index alone, when (almost) every row is eligible;
 - ``<method>-postfilter`` (``hnsw-postfilter``): the index queried for k / selectivity × 2
   nearest rows, filtered with the eligibility mask in NumPy and widened (× 4) until k survive —
-  everything stays in C, no Python callback per visited node.
+  everything stays in C, no Python callback per visited node;
+- ``packed_bits`` / ``inverted``: the exact structures of indexes on bits and on sparsevec
+  columns (bit_index.py, sparse_index.py), which apply the filter while scoring, so they answer
+  under any filter.
 
 Indexes are used only through the `VectorIndex` protocol (vector_index.py), whatever their
 access method. The exact/index crossover comes from the cost model in `SearchPolicy`
@@ -171,11 +174,11 @@ def plan_segment(view: SegmentView, physical: str, dims: int, k: int, *,
     sparsevec."""
     data = view.data
     index = data.index(index_name) if index_name and not exact else None
-    if isinstance(index, PackedBitsIndex):
-        # The index is the segment's keys, packed: nothing else is read, whatever the filter.
-        matrix, valid = None, index.valid
-    elif isinstance(index, SparseInvertedIndex):
-        matrix, valid = index.rows, index.valid
+    if isinstance(index, (PackedBitsIndex, SparseInvertedIndex)):
+        # The index holds the segment's keys (packed bits; the sparse rows beside their
+        # inverted lists): nothing else is read, whatever the filter.
+        matrix = index.rows if isinstance(index, SparseInvertedIndex) else None
+        valid = index.valid if index.indexed_count < data.n_rows else None
     elif bits:
         matrix, valid = data.bits(physical, dims)
     elif sparse:
