@@ -175,6 +175,7 @@ class PackedBitsIndex:
 
     @classmethod
     def make_params(cls, metric: Metric, options: Mapping[str, int]) -> BitParams:
+        """The metric alone: the method's options (m, lists, ...) shape no such structure."""
         return BitParams(metric)
 
     @classmethod
@@ -265,6 +266,7 @@ class PackedBitsIndex:
 
     @classmethod
     def search_knob(cls, settings: Mapping[str, str] | None) -> int:
+        """No knob: the scan is exact."""
         return 0
 
     def explain(self, knob: int, estimated_recall: float | None) -> str:
@@ -293,6 +295,7 @@ class PackedBitsIndex:
 
     @property
     def memory_bytes(self) -> int:
+        """Resident bytes of the structure's arrays (what `sqlvec_indexes` shows)."""
         counts = 0 if self._counts is None else self._counts.nbytes
         return int(self._words.nbytes + self._valid.nbytes + counts)
 

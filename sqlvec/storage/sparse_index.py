@@ -112,6 +112,7 @@ class SparseInvertedIndex:
 
     @classmethod
     def make_params(cls, metric: Metric, options: Mapping[str, int]) -> SparseParams:
+        """The metric alone: the method's options (m, lists, ...) shape no such structure."""
         return SparseParams(metric)
 
     @classmethod
@@ -257,6 +258,7 @@ class SparseInvertedIndex:
 
     @classmethod
     def search_knob(cls, settings: Mapping[str, str] | None) -> int:
+        """No knob: the scan is exact."""
         return 0
 
     def explain(self, knob: int, estimated_recall: float | None) -> str:
@@ -280,6 +282,7 @@ class SparseInvertedIndex:
 
     @property
     def memory_bytes(self) -> int:
+        """Resident bytes of the structure's arrays (what `sqlvec_indexes` shows)."""
         r = self._rows
         return int(self._keys.nbytes + self._offsets.nbytes + self._list_rows.nbytes
                    + self._list_values.nbytes + self._sq_norms.nbytes + self._l1_norms.nbytes
