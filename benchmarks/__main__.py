@@ -19,6 +19,7 @@ SUITES = {
     "foreign_keys": "benchmarks.foreign_keys",
     "copy": "benchmarks.ingest",
     "btree": "benchmarks.btree",
+    "quantization": "benchmarks.quantization",
 }
 
 

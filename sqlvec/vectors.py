@@ -45,6 +45,8 @@ class Metric(enum.Enum):
     COSINE = "cosine"
     IP = "ip"  # negative inner product, pgvector's <#>
     L1 = "l1"
+    HAMMING = "hamming"  # bit strings: pgvector's <~>
+    JACCARD = "jaccard"  # bit strings: pgvector's <%>
 
     @property
     def operator(self) -> str:
@@ -56,7 +58,10 @@ class Metric(enum.Enum):
         return {v: k for k, v in _OPERATORS.items()}[op]
 
 
-_OPERATORS = {Metric.L2: "<->", Metric.COSINE: "<=>", Metric.IP: "<#>", Metric.L1: "<+>"}
+_OPERATORS = {Metric.L2: "<->", Metric.COSINE: "<=>", Metric.IP: "<#>", Metric.L1: "<+>",
+              Metric.HAMMING: "<~>", Metric.JACCARD: "<%>"}
+# The metrics of bit strings (packed bits, not float vectors).
+BIT_METRICS = frozenset({Metric.HAMMING, Metric.JACCARD})
 
 
 def check_same_dims(a: int, b: int, type_name: str = "vector") -> None:
@@ -118,6 +123,8 @@ def l2_squared_distances(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 _PGVECTOR_CHUNK_ROWS = 8192
 # pgvector's loops as GCC vectorizes them (x86-64, FMA): 16 running sums, then one 8-wide step.
 _LANES = 16
+# Columns whose products `_pgvector_sum` forms at once (a multiple of _LANES).
+_SUM_BLOCK = 256
 
 
 def _pgvector(metric: Metric, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -131,10 +138,13 @@ def _pgvector(metric: Metric, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return _pgvector_sum(np.abs(x - y), None, fma_tail=False).astype(np.float64)
     if metric is Metric.IP:
         return -_pgvector_sum(x, y, fma_tail=False).astype(np.float64)
-    dots = _pgvector_sum(x, y, fma_tail=True).astype(np.float64)
-    norm_x = _pgvector_sum(x, x, fma_tail=True).astype(np.float64)
-    norm_y = _pgvector_sum(y if y.ndim == 2 else y[None, :], y if y.ndim == 2 else y[None, :],
-                           fma_tail=True).astype(np.float64)
+    # The three sums in one pass (each row's sum is independent of the others').
+    y2 = y if y.ndim == 2 else y[None, :]
+    n = x.shape[0]
+    sums = _pgvector_sum(np.concatenate([x, x, y2]),
+                         np.concatenate([np.broadcast_to(y2, x.shape), x, y2]),
+                         fma_tail=True).astype(np.float64)
+    dots, norm_x, norm_y = sums[:n], sums[n:2 * n], sums[2 * n:]
     # pgvector: sqrt(a * b) over sqrt(a) * sqrt(b); a zero vector gives NaN; clamped to [-1, 1].
     with np.errstate(invalid="ignore", divide="ignore"):
         sim = np.clip(dots / np.sqrt(norm_x * norm_y), -1.0, 1.0)
@@ -152,14 +162,20 @@ def _pgvector_sum(x: np.ndarray, y: np.ndarray | None, fma_tail: bool,
     main = d - d % _LANES
     total = np.zeros(n, np.float32) if init is None else np.asarray(init, np.float32)
     if main:
-        acc = np.zeros((n, _LANES), np.float64)
-        for s in range(0, main, _LANES):
+        # The products of a block of steps at once (exact in float64), then one add and one
+        # rounding per step: the same arithmetic as a fused multiply-add per step, with a
+        # third of the NumPy calls (what a re-rank of a few dozen rows costs).
+        acc = np.zeros((n, _LANES), np.float32)
+        for b in range(0, main, _SUM_BLOCK):
+            end = min(main, b + _SUM_BLOCK)
             if y is None:
-                acc += x[:, s:s + _LANES]
+                block = x[:, b:end].astype(np.float64)
             else:
-                acc += x[:, s:s + _LANES].astype(np.float64) * y[..., s:s + _LANES]
-            acc = acc.astype(np.float32).astype(np.float64)
-        total = total + _fold(acc.astype(np.float32))
+                block = x[:, b:end].astype(np.float64) * y[..., b:end]
+            block = block.reshape(n, (end - b) // _LANES, _LANES)
+            for s in range(block.shape[1]):
+                acc = (acc + block[:, s]).astype(np.float32)
+        total = total + _fold(acc)
     i = main
     if d - i >= 8:
         part = x[:, i:i + 8] if y is None else x[:, i:i + 8] * y[..., i:i + 8]
@@ -190,9 +206,10 @@ def _halfvec(metric: Metric, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     if metric is Metric.L1:
         return _f16c_sum(np.abs(xf - yf), None).astype(np.float64)
     y2 = yf if yf.ndim == 2 else yf[None, :]
-    dots = _f16c_sum(xf, yf).astype(np.float64)
-    norm_x = _f16c_sum(xf, xf).astype(np.float64)
-    norm_y = _f16c_sum(y2, y2).astype(np.float64)
+    n = xf.shape[0]
+    sums = _f16c_sum(np.concatenate([xf, xf, y2]),
+                     np.concatenate([np.broadcast_to(y2, xf.shape), xf, y2])).astype(np.float64)
+    dots, norm_x, norm_y = sums[:n], sums[n:2 * n], sums[2 * n:]
     with np.errstate(invalid="ignore", divide="ignore"):
         sim = np.clip(dots / np.sqrt(norm_x * norm_y), -1.0, 1.0)
     return 1.0 - sim
@@ -209,14 +226,19 @@ def _f16c_sum(x: np.ndarray, y: np.ndarray | None) -> np.ndarray:
     elements one by one (fused too: the loop is compiled for FMA)."""
     n, d = x.shape
     count = d - d % _F16C_LANES
-    acc = np.zeros((n, _F16C_LANES), np.float64)
-    for s in range(0, count, _F16C_LANES):
+    # As in `_pgvector_sum`: the exact products a block at a time, one add and one rounding
+    # per step (the same arithmetic as a fused multiply-add per step).
+    acc = np.zeros((n, _F16C_LANES), np.float32)
+    for b in range(0, count, _SUM_BLOCK):
+        end = min(count, b + _SUM_BLOCK)
         if y is None:
-            acc += x[:, s:s + _F16C_LANES]
+            block = x[:, b:end].astype(np.float64)
         else:
-            acc += x[:, s:s + _F16C_LANES].astype(np.float64) * y[..., s:s + _F16C_LANES]
-        acc = acc.astype(np.float32).astype(np.float64)
-    lanes = acc.astype(np.float32)
+            block = x[:, b:end].astype(np.float64) * y[..., b:end]
+        block = block.reshape(n, (end - b) // _F16C_LANES, _F16C_LANES)
+        for s in range(block.shape[1]):
+            acc = (acc + block[:, s]).astype(np.float32)
+    lanes = acc
     while lanes.shape[1] > 1:
         lanes = lanes[:, 0::2] + lanes[:, 1::2]
     total = lanes[:, 0]

@@ -16,10 +16,10 @@ import numpy as np
 import pyarrow as pa
 from sqlglot import exp
 
-from sqlvec.errors import Notice, SqlVecError
+from sqlvec.errors import DataException, Notice, SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.expressions import Frame
-from sqlvec.execution.expressions.vector import vector_distance
+from sqlvec.execution.expressions.vector import bit_chars, sparse_distance, vector_distance
 from sqlvec.execution.kernels import empty_width, sort_indices, table_of
 from sqlvec.execution.operators import OneRowOp, ScanOp
 from sqlvec.execution.values import INT8, Value, as_array
@@ -27,8 +27,16 @@ from sqlvec.plan import nodes as n
 from sqlvec.sql.binder import Field
 from sqlvec.storage.schema import ROWID
 from sqlvec.storage.search import MAX_EF_SEARCH, MAX_EF_SEARCH_DEFAULT, SegmentPlan, read_max_ef
-from sqlvec.types import SqlType
-from sqlvec.vectors import Metric
+from sqlvec.types import SparseVector, SqlType
+from sqlvec.vectors import (
+    BIT_METRICS,
+    Metric,
+    SparseRows,
+    binary_quantize,
+    hamming_distances,
+    jaccard_distances,
+    pack_bits,
+)
 
 
 def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
@@ -43,7 +51,9 @@ def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
     # An expression index's key (`col::halfvec`) is searched with a query of the cast's type.
     column, _, key_type = node.column.partition("::")
     kind = key_type or next((f.type.name for f in node.scan.fields if f.name == column
-                             and f.type is not None and f.type.is_vector), "vector")
+                             and f.type is not None and (f.type.is_vector or f.type.is_sparse
+                                                         or f.type.name == "bit")),
+                            "vector")
     query = c.compile_as(node.query, SqlType(kind))
     k = c.compile_as(node.k, INT8)
     types = list(scan.types) + [V.FLOAT8]
@@ -142,7 +152,7 @@ def _pruner(bounds, table_def, frame) -> object:
     return prune if resolved else None
 
 
-def _count_index_use(stats, snap, column: str, plans: list[SegmentPlan]) -> None:
+def _count_index_use(stats, snap, column: str, metric: Metric, plans: list[SegmentPlan]) -> None:
     """pg_stat_user_indexes: a search that used the column's index on some segment is one
     scan of it, reading the entries the graphs returned; any other search is a scan of the
     table (pg_stat_user_tables.seq_scan), as PostgreSQL counts an exact ORDER BY."""
@@ -150,10 +160,8 @@ def _count_index_use(stats, snap, column: str, plans: list[SegmentPlan]) -> None
     if not used:
         stats.scanned(snap.row_count)
         return
-    name, _, key_type = column.partition("::")
-    name = next((ix.name for ix in snap.table_def.indexes
-                 if ix.method == used[0].method and ix.columns and ix.columns[0] == name
-                 and ix.key_type == (key_type or None)), used[0].method)
+    index = snap.index_for(column, metric)
+    name = index.name if index is not None else used[0].method
     stats.index_scanned(name, sum(p.returned for p in used),
                               sum(p.returned for p in plans))
 
@@ -212,11 +220,19 @@ class VectorTopKOp(OneRowOp):
             # A NULL query vector: every distance is NULL; order is then arbitrary.
             table = self.scan.execute(ctx, outer).slice(0, k)
             return table_of(list(table.columns) + [pa.nulls(table.num_rows, pa.float64())])
-        vector = np.asarray(q.values.to_numpy(zero_copy_only=False),
-                            dtype=np.float16 if self.query.type.name == "halfvec" else np.float32)
+        if self.metric in BIT_METRICS:  # a bit string, as its text of '0' and '1'
+            vector = q.as_py()
+        elif self.query.type.is_sparse:
+            one = SparseVector.from_dict(q.as_py())
+            vector = SparseRows(np.array([one.dim]), np.array([0, one.indices.size]),
+                                one.indices, one.values)
+        else:
+            vector = np.asarray(q.values.to_numpy(zero_copy_only=False),
+                                dtype=np.float16 if self.query.type.name == "halfvec"
+                                else np.float32)
         overlay = ctx.overlay.table_overlay(self.scan.table_id) if ctx.overlay is not None else None
         if overlay is not None:
-            return self._with_overlay(ctx, outer, vector, k)
+            return self._with_overlay(ctx, outer, q if self.query.type.is_sparse else vector, k)
         snap = ctx.snapshot(self.scan.table_id)
         plans: list[SegmentPlan] = []
         found = snap.search(self.column, self.metric, vector, k,
@@ -226,7 +242,8 @@ class VectorTopKOp(OneRowOp):
                             plans=plans, **self._settings(ctx))
         self.index_name = _index_name(snap, self.column, self.metric, plans)
         ctx.stats.setdefault(("segments", id(self)), []).append(plans)
-        _count_index_use(ctx.table_stats(self.scan.table_id), snap, self.column, plans)
+        _count_index_use(ctx.table_stats(self.scan.table_id), snap, self.column, self.metric,
+                         plans)
         _report_missed_target(ctx, plans)
         rows = found.num_rows
         cols = [found.column(name) if name in self.columns else pa.nulls(rows, t.to_arrow())
@@ -240,16 +257,40 @@ class VectorTopKOp(OneRowOp):
         column, _, key_type = self.column.partition("::")
         col_index = [f.name for f in self.scan.fields].index(column)
         values = table.column(col_index)
-        if key_type:  # an expression index's key: the column's values cast as it casts them
+        if self.metric in BIT_METRICS:
+            dist = _bit_rows_distances(self.metric, values, key_type, vector, table.num_rows)
+        elif self.query.type.is_sparse:  # `vector` is the query's sparsevec scalar
+            dist = sparse_distance(self.metric, values, vector, table.num_rows)
+        elif key_type:  # an expression index's key: the column's values cast as it casts them
             values = _cast_rows(values, vector.dtype)
-        dist = vector_distance(self.metric, values,
-                               pa.scalar(vector.tolist(),
-                                         pa.list_(pa.from_numpy_dtype(vector.dtype), vector.size)),
-                               table.num_rows)
+        if self.metric not in BIT_METRICS and not self.query.type.is_sparse:
+            dist = vector_distance(self.metric, values,
+                                   pa.scalar(vector.tolist(), pa.list_(
+                                       pa.from_numpy_dtype(vector.dtype), vector.size)),
+                                   table.num_rows)
         order = sort_indices([(dist, V.FLOAT8, False, False)], table.num_rows)
         table = table.take(order).slice(0, k)
         dist = as_array(dist, len(order)).take(order).slice(0, k)
         return table_of(list(table.columns) + [dist])
+
+
+def _bit_rows_distances(metric: Metric, values, key_type: str, query: str, n: int) -> pa.Array:
+    """Hamming or Jaccard distances from the query bits to a bit column's rows, or to
+    `binary_quantize(col)` of a vector column's (key type "bit"); NULL for a NULL row."""
+    if key_type:
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        matrix = np.asarray(values.values.to_numpy(zero_copy_only=False)).reshape(n, -1)
+        chars = binary_quantize(matrix)
+        valid = values.is_valid().to_numpy(zero_copy_only=False) if values.null_count else None
+    else:
+        chars, valid = bit_chars(values, n)
+    q = np.frombuffer(query.encode("ascii"), np.uint8)
+    if n and chars.shape[1] != q.size:
+        raise DataException(f"different bit lengths {chars.shape[1]} and {q.size}")
+    kernel = hamming_distances if metric is Metric.HAMMING else jaccard_distances
+    out = kernel(pack_bits(chars), pack_bits(q.reshape(1, -1))) if n else np.empty(0)
+    return pa.array(out, pa.float64(), mask=None if valid is None else ~valid)
 
 
 def _cast_rows(values, dtype) -> pa.Array:

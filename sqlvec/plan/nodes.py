@@ -431,7 +431,8 @@ class VectorTopK(PlanNode):
         if key_type:  # an expression index's key, as pg_get_indexdef prints it
             dims = next((f.type.typmod for f in self.scan.fields if f.name == column
                          and f.type is not None), -1)
-            key = f"({column})::{key_type}" + (f"({dims})" if dims > 0 else "")
+            inner = f"binary_quantize({column})" if key_type == "bit" else column
+            key = f"({inner})::{key_type}" + (f"({dims})" if dims > 0 else "")
         else:
             key = column
         text = f"Vector Top-K on {self.scan.table_name}\n  Order By: {key} {op} " \

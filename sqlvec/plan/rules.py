@@ -18,7 +18,7 @@ from sqlvec.errors import SqlVecError
 from sqlvec.plan import nodes as n
 from sqlvec.plan.index_selection import use_btree_index
 from sqlvec.sql.binder import Field, Scope
-from sqlvec.sql.dialect import VectorDistance
+from sqlvec.sql.dialect import BitDistance, VectorDistance
 from sqlvec.types import SqlType
 
 DISTANCE_FIELD = "__distance"
@@ -67,6 +67,10 @@ def use_vector_topk(plan: n.PlanNode) -> n.PlanNode:
         if match is None:
             return node
         column, query = match
+        if isinstance(distance, BitDistance) and len(sort.keys) > 1:
+            # Integer Hamming distances tie often: a later sort key must see every tied row,
+            # which a top-k cut at k rows would not give it. The exact sort answers.
+            return node
         k = node.limit if node.offset is None else exp.Add(this=node.limit.copy(),
                                                           expression=node.offset.copy())
         fields = tuple(scan.fields) + (Field(DISTANCE_FIELD, None, SqlType("float8"), hidden=True),)
@@ -146,6 +150,8 @@ def look_through(node: n.PlanNode) -> tuple[n.Scan, Callable] | None:
 def _vector_operands(e: exp.Expression, scan: n.Scan) -> tuple[str, exp.Expression] | None:
     """(column name, query expression) when `e` is a distance between a vector column of the
     scan and an expression that does not depend on the row."""
+    if isinstance(e, BitDistance):
+        return _bit_operands(e, scan)
     if not isinstance(e, VectorDistance):
         return None
     scope = Scope(list(scan.fields))
@@ -168,13 +174,60 @@ def _vector_operands(e: exp.Expression, scan: n.Scan) -> tuple[str, exp.Expressi
             if index is None:
                 continue
             f = scan.fields[index]
-            if f.type is None or not f.type.is_vector or f.type.dims is None:
+            if f.type is None or not (f.type.is_vector or f.type.is_sparse and key_type is None) \
+                    or f.type.dims is None:
                 continue
             if any(scope.find(c.name, c.table or None) is not None
                    for c in query_side.find_all(exp.Column)):
                 continue
             return (f.name if key_type is None else f"{f.name}::{key_type}"), query_side
     return None
+
+
+def _bit_operands(e: BitDistance, scan: n.Scan) -> tuple[str, exp.Expression] | None:
+    """(key, query expression) when `e` is a Hamming or Jaccard distance between a bit(n)
+    column of the scan (key: the column) or `binary_quantize(col)::bit(n)` of a vector column
+    of n dimensions (key `col::bit`, what such an expression index indexes) and an expression
+    that does not depend on the row."""
+    scope = Scope(list(scan.fields))
+    for col_side, query_side in ((e.this, e.expression), (e.expression, e.this)):
+        while isinstance(col_side, exp.Paren):
+            col_side = col_side.this
+        key = None
+        if isinstance(col_side, exp.Column):
+            index = scope.find(col_side.name, col_side.table or None)
+            f = scan.fields[index] if index is not None else None
+            if f is not None and f.type is not None and f.type.name == "bit" and f.type.typmod > 0:
+                key = f.name
+        elif isinstance(col_side, exp.Cast) and _type_name(col_side.to) == "bit" and \
+                col_side.to.expressions:
+            inner = col_side.this
+            while isinstance(inner, exp.Paren):
+                inner = inner.this
+            if isinstance(inner, exp.Anonymous) and str(inner.name).lower() == "binary_quantize" \
+                    and len(inner.expressions) == 1 and isinstance(inner.expressions[0], exp.Column):
+                column = inner.expressions[0]
+                index = scope.find(column.name, column.table or None)
+                f = scan.fields[index] if index is not None else None
+                try:
+                    bits = int(col_side.to.expressions[0].name)
+                except ValueError:
+                    bits = -1
+                if f is not None and f.type is not None and \
+                        f.type.name in ("vector", "halfvec") and f.type.dims == bits:
+                    key = f"{f.name}::bit"
+        if key is None:
+            continue
+        if any(scope.find(c.name, c.table or None) is not None
+               for c in query_side.find_all(exp.Column)):
+            continue
+        return key, query_side
+    return None
+
+
+def _type_name(to: exp.DataType) -> str:
+    return (to.args["kind"].name if to.this == exp.DataType.Type.USERDEFINED and
+            to.args.get("kind") is not None else str(to.this.value)).lower()
 
 
 def _vector_cast(cast: exp.Cast, scope: Scope, scan: n.Scan) -> str | None:

@@ -122,12 +122,14 @@ class HammingDistance(BitDistance):
     """`a <~> b`, also `hamming_distance(a, b)`: the number of differing bits."""
 
     operator = "<~>"
+    metric = Metric.HAMMING
 
 
 class JaccardDistance(BitDistance):
     """`a <%> b`, also `jaccard_distance(a, b)`: 1 - |a AND b| / |a OR b|."""
 
     operator = "<%>"
+    metric = Metric.JACCARD
 
 
 class VectorDims(exp.Expression, exp.Func):

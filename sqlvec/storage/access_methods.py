@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from sqlvec.errors import (
     DataException,
     DatatypeMismatch,
@@ -23,9 +25,12 @@ from sqlvec.errors import (
     SqlVecError,
     UndefinedObject,
 )
+from sqlvec.storage.bit_index import PackedBitsIndex
 from sqlvec.storage.hnsw import SPARSE_MAX_NNZ, HnswIndex
 from sqlvec.storage.ivfflat import IvfflatIndex
 from sqlvec.storage.schema import ColumnDef, IndexDef, TableDef
+from sqlvec.storage.segment import SegmentData, key_name
+from sqlvec.storage.sparse_index import SparseInvertedIndex
 from sqlvec.storage.vector_index import OpClass, VectorIndex, all_options, check_options
 from sqlvec.types import SqlType
 from sqlvec.vectors import Metric
@@ -126,31 +131,67 @@ def metric_of(index: IndexDef) -> Metric:
 
 
 def params_of(index: IndexDef) -> Any:
-    """What the method's build and load take for this index definition."""
+    """What the index's per-segment structure's build and load take for this definition."""
     method = get(index.method)
-    return method.make_params(opclass(method, index.opclass).metric,
-                              all_options(method, index.options))
+    return structure(index).make_params(opclass(method, index.opclass).metric,
+                                        all_options(method, index.options))
+
+
+def structure(index: IndexDef) -> type[VectorIndex]:
+    """The class of the per-segment structure an index definition builds: its method's own,
+    except for indexes on bits (`bit_hamming_ops`, `bit_jaccard_ops`, on a bit column or a
+    `binary_quantize(v)::bit(n)` expression), which build packed bits whatever the method
+    (bit_index.py: hnswlib has no Hamming or Jaccard space, and an exact popcount scan of packed
+    words is as fast as a graph at a segment's size, with recall 1)."""
+    if on_bits(index):
+        return PackedBitsIndex
+    if on_sparse(index):
+        return SparseInvertedIndex
+    return get(index.method)
+
+
+def on_sparse(index: IndexDef) -> bool:
+    """An index on a sparsevec column (its operator class is one of sparsevec): inverted lists
+    per segment (sparse_index.py: hnswlib has only dense spaces)."""
+    return (index.opclass or "").startswith("sparsevec_")
+
+
+def on_bits(index: IndexDef) -> bool:
+    """An index on bit strings (its operator class is one of bits)."""
+    return (index.opclass or "").startswith("bit_")
 
 
 def vector_indexes(table: TableDef) -> tuple[IndexDef, ...]:
-    """The table's indexes that registered vector methods build per segment (not those on
-    sparsevec columns, `sparse_indexes`, nor those on bits, `exact_only`)."""
-    return tuple(ix for ix in table.indexes if ix.method in _METHODS
-                 and not _on_sparse(table, ix) and not exact_only(ix))
+    """The table's indexes that registered vector methods build per segment (each through its
+    `structure`)."""
+    return tuple(ix for ix in table.indexes if ix.method in _METHODS)
 
 
-def exact_only(index: IndexDef) -> bool:
-    """An index on bits (`bit_hamming_ops`, `bit_jaccard_ops`, on a bit column or a
-    `binary_quantize(v)::bit(n)` expression): accepted as pgvector accepts it, but nothing is
-    built per segment. hnswlib has no Hamming or Jaccard space, and the exact popcount scan over
-    packed bytes (sqlvec.vectors) answers `ORDER BY b <~> q LIMIT k` at memory speed, so a
-    graph would buy little and cost recall."""
-    return (index.opclass or "").startswith("bit_")
+def key_dims(table: TableDef, index: IndexDef) -> int:
+    """The length of the index's keys: a vector's dimensions, or a bit string's bits."""
+    col = table.column(index.columns[0])
+    if col.type.name in ("bit", "varbit") and index.key_type is None:
+        return max(col.type.typmod, 1)
+    return int(col.type.dims or 0)
+
+
+def index_rows(seg: SegmentData, table: TableDef,
+               index: IndexDef) -> tuple[np.ndarray, np.ndarray | None]:
+    """What the index's structure is built from for one segment, with the rows' validity: the
+    vectors (or their cast, for an expression index), or the packed bits of a bit column or of
+    `binary_quantize(col)::bit(n)`."""
+    col = table.column(index.columns[0])
+    physical = key_name(col.physical, index.key_type)
+    if on_bits(index):
+        return seg.bits(physical, key_dims(table, index))
+    if on_sparse(index):
+        return seg.sparse(physical)  # type: ignore[return-value]
+    return seg.vectors(physical, col.type.dims)
 
 
 def sparse_indexes(table: TableDef) -> tuple[IndexDef, ...]:
     """The table's vector-method indexes on sparsevec columns: definitions whose limits writes
-    respect (`check_sparse_rows`), searched exactly (no per-segment structure; see hnsw.py)."""
+    respect (`check_sparse_rows`)."""
     return tuple(ix for ix in table.indexes if ix.method in _METHODS and _on_sparse(table, ix))
 
 
@@ -227,10 +268,12 @@ def check_definition(method_name: str, columns: list[ColumnDef], opclass_name: s
     if chosen.input_type != "bit" and col.type.dims is None:
         raise DataException(f'column "{col.name}" does not have dimensions')
     given = check_options(method, options)
-    # A sparsevec index builds no structure (its L1 metric neither): only its options are checked.
-    metric = chosen.metric if chosen.input_type != "sparsevec" else method.opclasses[0].metric
+    # Bits and sparse vectors build their own structures (the method's options are still
+    # checked as the method's).
+    built = {"bit": PackedBitsIndex, "sparsevec": SparseInvertedIndex}.get(chosen.input_type,
+                                                                          method)
     try:
-        method.make_params(metric, all_options(method, given))
+        built.make_params(chosen.metric, all_options(method, given))
     except (TypeError, ValueError) as exc:  # a method's own checks, if not already SQL errors
         raise InvalidParameterValue(str(exc)) from exc
     return chosen.name, given

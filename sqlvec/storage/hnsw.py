@@ -115,19 +115,17 @@ OPCLASSES = (
     # sparsevec columns: accepted with pgvector's limits (no default, at most
     # SPARSE_MAX_NNZ non-zero elements per row), but no graph is built: hnswlib has only
     # dense spaces, and densifying is impossible in general (up to 10^9 dimensions) and wasteful
-    # when rows hold a few dozen non-zeros out of thousands. `ORDER BY col <op> q LIMIT k` is
-    # answered by the exact sparse kernels over each segment's index/value arrays (one sorted
-    # merge per segment, sqlvec.vectors): recall 1, exactly k rows under any filter, and EXPLAIN
-    # shows the scan and sort that run (`access_methods.graph_indexes` leaves these out).
+    # when rows hold a few dozen non-zeros out of thousands. Each segment gets inverted lists
+    # instead (sparse_index.py, chosen by access_methods.structure), scored exactly.
     OpClass("sparsevec_l2_ops", Metric.L2, 16343, 16347, input_type="sparsevec"),
     OpClass("sparsevec_ip_ops", Metric.IP, 16344, 16348, input_type="sparsevec"),
     OpClass("sparsevec_cosine_ops", Metric.COSINE, 16345, 16349, input_type="sparsevec"),
     OpClass("sparsevec_l1_ops", Metric.L1, 16346, 16350, input_type="sparsevec"),
-    # bit columns and `binary_quantize(v)::bit(n)` expressions: accepted, nothing built (see
-    # access_methods.exact_only: hnswlib has no Hamming or Jaccard space, and the exact popcount
-    # scan answers); the metric field is unused for them.
-    OpClass("bit_hamming_ops", Metric.L2, 16370, 16372, input_type="bit"),
-    OpClass("bit_jaccard_ops", Metric.L2, 16371, 16373, input_type="bit"),
+    # bit columns and `binary_quantize(v)::bit(n)` expressions: no graph either (hnswlib has no
+    # Hamming or Jaccard space); each segment keeps its keys as packed bits, scanned exactly by
+    # popcount (bit_index.py, chosen by access_methods.structure).
+    OpClass("bit_hamming_ops", Metric.HAMMING, 16370, 16372, input_type="bit"),
+    OpClass("bit_jaccard_ops", Metric.JACCARD, 16371, 16373, input_type="bit"),
 )
 # pgvector's limit on the non-zero elements of a sparsevec in an hnsw index.
 SPARSE_MAX_NNZ = 1000

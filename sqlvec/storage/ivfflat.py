@@ -85,8 +85,8 @@ OPCLASSES = (
     OpClass("halfvec_l2_ops", Metric.L2, 16324, 16330, input_type="halfvec"),
     OpClass("halfvec_ip_ops", Metric.IP, 16325, 16331, input_type="halfvec"),
     OpClass("halfvec_cosine_ops", Metric.COSINE, 16326, 16332, input_type="halfvec"),
-    # Bits: accepted, searched by the exact popcount scan (access_methods.exact_only).
-    OpClass("bit_hamming_ops", Metric.L2, 16374, 16375, input_type="bit"),
+    # Bits: packed per segment and scanned exactly by popcount (bit_index.py).
+    OpClass("bit_hamming_ops", Metric.HAMMING, 16374, 16375, input_type="bit"),
 )
 _METRIC_CODES = {Metric.L2: 1, Metric.COSINE: 2, Metric.IP: 3}
 

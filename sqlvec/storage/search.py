@@ -9,7 +9,10 @@ eligible rows is known exactly before any vector work. The strategy per segment:
 - ``<method>`` (``hnsw``): the segment's index alone, when (almost) every row is eligible;
 - ``<method>-postfilter`` (``hnsw-postfilter``): the index queried for k / selectivity × 2
   nearest rows, filtered with the eligibility mask in NumPy and widened (× 4) until k survive —
-  everything stays in C, no Python callback per visited node.
+  everything stays in C, no Python callback per visited node;
+- ``packed_bits`` / ``inverted``: the exact structures of indexes on bits and on sparsevec
+  columns (bit_index.py, sparse_index.py), which apply the filter while scoring, so they answer
+  under any filter.
 
 Indexes are used only through the `VectorIndex` protocol (vector_index.py), whatever their
 access method. The exact/index crossover comes from the cost model in `SearchPolicy`
@@ -41,9 +44,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sqlvec.errors import InvalidParameterValue
+from sqlvec.storage.bit_index import PackedBitsIndex, nearest
 from sqlvec.storage.segment import SegmentView
+from sqlvec.storage.sparse_index import SparseInvertedIndex, sparse_top_k
 from sqlvec.storage.vector_index import FilteringIndex, VectorIndex, is_set, overquery
-from sqlvec.vectors import Metric, top_k
+from sqlvec.vectors import (
+    BIT_METRICS,
+    Metric,
+    SparseRows,
+    hamming_distances,
+    jaccard_distances,
+    top_k,
+)
 from sqlvec.vectors import distances as exact_distances
 
 # The recall a search aims at when the session has set neither `sqlvec.target_recall` nor the
@@ -155,23 +167,38 @@ def plan_segment(view: SegmentView, physical: str, dims: int, k: int, *,
                  target_recall: float | None = None, exact: bool = False,
                  pruned: bool = False, policy: SearchPolicy = SearchPolicy(),
                  max_ef: int = MAX_EF_SEARCH_DEFAULT,
-                 settings: Mapping[str, str] | None = None) -> SegmentSearch:
-    """Decide how one segment answers a top-k query (no vector work happens here)."""
+                 settings: Mapping[str, str] | None = None,
+                 bits: bool = False, sparse: bool = False) -> SegmentSearch:
+    """Decide how one segment answers a top-k query (no vector work happens here). `bits`:
+    the key is a bit string of `dims` bits (packed; Hamming or Jaccard); `sparse`: a
+    sparsevec."""
     data = view.data
-    matrix, valid = data.vectors(physical, dims)
+    index = data.index(index_name) if index_name and not exact else None
+    if isinstance(index, (PackedBitsIndex, SparseInvertedIndex)):
+        # The index holds the segment's keys (packed bits; the sparse rows beside their
+        # inverted lists): nothing else is read, whatever the filter.
+        matrix = index.rows if isinstance(index, SparseInvertedIndex) else None
+        valid = index.valid if index.indexed_count < data.n_rows else None
+    elif bits:
+        matrix, valid = data.bits(physical, dims)
+    elif sparse:
+        matrix, valid = data.sparse(physical)
+    else:
+        matrix, valid = data.vectors(physical, dims)
     base = _combine(view.live_mask(), valid)
     rows = data.n_rows if base is None else int(np.count_nonzero(base))
     if pruned:
         return SegmentSearch(view, SegmentPlan(data.id, rows, 0, "skip", k=k), None, None, matrix)
     mask = _combine(base, allowed)
     eligible = rows if allowed is None else int(np.count_nonzero(mask))
-    index = data.index(index_name) if index_name and not exact else None
     method = type(index).access_method if index is not None else None
     if eligible == 0:
         strategy = "skip"
     elif index is None:
         strategy = "exact"
-    elif allowed is None or eligible == rows:
+    elif allowed is None or eligible == rows or isinstance(index, (PackedBitsIndex,
+                                                                    SparseInvertedIndex)):
+        # (exact structures apply the filter while scoring: one strategy for any filter)
         strategy = method
     else:
         selectivity = eligible / max(rows, 1)
@@ -229,6 +256,17 @@ def run_segment(search: SegmentSearch, metric: Metric, query: np.ndarray) -> tup
     try:
         if plan.strategy == "skip" or plan.k == 0:
             return np.empty(0, np.int64), np.empty(0)
+        if metric in BIT_METRICS:
+            out = _bits(search, metric, query, plan.k)
+            plan.returned = out[0].size
+            return out
+        if isinstance(query, SparseRows):
+            if isinstance(search.index, SparseInvertedIndex):
+                out = search.index.search(query, plan.k, ef=0, allowed=search.mask)
+            else:
+                out = sparse_top_k(metric, search.matrix, query, plan.k, search.mask)
+            plan.returned = out[0].size
+            return out
         if plan.method is not None and search.index is not None:
             found = _indexed(search, query, plan)
             if found is not None:
@@ -276,6 +314,18 @@ def _indexed(search: SegmentSearch, query: np.ndarray, plan: SegmentPlan) -> np.
         return None
     positions, plan.widened = found
     return positions
+
+
+def _bits(search: SegmentSearch, metric: Metric, query: np.ndarray,
+          k: int) -> tuple[np.ndarray, np.ndarray]:
+    """A search of bit strings: through the segment's packed bits when it has them, else
+    exactly over the keys packed for this segment (the growing one, or `sqlvec.exact`). Both
+    are exact: the distances are pgvector's."""
+    if isinstance(search.index, PackedBitsIndex):
+        return search.index.search(query, k, ef=0, allowed=search.mask)
+    kernel = hamming_distances if metric is Metric.HAMMING else jaccard_distances
+    dists = kernel(search.matrix, np.asarray(query, np.uint8).reshape(1, -1))
+    return nearest(dists, k, search.mask)
 
 
 def _rescore(metric: Metric, matrix: np.ndarray, query: np.ndarray,

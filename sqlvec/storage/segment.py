@@ -33,6 +33,7 @@ from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.fsutil import crc32_file, fsync_dir
 from sqlvec.storage.schema import ROWID
 from sqlvec.storage.vector_index import VectorIndex
+from sqlvec.vectors import SparseRows
 
 
 def vector_matrix(array: pa.Array | pa.ChunkedArray, dims: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -52,6 +53,43 @@ def vector_matrix(array: pa.Array | pa.ChunkedArray, dims: int) -> tuple[np.ndar
     if array.null_count:
         valid = array.is_valid().to_numpy(zero_copy_only=False)
     return matrix, valid
+
+
+def bit_matrix(array: pa.Array | pa.ChunkedArray, nbits: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A bit(n) column (text of '0' and '1') as (rows, ceil(n/8)) packed bytes, first bit
+    highest as `np.packbits` packs, and its validity mask (None = all valid). A NULL row, or
+    one whose length is not n (a varbit), is not valid."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    n = len(array)
+    if n == 0:
+        return np.zeros((0, -(-nbits // 8)), np.uint8), None
+    array = array.cast(pa.large_string()) if not pa.types.is_large_string(array.type) else array
+    lengths = pc.binary_length(array).fill_null(-1).to_numpy(zero_copy_only=False)
+    valid = lengths == nbits
+    if not valid.all():
+        array = pc.if_else(pa.array(valid), array, pa.scalar("0" * nbits, pa.large_string()))
+    offsets = np.frombuffer(array.buffers()[1], np.int64, n + 1, array.offset * 8)
+    chars = np.frombuffer(array.buffers()[2], np.uint8, int(offsets[-1] - offsets[0]),
+                          int(offsets[0])).reshape(n, nbits)
+    packed = np.packbits(chars == ord("1"), axis=1)
+    return packed, None if valid.all() else valid
+
+
+def sparse_rows(array: pa.Array | pa.ChunkedArray) -> SparseRows:
+    """A sparsevec column (`SPARSEVEC_ARROW` structs) as CSR-shaped `SparseRows`, read from the
+    Arrow buffers; NULL rows are not valid and hold no elements."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    dims, indices, values = array.flatten()
+    lengths = pc.fill_null(pc.list_value_length(indices), 0).to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(array) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    valid = array.is_valid().to_numpy(zero_copy_only=False) if array.null_count else None
+    flat_indices = pc.list_flatten(indices).to_numpy(zero_copy_only=False)
+    flat_values = pc.list_flatten(values).to_numpy(zero_copy_only=False)
+    return SparseRows(pc.fill_null(dims, 0).to_numpy(zero_copy_only=False), offsets,
+                      flat_indices, flat_values, valid)
 
 
 # Joins a physical column and the vector type of an expression index's key: "c3::halfvec".
@@ -154,6 +192,36 @@ class SegmentData:
             with self._cache_lock:
                 hit = self._cache.setdefault(key, hit)
         return hit
+
+    def bits(self, physical: str, nbits: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(n, ceil(nbits/8)) packed bits and validity mask of a bit(n) column, or of
+        `c3::bit` (`binary_quantize(c3)::bit(n)`, an expression index's key: one bit per
+        element, set where it is positive), cached."""
+
+        def build() -> tuple[np.ndarray, np.ndarray | None]:
+            base, sep, _kind = physical.partition(KEY_SEPARATOR)
+            if sep:
+                matrix, valid = self.vectors(base, nbits)
+                return np.packbits(matrix > 0, axis=1), valid
+            if self.has_column(physical):
+                return bit_matrix(self.table.column(physical), nbits)
+            return (np.zeros((self.n_rows, -(-nbits // 8)), np.uint8),
+                    np.zeros(self.n_rows, bool))
+
+        return self.cached(("bits", physical), build)  # type: ignore[return-value]
+
+    def sparse(self, physical: str) -> tuple[SparseRows, np.ndarray | None]:
+        """The sparsevec column's rows (`SparseRows`) and validity mask, cached."""
+
+        def build() -> tuple[SparseRows, np.ndarray | None]:
+            if self.has_column(physical):
+                rows = sparse_rows(self.table.column(physical))
+            else:
+                rows = SparseRows(np.zeros(self.n_rows), np.zeros(self.n_rows + 1), np.zeros(0),
+                                  np.zeros(0), np.zeros(self.n_rows, bool))
+            return rows, rows.valid
+
+        return self.cached(("sparse", physical), build)  # type: ignore[return-value]
 
     def positions_of(self, rowids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each rowid: (found mask, position in this segment)."""

@@ -82,7 +82,7 @@ from sqlvec.storage.manifest import (
     ManifestStore,
 )
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
-from sqlvec.storage.segment import Segment, key_name
+from sqlvec.storage.segment import Segment
 from sqlvec.storage.table import Table, TableSnapshot, UniqueKey
 from sqlvec.storage.vector_index import IndexBuildCancelled
 from sqlvec.storage.wal import (
@@ -309,10 +309,10 @@ class StoreBase:
                     and seg.index_files.get(ix.name) == (meta["file"], int(meta["crc32"]))):
                 continue
             path = os.path.join(table.directory, meta["file"])
-            col = table.def_.column(ix.columns[0])
             try:
-                method = access_methods.get(ix.method)
-                index = method.load(path, access_methods.params_of(ix), col.type.dims,
+                method = access_methods.structure(ix)
+                index = method.load(path, access_methods.params_of(ix),
+                                    access_methods.key_dims(table.def_, ix),
                                     expected_crc=int(meta["crc32"]))
             except DataCorrupted as exc:
                 self._index_unreadable(table, exc)
@@ -1168,8 +1168,8 @@ class Store(StoreBase):
                     access_methods.check_sparse_rows(index, _sparse_lengths(
                         table.snapshot().scan([columns[0].name]), columns[0].name))
         self.alter_table(table_id, lambda d: d.with_changes(indexes=d.indexes + (index,)))
-        if access_methods.find(index.method) is None or sparse or access_methods.exact_only(index):
-            return index  # nothing to build per segment (sparse, bits: searched exactly)
+        if access_methods.find(index.method) is None:
+            return index  # nothing to build per segment
         # Seal the growing segment first: every row that exists now gets indexed now.
         self.seal(table_id)
         table = self.table(table_id)
@@ -1256,10 +1256,9 @@ class Store(StoreBase):
         until the caller takes it off once the manifest lists it."""
         if index not in table.def_.indexes:
             return False
-        col = table.def_.column(index.columns[0])
-        # An expression index is built over the expression's values (the column cast, once
-        # per segment), exactly as an index on a column of that type.
-        matrix, valid = seg.vectors(key_name(col.physical, index.key_type), col.type.dims)
+        # An expression index is built over the expression's values (the column cast, or its
+        # binary_quantize bits, once per segment), exactly as an index on a column of that type.
+        matrix, valid = access_methods.index_rows(seg, table.def_, index)
         key = (table.id, index.name, seg.id)
         build = BuildProgress(table.def_.name, index.name, seg.id, 0, seg.n_rows, time.time())
         self.builds[key] = build
@@ -1274,7 +1273,7 @@ class Store(StoreBase):
             if phase is not None:
                 phase(name)
 
-        method = access_methods.get(index.method)
+        method = access_methods.structure(index)
         attached = False
         try:
             step("building")

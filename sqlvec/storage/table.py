@@ -51,7 +51,7 @@ from sqlvec.storage.search import (
 from sqlvec.storage.segment import KEY_SEPARATOR, Segment, SegmentData, SegmentView, key_name
 from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
 from sqlvec.types import SqlType, format_float4
-from sqlvec.vectors import Metric
+from sqlvec.vectors import Metric, SparseRows
 
 # A filter receives a segment's rows (logical column names, then the row id, as a scan returns
 # them) and returns a bool mask; NULL counts as false. Built above storage (the SQL layer
@@ -152,6 +152,11 @@ class SearchKey:
 
     physical: str
     type: SqlType
+
+    @property
+    def dims(self) -> int:
+        """A vector's dimensions, or a bit string's length."""
+        return self.type.typmod if self.type.name == "bit" else int(self.type.dims or 0)
 
 
 @dataclass(frozen=True)
@@ -338,7 +343,8 @@ class TableSnapshot:
                 allowed = mask_of(filter(logical_table(view, self.table_def, None,
                                                        with_rowid=True)), view.data.n_rows)
             searches.append(plan_segment(
-                view, col.physical, col.type.dims, k, allowed=allowed,
+                view, col.physical, col.dims, k, allowed=allowed, bits=col.type.name == "bit",
+                sparse=col.type.is_sparse,
                 index_name=index.name if index else None, ef=ef, target_recall=target_recall,
                 exact=exact, pruned=pruned, policy=policy or SearchPolicy(),
                 max_ef=read_max_ef(settings), settings=settings))
@@ -369,10 +375,19 @@ class TableSnapshot:
         threads) and the global top-k is merged from them, so the result has exactly
         min(k, matching) rows. `plans`, when given, receives what each segment did."""
         col = self._vector_column(column)
-        query = np.asarray(query, dtype=col.type.vector_dtype).reshape(-1)
-        if query.shape[0] != col.type.dims:
-            raise DataException(
-                f"different {col.type.name} dimensions {col.type.dims} and {query.shape[0]}")
+        if col.type.name == "bit":  # a bit string: its text of '0' and '1', packed
+            text = query if isinstance(query, str) else str(query)
+            if len(text) != col.dims:
+                raise DataException(f"different bit lengths {col.dims} and {len(text)}")
+            query = np.packbits(np.frombuffer(text.encode("ascii"), np.uint8) == ord("1"))
+        elif col.type.is_sparse:  # one sparsevec: SparseRows of one row
+            if not isinstance(query, SparseRows):
+                raise DataException("a sparsevec search needs a sparsevec query")
+        else:
+            query = np.asarray(query, dtype=col.type.vector_dtype).reshape(-1)
+            if query.shape[0] != col.type.dims:
+                raise DataException(
+                    f"different {col.type.name} dimensions {col.type.dims} and {query.shape[0]}")
         searches = self.plan_search(column, metric, k, filter=filter, prune=prune, ef=ef,
                                     settings=settings, target_recall=target_recall, exact=exact,
                                     policy=policy)
@@ -388,7 +403,10 @@ class TableSnapshot:
             col = self.table_def.column(name)
         except KeyError:
             raise UndefinedColumn(f'column "{name}" does not exist') from None
-        if not col.type.is_vector:
+        if col.type.name in ("bit", "varbit") and not kind and col.type.typmod > 0:
+            # A bit(n) column: searched by Hamming or Jaccard distance over packed bits.
+            return SearchKey(col.physical, SqlType("bit", col.type.typmod))
+        if not col.type.is_vector and not (col.type.is_sparse and not kind):
             raise SqlVecError(f'column "{name}" is not a vector', sqlstate="42804")
         if col.type.dims is None:
             raise DataException(f'column "{name}" does not have dimensions')

@@ -1,7 +1,8 @@
 """Expression indexes through the real server, as pgvector documents them: an HNSW (and
 IVFFlat) index on `embedding::halfvec(n)` used by `ORDER BY embedding::halfvec(n) <-> q LIMIT k`,
 and binary quantization with re-ranking (`binary_quantize(embedding)::bit(n)` with
-bit_hamming_ops, searched by the exact popcount scan). Recall and exactly-k against
+bit_hamming_ops, kept per segment as packed bits and scanned exactly by popcount). Recall and
+exactly-k against
 `SET enable_indexscan = off` ground truth, EXPLAIN, catalogs, psql's `\\d`, pg_dump, restart
 and compaction.
 
@@ -125,8 +126,9 @@ def test_binary_quantize_and_rerank_as_pgvector_documents(conn):
         assert got == exact(conn, RERANK, vector_text(q), vector_text(q))
         assert len(got) == 5
     plan = explain(conn, RERANK, vector_text(queries[0]), vector_text(queries[0]))
-    # Bits are answered by the exact popcount scan: the plan says so (no index named).
-    assert "Seq Scan on items" in plan and "items_bits" not in plan, plan
+    # Bits are answered from the index's packed bits by an exact popcount scan: the plan says so.
+    assert "Index: items_bits" in plan and "packed_bits" in plan, plan
+    assert "exact popcount scan of 3000 packed keys" in plan, plan
     # The re-ranked answers are the cosine nearest among the 20 nearest in Hamming distance.
     q = queries[0]
     bits = rows > 0
@@ -153,8 +155,8 @@ def test_catalogs_show_the_expressions_as_postgresql(conn, server):
          f"CREATE INDEX items_half ON public.items USING hnsw "
          f"(((embedding)::halfvec({DIM})) halfvec_l2_ops)", f"({HALF})")]
     assert conn.execute("SELECT indexname, state, rows_indexed, rows_total FROM sqlvec_indexes "
-                        "WHERE tablename = 'items'").fetchall() == [
-        ("items_half", "ready", ROWS, ROWS)]
+                        "WHERE tablename = 'items' ORDER BY indexname").fetchall() == [
+        ("items_bits", "ready", ROWS, ROWS), ("items_half", "ready", ROWS, ROWS)]
     if PSQL is None:
         return
     out = subprocess.run([PSQL, "-X", "-h", "127.0.0.1", "-p", str(server["server"].port), "-U",

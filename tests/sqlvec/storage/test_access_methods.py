@@ -11,6 +11,7 @@ import pytest
 
 from sqlvec.errors import SqlVecError
 from sqlvec.storage import access_methods
+from sqlvec.storage.bit_index import PackedBitsIndex
 from sqlvec.storage.hnsw import HnswIndex, HnswParams
 from sqlvec.storage.ivfflat import IvfflatIndex
 from sqlvec.storage.schema import ColumnDef, IndexDef, TableDef
@@ -196,8 +197,9 @@ def test_an_index_on_a_cast_is_found_only_for_searches_of_that_cast():
     assert access_methods.key_columns(t, plain) == [EMB]
 
 
-def test_bit_operator_classes_are_accepted_and_build_nothing():
-    """hnswlib has no Hamming or Jaccard space: bits are searched by the exact popcount scan."""
+def test_bit_operator_classes_are_accepted_and_build_packed_bits():
+    """hnswlib has no Hamming or Jaccard space: bit indexes build packed bits, whatever the
+    method named."""
     bits = ColumnDef("b", SqlType("bit", 8), 4)
     assert check(columns=(bits,), opclass="bit_hamming_ops") == ("bit_hamming_ops", {})
     assert check(columns=(bits,), opclass="bit_jaccard_ops") == ("bit_jaccard_ops", {})
@@ -207,8 +209,10 @@ def test_bit_operator_classes_are_accepted_and_build_nothing():
         check(opclass="bit_hamming_ops")
     assert (exc.value.sqlstate, exc.value.message) == (
         "42804", 'operator class "bit_hamming_ops" does not accept data type vector')
-    assert access_methods.exact_only(BITS) and not access_methods.exact_only(HALF)
-    assert access_methods.vector_indexes(table(HALF, BITS)) == (HALF,)
+    assert access_methods.structure(BITS) is PackedBitsIndex
+    assert access_methods.structure(HALF) is access_methods.get("hnsw")
+    assert access_methods.on_bits(BITS) and not access_methods.on_bits(HALF)
+    assert access_methods.vector_indexes(table(HALF, BITS)) == (HALF, BITS)
 
 
 def test_expression_indexes_round_trip_through_the_manifest():
