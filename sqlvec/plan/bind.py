@@ -43,15 +43,13 @@ def bind_plan(plan: n.PlanNode, outer: Scope | None = None) -> n.PlanNode:
 def bind_expr(e: exp.Expression, scope: Scope) -> exp.Expression:
     """A copy of `e` whose column references carry their resolution in `scope`, and whose
     subqueries are bound plans."""
-    bound, _ = _bind_copy(e, scope)
-    return bound
-
-
-def _bind_copy(e: exp.Expression, scope: Scope) -> tuple[exp.Expression, dict[int, exp.Expression]]:
-    """`bind_expr`, with the map from id of each node of `e` to its copy (a scan's index
-    conditions are picked out of its filter by identity)."""
     copy = e.copy()
-    nodes = {id(old): new for old, new in zip(e.walk(), copy.walk())}
+    _bind_in_place(copy, scope)
+    return copy
+
+
+def _bind_in_place(copy: exp.Expression, scope: Scope) -> None:
+    """Bind the references of `copy` (a copy no one else holds) where they are."""
     stack: list[exp.Expression] = [copy]
     while stack:  # pre-order without recursion: a 10,000-term chain costs no depth
         x = stack.pop()
@@ -66,7 +64,6 @@ def _bind_copy(e: exp.Expression, scope: Scope) -> tuple[exp.Expression, dict[in
             except SqlVecError as error:
                 raise located(error, x) from None
         stack.extend(x.iter_expressions())
-    return copy, nodes
 
 
 def _bind_subplan(sub: SubPlan, scope: Scope) -> None:
@@ -118,7 +115,10 @@ def _scan(node: n.Scan, outer: Scope | None) -> n.Scan:
     if node.filter is None:
         return node
     scope = _input(node, outer)
-    condition, nodes = _bind_copy(node.filter, scope)
+    condition = node.filter.copy()
+    # The index conditions are conjuncts of the filter, picked out by identity.
+    nodes = {id(old): new for old, new in zip(node.filter.walk(), condition.walk())}
+    _bind_in_place(condition, scope)
     return replace(node, filter=condition,
                    key_conds=tuple(nodes[id(k)] for k in node.key_conds),
                    key_values=tuple(_bind_all(row, scope) for row in node.key_values))

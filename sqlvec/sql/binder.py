@@ -80,6 +80,9 @@ class ColumnRef:
     field: Field
     system: SystemColumn | None = None
 
+    def __deepcopy__(self, memo: dict) -> ColumnRef:
+        return self  # immutable: copies of a bound expression share it
+
     @property
     def type(self) -> SqlType | None:
         """The column's type where the plan knows it (base and system columns); computed
