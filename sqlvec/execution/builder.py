@@ -1,6 +1,7 @@
 """The plan tree made operators: `Builder.build(plan)` compiles every expression of the plan
 once (types are known after this, which is what Describe needs) and returns the root operator;
-`operator.execute(ctx)` runs it.
+`operator.execute(ctx)` runs it. The plan is a bound one (plan/bind.py): its column references
+carry their positions, and the compilers made here read them instead of resolving names.
 
 One method per plan node class (`_Scan`, `_Join`, ...); nodes whose operators live in their own
 modules (function scans, ProjectSet, the vector top-k) are built by those modules.
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from sqlvec.errors import SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.aggregates import compile_aggregate
 from sqlvec.execution.catalog_functions import build_project_set
@@ -44,7 +44,8 @@ from sqlvec.execution.values import INT8, TEXT, Value
 from sqlvec.execution.vector_search import build_vector_topk
 from sqlvec.execution.windows import compile_window
 from sqlvec.plan import nodes as n
-from sqlvec.sql.binder import Field, Scope
+from sqlvec.plan.bind import shifted
+from sqlvec.sql.binder import Field, Scope, bound_ref
 from sqlvec.types import SqlType
 
 
@@ -63,10 +64,10 @@ class Builder:
         return op
 
     def compiler(self, op_fields: list[Field], types: list[SqlType], outer: Compiler | None) -> Compiler:
-        """A compiler for expressions over an operator's fields, with the outer query's scope for
-        correlated references."""
+        """A compiler for a bound plan's expressions over an operator's fields, with the outer
+        query's compiler for correlated references."""
         parent = outer.scope if outer is not None else None
-        return Compiler(Scope(list(op_fields), parent), types, self.env, outer)
+        return Compiler(Scope(list(op_fields), parent), types, self.env, outer, bound=True)
 
     def subplan(self, plan: n.PlanNode, outer: Compiler) -> Operator:
         """Build a subquery's plan, its expressions able to refer to the outer query."""
@@ -221,10 +222,11 @@ class Builder:
         op.equi, op.residual = [], None
         if node.condition is not None:
             c = self.compiler(fields, types, outer)
-            op.equi, residual = _split_equi(node.condition, len(left.fields), c)
+            op.equi, residual = _split_equi(node.condition, len(left.fields))
             lc = self.compiler(left.fields, left.types, outer)
             rc = self.compiler(right.fields, right.types, outer)
-            op.equi = [(_unify_keys(lc.compile(a), rc.compile(b))) for a, b in op.equi]
+            op.equi = [(_unify_keys(lc.compile(a), rc.compile(shifted(b, -len(left.fields)))))
+                       for a, b in op.equi]
             op.residual = c.condition(residual, "JOIN/ON") if residual is not None else None
         return op
 
@@ -266,13 +268,13 @@ class Builder:
 # Joins ---------------------------------------------------------------------------------------------
 
 
-def _split_equi(condition: exp.Expression, left_width: int, c: Compiler):
+def _split_equi(condition: exp.Expression, left_width: int):
     """Split an ON condition into equi-join key pairs (left expr, right expr) and a residual."""
     conjuncts = list(condition.flatten()) if isinstance(condition, exp.And) else [condition]
     equi, rest = [], []
     for term in conjuncts:
         if isinstance(term, exp.EQ):
-            sides = [_side(term.this, left_width, c), _side(term.expression, left_width, c)]
+            sides = [_side(term.this, left_width), _side(term.expression, left_width)]
             if sides == ["left", "right"]:
                 equi.append((term.this, term.expression))
                 continue
@@ -284,16 +286,15 @@ def _split_equi(condition: exp.Expression, left_width: int, c: Compiler):
     return equi, residual
 
 
-def _side(e: exp.Expression, left_width: int, c: Compiler) -> str | None:
+def _side(e: exp.Expression, left_width: int) -> str | None:
     sides = set()
     for col in e.find_all(exp.Column):
-        try:
-            level, index = c.scope.resolve(col)
-        except SqlVecError:
+        ref = bound_ref(col)
+        if ref is None:
             return None
-        if level != 0:
+        if ref.level != 0:
             continue
-        sides.add("left" if index < left_width else "right")
+        sides.add("left" if ref.index < left_width else "right")
     if any(True for _ in e.find_all(n.SubPlan)):
         return None
     return sides.pop() if len(sides) == 1 else None

@@ -26,6 +26,7 @@ from sqlvec.execution.operators import SIMPLE_KEYS, Operator, ScanOp
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.values import BOOL, Value, as_array
 from sqlvec.plan import nodes as n
+from sqlvec.plan.bind import bind_plan
 from sqlvec.plan.planner import Planner, output_name
 from sqlvec.plan.rules import optimize
 from sqlvec.sql.binder import SYSTEM_COLUMNS, Field, Scope, system_column
@@ -167,7 +168,7 @@ def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePl
     else:
         query = source_expr.this if isinstance(source_expr, exp.Subquery) else source_expr
         plan = planner.plan_query(query)
-        source = builder.build(optimize(plan))
+        source = builder.build(bind_plan(optimize(plan)))
         visible = [f for f in source.fields if not f.hidden]
         if len(visible) > len(target_cols):
             raise SqlVecError("INSERT has more expressions than target columns", sqlstate="42601")
@@ -774,7 +775,7 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
             raise UndefinedColumn(f'column "{name}" of relation "{d.name}" does not exist')
         value = a.expression
         assigned[name] = value if _is_default(value) else planner._expr(value, scope)
-    source = builder.build(optimize(node))
+    source = builder.build(bind_plan(optimize(node)))
     c = Compiler(Scope(list(source.fields)), source.types, builder.env)
     new_values = []
     for col in d.columns:
@@ -1106,7 +1107,7 @@ def plan_delete(stmt: exp.Delete, planner: Planner, builder: Builder) -> WritePl
     table, alias = _target(planner, stmt.this)
     extra = list(stmt.args.get("using") or [])
     node, scope = _source_plan(stmt, planner, table, alias, extra)
-    source = builder.build(optimize(node))
+    source = builder.build(bind_plan(optimize(node)))
     width = len(table.def_.columns) + 1
     fields = _table_fields(table, alias)
     returning, returning_fields = _returning(builder, planner, stmt, fields)

@@ -1,7 +1,8 @@
 """Logical plan nodes: frozen dataclasses, one per relational step, with an EXPLAIN printer.
 
 Expressions inside nodes are sqlglot trees whose column references name the child's fields
-(`Field.name`, qualified by `Field.table`); the executor compiles them against the child's scope.
+(`Field.name`, qualified by `Field.table`); once the plan is finished, bind.py gives each its
+position there (a `ColumnRef`), which is what the executor compiles.
 Aggregate and window calls are replaced by references to the columns their node adds, named
 `__agg<n>` / `__win<n>`; subqueries by `SubPlan` nodes carrying their own plan.
 """

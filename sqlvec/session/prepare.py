@@ -24,6 +24,7 @@ from sqlvec.execution.builder import Builder
 from sqlvec.execution.dml import plan_delete, plan_insert, plan_update
 from sqlvec.execution.expressions import CompileEnv
 from sqlvec.execution.views import select_into, unsupported_view_kind
+from sqlvec.plan.bind import bind_plan
 from sqlvec.plan.planner import PlanContext, Planner
 from sqlvec.plan.rules import optimize
 from sqlvec.session import matviews
@@ -73,7 +74,7 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
         env = CompileEnv(param_types=dict(given), build_subplan=None,
                          functions=session.database.functions)
         planner = Planner(plan_context(session))
-        plan = optimize(planner.plan_query(ast))
+        plan = bind_plan(optimize(planner.plan_query(ast)))
         builder = Builder(env)
         env.build_subplan = builder.subplan
         operator = builder.build(plan)

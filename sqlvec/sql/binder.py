@@ -7,6 +7,11 @@ column reference gives its position, with PostgreSQL's errors for unknown (42703
 PostgreSQL's system columns (`ctid`, `xmin`, `tableoid`...) are not fields of their own: a name
 that is no real column resolves to the hidden row id of its table, and the expression compiler
 derives the value from that (`system_column` says which one is meant).
+
+A plan's column references are resolved once: `Scope.bind` gives a column reference its
+`ColumnRef` (how many queries up, which position, the field it is; the `ref` arg of the
+sqlglot column, which still prints as written), and the expression compiler reads that
+position without looking the name up again.
 """
 
 from __future__ import annotations
@@ -64,6 +69,39 @@ def system_column(f: Field, name: str) -> SystemColumn | None:
     return None
 
 
+@dataclass(frozen=True)
+class ColumnRef:
+    """What a column reference resolved to: the `index`-th field of the scope `level` queries
+    up (0: the expression's own input), that `field`, and the system column derived from it
+    (`ctid`, ...) when the name was one."""
+
+    level: int
+    index: int
+    field: Field
+    system: SystemColumn | None = None
+
+    def __deepcopy__(self, memo: dict) -> ColumnRef:
+        return self  # immutable: copies of a bound expression share it
+
+    @property
+    def type(self) -> SqlType | None:
+        """The column's type where the plan knows it (base and system columns); computed
+        columns are typed by the operator that makes them."""
+        return self.system.type if self.system is not None else self.field.type
+
+
+def bound_ref(x: exp.Expression) -> ColumnRef | None:
+    """The resolution a column reference carries once bound (`Scope.bind`), else None."""
+    return x.args.get("ref") if isinstance(x, exp.Column) else None
+
+
+def is_column_reference(x: exp.Expression) -> bool:
+    """Whether `x` is a name the binder resolves: a column, not `t.*` nor the collation name
+    of `COLLATE pg_catalog.default` (which sqlglot parses as a column)."""
+    return isinstance(x, exp.Column) and not isinstance(x.this, exp.Star) and not (
+        isinstance(x.parent, exp.Collate) and x.arg_key == "expression")
+
+
 @dataclass
 class Scope:
     """The columns visible to an expression, and the enclosing query's scope (correlation)."""
@@ -108,6 +146,16 @@ class Scope:
                     f'missing FROM-clause entry for table "{table}"', sqlstate="42P01")
             raise UndefinedColumn(f"column {table}.{name} does not exist")
         raise UndefinedColumn(f'column "{name}" does not exist')
+
+    def bind(self, column: exp.Column) -> ColumnRef:
+        """What a column reference resolves to, in full (`resolve`'s errors when nothing);
+        the plan binder (plan/bind.py) sets it as the column's `ref` arg."""
+        level, index = self.resolve(column)
+        scope = self
+        for _ in range(level):
+            scope = scope.parent  # type: ignore[assignment]
+        f = scope.fields[index]
+        return ColumnRef(level, index, f, system_column(f, column.name))
 
     def _has_table_above(self, table: str) -> bool:
         scope = self.parent

@@ -13,15 +13,22 @@ from sqlglot import exp
 from sqlvec.errors import FeatureNotSupported, NumericValueOutOfRange, SqlVecError
 from sqlvec.execution.expressions.core import HANDLERS, Compiler, Frame, param_index
 from sqlvec.execution.values import BOOL, INT4, INT8, UNKNOWN, Datum, Value
-from sqlvec.sql.binder import Field, system_column
+from sqlvec.sql.binder import Field, bound_ref, system_column
 from sqlvec.types import SqlType
 
 
 def _column(c: Compiler, e: exp.Column) -> Value:
-    level, index = c.scope.resolve(e)
+    ref = bound_ref(e)
+    if ref is not None:  # resolved by the binder: its position, its field
+        level, index, field = ref.level, ref.index, ref.field
+    elif c.bound:
+        raise SqlVecError(f"column reference {e.sql()} was not bound", sqlstate="XX000")
+    else:
+        level, index = c.scope.resolve(e)
+        field = None
     if level == 0:
         t = c.types[index]
-        return _system_value(c.scope.fields[index], e.name,
+        return _system_value(field if field is not None else c.scope.fields[index], e.name,
                              Value(lambda f: f.table.column(index), t))
     c.env.correlated = True
     outer = c
@@ -38,7 +45,8 @@ def _column(c: Compiler, e: exp.Column) -> Value:
             frame = frame.outer  # type: ignore[assignment]
         return frame.table.column(index)[0]
 
-    return _system_value(outer.scope.fields[index], e.name, Value(fn, t))
+    return _system_value(field if field is not None else outer.scope.fields[index], e.name,
+                         Value(fn, t))
 
 
 # System columns: derived from the row id (`field`, the scan's hidden _rowid), which is

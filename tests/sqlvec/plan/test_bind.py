@@ -1,0 +1,168 @@
+"""Binding a plan (plan/bind.py): every column reference of a finished plan carries its
+resolution (level, position, field), so the executor never resolves a name again, and a
+compiler for a bound plan refuses a reference that has none."""
+
+from __future__ import annotations
+
+import pytest
+from sqlglot import exp
+
+from sqlvec.database import Database
+from sqlvec.errors import SqlVecError
+from sqlvec.execution.builder import Builder
+from sqlvec.execution.expressions import CompileEnv
+from sqlvec.plan import nodes as n
+from sqlvec.plan.bind import bind_plan
+from sqlvec.plan.planner import PlanContext, Planner
+from sqlvec.plan.rules import optimize
+from sqlvec.sql.binder import ColumnRef, bound_ref, is_column_reference
+from sqlvec.sql.dialect import parse_one
+from sqlvec.storage.schema import ROWID
+
+SCHEMA = [
+    "CREATE TABLE o (id int PRIMARY KEY, k int, name text, v vector(2))",
+    "CREATE TABLE i (k int, w int, s text)",
+    "INSERT INTO o VALUES (1, 1, 'a', '[0,1]'), (2, 2, 'b', '[1,0]'), (3, NULL, 'c', '[1,1]')",
+    "INSERT INTO i VALUES (1, 10, 'x'), (1, 11, 'y'), (2, 20, 'z')",
+]
+
+# Queries whose plans hold every kind of expression the builder compiles.
+QUERIES = [
+    "SELECT * FROM o WHERE k > 1 ORDER BY name",
+    "SELECT o.*, i.* FROM o JOIN i ON o.k = i.k + 0 AND i.w > o.id",
+    "SELECT id AS x, name FROM o ORDER BY x DESC, 2 LIMIT 2 OFFSET 1",
+    "SELECT k AS kk, count(*), sum(w) FILTER (WHERE w > 10) FROM i GROUP BY kk HAVING count(*) > 0",
+    "SELECT DISTINCT ON (k) k, w FROM i ORDER BY k, w DESC",
+    "SELECT id, row_number() OVER (PARTITION BY k ORDER BY id) FROM o",
+    "SELECT id, (SELECT max(w) FROM i WHERE i.k = o.k) FROM o",
+    "SELECT id FROM o WHERE EXISTS (SELECT 1 FROM i WHERE i.w > o.id * 5)",
+    "SELECT id FROM o WHERE k IN (SELECT k FROM i WHERE i.s <> o.name)",
+    "SELECT * FROM o, LATERAL (SELECT w FROM i WHERE i.k = o.k ORDER BY w LIMIT 1) s",
+    "SELECT * FROM o, generate_series(1, o.id) g",
+    "SELECT id, unnest(ARRAY[k, id]) FROM o",
+    "WITH c AS (SELECT k, w FROM i) SELECT c.k, (SELECT count(*) FROM c d WHERE d.k = c.k) FROM c",
+    "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 3) SELECT x FROM r",
+    "SELECT k FROM o UNION SELECT k FROM i ORDER BY k",
+    "SELECT * FROM (VALUES (1, 'a'), (2, 'b')) AS t(a, b) WHERE a > 1",
+    "SELECT id, ctid, xmin, tableoid > 0 FROM o WHERE id = 2",
+    "SELECT id FROM o ORDER BY v <-> '[0,0]' LIMIT 2",
+    "SELECT a.id FROM o a JOIN o b USING (id) WHERE b.name = 'a'",
+]
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    db = Database.open(str(tmp_path_factory.mktemp("bind") / "data"))
+    s = db.connect()
+    for statement in SCHEMA:
+        s.execute_one(statement)
+    yield s
+    s.close()
+    db.close()
+
+
+def planned(session, sql: str) -> n.PlanNode:
+    ctx = PlanContext(session.catalog, ["public"], virtual=session.database.virtual_fields)
+    return optimize(Planner(ctx).plan_query(parse_one(sql)))
+
+
+def expressions(plan: n.PlanNode) -> list[exp.Expression]:
+    """Every expression of a plan, those of subquery plans included."""
+    found: list[exp.Expression] = []
+    stack: list[object] = [plan]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, n.PlanNode):
+            stack.extend(vars(x).values())
+        elif isinstance(x, (tuple, list)):
+            stack.extend(x)
+        elif isinstance(x, n.SortKey):
+            stack.append(x.expr)
+        elif isinstance(x, exp.Expression):
+            for node in x.walk():
+                found.append(node)
+                if isinstance(node, n.SubPlan):
+                    stack += [node.args.get(k) for k in ("plan", "keyed", "empty")]
+    return found
+
+
+@pytest.mark.parametrize("sql", QUERIES)
+def test_every_column_reference_of_a_bound_plan_carries_its_resolution(session, sql):
+    plan = planned(session, sql)
+    columns = [x for x in expressions(plan) if is_column_reference(x)]
+    assert columns and not any(bound_ref(c) for c in columns)  # the planner leaves names
+    bound = bind_plan(plan)
+    columns = [x for x in expressions(bound) if is_column_reference(x)]
+    assert columns
+    for column in columns:
+        ref = bound_ref(column)
+        assert isinstance(ref, ColumnRef), column.sql()
+        # The field it reads is the one named (a system column: its table's row id).
+        expected = ROWID if ref.system is not None else column.name
+        assert ref.field.name == expected
+        assert ref.field.table == (column.table or ref.field.table)
+
+
+@pytest.mark.parametrize(("sql", "expected"), [
+    # GROUP BY the key makes the keyed form's key ambiguous: it does not bind and the
+    # subquery runs per outer value instead.
+    ("SELECT id, (SELECT count(i.w) FROM i WHERE i.k = o.k GROUP BY i.k) FROM o ORDER BY id",
+     [(1, 2), (2, 1), (3, None)]),
+    # The right key of a hash join reads the right side's rows alone.
+    ("SELECT o.id, i.w FROM o JOIN i ON o.k = i.k + 0 ORDER BY 1, 2",
+     [(1, 10), (1, 11), (2, 20)]),
+    # One CTE read at two depths: bound separately for each.
+    ("WITH c AS (SELECT k FROM i) SELECT c.k, (SELECT count(*) FROM c d WHERE d.k = c.k) "
+     "FROM c ORDER BY 1", [(1, 2), (1, 2), (2, 1)]),
+    ("SELECT o.id, s.w FROM o, LATERAL (SELECT w FROM i WHERE i.k = o.k ORDER BY w DESC "
+     "LIMIT 1) s ORDER BY 1", [(1, 11), (2, 20)]),
+    ("SELECT name, ctid FROM o WHERE xmin > 0 ORDER BY 2 DESC LIMIT 1", [("c", 3)]),
+])
+def test_bound_plans_answer_as_before(session, sql, expected):
+    assert session.execute_one(sql).rows() == expected
+
+
+def test_outer_references_count_the_queries_up(session):
+    bound = bind_plan(planned(session, "SELECT id FROM o WHERE EXISTS (SELECT 1 FROM i "
+                                       "WHERE i.w > o.id * 5)"))
+    refs = {c.sql(): bound_ref(c) for c in expressions(bound) if is_column_reference(c)}
+    assert refs["o.id"].level == 1 and refs["i.w"].level == 0
+    assert refs["o.id"].field.table == "o"
+
+
+def test_order_by_an_output_name_reads_the_projected_column(session):
+    bound = bind_plan(planned(session, "SELECT name, id AS x FROM o ORDER BY x DESC"))
+    sort = bound if isinstance(bound, n.Sort) else bound.child
+    assert isinstance(sort, n.Sort)
+    ref = bound_ref(sort.keys[0].expr)
+    assert (ref.level, ref.index, ref.field.name) == (0, 1, "x")
+
+
+def test_a_join_key_on_the_right_is_bound_to_the_joined_row(session):
+    bound = bind_plan(planned(session, "SELECT 1 FROM o JOIN i ON i.k = o.k"))
+    (join,) = [x for x in [bound, *bound.children] if isinstance(x, n.Join)]
+    refs = {c.sql(): bound_ref(c) for c in join.condition.find_all(exp.Column)}
+    assert refs["o.k"].index == 1
+    assert refs["i.k"].index == len(join.left.fields)  # right side: after all left fields
+    assert refs["i.k"].type.name == "int4"
+
+
+def test_binding_reports_an_unknown_name_with_its_position(session):
+    plan = planned(session, "SELECT id FROM o")
+    broken = n.Filter(plan.fields, child=plan, predicate=exp.condition("nope > 1"))
+    with pytest.raises(SqlVecError) as error:
+        bind_plan(broken)
+    assert error.value.sqlstate == "42703"
+
+
+def test_the_builder_refuses_a_plan_that_was_not_bound(session):
+    plan = planned(session, "SELECT id, name FROM o WHERE k > 1")
+    env = CompileEnv(functions=session.database.functions)
+    builder = Builder(env)
+    env.build_subplan = builder.subplan
+    with pytest.raises(SqlVecError) as error:
+        builder.build(plan)
+    assert error.value.sqlstate == "XX000"
+    assert "was not bound" in error.value.message
+    op = builder.build(bind_plan(plan))  # the same plan, bound: builds
+    assert [f.name for f in op.fields if not f.hidden] == ["id", "name"]
