@@ -26,6 +26,7 @@ from sqlglot import exp
 
 from sqlvec.errors import SqlVecError
 from sqlvec.plan import nodes as n
+from sqlvec.plan.index_selection import IndexPath
 from sqlvec.plan.nodes import SubPlan
 from sqlvec.plan.planner import located
 from sqlvec.sql.binder import Scope, bound_ref, is_column_reference
@@ -121,7 +122,16 @@ def _scan(node: n.Scan, outer: Scope | None) -> n.Scan:
     _bind_in_place(condition, scope)
     return replace(node, filter=condition,
                    key_conds=tuple(nodes[id(k)] for k in node.key_conds),
-                   key_values=tuple(_bind_all(row, scope) for row in node.key_values))
+                   key_values=tuple(_bind_all(row, scope) for row in node.key_values),
+                   index_paths=tuple(_index_path(p, scope, nodes) for p in node.index_paths))
+
+
+def _index_path(path: IndexPath, scope: Scope, nodes: dict[int, exp.Expression]) -> IndexPath:
+    """A btree index path with its key and values bound in the scan's scope; its conditions
+    stay the filter's conjuncts (picked out by identity, as the key conditions are)."""
+    conds = tuple(replace(c, source=nodes.get(id(c.source), c.source),
+                          values=_bind_all(c.values, scope)) for c in path.conds)
+    return replace(path, key=bind_expr(path.key, scope), conds=conds)
 
 
 def _values(node: n.Values, outer: Scope | None) -> n.Values:
