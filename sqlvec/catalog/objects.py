@@ -101,8 +101,8 @@ _IO = {
     "regnamespace": "regnamespace", "regrole": "regrole", "regprocedure": "regprocedure",
 }
 _IO_UNDERSCORE = {"json", "date", "time", "timestamp", "timestamptz", "interval", "numeric",
-                  "uuid", "jsonb", "vector", "halfvec", "sparsevec", "record", "bit", "varbit"}
-_STORAGE = {"bytea": "x", "text": "x", "json": "x", "jsonb": "x", "bpchar": "x", "varchar": "x",
+                  "uuid", "jsonb", "jsonpath", "vector", "halfvec", "sparsevec", "record", "bit", "varbit"}
+_STORAGE = {"bytea": "x", "text": "x", "json": "x", "jsonb": "x", "jsonpath": "x", "bpchar": "x", "varchar": "x",
             "numeric": "m", "vector": "e", "halfvec": "e", "sparsevec": "e",
             "varbit": "x", "bit": "x"}
 _ALIGN = {"bool": "c", "char": "c", "name": "c", "uuid": "c", "int2": "s", "tid": "s",
