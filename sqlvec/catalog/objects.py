@@ -73,8 +73,20 @@ BTREE_OPCLASSES = {
 }
 
 
+# GIN (PostgreSQL's OIDs): indexes recorded in the catalogs, their queries answered by scans.
+GIN_AM = 2742
+# name -> (pg_opclass oid, pg_opfamily oid, input type oid, default for it)
+GIN_OPCLASSES = {
+    "jsonb_ops": (10090, 4036, 3802, True),
+    "jsonb_path_ops": (10091, 4037, 3802, False),
+    "array_ops": (10064, 2745, 2277, True),
+}
+
+
 def am_oid(method: str) -> int:
     """pg_am.oid of an index's access method: a vector method's own, else btree's."""
+    if method == "gin":
+        return GIN_AM
     vector = access_methods.find(method)
     return vector.am_oid if vector is not None else BTREE_AM
 
@@ -89,6 +101,12 @@ def database_oid(name: str) -> int:
     """A database's OID, stable across restarts and servers without being stored: postgres is 5 as
     in PostgreSQL, others derive from the name."""
     return 5 if name == "postgres" else 100_000 + zlib.crc32(name.encode()) % 1_000_000
+
+
+def _reloption(value: object) -> str:
+    """An index option's value as pg_get_indexdef prints it: quoted unless a plain name."""
+    text = str(value)
+    return text if quote_ident(text) == text and not text[:1].isdigit() else f"'{text}'"
 
 
 # Types ---------------------------------------------------------------------------------------------
@@ -455,6 +473,9 @@ class CatalogObjects:
                     match = None
                 opclasses = [match.oid if match else 0]
                 names = [None if match is not None and match.default else ixdef.opclass]
+            elif ixdef.method == "gin":
+                gin = GIN_OPCLASSES.get(ixdef.opclass or "", (0, 0, "", True))
+                opclasses, names = [gin[0]], [None if gin[3] else ixdef.opclass]
             else:
                 opclasses = [BTREE_OPCLASSES.get(by_name[c].type.name, (0, ""))[0]
                              for c in ixdef.columns if c in by_name]
@@ -597,7 +618,8 @@ class CatalogObjects:
         if ix.nulls_not_distinct:
             text += " NULLS NOT DISTINCT"
         if ix.options:
-            text += " WITH (" + ", ".join(f"{k}='{v}'" for k, v in ix.options.items()) + ")"
+            text += " WITH (" + ", ".join(f"{k}={_reloption(v)}" for k, v in ix.options.items()) \
+                + ")"
         return text
 
     def constraint_definition(self, oid: int, pretty: bool = False) -> str | None:

@@ -379,7 +379,7 @@ def _alter_type(col: ColumnDef, dtype: exp.DataType, using: exp.Expression | Non
                     f"{target.format()}") from None
     new = work.replace_column(col.name, type=target, missing_value=None)
     for ix in work.def_.indexes:
-        if col.name in ix.columns and ix.method != "btree":
+        if col.name in ix.columns and ix.method not in ("btree", "gin"):
             access_methods.check_definition(ix.method,
                                             access_methods.key_columns(work.def_, ix),
                                             ix.opclass, ix.options.items())

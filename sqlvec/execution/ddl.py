@@ -16,6 +16,7 @@ from sqlglot import exp
 from sqlvec.catalog.catalog import Catalog
 from sqlvec.errors import (
     DataException,
+    DatatypeMismatch,
     DuplicateTable,
     FeatureNotSupported,
     Notice,
@@ -362,6 +363,8 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
         raise FeatureNotSupported(f'access method "{method}" does not support unique indexes')
     if method == "btree":
         options = dict(given)
+    elif method == "gin":
+        opclass, options = _gin_definition(table.def_, col_names, opclass, given, expression)
     else:  # a vector access method (0A000 for any other), checked as its declaration says
         columns = [table.def_.column(c) for c in col_names]
         if key_type is not None:  # checked as a column of the expression's type
@@ -388,6 +391,41 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
         track(report)
     catalog.store.create_index(table.id, definition, progress=progress, report=report)
     return "CREATE INDEX"
+
+
+_GIN_OPTIONS = ("fastupdate", "gin_pending_list_limit")
+
+
+def _gin_definition(table: TableDef, col_names: list[str], opclass: str | None,
+                    given: list[tuple[str, object]], expression: exp.Expression | None
+                    ) -> tuple[str, dict]:
+    """A GIN index's operator class (jsonb_ops or jsonb_path_ops on jsonb, array_ops on
+    arrays) and options, with PostgreSQL's errors. It is recorded in the catalogs; the
+    operators it serves (`@>`, `?`, `@?`, `@@`) are answered by scanning."""
+    if expression is not None or len(col_names) != 1:
+        raise FeatureNotSupported("gin indexes on expressions or several columns are not "
+                                  "supported")
+    col_type = table.column(col_names[0]).type
+    default = "jsonb_ops" if col_type.name == "jsonb" else "array_ops" if col_type.is_array \
+        else None
+    if opclass is None:
+        if default is None:
+            raise UndefinedObject(
+                f'data type {col_type.format()} has no default operator class for access '
+                'method "gin"', hint="You must specify an operator class for the index or "
+                "define a default operator class for the data type.")
+        opclass = default
+    elif opclass not in ("jsonb_ops", "jsonb_path_ops", "array_ops"):
+        raise UndefinedObject(f'operator class "{opclass}" does not exist for access method '
+                              '"gin"')
+    elif (opclass == "array_ops") != col_type.is_array or (
+            opclass != "array_ops" and col_type.name != "jsonb"):
+        raise DatatypeMismatch(f'operator class "{opclass}" does not accept data type '
+                               f"{col_type.format()}")
+    for key, _ in given:
+        if key not in _GIN_OPTIONS:
+            raise SqlVecError(f'unrecognized parameter "{key}"', sqlstate="22023")
+    return opclass, dict(given)
 
 
 def _vector_key(table: TableDef, expression: exp.Expression, col_names: list[str]) -> str:
