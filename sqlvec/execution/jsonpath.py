@@ -957,18 +957,23 @@ def _float_decimal(value: float) -> decimal.Decimal:
 
 
 def _divide(a: decimal.Decimal, b: decimal.Decimal) -> decimal.Decimal:
-    """numeric division with PostgreSQL's result scale (at least 16 significant digits)."""
-    quotient = _CTX.divide(a, b)
-    if quotient == 0:
-        weight = 0
-    else:
-        weight = quotient.adjusted()
-    a_scale = max(0, -a.as_tuple().exponent)  # type: ignore[operator]
-    b_scale = max(0, -b.as_tuple().exponent)  # type: ignore[operator]
-    scale = max(16 - weight - 1, a_scale, b_scale, 0)
+    """numeric division with PostgreSQL's result scale (select_div_scale: at least 16
+    significant digits, counted in its base-10000 digits)."""
+    def weight(x: decimal.Decimal) -> tuple[int, int]:
+        if x == 0:
+            return 0, 0
+        w = x.copy_abs().adjusted() // 4
+        return w, int(x.copy_abs().scaleb(-4 * w))
+    (w1, f1), (w2, f2) = weight(a), weight(b)
+    qweight = w1 - w2 - (1 if f1 <= f2 else 0)
+    scale = max(16 - qweight * 4, _scale(a), _scale(b), 0)
     scale = min(scale, 1000)
-    return quotient.quantize(decimal.Decimal(1).scaleb(-scale), rounding=decimal.ROUND_HALF_UP,
-                             context=_CTX)
+    return _CTX.divide(a, b).quantize(decimal.Decimal(1).scaleb(-scale),
+                                      rounding=decimal.ROUND_HALF_UP, context=_CTX)
+
+
+def _scale(x: decimal.Decimal) -> int:
+    return max(0, -x.as_tuple().exponent)  # type: ignore[operator]
 
 
 def _compare(op: str, a: object, b: object) -> bool | None:

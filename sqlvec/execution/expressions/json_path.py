@@ -92,9 +92,9 @@ def _variables(text: str | None) -> dict:
 
 
 def _evaluator(c: Compiler, name: str, args: list[exp.Expression], apply: Callable,
-               out: SqlType, silent_default: bool = False) -> Value:
-    """A Value computing `apply(path, document, variables)` for each row, None (SQL NULL)
-    when an argument is NULL or when a suppressed error occurred."""
+               out: SqlType, silenced: object = None) -> Value:
+    """A Value computing `apply(path, document, variables)` for each row: None (SQL NULL)
+    when an argument is NULL, `silenced` when `silent` suppressed an error."""
     target, path, variables, silent = _path_args(c, name, args)
     arrow = out.to_arrow()
     parts = [target, path] + [v for v in (variables, silent) if v is not None]
@@ -105,7 +105,7 @@ def _evaluator(c: Compiler, name: str, args: list[exp.Expression], apply: Callab
             return apply(p, _load(doc_text), _variables(vars_text))
         except JP.PathError:
             if quiet:
-                return None
+                return silenced
             raise
 
     def fn(f: Frame) -> Datum:
@@ -113,7 +113,7 @@ def _evaluator(c: Compiler, name: str, args: list[exp.Expression], apply: Callab
         if variables is None:
             data.insert(2, pa.scalar(None, pa.string()))
         if silent is None:
-            data.append(pa.scalar(silent_default, pa.bool_()))
+            data.append(pa.scalar(False, pa.bool_()))
         if all(is_scalar(d) for d in data):
             row = [d.as_py() for d in data]
             if any(x is None for x in row[:2]) or (variables is not None and row[2] is None) \
@@ -158,7 +158,8 @@ def _path_match(c: Compiler, args: list[exp.Expression], e: exp.Expression) -> V
         "silent bool = false -> jsonb")
 def _path_query_array(c: Compiler, args: list[exp.Expression], e: exp.Expression) -> Value:
     return _evaluator(c, "jsonb_path_query_array", args,
-                      lambda p, d, v: "[" + ", ".join(_items_json(p.run(d, v))) + "]", JSONB)
+                      lambda p, d, v: "[" + ", ".join(_items_json(p.run(d, v))) + "]", JSONB,
+                      "[]")
 
 
 @scalar("jsonb_path_query_first", "target jsonb, path jsonpath, vars jsonb = '{}', "
