@@ -340,7 +340,7 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
     if expression is not None:
         if unique:
             raise FeatureNotSupported("unique expression indexes are not supported")
-        if method != "btree":
+        if method not in ("btree", "gin"):
             key_type = _vector_key(table.def_, expression, col_names)
     given: list[tuple[str, object]] = []
     with_ = params.args.get("with_storage") if params is not None else None

@@ -1,6 +1,6 @@
-"""The SQL/JSON path functions and the jsonb operators that test documents: `jsonb_path_exists`,
+"""The SQL/JSON path functions and the operators GIN indexes serve: `jsonb_path_exists`,
 `jsonb_path_match`, `jsonb_path_query[_array|_first]`, `@?`, `@@`, `@>`, `<@`, `?`, `?|`, `?&`
-and `jsonb_exists`.
+and `jsonb_exists` on jsonb, and `@>`, `<@`, `&&` on arrays.
 
 jsonb is stored as its canonical text, so each distinct document is parsed once per batch and
 the path (sqlvec/execution/jsonpath.py) evaluated over it; a constant document or path is read
@@ -329,23 +329,73 @@ def _jsonb_contains(c: Compiler, args: list[exp.Expression], e: exp.Expression) 
 
 
 def _is_jsonb_operand(c: Compiler, e: exp.Expression) -> bool:
-    """Whether the left side of `@>`/`<@` is jsonb (the operators also compare arrays)."""
+    """Whether an operand of `@>`/`<@` is jsonb (the operators also compare arrays)."""
     try:
         return c.compile(e).type.name == "jsonb"
     except SqlVecError:
         return False
 
 
-def _array_or_jsonb(jsonb_handler: Callable, array_handler: Callable | None) -> Callable:
-    def handler(c: Compiler, e: exp.Expression) -> Value:
-        first, second = e.this, e.expression
-        if _is_jsonb_operand(c, first) or _is_jsonb_operand(c, second):
-            return jsonb_handler(c, e)
-        if array_handler is not None:
-            return array_handler(c, e)
-        from sqlvec.errors import FeatureNotSupported
-        raise FeatureNotSupported(f"operator {type(e).__name__} on these types is not supported")
-    return handler
+def _flat(items: list) -> list:
+    out: list = []
+    for x in items:
+        if isinstance(x, list):
+            out.extend(_flat(x))
+        else:
+            out.append(x)
+    return out
+
+
+def _array_test(c: Compiler, left: exp.Expression, right: exp.Expression, symbol: str,
+                test: Callable[[set, list], bool]) -> Value:
+    """`anyarray @> anyarray` (and `<@`, `&&`): elements compared as values, NULL elements
+    never equal, dimensions ignored, as PostgreSQL's array containment."""
+    a, b = c.compile(left), c.compile(right)
+    if a.type.name == "unknown" and b.type.is_array:
+        a = c.coerce(a, b.type)
+    elif b.type.name == "unknown" and a.type.is_array:
+        b = c.coerce(b, a.type)
+    if not (a.type.is_array and b.type.is_array) or a.type.element != b.type.element and not (
+            V.is_string(a.type.element) and V.is_string(b.type.element)) and not (
+            V.is_numeric(a.type.element) and V.is_numeric(b.type.element)):
+        raise SqlVecError(f"operator does not exist: {a.type.format()} {symbol} "
+                          f"{b.type.format()}", sqlstate="42883",
+                          hint="No operator matches the given name and argument types. You "
+                               "might need to add explicit type casts.")
+
+    def one(x: list, y: list) -> bool:
+        return test({v for v in _flat(x) if v is not None}, _flat(y))
+
+    def fn(f: Frame) -> Datum:
+        x, y = a(f), b(f)
+        if is_scalar(x) and is_scalar(y):
+            px, py = x.as_py(), y.as_py()
+            return pa.scalar(None if px is None or py is None else one(px, py), pa.bool_())
+        xs = [x.as_py()] * f.n if is_scalar(x) else as_array(x, f.n).to_pylist()
+        ys = [y.as_py()] * f.n if is_scalar(y) else as_array(y, f.n).to_pylist()
+        return pa.array([None if px is None or py is None else one(px, py)
+                         for px, py in zip(xs, ys)], pa.bool_())
+
+    return Value(fn, BOOL, a.const and b.const)
+
+
+def _contains(c: Compiler, e: exp.Expression) -> Value:
+    if _is_jsonb_operand(c, e.this) or _is_jsonb_operand(c, e.expression):
+        return _contains_op(c, e)
+    return _array_test(c, e.this, e.expression, "@>",
+                       lambda have, want: all(w is not None and w in have for w in want))
+
+
+def _contained(c: Compiler, e: exp.Expression) -> Value:
+    if _is_jsonb_operand(c, e.this) or _is_jsonb_operand(c, e.expression):
+        return _contained_op(c, e)
+    return _array_test(c, e.expression, e.this, "<@",
+                       lambda have, want: all(w is not None and w in have for w in want))
+
+
+def _overlaps(c: Compiler, e: exp.Expression) -> Value:
+    return _array_test(c, e.this, e.expression, "&&",
+                       lambda have, other: any(w is not None and w in have for w in other))
 
 
 HANDLERS.update({
@@ -354,7 +404,7 @@ HANDLERS.update({
     exp.JSONBContainsTopKey: _has_key_op,
     exp.JSONBContainsAnyTopKeys: _has_any_op,
     exp.JSONBContainsAllTopKeys: _has_all_op,
+    exp.ArrayContainsAll: _contains,
+    exp.ArrayContainedBy: _contained,
+    exp.ArrayOverlaps: _overlaps,
 })
-for _cls, _handler in ((exp.ArrayContainsAll, _contains_op), (exp.ArrayContainedBy,
-                                                               _contained_op)):
-    HANDLERS[_cls] = _array_or_jsonb(_handler, HANDLERS.get(_cls))
