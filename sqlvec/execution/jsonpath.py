@@ -952,8 +952,8 @@ class _NotPredicate(Exception):
 
 
 def _float_decimal(value: float) -> decimal.Decimal:
-    """A double as PostgreSQL's float8 → numeric gives it: its shortest text."""
-    return decimal.Decimal(repr(value))
+    """A double as PostgreSQL's float8 → numeric gives it: 15 significant digits."""
+    return decimal.Decimal(format(value, ".15g"))
 
 
 def _divide(a: decimal.Decimal, b: decimal.Decimal) -> decimal.Decimal:
