@@ -488,7 +488,7 @@ class CatalogObjects:
                              key_type=SqlType(ixdef.key_type, col.type.typmod)
                              if ixdef.key_type and col is not None else None)
                 attnums = [0]
-                if method is None:
+                if method is None and ixdef.method != "gin":
                     opclasses, names = [0], [None]
             rel.indexes.append(Index(ixdef.oid, ixdef.name, d.oid, ixdef.method, attnums,
                                      opclasses, dict(ixdef.options), opclass_names=names,

@@ -402,10 +402,12 @@ def _gin_definition(table: TableDef, col_names: list[str], opclass: str | None,
     """A GIN index's operator class (jsonb_ops or jsonb_path_ops on jsonb, array_ops on
     arrays) and options, with PostgreSQL's errors. It is recorded in the catalogs; the
     operators it serves (`@>`, `?`, `@?`, `@@`) are answered by scanning."""
-    if expression is not None or len(col_names) != 1:
-        raise FeatureNotSupported("gin indexes on expressions or several columns are not "
-                                  "supported")
-    col_type = table.column(col_names[0]).type
+    if expression is not None:
+        col_type = _gin_expression_type(table, expression)
+    elif len(col_names) != 1:
+        raise FeatureNotSupported("gin indexes on several columns are not supported")
+    else:
+        col_type = table.column(col_names[0]).type
     default = "jsonb_ops" if col_type.name == "jsonb" else "array_ops" if col_type.is_array \
         else None
     if opclass is None:
@@ -426,6 +428,19 @@ def _gin_definition(table: TableDef, col_names: list[str], opclass: str | None,
         if key not in _GIN_OPTIONS:
             raise SqlVecError(f'unrecognized parameter "{key}"', sqlstate="22023")
     return opclass, dict(given)
+
+
+def _gin_expression_type(table: TableDef, expression: exp.Expression) -> SqlType:
+    """The type of a GIN expression key: a cast (`(meta -> 'tags')::jsonb`, as LlamaIndex
+    indexes its array metadata) or `->` on a jsonb column."""
+    node = expression.unnest() if isinstance(expression, exp.Paren) else expression
+    if isinstance(node, exp.Cast):
+        return sql_type(node.to)
+    if isinstance(node, exp.JSONExtract) and isinstance(node.this, exp.Column) and \
+            table.has_column(node.this.name):
+        return table.column(node.this.name).type
+    raise FeatureNotSupported("gin index expressions other than casts and -> on a jsonb column "
+                              "are not supported")
 
 
 def _vector_key(table: TableDef, expression: exp.Expression, col_names: list[str]) -> str:
