@@ -44,6 +44,7 @@ _WORD = re.compile(r"[A-Za-z_\u0080-\U0010FFFF][A-Za-z0-9_\u0080-\U0010FFFF]*")
 class _Token:
     kind: str  # punct | num | str | word | var | end
     value: str
+    after: str = ""  # the character after a word ("" at the end): what errors name
 
 
 def _read_string(text: str, i: int) -> tuple[str, int]:
@@ -89,7 +90,7 @@ def _read_string(text: str, i: int) -> tuple[str, int]:
             continue
         out.append(ch)
         i += 1
-    raise _syntax("syntax error at end of jsonpath input")
+    raise _syntax("unterminated quoted string at end of jsonpath input")
 
 
 def _tokens(text: str) -> list[_Token]:
@@ -133,7 +134,7 @@ def _tokens(text: str) -> list[_Token]:
             continue
         m = _WORD.match(text, i)
         if m:
-            out.append(_Token("word", m.group()))
+            out.append(_Token("word", m.group(), text[m.end():m.end() + 1]))
             i = m.end()
             continue
         for p in _PUNCT:
@@ -187,6 +188,8 @@ class _Parser:
 
     def error(self) -> SqlVecError:
         t = self.peek()
+        if t.kind == "word":  # PostgreSQL's scanner has read one character past a word
+            t = _Token("punct", t.after) if t.after else _Token("end", "")
         if t.kind == "end":
             return _syntax("syntax error at end of jsonpath input")
         shown = {"str": lambda v: '"' + v, "var": lambda v: "$" + v}.get(t.kind, lambda v: v)
