@@ -12,6 +12,7 @@ from __future__ import annotations
 import decimal
 import json
 from collections.abc import Callable
+from functools import lru_cache
 
 import pyarrow as pa
 from sqlglot import exp
@@ -30,8 +31,11 @@ JSONPATH = SqlType("jsonpath")
 _EMPTY_VARS = object()
 
 
+_DECODER = json.JSONDecoder(parse_float=decimal.Decimal)
+
+
 def _load(text: str) -> object:
-    return json.loads(text, parse_float=decimal.Decimal)
+    return _DECODER.decode(text)
 
 
 def _typed(c: Compiler, e: exp.Expression, t: SqlType, accept: tuple[str, ...]) -> Value:
@@ -80,7 +84,9 @@ def _path_args(c: Compiler, name: str, args: list[exp.Expression]) -> list[Value
     return compiled
 
 
+@lru_cache(maxsize=256)
 def _variables(text: str | None) -> dict:
+    """The `vars` object (read once per distinct text; never modified)."""
     if text is None:
         return {}
     doc = _load(text)
@@ -212,8 +218,13 @@ def _binary(c: Compiler, left: exp.Expression, right: exp.Expression, symbol: st
                           hint="No operator matches the given name and argument types. You "
                                "might need to add explicit type casts.")
 
+    parsed: dict = {}
+
     def one(doc_text, other):
-        return test(_load(doc_text), parse_right(other))
+        key = tuple(other) if isinstance(other, list) else other
+        if key not in parsed:
+            parsed[key] = parse_right(other)
+        return test(_load(doc_text), parsed[key])
 
     def fn(f: Frame) -> Datum:
         x, y = a(f), b(f)
