@@ -408,6 +408,15 @@ def _gin_definition(table: TableDef, col_names: list[str], opclass: str | None,
         raise FeatureNotSupported("gin indexes on several columns are not supported")
     else:
         col_type = table.column(col_names[0]).type
+    for key, _ in given:
+        if key not in _GIN_OPTIONS:
+            raise SqlVecError(f'unrecognized parameter "{key}"', sqlstate="22023")
+    return gin_opclass(col_type, opclass), dict(given)
+
+
+def gin_opclass(col_type: SqlType, opclass: str | None) -> str:
+    """The GIN operator class for a key of `col_type` (None: its default), with
+    PostgreSQL's errors for a type it does not take (also when ALTER TYPE changes a key)."""
     default = "jsonb_ops" if col_type.name == "jsonb" else "array_ops" if col_type.is_array \
         else None
     if opclass is None:
@@ -424,10 +433,7 @@ def _gin_definition(table: TableDef, col_names: list[str], opclass: str | None,
             opclass != "array_ops" and col_type.name != "jsonb"):
         raise DatatypeMismatch(f'operator class "{opclass}" does not accept data type '
                                f"{col_type.format()}")
-    for key, _ in given:
-        if key not in _GIN_OPTIONS:
-            raise SqlVecError(f'unrecognized parameter "{key}"', sqlstate="22023")
-    return opclass, dict(given)
+    return opclass
 
 
 def _gin_expression_type(table: TableDef, expression: exp.Expression) -> SqlType:
