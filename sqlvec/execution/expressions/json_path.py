@@ -28,7 +28,6 @@ from sqlvec.types import SqlType
 
 JSONB = SqlType("jsonb")
 JSONPATH = SqlType("jsonpath")
-_EMPTY_VARS = object()
 
 
 _DECODER = json.JSONDecoder(parse_float=decimal.Decimal)
@@ -196,8 +195,8 @@ def _path_query(c: Compiler, args: list[exp.Expression]) -> tuple[Value, SqlType
 # Operators --------------------------------------------------------------------------------------
 
 
-def _operand(c: Compiler, e: exp.Expression, t: SqlType, symbol: str, other: Value | None
-             ) -> Value:
+def _operand(c: Compiler, e: exp.Expression, t: SqlType) -> Value:
+    """An operator's operand: a literal or parameter takes the operator's type `t`."""
     v = c.compile_as(e, t) if isinstance(e, exp.Parameter) else c.compile(e)
     if v.type.name == "unknown":
         return c.coerce(v, t)
@@ -208,8 +207,8 @@ def _binary(c: Compiler, left: exp.Expression, right: exp.Expression, symbol: st
             right_type: SqlType, test: Callable[[object, object], bool | None],
             parse_right: Callable[[object], object]) -> Value:
     """`jsonb <symbol> right`: a boolean per row, NULL when an operand is NULL."""
-    a = _operand(c, left, JSONB, symbol, None)
-    b = _operand(c, right, right_type, symbol, a)
+    a = _operand(c, left, JSONB)
+    b = _operand(c, right, right_type)
     if a.type.name != "jsonb" or b.type != right_type and not (
             right_type.name == "text" and V.is_string(b.type)) and not (
             right_type.is_array and b.type.is_array and V.is_string(b.type.element)):
