@@ -143,7 +143,7 @@ _BINARY_NUMBERS = {
     for name, arrow, code in (("int2", pa.int16(), ">i2"), ("int4", pa.int32(), ">i4"),
                               ("int8", pa.int64(), ">i8"), ("float4", pa.float32(), ">f4"),
                               ("float8", pa.float64(), ">f8"))}
-_TEXT_STRINGS = STRING_TYPES | {"jsonb"} | OID_TYPES
+_TEXT_STRINGS = STRING_TYPES | {"jsonb", "jsonpath"} | OID_TYPES
 
 
 def cell_lists(array: pa.Array | pa.ChunkedArray, t: SqlType, fmt: int = TEXT,
@@ -253,7 +253,7 @@ def text_payloads(array: pa.Array, t: SqlType, float_digits: int = 1) -> pa.Arra
         return tid_text(array)
     if name in FLOAT_TYPES and pa.types.is_floating(typ):
         return float_text(array, name == "float4", float_digits)
-    if name in STRING_TYPES or name == "jsonb" or name in OID_TYPES:
+    if name in STRING_TYPES or name in ("jsonb", "jsonpath") or name in OID_TYPES:
         if pa.types.is_string(typ) or pa.types.is_large_string(typ):
             return array
     if t.is_vector and (pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ)
@@ -395,7 +395,7 @@ def _binary_payloads(array: pa.Array, t: SqlType) -> pa.Array:
     if name in STRING_TYPES and name != "uuid" and (pa.types.is_string(typ)
                                                     or pa.types.is_large_string(typ)):
         return array.cast(pa.large_binary())
-    if name == "jsonb" and pa.types.is_string(typ):
+    if name in ("jsonb", "jsonpath") and pa.types.is_string(typ):  # version 1, then the text
         return pc.binary_join_element_wise(b"\x01", array.cast(pa.binary()), b"")
     if name == "bytea" and (pa.types.is_binary(typ) or pa.types.is_large_binary(typ)):
         return array
@@ -414,7 +414,7 @@ def encode_binary(value: object, t: SqlType) -> bytes:
         return b"\x01" if value else b"\x00"
     if name in STRING_TYPES and name != "uuid":
         return str(value).encode()
-    if name == "jsonb":
+    if name in ("jsonb", "jsonpath"):
         return b"\x01" + (value if isinstance(value, str) else format_value(value, t)).encode()
     if name == "bytea":
         return bytes(value)
@@ -581,9 +581,9 @@ def decode_binary(data: bytes, t: SqlType) -> object:
         return data != b"\x00"
     if name in STRING_TYPES and name != "uuid":
         return _utf8(data)
-    if name == "jsonb":
+    if name in ("jsonb", "jsonpath"):
         if not data or data[0] != 1:
-            raise BinaryFormatError("unsupported jsonb version number")
+            raise BinaryFormatError(f"unsupported {name} version number")
         return parse_text(_utf8(data[1:]), t)
     if name == "bytea":
         return bytes(data)

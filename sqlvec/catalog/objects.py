@@ -73,8 +73,20 @@ BTREE_OPCLASSES = {
 }
 
 
+# GIN (PostgreSQL's OIDs): indexes recorded in the catalogs, their queries answered by scans.
+GIN_AM = 2742
+# name -> (pg_opclass oid, pg_opfamily oid, input type oid, default for it)
+GIN_OPCLASSES = {
+    "jsonb_ops": (10090, 4036, 3802, True),
+    "jsonb_path_ops": (10091, 4037, 3802, False),
+    "array_ops": (10064, 2745, 2277, True),
+}
+
+
 def am_oid(method: str) -> int:
     """pg_am.oid of an index's access method: a vector method's own, else btree's."""
+    if method == "gin":
+        return GIN_AM
     vector = access_methods.find(method)
     return vector.am_oid if vector is not None else BTREE_AM
 
@@ -91,6 +103,12 @@ def database_oid(name: str) -> int:
     return 5 if name == "postgres" else 100_000 + zlib.crc32(name.encode()) % 1_000_000
 
 
+def _reloption(value: object) -> str:
+    """An index option's value as pg_get_indexdef prints it: quoted unless a plain name."""
+    text = str(value)
+    return text if quote_ident(text) == text and not text[:1].isdigit() else f"'{text}'"
+
+
 # Types ---------------------------------------------------------------------------------------------
 
 _IO = {
@@ -101,8 +119,8 @@ _IO = {
     "regnamespace": "regnamespace", "regrole": "regrole", "regprocedure": "regprocedure",
 }
 _IO_UNDERSCORE = {"json", "date", "time", "timestamp", "timestamptz", "interval", "numeric",
-                  "uuid", "jsonb", "vector", "halfvec", "sparsevec", "record", "bit", "varbit"}
-_STORAGE = {"bytea": "x", "text": "x", "json": "x", "jsonb": "x", "bpchar": "x", "varchar": "x",
+                  "uuid", "jsonb", "jsonpath", "vector", "halfvec", "sparsevec", "record", "bit", "varbit"}
+_STORAGE = {"bytea": "x", "text": "x", "json": "x", "jsonb": "x", "jsonpath": "x", "bpchar": "x", "varchar": "x",
             "numeric": "m", "vector": "e", "halfvec": "e", "sparsevec": "e",
             "varbit": "x", "bit": "x"}
 _ALIGN = {"bool": "c", "char": "c", "name": "c", "uuid": "c", "int2": "s", "tid": "s",
@@ -463,6 +481,9 @@ class CatalogObjects:
                     match = None
                 opclasses = [match.oid if match else 0]
                 names = [None if match is not None and match.default else ixdef.opclass]
+            elif ixdef.method == "gin":
+                gin = GIN_OPCLASSES.get(ixdef.opclass or "", (0, 0, "", True))
+                opclasses, names = [gin[0]], [None if gin[3] else ixdef.opclass]
             else:
                 opclasses = [BTREE_OPCLASSES.get(by_name[c].type.name, (0, ""))[0]
                              for c in ixdef.columns if c in by_name]
@@ -475,7 +496,7 @@ class CatalogObjects:
                              key_type=SqlType(ixdef.key_type, col.type.typmod)
                              if ixdef.key_type and col is not None else None)
                 attnums = [0]
-                if method is None:
+                if method is None and ixdef.method != "gin":
                     opclasses, names = [0], [None]
             rel.indexes.append(Index(ixdef.oid, ixdef.name, d.oid, ixdef.method, attnums,
                                      opclasses, dict(ixdef.options), opclass_names=names,
@@ -605,7 +626,8 @@ class CatalogObjects:
         if ix.nulls_not_distinct:
             text += " NULLS NOT DISTINCT"
         if ix.options:
-            text += " WITH (" + ", ".join(f"{k}='{v}'" for k, v in ix.options.items()) + ")"
+            text += " WITH (" + ", ".join(f"{k}={_reloption(v)}" for k, v in ix.options.items()) \
+                + ")"
         return text
 
     def constraint_definition(self, oid: int, pretty: bool = False) -> str | None:

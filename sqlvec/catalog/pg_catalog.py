@@ -219,7 +219,7 @@ def _pg_proc(o) -> dict:
 def _pg_am(o) -> dict:
     return _rows(["oid", "amname", "amhandler", "amtype"],
                  [(O.HEAP_AM, "heap", 0, "t"), (O.BTREE_AM, "btree", 0, "i"),
-                  (405, "hash", 0, "i")]
+                  (405, "hash", 0, "i"), (O.GIN_AM, "gin", 0, "i")]
                  + [(m.am_oid, m.access_method, 0, "i") for m in access_methods.methods()])
 
 
@@ -237,6 +237,9 @@ def _pg_opclass(o) -> dict:
             PG_CATALOG_OID
         rows.append((oid, O.BTREE_AM, name, ns, BOOTSTRAP_SUPERUSER_OID, oid + 100000,
                      TYPES_BY_NAME[typname].oid, True, 0))
+    for name, (oid, family, type_oid, default) in O.GIN_OPCLASSES.items():
+        rows.append((oid, O.GIN_AM, name, PG_CATALOG_OID, BOOTSTRAP_SUPERUSER_OID, family,
+                     type_oid, default, 0))
     for method in access_methods.methods():
         for oc in method.opclasses:
             rows.append((oc.oid, method.am_oid, oc.name, o.nsp_by_name.get("public", PG_CATALOG_OID),
@@ -252,6 +255,8 @@ def _pg_opfamily(o) -> dict:
     rows = [(oc.family_oid, method.am_oid, oc.name, o.nsp_by_name.get("public", PG_CATALOG_OID),
              BOOTSTRAP_SUPERUSER_OID)
             for method in access_methods.methods() for oc in method.opclasses]
+    rows += [(family, O.GIN_AM, name, PG_CATALOG_OID, BOOTSTRAP_SUPERUSER_OID)
+             for name, (_, family, _, _) in O.GIN_OPCLASSES.items()]
     return _rows(["oid", "opfmethod", "opfname", "opfnamespace", "opfowner"], rows)
 
 

@@ -38,7 +38,7 @@ from sqlvec.execution import constraint_ddl
 from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.context import ExecContext
-from sqlvec.execution.ddl import check_column_name, column_def
+from sqlvec.execution.ddl import check_column_name, column_def, gin_opclass
 from sqlvec.execution.dml import default_value
 from sqlvec.execution.expressions import Compiler, Frame
 from sqlvec.execution.kernels import table_of
@@ -379,7 +379,9 @@ def _alter_type(col: ColumnDef, dtype: exp.DataType, using: exp.Expression | Non
                     f"{target.format()}") from None
     new = work.replace_column(col.name, type=target, missing_value=None)
     for ix in work.def_.indexes:
-        if col.name in ix.columns and ix.method != "btree":
+        if col.name in ix.columns and ix.method == "gin" and ix.expression is None:
+            gin_opclass(target, None if ix.opclass in ("jsonb_ops", "array_ops") else ix.opclass)
+        elif col.name in ix.columns and ix.method not in ("btree", "gin"):
             access_methods.check_definition(ix.method,
                                             access_methods.key_columns(work.def_, ix),
                                             ix.opclass, ix.options.items())

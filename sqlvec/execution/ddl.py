@@ -16,6 +16,7 @@ from sqlglot import exp
 from sqlvec.catalog.catalog import Catalog
 from sqlvec.errors import (
     DataException,
+    DatatypeMismatch,
     DuplicateTable,
     FeatureNotSupported,
     Notice,
@@ -344,7 +345,7 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
     if expression is not None:
         if unique:
             raise FeatureNotSupported("unique expression indexes are not supported")
-        if method != "btree":
+        if method not in ("btree", "gin"):
             key_type = _vector_key(table.def_, expression, col_names)
     given: list[tuple[str, object]] = []
     with_ = params.args.get("with_storage") if params is not None else None
@@ -367,6 +368,8 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
         raise FeatureNotSupported(f'access method "{method}" does not support unique indexes')
     if method == "btree":
         options = dict(given)
+    elif method == "gin":
+        opclass, options = _gin_definition(table.def_, col_names, opclass, given, expression)
     else:  # a vector access method (0A000 for any other), checked as its declaration says
         columns = [table.def_.column(c) for c in col_names]
         if key_type is not None:  # checked as a column of the expression's type
@@ -393,6 +396,62 @@ def create_index(stmt: exp.Create, catalog: Catalog, search_path: list[str], pro
         track(report)
     catalog.store.create_index(table.id, definition, progress=progress, report=report)
     return "CREATE INDEX"
+
+
+_GIN_OPTIONS = ("fastupdate", "gin_pending_list_limit")
+
+
+def _gin_definition(table: TableDef, col_names: list[str], opclass: str | None,
+                    given: list[tuple[str, object]], expression: exp.Expression | None
+                    ) -> tuple[str, dict]:
+    """A GIN index's operator class (jsonb_ops or jsonb_path_ops on jsonb, array_ops on
+    arrays) and options, with PostgreSQL's errors. It is recorded in the catalogs; the
+    operators it serves (`@>`, `?`, `@?`, `@@`) are answered by scanning."""
+    if expression is not None:
+        col_type = _gin_expression_type(table, expression)
+    elif len(col_names) != 1:
+        raise FeatureNotSupported("gin indexes on several columns are not supported")
+    else:
+        col_type = table.column(col_names[0]).type
+    for key, _ in given:
+        if key not in _GIN_OPTIONS:
+            raise SqlVecError(f'unrecognized parameter "{key}"', sqlstate="22023")
+    return gin_opclass(col_type, opclass), dict(given)
+
+
+def gin_opclass(col_type: SqlType, opclass: str | None) -> str:
+    """The GIN operator class for a key of `col_type` (None: its default), with
+    PostgreSQL's errors for a type it does not take (also when ALTER TYPE changes a key)."""
+    default = "jsonb_ops" if col_type.name == "jsonb" else "array_ops" if col_type.is_array \
+        else None
+    if opclass is None:
+        if default is None:
+            raise UndefinedObject(
+                f'data type {col_type.format()} has no default operator class for access '
+                'method "gin"', hint="You must specify an operator class for the index or "
+                "define a default operator class for the data type.")
+        opclass = default
+    elif opclass not in ("jsonb_ops", "jsonb_path_ops", "array_ops"):
+        raise UndefinedObject(f'operator class "{opclass}" does not exist for access method '
+                              '"gin"')
+    elif (opclass == "array_ops") != col_type.is_array or (
+            opclass != "array_ops" and col_type.name != "jsonb"):
+        raise DatatypeMismatch(f'operator class "{opclass}" does not accept data type '
+                               f"{col_type.format()}")
+    return opclass
+
+
+def _gin_expression_type(table: TableDef, expression: exp.Expression) -> SqlType:
+    """The type of a GIN expression key: a cast (`(meta -> 'tags')::jsonb`, as LlamaIndex
+    indexes its array metadata) or `->` on a jsonb column."""
+    node = expression.unnest() if isinstance(expression, exp.Paren) else expression
+    if isinstance(node, exp.Cast):
+        return sql_type(node.to)
+    if isinstance(node, exp.JSONExtract) and isinstance(node.this, exp.Column) and \
+            table.has_column(node.this.name):
+        return table.column(node.this.name).type
+    raise FeatureNotSupported("gin index expressions other than casts and -> on a jsonb column "
+                              "are not supported")
 
 
 def _vector_key(table: TableDef, expression: exp.Expression, col_names: list[str]) -> str:

@@ -234,7 +234,7 @@ def binary(value: Datum, t: SqlType, n: int) -> Datum:
         return _fixed_width(arr, name)
     if name in _STRINGS:
         return arr.cast(pa.binary())
-    if name == "jsonb":
+    if name in ("jsonb", "jsonpath"):
         return pc.binary_join_element_wise(b"\x01", arr.cast(pa.binary()), b"")
     if name == "bytea":
         return arr.cast(pa.binary())
@@ -282,7 +282,7 @@ def encode_binary(value: object, t: SqlType) -> bytes:
         return bytes(binary(pa.array([value], t.to_arrow()), t, 1)[0].as_py())
     if name in _STRINGS:
         return str(value).encode()
-    if name == "jsonb":
+    if name in ("jsonb", "jsonpath"):
         return b"\x01" + str(value).encode()
     if name == "bytea":
         return bytes(value)

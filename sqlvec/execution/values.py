@@ -32,6 +32,7 @@ from sqlvec.errors import (
     SqlVecError,
     invalid_byte_sequence,
 )
+from sqlvec.execution import jsonpath
 from sqlvec.types import (
     BIT_TYPES,
     SPARSEVEC_ARROW,
@@ -419,6 +420,8 @@ def parse_text(text: str, target: SqlType) -> object:
             raise SqlVecError("unsupported Unicode escape sequence", sqlstate="22P05",
                               detail="\\u0000 cannot be converted to text.")
         return canonical_jsonb(parsed)
+    if name == "jsonpath":
+        return jsonpath.parse(text).text()
     if name == "bytea":
         if s.startswith("\\x"):
             try:

@@ -187,7 +187,7 @@ _DTYPE_NAMES: dict[str, str] = {
 _USERDEFINED = {"regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole",
                 "oid", "xid", "cid", "tid", "name", '"char"', "char", "int2", "int4", "int8",
                 "float4", "float8", "text", "bool", "varchar", "bpchar", "numeric", "date", "timestamp",
-                "timestamptz", "interval", "bytea", "json", "jsonb", "uuid", "vector", "time",
+                "timestamptz", "interval", "bytea", "json", "jsonb", "jsonpath", "uuid", "vector", "time",
                 "halfvec", "sparsevec", "varbit", "bit"}
 
 _SERIAL = {"SERIAL": "serial", "SMALLSERIAL": "serial", "BIGSERIAL": "serial"}

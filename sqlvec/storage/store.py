@@ -259,7 +259,7 @@ class StoreBase:
         as loaded from an earlier manifest) already holds from the same files are shared, not
         read again: the files are immutable."""
         for ix in table_def.indexes:
-            if ix.method != "btree" and access_methods.find(ix.method) is None:
+            if ix.method not in ("btree", "gin") and access_methods.find(ix.method) is None:
                 log.warning('table "%s": index "%s" uses access method "%s", which this server '
                             "does not have; searches do not use it", table_def.name, ix.name,
                             ix.method)
@@ -1159,7 +1159,7 @@ class Store(StoreBase):
                     return None
                 raise DuplicateTable(f'relation "{index.name}" already exists')
             sparse = False
-            if index.method != "btree":  # a vector access method (0A000 for an unknown one)
+            if index.method not in ("btree", "gin"):  # a vector access method (0A000 for an unknown one)
                 columns = access_methods.key_columns(table.def_, index)
                 access_methods.check_definition(index.method, columns, index.opclass,
                                                 index.options.items())

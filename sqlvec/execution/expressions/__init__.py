@@ -28,6 +28,7 @@ from sqlvec.execution.expressions import (  # noqa: F401  (each adds its handler
     casts,
     conditionals,
     json,
+    json_path,
     leaves,
     numeric,
     predicates,

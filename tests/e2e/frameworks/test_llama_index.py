@@ -1,6 +1,8 @@
 """LlamaIndex's PGVectorStore, unchanged, on sqlvec (psycopg for its sync calls, asyncpg for
 its async ones): the same calls give the same nodes and scores as on PostgreSQL + pgvector,
-with the store's own table model, including its btree index on `(metadata_ ->> 'ref_doc_id')`.
+with the store's own table model, including its btree index on `(metadata_ ->> 'ref_doc_id')`
+and the GIN index it makes for an indexed text-array key (`((metadata_ -> 'tags')::jsonb)`),
+and the array filters (ANY, ALL, CONTAINS) it compiles to jsonb's `?|`, `?&` and `@>`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import shutil
 import tempfile
 
 import numpy as np
+import psycopg
 import pytest
 
 pytest.importorskip("llama_index.vector_stores.postgres")
@@ -49,6 +52,9 @@ QUERIES = [
     _filters(MetadataFilter(key="topic", value="b"), MetadataFilter(key="n", value=0),
              condition=FilterCondition.OR),
     _filters(MetadataFilter(key="topic", value="a", operator=FilterOperator.NE)),
+    _filters(MetadataFilter(key="tags", value=["t0", "t3"], operator=FilterOperator.ANY)),
+    _filters(MetadataFilter(key="tags", value=["t2", "even"], operator=FilterOperator.ALL)),
+    _filters(MetadataFilter(key="tags", value="t3", operator=FilterOperator.CONTAINS)),
 ]
 
 
@@ -57,13 +63,18 @@ def _session(uri: str) -> list:
     store = PGVectorStore.from_params(
         connection_string=uri.replace("postgresql://", "postgresql+psycopg://"),
         async_connection_string=uri.replace("postgresql://", "postgresql+asyncpg://"),
-        table_name="notes", embed_dim=DIMENSIONS)
+        table_name="notes", embed_dim=DIMENSIONS, indexed_metadata_keys={("tags", "text[]")})
     nodes = [TextNode(id_=f"n{i}", text=word, embedding=embed(word),
-                      metadata={"topic": ("a", "b")[i % 2], "n": i},
+                      metadata={"topic": ("a", "b")[i % 2], "n": i,
+                                "tags": [f"t{i % 4}", ("even", "odd")[i % 2]]},
                       relationships={NodeRelationship.SOURCE: RelatedNodeInfo(
                           node_id=f"doc{i % 3}")})
              for i, word in enumerate(WORDS)]
     out: list = [store.add(nodes)]
+    with psycopg.connect(uri) as conn:  # the store's GIN index on its array key
+        out.append(conn.execute("SELECT indexdef LIKE '%USING gin%' FROM pg_indexes WHERE "
+                                "indexname = 'notes_idx_tags_gin' OR indexname LIKE "
+                                "'%tags_gin'").fetchall())
 
     def query(filters=None) -> list:
         result = store.query(VectorStoreQuery(query_embedding=embed("gamma"),
@@ -102,8 +113,12 @@ def ours(tmp_path_factory):
 
 
 def test_store_adds_queries_filters_and_deletes(ours):
-    added, everything, topic_a, over_3, in_a_c, a_and_small, b_or_0, not_a, \
-        without_doc1, without_n2, fetched, async_hits, cleared = ours
+    added, gin, everything, topic_a, over_3, in_a_c, a_and_small, b_or_0, not_a, any_, all_, \
+        contains, without_doc1, without_n2, fetched, async_hits, cleared = ours
+    assert gin == [(True,)]
+    assert {m["n"] % 4 for *_, m, _ in any_} <= {0, 3} and len(any_) == 3
+    assert sorted(m["n"] for *_, m, _ in all_) == [2, 6]
+    assert sorted(m["n"] for *_, m, _ in contains) == [3, 7]
     assert added == [f"n{i}" for i in range(len(WORDS))]
     assert everything[0][:2] == ("n2", "gamma")
     assert everything[0][3] == pytest.approx(1.0)  # cosine similarity to itself

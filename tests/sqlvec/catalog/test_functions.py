@@ -131,6 +131,7 @@ SAMPLES = {
     "regprocedure": "'lower'::regprocedure", "regnamespace": "'public'::regnamespace",
     "regrole": "'postgres'::regrole", "tid": "'(0,1)'::tid", "xid": "'5'::xid",
     "cid": "'5'::cid", "json": "'{\"a\": 1}'::json", "jsonb": "'{\"a\": 1}'::jsonb",
+    "jsonpath": "'$.a'::jsonpath",
     "uuid": "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid", "date": "'2024-02-29'::date",
     "time": "'10:11:12'::time", "timestamp": "'2024-02-29 10:11:12'::timestamp",
     "timestamptz": "'2024-02-29 10:11:12+00'::timestamptz", "interval": "'1 day'::interval",
