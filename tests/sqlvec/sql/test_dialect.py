@@ -17,6 +17,8 @@ from sqlvec.sql.dialect import (
     L1_DISTANCE,
     NEG_INNER_PRODUCT,
     CosineDistance,
+    HammingDistance,
+    JaccardDistance,
     L1Distance,
     L2Distance,
     L2Normalize,
@@ -30,7 +32,7 @@ from sqlvec.sql.dialect import (
     parse_one,
     to_sql,
 )
-from sqlvec.vectors import Metric
+from sqlvec.vectors import BIT_METRICS, Metric
 
 
 def validate_identity(sql: str, write_sql: str | None = None) -> exp.Expr:
@@ -148,7 +150,10 @@ def test_operator_builds_its_node(klass: type[VectorDistance]) -> None:
 
 
 def test_one_node_per_metric() -> None:
-    assert {klass.metric for klass in DISTANCES} == set(Metric)
+    assert {klass.metric for klass in DISTANCES} == set(Metric) - BIT_METRICS
+    assert {HammingDistance.metric, JaccardDistance.metric} == BIT_METRICS
+    for klass, operator in ((HammingDistance, "<~>"), (JaccardDistance, "<%>")):
+        assert type(select(f"SELECT b {operator} q")) is klass
     assert [klass.metric.operator for klass in DISTANCES] == ["<->", "<=>", "<#>", "<+>"]
 
 
