@@ -18,6 +18,7 @@ SUITES = {
     "profile": "benchmarks.wire_profile",
     "foreign_keys": "benchmarks.foreign_keys",
     "copy": "benchmarks.ingest",
+    "workers": "benchmarks.workers",
 }
 
 
