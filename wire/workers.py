@@ -234,11 +234,17 @@ class RelayedConnection(Connection):
     def stop(self) -> None:
         """Server shutdown: as a direct connection, except that a read running in the worker
         is a running statement too: the connection ends once it is answered (or cancelled
-        after the grace period)."""
+        after the grace period). pg_terminate_backend ends it at once: the worker's read is
+        cancelled, and the client gets the FATAL message as from one process."""
+        session = self.session
+        terminated = session is not None and session.terminated
         with self._lock:
-            if self._worker_running:
+            running = self._worker_running
+            if running and not terminated:
                 self._stop_later = True
                 return
+        if running and session is not None and self.pool is not None:
+            self.pool.cancel(self.worker, session.pid)
         super().stop()
 
     def ready_for_query(self) -> None:

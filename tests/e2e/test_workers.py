@@ -217,6 +217,35 @@ def test_cancel_request_reaches_a_read_in_a_worker_and_a_transaction(pool_server
         assert time.monotonic() - started < 90
 
 
+def test_terminate_ends_a_connection_whose_read_runs_in_a_worker(pool_server):
+    """pg_terminate_backend ends the connection at once with 57P01, as in one process, and
+    does not wait for the read its worker runs."""
+    victim, admin = connect(pool_server), connect(pool_server)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            victim.execute(f"SELECT pg_sleep(60), {WHERE_RUN}")
+        except psycopg.Error as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    pid = victim.info.backend_pid
+    deadline = time.monotonic() + 30
+    while admin.execute("SELECT state FROM pg_stat_activity WHERE pid = %s",
+                        (pid,)).fetchone() != ("active",):  # (reported by the worker)
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+    thread.join(20)  # well before the sleep would end
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), psycopg.errors.AdminShutdown), outcome
+    assert admin.execute("SELECT 1").fetchone() == (1,)
+    victim.close()
+    admin.close()
+
+
 def test_pg_stat_activity_lists_sessions_of_every_worker(pool_server):
     a, b = two_workers(pool_server)
     with a, b:
