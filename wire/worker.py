@@ -1062,8 +1062,8 @@ def fork_server(sock: socket.socket, writer: Database, position: CommitPosition)
         lsn, version, generation = position.read()
         try:
             database.catch_up(DEFAULT_DATABASE, lsn, version)
-        except SqlVecError as exc:
-            log.warning("worker fork server: %s", exc.message)
+        except Exception as exc:  # the worker catches up itself, or reports why it cannot
+            log.warning("worker fork server: cannot follow the data directory: %s", exc)
         if generation != reloads:
             database.config.reload()
             reloads = generation
