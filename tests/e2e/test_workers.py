@@ -508,3 +508,33 @@ def test_statistics_of_reads_in_workers_are_counted_by_the_primary(pool_server, 
         assert reads(a) == {worker_of(a)} and reads(b) == {worker_of(b)}
         expected = tuple(p + 2 * s for p, s in zip(primary, step))
         assert settled(expected) == expected
+
+
+def test_what_a_launcher_adds_to_the_engine_is_in_forked_workers(tmp_path, reap):
+    """A launcher module that registers an access method before running the command line
+    (tests/e2e/test_index_access_method.py's "flat") has it in its workers too: its setting
+    is known to a read answered in a worker, and the worker searches with its index."""
+    from tests.e2e.test_index_access_method import MODULE
+
+    server = start_server(tmp_path, "--workers", "1", module=MODULE)
+    reap(server)
+    rng = random.Random(5)
+    with connect(server) as conn:
+        conn.execute("CREATE TABLE f (id int, v vector(4))")
+        with conn.cursor().copy("COPY f (id, v) FROM STDIN") as copy:
+            for i in range(200):
+                copy.write_row((i, _vector(rng, 4)))
+        conn.execute("CHECKPOINT")
+        conn.execute("CREATE INDEX ON f USING flat (v vector_cosine_ops)")
+        # (an unknown setting would fail in the worker, and the primary would answer: NULL)
+        assert conn.execute(f"SELECT current_setting('flat.probes'), {WHERE_RUN}").fetchone() \
+            == ("1", "0")
+        sql = f"SELECT id, {WHERE_RUN} FROM f ORDER BY v <=> %s LIMIT 5"
+        vector = _vector(rng, 4)
+        here = conn.execute(sql, (vector,)).fetchall()
+        assert {row[1] for row in here} == {"0"}
+        with conn.transaction():
+            there = conn.execute(sql, (vector,)).fetchall()
+        assert [row[0] for row in here] == [row[0] for row in there]
+    assert server.stop() == 0, server.log()
+    assert "does not have" not in server.log() and "Traceback" not in server.log()
