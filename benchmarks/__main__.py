@@ -20,6 +20,7 @@ SUITES = {
     "copy": "benchmarks.ingest",
     "btree": "benchmarks.btree",
     "quantization": "benchmarks.quantization",
+    "workers": "benchmarks.workers",
 }
 
 

@@ -35,8 +35,10 @@ from sqlvec.catalog.config_file import ConfigFileError as ConfigFileError
 from sqlvec.catalog.pg_stat import (
     STATS_DIR,
     StatementStats,
+    add_table_stats,
     load_table_stats,
     save_table_stats,
+    take_table_stats,
 )
 from sqlvec.catalog.server_config import CONF_FILE as CONF_FILE
 from sqlvec.catalog.server_config import ServerConfig as ServerConfig
@@ -90,6 +92,7 @@ class Database:
         self._catalogs: dict[str, object] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._hold_background = False  # stores opened now leave their threads for later
         self.sessions: dict[int, object] = {}
         self.statement_stats = StatementStats()  # pg_stat_statements
         # Called after every statement as (seconds, SQLSTATE or None) when set (metrics).
@@ -105,10 +108,12 @@ class Database:
 
     @classmethod
     def open(cls, path: str = "sqlvec-data", *, options: StoreOptions | None = None,
-             config: ServerConfig | None = None) -> Database:
+             config: ServerConfig | None = None, start_background: bool = True) -> Database:
         """Open (creating if needed) a data directory and recover its default database. Its
         configuration is `config`, else the files of the data directory (sqlvec.conf,
-        sqlvec.auto.conf: ConfigFileError if a line is bad)."""
+        sqlvec.auto.conf: ConfigFileError if a line is bad). `start_background=False` holds
+        the stores' background threads until `start_background`: until then the process runs
+        one thread, so it may fork (the server's worker processes)."""
         if config is None:
             config = ServerConfig.load(path)
         os.makedirs(path, exist_ok=True)
@@ -124,6 +129,7 @@ class Database:
         # system allocator (with malloc_trim after those bursts) keeps resident memory honest.
         pa.set_memory_pool(pa.system_memory_pool())
         db = cls(path, options or StoreOptions(), fd, config)
+        db._hold_background = not start_background
         db.statement_stats.load(path)
         try:
             if DEFAULT_DATABASE in db.databases():
@@ -143,6 +149,51 @@ class Database:
             self._save_stats()
         if self._close_stores():
             os.close(self._lock_fd)
+
+    def start_background(self) -> None:
+        """Start the background work (seals, index builds, compaction) `open` held back."""
+        with self._lock:
+            self._hold_background = False
+            stores = list(self._stores.values())
+        for store in stores:
+            store.start_background()
+
+    def release_inherited_lock(self) -> None:
+        """In a process forked from the one that has the data directory open: close this
+        process's descriptors of the directory's locks, so that the locks end with their owner
+        (they stay held through the owner's descriptors)."""
+        os.close(self._lock_fd)
+        for store in self._stores.values():
+            store.release_inherited_lock()
+
+    def take_table_statistics(self) -> dict[str, dict[str, dict]]:
+        """Per database and table, the read counters (pg_stat_user_tables/indexes) since the
+        last call, which then start again from zero: what a worker process reports to the
+        primary (`merge_statistics`)."""
+        with self._lock:
+            stores = dict(self._stores)
+        return {name: taken for name, store in stores.items()
+                if (taken := take_table_stats(store))}
+
+    def merge_statistics(self, batch: dict) -> None:
+        """Count here statements another process serving this directory ran (a worker): so
+        pg_stat_statements, the table and index scan counters and the statement metrics
+        (`on_statement`) cover every process. `batch`: "statements", a list of [userid,
+        dbid, queryid, query, [[milliseconds, rows], ...]]; "observed", a list of [seconds,
+        SQLSTATE or None]; "tables", as `take_table_statistics` returns."""
+        for userid, dbid, queryid, query, calls in batch.get("statements") or ():
+            for ms, rows in calls:
+                self.statement_stats.record(int(userid), int(dbid), int(queryid), str(query),
+                                            float(ms), int(rows))
+        observe = self.on_statement
+        if observe is not None:
+            for seconds, sqlstate in batch.get("observed") or ():
+                observe(float(seconds), sqlstate)
+        for name, tables in (batch.get("tables") or {}).items():
+            with self._lock:
+                store = self._stores.get(name)
+            if store is not None:
+                add_table_stats(store, tables)
 
     def _save_stats(self) -> None:
         try:
@@ -202,7 +253,8 @@ class Database:
         """Open the store of a listed (or just validated) name; the caller holds `_lock`."""
         if self._closed:
             raise ObjectInUse("the database is closed")
-        store = Store.open(os.path.join(self.path, name), self.options)
+        store = Store.open(os.path.join(self.path, name), self.options,
+                           start_background=not self._hold_background)
         load_table_stats(self.path, name, store)
         from sqlvec.execution.constraints import ROW_CHECKS
 
@@ -391,14 +443,22 @@ class FollowerDatabase(Database):
                  config: ServerConfig | None = None) -> None:
         super().__init__(path, options, -1, config)
 
+    _seed: Database | None = None
+
     @classmethod
     def open(cls, path: str = "sqlvec-data", *,  # type: ignore[override]
              options: StoreOptions | None = None,
-             config: ServerConfig | None = None) -> FollowerDatabase:
+             config: ServerConfig | None = None,
+             seed: Database | None = None) -> FollowerDatabase:
         """Follow the data directory a writer has open (no lock is taken); `config`: the
-        writer's configuration files, which sessions here start from as there."""
+        writer's configuration files, which sessions here start from as there. `seed`: the
+        writer itself, as this process inherited it by fork: its loaded segments, indexes
+        and delete bitmaps are shared (by the same files), not read again, so the pages stay
+        shared with the writer's process copy-on-write."""
         pa.set_memory_pool(pa.system_memory_pool())
-        db = cls(path, options or StoreOptions(), config)
+        db = cls(path, options or (seed.options if seed is not None else StoreOptions()),
+                 config)
+        db._seed = seed
         db.store(DEFAULT_DATABASE)
         return db
 
@@ -407,7 +467,9 @@ class FollowerDatabase(Database):
 
         if self._closed:
             raise ObjectInUse("the database is closed")
-        store = FollowerStore.open(os.path.join(self.path, name), self.options)
+        seed = self._seed._stores.get(name) if self._seed is not None else None
+        store = FollowerStore.open(os.path.join(self.path, name), self.options,
+                                   seed=seed.tables if seed is not None else None)
         self._stores[name] = store  # type: ignore[assignment]
         return store  # type: ignore[return-value]
 

@@ -29,6 +29,7 @@ from sqlvec.errors import SqlVecError
 from wire import logs
 from wire.auth import AuthConfig, AuthMethod
 from wire.server import Limits, Server, make_ssl_context
+from wire.workers import WorkerPool
 
 DEFAULT_DATA_DIR = "./sqlvec-data"
 DEFAULT_HOST = "127.0.0.1"
@@ -432,8 +433,15 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"sqlvec: {exc}", file=sys.stderr)
         return 2
+    if args.workers is None:
+        args.workers = default_workers()
+    if args.workers < 0:
+        print("sqlvec: --workers (or SQLVEC_WORKERS) must be 0 or more, or auto",
+              file=sys.stderr)
+        return 2
     try:
-        db = Database.open(args.data_dir, config=config)
+        # The background threads wait until the workers' fork server exists (wire.workers).
+        db = Database.open(args.data_dir, config=config, start_background=args.workers == 0)
     except SqlVecError as exc:
         print(f"sqlvec: {exc.message}", file=sys.stderr)
         for label, text in (("DETAIL", exc.detail), ("HINT", exc.hint)):
@@ -445,15 +453,26 @@ def serve(args: argparse.Namespace) -> int:
     # create, instead of pausing every connection for tens of milliseconds.
     gc.freeze()
     metrics = None
+    pool = None
     try:
+        if args.workers:
+            # Workers are forked from this process as it is now: engine imported, data loaded,
+            # one thread (a launcher's additions to the engine included).
+            from wire.worker import fork_server
+
+            pool = WorkerPool(db, args.workers, worker_launcher())
+            pool.prefork(fork_server)
+            db.start_background()
         if args.metrics_port is not None:
             metrics = _start_metrics(db, args.host, args.metrics_port)
             if metrics is None:
                 return 2
-        return asyncio.run(_serve(db, args, auth, context, limits))
+        return asyncio.run(_serve(db, args, auth, context, limits, pool))
     finally:
         if metrics is not None:
             metrics.stop()
+        if pool is not None and pool.forks is not None:  # (the server may not have started)
+            pool.forks.stop()
         db.close()
         log.info("sqlvec stopped", extra=_CONSOLE)
         log.info("database system is shut down", extra=_CONSOLE)
@@ -527,15 +546,9 @@ def backup(args: argparse.Namespace) -> int:
 
 
 async def _serve(db: Database, args: argparse.Namespace, auth: AuthConfig, context,
-                 limits: Limits) -> int:
-    if args.workers is None:
-        args.workers = default_workers()
-    if args.workers < 0:
-        print("sqlvec: --workers (or SQLVEC_WORKERS) must be 0 or more, or auto",
-              file=sys.stderr)
-        return 2
+                 limits: Limits, pool: WorkerPool | None) -> int:
     server = Server(db, host=args.host, port=args.port, auth=auth, ssl_context=context,
-                    limits=limits, workers=args.workers, worker_command=worker_launcher())
+                    limits=limits, pool=pool)
     try:
         host, port = await server.start()
     except OSError as exc:

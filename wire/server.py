@@ -108,10 +108,14 @@ class Server:
     def __init__(self, database: Database, *, host: str = "127.0.0.1", port: int = 5433,
                  auth: AuthConfig | None = None, ssl_context: ssl.SSLContext | None = None,
                  max_message_size: int = MAX_MESSAGE_SIZE, limits: Limits | None = None,
-                 workers: int = 0, worker_command: list[str] | None = None) -> None:
+                 workers: int = 0, worker_command: list[str] | None = None,
+                 pool: WorkerPool | None = None) -> None:
         self.database = database
-        # With workers, connections are served by that many processes (`wire.workers`).
-        self.pool = WorkerPool(database, workers, worker_command) if workers > 0 else None
+        # With workers, connections are served by that many processes (`wire.workers`): a
+        # pool made (and its fork server started) by the caller, or one made here.
+        if pool is None and workers > 0:
+            pool = WorkerPool(database, workers, worker_command)
+        self.pool = pool
         self.host = host
         self.port = port
         self.auth = auth or AuthConfig()

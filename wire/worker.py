@@ -40,7 +40,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, NoReturn
 
-from sqlvec.database import DEFAULT_DATABASE, ConfigFileError, FollowerDatabase, ServerConfig
+from sqlvec.database import (
+    DEFAULT_DATABASE,
+    ConfigFileError,
+    Database,
+    FollowerDatabase,
+    ServerConfig,
+)
 from sqlvec.errors import SqlVecError
 from sqlvec.stack import start_engine_thread
 from wire.codec import (
@@ -70,10 +76,12 @@ from wire.workers import (
     ACTIVITY_MESSAGE,
     CANCEL,
     CONNECTION,
+    FORK,
     LOG_LEVEL_VARIABLE,
     LOG_RECORD,
     READY,
     SETTINGS_MESSAGE,
+    STATISTICS,
     CommitPosition,
 )
 
@@ -89,6 +97,9 @@ LOG_FIELD_LIMIT = 16_384  # characters of a log record's text sent to the primar
 REPORT_AFTER = 0.05  # seconds: a read running here longer is shown active in pg_stat_activity
 STARTUP_POLL = 0.25  # seconds between looks at the primary while a client's startup is awaited
 STREAM_CHUNK = 8192  # bytes: a message before authentication goes on in pieces of this size
+STATISTICS_DELAY = 0.02  # seconds statistics gather before they go to the primary
+STATISTICS_MESSAGE_LIMIT = 65_536  # bytes of statistics in one control message, about
+STATISTICS_TEXT_LIMIT = 16_384  # characters of a statement's text sent with its statistics
 
 # Statements answered here: one statement, starting as a query does, naming nothing that
 # writes, locks, reads per-process state (sessions, locks, prepared statements, backend pid)
@@ -153,6 +164,106 @@ class PrimaryLog(logging.Handler):
             self.control.send(LOG_RECORD + json.dumps(data).encode())
         except (OSError, TypeError, ValueError):
             pass
+
+
+class PrimaryStatistics:
+    """Statistics of the reads answered here, sent to the primary over the control socket and
+    counted there with its own: pg_stat_statements (the worker's `statement_stats`), the
+    statement metrics (its `on_statement`) and the tables' scan counters, so the primary's
+    views and metrics cover every process. What a round trip records is held until it is
+    settled, as log records are: a read handed to the primary is counted there. Sent in
+    batches: a sender thread wakes when there is something, waits STATISTICS_DELAY seconds
+    for more, and sends it all in as few messages as fit."""
+
+    def __init__(self, control: socket.socket, database: FollowerDatabase) -> None:
+        self.control = control
+        self.database = database
+        self._held = threading.local()
+        self._lock = threading.Lock()
+        self._statements: dict[tuple[int, int, int], list] = {}  # key -> [query, calls]
+        self._observed: list[tuple[float, str | None]] = []
+        self._wake = threading.Event()
+        database.statement_stats = self  # type: ignore[assignment]
+        database.on_statement = self.observe
+
+    def start(self) -> None:
+        """Start the sender thread."""
+        threading.Thread(target=self._run, daemon=True, name="sqlvec-worker-stats").start()
+
+    def hold(self) -> None:
+        """Hold what this thread records from now on."""
+        self._held.items = []
+
+    def settle(self, keep: bool) -> None:
+        """Stop holding: queue what was held for the primary (keep), or drop it."""
+        items, self._held.items = getattr(self._held, "items", None), None
+        if keep and items:
+            with self._lock:
+                for item in items:
+                    self._queue(item)
+        self._wake.set()  # (the tables' scan counters moved either way)
+
+    def record(self, userid: int, dbid: int, queryid: int, query: str, ms: float,
+               rows: int) -> None:
+        """pg_stat_statements: one completed statement (StatementStats' interface)."""
+        self._add(((userid, dbid, queryid), query, ms, rows))
+
+    def observe(self, seconds: float, sqlstate: str | None) -> None:
+        """The metrics: one finished statement (Database.on_statement's interface)."""
+        self._add((seconds, sqlstate))
+
+    def _add(self, item: tuple) -> None:
+        held = getattr(self._held, "items", None)
+        if held is not None:
+            held.append(item)
+            return
+        with self._lock:
+            self._queue(item)
+        self._wake.set()
+
+    def _queue(self, item: tuple) -> None:
+        if len(item) == 2:
+            self._observed.append(item)
+            return
+        key, query, ms, rows = item
+        entry = self._statements.get(key)
+        if entry is None:
+            entry = self._statements[key] = [query[:STATISTICS_TEXT_LIMIT], []]
+        entry[1].append((ms, rows))
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(STATISTICS_DELAY)
+            self._wake.clear()
+            try:
+                self.flush()
+            except OSError:  # the primary is gone: this process ends with it
+                return
+            except Exception:
+                log.exception("statistics of this worker could not be sent")
+
+    def flush(self) -> None:
+        """Send what was recorded since the last call."""
+        with self._lock:
+            statements, self._statements = self._statements, {}
+            observed, self._observed = self._observed, []
+        tables = self.database.take_table_statistics()
+        batch: dict = {"tables": tables, "statements": [], "observed": observed}
+        size = len(json.dumps(batch))
+        for key, (query, calls) in statements.items():
+            item = [*key, query, calls]
+            item_size = len(json.dumps(item))
+            if batch["statements"] and size + item_size > STATISTICS_MESSAGE_LIMIT:
+                self._send(batch)
+                batch, size = {"statements": []}, 20
+            batch["statements"].append(item)
+            size += item_size
+        if batch.get("statements") or batch.get("observed") or batch.get("tables"):
+            self._send(batch)
+
+    def _send(self, batch: dict) -> None:
+        self.control.send(STATISTICS + json.dumps(batch).encode())
 
 
 class _LocalServer:
@@ -540,9 +651,11 @@ class Relay:
         local = self.local
         assert local is not None
         local.begin()
-        held = self.worker.log
+        held, statistics = self.worker.log, self.worker.statistics
         if held is not None:
             held.hold()
+        if statistics is not None:
+            statistics.hold()
         self.query = _text_of(messages, local)
         self.started = time.monotonic()
         self.running = True
@@ -565,6 +678,8 @@ class Relay:
         finally:
             if held is not None:
                 held.settle(answered)
+            if statistics is not None:
+                statistics.settle(answered)
             if reported:  # (after the answer went out: the primary may end the connection now)
                 with self.ulock:
                     self._send_activity(None)
@@ -675,12 +790,17 @@ class Relay:
         local = self.local
         if local is None or message.name in local.statements:
             return
+        statistics = self.worker.statistics
+        if statistics is not None:  # (the primary counts this statement: it prepares it)
+            statistics.hold()
         try:
             local.on_parse(message)
         except Exception:
             return
         finally:
             local.discard()
+            if statistics is not None:
+                statistics.settle(False)
         self.local_names[message.name] = raw
         self.shared.add(message.name)
 
@@ -790,6 +910,7 @@ class Worker:
         self._relays: dict[int, Relay] = {}
         self._ended = 0  # clients ended since memory was last handed back
         self.log: PrimaryLog | None = None  # where log records go, once serving
+        self.statistics: PrimaryStatistics | None = None  # where statistics go, once serving
         self._lock = threading.Lock()
         self._config_lock = threading.Lock()
 
@@ -863,7 +984,8 @@ class Worker:
 
 def main(argv: list[str]) -> int:
     """`python -m wire.worker CONTROL_FD POSITION_FD DATA_DIR INDEX [CONFIG_FILE]` (started
-    by the pool; CONFIG_FILE when the primary was given one)."""
+    by the pool when it cannot fork its workers; CONFIG_FILE when the primary was given
+    one)."""
     control_fd, position_fd, path, index = int(argv[0]), int(argv[1]), argv[2], int(argv[3])
     config_file = argv[4] if len(argv) > 4 else None
     # Ctrl-C reaches the whole process group: the primary shuts down, and closing the control
@@ -872,13 +994,25 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING,
                         format=f"%(asctime)s worker {index} %(levelname)s %(message)s")
     control = socket.socket(fileno=control_fd)
+    database = FollowerDatabase.open(path, config=_config(path, config_file))
+    return _serve(control, CommitPosition(position_fd), database, index,
+                  int(os.environ.get(LOG_LEVEL_VARIABLE, logging.INFO)))
+
+
+def _config(path: str, config_file: str | None) -> ServerConfig:
+    """The configuration files, as the primary read them."""
     try:
-        config = ServerConfig.load(path, config_file)
+        return ServerConfig.load(path, config_file)
     except ConfigFileError as exc:  # edited since the primary started: it keeps its values
         log.warning("%s; sessions here take their settings from the primary", exc.message)
-        config = ServerConfig(path, config_file)
-    database = FollowerDatabase.open(path, config=config)
-    worker = Worker(database, CommitPosition(position_fd), index)
+        return ServerConfig(path, config_file)
+
+
+def _serve(control: socket.socket, position: CommitPosition, database: FollowerDatabase,
+           index: int, level: int) -> int:
+    """Serve as worker `index` once the data directory is loaded."""
+    _name_process(f"sqlvec-worker-{index}")
+    worker = Worker(database, position, index)
     gc.freeze()  # as the primary does: what is loaded lives as long as the process
     control.send(READY)
     # From here on the primary writes this process's log, at its own level.
@@ -887,9 +1021,79 @@ def main(argv: list[str]) -> int:
         root.removeHandler(handler)
     worker.log = PrimaryLog(control)
     root.addHandler(worker.log)
-    root.setLevel(int(os.environ.get(LOG_LEVEL_VARIABLE, logging.INFO)))
+    root.setLevel(level)
+    worker.statistics = PrimaryStatistics(control, database)
+    worker.statistics.start()
     worker.serve(control)
     return 0
+
+
+def fork_server(sock: socket.socket, writer: Database, position: CommitPosition) -> int:
+    """The fork server's life (`wire.workers.ForkServer`), in a child forked from the primary
+    while it ran one thread: follow the data directory, seeded with the writer's loaded
+    tables, then fork a worker for each request until the primary closes `sock`. Its workers
+    are reaped by the kernel (SIGCHLD ignored); the primary watches each through its control
+    socket."""
+    for sig in (signal.SIGINT, signal.SIGHUP):  # the primary handles these; its end ends us
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    _name_process("sqlvec-forks")
+    writer.release_inherited_lock()
+    config = writer.config
+    database = FollowerDatabase.open(
+        writer.path, config=_config(writer.path, config.config_file if config.explicit else None),
+        seed=writer)
+    reloads = position.read()[2]
+    gc.freeze()
+    sock.send(READY)
+    while True:
+        try:
+            message, fds, _flags, _address = socket.recv_fds(sock, 256, 1)
+        except OSError:
+            return 0
+        if not message:
+            return 0
+        if message[:1] != FORK or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            continue
+        index, level = json.loads(message[1:])
+        # What the worker would load at its first read is loaded once here, and shared.
+        lsn, version, generation = position.read()
+        try:
+            database.catch_up(DEFAULT_DATABASE, lsn, version)
+        except Exception as exc:  # the worker catches up itself, or reports why it cannot
+            log.warning("worker fork server: cannot follow the data directory: %s", exc)
+        if generation != reloads:
+            database.config.reload()
+            reloads = generation
+        gc.freeze()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                sock.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                code = _serve(socket.socket(fileno=fds[0]), position, database, index, level)
+            except BaseException:
+                log.exception("worker %d failed", index)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(fds[0])
+        sock.send(str(pid).encode())
+
+
+def _name_process(name: str) -> None:
+    """Show the process as `name` in ps and top (Linux: at most 15 characters)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
 def run(argv: list[str]) -> NoReturn:

@@ -30,6 +30,7 @@ import json
 import logging
 import mmap
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -37,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 from wire.codec import frame
 from wire.connection import Connection
@@ -49,6 +51,8 @@ CONNECTION = b"C"  # control message: a client socket and its relay socket follo
 CANCEL = b"X"  # control message: cancel the local statement of this backend pid
 READY = b"R"  # worker -> primary on its control socket: loaded, serving
 LOG_RECORD = b"L"  # worker -> primary on its control socket: a log record (JSON) to write
+STATISTICS = b"S"  # worker -> primary on its control socket: statistics of its reads (JSON)
+FORK = b"F"  # primary -> fork server: fork a worker (JSON [index, log level]; its socket follows)
 LOG_LEVEL_VARIABLE = "SQLVEC_WORKER_LOG_LEVEL"  # the primary's log level, for its workers
 BACKGROUND_PUBLISH = 0.05  # seconds between publications of the position by the pool itself
 START_TIMEOUT = 120.0  # seconds a worker may take to load before the server gives up on it
@@ -101,6 +105,122 @@ class CommitPosition:
         os.close(self.fd)
 
 
+class ForkServer:
+    """The process that forks the workers: a child of the primary forked once the data
+    directory is loaded and while the primary still runs one thread (forking a process with
+    threads can leave the child holding a lock nobody will release). It opens the directory as
+    a follower seeded with the writer's loaded tables, so sealed segments and vector indexes
+    are the very pages the primary loaded, shared copy-on-write, then forks each worker (and
+    each replacement of one that died) from that state on request: a worker starts in
+    milliseconds, imports nothing and reads no segment file again. Before each fork it brings
+    its follower to the published commit position, so what it loads since is shared as well.
+
+    Whatever a launcher added to the engine before running the command line (an access
+    method, say) is in the primary, so it is in every forked worker too."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+        self._lock = threading.Lock()  # one request, one answer
+
+    @classmethod
+    def start(cls, database, position: CommitPosition,
+              serve: Callable[[socket.socket, object, CommitPosition], int]) -> ForkServer | None:
+        """Fork the fork server, which runs `serve`, and wait until it has loaded; None if
+        this process cannot fork safely (not on a system with fork, or threads already
+        run)."""
+        if not hasattr(os, "fork") or threading.active_count() > 1:
+            log.info("workers are started as new processes: %s",
+                     "threads run already" if hasattr(os, "fork") else "no fork here")
+            return None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:  # the fork server: never returns into the caller's code
+            code = 1
+            try:
+                ours.close()
+                code = serve(theirs, database, position)
+            except BaseException:
+                log.exception("the worker fork server failed")
+            finally:
+                os._exit(code)
+        theirs.close()
+        ours.settimeout(START_TIMEOUT)
+        try:
+            answer = ours.recv(16)
+        except OSError:
+            answer = b""
+        ours.settimeout(None)
+        if answer != READY:
+            log.error("the worker fork server did not start; workers are started as new "
+                      "processes")
+            ours.close()
+            _end_child(pid, 10.0)
+            return None
+        log.info("worker fork server started (process %d)", pid)
+        return cls(pid, ours)
+
+    def fork(self, control: socket.socket, index: int, level: int) -> int:
+        """Fork worker `index`, giving it `control` (its end of the control socket); its
+        process id, 0 if the fork server is gone."""
+        with self._lock:
+            try:
+                socket.send_fds(self.sock, [FORK + json.dumps([index, level]).encode()],
+                                [control.fileno()])
+                answer = self.sock.recv(32)
+            except OSError:
+                return 0
+        try:
+            return int(answer)
+        except ValueError:
+            return 0
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End the fork server: it exits when its socket closes."""
+        self.sock.close()
+        _end_child(self.pid, timeout)
+
+
+def _end_child(pid: int, timeout: float) -> None:
+    """Wait for a child process to end, killing it after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        if time.monotonic() >= deadline:
+            _kill(pid)
+            os.waitpid(pid, 0)
+            return
+        time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not os.path.isdir("/proc")
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 class RelayedConnection(Connection):
     """A connection whose client talks to it through a worker process: served exactly as a
     direct one, plus what the worker needs before each ReadyForQuery (module docstring)."""
@@ -114,11 +234,17 @@ class RelayedConnection(Connection):
     def stop(self) -> None:
         """Server shutdown: as a direct connection, except that a read running in the worker
         is a running statement too: the connection ends once it is answered (or cancelled
-        after the grace period)."""
+        after the grace period). pg_terminate_backend ends it at once: the worker's read is
+        cancelled, and the client gets the FATAL message as from one process."""
+        session = self.session
+        terminated = session is not None and session.terminated
         with self._lock:
-            if self._worker_running:
+            running = self._worker_running
+            if running and not terminated:
                 self._stop_later = True
                 return
+        if running and session is not None and self.pool is not None:
+            self.pool.cancel(self.worker, session.pid)
         super().stop()
 
     def ready_for_query(self) -> None:
@@ -184,7 +310,8 @@ class _Worker:
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.process: subprocess.Popen | None = None
+        self.pid = 0
+        self.process: subprocess.Popen | None = None  # when started by the launcher command
         self.control: socket.socket | None = None
         self.load = 0  # connections handed to this slot and not yet ended
         self.lock = threading.Lock()  # one control message at a time
@@ -196,17 +323,29 @@ class WorkerPool:
     def __init__(self, database, count: int, command: list[str] | None = None) -> None:
         self.database = database
         self.count = count
-        # How a worker is started, before its arguments: by default this package's module; the
-        # command line passes its own launcher, so that whatever the launcher adds to the engine
-        # (an access method, say) is in the workers too.
+        # How a worker is started when it cannot be forked (`prefork` was not called, or not
+        # while this process ran one thread), before its arguments: by default this package's
+        # module; the command line passes its own launcher, so that whatever the launcher adds
+        # to the engine (an access method, say) is in the workers too.
         self.command = command or [sys.executable, "-m", "wire.worker"]
         self.position = CommitPosition()
         self.workers = [_Worker(i) for i in range(count)]
         self.restarts = 0
+        self.forks: ForkServer | None = None
         self._lock = threading.Lock()
         self._stopping = False
 
     # Processes -------------------------------------------------------------------------------
+
+    def prefork(self, serve: Callable[[socket.socket, object, CommitPosition], int]) -> bool:
+        """Start the fork server (`ForkServer`), which forks every worker: to be called once
+        the data directory is loaded and while this process still runs one thread. `serve`:
+        the fork server's life (`wire.worker.fork_server`). False (the workers are then
+        started by the launcher command) when this process cannot fork safely."""
+        self.database.catalog()  # the default database's catalog exists before any follower
+        self.publish()
+        self.forks = ForkServer.start(self.database, self.position, serve)
+        return self.forks is not None
 
     def start(self) -> None:
         """Start every worker and wait until each has loaded the data directory."""
@@ -215,8 +354,8 @@ class WorkerPool:
         for worker in self.workers:
             self._spawn(worker)
         for worker in self.workers:
-            self._await_ready(worker)
-            threading.Thread(target=self._watch, args=(worker,), daemon=True,
+            ready = self._await_ready(worker)
+            threading.Thread(target=self._watch, args=(worker, ready), daemon=True,
                              name=f"sqlvec-worker-watch-{worker.index}").start()
         threading.Thread(target=self._publish_background, daemon=True,
                          name="sqlvec-position").start()
@@ -233,21 +372,28 @@ class WorkerPool:
 
     def _spawn(self, worker: _Worker) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        config = self.database.config
+        level = logging.getLogger().getEffectiveLevel()
         try:
-            worker.process = subprocess.Popen(
-                [*self.command, str(theirs.fileno()),
-                 str(self.position.fd), os.path.abspath(self.database.path), str(worker.index),
-                 *([config.config_file] if config.explicit else [])],
-                pass_fds=(theirs.fileno(), self.position.fd), close_fds=True,
-                env={**os.environ,
-                     LOG_LEVEL_VARIABLE: str(logging.getLogger().getEffectiveLevel())})
+            forks = self.forks
+            pid = forks.fork(theirs, worker.index, level) if forks is not None else 0
+            if pid:
+                worker.pid, worker.process = pid, None
+            else:
+                config = self.database.config
+                worker.process = subprocess.Popen(
+                    [*self.command, str(theirs.fileno()), str(self.position.fd),
+                     os.path.abspath(self.database.path), str(worker.index),
+                     *([config.config_file] if config.explicit else [])],
+                    pass_fds=(theirs.fileno(), self.position.fd), close_fds=True,
+                    env={**os.environ, LOG_LEVEL_VARIABLE: str(level)})
+                worker.pid = worker.process.pid
         finally:
             theirs.close()
         worker.control = ours
-        log.info("worker %d started (process %d)", worker.index, worker.process.pid)
+        log.info("worker %d started (process %d%s)", worker.index, worker.pid,
+                 ", forked" if worker.process is None else "")
 
-    def _await_ready(self, worker: _Worker) -> None:
+    def _await_ready(self, worker: _Worker) -> bool:
         assert worker.control is not None
         worker.control.settimeout(START_TIMEOUT)
         try:
@@ -257,47 +403,76 @@ class WorkerPool:
         worker.control.settimeout(None)
         if answer != READY:
             log.error("worker %d did not start", worker.index)
-            return
-        threading.Thread(target=_write_log, args=(worker.control,), daemon=True,
-                         name=f"sqlvec-worker-log-{worker.index}").start()
+            return False
+        return True
 
-    def _watch(self, worker: _Worker) -> None:
-        """Start a worker again when its process ends, unless the server is stopping."""
+    def _watch(self, worker: _Worker, ready: bool) -> None:
+        """Take what the worker sends on its control socket (log records, statistics) until
+        the socket closes: the process ended. Then start it again, unless the server is
+        stopping."""
         while True:
-            process = worker.process
-            assert process is not None
-            code = process.wait()
+            control = worker.control
+            assert control is not None
+            if ready:
+                _read_control(control, self.database)
+            code = self._reap(worker)
             if self._stopping:
                 return
             log.error("worker %d (process %d) ended with status %s; starting it again",
-                      worker.index, process.pid, code)
+                      worker.index, worker.pid, code)
+            if not ready:
+                time.sleep(1.0)  # one that cannot start is not tried in a busy loop
             with worker.lock:
-                if worker.control is not None:
-                    worker.control.close()
+                control.close()
                 self._spawn(worker)
             self.restarts += 1
-            self._await_ready(worker)
+            ready = self._await_ready(worker)
+
+    def _reap(self, worker: _Worker) -> int | None:
+        """Wait for a worker whose control socket closed to end; its exit status, when known
+        (a forked worker is its fork server's child)."""
+        if worker.process is not None:
+            return worker.process.wait()
+        deadline = time.monotonic() + 10.0
+        while _alive(worker.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _alive(worker.pid):
+            _kill(worker.pid)
+        return None
 
     def stop(self, timeout: float = 10.0) -> None:
-        """End every worker (their relayed connections have ended already)."""
+        """End every worker (their relayed connections have ended already), then the fork
+        server."""
         self._stopping = True
         for worker in self.workers:
             if worker.control is not None:
-                worker.control.close()  # the worker exits when its control socket closes
+                # The worker exits when its control socket closes (shut down first: a thread
+                # of ours reading it would keep it open).
+                try:
+                    worker.control.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                worker.control.close()
         deadline = time.monotonic() + timeout
         for worker in self.workers:
-            if worker.process is None:
-                continue
-            try:
-                worker.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                worker.process.kill()
-                worker.process.wait()
+            if worker.process is not None:
+                try:
+                    worker.process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    worker.process.kill()
+                    worker.process.wait()
+            elif worker.pid:
+                while _alive(worker.pid) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if _alive(worker.pid):
+                    _kill(worker.pid)
+        if self.forks is not None:
+            self.forks.stop()
         self.position.close()
 
     def pids(self) -> list[int]:
         """The workers' process ids (for tests and operators)."""
-        return [w.process.pid for w in self.workers if w.process is not None]
+        return [w.pid for w in self.workers if w.pid]
 
     # Connections -----------------------------------------------------------------------------
 
@@ -347,16 +522,22 @@ class WorkerPool:
                               self.database.config.generation)
 
 
-def _write_log(control: socket.socket) -> None:
-    """Write the log records a worker sends, with this process's handlers, until its control
-    socket closes."""
+def _read_control(control: socket.socket, database) -> None:
+    """Take what a worker sends until its control socket closes: log records (written with
+    this process's handlers) and statistics of the reads it answered (counted here)."""
     while True:
         try:
-            message = control.recv(1 << 18)
+            message = control.recv(1 << 20)
         except OSError:
             return
         if not message:
             return
+        if message[:1] == STATISTICS:
+            try:
+                database.merge_statistics(json.loads(message[1:]))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("statistics of a worker not counted: %s", exc)
+            continue
         if message[:1] != LOG_RECORD:
             continue
         try:

@@ -90,6 +90,48 @@ def load_table_stats(data_dir: str, database: str, store: Store) -> None:
                 table.stats = TableStats(**{k: v for k, v in fields.items() if k in names})
 
 
+# The counters reads move (what a worker process, which only reads, has to report).
+_READ_COUNTERS = ("seq_scan", "seq_tup_read", "idx_scan", "idx_tup_fetch")
+_READ_TIMES = ("last_seq_scan", "last_idx_scan")
+
+
+def take_table_stats(store) -> dict[str, dict]:
+    """The read counters of `store`'s tables since the last call, each table's counters
+    starting again from zero: how a worker process reports its reads to the primary. An
+    increment racing the reset may be lost, as these counters allow (TableStats)."""
+    out = {}
+    for tid, table in list(store.tables.items()):
+        stats = getattr(table, "stats", None)
+        if stats is None or not (stats.seq_scan or stats.idx_scan or stats.indexes):
+            continue
+        table.stats = TableStats()
+        out[str(tid)] = {**{k: getattr(stats, k) for k in (*_READ_COUNTERS, *_READ_TIMES)},
+                         "indexes": stats.indexes}
+    return out
+
+
+def add_table_stats(store: Store, tables: dict[str, dict]) -> None:
+    """Add the counters `take_table_stats` took in another process to `store`'s tables."""
+    for tid, fields in tables.items():
+        table = store.tables.get(int(tid))
+        stats = getattr(table, "stats", None)
+        if stats is None:
+            continue  # dropped meanwhile
+        for name in _READ_COUNTERS:
+            setattr(stats, name, getattr(stats, name) + int(fields.get(name) or 0))
+        for name in _READ_TIMES:
+            theirs = fields.get(name)
+            if theirs is not None:
+                setattr(stats, name, max(getattr(stats, name) or 0.0, float(theirs)))
+        for index, (scans, read, fetched, last) in (fields.get("indexes") or {}).items():
+            entry = stats.indexes.setdefault(index, [0, 0, 0, None])
+            entry[0] += int(scans)
+            entry[1] += int(read)
+            entry[2] += int(fetched)
+            if last is not None:
+                entry[3] = max(entry[3] or 0.0, float(last))
+
+
 def _rows(columns: list[tuple[str, str]], rows: list[tuple]) -> dict:
     return {c: [r[i] for r in rows] for i, (c, _t) in enumerate(columns)}
 

@@ -40,7 +40,7 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from sqlvec.errors import DataCorrupted, ReadOnlySqlTransaction, SqlVecError
 from sqlvec.storage.manifest import Manifest, ManifestStore
@@ -88,13 +88,19 @@ class FollowerStore(StoreBase):
 
     @classmethod
     def open(cls, directory: str, options: StoreOptions | None = None, *,
-             durable_lsn: Callable[[], int] | None = None) -> FollowerStore:
+             durable_lsn: Callable[[], int] | None = None,
+             seed: Mapping[int, Table] | None = None) -> FollowerStore:
         """Load a database directory that a writer has created, without locking it.
 
         `durable_lsn`, when given, tells `catch_up()` without a target how far the writer's
         log is durable (in multi-process serving: read from memory the writer publishes to);
-        without it, every whole record in the log counts."""
+        without it, every whole record in the log counts. `seed`: tables already loaded from
+        this directory (the writer's, inherited by fork): the first load shares their
+        segments, indexes and delete bitmaps where the files are the same, as a reload does."""
         follower = cls(directory, options or StoreOptions(), durable_lsn)
+        if seed:
+            follower.tables = {tid: t for tid, t in seed.items()
+                               if not isinstance(t, UnavailableTable)}
         if not follower._manifests.versions():
             raise SqlVecError(f'database directory "{directory}" has no manifest: it has not '
                               "been created by a writer", sqlstate="58P01")

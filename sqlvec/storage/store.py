@@ -384,10 +384,13 @@ class Store(StoreBase):
     # Opening and closing ------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, directory: str, options: StoreOptions | None = None) -> Store:
+    def open(cls, directory: str, options: StoreOptions | None = None, *,
+             start_background: bool = True) -> Store:
         """Open (or create) a database directory and recover it: manifest, then WAL replay.
         The directory stays locked until `close` (ObjectInUse if it is open already, here or
-        in another process)."""
+        in another process). `start_background=False` leaves the background threads to
+        `start_background` (work found at open waits in their queues meanwhile): a server forks
+        its worker processes in between, while it runs one thread."""
         os.makedirs(directory, exist_ok=True)
         lock_fd = lock_directory(directory)
         if lock_fd is None:
@@ -404,7 +407,7 @@ class Store(StoreBase):
             store._replay()
             with store._pins.guard():
                 store._collect_garbage()
-            if store.options.background:
+            if store.options.background and start_background:
                 store._start_workers()
             for table in store.tables.values():
                 store._schedule_missing_builds(table)
@@ -1354,6 +1357,18 @@ class Store(StoreBase):
             return True
 
     # Background work ----------------------------------------------------------------------------
+
+    def release_inherited_lock(self) -> None:
+        """In a process forked from this store's: close the LOCK descriptor it inherited (see
+        `Database.release_inherited_lock`); the store must not be used there."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def start_background(self) -> None:
+        """Start the background threads of a store opened with `start_background=False`."""
+        if self.options.background and not self._threads and not self._closed:
+            self._start_workers()
 
     def _start_workers(self) -> None:
         for target, q in ((self._seal_worker, self._seal_queue), (self._build_worker, self._build_queue)):

@@ -59,6 +59,40 @@ class RunningServer:
         return self.process.returncode
 
 
+def server_processes(server: RunningServer) -> list[int]:
+    """The server's process and its descendants (the fork server and workers of
+    `--workers`)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out = [server.process.pid]
+    for pid in parents:
+        ancestor = parents.get(pid)
+        while ancestor and ancestor != server.process.pid:
+            ancestor = parents.get(ancestor)
+        if ancestor:
+            out.append(pid)
+    return out
+
+
+def pss_mb(server: RunningServer) -> float:
+    """Memory of the server, all its processes: the sum of their proportional set sizes
+    (pages shared by forked processes counted once in all), in MB."""
+    total = 0
+    for pid in server_processes(server):
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:  # a worker that just ended
+            continue
+        total += int(re.search(r"^Pss:\s+(\d+) kB", text, re.MULTILINE).group(1))
+    return total / 1024
+
+
 def start_server(directory: Path, *args: str, env: dict[str, str] | None = None,
                  data_dir: Path | None = None, timeout: float = 60.0,
                  module: str = "wire") -> RunningServer:

@@ -217,6 +217,35 @@ def test_cancel_request_reaches_a_read_in_a_worker_and_a_transaction(pool_server
         assert time.monotonic() - started < 90
 
 
+def test_terminate_ends_a_connection_whose_read_runs_in_a_worker(pool_server):
+    """pg_terminate_backend ends the connection at once with 57P01, as in one process, and
+    does not wait for the read its worker runs."""
+    victim, admin = connect(pool_server), connect(pool_server)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            victim.execute(f"SELECT pg_sleep(60), {WHERE_RUN}")
+        except psycopg.Error as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    pid = victim.info.backend_pid
+    deadline = time.monotonic() + 30
+    while admin.execute("SELECT state FROM pg_stat_activity WHERE pid = %s",
+                        (pid,)).fetchone() != ("active",):  # (reported by the worker)
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+    thread.join(20)  # well before the sleep would end
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), psycopg.errors.AdminShutdown), outcome
+    assert admin.execute("SELECT 1").fetchone() == (1,)
+    victim.close()
+    admin.close()
+
+
 def test_pg_stat_activity_lists_sessions_of_every_worker(pool_server):
     a, b = two_workers(pool_server)
     with a, b:
@@ -227,19 +256,26 @@ def test_pg_stat_activity_lists_sessions_of_every_worker(pool_server):
 
 
 def _workers_of(server: RunningServer) -> dict[str, int]:
-    """Worker index -> process id, from /proc (children of the server running wire.worker)."""
-    out = {}
+    """Worker index -> process id, from /proc: the server's descendants named
+    `sqlvec-worker-N` (forked by its fork server, `wire.workers.ForkServer`)."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
-            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == server.process.pid and b"__worker__" in args:
-            out[args[args.index(b"__worker__") + 4].decode()] = int(entry)
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        names[int(entry)] = stat[stat.index("(") + 1:stat.rindex(")")]
+    out = {}
+    for pid, name in names.items():
+        ancestor = parents.get(pid)
+        while ancestor and ancestor != server.process.pid:
+            ancestor = parents.get(ancestor)
+        if ancestor and name.startswith("sqlvec-worker-"):
+            out[name.removeprefix("sqlvec-worker-")] = pid
     return out
 
 
@@ -415,3 +451,90 @@ def test_reloaded_configuration_reaches_reads_in_every_worker(tmp_path, reap):
         assert b.execute(shown).fetchone() == ("1MB", worker_of(b))
         assert b.execute(source).fetchone() == ("1024", "session", worker_of(b))
     assert server.stop() == 0, server.log()
+
+
+def _counters(conn: psycopg.Connection, table: str) -> tuple:
+    """What the primary counted for `table`: pg_stat_statements calls and rows of the reads
+    below, pg_stat_user_tables' and pg_stat_user_indexes' scans (a pg_stat view is always
+    answered by the primary)."""
+    calls = conn.execute(
+        "SELECT coalesce(sum(calls), 0), coalesce(sum(rows), 0) FROM pg_stat_statements "
+        f"WHERE query LIKE 'SELECT id, current_setting%FROM {table}%'").fetchone()
+    scans = conn.execute(
+        "SELECT seq_scan, seq_tup_read, idx_scan, idx_tup_fetch FROM pg_stat_user_tables "
+        "WHERE relname = %s", (table,)).fetchone()
+    index = conn.execute("SELECT idx_scan, idx_tup_read FROM pg_stat_user_indexes "
+                         "WHERE relname = %s", (table,)).fetchone()
+    return tuple(int(v) for v in (*calls, *scans, *index))
+
+
+def test_statistics_of_reads_in_workers_are_counted_by_the_primary(pool_server, table):
+    """Reads answered in two workers are counted in the primary's pg_stat_statements and
+    table/index scan counters exactly as the same reads answered by the primary (inside a
+    transaction block) are."""
+    rng = random.Random(3)
+    a, b = two_workers(pool_server)
+    with a, b:
+        a.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        a.execute(f"CREATE TABLE {table} (id int, v vector(4))")
+        with a.cursor().copy(f"COPY {table} (id, v) FROM STDIN") as copy:
+            for i in range(200):
+                copy.write_row((i, _vector(rng, 4)))
+        a.execute(f"CREATE INDEX ON {table} USING hnsw (v vector_l2_ops)")
+        scan = f"SELECT id, {WHERE_RUN} FROM {table} WHERE id < 50"
+        search = f"SELECT id, {WHERE_RUN} FROM {table} ORDER BY v <-> %s LIMIT 3"
+        vector = _vector(rng, 4)
+
+        def reads(conn: psycopg.Connection) -> set:
+            ran = set()
+            for _ in range(3):
+                ran |= {r[1] for r in conn.execute(scan).fetchall()}
+                ran |= {r[1] for r in conn.execute(search, (vector,)).fetchall()}
+            return ran
+
+        def settled(expected: tuple) -> tuple:
+            deadline = time.monotonic() + 30
+            while (got := _counters(a, table)) != expected and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return got
+
+        before = _counters(a, table)  # (only the primary has read the table so far)
+        with a.transaction():  # answered by the primary
+            assert reads(a) == {None}
+        primary = _counters(a, table)
+        step = tuple(p - q for p, q in zip(primary, before))
+        assert step[0] == 6 and step[1] == 3 * 50 + 3 * 3, step
+        assert step[2] >= 3 and step[4] >= 3 and step[6] >= 3, step
+        assert reads(a) == {worker_of(a)} and reads(b) == {worker_of(b)}
+        expected = tuple(p + 2 * s for p, s in zip(primary, step))
+        assert settled(expected) == expected
+
+
+def test_what_a_launcher_adds_to_the_engine_is_in_forked_workers(tmp_path, reap):
+    """A launcher module that registers an access method before running the command line
+    (tests/e2e/test_index_access_method.py's "flat") has it in its workers too: its setting
+    is known to a read answered in a worker, and the worker searches with its index."""
+    from tests.e2e.test_index_access_method import MODULE
+
+    server = start_server(tmp_path, "--workers", "1", module=MODULE)
+    reap(server)
+    rng = random.Random(5)
+    with connect(server) as conn:
+        conn.execute("CREATE TABLE f (id int, v vector(4))")
+        with conn.cursor().copy("COPY f (id, v) FROM STDIN") as copy:
+            for i in range(200):
+                copy.write_row((i, _vector(rng, 4)))
+        conn.execute("CHECKPOINT")
+        conn.execute("CREATE INDEX ON f USING flat (v vector_cosine_ops)")
+        # (an unknown setting would fail in the worker, and the primary would answer: NULL)
+        assert conn.execute(f"SELECT current_setting('flat.probes'), {WHERE_RUN}").fetchone() \
+            == ("1", "0")
+        sql = f"SELECT id, {WHERE_RUN} FROM f ORDER BY v <=> %s LIMIT 5"
+        vector = _vector(rng, 4)
+        here = conn.execute(sql, (vector,)).fetchall()
+        assert {row[1] for row in here} == {"0"}
+        with conn.transaction():
+            there = conn.execute(sql, (vector,)).fetchall()
+        assert [row[0] for row in here] == [row[0] for row in there]
+    assert server.stop() == 0, server.log()
+    assert "does not have" not in server.log() and "Traceback" not in server.log()

@@ -547,3 +547,38 @@ def test_writer_in_another_process(tmp_path):
     finally:
         proc.stdin.close()
         assert proc.wait(timeout=60) == 0
+
+
+def test_a_follower_seeded_with_the_writers_tables_shares_their_segments_and_indexes(tmp_path):
+    """A follower opened in a process forked from the writer (`seed`): sealed segments, their
+    vector indexes and delete bitmaps are the writer's objects, not loaded again; rows of
+    the growing segment are replayed from the log; both show and search the same, and the
+    follower goes on following without touching the writer's tables."""
+    directory = str(tmp_path / "db")
+    writer = Store.open(directory, options())
+    try:
+        tid = create(writer)
+        writer.insert(tid, rows_of(range(100)))
+        writer.create_index(tid, IndexDef("ix", writer.allocate_oid(), ("v",),
+                                          opclass="vector_l2_ops"))
+        writer.delete(tid, rowids_of(writer, tid, [3, 4]))
+        writer.insert(tid, rows_of(range(100, 110)))  # in the growing segment
+        follower = FollowerStore.open(directory, options(), seed=writer.tables)
+        try:
+            table, theirs = follower.table(tid), writer.table(tid)
+            assert table is not theirs
+            assert table.sealed and [id(s) for s in table.sealed] == \
+                [id(s) for s in theirs.sealed]
+            assert all(s.index("ix") is not None for s in table.sealed)
+            same(writer, follower)
+            query = vectors([7])[0]
+            found = table.snapshot().search("v", Metric.L2, query, 5, columns=["id"])
+            expected = theirs.snapshot().search("v", Metric.L2, query, 5, columns=["id"])
+            assert found.column("id").to_pylist() == expected.column("id").to_pylist()
+            writer.delete(tid, rowids_of(writer, tid, [5, 105]))
+            writer.insert(tid, rows_of([200]))
+            same(writer, follower)
+        finally:
+            follower.close()
+    finally:
+        writer.close()
