@@ -97,3 +97,28 @@ def minilm(limit: int = 6000, queries: int = 500):
     vectors = model.encode(sentences, batch_size=128, normalize_embeddings=True)
     vectors = np.asarray(vectors, dtype=np.float32)
     return vectors[queries:], vectors[:queries]
+
+
+def load_items(conn, rows) -> float:
+    """(Re)create `items (id int8 PRIMARY KEY, emb vector(d))` on a psycopg connection (ours or
+    PostgreSQL + pgvector), COPY `rows` into it in binary and CHECKPOINT (sqlvec: the rows are
+    sealed now, so a CREATE INDEX that follows times the index alone); the load's seconds."""
+    import contextlib
+    import time
+
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    with contextlib.suppress(psycopg.Error):
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    register_vector(conn)
+    conn.execute("DROP TABLE IF EXISTS items")
+    conn.execute(f"CREATE TABLE items (id int8 PRIMARY KEY, emb vector({rows.shape[1]}))")
+    started = time.perf_counter()
+    with conn.cursor().copy("COPY items (id, emb) FROM STDIN WITH (FORMAT BINARY)") as copy:
+        copy.set_types(["int8", "vector"])
+        for i, row in enumerate(rows):
+            copy.write_row((i, row))
+    seconds = time.perf_counter() - started
+    conn.execute("CHECKPOINT")
+    return seconds

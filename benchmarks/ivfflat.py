@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from benchmarks.datasets import Clustered
+from benchmarks.datasets import Clustered, load_items
 from sqlvec.vectors import Metric, top_k_batch
 
 K = 10
@@ -37,22 +37,10 @@ SEARCH = "SELECT id FROM items ORDER BY emb <-> %s LIMIT 10"
 def run_server(label: str, dsn: str, rows: np.ndarray, queries: np.ndarray, truth: np.ndarray,
                lists: int, probes: list[int], efs: list[int]) -> dict:
     import psycopg
-    from pgvector.psycopg import register_vector
 
     out: dict = {"server": label, "ivfflat": {}, "hnsw": {}}
     with psycopg.connect(dsn, autocommit=True) as conn:
-        with contextlib.suppress(psycopg.Error):
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        register_vector(conn)
-        conn.execute("DROP TABLE IF EXISTS items")
-        conn.execute(f"CREATE TABLE items (id int8 PRIMARY KEY, emb vector({rows.shape[1]}))")
-        started = time.perf_counter()
-        with conn.cursor().copy("COPY items (id, emb) FROM STDIN WITH (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "vector"])
-            for i, row in enumerate(rows):
-                copy.write_row((i, row))
-        out["load_seconds"] = time.perf_counter() - started
-        conn.execute("CHECKPOINT")  # sqlvec: seal the rows now, so CREATE INDEX times the index
+        out["load_seconds"] = load_items(conn, rows)
         with contextlib.suppress(psycopg.Error):
             conn.execute("VACUUM ANALYZE items")  # PostgreSQL's statistics; sqlvec refuses
         for method, ddl, setting, knobs in (

@@ -32,7 +32,6 @@ generator (datasets.Clustered); queries are fresh draws from the same mixture.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
@@ -41,7 +40,7 @@ import time
 
 import numpy as np
 
-from benchmarks.datasets import Clustered
+from benchmarks.datasets import Clustered, load_items
 from sqlvec.vectors import Metric, top_k_batch
 
 K = 10
@@ -106,24 +105,12 @@ def measure(conn, sql: str, queries: np.ndarray, truth: list[set], rounds: int) 
 def run_server(label: str, dsn: str, pid: int | None, rows: np.ndarray, queries: np.ndarray,
                truth: list[set], args) -> dict:
     import psycopg
-    from pgvector.psycopg import register_vector
 
     postgres = label != "sqlvec"
     dim = rows.shape[1]
     out: dict = {"server": label, "indexes": {}}
     with psycopg.connect(dsn, autocommit=True) as conn:
-        with contextlib.suppress(psycopg.Error):
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        register_vector(conn)
-        conn.execute("DROP TABLE IF EXISTS items")
-        conn.execute(f"CREATE TABLE items (id int8 PRIMARY KEY, emb vector({dim}))")
-        started = time.perf_counter()
-        with conn.cursor().copy("COPY items (id, emb) FROM STDIN WITH (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "vector"])
-            for i, row in enumerate(rows):
-                copy.write_row((i, row))
-        out["load_seconds"] = time.perf_counter() - started
-        conn.execute("CHECKPOINT")  # sqlvec: seal the rows now, so CREATE INDEX times the index
+        out["load_seconds"] = load_items(conn, rows)
         if postgres:
             conn.execute("VACUUM ANALYZE items")
             conn.execute("SET maintenance_work_mem = '1GB'")  # the graph built in memory

@@ -6,6 +6,7 @@ buffered in the session's Transaction until COMMIT.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -150,37 +151,38 @@ def _scalar_key_write(session: Session, prepared: PreparedStatement,
     table = session.store.table(write.table.id)
     if table.def_ is not write.table.def_:
         return None
-    for attempt in range(UPSERT_ATTEMPTS):
-        # Located afresh per attempt: a concurrent commit that changed the row first makes
-        # this one read its new version, as READ COMMITTED does.
-        ops = scalar.ops(table, params)  # type: ignore[union-attr]
-        if ops is None:  # (on a retry too: nothing of the lost attempt remains)
-            return None
-        try:
-            if ops:
-                session.store.commit(ops)
-            break
-        except SerializationFailure:
-            if attempt + 1 == UPSERT_ATTEMPTS:
-                raise
-            session.store.settle()  # the commit it lost to is applied before it runs again
+    # The row is located afresh per attempt; None (on a retry too: nothing of the lost attempt
+    # remains) hands the statement to the general path.
+    ops = _commit_retrying(session, lambda: scalar.ops(table, params))  # type: ignore[union-attr]
+    if ops is None:
+        return None
     return Result(f"{write.kind} {1 if ops else 0}", prepared.columns, None)
 
 
 def _key_write(session: Session, prepared: PreparedStatement, params: list) -> Result:
     """An autocommit UPDATE or DELETE of one row by key (`KeyWrite`, dml.py)."""
     write: WritePlan = prepared.compiled  # type: ignore[assignment]
+    # A fresh context (and snapshot) per attempt.
+    ops = _commit_retrying(session, lambda: write.by_key.ops(  # type: ignore[union-attr]
+        session._context(params)))
+    count = 1 if ops else 0
+    return Result(f"{write.kind} {count}", prepared.columns, None)
+
+
+def _commit_retrying(session: Session, make_ops: Callable[[], list | None]) -> list | None:
+    """Commit the ops `make_ops` builds for a one-row autocommit write; when a concurrent
+    commit changed the row first, build them again on its new version, as READ COMMITTED
+    does. None when `make_ops` gives up."""
     for attempt in range(UPSERT_ATTEMPTS):
-        # A fresh context (and snapshot) per attempt: a concurrent commit that changed the row
-        # first makes this one read its new version, as READ COMMITTED does.
-        ops = write.by_key.ops(session._context(params))  # type: ignore[union-attr]
+        ops = make_ops()
+        if ops is None:
+            return None
         try:
             if ops:
                 session.store.commit(ops)
-            break
+            return ops
         except SerializationFailure:
             if attempt + 1 == UPSERT_ATTEMPTS:
                 raise
             session.store.settle()  # the commit it lost to is applied before it runs again
-    count = 1 if ops else 0
-    return Result(f"{write.kind} {count}", prepared.columns, None)
+    return None

@@ -72,6 +72,7 @@ from sqlvec.storage.vector_index import (
     IndexSetting,
     OpClass,
     calibration_point,
+    corrupted_index_file,
     overquery,
     recall_curve,
 )
@@ -602,8 +603,4 @@ def _check_header(path: Path, header: bytes, size: int, params: HnswParams, dim:
 
 
 def _corrupt(path: Path, reason: str) -> DataCorrupted:
-    return DataCorrupted(
-        f'HNSW index file "{path}" is corrupted: {reason}; '
-        "the index can be rebuilt from its segment",
-        hint="REINDEX rebuilds the index from the segment data.",
-    )
+    return corrupted_index_file("HNSW", path, reason)

@@ -65,6 +65,8 @@ from sqlvec.storage.vector_index import (
     IndexSetting,
     OpClass,
     calibration_point,
+    corrupted_index_file,
+    read_index_file,
 )
 from sqlvec.vectors import Metric, check_same_dims
 
@@ -222,15 +224,7 @@ class IvfflatIndex:
              expected_crc: int | None = None) -> IvfflatIndex:
         """Read a file written by `save`, checking its CRC first when the manifest has one."""
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise _corrupt(path, f"could not read it: {exc.strerror or exc}") from exc
-        if expected_crc is not None and zlib.crc32(data) != expected_crc:
-            raise _corrupt(path, f"checksum {zlib.crc32(data):#010x} does not match the "
-                                 f"expected {expected_crc:#010x}")
-        if len(data) < _HEADER.size:
-            raise _corrupt(path, f"file is truncated ({len(data)} bytes)")
+        data = read_index_file(path, "IVFFlat", _HEADER.size, expected_crc)
         magic, code, file_dim, lists, option, count = _HEADER.unpack_from(data)
         if magic != _MAGIC or code != _METRIC_CODES[params.metric] or option != params.lists:
             raise _corrupt(path, "it was built for another index definition")
@@ -487,7 +481,4 @@ def _seed(sample: np.ndarray, lists: int, rng: np.random.Generator) -> np.ndarra
 
 
 def _corrupt(path: Path, reason: str) -> DataCorrupted:
-    return DataCorrupted(
-        f'IVFFlat index file "{path}" is corrupted: {reason}; '
-        "the index can be rebuilt from its segment",
-        hint="REINDEX rebuilds the index from the segment data.")
+    return corrupted_index_file("IVFFlat", path, reason)

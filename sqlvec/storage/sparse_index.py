@@ -58,7 +58,14 @@ import numpy as np
 
 from sqlvec.errors import DataCorrupted, DataException, FeatureNotSupported
 from sqlvec.storage.fsutil import atomic_write
-from sqlvec.storage.vector_index import IndexBuildCancelled, IndexOption, IndexSetting, OpClass
+from sqlvec.storage.vector_index import (
+    IndexBuildCancelled,
+    IndexOption,
+    IndexSetting,
+    OpClass,
+    corrupted_index_file,
+    read_index_file,
+)
 from sqlvec.vectors import Metric, SparseRows, sparse_distances
 
 _MAGIC = b"SQVSPR01"
@@ -161,15 +168,7 @@ class SparseInvertedIndex:
              expected_crc: int | None = None) -> SparseInvertedIndex:
         """Read a file written by `save`, checking its CRC first when the manifest has one."""
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise _corrupt(path, f"could not read it: {exc.strerror or exc}") from exc
-        if expected_crc is not None and zlib.crc32(data) != expected_crc:
-            raise _corrupt(path, f"checksum {zlib.crc32(data):#010x} does not match the "
-                                 f"expected {expected_crc:#010x}")
-        if len(data) < _HEADER.size:
-            raise _corrupt(path, f"file is truncated ({len(data)} bytes)")
+        data = read_index_file(path, "sparsevec", _HEADER.size, expected_crc)
         magic, code, dims, n, elements, _keys = _HEADER.unpack_from(data)
         if magic != _MAGIC or code != _METRIC_CODES[params.metric]:
             raise _corrupt(path, "it was built for another index definition")
@@ -315,7 +314,4 @@ def sparse_top_k(metric: Metric, rows: SparseRows, query: SparseRows, k: int,
 
 
 def _corrupt(path: Path, reason: str) -> DataCorrupted:
-    return DataCorrupted(
-        f'sparsevec index file "{path}" is corrupted: {reason}; '
-        "the index can be rebuilt from its segment",
-        hint="REINDEX rebuilds the index from the segment data.")
+    return corrupted_index_file("sparsevec", path, reason)

@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from sqlvec.errors import InvalidParameterValue
+from sqlvec.errors import DataCorrupted, InvalidParameterValue
 from sqlvec.vectors import Metric, top_k_batch
 
 # The generic curve (`recall_curve`, for methods that cannot hold rows out of their build and
@@ -376,3 +378,28 @@ def _parse_int(value: object) -> int | None:
     if not math.isfinite(number) or abs(number) > 2**31 - 1:
         return None
     return round(number)
+
+
+def corrupted_index_file(kind: str, path: Path, reason: str) -> DataCorrupted:
+    """The error for a damaged index file: the index, unlike the data, can be rebuilt."""
+    return DataCorrupted(
+        f'{kind} index file "{path}" is corrupted: {reason}; '
+        "the index can be rebuilt from its segment",
+        hint="REINDEX rebuilds the index from the segment data.")
+
+
+def read_index_file(path: Path, kind: str, header_size: int,
+                    expected_crc: int | None) -> bytes:
+    """An index file's bytes, checked before any of them is parsed: readable, the CRC the
+    manifest recorded (when it has one), at least a header long."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise corrupted_index_file(kind, path, f"could not read it: {exc.strerror or exc}") \
+            from exc
+    if expected_crc is not None and zlib.crc32(data) != expected_crc:
+        raise corrupted_index_file(kind, path, f"checksum {zlib.crc32(data):#010x} does not "
+                                               f"match the expected {expected_crc:#010x}")
+    if len(data) < header_size:
+        raise corrupted_index_file(kind, path, f"file is truncated ({len(data)} bytes)")
+    return data

@@ -8,15 +8,19 @@ exit 0 (a clean shutdown that closed the database).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,3 +294,21 @@ def ids(conn, sql: str, *params) -> list[int]:
 def explain(conn, sql: str, *params) -> str:
     """EXPLAIN of `sql` as one string."""
     return "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params).fetchall())
+
+
+@contextlib.contextmanager
+def beside_postgres(tmp_path_factory: pytest.TempPathFactory, name: str
+                    ) -> Iterator[tuple[str, str]]:
+    """(sqlvec URI, PostgreSQL URI): one of our servers and a local PostgreSQL + pgvector
+    (pgserver) for tests that compare the two; skips without pgserver. PostgreSQL's directory
+    is outside pytest's temporary root, which concurrent pytest runs prune."""
+    pgserver = pytest.importorskip("pgserver")
+    running = start_server(tmp_path_factory.mktemp(name))
+    pg_dir = tempfile.mkdtemp(prefix=f"sqlvec-{name}-pg-")
+    pg = pgserver.get_server(pg_dir, cleanup_mode="stop")
+    try:
+        yield f"postgresql://postgres@{running.host}:{running.port}/postgres", pg.get_uri()
+    finally:
+        pg.cleanup()
+        shutil.rmtree(pg_dir, ignore_errors=True)
+        assert running.stop() == 0, running.log()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import tempfile
 
 import asyncpg
 import psycopg
@@ -18,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from tests.e2e.conftest import start_server
+from tests.e2e.conftest import beside_postgres
 
 DDL = [
     "CREATE TABLE items (id int PRIMARY KEY, sku text UNIQUE, name text NOT NULL, "
@@ -76,14 +75,7 @@ def _setup(conn: psycopg.Connection) -> None:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     """(sqlvec URI, PostgreSQL URI), both with DDL and SEED applied."""
-    pgserver = pytest.importorskip("pgserver")
-    running = start_server(tmp_path_factory.mktemp("constraints"))
-    # Outside pytest's temporary root, which concurrent pytest runs prune.
-    pg_dir = tempfile.mkdtemp(prefix="sqlvec-constraints-pg-")
-    pg = pgserver.get_server(pg_dir, cleanup_mode="stop")
-    try:
-        ours = f"postgresql://postgres@{running.host}:{running.port}/postgres"
-        theirs = pg.get_uri()
+    with beside_postgres(tmp_path_factory, "constraints") as (ours, theirs):
         with psycopg.connect(theirs, autocommit=True) as conn:
             for table in ("items", "tags", "loaded", "conds"):
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
@@ -91,10 +83,6 @@ def servers(tmp_path_factory):
             with psycopg.connect(uri, autocommit=True) as conn:
                 _setup(conn)
         yield ours, theirs
-    finally:
-        pg.cleanup()
-        shutil.rmtree(pg_dir, ignore_errors=True)
-        assert running.stop() == 0, running.log()
 
 
 def _error(uri: str, sql: str) -> tuple:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 
 import psycopg
 import pytest
 
-from tests.e2e.conftest import start_server
+from tests.e2e.conftest import beside_postgres, start_server
 
 DDL = [
     "CREATE TABLE plain (id int, pos int UNIQUE)",
@@ -76,16 +75,8 @@ CATALOG = [
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     """(sqlvec URI, PostgreSQL URI); each test sets its tables up itself."""
-    pgserver = pytest.importorskip("pgserver")
-    running = start_server(tmp_path_factory.mktemp("deferrable"))
-    pg_dir = tempfile.mkdtemp(prefix="sqlvec-deferrable-pg-")
-    pg = pgserver.get_server(pg_dir, cleanup_mode="stop")
-    try:
-        yield f"postgresql://postgres@{running.host}:{running.port}/postgres", pg.get_uri()
-    finally:
-        pg.cleanup()
-        shutil.rmtree(pg_dir, ignore_errors=True)
-        assert running.stop() == 0, running.log()
+    with beside_postgres(tmp_path_factory, "deferrable") as uris:
+        yield uris
 
 
 def _fresh(uri: str) -> None:

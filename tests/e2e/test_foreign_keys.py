@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import tempfile
 
 import asyncpg
 import psycopg
@@ -20,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from tests.e2e.conftest import start_server
+from tests.e2e.conftest import beside_postgres
 
 TABLES = ("authors", "books", "reviews", "pairs", "pair_refs", "nodes")
 
@@ -69,22 +68,12 @@ VIOLATIONS = [
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     """(sqlvec URI, PostgreSQL URI), both with DDL and SEED applied."""
-    pgserver = pytest.importorskip("pgserver")
-    running = start_server(tmp_path_factory.mktemp("foreign_keys"))
-    pg_dir = tempfile.mkdtemp(prefix="sqlvec-fk-pg-")
-    pg = pgserver.get_server(pg_dir, cleanup_mode="stop")
-    try:
-        ours = f"postgresql://postgres@{running.host}:{running.port}/postgres"
-        theirs = pg.get_uri()
+    with beside_postgres(tmp_path_factory, "foreign_keys") as (ours, theirs):
         for uri in (ours, theirs):
             with psycopg.connect(uri, autocommit=True) as conn:
                 for sql in DDL + SEED:
                     conn.execute(sql)
         yield ours, theirs
-    finally:
-        pg.cleanup()
-        shutil.rmtree(pg_dir, ignore_errors=True)
-        assert running.stop() == 0, running.log()
 
 
 def _error(uri: str, sql: str) -> tuple:

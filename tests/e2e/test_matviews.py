@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 
 import numpy as np
 import psycopg
 import pytest
 
-from tests.e2e.conftest import start_server
+from tests.e2e.conftest import beside_postgres, start_server
 
 SETUP = [
     "DROP MATERIALIZED VIEW IF EXISTS mv, mv2, totals",
@@ -79,16 +78,8 @@ SCRIPT = [
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     """(sqlvec URI, PostgreSQL URI)."""
-    pgserver = pytest.importorskip("pgserver")
-    running = start_server(tmp_path_factory.mktemp("matviews"))
-    pg_dir = tempfile.mkdtemp(prefix="sqlvec-matviews-pg-")
-    pg = pgserver.get_server(pg_dir, cleanup_mode="stop")
-    try:
-        yield f"postgresql://postgres@{running.host}:{running.port}/postgres", pg.get_uri()
-    finally:
-        pg.cleanup()
-        shutil.rmtree(pg_dir, ignore_errors=True)
-        assert running.stop() == 0, running.log()
+    with beside_postgres(tmp_path_factory, "matviews") as uris:
+        yield uris
 
 
 def _run(uri: str, script: list[str]) -> list:
