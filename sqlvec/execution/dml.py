@@ -954,7 +954,9 @@ class ScalarKeyWrite:
         if key_type.name in _INT_BOUNDS and ptype.name in _INT_BOUNDS:
             lo = max(_INT_BOUNDS[key_type.name][0], _INT_BOUNDS[ptype.name][0])
             hi = min(_INT_BOUNDS[key_type.name][1], _INT_BOUNDS[ptype.name][1])
-            self.key_check = lambda v: v if type(v) is int and lo <= v <= hi else _SLOW
+            # (bounds bound now: the SET steps below reuse the names lo and hi)
+            self.key_check = lambda v, lo=lo, hi=hi: \
+                v if type(v) is int and lo <= v <= hi else _SLOW
         elif key_type.name in ("text", "varchar") and ptype.name in ("text", "varchar") and \
                 ptype.typmod < 0:
             self.key_check = lambda v: v if type(v) is str and "\0" not in v else _SLOW

@@ -233,6 +233,19 @@ def test_the_benchmark_statements_take_the_fast_paths(pair):
     assert any("Index Scan using t_pkey" in line for (line,) in plan)
 
 
+def test_the_key_parameter_keeps_its_declared_range_when_set_has_other_ranges(pair):
+    """An int4 key parameter of a bigint key, with SET arithmetic of other integer types: a
+    value past int4 is 22003 on the key paths too (the range is the parameter's, not one of
+    SET's), as the general path and PostgreSQL's Bind say."""
+    fast, slow = pair
+    sql = "UPDATE t SET s = s - $2, i = 2 * i, q = id * q WHERE id = $1"
+    prepared = fast.prepare(sql, [INT4, 0])
+    assert prepared.compiled.by_key.scalar.ready
+    for session, statement in ((fast, prepared), (slow, general(slow.prepare(sql, [INT4, 0])))):
+        assert outcome(session, statement, [2**31, None])[:2] == ("error", "22003")
+        assert outcome(session, statement, [2**31 - 1, None])[0] == "ok"
+
+
 def test_a_fallback_evaluates_defaults_once(tmp_path):
     """A parameter the fast path does not take (text for an integer column) sends the
     statement down the general path before any default runs: nextval advances once."""
