@@ -45,6 +45,7 @@ import numpy as np
 from sqlvec.errors import DataCorrupted, DataException, FeatureNotSupported
 from sqlvec.storage.fsutil import atomic_write
 from sqlvec.storage.vector_index import (
+    ExactScanIndex,
     IndexBuildCancelled,
     IndexOption,
     IndexSetting,
@@ -159,7 +160,7 @@ class BitParams:
             raise FeatureNotSupported(f"bit indexes do not support {self.metric.name} distance")
 
 
-class PackedBitsIndex:
+class PackedBitsIndex(ExactScanIndex):
     """The keys of one sealed segment as packed 64-bit words, scanned exactly by popcount."""
 
     access_method = "packed_bits"  # the structure's name in EXPLAIN (not a CREATE INDEX method)
@@ -258,15 +259,6 @@ class PackedBitsIndex:
         if q.size * 8 < self._bits or q.size > -(-self._bits // 8):
             raise DataException(f"different bit lengths {self._bits} and {q.size * 8}")
         return bit_distances(self._params.metric, self._words, self._counts, query_words(q))
-
-    def calibrate(self, vectors: np.ndarray, valid: np.ndarray | None) -> list[tuple[int, float]]:
-        """Nothing to calibrate: the scan is exact."""
-        return []
-
-    @classmethod
-    def search_knob(cls, settings: Mapping[str, str] | None) -> int:
-        """No knob: the scan is exact."""
-        return 0
 
     def explain(self, knob: int, estimated_recall: float | None) -> str:
         """EXPLAIN's text: what the scan does."""

@@ -59,6 +59,7 @@ import numpy as np
 from sqlvec.errors import DataCorrupted, DataException, FeatureNotSupported
 from sqlvec.storage.fsutil import atomic_write
 from sqlvec.storage.vector_index import (
+    ExactScanIndex,
     IndexBuildCancelled,
     IndexOption,
     IndexSetting,
@@ -85,7 +86,7 @@ class SparseParams:
                                       "distance")
 
 
-class SparseInvertedIndex:
+class SparseInvertedIndex(ExactScanIndex):
     """Inverted lists of one sealed segment's sparse vectors, scored exactly."""
 
     access_method = "inverted"  # the structure's name in EXPLAIN (not a CREATE INDEX method)
@@ -250,15 +251,6 @@ class SparseInvertedIndex:
         if metric is Metric.L1:
             return self._l1_norms + float(np.abs(q_val).sum()) - acc
         return np.sqrt(np.maximum(self._sq_norms + float(q_val @ q_val) - 2.0 * acc, 0.0))
-
-    def calibrate(self, vectors: SparseRows, valid: np.ndarray | None) -> list[tuple[int, float]]:
-        """Nothing to calibrate: the scores are exact."""
-        return []
-
-    @classmethod
-    def search_knob(cls, settings: Mapping[str, str] | None) -> int:
-        """No knob: the scan is exact."""
-        return 0
 
     def explain(self, knob: int, estimated_recall: float | None) -> str:
         """EXPLAIN's text: what the scan does."""

@@ -403,3 +403,17 @@ def read_index_file(path: Path, kind: str, header_size: int,
     if len(data) < header_size:
         raise corrupted_index_file(kind, path, f"file is truncated ({len(data)} bytes)")
     return data
+
+
+class ExactScanIndex:
+    """The part of `VectorIndex` an exact structure shares (packed bits, inverted lists):
+    its answers are exact, so there is nothing to calibrate and no search knob."""
+
+    def calibrate(self, vectors: Any, valid: np.ndarray | None) -> list[tuple[int, float]]:
+        """Nothing to calibrate: the scan is exact."""
+        return []
+
+    @classmethod
+    def search_knob(cls, settings: Mapping[str, str] | None) -> int:
+        """No knob: the scan is exact."""
+        return 0

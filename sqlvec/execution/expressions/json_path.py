@@ -212,10 +212,7 @@ def _binary(c: Compiler, left: exp.Expression, right: exp.Expression, symbol: st
     if a.type.name != "jsonb" or b.type != right_type and not (
             right_type.name == "text" and V.is_string(b.type)) and not (
             right_type.is_array and b.type.is_array and V.is_string(b.type.element)):
-        raise SqlVecError(f"operator does not exist: {a.type.format()} {symbol} "
-                          f"{b.type.format()}", sqlstate="42883",
-                          hint="No operator matches the given name and argument types. You "
-                               "might need to add explicit type casts.")
+        raise _no_operator(a, symbol, b)
 
     parsed: dict = {}
 
@@ -224,6 +221,15 @@ def _binary(c: Compiler, left: exp.Expression, right: exp.Expression, symbol: st
         if key not in parsed:
             parsed[key] = parse_right(other)
         return test(_load(doc_text), parsed[key])
+
+    return _bool_per_row(a, b, one,
+                         key=lambda px, py: (px, tuple(py) if isinstance(py, list) else py))
+
+
+def _bool_per_row(a: Value, b: Value, one: Callable[[object, object], bool | None],
+                  key: Callable[[object, object], object] | None = None) -> Value:
+    """`one(x, y)` per row of two operands (either may be a constant), NULL where either is
+    NULL; with `key`, each distinct pair of values is computed once."""
 
     def fn(f: Frame) -> Datum:
         x, y = a(f), b(f)
@@ -237,11 +243,13 @@ def _binary(c: Compiler, left: exp.Expression, right: exp.Expression, symbol: st
         for px, py in zip(xs, ys):
             if px is None or py is None:
                 out.append(None)
-                continue
-            key = (px, tuple(py) if isinstance(py, list) else py)
-            if key not in memo:
-                memo[key] = one(px, py)
-            out.append(memo[key])
+            elif key is None:
+                out.append(one(px, py))
+            else:
+                k = key(px, py)
+                if k not in memo:
+                    memo[k] = one(px, py)
+                out.append(memo[k])
         return pa.array(out, pa.bool_())
 
     return Value(fn, BOOL, a.const and b.const)
@@ -368,25 +376,12 @@ def _array_test(c: Compiler, left: exp.Expression, right: exp.Expression, symbol
     if not (a.type.is_array and b.type.is_array) or a.type.element != b.type.element and not (
             V.is_string(a.type.element) and V.is_string(b.type.element)) and not (
             V.is_numeric(a.type.element) and V.is_numeric(b.type.element)):
-        raise SqlVecError(f"operator does not exist: {a.type.format()} {symbol} "
-                          f"{b.type.format()}", sqlstate="42883",
-                          hint="No operator matches the given name and argument types. You "
-                               "might need to add explicit type casts.")
+        raise _no_operator(a, symbol, b)
 
     def one(x: list, y: list) -> bool:
         return test({v for v in _flat(x) if v is not None}, _flat(y))
 
-    def fn(f: Frame) -> Datum:
-        x, y = a(f), b(f)
-        if is_scalar(x) and is_scalar(y):
-            px, py = x.as_py(), y.as_py()
-            return pa.scalar(None if px is None or py is None else one(px, py), pa.bool_())
-        xs = [x.as_py()] * f.n if is_scalar(x) else as_array(x, f.n).to_pylist()
-        ys = [y.as_py()] * f.n if is_scalar(y) else as_array(y, f.n).to_pylist()
-        return pa.array([None if px is None or py is None else one(px, py)
-                         for px, py in zip(xs, ys)], pa.bool_())
-
-    return Value(fn, BOOL, a.const and b.const)
+    return _bool_per_row(a, b, one)
 
 
 def _contains(c: Compiler, e: exp.Expression) -> Value:
@@ -418,3 +413,11 @@ HANDLERS.update({
     exp.ArrayContainedBy: _contained,
     exp.ArrayOverlaps: _overlaps,
 })
+
+
+def _no_operator(a: Value, symbol: str, b: Value) -> SqlVecError:
+    """PostgreSQL's 42883 for an operator with no match for these operand types."""
+    return SqlVecError(f"operator does not exist: {a.type.format()} {symbol} {b.type.format()}",
+                       sqlstate="42883",
+                       hint="No operator matches the given name and argument types. You might "
+                            "need to add explicit type casts.")
