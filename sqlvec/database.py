@@ -97,6 +97,9 @@ class Database:
         self.statement_stats = StatementStats()  # pg_stat_statements
         # Called after every statement as (seconds, SQLSTATE or None) when set (metrics).
         self.on_statement: Callable[[float, str | None], None] | None = None
+        # Called before statistics are read, when set: brings in what other processes serving
+        # this directory have counted and not yet sent (`gather_statistics`).
+        self.statistics_source: Callable[[], None] | None = None
         # Settings fixed for the server's life (the front end adds its own: port, limits, ...).
         self.server_settings: dict[str, str] = {"data_directory": os.path.abspath(path),
                                                 "config_file": self.config.config_file}
@@ -194,6 +197,23 @@ class Database:
                 store = self._stores.get(name)
             if store is not None:
                 add_table_stats(store, tables)
+
+    def gather_statistics(self) -> None:
+        """Before statistics are read (the pg_stat_* views, the metrics): have the counts of
+        statements other processes answered (the server's workers) merged here first, so a
+        statement whose answer a client has seen is counted in what it reads next."""
+        source = self.statistics_source
+        if source is not None:
+            source()
+
+    def watch_schema_lock(self, callback: Callable[[bool], None] | None) -> None:
+        """Call `callback(True)` when a transaction block takes (or starts waiting for) the
+        default database's DDL lock, `callback(False)` once none holds or awaits it; None
+        stops. Processes reading the directory beside this one (the server's workers) do not
+        share the lock: while it is held they leave reads to this process, which waits."""
+        from sqlvec.session.ddl_lock import ddl_lock_of
+
+        ddl_lock_of(self, DEFAULT_DATABASE).watch(callback)
 
     def _save_stats(self) -> None:
         try:

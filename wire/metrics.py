@@ -46,6 +46,9 @@ class Metrics:
 
         self.db = db
         self.registry = CollectorRegistry()
+        # First in the registry, so first at each scrape: the workers' counts are merged
+        # before the counters below are read.
+        self.registry.register(_Gathered(db))
         ProcessCollector(registry=self.registry)  # resident memory, CPU, open files
         self.queries = Counter("sqlvec_queries", "Statements finished, by outcome.",
                                ["outcome"], registry=self.registry)
@@ -85,6 +88,21 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class _Gathered:
+    """No metric of its own: at each scrape, has the statement counts of the server's other
+    processes (its workers) merged first (`Database.gather_statistics`)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator:
+        self.db.gather_statistics()
+        return iter(())
 
 
 class _Activity:

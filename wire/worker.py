@@ -9,8 +9,9 @@ reads the client's messages and another (`Relay._pump`) relays the primary's ans
 The client thread decides, per round trip, who answers:
 - a simple Query, or a Parse/Bind/Describe/Execute/Close batch ending in Sync, is answered
   here when the connection is idle (no transaction block, nothing of the primary's still to
-  come), every statement in it looks read-only (`read_only`) and its prepared statements are
-  ones this worker parsed. The follower is first brought to the commit position the primary
+  come), every statement in it looks read-only (`read_only`), its prepared statements are
+  ones this worker parsed and no transaction block holds the DDL lock (the primary's reads
+  wait for it, so these do, there). The follower is first brought to the commit position the primary
   published (so every acknowledged commit is seen), the session's settings are the primary's
   (mirrored at each ReadyForQuery), and the answer is built by the same code as the primary's
   (`LocalConnection`, a `wire.connection.Connection`);
@@ -76,6 +77,8 @@ from wire.workers import (
     ACTIVITY_MESSAGE,
     CANCEL,
     CONNECTION,
+    FLUSH,
+    FLUSHED,
     FORK,
     LOG_LEVEL_VARIABLE,
     LOG_RECORD,
@@ -171,7 +174,9 @@ class PrimaryStatistics:
     counted there with its own: pg_stat_statements (the worker's `statement_stats`), the
     statement metrics (its `on_statement`) and the tables' scan counters, so the primary's
     views and metrics cover every process. What a round trip records is held until it is
-    settled, as log records are: a read handed to the primary is counted there. Sent in
+    settled, as log records are: a read handed to the primary is counted there. It is
+    settled before its answer is sent, so that when the primary asks (`FLUSH`, before a
+    statistics view is read) every answered read is in what is sent. Otherwise sent in
     batches: a sender thread wakes when there is something, waits STATISTICS_DELAY seconds
     for more, and sends it all in as few messages as fit."""
 
@@ -180,6 +185,7 @@ class PrimaryStatistics:
         self.database = database
         self._held = threading.local()
         self._lock = threading.Lock()
+        self._sending = threading.Lock()  # one flush at a time: what it took is sent first
         self._statements: dict[tuple[int, int, int], list] = {}  # key -> [query, calls]
         self._observed: list[tuple[float, str | None]] = []
         self._wake = threading.Event()
@@ -243,8 +249,18 @@ class PrimaryStatistics:
             except Exception:
                 log.exception("statistics of this worker could not be sent")
 
+    def flush_for(self, token: bytes) -> None:
+        """The primary asks for everything recorded so far (a statistics view is read):
+        send it, then the request's token, which tells the primary it has it all."""
+        self.flush()
+        self.control.send(FLUSHED + token)
+
     def flush(self) -> None:
         """Send what was recorded since the last call."""
+        with self._sending:
+            self._flush()
+
+    def _flush(self) -> None:
         with self._lock:
             statements, self._statements = self._statements, {}
             observed, self._observed = self._observed, []
@@ -613,6 +629,10 @@ class Relay:
         if self.database != DEFAULT_DATABASE or self.settings is None or not self.pid:
             self.local_ok = False
             return False
+        if worker.position.schema_locked():
+            # Another transaction's schema changes are open: in the primary a read waits for
+            # them to end (or fails, lock_timeout), and so must this one, there.
+            return False
         lsn, version, config = worker.position.read()
         if config != worker.config_generation:
             worker.reload_config(config)
@@ -678,7 +698,7 @@ class Relay:
         finally:
             if held is not None:
                 held.settle(answered)
-            if statistics is not None:
+            if statistics is not None:  # (settled already when answered: nothing held)
                 statistics.settle(answered)
             if reported:  # (after the answer went out: the primary may end the connection now)
                 with self.ulock:
@@ -699,6 +719,9 @@ class Relay:
                 if isinstance(message, Parse):
                     local.statements.pop(message.name, None)
             return False
+        statistics = self.worker.statistics
+        if statistics is not None:  # counted before the client can ask for the counts
+            statistics.settle(True)
         local.finish()
         return True
 
@@ -977,6 +1000,15 @@ class Worker:
                     target = self._relays.get(int(message[1:] or b"0"))
                 if target is not None:
                     target.cancel()
+            elif message[:1] == FLUSH:
+                statistics = self.statistics
+                try:
+                    if statistics is not None:
+                        statistics.flush_for(message[1:])
+                    else:
+                        control.send(FLUSHED + message[1:])
+                except OSError:
+                    return
             else:
                 for fd in fds:
                     socket.socket(fileno=fd).close()

@@ -52,13 +52,18 @@ CANCEL = b"X"  # control message: cancel the local statement of this backend pid
 READY = b"R"  # worker -> primary on its control socket: loaded, serving
 LOG_RECORD = b"L"  # worker -> primary on its control socket: a log record (JSON) to write
 STATISTICS = b"S"  # worker -> primary on its control socket: statistics of its reads (JSON)
+FLUSH = b"T"  # primary -> worker on its control socket: send your statistics now (a token)
+FLUSHED = b"A"  # worker -> primary: statistics sent up to this request (its token)
 FORK = b"F"  # primary -> fork server: fork a worker (JSON [index, log level]; its socket follows)
 LOG_LEVEL_VARIABLE = "SQLVEC_WORKER_LOG_LEVEL"  # the primary's log level, for its workers
 BACKGROUND_PUBLISH = 0.05  # seconds between publications of the position by the pool itself
 START_TIMEOUT = 120.0  # seconds a worker may take to load before the server gives up on it
+FLUSH_TIMEOUT = 2.0  # seconds a statistics view waits for the workers' statistics, at most
 
 # sequence (odd while being written), LSN, manifest version, configuration reloads
 _POSITION = struct.Struct("<QQQQ")
+_SCHEMA_LOCK = 64  # offset of one byte: 1 while a transaction block holds (or awaits) the
+# default database's DDL lock (written alone: a byte is read whole)
 
 
 class CommitPosition:
@@ -66,7 +71,8 @@ class CommitPosition:
     unlinked at once: it lives as long as a process maps it), with the number of
     configuration reloads the primary has applied (pg_reload_conf, SIGHUP). A sequence number,
     odd while the values are being rewritten, lets readers take a consistent set without a
-    lock."""
+    lock. Beside it, a flag says whether another transaction's schema changes are open
+    (`schema_locked`): reads must then wait for them, in the primary."""
 
     def __init__(self, fd: int | None = None) -> None:
         if fd is None:
@@ -98,6 +104,15 @@ class CommitPosition:
             seq, lsn, version, config = _POSITION.unpack_from(self._map)
             if not seq & 1 and _POSITION.unpack_from(self._map)[0] == seq:
                 return lsn, version, config
+
+    def set_schema_locked(self, locked: bool) -> None:
+        """Say whether a transaction block holds, or waits for, the default database's DDL
+        lock (the primary, as the lock changes hands: before the DDL statement answers)."""
+        self._map[_SCHEMA_LOCK] = 1 if locked else 0
+
+    def schema_locked(self) -> bool:
+        """Whether reads must go to the primary, to wait on the DDL lock there (a worker)."""
+        return self._map[_SCHEMA_LOCK] != 0
 
     def close(self) -> None:
         """Unmap the page and close its descriptor."""
@@ -315,6 +330,9 @@ class _Worker:
         self.control: socket.socket | None = None
         self.load = 0  # connections handed to this slot and not yet ended
         self.lock = threading.Lock()  # one control message at a time
+        self.ready = False  # loaded and serving: its control socket is read
+        self.flushed = 0  # the last statistics request (token) it answered
+        self.lives = 0  # control sockets ended: a request to an ended one is not awaited
 
 
 class WorkerPool:
@@ -334,6 +352,8 @@ class WorkerPool:
         self.forks: ForkServer | None = None
         self._lock = threading.Lock()
         self._stopping = False
+        self._flushes = threading.Condition()  # statistics requests and their answers
+        self._flush_token = 0
 
     # Processes -------------------------------------------------------------------------------
 
@@ -359,6 +379,10 @@ class WorkerPool:
                              name=f"sqlvec-worker-watch-{worker.index}").start()
         threading.Thread(target=self._publish_background, daemon=True,
                          name="sqlvec-position").start()
+        # Statistics views ask the workers for their counts first; reads leave the workers
+        # while a transaction block's schema changes are open.
+        self.database.statistics_source = self.gather_statistics
+        self.database.watch_schema_lock(self.position.set_schema_locked)
 
     def _publish_background(self) -> None:
         """Background work (a seal, an index build, a compaction) commits manifests with no
@@ -404,6 +428,7 @@ class WorkerPool:
         if answer != READY:
             log.error("worker %d did not start", worker.index)
             return False
+        worker.ready = True
         return True
 
     def _watch(self, worker: _Worker, ready: bool) -> None:
@@ -414,7 +439,11 @@ class WorkerPool:
             control = worker.control
             assert control is not None
             if ready:
-                _read_control(control, self.database)
+                self._read_control(worker, control)
+            with self._flushes:  # a statistics request waits no more for this one
+                worker.ready = False
+                worker.lives += 1
+                self._flushes.notify_all()
             code = self._reap(worker)
             if self._stopping:
                 return
@@ -442,7 +471,11 @@ class WorkerPool:
 
     def stop(self, timeout: float = 10.0) -> None:
         """End every worker (their relayed connections have ended already), then the fork
-        server."""
+        server. Their statistics are taken first: the server keeps them across a clean
+        shutdown."""
+        self.database.statistics_source = None
+        self.database.watch_schema_lock(None)
+        self.gather_statistics()
         self._stopping = True
         for worker in self.workers:
             if worker.control is not None:
@@ -521,29 +554,72 @@ class WorkerPool:
         self.position.publish(*self.database.commit_position(),
                               self.database.config.generation)
 
+    def gather_statistics(self, timeout: float = FLUSH_TIMEOUT) -> None:
+        """Have every worker send the statistics it holds, and return once they are counted
+        here (`Database.statistics_source`: before a statistics view is read). A worker
+        queues a read's statistics before it sends the answer, so every read a client has
+        had an answer to is counted by then. One message each way per worker, on the
+        control socket, and only when statistics are read: reads pay nothing."""
+        with self._flushes:
+            self._flush_token += 1
+            token = self._flush_token
+        asked = []
+        for worker in self.workers:
+            with worker.lock:
+                control = worker.control
+                if control is None or not worker.ready:
+                    continue
+                lives = worker.lives
+                try:
+                    control.send(FLUSH + str(token).encode())
+                except OSError:
+                    continue
+            asked.append((worker, lives))
+        deadline = time.monotonic() + timeout
+        with self._flushes:
+            for worker, lives in asked:
+                while worker.flushed < token and worker.lives == lives:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        log.warning("worker %d did not send its statistics within %gs",
+                                    worker.index, timeout)
+                        return
+                    self._flushes.wait(left)
 
-def _read_control(control: socket.socket, database) -> None:
-    """Take what a worker sends until its control socket closes: log records (written with
-    this process's handlers) and statistics of the reads it answered (counted here)."""
-    while True:
-        try:
-            message = control.recv(1 << 20)
-        except OSError:
-            return
-        if not message:
-            return
-        if message[:1] == STATISTICS:
+    def _read_control(self, worker: _Worker, control: socket.socket) -> None:
+        """Take what a worker sends until its control socket closes: log records (written
+        with this process's handlers), statistics of the reads it answered (counted here)
+        and answers to statistics requests."""
+        while True:
             try:
-                database.merge_statistics(json.loads(message[1:]))
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("statistics of a worker not counted: %s", exc)
-            continue
-        if message[:1] != LOG_RECORD:
-            continue
+                message = control.recv(1 << 20)
+            except OSError:
+                return
+            if not message:
+                return
+            if message[:1] == FLUSHED:
+                with self._flushes:
+                    worker.flushed = max(worker.flushed, int(message[1:] or b"0"))
+                    self._flushes.notify_all()
+                continue
+            _take_message(message, self.database)
+
+
+def _take_message(message: bytes, database) -> None:
+    """One message of a worker's control socket: statistics to count, a log record to
+    write."""
+    if message[:1] == STATISTICS:
         try:
-            record = logging.makeLogRecord(json.loads(message[1:]))
-        except ValueError:
-            continue
-        logger = logging.getLogger(record.name)
-        if logger.isEnabledFor(record.levelno):
-            logger.handle(record)
+            database.merge_statistics(json.loads(message[1:]))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("statistics of a worker not counted: %s", exc)
+        return
+    if message[:1] != LOG_RECORD:
+        return
+    try:
+        record = logging.makeLogRecord(json.loads(message[1:]))
+    except ValueError:
+        return
+    logger = logging.getLogger(record.name)
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)

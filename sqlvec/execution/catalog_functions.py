@@ -692,7 +692,11 @@ def _pg_stat_statements_reset(c, args, e):
 
     def fn(f):
         values = [int(v(f).as_py() or 0) for v in given] + [0, 0, 0]
-        f.ctx.services.database.statement_stats.reset(*values[:3])
+        database = f.ctx.services.database
+        gather = getattr(database, "gather_statistics", None)
+        if gather is not None:  # what other processes counted before the reset goes too
+            gather()
+        database.statement_stats.reset(*values[:3])
         return pa.scalar(None, pa.string())
     return Value(fn, SqlType("text"))
 

@@ -32,6 +32,11 @@ class DdlLock:
         self._shared: dict[int, int] = {}  # session pid -> holds
         self.owner: int | None = None  # the session whose schema changes are open
         self._waiting_exclusive: set[int] = set()
+        # Told True when a session asks for the lock exclusively (or holds it), False once no
+        # session does: the server's worker processes answer no read meanwhile (they do not
+        # share this lock), so reads wait here as they would in one process.
+        self.on_change: Callable[[bool], None] | None = None
+        self._told = False
 
     def shared(self, pid: int, waiting: Callable[[], tuple[Callable[[], None], int]]
                ) -> _SharedHold:
@@ -81,12 +86,14 @@ class DdlLock:
                                   detail="Another transaction is waiting to change the schema "
                                          "and for this session's statement to end.")
             self._waiting_exclusive.add(pid)
+            self._tell()
             try:
                 while self.owner is not None or any(p != pid for p in self._shared):
                     _wait(self._cond, check_interrupts, deadline)
                 self.owner = pid
             finally:
                 self._waiting_exclusive.discard(pid)
+                self._tell()
                 self._cond.notify_all()
 
     def release(self, pid: int) -> None:
@@ -94,7 +101,25 @@ class DdlLock:
         with self._cond:
             if self.owner == pid:
                 self.owner = None
+                self._tell()
                 self._cond.notify_all()
+
+    def watch(self, callback: Callable[[bool], None] | None) -> None:
+        """Set `on_change` (None: no more calls), telling it at once the lock's state."""
+        with self._cond:
+            self.on_change = callback
+            self._told = self.owner is not None or bool(self._waiting_exclusive)
+            if callback is not None:
+                callback(self._told)
+
+    def _tell(self) -> None:
+        """Tell `on_change` whether the lock is held or awaited exclusively, when that
+        changed (under the condition's lock: calls come in order)."""
+        locked = self.owner is not None or bool(self._waiting_exclusive)
+        callback = self.on_change
+        if callback is not None and locked != self._told:
+            callback(locked)
+        self._told = locked
 
 
 class _SharedHold:

@@ -100,12 +100,13 @@ def test_a_transactions_ddl_reaches_workers_only_at_commit(pool_server, table):
         a.execute(f"ALTER TABLE {table} ADD COLUMN note text DEFAULT 'x'")
         a.execute(f"CREATE TABLE {table}_2 (id int)")
         a.execute(f"INSERT INTO {table}_2 VALUES (7)")
-        # A worker reads the committed manifest: the old shape, no new table (the primary,
-        # asked in its place, waits for the transaction).
-        assert b.execute(f"SELECT * FROM {table}").fetchall() == [(1,)]
+        # As in one process, a read of another session waits for the transaction (its
+        # lock_timeout ends the wait), whichever worker holds the connection: it never
+        # reads the old shape while the new one is pending.
         b.execute("SET lock_timeout = '200ms'")
-        with pytest.raises(psycopg.errors.LockNotAvailable):
-            b.execute(f"SELECT * FROM {table}_2")
+        for query in (f"SELECT * FROM {table}", f"SELECT * FROM {table}_2"):
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                b.execute(query)
         a.execute("COMMIT")
         assert b.execute(f"SELECT * FROM {table}").fetchall() == [(1, "x")]
         assert b.execute(f"SELECT * FROM {table}_2").fetchall() == [(7,)]
@@ -538,3 +539,72 @@ def test_what_a_launcher_adds_to_the_engine_is_in_forked_workers(tmp_path, reap)
         assert [row[0] for row in here] == [row[0] for row in there]
     assert server.stop() == 0, server.log()
     assert "does not have" not in server.log() and "Traceback" not in server.log()
+
+
+def test_statistics_of_a_read_in_a_worker_are_counted_when_its_answer_arrives(pool_server,
+                                                                               table):
+    """A worker queues a read's statistics before it sends the answer, and reading a
+    statistics view first asks every worker for its counts: right after an answer, on the
+    same connection or on another worker's, pg_stat_statements and pg_stat_user_tables count
+    it, with no wait (as with one process)."""
+    a, b = two_workers(pool_server)
+    with a, b:
+        a.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        a.execute(f"CREATE TABLE {table} (id int, v vector(2))")
+        a.execute(f"INSERT INTO {table} SELECT g, '[1,1]' FROM generate_series(1, 5) g")
+        scan = f"SELECT id, {WHERE_RUN} FROM {table} WHERE id > 2"
+
+        def counted(conn: psycopg.Connection) -> tuple:
+            calls = conn.execute(
+                "SELECT coalesce(sum(calls), 0), coalesce(sum(rows), 0) FROM pg_stat_statements "
+                f"WHERE query LIKE 'SELECT id, current_setting%FROM {table}%'").fetchone()
+            scans = conn.execute("SELECT seq_scan FROM pg_stat_user_tables WHERE relname = %s",
+                                 (table,)).fetchone()
+            return (*calls, *scans)
+
+        start = counted(a)[2]
+        for i in range(1, 13):
+            reader = (a, b)[i % 2]
+            assert {r[1] for r in reader.execute(scan).fetchall()} == {worker_of(reader)}
+            watcher = (a, b)[(i // 2) % 2]  # the reader, or the other worker's connection
+            assert counted(watcher) == (i, 3 * i, start + i)
+
+
+def test_a_read_in_any_worker_waits_for_another_sessions_uncommitted_ddl(pool_server, table):
+    """While a transaction block's schema changes are open, a read of another connection,
+    whichever worker holds it, simple or prepared, waits for the transaction as in one process
+    (lock_timeout ends the wait with 55P03) and then reads the committed shape; reads are
+    answered in the workers again once the transaction ended."""
+    a, b = two_workers(pool_server)
+    with a, b:
+        a.execute(f"CREATE TABLE {table} (id int)")
+        a.execute(f"INSERT INTO {table} VALUES (1)")
+        point = f"SELECT id, {WHERE_RUN} FROM {table} WHERE id = %s"
+        for _ in range(2):  # prepared in b's worker, and answered there
+            assert b.execute(point, (1,), prepare=True).fetchone() == (1, worker_of(b))
+        a.execute("BEGIN")
+        a.execute(f"ALTER TABLE {table} ADD COLUMN note text DEFAULT 'x'")
+        b.execute("SET lock_timeout = '100ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            b.execute(f"SELECT * FROM {table}")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            b.execute(point, (1,), prepare=True)
+        b.execute("SET lock_timeout = 0")
+        outcome: dict = {}
+
+        def read() -> None:
+            try:
+                outcome["rows"] = b.execute(f"SELECT * FROM {table}").fetchall()
+            except psycopg.Error as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive() and not outcome  # waiting for the transaction
+        a.execute("COMMIT")
+        thread.join(20)
+        assert outcome == {"rows": [(1, "x")]}
+        assert b.execute(f"SELECT note, {WHERE_RUN} FROM {table}").fetchone() == \
+            ("x", worker_of(b))
+        assert b.execute(point, (1,), prepare=True).fetchone() == (1, worker_of(b))

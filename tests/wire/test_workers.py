@@ -22,3 +22,21 @@ def test_a_position_published_is_read_through_another_mapping():
     finally:
         reader.close()
         writer.close()
+
+
+def test_the_schema_lock_flag_is_read_through_another_mapping():
+    """The primary's "a transaction block holds the DDL lock" flag, beside the position."""
+    writer = CommitPosition()
+    reader = CommitPosition(os.dup(writer.fd))
+    try:
+        assert not reader.schema_locked()
+        writer.publish(5, 1)
+        writer.set_schema_locked(True)
+        assert reader.schema_locked() and reader.read() == (5, 1, 0)
+        writer.publish(6, 2)  # commits go on: the flag stays until the lock is released
+        assert reader.schema_locked() and reader.read() == (6, 2, 0)
+        writer.set_schema_locked(False)
+        assert not reader.schema_locked()
+    finally:
+        reader.close()
+        writer.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -78,9 +79,36 @@ def test_two_sessions_upgrading_at_once_is_a_deadlock_for_the_second():
                                                       got.set()))
             waiter.start()
             while not lock._waiting_exclusive:
-                threading.Event().wait(0.01)
+                time.sleep(0.01)
             with pytest.raises(SqlVecError) as err:
                 lock.acquire_exclusive(2, never)
             assert err.value.sqlstate == "40P01"
     waiter.join(10)
     assert got.is_set() and lock.owner == 1
+
+
+def test_a_watcher_is_told_while_the_lock_is_held_or_awaited_exclusively():
+    """What the server's worker processes go by: told True from the moment a session asks
+    for the lock exclusively (waiting behind a statement included), False once none holds or
+    awaits it; shared holds tell nothing."""
+    lock = DdlLock()
+    told: list[bool] = []
+    lock.watch(told.append)
+    assert told == [False]
+    with lock.shared(2, waiting()):
+        assert told == [False]
+        thread = threading.Thread(target=lock.acquire_exclusive, args=(1, never))
+        thread.start()
+        for _ in range(200):
+            if len(told) > 1:
+                break
+            time.sleep(0.01)
+        assert told == [False, True]  # awaited: reads must queue behind it
+    thread.join(5)
+    assert lock.owner == 1 and told == [False, True]
+    lock.release(1)
+    assert told == [False, True, False]
+    lock.acquire_exclusive(3, never)
+    lock.watch(None)
+    lock.release(3)
+    assert told == [False, True, False, True]
