@@ -61,15 +61,20 @@ def cores() -> int:
 
 
 def default_workers() -> int:
-    """`--workers` when not given: $SQLVEC_WORKERS (a number, or `auto` for one per core),
-    else 0: one process."""
-    raw = os.environ.get("SQLVEC_WORKERS", "").strip().lower()
+    """`--workers` when not given: $SQLVEC_WORKERS (a number, or `auto`), else `auto`: one
+    worker per core."""
+    raw = os.environ.get("SQLVEC_WORKERS", "").strip().lower() or "auto"
     if raw == "auto":
         return cores()
     try:
         return int(raw) if raw else 0
     except ValueError:
         return -1  # refused with the message of a bad --workers
+
+
+def _workers(text: str) -> int:
+    """`--workers`: a number, or `auto` (one per core)."""
+    return cores() if text.strip().lower() == "auto" else int(text)
 
 
 log = logging.getLogger("sqlvec")
@@ -174,13 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
              f"(default: {limits.auth_failure_delay:g})",
     )
     serve.add_argument(
-        "--workers", default=None, type=int, metavar="N",
+        "--workers", default=None, type=_workers, metavar="N",
         help="serve connections from N worker processes besides this one, which keeps the "
              "only writer: read-only queries outside a transaction block run in the worker "
              "holding the connection, on its own read-only follower of the data directory; "
-             "everything else is relayed here (default: $SQLVEC_WORKERS, a number or `auto` "
-             f"for one per core ({cores()} here), else 0: everything served from this one "
-             "process)",
+             "everything else is relayed here. 0 serves everything from this one process "
+             "(default: $SQLVEC_WORKERS, a number or `auto`, else `auto`: one per core, "
+             f"{cores()} here)",
     )
     serve.add_argument(
         "--metrics-port", default=None, type=int, metavar="P",

@@ -2,7 +2,9 @@
 
 The server runs as a subprocess exactly as a user starts it (`python -m wire serve --port 0`);
 the port is read from its start-up log line, and every server is stopped with SIGTERM and must
-exit 0 (a clean shutdown that closed the database).
+exit 0 (a clean shutdown that closed the database). Servers run as users get them: with the
+default worker processes, one per core (`SQLVEC_WORKERS` overrides it for a whole run; a test
+of the one-process mode passes `--workers 0`).
 """
 
 from __future__ import annotations

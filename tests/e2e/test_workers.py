@@ -19,7 +19,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from tests.e2e.conftest import RunningServer, start_server
+from tests.e2e.conftest import RunningServer, server_processes, start_server
 
 
 @pytest.fixture(scope="module")
@@ -608,3 +608,23 @@ def test_a_read_in_any_worker_waits_for_another_sessions_uncommitted_ddl(pool_se
         assert b.execute(f"SELECT note, {WHERE_RUN} FROM {table}").fetchone() == \
             ("x", worker_of(b))
         assert b.execute(point, (1,), prepare=True).fetchone() == (1, worker_of(b))
+
+
+def test_the_default_is_one_worker_per_core_and_workers_0_is_one_process(tmp_path, reap):
+    """`sqlvec serve` with no --workers (nor SQLVEC_WORKERS) serves from one worker per core
+    the server may run on; `--workers 0` serves everything from the one server process."""
+    environment = {"SQLVEC_WORKERS": ""}
+    default = start_server(tmp_path / "default", env=environment)
+    reap(default)
+    single = start_server(tmp_path / "single", "--workers", "0", env=environment)
+    reap(single)
+    cores = len(os.sched_getaffinity(0))
+    assert set(_workers_of(default)) == {str(i) for i in range(cores)}
+    with connect(default) as conn:
+        assert worker_of(conn) in {str(i) for i in range(cores)}
+    assert _workers_of(single) == {} and server_processes(single) == [single.process.pid]
+    with connect(single) as conn:
+        conn.execute("CREATE TABLE t (id int)")
+        assert conn.execute(f"SELECT count(*), {WHERE_RUN} FROM t").fetchone() == (0, None)
+    for server in (default, single):
+        assert server.stop() == 0, server.log()

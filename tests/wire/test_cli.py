@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 
 from sqlvec.database import ServerConfig
 from wire.auth import AuthMethod
-from wire.cli import build_parser, resolve_auth, resolve_limits, resolve_listen
+from wire.cli import build_parser, default_workers, resolve_auth, resolve_limits, resolve_listen
 
 
 def args(*argv: str):
@@ -106,3 +107,22 @@ def test_a_port_in_use_is_named_with_a_hint(tmp_path):
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert f"HINT: Is another server already running on port {port}?" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_workers_default_to_one_per_core(monkeypatch):
+    """`--workers` unset and SQLVEC_WORKERS unset (or empty): one worker per core;
+    `auto` the same, given either way; a number as given, 0 one process."""
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("SQLVEC_WORKERS", raising=False)
+    assert default_workers() == cores
+    monkeypatch.setenv("SQLVEC_WORKERS", "")
+    assert default_workers() == cores
+    monkeypatch.setenv("SQLVEC_WORKERS", "0")
+    assert default_workers() == 0
+    monkeypatch.setenv("SQLVEC_WORKERS", "auto")
+    assert default_workers() == cores
+    monkeypatch.setenv("SQLVEC_WORKERS", "many")
+    assert default_workers() == -1  # refused by `serve`
+    assert args().workers is None
+    assert args("--workers", "auto").workers == cores
+    assert args("--workers", "0").workers == 0
