@@ -297,6 +297,7 @@ class Connection:
         self._lock = threading.Lock()  # orders `reading` against `stop`
         self._out = bytearray()
         self._digits = ("1", 1)  # extra_float_digits: the setting's text, its value
+        self._types: tuple[list[ResultColumn], list[SqlType], bool] | None = None
 
     # Lifecycle ------------------------------------------------------------------------------------
 
@@ -695,8 +696,8 @@ class Connection:
             {c.name: pa.array([], c.type.to_arrow()) for c in columns})
         start = portal.offset if portal is not None else 0
         stop = table.num_rows if limit <= 0 else min(table.num_rows, start + limit)
-        types = [c.type for c in columns]
-        if any(t.name in REG_TYPES for t in types):
+        types, reg = self._column_types(columns)
+        if reg:
             table, types = self._reg_names(table, types, formats)
         digits = self._float_digits()
         position = start
@@ -716,8 +717,19 @@ class Connection:
         tag = result.tag
         if portal is not None and tag.startswith("SELECT ") and (limit > 0 or start > 0):
             tag = f"SELECT {sent}"
-        self.send(CommandComplete(tag))
+        self.send_raw(command_complete(tag))
         return False
+
+    def _column_types(self, columns: list[ResultColumn]) -> tuple[list[SqlType], bool]:
+        """The types of a result's columns and whether any is a reg* type, kept for the last
+        column list seen (a prepared statement's result comes with the same list each time)."""
+        cached = self._types
+        if cached is not None and cached[0] is columns:
+            return cached[1], cached[2]
+        types = [c.type for c in columns]
+        reg = any(t.name in REG_TYPES for t in types)
+        self._types = (columns, types, reg)
+        return types, reg
 
     def _reg_names(self, table: pa.Table, types: list[SqlType],
                    formats: list[int]) -> tuple[pa.Table, list[SqlType]]:
@@ -1035,10 +1047,25 @@ Connection._READY_HANDLERS = {
 }
 
 
-_EXTENDED = (Parse, Bind, Describe, Execute, Close, Flush)
+_EXTENDED = frozenset({Parse, Bind, Describe, Execute, Close, Flush})
 
 
 _TEXT = SqlType("text")
+
+
+_COMMAND_COMPLETE: dict[str, bytes] = {}
+
+
+def command_complete(tag: str) -> bytes:
+    """CommandComplete of `tag`, encoded: the usual tags (`SELECT 1`, `INSERT 0 1`) are
+    encoded once, in a table emptied when it fills."""
+    data = _COMMAND_COMPLETE.get(tag)
+    if data is None:
+        data = CommandComplete(tag).encode()
+        if len(_COMMAND_COMPLETE) >= 4096:
+            _COMMAND_COMPLETE.clear()
+        _COMMAND_COMPLETE[tag] = data
+    return data
 
 
 def encode_rows(table: pa.Table, types: list[SqlType], formats: list[int], float_digits: int,
@@ -1046,8 +1073,12 @@ def encode_rows(table: pa.Table, types: list[SqlType], formats: list[int], float
     """DataRows for rows [start, stop) of a result."""
     chunk = table if start == 0 and stop == table.num_rows else table.slice(start, stop - start)
     if chunk.num_rows <= pgtypes.SHORT_RESULT:
-        lists = [pgtypes.cell_lists(chunk.column(i), t, fmt, float_digits)
-                 for i, (t, fmt) in enumerate(zip(types, formats))]
+        lists = []
+        for i, (t, fmt) in enumerate(zip(types, formats)):
+            column = chunk.column(i)
+            encode = pgtypes.short_encoder(t, fmt, column.type)
+            lists.append(encode(column.to_pylist()) if encode is not None else
+                         pgtypes.cell_lists(column, t, fmt, float_digits))
         return DataRow.encode_cell_rows(lists, chunk.num_rows)
     cells = [pgtypes.encode_cells(chunk.column(i), t, fmt, float_digits)
              for i, (t, fmt) in enumerate(zip(types, formats))]
