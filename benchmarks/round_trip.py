@@ -8,7 +8,8 @@ Describe, Execute, Sync per round trip) and a bare socket client sending the sam
 pre-encoded (`wire_overhead.RawClient`, no driver in the way). Servers and clients take turns
 by blocks of rounds, so all meet the same load on a shared machine.
 
-Reported per server and client: median microseconds per round trip, round trips per second,
+Reported per server and client: median and 10th percentile microseconds per round trip (the
+latter the least disturbed by other processes taking the CPU), round trips per second,
 and the server's CPU time per round trip (user + system of the serving process, all its
 threads, from /proc): what a round trip costs the server itself, the figure least disturbed by
 other work on the machine (which stretches wall-clock times, not CPU times).
@@ -139,12 +140,13 @@ def run(targets: list[Target], rounds: int, block: int) -> str:
         for target in targets:
             for client in ("psycopg", "raw"):
                 target.block(client, block)
-    lines = ["| server | client | median µs | round trips/s | server CPU µs per round trip |",
-             "|---|---|---|---|---|"]
+    lines = ["| server | client | median µs | p10 µs | round trips/s | server CPU µs per round trip |",
+             "|---|---|---|---|---|---|"]
     for target in targets:
         for client in ("psycopg", "raw"):
             times = np.concatenate(target.times[client])
             lines.append(f"| {target.label} | {client} | {np.median(times) * 1e6:,.0f} | "
+                         f"{np.percentile(times, 10) * 1e6:,.0f} | "
                          f"{len(times) / target.wall[client]:,.0f} | "
                          f"{target.cpu[client] / len(times) * 1e6:,.1f} |")
     return "\n".join(lines)

@@ -189,14 +189,22 @@ class Portal:
     codes: tuple[int, ...]  # result format codes as bound (none, one for all, or per column)
     result: Result | None = None
     offset: int = 0
+    _formats: tuple[list[ResultColumn] | None, list[int]] | None = None  # the last answer
 
     def formats(self, columns: list[ResultColumn] | None) -> list[int]:
         """The format code of each result column: none bound means text, one applies to all; a count
-        the statement no longer matches falls back to text."""
+        the statement no longer matches falls back to text. (Asked by Describe and Execute
+        alike: the answer for the same column list is kept.)"""
+        cached = self._formats
+        if cached is not None and cached[0] is columns:
+            return cached[1]
         n = len(columns or [])
         if len(self.codes) not in (0, 1, n):
-            return [pgtypes.TEXT] * n  # Bind checked the count against the statement
-        return _result_formats(self.codes, n)
+            formats = [pgtypes.TEXT] * n  # Bind checked the count against the statement
+        else:
+            formats = _result_formats(self.codes, n)
+        self._formats = (columns, formats)
+        return formats
 
 
 @dataclass
@@ -679,15 +687,16 @@ class Connection:
         """Send a result (from `portal.offset` when resuming): RowDescription for the simple
         protocol, DataRows, then CommandComplete, or PortalSuspended when `limit` rows went
         out and more remain. Returns True when suspended."""
-        for notice in result.notices:
-            self.send(notice_response(notice))
-        result.notices = []
+        if result.notices:
+            for notice in result.notices:
+                self.send(notice_response(notice))
+            result.notices = []
         if result.tag == "EMPTY":
             self.send(EmptyQueryResponse())
             return False
         columns = result.columns
         if columns is None:
-            self.send(CommandComplete(result.tag))
+            self.send_raw(command_complete(result.tag))
             return False
         if formats is None:
             formats = [pgtypes.TEXT] * len(columns)

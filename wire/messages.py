@@ -710,6 +710,8 @@ class DataRow(Message):
         if not columns:
             return _DATA_ROW_HEADER.pack(b"D", 6, 0) * nrows
         pack, ncols = _DATA_ROW_HEADER.pack, len(columns)
+        if ncols == 1:
+            return b"".join([pack(b"D", 6 + len(cell), 1) + cell for cell in columns[0]])
         out = []
         for cells in zip(*columns):
             body = b"".join(cells)
