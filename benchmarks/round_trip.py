@@ -10,8 +10,8 @@ by blocks of rounds, so all meet the same load on a shared machine.
 
 Reported per server and client: median and 10th percentile microseconds per round trip (the
 latter the least disturbed by other processes taking the CPU), round trips per second,
-and the server's CPU time per round trip (user + system of the serving process, all its
-threads, from /proc): what a round trip costs the server itself, the figure least disturbed by
+and the server's CPU time per round trip (the run time of the serving process, all its
+threads, from /proc/PID/task/*/schedstat): what a round trip costs the server itself, the figure least disturbed by
 other work on the machine (which stretches wall-clock times, not CPU times).
 
     python -m benchmarks round_trip --pgserver /tmp/pg
@@ -36,14 +36,17 @@ import numpy as np
 from benchmarks.wire_overhead import RawClient
 from benchmarks.wire_profile import prepared_round_trip
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    """CPU time of a process, all its threads, in nanoseconds' resolution (the scheduler's
+    run time of each thread, /proc/PID/task/*/schedstat)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:  # a thread that just ended
+            pass
+    return total / 1e9
 
 
 @contextlib.contextmanager
