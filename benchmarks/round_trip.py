@@ -10,9 +10,10 @@ by blocks of rounds, so all meet the same load on a shared machine.
 
 Reported per server and client: median and 10th percentile microseconds per round trip (the
 latter the least disturbed by other processes taking the CPU), round trips per second,
-and the server's CPU time per round trip (the run time of the serving process, all its
-threads, from /proc/PID/task/*/schedstat): what a round trip costs the server itself, the figure least disturbed by
-other work on the machine (which stretches wall-clock times, not CPU times).
+the server's CPU time per round trip (the run time of the serving process, all its threads,
+from /proc/PID/task/*/schedstat): what a round trip costs the server itself, the figure least
+disturbed by other work on the machine, and the time the server's threads spent runnable but
+waiting for a CPU (the same accounts): what other work on a shared machine adds.
 
     python -m benchmarks round_trip --pgserver /tmp/pg
     python -m benchmarks round_trip --checkout ../main --checkout . --pgserver /tmp/pg
@@ -36,17 +37,21 @@ import numpy as np
 from benchmarks.wire_overhead import RawClient
 from benchmarks.wire_profile import prepared_round_trip
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process, all its threads, in nanoseconds' resolution (the scheduler's
-    run time of each thread, /proc/PID/task/*/schedstat)."""
-    total = 0
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """Seconds a process (all its threads) ran on a CPU, and seconds its threads waited for
+    one while runnable: the scheduler's own accounts (/proc/PID/task/*/schedstat), with
+    nanoseconds' resolution."""
+    ran = waited = 0
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                total += int(f.read().split()[0])
+                fields = f.read().split()
         except FileNotFoundError:  # a thread that just ended
-            pass
-    return total / 1e9
+            continue
+        ran += int(fields[0])
+        waited += int(fields[1])
+    return ran / 1e9, waited / 1e9
 
 
 @contextlib.contextmanager
@@ -106,6 +111,7 @@ class Target:
         self.raw_bytes = prepared_round_trip("s1")  # as psycopg sends it
         self.times: dict[str, list[np.ndarray]] = {"psycopg": [], "raw": []}
         self.cpu: dict[str, float] = {"psycopg": 0.0, "raw": 0.0}
+        self.waited: dict[str, float] = {"psycopg": 0.0, "raw": 0.0}
         self.wall: dict[str, float] = {"psycopg": 0.0, "raw": 0.0}
 
     def psycopg_once(self) -> None:
@@ -125,7 +131,9 @@ class Target:
             fn()
             times[i] = time.perf_counter() - start
         self.wall[client] += time.perf_counter() - wall0
-        self.cpu[client] += cpu_seconds(pid) - cpu0
+        ran, waited = cpu_seconds(pid)
+        self.cpu[client] += ran - cpu0[0]
+        self.waited[client] += waited - cpu0[1]
         self.times[client].append(times)
 
     def close(self) -> None:
@@ -138,20 +146,21 @@ def run(targets: list[Target], rounds: int, block: int) -> str:
         for client in ("psycopg", "raw"):
             target.block(client, 200)
             target.times[client].clear()
-            target.cpu[client] = target.wall[client] = 0.0
+            target.cpu[client] = target.wall[client] = target.waited[client] = 0.0
     for _ in range(max(1, rounds // block)):
         for target in targets:
             for client in ("psycopg", "raw"):
                 target.block(client, block)
-    lines = ["| server | client | median µs | p10 µs | round trips/s | server CPU µs per round trip |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| server | client | median µs | p10 µs | round trips/s | server CPU µs per round "
+             "trip | server waiting for a CPU, µs per round trip |", "|---|---|---|---|---|---|---|"]
     for target in targets:
         for client in ("psycopg", "raw"):
             times = np.concatenate(target.times[client])
             lines.append(f"| {target.label} | {client} | {np.median(times) * 1e6:,.0f} | "
                          f"{np.percentile(times, 10) * 1e6:,.0f} | "
                          f"{len(times) / target.wall[client]:,.0f} | "
-                         f"{target.cpu[client] / len(times) * 1e6:,.1f} |")
+                         f"{target.cpu[client] / len(times) * 1e6:,.1f} | "
+                         f"{target.waited[client] / len(times) * 1e6:,.1f} |")
     return "\n".join(lines)
 
 
