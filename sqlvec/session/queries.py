@@ -24,15 +24,35 @@ def run_query(session: Session, prepared: PreparedStatement, params: list,
 
 
 def result_table(table: pa.Table, fields: Sequence, columns: list | None) -> pa.Table:
-    """An operator's output as the result: its visible columns under the result's names. The
-    usual case (no hidden column, plain nullable fields without metadata) is a rename, which
-    gives what `renamed` builds at a fraction of its cost (a fixed cost of every query)."""
-    if columns and len(fields) == len(columns) == table.num_columns \
-            and not any(f.hidden for f in fields):
+    """An operator's output as the result: its visible columns under the result's names, as
+    plain (nullable, metadata-free) fields. The usual output — no hidden column, plain fields —
+    is returned as it is when its names are already the result's, else renamed; anything else
+    is rebuilt by `renamed`. Which case applies is worked out once per operator and output
+    schema (a fixed cost of every query: iterating a schema's fields costs more than the
+    rest of this)."""
+    if columns and len(fields) == len(columns) == table.num_columns:
         schema = table.schema
-        if schema.metadata is None and all(f.nullable for f in schema):
+        known = _OUTPUTS.get(id(fields))
+        if known is None or known[0] is not fields or known[1] is not columns \
+                or not known[2].equals(schema, check_metadata=True):
+            plain = not any(f.hidden for f in fields) and schema.metadata is None \
+                and all(f.nullable for f in schema)
+            named = plain and schema.names == [c.name for c in columns]
+            known = (fields, columns, schema, plain, named)
+            if len(_OUTPUTS) >= 512:
+                _OUTPUTS.clear()
+            _OUTPUTS[id(fields)] = known
+        if known[4]:
+            return table
+        if known[3]:
             return table.rename_columns([c.name for c in columns])
     return renamed(table, [i for i, f in enumerate(fields) if not f.hidden], columns)
+
+
+# Per operator (its fields, by identity): (fields, result columns, output schema, plain,
+# plain and already named as the result). The entry holds what it compares, so an id is
+# never mistaken for another object's.
+_OUTPUTS: dict[int, tuple] = {}
 
 
 def run_explain(session: Session, prepared: PreparedStatement, params: list,

@@ -41,6 +41,10 @@ def test_a_result_table_has_plain_fields_whatever_its_operator_made():
         assert all(field.nullable for field in result.schema)
         assert result.schema.metadata is None
         assert result.to_pylist() == [{"k": 1, "v": "x"}]
+    named = [SimpleNamespace(name="a"), SimpleNamespace(name="b")]
+    assert result_table(plain, fields, named) is plain  # already the result: nothing to do
+    assert result_table(strict, fields, named) is not strict
+    assert all(field.nullable for field in result_table(strict, fields, named).schema)
     hidden = [SimpleNamespace(hidden=False), SimpleNamespace(hidden=True)]
     assert result_table(plain, hidden, columns[:1]).column_names == ["k"]
 
