@@ -1081,17 +1081,38 @@ def encode_rows(table: pa.Table, types: list[SqlType], formats: list[int], float
                  start: int, stop: int) -> bytes:
     """DataRows for rows [start, stop) of a result."""
     chunk = table if start == 0 and stop == table.num_rows else table.slice(start, stop - start)
-    if chunk.num_rows <= pgtypes.SHORT_RESULT:
+    n = chunk.num_rows
+    if n <= pgtypes.SHORT_RESULT:
         lists = []
-        for i, (t, fmt) in enumerate(zip(types, formats)):
+        for i, encode in enumerate(_short_encoders(chunk.schema, types, formats)):
             column = chunk.column(i)
-            encode = pgtypes.short_encoder(t, fmt, column.type)
             lists.append(encode(column.to_pylist()) if encode is not None else
-                         pgtypes.cell_lists(column, t, fmt, float_digits))
-        return DataRow.encode_cell_rows(lists, chunk.num_rows)
+                         pgtypes.cell_lists(column, types[i], formats[i], float_digits))
+        return DataRow.encode_cell_rows(lists, n)
     cells = [pgtypes.encode_cells(chunk.column(i), t, fmt, float_digits)
              for i, (t, fmt) in enumerate(zip(types, formats))]
-    return DataRow.encode_batch(cells, chunk.num_rows)
+    return DataRow.encode_batch(cells, n)
+
+
+def _short_encoders(schema: pa.Schema, types: list[SqlType], formats: list[int]) -> list:
+    """`pgtypes.short_encoder` of each column, looked up once per result shape: the last
+    answer is kept per types list (a prepared statement sends the same one each time) and
+    reused while the formats and the Arrow schema are the same."""
+    known = _SHORT_SHAPES.get(id(types))
+    if known is None or known[0] is not types or known[1] != formats \
+            or not known[2].equals(schema):
+        encoders = [pgtypes.short_encoder(t, fmt, typ)
+                    for t, fmt, typ in zip(types, formats, schema.types)]
+        known = (types, list(formats), schema, encoders)
+        if len(_SHORT_SHAPES) >= 512:
+            _SHORT_SHAPES.clear()
+        _SHORT_SHAPES[id(types)] = known
+    return known[3]
+
+
+# id(types) -> (types, formats, Arrow schema, encoders); the entry holds the list it is keyed
+# by, so an id is never mistaken for another list's.
+_SHORT_SHAPES: dict[int, tuple] = {}
 
 
 def _host_port(peer: object) -> tuple[str, str]:
