@@ -11,9 +11,11 @@ by blocks of rounds, so all meet the same load on a shared machine.
 Reported per server and client: median and 10th percentile microseconds per round trip (the
 latter the least disturbed by other processes taking the CPU), round trips per second,
 the server's CPU time per round trip (the run time of the serving process, all its threads,
-from /proc/PID/task/*/schedstat): what a round trip costs the server itself, the figure least
-disturbed by other work on the machine, and the time the server's threads spent runnable but
-waiting for a CPU (the same accounts): what other work on a shared machine adds.
+from /proc/PID/task/*/schedstat; the median over blocks): what a round trip costs the server
+itself, the figure least disturbed by other work on the machine, and the time the server's
+threads spent runnable but waiting for a CPU (the same accounts, median over blocks): what
+other work on a shared machine adds. Each turn starts with 20 round trips whose server CPU is
+reported apart: the first after a pause, in caches the other servers have filled.
 
     python -m benchmarks round_trip --pgserver /tmp/pg
     python -m benchmarks round_trip --checkout ../main --checkout . --pgserver /tmp/pg
@@ -37,6 +39,8 @@ import numpy as np
 from benchmarks.wire_overhead import RawClient
 from benchmarks.wire_profile import prepared_round_trip
 
+WARM = 20  # untimed round trips at the start of each turn
+
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """Seconds a process (all its threads) ran on a CPU, and seconds its threads waited for
@@ -57,10 +61,13 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 @contextlib.contextmanager
 def sqlvec_checkout(checkout: str, data_dir: str):
     """`python -m sqlvec serve` with `checkout` first on the path; yields (dsn, pid)."""
-    env = {**os.environ, "PYTHONPATH": os.path.abspath(checkout)}
+    checkout = os.path.abspath(checkout)
+    env = {**os.environ, "PYTHONPATH": checkout}
+    # Started in the checkout: `python -m` puts the working directory first on the path.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sqlvec", "serve", "--data-dir", data_dir, "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        [sys.executable, "-m", "sqlvec", "serve", "--data-dir", os.path.abspath(data_dir),
+         "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        cwd=checkout)
     port, lines, deadline = None, [], time.time() + 60
     while time.time() < deadline and port is None:
         line = proc.stdout.readline()  # type: ignore[union-attr]
@@ -110,8 +117,10 @@ class Target:
         self.raw.prepare("s1", "SELECT 1")
         self.raw_bytes = prepared_round_trip("s1")  # as psycopg sends it
         self.times: dict[str, list[np.ndarray]] = {"psycopg": [], "raw": []}
-        self.cpu: dict[str, float] = {"psycopg": 0.0, "raw": 0.0}
-        self.waited: dict[str, float] = {"psycopg": 0.0, "raw": 0.0}
+        # Per block: the server's CPU seconds and its seconds waiting for a CPU.
+        self.cpu: dict[str, list[float]] = {"psycopg": [], "raw": []}
+        self.waited: dict[str, list[float]] = {"psycopg": [], "raw": []}
+        self.cold: dict[str, list[float]] = {"psycopg": [], "raw": []}  # first WARM
         self.wall: dict[str, float] = {"psycopg": 0.0, "raw": 0.0}
 
     def psycopg_once(self) -> None:
@@ -122,18 +131,25 @@ class Target:
         self.raw.run(self.raw_bytes)
 
     def block(self, client: str, rounds: int) -> None:
+        """`rounds` timed round trips, after WARM untimed ones: the server has sat idle while
+        the others took their turns, and its first round trips after a pause run in caches
+        the others have filled (their CPU is kept apart, as `cold`)."""
         fn = self.psycopg_once if client == "psycopg" else self.raw_once
         times = np.empty(rounds)
         pid = self.pids[client]
+        cold0 = cpu_seconds(pid)[0]
+        for _ in range(WARM):
+            fn()
         cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
+        self.cold[client].append((cpu0[0] - cold0) / WARM)
         for i in range(rounds):
             start = time.perf_counter()
             fn()
             times[i] = time.perf_counter() - start
         self.wall[client] += time.perf_counter() - wall0
         ran, waited = cpu_seconds(pid)
-        self.cpu[client] += ran - cpu0[0]
-        self.waited[client] += waited - cpu0[1]
+        self.cpu[client].append((ran - cpu0[0]) / rounds)
+        self.waited[client].append((waited - cpu0[1]) / rounds)
         self.times[client].append(times)
 
     def close(self) -> None:
@@ -146,21 +162,26 @@ def run(targets: list[Target], rounds: int, block: int) -> str:
         for client in ("psycopg", "raw"):
             target.block(client, 200)
             target.times[client].clear()
-            target.cpu[client] = target.wall[client] = target.waited[client] = 0.0
+            target.cpu[client].clear()
+            target.waited[client].clear()
+            target.cold[client].clear()
+            target.wall[client] = 0.0
     for _ in range(max(1, rounds // block)):
         for target in targets:
             for client in ("psycopg", "raw"):
                 target.block(client, block)
     lines = ["| server | client | median µs | p10 µs | round trips/s | server CPU µs per round "
-             "trip | server waiting for a CPU, µs per round trip |", "|---|---|---|---|---|---|---|"]
+             f"trip | the same, first {WARM} after a pause | server waiting for a CPU, µs per "
+             "round trip |", "|---|---|---|---|---|---|---|---|"]
     for target in targets:
         for client in ("psycopg", "raw"):
             times = np.concatenate(target.times[client])
             lines.append(f"| {target.label} | {client} | {np.median(times) * 1e6:,.0f} | "
                          f"{np.percentile(times, 10) * 1e6:,.0f} | "
                          f"{len(times) / target.wall[client]:,.0f} | "
-                         f"{target.cpu[client] / len(times) * 1e6:,.1f} | "
-                         f"{target.waited[client] / len(times) * 1e6:,.1f} |")
+                         f"{np.median(target.cpu[client]) * 1e6:,.1f} | "
+                         f"{np.median(target.cold[client]) * 1e6:,.1f} | "
+                         f"{np.median(target.waited[client]) * 1e6:,.1f} |")
     return "\n".join(lines)
 
 
