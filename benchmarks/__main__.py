@@ -21,6 +21,7 @@ SUITES = {
     "btree": "benchmarks.btree",
     "quantization": "benchmarks.quantization",
     "workers": "benchmarks.workers",
+    "round_trip": "benchmarks.round_trip",
 }
 
 

@@ -189,14 +189,22 @@ class Portal:
     codes: tuple[int, ...]  # result format codes as bound (none, one for all, or per column)
     result: Result | None = None
     offset: int = 0
+    _formats: tuple[list[ResultColumn] | None, list[int]] | None = None  # the last answer
 
     def formats(self, columns: list[ResultColumn] | None) -> list[int]:
         """The format code of each result column: none bound means text, one applies to all; a count
-        the statement no longer matches falls back to text."""
+        the statement no longer matches falls back to text. (Asked by Describe and Execute
+        alike: the answer for the same column list is kept.)"""
+        cached = self._formats
+        if cached is not None and cached[0] is columns:
+            return cached[1]
         n = len(columns or [])
         if len(self.codes) not in (0, 1, n):
-            return [pgtypes.TEXT] * n  # Bind checked the count against the statement
-        return _result_formats(self.codes, n)
+            formats = [pgtypes.TEXT] * n  # Bind checked the count against the statement
+        else:
+            formats = _result_formats(self.codes, n)
+        self._formats = (columns, formats)
+        return formats
 
 
 @dataclass
@@ -297,6 +305,7 @@ class Connection:
         self._lock = threading.Lock()  # orders `reading` against `stop`
         self._out = bytearray()
         self._digits = ("1", 1)  # extra_float_digits: the setting's text, its value
+        self._types: tuple[list[ResultColumn], list[SqlType], bool] | None = None
 
     # Lifecycle ------------------------------------------------------------------------------------
 
@@ -678,15 +687,16 @@ class Connection:
         """Send a result (from `portal.offset` when resuming): RowDescription for the simple
         protocol, DataRows, then CommandComplete, or PortalSuspended when `limit` rows went
         out and more remain. Returns True when suspended."""
-        for notice in result.notices:
-            self.send(notice_response(notice))
-        result.notices = []
+        if result.notices:
+            for notice in result.notices:
+                self.send(notice_response(notice))
+            result.notices = []
         if result.tag == "EMPTY":
             self.send(EmptyQueryResponse())
             return False
         columns = result.columns
         if columns is None:
-            self.send(CommandComplete(result.tag))
+            self.send_raw(command_complete(result.tag))
             return False
         if formats is None:
             formats = [pgtypes.TEXT] * len(columns)
@@ -695,8 +705,8 @@ class Connection:
             {c.name: pa.array([], c.type.to_arrow()) for c in columns})
         start = portal.offset if portal is not None else 0
         stop = table.num_rows if limit <= 0 else min(table.num_rows, start + limit)
-        types = [c.type for c in columns]
-        if any(t.name in REG_TYPES for t in types):
+        types, reg = self._column_types(columns)
+        if reg:
             table, types = self._reg_names(table, types, formats)
         digits = self._float_digits()
         position = start
@@ -716,8 +726,19 @@ class Connection:
         tag = result.tag
         if portal is not None and tag.startswith("SELECT ") and (limit > 0 or start > 0):
             tag = f"SELECT {sent}"
-        self.send(CommandComplete(tag))
+        self.send_raw(command_complete(tag))
         return False
+
+    def _column_types(self, columns: list[ResultColumn]) -> tuple[list[SqlType], bool]:
+        """The types of a result's columns and whether any is a reg* type, kept for the last
+        column list seen (a prepared statement's result comes with the same list each time)."""
+        cached = self._types
+        if cached is not None and cached[0] is columns:
+            return cached[1], cached[2]
+        types = [c.type for c in columns]
+        reg = any(t.name in REG_TYPES for t in types)
+        self._types = (columns, types, reg)
+        return types, reg
 
     def _reg_names(self, table: pa.Table, types: list[SqlType],
                    formats: list[int]) -> tuple[pa.Table, list[SqlType]]:
@@ -1035,23 +1056,63 @@ Connection._READY_HANDLERS = {
 }
 
 
-_EXTENDED = (Parse, Bind, Describe, Execute, Close, Flush)
+_EXTENDED = frozenset({Parse, Bind, Describe, Execute, Close, Flush})
 
 
 _TEXT = SqlType("text")
+
+
+_COMMAND_COMPLETE: dict[str, bytes] = {}
+
+
+def command_complete(tag: str) -> bytes:
+    """CommandComplete of `tag`, encoded: the usual tags (`SELECT 1`, `INSERT 0 1`) are
+    encoded once, in a table emptied when it fills."""
+    data = _COMMAND_COMPLETE.get(tag)
+    if data is None:
+        data = CommandComplete(tag).encode()
+        if len(_COMMAND_COMPLETE) >= 4096:
+            _COMMAND_COMPLETE.clear()
+        _COMMAND_COMPLETE[tag] = data
+    return data
 
 
 def encode_rows(table: pa.Table, types: list[SqlType], formats: list[int], float_digits: int,
                  start: int, stop: int) -> bytes:
     """DataRows for rows [start, stop) of a result."""
     chunk = table if start == 0 and stop == table.num_rows else table.slice(start, stop - start)
-    if chunk.num_rows <= pgtypes.SHORT_RESULT:
-        lists = [pgtypes.cell_lists(chunk.column(i), t, fmt, float_digits)
-                 for i, (t, fmt) in enumerate(zip(types, formats))]
-        return DataRow.encode_cell_rows(lists, chunk.num_rows)
+    n = chunk.num_rows
+    if n <= pgtypes.SHORT_RESULT:
+        lists = []
+        for i, encode in enumerate(_short_encoders(chunk.schema, types, formats)):
+            column = chunk.column(i)
+            lists.append(encode(column.to_pylist()) if encode is not None else
+                         pgtypes.cell_lists(column, types[i], formats[i], float_digits))
+        return DataRow.encode_cell_rows(lists, n)
     cells = [pgtypes.encode_cells(chunk.column(i), t, fmt, float_digits)
              for i, (t, fmt) in enumerate(zip(types, formats))]
-    return DataRow.encode_batch(cells, chunk.num_rows)
+    return DataRow.encode_batch(cells, n)
+
+
+def _short_encoders(schema: pa.Schema, types: list[SqlType], formats: list[int]) -> list:
+    """`pgtypes.short_encoder` of each column, looked up once per result shape: the last
+    answer is kept per types list (a prepared statement sends the same one each time) and
+    reused while the formats and the Arrow schema are the same."""
+    known = _SHORT_SHAPES.get(id(types))
+    if known is None or known[0] is not types or known[1] != formats \
+            or not known[2].equals(schema):
+        encoders = [pgtypes.short_encoder(t, fmt, typ)
+                    for t, fmt, typ in zip(types, formats, schema.types)]
+        known = (types, list(formats), schema, encoders)
+        if len(_SHORT_SHAPES) >= 512:
+            _SHORT_SHAPES.clear()
+        _SHORT_SHAPES[id(types)] = known
+    return known[3]
+
+
+# id(types) -> (types, formats, Arrow schema, encoders); the entry holds the list it is keyed
+# by, so an id is never mistaken for another list's.
+_SHORT_SHAPES: dict[int, tuple] = {}
 
 
 def _host_port(peer: object) -> tuple[str, str]:

@@ -710,6 +710,8 @@ class DataRow(Message):
         if not columns:
             return _DATA_ROW_HEADER.pack(b"D", 6, 0) * nrows
         pack, ncols = _DATA_ROW_HEADER.pack, len(columns)
+        if ncols == 1:
+            return b"".join([pack(b"D", 6 + len(cell), 1) + cell for cell in columns[0]])
         out = []
         for cells in zip(*columns):
             body = b"".join(cells)
@@ -926,12 +928,31 @@ def decode_frontend(type_byte: bytes, body: bytes) -> Message:
                                 f"invalid frontend message type {shown}")
     if not body and cls in _WITHOUT_FIELDS:
         return _WITHOUT_FIELDS[cls]
+    if cls in _REPEATED and len(body) <= _REPEATED_MAX_BODY:
+        key = type_byte + body
+        message = _decoded.get(key)
+        if message is None:
+            message = cls.decode(Reader(body))
+            if len(_decoded) >= _REPEATED_ENTRIES:
+                _decoded.clear()
+            _decoded[key] = message
+        return message
     return cls.decode(Reader(body))
 
 
 # Frontend messages without fields (Sync ends every round trip): one instance each.
 _WITHOUT_FIELDS: dict[type[Message], Message] = {
     cls: cls() for cls in (Sync, Flush, Terminate, CopyDone)}
+
+# The small messages of a prepared statement's round trip come again byte for byte (the same
+# Describe and Execute of the unnamed portal, the same Bind of a statement without parameters
+# or with the same ones): they are decoded once and shared, as they are immutable. Only short
+# bodies, in a table emptied when full, so it stays small whatever clients send; a body that
+# does not decode raises, and is not remembered.
+_REPEATED = frozenset({Bind, Describe, Execute, Close})
+_REPEATED_MAX_BODY = 64
+_REPEATED_ENTRIES = 1024
+_decoded: dict[bytes, Message] = {}
 
 
 def decode_backend(type_byte: bytes, body: bytes) -> Message:

@@ -164,6 +164,78 @@ def cell_lists(array: pa.Array | pa.ChunkedArray, t: SqlType, fmt: int = TEXT,
     return cells
 
 
+def short_encoder(t: SqlType, fmt: int, typ: pa.DataType):
+    """For a short result: a function from a column's Python values (`to_pylist`, None for
+    NULL) to its cells, for the types whose cells are quickest built from Python values
+    (integers, binary floats, strings, booleans): the same bytes as `cell_lists`, without
+    its Arrow and NumPy calls, whose fixed cost is most of the work for a row or ten. None for
+    the other types (`cell_lists` encodes them). Looked up once per type, format and Arrow
+    type."""
+    key = (t.name, fmt, typ.id)
+    try:
+        return _SHORT_ENCODERS[key]
+    except KeyError:
+        encode = _SHORT_ENCODERS[key] = _short_encoder(t.name, fmt, typ)
+        return encode
+
+
+_SHORT_ENCODERS: dict[tuple[str, int, int], object] = {}
+
+
+def _short_encoder(name: str, fmt: int, typ: pa.DataType):
+    is_string = pa.types.is_string(typ) or pa.types.is_large_string(typ)
+    if fmt == BINARY:
+        number = _BINARY_NUMBERS.get(name)
+        if number is not None and number[0] == typ:
+            pack = struct.Struct("!i" + _STRUCT[name][1:]).pack
+            width = number[2].itemsize
+            return lambda values: [NULL_CELL if v is None else pack(width, v) for v in values]
+        if name in STRING_TYPES and name != "uuid" and is_string:
+            return _python_string_cells
+        if name == "bool" and pa.types.is_boolean(typ):
+            return _binary_bool_cells
+        return None
+    if (name in INTEGER_TYPES or name in OID_TYPES) and pa.types.is_integer(typ):
+        return _python_int_text_cells
+    if name in _TEXT_STRINGS and is_string:
+        return _python_string_cells
+    if name == "bool" and pa.types.is_boolean(typ):
+        return _text_bool_cells
+    return None
+
+
+def _python_int_text_cells(values: list) -> list[bytes]:
+    out = []
+    for v in values:
+        if v is None:
+            out.append(NULL_CELL)
+        else:
+            raw = str(v).encode()
+            out.append(_LENGTH.pack(len(raw)) + raw)
+    return out
+
+
+def _python_string_cells(values: list) -> list[bytes]:
+    out = []
+    for v in values:
+        if v is None:
+            out.append(NULL_CELL)
+        else:
+            raw = v.encode()
+            out.append(_LENGTH.pack(len(raw)) + raw)
+    return out
+
+
+def _binary_bool_cells(values: list) -> list[bytes]:
+    return [NULL_CELL if v is None else b"\x00\x00\x00\x01\x01" if v else
+            b"\x00\x00\x00\x01\x00" for v in values]
+
+
+def _text_bool_cells(values: list) -> list[bytes]:
+    return [NULL_CELL if v is None else b"\x00\x00\x00\x01t" if v else b"\x00\x00\x00\x01f"
+            for v in values]
+
+
 def _binary_cell_list(array: pa.Array, t: SqlType) -> list[bytes] | None:
     name, typ, n = t.name, array.type, len(array)
     number = _BINARY_NUMBERS.get(name)

@@ -28,7 +28,10 @@ class DdlLock:
     """One database's lock: shared holds per session, one exclusive holder."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Every statement takes and drops a shared hold: they use the condition's lock
+        # directly (the same lock, so waiting and notifying on the condition still work).
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._shared: dict[int, int] = {}  # session pid -> holds
         self.owner: int | None = None  # the session whose schema changes are open
         self._waiting_exclusive: set[int] = set()
@@ -47,7 +50,7 @@ class DdlLock:
 
     def _acquire_shared(self, pid: int,
                         waiting: Callable[[], tuple[Callable[[], None], int]]) -> None:
-        with self._cond:
+        with self._mutex:
             if not self._may_share(pid):
                 check_interrupts, timeout_ms = waiting()
                 deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
@@ -56,7 +59,7 @@ class DdlLock:
             self._shared[pid] = self._shared.get(pid, 0) + 1
 
     def _release_shared(self, pid: int) -> None:
-        with self._cond:
+        with self._mutex:
             left = self._shared.get(pid, 1) - 1
             if left:
                 self._shared[pid] = left
@@ -70,7 +73,8 @@ class DdlLock:
             return self.owner == pid
         # A session waiting to hold it exclusively goes first, unless this one holds it
         # already (a statement inside its statement).
-        return pid in self._shared or not (self._waiting_exclusive - {pid})
+        waiting = self._waiting_exclusive
+        return pid in self._shared or not waiting or (len(waiting) == 1 and pid in waiting)
 
     def acquire_exclusive(self, pid: int, check_interrupts: Callable[[], None],
                           timeout_ms: int = 0) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -18,10 +19,40 @@ def run_query(session: Session, prepared: PreparedStatement, params: list,
     """A SELECT (VALUES, set operation): its operator tree over a snapshot of each table."""
     plan, operator = prepared.compiled  # type: ignore[misc]
     ctx = session._context(typed_params(prepared.param_types, params))
-    table = operator.execute(ctx)
-    visible = [i for i, f in enumerate(operator.fields) if not f.hidden]
-    table = renamed(table, visible, prepared.columns)
+    table = result_table(operator.execute(ctx), operator.fields, prepared.columns)
     return Result(f"SELECT {table.num_rows}", prepared.columns, table)
+
+
+def result_table(table: pa.Table, fields: Sequence, columns: list | None) -> pa.Table:
+    """An operator's output as the result: its visible columns under the result's names, as
+    plain (nullable, metadata-free) fields. The usual output — no hidden column, plain fields —
+    is returned as it is when its names are already the result's, else renamed; anything else
+    is rebuilt by `renamed`. Which case applies is worked out once per operator and output
+    schema (a fixed cost of every query: iterating a schema's fields costs more than the
+    rest of this)."""
+    if columns and len(fields) == len(columns) == table.num_columns:
+        schema = table.schema
+        known = _OUTPUTS.get(id(fields))
+        if known is None or known[0] is not fields or known[1] is not columns \
+                or not known[2].equals(schema, check_metadata=True):
+            plain = not any(f.hidden for f in fields) and schema.metadata is None \
+                and all(f.nullable for f in schema)
+            named = plain and schema.names == [c.name for c in columns]
+            known = (fields, columns, schema, plain, named)
+            if len(_OUTPUTS) >= 512:
+                _OUTPUTS.clear()
+            _OUTPUTS[id(fields)] = known
+        if known[4]:
+            return table
+        if known[3]:
+            return table.rename_columns([c.name for c in columns])
+    return renamed(table, [i for i, f in enumerate(fields) if not f.hidden], columns)
+
+
+# Per operator (its fields, by identity): (fields, result columns, output schema, plain,
+# plain and already named as the result). The entry holds what it compares, so an id is
+# never mistaken for another object's.
+_OUTPUTS: dict[int, tuple] = {}
 
 
 def run_explain(session: Session, prepared: PreparedStatement, params: list,

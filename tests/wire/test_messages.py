@@ -108,6 +108,22 @@ def test_malformed_frontend_messages(type_byte, body):
     assert info.value.sqlstate == "08P01"
 
 
+def test_repeated_small_bodies_decode_once_and_bad_ones_fail_every_time():
+    body = m.Bind("", "s1", (), (), (1,)).encode()[5:]
+    first = m.decode_frontend(b"B", body)
+    assert first == m.Bind("", "s1", (), (), (1,))
+    assert m.decode_frontend(b"B", bytes(body)) is first  # shared: messages are immutable
+    assert m.decode_frontend(b"E", b"\0\0\0\0\0") == m.Execute("", 0)
+    for _ in range(2):  # a malformed body is not remembered
+        with pytest.raises(ProtocolViolation):
+            m.decode_frontend(b"E", b"\0\x00\x00\x00")
+    for i in range(3000):  # the table stays bounded whatever clients send
+        m.decode_frontend(b"E", b"\0" + i.to_bytes(4, "big"))
+    assert len(m._decoded) <= m._REPEATED_ENTRIES
+    big = m.Bind("", "s", (1,), (b"x" * 100,), ()).encode()[5:]  # long bodies: decoded each time
+    assert m.decode_frontend(b"B", big) is not m.decode_frontend(b"B", big)
+
+
 def test_bind_names_must_be_utf8():
     with pytest.raises(ProtocolViolation) as info:
         m.decode_frontend(b"B", b"\xff\0\0\x00\x00\x00\x00\x00\x00")

@@ -319,7 +319,22 @@ def test_short_results_encode_as_whole_columns_do(t, values, arrow_type, data):
     for column in (array, array.slice(start), pa.chunked_array([array[:start], array[start:]],
                                                                type=array.type)):
         for fmt in (P.TEXT, P.BINARY):
-            assert P.cell_lists(column, t, fmt) == P.encode_cells(column, t, fmt).to_pylist()
+            whole = P.encode_cells(column, t, fmt).to_pylist()
+            assert P.cell_lists(column, t, fmt) == whole
+            encoder = P.short_encoder(t, fmt, column.type)  # from Python values, where it can
+            if encoder is not None:
+                assert encoder(column.to_pylist()) == whole
+
+
+def test_short_encoders_cover_the_usual_types_and_only_matching_arrow_types():
+    for name, arrow_type in (("int2", pa.int16()), ("int4", pa.int32()), ("int8", pa.int64()),
+                             ("float4", pa.float32()), ("float8", pa.float64()),
+                             ("text", pa.string()), ("bool", pa.bool_())):
+        assert P.short_encoder(SqlType(name), P.BINARY, arrow_type) is not None
+    # A binary int4 held as int64 (or text as Arrow binary) is left to `cell_lists`.
+    assert P.short_encoder(SqlType("int4"), P.BINARY, pa.int64()) is None
+    assert P.short_encoder(SqlType("text"), P.TEXT, pa.binary()) is None
+    assert P.short_encoder(SqlType("float8"), P.TEXT, pa.float64()) is None  # extra_float_digits
 
 
 # sparsevec: pgvector's binary format ---------------------------------------------------------

@@ -1,0 +1,218 @@
+"""The fixed cost of one statement through real servers, side by side in one run.
+
+Servers: `python -m sqlvec serve` of each checkout given (`--checkout DIR`, repeatable: the
+code a server runs is the checkout's, through PYTHONPATH; default: this one), and, with
+`--pgserver DIR`, PostgreSQL from the pgserver package (over loopback TCP, as sqlvec). Each is
+asked `SELECT 1` as a prepared statement by two clients: psycopg (`prepare=True`: Bind,
+Describe, Execute, Sync per round trip) and a bare socket client sending the same messages
+pre-encoded (`wire_overhead.RawClient`, no driver in the way). Servers and clients take turns
+by blocks of rounds, so all meet the same load on a shared machine.
+
+Reported per server and client: median and 10th percentile microseconds per round trip (the
+latter the least disturbed by other processes taking the CPU), round trips per second,
+the server's CPU time per round trip (the run time of the serving process, all its threads,
+from /proc/PID/task/*/schedstat; the median over blocks): what a round trip costs the server
+itself, the figure least disturbed by other work on the machine, and the time the server's
+threads spent runnable but waiting for a CPU (the same accounts, median over blocks): what
+other work on a shared machine adds. Each turn starts with 20 round trips whose server CPU is
+reported apart: the first after a pause, in caches the other servers have filled.
+
+    python -m benchmarks round_trip --pgserver /tmp/pg
+    python -m benchmarks round_trip --checkout ../main --checkout . --pgserver /tmp/pg
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from benchmarks.wire_overhead import RawClient
+from benchmarks.wire_profile import prepared_round_trip
+
+WARM = 20  # untimed round trips at the start of each turn
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """Seconds a process (all its threads) ran on a CPU, and seconds its threads waited for
+    one while runnable: the scheduler's own accounts (/proc/PID/task/*/schedstat), with
+    nanoseconds' resolution."""
+    ran = waited = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                fields = f.read().split()
+        except FileNotFoundError:  # a thread that just ended
+            continue
+        ran += int(fields[0])
+        waited += int(fields[1])
+    return ran / 1e9, waited / 1e9
+
+
+@contextlib.contextmanager
+def sqlvec_checkout(checkout: str, data_dir: str):
+    """`python -m sqlvec serve` with `checkout` first on the path; yields (dsn, pid)."""
+    checkout = os.path.abspath(checkout)
+    env = {**os.environ, "PYTHONPATH": checkout}
+    # Started in the checkout: `python -m` puts the working directory first on the path.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sqlvec", "serve", "--data-dir", os.path.abspath(data_dir),
+         "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        cwd=checkout)
+    port, lines, deadline = None, [], time.time() + 60
+    while time.time() < deadline and port is None:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            break
+        lines.append(line)
+        match = re.search(r"127\.0\.0\.1:(\d+)", line)
+        port = int(match.group(1)) if match else None
+    if port is None:
+        proc.kill()
+        raise RuntimeError("sqlvec server did not start:\n" + "".join(lines))
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres", proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def backend_pid(raw: RawClient) -> int:
+    from wire.messages import Query
+
+    for kind, body in raw.run(Query("SELECT pg_backend_pid()").encode()):
+        if kind == b"D":
+            return int(body[6:])
+    raise RuntimeError("no backend pid")
+
+
+class Target:
+    """One server and its two clients."""
+
+    def __init__(self, label: str, dsn: str, pid: int | None) -> None:
+        import psycopg
+
+        self.label = label
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.cur = self.conn.cursor()
+        host, port = dsn.rsplit("@", 1)[1].split("/")[0].split(":")
+        self.raw = RawClient(host, int(port))
+        # PostgreSQL serves each connection from a process of its own: that process is timed.
+        self.pids = {"psycopg": pid, "raw": pid} if pid is not None else {
+            "psycopg": self.conn.execute("SELECT pg_backend_pid()").fetchone()[0],
+            "raw": backend_pid(self.raw)}
+        self.raw.prepare("s1", "SELECT 1")
+        self.raw_bytes = prepared_round_trip("s1")  # as psycopg sends it
+        self.times: dict[str, list[np.ndarray]] = {"psycopg": [], "raw": []}
+        # Per block: the server's CPU seconds and its seconds waiting for a CPU.
+        self.cpu: dict[str, list[float]] = {"psycopg": [], "raw": []}
+        self.waited: dict[str, list[float]] = {"psycopg": [], "raw": []}
+        self.cold: dict[str, list[float]] = {"psycopg": [], "raw": []}  # first WARM
+        self.wall: dict[str, float] = {"psycopg": 0.0, "raw": 0.0}
+
+    def psycopg_once(self) -> None:
+        self.cur.execute("SELECT 1", prepare=True)
+        self.cur.fetchall()
+
+    def raw_once(self) -> None:
+        self.raw.run(self.raw_bytes)
+
+    def block(self, client: str, rounds: int) -> None:
+        """`rounds` timed round trips, after WARM untimed ones: the server has sat idle while
+        the others took their turns, and its first round trips after a pause run in caches
+        the others have filled (their CPU is kept apart, as `cold`)."""
+        fn = self.psycopg_once if client == "psycopg" else self.raw_once
+        times = np.empty(rounds)
+        pid = self.pids[client]
+        cold0 = cpu_seconds(pid)[0]
+        for _ in range(WARM):
+            fn()
+        cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
+        self.cold[client].append((cpu0[0] - cold0) / WARM)
+        for i in range(rounds):
+            start = time.perf_counter()
+            fn()
+            times[i] = time.perf_counter() - start
+        self.wall[client] += time.perf_counter() - wall0
+        ran, waited = cpu_seconds(pid)
+        self.cpu[client].append((ran - cpu0[0]) / rounds)
+        self.waited[client].append((waited - cpu0[1]) / rounds)
+        self.times[client].append(times)
+
+    def close(self) -> None:
+        self.raw.close()
+        self.conn.close()
+
+
+def run(targets: list[Target], rounds: int, block: int) -> str:
+    for target in targets:  # warm up: plans cached, code paths hot
+        for client in ("psycopg", "raw"):
+            target.block(client, 200)
+            target.times[client].clear()
+            target.cpu[client].clear()
+            target.waited[client].clear()
+            target.cold[client].clear()
+            target.wall[client] = 0.0
+    for _ in range(max(1, rounds // block)):
+        for target in targets:
+            for client in ("psycopg", "raw"):
+                target.block(client, block)
+    lines = ["| server | client | median µs | p10 µs | round trips/s | server CPU µs per round "
+             f"trip | the same, first {WARM} after a pause | server waiting for a CPU, µs per "
+             "round trip |", "|---|---|---|---|---|---|---|---|"]
+    for target in targets:
+        for client in ("psycopg", "raw"):
+            times = np.concatenate(target.times[client])
+            lines.append(f"| {target.label} | {client} | {np.median(times) * 1e6:,.0f} | "
+                         f"{np.percentile(times, 10) * 1e6:,.0f} | "
+                         f"{len(times) / target.wall[client]:,.0f} | "
+                         f"{np.median(target.cpu[client]) * 1e6:,.1f} | "
+                         f"{np.median(target.cold[client]) * 1e6:,.1f} | "
+                         f"{np.median(target.waited[client]) * 1e6:,.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks round_trip", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkout", action="append", default=[],
+                   help="a source tree whose server to run (repeatable; default: this one)")
+    p.add_argument("--pgserver", metavar="DIR", help="also PostgreSQL from pgserver in DIR")
+    p.add_argument("--rounds", type=int, default=10_000, help="round trips per server and client")
+    p.add_argument("--block", type=int, default=500, help="round trips per turn")
+    args = p.parse_args(argv)
+    checkouts = args.checkout or [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+    tmp = tempfile.mkdtemp(prefix="sqlvec-round-trip-")
+    try:
+        with contextlib.ExitStack() as stack:
+            targets = []
+            for i, checkout in enumerate(checkouts):
+                dsn, pid = stack.enter_context(sqlvec_checkout(checkout, f"{tmp}/{i}"))
+                label = f"sqlvec ({os.path.basename(os.path.abspath(checkout))})" if len(checkouts) > 1 else "sqlvec"
+                targets.append(stack.enter_context(contextlib.closing(Target(label, dsn, pid))))
+            if args.pgserver:
+                from benchmarks.writes import postgres
+
+                dsn, _pid, label = stack.enter_context(postgres(args.pgserver))
+                targets.append(stack.enter_context(contextlib.closing(Target(label, dsn, None))))
+            print(run(targets, args.rounds, args.block))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
