@@ -71,10 +71,13 @@ def check_same_dims(a: int, b: int, type_name: str = "vector") -> None:
         raise DataException(f"different {type_name} dimensions {a} and {b}")
 
 
+_FLOAT16 = np.dtype(np.float16)
+
+
 def _dtype_of(*arrays: np.ndarray) -> type:
     """float16 when every operand is a halfvec matrix (pgvector's halfvec functions), else
     float32 (vector's)."""
-    half = all(getattr(a, "dtype", None) == np.float16 for a in arrays)
+    half = all(getattr(a, "dtype", None) == _FLOAT16 for a in arrays)
     return np.float16 if half else np.float32
 
 
@@ -86,6 +89,8 @@ def distances(metric: Metric, matrix: np.ndarray, query: np.ndarray) -> np.ndarr
     if matrix.ndim != 2:
         raise ValueError("matrix must be 2-D")
     check_same_dims(matrix.shape[1], query.shape[0])
+    if matrix.shape[0] <= _PGVECTOR_CHUNK_ROWS:  # one pass (a re-rank's few rows)
+        return _pgvector(metric, matrix, query)
     out = np.empty(matrix.shape[0], dtype=np.float64)
     for start in range(0, matrix.shape[0], _PGVECTOR_CHUNK_ROWS):
         block = matrix[start : start + _PGVECTOR_CHUNK_ROWS]
@@ -174,7 +179,8 @@ def _pgvector_sum(x: np.ndarray, y: np.ndarray | None, fma_tail: bool,
                 block = x[:, b:end].astype(np.float64) * y[..., b:end]
             block = block.reshape(n, (end - b) // _LANES, _LANES)
             for s in range(block.shape[1]):
-                acc = (acc + block[:, s]).astype(np.float32)
+                # The add in float64, rounded once into the float32 sums (no temporary).
+                np.add(acc, block[:, s], out=acc, casting="unsafe")
         total = total + _fold(acc)
     i = main
     if d - i >= 8:
