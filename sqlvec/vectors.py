@@ -128,6 +128,8 @@ def l2_squared_distances(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 _PGVECTOR_CHUNK_ROWS = 8192
 # pgvector's loops as GCC vectorizes them (x86-64, FMA): 16 running sums, then one 8-wide step.
 _LANES = 16
+# Rows up to which `_pgvector_sum` lays its sums out by lanes (a re-rank's few rows).
+_FEW_ROWS = 64
 # Columns whose products `_pgvector_sum` forms at once (a multiple of _LANES).
 _SUM_BLOCK = 256
 
@@ -166,11 +168,15 @@ def _pgvector_sum(x: np.ndarray, y: np.ndarray | None, fma_tail: bool,
     n, d = x.shape
     main = d - d % _LANES
     total = np.zeros(n, np.float32) if init is None else np.asarray(init, np.float32)
+    # A few rows (a re-rank's): lanes by rows and each step's products contiguous, as NumPy's
+    # loops over small strided views cost more than the arithmetic; many rows: as they come
+    # (a transposed copy of a large block costs more than it saves).
+    few = n <= _FEW_ROWS
     if main:
         # The products of a block of steps at once (exact in float64), then one add and one
         # rounding per step: the same arithmetic as a fused multiply-add per step, with a
         # third of the NumPy calls (what a re-rank of a few dozen rows costs).
-        acc = np.zeros((n, _LANES), np.float32)
+        acc = np.zeros((_LANES, n) if few else (n, _LANES), np.float32)
         for b in range(0, main, _SUM_BLOCK):
             end = min(main, b + _SUM_BLOCK)
             if y is None:
@@ -178,14 +184,18 @@ def _pgvector_sum(x: np.ndarray, y: np.ndarray | None, fma_tail: bool,
             else:
                 block = x[:, b:end].astype(np.float64) * y[..., b:end]
             block = block.reshape(n, (end - b) // _LANES, _LANES)
-            for s in range(block.shape[1]):
-                # The add in float64, rounded once into the float32 sums (no temporary).
-                np.add(acc, block[:, s], out=acc, casting="unsafe")
-        total = total + _fold(acc)
+            if few:
+                for step in np.ascontiguousarray(block.transpose(1, 2, 0)):
+                    # The add in float64, rounded once into the float32 sums.
+                    np.add(acc, step, out=acc, casting="unsafe")
+            else:
+                for s in range(block.shape[1]):
+                    acc = (acc + block[:, s]).astype(np.float32)
+        total = total + (_fold_rows(acc) if few else _fold(acc))
     i = main
     if d - i >= 8:
         part = x[:, i:i + 8] if y is None else x[:, i:i + 8] * y[..., i:i + 8]
-        total = total + _fold(part)
+        total = total + (_fold_rows(np.ascontiguousarray(part.T)) if few else _fold(part))
         i += 8
     for k in range(i, d):
         if y is None:
@@ -263,6 +273,14 @@ def _fold(lanes: np.ndarray) -> np.ndarray:
         half = lanes.shape[1] // 2
         lanes = lanes[:, :half] + lanes[:, half:]
     return lanes[:, 0]
+
+
+def _fold_rows(lanes: np.ndarray) -> np.ndarray:
+    """`_fold` of lanes laid out by rows, (2^k, n): the same sums in the same order."""
+    while lanes.shape[0] > 1:
+        half = lanes.shape[0] // 2
+        lanes = lanes[:half] + lanes[half:]
+    return lanes[0]
 
 
 def _fast_direct(metric: Metric, block: np.ndarray, query: np.ndarray) -> np.ndarray:
