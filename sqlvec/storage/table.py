@@ -1489,7 +1489,7 @@ def _numpy_column(data: SegmentData, physical: str, arrow: pa.DataType,
                   missing: object) -> np.ndarray | None:
     """A segment's column as a NumPy view, when it is one chunk of numbers without NULLs (kept
     with the segment: its rows never change); None otherwise."""
-    if arrow.id not in _NUMPY_TYPES:
+    if arrow.id not in _NUMPY_TYPES or not isinstance(missing, (int, float, type(None))):
         return None
 
     def build() -> object:
