@@ -71,10 +71,13 @@ def check_same_dims(a: int, b: int, type_name: str = "vector") -> None:
         raise DataException(f"different {type_name} dimensions {a} and {b}")
 
 
+_FLOAT16 = np.dtype(np.float16)
+
+
 def _dtype_of(*arrays: np.ndarray) -> type:
     """float16 when every operand is a halfvec matrix (pgvector's halfvec functions), else
     float32 (vector's)."""
-    half = all(getattr(a, "dtype", None) == np.float16 for a in arrays)
+    half = all(getattr(a, "dtype", None) == _FLOAT16 for a in arrays)
     return np.float16 if half else np.float32
 
 
@@ -86,6 +89,8 @@ def distances(metric: Metric, matrix: np.ndarray, query: np.ndarray) -> np.ndarr
     if matrix.ndim != 2:
         raise ValueError("matrix must be 2-D")
     check_same_dims(matrix.shape[1], query.shape[0])
+    if matrix.shape[0] <= _PGVECTOR_CHUNK_ROWS:  # one pass (a re-rank's few rows)
+        return _pgvector(metric, matrix, query)
     out = np.empty(matrix.shape[0], dtype=np.float64)
     for start in range(0, matrix.shape[0], _PGVECTOR_CHUNK_ROWS):
         block = matrix[start : start + _PGVECTOR_CHUNK_ROWS]
@@ -123,6 +128,8 @@ def l2_squared_distances(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 _PGVECTOR_CHUNK_ROWS = 8192
 # pgvector's loops as GCC vectorizes them (x86-64, FMA): 16 running sums, then one 8-wide step.
 _LANES = 16
+# Rows up to which `_pgvector_sum` lays its sums out by lanes (a re-rank's few rows).
+_FEW_ROWS = 64
 # Columns whose products `_pgvector_sum` forms at once (a multiple of _LANES).
 _SUM_BLOCK = 256
 
@@ -161,11 +168,15 @@ def _pgvector_sum(x: np.ndarray, y: np.ndarray | None, fma_tail: bool,
     n, d = x.shape
     main = d - d % _LANES
     total = np.zeros(n, np.float32) if init is None else np.asarray(init, np.float32)
+    # A few rows (a re-rank's): lanes by rows and each step's products contiguous, as NumPy's
+    # loops over small strided views cost more than the arithmetic; many rows: as they come
+    # (a transposed copy of a large block costs more than it saves).
+    few = n <= _FEW_ROWS
     if main:
         # The products of a block of steps at once (exact in float64), then one add and one
         # rounding per step: the same arithmetic as a fused multiply-add per step, with a
         # third of the NumPy calls (what a re-rank of a few dozen rows costs).
-        acc = np.zeros((n, _LANES), np.float32)
+        acc = np.zeros((_LANES, n) if few else (n, _LANES), np.float32)
         for b in range(0, main, _SUM_BLOCK):
             end = min(main, b + _SUM_BLOCK)
             if y is None:
@@ -173,13 +184,18 @@ def _pgvector_sum(x: np.ndarray, y: np.ndarray | None, fma_tail: bool,
             else:
                 block = x[:, b:end].astype(np.float64) * y[..., b:end]
             block = block.reshape(n, (end - b) // _LANES, _LANES)
-            for s in range(block.shape[1]):
-                acc = (acc + block[:, s]).astype(np.float32)
-        total = total + _fold(acc)
+            if few:
+                for step in np.ascontiguousarray(block.transpose(1, 2, 0)):
+                    # The add in float64, rounded once into the float32 sums.
+                    np.add(acc, step, out=acc, casting="unsafe")
+            else:
+                for s in range(block.shape[1]):
+                    acc = (acc + block[:, s]).astype(np.float32)
+        total = total + (_fold_rows(acc) if few else _fold(acc))
     i = main
     if d - i >= 8:
         part = x[:, i:i + 8] if y is None else x[:, i:i + 8] * y[..., i:i + 8]
-        total = total + _fold(part)
+        total = total + (_fold_rows(np.ascontiguousarray(part.T)) if few else _fold(part))
         i += 8
     for k in range(i, d):
         if y is None:
@@ -257,6 +273,14 @@ def _fold(lanes: np.ndarray) -> np.ndarray:
         half = lanes.shape[1] // 2
         lanes = lanes[:, :half] + lanes[:, half:]
     return lanes[:, 0]
+
+
+def _fold_rows(lanes: np.ndarray) -> np.ndarray:
+    """`_fold` of lanes laid out by rows, (2^k, n): the same sums in the same order."""
+    while lanes.shape[0] > 1:
+        half = lanes.shape[0] // 2
+        lanes = lanes[:half] + lanes[half:]
+    return lanes[0]
 
 
 def _fast_direct(metric: Metric, block: np.ndarray, query: np.ndarray) -> np.ndarray:

@@ -246,10 +246,21 @@ class VectorTopKOp(OneRowOp):
                          plans)
         _report_missed_target(ctx, plans)
         rows = found.num_rows
-        cols = [found.column(name) if name in self.columns else pa.nulls(rows, t.to_arrow())
-                for name, t in zip(self.visible, self.types)]
+        cols = [found.column(name) if name in self.columns else self._nulls(i, rows)
+                for i, name in enumerate(self.visible)]
         cols += [found.column(ROWID), found.column("__distance")]
         return table_of(cols)
+
+    def _nulls(self, i: int, rows: int) -> pa.Array:
+        """The NULL column standing for visible column `i`, which the query does not read
+        (arrays are immutable: one per row count serves every run)."""
+        cache = self.__dict__.setdefault("_null_columns", {})
+        column = cache.get((i, rows))
+        if column is None:
+            if len(cache) >= 16:
+                cache.clear()
+            column = cache[(i, rows)] = pa.nulls(rows, self.types[i].to_arrow())
+        return column
 
     def _with_overlay(self, ctx, outer, vector, k):
         """Uncommitted writes to this table: an exact scan of what the transaction sees."""

@@ -38,7 +38,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -282,20 +282,39 @@ def run_segment(search: SegmentSearch, metric: Metric, query: np.ndarray) -> tup
 
 
 _POOL: ThreadPoolExecutor | None = None
+# An exact search of at most this many rows runs in the calling thread: handing it to the pool
+# costs about as much as the scan (tens of µs), so the small growing segment is never sent.
+_INLINE_ROWS = 4096
+
+
+def _heavy(search: SegmentSearch) -> bool:
+    plan = search.plan
+    return plan.strategy != "skip" and (plan.method is not None or plan.eligible > _INLINE_ROWS)
 
 
 def run_all(searches: list[SegmentSearch], metric: Metric,
             query: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Run planned segment searches, in parallel threads when more than one does vector work
-    (hnswlib and BLAS release the GIL; other methods should too)."""
+    """Run planned segment searches: in parallel threads when more than one does heavy vector
+    work (hnswlib and BLAS release the GIL; other methods should too), the first of them and
+    the light ones in the calling thread."""
     global _POOL
-    busy = [s for s in searches if s.plan.strategy != "skip"]
-    if len(busy) <= 1:
+    heavy = [i for i, s in enumerate(searches) if _heavy(s)]
+    if len(heavy) <= 1:
         return [run_segment(s, metric, query) for s in searches]
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
                                    thread_name_prefix="sqlvec-search")
-    return list(_POOL.map(lambda s: run_segment(s, metric, query), searches))
+    futures = {i: _POOL.submit(run_segment, searches[i], metric, query) for i in heavy[1:]}
+    out: list = [None] * len(searches)
+    try:
+        for i, search in enumerate(searches):
+            if i not in futures:
+                out[i] = run_segment(search, metric, query)
+    finally:
+        wait(futures.values())
+    for i, future in futures.items():
+        out[i] = future.result()
+    return out
 
 
 def _indexed(search: SegmentSearch, query: np.ndarray, plan: SegmentPlan) -> np.ndarray | None:

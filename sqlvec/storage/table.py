@@ -168,6 +168,10 @@ class TableSnapshot:
     growing: SegmentView
     # The table's count of key removals when the snapshot was taken (Table.lookup_keys).
     key_epoch: int = 0
+    # What repeated searches of this snapshot derive from it alone (the index a column and
+    # metric use, unfiltered search plans): a prepared top-k query between commits plans once.
+    # Any commit, seal, compaction or DDL makes a new snapshot, which starts empty.
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     # Properties ---------------------------------------------------------------------------------
 
@@ -302,8 +306,15 @@ class TableSnapshot:
     def index_for(self, column: str, metric: Metric) -> IndexDef | None:
         """The vector index a search of `column` (or `column::<type>`, an expression index's
         key) by `metric` uses, if any."""
+        key = ("index", column, metric)
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
         name, _, kind = column.partition(KEY_SEPARATOR)
-        return access_methods.index_for(self.table_def, name, metric, kind or None)
+        index = access_methods.index_for(self.table_def, name, metric, kind or None)
+        self._memo[key] = index
+        return index
 
     def plan_search(
         self,
@@ -333,6 +344,17 @@ class TableSnapshot:
             ef = method.search_knob(settings) if method else 0
             if method is not None and target_recall is None:
                 target_recall = search_target(method, settings)
+        policy = policy or _POLICY
+        max_ef = read_max_ef(settings)
+        key = None
+        if filter is None and prune is None:
+            # Unfiltered: the plan depends on this snapshot and the knobs alone, so a repeated
+            # query reuses it (fresh plan records, the session's settings, each time).
+            key = ("plan", column, metric, k, exact, ef, target_recall, max_ef, policy)
+            cached = self._memo.get(key)
+            if cached is not None and _still_indexed(cached, index, exact):
+                return [SegmentSearch(s.view, _fresh(s.plan), s.mask, s.index, s.matrix, settings)
+                        for s in cached]
         searches = []
         for view in self.views:
             if view.data.n_rows == 0:
@@ -346,8 +368,12 @@ class TableSnapshot:
                 view, col.physical, col.dims, k, allowed=allowed, bits=col.type.name == "bit",
                 sparse=col.type.is_sparse,
                 index_name=index.name if index else None, ef=ef, target_recall=target_recall,
-                exact=exact, pruned=pruned, policy=policy or SearchPolicy(),
-                max_ef=read_max_ef(settings), settings=settings))
+                exact=exact, pruned=pruned, policy=policy, max_ef=max_ef, settings=settings))
+        if key is not None:
+            if len(self._memo) >= _MEMO_ENTRIES:
+                self._memo.clear()
+            self._memo[key] = [SegmentSearch(s.view, _fresh(s.plan), s.mask, s.index, s.matrix)
+                               for s in searches]
         return searches
 
     def search(
@@ -398,6 +424,13 @@ class TableSnapshot:
         return self._merge(per_view, k, columns, with_rowid, distance_name)
 
     def _vector_column(self, column: str) -> SearchKey:
+        key = ("key", column)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = self._search_key(column)
+        return found
+
+    def _search_key(self, column: str) -> SearchKey:
         name, _, kind = column.partition(KEY_SEPARATOR)
         try:
             col = self.table_def.column(name)
@@ -417,35 +450,43 @@ class TableSnapshot:
 
     def _merge(self, per_view: list[tuple[SegmentView, tuple[np.ndarray, np.ndarray]]], k: int,
                columns: Sequence[str] | None, with_rowid: bool, distance_name: str) -> pa.Table:
+        """The global top-k of the segments' own (each nearest first): ordered by distance,
+        then segment, then position; only the winners' cells are read."""
         busy = [(v, h) for v, h in per_view if h[0].size]
+        if not busy:
+            empty = logical_table(self.growing, self.table_def, columns, with_rowid).slice(0, 0)
+            return empty.append_column(distance_name, pa.array([], pa.float64()))
         if len(busy) == 1:
             # One segment answered: its hits are already nearest first.
             view, (pos, dists) = busy[0]
-            table = logical_table(view, self.table_def, columns, with_rowid).take(pa.array(pos[:k]))
-            return table.append_column(distance_name, pa.array(dists[:k], pa.float64()))
-        dists = np.concatenate([h[1] for _, h in per_view]) if per_view else np.empty(0)
-        owner = np.concatenate(
-            [np.full(h[0].size, i) for i, (_, h) in enumerate(per_view)]
-        ) if per_view else np.empty(0, np.int64)
-        pos = np.concatenate([h[0] for _, h in per_view]) if per_view else np.empty(0, np.int64)
-        order = np.lexsort((pos, owner, np.where(np.isnan(dists), np.inf, dists)))[:k]
-        parts = []
-        for i, (view, _) in enumerate(per_view):
-            chosen = order[owner[order] == i]
-            if chosen.size:
-                t = logical_table(view, self.table_def, columns, with_rowid).take(pa.array(pos[chosen]))
-                parts.append((chosen, t))
-        if not parts:
-            empty = logical_table(self.growing, self.table_def, columns, with_rowid).slice(0, 0)
-            return empty.append_column(distance_name, pa.array([], pa.float64()))
-        merged = pa.concat_tables([t for _, t in parts])
-        place = np.empty(dists.size, np.int64)
-        place[order] = np.arange(order.size)
-        rank = np.concatenate([place[c] for c, _ in parts])
-        # `rank` is each row's place in the global order: undo the per-segment grouping.
-        merged = merged.take(pa.array(np.argsort(rank, kind="stable")))
-        merged = merged.append_column(distance_name, pa.array(dists[order], pa.float64()))
-        return merged
+            pos, dists = pos[:k], dists[:k]
+            picks = [(view, pos, None)]
+        else:
+            dists = np.concatenate([h[1] for _, h in busy])
+            owner = np.concatenate([np.full(h[0].size, i) for i, (_, h) in enumerate(busy)])
+            pos = np.concatenate([h[0] for _, h in busy])
+            order = np.lexsort((pos, owner, np.where(np.isnan(dists), np.inf, dists)))[:k]
+            dists, owner, pos = dists[order], owner[order], pos[order]
+            picks = []
+            for i, (view, _) in enumerate(busy):
+                slots = np.flatnonzero(owner == i)  # this segment's winners' places, in order
+                if slots.size:
+                    picks.append((view, pos[slots], slots))
+        n = dists.size
+        cols = self.table_def.columns if columns is None else [self.table_def.column(c)
+                                                               for c in columns]
+        arrays = [_gather(picks, n, c.physical, c.type.to_arrow(), c.missing_value)
+                  for c in cols]
+        names = [c.name for c in cols]
+        if with_rowid:
+            ids = np.empty(n, np.int64)
+            for view, at, slots in picks:
+                ids[slice(None) if slots is None else slots] = view.data.rowids[at]
+            arrays.append(_numbers(ids, _INT8))
+            names.append(ROWID)
+        arrays.append(_numbers(np.asarray(dists, np.float64), _FLOAT8))
+        names.append(distance_name)
+        return pa.Table.from_arrays(arrays, names=names)
 
 
 class UniqueKey:
@@ -1437,6 +1478,84 @@ def cast_column(column: pa.ChunkedArray | pa.Array, col: ColumnDef) -> pa.Chunke
         raise SqlVecError(
             f'column "{col.name}" is of type {col.type.format()} but expression is of type '
             f"{column.type}", sqlstate="42804", detail=str(exc)) from exc
+
+
+# Arrow types whose values a NumPy view holds as is (a search's winners are picked from it).
+_NUMPY_TYPES = frozenset(t.id for t in (pa.int16(), pa.int32(), pa.int64(), pa.float32(),
+                                        pa.float64()))
+
+
+def _numpy_column(data: SegmentData, physical: str, arrow: pa.DataType,
+                  missing: object) -> np.ndarray | None:
+    """A segment's column as a NumPy view, when it is one chunk of numbers without NULLs (kept
+    with the segment: its rows never change); None otherwise."""
+    if arrow.id not in _NUMPY_TYPES or not isinstance(missing, (int, float, type(None))):
+        return None
+
+    def build() -> object:
+        column = data.column(physical, arrow, missing)
+        if column.num_chunks != 1 or column.null_count or column.type != arrow:
+            return False
+        return column.chunk(0).to_numpy(zero_copy_only=True)
+
+    view = data.cached(("numpy", physical, missing), build)
+    return None if view is False else view  # type: ignore[return-value]
+
+
+_INT8, _FLOAT8 = pa.int64(), pa.float64()
+
+
+def _numbers(values: np.ndarray, arrow: pa.DataType) -> pa.Array:
+    """An Arrow array of `arrow` (whose NumPy dtype `values` has) over the values, without
+    NULLs: its buffer wrapped rather than converted (a third of `pa.array`'s cost)."""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(arrow, values.size, [None, pa.py_buffer(values)])
+
+
+def _gather(picks: list[tuple[SegmentView, np.ndarray, np.ndarray | None]], n: int,
+            physical: str, arrow: pa.DataType, missing: object) -> pa.Array | pa.ChunkedArray:
+    """One column's cells of the winners: `picks` holds per segment the positions taken and
+    their places in the result (None: the only segment, in order)."""
+    views = [_numpy_column(view.data, physical, arrow, missing) for view, _, _ in picks]
+    if all(v is not None for v in views) and len({v.dtype for v in views}) == 1:
+        if len(picks) == 1:
+            return _numbers(views[0][picks[0][1]], arrow)
+        out = np.empty(n, views[0].dtype)
+        for values, (_, at, slots) in zip(views, picks):
+            out[slots] = values[at]
+        return _numbers(out, arrow)
+    parts = [view.data.column(physical, arrow, missing).take(pa.array(at))
+             for view, at, _ in picks]
+    if len(parts) == 1:
+        return parts[0]
+    chunks = [c for part in parts for c in part.chunks]
+    merged = pa.chunked_array(chunks, arrow)
+    rank = np.concatenate([slots for _, _, slots in picks])
+    # `rank` is each cell's place in the result: undo the per-segment grouping.
+    return merged.take(pa.array(np.argsort(rank, kind="stable")))
+
+
+_POLICY = SearchPolicy()
+# Entries a snapshot's memo keeps (plans per column, metric, k and knob): a bound for a
+# snapshot that stays current while queries vary LIMIT.
+_MEMO_ENTRIES = 16
+
+
+def _fresh(plan: SegmentPlan) -> SegmentPlan:
+    """A copy of a planned segment's record (running a search fills it in)."""
+    out = object.__new__(SegmentPlan)
+    out.__dict__.update(plan.__dict__)
+    return out
+
+
+def _still_indexed(cached: list[SegmentSearch], index: IndexDef | None, exact: bool) -> bool:
+    """Whether each segment of a cached plan still has the index it was planned with: indexes
+    attach to sealed segments when a background build ends (and detach when dropped or
+    rebuilt) without a new snapshot."""
+    if index is None or exact:
+        return True
+    name = index.name
+    return all(s.view.data.index(name) is s.index for s in cached)
 
 
 def _as_arrow(value: object) -> pa.Array:
