@@ -15,7 +15,7 @@ from sqlvec.plan import nodes as n
 from sqlvec.plan.bind import bind_plan
 from sqlvec.plan.planner import PlanContext, Planner
 from sqlvec.plan.rules import optimize
-from sqlvec.sql.binder import ColumnRef, bound_ref, is_column_reference
+from sqlvec.sql.binder import ColumnRef, Scope, bound_ref, is_column_reference
 from sqlvec.sql.dialect import parse_one
 from sqlvec.storage.schema import ROWID
 
@@ -166,3 +166,30 @@ def test_the_builder_refuses_a_plan_that_was_not_bound(session):
     assert "was not bound" in error.value.message
     op = builder.build(bind_plan(plan))  # the same plan, bound: builds
     assert [f.name for f in op.fields if not f.hidden] == ["id", "name"]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT id, name FROM o WHERE k > 1 AND id = 3",
+    "SELECT o.id, i.w FROM o JOIN i ON o.k = i.k WHERE i.w > 10 AND o.name = 'a'",
+    "SELECT k, count(*), sum(w) FROM i WHERE w > 1 GROUP BY k HAVING count(*) > 0",
+    "SELECT id FROM o ORDER BY v <-> '[0,0]' LIMIT 2",
+    "SELECT a.id, b.name FROM o a, o b WHERE a.id = b.k AND a.name = 'x'",
+    "SELECT DISTINCT ON (k) k, w FROM i ORDER BY k, w DESC",
+])
+def test_each_name_is_looked_up_once(session, sql, monkeypatch):
+    """Planning places conditions (join sides, scans, index keys) and binding positions the
+    references by the field each name resolved to once, not by looking the name up again."""
+    lookups = []
+    find = Scope.find
+
+    def counted(self, name, table=None):
+        lookups.append((table, name))
+        return find(self, name, table)
+
+    monkeypatch.setattr(Scope, "find", counted)
+    bind_plan(planned(session, sql))
+    select = parse_one(sql)
+    if "DISTINCT ON" in sql:  # DISTINCT ON and ORDER BY name output columns: no lookups
+        select = exp.Tuple(expressions=select.expressions)
+    names = [c for c in select.find_all(exp.Column) if is_column_reference(c)]
+    assert sorted(lookups) == sorted((c.table or None, c.name) for c in names)
