@@ -27,7 +27,16 @@ from sqlvec.plan import nodes as n
 from sqlvec.plan import row_values
 from sqlvec.plan.index_selection import btree_indexes
 from sqlvec.plan.nodes import SubPlan
-from sqlvec.sql.binder import Field, Scope, resolve, resolved, sql_type, system_column
+from sqlvec.sql.binder import (
+    RESOLVED,
+    AmbiguousColumn,
+    Field,
+    Scope,
+    resolve,
+    resolved,
+    sql_type,
+    system_column,
+)
 from sqlvec.sql.calls import function_name
 from sqlvec.sql.dialect import parse_one, to_sql
 from sqlvec.storage.schema import ROWID
@@ -340,6 +349,8 @@ class Planner:
             return items[pos - 1][0]
         if isinstance(e, exp.Column) and not e.table:
             matches = [expr for expr, name in items if name == e.name]
+            if any(not _same(m, matches[0]) for m in matches[1:]):
+                raise located(AmbiguousColumn(f'ORDER BY "{e.name}" is ambiguous'), e)
             if matches:
                 return matches[0]
         return self._expr(e, scope)
@@ -681,7 +692,7 @@ class Planner:
         order = query.args.get("order")
         if order is not None:
             scope = Scope(list(fields), outer)
-            items = [(exp.column(f.name), f.name) for f in fields]
+            items = [(_col(f), f.name) for f in fields]
             keys = []
             for o in order.expressions:
                 e = self._resolve_order_expr(o.this, items, scope)
@@ -1304,6 +1315,15 @@ def _is_outer(col: exp.Column, scope: Scope) -> bool:
     except SqlVecError:
         return False
     return level > 0
+
+
+def _same(a: exp.Expression, b: exp.Expression) -> bool:
+    """Whether two output expressions are the same: equal, or columns naming one field
+    (`SELECT *, id ... ORDER BY id`)."""
+    if isinstance(a, exp.Column) and isinstance(b, exp.Column) and \
+            a.meta.get(RESOLVED) is not None and b.meta.get(RESOLVED) is not None:
+        return a.meta[RESOLVED] is b.meta[RESOLVED]
+    return a == b
 
 
 def _position_of(e: exp.Expression, exprs: list[exp.Expression]) -> int | None:
