@@ -236,19 +236,15 @@ class Planner:
             for i, (e, name) in enumerate(zip(exprs, names))
         )
 
-        def output(pos: int) -> exp.Column:
-            """The projected column at `pos`; by its name when the name is not unique (an
-            ambiguous ORDER BY or DISTINCT ON name then fails as PostgreSQL's does)."""
-            return _col(fields[pos]) if names.count(names[pos]) == 1 else exp.column(names[pos])
-
-        sort_keys = [_sort_key(o, output(pos)) for o, pos in sorted_by]
+        sort_keys = [_sort_key(o, _col(fields[pos])) for o, pos in sorted_by]
         node = n.Project(fields, child=node, exprs=tuple(exprs))
         if distinct is not None:
             on = distinct.args.get("on")
             on_exprs = None
             if on is not None:
                 on_list = on.expressions if isinstance(on, exp.Tuple) else [on]
-                on_exprs = tuple(output(self._position_in_output(e, exprs, names, items, scope))
+                on_exprs = tuple(_col(fields[self._position_in_output(e, exprs, names, items,
+                                                                      scope)])
                                  for e in on_list)
             if on_exprs is not None and sort_keys:
                 # DISTINCT ON keeps the first row of each group in ORDER BY order.
@@ -357,7 +353,10 @@ class Planner:
 
     def _position_in_output(self, e, exprs, names, items, scope) -> int:
         if isinstance(e, exp.Column) and not e.table and e.name in names:
-            return names.index(e.name)
+            first = names.index(e.name)
+            if any(name == e.name and not _same(x, exprs[first]) for x, name in zip(exprs, names)):
+                raise located(AmbiguousColumn(f'DISTINCT ON "{e.name}" is ambiguous'), e)
+            return first
         resolved = self._resolve_order_expr(e, items, scope)
         pos = _position_of(resolved, exprs)
         if pos is None:
