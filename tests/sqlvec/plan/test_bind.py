@@ -47,6 +47,7 @@ QUERIES = [
     "SELECT id, ctid, xmin, tableoid > 0 FROM o WHERE id = 2",
     "SELECT id FROM o ORDER BY v <-> '[0,0]' LIMIT 2",
     "SELECT a.id FROM o a JOIN o b USING (id) WHERE b.name = 'a'",
+    "SELECT s.x FROM (SELECT k AS x, id FROM o) s WHERE s.id = 2 AND s.x > 0",
 ]
 
 
@@ -117,6 +118,12 @@ def test_every_column_reference_of_a_bound_plan_carries_its_resolution(session, 
     ("SELECT o.id, s.w FROM o, LATERAL (SELECT w FROM i WHERE i.k = o.k ORDER BY w DESC "
      "LIMIT 1) s ORDER BY 1", [(1, 11), (2, 20)]),
     ("SELECT name, ctid FROM o WHERE xmin > 0 ORDER BY 2 DESC LIMIT 1", [("c", 3)]),
+    ("SELECT s.x FROM (SELECT k AS x, id FROM o) s WHERE s.id = 2 AND s.x > 0", [(2,)]),
+    # A distance over a subquery's output restated over the table's scan (a vector top-k).
+    ("SELECT s.id FROM (SELECT id, v AS w FROM o) s ORDER BY s.w <-> '[0,0.1]' LIMIT 2",
+     [(1,), (2,)]),
+    # Pushed into the join's sides, each bound where it ended up.
+    ("SELECT o.name, i.s FROM i, o WHERE o.id = 2 AND i.w > 10 AND o.k = i.k", [("b", "z")]),
 ])
 def test_bound_plans_answer_as_before(session, sql, expected):
     assert session.execute_one(sql).rows() == expected
