@@ -26,10 +26,10 @@ from sqlvec.execution.operators import SIMPLE_KEYS, Operator, ScanOp
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.values import BOOL, Value, as_array
 from sqlvec.plan import nodes as n
-from sqlvec.plan.bind import bind_plan
+from sqlvec.plan.bind import bind_expr, bind_plan
 from sqlvec.plan.planner import Planner, output_name
 from sqlvec.plan.rules import optimize
-from sqlvec.sql.binder import SYSTEM_COLUMNS, Field, Scope, system_column
+from sqlvec.sql.binder import SYSTEM_COLUMNS, Field, Scope, bound_ref
 from sqlvec.sql.dialect import parse_one
 from sqlvec.storage.keys import MISSING
 from sqlvec.storage.memtable import GrowingData
@@ -76,6 +76,27 @@ def _table_fields(table: Table, alias: str) -> list[Field]:
         [Field(ROWID, alias, SqlType("int8"), (d.oid, 0), hidden=True)]
 
 
+def write_compiler(scope: Scope, types: list[SqlType], builder: Builder) -> Compiler:
+    """The compiler of a write's own expressions (SET, RETURNING, DEFAULT, ON CONFLICT), over
+    the rows `scope` describes. As a plan's compilers, it reads the positions the binder gave
+    (`bound_write`) and refuses a column reference without one (XX000)."""
+    return Compiler(scope, types, builder.env, bound=True)
+
+
+def bound_write(planner: Planner, e: exp.Expression, scope: Scope) -> exp.Expression:
+    """A write's own expression checked and planned as the planner does a query's (names give
+    42703/42702/42P01 at their position, subqueries become plans), then bound against
+    `scope`: its column references carry their `ColumnRef`, its subqueries are bound plans
+    with `scope` as their outer scope."""
+    return bind_expr(planner._expr(e, scope), scope)
+
+
+def _column(scope: Scope, name: str, table: str | None) -> exp.Column:
+    """A bound reference to a column of the rows `scope` describes (a write reading a column
+    it does not assign, the target's row id, `*` in RETURNING)."""
+    return bind_expr(exp.column(name, table=table), scope)  # type: ignore[return-value]
+
+
 def _returning(builder: Builder, planner: Planner, stmt: exp.Expression, fields: list[Field],
                written: bool = False):
     """RETURNING, compiled over the rows as written (`written`: new rows of INSERT or UPDATE)
@@ -84,20 +105,19 @@ def _returning(builder: Builder, planner: Planner, stmt: exp.Expression, fields:
     if ret is None:
         return None, None
     scope = Scope(fields)
-    types = [f.type for f in fields]
-    c = Compiler(scope, types, builder.env)
+    c = write_compiler(scope, [f.type for f in fields], builder)
     values, out_fields = [], []
     for e in ret.expressions:
         if isinstance(e, exp.Star) or (isinstance(e, exp.Column) and isinstance(e.this, exp.Star)):
             for f in fields:
                 if not f.hidden:
-                    values.append(c.compile(exp.column(f.name, table=f.table)))
+                    values.append(c.compile(_column(scope, f.name, f.table)))
                     out_fields.append(Field(f.name, None, f.type, f.source))
             continue
         inner = e.this if isinstance(e, exp.Alias) else e
-        bound = planner._expr(inner, scope)
+        bound = bound_write(planner, inner, scope)
         if written:
-            _refuse_commit_assigned(bound, scope)
+            _refuse_commit_assigned(bound)
         v = c.compile(bound)
         if v.type.name == "unknown":
             v = c.coerce(v, V.TEXT)
@@ -106,14 +126,13 @@ def _returning(builder: Builder, planner: Planner, stmt: exp.Expression, fields:
     return values, out_fields
 
 
-def _refuse_commit_assigned(e: exp.Expression, scope: Scope) -> None:
+def _refuse_commit_assigned(e: exp.Expression) -> None:
     """ctid and xmin derive from the row id, which a written row gets only when its
     transaction commits: RETURNING them would give values that then change."""
     for col in e.find_all(exp.Column):
-        if col.name not in ("ctid", "xmin"):
-            continue
-        index = scope.find(col.name, col.table or None)
-        if index is not None and system_column(scope.fields[index], col.name) is not None:
+        ref = bound_ref(col)
+        if ref is not None and ref.level == 0 and ref.system is not None and \
+                ref.system.name in ("ctid", "xmin"):
             raise FeatureNotSupported(
                 f'system column "{col.name}" is not supported in RETURNING of INSERT or UPDATE',
                 detail="It is assigned when the transaction commits.")
@@ -134,8 +153,9 @@ def default_value(col: ColumnDef, builder: Builder) -> Value | None:
     """The compiled DEFAULT of a column (None: NULL)."""
     if col.default is None:
         return None
-    c = Compiler(Scope([]), [], builder.env)
-    return c.compile_as(parse_one(f"SELECT {col.default}").expressions[0], col.type)
+    scope = Scope([])
+    default = bind_expr(parse_one(f"SELECT {col.default}").expressions[0], scope)
+    return write_compiler(scope, [], builder).compile_as(default, col.type)
 
 
 def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePlan:
@@ -219,7 +239,7 @@ def _values_source(values: exp.Values, target_cols: list[ColumnDef], planner: Pl
                 out.append(None)
                 indexes.append(None)
                 continue
-            bound = planner._expr(cell, Scope([]))
+            bound = bound_write(planner, cell, Scope([]))
             index = None
             if isinstance(bound, exp.Parameter) and isinstance(bound.this, exp.Literal):
                 index = int(bound.this.this)
@@ -228,7 +248,7 @@ def _values_source(values: exp.Values, target_cols: list[ColumnDef], planner: Pl
             indexes.append(index)
         rows.append(out)
         params.append(indexes)
-    c = Compiler(Scope([]), [], builder.env)
+    c = write_compiler(Scope([]), [], builder)
     compiled = []
     for row in rows:
         compiled.append([None if cell is None else _assign(c, cell, col)
@@ -725,17 +745,18 @@ def _plan_conflict(conflict: exp.OnConflict | None, table: Table, alias: str, pl
     fields = _table_fields(table, alias) + [
         Field(c.name, "excluded", c.type) for c in d.columns]
     scope = Scope(fields)
-    c = Compiler(scope, [f.type for f in fields], builder.env)
+    c = write_compiler(scope, [f.type for f in fields], builder)
     sets = []
     for assignment in conflict.expressions:
         target = assignment.this
         name = target.name
         if not d.has_column(name):
             raise UndefinedColumn(f'column "{name}" of relation "{d.name}" does not exist')
-        bound = planner._expr(assignment.expression, scope)
+        bound = bound_write(planner, assignment.expression, scope)
         sets.append((name, _assign(c, bound, d.column(name))))
     where = conflict.args.get("where")
-    where_v = c.compile_as(planner._expr(where.this, scope), BOOL) if where is not None else None
+    where_v = c.compile_as(bound_write(planner, where.this, scope), BOOL) \
+        if where is not None else None
     return ConflictPlan(table, "update", sets, where_v, keys, index)
 
 
@@ -776,7 +797,9 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
         value = a.expression
         assigned[name] = value if _is_default(value) else planner._expr(value, scope)
     source = builder.build(bind_plan(optimize(node)))
-    c = Compiler(Scope(list(source.fields)), source.types, builder.env)
+    # SET reads the source's rows (the target's columns, then FROM's): bound against them.
+    rows = Scope(list(source.fields))
+    c = write_compiler(rows, source.types, builder)
     new_values = []
     for col in d.columns:
         if col.name in assigned:
@@ -784,10 +807,10 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
             if _is_default(expr):
                 new_values.append(default_value(col, builder))
             else:
-                new_values.append(_assign(c, expr, col))
+                new_values.append(_assign(c, bind_expr(expr, rows), col))
         else:
-            new_values.append(c.compile(exp.column(col.name, table=alias)))
-    rowid = c.compile(exp.column(ROWID, table=alias))
+            new_values.append(c.compile(_column(rows, col.name, alias)))
+    rowid = c.compile(_column(rows, ROWID, alias))
     fields = _table_fields(table, alias)
     returning, returning_fields = _returning(builder, planner, stmt, fields, written=True)
     plan = WritePlan("UPDATE", table, source, returning, returning_fields, _run_update)

@@ -1,10 +1,13 @@
 """Binding a finished plan: every column reference in it resolved once, to a position.
 
-The planner resolves names while it plans (to report 42703/42702/42P01 where PostgreSQL does,
-and to decide where a condition may go), and its rules then move expressions between nodes by
-name. Once the plan has its final shape, `bind_plan` walks it the way the executor's builder
-will and gives each column reference its `ColumnRef` (sql/binder.py: how many queries up,
-which field, which system column), scoped exactly as the builder's compilers are:
+The planner looks each name up once while it plans (to report 42703/42702/42P01 where
+PostgreSQL does), and the column node remembers the field it names (`binder.resolve`); the
+planner and its rules then place conditions and pick indexes by that field, and move
+expressions between nodes. Once the plan has its final shape, `bind_plan` walks it the way
+the executor's builder will and gives each column reference its `ColumnRef` (sql/binder.py:
+how many queries up, which position, the field, which system column) — the field's position
+in the input of the node the expression ended up in, found by identity, not by name —
+scoped exactly as the builder's compilers are:
 
 - an expression reads its node's input: the child's fields (a join's condition: both sides';
   a scan's filter: the table's fields);

@@ -23,7 +23,7 @@ from sqlglot import exp
 
 from sqlvec.plan import nodes as n
 from sqlvec.sql import index_expressions as ixexpr
-from sqlvec.sql.binder import Scope
+from sqlvec.sql.binder import Scope, find
 
 # Column types whose SQL order the per-segment sorted keys reproduce (storage/btree.py).
 # char(n) is left out: its comparisons ignore trailing blanks.
@@ -112,7 +112,7 @@ def with_paths(scan: n.Scan) -> n.Scan:
             def is_key(e: exp.Expression, ix=ix) -> bool:
                 e = ixexpr.unwrap(e)
                 return isinstance(e, exp.Column) and not isinstance(e.this, exp.Star) and \
-                    scope.find(e.name, e.table or None) == ix.column
+                    find(scope, e) == ix.column
         else:
             key = None  # type: ignore[assignment]
 
@@ -120,7 +120,7 @@ def with_paths(scan: n.Scan) -> n.Scan:
                 if isinstance(ixexpr.unwrap(e), exp.Column):
                     return False
                 columns = list(e.find_all(exp.Column))
-                if not columns or any(scope.find(c.name, c.table or None) is None
+                if not columns or any(find(scope, c) is None
                                       for c in columns):
                     return False  # a constant, or a reference to an outer query
                 try:

@@ -2,8 +2,9 @@
 
 One query block is planned in PostgreSQL's logical order: FROM (tables, joins, subqueries,
 functions) → WHERE → GROUP BY / aggregates → HAVING → window functions → SELECT list →
-DISTINCT → ORDER BY → LIMIT/OFFSET. Names are resolved against `Scope`s (sql/binder.py) so that
-unknown or ambiguous columns fail here with PostgreSQL's SQLSTATEs; subqueries become `SubPlan`
+DISTINCT → ORDER BY → LIMIT/OFFSET. Names are resolved against `Scope`s (sql/binder.py), once
+each (`resolve` records the field a column names), so that unknown or ambiguous columns fail
+here with PostgreSQL's SQLSTATEs; subqueries become `SubPlan`
 expressions planned with the enclosing scope as parent (correlation). Rewrite rules that change
 the plan's shape (the vector top-k rule) run afterwards, from `RULES` in rules.py.
 """
@@ -26,7 +27,16 @@ from sqlvec.plan import nodes as n
 from sqlvec.plan import row_values
 from sqlvec.plan.index_selection import btree_indexes
 from sqlvec.plan.nodes import SubPlan
-from sqlvec.sql.binder import Field, Scope, sql_type, system_column
+from sqlvec.sql.binder import (
+    RESOLVED,
+    AmbiguousColumn,
+    Field,
+    Scope,
+    resolve,
+    resolved,
+    sql_type,
+    system_column,
+)
 from sqlvec.sql.calls import function_name
 from sqlvec.sql.dialect import parse_one, to_sql
 from sqlvec.storage.schema import ROWID
@@ -208,7 +218,7 @@ class Planner:
         visible = len(items)
         exprs = [e for e, _ in items]
         names = [name for _, name in items]
-        sort_keys: list[n.SortKey] = []
+        sorted_by: list[tuple[exp.Ordered, int]] = []
         for o in order_items:
             pos = _position_of(o.this, exprs)
             if pos is not None and distinct is None and names.count(names[pos]) > 1:
@@ -220,18 +230,21 @@ class Planner:
                 exprs.append(o.this)
                 names.append(self.ctx.fresh("ord"))
                 pos = len(exprs) - 1
-            sort_keys.append(_sort_key(o, exp.column(names[pos])))
+            sorted_by.append((o, pos))
         fields = tuple(
             Field(name, None, _field_type(e, scope), _source(e, scope), hidden=i >= visible)
             for i, (e, name) in enumerate(zip(exprs, names))
         )
+
+        sort_keys = [_sort_key(o, _col(fields[pos])) for o, pos in sorted_by]
         node = n.Project(fields, child=node, exprs=tuple(exprs))
         if distinct is not None:
             on = distinct.args.get("on")
             on_exprs = None
             if on is not None:
                 on_list = on.expressions if isinstance(on, exp.Tuple) else [on]
-                on_exprs = tuple(exp.column(names[self._position_in_output(e, exprs, names, items, scope)])
+                on_exprs = tuple(_col(fields[self._position_in_output(e, exprs, names, items,
+                                                                      scope)])
                                  for e in on_list)
             if on_exprs is not None and sort_keys:
                 # DISTINCT ON keeps the first row of each group in ORDER BY order.
@@ -243,7 +256,7 @@ class Planner:
         if len(exprs) > visible and len(set(names[:visible])) == visible:
             # (With duplicate output names the hidden sort columns stay, marked hidden.)
             node = n.Project(fields[:visible], child=node,
-                             exprs=tuple(exp.column(name) for name in names[:visible]))
+                             exprs=tuple(_col(f) for f in fields[:visible]))
         return node
 
     def _plan_from_clause(self, select: exp.Select, outer: Scope | None) -> n.PlanNode:
@@ -312,13 +325,13 @@ class Planner:
                 continue
             if isinstance(g, exp.Column) and not g.table:
                 try:
-                    scope.resolve(g)
-                except UndefinedColumn as error:
+                    out.append(self._expr(g, scope))
+                except UndefinedColumn:  # not an input column: an output column's name
                     match = [e for e, name in items if name == g.name]
-                    if match:
-                        out.append(match[0])
-                        continue
-                    raise located(error, g) from None
+                    if not match:
+                        raise
+                    out.append(match[0])
+                continue
             out.append(self._expr(g, scope))
         return out
 
@@ -332,13 +345,18 @@ class Planner:
             return items[pos - 1][0]
         if isinstance(e, exp.Column) and not e.table:
             matches = [expr for expr, name in items if name == e.name]
+            if any(not _same(m, matches[0]) for m in matches[1:]):
+                raise located(AmbiguousColumn(f'ORDER BY "{e.name}" is ambiguous'), e)
             if matches:
                 return matches[0]
         return self._expr(e, scope)
 
     def _position_in_output(self, e, exprs, names, items, scope) -> int:
         if isinstance(e, exp.Column) and not e.table and e.name in names:
-            return names.index(e.name)
+            first = names.index(e.name)
+            if any(name == e.name and not _same(x, exprs[first]) for x, name in zip(exprs, names)):
+                raise located(AmbiguousColumn(f'DISTINCT ON "{e.name}" is ambiguous'), e)
+            return first
         resolved = self._resolve_order_expr(e, items, scope)
         pos = _position_of(resolved, exprs)
         if pos is None:
@@ -389,7 +407,8 @@ class Planner:
         named = []
         for g, f in zip(group_exprs, fields):
             if isinstance(g, exp.Column):
-                src = scope.fields[scope.resolve(g)[1]] if scope.resolve(g)[0] == 0 else None
+                level, index = resolve(scope, g)
+                src = scope.fields[index] if level == 0 else None
                 named.append(Field(f.name, None, f.type, f.source, hidden=True))
                 if src is not None and system_column(src, g.name) is None:
                     named[-1] = Field(src.name, src.table, src.type, src.source)
@@ -398,12 +417,13 @@ class Planner:
         fields = tuple(named) + fields[len(group_exprs):]
         agg_node = n.Aggregate(fields, child=node, groups=tuple(group_exprs),
                                aggregates=tuple(unique_aggs))
+        agg_fields = fields[len(group_exprs):]
 
         def rewrite(e: exp.Expression) -> exp.Expression:
             def swap(x: exp.Expression) -> exp.Expression:
-                for name, call in zip(agg_names, unique_aggs):
+                for f, call in zip(agg_fields, unique_aggs):
                     if x == call:
-                        return exp.column(name)
+                        return _col(f)
                 for f, g in zip(fields, group_exprs):
                     if x == g and not isinstance(x, exp.Literal):
                         return _col(f)
@@ -434,11 +454,13 @@ class Planner:
         fields = tuple(node.fields) + tuple(Field(name, None, None, hidden=True) for name in names)
         win_node = n.Window(fields, child=node, windows=tuple(unique))
 
+        win_fields = fields[len(node.fields):]
+
         def rewrite(e: exp.Expression) -> exp.Expression:
             def swap(x):
-                for name, call in zip(names, unique):
+                for f, call in zip(win_fields, unique):
                     if x == call:
-                        return exp.column(name)
+                        return _col(f)
                 return x
             return _transform_outside_subplans(e, swap)
 
@@ -449,11 +471,13 @@ class Planner:
         fields = tuple(node.fields) + tuple(Field(name, None, None, hidden=True) for name in names)
         srf_node = n.ProjectSet(fields, child=node, functions=tuple(calls))
 
+        srf_fields = fields[len(node.fields):]
+
         def rewrite(e: exp.Expression) -> exp.Expression:
             def swap(x):
-                for name, call in zip(names, calls):
+                for f, call in zip(srf_fields, calls):
                     if x is call or x == call:
-                        return exp.column(name)
+                        return _col(f)
                 return x
             return _transform_outside_subplans(e, swap)
 
@@ -667,7 +691,7 @@ class Planner:
         order = query.args.get("order")
         if order is not None:
             scope = Scope(list(fields), outer)
-            items = [(exp.column(f.name), f.name) for f in fields]
+            items = [(_col(f), f.name) for f in fields]
             keys = []
             for o in order.expressions:
                 e = self._resolve_order_expr(o.this, items, scope)
@@ -736,7 +760,7 @@ class Planner:
                 return x  # COLLATE pg_catalog.default: a collation name, not a column
             if isinstance(x, exp.Column) and not isinstance(x.this, exp.Star):
                 try:
-                    scope.resolve(x)
+                    resolve(scope, x)
                 except SqlVecError as error:
                     raise located(error, x) from None
                 return x
@@ -1078,7 +1102,7 @@ def _join_sides(e: exp.Expression, join: n.Join | n.LateralJoin,
                                               and col.arg_key == "expression"):
             continue
         try:
-            level, index = scope.resolve(col)
+            level, index = resolve(scope, col)
         except SqlVecError:
             return None
         if level == 0:
@@ -1127,9 +1151,14 @@ class LateralScope(Scope):
     def find(self, name: str, table: str | None = None) -> int | None:
         """Scope.find, noting a hit."""
         index = super().find(name, table)
-        if index is not None and not self.used:
-            self.used, self.table = True, self.fields[index].table
+        if index is not None:
+            self.found(index)
         return index
+
+    def found(self, index: int) -> None:
+        """Note the first reference to these FROM items."""
+        if not self.used:
+            self.used, self.table = True, self.fields[index].table
 
 
 def _may_be_lateral(item: exp.Expression) -> bool:
@@ -1221,7 +1250,8 @@ def _shown(name: str) -> str:
 
 
 def _col(f: Field) -> exp.Column:
-    return exp.column(f.name, table=f.table) if f.table else exp.column(f.name)
+    """A reference to the field `f` the planner holds: resolved to it without a lookup."""
+    return resolved(exp.column(f.name, table=f.table) if f.table else exp.column(f.name), f)
 
 
 def _collect(e: exp.Expression, classes) -> list[exp.Expression]:
@@ -1280,10 +1310,19 @@ def _columns_outside_subplans(e: exp.Expression) -> list[exp.Column]:
 
 def _is_outer(col: exp.Column, scope: Scope) -> bool:
     try:
-        level, _ = scope.resolve(col)
+        level, _ = resolve(scope, col)
     except SqlVecError:
         return False
     return level > 0
+
+
+def _same(a: exp.Expression, b: exp.Expression) -> bool:
+    """Whether two output expressions are the same: equal, or columns naming one field
+    (`SELECT *, id ... ORDER BY id`)."""
+    if isinstance(a, exp.Column) and isinstance(b, exp.Column) and \
+            a.meta.get(RESOLVED) is not None and b.meta.get(RESOLVED) is not None:
+        return a.meta[RESOLVED] is b.meta[RESOLVED]
+    return a == b
 
 
 def _position_of(e: exp.Expression, exprs: list[exp.Expression]) -> int | None:
@@ -1312,7 +1351,7 @@ def _references(e: exp.Expression, name: str) -> bool:
 def _field_type(e: exp.Expression, scope: Scope) -> SqlType | None:
     if isinstance(e, exp.Column):
         try:
-            level, i = scope.resolve(e)
+            level, i = resolve(scope, e)
         except SqlVecError:
             return None
         if level == 0:
@@ -1324,7 +1363,7 @@ def _field_type(e: exp.Expression, scope: Scope) -> SqlType | None:
 def _source(e: exp.Expression, scope: Scope) -> tuple[int, int]:
     if isinstance(e, exp.Column):
         try:
-            level, i = scope.resolve(e)
+            level, i = resolve(scope, e)
         except SqlVecError:
             return (0, 0)
         if level == 0:

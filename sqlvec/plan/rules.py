@@ -17,7 +17,7 @@ from sqlglot import exp
 from sqlvec.errors import SqlVecError
 from sqlvec.plan import nodes as n
 from sqlvec.plan.index_selection import use_btree_index
-from sqlvec.sql.binder import Field, Scope
+from sqlvec.sql.binder import Field, Scope, find, resolved
 from sqlvec.sql.dialect import BitDistance, VectorDistance
 from sqlvec.types import SqlType
 
@@ -75,7 +75,7 @@ def use_vector_topk(plan: n.PlanNode) -> n.PlanNode:
                                                           expression=node.offset.copy())
         fields = tuple(scan.fields) + (Field(DISTANCE_FIELD, None, SqlType("float8"), hidden=True),)
         exprs = list(project.exprs)
-        exprs[pos] = exp.column(DISTANCE_FIELD)
+        exprs[pos] = resolved(exp.column(DISTANCE_FIELD), fields[-1])
         needed = {c.name for e in exprs for c in e.find_all(exp.Column)}
         needed |= {c.name for key in sort.keys[1:] for c in key.expr.find_all(exp.Column)}
         topk = n.VectorTopK(fields, scan=scan, column=column, metric=distance.metric.value,
@@ -136,7 +136,7 @@ def look_through(node: n.PlanNode) -> tuple[n.Scan, Callable] | None:
                 if not isinstance(x, exp.Column) or isinstance(x.this, exp.Star):
                     return x
                 try:
-                    i = scope.find(x.name, x.table or None)
+                    i = find(scope, x)
                 except SqlVecError:
                     raise _Opaque() from None
                 if i is None:
@@ -170,14 +170,14 @@ def _vector_operands(e: exp.Expression, scan: n.Scan) -> tuple[str, exp.Expressi
             while isinstance(col_side, exp.Paren):
                 col_side = col_side.this
         if isinstance(col_side, exp.Column):
-            index = scope.find(col_side.name, col_side.table or None)
+            index = find(scope, col_side)
             if index is None:
                 continue
             f = scan.fields[index]
             if f.type is None or not (f.type.is_vector or f.type.is_sparse and key_type is None) \
                     or f.type.dims is None:
                 continue
-            if any(scope.find(c.name, c.table or None) is not None
+            if any(find(scope, c) is not None
                    for c in query_side.find_all(exp.Column)):
                 continue
             return (f.name if key_type is None else f"{f.name}::{key_type}"), query_side
@@ -195,7 +195,7 @@ def _bit_operands(e: BitDistance, scan: n.Scan) -> tuple[str, exp.Expression] | 
             col_side = col_side.this
         key = None
         if isinstance(col_side, exp.Column):
-            index = scope.find(col_side.name, col_side.table or None)
+            index = find(scope, col_side)
             f = scan.fields[index] if index is not None else None
             if f is not None and f.type is not None and f.type.name == "bit" and f.type.typmod > 0:
                 key = f.name
@@ -207,7 +207,7 @@ def _bit_operands(e: BitDistance, scan: n.Scan) -> tuple[str, exp.Expression] | 
             if isinstance(inner, exp.Anonymous) and str(inner.name).lower() == "binary_quantize" \
                     and len(inner.expressions) == 1 and isinstance(inner.expressions[0], exp.Column):
                 column = inner.expressions[0]
-                index = scope.find(column.name, column.table or None)
+                index = find(scope, column)
                 f = scan.fields[index] if index is not None else None
                 try:
                     bits = int(col_side.to.expressions[0].name)
@@ -218,7 +218,7 @@ def _bit_operands(e: BitDistance, scan: n.Scan) -> tuple[str, exp.Expression] | 
                     key = f"{f.name}::bit"
         if key is None:
             continue
-        if any(scope.find(c.name, c.table or None) is not None
+        if any(find(scope, c) is not None
                for c in query_side.find_all(exp.Column)):
             continue
         return key, query_side
@@ -238,7 +238,7 @@ def _vector_cast(cast: exp.Cast, scope: Scope, scan: n.Scan) -> str | None:
         inner = inner.this
     if not isinstance(inner, exp.Column):
         return None
-    index = scope.find(inner.name, inner.table or None)
+    index = find(scope, inner)
     if index is None:
         return None
     source = scan.fields[index].type
@@ -310,7 +310,7 @@ def _pinned_column(cond: exp.Expression, scope: Scope) -> tuple[int, list[exp.Ex
     for column, value in sides:
         if not isinstance(column, exp.Column):
             continue
-        index = scope.find(column.name, column.table or None)
+        index = find(scope, column)
         if index is None:
             continue
         values = [value] if value is not None else list(cond.expressions)
@@ -324,7 +324,7 @@ def _row_independent(e: exp.Expression, scope: Scope) -> bool:
     LATERAL item's reference to the outer row: one value per run of the scan)."""
     for node in e.walk():
         if isinstance(node, exp.Column):
-            if isinstance(node.this, exp.Star) or scope.find(node.name, node.table or None) \
+            if isinstance(node.this, exp.Star) or find(scope, node) \
                     is not None:
                 return False
         elif not isinstance(node, _ROW_INDEPENDENT):

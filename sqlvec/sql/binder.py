@@ -8,10 +8,14 @@ PostgreSQL's system columns (`ctid`, `xmin`, `tableoid`...) are not fields of th
 that is no real column resolves to the hidden row id of its table, and the expression compiler
 derives the value from that (`system_column` says which one is meant).
 
-A plan's column references are resolved once: `Scope.bind` gives a column reference its
-`ColumnRef` (how many queries up, which position, the field it is; the `ref` arg of the
-sqlglot column, which still prints as written), and the expression compiler reads that
-position without looking the name up again.
+A column reference's name is looked up once per statement: the first lookup (`resolve`, as
+the planner checks the statement) records on the column node the `Field` it names, and the
+later questions about it (which side of a join, is it a column of this scan, where is it in
+the input of the node it ended up in) find that field in their scope by identity instead of
+by name; a copy of the expression carries the field along. `Scope.bind` gives a column
+reference its `ColumnRef` (how many queries up, which position, the field it is; the `ref`
+arg of the sqlglot column, which still prints as written), and the expression compiler reads
+that position without looking the name up again.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ class Field:
     type: SqlType | None = None  # known for base columns; operators compute the rest
     source: tuple[int, int] = (0, 0)  # (table OID, attnum) for RowDescription, else zeros
     hidden: bool = False  # internal helper column, not expanded by `*`
+
+    def __deepcopy__(self, memo: dict) -> Field:
+        return self  # immutable; a copied expression names the same field (`resolve`)
 
 
 class AmbiguousColumn(SqlVecError):
@@ -102,6 +109,42 @@ def is_column_reference(x: exp.Expression) -> bool:
         isinstance(x.parent, exp.Collate) and x.arg_key == "expression")
 
 
+# The meta key of a column node under which `resolve` records the Field it names.
+RESOLVED = "field"
+
+
+def resolve(scope: Scope, column: exp.Column) -> tuple[int, int]:
+    """(levels up, position) of a column reference in `scope`, as `Scope.resolve`: where the
+    field the column was resolved to before is, found by identity; else looked up by name
+    (with its errors) and the field it names recorded on the column for the next time."""
+    known = column.meta.get(RESOLVED) if column._meta is not None else None
+    if known is not None:
+        found = scope.locate(known)
+        if found is not None:
+            return found
+    level, index = scope.resolve(column)
+    column.meta[RESOLVED] = scope.up(level).fields[index]
+    return level, index
+
+
+def find(scope: Scope, column: exp.Column) -> int | None:
+    """The position of a column reference among `scope`'s own fields, or None (an outer
+    query's column, or none at all), as `Scope.find`: by the field it was resolved to when
+    there is one, else by name."""
+    known = column.meta.get(RESOLVED) if column._meta is not None else None
+    if known is not None:
+        index = scope.position(known)
+        if index is not None:
+            return index
+    return scope.find(column.name, column.table or None)
+
+
+def resolved(column: exp.Column, f: Field) -> exp.Column:
+    """`column`, recorded as naming `f` (a reference the planner makes to a field it holds)."""
+    column.meta[RESOLVED] = f
+    return column
+
+
 @dataclass
 class Scope:
     """The columns visible to an expression, and the enclosing query's scope (correlation)."""
@@ -128,8 +171,45 @@ class Scope:
         return [i for i, f in enumerate(self.fields)
                 if f.name == name and (table is None or f.table == table)]
 
+    def position(self, f: Field) -> int | None:
+        """Where the field `f` itself (not one of its name) is among this scope's own fields;
+        None when it is not there, or is there twice (then only its name can tell)."""
+        positions = self.__dict__.get("_positions")
+        if positions is None or positions[0] != len(self.fields):
+            index: dict[int, int | None] = {}
+            for i, g in enumerate(self.fields):
+                index[id(g)] = None if id(g) in index else i
+            positions = self._positions = (len(self.fields), index)
+        i = positions[1].get(id(f))
+        if i is not None:
+            self.found(i)
+        return i
+
+    def locate(self, f: Field) -> tuple[int, int] | None:
+        """(levels up, position) of the field `f` itself in this scope or an enclosing one."""
+        scope: Scope | None = self
+        level = 0
+        while scope is not None:
+            index = scope.position(f)
+            if index is not None:
+                return level, index
+            scope = scope.parent
+            level += 1
+        return None
+
+    def up(self, level: int) -> Scope:
+        """The scope `level` queries up (0: this one)."""
+        scope = self
+        for _ in range(level):
+            scope = scope.parent  # type: ignore[assignment]
+        return scope
+
+    def found(self, index: int) -> None:
+        """A reference resolved to field `index` here (LateralScope notes it)."""
+
     def resolve(self, column: exp.Column) -> tuple[int, int]:
-        """(levels up, position) of a column reference: 0 for this scope, 1 for its parent..."""
+        """(levels up, position) of a column reference by its name: 0 for this scope, 1 for its
+        parent... (`resolve` the function: once per column)."""
         name = column.name
         table = column.table or None
         scope: Scope | None = self
@@ -150,11 +230,8 @@ class Scope:
     def bind(self, column: exp.Column) -> ColumnRef:
         """What a column reference resolves to, in full (`resolve`'s errors when nothing);
         the plan binder (plan/bind.py) sets it as the column's `ref` arg."""
-        level, index = self.resolve(column)
-        scope = self
-        for _ in range(level):
-            scope = scope.parent  # type: ignore[assignment]
-        f = scope.fields[index]
+        level, index = resolve(self, column)
+        f = self.up(level).fields[index]
         return ColumnRef(level, index, f, system_column(f, column.name))
 
     def _has_table_above(self, table: str) -> bool:

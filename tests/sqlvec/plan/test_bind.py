@@ -15,7 +15,7 @@ from sqlvec.plan import nodes as n
 from sqlvec.plan.bind import bind_plan
 from sqlvec.plan.planner import PlanContext, Planner
 from sqlvec.plan.rules import optimize
-from sqlvec.sql.binder import ColumnRef, bound_ref, is_column_reference
+from sqlvec.sql.binder import ColumnRef, Scope, bound_ref, is_column_reference
 from sqlvec.sql.dialect import parse_one
 from sqlvec.storage.schema import ROWID
 
@@ -47,6 +47,7 @@ QUERIES = [
     "SELECT id, ctid, xmin, tableoid > 0 FROM o WHERE id = 2",
     "SELECT id FROM o ORDER BY v <-> '[0,0]' LIMIT 2",
     "SELECT a.id FROM o a JOIN o b USING (id) WHERE b.name = 'a'",
+    "SELECT s.x FROM (SELECT k AS x, id FROM o) s WHERE s.id = 2 AND s.x > 0",
 ]
 
 
@@ -117,6 +118,12 @@ def test_every_column_reference_of_a_bound_plan_carries_its_resolution(session, 
     ("SELECT o.id, s.w FROM o, LATERAL (SELECT w FROM i WHERE i.k = o.k ORDER BY w DESC "
      "LIMIT 1) s ORDER BY 1", [(1, 11), (2, 20)]),
     ("SELECT name, ctid FROM o WHERE xmin > 0 ORDER BY 2 DESC LIMIT 1", [("c", 3)]),
+    ("SELECT s.x FROM (SELECT k AS x, id FROM o) s WHERE s.id = 2 AND s.x > 0", [(2,)]),
+    # A distance over a subquery's output restated over the table's scan (a vector top-k).
+    ("SELECT s.id FROM (SELECT id, v AS w FROM o) s ORDER BY s.w <-> '[0,0.1]' LIMIT 2",
+     [(1,), (2,)]),
+    # Pushed into the join's sides, each bound where it ended up.
+    ("SELECT o.name, i.s FROM i, o WHERE o.id = 2 AND i.w > 10 AND o.k = i.k", [("b", "z")]),
 ])
 def test_bound_plans_answer_as_before(session, sql, expected):
     assert session.execute_one(sql).rows() == expected
@@ -166,3 +173,30 @@ def test_the_builder_refuses_a_plan_that_was_not_bound(session):
     assert "was not bound" in error.value.message
     op = builder.build(bind_plan(plan))  # the same plan, bound: builds
     assert [f.name for f in op.fields if not f.hidden] == ["id", "name"]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT id, name FROM o WHERE k > 1 AND id = 3",
+    "SELECT o.id, i.w FROM o JOIN i ON o.k = i.k WHERE i.w > 10 AND o.name = 'a'",
+    "SELECT k, count(*), sum(w) FROM i WHERE w > 1 GROUP BY k HAVING count(*) > 0",
+    "SELECT id FROM o ORDER BY v <-> '[0,0]' LIMIT 2",
+    "SELECT a.id, b.name FROM o a, o b WHERE a.id = b.k AND a.name = 'x'",
+    "SELECT DISTINCT ON (k) k, w FROM i ORDER BY k, w DESC",
+])
+def test_each_name_is_looked_up_once(session, sql, monkeypatch):
+    """Planning places conditions (join sides, scans, index keys) and binding positions the
+    references by the field each name resolved to once, not by looking the name up again."""
+    lookups = []
+    find = Scope.find
+
+    def counted(self, name, table=None):
+        lookups.append((table, name))
+        return find(self, name, table)
+
+    monkeypatch.setattr(Scope, "find", counted)
+    bind_plan(planned(session, sql))
+    select = parse_one(sql)
+    if "DISTINCT ON" in sql:  # DISTINCT ON and ORDER BY name output columns: no lookups
+        select = exp.Tuple(expressions=select.expressions)
+    names = [c for c in select.find_all(exp.Column) if is_column_reference(c)]
+    assert sorted(lookups) == sorted((c.table or None, c.name) for c in names)
