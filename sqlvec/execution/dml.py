@@ -34,7 +34,7 @@ from sqlvec.sql.dialect import parse_one
 from sqlvec.storage.keys import MISSING
 from sqlvec.storage.memtable import GrowingData
 from sqlvec.storage.schema import ROWID, ColumnDef, KeyDef, TableDef
-from sqlvec.storage.table import Table, cast_column, one_value_array, value_at
+from sqlvec.storage.table import UNKNOWN, Table, cast_column, one_value_array, value_at
 from sqlvec.storage.wal import DeleteOp, InsertOp
 from sqlvec.types import SqlType
 
@@ -474,10 +474,13 @@ class FastInsert:
             _kind, col, _arrow, v = columns[i]
             scalar = _cell_scalar(v, col, frame)
             arrays[i] = _array_for([scalar.as_py() if scalar.is_valid else None], col)
+        known = [UNKNOWN] * len(columns)  # the Python values the commit may read keys from
         for i, (kind, col, arrow, payload) in enumerate(columns):
             if kind == "param":
                 value = values[i]
                 arrays[i] = _one_value(value, arrow) if value is not None else pa.nulls(1, arrow)
+                if type(value) is not np.ndarray:
+                    known[i] = value
             elif kind in ("default", "default_cell"):
                 if payload is None:
                     arrays[i] = pa.nulls(1, arrow)
@@ -487,7 +490,7 @@ class FastInsert:
                 arrays[i] = _default_array(payload, frame, 1, arrow, col)
                 if kind == "default_cell":  # through Python, as VALUES cells are
                     arrays[i] = _array_for([arrays[i][0].as_py()], col)
-        return self.table.coerce_arrays(arrays)
+        return self.table.coerce_arrays(arrays, known)
 
 
 _SLOW = object()  # a parameter the fast path does not convert
@@ -940,6 +943,8 @@ class ScalarKeyWrite:
         self.ready = False  # bound: the parameters' types allow this path
         self.key_check = None  # the key parameter's Python value as the index holds it
         self.steps: list[tuple] = []  # per column: how its new value is made
+        key_columns = plan.table.keys[plan.source.key].def_.columns
+        self.key_name = key_columns[0] if len(key_columns) == 1 else None
 
     @classmethod
     def of(cls, plan: WritePlan, stmt: exp.Expression, alias: str,
@@ -1058,12 +1063,18 @@ class ScalarKeyWrite:
             return [DeleteOp(table.id, rowids)]
         growing = isinstance(data, GrowingData)
         arrays: list = []
+        known: list = []  # the Python values the commit may read keys from
         for (kind, col, arrow, payload), value in zip(self.steps, values):
             if kind == "copy":
+                if col.name == self.key_name:  # the key it was found by: known already
+                    arrays.append(one_value_array(key, arrow))
+                    known.append(key)
+                    continue
                 arrays.append(
                     data.column_slice(col.physical, arrow, col.missing_value, position, 1)
                     if growing else
                     data.column(col.physical, arrow, col.missing_value).slice(position, 1))
+                known.append(UNKNOWN)
                 continue
             if kind == "arith":
                 op, operands, lo, hi = payload
@@ -1079,7 +1090,9 @@ class ScalarKeyWrite:
                 if value is not None and not lo <= value <= hi:
                     return None
             arrays.append(pa.nulls(1, arrow) if value is None else _one_value(value, arrow))
-        return [DeleteOp(table.id, rowids), InsertOp(table.id, table.coerce_arrays(arrays))]
+            known.append(value if type(value) is not np.ndarray else UNKNOWN)
+        return [DeleteOp(table.id, rowids),
+                InsertOp(table.id, table.coerce_arrays(arrays, known))]
 
 
 _INT_OPS = {exp.Add: int.__add__, exp.Sub: int.__sub__, exp.Mul: int.__mul__}

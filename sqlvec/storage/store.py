@@ -798,9 +798,7 @@ class Store(StoreBase):
         if self._deferred is not None:  # the open transaction's, or a writer it locks out
             raise SqlVecError("cannot write while another transaction's schema changes are open",
                               sqlstate="55006")
-        by_table: dict[int, list] = {}
-        for op in ops:
-            by_table.setdefault(op.table_id, []).append(op)
+        by_table = _by_table(ops)
         self._check_rows(ops)
         with self._commit_lock:
             if self._closed:
@@ -814,7 +812,7 @@ class Store(StoreBase):
             prepared: list = []
             done: list[tuple[Table, list]] = []
             try:
-                for table_id, table_ops in by_table.items():
+                for table_id, table_ops in by_table:
                     table = self.table(table_id)
                     ready = table.prepare(table_ops)
                     done.append((table, ready))
@@ -883,10 +881,8 @@ class Store(StoreBase):
             durable = self._wal.durable_lsn
             while self._pending and self._pending[0][0] <= durable:
                 lsn, _epoch, ops = self._pending.popleft()
-                by_table: dict[int, list] = {}
-                for op in ops:
-                    by_table.setdefault(op.table_id, []).append(op)
-                for table_id, table_ops in by_table.items():
+                by_table = _by_table(ops)
+                for table_id, table_ops in by_table:
                     table = self.tables.get(table_id)
                     if table is None:
                         continue
@@ -897,7 +893,7 @@ class Store(StoreBase):
                             table.apply(op)
                     touched.add(table_id)
                     truncated |= any(isinstance(op, TruncateOp) for op in table_ops)
-                for table_id, table_ops in by_table.items():  # one hand-off per table
+                for table_id, table_ops in by_table:  # one hand-off per table
                     table = self.tables.get(table_id)
                     if table is not None:
                         table.release(table_ops)
@@ -1574,6 +1570,20 @@ def _check_unique(table_def: TableDef, rows: pa.Table) -> None:
             raise UniqueViolation(f'could not create unique index "{key.name}"',
                                   detail=f"Key ({', '.join(key.columns)})=({shown}) is "
                                          "duplicated.")
+
+
+def _by_table(ops: Sequence) -> Sequence[tuple[int, Sequence]]:
+    """A commit's ops grouped by table, in order of first appearance (one table, the usual
+    case, without building a dict)."""
+    if not ops:
+        return ()
+    first = ops[0].table_id
+    if all(op.table_id == first for op in ops):
+        return ((first, ops),)
+    groups: dict[int, list] = {}
+    for op in ops:
+        groups.setdefault(op.table_id, []).append(op)
+    return tuple(groups.items())
 
 
 def return_free_memory() -> None:

@@ -104,6 +104,17 @@ _FIXED = {pa.int64().id: struct.Struct("<q"), pa.int32().id: struct.Struct("<i")
 _STRING_ID = pa.string().id
 _OFFSETS = struct.Struct("<ii")
 
+# What the last one-row write of this thread already knows, so that its commit need not read it
+# back out of Arrow objects (wrapping one column of a batch costs ~2 µs, reading a value from it
+# as much again): `batch`, the one-row batch `coerce_arrays` made, with `arrays`, its columns,
+# and `values`, per column the Python value the caller put in it (`UNKNOWN` where not given);
+# `located`, (row id, the UniqueKey, the key as its index holds it) of the row `row_of_key`
+# found last.
+# Facts about one batch object or one row id (a row's key never changes: an UPDATE writes a
+# new row), so a stale hint is never wrong, only unused.
+_hint = threading.local()
+UNKNOWN = object()
+
 
 def one_value_array(value: object, arrow: pa.DataType) -> pa.Array:
     """A one-row array of a non-NULL value already of `arrow`'s Python type: `pa.array` with
@@ -682,6 +693,7 @@ class Table:
             if rowid == MISSING:
                 return MISSING, None, 0
             found = self._locate_now(rowid)
+        _hint.located = (rowid, self.keys[key], value)  # its delete need not read the key back
         return (rowid, None, 0) if found is None else (rowid, *found)
 
     def _current(self) -> TableSnapshot:
@@ -886,14 +898,20 @@ class Table:
             error.failing_row = (self.def_, rows, first[0])  # type: ignore[attr-defined]
             raise error
 
-    def coerce_arrays(self, arrays: Sequence[pa.Array | pa.ChunkedArray]) -> pa.RecordBatch:
+    def coerce_arrays(self, arrays: Sequence[pa.Array | pa.ChunkedArray],
+                      values: list | None = None) -> pa.RecordBatch:
         """`coerce` for one array per column, in column order (a single-row INSERT's values):
-        arrays of another type are cast as `coerce` casts them; NOT NULL is enforced."""
-        table_def, schema, targets, not_null, sparse = self._row_shape()
+        arrays of another type are cast as `coerce` casts them; NOT NULL is enforced.
+        `values`: per column, the Python value its one-row array holds (None: NULL), or
+        `UNKNOWN`; the commit of a one-row batch reads its keys from them."""
+        table_def, schema, targets, not_null, sparse, _keys = self._row_shape()
         out = []
-        for col, target, array in zip(table_def.columns, targets, arrays):
+        for i, (col, target, array) in enumerate(zip(table_def.columns, targets, arrays)):
             if not array.type.equals(target):
                 array = cast_column(array, col)
+                if values is not None:  # the cast value may differ from the given one
+                    values = list(values)
+                    values[i] = UNKNOWN
             if isinstance(array, pa.ChunkedArray):
                 array = _one_chunk(array)
             out.append(array)
@@ -902,18 +920,24 @@ class Table:
             self._check_not_null(out, batch)
         if sparse:
             self._check_sparse_limits(out)
+        if batch.num_rows == 1:
+            _hint.batch, _hint.arrays, _hint.values = batch, out, values
         return batch
 
-    def _row_shape(self) -> tuple[TableDef, pa.Schema, list, bool, bool]:
-        """What `coerce_arrays` asks of the definition per row, worked out once per definition:
-        (definition, schema, column types, any NOT NULL column, any sparsevec index)."""
+    def _row_shape(self) -> tuple:
+        """What `coerce_arrays` and a one-row commit ask of the definition per row, worked out
+        once per definition: (definition, schema, column types, any NOT NULL column, any
+        sparsevec index, its unique keys' column positions by their names)."""
         shape = self._shape
         if shape is None or shape[0] is not self.def_:
             d = self.def_
             schema = d.arrow_schema()
+            names = d.column_names
             shape = self._shape = (d, schema, list(schema.types),
                                    any(c.not_null for c in d.columns),
-                                   bool(access_methods.sparse_indexes(d)))
+                                   bool(access_methods.sparse_indexes(d)),
+                                   {k.columns: [names.index(c) for c in k.columns]
+                                    for k in d.unique_keys})
         return shape
 
     def prepare(self, ops: list) -> list:
@@ -960,7 +984,12 @@ class Table:
                         "could not serialize access due to concurrent update")
                 prepared = DeleteOp(self.id, rowids)
                 if self.keys:
-                    if len(ids) == 1:  # one row: its keys read where it lies, no Arrow table
+                    by_key = getattr(_hint, "located", None)
+                    if len(ids) == 1 and len(self.keys) == 1 and by_key is not None and \
+                            by_key[0] == ids[0] and by_key[1] is self.keys[0]:
+                        # The row `row_of_key` found by the only key: its key is known.
+                        per_key = [(self.keys[0].index.array_of(by_key[2]), rowids)]
+                    elif len(ids) == 1:  # one row: its keys read where it lies, no Arrow table
                         data, position = where  # type: ignore[misc]
                         per_key = []
                         for uk in self.keys:
@@ -1013,10 +1042,19 @@ class Table:
         key order: NULL in a primary key, then held by a committed row or a commit in flight),
         and kept on the claim for `apply`."""
         table = self._current_shape(op.batch)
+        known = getattr(_hint, "batch", None) is table and table.schema.equals(
+            self.def_.arrow_schema())
+        key_positions = self._row_shape()[5] if known else None
         values_per_key = []
         for i, uk in enumerate(self.keys):
             names = uk.def_.columns
-            values = [table.column(c)[0].as_py() for c in names]
+            positions = key_positions.get(names) if known else None
+            if positions is not None:
+                given = _hint.values
+                values = [_hint.arrays[p][0].as_py() if given is None or given[p] is UNKNOWN
+                          else given[p] for p in positions]
+            else:
+                values = [table.column(c)[0].as_py() for c in names]
             if None in values and not uk.def_.nulls_not_distinct:
                 if uk.def_.primary:
                     raise self.null_violation(next(c for c, v in zip(names, values) if v is None))
@@ -1178,7 +1216,10 @@ class Table:
             pa.array(np.arange(self.next_rowid, self.next_rowid + n, dtype=np.int64))
         self.next_rowid += n
         if isinstance(table, pa.RecordBatch) and table.schema.equals(self.def_.arrow_schema()):
-            arrays = [rowids] + table.columns  # already the table's columns, in order
+            # Already the table's columns, in order (as `coerce_arrays` made them, when it did:
+            # `columns` wraps each again).
+            arrays = [rowids] + (_hint.arrays if getattr(_hint, "batch", None) is table
+                                 else table.columns)
         else:
             arrays = [rowids] + [_one_chunk(table.column(c.name)) for c in self.def_.columns]
         return pa.RecordBatch.from_arrays(arrays, schema=self.def_.physical_schema())

@@ -340,3 +340,45 @@ def test_a_key_write_whose_row_changed_meanwhile_fails_with_40001(tmp_path):
         assert s.execute_one("SELECT count(*) FROM t").rows() == [(0,)]
         table = s.store.table(update.compiled.table.id)
         assert table.find_key(1) == MISSING  # nothing of the failed commit is left claimed
+
+
+def test_single_row_writes_keep_the_key_index_exact(tmp_path):
+    """The commit of a single-row INSERT or UPDATE by key takes the row's keys from what the
+    statement already knew (its parameters, the key it located the row by) rather than reading
+    them back: every key the index then holds is the row's own. A moved key frees the old one
+    and holds the new one; a kept key stays held; a text key as an integer one."""
+    with Database.open(str(tmp_path)) as db:
+        s = db.connect()
+        s.execute_one("CREATE TABLE t (id bigint PRIMARY KEY, v int)")
+        s.execute_one("CREATE TABLE k (name text PRIMARY KEY, x int)")
+        insert = s.prepare("INSERT INTO t VALUES ($1, $2)", [INT8, INT4])
+        insert_k = s.prepare("INSERT INTO k VALUES ($1, $2)", [TEXT, INT4])
+        move = s.prepare("UPDATE t SET id = id + 100, v = v + 1 WHERE id = $1", [INT8])
+        bump = s.prepare("UPDATE t SET v = v + 1 WHERE id = $1", [INT8])
+        bump_k = s.prepare("UPDATE k SET x = x * 2 WHERE name = $1", [TEXT])
+        for statement in (move, bump, bump_k):
+            assert statement.compiled.by_key.scalar.ready
+        for i in range(3):
+            s.run(insert, [i, i])
+            s.run(insert_k, [f"n{i}", i])
+        s.execute_one("CHECKPOINT")  # rows 0-2 sealed; the later ones in the growing segment
+        s.run(insert, [3, 3])
+        for key in (1, 3):  # one sealed row, one growing
+            assert s.run(move, [key]).tag == "UPDATE 1"
+            assert s.run(bump, [key + 100]).tag == "UPDATE 1"
+        assert s.run(bump_k, ["n1"]).tag == "UPDATE 1"
+        for key, moved in ((1, True), (3, True), (0, False), (2, False)):
+            new = key + 100 if moved else key
+            with pytest.raises(SqlVecError) as held:
+                s.run(insert, [new, 0])
+            assert held.value.sqlstate == "23505"
+            if moved:  # the old key is free again
+                assert s.run(insert, [key, 9]).tag == "INSERT 0 1"
+        with pytest.raises(SqlVecError) as held:
+            s.run(insert_k, ["n1", 0])
+        assert held.value.sqlstate == "23505"
+        assert s.execute_one("SELECT id, v FROM t ORDER BY id").rows() == [
+            (0, 0), (1, 9), (2, 2), (3, 9), (101, 3), (103, 5)]
+        assert s.execute_one("SELECT x FROM k WHERE name = 'n1'").rows() == [(2,)]
+        for key in (101, 103, 0):  # found through the index
+            assert s.execute_one(f"SELECT count(*) FROM t WHERE id = {key}").rows() == [(1,)]
