@@ -3,6 +3,7 @@
     python -m benchmarks copy --rows 100000 --rounds 3 --pgserver /tmp/pg-copy  # both systems
     python -m benchmarks copy --rows 100000 --rounds 3 --dsn postgresql://...   # any PostgreSQL
     python -m benchmarks copy --rows 100000 --only sqlvec                       # sqlvec alone
+    python -m benchmarks copy --pgserver /tmp/pg-copy --baseline ../main         # before/after
 
 Two table shapes (`--schema`, both by default): `basic` is `(id bigint, category int,
 embedding vector(DIM))`; `suite` is the suite's COPY table, `(id bigint PRIMARY KEY, category
@@ -162,19 +163,27 @@ def run(args: argparse.Namespace) -> dict:
     if args.mode == "stream":
         make = {"text": text_stream, "binary": binary_stream}
         streams = {case: make[case.split()[1]](rows, case.split()[0]) for case in cases}
-    results: dict = {"sqlvec": {c: [] for c in cases}, "postgresql": {c: [] for c in cases}}
+    results: dict = {s: {c: [] for c in cases} for s in ("baseline", "sqlvec", "postgresql")}
     systems = [s for s in ("sqlvec", "postgresql") if args.only in (None, s)]
     if "postgresql" in systems and not (args.dsn or args.pgserver):
         systems.remove("postgresql")
+    if args.baseline and "sqlvec" in systems:
+        systems.insert(0, "baseline")
     with tempfile.TemporaryDirectory(prefix="sqlvec-copy-") as tmp, contextlib.ExitStack() as stack:
-        dsn = stack.enter_context(sqlvec_server(tmp))[0] if "sqlvec" in systems else None
+        targets = {}
+        if "sqlvec" in systems:
+            targets["sqlvec"] = stack.enter_context(sqlvec_server(f"{tmp}/sqlvec"))[0]
+        if "baseline" in systems:
+            targets["baseline"] = stack.enter_context(
+                sqlvec_server(f"{tmp}/baseline", args.baseline))[0]
         if args.pgserver and "postgresql" in systems:  # PostgreSQL over loopback TCP, as sqlvec
             from benchmarks.writes import postgres
 
             args.dsn = stack.enter_context(postgres(args.pgserver))[0]
+        targets["postgresql"] = args.dsn
         for round_ in range(args.rounds):
             for system in systems:
-                target = dsn if system == "sqlvec" else args.dsn
+                target = targets[system]
                 for case in cases:
                     schema, fmt = case.split()
                     rate = copy_once(target, schema, fmt, args.mode, args.dim,
@@ -189,18 +198,32 @@ def run(args: argparse.Namespace) -> dict:
 def markdown(report: dict) -> str:
     p = report["params"]
     res = report["results"]
+    baseline = bool(p.get("baseline"))
+    median = {s: {c: statistics.median(xs) if xs else None for c, xs in per.items()}
+              for s, per in res.items()}
     lines = [f"COPY FROM STDIN, {p['rows']:,} rows, vector({p['dim']}), mode {p['mode']}, "
              f"median of {p['rounds']} rounds (basic: id, category, embedding; suite: id "
-             "PRIMARY KEY, category, price float8, tag text, embedding)",
-             "", "| shape, format | sqlvec rows/s | PostgreSQL rows/s | ratio "
-             "| rounds (sqlvec / PostgreSQL) |", "|---|---|---|---|---|"]
-    for fmt in report["cases"]:
-        ours, theirs = res["sqlvec"][fmt], res["postgresql"][fmt]
-        a = statistics.median(ours) if ours else None
-        b = statistics.median(theirs) if theirs else None
-        ratio = f"{a / b:.2f}" if a and b else "—"
-        each = " / ".join(", ".join(f"{x / 1000:.0f}k" for x in xs) or "—" for xs in (ours, theirs))
-        lines.append(f"| {fmt} | {a or 0:,.0f} | {b or 0:,.0f} | {ratio} | {each} |")
+             "PRIMARY KEY, category, price float8, tag text, embedding)", ""]
+    head = ["shape, format"] + (["baseline rows/s"] if baseline else []) + [
+        "sqlvec rows/s", "PostgreSQL rows/s"] + (["sqlvec / baseline", "baseline / PostgreSQL"]
+                                                 if baseline else []) + [
+        "sqlvec / PostgreSQL", "rounds (" + ("baseline / " if baseline else "")
+        + "sqlvec / PostgreSQL)"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    systems = (["baseline"] if baseline else []) + ["sqlvec", "postgresql"]
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return f"{a / b:.2f}" if a and b else "—"
+
+    for case in report["cases"]:
+        m = {s: median[s][case] for s in systems}
+        cells = [case] + [f"{m[s] or 0:,.0f}" for s in systems]
+        if baseline:
+            cells += [ratio(m["sqlvec"], m["baseline"]), ratio(m["baseline"], m["postgresql"])]
+        cells.append(ratio(m["sqlvec"], m["postgresql"]))
+        cells.append(" / ".join(", ".join(f"{x / 1000:.0f}k" for x in res[s][case]) or "—"
+                                for s in systems))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -219,6 +242,9 @@ def parser() -> argparse.ArgumentParser:
                    help="start PostgreSQL + pgvector from the pgserver package in DIR (over "
                         "loopback TCP) to compare with")
     p.add_argument("--only", choices=["sqlvec", "postgresql"])
+    p.add_argument("--baseline", metavar="CHECKOUT",
+                   help="also run the sqlvec of another source tree (say, main's), taking turns "
+                        "with this one, to measure a change before and after in one run")
     p.add_argument("--seed", type=int, default=42)
     return p
 
