@@ -5,8 +5,9 @@ wire moves the data: it decodes what the client sends into an Arrow table of the
 columns' types and hands it to `Session.copy_in`, and for COPY TO encodes the rows of
 `Session.copy_query`. Decoding works on
 whole columns, not values: text data is split into lines and fields with Arrow string kernels,
-csv goes through Arrow's csv reader, and binary data is walked once to find each field's offset
-(a NumPy reshape when every row has the same layout, as with numbers and fixed-size vectors).
+csv goes through Arrow's csv reader, and binary data is a NumPy reshape when every row has the
+same layout (numbers and fixed-size vectors), else walked once to find each field's offset,
+reading only the size words that vary (`binary_rows`: a text column, NULLs).
 Values that do not convert are located by row so the error names the line, as PostgreSQL does:
 
     ERROR:  invalid input syntax for type integer: "x"
@@ -554,7 +555,7 @@ class BinaryPieces(_Pieces):
             if rows and layout.matches(view, start, rows):
                 cut = start + rows * layout.row
                 self.pieces.append(self._pool.submit(_fixed_piece, view[start:cut],
-                                                     self.columns, layout))
+                                                     self.columns, layout, True))
                 return cut
             self.layout = None  # rows of another layout: walked from here on
         found = self._walk(view, start, end)
@@ -672,11 +673,12 @@ def _rows_start(data: bytes | bytearray | memoryview, ncols: int) -> int | None:
     return pos
 
 
-def _fixed_piece(data: memoryview, columns: list[Column], layout: _Layout) -> pa.Table | None:
+def _fixed_piece(data: memoryview, columns: list[Column], layout: _Layout,
+                 checked: bool = False) -> pa.Table | None:
     """A piece of `BinaryPieces` (whole rows, no header or trailer) decoded when all its rows
-    have `layout`, else None."""
+    have `layout` (`checked`: known already), else None."""
     n = len(data) // layout.row
-    if not layout.matches(data, 0, n):
+    if not checked and not layout.matches(data, 0, n):
         return None
     matrix = np.frombuffer(data, np.uint8, count=n * layout.row).reshape(n, layout.row)
     return _matrix_table(data, 0, matrix, layout, columns)
