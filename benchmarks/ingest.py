@@ -3,10 +3,15 @@
     python -m benchmarks copy --rows 100000 --rounds 3 --pgserver /tmp/pg-copy  # both systems
     python -m benchmarks copy --rows 100000 --rounds 3 --dsn postgresql://...   # any PostgreSQL
     python -m benchmarks copy --rows 100000 --only sqlvec                       # sqlvec alone
+    python -m benchmarks copy --pgserver /tmp/pg-copy --baseline ../main         # before/after
 
-The table is `(id bigint, category int, embedding vector(DIM))`. Each round COPYs the same rows
-into a fresh table on each system, one after the other (text, then binary), so a noisy machine
-hits both alike; the report gives every round and the median rows/s per system and format.
+Two table shapes (`--schema`, both by default): `basic` is `(id bigint, category int,
+embedding vector(DIM))`; `suite` is the suite's COPY table, `(id bigint PRIMARY KEY, category
+int, price float8, tag text, embedding vector(DIM))`, so its key check and its float and
+variable-width text columns are measured too. Each round COPYs the same rows into a fresh
+table on each system, one after the other (each shape, text then binary), so a noisy machine
+hits both alike; the report gives every round and the median rows/s per system, shape and
+format.
 
 `--mode stream` (default) prepares the COPY data before the clock starts (the text format as
 PostgreSQL's `COPY ... TO STDOUT` would write it, the binary format as psycopg's binary dumpers
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
+import struct
 import sys
 import tempfile
 import time
@@ -35,116 +41,189 @@ from benchmarks.suite import sqlvec_server
 
 CHUNK = 1 << 20
 
+# shape -> the table's columns as (name, SQL type, psycopg binary type); `{dim}` is the vector's
+SCHEMAS = {
+    "basic": [("id", "bigint", "int8"), ("category", "int", "int4"),
+              ("embedding", "vector({dim})", "vector")],
+    "suite": [("id", "bigint PRIMARY KEY", "int8"), ("category", "int", "int4"),
+              ("price", "float8", "float8"), ("tag", "text", "text"),
+              ("embedding", "vector({dim})", "vector")],
+}
+TAGS = ["red", "green", "blue", "black", "white"]  # as the suite's dataset
 
-def make_rows(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def make_rows(n: int, dim: int, seed: int) -> dict[str, np.ndarray]:
+    """Every column any shape takes; a shape uses those it names."""
     rng = np.random.default_rng(seed)
-    ids = np.arange(n, dtype=np.int64)
-    category = rng.integers(0, 100, n).astype(np.int32)
-    vectors = rng.standard_normal((n, dim)).astype(np.float32)
-    return ids, category, vectors
+    return {"id": np.arange(n, dtype=np.int64),
+            "category": rng.integers(0, 100, n).astype(np.int32),
+            "price": rng.random(n) * 1000,
+            "tag": np.array(TAGS)[rng.integers(0, len(TAGS), n)],
+            "embedding": rng.standard_normal((n, dim)).astype(np.float32)}
 
 
-def text_stream(ids: np.ndarray, category: np.ndarray, vectors: np.ndarray) -> bytes:
-    """The rows in COPY's text format: `id<TAB>category<TAB>[v1,v2,...]` per line, floats in
-    shortest round-trip form."""
-    n, d = vectors.shape
-    floats = pc.cast(pa.array(vectors.reshape(-1)), pa.string())
-    lists = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * d), floats)
-    vec = pc.binary_join_element_wise("[", pc.binary_join(lists, ","), "]", "")
-    lines = pc.binary_join_element_wise(pc.cast(pa.array(ids), pa.string()),
-                                        pc.cast(pa.array(category), pa.string()), vec, "\t")
+def _text_field(name: str, values: np.ndarray) -> pa.Array:
+    if name == "embedding":
+        n, d = values.shape
+        floats = pc.cast(pa.array(values.reshape(-1)), pa.string())
+        lists = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * d), floats)
+        return pc.binary_join_element_wise("[", pc.binary_join(lists, ","), "]", "")
+    return pc.cast(pa.array(values), pa.string())
+
+
+def text_stream(rows: dict[str, np.ndarray], schema: str) -> bytes:
+    """The rows in COPY's text format, tab-separated, floats in shortest round-trip form (as
+    PostgreSQL's `COPY ... TO STDOUT` writes them)."""
+    fields = [_text_field(name, rows[name]) for name, _, _ in SCHEMAS[schema]]
+    lines = pc.binary_join_element_wise(*fields, "\t")
     return ("\n".join(lines.to_pylist()) + "\n").encode()
 
 
-def binary_stream(ids: np.ndarray, category: np.ndarray, vectors: np.ndarray) -> bytes:
-    """The rows in COPY's binary format, as one NumPy structured array."""
-    n, d = vectors.shape
-    rec = np.zeros(n, dtype=[("count", ">i2"), ("l1", ">i4"), ("id", ">i8"), ("l2", ">i4"),
-                             ("cat", ">i4"), ("l3", ">i4"), ("dim", ">u2"), ("unused", ">u2"),
-                             ("v", ">f4", (d,))])
-    rec["count"], rec["l1"], rec["id"], rec["l2"], rec["cat"] = 3, 8, ids, 4, category
-    rec["l3"], rec["dim"], rec["v"] = 4 + 4 * d, d, vectors
-    return b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8 + rec.tobytes() + b"\xff\xff"
+def _binary_field(name: str, values: np.ndarray) -> pa.Array:
+    """Each row's field in COPY's binary format (size word, then the value) as large_binary."""
+    n = len(values)
+    if name == "tag":
+        text = pa.array(values.tolist(), pa.large_binary())
+        sizes = pc.binary_length(text).to_numpy().astype(">i4")
+        words = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), n, [None, pa.py_buffer(
+            sizes.tobytes())]).cast(pa.large_binary())
+        return pc.binary_join_element_wise(words, text, pa.scalar(b"", pa.large_binary()))
+    if name == "embedding":
+        d = values.shape[1]
+        rec = np.zeros(n, dtype=[("size", ">i4"), ("dim", ">u2"), ("unused", ">u2"),
+                                 ("v", ">f4", (d,))])
+        rec["size"], rec["dim"], rec["v"] = 4 + 4 * d, d, values
+    else:
+        kind = {"id": ">i8", "category": ">i4", "price": ">f8"}[name]
+        rec = np.zeros(n, dtype=[("size", ">i4"), ("v", kind)])
+        rec["size"], rec["v"] = rec.dtype["v"].itemsize, values
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(rec.dtype.itemsize), n, [
+        None, pa.py_buffer(rec.tobytes())]).cast(pa.large_binary())
 
 
-def copy_once(dsn: str, fmt: str, mode: str, dim: int, data: bytes,
-              rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
+def binary_stream(rows: dict[str, np.ndarray], schema: str) -> bytes:
+    """The rows in COPY's binary format, as psycopg's binary dumpers write them."""
+    columns = SCHEMAS[schema]
+    count = pa.scalar(struct.pack("!h", len(columns)), pa.large_binary())
+    lines = pc.binary_join_element_wise(
+        count, *[_binary_field(name, rows[name]) for name, _, _ in columns],
+        pa.scalar(b"", pa.large_binary()))
+    body = b"".join(lines.to_pylist())
+    return b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8 + body + b"\xff\xff"
+
+
+def copy_once(dsn: str, schema: str, fmt: str, mode: str, dim: int, data: bytes,
+              rows: dict[str, np.ndarray]) -> float:
     """COPY the rows into a fresh table; rows/s from the first byte sent to CommandComplete."""
     import psycopg
     from pgvector.psycopg import register_vector
 
-    table = f"copy_{fmt}"
-    ids, category, vectors = rows
+    table = f"copy_{schema}_{fmt}"
+    columns = SCHEMAS[schema]
+    n = len(rows["id"])
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         register_vector(conn)
         conn.execute(f"DROP TABLE IF EXISTS {table}")
-        conn.execute(f"CREATE TABLE {table} (id bigint, category int, embedding vector({dim}))")
+        conn.execute(f"CREATE TABLE {table} ("
+                     + ", ".join(f"{name} {sql.format(dim=dim)}" for name, sql, _ in columns)
+                     + ")")
         options = " WITH (FORMAT BINARY)" if fmt == "binary" else ""
+        names = ", ".join(name for name, _, _ in columns)
+        if mode == "rows":  # as the suite's loop hands them to psycopg
+            values = [rows[name].tolist() if name != "embedding" else list(rows[name])
+                      for name, _, _ in columns]
         start = time.perf_counter()
-        with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN{options}") as copy:
+        with conn.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN{options}") \
+                as copy:
             if mode == "stream":
                 view = memoryview(data)
                 for at in range(0, len(view), CHUNK):
                     copy.write(view[at:at + CHUNK])
             else:
                 if fmt == "binary":
-                    copy.set_types(["int8", "int4", "vector"])
-                for i in range(len(ids)):
-                    copy.write_row((int(ids[i]), int(category[i]), vectors[i]))
+                    copy.set_types([kind for _, _, kind in columns])
+                for row in zip(*values):
+                    copy.write_row(row)
         elapsed = time.perf_counter() - start
         (count,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-        if count != len(ids):
-            raise RuntimeError(f"{dsn}: {count} rows after COPY, expected {len(ids)}")
+        if count != n:
+            raise RuntimeError(f"{dsn}: {count} rows after COPY, expected {n}")
         conn.execute("CHECKPOINT")  # the background work COPY set off (sqlvec seals the rows
         conn.execute(f"DROP TABLE {table}")  # into a segment), done before the next run
-    return len(ids) / elapsed
+    return n / elapsed
 
 
 def run(args: argparse.Namespace) -> dict:
     rows = make_rows(args.rows, args.dim, args.seed)
     formats = args.formats.split(",")
+    schemas = args.schema.split(",")
+    cases = [f"{schema} {fmt}" for schema in schemas for fmt in formats]
     streams = {}
     if args.mode == "stream":
-        streams = {"text": text_stream(*rows) if "text" in formats else b"",
-                   "binary": binary_stream(*rows) if "binary" in formats else b""}
-    results: dict = {"sqlvec": {f: [] for f in formats}, "postgresql": {f: [] for f in formats}}
+        make = {"text": text_stream, "binary": binary_stream}
+        streams = {case: make[case.split()[1]](rows, case.split()[0]) for case in cases}
+    results: dict = {s: {c: [] for c in cases} for s in ("baseline", "sqlvec", "postgresql")}
     systems = [s for s in ("sqlvec", "postgresql") if args.only in (None, s)]
     if "postgresql" in systems and not (args.dsn or args.pgserver):
         systems.remove("postgresql")
+    if args.baseline and "sqlvec" in systems:
+        systems.insert(0, "baseline")
     with tempfile.TemporaryDirectory(prefix="sqlvec-copy-") as tmp, contextlib.ExitStack() as stack:
-        dsn = stack.enter_context(sqlvec_server(tmp))[0] if "sqlvec" in systems else None
+        targets = {}
+        if "sqlvec" in systems:
+            targets["sqlvec"] = stack.enter_context(sqlvec_server(f"{tmp}/sqlvec"))[0]
+        if "baseline" in systems:
+            targets["baseline"] = stack.enter_context(
+                sqlvec_server(f"{tmp}/baseline", args.baseline))[0]
         if args.pgserver and "postgresql" in systems:  # PostgreSQL over loopback TCP, as sqlvec
             from benchmarks.writes import postgres
 
             args.dsn = stack.enter_context(postgres(args.pgserver))[0]
+        targets["postgresql"] = args.dsn
         for round_ in range(args.rounds):
             for system in systems:
-                target = dsn if system == "sqlvec" else args.dsn
-                for fmt in formats:
-                    rate = copy_once(target, fmt, args.mode, args.dim, streams.get(fmt, b""),
-                                     rows)
-                    results[system][fmt].append(rate)
-                    print(f"round {round_ + 1} {system} {fmt}: {rate:,.0f} rows/s",
+                target = targets[system]
+                for case in cases:
+                    schema, fmt = case.split()
+                    rate = copy_once(target, schema, fmt, args.mode, args.dim,
+                                     streams.get(case, b""), rows)
+                    results[system][case].append(rate)
+                    print(f"round {round_ + 1} {system} {case}: {rate:,.0f} rows/s",
                           file=sys.stderr)
-    return {"params": vars(args), "results": results,
-            "bytes": {f: len(streams.get(f, b"")) for f in formats}}
+    return {"params": vars(args), "results": results, "cases": cases,
+            "bytes": {c: len(streams.get(c, b"")) for c in cases}}
 
 
 def markdown(report: dict) -> str:
     p = report["params"]
     res = report["results"]
-    lines = [f"COPY FROM STDIN, {p['rows']:,} rows x (id bigint, category int, "
-             f"embedding vector({p['dim']})), mode {p['mode']}, median of {p['rounds']} rounds",
-             "", "| format | sqlvec rows/s | PostgreSQL rows/s | ratio | rounds (sqlvec / PostgreSQL) |",
-             "|---|---|---|---|---|"]
-    for fmt in p["formats"].split(","):
-        ours, theirs = res["sqlvec"][fmt], res["postgresql"][fmt]
-        a = statistics.median(ours) if ours else None
-        b = statistics.median(theirs) if theirs else None
-        ratio = f"{a / b:.2f}" if a and b else "—"
-        each = " / ".join(", ".join(f"{x / 1000:.0f}k" for x in xs) or "—" for xs in (ours, theirs))
-        lines.append(f"| {fmt} | {a or 0:,.0f} | {b or 0:,.0f} | {ratio} | {each} |")
+    baseline = bool(p.get("baseline"))
+    median = {s: {c: statistics.median(xs) if xs else None for c, xs in per.items()}
+              for s, per in res.items()}
+    lines = [f"COPY FROM STDIN, {p['rows']:,} rows, vector({p['dim']}), mode {p['mode']}, "
+             f"median of {p['rounds']} rounds (basic: id, category, embedding; suite: id "
+             "PRIMARY KEY, category, price float8, tag text, embedding)", ""]
+    head = ["shape, format"] + (["baseline rows/s"] if baseline else []) + [
+        "sqlvec rows/s", "PostgreSQL rows/s"] + (["sqlvec / baseline", "baseline / PostgreSQL"]
+                                                 if baseline else []) + [
+        "sqlvec / PostgreSQL", "rounds (" + ("baseline / " if baseline else "")
+        + "sqlvec / PostgreSQL)"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    systems = (["baseline"] if baseline else []) + ["sqlvec", "postgresql"]
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return f"{a / b:.2f}" if a and b else "—"
+
+    for case in report["cases"]:
+        m = {s: median[s][case] for s in systems}
+        cells = [case] + [f"{m[s] or 0:,.0f}" for s in systems]
+        if baseline:
+            cells += [ratio(m["sqlvec"], m["baseline"]), ratio(m["baseline"], m["postgresql"])]
+        cells.append(ratio(m["sqlvec"], m["postgresql"]))
+        cells.append(" / ".join(", ".join(f"{x / 1000:.0f}k" for x in res[s][case]) or "—"
+                                for s in systems))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -155,12 +234,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--formats", default="text,binary", help="comma-separated: text,binary")
+    p.add_argument("--schema", default="basic,suite",
+                   help="comma-separated table shapes: basic,suite (see above)")
     p.add_argument("--mode", choices=["stream", "rows"], default="stream")
     p.add_argument("--dsn", help="PostgreSQL + pgvector to compare with")
     p.add_argument("--pgserver", metavar="DIR",
                    help="start PostgreSQL + pgvector from the pgserver package in DIR (over "
                         "loopback TCP) to compare with")
     p.add_argument("--only", choices=["sqlvec", "postgresql"])
+    p.add_argument("--baseline", metavar="CHECKOUT",
+                   help="also run the sqlvec of another source tree (say, main's), taking turns "
+                        "with this one, to measure a change before and after in one run")
     p.add_argument("--seed", type=int, default=42)
     return p
 

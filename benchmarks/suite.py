@@ -142,12 +142,14 @@ SERVER_ARGS: list[str] = []
 
 
 @contextlib.contextmanager
-def sqlvec_server(data_dir: str):
-    """Start `python -m sqlvec serve` on an ephemeral port; yield (dsn, pid)."""
+def sqlvec_server(data_dir: str, checkout: str | None = None):
+    """Start `python -m sqlvec serve` on an ephemeral port; yield (dsn, pid). `checkout`: run
+    the code of that source tree instead (a baseline to compare with)."""
+    env = None if checkout is None else dict(os.environ, PYTHONPATH=os.path.abspath(checkout))
     proc = subprocess.Popen(
         [sys.executable, "-m", "sqlvec", "serve", "--data-dir", data_dir, "--port", "0",
          *SERVER_ARGS],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=checkout)
     port = None
     deadline = time.time() + 60
     lines = []

@@ -5,8 +5,9 @@ wire moves the data: it decodes what the client sends into an Arrow table of the
 columns' types and hands it to `Session.copy_in`, and for COPY TO encodes the rows of
 `Session.copy_query`. Decoding works on
 whole columns, not values: text data is split into lines and fields with Arrow string kernels,
-csv goes through Arrow's csv reader, and binary data is walked once to find each field's offset
-(a NumPy reshape when every row has the same layout, as with numbers and fixed-size vectors).
+csv goes through Arrow's csv reader, and binary data is a NumPy reshape when every row has the
+same layout (numbers and fixed-size vectors), else walked once to find each field's offset,
+reading only the size words that vary (`binary_rows`: a text column, NULLs).
 Values that do not convert are located by row so the error names the line, as PostgreSQL does:
 
     ERROR:  invalid input syntax for type integer: "x"
@@ -40,7 +41,7 @@ import pyarrow.csv as pacsv
 from sqlvec.errors import BadCopyFileFormat, FeatureNotSupported, SqlVecError
 from sqlvec.session import CopyOptions
 from sqlvec.types import SqlType, decode_utf8
-from wire import pgtypes
+from wire import binary_rows, pgtypes
 from wire.codec import SocketStream, concat_binary, fixed_width
 from wire.pgtypes import CellError
 
@@ -523,40 +524,96 @@ def _empty_rows(n: int) -> pa.Table:
 
 
 class BinaryPieces(_Pieces):
-    """The binary format decoded while it arrives, for rows of one layout (no NULLs, fixed-width
-    values: numbers and vectors), the bulk of binary COPY. The first row gives the layout;
-    each full chunk's whole rows go to a worker thread as they lie, decoded only if every row
-    has the first row's layout."""
+    """The binary format decoded while it arrives: each full chunk's whole rows go to a worker
+    thread as they lie. While the rows have the first row's layout (no NULLs, fixed-width
+    values: numbers and vectors, the bulk of binary COPY) a chunk's rows are one NumPy
+    reshape; otherwise (a text column, NULLs) `binary_rows` walks them, reading only the size
+    words that vary from row to row, and the worker gathers each column from the fields'
+    offsets."""
 
     def __init__(self, columns: list[Column]) -> None:
         super().__init__(columns, threads=1)
-        self.layout: _Layout | None = None  # once the first row has come
+        self.sizes: binary_rows.Template | None = None  # once the first row has come
+        self.layout: _Layout | None = None  # while every row has the first row's layout
 
     def _cut(self, buf: mmap.mmap, end: int) -> int:
         view = memoryview(buf)[:end]
         start = 0
-        if self.layout is None:  # the first chunk: the header, then the first row
-            found = _first_row(view, len(self.columns))
-            if found is None or found[0] + found[1].row > end:
+        if self.sizes is None:  # the first chunk: the header, then the first row
+            start = _rows_start(view, len(self.columns))
+            sizes = None if start is None else binary_rows.template(
+                view, start, [c.type for c in self.columns])
+            if sizes is None:
                 self.usable = False
                 return end
-            start, self.layout = found
-        rows = (end - start) // self.layout.row
-        cut = start + rows * self.layout.row
-        if rows:
-            self.pieces.append(self._pool.submit(_fixed_piece, view[start:cut], self.columns,
-                                                 self.layout))
-        return cut
+            self.sizes = sizes
+            if None not in sizes:
+                self.layout = _row_layout(view, start, len(self.columns))
+        layout = self.layout
+        if layout is not None:
+            rows = (end - start) // layout.row
+            if rows and layout.matches(view, start, rows):
+                cut = start + rows * layout.row
+                self.pieces.append(self._pool.submit(_fixed_piece, view[start:cut],
+                                                     self.columns, layout, True))
+                return cut
+            self.layout = None  # rows of another layout: walked from here on
+        found = self._walk(view, start, end)
+        if found is None:
+            self.usable = False
+            return end
+        stop, starts, lengths = found
+        self.pieces.append(self._pool.submit(_walked_piece, view[start:stop], starts - start,
+                                             lengths, self.columns))
+        return stop
+
+    def _walk(self, view: memoryview, start: int, end: int,
+              whole: bool = False) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """(where the rows end, their fields' starts and lengths) of the whole rows from
+        `start`: walked with the template, or again reading every size word when the
+        template does not fit them (it then stays so); None when the rows are malformed or
+        none ends by `end` (or, `whole`, when they do not end exactly there)."""
+        assert self.sizes is not None
+        while True:
+            starts, stop = binary_rows.walk(view, start, end, self.sizes)
+            found = binary_rows.fields(view, starts, self.sizes) \
+                if starts and (stop == end or not whole) else None
+            if found is not None:
+                return stop, found[0], found[1]
+            if all(size is None for size in self.sizes):
+                return None
+            self.sizes = binary_rows.varying(len(self.columns))
 
     def _rest(self, buf: mmap.mmap, end: int) -> list[pa.Table] | None:
-        layout = self.layout  # the rest is whole rows, then the trailer
-        if layout is None or end < 2 or (end - 2) % layout.row \
-                or buf[end - 2:end] != BINARY_TRAILER:
-            return None
+        if self.sizes is None or end < 2 or buf[end - 2:end] != BINARY_TRAILER:
+            return None  # the rest is whole rows, then the trailer
         if end == 2:
             return []
-        table = _fixed_piece(memoryview(buf)[:end - 2], self.columns, layout)
+        view = memoryview(buf)[:end - 2]
+        layout = self.layout
+        if layout is not None and (end - 2) % layout.row == 0:
+            table = _fixed_piece(view, self.columns, layout)
+            if table is not None:
+                return [table]
+        found = self._walk(view, 0, end - 2, whole=True)
+        if found is None:
+            return None
+        table = _walked_piece(view, found[1], found[2], self.columns)
         return None if table is None else [table]
+
+
+def _walked_piece(data: memoryview, starts: np.ndarray, lengths: np.ndarray,
+                  columns: list[Column]) -> pa.Table | None:
+    """A piece of `BinaryPieces` whose rows were walked, decoded column by column from its
+    fields' offsets; None when a value does not decode (the whole stream decoder names it)."""
+    arrays = []
+    for j, col in enumerate(columns):
+        try:
+            arrays.append(pgtypes.decode_binary_column(data, starts[:, j], lengths[:, j],
+                                                       col.type))
+        except CellError:
+            return None
+    return pa.Table.from_arrays(arrays, names=[c.name for c in columns])
 
 
 @dataclass(frozen=True)
@@ -602,9 +659,10 @@ def _row_layout(data: bytes | bytearray | memoryview, pos: int, ncols: int) -> _
     return _Layout(offsets, sizes, row, words, expected)
 
 
-def _first_row(data: bytes | bytearray | memoryview, ncols: int) -> tuple[int, _Layout] | None:
-    """(where the rows start, the first row's layout) of a binary stream with a valid header
-    and a first row without NULLs; None while too little has come or when that is not so."""
+def _rows_start(data: bytes | bytearray | memoryview, ncols: int) -> int | None:
+    """Where the rows of a binary stream start, after a valid header; None while too little
+    has come or when the header is not one this decoder takes (the whole stream decoder then
+    gives the error)."""
     if len(data) < 19 or bytes(data[:len(BINARY_SIGNATURE)]) != BINARY_SIGNATURE:
         return None
     flags, ext = struct.unpack_from("!iI", data, 11)
@@ -612,15 +670,15 @@ def _first_row(data: bytes | bytearray | memoryview, ncols: int) -> tuple[int, _
     if flags & (1 << 16) or pos + 2 + 4 * ncols > len(data) \
             or struct.unpack_from("!h", data, pos)[0] != ncols:
         return None
-    layout = _row_layout(data, pos, ncols)
-    return None if layout is None else (pos, layout)
+    return pos
 
 
-def _fixed_piece(data: memoryview, columns: list[Column], layout: _Layout) -> pa.Table | None:
+def _fixed_piece(data: memoryview, columns: list[Column], layout: _Layout,
+                 checked: bool = False) -> pa.Table | None:
     """A piece of `BinaryPieces` (whole rows, no header or trailer) decoded when all its rows
-    have `layout`, else None."""
+    have `layout` (`checked`: known already), else None."""
     n = len(data) // layout.row
-    if not layout.matches(data, 0, n):
+    if not checked and not layout.matches(data, 0, n):
         return None
     matrix = np.frombuffer(data, np.uint8, count=n * layout.row).reshape(n, layout.row)
     return _matrix_table(data, 0, matrix, layout, columns)
@@ -644,7 +702,7 @@ def decode_binary(data: bytes | memoryview, columns: list[Column]) -> pa.Table:
     fixed = _fixed_layout(data, pos, ncols)
     if fixed is not None:
         return _matrix_table(data, pos, *fixed, columns)
-    starts, lengths = _find_rows(data, pos, ncols)
+    starts, lengths = _find_rows(data, pos, columns)
     arrays = []
     for j, col in enumerate(columns):
         try:
@@ -696,65 +754,26 @@ def _fixed_layout(data: bytes | memoryview, pos: int,
     return matrix.reshape(n, layout.row), layout
 
 
-def _find_rows(data: bytes | memoryview, pos: int, ncols: int) -> tuple[np.ndarray, np.ndarray]:
+def _find_rows(data: bytes | memoryview, pos: int,
+               columns: list[Column]) -> tuple[np.ndarray, np.ndarray]:
     """Every field's (start, length) as two (rows, ncols) arrays, for rows of varying layout
-    (text, NULLs), without a Python step per field.
-
-    A row can only start where its int16 field count is, so every place holding that number
-    is tried at once (the few that are really inside values cost nothing): NumPy reads the
-    fields of all of them column by column, which gives each one's successor, and the rows are
-    the chain that leads from the first row to the trailer, followed in one plain list walk.
-    Anything malformed breaks the chain; then `_walk_rows` walks the data and names the line."""
-    found = _chain_rows(data, pos, ncols) if ncols else None
-    return found if found is not None else _walk_rows(data, pos, ncols)
-
-
-_LINKED_TRAILER = -2  # in `_chain_rows`: the row after this one is the trailer
-
-
-def _chain_rows(data: bytes | memoryview, pos: int, ncols: int):
-    buf = np.frombuffer(data, np.uint8)
-    end = buf.size
-    found = [np.empty(0, np.int64)]
-    count_word = np.frombuffer(struct.pack("!H", ncols), np.uint16)[0]  # as stored, unswapped
-    for shift in (0, 1):  # both alignments of an int16
-        count = (end - pos - shift) // 2
-        if count > 0:
-            words = np.frombuffer(data, np.uint16, count=count, offset=pos + shift)
-            found.append(np.flatnonzero(words == count_word) * 2 + (pos + shift))
-    candidates = np.sort(np.concatenate(found))
-    n = candidates.size
-    if n == 0 or candidates[0] != pos:
-        return None
-    starts = np.empty((n, ncols), np.int64)
-    lengths = np.empty((n, ncols), np.int64)
-    at = candidates + 2
-    ok = np.ones(n, bool)
-    for j in range(ncols):
-        ok &= at + 4 <= end
-        safe = np.where(ok, at, 0)
-        word = (buf[safe].astype(np.uint32) << 24) | (buf[safe + 1].astype(np.uint32) << 16) \
-            | (buf[safe + 2].astype(np.uint32) << 8) | buf[safe + 3]
-        size = word.view(np.int32).astype(np.int64)
-        ok &= size >= -1
-        starts[:, j] = at + 4
-        lengths[:, j] = size
-        at = at + 4 + np.maximum(size, 0)
-        ok &= at <= end
-    safe = np.where(ok & (at + 2 <= end), at, 0)
-    trailer = ok & (at + 2 <= end) & (buf[safe] == 0xFF) & (buf[safe + 1] == 0xFF)
-    following = np.minimum(np.searchsorted(candidates, at), n - 1)
-    linked = ok & (candidates[following] == at)
-    successor = np.where(trailer, _LINKED_TRAILER, np.where(linked, following, -1)).tolist()
-    chain = []
-    i = 0
-    while i >= 0:  # successors lie further on, so this ends
-        chain.append(i)
-        i = successor[i]
-    if i != _LINKED_TRAILER:
-        return None
-    rows = np.array(chain, np.int64)
-    return starts[rows], lengths[rows]
+    (text, NULLs): `binary_rows` walks them reading only the size words that vary (with the
+    first row's template, then with every size word read), which finds exactly the rows
+    of a stream that is well formed. Anything else goes to `_walk_rows`, which walks field
+    by field and names the line."""
+    end = len(data) - 2
+    sizes = binary_rows.template(data, pos, [c.type for c in columns]) \
+        if end >= pos and bytes(data[end:]) == BINARY_TRAILER else None
+    tried = [sizes] if sizes is not None and None in sizes else []
+    if sizes is not None:
+        tried.append(binary_rows.varying(len(columns)))
+    for template in tried:
+        starts, stop = binary_rows.walk(data, pos, end, template)
+        if stop == end:
+            found = binary_rows.fields(data, starts, template)
+            if found is not None:
+                return found
+    return _walk_rows(data, pos, len(columns))
 
 
 def _walk_rows(data: bytes | memoryview, pos: int, ncols: int):

@@ -212,3 +212,42 @@ def test_a_large_binary_copy_is_exact_and_a_late_bad_row_loads_nothing(conn, tab
     assert info.value.diag.message_primary == "NaN not allowed in vector"
     assert info.value.diag.context.startswith(f"COPY {table}_bad, line 19001, column embedding")
     assert conn.execute(f"SELECT count(*) FROM {table}_bad").fetchone() == (0,)
+
+
+def test_a_large_binary_copy_with_a_key_float_and_text_columns_is_exact(server, conn,
+                                                                          table):
+    """The benchmark suite's table, as psycopg's `write_row` sends it: rows of varying size
+    (a text column, NULLs), decoded in pieces while they arrive; a duplicate key near the end
+    fails the COPY with 23505 and loads nothing."""
+    n, dim = 12000, 128
+    matrix = np.random.default_rng(5).standard_normal((n, dim)).astype(np.float32)
+    tags = ["red", "green", "", "bl\tue\\", "é"]
+    rows = [(i, i % 97 - 40, None if i % 7 == 0 else (i - 6000) / 3,
+             None if i % 5 == 0 else tags[i % len(tags)], matrix[i]) for i in range(n)]
+    for name in (table, f"{table}_bad"):
+        conn.execute(f"CREATE TABLE {name} (id bigint PRIMARY KEY, category int, price float8, "
+                     f"tag text, embedding vector({dim}))")
+
+    def send(name: str, data: list) -> None:
+        from pgvector.psycopg import register_vector
+
+        with psycopg.connect(server.conninfo(), autocommit=True) as sender:
+            register_vector(sender)
+            write(sender, name, data)
+
+    def write(sender, name: str, data: list) -> None:
+        with sender.cursor().copy(f"COPY {name} (id, category, price, tag, embedding) FROM STDIN "
+                                "WITH (FORMAT BINARY)") as cp:
+            cp.set_types(["int8", "int4", "float8", "text", "vector"])
+            for row in data:
+                cp.write_row(row)
+
+    send(table, rows)
+    got = conn.execute(f"SELECT id, category, price, tag FROM {table} ORDER BY id").fetchall()
+    assert got == [row[:4] for row in rows]
+    np.testing.assert_array_equal(stored(conn, table).view(np.uint32), matrix.view(np.uint32))
+    bad = list(rows)
+    bad[11000] = (5,) + bad[11000][1:]
+    with pytest.raises(errors.UniqueViolation):
+        send(f"{table}_bad", bad)
+    assert conn.execute(f"SELECT count(*) FROM {table}_bad").fetchone() == (0,)
