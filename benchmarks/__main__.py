@@ -21,6 +21,7 @@ SUITES = {
     "btree": "benchmarks.btree",
     "quantization": "benchmarks.quantization",
     "workers": "benchmarks.workers",
+    "memory": "benchmarks.memory",
 }
 
 
