@@ -1,7 +1,7 @@
 """Server memory after load and after a restart, against raw hnswlib's index of the same vectors.
 
-    python -m benchmarks memory --data-dir DIR [--rows 1000000] [--dim 128] [--workers 0 2]
-        [--rounds 1] [--code CHECKOUT ...] [--filtered-queries 20]
+    python -m benchmarks memory --data-dir DIR [DIR ...] [--rows 1000000] [--dim 128]
+        [--workers 0 2] [--rounds 1] [--code CHECKOUT ...] [--filtered-queries 20]
 
 When DIR holds no table yet: starts `python -m wire serve --workers 0` on it, creates the suite's
 table (`items`: id, category, price, tag, embedding), loads the suite's dataset with COPY binary,
@@ -10,7 +10,7 @@ load"). Then, per round, per checkout (`--code`, to compare versions on the same
 worker count, it restarts the server on DIR (loading from files: the steady state users see),
 runs 4 top-10 searches on 4 connections and measures again; then a few filtered exact searches
 (`category = 3`, 0.1% of the rows: brute force over the filtered rows) are timed, and the memory
-measured once more. Memory is the sum over the server and all its descendants of Pss
+measured once more (see FILTERED). Memory is the sum over the server and all its descendants of Pss
 (/proc/PID/smaps_rollup; pages shared between forked processes counted once) and of Rss.
 Raw hnswlib builds the same vectors with the same M / ef_construction in a child process; the
 size of its saved index (raw vector bytes + graph bytes) is the denominator of the ratios (its
@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from benchmarks.workers import memory
+from benchmarks.workers import memory, processes
 
 
 def start(code: str, path: str, workers: int) -> tuple[subprocess.Popen, int]:
@@ -92,19 +92,48 @@ def searches(port: int, dim: int) -> None:
         conn.close()
 
 
-def filtered(port: int, dim: int, count: int) -> float:
-    """Median seconds of an exact filtered search (0.1% of the rows)."""
+# Filtered searches timed after a restart: (name, SET before, condition). 0.1% is answered
+# exactly over its candidates (brute force over the filtered rows); 1% through the graph; the
+# last is a forced exact scan of 10% of the rows.
+FILTERED = (
+    ("0.1% exact", None, "category = 3"),
+    ("1% graph", None, "price < 10"),
+    ("10% forced exact", "SET sqlvec.exact = on", "category = 1"),
+)
+
+
+def filtered(port: int, dim: int, count: int) -> dict[str, float]:
+    """Median milliseconds of each filtered search (the first query of each included)."""
     rng = np.random.default_rng(5)
-    conn = connect(port)
-    times = []
-    for _ in range(count):
-        q = rng.standard_normal(dim).astype(np.float32)
-        t = time.perf_counter()
-        conn.execute("SELECT id FROM items WHERE category = 3 ORDER BY embedding <-> %s LIMIT 10",
-                     (q,)).fetchall()
-        times.append(time.perf_counter() - t)
-    conn.close()
-    return float(np.median(times))
+    out = {}
+    for name, setting, condition in FILTERED:
+        conn = connect(port)
+        if setting:
+            conn.execute(setting)
+        times = []
+        for _ in range(count):
+            q = rng.standard_normal(dim).astype(np.float32)
+            t = time.perf_counter()
+            conn.execute(f"SELECT id FROM items WHERE {condition} ORDER BY embedding <-> %s "
+                         "LIMIT 10", (q,)).fetchall()
+            times.append(time.perf_counter() - t)
+        conn.close()
+        out[name] = float(np.median(times)) * 1000
+    return out
+
+
+def breakdown(root: int) -> dict[str, float]:
+    """Pss, its anonymous and file-backed parts, and Rss (MiB) of `root` and descendants:
+    file-backed pages (the mapped vectors files, libraries) are shared and reclaimable."""
+    out = {"pss": 0.0, "anon": 0.0, "file": 0.0, "rss": 0.0}
+    keys = {"pss": "Pss", "anon": "Pss_Anon", "file": "Pss_File", "rss": "Rss"}
+    for pid in processes(root):
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            text = f.read()
+        for key, field in keys.items():
+            m = re.search(rf"^{field}:\s+(\d+)", text, re.MULTILINE)
+            out[key] += int(m.group(1)) / 1024 if m else 0.0
+    return out
 
 
 def restart(code: str, path: str, workers: int, dim: int, filtered_count: int) -> dict:
@@ -113,14 +142,14 @@ def restart(code: str, path: str, workers: int, dim: int, filtered_count: int) -
     try:
         searches(port, dim)
         start_s = time.monotonic() - started
-        count, pss, rss = memory(server.pid)
-        filtered_s = filtered(port, dim, filtered_count) if filtered_count else float("nan")
-        _, pss_f, rss_f = memory(server.pid)
+        count = len(processes(server.pid))
+        steady = breakdown(server.pid)
+        times = filtered(port, dim, filtered_count) if filtered_count else {}
+        after = breakdown(server.pid)
     finally:
         stop(server)
-    return {"workers": workers, "start_s": start_s, "processes": count, "pss_mb": pss,
-            "rss_mb": rss, "filtered_ms": filtered_s * 1000, "pss_filtered_mb": pss_f,
-            "rss_filtered_mb": rss_f}
+    return {"workers": workers, "start_s": start_s, "processes": count, "steady": steady,
+            "filtered_ms": times, "after": after}
 
 
 def hnswlib_side(rows: int, dim: int, m: int, efc: int) -> dict:
@@ -150,7 +179,8 @@ def hnswlib_side(rows: int, dim: int, m: int, efc: int) -> dict:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--data-dir", required=True, nargs="+",
+                        help="one, or one per --code (each loaded first when empty)")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--m", type=int, default=16)
@@ -167,6 +197,9 @@ def main(argv: list[str]) -> int:
         print(json.dumps(hnswlib_side(args.rows, args.dim, args.m, args.ef_construction)))
         return 0
     codes = [os.path.abspath(c) for c in args.code]
+    dirs = args.data_dir * len(codes) if len(args.data_dir) == 1 else args.data_dir
+    if len(dirs) != len(codes):
+        parser.error("give one --data-dir, or one per --code")
     limit = None
     if not args.skip_hnswlib:
         out = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--side", "hnswlib",
@@ -178,23 +211,28 @@ def main(argv: list[str]) -> int:
               f"{limit:,.0f} MiB (the denominator); its process holds "
               f"{raw['index_bytes'] / 2**20:,.0f} MiB for them", flush=True)
     ratio = (lambda mb: f"{mb / limit:.2f}") if limit else (lambda mb: "—")
-    if not os.path.isdir(args.data_dir) or not os.listdir(args.data_dir):
-        os.makedirs(args.data_dir, exist_ok=True)
-        r = load(codes[0], args.data_dir, args.rows, args.dim, args.m, args.ef_construction)
-        print(f"load: COPY binary {r['copy_rows_per_s']:,.0f} rows/s; CREATE INDEX "
-              f"{r['build_s']:.1f} s; after load Pss {r['pss_mb']:,.0f} MiB "
-              f"(ratio {ratio(r['pss_mb'])}), Rss {r['rss_mb']:,.0f} MiB", flush=True)
-    print("| code | workers | processes | start (s) | Pss MiB | Rss MiB | Pss / raw | "
-          "filtered 0.1% ms (median) | Pss after filtered MiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    for code, path in zip(codes, dirs):
+        if not os.path.isdir(path) or not os.listdir(path):
+            os.makedirs(path, exist_ok=True)
+            r = load(code, path, args.rows, args.dim, args.m, args.ef_construction)
+            print(f"load ({os.path.basename(code)}): COPY binary {r['copy_rows_per_s']:,.0f} "
+                  f"rows/s; CREATE INDEX {r['build_s']:.1f} s; after load Pss "
+                  f"{r['pss_mb']:,.0f} MiB (ratio {ratio(r['pss_mb'])}), Rss {r['rss_mb']:,.0f} "
+                  "MiB", flush=True)
+    names = [name for name, _, _ in FILTERED]
+    print("| code | workers | processes | start (s) | Pss MiB (anon + file) | Rss MiB | Pss / raw "
+          "| " + " | ".join(f"{n} ms" for n in names) + " | Pss after them (anon + file) |")
+    print("|---" * (8 + len(names)) + "|")
     for _ in range(args.rounds):
-        for code in codes:
+        for code, path in zip(codes, dirs):
             for workers in args.workers:
-                r = restart(code, args.data_dir, workers, args.dim, args.filtered_queries)
+                r = restart(code, path, workers, args.dim, args.filtered_queries)
+                s, a = r["steady"], r["after"]
+                times = " | ".join(f"{r['filtered_ms'].get(n, float('nan')):.1f}" for n in names)
                 print(f"| {os.path.basename(code)} | {workers} | {r['processes']} | "
-                      f"{r['start_s']:.1f} | {r['pss_mb']:,.0f} | {r['rss_mb']:,.0f} | "
-                      f"{ratio(r['pss_mb'])} | {r['filtered_ms']:.1f} | "
-                      f"{r['pss_filtered_mb']:,.0f} |", flush=True)
+                      f"{r['start_s']:.1f} | {s['pss']:,.0f} ({s['anon']:,.0f} + "
+                      f"{s['file']:,.0f}) | {s['rss']:,.0f} | {ratio(s['pss'])} | {times} | "
+                      f"{a['pss']:,.0f} ({a['anon']:,.0f} + {a['file']:,.0f}) |", flush=True)
     return 0
 
 
