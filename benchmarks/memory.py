@@ -3,15 +3,16 @@
     python -m benchmarks memory --data-dir DIR [DIR ...] [--rows 1000000] [--dim 128]
         [--workers 0 2] [--rounds 1] [--code CHECKOUT ...] [--filtered-queries 20]
 
-When DIR holds no table yet: starts `python -m wire serve --workers 0` on it, creates the suite's
-table (`items`: id, category, price, tag, embedding), loads the suite's dataset with COPY binary,
-runs CREATE INDEX ... USING hnsw (m = 16, ef_construction = 64) and measures the server ("after
-load"). Then, per round, per checkout (`--code`, to compare versions on the same files) and per
-worker count, it restarts the server on DIR (loading from files: the steady state users see),
-runs 4 top-10 searches on 4 connections and measures again; then a few filtered exact searches
-(`category = 3`, 0.1% of the rows: brute force over the filtered rows) are timed, and the memory
-measured once more (see FILTERED). Memory is the sum over the server and all its descendants of Pss
-(/proc/PID/smaps_rollup; pages shared between forked processes counted once) and of Rss.
+When a DIR is empty: starts `python -m wire serve --workers 0` (of its checkout) on it, creates
+the suite's table (`items`: id, category, price, tag, embedding), loads the suite's dataset with
+COPY binary, runs CREATE INDEX ... USING hnsw (m = 16, ef_construction = 64) and measures the
+server ("after load"). Then, per round, per checkout (`--code`; with one DIR per checkout, each
+on its own files, since versions may write different files) and per worker count, it restarts
+the server (loading from files: the steady state users see), runs 4 top-10 searches on 4
+connections and measures; then times filtered searches (FILTERED: exact over 0.1% of the rows,
+through the graph at 1%, a forced exact scan of 10%) and measures once more. Memory is the sum
+over the server and all its descendants of Pss (/proc/PID/smaps_rollup; pages shared between
+forked processes counted once), split into anonymous and file-backed pages, and of Rss.
 Raw hnswlib builds the same vectors with the same M / ef_construction in a child process; the
 size of its saved index (raw vector bytes + graph bytes) is the denominator of the ratios (its
 resident growth during `add_items`, which adds the label map and allocator overhead, is
