@@ -2,9 +2,8 @@
 
 A *sealed* segment is an immutable Parquet file, an Arrow IPC file of its vector columns beside
 it, plus, per vector index of the table, one index file (its access method's format: hnsw.py for
-HNSW). The growing segment
-(memtable.py) offers the same read interface, so scans and searches treat both alike; only
-sealed segments have indexes and min/max statistics.
+HNSW). The growing segment (memtable.py) offers the same read interface, so scans and searches
+treat both alike; only sealed segments have indexes and min/max statistics.
 
 Parquet layout of `seg-<id>.parquet` (format version 1):
 - column `_rowid` int64, ascending, unique within the table: the row's identity.
