@@ -22,6 +22,7 @@ SUITES = {
     "quantization": "benchmarks.quantization",
     "workers": "benchmarks.workers",
     "round_trip": "benchmarks.round_trip",
+    "memory": "benchmarks.memory",
 }
 
 

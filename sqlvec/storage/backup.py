@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from sqlvec.errors import SqlVecError
 from sqlvec.storage.fsutil import fsync_dir
 from sqlvec.storage.manifest import Manifest, ManifestStore, manifest_name
+from sqlvec.storage.segment import segment_files
 from sqlvec.storage.wal import scan_segment, wal_files
 
 BACKUP_DIR = "backup"
@@ -280,7 +281,7 @@ def _copy_tables(source: str, dest: str, body: dict, result: DatabaseBackup) -> 
         rel_dir = os.path.join("tables", str(tmeta["def"]["id"]))
         os.makedirs(os.path.join(dest, rel_dir), exist_ok=True)
         for smeta in tmeta["segments"]:
-            wanted = [(smeta["file"], int(smeta["crc32"]), int(smeta["bytes"]))]
+            wanted = [(f["file"], int(f["crc32"]), int(f["bytes"])) for f in segment_files(smeta)]
             wanted += [(m["file"], int(m["crc32"]), None)
                        for m in (smeta.get("indexes") or {}).values()]
             if smeta.get("deletes"):
@@ -358,7 +359,7 @@ def _finish(dest: str, manifest: Manifest, manifests: ManifestStore,
     for tmeta in manifest.body.get("tables", []):
         rel_dir = os.path.join("tables", str(tmeta["def"]["id"]))
         for smeta in tmeta["segments"]:
-            keep.add(os.path.join(rel_dir, smeta["file"]))
+            keep.update(os.path.join(rel_dir, f["file"]) for f in segment_files(smeta))
             keep.update(os.path.join(rel_dir, m["file"])
                         for m in (smeta.get("indexes") or {}).values())
             if smeta.get("deletes"):

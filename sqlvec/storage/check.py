@@ -25,12 +25,13 @@ from sqlvec.errors import DamagedFile, SqlVecError
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.fsutil import crc32_file
 from sqlvec.storage.manifest import ManifestStore, fallback_hint, manifest_name
-from sqlvec.storage.segment import verify_file
+from sqlvec.storage.segment import VECTORS_FILE, verify_file
 from sqlvec.storage.wal import verify_files
 
 # Kinds of files, as counted in the summary.
 MANIFEST = "manifest"
 SEGMENT = "segment"
+VECTORS = "vectors file"
 INDEX = "index file"
 DELETES = "delete bitmap"
 WAL = "WAL file"
@@ -135,6 +136,13 @@ def _check_tables(directory: str, root: str, body: dict[str, Any], report: Check
                 verify_file(path, smeta)
             except DamagedFile as exc:
                 report.findings.append(_finding(exc, root, of_table))
+            if smeta.get("vectors"):
+                report.checked[VECTORS] += 1
+                try:
+                    verify_file(os.path.join(tdir, smeta["vectors"]["file"]), smeta["vectors"],
+                                VECTORS_FILE)
+                except DamagedFile as exc:
+                    report.findings.append(_finding(exc, root, of_table))
             for ix_name, imeta in (smeta.get("indexes") or {}).items():
                 report.checked[INDEX] += 1
                 problem = _crc_problem(os.path.join(tdir, imeta["file"]), int(imeta["crc32"]))

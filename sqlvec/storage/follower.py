@@ -22,7 +22,8 @@ table's checkpoint into growing segments.
   and the new tables are replayed at least that far before they replace the old ones in one
   swap of the table map: a reader's snapshot never mixes a manifest's delete bitmaps with an
   older growing segment, and readers holding old snapshots keep working (files are read into
-  memory at load; nothing is read from a file lazily).
+  memory at load, but for the segments' vectors files, which are memory-mapped: a mapping
+  outlives the file's removal, and no file is ever rewritten or truncated in place).
 * The writer deletes files concurrently: WAL files below every checkpoint after a manifest
   commit, segment and bitmap files once no retained manifest lists them, index files at DROP
   INDEX, a table's folder at DROP TABLE. A file gone while being loaded, or WAL records gone

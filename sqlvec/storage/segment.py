@@ -1,23 +1,33 @@
 """Segments: the unit of storage, search and (later) distribution.
 
-A *sealed* segment is an immutable Parquet file plus, per vector index of the table, one index
-file beside it (its access method's format: hnsw.py for HNSW). The growing segment
-(memtable.py) offers the same read interface, so scans and searches treat both alike; only
-sealed segments have indexes and min/max statistics.
+A *sealed* segment is an immutable Parquet file, an Arrow IPC file of its vector columns beside
+it, plus, per vector index of the table, one index file (its access method's format: hnsw.py for
+HNSW). The growing segment (memtable.py) offers the same read interface, so scans and searches
+treat both alike; only sealed segments have indexes and min/max statistics.
 
 Parquet layout of `seg-<id>.parquet` (format version 1):
 - column `_rowid` int64, ascending, unique within the table: the row's identity.
 - one column per table column under its physical name `c<attnum>` with the column's Arrow type
   (`vector(n)` is fixed_size_list<float32>[n]); columns added to the table after the segment was
   written are absent and read as their `missing_value` (NULL unless ADD COLUMN gave a constant).
-- scalar columns are dictionary-encoded with statistics; vector columns are plain, uncompressed,
+- scalar columns are dictionary-encoded with statistics; list columns are plain, uncompressed,
   without statistics (neither helps float data, and both slow reads).
-The manifest records the file's size and CRC32, checked when the segment is opened.
+- `vector(n)` and `halfvec(n)` columns (fixed_size_list) are also written to
+  `seg-<id>.vectors.arrow`: an uncompressed Arrow IPC file (one record batch, those columns
+  under their physical names). An open segment memory-maps it and takes its vectors from there
+  (the Parquet file's copy is not read), so they are file-backed pages: resident only where a
+  search reads them, shared by every forked worker, reclaimable by the kernel, and never a
+  second anonymous copy beside the one each HNSW graph holds. The Parquet file stays complete,
+  so other readers need nothing else; the price is the vectors' bytes twice on disk. Segments
+  written before the IPC file existed read their vectors from the Parquet file, as before.
+The manifest records each file's size and CRC32 (the IPC file's under `vectors`), checked when the
+segment is opened.
 """
 
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import threading
 from collections.abc import Callable
@@ -109,23 +119,55 @@ def key_name(physical: str, key_type: str | None) -> str:
 
 
 SEGMENT_FILE = "segment file"
+VECTORS_FILE = "segment vectors file"
 
 
-def verify_file(path: str, meta: dict) -> int:
-    """Check a segment file against its manifest entry (exists, size, CRC32) without parsing
+def is_vector_field(field: pa.Field) -> bool:
+    """Whether a physical column lives in the segment's vectors file (fixed_size_list:
+    vector(n) and halfvec(n))."""
+    return pa.types.is_fixed_size_list(field.type)
+
+
+def segment_files(meta: dict) -> list[dict]:
+    """The segment's own data files as manifest entries ({"file", "bytes", "crc32"}): the
+    Parquet file and, when it has one, its vectors file. Garbage collection, backups and
+    `sqlvec check` go through this list (the index and delete files are listed apart)."""
+    files = [meta]
+    if meta.get("vectors"):
+        files.append(meta["vectors"])
+    return files
+
+
+def read_vectors_file(path: str, rows: int) -> tuple[pa.Table, mmap.mmap]:
+    """Memory-map a vectors file (already checked against its manifest entry): a table whose
+    buffers are the file's pages, not copies, and the mapping (which they keep alive)."""
+    try:
+        with open(path, "rb") as f:
+            mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        table = pa.ipc.open_file(pa.BufferReader(pa.py_buffer(mapping))).read_all()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DamagedFile(VECTORS_FILE, path, f"unreadable Arrow IPC: {exc}") from exc
+    if table.num_rows != rows:
+        raise DamagedFile(VECTORS_FILE, path,
+                          f"{table.num_rows} rows, the manifest records {rows}")
+    return table, mapping
+
+
+def verify_file(path: str, meta: dict, kind: str = SEGMENT_FILE) -> int:
+    """Check a segment's file against its manifest entry (exists, size, CRC32) without parsing
     it; returns its size. Raises DamagedFile saying what is wrong."""
     try:
         size = os.path.getsize(path)
         if size != meta["bytes"]:
-            raise DamagedFile(SEGMENT_FILE, path, "wrong size", detail=(
+            raise DamagedFile(kind, path, "wrong size", detail=(
                 f"The file has {size} bytes, the manifest records {meta['bytes']}."))
         crc = crc32_file(path)
     except FileNotFoundError:
-        raise DamagedFile(SEGMENT_FILE, path, "missing") from None
+        raise DamagedFile(kind, path, "missing") from None
     except OSError as exc:
-        raise DamagedFile(SEGMENT_FILE, path, f"unreadable: {exc.strerror}") from exc
+        raise DamagedFile(kind, path, f"unreadable: {exc.strerror}") from exc
     if crc != meta["crc32"]:
-        raise DamagedFile(SEGMENT_FILE, path, "CRC mismatch",
+        raise DamagedFile(kind, path, "CRC mismatch",
                           detail=f"The file's CRC32 is {crc:#010x}, the manifest records "
                                  f"{meta['crc32']:#010x}.")
     return size
@@ -245,7 +287,8 @@ class SegmentData:
 
 
 class Segment(SegmentData):
-    """A sealed, immutable segment backed by a Parquet file (in memory once opened)."""
+    """A sealed, immutable segment backed by a Parquet file (in memory once opened) and a
+    vectors file (memory-mapped)."""
 
     def __init__(self, segment_id: int, table: pa.Table, path: str | None) -> None:
         super().__init__()
@@ -256,6 +299,8 @@ class Segment(SegmentData):
         self.path = path  # None until the Parquet file is durable
         self.crc32: int | None = None
         self.file_bytes: int | None = None
+        self.vectors_file: dict | None = None  # {"file", "bytes", "crc32"} once written
+        self._mapping: mmap.mmap | None = None  # of the vectors file, once written or opened
         self._indexes: dict[str, VectorIndex] = {}
         self.index_files: dict[str, tuple[str, int]] = {}  # name -> (file name, crc32)
 
@@ -319,55 +364,103 @@ class Segment(SegmentData):
         collection share."""
         return f"seg-{segment_id:08d}.parquet"
 
+    @staticmethod
+    def vectors_file_name(segment_id: int) -> str:
+        """The vectors file's name beside `file_name(segment_id)`."""
+        return f"seg-{segment_id:08d}.vectors.arrow"
+
     def write(self, directory: str) -> None:
-        """Write the Parquet file durably (temp file, fsync, rename, directory fsync)."""
+        """Write the Parquet file and the vectors file durably (temp file, fsync, rename, then
+        one directory fsync), then serve the vectors from the written file: the segment's
+        in-memory copy of them is let go."""
         name = self.file_name(self.id)
         path = os.path.join(directory, name)
-        tmp = path + ".tmp"
+        vector = [f.name for f in self.table.schema if is_vector_field(f)]
         scalar = [
             f.name for f in self.table.schema
             if not (pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type))
         ]
-        vector = [f.name for f in self.table.schema if f.name not in scalar]
+        lists = [f.name for f in self.table.schema if f.name not in scalar]
+        vectors_path = os.path.join(directory, self.vectors_file_name(self.id))
+        if vector:
+            columns = self.table.select(vector).combine_chunks()
+            _write_durably(vectors_path, lambda tmp: _write_ipc(columns, tmp))
         try:
-            pq.write_table(
+            _write_durably(path, lambda tmp: pq.write_table(
                 self.table,
                 tmp,
-                compression={**{c: "snappy" for c in scalar}, **{c: "none" for c in vector}},
+                compression={**{c: "snappy" for c in scalar}, **{c: "none" for c in lists}},
                 use_dictionary=scalar,
                 write_statistics=scalar,
                 row_group_size=1 << 17,
-            )
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:  # a full disk must not leave a partial file taking its space
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            ))
+        except BaseException:  # no half-written segment: a retry writes both files again
+            if vector:
+                with contextlib.suppress(OSError):
+                    os.unlink(vectors_path)
             raise
         fsync_dir(directory)
+        if vector:
+            self.vectors_file = {"file": os.path.basename(vectors_path),
+                                 "bytes": os.path.getsize(vectors_path),
+                                 "crc32": crc32_file(vectors_path)}
+            self._use_vectors_file(*read_vectors_file(vectors_path, self.n_rows))
         self.file_bytes = os.path.getsize(path)
         self.crc32 = crc32_file(path)
         self.path = path  # last: other threads take a set path to mean the file is complete
 
+    def release_vector_pages(self) -> None:
+        """Unmap the vectors file's pages from this process after a pass over all of them (an
+        index build): they stay in the page cache, and a later search maps back what it reads.
+        Without it, every page a build read stays counted in the process's resident memory."""
+        if self._mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+            with contextlib.suppress(OSError, ValueError):
+                self._mapping.madvise(mmap.MADV_DONTNEED)
+
+    def _use_vectors_file(self, mapped: pa.Table, mapping: mmap.mmap) -> None:
+        """Swap the vector columns for the file's (the same values): readers holding the old
+        arrays keep them alive until done; new readers get the file-backed ones."""
+        self._mapping = mapping
+        table = self.table
+        for name in mapped.column_names:
+            table = table.set_column(table.schema.get_field_index(name), name,
+                                     mapped.column(name))
+        with self._cache_lock:
+            for name in mapped.column_names:  # views of the old arrays (casts are copies)
+                self._cache.pop(("vectors", name), None)
+            self.table = table
+
     @classmethod
     def open(cls, directory: str, meta: dict) -> Segment:
-        """Open a sealed segment, checking its size and CRC32 against the manifest."""
+        """Open a sealed segment, checking its files' sizes and CRC32s against the manifest."""
         path = os.path.join(directory, meta["file"])
         size = verify_file(path, meta)
+        vmeta = meta.get("vectors")
+        mapped = mapping = None
+        if vmeta:
+            vectors_path = os.path.join(directory, vmeta["file"])
+            verify_file(vectors_path, vmeta, VECTORS_FILE)
+            mapped, mapping = read_vectors_file(vectors_path, int(meta["rows"]))
         try:
-            table = pq.read_table(path).combine_chunks()
+            with pq.ParquetFile(path) as parquet:
+                names = parquet.schema_arrow.names
+                skip = set(mapped.column_names) if mapped is not None else set()
+                table = parquet.read(columns=[n for n in names if n not in skip])
+            table = table.combine_chunks()
         except (pa.ArrowException, OSError) as exc:
             raise DamagedFile(SEGMENT_FILE, path, f"unreadable Parquet: {exc}") from exc
         if table.num_rows != meta["rows"]:
             raise DamagedFile(SEGMENT_FILE, path,
                               f"{table.num_rows} rows, the manifest records {meta['rows']}")
+        if mapped is not None:
+            for name in mapped.column_names:
+                table = table.append_column(mapped.schema.field(name), mapped.column(name))
+            table = table.select([n for n in names if n in table.column_names])
         seg = cls(int(meta["id"]), table, path)
         seg.crc32 = meta["crc32"]
         seg.file_bytes = size
+        seg.vectors_file = dict(vmeta) if vmeta else None
+        seg._mapping = mapping if mapped is not None else None
         return seg
 
     def to_meta(self) -> dict:
@@ -382,12 +475,37 @@ class Segment(SegmentData):
             "rows": self.n_rows,
             "rowid_min": int(self.rowids[0]) if self.n_rows else None,
             "rowid_max": int(self.rowids[-1]) if self.n_rows else None,
+            **({"vectors": dict(self.vectors_file)} if self.vectors_file else {}),
             "indexes": {
                 name: {"file": fname, "crc32": crc,
                        "calibration": [list(p) for p in self._calibration(name)]}
                 for name, (fname, crc) in self.index_files.items()
             },
         }
+
+
+def _write_ipc(table: pa.Table, path: str) -> None:
+    """One uncompressed record batch: every column a single buffer, mapped as it is."""
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=max(table.num_rows, 1))
+
+
+def _write_durably(path: str, write: Callable[[str], None]) -> None:
+    """`write(tmp)`, fsync, rename over `path` (the caller fsyncs the directory); a failure
+    (a full disk) leaves no partial file taking space."""
+    tmp = path + ".tmp"
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 @dataclass(frozen=True)

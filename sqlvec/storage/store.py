@@ -6,6 +6,7 @@ Layout of `<data-dir>/<database>/`:
     manifest/manifest-<version>.json   versioned, checksummed (manifest.py)
     wal/<first-lsn>.wal                the write-ahead log (wal.py)
     tables/<table-id>/seg-<id>.parquet sealed segments (segment.py)
+    tables/<table-id>/seg-<id>.vectors.arrow   their vector columns, memory-mapped (segment.py)
     tables/<table-id>/seg-<id>.<index-oid>.<method>   one index file per vector index, in its
                                        access method's format (hnsw.py for `hnsw`)
     tables/<table-id>/seg-<id>.v<manifest-version>.del delete bitmaps (deletes.py)
@@ -26,7 +27,8 @@ Manifest body (format_version 1; features wal-v2, hnsw-per-segment, delete-bitma
       next_segment_id int
       segments       list  Segment.to_meta() + "deletes": {"file", "count"} or null; its
                            "indexes" map index name -> {"file", "crc32", "calibration"}, for
-                           every vector access method alike
+                           every vector access method alike; "vectors" {"file", "bytes",
+                           "crc32"} when it has vector columns (absent in older segments)
 
 Commit pipeline (`Store.commit`): under the commit lock every table `prepare`s its ops (checks and
 reservations) and the record is appended to the WAL; outside the lock the WAL's group commit
@@ -82,7 +84,7 @@ from sqlvec.storage.manifest import (
     ManifestStore,
 )
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
-from sqlvec.storage.segment import Segment
+from sqlvec.storage.segment import Segment, segment_files
 from sqlvec.storage.table import Table, TableSnapshot, UniqueKey
 from sqlvec.storage.vector_index import IndexBuildCancelled
 from sqlvec.storage.wal import (
@@ -407,6 +409,7 @@ class Store(StoreBase):
             store._replay()
             with store._pins.guard():
                 store._collect_garbage()
+            return_free_memory()  # what reading the files and replaying the log left behind
             if store.options.background and start_background:
                 store._start_workers()
             for table in store.tables.values():
@@ -1123,7 +1126,7 @@ class Store(StoreBase):
                 live_tables.add(tid)
                 names = referenced.setdefault(tid, set())
                 for smeta in tmeta["segments"]:
-                    names.add(smeta["file"])
+                    names.update(f["file"] for f in segment_files(smeta))
                     names.update(m["file"] for m in (smeta.get("indexes") or {}).values())
                     if smeta.get("deletes"):
                         names.add(smeta["deletes"]["file"])
@@ -1285,6 +1288,7 @@ class Store(StoreBase):
             build.done = seg.n_rows
             step("calibrating")
             built.calibration = built.calibrate(matrix, valid)
+            seg.release_vector_pages()
             return_free_memory()
             step("saving")
             name = access_methods.file_name(seg.id, index)
@@ -1304,6 +1308,7 @@ class Store(StoreBase):
     def write_segment(self, table: Table, seg: Segment) -> None:
         """Write a new segment's file, protected from garbage collection until released."""
         self._inflight_files.add(Segment.file_name(seg.id))
+        self._inflight_files.add(Segment.vectors_file_name(seg.id))
         try:
             seg.write(table.directory)
         except OSError as exc:
@@ -1316,6 +1321,7 @@ class Store(StoreBase):
         if seg is None:
             return
         self._inflight_files.discard(Segment.file_name(seg.id))
+        self._inflight_files.discard(Segment.vectors_file_name(seg.id))
         for name, _crc in list(seg.index_files.values()):
             self._inflight_files.discard(name)
 
@@ -1589,8 +1595,10 @@ def _by_table(ops: Sequence) -> Sequence[tuple[int, Sequence]]:
 def return_free_memory() -> None:
     """Hand freed heap pages back to the OS after large buffers die (a sealed growing segment,
     a statement that held a lot, connections closed): glibc keeps freed blocks below its mmap
-    threshold in the heap otherwise, and resident memory would stay at the peak."""
+    threshold in the heap otherwise, and Arrow's allocator (mimalloc or jemalloc) its freed
+    pages, and resident memory would stay at the peak."""
     global _malloc_trim
+    pa.default_memory_pool().release_unused()
     if _malloc_trim is None:
         try:
             _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim

@@ -161,6 +161,36 @@ def test_damaged_segment_takes_down_only_its_table_until_restored(data, tmp_path
         assert server.stop() == 0, server.log()
 
 
+def test_damaged_vectors_file_takes_down_only_its_table_until_restored(data, tmp_path):
+    """The segment's memory-mapped vectors file is checked like its Parquet file."""
+    vectors = one(data, "tables/*/seg-*.vectors.arrow")
+    rel = str(vectors.relative_to(data))
+    original = flip(vectors)
+    out = check(data)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f'{rel}: segment vectors file of table "t" is damaged (CRC mismatch)' in out.stdout
+    server = start_server(tmp_path / "s1", data_dir=data)
+    try:
+        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+            assert ids(conn, "u") == U_ROWS
+            error = refused(conn, "SELECT id FROM t ORDER BY v <-> '[1,2,3]' LIMIT 3")
+            assert str(error).startswith(f'could not read table "t": segment vectors file {rel} '
+                                         "is damaged (CRC mismatch)")
+    finally:
+        assert server.stop() == 0, server.log()
+    assert "Traceback" not in server.log()
+    vectors.write_bytes(original)
+    server = start_server(tmp_path / "s2", data_dir=data)
+    try:
+        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+            assert ids(conn, "t") == T_ROWS
+            assert conn.execute("SELECT id, v FROM t ORDER BY v <-> %s::vector LIMIT 1",
+                                (vec(123),)).fetchone()[0] == 123
+            assert str(conn.execute("SELECT v FROM t WHERE id = 45").fetchone()[0]) == vec(45)
+    finally:
+        assert server.stop() == 0, server.log()
+
+
 def test_damaged_delete_bitmap_then_drop_table(data, tmp_path):
     bitmap = one(data, "tables/*/seg-*.del")
     rel = str(bitmap.relative_to(data))

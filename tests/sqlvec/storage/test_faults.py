@@ -166,6 +166,36 @@ def test_full_disk_while_sealing_keeps_the_rows_and_the_seal_is_retried(tmp_path
         check_rows(db, set(range(200)))
 
 
+def test_full_disk_while_writing_the_vectors_file_leaves_no_file(tmp_path, monkeypatch):
+    """The segment's second file (its vectors, memory-mapped by readers) fails alone: no file
+    of the segment is left behind, the rows stay, and the retried seal writes both."""
+    import pyarrow as pa
+
+    real_new_file = pa.ipc.new_file
+    full = {"on": True}
+
+    def new_file(*args, **kwargs):
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_new_file(*args, **kwargs)
+
+    monkeypatch.setattr(pa.ipc, "new_file", new_file)
+    opts = StoreOptions(background=False, seal_rows=1000)
+    with Database.open(str(tmp_path), options=opts) as db:
+        t = db.create_table("t", COLUMNS, primary_key=["id"])
+        t.insert(rows(range(50)))
+        with pytest.raises(DiskFull, match="could not write"):
+            t.seal()
+        assert not list(tmp_path.glob("postgres/tables/*/seg-*"))
+        check_rows(db, set(range(50)))
+        full["on"] = False
+        t.seal()
+        names = sorted(p.name for p in tmp_path.glob("postgres/tables/*/seg-*"))
+        assert names == ["seg-00000001.parquet", "seg-00000001.vectors.arrow"]
+    with Database.open(str(tmp_path)) as db:
+        check_rows(db, set(range(50)))
+
+
 def test_full_disk_during_compaction_keeps_the_old_segments(tmp_path, monkeypatch):
     opts = StoreOptions(background=False, compaction=CompactionPolicy(min_merge=2))
     with Database.open(str(tmp_path), options=opts) as db:

@@ -135,6 +135,48 @@ def physical_table(n: int, start: int = 0) -> pa.Table:
     })
 
 
+def mapped_from(path: str) -> list[tuple[int, int]]:
+    """The address ranges of this process's mappings of `path` (/proc/self/maps)."""
+    ranges = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 6 and fields[5] == os.path.realpath(path):
+                lo, hi = (int(x, 16) for x in fields[0].split("-"))
+                ranges.append((lo, hi))
+    return ranges
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
+def test_segment_vectors_are_the_files_pages_not_a_copy(tmp_path):
+    """After writing, and after opening, a segment's vectors are read from its memory-mapped
+    vectors file: no anonymous copy beside the one an HNSW graph holds, and pages that forked
+    workers share."""
+    n, dim = 20_000, 64
+    vec = np.random.default_rng(3).standard_normal((n, dim)).astype(np.float32)
+    data = pa.table({ROWID: pa.array(np.arange(n, dtype=np.int64)),
+                     "c1": pa.array(np.arange(n, dtype=np.int32)),
+                     "c2": pa.FixedSizeListArray.from_arrays(pa.array(vec.reshape(-1)), dim)})
+    seg = Segment(1, data, None)
+    seg.vectors("c2", dim)  # a cached view of the in-memory column must not outlive the write
+    seg.write(str(tmp_path))
+    path = str(tmp_path / seg.to_meta()["vectors"]["file"])
+    before = pa.total_allocated_bytes()
+    back = Segment.open(str(tmp_path), seg.to_meta())
+    assert pa.total_allocated_bytes() - before < vec.nbytes // 10
+    assert back.table.column_names == data.column_names and back.table.equals(data)
+    for opened in (seg, back):
+        matrix, valid = opened.vectors("c2", dim)
+        assert valid is None
+        np.testing.assert_array_equal(matrix, vec)
+        address = matrix.__array_interface__["data"][0]
+        assert any(lo <= address < hi for lo, hi in mapped_from(path))
+        # Dropping the pages from the process (after an index build read them all) loses
+        # nothing: they are mapped back from the file on the next read.
+        opened.release_vector_pages()
+        np.testing.assert_array_equal(opened.vectors("c2", dim)[0], vec)
+
+
 def test_segment_write_and_open_round_trip(tmp_path):
     data = physical_table(500, start=1000)
     seg = Segment(4, data, None)
@@ -146,8 +188,13 @@ def test_segment_write_and_open_round_trip(tmp_path):
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
     back = Segment.open(str(tmp_path), meta)
     assert back.table.equals(data)
-    # An open format: plain pyarrow reads it with no help from us.
+    # An open format: plain pyarrow reads it with no help from us; the vector column is also in
+    # the Arrow IPC file beside it (what the server maps).
     assert pq.read_table(seg.path).equals(data)
+    assert meta["vectors"]["file"] == Segment.vectors_file_name(4)
+    vectors = pa.ipc.open_file(str(tmp_path / meta["vectors"]["file"])).read_all()
+    assert vectors.column_names == ["c3"] and vectors.column("c3").equals(data.column("c3"))
+    assert seg.table.equals(data)
     assert back.stats("c2") == (-7, 499 * 3 - 7)
     assert back.stats("c1") == (min(v for v in data.column("c1").to_pylist() if v),
                                 max(v for v in data.column("c1").to_pylist() if v))

@@ -1,0 +1,241 @@
+"""Server memory after load and after a restart, against raw hnswlib's index of the same vectors.
+
+    python -m benchmarks memory --data-dir DIR [DIR ...] [--rows 1000000] [--dim 128]
+        [--workers 0 2] [--rounds 1] [--code CHECKOUT ...] [--filtered-queries 20]
+
+When a DIR is empty: starts `python -m wire serve --workers 0` (of its checkout) on it, creates
+the suite's table (`items`: id, category, price, tag, embedding), loads the suite's dataset with
+COPY binary, runs CREATE INDEX ... USING hnsw (m = 16, ef_construction = 64) and measures the
+server ("after load"). Then, per round, per checkout (`--code`; with one DIR per checkout, each
+on its own files, since versions may write different files) and per worker count, it restarts
+the server (loading from files: the steady state users see), runs 4 top-10 searches on 4
+connections and measures; then times filtered searches (FILTERED: exact over 0.1% of the rows,
+through the graph at 1%, a forced exact scan of 10%) and measures once more. Memory is the sum
+over the server and all its descendants of Pss (/proc/PID/smaps_rollup; pages shared between
+forked processes counted once), split into anonymous and file-backed pages, and of Rss.
+Raw hnswlib builds the same vectors with the same M / ef_construction in a child process; the
+size of its saved index (raw vector bytes + graph bytes) is the denominator of the ratios (its
+resident growth during `add_items`, which adds the label map and allocator overhead, is
+printed beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from benchmarks.workers import memory, processes
+
+
+def start(code: str, path: str, workers: int) -> tuple[subprocess.Popen, int]:
+    env = {**os.environ, "PYTHONPATH": code}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "wire", "serve", "--data-dir", path, "--port", "0",
+         "--workers", str(workers)], cwd=code, env=env, stderr=subprocess.PIPE, text=True)
+    assert server.stderr is not None
+    for line in server.stderr:
+        m = re.search(r"listening on \S+:(\d+)", line)
+        if m:
+            import threading
+
+            threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()
+            return server, int(m.group(1))
+    raise SystemExit(f"the server did not start (status {server.wait()})")
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.send_signal(signal.SIGTERM)
+    server.wait(300)
+
+
+def connect(port: int):
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    conn = psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres",
+                           autocommit=True)
+    register_vector(conn)
+    return conn
+
+
+def load(code: str, path: str, rows: int, dim: int, m: int, efc: int) -> dict:
+    from benchmarks.suite import build_index, ingest, make_dataset
+
+    ds = make_dataset(rows, dim, 10)
+    server, port = start(code, path, 0)
+    try:
+        conn = connect(port)
+        copy_rate = ingest(conn, ds, "items", "binary")
+        build_s = build_index(conn, "items", m, efc)
+        del ds
+        searches(port, dim)
+        count, pss, rss = memory(server.pid)
+        conn.close()
+    finally:
+        stop(server)
+    return {"copy_rows_per_s": copy_rate, "build_s": build_s, "processes": count,
+            "pss_mb": pss, "rss_mb": rss}
+
+
+def searches(port: int, dim: int) -> None:
+    query = np.full(dim, 0.1, dtype=np.float32)
+    conns = [connect(port) for _ in range(4)]
+    for conn in conns:
+        conn.execute("SELECT id FROM items ORDER BY embedding <-> %s LIMIT 10", (query,)).fetchall()
+        conn.close()
+
+
+# Filtered searches timed after a restart: (name, SET before, condition). 0.1% is answered
+# exactly over its candidates (brute force over the filtered rows); 1% through the graph; the
+# last is a forced exact scan of 10% of the rows.
+FILTERED = (
+    ("0.1% exact", None, "category = 3"),
+    ("1% graph", None, "price < 10"),
+    ("10% forced exact", "SET sqlvec.exact = on", "category = 1"),
+)
+
+
+def filtered(port: int, dim: int, count: int) -> dict[str, float]:
+    """Median milliseconds of each filtered search (the first query of each included)."""
+    rng = np.random.default_rng(5)
+    out = {}
+    for name, setting, condition in FILTERED:
+        conn = connect(port)
+        if setting:
+            conn.execute(setting)
+        times = []
+        for _ in range(count):
+            q = rng.standard_normal(dim).astype(np.float32)
+            t = time.perf_counter()
+            conn.execute(f"SELECT id FROM items WHERE {condition} ORDER BY embedding <-> %s "
+                         "LIMIT 10", (q,)).fetchall()
+            times.append(time.perf_counter() - t)
+        conn.close()
+        out[name] = float(np.median(times)) * 1000
+    return out
+
+
+def breakdown(root: int) -> dict[str, float]:
+    """Pss, its anonymous and file-backed parts, and Rss (MiB) of `root` and descendants:
+    file-backed pages (the mapped vectors files, libraries) are shared and reclaimable."""
+    out = {"pss": 0.0, "anon": 0.0, "file": 0.0, "rss": 0.0}
+    keys = {"pss": "Pss", "anon": "Pss_Anon", "file": "Pss_File", "rss": "Rss"}
+    for pid in processes(root):
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            text = f.read()
+        for key, field in keys.items():
+            m = re.search(rf"^{field}:\s+(\d+)", text, re.MULTILINE)
+            out[key] += int(m.group(1)) / 1024 if m else 0.0
+    return out
+
+
+def restart(code: str, path: str, workers: int, dim: int, filtered_count: int) -> dict:
+    started = time.monotonic()
+    server, port = start(code, path, workers)
+    try:
+        searches(port, dim)
+        start_s = time.monotonic() - started
+        count = len(processes(server.pid))
+        steady = breakdown(server.pid)
+        times = filtered(port, dim, filtered_count) if filtered_count else {}
+        after = breakdown(server.pid)
+    finally:
+        stop(server)
+    return {"workers": workers, "start_s": start_s, "processes": count, "steady": steady,
+            "filtered_ms": times, "after": after}
+
+
+def hnswlib_side(rows: int, dim: int, m: int, efc: int) -> dict:
+    import tempfile
+
+    import hnswlib
+
+    from benchmarks.datasets import Clustered
+
+    def resident() -> int:
+        with open("/proc/self/smaps_rollup") as f:
+            return int(re.search(r"^Rss:\s+(\d+)", f.read(), re.MULTILINE).group(1)) * 1024
+
+    # The suite's vectors (make_dataset's generator and chunking), without its other columns.
+    vectors = np.concatenate(list(Clustered(rows, dim, clusters=1000, seed=42).chunks(50_000)))
+    index = hnswlib.Index(space="l2", dim=dim)
+    before = resident()
+    index.init_index(max_elements=rows, M=m, ef_construction=efc)
+    index.add_items(vectors, np.arange(rows))
+    grown = resident() - before
+    with tempfile.TemporaryDirectory() as tmp:
+        index.save_index(os.path.join(tmp, "index.bin"))
+        file_bytes = os.path.getsize(os.path.join(tmp, "index.bin"))
+    return {"vector_bytes": vectors.nbytes, "index_bytes": grown, "file_bytes": file_bytes}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks memory", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", required=True, nargs="+",
+                        help="one, or one per --code (each loaded first when empty)")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--m", type=int, default=16)
+    parser.add_argument("--ef-construction", type=int, default=64)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--code", nargs="+", default=[os.getcwd()],
+                        help="checkouts whose server is started (default: this one)")
+    parser.add_argument("--filtered-queries", type=int, default=20)
+    parser.add_argument("--skip-hnswlib", action="store_true")
+    parser.add_argument("--side", choices=["hnswlib"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.side:
+        print(json.dumps(hnswlib_side(args.rows, args.dim, args.m, args.ef_construction)))
+        return 0
+    codes = [os.path.abspath(c) for c in args.code]
+    dirs = args.data_dir * len(codes) if len(args.data_dir) == 1 else args.data_dir
+    if len(dirs) != len(codes):
+        parser.error("give one --data-dir, or one per --code")
+    limit = None
+    if not args.skip_hnswlib:
+        out = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--side", "hnswlib",
+                              *argv], check=True, capture_output=True, text=True)
+        raw = json.loads(out.stdout.strip().splitlines()[-1])
+        # The target's denominator: raw vector bytes + graph bytes, as hnswlib saves them.
+        limit = raw["file_bytes"] / 2**20
+        print(f"raw hnswlib: vectors {raw['vector_bytes'] / 2**20:,.0f} MiB; vectors + graph "
+              f"{limit:,.0f} MiB (the denominator); its process holds "
+              f"{raw['index_bytes'] / 2**20:,.0f} MiB for them", flush=True)
+    ratio = (lambda mb: f"{mb / limit:.2f}") if limit else (lambda mb: "—")
+    for code, path in zip(codes, dirs):
+        if not os.path.isdir(path) or not os.listdir(path):
+            os.makedirs(path, exist_ok=True)
+            r = load(code, path, args.rows, args.dim, args.m, args.ef_construction)
+            print(f"load ({os.path.basename(code)}): COPY binary {r['copy_rows_per_s']:,.0f} "
+                  f"rows/s; CREATE INDEX {r['build_s']:.1f} s; after load Pss "
+                  f"{r['pss_mb']:,.0f} MiB (ratio {ratio(r['pss_mb'])}), Rss {r['rss_mb']:,.0f} "
+                  "MiB", flush=True)
+    names = [name for name, _, _ in FILTERED]
+    print("| code | workers | processes | start (s) | Pss MiB (anon + file) | Rss MiB | Pss / raw "
+          "| " + " | ".join(f"{n} ms" for n in names) + " | Pss after them (anon + file) |")
+    print("|---" * (8 + len(names)) + "|")
+    for _ in range(args.rounds):
+        for code, path in zip(codes, dirs):
+            for workers in args.workers:
+                r = restart(code, path, workers, args.dim, args.filtered_queries)
+                s, a = r["steady"], r["after"]
+                times = " | ".join(f"{r['filtered_ms'].get(n, float('nan')):.1f}" for n in names)
+                print(f"| {os.path.basename(code)} | {workers} | {r['processes']} | "
+                      f"{r['start_s']:.1f} | {s['pss']:,.0f} ({s['anon']:,.0f} + "
+                      f"{s['file']:,.0f}) | {s['rss']:,.0f} | {ratio(s['pss'])} | {times} | "
+                      f"{a['pss']:,.0f} ({a['anon']:,.0f} + {a['file']:,.0f}) |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
