@@ -32,23 +32,7 @@ import time
 
 import numpy as np
 
-from benchmarks.workers import memory, processes
-
-
-def start(code: str, path: str, workers: int) -> tuple[subprocess.Popen, int]:
-    env = {**os.environ, "PYTHONPATH": code}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "wire", "serve", "--data-dir", path, "--port", "0",
-         "--workers", str(workers)], cwd=code, env=env, stderr=subprocess.PIPE, text=True)
-    assert server.stderr is not None
-    for line in server.stderr:
-        m = re.search(r"listening on \S+:(\d+)", line)
-        if m:
-            import threading
-
-            threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()
-            return server, int(m.group(1))
-    raise SystemExit(f"the server did not start (status {server.wait()})")
+from benchmarks.workers import memory, processes, start
 
 
 def stop(server: subprocess.Popen) -> None:

@@ -26,16 +26,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
 
+from benchmarks.suite import sqlvec_server
 from benchmarks.wire_overhead import RawClient
 from benchmarks.wire_profile import prepared_round_trip
 
@@ -56,38 +54,6 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
         ran += int(fields[0])
         waited += int(fields[1])
     return ran / 1e9, waited / 1e9
-
-
-@contextlib.contextmanager
-def sqlvec_checkout(checkout: str, data_dir: str):
-    """`python -m sqlvec serve` with `checkout` first on the path; yields (dsn, pid)."""
-    checkout = os.path.abspath(checkout)
-    env = {**os.environ, "PYTHONPATH": checkout}
-    # Started in the checkout: `python -m` puts the working directory first on the path.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sqlvec", "serve", "--data-dir", os.path.abspath(data_dir),
-         "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        cwd=checkout)
-    port, lines, deadline = None, [], time.time() + 60
-    while time.time() < deadline and port is None:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        if not line:
-            break
-        lines.append(line)
-        match = re.search(r"127\.0\.0\.1:(\d+)", line)
-        port = int(match.group(1)) if match else None
-    if port is None:
-        proc.kill()
-        raise RuntimeError("sqlvec server did not start:\n" + "".join(lines))
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres", proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def backend_pid(raw: RawClient) -> int:
@@ -200,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             targets = []
             for i, checkout in enumerate(checkouts):
-                dsn, pid = stack.enter_context(sqlvec_checkout(checkout, f"{tmp}/{i}"))
+                dsn, pid = stack.enter_context(sqlvec_server(f"{tmp}/{i}", checkout))
                 label = f"sqlvec ({os.path.basename(os.path.abspath(checkout))})" if len(checkouts) > 1 else "sqlvec"
                 targets.append(stack.enter_context(contextlib.closing(Target(label, dsn, pid))))
             if args.pgserver:

@@ -92,14 +92,21 @@ def refused(conn: psycopg.Connection, sql: str) -> psycopg.errors.DataCorrupted:
     return info.value
 
 
-def test_damaged_segment_takes_down_only_its_table_until_restored(data, tmp_path):
-    segment = one(data, "tables/*/seg-*.parquet")
-    rel = str(segment.relative_to(data))
-    original = flip(segment)
+def damaged(data: Path, pattern: str, kind: str) -> tuple[Path, str, bytes]:
+    """Flip a byte of the one file matching `pattern`: `sqlvec check` names it as the only
+    damaged file. Returns the file, its path in the directory and its original bytes."""
+    path = one(data, pattern)
+    rel = str(path.relative_to(data))
+    original = flip(path)
     out = check(data)
     assert out.returncode == 1, out.stdout + out.stderr
-    assert f'{rel}: segment file of table "t" is damaged (CRC mismatch)' in out.stdout
+    assert f'{rel}: {kind} of table "t" is damaged (CRC mismatch)' in out.stdout
     assert out.stdout.splitlines()[-1].endswith(": 1 damaged")
+    return path, rel, original
+
+
+def test_damaged_segment_takes_down_only_its_table_until_restored(data, tmp_path):
+    segment, rel, original = damaged(data, "tables/*/seg-*.parquet", "segment file")
 
     server = start_server(tmp_path / "s1", data_dir=data)
     u_rows = set(U_ROWS)
@@ -163,12 +170,8 @@ def test_damaged_segment_takes_down_only_its_table_until_restored(data, tmp_path
 
 def test_damaged_vectors_file_takes_down_only_its_table_until_restored(data, tmp_path):
     """The segment's memory-mapped vectors file is checked like its Parquet file."""
-    vectors = one(data, "tables/*/seg-*.vectors.arrow")
-    rel = str(vectors.relative_to(data))
-    original = flip(vectors)
-    out = check(data)
-    assert out.returncode == 1, out.stdout + out.stderr
-    assert f'{rel}: segment vectors file of table "t" is damaged (CRC mismatch)' in out.stdout
+    vectors, rel, original = damaged(data, "tables/*/seg-*.vectors.arrow",
+                                     "segment vectors file")
     server = start_server(tmp_path / "s1", data_dir=data)
     try:
         with psycopg.connect(server.conninfo(), autocommit=True) as conn:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 from sqlglot import exp
 
-from sqlvec.database import Database
 from sqlvec.errors import SqlVecError
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.dml import bound_write, write_compiler
@@ -52,14 +51,8 @@ WRITES = [
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    db = Database.open(str(tmp_path_factory.mktemp("writes") / "data"))
-    s = db.connect()
-    for statement in SCHEMA:
-        s.execute_one(statement)
-    yield s
-    s.close()
-    db.close()
+def session(schema_session):
+    return schema_session
 
 
 def test_every_write_form_answers_from_its_bound_expressions(session):

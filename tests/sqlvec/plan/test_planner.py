@@ -13,7 +13,6 @@ import re
 import pytest
 from sqlglot import exp
 
-from sqlvec.database import Database
 from sqlvec.errors import SqlVecError
 from sqlvec.plan import nodes as n
 from sqlvec.plan.planner import PlanContext, Planner
@@ -30,14 +29,8 @@ SCHEMA = [
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    db = Database.open(str(tmp_path_factory.mktemp("plan") / "data"))
-    s = db.connect()
-    for statement in SCHEMA:
-        s.execute_one(statement)
-    yield s
-    s.close()
-    db.close()
+def session(schema_session):
+    return schema_session
 
 
 def rows(session, sql: str) -> list[tuple]:
