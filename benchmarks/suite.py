@@ -363,7 +363,8 @@ def run(args: argparse.Namespace) -> dict:
         "params": {"rows": ds.n, "dim": ds.vectors.shape[1], "dataset": args.dataset,
                    "metric": metric, "queries": args.queries, "m": args.m,
                    "ef_construction": efcs, "efs": list(EFS), "k": K},
-        "target": args.dsn or ("sqlvec" + (f" --workers {args.workers}" if args.workers else "")),
+        "target": args.dsn or ("sqlvec" + (f" --workers {args.workers}"
+                                              if args.workers is not None else "")),
     }
     tmp = tempfile.mkdtemp(prefix="sqlvec-suite-")
     server = contextlib.nullcontext((args.dsn, None)) if args.dsn else sqlvec_server(tmp)
@@ -560,15 +561,16 @@ def parser() -> argparse.ArgumentParser:
                         "loopback TCP, as sqlvec), and write both reports and a side-by-side "
                         "comparison.md")
     p.add_argument("--skip-text-copy", action="store_true")
-    p.add_argument("--workers", type=int, default=0,
-                   help="serve --workers N for the sqlvec server started (default 0)")
+    p.add_argument("--workers", default=None, metavar="N",
+                   help="serve --workers N (or auto) for the sqlvec server started "
+                        "(default: the server's own default, one worker per core)")
     p.add_argument("--out", default=None, help="output directory")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.workers:
+    if args.workers is not None:
         SERVER_ARGS[:] = ["--workers", str(args.workers)]
     out = args.out or os.path.join(os.path.dirname(__file__), "results",
                                    dt.datetime.now().strftime("%Y%m%d-%H%M%S"))

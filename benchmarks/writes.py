@@ -461,10 +461,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--baseline", default=None, metavar="CHECKOUT",
                         help="also run the sqlvec of this checkout (a directory holding its "
                              "sqlvec package) in the same rounds: before and after a change")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="serve --workers N for the sqlvec server (default 0)")
+    parser.add_argument("--workers", default=None, metavar="N",
+                        help="serve --workers N (or auto) for the sqlvec server (default: the "
+                             "server's own, one worker per core)")
     args = parser.parse_args(argv)
-    if args.workers:
+    if args.workers is not None:
         from benchmarks import suite
 
         suite.SERVER_ARGS[:] = ["--workers", str(args.workers)]
