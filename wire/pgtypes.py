@@ -30,6 +30,7 @@ import datetime as dt
 import decimal
 import struct
 import uuid
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -204,26 +205,22 @@ def _short_encoder(name: str, fmt: int, typ: pa.DataType):
     return None
 
 
-def _python_int_text_cells(values: list) -> list[bytes]:
-    out = []
-    for v in values:
-        if v is None:
-            out.append(NULL_CELL)
-        else:
-            raw = str(v).encode()
-            out.append(_LENGTH.pack(len(raw)) + raw)
-    return out
+def _text_cells(text: Callable[[object], str]) -> Callable[[list], list[bytes]]:
+    """Length-prefixed UTF-8 cells of Python values written as `text(value)`; NULL for None."""
+    def cells(values: list) -> list[bytes]:
+        out = []
+        for v in values:
+            if v is None:
+                out.append(NULL_CELL)
+            else:
+                raw = text(v).encode()
+                out.append(_LENGTH.pack(len(raw)) + raw)
+        return out
+    return cells
 
 
-def _python_string_cells(values: list) -> list[bytes]:
-    out = []
-    for v in values:
-        if v is None:
-            out.append(NULL_CELL)
-        else:
-            raw = v.encode()
-            out.append(_LENGTH.pack(len(raw)) + raw)
-    return out
+_python_int_text_cells = _text_cells(str)
+_python_string_cells = _text_cells(lambda v: v)
 
 
 def _binary_bool_cells(values: list) -> list[bytes]:
