@@ -134,10 +134,10 @@ def test_offset_alias_and_position_forms(env):
     try:
         by_alias = s.execute_one("SELECT id, emb <-> $1 AS dist FROM items ORDER BY dist "
                                  "LIMIT 5 OFFSET 3", [q.tolist()]).rows()
+        by_position = s.execute_one("SELECT id, l2_distance(emb, $1) FROM items "
+                                    "ORDER BY 2, id LIMIT 8", [q.tolist()]).rows()
     finally:
         s.execute_one("RESET hnsw.ef_search")
-    by_position = s.execute_one("SELECT id, l2_distance(emb, $1) FROM items ORDER BY 2, id "
-                                "LIMIT 8", [q.tolist()]).rows()
     assert [r[0] for r in by_alias] == expected[3:8].tolist()
     assert [r[0] for r in by_position] == expected[:8].tolist()
 
