@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -372,6 +373,37 @@ class SocketStream:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send all of `data`; a blocking socket makes this the backpressure of a slow client."""
         self.sock.sendall(data)
+
+
+LINGER_SECONDS = 1.0  # a closing connection waits at most this long for its client to close
+LINGER_BYTES = 1 << 20  # ... and reads at most this much of what the client still sends
+
+
+def linger_close(sock: socket.socket, seconds: float = LINGER_SECONDS,
+                 limit: int = LINGER_BYTES) -> None:
+    """Close after the client has had the chance to read our last words (a FATAL error).
+
+    Closing a TCP socket with unread input makes the kernel send a reset, and the client may
+    then lose the error it was about to read. So: send the end of the stream (our last bytes
+    went before it), read and discard what the client still sends until it closes too, at
+    most `seconds` and `limit` bytes, then close. A read side already shut down (server
+    shutdown, the authentication timeout) ends the wait as soon as the input is drained."""
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_WR)  # (a TLS socket's raw bytes: discarded)
+        deadline = time.monotonic() + seconds
+        while limit > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            sock.settimeout(left)
+            data = socket.socket.recv(sock, min(limit, 1 << 16))
+            if not data:
+                break
+            limit -= len(data)
+    except OSError:
+        pass  # gone already, or silent until the deadline
+    finally:
+        sock.close()
 
 
 def concat_binary(array: pa.Array) -> bytes:

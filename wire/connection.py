@@ -65,6 +65,7 @@ from wire.codec import (
     SESSION_RECV_SIZE,
     STARTUP_RECV_SIZE,
     SocketStream,
+    linger_close,
     read_header,
     read_message,
     read_startup,
@@ -304,6 +305,7 @@ class Connection:
         self.deadline = time.monotonic() + server.limits.authentication_timeout
         self._lock = threading.Lock()  # orders `reading` against `stop`
         self._out = bytearray()
+        self._last_words = False  # a FATAL error was sent: the client must get to read it
         self._digits = ("1", 1)  # extra_float_digits: the setting's text, its value
         self._types: tuple[list[ResultColumn], list[SqlType], bool] | None = None
 
@@ -379,7 +381,10 @@ class Connection:
             except Exception:  # closing must not raise on the way out
                 log.exception("closing session failed")
         try:
-            self.sock.close()
+            if self._last_words and self.sock.family != socket.AF_UNIX:
+                linger_close(self.sock)  # a TCP reset could overtake the FATAL error
+            else:
+                self.sock.close()
         except Exception:  # the socket may already be gone
             pass
 
@@ -391,6 +396,7 @@ class Connection:
             self.sock.settimeout(1.0)
             self.send(response)
             self.flush()
+            self._last_words = True
         except Exception:  # best effort: the peer may be gone
             pass
 

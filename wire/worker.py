@@ -23,6 +23,10 @@ A statement parsed here and then needed by the primary (say, Bind inside a trans
 is parsed there first, the ParseComplete it earns never reaching the client.
 
 TLS connections and cancel requests are relayed byte for byte: the primary serves them whole.
+
+When the primary ends a connection (a FATAL error, say), everything it sent reaches the client,
+then the end of the stream; the client socket is closed once the client closes too (or after
+`LINGER_SECONDS`), its unread input drained, so no reset overtakes the error (`linger_close`).
 """
 
 from __future__ import annotations
@@ -51,11 +55,13 @@ from sqlvec.database import (
 from sqlvec.errors import SqlVecError
 from sqlvec.stack import start_engine_thread
 from wire.codec import (
+    LINGER_SECONDS,
     MAX_MESSAGE_SIZE,
     SESSION_RECV_SIZE,
     STARTUP_RECV_SIZE,
     SocketStream,
     frame,
+    linger_close,
 )
 from wire.connection import GONE, SEND_BUFFER, Connection, ConnectionState
 from wire.messages import (
@@ -384,6 +390,12 @@ class Relay:
         self.started = 0.0
         self.reported = False  # the primary was told it runs (pg_stat_activity)
         self.ulock = threading.Lock()  # one writer to the primary at a time
+        self.pumping = False  # `_pump` reads the primary (from the end of the startup)
+        # Set while no thread relays the primary's output to the client (it all went out).
+        self.relayed = threading.Event()
+        self.relayed.set()
+        self.ended = threading.Event()  # `_end` began: the client socket is about to close
+        self.closing = threading.Lock()  # a shutdown of the client socket, or its close
 
     # Life ------------------------------------------------------------------------------------
 
@@ -400,12 +412,21 @@ class Relay:
             self._end()
 
     def _end(self) -> None:
+        """Let the primary see the client's end, let the client read what the primary sent
+        last (a FATAL error), then close the client socket without a reset."""
         self.worker.forget(self)
-        for sock in (self.upstream, self.client):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self.ended.set()
+        try:
+            self.upstream.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.relayed.wait(LINGER_SECONDS)
+        try:
+            self.upstream.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        with self.closing:
+            linger_close(self.client)
         local, self.local = self.local, None
         if local is not None and local.session is not None:
             try:
@@ -426,6 +447,23 @@ class Relay:
             self.upstream.sendall(frame(ACTIVITY_MESSAGE, json.dumps({"query": query}).encode()))
         except OSError:
             pass
+
+    def _primary_ended(self) -> None:
+        """The primary ended the connection and what it sent went out: the client reads the
+        end of the stream next. A client that does not close within LINGER_SECONDS has its
+        reads here ended too, so the relay ends (`_end` drains and closes)."""
+        self._shut_client(socket.SHUT_WR)
+        self.relayed.set()
+        if not self.ended.wait(LINGER_SECONDS):
+            self._shut_client(socket.SHUT_RD)
+
+    def _shut_client(self, how: int) -> None:
+        with self.closing:
+            if self.client.fileno() >= 0:  # (not closed by `_end` already)
+                try:
+                    self.client.shutdown(how)
+                except OSError:
+                    pass
 
     def cancel(self) -> None:
         """A cancel request for this client: interrupt the read running here, if any."""
@@ -475,6 +513,8 @@ class Relay:
                 self.pending = 1  # the ReadyForQuery that ends authentication
                 self.upstream.sendall(raw)
                 self.stream.grow(SESSION_RECV_SIZE)
+                self.pumping = True
+                self.relayed.clear()
                 start_engine_thread(self._pump, name="sqlvec-worker-pump")
                 return True
             if type(packet).__name__ in ("SSLRequest", "GSSENCRequest") \
@@ -494,15 +534,20 @@ class Relay:
         return False
 
     def _blind(self, first: bytes) -> None:
-        """Relay bytes both ways until either side closes."""
+        """Relay bytes both ways until either side closes. The primary's way is the pump's
+        once it runs: one reader of the primary, or its last words could be lost."""
         pending = first + (bytes(self.stream.read_exactly(self.stream.buffered))
                            if self.stream.buffered else b"")
         if pending:
             self.upstream.sendall(pending)
-        thread = threading.Thread(target=_pipe, args=(self.upstream, self.client), daemon=True)
-        thread.start()
+        if not self.pumping:
+            self.relayed.clear()
+            threading.Thread(target=self._relay_blind, daemon=True).start()
         _pipe(self.client, self.upstream)
-        thread.join()
+
+    def _relay_blind(self) -> None:
+        _pipe(self.upstream, self.client)
+        self._primary_ended()
 
     # Client to primary (or answered here) --------------------------------------------------------
 
@@ -887,10 +932,7 @@ class Relay:
         except OSError:
             pass
         finally:
-            try:
-                self.client.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self._primary_ended()
 
 
 def _text_of(messages: list[Message], local: LocalConnection) -> str:

@@ -43,6 +43,24 @@ def test_oversized_message_is_refused(server, witness):
     assert_serving(server, witness)
 
 
+@pytest.mark.parametrize("workers", ["2", "0"])
+def test_the_fatal_error_outruns_unread_input(start, workers):
+    """A client still sending when refused reads the FATAL error, then the end of the stream:
+    the server drains what it will not read before closing, as closing with unread input
+    resets the connection and the reset can overtake the error. With workers, the worker
+    relays the primary's last words before it closes."""
+    server = start("--workers", workers)
+    for _ in range(50):
+        client = RawClient(server).ready()
+        client.send(b"Q" + struct.pack("!i", 2**31 - 1) + b"x" * 100_000)
+        (error,) = errors_in(client.messages(until=b"E"))
+        assert error.get("C") == "08P01" and error.get("S") == "FATAL"
+        assert client.closed()  # the end of the stream, not a reset
+        client.close()
+    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+        assert conn.execute("SELECT 'still here'").fetchone() == ("still here",)
+
+
 def test_oversized_startup_packet_is_refused(server, witness):
     client = RawClient(server)
     client.send(struct.pack("!ii", 20_000, 3 << 16) + b"user\0x\0" * 100)
