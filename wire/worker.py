@@ -643,7 +643,7 @@ class Relay:
                         self.local_names.pop(message.name, None)
                         self.shared.discard(message.name)
                 return
-        self._forward(batch)
+        self._forward(batch, messages)
 
     def _answerable(self, messages: list[Message]) -> bool:
         names = set(self.local_names)
@@ -770,11 +770,13 @@ class Relay:
         local.finish()
         return True
 
-    def _forward(self, batch: list[tuple[bytes, bytes]]) -> None:
+    def _forward(self, batch: list[tuple[bytes, bytes]],
+                 decoded: list[Message] | None = None) -> None:
         """Send messages to the primary, parsing there first the statements of this worker
         they name (their ParseCompletes are dropped by the pump). A read-only statement the
         client prepares there is prepared here too, so its later executions outside a
-        transaction block can still be answered here."""
+        transaction block can still be answered here. `decoded`: the batch's messages, when
+        the round trip decoded them already."""
         out = bytearray()
         injected = syncs = 0
         local = self.local
@@ -795,13 +797,15 @@ class Relay:
             with self.lock:
                 self.swallow.append(-1)
         mirror: list[tuple[bytes, Parse]] = []
-        for type_byte, body in batch:
+        for i, (type_byte, body) in enumerate(batch):
             if type_byte in (b"P", b"B", b"D", b"C"):
-                try:
-                    message = decode_frontend(type_byte, body)
-                except SqlVecError:
-                    out += frame(type_byte, body)
-                    continue
+                message = decoded[i] if decoded is not None else None
+                if message is None:
+                    try:
+                        message = decode_frontend(type_byte, body)
+                    except SqlVecError:
+                        out += frame(type_byte, body)
+                        continue
                 name = message.statement if isinstance(message, Bind) else message.name
                 if isinstance(message, (Describe, Close)) and message.kind != "S":
                     name = None
