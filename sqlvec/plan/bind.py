@@ -72,9 +72,9 @@ def _bind_in_place(copy: exp.Expression, scope: Scope) -> None:
 
 def _bind_subplan(sub: SubPlan, scope: Scope) -> None:
     """A subquery's plan bound with `scope` as its outer scope; its keyed form too when that
-    binds (the keyed plan groups by its keys, which may make a name ambiguous there): without
-    it the subquery runs per outer value, as the executor falls back to when the keyed form
-    does not apply."""
+    binds (a reference found by name rather than by its field may fail there): without it the
+    subquery runs per outer value, as the executor falls back to when the keyed form does not
+    apply."""
     sub.set("plan", bind_plan(sub.args["plan"], scope))
     if sub.args.get("keyed") is None:
         return

@@ -92,6 +92,38 @@ class PlanContext:
         return f"__{prefix}{next(self.counter)}"
 
 
+@dataclass
+class Output:
+    """A query block's select list as planned: its expressions (the visible ones, then the
+    hidden ORDER BY ones), their names, which positions ORDER BY sorts on, DISTINCT (ON
+    positions)."""
+
+    exprs: list[exp.Expression]
+    names: list[str]
+    visible: int
+    sorted_by: list[tuple[exp.Ordered, int]]
+    distinct: bool = False
+    on: tuple[int, ...] | None = None
+
+    def copy(self) -> Output:
+        """The same select list in new expression nodes (for another plan of the block)."""
+        return replace(self, exprs=[e.copy() for e in self.exprs])
+
+
+@dataclass
+class SelectSteps:
+    """A query block planned up to its select list (`Planner._select_steps`): the FROM tree,
+    the planned WHERE conjuncts, the FROM tree with them placed, the aggregate node if any,
+    the input of the select list, and the select list."""
+
+    from_node: n.PlanNode
+    where: list[exp.Expression]
+    filtered: n.PlanNode
+    aggregate: n.Aggregate | None
+    below_output: n.PlanNode
+    output: Output
+
+
 class Planner:
     """Turns one bound SELECT (or a write's source query) into a tree of plan nodes; one instance
     per statement, sharing its PlanContext with subqueries."""
@@ -146,18 +178,29 @@ class Planner:
     # SELECT -------------------------------------------------------------------------------------
 
     def _plan_select(self, select: exp.Select, outer: Scope | None) -> n.PlanNode:
+        steps = self._select_steps(select, outer)
+        return self._plan_output(steps.below_output, steps.output, outer, select)
+
+    def _select_steps(self, select: exp.Select, outer: Scope | None) -> SelectSteps:
+        """A query block planned up to its select list: each name resolved, each expression
+        planned, once. `_plan_output` finishes it; a correlated subquery's keyed form is
+        finished from the same steps (`_decorrelate`)."""
         if select.args.get("locks"):
             pass  # FOR UPDATE/SHARE: rows are read from a snapshot; nothing to lock
         if select.args.get("into"):
             raise FeatureNotSupported("SELECT INTO is not supported")
         node = self._plan_from_clause(select, outer)
         scope = Scope(list(node.fields), outer)
+        from_node = node
 
         where = select.args.get("where")
+        conjuncts: list[exp.Expression] = []
         if where is not None:
             predicate = self._expr(where.this, scope)
             _reject_aggregates(predicate, "WHERE")
+            conjuncts = _conjuncts(predicate)
             node = self._plan_where(node, predicate, outer)
+        filtered = node
 
         if select.args.get("windows"):
             select = _inline_named_windows(select)
@@ -178,8 +221,10 @@ class Planner:
         group_exprs: list[exp.Expression] = []
         if group is not None:
             group_exprs = self._group_exprs(group, items, scope)
+        aggregate = None
         if agg_calls or group is not None or having is not None:
-            node, rewrite = self._plan_aggregate(node, scope, group_exprs, agg_calls)
+            aggregate, rewrite = self._plan_aggregate(node, scope, group_exprs, agg_calls)
+            node = aggregate
             items = [(rewrite(e), name) for e, name in items]
             order_items = [_with_this(o, rewrite(self._resolve_order_expr(o.this, items, scope)))
                            for o in (order.expressions if order is not None else [])]
@@ -231,28 +276,40 @@ class Planner:
                 names.append(self.ctx.fresh("ord"))
                 pos = len(exprs) - 1
             sorted_by.append((o, pos))
+        on_positions = None
+        if distinct is not None and distinct.args.get("on") is not None:
+            on = distinct.args["on"]
+            on_list = on.expressions if isinstance(on, exp.Tuple) else [on]
+            on_positions = tuple(self._position_in_output(e, exprs, names, items, scope)
+                                 for e in on_list)
+        output = Output(exprs, names, visible, sorted_by, distinct is not None, on_positions)
+        return SelectSteps(from_node, conjuncts, filtered, aggregate, node, output)
+
+    def _plan_output(self, node: n.PlanNode, output: Output, outer: Scope | None,
+                     limited: exp.Expression | None = None) -> n.PlanNode:
+        """The select list over `node` (with the hidden ORDER BY columns), then DISTINCT, ORDER
+        BY, the LIMIT of `limited`, and the hidden columns dropped."""
+        scope = Scope(list(node.fields), outer)
+        exprs, names, visible = output.exprs, output.names, output.visible
         fields = tuple(
             Field(name, None, _field_type(e, scope), _source(e, scope), hidden=i >= visible)
             for i, (e, name) in enumerate(zip(exprs, names))
         )
 
-        sort_keys = [_sort_key(o, _col(fields[pos])) for o, pos in sorted_by]
+        sort_keys = [_sort_key(o, _col(fields[pos])) for o, pos in output.sorted_by]
         node = n.Project(fields, child=node, exprs=tuple(exprs))
-        if distinct is not None:
-            on = distinct.args.get("on")
+        if output.distinct:
             on_exprs = None
-            if on is not None:
-                on_list = on.expressions if isinstance(on, exp.Tuple) else [on]
-                on_exprs = tuple(_col(fields[self._position_in_output(e, exprs, names, items,
-                                                                      scope)])
-                                 for e in on_list)
-            if on_exprs is not None and sort_keys:
-                # DISTINCT ON keeps the first row of each group in ORDER BY order.
-                node = n.Sort(node.fields, child=node, keys=tuple(sort_keys))
+            if output.on is not None:
+                on_exprs = tuple(_col(fields[pos]) for pos in output.on)
+                if sort_keys:
+                    # DISTINCT ON keeps the first row of each group in ORDER BY order.
+                    node = n.Sort(node.fields, child=node, keys=tuple(sort_keys))
             node = n.Distinct(node.fields, child=node, on=on_exprs)
-        if sort_keys and not (distinct is not None and distinct.args.get("on") is not None):
+        if sort_keys and output.on is None:
             node = n.Sort(node.fields, child=node, keys=tuple(sort_keys))
-        node = self._plan_limit(select, node, outer)
+        if limited is not None:
+            node = self._plan_limit(limited, node, outer)
         if len(exprs) > visible and len(set(names[:visible])) == visible:
             # (With duplicate output names the hidden sort columns stay, marked hidden.)
             node = n.Project(fields[:visible], child=node,
@@ -730,31 +787,31 @@ class Planner:
                 raise located(FeatureNotSupported(
                     "ROW constructors are supported only in comparisons"), x)
             if isinstance(x, exp.Subquery) and not isinstance(x.parent, exp.In):
-                plan = self.plan_query(x.this, scope)
-                if len(plan.fields) != 1:
+                planned = self._plan_subquery(x.this, scope)
+                if len(planned[0].fields) != 1:
                     raise SqlVecError("subquery must return only one column", sqlstate="42601")
-                return self._subplan("scalar", x.this, plan, scope)
+                return self._subplan("scalar", planned, scope)
             if isinstance(x, exp.Exists):
-                return self._subplan("exists", x.this, self.plan_query(x.this, scope), scope)
+                return self._subplan("exists", self._plan_subquery(x.this, scope), scope)
             if isinstance(x, exp.In) and x.args.get("query") is not None:
                 q = x.args["query"]
                 q = q.this if isinstance(q, exp.Subquery) else q
-                plan = self.plan_query(q, scope)
-                row_values.check_subquery_width(x.this, len(plan.fields))
-                return self._subplan("in", q, plan, scope,
+                planned = self._plan_subquery(q, scope)
+                row_values.check_subquery_width(x.this, len(planned[0].fields))
+                return self._subplan("in", planned, scope,
                                      this=visit_tree(row_values.as_tuple(x.this)))
             if isinstance(x, (exp.Any, exp.All)) and isinstance(x.this, (exp.Subquery, exp.Select)):
                 q = x.this
                 q = q.this if isinstance(q, exp.Subquery) else q
-                plan = self.plan_query(q, scope)
-                if len(plan.fields) != 1:
+                planned = self._plan_subquery(q, scope)
+                if len(planned[0].fields) != 1:
                     raise SqlVecError("subquery has too many columns", sqlstate="42601")
-                return type(x)(this=self._subplan("array", q, plan, scope))
+                return type(x)(this=self._subplan("array", planned, scope))
             if isinstance(x, exp.Array) and len(x.expressions) == 1 and isinstance(
                     x.expressions[0], (exp.Select, exp.Subquery)):
                 q = x.expressions[0]
                 q = q.this if isinstance(q, exp.Subquery) else q
-                return self._subplan("array", q, self.plan_query(q, scope), scope)
+                return self._subplan("array", self._plan_subquery(q, scope), scope)
             if isinstance(x, exp.Column) and isinstance(x.parent, exp.Collate) and \
                     x.arg_key == "expression":
                 return x  # COLLATE pg_catalog.default: a collation name, not a column
@@ -790,42 +847,45 @@ class Planner:
 
     # Correlated subqueries ----------------------------------------------------------------------
 
-    def _subplan(self, kind: str, query: exp.Expression, plan: n.PlanNode, scope: Scope,
+    def _plan_subquery(self, query: exp.Expression,
+                       scope: Scope) -> tuple[n.PlanNode, SelectSteps | None]:
+        """A subquery's plan, with the steps that planned it when its keyed form may be made
+        from them (`_decorrelate`): one query block with a WHERE, no LIMIT, OFFSET, WITH,
+        DISTINCT ON, and no window or set-returning call in its select list."""
+        if not _decorrelatable(query):
+            return self.plan_query(query, scope), None
+        steps = self._select_steps(query, scope)
+        return self._plan_output(steps.below_output, steps.output, scope, query), steps
+
+    def _subplan(self, kind: str, planned: tuple[n.PlanNode, SelectSteps | None], scope: Scope,
                  this: exp.Expression | None = None) -> SubPlan:
+        plan, steps = planned
         sub = SubPlan(this=this, kind=kind, plan=plan)
-        keyed = self._decorrelate(kind, query, scope)
+        keyed = self._decorrelate(kind, steps, scope) if steps is not None else None
         if keyed is not None:
             for key, value in keyed.items():
                 sub.set(key, value)
         return sub
 
-    def _decorrelate(self, kind: str, query: exp.Expression, scope: Scope) -> dict | None:
+    def _decorrelate(self, kind: str, steps: SelectSteps, scope: Scope) -> dict | None:
         """The keyed form of a subquery correlated through equalities, or None.
 
         `(SELECT v FROM t WHERE t.k = o.x AND o.flag AND <rest>)`, with <rest> not referring
-        to the outer query, is planned once as `SELECT v, t.k FROM t WHERE <rest>` (`keyed`);
+        to the outer query, also gets the plan of `SELECT v, t.k FROM t WHERE <rest>` (`keyed`);
         the executor hash-joins the outer rows' `o.x` (`keys`) against t.k, rows where `o.flag`
         (`guard`) is not true matching nothing, instead of running the subquery per outer row.
-        An aggregate without GROUP BY is grouped by the keys, and outer rows without a group
-        take the aggregate over no rows (`empty`: the subquery with WHERE false). The executor
-        falls back to per-row evaluation if the keyed plan still refers to the outer query."""
-        if not isinstance(query, exp.Select) or query.args.get("where") is None:
-            return None
-        if any(query.args.get(k) for k in ("with_", "with", "limit", "offset", "fetch", "windows",
-                                           "into")):
-            return None
-        distinct = query.args.get("distinct")
-        if distinct is not None and distinct.args.get("on") is not None:
-            return None
-        if any(_finds(item, (exp.Window,)) or _finds(item, _is_set_returning)
-               for item in query.expressions):
-            return None
-        try:
-            inner = Scope(list(self._plan_from_clause(query, scope).fields), scope)
-        except SqlVecError:
-            return None
+        An aggregate is grouped by the keys too, and without GROUP BY, outer rows without a
+        group take the aggregate over no rows (`empty`: the subquery with WHERE false). The
+        executor falls back to per-row evaluation if the keyed plan still refers to the outer
+        query.
+
+        The keyed form is made from the subquery's own planning steps, not planned again: the
+        same FROM tree and planned expressions (their names resolved once, nested subqueries
+        planned once), with the correlated conjuncts left out of the WHERE and the keys added
+        to the select list (and to the groups)."""
+        inner = Scope(list(steps.from_node.fields), scope)
         inner_keys, outer_keys, guards, rest = [], [], [], []
-        for conjunct in _row_equalities_split(query.args["where"].this):
+        for conjunct in steps.where:
             if isinstance(conjunct, exp.EQ):
                 a, b = _reach(conjunct.this, inner), _reach(conjunct.expression, inner)
                 if (a, b) == ("inner", "outer"):
@@ -842,41 +902,56 @@ class Planner:
                 rest.append(conjunct)
         if not inner_keys:
             return None
-        aggregated = query.args.get("group") is not None or query.args.get("having") is not None \
-            or any(_finds(item, AGGREGATES) for item in query.expressions)
-        keyed = query.copy()
-        keyed.set("where", exp.Where(this=_and([c.copy() for c in rest])) if rest else None)
-        key_items = [exp.alias_(k.copy(), f"__key{i}") for i, k in enumerate(inner_keys)]
+        filtered = steps.from_node if not rest else \
+            self._plan_where(steps.from_node, _and([c.copy() for c in rest]), scope)
+        keys = [k.copy() for k in inner_keys]
+        key_names = [self.ctx.fresh("key") for _ in keys]
         empty = None
+        aggregate = steps.aggregate
         if kind == "exists":
-            if aggregated:
+            if aggregate is not None:
                 return None
-            keyed.set("expressions", [exp.Literal.number(1)] + key_items)
-            keyed.set("distinct", None)
-            keyed.set("order", None)
+            below = _with_input(steps.below_output, steps.filtered, filtered)
+            output = Output([exp.Literal.number(1)] + keys, ["?column?"] + key_names,
+                            1 + len(keys), [])
         else:
-            if aggregated:
+            if aggregate is None:
+                below = _with_input(steps.below_output, steps.filtered, filtered)
+                key_exprs: list[exp.Expression] = keys
+            else:
                 if kind != "scalar":
                     return None
-                group = keyed.args.get("group")
-                if group is None:
-                    empty = query.copy()
-                    empty.set("where", exp.Where(this=exp.false()))
-                keys = [k.copy() for k in inner_keys]
-                keyed.set("group", exp.Group(expressions=(group.expressions if group else []) + keys))
-            keyed.set("expressions", list(keyed.expressions) + key_items)
-        try:
-            plan = self.plan_query(keyed, scope)
-            empty_plan = self.plan_query(empty, scope) if empty is not None else None
-        except SqlVecError:
-            return None
+                if not aggregate.groups:  # its value over no rows, for outer rows without any
+                    nothing = n.Filter(steps.from_node.fields, child=steps.from_node,
+                                       predicate=exp.false())
+                    empty = self._plan_output(
+                        _with_input(steps.below_output, steps.filtered, nothing),
+                        steps.output.copy(), scope)
+                key_fields = tuple(Field(name, None, _field_type(k, inner), _source(k, inner),
+                                         hidden=True) for k, name in zip(keys, key_names))
+                width = len(aggregate.groups)
+                grouped = n.Aggregate(
+                    aggregate.fields[:width] + key_fields + aggregate.fields[width:],
+                    child=filtered, groups=aggregate.groups + tuple(keys),
+                    aggregates=aggregate.aggregates)
+                below = _with_input(steps.below_output, aggregate, grouped)
+                key_exprs = [_col(f) for f in key_fields]
+            # The keys follow the select list's visible columns (the hidden ORDER BY ones last).
+            output, visible = steps.output.copy(), steps.output.visible
+            output = Output(output.exprs[:visible] + key_exprs + output.exprs[visible:],
+                            output.names[:visible] + key_names + output.names[visible:],
+                            visible + len(keys),
+                            [(o, pos if pos < visible else pos + len(keys))
+                             for o, pos in output.sorted_by],
+                            output.distinct)
+        plan = self._plan_output(below, output, scope)
         if len([f for f in plan.fields if not f.hidden]) != 1 + len(inner_keys):
             return None
         out: dict = {"keyed": plan, "keys": [k.copy() for k in outer_keys]}
         if guards:
             out["guard"] = _and([g.copy() for g in guards])
-        if empty_plan is not None:
-            out["empty"] = empty_plan
+        if empty is not None:
+            out["empty"] = empty
         return out
 
 
@@ -908,6 +983,35 @@ def source_position(node: exp.Expression) -> int | None:
     return min(starts) + 1 if starts else None
 
 
+def _decorrelatable(query: exp.Expression) -> bool:
+    """Whether a subquery is of the form whose keyed form `_decorrelate` can make: one query
+    block with a WHERE, and nothing that would read across the keys' groups (LIMIT, OFFSET,
+    DISTINCT ON, a window or set-returning call in the select list) nor a WITH or INTO."""
+    if not isinstance(query, exp.Select) or query.args.get("where") is None:
+        return False
+    if any(query.args.get(k) for k in ("with_", "with", "limit", "offset", "fetch", "windows",
+                                       "into")):
+        return False
+    distinct = query.args.get("distinct")
+    if distinct is not None and distinct.args.get("on") is not None:
+        return False
+    return not any(_finds(item, (exp.Window,)) or _finds(item, _is_set_returning)
+                   for item in query.expressions)
+
+
+def _with_input(node: n.PlanNode, old: n.PlanNode, new: n.PlanNode) -> n.PlanNode:
+    """The chain of one-input nodes from `node` down to `old` (aggregate, HAVING, windows)
+    rebuilt over `new` instead: a node's columns are its input's then its own (an
+    aggregate's are its own)."""
+    if node is old:
+        return new
+    child = _with_input(node.child, old, new)
+    if isinstance(node, n.Aggregate):
+        return replace(node, child=child)
+    own = node.fields[len(node.child.fields):]
+    return replace(node, child=child, fields=tuple(child.fields) + tuple(own))
+
+
 def _reach(e: exp.Expression, inner: Scope) -> str | None:
     """"inner" when the columns of `e` are all the subquery's own (at least one), "outer" when
     they all belong to enclosing queries (at least one), None otherwise (mixed, constant, or
@@ -923,7 +1027,7 @@ def _reach(e: exp.Expression, inner: Scope) -> str | None:
             if isinstance(x.parent, exp.Collate) and x.arg_key == "expression":
                 continue
             try:
-                level, _ = inner.resolve(x)
+                level, _ = resolve(inner, x)  # by the field planning recorded on it
             except SqlVecError:
                 return None
             found.add("inner" if level == 0 else "outer")
@@ -1034,16 +1138,6 @@ def _conjuncts(e: exp.Expression) -> list[exp.Expression]:
             stack += [e.expression, e.this]
         else:
             out.append(e)
-    return out
-
-
-def _row_equalities_split(e: exp.Expression) -> list[exp.Expression]:
-    """The conjuncts of `e`, a row equality `(i.a, i.b) = (o.a, o.b)` among them split into
-    its pairs' equalities (so that it can key a decorrelated subquery)."""
-    out = []
-    for conjunct in _conjuncts(e):
-        expanded = row_values.expand(conjunct) if isinstance(conjunct, exp.EQ) else None
-        out += _conjuncts(expanded) if expanded is not None else [conjunct]
     return out
 
 

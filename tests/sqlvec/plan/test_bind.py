@@ -98,8 +98,8 @@ def test_every_column_reference_of_a_bound_plan_carries_its_resolution(session, 
 
 
 @pytest.mark.parametrize(("sql", "expected"), [
-    # GROUP BY the key makes the keyed form's key ambiguous: it does not bind and the
-    # subquery runs per outer value instead.
+    # GROUP BY the key: the keyed form groups by it twice, its key column a field of its
+    # own, not a second `i.k` that a name would find ambiguous.
     ("SELECT id, (SELECT count(i.w) FROM i WHERE i.k = o.k GROUP BY i.k) FROM o ORDER BY id",
      [(1, 2), (2, 1), (3, None)]),
     # The right key of a hash join reads the right side's rows alone.
@@ -168,6 +168,33 @@ def test_the_builder_refuses_a_plan_that_was_not_bound(session):
     assert [f.name for f in op.fields if not f.hidden] == ["id", "name"]
 
 
+@pytest.fixture
+def lookups(monkeypatch) -> list[tuple[str | None, str]]:
+    """The names looked up, (qualifier, name) each: a reference resolved by name through the
+    scopes up (`Scope.resolve`, one lookup however many queries up it is found) or looked for
+    among one input's fields (`Scope.find`)."""
+    seen: list[tuple[str | None, str]] = []
+    depth = [0]
+    resolve, find = Scope.resolve, Scope.find
+
+    def counted_resolve(self, column):
+        seen.append((column.table or None, column.name))
+        depth[0] += 1
+        try:
+            return resolve(self, column)
+        finally:
+            depth[0] -= 1
+
+    def counted_find(self, name, table=None):
+        if not depth[0]:
+            seen.append((table, name))
+        return find(self, name, table)
+
+    monkeypatch.setattr(Scope, "resolve", counted_resolve)
+    monkeypatch.setattr(Scope, "find", counted_find)
+    return seen
+
+
 @pytest.mark.parametrize("sql", [
     "SELECT id, name FROM o WHERE k > 1 AND id = 3",
     "SELECT o.id, i.w FROM o JOIN i ON o.k = i.k WHERE i.w > 10 AND o.name = 'a'",
@@ -175,21 +202,26 @@ def test_the_builder_refuses_a_plan_that_was_not_bound(session):
     "SELECT id FROM o ORDER BY v <-> '[0,0]' LIMIT 2",
     "SELECT a.id, b.name FROM o a, o b WHERE a.id = b.k AND a.name = 'x'",
     "SELECT DISTINCT ON (k) k, w FROM i ORDER BY k, w DESC",
+    # Correlated subqueries with a keyed form (checked below): the per-row plan, the keyed
+    # plan, its keys, guard and aggregate over no rows look no name up again.
+    "SELECT id, (SELECT max(w) FROM i WHERE i.k = o.k) FROM o",
+    "SELECT id FROM o WHERE EXISTS (SELECT 1 FROM i WHERE i.k = o.k AND i.w > 10 AND o.id > 1)",
+    "SELECT id FROM o WHERE k NOT IN (SELECT w FROM i WHERE i.s = o.name AND i.w > 0)",
+    "SELECT id, ARRAY(SELECT s FROM i WHERE (i.k, i.w) = (o.k, o.id) ORDER BY w DESC) FROM o",
+    "SELECT id, (SELECT count(*) FROM i WHERE i.k = o.k AND i.w > (SELECT min(w) FROM i i2 "
+    "WHERE i2.k = o.k)) FROM o",
 ])
-def test_each_name_is_looked_up_once(session, sql, monkeypatch):
+def test_each_name_is_looked_up_once(session, sql, lookups):
     """Planning places conditions (join sides, scans, index keys) and binding positions the
-    references by the field each name resolved to once, not by looking the name up again."""
-    lookups = []
-    find = Scope.find
-
-    def counted(self, name, table=None):
-        lookups.append((table, name))
-        return find(self, name, table)
-
-    monkeypatch.setattr(Scope, "find", counted)
-    bind_plan(planned(session, sql))
+    references by the field each name resolved to once, not by looking the name up again;
+    a correlated subquery's keyed form is made from its plan's steps, not planned again."""
+    plan = planned(session, sql)
+    if "SELECT 1" in sql or "(SELECT" in sql:
+        assert any(e.args.get("keyed") is not None for e in expressions(plan)
+                   if isinstance(e, n.SubPlan))
+    bind_plan(plan)
     select = parse_one(sql)
     if "DISTINCT ON" in sql:  # DISTINCT ON and ORDER BY name output columns: no lookups
         select = exp.Tuple(expressions=select.expressions)
     names = [c for c in select.find_all(exp.Column) if is_column_reference(c)]
-    assert sorted(lookups) == sorted((c.table or None, c.name) for c in names)
+    assert sorted(lookups, key=str) == sorted(((c.table or None, c.name) for c in names), key=str)

@@ -12,7 +12,10 @@ import re
 
 import pytest
 from sqlglot import exp
+from sqlglot.generator import Generator
+from sqlglot.parser import Parser
 
+from sqlvec.catalog.catalog import Catalog
 from sqlvec.errors import SqlVecError
 from sqlvec.plan import nodes as n
 from sqlvec.plan.planner import PlanContext, Planner
@@ -96,6 +99,13 @@ DECORRELATED = [
     # joins inside the subquery
     "SELECT id, (SELECT count(*) FROM i JOIN o o2 ON o2.k = i.k WHERE i.k = o.k) FROM o "
     "ORDER BY id",
+    # HAVING without GROUP BY, DISTINCT, a window in ORDER BY, a subquery in HAVING
+    "SELECT id, (SELECT sum(i.v) FROM i WHERE i.k = o.k HAVING count(*) > 1) FROM o ORDER BY id",
+    "SELECT id, ARRAY(SELECT DISTINCT i.s FROM i WHERE i.k = o.k ORDER BY i.s) FROM o ORDER BY id",
+    "SELECT id, ARRAY(SELECT i.s FROM i WHERE i.k = o.k ORDER BY row_number() OVER "
+    "(ORDER BY i.v DESC NULLS LAST)) FROM o ORDER BY id",
+    "SELECT o.k, count(*) FROM o GROUP BY o.k HAVING EXISTS (SELECT 1 FROM i WHERE i.k = o.k "
+    "AND i.v > 10) ORDER BY 1",
 ]
 
 
@@ -132,6 +142,50 @@ def test_subquery_reading_the_outer_row_elsewhere_runs_per_row(session):
     # be the per-row one.
     sql = "SELECT id, (SELECT max(i.v) + o.id FROM i WHERE i.k = o.k) FROM o ORDER BY id"
     assert rows(session, sql) == [(1, 12), (2, 22), (3, 6), (4, None), (5, 16), (6, None)]
+
+
+def scans(plan: n.PlanNode) -> list[n.Scan]:
+    found, stack = [], [plan]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, n.Scan):
+            found.append(node)
+        stack.extend(node.children)
+    return found
+
+
+def test_a_correlated_subquery_is_planned_once(session, monkeypatch):
+    """Its keyed form is made from the subquery's own planning steps: no SQL text is generated
+    or parsed on the way, each table named is looked up in the catalog once, and the keyed
+    plan reads the very scan the per-row plan reads."""
+    sql = ("SELECT id, (SELECT count(*) FROM i WHERE i.k = o.k AND i.v > (SELECT min(v) FROM i i2 "
+           "WHERE i2.k = o.k)) FROM o")
+    ast = parse_one(sql)
+    calls: list[str] = []
+    parse, generate, find_table = Parser.parse, Generator.generate, Catalog.find_table
+    monkeypatch.setattr(Parser, "parse", lambda *a, **k: calls.append("parse") or parse(*a, **k))
+    monkeypatch.setattr(Generator, "generate",
+                        lambda *a, **k: calls.append("generate") or generate(*a, **k))
+    monkeypatch.setattr(Catalog, "find_table",
+                        lambda self, name, *a: calls.append(name) or find_table(self, name, *a))
+    ctx = PlanContext(session.catalog, ["public"], virtual=session.database.virtual_fields)
+    plan = Planner(ctx).plan_query(ast)
+    assert sorted(calls) == ["i", "i", "o"]
+    (outer,) = subplans(plan)
+    (nested,) = subplans(outer.args["plan"])
+    for sub in (outer, nested):
+        assert sub.args.get("keyed") is not None
+        (scan,) = scans(sub.args["keyed"])
+        assert any(scan is s for s in scans(sub.args["plan"]))
+    assert rows(session, sql) == rows(session, per_row(sql))
+
+
+def test_an_aggregate_ordering_an_exists_subquery_is_not_keyed(session):
+    # An aggregate (here only in ORDER BY) makes one row even of no rows: EXISTS holds for
+    # every outer row, as in PostgreSQL; a keyed form would find rows only where keys match.
+    sql = "SELECT id FROM o WHERE EXISTS (SELECT 1 FROM i WHERE i.k = o.k ORDER BY count(*))"
+    assert not any(p.args.get("keyed") is not None for p in subplans(plan_of(session, sql)))
+    assert sorted(rows(session, sql)) == [(1,), (2,), (3,), (4,), (5,), (6,)]
 
 
 def test_uncorrelated_and_limit_subqueries_are_not_keyed(session):
