@@ -1100,6 +1100,11 @@ def fork_server(sock: socket.socket, writer: Database, position: CommitPosition)
         writer.path, config=_config(writer.path, config.config_file if config.explicit else None),
         seed=writer)
     reloads = position.read()[2]
+    # What loading freed (the unique keys rebuilt from the segments, say) goes back to the
+    # system before any worker is forked: kept, it would be counted in this process and
+    # copied into each worker that reuses it.
+    gc.collect()
+    database.return_free_memory()
     gc.freeze()
     sock.send(READY)
     while True:
@@ -1123,6 +1128,7 @@ def fork_server(sock: socket.socket, writer: Database, position: CommitPosition)
         if generation != reloads:
             database.config.reload()
             reloads = generation
+        database.return_free_memory()
         gc.freeze()
         pid = os.fork()
         if pid == 0:
