@@ -505,6 +505,11 @@ class FollowerDatabase(Database):
             return True
         return store.catch_up(lsn, manifest_version=manifest_version) >= lsn  # type: ignore[attr-defined]
 
+    def follow_manifest(self, name: str, manifest_version: int) -> bool:
+        """Load database `name`'s newest manifest if the one loaded is older than
+        `manifest_version` (`FollowerStore.follow_manifest`); whether it is now loaded."""
+        return self.store(name).follow_manifest(manifest_version)  # type: ignore[attr-defined]
+
     def create_database(self, name: str) -> None:
         raise ReadOnlySqlTransaction("cannot execute CREATE DATABASE in a read-only transaction")
 

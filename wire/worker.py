@@ -109,6 +109,7 @@ STREAM_CHUNK = 8192  # bytes: a message before authentication goes on in pieces 
 STATISTICS_DELAY = 0.02  # seconds statistics gather before they go to the primary
 STATISTICS_MESSAGE_LIMIT = 65_536  # bytes of statistics in one control message, about
 STATISTICS_TEXT_LIMIT = 16_384  # characters of a statement's text sent with its statistics
+FOLLOW_INTERVAL = 0.02  # seconds between looks for a new manifest to load in the background
 
 # Statements answered here: one statement, starting as a query does, naming nothing that
 # writes, locks, reads per-process state (sessions, locks, prepared statements, backend pid)
@@ -983,6 +984,28 @@ class Worker:
         self._lock = threading.Lock()
         self._config_lock = threading.Lock()
 
+    def _follow(self) -> None:
+        """Load each new manifest of the default database (a seal, an index build, DDL) as
+        soon as the primary publishes it, before any read needs it: a worker that served no
+        read since CREATE INDEX would otherwise read the index file at its first read after,
+        with every other read of the worker waiting for it (100k rows: about 0.2 s). The log's
+        tail is left to the reads, which apply it as they need it."""
+        while True:
+            time.sleep(FOLLOW_INTERVAL)
+            _lsn, version, _config = self.position.read()
+            try:
+                store = self.database.store(DEFAULT_DATABASE)
+                if store.manifest_version >= version:
+                    continue
+                started = time.monotonic()
+                self.database.follow_manifest(DEFAULT_DATABASE, version)
+                log.debug("worker %d loaded manifest version %d in %.3f s", self.index,
+                          store.manifest_version, time.monotonic() - started)
+            except Exception as exc:  # a read that needs it tries again, and reports
+                log.debug("worker %d could not load manifest version %d yet: %s", self.index,
+                          version, exc)
+                time.sleep(1.0)
+
     def reload_config(self, generation: int) -> None:
         """The primary reloaded its configuration files (pg_reload_conf, SIGHUP): read them
         again here too, once, so what reads answered here show (pg_settings, say) is what the
@@ -1025,6 +1048,7 @@ class Worker:
         """Take connections and cancel requests from the primary until it closes the control
         socket."""
         threading.Thread(target=self._watch, daemon=True, name="sqlvec-worker-watch").start()
+        threading.Thread(target=self._follow, daemon=True, name="sqlvec-worker-follow").start()
         while True:
             try:
                 message, fds, _flags, _address = socket.recv_fds(control, 64, 2)
@@ -1122,6 +1146,11 @@ def fork_server(sock: socket.socket, writer: Database, position: CommitPosition)
         writer.path, config=_config(writer.path, config.config_file if config.explicit else None),
         seed=writer)
     reloads = position.read()[2]
+    # What loading freed (the unique keys rebuilt from the segments, say) goes back to the
+    # system before any worker is forked: kept, it would be counted in this process and
+    # copied into each worker that reuses it.
+    gc.collect()
+    database.return_free_memory()
     gc.freeze()
     sock.send(READY)
     while True:
@@ -1145,6 +1174,7 @@ def fork_server(sock: socket.socket, writer: Database, position: CommitPosition)
         if generation != reloads:
             database.config.reload()
             reloads = generation
+        database.return_free_memory()
         gc.freeze()
         pid = os.fork()
         if pid == 0:

@@ -130,31 +130,47 @@ class FollowerStore(StoreBase):
         `manifest_version` (the writer's `Store.manifest_version`, when the caller knows it)
         spares the look at the manifest directory when it is the one loaded already."""
         with self._lock:
-            if self._closed:
-                raise SqlVecError("the follower store is closed", sqlstate="57P01")
-            if target_lsn is None and self._durable is not None:
-                target_lsn = self._durable()
-            for attempt in range(MAX_ATTEMPTS):
-                try:
-                    if manifest_version is None or manifest_version != self.manifest_version:
-                        versions = self._manifests.versions()
-                        if versions and versions[-1] > self.manifest_version:
-                            self._reload(self._manifests.load(versions[-1]))
-                    self._advance(self.tables, self._through, target_lsn)
-                    return self.applied_lsn
-                except (_Superseded, LogGone) as exc:
-                    manifest_version = None
-                    if attempt == MAX_ATTEMPTS - 1:
-                        raise DataCorrupted(
-                            f'database directory "{self.directory}" does not hold what its '
-                            f"newest manifest lists: {exc}") from exc
-                except DataCorrupted as exc:
-                    # A manifest version pruned between listing and reading it: read the next.
-                    if not self._newer_manifest(self.manifest_version) or \
-                            attempt == MAX_ATTEMPTS - 1:
-                        raise
-                    log.debug("manifest changed while loading (%s); loading the newest", exc)
-            raise AssertionError("unreachable")
+            return self._catch_up(target_lsn, manifest_version)
+
+    def follow_manifest(self, manifest_version: int) -> bool:
+        """Load the newest manifest if the one loaded is older than `manifest_version`, with
+        the log records it reflects but no later ones: what a worker process does in the
+        background as soon as the writer publishes a new version (a seal, an index build,
+        DDL), so that index files and segments are loaded before a read needs them, while the
+        log's tail is left to the reads, which apply it as they need it. Whether the version
+        loaded is now at least `manifest_version`."""
+        if manifest_version <= self.manifest_version:
+            return True
+        with self._lock:
+            self._catch_up(self.applied_lsn, None)
+        return self.manifest_version >= manifest_version
+
+    def _catch_up(self, target_lsn: int | None, manifest_version: int | None) -> int:
+        if self._closed:
+            raise SqlVecError("the follower store is closed", sqlstate="57P01")
+        if target_lsn is None and self._durable is not None:
+            target_lsn = self._durable()
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                if manifest_version is None or manifest_version != self.manifest_version:
+                    versions = self._manifests.versions()
+                    if versions and versions[-1] > self.manifest_version:
+                        self._reload(self._manifests.load(versions[-1]))
+                self._advance(self.tables, self._through, target_lsn)
+                return self.applied_lsn
+            except (_Superseded, LogGone) as exc:
+                manifest_version = None
+                if attempt == MAX_ATTEMPTS - 1:
+                    raise DataCorrupted(
+                        f'database directory "{self.directory}" does not hold what its '
+                        f"newest manifest lists: {exc}") from exc
+            except DataCorrupted as exc:
+                # A manifest version pruned between listing and reading it: read the next.
+                if not self._newer_manifest(self.manifest_version) or \
+                        attempt == MAX_ATTEMPTS - 1:
+                    raise
+                log.debug("manifest changed while loading (%s); loading the newest", exc)
+        raise AssertionError("unreachable")
 
     def _advance(self, tables: dict[int, Table], through: dict[int, int],
                  upto: int | None) -> int:

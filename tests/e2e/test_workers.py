@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -628,3 +629,66 @@ def test_the_default_is_one_worker_per_core_and_workers_0_is_one_process(tmp_pat
         assert conn.execute(f"SELECT count(*), {WHERE_RUN} FROM t").fetchone() == (0, None)
     for server in (default, single):
         assert server.stop() == 0, server.log()
+
+
+def test_a_new_index_is_loaded_by_every_worker_before_a_read_there_needs_it(tmp_path, reap):
+    """A worker loads each new manifest (here CREATE INDEX's) as soon as the primary
+    publishes it, not at its next read: the other worker's connection, idle since, finds the
+    index loaded, and its first read is answered there with the graph the primary searches
+    (a small graph at ef_search 10, whose answers differ from an exact search's)."""
+    server = start_server(tmp_path, "--workers", "2", "--log-level", "debug")
+    reap(server)
+    a, b = two_workers(server)
+    rng = random.Random(11)
+    a.execute("CREATE TABLE g (id int, v vector(16))")
+    with a.cursor().copy("COPY g (id, v) FROM STDIN") as copy:
+        for i in range(3000):
+            copy.write_row((i, _vector(rng, 16)))
+    since = len(server.log())
+    a.execute("CREATE INDEX ON g USING hnsw (v vector_l2_ops) WITH (m = 4, ef_construction = 8)")
+    idle = worker_of(b)
+    loaded = re.compile(rf"worker {idle} loaded manifest version \d+")
+    deadline = time.monotonic() + 60
+    while not loaded.search(server.log()[since:]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert loaded.search(server.log()[since:]), server.log()
+    sql = f"SELECT id, {WHERE_RUN} FROM g ORDER BY v <-> %s LIMIT 10"
+    queries = [_vector(rng, 16) for _ in range(5)]
+    for conn in (a, b):
+        conn.execute("SET hnsw.ef_search = 10")
+    here = [b.execute(sql, (q,)).fetchall() for q in queries]
+    assert {row[1] for rows in here for row in rows} == {idle}
+    with a.transaction():  # answered by the primary
+        there = [a.execute(sql, (q,)).fetchall() for q in queries]
+    assert [[r[0] for r in rows] for rows in here] == [[r[0] for r in rows] for rows in there]
+    exact = [b.execute(sql.replace("ORDER BY v <-> %s", "ORDER BY (v <-> %s) + 0"),
+                       (q,)).fetchall() for q in queries]
+    assert [[r[0] for r in rows] for rows in here] != [[r[0] for r in rows] for rows in exact]
+    for conn in (a, b):
+        conn.close()
+    assert server.stop() == 0, server.log()
+
+
+def test_connections_are_spread_evenly_over_the_workers(tmp_path, reap):
+    """Each connection goes to the worker serving the fewest: eight connections opened one
+    after the other are four per worker, and a closed one's place is taken by the next."""
+    server = start_server(tmp_path, "--workers", "2")
+    reap(server)
+    conns = [connect(server) for _ in range(8)]
+    placed = [worker_of(conn) for conn in conns]
+    assert sorted(placed) == ["0"] * 4 + ["1"] * 4
+    gone = placed[0]
+    conns[0].close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the primary notices the end of the closed one
+        conn = connect(server)
+        if worker_of(conn) == gone:
+            conns.append(conn)
+            break
+        conn.close()
+        time.sleep(0.05)
+    else:
+        pytest.fail("a closed connection's place was never taken")
+    for conn in conns[1:]:
+        conn.close()
+    assert server.stop() == 0, server.log()

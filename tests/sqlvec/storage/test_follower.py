@@ -582,3 +582,31 @@ def test_a_follower_seeded_with_the_writers_tables_shares_their_segments_and_ind
             follower.close()
     finally:
         writer.close()
+
+
+
+# Manifests loaded in the background ------------------------------------------------------------
+
+
+def test_follow_manifest_loads_a_new_manifest_and_leaves_the_log_tail_to_catch_up(pair):
+    """A worker's background follower loads each new manifest (here an index build: its
+    index files attached) with the log records it reflects, and none after them: those are
+    applied by the next catch_up, which then has no file to read."""
+    writer, follower = pair
+    tid = create(writer)
+    writer.insert(tid, rows_of(range(50)))
+    same(writer, follower)
+    loaded = follower.manifest_version
+    writer.create_index(tid, IndexDef("ix", writer.allocate_oid(), ("v",),
+                                      opclass="vector_l2_ops"))
+    version = writer.manifest_version
+    assert version > loaded
+    writer.insert(tid, rows_of([100]))  # after the manifest: the log's tail
+    assert follower.follow_manifest(version)
+    assert follower.manifest_version == version
+    assert [ix.name for ix in follower.table(tid).def_.indexes] == ["ix"]
+    assert all(s.index("ix") is not None for s in follower.table(tid).sealed)
+    assert 100 not in [r[1] for r in visible(follower, tid)]
+    assert follower.follow_manifest(version)  # loaded already: nothing to do
+    same(writer, follower)
+    assert 100 in [r[1] for r in visible(follower, tid)]
