@@ -10,8 +10,8 @@ by blocks of rounds, so all meet the same load on a shared machine.
 
 Reported per server and client: median and 10th percentile microseconds per round trip (the
 latter the least disturbed by other processes taking the CPU), round trips per second,
-the server's CPU time per round trip (the run time of the serving process, all its threads,
-from /proc/PID/task/*/schedstat; the median over blocks): what a round trip costs the server
+the server's CPU time per round trip (the run time of the serving process and its worker
+processes, all their threads, from /proc/PID/task/*/schedstat; the median over blocks): what a round trip costs the server
 itself, the figure least disturbed by other work on the machine, and the time the server's
 threads spent runnable but waiting for a CPU (the same accounts, median over blocks): what
 other work on a shared machine adds. Each turn starts with 20 round trips whose server CPU is
@@ -40,19 +40,43 @@ from benchmarks.wire_profile import prepared_round_trip
 WARM = 20  # untimed round trips at the start of each turn
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """Seconds a process (all its threads) ran on a CPU, and seconds its threads waited for
-    one while runnable: the scheduler's own accounts (/proc/PID/task/*/schedstat), with
-    nanoseconds' resolution."""
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants: a server's worker processes (`--workers`) answer reads
+    themselves, so their run time is the server's as much as the primary's."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(parents.get(tree[-1], ()))
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """Seconds the processes (all their threads) ran on a CPU, and seconds their threads
+    waited for one while runnable: the scheduler's own accounts (/proc/PID/task/*/schedstat),
+    with nanoseconds' resolution."""
     ran = waited = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
+    for pid in pids:
         try:
-            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                fields = f.read().split()
-        except FileNotFoundError:  # a thread that just ended
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:  # a process that just ended
             continue
-        ran += int(fields[0])
-        waited += int(fields[1])
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    fields = f.read().split()
+            except FileNotFoundError:  # a thread that just ended
+                continue
+            ran += int(fields[0])
+            waited += int(fields[1])
     return ran / 1e9, waited / 1e9
 
 
@@ -102,18 +126,18 @@ class Target:
         the others have filled (their CPU is kept apart, as `cold`)."""
         fn = self.psycopg_once if client == "psycopg" else self.raw_once
         times = np.empty(rounds)
-        pid = self.pids[client]
-        cold0 = cpu_seconds(pid)[0]
+        pids = process_tree(self.pids[client])
+        cold0 = cpu_seconds(pids)[0]
         for _ in range(WARM):
             fn()
-        cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
+        cpu0, wall0 = cpu_seconds(pids), time.perf_counter()
         self.cold[client].append((cpu0[0] - cold0) / WARM)
         for i in range(rounds):
             start = time.perf_counter()
             fn()
             times[i] = time.perf_counter() - start
         self.wall[client] += time.perf_counter() - wall0
-        ran, waited = cpu_seconds(pid)
+        ran, waited = cpu_seconds(pids)
         self.cpu[client].append((ran - cpu0[0]) / rounds)
         self.waited[client].append((waited - cpu0[1]) / rounds)
         self.times[client].append(times)

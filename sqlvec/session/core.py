@@ -549,10 +549,11 @@ class Session:
             raise QueryCanceled("canceling statement due to statement timeout")
 
     def _statement_lock(self, prepared: PreparedStatement) -> contextlib.AbstractContextManager:
-        """The DDL lock a statement runs under: none for those that touch no data (and for
-        COMMIT of a transaction that wrote nothing)."""
+        """The DDL lock a statement runs under: none for those that touch no data (a constant
+        query, and COMMIT of a transaction that wrote nothing)."""
         u = prepared.utility
-        if prepared.kind is StatementKind.EMPTY or self.ddl_open or (u is not None and (
+        if prepared.constant or prepared.kind is StatementKind.EMPTY or self.ddl_open or (
+                u is not None and (
                 u.kind in _NO_DDL_LOCK or (u.kind is UtilityKind.COMMIT
                                            and (self.txn is None or self.txn.empty)))):
             return contextlib.nullcontext()
