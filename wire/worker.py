@@ -207,7 +207,7 @@ class PrimaryStatistics:
             with self._lock:
                 for item in items:
                     self._queue(item)
-        self._wake.set()  # (the tables' scan counters moved either way)
+        self._wake_sender()  # (the tables' scan counters moved either way)
 
     def record(self, userid: int, dbid: int, queryid: int, query: str, ms: float,
                rows: int) -> None:
@@ -225,7 +225,14 @@ class PrimaryStatistics:
             return
         with self._lock:
             self._queue(item)
-        self._wake.set()
+        self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        """Wake the sender thread, unless it is awake already: it clears the event before it
+        takes what is queued, so what was queued before this look is sent either way (and
+        `Event.set` takes a lock and notifies: a cost of every read answered here)."""
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _queue(self, item: tuple) -> None:
         if len(item) == 2:
