@@ -171,10 +171,6 @@ class ExecContext:
             now = self._now = dt.datetime.now(dt.timezone.utc)
         return now
 
-    @now.setter
-    def now(self, value: dt.datetime) -> None:
-        self._now = value
-
     def snapshot(self, table_id: int) -> TableSnapshot:
         """The statement's snapshot of a table, taken on first use and kept, so every read of the
         table in the statement sees the same rows."""
