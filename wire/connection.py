@@ -721,7 +721,7 @@ class Connection:
             table, types = self._reg_names(table, types, formats)
         digits = self._float_digits()
         position = start
-        if start == 0 and stop == table.num_rows <= pgtypes.SHORT_RESULT:
+        if start == 0 and 0 < stop == table.num_rows <= pgtypes.SHORT_RESULT:
             known = self._rows
             if known is not None and known[0] is table and known[1] is types \
                     and known[2] == formats and known[3] == digits:
