@@ -3,15 +3,16 @@
 Servers: `python -m sqlvec serve` of each checkout given (`--checkout DIR`, repeatable: the
 code a server runs is the checkout's, through PYTHONPATH; default: this one), and, with
 `--pgserver DIR`, PostgreSQL from the pgserver package (over loopback TCP, as sqlvec). Each is
-asked `SELECT 1` as a prepared statement by two clients: psycopg (`prepare=True`: Bind,
-Describe, Execute, Sync per round trip) and a bare socket client sending the same messages
-pre-encoded (`wire_overhead.RawClient`, no driver in the way). Servers and clients take turns
+asked `SELECT 1` by three clients: psycopg with a prepared statement (`prepare=True`: Bind,
+Describe, Execute, Sync per round trip), psycopg in the simple protocol (`prepare=False`: one
+Query message, as psql sends it) and a bare socket client sending the prepared statement's
+messages pre-encoded (`wire_overhead.RawClient`, no driver in the way). Servers and clients take turns
 by blocks of rounds, so all meet the same load on a shared machine.
 
 Reported per server and client: median and 10th percentile microseconds per round trip (the
 latter the least disturbed by other processes taking the CPU), round trips per second,
-the server's CPU time per round trip (the run time of the serving process, all its threads,
-from /proc/PID/task/*/schedstat; the median over blocks): what a round trip costs the server
+the server's CPU time per round trip (the run time of the serving process and its worker
+processes, all their threads, from /proc/PID/task/*/schedstat; the median over blocks): what a round trip costs the server
 itself, the figure least disturbed by other work on the machine, and the time the server's
 threads spent runnable but waiting for a CPU (the same accounts, median over blocks): what
 other work on a shared machine adds. Each turn starts with 20 round trips whose server CPU is
@@ -38,21 +39,46 @@ from benchmarks.wire_overhead import RawClient
 from benchmarks.wire_profile import prepared_round_trip
 
 WARM = 20  # untimed round trips at the start of each turn
+CLIENTS = ("psycopg", "simple", "raw")
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """Seconds a process (all its threads) ran on a CPU, and seconds its threads waited for
-    one while runnable: the scheduler's own accounts (/proc/PID/task/*/schedstat), with
-    nanoseconds' resolution."""
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants: a server's worker processes (`--workers`) answer reads
+    themselves, so their run time is the server's as much as the primary's."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(parents.get(tree[-1], ()))
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """Seconds the processes (all their threads) ran on a CPU, and seconds their threads
+    waited for one while runnable: the scheduler's own accounts (/proc/PID/task/*/schedstat),
+    with nanoseconds' resolution."""
     ran = waited = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
+    for pid in pids:
         try:
-            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                fields = f.read().split()
-        except FileNotFoundError:  # a thread that just ended
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:  # a process that just ended
             continue
-        ran += int(fields[0])
-        waited += int(fields[1])
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    fields = f.read().split()
+            except FileNotFoundError:  # a thread that just ended
+                continue
+            ran += int(fields[0])
+            waited += int(fields[1])
     return ran / 1e9, waited / 1e9
 
 
@@ -77,20 +103,25 @@ class Target:
         host, port = dsn.rsplit("@", 1)[1].split("/")[0].split(":")
         self.raw = RawClient(host, int(port))
         # PostgreSQL serves each connection from a process of its own: that process is timed.
-        self.pids = {"psycopg": pid, "raw": pid} if pid is not None else {
+        self.pids = {"psycopg": pid, "simple": pid, "raw": pid} if pid is not None else {
             "psycopg": self.conn.execute("SELECT pg_backend_pid()").fetchone()[0],
             "raw": backend_pid(self.raw)}
+        self.pids["simple"] = self.pids["psycopg"]
         self.raw.prepare("s1", "SELECT 1")
         self.raw_bytes = prepared_round_trip("s1")  # as psycopg sends it
-        self.times: dict[str, list[np.ndarray]] = {"psycopg": [], "raw": []}
+        self.times: dict[str, list[np.ndarray]] = {c: [] for c in CLIENTS}
         # Per block: the server's CPU seconds and its seconds waiting for a CPU.
-        self.cpu: dict[str, list[float]] = {"psycopg": [], "raw": []}
-        self.waited: dict[str, list[float]] = {"psycopg": [], "raw": []}
-        self.cold: dict[str, list[float]] = {"psycopg": [], "raw": []}  # first WARM
-        self.wall: dict[str, float] = {"psycopg": 0.0, "raw": 0.0}
+        self.cpu: dict[str, list[float]] = {c: [] for c in CLIENTS}
+        self.waited: dict[str, list[float]] = {c: [] for c in CLIENTS}
+        self.cold: dict[str, list[float]] = {c: [] for c in CLIENTS}  # first WARM
+        self.wall: dict[str, float] = {c: 0.0 for c in CLIENTS}
 
     def psycopg_once(self) -> None:
         self.cur.execute("SELECT 1", prepare=True)
+        self.cur.fetchall()
+
+    def simple_once(self) -> None:
+        self.cur.execute("SELECT 1", prepare=False)
         self.cur.fetchall()
 
     def raw_once(self) -> None:
@@ -100,20 +131,21 @@ class Target:
         """`rounds` timed round trips, after WARM untimed ones: the server has sat idle while
         the others took their turns, and its first round trips after a pause run in caches
         the others have filled (their CPU is kept apart, as `cold`)."""
-        fn = self.psycopg_once if client == "psycopg" else self.raw_once
+        fn = {"psycopg": self.psycopg_once, "simple": self.simple_once,
+              "raw": self.raw_once}[client]
         times = np.empty(rounds)
-        pid = self.pids[client]
-        cold0 = cpu_seconds(pid)[0]
+        pids = process_tree(self.pids[client])
+        cold0 = cpu_seconds(pids)[0]
         for _ in range(WARM):
             fn()
-        cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
+        cpu0, wall0 = cpu_seconds(pids), time.perf_counter()
         self.cold[client].append((cpu0[0] - cold0) / WARM)
         for i in range(rounds):
             start = time.perf_counter()
             fn()
             times[i] = time.perf_counter() - start
         self.wall[client] += time.perf_counter() - wall0
-        ran, waited = cpu_seconds(pid)
+        ran, waited = cpu_seconds(pids)
         self.cpu[client].append((ran - cpu0[0]) / rounds)
         self.waited[client].append((waited - cpu0[1]) / rounds)
         self.times[client].append(times)
@@ -125,7 +157,7 @@ class Target:
 
 def run(targets: list[Target], rounds: int, block: int) -> str:
     for target in targets:  # warm up: plans cached, code paths hot
-        for client in ("psycopg", "raw"):
+        for client in CLIENTS:
             target.block(client, 200)
             target.times[client].clear()
             target.cpu[client].clear()
@@ -134,13 +166,13 @@ def run(targets: list[Target], rounds: int, block: int) -> str:
             target.wall[client] = 0.0
     for _ in range(max(1, rounds // block)):
         for target in targets:
-            for client in ("psycopg", "raw"):
+            for client in CLIENTS:
                 target.block(client, block)
     lines = ["| server | client | median µs | p10 µs | round trips/s | server CPU µs per round "
              f"trip | the same, first {WARM} after a pause | server waiting for a CPU, µs per "
              "round trip |", "|---|---|---|---|---|---|---|---|"]
     for target in targets:
-        for client in ("psycopg", "raw"):
+        for client in CLIENTS:
             times = np.concatenate(target.times[client])
             lines.append(f"| {target.label} | {client} | {np.median(times) * 1e6:,.0f} | "
                          f"{np.percentile(times, 10) * 1e6:,.0f} | "

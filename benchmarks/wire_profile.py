@@ -8,7 +8,7 @@ system calls included), and it can be timed per layer and profiled with exact ca
 free of the thread hand-offs that a client in the same process would add.
 
 Statements, each sent as psycopg sends a prepared statement (Bind, Describe portal, Execute,
-Sync): `SELECT 1`; `SELECT id FROM t ORDER BY emb <-> $1 LIMIT 10` over --rows x --dim
+Sync): `SELECT 1` (also as a simple Query, as psql sends it); `SELECT id FROM t ORDER BY emb <-> $1 LIMIT 10` over --rows x --dim
 vectors with an HNSW index (ef_search 40); a single-row INSERT (the database opened without
 fsync, so the disk's flush is not timed: it is the same for any per-statement cost).
 
@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             from wire.messages import Bind, Describe
 
             bind = Bind("", "s1", (), (), (1,)).encode()
+            query = Query("SELECT 1").encode()
             layers = {
                 "socket floor: Sync alone (ReadyForQuery back)":
                     lambda: h.round_trip(Sync().encode(), 1),
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                     lambda: h.round_trip(bind + Describe("P", "").encode() + Sync().encode(), 3),
                 "SELECT 1: Bind + Describe + Execute + Sync": select,
                 "SELECT 1: Session.run in process": lambda: session.run(p1, []),
+                "SELECT 1: simple Query (as psql sends it)": lambda: h.round_trip(query, 1),
                 "vector top-10: Bind + Describe + Execute + Sync": vector,
                 "vector top-10: Session.run in process":
                     lambda: session.run(pv, [queries[next(counter) % len(queries)]]),

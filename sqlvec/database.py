@@ -182,12 +182,14 @@ class Database:
         """Count here statements another process serving this directory ran (a worker): so
         pg_stat_statements, the table and index scan counters and the statement metrics
         (`on_statement`) cover every process. `batch`: "statements", a list of [userid,
-        dbid, queryid, query, [[milliseconds, rows], ...]]; "observed", a list of [seconds,
+        dbid, queryid, query, [calls, total ms, min ms, max ms, mean ms, sum of squared
+        deviations, rows]] (`StatementStats.merge`); "observed", a list of [seconds,
         SQLSTATE or None]; "tables", as `take_table_statistics` returns."""
-        for userid, dbid, queryid, query, calls in batch.get("statements") or ():
-            for ms, rows in calls:
-                self.statement_stats.record(int(userid), int(dbid), int(queryid), str(query),
-                                            float(ms), int(rows))
+        for userid, dbid, queryid, query, summary in batch.get("statements") or ():
+            calls, total, low, high, mean, m2, rows = summary
+            self.statement_stats.merge(int(userid), int(dbid), int(queryid), str(query),
+                                       int(calls), float(total), float(low), float(high),
+                                       float(mean), float(m2), int(rows))
         observe = self.on_statement
         if observe is not None:
             for seconds, sqlstate in batch.get("observed") or ():

@@ -123,6 +123,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sqlvec.wire")
 
 ROWS_PER_CHUNK = 8192  # rows encoded at a time when streaming a large result
+CACHED_ROWS_BYTES = 4096  # a short result's DataRows kept for its table's next run, at most
 SEND_BUFFER = 1 << 20  # pending output is written beyond this size
 NAME_MAX_BYTES = 63  # user and database names are cut to this, as PostgreSQL's NAMEDATALEN - 1
 MAX_PARAMETERS = 65535  # Bind and ParameterDescription count parameters in 16 bits
@@ -308,6 +309,12 @@ class Connection:
         self._last_words = False  # a FATAL error was sent: the client must get to read it
         self._digits = ("1", 1)  # extra_float_digits: the setting's text, its value
         self._types: tuple[list[ResultColumn], list[SqlType], bool] | None = None
+        # The last result table encoded whole, with its formats, float digits and DataRows: a
+        # constant query's result is the same immutable table each run, so its rows are
+        # encoded once (holding the table keeps its identity from being reused).
+        self._rows: tuple[pa.Table, list[SqlType], list[int], int, bytes] | None = None
+        # The simple protocol's last RowDescription (all text), by its columns list.
+        self._description: tuple[list[ResultColumn], bytes] | None = None
 
     # Lifecycle ------------------------------------------------------------------------------------
 
@@ -706,7 +713,11 @@ class Connection:
             return False
         if formats is None:
             formats = [pgtypes.TEXT] * len(columns)
-            self.send(row_description(columns, formats))
+            described = self._description
+            if described is None or described[0] is not columns:
+                described = self._description = (
+                    columns, row_description(columns, formats).encode())
+            self.send_raw(described[1])
         table = result.table if result.table is not None else pa.table(
             {c.name: pa.array([], c.type.to_arrow()) for c in columns})
         start = portal.offset if portal is not None else 0
@@ -716,6 +727,18 @@ class Connection:
             table, types = self._reg_names(table, types, formats)
         digits = self._float_digits()
         position = start
+        if start == 0 and 0 < stop == table.num_rows <= pgtypes.SHORT_RESULT:
+            known = self._rows
+            if known is not None and known[0] is table and known[1] is types \
+                    and known[2] == formats and known[3] == digits:
+                self.send_raw(known[4])
+                position = stop
+            elif result.table is table:  # (not a fresh table of reg* names)
+                data = encode_rows(table, types, formats, digits, 0, stop)
+                if len(data) <= CACHED_ROWS_BYTES:
+                    self._rows = (table, types, list(formats), digits, data)
+                self.send_raw(data)
+                position = stop
         while position < stop:
             end = min(stop, position + ROWS_PER_CHUNK)
             data = encode_rows(table, types, formats, digits, position, end)

@@ -35,6 +35,7 @@ import collections
 import gc
 import json
 import logging
+import math
 import os
 import re
 import select
@@ -214,7 +215,7 @@ class PrimaryStatistics:
             with self._lock:
                 for item in items:
                     self._queue(item)
-        self._wake.set()  # (the tables' scan counters moved either way)
+        self._wake_sender()  # (the tables' scan counters moved either way)
 
     def record(self, userid: int, dbid: int, queryid: int, query: str, ms: float,
                rows: int) -> None:
@@ -232,7 +233,14 @@ class PrimaryStatistics:
             return
         with self._lock:
             self._queue(item)
-        self._wake.set()
+        self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        """Wake the sender thread, unless it is awake already: it clears the event before it
+        takes what is queued, so what was queued before this look is sent either way (and
+        `Event.set` takes a lock and notifies: a cost of every read answered here)."""
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _queue(self, item: tuple) -> None:
         if len(item) == 2:
@@ -275,7 +283,7 @@ class PrimaryStatistics:
         batch: dict = {"tables": tables, "statements": [], "observed": observed}
         size = len(json.dumps(batch))
         for key, (query, calls) in statements.items():
-            item = [*key, query, calls]
+            item = [*key, query, summary(calls)]
             item_size = len(json.dumps(item))
             if batch["statements"] and size + item_size > STATISTICS_MESSAGE_LIMIT:
                 self._send(batch)
@@ -287,6 +295,24 @@ class PrimaryStatistics:
 
     def _send(self, batch: dict) -> None:
         self.control.send(STATISTICS + json.dumps(batch).encode())
+
+
+def summary(calls: list[tuple[float, int]]) -> list:
+    """One statement's calls (milliseconds, rows) as pg_stat_statements keeps them: [calls,
+    total ms, min ms, max ms, mean ms, sum of squared deviations, rows]. The primary merges
+    the summary whole (`StatementStats.merge`), not call by call, and the message stays short
+    however many calls it covers."""
+    n, total, low, high, mean, m2, rows = 0, 0.0, math.inf, 0.0, 0.0, 0.0, 0
+    for ms, count in calls:
+        n += 1
+        total += ms
+        low = min(low, ms)
+        high = max(high, ms)
+        delta = ms - mean
+        mean += delta / n
+        m2 += delta * (ms - mean)
+        rows += count
+    return [n, total, low, high, mean, m2, rows]
 
 
 class _LocalServer:

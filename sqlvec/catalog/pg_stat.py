@@ -330,6 +330,31 @@ class StatementStats:
             e.m2 += delta * (ms - e.mean)
             e.rows += rows
 
+    def merge(self, userid: int, dbid: int, queryid: int, query: str, calls: int,
+              total: float, minimum: float, maximum: float, mean: float, m2: float,
+              rows: int) -> None:
+        """Count several calls of one statement at once (another process's, summarised
+        there): the same counters as that many `record`s, the mean and the squared
+        deviations combined as Chan et al.'s parallel form of Welford's method."""
+        if calls <= 0:
+            return
+        key = (userid, dbid, queryid)
+        with self._lock:
+            e = self._entries.get(key)
+            if e is None:
+                if len(self._entries) >= self.limit:
+                    self._evict()
+                e = self._entries[key] = _Entry(query)
+            n = e.calls + calls
+            delta = mean - e.mean
+            e.m2 += m2 + delta * delta * e.calls * calls / n
+            e.mean += delta * calls / n
+            e.calls = n
+            e.total += total
+            e.minimum = min(e.minimum, minimum)
+            e.maximum = max(e.maximum, maximum)
+            e.rows += rows
+
     def _evict(self) -> None:
         keep = sorted(self._entries.items(), key=lambda kv: kv[1].calls, reverse=True)
         self._entries = dict(keep[: self.limit * 4 // 5])

@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -113,7 +112,6 @@ def table_bytes_per_row(table: pa.Table) -> float:
 
 
 
-@dataclass
 class ExecContext:
     """What operators read while running one statement.
 
@@ -121,39 +119,57 @@ class ExecContext:
     sees one consistent state, READ COMMITTED); `overlay` is the session's uncommitted writes.
     Catalog tables (`virtual_table(name)`) are likewise built once per statement, however often
     the plan scans them (correlated subqueries, recursive CTE iterations); `cache` holds such
-    statement-lifetime values and, unlike `subquery_cache`, is never cleared mid-statement."""
+    statement-lifetime values and, unlike `subquery_cache`, is never cleared mid-statement.
 
-    params: list[pa.Scalar] = field(default_factory=list)
-    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
-    settings: dict = field(default_factory=dict)
-    snapshot_of: Callable[[int], TableSnapshot] | None = None
-    table_of: Callable[[int], Table] | None = None
-    overlay: object = None  # session.Transaction with buffered writes, or None
-    virtual_table: Callable[[str], pa.Table] | None = None
-    cancel: threading.Event = field(default_factory=threading.Event)
-    deadline: float | None = None  # time.monotonic() after which statement_timeout fires
-    subquery_cache: dict = field(default_factory=dict)
-    work_tables: dict = field(default_factory=dict)
-    stats: dict = field(default_factory=dict)  # EXPLAIN ANALYZE: id(operator) -> (rows, seconds)
-    analyze: bool = False
-    services: object = None  # session services for catalog functions
-    cache: dict = field(default_factory=dict)
-    memory: MemoryAccount = field(default_factory=MemoryAccount)
-    _snapshots: dict = field(default_factory=dict)
+    One is made per statement, so making it is a fixed cost of every query: a plain
+    constructor, the clock read only when `now` is first asked for (then fixed for the
+    statement)."""
 
-    def __post_init__(self) -> None:
-        build = self.virtual_table
-        if build is not None:
+    def __init__(self, params: list[pa.Scalar] | None = None, now: dt.datetime | None = None,
+                 settings: dict | None = None,
+                 snapshot_of: Callable[[int], TableSnapshot] | None = None,
+                 table_of: Callable[[int], Table] | None = None, overlay: object = None,
+                 virtual_table: Callable[[str], pa.Table] | None = None,
+                 cancel: threading.Event | None = None, deadline: float | None = None,
+                 analyze: bool = False, services: object = None,
+                 memory: MemoryAccount | None = None) -> None:
+        self.params = params if params is not None else []
+        self._now = now
+        self.settings = settings if settings is not None else {}
+        self.snapshot_of = snapshot_of
+        self.table_of = table_of
+        self.overlay = overlay  # session.Transaction with buffered writes, or None
+        self.cancel = cancel if cancel is not None else threading.Event()
+        self.deadline = deadline  # time.monotonic() after which statement_timeout fires
+        self.subquery_cache: dict = {}
+        self.work_tables: dict = {}
+        self.stats: dict = {}  # EXPLAIN ANALYZE: id(operator) -> (rows, seconds)
+        self.analyze = analyze
+        self.services = services  # session services for catalog functions
+        self.cache: dict = {}
+        self.memory = memory if memory is not None else MemoryAccount()
+        self._snapshots: dict = {}
+        self.virtual_table = virtual_table
+        if virtual_table is not None:
             cache = self.cache  # not `self`: a closure over the context would be a cycle
 
-            def virtual_table(name: str) -> pa.Table:
+            def built(name: str) -> pa.Table:
                 key = ("virtual_table", name)
                 table = cache.get(key)
                 if table is None:
-                    table = cache[key] = build(name)
+                    table = cache[key] = virtual_table(name)
                 return table
 
-            self.virtual_table = virtual_table
+            self.virtual_table = built
+
+    @property
+    def now(self) -> dt.datetime:
+        """The statement's time (now(), current_date, ...): read once, the same for the whole
+        statement."""
+        now = self._now
+        if now is None:
+            now = self._now = dt.datetime.now(dt.timezone.utc)
+        return now
 
     def snapshot(self, table_id: int) -> TableSnapshot:
         """The statement's snapshot of a table, taken on first use and kept, so every read of the

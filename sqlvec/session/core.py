@@ -391,7 +391,8 @@ class Session:
         oids = tuple(param_type_oids or ())
         key = (sql, oids, self.settings["search_path"])
         cached = self._plan_cache.get(key)
-        if cached is not None and cached.generation == self.store.generation:
+        if cached is not None and (cached.generation == self.store.generation
+                                   or cached.constant):  # (depends on no catalog object)
             return cached
         given = {}
         for i, oid in enumerate(oids):
@@ -549,10 +550,11 @@ class Session:
             raise QueryCanceled("canceling statement due to statement timeout")
 
     def _statement_lock(self, prepared: PreparedStatement) -> contextlib.AbstractContextManager:
-        """The DDL lock a statement runs under: none for those that touch no data (and for
-        COMMIT of a transaction that wrote nothing)."""
+        """The DDL lock a statement runs under: none for those that touch no data (a constant
+        query, and COMMIT of a transaction that wrote nothing)."""
         u = prepared.utility
-        if prepared.kind is StatementKind.EMPTY or self.ddl_open or (u is not None and (
+        if prepared.constant or prepared.kind is StatementKind.EMPTY or self.ddl_open or (
+                u is not None and (
                 u.kind in _NO_DDL_LOCK or (u.kind is UtilityKind.COMMIT
                                            and (self.txn is None or self.txn.empty)))):
             return contextlib.nullcontext()
@@ -564,8 +566,9 @@ class Session:
         planned again, as PostgreSQL re-plans after DDL; one whose result columns changed is
         refused as there (plancache.c)."""
         if prepared.generation < 0 or prepared.generation == self.store.generation or \
-                prepared.kind not in (StatementKind.QUERY, StatementKind.WRITE):
-            return prepared
+                prepared.constant or prepared.kind not in (StatementKind.QUERY,
+                                                           StatementKind.WRITE):
+            return prepared  # (a constant query's plan depends on no catalog object)
         again = self._prepare_cached(prepared.sql, [t.oid for t in prepared.param_types])
         if [(c.name, c.type) for c in again.columns or []] != \
                 [(c.name, c.type) for c in prepared.columns or []] or \

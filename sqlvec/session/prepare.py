@@ -64,6 +64,24 @@ def plan_statement(session: Session, sql: str, given: dict[int, SqlType]) -> Pre
     return plan_ast(session, sql, ast, given)
 
 
+# What a constant query's select list may hold: literals, NULL, true/false, a minus sign,
+# parentheses and column aliases. Nothing that reads a table, a setting, the clock or the
+# catalog (no function, no cast, no parameter), so the result is the same on every run.
+_CONSTANT_NODES = (exp.Literal, exp.Null, exp.Boolean, exp.Neg, exp.Paren, exp.Alias,
+                   exp.Identifier)
+
+
+def constant_select(ast: exp.Expression) -> bool:
+    """Whether `ast` is a SELECT of literals only, with no FROM or any other clause (`SELECT 1`,
+    `SELECT 'a' AS x, NULL`): a query whose result its text alone decides."""
+    if type(ast) is not exp.Select or not ast.expressions:
+        return False
+    if any(value for key, value in ast.args.items() if key != "expressions"):
+        return False
+    return all(isinstance(node, _CONSTANT_NODES)
+               for expression in ast.expressions for node in expression.walk())
+
+
 def plan_ast(session: Session, sql: str, ast: exp.Expression,
              given: dict[int, SqlType]) -> PreparedStatement:
     """Plan one parsed statement into a PreparedStatement: queries and writes compiled now,
@@ -81,8 +99,10 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
         columns = [ResultColumn(f.name, f.type if f.type.name != "unknown" else V.TEXT,
                                 f.source[0], f.source[1])
                    for f, t in zip(operator.fields, operator.types) if not f.hidden]
-        return PreparedStatement(sql, param_list(env, ast), columns, StatementKind.QUERY,
-                                 compiled=(plan, operator))
+        params = param_list(env, ast)
+        return PreparedStatement(sql, params, columns, StatementKind.QUERY,
+                                 compiled=(plan, operator),
+                                 constant=not params and constant_select(ast))
     planner_fn = _WRITES.get(type(ast))
     if planner_fn is not None:
         env = CompileEnv(param_types=dict(given), functions=session.database.functions)

@@ -16,10 +16,15 @@ if TYPE_CHECKING:
 
 def run_query(session: Session, prepared: PreparedStatement, params: list,
               max_rows: int) -> Result:
-    """A SELECT (VALUES, set operation): its operator tree over a snapshot of each table."""
-    plan, operator = prepared.compiled  # type: ignore[misc]
-    ctx = session._context(typed_params(prepared.param_types, params))
-    table = result_table(operator.execute(ctx), operator.fields, prepared.columns)
+    """A SELECT (VALUES, set operation): its operator tree over a snapshot of each table. A
+    constant query (`SELECT 1`) runs once; its table (immutable) is the result of every run."""
+    table = prepared.constant_table
+    if table is None:
+        plan, operator = prepared.compiled  # type: ignore[misc]
+        ctx = session._context(typed_params(prepared.param_types, params))
+        table = result_table(operator.execute(ctx), operator.fields, prepared.columns)
+        if prepared.constant:
+            prepared.constant_table = table
     return Result(f"SELECT {table.num_rows}", prepared.columns, table)
 
 

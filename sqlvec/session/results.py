@@ -79,6 +79,10 @@ class PreparedStatement:
     explain: dict | None = None
     copy: CopyCommand | None = None
     stats_key: tuple[int, str] | None = None  # pg_stat_statements' (queryid, text), once known
+    # A query whose result is fixed by its text alone (`SELECT 1`: literals, no table, no
+    # function, no parameter): run once, its table is kept here and returned by each run.
+    constant: bool = False
+    constant_table: pa.Table | None = None
 
 
 def renamed(table: pa.Table, visible: list[int], columns: list[ResultColumn] | None) -> pa.Table:

@@ -10,6 +10,7 @@ so a large INSERT costs one pass of `re.search`, not a tokenizer run.
 
 from __future__ import annotations
 
+import functools
 import re
 
 _INTERESTING = re.compile(r"['\"$;]|--|/\*")
@@ -18,7 +19,22 @@ _DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$")
 
 def split_with_offsets(sql: str) -> list[tuple[int, str]]:
     """Split on semicolons outside quotes, dollar quotes and comments: (offset, text) per
-    statement, empty ones (only blanks and comments) dropped."""
+    statement, empty ones (only blanks and comments) dropped. Short texts (the ones a client
+    sends again and again) are split once and remembered."""
+    if len(sql) <= REMEMBERED_TEXT:
+        return list(_split_remembered(sql))
+    return _split(sql)
+
+
+REMEMBERED_TEXT = 1024  # characters: a text up to this long is split once
+
+
+@functools.lru_cache(maxsize=1024)
+def _split_remembered(sql: str) -> tuple[tuple[int, str], ...]:
+    return tuple(_split(sql))
+
+
+def _split(sql: str) -> list[tuple[int, str]]:
     out, start, i, n = [], 0, 0, len(sql)
     while True:
         m = _INTERESTING.search(sql, i)

@@ -44,3 +44,22 @@ def test_reads_are_answered_in_the_worker(sql):
 ])
 def test_anything_else_goes_to_the_primary(sql):
     assert not read_only(sql)
+
+
+def test_a_workers_statistics_summary_merges_as_its_calls():
+    """A worker sends each statement's calls summarised; the primary's counters end up as if
+    it had recorded every call itself."""
+    from sqlvec.catalog.pg_stat import StatementStats
+    from wire.worker import summary
+
+    calls = [(2.0, 1), (4.0, 1), (9.0, 0), (1.5, 5)]
+    direct, merged = StatementStats(), StatementStats()
+    for ms, rows in calls:
+        direct.record(10, 5, 3, "SELECT 1", ms, rows)
+    merged.merge(10, 5, 3, "SELECT 1", *summary(calls))
+    (_, a), = direct.entries()
+    (_, b), = merged.entries()
+    assert summary(calls)[:4] == [4, 16.5, 1.5, 9.0] and summary(calls)[6] == 7
+    assert (b.calls, b.total, b.minimum, b.maximum, b.rows) == \
+        (a.calls, a.total, a.minimum, a.maximum, a.rows)
+    assert (b.mean, b.m2) == pytest.approx((a.mean, a.m2))

@@ -43,3 +43,15 @@ def test_backslashes_escape_only_in_e_strings():
 def test_parameters_next_to_dollars_do_not_open_a_dollar_quote():
     assert split_with_offsets("select $1::int,$2::int; select 2") == [
         (0, "select $1::int,$2::int"), (23, " select 2")]
+
+
+def test_a_remembered_split_is_handed_out_as_a_fresh_list():
+    """Short texts are split once and remembered: a caller changing its list changes no one
+    else's answer."""
+    sql = "SELECT 1; SELECT 'a;b'"
+    first = split_with_offsets(sql)
+    assert first == [(0, "SELECT 1"), (9, " SELECT 'a;b'")]
+    first.clear()
+    assert split_with_offsets(sql) == [(0, "SELECT 1"), (9, " SELECT 'a;b'")]
+    long = "SELECT 1;" * 200  # past the remembered length: split every time, the same way
+    assert len(split_with_offsets(long)) == 200
