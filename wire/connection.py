@@ -126,6 +126,7 @@ ROWS_PER_CHUNK = 8192  # rows encoded at a time when streaming a large result
 CACHED_ROWS_BYTES = 4096  # a short result's DataRows kept for its table's next run, at most
 SEND_BUFFER = 1 << 20  # pending output is written beyond this size
 NAME_MAX_BYTES = 63  # user and database names are cut to this, as PostgreSQL's NAMEDATALEN - 1
+TERMINATE_WAIT = 1.0  # pg_terminate_backend waits at most this for an idle session's FATAL
 MAX_PARAMETERS = 65535  # Bind and ParameterDescription count parameters in 16 bits
 
 
@@ -307,6 +308,7 @@ class Connection:
         self._lock = threading.Lock()  # orders `reading` against `stop`
         self._out = bytearray()
         self._last_words = False  # a FATAL error was sent: the client must get to read it
+        self._said = threading.Event()  # `_fatal` is done (sent or failed)
         self._digits = ("1", 1)  # extra_float_digits: the setting's text, its value
         self._types: tuple[list[ResultColumn], list[SqlType], bool] | None = None
         # The last result table encoded whole, with its formats, float digits and DataRows: a
@@ -354,6 +356,15 @@ class Connection:
             self.stopping = True
             if self.reading:
                 self._shutdown_socket(socket.SHUT_RD)
+
+    def _terminate(self) -> None:
+        """pg_terminate_backend: `stop`, and for an idle session wait (briefly) until its FATAL
+        error is written, so the client's next statement meets it wherever it is answered (a
+        worker answering reads checks for the primary's output first)."""
+        idle = self.reading
+        self.stop()
+        if idle and threading.current_thread() is not self.thread:
+            self._said.wait(TERMINATE_WAIT)
 
     def abort(self) -> None:
         """Server shutdown after the grace period: the socket stops working both ways."""
@@ -406,6 +417,8 @@ class Connection:
             self._last_words = True
         except Exception:  # best effort: the peer may be gone
             pass
+        finally:
+            self._said.set()
 
     # I/O --------------------------------------------------------------------------------------
 
@@ -525,7 +538,7 @@ class Connection:
                 raise TimeoutError("authentication timeout")
             self.server.admit(self, self.server.database.is_superuser(user))
         self.session = self._open_session(database, user, settings)
-        self.session.on_terminate = self.stop
+        self.session.on_terminate = self._terminate
         self.session.on_deallocate = self._deallocate
         self.session.on_discard_all = self._discard_all
         self.pid = self.session.pid

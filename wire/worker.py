@@ -698,6 +698,10 @@ class Relay:
         """Make the local session ready: created, with the primary's settings, its follower
         at the published commit position. False when the primary must answer instead."""
         worker = self.worker
+        if select.select([self.upstream], [], [], 0)[0]:
+            # The primary spoke first (a FATAL of pg_terminate_backend, a notification): its
+            # words go out before this statement's answer, which the primary gives.
+            return False
         if self.database != DEFAULT_DATABASE or self.settings is None or not self.pid:
             self.local_ok = False
             return False

@@ -56,6 +56,17 @@ def test_terminate_ends_an_idle_session(server, admin):
         time.sleep(0.05)
 
 
+def test_the_next_statement_after_terminate_always_meets_the_error(server, admin):
+    # Reads are answered by worker processes: the primary's FATAL must still come first.
+    for _ in range(30):
+        victim = psycopg.connect(server.conninfo(), autocommit=True)
+        victim.execute("SELECT 1")
+        admin.execute("SELECT pg_terminate_backend(%s)", [victim.info.backend_pid])
+        with pytest.raises(errors.AdminShutdown):
+            victim.execute("SELECT 1")
+        victim.close()
+
+
 def test_terminate_ends_a_running_statement_at_once(server, admin):
     victim = psycopg.connect(server.conninfo(), autocommit=True)
     thread, outcome = in_background(victim, "SELECT pg_sleep(30)")
