@@ -355,6 +355,21 @@ class SocketStream:
         while take < n:
             take += self._recv_into(target[take:])
 
+    def relay(self, n: int, send: Callable[[memoryview], object]) -> None:
+        """Pass the next `n` bytes on to `send` as they arrive, without collecting them: what is
+        buffered first, the rest received into the receive buffer piece by piece (a relayed
+        COPY's data, copied once on its way through)."""
+        if n > len(self._buf):
+            self.grow(RECV_SIZE)
+        while n:
+            if self._start == self._end:
+                self._start = 0
+                self._end = self._recv_into(self._view)
+            take = min(n, self._end - self._start)
+            send(self._view[self._start:self._start + take])
+            self._start += take
+            n -= take
+
     def _fill(self, n: int) -> None:
         """Receive until n bytes (at most the buffer's size) are buffered, moved to the front."""
         have = self._end - self._start

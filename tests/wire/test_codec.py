@@ -159,6 +159,38 @@ def test_fill_takes_what_is_buffered_then_receives_straight_into_the_target():
     sender.join()
     b.close()
 
+def test_relay_passes_the_buffered_start_then_the_rest_on_as_it_arrives():
+    """A relayed message's body goes on in pieces, none larger than the receive buffer, and
+    nothing of the next message is taken with it."""
+    a, b = socket.socketpair()
+    payload = bytes(range(256)) * (3 * RECV_SIZE // 256 + 5)
+    after = frame(b"c", b"")
+    sender = threading.Thread(target=lambda: (a.sendall(frame(b"d", payload) + after),
+                                              a.close()))
+    sender.start()
+    stream = SocketStream(b, STARTUP_RECV_SIZE)
+    assert stream.read_exactly(5) == frame(b"d", payload)[:5]
+    pieces: list[bytes] = []
+    stream.relay(len(payload), lambda view: pieces.append(bytes(view)))
+    assert b"".join(pieces) == payload
+    assert len(pieces) > 3 and max(map(len, pieces)) <= RECV_SIZE
+    assert read_message(stream.read_exactly) == (b"c", b"")
+    sender.join()
+    b.close()
+
+
+def test_relay_ends_with_the_connection_when_the_client_leaves_mid_message():
+    a, b = socket.socketpair()
+    a.sendall(b"x" * 1000)
+    a.close()
+    stream = SocketStream(b)
+    got = bytearray()
+    with pytest.raises(EndOfStream):
+        stream.relay(5000, got.extend)  # claimed 5,000 bytes, 1,000 came
+    assert got == b"x" * 1000
+    b.close()
+
+
 def test_a_claimed_length_is_not_allocated_before_its_bytes_arrive():
     a, b = socket.socketpair()
     a.sendall(b"Q" + struct.pack("!i", 1 << 30) + b"SELECT " * 1000)  # claims 1 GiB, sends 7 KB
