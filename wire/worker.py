@@ -574,14 +574,15 @@ class Relay:
 
     def _copy_data(self, head: bytes, n: int) -> None:
         """Relay one CopyData message of `n` bytes to the primary: a small one (already
-        received) in one send, a large one piece by piece as it arrives, so the bulk of a
-        COPY is copied once here rather than collected, framed and joined first."""
+        received) in one send, a large one as it arrives (`SocketStream.relay`: moved by the
+        kernel where it can be), so the bulk of a COPY is not collected, framed and joined
+        here first."""
         with self.ulock:
             if n <= self.stream.buffered:
                 self.upstream.sendall(head + self.stream.read_exactly(n))
             else:
                 self.upstream.sendall(head)
-                self.stream.relay(n, self.upstream.sendall)
+                self.stream.relay(n, self.upstream)
 
     def _idle(self) -> bool:
         with self.lock:
