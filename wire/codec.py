@@ -22,6 +22,8 @@ it up front, the body's memory grows as its bytes actually arrive.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket
 import struct
 import time
@@ -356,6 +358,28 @@ class SocketStream:
         while take < n:
             take += self._recv_into(target[take:])
 
+    def relay(self, n: int, target: socket.socket) -> None:
+        """Pass the next `n` bytes on to `target` as they arrive, without collecting them (a
+        relayed COPY's data): what is buffered first, then, between plain blocking sockets, by
+        `splice` through a pipe (the kernel moves the bytes; none enter this process), else
+        received into the receive buffer piece by piece and sent from there."""
+        take = min(n, self._end - self._start)
+        if take:
+            target.sendall(self._view[self._start:self._start + take])
+            self._start += take
+            n -= take
+        if n and _splice(self.sock, target, n):
+            return
+        if n > len(self._buf):
+            self.grow(RECV_SIZE)
+        while n:
+            self._start = 0
+            self._end = self._recv_into(self._view)
+            take = min(n, self._end)
+            target.sendall(self._view[:take])
+            self._start = take
+            n -= take
+
     def _fill(self, n: int) -> None:
         """Receive until n bytes (at most the buffer's size) are buffered, moved to the front."""
         have = self._end - self._start
@@ -404,6 +428,36 @@ def linger_close(sock: socket.socket, seconds: float = LINGER_SECONDS,
         pass  # gone already, or silent until the deadline
     finally:
         sock.close()
+
+
+SPLICE_PIPE_SIZE = 1 << 20  # bytes a relaying pipe holds (asked for; the kernel may give less)
+
+
+def _splice(source: socket.socket, target: socket.socket, n: int) -> bool:
+    """Move exactly `n` bytes from `source` to `target` inside the kernel; False (nothing
+    moved) where that cannot be done: TLS, a socket with a timeout (non-blocking underneath),
+    or no `os.splice`."""
+    if not hasattr(os, "splice") or type(source) is not socket.socket \
+            or type(target) is not socket.socket \
+            or source.gettimeout() is not None or target.gettimeout() is not None:
+        return False
+    read_end, write_end = os.pipe()
+    try:
+        try:
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, SPLICE_PIPE_SIZE)
+        except OSError:
+            pass  # the default pipe size works too, in more steps
+        while n:
+            moved = os.splice(source.fileno(), write_end, n)
+            if not moved:
+                raise EndOfStream("the client closed the connection")
+            n -= moved
+            while moved:
+                moved -= os.splice(read_end, target.fileno(), moved)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    return True
 
 
 def concat_binary(array: pa.Array) -> bytes:

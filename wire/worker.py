@@ -464,6 +464,8 @@ class Relay:
     def report_if_long(self, now: float) -> None:
         """Tell the primary about a read running here for a while, so pg_stat_activity (and
         whoever waits on it to cancel or terminate) sees it active; short reads cost nothing."""
+        if not self.running:  # (nothing to report, and a COPY relayed meanwhile holds the lock)
+            return
         with self.ulock:
             if self.running and not self.reported and now - self.started >= REPORT_AFTER:
                 self.reported = True
@@ -596,6 +598,12 @@ class Relay:
                     self._forward(batch)
                 self._blind(bytes(head))
                 return
+            if type_byte == b"d":  # COPY data: passed on as it arrives, never collected here
+                if batch:
+                    self._forward(batch)
+                    batch, decoded = [], []
+                self._copy_data(bytes(head), length - 4)
+                continue
             body = read(length - 4)
             code = type_byte[0]
             if code in _EXTENDED and len(batch) < MAX_BATCH:
@@ -635,6 +643,18 @@ class Relay:
             with self.ulock:
                 self.upstream.sendall(chunk)
             left -= len(chunk)
+
+    def _copy_data(self, head: bytes, n: int) -> None:
+        """Relay one CopyData message of `n` bytes to the primary: a small one (already
+        received) in one send, a large one as it arrives (`SocketStream.relay`: moved by the
+        kernel where it can be), so the bulk of a COPY is not collected, framed and joined
+        here first."""
+        with self.ulock:
+            if n <= self.stream.buffered:
+                self.upstream.sendall(head + self.stream.read_exactly(n))
+            else:
+                self.upstream.sendall(head)
+                self.stream.relay(n, self.upstream)
 
     def _idle(self) -> bool:
         with self.lock:

@@ -692,3 +692,57 @@ def test_connections_are_spread_evenly_over_the_workers(tmp_path, reap):
     for conn in conns[1:]:
         conn.close()
     assert server.stop() == 0, server.log()
+
+
+def _binary_copy(matrix) -> bytes:
+    """COPY's binary format of rows (id bigint, v vector(d)), ids 0..n-1."""
+    import numpy as np
+
+    n, dim = matrix.shape
+    rec = np.zeros(n, dtype=[("count", ">i2"), ("l1", ">i4"), ("id", ">i8"), ("l2", ">i4"),
+                             ("dim", ">u2"), ("unused", ">u2"), ("v", ">f4", (dim,))])
+    rec["count"], rec["l1"], rec["id"], rec["l2"], rec["dim"] = 2, 8, np.arange(n), 4 + 4 * dim, \
+        dim
+    rec["v"] = matrix
+    return b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8 + rec.tobytes() + b"\xff\xff"
+
+
+def test_copy_data_relayed_by_a_worker_arrives_whole_and_a_half_sent_message_loads_nothing(
+        pool_server, table):
+    """A worker passes CopyData on as it arrives: messages of several MiB (larger than any
+    receive buffer) reach the primary byte for byte, and a client gone in the middle of one
+    ends its COPY with nothing loaded while the worker goes on serving."""
+    import numpy as np
+
+    from tests.e2e.conftest import RawClient
+    from wire.messages import CopyData, CopyDone, Query
+
+    matrix = np.random.default_rng(11).standard_normal((12000, 128)).astype(np.float32)
+    data = _binary_copy(matrix)
+    piece = 3 << 20
+    with connect(pool_server) as conn:
+        conn.execute(f"CREATE TABLE {table} (id bigint, v vector(128))")
+        client = RawClient(pool_server).ready()
+        client.send(Query(f"COPY {table} FROM STDIN (FORMAT binary)").encode())
+        assert b"G" in [m.TYPE for m in client.messages(until=b"G")]
+        for at in range(0, len(data), piece):
+            client.send(CopyData(data[at:at + piece]).encode())
+        client.send(CopyDone().encode())
+        tags = [getattr(m, "tag", None) for m in client.messages(until=b"Z", timeout=60)]
+        assert "COPY 12000" in tags
+        client.close()
+        rows = conn.cursor(binary=True).execute(f"SELECT v FROM {table} ORDER BY id").fetchall()
+        got = np.stack([np.frombuffer(raw, ">f4", offset=4) for (raw,) in rows])
+        np.testing.assert_array_equal(got, matrix)
+        # Gone halfway through a message that claims 3 MiB, on each worker in turn.
+        for _ in range(4):
+            client = RawClient(pool_server).ready()
+            client.send(Query(f"COPY {table} FROM STDIN (FORMAT binary)").encode())
+            assert b"G" in [m.TYPE for m in client.messages(until=b"G")]
+            client.send(CopyData(data[:piece]).encode()[:piece // 2])
+            client.close()
+        for _ in range(4):  # every worker still relays a COPY
+            with connect(pool_server) as other:
+                with other.cursor().copy(f"COPY {table} FROM STDIN (FORMAT binary)") as copy:
+                    copy.write(_binary_copy(matrix[:10]))
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (12040,)

@@ -159,6 +159,60 @@ def test_fill_takes_what_is_buffered_then_receives_straight_into_the_target():
     sender.join()
     b.close()
 
+def _collect(sock: socket.socket, into: bytearray) -> threading.Thread:
+    def run() -> None:
+        while chunk := sock.recv(1 << 16):
+            into.extend(chunk)
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["splice", "copied"])
+def test_relay_passes_exactly_one_message_on_and_keeps_what_follows(kernel):
+    """A relayed message's body (larger than any receive buffer) reaches the target byte for
+    byte, moved by the kernel between plain blocking sockets, else copied piece by piece (a
+    socket with a timeout is non-blocking underneath); nothing of the next message is taken."""
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    payload = bytes(range(256)) * (3 * RECV_SIZE // 256 + 5)
+    sender = threading.Thread(target=lambda: (a.sendall(frame(b"d", payload) + frame(b"c", b"")),
+                                              a.close()))
+    sender.start()
+    got = bytearray()
+    collector = _collect(d, got)
+    if not kernel:
+        b.settimeout(30)
+    stream = SocketStream(b, STARTUP_RECV_SIZE)
+    assert stream.read_exactly(5) == frame(b"d", payload)[:5]
+    stream.relay(len(payload), c)
+    c.close()
+    collector.join()
+    assert got == payload
+    assert read_message(stream.read_exactly) == (b"c", b"")
+    sender.join()
+    b.close()
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["splice", "copied"])
+def test_relay_ends_with_the_connection_when_the_client_leaves_mid_message(kernel):
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    a.sendall(b"x" * 100_000)
+    a.close()
+    if not kernel:
+        b.settimeout(30)
+    stream = SocketStream(b)
+    got = bytearray()
+    collector = _collect(d, got)
+    with pytest.raises(EndOfStream):
+        stream.relay(500_000, c)  # claimed 500,000 bytes, 100,000 came
+    c.close()
+    collector.join()
+    assert got == b"x" * 100_000
+    b.close()
+
+
 def test_a_claimed_length_is_not_allocated_before_its_bytes_arrive():
     a, b = socket.socketpair()
     a.sendall(b"Q" + struct.pack("!i", 1 << 30) + b"SELECT " * 1000)  # claims 1 GiB, sends 7 KB
