@@ -314,13 +314,8 @@ class StatementStats:
     def record(self, userid: int, dbid: int, queryid: int, query: str, ms: float,
                rows: int) -> None:
         """Count one completed statement."""
-        key = (userid, dbid, queryid)
         with self._lock:
-            e = self._entries.get(key)
-            if e is None:
-                if len(self._entries) >= self.limit:
-                    self._evict()
-                e = self._entries[key] = _Entry(query)
+            e = self._entry((userid, dbid, queryid), query)
             e.calls += 1
             e.total += ms
             e.minimum = min(e.minimum, ms)
@@ -338,13 +333,8 @@ class StatementStats:
         deviations combined as Chan et al.'s parallel form of Welford's method."""
         if calls <= 0:
             return
-        key = (userid, dbid, queryid)
         with self._lock:
-            e = self._entries.get(key)
-            if e is None:
-                if len(self._entries) >= self.limit:
-                    self._evict()
-                e = self._entries[key] = _Entry(query)
+            e = self._entry((userid, dbid, queryid), query)
             n = e.calls + calls
             delta = mean - e.mean
             e.m2 += m2 + delta * delta * e.calls * calls / n
@@ -354,6 +344,15 @@ class StatementStats:
             e.minimum = min(e.minimum, minimum)
             e.maximum = max(e.maximum, maximum)
             e.rows += rows
+
+    def _entry(self, key: tuple[int, int, int], query: str) -> _Entry:
+        """The statement's counters, new ones if need be (evicting past the limit); under the lock."""
+        e = self._entries.get(key)
+        if e is None:
+            if len(self._entries) >= self.limit:
+                self._evict()
+            e = self._entries[key] = _Entry(query)
+        return e
 
     def _evict(self) -> None:
         keep = sorted(self._entries.items(), key=lambda kv: kv[1].calls, reverse=True)

@@ -144,14 +144,19 @@ def test_subquery_reading_the_outer_row_elsewhere_runs_per_row(session):
     assert rows(session, sql) == [(1, 12), (2, 22), (3, 6), (4, None), (5, 16), (6, None)]
 
 
-def scans(plan: n.PlanNode) -> list[n.Scan]:
+def nodes_of(plan: n.PlanNode, kind: type) -> list:
+    """Every node of the given kind in the plan tree."""
     found, stack = [], [plan]
     while stack:
         node = stack.pop()
-        if isinstance(node, n.Scan):
+        if isinstance(node, kind):
             found.append(node)
         stack.extend(node.children)
     return found
+
+
+def scans(plan: n.PlanNode) -> list[n.Scan]:
+    return nodes_of(plan, n.Scan)
 
 
 def test_a_correlated_subquery_is_planned_once(session, monkeypatch):
@@ -200,13 +205,7 @@ def test_uncorrelated_and_limit_subqueries_are_not_keyed(session):
 
 
 def joins(plan: n.PlanNode) -> list[n.Join]:
-    out, stack = [], [plan]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, n.Join):
-            out.append(node)
-        stack.extend(node.children)
-    return out
+    return nodes_of(plan, n.Join)
 
 
 def test_where_equality_turns_a_cross_join_into_a_hash_join(session):
