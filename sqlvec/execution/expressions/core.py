@@ -62,10 +62,10 @@ class CompileEnv:
 class Compiler:
     """Compiles expressions against one scope (the input relation's fields and types).
 
-    `bound`: the expressions come from a bound plan (plan/bind.py), whose column references
-    carry their positions; a reference without one is then an error, not looked up by name.
-    Expressions that are not part of a plan (a write's SET and RETURNING, CHECK constraints)
-    are compiled with `bound` false and resolved by name against `scope`."""
+    `bound`: the expressions come from a bound plan (plan/bind.py), or are bound as a plan's
+    are (a write's SET and RETURNING, CHECK conditions, ALTER COLUMN ... TYPE ... USING),
+    so their column references carry their positions; a reference without one is then an
+    error, not looked up by name. Without `bound` a name is resolved against `scope`."""
 
     def __init__(self, scope: Scope, types: list[SqlType], env: CompileEnv,
                  outer: Compiler | None = None, bound: bool = False) -> None:
