@@ -65,8 +65,7 @@ def _compiled_check(table_def: TableDef, condition: exp.Expression,
                     functions: dict | None) -> Value:
     scope = _row_scope(table_def)
     bound = _bound_check(table_def, condition, scope)
-    compiler = Compiler(scope, [f.type for f in scope.fields], CompileEnv(functions=functions),
-                        bound=True)
+    compiler = Compiler(scope, [f.type for f in scope.fields], CompileEnv(functions=functions))
     value = compiler.compile(bound)
     if value.type != BOOL and value.type.name != "unknown":
         raise located(SqlVecError(

@@ -80,7 +80,7 @@ def write_compiler(scope: Scope, types: list[SqlType], builder: Builder) -> Comp
     """The compiler of a write's own expressions (SET, RETURNING, DEFAULT, ON CONFLICT), over
     the rows `scope` describes. As a plan's compilers, it reads the positions the binder gave
     (`bound_write`) and refuses a column reference without one (XX000)."""
-    return Compiler(scope, types, builder.env, bound=True)
+    return Compiler(scope, types, builder.env)
 
 
 def bound_write(planner: Planner, e: exp.Expression, scope: Scope) -> exp.Expression:
