@@ -37,13 +37,15 @@ from sqlvec.errors import (
 from sqlvec.execution import constraint_ddl
 from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
+from sqlvec.execution.constraints import ROW_CHECKS, compile_check
 from sqlvec.execution.context import ExecContext
 from sqlvec.execution.ddl import check_column_name, column_def, gin_opclass
-from sqlvec.execution.dml import default_value
-from sqlvec.execution.expressions import Compiler, Frame
+from sqlvec.execution.dml import bound_write, default_value, write_compiler
+from sqlvec.execution.expressions import Frame
 from sqlvec.execution.kernels import table_of
 from sqlvec.execution.transaction import TableOverlay, Transaction
 from sqlvec.execution.values import Value, as_array
+from sqlvec.plan.bind import bind_expr
 from sqlvec.plan.planner import Planner
 from sqlvec.sql import index_expressions as ixexpr
 from sqlvec.sql.binder import SYSTEM_COLUMNS, Field, Scope, serial_kind, sql_type
@@ -346,10 +348,10 @@ def _alter_type(col: ColumnDef, dtype: exp.DataType, using: exp.Expression | Non
     if using is not None and using.find(exp.Subquery, exp.Select) is not None:
         raise FeatureNotSupported("cannot use subquery in transform expression")
     scope, types = _old_row_scope(work)
-    compiler = Compiler(scope, types, tools.builder().env)
+    compiler = write_compiler(scope, types, tools.builder())
     original_name = next(c.name for c in work.original.columns if c.attnum == col.attnum)
     if using is None:
-        value = compiler.compile(exp.column(original_name))
+        value = compiler.compile(bind_expr(exp.column(original_name), scope))
         try:
             V.check_assignable(value.type, replace(col, type=target))
         except DatatypeMismatch:
@@ -357,8 +359,7 @@ def _alter_type(col: ColumnDef, dtype: exp.DataType, using: exp.Expression | Non
                 f'column "{col.name}" cannot be cast automatically to type {target.format()}',
                 hint=f'You might need to specify "USING {col.name}::{target.format()}".') from None
     else:
-        bound = tools.planner()._expr(using, scope)
-        value = compiler.compile(bound)
+        value = compiler.compile(bound_write(tools.planner(), using, scope))
         if value.type.name == "unknown":
             value = compiler.coerce(value, target)
         try:
@@ -458,6 +459,7 @@ def _check_no_nulls(col: ColumnDef, work: _Work) -> None:
 def _commit(work: _Work, tools: AlterTools) -> None:
     if not work.changed:
         return
+    _recompile_checks(work)
     store = tools.catalog.store
     table_id = work.original.id
 
@@ -494,6 +496,17 @@ def _commit(work: _Work, tools: AlterTools) -> None:
             store.update_catalog(lambda c: {**c, "sequences": {
                 k: v for k, v in c.get("sequences", {}).items() if k not in created}})
         raise
+
+
+def _recompile_checks(work: _Work) -> None:
+    """A column's new type can leave a CHECK that reads it meaningless (`b > a` once b is
+    text): the conditions are compiled against the new definition, failing the statement
+    with the condition's error, as PostgreSQL does."""
+    if not work.rewrites:
+        return
+    for c in work.def_.constraints:
+        if c.kind == "c":
+            compile_check(work.def_, c.expression or "true", ROW_CHECKS.functions())
 
 
 def _catalog_change(work: _Work) -> Callable[[dict], dict]:

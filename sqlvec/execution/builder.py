@@ -67,7 +67,7 @@ class Builder:
         """A compiler for a bound plan's expressions over an operator's fields, with the outer
         query's compiler for correlated references."""
         parent = outer.scope if outer is not None else None
-        return Compiler(Scope(list(op_fields), parent), types, self.env, outer, bound=True)
+        return Compiler(Scope(list(op_fields), parent), types, self.env, outer)
 
     def subplan(self, plan: n.PlanNode, outer: Compiler) -> Operator:
         """Build a subquery's plan, its expressions able to refer to the outer query."""

@@ -438,6 +438,9 @@ def constraint_defs(table_def: TableDef, specs: list[Spec], catalog: Catalog) ->
                                        index_oid=catalog.store.allocate_oid(),
                                        deferrable=spec.deferrable, deferred=spec.deferred))
         else:
+            # The statement's condition (its errors point into the statement), then the text
+            # the definition keeps, which every write compiles.
+            compile_check(table_def, spec.condition, ROW_CHECKS.functions())
             text = check_condition_text(spec.condition, table_def)
             compile_check(table_def, text, ROW_CHECKS.functions())
             cols = tuple(dict.fromkeys(c.name for c in spec.condition.find_all(exp.Column)))
@@ -489,7 +492,11 @@ def add_constraint(action: exp.AddConstraint, table, catalog: Catalog, not_valid
                             schema=d.schema, table=d.name, column=col)
             new_def = set_primary_key(d, spec, catalog)
         else:
-            new_def = constraint_defs(d, [spec], catalog)
+            try:
+                new_def = constraint_defs(d, [spec], catalog)
+            except SqlVecError as error:
+                error.position = None  # PostgreSQL places no name of ALTER TABLE's CHECK
+                raise
             if spec.kind == "c":
                 constraint = new_def.constraints[-1]
                 if not_valid:

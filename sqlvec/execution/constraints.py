@@ -17,15 +17,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from sqlvec.errors import CheckViolation, FeatureNotSupported, SqlVecError
+from sqlvec.errors import CheckViolation, FeatureNotSupported, SqlVecError, UndefinedColumn
 from sqlvec.execution import values as V
 from sqlvec.execution.catalog_functions import compile_extensions
 from sqlvec.execution.context import ExecContext
 from sqlvec.execution.expressions import CompileEnv, Compiler, Frame
 from sqlvec.execution.values import BOOL, Value, as_array
-from sqlvec.sql.binder import Field, Scope
+from sqlvec.plan.bind import bind_detached
+from sqlvec.plan.planner import located
+from sqlvec.sql.binder import Field, Scope, bound_ref
 from sqlvec.sql.dialect import parse_one
-from sqlvec.storage.schema import ConstraintDef, TableDef
+from sqlvec.storage.schema import ROWID, ConstraintDef, TableDef
+from sqlvec.types import SqlType
 
 # Constructs a CHECK may not use (PostgreSQL: 0A000 for subqueries, 42P20 for the others).
 _REFUSED = (exp.Subquery, exp.Exists, exp.Select)
@@ -36,25 +39,68 @@ def parse_condition(text: str) -> exp.Expression:
     return parse_one(f"SELECT {text}").expressions[0]
 
 
-def compile_check(table_def: TableDef, text: str, functions: dict | None) -> Value:
+def compile_check(table_def: TableDef, condition: str | exp.Expression,
+                  functions: dict | None) -> Value:
     """The condition compiled against the table's columns, as a boolean (42804 when it is
-    not one, 42703 for an unknown column)."""
-    condition = parse_condition(text)
+    not one, 42703 for an unknown column). `condition`: its SQL text, as the table
+    definition keeps it, or the statement's own parsed node (then a name error points into
+    the statement)."""
+    positioned = isinstance(condition, exp.Expression)
+    if not positioned:
+        condition = parse_condition(condition)
     if any(condition.find_all(*_REFUSED)):
         raise FeatureNotSupported("cannot use subquery in check constraint")
     if any(isinstance(node, exp.AggFunc) for node in condition.walk()):
         raise SqlVecError("aggregate functions are not allowed in check constraints",
                           sqlstate="42803")
-    fields = [Field(c.name, table_def.name, c.type, (table_def.oid, c.attnum))
-              for c in table_def.columns]
-    compiler = Compiler(Scope(fields), [f.type for f in fields],
-                        CompileEnv(functions=functions))
-    value = compiler.compile(condition)
+    try:
+        return _compiled_check(table_def, condition, functions)
+    except SqlVecError as error:
+        if not positioned:  # a position in the stored text means nothing to the statement
+            error.position = None
+        raise
+
+
+def _compiled_check(table_def: TableDef, condition: exp.Expression,
+                    functions: dict | None) -> Value:
+    scope = _row_scope(table_def)
+    bound = _bound_check(table_def, condition, scope)
+    compiler = Compiler(scope, [f.type for f in scope.fields], CompileEnv(functions=functions))
+    value = compiler.compile(bound)
     if value.type != BOOL and value.type.name != "unknown":
-        raise SqlVecError(
+        raise located(SqlVecError(
             f'argument of CHECK must be type boolean, not type {value.type.format()}',
-            sqlstate="42804")
-    return compiler.compile_as(condition, BOOL) if value.type != BOOL else value
+            sqlstate="42804"), condition)
+    return compiler.compile_as(bound, BOOL) if value.type != BOOL else value
+
+
+def _row_scope(table_def: TableDef) -> Scope:
+    """The rows a CHECK reads: the table's columns (then its row id, which system column
+    names resolve to, and which no check reads)."""
+    d = table_def
+    return Scope([Field(c.name, d.name, c.type, (d.oid, c.attnum)) for c in d.columns] +
+                 [Field(ROWID, d.name, SqlType("int8"), (d.oid, 0), hidden=True)])
+
+
+def _bound_check(table_def: TableDef, condition: exp.Expression, scope: Scope) -> exp.Expression:
+    """The condition with its names resolved once against the table's row (`bind_detached`);
+    as in PostgreSQL a system column is refused (42P10), but tableoid, the table's OID."""
+    bound = bind_detached(condition, scope)
+    rowid = scope.fields[-1]
+    for col in list(bound.find_all(exp.Column)):
+        ref = bound_ref(col)
+        if ref is None or ref.field is not rowid:
+            continue
+        if ref.system is None:  # the row id itself is no column of the table
+            raise located(UndefinedColumn(f'column "{col.name}" does not exist'), col)
+        if ref.system.name != "tableoid":
+            raise located(SqlVecError(f'system column "{col.name}" reference in check '
+                                      "constraint is invalid", sqlstate="42P10"), col)
+        oid = parse_one(f"SELECT {table_def.oid}::oid").expressions[0]
+        if col is bound:
+            return oid
+        col.replace(oid)
+    return bound
 
 
 def failing_row(table_def: TableDef, rows: pa.Table, i: int) -> str:

@@ -27,7 +27,7 @@ from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.values import BOOL, Value, as_array
 from sqlvec.plan import nodes as n
 from sqlvec.plan.bind import bind_expr, bind_plan
-from sqlvec.plan.planner import Planner, output_name
+from sqlvec.plan.planner import Planner
 from sqlvec.plan.rules import optimize
 from sqlvec.sql.binder import SYSTEM_COLUMNS, Field, Scope, bound_ref
 from sqlvec.sql.dialect import parse_one
@@ -80,7 +80,7 @@ def write_compiler(scope: Scope, types: list[SqlType], builder: Builder) -> Comp
     """The compiler of a write's own expressions (SET, RETURNING, DEFAULT, ON CONFLICT), over
     the rows `scope` describes. As a plan's compilers, it reads the positions the binder gave
     (`bound_write`) and refuses a column reference without one (XX000)."""
-    return Compiler(scope, types, builder.env, bound=True)
+    return Compiler(scope, types, builder.env)
 
 
 def bound_write(planner: Planner, e: exp.Expression, scope: Scope) -> exp.Expression:
@@ -98,41 +98,55 @@ def _column(scope: Scope, name: str, table: str | None) -> exp.Column:
 
 
 def _returning(builder: Builder, planner: Planner, stmt: exp.Expression, fields: list[Field],
-               written: bool = False):
+               written: bool = False, joined: Operator | None = None):
     """RETURNING, compiled over the rows as written (`written`: new rows of INSERT or UPDATE)
-    or as deleted."""
+    or as deleted: `fields` are the target's (its columns, then its row id), then those of
+    the tables UPDATE ... FROM or DELETE ... USING joined (the fields of `joined`, the
+    statement's source, after the target's), as PostgreSQL lets RETURNING read them (`*` is
+    the target's columns, then theirs)."""
     ret = stmt.args.get("returning")
     if ret is None:
         return None, None
+    types = [f.type for f in fields]
+    if joined is not None:
+        width = len(fields)
+        fields = fields + list(joined.fields[width:])
+        types = types + list(joined.types[width:])
     scope = Scope(fields)
-    c = write_compiler(scope, [f.type for f in fields], builder)
+    c = write_compiler(scope, types, builder)
+    target_rowid = next(f for f in fields if f.name == ROWID)
     values, out_fields = [], []
-    for e in ret.expressions:
-        if isinstance(e, exp.Star) or (isinstance(e, exp.Column) and isinstance(e.this, exp.Star)):
-            for f in fields:
-                if not f.hidden:
-                    values.append(c.compile(_column(scope, f.name, f.table)))
-                    out_fields.append(Field(f.name, None, f.type, f.source))
-            continue
-        inner = e.this if isinstance(e, exp.Alias) else e
-        bound = bound_write(planner, inner, scope)
+    for planned, name in planner._select_items(ret.expressions, scope):
+        bound = bind_expr(planned, scope)
         if written:
-            _refuse_commit_assigned(bound)
+            _refuse_commit_assigned(bound, target_rowid)
         v = c.compile(bound)
         if v.type.name == "unknown":
             v = c.coerce(v, V.TEXT)
         values.append(v)
-        out_fields.append(Field(output_name(e), None, v.type))
+        out_fields.append(Field(name, None, v.type, _origin(bound)))
     return values, out_fields
 
 
-def _refuse_commit_assigned(e: exp.Expression) -> None:
-    """ctid and xmin derive from the row id, which a written row gets only when its
-    transaction commits: RETURNING them would give values that then change."""
+def _origin(e: exp.Expression) -> tuple[int, int]:
+    """The (table OID, attnum) RowDescription reports for a RETURNING item: its column's when
+    it is a bare column reference, as PostgreSQL's; zeros otherwise."""
+    ref = bound_ref(e)
+    if ref is None or ref.level != 0:
+        return (0, 0)
+    if ref.system is not None:
+        return (ref.field.source[0], ref.system.attnum)
+    return ref.field.source
+
+
+def _refuse_commit_assigned(e: exp.Expression, target_rowid: Field) -> None:
+    """ctid and xmin of the written rows derive from their row id, which a written row gets
+    only when its transaction commits: RETURNING them would give values that then change
+    (those of a table UPDATE ... FROM reads are the rows' own)."""
     for col in e.find_all(exp.Column):
         ref = bound_ref(col)
-        if ref is not None and ref.level == 0 and ref.system is not None and \
-                ref.system.name in ("ctid", "xmin"):
+        if ref is not None and ref.level == 0 and ref.field is target_rowid and \
+                ref.system is not None and ref.system.name in ("ctid", "xmin"):
             raise FeatureNotSupported(
                 f'system column "{col.name}" is not supported in RETURNING of INSERT or UPDATE',
                 detail="It is assigned when the transaction commits.")
@@ -768,11 +782,16 @@ def _plan_conflict(conflict: exp.OnConflict | None, table: Table, alias: str, pl
 
 def _source_plan(stmt: exp.Expression, planner: Planner, table: Table, alias: str,
                  extra_from: list[exp.Expression]) -> tuple[n.PlanNode, Scope]:
+    """The rows an UPDATE or DELETE reads: the target's (its columns, then its row id)
+    joined with the items of FROM / USING (each with the joins written after it), filtered
+    by WHERE."""
     scan = planner._plan_table(exp.Table(this=exp.to_identifier(table.def_.name),
                                          db=exp.to_identifier(table.def_.schema)), alias, [])
     node: n.PlanNode = scan
     for item in extra_from:
         right = planner._plan_from_item(item, None)
+        for join in item.args.get("joins") or []:
+            right = planner._plan_join(right, join, None)
         node = n.Join(tuple(node.fields) + tuple(right.fields), left=node, right=right, kind="cross")
     scope = Scope(list(node.fields))
     where = stmt.args.get("where")
@@ -814,8 +833,10 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
         else:
             new_values.append(c.compile(_column(rows, col.name, alias)))
     rowid = c.compile(_column(rows, ROWID, alias))
+    # RETURNING reads the new rows, then the FROM items' columns of the rows they came from.
     fields = _table_fields(table, alias)
-    returning, returning_fields = _returning(builder, planner, stmt, fields, written=True)
+    returning, returning_fields = _returning(builder, planner, stmt, fields, written=True,
+                                             joined=source)
     plan = WritePlan("UPDATE", table, source, returning, returning_fields, _run_update)
     plan.new_values = new_values  # type: ignore[attr-defined]
     plan.rowid = rowid  # type: ignore[attr-defined]
@@ -831,20 +852,27 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
 def _run_update(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     table = plan.table
     rows = plan.source.execute(ctx)
-    new_rows, unique_ids = _updated(plan, ctx, rows)
+    new_rows, unique_ids, keep = _updated(plan, ctx, rows)
     if plan.row_checked:  # type: ignore[attr-defined]
         txn.check_update_order(table, plan.row_checked, unique_ids,  # type: ignore[attr-defined]
                                new_rows)
     txn.delete(table, unique_ids)
     with_ids = txn.insert(table, new_rows)
-    returning = eval_returning(plan, ctx, with_ids) if plan.returning is not None else None
+    returning = None
+    if plan.returning is not None:
+        # The FROM items' columns (after the target's and its row id) of each row updated.
+        joined = [rows.column(i) for i in range(len(table.def_.columns) + 1, rows.num_columns)]
+        if keep.size != rows.num_rows:
+            joined = [c.take(pa.array(keep)) for c in joined]
+        returning = eval_returning(plan, ctx, table_of(list(with_ids.columns) + joined))
     return new_rows.num_rows, returning
 
 
 def _updated(plan: WritePlan, ctx: ExecContext, rows: pa.Table,
-             batch: bool = False) -> tuple[pa.Table | pa.RecordBatch, np.ndarray]:
-    """The new versions of the rows UPDATE read (each row once), and their row ids; with
-    `batch`, as one record batch (what a commit takes without conversion)."""
+             batch: bool = False) -> tuple[pa.Table | pa.RecordBatch, np.ndarray, np.ndarray]:
+    """The new versions of the rows UPDATE read (each row once), their row ids, and the
+    positions in `rows` they come from; with `batch`, as one record batch (what a commit
+    takes without conversion)."""
     table = plan.table
     d = table.def_
     frame = Frame(rows, ctx)
@@ -868,9 +896,9 @@ def _updated(plan: WritePlan, ctx: ExecContext, rows: pa.Table,
         value = _chunk(value)
         columns.append(value if keep.size == rows.num_rows else value.take(pa.array(keep)))
     if batch:  # the same casts and NOT NULL checks as `coerce`, column by column
-        return table.coerce_arrays(columns), ids[keep]
+        return table.coerce_arrays(columns), ids[keep], keep
     new_rows = pa.Table.from_arrays(columns, names=d.column_names)
-    return table.coerce(new_rows), ids[keep]
+    return table.coerce(new_rows), ids[keep], keep
 
 
 class KeyWrite:
@@ -916,7 +944,7 @@ class KeyWrite:
             rows = table_of([pa.array([], (t or V.TEXT).to_arrow()) for t in self.scan.types])
         if self.plan.kind == "DELETE":
             return [DeleteOp(table.id, rows.column(width).to_numpy())]
-        new_rows, ids = _updated(self.plan, ctx, rows, batch=True)
+        new_rows, ids, _keep = _updated(self.plan, ctx, rows, batch=True)
         if not ids.size:
             return []
         return [DeleteOp(table.id, ids), InsertOp(table.id, new_rows)]
@@ -1144,11 +1172,12 @@ def plan_delete(stmt: exp.Delete, planner: Planner, builder: Builder) -> WritePl
     """Compile DELETE, with USING joined in: the source plan yields the rowids to delete."""
     table, alias = _target(planner, stmt.this)
     extra = list(stmt.args.get("using") or [])
-    node, scope = _source_plan(stmt, planner, table, alias, extra)
+    node, _scope = _source_plan(stmt, planner, table, alias, extra)
     source = builder.build(bind_plan(optimize(node)))
     width = len(table.def_.columns) + 1
+    # RETURNING reads the deleted rows, then the USING items' columns of the rows they met.
     fields = _table_fields(table, alias)
-    returning, returning_fields = _returning(builder, planner, stmt, fields)
+    returning, returning_fields = _returning(builder, planner, stmt, fields, joined=source)
     plan = WritePlan("DELETE", table, source, returning, returning_fields, _run_delete)
     plan.width = width  # type: ignore[attr-defined]
     plan.by_key = KeyWrite.of(plan)
@@ -1169,8 +1198,7 @@ def _run_delete(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     txn.delete(plan.table, ids)
     returning = None
     if plan.returning is not None:
-        old = table_of([rows.column(i) for i in range(width)])
-        returning = eval_returning(plan, ctx, old)
+        returning = eval_returning(plan, ctx, rows)
     return int(ids.size), returning
 
 

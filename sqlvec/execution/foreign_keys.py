@@ -46,6 +46,7 @@ from sqlvec.execution.expressions import CompileEnv, Compiler, Frame
 from sqlvec.execution.kernels import table_of
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.values import as_array
+from sqlvec.plan.bind import bind_expr
 from sqlvec.sql.binder import Scope
 from sqlvec.sql.dialect import parse_one
 from sqlvec.storage.keys import MISSING
@@ -543,8 +544,8 @@ class Enforcer:
                 value = pa.nulls(n, arrow)
             else:
                 compiler = Compiler(Scope([]), [], CompileEnv(functions=ROW_CHECKS.functions()))
-                default = compiler.compile_as(parse_one(f"SELECT {col.default}").expressions[0],
-                                              col.type)
+                default = compiler.compile_as(bind_expr(
+                    parse_one(f"SELECT {col.default}").expressions[0], Scope([])), col.type)
                 value = as_array(default(Frame(table_of([], n), ExecContext())), n)
                 if value.type != arrow:
                     value = value.cast(arrow)

@@ -27,11 +27,11 @@ from dataclasses import replace
 
 from sqlglot import exp
 
-from sqlvec.errors import SqlVecError
+from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.plan import nodes as n
 from sqlvec.plan.index_selection import IndexPath
 from sqlvec.plan.nodes import SubPlan
-from sqlvec.plan.planner import located
+from sqlvec.plan.planner import PlanContext, Planner, located
 from sqlvec.sql.binder import Scope, bound_ref, is_column_reference
 
 
@@ -50,6 +50,18 @@ def bind_expr(e: exp.Expression, scope: Scope) -> exp.Expression:
     copy = e.copy()
     _bind_in_place(copy, scope)
     return copy
+
+
+def bind_detached(e: exp.Expression, scope: Scope) -> exp.Expression:
+    """An expression no statement plans (a CHECK condition, compiled from the table
+    definition's text) checked as the planner checks a query's expressions (row comparisons
+    expanded, each name resolved once with PostgreSQL's 42703/42702/42P01 at its position)
+    and bound against `scope`. It reads no table but the one `scope` describes, so it may
+    hold no subquery (its callers refuse them first, as PostgreSQL does)."""
+    if any(e.find_all(exp.Subquery, exp.Select, exp.Exists)):
+        raise FeatureNotSupported("subqueries are not supported here")
+    planner = Planner(PlanContext(catalog=None, search_path=[]))  # type: ignore[arg-type]
+    return bind_expr(planner._expr(e, scope), scope)
 
 
 def _bind_in_place(copy: exp.Expression, scope: Scope) -> None:

@@ -695,7 +695,7 @@ class Planner:
         condition = None
         pairs: list[tuple[Field, Field]] = []
         if using:
-            pairs = [self._using_pair(name, left, right) for name in using]
+            pairs = _using_pairs(using, left, right)
             conds = [exp.EQ(this=_col(lf), expression=_col(rf)) for lf, rf in pairs]
             condition = exp.and_(*conds) if len(conds) > 1 else conds[0]
         elif join.args.get("on") is not None and not _is_true(join.args["on"]):
@@ -710,20 +710,6 @@ class Planner:
         else:
             node = n.Join(fields, left=left, right=right, kind=jkind, condition=condition)
         return _merge_using(node, pairs, jkind) if pairs else node
-
-    @staticmethod
-    def _using_pair(name: str, left: n.PlanNode, right: n.PlanNode) -> tuple[Field, Field]:
-        lpos = Scope(list(left.fields)).find(name)
-        rpos = Scope(list(right.fields)).find(name)
-        if lpos is not None and left.fields[lpos].name != name:
-            lpos = None  # a system column: not joinable by USING
-        if rpos is not None and right.fields[rpos].name != name:
-            rpos = None
-        if lpos is None or rpos is None:
-            raise UndefinedColumn(
-                f'column "{name}" specified in USING clause does not exist in '
-                f'{"left" if lpos is None else "right"} table')
-        return left.fields[lpos], right.fields[rpos]
 
     # Set operations and VALUES ------------------------------------------------------------------
 
@@ -1204,17 +1190,49 @@ def _join_sides(e: exp.Expression, join: n.Join | n.LateralJoin,
     return sides
 
 
+def _using_pairs(names: list[str], left: n.PlanNode, right: n.PlanNode) -> list[tuple[Field, Field]]:
+    """The (left, right) fields each name of JOIN ... USING (or the common names of a NATURAL
+    JOIN) joins, resolved once here as PostgreSQL does: among the columns each side shows
+    (a side's merged USING column once, not its sources, nor system columns), with its
+    errors for a name listed twice (42701), missing on a side (42703) or shown twice by one
+    (42702)."""
+    pairs = []
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise SqlVecError(f'column name "{name}" appears more than once in USING clause',
+                              sqlstate="42701")
+        pair = []
+        for side, node in (("left", left), ("right", right)):
+            shown = [f for f in node.fields if f.name == name and not f.hidden]
+            if not shown:
+                raise UndefinedColumn(f'column "{name}" specified in USING clause does not exist '
+                                      f"in {side} table")
+            if len(shown) > 1:
+                raise AmbiguousColumn(f'common column name "{name}" appears more than once in '
+                                      f"{side} table")
+            pair.append(shown[0])
+        pairs.append((pair[0], pair[1]))
+    return pairs
+
+
 def _merge_using(join: n.Join, pairs: list[tuple[Field, Field]], kind: str) -> n.PlanNode:
     """JOIN ... USING / NATURAL JOIN: one merged column per pair, first in `*` as PostgreSQL
-    orders them; the left value for inner and left joins, the right one for right joins,
-    COALESCE of both for full joins. The sides' own columns stay reachable by qualified name."""
+    orders them; its references are born resolved (`_col`), so the binder places them by the
+    fields they name, never by name. Its value is the left one for inner and left joins, the
+    right one for right joins, when that side is of the pair's common type; otherwise (types
+    differ, or are not known before the operators compute them) COALESCE of both sides,
+    which is that value in the type PostgreSQL resolves (`int4` USING `int8`: int8), and
+    for full joins the one present. The sides' own columns stay reachable by qualified name."""
     merged_fields, merged_exprs = [], []
     for lf, rf in pairs:
-        if kind == "full":
-            value: exp.Expression = exp.Coalesce(this=_col(lf), expressions=[_col(rf)])
+        first, second = (rf, lf) if kind == "right" else (lf, rf)
+        if kind != "full" and first.type is not None and first.type == second.type:
+            value: exp.Expression = _col(first)
+            merged = Field(first.name, None, first.type, first.source)
         else:
-            value = _col(rf) if kind == "right" else _col(lf)
-        merged_fields.append(Field(lf.name, None, lf.type if kind != "right" else rf.type))
+            value = exp.Coalesce(this=_col(first), expressions=[_col(second)])
+            merged = Field(lf.name, None, first.type if first.type == second.type else None)
+        merged_fields.append(merged)
         merged_exprs.append(value)
     used = {id(f) for pair in pairs for f in pair}
     rest = [Field(f.name, f.table, f.type, f.source, hidden=f.hidden or id(f) in used)

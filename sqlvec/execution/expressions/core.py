@@ -62,18 +62,17 @@ class CompileEnv:
 class Compiler:
     """Compiles expressions against one scope (the input relation's fields and types).
 
-    `bound`: the expressions come from a bound plan (plan/bind.py), whose column references
-    carry their positions; a reference without one is then an error, not looked up by name.
-    Expressions that are not part of a plan (a write's SET and RETURNING, CHECK constraints)
-    are compiled with `bound` false and resolved by name against `scope`."""
+    The expressions are bound (plan/bind.py): those of a plan, and those bound as a plan's
+    are (a write's SET and RETURNING, DEFAULTs, CHECK conditions, ALTER COLUMN ... TYPE ...
+    USING). Their column references carry their positions, which the compiler reads; it
+    never looks a name up, and a reference without a position is an error (XX000)."""
 
     def __init__(self, scope: Scope, types: list[SqlType], env: CompileEnv,
-                 outer: Compiler | None = None, bound: bool = False) -> None:
+                 outer: Compiler | None = None) -> None:
         self.scope = scope
         self.types = types
         self.env = env
         self.outer = outer
-        self.bound = bound
         self._compiled: dict[int, Value] = {}  # id(node) -> its Value, while a chain compiles
 
     def compile(self, e: exp.Expression) -> Value:

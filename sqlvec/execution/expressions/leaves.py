@@ -19,17 +19,12 @@ from sqlvec.types import SqlType
 
 def _column(c: Compiler, e: exp.Column) -> Value:
     ref = bound_ref(e)
-    if ref is not None:  # resolved by the binder: its position, its field
-        level, index, field = ref.level, ref.index, ref.field
-    elif c.bound:
+    if ref is None:
         raise SqlVecError(f"column reference {e.sql()} was not bound", sqlstate="XX000")
-    else:
-        level, index = c.scope.resolve(e)
-        field = None
+    level, index, field = ref.level, ref.index, ref.field  # the binder's: no name lookup
     if level == 0:
         t = c.types[index]
-        return _system_value(field if field is not None else c.scope.fields[index], e.name,
-                             Value(lambda f: f.table.column(index), t))
+        return _system_value(field, e.name, Value(lambda f: f.table.column(index), t))
     c.env.correlated = True
     outer = c
     for _ in range(level):
@@ -45,8 +40,7 @@ def _column(c: Compiler, e: exp.Column) -> Value:
             frame = frame.outer  # type: ignore[assignment]
         return frame.table.column(index)[0]
 
-    return _system_value(field if field is not None else outer.scope.fields[index], e.name,
-                         Value(fn, t))
+    return _system_value(field, e.name, Value(fn, t))
 
 
 # System columns: derived from the row id (`field`, the scan's hidden _rowid), which is

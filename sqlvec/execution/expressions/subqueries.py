@@ -15,7 +15,6 @@ from sqlvec.execution.expressions.core import HANDLERS, ONE_ROW, Compiler, Frame
 from sqlvec.execution.joins import key_pairs
 from sqlvec.execution.kernels import group_ids
 from sqlvec.execution.values import BOOL, NUMERIC, TEXT, Datum, Value, as_array, is_scalar
-from sqlvec.plan.bind import bind_plan
 from sqlvec.plan.nodes import SubPlan
 from sqlvec.types import SqlType
 
@@ -209,8 +208,6 @@ def _build_subplan(c: Compiler, plan) -> tuple[object, list[int], bool]:
     """(operator, the columns of `c`'s rows it reads, whether it reads any outer row)."""
     start = len(c.env.outer_refs)
     saved = c.env.correlated
-    if not c.bound:  # a subquery in a write's own expression: bound against its scope here
-        plan = bind_plan(plan, c.scope)
     operator = c.env.build_subplan(plan, c)
     refs = c.env.outer_refs[start:]
     outside = set()

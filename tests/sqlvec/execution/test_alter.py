@@ -199,3 +199,35 @@ def test_another_sessions_open_transaction_meets_the_new_shape_at_commit(db) -> 
     err = error(a, "COMMIT")  # renamed: the buffered row cannot be placed for sure
     assert err.sqlstate == "40001"
     assert rows(b, "SELECT * FROM t ORDER BY id") == [(1, 3), (2, 4)]
+
+
+# ALTER COLUMN ... TYPE ... USING: the expression's names are resolved once against the row
+# as it was (PostgreSQL 16's errors and positions); the column itself when USING is absent.
+@pytest.mark.parametrize(("sql", "sqlstate", "message", "position"), [
+    ("ALTER TABLE t ALTER COLUMN b TYPE bigint USING nope + 1", "42703",
+     'column "nope" does not exist', 48),
+    ("ALTER TABLE t ALTER COLUMN b TYPE bigint USING t.nope", "42703",
+     "column t.nope does not exist", 48),
+    ("ALTER TABLE t ALTER COLUMN b TYPE bigint USING x.b", "42P01",
+     'missing FROM-clause entry for table "x"', 48),
+    ("ALTER TABLE t ADD COLUMN d int, ALTER COLUMN b TYPE int USING d", "42703",
+     'column "d" does not exist', 63),
+    ("ALTER TABLE t ALTER COLUMN b TYPE bigint USING z + b", "42703",
+     'column "z" does not exist', 48),  # (z is renamed away first)
+])
+def test_names_in_using_fail_as_postgres(db, sql, sqlstate, message, position) -> None:
+    s = db.connect()
+    run(s, "CREATE TABLE t (z int, b int)")
+    run(s, "ALTER TABLE t RENAME COLUMN z TO a")
+    e = error(s, sql)
+    assert (e.sqlstate, e.message, e.position) == (sqlstate, message, position)
+
+
+def test_using_reads_the_row_as_it_was(db) -> None:
+    s = db.connect()
+    run(s, "CREATE TABLE t (a int, b text)")
+    run(s, "INSERT INTO t VALUES (1, 'x'), (2, 'yy')")
+    run(s, "ALTER TABLE t ALTER COLUMN b TYPE int USING length(t.b) * 10 + a, "
+           "ALTER COLUMN a TYPE bigint USING a * 100")
+    assert rows(s, "SELECT a, b, pg_typeof(a)::text, pg_typeof(b)::text FROM t ORDER BY a") == \
+        [(100, 11, "bigint", "integer"), (200, 22, "bigint", "integer")]

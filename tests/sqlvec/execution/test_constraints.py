@@ -105,3 +105,47 @@ def test_drop_constraint_if_exists_of_a_missing_name_is_a_notice(session):
     result = session.execute_one("ALTER TABLE dn DROP CONSTRAINT IF EXISTS dn_a_check")
     assert result.notices == []
     session.execute_one("INSERT INTO dn VALUES (-1)")  # the check is gone
+
+
+# A CHECK's names are resolved once, by the binder, against the table's row: PostgreSQL 16's
+# errors, at their position in CREATE TABLE (ALTER TABLE ... ADD CONSTRAINT reports none).
+@pytest.mark.parametrize(("sql", "sqlstate", "message", "position"), [
+    ("CREATE TABLE c (a int, b int CHECK (nope > 0))", "42703", 'column "nope" does not exist',
+     37),
+    ("CREATE TABLE c (a int, CHECK (c.nope > 0))", "42703", "column c.nope does not exist", 31),
+    ("CREATE TABLE c (a int, CHECK (x.a > 0))", "42P01",
+     'missing FROM-clause entry for table "x"', 31),
+    ("CREATE TABLE c (a int CHECK (xmin IS NOT NULL))", "42P10",
+     'system column "xmin" reference in check constraint is invalid', 30),
+    ("CREATE TABLE c (a int CHECK (_rowid > 0))", "42703", 'column "_rowid" does not exist', 30),
+    ("CREATE TABLE c (a int CHECK (a + 1))", "42804",
+     "argument of CHECK must be type boolean, not type integer", 30),
+    ("ALTER TABLE k ADD CHECK (zz < 1)", "42703", 'column "zz" does not exist', None),
+])
+def test_names_in_a_check_fail_as_postgres(session, sql, sqlstate, message, position):
+    session.execute_one("CREATE TABLE k (a int)")
+    e = error(session, sql)
+    assert (e.sqlstate, e.message, e.position) == (sqlstate, message, position)
+
+
+def test_a_check_reads_row_comparisons_and_tableoid(session):
+    session.execute_one("CREATE TABLE c (a int, b int, CONSTRAINT own CHECK (tableoid > 0), "
+                        "CONSTRAINT pair CHECK ((a, b) <> (0, 0)))")
+    session.execute_one("INSERT INTO c VALUES (1, 0), (0, 1)")
+    e = error(session, "INSERT INTO c VALUES (0, 0)")
+    assert (e.sqlstate, e.constraint) == ("23514", "pair")
+    assert rows(session, "SELECT a, b FROM c ORDER BY a") == [(0, 1), (1, 0)]
+
+
+def test_a_new_column_type_recompiles_the_checks_that_read_it(session):
+    # As PostgreSQL: the condition's error fails the ALTER (without a position).
+    session.execute_one("CREATE TABLE c (a int, b int CHECK (a < b))")
+    for sql in ("ALTER TABLE c ALTER COLUMN a TYPE text",
+                "ALTER TABLE c ALTER COLUMN a TYPE text USING a::text"):
+        e = error(session, sql)
+        assert (e.sqlstate, e.message, e.position) == \
+            ("42883", "operator does not exist: text < integer", None)
+    session.execute_one("ALTER TABLE c ALTER COLUMN a TYPE bigint, "
+                        "ALTER COLUMN b TYPE numeric USING b + 0.5")
+    assert error(session, "INSERT INTO c VALUES (1, 1)").sqlstate == "23514"
+    session.execute_one("INSERT INTO c VALUES (1, 1.5)")

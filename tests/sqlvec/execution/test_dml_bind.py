@@ -122,3 +122,61 @@ def test_an_unbound_column_in_a_write_expression_fails(session):
     assert "was not bound" in error.value.message
     bound = bound_write(_planner(session), parse_one("SELECT t.k + 1").expressions[0], ROWS)
     assert c.compile(bound).type == SqlType("int4")  # the same expression, bound: compiles
+
+
+# RETURNING of UPDATE ... FROM and DELETE ... USING reads the joined tables' columns too, as
+# PostgreSQL 16 answers (the rows sorted; `*` is the target's columns, then the others').
+FROM_WRITES = [
+    ("UPDATE f SET v = g.v + 1 FROM g WHERE f.id = g.id RETURNING f.id, f.v, g.v, g.*",
+     ["id", "v", "v", "id", "v", "note"], [(1, 101, 100, 1, 100, "x"), (2, 201, 200, 2, 200, "y")]),
+    ("UPDATE f AS a SET v = 0 FROM g AS z, (SELECT 5 AS five) q WHERE a.id = z.id RETURNING *",
+     ["id", "v", "note", "id", "v", "note", "five"],
+     [(1, 0, "a", 1, 100, "x", 5), (2, 0, "b", 2, 200, "y", 5)]),
+    # the joins written after a FROM item join it (USING merges its column)
+    ("UPDATE f SET v = 3 FROM g JOIN (VALUES (1, 'p')) AS w(id, c) USING (id) "
+     "WHERE f.id = g.id RETURNING *, w.id, g.ctid IS NOT NULL",
+     ["id", "v", "note", "id", "v", "note", "c", "id", "?column?"],
+     [(1, 3, "a", 1, 100, "x", "p", 1, True)]),
+    ("DELETE FROM f USING g WHERE f.id = g.id AND g.id = 1 RETURNING f.*, upper(g.note) AS n",
+     ["id", "v", "note", "n"], [(1, 3, "a", "X")]),
+    ("DELETE FROM f USING g, (VALUES (2)) AS w(id) WHERE f.id = g.id AND w.id = g.id "
+     "RETURNING *", ["id", "v", "note", "id", "v", "note", "id"],
+     [(2, 0, "b", 2, 200, "y", 2)]),
+]
+
+
+def test_returning_reads_the_tables_update_from_and_delete_using_join(session):
+    session.execute_one("CREATE TABLE f (id int PRIMARY KEY, v int, note text)")
+    session.execute_one("CREATE TABLE g (id int, v int, note text)")
+    session.execute_one("INSERT INTO f VALUES (1, 10, 'a'), (2, 20, 'b'), (3, 30, 'c')")
+    session.execute_one("INSERT INTO g VALUES (1, 100, 'x'), (2, 200, 'y')")
+    for sql, names, expected in FROM_WRITES:
+        result = session.execute_one(sql)
+        assert ([c.name for c in result.columns], sorted(result.rows())) == (names, expected), sql
+    # RowDescription names the column each bare reference reads, as PostgreSQL's does.
+    result = session.execute_one("UPDATE f SET v = 1 FROM g RETURNING f.v, g.note, g.v + 1")
+    oids = {name: session.execute_one(f"SELECT '{name}'::regclass::oid").rows()[0][0]
+            for name in ("f", "g")}
+    assert [(c.table_oid, c.attnum) for c in result.columns] == \
+        [(oids["f"], 2), (oids["g"], 3), (0, 0)]
+
+
+# Positions and messages as PostgreSQL 16 reports them.
+@pytest.mark.parametrize(("sql", "sqlstate", "message", "position"), [
+    ("UPDATE t SET k = 1 FROM u WHERE u.id = t.id RETURNING w, id", "42702",
+     'column reference "id" is ambiguous', 58),
+    ("UPDATE t SET k = 1 FROM u RETURNING u.nope", "42703", "column u.nope does not exist", 37),
+    ("UPDATE t SET k = 1 FROM u RETURNING x.*", "42P01",
+     'missing FROM-clause entry for table "x"', 37),
+    ("DELETE FROM t USING u RETURNING ctid", "42702", 'column reference "ctid" is ambiguous',
+     33),
+    ("DELETE FROM t USING u AS z RETURNING u.w", "42P01", None, 38),
+    ("UPDATE t SET k = 1 FROM u RETURNING t.xmin", "0A000", None, None),
+])
+def test_names_in_returning_over_joined_tables_fail_as_postgres(session, sql, sqlstate, message,
+                                                                position):
+    with pytest.raises(SqlVecError) as error:
+        session.execute_one(sql)
+    assert (error.value.sqlstate, error.value.position) == (sqlstate, position)
+    if message is not None:
+        assert error.value.message == message

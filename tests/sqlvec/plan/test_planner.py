@@ -345,3 +345,61 @@ def test_a_long_union_chain_plans_without_recursion(session):
     assert len(plan.inputs) == 5000
     lines = n.explain_lines(plan)
     assert lines[0] == "Append" and len(lines) == 5001
+
+
+def _resolved_columns(plan: n.PlanNode) -> list[exp.Column]:
+    """The column references of a plan's own expressions (not inside subqueries)."""
+    found, stack = [], [plan]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, n.PlanNode):
+            stack.extend(vars(x).values())
+        elif isinstance(x, (tuple, list)):
+            stack.extend(x)
+        elif isinstance(x, exp.Expression):
+            found += [c for c in x.find_all(exp.Column) if not isinstance(c.this, exp.Star)]
+    return found
+
+
+def test_using_columns_are_resolved_once_to_the_fields_they_join(session):
+    # The merged column and the join condition name their fields (born resolved), so no
+    # later step looks `k` up by name among the three tables' columns.
+    plan = plan_of(session, "SELECT k FROM o JOIN i USING (k) FULL JOIN o o2 USING (k)")
+    columns = _resolved_columns(plan)
+    assert columns and all(c.meta.get("field") is not None for c in columns)
+
+
+# The merged column of a USING pair of different types is of their common type, as in
+# PostgreSQL (int4 USING int8: int8; numeric keeps the larger scale).
+@pytest.mark.parametrize(("sql", "expected"), [
+    ("SELECT id, pg_typeof(id)::text FROM o JOIN (SELECT big AS id FROM o) b USING (id) "
+     "WHERE id = 2", [(2, "bigint")]),
+    ("SELECT k, pg_typeof(k)::text FROM o JOIN i USING (k) WHERE o.id = 2 AND v = 20",
+     [(2, "integer")]),
+    ("SELECT k::text FROM i RIGHT JOIN (VALUES (2.50)) AS x(k) USING (k) ORDER BY 1",
+     [("2.50",)]),
+    ("SELECT k::text FROM (VALUES (1.0), (9)) AS x(k) FULL JOIN i USING (k) "
+     "WHERE k < 2 ORDER BY 1", [("1.0",), ("1.0",)]),
+])
+def test_a_using_column_is_of_the_common_type(session, sql, expected):
+    assert rows(session, sql) == expected
+
+
+@pytest.mark.parametrize(("sql", "sqlstate", "message"), [
+    ("SELECT * FROM o JOIN i USING (k, k)", "42701",
+     'column name "k" appears more than once in USING clause'),
+    ("SELECT * FROM o JOIN i ON true JOIN i i2 USING (k)", "42702",
+     'common column name "k" appears more than once in left table'),
+    ("SELECT * FROM o JOIN (SELECT 1 AS k, 2 AS k) s USING (k)", "42702",
+     'common column name "k" appears more than once in right table'),
+    ("SELECT * FROM o NATURAL JOIN (SELECT 1 AS k, 2 AS k) s", "42702",
+     'common column name "k" appears more than once in right table'),
+    ("SELECT * FROM o JOIN i USING (v)", "42703",
+     'column "v" specified in USING clause does not exist in left table'),
+    ("SELECT * FROM o JOIN i USING (ctid)", "42703",
+     'column "ctid" specified in USING clause does not exist in left table'),
+])
+def test_using_names_fail_as_postgres(session, sql, sqlstate, message):
+    with pytest.raises(SqlVecError) as error:
+        rows(session, sql)
+    assert (error.value.sqlstate, error.value.message) == (sqlstate, message)

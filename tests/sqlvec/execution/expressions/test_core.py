@@ -16,6 +16,7 @@ from sqlvec.errors import SqlVecError
 from sqlvec.execution.context import ExecContext
 from sqlvec.execution.expressions import CompileEnv, Compiler, Frame
 from sqlvec.execution.values import INT4
+from sqlvec.plan.bind import bind_expr
 from sqlvec.sql.binder import Field, Scope
 
 
@@ -95,11 +96,12 @@ def test_a_long_chain_needs_no_recursion():
     """20,000-term chains compile and evaluate within CPython's default recursion limit."""
     n = 20_000
     table = pa.table({"a": pa.array([1, 2, 3, None], pa.int32())})
-    compiler = Compiler(Scope([Field("a", None, INT4)]), [INT4], CompileEnv())
+    scope = Scope([Field("a", None, INT4)])
+    compiler = Compiler(scope, [INT4], CompileEnv())
     a = exp.column("a")
-    ors = chain(exp.Or, [exp.EQ(this=a.copy(), expression=exp.Literal.number(v * 3))
-                         for v in range(n)])
-    sums = chain(exp.Add, [a.copy() for _ in range(n)])
+    ors = bind_expr(chain(exp.Or, [exp.EQ(this=a.copy(), expression=exp.Literal.number(v * 3))
+                                   for v in range(n)]), scope)
+    sums = bind_expr(chain(exp.Add, [a.copy() for _ in range(n)]), scope)
     saved = sys.getrecursionlimit()
     sys.setrecursionlimit(1000)
     try:
