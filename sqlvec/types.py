@@ -585,6 +585,9 @@ def check_vector_values(values: np.ndarray, wide: np.ndarray | None = None,
                         type_name: str = "vector") -> np.ndarray:
     """Reject NaN, infinities and out-of-range values as pgvector does; returns the type's
     element dtype (float32 for vector, float16 for halfvec)."""
+    if wide is None and type_name == "vector" and values.dtype == np.float32 \
+            and 0 < values.size <= VECTOR_MAX_DIM and np.isfinite(values).all():
+        return values  # the common case (a float4 input, all finite): nothing to narrow
     wide = values if wide is None else wide
     if values.size > VECTOR_MAX_DIM:
         raise SqlVecError(

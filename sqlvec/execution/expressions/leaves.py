@@ -29,7 +29,7 @@ def _column(c: Compiler, e: exp.Column) -> Value:
     if level == 0:
         t = c.types[index]
         return _system_value(field if field is not None else c.scope.fields[index], e.name,
-                             Value(lambda f: f.table.column(index), t))
+                             Value(lambda f: f.table.column(index), t, column=index))
     c.env.correlated = True
     outer = c
     for _ in range(level):
