@@ -59,7 +59,7 @@ def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
     k = c.compile_as(node.k, INT8)
     # A query vector that is a parameter of the query's own type is read as the bound array
     # (`BoundParams.vector`), never made an Arrow scalar.
-    param = node.query.unnest() if isinstance(node.query, exp.Paren) else node.query
+    param = node.query
     query_param = None
     if isinstance(param, (exp.Parameter, exp.Placeholder)) and query.type.is_vector:
         declared = c.env.param_type(param_index(param))
