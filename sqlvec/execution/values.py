@@ -882,6 +882,8 @@ class BoundParams(list):
     than the rest of binding."""
 
     def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
         item = list.__getitem__(self, i)
         if type(item) is _PendingVector:
             item = vector_scalar(item.array, item.type)
@@ -891,6 +893,9 @@ class BoundParams(list):
     def __iter__(self):
         for i in range(len(self)):
             yield self[i]
+
+    def copy(self) -> list:  # type: ignore[override]
+        return list(self)
 
     def vector(self, i: int) -> np.ndarray | None:
         """Parameter `i` (0-based) as the checked array of a dense vector parameter not yet

@@ -127,5 +127,8 @@ def test_bound_params_make_a_vector_scalar_only_when_read():
     assert params.vector(0) is None  # read as a scalar since: the scalar is what $1 is now
     assert params[1].as_py() == [4, 5, 6] and str(params[1].type) == "fixed_size_list<item: float>[3]"
     assert [p.as_py() for p in params] == [[1, 2, 3], [4, 5, 6], 7]
+    fresh = typed_params([vector, vector], [np.array([1], np.float32), np.array([2], np.float32)])
+    assert [p.as_py() for p in fresh[::-1]] == [[2], [1]]  # slices and copies read scalars
+    assert [p.as_py() for p in fresh.copy()] == [[1], [2]]
     with pytest.raises(SqlVecError, match="expected 3 dimensions, not 2"):
         typed_params([typed], [np.array([1, 2], np.float32)])
