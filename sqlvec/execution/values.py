@@ -895,6 +895,7 @@ class BoundParams(list):
             yield self[i]
 
     def copy(self) -> list:  # type: ignore[override]
+        """A plain list of the parameters as scalars (list.copy would copy pending arrays)."""
         return list(self)
 
     def vector(self, i: int) -> np.ndarray | None:
