@@ -22,6 +22,7 @@ SUITES = {
     "quantization": "benchmarks.quantization",
     "workers": "benchmarks.workers",
     "round_trip": "benchmarks.round_trip",
+    "vector_qps": "benchmarks.vector_qps",
     "memory": "benchmarks.memory",
 }
 

@@ -512,10 +512,12 @@ def _parse_vector(text: str, type_name: str) -> np.ndarray:
     if body.strip() == "":
         raise DataException(f"{type_name} must have at least 1 dimension")
     parts = body.split(",")
-    for part in parts:
-        if not _FLOAT_RE.fullmatch(part):
-            raise _invalid_vector(text, None, type_name)
-    values = np.array([float(p) for p in parts], dtype=np.float64)
+    values = _plain_floats(body, parts)
+    if values is None:
+        for part in parts:
+            if not _FLOAT_RE.fullmatch(part):
+                raise _invalid_vector(text, None, type_name)
+        values = np.array([float(p) for p in parts], dtype=np.float64)
     if type_name == "halfvec":
         with np.errstate(over="ignore"):
             half = values.astype(np.float32).astype(np.float16)
@@ -529,6 +531,22 @@ def _parse_vector(text: str, type_name: str) -> np.ndarray:
 
 _SPACES = " \t\n\r\v\f"
 _ELEMENT_RE = re.compile(r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf(?:inity)?|nan)", re.I)
+
+
+def _plain_floats(body: str, parts: list[str]) -> np.ndarray | None:
+    """The elements of a vector's text made only of digits, signs, points, exponents, commas
+    and spaces (what clients send), read without a pattern match per element: in that
+    alphabet Python's float() accepts exactly what `_FLOAT_RE` does. None when the text has
+    other characters or an element is malformed (the caller's scan then finds and reports it)."""
+    if _NOT_PLAIN.search(body):
+        return None
+    try:
+        return np.array(list(map(float, parts)), dtype=np.float64)
+    except ValueError:
+        return None
+
+
+_NOT_PLAIN = re.compile(r"[^0-9.eE+\-, ]")
 
 
 def _vector_input_error(text: str, type_name: str) -> SqlVecError | None:
@@ -585,6 +603,9 @@ def check_vector_values(values: np.ndarray, wide: np.ndarray | None = None,
                         type_name: str = "vector") -> np.ndarray:
     """Reject NaN, infinities and out-of-range values as pgvector does; returns the type's
     element dtype (float32 for vector, float16 for halfvec)."""
+    if wide is None and type_name == "vector" and values.dtype == np.float32 \
+            and 0 < values.size <= VECTOR_MAX_DIM and np.isfinite(values).all():
+        return values  # the common case (a float4 input, all finite): nothing to narrow
     wide = values if wide is None else wide
     if values.size > VECTOR_MAX_DIM:
         raise SqlVecError(

@@ -344,13 +344,17 @@ class ProjectOp(OneRowOp):
         frame = Frame(table, ctx, outer)
         n_rows = table.num_rows
         cols = []
+        copied = False  # whether some column is not one of the input's passed through
         for v, arrow in zip(self.exprs, self.arrow_types):
             out = v(frame)
             col = as_array(out, n_rows)
             if col.type != arrow:
                 col = _cast_storage(col, arrow, v.type)
+                copied = True
+            elif v.column is None:
+                copied = True
             cols.append(col)
-        if cols and n_rows:  # computed columns are new memory (known only once computed)
+        if cols and n_rows and copied:  # computed columns are new memory (known once computed)
             fresh = _fresh_bytes(cols, table)
             ctx.memory.reserve_output(f"Project ({rows_of(n_rows, fresh / n_rows)} computed)",
                                       fresh, replaces_inputs=False)

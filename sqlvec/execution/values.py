@@ -185,6 +185,8 @@ class Value:
     # Where that literal starts in the statement (1-based, in characters): the P field of an
     # error in reading it as a type, as PostgreSQL positions a constant's input errors.
     position: int | None = None
+    # A plain reference to this column of the input (its values passed through, no copy).
+    column: int | None = None
 
     def __call__(self, frame) -> Datum:
         return self.fn(frame)
@@ -817,16 +819,7 @@ def scalar_of(value: object, t: SqlType) -> pa.Scalar:
         if packed is not None:
             return packed[0]
     if t.is_vector:
-        vec = np.asarray(value, dtype=t.vector_dtype)
-        if vec.ndim != 1 or vec.size == 0 or not np.isfinite(vec).all():
-            vec = check_vector_values(np.asarray(value, dtype=np.float64).reshape(-1),
-                                      type_name=t.name)
-        if t.typmod >= 0 and vec.size != t.typmod:
-            raise DataException(f"expected {t.typmod} dimensions, not {vec.size}")
-        values = pa.array(vec)
-        if t.typmod < 0:
-            return pa.ListArray.from_arrays(pa.array([0, vec.size], pa.int32()), values)[0]
-        return pa.FixedSizeListArray.from_arrays(values, vec.size)[0]
+        return vector_scalar(vector_value(value, t), t)
     if t.name == "numeric":
         exact = value if isinstance(value, decimal.Decimal) else decimal.Decimal(str(value))
         return fit_numeric(decimal_scalar(exact), t)
@@ -838,6 +831,80 @@ def scalar_of(value: object, t: SqlType) -> pa.Scalar:
         return pa.scalar(value, arrow)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
         raise NumericValueOutOfRange(f"value out of range for type {t.format()}") from exc
+
+
+def vector_value(value: object, t: SqlType) -> np.ndarray:
+    """A dense vector value (a sequence or array of numbers) as a 1-D array of t's element type,
+    checked as pgvector's input is: no NaN or infinity, t's dimensions if it has them."""
+    vec = np.asarray(value, dtype=t.vector_dtype)
+    if vec.ndim != 1 or vec.size == 0 or not np.isfinite(vec).all():
+        vec = check_vector_values(np.asarray(value, dtype=np.float64).reshape(-1),
+                                  type_name=t.name)
+    if t.typmod >= 0 and vec.size != t.typmod:
+        raise DataException(f"expected {t.typmod} dimensions, not {vec.size}")
+    return vec
+
+
+def vector_scalar(vec: np.ndarray, t: SqlType) -> pa.Scalar:
+    """A checked vector (`vector_value`) as an Arrow scalar of t's storage type, built on the
+    array's own buffer (the list offsets of each size made once)."""
+    arrow = t.to_arrow()
+    vec = np.ascontiguousarray(vec)
+    values = pa.Array.from_buffers(arrow.value_type, vec.size, [None, pa.py_buffer(vec)])
+    if t.typmod >= 0:
+        return pa.FixedSizeListArray.from_arrays(values, vec.size)[0]
+    offsets = _LIST_OFFSETS.get(vec.size)
+    if offsets is None:
+        if len(_LIST_OFFSETS) >= 64:
+            _LIST_OFFSETS.clear()
+        offsets = _LIST_OFFSETS[vec.size] = pa.array([0, vec.size], pa.int32())
+    return pa.ListArray.from_arrays(offsets, values)[0]
+
+
+_LIST_OFFSETS: dict[int, pa.Array] = {}
+
+
+class _PendingVector:
+    """A bound vector parameter, checked, whose Arrow scalar is made only when an expression
+    reads it (a vector top-k reads the array itself: `BoundParams.vector`)."""
+
+    __slots__ = ("array", "type")
+
+    def __init__(self, array: np.ndarray, t: SqlType) -> None:
+        self.array, self.type = array, t
+
+
+class BoundParams(list):
+    """A statement's parameters as Arrow scalars of their types (what `$n` evaluates to).
+
+    A dense vector parameter is kept as its checked NumPy array until something asks for the
+    scalar: the top-k searches with the array, and building a list scalar of it costs more
+    than the rest of binding."""
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        item = list.__getitem__(self, i)
+        if type(item) is _PendingVector:
+            item = vector_scalar(item.array, item.type)
+            list.__setitem__(self, i, item)
+        return item
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def copy(self) -> list:  # type: ignore[override]
+        """A plain list of the parameters as scalars (list.copy would copy pending arrays)."""
+        return list(self)
+
+    def vector(self, i: int) -> np.ndarray | None:
+        """Parameter `i` (0-based) as the checked array of a dense vector parameter not yet
+        made a scalar, else None (read it as a scalar then)."""
+        if not 0 <= i < len(self):
+            return None
+        item = list.__getitem__(self, i)
+        return item.array if type(item) is _PendingVector else None
 
 
 # Types whose values of this Python type `_one_value` packs directly (what bound parameters
@@ -1480,20 +1547,22 @@ def text_of_literal_type(text: str, target: SqlType) -> pa.Scalar:
     return scalar_of(parse_text(text, target), target)
 
 
-def typed_params(types: list[SqlType], params: list) -> list[pa.Scalar]:
+def typed_params(types: list[SqlType], params: list) -> BoundParams:
     """Decoded parameter values as Arrow scalars of their statement's parameter types
     (text values of other types are parsed with the type's input rules)."""
     if len(params) < len(types):
         raise SqlVecError(
             f"bind message supplies {len(params)} parameters, but prepared statement requires "
             f"{len(types)}", sqlstate="08P01")
-    out = []
+    out = BoundParams()
     for i, value in enumerate(params):
         t = types[i] if i < len(types) else TEXT
         if isinstance(value, str) and "\0" in value:  # as the wire refuses it (decode_utf8)
             raise invalid_byte_sequence(value.encode(), value.encode().find(b"\0"))
         if isinstance(value, pa.Scalar):
             out.append(value)
+        elif isinstance(value, np.ndarray) and t.is_vector:
+            out.append(_PendingVector(vector_value(value, t), t))
         elif isinstance(value, str) and t.name not in ("text", "varchar", "bpchar", "name", "unknown"):
             out.append(scalar_of(parse_text(value, t), t))
         else:

@@ -19,6 +19,7 @@ from sqlglot import exp
 from sqlvec.errors import DataException, Notice, SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.expressions import Frame
+from sqlvec.execution.expressions.core import param_index
 from sqlvec.execution.expressions.vector import bit_chars, sparse_distance, vector_distance
 from sqlvec.execution.kernels import empty_width, sort_indices, table_of
 from sqlvec.execution.operators import OneRowOp, ScanOp
@@ -56,10 +57,19 @@ def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
                             "vector")
     query = c.compile_as(node.query, SqlType(kind))
     k = c.compile_as(node.k, INT8)
+    # A query vector that is a parameter of the query's own type is read as the bound array
+    # (`BoundParams.vector`), never made an Arrow scalar.
+    param = node.query
+    query_param = None
+    if isinstance(param, (exp.Parameter, exp.Placeholder)) and query.type.is_vector:
+        declared = c.env.param_type(param_index(param))
+        if declared is not None and declared.name == kind:
+            query_param = param_index(param) - 1
     types = list(scan.types) + [V.FLOAT8]
     fields = [Field(f.name, f.table, t, f.source, f.hidden) for f, t in zip(node.fields, types)]
     op = VectorTopKOp(fields, types, [])
     op.scan, op.query, op.k = scan, query, k
+    op.query_param = query_param
     # Query vector, k or filter read an outer row (a LATERAL or correlated subquery): the
     # search is planned anew per outer row, so EXPLAIN cannot show one plan ahead of running.
     op.correlated = len(builder.env.outer_refs) > start
@@ -186,6 +196,7 @@ class VectorTopKOp(OneRowOp):
     metric: Metric
     bounds: list
     correlated: bool = False
+    query_param: int | None = None  # 0-based: the query vector is this bound parameter's array
 
     def _settings(self, ctx) -> dict:
         # The index's knob or a recall target: storage decides from the settings
@@ -213,9 +224,12 @@ class VectorTopKOp(OneRowOp):
         under the scan's filter, then merged by distance."""
         frame = Frame(empty_width(1), ctx, outer)
         k = self.k(frame).as_py()
-        q = self.query(frame)
         if k is None:
             k = 2**62
+        bound = self._bound_vector(ctx)
+        if bound is not None:
+            return self._search(ctx, outer, frame, bound, k)
+        q = self.query(frame)
         if not q.is_valid:
             # A NULL query vector: every distance is NULL; order is then arbitrary.
             table = self.scan.execute(ctx, outer).slice(0, k)
@@ -233,6 +247,22 @@ class VectorTopKOp(OneRowOp):
         overlay = ctx.overlay.table_overlay(self.scan.table_id) if ctx.overlay is not None else None
         if overlay is not None:
             return self._with_overlay(ctx, outer, q if self.query.type.is_sparse else vector, k)
+        return self._search(ctx, outer, frame, vector, k)
+
+    def _bound_vector(self, ctx) -> np.ndarray | None:
+        """The query vector as the bound parameter's array, when it is one (and no uncommitted
+        write of this table needs the exact path)."""
+        if self.query_param is None:
+            return None
+        vector = getattr(ctx.params, "vector", None)
+        vector = vector(self.query_param) if vector is not None else None
+        if vector is None or (ctx.overlay is not None
+                              and ctx.overlay.table_overlay(self.scan.table_id) is not None):
+            return None
+        return vector
+
+    def _search(self, ctx, outer, frame, vector, k: int):
+        """The committed table's search: per segment, then merged."""
         snap = ctx.snapshot(self.scan.table_id)
         plans: list[SegmentPlan] = []
         found = snap.search(self.column, self.metric, vector, k,

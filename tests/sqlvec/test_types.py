@@ -3,11 +3,15 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sqlvec.errors import SqlVecError
 from sqlvec.types import (
+    _FLOAT_RE,
     VECTOR_MAX_DIM,
     SqlType,
+    _plain_floats,
     format_float4,
     format_sparsevec,
     format_vector,
@@ -93,6 +97,34 @@ def test_parse_vector_values_and_whitespace():
     np.testing.assert_array_equal(v, np.array([1, -2.5, 300, 0.5], dtype=np.float32))
     # Rounds to float32 once, from the decimal text (no double rounding through float64 noise).
     assert parse_vector("[0.1]")[0] == np.float32(0.1)
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("[1e-50]", [0.0]),  # underflows to zero, as strtof does
+    ("[1.e5,+.5,-0]", [100000.0, 0.5, -0.0]),
+    ("[ 3.4028235e38 ]", [3.4028235e38]),
+    ("[1\t,\n2]", [1.0, 2.0]),  # other whitespace: the per-element scan reads it
+])
+def test_parse_vector_plain_and_other_texts(text, want):
+    np.testing.assert_array_equal(parse_vector(text), np.array(want, np.float32))
+
+
+@pytest.mark.parametrize("text", ["[1_0]", "[0x10]", "[1e]", "[-]", "[e5]", "[1,2,]",
+                                  "[--1]", "[1e3.5]", "[1 .5]"])
+def test_parse_vector_refuses_what_float_alone_would_read_differently(text):
+    assert _error(text).sqlstate == "22P02"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789.eE+-, ", max_size=24))
+def test_plain_floats_accepts_exactly_what_the_element_pattern_does(body):
+    parts = body.split(",")
+    plain = _plain_floats(body, parts)
+    if all(_FLOAT_RE.fullmatch(p) for p in parts):
+        assert plain is not None
+        assert plain.tolist() == [float(p) for p in parts]
+    else:
+        assert plain is None
 
 
 # format_vector: PostgreSQL's shortest float4 text --------------------------------------------

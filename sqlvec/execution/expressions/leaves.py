@@ -24,7 +24,7 @@ def _column(c: Compiler, e: exp.Column) -> Value:
     level, index, field = ref.level, ref.index, ref.field  # the binder's: no name lookup
     if level == 0:
         t = c.types[index]
-        return _system_value(field, e.name, Value(lambda f: f.table.column(index), t))
+        return _system_value(field, e.name, Value(lambda f: f.table.column(index), t, column=index))
     c.env.correlated = True
     outer = c
     for _ in range(level):
