@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, is_dataclass, replace
 
 from sqlglot import exp
 
@@ -462,6 +462,8 @@ class Planner:
         )
         # Group expressions keep the names of simple columns so `t.x` still resolves.
         named = []
+        # (input field, system column) of each grouped column -> the output field holding it.
+        grouped: dict[tuple[int, object], Field] = {}
         for g, f in zip(group_exprs, fields):
             if isinstance(g, exp.Column):
                 level, index = resolve(scope, g)
@@ -469,6 +471,8 @@ class Planner:
                 named.append(Field(f.name, None, f.type, f.source, hidden=True))
                 if src is not None and system_column(src, g.name) is None:
                     named[-1] = Field(src.name, src.table, src.type, src.source)
+                if src is not None:
+                    grouped.setdefault((id(src), system_column(src, g.name)), named[-1])
             else:
                 named.append(f)
         fields = tuple(named) + fields[len(group_exprs):]
@@ -487,6 +491,7 @@ class Planner:
                 return x
 
             out = _transform_outside_subplans(e, swap)
+            _regroup_outer_references(out, scope.fields, grouped)
             for col in _columns_outside_subplans(out):
                 if col.name.startswith("__agg"):
                     continue
@@ -1368,14 +1373,15 @@ def _col(f: Field) -> exp.Column:
 
 def _collect(e: exp.Expression, classes) -> list[exp.Expression]:
     """Calls of `classes` (or that the predicate `classes` accepts) in `e`, not looking inside
-    subqueries or window specs of others. Aggregates (`AGGREGATES`) are taken with their FILTER,
-    and not under OVER (those are window calls)."""
+    subqueries (planned or not yet: an ORDER BY or HAVING term's) or window specs of others.
+    Aggregates (`AGGREGATES`) are taken with their FILTER, and not under OVER (those are window
+    calls)."""
     aggregates = classes is AGGREGATES
     found = []
     stack = [e]  # pre-order without recursion: a 10,000-term chain is no deeper than one term
     while stack:
         x = stack.pop()
-        if isinstance(x, SubPlan):
+        if isinstance(x, (SubPlan, exp.Subquery, exp.Select)):
             continue
         hit = classes(x) if callable(classes) and not isinstance(classes, tuple) \
             else isinstance(x, classes)
@@ -1405,6 +1411,71 @@ def _transform_outside_subplans(e: exp.Expression, fn) -> exp.Expression:
         return fn(x)
 
     return e.transform(visit, copy=True)
+
+
+def _regroup_outer_references(e: exp.Expression, inputs: list[Field],
+                               grouped: dict[tuple[int, object], Field]) -> None:
+    """Point the outer references of `e`'s subqueries to the grouped query's input (`inputs`)
+    at the aggregate's output field that holds the grouped column (`grouped`, by input field
+    and system column), in place: they are then bound to it by that field, not by their name
+    again. A reference to a column not grouped is 42803, as PostgreSQL reports it (only plain
+    columns match there: a grouped expression is not matched inside a subquery)."""
+    inside = {id(f) for f in inputs}
+    seen: set[int] = set()
+    stack: list[object] = []
+    for sub in _subplans_outside(e):
+        if sub.this is not None:  # the operand of `x IN (...)`: of the grouped query itself
+            _regroup_column_refs(sub.this, inside, grouped, strict=False)
+        seen.add(id(sub))
+        stack += [v for k, v in sub.args.items() if k != "this"]
+    while stack:
+        x = stack.pop()
+        if x is None or isinstance(x, (str, Field)) or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, exp.Expression):
+            _regroup_column_refs(x, inside, grouped, strict=True)
+            for sub in _subplans_outside(x):
+                stack += list(sub.args.values())
+        elif isinstance(x, (tuple, list)):
+            stack.extend(x)
+        elif isinstance(x, n.PlanNode) or is_dataclass(x) and not isinstance(x, type):
+            stack.extend(vars(x).values())
+
+
+def _regroup_column_refs(e: exp.Expression, inside: set[int],
+                         grouped: dict[tuple[int, object], Field], strict: bool) -> None:
+    """`_regroup_outer_references` for the column references of `e` outside its subqueries."""
+    stack = [e]
+    while stack:
+        col = stack.pop()
+        if isinstance(col, SubPlan):
+            continue
+        stack.extend(col.iter_expressions())
+        known = col.meta.get(RESOLVED) if isinstance(col, exp.Column) and \
+            col._meta is not None else None
+        if known is None or id(known) not in inside:
+            continue
+        output = grouped.get((id(known), system_column(known, col.name)))
+        if output is not None:
+            col.meta[RESOLVED] = output
+        elif strict:
+            shown = f"{known.table}.{known.name}" if known.table else known.name
+            raise located(GroupingError(
+                f'subquery uses ungrouped column "{shown}" from outer query'), col)
+
+
+def _subplans_outside(e: exp.Expression) -> list[SubPlan]:
+    """The subqueries of `e` not inside another of them."""
+    out = []
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, SubPlan):
+            out.append(x)
+            continue
+        stack.extend(x.iter_expressions())
+    return out
 
 
 def _columns_outside_subplans(e: exp.Expression) -> list[exp.Column]:

@@ -117,6 +117,19 @@ def test_every_column_reference_of_a_bound_plan_carries_its_resolution(session, 
      [(1,), (2,)]),
     # Pushed into the join's sides, each bound where it ended up.
     ("SELECT o.name, i.s FROM i, o WHERE o.id = 2 AND i.w > 10 AND o.k = i.k", [("b", "z")]),
+    # A grouped column of the outer query in a subquery reads the aggregate's group key.
+    ("SELECT k, (SELECT count(*) FROM i WHERE i.k = o.k) FROM o GROUP BY k ORDER BY 1",
+     [(1, 2), (2, 1), (None, 0)]),
+    ("SELECT k, count(*) FROM o GROUP BY k HAVING EXISTS (SELECT 1 FROM i WHERE i.k = o.k) "
+     "ORDER BY 1", [(1, 1), (2, 1)]),
+    # An aggregate in a subquery of HAVING or ORDER BY is the subquery's, not the outer one's.
+    ("SELECT k FROM o GROUP BY k HAVING (SELECT sum(w) FROM i WHERE i.k = o.k) > 20", [(1,)]),
+    ("SELECT o.k FROM o GROUP BY o.k ORDER BY (SELECT max(w) FROM i WHERE i.k = o.k) DESC",
+     [(None,), (2,), (1,)]),
+    ("SELECT k, (SELECT count(*) FROM i WHERE i.k = o.k AND i.w > (SELECT min(w) FROM i i2 "
+     "WHERE i2.k = o.k)) FROM o GROUP BY k ORDER BY 1", [(1, 1), (2, 0), (None, 0)]),
+    ("WITH c AS (SELECT k, w FROM i) SELECT c.k, (SELECT count(*) FROM c d WHERE d.k = c.k) "
+     "FROM c GROUP BY c.k ORDER BY 1", [(1, 2), (2, 1)]),
 ])
 def test_bound_plans_answer_as_before(session, sql, expected):
     assert session.execute_one(sql).rows() == expected
@@ -128,6 +141,42 @@ def test_outer_references_count_the_queries_up(session):
     refs = {c.sql(): bound_ref(c) for c in expressions(bound) if is_column_reference(c)}
     assert refs["o.id"].level == 1 and refs["i.w"].level == 0
     assert refs["o.id"].field.table == "o"
+
+
+def test_a_grouped_outer_column_is_bound_to_the_aggregates_field(session):
+    bound = bind_plan(planned(session, "SELECT k FROM o GROUP BY k HAVING EXISTS "
+                                       "(SELECT 1 FROM i WHERE i.w > o.k)"))
+    (aggregate,) = [x for x in _nodes(bound) if isinstance(x, n.Aggregate)]
+    refs = [bound_ref(c) for c in expressions(bound) if is_column_reference(c)]
+    (outer,) = [r for r in refs if r.level == 1]  # o.k in the subquery
+    assert outer.field is aggregate.fields[0] and outer.index == 0
+
+
+@pytest.mark.parametrize(("sql", "column"), [
+    ("SELECT k, (SELECT count(*) FROM i WHERE i.k = o.k AND i.w > o.id) FROM o GROUP BY k",
+     "o.id"),
+    ("SELECT k FROM o GROUP BY k HAVING EXISTS (SELECT 1 FROM i WHERE i.s = o.name)", "o.name"),
+    ("SELECT k FROM o GROUP BY k ORDER BY (SELECT max(w) FROM i WHERE i.w > id)", "o.id"),
+    # Deeper down, and with an aggregate but no GROUP BY.
+    ("SELECT k FROM o GROUP BY k HAVING EXISTS (SELECT 1 FROM i WHERE i.k = o.k AND "
+     "EXISTS (SELECT 1 FROM i i2 WHERE i2.w = o.id))", "o.id"),
+    ("SELECT count(*), (SELECT max(w) FROM i WHERE i.k = o.k) FROM o", "o.k"),
+    # Inside a subquery only a plain grouped column matches, not a grouped expression.
+    ("SELECT k + 1, (SELECT max(w) FROM i WHERE i.k = o.k) FROM o GROUP BY k + 1", "o.k"),
+])
+def test_a_subquery_may_not_read_an_ungrouped_outer_column(session, sql, column):
+    with pytest.raises(SqlVecError) as error:
+        session.execute_one(sql)
+    assert error.value.sqlstate == "42803"
+    assert error.value.message == f'subquery uses ungrouped column "{column}" from outer query'
+
+
+def _nodes(plan: n.PlanNode) -> list[n.PlanNode]:
+    found, stack = [], [plan]
+    while stack:
+        found.append(stack.pop())
+        stack.extend(found[-1].children)
+    return found
 
 
 def test_order_by_an_output_name_reads_the_projected_column(session):
@@ -210,6 +259,13 @@ def lookups(monkeypatch) -> list[tuple[str | None, str]]:
     "SELECT id, ARRAY(SELECT s FROM i WHERE (i.k, i.w) = (o.k, o.id) ORDER BY w DESC) FROM o",
     "SELECT id, (SELECT count(*) FROM i WHERE i.k = o.k AND i.w > (SELECT min(w) FROM i i2 "
     "WHERE i2.k = o.k)) FROM o",
+    # A grouped column of the outer query read in a subquery: bound to the aggregate's field
+    # for it by the field its name resolved to, in the select list, HAVING and ORDER BY.
+    "SELECT k, (SELECT count(*) FROM i WHERE i.k = o.k) FROM o GROUP BY k",
+    "SELECT k FROM o GROUP BY k HAVING EXISTS (SELECT 1 FROM i WHERE i.k = o.k)",
+    "SELECT o.k, max(id) FROM o GROUP BY o.k ORDER BY (SELECT max(w) FROM i WHERE i.k = o.k)",
+    "SELECT k FROM o GROUP BY k, name HAVING EXISTS (SELECT 1 FROM i WHERE i.k = o.k AND "
+    "i.s > o.name AND i.w > (SELECT min(w) FROM i i2 WHERE i2.k = o.k))",
 ])
 def test_each_name_is_looked_up_once(session, sql, lookups):
     """Planning places conditions (join sides, scans, index keys) and binding positions the
