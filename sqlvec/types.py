@@ -584,9 +584,10 @@ def _vector_input_error(text: str, type_name: str) -> SqlVecError | None:
 def check_vector_values(values: np.ndarray, wide: np.ndarray | None = None,
                         type_name: str = "vector") -> np.ndarray:
     """Reject NaN, infinities and out-of-range values as pgvector does; returns the type's
-    element dtype (float32 for vector, float16 for halfvec)."""
+    element dtype (float32 for vector, float16 for halfvec). `values` is one vector, or a
+    matrix of one vector per row: the dimension limit applies to each vector, not the total."""
     wide = values if wide is None else wide
-    if values.size > VECTOR_MAX_DIM:
+    if (values.shape[-1] if values.ndim else values.size) > VECTOR_MAX_DIM:
         raise SqlVecError(
             f"{type_name} cannot have more than {VECTOR_MAX_DIM} dimensions", sqlstate="54000"
         )
