@@ -1,5 +1,5 @@
 """Values (`sqlvec.execution.values`): PostgreSQL's json errors, recorded from
-PostgreSQL 16 (DETAIL and CONTEXT of `SELECT '<text>'::json`)."""
+PostgreSQL 16 (DETAIL and CONTEXT of `SELECT '<text>'::json`), and casts to the vector types."""
 
 from __future__ import annotations
 
