@@ -472,7 +472,28 @@ def sql_type_from_arrow(dt: pa.DataType) -> SqlType:
 
 # Vector text form ------------------------------------------------------------------------------
 
-_FLOAT_RE = re.compile(r"\s*[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf(?:inity)?|nan)\s*", re.I)
+_SPACES = " \t\n\r\v\f"  # C's isspace in the C locale: what pgvector skips around elements
+
+# What C's strtof reads (in the C locale pgvector's input functions run under): ASCII digits
+# only, optional hexadecimal form, 'inf' / 'infinity' / 'nan' (refused afterwards by pgvector),
+# no digit separators. re.ASCII keeps \d and \s from matching other Unicode digits and spaces.
+_STRTOF_NUMBER = (r"[-+]?(?:0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][-+]?\d+)?"
+                  r"|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf(?:inity)?|nan(?:\(\w*\))?)")
+_FLOAT_RE = re.compile(rf"\s*{_STRTOF_NUMBER}\s*", re.I | re.ASCII)
+
+
+def strtof_value(written: str) -> float:
+    """The double a number `_STRTOF_NUMBER` matched stands for (hexadecimal form included)."""
+    written = written.strip(_SPACES)
+    body = written.lstrip("+-")
+    if body[:2] in ("0x", "0X"):
+        try:
+            return float.fromhex(written)
+        except OverflowError:
+            return -math.inf if written.startswith("-") else math.inf
+    if body[:3].lower() == "nan":
+        return math.nan
+    return float(written)
 
 
 def check_vector_dims(dims: int, type_name: str = "vector") -> int:
@@ -505,11 +526,11 @@ def parse_vector(text: str, type_name: str = "vector") -> np.ndarray:
 
 
 def _parse_vector(text: str, type_name: str) -> np.ndarray:
-    s = text.strip()
+    s = text.strip(_SPACES)
     if not s.startswith("[") or not s.endswith("]"):
         raise _invalid_vector(text, None, type_name)
     body = s[1:-1]
-    if body.strip() == "":
+    if body.strip(_SPACES) == "":
         raise DataException(f"{type_name} must have at least 1 dimension")
     parts = body.split(",")
     values = _plain_floats(body, parts)
@@ -517,7 +538,7 @@ def _parse_vector(text: str, type_name: str) -> np.ndarray:
         for part in parts:
             if not _FLOAT_RE.fullmatch(part):
                 raise _invalid_vector(text, None, type_name)
-        values = np.array([float(p) for p in parts], dtype=np.float64)
+        values = np.array([strtof_value(p) for p in parts], dtype=np.float64)
     if type_name == "halfvec":
         with np.errstate(over="ignore"):
             half = values.astype(np.float32).astype(np.float16)
@@ -529,8 +550,7 @@ def _parse_vector(text: str, type_name: str) -> np.ndarray:
     return check_vector_values(narrow, values)
 
 
-_SPACES = " \t\n\r\v\f"
-_ELEMENT_RE = re.compile(r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf(?:inity)?|nan)", re.I)
+_ELEMENT_RE = re.compile(_STRTOF_NUMBER, re.I | re.ASCII)
 
 
 def _plain_floats(body: str, parts: list[str]) -> np.ndarray | None:
@@ -575,7 +595,7 @@ def _vector_input_error(text: str, type_name: str) -> SqlVecError | None:
         if match is None:
             return _invalid_vector(text, None, type_name)
         written = match.group()
-        value = float(written)
+        value = strtof_value(written)
         with np.errstate(over="ignore"):
             single = np.float32(value)
             narrow = np.float16(single) if type_name == "halfvec" else single
@@ -602,12 +622,13 @@ def _vector_input_error(text: str, type_name: str) -> SqlVecError | None:
 def check_vector_values(values: np.ndarray, wide: np.ndarray | None = None,
                         type_name: str = "vector") -> np.ndarray:
     """Reject NaN, infinities and out-of-range values as pgvector does; returns the type's
-    element dtype (float32 for vector, float16 for halfvec)."""
+    element dtype (float32 for vector, float16 for halfvec). `values` is one vector, or a
+    matrix of one vector per row: the dimension limit applies to each vector, not the total."""
     if wide is None and type_name == "vector" and values.dtype == np.float32 \
             and 0 < values.size <= VECTOR_MAX_DIM and np.isfinite(values).all():
         return values  # the common case (a float4 input, all finite): nothing to narrow
     wide = values if wide is None else wide
-    if values.size > VECTOR_MAX_DIM:
+    if (values.shape[-1] if values.ndim else values.size) > VECTOR_MAX_DIM:
         raise SqlVecError(
             f"{type_name} cannot have more than {VECTOR_MAX_DIM} dimensions", sqlstate="54000"
         )
@@ -743,10 +764,9 @@ def check_sparsevec_values(values: np.ndarray) -> None:
         raise DataException("infinite value not allowed in sparsevec")
 
 
-_SPACE = " \t\n\r\v\f"
-_LONG = re.compile(r"[ \t\n\r\v\f]*[-+]?\d+")
-_STRTOF = re.compile(r"[ \t\n\r\v\f]*([-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-                     r"|inf(?:inity)?|nan))", re.I)
+_SPACE = _SPACES
+_LONG = re.compile(r"[ \t\n\r\v\f]*[-+]?[0-9]+")  # strtol, base 10
+_STRTOF = re.compile(rf"[ \t\n\r\v\f]*({_STRTOF_NUMBER})", re.I | re.ASCII)
 
 
 def parse_sparsevec(text: str) -> SparseVector:
@@ -784,17 +804,17 @@ def parse_sparsevec(text: str) -> SparseVector:
             if m is None:
                 raise invalid()
             index = int(m.group())
-            if index < 1 or index > 2**31 - 1:  # pgvector: any index outside 1..dim
-                raise DataException("sparsevec index out of bounds")
             pos = skip(m.end())
             if pos >= n or text[pos] != ":":
                 raise invalid()
+            if index < 1 or index > 2**31 - 1:  # pgvector: any index outside 1..dim
+                raise DataException("sparsevec index out of bounds")
             pos = skip(pos + 1)
             m = _STRTOF.match(text, pos)
             if m is None:
                 raise invalid()
             written = m.group(1)
-            wide = float(written)
+            wide = strtof_value(written)
             with np.errstate(over="ignore", under="ignore"):
                 value = float(np.float32(wide))
             if (math.isinf(value) and not math.isinf(wide)) or (value == 0 and wide != 0):

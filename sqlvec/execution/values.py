@@ -1352,7 +1352,7 @@ def _cast_to_vector(value: Datum, target: SqlType, n: int) -> Datum:
     if len(value) == 0:  # no rows: no dimensions to check (the matrix would be 0 x 0)
         return pa.array([], target.to_arrow())
     matrix, valid = to_numpy_vectors(value, n)
-    checked = _vector_elements(matrix.reshape(-1) if matrix.size else np.zeros(1, np.float32),
+    checked = _vector_elements(matrix if matrix.size else np.zeros(1, np.float32),
                                target.name, matrix.shape[1])
     if target.typmod >= 0 and matrix.shape[1] != target.typmod:
         raise DataException(f"expected {target.typmod} dimensions, not {matrix.shape[1]}")

@@ -486,7 +486,8 @@ def parse(sql: str) -> list[exp.Expr]:
             misplaced = _misplaced_start(sql, start)
             if misplaced is not None:
                 raise misplaced
-    out = [_unqualified_calls(statement) for statement in statements if statement is not None]
+    out = [_bare_parameters(_unqualified_calls(statement))
+           for statement in statements if statement is not None]
     for statement in out:
         _mark_operators(statement, tokens)
     return out
@@ -577,6 +578,17 @@ def _unqualified_calls(statement: exp.Expr) -> exp.Expr:
         return statement
     return statement.transform(
         lambda n: n.expression if _is_builtin_qualified_call(n) else n, copy=False)
+
+
+def _bare_parameters(statement: exp.Expr) -> exp.Expr:
+    """`($1)` and `(($1))` are `$1`: parentheses around a parameter change nothing, and every
+    rule that types a parameter by its context (`emb <-> $1`, `id = $1`, `VALUES ($1)`) then
+    sees the parameter itself."""
+    wrapped = [node for node in statement.find_all(exp.Paren)
+               if isinstance(node.unnest(), exp.Parameter) and not isinstance(node.parent, exp.Paren)]
+    for node in wrapped:
+        node.replace(node.unnest())
+    return statement
 
 
 def parse_one(sql: str) -> exp.Expr:

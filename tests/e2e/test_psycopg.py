@@ -132,6 +132,40 @@ def test_register_vector_numpy_round_trip(conn, table):
     np.testing.assert_array_equal(as_numpy(got), vec)
 
 
+@pytest.mark.parametrize("query, want", [
+    ("SELECT id FROM {t} ORDER BY v <-> (%s) LIMIT 1", [(2,)]),
+    ("SELECT id FROM {t} ORDER BY v <-> ((%s)) LIMIT 1", [(2,)]),
+    ("SELECT (%s) <=> v FROM {t} WHERE id = 1", [(0.0,)]),
+])
+def test_a_parenthesized_parameter_is_typed_as_a_vector(conn, table, query, want):
+    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    conn.execute(f"CREATE TABLE {table} (id int4, v vector(3))")
+    conn.execute(f"INSERT INTO {table} VALUES (1, '[1,0,0]'), (2, '[0,0,1]')")
+    param = "[0,0,1]" if "<->" in query else "[1,0,0]"  # a str is sent as unknown, as by users
+    assert conn.execute(query.format(t=table), (param,)).fetchall() == want
+
+
+def test_parenthesized_parameters_are_described_with_their_context_types(conn, table):
+    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    conn.execute(f"CREATE TABLE {table} (id int4, v vector(3))")
+    cases = {
+        f"SELECT id FROM {table} ORDER BY v <-> ($1) LIMIT 1": ["vector"],
+        f"SELECT id FROM {table} WHERE (($1)) < id AND id = ($2)": ["int4", "int4"],
+        f"INSERT INTO {table} VALUES (($1), ($2))": ["int4", "vector"],
+    }
+    for k, (sql, types) in enumerate(cases.items()):
+        name = f"paren_{k}".encode()
+        assert conn.pgconn.prepare(name, sql.encode()).status == psycopg.pq.ExecStatus.COMMAND_OK
+        described = conn.pgconn.describe_prepared(name)
+        oids = [described.param_type(i) for i in range(described.nparams)]
+        names = [conn.execute("SELECT typname FROM pg_type WHERE oid = %s", (oid,)).fetchone()[0]
+                 for oid in oids]
+        assert names == types, sql
+    conn.execute(f"INSERT INTO {table} VALUES ((%s), (%s))", (7, "[1,2,3]"))
+    assert conn.execute(f"SELECT v::text FROM {table} WHERE id = (%s)", (7,)).fetchall() == [
+        ("[1,2,3]",)]
+
+
 def as_numpy(value) -> np.ndarray:
     """pgvector's loaders give a numpy array (text) or a Vector (binary)."""
     value = value.to_numpy() if hasattr(value, "to_numpy") else value

@@ -109,7 +109,7 @@ def test_parse_vector_plain_and_other_texts(text, want):
     np.testing.assert_array_equal(parse_vector(text), np.array(want, np.float32))
 
 
-@pytest.mark.parametrize("text", ["[1_0]", "[0x10]", "[1e]", "[-]", "[e5]", "[1,2,]",
+@pytest.mark.parametrize("text", ["[1_0]", "[1e]", "[-]", "[e5]", "[1,2,]",
                                   "[--1]", "[1e3.5]", "[1 .5]"])
 def test_parse_vector_refuses_what_float_alone_would_read_differently(text):
     assert _error(text).sqlstate == "22P02"
@@ -126,6 +126,38 @@ def test_plain_floats_accepts_exactly_what_the_element_pattern_does(body):
     else:
         assert plain is None
 
+
+# Element syntax: exactly what pgvector's strtof-based parsers read (outputs recorded from
+# PostgreSQL 16 + pgvector). Python's float() is wider: Unicode digits, digit separators and
+# Unicode spaces must not get through.
+_REFUSED_ELEMENTS = ["[\u0661]", "[1,\u0662]", "[\uff11]", "[1_000]", "[\u00a01]", "[1\u00a0]",
+                     "[1e]", "[1e+]", "[ +.e1]", "[0x]"]
+
+
+@pytest.mark.parametrize("type_name", ["vector", "halfvec"])
+@pytest.mark.parametrize("text", _REFUSED_ELEMENTS)
+def test_parse_vector_refuses_what_strtof_refuses(text, type_name):
+    with pytest.raises(SqlVecError) as info:
+        parse_vector(text, type_name)
+    assert (info.value.sqlstate, info.value.message) == (
+        "22P02", f'invalid input syntax for type {type_name}: "{text}"')
+
+
+@pytest.mark.parametrize("type_name", ["vector", "halfvec"])
+@pytest.mark.parametrize(("text", "want"), [
+    ("[0x10]", [16]), ("[0X1A, -0x1p3]", [26, -8]), ("[+1,5.]", [1, 5]),
+    ("[\t1\t]", [1]), ("[\v1,\f2\v]", [1, 2]), ("\n[1]\r", [1]),
+])
+def test_parse_vector_reads_what_strtof_reads(text, want, type_name):
+    assert parse_vector(text, type_name).tolist() == want
+
+
+@pytest.mark.parametrize("type_name", ["vector", "halfvec"])
+@pytest.mark.parametrize("text", ["[ nan ]", "[nan(123)]"])
+def test_parse_vector_nan_spellings_are_refused_as_nan(text, type_name):
+    with pytest.raises(SqlVecError) as info:
+        parse_vector(text, type_name)
+    assert (info.value.sqlstate, info.value.message) == ("22000", f"NaN not allowed in {type_name}")
 
 # format_vector: PostgreSQL's shortest float4 text --------------------------------------------
 
@@ -263,6 +295,7 @@ def test_sparsevec_type_and_arrow_layout():
     ("{1:0,1:3}/4", "{1:3}/4"),  # a zero is dropped before duplicates are looked for
     ("{}/3", "{}/3"),
     ("{2:1e-8,1:-0.1}/1000000000", "{1:-0.1,2:1e-08}/1000000000"),
+    ("{1:0x10,+2:\v2}/+3", "{1:16,2:2}/3"),  # strtof's hexadecimal form, strtol's sign
 ])
 def test_sparsevec_text_round_trip(text, want):
     assert format_sparsevec(parse_sparsevec(text)) == want
@@ -283,6 +316,10 @@ def test_sparsevec_text_round_trip(text, want):
     ("[1]", "22P02", 'invalid input syntax for type sparsevec: "[1]"'),
     ("{1:1,}/3", "22P02", 'invalid input syntax for type sparsevec: "{1:1,}/3"'),
     ("{1:1}/3 x", "22P02", 'invalid input syntax for type sparsevec: "{1:1}/3 x"'),
+    # ASCII digits only, no separators; an index or dimension is decimal (strtol base 10).
+    *[(t, "22P02", f'invalid input syntax for type sparsevec: "{t}"') for t in [
+        "{1:\u0661}/3", "{\u0661:1}/3", "{1:1}/\u0661", "{1:1_0}/3", "{1_0:1}/30", "{0x1:1}/3",
+        "{1:2}/0x3", "{1:\u00a02}/3"]],
     ("{" + ",".join(f"{i}:1" for i in range(1, 16002)) + "}/20000", "54000",
      "sparsevec cannot have more than 16000 non-zero elements"),
 ])

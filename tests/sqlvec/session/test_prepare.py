@@ -27,6 +27,13 @@ def session(tmp_path):
     ("SELECT id FROM p WHERE id = $2 AND name = $1", ["text", "int4"]),
     ("SELECT ARRAY[$1, $2]", ["text", "text"]),
     ("SELECT $1 FROM p WHERE id = $2", ["text", "int4"]),
+    # Parentheses around a parameter do not hide it from the context that types it.
+    ("SELECT id FROM p ORDER BY embedding <-> ($1) LIMIT 1", ["vector"]),
+    ("SELECT id FROM p ORDER BY embedding <-> (($1)) LIMIT 1", ["vector"]),
+    ("SELECT id FROM p WHERE id = ($1) AND (($2)) < id", ["int4", "int4"]),
+    ("SELECT id FROM p WHERE id IN (($1))", ["int4"]),
+    ("INSERT INTO p VALUES (($1), ($2), ($3))", ["int4", "text", "vector"]),
+    ("UPDATE p SET embedding = ($1) WHERE id = ($2)", ["vector", "int4"]),
 ])
 def test_every_parameter_counts_and_uninferred_ones_are_text(session, sql, types):
     assert [t.name for t in session.prepare(sql).param_types] == types

@@ -424,3 +424,21 @@ def test_comment_is_null_removes_a_comment() -> None:
     assert isinstance(parse_one("SELECT NULL").expressions[0], exp.Null)
     with pytest.raises(SyntaxError_):
         parse_one("COMMENT ON TABLE t IS 1 + NULL")
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT id FROM t ORDER BY emb <-> ($1)",
+    "SELECT id FROM t ORDER BY emb <-> (($1))",
+    "SELECT id FROM t WHERE ((($1))) < id",
+    "INSERT INTO t VALUES (($1), ($2))",
+])
+def test_parentheses_around_a_parameter_are_dropped(sql):
+    tree = parse_one(sql)
+    assert not [p for p in tree.find_all(exp.Paren) if isinstance(p.unnest(), exp.Parameter)]
+    assert all(isinstance(p.parent, (exp.Binary, exp.Tuple, exp.Ordered))
+               for p in tree.find_all(exp.Parameter))
+
+
+def test_parentheses_around_an_expression_with_a_parameter_stay():
+    tree = parse_one("SELECT ($1 + 1) * 2")
+    assert isinstance(tree.find(exp.Mul).this, exp.Paren)
