@@ -12,11 +12,10 @@ from sqlvec.execution.builder import Builder
 from sqlvec.execution.expressions import CompileEnv
 from sqlvec.plan import nodes as n
 from sqlvec.plan.bind import bind_plan
-from sqlvec.plan.planner import PlanContext, Planner
-from sqlvec.plan.rules import optimize
 from sqlvec.sql.binder import ColumnRef, Scope, bound_ref, is_column_reference
 from sqlvec.sql.dialect import parse_one
 from sqlvec.storage.schema import ROWID
+from tests.sqlvec.plan.conftest import planned
 
 SCHEMA = [
     "CREATE TABLE o (id int PRIMARY KEY, k int, name text, v vector(2))",
@@ -53,11 +52,6 @@ QUERIES = [
 @pytest.fixture(scope="module")
 def session(schema_session):
     return schema_session
-
-
-def planned(session, sql: str) -> n.PlanNode:
-    ctx = PlanContext(session.catalog, ["public"], virtual=session.database.virtual_fields)
-    return optimize(Planner(ctx).plan_query(parse_one(sql)))
 
 
 def expressions(plan: n.PlanNode) -> list[exp.Expression]:

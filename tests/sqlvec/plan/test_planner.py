@@ -20,6 +20,7 @@ from sqlvec.errors import SqlVecError
 from sqlvec.plan import nodes as n
 from sqlvec.plan.planner import PlanContext, Planner
 from sqlvec.sql.dialect import parse_one
+from tests.sqlvec.plan.conftest import nodes_of
 
 SCHEMA = [
     "CREATE TABLE o (id int, k int, flag bool, name text, big bigint)",
@@ -142,17 +143,6 @@ def test_subquery_reading_the_outer_row_elsewhere_runs_per_row(session):
     # be the per-row one.
     sql = "SELECT id, (SELECT max(i.v) + o.id FROM i WHERE i.k = o.k) FROM o ORDER BY id"
     assert rows(session, sql) == [(1, 12), (2, 22), (3, 6), (4, None), (5, 16), (6, None)]
-
-
-def nodes_of(plan: n.PlanNode, kind: type) -> list:
-    """Every node of the given kind in the plan tree."""
-    found, stack = [], [plan]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, kind):
-            found.append(node)
-        stack.extend(node.children)
-    return found
 
 
 def scans(plan: n.PlanNode) -> list[n.Scan]:
