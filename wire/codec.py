@@ -333,6 +333,22 @@ class SocketStream:
         self._start = start + 5 + n
         return type_byte, (self._view[start + 5:start + 5 + n].tobytes() if n else b"")
 
+    def receive(self) -> None:
+        """Wait for input if none is buffered: one receive of whatever the client sent (a
+        pipelined round trip whole), for a reader that looks at it in place (`window`)."""
+        if self._start == self._end:
+            self._start = 0
+            self._end = self._recv_into(self._view)
+
+    def window(self) -> tuple[bytearray, int, int]:
+        """The receive buffer and where its unread bytes start and end, to be compared in
+        place (no copy); `skip` then consumes what was recognised."""
+        return self._buf, self._start, self._end
+
+    def skip(self, n: int) -> None:
+        """Consume `n` buffered bytes (at most `buffered`)."""
+        self._start += n
+
     def read_into(self, target: bytearray, n: int) -> None:
         """Append the next n bytes to `target` (COPY data, without a bytes object per
         message)."""

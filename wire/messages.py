@@ -458,6 +458,86 @@ class Bind(Message):
         return cls(portal, statement, param_formats, tuple(values), result_formats)
 
 
+class RepeatedRoundTrip:
+    """A round trip of Bind and then fixed messages (Describe, Execute, Sync: how drivers run a
+    prepared statement), recognised again in a receive buffer, in place, when it comes byte
+    for byte the same but for the Bind's parameter values. The next round trip of a
+    prepared statement then costs no framing or decoding of its fixed messages and no new
+    message objects: only its parameters are taken out of the buffer (the Bind is the same
+    object when they are the same too). What it recognises decodes to exactly these messages,
+    so it is handled as if decoded."""
+
+    __slots__ = ("bind", "head", "suffix", "rest", "messages", "nparams")
+
+    def __init__(self, bind: Bind, rest: bytes, messages: tuple) -> None:
+        self.bind = bind
+        w = Writer()
+        w.cstring(bind.portal).cstring(bind.statement).uint16(len(bind.param_formats))
+        for code in bind.param_formats:
+            w.int16(code)
+        w.uint16(len(bind.params))
+        self.head = w.getvalue()  # the Bind's body up to its values
+        w = Writer().uint16(len(bind.result_formats))
+        for code in bind.result_formats:
+            w.int16(code)
+        self.suffix = w.getvalue()  # ... and after them
+        self.rest = rest  # the fixed messages after Bind, framed
+        self.messages = messages  # ... decoded
+        self.nparams = len(bind.params)
+
+    @classmethod
+    def of(cls, body: bytes, bind: Bind, rest: bytes,
+           messages: tuple) -> RepeatedRoundTrip | None:
+        """The round trip (a Bind's body and decoded message, the messages after it framed and
+        decoded), if its Bind encodes back to the client's bytes (else None)."""
+        shape = cls(bind, rest, messages)
+        if not (body.startswith(shape.head) and body.endswith(shape.suffix)):
+            return None
+        return shape
+
+    def match(self, buf: bytearray, start: int, end: int) -> tuple[Bind, int] | None:
+        """If buf[start:end] begins with this round trip (its Bind's values may differ): its
+        Bind and the round trip's size in bytes."""
+        if end - start < 5 or buf[start] != 0x42:  # B
+            return None
+        (length,) = _I32.unpack_from(buf, start + 1)
+        bind_end = start + 1 + length
+        rest = self.rest
+        if length < 4 or bind_end + len(rest) > end:
+            return None
+        pos = start + 5
+        head = self.head
+        if not buf.startswith(head, pos, bind_end):
+            return None
+        pos += len(head)
+        bind = self.bind
+        if self.nparams:
+            values: list[bytes | None] = []
+            for _ in range(self.nparams):
+                if pos + 4 > bind_end:
+                    return None
+                (size,) = _I32.unpack_from(buf, pos)
+                pos += 4
+                if size < 0:
+                    if size != -1:
+                        return None
+                    values.append(None)
+                    continue
+                if pos + size > bind_end:
+                    return None
+                values.append(bytes(buf[pos:pos + size]))
+                pos += size
+            params = tuple(values)
+            if params != bind.params:
+                bind = Bind(bind.portal, bind.statement, bind.param_formats, params,
+                            bind.result_formats)
+        suffix = self.suffix
+        if pos + len(suffix) != bind_end or not buf.startswith(suffix, pos, bind_end) \
+                or not buf.startswith(rest, bind_end):
+            return None
+        return bind, bind_end + len(rest) - start
+
+
 @dataclass(frozen=True)
 class Describe(Message):
     """`kind` is S (prepared statement) or P (portal)."""

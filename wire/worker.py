@@ -74,6 +74,7 @@ from wire.messages import (
     Message,
     Parse,
     Query,
+    RepeatedRoundTrip,
     StartupMessage,
     Sync,
     decode_frontend,
@@ -410,6 +411,9 @@ class Relay:
         self.local: LocalConnection | None = None
         self.local_ok = True
         self.local_names: dict[str, bytes] = {}  # statements parsed here: their Parse
+        # The last round trip answered here, if its next one of the same shape may be
+        # recognised as such (`_repeated`), with its messages after Bind as read.
+        self._repeat: tuple[RepeatedRoundTrip, list[tuple[bytes, bytes]]] | None = None
         self.shared: set[str] = set()  # ... of them, those the primary holds too
         self.remote: dict[str, tuple[bytes, Parse]] = {}  # read-only, the primary's only (yet)
         self.running = False  # a statement runs here now (cancel requests reach it)
@@ -585,7 +589,10 @@ class Relay:
         decoded: list[Message] = []  # the batch's extended-query messages, decoded
         read = self.stream.read_exactly
         while True:
+            if self._repeat is not None and not batch and self._repeated():
+                continue
             head = read(5)
+            self._repeat = None  # (what it knew holds only while nothing else came)
             type_byte, length = head[:1], int.from_bytes(head[1:5], "big")
             if not self.authenticated:
                 # Authentication is the primary's, and so are its limits: each message goes on
@@ -674,14 +681,35 @@ class Relay:
                 return
         self._forward(batch)
 
-    def _round_trip(self, batch: list[tuple[bytes, bytes]], messages: list[Message]) -> None:
+    def _repeated(self) -> bool:
+        """Answer the client's next round trip if it repeats the last one answered here but
+        for its parameter values (`RepeatedRoundTrip`): nothing that `_answerable` looks at
+        has changed since (every other message clears `_repeat`), so it is answered, or
+        relayed, as the same messages read one by one would be, without reading them so."""
+        shape, rest = self._repeat  # type: ignore[misc]
+        stream = self.stream
+        stream.receive()
+        buf, start, end = stream.window()
+        found = shape.match(buf, start, end)
+        if found is None:
+            return False
+        bind, size = found
+        body = bytes(buf[start + 5:start + size - len(shape.rest)])
+        stream.skip(size)
+        self._round_trip([(b"B", body), *rest], [bind, *shape.messages], repeated=True)
+        return True
+
+    def _round_trip(self, batch: list[tuple[bytes, bytes]], messages: list[Message],
+                    repeated: bool = False) -> None:
         if self.local_ok and self._idle():
-            if self.remote:  # statements prepared by the primary alone: here too, if they can
-                for m in messages:
+            if self.remote and not repeated:  # prepared by the primary alone: here too, if
+                for m in messages:  # they can be
                     if isinstance(m, Bind) and m.statement in self.remote:
                         self._parse_here(*self.remote.pop(m.statement))
-            if self._answerable(messages) and self._ready_here() \
+            if (repeated or self._answerable(messages)) and self._ready_here() \
                     and self._answer_here(messages):
+                if repeated:
+                    return
                 for (type_byte, body), message in zip(batch, messages):
                     if isinstance(message, Parse):
                         self.local_names[message.name] = frame(type_byte, body)
@@ -689,7 +717,9 @@ class Relay:
                     elif isinstance(message, Close) and message.kind == "S":
                         self.local_names.pop(message.name, None)
                         self.shared.discard(message.name)
+                self._repeat = _repeatable(batch, messages, self.local)
                 return
+        self._repeat = None
         self._forward(batch, messages)
 
     def _answerable(self, messages: list[Message]) -> bool:
@@ -988,6 +1018,26 @@ class Relay:
             pass
         finally:
             self._primary_ended()
+
+
+_REPEATABLE = (Describe, Execute, Close, Sync)
+
+
+def _repeatable(batch: list[tuple[bytes, bytes]], messages: list[Message],
+                local: LocalConnection | None) -> tuple | None:
+    """What recognises the next round trip of the same shape as this one, just answered
+    here without an error: a Bind of a statement parsed here, then only messages that leave
+    the statements alone (Describe, Execute, Close of a portal, Sync)."""
+    first = messages[0]
+    if type(first) is not Bind or local is None or local.error is not None:
+        return None
+    for message in messages[1:]:
+        if type(message) not in _REPEATABLE or (type(message) is Close and message.kind == "S"):
+            return None
+    rest = batch[1:]
+    shape = RepeatedRoundTrip.of(batch[0][1], first, b"".join(frame(t, b) for t, b in rest),
+                                 tuple(messages[1:]))
+    return None if shape is None else (shape, rest)
 
 
 def _text_of(messages: list[Message], local: LocalConnection) -> str:
