@@ -598,7 +598,7 @@ class Connection:
         """Route a message by connection state: handlers when ready, skip-to-Sync after an error,
         COPY data during COPY."""
         state = self.state
-        if state in (ConnectionState.READY, ConnectionState.EXTENDED):
+        if state is _READY_STATE or state is _EXTENDED_STATE:
             self._in_ready(message)
         elif state is ConnectionState.FAILED:
             self._in_failed(message)
@@ -628,6 +628,60 @@ class Connection:
                 self._extended_error(error_response(exc))
             return
         handler(self, message)
+
+    def dispatch_all(self, messages: list[Message]) -> None:
+        """Dispatch a round trip's messages in order, as `dispatch` does each (a pipelined
+        Bind/Describe/Execute/Sync read whole), in one loop: an extended-query message met
+        in the ready states goes to its handler directly."""
+        handlers = self._READY_HANDLERS
+        for message in messages:
+            kind = type(message)
+            state = self.state
+            if kind not in _EXTENDED or not (state is _READY_STATE or state is _EXTENDED_STATE):
+                self.dispatch(message)
+                continue
+            self.state = _EXTENDED_STATE
+            try:
+                handlers[kind](self, message)
+            except SqlVecError as exc:
+                if exc.severity == "FATAL":
+                    raise
+                self._extended_error(error_response(exc))
+            except GONE:
+                raise
+            except Exception as exc:
+                self._extended_error(error_response(exc))
+
+    def run_bound(self, bind: Bind, describe: bool, execute: Execute) -> None:
+        """Bind, Describe of its portal (when `describe`), Execute of it and Sync, received
+        together in the ready state: what a driver sends for each run of a prepared
+        statement. The same answers and errors as dispatching them one by one (an error
+        skips to the Sync), in fewer steps."""
+        self.state = _EXTENDED_STATE
+        try:
+            self.on_bind(bind)
+            portal = self.portals[bind.portal]
+            statement = portal.statement
+            if describe:
+                self.send_raw(statement.description(portal.formats(statement.columns)))
+            if statement.copy is not None or portal.result is not None:
+                self.on_execute(execute)
+            else:
+                portal.result, changed = self._run_portal(portal)
+                if changed:
+                    self._send_settings(changed)
+                result = portal.result
+                self._send_result(result, portal.formats(result.columns), execute.max_rows,
+                                  portal)
+        except SqlVecError as exc:
+            if exc.severity == "FATAL":
+                raise
+            self._extended_error(error_response(exc))
+        except GONE:
+            raise
+        except Exception as exc:
+            self._extended_error(error_response(exc))
+        self.on_sync(_SYNC)
 
     def _extended_error(self, response: ErrorResponse) -> None:
         """Report an extended-query error at once (the client may be waiting on a Flush
@@ -1099,6 +1153,9 @@ Connection._READY_HANDLERS = {
 
 
 _EXTENDED = frozenset({Parse, Bind, Describe, Execute, Close, Flush})
+_READY_STATE = ConnectionState.READY
+_SYNC = Sync()
+_EXTENDED_STATE = ConnectionState.EXTENDED
 
 
 _TEXT = SqlType("text")

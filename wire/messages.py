@@ -1026,10 +1026,10 @@ _WITHOUT_FIELDS: dict[type[Message], Message] = {
 
 # The small messages of a prepared statement's round trip come again byte for byte (the same
 # Describe and Execute of the unnamed portal, the same Bind of a statement without parameters
-# or with the same ones): they are decoded once and shared, as they are immutable. Only short
-# bodies, in a table emptied when full, so it stays small whatever clients send; a body that
-# does not decode raises, and is not remembered.
-_REPEATED = frozenset({Bind, Describe, Execute, Close})
+# or with the same ones), and so do short simple queries: they are decoded once and shared,
+# as they are immutable. Only short bodies, in a table emptied when full, so it stays small
+# whatever clients send; a body that does not decode raises, and is not remembered.
+_REPEATED = frozenset({Bind, Describe, Execute, Close, Query})
 _REPEATED_MAX_BODY = 64
 _REPEATED_ENTRIES = 1024
 _decoded: dict[bytes, Message] = {}

@@ -128,11 +128,26 @@ _UNSAFE = re.compile(
 
 
 def read_only(sql: str) -> bool:
-    """Whether `sql` is one statement this worker may answer (see `_UNSAFE`)."""
+    """Whether `sql` is one statement this worker may answer (see `_UNSAFE`). The answer
+    for a short text is kept: a client runs the same few statements again and again."""
+    known = _READ_ONLY.get(sql)
+    if known is not None:
+        return known
     text = sql.strip().rstrip(";")
     if ";" in text or "--" in text or "/*" in text or not _FIRST_WORD.match(text):
-        return False
-    return _UNSAFE.search(text) is None
+        answer = False
+    else:
+        answer = _UNSAFE.search(text) is None
+    if len(sql) <= READ_ONLY_TEXT_LIMIT:
+        if len(_READ_ONLY) >= READ_ONLY_ENTRIES:
+            _READ_ONLY.clear()
+        _READ_ONLY[sql] = answer
+    return answer
+
+
+READ_ONLY_TEXT_LIMIT = 1024  # characters of a statement text whose answer is kept
+READ_ONLY_ENTRIES = 1024  # answers kept, the table emptied when full
+_READ_ONLY: dict[str, bool] = {}
 
 
 class PrimaryLog(logging.Handler):
@@ -421,6 +436,8 @@ class Relay:
         self.started = 0.0
         self.reported = False  # the primary was told it runs (pg_stat_activity)
         self.ulock = threading.Lock()  # one writer to the primary at a time
+        self._upstream_poll = select.poll()  # has the primary sent something? (`_ready_here`)
+        self._upstream_poll.register(upstream, select.POLLIN)
         self.pumping = False  # `_pump` reads the primary (from the end of the startup)
         # Set while no thread relays the primary's output to the client (it all went out).
         self.relayed = threading.Event()
@@ -748,7 +765,7 @@ class Relay:
         """Make the local session ready: created, with the primary's settings, its follower
         at the published commit position. False when the primary must answer instead."""
         worker = self.worker
-        if select.select([self.upstream], [], [], 0)[0]:
+        if self._upstream_poll.poll(0):
             # The primary spoke first (a FATAL of pg_terminate_backend, a notification): its
             # words go out before this statement's answer, which the primary gives.
             return False
@@ -806,8 +823,11 @@ class Relay:
         self.started = time.monotonic()
         self.running = True
         try:
-            for message in messages:
-                local.dispatch(message)
+            bound = _bound(messages) if local.state is ConnectionState.READY else None
+            if bound is not None:
+                local.run_bound(*bound)
+            else:
+                local.dispatch_all(messages)
         except GONE:
             raise
         except Exception:
@@ -824,8 +844,8 @@ class Relay:
         finally:
             if held is not None:
                 held.settle(answered)
-            if statistics is not None:  # (settled already when answered: nothing held)
-                statistics.settle(answered)
+            if statistics is not None and not answered:  # (settled by `_settle` if answered)
+                statistics.settle(False)
             if reported:  # (after the answer went out: the primary may end the connection now)
                 with self.ulock:
                     self._send_activity(None)
@@ -836,10 +856,9 @@ class Relay:
         # say) fails the same way in the primary: the answer stands, and the statement stays
         # here, as a PostgreSQL prepared statement outlives such errors. Only a write (25006)
         # goes to the primary.
-        reused = not any(isinstance(m, (Parse, Query)) for m in messages) \
-            and local.error != "25006"
-        if local.error is not None and local.error != "57014" and not local.spilled \
-                and not reused:
+        error = local.error
+        if error is not None and error != "57014" and not local.spilled and (
+                error == "25006" or any(isinstance(m, (Parse, Query)) for m in messages)):
             local.discard()
             for message in messages:
                 if isinstance(message, Parse):
@@ -1021,6 +1040,25 @@ class Relay:
 
 
 _REPEATABLE = (Describe, Execute, Close, Sync)
+
+
+def _bound(messages: list[Message]) -> tuple[Bind, bool, Execute] | None:
+    """Bind, [Describe of its portal], Execute of it, Sync: the round trip
+    `Connection.run_bound` runs in one step (its arguments), or None."""
+    n = len(messages)
+    if n == 4:
+        bind, describe, execute, _ = messages
+        if type(describe) is not Describe or describe.kind != "P" \
+                or describe.name != bind.portal:  # type: ignore[attr-defined]
+            return None
+    elif n == 3:
+        bind, execute, _ = messages
+    else:
+        return None
+    if type(bind) is not Bind or type(execute) is not Execute \
+            or execute.portal != bind.portal or type(messages[-1]) is not Sync:
+        return None
+    return bind, n == 4, execute
 
 
 def _repeatable(batch: list[tuple[bytes, bytes]], messages: list[Message],
