@@ -538,6 +538,24 @@ class RepeatedRoundTrip:
         return bind, bind_end + len(rest) - start
 
 
+class RepeatedMessage:
+    """A message recognised again, byte for byte, in a receive buffer, in place (a simple
+    Query a client sends again and again): it is the same decoded message."""
+
+    __slots__ = ("raw", "message")
+
+    def __init__(self, raw: bytes, message: Message) -> None:
+        self.raw = raw  # framed
+        self.message = message
+
+    def match(self, buf: bytearray, start: int, end: int) -> tuple[Message, int] | None:
+        """If buf[start:end] begins with this message: it, and its size in bytes."""
+        raw = self.raw
+        if buf.startswith(raw, start, end):
+            return self.message, len(raw)
+        return None
+
+
 @dataclass(frozen=True)
 class Describe(Message):
     """`kind` is S (prepared statement) or P (portal)."""

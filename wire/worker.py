@@ -74,6 +74,7 @@ from wire.messages import (
     Message,
     Parse,
     Query,
+    RepeatedMessage,
     RepeatedRoundTrip,
     StartupMessage,
     Sync,
@@ -427,8 +428,10 @@ class Relay:
         self.local_ok = True
         self.local_names: dict[str, bytes] = {}  # statements parsed here: their Parse
         # The last round trip answered here, if its next one of the same shape may be
-        # recognised as such (`_repeated`), with its messages after Bind as read.
-        self._repeat: tuple[RepeatedRoundTrip, list[tuple[bytes, bytes]]] | None = None
+        # recognised as such (`_repeated`), with its messages after Bind as read (a simple
+        # Query: the message as read).
+        self._repeat: tuple[RepeatedRoundTrip | RepeatedMessage,
+                            list[tuple[bytes, bytes]]] | None = None
         self.shared: set[str] = set()  # ... of them, those the primary holds too
         self.remote: dict[str, tuple[bytes, Parse]] = {}  # read-only, the primary's only (yet)
         self.running = False  # a statement runs here now (cancel requests reach it)
@@ -684,25 +687,31 @@ class Relay:
         with self.lock:
             return self.pending == 0 and not self.open and self.status == "I"
 
-    def _query(self, batch: list[tuple[bytes, bytes]]) -> None:
-        try:
-            message = decode_frontend(*batch[0])
-        except SqlVecError:  # malformed: the primary answers
-            self._forward(batch)
-            return
+    def _query(self, batch: list[tuple[bytes, bytes]], message: Message | None = None) -> None:
+        if message is None:
+            try:
+                message = decode_frontend(*batch[0])
+            except SqlVecError:  # malformed: the primary answers
+                self._forward(batch)
+                return
         assert isinstance(message, Query)
         if self.local_ok and self._idle() and read_only(message.sql) and self._ready_here():
             if self._answer_here([message]):
                 self.local_names.pop("", None)
                 self.shared.discard("")
+                if self._repeat is None and self.local is not None \
+                        and self.local.error is None:  # (its next run: `_repeated`)
+                    self._repeat = (RepeatedMessage(frame(*batch[0]), message), batch)
                 return
+        self._repeat = None
         self._forward(batch)
 
     def _repeated(self) -> bool:
         """Answer the client's next round trip if it repeats the last one answered here but
-        for its parameter values (`RepeatedRoundTrip`): nothing that `_answerable` looks at
-        has changed since (every other message clears `_repeat`), so it is answered, or
-        relayed, as the same messages read one by one would be, without reading them so."""
+        for its parameter values (`RepeatedRoundTrip`), or is the same simple Query again
+        (`RepeatedMessage`): nothing that `_answerable` looks at has changed since (every
+        other message clears `_repeat`), so it is answered, or relayed, as the same messages
+        read one by one would be, without reading and classifying them again."""
         shape, rest = self._repeat  # type: ignore[misc]
         stream = self.stream
         stream.receive()
@@ -710,10 +719,14 @@ class Relay:
         found = shape.match(buf, start, end)
         if found is None:
             return False
-        bind, size = found
+        message, size = found
+        if type(shape) is RepeatedMessage:  # a simple Query
+            stream.skip(size)
+            self._query(rest, message)
+            return True
         body = bytes(buf[start + 5:start + size - len(shape.rest)])
         stream.skip(size)
-        self._round_trip([(b"B", body), *rest], [bind, *shape.messages], repeated=True)
+        self._round_trip([(b"B", body), *rest], [message, *shape.messages], repeated=True)
         return True
 
     def _round_trip(self, batch: list[tuple[bytes, bytes]], messages: list[Message],
