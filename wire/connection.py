@@ -1182,8 +1182,11 @@ def encode_rows(table: pa.Table, types: list[SqlType], formats: list[int], float
     chunk = table if start == 0 and stop == table.num_rows else table.slice(start, stop - start)
     n = chunk.num_rows
     if n <= pgtypes.SHORT_RESULT:
+        encoders, rows = _short_encoders(chunk.schema, types, formats)
+        if rows is not None:
+            return rows(chunk.column(0).to_pylist())
         lists = []
-        for i, encode in enumerate(_short_encoders(chunk.schema, types, formats)):
+        for i, encode in enumerate(encoders):
             column = chunk.column(i)
             lists.append(encode(column.to_pylist()) if encode is not None else
                          pgtypes.cell_lists(column, types[i], formats[i], float_digits))
@@ -1193,24 +1196,28 @@ def encode_rows(table: pa.Table, types: list[SqlType], formats: list[int], float
     return DataRow.encode_batch(cells, n)
 
 
-def _short_encoders(schema: pa.Schema, types: list[SqlType], formats: list[int]) -> list:
-    """`pgtypes.short_encoder` of each column, looked up once per result shape: the last
-    answer is kept per types list (a prepared statement sends the same one each time) and
-    reused while the formats and the Arrow schema are the same."""
+def _short_encoders(schema: pa.Schema, types: list[SqlType],
+                    formats: list[int]) -> tuple[list, Callable[[list], bytes] | None]:
+    """`pgtypes.short_encoder` of each column, and for one column the encoder of its whole
+    rows if it has one (`pgtypes.short_row_encoder`), looked up once per result shape: the
+    last answer is kept per types list (a prepared statement sends the same one each time)
+    and reused while the formats and the Arrow schema are the same."""
     known = _SHORT_SHAPES.get(id(types))
     if known is None or known[0] is not types or known[1] != formats \
             or not known[2].equals(schema):
         encoders = [pgtypes.short_encoder(t, fmt, typ)
                     for t, fmt, typ in zip(types, formats, schema.types)]
-        known = (types, list(formats), schema, encoders)
+        rows = pgtypes.short_row_encoder(types[0], formats[0], schema.types[0]) \
+            if len(types) == 1 == len(schema.types) else None
+        known = (types, list(formats), schema, encoders, rows)
         if len(_SHORT_SHAPES) >= 512:
             _SHORT_SHAPES.clear()
         _SHORT_SHAPES[id(types)] = known
-    return known[3]
+    return known[3], known[4]
 
 
-# id(types) -> (types, formats, Arrow schema, encoders); the entry holds the list it is keyed
-# by, so an id is never mistaken for another list's.
+# id(types) -> (types, formats, Arrow schema, encoders, row encoder); the entry holds the list
+# it is keyed by, so an id is never mistaken for another list's.
 _SHORT_SHAPES: dict[int, tuple] = {}
 
 

@@ -205,6 +205,52 @@ def _short_encoder(name: str, fmt: int, typ: pa.DataType):
     return None
 
 
+def short_row_encoder(t: SqlType, fmt: int, typ: pa.DataType):
+    """For a short result of one column of integers (a top-k's ids, `SELECT 1`): a function
+    from its Python values to its DataRows, whole, the same bytes as its cells
+    (`short_encoder`) framed as rows, in one pass and one join. None for other columns.
+    Looked up once per type, format and Arrow type."""
+    key = (t.name, fmt, typ.id)
+    try:
+        return _ROW_ENCODERS[key]
+    except KeyError:
+        encode = _ROW_ENCODERS[key] = _short_row_encoder(t.name, fmt, typ)
+        return encode
+
+
+_ROW_ENCODERS: dict[tuple[str, int, int], object] = {}
+_NULL_ROW = b"D\x00\x00\x00\x0a\x00\x01" + NULL_CELL  # a row of one NULL
+
+
+def _short_row_encoder(name: str, fmt: int, typ: pa.DataType):
+    if not (name in INTEGER_TYPES or name in OID_TYPES) or not pa.types.is_integer(typ):
+        return None
+    if fmt == BINARY:
+        number = _BINARY_NUMBERS.get(name)
+        if number is None or number[0] != typ:
+            return None
+        width = number[2].itemsize
+        pack = struct.Struct("!cihi" + _STRUCT[name][1:]).pack
+
+        def binary_rows(values: list) -> bytes:
+            return b"".join([_NULL_ROW if v is None else pack(b"D", 10 + width, 1, width, v)
+                             for v in values])
+        return binary_rows
+    head = struct.Struct("!cihi").pack
+
+    def text_rows(values: list) -> bytes:
+        out = []
+        for v in values:
+            if v is None:
+                out.append(_NULL_ROW)
+            else:
+                raw = b"%d" % v
+                n = len(raw)
+                out.append(head(b"D", 10 + n, 1, n) + raw)
+        return b"".join(out)
+    return text_rows
+
+
 def _text_cells(text: Callable[[object], str]) -> Callable[[list], list[bytes]]:
     """Length-prefixed UTF-8 cells of Python values written as `text(value)`; NULL for None."""
     def cells(values: list) -> list[bytes]:
@@ -638,6 +684,8 @@ def decode_text(data: bytes, t: SqlType) -> object:
 def decode_binary(data: bytes, t: SqlType) -> object:
     """One value from its binary format (the type's recv function)."""
     name = t.name
+    if name in _VECTOR_WIRE:  # (first: a top-k's query vector comes with every run)
+        return decode_vector(data, t)
     size = len(data)
     if name in _STRUCT:
         fmt = _STRUCT[name]
