@@ -62,14 +62,13 @@ class Harness:
         return bytes(out)
 
     def round_trip(self, data: bytes, messages: int) -> bytes:
-        """Send `data` (`messages` messages), let the connection handle them, read its answer."""
-        from wire.messages import decode_frontend
-
+        """Send `data` (`messages` messages, received at once), let the connection handle
+        them as it does when serving, read its answer."""
         self.client.sendall(data)
         conn = self.conn
-        for _ in range(messages):
-            type_byte, body = conn._read()
-            conn.dispatch(decode_frontend(type_byte, body))
+        conn.serve_next()
+        while conn.stream.buffered:
+            conn.serve_next()
         answer = self.drain()
         if b"E" == answer[:1]:
             raise RuntimeError(f"server error: {answer!r}")

@@ -37,6 +37,7 @@ import logging
 import secrets
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -329,8 +330,7 @@ class Connection:
             if self._startup():
                 self.sock.settimeout(None)  # a session may stay idle as long as it likes
                 while self.state is not ConnectionState.CLOSED:
-                    type_byte, body = self._read()
-                    self.dispatch(decode_frontend(type_byte, body))
+                    self.serve_next()
         except Stopping:
             self._fatal(AdminShutdown("terminating connection due to administrator command"))
         except (*GONE, OSError) as exc:
@@ -348,6 +348,18 @@ class Connection:
             self._fatal(SqlVecError(f"internal error: {type(exc).__name__}"))
         finally:
             self._release()
+
+    def serve_next(self) -> None:
+        """Read the client's next message, waiting for it, and handle it; a Bind whose round
+        trip is all buffered (`_bound_round_trip`) is run with it in one step."""
+        type_byte, body = self._read()
+        message = decode_frontend(type_byte, body)
+        if type_byte == b"B" and self.state is _READY_STATE:
+            bound = self._bound_round_trip(message)  # type: ignore[arg-type]
+            if bound is not None:
+                self.run_bound(*bound)
+                return
+        self.dispatch(message)
 
     def stop(self) -> None:
         """Server shutdown: end after the current message (at once when idle). Called from
@@ -445,6 +457,47 @@ class Connection:
             return read(*args)
         finally:
             self.reading = False
+
+    def _bound_round_trip(self, bind: Bind) -> tuple[Bind, bool, Execute] | None:
+        """After a Bind: if the rest of its round trip is buffered and is [Describe of its
+        portal], Execute of it and Sync (a driver running a prepared statement), take it and
+        return `run_bound`'s arguments; else None, nothing taken."""
+        if self.stopping:
+            return None
+        buf, start, end = self.stream.window()
+        pos, describe, execute = start, False, None
+        while end - pos >= 5:
+            code = buf[pos]
+            (length,) = _LENGTH.unpack_from(buf, pos + 1)
+            stop = pos + 1 + length
+            if length < 4 or stop > end:
+                return None
+            if code == 0x53:  # Sync
+                if length != 4 or execute is None:
+                    return None
+                self.stream.skip(stop - start)
+                return bind, describe, execute
+            if execute is not None or length > 64:
+                return None
+            if code == 0x44:
+                type_byte = b"D"
+            elif code == 0x45:
+                type_byte = b"E"
+            else:
+                return None
+            try:
+                message = decode_frontend(type_byte, bytes(buf[pos + 5:stop]))
+            except SqlVecError:  # malformed: refused in its turn, after the Bind ran
+                return None
+            if type(message) is Describe and not describe and message.kind == "P" \
+                    and message.name == bind.portal:
+                describe = True
+            elif type(message) is Execute and message.portal == bind.portal:
+                execute = message
+            else:
+                return None
+            pos = stop
+        return None
 
     def send(self, *messages: Message) -> None:
         """Queue messages; output goes out in large writes, at Sync, ReadyForQuery or when the
@@ -1154,6 +1207,7 @@ Connection._READY_HANDLERS = {
 
 _EXTENDED = frozenset({Parse, Bind, Describe, Execute, Close, Flush})
 _READY_STATE = ConnectionState.READY
+_LENGTH = struct.Struct("!i")
 _SYNC = Sync()
 _EXTENDED_STATE = ConnectionState.EXTENDED
 
