@@ -4,6 +4,7 @@ portals and row limits, skip-until-Sync, EmptyQueryResponse, ParameterStatus, ca
 from __future__ import annotations
 
 import struct
+import time
 
 import pytest
 
@@ -250,3 +251,57 @@ def test_cancel_with_a_wrong_key_is_ignored(server, client):
     assert raw.closed()
     client.send(Query("SELECT 5").encode())
     assert DataRow((b"5",)) in client.messages()
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_prepared_round_trips_received_whole_answer_as_message_by_message(start, workers):
+    """Bind, [Describe], Execute, Sync arriving together (as drivers send a prepared
+    statement) are run in one step, in one process and in a worker: the answers, errors
+    (each skipping to the Sync) and row limits are those of the messages one by one, also
+    when a round trip arrives in pieces or several arrive in one packet."""
+    server = start("--workers", workers)
+    client = RawClient(server).ready()
+    try:
+        client.send(Parse("s", "SELECT 10 / $1::int", ()).encode()
+                    + Parse("g", "SELECT * FROM generate_series(1, 3)", ()).encode()
+                    + Sync().encode())
+        assert kinds(client.messages()) == ["ParseComplete", "ParseComplete", "ReadyForQuery"]
+
+        def run(name: str, params: tuple, describe: bool = True, rows: int = 0) -> bytes:
+            return (Bind("", name, (), params, ()).encode()
+                    + (Describe("P", "").encode() if describe else b"")
+                    + Execute("", rows).encode() + Sync().encode())
+
+        def answer() -> list:
+            return client.messages()
+
+        client.send(run("s", (b"2",)))
+        assert kinds(answer()) == ["BindComplete", "RowDescription", "DataRow",
+                                   "CommandComplete", "ReadyForQuery"]
+        client.send(run("s", (b"5",)) + run("s", (b"0",)) + run("s", (b"1",), describe=False))
+        first, failed, last = answer(), answer(), answer()
+        assert first[2] == DataRow((b"2",)) and first[-1] == ReadyForQuery("I")
+        assert kinds(failed) == ["BindComplete", "RowDescription", "ErrorResponse",
+                                 "ReadyForQuery"]
+        assert failed[2].get("C") == "22012"
+        assert kinds(last) == ["BindComplete", "DataRow", "CommandComplete", "ReadyForQuery"]
+        assert last[1] == DataRow((b"10",))
+        client.send(run("s", (b"x",)))  # a bad parameter: Bind fails, the rest is skipped
+        failed = answer()
+        assert kinds(failed) == ["ErrorResponse", "ReadyForQuery"]
+        assert failed[0].get("C") == "22P02"
+        client.send(run("missing", ()))
+        failed = answer()
+        assert kinds(failed) == ["ErrorResponse", "ReadyForQuery"]
+        assert failed[0].get("C") == "26000"
+        client.send(run("g", (), rows=2))
+        assert kinds(answer()) == ["BindComplete", "RowDescription", "DataRow", "DataRow",
+                                   "PortalSuspended", "ReadyForQuery"]
+        whole = run("s", (b"3",))
+        for cut in (1, 9, len(whole) - 1):
+            client.send(whole[:cut])
+            time.sleep(0.05)
+            client.send(whole[cut:])
+            assert answer()[2] == DataRow((b"3",))
+    finally:
+        client.close()

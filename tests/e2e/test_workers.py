@@ -746,3 +746,85 @@ def test_copy_data_relayed_by_a_worker_arrives_whole_and_a_half_sent_message_loa
                 with other.cursor().copy(f"COPY {table} FROM STDIN (FORMAT binary)") as copy:
                     copy.write(_binary_copy(matrix[:10]))
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (12040,)
+
+
+def test_repeated_round_trips_in_a_worker_see_commits_and_fail_as_the_first(pool_server, table):
+    """A worker answers a round trip that repeats the previous one (but for its parameter
+    values) without reading it message by message: each run still sees every commit made
+    on another worker, fails and recovers as the first did, and a transaction block between
+    runs goes to the primary and back."""
+    a, b = two_workers(pool_server)
+    with a, b:
+        worker = worker_of(b)
+        a.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, note text)")
+        query = f"SELECT note FROM {table} WHERE id = %s"
+        for i in range(8):
+            a.execute(f"INSERT INTO {table} VALUES (%s, %s)", (i, f"n{i}"))
+            for _ in range(2):  # the same values, then others
+                assert b.execute(query, (i,), prepare=True).fetchall() == [(f"n{i}",)]
+            for _ in range(2):  # a simple Query, the same bytes each time
+                assert b.execute(f"SELECT count(*) FROM {table}",
+                                 prepare=False).fetchone() == (i + 1,)
+        for divisor, answer in ((1, 10), (2, 5), (0, None), (0, None), (5, 2)):
+            if answer is None:
+                with pytest.raises(psycopg.errors.DivisionByZero):
+                    b.execute("SELECT 10 / %s::int", (divisor,), prepare=True)
+            else:
+                assert b.execute("SELECT 10 / %s::int", (divisor,),
+                                 prepare=True).fetchone() == (answer,)
+        with b.transaction():
+            b.execute(f"INSERT INTO {table} VALUES (100, 'in a block')")
+            assert b.execute(query, (100,), prepare=True).fetchall() == [("in a block",)]
+            assert a.execute(query, (100,)).fetchall() == []
+        assert b.execute(query, (100,), prepare=True).fetchall() == [("in a block",)]
+        a.execute(f"ALTER TABLE {table} RENAME COLUMN note TO remark")
+        with pytest.raises(psycopg.errors.UndefinedColumn):
+            b.execute(query, (1,), prepare=True)
+        a.execute(f"DROP TABLE {table}")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            b.execute(query, (1,), prepare=True)
+        assert b.execute("SELECT 1", prepare=False).fetchone() == (1,)
+        assert worker_of(b) == worker
+
+
+def test_pipelined_and_split_repeated_round_trips_get_every_answer(pool_server):
+    """Round trips of one prepared statement, two in one packet, or one arriving in pieces,
+    are each answered in order (a worker recognises a repeated round trip only when all of
+    it has arrived)."""
+    from tests.e2e.conftest import RawClient
+    from wire.messages import Bind, Describe, Execute, Parse, Sync
+
+    def run(value: int) -> bytes:
+        return (Bind("", "s", (), (str(value).encode(),), ()).encode()
+                + Describe("P", "").encode() + Execute("", 0).encode() + Sync().encode())
+
+    def answers(client: RawClient, count: int) -> list[bytes]:
+        rows: list[bytes] = []
+        for _ in range(count):
+            messages = client.messages()
+            assert [x.TYPE for x in messages] == [b"2", b"T", b"D", b"C", b"Z"], messages
+            rows.append(messages[2].values[0])
+        return rows
+
+    client = RawClient(pool_server).ready()
+    try:
+        client.send(Parse("s", "SELECT $1::int + 1", ()).encode() + Sync().encode())
+        assert [x.TYPE for x in client.messages()] == [b"1", b"Z"]
+        client.send(run(1))
+        assert answers(client, 1) == [b"2"]
+        client.send(run(1) + run(1) + run(41))
+        assert answers(client, 3) == [b"2", b"2", b"42"]
+        whole = run(7)
+        for cut in (3, 12, len(whole) - 2):
+            client.send(whole[:cut])
+            time.sleep(0.05)
+            client.send(whole[cut:])
+            assert answers(client, 1) == [b"8"]
+        # Another shape (a second Execute of the portal, done already): read message by message.
+        client.send(run(1)[:-5] + Execute("", 0).encode() + Sync().encode())
+        messages = client.messages()
+        assert [x.TYPE for x in messages] == [b"2", b"T", b"D", b"C", b"C", b"Z"]
+        client.send(run(2))
+        assert answers(client, 1) == [b"3"]
+    finally:
+        client.close()

@@ -176,3 +176,60 @@ def test_parameter_counts_are_unsigned_16_bit():
         type_byte, body = split(message.encode())
         decode = m.decode_backend if type_byte == b"t" else m.decode_frontend
         assert decode(type_byte, body) == message
+
+
+def _repeated(bind: m.Bind, *rest: m.Message) -> m.RepeatedRoundTrip:
+    body = bind.encode()[5:]
+    shape = m.RepeatedRoundTrip.of(body, m.decode_frontend(b"B", body),
+                                   b"".join(x.encode() for x in rest), rest)
+    assert shape is not None
+    return shape
+
+
+@given(params=st.lists(values, max_size=4), others=st.lists(values, max_size=4),
+       param_formats=formats, result_formats=formats)
+def test_a_repeated_round_trip_is_recognised_as_its_messages_decode(
+        params, others, param_formats, result_formats):
+    """A round trip recognised in a buffer is the one decoding it message by message gives:
+    the same Bind (with the new values) and the same size; one differing in anything but
+    the values, or not all received, is not recognised."""
+    rest = (m.Describe("P", ""), m.Execute("", 0), m.Sync())
+    tail = b"".join(x.encode() for x in rest)
+    shape = _repeated(m.Bind("", "s1", param_formats, tuple(params), result_formats), *rest)
+    if len(others) != len(params):
+        others = (others + [None] * len(params))[:len(params)]
+    nxt = m.Bind("", "s1", param_formats, tuple(others), result_formats)
+    data = bytearray(b"junk" + nxt.encode() + tail + m.Query("SELECT 2").encode())
+    bind, size = shape.match(data, 4, len(data))
+    assert bind == nxt and size == len(nxt.encode() + tail)
+    if tuple(others) == tuple(params):
+        assert bind is shape.bind  # the same message object: nothing new to make
+    whole = nxt.encode() + tail
+    for cut in range(len(whole)):  # not all received yet
+        assert shape.match(bytearray(whole[:cut]), 0, cut) is None
+    for other in (m.Bind("", "s2", param_formats, tuple(others), result_formats),
+                  m.Bind("p", "s1", param_formats, tuple(others), result_formats),
+                  m.Bind("", "s1", param_formats, tuple(others), (*result_formats, 1))):
+        data = bytearray(other.encode() + tail)
+        assert shape.match(data, 0, len(data)) is None
+    data = bytearray(nxt.encode() + m.Describe("S", "").encode() + m.Execute("", 0).encode()
+                     + m.Sync().encode())
+    assert shape.match(data, 0, len(data)) is None
+    assert shape.match(bytearray(nxt.encode() + tail[:-1] + b"H"), 0, len(whole)) is None
+
+
+def test_a_bind_that_does_not_encode_back_to_its_bytes_is_not_repeated():
+    bind = m.Bind("", "s1", (), (b"1",), ())
+    body = bytearray(bind.encode()[5:])
+    body[-2:] = b"\x00\x01"  # bytes that are not this Bind's encoding
+    assert m.RepeatedRoundTrip.of(bytes(body), bind, b"", ()) is None
+
+
+def test_a_repeated_message_is_recognised_byte_for_byte():
+    query = m.Query("SELECT 1")
+    repeated = m.RepeatedMessage(query.encode(), query)
+    data = bytearray(query.encode() * 2)
+    assert repeated.match(data, 0, len(data)) == (query, len(query.encode()))
+    assert repeated.match(data, 0, len(query.encode()) - 1) is None
+    other = bytearray(m.Query("SELECT 2").encode())
+    assert repeated.match(other, 0, len(other)) is None
