@@ -95,6 +95,7 @@ from wire.workers import (
     SETTINGS_MESSAGE,
     STATISTICS,
     CommitPosition,
+    pack_durations,
 )
 
 if TYPE_CHECKING:
@@ -297,7 +298,8 @@ class PrimaryStatistics:
             statements, self._statements = self._statements, {}
             observed, self._observed = self._observed, []
         tables = self.database.take_table_statistics()
-        batch: dict = {"tables": tables, "statements": [], "observed": observed}
+        batch: dict = {"tables": tables, "statements": [],
+                       "durations": pack_durations(observed)}
         size = len(json.dumps(batch))
         for key, (query, calls) in statements.items():
             item = [*key, query, summary(calls)]
@@ -307,7 +309,7 @@ class PrimaryStatistics:
                 batch, size = {"statements": []}, 20
             batch["statements"].append(item)
             size += item_size
-        if batch.get("statements") or batch.get("observed") or batch.get("tables"):
+        if batch.get("statements") or batch.get("durations") or batch.get("tables"):
             self._send(batch)
 
     def _send(self, batch: dict) -> None:

@@ -40,3 +40,18 @@ def test_the_schema_lock_flag_is_read_through_another_mapping():
     finally:
         reader.close()
         writer.close()
+
+
+def test_statement_durations_cross_from_a_worker_exactly():
+    """A worker sends its statements' durations packed (per SQLSTATE, float64s): the primary
+    gets every (seconds, SQLSTATE) back, bit for bit, through JSON."""
+    import json
+
+    from wire.workers import pack_durations, unpack_durations
+
+    observed = [(0.000123456789, None), (1e-9, "57014"), (2.5, "22012"), (0.1, None),
+                (5e-324, None), (1.7976931348623157e308, "XX000")]
+    packed = json.loads(json.dumps(pack_durations(observed)))
+    assert set(packed) == {"", "57014", "22012", "XX000"}
+    assert sorted(unpack_durations(packed), key=repr) == sorted(observed, key=repr)
+    assert pack_durations([]) == {} and unpack_durations({}) == []
