@@ -415,6 +415,7 @@ class FastInsert:
         self.cells = cells  # per column given a parameter: its compiled cell
         self.n_params = 0
         self.typed = False  # whether some cell reads parameters converted to Arrow scalars
+        self.all_params = False  # whether every column is a bare parameter (`op`)
 
     @classmethod
     def plan(cls, table: Table, source: _ValuesRows, defaults: dict) -> FastInsert:
@@ -462,6 +463,24 @@ class FastInsert:
         direct = {c[3][0] for c in columns if c[0] == "param"}
         self.typed = returning or any(not columns[i][3].const for i in self.value_order) or \
             direct != set(range(1, len(param_types) + 1))
+        self.all_params = not self.typed and all(c[0] == "param" for c in columns)
+
+    def op(self, params: list, context) -> InsertOp | None:
+        """The row's insert: when every column is a bare parameter the row stays the Python
+        values the converters gave (`Table.row_op`: no Arrow until something reads it),
+        otherwise as `row` makes it; None when a parameter needs the general path."""
+        if self.all_params and len(params) == self.n_params:
+            values = []
+            for _kind, _col, _arrow, (index, convert) in self.columns:
+                value = convert(params[index - 1])
+                if value is _SLOW:
+                    return None
+                values.append(value)
+            op = self.table.row_op(values)
+            if op is not None:
+                return op
+        batch = self.row(params, context)
+        return None if batch is None else InsertOp(self.table.id, batch)
 
     def row(self, params: list, context) -> pa.RecordBatch | None:
         """The row as a batch of the table's logical schema, NOT NULL checked; None when a
