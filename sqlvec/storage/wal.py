@@ -1162,6 +1162,7 @@ class RowInsertOp(InsertOp):
 
     @property
     def batch(self) -> pa.RecordBatch:  # type: ignore[override]
+        """The row as a one-row batch of `schema`, built on first use."""
         batch = self.__dict__.get("_batch")
         if batch is None:
             batch = row_batch(self.values, self.schema)
