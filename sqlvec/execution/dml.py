@@ -1108,6 +1108,20 @@ class ScalarKeyWrite:
         rowids = np.array([rowid], np.int64)
         if self.plan.kind == "DELETE":
             return [DeleteOp(table.id, rowids)]
+        if table.rows_as_values:
+            row = []
+            for (kind, col, _arrow, payload), value in zip(self.steps, values):
+                if kind == "copy":
+                    row.append(key if col.name == self.key_name else value_at(data, col, position))
+                    continue
+                if kind == "arith":
+                    value = _arith(payload, data, position, params)
+                    if value is _SLOW:
+                        return None
+                row.append(value)
+            op = table.row_op(row)
+            if op is not None:
+                return [DeleteOp(table.id, rowids), op]
         growing = isinstance(data, GrowingData)
         arrays: list = []
         known: list = []  # the Python values the commit may read keys from
@@ -1124,22 +1138,29 @@ class ScalarKeyWrite:
                 known.append(UNKNOWN)
                 continue
             if kind == "arith":
-                op, operands, lo, hi = payload
-                args = []
-                for operand, info in operands:
-                    if operand == "col":
-                        args.append(value_at(data, info, position))
-                    elif operand == "param":
-                        args.append(params[info[0] - 1])
-                    else:
-                        args.append(info)
-                value = None if None in args else op(args[0], args[1])
-                if value is not None and not lo <= value <= hi:
+                value = _arith(payload, data, position, params)
+                if value is _SLOW:
                     return None
             arrays.append(pa.nulls(1, arrow) if value is None else _one_value(value, arrow))
             known.append(value if type(value) is not np.ndarray else UNKNOWN)
         return [DeleteOp(table.id, rowids),
                 InsertOp(table.id, table.coerce_arrays(arrays, known))]
+
+
+def _arith(payload: tuple, data, position: int, params: list) -> object:
+    """A `ScalarKeyWrite` SET value of integer arithmetic over the row at `position` of
+    `data`: the value, None (NULL), or `_SLOW` when it falls outside its column's range."""
+    op, operands, lo, hi = payload
+    args = []
+    for operand, info in operands:
+        if operand == "col":
+            args.append(value_at(data, info, position))
+        elif operand == "param":
+            args.append(params[info[0] - 1])
+        else:
+            args.append(info)
+    value = None if None in args else op(args[0], args[1])
+    return _SLOW if value is not None and not lo <= value <= hi else value
 
 
 _INT_OPS = {exp.Add: int.__add__, exp.Sub: int.__sub__, exp.Mul: int.__mul__}

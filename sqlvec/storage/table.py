@@ -1085,6 +1085,11 @@ class Table:
         claim.insert_keys[id(prepared)] = (keys, rowid)
         return prepared
 
+    @property
+    def rows_as_values(self) -> bool:
+        """Whether every column is of a type `row_op` keeps as a Python value."""
+        return self._row_shape()[6] is not None
+
     def row_op(self, values: list) -> RowInsertOp | None:
         """A single-row INSERT's row as Python values (in column order, each None or exactly
         of its column's Python type, integers within the column's range): the insert its

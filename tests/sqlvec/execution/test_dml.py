@@ -57,6 +57,8 @@ STATEMENTS = {
     "update_mix": "UPDATE t SET s = s - $2, i = 2 * i, tx = tx, q = id * q WHERE id = $1",
     "update_alias": 'UPDATE t AS x SET tx = $2, "i" = x.i - 3 WHERE x.id = $1',
     "delete": "DELETE FROM t WHERE id = $1",
+    "update_w": "UPDATE w SET i = i + $2, tx = $3 WHERE id = $1",
+    "set_u": "UPDATE w SET u = $2 WHERE id = $1",
     "delete_k": "DELETE FROM k WHERE name = $1",
 }
 # Parameter types a client may give per statement (0: let the server infer them).
@@ -78,6 +80,8 @@ GIVEN_TYPES = {
     "update_mix": [(0, INT8, INT4), (0, INT2, INT4, INT8)],
     "update_alias": [(0, INT8, INT2), (0, TEXT)],
     "delete": [(0, INT8, INT4, INT2)],
+    "update_w": [(0, INT8), (0, INT4, INT2), (0, TEXT)],
+    "set_u": [(0, INT8), (0, INT4, INT8)],
     "delete_k": [(0, TEXT)],
 }
 
@@ -121,7 +125,8 @@ PARAMS = {
     "defaults": ["id"], "row": ["id", "i", "s", "f", "b", "tx", "by", "i", "tx"],
     "update": ["id", "tx"], "set_key": ["id", "id"], "set_value": ["id", "i"],
     "update_k": ["name"], "update_mix": ["id", "s"], "update_alias": ["id", "tx"],
-    "delete": ["id"], "delete_k": ["name"],
+    "delete": ["id"], "delete_k": ["name"], "update_w": ["id", "i", "tx"],
+    "set_u": ["id", "i"],
 }
 
 
@@ -219,7 +224,8 @@ def test_the_benchmark_statements_take_the_fast_paths(pair):
     assert [c[0] for c in insert.compiled.fast.columns][:7] == \
         ["param", "param", "default", "default", "default", "default", "param"]
     for sql in ("UPDATE t SET i = i + 1 WHERE id = $1", "DELETE FROM t WHERE id = $1",
-                "UPDATE k SET x = x * 2 WHERE name = $1"):
+                "UPDATE k SET x = x * 2 WHERE name = $1", STATEMENTS["update_w"],
+                STATEMENTS["set_u"]):
         by_key = fast.prepare(sql, [TEXT if "name" in sql else INT8]).compiled.by_key
         assert isinstance(by_key, KeyWrite)
         assert isinstance(by_key.scalar, ScalarKeyWrite) and by_key.scalar.ready
