@@ -140,7 +140,7 @@ def value_at(data: SegmentData, col: ColumnDef, position: int) -> object:
         column = data.column_slice(col.physical, col.type.to_arrow(), col.missing_value,
                                    position, 1)
         return column[0].as_py()
-    return data.column(col.physical, col.type.to_arrow(), col.missing_value)[position].as_py()
+    return data.value(col.physical, col.type.to_arrow(), col.missing_value, position)
 
 
 def mask_of(result: np.ndarray | pa.Array | pa.ChunkedArray | bool, n: int) -> np.ndarray:
