@@ -569,6 +569,9 @@ class _Claim:
     # id as the index takes them (None: a NULL the index does not hold), and the row id.
     insert_keys: dict[int, tuple[list[tuple[np.ndarray, np.ndarray] | None], int]] = \
         field(default_factory=dict)
+    # Per `RowInsertOp` (by its id once prepared): per unique key, its key as `key_of` gave it
+    # (None: a NULL the index does not hold).
+    row_keys: dict[int, list] = field(default_factory=dict)
 
 
 @dataclass
@@ -1132,16 +1135,10 @@ class Table:
         prepared = RowInsertOp(self.id, (rowid, *values), self.def_.physical_schema(),
                                self.def_)
         if self.keys:
-            rowids = np.array([rowid], np.int64)
-            keys: list[tuple[np.ndarray, np.ndarray] | None] = []
             for i, value in enumerate(values_per_key):
-                if value is None:
-                    keys.append(None)
-                    continue
-                array = self.keys[i].index.array_of(value)
-                claim.added[i].insert(array, rowids)
-                keys.append((array, rowids))
-            claim.insert_keys[id(prepared)] = (keys, rowid)
+                if value is not None:
+                    claim.added[i].insert_one(value, rowid)
+            claim.row_keys[id(prepared)] = values_per_key
         return prepared
 
     def _check_keys(self, key: int, table: pa.Table,
@@ -1345,11 +1342,11 @@ class Table:
                 bound += len(v)
         self.memtable.append_row(values, bound)
         claim = self._claim_of.get(id(op))
-        known = claim.insert_keys.get(id(op)) if claim is not None else None
+        known = claim.row_keys.get(id(op)) if claim is not None else None
         if known is not None:
-            for uk, held in zip(self.keys, known[0]):
-                if held is not None:
-                    uk.index.insert(*held)
+            for uk, key in zip(self.keys, known):
+                if key is not None:
+                    uk.index.insert_one(key, values[0])
         elif self.keys:  # pragma: no cover - prepare always leaves a keyed row's keys
             batch = op.batch
             for uk in self.keys:
