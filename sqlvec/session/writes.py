@@ -35,16 +35,17 @@ def run_write(session: Session, prepared: PreparedStatement, params: list,
     result = None
     # Foreign keys are enforced at the end of the statement, over its transaction's record
     # of writes: the general path, or the single-row INSERT checking its one row.
-    keyed = foreign_keys.involved(session.store, write.table)
     if write.fast is not None:
         result = _fast_insert(session, prepared, params)
-    if result is None and write.by_key is not None and not session.explicit and not keyed:
-        scalar = write.by_key.scalar
+    key_path = result is None and write.by_key is not None and not session.explicit and \
+        not foreign_keys.involved(session.store, write.table)
+    if key_path:
+        scalar = write.by_key.scalar  # type: ignore[union-attr]
         if scalar is not None and scalar.ready:
             result = _scalar_key_write(session, prepared, params)
     if result is None:
         typed = typed_params(prepared.param_types, params)
-        if write.by_key is not None and not session.explicit and not keyed:
+        if key_path:
             result = _key_write(session, prepared, typed)
         else:
             result = _general_write(session, prepared, typed)

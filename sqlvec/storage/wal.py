@@ -1203,36 +1203,41 @@ def row_batch(values: Sequence, schema: pa.Schema) -> pa.RecordBatch:
 def _encode_row(op: RowInsertOp) -> list:
     """The body of a one-row insert's record: the schema's IPC message (kept per schema),
     then per column a NULL flag byte and the value (fixed width, or u32 length and bytes)."""
-    head = _row_head(op.schema)
+    head, packers = _row_codec(op.schema)
     parts: list = [head]
-    for value, field in zip(op.values, op.schema):
+    for value, packer in zip(op.values, packers):
         if value is None:
             parts.append(b"\x01")
-            continue
-        packer = _ROW_PACK[field.type.id][0]
-        if packer == "s":
+        elif packer is str:
             data = value.encode()
-            parts += (b"\x00", _LENGTH.pack(len(data)), data)
-        elif packer == "b":
-            parts += (b"\x00", _LENGTH.pack(len(value)), value)
+            parts += (_PRESENT_LENGTH.pack(0, len(data)), data)
+        elif packer is bytes:
+            parts += (_PRESENT_LENGTH.pack(0, len(value)), value)
         else:
-            parts += (b"\x00", packer.pack(value))
+            parts.append(packer.pack(0, value))  # the flag (present) and the value
     return parts
 
 
-_row_heads: list[tuple[pa.Schema, bytes]] = []
+_PRESENT_LENGTH = struct.Struct("<BI")
+# Per schema of recent one-row inserts: (the body's head, per column a Struct packing the
+# present flag and the value, or str / bytes for length-prefixed values).
+_row_codecs: list[tuple[pa.Schema, bytes, list]] = []
 
 
-def _row_head(schema: pa.Schema) -> bytes:
-    for known, head in reversed(_row_heads):
+def _row_codec(schema: pa.Schema) -> tuple[bytes, list]:
+    for known, head, packers in reversed(_row_codecs):
         if known is schema:
-            return head
+            return head, packers
     message = schema.serialize().to_pybytes()
     head = _LENGTH.pack(len(message)) + message
-    if len(_row_heads) >= 16:
-        del _row_heads[0]
-    _row_heads.append((schema, head))
-    return head
+    packers = []
+    for field in schema:
+        packer, kind = _ROW_PACK[field.type.id]
+        packers.append(kind if isinstance(packer, str) else struct.Struct("<B" + packer.format[1:]))
+    if len(_row_codecs) >= 16:
+        del _row_codecs[0]
+    _row_codecs.append((schema, head, packers))
+    return head, packers
 
 
 _read_heads: dict[bytes, pa.Schema] = {}
