@@ -311,6 +311,10 @@ class Segment(SegmentData):
         self.table = table
         self.n_rows = table.num_rows
         self.rowids = table.column(ROWID).to_numpy()
+        # (first, last) row id as Python ints, (1, 0) when empty: what a single-row write
+        # compares a row id with per sealed segment (NumPy scalars cost more).
+        self.rowid_bounds = (int(self.rowids[0]), int(self.rowids[-1])) if self.n_rows \
+            else (1, 0)
         self.path = path  # None until the Parquet file is durable
         self.crc32: int | None = None
         self.file_bytes: int | None = None

@@ -677,8 +677,9 @@ class Table:
         single-row statement costs more than the statement's own reads; a growing segment's
         row is read through the snapshot."""
         for seg in self.sealed:
-            ids = seg.rowids
-            if ids.size and ids[0] <= rowid <= ids[-1]:
+            first, last = seg.rowid_bounds
+            if first <= rowid <= last:
+                ids = seg.rowids
                 position = int(ids.searchsorted(rowid))
                 if ids[position] == rowid:
                     return None if self.deletes[seg.id].is_deleted_one(position) else \
@@ -1398,8 +1399,9 @@ class Table:
         if self.keys:
             self._key_epoch += 1
         for seg in self.sealed:
-            ids = seg.rowids
-            if ids.size and ids[0] <= rowid <= ids[-1]:
+            first, last = seg.rowid_bounds
+            if first <= rowid <= last:
+                ids = seg.rowids
                 position = int(ids.searchsorted(rowid))
                 if ids[position] == rowid:
                     self.deletes[seg.id] = self.deletes[seg.id].with_deleted(
