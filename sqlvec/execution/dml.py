@@ -415,6 +415,7 @@ class FastInsert:
         self.cells = cells  # per column given a parameter: its compiled cell
         self.n_params = 0
         self.typed = False  # whether some cell reads parameters converted to Arrow scalars
+        self.all_params = False  # whether every column is a bare parameter (`op`)
 
     @classmethod
     def plan(cls, table: Table, source: _ValuesRows, defaults: dict) -> FastInsert:
@@ -462,6 +463,24 @@ class FastInsert:
         direct = {c[3][0] for c in columns if c[0] == "param"}
         self.typed = returning or any(not columns[i][3].const for i in self.value_order) or \
             direct != set(range(1, len(param_types) + 1))
+        self.all_params = not self.typed and all(c[0] == "param" for c in columns)
+
+    def op(self, params: list, context) -> InsertOp | None:
+        """The row's insert: when every column is a bare parameter the row stays the Python
+        values the converters gave (`Table.row_op`: no Arrow until something reads it),
+        otherwise as `row` makes it; None when a parameter needs the general path."""
+        if self.all_params and len(params) == self.n_params:
+            values = []
+            for _kind, _col, _arrow, (index, convert) in self.columns:
+                value = convert(params[index - 1])
+                if value is _SLOW:
+                    return None
+                values.append(value)
+            op = self.table.row_op(values)
+            if op is not None:
+                return op
+        batch = self.row(params, context)
+        return None if batch is None else InsertOp(self.table.id, batch)
 
     def row(self, params: list, context) -> pa.RecordBatch | None:
         """The row as a batch of the table's logical schema, NOT NULL checked; None when a
@@ -1089,6 +1108,20 @@ class ScalarKeyWrite:
         rowids = np.array([rowid], np.int64)
         if self.plan.kind == "DELETE":
             return [DeleteOp(table.id, rowids)]
+        if table.rows_as_values:
+            row = []
+            for (kind, col, _arrow, payload), value in zip(self.steps, values):
+                if kind == "copy":
+                    row.append(key if col.name == self.key_name else value_at(data, col, position))
+                    continue
+                if kind == "arith":
+                    value = _arith(payload, data, position, params)
+                    if value is _SLOW:
+                        return None
+                row.append(value)
+            op = table.row_op(row)
+            if op is not None:
+                return [DeleteOp(table.id, rowids), op]
         growing = isinstance(data, GrowingData)
         arrays: list = []
         known: list = []  # the Python values the commit may read keys from
@@ -1105,22 +1138,29 @@ class ScalarKeyWrite:
                 known.append(UNKNOWN)
                 continue
             if kind == "arith":
-                op, operands, lo, hi = payload
-                args = []
-                for operand, info in operands:
-                    if operand == "col":
-                        args.append(value_at(data, info, position))
-                    elif operand == "param":
-                        args.append(params[info[0] - 1])
-                    else:
-                        args.append(info)
-                value = None if None in args else op(args[0], args[1])
-                if value is not None and not lo <= value <= hi:
+                value = _arith(payload, data, position, params)
+                if value is _SLOW:
                     return None
             arrays.append(pa.nulls(1, arrow) if value is None else _one_value(value, arrow))
             known.append(value if type(value) is not np.ndarray else UNKNOWN)
         return [DeleteOp(table.id, rowids),
                 InsertOp(table.id, table.coerce_arrays(arrays, known))]
+
+
+def _arith(payload: tuple, data, position: int, params: list) -> object:
+    """A `ScalarKeyWrite` SET value of integer arithmetic over the row at `position` of
+    `data`: the value, None (NULL), or `_SLOW` when it falls outside its column's range."""
+    op, operands, lo, hi = payload
+    args = []
+    for operand, info in operands:
+        if operand == "col":
+            args.append(value_at(data, info, position))
+        elif operand == "param":
+            args.append(params[info[0] - 1])
+        else:
+            args.append(info)
+    value = None if None in args else op(args[0], args[1])
+    return _SLOW if value is not None and not lo <= value <= hi else value
 
 
 _INT_OPS = {exp.Add: int.__add__, exp.Sub: int.__sub__, exp.Mul: int.__mul__}

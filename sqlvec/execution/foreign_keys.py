@@ -96,8 +96,14 @@ def run_statement(store: Store, txn: Transaction, body: Callable[[], T],
 
 def references_others(table: Table) -> bool:
     """Whether `table` has foreign keys of its own: what an INSERT into it must check (rows
-    added to a referenced table need nothing)."""
-    return any(c.kind == "f" for c in table.def_.constraints)
+    added to a referenced table need nothing). Kept on the definition, which never changes
+    (ALTER makes a new one): asked by every single-row INSERT."""
+    d = table.def_
+    known = d.__dict__.get("_references_others")
+    if known is None:
+        known = any(c.kind == "f" for c in d.constraints)
+        object.__setattr__(d, "_references_others", known)
+    return known
 
 
 def check_new_rows(store: Store, table: Table, rows: pa.Table) -> None:

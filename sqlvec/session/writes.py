@@ -18,7 +18,6 @@ from sqlvec.execution.dml import WritePlan, eval_returning
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.values import typed_params
 from sqlvec.session.results import PreparedStatement, Result, renamed
-from sqlvec.storage.wal import InsertOp
 
 if TYPE_CHECKING:
     from sqlvec.session.core import Session
@@ -36,16 +35,17 @@ def run_write(session: Session, prepared: PreparedStatement, params: list,
     result = None
     # Foreign keys are enforced at the end of the statement, over its transaction's record
     # of writes: the general path, or the single-row INSERT checking its one row.
-    keyed = foreign_keys.involved(session.store, write.table)
     if write.fast is not None:
         result = _fast_insert(session, prepared, params)
-    if result is None and write.by_key is not None and not session.explicit and not keyed:
-        scalar = write.by_key.scalar
+    key_path = result is None and write.by_key is not None and not session.explicit and \
+        not foreign_keys.involved(session.store, write.table)
+    if key_path:
+        scalar = write.by_key.scalar  # type: ignore[union-attr]
         if scalar is not None and scalar.ready:
             result = _scalar_key_write(session, prepared, params)
     if result is None:
         typed = typed_params(prepared.param_types, params)
-        if write.by_key is not None and not session.explicit and not keyed:
+        if key_path:
             result = _key_write(session, prepared, typed)
         else:
             result = _general_write(session, prepared, typed)
@@ -107,16 +107,19 @@ def _fast_insert(session: Session, prepared: PreparedStatement, params: list) ->
                 typed_params(prepared.param_types, params) if typed else []))
         return contexts[0]
 
+    checked = foreign_keys.references_others(write.table)
+    if not session.explicit and write.returning is None:
+        op = write.fast.op(params, context)  # type: ignore[union-attr]
+        if op is None:
+            return None
+        if checked:
+            foreign_keys.check_new_rows(session.store, write.table,
+                                        pa.Table.from_batches([op.batch]))
+        session.store.commit([op])
+        return Result("INSERT 0 1", prepared.columns, None)
     batch = write.fast.row(params, context)  # type: ignore[union-attr]
     if batch is None:
         return None
-    checked = foreign_keys.references_others(write.table)
-    if not session.explicit and write.returning is None:
-        if checked:
-            foreign_keys.check_new_rows(session.store, write.table,
-                                        pa.Table.from_batches([batch]))
-        session.store.commit([InsertOp(write.table.id, batch)])
-        return Result("INSERT 0 1", prepared.columns, None)
     txn = session.txn if session.txn is not None else Transaction()
     rows = pa.Table.from_batches([batch])
     if checked:

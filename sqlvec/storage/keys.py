@@ -85,6 +85,10 @@ class KeyIndex(ABC):
     def insert(self, keys: np.ndarray, rowids: np.ndarray) -> None:
         """Map each key to its row id (replacing any previous entry)."""
 
+    def insert_one(self, key: object, rowid: int) -> None:
+        """`insert` of one key (as `key_of` gives it) and row id: a single-row write's."""
+        self.insert(self.array_of(key), np.array([rowid], np.int64))
+
     @abstractmethod
     def remove(self, keys: np.ndarray, rowids: np.ndarray | None = None) -> None:
         """Drop keys; with `rowids`, only entries that still point at those rows."""
@@ -180,17 +184,20 @@ class IntKeyIndex(KeyIndex):
         i = int(base.searchsorted(key))
         return int(self._rowids[i]) if i < base.size and base[i] == key else MISSING
 
+    def insert_one(self, key: object, rowid: int) -> None:
+        key = int(key)  # type: ignore[call-overload]
+        self._size += self.get(key) == MISSING
+        self._changes[key] = int(rowid)
+        self._changed = None
+        self._maybe_fold()
+
     def insert(self, keys: np.ndarray, rowids: np.ndarray) -> None:
         keys = np.asarray(keys, dtype=np.int64)
         rowids = np.asarray(rowids, dtype=np.int64)
         if keys.size == 0:
             return
         if keys.size == 1:  # a single row: no NumPy
-            key = int(keys[0])
-            self._size += self.get(key) == MISSING
-            self._changes[key] = int(rowids[0])
-            self._changed = None
-            self._maybe_fold()
+            self.insert_one(int(keys[0]), int(rowids[0]))
             return
         self._size += int(np.count_nonzero(self.lookup(keys) == MISSING))
         if keys.size > max(_FOLD_MIN, self._keys.size // _FOLD_FRACTION):
@@ -310,6 +317,9 @@ class HashKeyIndex(KeyIndex):
 
     def insert(self, keys: np.ndarray, rowids: np.ndarray) -> None:
         self._map.update(zip(keys.tolist(), np.asarray(rowids).tolist()))
+
+    def insert_one(self, key: object, rowid: int) -> None:
+        self._map[key] = int(rowid)
 
     def remove(self, keys: np.ndarray, rowids: np.ndarray | None = None) -> None:
         m = self._map

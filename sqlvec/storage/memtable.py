@@ -156,7 +156,8 @@ class Memtable:
         self.schema = table_def.physical_schema()
         self._chunks: list[pa.RecordBatch] = []
         self._n = 0  # rows folded into the chunks and buffers
-        self._queued: list[pa.RecordBatch] = []  # small appends not folded in yet
+        # Small appends not folded in yet: batches, and rows as Python values (tuples).
+        self._queued: list[pa.RecordBatch | tuple] = []
         self._queued_rows = 0
         self._queued_bytes = 0  # an upper bound: buffers the queued batches reference
         self._nbytes = 0
@@ -211,18 +212,48 @@ class Memtable:
         self._nbytes += batch.nbytes
         self._add(batch)
 
+    def append_row(self, values: tuple, nbytes_bound: int) -> None:
+        """Queue one row given as Python values in the physical schema's order (its row id
+        first, ascending past existing rows; each value None or of its column's Python type,
+        see `RowInsertOp`): its Arrow arrays are built when the queue is folded, for all the
+        queued rows at once. `nbytes_bound`: an upper bound of its size in Arrow buffers."""
+        self._queued.append(values)
+        self._queued_rows += 1
+        self._queued_bytes += nbytes_bound
+        if len(self._queued) >= self.QUEUE_BATCHES:
+            self._fold()
+
     def _fold(self) -> None:
         """Fold the queued appends into the chunks and buffers (one batch for all of them)."""
         queued = self._queued
         if not queued:
             return
         self._queued, self._queued_rows, self._queued_bytes = [], 0, 0
+        if any(type(q) is tuple for q in queued):
+            queued = self._rows_as_batches(queued)
         # Concatenated even when alone: the copy is compact (a queued row may be a slice of a
         # segment's column, which the growing segment must not keep alive), so its buffers'
         # size is its size (`nbytes` costs ~10 µs a batch).
         batch = pa.concat_batches(queued)
         self._nbytes += batch.get_total_buffer_size()
         self._add(batch)
+
+    def _rows_as_batches(self, queued: list) -> list[pa.RecordBatch]:
+        """The queue with each run of rows given as Python values made one batch."""
+        out: list[pa.RecordBatch] = []
+        run: list[tuple] = []
+        for item in queued + [None]:
+            if type(item) is tuple:
+                run.append(item)
+                continue
+            if run:
+                out.append(pa.RecordBatch.from_arrays(
+                    [pa.array(column, field.type) for column, field in zip(zip(*run), self.schema)],
+                    schema=self.schema))
+                run = []
+            if item is not None:
+                out.append(item)
+        return out
 
     def _add(self, batch: pa.RecordBatch) -> None:
         n = batch.num_rows

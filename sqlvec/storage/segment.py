@@ -190,7 +190,22 @@ class SegmentData:
     def has_column(self, physical: str) -> bool:
         """Whether this segment has the physical column; a segment written before ADD COLUMN does
         not."""
-        return physical in self.table.schema.names
+        return self.table.schema.get_field_index(physical) >= 0
+
+    def value(self, physical: str, arrow_type: pa.DataType, missing: object,
+              position: int) -> object:
+        """One row's value of a column as a Python value (what a single-row UPDATE reads):
+        the column's one chunk is kept per segment, so the read is an index into it instead
+        of wrapping the column again (~4 µs → ~0.3 µs)."""
+        chunk = self._cache.get(("chunk", physical))
+        if chunk is None:
+            column = self.column(physical, arrow_type, missing)
+            if column.num_chunks != 1 or not self.has_column(physical):
+                return column[position].as_py()
+            chunk = column.chunk(0)
+            with self._cache_lock:
+                self._cache[("chunk", physical)] = chunk
+        return chunk[position].as_py()  # type: ignore[index]
 
     def column(self, physical: str, arrow_type: pa.DataType, missing: object = None) -> pa.ChunkedArray:
         """The column, or `missing` repeated for a column this segment predates."""
@@ -296,6 +311,10 @@ class Segment(SegmentData):
         self.table = table
         self.n_rows = table.num_rows
         self.rowids = table.column(ROWID).to_numpy()
+        # (first, last) row id as Python ints, (1, 0) when empty: what a single-row write
+        # compares a row id with per sealed segment (NumPy scalars cost more).
+        self.rowid_bounds = (int(self.rowids[0]), int(self.rowids[-1])) if self.n_rows \
+            else (1, 0)
         self.path = path  # None until the Parquet file is durable
         self.crc32: int | None = None
         self.file_bytes: int | None = None

@@ -49,7 +49,7 @@ from sqlvec.storage.search import (
     search_target,
 )
 from sqlvec.storage.segment import KEY_SEPARATOR, Segment, SegmentData, SegmentView, key_name
-from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
+from sqlvec.storage.wal import DeleteOp, InsertOp, RowInsertOp, TruncateOp, row_types
 from sqlvec.types import SqlType, format_float4
 from sqlvec.vectors import Metric, SparseRows
 
@@ -140,7 +140,7 @@ def value_at(data: SegmentData, col: ColumnDef, position: int) -> object:
         column = data.column_slice(col.physical, col.type.to_arrow(), col.missing_value,
                                    position, 1)
         return column[0].as_py()
-    return data.column(col.physical, col.type.to_arrow(), col.missing_value)[position].as_py()
+    return data.value(col.physical, col.type.to_arrow(), col.missing_value, position)
 
 
 def mask_of(result: np.ndarray | pa.Array | pa.ChunkedArray | bool, n: int) -> np.ndarray:
@@ -569,6 +569,9 @@ class _Claim:
     # id as the index takes them (None: a NULL the index does not hold), and the row id.
     insert_keys: dict[int, tuple[list[tuple[np.ndarray, np.ndarray] | None], int]] = \
         field(default_factory=dict)
+    # Per `RowInsertOp` (by its id once prepared): per unique key, its key as `key_of` gave it
+    # (None: a NULL the index does not hold).
+    row_keys: dict[int, list] = field(default_factory=dict)
 
 
 @dataclass
@@ -674,8 +677,9 @@ class Table:
         single-row statement costs more than the statement's own reads; a growing segment's
         row is read through the snapshot."""
         for seg in self.sealed:
-            ids = seg.rowids
-            if ids.size and ids[0] <= rowid <= ids[-1]:
+            first, last = seg.rowid_bounds
+            if first <= rowid <= last:
+                ids = seg.rowids
                 position = int(ids.searchsorted(rowid))
                 if ids[position] == rowid:
                     return None if self.deletes[seg.id].is_deleted_one(position) else \
@@ -904,7 +908,7 @@ class Table:
         arrays of another type are cast as `coerce` casts them; NOT NULL is enforced.
         `values`: per column, the Python value its one-row array holds (None: NULL), or
         `UNKNOWN`; the commit of a one-row batch reads its keys from them."""
-        table_def, schema, targets, not_null, sparse, _keys = self._row_shape()
+        table_def, schema, targets, not_null, sparse = self._row_shape()[:5]
         out = []
         for i, (col, target, array) in enumerate(zip(table_def.columns, targets, arrays)):
             if not array.type.equals(target):
@@ -927,17 +931,19 @@ class Table:
     def _row_shape(self) -> tuple:
         """What `coerce_arrays` and a one-row commit ask of the definition per row, worked out
         once per definition: (definition, schema, column types, any NOT NULL column, any
-        sparsevec index, its unique keys' column positions by their names)."""
+        sparsevec index, its unique keys' column positions by their names, the columns'
+        Python types for `row_op` or None)."""
         shape = self._shape
         if shape is None or shape[0] is not self.def_:
             d = self.def_
             schema = d.arrow_schema()
             names = d.column_names
+            sparse = bool(access_methods.sparse_indexes(d))
             shape = self._shape = (d, schema, list(schema.types),
-                                   any(c.not_null for c in d.columns),
-                                   bool(access_methods.sparse_indexes(d)),
+                                   any(c.not_null for c in d.columns), sparse,
                                    {k.columns: [names.index(c) for c in k.columns]
-                                    for k in d.unique_keys})
+                                    for k in d.unique_keys},
+                                   None if sparse else row_types(schema))
         return shape
 
     def prepare(self, ops: list) -> list:
@@ -1010,6 +1016,8 @@ class Table:
                     claim.delete_keys[id(prepared)] = per_key
                 claim.deleted.update(ids)
                 out.append(prepared)
+            elif isinstance(op, RowInsertOp) and op.table_def is self.def_:
+                out.append(self._prepare_row(op, claim))
             elif isinstance(op, InsertOp) and op.batch.num_rows == 1 and self.keys:
                 out.append(self._prepare_one_row(op, claim))
             elif isinstance(op, InsertOp):
@@ -1079,6 +1087,59 @@ class Table:
             keys.append((array, rowids))
         prepared = InsertOp(self.id, batch)
         claim.insert_keys[id(prepared)] = (keys, rowid)
+        return prepared
+
+    @property
+    def rows_as_values(self) -> bool:
+        """Whether every column is of a type `row_op` keeps as a Python value."""
+        return self._row_shape()[6] is not None
+
+    def row_op(self, values: list) -> RowInsertOp | None:
+        """A single-row INSERT's row as Python values (in column order, each None or exactly
+        of its column's Python type, integers within the column's range): the insert its
+        commit logs and applies without Arrow; None when the row needs `coerce_arrays` (a
+        column type it does not hold, a NULL in a NOT NULL column, a sparsevec index)."""
+        shape = self._row_shape()
+        types = shape[6]
+        if types is None:
+            return None
+        for value, kind, col in zip(values, types, shape[0].columns):
+            if value is None:
+                if col.not_null:
+                    return None  # 23502 as `coerce_arrays` reports it (the failing row)
+            elif type(value) is not kind:
+                return None
+        return RowInsertOp(self.id, tuple(values), shape[1], shape[0])
+
+    def _prepare_row(self, op: RowInsertOp, claim: _Claim) -> RowInsertOp:
+        """`prepare` of a `RowInsertOp`: its keys checked as `_prepare_one_row` checks them,
+        from its values; the physical row is the values after a new row id."""
+        values = op.values
+        key_positions = self._row_shape()[5]
+        values_per_key = []
+        for i, uk in enumerate(self.keys):
+            names = uk.def_.columns
+            key = [values[p] for p in key_positions[names]]
+            if None in key and not uk.def_.nulls_not_distinct:
+                if uk.def_.primary:
+                    raise self.null_violation(next(c for c, v in zip(names, key) if v is None))
+                values_per_key.append(None)  # NULL is distinct from every key: not held
+                continue
+            value = uk.index.key_of(key)
+            with self.lock:
+                held = self._effective_one(i, value, [claim] + self._claims[::-1])
+            if held != MISSING:
+                raise self.duplicate_key(i, value)
+            values_per_key.append(value)
+        rowid = self.next_rowid
+        self.next_rowid += 1
+        prepared = RowInsertOp(self.id, (rowid, *values), self.def_.physical_schema(),
+                               self.def_)
+        if self.keys:
+            for i, value in enumerate(values_per_key):
+                if value is not None:
+                    claim.added[i].insert_one(value, rowid)
+            claim.row_keys[id(prepared)] = values_per_key
         return prepared
 
     def _check_keys(self, key: int, table: pa.Table,
@@ -1230,7 +1291,10 @@ class Table:
         """Apply one committed (or replayed) WAL op to the in-memory state; the next `snapshot`
         sees it."""
         with self.lock:
-            if isinstance(op, InsertOp):
+            if isinstance(op, RowInsertOp) and (op.schema is self.memtable.schema or
+                                                op.schema.equals(self.memtable.schema)):
+                self._apply_row(op)
+            elif isinstance(op, InsertOp):
                 batch = conform_batch(op.batch, self.def_)
                 self.memtable.append(batch)
                 claim = self._claim_of.get(id(op)) if batch.num_rows == 1 else None
@@ -1266,6 +1330,31 @@ class Table:
                     uk.index.clear()
                 self._key_epoch += 1
             self._invalidate()
+
+    def _apply_row(self, op: RowInsertOp) -> None:
+        """`apply` of a prepared `RowInsertOp`: the row queued in the growing segment as its
+        values, its keys (read by prepare) indexed."""
+        values = op.values
+        bound = 16 * len(values)  # a value's bytes, its offset and validity, rounded up
+        for v in values:
+            if type(v) is str:
+                bound += 4 * len(v)
+            elif type(v) is bytes:
+                bound += len(v)
+        self.memtable.append_row(values, bound)
+        claim = self._claim_of.get(id(op))
+        known = claim.row_keys.get(id(op)) if claim is not None else None
+        if known is not None:
+            for uk, key in zip(self.keys, known):
+                if key is not None:
+                    uk.index.insert_one(key, values[0])
+        elif self.keys:  # pragma: no cover - prepare always leaves a keyed row's keys
+            batch = op.batch
+            for uk in self.keys:
+                if uk.valid(batch, physical=True) is None:
+                    key = uk.key_one(batch, physical=True)
+                    uk.index.insert(uk.index.array_of(key), np.array([values[0]], np.int64))
+        self.next_rowid = max(self.next_rowid, values[0] + 1)
 
     def _apply_delete(self, rowids: np.ndarray,
                       known: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
@@ -1310,8 +1399,9 @@ class Table:
         if self.keys:
             self._key_epoch += 1
         for seg in self.sealed:
-            ids = seg.rowids
-            if ids.size and ids[0] <= rowid <= ids[-1]:
+            first, last = seg.rowid_bounds
+            if first <= rowid <= last:
+                ids = seg.rowids
                 position = int(ids.searchsorted(rowid))
                 if ids[position] == rowid:
                     self.deletes[seg.id] = self.deletes[seg.id].with_deleted(

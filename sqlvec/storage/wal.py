@@ -79,18 +79,23 @@ Commit record payload (``encode_commit`` / ``decode_commit``)
 
     count    u32      number of operations
     then per operation:
-      kind     u8     1 = insert, 2 = delete, 3 = truncate
+      kind     u8     1 = insert, 2 = delete, 3 = truncate, 4 = one-row insert
       table_id u64
       length   u64    body length in bytes
       body     length bytes
         insert:   an Arrow IPC stream holding the schema and exactly one record batch
         delete:   the row ids as int64 values
         truncate: empty
+        one-row insert: u32 length and the schema's Arrow IPC message, then per column a
+                  NULL flag (u8) and, when not NULL, the value: int16/32/64, float64 and bool
+                  little-endian fixed width, text (UTF-8) and bytea as u32 length and bytes
 
 An insert of a few rows (a single-row INSERT's) is encoded from parts: the schema's IPC message
 (serialized once per schema and kept), the batch's message and the end-of-stream marker, which
 are the very bytes Arrow's stream writer produces; larger ones go through the writer. The format
-is the same either way: nothing written before needs another reader.
+is the same either way. A prepared single-row INSERT of scalar columns (``RowInsertOp``) is
+logged as a one-row insert, packed from its Python values without Arrow; it reads back as an
+insert of a one-row batch (kind 4 is new: a log holding it needs this reader).
 """
 
 from __future__ import annotations
@@ -121,6 +126,7 @@ __all__ = [
     "LogGone",
     "LogReader",
     "Op",
+    "RowInsertOp",
     "TruncateOp",
     "WalFileCheck",
     "WalFrame",
@@ -1139,9 +1145,144 @@ class TruncateOp:
     table_id: int
 
 
+class RowInsertOp(InsertOp):
+    """One row appended to a table, kept as the Python values it was bound with (a prepared
+    single-row INSERT's): its commit checks the keys, logs and applies it without building
+    Arrow objects, which cost more per row than the rest of the commit. `values` are in
+    `schema`'s column order, each `None` (NULL) or exactly of the column's Python type
+    (`row_types`); `table_def` is the definition they were checked against. `batch` builds
+    the one-row batch for anything else that reads it (foreign keys, CHECK constraints)."""
+
+    def __init__(self, table_id: int, values: tuple, schema: pa.Schema,
+                 table_def: object) -> None:
+        object.__setattr__(self, "table_id", table_id)
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "schema", schema)
+        object.__setattr__(self, "table_def", table_def)
+
+    @property
+    def batch(self) -> pa.RecordBatch:  # type: ignore[override]
+        """The row as a one-row batch of `schema`, built on first use."""
+        batch = self.__dict__.get("_batch")
+        if batch is None:
+            batch = row_batch(self.values, self.schema)
+            object.__setattr__(self, "_batch", batch)
+        return batch
+
+
 Op = InsertOp | DeleteOp | TruncateOp
 
-_INSERT, _DELETE, _TRUNCATE = 1, 2, 3
+# The Arrow types a `RowInsertOp` holds, by type id: how one value is packed in its WAL
+# record (a struct, or "s" / "b": length-prefixed UTF-8 text / bytes) and its Python type.
+_ROW_PACK = {pa.int64().id: (struct.Struct("<q"), int), pa.int32().id: (struct.Struct("<i"), int),
+             pa.int16().id: (struct.Struct("<h"), int),
+             pa.float64().id: (struct.Struct("<d"), float),
+             pa.bool_().id: (struct.Struct("<?"), bool), pa.string().id: ("s", str),
+             pa.binary().id: ("b", bytes)}
+_LENGTH = struct.Struct("<I")
+
+
+def row_types(schema: pa.Schema) -> tuple[type, ...] | None:
+    """Per column, the Python type a `RowInsertOp` of `schema` holds; None when a column's
+    type is not one it holds (vectors, dates, decimals, ...)."""
+    out = []
+    for field in schema:
+        known = _ROW_PACK.get(field.type.id)
+        if known is None or field.metadata:
+            return None
+        out.append(known[1])
+    return tuple(out)
+
+
+def row_batch(values: Sequence, schema: pa.Schema) -> pa.RecordBatch:
+    """The one-row batch of a row's Python values."""
+    return pa.RecordBatch.from_arrays(
+        [pa.array((v,), f.type) for v, f in zip(values, schema)], schema=schema)
+
+
+def _encode_row(op: RowInsertOp) -> list:
+    """The body of a one-row insert's record: the schema's IPC message (kept per schema),
+    then per column a NULL flag byte and the value (fixed width, or u32 length and bytes)."""
+    head, packers = _row_codec(op.schema)
+    parts: list = [head]
+    for value, packer in zip(op.values, packers):
+        if value is None:
+            parts.append(b"\x01")
+        elif packer is str:
+            data = value.encode()
+            parts += (_PRESENT_LENGTH.pack(0, len(data)), data)
+        elif packer is bytes:
+            parts += (_PRESENT_LENGTH.pack(0, len(value)), value)
+        else:
+            parts.append(packer.pack(0, value))  # the flag (present) and the value
+    return parts
+
+
+_PRESENT_LENGTH = struct.Struct("<BI")
+# Per schema of recent one-row inserts: (the body's head, per column a Struct packing the
+# present flag and the value, or str / bytes for length-prefixed values).
+_row_codecs: list[tuple[pa.Schema, bytes, list]] = []
+
+
+def _row_codec(schema: pa.Schema) -> tuple[bytes, list]:
+    for known, head, packers in reversed(_row_codecs):
+        if known is schema:
+            return head, packers
+    message = schema.serialize().to_pybytes()
+    head = _LENGTH.pack(len(message)) + message
+    packers = []
+    for field in schema:
+        packer, kind = _ROW_PACK[field.type.id]
+        packers.append(kind if isinstance(packer, str) else struct.Struct("<B" + packer.format[1:]))
+    if len(_row_codecs) >= 16:
+        del _row_codecs[0]
+    _row_codecs.append((schema, head, packers))
+    return head, packers
+
+
+_read_heads: dict[bytes, pa.Schema] = {}
+
+
+def _decode_row(view: memoryview, offset: int, length: int) -> pa.RecordBatch:
+    """The batch of a one-row insert's record body (`_encode_row`)."""
+    end = offset + length
+    (size,) = _LENGTH.unpack_from(view, offset)
+    offset += _LENGTH.size
+    message = bytes(view[offset:offset + size])
+    offset += size
+    schema = _read_heads.get(message)
+    if schema is None:
+        schema = ipc.read_schema(pa.py_buffer(message))
+        if len(_read_heads) >= 64:
+            _read_heads.clear()
+        _read_heads[message] = schema
+    values = []
+    for field in schema:
+        null = view[offset]
+        offset += 1
+        if null:
+            values.append(None)
+            continue
+        known = _ROW_PACK.get(field.type.id)
+        if known is None:
+            raise DataCorrupted(f"WAL commit record: a one-row insert of type {field.type}")
+        packer = known[0]
+        if isinstance(packer, str):
+            (n,) = _LENGTH.unpack_from(view, offset)
+            offset += _LENGTH.size
+            data = bytes(view[offset:offset + n])
+            offset += n
+            values.append(data.decode() if packer == "s" else data)
+        else:
+            values.append(packer.unpack_from(view, offset)[0])
+            offset += packer.size
+    if offset != end:
+        raise DataCorrupted(f"WAL commit record: a one-row insert of {end - offset} bytes "
+                            "more or less than its values")
+    return row_batch(values, schema)
+
+
+_INSERT, _DELETE, _TRUNCATE, _ROW = 1, 2, 3, 4
 _COUNT = struct.Struct("<I")
 _OP_HEADER = struct.Struct("<BQQ")  # kind, table_id, body length
 # Bodies follow 21-byte headers, so IPC buffers arrive misaligned: Arrow copies just those.
@@ -1158,7 +1299,7 @@ def encode_commit(ops: Sequence[Op]) -> bytes | memoryview:
     Large ones are copied once, straight into the payload: a first pass through Arrow's IPC
     writer only measures them (`MockOutputStream` copies nothing), so every operation's header
     can precede its body in one Arrow output stream, and no join copies the rows again."""
-    if all(isinstance(op, (DeleteOp, TruncateOp)) or
+    if all(isinstance(op, (DeleteOp, TruncateOp, RowInsertOp)) or
            (isinstance(op, InsertOp) and isinstance(op.batch, pa.RecordBatch)
             and op.batch.num_rows <= _SMALL_BATCH) for op in ops):
         return _encode_small(ops)
@@ -1222,7 +1363,11 @@ def _schema_message(schema: pa.Schema) -> bytes | None:
 def _encode_small(ops: Sequence[Op]) -> bytes:
     parts: list = [_COUNT.pack(len(ops))]
     for op in ops:
-        if isinstance(op, InsertOp):
+        if isinstance(op, RowInsertOp):
+            body = _encode_row(op)
+            parts.append(_OP_HEADER.pack(_ROW, op.table_id, sum(map(len, body))))
+            parts += body
+        elif isinstance(op, InsertOp):
             batch = op.batch
             head = _schema_message(batch.schema)
             if head is None:
@@ -1272,10 +1417,12 @@ def decode_commit(payload: bytes | bytearray | memoryview) -> list[Op]:
                 ops.append(DeleteOp(table_id, rowids.astype(np.int64)))
             elif kind == _TRUNCATE:
                 ops.append(TruncateOp(table_id))
+            elif kind == _ROW:
+                ops.append(InsertOp(table_id, _decode_row(view, offset, length)))
             else:
                 raise DataCorrupted(f"WAL commit record: unknown operation kind {kind}")
             offset += length
-    except (struct.error, pa.ArrowException) as exc:
+    except (struct.error, pa.ArrowException, IndexError, UnicodeDecodeError) as exc:
         raise DataCorrupted(f"WAL commit record is malformed: {exc}") from None
     if offset != len(view):
         raise DataCorrupted(f"WAL commit record has {len(view) - offset} trailing bytes")

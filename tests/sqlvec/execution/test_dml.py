@@ -32,6 +32,9 @@ SCHEMA = [
     "tx text, vc varchar(4), by bytea, v vector(3), n numeric(6,2), ts timestamp, "
     "nn text NOT NULL DEFAULT 'd', q bigint DEFAULT nextval('seq'))",
     "CREATE TABLE k (name text PRIMARY KEY, x int)",
+    # Every column a parameter of a type the row is kept in as Python values (RowInsertOp).
+    "CREATE TABLE w (id bigint PRIMARY KEY, i int, s smallint, f float8, b bool, tx text, "
+    "by bytea, u int UNIQUE, nn text NOT NULL)",
 ]
 
 INT8, INT4, INT2, TEXT, FLOAT8, FLOAT4, BOOL, BYTEA, NUMERIC = 20, 23, 21, 25, 701, 700, 16, 17, 1700
@@ -46,6 +49,7 @@ STATEMENTS = {
     "swapped": "INSERT INTO t (i, id) VALUES ($2, $1)",
     "defaults": "INSERT INTO t (id, q, ts, nn) VALUES ($1, DEFAULT, DEFAULT, DEFAULT)",
     "key": "INSERT INTO k VALUES ($1, $2)",
+    "row": "INSERT INTO w VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     "update": "UPDATE t SET i = i + 1, tx = $2 WHERE id = $1",
     "set_key": "UPDATE t SET id = $2 WHERE id = $1",
     "set_value": "UPDATE t SET i = $2 WHERE id = $1",
@@ -53,6 +57,8 @@ STATEMENTS = {
     "update_mix": "UPDATE t SET s = s - $2, i = 2 * i, tx = tx, q = id * q WHERE id = $1",
     "update_alias": 'UPDATE t AS x SET tx = $2, "i" = x.i - 3 WHERE x.id = $1',
     "delete": "DELETE FROM t WHERE id = $1",
+    "update_w": "UPDATE w SET i = i + $2, tx = $3 WHERE id = $1",
+    "set_u": "UPDATE w SET u = $2 WHERE id = $1",
     "delete_k": "DELETE FROM k WHERE name = $1",
 }
 # Parameter types a client may give per statement (0: let the server infer them).
@@ -65,6 +71,8 @@ GIVEN_TYPES = {
     "swapped": [(0, INT8, INT2), (0, INT4)],
     "defaults": [(0, INT8, INT4)],
     "key": [(0, TEXT), (0, INT4, INT8)],
+    "row": [(0, INT8, INT4), (0, INT4, INT8), (0, INT2), (0, FLOAT8), (0, BOOL), (0, TEXT),
+            (0, BYTEA), (0, INT4), (0, TEXT)],
     "update": [(0, INT8, INT4), (0, TEXT)],
     "set_key": [(0, INT8, INT4), (0, INT8, INT4)],
     "set_value": [(0, INT8), (0, INT4, INT8, TEXT)],
@@ -72,6 +80,8 @@ GIVEN_TYPES = {
     "update_mix": [(0, INT8, INT4), (0, INT2, INT4, INT8)],
     "update_alias": [(0, INT8, INT2), (0, TEXT)],
     "delete": [(0, INT8, INT4, INT2)],
+    "update_w": [(0, INT8), (0, INT4, INT2), (0, TEXT)],
+    "set_u": [(0, INT8), (0, INT4, INT8)],
     "delete_k": [(0, TEXT)],
 }
 
@@ -112,10 +122,11 @@ values = {
 PARAMS = {
     "all": ["id", "i", "s", "f", "r", "b", "tx", "vc", "by", "v", "n", "ts"],
     "some": ["id", "i"], "expr": ["id", "i"], "swapped": ["id", "i"], "key": ["name", "i"],
-    "defaults": ["id"],
+    "defaults": ["id"], "row": ["id", "i", "s", "f", "b", "tx", "by", "i", "tx"],
     "update": ["id", "tx"], "set_key": ["id", "id"], "set_value": ["id", "i"],
     "update_k": ["name"], "update_mix": ["id", "s"], "update_alias": ["id", "tx"],
-    "delete": ["id"], "delete_k": ["name"],
+    "delete": ["id"], "delete_k": ["name"], "update_w": ["id", "i", "tx"],
+    "set_u": ["id", "i"],
 }
 
 
@@ -153,7 +164,7 @@ def comparable(rows: list[tuple]) -> list[tuple]:
 
 def contents(session) -> list:
     out = []
-    for table in ("t", "k"):
+    for table in ("t", "k", "w"):
         out.append(comparable(session.execute_one(f"SELECT * FROM {table} ORDER BY 1").rows()))
     out.append(session.execute_one("SELECT nextval('seq')").rows())
     return out
@@ -213,7 +224,8 @@ def test_the_benchmark_statements_take_the_fast_paths(pair):
     assert [c[0] for c in insert.compiled.fast.columns][:7] == \
         ["param", "param", "default", "default", "default", "default", "param"]
     for sql in ("UPDATE t SET i = i + 1 WHERE id = $1", "DELETE FROM t WHERE id = $1",
-                "UPDATE k SET x = x * 2 WHERE name = $1"):
+                "UPDATE k SET x = x * 2 WHERE name = $1", STATEMENTS["update_w"],
+                STATEMENTS["set_u"]):
         by_key = fast.prepare(sql, [TEXT if "name" in sql else INT8]).compiled.by_key
         assert isinstance(by_key, KeyWrite)
         assert isinstance(by_key.scalar, ScalarKeyWrite) and by_key.scalar.ready
@@ -231,6 +243,42 @@ def test_the_benchmark_statements_take_the_fast_paths(pair):
         is None
     plan = fast.execute_one("EXPLAIN UPDATE t SET i = i + 1 WHERE id = 5").rows()
     assert any("Index Scan using t_pkey" in line for (line,) in plan)
+
+
+def test_rows_kept_as_values_are_logged_replayed_and_sealed_as_rows(tmp_path):
+    """A single-row INSERT whose every column is a parameter of a scalar type commits its
+    row as Python values (`RowInsertOp`): logged, applied and read back as the same rows the
+    general path writes, after a restart that replays the log, and once sealed."""
+    rows = [(1, 2, 3, 0.5, True, "é\n", b"\x00\xff", 7, "a"),
+            (2, None, None, None, None, None, None, None, ""),
+            (3, -2**31, -2**15, float("inf"), False, "x" * 300, b"", 2**31 - 1, "z")]
+    sql = "INSERT INTO w VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    oids = [INT8, INT4, INT2, FLOAT8, BOOL, TEXT, BYTEA, INT4, TEXT]
+    for restart in ("replay", "seal"):
+        directory = tmp_path / restart
+        with Database.open(str(directory)) as db:
+            s = db.connect()
+            s.execute_one(SCHEMA[-1])
+            prepared = s.prepare(sql, oids)
+            assert prepared.compiled.fast.all_params
+            for row in rows:
+                assert s.run(prepared, list(row)).tag == "INSERT 0 1"
+            for bad, state in (((1, *rows[0][1:]), "23505"), ((4, *rows[0][1:7], 7, "b"), "23505"),
+                               ((5, *rows[1][1:8], None), "23502")):
+                with pytest.raises(SqlVecError) as caught:
+                    s.run(prepared, list(bad))
+                assert caught.value.sqlstate == state
+            before = s.execute_one("SELECT * FROM w ORDER BY id").rows()
+            assert comparable(before) == comparable(rows)
+            if restart == "seal":
+                s.execute_one("CHECKPOINT")
+        with Database.open(str(directory)) as db:
+            s = db.connect()
+            assert comparable(s.execute_one("SELECT * FROM w ORDER BY id").rows()) == \
+                comparable(rows)
+            with pytest.raises(SqlVecError) as caught:  # the keys are indexed again
+                s.execute_one("INSERT INTO w VALUES (9, 0, 0, 0, true, '', '', 7, 'q')")
+            assert caught.value.sqlstate == "23505"
 
 
 def test_the_key_parameter_keeps_its_declared_range_when_set_has_other_ranges(pair):

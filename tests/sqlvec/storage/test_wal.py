@@ -22,6 +22,7 @@ from sqlvec.errors import DataCorrupted, DiskFull, IoError
 from sqlvec.storage.wal import (
     DeleteOp,
     InsertOp,
+    RowInsertOp,
     TruncateOp,
     WriteAheadLog,
     decode_commit,
@@ -406,6 +407,41 @@ def test_commit_codec_rejects_malformed_payloads():
             decode_commit(bad)
     with pytest.raises(TypeError):
         encode_commit(["not an op"])  # type: ignore[list-item]
+
+
+ROW_SCHEMA = pa.schema([pa.field("_rowid", pa.int64(), nullable=False),
+                        pa.field("i8", pa.int64()), pa.field("i4", pa.int32()),
+                        pa.field("i2", pa.int16()), pa.field("f", pa.float64()),
+                        pa.field("b", pa.bool_()), pa.field("s", pa.string()),
+                        pa.field("bin", pa.binary())])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.tuples(
+    st.integers(0, 2**63 - 1), st.none() | st.integers(-2**63, 2**63 - 1),
+    st.none() | st.integers(-2**31, 2**31 - 1), st.none() | st.integers(-2**15, 2**15 - 1),
+    st.none() | st.floats(allow_nan=False), st.none() | st.booleans(),
+    st.none() | st.text(), st.none() | st.binary()))
+def test_one_row_inserts_read_back_as_their_batch(values):
+    """A one-row insert logged from its Python values reads back as the one-row batch Arrow
+    makes of them, in the same record as other ops."""
+    ops = [DeleteOp(3, np.array([5])), RowInsertOp(3, values, ROW_SCHEMA, None)]
+    deleted, inserted = decode_commit(encode_commit(ops))
+    assert deleted == ops[0] and type(inserted) is InsertOp and inserted.table_id == 3
+    assert inserted.batch.schema.equals(ROW_SCHEMA)
+    assert inserted.batch.equals(pa.RecordBatch.from_pylist(
+        [dict(zip(ROW_SCHEMA.names, values))], schema=ROW_SCHEMA))
+    assert inserted.batch.equals(ops[1].batch)
+
+
+def test_one_row_insert_records_reject_damage():
+    payload = bytes(encode_commit([RowInsertOp(1, (1, 2, 3, 4, 0.5, True, "héllo", b"x"),
+                                               ROW_SCHEMA, None)]))
+    too_long = payload[:-5] + struct.pack("<I", 2) + b"x"  # the last value's length
+    not_utf8 = payload.replace("héllo".encode(), b"h\xff\xffllo")
+    for bad in (payload[:-1], payload + b"\x00", too_long, not_utf8):
+        with pytest.raises(DataCorrupted):
+            decode_commit(bad)
 
 
 def test_commit_codec_round_trips_large_vector_batches():
