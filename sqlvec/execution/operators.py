@@ -403,18 +403,23 @@ class LimitOp(OneRowOp):
 
     def run(self, ctx, outer):
         table = self.children[0].execute(ctx, outer)
+        start, count = self.bounds(ctx, outer)
+        return table.slice(start, count) if count is not None else table.slice(start)
+
+    def bounds(self, ctx, outer) -> tuple[int, int | None]:
+        """(OFFSET, LIMIT) of this run: the rows to skip and how many to keep (None: all)."""
         frame = Frame(empty_width(1), ctx, outer)
         start = 0
         if self.offset is not None:
             start = self.offset(frame).as_py() or 0
             if start < 0:
                 raise SqlVecError("OFFSET must not be negative", sqlstate="2201X")
+        count = None
         if self.limit is not None:
             count = self.limit(frame).as_py()
             if count is not None and count < 0:
                 raise SqlVecError("LIMIT must not be negative", sqlstate="2201W")
-            return table.slice(start, count) if count is not None else table.slice(start)
-        return table.slice(start)
+        return start, count
 
 
 class SortOp(OneRowOp):
