@@ -391,14 +391,16 @@ def _order_settled(metric: Metric, search: SegmentSearch, query: np.ndarray,
     if not squares.size:
         return True
     eps = 4.0 * (query.shape[0] + 2) * 2.0 ** -24
-    return bool(squares[0] >= _SETTLED_FLOOR and
-                (squares[1:] * (1.0 - eps) > squares[:-1] * (1.0 + eps)).all())
+    return bool(squares[0] >= _SETTLED_FLOOR) and np.count_nonzero(
+        squares[1:] * (1.0 - eps) > squares[:-1] * (1.0 + eps)) == squares.size - 1
 
 
 def _rescore(metric: Metric, matrix: np.ndarray, query: np.ndarray,
              positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact distances of the few winners, so results equal pgvector's to the last digit."""
     dists = exact_distances(metric, matrix[positions], query)
+    if np.count_nonzero(dists[1:] > dists[:-1]) == dists.size - 1:
+        return positions.astype(np.int64, copy=False), dists  # already strictly in order
     order = np.lexsort((positions, np.where(np.isnan(dists), np.inf, dists)))
     return positions[order].astype(np.int64), dists[order]
 
