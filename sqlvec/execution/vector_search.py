@@ -22,7 +22,14 @@ from sqlvec.execution.expressions import Frame
 from sqlvec.execution.expressions.core import param_index
 from sqlvec.execution.expressions.vector import bit_chars, sparse_distance, vector_distance
 from sqlvec.execution.kernels import empty_width, sort_indices, table_of
-from sqlvec.execution.operators import LimitOp, OneRowOp, ProjectOp, ScanOp, _cast_storage
+from sqlvec.execution.operators import (
+    LimitOp,
+    OneRowOp,
+    ProjectOp,
+    RenameOp,
+    ScanOp,
+    _cast_storage,
+)
 from sqlvec.execution.values import INT8, Value, as_array
 from sqlvec.plan import nodes as n
 from sqlvec.sql.binder import Field
@@ -399,7 +406,7 @@ def fuse_top_k(root, columns: list | None) -> FusedTopK | None:
     """The one-step form of a query's operator tree when it is a vector top-k (of a bound
     parameter) under ProjectOps that only pass columns through, unchanged in type, and
     LimitOps; None for any other tree."""
-    if not columns or type(root) is not ProjectOp:
+    if not columns or type(root) not in (ProjectOp, LimitOp):
         return None
     visible = [i for i, f in enumerate(root.fields) if not f.hidden]
     if len(visible) != len(columns):
@@ -420,6 +427,8 @@ def fuse_top_k(root, columns: list | None) -> FusedTopK | None:
                 if v.column is None or below[v.column] != op.arrow_types[i]:
                     return None
             at = [op.exprs[i].column for i in at]
+        elif type(op) is RenameOp:  # a subquery in FROM: some of its columns, renamed
+            at = [op.keep[i] for i in at]
         else:
             return None
         if len(op.children) != 1:
@@ -442,8 +451,18 @@ def fuse_top_k(root, columns: list | None) -> FusedTopK | None:
 
 def _arrow_types(op) -> list[pa.DataType] | None:
     """The Arrow type of each column an operator of a fusable tree outputs."""
-    while type(op) is LimitOp:
+    keep = None  # the columns a RenameOp on the way keeps
+    while type(op) in (LimitOp, RenameOp):
+        if type(op) is RenameOp:
+            keep = op.keep if keep is None else [op.keep[i] for i in keep]
         op = op.children[0]
+    types = _own_arrow_types(op)
+    if types is None or keep is None:
+        return types
+    return [types[i] for i in keep]
+
+
+def _own_arrow_types(op) -> list[pa.DataType] | None:
     if type(op) is ProjectOp:
         return list(op.arrow_types)
     if type(op) is VectorTopKOp:
