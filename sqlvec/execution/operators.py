@@ -349,7 +349,7 @@ class ProjectOp(OneRowOp):
             out = v(frame)
             col = as_array(out, n_rows)
             if col.type != arrow:
-                col = _cast_storage(col, arrow, v.type)
+                col = cast_storage(col, arrow, v.type)
                 copied = True
             elif v.column is None:
                 copied = True
@@ -373,7 +373,8 @@ def _fresh_bytes(columns: list, source: pa.Table) -> int:
     return total
 
 
-def _cast_storage(col, arrow, t: SqlType):
+def cast_storage(col, arrow, t: SqlType):
+    """A column as `t`'s storage type `arrow` (what a projection outputs)."""
     try:
         return V.to_storage(col, t)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -623,7 +624,7 @@ def _conform(table: pa.Table, types: list[SqlType], target: list[SqlType]) -> pa
             col = as_array(V.cast(col, src if src.name != "unknown" else TEXT, dst, table.num_rows),
                            table.num_rows)
         if col.type != dst.to_arrow():
-            col = _cast_storage(col, dst.to_arrow(), dst)
+            col = cast_storage(col, dst.to_arrow(), dst)
         cols.append(col)
     return table_of(cols) if cols else table
 

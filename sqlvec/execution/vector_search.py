@@ -28,7 +28,7 @@ from sqlvec.execution.operators import (
     ProjectOp,
     RenameOp,
     ScanOp,
-    _cast_storage,
+    cast_storage,
 )
 from sqlvec.execution.values import INT8, Value, as_array
 from sqlvec.plan import nodes as n
@@ -391,7 +391,7 @@ class FusedTopK:
             else:
                 array = hits.column(source)
             if array.type != arrow:  # as a projection casts to the column's storage type
-                array = _cast_storage(array, arrow, sql_type)
+                array = cast_storage(array, arrow, sql_type)
             arrays.append(array)
         ctx.check_interrupts()
         return pa.Table.from_arrays(arrays, names=self.names)
