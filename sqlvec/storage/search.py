@@ -366,6 +366,7 @@ def _bits(search: SegmentSearch, metric: Metric, query: np.ndarray,
 # The smallest squared distance `_order_settled` trusts: far above where float32 subnormals
 # (or a CPU that flushes them to zero) could add an absolute error that matters.
 _SETTLED_FLOOR = 2.0 ** -60
+_FLOAT32 = np.dtype(np.float32)
 
 
 def _order_settled(metric: Metric, search: SegmentSearch, query: np.ndarray,
@@ -384,8 +385,7 @@ def _order_settled(metric: Metric, search: SegmentSearch, query: np.ndarray,
     the same order as re-scoring gives. Anything else (near ties, infinities, NaN, values
     small enough for subnormals to matter) is re-scored."""
     if metric is not Metric.L2 or not getattr(search.index, "float32_l2", False) or \
-            search.matrix is None or search.matrix.dtype != np.float32 or \
-            query.dtype != np.float32:
+            search.matrix is None or search.matrix.dtype != _FLOAT32 or query.dtype != _FLOAT32:
         return False
     squares = approximate * approximate
     if not squares.size:
