@@ -349,7 +349,7 @@ class ProjectOp(OneRowOp):
             out = v(frame)
             col = as_array(out, n_rows)
             if col.type != arrow:
-                col = _cast_storage(col, arrow, v.type)
+                col = cast_storage(col, arrow, v.type)
                 copied = True
             elif v.column is None:
                 copied = True
@@ -373,7 +373,8 @@ def _fresh_bytes(columns: list, source: pa.Table) -> int:
     return total
 
 
-def _cast_storage(col, arrow, t: SqlType):
+def cast_storage(col, arrow, t: SqlType):
+    """A column as `t`'s storage type `arrow` (what a projection outputs)."""
     try:
         return V.to_storage(col, t)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -403,18 +404,23 @@ class LimitOp(OneRowOp):
 
     def run(self, ctx, outer):
         table = self.children[0].execute(ctx, outer)
+        start, count = self.bounds(ctx, outer)
+        return table.slice(start, count) if count is not None else table.slice(start)
+
+    def bounds(self, ctx, outer) -> tuple[int, int | None]:
+        """(OFFSET, LIMIT) of this run: the rows to skip and how many to keep (None: all)."""
         frame = Frame(empty_width(1), ctx, outer)
         start = 0
         if self.offset is not None:
             start = self.offset(frame).as_py() or 0
             if start < 0:
                 raise SqlVecError("OFFSET must not be negative", sqlstate="2201X")
+        count = None
         if self.limit is not None:
             count = self.limit(frame).as_py()
             if count is not None and count < 0:
                 raise SqlVecError("LIMIT must not be negative", sqlstate="2201W")
-            return table.slice(start, count) if count is not None else table.slice(start)
-        return table.slice(start)
+        return start, count
 
 
 class SortOp(OneRowOp):
@@ -618,7 +624,7 @@ def _conform(table: pa.Table, types: list[SqlType], target: list[SqlType]) -> pa
             col = as_array(V.cast(col, src if src.name != "unknown" else TEXT, dst, table.num_rows),
                            table.num_rows)
         if col.type != dst.to_arrow():
-            col = _cast_storage(col, dst.to_arrow(), dst)
+            col = cast_storage(col, dst.to_arrow(), dst)
         cols.append(col)
     return table_of(cols) if cols else table
 

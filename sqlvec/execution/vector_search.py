@@ -22,12 +22,20 @@ from sqlvec.execution.expressions import Frame
 from sqlvec.execution.expressions.core import param_index
 from sqlvec.execution.expressions.vector import bit_chars, sparse_distance, vector_distance
 from sqlvec.execution.kernels import empty_width, sort_indices, table_of
-from sqlvec.execution.operators import OneRowOp, ScanOp
+from sqlvec.execution.operators import (
+    LimitOp,
+    OneRowOp,
+    ProjectOp,
+    RenameOp,
+    ScanOp,
+    cast_storage,
+)
 from sqlvec.execution.values import INT8, Value, as_array
 from sqlvec.plan import nodes as n
 from sqlvec.sql.binder import Field
 from sqlvec.storage.schema import ROWID
 from sqlvec.storage.search import MAX_EF_SEARCH, MAX_EF_SEARCH_DEFAULT, SegmentPlan, read_max_ef
+from sqlvec.storage.table import SearchHits
 from sqlvec.types import SparseVector, SqlType
 from sqlvec.vectors import (
     BIT_METRICS,
@@ -203,9 +211,16 @@ class VectorTopKOp(OneRowOp):
         # (storage/search.py search_target).
         # `SET enable_indexscan = off` is how pgvector users get exact ground truth (an ORDER BY
         # over a sequential scan); `sqlvec.exact = on` says the same.
-        exact = str(ctx.settings.get("sqlvec.exact", "off")).lower() in ("on", "true", "1") \
-            or str(ctx.settings.get("enable_indexscan", "on")).lower() in ("off", "false", "0")
-        return {"settings": ctx.settings, "exact": exact}
+        settings = ctx.settings
+        key = (settings.get("sqlvec.exact", "off"), settings.get("enable_indexscan", "on"))
+        exact = _EXACT.get(key)
+        if exact is None:
+            exact = str(key[0]).lower() in ("on", "true", "1") \
+                or str(key[1]).lower() in ("off", "false", "0")
+            if len(_EXACT) >= 64:
+                _EXACT.clear()
+            _EXACT[key] = exact
+        return {"settings": settings, "exact": exact}
 
     def plan_segments(self, ctx, outer=None) -> list[SegmentPlan]:
         """The per-segment strategies this query would use now (EXPLAIN without ANALYZE)."""
@@ -263,23 +278,30 @@ class VectorTopKOp(OneRowOp):
 
     def _search(self, ctx, outer, frame, vector, k: int):
         """The committed table's search: per segment, then merged."""
-        snap = ctx.snapshot(self.scan.table_id)
-        plans: list[SegmentPlan] = []
-        found = snap.search(self.column, self.metric, vector, k,
-                            filter=self.scan.search_filter(ctx, outer, snap),
-                            prune=_pruner(self.bounds, snap.table_def, frame),
-                            columns=self.columns, with_rowid=True, distance_name="__distance",
-                            plans=plans, **self._settings(ctx))
-        self.index_name = _index_name(snap, self.column, self.metric, plans)
-        ctx.stats.setdefault(("segments", id(self)), []).append(plans)
-        _count_index_use(ctx.table_stats(self.scan.table_id), snap, self.column, self.metric,
-                         plans)
-        _report_missed_target(ctx, plans)
+        found = self.search_hits(ctx, outer, frame, vector, k).table(self.columns, True,
+                                                                      "__distance")
         rows = found.num_rows
         cols = [found.column(name) if name in self.columns else self._nulls(i, rows)
                 for i, name in enumerate(self.visible)]
         cols += [found.column(ROWID), found.column("__distance")]
         return table_of(cols)
+
+    def search_hits(self, ctx, outer, frame, vector, k: int,
+                    order_only: bool = False) -> SearchHits:
+        """The committed table's winners (storage/table.py `SearchHits`), the search counted
+        in pg_stat and remembered for EXPLAIN. `order_only`: no distance is read."""
+        snap = ctx.snapshot(self.scan.table_id)
+        plans: list[SegmentPlan] = []
+        hits = snap.search_hits(self.column, self.metric, vector, k,
+                                filter=self.scan.search_filter(ctx, outer, snap),
+                                prune=_pruner(self.bounds, snap.table_def, frame),
+                                plans=plans, order_only=order_only, **self._settings(ctx))
+        self.index_name = _index_name(snap, self.column, self.metric, plans)
+        ctx.stats.setdefault(("segments", id(self)), []).append(plans)
+        _count_index_use(ctx.table_stats(self.scan.table_id), snap, self.column, self.metric,
+                         plans)
+        _report_missed_target(ctx, plans)
+        return hits
 
     def _nulls(self, i: int, rows: int) -> pa.Array:
         """The NULL column standing for visible column `i`, which the query does not read
@@ -313,6 +335,139 @@ class VectorTopKOp(OneRowOp):
         table = table.take(order).slice(0, k)
         dist = as_array(dist, len(order)).take(order).slice(0, k)
         return table_of(list(table.columns) + [dist])
+
+
+# `sqlvec.exact` and `enable_indexscan` as they read -> whether the search is exact.
+_EXACT: dict[tuple, bool] = {}
+
+
+# A top-k query run in one step ----------------------------------------------------------------
+
+
+class FusedTopK:
+    """A query that is a vector top-k under projections that pass columns through and LIMITs
+    (`SELECT id FROM items ORDER BY embedding <-> $1 LIMIT 10`), run in one step: the
+    search's winners are cut by the LIMITs and only the result's columns of those rows are
+    read, straight into the result table. The operator tree would give the same table
+    through an Arrow table per operator; the tree still runs whenever this cannot (the query
+    vector is not a bound parameter's array, or is NULL, or the transaction has uncommitted
+    writes to the table). Built by `fuse_top_k`; the top-k operator is the tree's own, so
+    EXPLAIN, pg_stat and NOTICEs see the same search."""
+
+    def __init__(self, topk: VectorTopKOp, limits: list, sources: list,
+                 arrow_types: list[pa.DataType], sql_types: list[SqlType],
+                 names: list[str]) -> None:
+        self.topk = topk
+        self.limits = limits  # LimitOps, the innermost first
+        self.sources = sources  # per result column: a column name, _ROW_ID or _DISTANCE
+        self.arrow_types, self.sql_types, self.names = arrow_types, sql_types, names
+        # Without the distance in the result, one segment's index may settle the order alone.
+        self.order_only = not any(source is _DISTANCE for source in sources)
+
+    def run(self, ctx) -> pa.Table | None:
+        """The result table, or None when the operator tree must run instead."""
+        op = self.topk
+        vector = op._bound_vector(ctx)
+        if vector is None:
+            return None
+        ctx.check_interrupts()
+        frame = Frame(_ONE_ROW, ctx, None)
+        k = op.k(frame).as_py()
+        hits = op.search_hits(ctx, None, frame, vector, 2**62 if k is None else k,
+                              self.order_only)
+        start, stop = 0, hits.count
+        for limit in self.limits:
+            offset, count = limit.bounds(ctx, None)
+            start = min(start + offset, stop)
+            if count is not None:
+                stop = min(stop, start + count)
+        hits = hits.slice(start, stop)
+        arrays = []
+        for source, arrow, sql_type in zip(self.sources, self.arrow_types, self.sql_types):
+            if source is _ROW_ID:
+                array = hits.rowids()
+            elif source is _DISTANCE:
+                array = hits.distance_array()
+            else:
+                array = hits.column(source)
+            if array.type != arrow:  # as a projection casts to the column's storage type
+                array = cast_storage(array, arrow, sql_type)
+            arrays.append(array)
+        ctx.check_interrupts()
+        return pa.Table.from_arrays(arrays, names=self.names)
+
+
+# FusedTopK.sources besides column names: the row id and the search's distance.
+_ROW_ID, _DISTANCE = object(), object()
+_ONE_ROW = empty_width(1)
+
+
+def fuse_top_k(root, columns: list | None) -> FusedTopK | None:
+    """The one-step form of a query's operator tree when it is a vector top-k (of a bound
+    parameter) under ProjectOps that only pass columns through, unchanged in type, and
+    LimitOps; None for any other tree."""
+    if not columns or type(root) not in (ProjectOp, LimitOp):
+        return None
+    visible = [i for i, f in enumerate(root.fields) if not f.hidden]
+    if len(visible) != len(columns):
+        return None
+    at = visible  # each result column's place in the current operator's output
+    limits = []
+    op = root
+    while type(op) is not VectorTopKOp:
+        if type(op) is LimitOp:
+            limits.append(op)
+        elif type(op) is ProjectOp:
+            child = op.children[0]
+            below = _arrow_types(child)
+            if below is None:
+                return None
+            for i in at:
+                v = op.exprs[i]
+                if v.column is None or below[v.column] != op.arrow_types[i]:
+                    return None
+            at = [op.exprs[i].column for i in at]
+        elif type(op) is RenameOp:  # a subquery in FROM: some of its columns, renamed
+            at = [op.keep[i] for i in at]
+        else:
+            return None
+        if len(op.children) != 1:
+            return None
+        op = op.children[0]
+    if op.query_param is None or op.correlated or len(op.fields) != len(op.visible) + 2:
+        return None
+    sources = []
+    for i in at:
+        if i < len(op.visible):
+            if op.visible[i] not in op.columns:
+                return None  # (the operator gives a NULL column for it)
+            sources.append(op.visible[i])
+        else:
+            sources.append(_ROW_ID if i == len(op.visible) else _DISTANCE)
+    arrow = [op.types[i].to_arrow() for i in at]
+    return FusedTopK(op, limits[::-1], sources, arrow, [op.types[i] for i in at],
+                     [c.name for c in columns])
+
+
+def _arrow_types(op) -> list[pa.DataType] | None:
+    """The Arrow type of each column an operator of a fusable tree outputs."""
+    keep = None  # the columns a RenameOp on the way keeps
+    while type(op) in (LimitOp, RenameOp):
+        if type(op) is RenameOp:
+            keep = op.keep if keep is None else [op.keep[i] for i in keep]
+        op = op.children[0]
+    types = _own_arrow_types(op)
+    if types is None or keep is None:
+        return types
+    return [types[i] for i in keep]
+
+
+def _own_arrow_types(op) -> list[pa.DataType] | None:
+    if type(op) is ProjectOp:
+        return list(op.arrow_types)
+    if type(op) is VectorTopKOp:
+        return [t.to_arrow() for t in op.types]
+    return None
 
 
 def _bit_rows_distances(metric: Metric, values, key_type: str, query: str, n: int) -> pa.Array:

@@ -23,6 +23,7 @@ from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.dml import plan_delete, plan_insert, plan_update
 from sqlvec.execution.expressions import CompileEnv
+from sqlvec.execution.vector_search import fuse_top_k
 from sqlvec.execution.views import select_into, unsupported_view_kind
 from sqlvec.plan.bind import bind_plan
 from sqlvec.plan.planner import PlanContext, Planner
@@ -102,7 +103,8 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
         params = param_list(env, ast)
         return PreparedStatement(sql, params, columns, StatementKind.QUERY,
                                  compiled=(plan, operator),
-                                 constant=not params and constant_select(ast))
+                                 constant=not params and constant_select(ast),
+                                 fused=fuse_top_k(operator, columns))
     planner_fn = _WRITES.get(type(ast))
     if planner_fn is not None:
         env = CompileEnv(param_types=dict(given), functions=session.database.functions)

@@ -17,12 +17,17 @@ if TYPE_CHECKING:
 def run_query(session: Session, prepared: PreparedStatement, params: list,
               max_rows: int) -> Result:
     """A SELECT (VALUES, set operation): its operator tree over a snapshot of each table. A
-    constant query (`SELECT 1`) runs once; its table (immutable) is the result of every run."""
+    constant query (`SELECT 1`) runs once; its table (immutable) is the result of every run;
+    a vector top-k of a bound vector runs in one step when it can (`PreparedStatement.fused`)."""
     table = prepared.constant_table
     if table is None:
         plan, operator = prepared.compiled  # type: ignore[misc]
         ctx = session._context(typed_params(prepared.param_types, params))
-        table = result_table(operator.execute(ctx), operator.fields, prepared.columns)
+        fused = prepared.fused
+        if fused is not None:  # a vector top-k in one step (None: the tree runs after all)
+            table = fused.run(ctx)  # type: ignore[attr-defined]
+        if table is None:
+            table = result_table(operator.execute(ctx), operator.fields, prepared.columns)
         if prepared.constant:
             prepared.constant_table = table
     return Result(f"SELECT {table.num_rows}", prepared.columns, table)

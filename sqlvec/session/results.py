@@ -83,6 +83,9 @@ class PreparedStatement:
     # function, no parameter): run once, its table is kept here and returned by each run.
     constant: bool = False
     constant_table: pa.Table | None = None
+    # A vector top-k under pass-through projections and LIMITs: the one-step form of its
+    # operator tree (execution/vector_search.py FusedTopK), tried before the tree.
+    fused: object = None
 
 
 def renamed(table: pa.Table, visible: list[int], columns: list[ResultColumn] | None) -> pa.Table:

@@ -344,6 +344,13 @@ class HnswIndex:
 
     # Search ---------------------------------------------------------------------------------
 
+    @property
+    def float32_l2(self) -> bool:
+        """Whether `search`'s distances are float32 sums of the squared float32 differences
+        of the query and the segment's own rows (hnswlib's l2 space keeps the rows as given),
+        which bounds their error (storage/search.py `_order_settled`)."""
+        return self._params.metric is Metric.L2
+
     def search(
         self,
         query: np.ndarray,

@@ -249,8 +249,13 @@ def estimate_recall(curve: list[tuple[int, float]] | None, ef: int) -> float | N
     return float(np.interp(math.log(max(ef, 1)), np.log(efs), recalls))
 
 
-def run_segment(search: SegmentSearch, metric: Metric, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Run a planned segment search: (positions, exact pgvector distances), nearest first."""
+def run_segment(search: SegmentSearch, metric: Metric, query: np.ndarray,
+                order_only: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run a planned segment search: (positions, exact pgvector distances), nearest first.
+
+    `order_only`: the caller needs the order, not the distances. When the index's own
+    distances already settle it (`_order_settled`), the winners are not re-scored and the
+    distances are None."""
     plan = search.plan
     start = time.perf_counter()
     try:
@@ -270,7 +275,12 @@ def run_segment(search: SegmentSearch, metric: Metric, query: np.ndarray) -> tup
         if plan.method is not None and search.index is not None:
             found = _indexed(search, query, plan)
             if found is not None:
-                out = _rescore(metric, search.matrix, query, found)
+                positions, approximate = found
+                if order_only and approximate is not None and _order_settled(
+                        metric, search, query, approximate):
+                    plan.returned = positions.size
+                    return positions, None
+                out = _rescore(metric, search.matrix, query, positions)
                 plan.returned = out[0].size
                 return out
             plan.fallback = True
@@ -292,12 +302,15 @@ def _heavy(search: SegmentSearch) -> bool:
     return plan.strategy != "skip" and (plan.method is not None or plan.eligible > _INLINE_ROWS)
 
 
-def run_all(searches: list[SegmentSearch], metric: Metric,
-            query: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def run_all(searches: list[SegmentSearch], metric: Metric, query: np.ndarray,
+            order_only: bool = False) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """Run planned segment searches: in parallel threads when more than one does heavy vector
     work (hnswlib and BLAS release the GIL; other methods should too), the first of them and
-    the light ones in the calling thread."""
+    the light ones in the calling thread. `order_only`: as `run_segment`'s (only for a
+    search of one segment: merging segments needs their distances)."""
     global _POOL
+    if len(searches) == 1:
+        return [run_segment(searches[0], metric, query, order_only)]
     heavy = [i for i, s in enumerate(searches) if _heavy(s)]
     if len(heavy) <= 1:
         return [run_segment(s, metric, query) for s in searches]
@@ -317,12 +330,15 @@ def run_all(searches: list[SegmentSearch], metric: Metric,
     return out
 
 
-def _indexed(search: SegmentSearch, query: np.ndarray, plan: SegmentPlan) -> np.ndarray | None:
+def _indexed(search: SegmentSearch, query: np.ndarray,
+             plan: SegmentPlan) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The index's winners (positions) and, when it gives them, its own distances to them;
+    None when it cannot give k of them."""
     index, mask, want = search.index, search.mask, plan.k
     assert index is not None
     if mask is None:
         found = index.search(query, want, ef=plan.ef)
-        return None if found is None or found[0].size < want else found[0]
+        return None if found is None or found[0].size < want else found
     if isinstance(index, FilteringIndex):  # the index filters and widens its own scan
         found = index.search_filtered(query, want, knob=plan.ef, allowed=mask,
                                       settings=search.settings)
@@ -332,7 +348,7 @@ def _indexed(search: SegmentSearch, query: np.ndarray, plan: SegmentPlan) -> np.
     if found is None:
         return None
     positions, plan.widened = found
-    return positions
+    return positions, None
 
 
 def _bits(search: SegmentSearch, metric: Metric, query: np.ndarray,
@@ -347,10 +363,44 @@ def _bits(search: SegmentSearch, metric: Metric, query: np.ndarray,
     return nearest(dists, k, search.mask)
 
 
+# The smallest squared distance `_order_settled` trusts: far above where float32 subnormals
+# (or a CPU that flushes them to zero) could add an absolute error that matters.
+_SETTLED_FLOOR = 2.0 ** -60
+_FLOAT32 = np.dtype(np.float32)
+
+
+def _order_settled(metric: Metric, search: SegmentSearch, query: np.ndarray,
+                   approximate: np.ndarray) -> bool:
+    """Whether the index's own L2 distances to its winners (nearest first) prove the order
+    pgvector's exact distances would give them, so re-scoring would change nothing.
+
+    An index that declares `float32_l2` (hnswlib's l2 space over the segment's own float32
+    rows) computes each squared distance as a float32 sum of the same float32 differences
+    squared that pgvector sums, only in another order. Either sum of d nonnegative terms is
+    within γ(d+1) = (d+1)u / (1 - (d+1)u) (u = 2⁻²⁴) of the exact sum of those squares,
+    whatever the order (Higham, Accuracy and Stability of Numerical Algorithms, §3.1 and
+    §4.2). So when each squared distance exceeds the one before it by more than both errors
+    together — `eps` below is twice what that needs — the exact distances are strictly
+    increasing in the same order: no tie for the row order to break, and the same rows in
+    the same order as re-scoring gives. Anything else (near ties, infinities, NaN, values
+    small enough for subnormals to matter) is re-scored."""
+    if metric is not Metric.L2 or not getattr(search.index, "float32_l2", False) or \
+            search.matrix is None or search.matrix.dtype != _FLOAT32 or query.dtype != _FLOAT32:
+        return False
+    squares = approximate * approximate
+    if not squares.size:
+        return True
+    eps = 4.0 * (query.shape[0] + 2) * 2.0 ** -24
+    return bool(squares[0] >= _SETTLED_FLOOR) and np.count_nonzero(
+        squares[1:] * (1.0 - eps) > squares[:-1] * (1.0 + eps)) == squares.size - 1
+
+
 def _rescore(metric: Metric, matrix: np.ndarray, query: np.ndarray,
              positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact distances of the few winners, so results equal pgvector's to the last digit."""
     dists = exact_distances(metric, matrix[positions], query)
+    if np.count_nonzero(dists[1:] > dists[:-1]) == dists.size - 1:
+        return positions.astype(np.int64, copy=False), dists  # already strictly in order
     order = np.lexsort((positions, np.where(np.isnan(dists), np.inf, dists)))
     return positions[order].astype(np.int64), dists[order]
 

@@ -411,6 +411,32 @@ class TableSnapshot:
         Every segment contributes its own top-k (planned by `plan_search`, searched in parallel
         threads) and the global top-k is merged from them, so the result has exactly
         min(k, matching) rows. `plans`, when given, receives what each segment did."""
+        return self.search_hits(column, metric, query, k, filter=filter, prune=prune, ef=ef,
+                                settings=settings, target_recall=target_recall, exact=exact,
+                                plans=plans, policy=policy).table(columns, with_rowid,
+                                                                  distance_name)
+
+    def search_hits(
+        self,
+        column: str,
+        metric: Metric,
+        query: np.ndarray,
+        k: int,
+        *,
+        filter: RowFilter | None = None,
+        prune: Callable[[SegmentData], bool] | None = None,
+        ef: int | None = None,
+        settings: Mapping[str, str] | None = None,
+        target_recall: float | None = None,
+        exact: bool = False,
+        plans: list[SegmentPlan] | None = None,
+        policy: SearchPolicy | None = None,
+        order_only: bool = False,
+    ) -> SearchHits:
+        """`search`'s winners before any cell is read (a caller that needs a few of the columns
+        reads just those). `order_only`: the caller reads no distance, so a lone segment's
+        index may settle the order without exact distances (search.py `run_segment`); the
+        hits' `distances` are then None."""
         col = self._vector_column(column)
         if col.type.name == "bit":  # a bit string: its text of '0' and '1', packed
             text = query if isinstance(query, str) else str(query)
@@ -428,11 +454,11 @@ class TableSnapshot:
         searches = self.plan_search(column, metric, k, filter=filter, prune=prune, ef=ef,
                                     settings=settings, target_recall=target_recall, exact=exact,
                                     policy=policy)
-        results = run_all(searches, metric, query)
+        # Distances are needed to merge several segments' winners.
+        results = run_all(searches, metric, query, order_only and len(searches) == 1)
         if plans is not None:
             plans.extend(s.plan for s in searches)
-        per_view = [(s.view, hits) for s, hits in zip(searches, results)]
-        return self._merge(per_view, k, columns, with_rowid, distance_name)
+        return self._pick([(s.view, hits) for s, hits in zip(searches, results)], k)
 
     def _vector_column(self, column: str) -> SearchKey:
         key = ("key", column)
@@ -459,43 +485,106 @@ class TableSnapshot:
         # An expression index's key, `col::halfvec(n)`: the column's values cast.
         return SearchKey(key_name(col.physical, kind), SqlType(kind, col.type.dims))
 
-    def _merge(self, per_view: list[tuple[SegmentView, tuple[np.ndarray, np.ndarray]]], k: int,
-               columns: Sequence[str] | None, with_rowid: bool, distance_name: str) -> pa.Table:
+    def _pick(self, per_view: list[tuple[SegmentView, tuple[np.ndarray, np.ndarray | None]]],
+              k: int) -> SearchHits:
         """The global top-k of the segments' own (each nearest first): ordered by distance,
-        then segment, then position; only the winners' cells are read."""
+        then segment, then position."""
         busy = [(v, h) for v, h in per_view if h[0].size]
         if not busy:
-            empty = logical_table(self.growing, self.table_def, columns, with_rowid).slice(0, 0)
-            return empty.append_column(distance_name, pa.array([], pa.float64()))
+            return SearchHits(self, [], np.empty(0), 0)
         if len(busy) == 1:
             # One segment answered: its hits are already nearest first.
             view, (pos, dists) = busy[0]
-            pos, dists = pos[:k], dists[:k]
-            picks = [(view, pos, None)]
-        else:
-            dists = np.concatenate([h[1] for _, h in busy])
-            owner = np.concatenate([np.full(h[0].size, i) for i, (_, h) in enumerate(busy)])
-            pos = np.concatenate([h[0] for _, h in busy])
-            order = np.lexsort((pos, owner, np.where(np.isnan(dists), np.inf, dists)))[:k]
-            dists, owner, pos = dists[order], owner[order], pos[order]
-            picks = []
-            for i, (view, _) in enumerate(busy):
-                slots = np.flatnonzero(owner == i)  # this segment's winners' places, in order
-                if slots.size:
-                    picks.append((view, pos[slots], slots))
-        n = dists.size
-        cols = self.table_def.columns if columns is None else [self.table_def.column(c)
-                                                               for c in columns]
-        arrays = [_gather(picks, n, c.physical, c.type.to_arrow(), c.missing_value)
-                  for c in cols]
+            pos = pos[:k]
+            return SearchHits(self, [(view, pos, None)], None if dists is None else dists[:k],
+                              pos.size)
+        dists = np.concatenate([h[1] for _, h in busy])
+        owner = np.concatenate([np.full(h[0].size, i) for i, (_, h) in enumerate(busy)])
+        pos = np.concatenate([h[0] for _, h in busy])
+        order = np.lexsort((pos, owner, np.where(np.isnan(dists), np.inf, dists)))[:k]
+        dists, owner, pos = dists[order], owner[order], pos[order]
+        picks = []
+        for i, (view, _) in enumerate(busy):
+            slots = np.flatnonzero(owner == i)  # this segment's winners' places, in order
+            if slots.size:
+                picks.append((view, pos[slots], slots))
+        return SearchHits(self, picks, dists, dists.size)
+
+
+class SearchHits:
+    """A search's winners, nearest first: per segment the positions taken and their places in
+    the result (None: the only segment, in order), and their distances. Only the cells asked
+    for are read (`column`, `rowids`), so a query that returns one column of ten rows gathers
+    ten numbers."""
+
+    __slots__ = ("snapshot", "picks", "distances", "count")
+
+    def __init__(self, snapshot: TableSnapshot, picks: list, distances: np.ndarray | None,
+                 count: int) -> None:
+        self.snapshot, self.picks, self.distances, self.count = snapshot, picks, distances, count
+
+    def slice(self, start: int, stop: int) -> SearchHits:
+        """Winners start .. stop - 1 (a LIMIT and OFFSET over them)."""
+        start, stop = min(start, self.count), min(stop, self.count)
+        if start == 0 and stop == self.count:
+            return self
+        stop = max(start, stop)
+        dists = None if self.distances is None else self.distances[start:stop]
+        picks = []
+        for view, at, slots in self.picks:
+            if slots is None:
+                picks.append((view, at[start:stop], None))
+                continue
+            keep = (slots >= start) & (slots < stop)
+            if keep.any():
+                picks.append((view, at[keep], slots[keep] - start))
+        if len(picks) == 1 and picks[0][2] is not None:  # what is left comes from one segment
+            picks = [(picks[0][0], picks[0][1], None)]
+        return SearchHits(self.snapshot, picks, dists, stop - start)
+
+    def column(self, name: str) -> pa.Array | pa.ChunkedArray:
+        """A column's cells of the winners, in order."""
+        if not self.count:
+            return self.table([name], False, "d").column(0)
+        col = self.snapshot.table_def.column(name)
+        arrow = col.type.to_arrow()
+        if len(self.picks) == 1:  # one segment's winners, in order: one NumPy take when it can
+            view, at, _ = self.picks[0]
+            values = _numpy_column(view.data, col.physical, arrow, col.missing_value)
+            if values is not None:
+                return _numbers(values[at], arrow)
+        return _gather(self.picks, self.count, col.physical, arrow, col.missing_value)
+
+    def rowids(self) -> pa.Array:
+        """The winners' row ids, in order."""
+        ids = np.empty(self.count, np.int64)
+        for view, at, slots in self.picks:
+            ids[slice(None) if slots is None else slots] = view.data.rowids[at]
+        return _numbers(ids, _INT8)
+
+    def distance_array(self) -> pa.Array:
+        """The winners' distances (float8), in order."""
+        if self.distances is None:
+            raise ValueError("the search was run for the order alone")
+        return _numbers(np.asarray(self.distances, np.float64), _FLOAT8)
+
+    def table(self, columns: Sequence[str] | None, with_rowid: bool,
+              distance_name: str) -> pa.Table:
+        """The winners as a table: `columns` (all when None), then the row id when asked
+        for, then the distance."""
+        snap = self.snapshot
+        if not self.count:
+            empty = logical_table(snap.growing, snap.table_def, columns, with_rowid).slice(0, 0)
+            return empty.append_column(distance_name, pa.array([], pa.float64()))
+        table_def = snap.table_def
+        cols = table_def.columns if columns is None else [table_def.column(c) for c in columns]
+        arrays = [_gather(self.picks, self.count, c.physical, c.type.to_arrow(),
+                          c.missing_value) for c in cols]
         names = [c.name for c in cols]
         if with_rowid:
-            ids = np.empty(n, np.int64)
-            for view, at, slots in picks:
-                ids[slice(None) if slots is None else slots] = view.data.rowids[at]
-            arrays.append(_numbers(ids, _INT8))
+            arrays.append(self.rowids())
             names.append(ROWID)
-        arrays.append(_numbers(np.asarray(dists, np.float64), _FLOAT8))
+        arrays.append(self.distance_array())
         names.append(distance_name)
         return pa.Table.from_arrays(arrays, names=names)
 

@@ -197,6 +197,9 @@ class VectorIndex(Protocol):
     options: ClassVar[tuple[IndexOption, ...]]  # WITH (...) parameters
     settings: ClassVar[tuple[IndexSetting, ...]]  # session settings it reads; the knob first
     calibration: list[tuple[int, float]]  # (knob, recall@10) after `calibrate`; [] = unknown
+    # Optionally `float32_l2` (True): `search`'s distances are float32 sums of the squared
+    # differences of the segment's own float32 rows, so they can settle the winners' order
+    # without re-scoring (search.py `_order_settled`). Absent means they are not trusted.
 
     @classmethod
     def make_params(cls, metric: Metric, options: Mapping[str, int]) -> Any:

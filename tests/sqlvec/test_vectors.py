@@ -171,6 +171,24 @@ def test_every_path_gives_the_same_value(metric, data):
         dists, paired_distances(metric, matrix[positions], np.tile(query, (50, 1))))
 
 
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("dim", [1, 8, 15, 16, 17, 24, 128, 257, 300])
+def test_a_few_rows_sum_as_many_rows_do(metric, dim):
+    """A re-rank's few rows against one query take a layout of their own: the same bits as
+    the same rows among many, with zeros, signed zeros, tiny, huge and repeated values."""
+    rng = np.random.default_rng(dim)
+    scale = rng.choice([1e-30, 1e-20, 1e-3, 1.0, 1e10, 1e19], size=(70, 1))
+    rows = (rng.normal(size=(70, dim)) * scale).astype(np.float32)
+    rows[0], rows[1], rows[2, : dim // 2] = 0.0, -0.0, -0.0
+    query = rows[5].copy()
+    rows[6] = query
+    for q in (query, np.zeros(dim, np.float32), -query):
+        with np.errstate(all="ignore"):
+            many = distances(metric, np.tile(rows, (3, 1)), q)[:70]
+            for n in (1, 2, 10, 64):
+                assert distances(metric, rows[:n], q).tobytes() == many[:n].tobytes()
+
+
 def test_small_integer_vectors_are_exact():
     a = np.array([[1, 2, 3], [4, 5, 6]], np.float32)
     b = np.array([[3, 2, 1], [4, 5, 6]], np.float32)

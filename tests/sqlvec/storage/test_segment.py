@@ -98,6 +98,49 @@ def test_hnsw_recall_against_exact_and_numpy(clustered, metric):
     assert positions.size == K
 
 
+@pytest.mark.parametrize("metric", list(OPCLASSES))
+def test_order_only_search_gives_the_rescored_order(clustered, metric):
+    # A caller that reads no distance may take the index's order when its own L2 distances
+    # settle it: the same rows in the same order as re-scoring, without distances.
+    t, rows, queries = clustered
+    view = t.snapshot().sealed[0]
+    search = plan_segment(view, t.definition.column("v").physical, DIM, K, allowed=None,
+                          index_name=f"items_{OPCLASSES[metric]}", ef=40)
+    settled = 0
+    # The queries, and stored rows themselves (a distance of zero first).
+    for q in list(queries) + list(rows[:20]):
+        positions, dists = run_segment(search, metric, q)
+        fast, none = run_segment(search, metric, q, order_only=True)
+        np.testing.assert_array_equal(fast, positions)
+        assert fast.dtype == np.int64
+        if none is None:
+            settled += 1
+            assert np.all(np.diff(dists) > 0)  # settled only without ties
+        else:
+            np.testing.assert_array_equal(none, dists)
+    if metric is Metric.L2:  # (a stored row's own distance, zero, is always re-scored)
+        assert settled >= 0.8 * len(queries)
+    else:
+        assert settled == 0  # other metrics' index distances are not trusted for it
+
+
+def test_near_ties_are_rescored(clustered):
+    from sqlvec.storage.search import _order_settled
+
+    t, rows, queries = clustered
+    view = t.snapshot().sealed[0]
+    search = plan_segment(view, t.definition.column("v").physical, DIM, K, allowed=None,
+                          index_name="items_vector_l2_ops", ef=40)
+    q = queries[0]
+    spread = np.array([1.0, 1.1, 1.2, 1.3])
+    assert _order_settled(Metric.L2, search, q, spread)
+    # Closer than the float32 sums' error bound allows, equal, out of order, not finite, tiny.
+    for bad in ([1.0, 1.0 + 1e-6, 1.2], [1.0, 1.0, 1.2], [1.1, 1.0], [1.0, np.inf, np.inf],
+                [np.nan, 1.0], [0.0, 1.0], [1e-30, 1.0]):
+        assert not _order_settled(Metric.L2, search, q, np.array(bad))
+    assert not _order_settled(Metric.L2, search, q.astype(np.float64), spread)
+
+
 @pytest.mark.parametrize("stride, strategy", [(50, "exact"), (2, "hnsw-postfilter")])
 def test_filtered_search_respects_filters_and_deletes(clustered, stride, strategy):
     t, rows, queries = clustered

@@ -1,0 +1,218 @@
+"""A prepared vector top-k under pass-through projections and LIMITs runs in one step
+(`FusedTopK`): the same rows, order, distances, errors and statistics as its operator tree,
+which still runs whenever the one step cannot (no bound vector, NULL, uncommitted writes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sqlvec.database import Database
+from sqlvec.errors import SqlVecError
+from sqlvec.storage.store import StoreOptions
+
+DIM = 8
+ROWS = 3000
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    db = Database.open(str(tmp_path_factory.mktemp("fused")),
+                       options=StoreOptions(fsync=False, seal_rows=1000))
+    s = db.connect()
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((ROWS, DIM)).astype(np.float32)
+    vectors[100:110] = vectors[7]  # ties: equal distances, broken by row order
+    s.execute_one(f"CREATE TABLE t (id bigint PRIMARY KEY, tag int, emb vector({DIM}))")
+    rows = ",".join(f"({i}, {i % 7}, '{_text(v)}')" for i, v in enumerate(vectors))
+    s.execute_one(f"INSERT INTO t VALUES {rows}")
+    s.execute_one("CREATE INDEX ON t USING hnsw (emb vector_l2_ops)")
+    s.execute_one("CREATE INDEX ON t USING hnsw (emb vector_cosine_ops)")
+    # One sealed segment alone (its index may settle the order without re-scoring).
+    s.execute_one(f"CREATE TABLE one (id bigint, emb vector({DIM}))")
+    s.execute_one("INSERT INTO one SELECT id, emb FROM t WHERE id < 1000")
+    s.execute_one("CREATE INDEX ON one USING hnsw (emb vector_l2_ops)")
+    db.store().wait_idle()
+    # Rows in the growing segment, and deleted rows in the sealed ones.
+    extra = rng.standard_normal((50, DIM)).astype(np.float32)
+    s.execute_one("INSERT INTO t VALUES " + ",".join(
+        f"({ROWS + i}, {i % 7}, '{_text(v)}')" for i, v in enumerate(extra)))
+    s.execute_one("DELETE FROM t WHERE id % 11 = 0")
+    s.execute_one("SET hnsw.ef_search = 40")
+    yield s
+    s.close()
+    db.close()
+
+
+def _text(v: np.ndarray) -> str:
+    return "[" + ",".join(repr(float(x)) for x in v) + "]"
+
+
+def _queries(session, n: int = 6) -> list[np.ndarray]:
+    rng = np.random.default_rng(11)
+    out = list(rng.standard_normal((n, DIM)).astype(np.float32))
+    # Queries equal to stored rows (a zero distance, and the ten tied rows).
+    stored = session.execute_one("SELECT emb FROM t WHERE id IN (7, 500)").table
+    return out + [np.asarray(v, np.float32) for v in stored.column(0).to_pylist()]
+
+
+def _both(session, prepared, params):
+    """The statement's result through the one step, then through its operator tree."""
+    assert prepared.fused is not None
+    fused = session.run(prepared, params).table
+    kept, prepared.fused = prepared.fused, None
+    try:
+        tree = session.run(prepared, params).table
+    finally:
+        prepared.fused = kept
+    return fused, tree
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT id FROM t ORDER BY emb <-> $1 LIMIT 10",
+    "SELECT id FROM one ORDER BY emb <-> $1 LIMIT 10",
+    "SELECT id, emb <-> $1 AS d FROM t ORDER BY emb <-> $1 LIMIT 10",
+    "SELECT id, emb <-> $1 AS d FROM one ORDER BY emb <-> $1 LIMIT 10",
+    "SELECT emb, id FROM t ORDER BY emb <-> $1 LIMIT 4",
+    "SELECT id FROM t ORDER BY emb <=> $1 LIMIT 10",
+    "SELECT id, tag FROM t WHERE tag = 3 ORDER BY emb <-> $1 LIMIT 10",
+    "SELECT id FROM t ORDER BY emb <-> $1 LIMIT 5 OFFSET 3",
+    "SELECT id FROM t ORDER BY emb <-> $1 LIMIT 3 OFFSET 40",
+    "SELECT * FROM (SELECT id FROM t ORDER BY emb <-> $1 LIMIT 20) s LIMIT 7",
+    "SELECT id FROM t ORDER BY emb <-> $1 LIMIT 0",
+])
+def test_one_step_gives_the_trees_result(session, sql):
+    prepared = session.prepare(sql)
+    for q in _queries(session):
+        fused, tree = _both(session, prepared, [q])
+        assert fused.equals(tree, check_metadata=True)
+        assert fused.schema.equals(tree.schema, check_metadata=True)
+        assert [c.name for c in prepared.columns] == fused.column_names
+
+
+def test_parameters_for_limit_and_offset(session):
+    prepared = session.prepare("SELECT id FROM t ORDER BY emb <-> $1 LIMIT $2 OFFSET $3",
+                               [0, 20, 20])
+    q = _queries(session, 1)[0]
+    for limit, offset in ((10, 0), (3, 2), (0, 0), (5, 10_000), (None, 5)):
+        fused, tree = _both(session, prepared, [q, limit, offset])
+        assert fused.equals(tree)
+    assert session.run(prepared, [q, None, 2700]).table.num_rows == \
+        session.execute_one("SELECT count(*) FROM t").rows()[0][0] - 2700
+
+
+@pytest.mark.parametrize("limit, offset, sqlstate", [(-1, 0, "2201W"), (3, -1, "2201X")])
+def test_negative_limit_or_offset_fails_as_the_tree_does(session, limit, offset, sqlstate):
+    prepared = session.prepare("SELECT id FROM t ORDER BY emb <-> $1 LIMIT $2 OFFSET $3",
+                               [0, 20, 20])
+    q = _queries(session, 1)[0]
+    with pytest.raises(SqlVecError) as fused:
+        session.run(prepared, [q, limit, offset])
+    prepared.fused, kept = None, prepared.fused
+    try:
+        with pytest.raises(SqlVecError) as tree:
+            session.run(prepared, [q, limit, offset])
+    finally:
+        prepared.fused = kept
+    assert (fused.value.sqlstate, str(fused.value)) == (tree.value.sqlstate, str(tree.value))
+    assert fused.value.sqlstate == sqlstate
+
+
+def test_wrong_dimensions_fail_as_the_tree_does(session):
+    prepared = session.prepare("SELECT id FROM t ORDER BY emb <-> $1 LIMIT 3")
+    with pytest.raises(SqlVecError) as caught:
+        session.run(prepared, [np.ones(DIM + 1, np.float32)])
+    assert caught.value.sqlstate == "22000"
+    assert "dimensions" in str(caught.value)
+
+
+def test_null_query_vector_runs_the_tree(session):
+    prepared = session.prepare("SELECT id, emb <-> $1 AS d FROM t ORDER BY emb <-> $1 LIMIT 3")
+    result = session.run(prepared, [None]).table
+    assert result.num_rows == 3
+    assert result.column("d").null_count == 3
+
+
+def test_uncommitted_writes_run_the_tree(session):
+    prepared = session.prepare("SELECT id FROM t ORDER BY emb <-> $1 LIMIT 3")
+    q = _queries(session, 1)[0]
+    session.execute_one("BEGIN")
+    try:
+        session.execute_one(f"INSERT INTO t VALUES (99999, 0, '{_text(q)}')")
+        assert session.run(prepared, [q]).rows()[0] == (99999,)
+    finally:
+        session.execute_one("ROLLBACK")
+    assert session.run(prepared, [q]).rows()[0] != (99999,)
+
+
+def test_settings_reach_the_search(session):
+    prepared = session.prepare("SELECT id FROM t ORDER BY emb <-> $1 LIMIT 10")
+    q = _queries(session, 1)[0]
+    truth = session.execute_one(
+        f"SELECT id FROM t ORDER BY emb <-> '{_text(q)}' LIMIT 10").rows()
+    try:
+        for setting in ("SET sqlvec.exact = on", "SET enable_indexscan = off"):
+            session.execute_one(setting)
+            fused, tree = _both(session, prepared, [q])
+            assert fused.equals(tree)
+            plans = session.execute_one(
+                "EXPLAIN ANALYZE SELECT id FROM t ORDER BY emb <-> "
+                f"'{_text(q)}' LIMIT 10").rows()
+            assert not any("hnsw" in line[0] for line in plans)
+            session.execute_one("RESET sqlvec.exact")
+            session.execute_one("RESET enable_indexscan")
+        session.execute_one("SET hnsw.ef_search = 1000")
+        assert session.run(prepared, [q]).rows() == truth
+        session.execute_one("RESET hnsw.ef_search")
+        session.execute_one("SET sqlvec.target_recall = 0.99")
+        fused, tree = _both(session, prepared, [q])
+        assert fused.equals(tree)
+    finally:
+        session.execute_one("RESET sqlvec.target_recall")
+        session.execute_one("RESET sqlvec.exact")
+        session.execute_one("RESET enable_indexscan")
+        session.execute_one("SET hnsw.ef_search = 40")
+
+
+def test_index_use_is_counted_once_per_run(session):
+    prepared = session.prepare("SELECT id FROM one ORDER BY emb <-> $1 LIMIT 10")
+    q = _queries(session, 1)[0]
+
+    def scans() -> int:
+        return session.execute_one(
+            "SELECT idx_scan FROM pg_stat_user_indexes WHERE relname = 'one'").rows()[0][0]
+
+    before = scans()
+    for _ in range(3):
+        session.run(prepared, [q])
+    assert scans() == before + 3
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT id, ctid FROM t ORDER BY emb <-> $1 LIMIT 3",  # a system column: computed
+    "SELECT id + 1 FROM t ORDER BY emb <-> $1 LIMIT 3",  # a computed column
+    "SELECT id::int FROM t ORDER BY emb <-> $1 LIMIT 3",  # a cast
+    "SELECT id FROM t ORDER BY emb <-> '[1,2,3,4,5,6,7,8]' LIMIT 3",  # no bound vector
+    "SELECT count(*) FROM (SELECT id FROM t ORDER BY emb <-> $1 LIMIT 3) s",
+])
+def test_other_shapes_run_the_tree(session, sql):
+    assert session.prepare(sql).fused is None
+
+
+def test_a_lone_segment_is_searched_for_the_order_alone(session, monkeypatch):
+    # `one` is a single sealed segment with an index: the query reads no distance, so the
+    # index's own distances may settle the order (and the result is still the tree's).
+    from sqlvec.storage import search
+
+    plan = session.execute_one(
+        "EXPLAIN SELECT id FROM one ORDER BY emb <-> '[1,2,3,4,5,6,7,8]' LIMIT 10").rows()
+    assert any("Segments: 1 (1 hnsw)" in line[0] for line in plan)
+    settled = []
+    real = search._order_settled
+    monkeypatch.setattr(search, "_order_settled",
+                        lambda *args: settled.append(real(*args)) or settled[-1])
+    prepared = session.prepare("SELECT id FROM one ORDER BY emb <-> $1 LIMIT 10")
+    for q in _queries(session):
+        fused, tree = _both(session, prepared, [q])
+        assert fused.equals(tree)
+    assert any(settled)
