@@ -1088,6 +1088,11 @@ class Connection:
         pieces = copy_format.TextPieces(command.options, columns) \
             if command.options.format == "text" else copy_format.BinaryPieces(columns) \
             if command.options.format == "binary" else None
+        names = None if command.columns is None else [c.name for c in columns]
+        loader = session.copy_loader(command.table_name, names) \
+            if pieces is not None and command.table_name is not None else None
+        if loader is not None:  # each piece made ready for the log as it is decoded
+            pieces.stage = loader.stage  # type: ignore[union-attr]
         stream = copy_format.CopyStream(pieces)
         self.copy = CopyIn(command, columns, resume, stream)
         self.send(CopyInResponse(fmt, tuple([fmt] * len(columns))))
@@ -1113,19 +1118,20 @@ class Connection:
             if copy.failure is not None:
                 raise copy.failure
             received = time.perf_counter()
-            names = None if command.columns is None else [c.name for c in columns]
-            count, decoded = self._copy_rows(command, columns, stream, names)
+            count, decoded = self._copy_rows(command, columns, stream, names, loader)
         finally:
             stream.close()
             session.end_progress()
+        staged = pieces is not None and pieces.staged is not None
         log.debug("COPY %s: %d rows, %d bytes received in %.3fs, decoded in %.3fs, stored in "
-                  "%.3fs", command.label, count, stream.size, received - started,
-                  decoded - received, time.perf_counter() - decoded)
+                  "%.3fs%s", command.label, count, stream.size, received - started,
+                  decoded - received, time.perf_counter() - decoded,
+                  " (logged as staged while arriving)" if staged else "")
         return f"COPY {count}"
 
     def _copy_rows(self, command: CopyCommand, columns: list[copy_format.Column],
-                   stream: copy_format.CopyStream,
-                   names: list[str] | None) -> tuple[int, float]:
+                   stream: copy_format.CopyStream, names: list[str] | None,
+                   loader: object = None) -> tuple[int, float]:
         """Store the COPY's rows: as its pieces decoded them, else decoded from the whole
         stream."""
         session = self.session
@@ -1138,7 +1144,9 @@ class Connection:
             exc.label = command.label
             raise
         decoded = time.perf_counter()
-        count = session.copy_in(command.table_name, names, rows)  # type: ignore[arg-type]
+        staged = stream.pieces.staged if stream.pieces is not None else None
+        count = session.copy_in(command.table_name, names, rows,  # type: ignore[arg-type]
+                                staged, loader)  # type: ignore[arg-type]
         return count, decoded
 
     def _copy_out(self, command: CopyCommand) -> str:

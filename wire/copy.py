@@ -30,6 +30,7 @@ import mmap
 import re
 import struct
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -281,7 +282,30 @@ class _Pieces(ABC):
         self.columns = columns
         self.pieces: list[Future] = []
         self.usable = bool(columns)
+        # Called with each decoded piece on its thread (the engine's `CopyLoader.stage`):
+        # what it returns is kept, in order, as `staged`; an error leaves `staged` None.
+        self.stage: Callable[[pa.Table], object] | None = None
+        self.staged: list | None = None
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="copy-decode")
+
+    def _submit(self, decode: Callable[..., pa.Table | None], *args) -> None:
+        """Decode a piece on a worker thread, and stage it there too."""
+        self.pieces.append(self._pool.submit(self._piece, decode, *args))
+
+    def _piece(self, decode: Callable[..., pa.Table | None],
+               *args) -> tuple[pa.Table, object] | None:
+        table = decode(*args)
+        if table is None:
+            return None
+        return table, self._staged(table)
+
+    def _staged(self, table: pa.Table) -> object:
+        if self.stage is None:
+            return None
+        try:
+            return self.stage(table)
+        except Exception:  # noqa: BLE001 - the rows then go the usual way, which reports it
+            return None
 
     def cut(self, buf: mmap.mmap, end: int) -> int:
         """`buf[:end]` is a full chunk: hand its whole lines or rows to a worker thread and
@@ -306,11 +330,17 @@ class _Pieces(ABC):
         try:
             if not self.usable or not self.pieces:
                 return None
-            tables = [future.result() for future in self.pieces]
+            pieces = [future.result() for future in self.pieces]
             rest = self._rest(buf, end)
-            if rest is None or any(table is None for table in tables):
+            if rest is None or any(piece is None for piece in pieces):
                 return None
-            return pa.concat_tables(tables + rest).combine_chunks()  # storage wants one chunk
+            pieces += [(table, self._staged(table)) for table in rest if table.num_rows]
+            staged = [piece[1] for piece in pieces]
+            if self.stage is not None and None not in staged:
+                self.staged = staged
+            # Not one chunk: the engine stores staged pieces as they are, and joins the
+            # columns only when it shapes the rows itself.
+            return pa.concat_tables([piece[0] for piece in pieces])
         except (SqlVecError, pa.ArrowException):  # the whole stream decoder reports it
             return None
         finally:
@@ -334,8 +364,7 @@ class TextPieces(_Pieces):
         cut = buf.rfind(b"\n", 0, end) + 1  # 0: a line longer than the chunk, carried whole
         if cut:
             options = replace(self.options, header=False) if self.pieces else self.options
-            self.pieces.append(self._pool.submit(_text_fast, buf, cut, options, self.columns,
-                                                 False))
+            self._submit(_text_fast, buf, cut, options, self.columns, False)
         return cut
 
     def _rest(self, buf: mmap.mmap, end: int) -> list[pa.Table] | None:
@@ -532,7 +561,7 @@ class BinaryPieces(_Pieces):
     offsets."""
 
     def __init__(self, columns: list[Column]) -> None:
-        super().__init__(columns, threads=1)
+        super().__init__(columns, threads=2)
         self.sizes: binary_rows.Template | None = None  # once the first row has come
         self.layout: _Layout | None = None  # while every row has the first row's layout
 
@@ -554,8 +583,7 @@ class BinaryPieces(_Pieces):
             rows = (end - start) // layout.row
             if rows and layout.matches(view, start, rows):
                 cut = start + rows * layout.row
-                self.pieces.append(self._pool.submit(_fixed_piece, view[start:cut],
-                                                     self.columns, layout, True))
+                self._submit(_fixed_piece, view[start:cut], self.columns, layout, True)
                 return cut
             self.layout = None  # rows of another layout: walked from here on
         found = self._walk(view, start, end)
@@ -563,8 +591,7 @@ class BinaryPieces(_Pieces):
             self.usable = False
             return end
         stop, starts, lengths = found
-        self.pieces.append(self._pool.submit(_walked_piece, view[start:stop], starts - start,
-                                             lengths, self.columns))
+        self._submit(_walked_piece, view[start:stop], starts - start, lengths, self.columns)
         return stop
 
     def _walk(self, view: memoryview, start: int, end: int,

@@ -18,10 +18,11 @@ from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.transaction import Transaction
 from sqlvec.session.results import Result, ResultColumn
 from sqlvec.sql.copy import CopyCommand
-from sqlvec.storage.wal import InsertOp
+from sqlvec.storage.wal import EncodedBatch, InsertOp, InsertRunOp
 
 if TYPE_CHECKING:
     from sqlvec.session.core import Session
+    from sqlvec.storage.table import Table
 
 
 def copy_columns(session: Session, command: CopyCommand) -> list[ResultColumn]:
@@ -54,34 +55,107 @@ def start_progress(session: Session, command: CopyCommand) -> CopyProgress:
     return progress
 
 
-def copy_in(session: Session, table: str, columns: list[str] | None, rows: pa.Table) -> int:
+class CopyLoader:
+    """A COPY FROM's rows made ready for the log while the rest of them arrive: each piece
+    the front end decodes is shaped as `copy_in` shapes rows (casts, dimension and NOT NULL
+    checks) and serialized and checksummed as the log will hold it (`stage`, on the
+    decoding thread), so that the commit at the end writes those bytes as they lie
+    (`InsertRunOp`). Only for the plain case: an autocommit COPY into a table without
+    foreign keys whose columns COPY does not fill have no default. Staging writes nothing:
+    a COPY that fails or is abandoned leaves no trace, and a piece that does not stage (an
+    error in it) makes `copy_in` shape the whole stream the usual way, which reports the
+    error as before."""
+
+    def __init__(self, session: Session, target: Table, names: list[str]) -> None:
+        self.target = target
+        self.table_def = target.def_
+        self.names = names
+        self.schema = target.run_schema()
+        self._session = session
+
+    def stage(self, rows: pa.Table) -> EncodedBatch:
+        """One decoded piece, shaped, serialized and checksummed (thread-safe)."""
+        data = _shaped(self._session, self.target, self.names, rows).combine_chunks()
+        arrays = [column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+                  for column in data.columns]
+        return EncodedBatch.of(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+
+
+def copy_loader(session: Session, table: str, columns: list[str] | None) -> CopyLoader | None:
+    """A `CopyLoader` for COPY into `table`, or None where the rows must go the usual way."""
+    from sqlvec.storage.table import Table
+
+    if session.failed or session.explicit:
+        return None
+    try:
+        target = _target(session, table)
+        names = _names(target.def_, columns)
+    except SqlVecError:
+        return None  # copy_in reports it
+    d = target.def_
+    if not isinstance(target, Table) or foreign_keys.involved(session.store, target) \
+            or any(col.default is not None for col in d.columns if col.name not in names):
+        return None
+    if any(pa.types.is_dictionary(f.type) for f in d.arrow_schema()):
+        return None
+    return CopyLoader(session, target, names)
+
+
+def _target(session: Session, table: str):
+    schema, _, name = table.rpartition(".")
+    return session.catalog.table(name, schema or None, session.search_path)
+
+
+def _names(d, columns: list[str] | None) -> list[str]:
+    names = list(columns) if columns else d.column_names
+    for n in names:
+        if not d.has_column(n):
+            raise UndefinedColumn(f'column "{n}" of relation "{d.name}" does not exist')
+    return names
+
+
+def copy_in(session: Session, table: str, columns: list[str] | None, rows: pa.Table,
+            staged: list[EncodedBatch] | None = None, loader: CopyLoader | None = None) -> int:
     """COPY ... FROM: insert decoded rows into `table` (name, optionally schema-qualified).
 
     `rows` has one column per name in `columns` (all table columns when None), either of the
     column's Arrow type or strings in PostgreSQL's text input format. Missing columns get
     their defaults. Inside a transaction block the rows are buffered like INSERT; otherwise
-    they commit at once. Returns the row count."""
-    from sqlvec.execution.dml import default_value
-    from sqlvec.storage.table import cast_column
-
+    they commit at once. `staged`: every piece of `rows` as `loader` staged it, in order;
+    committed as they are when the table is still the one they were staged for. Returns the
+    row count."""
     if session.failed:
         raise InFailedTransaction(
             "current transaction is aborted, commands ignored until end of transaction block")
-    schema, _, name = table.rpartition(".")
-    target = session.catalog.table(name, schema or None, session.search_path)
+    target = _target(session, table)
     d = target.def_
-    names = list(columns) if columns else d.column_names
-    for n in names:
-        if not d.has_column(n):
-            raise UndefinedColumn(f'column "{n}" of relation "{d.name}" does not exist')
+    names = _names(d, columns)
     if rows.num_columns != len(names):
         raise SqlVecError(f"COPY data has {rows.num_columns} columns, expected {len(names)}",
                           sqlstate="22P04")
     n_rows = rows.num_rows
-    builder = Builder(CompileEnv(functions=session.database.functions))
-    ctx = session._context([])
-    frame = Frame(pa.table({"_": pa.nulls(n_rows)}).drop_columns(["_"]) if n_rows else
-                  pa.table({}), ctx)
+    if staged and loader is not None and loader.table_def is d and loader.names == names \
+            and not session.explicit and sum(p.batch.num_rows for p in staged) == n_rows:
+        session.store.commit([InsertRunOp.start(target.id, staged)])
+    else:
+        if rows.num_columns and any(c.num_chunks > 1 for c in rows.columns):
+            rows = rows.combine_chunks()  # storage takes one chunk
+        _store(session, target, _shaped(session, target, names, rows))
+    target.stats.wrote("INSERT", n_rows)
+    if isinstance(session.progress, CopyProgress):
+        session.progress.tuples_processed += n_rows
+    return n_rows
+
+
+def _shaped(session: Session, target: Table, names: list[str], rows: pa.Table) -> pa.Table:
+    """The COPY's rows in the table's logical schema: given columns cast, the rest their
+    defaults, NOT NULL and vector dimensions checked."""
+    from sqlvec.execution.dml import default_value
+    from sqlvec.storage.table import cast_column
+
+    d = target.def_
+    n_rows = rows.num_rows
+    builder = frame = None  # for defaults only (a loader's pieces have none)
     arrays = []
     given = dict(zip(names, rows.columns))
     for col in d.columns:
@@ -98,14 +172,21 @@ def copy_in(session: Session, table: str, columns: list[str] | None, rows: pa.Ta
                     value = value.cast(arrow)
             arrays.append(value)
             continue
+        if builder is None:
+            builder = Builder(CompileEnv(functions=session.database.functions))
+            frame = Frame(pa.table({"_": pa.nulls(n_rows)}).drop_columns(["_"]) if n_rows else
+                          pa.table({}), session._context([]))
         default = default_value(col, builder)
         if default is None:
             arrays.append(pa.nulls(n_rows, arrow))
         else:
             arrays.append(V.as_array(default(frame), n_rows).cast(arrow))
-    data = target.coerce(pa.Table.from_arrays(
+    return target.coerce(pa.Table.from_arrays(
         [a if isinstance(a, (pa.Array, pa.ChunkedArray)) else pa.array(a) for a in arrays],
         names=d.column_names))
+
+
+def _store(session: Session, target: Table, data: pa.Table) -> None:
     if foreign_keys.involved(session.store, target):  # checked at the end of the batch
         txn = session.txn if session.explicit else Transaction()
         assert txn is not None
@@ -118,7 +199,3 @@ def copy_in(session: Session, table: str, columns: list[str] | None, rows: pa.Ta
         session.txn.insert(target, data)
     else:  # the commit checks keys against committed rows and within the batch itself
         session.store.commit([InsertOp(target.id, data)])
-    target.stats.wrote("INSERT", n_rows)
-    if isinstance(session.progress, CopyProgress):
-        session.progress.tuples_processed += n_rows
-    return n_rows

@@ -682,10 +682,20 @@ class Session:
         with self._shared_ddl_lock():
             return copy_statements.copy_columns(self, command)
 
-    def copy_in(self, table: str, columns: list[str] | None, rows: pa.Table) -> int:
-        """COPY ... FROM: insert decoded rows into `table`; returns the row count."""
+    def copy_loader(self, table: str,
+                    columns: list[str] | None) -> copy_statements.CopyLoader | None:
+        """What stages COPY FROM's pieces for the log while the rest arrive (`stage`, from any
+        thread), or None where the rows go the usual way; pass it to `copy_in`."""
         with self._shared_ddl_lock():
-            return copy_statements.copy_in(self, table, columns, rows)
+            return copy_statements.copy_loader(self, table, columns)
+
+    def copy_in(self, table: str, columns: list[str] | None, rows: pa.Table,
+                staged: list | None = None,
+                loader: copy_statements.CopyLoader | None = None) -> int:
+        """COPY ... FROM: insert decoded rows into `table`; returns the row count. `staged`:
+        every piece of `rows` as `loader.stage` returned it, in order."""
+        with self._shared_ddl_lock():
+            return copy_statements.copy_in(self, table, columns, rows, staged, loader)
 
     def copy_progress(self, command: CopyCommand) -> CopyProgress:
         """Start showing a COPY in pg_stat_progress_copy: the front end adds the bytes it moves

@@ -90,6 +90,7 @@ from sqlvec.storage.vector_index import IndexBuildCancelled
 from sqlvec.storage.wal import (
     DeleteOp,
     InsertOp,
+    InsertRunOp,
     TruncateOp,
     WriteAheadLog,
     decode_commit,
@@ -790,6 +791,12 @@ class Store(StoreBase):
                 table_def = self.table(op.table_id).def_
                 if table_def.constraints:
                     self.row_check(table_def, op.batch)
+            elif isinstance(op, InsertRunOp):
+                table_def = self.table(op.table_id).def_
+                if table_def.constraints:
+                    for part in op.batches:
+                        self.row_check(table_def, part.batch.rename_columns(
+                            table_def.column_names))
 
     def commit(self, ops: Sequence) -> int:
         """Make a transaction's ops durable and visible, atomically. Returns its LSN.

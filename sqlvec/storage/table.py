@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -49,7 +49,14 @@ from sqlvec.storage.search import (
     search_target,
 )
 from sqlvec.storage.segment import KEY_SEPARATOR, Segment, SegmentData, SegmentView, key_name
-from sqlvec.storage.wal import DeleteOp, InsertOp, RowInsertOp, TruncateOp, row_types
+from sqlvec.storage.wal import (
+    DeleteOp,
+    InsertOp,
+    InsertRunOp,
+    RowInsertOp,
+    TruncateOp,
+    row_types,
+)
 from sqlvec.types import SqlType, format_float4
 from sqlvec.vectors import Metric, SparseRows
 
@@ -1107,6 +1114,8 @@ class Table:
                 out.append(prepared)
             elif isinstance(op, RowInsertOp) and op.table_def is self.def_:
                 out.append(self._prepare_row(op, claim))
+            elif isinstance(op, InsertRunOp):
+                out.append(self._prepare_run(op, claim))
             elif isinstance(op, InsertOp) and op.batch.num_rows == 1 and self.keys:
                 out.append(self._prepare_one_row(op, claim))
             elif isinstance(op, InsertOp):
@@ -1132,6 +1141,30 @@ class Table:
                 claim.op_ids.append(id(op))
                 self._claim_of[id(op)] = claim
         return out
+
+    def run_schema(self) -> pa.Schema:
+        """The schema of an `InsertRunOp`'s batches: the physical one without the row id."""
+        physical = self.def_.physical_schema()
+        return physical.remove(physical.get_field_index(ROWID))
+
+    def _prepare_run(self, op: InsertRunOp, claim: _Claim) -> InsertRunOp:
+        """`prepare` of a COPY's rows serialized ahead: checked as a batch's keys are, then
+        given their row ids (the run's first; the rest follow)."""
+        schema = self.run_schema()
+        if any(not part.batch.schema.equals(schema) for part in op.batches):
+            raise SerializationFailure(
+                "could not serialize access due to concurrent update")  # an ALTER since
+        rows = pa.Table.from_batches([part.batch for part in op.batches], schema=schema) \
+            .rename_columns(self.def_.column_names)
+        n = rows.num_rows
+        checked = [self._check_keys(i, rows, claim) for i in range(len(self.keys))] \
+            if n else []
+        first = self.next_rowid
+        self.next_rowid += n
+        rowids = np.arange(first, first + n, dtype=np.int64)
+        for i, (keys, valid) in enumerate(checked):
+            claim.added[i].insert(keys, rowids if valid is None else rowids[valid])
+        return replace(op, first_rowid=first)
 
     def _prepare_one_row(self, op: InsertOp, claim: _Claim) -> InsertOp:
         """`prepare` of a one-row insert into a keyed table (a single-row INSERT or UPDATE's):
@@ -1380,6 +1413,8 @@ class Table:
         """Apply one committed (or replayed) WAL op to the in-memory state; the next `snapshot`
         sees it."""
         with self.lock:
+            if isinstance(op, InsertRunOp):  # as one insert, as replay reads it back
+                op = InsertOp(self.id, op.physical())
             if isinstance(op, RowInsertOp) and (op.schema is self.memtable.schema or
                                                 op.schema.equals(self.memtable.schema)):
                 self._apply_row(op)

@@ -79,7 +79,7 @@ Commit record payload (``encode_commit`` / ``decode_commit``)
 
     count    u32      number of operations
     then per operation:
-      kind     u8     1 = insert, 2 = delete, 3 = truncate, 4 = one-row insert
+      kind     u8     1 = insert, 2 = delete, 3 = truncate, 4 = one-row insert, 5 = insert run
       table_id u64
       length   u64    body length in bytes
       body     length bytes
@@ -89,6 +89,10 @@ Commit record payload (``encode_commit`` / ``decode_commit``)
         one-row insert: u32 length and the schema's Arrow IPC message, then per column a
                   NULL flag (u8) and, when not NULL, the value: int16/32/64, float64 and bool
                   little-endian fixed width, text (UTF-8) and bytea as u32 length and bytes
+      kind 5 = insert run (a COPY's rows, encoded while they arrived):
+        first_rowid u64, then an Arrow IPC stream of one or more record batches without
+        the row id column; the rows' ids are consecutive from first_rowid. Read back as one
+        insert, the row id column put first.
 
 An insert of a few rows (a single-row INSERT's) is encoded from parts: the schema's IPC message
 (serialized once per schema and kept), the batch's message and the end-of-stream marker, which
@@ -109,7 +113,8 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -122,7 +127,10 @@ from sqlvec.storage.fsutil import is_disk_full, storage_error
 
 __all__ = [
     "DeleteOp",
+    "EncodedBatch",
+    "EncodedPayload",
     "InsertOp",
+    "InsertRunOp",
     "LogGone",
     "LogReader",
     "Op",
@@ -131,6 +139,7 @@ __all__ = [
     "WalFileCheck",
     "WalFrame",
     "WriteAheadLog",
+    "crc32_combine",
     "decode_commit",
     "encode_commit",
     "read_payload",
@@ -667,9 +676,16 @@ class WriteAheadLog:
         if self._failed is not None:
             raise _refusal(self._failed, permanent=self._permanent)
 
-    def append(self, payload: bytes | bytearray | memoryview) -> int:
-        """Queue one record and return its LSN. Not written, nor durable, until sync()."""
-        length = len(payload)
+    def append(self, payload: bytes | bytearray | memoryview | EncodedPayload) -> int:
+        """Queue one record and return its LSN. Not written, nor durable, until sync().
+
+        An `EncodedPayload` (buffers whose CRC is already known) is written as it lies: only
+        its header's CRC is computed here and combined with the payload's."""
+        if isinstance(payload, EncodedPayload):
+            return self._append_parts(payload.buffers, payload.size, payload.crc)
+        return self._append_parts((payload,), len(payload), None)
+
+    def _append_parts(self, parts: Sequence, length: int, crc: int | None) -> int:
         if length >= 2**32:
             raise ValueError("WAL record payload must be smaller than 4 GiB")
         with self._lock:
@@ -680,8 +696,12 @@ class WriteAheadLog:
                 self._queue.append(("rotate", lsn))
                 self._tail_size, self._tail_records = _HEADER_SIZE, 0
             fields = (length, lsn, self._durable_lsn)
-            head = _CURRENT.frame.pack(*fields, _CURRENT.crc(fields, payload))
-            self._queue.append((head, payload))
+            if crc is None:
+                crc = _CURRENT.crc(fields, parts[0])
+            else:
+                crc = crc32_combine(zlib.crc32(_CURRENT.prefix.pack(*fields)), crc, length)
+            head = _CURRENT.frame.pack(*fields, crc)
+            self._queue.append((head, *parts))
             self._tail_size += frame_size
             self._tail_records += 1
             self._last_lsn = lsn
@@ -1170,8 +1190,6 @@ class RowInsertOp(InsertOp):
         return batch
 
 
-Op = InsertOp | DeleteOp | TruncateOp
-
 # The Arrow types a `RowInsertOp` holds, by type id: how one value is packed in its WAL
 # record (a struct, or "s" / "b": length-prefixed UTF-8 text / bytes) and its Python type.
 _ROW_PACK = {pa.int64().id: (struct.Struct("<q"), int), pa.int32().id: (struct.Struct("<i"), int),
@@ -1186,9 +1204,9 @@ def row_types(schema: pa.Schema) -> tuple[type, ...] | None:
     """Per column, the Python type a `RowInsertOp` of `schema` holds; None when a column's
     type is not one it holds (vectors, dates, decimals, ...)."""
     out = []
-    for field in schema:
-        known = _ROW_PACK.get(field.type.id)
-        if known is None or field.metadata:
+    for column in schema:
+        known = _ROW_PACK.get(column.type.id)
+        if known is None or column.metadata:
             return None
         out.append(known[1])
     return tuple(out)
@@ -1231,8 +1249,8 @@ def _row_codec(schema: pa.Schema) -> tuple[bytes, list]:
     message = schema.serialize().to_pybytes()
     head = _LENGTH.pack(len(message)) + message
     packers = []
-    for field in schema:
-        packer, kind = _ROW_PACK[field.type.id]
+    for column in schema:
+        packer, kind = _ROW_PACK[column.type.id]
         packers.append(kind if isinstance(packer, str) else struct.Struct("<B" + packer.format[1:]))
     if len(_row_codecs) >= 16:
         del _row_codecs[0]
@@ -1257,15 +1275,15 @@ def _decode_row(view: memoryview, offset: int, length: int) -> pa.RecordBatch:
             _read_heads.clear()
         _read_heads[message] = schema
     values = []
-    for field in schema:
+    for column in schema:
         null = view[offset]
         offset += 1
         if null:
             values.append(None)
             continue
-        known = _ROW_PACK.get(field.type.id)
+        known = _ROW_PACK.get(column.type.id)
         if known is None:
-            raise DataCorrupted(f"WAL commit record: a one-row insert of type {field.type}")
+            raise DataCorrupted(f"WAL commit record: a one-row insert of type {column.type}")
         packer = known[0]
         if isinstance(packer, str):
             (n,) = _LENGTH.unpack_from(view, offset)
@@ -1282,7 +1300,155 @@ def _decode_row(view: memoryview, offset: int, length: int) -> pa.RecordBatch:
     return row_batch(values, schema)
 
 
-_INSERT, _DELETE, _TRUNCATE, _ROW = 1, 2, 3, 4
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """One batch of an `InsertRunOp` serialized ahead (its IPC message and that message's
+    CRC-32), so that a commit writes it as it lies."""
+
+    batch: pa.RecordBatch
+    message: pa.Buffer
+    crc: int
+
+    @classmethod
+    def of(cls, batch: pa.RecordBatch) -> EncodedBatch:
+        """Serialize and checksum (both release the GIL: meant for a worker thread)."""
+        message = batch.serialize()
+        return cls(batch, message, zlib.crc32(message))
+
+
+@dataclass(frozen=True)
+class InsertRunOp:
+    """Rows appended to a table as several batches (a COPY's pieces) whose row ids run on
+    from `first_rowid`, which the commit assigns (-1 before). The batches hold the table's
+    physical columns without the row id: they are serialized and checksummed ahead, while
+    the rest of the rows arrive, and the commit writes those bytes without copying them
+    again. Logged as one operation; replay reads it back as one `InsertOp`."""
+
+    table_id: int
+    batches: tuple[EncodedBatch, ...]
+    first_rowid: int = -1
+    joined: Future | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def start(cls, table_id: int, batches: Sequence[EncodedBatch]) -> InsertRunOp:
+        """The run of `batches`, already being joined into one batch on another thread (Arrow
+        copies without the GIL) while the commit checks its keys and writes the log."""
+        parts = [part.batch for part in batches]
+        joined = _joiner().submit(pa.concat_batches, parts) if len(parts) > 1 else None
+        return cls(table_id, tuple(batches), joined=joined)
+
+    @property
+    def num_rows(self) -> int:
+        return sum(b.batch.num_rows for b in self.batches)
+
+    def physical(self) -> pa.RecordBatch:
+        """The rows as one batch, their row id column first (the assigned ids): one copy,
+        which the growing segment then adopts (batch by batch it would copy and grow)."""
+        if self.joined is not None:
+            batch = self.joined.result()
+        elif len(self.batches) == 1:
+            batch = self.batches[0].batch
+        else:
+            batch = pa.concat_batches([part.batch for part in self.batches])
+        return _run_batch(batch, self.first_rowid)
+
+
+_join_pool: ThreadPoolExecutor | None = None
+
+
+def _joiner() -> ThreadPoolExecutor:
+    global _join_pool
+    if _join_pool is None:
+        _join_pool = ThreadPoolExecutor(1, thread_name_prefix="insert-run")
+    return _join_pool
+
+
+@dataclass(frozen=True)
+class EncodedPayload:
+    """A WAL payload as buffers to write in order, with the CRC-32 of their bytes."""
+
+    buffers: tuple
+    size: int
+    crc: int
+
+
+Op = InsertOp | DeleteOp | TruncateOp | InsertRunOp
+
+_INSERT, _DELETE, _TRUNCATE, _ROW, _INSERT_RUN = 1, 2, 3, 4, 5
+_ROWID_FIELD = pa.field("_rowid", pa.int64(), nullable=False)  # storage.schema.ROWID
+_FIRST_ROWID = struct.Struct("<Q")
+
+
+def _run_batch(batch: pa.RecordBatch, first_rowid: int) -> pa.RecordBatch:
+    """An insert run's rows with their row id column first."""
+    n = batch.num_rows
+    rowids = pa.array(np.arange(first_rowid, first_rowid + n, dtype=np.int64))
+    schema = pa.schema([_ROWID_FIELD, *batch.schema])
+    return pa.RecordBatch.from_arrays([rowids, *batch.columns], schema=schema)
+
+
+def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
+    """The CRC-32 of two byte strings one after the other, from their CRCs and the second's
+    length (zlib's `crc32_combine`, which Python's zlib module does not expose)."""
+    if _zlib_combine is not None:
+        return _zlib_combine(crc1, crc2, length2)
+    return _multmodp(_x2nmodp(length2, 3), crc1) ^ crc2
+
+
+def _load_zlib_combine():  # the C function where the system's zlib is found
+    import ctypes
+    import ctypes.util
+
+    try:
+        name = ctypes.util.find_library("z")
+        lib = ctypes.CDLL(name) if name else None
+        function = getattr(lib, "crc32_combine64", None) or lib.crc32_combine
+    except (OSError, AttributeError):
+        return None
+    function.restype = ctypes.c_ulong
+    function.argtypes = [ctypes.c_ulong, ctypes.c_ulong, ctypes.c_int64]
+    return lambda a, b, n: function(a, b, n) & 0xFFFFFFFF
+
+
+_CRC_POLY = 0xEDB88320
+
+
+def _multmodp(a: int, b: int) -> int:
+    """a * b modulo the CRC-32 polynomial (zlib's, bit-reflected)."""
+    m, p = 1 << 31, 0
+    while True:
+        if a & m:
+            p ^= b
+            if not a & (m - 1):
+                return p
+        m >>= 1
+        b = (b >> 1) ^ _CRC_POLY if b & 1 else b >> 1
+
+
+def _x2n_table() -> list[int]:
+    table, p = [], 1 << 30  # x^1
+    for _ in range(32):
+        table.append(p)
+        p = _multmodp(p, p)
+    return table
+
+
+_X2N = _x2n_table()
+
+
+def _x2nmodp(n: int, k: int) -> int:
+    """x^(n * 2^k) modulo the polynomial."""
+    p = 1 << 31  # x^0
+    while n:
+        if n & 1:
+            p = _multmodp(_X2N[k & 31], p)
+        n >>= 1
+        k += 1
+    return p
+
+
+_zlib_combine = _load_zlib_combine()
 _COUNT = struct.Struct("<I")
 _OP_HEADER = struct.Struct("<BQQ")  # kind, table_id, body length
 # Bodies follow 21-byte headers, so IPC buffers arrive misaligned: Arrow copies just those.
@@ -1299,13 +1465,17 @@ def encode_commit(ops: Sequence[Op]) -> bytes | memoryview:
     Large ones are copied once, straight into the payload: a first pass through Arrow's IPC
     writer only measures them (`MockOutputStream` copies nothing), so every operation's header
     can precede its body in one Arrow output stream, and no join copies the rows again."""
+    if len(ops) == 1 and isinstance(ops[0], InsertRunOp):
+        return _encode_run(ops[0])
     if all(isinstance(op, (DeleteOp, TruncateOp, RowInsertOp)) or
            (isinstance(op, InsertOp) and isinstance(op.batch, pa.RecordBatch)
             and op.batch.num_rows <= _SMALL_BATCH) for op in ops):
         return _encode_small(ops)
     sizes = []
     for op in ops:
-        if isinstance(op, InsertOp):
+        if isinstance(op, InsertRunOp):
+            sizes.append(_run_size(op))
+        elif isinstance(op, InsertOp):
             mock = pa.MockOutputStream()
             _write_batch(mock, op.batch)
             sizes.append(mock.size())
@@ -1321,7 +1491,10 @@ def encode_commit(ops: Sequence[Op]) -> bytes | memoryview:
     sink = pa.FixedSizeBufferWriter(payload)
     sink.write(_COUNT.pack(len(ops)))
     for op, size in zip(ops, sizes):
-        if isinstance(op, InsertOp):
+        if isinstance(op, InsertRunOp):
+            for part in _run_parts(op, size):
+                sink.write(part)
+        elif isinstance(op, InsertOp):
             sink.write(_OP_HEADER.pack(_INSERT, op.table_id, size))
             _write_batch(sink, op.batch)
         elif isinstance(op, DeleteOp):
@@ -1389,6 +1562,38 @@ def _encode_small(ops: Sequence[Op]) -> bytes:
     return b"".join(parts)
 
 
+def _run_size(op: InsertRunOp) -> int:
+    """The body length of an insert run: first row id, then the IPC stream."""
+    head = _schema_message(op.batches[0].batch.schema)
+    if head is None:
+        raise ValueError("an insert run's schema must have no dictionary columns")
+    return _FIRST_ROWID.size + len(head) + sum(p.message.size for p in op.batches) + len(_EOS)
+
+
+def _run_parts(op: InsertRunOp, size: int) -> list:
+    """An insert run's operation as buffers: header, first row id and schema message in
+    one, then each batch's message as serialized ahead, then the stream's end."""
+    if op.first_rowid < 0 or not op.batches:
+        raise ValueError("an insert run needs batches and its first row id")
+    head = _schema_message(op.batches[0].batch.schema)
+    assert head is not None
+    return [_OP_HEADER.pack(_INSERT_RUN, op.table_id, size) + _FIRST_ROWID.pack(op.first_rowid)
+            + head, *(p.message for p in op.batches), _EOS]
+
+
+def _encode_run(op: InsertRunOp) -> EncodedPayload:
+    """A commit of one insert run: its buffers and their CRC, combined from the CRCs the
+    batches' messages got when they were serialized, so no byte of the rows is read here."""
+    size = _run_size(op)
+    parts = _run_parts(op, size)
+    first = _COUNT.pack(1) + parts[0]
+    crc = zlib.crc32(first)
+    for part in op.batches:
+        crc = crc32_combine(crc, part.crc, part.message.size)
+    crc = zlib.crc32(_EOS, crc)
+    return EncodedPayload((first, *parts[1:]), _COUNT.size + _OP_HEADER.size + size, crc)
+
+
 def _write_batch(sink: pa.NativeFile, batch: pa.RecordBatch) -> None:
     with ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
@@ -1419,6 +1624,16 @@ def decode_commit(payload: bytes | bytearray | memoryview) -> list[Op]:
                 ops.append(TruncateOp(table_id))
             elif kind == _ROW:
                 ops.append(InsertOp(table_id, _decode_row(view, offset, length)))
+            elif kind == _INSERT_RUN:
+                (start,) = _FIRST_ROWID.unpack_from(view, offset)
+                reader = ipc.open_stream(buffer.slice(offset + _FIRST_ROWID.size,
+                                                      length - _FIRST_ROWID.size),
+                                         options=_IPC_READ)
+                batches = list(reader)
+                if not batches:
+                    raise DataCorrupted("WAL insert run holds no record batch")
+                ops.append(InsertOp(table_id, _run_batch(
+                    batches[0] if len(batches) == 1 else pa.concat_batches(batches), start)))
             else:
                 raise DataCorrupted(f"WAL commit record: unknown operation kind {kind}")
             offset += length

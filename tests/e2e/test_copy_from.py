@@ -4,6 +4,7 @@ fail a bad row with pgvector's error and its line, and load nothing unless the C
 
 from __future__ import annotations
 
+import signal
 import struct
 
 import numpy as np
@@ -251,3 +252,101 @@ def test_a_large_binary_copy_with_a_key_float_and_text_columns_is_exact(server, 
     with pytest.raises(errors.UniqueViolation):
         send(f"{table}_bad", bad)
     assert conn.execute(f"SELECT count(*) FROM {table}_bad").fetchone() == (0,)
+
+
+def suite_binary(n: int, dim: int, seed: int = 6) -> tuple[list[tuple], bytes]:
+    """n rows of `(id bigint, price float8, tag text, embedding vector(dim))` in the binary
+    format, with NULLs and a text column (rows of varying size), and the rows."""
+    rng = np.random.default_rng(seed)
+    matrix = rng.standard_normal((n, dim)).astype(np.float32)
+    rows, parts = [], [b"PGCOPY\n\xff\r\n\x00", struct.pack("!ii", 0, 0)]
+    for i in range(n):
+        price = None if i % 9 == 0 else i / 4
+        tag = None if i % 11 == 0 else "é" * (i % 4) + str(i)
+        rows.append((i, price, tag, matrix[i]))
+        field = struct.pack("!hiq", 4, 8, i)
+        field += struct.pack("!i", -1) if price is None else struct.pack("!id", 8, price)
+        if tag is None:
+            field += struct.pack("!i", -1)
+        else:
+            raw = tag.encode()
+            field += struct.pack("!i", len(raw)) + raw
+        field += struct.pack("!iHH", 4 + 4 * dim, dim, 0) + matrix[i].astype(">f4").tobytes()
+        parts.append(field)
+    parts.append(struct.pack("!h", -1))
+    return rows, b"".join(parts)
+
+
+def test_a_large_copy_logged_while_it_arrives_survives_a_crash(tmp_path, reap):
+    """A COPY big enough to be staged for the log piece by piece (several 4 MiB chunks) is
+    committed as one record: after SIGKILL and a restart it is all there, exactly."""
+    from tests.e2e.conftest import start_server
+
+    data_dir = tmp_path / "data"
+    running = start_server(tmp_path / "s0", "--log-level", "debug", data_dir=data_dir)
+    reap(running)
+    rows, data = suite_binary(20000, 128)
+    assert len(data) > 10 << 20
+    with psycopg.connect(running.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE big (id bigint PRIMARY KEY, price float8, tag text, "
+                     "embedding vector(128) NOT NULL, CHECK (id >= 0))")
+        copy(conn, "COPY big FROM STDIN (FORMAT binary)", data)
+    assert "COPY big: 20000 rows" in running.log()
+    assert "(logged as staged while arriving)" in running.log()
+    running.stop(signal.SIGKILL)
+    again = start_server(tmp_path / "s1", data_dir=data_dir)
+    reap(again)
+    with psycopg.connect(again.conninfo(), autocommit=True) as conn:
+        got = conn.execute("SELECT id, price, tag FROM big ORDER BY id").fetchall()
+        assert got == [row[:3] for row in rows]
+        np.testing.assert_array_equal(stored(conn, "big").view(np.uint32),
+                                      np.stack([r[3] for r in rows]).view(np.uint32))
+        # the key index knows the rows the run brought
+        with pytest.raises(errors.UniqueViolation):
+            conn.execute("INSERT INTO big VALUES (19999, 1, 'x', %s)", (f"[{','.join(['0'] * 128)}]",))
+        conn.execute("INSERT INTO big VALUES (20000, 1, 'x', %s)", (f"[{','.join(['0'] * 128)}]",))
+    assert again.stop() == 0
+
+
+@pytest.mark.parametrize("problem", ["duplicate key", "check", "disconnect"])
+def test_a_large_copy_that_fails_after_pieces_were_staged_leaves_nothing(tmp_path, reap,
+                                                                        problem):
+    """Pieces staged for the log are only written by the commit: a COPY that fails late (a
+    key already in the table, a CHECK) or whose client goes away leaves no row, also after
+    SIGKILL and a restart."""
+    from tests.e2e.conftest import start_server
+
+    data_dir = tmp_path / "data"
+    running = start_server(tmp_path / "s0", data_dir=data_dir)
+    reap(running)
+    rows, data = suite_binary(20000, 128)
+    with psycopg.connect(running.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE big (id bigint PRIMARY KEY, price float8, tag text, "
+                     "embedding vector(128), CHECK (price IS NULL OR price < 6000))")
+        conn.execute("INSERT INTO big (id) VALUES (-1), (19990)" if problem == "duplicate key"
+                      else "INSERT INTO big (id) VALUES (-1)")
+        if problem == "disconnect":
+            client = RawClient(running).ready()
+            client.send(Query("COPY big FROM STDIN (FORMAT binary)").encode())
+            assert b"G" in [m.TYPE for m in client.messages(until=b"G")]
+            for at in range(0, len(data) - 100, 1 << 20):
+                client.send(CopyData(data[at:min(at + (1 << 20), len(data) - 100)]).encode())
+            client.close()  # gone without CopyDone, after every piece but the last
+        else:
+            bad = data if problem == "duplicate key" else data.replace(
+                struct.pack("!id", 8, 19600 / 4), struct.pack("!id", 8, 7000.0))
+            error = errors.UniqueViolation if problem == "duplicate key" \
+                else errors.CheckViolation
+            with pytest.raises(error):
+                copy(conn, "COPY big FROM STDIN (FORMAT binary)", bad)
+        assert conn.execute("SELECT count(*) FROM big").fetchone()[0] == \
+            (2 if problem == "duplicate key" else 1)
+    running.stop(signal.SIGKILL)
+    again = start_server(tmp_path / "s1", data_dir=data_dir)
+    reap(again)
+    with psycopg.connect(again.conninfo(), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM big").fetchone()[0] == \
+            (2 if problem == "duplicate key" else 1)
+        copy(conn, "COPY big FROM STDIN (FORMAT binary)", suite_binary(3, 128, seed=1)[1]) \
+            if problem != "duplicate key" else None
+    assert again.stop() == 0
