@@ -22,6 +22,11 @@ The client thread decides, per round trip, who answers:
 A statement parsed here and then needed by the primary (say, Bind inside a transaction block)
 is parsed there first, the ParseComplete it earns never reaching the client.
 
+A connection whose traffic is writes (HANDOVER_AFTER round trips in a row relayed to run a
+statement that changes data, no read answered here between them) is handed to the primary:
+its socket itself goes there, and the primary serves it directly from then on, its reads too
+(`Relay._hand_over`; never back).
+
 TLS connections and cancel requests are relayed byte for byte: the primary serves them whole.
 
 When the primary ends a connection (a FATAL error, say), everything it sent reaches the client,
@@ -981,8 +986,8 @@ class Relay:
             if type_byte in (b"S", b"Q"):
                 syncs += 1
             out += frame(type_byte, body)
-        # Data changes relayed in a row, no read answered here since: see `_hand_over`.
-        self.streak += wrote
+        if wrote:  # data changes relayed in a row, no read answered here since: `_hand_over`
+            self.streak += 1
         last = batch[-1][0][0]
         with self.lock:
             self._injected += injected

@@ -18,6 +18,9 @@ What a worker needs to answer a read as the primary would, the primary publishes
   of ReadyForQuery whenever they changed, so SET/RESET (search_path, hnsw.ef_search, ...) apply
   to the statements the worker runs.
 
+A connection whose traffic is writes is handed over by its worker: its socket comes to the
+primary, which serves it from then on as a connection of one process (`RelayedConnection._adopt`).
+
 A CancelRequest reaches the primary like any connection; it cancels the primary's session and
 tells the worker serving that connection to cancel its local statement too. A worker that dies
 is started again; its clients lose their connections (their primary sessions end, rolling back
