@@ -315,3 +315,18 @@ def test_shutdown_ends_moved_connections_cleanly(tmp_path, reap):
     with connect(again) as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (HANDOVER_AFTER,)
     assert again.stop() == 0
+
+
+def test_a_moved_connection_no_longer_counts_for_its_worker(tmp_path, reap):
+    """The pool hands each new connection to the least loaded worker: one that moved to the
+    primary is not counted any more."""
+    server = start_server(tmp_path, "--workers", "2")
+    reap(server)
+    with connect(server) as first:
+        assert where(first) == "0"  # the first connection of a fresh server
+        first.execute("CREATE TABLE t (id int PRIMARY KEY, s text)")
+        write_streak(first, "t", 0)
+        assert where(first) is None
+        with connect(server) as second:
+            assert where(second) == "0"
+    assert server.stop() == 0, server.log()
