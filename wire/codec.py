@@ -320,6 +320,17 @@ class SocketStream:
         self.read_into(out, n)
         return out
 
+    def feed(self, data: bytes | bytearray) -> None:
+        """Put `data` in front of whatever is received next (the client's input that another
+        process had already received, when a connection moves to this one)."""
+        if not data:
+            return
+        pending = self._view[self._start:self._end].tobytes()
+        self.grow(len(data) + len(pending))
+        self._view[:len(data)] = data
+        self._view[len(data):len(data) + len(pending)] = pending
+        self._start, self._end = 0, len(data) + len(pending)
+
     def buffered_message(self, max_size: int = MAX_MESSAGE_SIZE) -> tuple[bytes, bytes] | None:
         """The next typed message if all of it is already buffered (else None, nothing read):
         the messages of a pipelined round trip after the first need no receive."""

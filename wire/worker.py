@@ -22,6 +22,11 @@ The client thread decides, per round trip, who answers:
 A statement parsed here and then needed by the primary (say, Bind inside a transaction block)
 is parsed there first, the ParseComplete it earns never reaching the client.
 
+A connection whose traffic is writes (HANDOVER_AFTER round trips in a row relayed to run a
+statement that changes data, no read answered here between them) is handed to the primary:
+its socket itself goes there, and the primary serves it directly from then on, its reads too
+(`Relay._hand_over`; never back).
+
 TLS connections and cancel requests are relayed byte for byte: the primary serves them whole.
 
 When the primary ends a connection (a FATAL error, say), everything it sent reaches the client,
@@ -89,6 +94,7 @@ from wire.workers import (
     FLUSH,
     FLUSHED,
     FORK,
+    HANDOVER,
     LOG_LEVEL_VARIABLE,
     LOG_RECORD,
     READY,
@@ -114,6 +120,11 @@ STATISTICS_DELAY = 0.02  # seconds statistics gather before they go to the prima
 STATISTICS_MESSAGE_LIMIT = 65_536  # bytes of statistics in one control message, about
 STATISTICS_TEXT_LIMIT = 16_384  # characters of a statement's text sent with its statistics
 FOLLOW_INTERVAL = 0.02  # seconds between looks for a new manifest to load in the background
+# Round trips that change data (`writes`), relayed one after the other with no read answered
+# here between them, after which the client's socket goes to the primary (`Relay._hand_over`);
+# 0: never.
+HANDOVER_AFTER = 3
+HANDOVER_LIMIT = 1 << 20  # bytes of client input in hand at most, to move with the socket
 
 # Statements answered here: one statement, starting as a query does, naming nothing that
 # writes, locks, reads per-process state (sessions, locks, prepared statements, backend pid)
@@ -127,6 +138,20 @@ _UNSAFE = re.compile(
     r"pg_locks|pg_prepared_statements|pg_cursors|txid\w*|pg_current_xact\w*|setseed|"
     r"pg_notify|lo_\w+|pg_reload_conf|pg_rotate_logfile|sqlvec_indexes|for\s+(update|share|"
     r"no\s+key|key))\b", re.IGNORECASE)
+
+
+_WRITES = re.compile(r"\s*(insert|update|delete|merge|copy)\b", re.IGNORECASE)
+_WRITES_IN_WITH = re.compile(r"\b(insert|update|delete|merge)\b", re.IGNORECASE)
+
+
+def writes(sql: str) -> bool:
+    """Whether `sql` changes rows: INSERT, UPDATE, DELETE, MERGE, COPY, or a WITH holding one.
+    What counts towards moving a connection to the primary (`HANDOVER_AFTER`): settings,
+    transaction control and DDL, which clients send at connect or once, do not."""
+    if _WRITES.match(sql):
+        return True
+    return bool(re.match(r"\s*with\b", sql, re.IGNORECASE)) and \
+        _WRITES_IN_WITH.search(sql) is not None
 
 
 def read_only(sql: str) -> bool:
@@ -448,6 +473,11 @@ class Relay:
         self.relayed = threading.Event()
         self.relayed.set()
         self.ended = threading.Event()  # `_end` began: the client socket is about to close
+        self.streak = 0  # round trips that write relayed in a row, no read answered here since
+        self.writing: set[str] = set()  # statements the primary prepared that write (`writes`)
+        self.handing_over = False  # `_hand_over` asked the primary to take the client
+        self.handed = False  # the client socket went to the primary
+        self.handing = threading.Event()  # the pump stopped: handed over, or the primary ended
         self.closing = threading.Lock()  # a shutdown of the client socket, or its close
 
     # Life ------------------------------------------------------------------------------------
@@ -462,7 +492,10 @@ class Relay:
         except Exception:  # a bug of ours: this client loses its connection, no one else
             log.exception("relay of %s failed", self.peer)
         finally:
-            self._end()
+            if self.handed:
+                self._let_go()
+            else:
+                self._end()
 
     def _end(self) -> None:
         """Let the primary see the client's end, let the client read what the primary sent
@@ -480,6 +513,21 @@ class Relay:
             pass
         with self.closing:
             linger_close(self.client)
+        local, self.local = self.local, None
+        if local is not None and local.session is not None:
+            try:
+                local.session.close()
+            except Exception:
+                log.exception("closing a local session failed")
+
+    def _let_go(self) -> None:
+        """The primary serves the client now: close this process's descriptors of its socket
+        and of the relay pair (closed, never shut down: the socket is the primary's), and the
+        local session."""
+        self.worker.forget(self)
+        self.ended.set()
+        self.client.close()
+        self.upstream.close()
         local, self.local = self.local, None
         if local is not None and local.session is not None:
             try:
@@ -644,6 +692,9 @@ class Relay:
                     batch, decoded = [], []
                 continue
             batch.append((type_byte, bytes(body)))
+            if type_byte in (b"S", b"Q") and self._handover_due(batch):
+                self._hand_over(batch)
+                return
             if type_byte == b"S" and len(decoded) == len(batch) - 1:
                 self._round_trip(batch, [*decoded, Sync()])
             elif type_byte == b"Q" and len(batch) == 1:
@@ -653,6 +704,45 @@ class Relay:
                 if type_byte == b"X":
                     return
             batch, decoded = [], []
+
+    def _handover_due(self, batch: list[tuple[bytes, bytes]]) -> bool:
+        """Whether this connection's traffic is writes (HANDOVER_AFTER of them relayed in a
+        row) and it is at a point where its socket can move to the primary: every answer of
+        the primary in (none due, no extended-query message unsynced), the round trip in hand
+        whole and not too large."""
+        if not 0 < HANDOVER_AFTER <= self.streak or not self.pid:
+            return False
+        with self.lock:
+            if self.pending or self.open or self._injected:
+                return False
+        size = self.stream.buffered + sum(5 + len(body) for _, body in batch)
+        return size <= HANDOVER_LIMIT
+
+    def _hand_over(self, batch: list[tuple[bytes, bytes]]) -> None:
+        """Move the client to the primary, which serves it directly from then on, as a
+        connection of a one-process server (out of a worker, writes skip a process hop).
+
+        The statements parsed here alone are parsed there first, in round trips whose answers
+        are dropped. Then the client's bytes not relayed yet (this round trip and whatever
+        followed it) go in a HANDOVER message; the primary answers with one of its own, after
+        everything it sent before, and the pump, once it has relayed all that, sends the
+        socket itself (`_pump`). Returns when the pump is done: `handed` says how."""
+        out = bytearray()
+        for name, parse in self.local_names.items():
+            if name not in self.shared:
+                out += parse + frame(b"S")
+                with self.lock:
+                    self.swallow.append(-1)
+        rest = bytearray()
+        for type_byte, body in batch:
+            rest += frame(type_byte, body)
+        if self.stream.buffered:
+            rest += self.stream.read_exactly(self.stream.buffered)
+        out += frame(HANDOVER, rest)
+        self.handing_over = True
+        with self.ulock:
+            self.upstream.sendall(out)
+        self.handing.wait()
 
     def _stream(self, head: bytes, length: int) -> None:
         """Send one message to the primary as its bytes arrive (before authentication)."""
@@ -701,6 +791,7 @@ class Relay:
             if self._answer_here([message]):
                 self.local_names.pop("", None)
                 self.shared.discard("")
+                self.streak = 0
                 if self._repeat is None and self.local is not None \
                         and self.local.error is None:  # (its next run: `_repeated`)
                     self._repeat = (RepeatedMessage(frame(*batch[0]), message), batch)
@@ -740,15 +831,19 @@ class Relay:
                         self._parse_here(*self.remote.pop(m.statement))
             if (repeated or self._answerable(messages)) and self._ready_here() \
                     and self._answer_here(messages):
+                self.streak = 0
                 if repeated:
                     return
                 for (type_byte, body), message in zip(batch, messages):
                     if isinstance(message, Parse):
                         self.local_names[message.name] = frame(type_byte, body)
                         self.shared.discard(message.name)
+                        self.writing.discard(message.name)
                     elif isinstance(message, Close) and message.kind == "S":
                         self.local_names.pop(message.name, None)
                         self.shared.discard(message.name)
+                        self.writing.discard(message.name)
+                self.streak = 0
                 self._repeat = _repeatable(batch, messages, self.local)
                 return
         self._repeat = None
@@ -894,6 +989,7 @@ class Relay:
         the round trip decoded them already."""
         out = bytearray()
         injected = syncs = 0
+        wrote = False  # it runs a statement that changes data (a statement prepared: not yet)
         local = self.local
         named = [n for n in self.local_names if n]
         if named and not self.open and any(
@@ -924,6 +1020,12 @@ class Relay:
                 name = message.statement if isinstance(message, Bind) else message.name
                 if isinstance(message, (Describe, Close)) and message.kind != "S":
                     name = None
+                if isinstance(message, Parse) and writes(message.sql):
+                    self.writing.add(message.name)
+                elif isinstance(message, (Parse, Close)) and name is not None:
+                    self.writing.discard(name)
+                elif isinstance(message, Bind) and name in self.writing:
+                    wrote = True
                 if name is not None and name in self.local_names:
                     if isinstance(message, (Parse, Close)):  # replaced or closed: not here
                         parse = self.local_names.pop(name)
@@ -944,10 +1046,13 @@ class Relay:
             elif type_byte == b"Q":
                 self.local_names.pop("", None)
                 self.shared.discard("")
+                wrote = wrote or writes(bytes(body[:-1]).decode(errors="replace"))
 
             if type_byte in (b"S", b"Q"):
                 syncs += 1
             out += frame(type_byte, body)
+        if wrote:  # data changes relayed in a row, no read answered here since: `_hand_over`
+            self.streak += 1
         last = batch[-1][0][0]
         with self.lock:
             self._injected += injected
@@ -1014,7 +1119,24 @@ class Relay:
                     if end > size:
                         break
                     code = buf[pos]
-                    if self.swallow and self.swallow[0] < 0:  # a round trip of ours
+                    if code == HANDOVER[0] and not self.handing_over:
+                        # (The answer to a client that sent one itself: it is not moved.)
+                        out += buf[run:pos]
+                        run = end
+                    elif code == HANDOVER[0]:
+                        # The primary has the client's bytes and sent all it had to send
+                        # here: once that is out, the client's socket goes to it.
+                        out += buf[run:pos]
+                        with self.wlock:
+                            if ready:
+                                with self.lock:
+                                    self.pending -= ready
+                            if out:
+                                self.stream.write(out)
+                        socket.send_fds(upstream, [frame(HANDOVER)], [self.client.fileno()])
+                        self.handed = True
+                        return
+                    elif self.swallow and self.swallow[0] < 0:  # a round trip of ours
                         out += buf[run:pos]
                         run = end
                         if code == 0x5A:
@@ -1051,7 +1173,12 @@ class Relay:
         except OSError:
             pass
         finally:
-            self._primary_ended()
+            if self.handed:
+                self.relayed.set()
+                self.handing.set()
+            else:
+                self.handing.set()
+                self._primary_ended()
 
 
 _REPEATABLE = (Describe, Execute, Close, Sync)

@@ -18,6 +18,9 @@ What a worker needs to answer a read as the primary would, the primary publishes
   of ReadyForQuery whenever they changed, so SET/RESET (search_path, hnsw.ef_search, ...) apply
   to the statements the worker runs.
 
+A connection whose traffic is writes is handed over by its worker: its socket comes to the
+primary, which serves it from then on as a connection of one process (`RelayedConnection._adopt`).
+
 A CancelRequest reaches the primary like any connection; it cancels the primary's session and
 tells the worker serving that connection to cancel its local statement too. A worker that dies
 is started again; its clients lose their connections (their primary sessions end, rolling back
@@ -42,8 +45,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from wire.codec import frame
-from wire.connection import Connection
+from sqlvec.errors import ProtocolViolation
+from wire.codec import SESSION_RECV_SIZE, SocketStream, frame
+from wire.connection import Closed, Connection
 
 log = logging.getLogger("sqlvec.wire")
 
@@ -57,6 +61,12 @@ STATISTICS = b"S"  # worker -> primary on its control socket: statistics of its 
 FLUSH = b"T"  # primary -> worker on its control socket: send your statistics now (a token)
 FLUSHED = b"A"  # worker -> primary: statistics sent up to this request (its token)
 FORK = b"F"  # primary -> fork server: fork a worker (JSON [index, log level]; its socket follows)
+# On a connection's relay pair, three steps move its client socket from the worker to the
+# primary (`RelayedConnection._adopt`): worker -> primary, the client's bytes not yet relayed;
+# primary -> worker, an empty one (everything before it is the client's); worker -> primary,
+# an empty one carrying the client socket (SCM_RIGHTS).
+HANDOVER = b"@"
+ADOPT_TIMEOUT = 10.0  # seconds the primary waits for the worker's last step, at most
 LOG_LEVEL_VARIABLE = "SQLVEC_WORKER_LOG_LEVEL"  # the primary's log level, for its workers
 BACKGROUND_PUBLISH = 0.05  # seconds between publications of the position by the pool itself
 START_TIMEOUT = 120.0  # seconds a worker may take to load before the server gives up on it
@@ -246,6 +256,7 @@ class RelayedConnection(Connection):
     pool: WorkerPool | None = None
     _mirrored: dict | None = None
     _worker_running = False  # the worker reported a read it runs for this client
+    handed_over = False  # the worker handed the client's socket over: served directly now
     _stop_later = False  # shutdown came while it ran: end once it is done
 
     def stop(self) -> None:
@@ -270,7 +281,7 @@ class RelayedConnection(Connection):
             pool.publish()
         session = self.session
         # (A TLS connection is relayed byte for byte: its worker reads none of it.)
-        if session is not None and not self.tls:
+        if session is not None and not self.tls and not self.handed_over:
             mirrored = self._mirrored
             if mirrored is None or session.settings != mirrored["settings"] \
                     or session.config_generation != mirrored["config"] \
@@ -297,6 +308,11 @@ class RelayedConnection(Connection):
         pg_stat_activity) are taken here and never reach the protocol."""
         while True:
             type_byte, body = super()._read()
+            if self.handed_over:
+                return type_byte, body
+            if type_byte == HANDOVER:
+                self._adopt(body)
+                continue
             if type_byte != ACTIVITY_MESSAGE:
                 return type_byte, body
             query = json.loads(bytes(body)).get("query")
@@ -310,6 +326,47 @@ class RelayedConnection(Connection):
                 stop = self._stop_later and query is None
             if stop:
                 super().stop()
+
+    def _adopt(self, pending: bytes) -> None:
+        """The worker hands the client's socket over (its traffic is writes:
+        `wire.worker.Relay._hand_over`): from now on this process serves the client directly,
+        as a connection of a one-process server, its reads too. `pending`: the client's bytes
+        the worker had received and not relayed, read first.
+
+        Everything this connection sent before is the client's, so the answer (a HANDOVER of
+        our own) goes behind it; the worker relays it all, then sends the socket. Nothing
+        else comes from the worker after its HANDOVER, so the socket is received right from
+        the pair (a buffered receive would drop the descriptor)."""
+        if self.stream.buffered or self.tls:
+            raise ProtocolViolation("unexpected connection handover from a worker")
+        self.flush()
+        relay = self.sock
+        self.stream.write(frame(HANDOVER))
+        relay.settimeout(ADOPT_TIMEOUT)
+        try:
+            message, fds, _flags, _address = socket.recv_fds(relay, 16, 1)
+        except OSError:
+            raise Closed from None
+        if message != frame(HANDOVER) or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise Closed  # the worker ended on the way: so does the connection
+        client = socket.socket(fileno=fds[0])
+        client.settimeout(None)
+        stream = SocketStream(client, SESSION_RECV_SIZE)
+        stream.feed(pending)
+        with self._lock:
+            self.sock, self.stream = client, stream
+            self.handed_over = True
+        relay.close()
+        session = self.session
+        if session is not None:  # a cancel request has no statement in the worker to reach
+            session.__dict__.pop("cancel", None)
+        if self.pool is not None:
+            self.pool.released(self.worker)
+        log.debug("connection from %s (process %d) moved from worker %d to the primary",
+                  self.peer, self.pid, self.worker)
+        self.worker = -1
 
     def _release(self) -> None:
         session = self.session

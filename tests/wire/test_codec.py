@@ -143,6 +143,21 @@ def test_socket_stream_reads_across_receives_and_large_messages():
 
 
 
+def test_fed_bytes_are_read_before_what_the_socket_brings():
+    """A connection moving to another process arrives with input already received there
+    (`SocketStream.feed`): it is read first, messages across the seam included."""
+    a, b = socket.socketpair()
+    stream = SocketStream(b, 16)
+    second = frame(b"Q", b"SELECT 2\0")
+    stream.feed(frame(b"Q", b"SELECT 1\0") + second[:9])  # more than the buffer: it grows
+    a.sendall(second[9:] + frame(b"X"))
+    assert read_message(stream.read_exactly) == (b"Q", b"SELECT 1\0")
+    assert read_message(stream.read_exactly) == (b"Q", b"SELECT 2\0")
+    assert read_message(stream.read_exactly) == (b"X", b"")
+    a.close()
+    b.close()
+
+
 def test_fill_takes_what_is_buffered_then_receives_straight_into_the_target():
     a, b = socket.socketpair()
     payload = bytes(range(256)) * (2 * RECV_SIZE // 256 + 3)

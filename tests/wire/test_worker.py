@@ -1,10 +1,11 @@
-"""Which statements a worker process answers itself (`wire.worker.read_only`)."""
+"""Which statements a worker process answers itself (`wire.worker.read_only`), and which
+count towards handing a connection to the primary (`wire.worker.writes`)."""
 
 from __future__ import annotations
 
 import pytest
 
-from wire.worker import read_only
+from wire.worker import read_only, writes
 
 
 @pytest.mark.parametrize("sql", [
@@ -44,6 +45,33 @@ def test_reads_are_answered_in_the_worker(sql):
 ])
 def test_anything_else_goes_to_the_primary(sql):
     assert not read_only(sql)
+
+
+@pytest.mark.parametrize("sql", [
+    "INSERT INTO t VALUES ($1, $2)",
+    "  update t SET v = 1 WHERE id = 2",
+    "DELETE FROM t",
+    "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+    "COPY t FROM STDIN",
+    "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+])
+def test_data_changes_count_towards_a_handover(sql):
+    assert writes(sql)
+
+
+@pytest.mark.parametrize("sql", [
+    # What clients send at connect or once, and reads, leave a connection where it is.
+    "SET search_path = x",
+    "BEGIN",
+    "COMMIT",
+    "CREATE TABLE t (id int)",
+    "CREATE INDEX ON t (id)",
+    "SELECT 1",
+    "WITH t AS (SELECT 1) SELECT * FROM t",
+    "SELECT * INTO t2 FROM t",
+])
+def test_anything_else_does_not(sql):
+    assert not writes(sql)
 
 
 def test_a_workers_statistics_summary_merges_as_its_calls():
