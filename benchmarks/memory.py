@@ -12,7 +12,8 @@ the server (loading from files: the steady state users see), runs 4 top-10 searc
 connections and measures; then times filtered searches (FILTERED: exact over 0.1% of the rows,
 through the graph at 1%, a forced exact scan of 10%) and measures once more. Memory is the sum
 over the server and all its descendants of Pss (/proc/PID/smaps_rollup; pages shared between
-forked processes counted once), split into anonymous and file-backed pages, and of Rss.
+forked processes counted once), split into anonymous and file-backed pages, and of Rss;
+after the table, each process's Pss and Uss (its private pages).
 Raw hnswlib builds the same vectors with the same M / ef_construction in a child process; the
 size of its saved index (raw vector bytes + graph bytes) is the denominator of the ratios (its
 resident growth during `add_items`, which adds the label map and allocator overhead, is
@@ -121,6 +122,23 @@ def breakdown(root: int) -> dict[str, float]:
     return out
 
 
+def per_process(root: int) -> list[tuple[str, float, float, float]]:
+    """(name, Pss, anonymous Pss, Uss) in MiB of `root` and each descendant. Uss (private
+    pages) is what ending that process alone would free; pages it shares with the others
+    (copy-on-write after the fork, libraries, the mapped vectors) are in the Pss split."""
+    out = []
+    for pid in processes(root):
+        with open(f"/proc/{pid}/comm") as f:
+            name = f.read().strip()
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            text = f.read()
+        field = {key: int(value) / 1024 for key, value in
+                 re.findall(r"^(\w+):\s+(\d+) kB", text, re.MULTILINE)}
+        out.append((name, field.get("Pss", 0.0), field.get("Pss_Anon", 0.0),
+                    field.get("Private_Clean", 0.0) + field.get("Private_Dirty", 0.0)))
+    return out
+
+
 def restart(code: str, path: str, workers: int, dim: int, filtered_count: int) -> dict:
     started = time.monotonic()
     server, port = start(code, path, workers)
@@ -129,12 +147,13 @@ def restart(code: str, path: str, workers: int, dim: int, filtered_count: int) -
         start_s = time.monotonic() - started
         count = len(processes(server.pid))
         steady = breakdown(server.pid)
+        procs = per_process(server.pid)
         times = filtered(port, dim, filtered_count) if filtered_count else {}
         after = breakdown(server.pid)
     finally:
         stop(server)
     return {"workers": workers, "start_s": start_s, "processes": count, "steady": steady,
-            "filtered_ms": times, "after": after}
+            "filtered_ms": times, "after": after, "per_process": procs}
 
 
 def hnswlib_side(rows: int, dim: int, m: int, efc: int) -> dict:
@@ -208,16 +227,24 @@ def main(argv: list[str]) -> int:
     print("| code | workers | processes | start (s) | Pss MiB (anon + file) | Rss MiB | Pss / raw "
           "| " + " | ".join(f"{n} ms" for n in names) + " | Pss after them (anon + file) |")
     print("|---" * (8 + len(names)) + "|")
+    split = []
     for _ in range(args.rounds):
         for code, path in zip(codes, dirs):
             for workers in args.workers:
                 r = restart(code, path, workers, args.dim, args.filtered_queries)
+                split.append((os.path.basename(code), workers, r["per_process"]))
                 s, a = r["steady"], r["after"]
                 times = " | ".join(f"{r['filtered_ms'].get(n, float('nan')):.1f}" for n in names)
                 print(f"| {os.path.basename(code)} | {workers} | {r['processes']} | "
                       f"{r['start_s']:.1f} | {s['pss']:,.0f} ({s['anon']:,.0f} + "
                       f"{s['file']:,.0f}) | {s['rss']:,.0f} | {ratio(s['pss'])} | {times} | "
                       f"{a['pss']:,.0f} ({a['anon']:,.0f} + {a['file']:,.0f}) |", flush=True)
+    print("\nPer process, after the 4 searches (MiB):\n")
+    print("| code | workers | process | Pss | anonymous Pss | Uss (private) |")
+    print("|---|---|---|---|---|---|")
+    for name, workers, procs in split:
+        for proc, pss, anon, uss in procs:
+            print(f"| {name} | {workers} | {proc} | {pss:,.1f} | {anon:,.1f} | {uss:,.1f} |")
     return 0
 
 

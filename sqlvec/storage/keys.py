@@ -109,6 +109,10 @@ class KeyIndex(ABC):
         """A new, empty index of the same kind."""
         return type(self)()
 
+    @abstractmethod
+    def copy(self) -> KeyIndex:
+        """An index holding the same entries that changes independently of this one."""
+
     @staticmethod
     def first_duplicate(keys: np.ndarray) -> object | None:
         """A key that occurs more than once in `keys`, or None."""
@@ -239,6 +243,14 @@ class IntKeyIndex(KeyIndex):
     def clear(self) -> None:
         self.__init__()
 
+    def copy(self) -> IntKeyIndex:
+        # The sorted base is shared, not copied: it is replaced, never written in place, so
+        # a process forked from the one that built it keeps sharing its pages.
+        out = IntKeyIndex()
+        out._keys, out._rowids, out._size = self._keys, self._rowids, self._size
+        out._changes = dict(self._changes)
+        return out
+
     def __len__(self) -> int:
         return self._size
 
@@ -333,6 +345,11 @@ class HashKeyIndex(KeyIndex):
 
     def clear(self) -> None:
         self._map = {}
+
+    def copy(self) -> HashKeyIndex:
+        out = HashKeyIndex()
+        out._map = dict(self._map)
+        return out
 
     def __len__(self) -> int:
         return len(self._map)

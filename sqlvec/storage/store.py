@@ -290,7 +290,8 @@ class StoreBase:
                 bitmap = DeleteBitmap.empty(seg.n_rows)
             table.deletes[seg.id] = bitmap
             self._load_indexes(table, seg, smeta.get("indexes") or {})
-        table.rebuild_keys()
+        if not table.share_keys(previous):
+            table.rebuild_keys()
         return table
 
     def _damage_of(self, exc: DataCorrupted) -> tuple[str, str | None]:

@@ -1543,6 +1543,32 @@ class Table:
         key columns (when a database is opened, and after a key's columns change type)."""
         self.keys = self._built_keys(self.def_.unique_keys, check=False)
 
+    def share_keys(self, other: Table | None) -> bool:
+        """Take copies of `other`'s unique key indexes instead of rebuilding them, when they
+        index exactly this table's rows: the same table loaded earlier with the same key
+        definitions, the same segment objects with no deletes applied since (the same bitmaps,
+        or none on either side) and nothing in its growing segment. An integer key's sorted
+        base is shared, not copied (`IntKeyIndex.copy`): a follower seeded with the tables of
+        the writer it was forked from keeps those pages shared with it. Whether it did."""
+        if other is None or other is self or other.memtable.n_rows or other.sealing or \
+                len(other.sealed) != len(self.sealed):
+            return False
+        for mine, theirs in zip(self.sealed, other.sealed):
+            if mine is not theirs:
+                return False
+            a, b = self.deletes.get(mine.id), other.deletes.get(mine.id)
+            if a is not b and (a is None or b is None or a.count or b.count):
+                return False
+        keys = [UniqueKey(k, self.def_) for k in self.def_.unique_keys]
+        if len(keys) != len(other.keys) or any(
+                (k.def_, k.signature, type(k.index)) != (o.def_, o.signature, type(o.index))
+                for k, o in zip(keys, other.keys)):
+            return False
+        for k, o in zip(keys, other.keys):
+            k.index = o.index.copy()
+        self.keys = keys
+        return True
+
     def _built_keys(self, key_defs: Sequence[KeyDef], check: bool = True) -> list[UniqueKey]:
         """Unique keys with their indexes built from the live rows. With `check`, a key
         whose values repeat is PostgreSQL's error for building its unique index (23505)."""

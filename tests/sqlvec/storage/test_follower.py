@@ -10,13 +10,16 @@ import textwrap
 import threading
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sqlvec.errors import ReadOnlySqlTransaction, SqlVecError
+from sqlvec.storage import keys
 from sqlvec.storage.compaction import CompactionPolicy
 from sqlvec.storage.follower import FollowerStore, _Superseded
+from sqlvec.storage.keys import MISSING
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef
 from sqlvec.storage.store import Store, StoreOptions
 from sqlvec.storage.wal import DeleteOp, InsertOp, wal_files
@@ -583,6 +586,52 @@ def test_a_follower_seeded_with_the_writers_tables_shares_their_segments_and_ind
     finally:
         writer.close()
 
+
+
+def test_a_seeded_follower_shares_the_writers_key_index_when_its_rows_are_the_files(
+        tmp_path, monkeypatch):
+    """Unique keys are not rebuilt by a seeded follower when the writer's table holds exactly
+    its files' rows (nothing in the growing segment, no delete since): the follower takes a
+    copy sharing the writer's sorted key arrays, and changes them without changing the
+    writer's. With rows in the writer's growing segment, it rebuilds them from its own load."""
+    monkeypatch.setattr(keys, "_FOLD_MIN", 8)  # 80 keys make a sorted base
+    directory = str(tmp_path / "db")
+    writer = Store.open(directory, options())
+    try:
+        tid = create(writer)
+        writer.insert(tid, rows_of(range(80)))
+        writer.delete(tid, rowids_of(writer, tid, [3]))
+        writer.checkpoint()  # seals the rows and persists the delete: nothing growing
+        theirs = writer.table(tid)
+        assert theirs.memtable.n_rows == 0 and theirs.sealed
+        base = theirs.keys[0].index._keys
+        assert base.size == 80
+        follower = FollowerStore.open(directory, options(), seed=writer.tables)
+        try:
+            mine = follower.table(tid)
+            assert mine.keys[0].index is not theirs.keys[0].index
+            assert mine.keys[0].index._keys is base
+            writer.insert(tid, rows_of([3, 200]))
+            writer.delete(tid, rowids_of(writer, tid, [7]))
+            same(writer, follower)
+            probe = pa.table({"id": pa.array([3, 7, 200, 79], pa.int64())})
+            assert mine.find_keys(probe).tolist() == theirs.find_keys(probe).tolist()
+            assert mine.find_keys(probe).tolist()[1] == MISSING
+            assert theirs.keys[0].index._keys is base
+            assert len(mine.keys[0].index) == len(theirs.keys[0].index) == 80
+        finally:
+            follower.close()
+        # Rows in the writer's growing segment: the follower's keys are its own.
+        follower = FollowerStore.open(directory, options(), seed=writer.tables)
+        try:
+            mine = follower.table(tid)
+            assert mine.keys[0].index._keys is not theirs.keys[0].index._keys
+            same(writer, follower)
+            assert len(mine.keys[0].index) == 80
+        finally:
+            follower.close()
+    finally:
+        writer.close()
 
 
 # Manifests loaded in the background ------------------------------------------------------------

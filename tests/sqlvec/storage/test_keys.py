@@ -47,6 +47,28 @@ def test_insert_lookup_remove(make):
     assert len(index) == 0 and index.lookup(probe).tolist() == [MISSING] * 3
 
 
+@pytest.mark.parametrize("make", [IntKeyIndex, HashKeyIndex])
+def test_a_copy_changes_independently_of_its_original(make, monkeypatch):
+    monkeypatch.setattr(K, "_FOLD_MIN", 4)
+    original = make()
+    original.insert(np.arange(10, dtype=np.int64), np.arange(100, 110))
+    original.insert(np.array([10], np.int64), np.array([110]))  # in the dict of changes
+    copy = original.copy()
+    if make is IntKeyIndex:  # the sorted base is shared, not copied
+        assert copy._keys is original._keys and copy._rowids is original._rowids
+    probe = np.arange(12, dtype=np.int64)
+    assert copy.lookup(probe).tolist() == original.lookup(probe).tolist()
+    # Enough changes on each side to fold their dicts into new bases.
+    copy.remove(np.arange(0, 6, dtype=np.int64))
+    for key in range(20, 30):
+        copy.insert(np.array([key], np.int64), np.array([key + 100]))
+    original.insert(np.array([11], np.int64), np.array([111]))
+    assert original.lookup(probe).tolist() == list(range(100, 112))
+    assert len(original) == 12
+    assert copy.lookup(probe).tolist() == [MISSING] * 6 + list(range(106, 111)) + [MISSING]
+    assert len(copy) == 15
+
+
 def test_first_duplicate():
     assert KeyIndex.first_duplicate(np.array([3, 1, 2], np.int64)) is None
     assert KeyIndex.first_duplicate(np.array([3, 1, 3], np.int64)) == 3
