@@ -435,7 +435,11 @@ class Relay:
         except OSError:
             self.peer = None
         self.stream = SocketStream(client, STARTUP_RECV_SIZE)
-        self.wlock = threading.Lock()  # one writer of client output at a time
+        # One writer of client output at a time. The pump holds it from each receive from the
+        # primary until what it received went out, so a read answered here checks, under it,
+        # that nothing of the primary's is on its way (`_settle`). Reentrant: the pump's
+        # handover writes under it too.
+        self.wlock = threading.RLock()
         self.lock = threading.Lock()  # the counters below, shared with the pump
         self.pending = 0  # Syncs and Queries sent to the primary, not yet answered
         self.open = False  # extended-query messages sent to the primary since its last Sync
@@ -969,15 +973,18 @@ class Relay:
         error = local.error
         if error is not None and error != "57014" and not local.spilled and (
                 error == "25006" or any(isinstance(m, (Parse, Query)) for m in messages)):
-            local.discard()
-            for message in messages:
-                if isinstance(message, Parse):
-                    local.statements.pop(message.name, None)
+            _drop(local, messages)
             return False
-        statistics = self.worker.statistics
-        if statistics is not None:  # counted before the client can ask for the counts
-            statistics.settle(True)
-        local.finish()
+        with self.wlock:
+            if not local.spilled and self._upstream_poll.poll(0):
+                # The primary spoke while the read ran (a FATAL of pg_terminate_backend): its
+                # words go first, and the primary answers the round trip.
+                _drop(local, messages)
+                return False
+            statistics = self.worker.statistics
+            if statistics is not None:  # counted before the client can ask for the counts
+                statistics.settle(True)
+            local.finish()
         return True
 
     def _forward(self, batch: list[tuple[bytes, bytes]],
@@ -1101,75 +1108,18 @@ class Relay:
     def _pump(self) -> None:
         """Relay the primary's messages, keeping what the worker must know: transaction status
         and pending answers (ReadyForQuery), the backend pid (BackendKeyData), settings (`~`,
-        not relayed) and ParseCompletes of statements parsed on the client's behalf (dropped)."""
+        not relayed) and ParseCompletes of statements parsed on the client's behalf (dropped).
+        Each receive is made, and what it brought written, under `wlock` (see there)."""
         buf = bytearray()
-        upstream = self.upstream
+        readable = select.poll()
+        readable.register(self.upstream, select.POLLIN)
+        wlock = self.wlock
         try:
             while True:
-                data = upstream.recv(1 << 18)
-                if not data:
-                    break
-                buf += data
-                out = bytearray()
-                pos = run = 0
-                size = len(buf)
-                ready = 0
-                while size - pos >= 5:
-                    end = pos + 1 + int.from_bytes(buf[pos + 1:pos + 5], "big")
-                    if end > size:
+                readable.poll()
+                with wlock:
+                    if not self._pump_once(buf) or self.handed:
                         break
-                    code = buf[pos]
-                    if code == HANDOVER[0] and not self.handing_over:
-                        # (The answer to a client that sent one itself: it is not moved.)
-                        out += buf[run:pos]
-                        run = end
-                    elif code == HANDOVER[0]:
-                        # The primary has the client's bytes and sent all it had to send
-                        # here: once that is out, the client's socket goes to it.
-                        out += buf[run:pos]
-                        with self.wlock:
-                            if ready:
-                                with self.lock:
-                                    self.pending -= ready
-                            if out:
-                                self.stream.write(out)
-                        socket.send_fds(upstream, [frame(HANDOVER)], [self.client.fileno()])
-                        self.handed = True
-                        return
-                    elif self.swallow and self.swallow[0] < 0:  # a round trip of ours
-                        out += buf[run:pos]
-                        run = end
-                        if code == 0x5A:
-                            with self.lock:
-                                self.swallow.popleft()
-                    elif code == 0x5A:  # ReadyForQuery
-                        ready += 1
-                        self.authenticated = True
-                        self.status = chr(buf[pos + 5])
-                        with self.lock:
-                            if self.swallow:
-                                self.swallow.popleft()
-                    elif code == 0x4B and not self.pid:  # BackendKeyData
-                        self.pid = int.from_bytes(buf[pos + 5:pos + 9], "big")
-                        self.worker.register(self)
-                    elif code == SETTINGS_MESSAGE[0] or (code == 0x31 and self.swallow
-                                                         and self.swallow[0]):
-                        out += buf[run:pos]
-                        run = end
-                        if code == 0x31:
-                            with self.lock:
-                                self.swallow[0] -= 1
-                        else:
-                            self.settings = json.loads(bytes(buf[pos + 5:end]))
-                    pos = end
-                out += buf[run:pos]
-                del buf[:pos]
-                with self.wlock:
-                    if ready:
-                        with self.lock:
-                            self.pending -= ready
-                    if out:
-                        self.stream.write(out)
         except OSError:
             pass
         finally:
@@ -1179,6 +1129,82 @@ class Relay:
             else:
                 self.handing.set()
                 self._primary_ended()
+
+    def _pump_once(self, buf: bytearray) -> bool:
+        """One receive from the primary, relayed (`_pump`); False at the end of its stream."""
+        upstream = self.upstream
+        data = upstream.recv(1 << 18)
+        if not data:
+            return False
+        buf += data
+        out = bytearray()
+        pos = run = 0
+        size = len(buf)
+        ready = 0
+        while size - pos >= 5:
+            end = pos + 1 + int.from_bytes(buf[pos + 1:pos + 5], "big")
+            if end > size:
+                break
+            code = buf[pos]
+            if code == HANDOVER[0] and not self.handing_over:
+                # (The answer to a client that sent one itself: it is not moved.)
+                out += buf[run:pos]
+                run = end
+            elif code == HANDOVER[0]:
+                # The primary has the client's bytes and sent all it had to send
+                # here: once that is out, the client's socket goes to it.
+                out += buf[run:pos]
+                self._relay_out(out, ready)
+                socket.send_fds(upstream, [frame(HANDOVER)], [self.client.fileno()])
+                self.handed = True
+                return True
+            elif self.swallow and self.swallow[0] < 0:  # a round trip of ours
+                out += buf[run:pos]
+                run = end
+                if code == 0x5A:
+                    with self.lock:
+                        self.swallow.popleft()
+            elif code == 0x5A:  # ReadyForQuery
+                ready += 1
+                self.authenticated = True
+                self.status = chr(buf[pos + 5])
+                with self.lock:
+                    if self.swallow:
+                        self.swallow.popleft()
+            elif code == 0x4B and not self.pid:  # BackendKeyData
+                self.pid = int.from_bytes(buf[pos + 5:pos + 9], "big")
+                self.worker.register(self)
+            elif code == SETTINGS_MESSAGE[0] or (code == 0x31 and self.swallow
+                                                 and self.swallow[0]):
+                out += buf[run:pos]
+                run = end
+                if code == 0x31:
+                    with self.lock:
+                        self.swallow[0] -= 1
+                else:
+                    self.settings = json.loads(bytes(buf[pos + 5:end]))
+            pos = end
+        out += buf[run:pos]
+        del buf[:pos]
+        self._relay_out(out, ready)
+        return True
+
+    def _relay_out(self, out: bytearray, ready: int) -> None:
+        """Count the answered round trips, then send the client what the primary sent it."""
+        if ready:
+            with self.lock:
+                self.pending -= ready
+        if out:
+            self.stream.write(out)
+
+
+def _drop(local: LocalConnection, messages: list[Message]) -> None:
+    """Forget a round trip run here that the primary answers instead: its output, and the
+    statements it parsed."""
+    local.discard()
+    for message in messages:
+        if isinstance(message, Parse):
+            local.statements.pop(message.name, None)
 
 
 _REPEATABLE = (Describe, Execute, Close, Sync)
