@@ -285,9 +285,12 @@ class Memtable:
         self._capacity = n
 
     def delete(self, positions: np.ndarray) -> None:
-        """Delete rows by position (in append order)."""
-        self._fold()
+        """Delete rows by position (in append order). Rows already folded are flagged as they
+        are: the queue is folded only when a queued row is among them (an UPDATE of a row
+        that an earlier one wrote must not build the Arrow batch of the row it just queued)."""
         positions = np.asarray(positions, dtype=np.int64)
+        if positions.size and int(positions.max()) >= self._n:
+            self._fold()
         if self._deleted_shared:
             self._deleted = self._deleted.copy()
             self._deleted_shared = False
@@ -297,10 +300,34 @@ class Memtable:
 
     def position_of(self, rowid: int) -> int:
         """Position of the row with this id (deleted or not), or -1 when it is not here."""
-        self._fold()
+        position = self.folded_position(rowid)
+        if position < 0 and self._queued:
+            self._fold()
+            position = self.folded_position(rowid)
+        return position
+
+    def folded_position(self, rowid: int) -> int:
+        """`position_of` among the rows already folded (queued ones are not looked at, and
+        the queue stays as it is): -1 when the row is not among them."""
         ids = self._rowids[: self._n]
         position = int(ids.searchsorted(rowid))
         return position if position < self._n and ids[position] == rowid else -1
+
+    def is_deleted(self, position: int) -> bool:
+        """Whether the row at a folded position is deleted."""
+        return bool(self._deleted[position])
+
+    def folded_data(self) -> GrowingData:
+        """The rows already folded, as a snapshot's data (no fold, no deletes: what a reader
+        of one row `folded_position` found needs, without building the queued rows' Arrow
+        batch that a full `snapshot` would)."""
+        n = self._n
+        return GrowingData(
+            self.schema,
+            tuple(self._chunks),
+            {name: (m[:n], v[:n]) for name, (m, v) in self._vectors.items()},
+            self._rowids[:n],
+        )
 
     def _reserve(self, needed: int) -> None:
         if needed <= self._capacity:

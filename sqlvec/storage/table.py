@@ -770,8 +770,10 @@ class Table:
         """The segment data and position of a row live in the current state, or None (caller
         holds the lock). A sealed segment's row is found without a snapshot: every apply
         invalidates it, and rebuilding it (the growing segment folded, every view) per
-        single-row statement costs more than the statement's own reads; a growing segment's
-        row is read through the snapshot."""
+        single-row statement costs more than the statement's own reads; so is a row the
+        growing segment has folded (a row an earlier UPDATE wrote: the fold would build the
+        Arrow batch of the rows queued since, one per statement); only a queued row is read
+        through the snapshot."""
         for seg in self.sealed:
             first, last = seg.rowid_bounds
             if first <= rowid <= last:
@@ -780,6 +782,10 @@ class Table:
                 if ids[position] == rowid:
                     return None if self.deletes[seg.id].is_deleted_one(position) else \
                         (seg, position)
+        memtable = self.memtable
+        position = memtable.folded_position(rowid)
+        if position >= 0:  # (rows queued since stay queued: see `Memtable.folded_data`)
+            return None if memtable.is_deleted(position) else (memtable.folded_data(), position)
         snap = self.snapshot()
         view, position = snap._locate_one(rowid)
         return (snap.views[view].data, position) if view >= 0 else None

@@ -185,3 +185,28 @@ def test_rows_given_as_values_read_as_batches_would():
     bound = by_values.nbytes_bound
     assert by_values.nbytes == by_batches.nbytes <= bound
     assert by_values.live_table().equals(by_batches.live_table())
+
+
+def test_folded_rows_found_and_deleted_with_rows_still_queued():
+    """A row already folded is located, read and deleted while rows queued after it stay
+    queued (no one-row batch built per statement); a queued row is found by folding, and every
+    read afterwards sees the same rows and deletes as if each step had folded."""
+    rows_def = TableDef(id=1, oid=16400, name="r", schema="public", columns=(
+        ColumnDef("id", SqlType.parse("int8"), 1), ColumnDef("name", SqlType.parse("text"), 2)))
+    mem = Memtable(rows_def)
+    for rowid in range(5):
+        mem.append_row((rowid, rowid * 10, f"r{rowid}"), 100)
+    mem.snapshot()  # folds rows 0-4
+    mem.append_row((5, 50, "r5"), 100)
+    assert mem.folded_position(3) == 3 and mem.folded_position(5) == -1
+    data = mem.folded_data()
+    assert data.n_rows == 5 and len(mem._queued) == 1
+    assert data.column_slice("c2", pa.string(), None, 3, 1).to_pylist() == ["r3"]
+    mem.delete(np.array([3]))
+    assert len(mem._queued) == 1 and mem.is_deleted(3) and not mem.is_deleted(2)
+    assert mem.position_of(5) == 5 and not mem._queued  # a queued row: folded to be found
+    mem.append_row((6, 60, "r6"), 100)
+    mem.delete(np.array([6]))  # a queued row deleted: folded first
+    assert not mem._queued and mem.is_deleted(6)
+    assert mem.position_of(99) == -1
+    assert mem.live_table().column("c1").to_pylist() == [0, 10, 20, 40, 50]
