@@ -669,18 +669,24 @@ class Connection:
                                     "in this state")
         if type(message) in _EXTENDED:
             self.state = ConnectionState.EXTENDED
-            try:
-                handler(self, message)
-            except SqlVecError as exc:
-                if exc.severity == "FATAL":
-                    raise
-                self._extended_error(error_response(exc))
-            except GONE:
-                raise
-            except Exception as exc:
-                self._extended_error(error_response(exc))
+            self._extended(handler, message)
             return
         handler(self, message)
+
+    def _extended(self, handler: Callable, *args: object) -> None:
+        """Run an extended-query message's handler (`handler(self, *args)`): an error is
+        reported and skips to Sync (`_extended_error`); a FATAL one, or the client gone, ends
+        the connection."""
+        try:
+            handler(self, *args)
+        except SqlVecError as exc:
+            if exc.severity == "FATAL":
+                raise
+            self._extended_error(error_response(exc))
+        except GONE:
+            raise
+        except Exception as exc:
+            self._extended_error(error_response(exc))
 
     def dispatch_all(self, messages: list[Message]) -> None:
         """Dispatch a round trip's messages in order, as `dispatch` does each (a pipelined
@@ -694,16 +700,7 @@ class Connection:
                 self.dispatch(message)
                 continue
             self.state = _EXTENDED_STATE
-            try:
-                handlers[kind](self, message)
-            except SqlVecError as exc:
-                if exc.severity == "FATAL":
-                    raise
-                self._extended_error(error_response(exc))
-            except GONE:
-                raise
-            except Exception as exc:
-                self._extended_error(error_response(exc))
+            self._extended(handlers[kind], message)
 
     def run_bound(self, bind: Bind, describe: bool, execute: Execute) -> None:
         """Bind, Describe of its portal (when `describe`), Execute of it and Sync, received
@@ -711,30 +708,25 @@ class Connection:
         statement. The same answers and errors as dispatching them one by one (an error
         skips to the Sync), in fewer steps."""
         self.state = _EXTENDED_STATE
-        try:
-            self.on_bind(bind)
-            portal = self.portals[bind.portal]
-            statement = portal.statement
-            if describe:
-                self.send_raw(statement.description(portal.formats(statement.columns)))
-            if statement.copy is not None or portal.result is not None:
-                self.on_execute(execute)
-            else:
-                portal.result, changed = self._run_portal(portal)
-                if changed:
-                    self._send_settings(changed)
-                result = portal.result
-                self._send_result(result, portal.formats(result.columns), execute.max_rows,
-                                  portal)
-        except SqlVecError as exc:
-            if exc.severity == "FATAL":
-                raise
-            self._extended_error(error_response(exc))
-        except GONE:
-            raise
-        except Exception as exc:
-            self._extended_error(error_response(exc))
+        self._extended(Connection._bound_steps, bind, describe, execute)
         self.on_sync(_SYNC)
+
+    def _bound_steps(self, bind: Bind, describe: bool, execute: Execute) -> None:
+        """`run_bound`'s Bind, Describe and Execute (their errors: `_extended`)."""
+        self.on_bind(bind)
+        portal = self.portals[bind.portal]
+        statement = portal.statement
+        if describe:
+            self.send_raw(statement.description(portal.formats(statement.columns)))
+        if statement.copy is not None or portal.result is not None:
+            self.on_execute(execute)
+        else:
+            portal.result, changed = self._run_portal(portal)
+            if changed:
+                self._send_settings(changed)
+            result = portal.result
+            self._send_result(result, portal.formats(result.columns), execute.max_rows,
+                              portal)
 
     def _extended_error(self, response: ErrorResponse) -> None:
         """Report an extended-query error at once (the client may be waiting on a Flush

@@ -517,12 +517,7 @@ class Relay:
             pass
         with self.closing:
             linger_close(self.client)
-        local, self.local = self.local, None
-        if local is not None and local.session is not None:
-            try:
-                local.session.close()
-            except Exception:
-                log.exception("closing a local session failed")
+        self._close_local()
 
     def _let_go(self) -> None:
         """The primary serves the client now: close this process's descriptors of its socket
@@ -532,6 +527,10 @@ class Relay:
         self.ended.set()
         self.client.close()
         self.upstream.close()
+        self._close_local()
+
+    def _close_local(self) -> None:
+        """End the session that answered this client's reads here, if one did."""
         local, self.local = self.local, None
         if local is not None and local.session is not None:
             try:

@@ -1172,6 +1172,28 @@ class Table:
             claim.added[i].insert(keys, rowids if valid is None else rowids[valid])
         return replace(op, first_rowid=first)
 
+    def _check_one_row_keys(self, claim: _Claim, values_of: Callable[[tuple], list]) -> list:
+        """Per unique key of the table, one row's key value (`values_of(columns)` gives its
+        columns' Python values), checked as `_check_keys` checks a batch, in key order: NULL
+        in a primary key (23502), then held by a committed row or a commit in flight (23505).
+        None for a key with a NULL (distinct from every key: not held)."""
+        values_per_key = []
+        for i, uk in enumerate(self.keys):
+            names = uk.def_.columns
+            key = values_of(names)
+            if None in key and not uk.def_.nulls_not_distinct:
+                if uk.def_.primary:
+                    raise self.null_violation(next(c for c, v in zip(names, key) if v is None))
+                values_per_key.append(None)
+                continue
+            value = uk.index.key_of(key)
+            with self.lock:
+                held = self._effective_one(i, value, [claim] + self._claims[::-1])
+            if held != MISSING:
+                raise self.duplicate_key(i, value)
+            values_per_key.append(value)
+        return values_per_key
+
     def _prepare_one_row(self, op: InsertOp, claim: _Claim) -> InsertOp:
         """`prepare` of a one-row insert into a keyed table (a single-row INSERT or UPDATE's):
         each key's value read once as a Python value, checked as `_check_keys` checks it (in
@@ -1181,27 +1203,16 @@ class Table:
         known = getattr(_hint, "batch", None) is table and table.schema.equals(
             self.def_.arrow_schema())
         key_positions = self._row_shape()[5] if known else None
-        values_per_key = []
-        for i, uk in enumerate(self.keys):
-            names = uk.def_.columns
+
+        def values_of(names: tuple) -> list:
             positions = key_positions.get(names) if known else None
-            if positions is not None:
-                given = _hint.values
-                values = [_hint.arrays[p][0].as_py() if given is None or given[p] is UNKNOWN
-                          else given[p] for p in positions]
-            else:
-                values = [table.column(c)[0].as_py() for c in names]
-            if None in values and not uk.def_.nulls_not_distinct:
-                if uk.def_.primary:
-                    raise self.null_violation(next(c for c, v in zip(names, values) if v is None))
-                values_per_key.append(None)  # NULL is distinct from every key: not held
-                continue
-            value = uk.index.key_of(values)
-            with self.lock:
-                held = self._effective_one(i, value, [claim] + self._claims[::-1])
-            if held != MISSING:
-                raise self.duplicate_key(i, value)
-            values_per_key.append(value)
+            if positions is None:
+                return [table.column(c)[0].as_py() for c in names]
+            given = _hint.values
+            return [_hint.arrays[p][0].as_py() if given is None or given[p] is UNKNOWN
+                    else given[p] for p in positions]
+
+        values_per_key = self._check_one_row_keys(claim, values_of)
         rowid = self.next_rowid  # the one `_physical` gives the row
         batch = self._physical(table)
         rowids = np.array([rowid], np.int64)
@@ -1244,21 +1255,8 @@ class Table:
         from its values; the physical row is the values after a new row id."""
         values = op.values
         key_positions = self._row_shape()[5]
-        values_per_key = []
-        for i, uk in enumerate(self.keys):
-            names = uk.def_.columns
-            key = [values[p] for p in key_positions[names]]
-            if None in key and not uk.def_.nulls_not_distinct:
-                if uk.def_.primary:
-                    raise self.null_violation(next(c for c, v in zip(names, key) if v is None))
-                values_per_key.append(None)  # NULL is distinct from every key: not held
-                continue
-            value = uk.index.key_of(key)
-            with self.lock:
-                held = self._effective_one(i, value, [claim] + self._claims[::-1])
-            if held != MISSING:
-                raise self.duplicate_key(i, value)
-            values_per_key.append(value)
+        values_per_key = self._check_one_row_keys(
+            claim, lambda names: [values[p] for p in key_positions[names]])
         rowid = self.next_rowid
         self.next_rowid += 1
         prepared = RowInsertOp(self.id, (rowid, *values), self.def_.physical_schema(),
