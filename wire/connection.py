@@ -459,42 +459,29 @@ class Connection:
             self.reading = False
 
     def _bound_round_trip(self, bind: Bind) -> tuple[Bind, bool, Execute] | None:
-        """After a Bind: if the rest of its round trip is buffered and is [Describe of its
-        portal], Execute of it and Sync (a driver running a prepared statement), take it and
-        return `run_bound`'s arguments; else None, nothing taken."""
+        """After a Bind: if the rest of its round trip is buffered and has `run_bound`'s shape
+        (`bound_round_trip`), take it and return `run_bound`'s arguments; else None, nothing
+        taken."""
         if self.stopping:
             return None
         buf, start, end = self.stream.window()
-        pos, describe, execute = start, False, None
-        while end - pos >= 5:
+        pos, messages = start, [bind]
+        while end - pos >= 5 and len(messages) <= 3:
             code = buf[pos]
             (length,) = _LENGTH.unpack_from(buf, pos + 1)
             stop = pos + 1 + length
             if length < 4 or stop > end:
                 return None
             if code == 0x53:  # Sync
-                if length != 4 or execute is None:
-                    return None
-                self.stream.skip(stop - start)
-                return bind, describe, execute
-            if execute is not None or length > 64:
-                return None
-            if code == 0x44:
-                type_byte = b"D"
-            elif code == 0x45:
-                type_byte = b"E"
-            else:
+                bound = bound_round_trip([*messages, _SYNC]) if length == 4 else None
+                if bound is not None:
+                    self.stream.skip(stop - start)
+                return bound
+            if length > 64 or code not in (0x44, 0x45):  # only a Describe or an Execute
                 return None
             try:
-                message = decode_frontend(type_byte, bytes(buf[pos + 5:stop]))
+                messages.append(decode_frontend(bytes((code,)), bytes(buf[pos + 5:stop])))
             except SqlVecError:  # malformed: refused in its turn, after the Bind ran
-                return None
-            if type(message) is Describe and not describe and message.kind == "P" \
-                    and message.name == bind.portal:
-                describe = True
-            elif type(message) is Execute and message.portal == bind.portal:
-                execute = message
-            else:
                 return None
             pos = stop
         return None
@@ -701,6 +688,15 @@ class Connection:
                 continue
             self.state = _EXTENDED_STATE
             self._extended(handlers[kind], message)
+
+    def run_round_trip(self, messages: list[Message]) -> None:
+        """Handle a whole round trip's messages: in one step when it has `run_bound`'s shape
+        and the connection is ready, else one by one (`dispatch_all`)."""
+        bound = bound_round_trip(messages) if self.state is _READY_STATE else None
+        if bound is not None:
+            self.run_bound(*bound)
+        else:
+            self.dispatch_all(messages)
 
     def run_bound(self, bind: Bind, describe: bool, execute: Execute) -> None:
         """Bind, Describe of its portal (when `describe`), Execute of it and Sync, received
@@ -1339,3 +1335,22 @@ def _parse_options(text: str) -> dict[str, str]:
         settings[name.replace("-", "_")] = value
         i += 1
     return settings
+
+
+def bound_round_trip(messages: list[Message]) -> tuple[Bind, bool, Execute] | None:
+    """Bind, [Describe of its portal], Execute of it, Sync: the round trip
+    `Connection.run_bound` runs in one step (its arguments), or None."""
+    n = len(messages)
+    if n == 4:
+        bind, describe, execute, _ = messages
+        if type(describe) is not Describe or describe.kind != "P" \
+                or describe.name != bind.portal:  # type: ignore[attr-defined]
+            return None
+    elif n == 3:
+        bind, execute, _ = messages
+    else:
+        return None
+    if type(bind) is not Bind or type(execute) is not Execute \
+            or execute.portal != bind.portal or type(messages[-1]) is not Sync:
+        return None
+    return bind, n == 4, execute

@@ -165,6 +165,16 @@ def cell_lists(array: pa.Array | pa.ChunkedArray, t: SqlType, fmt: int = TEXT,
     return cells
 
 
+def _per_type(made: dict, make, t: SqlType, fmt: int, typ: pa.DataType):
+    """`make(name, fmt, typ)`, kept in `made` per type name, format and Arrow type."""
+    key = (t.name, fmt, typ.id)
+    try:
+        return made[key]
+    except KeyError:
+        encode = made[key] = make(t.name, fmt, typ)
+        return encode
+
+
 def short_encoder(t: SqlType, fmt: int, typ: pa.DataType):
     """For a short result: a function from a column's Python values (`to_pylist`, None for
     NULL) to its cells, for the types whose cells are quickest built from Python values
@@ -172,12 +182,7 @@ def short_encoder(t: SqlType, fmt: int, typ: pa.DataType):
     its Arrow and NumPy calls, whose fixed cost is most of the work for a row or ten. None for
     the other types (`cell_lists` encodes them). Looked up once per type, format and Arrow
     type."""
-    key = (t.name, fmt, typ.id)
-    try:
-        return _SHORT_ENCODERS[key]
-    except KeyError:
-        encode = _SHORT_ENCODERS[key] = _short_encoder(t.name, fmt, typ)
-        return encode
+    return _per_type(_SHORT_ENCODERS, _short_encoder, t, fmt, typ)
 
 
 _SHORT_ENCODERS: dict[tuple[str, int, int], object] = {}
@@ -210,12 +215,7 @@ def short_row_encoder(t: SqlType, fmt: int, typ: pa.DataType):
     from its Python values to its DataRows, whole, the same bytes as its cells
     (`short_encoder`) framed as rows, in one pass and one join. None for other columns.
     Looked up once per type, format and Arrow type."""
-    key = (t.name, fmt, typ.id)
-    try:
-        return _ROW_ENCODERS[key]
-    except KeyError:
-        encode = _ROW_ENCODERS[key] = _short_row_encoder(t.name, fmt, typ)
-        return encode
+    return _per_type(_ROW_ENCODERS, _short_row_encoder, t, fmt, typ)
 
 
 _ROW_ENCODERS: dict[tuple[str, int, int], object] = {}

@@ -437,8 +437,8 @@ class Relay:
         self.stream = SocketStream(client, STARTUP_RECV_SIZE)
         # One writer of client output at a time. The pump holds it from each receive from the
         # primary until what it received went out, so a read answered here checks, under it,
-        # that nothing of the primary's is on its way (`_settle`). Reentrant: the pump's
-        # handover writes under it too.
+        # that nothing of the primary's is on its way (`_settle`), then sends its held output
+        # (`LocalConnection._write` takes it again: reentrant).
         self.wlock = threading.RLock()
         self.lock = threading.Lock()  # the counters below, shared with the pump
         self.pending = 0  # Syncs and Queries sent to the primary, not yet answered
@@ -846,7 +846,6 @@ class Relay:
                         self.local_names.pop(message.name, None)
                         self.shared.discard(message.name)
                         self.writing.discard(message.name)
-                self.streak = 0
                 self._repeat = _repeatable(batch, messages, self.local)
                 return
         self._repeat = None
@@ -936,11 +935,7 @@ class Relay:
         self.started = time.monotonic()
         self.running = True
         try:
-            bound = _bound(messages) if local.state is ConnectionState.READY else None
-            if bound is not None:
-                local.run_bound(*bound)
-            else:
-                local.dispatch_all(messages)
+            local.run_round_trip(messages)
         except GONE:
             raise
         except Exception:
@@ -1207,25 +1202,6 @@ def _drop(local: LocalConnection, messages: list[Message]) -> None:
 
 
 _REPEATABLE = (Describe, Execute, Close, Sync)
-
-
-def _bound(messages: list[Message]) -> tuple[Bind, bool, Execute] | None:
-    """Bind, [Describe of its portal], Execute of it, Sync: the round trip
-    `Connection.run_bound` runs in one step (its arguments), or None."""
-    n = len(messages)
-    if n == 4:
-        bind, describe, execute, _ = messages
-        if type(describe) is not Describe or describe.kind != "P" \
-                or describe.name != bind.portal:  # type: ignore[attr-defined]
-            return None
-    elif n == 3:
-        bind, execute, _ = messages
-    else:
-        return None
-    if type(bind) is not Bind or type(execute) is not Execute \
-            or execute.portal != bind.portal or type(messages[-1]) is not Sync:
-        return None
-    return bind, n == 4, execute
 
 
 def _repeatable(batch: list[tuple[bytes, bytes]], messages: list[Message],

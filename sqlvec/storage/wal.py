@@ -99,7 +99,7 @@ An insert of a few rows (a single-row INSERT's) is encoded from parts: the schem
 are the very bytes Arrow's stream writer produces; larger ones go through the writer. The format
 is the same either way. A prepared single-row INSERT of scalar columns (``RowInsertOp``) is
 logged as a one-row insert, packed from its Python values without Arrow; it reads back as an
-insert of a one-row batch (kind 4 is new: a log holding it needs this reader).
+insert of a one-row batch. Kinds 4 and 5 are new: a log holding them needs this reader.
 """
 
 from __future__ import annotations
@@ -1300,7 +1300,6 @@ def _decode_row(view: memoryview, offset: int, length: int) -> pa.RecordBatch:
     return row_batch(values, schema)
 
 
-
 @dataclass(frozen=True)
 class EncodedBatch:
     """One batch of an `InsertRunOp` serialized ahead (its IPC message and that message's
@@ -1345,12 +1344,8 @@ class InsertRunOp:
     def physical(self) -> pa.RecordBatch:
         """The rows as one batch, their row id column first (the assigned ids): one copy,
         which the growing segment then adopts (batch by batch it would copy and grow)."""
-        if self.joined is not None:
-            batch = self.joined.result()
-        elif len(self.batches) == 1:
-            batch = self.batches[0].batch
-        else:
-            batch = pa.concat_batches([part.batch for part in self.batches])
+        batch = self.joined.result() if self.joined is not None \
+            else _one_batch([part.batch for part in self.batches])
         return _run_batch(batch, self.first_rowid)
 
 
@@ -1378,6 +1373,11 @@ Op = InsertOp | DeleteOp | TruncateOp | InsertRunOp
 _INSERT, _DELETE, _TRUNCATE, _ROW, _INSERT_RUN = 1, 2, 3, 4, 5
 _ROWID_FIELD = pa.field("_rowid", pa.int64(), nullable=False)  # storage.schema.ROWID
 _FIRST_ROWID = struct.Struct("<Q")
+
+
+def _one_batch(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """The batches as one (the only one as it is)."""
+    return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
 
 
 def _run_batch(batch: pa.RecordBatch, first_rowid: int) -> pa.RecordBatch:
@@ -1632,8 +1632,7 @@ def decode_commit(payload: bytes | bytearray | memoryview) -> list[Op]:
                 batches = list(reader)
                 if not batches:
                     raise DataCorrupted("WAL insert run holds no record batch")
-                ops.append(InsertOp(table_id, _run_batch(
-                    batches[0] if len(batches) == 1 else pa.concat_batches(batches), start)))
+                ops.append(InsertOp(table_id, _run_batch(_one_batch(batches), start)))
             else:
                 raise DataCorrupted(f"WAL commit record: unknown operation kind {kind}")
             offset += length
