@@ -20,6 +20,7 @@ reported apart: the first after a pause, in caches the other servers have filled
 
     python -m benchmarks round_trip --pgserver /tmp/pg
     python -m benchmarks round_trip --checkout ../main --checkout . --pgserver /tmp/pg
+    python -m benchmarks round_trip --checkout ../main --checkout . --workers 0
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import time
 
 import numpy as np
 
-from benchmarks.suite import sqlvec_server
+from benchmarks.suite import SERVER_ARGS, sqlvec_server
 from benchmarks.wire_overhead import RawClient
 from benchmarks.wire_profile import prepared_round_trip
 
@@ -191,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pgserver", metavar="DIR", help="also PostgreSQL from pgserver in DIR")
     p.add_argument("--rounds", type=int, default=10_000, help="round trips per server and client")
     p.add_argument("--block", type=int, default=500, help="round trips per turn")
+    p.add_argument("--workers", default=None, metavar="N",
+                   help="serve --workers N (or auto) for the sqlvec servers (default: theirs)")
     args = p.parse_args(argv)
+    if args.workers is not None:
+        SERVER_ARGS[:] = ["--workers", str(args.workers)]
     checkouts = args.checkout or [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
     tmp = tempfile.mkdtemp(prefix="sqlvec-round-trip-")
     try:

@@ -192,11 +192,12 @@ class PrimaryLog(logging.Handler):
         """Hold this thread's records from now on."""
         self._held.records = []
 
-    def settle(self, keep: bool) -> None:
-        """Stop holding: send what was held (keep), or drop it."""
-        records, self._held.records = getattr(self._held, "records", None), None
-        for record in records or () if keep else ():
+    def settle(self, keep: bool) -> list[logging.LogRecord]:
+        """Stop holding: send what was held (keep), or drop it. Returns what was held."""
+        records, self._held.records = getattr(self._held, "records", None) or [], None
+        for record in records if keep else ():
             self._send(record)
+        return records
 
     def emit(self, record: logging.LogRecord) -> None:
         """Send a record to the primary, or hold it while this thread's round trip runs."""
@@ -251,14 +252,27 @@ class PrimaryStatistics:
         """Hold what this thread records from now on."""
         self._held.items = []
 
-    def settle(self, keep: bool) -> None:
-        """Stop holding: queue what was held for the primary (keep), or drop it."""
-        items, self._held.items = getattr(self._held, "items", None), None
+    def settle(self, keep: bool) -> list[tuple]:
+        """Stop holding: queue what was held for the primary (keep), or drop it. Returns what
+        was held."""
+        items, self._held.items = getattr(self._held, "items", None) or [], None
         if keep and items:
             with self._lock:
                 for item in items:
                     self._queue(item)
         self._wake_sender()  # (the tables' scan counters moved either way)
+        return items
+
+    def again(self, items: list[tuple], seconds: float) -> None:
+        """Record once more what a round trip recorded (`settle`'s list), as taking `seconds`:
+        a kept answer sent again (`KeptAnswer`) counts as its statement run again."""
+        with self._lock:
+            for item in items:
+                if len(item) == 2:
+                    self._queue((seconds, item[1]))
+                else:
+                    self._queue((item[0], item[1], seconds * 1000.0, item[3]))
+        self._wake_sender()
 
     def record(self, userid: int, dbid: int, queryid: int, query: str, ms: float,
                rows: int) -> None:
@@ -381,10 +395,15 @@ class LocalConnection(Connection):
         self.capturing = False
         self.error: str | None = None  # SQLSTATE of an ErrorResponse in the round trip
         self.spilled = False  # part of the round trip's answer went out
+        self.recorded: list[tuple] = []  # the statistics it recorded (`PrimaryStatistics`)
+        self.keep = False  # keep the round trip's answer (`answer`) when it is sent whole
+        self.answer: bytes | None = None  # ... the bytes sent, kept
 
-    def begin(self) -> None:
-        """Start a round trip: output is held, no error seen yet."""
+    def begin(self, keep: bool = False) -> None:
+        """Start a round trip: output is held, no error seen yet; `keep`: its answer, if sent
+        whole, is kept in `answer`."""
         self.capturing, self.error, self.spilled = True, None, False
+        self.keep, self.answer, self.recorded = keep, None, []
         self._out.clear()
 
     def send(self, *messages: Message) -> None:
@@ -413,6 +432,8 @@ class LocalConnection(Connection):
     def finish(self) -> None:
         """The round trip stands: send what is held."""
         self.capturing = False
+        if self.keep and not self.spilled:
+            self.answer = bytes(self._out)
         self._write()
 
     def discard(self) -> None:
@@ -421,6 +442,46 @@ class LocalConnection(Connection):
         self._out.clear()
         self.state = ConnectionState.READY
         self.portals.clear()
+
+
+class KeptAnswer:
+    """The answer of a round trip that cannot change while nothing else does (`Relay._keepable`:
+    a constant prepared statement, `SELECT 1`), kept to answer its repeats with the same bytes
+    without running it. It holds while the round trip comes again with nothing in between
+    (the Bind is then the very object it was: `RepeatedRoundTrip`), the connection idle (so
+    ReadyForQuery's status is 'I' again, and no failed block), the statement the same one
+    (no DEALLOCATE, Close or new Parse of its name), the session's settings the same mirror of
+    the primary's (no SET, RESET or DISCARD since) and the configuration files not reloaded.
+    Each repeat is counted as the run it stands for (pg_stat_statements, the metrics)."""
+
+    __slots__ = ("bind", "statement", "answer", "recorded", "settings", "config")
+
+    def __init__(self, bind: Message, statement: object, answer: bytes, recorded: list[tuple],
+                 settings: dict, config: int) -> None:
+        self.bind = bind
+        self.statement = statement
+        self.answer = answer
+        self.recorded = recorded
+        self.settings = settings
+        self.config = config
+
+    @classmethod
+    def of(cls, relay: Relay, bind: Message, local: LocalConnection) -> KeptAnswer | None:
+        """The answer `local` just sent to a round trip starting with `bind`, kept; None if it
+        was not sent whole or recorded no statement."""
+        if local.answer is None or not local.recorded or relay.settings is None:
+            return None
+        assert isinstance(bind, Bind)
+        return cls(bind, local.statements.get(bind.statement), local.answer, local.recorded,
+                   relay.settings, relay.worker.config_generation)
+
+    def holds(self, relay: Relay) -> bool:
+        """Whether this answer is still the one the round trip would get (class docstring)."""
+        local = relay.local
+        return relay.local_ok and local is not None and relay._idle() \
+            and relay.settings is self.settings and relay._applied is self.settings \
+            and local.statements.get(self.bind.statement) is self.statement \
+            and relay.worker.position.read()[2] == self.config
 
 
 class Relay:
@@ -463,6 +524,7 @@ class Relay:
         # Query: the message as read).
         self._repeat: tuple[RepeatedRoundTrip | RepeatedMessage,
                             list[tuple[bytes, bytes]]] | None = None
+        self._kept: KeptAnswer | None = None  # its answer, if that cannot change (`_keepable`)
         self.shared: set[str] = set()  # ... of them, those the primary holds too
         self.remote: dict[str, tuple[bytes, Parse]] = {}  # read-only, the primary's only (yet)
         self.running = False  # a statement runs here now (cancel requests reach it)
@@ -827,6 +889,8 @@ class Relay:
 
     def _round_trip(self, batch: list[tuple[bytes, bytes]], messages: list[Message],
                     repeated: bool = False) -> None:
+        if repeated and self._send_kept(messages[0]):
+            return
         if self.local_ok and self._idle():
             if self.remote and not repeated:  # prepared by the primary alone: here too, if
                 for m in messages:  # they can be
@@ -925,7 +989,7 @@ class Relay:
         """Run a round trip here; False (nothing sent) if the primary must answer it."""
         local = self.local
         assert local is not None
-        local.begin()
+        local.begin(keep=self._keepable(messages, local))
         held, statistics = self.worker.log, self.worker.statistics
         if held is not None:
             held.hold()
@@ -950,10 +1014,11 @@ class Relay:
             answered = self._settle(messages, local)
             return answered
         finally:
-            if held is not None:
-                held.settle(answered)
+            logged = held.settle(answered) if held is not None else []
             if statistics is not None and not answered:  # (settled by `_settle` if answered)
                 statistics.settle(False)
+            if answered and local.keep:
+                self._kept = KeptAnswer.of(self, messages[0], local) if not logged else None
             if reported:  # (after the answer went out: the primary may end the connection now)
                 with self.ulock:
                     self._send_activity(None)
@@ -977,8 +1042,39 @@ class Relay:
                 return False
             statistics = self.worker.statistics
             if statistics is not None:  # counted before the client can ask for the counts
-                statistics.settle(True)
+                local.recorded = statistics.settle(True)
             local.finish()
+        return True
+
+    def _keepable(self, messages: list[Message], local: LocalConnection) -> bool:
+        """Whether a round trip's answer may be kept for its repeats (`KeptAnswer`): a Bind,
+        without parameters, of a prepared statement that reads no table and calls no function
+        (`constant`: its answer depends on the session's settings alone), then only messages
+        that leave the statements alone; no duration logged (log_min_duration_statement), and
+        its statistics recorded, to be recorded again at each repeat."""
+        first = messages[0]
+        if type(first) is not Bind or first.params or self.worker.statistics is None \
+                or not _leaves_statements(messages[1:]):
+            return False
+        statement = local.statements.get(first.statement)
+        session = local.session
+        return statement is not None and statement.prepared.constant and session is not None \
+            and session.settings.get("log_min_duration_statement", "-1").strip() == "-1"
+
+    def _send_kept(self, bind: Message) -> bool:
+        """Answer a repeated round trip (`_repeated`) with the answer kept from its last run,
+        if that still holds (`KeptAnswer.holds`), counting it in the statistics as run again;
+        False: it runs as usual."""
+        kept = self._kept
+        if kept is None or kept.bind is not bind or not kept.holds(self):
+            return False
+        started = time.perf_counter()
+        with self.wlock:
+            if self._upstream_poll.poll(0):  # the primary spoke first (`_settle`)
+                return False
+            self.worker.statistics.again(kept.recorded, time.perf_counter() - started)
+            self.stream.write(kept.answer)
+        self.streak = 0
         return True
 
     def _forward(self, batch: list[tuple[bytes, bytes]],
@@ -1204,17 +1300,24 @@ def _drop(local: LocalConnection, messages: list[Message]) -> None:
 _REPEATABLE = (Describe, Execute, Close, Sync)
 
 
+def _leaves_statements(messages: list[Message]) -> bool:
+    """Whether the messages after a Bind leave the prepared statements alone (Describe,
+    Execute, Close of a portal, Sync)."""
+    for message in messages:
+        if type(message) not in _REPEATABLE or (type(message) is Close and message.kind == "S"):
+            return False
+    return True
+
+
 def _repeatable(batch: list[tuple[bytes, bytes]], messages: list[Message],
                 local: LocalConnection | None) -> tuple | None:
     """What recognises the next round trip of the same shape as this one, just answered
     here without an error: a Bind of a statement parsed here, then only messages that leave
-    the statements alone (Describe, Execute, Close of a portal, Sync)."""
+    the statements alone (`_leaves_statements`)."""
     first = messages[0]
-    if type(first) is not Bind or local is None or local.error is not None:
+    if type(first) is not Bind or local is None or local.error is not None \
+            or not _leaves_statements(messages[1:]):
         return None
-    for message in messages[1:]:
-        if type(message) not in _REPEATABLE or (type(message) is Close and message.kind == "S"):
-            return None
     rest = batch[1:]
     shape = RepeatedRoundTrip.of(batch[0][1], first, b"".join(frame(t, b) for t, b in rest),
                                  tuple(messages[1:]))
