@@ -3,7 +3,7 @@
 Servers: `python -m sqlvec serve` of each checkout given (`--checkout DIR`, repeatable: the
 code a server runs is the checkout's, through PYTHONPATH; default: this one), and, with
 `--pgserver DIR`, PostgreSQL from the pgserver package (over loopback TCP, as sqlvec). Each is
-asked `SELECT 1` by three clients: psycopg with a prepared statement (`prepare=True`: Bind,
+asked `SELECT 1` (or `--sql`) by three clients: psycopg with a prepared statement (`prepare=True`: Bind,
 Describe, Execute, Sync per round trip), psycopg in the simple protocol (`prepare=False`: one
 Query message, as psql sends it) and a bare socket client sending the prepared statement's
 messages pre-encoded (`wire_overhead.RawClient`, no driver in the way). Servers and clients take turns
@@ -95,10 +95,11 @@ def backend_pid(raw: RawClient) -> int:
 class Target:
     """One server and its two clients."""
 
-    def __init__(self, label: str, dsn: str, pid: int | None) -> None:
+    def __init__(self, label: str, dsn: str, pid: int | None, sql: str = "SELECT 1") -> None:
         import psycopg
 
         self.label = label
+        self.sql = sql
         self.conn = psycopg.connect(dsn, autocommit=True)
         self.cur = self.conn.cursor()
         host, port = dsn.rsplit("@", 1)[1].split("/")[0].split(":")
@@ -108,7 +109,7 @@ class Target:
             "psycopg": self.conn.execute("SELECT pg_backend_pid()").fetchone()[0],
             "raw": backend_pid(self.raw)}
         self.pids["simple"] = self.pids["psycopg"]
-        self.raw.prepare("s1", "SELECT 1")
+        self.raw.prepare("s1", sql)
         self.raw_bytes = prepared_round_trip("s1")  # as psycopg sends it
         self.times: dict[str, list[np.ndarray]] = {c: [] for c in CLIENTS}
         # Per block: the server's CPU seconds and its seconds waiting for a CPU.
@@ -118,11 +119,11 @@ class Target:
         self.wall: dict[str, float] = {c: 0.0 for c in CLIENTS}
 
     def psycopg_once(self) -> None:
-        self.cur.execute("SELECT 1", prepare=True)
+        self.cur.execute(self.sql, prepare=True)
         self.cur.fetchall()
 
     def simple_once(self) -> None:
-        self.cur.execute("SELECT 1", prepare=False)
+        self.cur.execute(self.sql, prepare=False)
         self.cur.fetchall()
 
     def raw_once(self) -> None:
@@ -192,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pgserver", metavar="DIR", help="also PostgreSQL from pgserver in DIR")
     p.add_argument("--rounds", type=int, default=10_000, help="round trips per server and client")
     p.add_argument("--block", type=int, default=500, help="round trips per turn")
+    p.add_argument("--sql", default="SELECT 1",
+                   help="the statement (no parameters) every client runs: `SELECT 1 + 1`, say, "
+                        "for one a server must run each time")
     p.add_argument("--workers", default=None, metavar="N",
                    help="serve --workers N (or auto) for the sqlvec servers (default: theirs)")
     args = p.parse_args(argv)
@@ -205,12 +209,14 @@ def main(argv: list[str] | None = None) -> int:
             for i, checkout in enumerate(checkouts):
                 dsn, pid = stack.enter_context(sqlvec_server(f"{tmp}/{i}", checkout))
                 label = f"sqlvec ({os.path.basename(os.path.abspath(checkout))})" if len(checkouts) > 1 else "sqlvec"
-                targets.append(stack.enter_context(contextlib.closing(Target(label, dsn, pid))))
+                targets.append(stack.enter_context(contextlib.closing(
+                    Target(label, dsn, pid, args.sql))))
             if args.pgserver:
                 from benchmarks.writes import postgres
 
                 dsn, _pid, label = stack.enter_context(postgres(args.pgserver))
-                targets.append(stack.enter_context(contextlib.closing(Target(label, dsn, None))))
+                targets.append(stack.enter_context(contextlib.closing(
+                    Target(label, dsn, None, args.sql))))
             print(run(targets, args.rounds, args.block))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
