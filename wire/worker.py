@@ -446,19 +446,20 @@ class LocalConnection(Connection):
 
 class KeptAnswer:
     """The answer of a round trip that cannot change while nothing else does (`Relay._keepable`:
-    a constant prepared statement, `SELECT 1`), kept to answer its repeats with the same bytes
-    without running it. It holds while the round trip comes again with nothing in between
-    (the Bind is then the very object it was: `RepeatedRoundTrip`), the connection idle (so
-    ReadyForQuery's status is 'I' again, and no failed block), the statement the same one
-    (no DEALLOCATE, Close or new Parse of its name), the session's settings the same mirror of
-    the primary's (no SET, RESET or DISCARD since) and the configuration files not reloaded.
-    Each repeat is counted as the run it stands for (pg_stat_statements, the metrics)."""
+    a constant statement, `SELECT 1`, prepared or a simple Query), kept to answer its repeats
+    with the same bytes without running it. It holds while the round trip comes again with
+    nothing in between (its first message is then the very object it was: `RepeatedRoundTrip`,
+    `RepeatedMessage`), the connection idle (so ReadyForQuery's status is 'I' again, and no
+    failed block), a prepared statement the same one (no DEALLOCATE, Close or new Parse of its
+    name), the session's settings the same mirror of the primary's (no SET, RESET or DISCARD
+    since) and the configuration files not reloaded. Each repeat is counted as the run it
+    stands for (pg_stat_statements, the metrics)."""
 
-    __slots__ = ("bind", "statement", "answer", "recorded", "settings", "config")
+    __slots__ = ("first", "statement", "answer", "recorded", "settings", "config")
 
-    def __init__(self, bind: Message, statement: object, answer: bytes, recorded: list[tuple],
+    def __init__(self, first: Message, statement: object, answer: bytes, recorded: list[tuple],
                  settings: dict, config: int) -> None:
-        self.bind = bind
+        self.first = first
         self.statement = statement
         self.answer = answer
         self.recorded = recorded
@@ -466,13 +467,12 @@ class KeptAnswer:
         self.config = config
 
     @classmethod
-    def of(cls, relay: Relay, bind: Message, local: LocalConnection) -> KeptAnswer | None:
-        """The answer `local` just sent to a round trip starting with `bind`, kept; None if it
-        was not sent whole or recorded no statement."""
+    def of(cls, relay: Relay, first: Message, local: LocalConnection) -> KeptAnswer | None:
+        """The answer `local` just sent to a round trip starting with `first`, kept; None if
+        it was not sent whole or recorded no statement."""
         if local.answer is None or not local.recorded or relay.settings is None:
             return None
-        assert isinstance(bind, Bind)
-        return cls(bind, local.statements.get(bind.statement), local.answer, local.recorded,
+        return cls(first, _statement_of(first, local), local.answer, local.recorded,
                    relay.settings, relay.worker.config_generation)
 
     def holds(self, relay: Relay) -> bool:
@@ -480,8 +480,13 @@ class KeptAnswer:
         local = relay.local
         return relay.local_ok and local is not None and relay._idle() \
             and relay.settings is self.settings and relay._applied is self.settings \
-            and local.statements.get(self.bind.statement) is self.statement \
+            and _statement_of(self.first, local) is self.statement \
             and relay.worker.position.read()[2] == self.config
+
+
+def _statement_of(first: Message, local: LocalConnection) -> object:
+    """The prepared statement a round trip's Bind names (None: a simple Query's)."""
+    return local.statements.get(first.statement) if type(first) is Bind else None
 
 
 class Relay:
@@ -525,6 +530,7 @@ class Relay:
         self._repeat: tuple[RepeatedRoundTrip | RepeatedMessage,
                             list[tuple[bytes, bytes]]] | None = None
         self._kept: KeptAnswer | None = None  # its answer, if that cannot change (`_keepable`)
+        self._judged: tuple[Message | None, bool] = (None, False)  # a Query: is it constant?
         self.shared: set[str] = set()  # ... of them, those the primary holds too
         self.remote: dict[str, tuple[bytes, Parse]] = {}  # read-only, the primary's only (yet)
         self.running = False  # a statement runs here now (cancel requests reach it)
@@ -852,6 +858,8 @@ class Relay:
                 self._forward(batch)
                 return
         assert isinstance(message, Query)
+        if self._send_kept(message):
+            return
         if self.local_ok and self._idle() and read_only(message.sql) and self._ready_here():
             if self._answer_here([message]):
                 self.local_names.pop("", None)
@@ -989,7 +997,7 @@ class Relay:
         """Run a round trip here; False (nothing sent) if the primary must answer it."""
         local = self.local
         assert local is not None
-        local.begin(keep=self._keepable(messages, local))
+        local.begin()
         held, statistics = self.worker.log, self.worker.statistics
         if held is not None:
             held.hold()
@@ -1009,6 +1017,7 @@ class Relay:
             with self.ulock:
                 self.running = False
                 reported, self.reported = self.reported, False
+        local.keep = local.error is None and self._keepable(messages, local)
         answered = False
         try:
             answered = self._settle(messages, local)
@@ -1047,26 +1056,46 @@ class Relay:
         return True
 
     def _keepable(self, messages: list[Message], local: LocalConnection) -> bool:
-        """Whether a round trip's answer may be kept for its repeats (`KeptAnswer`): a Bind,
-        without parameters, of a prepared statement that reads no table and calls no function
-        (`constant`: its answer depends on the session's settings alone), then only messages
-        that leave the statements alone; no duration logged (log_min_duration_statement), and
-        its statistics recorded, to be recorded again at each repeat."""
+        """Whether the answer of a round trip just run without an error may be kept for its
+        repeats (`KeptAnswer`): a statement that reads no table and calls no function
+        (`constant`: its answer depends on the session's settings alone), either bound
+        without parameters, then only messages that leave the statements alone, or a simple
+        Query seen again (`_constant_query`); no duration logged (log_min_duration_statement),
+        and its statistics recorded, to be recorded again at each repeat."""
         first = messages[0]
-        if type(first) is not Bind or first.params or self.worker.statistics is None \
-                or not _leaves_statements(messages[1:]):
+        session = local.session
+        if self.worker.statistics is None or session is None \
+                or session.settings.get("log_min_duration_statement", "-1").strip() != "-1":
+            return False
+        if type(first) is Query:
+            return self._constant_query(first, session)
+        if type(first) is not Bind or first.params or not _leaves_statements(messages[1:]):
             return False
         statement = local.statements.get(first.statement)
-        session = local.session
-        return statement is not None and statement.prepared.constant and session is not None \
-            and session.settings.get("log_min_duration_statement", "-1").strip() == "-1"
+        return statement is not None and statement.prepared.constant
 
-    def _send_kept(self, bind: Message) -> bool:
+    def _constant_query(self, query: Query, session: Session) -> bool:
+        """Whether a simple Query repeated (`RepeatedMessage`) runs a constant statement,
+        judged once per Query seen again (planned statements are cached by their text)."""
+        judged = self._judged
+        if judged[0] is query:
+            return judged[1]
+        shape = self._repeat[0] if self._repeat is not None else None
+        if type(shape) is not RepeatedMessage or shape.message is not query:
+            return False
+        try:
+            constant = session.prepare(query.sql).constant
+        except Exception:  # (only a judgement: the statement just ran here)
+            constant = False
+        self._judged = (query, constant)
+        return constant
+
+    def _send_kept(self, first: Message) -> bool:
         """Answer a repeated round trip (`_repeated`) with the answer kept from its last run,
         if that still holds (`KeptAnswer.holds`), counting it in the statistics as run again;
         False: it runs as usual."""
         kept = self._kept
-        if kept is None or kept.bind is not bind or not kept.holds(self):
+        if kept is None or kept.first is not first or not kept.holds(self):
             return False
         started = time.perf_counter()
         with self.wlock:

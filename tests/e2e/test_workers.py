@@ -836,19 +836,21 @@ def _select_one_calls(conn: psycopg.Connection, text: str) -> tuple:
 
 
 def test_a_constant_prepared_statement_repeated_is_answered_and_counted_each_time(pool_server):
-    """A worker sends a repeated constant statement (`SELECT 1`) the answer it kept from its
-    last run: the same rows and status, each run counted in pg_stat_statements; inside a
+    """A worker sends a repeated constant statement (`SELECT 1`, prepared or a simple Query)
+    the answer it kept from its last run: the same rows and status, each run counted in
+    pg_stat_statements; inside a
     transaction block, failed or not, the primary answers with that block's status."""
     conn, admin = connect(pool_server), connect(pool_server)
     with conn, admin:
         admin.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         sql = "SELECT 7 AS seven, 'kept' AS word, NULL AS nothing"
         before = _select_one_calls(admin, "SELECT $1 AS seven, $2 AS word, NULL AS nothing")
-        for _ in range(25):
-            assert conn.execute(sql, prepare=True).fetchall() == [(7, "kept", None)]
-            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        for prepare in (True, False):  # (False: a simple Query, the same bytes each time)
+            for _ in range(25):
+                assert conn.execute(sql, prepare=prepare).fetchall() == [(7, "kept", None)]
+                assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         after = _select_one_calls(admin, "SELECT $1 AS seven, $2 AS word, NULL AS nothing")
-        assert (after[0] - before[0], after[1] - before[1]) == (25, 25)
+        assert (after[0] - before[0], after[1] - before[1]) == (50, 50)
         conn.execute("BEGIN")
         assert conn.execute(sql, prepare=True).fetchone() == (7, "kept", None)
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
@@ -884,11 +886,19 @@ def test_a_kept_answer_is_not_sent_after_a_setting_changes_or_a_deallocate(pool_
         assert all(a == answers[0] for a in answers)
         assert [x.TYPE for x in answers[0]] == [b"2", b"T", b"D", b"C", b"Z"]
         assert answers[0][2].values == (b"a marker of kept answers",)
+        simple = Query("SELECT 'a simple marker'").encode()
+        for _ in range(3):
+            client.send(simple)
+            assert [x.TYPE for x in client.messages()] == [b"T", b"D", b"C", b"Z"]
         client.send(Query("SET log_min_duration_statement = 0").encode())
         assert client.messages()[-1].TYPE == b"Z"
         for _ in range(3):
             client.send(run)
             assert client.messages() == answers[0]
+        for _ in range(3):
+            client.send(simple)
+            assert [x.values for x in client.messages() if x.TYPE == b"D"] == [
+                (b"a simple marker",)]
         client.send(Query("RESET log_min_duration_statement").encode())
         client.messages()
         client.send(Query("DEALLOCATE s").encode())
@@ -905,7 +915,8 @@ def test_a_kept_answer_is_not_sent_after_a_setting_changes_or_a_deallocate(pool_
     finally:
         client.close()
     deadline = time.monotonic() + 5
-    while pool_server.log().count("statement: SELECT 'a marker of kept answers'") < 3:
+    while pool_server.log().count("statement: SELECT 'a marker of kept answers'") < 3 \
+            or pool_server.log().count("statement: SELECT 'a simple marker'") < 3:
         assert time.monotonic() < deadline, pool_server.log()[-2000:]
         time.sleep(0.05)
 
