@@ -858,8 +858,6 @@ class Relay:
                 self._forward(batch)
                 return
         assert isinstance(message, Query)
-        if self._send_kept(message):
-            return
         if self.local_ok and self._idle() and read_only(message.sql) and self._ready_here():
             if self._answer_here([message]):
                 self.local_names.pop("", None)
@@ -877,7 +875,8 @@ class Relay:
         for its parameter values (`RepeatedRoundTrip`), or is the same simple Query again
         (`RepeatedMessage`): nothing that `_answerable` looks at has changed since (every
         other message clears `_repeat`), so it is answered, or relayed, as the same messages
-        read one by one would be, without reading and classifying them again."""
+        read one by one would be, without reading and classifying them again; with the answer
+        kept from its last run when that cannot have changed (`_send_kept`)."""
         shape, rest = self._repeat  # type: ignore[misc]
         stream = self.stream
         stream.receive()
@@ -886,19 +885,18 @@ class Relay:
         if found is None:
             return False
         message, size = found
+        stream.skip(size)
+        if self._send_kept(message):
+            return True
         if type(shape) is RepeatedMessage:  # a simple Query
-            stream.skip(size)
             self._query(rest, message)
             return True
         body = bytes(buf[start + 5:start + size - len(shape.rest)])
-        stream.skip(size)
         self._round_trip([(b"B", body), *rest], [message, *shape.messages], repeated=True)
         return True
 
     def _round_trip(self, batch: list[tuple[bytes, bytes]], messages: list[Message],
                     repeated: bool = False) -> None:
-        if repeated and self._send_kept(messages[0]):
-            return
         if self.local_ok and self._idle():
             if self.remote and not repeated:  # prepared by the primary alone: here too, if
                 for m in messages:  # they can be
@@ -1091,8 +1089,8 @@ class Relay:
         return constant
 
     def _send_kept(self, first: Message) -> bool:
-        """Answer a repeated round trip (`_repeated`) with the answer kept from its last run,
-        if that still holds (`KeptAnswer.holds`), counting it in the statistics as run again;
+        """Answer a repeated round trip (`_repeated`, taken from the receive buffer) with the
+        answer kept from its last run, if that still holds (`KeptAnswer.holds`), counting it in the statistics as run again;
         False: it runs as usual."""
         kept = self._kept
         if kept is None or kept.first is not first or not kept.holds(self):
