@@ -3,9 +3,9 @@
 Servers: `python -m sqlvec serve` of each checkout given (`--checkout DIR`, repeatable: the
 code a server runs is the checkout's, through PYTHONPATH; default: this one), and, with
 `--pgserver DIR`, PostgreSQL from the pgserver package (over loopback TCP, as sqlvec). Each is
-asked `SELECT 1` (or `--sql`) by three clients: psycopg with a prepared statement (`prepare=True`: Bind,
-Describe, Execute, Sync per round trip), psycopg in the simple protocol (`prepare=False`: one
-Query message, as psql sends it) and a bare socket client sending the prepared statement's
+asked `SELECT 1` (or `--sql`) by three clients: psycopg with a prepared statement
+(`prepare=True`: Bind, Describe, Execute, Sync per round trip), psycopg in the simple protocol
+(`prepare=False`: one Query message, as psql sends it) and a bare socket client sending the prepared statement's
 messages pre-encoded (`wire_overhead.RawClient`, no driver in the way). Servers and clients take turns
 by blocks of rounds, so all meet the same load on a shared machine.
 

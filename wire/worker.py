@@ -399,11 +399,10 @@ class LocalConnection(Connection):
         self.keep = False  # keep the round trip's answer (`answer`) when it is sent whole
         self.answer: bytes | None = None  # ... the bytes sent, kept
 
-    def begin(self, keep: bool = False) -> None:
-        """Start a round trip: output is held, no error seen yet; `keep`: its answer, if sent
-        whole, is kept in `answer`."""
+    def begin(self) -> None:
+        """Start a round trip: output is held, no error seen yet, nothing to keep."""
         self.capturing, self.error, self.spilled = True, None, False
-        self.keep, self.answer, self.recorded = keep, None, []
+        self.keep, self.answer, self.recorded = False, None, []
         self._out.clear()
 
     def send(self, *messages: Message) -> None:
@@ -474,14 +473,6 @@ class KeptAnswer:
             return None
         return cls(first, _statement_of(first, local), local.answer, local.recorded,
                    relay.settings, relay.worker.config_generation)
-
-    def holds(self, relay: Relay) -> bool:
-        """Whether this answer is still the one the round trip would get (class docstring)."""
-        local = relay.local
-        return relay.local_ok and local is not None and relay._idle() \
-            and relay.settings is self.settings and relay._applied is self.settings \
-            and _statement_of(self.first, local) is self.statement \
-            and relay.worker.position.read()[2] == self.config
 
 
 def _statement_of(first: Message, local: LocalConnection) -> object:
@@ -1060,17 +1051,18 @@ class Relay:
         without parameters, then only messages that leave the statements alone, or a simple
         Query seen again (`_constant_query`); no duration logged (log_min_duration_statement),
         and its statistics recorded, to be recorded again at each repeat."""
-        first = messages[0]
-        session = local.session
-        if self.worker.statistics is None or session is None \
-                or session.settings.get("log_min_duration_statement", "-1").strip() != "-1":
+        first, session = messages[0], local.session
+        if session is None:
             return False
         if type(first) is Query:
-            return self._constant_query(first, session)
-        if type(first) is not Bind or first.params or not _leaves_statements(messages[1:]):
+            constant = self._constant_query(first, session)
+        elif type(first) is Bind and not first.params and _leaves_statements(messages[1:]):
+            statement = local.statements.get(first.statement)
+            constant = statement is not None and statement.prepared.constant
+        else:
             return False
-        statement = local.statements.get(first.statement)
-        return statement is not None and statement.prepared.constant
+        return constant and self.worker.statistics is not None \
+            and session.settings.get("log_min_duration_statement", "-1").strip() == "-1"
 
     def _constant_query(self, query: Query, session: Session) -> bool:
         """Whether a simple Query repeated (`RepeatedMessage`) runs a constant statement,
@@ -1090,10 +1082,10 @@ class Relay:
 
     def _send_kept(self, first: Message) -> bool:
         """Answer a repeated round trip (`_repeated`, taken from the receive buffer) with the
-        answer kept from its last run, if that still holds (`KeptAnswer.holds`), counting it in the statistics as run again;
-        False: it runs as usual."""
+        answer kept from its last run, if that still holds (`_kept_holds`), counting it in the
+        statistics as run again; False: it runs as usual."""
         kept = self._kept
-        if kept is None or kept.first is not first or not kept.holds(self):
+        if kept is None or kept.first is not first or not self._kept_holds(kept):
             return False
         started = time.perf_counter()
         with self.wlock:
@@ -1103,6 +1095,14 @@ class Relay:
             self.stream.write(kept.answer)
         self.streak = 0
         return True
+
+    def _kept_holds(self, kept: KeptAnswer) -> bool:
+        """Whether a kept answer is still the one its round trip would get (`KeptAnswer`)."""
+        local = self.local
+        return self.local_ok and local is not None and self._idle() \
+            and self.settings is kept.settings and self._applied is kept.settings \
+            and _statement_of(kept.first, local) is kept.statement \
+            and self.worker.position.read()[2] == kept.config
 
     def _forward(self, batch: list[tuple[bytes, bytes]],
                  decoded: list[Message] | None = None) -> None:
