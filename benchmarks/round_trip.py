@@ -3,9 +3,9 @@
 Servers: `python -m sqlvec serve` of each checkout given (`--checkout DIR`, repeatable: the
 code a server runs is the checkout's, through PYTHONPATH; default: this one), and, with
 `--pgserver DIR`, PostgreSQL from the pgserver package (over loopback TCP, as sqlvec). Each is
-asked `SELECT 1` by three clients: psycopg with a prepared statement (`prepare=True`: Bind,
-Describe, Execute, Sync per round trip), psycopg in the simple protocol (`prepare=False`: one
-Query message, as psql sends it) and a bare socket client sending the prepared statement's
+asked `SELECT 1` (or `--sql`) by three clients: psycopg with a prepared statement
+(`prepare=True`: Bind, Describe, Execute, Sync per round trip), psycopg in the simple protocol
+(`prepare=False`: one Query message, as psql sends it) and a bare socket client sending the prepared statement's
 messages pre-encoded (`wire_overhead.RawClient`, no driver in the way). Servers and clients take turns
 by blocks of rounds, so all meet the same load on a shared machine.
 
@@ -20,6 +20,7 @@ reported apart: the first after a pause, in caches the other servers have filled
 
     python -m benchmarks round_trip --pgserver /tmp/pg
     python -m benchmarks round_trip --checkout ../main --checkout . --pgserver /tmp/pg
+    python -m benchmarks round_trip --checkout ../main --checkout . --workers 0
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import time
 
 import numpy as np
 
-from benchmarks.suite import sqlvec_server
+from benchmarks.suite import SERVER_ARGS, sqlvec_server
 from benchmarks.wire_overhead import RawClient
 from benchmarks.wire_profile import prepared_round_trip
 
@@ -94,10 +95,11 @@ def backend_pid(raw: RawClient) -> int:
 class Target:
     """One server and its two clients."""
 
-    def __init__(self, label: str, dsn: str, pid: int | None) -> None:
+    def __init__(self, label: str, dsn: str, pid: int | None, sql: str = "SELECT 1") -> None:
         import psycopg
 
         self.label = label
+        self.sql = sql
         self.conn = psycopg.connect(dsn, autocommit=True)
         self.cur = self.conn.cursor()
         host, port = dsn.rsplit("@", 1)[1].split("/")[0].split(":")
@@ -107,7 +109,7 @@ class Target:
             "psycopg": self.conn.execute("SELECT pg_backend_pid()").fetchone()[0],
             "raw": backend_pid(self.raw)}
         self.pids["simple"] = self.pids["psycopg"]
-        self.raw.prepare("s1", "SELECT 1")
+        self.raw.prepare("s1", sql)
         self.raw_bytes = prepared_round_trip("s1")  # as psycopg sends it
         self.times: dict[str, list[np.ndarray]] = {c: [] for c in CLIENTS}
         # Per block: the server's CPU seconds and its seconds waiting for a CPU.
@@ -117,11 +119,11 @@ class Target:
         self.wall: dict[str, float] = {c: 0.0 for c in CLIENTS}
 
     def psycopg_once(self) -> None:
-        self.cur.execute("SELECT 1", prepare=True)
+        self.cur.execute(self.sql, prepare=True)
         self.cur.fetchall()
 
     def simple_once(self) -> None:
-        self.cur.execute("SELECT 1", prepare=False)
+        self.cur.execute(self.sql, prepare=False)
         self.cur.fetchall()
 
     def raw_once(self) -> None:
@@ -191,7 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pgserver", metavar="DIR", help="also PostgreSQL from pgserver in DIR")
     p.add_argument("--rounds", type=int, default=10_000, help="round trips per server and client")
     p.add_argument("--block", type=int, default=500, help="round trips per turn")
+    p.add_argument("--sql", default="SELECT 1",
+                   help="the statement (no parameters) every client runs: `SELECT 1 + 1`, say, "
+                        "for one a server must run each time")
+    p.add_argument("--workers", default=None, metavar="N",
+                   help="serve --workers N (or auto) for the sqlvec servers (default: theirs)")
     args = p.parse_args(argv)
+    if args.workers is not None:
+        SERVER_ARGS[:] = ["--workers", str(args.workers)]
     checkouts = args.checkout or [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
     tmp = tempfile.mkdtemp(prefix="sqlvec-round-trip-")
     try:
@@ -200,12 +209,14 @@ def main(argv: list[str] | None = None) -> int:
             for i, checkout in enumerate(checkouts):
                 dsn, pid = stack.enter_context(sqlvec_server(f"{tmp}/{i}", checkout))
                 label = f"sqlvec ({os.path.basename(os.path.abspath(checkout))})" if len(checkouts) > 1 else "sqlvec"
-                targets.append(stack.enter_context(contextlib.closing(Target(label, dsn, pid))))
+                targets.append(stack.enter_context(contextlib.closing(
+                    Target(label, dsn, pid, args.sql))))
             if args.pgserver:
                 from benchmarks.writes import postgres
 
                 dsn, _pid, label = stack.enter_context(postgres(args.pgserver))
-                targets.append(stack.enter_context(contextlib.closing(Target(label, dsn, None))))
+                targets.append(stack.enter_context(contextlib.closing(
+                    Target(label, dsn, None, args.sql))))
             print(run(targets, args.rounds, args.block))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

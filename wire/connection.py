@@ -108,6 +108,7 @@ from wire.messages import (
     PortalSuspended,
     Query,
     ReadyForQuery,
+    RepeatedRoundTrip,
     RowDescription,
     SSLRequest,
     StartupMessage,
@@ -318,6 +319,11 @@ class Connection:
         self._rows: tuple[pa.Table, list[SqlType], list[int], int, bytes] | None = None
         # The simple protocol's last RowDescription (all text), by its columns list.
         self._description: tuple[list[ResultColumn], bytes] | None = None
+        # The last round trip `run_bound` ran from a prepared statement run twice in a row,
+        # recognised in the receive buffer when the next repeats it but for the Bind's values
+        # (`_run_repeated`), with `run_bound`'s other arguments; and the statement last run so.
+        self._repeat: tuple[RepeatedRoundTrip, bool, Execute] | None = None
+        self._last_bound: str | None = None
 
     # Lifecycle ------------------------------------------------------------------------------------
 
@@ -351,15 +357,36 @@ class Connection:
 
     def serve_next(self) -> None:
         """Read the client's next message, waiting for it, and handle it; a Bind whose round
-        trip is all buffered (`_bound_round_trip`) is run with it in one step."""
+        trip is all buffered (`_bound_round_trip`) is run with it in one step, and a round trip
+        repeating the last one so run but for its values is recognised whole (`_run_repeated`)."""
+        if self._repeat is not None and self.state is _READY_STATE and self._run_repeated():
+            return
         type_byte, body = self._read()
         message = decode_frontend(type_byte, body)
         if type_byte == b"B" and self.state is _READY_STATE:
-            bound = self._bound_round_trip(message)  # type: ignore[arg-type]
+            bound = self._bound_round_trip(message, body)  # type: ignore[arg-type]
             if bound is not None:
                 self.run_bound(*bound)
                 return
         self.dispatch(message)
+
+    def _run_repeated(self) -> bool:
+        """Wait for input if none is buffered; if it begins with a round trip repeating
+        `_repeat`'s but for the Bind's values, run it (nothing framed or decoded but those
+        values: the same messages, so the same answers), else take nothing (False)."""
+        stream = self.stream
+        if not stream.buffered:
+            self._waiting(stream.receive)
+        elif self.stopping:
+            raise Stopping
+        shape, describe, execute = self._repeat  # type: ignore[misc]
+        buf, start, end = stream.window()
+        found = shape.match(buf, start, end)
+        if found is None or found[1] > self.server.max_message_size:
+            return False
+        stream.skip(found[1])
+        self.run_bound(found[0], describe, execute)
+        return True
 
     def stop(self) -> None:
         """Server shutdown: end after the current message (at once when idle). Called from
@@ -458,10 +485,11 @@ class Connection:
         finally:
             self.reading = False
 
-    def _bound_round_trip(self, bind: Bind) -> tuple[Bind, bool, Execute] | None:
-        """After a Bind: if the rest of its round trip is buffered and has `run_bound`'s shape
-        (`bound_round_trip`), take it and return `run_bound`'s arguments; else None, nothing
-        taken."""
+    def _bound_round_trip(self, bind: Bind, body: bytes) -> tuple[Bind, bool, Execute] | None:
+        """After a Bind (`body`: as received): if the rest of its round trip is buffered and
+        has `run_bound`'s shape (`bound_round_trip`), take it and return `run_bound`'s
+        arguments; else None, nothing taken. The second such round trip of a statement in a
+        row is kept to be recognised again (`_repeat`)."""
         if self.stopping:
             return None
         buf, start, end = self.stream.window()
@@ -475,6 +503,9 @@ class Connection:
             if code == 0x53:  # Sync
                 bound = bound_round_trip([*messages, _SYNC]) if length == 4 else None
                 if bound is not None:
+                    if bind.statement == self._last_bound:
+                        self._keep_shape(body, bound, bytes(buf[start:stop]))
+                    self._last_bound = bind.statement
                     self.stream.skip(stop - start)
                 return bound
             if length > 64 or code not in (0x44, 0x45):  # only a Describe or an Execute
@@ -485,6 +516,14 @@ class Connection:
                 return None
             pos = stop
         return None
+
+    def _keep_shape(self, body: bytes, bound: tuple[Bind, bool, Execute], rest: bytes) -> None:
+        """Keep the round trip of `bound` (its Bind's body, the messages after it as received)
+        to be recognised again (`_run_repeated`), if its Bind encodes back to its bytes."""
+        bind, describe, execute = bound
+        messages = (Describe("P", bind.portal), execute, _SYNC) if describe else (execute, _SYNC)
+        shape = RepeatedRoundTrip.of(body, bind, rest, messages)
+        self._repeat = None if shape is None else (shape, describe, execute)
 
     def send(self, *messages: Message) -> None:
         """Queue messages; output goes out in large writes, at Sync, ReadyForQuery or when the

@@ -192,11 +192,12 @@ class PrimaryLog(logging.Handler):
         """Hold this thread's records from now on."""
         self._held.records = []
 
-    def settle(self, keep: bool) -> None:
-        """Stop holding: send what was held (keep), or drop it."""
-        records, self._held.records = getattr(self._held, "records", None), None
-        for record in records or () if keep else ():
+    def settle(self, keep: bool) -> list[logging.LogRecord]:
+        """Stop holding: send what was held (keep), or drop it. Returns what was held."""
+        records, self._held.records = getattr(self._held, "records", None) or [], None
+        for record in records if keep else ():
             self._send(record)
+        return records
 
     def emit(self, record: logging.LogRecord) -> None:
         """Send a record to the primary, or hold it while this thread's round trip runs."""
@@ -251,14 +252,27 @@ class PrimaryStatistics:
         """Hold what this thread records from now on."""
         self._held.items = []
 
-    def settle(self, keep: bool) -> None:
-        """Stop holding: queue what was held for the primary (keep), or drop it."""
-        items, self._held.items = getattr(self._held, "items", None), None
+    def settle(self, keep: bool) -> list[tuple]:
+        """Stop holding: queue what was held for the primary (keep), or drop it. Returns what
+        was held."""
+        items, self._held.items = getattr(self._held, "items", None) or [], None
         if keep and items:
             with self._lock:
                 for item in items:
                     self._queue(item)
         self._wake_sender()  # (the tables' scan counters moved either way)
+        return items
+
+    def again(self, items: list[tuple], seconds: float) -> None:
+        """Record once more what a round trip recorded (`settle`'s list), as taking `seconds`:
+        a kept answer sent again (`KeptAnswer`) counts as its statement run again."""
+        with self._lock:
+            for item in items:
+                if len(item) == 2:
+                    self._queue((seconds, item[1]))
+                else:
+                    self._queue((item[0], item[1], seconds * 1000.0, item[3]))
+        self._wake_sender()
 
     def record(self, userid: int, dbid: int, queryid: int, query: str, ms: float,
                rows: int) -> None:
@@ -381,10 +395,14 @@ class LocalConnection(Connection):
         self.capturing = False
         self.error: str | None = None  # SQLSTATE of an ErrorResponse in the round trip
         self.spilled = False  # part of the round trip's answer went out
+        self.recorded: list[tuple] = []  # the statistics it recorded (`PrimaryStatistics`)
+        self.keep = False  # keep the round trip's answer (`answer`) when it is sent whole
+        self.answer: bytes | None = None  # ... the bytes sent, kept
 
     def begin(self) -> None:
-        """Start a round trip: output is held, no error seen yet."""
+        """Start a round trip: output is held, no error seen yet, nothing to keep."""
         self.capturing, self.error, self.spilled = True, None, False
+        self.keep, self.answer, self.recorded = False, None, []
         self._out.clear()
 
     def send(self, *messages: Message) -> None:
@@ -413,6 +431,8 @@ class LocalConnection(Connection):
     def finish(self) -> None:
         """The round trip stands: send what is held."""
         self.capturing = False
+        if self.keep and not self.spilled:
+            self.answer = bytes(self._out)
         self._write()
 
     def discard(self) -> None:
@@ -421,6 +441,43 @@ class LocalConnection(Connection):
         self._out.clear()
         self.state = ConnectionState.READY
         self.portals.clear()
+
+
+class KeptAnswer:
+    """The answer of a round trip that cannot change while nothing else does (`Relay._keepable`:
+    a constant statement, `SELECT 1`, prepared or a simple Query), kept to answer its repeats
+    with the same bytes without running it. It holds while the round trip comes again with
+    nothing in between (its first message is then the very object it was: `RepeatedRoundTrip`,
+    `RepeatedMessage`), the connection idle (so ReadyForQuery's status is 'I' again, and no
+    failed block), a prepared statement the same one (no DEALLOCATE, Close or new Parse of its
+    name), the session's settings the same mirror of the primary's (no SET, RESET or DISCARD
+    since) and the configuration files not reloaded. Each repeat is counted as the run it
+    stands for (pg_stat_statements, the metrics)."""
+
+    __slots__ = ("first", "statement", "answer", "recorded", "settings", "config")
+
+    def __init__(self, first: Message, statement: object, answer: bytes, recorded: list[tuple],
+                 settings: dict, config: int) -> None:
+        self.first = first
+        self.statement = statement
+        self.answer = answer
+        self.recorded = recorded
+        self.settings = settings
+        self.config = config
+
+    @classmethod
+    def of(cls, relay: Relay, first: Message, local: LocalConnection) -> KeptAnswer | None:
+        """The answer `local` just sent to a round trip starting with `first`, kept; None if
+        it was not sent whole or recorded no statement."""
+        if local.answer is None or not local.recorded or relay.settings is None:
+            return None
+        return cls(first, _statement_of(first, local), local.answer, local.recorded,
+                   relay.settings, relay.worker.config_generation)
+
+
+def _statement_of(first: Message, local: LocalConnection) -> object:
+    """The prepared statement a round trip's Bind names (None: a simple Query's)."""
+    return local.statements.get(first.statement) if type(first) is Bind else None
 
 
 class Relay:
@@ -463,6 +520,8 @@ class Relay:
         # Query: the message as read).
         self._repeat: tuple[RepeatedRoundTrip | RepeatedMessage,
                             list[tuple[bytes, bytes]]] | None = None
+        self._kept: KeptAnswer | None = None  # its answer, if that cannot change (`_keepable`)
+        self._judged: tuple[Message | None, bool] = (None, False)  # a Query: is it constant?
         self.shared: set[str] = set()  # ... of them, those the primary holds too
         self.remote: dict[str, tuple[bytes, Parse]] = {}  # read-only, the primary's only (yet)
         self.running = False  # a statement runs here now (cancel requests reach it)
@@ -807,7 +866,8 @@ class Relay:
         for its parameter values (`RepeatedRoundTrip`), or is the same simple Query again
         (`RepeatedMessage`): nothing that `_answerable` looks at has changed since (every
         other message clears `_repeat`), so it is answered, or relayed, as the same messages
-        read one by one would be, without reading and classifying them again."""
+        read one by one would be, without reading and classifying them again; with the answer
+        kept from its last run when that cannot have changed (`_send_kept`)."""
         shape, rest = self._repeat  # type: ignore[misc]
         stream = self.stream
         stream.receive()
@@ -816,12 +876,13 @@ class Relay:
         if found is None:
             return False
         message, size = found
+        stream.skip(size)
+        if self._send_kept(message):
+            return True
         if type(shape) is RepeatedMessage:  # a simple Query
-            stream.skip(size)
             self._query(rest, message)
             return True
         body = bytes(buf[start + 5:start + size - len(shape.rest)])
-        stream.skip(size)
         self._round_trip([(b"B", body), *rest], [message, *shape.messages], repeated=True)
         return True
 
@@ -945,15 +1006,17 @@ class Relay:
             with self.ulock:
                 self.running = False
                 reported, self.reported = self.reported, False
+        local.keep = local.error is None and self._keepable(messages, local)
         answered = False
         try:
             answered = self._settle(messages, local)
             return answered
         finally:
-            if held is not None:
-                held.settle(answered)
+            logged = held.settle(answered) if held is not None else []
             if statistics is not None and not answered:  # (settled by `_settle` if answered)
                 statistics.settle(False)
+            if answered and local.keep:
+                self._kept = KeptAnswer.of(self, messages[0], local) if not logged else None
             if reported:  # (after the answer went out: the primary may end the connection now)
                 with self.ulock:
                     self._send_activity(None)
@@ -977,9 +1040,69 @@ class Relay:
                 return False
             statistics = self.worker.statistics
             if statistics is not None:  # counted before the client can ask for the counts
-                statistics.settle(True)
+                local.recorded = statistics.settle(True)
             local.finish()
         return True
+
+    def _keepable(self, messages: list[Message], local: LocalConnection) -> bool:
+        """Whether the answer of a round trip just run without an error may be kept for its
+        repeats (`KeptAnswer`): a statement that reads no table and calls no function
+        (`constant`: its answer depends on the session's settings alone), either bound
+        without parameters, then only messages that leave the statements alone, or a simple
+        Query seen again (`_constant_query`); no duration logged (log_min_duration_statement),
+        and its statistics recorded, to be recorded again at each repeat."""
+        first, session = messages[0], local.session
+        if session is None:
+            return False
+        if type(first) is Query:
+            constant = self._constant_query(first, session)
+        elif type(first) is Bind and not first.params and _leaves_statements(messages[1:]):
+            statement = local.statements.get(first.statement)
+            constant = statement is not None and statement.prepared.constant
+        else:
+            return False
+        return constant and self.worker.statistics is not None \
+            and session.settings.get("log_min_duration_statement", "-1").strip() == "-1"
+
+    def _constant_query(self, query: Query, session: Session) -> bool:
+        """Whether a simple Query repeated (`RepeatedMessage`) runs a constant statement,
+        judged once per Query seen again (planned statements are cached by their text)."""
+        judged = self._judged
+        if judged[0] is query:
+            return judged[1]
+        shape = self._repeat[0] if self._repeat is not None else None
+        if type(shape) is not RepeatedMessage or shape.message is not query:
+            return False
+        try:
+            constant = session.prepare(query.sql).constant
+        except Exception:  # (only a judgement: the statement just ran here)
+            constant = False
+        self._judged = (query, constant)
+        return constant
+
+    def _send_kept(self, first: Message) -> bool:
+        """Answer a repeated round trip (`_repeated`, taken from the receive buffer) with the
+        answer kept from its last run, if that still holds (`_kept_holds`), counting it in the
+        statistics as run again; False: it runs as usual."""
+        kept = self._kept
+        if kept is None or kept.first is not first or not self._kept_holds(kept):
+            return False
+        started = time.perf_counter()
+        with self.wlock:
+            if self._upstream_poll.poll(0):  # the primary spoke first (`_settle`)
+                return False
+            self.worker.statistics.again(kept.recorded, time.perf_counter() - started)
+            self.stream.write(kept.answer)
+        self.streak = 0
+        return True
+
+    def _kept_holds(self, kept: KeptAnswer) -> bool:
+        """Whether a kept answer is still the one its round trip would get (`KeptAnswer`)."""
+        local = self.local
+        return self.local_ok and local is not None and self._idle() \
+            and self.settings is kept.settings and self._applied is kept.settings \
+            and _statement_of(kept.first, local) is kept.statement \
+            and self.worker.position.read()[2] == kept.config
 
     def _forward(self, batch: list[tuple[bytes, bytes]],
                  decoded: list[Message] | None = None) -> None:
@@ -1204,17 +1327,24 @@ def _drop(local: LocalConnection, messages: list[Message]) -> None:
 _REPEATABLE = (Describe, Execute, Close, Sync)
 
 
+def _leaves_statements(messages: list[Message]) -> bool:
+    """Whether the messages after a Bind leave the prepared statements alone (Describe,
+    Execute, Close of a portal, Sync)."""
+    for message in messages:
+        if type(message) not in _REPEATABLE or (type(message) is Close and message.kind == "S"):
+            return False
+    return True
+
+
 def _repeatable(batch: list[tuple[bytes, bytes]], messages: list[Message],
                 local: LocalConnection | None) -> tuple | None:
     """What recognises the next round trip of the same shape as this one, just answered
     here without an error: a Bind of a statement parsed here, then only messages that leave
-    the statements alone (Describe, Execute, Close of a portal, Sync)."""
+    the statements alone (`_leaves_statements`)."""
     first = messages[0]
-    if type(first) is not Bind or local is None or local.error is not None:
+    if type(first) is not Bind or local is None or local.error is not None \
+            or not _leaves_statements(messages[1:]):
         return None
-    for message in messages[1:]:
-        if type(message) not in _REPEATABLE or (type(message) is Close and message.kind == "S"):
-            return None
     rest = batch[1:]
     shape = RepeatedRoundTrip.of(batch[0][1], first, b"".join(frame(t, b) for t, b in rest),
                                  tuple(messages[1:]))

@@ -305,3 +305,62 @@ def test_prepared_round_trips_received_whole_answer_as_message_by_message(start,
             assert answer()[2] == DataRow((b"3",))
     finally:
         client.close()
+
+
+def test_a_repeated_round_trip_in_one_process_answers_as_its_messages(start):
+    """In one process, a prepared statement's round trip that repeats the last one but for
+    its values is recognised whole in the receive buffer: it still sees its statement as it
+    is now (closed: 26000; parsed again under the name: the new one), the transaction
+    block's status and its failure (25P02), and a Bind asking other result formats is read
+    message by message."""
+    server = start("--workers", "0")
+    client = RawClient(server).ready()
+
+    def run(name: str, params: tuple, formats: tuple = ()) -> bytes:
+        return (Bind("", name, (), params, formats).encode() + Describe("P", "").encode()
+                + Execute("", 0).encode() + Sync().encode())
+
+    def rows(answer: list) -> list:
+        return [m.values for m in answer if isinstance(m, DataRow)]
+
+    try:
+        client.send(Parse("s", "SELECT 24 / $1::int", ()).encode() + Sync().encode())
+        client.messages()
+        for value in (1, 1, 2, 3):  # (the second run in a row is the one recognised next)
+            client.send(run("s", (str(value).encode(),)))
+            answer = client.messages()
+            assert rows(answer) == [(str(24 // value).encode(),)]
+            assert answer[-1] == ReadyForQuery("I")
+        client.send(Query("BEGIN").encode())
+        client.messages()
+        client.send(run("s", (b"4",)))
+        answer = client.messages()
+        assert rows(answer) == [(b"6",)] and answer[-1] == ReadyForQuery("T")
+        client.send(run("s", (b"0",)))
+        answer = client.messages()
+        assert kinds(answer) == ["BindComplete", "RowDescription", "ErrorResponse",
+                                 "ReadyForQuery"]
+        assert answer[2].get("C") == "22012" and answer[-1] == ReadyForQuery("E")
+        client.send(run("s", (b"5",)))
+        answer = client.messages()
+        errors = [m.get("C") for m in answer if isinstance(m, ErrorResponse)]
+        assert errors == ["25P02"] and answer[-1] == ReadyForQuery("E")
+        client.send(Query("ROLLBACK").encode())
+        client.messages()
+        client.send(run("s", (b"6",), formats=(1,)))  # binary: another Bind, read as such
+        assert rows(client.messages()) == [(struct.pack("!i", 4),)]
+        client.send(run("s", (b"8",)))
+        assert rows(client.messages()) == [(b"3",)]
+        client.send(Close("S", "s").encode() + Sync().encode())
+        client.messages()
+        client.send(run("s", (b"8",)))
+        answer = client.messages()
+        assert kinds(answer) == ["ErrorResponse", "ReadyForQuery"]
+        assert answer[0].get("C") == "26000"
+        client.send(Parse("s", "SELECT $1::int + 100", ()).encode() + Sync().encode())
+        client.messages()
+        for value in (1, 2):
+            client.send(run("s", (str(value).encode(),)))
+            assert rows(client.messages()) == [(str(value + 100).encode(),)]
+    finally:
+        client.close()

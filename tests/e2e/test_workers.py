@@ -828,3 +828,108 @@ def test_pipelined_and_split_repeated_round_trips_get_every_answer(pool_server):
         assert answers(client, 1) == [b"3"]
     finally:
         client.close()
+
+
+def _select_one_calls(conn: psycopg.Connection, text: str) -> tuple:
+    return conn.execute("SELECT coalesce(sum(calls), 0), coalesce(sum(rows), 0) "
+                        "FROM pg_stat_statements WHERE query = %s", (text,)).fetchone()
+
+
+def test_a_constant_prepared_statement_repeated_is_answered_and_counted_each_time(pool_server):
+    """A worker sends a repeated constant statement (`SELECT 1`, prepared or a simple Query)
+    the answer it kept from its last run: the same rows and status, each run counted in
+    pg_stat_statements; inside a
+    transaction block, failed or not, the primary answers with that block's status."""
+    conn, admin = connect(pool_server), connect(pool_server)
+    with conn, admin:
+        admin.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        sql = "SELECT 7 AS seven, 'kept' AS word, NULL AS nothing"
+        before = _select_one_calls(admin, "SELECT $1 AS seven, $2 AS word, NULL AS nothing")
+        for prepare in (True, False):  # (False: a simple Query, the same bytes each time)
+            for _ in range(25):
+                assert conn.execute(sql, prepare=prepare).fetchall() == [(7, "kept", None)]
+                assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        after = _select_one_calls(admin, "SELECT $1 AS seven, $2 AS word, NULL AS nothing")
+        assert (after[0] - before[0], after[1] - before[1]) == (50, 50)
+        conn.execute("BEGIN")
+        assert conn.execute(sql, prepare=True).fetchone() == (7, "kept", None)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1 / 0")
+        for _ in range(2):
+            with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+                conn.execute(sql, prepare=True)
+        conn.execute("ROLLBACK")
+        for _ in range(3):
+            assert conn.execute(sql, prepare=True).fetchone() == (7, "kept", None)
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_a_kept_answer_is_not_sent_after_a_setting_changes_or_a_deallocate(pool_server):
+    """After SET (here one that logs each statement's duration) a repeated constant statement
+    runs again, each run logged; after DEALLOCATE its name is unknown, and a new statement
+    under the name answers its own rows."""
+    from tests.e2e.conftest import RawClient
+    from wire.messages import Bind, Describe, Execute, Parse, Query, Sync
+
+    run = (Bind("", "s", (), (), ()).encode() + Describe("P", "").encode()
+           + Execute("", 0).encode() + Sync().encode())
+    client = RawClient(pool_server).ready()
+    try:
+        client.send(Parse("s", "SELECT 'a marker of kept answers'", ()).encode()
+                    + Sync().encode())
+        assert [x.TYPE for x in client.messages()] == [b"1", b"Z"]
+        answers = []
+        for _ in range(4):
+            client.send(run)
+            answers.append(client.messages())
+        assert all(a == answers[0] for a in answers)
+        assert [x.TYPE for x in answers[0]] == [b"2", b"T", b"D", b"C", b"Z"]
+        assert answers[0][2].values == (b"a marker of kept answers",)
+        simple = Query("SELECT 'a simple marker'").encode()
+        for _ in range(3):
+            client.send(simple)
+            assert [x.TYPE for x in client.messages()] == [b"T", b"D", b"C", b"Z"]
+        client.send(Query("SET log_min_duration_statement = 0").encode())
+        assert client.messages()[-1].TYPE == b"Z"
+        for _ in range(3):
+            client.send(run)
+            assert client.messages() == answers[0]
+        for _ in range(3):
+            client.send(simple)
+            assert [x.values for x in client.messages() if x.TYPE == b"D"] == [
+                (b"a simple marker",)]
+        client.send(Query("RESET log_min_duration_statement").encode())
+        client.messages()
+        client.send(Query("DEALLOCATE s").encode())
+        assert [x.TYPE for x in client.messages()] == [b"C", b"Z"]
+        client.send(run)
+        error = client.messages()
+        assert [x.TYPE for x in error] == [b"E", b"Z"]
+        assert dict(error[0].fields)["C"] == "26000"
+        client.send(Parse("s", "SELECT 2", ()).encode() + Sync().encode())
+        client.messages()
+        for _ in range(3):
+            client.send(run)
+            assert [x.values for x in client.messages() if x.TYPE == b"D"] == [(b"2",)]
+    finally:
+        client.close()
+    deadline = time.monotonic() + 5
+    while pool_server.log().count("statement: SELECT 'a marker of kept answers'") < 3 \
+            or pool_server.log().count("statement: SELECT 'a simple marker'") < 3:
+        assert time.monotonic() < deadline, pool_server.log()[-2000:]
+        time.sleep(0.05)
+
+
+def test_terminate_reaches_a_connection_repeating_a_constant_statement(pool_server):
+    """pg_terminate_backend of a connection whose repeats of `SELECT 1` are answered from the
+    kept answer: its next one gets 57P01, not the kept answer."""
+    victim, admin = connect(pool_server), connect(pool_server)
+    with admin:
+        for _ in range(5):
+            assert victim.execute("SELECT 1", prepare=True).fetchone() == (1,)
+        assert admin.execute("SELECT pg_terminate_backend(%s)",
+                             (victim.info.backend_pid,)).fetchone() == (True,)
+        with pytest.raises(psycopg.errors.AdminShutdown):
+            victim.execute("SELECT 1", prepare=True)
+        victim.close()
