@@ -366,6 +366,7 @@ class FusedTopK:
         self.arrow_types, self.sql_types, self.names = arrow_types, sql_types, names
         # Without the distance in the result, one segment's index may settle the order alone.
         self.order_only = not any(source is _DISTANCE for source in sources)
+        self._resolved: tuple | None = None  # (table definition, `_columns` of it)
 
     def run(self, ctx) -> pa.Table | None:
         """The result table, or None when the operator tree must run instead."""
@@ -386,18 +387,33 @@ class FusedTopK:
                 stop = min(stop, start + count)
         hits = hits.slice(start, stop)
         arrays = []
-        for source, arrow, sql_type in zip(self.sources, self.arrow_types, self.sql_types):
+        for source, arrow, sql_type in zip(self._columns(hits.snapshot.table_def), self.arrow_types,
+                                           self.sql_types):
             if source is _ROW_ID:
                 array = hits.rowids()
             elif source is _DISTANCE:
                 array = hits.distance_array()
             else:
-                array = hits.column(source)
+                array = hits.cells(*source)
             if array.type != arrow:  # as a projection casts to the column's storage type
                 array = cast_storage(array, arrow, sql_type)
             arrays.append(array)
         ctx.check_interrupts()
         return pa.Table.from_arrays(arrays, names=self.names)
+
+    def _columns(self, table_def) -> list:
+        """`sources` with each column name resolved in `table_def` to (its ColumnDef, Arrow
+        type): once per table definition, not per run."""
+        known = self._resolved
+        if known is None or known[0] is not table_def:
+            resolved = []
+            for source in self.sources:
+                if isinstance(source, str):
+                    col = table_def.column(source)
+                    source = (col, col.type.to_arrow())
+                resolved.append(source)
+            known = self._resolved = (table_def, resolved)
+        return known[1]
 
 
 # FusedTopK.sources besides column names: the row id and the search's distance.

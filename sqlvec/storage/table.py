@@ -554,10 +554,14 @@ class SearchHits:
 
     def column(self, name: str) -> pa.Array | pa.ChunkedArray:
         """A column's cells of the winners, in order."""
-        if not self.count:
-            return self.table([name], False, "d").column(0)
         col = self.snapshot.table_def.column(name)
-        arrow = col.type.to_arrow()
+        return self.cells(col, col.type.to_arrow())
+
+    def cells(self, col: ColumnDef, arrow: pa.DataType) -> pa.Array | pa.ChunkedArray:
+        """`column` of a column of this snapshot's table already looked up, with its Arrow
+        type (a prepared query resolves its columns once)."""
+        if not self.count:
+            return self.table([col.name], False, "d").column(0)
         if len(self.picks) == 1:  # one segment's winners, in order: one NumPy take when it can
             view, at, _ = self.picks[0]
             values = _numpy_column(view.data, col.physical, arrow, col.missing_value)
