@@ -619,13 +619,23 @@ def _vector_input_error(text: str, type_name: str) -> SqlVecError | None:
     return None
 
 
+def all_finite(vector: np.ndarray) -> bool:
+    """Whether a 1-D vector holds no NaN nor infinity: its dot product with itself (in float64,
+    where float32 squares cannot overflow) is a sum of nonnegative squares, finite exactly when
+    every element is. One BLAS call costs a third of `isfinite().all()`."""
+    if vector.ndim == 1 and vector.dtype == np.float32:
+        wide = vector.astype(np.float64)
+        return math.isfinite(wide.dot(wide))
+    return bool(np.isfinite(vector).all())
+
+
 def check_vector_values(values: np.ndarray, wide: np.ndarray | None = None,
                         type_name: str = "vector") -> np.ndarray:
     """Reject NaN, infinities and out-of-range values as pgvector does; returns the type's
     element dtype (float32 for vector, float16 for halfvec). `values` is one vector, or a
     matrix of one vector per row: the dimension limit applies to each vector, not the total."""
     if wide is None and type_name == "vector" and values.dtype == np.float32 \
-            and 0 < values.size <= VECTOR_MAX_DIM and np.isfinite(values).all():
+            and 0 < values.size <= VECTOR_MAX_DIM and all_finite(values):
         return values  # the common case (a float4 input, all finite): nothing to narrow
     wide = values if wide is None else wide
     if (values.shape[-1] if values.ndim else values.size) > VECTOR_MAX_DIM:

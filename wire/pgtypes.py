@@ -486,6 +486,7 @@ def _binary_fixed(array: pa.Array, t: SqlType) -> pa.Array | None:
 
 # pgvector's binary element format per type: vector sends big-endian float32, halfvec float16.
 _VECTOR_WIRE = {"vector": np.dtype(">f4"), "halfvec": np.dtype(">f2")}
+_VECTOR_NATIVE = {name: wire.newbyteorder("=") for name, wire in _VECTOR_WIRE.items()}
 
 
 def _vector_cells(array: pa.Array, wire: np.dtype) -> pa.Array:
@@ -805,7 +806,7 @@ def decode_vector(data: bytes, t: SqlType | None = None) -> np.ndarray:
         raise BinaryFormatError(f"expected unused to be 0, not {unused}")
     if len(data) != 4 + wire.itemsize * dim:
         raise BinaryFormatError("insufficient data left in message")
-    values = np.frombuffer(data, dtype=wire, count=dim, offset=4).astype(wire.newbyteorder("="))
+    values = np.frombuffer(data, dtype=wire, count=dim, offset=4).astype(_VECTOR_NATIVE[name])
     values = check_vector_values(values, type_name=name)
     if t is not None and t.typmod >= 0 and values.size != t.typmod:
         raise DataException(f"expected {t.typmod} dimensions, not {values.size}")

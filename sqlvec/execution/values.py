@@ -40,6 +40,7 @@ from sqlvec.types import (
     SparseVector,
     SqlType,
     check_sparsevec_typmod,
+    all_finite,
     check_vector_values,
     format_shortest,
     format_sparsevec,
@@ -837,7 +838,7 @@ def vector_value(value: object, t: SqlType) -> np.ndarray:
     """A dense vector value (a sequence or array of numbers) as a 1-D array of t's element type,
     checked as pgvector's input is: no NaN or infinity, t's dimensions if it has them."""
     vec = np.asarray(value, dtype=t.vector_dtype)
-    if vec.ndim != 1 or vec.size == 0 or not np.isfinite(vec).all():
+    if vec.ndim != 1 or vec.size == 0 or not all_finite(vec):
         vec = check_vector_values(np.asarray(value, dtype=np.float64).reshape(-1),
                                   type_name=t.name)
     if t.typmod >= 0 and vec.size != t.typmod:

@@ -170,18 +170,19 @@ def _pruner(bounds, table_def, frame) -> object:
     return prune if resolved else None
 
 
-def _count_index_use(stats, snap, column: str, metric: Metric, plans: list[SegmentPlan]) -> None:
-    """pg_stat_user_indexes: a search that used the column's index on some segment is one
-    scan of it, reading the entries the graphs returned; any other search is a scan of the
-    table (pg_stat_user_tables.seq_scan), as PostgreSQL counts an exact ORDER BY."""
-    used = [p for p in plans if p.method is not None]
+def _count_index_use(stats, snap, index, used: list[SegmentPlan],
+                     plans: list[SegmentPlan]) -> None:
+    """pg_stat_user_indexes: a search that used the column's index (`index`) on some segment
+    (`used`: those segments' plans) is one scan of it, reading the entries the graphs
+    returned; any other search is a scan of the table (pg_stat_user_tables.seq_scan), as
+    PostgreSQL counts an exact ORDER BY."""
     if not used:
         stats.scanned(snap.row_count)
         return
-    index = snap.index_for(column, metric)
     name = index.name if index is not None else used[0].method
-    stats.index_scanned(name, sum(p.returned for p in used),
-                              sum(p.returned for p in plans))
+    returned = sum(p.returned for p in used)
+    stats.index_scanned(name, returned,
+                        returned if len(used) == len(plans) else sum(p.returned for p in plans))
 
 
 def _index_name(snap, column: str, metric: Metric, plans) -> str | None:
@@ -296,11 +297,13 @@ class VectorTopKOp(OneRowOp):
                                 filter=self.scan.search_filter(ctx, outer, snap),
                                 prune=_pruner(self.bounds, snap.table_def, frame),
                                 plans=plans, order_only=order_only, **self._settings(ctx))
-        self.index_name = _index_name(snap, self.column, self.metric, plans)
+        used = [p for p in plans if p.method is not None]
+        index = snap.index_for(self.column, self.metric) if used else None
+        self.index_name = index.name if index is not None else None
         ctx.stats.setdefault(("segments", id(self)), []).append(plans)
-        _count_index_use(ctx.table_stats(self.scan.table_id), snap, self.column, self.metric,
-                         plans)
-        _report_missed_target(ctx, plans)
+        _count_index_use(ctx.table_stats(self.scan.table_id), snap, index, used, plans)
+        if used:
+            _report_missed_target(ctx, plans)
         return hits
 
     def _nulls(self, i: int, rows: int) -> pa.Array:
@@ -363,6 +366,7 @@ class FusedTopK:
         self.arrow_types, self.sql_types, self.names = arrow_types, sql_types, names
         # Without the distance in the result, one segment's index may settle the order alone.
         self.order_only = not any(source is _DISTANCE for source in sources)
+        self._resolved: tuple | None = None  # (table definition, `_columns` of it)
 
     def run(self, ctx) -> pa.Table | None:
         """The result table, or None when the operator tree must run instead."""
@@ -383,18 +387,33 @@ class FusedTopK:
                 stop = min(stop, start + count)
         hits = hits.slice(start, stop)
         arrays = []
-        for source, arrow, sql_type in zip(self.sources, self.arrow_types, self.sql_types):
+        for source, arrow, sql_type in zip(self._columns(hits.snapshot.table_def), self.arrow_types,
+                                           self.sql_types):
             if source is _ROW_ID:
                 array = hits.rowids()
             elif source is _DISTANCE:
                 array = hits.distance_array()
             else:
-                array = hits.column(source)
+                array = hits.cells(*source)
             if array.type != arrow:  # as a projection casts to the column's storage type
                 array = cast_storage(array, arrow, sql_type)
             arrays.append(array)
         ctx.check_interrupts()
         return pa.Table.from_arrays(arrays, names=self.names)
+
+    def _columns(self, table_def) -> list:
+        """`sources` with each column name resolved in `table_def` to (its ColumnDef, Arrow
+        type): once per table definition, not per run."""
+        known = self._resolved
+        if known is None or known[0] is not table_def:
+            resolved = []
+            for source in self.sources:
+                if isinstance(source, str):
+                    col = table_def.column(source)
+                    source = (col, col.type.to_arrow())
+                resolved.append(source)
+            known = self._resolved = (table_def, resolved)
+        return known[1]
 
 
 # FusedTopK.sources besides column names: the row id and the search's distance.

@@ -46,7 +46,7 @@ from sqlvec.storage.search import (
     plan_segment,
     read_max_ef,
     run_all,
-    search_target,
+    search_knobs,
 )
 from sqlvec.storage.segment import KEY_SEPARATOR, Segment, SegmentData, SegmentView, key_name
 from sqlvec.storage.wal import (
@@ -359,16 +359,19 @@ class TableSnapshot:
         index = None if exact else self.index_for(column, metric)
         if ef is None:
             method = access_methods.get(index.method) if index else None
-            ef = method.search_knob(settings) if method else 0
-            if method is not None and target_recall is None:
-                target_recall = search_target(method, settings)
+            ef, chosen, max_ef = search_knobs(method, settings)
+            if target_recall is None:
+                target_recall = chosen
+        else:
+            max_ef = read_max_ef(settings)
         policy = policy or _POLICY
-        max_ef = read_max_ef(settings)
         key = None
         if filter is None and prune is None:
             # Unfiltered: the plan depends on this snapshot and the knobs alone, so a repeated
             # query reuses it (fresh plan records, the session's settings, each time).
-            key = ("plan", column, metric, k, exact, ef, target_recall, max_ef, policy)
+            # (The default policy keys as None: hashing the dataclass costs more than the rest.)
+            key = ("plan", column, metric, k, exact, ef, target_recall, max_ef,
+                   None if policy is _POLICY else policy)
             cached = self._memo.get(key)
             if cached is not None and _still_indexed(cached, index, exact):
                 return [SegmentSearch(s.view, _fresh(s.plan), s.mask, s.index, s.matrix, settings)
@@ -551,10 +554,14 @@ class SearchHits:
 
     def column(self, name: str) -> pa.Array | pa.ChunkedArray:
         """A column's cells of the winners, in order."""
-        if not self.count:
-            return self.table([name], False, "d").column(0)
         col = self.snapshot.table_def.column(name)
-        arrow = col.type.to_arrow()
+        return self.cells(col, col.type.to_arrow())
+
+    def cells(self, col: ColumnDef, arrow: pa.DataType) -> pa.Array | pa.ChunkedArray:
+        """`column` of a column of this snapshot's table already looked up, with its Arrow
+        type (a prepared query resolves its columns once)."""
+        if not self.count:
+            return self.table([col.name], False, "d").column(0)
         if len(self.picks) == 1:  # one segment's winners, in order: one NumPy take when it can
             view, at, _ = self.picks[0]
             values = _numpy_column(view.data, col.physical, arrow, col.missing_value)

@@ -327,3 +327,16 @@ def test_sparsevec_input_errors_are_pgvectors(text, sqlstate, message):
     with pytest.raises(SqlVecError) as info:
         parse_sparsevec(text)
     assert (info.value.sqlstate, str(info.value)) == (sqlstate, message)
+
+
+@pytest.mark.parametrize("values", [
+    [1.0, 2.0], [0.0], [3.0e38, -3.4e38, 1e-45], [3.4e38] * 16000,  # squares past float32's max
+    [1.0, float("nan")], [float("inf"), 1.0], [-float("inf")], [float("nan"), float("inf")],
+])
+def test_all_finite_agrees_with_the_element_wise_test(values):
+    from sqlvec.types import all_finite
+
+    for dtype in (np.float32, np.float64, np.float16):
+        with np.errstate(over="ignore"):
+            vector = np.array(values, dtype)
+        assert all_finite(vector) == bool(np.isfinite(vector).all())

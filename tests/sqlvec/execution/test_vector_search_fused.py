@@ -216,3 +216,31 @@ def test_a_lone_segment_is_searched_for_the_order_alone(session, monkeypatch):
         fused, tree = _both(session, prepared, [q])
         assert fused.equals(tree)
     assert any(settled)
+
+
+def test_a_repeated_statement_follows_the_knob_as_set(session):
+    # The knobs are worked out once per distinct settings: each SET, SET to the same
+    # value as the default, and RESET must still reach the next run of the same statement.
+    explain = session.prepare("EXPLAIN ANALYZE SELECT id FROM one ORDER BY emb <-> $1 LIMIT 10")
+    q = _queries(session, 1)[0]
+
+    def ef() -> str:
+        lines = [r[0] for r in session.run(explain, [q]).rows() if "ef=" in r[0]]
+        assert len(lines) == 1
+        return lines[0].split("ef=")[1].split()[0]
+
+    try:
+        for value in ("17", "23", "17"):
+            session.execute_one(f"SET hnsw.ef_search = {value}")
+            assert ef() == value
+        session.execute_one("RESET hnsw.ef_search")
+        by_target = ef()  # the default recall target's pick, not the last value set
+        session.execute_one("SET sqlvec.max_ef_search = 5")
+        assert ef() == "5"
+        session.execute_one("RESET sqlvec.max_ef_search")
+        assert ef() == by_target
+        session.execute_one("SET hnsw.ef_search = 40")  # the default's value, but SET: exact
+        assert ef() == "40"
+    finally:
+        session.execute_one("RESET sqlvec.max_ef_search")
+        session.execute_one("SET hnsw.ef_search = 40")
