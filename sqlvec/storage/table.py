@@ -143,10 +143,6 @@ def one_value_array(value: object, arrow: pa.DataType) -> pa.Array:
 
 def value_at(data: SegmentData, col: ColumnDef, position: int) -> object:
     """The Python value of one column of one row of a segment."""
-    if isinstance(data, GrowingData):
-        column = data.column_slice(col.physical, col.type.to_arrow(), col.missing_value,
-                                   position, 1)
-        return column[0].as_py()
     return data.value(col.physical, col.type.to_arrow(), col.missing_value, position)
 
 
@@ -1537,7 +1533,7 @@ class Table:
                     return
         position = self.memtable.position_of(rowid)
         if position >= 0:
-            self.memtable.delete(np.array([position], np.int64))
+            self.memtable.delete_one(position)
 
     def _key_columns(self) -> list[str]:
         return list(dict.fromkeys(c for k in self.keys for c in k.def_.columns))
