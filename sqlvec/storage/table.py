@@ -146,6 +146,21 @@ def value_at(data: SegmentData, col: ColumnDef, position: int) -> object:
     return data.value(col.physical, col.type.to_arrow(), col.missing_value, position)
 
 
+def _position_in(seg: Segment, rowid: int) -> int:
+    """Position of the row with this id in a sealed segment (deleted or not), or -1: a
+    single-row write's lookup, in Python ints. When every row id between the segment's bounds
+    is in it (a load, a seal with no delete since) the position is the distance from the
+    first, no search."""
+    first, last = seg.rowid_bounds
+    if not first <= rowid <= last:
+        return -1
+    if last - first + 1 == seg.n_rows:
+        return rowid - first
+    ids = seg.rowids
+    position = int(ids.searchsorted(rowid))
+    return position if ids[position] == rowid else -1
+
+
 def mask_of(result: np.ndarray | pa.Array | pa.ChunkedArray | bool, n: int) -> np.ndarray:
     """A filter's result as a plain bool ndarray (NULL → false, scalar broadcast)."""
     if isinstance(result, (bool, np.bool_)):
@@ -771,13 +786,10 @@ class Table:
         Arrow batch of the rows queued since, one per statement); only a queued row is read
         through the snapshot."""
         for seg in self.sealed:
-            first, last = seg.rowid_bounds
-            if first <= rowid <= last:
-                ids = seg.rowids
-                position = int(ids.searchsorted(rowid))
-                if ids[position] == rowid:
-                    return None if self.deletes[seg.id].is_deleted_one(position) else \
-                        (seg, position)
+            position = _position_in(seg, rowid)
+            if position >= 0:
+                return None if self.deletes[seg.id].is_deleted_one(position) else \
+                    (seg, position)
         memtable = self.memtable
         position = memtable.folded_position(rowid)
         if position >= 0:  # (rows queued since stay queued: see `Memtable.folded_data`)
@@ -1523,14 +1535,10 @@ class Table:
         if self.keys:
             self._key_epoch += 1
         for seg in self.sealed:
-            first, last = seg.rowid_bounds
-            if first <= rowid <= last:
-                ids = seg.rowids
-                position = int(ids.searchsorted(rowid))
-                if ids[position] == rowid:
-                    self.deletes[seg.id] = self.deletes[seg.id].with_deleted(
-                        np.array([position], np.int64))
-                    return
+            position = _position_in(seg, rowid)
+            if position >= 0:
+                self.deletes[seg.id] = self.deletes[seg.id].with_deleted_one(position)
+                return
         position = self.memtable.position_of(rowid)
         if position >= 0:
             self.memtable.delete_one(position)
