@@ -19,6 +19,7 @@ costs a list append each, not Arrow work per row.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +33,17 @@ GROWING_SEGMENT_ID = -1
 
 def _is_fixed_vector(field: pa.Field) -> bool:
     return pa.types.is_fixed_size_list(field.type)
+
+
+def _value_reader(array: pa.Array) -> Callable[[int], object]:
+    """A function from a position of `array` to its Python value: NumPy's `item` over the
+    array's buffer for integers and floats without NULLs (what `as_py` gives, without a
+    scalar object per read), `as_py` otherwise."""
+    kind = array.type
+    if array.null_count == 0 and (pa.types.is_integer(kind) or pa.types.is_float32(kind) or
+                                  pa.types.is_float64(kind)):
+        return array.to_numpy(zero_copy_only=True).item
+    return lambda position: array[position].as_py()
 
 
 class GrowingData(SegmentData):
@@ -117,17 +129,17 @@ class GrowingData(SegmentData):
         """One row's value of a scalar column, read from the chunk holding it (no column of
         the whole segment assembled, no one-row slice wrapped): what a single-row UPDATE of
         a row an earlier one wrote reads."""
-        columns = self._cache.get(("chunk columns", physical))
-        if columns is None:
+        readers = self._cache.get(("readers", physical))
+        if readers is None:
             if self._table is not None or not self._chunks or \
                     physical not in self._schema.names or physical in self._vector_buffers:
                 return super().value(physical, arrow_type, missing, position)
-            columns = [chunk.column(physical) for chunk in self._chunks]
+            readers = [_value_reader(chunk.column(physical)) for chunk in self._chunks]
             with self._cache_lock:
-                self._cache[("chunk columns", physical)] = columns
+                self._cache[("readers", physical)] = readers
         offsets = self._offsets
         i = bisect.bisect_right(offsets, position) - 1  # type: ignore[arg-type]
-        return columns[i][position - offsets[i]].as_py()  # type: ignore[index]
+        return readers[i](position - offsets[i])  # type: ignore[index]
 
     @property
     def _offsets(self) -> list[int] | None:
@@ -345,9 +357,17 @@ class Memtable:
     def folded_position(self, rowid: int) -> int:
         """`position_of` among the rows already folded (queued ones are not looked at, and
         the queue stays as it is): -1 when the row is not among them."""
-        ids = self._rowids[: self._n]
-        position = int(ids.searchsorted(rowid))
-        return position if position < self._n and ids[position] == rowid else -1
+        n = self._n
+        if n == 0:
+            return -1
+        ids = self._rowids
+        # Rows are appended in row id order, mostly without gaps: its distance from the first
+        # row is its position then, no search.
+        guess = rowid - ids.item(0)
+        if 0 <= guess < n and ids.item(guess) == rowid:
+            return guess
+        position = int(ids[:n].searchsorted(rowid))
+        return position if position < n and ids.item(position) == rowid else -1
 
     def is_deleted(self, position: int) -> bool:
         """Whether the row at a folded position is deleted."""

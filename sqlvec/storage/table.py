@@ -1072,8 +1072,9 @@ class Table:
             # claims. One row (an UPDATE or DELETE by key) is located in the current state,
             # without the snapshot the previous commit's apply invalidated.
             with self.lock:
-                if len(deletes) == 1 and np.size(deletes[0].rowids) == 1:
-                    rowid = int(np.asarray(deletes[0].rowids).reshape(-1)[0])
+                one = np.asarray(deletes[0].rowids).reshape(-1) if len(deletes) == 1 else None
+                if one is not None and one.size == 1:
+                    rowid = int(one[0])
                     located[rowid] = self._locate_now(rowid)
                 else:
                     snap = self.snapshot()

@@ -240,3 +240,24 @@ def test_one_value_read_from_its_chunk_and_one_row_deleted(table_def):
     mem.delete_one(mem.position_of(1111))  # a queued row: folded first
     assert mem.folded_data() is not data and mem.snapshot().deletes.count == 2
     assert mem.live_table().num_rows == 110
+
+
+def test_values_read_by_position_across_kinds_and_row_id_gaps():
+    """Integers and floats (read through NumPy) and other kinds (through Arrow) read back as
+    the column says; a row is found by its row id when ids are consecutive and past a gap."""
+    kinds = TableDef(id=1, oid=16400, name="k", schema="public", columns=(
+        ColumnDef("a", SqlType.parse("int2"), 1), ColumnDef("b", SqlType.parse("float4"), 2),
+        ColumnDef("c", SqlType.parse("float8"), 3), ColumnDef("d", SqlType.parse("bool"), 4),
+        ColumnDef("e", SqlType.parse("int4"), 5)))
+    mem = Memtable(kinds)
+    rowids = [10, 11, 12, 20, 21, 40]
+    for i, rowid in enumerate(rowids):
+        mem.append_row((rowid, i - 2, i / 3, -i * 1.5, i % 2 == 0, None if i == 4 else i), 100)
+    mem.snapshot()
+    data = mem.folded_data()
+    for physical, field in zip(("c1", "c2", "c3", "c4", "c5"), list(kinds.physical_schema())[1:]):
+        assert [data.value(physical, field.type, None, p) for p in range(len(rowids))] == \
+            data.column(physical, field.type).to_pylist()
+    assert [mem.folded_position(r) for r in rowids] == list(range(len(rowids)))
+    assert [mem.folded_position(r) for r in (9, 13, 19, 30, 41)] == [-1] * 5
+    assert Memtable(kinds).folded_position(10) == -1
