@@ -22,8 +22,9 @@ most own time.
 
 `index` (in process, no server) compares the key index with the dict it replaced at 1M integer
 keys: memory and build time. `engine` (in process) reports the CPU time of one prepared INSERT,
-UPDATE and DELETE by key through `Session.run` (no wire, no fsync): the engine's own cost per
-statement, which a shared machine disturbs far less than round trips.
+UPDATE (of sealed rows, then of the same ids again: rows the first pass wrote) and DELETE by key
+through `Session.run` (no wire, no fsync): the engine's own cost per statement, which a shared
+machine disturbs far less than round trips.
 
     python -m benchmarks writes                       # everything (PostgreSQL via pgserver)
     python -m benchmarks writes --sizes 10000 --seconds 2 --only sqlvec
@@ -329,12 +330,15 @@ def engine_cpu(rows: int = 1_000_000, statements: int = 5000) -> dict[str, float
                                                "s": ["x"] * ids.size}))
             s.execute_one("CHECKPOINT")
             db.wait_idle()  # compaction after the load would count as the statements' CPU
-            rng = random.Random(0)
+            rng, again = random.Random(0), random.Random(0)
+            update = s.prepare("UPDATE t SET v = v + 1 WHERE id = $1", [20])
             cases = {  # parameter types as psycopg sends them: int8, int2, unknown
                 "insert": (s.prepare("INSERT INTO t VALUES ($1, $2, $3)", [20, 21, 0]),
                            lambda i: [rows + i, 1, "y"]),
-                "update": (s.prepare("UPDATE t SET v = v + 1 WHERE id = $1", [20]),
-                           lambda i: [rng.randrange(rows)]),
+                "update": (update, lambda i: [rng.randrange(rows)]),
+                # The same ids again: rows the updates above wrote, in the growing segment (as
+                # the server benchmark's later rounds, whose writers draw the same ids).
+                "update again": (update, lambda i: [again.randrange(rows)]),
                 "delete": (s.prepare("DELETE FROM t WHERE id = $1", [20]),
                            lambda i: [rows + i]),  # the rows the inserts added
             }

@@ -176,6 +176,19 @@ class DeleteBitmap:
         mask[fresh_pos] = True
         return DeleteBitmap._wrap(mask, self._count + int(fresh_pos.size))
 
+    def with_deleted_one(self, position: int) -> DeleteBitmap:
+        """`with_deleted` of one position given as an int (the old row of a single-row
+        UPDATE or DELETE): no array built while the extra positions have room."""
+        if not 0 <= position < self.n_rows:
+            raise IndexError(
+                f"row position {position} out of range for segment of {self.n_rows} rows")
+        extra = self._extra
+        if position in extra or self._base[position]:
+            return self
+        if len(extra) < self.EXTRA_MAX:
+            return DeleteBitmap._layered(self._base, extra | {position}, self._count + 1)
+        return self.with_deleted(np.array([position], np.int64))
+
     def _positions(self, positions: np.ndarray) -> np.ndarray:
         """Validate row positions: integers in [0, n_rows). Negative ones would wrap around."""
         pos = np.asarray(positions).reshape(-1)

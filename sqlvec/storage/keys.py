@@ -217,6 +217,8 @@ class IntKeyIndex(KeyIndex):
         self._maybe_fold()
 
     def remove(self, keys: np.ndarray, rowids: np.ndarray | None = None) -> None:
+        if not self._size:  # holds no key (a commit's claim before it adds any): nothing to do
+            return
         keys = np.asarray(keys, dtype=np.int64)
         if keys.size == 0:
             return

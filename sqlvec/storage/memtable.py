@@ -19,6 +19,7 @@ costs a list append each, not Arrow work per row.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +33,17 @@ GROWING_SEGMENT_ID = -1
 
 def _is_fixed_vector(field: pa.Field) -> bool:
     return pa.types.is_fixed_size_list(field.type)
+
+
+def _value_reader(array: pa.Array) -> Callable[[int], object]:
+    """A function from a position of `array` to its Python value: NumPy's `item` over the
+    array's buffer for integers and floats without NULLs (what `as_py` gives, without a
+    scalar object per read), `as_py` otherwise."""
+    kind = array.type
+    if array.null_count == 0 and (pa.types.is_integer(kind) or pa.types.is_float32(kind) or
+                                  pa.types.is_float64(kind)):
+        return array.to_numpy(zero_copy_only=True).item
+    return lambda position: array[position].as_py()
 
 
 class GrowingData(SegmentData):
@@ -112,6 +124,23 @@ class GrowingData(SegmentData):
         column = chunk.column(chunk.schema.get_field_index(physical))
         return pa.chunked_array([column.slice(position - offsets[i], 1)], type=field.type)
 
+    def value(self, physical: str, arrow_type: pa.DataType, missing: object,
+              position: int) -> object:
+        """One row's value of a scalar column, read from the chunk holding it (no column of
+        the whole segment assembled, no one-row slice wrapped): what a single-row UPDATE of
+        a row an earlier one wrote reads."""
+        readers = self._cache.get(("readers", physical))
+        if readers is None:
+            if self._table is not None or not self._chunks or \
+                    physical not in self._schema.names or physical in self._vector_buffers:
+                return super().value(physical, arrow_type, missing, position)
+            readers = [_value_reader(chunk.column(physical)) for chunk in self._chunks]
+            with self._cache_lock:
+                self._cache[("readers", physical)] = readers
+        offsets = self._offsets
+        i = bisect.bisect_right(offsets, position) - 1  # type: ignore[arg-type]
+        return readers[i](position - offsets[i])  # type: ignore[index]
+
     @property
     def _offsets(self) -> list[int] | None:
         """First row of each chunk (None when the snapshot has no chunk)."""
@@ -175,6 +204,9 @@ class Memtable:
             if _is_fixed_vector(f)
         }
         self._scalar_names = [f.name for f in self.schema if f.name not in self._vectors]
+        # The folded rows as snapshot data, kept until the next fold changes them: a stream
+        # of single-row UPDATEs reads (and caches columns of) one object, not one per statement.
+        self._folded: GrowingData | None = None
 
     # Properties ---------------------------------------------------------------------------------
 
@@ -269,6 +301,7 @@ class Memtable:
         self._chunks.append(batch.select(self._scalar_names) if self._vectors else batch)
         self._merge_tail()
         self._n += n
+        self._folded = None
 
     def _adopt(self, batch: pa.RecordBatch) -> None:
         """A first batch that fills the growing segment by itself (a bulk load, which seals
@@ -291,12 +324,27 @@ class Memtable:
         positions = np.asarray(positions, dtype=np.int64)
         if positions.size and int(positions.max()) >= self._n:
             self._fold()
+        deleted = self._own_deleted()
+        newly = positions[~deleted[positions]]
+        deleted[newly] = True
+        self._deleted_count += int(np.unique(newly).size)
+
+    def delete_one(self, position: int) -> None:
+        """`delete` of one row (the old row of a single-row UPDATE): no arrays built."""
+        if position >= self._n:
+            self._fold()
+        deleted = self._own_deleted()
+        if not deleted[position]:
+            deleted[position] = True
+            self._deleted_count += 1
+
+    def _own_deleted(self) -> np.ndarray:
+        """The deleted flags, copied first when a snapshot holds a view of them (later
+        deletes must not show through)."""
         if self._deleted_shared:
             self._deleted = self._deleted.copy()
             self._deleted_shared = False
-        newly = positions[~self._deleted[positions]]
-        self._deleted[newly] = True
-        self._deleted_count += int(np.unique(newly).size)
+        return self._deleted
 
     def position_of(self, rowid: int) -> int:
         """Position of the row with this id (deleted or not), or -1 when it is not here."""
@@ -309,9 +357,17 @@ class Memtable:
     def folded_position(self, rowid: int) -> int:
         """`position_of` among the rows already folded (queued ones are not looked at, and
         the queue stays as it is): -1 when the row is not among them."""
-        ids = self._rowids[: self._n]
-        position = int(ids.searchsorted(rowid))
-        return position if position < self._n and ids[position] == rowid else -1
+        n = self._n
+        if n == 0:
+            return -1
+        ids = self._rowids
+        # Rows are appended in row id order, mostly without gaps: its distance from the first
+        # row is its position then, no search.
+        guess = rowid - ids.item(0)
+        if 0 <= guess < n and ids.item(guess) == rowid:
+            return guess
+        position = int(ids[:n].searchsorted(rowid))
+        return position if position < n and ids.item(position) == rowid else -1
 
     def is_deleted(self, position: int) -> bool:
         """Whether the row at a folded position is deleted."""
@@ -321,13 +377,16 @@ class Memtable:
         """The rows already folded, as a snapshot's data (no fold, no deletes: what a reader
         of one row `folded_position` found needs, without building the queued rows' Arrow
         batch that a full `snapshot` would)."""
-        n = self._n
-        return GrowingData(
-            self.schema,
-            tuple(self._chunks),
-            {name: (m[:n], v[:n]) for name, (m, v) in self._vectors.items()},
-            self._rowids[:n],
-        )
+        folded = self._folded
+        if folded is None:
+            n = self._n
+            folded = self._folded = GrowingData(
+                self.schema,
+                tuple(self._chunks),
+                {name: (m[:n], v[:n]) for name, (m, v) in self._vectors.items()},
+                self._rowids[:n],
+            )
+        return folded
 
     def _reserve(self, needed: int) -> None:
         if needed <= self._capacity:
@@ -367,12 +426,7 @@ class Memtable:
         on."""
         self._fold()
         n = self._n
-        data = GrowingData(
-            self.schema,
-            tuple(self._chunks),
-            {name: (m[:n], v[:n]) for name, (m, v) in self._vectors.items()},
-            self._rowids[:n],
-        )
+        data = self.folded_data()
         # A view of the flags, shared until the next delete copies them (later deletes must
         # not show through): no copy per snapshot, no scan.
         if self._deleted_count:

@@ -143,11 +143,22 @@ def one_value_array(value: object, arrow: pa.DataType) -> pa.Array:
 
 def value_at(data: SegmentData, col: ColumnDef, position: int) -> object:
     """The Python value of one column of one row of a segment."""
-    if isinstance(data, GrowingData):
-        column = data.column_slice(col.physical, col.type.to_arrow(), col.missing_value,
-                                   position, 1)
-        return column[0].as_py()
     return data.value(col.physical, col.type.to_arrow(), col.missing_value, position)
+
+
+def _position_in(seg: Segment, rowid: int) -> int:
+    """Position of the row with this id in a sealed segment (deleted or not), or -1: a
+    single-row write's lookup, in Python ints. When every row id between the segment's bounds
+    is in it (a load, a seal with no delete since) the position is the distance from the
+    first, no search."""
+    first, last = seg.rowid_bounds
+    if not first <= rowid <= last:
+        return -1
+    if last - first + 1 == seg.n_rows:
+        return rowid - first
+    ids = seg.rowids
+    position = int(ids.searchsorted(rowid))
+    return position if ids[position] == rowid else -1
 
 
 def mask_of(result: np.ndarray | pa.Array | pa.ChunkedArray | bool, n: int) -> np.ndarray:
@@ -782,13 +793,10 @@ class Table:
         Arrow batch of the rows queued since, one per statement); only a queued row is read
         through the snapshot."""
         for seg in self.sealed:
-            first, last = seg.rowid_bounds
-            if first <= rowid <= last:
-                ids = seg.rowids
-                position = int(ids.searchsorted(rowid))
-                if ids[position] == rowid:
-                    return None if self.deletes[seg.id].is_deleted_one(position) else \
-                        (seg, position)
+            position = _position_in(seg, rowid)
+            if position >= 0:
+                return None if self.deletes[seg.id].is_deleted_one(position) else \
+                    (seg, position)
         memtable = self.memtable
         position = memtable.folded_position(rowid)
         if position >= 0:  # (rows queued since stay queued: see `Memtable.folded_data`)
@@ -1071,8 +1079,9 @@ class Table:
             # claims. One row (an UPDATE or DELETE by key) is located in the current state,
             # without the snapshot the previous commit's apply invalidated.
             with self.lock:
-                if len(deletes) == 1 and np.size(deletes[0].rowids) == 1:
-                    rowid = int(np.asarray(deletes[0].rowids).reshape(-1)[0])
+                one = np.asarray(deletes[0].rowids).reshape(-1) if len(deletes) == 1 else None
+                if one is not None and one.size == 1:
+                    rowid = int(one[0])
                     located[rowid] = self._locate_now(rowid)
                 else:
                     snap = self.snapshot()
@@ -1534,17 +1543,13 @@ class Table:
         if self.keys:
             self._key_epoch += 1
         for seg in self.sealed:
-            first, last = seg.rowid_bounds
-            if first <= rowid <= last:
-                ids = seg.rowids
-                position = int(ids.searchsorted(rowid))
-                if ids[position] == rowid:
-                    self.deletes[seg.id] = self.deletes[seg.id].with_deleted(
-                        np.array([position], np.int64))
-                    return
+            position = _position_in(seg, rowid)
+            if position >= 0:
+                self.deletes[seg.id] = self.deletes[seg.id].with_deleted_one(position)
+                return
         position = self.memtable.position_of(rowid)
         if position >= 0:
-            self.memtable.delete(np.array([position], np.int64))
+            self.memtable.delete_one(position)
 
     def _key_columns(self) -> list[str]:
         return list(dict.fromkeys(c for k in self.keys for c in k.def_.columns))

@@ -472,7 +472,6 @@ class WriteAheadLog:
         self._fsync = fsync
         self._segment_bytes = segment_bytes
         self._lock = threading.Lock()
-        self._synced = threading.Condition(self._lock)
         self._segments: list[tuple[int, Path]] = []  # (first_lsn, path) of existing files
         # Appended, not yet written: frames (header, payload) and ("rotate", first_lsn) marks.
         self._queue: list[tuple] = []
@@ -484,7 +483,10 @@ class WriteAheadLog:
         self._fd = -1  # the newest file, written only by the sync leader
         self._fd_pos: _Position | None = None
         self._allocated: int | None = 0  # its size with space allocated ahead; None: no fallocate
-        self._syncing = False
+        # Held by the sync leader during its write and fsync (None when none runs): a caller
+        # waiting for it takes it once released and passes it on at once, so a group's
+        # waiters wake without a Condition's lock per waiter and wake-up per notify.
+        self._flush: threading.Lock | None = None
         self._epoch = 0  # bumped by every failed write; sync() callers compare
         self._epoch_durable: dict[int, int] = {}  # failed epoch -> durable LSN when it failed
         self._epoch_error: dict[int, SqlVecError] = {}
@@ -731,12 +733,13 @@ class WriteAheadLog:
                 if lsn <= self._durable_lsn:
                     return
                 self._check_writable()
-                if not self._syncing:
+                if self._flush is None:
                     break
-                self._synced.wait()
+                self._wait_for_flush()
             batch, self._queue = self._queue, []
             target = self._last_lsn
-            self._syncing = True
+            self._flush = threading.Lock()
+            self._flush.acquire()
             self._stats["syncs"] += 1
         try:
             position, fsyncs, rotations = self._write(batch)
@@ -747,10 +750,26 @@ class WriteAheadLog:
         with self._lock:
             self._durable_lsn = max(self._durable_lsn, target)
             self._durable = position
-            self._syncing = False
             self._stats["fsyncs"] += fsyncs
             self._stats["rotations"] += rotations
-            self._synced.notify_all()
+            self._end_flush()
+
+    def _wait_for_flush(self) -> None:
+        """Wait until the flush in progress ends (caller holds the lock, released meanwhile)."""
+        flush = self._flush
+        assert flush is not None
+        self._lock.release()
+        try:
+            flush.acquire()
+            flush.release()  # the next waiter's turn
+        finally:
+            self._lock.acquire()
+
+    def _end_flush(self) -> None:
+        """The leader's flush is over, written or failed (lock held): its waiters go on."""
+        flush, self._flush = self._flush, None
+        if flush is not None:
+            flush.release()
 
     def _write(self, batch: list[tuple]) -> tuple[_Position, int, int]:
         """Write and fsync a batch in order (leader only, no lock held): (end, fsyncs, rotations)."""
@@ -832,9 +851,8 @@ class WriteAheadLog:
         self._failed = failure.error
         self._permanent |= not is_disk_full(failure.cause)
         self._needs_rollback = True
-        self._syncing = False
         self._stats["failures"] += 1
-        self._synced.notify_all()
+        self._end_flush()
         logger.error("write-ahead log: %s; commits after LSN %d fail", failure.error.message,
                      self._durable_lsn)
 
@@ -847,8 +865,8 @@ class WriteAheadLog:
         with self._lock:
             if not self._needs_rollback:
                 return
-            while self._syncing:
-                self._synced.wait()
+            while self._flush is not None:
+                self._wait_for_flush()
             durable = self._durable
             assert durable is not None
             self._queue = []
@@ -919,8 +937,8 @@ class WriteAheadLog:
                 pass  # the failed commits were told; the tail is rolled back below
         self.rollback()
         with self._lock:
-            while self._syncing:
-                self._synced.wait()
+            while self._flush is not None:
+                self._wait_for_flush()
             self._closed = True
             if self._fd >= 0:
                 os.close(self._fd)

@@ -192,3 +192,25 @@ def test_a_delete_of_one_row_does_not_copy_the_mask() -> None:
     assert one._base is base._base and two._base is base._base  # shared, not copied
     assert two.count == 2 and two.is_deleted_one(5) and two.is_deleted_one(7)
     assert not base.is_deleted_one(5) and one.with_deleted(np.array([5])) is one
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 400), st.lists(st.integers(0, 10**6), max_size=300))
+def test_one_position_at_a_time_answers_as_a_plain_mask(n_rows: int, steps: list[int]) -> None:
+    """`with_deleted_one` (the old row of a single-row UPDATE) leaves the same bitmaps as
+    `with_deleted` of one position, past EXTRA_MAX too, and older bitmaps unchanged."""
+    bitmap, mask = DeleteBitmap.empty(n_rows), np.zeros(n_rows, bool)
+    for step in steps:
+        position = step % n_rows
+        before, before_mask = bitmap, mask.copy()
+        bitmap = bitmap.with_deleted_one(position)
+        assert bitmap == before.with_deleted(np.array([position]))
+        assert (bitmap is before) == bool(before_mask[position])
+        mask[position] = True
+        assert bitmap.count == int(mask.sum()) and bitmap.is_deleted_one(position)
+        assert np.array_equal(before.mask, before_mask)
+    assert np.array_equal(bitmap.mask, mask)
+    with pytest.raises(IndexError):
+        bitmap.with_deleted_one(n_rows)
+    with pytest.raises(IndexError):
+        bitmap.with_deleted_one(-1)

@@ -210,3 +210,54 @@ def test_folded_rows_found_and_deleted_with_rows_still_queued():
     assert not mem._queued and mem.is_deleted(6)
     assert mem.position_of(99) == -1
     assert mem.live_table().column("c1").to_pylist() == [0, 10, 20, 40, 50]
+
+
+def test_one_value_read_from_its_chunk_and_one_row_deleted(table_def):
+    """`GrowingData.value` reads one row's value from the chunk holding it, the same as the
+    whole column says, across chunks and NULLs; the folded rows are one object until a fold
+    changes them; `delete_one` flags one row as `delete` does, and a snapshot taken before
+    does not see it."""
+    mem = Memtable(table_def)
+    mem.append(batch(table_def, 0, 100))
+    for start in range(100, 110):  # small chunks after a large one
+        mem.append(batch(table_def, start, 1))
+        mem.snapshot()
+    mem.append_row((1110, None, None, None), 100)
+    mem.snapshot()
+    data = mem.folded_data()
+    assert data is mem.folded_data() and len(data._chunks) > 1
+    for physical in ("c1", "c2"):
+        column = data.column(physical, table_def.physical_schema().field(physical).type)
+        assert [data.value(physical, column.type, None, p) for p in range(data.n_rows)] == \
+            column.to_pylist()
+    assert data.value("c3", pa.list_(pa.float32(), DIM), None, 2) == [2.0, -2.0, 1.0]
+    before = mem.snapshot()
+    mem.delete_one(5)
+    mem.delete_one(5)  # already deleted: counted once
+    assert mem.is_deleted(5) and not before.deletes.is_deleted_one(5)
+    assert mem.snapshot().deletes.count == 1
+    mem.append_row((1111, 7, "q", None), 100)
+    mem.delete_one(mem.position_of(1111))  # a queued row: folded first
+    assert mem.folded_data() is not data and mem.snapshot().deletes.count == 2
+    assert mem.live_table().num_rows == 110
+
+
+def test_values_read_by_position_across_kinds_and_row_id_gaps():
+    """Integers and floats (read through NumPy) and other kinds (through Arrow) read back as
+    the column says; a row is found by its row id when ids are consecutive and past a gap."""
+    kinds = TableDef(id=1, oid=16400, name="k", schema="public", columns=(
+        ColumnDef("a", SqlType.parse("int2"), 1), ColumnDef("b", SqlType.parse("float4"), 2),
+        ColumnDef("c", SqlType.parse("float8"), 3), ColumnDef("d", SqlType.parse("bool"), 4),
+        ColumnDef("e", SqlType.parse("int4"), 5)))
+    mem = Memtable(kinds)
+    rowids = [10, 11, 12, 20, 21, 40]
+    for i, rowid in enumerate(rowids):
+        mem.append_row((rowid, i - 2, i / 3, -i * 1.5, i % 2 == 0, None if i == 4 else i), 100)
+    mem.snapshot()
+    data = mem.folded_data()
+    for physical, field in zip(("c1", "c2", "c3", "c4", "c5"), list(kinds.physical_schema())[1:]):
+        assert [data.value(physical, field.type, None, p) for p in range(len(rowids))] == \
+            data.column(physical, field.type).to_pylist()
+    assert [mem.folded_position(r) for r in rowids] == list(range(len(rowids)))
+    assert [mem.folded_position(r) for r in (9, 13, 19, 30, 41)] == [-1] * 5
+    assert Memtable(kinds).folded_position(10) == -1
