@@ -5,6 +5,8 @@ the query whose rows COPY TO sends (`copy_query`).
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -56,15 +58,17 @@ def start_progress(session: Session, command: CopyCommand) -> CopyProgress:
 
 
 class CopyLoader:
-    """A COPY FROM's rows made ready for the log while the rest of them arrive: each piece
-    the front end decodes is shaped as `copy_in` shapes rows (casts, dimension and NOT NULL
-    checks) and serialized and checksummed as the log will hold it (`stage`, on the
-    decoding thread), so that the commit at the end writes those bytes as they lie
-    (`InsertRunOp`). Only for the plain case: an autocommit COPY into a table without
-    foreign keys whose columns COPY does not fill have no default. Staging writes nothing:
-    a COPY that fails or is abandoned leaves no trace, and a piece that does not stage (an
-    error in it) makes `copy_in` shape the whole stream the usual way, which reports the
-    error as before."""
+    """A COPY FROM's rows logged while the rest of them arrive, as PostgreSQL's are: each
+    piece the front end decodes is shaped as `copy_in` shapes rows (casts, dimension and
+    NOT NULL checks), serialized and checksummed, and appended to the log as a piece record,
+    made durable there (`stage`, on the decoding thread), so that the commit at the end
+    only names the pieces (`InsertRunOp` of logged batches) and flushes a few bytes. Only
+    for the plain case: an autocommit COPY into a table without foreign keys whose columns
+    COPY does not fill have no default. A piece record is part of no table until the
+    commit names it: a COPY that fails or is abandoned shows nothing (`close` logs that its
+    pieces are dropped; replay drops pieces no commit names anyway), and a piece that does
+    not stage (an error in it) makes `copy_in` shape the whole stream the usual way, which
+    reports the error as before."""
 
     def __init__(self, session: Session, target: Table, names: list[str]) -> None:
         self.target = target
@@ -72,13 +76,43 @@ class CopyLoader:
         self.names = names
         self.schema = target.run_schema()
         self._session = session
+        self._store = session.store
+        self._lock = threading.Lock()
+        self._first: int | None = None  # the first piece record's LSN
+        self._logged: list[int] = []
+        self._closed = False
 
     def stage(self, rows: pa.Table) -> EncodedBatch:
-        """One decoded piece, shaped, serialized and checksummed (thread-safe)."""
+        """One decoded piece, shaped, serialized, checksummed and logged (thread-safe)."""
         data = _shaped(self._session, self.target, self.names, rows).combine_chunks()
         arrays = [column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
                   for column in data.columns]
-        return EncodedBatch.of(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        part = EncodedBatch.of(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        with self._lock:
+            if self._closed:
+                return part
+            lsn = self._store.log_piece(self.target.id, part, self._first)
+            if self._first is None:
+                self._first = lsn
+            self._logged.append(lsn)
+        self._store.sync_log(lsn)
+        return replace(part, lsn=lsn)
+
+    def committed(self, lsn: int) -> None:
+        """The COPY committed at `lsn` naming its logged pieces."""
+        with self._lock:
+            self._closed = True
+            first, self._first = self._first, None
+        if first is not None:
+            self._store.end_run(first, self._logged, lsn)
+
+    def close(self) -> None:
+        """The COPY is over: pieces logged that no commit names are dropped."""
+        with self._lock:
+            self._closed = True
+            first, self._first = self._first, None
+        if first is not None:
+            self._store.end_run(first, self._logged, None)
 
 
 def copy_loader(session: Session, table: str, columns: list[str] | None) -> CopyLoader | None:
@@ -136,7 +170,10 @@ def copy_in(session: Session, table: str, columns: list[str] | None, rows: pa.Ta
     n_rows = rows.num_rows
     if staged and loader is not None and loader.table_def is d and loader.names == names \
             and not session.explicit and sum(p.batch.num_rows for p in staged) == n_rows:
-        session.store.commit([InsertRunOp.start(target.id, staged)])
+        run = InsertRunOp.start(target.id, staged)
+        lsn = session.store.commit([run])
+        if run.logged:
+            loader.committed(lsn)
     else:
         if rows.num_columns and any(c.num_chunks > 1 for c in rows.columns):
             rows = rows.combine_chunks()  # storage takes one chunk

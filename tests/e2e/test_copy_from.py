@@ -292,7 +292,7 @@ def test_a_large_copy_logged_while_it_arrives_survives_a_crash(tmp_path, reap):
                      "embedding vector(128) NOT NULL, CHECK (id >= 0))")
         copy(conn, "COPY big FROM STDIN (FORMAT binary)", data)
     assert "COPY big: 20000 rows" in running.log()
-    assert "(logged as staged while arriving)" in running.log()
+    assert "(logged while arriving)" in running.log()
     running.stop(signal.SIGKILL)
     again = start_server(tmp_path / "s1", data_dir=data_dir)
     reap(again)
