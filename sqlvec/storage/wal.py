@@ -1349,12 +1349,18 @@ class InsertRunOp:
         return all(part.lsn for part in self.batches)
 
     @classmethod
-    def start(cls, table_id: int, batches: Sequence[EncodedBatch]) -> InsertRunOp:
-        """The run of `batches`, already being joined into one batch on another thread (Arrow
-        copies without the GIL) while the commit checks its keys and writes the log."""
+    def start(cls, table_id: int, batches: Sequence[EncodedBatch],
+              joined: pa.RecordBatch | None = None) -> InsertRunOp:
+        """The run of `batches`: `joined` (their rows as one batch, joined while they
+        arrived), else already being joined on another thread (Arrow copies without the GIL)
+        while the commit checks its keys and writes the log."""
         parts = [part.batch for part in batches]
-        joined = _joiner().submit(pa.concat_batches, parts) if len(parts) > 1 else None
-        return cls(table_id, tuple(batches), joined=joined)
+        if joined is not None:
+            done: Future = Future()
+            done.set_result(joined)
+            return cls(table_id, tuple(batches), joined=done)
+        future = _joiner().submit(pa.concat_batches, parts) if len(parts) > 1 else None
+        return cls(table_id, tuple(batches), joined=future)
 
     @property
     def num_rows(self) -> int:
