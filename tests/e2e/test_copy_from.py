@@ -254,6 +254,28 @@ def test_a_large_binary_copy_with_a_key_float_and_text_columns_is_exact(server, 
     assert conn.execute(f"SELECT count(*) FROM {table}_bad").fetchone() == (0,)
 
 
+def test_a_large_binary_copy_with_null_vectors_in_a_late_piece_is_exact(server, conn, table):
+    """NULL vectors in the middle of a COPY logged piece by piece: the pieces joined while
+    they arrive keep every value and every NULL where it was."""
+    n, dim = 20000, 128
+    matrix = np.random.default_rng(8).standard_normal((n, dim)).astype(np.float32)
+    null = (np.arange(n) % 13 == 0) & (np.arange(n) > 15000)
+    parts = [b"PGCOPY\n\xff\r\n\x00", struct.pack("!ii", 0, 0)]
+    for i in range(n):
+        parts.append(struct.pack("!hiq", 2, 8, i))
+        parts.append(struct.pack("!i", -1) if null[i] else
+                     struct.pack("!iHH", 4 + 4 * dim, dim, 0) + matrix[i].astype(">f4").tobytes())
+    parts.append(struct.pack("!h", -1))
+    conn.execute(f"CREATE TABLE {table} (id bigint, embedding vector({dim}))")
+    copy(conn, f"COPY {table} FROM STDIN (FORMAT binary)", b"".join(parts))
+    assert f"COPY {table}: 20000 rows" in server.log()
+    got = conn.cursor(binary=True).execute(
+        f"SELECT id, embedding FROM {table} ORDER BY id").fetchall()
+    assert [i for i, raw in got if raw is None] == np.flatnonzero(null).tolist()
+    values = np.stack([np.frombuffer(raw, ">f4", offset=4) for _, raw in got if raw is not None])
+    np.testing.assert_array_equal(values.view(np.uint32), matrix[~null].view(np.uint32))
+
+
 def suite_binary(n: int, dim: int, seed: int = 6) -> tuple[list[tuple], bytes]:
     """n rows of `(id bigint, price float8, tag text, embedding vector(dim))` in the binary
     format, with NULLs and a text column (rows of varying size), and the rows."""
