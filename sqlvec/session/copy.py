@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import mmap
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -23,7 +22,7 @@ from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.transaction import Transaction
 from sqlvec.session.results import Result, ResultColumn
 from sqlvec.sql.copy import CopyCommand
-from sqlvec.storage.wal import EncodedBatch, InsertOp, InsertRunOp
+from sqlvec.storage.wal import EncodedBatch, InsertOp, InsertRunOp, background_thread
 
 if TYPE_CHECKING:
     from sqlvec.session.core import Session
@@ -101,7 +100,7 @@ class CopyLoader:
             if self._first is None:
                 self._first = lsn
             self._logged.append(lsn)
-        _syncer().submit(self._sync, lsn)
+        background_thread("copy-sync").submit(self._sync, lsn)
         self._joiner.add(index, part.batch)
         return replace(part, lsn=lsn)
 
@@ -117,29 +116,18 @@ class CopyLoader:
 
     def committed(self, lsn: int) -> None:
         """The COPY committed at `lsn` naming its logged pieces."""
-        with self._lock:
-            self._closed = True
-            first, self._first = self._first, None
-        if first is not None:
-            self._store.end_run(first, self._logged, lsn)
+        self._end(lsn)
 
     def close(self) -> None:
         """The COPY is over: pieces logged that no commit names are dropped."""
+        self._end(None)
+
+    def _end(self, commit_lsn: int | None) -> None:
         with self._lock:
             self._closed = True
             first, self._first = self._first, None
         if first is not None:
-            self._store.end_run(first, self._logged, None)
-
-
-_sync_pool: ThreadPoolExecutor | None = None
-
-
-def _syncer() -> ThreadPoolExecutor:
-    global _sync_pool
-    if _sync_pool is None:
-        _sync_pool = ThreadPoolExecutor(1, thread_name_prefix="copy-sync")
-    return _sync_pool
+            self._store.end_run(first, self._logged, commit_lsn)
 
 
 class RunJoiner:

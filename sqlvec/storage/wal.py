@@ -1374,14 +1374,21 @@ class InsertRunOp:
         return _run_batch(batch, self.first_rowid)
 
 
-_join_pool: ThreadPoolExecutor | None = None
+_threads: dict[str, ThreadPoolExecutor] = {}
+_threads_lock = threading.Lock()
+
+
+def background_thread(name: str) -> ThreadPoolExecutor:
+    """The process's one-thread executor called `name`, started on first use."""
+    with _threads_lock:
+        pool = _threads.get(name)
+        if pool is None:
+            pool = _threads[name] = ThreadPoolExecutor(1, thread_name_prefix=name)
+        return pool
 
 
 def _joiner() -> ThreadPoolExecutor:
-    global _join_pool
-    if _join_pool is None:
-        _join_pool = ThreadPoolExecutor(1, thread_name_prefix="insert-run")
-    return _join_pool
+    return background_thread("insert-run")
 
 
 @dataclass(frozen=True)
