@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import mmap
 import threading
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -96,13 +95,13 @@ class CopyLoader:
         with self._lock:
             if self._closed:
                 return part
-            lsn = self._store.log_piece(self.target.id, part, self._first)
+            part = self._store.log_piece(self.target.id, part, self._first)
             if self._first is None:
-                self._first = lsn
-            self._logged.append(lsn)
-        background_thread("copy-sync").submit(self._sync, lsn)
+                self._first = part.lsn
+            self._logged.append(part.lsn)
+        background_thread("copy-sync").submit(self._sync, part.lsn)
         self._joiner.add(index, part.batch)
-        return replace(part, lsn=lsn)
+        return part
 
     def _sync(self, lsn: int) -> None:
         try:

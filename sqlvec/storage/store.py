@@ -845,6 +845,7 @@ class Store(StoreBase):
             assert self._wal is not None
             if self._wal.failed is not None:
                 self._discard_failed()  # repair the log's tail before writing after it
+            self._check_logged(ops)
             if self.commit_check is not None:
                 self.commit_check(ops, lambda: self._drain(housekeeping=False))
             epoch = self._wal.epoch
@@ -878,21 +879,34 @@ class Store(StoreBase):
 
     # COPY pieces logged ahead of the commit ----------------------------------------------
 
-    def log_piece(self, table_id: int, part: EncodedBatch, first: int | None) -> int:
+    def log_piece(self, table_id: int, part: EncodedBatch, first: int | None) -> EncodedBatch:
         """Append one piece of a COPY's rows to the log while the rest arrive (not yet durable:
-        `sync_log`), so that its commit only names the pieces; returns its LSN. `first`: the
-        COPY's first piece's LSN (None for the first, which registers the COPY). Appended
-        and registered at once, under the lock `_log_from` takes after reading the tables'
-        checkpoints: a checkpoint either sees the COPY or was computed before its first
-        piece existed."""
+        `sync_log`), so that its commit only names the pieces; returns the piece with its LSN
+        and the log's epoch before the append (a failed write since may have lost it:
+        `_check_logged`). `first`: the COPY's first piece's LSN (None for the first, which
+        registers the COPY). Appended and registered at once, under the lock `_log_from`
+        takes after reading the tables' checkpoints: a checkpoint either sees the COPY or was
+        computed before its first piece existed."""
         assert self._wal is not None
         if self._closed:
             raise SqlVecError("the database is shut down", sqlstate="57P01")
         with self._runs_lock:
+            epoch = self._wal.epoch
             lsn = self._wal.append(encode_piece(table_id, part))
             if first is None:
                 self._runs[lsn] = (table_id, None)
-        return lsn
+        return replace(part, lsn=lsn, epoch=epoch)
+
+    def _check_logged(self, ops: Sequence) -> None:
+        """Refuse to commit a COPY whose pieces a failed write has lost (caller holds the
+        commit lock, the log repaired): a write failed since a piece was appended, and the
+        piece was not durable before it, raises that failure's error (53100, 58030)."""
+        assert self._wal is not None
+        for op in ops:
+            if isinstance(op, InsertRunOp) and op.logged:
+                for part in op.batches:
+                    if part.epoch != self._wal.epoch:
+                        self._wal.sync(part.lsn, epoch=part.epoch)
 
     def sync_log(self, lsn: int) -> None:
         """Make the log durable up to `lsn` (a piece's: a COPY's commit then flushes little)."""

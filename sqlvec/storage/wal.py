@@ -1321,6 +1321,7 @@ class EncodedBatch:
     message: pa.Buffer
     crc: int
     lsn: int = 0  # its piece record's, once logged ahead of the commit (`encode_piece`)
+    epoch: int = 0  # the log's epoch when the piece was appended
 
     @classmethod
     def of(cls, batch: pa.RecordBatch) -> EncodedBatch:

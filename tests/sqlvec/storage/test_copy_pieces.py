@@ -57,11 +57,10 @@ def log_pieces(store: Store, table_id: int, chunks, first: int | None = None):
     """Log each chunk of ids as a piece; (the COPY's first piece LSN, the logged batches)."""
     logged = []
     for ids in chunks:
-        part = piece(store, table_id, ids)
-        lsn = store.log_piece(table_id, part, first)
-        store.sync_log(lsn)
-        first = lsn if first is None else first
-        logged.append(EncodedBatch(part.batch, part.message, part.crc, lsn))
+        part = store.log_piece(table_id, piece(store, table_id, ids), first)
+        store.sync_log(part.lsn)
+        first = part.lsn if first is None else first
+        logged.append(part)
     return first, logged
 
 
@@ -225,3 +224,32 @@ def test_a_run_joiner_joins_pieces_in_row_order_as_they_come(value_type, nulls_i
     assert joined.equals(pa.concat_batches(batches))
     assert joined.column("id").to_pylist() == ids
     assert joined.column("v").null_count == (33 if nulls_in else 0)  # 2502, 2505, ... 2598
+
+
+def test_a_copy_whose_piece_a_full_disk_lost_fails_and_shows_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from sqlvec.errors import SqlVecError
+    from tests.sqlvec.storage.faults import FaultyDisk
+
+    directory = str(tmp_path / "db")
+    store = Store.open(directory, StoreOptions(background=False, fsync=True, seal_rows=10_000))
+    target = create(store, "t")
+    disk = FaultyDisk(monkeypatch)
+    first, logged = log_pieces(store, target, [range(0, 5)])
+    disk.write_error = errno.ENOSPC
+    lost = store.log_piece(target, piece(store, target, range(5, 9)), first)
+    with pytest.raises(SqlVecError) as failed:
+        store.sync_log(lost.lsn)
+    assert failed.value.sqlstate == "53100"
+    disk.write_error = None  # space again: the log is repaired, the lost piece is gone
+    with pytest.raises(SqlVecError) as refused:
+        store.commit([InsertRunOp.start(target, logged + [lost])])
+    assert refused.value.sqlstate == "53100"
+    store.end_run(first, [p.lsn for p in logged + [lost]], None)
+    other_commit(store, target, [7])  # the LSN the lost piece had now holds this commit
+    assert ids_of(store, target) == [7]
+    store.close()
+    reopened = Store.open(directory, options())
+    assert ids_of(reopened, target) == [7]
+    reopened.close()
