@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import struct
+import time
 
 import numpy as np
 import psycopg
@@ -274,6 +275,40 @@ def test_a_large_binary_copy_with_null_vectors_in_a_late_piece_is_exact(server, 
     assert [i for i, raw in got if raw is None] == np.flatnonzero(null).tolist()
     values = np.stack([np.frombuffer(raw, ">f4", offset=4) for _, raw in got if raw is not None])
     np.testing.assert_array_equal(values.view(np.uint32), matrix[~null].view(np.uint32))
+
+
+def test_a_server_killed_mid_copy_after_pieces_were_logged_shows_nothing(tmp_path, reap):
+    """SIGKILL while a COPY is arriving, its first pieces in the log already (no commit, no
+    abort record): after a restart the table has none of its rows and takes a COPY again."""
+    from tests.e2e.conftest import start_server
+
+    data_dir = tmp_path / "data"
+    running = start_server(tmp_path / "s0", data_dir=data_dir)
+    reap(running)
+    _, data = suite_binary(20000, 128)
+    with psycopg.connect(running.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE big (id bigint PRIMARY KEY, price float8, tag text, "
+                     "embedding vector(128))")
+        wal = data_dir / "postgres" / "wal"
+        before = sum(f.stat().st_size for f in wal.iterdir())
+        client = RawClient(running).ready()
+        client.send(Query("COPY big FROM STDIN (FORMAT binary)").encode())
+        assert b"G" in [m.TYPE for m in client.messages(until=b"G")]
+        for at in range(0, len(data) - 100, 1 << 20):
+            client.send(CopyData(data[at:min(at + (1 << 20), len(data) - 100)]).encode())
+        deadline = time.monotonic() + 30
+        while sum(f.stat().st_size for f in wal.iterdir()) < before + (4 << 20):
+            assert time.monotonic() < deadline, "no piece reached the log"
+            time.sleep(0.05)
+        running.stop(signal.SIGKILL)
+        client.close()
+    again = start_server(tmp_path / "s1", data_dir=data_dir)
+    reap(again)
+    with psycopg.connect(again.conninfo(), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM big").fetchone() == (0,)
+        copy(conn, "COPY big FROM STDIN (FORMAT binary)", suite_binary(3, 128, seed=1)[1])
+        assert conn.execute("SELECT count(*) FROM big").fetchone() == (3,)
+    assert again.stop() == 0
 
 
 def suite_binary(n: int, dim: int, seed: int = 6) -> tuple[list[tuple], bytes]:
