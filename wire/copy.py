@@ -275,8 +275,8 @@ class _Pieces(ABC):
     its whole lines or rows to worker threads (Arrow's and NumPy's kernels release the GIL),
     `finish` returns the whole stream's table, or None when any piece was not plain data or
     failed: the caller then decodes the whole stream as usual, which gives PostgreSQL's error
-    and line exactly. Nothing reaches the engine before the COPY ends, so a COPY that fails or
-    is abandoned loads no row."""
+    and line exactly. Pieces may be logged ahead (`stage`), but none becomes part of a table
+    before the COPY's commit, so a COPY that fails or is abandoned loads no row."""
 
     def __init__(self, columns: list[Column], threads: int) -> None:
         self.columns = columns

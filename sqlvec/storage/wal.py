@@ -1335,8 +1335,9 @@ class InsertRunOp:
     """Rows appended to a table as several batches (a COPY's pieces) whose row ids run on
     from `first_rowid`, which the commit assigns (-1 before). The batches hold the table's
     physical columns without the row id: they are serialized and checksummed ahead, while
-    the rest of the rows arrive, and the commit writes those bytes without copying them
-    again. Logged as one operation; replay reads it back as one `InsertOp`."""
+    the rest of the rows arrive, and usually logged then as piece records (`encode_piece`):
+    the commit only names them (kind 7); otherwise it writes those bytes without copying them
+    again (kind 5). Either way replay reads it back as one `InsertOp`."""
 
     table_id: int
     batches: tuple[EncodedBatch, ...]
