@@ -141,7 +141,6 @@ class RunJoiner:
         self._lock = threading.Lock()
         self._waiting: dict[int, pa.RecordBatch] = {}
         self._next = 0  # the index of the next piece to join
-        self._rows = 0
         self._parts: list[list[pa.Array]] = [[] for _ in schema]
         # column -> (its values, bytes used); private: a shared anonymous mapping cannot grow
         self._buffers: dict[int, tuple[mmap.mmap, int]] = {
@@ -170,7 +169,6 @@ class RunJoiner:
                 self._parts[j] = [self._buffered(j)]
                 del self._buffers[j]
             self._parts[j].append(column)
-        self._rows += batch.num_rows
 
     def _copy_values(self, j: int, values: np.ndarray) -> None:
         buffer, used = self._buffers[j]
