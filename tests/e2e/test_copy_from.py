@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from tests.e2e.conftest import RawClient
+from tests.e2e.conftest import RawClient, start_server
 from wire.messages import CopyData, Query
 
 ROWS = 3000
@@ -280,11 +280,7 @@ def test_a_large_binary_copy_with_null_vectors_in_a_late_piece_is_exact(server, 
 def test_a_server_killed_mid_copy_after_pieces_were_logged_shows_nothing(tmp_path, reap):
     """SIGKILL while a COPY is arriving, its first pieces in the log already (no commit, no
     abort record): after a restart the table has none of its rows and takes a COPY again."""
-    from tests.e2e.conftest import start_server
-
-    data_dir = tmp_path / "data"
-    running = start_server(tmp_path / "s0", data_dir=data_dir)
-    reap(running)
+    running, data_dir = server_of_its_own(tmp_path, reap)
     _, data = suite_binary(20000, 128)
     with psycopg.connect(running.conninfo(), autocommit=True) as conn:
         conn.execute("CREATE TABLE big (id bigint PRIMARY KEY, price float8, tag text, "
@@ -302,8 +298,7 @@ def test_a_server_killed_mid_copy_after_pieces_were_logged_shows_nothing(tmp_pat
             time.sleep(0.05)
         running.stop(signal.SIGKILL)
         client.close()
-    again = start_server(tmp_path / "s1", data_dir=data_dir)
-    reap(again)
+    again, _ = server_of_its_own(tmp_path, reap, name="s1")
     with psycopg.connect(again.conninfo(), autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM big").fetchone() == (0,)
         copy(conn, "COPY big FROM STDIN (FORMAT binary)", suite_binary(3, 128, seed=1)[1])
@@ -334,14 +329,19 @@ def suite_binary(n: int, dim: int, seed: int = 6) -> tuple[list[tuple], bytes]:
     return rows, b"".join(parts)
 
 
+def server_of_its_own(tmp_path, reap, *args: str, name: str = "s0"):
+    """A server on a data directory of its own (tmp_path / "data"), for a test that kills it
+    and starts another (`name`) on the same directory; (the server, the directory)."""
+    data_dir = tmp_path / "data"
+    running = start_server(tmp_path / name, *args, data_dir=data_dir)
+    reap(running)
+    return running, data_dir
+
+
 def test_a_large_copy_logged_while_it_arrives_survives_a_crash(tmp_path, reap):
     """A COPY big enough to be staged for the log piece by piece (several 4 MiB chunks) is
     committed as one record: after SIGKILL and a restart it is all there, exactly."""
-    from tests.e2e.conftest import start_server
-
-    data_dir = tmp_path / "data"
-    running = start_server(tmp_path / "s0", "--log-level", "debug", data_dir=data_dir)
-    reap(running)
+    running, data_dir = server_of_its_own(tmp_path, reap, "--log-level", "debug")
     rows, data = suite_binary(20000, 128)
     assert len(data) > 10 << 20
     with psycopg.connect(running.conninfo(), autocommit=True) as conn:
@@ -351,8 +351,7 @@ def test_a_large_copy_logged_while_it_arrives_survives_a_crash(tmp_path, reap):
     assert "COPY big: 20000 rows" in running.log()
     assert "(logged while arriving)" in running.log()
     running.stop(signal.SIGKILL)
-    again = start_server(tmp_path / "s1", data_dir=data_dir)
-    reap(again)
+    again, _ = server_of_its_own(tmp_path, reap, name="s1")
     with psycopg.connect(again.conninfo(), autocommit=True) as conn:
         got = conn.execute("SELECT id, price, tag FROM big ORDER BY id").fetchall()
         assert got == [row[:3] for row in rows]
@@ -371,11 +370,7 @@ def test_a_large_copy_that_fails_after_pieces_were_staged_leaves_nothing(tmp_pat
     """Pieces staged for the log are only written by the commit: a COPY that fails late (a
     key already in the table, a CHECK) or whose client goes away leaves no row, also after
     SIGKILL and a restart."""
-    from tests.e2e.conftest import start_server
-
-    data_dir = tmp_path / "data"
-    running = start_server(tmp_path / "s0", data_dir=data_dir)
-    reap(running)
+    running, data_dir = server_of_its_own(tmp_path, reap)
     rows, data = suite_binary(20000, 128)
     with psycopg.connect(running.conninfo(), autocommit=True) as conn:
         conn.execute("CREATE TABLE big (id bigint PRIMARY KEY, price float8, tag text, "
@@ -399,8 +394,7 @@ def test_a_large_copy_that_fails_after_pieces_were_staged_leaves_nothing(tmp_pat
         assert conn.execute("SELECT count(*) FROM big").fetchone()[0] == \
             (2 if problem == "duplicate key" else 1)
     running.stop(signal.SIGKILL)
-    again = start_server(tmp_path / "s1", data_dir=data_dir)
-    reap(again)
+    again, _ = server_of_its_own(tmp_path, reap, name="s1")
     with psycopg.connect(again.conninfo(), autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM big").fetchone()[0] == \
             (2 if problem == "duplicate key" else 1)
