@@ -1148,12 +1148,14 @@ class Connection:
             count, decoded = self._copy_rows(command, columns, stream, names, loader)
         finally:
             stream.close()
+            if loader is not None:  # pieces it logged that no commit names are dropped
+                loader.close()
             session.end_progress()
         staged = pieces is not None and pieces.staged is not None
         log.debug("COPY %s: %d rows, %d bytes received in %.3fs, decoded in %.3fs, stored in "
                   "%.3fs%s", command.label, count, stream.size, received - started,
                   decoded - received, time.perf_counter() - decoded,
-                  " (logged as staged while arriving)" if staged else "")
+                  " (logged while arriving)" if staged else "")
         return f"COPY {count}"
 
     def _copy_rows(self, command: CopyCommand, columns: list[copy_format.Column],

@@ -275,35 +275,36 @@ class _Pieces(ABC):
     its whole lines or rows to worker threads (Arrow's and NumPy's kernels release the GIL),
     `finish` returns the whole stream's table, or None when any piece was not plain data or
     failed: the caller then decodes the whole stream as usual, which gives PostgreSQL's error
-    and line exactly. Nothing reaches the engine before the COPY ends, so a COPY that fails or
-    is abandoned loads no row."""
+    and line exactly. Pieces may be logged ahead (`stage`), but none becomes part of a table
+    before the COPY's commit, so a COPY that fails or is abandoned loads no row."""
 
     def __init__(self, columns: list[Column], threads: int) -> None:
         self.columns = columns
         self.pieces: list[Future] = []
         self.usable = bool(columns)
-        # Called with each decoded piece on its thread (the engine's `CopyLoader.stage`):
-        # what it returns is kept, in order, as `staged`; an error leaves `staged` None.
-        self.stage: Callable[[pa.Table], object] | None = None
+        # Called with each decoded piece and its index in the stream, on its thread (the
+        # engine's `CopyLoader.stage`): what it returns is kept, in order, as `staged`; an
+        # error leaves `staged` None.
+        self.stage: Callable[[pa.Table, int], object] | None = None
         self.staged: list | None = None
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="copy-decode")
 
     def _submit(self, decode: Callable[..., pa.Table | None], *args) -> None:
         """Decode a piece on a worker thread, and stage it there too."""
-        self.pieces.append(self._pool.submit(self._piece, decode, *args))
+        self.pieces.append(self._pool.submit(self._piece, len(self.pieces), decode, *args))
 
-    def _piece(self, decode: Callable[..., pa.Table | None],
+    def _piece(self, index: int, decode: Callable[..., pa.Table | None],
                *args) -> tuple[pa.Table, object] | None:
         table = decode(*args)
         if table is None:
             return None
-        return table, self._staged(table)
+        return table, self._staged(table, index)
 
-    def _staged(self, table: pa.Table) -> object:
+    def _staged(self, table: pa.Table, index: int) -> object:
         if self.stage is None:
             return None
         try:
-            return self.stage(table)
+            return self.stage(table, index)
         except Exception:  # noqa: BLE001 - the rows then go the usual way, which reports it
             return None
 
@@ -334,7 +335,8 @@ class _Pieces(ABC):
             rest = self._rest(buf, end)
             if rest is None or any(piece is None for piece in pieces):
                 return None
-            pieces += [(table, self._staged(table)) for table in rest if table.num_rows]
+            pieces += [(table, self._staged(table, len(pieces) + i))
+                       for i, table in enumerate(t for t in rest if t.num_rows)]
             staged = [piece[1] for piece in pieces]
             if self.stage is not None and None not in staged:
                 self.staged = staged

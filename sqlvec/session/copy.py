@@ -5,8 +5,11 @@ the query whose rows COPY TO sends (`copy_query`).
 
 from __future__ import annotations
 
+import mmap
+import threading
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 
 from sqlvec.catalog.pg_stat import CopyProgress
@@ -18,7 +21,7 @@ from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.transaction import Transaction
 from sqlvec.session.results import Result, ResultColumn
 from sqlvec.sql.copy import CopyCommand
-from sqlvec.storage.wal import EncodedBatch, InsertOp, InsertRunOp
+from sqlvec.storage.wal import EncodedBatch, InsertOp, InsertRunOp, background_thread
 
 if TYPE_CHECKING:
     from sqlvec.session.core import Session
@@ -56,15 +59,17 @@ def start_progress(session: Session, command: CopyCommand) -> CopyProgress:
 
 
 class CopyLoader:
-    """A COPY FROM's rows made ready for the log while the rest of them arrive: each piece
-    the front end decodes is shaped as `copy_in` shapes rows (casts, dimension and NOT NULL
-    checks) and serialized and checksummed as the log will hold it (`stage`, on the
-    decoding thread), so that the commit at the end writes those bytes as they lie
-    (`InsertRunOp`). Only for the plain case: an autocommit COPY into a table without
-    foreign keys whose columns COPY does not fill have no default. Staging writes nothing:
-    a COPY that fails or is abandoned leaves no trace, and a piece that does not stage (an
-    error in it) makes `copy_in` shape the whole stream the usual way, which reports the
-    error as before."""
+    """A COPY FROM's rows logged while the rest of them arrive, as PostgreSQL's are: each
+    piece the front end decodes is shaped as `copy_in` shapes rows (casts, dimension and
+    NOT NULL checks), serialized and checksummed, and appended to the log as a piece record,
+    made durable there (`stage`, on the decoding thread), so that the commit at the end
+    only names the pieces (`InsertRunOp` of logged batches) and flushes a few bytes. Only
+    for the plain case: an autocommit COPY into a table without foreign keys whose columns
+    COPY does not fill have no default. A piece record is part of no table until the
+    commit names it: a COPY that fails or is abandoned shows nothing (`close` logs that its
+    pieces are dropped; replay drops pieces no commit names anyway), and a piece that does
+    not stage (an error in it) makes `copy_in` shape the whole stream the usual way, which
+    reports the error as before."""
 
     def __init__(self, session: Session, target: Table, names: list[str]) -> None:
         self.target = target
@@ -72,13 +77,126 @@ class CopyLoader:
         self.names = names
         self.schema = target.run_schema()
         self._session = session
+        self._store = session.store
+        self._joiner = RunJoiner(self.schema)
+        self._lock = threading.Lock()
+        self._first: int | None = None  # the first piece record's LSN
+        self._logged: list[int] = []
+        self._closed = False
 
-    def stage(self, rows: pa.Table) -> EncodedBatch:
-        """One decoded piece, shaped, serialized and checksummed (thread-safe)."""
+    def stage(self, rows: pa.Table, index: int) -> EncodedBatch:
+        """The stream's `index`th decoded piece, shaped, serialized, checksummed, logged (made
+        durable in the background: decoding never waits for the disk) and joined to the
+        pieces before it (thread-safe)."""
         data = _shaped(self._session, self.target, self.names, rows).combine_chunks()
         arrays = [column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
                   for column in data.columns]
-        return EncodedBatch.of(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        part = EncodedBatch.of(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        with self._lock:
+            if self._closed:
+                return part
+            part = self._store.log_piece(self.target.id, part, self._first)
+            if self._first is None:
+                self._first = part.lsn
+            self._logged.append(part.lsn)
+        background_thread("copy-sync").submit(self._sync, part.lsn)
+        self._joiner.add(index, part.batch)
+        return part
+
+    def _sync(self, lsn: int) -> None:
+        try:
+            self._store.sync_log(lsn)
+        except (SqlVecError, ValueError):
+            pass  # the log failed (or closed): the commit, which syncs again, reports it
+
+    def joined(self, pieces: int) -> pa.RecordBatch | None:
+        """The run's rows as one batch if its `pieces` pieces all went through `stage`."""
+        return self._joiner.batch(pieces)
+
+    def committed(self, lsn: int) -> None:
+        """The COPY committed at `lsn` naming its logged pieces."""
+        self._end(lsn)
+
+    def close(self) -> None:
+        """The COPY is over: pieces logged that no commit names are dropped."""
+        self._end(None)
+
+    def _end(self, commit_lsn: int | None) -> None:
+        with self._lock:
+            self._closed = True
+            first, self._first = self._first, None
+        if first is not None:
+            self._store.end_run(first, self._logged, commit_lsn)
+
+
+class RunJoiner:
+    """A COPY's pieces joined into one batch, in row order, while they arrive (out of order,
+    from the decoding threads), so the commit finds the growing segment's batch ready
+    instead of copying every row at the end. Fixed-size list columns (vectors, the bulk)
+    are copied into an anonymous mapping that grows in place (mremap moves pages, not
+    bytes); the other columns, small, are joined at the end."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self._lock = threading.Lock()
+        self._waiting: dict[int, pa.RecordBatch] = {}
+        self._next = 0  # the index of the next piece to join
+        self._parts: list[list[pa.Array]] = [[] for _ in schema]
+        # column -> (its values, bytes used); private: a shared anonymous mapping cannot grow
+        self._buffers: dict[int, tuple[mmap.mmap, int]] = {
+            j: (mmap.mmap(-1, 1 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), 0)
+            for j, f in enumerate(schema)
+            if pa.types.is_fixed_size_list(f.type)
+            and pa.types.is_floating(f.type.value_type)}
+
+    def add(self, index: int, batch: pa.RecordBatch) -> None:
+        """Piece `index`'s rows: joined at once when every piece before it is."""
+        with self._lock:
+            self._waiting[index] = batch
+            while self._next in self._waiting:
+                self._append(self._waiting.pop(self._next))
+                self._next += 1
+
+    def _append(self, batch: pa.RecordBatch) -> None:
+        for j, column in enumerate(batch.columns):
+            if j in self._buffers and column.null_count == 0:
+                values = column.values.slice(column.offset * column.type.list_size,
+                                             len(column) * column.type.list_size)
+                if values.null_count == 0:
+                    self._copy_values(j, values.to_numpy())
+                    continue
+            if j in self._buffers:  # NULLs: this column is joined at the end after all
+                self._parts[j] = [self._buffered(j)]
+                del self._buffers[j]
+            self._parts[j].append(column)
+
+    def _copy_values(self, j: int, values: np.ndarray) -> None:
+        buffer, used = self._buffers[j]
+        end = used + values.nbytes
+        if end > len(buffer):
+            buffer.resize(max(end, 2 * len(buffer)))
+        target = np.frombuffer(buffer, values.dtype, count=values.size, offset=used)
+        target[:] = values
+        del target  # a view left behind would keep the mapping from growing
+        self._buffers[j] = (buffer, end)
+
+    def _buffered(self, j: int) -> pa.Array:
+        buffer, used = self._buffers[j]
+        field = self.schema.field(j)
+        width = field.type.value_type.bit_width // 8
+        values = pa.Array.from_buffers(field.type.value_type, used // width,
+                                       [None, pa.py_buffer(buffer).slice(0, used)])
+        return pa.FixedSizeListArray.from_arrays(values, type=field.type)
+
+    def batch(self, pieces: int) -> pa.RecordBatch | None:
+        """The joined rows, once pieces 0 .. `pieces` - 1 (and no other) are joined."""
+        with self._lock:
+            if self._next != pieces or self._waiting or not pieces:
+                return None
+            columns = [self._buffered(j) if j in self._buffers else
+                       self._parts[j][0] if len(self._parts[j]) == 1 else
+                       pa.concat_arrays(self._parts[j]) for j in range(len(self.schema))]
+            return pa.RecordBatch.from_arrays(columns, schema=self.schema)
 
 
 def copy_loader(session: Session, table: str, columns: list[str] | None) -> CopyLoader | None:
@@ -136,7 +254,10 @@ def copy_in(session: Session, table: str, columns: list[str] | None, rows: pa.Ta
     n_rows = rows.num_rows
     if staged and loader is not None and loader.table_def is d and loader.names == names \
             and not session.explicit and sum(p.batch.num_rows for p in staged) == n_rows:
-        session.store.commit([InsertRunOp.start(target.id, staged)])
+        run = InsertRunOp.start(target.id, staged, loader.joined(len(staged)))
+        lsn = session.store.commit([run])
+        if run.logged:
+            loader.committed(lsn)
     else:
         if rows.num_columns and any(c.num_chunks > 1 for c in rows.columns):
             rows = rows.combine_chunks()  # storage takes one chunk

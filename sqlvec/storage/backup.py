@@ -138,9 +138,13 @@ def read_pins(path: str) -> Pins:
     return Pins(frozenset(versions), wal_from)
 
 
-def _wal_from(body: dict) -> int:
-    """The LSN after which a copy of this manifest needs every WAL record."""
+def log_start(body: dict) -> int:
+    """The LSN after which recovery from a manifest `body` (or a copy of it) needs every WAL
+    record: its oldest table checkpoint, or earlier where a COPY's pieces were logged ahead
+    of its commit (`log_from`)."""
     lsns = [int(t["checkpoint_lsn"]) for t in body.get("tables", [])]
+    if "log_from" in body:
+        lsns.append(int(body["log_from"]))
     return min(lsns) if lsns else int(body.get("applied_lsn", 0))
 
 
@@ -187,7 +191,7 @@ class PinHolder:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, json.dumps({"manifest_version": manifest.version,
-                                 "wal_from": _wal_from(manifest.body)}).encode())
+                                 "wal_from": log_start(manifest.body)}).encode())
         self.release()
         self._pin_fd, self._pin_path = fd, path
 
@@ -241,7 +245,7 @@ def backup_database(source: str, dest: str, *, writer: bool,
             result.attempts = attempt
             last = attempt > _ATTEMPTS
             if not last:
-                _copy_wal(source, dest, _wal_from(manifest.body), result, final=False)
+                _copy_wal(source, dest, log_start(manifest.body), result, final=False)
             with holder.exclusive():
                 latest = _latest(manifests, source)
                 changed = latest.version != manifest.version and (
@@ -253,14 +257,14 @@ def backup_database(source: str, dest: str, *, writer: bool,
                     if changed:  # still racing: copy the rest with the lock held (the
                         # writer's manifest commits wait meanwhile; its commits do not)
                         _copy_tables(source, dest, manifest.body, result)
-                    result.end_lsn = _copy_wal(source, dest, _wal_from(manifest.body), result,
+                    result.end_lsn = _copy_wal(source, dest, log_start(manifest.body), result,
                                                final=True)
                     break
             note(f"the catalog changed during the copy; continuing from manifest version "
                  f"{manifest.version}")
             _copy_tables(source, dest, manifest.body, result)
         result.manifest_version = manifest.version
-        result.wal_from = _wal_from(manifest.body)
+        result.wal_from = log_start(manifest.body)
         _finish(dest, manifest, manifests, result)  # while the version is still pinned
     finally:
         holder.release()
@@ -364,7 +368,7 @@ def _finish(dest: str, manifest: Manifest, manifests: ManifestStore,
                         for m in (smeta.get("indexes") or {}).values())
             if smeta.get("deletes"):
                 keep.add(os.path.join(rel_dir, smeta["deletes"]["file"]))
-    wal_from = _wal_from(manifest.body)
+    wal_from = log_start(manifest.body)
     wal = [(first, p.name) for first, p in wal_files(os.path.join(dest, "wal"))]
     for i, (_first, name) in enumerate(wal):
         later_first = wal[i + 1][0] if i + 1 < len(wal) else None

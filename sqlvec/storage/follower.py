@@ -54,7 +54,7 @@ from sqlvec.storage.store import (
     apply_logged,
 )
 from sqlvec.storage.table import Table
-from sqlvec.storage.wal import LogGone, LogReader, decode_commit
+from sqlvec.storage.wal import HeldPieces, LogGone, LogReader, decode_commit
 
 log = logging.getLogger("sqlvec.storage")
 
@@ -83,6 +83,7 @@ class FollowerStore(StoreBase):
         self._lock = threading.Lock()
         self._metas: dict[int, dict] = {}  # the manifest entry each table was loaded from
         self._through: dict[int, int] = {}  # per table: every record up to this is applied
+        self._held = HeldPieces()  # pieces of COPYs logged ahead, until their commit
         self._read_lsn = 0  # the last record read
         self._loading = 0  # the manifest version being loaded
         self._closed = False
@@ -173,10 +174,14 @@ class FollowerStore(StoreBase):
         raise AssertionError("unreachable")
 
     def _advance(self, tables: dict[int, Table], through: dict[int, int],
-                 upto: int | None) -> int:
+                 upto: int | None, read_from: int | None = None) -> int:
         """Apply the log's records after each table's `through` LSN (up to `upto`) to it;
-        returns the last LSN read. `through` is updated even when reading stops with LogGone."""
+        returns the last LSN read. `through` is updated even when reading stops with LogGone.
+        `read_from`: read from after this LSN all the same (a manifest's `log_from`: pieces
+        of a COPY that a later commit names)."""
         start = min(through.values(), default=self._read_lsn)
+        if read_from is not None:
+            start = min(start, read_from)
         if not through:  # no table needs a record: skip what checkpoints removed
             start = max(start, self._log.oldest_lsn() - 1)
         high = max(through.values(), default=start)
@@ -185,8 +190,9 @@ class FollowerStore(StoreBase):
             for lsn, payload in self._log.records(start, upto):
                 targets = tables if lsn > high else \
                     {tid: t for tid, t in tables.items() if through[tid] < lsn}
-                if targets:
-                    apply_logged(lsn, decode_commit(payload), targets)
+                ops = self._held.resolve(lsn, decode_commit(payload))
+                if targets and ops:
+                    apply_logged(lsn, ops, targets)
                 last = lsn
         finally:
             for tid in through:
@@ -233,7 +239,7 @@ class FollowerStore(StoreBase):
             fresh.add(tid)
         end = max(self.applied_lsn, reflected)
         try:
-            last = self._advance(tables, through, end)
+            last = self._advance(tables, through, end, body.get("log_from"))
         finally:  # tables already published keep what they were given, even when starting over
             for tid in set(through) - fresh:
                 self._through[tid] = through[tid]

@@ -19,6 +19,9 @@ Manifest body (format_version 1; features wal-v2, hnsw-per-segment, delete-bitma
     applied_lsn    int   every commit up to this LSN is reflected (segments, delete bitmaps,
                          next row ids); a follower applies the WAL at least this far before it
                          shows the tables. Absent in manifests written before followers existed.
+    log_from       int   (only while a COPY logged ahead is in flight or its rows are not yet in
+                         a segment) replay reads the log from after this LSN, before every
+                         checkpoint, for the pieces such a COPY's commit names (`backup.log_start`)
     tables         list  per table:
       def            TableDef.to_json(): name, schema, columns, primary key, indexes
       checkpoint_lsn int   every WAL op on this table with LSN <= this is in the files below;
@@ -74,7 +77,7 @@ from sqlvec.errors import (
     UniqueViolation,
 )
 from sqlvec.storage import access_methods, compaction
-from sqlvec.storage.backup import BackupPins, Pins
+from sqlvec.storage.backup import BackupPins, Pins, log_start
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.fsutil import lock_directory, storage_error
 from sqlvec.storage.manifest import (
@@ -89,12 +92,17 @@ from sqlvec.storage.table import Table, TableSnapshot, UniqueKey
 from sqlvec.storage.vector_index import IndexBuildCancelled
 from sqlvec.storage.wal import (
     DeleteOp,
+    EncodedBatch,
+    HeldPieces,
     InsertOp,
     InsertRunOp,
+    LoggedRunOp,
     TruncateOp,
     WriteAheadLog,
     decode_commit,
+    encode_abort,
     encode_commit,
+    encode_piece,
 )
 
 log = logging.getLogger("sqlvec.storage")
@@ -179,6 +187,7 @@ class StoreBase:
         self.next_table_id = 1
         self.next_oid = FIRST_OID
         self.applied_lsn = 0
+        self.log_from: int | None = None  # the loaded manifest's (see the module's docstring)
         # Bumped on every manifest change: plans cached above storage compare it to know whether
         # the schema they were planned against may have changed.
         self.generation = 0
@@ -232,6 +241,7 @@ class StoreBase:
         self.next_table_id = int(body["next_table_id"])
         self.next_oid = int(body["next_oid"])
         self.catalog = body.get("catalog") or {}
+        self.log_from = body.get("log_from")
         for tmeta in body["tables"]:
             table = self._open_table(tmeta)
             self.tables[table.id] = table
@@ -335,9 +345,10 @@ class StoreBase:
 
 
 def apply_logged(lsn: int, ops: Sequence, tables: Mapping[int, Table]) -> None:
-    """Apply one WAL record's ops to the tables of `tables` it is past the checkpoint of (WAL
-    replay: at open, and in processes that follow the log). Each table's ops go in under its
-    lock, so no reader's snapshot falls between two ops of one commit."""
+    """Apply one WAL record's ops (as `HeldPieces.resolve` gives them) to the tables of
+    `tables` it is past the checkpoint of (WAL replay: at open, and in processes that follow
+    the log). Each table's ops go in under its lock, so no reader's snapshot falls between two
+    ops of one commit."""
     by_table: dict[int, list] = {}
     for op in ops:
         by_table.setdefault(op.table_id, []).append(op)
@@ -345,6 +356,9 @@ def apply_logged(lsn: int, ops: Sequence, tables: Mapping[int, Table]) -> None:
         table = tables.get(table_id)
         if table is None or lsn <= table.checkpoint_lsn:
             continue
+        if any(isinstance(op, LoggedRunOp) for op in table_ops):
+            raise DataCorrupted(f"WAL record {lsn}: a COPY's commit names piece records the "
+                                "log no longer holds")
         with table.lock:
             for op in table_ops:
                 table.apply(op)
@@ -373,6 +387,11 @@ class Store(StoreBase):
         # applied; raises to refuse the commit.
         self.commit_check: Callable[[Sequence, Callable[[], None]], None] | None = None
         self._wal_checkpointed_bytes = 0
+        # COPYs logged ahead of their commit (`log_piece`), by their first piece's LSN: the
+        # table, and the commit's LSN once committed. The log is kept from that piece while
+        # the COPY is in flight and until its rows are in a segment (`log_from`).
+        self._runs: dict[int, tuple[int, int | None]] = {}
+        self._runs_lock = threading.Lock()
         self._seal_queue: queue.Queue = queue.Queue()
         self._build_queue: queue.Queue = queue.Queue()
         self._threads: list[threading.Thread] = []
@@ -433,9 +452,18 @@ class Store(StoreBase):
     def _replay(self) -> None:
         assert self._wal is not None
         start = min((t.checkpoint_lsn for t in self.tables.values()), default=self._wal.last_lsn)
+        if self.log_from is not None:
+            start = min(start, self.log_from)
         replayed = 0
+        held = HeldPieces()
         for lsn, payload in self._wal.replay(after_lsn=start):
-            apply_logged(lsn, decode_commit(payload), self.tables)
+            ops = decode_commit(payload)
+            for op in ops:  # a COPY's rows only in the log: its pieces stay needed
+                table = self.tables.get(op.table_id)
+                if isinstance(op, LoggedRunOp) and table is not None \
+                        and lsn > table.checkpoint_lsn:
+                    self._runs[min(op.pieces)] = (op.table_id, lsn)
+            apply_logged(lsn, held.resolve(lsn, ops), self.tables)
             self.applied_lsn = lsn
             replayed += 1
         self.applied_lsn = max(self.applied_lsn, self._wal.last_lsn)
@@ -817,6 +845,7 @@ class Store(StoreBase):
             assert self._wal is not None
             if self._wal.failed is not None:
                 self._discard_failed()  # repair the log's tail before writing after it
+            self._check_logged(ops)
             if self.commit_check is not None:
                 self.commit_check(ops, lambda: self._drain(housekeeping=False))
             epoch = self._wal.epoch
@@ -847,6 +876,67 @@ class Store(StoreBase):
         if self.applied_lsn < lsn:
             self._apply_durable()
         return lsn
+
+    # COPY pieces logged ahead of the commit ----------------------------------------------
+
+    def log_piece(self, table_id: int, part: EncodedBatch, first: int | None) -> EncodedBatch:
+        """Append one piece of a COPY's rows to the log while the rest arrive (not yet durable:
+        `sync_log`), so that its commit only names the pieces; returns the piece with its LSN
+        and the log's epoch before the append (a failed write since may have lost it:
+        `_check_logged`). `first`: the COPY's first piece's LSN (None for the first, which
+        registers the COPY). Appended and registered at once, under the lock `_log_from`
+        takes after reading the tables' checkpoints: a checkpoint either sees the COPY or was
+        computed before its first piece existed."""
+        assert self._wal is not None
+        if self._closed:
+            raise SqlVecError("the database is shut down", sqlstate="57P01")
+        with self._runs_lock:
+            epoch = self._wal.epoch
+            lsn = self._wal.append(encode_piece(table_id, part))
+            if first is None:
+                self._runs[lsn] = (table_id, None)
+        return replace(part, lsn=lsn, epoch=epoch)
+
+    def _check_logged(self, ops: Sequence) -> None:
+        """Refuse to commit a COPY whose pieces a failed write has lost (caller holds the
+        commit lock, the log repaired): a write failed since a piece was appended, and the
+        piece was not durable before it, raises that failure's error (53100, 58030)."""
+        assert self._wal is not None
+        for op in ops:
+            if isinstance(op, InsertRunOp) and op.logged:
+                for part in op.batches:
+                    if part.epoch != self._wal.epoch:
+                        self._wal.sync(part.lsn, epoch=part.epoch)
+
+    def sync_log(self, lsn: int) -> None:
+        """Make the log durable up to `lsn` (a piece's: a COPY's commit then flushes little)."""
+        assert self._wal is not None
+        self._wal.sync(lsn)
+
+    def end_run(self, first: int, pieces: Sequence[int], commit_lsn: int | None) -> None:
+        """A COPY logged ahead has committed at `commit_lsn` (its log is kept until its rows
+        are in a segment) or, None, has not: its pieces are dropped by an abort record
+        (best effort: replay drops pieces that no commit names anyway)."""
+        with self._runs_lock:
+            entry = self._runs.pop(first, None)
+            if entry is not None and commit_lsn is not None:
+                self._runs[first] = (entry[0], commit_lsn)
+        if commit_lsn is None and entry is not None and self._wal is not None:
+            try:
+                self._wal.append(encode_abort(entry[0], pieces))
+            except (SqlVecError, ValueError):
+                pass  # a failed or closed log: nothing after it reaches a reader
+
+    def _log_from(self, tables: list[dict]) -> int | None:
+        """Where replay must start reading for the pieces of COPYs logged ahead: before the
+        first piece of each one in flight or committed but not yet past its table's
+        checkpoint (None: no such COPY). Forgets those past it."""
+        checkpoints = {int(t["def"]["id"]): int(t["checkpoint_lsn"]) for t in tables}
+        with self._runs_lock:
+            for first, (table_id, commit) in list(self._runs.items()):
+                if commit is not None and checkpoints.get(table_id, commit) >= commit:
+                    del self._runs[first]
+            return min(self._runs) - 1 if self._runs else None
 
     def settle(self) -> None:
         """Wait until every commit appended so far is durable and applied, or failed: what a
@@ -1050,6 +1140,9 @@ class Store(StoreBase):
                     "tables": tables,
                     "applied_lsn": self.applied_lsn,
                 }
+                log_from = self._log_from(tables)  # after the checkpoints: see `log_piece`
+                if log_from is not None:
+                    body["log_from"] = log_from
                 manifest = self._manifests.commit(body, features=FEATURES,
                                                   pinned=pins.versions)
             except OSError as exc:
@@ -1057,7 +1150,7 @@ class Store(StoreBase):
                     from exc
             self.generation += 1
             self.manifest_version = manifest.version
-        self._truncate_wal(tables, pins)
+        self._truncate_wal(body, pins)
         # Under the manifest lock: a file written for the next version is either still in
         # flight (protected) or already listed in a version this pass reads, never in between.
         with self._manifest_lock:
@@ -1111,10 +1204,10 @@ class Store(StoreBase):
             table.persisted_deletes[seg.id] = known
         return {"file": known[0], "count": bitmap.count}
 
-    def _truncate_wal(self, tables: list[dict], pins: Pins) -> None:
+    def _truncate_wal(self, body: dict, pins: Pins) -> None:
         if self._wal is None:
             return
-        oldest = min((t["checkpoint_lsn"] for t in tables), default=self.applied_lsn)
+        oldest = log_start(body)
         if pins.wal_from is not None:
             oldest = min(oldest, pins.wal_from)
         self._wal.truncate_before(oldest)

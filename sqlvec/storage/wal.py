@@ -93,13 +93,19 @@ Commit record payload (``encode_commit`` / ``decode_commit``)
         first_rowid u64, then an Arrow IPC stream of one or more record batches without
         the row id column; the rows' ids are consecutive from first_rowid. Read back as one
         insert, the row id column put first.
+      kind 6 = run piece (a batch of a COPY's rows logged while the rest arrive, before the
+        commit): an insert's body, rows without the row id column; part of no table by
+        itself.
+      kind 7 = logged run (the commit of such a COPY): first_rowid u64, then the LSNs (u64)
+        of its piece records in row order. Read back as one insert of the pieces' rows.
+      kind 8 = run abort: the LSNs (u64) of the piece records of a COPY that did not commit.
 
 An insert of a few rows (a single-row INSERT's) is encoded from parts: the schema's IPC message
 (serialized once per schema and kept), the batch's message and the end-of-stream marker, which
 are the very bytes Arrow's stream writer produces; larger ones go through the writer. The format
 is the same either way. A prepared single-row INSERT of scalar columns (``RowInsertOp``) is
 logged as a one-row insert, packed from its Python values without Arrow; it reads back as an
-insert of a one-row batch. Kinds 4 and 5 are new: a log holding them needs this reader.
+insert of a one-row batch. Kinds 4 to 8 are new: a log holding them needs this reader.
 """
 
 from __future__ import annotations
@@ -129,19 +135,25 @@ __all__ = [
     "DeleteOp",
     "EncodedBatch",
     "EncodedPayload",
+    "HeldPieces",
     "InsertOp",
     "InsertRunOp",
+    "LoggedRunOp",
     "LogGone",
     "LogReader",
     "Op",
     "RowInsertOp",
+    "RunAbortOp",
+    "RunPieceOp",
     "TruncateOp",
     "WalFileCheck",
     "WalFrame",
     "WriteAheadLog",
     "crc32_combine",
     "decode_commit",
+    "encode_abort",
     "encode_commit",
+    "encode_piece",
     "read_payload",
     "scan_segment",
     "truncate_log",
@@ -1326,6 +1338,8 @@ class EncodedBatch:
     batch: pa.RecordBatch
     message: pa.Buffer
     crc: int
+    lsn: int = 0  # its piece record's, once logged ahead of the commit (`encode_piece`)
+    epoch: int = 0  # the log's epoch when the piece was appended
 
     @classmethod
     def of(cls, batch: pa.RecordBatch) -> EncodedBatch:
@@ -1339,21 +1353,34 @@ class InsertRunOp:
     """Rows appended to a table as several batches (a COPY's pieces) whose row ids run on
     from `first_rowid`, which the commit assigns (-1 before). The batches hold the table's
     physical columns without the row id: they are serialized and checksummed ahead, while
-    the rest of the rows arrive, and the commit writes those bytes without copying them
-    again. Logged as one operation; replay reads it back as one `InsertOp`."""
+    the rest of the rows arrive, and usually logged then as piece records (`encode_piece`):
+    the commit only names them (kind 7); otherwise it writes those bytes without copying them
+    again (kind 5). Either way replay reads it back as one `InsertOp`."""
 
     table_id: int
     batches: tuple[EncodedBatch, ...]
     first_rowid: int = -1
     joined: Future | None = field(default=None, compare=False, repr=False)
 
+    @property
+    def logged(self) -> bool:
+        """Whether every batch is in the log already as a piece record: the commit then
+        names them instead of holding the rows (kind 7)."""
+        return all(part.lsn for part in self.batches)
+
     @classmethod
-    def start(cls, table_id: int, batches: Sequence[EncodedBatch]) -> InsertRunOp:
-        """The run of `batches`, already being joined into one batch on another thread (Arrow
-        copies without the GIL) while the commit checks its keys and writes the log."""
+    def start(cls, table_id: int, batches: Sequence[EncodedBatch],
+              joined: pa.RecordBatch | None = None) -> InsertRunOp:
+        """The run of `batches`: `joined` (their rows as one batch, joined while they
+        arrived), else already being joined on another thread (Arrow copies without the GIL)
+        while the commit checks its keys and writes the log."""
         parts = [part.batch for part in batches]
-        joined = _joiner().submit(pa.concat_batches, parts) if len(parts) > 1 else None
-        return cls(table_id, tuple(batches), joined=joined)
+        if joined is not None:
+            done: Future = Future()
+            done.set_result(joined)
+            return cls(table_id, tuple(batches), joined=done)
+        future = _joiner().submit(pa.concat_batches, parts) if len(parts) > 1 else None
+        return cls(table_id, tuple(batches), joined=future)
 
     @property
     def num_rows(self) -> int:
@@ -1367,14 +1394,21 @@ class InsertRunOp:
         return _run_batch(batch, self.first_rowid)
 
 
-_join_pool: ThreadPoolExecutor | None = None
+_threads: dict[str, ThreadPoolExecutor] = {}
+_threads_lock = threading.Lock()
+
+
+def background_thread(name: str) -> ThreadPoolExecutor:
+    """The process's one-thread executor called `name`, started on first use."""
+    with _threads_lock:
+        pool = _threads.get(name)
+        if pool is None:
+            pool = _threads[name] = ThreadPoolExecutor(1, thread_name_prefix=name)
+        return pool
 
 
 def _joiner() -> ThreadPoolExecutor:
-    global _join_pool
-    if _join_pool is None:
-        _join_pool = ThreadPoolExecutor(1, thread_name_prefix="insert-run")
-    return _join_pool
+    return background_thread("insert-run")
 
 
 @dataclass(frozen=True)
@@ -1386,9 +1420,39 @@ class EncodedPayload:
     crc: int
 
 
+@dataclass(frozen=True)
+class RunPieceOp:
+    """A piece of a COPY's rows logged while the rest arrive (kind 6): part of no table until
+    a commit names it (`LoggedRunOp`); replay holds it until then (`HeldPieces`)."""
+
+    table_id: int
+    batch: pa.RecordBatch
+
+
+@dataclass(frozen=True)
+class LoggedRunOp:
+    """The commit of an insert run whose pieces are in the log already (kind 7): the LSNs of
+    its piece records in row order, the rows' ids consecutive from `first_rowid`."""
+
+    table_id: int
+    first_rowid: int
+    pieces: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RunAbortOp:
+    """The piece records of a COPY that failed or was abandoned (kind 8): never part of a
+    table, dropped by whoever holds them."""
+
+    table_id: int
+    pieces: tuple[int, ...]
+
+
 Op = InsertOp | DeleteOp | TruncateOp | InsertRunOp
 
 _INSERT, _DELETE, _TRUNCATE, _ROW, _INSERT_RUN = 1, 2, 3, 4, 5
+_RUN_PIECE, _LOGGED_RUN, _RUN_ABORT = 6, 7, 8
+_LSN = struct.Struct("<Q")
 _ROWID_FIELD = pa.field("_rowid", pa.int64(), nullable=False)  # storage.schema.ROWID
 _FIRST_ROWID = struct.Struct("<Q")
 
@@ -1484,13 +1548,15 @@ def encode_commit(ops: Sequence[Op]) -> bytes | memoryview:
     writer only measures them (`MockOutputStream` copies nothing), so every operation's header
     can precede its body in one Arrow output stream, and no join copies the rows again."""
     if len(ops) == 1 and isinstance(ops[0], InsertRunOp):
-        return _encode_run(ops[0])
+        return _encode_logged_run(ops[0]) if ops[0].logged else _encode_run(ops[0])
     if all(isinstance(op, (DeleteOp, TruncateOp, RowInsertOp)) or
            (isinstance(op, InsertOp) and isinstance(op.batch, pa.RecordBatch)
             and op.batch.num_rows <= _SMALL_BATCH) for op in ops):
         return _encode_small(ops)
     sizes = []
     for op in ops:
+        if isinstance(op, InsertRunOp) and op.logged:
+            raise ValueError("an insert run logged ahead is committed alone")
         if isinstance(op, InsertRunOp):
             sizes.append(_run_size(op))
         elif isinstance(op, InsertOp):
@@ -1612,6 +1678,75 @@ def _encode_run(op: InsertRunOp) -> EncodedPayload:
     return EncodedPayload((first, *parts[1:]), _COUNT.size + _OP_HEADER.size + size, crc)
 
 
+def encode_piece(table_id: int, part: EncodedBatch) -> EncodedPayload:
+    """A piece record (kind 6): one batch of a COPY's rows, logged while the rest arrive so
+    that the commit only names it. Its body is an insert's (an IPC stream of the batch), its
+    CRC combined from the one the batch got when it was serialized."""
+    head = _schema_message(part.batch.schema)
+    if head is None:
+        raise ValueError("an insert run's schema must have no dictionary columns")
+    first = _COUNT.pack(1) + _OP_HEADER.pack(
+        _RUN_PIECE, table_id, len(head) + part.message.size + len(_EOS)) + head
+    crc = zlib.crc32(_EOS, crc32_combine(zlib.crc32(first), part.crc, part.message.size))
+    return EncodedPayload((first, part.message, _EOS),
+                          len(first) + part.message.size + len(_EOS), crc)
+
+
+def encode_abort(table_id: int, pieces: Sequence[int]) -> bytes:
+    """A record dropping the piece records of a COPY that did not commit (kind 8)."""
+    body = b"".join(_LSN.pack(lsn) for lsn in pieces)
+    return _COUNT.pack(1) + _OP_HEADER.pack(_RUN_ABORT, table_id, len(body)) + body
+
+
+def _encode_logged_run(op: InsertRunOp) -> bytes:
+    """The commit of an insert run whose pieces are logged (kind 7): first row id, then the
+    piece records' LSNs."""
+    if op.first_rowid < 0:
+        raise ValueError("an insert run needs its first row id")
+    body = _FIRST_ROWID.pack(op.first_rowid) + b"".join(
+        _LSN.pack(part.lsn) for part in op.batches)
+    return _COUNT.pack(1) + _OP_HEADER.pack(_LOGGED_RUN, op.table_id, len(body)) + body
+
+
+def _lsns(view: memoryview, offset: int, length: int) -> tuple[int, ...]:
+    if length % _LSN.size:
+        raise DataCorrupted(f"WAL commit record: a list of LSNs of {length} bytes")
+    return tuple(np.frombuffer(view, "<u8", count=length // _LSN.size, offset=offset).tolist())
+
+
+class HeldPieces:
+    """What replay (at open, or in a process following the log) holds of COPY pieces logged
+    ahead of their commit: `resolve` takes a record's ops, keeps its pieces, and gives the
+    ops to apply, a logged run turned into the insert its pieces make. The pieces of a COPY
+    that never committed are dropped by its abort record, or stay until replay ends."""
+
+    def __init__(self) -> None:
+        self._pieces: dict[int, RunPieceOp] = {}
+
+    def __len__(self) -> int:
+        return len(self._pieces)
+
+    def resolve(self, lsn: int, ops: list) -> list:
+        """The ops of the record at `lsn` to apply. A logged run whose pieces are not held
+        (read before this replay's start) stays a `LoggedRunOp`: only a table that needs
+        it (`Table.apply`) finds that out, as corruption."""
+        out = []
+        for op in ops:
+            if isinstance(op, RunPieceOp):
+                self._pieces[lsn] = op
+            elif isinstance(op, RunAbortOp):
+                for piece in op.pieces:
+                    self._pieces.pop(piece, None)
+            elif isinstance(op, LoggedRunOp):
+                if all(piece in self._pieces for piece in op.pieces):
+                    batches = [self._pieces.pop(piece).batch for piece in op.pieces]
+                    op = InsertOp(op.table_id, _run_batch(_one_batch(batches), op.first_rowid))
+                out.append(op)
+            else:
+                out.append(op)
+        return out
+
+
 def _write_batch(sink: pa.NativeFile, batch: pa.RecordBatch) -> None:
     with ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
@@ -1651,6 +1786,14 @@ def decode_commit(payload: bytes | bytearray | memoryview) -> list[Op]:
                 if not batches:
                     raise DataCorrupted("WAL insert run holds no record batch")
                 ops.append(InsertOp(table_id, _run_batch(_one_batch(batches), start)))
+            elif kind == _RUN_PIECE:
+                ops.append(RunPieceOp(table_id, _read_batch(buffer.slice(offset, length))))
+            elif kind == _LOGGED_RUN:
+                (start,) = _FIRST_ROWID.unpack_from(view, offset)
+                ops.append(LoggedRunOp(table_id, start, _lsns(
+                    view, offset + _FIRST_ROWID.size, length - _FIRST_ROWID.size)))
+            elif kind == _RUN_ABORT:
+                ops.append(RunAbortOp(table_id, _lsns(view, offset, length)))
             else:
                 raise DataCorrupted(f"WAL commit record: unknown operation kind {kind}")
             offset += length
