@@ -727,6 +727,8 @@ def test_a_worker_spreads_a_query_over_threads_only_while_cores_are_free(tmp_pat
     With one connection left, it hands one segment to another thread (one is started)."""
     from wire.workers import cores
 
+    if cores() < 2:
+        pytest.skip("one core: a query never has another core to spread over")
     data = tmp_path / "data"
     _two_sealed_segments(data)
     server = start_server(tmp_path, "--workers", "1", data_dir=data)
@@ -734,7 +736,7 @@ def test_a_worker_spreads_a_query_over_threads_only_while_cores_are_free(tmp_pat
     worker = next(pid for pid in server_processes(server)
                   if Path(f"/proc/{pid}/comm").read_text().startswith("sqlvec-worker"))
     query = "SELECT id FROM items ORDER BY v <-> '[0.1,0.2,0.3,0.4]' LIMIT 5"
-    conns = [connect(server) for _ in range(max(2, cores()))]
+    conns = [connect(server) for _ in range(cores())]
     for conn in conns:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     expected = conns[0].execute(query).fetchall()
