@@ -163,10 +163,10 @@ _CORES = cores()
 def limit_fan_out(position: CommitPosition) -> None:
     """In a worker: a query spreads its segments' searches over threads only while the pool
     serves fewer connections than there are cores. With as many connections as cores or more,
-    the other connections' queries keep the cores busy, and handing a search of a 100k-row
-    segment to another thread costs about as much CPU as the search (a quarter of a worker's
-    CPU per top-10 query, docs/benchmarks.md); with fewer, the idle cores cut the query's
-    latency."""
+    the other connections' queries keep the cores busy, and handing a segment's search to
+    another thread costs more CPU than the search (about a fifth of a worker's CPU per top-10
+    query on 100k rows in two segments, docs/benchmarks.md); with fewer, the idle cores cut
+    the query's latency."""
     allow_fan_out(position.cores_free)
 
 

@@ -309,7 +309,7 @@ def allow_fan_out(when: Callable[[], bool] | None) -> None:
     """Spread a query's heavy segment searches over threads only while `when()` is true (None:
     always). A worker process of `serve --workers` passes "fewer connections than cores":
     beyond that the other connections' queries keep every core busy, and handing a search to
-    another thread costs about as much CPU as the search itself (wire.workers)."""
+    another thread can cost more CPU than the search itself (wire.workers)."""
     global _fan_out
     _fan_out = when or _always
 
