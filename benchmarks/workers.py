@@ -12,14 +12,22 @@ counts once in all and Rss once per process), runs one top-10 search on each of 
 measures again and stops the server (timed too).
 
     python -m benchmarks workers --data-dir DIR --qps [--workers 0 2] [--connections 1 4]
-        [--queries 300] [--rounds 3] [--pgserver PGDIR]
+        [--queries 300] [--rounds 3] [--pgserver PGDIR] [--clients threads processes]
+        [--dataset normal|clustered] [--baseline CHECKOUT]
 
 Total QPS instead: per round and per worker count, a server on DIR, then each of
-`--connections` clients (one thread each) running the same prepared top-10 search
-(`ORDER BY emb <-> $1 LIMIT 10`, hnsw.ef_search 40) for `--queries` query vectors, after a
-warm-up; the servers are started one after the other on the same directory, so the figures are
-interleaved. `--pgserver PGDIR` adds PostgreSQL + pgvector (pgserver) holding the same rows and
-index (m 16, ef_construction 64), measured in each round too.
+`--connections` clients running the same prepared top-10 search (`ORDER BY emb <-> $1 LIMIT
+10`, hnsw.ef_search 40) for `--queries` query vectors, after a warm-up; the servers are started
+one after the other on the same directory, so the figures are interleaved. `--pgserver PGDIR`
+adds PostgreSQL + pgvector (pgserver) holding the same rows and index (m 16, ef_construction
+64), measured in each round too; `--baseline CHECKOUT` adds that checkout's server, taking
+turns with this one. The clients are threads of this process (as the suite's), or one process
+each (`--clients processes`: no GIL shared between them). Beside each figure: the CPU time
+per query of each kind of process (user + system, /proc/PID/stat, over the measured queries):
+the client, the server's primary, its workers and fork server, PostgreSQL's backends. On a
+busy machine the CPU per query is the steadier figure: with every core busy, total QPS is the
+cores divided by it. `--dataset clustered`: the suite's clustered mixture instead of
+independent Gaussian coordinates (a DIR of its own).
 """
 
 from __future__ import annotations
@@ -34,7 +42,23 @@ import threading
 import time
 
 
-def build(path: str, rows: int, dim: int) -> None:
+def blocks(rows: int, dim: int, dataset: str):
+    """The table's vectors, 10,000 rows at a time: `normal` (independent Gaussian
+    coordinates, the hardest case for a graph) or `clustered` (the suite's mixture, which
+    behaves like real embeddings)."""
+    import numpy as np
+
+    if dataset == "clustered":
+        from benchmarks.datasets import Clustered
+
+        yield from Clustered(rows, dim, clusters=1000, seed=42).chunks(10_000)
+        return
+    rng = np.random.default_rng(0)
+    for start in range(0, rows, 10_000):
+        yield rng.standard_normal((min(10_000, rows - start), dim)).astype(np.float32)
+
+
+def build(path: str, rows: int, dim: int, dataset: str = "normal") -> None:
     """The table and its index (only when the directory has no table yet)."""
     import numpy as np
 
@@ -44,11 +68,10 @@ def build(path: str, rows: int, dim: int) -> None:
         if db.store().find_table("items") is not None:
             return
         table = db.create_table("items", {"id": "int", "emb": f"vector({dim})"})
-        rng = np.random.default_rng(0)
-        for start in range(0, rows, 10_000):
-            n = min(10_000, rows - start)
-            table.insert({"id": np.arange(start, start + n),
-                          "emb": rng.standard_normal((n, dim)).astype(np.float32)})
+        start = 0
+        for block in blocks(rows, dim, dataset):
+            table.insert({"id": np.arange(start, start + len(block)), "emb": block})
+            start += len(block)
         table.create_index("emb", opclass="vector_l2_ops")
         db.wait_idle(3600)
 
@@ -135,116 +158,213 @@ def start(code: str, path: str, workers: int) -> tuple[subprocess.Popen, int]:
     raise SystemExit(f"the server did not start (status {server.wait()})")
 
 
-def queries_of(count: int, dim: int) -> list[str]:
-    """The query vectors (text), the same in every run."""
+def queries_of(count: int, dim: int, dataset: str = "normal") -> list[str]:
+    """The query vectors (text), the same in every run (for `clustered`: drawn from the
+    mixture, not rows of the table, as the suite's)."""
     import numpy as np
 
-    rng = np.random.default_rng(1)
-    return ["[" + ",".join(f"{x:.4f}" for x in v) + "]"
-            for v in rng.standard_normal((count, dim)).astype(np.float32)]
+    if dataset == "clustered":
+        from benchmarks.datasets import Clustered
+
+        vectors = Clustered(count, dim, clusters=1000, seed=42).queries(count, seed=44)
+    else:
+        vectors = np.random.default_rng(1).standard_normal((count, dim)).astype(np.float32)
+    return ["[" + ",".join(f"{x:.4f}" for x in v) + "]" for v in vectors]
 
 
-def total_qps(dsn: str, connections: int, queries: list[str]) -> float:
-    """Queries per second of `connections` clients each running every query once, prepared,
-    at hnsw.ef_search 40 (after each ran 20 to warm up)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process `pid` has used so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def role_of(pid: int, root: int) -> str:
+    """What a server process is, by its name: the primary (`root`), a worker, the fork
+    server, a PostgreSQL backend..."""
+    if pid == root:
+        return "primary"
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            name = f.read().strip()
+    except OSError:
+        return "other"
+    if name.startswith("sqlvec-worker"):
+        return "workers"
+    if name.startswith("sqlvec-forks"):
+        return "fork server"
+    if name.startswith("postgres") or name.startswith("postmaster"):
+        return "backends"
+    return name
+
+
+def _client(dsn: str, queries: list[str], barrier, done) -> None:
+    """One client: its connection warmed up, then every query once, prepared; its connection
+    stays open until every client is done and measured (a server process that ends with it
+    would take its CPU time along)."""
     import psycopg
 
-    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(connections)]
     sql = "SELECT id FROM items ORDER BY emb <-> %s::vector LIMIT 10"
-    for conn in conns:
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET hnsw.ef_search = 40")
         for q in queries[:20]:
             conn.execute(sql, (q,), prepare=True).fetchall()
-    barrier = threading.Barrier(connections + 1)
-
-    def client(conn) -> None:
         barrier.wait()
         for q in queries:
             conn.execute(sql, (q,), prepare=True).fetchall()
+        done.put(os.getpid())
+        barrier.wait()
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in conns]
-    for t in threads:
-        t.start()
+
+def total_qps(dsn: str, connections: int, queries: list[str], root: int | None = None,
+              clients: str = "threads") -> tuple[float, dict[str, float]]:
+    """Queries per second of `connections` clients each running every query once, prepared,
+    at hnsw.ef_search 40 (after each ran 20 to warm up), and the CPU milliseconds per query of
+    each kind of process (the server's, below `root`, and the client's). `clients`: threads of
+    this process (psycopg releases the GIL only while it waits) or one process each."""
+    import multiprocessing
+    import queue as queues
+
+    if clients == "processes":
+        context = multiprocessing.get_context("spawn")
+        barrier, done = context.Barrier(connections + 1), context.Queue()
+        workers = [context.Process(target=_client, args=(dsn, queries, barrier, done))
+                   for _ in range(connections)]
+    else:
+        barrier, done = threading.Barrier(connections + 1), queues.Queue()
+        workers = [threading.Thread(target=_client, args=(dsn, queries, barrier, done))
+                   for _ in range(connections)]
+    for w in workers:
+        w.start()
     barrier.wait()
+    server = processes(root) if root else []
+    client = [w.pid for w in workers] if clients == "processes" else [os.getpid()]
+    before = {pid: cpu_seconds(pid) for pid in [*server, *client]}
     started = time.perf_counter()
-    for t in threads:
-        t.join()
+    for _ in workers:
+        done.get()
     elapsed = time.perf_counter() - started
-    for conn in conns:
-        conn.close()
-    return connections * len(queries) / elapsed
+    after = {pid: cpu_seconds(pid) for pid in before}
+    roles = {pid: "client" if pid in client else role_of(pid, root or 0) for pid in before}
+    barrier.wait()
+    for w in workers:
+        w.join()
+    count = connections * len(queries)
+    cpu: dict[str, float] = {}
+    for pid in before:
+        role = roles[pid]
+        cpu[role] = cpu.get(role, 0.0) + (after[pid] - before[pid]) * 1000 / count
+    return count / elapsed, cpu
 
 
-def load_postgres(dsn: str, rows: int, dim: int) -> None:
-    """The same table and index in PostgreSQL + pgvector (m 16, ef_construction 64)."""
-    import numpy as np
+def load_postgres(dsn: str, rows: int, dim: int, dataset: str = "normal") -> None:
+    """The same table and index in PostgreSQL + pgvector (m 16, ef_construction 64); kept
+    from a previous run when it holds the same rows (the table's comment names the dataset)."""
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        if _loaded(conn, rows, dim, dataset):
+            return
         conn.execute("DROP TABLE IF EXISTS items")
         conn.execute(f"CREATE TABLE items (id int, emb vector({dim}))")
-        rng = np.random.default_rng(0)
+        start = 0
         with conn.cursor().copy("COPY items (id, emb) FROM STDIN") as copy:
-            for start in range(0, rows, 10_000):
-                n = min(10_000, rows - start)
-                block = rng.standard_normal((n, dim)).astype(np.float32)
+            for block in blocks(rows, dim, dataset):
                 for i, v in enumerate(block):
                     copy.write_row((start + i, "[" + ",".join(map(repr, map(float, v))) + "]"))
+                start += len(block)
         conn.execute("SET maintenance_work_mem = '1GB'")
         conn.execute("CREATE INDEX ON items USING hnsw (emb vector_l2_ops) "
                      "WITH (m = 16, ef_construction = 64)")
         conn.execute("ANALYZE items")
+        conn.execute(f"COMMENT ON TABLE items IS '{dataset}'")
+
+
+def _loaded(conn, rows: int, dim: int, dataset: str) -> bool:
+    """Whether PostgreSQL holds the table already (a previous run's), with its index."""
+    found = conn.execute("SELECT format_type(atttypid, atttypmod), "
+                         "obj_description(attrelid, 'pg_class') FROM pg_attribute "
+                         "WHERE attrelid = to_regclass('items') AND attname = 'emb'").fetchone()
+    if found is None or tuple(found) != (f"vector({dim})", dataset):
+        return False
+    indexed = conn.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'items'")
+    return indexed.fetchone()[0] == 1 and \
+        conn.execute("SELECT count(*) FROM items").fetchone()[0] == rows
 
 
 def qps_main(args: argparse.Namespace) -> int:
-    import statistics
-
-    code = os.path.abspath(args.code)
-    queries = queries_of(args.queries, args.dim)
-    results: dict[str, dict[int, list[float]]] = {}
+    codes = [("", os.path.abspath(args.code))]
+    if args.baseline:
+        codes = [(" (this code)", codes[0][1]), (" (baseline)", os.path.abspath(args.baseline))]
+    queries = queries_of(args.queries, args.dim, args.dataset)
+    results: dict[tuple[str, int], list[tuple[float, dict[str, float]]]] = {}
     pg = None
     if args.pgserver:
         from benchmarks.writes import postgres
 
         pg = postgres(args.pgserver)
         pg_dsn, _pid, label = pg.__enter__()
-        load_postgres(pg_dsn, args.rows, args.dim)
+        load_postgres(pg_dsn, args.rows, args.dim, args.dataset)
+
+    def measure_all(name: str, dsn: str, root: int | None, round_: int) -> None:
+        for clients in args.clients:
+            for c in args.connections:
+                q, cpu = total_qps(dsn, c, queries, root, clients)
+                results.setdefault((f"{name}, client {clients}", c), []).append((q, cpu))
+                print(f"round {round_ + 1}: {name}, client {clients}, {c} connections: "
+                      f"{q:,.0f} QPS; CPU ms/query " + ", ".join(
+                          f"{role} {ms:.3f}" for role, ms in sorted(cpu.items())), flush=True)
+
     try:
         for round_ in range(args.rounds):
             for workers in args.workers:
-                server, port = start(code, args.data_dir, workers)
-                dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
-                try:
-                    for c in args.connections:
-                        q = total_qps(dsn, c, queries)
-                        results.setdefault(f"sqlvec --workers {workers}", {}) \
-                            .setdefault(c, []).append(q)
-                        print(f"round {round_ + 1}: --workers {workers}, {c} connections: "
-                              f"{q:,.0f} QPS", flush=True)
-                finally:
-                    server.send_signal(signal.SIGTERM)
-                    server.wait(120)
+                for name, checkout in codes:
+                    server, port = start(checkout, args.data_dir, workers)
+                    try:
+                        measure_all(f"sqlvec{name} --workers {workers}",
+                                    f"host=127.0.0.1 port={port} user=postgres dbname=postgres",
+                                    server.pid, round_)
+                    finally:
+                        server.send_signal(signal.SIGTERM)
+                        server.wait(120)
             if pg is not None:
-                for c in args.connections:
-                    q = total_qps(pg_dsn, c, queries)
-                    results.setdefault(label, {}).setdefault(c, []).append(q)
-                    print(f"round {round_ + 1}: {label}, {c} connections: {q:,.0f} QPS",
-                          flush=True)
+                measure_all(label, pg_dsn, postmaster(args.pgserver), round_)
     finally:
         if pg is not None:
             pg.__exit__(None, None, None)
-    first, last = args.connections[0], args.connections[-1]
-    print("\n| server | " + " | ".join(f"{c} connection{'s' * (c > 1)}: total QPS (median)"
-                                        for c in args.connections)
-          + f" | {last} / {first} |")
-    print("|---|" + "---|" * (len(args.connections) + 1))
-    for name, by in results.items():
-        medians = [statistics.median(by[c]) for c in args.connections]
-        print(f"| {name} | " + " | ".join(f"{m:,.0f} ({', '.join(f'{x:,.0f}' for x in by[c])})"
-                                          for m, c in zip(medians, args.connections))
-              + f" | {medians[-1] / medians[0]:.2f} × |")
+    print_table(results)
     return 0
+
+
+def postmaster(directory: str) -> int | None:
+    """The process id of the PostgreSQL server whose data directory is `directory`."""
+    try:
+        with open(os.path.join(directory, "postmaster.pid")) as f:
+            return int(f.readline())
+    except (OSError, ValueError):
+        return None
+
+
+def print_table(results: dict[tuple[str, int], list[tuple[float, dict[str, float]]]]) -> None:
+    """Per server, client kind and connection count: the median total QPS (every round's
+    figure beside it) and the median CPU milliseconds per query of each kind of process."""
+    import statistics
+
+    print("\n| server, client | connections | total QPS, median (rounds) | CPU ms per query, "
+          "median: by process kind; total |")
+    print("|---|---|---|---|")
+    for (name, c), runs in results.items():
+        qps = [q for q, _ in runs]
+        roles = sorted({role for _, cpu in runs for role in cpu})
+        cpu = {role: statistics.median(r.get(role, 0.0) for _, r in runs) for role in roles}
+        print(f"| {name} | {c} | {statistics.median(qps):,.0f} "
+              f"({', '.join(f'{x:,.0f}' for x in qps)}) | "
+              + ", ".join(f"{role} {ms:.3f}" for role, ms in cpu.items())
+              + f"; {sum(cpu.values()):.3f} |")
 
 
 def main(argv: list[str]) -> int:
@@ -252,18 +372,27 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--dataset", choices=["normal", "clustered"], default="normal",
+                        help="the vectors: independent Gaussian (default) or the suite's "
+                             "clustered mixture (a new DIR per dataset)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--code", default=os.getcwd(),
                         help="the checkout whose server is started (default: this one)")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="also the server of this checkout, taking turns with --code's "
+                             "(--qps)")
     parser.add_argument("--qps", action="store_true",
                         help="measure total QPS of concurrent top-10 searches instead")
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--queries", type=int, default=300, help="per connection (--qps)")
+    parser.add_argument("--clients", nargs="+", choices=["threads", "processes"],
+                        default=["threads"],
+                        help="the clients: threads of this process or one process each (--qps)")
     parser.add_argument("--pgserver", metavar="DIR",
                         help="also PostgreSQL + pgvector from the pgserver package in DIR (--qps)")
     args = parser.parse_args(argv)
-    build(args.data_dir, args.rows, args.dim)
+    build(args.data_dir, args.rows, args.dim, args.dataset)
     if args.qps:
         return qps_main(args)
     print("| workers | start (s) | stop (s) | processes | Pss MB | Rss MB "

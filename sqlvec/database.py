@@ -55,6 +55,10 @@ from sqlvec.errors import (
 from sqlvec.storage.backup import BACKUP_IN_PROGRESS
 from sqlvec.storage.fsutil import lock_directory
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
+
+# When a query may spread its segment searches over threads, re-exported for the server's
+# worker processes (wire.workers.limit_fan_out).
+from sqlvec.storage.search import allow_fan_out as allow_fan_out
 from sqlvec.storage.store import Store, StoreOptions, return_free_memory
 from sqlvec.storage.table import RowFilter, TableSnapshot, _as_arrow
 from sqlvec.storage.wal import DeleteOp, InsertOp

@@ -29,7 +29,7 @@ from sqlvec.errors import SqlVecError
 from wire import logs
 from wire.auth import AuthConfig, AuthMethod
 from wire.server import Limits, Server, make_ssl_context
-from wire.workers import WorkerPool
+from wire.workers import WorkerPool, cores
 
 DEFAULT_DATA_DIR = "./sqlvec-data"
 DEFAULT_HOST = "127.0.0.1"
@@ -50,14 +50,6 @@ def worker_launcher() -> list[str]:
     if path:
         return [sys.executable, os.path.abspath(path), WORKER_COMMAND]
     return [sys.executable, "-m", "wire", WORKER_COMMAND]
-
-
-def cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def default_workers() -> int:

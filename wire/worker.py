@@ -101,6 +101,7 @@ from wire.workers import (
     SETTINGS_MESSAGE,
     STATISTICS,
     CommitPosition,
+    limit_fan_out,
     pack_durations,
 )
 
@@ -1525,6 +1526,7 @@ def _serve(control: socket.socket, position: CommitPosition, database: FollowerD
            index: int, level: int) -> int:
     """Serve as worker `index` once the data directory is loaded."""
     _name_process(f"sqlvec-worker-{index}")
+    limit_fan_out(position)
     worker = Worker(database, position, index)
     gc.freeze()  # as the primary does: what is loaded lives as long as the process
     control.send(READY)

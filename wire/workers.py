@@ -45,6 +45,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from sqlvec.database import allow_fan_out
 from sqlvec.errors import ProtocolViolation
 from wire.codec import SESSION_RECV_SIZE, SocketStream, frame
 from wire.connection import Closed, Connection
@@ -76,6 +77,16 @@ FLUSH_TIMEOUT = 2.0  # seconds a statistics view waits for the workers' statisti
 _POSITION = struct.Struct("<QQQQ")
 _SCHEMA_LOCK = 64  # offset of one byte: 1 while a transaction block holds (or awaits) the
 # default database's DDL lock (written alone: a byte is read whole)
+_CONNECTIONS = struct.Struct("<I")  # at offset 68: the connections the workers serve (aligned
+_CONNECTIONS_AT = 68  # 4 bytes, read whole)
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class CommitPosition:
@@ -126,10 +137,37 @@ class CommitPosition:
         """Whether reads must go to the primary, to wait on the DDL lock there (a worker)."""
         return self._map[_SCHEMA_LOCK] != 0
 
+    def set_connections(self, count: int) -> None:
+        """Say how many connections the workers serve in all (the primary, as they come and
+        go)."""
+        _CONNECTIONS.pack_into(self._map, _CONNECTIONS_AT, max(0, count))
+
+    def connections(self) -> int:
+        """How many connections the workers serve in all (a worker)."""
+        return _CONNECTIONS.unpack_from(self._map, _CONNECTIONS_AT)[0]
+
+    def cores_free(self) -> bool:
+        """Whether the workers serve fewer connections than there are cores: only then may a
+        query spread its segment searches over threads (`limit_fan_out`)."""
+        return self.connections() < _CORES
+
     def close(self) -> None:
         """Unmap the page and close its descriptor."""
         self._map.close()
         os.close(self.fd)
+
+
+_CORES = cores()
+
+
+def limit_fan_out(position: CommitPosition) -> None:
+    """In a worker: a query spreads its segments' searches over threads only while the pool
+    serves fewer connections than there are cores. With as many connections as cores or more,
+    the other connections' queries keep the cores busy, and handing a segment's search to
+    another thread costs more CPU than the search (about a fifth of a worker's CPU per top-10
+    query on 100k rows in two segments, docs/benchmarks.md); with fewer, the idle cores cut
+    the query's latency."""
+    allow_fan_out(position.cores_free)
 
 
 class ForkServer:
@@ -583,16 +621,20 @@ class WorkerPool:
                 except OSError as exc:
                     log.warning("cannot hand a connection to worker %d: %s", worker.index, exc)
                     continue
-            with self._lock:
-                worker.load += 1
+            self._count(worker, 1)
             return worker.index
         return -1
 
     def released(self, index: int) -> None:
         """A connection handed to worker `index` has ended: one less to balance."""
         if index >= 0:
-            with self._lock:
-                self.workers[index].load -= 1
+            self._count(self.workers[index], -1)
+
+    def _count(self, worker: _Worker, change: int) -> None:
+        """One connection more (or less) for `worker`; the workers' total published."""
+        with self._lock:
+            worker.load += change
+            self.position.set_connections(sum(w.load for w in self.workers))
 
     def cancel(self, index: int, pid: int) -> None:
         """Ask worker `index` to cancel the statement it runs for backend `pid`, if any."""

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -326,6 +326,23 @@ _POOL: ThreadPoolExecutor | None = None
 _INLINE_ROWS = 4096
 
 
+def _always() -> bool:
+    return True
+
+
+# Whether a query may spread its segment searches over threads right now (`allow_fan_out`).
+_fan_out: Callable[[], bool] = _always
+
+
+def allow_fan_out(when: Callable[[], bool] | None) -> None:
+    """Spread a query's heavy segment searches over threads only while `when()` is true (None:
+    always). A worker process of `serve --workers` passes "fewer connections than cores":
+    beyond that the other connections' queries keep every core busy, and handing a search to
+    another thread can cost more CPU than the search itself (wire.workers)."""
+    global _fan_out
+    _fan_out = when or _always
+
+
 def _heavy(search: SegmentSearch) -> bool:
     plan = search.plan
     return plan.strategy != "skip" and (plan.method is not None or plan.eligible > _INLINE_ROWS)
@@ -341,7 +358,7 @@ def run_all(searches: list[SegmentSearch], metric: Metric, query: np.ndarray,
     if len(searches) == 1:
         return [run_segment(searches[0], metric, query, order_only)]
     heavy = [i for i, s in enumerate(searches) if _heavy(s)]
-    if len(heavy) <= 1:
+    if len(heavy) <= 1 or not _fan_out():
         return [run_segment(s, metric, query) for s in searches]
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),

@@ -694,6 +694,70 @@ def test_connections_are_spread_evenly_over_the_workers(tmp_path, reap):
     assert server.stop() == 0, server.log()
 
 
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def _settling(pid: int) -> bool:
+    """Whether the process's thread count changed in the last half second."""
+    before = _threads(pid)
+    time.sleep(0.5)
+    return _threads(pid) != before
+
+
+def _two_sealed_segments(path: Path) -> None:
+    """A table of two sealed segments of 5,000 rows each and no index: a top-k query scans
+    both, each big enough to be worth another thread."""
+    import numpy as np
+
+    from sqlvec.database import Database
+
+    rng = np.random.default_rng(3)
+    with Database.open(str(path)) as db:
+        table = db.create_table("items", {"id": "int", "v": "vector(4)"})
+        for start in (0, 5000):
+            table.insert({"id": np.arange(start, start + 5000),
+                          "v": rng.standard_normal((5000, 4)).astype(np.float32)})
+            table.seal()
+
+
+def test_a_worker_spreads_a_query_over_threads_only_while_cores_are_free(tmp_path, reap):
+    """With as many connections as cores, the other connections keep the cores busy: a query
+    of two segments searches both in its own thread (the worker starts no search thread).
+    With one connection left, it hands one segment to another thread (one is started)."""
+    from wire.workers import cores
+
+    if cores() < 2:
+        pytest.skip("one core: a query never has another core to spread over")
+    data = tmp_path / "data"
+    _two_sealed_segments(data)
+    server = start_server(tmp_path, "--workers", "1", data_dir=data)
+    reap(server)
+    worker = next(pid for pid in server_processes(server)
+                  if Path(f"/proc/{pid}/comm").read_text().startswith("sqlvec-worker"))
+    query = "SELECT id FROM items ORDER BY v <-> '[0.1,0.2,0.3,0.4]' LIMIT 5"
+    conns = [connect(server) for _ in range(cores())]
+    for conn in conns:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    expected = conns[0].execute(query).fetchall()
+    before = _threads(worker)
+    for conn in conns:
+        for _ in range(5):
+            assert conn.execute(query).fetchall() == expected
+    assert _threads(worker) == before
+    for conn in conns[1:]:
+        conn.close()
+    left = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+    deadline = time.monotonic() + 30
+    while conns[0].execute(left).fetchone() != (1,) or _settling(worker):
+        assert time.monotonic() < deadline, "the closed connections never ended"
+    before = _threads(worker)
+    assert conns[0].execute(query).fetchall() == expected
+    assert _threads(worker) > before
+    conns[0].close()
+    assert server.stop() == 0, server.log()
+
+
 def _binary_copy(matrix) -> bytes:
     """COPY's binary format of rows (id bigint, v vector(d)), ids 0..n-1."""
     import numpy as np

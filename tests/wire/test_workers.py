@@ -55,3 +55,25 @@ def test_statement_durations_cross_from_a_worker_exactly():
     assert set(packed) == {"", "57014", "22012", "XX000"}
     assert sorted(unpack_durations(packed), key=repr) == sorted(observed, key=repr)
     assert pack_durations([]) == {} and unpack_durations({}) == []
+
+
+def test_the_connections_the_workers_serve_are_read_through_another_mapping():
+    """The primary's count of connections handed to workers, beside the position: a worker
+    lets a query spread its segment searches over threads only while it is below the
+    cores."""
+    from wire.workers import cores
+
+    writer = CommitPosition()
+    reader = CommitPosition(os.dup(writer.fd))
+    try:
+        assert reader.connections() == 0 and reader.cores_free()
+        writer.publish(9, 3)
+        writer.set_connections(cores())
+        assert reader.connections() == cores() and not reader.cores_free()
+        assert reader.read() == (9, 3, 0) and not reader.schema_locked()
+        writer.set_schema_locked(True)
+        writer.set_connections(cores() - 1)
+        assert reader.cores_free() and reader.schema_locked()
+    finally:
+        reader.close()
+        writer.close()
