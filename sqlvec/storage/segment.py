@@ -451,12 +451,14 @@ class Segment(SegmentData):
         self.crc32 = crc32_file(path)
         self.path = path  # last: other threads take a set path to mean the file is complete
 
-    def release_vector_pages(self) -> None:
-        """Unmap the vectors file's pages from this process after a pass over all of them (an
-        index build): they stay in the page cache, and a later search maps back what it reads.
-        Without it, every page a build read stays counted in the process's resident memory."""
-        mapping = self._mappings.get("vectors")
-        if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+    def release_mapped_pages(self) -> None:
+        """Unmap the mapped files' pages from this process after a pass over all of them (an
+        index build, the key indexes built at open): they stay in the page cache, and a later
+        statement maps back what it reads. Without it, every page such a pass read stays
+        counted in the process's resident memory."""
+        if not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        for mapping in self._mappings.values():
             with contextlib.suppress(OSError, ValueError):
                 mapping.madvise(mmap.MADV_DONTNEED)
 

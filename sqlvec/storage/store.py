@@ -413,6 +413,9 @@ class Store(StoreBase):
             with store._pins.guard():
                 store._collect_garbage()
             return_free_memory()  # what reading the files and replaying the log left behind
+            for table in store.tables.values():
+                for seg in table.sealed:  # what building the key indexes read
+                    seg.release_mapped_pages()
             if store.options.background and start_background:
                 store._start_workers()
             for table in store.tables.values():
@@ -1297,7 +1300,7 @@ class Store(StoreBase):
             build.done = seg.n_rows
             step("calibrating")
             built.calibration = built.calibrate(matrix, valid)
-            seg.release_vector_pages()
+            seg.release_mapped_pages()
             return_free_memory()
             step("saving")
             name = access_methods.file_name(seg.id, index)

@@ -149,7 +149,7 @@ def test_winners_are_rescored_from_the_graphs_copy_of_the_rows(clustered, metric
     vectors_path = os.path.join(os.path.dirname(seg.path), seg.mapped_files["vectors"]["file"])
     search = plan_segment(t.snapshot().sealed[0], t.definition.column("v").physical, DIM, K,
                           allowed=None, index_name=f"items_{OPCLASSES[metric]}", ef=64)
-    seg.release_vector_pages()
+    seg.release_mapped_pages()
     assert resident_kb(vectors_path) == 0
     for q in queries[:5]:
         positions, dists = run_segment(search, metric, q)
@@ -256,7 +256,7 @@ def test_segment_vectors_are_the_files_pages_not_a_copy(tmp_path):
         assert any(lo <= address < hi for lo, hi in mapped_from(path))
         # Dropping the pages from the process (after an index build read them all) loses
         # nothing: they are mapped back from the file on the next read.
-        opened.release_vector_pages()
+        opened.release_mapped_pages()
         np.testing.assert_array_equal(opened.vectors("c2", dim)[0], vec)
 
 
@@ -312,6 +312,28 @@ def test_scalar_columns_and_row_ids_are_the_columns_files_pages(tmp_path):
         assert opened.value("c1", pa.string(), None, 1) == "s1"
         assert opened.stats("c2") == (-7, 49_999 * 3 - 7)
         np.testing.assert_array_equal(opened.rowids, np.arange(50_000))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc")
+def test_opening_a_database_leaves_no_mapped_page_resident(tmp_path):
+    """Building the primary key's index at open reads every key and row id from the mapped
+    columns file: those pages are dropped from the process once open (they stay in the page
+    cache), and reads map back what they need."""
+    opts = StoreOptions(background=False)
+    with Database.open(str(tmp_path), options=opts) as db:
+        t = db.create_table("t", {"id": "int8", "v": "vector(4)"}, primary_key=["id"])
+        t.insert({"id": np.arange(200_000), "v": np.ones((200_000, 4), np.float32)})
+        t.seal()
+    with Database.open(str(tmp_path), options=opts) as db:
+        seg = db.table("t").snapshot().sealed[0].data
+        directory = os.path.dirname(seg.path)
+        paths = [os.path.join(directory, f["file"]) for f in seg.mapped_files.values()]
+        assert len(paths) == 2
+        for path in paths:  # (what remains: the pages of the files' Arrow metadata)
+            assert resident_kb(path) * 1024 < os.path.getsize(path) / 8
+        assert db.table("t").count() == 200_000
+        np.testing.assert_array_equal(seg.column(ROWID, pa.int64()).to_numpy()[-3:],
+                                      seg.rowids[-3:])
 
 
 def test_segment_written_before_the_columns_file_reads_them_from_parquet(tmp_path):
