@@ -2,7 +2,7 @@
 
 import os
 import sys
-import types
+from types import ModuleType  # (not `import types`: the submodule sqlvec.types would shadow it)
 
 # Arrow's C++ code allocates from its own default pool (mimalloc) whatever pool Python code
 # sets: reading a Parquet segment leaves tens of MB of freed pages that mimalloc keeps
@@ -42,7 +42,7 @@ def keep_pandas_unloaded() -> None:
         pa.array([0])  # the shim's look: fails, and is never made again
     finally:
         sys.meta_path.remove(blocker)
-    sys.modules["pandas"] = types.ModuleType("pandas")  # no NA, NaT, Timestamp...
+    sys.modules["pandas"] = ModuleType("pandas")  # no NA, NaT, Timestamp...
     try:
         pa.array([0])  # the C++ look: succeeds on the stand-in, and is never made again
     finally:
