@@ -25,13 +25,15 @@ from sqlvec.errors import DamagedFile, SqlVecError
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.fsutil import crc32_file
 from sqlvec.storage.manifest import ManifestStore, fallback_hint, manifest_name
-from sqlvec.storage.segment import VECTORS_FILE, verify_file
+from sqlvec.storage.segment import MAPPED_FILES, verify_file
 from sqlvec.storage.wal import verify_files
 
 # Kinds of files, as counted in the summary.
 MANIFEST = "manifest"
 SEGMENT = "segment"
 VECTORS = "vectors file"
+COLUMNS = "columns file"
+MAPPED_KINDS = {"vectors": VECTORS, "columns": COLUMNS}  # segment.MAPPED_FILES key -> kind
 INDEX = "index file"
 DELETES = "delete bitmap"
 WAL = "WAL file"
@@ -136,13 +138,13 @@ def _check_tables(directory: str, root: str, body: dict[str, Any], report: Check
                 verify_file(path, smeta)
             except DamagedFile as exc:
                 report.findings.append(_finding(exc, root, of_table))
-            if smeta.get("vectors"):
-                report.checked[VECTORS] += 1
-                try:
-                    verify_file(os.path.join(tdir, smeta["vectors"]["file"]), smeta["vectors"],
-                                VECTORS_FILE)
-                except DamagedFile as exc:
-                    report.findings.append(_finding(exc, root, of_table))
+            for key, (_suffix, kind) in MAPPED_FILES.items():
+                if smeta.get(key):
+                    report.checked[MAPPED_KINDS[key]] += 1
+                    try:
+                        verify_file(os.path.join(tdir, smeta[key]["file"]), smeta[key], kind)
+                    except DamagedFile as exc:
+                        report.findings.append(_finding(exc, root, of_table))
             for ix_name, imeta in (smeta.get("indexes") or {}).items():
                 report.checked[INDEX] += 1
                 problem = _crc_problem(os.path.join(tdir, imeta["file"]), int(imeta["crc32"]))

@@ -351,6 +351,16 @@ class HnswIndex:
         which bounds their error (storage/search.py `_order_settled`)."""
         return self._params.metric is Metric.L2
 
+    def stored_rows(self, positions: np.ndarray) -> np.ndarray | None:
+        """The indexed rows at these positions as the graph holds them: for l2 and ip, the
+        float32 rows it was built from, unchanged, so the few winners of a search are rescored
+        without touching the segment's mapped vectors (their pages would count in the
+        process's memory); None under cosine, whose graph holds the rows normalised."""
+        if self._params.metric is Metric.COSINE:
+            return None
+        rows = self._index.get_items(positions, return_type="numpy")
+        return rows.reshape(len(positions), self._dim)  # (0, dim) for no winner, not (0,)
+
     def search(
         self,
         query: np.ndarray,

@@ -309,7 +309,8 @@ def run_segment(search: SegmentSearch, metric: Metric, query: np.ndarray,
                         metric, search, query, approximate):
                     plan.returned = positions.size
                     return positions, None
-                out = _rescore(metric, search.matrix, query, positions)
+                out = _rescore(metric, search.matrix, query, positions,
+                               _stored_rows(search, positions))
                 plan.returned = out[0].size
                 return out
             plan.fallback = True
@@ -451,10 +452,20 @@ def _order_settled(metric: Metric, search: SegmentSearch, query: np.ndarray,
     return True
 
 
-def _rescore(metric: Metric, matrix: np.ndarray, query: np.ndarray,
-             positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact distances of the few winners, so results equal pgvector's to the last digit."""
-    dists = exact_distances(metric, matrix[positions], query)
+def _stored_rows(search: SegmentSearch, positions: np.ndarray) -> np.ndarray | None:
+    """The winners' vectors from the index's own copy when it holds the segment's float32
+    rows unchanged (`stored_rows`: no page of the mapped vectors file is touched), else
+    None."""
+    if search.matrix.dtype != _FLOAT32 or not hasattr(search.index, "stored_rows"):
+        return None
+    return search.index.stored_rows(positions)
+
+
+def _rescore(metric: Metric, matrix: np.ndarray, query: np.ndarray, positions: np.ndarray,
+             rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact distances of the few winners (`rows`, their vectors, when already at hand), so
+    results equal pgvector's to the last digit."""
+    dists = exact_distances(metric, matrix[positions] if rows is None else rows, query)
     if np.count_nonzero(dists[1:] > dists[:-1]) == dists.size - 1:
         return positions.astype(np.int64, copy=False), dists  # already strictly in order
     order = np.lexsort((positions, np.where(np.isnan(dists), np.inf, dists)))

@@ -12,16 +12,18 @@ Parquet layout of `seg-<id>.parquet` (format version 1):
   written are absent and read as their `missing_value` (NULL unless ADD COLUMN gave a constant).
 - scalar columns are dictionary-encoded with statistics; list columns are plain, uncompressed,
   without statistics (neither helps float data, and both slow reads).
-- `vector(n)` and `halfvec(n)` columns (fixed_size_list) are also written to
-  `seg-<id>.vectors.arrow`: an uncompressed Arrow IPC file (one record batch, those columns
-  under their physical names). An open segment memory-maps it and takes its vectors from there
-  (the Parquet file's copy is not read), so they are file-backed pages: resident only where a
-  search reads them, shared by every forked worker, reclaimable by the kernel, and never a
-  second anonymous copy beside the one each HNSW graph holds. The Parquet file stays complete,
-  so other readers need nothing else; the price is the vectors' bytes twice on disk. Segments
-  written before the IPC file existed read their vectors from the Parquet file, as before.
-The manifest records each file's size and CRC32 (the IPC file's under `vectors`), checked when the
-segment is opened.
+- every column is also written to one of two uncompressed Arrow IPC files (one record batch,
+  the columns under their physical names, `MAPPED_FILES`): `seg-<id>.vectors.arrow` holds the
+  `vector(n)` and `halfvec(n)` columns (fixed_size_list), `seg-<id>.columns.arrow` every other
+  column, `_rowid` included. An open segment memory-maps them and takes its columns from there
+  (the Parquet file is not read), so they are file-backed pages: resident only where a
+  statement reads them, shared by every forked worker, reclaimable by the kernel, and the
+  vectors never a second anonymous copy beside the one each HNSW graph holds. They are
+  written before the Parquet file, so a segment in a manifest has them. The Parquet file stays
+  complete, so other readers need nothing else; the price is every column's bytes twice on
+  disk. A segment written before an IPC file existed reads its columns from the Parquet file.
+The manifest records each file's size and CRC32 (the IPC files' under `vectors` and `columns`),
+checked when the segment is opened.
 """
 
 from __future__ import annotations
@@ -120,6 +122,12 @@ def key_name(physical: str, key_type: str | None) -> str:
 
 SEGMENT_FILE = "segment file"
 VECTORS_FILE = "segment vectors file"
+COLUMNS_FILE = "segment columns file"
+# The Arrow IPC files a sealed segment keeps beside its Parquet file and memory-maps when open:
+# manifest key -> (file name suffix, what errors call it). "vectors" holds the fixed_size_list
+# columns, "columns" every other one (row ids included).
+MAPPED_FILES = {"vectors": ("vectors.arrow", VECTORS_FILE),
+                "columns": ("columns.arrow", COLUMNS_FILE)}
 
 
 def is_vector_field(field: pa.Field) -> bool:
@@ -130,26 +138,24 @@ def is_vector_field(field: pa.Field) -> bool:
 
 def segment_files(meta: dict) -> list[dict]:
     """The segment's own data files as manifest entries ({"file", "bytes", "crc32"}): the
-    Parquet file and, when it has one, its vectors file. Garbage collection, backups and
-    `sqlvec check` go through this list (the index and delete files are listed apart)."""
-    files = [meta]
-    if meta.get("vectors"):
-        files.append(meta["vectors"])
-    return files
+    Parquet file and the memory-mapped files it has (`MAPPED_FILES`). Garbage collection,
+    backups and `sqlvec check` go through this list (the index and delete files are listed
+    apart)."""
+    return [meta] + [meta[key] for key in MAPPED_FILES if meta.get(key)]
 
 
-def read_vectors_file(path: str, rows: int) -> tuple[pa.Table, mmap.mmap]:
-    """Memory-map a vectors file (already checked against its manifest entry): a table whose
-    buffers are the file's pages, not copies, and the mapping (which they keep alive)."""
+def read_mapped_file(path: str, rows: int, kind: str) -> tuple[pa.Table, mmap.mmap]:
+    """Memory-map one of a segment's Arrow IPC files (already checked against its manifest
+    entry): a table whose buffers are the file's pages, not copies, and the mapping (which
+    they keep alive)."""
     try:
         with open(path, "rb") as f:
             mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         table = pa.ipc.open_file(pa.BufferReader(pa.py_buffer(mapping))).read_all()
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise DamagedFile(VECTORS_FILE, path, f"unreadable Arrow IPC: {exc}") from exc
+        raise DamagedFile(kind, path, f"unreadable Arrow IPC: {exc}") from exc
     if table.num_rows != rows:
-        raise DamagedFile(VECTORS_FILE, path,
-                          f"{table.num_rows} rows, the manifest records {rows}")
+        raise DamagedFile(kind, path, f"{table.num_rows} rows, the manifest records {rows}")
     return table, mapping
 
 
@@ -318,8 +324,10 @@ class Segment(SegmentData):
         self.path = path  # None until the Parquet file is durable
         self.crc32: int | None = None
         self.file_bytes: int | None = None
-        self.vectors_file: dict | None = None  # {"file", "bytes", "crc32"} once written
-        self._mapping: mmap.mmap | None = None  # of the vectors file, once written or opened
+        # MAPPED_FILES key -> its manifest entry {"file", "bytes", "crc32"} and its mapping,
+        # once written or opened.
+        self.mapped_files: dict[str, dict] = {}
+        self._mappings: dict[str, mmap.mmap] = {}
         self._indexes: dict[str, VectorIndex] = {}
         self.index_files: dict[str, tuple[str, int]] = {}  # name -> (file name, crc32)
 
@@ -384,27 +392,41 @@ class Segment(SegmentData):
         return f"seg-{segment_id:08d}.parquet"
 
     @staticmethod
-    def vectors_file_name(segment_id: int) -> str:
-        """The vectors file's name beside `file_name(segment_id)`."""
-        return f"seg-{segment_id:08d}.vectors.arrow"
+    def mapped_file_name(segment_id: int, key: str) -> str:
+        """The name of a memory-mapped file (`MAPPED_FILES` key) beside
+        `file_name(segment_id)`."""
+        return f"seg-{segment_id:08d}.{MAPPED_FILES[key][0]}"
+
+    @classmethod
+    def file_names(cls, segment_id: int) -> list[str]:
+        """Every file a segment of this id may write (its indexes apart)."""
+        return [cls.file_name(segment_id)] + [cls.mapped_file_name(segment_id, key)
+                                              for key in MAPPED_FILES]
+
+    def _mapped_groups(self) -> dict[str, list[str]]:
+        """Which physical columns go to which memory-mapped file (empty groups left out)."""
+        vector = [f.name for f in self.table.schema if is_vector_field(f)]
+        groups = {"vectors": vector,
+                  "columns": [n for n in self.table.column_names if n not in vector]}
+        return {key: names for key, names in groups.items() if names}
 
     def write(self, directory: str) -> None:
-        """Write the Parquet file and the vectors file durably (temp file, fsync, rename, then
-        one directory fsync), then serve the vectors from the written file: the segment's
-        in-memory copy of them is let go."""
+        """Write the memory-mapped files and then the Parquet file durably (temp file, fsync,
+        rename, then one directory fsync), then serve the columns from the mapped files: the
+        segment's in-memory copy of them is let go."""
         name = self.file_name(self.id)
         path = os.path.join(directory, name)
-        vector = [f.name for f in self.table.schema if is_vector_field(f)]
         scalar = [
             f.name for f in self.table.schema
             if not (pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type))
         ]
         lists = [f.name for f in self.table.schema if f.name not in scalar]
-        vectors_path = os.path.join(directory, self.vectors_file_name(self.id))
-        if vector:
-            columns = self.table.select(vector).combine_chunks()
-            _write_durably(vectors_path, lambda tmp: _write_ipc(columns, tmp))
+        mapped = {key: os.path.join(directory, self.mapped_file_name(self.id, key))
+                  for key in self._mapped_groups()}
         try:
+            for key, names in self._mapped_groups().items():
+                columns = self.table.select(names).combine_chunks()
+                _write_durably(mapped[key], lambda tmp, c=columns: _write_ipc(c, tmp))
             _write_durably(path, lambda tmp: pq.write_table(
                 self.table,
                 tmp,
@@ -413,33 +435,37 @@ class Segment(SegmentData):
                 write_statistics=scalar,
                 row_group_size=1 << 17,
             ))
-        except BaseException:  # no half-written segment: a retry writes both files again
-            if vector:
+        except BaseException:  # no half-written segment: a retry writes every file again
+            for written in mapped.values():
                 with contextlib.suppress(OSError):
-                    os.unlink(vectors_path)
+                    os.unlink(written)
             raise
         fsync_dir(directory)
-        if vector:
-            self.vectors_file = {"file": os.path.basename(vectors_path),
-                                 "bytes": os.path.getsize(vectors_path),
-                                 "crc32": crc32_file(vectors_path)}
-            self._use_vectors_file(*read_vectors_file(vectors_path, self.n_rows))
+        for key, mapped_path in mapped.items():
+            self.mapped_files[key] = {"file": os.path.basename(mapped_path),
+                                      "bytes": os.path.getsize(mapped_path),
+                                      "crc32": crc32_file(mapped_path)}
+            self._use_mapped(key, *read_mapped_file(mapped_path, self.n_rows,
+                                                    MAPPED_FILES[key][1]))
         self.file_bytes = os.path.getsize(path)
         self.crc32 = crc32_file(path)
         self.path = path  # last: other threads take a set path to mean the file is complete
 
-    def release_vector_pages(self) -> None:
-        """Unmap the vectors file's pages from this process after a pass over all of them (an
-        index build): they stay in the page cache, and a later search maps back what it reads.
-        Without it, every page a build read stays counted in the process's resident memory."""
-        if self._mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+    def release_mapped_pages(self) -> None:
+        """Unmap the mapped files' pages from this process after a pass over all of them (an
+        index build, the key indexes built at open): they stay in the page cache, and a later
+        statement maps back what it reads. Without it, every page such a pass read stays
+        counted in the process's resident memory."""
+        if not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        for mapping in self._mappings.values():
             with contextlib.suppress(OSError, ValueError):
-                self._mapping.madvise(mmap.MADV_DONTNEED)
+                mapping.madvise(mmap.MADV_DONTNEED)
 
-    def _use_vectors_file(self, mapped: pa.Table, mapping: mmap.mmap) -> None:
-        """Swap the vector columns for the file's (the same values): readers holding the old
+    def _use_mapped(self, key: str, mapped: pa.Table, mapping: mmap.mmap) -> None:
+        """Swap columns for the mapped file's (the same values): readers holding the old
         arrays keep them alive until done; new readers get the file-backed ones."""
-        self._mapping = mapping
+        self._mappings[key] = mapping
         table = self.table
         for name in mapped.column_names:
             table = table.set_column(table.schema.get_field_index(name), name,
@@ -447,39 +473,35 @@ class Segment(SegmentData):
         with self._cache_lock:
             for name in mapped.column_names:  # views of the old arrays (casts are copies)
                 self._cache.pop(("vectors", name), None)
+                self._cache.pop(("chunk", name), None)
+            if ROWID in mapped.column_names:
+                self.rowids = mapped.column(ROWID).to_numpy()
             self.table = table
 
     @classmethod
     def open(cls, directory: str, meta: dict) -> Segment:
-        """Open a sealed segment, checking its files' sizes and CRC32s against the manifest."""
+        """Open a sealed segment, checking its files' sizes and CRC32s against the manifest.
+        Columns come from the memory-mapped files it has; the Parquet file is read only for
+        the others (all of them in a segment written before the mapped files existed)."""
         path = os.path.join(directory, meta["file"])
         size = verify_file(path, meta)
-        vmeta = meta.get("vectors")
-        mapped = mapping = None
-        if vmeta:
-            vectors_path = os.path.join(directory, vmeta["file"])
-            verify_file(vectors_path, vmeta, VECTORS_FILE)
-            mapped, mapping = read_vectors_file(vectors_path, int(meta["rows"]))
-        try:
-            with pq.ParquetFile(path) as parquet:
-                names = parquet.schema_arrow.names
-                skip = set(mapped.column_names) if mapped is not None else set()
-                table = parquet.read(columns=[n for n in names if n not in skip])
-            table = table.combine_chunks()
-        except (pa.ArrowException, OSError) as exc:
-            raise DamagedFile(SEGMENT_FILE, path, f"unreadable Parquet: {exc}") from exc
-        if table.num_rows != meta["rows"]:
-            raise DamagedFile(SEGMENT_FILE, path,
-                              f"{table.num_rows} rows, the manifest records {meta['rows']}")
-        if mapped is not None:
-            for name in mapped.column_names:
-                table = table.append_column(mapped.schema.field(name), mapped.column(name))
-            table = table.select([n for n in names if n in table.column_names])
+        rows = int(meta["rows"])
+        mapped: dict[str, tuple[pa.Table, mmap.mmap]] = {}
+        for key, (_suffix, kind) in MAPPED_FILES.items():
+            if meta.get(key):
+                mapped_path = os.path.join(directory, meta[key]["file"])
+                verify_file(mapped_path, meta[key], kind)
+                mapped[key] = read_mapped_file(mapped_path, rows, kind)
+        parts = [table for table, _mapping in mapped.values()]
+        names = _read_parquet_rest(path, rows, parts)
+        fields = {f.name: (f, part.column(f.name)) for part in parts for f in part.schema}
+        table = pa.Table.from_arrays([fields[n][1] for n in names],
+                                     schema=pa.schema([fields[n][0] for n in names]))
         seg = cls(int(meta["id"]), table, path)
         seg.crc32 = meta["crc32"]
         seg.file_bytes = size
-        seg.vectors_file = dict(vmeta) if vmeta else None
-        seg._mapping = mapping if mapped is not None else None
+        seg.mapped_files = {key: dict(meta[key]) for key in mapped}
+        seg._mappings = {key: mapping for key, (_table, mapping) in mapped.items()}
         return seg
 
     def to_meta(self) -> dict:
@@ -494,13 +516,31 @@ class Segment(SegmentData):
             "rows": self.n_rows,
             "rowid_min": int(self.rowids[0]) if self.n_rows else None,
             "rowid_max": int(self.rowids[-1]) if self.n_rows else None,
-            **({"vectors": dict(self.vectors_file)} if self.vectors_file else {}),
+            **{key: dict(entry) for key, entry in self.mapped_files.items()},
             "indexes": {
                 name: {"file": fname, "crc32": crc,
                        "calibration": [list(p) for p in self._calibration(name)]}
                 for name, (fname, crc) in self.index_files.items()
             },
         }
+
+
+def _read_parquet_rest(path: str, rows: int, parts: list[pa.Table]) -> list[str]:
+    """Read from the Parquet file the columns the mapped tables in `parts` lack, appending
+    them to `parts` as one more table; returns the segment's column names in file order."""
+    try:
+        with pq.ParquetFile(path) as parquet:
+            names = parquet.schema_arrow.names
+            if parquet.metadata.num_rows != rows:
+                raise DamagedFile(SEGMENT_FILE, path, f"{parquet.metadata.num_rows} rows, "
+                                                      f"the manifest records {rows}")
+            have = {name for part in parts for name in part.column_names}
+            rest = [n for n in names if n not in have]
+            if rest:
+                parts.append(parquet.read(columns=rest).combine_chunks())
+    except (pa.ArrowException, OSError) as exc:
+        raise DamagedFile(SEGMENT_FILE, path, f"unreadable Parquet: {exc}") from exc
+    return names
 
 
 def _write_ipc(table: pa.Table, path: str) -> None:

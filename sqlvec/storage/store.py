@@ -31,7 +31,8 @@ Manifest body (format_version 1; features wal-v2, hnsw-per-segment, delete-bitma
       segments       list  Segment.to_meta() + "deletes": {"file", "count"} or null; its
                            "indexes" map index name -> {"file", "crc32", "calibration"}, for
                            every vector access method alike; "vectors" {"file", "bytes",
-                           "crc32"} when it has vector columns (absent in older segments)
+                           "crc32"} when it has vector columns and "columns" (the same
+                           keys) for the others (each absent in older segments)
 
 Commit pipeline (`Store.commit`): under the commit lock every table `prepare`s its ops (checks and
 reservations) and the record is appended to the WAL; outside the lock the WAL's group commit
@@ -431,6 +432,9 @@ class Store(StoreBase):
             with store._pins.guard():
                 store._collect_garbage()
             return_free_memory()  # what reading the files and replaying the log left behind
+            for table in store.tables.values():
+                for seg in table.sealed:  # what building the key indexes read
+                    seg.release_mapped_pages()
             if store.options.background and start_background:
                 store._start_workers()
             for table in store.tables.values():
@@ -1389,7 +1393,7 @@ class Store(StoreBase):
             build.done = seg.n_rows
             step("calibrating")
             built.calibration = built.calibrate(matrix, valid)
-            seg.release_vector_pages()
+            seg.release_mapped_pages()
             return_free_memory()
             step("saving")
             name = access_methods.file_name(seg.id, index)
@@ -1408,8 +1412,7 @@ class Store(StoreBase):
 
     def write_segment(self, table: Table, seg: Segment) -> None:
         """Write a new segment's file, protected from garbage collection until released."""
-        self._inflight_files.add(Segment.file_name(seg.id))
-        self._inflight_files.add(Segment.vectors_file_name(seg.id))
+        self._inflight_files.update(Segment.file_names(seg.id))
         try:
             seg.write(table.directory)
         except OSError as exc:
@@ -1421,8 +1424,7 @@ class Store(StoreBase):
         references them or the segment is abandoned."""
         if seg is None:
             return
-        self._inflight_files.discard(Segment.file_name(seg.id))
-        self._inflight_files.discard(Segment.vectors_file_name(seg.id))
+        self._inflight_files.difference_update(Segment.file_names(seg.id))
         for name, _crc in list(seg.index_files.values()):
             self._inflight_files.discard(name)
 

@@ -69,6 +69,7 @@ def test_healthy_directory_passes(pristine):
     assert report.databases == 2 and not report.server_running
     assert report.checked["segment"] == 2 and report.checked["index file"] == 2
     assert report.checked["vectors file"] == 2  # table t's segments; u has no vector column
+    assert report.checked["columns file"] == 2  # every segment's other columns
     assert report.checked["delete bitmap"] == 1 and report.checked["WAL file"] > 2
     assert report.summary().endswith(": no damage found")
 
@@ -76,6 +77,7 @@ def test_healthy_directory_passes(pristine):
 @pytest.mark.parametrize("pattern,kind", [
     ("tables/*/*.parquet", 'segment file of table "t" is damaged (CRC mismatch)'),
     ("tables/*/*.vectors.arrow", 'segment vectors file of table "t" is damaged (CRC mismatch)'),
+    ("tables/*/*.columns.arrow", 'segment columns file of table "t" is damaged (CRC mismatch)'),
     ("tables/*/*.hnsw", 'HNSW index file of index "t_v_idx" on table "t"'),
     ("tables/*/*.del", 'delete bitmap file of table "t" is damaged (CRC32 mismatch'),
     ("manifest/manifest-00000001.json", "manifest file is damaged"),

@@ -191,7 +191,8 @@ def test_full_disk_while_writing_the_vectors_file_leaves_no_file(tmp_path, monke
         full["on"] = False
         t.seal()
         names = sorted(p.name for p in tmp_path.glob("postgres/tables/*/seg-*"))
-        assert names == ["seg-00000001.parquet", "seg-00000001.vectors.arrow"]
+        assert names == ["seg-00000001.columns.arrow", "seg-00000001.parquet",
+                         "seg-00000001.vectors.arrow"]
     with Database.open(str(tmp_path)) as db:
         check_rows(db, set(range(50)))
 

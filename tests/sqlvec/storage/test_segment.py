@@ -124,6 +124,46 @@ def test_order_only_search_gives_the_rescored_order(clustered, metric):
         assert settled == 0  # other metrics' index distances are not trusted for it
 
 
+def resident_kb(path: str) -> int:
+    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and not fields[0].endswith(":"):
+                inside = len(fields) >= 6 and fields[5] == os.path.realpath(path)
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc")
+@pytest.mark.parametrize("metric", list(OPCLASSES))
+def test_winners_are_rescored_from_the_graphs_copy_of_the_rows(clustered, metric):
+    """l2 and ip graphs hold the segment's float32 rows unchanged: an unfiltered search
+    rescores its winners from them and maps no page of the vectors file. A cosine graph holds
+    them normalised, so its winners are read from the file. The distances are exact either
+    way."""
+    t, rows, queries = clustered
+    seg = t.snapshot().sealed[0].data
+    vectors_path = os.path.join(os.path.dirname(seg.path), seg.mapped_files["vectors"]["file"])
+    search = plan_segment(t.snapshot().sealed[0], t.definition.column("v").physical, DIM, K,
+                          allowed=None, index_name=f"items_{OPCLASSES[metric]}", ef=64)
+    seg.release_mapped_pages()
+    assert resident_kb(vectors_path) == 0
+    for q in queries[:5]:
+        positions, dists = run_segment(search, metric, q)
+        assert search.plan.strategy == "hnsw" and dists is not None
+        np.testing.assert_allclose(dists, numpy_distances(metric, rows[positions], q),
+                                   rtol=1e-4, atol=1e-6)
+    assert (resident_kb(vectors_path) > 0) == (metric is Metric.COSINE)
+    stored = search.index.stored_rows(positions)
+    if metric is Metric.COSINE:
+        assert stored is None
+    else:
+        np.testing.assert_array_equal(stored, rows[positions])
+
+
 def test_near_ties_are_rescored(clustered):
     from sqlvec.storage.search import _order_settled
 
@@ -216,7 +256,7 @@ def test_segment_vectors_are_the_files_pages_not_a_copy(tmp_path):
         assert any(lo <= address < hi for lo, hi in mapped_from(path))
         # Dropping the pages from the process (after an index build read them all) loses
         # nothing: they are mapped back from the file on the next read.
-        opened.release_vector_pages()
+        opened.release_mapped_pages()
         np.testing.assert_array_equal(opened.vectors("c2", dim)[0], vec)
 
 
@@ -234,7 +274,7 @@ def test_segment_write_and_open_round_trip(tmp_path):
     # An open format: plain pyarrow reads it with no help from us; the vector column is also in
     # the Arrow IPC file beside it (what the server maps).
     assert pq.read_table(seg.path).equals(data)
-    assert meta["vectors"]["file"] == Segment.vectors_file_name(4)
+    assert meta["vectors"]["file"] == Segment.mapped_file_name(4, "vectors")
     vectors = pa.ipc.open_file(str(tmp_path / meta["vectors"]["file"])).read_all()
     assert vectors.column_names == ["c3"] and vectors.column("c3").equals(data.column("c3"))
     assert seg.table.equals(data)
@@ -246,6 +286,82 @@ def test_segment_write_and_open_round_trip(tmp_path):
     assert matrix.shape == (500, 3) and matrix.dtype == np.float32
     np.testing.assert_array_equal(valid, np.arange(500) % 7 != 3)
     np.testing.assert_array_equal(matrix[valid], vector_matrix(data.column("c3"), 3)[0][valid])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
+def test_scalar_columns_and_row_ids_are_the_columns_files_pages(tmp_path):
+    """Every column that is not a vector is memory-mapped from `seg-<id>.columns.arrow`, after
+    writing and after opening: the Parquet file is not read (no copy of them is allocated)."""
+    data = physical_table(50_000)
+    seg = Segment(2, data, None)
+    assert seg.value("c1", pa.string(), None, 1) == "s1"  # a cached chunk of the old copy
+    seg.write(str(tmp_path))
+    meta = seg.to_meta()
+    path = str(tmp_path / meta["columns"]["file"])
+    assert meta["columns"]["file"] == Segment.mapped_file_name(2, "columns")
+    assert pa.ipc.open_file(path).read_all().column_names == [ROWID, "c1", "c2"]
+    before = pa.total_allocated_bytes()
+    back = Segment.open(str(tmp_path), meta)
+    assert pa.total_allocated_bytes() - before < 4096
+    assert back.table.column_names == data.column_names and back.table.equals(data)
+    regions = mapped_from(path)
+    for opened in (seg, back):
+        addresses = [opened.rowids.__array_interface__["data"][0]] + [
+            opened.table.column(name).chunk(0).buffers()[-1].address for name in ("c1", "c2")]
+        assert all(any(lo <= a < hi for lo, hi in regions) for a in addresses)
+        assert opened.value("c1", pa.string(), None, 1) == "s1"
+        assert opened.stats("c2") == (-7, 49_999 * 3 - 7)
+        np.testing.assert_array_equal(opened.rowids, np.arange(50_000))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc")
+def test_opening_a_database_leaves_no_mapped_page_resident(tmp_path):
+    """Building the primary key's index at open reads every key and row id from the mapped
+    columns file: those pages are dropped from the process once open (they stay in the page
+    cache), and reads map back what they need."""
+    opts = StoreOptions(background=False)
+    with Database.open(str(tmp_path), options=opts) as db:
+        t = db.create_table("t", {"id": "int8", "v": "vector(4)"}, primary_key=["id"])
+        t.insert({"id": np.arange(200_000), "v": np.ones((200_000, 4), np.float32)})
+        t.seal()
+    with Database.open(str(tmp_path), options=opts) as db:
+        seg = db.table("t").snapshot().sealed[0].data
+        directory = os.path.dirname(seg.path)
+        paths = [os.path.join(directory, f["file"]) for f in seg.mapped_files.values()]
+        assert len(paths) == 2
+        for path in paths:  # (what remains: the pages of the files' Arrow metadata)
+            assert resident_kb(path) * 1024 < os.path.getsize(path) / 8
+        assert db.table("t").count() == 200_000
+        np.testing.assert_array_equal(seg.column(ROWID, pa.int64()).to_numpy()[-3:],
+                                      seg.rowids[-3:])
+
+
+def test_segment_written_before_the_columns_file_reads_them_from_parquet(tmp_path):
+    """A directory written by an earlier version (no columns file, or no mapped file at all)
+    still opens: what no mapped file holds comes from the Parquet file."""
+    data = physical_table(300, start=10)
+    seg = Segment(3, data, None)
+    seg.write(str(tmp_path))
+    meta = seg.to_meta()
+    os.remove(tmp_path / meta.pop("columns")["file"])
+    assert Segment.open(str(tmp_path), meta).table.equals(data)
+    os.remove(tmp_path / meta.pop("vectors")["file"])
+    back = Segment.open(str(tmp_path), meta)
+    assert back.table.equals(data) and back.to_meta().keys() == meta.keys()
+    np.testing.assert_array_equal(back.rowids, np.arange(10, 310))
+
+
+def test_damaged_columns_file_is_named_on_open(tmp_path):
+    seg = Segment(1, physical_table(300), None)
+    seg.write(str(tmp_path))
+    meta = seg.to_meta()
+    path = tmp_path / meta["columns"]["file"]
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataCorrupted, match="columns file") as info:
+        Segment.open(str(tmp_path), meta)
+    assert str(path) in info.value.message
 
 
 def test_segment_open_detects_damage(tmp_path):
