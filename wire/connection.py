@@ -765,7 +765,10 @@ class Connection:
 
     def _extended_error(self, response: ErrorResponse) -> None:
         """Report an extended-query error at once (the client may be waiting on a Flush
-        rather than a Sync) and skip until Sync."""
+        rather than a Sync) and skip until Sync. The error fails an open block, whichever
+        layer raised it."""
+        if self.session is not None:
+            self.session.note_error()
         self.send(response)
         self.state = ConnectionState.FAILED
         self.flush()
@@ -992,6 +995,7 @@ class Connection:
         if len(codes) not in (0, 1, len(types)):
             raise SqlVecError(f"bind message has {len(codes)} parameter formats but "
                               f"{len(types)} parameters", sqlstate="08P01")
+        self.session.refuse_in_failed_block(statement.prepared)  # type: ignore[union-attr]
         params = []
         for i, (data, t) in enumerate(zip(message.params, types)):
             fmt = codes[i] if len(codes) > 1 else (codes[0] if codes else pgtypes.TEXT)

@@ -451,9 +451,8 @@ class Session:
 
     def _run_statement(self, prepared: PreparedStatement, params: list | None,
                        max_rows: int) -> Result:
-        if self.failed and not (prepared.utility is not None
-                                and prepared.utility.kind in _RUN_IN_FAILED_BLOCK):
-            raise _failed_block()
+        if self.failed:
+            self.refuse_in_failed_block(prepared)
         if self._cancel.is_set():  # (clear() takes the event's lock: only when needed)
             self._cancel.clear()
         if self.terminated:  # checked after the clear: `terminate` sets the flag first
@@ -633,6 +632,18 @@ class Session:
         memory, self._statement_memory = self._statement_memory, None
         if memory is not None and memory.peak >= self.TRIM_AFTER_BYTES:
             return_free_memory()
+
+    def refuse_in_failed_block(self, prepared: PreparedStatement) -> None:
+        """25P02 for a statement other than COMMIT / ROLLBACK [TO] while the block is failed:
+        what running it does, and what PostgreSQL's Bind answers already."""
+        if self.failed and not (prepared.utility is not None
+                                and prepared.utility.kind in _RUN_IN_FAILED_BLOCK):
+            raise _failed_block()
+
+    def note_error(self) -> None:
+        """An error raised outside the engine (the protocol's, e.g. a Bind parameter that does
+        not decode): it fails an explicit block as any error does in PostgreSQL."""
+        self._fail()
 
     def _fail(self) -> None:
         """An error: an explicit block is failed until its end; an implicit one is dropped."""

@@ -364,3 +364,36 @@ def test_a_repeated_round_trip_in_one_process_answers_as_its_messages(start):
             assert rows(client.messages()) == [(str(value + 100).encode(),)]
     finally:
         client.close()
+
+
+def test_a_bind_error_fails_the_block_and_a_failed_block_refuses_bind(client):
+    """As PostgreSQL: any error fails an open block, the protocol's own included (a parameter
+    that does not decode), and in a failed block Bind itself answers 25P02, except for the
+    statements that end the block."""
+    client.send(Query("BEGIN").encode() + Parse("p", "SELECT $1::int4").encode()
+                + Parse("r", "ROLLBACK").encode() + Sync().encode())
+    client.messages()
+    client.messages()
+    client.send(Bind("", "p", (), (b"x",)).encode() + Execute().encode() + Sync().encode())
+    messages = client.messages()
+    assert [m.get("C") for m in messages if isinstance(m, ErrorResponse)] == ["22P02"]
+    assert messages[-1] == ReadyForQuery("E")
+    client.send(Bind("", "p", (), (b"1",)).encode() + Execute().encode() + Sync().encode())
+    messages = client.messages()
+    assert kinds(messages) == ["ErrorResponse", "ReadyForQuery"]  # no BindComplete
+    assert messages[0].get("C") == "25P02" and messages[-1] == ReadyForQuery("E")
+    client.send(Bind("", "r").encode() + Execute().encode() + Sync().encode())
+    assert kinds(client.messages()) == ["BindComplete", "CommandComplete", "ReadyForQuery"]
+    client.send(Bind("", "p", (), (b"7",)).encode() + Execute().encode() + Sync().encode())
+    messages = client.messages()
+    assert DataRow((b"7",)) in messages and messages[-1] == ReadyForQuery("I")
+
+
+def test_a_bind_error_outside_a_block_leaves_the_connection_idle(client):
+    client.send(Parse("p", "SELECT $1::int4").encode()
+                + Bind("", "p", (), (b"x",)).encode() + Execute().encode() + Sync().encode())
+    messages = client.messages()
+    assert [m.get("C") for m in messages if isinstance(m, ErrorResponse)] == ["22P02"]
+    assert messages[-1] == ReadyForQuery("I")
+    client.send(Bind("", "p", (), (b"5",)).encode() + Execute().encode() + Sync().encode())
+    assert DataRow((b"5",)) in client.messages()
