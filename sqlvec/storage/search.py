@@ -359,25 +359,36 @@ def run_all(searches: list[SegmentSearch], metric: Metric, query: np.ndarray,
     """Run planned segment searches: in parallel threads when more than one does heavy vector
     work (hnswlib and BLAS release the GIL; other methods should too), the first of them and
     the light ones in the calling thread. `order_only`: as `run_segment`'s (only for a
-    search of one segment: merging segments needs their distances)."""
-    global _POOL
+    search of one segment: merging segments needs their distances). The index winners of
+    every segment are re-scored together, in this thread (`_rescore_together`)."""
     if len(searches) == 1:
         return [run_segment(searches[0], metric, query, order_only)]
     heavy = [i for i, s in enumerate(searches) if _heavy(s)]
+    # Each search's index winners, left for one re-score of them all in this thread.
+    later: list[list[tuple[SegmentSearch, np.ndarray]]] = [[] for _ in searches]
     if len(heavy) <= 1 or not _fan_out():
-        later: list[tuple[SegmentSearch, np.ndarray]] = []
-        out = [run_segment(s, metric, query, later=later) for s in searches]
-        rescored = iter(_rescore_together(metric, query, later))
-        return [found if found is not None else next(rescored) for found in out]
+        out = [run_segment(s, metric, query, later=later[i]) for i, s in enumerate(searches)]
+    else:
+        out = _fan_out_searches(searches, heavy, metric, query, later)
+    rescored = iter(_rescore_together(metric, query, [left[0] for left in later if left]))
+    return [found if found is not None else next(rescored) for found in out]
+
+
+def _fan_out_searches(searches: list[SegmentSearch], heavy: list[int], metric: Metric,
+                      query: np.ndarray, later: list[list[tuple[SegmentSearch, np.ndarray]]]
+                      ) -> list[tuple[np.ndarray, np.ndarray | None] | None]:
+    """`run_segment` of every search, the heavy ones but the first in the pool's threads."""
+    global _POOL
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
                                    thread_name_prefix="sqlvec-search")
-    futures = {i: _POOL.submit(run_segment, searches[i], metric, query) for i in heavy[1:]}
+    futures = {i: _POOL.submit(run_segment, searches[i], metric, query, False, later[i])
+               for i in heavy[1:]}
     out: list = [None] * len(searches)
     try:
         for i, search in enumerate(searches):
             if i not in futures:
-                out[i] = run_segment(search, metric, query)
+                out[i] = run_segment(search, metric, query, later=later[i])
     finally:
         wait(futures.values())
     for i, future in futures.items():

@@ -133,7 +133,7 @@ def test_winners_rescored_together_are_the_exact_rows_and_distances(t, in_turn):
         assert [(p.strategy, p.returned) for p in plans] == [("hnsw", K), ("hnsw", K),
                                                              ("exact", K)]
         assert all(p.seconds > 0 for p in plans)
-        allow_fan_out(None)  # the same search spread over threads, each re-scored apart
+        allow_fan_out(None)  # the same search spread over threads
         assert search(snap, q).equals(got)
         allow_fan_out(lambda: False)
 
