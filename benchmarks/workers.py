@@ -13,7 +13,7 @@ measures again and stops the server (timed too).
 
     python -m benchmarks workers --data-dir DIR --qps [--workers 0 2] [--connections 1 4]
         [--queries 300] [--rounds 3] [--pgserver PGDIR] [--clients threads processes]
-        [--dataset normal|clustered] [--baseline CHECKOUT]
+        [--dataset normal|clustered] [--baseline CHECKOUT] [--in-process]
 
 Total QPS instead: per round and per worker count, a server on DIR, then each of
 `--connections` clients running the same prepared top-10 search (`ORDER BY emb <-> $1 LIMIT
@@ -27,7 +27,9 @@ per query of each kind of process (user + system, /proc/PID/stat, over the measu
 the client, the server's primary, its workers and fork server, PostgreSQL's backends. On a
 busy machine the CPU per query is the steadier figure: with every core busy, total QPS is the
 cores divided by it. `--dataset clustered`: the suite's clustered mixture instead of
-independent Gaussian coordinates (a DIR of its own).
+independent Gaussian coordinates (a DIR of its own). `--in-process`: in each round, the same
+searches also served one at a time by the server's connection code in this process's thread
+(no worker, no client threads), the reference for what concurrency adds to a query's CPU.
 """
 
 from __future__ import annotations
@@ -260,6 +262,40 @@ def total_qps(dsn: str, connections: int, queries: list[str], root: int | None =
     return count / elapsed, cpu
 
 
+def in_process(path: str, queries: list[str]) -> tuple[float, dict[str, float]]:
+    """The same prepared top-10 searches served one at a time in this thread: the server's
+    `Connection` over a socketpair (`benchmarks profile`'s harness) on DIR, the parameters in
+    text as psycopg sends them, each query once after 20 to warm up, no fan-out of a query's
+    segments (as a worker serving as many connections as cores). What a query costs the
+    server's code alone, to set beside its workers' CPU per query under concurrent clients:
+    QPS and the thread's CPU milliseconds per query."""
+    from benchmarks.wire_profile import Harness
+    from sqlvec.database import Database, allow_fan_out
+    from wire.messages import Bind, Describe, Execute, Parse, Query, Sync
+
+    sql = "SELECT id FROM items ORDER BY emb <-> $1::vector LIMIT 10"
+    trips = [Bind("", "q", (0,), (q.encode(),), (1,)).encode() + Describe("P", "").encode()
+             + Execute("", 0).encode() + Sync().encode() for q in queries]
+    allow_fan_out(lambda: False)
+    try:
+        with Database.open(path) as db:
+            harness = Harness(db)
+            try:
+                harness.round_trip(Query("SET hnsw.ef_search = 40").encode(), 1)
+                harness.round_trip(Parse("q", sql, ()).encode() + Sync().encode(), 2)
+                for trip in trips[:20]:
+                    harness.round_trip(trip, 4)
+                cpu, started = time.thread_time(), time.perf_counter()
+                for trip in trips:
+                    harness.round_trip(trip, 4)
+                elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu
+            finally:
+                harness.close()
+    finally:
+        allow_fan_out(None)
+    return len(trips) / elapsed, {"in process": cpu * 1000 / len(trips)}
+
+
 def load_postgres(dsn: str, rows: int, dim: int, dataset: str = "normal") -> None:
     """The same table and index in PostgreSQL + pgvector (m 16, ef_construction 64); kept
     from a previous run when it holds the same rows (the table's comment names the dataset)."""
@@ -333,6 +369,11 @@ def qps_main(args: argparse.Namespace) -> int:
                         server.wait(120)
             if pg is not None:
                 measure_all(label, pg_dsn, postmaster(args.pgserver), round_)
+            if args.in_process:
+                q, cpu = in_process(args.data_dir, queries)
+                results.setdefault(("sqlvec in process, one thread", 1), []).append((q, cpu))
+                print(f"round {round_ + 1}: sqlvec in process, one thread: {q:,.0f} QPS; "
+                      f"CPU ms/query {cpu['in process']:.3f}", flush=True)
     finally:
         if pg is not None:
             pg.__exit__(None, None, None)
@@ -389,6 +430,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clients", nargs="+", choices=["threads", "processes"],
                         default=["threads"],
                         help="the clients: threads of this process or one process each (--qps)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="also the same searches served one at a time in this process's "
+                             "thread, no server process (--qps): a query's CPU alone")
     parser.add_argument("--pgserver", metavar="DIR",
                         help="also PostgreSQL + pgvector from the pgserver package in DIR (--qps)")
     args = parser.parse_args(argv)

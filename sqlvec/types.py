@@ -633,10 +633,13 @@ def check_vector_values(values: np.ndarray, wide: np.ndarray | None = None,
                         type_name: str = "vector") -> np.ndarray:
     """Reject NaN, infinities and out-of-range values as pgvector does; returns the type's
     element dtype (float32 for vector, float16 for halfvec). `values` is one vector, or a
-    matrix of one vector per row: the dimension limit applies to each vector, not the total."""
-    if wide is None and type_name == "vector" and values.dtype == np.float32 \
+    matrix of one vector per row: the dimension limit applies to each vector, not the total.
+    `wide`: the values `values` was narrowed from, if it was."""
+    if type_name == "vector" and values.dtype == np.float32 \
             and 0 < values.size <= VECTOR_MAX_DIM and all_finite(values):
-        return values  # the common case (a float4 input, all finite): nothing to narrow
+        # The common case (a float4 input, or text that narrowed without overflow: a NaN, an
+        # infinity or a value out of float4's range in `wide` is not finite in `values`).
+        return values
     wide = values if wide is None else wide
     if (values.shape[-1] if values.ndim else values.size) > VECTOR_MAX_DIM:
         raise SqlVecError(

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from sqlvec.database import Database
+from sqlvec.database import Database, allow_fan_out
 from sqlvec.storage.compaction import CompactionPolicy
 from sqlvec.storage.store import StoreOptions
 from sqlvec.vectors import Metric, distances
@@ -109,6 +109,33 @@ def test_results_are_the_exact_rows_order_and_distances_across_segments(t):
             assert got.schema.field("score").type == pa.float64()
             exact = search(snap, q, exact=True)
             assert exact.equals(got)
+
+
+@pytest.fixture
+def in_turn():
+    """Segment searches one after the other in the calling thread (a worker whose cores are
+    taken), their winners re-scored in one pass."""
+    allow_fan_out(lambda: False)
+    yield
+    allow_fan_out(None)
+
+
+def test_winners_rescored_together_are_the_exact_rows_and_distances(t, in_turn):
+    snap = t.snapshot()
+    for i in (0, 5, 123, 260, 449, 1000):
+        q = vectors([i])[0] + np.float32(0.01)
+        plans: list = []
+        got = search(snap, q, plans=plans)
+        ids, dists = truth(t, q)
+        assert got.column("id").to_pylist() == ids
+        assert got.column("distance").to_pylist() == dists  # to the last bit
+        assert got.column("name").to_pylist() == [f"row {i}" for i in ids]
+        assert [(p.strategy, p.returned) for p in plans] == [("hnsw", K), ("hnsw", K),
+                                                             ("exact", K)]
+        assert all(p.seconds > 0 for p in plans)
+        allow_fan_out(None)  # the same search spread over threads
+        assert search(snap, q).equals(got)
+        allow_fan_out(lambda: False)
 
 
 def test_an_insert_is_found_by_the_next_search(t):
