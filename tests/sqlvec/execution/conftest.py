@@ -26,3 +26,4 @@ def error(session, sql: str) -> SqlVecError:
     with pytest.raises(SqlVecError) as caught:
         session.execute_one(sql)
     return caught.value
+
