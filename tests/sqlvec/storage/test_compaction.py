@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -270,3 +275,39 @@ def test_second_index_leaves_indexed_segments_alone(db):
     t.create_index("w")  # the new load is indexed as it is: no graph of v is rebuilt
     assert [s.n_rows for s in table.sealed] == [150, 50]
     assert all(s["state"] == "ready" for s in t.store.index_status())
+
+
+LOAD_THEN_INDEX = """
+import sys, numpy as np
+from sqlvec.database import Database
+from sqlvec.storage.store import StoreOptions
+with Database.open(sys.argv[1], options=StoreOptions(background=False, seal_rows=10_000)) as db:
+    t = db.create_table("t", {"id": "int8", "v": "vector(16)"}, primary_key=["id"])
+    for s in range(6):
+        ids = np.arange(s * 10_000, (s + 1) * 10_000)
+        t.insert({"id": ids, "v": np.cos(ids[:, None] * 0.37 + np.arange(16)).astype(np.float32)})
+    print("loaded", flush=True)
+    t.create_index("v", m=8, ef_construction=16)
+    print("indexed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.03, 0.1, 0.4])
+def test_sigkill_during_the_merge_before_an_index_keeps_every_row_once(tmp_path, delay):
+    """Killed at some point of CREATE INDEX's merge or build: the reopened table holds every
+    loaded row exactly once, and the index can be built."""
+    proc = subprocess.Popen([sys.executable, "-c", LOAD_THEN_INDEX, str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "loaded\n"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with Database.open(str(tmp_path), options=StoreOptions(background=False)) as again:
+        t = again.table("t")
+        ids = t.scan(["id"]).column("id").to_numpy()
+        np.testing.assert_array_equal(np.sort(ids), np.arange(60_000))
+        if not t.definition.indexes:
+            t.create_index("v", m=8, ef_construction=16)
+        assert all(s["state"] == "ready" for s in t.store.index_status())
+        assert t.search("v", np.cos(777 * 0.37 + np.arange(16)).astype(np.float32), 1) \
+            .column("id").to_pylist() == [777]
