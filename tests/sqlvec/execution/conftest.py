@@ -26,4 +26,3 @@ def error(session, sql: str) -> SqlVecError:
     with pytest.raises(SqlVecError) as caught:
         session.execute_one(sql)
     return caught.value
-
