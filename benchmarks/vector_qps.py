@@ -10,6 +10,10 @@ noisy machine weighs on all of them alike; each reports the median µs per query
 over the time they took) and recall@10 against exact NumPy neighbours, at each ef_search.
 
     python -m benchmarks vector_qps --checkout ../main --checkout . --pgserver DIR
+
+With `--copies N` every server loads the table itself instead, as the suite does (N COPY
+statements then CREATE INDEX, timed, one server after the other), so each checkout's own
+segment layout is what it searches.
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ def exact_top10(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return part
 
 
-def load_postgres(dsn: str, vectors: np.ndarray) -> None:
-    """The vectors as t(id bigint, emb vector(d)) with pgvector's HNSW index (m 16, ef_c 64)."""
+def load_postgres(dsn: str, vectors: np.ndarray, copies: int = 1) -> float:
+    """The vectors as t(id bigint, emb vector(d)) with pgvector's HNSW index (m 16, ef_c 64),
+    loaded by `copies` COPY statements of equal size; returns the CREATE INDEX seconds."""
     import psycopg
     from pgvector.psycopg import register_vector
 
@@ -47,14 +52,28 @@ def load_postgres(dsn: str, vectors: np.ndarray) -> None:
         register_vector(conn)
         conn.execute("DROP TABLE IF EXISTS t")
         conn.execute(f"CREATE TABLE t (id bigint PRIMARY KEY, emb vector({vectors.shape[1]}))")
-        with conn.cursor().copy("COPY t (id, emb) FROM STDIN WITH (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "vector"])
-            for i, v in enumerate(vectors):
-                copy.write_row((i, v))
+        step = -(-len(vectors) // max(1, copies))
+        for start in range(0, len(vectors), step):
+            with conn.cursor().copy("COPY t (id, emb) FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(["int8", "vector"])
+                for i in range(start, min(start + step, len(vectors))):
+                    copy.write_row((i, vectors[i]))
         conn.execute("SET maintenance_work_mem = '1GB'")
+        t0 = time.perf_counter()
         conn.execute("CREATE INDEX ON t USING hnsw (emb vector_l2_ops) "
                      "WITH (m = 16, ef_construction = 64)")
+        seconds = time.perf_counter() - t0
         conn.execute("ANALYZE t")
+        return seconds
+
+
+def sqlvec_segments(dsn: str) -> int:
+    """How many sealed segments hold t's HNSW index (one graph search each per top-k)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return len(conn.execute("SELECT segment FROM sqlvec_indexes WHERE tablename = 't'")
+                   .fetchall())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ef", default="40", help="sqlvec's ef_search values, comma-separated")
     p.add_argument("--pg-ef", default="40,80", help="PostgreSQL's, comma-separated")
     p.add_argument("--workers", default=None, help="serve --workers N for the sqlvec servers")
+    p.add_argument("--copies", type=int, default=0,
+                   help="load each server itself through this many COPY statements and a "
+                        "CREATE INDEX (timed), as the suite does, instead of one prepared "
+                        "data directory")
     args = p.parse_args(argv)
 
     import psycopg
@@ -88,20 +111,28 @@ def main(argv: list[str] | None = None) -> int:
     checkouts = [os.path.abspath(c) for c in (args.checkout or ["."])]
     tmp = tempfile.mkdtemp(prefix="sqlvec-vector-qps-")
     try:
-        build_directory(f"{tmp}/data", vectors)
+        if not args.copies:
+            build_directory(f"{tmp}/data", vectors)
+        loads: list[tuple[str, float, int | None]] = []  # (label, CREATE INDEX s, segments)
         with contextlib.ExitStack() as stack:
             targets: list[tuple[str, str, list[int]]] = []  # (label, dsn, efs)
             for i, code in enumerate(checkouts):
                 copy = f"{tmp}/data-{i}"
-                shutil.copytree(f"{tmp}/data", copy)
+                if args.copies:
+                    os.makedirs(copy)
+                else:
+                    shutil.copytree(f"{tmp}/data", copy)
                 dsn, _pid = stack.enter_context(suite.sqlvec_server(copy, code))
-                targets.append((f"sqlvec {os.path.basename(code) or code}", dsn,
-                                [int(x) for x in args.ef.split(",")]))
+                label = f"sqlvec {os.path.basename(code) or code}"
+                if args.copies:
+                    loads.append((label, load_postgres(dsn, vectors, args.copies),
+                                  sqlvec_segments(dsn)))
+                targets.append((label, dsn, [int(x) for x in args.ef.split(",")]))
             if args.pgserver:
                 from benchmarks.writes import postgres
 
                 dsn, _pid, label = stack.enter_context(postgres(args.pgserver))
-                load_postgres(dsn, vectors)
+                loads.append((label, load_postgres(dsn, vectors, max(1, args.copies)), None))
                 targets.append((label, dsn, [int(x) for x in args.pg_ef.split(",")]))
             runs = []  # (label, ef, connection)
             for label, dsn, efs in targets:
@@ -129,6 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{args.rows:,} x {args.dim}, {args.queries} queries x {args.rounds} rounds, "
           f"blocks of {args.block}, one connection each\n")
+    if args.copies:
+        print(f"Loaded by {args.copies} COPY statements, then CREATE INDEX:\n")
+        print("| server | CREATE INDEX s | segments searched |")
+        print("|---|---|---|")
+        for label, seconds, segments in loads:
+            print(f"| {label} | {seconds:.1f} | {'-' if segments is None else segments} |")
+        print()
     print("| server | ef_search | recall@10 | median µs | QPS |")
     print("|---|---|---|---|---|")
     for (label, ef), ts in times.items():

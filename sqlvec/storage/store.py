@@ -1274,6 +1274,8 @@ class Store(StoreBase):
                 if sparse:  # pgvector's limit holds for the rows already there too
                     access_methods.check_sparse_rows(index, _sparse_lengths(
                         table.snapshot().scan([columns[0].name]), columns[0].name))
+        if access_methods.find(index.method) is not None:
+            self._merge_unindexed(table_id)
         self.alter_table(table_id, lambda d: d.with_changes(indexes=d.indexes + (index,)))
         if access_methods.find(index.method) is None:
             return index  # nothing to build per segment
@@ -1433,14 +1435,31 @@ class Store(StoreBase):
     def compact(self, table_id: int) -> int:
         """Run the compaction policy on one table now; returns the number of merges done."""
         table = self.table(table_id)
+        return self._merge(table, compaction.pick_segments(table, self.options.compaction))
+
+    def _merge(self, table: Table, groups: list[list[Segment]], build_indexes: bool = True) -> int:
+        """Merge each group into one segment; returns the number of merges done."""
         merges = 0
-        for group in compaction.pick_segments(table, self.options.compaction):
-            if compaction.run(self, table, group):
+        for group in groups:
+            if compaction.run(self, table, group, build_indexes=build_indexes):
                 merges += 1
         if merges:
             table.stats.compactions += merges
             table.stats.last_compaction = time.time()
         return merges
+
+    def _merge_unindexed(self, table_id: int) -> None:
+        """Before a CREATE INDEX: seal, then merge adjacent segments no vector index covers
+        (the loads since the last one) up to the policy's target size, so the index is built
+        as one structure over them, which a search then reads once, not one per segment.
+        Rewriting costs I/O only; the old segments stay searchable until the swap. Not inside
+        a transaction's schema changes, whose manifest is written only at COMMIT."""
+        if self.deferred:
+            return
+        self.seal(table_id)
+        table = self.table(table_id)
+        self._merge(table, compaction.pick_unindexed(table, self.options.compaction),
+                    build_indexes=False)
 
     def replace_segments(self, table: Table, old: list[Segment], new: Segment | None,
                          started: dict[int, DeleteBitmap]) -> bool:

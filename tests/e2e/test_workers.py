@@ -997,3 +997,29 @@ def test_terminate_reaches_a_connection_repeating_a_constant_statement(pool_serv
         with pytest.raises(psycopg.errors.AdminShutdown):
             victim.execute("SELECT 1", prepare=True)
         victim.close()
+
+
+def test_index_after_loads_in_several_copies_is_one_segment_read_alike_by_workers(pool_server,
+                                                                                    table):
+    """Two COPY statements each seal a segment of their own; CREATE INDEX merges them first,
+    and every worker then reads the merged segment: every row once, the same nearest rows."""
+    rows_per_copy = 70_000  # each COPY above the server's 65,536-row seal threshold
+    writer, reader = two_workers(pool_server)
+    writer.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, v vector(2))")
+    for part in range(2):
+        ids = range(part * rows_per_copy, (part + 1) * rows_per_copy)
+        text = "".join(f"{i}\t[{i % 1000},{i // 1000}]\n" for i in ids)
+        with writer.cursor().copy(f"COPY {table} (id, v) FROM STDIN") as copy:
+            copy.write(text)
+    writer.execute(f"CREATE INDEX ON {table} USING hnsw (v vector_l2_ops) "
+                   "WITH (m = 4, ef_construction = 8)")
+    segments = writer.execute("SELECT segment, rows_total FROM sqlvec_indexes "
+                              "WHERE tablename = %s", (table,)).fetchall()
+    assert len(segments) == 1 and segments[0][1] == 2 * rows_per_copy
+    for conn in (writer, reader):
+        assert conn.execute(f"SELECT count(*), count(DISTINCT id) FROM {table}").fetchone() \
+            == (2 * rows_per_copy, 2 * rows_per_copy)
+        nearest = conn.execute(f"SELECT id FROM {table} ORDER BY v <-> '[500,100]' LIMIT 1")
+        assert nearest.fetchone() == (100_500,)
+    writer.close()
+    reader.close()

@@ -25,6 +25,7 @@ from sqlvec.storage.compaction import CompactionPolicy
 from sqlvec.storage.store import Store, StoreOptions
 from sqlvec.types import SqlType
 from sqlvec.vectors import Metric
+from tests.sqlvec.conftest import segment_per_load
 
 ALL_TYPES = {
     "id": "int8",
@@ -361,7 +362,7 @@ def test_create_index_returns_once_everything_is_indexed(tmp_path):
 
 
 def test_drop_index_removes_its_files(tmp_path):
-    with Database.open(str(tmp_path), options=options(seal_rows=40)) as db:
+    with Database.open(str(tmp_path), options=segment_per_load(40)) as db:
         t = db.create_table("t", {"id": "int8", "v": "vector(3)"})
         rng = np.random.default_rng(0)
         for start in (0, 40, 80):  # three sealed segments

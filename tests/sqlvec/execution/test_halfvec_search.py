@@ -16,8 +16,8 @@ import pytest
 from benchmarks.datasets import Clustered
 from sqlvec.database import Database
 from sqlvec.errors import FeatureNotSupported, SqlVecError
-from sqlvec.storage.store import StoreOptions
 from sqlvec.vectors import Metric, distances
+from tests.sqlvec.conftest import segment_per_load
 
 N, DIM, K = 20_000, 32, 10
 SEAL = 10_000
@@ -34,7 +34,7 @@ def env(tmp_path_factory):
     cats = np.random.default_rng(3).integers(0, 100, N + 1_000).astype(np.int32)
     path = tmp_path_factory.mktemp("halfvec")
     db = Database.open(str(path),
-                       options=StoreOptions(seal_rows=SEAL, background=False))
+                       options=segment_per_load(SEAL))
     s = db.connect()
     s.execute_one(f"CREATE TABLE items (id bigint PRIMARY KEY, cat int, emb halfvec({DIM}))")
 

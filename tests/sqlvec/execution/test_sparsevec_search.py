@@ -14,9 +14,9 @@ import pytest
 
 from sqlvec.database import Database
 from sqlvec.errors import SqlVecError
-from sqlvec.storage.store import StoreOptions
 from sqlvec.types import SPARSEVEC_ARROW, SparseVector, format_sparsevec
 from sqlvec.vectors import Metric, distances
+from tests.sqlvec.conftest import segment_per_load
 
 N, DIM, NNZ, K = 20_000, 1_000, 24, 10
 SEAL = 10_000
@@ -61,7 +61,7 @@ def env(tmp_path_factory):
     dense = clustered(N + 1_000, seed=7)
     cats = np.random.default_rng(3).integers(0, 100, N + 1_000).astype(np.int32)
     db = Database.open(str(tmp_path_factory.mktemp("sparsevec")),
-                       options=StoreOptions(seal_rows=SEAL, background=False))
+                       options=segment_per_load(SEAL))
     s = db.connect()
     s.execute_one(f"CREATE TABLE items (id bigint PRIMARY KEY, cat int, emb sparsevec({DIM}))")
 

@@ -12,8 +12,8 @@ import pytest
 
 from benchmarks.datasets import Clustered
 from sqlvec.database import Database
-from sqlvec.storage.store import StoreOptions
 from sqlvec.vectors import Metric, distances, top_k
+from tests.sqlvec.conftest import segment_per_load
 
 N, DIM, K = 200_000, 64, 10
 SEAL = 50_000
@@ -38,7 +38,7 @@ def env(tmp_path_factory):
         start += count
     price = rng.random(N + 5_000) * 1000
     db = Database.open(str(tmp_path_factory.mktemp("hybrid")),
-                       options=StoreOptions(seal_rows=SEAL, background=False))
+                       options=segment_per_load(SEAL))
     s = db.connect()
     s.execute_one("CREATE TABLE items (id bigint PRIMARY KEY, cat int, price float8, "
                   f"emb vector({DIM}))")

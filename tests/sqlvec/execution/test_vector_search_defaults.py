@@ -16,8 +16,8 @@ import pytest
 from benchmarks.datasets import Clustered
 from sqlvec.database import Database
 from sqlvec.errors import SqlVecError
-from sqlvec.storage.store import StoreOptions
 from sqlvec.vectors import Metric, top_k_batch
+from tests.sqlvec.conftest import segment_per_load
 
 N, DIM, K, SEAL = 20_000, 32, 10, 10_000
 SQL = f"SELECT id FROM items ORDER BY emb <-> $1 LIMIT {K}"
@@ -28,7 +28,7 @@ def env(tmp_path_factory):
     data = Clustered(N, DIM, clusters=200, seed=3)
     vectors = data.all()
     db = Database.open(str(tmp_path_factory.mktemp("defaults")),
-                       options=StoreOptions(seal_rows=SEAL, background=False))
+                       options=segment_per_load(SEAL))
     s = db.connect()
     s.execute_one(f"CREATE TABLE items (id bigint PRIMARY KEY, emb vector({DIM}))")
     for lo in range(0, N, SEAL):

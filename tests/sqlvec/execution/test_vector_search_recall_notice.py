@@ -14,7 +14,7 @@ import pytest
 
 from sqlvec.database import Database
 from sqlvec.errors import SqlVecError
-from sqlvec.storage.store import StoreOptions
+from tests.sqlvec.conftest import segment_per_load
 
 N, DIM, SEAL = 2_000, 128, 1_000
 QUERY = "[" + ",".join(["0.5"] * DIM) + "]"
@@ -24,7 +24,7 @@ SEARCH = f"SELECT id FROM r ORDER BY emb <-> '{QUERY}' LIMIT 10"
 @pytest.fixture(scope="module")
 def s(tmp_path_factory):
     db = Database.open(str(tmp_path_factory.mktemp("recall")),
-                       options=StoreOptions(seal_rows=SEAL, background=False))
+                       options=segment_per_load(SEAL))
     session = db.connect()
     session.execute_one(f"CREATE TABLE r (id bigint, emb vector({DIM}))")
     vectors = np.random.default_rng(5).random((N, DIM), dtype=np.float32)

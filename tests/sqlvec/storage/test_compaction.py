@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -7,9 +12,9 @@ import pytest
 
 from sqlvec.database import Database
 from sqlvec.errors import UniqueViolation
-from sqlvec.storage.compaction import CompactionPolicy, pick_segments
+from sqlvec.storage.compaction import CompactionPolicy, pick_segments, pick_unindexed
 from sqlvec.storage.deletes import DeleteBitmap
-from sqlvec.storage.schema import ROWID, ColumnDef, TableDef
+from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
 from sqlvec.storage.segment import Segment
 from sqlvec.storage.store import StoreOptions
 from sqlvec.storage.table import Table
@@ -175,3 +180,134 @@ def test_background_compaction_after_seals(tmp_path):
         assert len(table.sealed) < 12
         assert sorted(t.scan(["id"]).column("id").to_pylist()) == list(range(480))
         assert all(s["state"] == "ready" for s in t.store.index_status())
+
+
+# Segments no vector index covers yet: merged before CREATE INDEX builds one graph -----------
+
+
+@pytest.mark.parametrize(
+    ("sizes", "expected"),
+    [
+        ([10], []),  # one segment: nothing to merge it with
+        ([10, 10], [[1, 2]]),  # two are enough when no graph is rebuilt
+        ([60, 60, 30], [[2, 3]]),  # a run never passes target_rows
+        ([100, 100], []),  # each already at target_rows
+    ],
+)
+def test_pick_unindexed(sizes, expected):
+    table = policy_table(sizes)
+    assert [[s.id for s in g] for g in pick_unindexed(table, POLICY)] == expected
+    # A table without a vector index keeps its segments until a CREATE INDEX merges them:
+    # the background policy does not rewrite a growing run at every seal.
+    assert groups(table, POLICY) == []
+
+
+def test_pick_segments_merges_unindexed_runs_of_an_indexed_table():
+    table = policy_table([10, 10, 10, 10])
+    table.def_ = table.def_.with_changes(
+        indexes=(IndexDef("t_c1", 16500, ("id",), method="hnsw"),))
+    table.sealed[1].attach_index("t_c1", object())  # segment 2's graph is built
+    # 1 stands alone next to an indexed one; 3 and 4 have no graph yet: merged at two.
+    assert groups(table, POLICY) == [[3, 4]]
+
+
+def loaded(db, loads: int = 4) -> tuple:
+    t = db.create_table("t", {"id": "int8", "v": f"vector({DIM})"}, primary_key=["id"])
+    fill(t, loads)  # each load seals a segment (seal_rows 50)
+    table = t.store.table(t.table_id)
+    assert len(table.sealed) == loads
+    return t, table
+
+
+def test_create_index_builds_one_graph_over_the_loads(db, tmp_path):
+    t, table = loaded(db)
+    t.delete(lambda r: pc.equal(pc.bit_wise_and(r["id"], 15), 3))
+    live = [i for i in range(200) if i % 16 != 3]
+    t.create_index("v")
+    assert len(table.sealed) == 1
+    seg = table.sealed[0]
+    assert seg.n_rows == len(live) and table.deletes[seg.id].count == 0
+    assert [(s["segment"], s["state"]) for s in t.store.index_status()] == [(seg.id, "ready")]
+    assert t.scan(["id"]).column("id").to_pylist() == live
+    np.testing.assert_array_equal(
+        np.stack(t.scan(["v"]).column("v").to_numpy(zero_copy_only=False)), vectors(live))
+    assert t.search("v", vectors([77])[0], 1).column("id").to_pylist() == [77]
+    with pytest.raises(UniqueViolation):
+        t.insert({"id": [5], "v": vectors([5])})
+    db.close()
+    with Database.open(str(tmp_path), options=StoreOptions(background=False)) as again:
+        t2 = again.table("t")
+        table2 = t2.store.table(t2.table_id)
+        assert [s.id for s in table2.sealed] == [seg.id]
+        assert [s["state"] for s in t2.store.index_status()] == ["ready"]
+        assert t2.scan(["id"]).column("id").to_pylist() == live
+        assert t2.search("v", vectors([150])[0], 1).column("id").to_pylist() == [150]
+
+
+def test_delete_during_the_merge_is_carried_over(db, monkeypatch):
+    t, table = loaded(db, 3)
+    store = t.store
+    real_write = store.write_segment
+    landed = []
+
+    def write_then_delete(tbl, seg):
+        real_write(tbl, seg)
+        if not landed:  # the merged file is written; a delete lands on the old segments
+            landed.append(t.delete(lambda r: pc.is_in(r["id"], pa.array([7, 99], pa.int64()))))
+    monkeypatch.setattr(store, "write_segment", write_then_delete)
+    t.create_index("v")
+    assert landed == [2]
+    assert len(table.sealed) == 1 and table.deletes[table.sealed[0].id].count == 2
+    ids = t.scan(["id"]).column("id").to_pylist()
+    assert ids == [i for i in range(150) if i not in (7, 99)]
+    assert 99 not in t.search("v", vectors([99])[0], 3).column("id").to_pylist()
+
+
+def test_second_index_leaves_indexed_segments_alone(db):
+    t = db.create_table("t", {"id": "int8", "v": f"vector({DIM})", "w": f"vector({DIM})"})
+    for s in range(3):
+        ids = np.arange(s * 50, (s + 1) * 50)
+        t.insert({"id": ids, "v": vectors(ids), "w": vectors(ids + 1)})
+    t.create_index("v")
+    table = t.store.table(t.table_id)
+    fill_ids = np.arange(150, 200)
+    t.insert({"id": fill_ids, "v": vectors(fill_ids), "w": vectors(fill_ids + 1)})
+    t.create_index("w")  # the new load is indexed as it is: no graph of v is rebuilt
+    assert [s.n_rows for s in table.sealed] == [150, 50]
+    assert all(s["state"] == "ready" for s in t.store.index_status())
+
+
+LOAD_THEN_INDEX = """
+import sys, numpy as np
+from sqlvec.database import Database
+from sqlvec.storage.store import StoreOptions
+with Database.open(sys.argv[1], options=StoreOptions(background=False, seal_rows=10_000)) as db:
+    t = db.create_table("t", {"id": "int8", "v": "vector(16)"}, primary_key=["id"])
+    for s in range(6):
+        ids = np.arange(s * 10_000, (s + 1) * 10_000)
+        t.insert({"id": ids, "v": np.cos(ids[:, None] * 0.37 + np.arange(16)).astype(np.float32)})
+    print("loaded", flush=True)
+    t.create_index("v", m=8, ef_construction=16)
+    print("indexed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.03, 0.1, 0.4])
+def test_sigkill_during_the_merge_before_an_index_keeps_every_row_once(tmp_path, delay):
+    """Killed at some point of CREATE INDEX's merge or build: the reopened table holds every
+    loaded row exactly once, and the index can be built."""
+    proc = subprocess.Popen([sys.executable, "-c", LOAD_THEN_INDEX, str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "loaded\n"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with Database.open(str(tmp_path), options=StoreOptions(background=False)) as again:
+        t = again.table("t")
+        ids = t.scan(["id"]).column("id").to_numpy()
+        np.testing.assert_array_equal(np.sort(ids), np.arange(60_000))
+        if not t.definition.indexes:
+            t.create_index("v", m=8, ef_construction=16)
+        assert all(s["state"] == "ready" for s in t.store.index_status())
+        assert t.search("v", np.cos(777 * 0.37 + np.arange(16)).astype(np.float32), 1) \
+            .column("id").to_pylist() == [777]

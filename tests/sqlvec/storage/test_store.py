@@ -18,6 +18,7 @@ from sqlvec.storage.keys import MISSING
 from sqlvec.storage.manifest import ManifestStore
 from sqlvec.storage.store import StoreOptions
 from sqlvec.storage.wal import DeleteOp, InsertOp, scan_segment
+from tests.sqlvec.conftest import segment_per_load
 
 DIM = 6
 
@@ -355,8 +356,7 @@ def test_index_build_progress_never_drops_back(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hnsw, "BUILD_CHUNK_ROWS", 50)
     order = ["pending", "building", "calibrating", "saving", "ready"]
-    with Database.open(str(tmp_path), options=StoreOptions(background=False,
-                                                            seal_rows=300)) as db:
+    with Database.open(str(tmp_path), options=segment_per_load(300)) as db:
         t = db.create_table("t", {"id": "int8", "v": f"vector({DIM})"})
         t.insert({"id": np.arange(300), "v": vectors(np.arange(300))})  # sealed
         t.insert({"id": np.arange(300, 500), "v": vectors(np.arange(300, 500))})  # growing

@@ -7,15 +7,17 @@ segments' winners returns exactly the rows, order and distances an exact search 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 from sqlvec.database import Database, allow_fan_out
-from sqlvec.storage.compaction import CompactionPolicy
 from sqlvec.storage.store import StoreOptions
 from sqlvec.vectors import Metric, distances
+from tests.sqlvec.conftest import SEGMENT_PER_LOAD
 
 DIM = 8
 SEAL = 200
@@ -25,7 +27,7 @@ K = 10
 @pytest.fixture
 def db(tmp_path):
     opts = StoreOptions(background=False, seal_rows=SEAL,
-                        compaction=CompactionPolicy(min_merge=2, target_rows=10_000))
+                        compaction=replace(SEGMENT_PER_LOAD, min_merge=2, target_rows=10_000))
     with Database.open(str(tmp_path), options=opts) as database:
         yield database
 
