@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from benchmarks.suite import sqlvec_server
+from benchmarks.suite import cpu_of, sqlvec_server
 
 CHUNK = 1 << 20
 
@@ -113,8 +113,9 @@ def binary_stream(rows: dict[str, np.ndarray], schema: str) -> bytes:
 
 
 def copy_once(dsn: str, schema: str, fmt: str, mode: str, dim: int, data: bytes,
-              rows: dict[str, np.ndarray]) -> float:
-    """COPY the rows into a fresh table; rows/s from the first byte sent to CommandComplete."""
+              rows: dict[str, np.ndarray], pid: int | None = None) -> tuple[float, float | None]:
+    """COPY the rows into a fresh table; (rows/s from the first byte sent to CommandComplete,
+    the CPU seconds the server `pid` used meanwhile, None without a pid)."""
     import psycopg
     from pgvector.psycopg import register_vector
 
@@ -133,6 +134,7 @@ def copy_once(dsn: str, schema: str, fmt: str, mode: str, dim: int, data: bytes,
         if mode == "rows":  # as the suite's loop hands them to psycopg
             values = [rows[name].tolist() if name != "embedding" else list(rows[name])
                       for name, _, _ in columns]
+        cpu = cpu_of(pid) if pid is not None else None
         start = time.perf_counter()
         with conn.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN{options}") \
                 as copy:
@@ -146,12 +148,14 @@ def copy_once(dsn: str, schema: str, fmt: str, mode: str, dim: int, data: bytes,
                 for row in zip(*values):
                     copy.write_row(row)
         elapsed = time.perf_counter() - start
+        if cpu is not None:
+            cpu = cpu_of(pid) - cpu
         (count,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
         if count != n:
             raise RuntimeError(f"{dsn}: {count} rows after COPY, expected {n}")
         conn.execute("CHECKPOINT")  # the background work COPY set off (sqlvec seals the rows
         conn.execute(f"DROP TABLE {table}")  # into a segment), done before the next run
-    return n / elapsed
+    return n / elapsed, cpu
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -164,18 +168,19 @@ def run(args: argparse.Namespace) -> dict:
         make = {"text": text_stream, "binary": binary_stream}
         streams = {case: make[case.split()[1]](rows, case.split()[0]) for case in cases}
     results: dict = {s: {c: [] for c in cases} for s in ("baseline", "sqlvec", "postgresql")}
+    cpu: dict = {s: {c: [] for c in cases} for s in ("baseline", "sqlvec")}
     systems = [s for s in ("sqlvec", "postgresql") if args.only in (None, s)]
     if "postgresql" in systems and not (args.dsn or args.pgserver):
         systems.remove("postgresql")
     if args.baseline and "sqlvec" in systems:
         systems.insert(0, "baseline")
     with tempfile.TemporaryDirectory(prefix="sqlvec-copy-") as tmp, contextlib.ExitStack() as stack:
-        targets = {}
+        targets, pids = {}, {}
         if "sqlvec" in systems:
-            targets["sqlvec"] = stack.enter_context(sqlvec_server(f"{tmp}/sqlvec"))[0]
+            targets["sqlvec"], pids["sqlvec"] = stack.enter_context(sqlvec_server(f"{tmp}/sqlvec"))
         if "baseline" in systems:
-            targets["baseline"] = stack.enter_context(
-                sqlvec_server(f"{tmp}/baseline", args.baseline))[0]
+            targets["baseline"], pids["baseline"] = stack.enter_context(
+                sqlvec_server(f"{tmp}/baseline", args.baseline))
         if args.pgserver and "postgresql" in systems:  # PostgreSQL over loopback TCP, as sqlvec
             from benchmarks.writes import postgres
 
@@ -186,12 +191,15 @@ def run(args: argparse.Namespace) -> dict:
                 target = targets[system]
                 for case in cases:
                     schema, fmt = case.split()
-                    rate = copy_once(target, schema, fmt, args.mode, args.dim,
-                                     streams.get(case, b""), rows)
+                    rate, seconds = copy_once(target, schema, fmt, args.mode, args.dim,
+                                              streams.get(case, b""), rows, pids.get(system))
                     results[system][case].append(rate)
-                    print(f"round {round_ + 1} {system} {case}: {rate:,.0f} rows/s",
+                    if seconds is not None:
+                        cpu[system][case].append(seconds)
+                    print(f"round {round_ + 1} {system} {case}: {rate:,.0f} rows/s"
+                          + ("" if seconds is None else f", server CPU {seconds:.2f} s"),
                           file=sys.stderr)
-    return {"params": vars(args), "results": results, "cases": cases,
+    return {"params": vars(args), "results": results, "cpu": cpu, "cases": cases,
             "bytes": {c: len(streams.get(c, b"")) for c in cases}}
 
 
@@ -224,7 +232,23 @@ def markdown(report: dict) -> str:
         cells.append(" / ".join(", ".join(f"{x / 1000:.0f}k" for x in res[s][case]) or "—"
                                 for s in systems))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + _cpu_table(report))
+
+
+def _cpu_table(report: dict) -> list[str]:
+    """The servers' CPU per COPY (process and workers, while the rows arrived and were
+    committed), median and rounds, per sqlvec system measured."""
+    cpu = report.get("cpu", {})
+    systems = [s for s in ("baseline", "sqlvec") if any(cpu.get(s, {}).values())]
+    if not systems:
+        return []
+    lines = ["", "Server CPU per COPY (user + system, s; median, then rounds):", "",
+             "| shape, format | " + " | ".join(systems) + " |", "|---|" + "---|" * len(systems)]
+    for case in report["cases"]:
+        cells = [f"{statistics.median(cpu[s][case]):.2f} ("
+                 + ", ".join(f"{x:.2f}" for x in cpu[s][case]) + ")" for s in systems]
+        lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def parser() -> argparse.ArgumentParser:

@@ -178,6 +178,37 @@ def sqlvec_server(data_dir: str, checkout: str | None = None):
             proc.kill()
 
 
+def cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a server has used: its process and all its descendants
+    (the fork server and the workers it forks), from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields is not None:
+                parents[int(entry)] = int(fields[1])
+    family, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        family.append(current)
+        todo += [child for child, parent in parents.items() if parent == current]
+    ticks = 0
+    for member in family:
+        fields = _stat(member)
+        if fields is not None:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first); None once gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def rss_of(pid: int | None) -> int | None:
     """Resident memory of a server: its process and its worker processes (`--workers`)."""
     if pid is None:

@@ -26,6 +26,7 @@ import fcntl
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 
@@ -460,6 +461,52 @@ def linger_close(sock: socket.socket, seconds: float = LINGER_SECONDS,
 SPLICE_PIPE_SIZE = 1 << 20  # bytes a relaying pipe holds (asked for; the kernel may give less)
 
 
+class _Pipes:
+    """Pipes kept for `_splice` between messages: a COPY relays each CopyData message (tens of
+    KiB from a client that sends as it goes) through a pipe, and making one per message (a
+    pipe, its buffer resized, two closes) cost more than moving the bytes. A pipe goes back
+    only empty, after a splice that moved everything; one an error interrupted is closed."""
+
+    def __init__(self) -> None:
+        self._idle: list[tuple[int, int]] = []
+        self._lock = threading.Lock()
+        # A forked process must not share a pipe with its parent: its copies are closed.
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        idle, self._idle = self._idle, []
+        for pipe in idle:
+            _close_pipe(pipe)
+
+    def take(self) -> tuple[int, int]:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        read_end, write_end = os.pipe()
+        try:
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, SPLICE_PIPE_SIZE)
+        except OSError:
+            pass  # the default pipe size works too, in more steps
+        return read_end, write_end
+
+    def give_back(self, pipe: tuple[int, int]) -> None:
+        with self._lock:
+            if len(self._idle) < MAX_IDLE_PIPES:
+                self._idle.append(pipe)
+                return
+        _close_pipe(pipe)
+
+
+def _close_pipe(pipe: tuple[int, int]) -> None:
+    os.close(pipe[0])
+    os.close(pipe[1])
+
+
+MAX_IDLE_PIPES = 8  # more relays at once than this make (and close) their own
+_pipes = _Pipes()
+
+
 def _splice(source: socket.socket, target: socket.socket, n: int) -> bool:
     """Move exactly `n` bytes from `source` to `target` inside the kernel; False (nothing
     moved) where that cannot be done: TLS, a socket with a timeout (non-blocking underneath),
@@ -468,12 +515,9 @@ def _splice(source: socket.socket, target: socket.socket, n: int) -> bool:
             or type(target) is not socket.socket \
             or source.gettimeout() is not None or target.gettimeout() is not None:
         return False
-    read_end, write_end = os.pipe()
+    pipe = _pipes.take()
+    read_end, write_end = pipe
     try:
-        try:
-            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, SPLICE_PIPE_SIZE)
-        except OSError:
-            pass  # the default pipe size works too, in more steps
         while n:
             moved = os.splice(source.fileno(), write_end, n)
             if not moved:
@@ -481,9 +525,10 @@ def _splice(source: socket.socket, target: socket.socket, n: int) -> bool:
             n -= moved
             while moved:
                 moved -= os.splice(read_end, target.fileno(), moved)
-    finally:
-        os.close(read_end)
-        os.close(write_end)
+    except BaseException:
+        _close_pipe(pipe)  # it may hold bytes of this message
+        raise
+    _pipes.give_back(pipe)
     return True
 
 

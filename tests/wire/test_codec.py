@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -13,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sqlvec.errors import ProtocolViolation
+from wire import codec
 from wire.codec import (
     MAX_STARTUP_SIZE,
     RECV_SIZE,
@@ -225,6 +227,62 @@ def test_relay_ends_with_the_connection_when_the_client_leaves_mid_message(kerne
     c.close()
     collector.join()
     assert got == b"x" * 100_000
+    b.close()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not hasattr(os, "splice") or not os.path.isdir("/proc/self/fd"),
+                    reason="splice and /proc are Linux's")
+def test_relayed_messages_reuse_a_pipe_and_one_cut_short_leaves_nothing_behind():
+    """Many messages in a row (a COPY's CopyData) each arrive byte for byte through a pipe
+    kept between them, so relaying opens no descriptors per message; a relay the client
+    cut short closes its pipe, which may hold that message's bytes, so the next relay
+    carries only its own."""
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    bodies = [bytes([i]) * (RECV_SIZE + 1000 * i) for i in range(20)]
+    sender = threading.Thread(target=a.sendall, args=(b"".join(bodies),))
+    sender.start()
+    got = bytearray()
+    collector = _collect(d, got)
+    stream = SocketStream(b, STARTUP_RECV_SIZE)
+    stream.relay(len(bodies[0]), c)
+    before, kept = _open_fds(), list(codec._pipes._idle)
+    assert kept  # the pipe the first message went through
+    for body in bodies[1:]:
+        stream.relay(len(body), c)
+        assert _open_fds() == before and codec._pipes._idle == kept
+    c.close()
+    collector.join()
+    sender.join()
+    assert got == b"".join(bodies)
+    a.close()
+    b.close()
+
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    sender = threading.Thread(target=lambda: (a.sendall(b"x" * 300_000), a.close()))
+    sender.start()
+    collector = _collect(d, bytearray())
+    with pytest.raises(EndOfStream):
+        SocketStream(b).relay(500_000, c)
+    c.close()
+    collector.join()
+    sender.join()
+    b.close()
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    a.sendall(b"y" * 200_000)
+    got = bytearray()
+    collector = _collect(d, got)
+    SocketStream(b).relay(200_000, c)
+    c.close()
+    collector.join()
+    assert got == b"y" * 200_000
+    a.close()
     b.close()
 
 
