@@ -294,6 +294,16 @@ def test_the_asyncpg_pool_as_the_readme_builds_it(database):
     asyncio.run(go())
 
 
+def wait_for_ready_indexes(conn, index: str, segments: int, timeout: float = 120.0) -> None:
+    """Wait until `index` is built and ready on `segments` segments (`sqlvec_indexes`)."""
+    deadline = time.monotonic() + timeout
+    query = ("SELECT count(*) FILTER (WHERE state = 'ready') FROM sqlvec_indexes "
+             "WHERE indexname = %s")
+    while conn.execute(query, (index,)).fetchone()[0] < segments:
+        assert time.monotonic() < deadline, f"{index} not ready on {segments} segments"
+        time.sleep(0.1)
+
+
 def test_explain_shows_what_the_readme_says(database):
     """`exact`, `hnsw`, `hnsw-postfilter` and `skip` per segment, with candidate counts,
     ef_search and the predicted recall; EXPLAIN ANALYZE adds rows and times."""
@@ -305,14 +315,18 @@ def test_explain_shows_what_the_readme_says(database):
     rng = np.random.default_rng(0)
     with connect(database) as conn:
         conn.execute("CREATE TABLE ex (id bigint PRIMARY KEY, category text, embedding vector(8))")
-        for s in range(3):  # three sealed segments of 2000 rows
+        # Three sealed segments of 2000 rows, each indexed before the next is sealed (a
+        # CREATE INDEX after all three would merge them into one first).
+        for s in range(3):
             with conn.cursor().copy("COPY ex FROM STDIN WITH (FORMAT BINARY)") as copy:
                 copy.set_types(["int8", "text", "vector"])
                 for i in range(s * 2000, (s + 1) * 2000):
                     category = "rare" if i % 100 == 0 else "half" if i % 2 else "other"
                     copy.write_row((i, category, rng.random(8).astype(np.float32)))
             conn.execute("CHECKPOINT")
-        conn.execute("CREATE INDEX ON ex USING hnsw (embedding vector_l2_ops)")
+            if s == 0:
+                conn.execute("CREATE INDEX ON ex USING hnsw (embedding vector_l2_ops)")
+            wait_for_ready_indexes(conn, "ex_embedding_idx", s + 1)
 
         def plan(where: str, analyze: str = "") -> str:
             return "\n".join(r[0] for r in conn.execute(
