@@ -315,8 +315,7 @@ def run_segment(search: SegmentSearch, metric: Metric, query: np.ndarray,
                 if later is not None:
                     later.append((search, positions))
                     return None
-                out = _rescore(metric, search.matrix, query, positions,
-                               _stored_rows(search, positions))
+                out = _rescore(metric, search, query, positions)
                 plan.returned = out[0].size
                 return out
             plan.fallback = True
@@ -472,27 +471,21 @@ def _order_settled(metric: Metric, search: SegmentSearch, query: np.ndarray,
     return True
 
 
-def _stored_rows(search: SegmentSearch, positions: np.ndarray) -> np.ndarray | None:
-    """The winners' vectors from the index's own copy when it holds the segment's float32
-    rows unchanged (`stored_rows`: no page of the mapped vectors file is touched), else
-    None."""
-    if search.matrix.dtype != _FLOAT32 or not hasattr(search.index, "stored_rows"):
-        return None
-    return search.index.stored_rows(positions)
-
-
 def _winner_rows(search: SegmentSearch, positions: np.ndarray) -> np.ndarray:
-    """The winners' vectors: from the index's copy when it has them, else the segment's."""
-    rows = _stored_rows(search, positions)
-    return search.matrix[positions] if rows is None else rows
+    """The winners' vectors: from the index's own copy when it holds the segment's float32
+    rows unchanged (`stored_rows`: no page of the mapped vectors file is touched), else from
+    the segment's matrix."""
+    if search.matrix.dtype == _FLOAT32 and hasattr(search.index, "stored_rows"):
+        rows = search.index.stored_rows(positions)
+        if rows is not None:
+            return rows
+    return search.matrix[positions]
 
 
-def _rescore(metric: Metric, matrix: np.ndarray, query: np.ndarray, positions: np.ndarray,
-             rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact distances of the few winners (`rows`, their vectors, when already at hand), so
-    results equal pgvector's to the last digit."""
-    return _in_order(positions, exact_distances(
-        metric, matrix[positions] if rows is None else rows, query))
+def _rescore(metric: Metric, search: SegmentSearch, query: np.ndarray,
+             positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact distances of the few winners, so results equal pgvector's to the last digit."""
+    return _in_order(positions, exact_distances(metric, _winner_rows(search, positions), query))
 
 
 def _rescore_together(metric: Metric, query: np.ndarray,

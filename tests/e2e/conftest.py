@@ -20,6 +20,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -243,6 +244,22 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def run_in_thread(conn, sql: str) -> tuple[threading.Thread, list]:
+    """Run `sql` on `conn` in a started thread; the list gets None or what it raised."""
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            conn.execute(sql)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
 
 
 def run_asyncpg(server, body):

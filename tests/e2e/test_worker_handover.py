@@ -11,14 +11,19 @@ says where a statement ran: the worker's index there, NULL in the primary.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import asyncpg
 import psycopg
 import pytest
 
-from tests.e2e.conftest import RawClient, RunningServer, start_server, startup_packet
+from tests.e2e.conftest import (
+    RawClient,
+    RunningServer,
+    run_in_thread,
+    start_server,
+    startup_packet,
+)
 from wire.codec import frame
 from wire.worker import HANDOVER_AFTER
 
@@ -194,21 +199,6 @@ def test_pipelined_round_trips_received_by_the_worker_are_not_lost(pool_server, 
             (2 * HANDOVER_AFTER + 52, None)
 
 
-def _run_in_thread(conn: psycopg.Connection, sql: str) -> tuple[threading.Thread, list]:
-    outcome: list = []
-
-    def run() -> None:
-        try:
-            conn.execute(sql)
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - the test looks at it
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, outcome
-
-
 def _wait_active(server: RunningServer, pid: int) -> None:
     with connect(server) as admin:
         deadline = time.monotonic() + 30
@@ -224,7 +214,7 @@ def test_cancel_reaches_a_statement_of_a_moved_connection(pool_server, table):
         write_streak(conn, table, 0)
         assert where(conn) is None
         started = time.monotonic()
-        thread, outcome = _run_in_thread(conn, "SELECT pg_sleep(100)")
+        thread, outcome = run_in_thread(conn, "SELECT pg_sleep(100)")
         _wait_active(pool_server, conn.info.backend_pid)
         conn.cancel()
         thread.join(30)
@@ -250,7 +240,7 @@ def test_terminate_ends_a_moved_connection(pool_server, table):
         busy = connect(pool_server)
         write_streak(busy, table, 10)
         assert where(busy) is None
-        thread, outcome = _run_in_thread(busy, "SELECT pg_sleep(60)")
+        thread, outcome = run_in_thread(busy, "SELECT pg_sleep(60)")
         _wait_active(pool_server, busy.info.backend_pid)
         assert admin.execute("SELECT pg_terminate_backend(%s)",
                              (busy.info.backend_pid,)).fetchone() == (True,)

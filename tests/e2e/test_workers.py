@@ -20,7 +20,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from tests.e2e.conftest import RunningServer, server_processes, start_server
+from tests.e2e.conftest import RunningServer, run_in_thread, server_processes, start_server
 
 
 @pytest.fixture(scope="module")
@@ -184,17 +184,7 @@ def test_asyncpg_prepared_statements_inside_and_outside_transactions(pool_server
 
 def _cancel_until_done(target: psycopg.Connection, sql: str) -> BaseException | None:
     """Run `sql` on `target` in a thread and send cancel requests until it ends."""
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            target.execute(sql)
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - the test looks at it
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, outcome = run_in_thread(target, sql)
     deadline = time.monotonic() + 60
     while thread.is_alive() and time.monotonic() < deadline:
         target.cancel()
