@@ -455,10 +455,10 @@ def serve(args: argparse.Namespace) -> int:
         if args.workers:
             # Workers are forked from this process as it is now: engine imported, data loaded,
             # one thread (a launcher's additions to the engine included).
-            from wire.worker import fork_server
+            from wire.worker import fork_server, open_template
 
             pool = WorkerPool(db, args.workers, worker_launcher())
-            pool.prefork(fork_server)
+            pool.prefork(fork_server, open_template)
             db.start_background()
         if args.metrics_port is not None:
             metrics = _start_metrics(db, args.host, args.metrics_port)

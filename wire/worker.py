@@ -1543,28 +1543,40 @@ def _serve(control: socket.socket, position: CommitPosition, database: FollowerD
     return 0
 
 
-def fork_server(sock: socket.socket, writer: Database, position: CommitPosition) -> int:
+def open_template(writer: Database) -> FollowerDatabase:
+    """The follower every forked worker starts from, opened by the primary from its own
+    loaded tables (`FollowerDatabase.open(seed=...)`) just before it forks the fork server,
+    while it runs one thread. Opening it allocates and frees a little everywhere in the
+    interpreter's heap (the catalog, the manifest, the extension functions); done before
+    the fork, those writes are on pages every process then shares, where in the fork server
+    they made it a private copy of each page they touched (about 6 MiB). The primary keeps
+    it and never uses it."""
+    config = writer.config
+    database = FollowerDatabase.open(
+        writer.path, config=_config(writer.path, config.config_file if config.explicit else None),
+        seed=writer)
+    # What loading freed goes back to the system, and what it made is frozen, before the
+    # fork: kept, it would be counted in every process; walked by the collector after it,
+    # its pages would be copied.
+    gc.collect()
+    database.return_free_memory()
+    gc.freeze()
+    return database
+
+
+def fork_server(sock: socket.socket, writer: Database, position: CommitPosition,
+                database: FollowerDatabase) -> int:
     """The fork server's life (`wire.workers.ForkServer`), in a child forked from the primary
-    while it ran one thread: follow the data directory, seeded with the writer's loaded
-    tables, then fork a worker for each request until the primary closes `sock`. Its workers
-    are reaped by the kernel (SIGCHLD ignored); the primary watches each through its control
-    socket."""
+    while it ran one thread: fork a worker for each request until the primary closes `sock`,
+    each starting from `database` (`open_template`, brought to the published commit position
+    first). Its workers are reaped by the kernel (SIGCHLD ignored); the primary watches each
+    through its control socket."""
     for sig in (signal.SIGINT, signal.SIGHUP):  # the primary handles these; its end ends us
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     _name_process("sqlvec-forks")
     writer.release_inherited_lock()
-    config = writer.config
-    database = FollowerDatabase.open(
-        writer.path, config=_config(writer.path, config.config_file if config.explicit else None),
-        seed=writer)
     reloads = position.read()[2]
-    # What loading freed (the unique keys rebuilt from the segments, say) goes back to the
-    # system before any worker is forked: kept, it would be counted in this process and
-    # copied into each worker that reuses it.
-    gc.collect()
-    database.return_free_memory()
-    gc.freeze()
     sock.send(READY)
     while True:
         try:

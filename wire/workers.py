@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import array
 import base64
+import functools
 import json
 import logging
 import mmap
@@ -188,15 +189,23 @@ class ForkServer:
         self.sock = sock
         self._lock = threading.Lock()  # one request, one answer
 
+    @staticmethod
+    def unsafe() -> str | None:
+        """Why this process cannot fork the fork server safely now, or None if it can."""
+        if not hasattr(os, "fork"):
+            return "no fork here"
+        if threading.active_count() > 1:
+            return "threads run already"
+        return None
+
     @classmethod
     def start(cls, database, position: CommitPosition,
               serve: Callable[[socket.socket, object, CommitPosition], int]) -> ForkServer | None:
-        """Fork the fork server, which runs `serve`, and wait until it has loaded; None if
-        this process cannot fork safely (not on a system with fork, or threads already
-        run)."""
-        if not hasattr(os, "fork") or threading.active_count() > 1:
-            log.info("workers are started as new processes: %s",
-                     "threads run already" if hasattr(os, "fork") else "no fork here")
+        """Fork the fork server, which runs `serve`, and wait until it is ready; None if
+        this process cannot fork safely (`unsafe`)."""
+        reason = cls.unsafe()
+        if reason is not None:
+            log.info("workers are started as new processes: %s", reason)
             return None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
@@ -447,6 +456,7 @@ class WorkerPool:
         self.workers = [_Worker(i) for i in range(count)]
         self.restarts = 0
         self.forks: ForkServer | None = None
+        self.template = None  # the follower forked workers start from (`prefork`)
         self._lock = threading.Lock()
         self._stopping = False
         self._flushes = threading.Condition()  # statistics requests and their answers
@@ -454,15 +464,29 @@ class WorkerPool:
 
     # Processes -------------------------------------------------------------------------------
 
-    def prefork(self, serve: Callable[[socket.socket, object, CommitPosition], int]) -> bool:
+    def prefork(self, serve: Callable[..., int], template: Callable[[object], object]) -> bool:
         """Start the fork server (`ForkServer`), which forks every worker: to be called once
-        the data directory is loaded and while this process still runs one thread. `serve`:
-        the fork server's life (`wire.worker.fork_server`). False (the workers are then
-        started by the launcher command) when this process cannot fork safely."""
+        the data directory is loaded and while this process still runs one thread.
+        `template(database)`: the follower the workers start from (`wire.worker.open_template`),
+        opened here, before the fork, and kept (never used) while the fork server lives;
+        `serve(socket, database, position, follower)`: the fork server's life
+        (`wire.worker.fork_server`). False (the workers are then started by the launcher
+        command) when this process cannot fork safely."""
         self.database.catalog()  # the default database's catalog exists before any follower
         self.publish()
-        self.forks = ForkServer.start(self.database, self.position, serve)
+        if ForkServer.unsafe() is None:  # (else `start` says why, and forks nothing)
+            self.template = template(self.database)
+        self.forks = ForkServer.start(self.database, self.position,
+                                      functools.partial(serve, database=self.template))
+        if self.forks is None:
+            self._close_template()
         return self.forks is not None
+
+    def _close_template(self) -> None:
+        """Close the workers' template follower (its log's descriptors), if one is open."""
+        template, self.template = self.template, None
+        if template is not None:
+            template.close()
 
     def start(self) -> None:
         """Start every worker and wait until each has loaded the data directory."""
@@ -598,6 +622,7 @@ class WorkerPool:
                     _kill(worker.pid)
         if self.forks is not None:
             self.forks.stop()
+        self._close_template()
         self.position.close()
 
     def pids(self) -> list[int]:
