@@ -14,6 +14,11 @@ through the graph at 1%, a forced exact scan of 10%) and measures once more. Mem
 over the server and all its descendants of Pss (/proc/PID/smaps_rollup; pages shared between
 forked processes counted once), split into anonymous and file-backed pages, and of Rss;
 after the table, each process's Pss and Uss (its private pages).
+`--frames` (as root: /proc/PID/pagemap shows physical frames only to root) adds, for each
+run with workers, which processes share a frame at each anonymous page address (P the
+primary, F the fork server, Wn the workers; "|" between distinct frames): Uss counts a page
+that one process wrote after a fork as private twice (the writer's copy and the original),
+this says who holds which copy.
 Raw hnswlib builds the same vectors with the same M / ef_construction in a child process; the
 size of its saved index (raw vector bytes + graph bytes) is the denominator of the ratios (its
 resident growth during `add_items`, which adds the label map and allocator overhead, is
@@ -23,10 +28,12 @@ printed beside it).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -139,7 +146,60 @@ def per_process(root: int) -> list[tuple[str, float, float, float]]:
     return out
 
 
-def restart(code: str, path: str, workers: int, dim: int, filtered_count: int) -> dict:
+def _anonymous_ranges(pid: int) -> list[tuple[int, int]]:
+    """The writable private anonymous mappings of a process (heap and stacks included)."""
+    out = []
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            parts = line.split()
+            name = parts[5] if len(parts) > 5 else ""
+            if parts[1].startswith("rw") and parts[1].endswith("p") and \
+                    (not name or name in ("[heap]", "[stack]")):
+                start, end = (int(x, 16) for x in parts[0].split("-"))
+                out.append((start, end))
+    return out
+
+
+def _frames_of(pid: int) -> dict[int, int]:
+    """Page address -> physical frame of every resident page of those mappings."""
+    out = {}
+    with open(f"/proc/{pid}/pagemap", "rb") as f:
+        for start, end in _anonymous_ranges(pid):
+            f.seek((start >> 12) * 8)
+            data = f.read(((end - start) >> 12) * 8)
+            for i, (entry,) in enumerate(struct.iter_unpack("<Q", data)):
+                if entry >> 63:  # present
+                    out[start + (i << 12)] = entry & ((1 << 55) - 1)
+    return out
+
+
+def frames(root: int) -> list[tuple[str, float]] | None:
+    """(pattern, MiB of page addresses) over `root` and its descendants, largest first: which
+    processes share one frame at each anonymous page address ("P+F | W0 | W1": the primary
+    and the fork server share the original, each worker holds a copy). None when frames are
+    hidden (not root)."""
+    names = {}
+    for pid in processes(root):
+        with open(f"/proc/{pid}/comm") as f:
+            comm = f.read().strip()
+        names[pid] = "P" if pid == root else "F" if comm == "sqlvec-forks" else \
+            comm.replace("sqlvec-worker-", "W")
+    maps = {pid: _frames_of(pid) for pid in names}
+    if not any(frame for frames_ in maps.values() for frame in frames_.values()):
+        return None
+    patterns: collections.Counter[str] = collections.Counter()
+    for address in set().union(*maps.values()):
+        sharing = collections.defaultdict(list)
+        for pid, name in names.items():
+            frame = maps[pid].get(address)
+            if frame is not None:
+                sharing[frame].append(name)
+        patterns[" | ".join(sorted("+".join(group) for group in sharing.values()))] += 1
+    return [(pattern, pages * 4096 / 2**20) for pattern, pages in patterns.most_common()]
+
+
+def restart(code: str, path: str, workers: int, dim: int, filtered_count: int,
+            with_frames: bool = False) -> dict:
     started = time.monotonic()
     server, port = start(code, path, workers)
     try:
@@ -148,12 +208,13 @@ def restart(code: str, path: str, workers: int, dim: int, filtered_count: int) -
         count = len(processes(server.pid))
         steady = breakdown(server.pid)
         procs = per_process(server.pid)
+        shared = frames(server.pid) if with_frames and workers else None
         times = filtered(port, dim, filtered_count) if filtered_count else {}
         after = breakdown(server.pid)
     finally:
         stop(server)
     return {"workers": workers, "start_s": start_s, "processes": count, "steady": steady,
-            "filtered_ms": times, "after": after, "per_process": procs}
+            "filtered_ms": times, "after": after, "per_process": procs, "frames": shared}
 
 
 def hnswlib_side(rows: int, dim: int, m: int, efc: int) -> dict:
@@ -195,6 +256,8 @@ def main(argv: list[str]) -> int:
                         help="checkouts whose server is started (default: this one)")
     parser.add_argument("--filtered-queries", type=int, default=20)
     parser.add_argument("--skip-hnswlib", action="store_true")
+    parser.add_argument("--frames", action="store_true",
+                        help="who shares which physical frames (runs with workers; as root)")
     parser.add_argument("--side", choices=["hnswlib"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.side:
@@ -228,11 +291,14 @@ def main(argv: list[str]) -> int:
           "| " + " | ".join(f"{n} ms" for n in names) + " | Pss after them (anon + file) |")
     print("|---" * (8 + len(names)) + "|")
     split = []
+    shared: list = []
     for _ in range(args.rounds):
         for code, path in zip(codes, dirs):
             for workers in args.workers:
-                r = restart(code, path, workers, args.dim, args.filtered_queries)
+                r = restart(code, path, workers, args.dim, args.filtered_queries, args.frames)
                 split.append((os.path.basename(code), workers, r["per_process"]))
+                if r["frames"] is not None:
+                    shared.append((os.path.basename(code), workers, r["frames"]))
                 s, a = r["steady"], r["after"]
                 times = " | ".join(f"{r['filtered_ms'].get(n, float('nan')):.1f}" for n in names)
                 print(f"| {os.path.basename(code)} | {workers} | {r['processes']} | "
@@ -245,6 +311,14 @@ def main(argv: list[str]) -> int:
     for name, workers, procs in split:
         for proc, pss, anon, uss in procs:
             print(f"| {name} | {workers} | {proc} | {pss:,.1f} | {anon:,.1f} | {uss:,.1f} |")
+    if args.frames and not shared:
+        print("\n--frames: physical frames are shown to root only")
+    for name, workers, patterns in shared:
+        print(f"\nFrames, {name}, --workers {workers} (MiB of anonymous page addresses; "
+              "processes sharing one frame joined by +, distinct frames by |):\n")
+        for pattern, mib in patterns:
+            if mib >= 0.05:
+                print(f"    {mib:8.2f}  {pattern}")
     return 0
 
 
