@@ -32,7 +32,7 @@ from sqlvec.execution.operators import (
 )
 from sqlvec.execution.values import INT8, Value, as_array
 from sqlvec.plan import nodes as n
-from sqlvec.sql.binder import Field
+from sqlvec.sql.binder import Field, sql_type
 from sqlvec.storage.schema import ROWID
 from sqlvec.storage.search import MAX_EF_SEARCH, MAX_EF_SEARCH_DEFAULT, SegmentPlan, read_max_ef
 from sqlvec.storage.table import SearchHits
@@ -67,7 +67,7 @@ def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
     k = c.compile_as(node.k, INT8)
     # A query vector that is a parameter of the query's own type is read as the bound array
     # (`BoundParams.vector`), never made an Arrow scalar.
-    param = node.query
+    param = _uncast_parameter(node.query, c.env)
     query_param = None
     if isinstance(param, (exp.Parameter, exp.Placeholder)) and query.type.is_vector:
         declared = c.env.param_type(param_index(param))
@@ -87,6 +87,21 @@ def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
     op.columns = [name for name in visible if node.columns is None or name in node.columns]
     op.visible = visible
     return op
+
+
+def _uncast_parameter(query: exp.Expression, env) -> exp.Expression:
+    """The parameter under a cast to its own type (`$1::vector`, as clients write the query
+    vector when they send it as text), else `query` itself. Such a cast changes nothing: the
+    parameter's type was inferred from it (or declared as it), and its value was checked
+    against it when bound, dimensions included."""
+    if type(query) is not exp.Cast or not isinstance(query.this, exp.Parameter):
+        return query
+    declared = env.param_type(param_index(query.this))
+    try:
+        target = sql_type(query.args["to"])
+    except SqlVecError:
+        return query
+    return query.this if declared is not None and declared == target else query
 
 
 # Segment pruning from min/max statistics ------------------------------------------------------------

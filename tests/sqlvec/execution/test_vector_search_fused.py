@@ -126,6 +126,39 @@ def test_wrong_dimensions_fail_as_the_tree_does(session):
     assert "dimensions" in str(caught.value)
 
 
+@pytest.mark.parametrize("cast", ["$1::vector", f"CAST($1 AS vector({DIM}))"])
+def test_a_parameter_cast_to_its_own_type_runs_in_one_step(session, cast):
+    # `%s::vector` with a text parameter, as psycopg sends a vector without an adapter: the
+    # parameter's type is the cast's, so the cast changes nothing and the bound array is
+    # searched. The text arrives as the list of its numbers.
+    plain = session.prepare("SELECT id, emb <-> $1 AS d FROM t ORDER BY emb <-> $1 LIMIT 10")
+    prepared = session.prepare(f"SELECT id, emb <-> {cast} AS d FROM t "
+                               f"ORDER BY emb <-> {cast} LIMIT 10")
+    lone = session.prepare(f"SELECT id FROM one ORDER BY emb <-> {cast} LIMIT 10")
+    for q in _queries(session):
+        for params in ([q], [q.tolist()]):
+            fused, tree = _both(session, prepared, params)
+            assert fused.equals(tree)
+            assert fused.equals(session.run(plain, [q]).table)
+            fused, tree = _both(session, lone, params)
+            assert fused.equals(tree)
+
+
+def test_a_cast_that_checks_dimensions_fails_as_the_tree_does(session):
+    # The cast's dimensions are the parameter's own (inferred from it): checked when bound.
+    prepared = session.prepare(f"SELECT id FROM t ORDER BY emb <-> $1::vector({DIM + 1}) LIMIT 3")
+    with pytest.raises(SqlVecError) as caught:
+        session.run(prepared, [np.ones(DIM, np.float32).tolist()])
+    assert caught.value.sqlstate == "22000"
+    assert f"expected {DIM + 1} dimensions, not {DIM}" in str(caught.value)
+    prepared = session.prepare("SELECT id FROM t ORDER BY emb <-> $1::vector LIMIT 3")
+    assert prepared.fused is not None
+    with pytest.raises(SqlVecError) as caught:
+        session.run(prepared, [np.ones(DIM + 1, np.float32).tolist()])
+    assert caught.value.sqlstate == "22000"
+    assert "dimensions" in str(caught.value)
+
+
 def test_null_query_vector_runs_the_tree(session):
     prepared = session.prepare("SELECT id, emb <-> $1 AS d FROM t ORDER BY emb <-> $1 LIMIT 3")
     result = session.run(prepared, [None]).table
@@ -193,6 +226,8 @@ def test_index_use_is_counted_once_per_run(session):
     "SELECT id + 1 FROM t ORDER BY emb <-> $1 LIMIT 3",  # a computed column
     "SELECT id::int FROM t ORDER BY emb <-> $1 LIMIT 3",  # a cast
     "SELECT id FROM t ORDER BY emb <-> '[1,2,3,4,5,6,7,8]' LIMIT 3",  # no bound vector
+    "SELECT id FROM t ORDER BY emb <-> $1::text::vector LIMIT 3",  # a text parameter, cast
+    "SELECT id FROM t ORDER BY emb <-> $1::halfvec LIMIT 3",  # the column's type differs
     "SELECT count(*) FROM (SELECT id FROM t ORDER BY emb <-> $1 LIMIT 3) s",
 ])
 def test_other_shapes_run_the_tree(session, sql):
