@@ -382,6 +382,9 @@ class FusedTopK:
         # Without the distance in the result, one segment's index may settle the order alone.
         self.order_only = not any(source is _DISTANCE for source in sources)
         self._resolved: tuple | None = None  # (table definition, `_columns` of it)
+        # k and the LIMITs' bounds when they are constants, once known.
+        self._k: int | None = None
+        self._bounds: list[tuple[int, int | None]] | None = None
 
     def run(self, ctx) -> pa.Table | None:
         """The result table, or None when the operator tree must run instead."""
@@ -391,12 +394,15 @@ class FusedTopK:
             return None
         ctx.check_interrupts()
         frame = Frame(_ONE_ROW, ctx, None)
-        k = op.k(frame).as_py()
-        hits = op.search_hits(ctx, None, frame, vector, 2**62 if k is None else k,
-                              self.order_only)
+        k = self._k
+        if k is None:
+            k = op.k(frame).as_py()
+            k = 2**62 if k is None else k
+            if op.k.const:
+                self._k = k
+        hits = op.search_hits(ctx, None, frame, vector, k, self.order_only)
         start, stop = 0, hits.count
-        for limit in self.limits:
-            offset, count = limit.bounds(ctx, None)
+        for offset, count in self._limit_bounds(ctx):
             start = min(start + offset, stop)
             if count is not None:
                 stop = min(stop, start + count)
@@ -415,6 +421,17 @@ class FusedTopK:
             arrays.append(array)
         ctx.check_interrupts()
         return pa.Table.from_arrays(arrays, names=self.names)
+
+    def _limit_bounds(self, ctx) -> list[tuple[int, int | None]]:
+        """Each LIMIT's (OFFSET, LIMIT), as `LimitOp.bounds` gives them (with its errors):
+        worked out once when they are constants (`LIMIT 10`), per run when parameters."""
+        bounds = self._bounds
+        if bounds is None:
+            bounds = [limit.bounds(ctx, None) for limit in self.limits]
+            if all(v is None or v.const for limit in self.limits
+                   for v in (limit.limit, limit.offset)):
+                self._bounds = bounds
+        return bounds
 
     def _columns(self, table_def) -> list:
         """`sources` with each column name resolved in `table_def` to (its ColumnDef, Arrow

@@ -118,6 +118,24 @@ def test_negative_limit_or_offset_fails_as_the_tree_does(session, limit, offset,
     assert fused.value.sqlstate == sqlstate
 
 
+def test_constant_bounds_are_kept_and_their_errors_repeat(session):
+    # Constant LIMITs and OFFSETs are worked out once per statement; a negative one fails
+    # on every run, as the tree's LimitOp does.
+    q = _queries(session, 1)[0]
+    prepared = session.prepare("SELECT id FROM t ORDER BY emb <-> $1 LIMIT 4 OFFSET 2")
+    first = session.run(prepared, [q]).table
+    assert first.num_rows == 4
+    assert session.run(prepared, [q]).table.equals(first)
+    assert first.equals(_both(session, prepared, [q])[1])
+    bad = session.prepare("SELECT * FROM (SELECT id FROM t ORDER BY emb <-> $1 LIMIT 5) s "
+                          "LIMIT -1")
+    assert bad.fused is not None
+    for _ in range(2):
+        with pytest.raises(SqlVecError) as caught:
+            session.run(bad, [q])
+        assert caught.value.sqlstate == "2201W"
+
+
 def test_wrong_dimensions_fail_as_the_tree_does(session):
     prepared = session.prepare("SELECT id FROM t ORDER BY emb <-> $1 LIMIT 3")
     with pytest.raises(SqlVecError) as caught:
