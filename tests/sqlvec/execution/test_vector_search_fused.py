@@ -160,6 +160,9 @@ def test_a_parameter_cast_to_its_own_type_runs_in_one_step(session, cast):
             assert fused.equals(session.run(plain, [q]).table)
             fused, tree = _both(session, lone, params)
             assert fused.equals(tree)
+    nulls = session.run(prepared, [None]).table  # a NULL vector: the tree, NULL distances
+    assert nulls.num_rows == 10
+    assert nulls.column("d").null_count == 10
 
 
 def test_a_cast_that_checks_dimensions_fails_as_the_tree_does(session):
