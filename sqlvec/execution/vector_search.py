@@ -408,8 +408,8 @@ class FusedTopK:
                 stop = min(stop, start + count)
         hits = hits.slice(start, stop)
         arrays = []
-        for source, arrow, sql_type in zip(self._columns(hits.snapshot.table_def), self.arrow_types,
-                                           self.sql_types):
+        for source, arrow, column_type in zip(self._columns(hits.snapshot.table_def),
+                                              self.arrow_types, self.sql_types):
             if source is _ROW_ID:
                 array = hits.rowids()
             elif source is _DISTANCE:
@@ -417,7 +417,7 @@ class FusedTopK:
             else:
                 array = hits.cells(*source)
             if array.type != arrow:  # as a projection casts to the column's storage type
-                array = cast_storage(array, arrow, sql_type)
+                array = cast_storage(array, arrow, column_type)
             arrays.append(array)
         ctx.check_interrupts()
         return pa.Table.from_arrays(arrays, names=self.names)
