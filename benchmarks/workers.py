@@ -29,7 +29,8 @@ busy machine the CPU per query is the steadier figure: with every core busy, tot
 cores divided by it. `--dataset clustered`: the suite's clustered mixture instead of
 independent Gaussian coordinates (a DIR of its own). `--in-process`: in each round, the same
 searches also served one at a time by the server's connection code in this process's thread
-(no worker, no client threads), the reference for what concurrency adds to a query's CPU.
+(no worker, no client threads), the reference for what concurrency adds to a query's CPU;
+with `--baseline`, each checkout's code in a process of its own, one after the other.
 """
 
 from __future__ import annotations
@@ -296,6 +297,24 @@ def in_process(path: str, queries: list[str]) -> tuple[float, dict[str, float]]:
     return len(trips) / elapsed, {"in process": cpu * 1000 / len(trips)}
 
 
+def in_process_of(checkout: str, args: argparse.Namespace) -> tuple[float, dict[str, float]]:
+    """`in_process` run by `checkout`'s code, in a process of its own (each checkout's
+    servers and in-process figures then take turns in every round)."""
+    import json
+
+    script = ("import json, sys\n"
+              "from benchmarks.workers import in_process, queries_of\n"
+              "q, cpu = in_process(sys.argv[1], queries_of(int(sys.argv[2]), int(sys.argv[3]), "
+              "sys.argv[4]))\n"
+              "print(json.dumps([q, cpu]))\n")
+    out = subprocess.run(
+        [sys.executable, "-c", script, os.path.abspath(args.data_dir), str(args.queries),
+         str(args.dim), args.dataset], cwd=checkout, env={**os.environ, "PYTHONPATH": checkout},
+        check=True, capture_output=True, text=True).stdout
+    q, cpu = json.loads(out.strip().splitlines()[-1])
+    return q, cpu
+
+
 def load_postgres(dsn: str, rows: int, dim: int, dataset: str = "normal") -> None:
     """The same table and index in PostgreSQL + pgvector (m 16, ef_construction 64); kept
     from a previous run when it holds the same rows (the table's comment names the dataset)."""
@@ -370,10 +389,12 @@ def qps_main(args: argparse.Namespace) -> int:
             if pg is not None:
                 measure_all(label, pg_dsn, postmaster(args.pgserver), round_)
             if args.in_process:
-                q, cpu = in_process(args.data_dir, queries)
-                results.setdefault(("sqlvec in process, one thread", 1), []).append((q, cpu))
-                print(f"round {round_ + 1}: sqlvec in process, one thread: {q:,.0f} QPS; "
-                      f"CPU ms/query {cpu['in process']:.3f}", flush=True)
+                for name, checkout in codes:
+                    q, cpu = in_process_of(checkout, args)
+                    results.setdefault((f"sqlvec{name} in process, one thread", 1),
+                                       []).append((q, cpu))
+                    print(f"round {round_ + 1}: sqlvec{name} in process, one thread: "
+                          f"{q:,.0f} QPS; CPU ms/query {cpu['in process']:.3f}", flush=True)
     finally:
         if pg is not None:
             pg.__exit__(None, None, None)

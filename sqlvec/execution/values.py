@@ -1562,7 +1562,7 @@ def typed_params(types: list[SqlType], params: list) -> BoundParams:
             raise invalid_byte_sequence(value.encode(), value.encode().find(b"\0"))
         if isinstance(value, pa.Scalar):
             out.append(value)
-        elif isinstance(value, np.ndarray) and t.is_vector:
+        elif isinstance(value, (np.ndarray, list)) and t.is_vector:
             out.append(_PendingVector(vector_value(value, t), t))
         elif isinstance(value, str) and t.name not in ("text", "varchar", "bpchar", "name", "unknown"):
             out.append(scalar_of(parse_text(value, t), t))

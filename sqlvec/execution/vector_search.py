@@ -32,7 +32,7 @@ from sqlvec.execution.operators import (
 )
 from sqlvec.execution.values import INT8, Value, as_array
 from sqlvec.plan import nodes as n
-from sqlvec.sql.binder import Field
+from sqlvec.sql.binder import Field, sql_type
 from sqlvec.storage.schema import ROWID
 from sqlvec.storage.search import MAX_EF_SEARCH, MAX_EF_SEARCH_DEFAULT, SegmentPlan, read_max_ef
 from sqlvec.storage.table import SearchHits
@@ -67,7 +67,7 @@ def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
     k = c.compile_as(node.k, INT8)
     # A query vector that is a parameter of the query's own type is read as the bound array
     # (`BoundParams.vector`), never made an Arrow scalar.
-    param = node.query
+    param = _uncast_parameter(node.query, c.env)
     query_param = None
     if isinstance(param, (exp.Parameter, exp.Placeholder)) and query.type.is_vector:
         declared = c.env.param_type(param_index(param))
@@ -87,6 +87,21 @@ def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
     op.columns = [name for name in visible if node.columns is None or name in node.columns]
     op.visible = visible
     return op
+
+
+def _uncast_parameter(query: exp.Expression, env) -> exp.Expression:
+    """The parameter under a cast to its own type (`$1::vector`, as clients write the query
+    vector when they send it as text), else `query` itself. Such a cast changes nothing: the
+    parameter's type was inferred from it (or declared as it), and its value was checked
+    against it when bound, dimensions included."""
+    if type(query) is not exp.Cast or not isinstance(query.this, exp.Parameter):
+        return query
+    declared = env.param_type(param_index(query.this))
+    try:
+        target = sql_type(query.args["to"])
+    except SqlVecError:
+        return query
+    return query.this if declared is not None and declared == target else query
 
 
 # Segment pruning from min/max statistics ------------------------------------------------------------
@@ -367,6 +382,9 @@ class FusedTopK:
         # Without the distance in the result, one segment's index may settle the order alone.
         self.order_only = not any(source is _DISTANCE for source in sources)
         self._resolved: tuple | None = None  # (table definition, `_columns` of it)
+        # k and the LIMITs' bounds when they are constants, once known.
+        self._k: int | None = None
+        self._bounds: list[tuple[int, int | None]] | None = None
 
     def run(self, ctx) -> pa.Table | None:
         """The result table, or None when the operator tree must run instead."""
@@ -376,19 +394,22 @@ class FusedTopK:
             return None
         ctx.check_interrupts()
         frame = Frame(_ONE_ROW, ctx, None)
-        k = op.k(frame).as_py()
-        hits = op.search_hits(ctx, None, frame, vector, 2**62 if k is None else k,
-                              self.order_only)
+        k = self._k
+        if k is None:
+            k = op.k(frame).as_py()
+            k = 2**62 if k is None else k
+            if op.k.const:
+                self._k = k
+        hits = op.search_hits(ctx, None, frame, vector, k, self.order_only)
         start, stop = 0, hits.count
-        for limit in self.limits:
-            offset, count = limit.bounds(ctx, None)
+        for offset, count in self._limit_bounds(ctx):
             start = min(start + offset, stop)
             if count is not None:
                 stop = min(stop, start + count)
         hits = hits.slice(start, stop)
         arrays = []
-        for source, arrow, sql_type in zip(self._columns(hits.snapshot.table_def), self.arrow_types,
-                                           self.sql_types):
+        for source, arrow, column_type in zip(self._columns(hits.snapshot.table_def),
+                                              self.arrow_types, self.sql_types):
             if source is _ROW_ID:
                 array = hits.rowids()
             elif source is _DISTANCE:
@@ -396,10 +417,21 @@ class FusedTopK:
             else:
                 array = hits.cells(*source)
             if array.type != arrow:  # as a projection casts to the column's storage type
-                array = cast_storage(array, arrow, sql_type)
+                array = cast_storage(array, arrow, column_type)
             arrays.append(array)
         ctx.check_interrupts()
         return pa.Table.from_arrays(arrays, names=self.names)
+
+    def _limit_bounds(self, ctx) -> list[tuple[int, int | None]]:
+        """Each LIMIT's (OFFSET, LIMIT), as `LimitOp.bounds` gives them (with its errors):
+        worked out once when they are constants (`LIMIT 10`), per run when parameters."""
+        bounds = self._bounds
+        if bounds is None:
+            bounds = [limit.bounds(ctx, None) for limit in self.limits]
+            if all(v is None or v.const for limit in self.limits
+                   for v in (limit.limit, limit.offset)):
+                self._bounds = bounds
+        return bounds
 
     def _columns(self, table_def) -> list:
         """`sources` with each column name resolved in `table_def` to (its ColumnDef, Arrow

@@ -556,9 +556,9 @@ def _nearest(metric: Metric, data: np.ndarray, allowed: np.ndarray, queries: np.
 
 def pgvector_distances(metric: Metric, raw: np.ndarray) -> np.ndarray:
     """hnswlib's distances as pgvector's values (float64): sqrt for l2, d - 1 for ip."""
+    if metric is Metric.L2:  # (the float32 maximum is exact: the same as in float64)
+        return np.sqrt(np.maximum(raw, 0.0), dtype=np.float64)
     raw = np.asarray(raw, dtype=np.float64)
-    if metric is Metric.L2:
-        return np.sqrt(np.maximum(raw, 0.0))
     if metric is Metric.IP:
         return raw - 1.0
     return raw

@@ -118,10 +118,64 @@ def test_negative_limit_or_offset_fails_as_the_tree_does(session, limit, offset,
     assert fused.value.sqlstate == sqlstate
 
 
+def test_constant_bounds_are_kept_and_their_errors_repeat(session):
+    # Constant LIMITs and OFFSETs are worked out once per statement; a negative one fails
+    # on every run, as the tree's LimitOp does.
+    q = _queries(session, 1)[0]
+    prepared = session.prepare("SELECT id FROM t ORDER BY emb <-> $1 LIMIT 4 OFFSET 2")
+    first = session.run(prepared, [q]).table
+    assert first.num_rows == 4
+    assert session.run(prepared, [q]).table.equals(first)
+    assert first.equals(_both(session, prepared, [q])[1])
+    bad = session.prepare("SELECT * FROM (SELECT id FROM t ORDER BY emb <-> $1 LIMIT 5) s "
+                          "LIMIT -1")
+    assert bad.fused is not None
+    for _ in range(2):
+        with pytest.raises(SqlVecError) as caught:
+            session.run(bad, [q])
+        assert caught.value.sqlstate == "2201W"
+
+
 def test_wrong_dimensions_fail_as_the_tree_does(session):
     prepared = session.prepare("SELECT id FROM t ORDER BY emb <-> $1 LIMIT 3")
     with pytest.raises(SqlVecError) as caught:
         session.run(prepared, [np.ones(DIM + 1, np.float32)])
+    assert caught.value.sqlstate == "22000"
+    assert "dimensions" in str(caught.value)
+
+
+@pytest.mark.parametrize("cast", ["$1::vector", f"CAST($1 AS vector({DIM}))"])
+def test_a_parameter_cast_to_its_own_type_runs_in_one_step(session, cast):
+    # `%s::vector` with a text parameter, as psycopg sends a vector without an adapter: the
+    # parameter's type is the cast's, so the cast changes nothing and the bound array is
+    # searched. The text arrives as the list of its numbers.
+    plain = session.prepare("SELECT id, emb <-> $1 AS d FROM t ORDER BY emb <-> $1 LIMIT 10")
+    prepared = session.prepare(f"SELECT id, emb <-> {cast} AS d FROM t "
+                               f"ORDER BY emb <-> {cast} LIMIT 10")
+    lone = session.prepare(f"SELECT id FROM one ORDER BY emb <-> {cast} LIMIT 10")
+    for q in _queries(session):
+        for params in ([q], [q.tolist()]):
+            fused, tree = _both(session, prepared, params)
+            assert fused.equals(tree)
+            assert fused.equals(session.run(plain, [q]).table)
+            fused, tree = _both(session, lone, params)
+            assert fused.equals(tree)
+    nulls = session.run(prepared, [None]).table  # a NULL vector: the tree, NULL distances
+    assert nulls.num_rows == 10
+    assert nulls.column("d").null_count == 10
+
+
+def test_a_cast_that_checks_dimensions_fails_as_the_tree_does(session):
+    # The cast's dimensions are the parameter's own (inferred from it): checked when bound.
+    prepared = session.prepare(f"SELECT id FROM t ORDER BY emb <-> $1::vector({DIM + 1}) LIMIT 3")
+    with pytest.raises(SqlVecError) as caught:
+        session.run(prepared, [np.ones(DIM, np.float32).tolist()])
+    assert caught.value.sqlstate == "22000"
+    assert f"expected {DIM + 1} dimensions, not {DIM}" in str(caught.value)
+    prepared = session.prepare("SELECT id FROM t ORDER BY emb <-> $1::vector LIMIT 3")
+    assert prepared.fused is not None
+    with pytest.raises(SqlVecError) as caught:
+        session.run(prepared, [np.ones(DIM + 1, np.float32).tolist()])
     assert caught.value.sqlstate == "22000"
     assert "dimensions" in str(caught.value)
 
@@ -193,6 +247,8 @@ def test_index_use_is_counted_once_per_run(session):
     "SELECT id + 1 FROM t ORDER BY emb <-> $1 LIMIT 3",  # a computed column
     "SELECT id::int FROM t ORDER BY emb <-> $1 LIMIT 3",  # a cast
     "SELECT id FROM t ORDER BY emb <-> '[1,2,3,4,5,6,7,8]' LIMIT 3",  # no bound vector
+    "SELECT id FROM t ORDER BY emb <-> $1::text::vector LIMIT 3",  # a text parameter, cast
+    "SELECT id FROM t ORDER BY emb <-> $1::halfvec LIMIT 3",  # the column's type differs
     "SELECT count(*) FROM (SELECT id FROM t ORDER BY emb <-> $1 LIMIT 3) s",
 ])
 def test_other_shapes_run_the_tree(session, sql):

@@ -132,3 +132,22 @@ def test_bound_params_make_a_vector_scalar_only_when_read():
     assert [p.as_py() for p in fresh.copy()] == [[1], [2]]
     with pytest.raises(SqlVecError, match="expected 3 dimensions, not 2"):
         typed_params([typed], [np.array([1, 2], np.float32)])
+
+
+def test_a_vector_bound_from_text_stays_an_array():
+    # A text parameter arrives as the list of its numbers (the type's input function): it is
+    # kept as the checked array a binary one is, with the same scalar and the same errors.
+    vector, typed = SqlType("vector"), SqlType("vector", 3)
+    params = typed_params([vector, typed], [[1.5, 2.0, -3.25], [4.0, 5.0, 6.0]])
+    array = params.vector(0)
+    assert array.dtype == np.float32 and array.tolist() == [1.5, 2.0, -3.25]
+    assert params[1].as_py() == [4, 5, 6]
+    assert str(params[1].type) == "fixed_size_list<item: float>[3]"
+    with pytest.raises(SqlVecError, match="expected 3 dimensions, not 2"):
+        typed_params([typed], [[1.0, 2.0]])
+    with pytest.raises(SqlVecError, match="NaN not allowed in vector"):
+        typed_params([vector], [[1.0, float("nan")]])
+    with pytest.raises(SqlVecError, match="infinite value not allowed in vector"):
+        typed_params([vector], [[1.0, float("inf")]])
+    with pytest.raises(SqlVecError, match='"1e[+]39" is out of range for type vector'):
+        typed_params([vector], [[1.0, 1e39]])  # beyond float4
