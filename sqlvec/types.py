@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sqlvec.errors import (
     DataException,
@@ -526,6 +527,10 @@ def parse_vector(text: str, type_name: str = "vector") -> np.ndarray:
 
 
 def _parse_vector(text: str, type_name: str) -> np.ndarray:
+    if type_name == "vector":
+        exact = _float4_elements(text)
+        if exact is not None:
+            return exact
     s = text.strip(_SPACES)
     if not s.startswith("[") or not s.endswith("]"):
         raise _invalid_vector(text, None, type_name)
@@ -539,18 +544,56 @@ def _parse_vector(text: str, type_name: str) -> np.ndarray:
             if not _FLOAT_RE.fullmatch(part):
                 raise _invalid_vector(text, None, type_name)
         values = np.array([strtof_value(p) for p in parts], dtype=np.float64)
+    narrow = _float4_of(parts, values)
     if type_name == "halfvec":
         with np.errstate(over="ignore"):
-            half = values.astype(np.float32).astype(np.float16)
+            half = narrow.astype(np.float16)
         if (np.isinf(half) & np.isfinite(values)).any():
             raise SqlVecError("halfvec element out of range", sqlstate="22003")
         return check_vector_values(half, values, "halfvec")
-    with np.errstate(over="ignore"):
-        narrow = values.astype(np.float32)
     return check_vector_values(narrow, values)
 
 
 _ELEMENT_RE = re.compile(_STRTOF_NUMBER, re.I | re.ASCII)
+_FLOAT4_CAST = pc.CastOptions.safe(pa.float32())
+
+
+def _float4_elements(text: str) -> np.ndarray | None:
+    """A vector's text as clients write it (`[x,y,...]`, spaces allowed around the numbers),
+    read in one Arrow cast: about half the cost of a float() per element, and rounded once,
+    straight to float4, as pgvector's strtof does (Arrow's decimal reader is correctly rounded
+    and reads a subset of what strtof reads). None for anything else (other whitespace, hex,
+    NaN, infinities, out of range, a bad or empty element, too many dimensions): the general
+    path reads it or names pgvector's error."""
+    if text[:1] != "[" or text[-1:] != "]":
+        return None
+    parts = text[1:-1].split(",")
+    if " " in text:
+        parts = [part.strip(" ") for part in parts]
+    try:
+        values = _cast_float4(parts)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if values.size > VECTOR_MAX_DIM or not all_finite(values):
+        return None
+    return values
+
+
+def _float4_of(parts: list[str], wide: np.ndarray) -> np.ndarray:
+    """Elements the general path read (`wide`: their doubles) as float4, each rounded once from
+    its text as strtof does, not twice through the double. A vector with a form Arrow does
+    not read (hexadecimal, a NaN's spellings) is narrowed from its doubles instead."""
+    try:
+        return _cast_float4([part.strip(_SPACES) for part in parts])
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        with np.errstate(over="ignore"):
+            return wide.astype(np.float32)
+
+
+def _cast_float4(parts: list[str]) -> np.ndarray:
+    """Decimal numbers' texts as float4, correctly rounded (out of range: infinite)."""
+    numbers = pc.cast(pa.array(parts, pa.utf8()), options=_FLOAT4_CAST)
+    return numbers.to_numpy(zero_copy_only=False, writable=True)
 
 
 def _plain_floats(body: str, parts: list[str]) -> np.ndarray | None:
