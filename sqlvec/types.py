@@ -15,10 +15,10 @@ import functools
 import math
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from sqlvec.errors import (
     DataException,
@@ -527,10 +527,6 @@ def parse_vector(text: str, type_name: str = "vector") -> np.ndarray:
 
 
 def _parse_vector(text: str, type_name: str) -> np.ndarray:
-    if type_name == "vector":
-        exact = _float4_elements(text)
-        if exact is not None:
-            return exact
     s = text.strip(_SPACES)
     if not s.startswith("[") or not s.endswith("]"):
         raise _invalid_vector(text, None, type_name)
@@ -555,45 +551,47 @@ def _parse_vector(text: str, type_name: str) -> np.ndarray:
 
 
 _ELEMENT_RE = re.compile(_STRTOF_NUMBER, re.I | re.ASCII)
-_FLOAT4_CAST = pc.CastOptions.safe(pa.float32())
-
-
-def _float4_elements(text: str) -> np.ndarray | None:
-    """A vector's text as clients write it (`[x,y,...]`, spaces allowed around the numbers),
-    read in one Arrow cast: about half the cost of a float() per element, and rounded once,
-    straight to float4, as pgvector's strtof does (Arrow's decimal reader is correctly rounded
-    and reads a subset of what strtof reads). None for anything else (other whitespace, hex,
-    NaN, infinities, out of range, a bad or empty element, too many dimensions): the general
-    path reads it or names pgvector's error."""
-    if text[:1] != "[" or text[-1:] != "]":
-        return None
-    parts = text[1:-1].split(",")
-    if " " in text:
-        parts = [part.strip(" ") for part in parts]
-    try:
-        values = _cast_float4(parts)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    if values.size > VECTOR_MAX_DIM or not all_finite(values):
-        return None
-    return values
-
-
 def _float4_of(parts: list[str], wide: np.ndarray) -> np.ndarray:
-    """Elements the general path read (`wide`: their doubles) as float4, each rounded once from
-    its text as strtof does, not twice through the double. A vector with a form Arrow does
-    not read (hexadecimal, a NaN's spellings) is narrowed from its doubles instead."""
+    """Elements read as doubles (`wide`) as float4, each rounded as strtof rounds its text:
+    once. Narrowing a double rounds a second time, which differs from once only where the
+    double is a float4 halfway point (its low 29 bits a one then zeros) or lies among float4's
+    subnormals; those few elements are rounded again from their exact decimal value."""
+    with np.errstate(over="ignore"):
+        narrow = wide.astype(np.float32)
+    halfway = (wide.view(np.uint64) & _LOW_29) == _HALF_29
+    if halfway.any() or np.abs(wide).min() < _FLOAT4_TINY:
+        tiny = (np.abs(wide) < _FLOAT4_TINY) & (wide != 0)
+        for i in np.flatnonzero(halfway | tiny):
+            narrow[i] = _rounded_once(parts[i], narrow[i])
+    return narrow
+
+
+_LOW_29, _HALF_29 = np.uint64((1 << 29) - 1), np.uint64(1 << 28)
+_FLOAT4_TINY = 2.0 ** -126  # float4's smallest normal
+
+
+def _rounded_once(text: str, narrow: np.float32) -> np.float32:
+    """The float4 nearest a decimal number's exact value (ties to even), given `narrow`, its
+    double narrowed, which is that or its neighbour toward the value."""
     try:
-        return _cast_float4([part.strip(_SPACES) for part in parts])
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        with np.errstate(over="ignore"):
-            return wide.astype(np.float32)
+        exact = Fraction(text.strip(_SPACES))
+    except ValueError:  # hexadecimal: its double holds a float4's digits exactly
+        return narrow
+    here = _exact_value(narrow)
+    if here == exact:
+        return narrow
+    other = np.nextafter(narrow, np.float32(math.inf if exact > here else -math.inf))
+    near, far = abs(exact - here), abs(exact - _exact_value(other))
+    if near != far:
+        return narrow if near < far else other
+    return narrow if int(narrow.view(np.uint32)) % 2 == 0 else other
 
 
-def _cast_float4(parts: list[str]) -> np.ndarray:
-    """Decimal numbers' texts as float4, correctly rounded (out of range: infinite)."""
-    numbers = pc.cast(pa.array(parts, pa.utf8()), options=_FLOAT4_CAST)
-    return numbers.to_numpy(zero_copy_only=False, writable=True)
+def _exact_value(x: np.float32) -> Fraction:
+    """A float4's value; an infinity stands for 2**128, where rounding to it starts."""
+    if math.isinf(x):
+        return Fraction(2 ** 128) * (1 if x > 0 else -1)
+    return Fraction(float(x))
 
 
 def _plain_floats(body: str, parts: list[str]) -> np.ndarray | None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import decimal
 import errno
 import math
 
@@ -422,8 +423,26 @@ _DRIVER_FLOAT = st.one_of(
     st.floats(-10, 10).map(lambda x: f"{x:.4f}"))
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.lists(st.one_of(_DECIMAL, _DRIVER_FLOAT), min_size=1, max_size=40),
+def _near_halfway(x: float, side: int, digits: int) -> str:
+    """A decimal at, just below or just above (`side`) the point halfway between float4 `x`
+    and the next one up, written with `digits` significant digits: where rounding through a
+    double can differ from rounding once."""
+    with decimal.localcontext() as context:
+        context.prec = 200
+        low = decimal.Decimal(float(np.float32(x)))
+        above = float(np.nextafter(np.float32(x), np.float32(math.inf)))
+        high = decimal.Decimal(2 ** 128 if math.isinf(above) else above)
+        middle = (low + high) / 2
+        value = middle + side * middle.copy_abs() * decimal.Decimal("1e-19")
+        return f"{value:.{digits}e}" if side else str(middle)
+
+
+_HALFWAY = st.builds(_near_halfway, st.floats(width=32, allow_nan=False, allow_infinity=False),
+                     st.sampled_from([-1, 0, 1]), st.integers(17, 30))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(_DECIMAL, _DRIVER_FLOAT, _HALFWAY), min_size=1, max_size=24),
        st.sampled_from([",", ", ", " , "]), st.sampled_from(["", " ", "\t"]))
 def test_parse_vector_reads_numbers_as_strtof_does(elements, comma, around):
     # Each element rounded once, from its digits, straight to float4 (long mantissas near a
