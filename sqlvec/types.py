@@ -599,7 +599,7 @@ def _plain_floats(body: str, parts: list[str]) -> np.ndarray | None:
     and spaces (what clients send), read without a pattern match per element: in that
     alphabet Python's float() accepts exactly what `_FLOAT_RE` does. None when the text has
     other characters or an element is malformed (the caller's scan then finds and reports it)."""
-    if _NOT_PLAIN.search(body):
+    if body.translate(_PLAIN):  # (what is left once that alphabet is deleted: half a search's cost)
         return None
     try:
         return np.array(list(map(float, parts)), dtype=np.float64)
@@ -607,7 +607,7 @@ def _plain_floats(body: str, parts: list[str]) -> np.ndarray | None:
         return None
 
 
-_NOT_PLAIN = re.compile(r"[^0-9.eE+\-, ]")
+_PLAIN = dict.fromkeys(map(ord, "0123456789.eE+-, "))
 
 
 def _vector_input_error(text: str, type_name: str) -> SqlVecError | None:
