@@ -551,6 +551,8 @@ def _parse_vector(text: str, type_name: str) -> np.ndarray:
 
 
 _ELEMENT_RE = re.compile(_STRTOF_NUMBER, re.I | re.ASCII)
+
+
 def _float4_of(parts: list[str], wide: np.ndarray) -> np.ndarray:
     """Elements read as doubles (`wide`) as float4, each rounded as strtof rounds its text:
     once. Narrowing a double rounds a second time, which differs from once only where the
@@ -575,7 +577,7 @@ def _rounded_once(text: str, narrow: np.float32) -> np.float32:
     double narrowed, which is that or its neighbour toward the value."""
     try:
         exact = Fraction(text.strip(_SPACES))
-    except ValueError:  # hexadecimal: its double holds a float4's digits exactly
+    except ValueError:  # hexadecimal: its double is its value, so narrowing it rounds once
         return narrow
     here = _exact_value(narrow)
     if here == exact:
@@ -599,7 +601,7 @@ def _plain_floats(body: str, parts: list[str]) -> np.ndarray | None:
     and spaces (what clients send), read without a pattern match per element: in that
     alphabet Python's float() accepts exactly what `_FLOAT_RE` does. None when the text has
     other characters or an element is malformed (the caller's scan then finds and reports it)."""
-    if body.translate(_PLAIN):  # (what is left once that alphabet is deleted: half a search's cost)
+    if body.translate(_PLAIN):  # (anything left once those are deleted: half a search's cost)
         return None
     try:
         return np.array(list(map(float, parts)), dtype=np.float64)
