@@ -15,6 +15,7 @@ import functools
 import math
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import pyarrow as pa
@@ -539,18 +540,60 @@ def _parse_vector(text: str, type_name: str) -> np.ndarray:
             if not _FLOAT_RE.fullmatch(part):
                 raise _invalid_vector(text, None, type_name)
         values = np.array([strtof_value(p) for p in parts], dtype=np.float64)
+    narrow = _float4_of(parts, values)
     if type_name == "halfvec":
         with np.errstate(over="ignore"):
-            half = values.astype(np.float32).astype(np.float16)
+            half = narrow.astype(np.float16)
         if (np.isinf(half) & np.isfinite(values)).any():
             raise SqlVecError("halfvec element out of range", sqlstate="22003")
         return check_vector_values(half, values, "halfvec")
-    with np.errstate(over="ignore"):
-        narrow = values.astype(np.float32)
     return check_vector_values(narrow, values)
 
 
 _ELEMENT_RE = re.compile(_STRTOF_NUMBER, re.I | re.ASCII)
+
+
+def _float4_of(parts: list[str], wide: np.ndarray) -> np.ndarray:
+    """Elements read as doubles (`wide`) as float4, each rounded as strtof rounds its text:
+    once. Narrowing a double rounds a second time, which differs from once only where the
+    double is a float4 halfway point (its low 29 bits a one then zeros) or lies among float4's
+    subnormals; those few elements are rounded again from their exact decimal value."""
+    with np.errstate(over="ignore"):
+        narrow = wide.astype(np.float32)
+    halfway = (wide.view(np.uint64) & _LOW_29) == _HALF_29
+    if halfway.any() or np.abs(wide).min() < _FLOAT4_TINY:
+        tiny = (np.abs(wide) < _FLOAT4_TINY) & (wide != 0)
+        for i in np.flatnonzero(halfway | tiny):
+            narrow[i] = _rounded_once(parts[i], narrow[i])
+    return narrow
+
+
+_LOW_29, _HALF_29 = np.uint64((1 << 29) - 1), np.uint64(1 << 28)
+_FLOAT4_TINY = 2.0 ** -126  # float4's smallest normal
+
+
+def _rounded_once(text: str, narrow: np.float32) -> np.float32:
+    """The float4 nearest a decimal number's exact value (ties to even), given `narrow`, its
+    double narrowed, which is that or its neighbour toward the value."""
+    try:
+        exact = Fraction(text.strip(_SPACES))
+    except ValueError:  # hexadecimal: its double is its value, so narrowing it rounds once
+        return narrow
+    here = _exact_value(narrow)
+    if here == exact:
+        return narrow
+    other = np.nextafter(narrow, np.float32(math.inf if exact > here else -math.inf))
+    near, far = abs(exact - here), abs(exact - _exact_value(other))
+    if near != far:
+        return narrow if near < far else other
+    return narrow if int(narrow.view(np.uint32)) % 2 == 0 else other
+
+
+def _exact_value(x: np.float32) -> Fraction:
+    """A float4's value; an infinity stands for 2**128, where rounding to it starts."""
+    if math.isinf(x):
+        return Fraction(2 ** 128) * (1 if x > 0 else -1)
+    return Fraction(float(x))
 
 
 def _plain_floats(body: str, parts: list[str]) -> np.ndarray | None:
@@ -558,7 +601,7 @@ def _plain_floats(body: str, parts: list[str]) -> np.ndarray | None:
     and spaces (what clients send), read without a pattern match per element: in that
     alphabet Python's float() accepts exactly what `_FLOAT_RE` does. None when the text has
     other characters or an element is malformed (the caller's scan then finds and reports it)."""
-    if _NOT_PLAIN.search(body):
+    if body.translate(_PLAIN):  # (anything left once those are deleted: half a search's cost)
         return None
     try:
         return np.array(list(map(float, parts)), dtype=np.float64)
@@ -566,7 +609,7 @@ def _plain_floats(body: str, parts: list[str]) -> np.ndarray | None:
         return None
 
 
-_NOT_PLAIN = re.compile(r"[^0-9.eE+\-, ]")
+_PLAIN = dict.fromkeys(map(ord, "0123456789.eE+-, "))
 
 
 def _vector_input_error(text: str, type_name: str) -> SqlVecError | None:

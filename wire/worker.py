@@ -36,7 +36,9 @@ then the end of the stream; the client socket is closed once the client closes t
 
 from __future__ import annotations
 
+import array
 import collections
+import fcntl
 import gc
 import json
 import logging
@@ -47,6 +49,7 @@ import select
 import signal
 import socket
 import sys
+import termios
 import threading
 import time
 from typing import TYPE_CHECKING, NoReturn
@@ -117,7 +120,8 @@ LOG_FIELD_LIMIT = 16_384  # characters of a log record's text sent to the primar
 REPORT_AFTER = 0.05  # seconds: a read running here longer is shown active in pg_stat_activity
 STARTUP_POLL = 0.25  # seconds between looks at the primary while a client's startup is awaited
 STREAM_CHUNK = 8192  # bytes: a message before authentication goes on in pieces of this size
-STATISTICS_DELAY = 0.02  # seconds statistics gather before they go to the primary
+STATISTICS_DELAY = 0.1  # seconds statistics gather before they go to the primary (a view or
+# the metrics ask for them first: `FLUSH`)
 STATISTICS_MESSAGE_LIMIT = 65_536  # bytes of statistics in one control message, about
 STATISTICS_TEXT_LIMIT = 16_384  # characters of a statement's text sent with its statistics
 FOLLOW_INTERVAL = 0.02  # seconds between looks for a new manifest to load in the background
@@ -294,9 +298,9 @@ class PrimaryStatistics:
         self._wake_sender()
 
     def _wake_sender(self) -> None:
-        """Wake the sender thread, unless it is awake already: it clears the event before it
-        takes what is queued, so what was queued before this look is sent either way (and
-        `Event.set` takes a lock and notifies: a cost of every read answered here)."""
+        """Wake the sender thread, unless it is awake already (`Event.set` takes a lock and
+        notifies). It clears the event only after a round that found nothing, and then looks
+        at the queue once more, so what was queued before this look is sent either way."""
         if not self._wake.is_set():
             self._wake.set()
 
@@ -311,16 +315,24 @@ class PrimaryStatistics:
         entry[1].append((ms, rows))
 
     def _run(self) -> None:
+        """Send every STATISTICS_DELAY seconds while reads are answered; sleep on `_wake` once a
+        round found nothing. While it is awake, `_wake` stays set, so a read settled costs a
+        look at it, not a `set` (a lock and a notify) per batch."""
         while True:
             self._wake.wait()
             time.sleep(STATISTICS_DELAY)
-            self._wake.clear()
             try:
-                self.flush()
+                sent = self.flush()
             except OSError:  # the primary is gone: this process ends with it
                 return
             except Exception:
                 log.exception("statistics of this worker could not be sent")
+                sent = False
+            if not sent:
+                self._wake.clear()
+                with self._lock:  # queued after that round took what was, before the clear
+                    if self._statements or self._observed:
+                        self._wake.set()
 
     def flush_for(self, token: bytes) -> None:
         """The primary asks for everything recorded so far (a statistics view is read):
@@ -328,16 +340,18 @@ class PrimaryStatistics:
         self.flush()
         self.control.send(FLUSHED + token)
 
-    def flush(self) -> None:
-        """Send what was recorded since the last call."""
+    def flush(self) -> bool:
+        """Send what was recorded since the last call; False if there was nothing."""
         with self._sending:
-            self._flush()
+            return self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
         with self._lock:
             statements, self._statements = self._statements, {}
             observed, self._observed = self._observed, []
         tables = self.database.take_table_statistics()
+        if not (statements or observed or tables):
+            return False
         batch: dict = {"tables": tables, "statements": [],
                        "durations": pack_durations(observed)}
         size = len(json.dumps(batch))
@@ -351,6 +365,7 @@ class PrimaryStatistics:
             size += item_size
         if batch.get("statements") or batch.get("durations") or batch.get("tables"):
             self._send(batch)
+        return True
 
     def _send(self, batch: dict) -> None:
         self.control.send(STATISTICS + json.dumps(batch).encode())
@@ -530,8 +545,7 @@ class Relay:
         self.started = 0.0
         self.reported = False  # the primary was told it runs (pg_stat_activity)
         self.ulock = threading.Lock()  # one writer to the primary at a time
-        self._upstream_poll = select.poll()  # has the primary sent something? (`_ready_here`)
-        self._upstream_poll.register(upstream, select.POLLIN)
+        self._unread = array.array("i", [0])  # bytes of the primary's not read yet (`_spoke`)
         self.pumping = False  # `_pump` reads the primary (from the end of the startup)
         # Set while no thread relays the primary's output to the client (it all went out).
         self.relayed = threading.Event()
@@ -935,11 +949,23 @@ class Relay:
                 return False
         return True
 
+    def _spoke(self) -> bool:
+        """Whether the primary sent this client something the pump has not read yet. Asked of
+        the socket with FIONREAD, which keeps the GIL: a poll would let it go, and with
+        several clients on a worker each release hands it to another relay thread and back
+        (a switch each way), at every round trip. (The primary's end alone, with nothing
+        before it, reads as nothing: the pump ends the client when it sees it.)"""
+        try:
+            fcntl.ioctl(self.upstream, termios.FIONREAD, self._unread, True)
+        except OSError:
+            return True
+        return self._unread[0] > 0
+
     def _ready_here(self) -> bool:
         """Make the local session ready: created, with the primary's settings, its follower
         at the published commit position. False when the primary must answer instead."""
         worker = self.worker
-        if self._upstream_poll.poll(0):
+        if self._spoke():
             # The primary spoke first (a FATAL of pg_terminate_backend, a notification): its
             # words go out before this statement's answer, which the primary gives.
             return False
@@ -1034,7 +1060,7 @@ class Relay:
             _drop(local, messages)
             return False
         with self.wlock:
-            if not local.spilled and self._upstream_poll.poll(0):
+            if not local.spilled and self._spoke():
                 # The primary spoke while the read ran (a FATAL of pg_terminate_backend): its
                 # words go first, and the primary answers the round trip.
                 _drop(local, messages)
@@ -1090,7 +1116,7 @@ class Relay:
             return False
         started = time.perf_counter()
         with self.wlock:
-            if self._upstream_poll.poll(0):  # the primary spoke first (`_settle`)
+            if self._spoke():  # the primary spoke first (`_settle`)
                 return False
             self.worker.statistics.again(kept.recorded, time.perf_counter() - started)
             self.stream.write(kept.answer)

@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import decimal
+import errno
+import math
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -340,3 +346,124 @@ def test_all_finite_agrees_with_the_element_wise_test(values):
         with np.errstate(over="ignore"):
             vector = np.array(values, dtype)
         assert all_finite(vector) == bool(np.isfinite(vector).all())
+
+
+# parse_vector against C's strtof, read as pgvector's vector_in reads ----------------------------
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc.strtof.restype = ctypes.c_float
+_libc.strtof.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+_C_SPACES = b" \t\n\r\v\f"
+
+
+def _strtof(data: bytes, at: int) -> tuple[float, int, bool]:
+    """C's strtof of `data` from `at`: the float, where it stopped, whether it set ERANGE."""
+    buf = ctypes.create_string_buffer(data)
+    end = ctypes.c_void_p()
+    ctypes.set_errno(0)
+    value = _libc.strtof(ctypes.addressof(buf) + at, ctypes.byref(end))
+    erange = ctypes.get_errno() == errno.ERANGE
+    return value, end.value - ctypes.addressof(buf), erange
+
+
+def _vector_in(text: str) -> list[float] | tuple[str, str]:
+    """What pgvector's vector_in gives for `text`: its float4 values, or (SQLSTATE, message)."""
+    data, i, values = text.encode(), 0, []
+    invalid = ("22P02", f'invalid input syntax for type vector: "{text}"')
+
+    def skip(i: int) -> int:
+        while i < len(data) and data[i] in _C_SPACES:
+            i += 1
+        return i
+
+    i = skip(i)
+    if data[i:i + 1] != b"[":
+        return invalid
+    i = skip(i + 1)
+    if data[i:i + 1] == b"]":
+        return ("22000", "vector must have at least 1 dimension")
+    while True:
+        i = skip(i)
+        value, end, erange = _strtof(data, i)
+        if end == i:
+            return invalid
+        if erange and math.isinf(value):
+            return ("22003", f'"{data[i:end].decode()}" is out of range for type vector')
+        if math.isnan(value):
+            return ("22000", "NaN not allowed in vector")
+        if math.isinf(value):
+            return ("22000", "infinite value not allowed in vector")
+        values.append(value)
+        i = skip(end)
+        if data[i:i + 1] == b",":
+            i += 1
+        elif data[i:i + 1] == b"]":
+            break
+        else:
+            return invalid
+    if skip(i + 1) < len(data):
+        return invalid
+    return values
+
+
+def _outcome(text: str) -> list[float] | tuple[str, str]:
+    try:
+        return parse_vector(text).tolist()
+    except SqlVecError as error:
+        return (error.sqlstate, error.message)
+
+
+_DIGITS = st.text(alphabet="0123456789", min_size=1, max_size=22)
+_DECIMAL = st.builds(
+    lambda sign, digits, point, exponent: sign + digits[:point] + "." + digits[point:] + exponent,
+    st.sampled_from(["", "-", "+"]), _DIGITS, st.integers(0, 22),
+    st.one_of(st.just(""), st.integers(-50, 45).map(lambda e: f"e{e}")))
+_DRIVER_FLOAT = st.one_of(
+    st.floats(width=32, allow_nan=False, allow_infinity=False).map(repr),  # str(list) of floats
+    st.floats(-10, 10).map(lambda x: f"{x:.4f}"))
+
+
+def _near_halfway(x: float, side: int, digits: int) -> str:
+    """A decimal at, just below or just above (`side`) the point halfway between float4 `x`
+    and the next one up, written with `digits` significant digits: where rounding through a
+    double can differ from rounding once."""
+    with decimal.localcontext() as context:
+        context.prec = 200
+        low = decimal.Decimal(float(np.float32(x)))
+        above = float(np.nextafter(np.float32(x), np.float32(math.inf)))
+        high = decimal.Decimal(2 ** 128 if math.isinf(above) else above)
+        middle = (low + high) / 2
+        value = middle + side * middle.copy_abs() * decimal.Decimal("1e-19")
+        return f"{value:.{digits}e}" if side else str(middle)
+
+
+_HALFWAY = st.builds(_near_halfway, st.floats(width=32, allow_nan=False, allow_infinity=False),
+                     st.sampled_from([-1, 0, 1]), st.integers(17, 30))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(_DECIMAL, _DRIVER_FLOAT, _HALFWAY), min_size=1, max_size=24),
+       st.sampled_from([",", ", ", " , "]), st.sampled_from(["", " ", "\t"]))
+def test_parse_vector_reads_numbers_as_strtof_does(elements, comma, around):
+    # Each element rounded once, from its digits, straight to float4 (long mantissas near a
+    # float4 rounding boundary included), and out of range named as written.
+    text = around + "[" + comma.join(elements) + "]" + around
+    assert _outcome(text) == _vector_in(text)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(st.text(alphabet="0123456789.eE+-, []\tnaifx", max_size=30),
+                 st.text(alphabet="0123456789.eE+-, \tnaifx", max_size=30).map(
+                     lambda body: "[" + body + "]")))
+def test_parse_vector_agrees_with_vector_in_on_any_text(text):
+    assert _outcome(text) == _vector_in(text)
+
+
+@pytest.mark.parametrize("text", ["[1.000000059604644775390625000001]",
+                                  "[ 1.000000059604644775390625000001 ]",
+                                  "[\t1.000000059604644775390625000001]"])
+def test_parse_vector_rounds_once_past_a_float4_halfway_point(text):
+    # Just above the halfway point between 1 and the next float4: through a double it becomes
+    # the halfway point itself, then ties to 1; strtof rounds up.
+    assert parse_vector(text).tolist() == [float(np.nextafter(np.float32(1), np.float32(2)))]
+    assert _outcome(text) == _vector_in(text)
