@@ -5,7 +5,7 @@ received stream, each piece's log record). Fresh anonymous memory costs a page f
 4 KiB the first time it is written; on the servers measured that cost about 30 times the
 copy itself (56 MB copied into fresh 4 MiB mappings: 54 ms of CPU, into mappings already
 touched: 1.7 ms). So the stages take their buffers from a `KeptMemory`, which keeps those a
-finished load gave back for the next one.
+finished load gave back for the next one, for as long as loads keep coming.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+import time
 
 
 def populated(size: int) -> mmap.mmap:
@@ -32,21 +33,30 @@ def unreferenced(buffer: mmap.mmap) -> bool:
     return True
 
 
-class KeptMemory:
-    """Buffers of `size` bytes, at most `most` of them kept between uses. One is given back
-    only when nothing refers to it any more (`unreferenced`), so no value that still lies in
-    it can be overwritten by the next use."""
+KEEP_SECONDS = 30.0  # kept memory no load has used for this long is returned to the system
 
-    def __init__(self, size: int, most: int) -> None:
+
+class KeptMemory:
+    """Buffers of `size` bytes, at most `most` of them kept between uses, and only while
+    loads keep coming (`keep` seconds after the last one gave memory back, the kept buffers
+    are unmapped: an idle server holds none). One is given back only when nothing refers to
+    it any more (`unreferenced`), so no value that still lies in it can be overwritten by the
+    next use."""
+
+    def __init__(self, size: int, most: int, keep: float = KEEP_SECONDS) -> None:
         self.size = size
         self.most = most
+        self.keep = keep
         self._idle: list[mmap.mmap] = []
         self._lock = threading.Lock()
+        self._returned = 0.0  # when memory was last given back
+        self._timer: threading.Timer | None = None
         os.register_at_fork(after_in_child=self._forget)  # a forked process keeps none
 
     def _forget(self) -> None:
         self._lock = threading.Lock()
         self._idle = []
+        self._timer = None
 
     def take(self) -> mmap.mmap:
         """A buffer of `size` bytes: a kept one, else fresh memory."""
@@ -63,7 +73,27 @@ class KeptMemory:
             if len(self._idle) >= self.most:
                 return False
             self._idle.append(buffer)
+            self._returned = time.monotonic()
+            if self._timer is None:
+                self._expire_in(self.keep)
         return True
+
+    def _expire_in(self, seconds: float) -> None:
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        """Unmap the kept buffers if no load gave memory back for `keep` seconds."""
+        with self._lock:
+            left = self._returned + self.keep - time.monotonic()
+            if left > 0:
+                self._expire_in(left)
+                return
+            self._timer = None
+            idle, self._idle = self._idle, []
+        for buffer in idle:
+            buffer.close()
 
     @property
     def kept(self) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyarrow as pa
 
@@ -39,3 +41,18 @@ def test_only_buffers_of_its_size_and_at_most_so_many_are_kept():
     assert kept.give_back(kept.take())
     assert not kept.give_back(KeptMemory(1 << 16, most=1).take())
     assert kept.kept == 1
+
+
+def test_kept_memory_is_unmapped_once_no_load_used_it_for_a_while():
+    kept = KeptMemory(1 << 16, most=2, keep=0.2)
+    first, second = kept.take(), kept.take()
+    assert kept.give_back(first)
+    time.sleep(0.1)
+    assert kept.give_back(second)  # the clock starts again
+    time.sleep(0.15)
+    assert kept.kept == 2
+    deadline = time.monotonic() + 5
+    while kept.kept and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert kept.kept == 0 and first.closed and second.closed
+    assert kept.give_back(kept.take()) and kept.kept == 1  # and it keeps again
