@@ -389,22 +389,25 @@ def large_binary_vectors(n: int, seed: int) -> bytes:
 
 
 def test_the_chunks_of_a_finished_copy_are_kept_and_the_next_copy_decodes_exactly(monkeypatch):
-    """A finished stream's chunks go back once nothing refers to them; the next stream is
-    received into them and decodes exactly, and the first one's rows are untouched."""
-    monkeypatch.setattr(C, "_chunks", KeptMemory(C.CopyStream.CHUNK, 8))
+    """A finished stream's chunks go back once nothing refers to them, and so does the
+    memory its vectors were decoded into once its rows are gone; the next stream is received
+    into them and decodes exactly, and rows of the first one still held are untouched."""
+    monkeypatch.setattr(C, "_chunks", KeptMemory(C.CopyStream.CHUNK, 16))
     first, second = large_binary_vectors(300_000, 1), large_binary_vectors(300_000, 2)
     stream = feed_in_messages(C.BinaryPieces(BINARY_COLUMNS), first, 1 << 15)
     loaded = stream.finish()
+    assert len(stream.pieces.memory) == 3  # each piece's vectors, in memory of its own
     stream.close()
-    assert C._chunks.kept == 3  # 10 MB in 4 MiB chunks
+    assert C._chunks.kept == 3  # 10 MB in 4 MiB chunks; `loaded` still holds its vectors
     kept = [C._chunks._idle[i] for i in range(3)]
     stream = feed_in_messages(C.BinaryPieces(BINARY_COLUMNS), second, 1 << 15)
-    assert C._chunks.kept == 0
-    assert {id(buf) for buf, _, _ in stream._full} | {id(stream._buf)} == set(map(id, kept))
     assert stream.finish().equals(C.decode_binary(second, BINARY_COLUMNS))
+    assert C._chunks.kept == 0
+    used = [buf for buf, _, _ in stream._full] + [stream._buf] + stream.pieces.memory
+    assert set(map(id, kept)) <= set(map(id, used))
     assert loaded.equals(C.decode_binary(first, BINARY_COLUMNS))
     stream.close()
-    assert C._chunks.kept == 3
+    assert C._chunks.kept == 6  # its chunks, and its vectors' memory
 
 
 def test_a_chunk_still_referred_to_is_not_kept(monkeypatch):
