@@ -142,7 +142,6 @@ _UNSAFE = re.compile(
 
 
 _WRITES = re.compile(r"\s*(insert|update|delete|merge|copy)\b", re.IGNORECASE)
-_COPY_FROM_STDIN = re.compile(r"\s*copy\b[^;]*\bfrom\s+stdin\b", re.IGNORECASE)
 _WRITES_IN_WITH = re.compile(r"\b(insert|update|delete|merge)\b", re.IGNORECASE)
 
 
@@ -154,20 +153,6 @@ def writes(sql: str) -> bool:
         return True
     return bool(re.match(r"\s*with\b", sql, re.IGNORECASE)) and \
         _WRITES_IN_WITH.search(sql) is not None
-
-
-def copies_in(sql: str) -> bool:
-    """Whether `sql` is a COPY ... FROM STDIN: its data is the bulk of a load, which moves the
-    connection to the primary at once (`Relay._handover_due`) rather than relayed message by
-    message through this process."""
-    return _COPY_FROM_STDIN.match(sql) is not None
-
-
-def _copy_in_query(batch: list[tuple[bytes, bytes]]) -> bool:
-    """Whether the round trip in hand is one simple Query running COPY ... FROM STDIN (how
-    psycopg and asyncpg start one)."""
-    return len(batch) == 1 and batch[0][0] == b"Q" and \
-        copies_in(bytes(batch[0][1][:-1]).decode(errors="replace"))
 
 
 def read_only(sql: str) -> bool:
@@ -785,12 +770,10 @@ class Relay:
 
     def _handover_due(self, batch: list[tuple[bytes, bytes]]) -> bool:
         """Whether this connection's traffic is writes (HANDOVER_AFTER of them relayed in a
-        row, or a COPY FROM STDIN now) and it is at a point where its socket can move to the primary: every answer of
+        row) and it is at a point where its socket can move to the primary: every answer of
         the primary in (none due, no extended-query message unsynced), the round trip in hand
         whole and not too large."""
-        if not 0 < HANDOVER_AFTER or not self.pid:
-            return False
-        if self.streak < HANDOVER_AFTER and not _copy_in_query(batch):
+        if not 0 < HANDOVER_AFTER <= self.streak or not self.pid:
             return False
         with self.lock:
             if self.pending or self.open or self._injected:

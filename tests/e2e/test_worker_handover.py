@@ -93,33 +93,6 @@ def test_a_writing_connection_moves_to_the_primary_and_answers_the_same(pool_ser
                 (HANDOVER_AFTER,)
 
 
-def test_a_copy_from_stdin_moves_the_connection_at_once(pool_server, table):
-    """A COPY's data is the bulk of a load: the connection goes to the primary with it, not
-    after a streak of writes, and its transaction, errors and rows are as they would be."""
-    with connect(pool_server) as conn:
-        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, s text)")
-        with conn.cursor().copy(f"COPY {table} (id, s) TO STDOUT") as copy:
-            assert list(copy) == []
-        assert where(conn) is not None  # COPY TO leaves it in its worker
-        conn.execute("BEGIN")
-        with conn.cursor().copy(f"COPY {table} (id, s) FROM STDIN") as copy:
-            for i in range(100):
-                copy.write_row((i, f"c{i}"))
-        assert where(conn) is None
-        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (100,)
-        conn.execute("ROLLBACK")
-        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
-        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
-            with conn.cursor().copy(f"COPY {table} (id, s) FROM STDIN") as copy:
-                copy.write(b"1\ta\nx\tb\n")
-        with conn.cursor().copy(f"COPY {table} (id, s) FROM STDIN") as copy:
-            copy.write(b"1\ta\n2\tb\n")
-        assert conn.execute(f"SELECT id, s FROM {table} ORDER BY id").fetchall() == \
-            [(1, "a"), (2, "b")]
-    with connect(pool_server) as other:
-        assert other.execute(f"SELECT count(*) FROM {table}").fetchone() == (2,)
-
-
 def test_reads_between_writes_keep_a_connection_in_its_worker(pool_server, table):
     with connect(pool_server) as conn:
         conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, s text)")

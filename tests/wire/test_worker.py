@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from wire.worker import copies_in, read_only, writes
+from wire.worker import read_only, writes
 
 
 @pytest.mark.parametrize("sql", [
@@ -72,19 +72,6 @@ def test_data_changes_count_towards_a_handover(sql):
 ])
 def test_anything_else_does_not(sql):
     assert not writes(sql)
-
-
-@pytest.mark.parametrize("sql, expected", [
-    ("COPY t FROM STDIN", True),
-    ("  copy t (id, v) from stdin with (format binary)", True),
-    ('COPY "from" FROM STDIN', True),
-    ("COPY t TO STDOUT", False),
-    ("COPY t FROM '/tmp/data.csv'", False),
-    ("COPY (SELECT 1) TO STDOUT", False),
-    ("SELECT 'copy t from stdin'", False),
-])
-def test_a_copy_from_stdin_moves_a_connection_to_the_primary_at_once(sql, expected):
-    assert copies_in(sql) is expected
 
 
 def test_a_workers_statistics_summary_merges_as_its_calls():
