@@ -1150,12 +1150,13 @@ class Connection:
                 raise copy.failure
             received = time.perf_counter()
             count, decoded = self._copy_rows(command, columns, stream, names, loader)
+            staged = pieces is not None and pieces.staged is not None
         finally:
             stream.close()
             if loader is not None:  # pieces it logged that no commit names are dropped
                 loader.close()
+                loader.release()
             session.end_progress()
-        staged = pieces is not None and pieces.staged is not None
         log.debug("COPY %s: %d rows, %d bytes received in %.3fs, decoded in %.3fs, stored in "
                   "%.3fs%s", command.label, count, stream.size, received - started,
                   decoded - received, time.perf_counter() - decoded,

@@ -1023,11 +1023,11 @@ def _to_arrow(values: list, t: SqlType) -> pa.Array:
 
 
 def decode_binary_column(buf: bytes | memoryview, starts: np.ndarray, lengths: np.ndarray,
-                         t: SqlType) -> pa.Array:
+                         t: SqlType, out: np.ndarray | None = None) -> pa.Array:
     """Binary-format values at buf[starts[i]:starts[i] + lengths[i]] (length -1: NULL) as an
     Arrow column of type `t`. Fixed-width values are gathered into one byte matrix (one NumPy
     gather over a sliding-window view of the buffer, no per-value decoding) and converted by
-    `decode_binary_matrix`."""
+    `decode_binary_matrix` (`out`: see there)."""
     n = len(starts)
     valid = lengths >= 0
     name = t.name
@@ -1039,7 +1039,7 @@ def decode_binary_column(buf: bytes | memoryview, starts: np.ndarray, lengths: n
         if (present == width).all():
             rows = _gather(buf, starts[valid], width)
             try:
-                column = decode_binary_matrix(rows, t)
+                column = decode_binary_matrix(rows, t, out)
             except CellError as exc:
                 raise CellError(int(np.flatnonzero(valid)[exc.row]), exc.error) from None
             if column is not None:
@@ -1063,10 +1063,13 @@ def _gather(buf: bytes | memoryview, starts: np.ndarray, width: int) -> np.ndarr
     return np.lib.stride_tricks.sliding_window_view(data, width)[starts]
 
 
-def decode_binary_matrix(rows: np.ndarray, t: SqlType) -> pa.Array | None:
+def decode_binary_matrix(rows: np.ndarray, t: SqlType,
+                         out: np.ndarray | None = None) -> pa.Array | None:
     """n binary values of one width, given as an (n, width) byte matrix (no NULLs), as an
     Arrow column: integers and floats by a byte-swapping view, vectors by checking every
-    header at once and viewing the rest as big-endian float32. None for other types."""
+    header at once and viewing the rest as big-endian float32. None for other types. `out`:
+    memory of the vector type's dtype for vectors' values, used when they fit (a COPY's
+    kept memory: no fresh pages to fault in), which the column then refers to."""
     n, width = rows.shape
     name = t.name
     code = INTEGER_TYPES.get(name) or FLOAT_TYPES.get(name)
@@ -1089,7 +1092,11 @@ def decode_binary_matrix(rows: np.ndarray, t: SqlType) -> pa.Array | None:
         return None  # let the value-by-value path name the row and the problem
     if t.typmod >= 0 and d != t.typmod:
         raise CellError(0, DataException(f"expected {t.typmod} dimensions, not {d}"))
-    values = rows[:, 4:].view(wire).astype(t.vector_dtype)
+    if out is not None and out.dtype == t.vector_dtype and out.size >= n * d:
+        values = out[:n * d].reshape(n, d)
+        np.copyto(values, rows[:, 4:].view(wire))
+    else:
+        values = rows[:, 4:].view(wire).astype(t.vector_dtype)
     # One sum (in float64, which no float4 or float2 values overflow) is finite exactly when
     # every value is: no (n, d) mask for the common case.
     if not np.isfinite(values.sum(dtype=np.float64)):

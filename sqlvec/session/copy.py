@@ -19,6 +19,7 @@ from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.transaction import Transaction
+from sqlvec.memory import KeptMemory
 from sqlvec.session.results import Result, ResultColumn
 from sqlvec.sql.copy import CopyCommand
 from sqlvec.storage.wal import EncodedBatch, InsertOp, InsertRunOp, background_thread
@@ -83,6 +84,7 @@ class CopyLoader:
         self._first: int | None = None  # the first piece record's LSN
         self._logged: list[int] = []
         self._closed = False
+        self._buffers: list[mmap.mmap] = []  # the pieces' messages lie there (`release`)
 
     def stage(self, rows: pa.Table, index: int) -> EncodedBatch:
         """The stream's `index`th decoded piece, shaped, serialized, checksummed, logged (made
@@ -91,7 +93,10 @@ class CopyLoader:
         data = _shaped(self._session, self.target, self.names, rows).combine_chunks()
         arrays = [column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
                   for column in data.columns]
-        part = EncodedBatch.of(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        buffer = _pieces_memory.take()
+        with self._lock:
+            self._buffers.append(buffer)
+        part = EncodedBatch.of(pa.RecordBatch.from_arrays(arrays, schema=self.schema), buffer)
         with self._lock:
             if self._closed:
                 return part
@@ -121,12 +126,27 @@ class CopyLoader:
         """The COPY is over: pieces logged that no commit names are dropped."""
         self._end(None)
 
+    def release(self) -> None:
+        """The COPY and every reference to its pieces are gone: the memory they were
+        serialized into is kept for the next COPY (what something still refers to is not)."""
+        with self._lock:
+            buffers, self._buffers = self._buffers, []
+        for buffer in buffers:
+            _pieces_memory.give_back(buffer)
+
     def _end(self, commit_lsn: int | None) -> None:
         with self._lock:
             self._closed = True
             first, self._first = self._first, None
         if first is not None:
             self._store.end_run(first, self._logged, commit_lsn)
+
+
+# Memory the pieces are serialized into, kept between COPYs (`sqlvec.memory`): a piece is what
+# the front end decodes from 4 MiB of the stream, so its message is about as large.
+PIECE_MEMORY = 5 << 20
+KEPT_PIECES = 16
+_pieces_memory = KeptMemory(PIECE_MEMORY, KEPT_PIECES)
 
 
 class RunJoiner:
@@ -144,7 +164,7 @@ class RunJoiner:
         self._parts: list[list[pa.Array]] = [[] for _ in schema]
         # column -> (its values, bytes used); private: a shared anonymous mapping cannot grow
         self._buffers: dict[int, tuple[mmap.mmap, int]] = {
-            j: (mmap.mmap(-1, 1 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), 0)
+            j: (_huge(mmap.mmap(-1, 1 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)), 0)
             for j, f in enumerate(schema)
             if pa.types.is_fixed_size_list(f.type)
             and pa.types.is_floating(f.type.value_type)}
@@ -175,6 +195,7 @@ class RunJoiner:
         end = used + values.nbytes
         if end > len(buffer):
             buffer.resize(max(end, 2 * len(buffer)))
+            _huge(buffer)
         target = np.frombuffer(buffer, values.dtype, count=values.size, offset=used)
         target[:] = values
         del target  # a view left behind would keep the mapping from growing
@@ -197,6 +218,20 @@ class RunJoiner:
                        self._parts[j][0] if len(self._parts[j]) == 1 else
                        pa.concat_arrays(self._parts[j]) for j in range(len(self.schema))]
             return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+
+def _huge(buffer: mmap.mmap) -> mmap.mmap:
+    """Ask for transparent huge pages: the joined values are fresh memory every COPY, and
+    faulting them in 2 MiB at a time rather than 4 KiB took 11-16 ms instead of 28-37 ms per
+    51 MB (14 pieces of 128-d vectors, best of 4). Where the kernel has none, nothing
+    changes."""
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if advice is not None:
+        try:
+            buffer.madvise(advice)
+        except OSError:
+            pass
+    return buffer
 
 
 def copy_loader(session: Session, table: str, columns: list[str] | None) -> CopyLoader | None:

@@ -1342,10 +1342,29 @@ class EncodedBatch:
     epoch: int = 0  # the log's epoch when the piece was appended
 
     @classmethod
-    def of(cls, batch: pa.RecordBatch) -> EncodedBatch:
-        """Serialize and checksum (both release the GIL: meant for a worker thread)."""
-        message = batch.serialize()
+    def of(cls, batch: pa.RecordBatch, into: mmap.mmap | None = None) -> EncodedBatch:
+        """Serialize and checksum (both release the GIL: meant for a worker thread); into
+        `into` when the message fits there (memory kept between COPYs: `sqlvec.memory`)."""
+        message = _serialized_into(batch, into) if into is not None else None
+        if message is None:
+            message = batch.serialize()
         return cls(batch, message, zlib.crc32(message))
+
+
+def _serialized_into(batch: pa.RecordBatch, buffer: mmap.mmap) -> pa.Buffer | None:
+    """`batch.serialize()` written into `buffer` (a stream's schema message, then the batch's
+    message, which is returned as a slice of `buffer`); None when it does not fit."""
+    head = len(batch.schema.serialize())
+    end = head + ipc.get_record_batch_size(batch)
+    if end + len(_EOS) > len(buffer):
+        return None
+    target = pa.py_buffer(buffer)
+    sink = pa.FixedSizeBufferWriter(target)
+    writer = ipc.new_stream(sink, batch.schema)
+    writer.write_batch(batch)
+    if sink.tell() != end:
+        raise ValueError("an IPC message of an unexpected size")
+    return target.slice(head, end - head)
 
 
 @dataclass(frozen=True)

@@ -364,6 +364,30 @@ def test_a_large_copy_logged_while_it_arrives_survives_a_crash(tmp_path, reap):
     assert again.stop() == 0
 
 
+def test_copies_one_after_the_other_reuse_memory_and_survive_a_crash_exactly(tmp_path, reap):
+    """The second COPY is received and serialized into the memory the first one gave back:
+    both tables hold exactly their rows, also after SIGKILL and a restart (the log's pieces
+    were written from that memory)."""
+    running, _ = server_of_its_own(tmp_path, reap, "--log-level", "debug")
+    first, first_data = suite_binary(12000, 128, seed=2)
+    second, second_data = suite_binary(12000, 128, seed=3)
+    with psycopg.connect(running.conninfo(), autocommit=True) as conn:
+        for name, data in (("one", first_data), ("two", second_data)):
+            conn.execute(f"CREATE TABLE {name} (id bigint PRIMARY KEY, price float8, tag text, "
+                         "embedding vector(128))")
+            copy(conn, f"COPY {name} FROM STDIN (FORMAT binary)", data)
+    assert running.log().count("(logged while arriving)") == 2
+    running.stop(signal.SIGKILL)
+    again, _ = server_of_its_own(tmp_path, reap, name="s1")
+    with psycopg.connect(again.conninfo(), autocommit=True) as conn:
+        for name, rows in (("one", first), ("two", second)):
+            got = conn.execute(f"SELECT id, price, tag FROM {name} ORDER BY id").fetchall()
+            assert got == [row[:3] for row in rows]
+            np.testing.assert_array_equal(stored(conn, name).view(np.uint32),
+                                          np.stack([r[3] for r in rows]).view(np.uint32))
+    assert again.stop() == 0
+
+
 @pytest.mark.parametrize("problem", ["duplicate key", "check", "disconnect"])
 def test_a_large_copy_that_fails_after_pieces_were_staged_leaves_nothing(tmp_path, reap,
                                                                         problem):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import struct
 import time
 
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sqlvec.memory import KeptMemory
 from sqlvec.types import SqlType
 from wire import copy as C
 
@@ -374,6 +376,53 @@ def test_binary_pieces_decoded_while_arriving_make_the_whole_stream(monkeypatch,
     table = stream.finish()
     assert table is not None
     assert table.to_pylist() == C.decode_binary(data, BINARY_COLUMNS).to_pylist()
+
+
+def large_binary_vectors(n: int, seed: int) -> bytes:
+    """n rows of BINARY_COLUMNS, made at once (fixed layout)."""
+    rec = np.zeros(n, dtype=[("count", ">i2"), ("l1", ">i4"), ("id", ">i8"), ("l2", ">i4"),
+                             ("dim", ">u2"), ("unused", ">u2"), ("v", ">f4", (3,))])
+    rec["count"], rec["l1"], rec["l2"], rec["dim"] = 2, 8, 16, 3
+    rec["id"] = np.arange(n) + seed
+    rec["v"] = np.random.default_rng(seed).standard_normal((n, 3))
+    return C.BINARY_HEADER + rec.tobytes() + C.BINARY_TRAILER
+
+
+def test_the_chunks_of_a_finished_copy_are_kept_and_the_next_copy_decodes_exactly(monkeypatch):
+    """A finished stream's chunks go back once nothing refers to them, and so does the
+    memory its vectors were decoded into once its rows are gone; the next stream is received
+    into them and decodes exactly, and rows of the first one still held are untouched."""
+    monkeypatch.setattr(C, "_chunks", KeptMemory(C.CopyStream.CHUNK, 16))
+    first, second = large_binary_vectors(300_000, 1), large_binary_vectors(300_000, 2)
+    stream = feed_in_messages(C.BinaryPieces(BINARY_COLUMNS), first, 1 << 15)
+    loaded = stream.finish()
+    assert len(stream.pieces.memory) == 3  # each piece's vectors, in memory of its own
+    stream.close()
+    assert C._chunks.kept == 3  # 10 MB in 4 MiB chunks; `loaded` still holds its vectors
+    kept = [C._chunks._idle[i] for i in range(3)]
+    stream = feed_in_messages(C.BinaryPieces(BINARY_COLUMNS), second, 1 << 15)
+    assert stream.finish().equals(C.decode_binary(second, BINARY_COLUMNS))
+    assert C._chunks.kept == 0
+    used = [buf for buf, _, _ in stream._full] + [stream._buf] + stream.pieces.memory
+    assert set(map(id, kept)) <= set(map(id, used))
+    assert loaded.equals(C.decode_binary(first, BINARY_COLUMNS))
+    stream.close()
+    assert C._chunks.kept == 6  # its chunks, and its vectors' memory
+
+
+def test_a_chunk_still_referred_to_is_not_kept(monkeypatch):
+    """The stream in one chunk, viewed by whoever decoded it whole: that chunk is not reused
+    while the view lives, and a stream whose decoding still runs keeps none."""
+    monkeypatch.setattr(C, "_chunks", KeptMemory(C.CopyStream.CHUNK, 8))
+    stream = feed_in_messages(C.BinaryPieces(BINARY_COLUMNS), binary_vectors(100), 64)
+    whole = stream.whole()
+    stream.close()
+    assert C._chunks.kept == 0
+    whole.release()
+    stream = feed_in_messages(C.BinaryPieces(BINARY_COLUMNS), binary_vectors(100), 64)
+    stream.pieces.pieces.append(concurrent.futures.Future())  # a piece not decoded yet
+    stream.close()
+    assert C._chunks.kept == 0
 
 
 @pytest.mark.parametrize("null_at", [0, 2500])

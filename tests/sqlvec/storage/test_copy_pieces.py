@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from sqlvec.errors import DataCorrupted
+from sqlvec.memory import KeptMemory
 from sqlvec.storage.follower import FollowerStore
 from sqlvec.storage.schema import ColumnDef
 from sqlvec.storage.store import Store, StoreOptions
@@ -178,6 +179,28 @@ def test_held_pieces_make_the_insert_a_logged_run_names():
     held.resolve(20, decode_commit(b"".join(bytes(b) for b in encode_piece(7, parts[0]).buffers)))
     held.resolve(21, decode_commit(encode_abort(7, [20])))
     assert len(held) == 0
+
+
+def test_a_piece_serialized_into_kept_memory_is_the_same_message(tmp_path):
+    """Into memory kept between COPYs the message is byte for byte `serialize()`'s, and is
+    logged and replayed as one; a buffer too small for it leaves it to `serialize()`."""
+    directory = str(tmp_path / "db")
+    store = Store.open(directory, options())
+    target = create(store, "t")
+    plain = piece(store, target, range(50))
+    buffer = KeptMemory(1 << 16, most=1).take()
+    into = EncodedBatch.of(plain.batch, buffer)
+    assert into.message.address == pa.py_buffer(buffer).address + len(
+        plain.batch.schema.serialize())
+    assert into.message.equals(plain.message) and into.crc == plain.crc
+    small = KeptMemory(plain.message.size, most=1).take()
+    assert EncodedBatch.of(plain.batch, small).message.equals(plain.message)
+    part = store.log_piece(target, into, None)
+    store.end_run(part.lsn, [part.lsn], store.commit([InsertRunOp.start(target, [part])]))
+    replayed = Store.open(crash_copy(directory, tmp_path), options())
+    assert ids_of(replayed, target) == list(range(50))
+    replayed.close()
+    store.close()
 
 
 def test_replay_refuses_a_commit_whose_pieces_are_gone(tmp_path):
