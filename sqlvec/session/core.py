@@ -54,7 +54,7 @@ from sqlvec.execution.constraints import describe_failing_row
 from sqlvec.execution.context import ExecContext, MemoryAccount
 from sqlvec.execution.transaction import Transaction
 from sqlvec.session import copy as copy_statements
-from sqlvec.session import ddl, queries, statement_log, writes
+from sqlvec.session import ddl, queries, statement_log, transactions, writes
 from sqlvec.session import utility as utility_statements
 from sqlvec.session.advisory_locks import AdvisoryLocks, locks_of
 from sqlvec.session.cursors import Cursor
@@ -150,7 +150,9 @@ class Session:
         self.changed.clear()  # settings given at connection are the start, not changes
         self.txn: Transaction | None = None
         self.failed = False
-        self.explicit = False
+        self.explicit = False  # in a transaction block: writes are buffered in `txn`
+        self.implicit = False  # ... an implicit one (transactions.py): statements sent together
+        self.first_alone = False  # ... opened before an extended batch's first statement
         self.prepared: dict[str, PreparedStatement] = {}  # SQL-level PREPARE
         self.cursors: dict[str, Cursor] = {}  # DECLARE ... CURSOR
         # (name, buffered writes then, the schema as it was then if it was being changed)
@@ -180,7 +182,7 @@ class Session:
         """ReadyForQuery's status: I (idle), T (in a block), E (failed block)."""
         if self.failed:
             return "E"
-        return "T" if self.explicit else "I"
+        return "T" if self.explicit and not self.implicit else "I"
 
     @property
     def search_path(self) -> list[str]:
@@ -328,6 +330,8 @@ class Session:
     def execute(self, sql: str, params: list | None = None,
                 copy: Callable[[CopyCommand], str] | None = None) -> Iterator[Result]:
         """Run every statement of `sql` in order (a generator: results come as they finish).
+        Several statements outside a transaction block run in an implicit one, as in
+        PostgreSQL: the first error rolls back all of them (transactions.py).
 
         A COPY statement is carried out by `copy` (the front end: it moves the data and
         returns the command tag); without one, COPY fails with 0A000."""
@@ -335,7 +339,24 @@ class Session:
         if not statements:
             yield Result("EMPTY")
             return
+        if len(statements) == 1:
+            yield from self._execute_each(statements, params, copy)
+            return
+        try:
+            yield from self._execute_each(statements, params, copy, implicit=True)
+        except BaseException:
+            transactions.abort_implicit(self)
+            raise
+        transactions.end_implicit(self)
+
+    def _execute_each(self, statements: list[tuple[int, str]], params: list | None,
+                      copy: Callable[[CopyCommand], str] | None,
+                      implicit: bool = False) -> Iterator[Result]:
+        """`execute`'s statements in order; with `implicit`, each that finds no block open
+        opens an implicit one (after a COMMIT in the middle, another)."""
         for offset, text in statements:
+            if implicit and not self.explicit:
+                transactions.begin_implicit(self, first_alone=False)
             try:
                 prepared = self.prepare(text)
                 if prepared.kind is StatementKind.COPY and copy is not None:
@@ -626,9 +647,9 @@ class Session:
     TRIM_AFTER_BYTES = 64 << 20
 
     def _after_statement(self) -> None:
-        if self._advisory_xact and not self.explicit:  # the transaction ended: its locks go
-            self._advisory_xact = False
-            self._advisory_locks().release_all(self.pid, session=False, xact=True)
+        self.first_alone = False
+        if not self.explicit:  # the transaction ended: its locks go
+            self.release_xact_locks()
         memory, self._statement_memory = self._statement_memory, None
         if memory is not None and memory.peak >= self.TRIM_AFTER_BYTES:
             return_free_memory()
@@ -640,14 +661,32 @@ class Session:
                                 and prepared.utility.kind in _RUN_IN_FAILED_BLOCK):
             raise _failed_block()
 
+    def begin_implicit(self, first_alone: bool) -> None:
+        """Open an implicit transaction block for the statements sent together that follow
+        (an extended-protocol batch up to its Sync: transactions.py)."""
+        transactions.begin_implicit(self, first_alone)
+
+    def end_implicit(self) -> None:
+        """Commit the implicit block still open, if any (at Sync)."""
+        transactions.end_implicit(self)
+
+    def release_xact_locks(self) -> None:
+        """The transaction ended: its transaction-level advisory locks go."""
+        if self._advisory_xact:
+            self._advisory_xact = False
+            self._advisory_locks().release_all(self.pid, session=False, xact=True)
+
     def note_error(self) -> None:
         """An error raised outside the engine (the protocol's, e.g. a Bind parameter that does
         not decode): it fails an explicit block as any error does in PostgreSQL."""
         self._fail()
 
     def _fail(self) -> None:
-        """An error: an explicit block is failed until its end; an implicit one is dropped."""
-        if self.explicit:
+        """An error: an explicit block is failed until its end; an implicit block is rolled
+        back; an autocommit statement's writes are dropped."""
+        if self.implicit:
+            transactions.abort_implicit(self)
+        elif self.explicit:
             self.failed = True
         else:
             self.txn = None

@@ -18,7 +18,6 @@ import pyarrow as pa
 from sqlvec.catalog.server_config import check_alter_system
 from sqlvec.catalog.settings import CANONICAL, SETTINGS
 from sqlvec.errors import (
-    ActiveSqlTransaction,
     FeatureNotSupported,
     Notice,
     SqlVecError,
@@ -70,8 +69,7 @@ def _alter_system(session: Session, u: Utility, prepared: PreparedStatement,
                   params: list) -> Result:
     """ALTER SYSTEM SET / RESET: rewrite sqlvec.auto.conf (superusers, outside a transaction
     block, as PostgreSQL); sessions see it after pg_reload_conf() or a restart."""
-    if session.explicit:
-        raise ActiveSqlTransaction("ALTER SYSTEM cannot run inside a transaction block")
+    transactions.refuse_in_block(session, "ALTER SYSTEM")
     if not session.database.is_superuser(session.user):
         what = f'parameter "{u.name}"' if u.name else "all parameters"
         raise SqlVecError(f"permission denied to set {what}", sqlstate="42501")
@@ -106,8 +104,7 @@ def _show(session: Session, u: Utility, prepared: PreparedStatement, params: lis
 
 
 def _discard(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
-    if session.explicit:
-        raise ActiveSqlTransaction("DISCARD ALL cannot run inside a transaction block")
+    transactions.refuse_in_block(session, "DISCARD ALL")
     session.prepared.clear()
     session._plan_cache.clear()
     session.reset("all")
@@ -255,8 +252,7 @@ def _accepted(session: Session, u: Utility, prepared: PreparedStatement, params:
 def _vacuum(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
     """VACUUM: nothing to do (see `_accepted`), but refused in a transaction block as in
     PostgreSQL (25001)."""
-    if session.explicit:
-        raise ActiveSqlTransaction("VACUUM cannot run inside a transaction block")
+    transactions.refuse_in_block(session, "VACUUM")
     return _accepted(session, u, prepared, params)
 
 
