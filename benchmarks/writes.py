@@ -161,7 +161,7 @@ def run_case(dsn: str, table: str, rows: int, kind: str, writers: int, seconds: 
     `batch` INSERTs); rate and latency, of statements (of calls for `executemany`)."""
     import psycopg
 
-    sql = (INSERT if kind == "insert" else UPDATE).format(t=table)
+    sql = (UPDATE if kind == "update" else INSERT).format(t=table)
     latencies: list[list[float]] = [[] for _ in range(writers)]
     errors: collections.Counter = collections.Counter()
     conns = [psycopg.connect(dsn, autocommit=True) for _ in range(writers)]

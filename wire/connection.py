@@ -828,8 +828,9 @@ class Connection:
         except GONE:
             raise
         except Exception as exc:
-            session.drain_changed_settings()
             self._report(exc)
+        if session.changed:  # settings an implicit block's end put back
+            self._send_settings(session.drain_changed_settings())
         self._end_of_command()
         self.ready_for_query()
         self.flush()
@@ -1092,18 +1093,15 @@ class Connection:
         session = self.session
         assert session is not None
         statement = portal.statement
-        try:
-            # The plan of Parse unless the catalog (or search_path) changed since: then the
-            # statement is planned again, as PostgreSQL re-plans after DDL.
-            prepared = statement.prepared
-            if not session.plan_is_current(prepared):
-                prepared = session.prepare(statement.sql, list(statement.param_oids))
-                statement.replan(prepared)
-            result = session.run(prepared, portal.params)
-            return result, session.drain_changed_settings()
-        except BaseException:
-            session.drain_changed_settings()
-            raise
+        # The plan of Parse unless the catalog (or search_path) changed since: then the
+        # statement is planned again, as PostgreSQL re-plans after DDL.
+        prepared = statement.prepared
+        if not session.plan_is_current(prepared):
+            prepared = session.prepare(statement.sql, list(statement.param_oids))
+            statement.replan(prepared)
+        result = session.run(prepared, portal.params)
+        # (After an error, the settings changed are sent at Sync: a rolled-back block's.)
+        return result, session.drain_changed_settings()
 
     def on_close(self, message: Close) -> None:
         """Forget a statement or portal; a missing one is not an error."""
@@ -1122,8 +1120,11 @@ class Connection:
         ReadyForQuery with the transaction status."""
         self.state = ConnectionState.READY
         session = self.session
-        if session is not None and session.implicit:
-            self._end_implicit(session)
+        if session is not None:
+            if session.implicit:
+                self._end_implicit(session)
+            if session.changed:  # settings a rolled-back batch put back, or SET LOCAL's end
+                self._send_settings(session.drain_changed_settings())
         self._end_of_command()
         self.ready_for_query()
         self.flush()

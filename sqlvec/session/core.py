@@ -106,6 +106,10 @@ RUNNERS: dict[StatementKind, Runner] = {
 }
 
 
+_NO_BLOCK_FOR_SET_LOCAL = Notice.warning("SET LOCAL can only be used in transaction blocks",
+                                         "25P01")
+
+
 def _failed_block() -> InFailedTransaction:
     return InFailedTransaction(
         "current transaction is aborted, commands ignored until end of transaction block")
@@ -144,15 +148,19 @@ class Session:
         self.on_discard_all: Callable[[], None] | None = None
         self.changed: dict[str, str] = {}  # reported settings changed since last drained
         self._notices: list[Notice] = []  # raised while the current statement runs (`notice`)
-        for k, v in (settings or {}).items():
-            self.set(k, v)
-        self.settings_given()
-        self.changed.clear()  # settings given at connection are the start, not changes
         self.txn: Transaction | None = None
         self.failed = False
         self.explicit = False  # in a transaction block: writes are buffered in `txn`
         self.implicit = False  # ... an implicit one (transactions.py): statements sent together
         self.first_alone = False  # ... opened before an extended batch's first statement
+        # The settings as the block found them (saved at its first SET or RESET), put back if
+        # it rolls back; and those SET LOCAL changed, with what they go back to at its end.
+        self._settings_before: tuple[dict, set[str]] | None = None
+        self._local: dict[str, tuple[object, bool]] = {}
+        for k, v in (settings or {}).items():
+            self.set(k, v)
+        self.settings_given()
+        self.changed.clear()  # settings given at connection are the start, not changes
         self.prepared: dict[str, PreparedStatement] = {}  # SQL-level PREPARE
         self.cursors: dict[str, Cursor] = {}  # DECLARE ... CURSOR
         # (name, buffered writes then, the schema as it was then if it was being changed)
@@ -185,6 +193,13 @@ class Session:
         return "T" if self.explicit and not self.implicit else "I"
 
     @property
+    def in_block(self) -> bool:
+        """In a transaction block as PostgreSQL's checks see it (LOCK, DECLARE, SET LOCAL,
+        VACUUM, ...): an explicit block, or an implicit one but for the first statement of
+        an extended-protocol batch (transactions.py)."""
+        return self.explicit and not (self.implicit and self.first_alone)
+
+    @property
     def search_path(self) -> list[str]:
         """The schemas unqualified names are looked up in, from the search_path setting, with
         `$user` expanded."""
@@ -210,6 +225,9 @@ class Session:
         key, value = validate(name, value)
         if self.settings.get("is_superuser") == "off" and key in SUPERUSER_SETTINGS:
             raise SqlVecError(f'permission denied to set parameter "{key}"', sqlstate="42501")
+        self._keep_settings()
+        if self._local:
+            self._local.pop(key, None)  # a SET after SET LOCAL outlasts the block
         self.settings[key] = value
         self._overridden.add(key)
         if key in REPORTED:
@@ -218,7 +236,9 @@ class Session:
     def reset(self, name: str) -> None:
         """RESET name, or RESET ALL: back to the connection's defaults, noting reported settings
         that change."""
+        self._keep_settings()
         if name == "all":
+            self._local.clear()
             self._overridden.clear()
             for key, value in self._defaults.items():
                 if self.settings.get(key) != value:
@@ -234,10 +254,57 @@ class Session:
             except UndefinedObject:
                 if "." not in name:
                     raise  # a dotted name is a placeholder: resetting it is allowed
+        if self._local:
+            self._local.pop(key, None)
         self.settings[key] = self._defaults.get(key, "")
         self._overridden.discard(key)
         if key in REPORTED:
             self.changed[key] = self.settings[key]
+
+    def set_local(self, name: str, value: str | None) -> list[Notice]:
+        """SET LOCAL (`value` None: TO DEFAULT): the setting until the transaction ends. Outside
+        a block that is the statement's own end: PostgreSQL's warning, and no change."""
+        key = canonical_name(name)
+        if not self.explicit:
+            if value is not None:
+                validate(name, value)  # (22023, 42704 as SET)
+            return [_NO_BLOCK_FOR_SET_LOCAL]
+        before = self._local.get(key, (self.settings.get(key), key in self._overridden))
+        if value is None:
+            self.reset(name)
+        else:
+            self.set(name, value)
+        self._local[key] = before
+        return [] if self.in_block else [_NO_BLOCK_FOR_SET_LOCAL]
+
+    def _keep_settings(self) -> None:
+        """Save the settings before a block's first change to them (`end_settings`)."""
+        if self.explicit and self._settings_before is None:
+            self._settings_before = (dict(self.settings), set(self._overridden))
+
+    def end_settings(self, aborted: bool) -> None:
+        """The transaction ended: a rolled-back one's settings changes are undone, as in
+        PostgreSQL; a committed one's SET LOCAL values end."""
+        before, self._settings_before = self._settings_before, None
+        local, self._local = self._local, {}
+        if aborted and before is not None:
+            values, overridden = before
+        elif local:
+            values, overridden = dict(self.settings), set(self._overridden)
+            for key, (value, was_set) in local.items():
+                if value is None:
+                    values.pop(key, None)
+                else:
+                    values[key] = value
+                (overridden.add if was_set else overridden.discard)(key)
+        else:
+            return
+        for key in REPORTED:
+            if key in values and self.settings.get(key) != values[key]:
+                self.changed[key] = values[key]
+        self.settings.clear()
+        self.settings.update(values)
+        self._overridden = overridden
 
     def settings_given(self) -> None:
         """The settings set so far came from the client's startup packet (pg_settings'

@@ -122,10 +122,9 @@ def refuse_in_block(session: Session, what: str) -> None:
     """25001 for a statement PostgreSQL runs only outside a transaction block. The first
     statement of an extended-protocol batch is not in one yet: PostgreSQL runs and commits it
     on its own, and so does this (the implicit block opened for it is left, still empty)."""
-    if not session.explicit:
-        return
-    if session.implicit and session.first_alone:
-        _drop_block(session)
+    if not session.in_block:
+        if session.explicit:  # the first statement of a batch: on its own
+            _drop_block(session)
         return
     raise ActiveSqlTransaction(f"{what} cannot run inside a transaction block")
 
@@ -169,6 +168,7 @@ def end_of_block(session: Session, aborted: bool) -> None:
                            (aborted and not c.hold)}
     session.savepoints = []
     session.release_xact_locks()
+    session.end_settings(aborted)
 
 
 def _require_explicit(session: Session, what: str) -> None:

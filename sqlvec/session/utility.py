@@ -58,6 +58,9 @@ def _set(session: Session, u: Utility, prepared: PreparedStatement, params: list
         return Result("SET")  # one isolation level: every SET TRANSACTION form is accepted
     value = setting_value(u.value or "")
     name = {"time zone": "TimeZone", "names": "client_encoding"}.get(u.name or "", u.name or "")
+    if u.local:
+        return Result("SET", notices=session.set_local(
+            name, None if value.upper() == "DEFAULT" else value))
     if value.upper() == "DEFAULT":
         session.reset(name)
     else:
@@ -220,7 +223,7 @@ _SHARED_LOCK_MODES = ("ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE")
 def _lock(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
     """LOCK TABLE: the weak modes pg_dump and applications take are granted at once (after
     the tables are checked to exist); stronger modes are refused."""
-    if not session.explicit:
+    if not session.in_block:
         raise SqlVecError("LOCK TABLE can only be used in transaction blocks", sqlstate="25P01")
     if u.value not in _SHARED_LOCK_MODES:
         raise FeatureNotSupported(f"LOCK TABLE … IN {u.value} MODE is not supported")
@@ -234,7 +237,7 @@ def _set_constraints(session: Session, u: Utility, prepared: PreparedStatement,
     """SET CONSTRAINTS {ALL | name, ...} {DEFERRED | IMMEDIATE}: for the rest of the
     transaction block (outside one, PostgreSQL's warning and nothing else)."""
     names = [] if [n.lower() for n in u.options] == ["all"] else list(u.options)
-    if not session.explicit or session.txn is None:
+    if not session.in_block or session.txn is None:
         # The names are still looked up (42704, 42809), as PostgreSQL does after its warning.
         foreign_keys.set_constraints(session.store, Transaction(), names, True)
         return Result("SET CONSTRAINTS", notices=[Notice.warning(

@@ -33,7 +33,7 @@ def servers(tmp_path_factory):
     with beside_postgres(tmp_path_factory, "implicit") as (sqlvec, postgres):
         alone = start_server(tmp_path_factory.mktemp("implicit-alone"), "--workers", "0")
         try:
-            yield [postgres, sqlvec, alone.conninfo()]
+            yield [postgres, sqlvec, f"postgresql://postgres@{alone.host}:{alone.port}/postgres"]
         finally:
             assert alone.stop() == 0, alone.log()
 
@@ -80,12 +80,14 @@ def executemany(*keys: int) -> Callable[[psycopg.Connection], list]:
 
 def outcome(uri: str, action: Callable[[psycopg.Connection], list]) -> tuple:
     """(SQLSTATE of the error or None, transaction status after it, warnings, rows of t,
-    what the action read, the sequence's last value)."""
+    what the action read, whether t2 exists, the sequence's last value, whether work_mem
+    changed, application_name as SHOW and as the last ParameterStatus gave it)."""
     with psycopg.connect(uri, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS t, t2")
         conn.execute("DROP SEQUENCE IF EXISTS s")
         conn.execute("CREATE TABLE t (x int PRIMARY KEY)")
         conn.execute("CREATE SEQUENCE s")
+        work_mem = conn.execute("SHOW work_mem").fetchone()[0]
         notices: list = []
         conn.add_notice_handler(lambda d: notices.append(d.sqlstate))
         error, read = None, []
@@ -99,7 +101,10 @@ def outcome(uri: str, action: Callable[[psycopg.Connection], list]) -> tuple:
         rows = [r[0] for r in conn.execute("SELECT x FROM t ORDER BY x")]
         t2 = conn.execute("SELECT count(*) FROM pg_class WHERE relname = 't2'").fetchone()[0]
         last = conn.execute("SELECT last_value, is_called FROM s").fetchone()
-        return error, status, notices, rows, read, t2, last
+        settings = (conn.execute("SHOW work_mem").fetchone()[0] != work_mem,
+                    conn.execute("SHOW application_name").fetchone()[0],
+                    conn.info.parameter_status("application_name"))
+        return error, status, notices, rows, read, t2, last, settings
 
 
 CASES = {
@@ -128,6 +133,32 @@ CASES = {
     "pipeline: VACUUM first runs on its own": pipeline("VACUUM", "INSERT INTO t VALUES (1)"),
     "pipeline: CREATE DATABASE after a statement": pipeline(
         "SELECT 1", "CREATE DATABASE implicit_never"),
+    "pipeline: LOCK TABLE first is outside a block": pipeline(
+        "LOCK TABLE t IN ACCESS SHARE MODE", "INSERT INTO t VALUES (1)"),
+    "pipeline: LOCK TABLE after a statement": pipeline(
+        "INSERT INTO t VALUES (1)", "LOCK TABLE t IN ACCESS SHARE MODE"),
+    "pipeline: DECLARE first is outside a block": pipeline(
+        "DECLARE c CURSOR FOR SELECT 1", "INSERT INTO t VALUES (1)"),
+    "pipeline: SET CONSTRAINTS after a statement": pipeline(
+        "INSERT INTO t VALUES (1)", "SET CONSTRAINTS ALL DEFERRED"),
+    "pipeline: DISCARD ALL after a statement": pipeline("INSERT INTO t VALUES (1)",
+                                                        "DISCARD ALL"),
+    "pipeline: DISCARD ALL first": pipeline("DISCARD ALL", "INSERT INTO t VALUES (1)"),
+    "pipeline: SET rolled back with the batch": pipeline(
+        "SET work_mem = '7MB'", "SET application_name = 'piped'", "INSERT INTO t VALUES (1)",
+        "INSERT INTO t VALUES (1)"),
+    "pipeline: SET kept with the batch": pipeline(
+        "SET work_mem = '7MB'", "SET application_name = 'piped'", "INSERT INTO t VALUES (1)"),
+    "pipeline: SET LOCAL until Sync": pipeline(
+        "SET LOCAL work_mem = '9MB'", "SELECT current_setting('work_mem')"),
+    "pipeline: SET LOCAL in an explicit block": pipeline(
+        "BEGIN", "SET LOCAL application_name = 'local'",
+        "SELECT current_setting('application_name')",
+        "COMMIT"),
+    "pipeline: SET then SET LOCAL then an error in a block": pipeline(
+        "BEGIN", "SET application_name = 'kept'", "SET LOCAL work_mem = '9MB'", "SELECT 1/0",
+        "COMMIT"),
+    "statement: SET LOCAL outside a block": query("SET LOCAL work_mem = '9MB'"),
     "executemany: a duplicate rolls back the batch": executemany(1, 2, 2, 3),
     "executemany: committed": executemany(*range(10)),
     "query: an error rolls back the statements before it": query(
@@ -157,6 +188,10 @@ CASES = {
         "SELECT 1; CREATE INDEX CONCURRENTLY t_x ON t (x)"),
     "query: SAVEPOINT needs an explicit block": query(
         "INSERT INTO t VALUES (1); SAVEPOINT a; INSERT INTO t VALUES (2)"),
+    "query: SET rolled back with the query": query(
+        "SET application_name = 'q'; INSERT INTO t VALUES (1); INSERT INTO t VALUES (1)"),
+    "query: SET LOCAL until its end": query(
+        "SET LOCAL application_name = 'q'; INSERT INTO t VALUES (1)"),
     "query: LOCK TABLE in the block": query(
         "LOCK TABLE t IN ACCESS SHARE MODE; INSERT INTO t VALUES (1)"),
 }
@@ -172,8 +207,7 @@ def test_outcome_matches_postgresql(servers, name):
 def test_asyncpg_executemany_is_one_transaction(servers):
     """asyncpg's executemany sends its rows in one batch: a duplicate leaves none of them."""
     async def run(uri: str) -> tuple:
-        conn = await asyncpg.connect(uri if uri.startswith("postgresql") else None,
-                                     **({} if uri.startswith("postgresql") else _params(uri)))
+        conn = await asyncpg.connect(uri)
         try:
             await conn.execute("DROP TABLE IF EXISTS t; CREATE TABLE t (x int PRIMARY KEY)")
             try:
@@ -189,12 +223,6 @@ def test_asyncpg_executemany_is_one_transaction(servers):
     results = [asyncio.run(run(uri)) for uri in servers]
     assert results[0] == ("23505", [4, 5])
     assert results[1:] == results[:1] * 2
-
-
-def _params(conninfo: str) -> dict:
-    values = dict(item.split("=", 1) for item in conninfo.split())
-    return {"host": values["host"], "port": int(values["port"]), "user": values["user"],
-            "database": values["dbname"]}
 
 
 def test_an_acknowledged_batch_survives_kill_9(tmp_path, reap):
