@@ -63,11 +63,20 @@ def commit(session: Session, u: Utility, prepared: PreparedStatement, params: li
 
 def _end_block(session: Session) -> str:
     """Close the open block: commit its writes and schema changes, or roll it back if it
-    failed; the tag COMMIT answers with."""
+    failed; the tag COMMIT answers with. A commit that fails (a deferred check) rolls back."""
     failed = session.failed
     txn = session.txn
     session.explicit, session.implicit, session.failed, session.txn = False, False, False, None
+    try:
+        tag = _commit(session, txn, failed)
+    except BaseException:
+        end_of_block(session, True)
+        raise
     end_of_block(session, failed)
+    return tag
+
+
+def _commit(session: Session, txn: Transaction | None, failed: bool) -> str:
     if session.ddl_open:
         session.close_schema_changes(None if failed else txn.ops() if txn is not None else [])
         return "ROLLBACK" if failed else "COMMIT"

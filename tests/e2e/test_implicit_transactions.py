@@ -83,9 +83,11 @@ def outcome(uri: str, action: Callable[[psycopg.Connection], list]) -> tuple:
     what the action read, whether t2 exists, the sequence's last value, whether work_mem
     changed, application_name as SHOW and as the last ParameterStatus gave it)."""
     with psycopg.connect(uri, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS t, t2")
+        conn.execute("DROP TABLE IF EXISTS t, t2, c, p")
         conn.execute("DROP SEQUENCE IF EXISTS s")
         conn.execute("CREATE TABLE t (x int PRIMARY KEY)")
+        conn.execute("CREATE TABLE p (id int PRIMARY KEY)")  # c's keys are checked at commit
+        conn.execute("CREATE TABLE c (pid int REFERENCES p DEFERRABLE INITIALLY DEFERRED)")
         conn.execute("CREATE SEQUENCE s")
         work_mem = conn.execute("SHOW work_mem").fetchone()[0]
         notices: list = []
@@ -159,6 +161,8 @@ CASES = {
         "BEGIN", "SET application_name = 'kept'", "SET LOCAL work_mem = '9MB'", "SELECT 1/0",
         "COMMIT"),
     "statement: SET LOCAL outside a block": query("SET LOCAL work_mem = '9MB'"),
+    "pipeline: a deferred check met before Sync": pipeline(
+        "INSERT INTO c VALUES (9)", "INSERT INTO p VALUES (9)", "INSERT INTO t VALUES (1)"),
     "executemany: a duplicate rolls back the batch": executemany(1, 2, 2, 3),
     "executemany: committed": executemany(*range(10)),
     "query: an error rolls back the statements before it": query(
@@ -192,6 +196,8 @@ CASES = {
         "SET application_name = 'q'; INSERT INTO t VALUES (1); INSERT INTO t VALUES (1)"),
     "query: SET LOCAL until its end": query(
         "SET LOCAL application_name = 'q'; INSERT INTO t VALUES (1)"),
+    "query: a check deferred to the commit fails at its end": query(
+        "INSERT INTO t VALUES (1); INSERT INTO c VALUES (9)"),
     "query: LOCK TABLE in the block": query(
         "LOCK TABLE t IN ACCESS SHARE MODE; INSERT INTO t VALUES (1)"),
 }
@@ -205,23 +211,31 @@ def test_outcome_matches_postgresql(servers, name):
 
 
 def test_asyncpg_executemany_is_one_transaction(servers):
-    """asyncpg's executemany sends its rows in one batch: a duplicate leaves none of them."""
+    """asyncpg's executemany sends its rows in one batch: a duplicate leaves none of them, and
+    so does a check deferred to the commit, which fails at Sync. (psycopg's pipeline does not
+    take an error at Sync: it is left busy, PostgreSQL's too.)"""
     async def run(uri: str) -> tuple:
         conn = await asyncpg.connect(uri)
         try:
-            await conn.execute("DROP TABLE IF EXISTS t; CREATE TABLE t (x int PRIMARY KEY)")
-            try:
-                await conn.executemany("INSERT INTO t VALUES ($1)", [(1,), (2,), (2,), (3,)])
-                error = None
-            except asyncpg.PostgresError as exc:
-                error = exc.sqlstate
+            await conn.execute("DROP TABLE IF EXISTS t, c, p; CREATE TABLE t (x int PRIMARY KEY);"
+                               "CREATE TABLE p (id int PRIMARY KEY); CREATE TABLE c (pid int "
+                               "REFERENCES p DEFERRABLE INITIALLY DEFERRED)")
+            errors = []
+            for sql, rows in (("INSERT INTO t VALUES ($1)", [(1,), (2,), (2,), (3,)]),
+                              ("INSERT INTO c VALUES ($1)", [(9,), (8,)])):
+                try:
+                    await conn.executemany(sql, rows)
+                    errors.append(None)
+                except asyncpg.PostgresError as exc:
+                    errors.append(exc.sqlstate)
             await conn.executemany("INSERT INTO t VALUES ($1)", [(4,), (5,)])
-            return error, [r[0] for r in await conn.fetch("SELECT x FROM t ORDER BY x")]
+            return (errors, [r[0] for r in await conn.fetch("SELECT x FROM t ORDER BY x")],
+                    await conn.fetchval("SELECT count(*) FROM c"), conn.is_in_transaction())
         finally:
             await conn.close()
 
     results = [asyncio.run(run(uri)) for uri in servers]
-    assert results[0] == ("23505", [4, 5])
+    assert results[0] == (["23505", "23503"], [4, 5], 0, False)
     assert results[1:] == results[:1] * 2
 
 
