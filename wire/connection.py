@@ -829,6 +829,8 @@ class Connection:
             raise
         except Exception as exc:
             self._report(exc)
+        if session.implicit:  # a Query in the middle of an extended batch ends its block
+            self._end_implicit(session)
         if session.changed:  # settings an implicit block's end put back
             self._send_settings(session.drain_changed_settings())
         self._end_of_command()
@@ -1056,6 +1058,7 @@ class Connection:
             session.begin_implicit(first_alone=True)
         if statement.copy is not None:
             self.send(CommandComplete(self._copy(statement.copy, simple=False)))
+            session.first_alone = False  # (set by the statements `Session.run` runs)
             return
         if portal.result is None:
             portal.result, changed = self._run_portal(portal)

@@ -21,7 +21,8 @@ import psycopg
 import pytest
 from psycopg import pq
 
-from tests.e2e.conftest import beside_postgres, start_server
+from tests.e2e.conftest import RawClient, beside_postgres, start_server
+from wire.messages import Bind, Execute, Flush, Parse, ReadyForQuery, Sync
 
 STATUS = {pq.TransactionStatus.IDLE: "I", pq.TransactionStatus.INTRANS: "T",
           pq.TransactionStatus.INERROR: "E"}
@@ -237,6 +238,27 @@ def test_asyncpg_executemany_is_one_transaction(servers):
     results = [asyncio.run(run(uri)) for uri in servers]
     assert results[0] == (["23505", "23503"], [4, 5], 0, False)
     assert results[1:] == results[:1] * 2
+
+
+def test_a_batch_is_committed_at_its_sync(server, table):
+    """Executed and answered (a Flush asked for the answers), a batch's write is not visible
+    to others until its Sync, then it is, with ReadyForQuery saying I: as PostgreSQL answers
+    the same messages."""
+    other = psycopg.connect(server.conninfo(), autocommit=True)
+    other.execute(f"CREATE TABLE {table} (x int PRIMARY KEY)")
+    raw = RawClient(server).ready()
+    try:
+        insert = Parse("", f"INSERT INTO {table} VALUES (1)").encode() + Bind().encode()
+        raw.send(insert + Execute().encode() + Flush().encode())
+        assert [m.TYPE for m in raw.messages(until=b"C")] == [b"1", b"2", b"C"]
+        assert other.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+        raw.send(Sync().encode())
+        assert [(m.TYPE, m.status) for m in raw.messages() if isinstance(m, ReadyForQuery)] \
+            == [(b"Z", "I")]
+        assert other.execute(f"SELECT count(*) FROM {table}").fetchone() == (1,)
+    finally:
+        raw.close()
+        other.close()
 
 
 def test_an_acknowledged_batch_survives_kill_9(tmp_path, reap):
