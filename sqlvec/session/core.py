@@ -164,7 +164,7 @@ class Session:
         self.prepared: dict[str, PreparedStatement] = {}  # SQL-level PREPARE
         self.cursors: dict[str, Cursor] = {}  # DECLARE ... CURSOR
         # (name, buffered writes then, the schema as it was then if it was being changed)
-        self.savepoints: list[tuple[str, object, object]] = []
+        self.savepoints: list[tuple[str, object, object, object]] = []
         # The database's lock for schema changes in transaction blocks (ddl_lock.py); this
         # session holds it exclusively while `ddl_open`.
         self._ddl_lock = ddl_lock_of(database, name)
@@ -288,7 +288,7 @@ class Session:
         before, self._settings_before = self._settings_before, None
         local, self._local = self._local, {}
         if aborted and before is not None:
-            values, overridden = before
+            self._put_settings(*before)
         elif local:
             values, overridden = dict(self.settings), set(self._overridden)
             for key, (value, was_set) in local.items():
@@ -297,8 +297,20 @@ class Session:
                 else:
                     values[key] = value
                 (overridden.add if was_set else overridden.discard)(key)
-        else:
-            return
+            self._put_settings(values, overridden)
+
+    def settings_state(self) -> tuple[dict, set[str], dict]:
+        """The settings as they are now (SAVEPOINT), for `restore_settings`."""
+        return dict(self.settings), set(self._overridden), dict(self._local)
+
+    def restore_settings(self, state: tuple[dict, set[str], dict]) -> None:
+        """ROLLBACK TO SAVEPOINT: the settings as the savepoint saw them, as in PostgreSQL."""
+        values, overridden, local = state
+        self._local = dict(local)
+        self._put_settings(dict(values), set(overridden))
+
+    def _put_settings(self, values: dict, overridden: set[str]) -> None:
+        """Make `values` the settings, noting the reported ones that change."""
         for key in REPORTED:
             if key in values and self.settings.get(key) != values[key]:
                 self.changed[key] = values[key]

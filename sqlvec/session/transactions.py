@@ -143,7 +143,8 @@ def savepoint(session: Session, u: Utility, prepared: PreparedStatement, params:
     25P01."""
     _require_explicit(session, "SAVEPOINT")
     schema = session.store.image() if session.ddl_open else None
-    session.savepoints.append((u.name or "", _txn_state(session.txn), schema))
+    session.savepoints.append((u.name or "", _txn_state(session.txn), schema,
+                               session.settings_state()))
     return Result("SAVEPOINT")
 
 
@@ -163,6 +164,7 @@ def rollback_to(session: Session, u: Utility, prepared: PreparedStatement,
         session.store.restore(session.savepoints[i][2])
         session._plan_cache.clear()
     session.txn = _txn_restore(session.txn, session.savepoints[i][1])
+    session.restore_settings(session.savepoints[i][3])  # type: ignore[arg-type]
     del session.savepoints[i + 1:]
     session.failed = False
     return Result("ROLLBACK")

@@ -162,6 +162,11 @@ CASES = {
         "BEGIN", "SET application_name = 'kept'", "SET LOCAL work_mem = '9MB'", "SELECT 1/0",
         "COMMIT"),
     "statement: SET LOCAL outside a block": query("SET LOCAL work_mem = '9MB'"),
+    "pipeline: ROLLBACK TO SAVEPOINT puts settings back": pipeline(
+        "BEGIN", "SET application_name = 'a'", "SAVEPOINT s", "SET application_name = 'b'",
+        "SET LOCAL work_mem = '9MB'", "ROLLBACK TO s", "COMMIT"),
+    "query: ROLLBACK puts settings back": query(
+        "BEGIN; SET application_name = 'gone'; SET work_mem = '9MB'; ROLLBACK"),
     "pipeline: a deferred check met before Sync": pipeline(
         "INSERT INTO c VALUES (9)", "INSERT INTO p VALUES (9)", "INSERT INTO t VALUES (1)"),
     "executemany: a duplicate rolls back the batch": executemany(1, 2, 2, 3),
