@@ -8,8 +8,9 @@
 
 A statement is parsed and planned once per distinct text (the plan cache, invalidated by any
 catalog change) and executed against a snapshot of each table it reads. Outside a transaction
-block every statement commits on its own; inside BEGIN ... COMMIT writes are buffered in the
-session and committed as one WAL record. `run` hands each statement kind to its handler in
+block a statement commits on its own; inside BEGIN ... COMMIT, and in the implicit block of
+statements sent together (a Query of several, an extended-protocol batch up to its Sync:
+transactions.py), writes are buffered in the session and committed as one WAL record. `run` hands each statement kind to its handler in
 `RUNNERS`; the handlers live in the modules of this package named after what they do.
 """
 
