@@ -42,23 +42,11 @@ def servers(tmp_path_factory):
 def pipeline(*statements: str) -> Callable[[psycopg.Connection], list]:
     """The statements in one psycopg pipeline (one Sync at its end); what each SELECT read."""
     def run(conn: psycopg.Connection) -> list:
-        cursors: list[psycopg.Cursor] = []
-        try:
-            with conn.pipeline():
-                for sql in statements:
-                    cursors.append(conn.execute(sql))
-        finally:
-            read = [_rows(cur) for sql, cur in zip(statements, cursors)
-                    if sql.startswith("SELECT")]
-        return read
+        with conn.pipeline():
+            cursors = [conn.execute(sql) for sql in statements]
+        return [cur.fetchall() for sql, cur in zip(statements, cursors)
+                if sql.startswith("SELECT")]
     return run
-
-
-def _rows(cur: psycopg.Cursor) -> list | None:
-    try:
-        return cur.fetchall()
-    except psycopg.Error:  # skipped after the batch's error
-        return None
 
 
 def query(text: str) -> Callable[[psycopg.Connection], list]:
