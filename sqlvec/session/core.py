@@ -10,8 +10,9 @@ A statement is parsed and planned once per distinct text (the plan cache, invali
 catalog change) and executed against a snapshot of each table it reads. Outside a transaction
 block a statement commits on its own; inside BEGIN ... COMMIT, and in the implicit block of
 statements sent together (a Query of several, an extended-protocol batch up to its Sync:
-transactions.py), writes are buffered in the session and committed as one WAL record. `run` hands each statement kind to its handler in
-`RUNNERS`; the handlers live in the modules of this package named after what they do.
+transactions.py), writes are buffered in the session and committed as one WAL record. `run`
+hands each statement kind to its handler in `RUNNERS`; the handlers live in the modules of
+this package named after what they do.
 """
 
 from __future__ import annotations
