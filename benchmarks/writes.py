@@ -8,7 +8,9 @@ primary key, loaded by COPY, then for `--seconds` each:
   primary key; a scan of the table without one, on both servers);
 
 with one connection and with `--writers` connections at once (one thread each), every
-statement prepared (psycopg `prepare=True`) and committed on its own (autocommit). Both servers
+statement prepared (psycopg `prepare=True`) and committed on its own (autocommit); and with
+`--executemany N`, psycopg's `executemany` of the INSERT with N rows a call, one connection
+(its rows pipelined, one Sync: one transaction a call; the rate counts rows). Both servers
 run side by side and take turns (`--rounds` slices of each case), so they meet the same machine:
 on a shared one the disk's fsync latency alone moves by 5x within minutes. Both servers
 make each commit durable before answering: sqlvec fsyncs its WAL (group commit), PostgreSQL runs
@@ -31,6 +33,7 @@ machine disturbs far less than round trips.
     python -m benchmarks writes --only index
     python -m benchmarks writes --only engine --sizes 1000000
     python -m benchmarks writes --sizes 1000000 --keys pk --baseline ../before  # A/B, one run
+    python -m benchmarks writes --sizes 10000 --keys pk --only sqlvec --executemany 1000
 """
 
 from __future__ import annotations
@@ -153,16 +156,17 @@ def load(dsn: str, table: str, rows: int, primary_key: bool, postgres: bool) -> 
 
 
 def run_case(dsn: str, table: str, rows: int, kind: str, writers: int, seconds: float,
-             offset: int) -> dict:
-    """`writers` connections issuing `kind` statements for `seconds`; rate and latency."""
+             offset: int, batch: int = 1) -> dict:
+    """`writers` connections issuing `kind` statements for `seconds` (`executemany`: calls of
+    `batch` INSERTs); rate and latency, of statements (of calls for `executemany`)."""
     import psycopg
 
-    sql = (INSERT if kind == "insert" else UPDATE).format(t=table)
+    sql = (UPDATE if kind == "update" else INSERT).format(t=table)
     latencies: list[list[float]] = [[] for _ in range(writers)]
     errors: collections.Counter = collections.Counter()
     conns = [psycopg.connect(dsn, autocommit=True) for _ in range(writers)]
     for j, conn in enumerate(conns):  # prepare (and warm) before the clock starts
-        params = (offset + j * 10_000_000, 0, "w") if kind == "insert" else (0,)
+        params = (offset + j * 10_000_000, 0, "w") if kind != "update" else (0,)
         conn.execute(sql, params, prepare=True)
     barrier = threading.Barrier(writers + 1)
     deadline = [0.0]
@@ -172,11 +176,14 @@ def run_case(dsn: str, table: str, rows: int, kind: str, writers: int, seconds: 
         next_id = offset + j * 10_000_000 + 1
         barrier.wait()
         while time.perf_counter() < deadline[0]:
-            params = (next_id, 1, "y") if kind == "insert" else (rng.randrange(rows),)
-            next_id += 1
+            params = (next_id, 1, "y") if kind != "update" else (rng.randrange(rows),)
+            next_id += batch
             start = time.perf_counter()
             try:
-                conn.execute(sql, params, prepare=True)
+                if kind == "executemany":
+                    conn.cursor().executemany(sql, [(params[0] + i, 1, "y") for i in range(batch)])
+                else:
+                    conn.execute(sql, params, prepare=True)
             except psycopg.Error as exc:
                 errors[getattr(exc, "sqlstate", None) or type(exc).__name__] += 1
                 continue
@@ -360,7 +367,7 @@ def engine_cpu(rows: int = 1_000_000, statements: int = 5000) -> dict[str, float
 def measure(names: list[str], sizes: list[int], seconds: float, writers: int, rounds: int,
             profile: bool, postgres_tcp: bool = True,
             keys: tuple[bool, ...] = (True, False),
-            baseline: str | None = None) -> dict[str, list[dict]]:
+            baseline: str | None = None, batch: int = 0) -> dict[str, list[dict]]:
     """Every case on every server, taking turns in `rounds` slices of each case's time, so
     that all servers meet the same machine (the disk's fsync latency moves by 5x over minutes
     on a shared machine)."""
@@ -382,15 +389,19 @@ def measure(names: list[str], sizes: list[int], seconds: float, writers: int, ro
                         load(dsn, table, rows, pk, name == "postgres")
                         print(f"{label}: loaded {table} in {time.perf_counter() - began:.1f} s",
                               file=sys.stderr)
-                    for kind in ("insert", "update"):
-                        for n in (1, writers):
-                            case = {"rows": rows, "primary_key": pk, "kind": kind, "writers": n}
-                            for name, r in _run_turns(running, table, case, seconds, rounds,
-                                                      profile, directory).items():
-                                results.setdefault(name, []).append(r)
-                                print(f"{labels[name]}: {table} {kind} x{n}: {r['rate']:.0f}/s, "
-                                      f"p50 {r['p50_ms'] or 0:.2f} ms, errors {r['errors']}",
-                                      file=sys.stderr)
+                    cases = [{"kind": kind, "writers": n} for kind in ("insert", "update")
+                             for n in (1, writers)]
+                    if batch:
+                        cases.append({"kind": "executemany", "writers": 1, "batch": batch})
+                    for shape in cases:
+                        case = {"rows": rows, "primary_key": pk, **shape}
+                        kind, n = case["kind"], case["writers"]
+                        for name, r in _run_turns(running, table, case, seconds, rounds,
+                                                  profile, directory).items():
+                            results.setdefault(name, []).append(r)
+                            print(f"{labels[name]}: {table} {kind} x{n}: {r['rate']:.0f}/s, "
+                                  f"p50 {r['p50_ms'] or 0:.2f} ms, errors {r['errors']}",
+                                  file=sys.stderr)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     results["labels"] = labels  # type: ignore[assignment]
@@ -410,7 +421,7 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
             if profile and pid is not None:
                 spy = profile_start(pid, seconds / rounds, raw + f".{len(parts[name])}")
             r = run_case(dsn, table, case["rows"], case["kind"], case["writers"],
-                         seconds / rounds, 10 ** 9 * next(_offsets))
+                         seconds / rounds, 10 ** 9 * next(_offsets), case.get("batch", 1))
             if spy is not None:
                 spy.wait()
             parts[name].append(r)
@@ -421,7 +432,8 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
         errors: collections.Counter = collections.Counter()
         for r in rs:
             errors.update(r["errors"])
-        out[name] = {**case, "rate": len(latencies) / elapsed, "statements": len(latencies),
+        rows = len(latencies) * case.get("batch", 1)  # (statements: the rows of executemany)
+        out[name] = {**case, "rate": rows / elapsed, "statements": rows,
                      "p50_ms": float(np.median(latencies) * 1e3) if latencies else None,
                      "errors": dict(errors)}
         if profile and running[name][1] is not None:
@@ -465,6 +477,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--baseline", default=None, metavar="CHECKOUT",
                         help="also run the sqlvec of this checkout (a directory holding its "
                              "sqlvec package) in the same rounds: before and after a change")
+    parser.add_argument("--executemany", type=int, default=0, metavar="N",
+                        help="also time executemany of N INSERTs a call (rate: rows/s)")
     parser.add_argument("--workers", default=None, metavar="N",
                         help="serve --workers N (or auto) for the sqlvec server (default: the "
                              "server's own, one worker per core)")
@@ -492,7 +506,7 @@ def main(argv: list[str]) -> int:
         results = measure(names, sizes, args.seconds, args.writers, args.rounds, args.profile,
                           postgres_tcp=not args.postgres_socket,
                           keys=tuple(k == "pk" for k in args.keys.split(",")),
-                          baseline=args.baseline)
+                          baseline=args.baseline, batch=args.executemany)
         labels = results.pop("labels")
         report.update(results)
         report["labels"] = labels

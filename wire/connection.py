@@ -324,6 +324,10 @@ class Connection:
         # (`_run_repeated`), with `run_bound`'s other arguments; and the statement last run so.
         self._repeat: tuple[RepeatedRoundTrip, bool, Execute] | None = None
         self._last_bound: str | None = None
+        # While `dispatch_all` runs a round trip's messages: them, and the index of the one
+        # after the message being handled (what follows it is looked for there, not in the
+        # stream: `_more_to_execute`).
+        self._ahead: tuple[list[Message], int] | None = None
 
     # Lifecycle ------------------------------------------------------------------------------------
 
@@ -719,14 +723,20 @@ class Connection:
         Bind/Describe/Execute/Sync read whole), in one loop: an extended-query message met
         in the ready states goes to its handler directly."""
         handlers = self._READY_HANDLERS
-        for message in messages:
-            kind = type(message)
-            state = self.state
-            if kind not in _EXTENDED or not (state is _READY_STATE or state is _EXTENDED_STATE):
-                self.dispatch(message)
-                continue
-            self.state = _EXTENDED_STATE
-            self._extended(handlers[kind], message)
+        try:
+            for i, message in enumerate(messages, 1):
+                kind = type(message)
+                state = self.state
+                if kind is Execute:
+                    self._ahead = (messages, i)
+                if kind not in _EXTENDED or not (state is _READY_STATE
+                                                 or state is _EXTENDED_STATE):
+                    self.dispatch(message)
+                    continue
+                self.state = _EXTENDED_STATE
+                self._extended(handlers[kind], message)
+        finally:
+            self._ahead = None
 
     def run_round_trip(self, messages: list[Message]) -> None:
         """Handle a whole round trip's messages: in one step when it has `run_bound`'s shape
@@ -815,16 +825,14 @@ class Connection:
             for result in session.execute(message.sql, copy=self._copy_simple):
                 self._send_result(result, None, 0)
                 self._send_settings(session.drain_changed_settings())
-        except SqlVecError as exc:
-            session.drain_changed_settings()
-            if exc.severity == "FATAL":
-                raise
-            self.send(error_response(exc))
         except GONE:
             raise
         except Exception as exc:
-            session.drain_changed_settings()
-            self.send(error_response(exc))
+            self._report(exc)
+        if session.implicit:  # a Query in the middle of an extended batch ends its block
+            self._end_implicit(session)
+        if session.changed:  # settings an implicit block's end put back
+            self._send_settings(session.drain_changed_settings())
         self._end_of_command()
         self.ready_for_query()
         self.flush()
@@ -1042,8 +1050,15 @@ class Connection:
         if portal is None:
             raise SqlVecError(f'portal "{message.portal}" does not exist', sqlstate="34000")
         statement = portal.statement
+        session = self.session
+        assert session is not None
+        if not session.explicit and (statement.copy is not None or portal.result is None) \
+                and self._more_to_execute(unknown=statement.copy is None):
+            # Statements executed before the next Sync run in one implicit block.
+            session.begin_implicit(first_alone=True)
         if statement.copy is not None:
             self.send(CommandComplete(self._copy(statement.copy, simple=False)))
+            session.first_alone = False  # (set by the statements `Session.run` runs)
             return
         if portal.result is None:
             portal.result, changed = self._run_portal(portal)
@@ -1051,22 +1066,45 @@ class Connection:
         self._send_result(portal.result, portal.formats(portal.result.columns),
                           message.max_rows, portal)
 
+    def _more_to_execute(self, unknown: bool) -> bool:
+        """Whether another Execute follows the one being handled before the next Sync: in the
+        round trip `dispatch_all` runs, or else in the received bytes not read yet. `unknown`
+        is the answer when they end before a Sync (the client sends the rest later)."""
+        if self._ahead is not None:
+            messages, i = self._ahead
+            for message in messages[i:]:
+                kind = type(message)
+                if kind is Sync:
+                    return False
+                if kind is Execute or kind is Query:
+                    return True
+            return unknown
+        buf, pos, end = self.stream.window()
+        while end - pos >= 5:
+            code = buf[pos]
+            if code == 0x53:  # Sync
+                return False
+            if code == 0x45 or code == 0x51:  # Execute, Query
+                return True
+            (length,) = _LENGTH.unpack_from(buf, pos + 1)
+            if length < 4:
+                return unknown  # malformed: refused in its turn
+            pos += 1 + length
+        return unknown
+
     def _run_portal(self, portal: Portal) -> tuple[Result, dict[str, str]]:
         session = self.session
         assert session is not None
         statement = portal.statement
-        try:
-            # The plan of Parse unless the catalog (or search_path) changed since: then the
-            # statement is planned again, as PostgreSQL re-plans after DDL.
-            prepared = statement.prepared
-            if not session.plan_is_current(prepared):
-                prepared = session.prepare(statement.sql, list(statement.param_oids))
-                statement.replan(prepared)
-            result = session.run(prepared, portal.params)
-            return result, session.drain_changed_settings()
-        except BaseException:
-            session.drain_changed_settings()
-            raise
+        # The plan of Parse unless the catalog (or search_path) changed since: then the
+        # statement is planned again, as PostgreSQL re-plans after DDL.
+        prepared = statement.prepared
+        if not session.plan_is_current(prepared):
+            prepared = session.prepare(statement.sql, list(statement.param_oids))
+            statement.replan(prepared)
+        result = session.run(prepared, portal.params)
+        # (After an error, the settings changed are sent at Sync: a rolled-back block's.)
+        return result, session.drain_changed_settings()
 
     def on_close(self, message: Close) -> None:
         """Forget a statement or portal; a missing one is not an error."""
@@ -1081,12 +1119,34 @@ class Connection:
         self.flush()
 
     def on_sync(self, message: Sync) -> None:
-        """End the batch: close the implicit transaction, leave error skipping, report ReadyForQuery
-        with the transaction status."""
+        """End the batch: commit the implicit transaction, leave error skipping, report
+        ReadyForQuery with the transaction status."""
         self.state = ConnectionState.READY
+        session = self.session
+        if session is not None:
+            if session.implicit:
+                self._end_implicit(session)
+            if session.changed:  # settings a rolled-back batch put back, or SET LOCAL's end
+                self._send_settings(session.drain_changed_settings())
         self._end_of_command()
         self.ready_for_query()
         self.flush()
+
+    def _end_implicit(self, session: Session) -> None:
+        """Commit the batch's implicit block, before ReadyForQuery; a failed commit (a
+        deferred check, say) is the batch's error."""
+        try:
+            session.end_implicit()
+        except GONE:
+            raise
+        except Exception as exc:
+            self._report(exc)
+
+    def _report(self, exc: Exception) -> None:
+        """Send a statement's error; a FATAL one ends the connection instead."""
+        if isinstance(exc, SqlVecError) and exc.severity == "FATAL":
+            raise exc
+        self.send(error_response(exc))
 
     def on_terminate(self, message: Terminate) -> None:
         """Close at the client's request, without an answer."""

@@ -8,9 +8,11 @@
 
 A statement is parsed and planned once per distinct text (the plan cache, invalidated by any
 catalog change) and executed against a snapshot of each table it reads. Outside a transaction
-block every statement commits on its own; inside BEGIN ... COMMIT writes are buffered in the
-session and committed as one WAL record. `run` hands each statement kind to its handler in
-`RUNNERS`; the handlers live in the modules of this package named after what they do.
+block a statement commits on its own; inside BEGIN ... COMMIT, and in the implicit block of
+statements sent together (a Query of several, an extended-protocol batch up to its Sync:
+transactions.py), writes are buffered in the session and committed as one WAL record. `run`
+hands each statement kind to its handler in `RUNNERS`; the handlers live in the modules of
+this package named after what they do.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from sqlvec.execution.constraints import describe_failing_row
 from sqlvec.execution.context import ExecContext, MemoryAccount
 from sqlvec.execution.transaction import Transaction
 from sqlvec.session import copy as copy_statements
-from sqlvec.session import ddl, queries, statement_log, writes
+from sqlvec.session import ddl, queries, statement_log, transactions, writes
 from sqlvec.session import utility as utility_statements
 from sqlvec.session.advisory_locks import AdvisoryLocks, locks_of
 from sqlvec.session.cursors import Cursor
@@ -106,6 +108,10 @@ RUNNERS: dict[StatementKind, Runner] = {
 }
 
 
+_NO_BLOCK_FOR_SET_LOCAL = Notice.warning("SET LOCAL can only be used in transaction blocks",
+                                         "25P01")
+
+
 def _failed_block() -> InFailedTransaction:
     return InFailedTransaction(
         "current transaction is aborted, commands ignored until end of transaction block")
@@ -144,17 +150,23 @@ class Session:
         self.on_discard_all: Callable[[], None] | None = None
         self.changed: dict[str, str] = {}  # reported settings changed since last drained
         self._notices: list[Notice] = []  # raised while the current statement runs (`notice`)
+        self.txn: Transaction | None = None
+        self.failed = False
+        self.explicit = False  # in a transaction block: writes are buffered in `txn`
+        self.implicit = False  # ... an implicit one (transactions.py): statements sent together
+        self.first_alone = False  # ... opened before an extended batch's first statement
+        # The settings as the block found them (saved at its first SET or RESET), put back if
+        # it rolls back; and those SET LOCAL changed, with what they go back to at its end.
+        self._settings_before: tuple[dict, set[str]] | None = None
+        self._local: dict[str, tuple[object, bool]] = {}
         for k, v in (settings or {}).items():
             self.set(k, v)
         self.settings_given()
         self.changed.clear()  # settings given at connection are the start, not changes
-        self.txn: Transaction | None = None
-        self.failed = False
-        self.explicit = False
         self.prepared: dict[str, PreparedStatement] = {}  # SQL-level PREPARE
         self.cursors: dict[str, Cursor] = {}  # DECLARE ... CURSOR
         # (name, buffered writes then, the schema as it was then if it was being changed)
-        self.savepoints: list[tuple[str, object, object]] = []
+        self.savepoints: list[tuple[str, object, object, object]] = []
         # The database's lock for schema changes in transaction blocks (ddl_lock.py); this
         # session holds it exclusively while `ddl_open`.
         self._ddl_lock = ddl_lock_of(database, name)
@@ -180,7 +192,14 @@ class Session:
         """ReadyForQuery's status: I (idle), T (in a block), E (failed block)."""
         if self.failed:
             return "E"
-        return "T" if self.explicit else "I"
+        return "T" if self.explicit and not self.implicit else "I"
+
+    @property
+    def in_block(self) -> bool:
+        """In a transaction block as PostgreSQL's checks see it (LOCK, DECLARE, SET LOCAL,
+        VACUUM, ...): an explicit block, or an implicit one but for the first statement of
+        an extended-protocol batch (transactions.py)."""
+        return self.explicit and not (self.implicit and self.first_alone)
 
     @property
     def search_path(self) -> list[str]:
@@ -208,6 +227,9 @@ class Session:
         key, value = validate(name, value)
         if self.settings.get("is_superuser") == "off" and key in SUPERUSER_SETTINGS:
             raise SqlVecError(f'permission denied to set parameter "{key}"', sqlstate="42501")
+        self._keep_settings()
+        if self._local:
+            self._local.pop(key, None)  # a SET after SET LOCAL outlasts the block
         self.settings[key] = value
         self._overridden.add(key)
         if key in REPORTED:
@@ -216,7 +238,9 @@ class Session:
     def reset(self, name: str) -> None:
         """RESET name, or RESET ALL: back to the connection's defaults, noting reported settings
         that change."""
+        self._keep_settings()
         if name == "all":
+            self._local.clear()
             self._overridden.clear()
             for key, value in self._defaults.items():
                 if self.settings.get(key) != value:
@@ -232,10 +256,69 @@ class Session:
             except UndefinedObject:
                 if "." not in name:
                     raise  # a dotted name is a placeholder: resetting it is allowed
+        if self._local:
+            self._local.pop(key, None)
         self.settings[key] = self._defaults.get(key, "")
         self._overridden.discard(key)
         if key in REPORTED:
             self.changed[key] = self.settings[key]
+
+    def set_local(self, name: str, value: str | None) -> list[Notice]:
+        """SET LOCAL (`value` None: TO DEFAULT): the setting until the transaction ends. Outside
+        a block that is the statement's own end: PostgreSQL's warning, and no change."""
+        key = canonical_name(name)
+        if not self.explicit:
+            if value is not None:
+                validate(name, value)  # (22023, 42704 as SET)
+            return [_NO_BLOCK_FOR_SET_LOCAL]
+        before = self._local.get(key, (self.settings.get(key), key in self._overridden))
+        if value is None:
+            self.reset(name)
+        else:
+            self.set(name, value)
+        self._local[key] = before
+        return [] if self.in_block else [_NO_BLOCK_FOR_SET_LOCAL]
+
+    def _keep_settings(self) -> None:
+        """Save the settings before a block's first change to them (`end_settings`)."""
+        if self.explicit and self._settings_before is None:
+            self._settings_before = (dict(self.settings), set(self._overridden))
+
+    def end_settings(self, aborted: bool) -> None:
+        """The transaction ended: a rolled-back one's settings changes are undone, as in
+        PostgreSQL; a committed one's SET LOCAL values end."""
+        before, self._settings_before = self._settings_before, None
+        local, self._local = self._local, {}
+        if aborted and before is not None:
+            self._put_settings(*before)
+        elif local:
+            values, overridden = dict(self.settings), set(self._overridden)
+            for key, (value, was_set) in local.items():
+                if value is None:
+                    values.pop(key, None)
+                else:
+                    values[key] = value
+                (overridden.add if was_set else overridden.discard)(key)
+            self._put_settings(values, overridden)
+
+    def settings_state(self) -> tuple[dict, set[str], dict]:
+        """The settings as they are now (SAVEPOINT), for `restore_settings`."""
+        return dict(self.settings), set(self._overridden), dict(self._local)
+
+    def restore_settings(self, state: tuple[dict, set[str], dict]) -> None:
+        """ROLLBACK TO SAVEPOINT: the settings as the savepoint saw them, as in PostgreSQL."""
+        values, overridden, local = state
+        self._local = dict(local)
+        self._put_settings(dict(values), set(overridden))
+
+    def _put_settings(self, values: dict, overridden: set[str]) -> None:
+        """Make `values` the settings, noting the reported ones that change."""
+        for key in REPORTED:
+            if key in values and self.settings.get(key) != values[key]:
+                self.changed[key] = values[key]
+        self.settings.clear()
+        self.settings.update(values)
+        self._overridden = overridden
 
     def settings_given(self) -> None:
         """The settings set so far came from the client's startup packet (pg_settings'
@@ -328,6 +411,8 @@ class Session:
     def execute(self, sql: str, params: list | None = None,
                 copy: Callable[[CopyCommand], str] | None = None) -> Iterator[Result]:
         """Run every statement of `sql` in order (a generator: results come as they finish).
+        Several statements outside a transaction block run in an implicit one, as in
+        PostgreSQL: the first error rolls back all of them (transactions.py).
 
         A COPY statement is carried out by `copy` (the front end: it moves the data and
         returns the command tag); without one, COPY fails with 0A000."""
@@ -335,7 +420,24 @@ class Session:
         if not statements:
             yield Result("EMPTY")
             return
+        if len(statements) == 1:
+            yield from self._execute_each(statements, params, copy)
+            return
+        try:
+            yield from self._execute_each(statements, params, copy, implicit=True)
+        except BaseException:
+            transactions.abort_implicit(self)
+            raise
+        transactions.end_implicit(self)
+
+    def _execute_each(self, statements: list[tuple[int, str]], params: list | None,
+                      copy: Callable[[CopyCommand], str] | None,
+                      implicit: bool = False) -> Iterator[Result]:
+        """`execute`'s statements in order; with `implicit`, each that finds no block open
+        opens an implicit one (after a COMMIT in the middle, another)."""
         for offset, text in statements:
+            if implicit and not self.explicit:
+                transactions.begin_implicit(self, first_alone=False)
             try:
                 prepared = self.prepare(text)
                 if prepared.kind is StatementKind.COPY and copy is not None:
@@ -626,9 +728,9 @@ class Session:
     TRIM_AFTER_BYTES = 64 << 20
 
     def _after_statement(self) -> None:
-        if self._advisory_xact and not self.explicit:  # the transaction ended: its locks go
-            self._advisory_xact = False
-            self._advisory_locks().release_all(self.pid, session=False, xact=True)
+        self.first_alone = False
+        if not self.explicit:  # the transaction ended: its locks go
+            self.release_xact_locks()
         memory, self._statement_memory = self._statement_memory, None
         if memory is not None and memory.peak >= self.TRIM_AFTER_BYTES:
             return_free_memory()
@@ -640,14 +742,32 @@ class Session:
                                 and prepared.utility.kind in _RUN_IN_FAILED_BLOCK):
             raise _failed_block()
 
+    def begin_implicit(self, first_alone: bool) -> None:
+        """Open an implicit transaction block for the statements sent together that follow
+        (an extended-protocol batch up to its Sync: transactions.py)."""
+        transactions.begin_implicit(self, first_alone)
+
+    def end_implicit(self) -> None:
+        """Commit the implicit block still open, if any (at Sync)."""
+        transactions.end_implicit(self)
+
+    def release_xact_locks(self) -> None:
+        """The transaction ended: its transaction-level advisory locks go."""
+        if self._advisory_xact:
+            self._advisory_xact = False
+            self._advisory_locks().release_all(self.pid, session=False, xact=True)
+
     def note_error(self) -> None:
         """An error raised outside the engine (the protocol's, e.g. a Bind parameter that does
         not decode): it fails an explicit block as any error does in PostgreSQL."""
         self._fail()
 
     def _fail(self) -> None:
-        """An error: an explicit block is failed until its end; an implicit one is dropped."""
-        if self.explicit:
+        """An error: an explicit block is failed until its end; an implicit block is rolled
+        back; an autocommit statement's writes are dropped."""
+        if self.implicit:
+            transactions.abort_implicit(self)
+        elif self.explicit:
             self.failed = True
         else:
             self.txn = None

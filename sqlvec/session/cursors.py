@@ -65,7 +65,7 @@ def declare(session: Session, u: Utility, prepared: PreparedStatement, params: l
     name = u.name or ""
     if name in session.cursors:
         raise SqlVecError(f'cursor "{name}" already exists', sqlstate="42P03")
-    if not u.local and not session.explicit:
+    if not u.local and not session.in_block:
         raise SqlVecError("DECLARE CURSOR can only be used in transaction blocks",
                           sqlstate="25P01")
     result = session._run(prepared.compiled, params, 0)  # type: ignore[arg-type]

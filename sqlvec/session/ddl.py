@@ -16,7 +16,6 @@ from sqlglot import exp
 from sqlvec.catalog import objects as O
 from sqlvec.catalog.views import find_view
 from sqlvec.errors import (
-    ActiveSqlTransaction,
     FeatureNotSupported,
     Notice,
     SqlVecError,
@@ -39,7 +38,7 @@ from sqlvec.execution.foreign_key_ddl import (
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.views import alter_view, drop_views, rename_references
 from sqlvec.plan.planner import Planner
-from sqlvec.session import matviews, views
+from sqlvec.session import matviews, transactions, views
 from sqlvec.session.prepare import comment_on_extension, plan_context
 from sqlvec.session.results import PreparedStatement, Result
 
@@ -57,11 +56,12 @@ def run_ddl(session: Session, prepared: PreparedStatement, params: list,
     if session.explicit:
         kind = (ast.args.get("kind") or "").upper() if isinstance(ast, (exp.Create, exp.Drop)) \
             else ""
-        if kind == "INDEX" and ast.args.get("concurrently"):  # PostgreSQL's refusal
-            verb = "CREATE" if isinstance(ast, exp.Create) else "DROP"
-            raise ActiveSqlTransaction(
-                f"{verb} INDEX CONCURRENTLY cannot run inside a transaction block")
-        if kind != "DATABASE":  # (refused by its handler: 25001)
+        verb = "CREATE" if isinstance(ast, exp.Create) else "DROP"
+        if kind == "INDEX" and ast.args.get("concurrently"):  # PostgreSQL's refusals
+            transactions.refuse_in_block(session, f"{verb} INDEX CONCURRENTLY")
+        elif kind == "DATABASE":
+            transactions.refuse_in_block(session, f"{verb} DATABASE")
+        if session.explicit:  # (not left for a batch's first statement: refuse_in_block)
             session.open_schema_changes()
     handler = _HANDLERS.get(type(ast))
     if handler is None:  # pragma: no cover - prepare.py lets only these classes through
@@ -100,8 +100,6 @@ def _create(session: Session, ast: exp.Create, notices: list[Notice]) -> str:
             notices.append(_exists_notice(ast.this.name))
             tag = "CREATE INDEX"
         return tag
-    if kind == "DATABASE" and session.explicit:
-        raise ActiveSqlTransaction("CREATE DATABASE cannot run inside a transaction block")
     if kind == "SCHEMA" and ast.args.get("exists"):
         name = ast.this.db or ast.this.name
         if session.catalog.has_schema(name):  # PostgreSQL's notice (schemacmds.c): 42P06
@@ -114,8 +112,6 @@ def _create(session: Session, ast: exp.Create, notices: list[Notice]) -> str:
 
 
 def _drop(session: Session, ast: exp.Drop, notices: list[Notice]) -> str:
-    if (ast.args.get("kind") or "").upper() == "DATABASE" and session.explicit:
-        raise ActiveSqlTransaction("DROP DATABASE cannot run inside a transaction block")
     if (ast.args.get("kind") or "").upper() == "VIEW" and ast.args.get("materialized"):
         tables = matviews.drop(session, ast, notices)
         if tables is not None:

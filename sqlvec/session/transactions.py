@@ -10,13 +10,23 @@ DDL lock (ddl_lock.py) and opens the store's deferred schema changes (`Store.beg
 made in memory and written to no manifest; COMMIT writes them with the block's writes as one
 manifest version, ROLLBACK (or COMMIT of a failed block, or the session's end) puts the
 state from before them back, and ROLLBACK TO SAVEPOINT the state the savepoint saw.
+
+Outside an explicit block, statements sent together run in an implicit block, as in
+PostgreSQL: the statements of a simple Query of several, and those an extended-protocol batch
+executes before its Sync (`begin_implicit`). The block is a transaction block like BEGIN's, but
+ends by itself: committed at the end of the Query or at Sync (`end_implicit`), rolled back at
+the first error (`abort_implicit`), the statements after the error skipped. In it BEGIN turns
+it into an explicit block holding what came before, COMMIT and ROLLBACK end it (with
+PostgreSQL's warning) and the next statement starts another, SAVEPOINT is 25P01, and the
+statements that cannot run in a block are 25001 (`refuse_in_block`), but for the first
+statement of an extended-protocol batch, which PostgreSQL commits at once on its own.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlvec.errors import Notice, SqlVecError
+from sqlvec.errors import ActiveSqlTransaction, Notice, SqlVecError
 from sqlvec.execution.foreign_keys import check_deferred
 from sqlvec.execution.transaction import TableOverlay, Transaction
 from sqlvec.session.results import PreparedStatement, Result
@@ -32,6 +42,9 @@ NOT_IN_PROGRESS = Notice.warning("there is no transaction in progress", "25P01")
 
 def begin(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
     """BEGIN: starts an explicit transaction; inside one it only warns, as PostgreSQL does."""
+    if session.implicit:  # the statements before it are the explicit block's
+        session.implicit = False
+        return Result("BEGIN")
     if session.explicit:
         return Result("BEGIN", notices=[ALREADY_IN_PROGRESS])
     session.explicit = True
@@ -40,47 +53,104 @@ def begin(session: Session, u: Utility, prepared: PreparedStatement, params: lis
 
 
 def commit(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
-    """COMMIT (END); in a failed block it rolls back, as PostgreSQL's does."""
-    if not session.explicit:
+    """COMMIT (END); in a failed block it rolls back, as PostgreSQL's does. In an implicit
+    block it commits what came before, with the warning of COMMIT outside a block."""
+    if not session.explicit or session.implicit:
+        end_implicit(session)
         return Result("COMMIT", notices=[NOT_IN_PROGRESS])
+    return Result(_end_block(session))
+
+
+def _end_block(session: Session) -> str:
+    """Close the open block: commit its writes and schema changes, or roll it back if it
+    failed; the tag COMMIT answers with. A commit that fails (a deferred check) rolls back."""
     failed = session.failed
     txn = session.txn
-    session.explicit, session.failed, session.txn = False, False, None
+    session.explicit, session.implicit, session.failed, session.txn = False, False, False, None
+    try:
+        tag = _commit(session, txn, failed)
+    except BaseException:
+        end_of_block(session, True)
+        raise
     end_of_block(session, failed)
+    return tag
+
+
+def _commit(session: Session, txn: Transaction | None, failed: bool) -> str:
     if session.ddl_open:
         session.close_schema_changes(None if failed else txn.ops() if txn is not None else [])
-        return Result("ROLLBACK" if failed else "COMMIT")
+        return "ROLLBACK" if failed else "COMMIT"
     if failed:
-        return Result("ROLLBACK")
+        return "ROLLBACK"
     if txn is not None and txn.deferred_checks:
         check_deferred(session.store, txn)  # 23503 here: the block is rolled back
     if txn is not None and not txn.empty:
         session.store.commit(txn.ops())
-    return Result("COMMIT")
+    return "COMMIT"
 
 
 def rollback(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
-    """ROLLBACK: drops the transaction's writes and undoes its schema changes."""
-    if not session.explicit:
+    """ROLLBACK: drops the transaction's writes and undoes its schema changes (in an implicit
+    block, those of the statements before it, with the warning of ROLLBACK outside a block)."""
+    if not session.explicit or session.implicit:
+        abort_implicit(session)
         return Result("ROLLBACK", notices=[NOT_IN_PROGRESS])
-    session.explicit, session.failed, session.txn = False, False, None
+    _drop_block(session)
+    return Result("ROLLBACK")
+
+
+def _drop_block(session: Session) -> None:
+    """Close the open block rolled back: its writes dropped, its schema changes undone."""
+    session.explicit, session.implicit, session.failed, session.txn = False, False, False, None
     end_of_block(session, True)
     session.close_schema_changes(None)
-    return Result("ROLLBACK")
+
+
+def begin_implicit(session: Session, first_alone: bool) -> None:
+    """Open an implicit block for the statements sent together that follow (module docstring).
+    `first_alone`: the next statement, the first of an extended-protocol batch, may still be
+    one that runs only outside a block (`refuse_in_block`)."""
+    session.explicit = session.implicit = True
+    session.first_alone = first_alone
+    session.txn = Transaction()
+
+
+def end_implicit(session: Session) -> None:
+    """The end of the statements sent together: an implicit block still open commits."""
+    if session.implicit:
+        _end_block(session)
+
+
+def abort_implicit(session: Session) -> None:
+    """An error (or ROLLBACK) in an implicit block: it is rolled back whole."""
+    if session.implicit:
+        _drop_block(session)
+
+
+def refuse_in_block(session: Session, what: str) -> None:
+    """25001 for a statement PostgreSQL runs only outside a transaction block. The first
+    statement of an extended-protocol batch is not in one yet: PostgreSQL runs and commits it
+    on its own, and so does this (the implicit block opened for it is left, still empty)."""
+    if not session.in_block:
+        if session.explicit:  # the first statement of a batch: on its own
+            _drop_block(session)
+        return
+    raise ActiveSqlTransaction(f"{what} cannot run inside a transaction block")
 
 
 def savepoint(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
     """SAVEPOINT: remembers the transaction's state to return to; outside a transaction block it is
     25P01."""
-    if not session.explicit:
-        raise SqlVecError("SAVEPOINT can only be used in transaction blocks", sqlstate="25P01")
+    _require_explicit(session, "SAVEPOINT")
     schema = session.store.image() if session.ddl_open else None
-    session.savepoints.append((u.name or "", _txn_state(session.txn), schema))
+    session.savepoints.append((u.name or "", _txn_state(session.txn), schema,
+                               session.settings_state()))
     return Result("SAVEPOINT")
 
 
 def release(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
     """RELEASE SAVEPOINT: forgets the savepoint and those after it, keeping their changes."""
+    _require_explicit(session, "RELEASE SAVEPOINT")
     del session.savepoints[_savepoint_index(session, u.name or ""):]
     return Result("RELEASE")
 
@@ -88,14 +158,13 @@ def release(session: Session, u: Utility, prepared: PreparedStatement, params: l
 def rollback_to(session: Session, u: Utility, prepared: PreparedStatement,
                 params: list) -> Result:
     """ROLLBACK TO SAVEPOINT: the block's buffered writes as they were at the savepoint."""
-    if not session.explicit:
-        raise SqlVecError("ROLLBACK TO SAVEPOINT can only be used in transaction blocks",
-                          sqlstate="25P01")
+    _require_explicit(session, "ROLLBACK TO SAVEPOINT")
     i = _savepoint_index(session, u.name or "")
     if session.ddl_open:  # the schema as the savepoint saw it (None: before any change)
         session.store.restore(session.savepoints[i][2])
         session._plan_cache.clear()
     session.txn = _txn_restore(session.txn, session.savepoints[i][1])
+    session.restore_settings(session.savepoints[i][3])  # type: ignore[arg-type]
     del session.savepoints[i + 1:]
     session.failed = False
     return Result("ROLLBACK")
@@ -103,10 +172,20 @@ def rollback_to(session: Session, u: Utility, prepared: PreparedStatement,
 
 def end_of_block(session: Session, aborted: bool) -> None:
     """Transaction end: cursors without HOLD close (and all cursors declared in an aborted
-    block, which this simplification treats alike); savepoints go."""
-    session.cursors = {k: c for k, c in session.cursors.items() if c.hold and not
-                       (aborted and not c.hold)}
+    block, which this simplification treats alike); savepoints and transaction-level advisory
+    locks go."""
+    if session.cursors:
+        session.cursors = {k: c for k, c in session.cursors.items() if c.hold and not
+                           (aborted and not c.hold)}
     session.savepoints = []
+    session.release_xact_locks()
+    session.end_settings(aborted)
+
+
+def _require_explicit(session: Session, what: str) -> None:
+    """25P01 for savepoint commands outside an explicit block (an implicit one too)."""
+    if not session.explicit or session.implicit:
+        raise SqlVecError(f"{what} can only be used in transaction blocks", sqlstate="25P01")
 
 
 def _savepoint_index(session: Session, name: str) -> int:

@@ -18,7 +18,6 @@ import pyarrow as pa
 from sqlvec.catalog.server_config import check_alter_system
 from sqlvec.catalog.settings import CANONICAL, SETTINGS
 from sqlvec.errors import (
-    ActiveSqlTransaction,
     FeatureNotSupported,
     Notice,
     SqlVecError,
@@ -59,6 +58,9 @@ def _set(session: Session, u: Utility, prepared: PreparedStatement, params: list
         return Result("SET")  # one isolation level: every SET TRANSACTION form is accepted
     value = setting_value(u.value or "")
     name = {"time zone": "TimeZone", "names": "client_encoding"}.get(u.name or "", u.name or "")
+    if u.local:
+        return Result("SET", notices=session.set_local(
+            name, None if value.upper() == "DEFAULT" else value))
     if value.upper() == "DEFAULT":
         session.reset(name)
     else:
@@ -70,8 +72,7 @@ def _alter_system(session: Session, u: Utility, prepared: PreparedStatement,
                   params: list) -> Result:
     """ALTER SYSTEM SET / RESET: rewrite sqlvec.auto.conf (superusers, outside a transaction
     block, as PostgreSQL); sessions see it after pg_reload_conf() or a restart."""
-    if session.explicit:
-        raise ActiveSqlTransaction("ALTER SYSTEM cannot run inside a transaction block")
+    transactions.refuse_in_block(session, "ALTER SYSTEM")
     if not session.database.is_superuser(session.user):
         what = f'parameter "{u.name}"' if u.name else "all parameters"
         raise SqlVecError(f"permission denied to set {what}", sqlstate="42501")
@@ -106,8 +107,7 @@ def _show(session: Session, u: Utility, prepared: PreparedStatement, params: lis
 
 
 def _discard(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
-    if session.explicit:
-        raise ActiveSqlTransaction("DISCARD ALL cannot run inside a transaction block")
+    transactions.refuse_in_block(session, "DISCARD ALL")
     session.prepared.clear()
     session._plan_cache.clear()
     session.reset("all")
@@ -223,7 +223,7 @@ _SHARED_LOCK_MODES = ("ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE")
 def _lock(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
     """LOCK TABLE: the weak modes pg_dump and applications take are granted at once (after
     the tables are checked to exist); stronger modes are refused."""
-    if not session.explicit:
+    if not session.in_block:
         raise SqlVecError("LOCK TABLE can only be used in transaction blocks", sqlstate="25P01")
     if u.value not in _SHARED_LOCK_MODES:
         raise FeatureNotSupported(f"LOCK TABLE … IN {u.value} MODE is not supported")
@@ -237,7 +237,7 @@ def _set_constraints(session: Session, u: Utility, prepared: PreparedStatement,
     """SET CONSTRAINTS {ALL | name, ...} {DEFERRED | IMMEDIATE}: for the rest of the
     transaction block (outside one, PostgreSQL's warning and nothing else)."""
     names = [] if [n.lower() for n in u.options] == ["all"] else list(u.options)
-    if not session.explicit or session.txn is None:
+    if not session.in_block or session.txn is None:
         # The names are still looked up (42704, 42809), as PostgreSQL does after its warning.
         foreign_keys.set_constraints(session.store, Transaction(), names, True)
         return Result("SET CONSTRAINTS", notices=[Notice.warning(
@@ -255,8 +255,7 @@ def _accepted(session: Session, u: Utility, prepared: PreparedStatement, params:
 def _vacuum(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
     """VACUUM: nothing to do (see `_accepted`), but refused in a transaction block as in
     PostgreSQL (25001)."""
-    if session.explicit:
-        raise ActiveSqlTransaction("VACUUM cannot run inside a transaction block")
+    transactions.refuse_in_block(session, "VACUUM")
     return _accepted(session, u, prepared, params)
 
 

@@ -66,11 +66,12 @@ def test_several_statements_in_one_query(conn):
     assert cur.nextset() and cur.fetchall() == [("two",)]
 
 
-def test_results_before_an_error_are_kept(conn, table):
+def test_an_error_rolls_back_the_statements_before_it(conn, table):
+    """A Query of several statements is one implicit transaction, as in PostgreSQL."""
     conn.execute(f"CREATE TABLE {table} (id int4)")
     with pytest.raises(errors.UndefinedTable):
         conn.execute(f"INSERT INTO {table} VALUES (1); SELECT * FROM nope_{table}")
-    assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (1,)
+    assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
 
 
 def test_explicit_and_automatic_prepare(conn, table):
