@@ -29,7 +29,8 @@ Manifest body (format_version 1; features wal-v2, hnsw-per-segment, delete-bitma
       next_rowid     int   an upper bound of the row ids in use
       next_segment_id int
       segments       list  Segment.to_meta() + "deletes": {"file", "count"} or null; its
-                           "indexes" map index name -> {"file", "crc32", "calibration"}, for
+                           "indexes" map index name -> {"file", "crc32", "calibration",
+                           "filter_calibration" (absent in older manifests)}, for
                            every vector access method alike; "vectors" {"file", "bytes",
                            "crc32"} when it has vector columns and "columns" (the same
                            keys) for the others (each absent in older segments)
