@@ -24,6 +24,7 @@ SUITES = {
     "round_trip": "benchmarks.round_trip",
     "vector_qps": "benchmarks.vector_qps",
     "memory": "benchmarks.memory",
+    "filtered": "benchmarks.filtered",
 }
 
 

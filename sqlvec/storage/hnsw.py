@@ -66,6 +66,15 @@ import hnswlib
 import numpy as np
 
 from sqlvec.errors import DataCorrupted, FeatureNotSupported, InvalidParameterValue
+from sqlvec.storage.calibration import (
+    CALIBRATION_K,
+    FILTER_SEED,
+    FILTER_SELECTIVITIES,
+    FilterTable,
+    filter_queries,
+    measure_filtered,
+    worth_measuring,
+)
 from sqlvec.storage.vector_index import (
     IndexBuildCancelled,
     IndexOption,
@@ -137,7 +146,6 @@ CALIBRATION_EFS = (10, 16, 24, 32, 40, 64, 100, 160, 256, 400, 640, 1000)
 # vector_index is used.
 CALIBRATION_QUERIES = 500
 CALIBRATION_MIN_QUERIES = 20
-CALIBRATION_K = 10
 # A search's cost grows with ef, so a point of the ladder measures at most this many ef-units
 # of work (ef × queries, never under 100 queries): the large efs hard data needs stay cheap, at
 # the price of a wider (lower) confidence bound there.
@@ -201,6 +209,9 @@ class HnswIndex:
         self._search_lock = threading.Lock()
         # (ef, recall@10) measured during the build on held-out rows; see storage/search.py.
         self.calibration: list[tuple[int, float]] = []
+        # (selectivity, multiple of the over-query used as ef, recall@10) of filtered searches,
+        # measured with the curve (storage/calibration.py); [] = unknown.
+        self.filter_calibration: FilterTable = []
         self.calibration_seconds = 0.0  # of the build's calibration (benchmarks report it)
 
     # Build ----------------------------------------------------------------------------------
@@ -233,7 +244,8 @@ class HnswIndex:
         With `calibrate`, a random sample of the rows (CALIBRATION_QUERIES at most) goes into the
         graph last: before it does, those rows serve as queries the graph has never seen — the
         user's own data, held out — and recall@10 at each ef of the ladder is recorded in
-        `calibration` (a lower confidence bound, see `calibration_point`).
+        `calibration` (a lower confidence bound, see `calibration_point`), and the recall of
+        filtered searches under random filters in `filter_calibration` (calibration.py).
         """
         data = np.asarray(vectors, dtype=np.float32)
         if data.ndim != 2 or data.shape[1] < 1:
@@ -276,9 +288,10 @@ class HnswIndex:
 
         add(main, 0)
         curve: list[tuple[int, float]] = []
+        table: FilterTable = []
         started = time.perf_counter()
         if held.size:
-            curve = _held_out_curve(index, params.metric, data, main, held, threads)
+            curve, table = _held_out_curve(index, params.metric, data, main, held, threads)
             add(held, int(main.size))
         seconds = time.perf_counter() - started
         if total == 0 and progress is not None:
@@ -286,6 +299,7 @@ class HnswIndex:
         label_bound = int(positions[-1]) + 1 if total else 0
         built = cls(index, params, dim, label_bound)
         built.calibration = curve
+        built.filter_calibration = table
         built.calibration_seconds = seconds if held.size else 0.0
         return built
 
@@ -493,16 +507,21 @@ def _held_out(positions: np.ndarray) -> np.ndarray:
 
 
 def _held_out_curve(index: hnswlib.Index, metric: Metric, data: np.ndarray, main: np.ndarray,
-                    held: np.ndarray, threads: int) -> list[tuple[int, float]]:
-    """Recall@10 of the graph (holding the `main` rows) for the `held` rows as queries, at each
-    ef of the ladder, stopping once mean recall reaches 0.999."""
+                    held: np.ndarray, threads: int) -> tuple[list[tuple[int, float]], FilterTable]:
+    """Recall@10 of the graph (holding the `main` rows) for the `held` rows as queries: at each
+    ef of the ladder, stopping once mean recall reaches 0.999; and under random filters
+    (`measure_filtered`), searched as a filtered search is."""
     k = CALIBRATION_K
     allowed = np.zeros(data.shape[0], dtype=np.bool_)
     allowed[main] = True
     # Random order, so every prefix (what the large efs measure) is a random sample too.
     held = np.random.default_rng(11).permutation(held)
     queries = np.ascontiguousarray(data[held])
-    truth = _nearest(metric, data, allowed, queries, k)
+    rng = np.random.default_rng(FILTER_SEED)
+    masks = {s: allowed & (rng.random(data.shape[0]) < s) for s in FILTER_SELECTIVITIES
+             if worth_measuring(int(main.size), s, 1, k)}
+    truth, *truths = _nearest(metric, data, [(allowed, len(held))] + [
+        (mask, filter_queries(len(held), s, k)) for s, mask in masks.items()], queries, k)
     sizes = np.maximum((truth >= 0).sum(axis=1), 1)
     curve: list[tuple[int, float]] = []
     previous = 0.0
@@ -522,15 +541,26 @@ def _held_out_curve(index: hnswlib.Index, metric: Metric, data: np.ndarray, main
         if mean >= 0.999 or (mean >= 0.995 and mean - previous < 0.001):
             break
         previous = mean
-    return curve
+
+    def search(batch: np.ndarray, labels: int, ef: int) -> np.ndarray:
+        index.set_ef(ef)
+        try:
+            return index.knn_query(batch, k=labels, num_threads=threads)[0]
+        except RuntimeError:  # fewer labels than asked: counted as nothing found
+            return np.full((len(batch), labels), -1, dtype=np.int64)
+
+    table = measure_filtered(search, queries, dict(zip(masks, truths)), masks,
+                             int(main.size), k, calibration_point)
+    return curve, table
 
 
-def _nearest(metric: Metric, data: np.ndarray, allowed: np.ndarray, queries: np.ndarray,
-             k: int) -> np.ndarray:
-    """The k allowed rows nearest each query (as a set: unordered), by one matrix product per
-    block of queries. Unlike vectors.top_k_batch it neither copies the allowed rows nor
-    re-scores near ties: a calibration needs which rows are nearest, and rows within float32
-    rounding of the k-th distance are rare enough not to move a recall figure."""
+def _nearest(metric: Metric, data: np.ndarray, masks: list[tuple[np.ndarray, int]],
+             queries: np.ndarray, k: int) -> list[np.ndarray]:
+    """For each (allowed, count) of `masks`, the k allowed rows nearest each of the first
+    `count` queries (as a set: unordered; -1 where fewer are allowed), by one matrix product
+    per block of queries for all of them. Unlike vectors.top_k_batch it neither copies the
+    allowed rows nor re-scores near ties: a calibration needs which rows are nearest, and rows
+    within float32 rounding of the k-th distance are rare enough not to move a recall figure."""
     if metric is Metric.L2:
         offset = np.einsum("ij,ij->i", data, data)
     elif metric is Metric.COSINE:
@@ -538,9 +568,8 @@ def _nearest(metric: Metric, data: np.ndarray, allowed: np.ndarray, queries: np.
         scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)  # zero rows
     else:
         offset = None
-    excluded = ~allowed
     block = max(1, min(len(queries), (64 << 20) // max(1, 4 * data.shape[0])))  # ≤ 64 MiB
-    out = np.empty((len(queries), k), dtype=np.int64)
+    out = [np.full((min(count, len(queries)), k), -1, dtype=np.int64) for _, count in masks]
     for start in range(0, len(queries), block):
         dots = queries[start : start + block] @ data.T  # (b, n)
         if metric is Metric.L2:
@@ -549,9 +578,25 @@ def _nearest(metric: Metric, data: np.ndarray, allowed: np.ndarray, queries: np.
             scores = -dots * scale
         else:
             scores = -dots
-        scores[:, excluded] = np.inf
-        out[start : start + block] = np.argpartition(scores, k - 1, axis=1)[:, :k]
+        for (allowed, count), found in zip(masks, out):
+            if start >= count:
+                continue
+            rows = scores[: count - start]
+            found[start : start + rows.shape[0]] = _best_allowed(rows, allowed, k)
     return out
+
+
+def _best_allowed(scores: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
+    """The positions of the k lowest scores among allowed columns, per row (-1 padded)."""
+    columns = np.flatnonzero(allowed)
+    if columns.size == 0:
+        return np.full((scores.shape[0], k), -1, dtype=np.int64)
+    picked = scores[:, columns] if columns.size < scores.shape[1] else scores
+    if picked.shape[1] <= k:
+        best = np.broadcast_to(np.arange(picked.shape[1]), (picked.shape[0], picked.shape[1]))
+        found = columns[best]
+        return np.pad(found, ((0, 0), (0, k - found.shape[1])), constant_values=-1)
+    return columns[np.argpartition(picked, k - 1, axis=1)[:, :k]]
 
 
 def pgvector_distances(metric: Metric, raw: np.ndarray) -> np.ndarray:

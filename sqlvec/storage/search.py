@@ -45,6 +45,13 @@ import numpy as np
 
 from sqlvec.errors import InvalidParameterValue
 from sqlvec.storage.bit_index import PackedBitsIndex, nearest
+from sqlvec.storage.calibration import (
+    EXACT_ROW_COST,
+    INDEX_LABEL_COST,
+    OVERQUERY_FACTOR,
+    FilteredKnob,
+    choose_filtered,
+)
 from sqlvec.storage.segment import SegmentView
 from sqlvec.storage.sparse_index import SparseInvertedIndex, sparse_top_k
 from sqlvec.storage.vector_index import FilteringIndex, VectorIndex, is_set, overquery
@@ -144,9 +151,9 @@ def _lenient(value: str) -> float | None:
 class SearchPolicy:
     """Knobs of the per-segment choice (defaults measured on 100k × 128, m=16)."""
 
-    exact_row_cost: float = 0.3  # µs per eligible row scanned exactly
-    index_label_cost: float = 1.0  # µs per label an over-queried index search returns
-    overquery_factor: float = 2.0
+    exact_row_cost: float = EXACT_ROW_COST  # µs per eligible row scanned exactly
+    index_label_cost: float = INDEX_LABEL_COST  # µs per label an over-queried search returns
+    overquery_factor: float = OVERQUERY_FACTOR
 
 
 @dataclass
@@ -221,6 +228,7 @@ def plan_segment(view: SegmentView, physical: str, dims: int, k: int, *,
     mask = _combine(base, allowed)
     eligible = rows if allowed is None else int(np.count_nonzero(mask))
     method = type(index).access_method if index is not None else None
+    filtered = None
     if eligible == 0:
         strategy = "skip"
     elif index is None:
@@ -231,14 +239,22 @@ def plan_segment(view: SegmentView, physical: str, dims: int, k: int, *,
         strategy = method
     else:
         selectivity = eligible / max(rows, 1)
+        filtered = filtered_knob(index, k, selectivity, target_recall, ef)
+        labels = policy.overquery_factor * k / selectivity
+        if filtered is not None:  # the index measured filtered searches: their ef, their cost
+            labels = max(labels, filtered.ef)
         exact_cost = eligible * policy.exact_row_cost
-        index_cost = policy.index_label_cost * policy.overquery_factor * k / selectivity
-        strategy = "exact" if (exact_cost <= index_cost or
-                               eligible <= k) else f"{method}-postfilter"
+        index_cost = policy.index_label_cost * labels
+        # (an index that cannot promise the target under this filter leaves it to exact)
+        strategy = "exact" if (exact_cost <= index_cost or eligible <= k or (
+            filtered is not None and not filtered.reachable)) else f"{method}-postfilter"
     plan = SegmentPlan(data.id, rows, eligible, strategy, k=min(k, eligible))
     if index is not None and strategy not in ("skip", "exact"):
         plan.method = method
-        plan.ef, plan.estimated_recall = choose_ef(index, ef, target_recall, max_ef)
+        if strategy != method and filtered is not None:
+            plan.ef, plan.estimated_recall = filtered.ef, filtered.recall
+        else:
+            plan.ef, plan.estimated_recall = choose_ef(index, ef, target_recall, max_ef)
         if target_recall is not None and index.calibration:
             plan.target_recall = target_recall
         plan.detail = index.explain(plan.ef, plan.estimated_recall)
@@ -259,6 +275,17 @@ def choose_ef(index: VectorIndex, ef: int, target_recall: float | None,
         best = min(max_ef, int(curve[-1][0]))
         return best, estimate_recall(curve, best)
     return ef, estimate_recall(curve, ef)
+
+
+def filtered_knob(index: VectorIndex, k: int, selectivity: float, target_recall: float | None,
+                  knob: int) -> FilteredKnob | None:
+    """The ef, estimated recall and whether the target is reachable of a filtered search through an index that
+    measured filtered searches when it was built (calibration.py); None for one that did not
+    (built before it did, or a method that does not), which is searched as before."""
+    table = getattr(index, "filter_calibration", None)
+    if not table:
+        return None
+    return choose_filtered(table, index.calibration, k, selectivity, target_recall, knob)
 
 
 def read_max_ef(settings: Mapping[str, str] | None) -> int:

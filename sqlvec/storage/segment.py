@@ -356,9 +356,10 @@ class Segment(SegmentData):
         """Put back the indexes `attachments` returned."""
         self._indexes, self.index_files = dict(saved[0]), dict(saved[1])
 
-    def _calibration(self, name: str) -> list:
-        index = self._indexes.get(name)
-        return index.calibration if index is not None else []
+    def _calibration(self, name: str, kind: str = "calibration") -> list:
+        """An attached index's `calibration` curve, or another table it keeps by that name
+        (`filter_calibration`); [] when it has none."""
+        return list(getattr(self._indexes.get(name), kind, None) or [])
 
     # Statistics -------------------------------------------------------------------------------
 
@@ -519,7 +520,9 @@ class Segment(SegmentData):
             **{key: dict(entry) for key, entry in self.mapped_files.items()},
             "indexes": {
                 name: {"file": fname, "crc32": crc,
-                       "calibration": [list(p) for p in self._calibration(name)]}
+                       "calibration": [list(p) for p in self._calibration(name)],
+                       "filter_calibration": [list(p) for p in
+                                              self._calibration(name, "filter_calibration")]}
                 for name, (fname, crc) in self.index_files.items()
             },
         }

@@ -29,7 +29,8 @@ Manifest body (format_version 1; features wal-v2, hnsw-per-segment, delete-bitma
       next_rowid     int   an upper bound of the row ids in use
       next_segment_id int
       segments       list  Segment.to_meta() + "deletes": {"file", "count"} or null; its
-                           "indexes" map index name -> {"file", "crc32", "calibration"}, for
+                           "indexes" map index name -> {"file", "crc32", "calibration",
+                           "filter_calibration" (absent in older manifests)}, for
                            every vector access method alike; "vectors" {"file", "bytes",
                            "crc32"} when it has vector columns and "columns" (the same
                            keys) for the others (each absent in older segments)
@@ -333,6 +334,9 @@ class StoreBase:
                 self._index_unreadable(table, exc)
                 continue
             index.calibration = [(int(e), float(r)) for e, r in meta.get("calibration") or []]
+            if meta.get("filter_calibration"):
+                index.filter_calibration = [(float(s), int(m), float(r))
+                                            for s, m, r in meta["filter_calibration"]]
             seg.attach_index(ix.name, index)
             seg.index_files[ix.name] = (meta["file"], int(meta["crc32"]))
 

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from sqlvec.errors import DataCorrupted, InvalidParameterValue
+from sqlvec.storage.calibration import overquery_labels
 from sqlvec.vectors import Metric, top_k_batch
 
 # The generic curve (`recall_curve`, for methods that cannot hold rows out of their build and
@@ -281,7 +282,7 @@ def overquery(index: VectorIndex, query: np.ndarray, want: int, knob: int, allow
     None when the index came back short."""
     total = index.indexed_count
     cap = total if max_labels is None else max(want, min(total, max_labels))
-    ask = min(cap, max(want, int(math.ceil(want / max(selectivity, 1e-9) * 2))))
+    ask = min(cap, overquery_labels(want, selectivity))
     widened = 0
     while True:
         found = index.search(query, ask, ef=max(knob, ask))

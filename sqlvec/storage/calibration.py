@@ -1,0 +1,200 @@
+"""The recall of filtered searches: measured when an index is built, used when a search plans.
+
+An index's calibration curve (recall@10 over its knob, vector_index.py) describes unfiltered
+searches. A filtered search over-queries the index (`overquery`: k / selectivity × 2 labels,
+kept in NumPy when they pass the filter), and the rows it needs lie deeper in the index's
+order the fewer rows pass: how well the graph finds rows at that depth is not what recall@10
+measures. On clustered 200k × 64 data, inner product, one graph, the unfiltered curve promised
+0.95 while a 30 % filter got 0.92 and a 5 % filter 0.85 whatever the ef: the graph of an inner
+product space reaches the deep neighbours badly, which no knob of the unfiltered curve shows.
+
+So a build measures filtered searches as well (`measure_filtered`): its held-out queries under
+random filters of a ladder of selectivities (`FILTER_SELECTIVITIES`), each searched exactly as
+the search does it with ef a multiple of the over-query (`OVERQUERY_MULTIPLIERS`), the recall@10
+against the filtered truth recorded as a lower confidence bound (`calibration_point`). The
+table, (selectivity, multiplier, recall) rows, is kept beside the curve in the manifest. A point
+is only measured where the search could use it: where the index's search costs less than an
+exact scan of the eligible rows (the cost model's rates, `index_cost` and `exact_cost`).
+
+A search then picks the smallest multiplier whose recall at the calibrated selectivities on
+either side of its own reaches the target (`choose_filtered`), and an exact scan when none does
+(the index cannot promise the target there). Filters that follow the data's clusters are not
+random: the over-query's widening keeps their row count, the table describes random ones.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+# What the search's cost model charges (µs, measured for HNSW on 100k × 128, m=16, see
+# docs/benchmarks.md): per eligible row scanned exactly, per unit of ef of an index search.
+EXACT_ROW_COST = 0.3
+INDEX_LABEL_COST = 1.0
+# A filtered search asks the index for k / selectivity × this many labels.
+OVERQUERY_FACTOR = 2.0
+# Selectivities a build measures filtered searches at, and the multiples of the over-query
+# used as ef. (Selectivity 1 is the unfiltered curve.)
+FILTER_SELECTIVITIES = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
+OVERQUERY_MULTIPLIERS = (1, 2, 4, 8)
+# At most this many ef-units of work (ef × queries, never under FILTER_MIN_QUERIES queries)
+# per point, and a quarter of it in labels asked for per selectivity (`filter_queries`): the
+# filtered points cost about what the unfiltered curve does.
+FILTER_MIN_QUERIES = 100
+FILTER_BUDGET = 200_000
+FILTER_SEED = 13
+# The k of the recall the curve and the table measure.
+CALIBRATION_K = 10
+
+FilterTable = list[tuple[float, int, float]]  # (selectivity, multiplier, recall bound)
+
+
+def overquery_labels(want: int, selectivity: float) -> int:
+    """Labels a filtered search first asks the index for: want / selectivity × 2."""
+    return max(want, int(math.ceil(want / max(selectivity, 1e-9) * OVERQUERY_FACTOR)))
+
+
+def exact_cost(eligible: int) -> float:
+    """Cost (µs) of an exact scan of `eligible` rows."""
+    return eligible * EXACT_ROW_COST
+
+
+def index_cost(ef: int) -> float:
+    """Cost (µs) of an index search at `ef` (the over-query's labels included)."""
+    return ef * INDEX_LABEL_COST
+
+
+def worth_measuring(rows: int, selectivity: float, multiplier: int, k: int) -> bool:
+    """Whether a search could use this point: the index is cheaper than an exact scan there."""
+    ef = overquery_labels(k, selectivity) * multiplier
+    return ef < rows * selectivity and index_cost(ef) < exact_cost(int(rows * selectivity))
+
+
+def filter_queries(held: int, selectivity: float, k: int) -> int:
+    """How many of `held` queries measure a selectivity: all where the over-query is short,
+    fewer where it is long (each costs an exact truth under its filter and deep searches)."""
+    ask = overquery_labels(k, selectivity)
+    return min(held, max(FILTER_MIN_QUERIES, FILTER_BUDGET // (4 * ask)))
+
+
+def measure_filtered(search: Callable[[np.ndarray, int, int], np.ndarray],
+                     queries: np.ndarray, truths: dict[float, np.ndarray],
+                     masks: dict[float, np.ndarray], rows: int, k: int,
+                     point: Callable[[np.ndarray], float]) -> FilterTable:
+    """The filtered-search table of an index: for each selectivity of `truths` (the k
+    nearest rows each query's filter `masks[s]` allows, -1 padded) and each multiplier worth
+    measuring, the recall of `search(queries, labels, ef)` (the labels an unfiltered search
+    returns, nearest first) kept through the filter, as `point` bounds it."""
+    table: FilterTable = []
+    for selectivity, truth in truths.items():
+        ask = overquery_labels(k, selectivity)
+        mask = masks[selectivity]
+        sizes = np.maximum((truth >= 0).sum(axis=1), 1)
+        best, previous = 0.0, -1.0
+        for multiplier in OVERQUERY_MULTIPLIERS:
+            if not worth_measuring(rows, selectivity, multiplier, k):
+                break
+            ef = ask * multiplier
+            count = min(len(truth), max(FILTER_MIN_QUERIES, FILTER_BUDGET // ef))
+            found = _kept_hits(search(queries[:count], ask, ef), mask, truth[:count], k)
+            recalls = found / sizes[:count]
+            # More ef finds at least what less does: a bound at a smaller multiple holds here.
+            best = max(best, point(recalls))
+            table.append((selectivity, multiplier, best))
+            # Done at (nearly) full recall, or on a plateau: more ef buys nothing measurable.
+            mean = float(recalls.mean())
+            if mean >= 0.999 or mean - previous < 0.002:
+                break
+            previous = mean
+    return table
+
+
+def _kept_hits(labels: np.ndarray, mask: np.ndarray, truth: np.ndarray, k: int) -> np.ndarray:
+    """Per query, how many of its first k labels that pass the filter are in its truth."""
+    labels = labels.astype(np.int64)
+    allowed = mask[np.where(labels >= 0, labels, 0)] & (labels >= 0)
+    kept_rank = np.cumsum(allowed, axis=1)
+    kept = allowed & (kept_rank <= k)
+    hits = (labels[:, :, None] == truth[:, None, :]).any(axis=2) & kept
+    return hits.sum(axis=1).astype(np.float64)
+
+
+class FilteredKnob(NamedTuple):
+    """What a filtered search through a calibrated index does: its ef, the recall the table
+    promises there (None: unknown), and whether that reaches the target."""
+
+    ef: int
+    recall: float | None
+    reachable: bool
+
+
+def filtered_recall(table: FilterTable, curve: list[tuple[int, float]], selectivity: float,
+                    multiplier: float) -> float | None:
+    """The recall the table promises a filtered search at `selectivity` whose ef is
+    `multiplier` × its over-query: the lower of the calibrated selectivities on either side
+    of it (the unfiltered curve above the largest), each at the largest measured multiple not
+    above `multiplier`; None below every calibrated selectivity or multiple."""
+    return _recall_at(_model(tuple(table), tuple(curve)), selectivity, multiplier)
+
+
+def _recall_at(model: tuple[list[float], list[list[float | None]]], selectivity: float,
+               multiplier: float) -> float | None:
+    """`filtered_recall` read from the table's `_model`."""
+    step = bisect.bisect_right(OVERQUERY_MULTIPLIERS, multiplier) - 1
+    if step < 0:
+        return None
+    selectivities, recalls = model
+    above = bisect.bisect_right(selectivities, selectivity)
+    if above == 0:
+        return None
+    sides = [recalls[above - 1][step]]
+    if above < len(selectivities):
+        sides.append(recalls[above][step])
+    return None if None in sides else min(sides)  # type: ignore[type-var]
+
+
+@functools.lru_cache(maxsize=256)
+def _model(table: tuple[tuple[float, int, float], ...], curve: tuple[tuple[int, float], ...]
+           ) -> tuple[list[float], list[list[float | None]]]:
+    """The table as ascending selectivities (1.0: the unfiltered curve, at ef = multiple × 2 ×
+    10) and, per selectivity, the recall at each multiple of the ladder (the largest measured
+    multiple not above it; None where there is none). Planning reads it per filtered query."""
+    rows: dict[float, list[tuple[float, float]]] = {}
+    for s, m, r in table:
+        rows.setdefault(float(s), []).append((float(m), float(r)))
+    if curve:
+        rows[1.0] = [(e / overquery_labels(CALIBRATION_K, 1.0), r) for e, r in curve]
+    selectivities = sorted(rows)
+    recalls = []
+    for s in selectivities:
+        points = sorted(rows[s])
+        recalls.append([next((r for m, r in reversed(points) if m <= multiplier), None)
+                        for multiplier in OVERQUERY_MULTIPLIERS])
+    return selectivities, recalls
+
+
+def choose_filtered(table: FilterTable, curve: list[tuple[int, float]], k: int,
+                    selectivity: float, target: float | None, knob: int) -> FilteredKnob:
+    """A filtered search through an index with this table: for a target, the smallest
+    calibrated multiple of the over-query whose recall reaches it (not `reachable` when none
+    does: the search should be exact); with the knob set, the knob (raised to the over-query)
+    and what the table says it gives."""
+    ask = overquery_labels(k, selectivity)
+    model = _model(tuple(table), tuple(curve))
+    if target is None:
+        ef = max(knob, ask)
+        return FilteredKnob(ef, _recall_at(model, selectivity, ef / ask), True)
+    best = FilteredKnob(ask, None, False)
+    for multiplier in OVERQUERY_MULTIPLIERS:
+        recall = _recall_at(model, selectivity, multiplier)
+        if recall is None:
+            break
+        best = FilteredKnob(ask * multiplier, recall, recall >= target)
+        if best.reachable:
+            break
+    return best
