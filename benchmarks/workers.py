@@ -271,6 +271,8 @@ def total_qps(dsn: str, connections: int, queries: list, root: int | None = None
     count = connections * len(queries)
     cpu: dict[str, float] = {}
     for pid in before:
+        if not after[pid]:  # ended meanwhile (a PostgreSQL helper): its CPU went with it
+            continue
         role = roles[pid]
         cpu[role] = cpu.get(role, 0.0) + (after[pid] - before[pid]) * 1000 / count
     return count / elapsed, cpu
