@@ -27,7 +27,8 @@ per query of each kind of process (user + system, /proc/PID/stat, over the measu
 the client, the server's primary, its workers and fork server, PostgreSQL's backends. On a
 busy machine the CPU per query is the steadier figure: with every core busy, total QPS is the
 cores divided by it. `--dataset clustered`: the suite's clustered mixture instead of
-independent Gaussian coordinates (a DIR of its own). `--in-process`: in each round, the same
+independent Gaussian coordinates (a DIR of its own). `--binary`: the query vector sent in binary by pgvector's adapter, uncast (`ORDER BY emb <->
+$1`, the suite's statement) instead of text with `::vector`. `--in-process`: in each round, the same
 searches also served one at a time by the server's connection code in this process's thread
 (no worker, no client threads), the reference for what concurrency adds to a query's CPU;
 with `--baseline`, each checkout's code in a process of its own, one after the other.
@@ -161,9 +162,9 @@ def start(code: str, path: str, workers: int) -> tuple[subprocess.Popen, int]:
     raise SystemExit(f"the server did not start (status {server.wait()})")
 
 
-def queries_of(count: int, dim: int, dataset: str = "normal") -> list[str]:
-    """The query vectors (text), the same in every run (for `clustered`: drawn from the
-    mixture, not rows of the table, as the suite's)."""
+def queries_of(count: int, dim: int, dataset: str = "normal", binary: bool = False) -> list:
+    """The query vectors, the same in every run (for `clustered`: drawn from the mixture, not
+    rows of the table, as the suite's): text, or float32 arrays when `binary`."""
     import numpy as np
 
     if dataset == "clustered":
@@ -172,6 +173,8 @@ def queries_of(count: int, dim: int, dataset: str = "normal") -> list[str]:
         vectors = Clustered(count, dim, clusters=1000, seed=42).queries(count, seed=44)
     else:
         vectors = np.random.default_rng(1).standard_normal((count, dim)).astype(np.float32)
+    if binary:
+        return list(vectors)
     return ["[" + ",".join(f"{x:.4f}" for x in v) + "]" for v in vectors]
 
 
@@ -204,14 +207,24 @@ def role_of(pid: int, root: int) -> str:
     return name
 
 
-def _client(dsn: str, queries: list[str], barrier, done) -> None:
+TEXT_SQL = "SELECT id FROM items ORDER BY emb <-> %s::vector LIMIT 10"
+BINARY_SQL = "SELECT id FROM items ORDER BY emb <-> %s LIMIT 10"
+
+
+def _client(dsn: str, queries: list, barrier, done) -> None:
     """One client: its connection warmed up, then every query once, prepared; its connection
     stays open until every client is done and measured (a server process that ends with it
-    would take its CPU time along)."""
+    would take its CPU time along). Text queries are sent as text with `::vector`; NumPy
+    arrays in binary through pgvector's adapter, uncast (the suite's statement)."""
     import psycopg
 
-    sql = "SELECT id FROM items ORDER BY emb <-> %s::vector LIMIT 10"
+    binary = not isinstance(queries[0], str)
+    sql = BINARY_SQL if binary else TEXT_SQL
     with psycopg.connect(dsn, autocommit=True) as conn:
+        if binary:
+            from pgvector.psycopg import register_vector
+
+            register_vector(conn)
         conn.execute("SET hnsw.ef_search = 40")
         for q in queries[:20]:
             conn.execute(sql, (q,), prepare=True).fetchall()
@@ -222,7 +235,7 @@ def _client(dsn: str, queries: list[str], barrier, done) -> None:
         barrier.wait()
 
 
-def total_qps(dsn: str, connections: int, queries: list[str], root: int | None = None,
+def total_qps(dsn: str, connections: int, queries: list, root: int | None = None,
               clients: str = "threads") -> tuple[float, dict[str, float]]:
     """Queries per second of `connections` clients each running every query once, prepared,
     at hnsw.ef_search 40 (after each ran 20 to warm up), and the CPU milliseconds per query of
@@ -258,6 +271,8 @@ def total_qps(dsn: str, connections: int, queries: list[str], root: int | None =
     count = connections * len(queries)
     cpu: dict[str, float] = {}
     for pid in before:
+        if not after[pid]:  # ended meanwhile (a PostgreSQL helper): its CPU went with it
+            continue
         role = roles[pid]
         cpu[role] = cpu.get(role, 0.0) + (after[pid] - before[pid]) * 1000 / count
     return count / elapsed, cpu
@@ -355,7 +370,7 @@ def qps_main(args: argparse.Namespace) -> int:
     codes = [("", os.path.abspath(args.code))]
     if args.baseline:
         codes = [(" (this code)", codes[0][1]), (" (baseline)", os.path.abspath(args.baseline))]
-    queries = queries_of(args.queries, args.dim, args.dataset)
+    queries = queries_of(args.queries, args.dim, args.dataset, args.binary)
     results: dict[tuple[str, int], list[tuple[float, dict[str, float]]]] = {}
     pg = None
     if args.pgserver:
@@ -454,9 +469,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--in-process", action="store_true",
                         help="also the same searches served one at a time in this process's "
                              "thread, no server process (--qps): a query's CPU alone")
+    parser.add_argument("--binary", action="store_true",
+                        help="send the query vector in binary through pgvector's adapter, "
+                             "uncast, as the suite does (--qps; default: text with ::vector)")
     parser.add_argument("--pgserver", metavar="DIR",
                         help="also PostgreSQL + pgvector from the pgserver package in DIR (--qps)")
     args = parser.parse_args(argv)
+    if args.binary and args.in_process:
+        parser.error("--in-process sends text; `python -m benchmarks profile` times the binary "
+                     "statement in process")
     build(args.data_dir, args.rows, args.dim, args.dataset)
     if args.qps:
         return qps_main(args)

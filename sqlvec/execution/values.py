@@ -837,8 +837,12 @@ def scalar_of(value: object, t: SqlType) -> pa.Scalar:
 def vector_value(value: object, t: SqlType) -> np.ndarray:
     """A dense vector value (a sequence or array of numbers) as a 1-D array of t's element type,
     checked as pgvector's input is: no NaN or infinity, t's dimensions if it has them."""
-    with np.errstate(over="ignore"):  # an overflow is an infinity, reported just below
-        vec = np.asarray(value, dtype=t.vector_dtype)
+    dtype = t.vector_dtype
+    if type(value) is np.ndarray and value.dtype == dtype:  # a binary parameter, as decoded
+        vec = value  # (what `asarray` returns for it, without the error state's switch)
+    else:
+        with np.errstate(over="ignore"):  # an overflow is an infinity, reported just below
+            vec = np.asarray(value, dtype=dtype)
     if vec.ndim != 1 or vec.size == 0 or not all_finite(vec):
         vec = check_vector_values(np.asarray(value, dtype=np.float64).reshape(-1),
                                   type_name=t.name)

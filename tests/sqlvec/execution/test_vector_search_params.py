@@ -151,3 +151,24 @@ def test_a_vector_bound_from_text_stays_an_array():
         typed_params([vector], [[1.0, float("inf")]])
     with pytest.raises(SqlVecError, match='"1e[+]39" is out of range for type vector'):
         typed_params([vector], [[1.0, 1e39]])  # beyond float4
+
+
+def test_a_decoded_binary_vector_is_bound_as_it_is():
+    # A binary parameter arrives as the float32 array the wire decoded: it is the pending array
+    # itself (no conversion), and binds as its list, a float64 array or another type does.
+    vector, half = SqlType("vector"), SqlType("halfvec")
+    decoded = np.array([1.5, -2.0, 3.25], np.float32)
+    params = typed_params([vector, vector, half], [decoded, decoded.astype(np.float64), decoded])
+    assert params.vector(0) is decoded
+    assert params.vector(1).dtype == np.float32 and params.vector(1).tolist() == decoded.tolist()
+    assert params.vector(2).dtype == np.float16 and params.vector(2).tolist() == [1.5, -2.0, 3.25]
+    as_list = typed_params([vector], [decoded.tolist()])
+    assert params[0].equals(as_list[0])
+    for bad, message in ((np.array([1.0, np.nan], np.float32), "NaN not allowed in vector"),
+                         (np.array([np.inf, 1.0], np.float32),
+                          "infinite value not allowed in vector"),
+                         (np.array([], np.float32), "vector must have at least 1 dimension")):
+        with pytest.raises(SqlVecError, match=message):
+            typed_params([vector], [bad])
+    with pytest.raises(SqlVecError, match="expected 3 dimensions, not 2"):
+        typed_params([SqlType("vector", 3)], [np.array([1, 2], np.float32)])
