@@ -1139,8 +1139,6 @@ class Connection:
                     if type_byte == CopyData.TYPE:  # the bulk: received where it stays
                         self._waiting(stream.receive, self.stream, length)
                         progress.bytes_processed += length
-                    elif self._borrowed(type_byte, length, stream, progress):
-                        pass
                     else:
                         body = self._waiting(self.stream.read_exactly, length) if length else b""
                         self.dispatch(decode_frontend(type_byte, body))
@@ -1164,12 +1162,6 @@ class Connection:
                   decoded - received, time.perf_counter() - decoded,
                   " (logged while arriving)" if staged else "")
         return f"COPY {count}"
-
-    def _borrowed(self, type_byte: bytes, length: int, stream: copy_format.CopyStream,
-                  progress: object) -> bool:
-        """Whether this message lent the client's socket for a run of CopyData messages, and
-        they were received (a relayed connection's: `RelayedConnection._borrowed`)."""
-        return False
 
     def _copy_rows(self, command: CopyCommand, columns: list[copy_format.Column],
                    stream: copy_format.CopyStream, names: list[str] | None,

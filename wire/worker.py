@@ -68,7 +68,6 @@ from wire.codec import (
     MAX_MESSAGE_SIZE,
     SESSION_RECV_SIZE,
     STARTUP_RECV_SIZE,
-    EndOfStream,
     SocketStream,
     frame,
     linger_close,
@@ -99,7 +98,6 @@ from wire.workers import (
     FLUSHED,
     FORK,
     HANDOVER,
-    LEND,
     LOG_LEVEL_VARIABLE,
     LOG_RECORD,
     READY,
@@ -559,9 +557,6 @@ class Relay:
         self.handed = False  # the client socket went to the primary
         self.handing = threading.Event()  # the pump stopped: handed over, or the primary ended
         self.closing = threading.Lock()  # a shutdown of the client socket, or its close
-        self.lendable = True  # CopyData goes by lending the client socket (`_lend`)
-        self.returned = threading.Event()  # the primary gave the socket back, or ended
-        self.given_back: bytes | None = None  # ... with the client's bytes it received last
 
     # Life ------------------------------------------------------------------------------------
 
@@ -761,10 +756,8 @@ class Relay:
                 if batch:
                     self._forward(batch)
                     batch, decoded = [], []
-                if not (self.lendable and self._lend(bytes(head))):
-                    self._copy_data(bytes(head), length - 4)
+                self._copy_data(bytes(head), length - 4)
                 continue
-            self.lendable = True
             body = read(length - 4)
             code = type_byte[0]
             if code in _EXTENDED and len(batch) < MAX_BATCH:
@@ -858,25 +851,6 @@ class Relay:
             else:
                 self.upstream.sendall(head)
                 self.stream.relay(n, self.upstream)
-
-    def _lend(self, head: bytes) -> bool:
-        """Lend the client socket to the primary for this run of CopyData messages (`head`:
-        the first one's header), so it reads them itself (`RelayedConnection._borrowed`) and
-        this process stays asleep until another message comes. The client's bytes the primary
-        received from that message's header on come back and are read here next; if they
-        start with CopyData, the primary was not in COPY FROM STDIN and the run is relayed."""
-        buffered = self.stream.buffered
-        pending = head + (bytes(self.stream.read_exactly(buffered)) if buffered else b"")
-        self.returned.clear()
-        with self.ulock:
-            self.upstream.sendall(frame(LEND, pending))
-        self.returned.wait()
-        back, self.given_back = self.given_back, None
-        if back is None:
-            raise EndOfStream("the primary ended the connection")
-        self.stream.feed(back)
-        self.lendable = back[:1] != b"d"
-        return True
 
     def _idle(self) -> bool:
         with self.lock:
@@ -1298,7 +1272,6 @@ class Relay:
                 self.handing.set()
             else:
                 self.handing.set()
-                self.returned.set()  # (a COPY that lent the client socket ends: `_lend`)
                 self._primary_ended()
 
     def _pump_once(self, buf: bytearray) -> bool:
@@ -1329,15 +1302,6 @@ class Relay:
                 socket.send_fds(upstream, [frame(HANDOVER)], [self.client.fileno()])
                 self.handed = True
                 return True
-            elif code == LEND[0]:  # the client socket asked for, or given back
-                out += buf[run:pos]
-                run = end
-                if end - pos == 5:
-                    with self.ulock:
-                        socket.send_fds(upstream, [frame(LEND)], [self.client.fileno()])
-                else:
-                    self.given_back = bytes(buf[pos + 5:end])
-                    self.returned.set()
             elif self.swallow and self.swallow[0] < 0:  # a round trip of ours
                 out += buf[run:pos]
                 run = end

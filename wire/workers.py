@@ -48,8 +48,8 @@ from collections.abc import Callable
 
 from sqlvec.database import allow_fan_out
 from sqlvec.errors import ProtocolViolation
-from wire.codec import RECV_SIZE, SESSION_RECV_SIZE, SocketStream, frame
-from wire.connection import Closed, Connection, Stopping
+from wire.codec import SESSION_RECV_SIZE, SocketStream, frame
+from wire.connection import Closed, Connection
 
 log = logging.getLogger("sqlvec.wire")
 
@@ -68,13 +68,6 @@ FORK = b"F"  # primary -> fork server: fork a worker (JSON [index, log level]; i
 # primary -> worker, an empty one (everything before it is the client's); worker -> primary,
 # an empty one carrying the client socket (SCM_RIGHTS).
 HANDOVER = b"@"
-# For a run of CopyData messages the worker lends the client socket to the primary, which
-# reads them straight from it (`RelayedConnection._borrowed`): worker -> primary, the client's
-# bytes not yet relayed; primary -> worker, an empty one; worker -> primary, an empty one
-# carrying the socket; and once a message other than CopyData comes, primary -> worker, the
-# client's bytes from its header on (also the answer, right away, outside COPY FROM STDIN).
-LEND = b"%"
-_MESSAGE_HEADER = struct.Struct("!ci")  # a message's type and length
 ADOPT_TIMEOUT = 10.0  # seconds the primary waits for the worker's last step, at most
 LOG_LEVEL_VARIABLE = "SQLVEC_WORKER_LOG_LEVEL"  # the primary's log level, for its workers
 BACKGROUND_PUBLISH = 0.05  # seconds between publications of the position by the pool itself
@@ -311,7 +304,6 @@ class RelayedConnection(Connection):
     _mirrored: dict | None = None
     _worker_running = False  # the worker reported a read it runs for this client
     handed_over = False  # the worker handed the client's socket over: served directly now
-    _lent: socket.socket | None = None  # the client's socket, lent for COPY data (`_borrowed`)
     _stop_later = False  # shutdown came while it ran: end once it is done
 
     def stop(self) -> None:
@@ -368,10 +360,6 @@ class RelayedConnection(Connection):
             if type_byte == HANDOVER:
                 self._adopt(body)
                 continue
-            if type_byte == LEND:  # not in COPY FROM STDIN (any more): the bytes go back
-                self.flush()
-                self.stream.write(frame(LEND, body))
-                continue
             if type_byte != ACTIVITY_MESSAGE:
                 return type_byte, body
             query = json.loads(bytes(body)).get("query")
@@ -395,9 +383,23 @@ class RelayedConnection(Connection):
         Everything this connection sent before is the client's, so the answer (a HANDOVER of
         our own) goes behind it; the worker relays it all, then sends the socket. Nothing
         else comes from the worker after its HANDOVER, so the socket is received right from
-        the pair (`_client_socket`)."""
+        the pair (a buffered receive would drop the descriptor)."""
+        if self.stream.buffered or self.tls:
+            raise ProtocolViolation("unexpected connection handover from a worker")
+        self.flush()
         relay = self.sock
-        client = self._client_socket(HANDOVER)
+        self.stream.write(frame(HANDOVER))
+        relay.settimeout(ADOPT_TIMEOUT)
+        try:
+            message, fds, _flags, _address = socket.recv_fds(relay, 16, 1)
+        except OSError:
+            raise Closed from None
+        if message != frame(HANDOVER) or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise Closed  # the worker ended on the way: so does the connection
+        client = socket.socket(fileno=fds[0])
+        client.settimeout(None)
         stream = SocketStream(client, SESSION_RECV_SIZE)
         stream.feed(pending)
         with self._lock:
@@ -412,82 +414,6 @@ class RelayedConnection(Connection):
         log.debug("connection from %s (process %d) moved from worker %d to the primary",
                   self.peer, self.pid, self.worker)
         self.worker = -1
-
-    def _client_socket(self, kind: bytes) -> socket.socket:
-        """Ask the worker for the client's socket (an empty `kind` message: everything sent
-        before it is the client's) and receive it from the pair (SCM_RIGHTS), right from it:
-        a buffered receive would drop the descriptor."""
-        if self.stream.buffered or self.tls:
-            raise ProtocolViolation("unexpected client socket from a worker")
-        self.flush()
-        relay = self.sock
-        self.stream.write(frame(kind))
-        relay.settimeout(ADOPT_TIMEOUT)
-        try:
-            message, fds, _flags, _address = socket.recv_fds(relay, 16, 1)
-        except OSError:
-            raise Closed from None
-        finally:
-            relay.settimeout(None)
-        if message != frame(kind) or len(fds) != 1:
-            for fd in fds:
-                os.close(fd)
-            raise Closed  # the worker ended on the way: so does the connection
-        client = socket.socket(fileno=fds[0])
-        client.settimeout(None)
-        return client
-
-    def _borrowed(self, type_byte: bytes, length: int, stream, progress) -> bool:
-        """COPY FROM STDIN's data, read from the client's socket itself: the worker lent it
-        (LEND) rather than pass each CopyData message on, a wake-up of each process per
-        message. At the first other message (CopyDone, say) the socket goes back, with the
-        client's bytes received from that message's header on: the worker relays them as
-        ever, so what it knows of the connection holds. Any failure while the socket is
-        borrowed ends the connection (the worker waits for it back)."""
-        if type_byte != LEND or self.handed_over:
-            return False
-        pending = self._waiting(self.stream.read_exactly, length) if length else b""
-        client = self._client_socket(LEND)
-        lent = SocketStream(client, RECV_SIZE)
-        lent.feed(pending)
-        with self._lock:
-            self._lent = client
-        try:
-            rest = self._copy_data_from(lent, stream, progress)
-        except (OSError, Closed, Stopping):
-            raise
-        except Exception as error:
-            log.exception("COPY data from %s failed while its socket was lent", self.peer)
-            raise Closed from error
-        finally:
-            with self._lock:
-                self._lent = None
-            client.close()  # (this process's descriptor: the worker keeps its own)
-        self.stream.write(frame(LEND, rest))
-        log.debug("COPY data from %s read from its socket, lent by worker %d", self.peer,
-                  self.worker)
-        return True
-
-    def _copy_data_from(self, lent: SocketStream, stream, progress) -> bytes:
-        """Receive CopyData messages from `lent` into `stream` until another message's
-        header (or a length out of bounds) comes; return the bytes from that header on."""
-        read, limit = lent.read_exactly, self.server.max_message_size
-        while True:
-            head = self._waiting(read, 5)
-            type_byte, length = _MESSAGE_HEADER.unpack(head)
-            if type_byte != b"d" or not 4 <= length <= limit:
-                return bytes(head) + (bytes(read(lent.buffered)) if lent.buffered else b"")
-            self._waiting(stream.receive, lent, length - 4)
-            progress.bytes_processed += length - 4
-
-    def _shutdown_socket(self, how: int) -> None:
-        super()._shutdown_socket(how)
-        lent = self._lent
-        if lent is not None:  # a COPY reading the lent client socket is woken too
-            try:
-                socket.socket.shutdown(lent, how)
-            except OSError:
-                pass
 
     def _release(self) -> None:
         session = self.session
