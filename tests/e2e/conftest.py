@@ -143,14 +143,20 @@ def time_limit():
     signal.signal(signal.SIGALRM, previous)
 
 
+def serve_while_used(tmp_path_factory: pytest.TempPathFactory, name: str,
+                     *args: str) -> Iterator[RunningServer]:
+    """A server for a fixture's lifetime (`yield from` it): stopped cleanly after, with no
+    traceback in its log."""
+    running = start_server(tmp_path_factory.mktemp(name), *args)
+    yield running
+    assert running.stop() == 0, running.log()
+    assert "Traceback" not in running.log(), running.log()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
     """One trust-auth server shared by the driver tests (each uses its own tables)."""
-    running = start_server(tmp_path_factory.mktemp("sqlvec-server"), "--log-level", "debug")
-    yield running
-    code = running.stop()
-    assert code == 0, running.log()
-    assert "Traceback" not in running.log(), running.log()
+    yield from serve_while_used(tmp_path_factory, "sqlvec-server", "--log-level", "debug")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from tests.e2e.conftest import RawClient, RunningServer, start_server
+from tests.e2e.conftest import RawClient, RunningServer, serve_while_used, start_server
 from wire.messages import (
     Bind,
     CopyData,
@@ -31,10 +31,7 @@ DIM = 4
 
 @pytest.fixture(scope="module")
 def pool_server(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
-    running = start_server(tmp_path_factory.mktemp("sqlvec-copy-worker"), "--workers", "2")
-    yield running
-    assert running.stop() == 0, running.log()
-    assert "Traceback" not in running.log(), running.log()
+    yield from serve_while_used(tmp_path_factory, "sqlvec-copy-worker", "--workers", "2")
 
 
 def connect(server: RunningServer) -> psycopg.Connection:

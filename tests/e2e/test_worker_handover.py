@@ -21,6 +21,7 @@ from tests.e2e.conftest import (
     RawClient,
     RunningServer,
     run_in_thread,
+    serve_while_used,
     start_server,
     startup_packet,
 )
@@ -32,10 +33,7 @@ WHERE_RUN = "SELECT current_setting('sqlvec.worker', true)"
 
 @pytest.fixture(scope="module")
 def pool_server(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
-    running = start_server(tmp_path_factory.mktemp("sqlvec-handover"), "--workers", "2")
-    yield running
-    assert running.stop() == 0, running.log()
-    assert "Traceback" not in running.log(), running.log()
+    yield from serve_while_used(tmp_path_factory, "sqlvec-handover", "--workers", "2")
 
 
 def connect(server: RunningServer) -> psycopg.Connection:

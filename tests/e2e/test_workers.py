@@ -20,15 +20,18 @@ import asyncpg
 import psycopg
 import pytest
 
-from tests.e2e.conftest import RunningServer, run_in_thread, server_processes, start_server
+from tests.e2e.conftest import (
+    RunningServer,
+    run_in_thread,
+    serve_while_used,
+    server_processes,
+    start_server,
+)
 
 
 @pytest.fixture(scope="module")
 def pool_server(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
-    running = start_server(tmp_path_factory.mktemp("sqlvec-workers"), "--workers", "2")
-    yield running
-    assert running.stop() == 0, running.log()
-    assert "Traceback" not in running.log(), running.log()
+    yield from serve_while_used(tmp_path_factory, "sqlvec-workers", "--workers", "2")
 
 
 def connect(server: RunningServer, **kwargs) -> psycopg.Connection:
