@@ -153,6 +153,7 @@ class Session:
         self.txn: Transaction | None = None
         # Rows of an executemany not yet in `txn` (writes.PendingInserts).
         self.pending: writes.PendingInserts | None = None
+        self.nextval_calls = 0  # sequence values taken (a row that took some is not gathered)
         self.failed = False
         self.explicit = False  # in a transaction block: writes are buffered in `txn`
         self.implicit = False  # ... an implicit one (transactions.py): statements sent together
@@ -973,6 +974,7 @@ class Session:
                     key = f"{candidate}.{seq}"
                     break
         values = self.catalog.nextval(key, count)
+        self.nextval_calls += 1
         self.last_sequence_values = getattr(self, "last_sequence_values", {})
         self.last_sequence_values[key] = values[-1]
         return values

@@ -191,12 +191,16 @@ def _fast_insert(session: Session, prepared: PreparedStatement, params: list) ->
                                         pa.Table.from_batches([op.batch]))
         session.store.commit([op])
         return Result("INSERT 0 1", prepared.columns, None)
+    nextval_calls = session.nextval_calls
     batch = write.fast.row(params, context)  # type: ignore[union-attr]
     if batch is None:
         return None
-    if _gatherable(session, write):
+    # A row that took sequence values is not gathered: the rows after a failing one must not
+    # have taken theirs (PostgreSQL never builds them).
+    if session.nextval_calls == nextval_calls and _gatherable(session, write):
         _gather(session, write, batch)
         return Result("INSERT 0 1", prepared.columns, None)
+    apply_pending(session)  # the rows gathered before it come first
     txn = session.txn if session.txn is not None else Transaction()
     rows = pa.Table.from_batches([batch])
     if checked:
