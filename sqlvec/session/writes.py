@@ -95,7 +95,7 @@ def _gather(session: Session, write: WritePlan, batch: pa.RecordBatch) -> None:
         apply_pending(session)
         pending = session.pending = PendingInserts(session.txn, write)  # type: ignore[arg-type]
     if write.table.def_.constraints:
-        ROW_CHECKS(write.table.def_, pa.Table.from_batches([batch]))
+        ROW_CHECKS(write.table.def_, batch)
     pending.batches.append(batch)
 
 
