@@ -154,6 +154,7 @@ class Session:
         # Rows of an executemany not yet in `txn` (writes.PendingInserts).
         self.pending: writes.PendingInserts | None = None
         self.nextval_calls = 0  # sequence values taken (a row that took some is not gathered)
+        self.gathering = False  # the implicit block is an extended batch's (`begin_implicit`)
         self.failed = False
         self.explicit = False  # in a transaction block: writes are buffered in `txn`
         self.implicit = False  # ... an implicit one (transactions.py): statements sent together
@@ -750,8 +751,10 @@ class Session:
 
     def begin_implicit(self, first_alone: bool) -> None:
         """Open an implicit transaction block for the statements sent together that follow
-        (an extended-protocol batch up to its Sync: transactions.py)."""
+        (an extended-protocol batch up to its Sync: transactions.py). Its single-row INSERTs
+        may be gathered: the front end answers an error in them at the failing row's Execute."""
         transactions.begin_implicit(self, first_alone)
+        self.gathering = True
 
     def apply_pending(self) -> None:
         """Put the rows an executemany gathered into the block's transaction now (the front

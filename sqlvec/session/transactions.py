@@ -113,6 +113,7 @@ def begin_implicit(session: Session, first_alone: bool) -> None:
     one that runs only outside a block (`refuse_in_block`)."""
     session.explicit = session.implicit = True
     session.first_alone = first_alone
+    session.gathering = False  # (set by the front end's `Session.begin_implicit`)
     session.txn = Transaction()
 
 

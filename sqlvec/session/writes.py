@@ -81,10 +81,11 @@ def _first_failing(txn: Transaction, table: Table,
 
 
 def _gatherable(session: Session, write: WritePlan) -> bool:
-    """Whether this run of a single-row INSERT may join the gathered rows: in an implicit
-    block, no RETURNING, nothing watching its rows (foreign keys)."""
+    """Whether this run of a single-row INSERT may join the gathered rows: in an extended
+    batch's implicit block (not a Query's: its statements after a failing one must not have
+    answered), no RETURNING, nothing watching its rows (foreign keys)."""
     txn = session.txn
-    return session.implicit and write.returning is None and txn is not None \
+    return session.implicit and session.gathering and write.returning is None and txn is not None \
         and txn.watch is None and not foreign_keys.references_others(write.table)
 
 

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from tests.e2e.conftest import RawClient, beside_postgres, start_server
-from wire.messages import Bind, ErrorResponse, Execute, Flush, Parse, Sync
+from wire.messages import Bind, ErrorResponse, Execute, Flush, Parse, Query, Sync
 
 SCHEMA = """
 DROP TABLE IF EXISTS m, g;
@@ -186,6 +186,10 @@ def test_the_error_is_answered_at_the_failing_execute(tmp_path_factory):
             if isinstance(end, Flush):
                 raw.send(Sync().encode())
             assert [m.TYPE for m in raw.messages()] == [b"Z"]
+        # A Query of several INSERTs stops at the failing one too: nothing after it answered.
+        raw.send(Query("DELETE FROM r; " + "; ".join(
+            f"INSERT INTO r VALUES ({key})" for key in (1, 2, 1, 3))).encode())
+        assert [m.TYPE for m in raw.messages()] == [b"C", b"C", b"C", b"E", b"Z"]
     finally:
         raw.close()
         assert server.stop() == 0, server.log()
