@@ -328,6 +328,10 @@ class Connection:
         # after the message being handled (what follows it is looked for there, not in the
         # stream: `_more_to_execute`).
         self._ahead: tuple[list[Message], int] | None = None
+        # The rows an executemany gathered (the session's `pending`, not yet applied) and
+        # where, in `_out`, the answer of each one's Execute begins: an error in them is
+        # answered there, in place of the answers from the failing row on (`_withdraw`).
+        self._gathered: tuple[object, list[int]] | None = None
 
     # Lifecycle ------------------------------------------------------------------------------------
 
@@ -548,7 +552,9 @@ class Connection:
         self.stream.write(data)  # large: written as is, not copied into the buffer
 
     def flush(self) -> None:
-        """Write the queued output now."""
+        """Write the queued output now (rows gathered first: their answers depend on them)."""
+        if self._gathered is not None:
+            self._apply_gathered()
         if self._out:
             self.stream.write(self._out)
             self._out.clear()
@@ -712,6 +718,7 @@ class Connection:
         except SqlVecError as exc:
             if exc.severity == "FATAL":
                 raise
+            self._withdraw(exc)
             self._extended_error(error_response(exc))
         except GONE:
             raise
@@ -1061,10 +1068,50 @@ class Connection:
             session.first_alone = False  # (set by the statements `Session.run` runs)
             return
         if portal.result is None:
+            answer_at = len(self._out)
             portal.result, changed = self._run_portal(portal)
+            self._note_gathered(session, answer_at)
             self._send_settings(changed)
         self._send_result(portal.result, portal.formats(portal.result.columns),
                           message.max_rows, portal)
+
+    def _note_gathered(self, session: Session, answer_at: int) -> None:
+        """After a statement ran: if it added a row to those the session gathered, remember
+        where its answer begins."""
+        pending = session.pending
+        if pending is None:
+            self._gathered = None
+            return
+        gathered = self._gathered
+        if gathered is None or gathered[0] is not pending:
+            gathered = self._gathered = (pending, [])
+        if len(gathered[1]) < len(pending.batches):
+            gathered[1].append(answer_at)
+
+    def _apply_gathered(self) -> None:
+        """Apply the gathered rows before their answers leave; an error is the failing row's
+        Execute's (`_withdraw`), raised for the handler running to report."""
+        session = self.session
+        try:
+            if session is not None:
+                session.apply_pending()
+        except SqlVecError as exc:
+            self._withdraw(exc)
+            raise
+        finally:
+            self._gathered = None
+
+    def _withdraw(self, exc: BaseException) -> None:
+        """An error in gathered rows: the answers queued from the failing row's Execute on
+        are taken back, so the error stands where running the rows one by one puts it."""
+        gathered = getattr(exc, "gathered", None)
+        if gathered is None or self._gathered is None or self._gathered[0] is not gathered:
+            return
+        answers = self._gathered[1]
+        row = exc.gathered_row  # type: ignore[attr-defined]
+        if row < len(answers):
+            del self._out[answers[row]:]
+        self._gathered = None
 
     def _more_to_execute(self, unknown: bool) -> bool:
         """Whether another Execute follows the one being handled before the next Sync: in the
@@ -1146,6 +1193,7 @@ class Connection:
         """Send a statement's error; a FATAL one ends the connection instead."""
         if isinstance(exc, SqlVecError) and exc.severity == "FATAL":
             raise exc
+        self._withdraw(exc)
         self.send(error_response(exc))
 
     def on_terminate(self, message: Terminate) -> None:

@@ -151,6 +151,10 @@ class Session:
         self.changed: dict[str, str] = {}  # reported settings changed since last drained
         self._notices: list[Notice] = []  # raised while the current statement runs (`notice`)
         self.txn: Transaction | None = None
+        # Rows of an executemany not yet in `txn` (writes.PendingInserts).
+        self.pending: writes.PendingInserts | None = None
+        self.nextval_calls = 0  # sequence values taken (a row that took some is not gathered)
+        self.gathering = False  # the implicit block is an extended batch's (`begin_implicit`)
         self.failed = False
         self.explicit = False  # in a transaction block: writes are buffered in `txn`
         self.implicit = False  # ... an implicit one (transactions.py): statements sent together
@@ -569,6 +573,9 @@ class Session:
         try:
             try:
                 with self._statement_lock(prepared):
+                    pending = self.pending
+                    if pending is not None and prepared.compiled is not pending.write:
+                        self.apply_pending()  # what it runs sees the rows gathered
                     prepared = self._current_plan(prepared)
                     if len(prepared.sql) <= stack.INLINE_TEXT:  # (run_deep would run it here)
                         result = RUNNERS[prepared.kind](self, prepared, params or [], max_rows)
@@ -744,8 +751,15 @@ class Session:
 
     def begin_implicit(self, first_alone: bool) -> None:
         """Open an implicit transaction block for the statements sent together that follow
-        (an extended-protocol batch up to its Sync: transactions.py)."""
+        (an extended-protocol batch up to its Sync: transactions.py). Its single-row INSERTs
+        may be gathered: the front end answers an error in them at the failing row's Execute."""
         transactions.begin_implicit(self, first_alone)
+        self.gathering = True
+
+    def apply_pending(self) -> None:
+        """Put the rows an executemany gathered into the block's transaction now (the front
+        end, before their answers leave); errors: `writes.apply_pending`."""
+        writes.apply_pending(self)
 
     def end_implicit(self) -> None:
         """Commit the implicit block still open, if any (at Sync)."""
@@ -826,6 +840,7 @@ class Session:
         """COPY ... FROM: insert decoded rows into `table`; returns the row count. `staged`:
         every piece of `rows` as `loader.stage` returned it, in order."""
         with self._shared_ddl_lock():
+            self.apply_pending()
             return copy_statements.copy_in(self, table, columns, rows, staged, loader)
 
     def copy_progress(self, command: CopyCommand) -> CopyProgress:
@@ -962,6 +977,7 @@ class Session:
                     key = f"{candidate}.{seq}"
                     break
         values = self.catalog.nextval(key, count)
+        self.nextval_calls += 1
         self.last_sequence_values = getattr(self, "last_sequence_values", {})
         self.last_sequence_values[key] = values[-1]
         return values

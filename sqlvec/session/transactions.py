@@ -102,6 +102,7 @@ def rollback(session: Session, u: Utility, prepared: PreparedStatement, params: 
 def _drop_block(session: Session) -> None:
     """Close the open block rolled back: its writes dropped, its schema changes undone."""
     session.explicit, session.implicit, session.failed, session.txn = False, False, False, None
+    session.pending = None
     end_of_block(session, True)
     session.close_schema_changes(None)
 
@@ -112,12 +113,19 @@ def begin_implicit(session: Session, first_alone: bool) -> None:
     one that runs only outside a block (`refuse_in_block`)."""
     session.explicit = session.implicit = True
     session.first_alone = first_alone
+    session.gathering = False  # (set by the front end's `Session.begin_implicit`)
     session.txn = Transaction()
 
 
 def end_implicit(session: Session) -> None:
-    """The end of the statements sent together: an implicit block still open commits."""
+    """The end of the statements sent together: an implicit block still open commits (its
+    gathered rows first: an error in them rolls it back)."""
     if session.implicit:
+        try:
+            session.apply_pending()
+        except BaseException:
+            _drop_block(session)
+            raise
         _end_block(session)
 
 
@@ -143,7 +151,7 @@ def savepoint(session: Session, u: Utility, prepared: PreparedStatement, params:
     25P01."""
     _require_explicit(session, "SAVEPOINT")
     schema = session.store.image() if session.ddl_open else None
-    session.savepoints.append((u.name or "", _txn_state(session.txn), schema,
+    session.savepoints.append((u.name or "", txn_state(session.txn), schema,
                                session.settings_state()))
     return Result("SAVEPOINT")
 
@@ -163,7 +171,7 @@ def rollback_to(session: Session, u: Utility, prepared: PreparedStatement,
     if session.ddl_open:  # the schema as the savepoint saw it (None: before any change)
         session.store.restore(session.savepoints[i][2])
         session._plan_cache.clear()
-    session.txn = _txn_restore(session.txn, session.savepoints[i][1])
+    session.txn = txn_restore(session.txn, session.savepoints[i][1])
     session.restore_settings(session.savepoints[i][3])  # type: ignore[arg-type]
     del session.savepoints[i + 1:]
     session.failed = False
@@ -195,7 +203,7 @@ def _savepoint_index(session: Session, name: str) -> int:
     raise SqlVecError(f'savepoint "{name}" does not exist', sqlstate="3B001")
 
 
-def _txn_state(txn: Transaction | None) -> object:
+def txn_state(txn: Transaction | None) -> object:
     """A copy of a transaction's buffered writes (SAVEPOINT)."""
     if txn is None:
         return None
@@ -203,7 +211,7 @@ def _txn_state(txn: Transaction | None) -> object:
              for tid, o in txn.overlays.items()}, txn._next_provisional)
 
 
-def _txn_restore(txn: Transaction | None, state: object) -> Transaction | None:
+def txn_restore(txn: Transaction | None, state: object) -> Transaction | None:
     if txn is None or state is None:
         return txn
     overlays, provisional = state  # type: ignore[misc]

@@ -1,30 +1,103 @@
 """Running INSERT, UPDATE and DELETE: the general path and the single-row fast paths.
 
 Outside a transaction block a write commits on its own; inside, its inserts and deletes are
-buffered in the session's Transaction until COMMIT.
+buffered in the session's Transaction until COMMIT. In the implicit block of a pipeline, the
+rows of consecutive runs of one single-row INSERT are gathered (`PendingInserts`) and enter the
+Transaction together, their keys checked once, when anything else needs them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from sqlvec.errors import QueryCanceled, SerializationFailure, UniqueViolation
+from sqlvec.errors import QueryCanceled, SerializationFailure, SqlVecError, UniqueViolation
 from sqlvec.execution import foreign_keys
+from sqlvec.execution.constraints import ROW_CHECKS
 from sqlvec.execution.context import ExecContext
 from sqlvec.execution.dml import WritePlan, eval_returning
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.values import typed_params
+from sqlvec.session import transactions
 from sqlvec.session.results import PreparedStatement, Result, renamed
 
 if TYPE_CHECKING:
     from sqlvec.session.core import Session
+    from sqlvec.storage.table import Table
 
 # Times an autocommit INSERT ... ON CONFLICT, UPDATE or DELETE is run when it loses a race
 # at commit.
 UPSERT_ATTEMPTS = 10
+
+
+@dataclass
+class PendingInserts:
+    """Rows of one single-row INSERT statement run again and again in an implicit block
+    (executemany), not yet in `txn`: each row's NOT NULL and CHECK constraints were checked
+    as it came (their errors name its Execute), its keys are checked when the rows are
+    applied (`apply_pending`), the first duplicate's key named as one by one would."""
+    txn: Transaction
+    write: WritePlan
+    batches: list[pa.RecordBatch] = field(default_factory=list)
+
+
+def apply_pending(session: Session) -> None:
+    """Put the gathered rows into the block's transaction, before anything that could see
+    them or end the block; rows of a block already gone are dropped with it. An error is the
+    first failing row's, as running them one by one gives it, with `gathered_row` (its
+    position among them) and `gathered` (the `PendingInserts`) set."""
+    pending = session.pending
+    if pending is None:
+        return
+    session.pending = None
+    txn = pending.txn
+    if txn is not session.txn:
+        return
+    table = pending.write.table
+    before = transactions.txn_state(txn) if len(pending.batches) > 1 else None
+    try:
+        txn.insert(table, pa.Table.from_batches(pending.batches))
+    except SqlVecError as exc:
+        row, error = 0, exc
+        if before is not None:  # the block is rolled back: the replay may use up `txn`
+            row, error = _first_failing(transactions.txn_restore(txn, before), table,
+                                        pending.batches)
+        error.gathered_row, error.gathered = row, pending  # type: ignore[attr-defined]
+        raise error from None
+
+
+def _first_failing(txn: Transaction, table: Table,
+                   batches: list[pa.RecordBatch]) -> tuple[int, SqlVecError]:
+    """Which of the rows fails first, inserted one by one, and its error."""
+    for row, batch in enumerate(batches):
+        try:
+            txn.insert(table, pa.Table.from_batches([batch]))
+        except SqlVecError as exc:
+            return row, exc
+    raise AssertionError("the rows failed together but not one by one")
+
+
+def _gatherable(session: Session, write: WritePlan) -> bool:
+    """Whether this run of a single-row INSERT may join the gathered rows: in an extended
+    batch's implicit block (not a Query's: its statements after a failing one must not have
+    answered), no RETURNING, nothing watching its rows (foreign keys)."""
+    txn = session.txn
+    return session.implicit and session.gathering and write.returning is None and txn is not None \
+        and txn.watch is None and not foreign_keys.references_others(write.table)
+
+
+def _gather(session: Session, write: WritePlan, batch: pa.RecordBatch) -> None:
+    """Hold a row for `apply_pending`, after the checks that concern it alone."""
+    pending = session.pending
+    if pending is None or pending.write is not write or pending.txn is not session.txn:
+        apply_pending(session)
+        pending = session.pending = PendingInserts(session.txn, write)  # type: ignore[arg-type]
+    if write.table.def_.constraints:
+        ROW_CHECKS(write.table.def_, batch)
+    pending.batches.append(batch)
 
 
 def run_write(session: Session, prepared: PreparedStatement, params: list,
@@ -37,6 +110,8 @@ def run_write(session: Session, prepared: PreparedStatement, params: list,
     # of writes: the general path, or the single-row INSERT checking its one row.
     if write.fast is not None:
         result = _fast_insert(session, prepared, params)
+    if result is None:
+        apply_pending(session)  # the rows gathered before it come first
     key_path = result is None and write.by_key is not None and not session.explicit and \
         not foreign_keys.involved(session.store, write.table)
     if key_path:
@@ -117,9 +192,16 @@ def _fast_insert(session: Session, prepared: PreparedStatement, params: list) ->
                                         pa.Table.from_batches([op.batch]))
         session.store.commit([op])
         return Result("INSERT 0 1", prepared.columns, None)
+    nextval_calls = session.nextval_calls
     batch = write.fast.row(params, context)  # type: ignore[union-attr]
     if batch is None:
         return None
+    # A row that took sequence values is not gathered: the rows after a failing one must not
+    # have taken theirs (PostgreSQL never builds them).
+    if session.nextval_calls == nextval_calls and _gatherable(session, write):
+        _gather(session, write, batch)
+        return Result("INSERT 0 1", prepared.columns, None)
+    apply_pending(session)  # the rows gathered before it come first
     txn = session.txn if session.txn is not None else Transaction()
     rows = pa.Table.from_batches([batch])
     if checked:

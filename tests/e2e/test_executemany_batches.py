@@ -1,0 +1,195 @@
+"""executemany of a single-row INSERT: the server applies the rows of consecutive Executes
+together, yet every outcome is PostgreSQL's. A row failing a key, NOT NULL, CHECK or foreign
+key in the middle of the batch is answered at its own Execute, names itself, and leaves
+nothing of the batch; sequences keep their increments; RETURNING gives each row; a SELECT
+later in the same pipeline sees the rows before it. Each case runs on PostgreSQL and on our
+server and must give the same errors, details and rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import asyncpg
+import psycopg
+import pytest
+
+from tests.e2e.conftest import RawClient, beside_postgres, start_server
+from wire.messages import Bind, ErrorResponse, Execute, Flush, Parse, Query, Sync
+
+SCHEMA = """
+DROP TABLE IF EXISTS m, g;
+DROP SEQUENCE IF EXISTS ms;
+CREATE SEQUENCE ms;
+CREATE TABLE m (id int PRIMARY KEY, n int NOT NULL, v int CHECK (v > 0),
+                q bigint DEFAULT nextval('ms'), d text DEFAULT 'dflt');
+INSERT INTO m (id, n, v) VALUES (100, 0, 1);
+CREATE TABLE g (id int PRIMARY KEY, n int NOT NULL, v int CHECK (v > 0), d text DEFAULT 'dflt');
+INSERT INTO g (id, n, v) VALUES (100, 0, 1);
+"""
+# m's rows take sequence values, g's do not (the server gathers only those).
+INSERT = "INSERT INTO {} (id, n, v) VALUES (%s, %s, %s)"
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """PostgreSQL's URI, then our server's."""
+    with beside_postgres(tmp_path_factory, "execmany") as (sqlvec, postgres):
+        yield [postgres, sqlvec]
+
+
+def rows(*changed: tuple[int, tuple]) -> list[tuple]:
+    """Ten good rows (ids 1-10), with the given positions replaced."""
+    out = [(i, i, i) for i in range(1, 11)]
+    for at, row in changed:
+        out[at] = row
+    return out
+
+
+def outcome(uri: str, action: Callable[[psycopg.Connection, str], object],
+            table: str) -> tuple:
+    """(SQLSTATE, DETAIL of the error, what the action returned, rows of m and g, the
+    sequence's next value)."""
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+        error = detail = result = None
+        try:
+            result = action(conn, table)
+        except psycopg.Error as exc:
+            error, detail = exc.sqlstate, exc.diag.message_detail
+        rows = [conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in "mg"]
+        last = conn.execute("SELECT nextval('ms')").fetchone()[0]
+        return error, detail, result, rows, last
+
+
+def many(batch: list[tuple], sql: str = INSERT) -> Callable[[psycopg.Connection, str], object]:
+    def run(conn: psycopg.Connection, table: str) -> object:
+        conn.cursor().executemany(sql.format(table), batch)
+    return run
+
+
+def returning(conn: psycopg.Connection, table: str) -> object:
+    cur = conn.cursor()
+    cur.executemany(INSERT.format(table) + " RETURNING *", rows(), returning=True)
+    out = []
+    while True:
+        out.extend(cur.fetchall())
+        if not cur.nextset():
+            return out
+
+
+def select_after(conn: psycopg.Connection, table: str) -> object:
+    with conn.pipeline():
+        conn.cursor().executemany(INSERT.format(table), rows()[:4])
+        counted = conn.execute(f"SELECT count(*), max(id) FROM {table}")
+        conn.cursor().executemany(INSERT.format(table), rows()[4:])
+    return counted.fetchall()
+
+
+def select_then_duplicate(conn: psycopg.Connection, table: str) -> object:
+    with conn.pipeline():
+        conn.cursor().executemany(INSERT.format(table), rows()[:4])
+        conn.execute(f"SELECT count(*) FROM {table}")
+        conn.cursor().executemany(INSERT.format(table), rows((2, (7, 0, 1)))[4:])
+
+
+CASES = {
+    "committed": many(rows()),
+    "a duplicate in the middle": many(rows((5, (2, 0, 1)))),
+    "a duplicate of a committed row": many(rows((6, (100, 0, 1)))),
+    "a duplicate in the middle and another later": many(rows((3, (1, 0, 1)), (7, (2, 0, 1)))),
+    "a NULL in the middle": many(rows((4, (5, None, 1)))),
+    "a CHECK failing in the middle": many(rows((4, (5, 5, -1)))),
+    "RETURNING each row": returning,
+    "a SELECT in the pipeline sees the rows before it": select_after,
+    "a duplicate after a SELECT in the pipeline": select_then_duplicate,
+}
+
+
+@pytest.mark.parametrize("table", ["g", "m"])
+@pytest.mark.parametrize("name", CASES)
+def test_psycopg_executemany_matches_postgresql(servers, name, table):
+    postgres, ours = [outcome(uri, CASES[name], table) for uri in servers]
+    assert ours == postgres
+
+
+def test_a_foreign_key_failing_in_the_middle(servers):
+    """Rows referencing another table (not gathered: their checks watch each row) fail at
+    the right row too."""
+    def run(uri: str) -> tuple:
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS fk_child, fk_parent")
+            conn.execute("CREATE TABLE fk_parent (id int PRIMARY KEY)")
+            conn.execute("INSERT INTO fk_parent VALUES (1), (2)")
+            conn.execute("CREATE TABLE fk_child (id int PRIMARY KEY, "
+                         "p int REFERENCES fk_parent)")
+            try:
+                conn.cursor().executemany("INSERT INTO fk_child VALUES (%s, %s)",
+                                          [(1, 1), (2, 2), (3, 9), (4, 1)])
+                error = None
+            except psycopg.Error as exc:
+                error = (exc.sqlstate, exc.diag.message_detail)
+            return error, conn.execute("SELECT count(*) FROM fk_child").fetchone()[0]
+
+    postgres, ours = [run(uri) for uri in servers]
+    assert postgres[0][0] == "23503"
+    assert ours == postgres
+
+
+def test_asyncpg_executemany_matches_postgresql(servers):
+    async def run(uri: str) -> tuple:
+        conn = await asyncpg.connect(uri)
+        try:
+            await conn.execute(SCHEMA)
+            out = []
+            for table, batch in ((t, b) for t in "gm" for b in (
+                    rows((5, (2, 0, 1))), rows((4, (5, None, 1))), rows())):
+                try:
+                    await conn.executemany(f"INSERT INTO {table} (id, n, v) VALUES ($1, $2, $3)",
+                                           batch)
+                    out.append(None)
+                except asyncpg.PostgresError as exc:
+                    out.append((exc.sqlstate, exc.detail))
+            table = [tuple(r) for t in "gm" for r in await conn.fetch(
+                f"SELECT * FROM {t} ORDER BY id")]
+            return out, table, await conn.fetchval("SELECT nextval('ms')")
+        finally:
+            await conn.close()
+
+    postgres, ours = [asyncio.run(run(uri)) for uri in servers]
+    assert postgres[0][0] == ("23505", "Key (id)=(2) already exists.")
+    assert ours == postgres
+
+
+def test_the_error_is_answered_at_the_failing_execute(tmp_path_factory):
+    """The messages as PostgreSQL sends them: the rows before the failing one answered
+    (BindComplete, CommandComplete), the failing one's BindComplete then the error, nothing
+    for the rows after it; with a Flush after the rows too."""
+    server = start_server(tmp_path_factory.mktemp("execmany-raw"), "--workers", "0")
+    raw = RawClient(server).ready()
+    try:
+        for end in (Sync(), Flush()):
+            raw.send(Parse("", "CREATE TABLE IF NOT EXISTS r (id int PRIMARY KEY)").encode()
+                     + Bind().encode() + Execute().encode() + Sync().encode())
+            raw.messages()
+            out = Parse("", "INSERT INTO r VALUES ($1)", (23,)).encode()
+            for key in (1, 2, 3, 2, 4, 5):
+                out += Bind("", "", (), (str(key).encode(),)).encode() + Execute().encode()
+            raw.send(out + end.encode())
+            got = raw.messages(until=b"E")
+            assert [m.TYPE for m in got] == [b"1"] + [b"2", b"C"] * 3 + [b"2", b"E"]
+            error = got[-1]
+            assert isinstance(error, ErrorResponse)
+            fields = dict(error.fields)
+            assert (fields["C"], fields["D"]) == ("23505", "Key (id)=(2) already exists.")
+            if isinstance(end, Flush):
+                raw.send(Sync().encode())
+            assert [m.TYPE for m in raw.messages()] == [b"Z"]
+        # A Query of several INSERTs stops at the failing one too: nothing after it answered.
+        raw.send(Query("DELETE FROM r; " + "; ".join(
+            f"INSERT INTO r VALUES ({key})" for key in (1, 2, 1, 3))).encode())
+        assert [m.TYPE for m in raw.messages()] == [b"C", b"C", b"C", b"E", b"Z"]
+    finally:
+        raw.close()
+        assert server.stop() == 0, server.log()
