@@ -78,6 +78,14 @@ def worth_measuring(rows: int, selectivity: float, multiplier: float, k: int) ->
     return ef < rows * selectivity and index_cost(ef) < exact_cost(int(rows * selectivity))
 
 
+def dearest_useful_ef(rows: int, selectivity: float, max_ef: int = MAX_FILTER_EF) -> int:
+    """The largest ef a filtered search at `selectivity` of `rows` may use: within `max_ef`,
+    and dearer than an exact scan of the eligible rows above it (the planner scans instead)."""
+    eligible = int(rows * selectivity)
+    cheaper = math.ceil(exact_cost(eligible) / INDEX_LABEL_COST) - 1
+    return max(1, min(max_ef, cheaper, eligible - 1))
+
+
 def filter_multiples(ask: int, max_ef: int = MAX_FILTER_EF) -> list[float]:
     """The multiples of an over-query of `ask` labels a build measures: the over-query itself,
     the ladder's below `max_ef`, then `max_ef` (as the multiple max_ef / ask)."""
@@ -109,7 +117,7 @@ def measure_filtered(search: Callable[[np.ndarray, int, int], np.ndarray],
         mask = masks[selectivity]
         sizes = np.maximum((truth >= 0).sum(axis=1), 1)
         best, previous = 0.0, -1.0
-        for multiplier in filter_multiples(ask, max_ef):
+        for multiplier in filter_multiples(ask, dearest_useful_ef(rows, selectivity, max_ef)):
             if not worth_measuring(rows, selectivity, multiplier, k):
                 break
             ef = int(round(ask * multiplier))

@@ -9,6 +9,8 @@ import numpy as np
 
 from sqlvec.storage.calibration import (
     choose_filtered,
+    dearest_useful_ef,
+    filter_multiples,
     filtered_recall,
     measure_filtered,
     overquery_labels,
@@ -52,6 +54,26 @@ def test_a_knob_the_session_set_is_used_with_what_the_table_says_of_it():
     assert (knob.ef, knob.recall, knob.reachable) == (200, 0.94, True)  # 200 / 67: multiple 2
     knob = choose_filtered(TABLE, CURVE, 10, 0.3, None, 10)  # raised to the over-query
     assert (knob.ef, knob.recall) == (67, 0.91)
+
+
+def test_multiples_go_up_to_the_largest_ef_a_search_may_use():
+    assert filter_multiples(40) == [1, 2, 4, 8, 16, 25.0]  # ef 1000 = 25 × 40
+    assert filter_multiples(400) == [1, 2, 2.5]
+    assert filter_multiples(2000) == [1]  # the over-query itself is the least a search asks
+    assert filter_multiples(40, 600) == [1, 2, 4, 8, 15.0]
+    assert dearest_useful_ef(30_000, 0.5) == 1000  # exact 15,000 rows × 0.3 µs: dearer
+    assert dearest_useful_ef(10_000, 0.2) == 599  # exact 2,000 rows: 600 µs
+
+
+def test_a_deep_multiple_is_picked_when_it_reaches_the_target_within_max_ef():
+    table = [(0.5, 1, 0.80), (0.5, 8, 0.90), (0.5, 25.0, 0.97)]
+    curve = [(10, 0.80), (100, 0.93), (400, 0.96), (1000, 0.99)]
+    ask = overquery_labels(10, 0.6)
+    knob = choose_filtered(table, curve, 10, 0.6, 0.95, 40)
+    # multiple 25: 0.97 at 50 %, the curve at its multiple 20 (ef 400) 0.96
+    assert (knob.ef, knob.recall, knob.reachable) == (25 * ask, 0.96, True)
+    knob = choose_filtered(table, curve, 10, 0.6, 0.95, 40, max_ef=500)  # 500 / 34: 14.7
+    assert (knob.ef, knob.recall, knob.reachable) == (500, 0.90, False)
 
 
 def test_points_are_measured_only_where_the_index_is_cheaper_than_exact():
