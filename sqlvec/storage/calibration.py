@@ -156,71 +156,80 @@ class FilteredKnob(NamedTuple):
 
 def filtered_recall(table: FilterTable, curve: list[tuple[int, float]], selectivity: float,
                     multiplier: float) -> float | None:
-    """The recall the table promises a filtered search at `selectivity` whose ef is
-    `multiplier` × its over-query: the lower of the calibrated selectivities on either side
-    of it (the unfiltered curve above the largest), each at the largest measured multiple not
-    above `multiplier`; None below every calibrated selectivity or multiple."""
-    return _recall_at(_model(tuple(table), tuple(curve)), selectivity, multiplier)
+    """The recall the table promises a filtered top-10 search at `selectivity` whose ef is
+    `multiplier` × its over-query (see `_recall_at`)."""
+    ef = multiplier * overquery_labels(CALIBRATION_K, selectivity)
+    return _recall_at(_model(tuple(table), tuple(curve)), selectivity, ef)
 
 
 def _recall_at(model: tuple[list[float], list[list[tuple[float, float]]]], selectivity: float,
-               multiplier: float) -> float | None:
-    """`filtered_recall` read from the table's `_model`."""
+               ef: float) -> float | None:
+    """The recall of the largest calibrated selectivity not above `selectivity`, at its largest
+    measured ef not above `ef`; None below every calibrated selectivity or measured ef. At one
+    ef, the fewer rows pass the deeper the rows a search needs lie (its recall falls): the
+    calibrated selectivity below bounds the recall from below."""
     selectivities, points = model
-    above = bisect.bisect_right(selectivities, selectivity)
-    if above == 0:
-        return None
-    sides = [_side_recall(points[above - 1], multiplier)]
-    if above < len(selectivities):
-        sides.append(_side_recall(points[above], multiplier))
-    return None if None in sides else min(sides)  # type: ignore[type-var]
+    below = bisect.bisect_right(selectivities, selectivity) - 1
+    return _side_recall(points[below], ef) if below >= 0 else None
 
 
-def _side_recall(points: list[tuple[float, float]], multiplier: float) -> float | None:
-    """The recall of one calibrated selectivity at the largest measured multiple not above
-    `multiplier` (a little tolerance: max_ef / ask is stored rounded), None below them all."""
-    step = bisect.bisect_right(points, (multiplier * (1 + 1e-6), math.inf)) - 1
+def _side_recall(points: list[tuple[float, float]], ef: float) -> float | None:
+    """The recall of one calibrated selectivity at the largest measured ef not above `ef`,
+    None below them all."""
+    step = bisect.bisect_right(points, (ef * (1 + 1e-6), math.inf)) - 1
     return points[step][1] if step >= 0 else None
 
 
 @functools.lru_cache(maxsize=256)
 def _model(table: tuple[tuple[float, float, float], ...], curve: tuple[tuple[int, float], ...]
            ) -> tuple[list[float], list[list[tuple[float, float]]]]:
-    """The table as ascending selectivities (1.0: the unfiltered curve, at ef = multiple × 2 ×
-    10) and, per selectivity, its measured (multiple, recall) points ascending, each recall
-    the best at or below its multiple (more ef finds at least what less does). Planning reads
-    it per filtered query."""
+    """The table as ascending selectivities (1.0: the unfiltered curve) and, per selectivity,
+    its measured (ef, recall) points ascending (ef = multiple × that selectivity's over-query
+    of the top 10), each recall the best at or below its ef (more ef finds at least what less
+    does). Planning reads it per filtered query."""
     rows: dict[float, list[tuple[float, float]]] = {}
     for s, m, r in table:
-        rows.setdefault(float(s), []).append((float(m), float(r)))
+        ask = overquery_labels(CALIBRATION_K, float(s))
+        rows.setdefault(float(s), []).append((float(m) * ask, float(r)))
     if curve:
-        rows[1.0] = [(e / overquery_labels(CALIBRATION_K, 1.0), r) for e, r in curve]
+        rows[1.0] = [(float(e), float(r)) for e, r in curve]
     selectivities = sorted(rows)
     points = []
     for s in selectivities:
         best, ladder = 0.0, []
-        for m, r in sorted(rows[s]):
+        for ef, r in sorted(rows[s]):
             best = max(best, r)
-            ladder.append((m, best))
+            ladder.append((ef, best))
         points.append(ladder)
     return selectivities, points
+
+
+class FilteredKnob(NamedTuple):
+    """What a filtered search through a calibrated index does: its ef, the recall the table
+    promises there (None: unknown), and whether that reaches the target."""
+
+    ef: int
+    recall: float | None
+    reachable: bool
 
 
 def choose_filtered(table: FilterTable, curve: list[tuple[int, float]], k: int,
                     selectivity: float, target: float | None, knob: int,
                     max_ef: int = MAX_FILTER_EF) -> FilteredKnob:
-    """A filtered search through an index with this table: for a target, the smallest measured
-    multiple of the over-query (within `max_ef`) whose recall reaches it (not `reachable` when
-    none does: the search should be exact); with the knob set, the knob (raised to the
-    over-query) and what the table says it gives."""
+    """A filtered search through an index with this table: for a target, the smallest
+    measured ef (within `max_ef`, at least the over-query) whose recall reaches it (not
+    `reachable` when none does: the search should be exact); with the knob set, the knob
+    (raised to the over-query) and what the table says it gives. The table measured top-10
+    searches: a larger k reads it at ef × 10 / k (the ef per row wanted)."""
     ask = overquery_labels(k, selectivity)
     model = _model(tuple(table), tuple(curve))
+    scale = min(1.0, CALIBRATION_K / max(k, 1))
     if target is None:
         ef = max(knob, ask)
-        return FilteredKnob(ef, _recall_at(model, selectivity, ef / ask), True)
+        return FilteredKnob(ef, _recall_at(model, selectivity, ef * scale), True)
     best = FilteredKnob(ask, None, False)
-    for ef in _candidate_efs(model, selectivity, ask, max_ef):
-        recall = _recall_at(model, selectivity, ef / ask)
+    for ef in _candidate_efs(model, selectivity, ask, scale, max_ef):
+        recall = _recall_at(model, selectivity, ef * scale)
         if recall is None:
             continue
         best = FilteredKnob(ef, recall, recall >= target)
@@ -230,13 +239,10 @@ def choose_filtered(table: FilterTable, curve: list[tuple[int, float]], k: int,
 
 
 def _candidate_efs(model: tuple[list[float], list[list[tuple[float, float]]]],
-                   selectivity: float, ask: int, max_ef: int) -> list[int]:
-    """The efs worth trying for an over-query of `ask` labels, ascending: each multiple measured
-    at the calibrated selectivities on either side (where the table's recall can change), as
-    an ef at most `max_ef` (but at least the over-query)."""
+                   selectivity: float, ask: int, scale: float, max_ef: int) -> list[int]:
+    """The efs worth trying, ascending: each ef measured at the calibrated selectivity below
+    (where the table's recall changes), within the over-query and `max_ef`."""
     selectivities, points = model
-    above = bisect.bisect_right(selectivities, selectivity)
-    sides = points[max(above - 1, 0) : above + 1]
-    multiples = sorted({m for side in sides for m, _ in side})
-    efs = sorted({max(ask, min(max_ef, int(math.ceil(ask * m - 1e-6)))) for m in multiples})
-    return efs or [ask]
+    below = bisect.bisect_right(selectivities, selectivity) - 1
+    side = points[below] if below >= 0 else []
+    return sorted({max(ask, min(max_ef, int(math.ceil(ef / scale - 1e-6)))) for ef, _ in side})

@@ -76,7 +76,7 @@ def test_a_hard_set_reaches_the_target_through_a_deep_multiple_not_an_exact_scan
     """Uniform vectors (hard for a graph): half the rows passing needs ef beyond 8 × the
     over-query, which the build measured (up to the largest ef a search may use), so the search
     stays on the graph at that ef, keeps recall >= 0.95 and does not claim more than it gets."""
-    rows, dim, percent = 6_000, 96, 50
+    rows, dim, percent = 8_000, 128, 50
     rng = np.random.default_rng(1)
     vectors = rng.random((rows, dim), dtype=np.float32)
     cats = rng.integers(0, 100, rows).astype(np.int32)
