@@ -10,15 +10,16 @@ product space reaches the deep neighbours badly, which no knob of the unfiltered
 
 So a build measures filtered searches as well (`measure_filtered`): its held-out queries under
 random filters of a ladder of selectivities (`FILTER_SELECTIVITIES`), each searched exactly as
-the search does it with ef a multiple of the over-query (`OVERQUERY_MULTIPLIERS`), the recall@10
-against the filtered truth recorded as a lower confidence bound (`calibration_point`). The
-table, (selectivity, multiplier, recall) rows, is kept beside the curve in the manifest. A point
-is only measured where the search could use it: where the index's search costs less than an
-exact scan of the eligible rows (the cost model's rates, `index_cost` and `exact_cost`).
+the search does it with ef a multiple of the over-query (`filter_multiples`: up to the largest
+ef a search may use, which hard data needs), the recall@10 against the filtered truth recorded
+as a lower confidence bound (`calibration_point`). The table, (selectivity, multiplier, recall)
+rows, is kept beside the curve in the manifest. A point is only measured where the search could
+use it: where the index's search costs less than an exact scan of the eligible rows (the cost
+model's rates, `index_cost` and `exact_cost`; `dearest_useful_ef`).
 
-A search then picks the smallest multiplier whose recall at the calibrated selectivities on
-either side of its own reaches the target (`choose_filtered`), and an exact scan when none does
-(the index cannot promise the target there). Filters that follow the data's clusters are not
+A search then reads the calibrated selectivity below its own at its ef and picks the smallest
+measured ef reaching the target (`choose_filtered`), and an exact scan when none does (the
+index cannot promise the target there). Filters that follow the data's clusters are not
 random: the over-query's widening keeps their row count, the table describes random ones.
 """
 
