@@ -105,6 +105,17 @@ def test_a_hard_set_reaches_the_target_through_a_deep_multiple_not_an_exact_scan
             recalls.append(len(set(got) & set(want.tolist())) / K)
         measured = float(np.mean(recalls))
         assert measured >= 0.95 and estimate <= measured + 0.01, (measured, estimate)
+        table = _filter_table(db)
+        assert any(m != int(m) for _, m, _ in table)  # ef 1000 as a multiple: 1000 / 40 ...
     finally:
         s.close()
         db.close()
+    with Database.open(str(tmp_path), options=StoreOptions(background=False)) as reopened:
+        assert _filter_table(reopened) == table  # the manifest keeps the fractional multiples
+
+
+def _filter_table(db: Database) -> list[tuple[float, float, float]]:
+    """The filtered-search table of the items table's (one) indexed segment."""
+    items = db.store().find_table("items")
+    (segment,) = items.sealed
+    return segment.index(items.def_.indexes[0].name).filter_calibration
