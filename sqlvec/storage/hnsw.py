@@ -550,7 +550,7 @@ def _held_out_curve(index: hnswlib.Index, metric: Metric, data: np.ndarray, main
             return np.full((len(batch), labels), -1, dtype=np.int64)
 
     table = measure_filtered(search, queries, dict(zip(masks, truths)), masks,
-                             int(main.size), k, calibration_point)
+                             int(main.size), k, calibration_point, CALIBRATION_EFS[-1])
     return curve, table
 
 
@@ -570,6 +570,7 @@ def _nearest(metric: Metric, data: np.ndarray, masks: list[tuple[np.ndarray, int
         offset = None
     block = max(1, min(len(queries), (64 << 20) // max(1, 4 * data.shape[0])))  # ≤ 64 MiB
     out = [np.full((min(count, len(queries)), k), -1, dtype=np.int64) for _, count in masks]
+    densities = [np.count_nonzero(allowed) / max(1, data.shape[0]) for allowed, _ in masks]
     for start in range(0, len(queries), block):
         dots = queries[start : start + block] @ data.T  # (b, n)
         if metric is Metric.L2:
@@ -578,12 +579,43 @@ def _nearest(metric: Metric, data: np.ndarray, masks: list[tuple[np.ndarray, int
             scores = -dots * scale
         else:
             scores = -dots
-        for (allowed, count), found in zip(masks, out):
-            if start >= count:
-                continue
-            rows = scores[: count - start]
-            found[start : start + rows.shape[0]] = _best_allowed(rows, allowed, k)
+        counts = [max(0, min(count - start, scores.shape[0])) for _, count in masks]
+        nearest = _nearest_allowed([a for a, _ in masks], densities, counts, scores, k)
+        for found, rows, best in zip(out, counts, nearest):
+            found[start : start + rows] = best
     return out
+
+
+def _nearest_allowed(alloweds: list[np.ndarray], densities: list[float], counts: list[int],
+                     scores: np.ndarray, k: int) -> list[np.ndarray]:
+    """Per allowed mask, the k best allowed columns of the first `counts` rows of `scores`:
+    from one partial sort per row, deep enough that the sparsest mask almost surely has k
+    allowed columns in it (its expected share three times k), shared by every mask; the rows
+    where it has not are searched again over the whole row (`_best_allowed`)."""
+    deep = [d for d, c in zip(densities, counts) if c > 0 and d > 0]
+    width = scores.shape[1]
+    depth = min(width, int(3 * k / min(deep)) + k) if deep else 0
+    rows = max(counts, default=0)
+    if depth == 0 or depth >= width:
+        return [_best_allowed(scores[:c], a, k) for a, c in zip(alloweds, counts)]
+    part = np.argpartition(scores[:rows], depth - 1, axis=1)[:, :depth]
+    order = np.argsort(np.take_along_axis(scores[:rows], part, axis=1), axis=1)
+    ranked = np.take_along_axis(part, order, axis=1)  # nearest first
+    return [_first_allowed(ranked[:c], scores[:c], a, k) for a, c in zip(alloweds, counts)]
+
+
+def _first_allowed(ranked: np.ndarray, scores: np.ndarray, allowed: np.ndarray,
+                   k: int) -> np.ndarray:
+    """The first k allowed columns of each row of `ranked` (columns nearest first), -1 padded;
+    rows with fewer than k allowed there (while the mask allows more) from the whole row."""
+    passing = allowed[ranked]
+    first = np.argsort(~passing, axis=1, kind="stable")[:, :k]
+    found = np.where(np.take_along_axis(passing, first, axis=1),
+                     np.take_along_axis(ranked, first, axis=1), -1)
+    short = np.flatnonzero(passing.sum(axis=1) < min(k, int(np.count_nonzero(allowed))))
+    if short.size:
+        found[short] = _best_allowed(scores[short], allowed, k)
+    return found
 
 
 def _best_allowed(scores: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:

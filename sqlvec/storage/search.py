@@ -239,7 +239,7 @@ def plan_segment(view: SegmentView, physical: str, dims: int, k: int, *,
         strategy = method
     else:
         selectivity = eligible / max(rows, 1)
-        filtered = filtered_knob(index, k, selectivity, target_recall, ef)
+        filtered = filtered_knob(index, k, selectivity, target_recall, ef, max_ef)
         labels = policy.overquery_factor * k / selectivity
         if filtered is not None:  # the index measured filtered searches: their ef, their cost
             labels = max(labels, filtered.ef)
@@ -278,14 +278,16 @@ def choose_ef(index: VectorIndex, ef: int, target_recall: float | None,
 
 
 def filtered_knob(index: VectorIndex, k: int, selectivity: float, target_recall: float | None,
-                  knob: int) -> FilteredKnob | None:
-    """The ef, estimated recall and whether the target is reachable of a filtered search through an index that
-    measured filtered searches when it was built (calibration.py); None for one that did not
-    (built before it did, or a method that does not), which is searched as before."""
+                  knob: int, max_ef: int = MAX_EF_SEARCH_DEFAULT) -> FilteredKnob | None:
+    """The ef (a target's within `max_ef`), estimated recall and whether the target is
+    reachable of a filtered search through an index that measured filtered searches when it
+    was built (calibration.py); None for one that did not (built before it did, or a method
+    that does not), which is searched as before."""
     table = getattr(index, "filter_calibration", None)
     if not table:
         return None
-    return choose_filtered(table, index.calibration, k, selectivity, target_recall, knob)
+    return choose_filtered(table, index.calibration, k, selectivity, target_recall, knob,
+                           max_ef)
 
 
 def read_max_ef(settings: Mapping[str, str] | None) -> int:

@@ -335,7 +335,7 @@ class StoreBase:
                 continue
             index.calibration = [(int(e), float(r)) for e, r in meta.get("calibration") or []]
             if meta.get("filter_calibration"):
-                index.filter_calibration = [(float(s), int(m), float(r))
+                index.filter_calibration = [(float(s), float(m), float(r))
                                             for s, m, r in meta["filter_calibration"]]
             seg.attach_index(ix.name, index)
             seg.index_files[ix.name] = (meta["file"], int(meta["crc32"]))

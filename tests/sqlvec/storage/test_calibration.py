@@ -1,7 +1,7 @@
-"""The filtered-search table as the planner reads it: the lower of the calibrated selectivities
-on either side, the largest measured multiple not above the one asked, the smallest multiple
-reaching the target, and "not reachable" (search exactly) when none does; and as a build
-measures it: a point only where the index is cheaper than an exact scan."""
+"""The filtered-search table as the planner reads it: the calibrated selectivity below, at the
+largest measured ef not above the one asked, the smallest measured ef reaching the target, and
+"not reachable" (search exactly) when none does; and as a build measures it: a point only
+where the index is cheaper than an exact scan."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import numpy as np
 
 from sqlvec.storage.calibration import (
     choose_filtered,
+    dearest_useful_ef,
+    filter_multiples,
     filtered_recall,
     measure_filtered,
     overquery_labels,
@@ -23,35 +25,56 @@ TABLE = [(0.5, 1, 0.91), (0.5, 2, 0.94), (0.5, 4, 0.97),
 CURVE = [(10, 0.85), (20, 0.93), (40, 0.96), (80, 0.99)]
 
 
-def test_recall_is_the_lower_side_at_the_largest_measured_multiple():
-    assert filtered_recall(TABLE, CURVE, 0.3, 2) == 0.94  # min(0.94 at 50 %, 0.96 at 10 %)
-    assert filtered_recall(TABLE, CURVE, 0.3, 3.5) == 0.94  # multiple 2 is the largest ≤ 3.5
-    assert filtered_recall(TABLE, CURVE, 0.3, 4) == 0.96  # 10 % holds its value at 2 (0.96)
-    assert filtered_recall(TABLE, CURVE, 0.8, 2) == 0.94  # 50 % and the curve at ef 40 (0.96)
-    assert filtered_recall(TABLE, CURVE, 0.8, 1) == 0.91
+def test_recall_is_the_selectivity_below_at_the_largest_measured_ef():
+    # 30 % asks 67 labels: × 2 is ef 134, under the 10 % row's first ef (200): unknown
+    assert filtered_recall(TABLE, CURVE, 0.3, 2) is None
+    assert filtered_recall(TABLE, CURVE, 0.3, 3.5) == 0.93  # ef 234: 10 % at ef 200
+    assert filtered_recall(TABLE, CURVE, 0.3, 6) == 0.96  # ef 402: 10 % at ef 400
+    assert filtered_recall(TABLE, CURVE, 0.8, 2) == 0.91  # ef 50: 50 % at ef 40
+    assert filtered_recall(TABLE, CURVE, 0.8, 4) == 0.94  # ef 100: 50 % at ef 80
     assert filtered_recall(TABLE, CURVE, 0.01, 1) is None  # below every calibrated selectivity
-    assert filtered_recall(TABLE, CURVE, 0.3, 0.5) is None
 
 
-def test_choice_takes_the_smallest_multiple_reaching_the_target_or_gives_up():
+def test_choice_takes_the_smallest_ef_reaching_the_target_or_gives_up():
     ask = overquery_labels(10, 0.3)
     assert ask == 67
     knob = choose_filtered(TABLE, CURVE, 10, 0.7, 0.95, 40)
-    assert (knob.ef, knob.recall, knob.reachable) == (4 * overquery_labels(10, 0.7), 0.97, True)
+    assert (knob.ef, knob.recall, knob.reachable) == (160, 0.97, True)  # 50 % at ef 160
     knob = choose_filtered(TABLE, CURVE, 10, 0.3, 0.95, 40)
-    assert (knob.ef, knob.recall, knob.reachable) == (4 * ask, 0.96, True)
+    assert (knob.ef, knob.recall, knob.reachable) == (400, 0.96, True)
     knob = choose_filtered(TABLE, CURVE, 10, 0.3, 0.97, 40)  # 0.96 at best: not promised
-    assert (knob.ef, knob.recall, knob.reachable) == (8 * ask, 0.96, False)
-    assert not choose_filtered(TABLE, CURVE, 10, 0.05, 0.9, 40).reachable  # 2 % side: 0.80…
+    assert (knob.ef, knob.recall, knob.reachable) == (400, 0.96, False)  # largest measured
+    assert not choose_filtered(TABLE, CURVE, 10, 0.05, 0.9, 40).reachable  # 2 % below: 0.80…
     assert choose_filtered(TABLE, CURVE, 10, 0.05, 0.75, 40).reachable  # …enough for 0.75
     assert not choose_filtered(TABLE, CURVE, 10, 0.005, 0.1, 40).reachable  # never measured
 
 
 def test_a_knob_the_session_set_is_used_with_what_the_table_says_of_it():
     knob = choose_filtered(TABLE, CURVE, 10, 0.3, None, 200)
-    assert (knob.ef, knob.recall, knob.reachable) == (200, 0.94, True)  # 200 / 67: multiple 2
+    assert (knob.ef, knob.recall, knob.reachable) == (200, 0.93, True)  # 10 % at ef 200
     knob = choose_filtered(TABLE, CURVE, 10, 0.3, None, 10)  # raised to the over-query
-    assert (knob.ef, knob.recall) == (67, 0.91)
+    assert (knob.ef, knob.recall) == (67, None)  # below what 10 % measured: unknown
+
+
+def test_multiples_go_up_to_the_largest_ef_a_search_may_use():
+    assert filter_multiples(40) == [1, 2, 4, 8, 16, 25.0]  # ef 1000 = 25 × 40
+    assert filter_multiples(400) == [1, 2, 2.5]
+    assert filter_multiples(2000) == [1]  # the over-query itself is the least a search asks
+    assert filter_multiples(40, 600) == [1, 2, 4, 8, 15.0]
+    assert dearest_useful_ef(30_000, 0.5) == 1000  # exact 15,000 rows × 0.3 µs: dearer
+    assert dearest_useful_ef(10_000, 0.2) == 599  # exact 2,000 rows: 600 µs
+
+
+def test_a_deep_ef_is_picked_when_it_reaches_the_target_within_max_ef():
+    table = [(0.5, 1, 0.80), (0.5, 8, 0.90), (0.5, 25.0, 0.97)]  # ef 40, 320, 1000
+    curve = [(10, 0.80), (100, 0.93), (400, 0.96), (1000, 0.99)]
+    knob = choose_filtered(table, curve, 10, 0.6, 0.95, 40)
+    assert (knob.ef, knob.recall, knob.reachable) == (1000, 0.97, True)
+    knob = choose_filtered(table, curve, 10, 0.6, 0.95, 40, max_ef=500)
+    assert (knob.ef, knob.recall, knob.reachable) == (500, 0.90, False)
+    # top 20 wants twice the rows: ef 1000 counts as the top 10's ef 500
+    knob = choose_filtered(table, curve, 20, 0.6, 0.95, 40)
+    assert (knob.ef, knob.recall, knob.reachable) == (1000, 0.90, False)
 
 
 def test_points_are_measured_only_where_the_index_is_cheaper_than_exact():
