@@ -205,15 +205,6 @@ def _model(table: tuple[tuple[float, float, float], ...], curve: tuple[tuple[int
     return selectivities, points
 
 
-class FilteredKnob(NamedTuple):
-    """What a filtered search through a calibrated index does: its ef, the recall the table
-    promises there (None: unknown), and whether that reaches the target."""
-
-    ef: int
-    recall: float | None
-    reachable: bool
-
-
 def choose_filtered(table: FilterTable, curve: list[tuple[int, float]], k: int,
                     selectivity: float, target: float | None, knob: int,
                     max_ef: int = MAX_FILTER_EF) -> FilteredKnob:
