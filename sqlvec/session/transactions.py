@@ -212,6 +212,8 @@ def txn_state(txn: Transaction | None) -> object:
 
 
 def txn_restore(txn: Transaction | None, state: object) -> Transaction | None:
+    """The transaction's buffered writes put back as `txn_state` copied them (ROLLBACK TO
+    SAVEPOINT; gathered INSERTs replayed one by one after their batch failed)."""
     if txn is None or state is None:
         return txn
     overlays, provisional = state  # type: ignore[misc]
