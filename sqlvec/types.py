@@ -561,10 +561,9 @@ def _float4_of(parts: list[str], wide: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         narrow = wide.astype(np.float32)
     halfway = (wide.view(np.uint64) & _LOW_29) == _HALF_29
-    if halfway.any() or np.abs(wide).min() < _FLOAT4_TINY:
-        tiny = (np.abs(wide) < _FLOAT4_TINY) & (wide != 0)
-        for i in np.flatnonzero(halfway | tiny):
-            narrow[i] = _rounded_once(parts[i], narrow[i])
+    tiny = (np.abs(wide) < _FLOAT4_TINY) & (wide != 0)
+    for i in np.flatnonzero(halfway | tiny):
+        narrow[i] = _rounded_once(parts[i], narrow[i])
     return narrow
 
 

@@ -836,10 +836,7 @@ class Connection:
             raise
         except Exception as exc:
             self._report(exc)
-        if session.implicit:  # a Query in the middle of an extended batch ends its block
-            self._end_implicit(session)
-        if session.changed:  # settings an implicit block's end put back
-            self._send_settings(session.drain_changed_settings())
+        self._end_implicit(session)  # (a Query in the middle of an extended batch ends its block)
         self._end_of_command()
         self.ready_for_query()
         self.flush()
@@ -1169,25 +1166,25 @@ class Connection:
         """End the batch: commit the implicit transaction, leave error skipping, report
         ReadyForQuery with the transaction status."""
         self.state = ConnectionState.READY
-        session = self.session
-        if session is not None:
-            if session.implicit:
-                self._end_implicit(session)
-            if session.changed:  # settings a rolled-back batch put back, or SET LOCAL's end
-                self._send_settings(session.drain_changed_settings())
+        if self.session is not None:
+            self._end_implicit(self.session)
         self._end_of_command()
         self.ready_for_query()
         self.flush()
 
     def _end_implicit(self, session: Session) -> None:
-        """Commit the batch's implicit block, before ReadyForQuery; a failed commit (a
-        deferred check, say) is the batch's error."""
-        try:
-            session.end_implicit()
-        except GONE:
-            raise
-        except Exception as exc:
-            self._report(exc)
+        """Commit the batch's implicit block, if one is open, before ReadyForQuery (a failed
+        commit, a deferred check say, is the batch's error); then report the settings its end
+        put back (a rolled-back block's, SET LOCAL's)."""
+        if session.implicit:
+            try:
+                session.end_implicit()
+            except GONE:
+                raise
+            except Exception as exc:
+                self._report(exc)
+        if session.changed:
+            self._send_settings(session.drain_changed_settings())
 
     def _report(self, exc: Exception) -> None:
         """Send a statement's error; a FATAL one ends the connection instead."""
