@@ -22,6 +22,13 @@ socket, whose round trip is cheaper). `--profile` records the sqlvec server with
 time per statement by layer (wire, session, statement, commit steps) and the frames with the
 most own time.
 
+`--busy-cpus` keeps every CPU busy with `nice -n 19` loops while the cases run (started and
+stopped around each case): on this kind of virtual machine a process sleeping in fdatasync
+while the CPUs idle is woken milliseconds late, so without them the servers' commits flip
+between a fast and a slow regime. Each case then reports the CPU share the loops took and the
+p50 of a bare `pwrite` + `fdatasync` probed beside them, so the regime is visible with each
+server's p50.
+
 `index` (in process, no server) compares the key index with the dict it replaced at 1M integer
 keys: memory and build time. `engine` (in process) reports the CPU time of one prepared INSERT,
 UPDATE (of sealed rows, then of the same ids again: rows the first pass wrote) and DELETE by key
@@ -34,6 +41,7 @@ machine disturbs far less than round trips.
     python -m benchmarks writes --only engine --sizes 1000000
     python -m benchmarks writes --sizes 1000000 --keys pk --baseline ../before  # A/B, one run
     python -m benchmarks writes --sizes 10000 --keys pk --only sqlvec --executemany 1000
+    python -m benchmarks writes --sizes 1000000 --keys pk --busy-cpus --pgserver /tmp/pg
 """
 
 from __future__ import annotations
@@ -278,6 +286,65 @@ def profile_summary(paths: list[str], top: int = 8) -> list[tuple[float, str]]:
     return [(c / total, f) for f, c in own.most_common(top)] if total else []
 
 
+# The fast fsync regime ------------------------------------------------------------------------------
+
+
+BUSY_LOOP = "while True: pass"
+
+
+@contextlib.contextmanager
+def busy_cpus(enabled: bool):
+    """`nice -n 19` busy loops, one per CPU, while the block runs (when `enabled`); yields a
+    dict the block's end fills with `cpus` and `share`: the CPUs' worth of time the loops got
+    (what they took from the servers is at most that)."""
+    report: dict = {}
+    if not enabled:
+        yield report
+        return
+    loops = [subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", BUSY_LOOP])
+             for _ in range(os.cpu_count() or 1)]
+    began = time.perf_counter()
+    try:
+        time.sleep(0.2)  # every loop running before the first statement
+        yield report
+    finally:
+        cpu = sum(_cpu_seconds(p.pid) for p in loops)
+        for p in loops:
+            p.terminate()
+        for p in loops:
+            p.wait()
+        report.update(cpus=len(loops), share=cpu / (time.perf_counter() - began))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc (0 where there is none)."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fdatasync_p50_ms(directory: str, rounds: int = 200) -> float:
+    """Median ms of a 150-byte `pwrite` + `fdatasync` into a preallocated file in `directory`:
+    which fsync regime the machine is in right now, with no server in the way."""
+    path = os.path.join(directory, "fsync-probe")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, 150 * rounds)
+        os.fsync(fd)
+        times = []
+        for i in range(rounds):
+            start = time.perf_counter()
+            os.pwrite(fd, b"x" * 150, 150 * i)
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return float(np.median(times) * 1e3)
+
+
 # Index memory --------------------------------------------------------------------------------------
 
 
@@ -367,14 +434,15 @@ def engine_cpu(rows: int = 1_000_000, statements: int = 5000) -> dict[str, float
 def measure(names: list[str], sizes: list[int], seconds: float, writers: int, rounds: int,
             profile: bool, postgres_tcp: bool = True,
             keys: tuple[bool, ...] = (True, False),
-            baseline: str | None = None, batch: int = 0) -> dict[str, list[dict]]:
+            baseline: str | None = None, batch: int = 0, busy: bool = False,
+            pgserver: str | None = None) -> dict[str, list[dict]]:
     """Every case on every server, taking turns in `rounds` slices of each case's time, so
     that all servers meet the same machine (the disk's fsync latency moves by 5x over minutes
-    on a shared machine)."""
+    on a shared machine); with `busy`, beside busy loops on every CPU (`busy_cpus`)."""
     directory = tempfile.mkdtemp(prefix="writes-")
     servers = {"sqlvec": sqlvec,
                "baseline": lambda d: sqlvec_baseline(d, baseline or "."),
-               "postgres": lambda d: postgres(d, tcp=postgres_tcp)}
+               "postgres": lambda d: postgres(pgserver or d, tcp=postgres_tcp)}
     results: dict[str, list[dict]] = {}
     try:
         with contextlib.ExitStack() as stack:
@@ -396,8 +464,15 @@ def measure(names: list[str], sizes: list[int], seconds: float, writers: int, ro
                     for shape in cases:
                         case = {"rows": rows, "primary_key": pk, **shape}
                         kind, n = case["kind"], case["writers"]
-                        for name, r in _run_turns(running, table, case, seconds, rounds,
-                                                  profile, directory).items():
+                        with busy_cpus(busy) as loops:
+                            probe = fdatasync_p50_ms(directory)
+                            turns = _run_turns(running, table, case, seconds, rounds, profile,
+                                               directory)
+                        print(f"{table} {kind} x{n}: fdatasync probe p50 {probe:.2f} ms"
+                              + (f", {loops['cpus']} busy loops took {loops['share']:.2f} CPUs"
+                                 if loops else ""), file=sys.stderr)
+                        for name, r in turns.items():
+                            r.update(fsync_probe_ms=probe, busy_loops=loops or None)
                             results.setdefault(name, []).append(r)
                             print(f"{labels[name]}: {table} {kind} x{n}: {r['rate']:.0f}/s, "
                                   f"p50 {r['p50_ms'] or 0:.2f} ms, errors {r['errors']}",
@@ -445,15 +520,18 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
 
 
 def table_md(ours: list[dict], theirs: list[dict] | None, pg_label: str) -> str:
+    """Markdown rows: each case's rate and p50 on both servers, their ratio, and the p50 of
+    the bare fdatasync probed beside the case (the regime both servers met)."""
     lines = ["| rows | key | statement | writers | sqlvec /s (p50 ms) | "
-             f"{pg_label} /s (p50 ms) | ratio |", "|---|---|---|---|---|---|---|"]
+             f"{pg_label} /s (p50 ms) | ratio | fdatasync p50 ms |",
+             "|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(ours):
         p = theirs[i] if theirs else None
         pg = f"{p['rate']:,.0f} ({p['p50_ms']:.2f})" if p and p["p50_ms"] else "—"
         ratio = f"{r['rate'] / p['rate']:.2f}" if p and p["rate"] else "—"
         lines.append(f"| {r['rows']:,} | {'pk' if r['primary_key'] else 'none'} | {r['kind']} | "
                      f"{r['writers']} | {r['rate']:,.0f} ({(r['p50_ms'] or 0):.2f}) | {pg} | "
-                     f"{ratio} |")
+                     f"{ratio} | {r.get('fsync_probe_ms', 0):.2f} |")
     return "\n".join(lines)
 
 
@@ -482,6 +560,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers", default=None, metavar="N",
                         help="serve --workers N (or auto) for the sqlvec server (default: the "
                              "server's own, one worker per core)")
+    parser.add_argument("--busy-cpus", action="store_true",
+                        help="run a `nice -n 19` busy loop on every CPU while measuring, so "
+                             "that fdatasync takes its fast regime on this kind of machine")
+    parser.add_argument("--pgserver", default=None, metavar="DIR",
+                        help="PostgreSQL's data directory (pgserver; default: a temporary one)")
     args = parser.parse_args(argv)
     if args.workers is not None:
         from benchmarks import suite
@@ -506,7 +589,8 @@ def main(argv: list[str]) -> int:
         results = measure(names, sizes, args.seconds, args.writers, args.rounds, args.profile,
                           postgres_tcp=not args.postgres_socket,
                           keys=tuple(k == "pk" for k in args.keys.split(",")),
-                          baseline=args.baseline, batch=args.executemany)
+                          baseline=args.baseline, batch=args.executemany,
+                          busy=args.busy_cpus, pgserver=args.pgserver)
         labels = results.pop("labels")
         report.update(results)
         report["labels"] = labels
