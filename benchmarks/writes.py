@@ -22,12 +22,13 @@ socket, whose round trip is cheaper). `--profile` records the sqlvec server with
 time per statement by layer (wire, session, statement, commit steps) and the frames with the
 most own time.
 
-`--busy-cpus` keeps every CPU busy with `nice -n 19` loops while the cases run (started and
-stopped around each case): on this kind of virtual machine a process sleeping in fdatasync
-while the CPUs idle is woken milliseconds late, so without them the servers' commits flip
-between a fast and a slow regime. Each case then reports the CPU share the loops took and the
-p50 of a bare `pwrite` + `fdatasync` probed beside them, so the regime is visible with each
-server's p50.
+`--busy-cpus [SERVERS]` keeps every CPU busy with `nice -n 19` loops during the turns of the
+named servers (all of them when none is named), started and stopped around each turn: on this
+kind of virtual machine a process sleeping in fdatasync while the CPUs idle can be woken
+milliseconds late, and which servers that slows differs from day to day (a PostgreSQL backend
+has also been seen slow only beside busy loops). Every turn probes the p50 of a bare
+`pwrite` + `fdatasync` first; each server's probe, the CPU the loops took and its own p50 show
+the regime it met.
 
 `index` (in process, no server) compares the key index with the dict it replaced at 1M integer
 keys: memory and build time. `engine` (in process) reports the CPU time of one prepared INSERT,
@@ -296,7 +297,8 @@ BUSY_LOOP = "while True: pass"
 def busy_cpus(enabled: bool):
     """`nice -n 19` busy loops, one per CPU, while the block runs (when `enabled`); yields a
     dict the block's end fills with `cpus` and `share`: the CPUs' worth of time the loops got
-    (what they took from the servers is at most that)."""
+    (what they took from the servers is at most that). Each fdatasync's wake-up then finds a
+    running CPU (see the module's docstring)."""
     report: dict = {}
     if not enabled:
         yield report
@@ -434,11 +436,12 @@ def engine_cpu(rows: int = 1_000_000, statements: int = 5000) -> dict[str, float
 def measure(names: list[str], sizes: list[int], seconds: float, writers: int, rounds: int,
             profile: bool, postgres_tcp: bool = True,
             keys: tuple[bool, ...] = (True, False),
-            baseline: str | None = None, batch: int = 0, busy: bool = False,
+            baseline: str | None = None, batch: int = 0, busy: frozenset = frozenset(),
             pgserver: str | None = None) -> dict[str, list[dict]]:
     """Every case on every server, taking turns in `rounds` slices of each case's time, so
     that all servers meet the same machine (the disk's fsync latency moves by 5x over minutes
-    on a shared machine); with `busy`, beside busy loops on every CPU (`busy_cpus`)."""
+    on a shared machine); the turns of the servers named in `busy` beside busy loops on every
+    CPU (`busy_cpus`)."""
     directory = tempfile.mkdtemp(prefix="writes-")
     servers = {"sqlvec": sqlvec,
                "baseline": lambda d: sqlvec_baseline(d, baseline or "."),
@@ -464,18 +467,14 @@ def measure(names: list[str], sizes: list[int], seconds: float, writers: int, ro
                     for shape in cases:
                         case = {"rows": rows, "primary_key": pk, **shape}
                         kind, n = case["kind"], case["writers"]
-                        with busy_cpus(busy) as loops:
-                            probe = fdatasync_p50_ms(directory)
-                            turns = _run_turns(running, table, case, seconds, rounds, profile,
-                                               directory)
-                        print(f"{table} {kind} x{n}: fdatasync probe p50 {probe:.2f} ms"
-                              + (f", {loops['cpus']} busy loops took {loops['share']:.2f} CPUs"
-                                 if loops else ""), file=sys.stderr)
-                        for name, r in turns.items():
-                            r.update(fsync_probe_ms=probe, busy_loops=loops or None)
+                        for name, r in _run_turns(running, table, case, seconds, rounds,
+                                                  profile, directory, busy).items():
                             results.setdefault(name, []).append(r)
+                            loops = (f", {r['busy_cpus']:.2f} CPUs to busy loops"
+                                     if r["busy_cpus"] is not None else "")
                             print(f"{labels[name]}: {table} {kind} x{n}: {r['rate']:.0f}/s, "
-                                  f"p50 {r['p50_ms'] or 0:.2f} ms, errors {r['errors']}",
+                                  f"p50 {r['p50_ms'] or 0:.2f} ms, errors {r['errors']}; "
+                                  f"fdatasync probe p50 {r['fsync_probe_ms']:.2f} ms{loops}",
                                   file=sys.stderr)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -487,19 +486,22 @@ _offsets = iter(range(1, 1 << 30))
 
 
 def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: int,
-               profile: bool, directory: str) -> dict[str, dict]:
+               profile: bool, directory: str, busy: frozenset) -> dict[str, dict]:
     parts: dict[str, list[dict]] = {name: [] for name in running}
     for _ in range(rounds):
         for name, (dsn, pid, _label) in running.items():
-            spy = None
-            raw = os.path.join(directory, f"{name}-{table}-{case['kind']}-{case['writers']}.txt")
-            if profile and pid is not None:
-                spy = profile_start(pid, seconds / rounds, raw + f".{len(parts[name])}")
-            r = run_case(dsn, table, case["rows"], case["kind"], case["writers"],
-                         seconds / rounds, 10 ** 9 * next(_offsets), case.get("batch", 1))
-            if spy is not None:
-                spy.wait()
-            parts[name].append(r)
+            with busy_cpus(name in busy) as loops:
+                probe = fdatasync_p50_ms(directory)
+                spy = None
+                raw = os.path.join(directory,
+                                   f"{name}-{table}-{case['kind']}-{case['writers']}.txt")
+                if profile and pid is not None:
+                    spy = profile_start(pid, seconds / rounds, raw + f".{len(parts[name])}")
+                r = run_case(dsn, table, case["rows"], case["kind"], case["writers"],
+                             seconds / rounds, 10 ** 9 * next(_offsets), case.get("batch", 1))
+                if spy is not None:
+                    spy.wait()
+            parts[name].append({**r, "probe": probe, "loops": loops.get("share")})
     out = {}
     for name, rs in parts.items():
         latencies = [x for r in rs for x in r.pop("latencies")]
@@ -508,9 +510,12 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
         for r in rs:
             errors.update(r["errors"])
         rows = len(latencies) * case.get("batch", 1)  # (statements: the rows of executemany)
+        shares = [r["loops"] for r in rs if r["loops"] is not None]
         out[name] = {**case, "rate": rows / elapsed, "statements": rows,
                      "p50_ms": float(np.median(latencies) * 1e3) if latencies else None,
-                     "errors": dict(errors)}
+                     "errors": dict(errors),
+                     "fsync_probe_ms": float(np.median([r["probe"] for r in rs])),
+                     "busy_cpus": float(np.mean(shares)) if shares else None}
         if profile and running[name][1] is not None:
             raw = os.path.join(directory, f"{name}-{table}-{case['kind']}-{case['writers']}.txt")
             paths = [f"{raw}.{i}" for i in range(rounds)]
@@ -519,11 +524,17 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
     return out
 
 
+def _probes(ours: dict, theirs: dict | None) -> str:
+    """The fdatasync probe's p50 in each server's turns, `*` marking turns with busy loops."""
+    return " / ".join(f"{r['fsync_probe_ms']:.2f}{'*' if r['busy_cpus'] is not None else ''}"
+                      for r in (ours, theirs) if r is not None)
+
+
 def table_md(ours: list[dict], theirs: list[dict] | None, pg_label: str) -> str:
     """Markdown rows: each case's rate and p50 on both servers, their ratio, and the p50 of
     the bare fdatasync probed beside the case (the regime both servers met)."""
     lines = ["| rows | key | statement | writers | sqlvec /s (p50 ms) | "
-             f"{pg_label} /s (p50 ms) | ratio | fdatasync p50 ms |",
+             f"{pg_label} /s (p50 ms) | ratio | fdatasync probe p50 ms, each's turns |",
              "|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(ours):
         p = theirs[i] if theirs else None
@@ -531,8 +542,16 @@ def table_md(ours: list[dict], theirs: list[dict] | None, pg_label: str) -> str:
         ratio = f"{r['rate'] / p['rate']:.2f}" if p and p["rate"] else "—"
         lines.append(f"| {r['rows']:,} | {'pk' if r['primary_key'] else 'none'} | {r['kind']} | "
                      f"{r['writers']} | {r['rate']:,.0f} ({(r['p50_ms'] or 0):.2f}) | {pg} | "
-                     f"{ratio} | {r.get('fsync_probe_ms', 0):.2f} |")
+                     f"{ratio} | {_probes(r, p)} |")
     return "\n".join(lines)
+
+
+def _busy_servers(option: str) -> frozenset:
+    names = {"sqlvec", "baseline", "postgres"}
+    chosen = names if option == "all" else {n for n in option.split(",") if n}
+    if chosen - names:
+        raise SystemExit(f"--busy-cpus: unknown servers {sorted(chosen - names)}")
+    return frozenset(chosen)
 
 
 def main(argv: list[str]) -> int:
@@ -560,9 +579,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers", default=None, metavar="N",
                         help="serve --workers N (or auto) for the sqlvec server (default: the "
                              "server's own, one worker per core)")
-    parser.add_argument("--busy-cpus", action="store_true",
-                        help="run a `nice -n 19` busy loop on every CPU while measuring, so "
-                             "that fdatasync takes its fast regime on this kind of machine")
+    parser.add_argument("--busy-cpus", nargs="?", const="all", default="", metavar="SERVERS",
+                        help="run a `nice -n 19` busy loop on every CPU during the turns of "
+                             "these servers (sqlvec,baseline,postgres; alone: all of them)")
     parser.add_argument("--pgserver", default=None, metavar="DIR",
                         help="PostgreSQL's data directory (pgserver; default: a temporary one)")
     args = parser.parse_args(argv)
@@ -590,7 +609,7 @@ def main(argv: list[str]) -> int:
                           postgres_tcp=not args.postgres_socket,
                           keys=tuple(k == "pk" for k in args.keys.split(",")),
                           baseline=args.baseline, batch=args.executemany,
-                          busy=args.busy_cpus, pgserver=args.pgserver)
+                          busy=_busy_servers(args.busy_cpus), pgserver=args.pgserver)
         labels = results.pop("labels")
         report.update(results)
         report["labels"] = labels
