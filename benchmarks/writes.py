@@ -61,6 +61,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -294,7 +295,7 @@ BUSY_LOOP = "while True: pass"
 
 
 @contextlib.contextmanager
-def busy_cpus(enabled: bool):
+def busy_cpus(enabled: bool) -> Iterator[dict]:
     """`nice -n 19` busy loops, one per CPU, while the block runs (when `enabled`); yields a
     dict the block's end fills with `cpus` and `share`: the CPUs' worth of time the loops got
     (what they took from the servers is at most that). Each fdatasync's wake-up then finds a
@@ -532,7 +533,7 @@ def _probes(ours: dict, theirs: dict | None) -> str:
 
 def table_md(ours: list[dict], theirs: list[dict] | None, pg_label: str) -> str:
     """Markdown rows: each case's rate and p50 on both servers, their ratio, and the p50 of
-    the bare fdatasync probed beside the case (the regime both servers met)."""
+    the bare fdatasync probed in each server's turns (the regime each met)."""
     lines = ["| rows | key | statement | writers | sqlvec /s (p50 ms) | "
              f"{pg_label} /s (p50 ms) | ratio | fdatasync probe p50 ms, each's turns |",
              "|---|---|---|---|---|---|---|---|"]
@@ -547,6 +548,7 @@ def table_md(ours: list[dict], theirs: list[dict] | None, pg_label: str) -> str:
 
 
 def _busy_servers(option: str) -> frozenset:
+    """The servers `--busy-cpus` names ("all" when it names none; "" when not given)."""
     names = {"sqlvec", "baseline", "postgres"}
     chosen = names if option == "all" else {n for n in option.split(",") if n}
     if chosen - names:
