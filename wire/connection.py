@@ -327,6 +327,7 @@ class Connection:
         self._last_bound: str | None = None
         # The last prepared vector top-k `run_bound` ran, compiled (wire/compiled.py).
         self._compiled: CompiledTopK | None = None
+        self.compiled_runs = 0  # round trips it answered
         # While `dispatch_all` runs a round trip's messages: them, and the index of the one
         # after the message being handled (what follows it is looked for there, not in the
         # stream: `_more_to_execute`).
@@ -768,6 +769,7 @@ class Connection:
         if fits:
             vector = compiled.vector(bind)  # type: ignore[union-attr]
             if vector is not None:
+                self.compiled_runs += 1
                 self.state = _EXTENDED_STATE
                 self._extended(compiled.steps, vector)  # type: ignore[union-attr]
                 self.on_sync(_SYNC)

@@ -1,0 +1,172 @@
+"""A prepared vector top-k's compiled round trip (wire/compiled.py) against the general path:
+a server `Connection` over a socketpair, driven with the protocol's bytes as a driver sends
+them (Bind, Describe, Execute, Sync). Each answer through the compiled path must be the bytes
+the general path gives for the same round trip (a second connection runs it first there)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from sqlvec.database import Database
+from wire.connection import Connection
+from wire.messages import PROTOCOL_3_0, Bind, Describe, Execute, Parse, Query, StartupMessage, Sync
+from wire.server import Server
+
+DIM = 8
+
+
+class Client:
+    """One server connection over a socketpair, run in the calling thread."""
+
+    def __init__(self, server: Server) -> None:
+        ours, self.sock = socket.socketpair()
+        self.conn = Connection(server, ours)
+        self.sock.sendall(StartupMessage(PROTOCOL_3_0, {"user": "postgres"}).encode())
+        self.conn._startup()
+        self.sock.setblocking(False)
+        self.read()
+
+    def read(self) -> bytes:
+        out = bytearray()
+        try:
+            while chunk := self.sock.recv(1 << 20):
+                out += chunk
+        except BlockingIOError:
+            pass
+        return bytes(out)
+
+    def send(self, data: bytes) -> bytes:
+        self.sock.sendall(data)
+        self.conn.serve_next()
+        while self.conn.stream.buffered:
+            self.conn.serve_next()
+        return self.read()
+
+    def query(self, sql: str) -> bytes:
+        return self.send(Query(sql).encode())
+
+    def bound(self, name: str, params: tuple, binary: tuple = (1,), results: tuple = ()) -> bytes:
+        return self.send(Bind("", name, binary, params, results).encode()
+                         + Describe("P", "").encode() + Execute("", 0).encode() + Sync().encode())
+
+    def runs(self) -> int:
+        return self.conn.compiled_runs
+
+
+def binary_vector(v: np.ndarray) -> bytes:
+    return struct.pack("!HH", v.size, 0) + v.astype(">f4").tobytes()
+
+
+def text_vector(v: np.ndarray) -> bytes:
+    return ("[" + ",".join(repr(float(x)) for x in v) + "]").encode()
+
+
+@pytest.fixture
+def server(tmp_path):
+    db = Database.open(str(tmp_path / "data"))
+    session = db.connect()
+    rng = np.random.default_rng(7)
+    session.execute_one(f"CREATE TABLE t (id bigint PRIMARY KEY, emb vector({DIM}))")
+    session.copy_in("t", None, pa.table({
+        "id": np.arange(400, dtype=np.int64),
+        "emb": pa.FixedSizeListArray.from_arrays(
+            pa.array(rng.standard_normal(400 * DIM).astype(np.float32)), DIM)}))
+    session.execute_one("CREATE INDEX ON t USING hnsw (emb vector_l2_ops)")
+    session.close()
+    yield Server(db, port=0)
+    db.close()
+
+
+def pair(server: Server, *statements: tuple[str, str, tuple]) -> tuple[Client, Client]:
+    """Two connections with the same prepared statements and ef_search."""
+    clients = Client(server), Client(server)
+    for c in clients:
+        c.query("SET hnsw.ef_search = 1000")
+        for name, sql, oids in (*statements, ("one", "SELECT 1", ())):
+            c.send(Parse(name, sql, oids).encode() + Sync().encode())
+    return clients
+
+
+def general_path(client: Client, name: str, params: tuple, *formats: tuple) -> bytes:
+    """A round trip's answer by the general path: the statement run last is another one (a
+    round trip of `SELECT 1`), so nothing compiled fits."""
+    client.bound("one", ())
+    return client.bound(name, params, *formats)
+
+
+QUERIES = np.random.default_rng(11).standard_normal((6, DIM)).astype(np.float32)
+
+
+@pytest.mark.parametrize("op", ["<->", "<#>", "<=>"])
+@pytest.mark.parametrize("form", ["binary", "text"])
+def test_compiled_answers_are_the_general_paths_bytes(server, op, form):
+    sql = f"SELECT id FROM t ORDER BY emb {op} $1 LIMIT 7" if form == "binary" else \
+        f"SELECT id FROM t ORDER BY emb {op} $1::vector LIMIT 7"
+    fast, general = pair(server, ("s", sql, ()))
+    encode, fmt = (binary_vector, (1,)) if form == "binary" else (text_vector, ())
+    for results in ((), (1,)):  # ids as text, then in binary
+        for q in QUERIES:
+            expected = general_path(general, "s", (encode(q),), fmt, results)
+            assert fast.bound("s", (encode(q),), fmt, results) == expected
+            assert expected[:1] == b"2" and b"D" in expected
+    # (compiled at the first run of each result format, taken from the second on)
+    assert fast.runs() == 2 * (len(QUERIES) - 1) and general.runs() == 0
+
+
+def test_a_distance_in_binary_and_an_error_are_the_general_paths(server):
+    sql = "SELECT id, emb <-> $1 AS d FROM t ORDER BY emb <-> $1 LIMIT 5"
+    fast, general = pair(server, ("s", sql, ()))
+    for q in QUERIES:
+        expected = general_path(general, "s", (binary_vector(q),), (1,), (1,))
+        assert fast.bound("s", (binary_vector(q),), (1,), (1,)) == expected
+    runs = fast.runs()
+    assert runs == len(QUERIES) - 1
+    wrong = binary_vector(np.ones(DIM + 1, np.float32))  # decodes; the search refuses it
+    expected = general_path(general, "s", (wrong,), (1,), (1,))
+    assert b"22000" in expected or b"different vector dimensions" in expected
+    assert fast.bound("s", (wrong,), (1,), (1,)) == expected and fast.runs() == runs + 1
+    # A NULL vector and a malformed one take the general path.
+    for value in (None, b"\x00\x01"):
+        expected = general_path(general, "s", (value,), (1,), (1,))
+        assert fast.bound("s", (value,), (1,), (1,)) == expected and fast.runs() == runs + 1
+
+
+def test_rows_written_since_and_settings_changed_since_are_seen(server):
+    sql = "SELECT id FROM t ORDER BY emb <-> $1 LIMIT 3"
+    fast, general = pair(server, ("s", sql, ()))
+    q = QUERIES[0]
+    first = fast.bound("s", (binary_vector(q),))
+    fast.bound("s", (binary_vector(q),))
+    runs = fast.runs()
+    general.query(f"INSERT INTO t VALUES (1000, '{text_vector(q).decode()}')")
+    assert b"\x00\x00\x00\x041000" in fast.bound("s", (binary_vector(q),))
+    general.query("DELETE FROM t WHERE id = 1000")
+    assert fast.bound("s", (binary_vector(q),)) == first and fast.runs() == runs + 2
+    fast.query("SET hnsw.ef_search = 1")  # a new knob: the same compiled round trip reads it
+    general.query("SET hnsw.ef_search = 1")
+    for q in QUERIES:
+        expected = general_path(general, "s", (binary_vector(q),))
+        assert fast.bound("s", (binary_vector(q),)) == expected
+    assert fast.runs() == runs + 2 + len(QUERIES)
+
+
+def test_inside_a_block_and_after_ddl_the_general_path_answers(server):
+    sql = "SELECT id FROM t ORDER BY emb <-> $1 LIMIT 4"
+    fast, general = pair(server, ("s", sql, ()))
+    q = binary_vector(QUERIES[1])
+    idle = fast.bound("s", (q,))
+    fast.bound("s", (q,))
+    runs = fast.runs()
+    assert runs == 1
+    fast.query("BEGIN")
+    in_block = fast.bound("s", (q,))
+    assert in_block[:-1] == idle[:-1] and in_block[-1:] == b"T" and fast.runs() == runs
+    fast.query("COMMIT")
+    general.query("CREATE INDEX ON t USING hnsw (emb vector_ip_ops)")  # a new catalog generation
+    again = fast.bound("s", (q,))
+    assert again == idle and fast.runs() == runs
