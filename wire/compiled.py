@@ -100,7 +100,8 @@ class CompiledTopK:
         return connection.statements.get(bind.statement) is statement \
             and statement.prepared is self.prepared and describe is self.describe \
             and (execute is self.execute or execute == self.execute) \
-            and bind.portal == self.portal and bind.param_formats == self.param_formats \
+            and bind.portal == self.portal and len(bind.params) == 1 \
+            and bind.param_formats == self.param_formats \
             and bind.result_formats == self.result_formats and session is not None \
             and not connection.portals and not session.explicit and not session.implicit \
             and session.pending is None \

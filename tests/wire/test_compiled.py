@@ -5,47 +5,33 @@ the general path gives for the same round trip (a second connection runs it firs
 
 from __future__ import annotations
 
-import socket
 import struct
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from benchmarks.wire_profile import Harness
 from sqlvec.database import Database
-from wire.connection import Connection
-from wire.messages import PROTOCOL_3_0, Bind, Describe, Execute, Parse, Query, StartupMessage, Sync
-from wire.server import Server
+from wire.messages import Bind, Describe, Execute, Parse, Query, Sync
 
 DIM = 8
 
 
 class Client:
-    """One server connection over a socketpair, run in the calling thread."""
+    """One server connection over a socketpair, run in the calling thread (the profiling
+    harness's), its answers read whatever they hold."""
 
-    def __init__(self, server: Server) -> None:
-        ours, self.sock = socket.socketpair()
-        self.conn = Connection(server, ours)
-        self.sock.sendall(StartupMessage(PROTOCOL_3_0, {"user": "postgres"}).encode())
-        self.conn._startup()
-        self.sock.setblocking(False)
-        self.read()
-
-    def read(self) -> bytes:
-        out = bytearray()
-        try:
-            while chunk := self.sock.recv(1 << 20):
-                out += chunk
-        except BlockingIOError:
-            pass
-        return bytes(out)
+    def __init__(self, db: Database) -> None:
+        self.harness = Harness(db)
+        self.conn = self.harness.conn
 
     def send(self, data: bytes) -> bytes:
-        self.sock.sendall(data)
+        self.harness.client.sendall(data)
         self.conn.serve_next()
         while self.conn.stream.buffered:
             self.conn.serve_next()
-        return self.read()
+        return self.harness.drain()
 
     def query(self, sql: str) -> bytes:
         return self.send(Query(sql).encode())
@@ -67,9 +53,9 @@ def text_vector(v: np.ndarray) -> bytes:
 
 
 @pytest.fixture
-def server(tmp_path):
-    db = Database.open(str(tmp_path / "data"))
-    session = db.connect()
+def db(tmp_path):
+    opened = Database.open(str(tmp_path / "data"))
+    session = opened.connect()
     rng = np.random.default_rng(7)
     session.execute_one(f"CREATE TABLE t (id bigint PRIMARY KEY, emb vector({DIM}))")
     session.copy_in("t", None, pa.table({
@@ -78,13 +64,13 @@ def server(tmp_path):
             pa.array(rng.standard_normal(400 * DIM).astype(np.float32)), DIM)}))
     session.execute_one("CREATE INDEX ON t USING hnsw (emb vector_l2_ops)")
     session.close()
-    yield Server(db, port=0)
-    db.close()
+    yield opened
+    opened.close()
 
 
-def pair(server: Server, *statements: tuple[str, str, tuple]) -> tuple[Client, Client]:
+def pair(db: Database, *statements: tuple[str, str, tuple]) -> tuple[Client, Client]:
     """Two connections with the same prepared statements and ef_search."""
-    clients = Client(server), Client(server)
+    clients = Client(db), Client(db)
     for c in clients:
         c.query("SET hnsw.ef_search = 1000")
         for name, sql, oids in (*statements, ("one", "SELECT 1", ())):
@@ -104,10 +90,10 @@ QUERIES = np.random.default_rng(11).standard_normal((6, DIM)).astype(np.float32)
 
 @pytest.mark.parametrize("op", ["<->", "<#>", "<=>"])
 @pytest.mark.parametrize("form", ["binary", "text"])
-def test_compiled_answers_are_the_general_paths_bytes(server, op, form):
+def test_compiled_answers_are_the_general_paths_bytes(db, op, form):
     sql = f"SELECT id FROM t ORDER BY emb {op} $1 LIMIT 7" if form == "binary" else \
         f"SELECT id FROM t ORDER BY emb {op} $1::vector LIMIT 7"
-    fast, general = pair(server, ("s", sql, ()))
+    fast, general = pair(db, ("s", sql, ()))
     encode, fmt = (binary_vector, (1,)) if form == "binary" else (text_vector, ())
     for results in ((), (1,)):  # ids as text, then in binary
         for q in QUERIES:
@@ -118,9 +104,9 @@ def test_compiled_answers_are_the_general_paths_bytes(server, op, form):
     assert fast.runs() == 2 * (len(QUERIES) - 1) and general.runs() == 0
 
 
-def test_a_distance_in_binary_and_an_error_are_the_general_paths(server):
+def test_a_distance_in_binary_and_an_error_are_the_general_paths(db):
     sql = "SELECT id, emb <-> $1 AS d FROM t ORDER BY emb <-> $1 LIMIT 5"
-    fast, general = pair(server, ("s", sql, ()))
+    fast, general = pair(db, ("s", sql, ()))
     for q in QUERIES:
         expected = general_path(general, "s", (binary_vector(q),), (1,), (1,))
         assert fast.bound("s", (binary_vector(q),), (1,), (1,)) == expected
@@ -130,15 +116,18 @@ def test_a_distance_in_binary_and_an_error_are_the_general_paths(server):
     expected = general_path(general, "s", (wrong,), (1,), (1,))
     assert b"22000" in expected or b"different vector dimensions" in expected
     assert fast.bound("s", (wrong,), (1,), (1,)) == expected and fast.runs() == runs + 1
-    # A NULL vector and a malformed one take the general path.
-    for value in (None, b"\x00\x01"):
-        expected = general_path(general, "s", (value,), (1,), (1,))
-        assert fast.bound("s", (value,), (1,), (1,)) == expected and fast.runs() == runs + 1
+    # A NULL vector, a malformed one and one parameter too many take the general path.
+    runs = fast.runs()
+    for params in ((None,), (b"\x00\x01",), (binary_vector(QUERIES[0]), b"")):
+        expected = general_path(general, "s", params, (1,), (1,))
+        assert fast.bound("s", params, (1,), (1,)) == expected and fast.runs() == runs
+        fast.bound("s", (binary_vector(QUERIES[0]),), (1,), (1,))
+        runs = fast.runs()
 
 
-def test_rows_written_since_and_settings_changed_since_are_seen(server):
+def test_rows_written_since_and_settings_changed_since_are_seen(db):
     sql = "SELECT id FROM t ORDER BY emb <-> $1 LIMIT 3"
-    fast, general = pair(server, ("s", sql, ()))
+    fast, general = pair(db, ("s", sql, ()))
     q = QUERIES[0]
     first = fast.bound("s", (binary_vector(q),))
     fast.bound("s", (binary_vector(q),))
@@ -155,9 +144,9 @@ def test_rows_written_since_and_settings_changed_since_are_seen(server):
     assert fast.runs() == runs + 2 + len(QUERIES)
 
 
-def test_inside_a_block_and_after_ddl_the_general_path_answers(server):
+def test_inside_a_block_and_after_ddl_the_general_path_answers(db):
     sql = "SELECT id FROM t ORDER BY emb <-> $1 LIMIT 4"
-    fast, general = pair(server, ("s", sql, ()))
+    fast, general = pair(db, ("s", sql, ()))
     q = binary_vector(QUERIES[1])
     idle = fast.bound("s", (q,))
     fast.bound("s", (q,))
