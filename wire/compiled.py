@@ -140,13 +140,10 @@ class CompiledTopK:
 
     def _encode(self, table: pa.Table | None) -> bytes | None:
         """The DataRows of a short result of the compiled column types; None for another."""
-        if table is None or table.num_rows > pgtypes.SHORT_RESULT:
+        if table is None or table.num_rows > pgtypes.SHORT_RESULT \
+                or table.schema.types != self.arrow_types:
             return None
         columns = table.columns
-        arrow = self.arrow_types
-        for i, column in enumerate(columns):
-            if column.type != arrow[i]:
-                return None
         if self.rows is not None:
             return self.rows(columns[0].to_pylist())
         return DataRow.encode_cell_rows(

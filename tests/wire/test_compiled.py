@@ -142,6 +142,10 @@ def test_rows_written_since_and_settings_changed_since_are_seen(db):
         expected = general_path(general, "s", (binary_vector(q),))
         assert fast.bound("s", (binary_vector(q),)) == expected
     assert fast.runs() == runs + 2 + len(QUERIES)
+    general.query("DELETE FROM t")  # no row left: an answer of no DataRow
+    expected = general_path(general, "s", (binary_vector(q),))
+    assert fast.bound("s", (binary_vector(q),)) == expected and b"SELECT 0" in expected
+    assert fast.runs() == runs + 3 + len(QUERIES)
 
 
 def test_inside_a_block_and_after_ddl_the_general_path_answers(db):
