@@ -5,6 +5,7 @@ the general path gives for the same round trip (a second connection runs it firs
 
 from __future__ import annotations
 
+import logging
 import struct
 
 import numpy as np
@@ -163,3 +164,15 @@ def test_inside_a_block_and_after_ddl_the_general_path_answers(db):
     general.query("CREATE INDEX ON t USING hnsw (emb vector_ip_ops)")  # a new catalog generation
     again = fast.bound("s", (q,))
     assert again == idle and fast.runs() == runs
+
+
+def test_each_compiled_run_logs_its_duration_when_asked(db, caplog):
+    sql = "SELECT id FROM t ORDER BY emb <-> $1 LIMIT 3"
+    fast, _ = pair(db, ("s", sql, ()))
+    fast.query("SET log_min_duration_statement = 0")
+    with caplog.at_level(logging.INFO, logger="sqlvec"):
+        for q in QUERIES:
+            fast.bound("s", (binary_vector(q),))
+    durations = [r for r in caplog.records if r.getMessage().startswith("duration:")
+                 and sql in r.getMessage()]
+    assert fast.runs() == len(QUERIES) - 1 and len(durations) == len(QUERIES)
