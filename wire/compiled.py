@@ -15,9 +15,10 @@ Parse, Close or re-plan makes another), the same parameter and result formats an
 plan current (catalog generation, search_path, plan cache), the session idle outside a block
 with nothing gathered. The statement itself runs through `Session.run`, so its settings,
 statement_timeout, cancel, snapshot, pg_stat counters, pg_stat_statements and logging are the
-general path's, and so are its errors and Sync (`Connection._extended`, `on_sync`); an answer the compiled encoders were not made for (a notice, more rows than a
-short result, other column types) is sent by the general result writer. The bytes are the
-general path's, byte for byte.
+general path's, and so are its errors and Sync (`Connection._extended`, `on_sync`); an answer
+the compiled encoders were not made for (a notice, more rows than a short result, other
+column types) is sent by the general result writer. The bytes are the general path's, byte
+for byte.
 """
 
 from __future__ import annotations

@@ -62,7 +62,6 @@ from sqlvec.session import CopyCommand, StatementKind
 from sqlvec.types import REG_TYPES, SqlType
 from wire import copy as copy_format
 from wire import pgtypes
-from wire.compiled import CompiledTopK
 from wire.codec import (
     SESSION_RECV_SIZE,
     STARTUP_RECV_SIZE,
@@ -72,6 +71,7 @@ from wire.codec import (
     read_message,
     read_startup,
 )
+from wire.compiled import CompiledTopK
 from wire.messages import (
     AUTH_SASL_FINAL,
     PROTOCOL_3_0,

@@ -96,7 +96,8 @@ def test_every_run_is_counted_in_pg_stat_statements(pool_server, table):
         a.execute("SELECT pg_stat_statements_reset()")
         for q in vectors(25, 3):
             assert len(a.execute(sql, (q,), prepare=True).fetchall()) == 5
-        counted = f"SELECT calls, rows FROM pg_stat_statements WHERE query LIKE '%FROM {table} ORDER BY%'"
+        counted = ("SELECT calls, rows FROM pg_stat_statements "
+                   f"WHERE query LIKE '%FROM {table} ORDER BY%'")
         deadline = time.monotonic() + 20
         while (got := a.execute(counted).fetchall()) != [(25, 125)] \
                 and time.monotonic() < deadline:
