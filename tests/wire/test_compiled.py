@@ -176,3 +176,13 @@ def test_each_compiled_run_logs_its_duration_when_asked(db, caplog):
     durations = [r for r in caplog.records if r.getMessage().startswith("duration:")
                  and sql in r.getMessage()]
     assert fast.runs() == len(QUERIES) - 1 and len(durations) == len(QUERIES)
+
+
+def test_a_limit_bound_as_a_parameter_takes_the_general_path(db):
+    sql = "SELECT id FROM t ORDER BY emb <-> $1 LIMIT $2"
+    fast, general = pair(db, ("s", sql, (0, 20)))
+    for q in QUERIES:
+        params = (binary_vector(q), struct.pack("!q", 4))
+        expected = general_path(general, "s", params, (1, 1))
+        assert fast.bound("s", params, (1, 1)) == expected and expected.count(b"D\x00") == 4
+    assert fast.runs() == 0
