@@ -71,6 +71,7 @@ from wire.codec import (
     read_message,
     read_startup,
 )
+from wire.compiled import CompiledTopK
 from wire.messages import (
     AUTH_SASL_FINAL,
     PROTOCOL_3_0,
@@ -324,6 +325,9 @@ class Connection:
         # (`_run_repeated`), with `run_bound`'s other arguments; and the statement last run so.
         self._repeat: tuple[RepeatedRoundTrip, bool, Execute] | None = None
         self._last_bound: str | None = None
+        # The last prepared vector top-k `run_bound` ran, compiled (wire/compiled.py).
+        self._compiled: CompiledTopK | None = None
+        self.compiled_runs = 0  # round trips it answered
         # While `dispatch_all` runs a round trip's messages: them, and the index of the one
         # after the message being handled (what follows it is looked for there, not in the
         # stream: `_more_to_execute`).
@@ -758,10 +762,24 @@ class Connection:
         """Bind, Describe of its portal (when `describe`), Execute of it and Sync, received
         together in the ready state: what a driver sends for each run of a prepared
         statement. The same answers and errors as dispatching them one by one (an error
-        skips to the Sync), in fewer steps."""
+        skips to the Sync), in fewer steps; a vector top-k's in fewer still, compiled the
+        first time (`CompiledTopK`)."""
+        compiled = self._compiled
+        fits = compiled is not None and compiled.fits(self, bind, describe, execute)
+        if fits:
+            vector = compiled.vector(bind)  # type: ignore[union-attr]
+            if vector is not None:
+                self.compiled_runs += 1
+                self.state = _EXTENDED_STATE
+                self._extended(compiled.steps, vector)  # type: ignore[union-attr]
+                self.on_sync(_SYNC)
+                return
         self.state = _EXTENDED_STATE
         self._extended(Connection._bound_steps, bind, describe, execute)
         self.on_sync(_SYNC)
+        if not fits:
+            self._compiled = CompiledTopK.of(self.statements.get(bind.statement), bind,
+                                             describe, execute)
 
     def _bound_steps(self, bind: Bind, describe: bool, execute: Execute) -> None:
         """`run_bound`'s Bind, Describe and Execute (their errors: `_extended`)."""

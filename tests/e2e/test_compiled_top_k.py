@@ -1,0 +1,105 @@
+"""The prepared vector top-k served again and again by a worker (`serve --workers 2`, psycopg,
+the vector in binary through pgvector's adapter and as text): each run answers for the table
+and the session as they are then — a row committed by a connection of the other worker found
+by the very next run, a deleted one gone, a new hnsw.ef_search used — with the rows the
+primary gives inside a transaction block, and every run counted in pg_stat_statements."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from tests.e2e.conftest import RunningServer, serve_while_used, vector_text
+from tests.e2e.test_workers import worker_of
+
+DIM = 8
+STATEMENTS = {  # form -> (SQL, the vector as its parameter)
+    "binary": ("SELECT id FROM {table} ORDER BY emb {op} %s LIMIT 5", lambda v: v),
+    "text": ("SELECT id FROM {table} ORDER BY emb {op} %s::vector LIMIT 5", vector_text),
+}
+
+
+@pytest.fixture(scope="module")
+def pool_server(tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
+    yield from serve_while_used(tmp_path_factory, "sqlvec-compiled", "--workers", "2")
+
+
+def connect(server: RunningServer) -> psycopg.Connection:
+    conn = psycopg.connect(server.conninfo(), autocommit=True)
+    register_vector(conn)
+    return conn
+
+
+def other_worker(server: RunningServer, conn: psycopg.Connection) -> psycopg.Connection:
+    for _ in range(8):
+        other = connect(server)
+        if worker_of(other) != worker_of(conn):
+            return other
+        other.close()
+    pytest.fail("every connection landed on the same worker")
+
+
+def vectors(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+def make_table(conn: psycopg.Connection, table: str) -> None:
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, emb vector({DIM}))")
+    with conn.cursor().copy(f"COPY {table} (id, emb) FROM STDIN") as copy:
+        for i, v in enumerate(vectors(400, 5)):
+            copy.write_row((i, vector_text(v)))
+    for opclass in ("vector_l2_ops", "vector_ip_ops", "vector_cosine_ops"):
+        conn.execute(f"CREATE INDEX ON {table} USING hnsw (emb {opclass})")
+
+
+@pytest.mark.parametrize("form", ["binary", "text"])
+@pytest.mark.parametrize("op", ["<->", "<#>", "<=>"])
+def test_repeated_top_k_follows_commits_settings_and_blocks(pool_server, table, form, op):
+    with connect(pool_server) as a:
+        make_table(a, table)
+        with other_worker(pool_server, a) as b:
+            sql, param = STATEMENTS[form]
+            sql = sql.format(table=table, op=op)
+
+            def run(q: np.ndarray) -> list[int]:
+                return [r[0] for r in a.execute(sql, (param(q),), prepare=True).fetchall()]
+
+            def in_block(q: np.ndarray) -> list[int]:
+                with a.transaction():  # answered by the primary, through the operator tree
+                    return [r[0] for r in a.execute(sql, (param(q),)).fetchall()]
+
+            queries = vectors(6, 9)
+            for q in queries:
+                assert run(q) == run(q) == in_block(q)
+            q = queries[0]
+            nearest = q * 100 if op == "<#>" else q  # (the largest inner product is nearest)
+            b.execute(f"INSERT INTO {table} VALUES (1000, %s)", (vector_text(nearest),))
+            assert run(q)[0] == 1000  # committed on the other worker: seen by the next run
+            b.execute(f"DELETE FROM {table} WHERE id = 1000")
+            assert 1000 not in run(q)
+            a.execute("SET hnsw.ef_search = 1")  # a knob that changes the answers
+            for q in queries:
+                assert run(q) == in_block(q)
+            a.execute("RESET hnsw.ef_search")
+
+
+def test_every_run_is_counted_in_pg_stat_statements(pool_server, table):
+    with connect(pool_server) as a:
+        a.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        make_table(a, table)
+        sql = f"SELECT id FROM {table} ORDER BY emb <-> %s LIMIT 5"
+        a.execute("SET hnsw.ef_search = 100")  # (a knob: no NOTICE of a recall target missed)
+        a.execute("SELECT pg_stat_statements_reset()")
+        for q in vectors(25, 3):
+            assert len(a.execute(sql, (q,), prepare=True).fetchall()) == 5
+        counted = ("SELECT calls, rows FROM pg_stat_statements "
+                   f"WHERE query LIKE '%FROM {table} ORDER BY%'")
+        deadline = time.monotonic() + 20
+        while (got := a.execute(counted).fetchall()) != [(25, 125)] \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert got == [(25, 125)]

@@ -1,0 +1,188 @@
+"""A prepared vector top-k's compiled round trip (wire/compiled.py) against the general path:
+a server `Connection` over a socketpair, driven with the protocol's bytes as a driver sends
+them (Bind, Describe, Execute, Sync). Each answer through the compiled path must be the bytes
+the general path gives for the same round trip (a second connection runs it first there)."""
+
+from __future__ import annotations
+
+import logging
+import struct
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from benchmarks.wire_profile import Harness
+from sqlvec.database import Database
+from wire.messages import Bind, Describe, Execute, Parse, Query, Sync
+
+DIM = 8
+
+
+class Client:
+    """One server connection over a socketpair, run in the calling thread (the profiling
+    harness's), its answers read whatever they hold."""
+
+    def __init__(self, db: Database) -> None:
+        self.harness = Harness(db)
+        self.conn = self.harness.conn
+
+    def send(self, data: bytes) -> bytes:
+        self.harness.client.sendall(data)
+        self.conn.serve_next()
+        while self.conn.stream.buffered:
+            self.conn.serve_next()
+        return self.harness.drain()
+
+    def query(self, sql: str) -> bytes:
+        return self.send(Query(sql).encode())
+
+    def bound(self, name: str, params: tuple, binary: tuple = (1,), results: tuple = ()) -> bytes:
+        return self.send(Bind("", name, binary, params, results).encode()
+                         + Describe("P", "").encode() + Execute("", 0).encode() + Sync().encode())
+
+    def runs(self) -> int:
+        return self.conn.compiled_runs
+
+
+def binary_vector(v: np.ndarray) -> bytes:
+    return struct.pack("!HH", v.size, 0) + v.astype(">f4").tobytes()
+
+
+def text_vector(v: np.ndarray) -> bytes:
+    return ("[" + ",".join(repr(float(x)) for x in v) + "]").encode()
+
+
+@pytest.fixture
+def db(tmp_path):
+    opened = Database.open(str(tmp_path / "data"))
+    session = opened.connect()
+    rng = np.random.default_rng(7)
+    session.execute_one(f"CREATE TABLE t (id bigint PRIMARY KEY, emb vector({DIM}))")
+    session.copy_in("t", None, pa.table({
+        "id": np.arange(400, dtype=np.int64),
+        "emb": pa.FixedSizeListArray.from_arrays(
+            pa.array(rng.standard_normal(400 * DIM).astype(np.float32)), DIM)}))
+    session.execute_one("CREATE INDEX ON t USING hnsw (emb vector_l2_ops)")
+    session.close()
+    yield opened
+    opened.close()
+
+
+def pair(db: Database, *statements: tuple[str, str, tuple]) -> tuple[Client, Client]:
+    """Two connections with the same prepared statements and ef_search."""
+    clients = Client(db), Client(db)
+    for c in clients:
+        c.query("SET hnsw.ef_search = 1000")
+        for name, sql, oids in (*statements, ("one", "SELECT 1", ())):
+            c.send(Parse(name, sql, oids).encode() + Sync().encode())
+    return clients
+
+
+def general_path(client: Client, name: str, params: tuple, *formats: tuple) -> bytes:
+    """A round trip's answer by the general path: the statement run last is another one (a
+    round trip of `SELECT 1`), so nothing compiled fits."""
+    client.bound("one", ())
+    return client.bound(name, params, *formats)
+
+
+QUERIES = np.random.default_rng(11).standard_normal((6, DIM)).astype(np.float32)
+
+
+@pytest.mark.parametrize("op", ["<->", "<#>", "<=>"])
+@pytest.mark.parametrize("form", ["binary", "text"])
+def test_compiled_answers_are_the_general_paths_bytes(db, op, form):
+    sql = f"SELECT id FROM t ORDER BY emb {op} $1 LIMIT 7" if form == "binary" else \
+        f"SELECT id FROM t ORDER BY emb {op} $1::vector LIMIT 7"
+    fast, general = pair(db, ("s", sql, ()))
+    encode, fmt = (binary_vector, (1,)) if form == "binary" else (text_vector, ())
+    for results in ((), (1,)):  # ids as text, then in binary
+        for q in QUERIES:
+            expected = general_path(general, "s", (encode(q),), fmt, results)
+            assert fast.bound("s", (encode(q),), fmt, results) == expected
+            assert expected[:1] == b"2" and b"D" in expected
+    # (compiled at the first run of each result format, taken from the second on)
+    assert fast.runs() == 2 * (len(QUERIES) - 1) and general.runs() == 0
+
+
+def test_a_distance_in_binary_and_an_error_are_the_general_paths(db):
+    sql = "SELECT id, emb <-> $1 AS d FROM t ORDER BY emb <-> $1 LIMIT 5"
+    fast, general = pair(db, ("s", sql, ()))
+    for q in QUERIES:
+        expected = general_path(general, "s", (binary_vector(q),), (1,), (1,))
+        assert fast.bound("s", (binary_vector(q),), (1,), (1,)) == expected
+    runs = fast.runs()
+    assert runs == len(QUERIES) - 1
+    wrong = binary_vector(np.ones(DIM + 1, np.float32))  # decodes; the search refuses it
+    expected = general_path(general, "s", (wrong,), (1,), (1,))
+    assert b"22000" in expected or b"different vector dimensions" in expected
+    assert fast.bound("s", (wrong,), (1,), (1,)) == expected and fast.runs() == runs + 1
+    # A NULL vector, a malformed one and one parameter too many take the general path.
+    runs = fast.runs()
+    for params in ((None,), (b"\x00\x01",), (binary_vector(QUERIES[0]), b"")):
+        expected = general_path(general, "s", params, (1,), (1,))
+        assert fast.bound("s", params, (1,), (1,)) == expected and fast.runs() == runs
+        fast.bound("s", (binary_vector(QUERIES[0]),), (1,), (1,))
+        runs = fast.runs()
+
+
+def test_rows_written_since_and_settings_changed_since_are_seen(db):
+    sql = "SELECT id FROM t ORDER BY emb <-> $1 LIMIT 3"
+    fast, general = pair(db, ("s", sql, ()))
+    q = QUERIES[0]
+    first = fast.bound("s", (binary_vector(q),))
+    fast.bound("s", (binary_vector(q),))
+    runs = fast.runs()
+    general.query(f"INSERT INTO t VALUES (1000, '{text_vector(q).decode()}')")
+    assert b"\x00\x00\x00\x041000" in fast.bound("s", (binary_vector(q),))
+    general.query("DELETE FROM t WHERE id = 1000")
+    assert fast.bound("s", (binary_vector(q),)) == first and fast.runs() == runs + 2
+    fast.query("SET hnsw.ef_search = 1")  # a new knob: the same compiled round trip reads it
+    general.query("SET hnsw.ef_search = 1")
+    for q in QUERIES:
+        expected = general_path(general, "s", (binary_vector(q),))
+        assert fast.bound("s", (binary_vector(q),)) == expected
+    assert fast.runs() == runs + 2 + len(QUERIES)
+    general.query("DELETE FROM t")  # no row left: an answer of no DataRow
+    expected = general_path(general, "s", (binary_vector(q),))
+    assert fast.bound("s", (binary_vector(q),)) == expected and b"SELECT 0" in expected
+    assert fast.runs() == runs + 3 + len(QUERIES)
+
+
+def test_inside_a_block_and_after_ddl_the_general_path_answers(db):
+    sql = "SELECT id FROM t ORDER BY emb <-> $1 LIMIT 4"
+    fast, general = pair(db, ("s", sql, ()))
+    q = binary_vector(QUERIES[1])
+    idle = fast.bound("s", (q,))
+    fast.bound("s", (q,))
+    runs = fast.runs()
+    assert runs == 1
+    fast.query("BEGIN")
+    in_block = fast.bound("s", (q,))
+    assert in_block[:-1] == idle[:-1] and in_block[-1:] == b"T" and fast.runs() == runs
+    fast.query("COMMIT")
+    general.query("CREATE INDEX ON t USING hnsw (emb vector_ip_ops)")  # a new catalog generation
+    again = fast.bound("s", (q,))
+    assert again == idle and fast.runs() == runs
+
+
+def test_each_compiled_run_logs_its_duration_when_asked(db, caplog):
+    sql = "SELECT id FROM t ORDER BY emb <-> $1 LIMIT 3"
+    fast, _ = pair(db, ("s", sql, ()))
+    fast.query("SET log_min_duration_statement = 0")
+    with caplog.at_level(logging.INFO, logger="sqlvec"):
+        for q in QUERIES:
+            fast.bound("s", (binary_vector(q),))
+    durations = [r for r in caplog.records if r.getMessage().startswith("duration:")
+                 and sql in r.getMessage()]
+    assert fast.runs() == len(QUERIES) - 1 and len(durations) == len(QUERIES)
+
+
+def test_a_limit_bound_as_a_parameter_takes_the_general_path(db):
+    sql = "SELECT id FROM t ORDER BY emb <-> $1 LIMIT $2"
+    fast, general = pair(db, ("s", sql, (0, 20)))
+    for q in QUERIES:
+        params = (binary_vector(q), struct.pack("!q", 4))
+        expected = general_path(general, "s", params, (1, 1))
+        assert fast.bound("s", params, (1, 1)) == expected and expected.count(b"D\x00") == 4
+    assert fast.runs() == 0

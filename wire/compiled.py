@@ -1,0 +1,155 @@
+"""A prepared vector top-k's round trip, compiled.
+
+A driver runs a prepared statement as Bind, Describe of its portal (often), Execute and Sync.
+When the statement is a vector top-k the engine runs in one step (`PreparedStatement.fused`:
+`SELECT id FROM items ORDER BY emb <-> $1 LIMIT 10`), what the protocol does around the
+search is the same every time but for the query vector: the portal it makes and drops, the
+RowDescription, the row encoders looked up by the result's shape, the CommandComplete and
+ReadyForQuery. `CompiledTopK` works all of that out once, the first time the round trip runs,
+and each later run (`Connection.run_bound`) decodes the vector, runs the statement and writes
+the answer with what it fixed.
+
+Everything the answer could depend on is a guard checked on each run, and the round trip takes
+the general path (`Connection.run_bound`) when one fails: the same Statement object (a new
+Parse, Close or re-plan makes another), the same parameter and result formats and Execute, the
+plan current (catalog generation, search_path, plan cache), the session idle outside a block
+with nothing gathered. The statement itself runs through `Session.run`, so its settings,
+statement_timeout, cancel, snapshot, pg_stat counters, pg_stat_statements and logging are the
+general path's, and so are its errors and Sync (`Connection._extended`, `on_sync`); an answer
+the compiled encoders were not made for (a notice, more rows than a short result, other
+column types) is sent by the general result writer. The bytes are the general path's, byte
+for byte.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from sqlvec.types import REG_TYPES
+from wire import pgtypes
+from wire.messages import BindComplete, CommandComplete, DataRow, Execute
+
+if TYPE_CHECKING:
+    from wire.connection import Connection, Statement
+    from wire.messages import Bind
+
+
+class CompiledTopK:
+    """One prepared top-k's round trip (module docstring): made by `of`; `fits` and `vector`
+    say whether a round trip runs through it, `steps` runs it."""
+
+    __slots__ = ("statement", "prepared", "portal", "param_formats", "result_formats",
+                 "describe", "execute", "param_type", "param_format", "columns", "arrow_types",
+                 "formats", "head", "rows", "encoders", "tags")
+
+    def __init__(self, statement: Statement, bind: Bind, describe: bool, execute: Execute,
+                 formats: list[int], rows, encoders: list) -> None:
+        prepared = statement.prepared
+        self.statement, self.prepared = statement, prepared
+        self.portal = bind.portal
+        self.param_formats, self.result_formats = bind.param_formats, bind.result_formats
+        self.describe, self.execute = describe, execute
+        self.param_type = prepared.param_types[0]
+        codes = bind.param_formats
+        self.param_format = codes[0] if codes else pgtypes.TEXT
+        self.columns = prepared.columns
+        self.arrow_types = list(prepared.fused.arrow_types)  # type: ignore[union-attr]
+        self.formats = formats
+        # BindComplete, and the portal's RowDescription when the round trip describes it.
+        self.head = BIND_COMPLETE + (statement.description(formats) if describe else b"")
+        self.rows = rows  # one integer column's whole DataRows, or None
+        self.encoders = encoders  # else each column's cells (`pgtypes.short_encoder`)
+        self.tags: dict[str, bytes] = {}  # CommandComplete by tag, encoded
+
+    @classmethod
+    def of(cls, statement: Statement | None, bind: Bind, describe: bool,
+           execute: Execute) -> CompiledTopK | None:
+        """The compiled round trip of `statement` bound by `bind`, or None when it is not a
+        one-step top-k of one parameter whose answer the short encoders write."""
+        if statement is None:
+            return None
+        prepared = statement.prepared
+        fused = prepared.fused
+        columns = prepared.columns
+        if fused is None or not columns or len(prepared.param_types) != 1 \
+                or len(bind.params) != 1 or len(bind.param_formats) > 1 \
+                or execute.max_rows != 0 or execute.portal != bind.portal:
+            return None
+        codes = bind.result_formats
+        if len(codes) not in (0, 1, len(columns)):
+            return None
+        formats = [pgtypes.TEXT] * len(columns) if not codes else \
+            [codes[0]] * len(columns) if len(codes) == 1 else list(codes)
+        types = [c.type for c in columns]
+        arrow = fused.arrow_types
+        if any(t.name in REG_TYPES for t in types) or len(arrow) != len(types):
+            return None
+        rows = pgtypes.short_row_encoder(types[0], formats[0], arrow[0]) \
+            if len(types) == 1 else None
+        encoders = [pgtypes.short_encoder(t, fmt, a) for t, fmt, a in zip(types, formats, arrow)]
+        if rows is None and any(e is None for e in encoders):
+            return None
+        return cls(statement, bind, describe, execute, formats, rows, encoders)
+
+    def fits(self, connection: Connection, bind: Bind, describe: bool, execute: Execute) -> bool:
+        """Whether this round trip is the one compiled (its values aside) and nothing its
+        answer depends on besides the data has changed since."""
+        statement = self.statement
+        session = connection.session
+        return connection.statements.get(bind.statement) is statement \
+            and statement.prepared is self.prepared and describe is self.describe \
+            and (execute is self.execute or execute == self.execute) \
+            and bind.portal == self.portal and len(bind.params) == 1 \
+            and bind.param_formats == self.param_formats \
+            and bind.result_formats == self.result_formats and session is not None \
+            and not connection.portals and not session.explicit and not session.implicit \
+            and session.pending is None \
+            and session.plan_is_current(self.prepared)
+
+    def vector(self, bind: Bind) -> object:
+        """The bound query vector, decoded; None when it is NULL or does not decode here (the
+        general path runs the round trip then, and reports the error)."""
+        value = bind.params[0]
+        if value is None:
+            return None
+        try:
+            return pgtypes.decode_param(value, self.param_type, self.param_format)
+        except Exception:
+            return None
+
+    def steps(self, connection: Connection, vector: object) -> None:
+        """Bind's answer, the RowDescription if asked, the statement run and its answer (its
+        errors are the caller's: `Connection._extended`)."""
+        connection.send_raw(self.head)
+        session = connection.session
+        assert session is not None
+        result = session.run(self.prepared, [vector])
+        changed = session.drain_changed_settings()
+        if changed:
+            connection._send_settings(changed)
+        data = None if result.notices or result.columns is not self.columns \
+            else self._encode(result.table)
+        if data is None:
+            connection._send_result(result, self.formats, 0)
+            return
+        tag = self.tags.get(result.tag)
+        if tag is None:
+            tag = self.tags[result.tag] = CommandComplete(result.tag).encode()
+        connection.send_raw(data + tag)
+
+    def _encode(self, table: pa.Table | None) -> bytes | None:
+        """The DataRows of a short result of the compiled column types; None for another."""
+        if table is None or table.num_rows > pgtypes.SHORT_RESULT \
+                or table.schema.types != self.arrow_types:
+            return None
+        columns = table.columns
+        if self.rows is not None:
+            return self.rows(columns[0].to_pylist())
+        return DataRow.encode_cell_rows(
+            [encode(column.to_pylist()) for encode, column in zip(self.encoders, columns)],
+            table.num_rows)
+
+
+BIND_COMPLETE = BindComplete().encode()
