@@ -341,6 +341,16 @@ class HnswIndex:
         _fsync_dir(path.parent)
         return crc
 
+    def reload_saved(self, path: str | os.PathLike[str], crc: int) -> None:
+        """Swap the graph just built for the file `save` wrote to `path`, loaded as `load`
+        loads it (without hnswlib's label map: 46 bytes a row less until the next restart).
+        The built graph is freed first, so the two are never in memory together: only for an
+        index no other thread can reach yet."""
+        self._index = None
+        loaded = HnswIndex.load(path, self._params, self._dim, expected_crc=crc)
+        self._index, self._records, self._internal = (loaded._index, loaded._records,
+                                                      loaded._internal)
+
     @classmethod
     def load(
         cls,

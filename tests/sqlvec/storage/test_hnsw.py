@@ -473,3 +473,19 @@ def test_an_hnswlib_laid_out_otherwise_loads_with_its_label_map(tmp_path, monkey
     positions, dists = loaded.search(query, 10, ef=64)
     np.testing.assert_array_equal(positions, built.search(query, 10, ef=64)[0])
     np.testing.assert_array_equal(loaded.stored_rows(positions), rows[positions])
+
+
+def test_a_built_graph_reloaded_from_its_file_answers_the_same(tmp_path):
+    """After `save`, a build swaps its graph for the file's, loaded without the label map."""
+    rows = small(2_000, dim=16, seed=9)
+    built = HnswIndex.build(rows, HnswParams(Metric.L2))
+    queries = small(10, dim=16, seed=10)
+    before = [built.search(q, 10, ef=64) for q in queries]
+    path = tmp_path / "seg-5.hnsw"
+    built.reload_saved(path, built.save(path))
+    assert built._records is not None and len(built._index.get_ids_list()) == 1
+    for query, (positions, dists) in zip(queries, before):
+        again = built.search(query, 10, ef=64)
+        np.testing.assert_array_equal(again[0], positions)
+        np.testing.assert_array_equal(again[1], dists)
+        np.testing.assert_array_equal(built.stored_rows(positions), rows[positions])
