@@ -375,26 +375,25 @@ class HnswIndex:
                 header = f.read(_HEADER.size)
                 size = os.fstat(f.fileno()).st_size
             count = _check_header(path, header, size, params, dim)
-            loaded = _load_without_label_map(path, header, params, dim) if count else None
-            if loaded is None:
+            lean = _load_without_label_map(path, header, params, dim) if count else None
+            if lean is None:
                 index = hnswlib.Index(space=SPACES[params.metric], dim=dim)
                 # Capacity = stored rows: a damaged max_elements field cannot make hnswlib
                 # allocate.
                 index.load_index(str(path), max_elements=max(count, 1))
+                labels = index.get_ids_list()
+                label_bound = max(labels) + 1 if labels else 0
+                release_idle_locks(index, dim, params.m)
         except OSError as e:
             raise _corrupt(path, f"could not read it: {e.strerror or e}") from e
         except (RuntimeError, MemoryError, ValueError) as e:
             raise _corrupt(path, str(e) or type(e).__name__) from e
-        if loaded is not None:
-            index, records, labels = loaded
-            lean = cls(index, params, dim, int(labels.max()) + 1)
-            lean._records = records
-            lean._internal = _internal_ids(labels, lean._label_bound)
-            return lean
-        labels = index.get_ids_list()
-        label_bound = max(labels) + 1 if labels else 0
-        release_idle_locks(index, dim, params.m)
-        return cls(index, params, dim, label_bound)
+        if lean is None:
+            return cls(index, params, dim, label_bound)
+        index, records, internal = lean
+        loaded = cls(index, params, dim, internal.size)
+        loaded._records, loaded._internal = records, internal
+        return loaded
 
     # Search ---------------------------------------------------------------------------------
 
@@ -692,7 +691,7 @@ def _load_without_label_map(
 ) -> tuple[hnswlib.Index, np.ndarray, np.ndarray] | None:
     """The graph of a `save`d file through hnswlib's own pickled state (`__setstate__`)
     rather than `load_index`, handing it no label map: (index, its records in place, each
-    internal id's label); None when hnswlib's objects are not laid out as expected (the caller
+    label's internal id); None when hnswlib's objects are not laid out as expected (the caller
     then uses `load_index`). Raises ValueError for a file whose parts do not add up.
 
     `load_index` builds a hash map from label to internal id (about 46 bytes per element, 44
@@ -743,7 +742,7 @@ def _load_without_label_map(
     if bytes(in_place[0]) != first:
         return None
     release_idle_locks(index, dim, params.m)
-    return index, in_place, labels.astype(np.int64)
+    return index, in_place, _internal_ids(labels.astype(np.int64), int(labels.max()) + 1)
 
 
 def _upper_levels(words: np.ndarray, count: int, per_level: int) -> tuple[np.ndarray, np.ndarray]:

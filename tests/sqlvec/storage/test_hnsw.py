@@ -489,3 +489,18 @@ def test_a_built_graph_reloaded_from_its_file_answers_the_same(tmp_path):
         np.testing.assert_array_equal(again[0], positions)
         np.testing.assert_array_equal(again[1], dists)
         np.testing.assert_array_equal(built.stored_rows(positions), rows[positions])
+
+
+def test_a_damaged_label_without_a_checksum_is_reported(tmp_path):
+    """A label no segment could hold (a damaged file whose manifest kept no CRC) is reported
+    as damage, not allocated for."""
+    index = HnswIndex.build(small(500), HnswParams(Metric.L2))
+    path = tmp_path / "seg-6.hnsw"
+    index.save(path)
+    raw = bytearray(path.read_bytes())
+    m, dim = index.params.m, 16
+    label_at = 96 + (2 * m + 1) * 4 + dim * 4  # the first record's label
+    raw[label_at : label_at + 8] = b"\xff" * 8
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataCorrupted):
+        HnswIndex.load(path, index.params, dim)
