@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -135,7 +136,8 @@ def release_zero_pages(address: int, length: int) -> int:
     return end - start
 
 
-def _libc_madvise():
+def _libc_madvise() -> Callable[..., int] | None:
+    """libc's madvise (the mmap module offers it only on its own mappings), None without."""
     global _libc
     if _libc is None:
         try:
