@@ -51,6 +51,7 @@ holds nothing that is not in its segment, so it can always be rebuilt.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import struct
@@ -66,6 +67,7 @@ import hnswlib
 import numpy as np
 
 from sqlvec.errors import DataCorrupted, FeatureNotSupported, InvalidParameterValue
+from sqlvec.memory import release_zero_pages
 from sqlvec.storage.calibration import (
     CALIBRATION_K,
     FILTER_SEED,
@@ -158,6 +160,19 @@ _HEADER = struct.Struct("<QQQQQQiIQQQdQ")
 _LABEL_BYTES = 8
 _CRC_CHUNK = 1 << 20
 
+# hnswlib 0.8.0's objects (`_graph_words`): words read of the bindings' `Index` (up to its
+# `appr_alg` pointer) and of `HierarchicalNSW`, and where in the latter its vectors of locks
+# (begin, end, end of capacity) and its records' pointer lie. A std::mutex is 40 bytes with
+# glibc on 64-bit Linux, zero when unlocked: one per element, and 65536 taken by label.
+_INDEX_WORDS = 10
+_GRAPH_WORDS = 40
+_LABEL_LOCKS_WORD = 15
+_ELEMENT_LOCKS_WORD = 23
+_DATA_WORD = 31
+_MUTEX_BYTES = 40
+_LABEL_LOCKS = 65536
+_DELETE_MARK = 0x01  # in the third byte of an element's level-0 link count
+
 
 @dataclass(frozen=True)
 class HnswParams:
@@ -213,6 +228,10 @@ class HnswIndex:
         # measured with the curve (storage/calibration.py); [] = unknown.
         self.filter_calibration: FilterTable = []
         self.calibration_seconds = 0.0  # of the build's calibration (benchmarks report it)
+        # A graph loaded without hnswlib's label map (`load`): its records, read in place
+        # (internal id × bytes per element), and each label's internal id (-1: none).
+        self._records: np.ndarray | None = None
+        self._internal: np.ndarray | None = None
 
     # Build ----------------------------------------------------------------------------------
 
@@ -297,6 +316,7 @@ class HnswIndex:
         if total == 0 and progress is not None:
             progress(0, 0)
         label_bound = int(positions[-1]) + 1 if total else 0
+        release_idle_locks(index, dim, params.m)
         built = cls(index, params, dim, label_bound)
         built.calibration = curve
         built.filter_calibration = table
@@ -320,6 +340,16 @@ class HnswIndex:
             raise
         _fsync_dir(path.parent)
         return crc
+
+    def reload_saved(self, path: str | os.PathLike[str], crc: int) -> None:
+        """Swap the graph just built for the file `save` wrote to `path`, loaded as `load`
+        loads it (without hnswlib's label map: about 40 bytes a row less until the next
+        restart). The built graph is freed first, so the two are never in memory together:
+        only for an index no other thread can reach yet."""
+        self._index = None
+        loaded = HnswIndex.load(path, self._params, self._dim, expected_crc=crc)
+        self._index, self._records, self._internal = (loaded._index, loaded._records,
+                                                      loaded._internal)
 
     @classmethod
     def load(
@@ -345,16 +375,25 @@ class HnswIndex:
                 header = f.read(_HEADER.size)
                 size = os.fstat(f.fileno()).st_size
             count = _check_header(path, header, size, params, dim)
-            index = hnswlib.Index(space=SPACES[params.metric], dim=dim)
-            # Capacity = stored rows: a damaged max_elements field cannot make hnswlib allocate.
-            index.load_index(str(path), max_elements=max(count, 1))
+            lean = _load_without_label_map(path, header, params, dim) if count else None
+            if lean is None:
+                index = hnswlib.Index(space=SPACES[params.metric], dim=dim)
+                # Capacity = stored rows: a damaged max_elements field cannot make hnswlib
+                # allocate.
+                index.load_index(str(path), max_elements=max(count, 1))
+                labels = index.get_ids_list()
+                label_bound = max(labels) + 1 if labels else 0
+                release_idle_locks(index, dim, params.m)
         except OSError as e:
             raise _corrupt(path, f"could not read it: {e.strerror or e}") from e
-        except (RuntimeError, MemoryError) as e:
+        except (RuntimeError, MemoryError, ValueError) as e:
             raise _corrupt(path, str(e) or type(e).__name__) from e
-        labels = index.get_ids_list()
-        label_bound = max(labels) + 1 if labels else 0
-        return cls(index, params, dim, label_bound)
+        if lean is None:
+            return cls(index, params, dim, label_bound)
+        index, records, internal = lean
+        loaded = cls(index, params, dim, internal.size)
+        loaded._records, loaded._internal = records, internal
+        return loaded
 
     # Search ---------------------------------------------------------------------------------
 
@@ -372,6 +411,12 @@ class HnswIndex:
         process's memory); None under cosine, whose graph holds the rows normalised."""
         if self._params.metric is Metric.COSINE:
             return None
+        if self._records is not None:
+            internal = self._internal[np.asarray(positions, dtype=np.int64)]
+            if (internal < 0).any():
+                raise KeyError("a position that is not in the graph")
+            start = (2 * self._params.m + 1) * 4
+            return self._records[internal, start : start + 4 * self._dim].view(np.float32)
         rows = self._index.get_items(positions, return_type="numpy")
         return rows.reshape(len(positions), self._dim)  # (0, dim) for no winner, not (0,)
 
@@ -639,6 +684,144 @@ def pgvector_distances(metric: Metric, raw: np.ndarray) -> np.ndarray:
     if metric is Metric.IP:
         return raw - 1.0
     return raw
+
+
+def _load_without_label_map(
+    path: Path, header: bytes, params: HnswParams, dim: int
+) -> tuple[hnswlib.Index, np.ndarray, np.ndarray] | None:
+    """The graph of a `save`d file through hnswlib's own pickled state (`__setstate__`)
+    rather than `load_index`, handing it no label map: (index, its records in place, each
+    label's internal id); None when hnswlib's objects are not laid out as expected (the caller
+    then uses `load_index`). Raises ValueError for a file whose parts do not add up.
+
+    `load_index` builds a hash map from label to internal id (about 40 bytes per element, 38.6
+    MiB at 1M rows), interleaving its nodes with the upper levels' link lists in the heap;
+    here it holds one entry. A search never uses it (labels are read from the records): only
+    `get_items` and updates do, and `stored_rows` reads the records itself, through a 4-byte
+    array per label. The locks hnswlib allocates are given back (`release_idle_locks`)."""
+    (_, _, count, per_element, label_offset, data_offset, max_level, entry, max_m, max_m0, m,
+     mult, ef_construction) = _HEADER.unpack(header)
+    # Mapped, not read: hnswlib copies level 0 straight from the page cache; the mapping
+    # goes when this returns.
+    file = np.memmap(path, dtype=np.uint8, mode="r")
+    level0 = file[_HEADER.size : _HEADER.size + count * per_element]
+    tail = file[_HEADER.size + count * per_element :]
+    if tail.size % 4:
+        raise ValueError("its upper levels are not whole 4-byte words")
+    per_level = (max_m + 1) * 4
+    levels, links = _upper_levels(tail.view(np.uint32), count, per_level)
+    records = level0.reshape(count, per_element)
+    labels = np.ascontiguousarray(records[:, label_offset : label_offset + _LABEL_BYTES])
+    labels = labels.view(np.uint64).ravel()
+    state = {
+        "ser_version": 1, "space": SPACES[params.metric], "dim": dim,
+        "index_inited": True, "ep_added": True,
+        "normalize": params.metric is Metric.COSINE, "num_threads": os.cpu_count() or 1,
+        "seed": 100, "offset_level0": 0, "max_elements": count,
+        "cur_element_count": count, "size_data_per_element": per_element,
+        "label_offset": label_offset, "offset_data": data_offset, "max_level": max_level,
+        "enterpoint_node": entry, "max_M": max_m, "max_M0": max_m0, "M": m, "mult": mult,
+        "ef_construction": ef_construction, "ef": 10,
+        "has_deletions": bool((records[:, 2] & _DELETE_MARK).any()),
+        "size_links_per_element": per_level, "allow_replace_deleted": False,
+        # hnswlib inserts one (label, internal id) pair per element: the same one, so its
+        # map holds a single entry (the first element's, true).
+        "label_lookup_external": np.full(count, labels[0], np.uint64),
+        "label_lookup_internal": np.zeros(count, np.uint32),
+        "element_levels": levels, "data_level0": level0.view(np.int8),
+        "link_lists": links.view(np.int8),
+    }
+    index = hnswlib.Index.__new__(hnswlib.Index)
+    index.__setstate__((state,))
+    first = bytes(records[0])
+    graph = _graph_words(index, dim, params.m)
+    if graph is None or graph[_DATA_WORD] == 0:
+        return None
+    in_place = np.frombuffer((ctypes.c_uint8 * (count * per_element)).from_address(
+        graph[_DATA_WORD]), dtype=np.uint8).reshape(count, per_element)
+    if bytes(in_place[0]) != first:
+        return None
+    release_idle_locks(index, dim, params.m)
+    return index, in_place, _internal_ids(labels.astype(np.int64), int(labels.max()) + 1)
+
+
+def _upper_levels(words: np.ndarray, count: int, per_level: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each element's level and all upper-level link lists back to back, from the part of a
+    `save`d file after level 0 (as 4-byte words): per element, in internal-id order, a byte
+    count and that many bytes. Most elements have none (a zero word), so the walk jumps from
+    one non-zero count to the next: the zero words between are elements of level 0."""
+    levels = np.zeros(count, dtype=np.int32)
+    pieces = []
+    nonzero = np.flatnonzero(words)
+    word = element = 0
+    while (k := int(np.searchsorted(nonzero, word))) < nonzero.size:
+        found = int(nonzero[k])
+        element += found - word
+        size = int(words[found])
+        if element >= count or size % per_level:
+            raise ValueError("its upper levels do not match its element count")
+        levels[element] = size // per_level
+        word = found + 1 + size // 4
+        pieces.append(words[found + 1 : word])
+        element += 1
+    if word > words.size or element + words.size - word != count:
+        raise ValueError("its upper levels do not match its element count")
+    links = np.concatenate(pieces) if pieces else np.empty(0, np.uint32)
+    return levels, links
+
+
+def _internal_ids(labels: np.ndarray, bound: int) -> np.ndarray:
+    """Each label's internal id (-1 for labels not in the graph), 4 bytes per label."""
+    internal = np.full(bound, -1, dtype=np.int32)
+    internal[labels] = np.arange(labels.size, dtype=np.int32)
+    return internal
+
+
+def release_idle_locks(index: hnswlib.Index, dim: int, m: int) -> int:
+    """Give back the pages of hnswlib's lock arrays, which a finished graph never takes;
+    return the bytes given back (0 when the objects are not laid out as expected).
+
+    hnswlib allocates a mutex per element (40 MB at 1M rows) and 65536 more taken by label,
+    and constructing them writes zeros over every page. A search takes none of them (only
+    inserts and updates do; `get_items` takes the label ones, so a few of those pages come
+    back, zero again once unlocked). Call it only while no other thread can reach `index`:
+    between the zero check and the advice a lock taken would be lost."""
+    graph = _graph_words(index, dim, m)
+    if graph is None:
+        return 0
+    released = 0
+    for word, locks in ((_LABEL_LOCKS_WORD, _LABEL_LOCKS),
+                        (_ELEMENT_LOCKS_WORD, int(index.max_elements))):
+        begin, end, limit = graph[word : word + 3]
+        if begin and end - begin == locks * _MUTEX_BYTES and limit == end:
+            released += release_zero_pages(begin, end - begin)
+    return released
+
+
+def _graph_words(index: hnswlib.Index, dim: int, m: int) -> list[int] | None:
+    """The first words of hnswlib 0.8.0's `HierarchicalNSW` behind `index`, read from its
+    objects' memory: the pybind11 instance points at the bindings' `Index` (its value and its
+    holder, the same pointer), whose `appr_alg` points at the graph. Every field is checked
+    against what the index reports (its space, dimension, capacity, element count, bytes per
+    element, m) before the pointer beside it is followed; None at the first mismatch."""
+    if struct.calcsize("P") != 8 or type(index).__basicsize__ < 4 * 8:
+        return None
+    _, _, value, holder = _words(id(index), 4)
+    if value == 0 or value != holder:
+        return None
+    fields = _words(value, _INDEX_WORDS)
+    if fields[1] != len(index.space) or fields[4] & 0xFFFFFFFF != dim or fields[9] == 0:
+        return None
+    graph = _words(fields[9], _GRAPH_WORDS)
+    per_element = (2 * m + 1) * 4 + dim * 4 + _LABEL_BYTES
+    if graph[1:4] != [int(index.max_elements), int(index.element_count), per_element] \
+            or graph[6] != m or graph[8] != 2 * m:
+        return None
+    return graph
+
+
+def _words(address: int, count: int) -> list[int]:
+    return list((ctypes.c_uint64 * count).from_address(address))
 
 
 def _crc_of(f: BinaryIO) -> int:

@@ -1403,11 +1403,15 @@ class Store(StoreBase):
             return_free_memory()
             step("saving")
             name = access_methods.file_name(seg.id, index)
+            path = os.path.join(table.directory, name)
             self._inflight_files.add(name)
             try:
-                crc = built.save(os.path.join(table.directory, name))
+                crc = built.save(path)
             except OSError as exc:
-                raise storage_error(exc, "write", os.path.join(table.directory, name)) from exc
+                raise storage_error(exc, "write", path) from exc
+            if hasattr(built, "reload_saved"):  # HNSW: its saved graph loads smaller
+                built.reload_saved(path, crc)
+                return_free_memory()  # the built graph's heap blocks
             seg.attach_index(index.name, built)
             seg.index_files[index.name] = (name, crc)
             attached = True

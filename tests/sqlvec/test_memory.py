@@ -1,13 +1,18 @@
-"""sqlvec.memory: buffers kept between bulk loads are reused only when nothing refers to them."""
+"""sqlvec.memory: buffers kept between bulk loads are reused only when nothing refers to them;
+zero pages given back."""
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import sys
 import time
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
-from sqlvec.memory import KeptMemory, unreferenced
+from sqlvec.memory import KeptMemory, release_zero_pages, unreferenced
 
 
 def test_a_buffer_given_back_is_taken_again_with_its_pages_in_place():
@@ -56,3 +61,19 @@ def test_kept_memory_is_unmapped_once_no_load_used_it_for_a_while():
         time.sleep(0.02)
     assert kept.kept == 0 and first.closed and second.closed
     assert kept.give_back(kept.take()) and kept.kept == 1  # and it keeps again
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise on Linux")
+def test_zero_pages_are_given_back_and_others_kept():
+    """Only a range of zeros is given back, whole pages only, and reads back as zeros."""
+    buffer = ctypes.create_string_buffer(8 * mmap.PAGESIZE)  # private heap memory, zeroed
+    address = ctypes.addressof(buffer)
+    buffer[3 * mmap.PAGESIZE] = b"x"
+    assert release_zero_pages(address, len(buffer)) == 0  # one byte is not zero
+    assert buffer[3 * mmap.PAGESIZE] == b"x"
+    buffer[3 * mmap.PAGESIZE] = b"\0"
+    released = release_zero_pages(address, len(buffer))
+    assert released >= 6 * mmap.PAGESIZE and released % mmap.PAGESIZE == 0
+    assert buffer.raw == bytes(len(buffer))
+    buffer[0] = b"y"  # still writable memory
+    assert buffer[0] == b"y"

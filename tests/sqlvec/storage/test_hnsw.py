@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 import threading
 import zlib
 
@@ -12,6 +13,7 @@ from sqlvec.storage.hnsw import (
     HnswIndex,
     HnswParams,
     IndexBuildCancelled,
+    _graph_words,
     held_out_count,
     pgvector_distances,
 )
@@ -407,3 +409,98 @@ def test_filtered_search_widens_up_to_max_scan_tuples(data, indexes):
     # Asking the graph for at most 100 labels cannot find ten rows of a 2% filter.
     assert index.search_filtered(queries[0], 10, knob=40, allowed=allowed,
                                  settings={"hnsw.max_scan_tuples": "100"}) is None
+
+
+# A loaded graph's memory ----------------------------------------------------------------------
+
+
+def resident_pages(address: int, length: int) -> int:
+    """Pages of this process's memory in [address, address + length) that are in RAM."""
+    page = 4096
+    first, last = address // page, (address + length - 1) // page
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek(first * 8)
+        entries = np.frombuffer(f.read((last - first + 1) * 8), dtype=np.uint64)
+    return int(np.count_nonzero(entries >> np.uint64(63)))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/pagemap")
+@pytest.mark.parametrize("metric", [Metric.L2, Metric.IP], ids=lambda m: m.name)
+def test_loaded_graph_has_no_label_map_and_gives_its_locks_back(tmp_path, metric):
+    """Loaded without hnswlib's label map, a graph whose labels are not its internal ids
+    (rows skipped, held-out rows inserted last) answers as the built one, with deleted rows
+    masked out, rescores from its own records, and keeps none of its lock pages resident."""
+    rows = small(3_000, dim=16, seed=4)
+    valid = np.ones(len(rows), bool)
+    valid[::7] = False  # rows never indexed, as deleted rows at a compaction
+    built = HnswIndex.build(rows, HnswParams(metric), valid=valid)
+    path = tmp_path / "seg-9.hnsw"
+    crc = built.save(path)
+    loaded = HnswIndex.load(path, built.params, 16, expected_crc=crc)
+    assert loaded._records is not None and len(loaded._index.get_ids_list()) == 1
+    deleted = valid & (np.random.default_rng(5).random(len(rows)) < 0.8)
+    for query in small(20, dim=16, seed=6):
+        for allowed in (None, deleted):
+            a = built.search(query, 10, ef=64, allowed=allowed)
+            b = loaded.search(query, 10, ef=64, allowed=allowed)
+            np.testing.assert_array_equal(a[0], b[0])
+            np.testing.assert_array_equal(a[1], b[1])
+            assert valid[b[0]].all() and (allowed is None or allowed[b[0]].all())
+            np.testing.assert_array_equal(loaded.stored_rows(b[0]), rows[b[0]])
+    with pytest.raises(KeyError):
+        loaded.stored_rows(np.array([7]))  # a row that was never indexed
+    graph = _graph_words(loaded._index, 16, built.params.m)
+    for word, locks in ((15, 65536), (23, loaded.indexed_count)):  # per label, per element
+        begin, end = graph[word], graph[word + 1]
+        assert end - begin == 40 * locks
+        assert resident_pages(begin + 4096, end - begin - 8192) == 0
+    assert loaded.save(path) == crc  # saved again (labels read from the records): the same file
+
+
+def test_an_hnswlib_laid_out_otherwise_loads_with_its_label_map(tmp_path, monkeypatch):
+    """When hnswlib's objects are not where 0.8.0 keeps them, the graph loads as hnswlib
+    loads it (its label map and locks kept) and answers the same."""
+    import sqlvec.storage.hnsw as hnsw
+
+    rows = small(1_000, dim=16, seed=8)
+    built = HnswIndex.build(rows, HnswParams(Metric.L2))
+    path = tmp_path / "seg-4.hnsw"
+    crc = built.save(path)
+    monkeypatch.setattr(hnsw, "_graph_words", lambda *args: None)
+    loaded = HnswIndex.load(path, built.params, 16, expected_crc=crc)
+    assert loaded._records is None and len(loaded._index.get_ids_list()) == 1_000
+    query = rows[3] + 0.01
+    positions, dists = loaded.search(query, 10, ef=64)
+    np.testing.assert_array_equal(positions, built.search(query, 10, ef=64)[0])
+    np.testing.assert_array_equal(loaded.stored_rows(positions), rows[positions])
+
+
+def test_a_built_graph_reloaded_from_its_file_answers_the_same(tmp_path):
+    """After `save`, a build swaps its graph for the file's, loaded without the label map."""
+    rows = small(2_000, dim=16, seed=9)
+    built = HnswIndex.build(rows, HnswParams(Metric.L2))
+    queries = small(10, dim=16, seed=10)
+    before = [built.search(q, 10, ef=64) for q in queries]
+    path = tmp_path / "seg-5.hnsw"
+    built.reload_saved(path, built.save(path))
+    assert built._records is not None and len(built._index.get_ids_list()) == 1
+    for query, (positions, dists) in zip(queries, before):
+        again = built.search(query, 10, ef=64)
+        np.testing.assert_array_equal(again[0], positions)
+        np.testing.assert_array_equal(again[1], dists)
+        np.testing.assert_array_equal(built.stored_rows(positions), rows[positions])
+
+
+def test_a_damaged_label_without_a_checksum_is_reported(tmp_path):
+    """A label no segment could hold (a damaged file whose manifest kept no CRC) is reported
+    as damage, not allocated for."""
+    index = HnswIndex.build(small(500), HnswParams(Metric.L2))
+    path = tmp_path / "seg-6.hnsw"
+    index.save(path)
+    raw = bytearray(path.read_bytes())
+    m, dim = index.params.m, 16
+    label_at = 96 + (2 * m + 1) * 4 + dim * 4  # the first record's label
+    raw[label_at : label_at + 8] = b"\xff" * 8
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataCorrupted):
+        HnswIndex.load(path, index.params, dim)
