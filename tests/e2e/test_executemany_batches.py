@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable
 
 import asyncpg
+import numpy as np
 import psycopg
 import pytest
 
@@ -101,6 +102,9 @@ CASES = {
     "a duplicate in the middle and another later": many(rows((3, (1, 0, 1)), (7, (2, 0, 1)))),
     "a NULL in the middle": many(rows((4, (5, None, 1)))),
     "a CHECK failing in the middle": many(rows((4, (5, 5, -1)))),
+    "a duplicate before a NULL": many(rows((2, (1, 0, 1)), (6, (7, None, 1)))),
+    "a duplicate before a CHECK failing": many(rows((2, (1, 0, 1)), (6, (7, 7, -1)))),
+    "a NULL before a duplicate": many(rows((2, (3, None, 1)), (6, (1, 0, 1)))),
     "RETURNING each row": returning,
     "a SELECT in the pipeline sees the rows before it": select_after,
     "a duplicate after a SELECT in the pipeline": select_then_duplicate,
@@ -193,3 +197,61 @@ def test_the_error_is_answered_at_the_failing_execute(tmp_path_factory):
     finally:
         raw.close()
         assert server.stop() == 0, server.log()
+
+
+def test_vectors_binary_and_text_match_postgresql(servers):
+    """Vector rows sent in text and in binary, a NULL among them, then a row of the wrong
+    dimensions in the middle: the same rows, the same error."""
+    from pgvector.psycopg import register_vector
+
+    vectors = [np.array([i, -i / 3, 1e-3 * i], dtype=np.float32) for i in range(12)]
+    batch = [(i, None if i == 5 else v) for i, v in enumerate(vectors)]
+
+    def run(uri: str) -> tuple:
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            register_vector(conn)
+            conn.execute("DROP TABLE IF EXISTS vv")
+            conn.execute("CREATE TABLE vv (id int PRIMARY KEY, e vector(3))")
+            sql = "INSERT INTO vv VALUES (%s, %s)"
+            conn.cursor(binary=True).executemany(sql, batch)
+            conn.cursor().executemany(sql, [(i + 100, v) for i, v in batch])
+            try:
+                conn.cursor(binary=True).executemany(sql, [
+                    (200, vectors[1]), (201, np.array([1, 2], dtype=np.float32)),
+                    (202, vectors[2])])
+                error = None
+            except psycopg.Error as exc:
+                error = exc.sqlstate
+            got = conn.execute("SELECT id, e::text FROM vv ORDER BY id").fetchall()
+            return error, got
+
+    postgres, ours = [run(uri) for uri in servers]
+    assert postgres[0] == "22000"
+    assert ours == postgres
+
+
+def test_an_earlier_rows_error_comes_before_a_value_that_does_not_decode(tmp_path_factory):
+    """A duplicate key among the gathered rows, then a Bind whose value does not decode:
+    PostgreSQL ran the duplicate first, so its error is the answer (at its Execute), and the
+    log names the INSERT."""
+    server = start_server(tmp_path_factory.mktemp("execmany-decode"), "--workers", "0")
+    raw = RawClient(server).ready()
+    try:
+        raw.send(Parse("", "CREATE TABLE d (id int PRIMARY KEY)").encode()
+                 + Bind().encode() + Execute().encode() + Sync().encode())
+        raw.messages()
+        out = Parse("", "INSERT INTO d VALUES ($1)", (23,)).encode()
+        for key in (b"1", b"2", b"1", b"x", b"5"):
+            out += Bind("", "", (), (key,)).encode() + Execute().encode()
+        raw.send(out + Sync().encode())
+        got = raw.messages()
+        assert [m.TYPE for m in got] == [b"1"] + [b"2", b"C"] * 2 + [b"2", b"E", b"Z"]
+        fields = dict(got[-2].fields)
+        assert (fields["C"], fields["D"]) == ("23505", "Key (id)=(1) already exists.")
+        raw.send(Query("SELECT count(*) FROM d").encode())
+        assert [m.TYPE for m in raw.messages()] == [b"T", b"D", b"C", b"Z"]
+    finally:
+        raw.close()
+        assert server.stop() == 0, server.log()
+    assert "STATEMENT:  INSERT INTO d VALUES ($1)" in server.log()
