@@ -7,6 +7,7 @@ the session's transaction (transaction.py). UPDATE is delete + insert of the new
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -467,9 +468,14 @@ class FastInsert:
         self.typed = returning or any(not columns[i][3].const for i in self.value_order) or \
             direct != set(range(1, len(param_types) + 1))
         self.all_params = not self.typed and all(c[0] == "param" for c in columns)
+        # The columns whose default is a sequence's next value, by the sequence's name.
+        self.sequences = {i: sequence_of(col) for i, (kind, col, _arrow, payload)
+                          in enumerate(columns) if kind == "default" and payload is not None
+                          and not payload.const and sequence_of(col) is not None}
         self.takes_values = not self.typed and all(
-            kind == "param" or (kind == "default" and (payload is None or payload.const))
-            for kind, _col, _arrow, payload in columns)
+            kind == "param" or (kind == "default" and (
+                payload is None or payload.const or i in self.sequences))
+            for i, (kind, _col, _arrow, payload) in enumerate(columns))
 
     def op(self, params: list, context) -> InsertOp | None:
         """The row's insert: when every column is a bare parameter the row stays the Python
@@ -498,20 +504,28 @@ class FastInsert:
         return values
 
     def batch_of(self, rows: list, context) -> pa.RecordBatch:
-        """Many rows given as `values` (`takes_values`), as one batch of the table's logical
-        schema, NOT NULL checked (23502 names the first failing row): each column built at
-        once, a constant default evaluated once."""
+        """Many rows given as `values` followed by the values their sequence defaults took
+        (`takes_values`), as one batch of the table's logical schema, NOT NULL checked (23502
+        names the first failing row): each column built at once, a constant default
+        evaluated once."""
         arrays: list = []
         at = 0
         for kind, col, arrow, payload in self.columns:
             if kind == "param":
                 arrays.append(_converted_array([row[at] for row in rows], arrow))
                 at += 1
-            elif payload is None:
+        for i, (kind, col, arrow, payload) in enumerate(self.columns):
+            if kind == "param":
+                continue
+            if i in self.sequences:
+                arrays.insert(i, pa.array([row[at] for row in rows], arrow))
+                at += 1
+                continue
+            if payload is None:
                 arrays.append(pa.nulls(len(rows), arrow))
             else:
                 one = _default_array(payload, Frame(_ONE_NULL, context(False)), 1, arrow, col)
-                arrays.append(pa.repeat(one[0], len(rows)))
+                arrays.insert(i, pa.repeat(one[0], len(rows)))
         return self.table.coerce_arrays(arrays)
 
     def row(self, params: list, context) -> pa.RecordBatch | None:
@@ -607,6 +621,15 @@ def _one_value(value, arrow: pa.DataType) -> pa.Array:
     if type(value) is np.ndarray:
         return pa.FixedSizeListArray.from_arrays(pa.array(value), type=arrow)
     return one_value_array(value, arrow)
+
+
+_NEXTVAL = re.compile(r"nextval\('((?:[^']|'')+)'(?:::regclass)?\)", re.IGNORECASE)
+
+
+def sequence_of(col: ColumnDef) -> str | None:
+    """The sequence whose next value is the column's default, if that is all it is."""
+    found = _NEXTVAL.fullmatch((col.default or "").strip())
+    return None if found is None else found.group(1).replace("''", "'")
 
 
 def _converted_array(values: list, arrow: pa.DataType) -> pa.Array:

@@ -997,16 +997,29 @@ class Session:
                 return key
         return None
 
-    def nextval(self, name: str, count: int = 1) -> list[int]:
-        """nextval() on a sequence named as the user wrote it, resolved on the search path,
-        remembering the value for currval()."""
+    def _sequence_key(self, name: str) -> str:
+        """The catalog key of a sequence named as the user wrote it (the search path's)."""
         schema, _, seq = name.rpartition(".")
         key = f"{schema or self.catalog.creation_schema(None, self.search_path)}.{seq}"
         if key not in self.catalog.state["sequences"]:
             for candidate in self.search_path:
                 if f"{candidate}.{seq}" in self.catalog.state["sequences"]:
-                    key = f"{candidate}.{seq}"
-                    break
+                    return f"{candidate}.{seq}"
+        return key
+
+    def give_back(self, name: str, last: int, value: int) -> None:
+        """Values a sequence handed out after `value` (up to `last`, its last one) were not
+        used after all: it goes back to `value` if it handed out nothing since, and currval()
+        is `value` again."""
+        key = self._sequence_key(name)
+        self.catalog.give_back(key, last, value)
+        self.last_sequence_values = getattr(self, "last_sequence_values", {})
+        self.last_sequence_values[key] = value
+
+    def nextval(self, name: str, count: int = 1) -> list[int]:
+        """nextval() on a sequence named as the user wrote it, resolved on the search path,
+        remembering the value for currval()."""
+        key = self._sequence_key(name)
         values = self.catalog.nextval(key, count)
         self.nextval_calls += 1
         self.last_sequence_values = getattr(self, "last_sequence_values", {})

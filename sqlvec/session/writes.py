@@ -73,6 +73,7 @@ def apply_pending(session: Session) -> None:
         if before is not None:  # the block is rolled back: the replay may use up `txn`
             row, error = _first_failing(session, transactions.txn_restore(txn, before),
                                         pending)
+            _give_back(session, pending, row)
         describe_failing_row(error)
         error.gathered_row, error.gathered = row, pending  # type: ignore[attr-defined]
         raise error from None
@@ -113,6 +114,28 @@ def _first_failing(session: Session, txn: Transaction,
     raise AssertionError("the rows failed together but not one by one")
 
 
+def _give_back(session: Session, pending: PendingInserts, failing: int) -> None:
+    """The sequence values the rows after the failing one took: one by one, they never ran,
+    so never took them. Each sequence goes back to the failing row's value, unless another
+    session took a value since (then the gap stays, as sequences leave gaps anyway)."""
+    sequences = pending.write.fast.sequences  # type: ignore[union-attr]
+    if not sequences or failing + 1 >= pending.count:
+        return
+    first, last = pending.rows[failing], pending.rows[-1]
+    for column, name in sequences.items():
+        session.give_back(name, _taken(pending, last, column), _taken(pending, first, column))
+
+
+def _taken(pending: PendingInserts, row: object, column: int) -> int:
+    """The value a gathered row's sequence default `column` took."""
+    if _is_batch(row):
+        return row.column(column)[0].as_py()  # type: ignore[attr-defined]
+    fast = pending.write.fast
+    at = sum(kind == "param" for kind, *_ in fast.columns) + \
+        list(fast.sequences).index(column)  # type: ignore[union-attr]
+    return row[at]  # type: ignore[index]
+
+
 def _is_batch(row: object) -> bool:
     return type(row) is pa.RecordBatch
 
@@ -142,6 +165,10 @@ def take_rows(session: Session, rows: list) -> None:
     gathered ones (`takes_rows` said yes): built, checked and applied with them."""
     pending = session.pending
     assert pending is not None
+    sequences = pending.write.fast.sequences  # type: ignore[union-attr]
+    if sequences:  # taken now, in the rows' order, as running them takes them
+        taken = [session.nextval(name, len(rows)) for name in sequences.values()]
+        rows = [(*row, *values) for row, values in zip(rows, zip(*taken))]
     pending.rows.extend(rows)
     # pg_stat_user_tables counts the rows of every write, committed or not, as PostgreSQL.
     pending.write.table.stats.wrote("INSERT", len(rows))
@@ -276,9 +303,10 @@ def _fast_insert(session: Session, prepared: PreparedStatement, params: list) ->
         params, context))
     if batch is None:
         return None
-    # A row that took sequence values is not gathered: the rows after a failing one must not
-    # have taken theirs (PostgreSQL never builds them).
-    if session.nextval_calls == nextval_calls and _gatherable(session, write):
+    # A row that took sequence values is gathered only when they are its defaults': the
+    # rows after a failing one give theirs back (`_give_back`: PostgreSQL never builds them).
+    if (session.nextval_calls == nextval_calls or write.fast.takes_values) and \
+            _gatherable(session, write):
         _gather(session, prepared, batch)
         return Result("INSERT 0 1", prepared.columns, None)
     apply_pending(session)  # the rows gathered before it come first

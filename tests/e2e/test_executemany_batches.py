@@ -255,3 +255,28 @@ def test_an_earlier_rows_error_comes_before_a_value_that_does_not_decode(tmp_pat
         raw.close()
         assert server.stop() == 0, server.log()
     assert "STATEMENT:  INSERT INTO d VALUES ($1)" in server.log()
+
+
+def test_serial_keys_are_gathered_with_postgresqls_values(servers):
+    """Rows whose key is a serial default: gathered, they take the same values as in
+    PostgreSQL; after a row failing in the middle, the sequence and currval() stand at the
+    failing row's value (the rows after it never took theirs)."""
+    def run(uri: str) -> tuple:
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS sk")
+            conn.execute("CREATE TABLE sk (id serial PRIMARY KEY, u int UNIQUE, s text)")
+            sql = "INSERT INTO sk (u, s) VALUES (%s, %s)"
+            conn.cursor().executemany(sql, [(i, f"s{i}") for i in range(20)])
+            try:
+                conn.cursor().executemany(sql, [(i, "x") for i in (20, 21, 22, 5, 23, 24)])
+                error = None
+            except psycopg.Error as exc:
+                error = (exc.sqlstate, exc.diag.message_detail)
+            current = conn.execute("SELECT currval('sk_id_seq')").fetchone()
+            conn.cursor().executemany(sql, [(i, "y") for i in range(30, 35)])
+            got = conn.execute("SELECT * FROM sk ORDER BY id").fetchall()
+            return error, current, got, conn.execute("SELECT nextval('sk_id_seq')").fetchone()
+
+    postgres, ours = [run(uri) for uri in servers]
+    assert postgres[0] == ("23505", "Key (u)=(5) already exists.")
+    assert ours == postgres
