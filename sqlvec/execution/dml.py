@@ -510,7 +510,7 @@ class FastInsert:
         evaluated once."""
         arrays: list = []
         at = 0
-        for kind, col, arrow, payload in self.columns:
+        for kind, _col, arrow, _payload in self.columns:
             if kind == "param":
                 arrays.append(_converted_array([row[at] for row in rows], arrow))
                 at += 1

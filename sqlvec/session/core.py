@@ -770,9 +770,12 @@ class Session:
     def takes_rows(self, prepared: PreparedStatement) -> bool:
         """Whether the front end may give the rows of further runs of `prepared` (the
         statement whose row was gathered last) as parameter values, without running it
-        (`take_rows`): its plan current, its rows gathered last, nothing cancelling."""
-        return writes.takes_rows(self, prepared.compiled) and self.plan_is_current(prepared) \
-            and not self._cancel.is_set() and not self.terminated  # type: ignore[arg-type]
+        (`take_rows`): its plan current, its rows gathered last, nothing cancelling, no run
+        to be logged with its duration (log_min_duration_statement)."""
+        write = prepared.compiled
+        return writes.takes_rows(self, write) and self.plan_is_current(  # type: ignore[arg-type]
+            prepared) and not self._cancel.is_set() and not self.terminated \
+            and self._limit("log_min_duration_statement") < 0
 
     def take_rows(self, prepared: PreparedStatement, rows: list, seconds: float) -> None:
         """Runs of `prepared` given as their rows' values (`FastInsert.values`), each

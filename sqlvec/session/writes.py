@@ -27,7 +27,6 @@ from sqlvec.session.results import PreparedStatement, Result, renamed
 
 if TYPE_CHECKING:
     from sqlvec.session.core import Session
-    from sqlvec.storage.table import Table
 
 # Times an autocommit INSERT ... ON CONFLICT, UPDATE or DELETE is run when it loses a race
 # at commit.
