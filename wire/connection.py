@@ -227,8 +227,8 @@ class RunsOf:
              _BIND_COMPLETE + statement.description(formats) + done),
             (RepeatedRoundTrip(bind, execute, ()), _BIND_COMPLETE + done)]
         codes = bind.param_formats
-        self.params = [(t, codes[i] if len(codes) > 1 else (codes[0] if codes else pgtypes.TEXT))
-                       for i, t in enumerate(statement.param_types)]
+        self.decoders = [pgtypes.param_decoder(t, _param_format(codes, i))
+                         for i, t in enumerate(statement.param_types)]
         self.fast = statement.prepared.compiled.fast  # type: ignore[union-attr]
 
     def match(self, buf: bytearray, start: int, end: int,
@@ -246,8 +246,7 @@ class RunsOf:
         if size > limit:
             return None
         try:
-            params = [pgtypes.decode_param(data, t, fmt)
-                      for data, (t, fmt) in zip(bind.params, self.params)]
+            params = [decode(data) for decode, data in zip(self.decoders, bind.params)]
         except SqlVecError:
             return None
         values = self.fast.values(params)
@@ -299,6 +298,11 @@ def _result_formats(codes: tuple[int, ...], ncols: int) -> list[int]:
         raise SqlVecError(f"bind message has {len(codes)} result formats but query has "
                           f"{ncols} columns", sqlstate="08P01")
     return list(codes)
+
+
+def _param_format(codes: tuple[int, ...], i: int) -> int:
+    """Bind's format code of parameter `i`: none bound means text, one applies to all."""
+    return codes[i] if len(codes) > 1 else (codes[0] if codes else pgtypes.TEXT)
 
 
 def row_description(columns: list[ResultColumn], formats: list[int]) -> RowDescription:
@@ -1060,7 +1064,7 @@ class Connection:
         self.session.refuse_in_failed_block(statement.prepared)  # type: ignore[union-attr]
         params = []
         for i, (data, t) in enumerate(zip(message.params, types)):
-            fmt = codes[i] if len(codes) > 1 else (codes[0] if codes else pgtypes.TEXT)
+            fmt = _param_format(codes, i)
             try:
                 params.append(pgtypes.decode_param(data, t, fmt))
             except SqlVecError as exc:
