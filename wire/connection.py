@@ -231,6 +231,27 @@ class RunsOf:
                          for i, t in enumerate(statement.param_types)]
         self.fast = statement.prepared.compiled.fast  # type: ignore[union-attr]
 
+    def cut_short(self, buf: bytearray, start: int, end: int, limit: int) -> bool:
+        """Whether buf[start:end] is empty or a run cut short (a Bind not all received, or
+        one followed by part of the messages after it): the rest is still to come, as
+        reading the next message would wait for it. A Bind longer than `limit` is not one:
+        reading it refuses it at once."""
+        if start == end:
+            return True
+        if buf[start] != 0x42:  # B
+            return False
+        if end - start < 5:
+            return True
+        (length,) = _LENGTH.unpack_from(buf, start + 1)
+        if length > limit:
+            return False
+        bind_end = start + 1 + length
+        if bind_end > end:
+            return True
+        tail = bytes(buf[bind_end:end])
+        return any(len(tail) < len(shape.rest) and shape.rest.startswith(tail)
+                   for shape, _answer in self.shapes)
+
     def match(self, buf: bytearray, start: int, end: int,
               limit: int) -> tuple[list, int, bytes] | None:
         """If buf[start:end] begins with a run: its row's values, its size in bytes and its
@@ -1164,6 +1185,16 @@ class Connection:
         runs = self._runs
         if runs is None or runs.bind is not bind:
             runs = self._runs = RunsOf(bind, statement, portal.formats(statement.columns))
+        while self._take_buffered_runs(runs, prepared):
+            self._waiting(self.stream.receive_more)  # (the next message would wait too)
+            if not session.takes_rows(prepared):
+                return
+
+    def _take_buffered_runs(self, runs: RunsOf, prepared: PreparedStatement) -> bool:
+        """`_take_runs` over the bytes received; True when they end with a run cut short or
+        with nothing (more may follow), False when something else follows."""
+        session = self.session
+        assert session is not None
         started = time.perf_counter()
         stream, out, limit = self.stream, self._out, self.server.max_message_size
         answers = self._gathered[1]  # type: ignore[index]
@@ -1180,6 +1211,7 @@ class Connection:
             pos += size
         stream.skip(pos - start)
         session.take_rows(prepared, rows, time.perf_counter() - started)
+        return runs.cut_short(buf, pos, end, limit)
 
     def _apply_gathered(self) -> None:
         """Apply the gathered rows before their answers leave; an error is the failing row's
