@@ -9,6 +9,7 @@ server and must give the same errors, details and rows.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import asyncpg
@@ -280,3 +281,34 @@ def test_serial_keys_are_gathered_with_postgresqls_values(servers):
     postgres, ours = [run(uri) for uri in servers]
     assert postgres[0] == ("23505", "Key (u)=(5) already exists.")
     assert ours == postgres
+
+
+def test_runs_arriving_in_pieces_cut_anywhere(tmp_path_factory):
+    """The runs of an executemany arriving in pieces cut in the middle of a message (a
+    Bind, its Execute), and one piece ending between two runs: every row in, each answered,
+    then a duplicate in a later piece is still answered at its own Execute."""
+    server = start_server(tmp_path_factory.mktemp("execmany-pieces"), "--workers", "0")
+    raw = RawClient(server).ready()
+    try:
+        raw.send(Parse("", "CREATE TABLE p (id int PRIMARY KEY)").encode()
+                 + Bind().encode() + Execute().encode() + Sync().encode())
+        raw.messages()
+        for keys, answers in (((range(1, 41)), [b"2", b"C"] * 40),
+                              ((41, 42, 43, 3, 44), [b"2", b"C"] * 3 + [b"2", b"E"])):
+            out = Parse("", "INSERT INTO p VALUES ($1)", (23,)).encode()
+            for key in keys:
+                out += Bind("", "", (), (str(key).encode(),)).encode() + Execute().encode()
+            out += Sync().encode()
+            run = len(Bind("", "", (), (b"10",)).encode() + Execute().encode())
+            for cut in (0, 33, 34 + run, 35 + 2 * run + 3, len(out) - 7, len(out)):
+                raw.send(out[:cut])
+                out = out[cut:]
+                time.sleep(0.05)
+            got = raw.messages()
+            assert [m.TYPE for m in got] == [b"1"] + answers + [b"Z"]
+        raw.send(Query("SELECT count(*), sum(id) FROM p").encode())
+        rows = [m for m in raw.messages() if m.TYPE == b"D"]
+        assert rows[0].values == (b"40", str(sum(range(1, 41))).encode())
+    finally:
+        raw.close()
+        assert server.stop() == 0, server.log()
