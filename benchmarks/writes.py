@@ -9,8 +9,8 @@ primary key, loaded by COPY, then for `--seconds` each:
 
 with one connection and with `--writers` connections at once (one thread each), every
 statement prepared (psycopg `prepare=True`) and committed on its own (autocommit); and with
-`--executemany N`, psycopg's `executemany` of the INSERT with N rows a call, one connection
-(its rows pipelined, one Sync: one transaction a call; the rate counts rows). Both servers
+`--executemany N`, psycopg's and asyncpg's `executemany` of the INSERT with N rows a call, one
+connection (its rows pipelined, one Sync: one transaction a call; the rate counts rows). Both servers
 run side by side and take turns (`--rounds` slices of each case), so they meet the same machine:
 on a shared one the disk's fsync latency alone moves by 5x within minutes. Both servers
 make each commit durable before answering: sqlvec fsyncs its WAL (group commit), PostgreSQL runs
@@ -171,6 +171,8 @@ def run_case(dsn: str, table: str, rows: int, kind: str, writers: int, seconds: 
     `batch` INSERTs); rate and latency, of statements (of calls for `executemany`)."""
     import psycopg
 
+    if kind == "asyncpg executemany":
+        return _asyncpg_executemany(dsn, table, seconds, offset, batch)
     sql = (UPDATE if kind == "update" else INSERT).format(t=table)
     latencies: list[list[float]] = [[] for _ in range(writers)]
     errors: collections.Counter = collections.Counter()
@@ -214,6 +216,37 @@ def run_case(dsn: str, table: str, rows: int, kind: str, writers: int, seconds: 
     return {"rate": len(done) / elapsed, "p50_ms": float(np.median(done) * 1e3) if done else None,
             "statements": len(done), "errors": dict(errors), "latencies": done,
             "elapsed": elapsed}
+
+
+def _asyncpg_executemany(dsn: str, table: str, seconds: float, offset: int,
+                         batch: int) -> dict:
+    """asyncpg's `executemany` of the INSERT, `batch` rows a call, one connection for
+    `seconds`: its rows pipelined (Bind and Execute each, one Sync); the rate of calls."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> tuple[list[float], float]:
+        conn = await asyncpg.connect(dsn)
+        sql = INSERT.format(t=table).replace("%s", "$1", 1).replace("%s", "$2", 1) \
+            .replace("%s", "$3", 1)
+        try:
+            await conn.execute(sql, offset, 0, "w")  # prepared (and warm) first
+            out, next_id = [], offset + 1
+            started = time.perf_counter()
+            deadline = started + seconds
+            while time.perf_counter() < deadline:
+                begin = time.perf_counter()
+                await conn.executemany(sql, [(next_id + i, 1, "y") for i in range(batch)])
+                out.append(time.perf_counter() - begin)
+                next_id += batch
+            return out, time.perf_counter() - started
+        finally:
+            await conn.close()
+
+    done, elapsed = asyncio.run(run())
+    return {"rate": len(done) / elapsed, "p50_ms": float(np.median(done) * 1e3) if done else None,
+            "statements": len(done), "errors": {}, "latencies": done, "elapsed": elapsed}
 
 
 # Profiles ------------------------------------------------------------------------------------------
@@ -464,7 +497,8 @@ def measure(names: list[str], sizes: list[int], seconds: float, writers: int, ro
                     cases = [{"kind": kind, "writers": n} for kind in ("insert", "update")
                              for n in (1, writers)]
                     if batch:
-                        cases.append({"kind": "executemany", "writers": 1, "batch": batch})
+                        cases += [{"kind": kind, "writers": 1, "batch": batch}
+                                  for kind in ("executemany", "asyncpg executemany")]
                     for shape in cases:
                         case = {"rows": rows, "primary_key": pk, **shape}
                         kind, n = case["kind"], case["writers"]

@@ -352,6 +352,16 @@ class SocketStream:
             self._start = 0
             self._end = self._recv_into(self._view)
 
+    def receive_more(self) -> None:
+        """Wait for input after what is buffered (kept, moved to the front; the buffer grows
+        when full): one receive, for a reader whose message in place is cut short."""
+        have = self._end - self._start
+        if have == len(self._buf):
+            self.grow(2 * len(self._buf))
+        self._view[:have] = self._view[self._start:self._end]
+        self._start, self._end = 0, have
+        self._end += self._recv_into(self._view[have:])
+
     def window(self) -> tuple[bytearray, int, int]:
         """The receive buffer and where its unread bytes start and end, to be compared in
         place (no copy); `skip` then consumes what was recognised."""

@@ -213,6 +213,70 @@ class Portal:
         return formats
 
 
+class RunsOf:
+    """The runs of one prepared single-row INSERT an executemany sends after a first (its
+    Bind into the unnamed portal with other values, Describe of the portal or not, Execute
+    of all of it), recognised in a receive buffer (`RepeatedRoundTrip`): each gives its row's
+    values as the statement converts them and the answers running it gives."""
+
+    def __init__(self, bind: Bind, statement: Statement, formats: list[int]) -> None:
+        self.bind = bind
+        execute = Execute("", 0).encode()
+        done = _INSERTED
+        self.shapes = [
+            (RepeatedRoundTrip(bind, Describe("P", "").encode() + execute, ()),
+             _BIND_COMPLETE + statement.description(formats) + done),
+            (RepeatedRoundTrip(bind, execute, ()), _BIND_COMPLETE + done)]
+        codes = bind.param_formats
+        self.decoders = [pgtypes.param_decoder(t, _param_format(codes, i))
+                         for i, t in enumerate(statement.param_types)]
+        self.fast = statement.prepared.compiled.fast  # type: ignore[union-attr]
+
+    def cut_short(self, buf: bytearray, start: int, end: int, limit: int) -> bool:
+        """Whether buf[start:end] is empty or a run cut short (a Bind not all received, or
+        one followed by part of the messages after it): the rest is still to come, as
+        reading the next message would wait for it. A Bind longer than `limit` is not one:
+        reading it refuses it at once."""
+        if start == end:
+            return True
+        if buf[start] != 0x42:  # B
+            return False
+        if end - start < 5:
+            return True
+        (length,) = _LENGTH.unpack_from(buf, start + 1)
+        if length > limit:
+            return False
+        bind_end = start + 1 + length
+        if bind_end > end:
+            return True
+        tail = bytes(buf[bind_end:end])
+        return any(len(tail) < len(shape.rest) and shape.rest.startswith(tail)
+                   for shape, _answer in self.shapes)
+
+    def match(self, buf: bytearray, start: int, end: int,
+              limit: int) -> tuple[list, int, bytes] | None:
+        """If buf[start:end] begins with a run: its row's values, its size in bytes and its
+        answers; None when it does not, or its values need the statement run."""
+        shapes = self.shapes
+        found = shapes[0][0].match(buf, start, end)
+        if found is None:
+            found = shapes[1][0].match(buf, start, end)
+            if found is None:
+                return None
+            shapes.reverse()  # the other shape first from now on
+        bind, size = found
+        if size > limit:
+            return None
+        try:
+            params = [decode(data) for decode, data in zip(self.decoders, bind.params)]
+        except SqlVecError:
+            return None
+        values = self.fast.values(params)
+        if values is None:
+            return None
+        return values, size, shapes[0][1]
+
+
 @dataclass
 class CopyIn:
     """A COPY FROM STDIN receiving data; `failure` is set by CopyFail or a stray message."""
@@ -241,6 +305,8 @@ GONE = (Closed, ConnectionError, ssl.SSLError, socket.timeout)
 # Messages without fields, and ReadyForQuery per status, encoded once.
 _PARSE_COMPLETE = ParseComplete().encode()
 _BIND_COMPLETE = BindComplete().encode()
+_INSERTED = CommandComplete("INSERT 0 1").encode()
+_INSERTED_SIZE = len(_INSERTED)
 _CLOSE_COMPLETE = CloseComplete().encode()
 _READY = {status: ReadyForQuery(status).encode() for status in "ITE"}
 
@@ -254,6 +320,11 @@ def _result_formats(codes: tuple[int, ...], ncols: int) -> list[int]:
         raise SqlVecError(f"bind message has {len(codes)} result formats but query has "
                           f"{ncols} columns", sqlstate="08P01")
     return list(codes)
+
+
+def _param_format(codes: tuple[int, ...], i: int) -> int:
+    """Bind's format code of parameter `i`: none bound means text, one applies to all."""
+    return codes[i] if len(codes) > 1 else (codes[0] if codes else pgtypes.TEXT)
 
 
 def row_description(columns: list[ResultColumn], formats: list[int]) -> RowDescription:
@@ -336,6 +407,9 @@ class Connection:
         # where, in `_out`, the answer of each one's Execute begins: an error in them is
         # answered there, in place of the answers from the failing row on (`_withdraw`).
         self._gathered: tuple[object, list[int]] | None = None
+        # The last Bind handled, and the runs of its statement `_take_runs` recognised last.
+        self._last_bind: Bind | None = None
+        self._runs: RunsOf | None = None
 
     # Lifecycle ------------------------------------------------------------------------------------
 
@@ -722,6 +796,7 @@ class Connection:
         except SqlVecError as exc:
             if exc.severity == "FATAL":
                 raise
+            exc = self._gathered_first(exc)
             self._withdraw(exc)
             self._extended_error(error_response(exc))
         except GONE:
@@ -1028,7 +1103,7 @@ class Connection:
         self.session.refuse_in_failed_block(statement.prepared)  # type: ignore[union-attr]
         params = []
         for i, (data, t) in enumerate(zip(message.params, types)):
-            fmt = codes[i] if len(codes) > 1 else (codes[0] if codes else pgtypes.TEXT)
+            fmt = _param_format(codes, i)
             try:
                 params.append(pgtypes.decode_param(data, t, fmt))
             except SqlVecError as exc:
@@ -1038,6 +1113,7 @@ class Connection:
         if len(message.result_formats) > 1:  # none or one always fits
             _result_formats(message.result_formats, len(statement.columns or []))  # validates
         self.portals[message.portal] = Portal(statement, params, message.result_formats)
+        self._last_bind = message
         self.send_raw(_BIND_COMPLETE)
 
     def on_describe(self, message: Describe) -> None:
@@ -1082,26 +1158,78 @@ class Connection:
             self.send(CommandComplete(self._copy(statement.copy, simple=False)))
             session.first_alone = False  # (set by the statements `Session.run` runs)
             return
+        gathered = False
         if portal.result is None:
             answer_at = len(self._out)
             portal.result, changed = self._run_portal(portal)
-            self._note_gathered(session, answer_at)
+            gathered = self._note_gathered(session, answer_at)
             self._send_settings(changed)
         self._send_result(portal.result, portal.formats(portal.result.columns),
                           message.max_rows, portal)
+        if gathered and not message.portal and not message.max_rows and self._ahead is None:
+            self._take_runs(portal)
 
-    def _note_gathered(self, session: Session, answer_at: int) -> None:
+    def _note_gathered(self, session: Session, answer_at: int) -> bool:
         """After a statement ran: if it added a row to those the session gathered, remember
-        where its answer begins."""
+        where its answer begins (True)."""
         pending = session.pending
         if pending is None:
             self._gathered = None
-            return
+            return False
         gathered = self._gathered
         if gathered is None or gathered[0] is not pending:
             gathered = self._gathered = (pending, [])
-        if len(gathered[1]) < len(pending.batches):
+        if len(gathered[1]) < pending.count:
             gathered[1].append(answer_at)
+            return True
+        return False
+
+    def _take_runs(self, portal: Portal) -> None:
+        """After the Execute of an INSERT whose row was gathered: the runs of the same
+        statement that follow in the receive buffer (its Bind with other values into the
+        unnamed portal, the same Describe if any, Execute), taken as they are recognised
+        (`RunsOf`), their rows handed to the session as values (`Session.take_rows`) and each
+        answered as running it answers (BindComplete, NoData, `INSERT 0 1`). Stops before
+        anything else, or a value that does not decode or convert: that is handled as usual."""
+        session = self.session
+        statement = portal.statement
+        prepared = statement.prepared
+        assert session is not None
+        bind = self._last_bind
+        if self.stopping or bind is None or bind.portal or \
+                self.statements.get(bind.statement) is not statement or \
+                not session.takes_rows(prepared):
+            return
+        runs = self._runs
+        if runs is None or runs.bind is not bind:
+            runs = self._runs = RunsOf(bind, statement, portal.formats(statement.columns))
+        while self._take_buffered_runs(runs, prepared):
+            self._waiting(self.stream.receive_more)  # (the next message would wait too)
+            if not session.takes_rows(prepared):
+                return
+
+    def _take_buffered_runs(self, runs: RunsOf, prepared: PreparedStatement) -> bool:
+        """`_take_runs` over the bytes received; True when they end with a run cut short or
+        with nothing (more may follow), False when something else follows."""
+        session = self.session
+        assert session is not None
+        started = time.perf_counter()
+        stream, out, limit = self.stream, self._out, self.server.max_message_size
+        answers = self._gathered[1]  # type: ignore[index]
+        buf, start, end = stream.window()
+        pos, rows = start, []
+        while pos < end:
+            found = runs.match(buf, pos, end, limit)
+            if found is None:
+                break
+            values, size, answer = found
+            rows.append(values)
+            answers.append(len(out) + len(answer) - _INSERTED_SIZE)  # (where Execute's begins)
+            out += answer
+            pos += size
+        stream.skip(pos - start)
+        session.take_rows(prepared, rows, time.perf_counter() - started)
+        return runs.cut_short(buf, pos, end, limit)
 
     def _apply_gathered(self) -> None:
         """Apply the gathered rows before their answers leave; an error is the failing row's
@@ -1115,6 +1243,17 @@ class Connection:
             raise
         finally:
             self._gathered = None
+
+    def _gathered_first(self, exc: SqlVecError) -> SqlVecError:
+        """An error of the protocol's (a Bind's value that does not decode, say) after rows
+        were gathered: those rows ran first, one by one, so an error in them is the one."""
+        if self._gathered is None or getattr(exc, "gathered", None) is not None:
+            return exc
+        try:
+            self._apply_gathered()
+        except SqlVecError as first:
+            return first
+        return exc
 
     def _withdraw(self, exc: BaseException) -> None:
         """An error in gathered rows: the answers queued from the failing row's Execute on

@@ -672,6 +672,28 @@ def decode_param(data: bytes | None, t: SqlType, fmt: int) -> object:
     return decode_text(data, t)
 
 
+def param_decoder(t: SqlType, fmt: int) -> Callable[[bytes | None], object]:
+    """`decode_param` for one parameter's type and format, chosen once for many values (the
+    runs of an executemany): a fixed-size binary number, or an integer's plain digits in
+    text, take a shortcut; anything else, errors included, is `decode_param`'s."""
+    if fmt == BINARY and t.name in _STRUCT:
+        unpack, size = struct.Struct(_STRUCT[t.name]).unpack, struct.calcsize(_STRUCT[t.name])
+
+        def binary(data: bytes | None) -> object:
+            if data is None or len(data) != size:
+                return decode_param(data, t, fmt)
+            return unpack(data)[0]
+        return binary
+    if fmt != BINARY and t.name in ("int2", "int4", "int8"):
+        def digits(data: bytes | None) -> object:
+            if data is not None and 0 < len(data) < 19 and (
+                    data.isdigit() or (data[:1] == b"-" and data[1:].isdigit())):
+                return int(data)  # (the column's range is checked where it is converted)
+            return decode_param(data, t, fmt)
+        return digits
+    return lambda data: decode_param(data, t, fmt)
+
+
 def decode_text(data: bytes, t: SqlType) -> object:
     """A text-format parameter to the value of its type, through the same text input casts use; NUL
     or invalid UTF-8 is 22021."""

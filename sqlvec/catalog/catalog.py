@@ -219,6 +219,14 @@ class Catalog:
             self._seq_values[(key, int(seq["oid"]))] = top
             return values
 
+    def give_back(self, key: str, last: int, value: int) -> None:
+        """Make `value` the sequence's last value again if `last` still is (the values after
+        it went unused and nobody took one since); the reserved block stays as it is."""
+        with self._lock:
+            seq = self.sequence(key)
+            if self._seq_values.get((key, int(seq["oid"]))) == last:
+                self._seq_values[(key, int(seq["oid"]))] = value
+
     def _last_value(self, key: str, seq: dict) -> int | None:
         """The last value handed out, as far as this process knows: after a restart values up
         to the reserved block's end may have been handed out already, so counting resumes

@@ -7,6 +7,7 @@ the session's transaction (transaction.py). UPDATE is delete + insert of the new
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -416,6 +417,9 @@ class FastInsert:
         self.n_params = 0
         self.typed = False  # whether some cell reads parameters converted to Arrow scalars
         self.all_params = False  # whether every column is a bare parameter (`op`)
+        # Whether every column is a bare parameter or a constant default: its rows may be
+        # given as `values` and built many at once (`batch_of`).
+        self.takes_values = False
 
     @classmethod
     def plan(cls, table: Table, source: _ValuesRows, defaults: dict) -> FastInsert:
@@ -464,23 +468,65 @@ class FastInsert:
         self.typed = returning or any(not columns[i][3].const for i in self.value_order) or \
             direct != set(range(1, len(param_types) + 1))
         self.all_params = not self.typed and all(c[0] == "param" for c in columns)
+        # The columns whose default is a sequence's next value, by the sequence's name.
+        self.sequences = {i: sequence_of(col) for i, (kind, col, _arrow, payload)
+                          in enumerate(columns) if kind == "default" and payload is not None
+                          and not payload.const and sequence_of(col) is not None}
+        self.takes_values = not self.typed and all(
+            kind == "param" or (kind == "default" and (
+                payload is None or payload.const or i in self.sequences))
+            for i, (kind, _col, _arrow, payload) in enumerate(columns))
 
     def op(self, params: list, context) -> InsertOp | None:
         """The row's insert: when every column is a bare parameter the row stays the Python
         values the converters gave (`Table.row_op`: no Arrow until something reads it),
         otherwise as `row` makes it; None when a parameter needs the general path."""
         if self.all_params and len(params) == self.n_params:
-            values = []
-            for _kind, _col, _arrow, (index, convert) in self.columns:
-                value = convert(params[index - 1])
-                if value is _SLOW:
-                    return None
-                values.append(value)
+            values = self.values(params)
+            if values is None:
+                return None
             op = self.table.row_op(values)
             if op is not None:
                 return op
         batch = self.row(params, context)
         return None if batch is None else InsertOp(self.table.id, batch)
+
+    def values(self, params: list | tuple) -> list | None:
+        """The parameter columns' values (in column order) as their converters give them;
+        None when one needs the general path."""
+        values = []
+        for kind, _col, _arrow, payload in self.columns:
+            if kind == "param":
+                value = payload[1](params[payload[0] - 1])
+                if value is _SLOW:
+                    return None
+                values.append(value)
+        return values
+
+    def batch_of(self, rows: list, context) -> pa.RecordBatch:
+        """Many rows given as `values` followed by the values their sequence defaults took
+        (`takes_values`), as one batch of the table's logical schema, NOT NULL checked (23502
+        names the first failing row): each column built at once, a constant default
+        evaluated once."""
+        arrays: list = []
+        at = 0
+        for kind, _col, arrow, _payload in self.columns:
+            if kind == "param":
+                arrays.append(_converted_array([row[at] for row in rows], arrow))
+                at += 1
+        for i, (kind, col, arrow, payload) in enumerate(self.columns):
+            if kind == "param":
+                continue
+            if i in self.sequences:
+                arrays.insert(i, pa.array([row[at] for row in rows], arrow))
+                at += 1
+                continue
+            if payload is None:
+                arrays.append(pa.nulls(len(rows), arrow))
+            else:
+                one = _default_array(payload, Frame(_ONE_NULL, context(False)), 1, arrow, col)
+                arrays.insert(i, pa.repeat(one[0], len(rows)))
+        return self.table.coerce_arrays(arrays)
 
     def row(self, params: list, context) -> pa.RecordBatch | None:
         """The row as a batch of the table's logical schema, NOT NULL checked; None when a
@@ -575,6 +621,28 @@ def _one_value(value, arrow: pa.DataType) -> pa.Array:
     if type(value) is np.ndarray:
         return pa.FixedSizeListArray.from_arrays(pa.array(value), type=arrow)
     return one_value_array(value, arrow)
+
+
+_NEXTVAL = re.compile(r"nextval\('((?:[^']|'')+)'(?:::regclass)?\)", re.IGNORECASE)
+
+
+def sequence_of(col: ColumnDef) -> str | None:
+    """The sequence whose next value is the column's default, if that is all it is."""
+    found = _NEXTVAL.fullmatch((col.default or "").strip())
+    return None if found is None else found.group(1).replace("''", "'")
+
+
+def _converted_array(values: list, arrow: pa.DataType) -> pa.Array:
+    """An array of values fast converters accepted (vectors: float32 arrays, or None)."""
+    if not pa.types.is_fixed_size_list(arrow):
+        return pa.array(values, arrow)
+    nulls = [v is None for v in values]
+    if any(nulls):
+        zeros = np.zeros(arrow.list_size, np.float32)
+        values = [zeros if v is None else v for v in values]
+    flat = np.concatenate(values) if values else np.empty(0, np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat), type=arrow,
+                                             mask=pa.array(nulls) if any(nulls) else None)
 
 
 def _chunk(a):

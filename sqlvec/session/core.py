@@ -544,7 +544,7 @@ class Session:
             result = self._run_statement(prepared, params, max_rows)
         except SqlVecError as error:
             if self._depth == 1:
-                statement_log.log_error(self, error, prepared.sql)
+                statement_log.log_error(self, error, _statement_of(error, prepared.sql))
             raise
         finally:
             self._depth -= 1
@@ -758,8 +758,42 @@ class Session:
 
     def apply_pending(self) -> None:
         """Put the rows an executemany gathered into the block's transaction now (the front
-        end, before their answers leave); errors: `writes.apply_pending`."""
-        writes.apply_pending(self)
+        end, before their answers leave); errors: `writes.apply_pending`, logged under the
+        statement of the failing row."""
+        try:
+            writes.apply_pending(self)
+        except SqlVecError as error:
+            if self._depth == 0:
+                statement_log.log_error(self, error, _statement_of(error, ""))
+            raise
+
+    def takes_rows(self, prepared: PreparedStatement) -> bool:
+        """Whether the front end may give the rows of further runs of `prepared` (the
+        statement whose row was gathered last) as parameter values, without running it
+        (`take_rows`): its plan current, its rows gathered last, nothing cancelling, no run
+        to be logged with its duration (log_min_duration_statement)."""
+        write = prepared.compiled
+        return writes.takes_rows(self, write) and self.plan_is_current(  # type: ignore[arg-type]
+            prepared) and not self._cancel.is_set() and not self.terminated \
+            and self._limit("log_min_duration_statement") < 0
+
+    def take_rows(self, prepared: PreparedStatement, rows: list, seconds: float) -> None:
+        """Runs of `prepared` given as their rows' values (`FastInsert.values`), each
+        answered `INSERT 0 1` by the front end: gathered with the rows before them, and
+        counted as statements (pg_stat_statements, the statement observer) as if run."""
+        if not rows:
+            return
+        writes.take_rows(self, rows)
+        key = prepared.stats_key
+        if key is not None and self._userid is not None:
+            mean = seconds * 1000.0 / len(rows)
+            self.database.statement_stats.merge(
+                self._userid, database_oid(self.database_name), key[0], key[1], len(rows),
+                seconds * 1000.0, mean, mean, mean, 0.0, len(rows))
+        observe = self.database.on_statement
+        if observe is not None:
+            for _ in rows:
+                observe(seconds / len(rows), None)
 
     def end_implicit(self) -> None:
         """Commit the implicit block still open, if any (at Sync)."""
@@ -966,16 +1000,29 @@ class Session:
                 return key
         return None
 
-    def nextval(self, name: str, count: int = 1) -> list[int]:
-        """nextval() on a sequence named as the user wrote it, resolved on the search path,
-        remembering the value for currval()."""
+    def _sequence_key(self, name: str) -> str:
+        """The catalog key of a sequence named as the user wrote it (the search path's)."""
         schema, _, seq = name.rpartition(".")
         key = f"{schema or self.catalog.creation_schema(None, self.search_path)}.{seq}"
         if key not in self.catalog.state["sequences"]:
             for candidate in self.search_path:
                 if f"{candidate}.{seq}" in self.catalog.state["sequences"]:
-                    key = f"{candidate}.{seq}"
-                    break
+                    return f"{candidate}.{seq}"
+        return key
+
+    def give_back(self, name: str, last: int, value: int) -> None:
+        """Values a sequence handed out after `value` (up to `last`, its last one) were not
+        used after all: it goes back to `value` if it handed out nothing since, and currval()
+        is `value` again."""
+        key = self._sequence_key(name)
+        self.catalog.give_back(key, last, value)
+        self.last_sequence_values = getattr(self, "last_sequence_values", {})
+        self.last_sequence_values[key] = value
+
+    def nextval(self, name: str, count: int = 1) -> list[int]:
+        """nextval() on a sequence named as the user wrote it, resolved on the search path,
+        remembering the value for currval()."""
+        key = self._sequence_key(name)
         values = self.catalog.nextval(key, count)
         self.nextval_calls += 1
         self.last_sequence_values = getattr(self, "last_sequence_values", {})
@@ -989,3 +1036,9 @@ _NORMALIZED = frozenset({StatementKind.QUERY, StatementKind.WRITE, StatementKind
 def _abbreviated(sql: str, limit: int = 500) -> str:
     """A statement as the server log shows it: long ones cut, with their length."""
     return sql if len(sql) <= limit else f"{sql[:limit]}... ({len(sql)} characters)"
+
+
+def _statement_of(error: SqlVecError, statement: str) -> str:
+    """The text an error is logged under: that of the gathered row it names, if any."""
+    gathered = getattr(error, "gathered", None)
+    return gathered.sql if gathered is not None else statement

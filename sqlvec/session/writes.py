@@ -8,6 +8,7 @@ Transaction together, their keys checked once, when anything else needs them.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ import pyarrow as pa
 
 from sqlvec.errors import QueryCanceled, SerializationFailure, SqlVecError, UniqueViolation
 from sqlvec.execution import foreign_keys
-from sqlvec.execution.constraints import ROW_CHECKS
+from sqlvec.execution.constraints import ROW_CHECKS, describe_failing_row
 from sqlvec.execution.context import ExecContext
 from sqlvec.execution.dml import WritePlan, eval_returning
 from sqlvec.execution.transaction import Transaction
@@ -26,7 +27,6 @@ from sqlvec.session.results import PreparedStatement, Result, renamed
 
 if TYPE_CHECKING:
     from sqlvec.session.core import Session
-    from sqlvec.storage.table import Table
 
 # Times an autocommit INSERT ... ON CONFLICT, UPDATE or DELETE is run when it loses a race
 # at commit.
@@ -36,12 +36,19 @@ UPSERT_ATTEMPTS = 10
 @dataclass
 class PendingInserts:
     """Rows of one single-row INSERT statement run again and again in an implicit block
-    (executemany), not yet in `txn`: each row's NOT NULL and CHECK constraints were checked
-    as it came (their errors name its Execute), its keys are checked when the rows are
-    applied (`apply_pending`), the first duplicate's key named as one by one would."""
+    (executemany), not yet in `txn`, in order: one-row batches its own path built (NOT NULL
+    and CHECK checked as they came) and rows of parameter values the front end took without
+    running the statement (`take_rows`: built and checked together at apply). Their keys are
+    checked when the rows are applied (`apply_pending`); an error is the first failing row's,
+    as one by one."""
     txn: Transaction
     write: WritePlan
-    batches: list[pa.RecordBatch] = field(default_factory=list)
+    sql: str  # the statement's text (an error in the rows is logged under it)
+    rows: list = field(default_factory=list)  # pa.RecordBatch or tuple of values, per row
+
+    @property
+    def count(self) -> int:
+        return len(self.rows)
 
 
 def apply_pending(session: Session) -> None:
@@ -57,27 +64,113 @@ def apply_pending(session: Session) -> None:
     if txn is not session.txn:
         return
     table = pending.write.table
-    before = transactions.txn_state(txn) if len(pending.batches) > 1 else None
+    before = transactions.txn_state(txn) if pending.count > 1 else None
     try:
-        txn.insert(table, pa.Table.from_batches(pending.batches))
+        txn.insert(table, _together(session, pending))
     except SqlVecError as exc:
         row, error = 0, exc
         if before is not None:  # the block is rolled back: the replay may use up `txn`
-            row, error = _first_failing(transactions.txn_restore(txn, before), table,
-                                        pending.batches)
+            row, error = _first_failing(session, transactions.txn_restore(txn, before),
+                                        pending)
+            _give_back(session, pending, row)
+        describe_failing_row(error)
         error.gathered_row, error.gathered = row, pending  # type: ignore[attr-defined]
         raise error from None
 
 
-def _first_failing(txn: Transaction, table: Table,
-                   batches: list[pa.RecordBatch]) -> tuple[int, SqlVecError]:
-    """Which of the rows fails first, inserted one by one, and its error."""
-    for row, batch in enumerate(batches):
+def _together(session: Session, pending: PendingInserts) -> pa.Table:
+    """The gathered rows as one table, those given as values built and checked."""
+    fast = pending.write.fast
+    context = _context_of(session)
+    parts, taken = [], False
+    for is_batch, run in itertools.groupby(pending.rows, key=_is_batch):
+        if is_batch:
+            parts.extend(run)
+        else:
+            parts.append(fast.batch_of(list(run), context))  # type: ignore[union-attr]
+            taken = True
+    rows = pa.Table.from_batches(parts)
+    table_def = pending.write.table.def_
+    if taken and table_def.constraints:
+        ROW_CHECKS(table_def, rows)
+    return rows
+
+
+def _first_failing(session: Session, txn: Transaction,
+                   pending: PendingInserts) -> tuple[int, SqlVecError]:
+    """Which of the rows fails first, built, checked and inserted one by one, and its error."""
+    table = pending.write.table
+    context = _context_of(session)
+    for row, part in enumerate(pending.rows):
         try:
-            txn.insert(table, pa.Table.from_batches([batch]))
+            if not _is_batch(part):
+                part = pending.write.fast.batch_of([part], context)  # type: ignore[union-attr]
+                if table.def_.constraints:
+                    ROW_CHECKS(table.def_, part)
+            txn.insert(table, pa.Table.from_batches([part]))
         except SqlVecError as exc:
             return row, exc
     raise AssertionError("the rows failed together but not one by one")
+
+
+def _give_back(session: Session, pending: PendingInserts, failing: int) -> None:
+    """The sequence values the rows after the failing one took: one by one, they never ran,
+    so never took them. Each sequence goes back to the failing row's value, unless another
+    session took a value since (then the gap stays, as sequences leave gaps anyway)."""
+    sequences = pending.write.fast.sequences  # type: ignore[union-attr]
+    if not sequences or failing + 1 >= pending.count:
+        return
+    first, last = pending.rows[failing], pending.rows[-1]
+    for column, name in sequences.items():
+        session.give_back(name, _taken(pending, last, column), _taken(pending, first, column))
+
+
+def _taken(pending: PendingInserts, row: object, column: int) -> int:
+    """The value a gathered row's sequence default `column` took."""
+    if _is_batch(row):
+        return row.column(column)[0].as_py()  # type: ignore[attr-defined]
+    fast = pending.write.fast
+    at = sum(kind == "param" for kind, *_ in fast.columns) + \
+        list(fast.sequences).index(column)  # type: ignore[union-attr]
+    return row[at]  # type: ignore[index]
+
+
+def _is_batch(row: object) -> bool:
+    return type(row) is pa.RecordBatch
+
+
+def _context_of(session: Session) -> Callable[[bool], ExecContext]:
+    """`FastInsert`'s context argument for rows without parameters of their own."""
+    contexts: list[ExecContext] = []
+
+    def context(_typed: bool) -> ExecContext:
+        if not contexts:
+            contexts.append(session._context([]))
+        return contexts[0]
+    return context
+
+
+def takes_rows(session: Session, write: WritePlan) -> bool:
+    """Whether the front end may give the gathered rows of `write` more rows as parameter
+    values (`take_rows`): the rows gathered last are its, in the open block."""
+    pending = session.pending
+    return pending is not None and pending.write is write and pending.txn is session.txn \
+        and session.implicit and not session.failed and write.fast is not None \
+        and write.fast.takes_values
+
+
+def take_rows(session: Session, rows: list) -> None:
+    """Add rows (each its parameter columns' converted values, `FastInsert.values`) to the
+    gathered ones (`takes_rows` said yes): built, checked and applied with them."""
+    pending = session.pending
+    assert pending is not None
+    sequences = pending.write.fast.sequences  # type: ignore[union-attr]
+    if sequences:  # taken now, in the rows' order, as running them takes them
+        taken = [session.nextval(name, len(rows)) for name in sequences.values()]
+        rows = [(*row, *values) for row, values in zip(rows, zip(*taken))]
+    pending.rows.extend(rows)
+    # pg_stat_user_tables counts the rows of every write, committed or not, as PostgreSQL.
+    pending.write.table.stats.wrote("INSERT", len(rows))
 
 
 def _gatherable(session: Session, write: WritePlan) -> bool:
@@ -89,15 +182,27 @@ def _gatherable(session: Session, write: WritePlan) -> bool:
         and txn.watch is None and not foreign_keys.references_others(write.table)
 
 
-def _gather(session: Session, write: WritePlan, batch: pa.RecordBatch) -> None:
+def _gather(session: Session, prepared: PreparedStatement, batch: pa.RecordBatch) -> None:
     """Hold a row for `apply_pending`, after the checks that concern it alone."""
+    write: WritePlan = prepared.compiled  # type: ignore[assignment]
     pending = session.pending
     if pending is None or pending.write is not write or pending.txn is not session.txn:
         apply_pending(session)
-        pending = session.pending = PendingInserts(session.txn, write)  # type: ignore[arg-type]
+        pending = session.pending = PendingInserts(  # type: ignore[arg-type]
+            session.txn, write, prepared.sql)
     if write.table.def_.constraints:
-        ROW_CHECKS(write.table.def_, batch)
-    pending.batches.append(batch)
+        _after_gathered(session, lambda: ROW_CHECKS(write.table.def_, batch))
+    pending.rows.append(batch)
+
+
+def _after_gathered(session: Session, step: Callable[[], object]) -> object:
+    """Run a step of a row that may fail: an error in the rows gathered before it is
+    theirs to report first (one by one, they ran first)."""
+    try:
+        return step()
+    except SqlVecError:
+        apply_pending(session)
+        raise
 
 
 def run_write(session: Session, prepared: PreparedStatement, params: list,
@@ -193,13 +298,15 @@ def _fast_insert(session: Session, prepared: PreparedStatement, params: list) ->
         session.store.commit([op])
         return Result("INSERT 0 1", prepared.columns, None)
     nextval_calls = session.nextval_calls
-    batch = write.fast.row(params, context)  # type: ignore[union-attr]
+    batch = _after_gathered(session, lambda: write.fast.row(  # type: ignore[union-attr]
+        params, context))
     if batch is None:
         return None
-    # A row that took sequence values is not gathered: the rows after a failing one must not
-    # have taken theirs (PostgreSQL never builds them).
-    if session.nextval_calls == nextval_calls and _gatherable(session, write):
-        _gather(session, write, batch)
+    # A row that took sequence values is gathered only when they are its defaults': the
+    # rows after a failing one give theirs back (`_give_back`: PostgreSQL never builds them).
+    if (session.nextval_calls == nextval_calls or write.fast.takes_values) and \
+            _gatherable(session, write):
+        _gather(session, prepared, batch)
         return Result("INSERT 0 1", prepared.columns, None)
     apply_pending(session)  # the rows gathered before it come first
     txn = session.txn if session.txn is not None else Transaction()

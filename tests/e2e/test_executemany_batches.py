@@ -9,9 +9,11 @@ server and must give the same errors, details and rows.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import asyncpg
+import numpy as np
 import psycopg
 import pytest
 
@@ -101,6 +103,9 @@ CASES = {
     "a duplicate in the middle and another later": many(rows((3, (1, 0, 1)), (7, (2, 0, 1)))),
     "a NULL in the middle": many(rows((4, (5, None, 1)))),
     "a CHECK failing in the middle": many(rows((4, (5, 5, -1)))),
+    "a duplicate before a NULL": many(rows((2, (1, 0, 1)), (6, (7, None, 1)))),
+    "a duplicate before a CHECK failing": many(rows((2, (1, 0, 1)), (6, (7, 7, -1)))),
+    "a NULL before a duplicate": many(rows((2, (3, None, 1)), (6, (1, 0, 1)))),
     "RETURNING each row": returning,
     "a SELECT in the pipeline sees the rows before it": select_after,
     "a duplicate after a SELECT in the pipeline": select_then_duplicate,
@@ -190,6 +195,120 @@ def test_the_error_is_answered_at_the_failing_execute(tmp_path_factory):
         raw.send(Query("DELETE FROM r; " + "; ".join(
             f"INSERT INTO r VALUES ({key})" for key in (1, 2, 1, 3))).encode())
         assert [m.TYPE for m in raw.messages()] == [b"C", b"C", b"C", b"E", b"Z"]
+    finally:
+        raw.close()
+        assert server.stop() == 0, server.log()
+
+
+def test_vectors_binary_and_text_match_postgresql(servers):
+    """Vector rows sent in text and in binary, a NULL among them, then a row of the wrong
+    dimensions in the middle: the same rows, the same error."""
+    from pgvector.psycopg import register_vector
+
+    vectors = [np.array([i, -i / 3, 1e-3 * i], dtype=np.float32) for i in range(12)]
+    batch = [(i, None if i == 5 else v) for i, v in enumerate(vectors)]
+
+    def run(uri: str) -> tuple:
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            register_vector(conn)
+            conn.execute("DROP TABLE IF EXISTS vv")
+            conn.execute("CREATE TABLE vv (id int PRIMARY KEY, e vector(3))")
+            sql = "INSERT INTO vv VALUES (%s, %s)"
+            conn.cursor(binary=True).executemany(sql, batch)
+            conn.cursor().executemany(sql, [(i + 100, v) for i, v in batch])
+            try:
+                conn.cursor(binary=True).executemany(sql, [
+                    (200, vectors[1]), (201, np.array([1, 2], dtype=np.float32)),
+                    (202, vectors[2])])
+                error = None
+            except psycopg.Error as exc:
+                error = exc.sqlstate
+            got = conn.execute("SELECT id, e::text FROM vv ORDER BY id").fetchall()
+            return error, got
+
+    postgres, ours = [run(uri) for uri in servers]
+    assert postgres[0] == "22000"
+    assert ours == postgres
+
+
+def test_an_earlier_rows_error_comes_before_a_value_that_does_not_decode(tmp_path_factory):
+    """A duplicate key among the gathered rows, then a Bind whose value does not decode:
+    PostgreSQL ran the duplicate first, so its error is the answer (at its Execute), and the
+    log names the INSERT."""
+    server = start_server(tmp_path_factory.mktemp("execmany-decode"), "--workers", "0")
+    raw = RawClient(server).ready()
+    try:
+        raw.send(Parse("", "CREATE TABLE d (id int PRIMARY KEY)").encode()
+                 + Bind().encode() + Execute().encode() + Sync().encode())
+        raw.messages()
+        out = Parse("", "INSERT INTO d VALUES ($1)", (23,)).encode()
+        for key in (b"1", b"2", b"1", b"x", b"5"):
+            out += Bind("", "", (), (key,)).encode() + Execute().encode()
+        raw.send(out + Sync().encode())
+        got = raw.messages()
+        assert [m.TYPE for m in got] == [b"1"] + [b"2", b"C"] * 2 + [b"2", b"E", b"Z"]
+        fields = dict(got[-2].fields)
+        assert (fields["C"], fields["D"]) == ("23505", "Key (id)=(1) already exists.")
+        raw.send(Query("SELECT count(*) FROM d").encode())
+        assert [m.TYPE for m in raw.messages()] == [b"T", b"D", b"C", b"Z"]
+    finally:
+        raw.close()
+        assert server.stop() == 0, server.log()
+    assert "STATEMENT:  INSERT INTO d VALUES ($1)" in server.log()
+
+
+def test_serial_keys_are_gathered_with_postgresqls_values(servers):
+    """Rows whose key is a serial default: gathered, they take the same values as in
+    PostgreSQL; after a row failing in the middle, the sequence and currval() stand at the
+    failing row's value (the rows after it never took theirs)."""
+    def run(uri: str) -> tuple:
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS sk")
+            conn.execute("CREATE TABLE sk (id serial PRIMARY KEY, u int UNIQUE, s text)")
+            sql = "INSERT INTO sk (u, s) VALUES (%s, %s)"
+            conn.cursor().executemany(sql, [(i, f"s{i}") for i in range(20)])
+            try:
+                conn.cursor().executemany(sql, [(i, "x") for i in (20, 21, 22, 5, 23, 24)])
+                error = None
+            except psycopg.Error as exc:
+                error = (exc.sqlstate, exc.diag.message_detail)
+            current = conn.execute("SELECT currval('sk_id_seq')").fetchone()
+            conn.cursor().executemany(sql, [(i, "y") for i in range(30, 35)])
+            got = conn.execute("SELECT * FROM sk ORDER BY id").fetchall()
+            return error, current, got, conn.execute("SELECT nextval('sk_id_seq')").fetchone()
+
+    postgres, ours = [run(uri) for uri in servers]
+    assert postgres[0] == ("23505", "Key (u)=(5) already exists.")
+    assert ours == postgres
+
+
+def test_runs_arriving_in_pieces_cut_anywhere(tmp_path_factory):
+    """The runs of an executemany arriving in pieces cut in the middle of a message (a
+    Bind, its Execute), and one piece ending between two runs: every row in, each answered,
+    then a duplicate in a later piece is still answered at its own Execute."""
+    server = start_server(tmp_path_factory.mktemp("execmany-pieces"), "--workers", "0")
+    raw = RawClient(server).ready()
+    try:
+        raw.send(Parse("", "CREATE TABLE p (id int PRIMARY KEY)").encode()
+                 + Bind().encode() + Execute().encode() + Sync().encode())
+        raw.messages()
+        for keys, answers in (((range(1, 41)), [b"2", b"C"] * 40),
+                              ((41, 42, 43, 3, 44), [b"2", b"C"] * 3 + [b"2", b"E"])):
+            out = Parse("", "INSERT INTO p VALUES ($1)", (23,)).encode()
+            for key in keys:
+                out += Bind("", "", (), (str(key).encode(),)).encode() + Execute().encode()
+            out += Sync().encode()
+            run = len(Bind("", "", (), (b"10",)).encode() + Execute().encode())
+            for cut in (0, 33, 34 + run, 35 + 2 * run + 3, len(out) - 7, len(out)):
+                raw.send(out[:cut])
+                out = out[cut:]
+                time.sleep(0.05)
+            got = raw.messages()
+            assert [m.TYPE for m in got] == [b"1"] + answers + [b"Z"]
+        raw.send(Query("SELECT count(*), sum(id) FROM p").encode())
+        rows = [m for m in raw.messages() if m.TYPE == b"D"]
+        assert rows[0].values == (b"40", str(sum(range(1, 41))).encode())
     finally:
         raw.close()
         assert server.stop() == 0, server.log()

@@ -401,3 +401,24 @@ def test_vector_text_column_leaves_the_unusual_to_the_general_path(texts):
 
 def test_vector_text_column_only_reads_vector():
     assert P.vector_text_column(pa.array(["[1,2]"]), SqlType("halfvec", 2)) is None
+
+
+@pytest.mark.parametrize("name", ["int2", "int4", "int8", "float8", "text"])
+@pytest.mark.parametrize("fmt", [P.TEXT, P.BINARY])
+def test_a_param_decoder_decodes_as_decode_param(name, fmt):
+    """The decoder chosen once per parameter gives decode_param's values and errors."""
+    t = SqlType(name)
+    samples = [None, b"12", b"-7", b"0123", b" 12 ", b"+5", b"1_0", b"-", b"", b"x",
+               b"99999999999999999999", b"\x00\x05", b"\x00\x00\x00\x05", b"\xff" * 8,
+               b"\x00\x01\x02"]
+    decode = P.param_decoder(t, fmt)
+    for data in samples:
+        try:
+            want = ("ok", P.decode_param(data, t, fmt))
+        except SqlVecError as exc:
+            want = ("error", exc.sqlstate, exc.message)
+        try:
+            got = ("ok", decode(data))
+        except SqlVecError as exc:
+            got = ("error", exc.sqlstate, exc.message)
+        assert repr(got) == repr(want), data  # (NaN: by its text)
