@@ -25,6 +25,7 @@ SUITES = {
     "vector_qps": "benchmarks.vector_qps",
     "memory": "benchmarks.memory",
     "filtered": "benchmarks.filtered",
+    "contention": "benchmarks.contention",
 }
 
 

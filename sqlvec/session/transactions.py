@@ -24,6 +24,7 @@ statement of an extended-protocol batch, which PostgreSQL commits at once on its
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from sqlvec.errors import ActiveSqlTransaction, Notice, SqlVecError
@@ -34,6 +35,8 @@ from sqlvec.sql.utility import Utility
 
 if TYPE_CHECKING:
     from sqlvec.session.core import Session
+
+_REPEATABLE = re.compile(r"\b(?:repeatable\s+read|serializable)\b", re.I)
 
 # PostgreSQL's warnings for transaction control out of place (xact.c).
 ALREADY_IN_PROGRESS = Notice.warning("there is already a transaction in progress", "25001")
@@ -48,7 +51,7 @@ def begin(session: Session, u: Utility, prepared: PreparedStatement, params: lis
     if session.explicit:
         return Result("BEGIN", notices=[ALREADY_IN_PROGRESS])
     session.explicit = True
-    session.txn = Transaction()
+    session.txn = session.block_transaction(is_repeatable(u.body or ""))
     return Result("BEGIN")
 
 
@@ -85,7 +88,7 @@ def _commit(session: Session, txn: Transaction | None, failed: bool) -> str:
     if txn is not None and txn.deferred_checks:
         check_deferred(session.store, txn)  # 23503 here: the block is rolled back
     if txn is not None and not txn.empty:
-        session.store.commit(txn.ops())
+        session.store.commit(txn.ops(), session.lock_holder)
     return "COMMIT"
 
 
@@ -114,7 +117,7 @@ def begin_implicit(session: Session, first_alone: bool) -> None:
     session.explicit = session.implicit = True
     session.first_alone = first_alone
     session.gathering = False  # (set by the front end's `Session.begin_implicit`)
-    session.txn = Transaction()
+    session.txn = session.block_transaction()
 
 
 def end_implicit(session: Session) -> None:
@@ -133,6 +136,13 @@ def abort_implicit(session: Session) -> None:
     """An error (or ROLLBACK) in an implicit block: it is rolled back whole."""
     if session.implicit:
         _drop_block(session)
+
+
+def is_repeatable(isolation: str) -> bool:
+    """Whether a BEGIN's or SET TRANSACTION's modes (or default_transaction_isolation) ask
+    for REPEATABLE READ or SERIALIZABLE: a row changed by a concurrent commit is then 40001,
+    not re-read (row_locks.py)."""
+    return _REPEATABLE.search(isolation) is not None
 
 
 def refuse_in_block(session: Session, what: str) -> None:
