@@ -316,3 +316,44 @@ def set_config_effects(uri: str) -> list:
 
 def test_set_config_is_local_acts_as_set_local(servers):
     assert set_config_effects(servers["sqlvec"]) == set_config_effects(servers["postgres"])
+
+
+def test_select_for_update_waits_locks_and_sees_the_new_version(uri):
+    first = begin(uri, "UPDATE c SET n = 5 WHERE id = 1")
+    second = begin(uri)
+    third = connect(uri)
+    with first, second, third, ThreadPoolExecutor(2) as pool:
+        read = pool.submit(lambda: second.execute(
+            "SELECT id, n FROM c WHERE id = 1 FOR UPDATE").fetchall())
+        time.sleep(WAITING)
+        assert not read.done()
+        first.execute("COMMIT")
+        assert read.result(timeout=30) == [(1, 5)]
+        update = waiting(pool, third, "UPDATE c SET n = n + 1 WHERE id = 1")  # its lock holds
+        second.execute("UPDATE c SET n = n * 10 WHERE id = 1")
+        second.execute("COMMIT")
+        assert update.result(timeout=30) == 1
+    assert counter(uri) == 51
+
+
+def test_select_for_update_nowait(uri):
+    first = begin(uri, "SELECT n FROM c WHERE id = 2 FOR UPDATE")
+    second = begin(uri)
+    with first, second:
+        assert second.execute("SELECT n FROM c WHERE id = 1 FOR UPDATE NOWAIT").fetchall() == [(0,)]
+        with pytest.raises(psycopg.errors.LockNotAvailable) as caught:
+            second.execute("SELECT n FROM c WHERE n = 0 ORDER BY id FOR UPDATE NOWAIT")
+        assert str(caught.value).startswith('could not obtain lock on row in relation "c"')
+        second.execute("ROLLBACK")
+        first.execute("COMMIT")
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT count(*) FROM c FOR UPDATE",
+    "SELECT DISTINCT n FROM c FOR SHARE",
+    "SELECT n FROM c GROUP BY n FOR NO KEY UPDATE",
+])
+def test_locking_clauses_refused_as_postgres_refuses_them(uri, sql):
+    with connect(uri) as conn, pytest.raises(psycopg.errors.FeatureNotSupported) as caught:
+        conn.execute(sql)
+    assert str(caught.value).split(" is not allowed")[0] in sql
