@@ -88,49 +88,26 @@ def test_second_writer_waits_then_updates_the_new_version(uri, second_in_block):
     assert counter(uri) == 2
 
 
-def test_first_rolls_back_second_updates_the_old_version(uri):
-    first = begin(uri, "UPDATE c SET n = n + 10 WHERE id = 1")
+@pytest.mark.parametrize("first_sql, end, second_sql, count, final", [
+    # rolled back: the second updates the version it waited for
+    ("UPDATE c SET n = n + 10 WHERE id = 1", "ROLLBACK", "UPDATE c SET n = n + 1 WHERE id = 1",
+     1, (1, 0)),
+    # deleted: nothing left to update
+    ("DELETE FROM c WHERE id = 1", "COMMIT", "UPDATE c SET n = n + 1 WHERE id = 1", 0, (None, 0)),
+    # the WHERE is checked again on the new version: row 1 no longer matches, row 2 does
+    ("UPDATE c SET n = 5 WHERE id = 1", "COMMIT", "UPDATE c SET n = n + 1 WHERE n = 0", 1, (5, 1)),
+    # a DELETE deletes the new version
+    ("UPDATE c SET n = 7 WHERE id = 1", "COMMIT", "DELETE FROM c WHERE id = 1", 1, (None, 0)),
+], ids=["rolled-back", "deleted", "no-longer-matching", "delete-new-version"])
+def test_second_writer_acts_on_what_the_first_left(uri, first_sql, end, second_sql, count, final):
+    first = begin(uri, first_sql)
     second = begin(uri)
     with first, second, ThreadPoolExecutor(1) as pool:
-        update = waiting(pool, second, "UPDATE c SET n = n + 1 WHERE id = 1")
-        first.execute("ROLLBACK")
-        assert update.result(timeout=30) == 1
+        write = waiting(pool, second, second_sql)
+        first.execute(end)
+        assert write.result(timeout=30) == count
         second.execute("COMMIT")
-    assert counter(uri) == 1
-
-
-def test_row_deleted_by_the_first_is_skipped(uri):
-    first = begin(uri, "DELETE FROM c WHERE id = 1")
-    second = begin(uri)
-    with first, second, ThreadPoolExecutor(1) as pool:
-        update = waiting(pool, second, "UPDATE c SET n = n + 1 WHERE id = 1")
-        first.execute("COMMIT")
-        assert update.result(timeout=30) == 0
-        second.execute("COMMIT")
-    assert counter(uri) is None
-    assert counter(uri, 2) == 0
-
-
-def test_where_no_longer_matching_is_rechecked(uri):
-    first = begin(uri, "UPDATE c SET n = 5 WHERE id = 1")
-    second = begin(uri)
-    with first, second, ThreadPoolExecutor(1) as pool:
-        update = waiting(pool, second, "UPDATE c SET n = n + 1 WHERE n = 0")
-        first.execute("COMMIT")
-        assert update.result(timeout=30) == 1  # row 2 only: row 1's new version has n = 5
-        second.execute("COMMIT")
-    assert (counter(uri), counter(uri, 2)) == (5, 1)
-
-
-def test_delete_waits_and_deletes_the_new_version(uri):
-    first = begin(uri, "UPDATE c SET n = 7 WHERE id = 1")
-    second = begin(uri)
-    with first, second, ThreadPoolExecutor(1) as pool:
-        delete = waiting(pool, second, "DELETE FROM c WHERE id = 1")
-        first.execute("COMMIT")
-        assert delete.result(timeout=30) == 1
-        second.execute("COMMIT")
-    assert counter(uri) is None
+    assert (counter(uri), counter(uri, 2)) == final
 
 
 def test_deadlock_fails_one_and_the_other_proceeds(uri):
