@@ -728,7 +728,7 @@ class Store(StoreBase):
         (deletes as delete bitmaps) instead of a WAL record, so the manifest's atomic rename is
         the one point where the whole transaction becomes durable. Anything failing before it
         (a CHECK or unique violation, a full disk) restores the state from before the
-        transaction and raises."""
+        transaction and raises. `holder`: the block's row locks, as for `commit`."""
         deferred = self._deferred
         if deferred is None:
             raise SqlVecError("no schema changes are open", sqlstate="XX000")
