@@ -35,6 +35,7 @@ class Locking:
     fields: tuple = ()  # the output's fields without the row id
 
     def with_row_id(self, ast: exp.Select) -> exp.Select:
+        """The query with the locked table's row id added as its last output column."""
         return ast.copy().select(exp.column(ROWID, table=self.qualifier), copy=False)
 
     def run(self, session: Session, execute: Callable[[], pa.Table]) -> pa.Table:

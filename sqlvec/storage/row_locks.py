@@ -27,14 +27,11 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from sqlvec.errors import SerializationFailure, SqlVecError
-
-if TYPE_CHECKING:
-    from sqlvec.storage.table import Table
 
 # How often a waiter looks at its interrupts (cancel, statement_timeout) and timeouts.
 _POLL_SECONDS = 0.05
@@ -44,6 +41,17 @@ Waiting = Callable[[], tuple[Callable[[], None], int, int]]
 
 _ids = itertools.count(1000)
 _ended = threading.Condition()  # notified whenever a holder ends (its locks released)
+
+
+class LockedTable(Protocol):
+    """What locking rows needs of a table (storage/table.py's, which imports this module)."""
+
+    row_locks: dict[int, object]
+    lock: threading.RLock
+    def_: object
+
+    def still_live(self, rowids: np.ndarray) -> bool:
+        """Whether the rows are live and no commit in flight deletes them."""
 
 
 class RowChanged(SerializationFailure):
@@ -72,11 +80,11 @@ class LockHolder:
         self.xid = next(_ids)  # the transaction number deadlock reports name
         self.waiting = waiting
         self.repeatable = repeatable  # REPEATABLE READ or SERIALIZABLE: no re-run, 40001
-        self.held: dict[Table, list[int]] = {}
+        self.held: dict[LockedTable, list[int]] = {}
         self.waits_for: LockHolder | None = None
         self.ended = False
 
-    def lock(self, table: Table, rowids: np.ndarray, nowait: bool = False) -> None:
+    def lock(self, table: LockedTable, rowids: np.ndarray, nowait: bool = False) -> None:
         """Lock committed rows `rowids` of `table` until this block ends, waiting for other
         blocks holding them. Raises `RowChanged` (40001 if repeatable) when a row is no longer
         the version read, 55P03 with `nowait` for a row another block holds."""
@@ -97,7 +105,7 @@ class LockHolder:
                     return
             if nowait:
                 raise SqlVecError(
-                    f'could not obtain lock on row in relation "{table.def_.name}"',
+                    f'could not obtain lock on row in relation "{table.def_.name}"',  # type: ignore[attr-defined]
                     sqlstate="55P03")
             wait_for_end(blocker, self, self.waiting)
 
