@@ -20,6 +20,7 @@ from sqlvec.storage.schema import ROWID
 if TYPE_CHECKING:
     from sqlvec.plan.planner import Planner
     from sqlvec.session.core import Session
+    from sqlvec.storage.table import Table
 
 
 @dataclass
@@ -32,11 +33,20 @@ class Locking:
     table_id: int
     qualifier: str
     nowait: bool
+    # SKIP LOCKED: the query runs without its LIMIT and OFFSET, applied to the rows it locks.
+    skip: bool = False
+    limit: int | None = None
+    offset: int = 0
     fields: tuple = ()  # the output's fields without the row id
 
     def with_row_id(self, ast: exp.Select) -> exp.Select:
-        """The query with the locked table's row id added as its last output column."""
-        return ast.copy().select(exp.column(ROWID, table=self.qualifier), copy=False)
+        """The query with the locked table's row id added as its last output column (and,
+        for SKIP LOCKED, without its LIMIT and OFFSET)."""
+        ast = ast.copy()
+        if self.skip:
+            ast.set("limit", None)
+            ast.set("offset", None)
+        return ast.select(exp.column(ROWID, table=self.qualifier), copy=False)
 
     def run(self, session: Session, execute: Callable[[], pa.Table]) -> pa.Table:
         """The query's rows, locked: a row another block holds is waited for (55P03 with
@@ -51,8 +61,7 @@ class Locking:
             while True:
                 table = execute()
                 try:
-                    holder.lock(session.store.table(self.table_id),
-                                table.column(table.num_columns - 1).to_numpy(), self.nowait)
+                    table = self._lock(holder, session.store.table(self.table_id), table)
                     return table.drop_columns([table.column_names[-1]])
                 except RowChanged:
                     session.store.settle()
@@ -61,15 +70,24 @@ class Locking:
                 holder.release()
 
 
+    def _lock(self, holder: LockHolder, table: Table, rows: pa.Table) -> pa.Table:
+        """Lock the rows (row ids in the last column); those SKIP LOCKED returns."""
+        rowids = rows.column(rows.num_columns - 1).to_numpy()
+        if not self.skip:
+            holder.lock(table, rowids, self.nowait)
+            return rows
+        most = None if self.limit is None else self.offset + self.limit
+        taken = holder.lock_free(table, rowids, most)
+        return rows.take(pa.array(taken[self.offset:], pa.int64()))
+
+
 def locking(ast: exp.Expression, planner: Planner) -> Locking | None:
     """How SELECT ... FOR UPDATE / FOR SHARE locks its rows: None without a locking clause,
     and for one over anything but one table (read without locks, as before row locks
-    existed); SKIP LOCKED is 0A000."""
+    existed)."""
     locks = ast.args.get("locks") if isinstance(ast, exp.Select) else None
     if not locks:
         return None
-    if any(lock.args.get("wait") is False for lock in locks):
-        raise FeatureNotSupported("SKIP LOCKED is not supported")
     refused = next((name for clause, name in _NOT_WITH_LOCKS if ast.args.get(clause)), None)
     if refused is None and any(_aggregates(item) for item in ast.expressions):
         refused = "aggregate functions"
@@ -85,7 +103,22 @@ def locking(ast: exp.Expression, planner: Planner) -> Locking | None:
         target = ctx.catalog.table(table.name, table.db or None, ctx.search_path)
     except SqlVecError:
         return None  # a view, a CTE, a virtual table: planned (and refused) as they are
-    return Locking(target.id, table.alias_or_name, any(lock.args.get("wait") for lock in locks))
+    skip = any(lock.args.get("wait") is False for lock in locks)
+    return Locking(target.id, table.alias_or_name, any(lock.args.get("wait") for lock in locks),
+                   skip, *(_bounds(ast) if skip else (None, 0)))
+
+
+def _bounds(ast: exp.Select) -> tuple[int | None, int]:
+    """A SKIP LOCKED query's LIMIT (None: all) and OFFSET, constants (else 0A000)."""
+    values = []
+    for clause in ("limit", "offset"):
+        node = ast.args.get(clause)
+        value = node.expression if node is not None else None
+        if value is not None and not (isinstance(value, exp.Literal) and value.is_int):
+            raise FeatureNotSupported(f"SKIP LOCKED with a {clause.upper()} other than a "
+                                      "constant is not supported")
+        values.append(int(value.this) if value is not None else None)
+    return values[0], values[1] or 0
 
 
 # What PostgreSQL refuses a locking clause with (0A000), by the SELECT's clause.

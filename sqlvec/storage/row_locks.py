@@ -96,9 +96,7 @@ class LockHolder:
                                 if h is not None and h is not self), None)
                 if blocker is None:
                     if not table.still_live(np.asarray(wanted, dtype=np.int64)):
-                        raise SerializationFailure(
-                            "could not serialize access due to concurrent update") \
-                            if self.repeatable else RowChanged()
+                        raise self._changed()
                     for r in wanted:
                         locks[r] = self
                     self.held.setdefault(table, []).extend(wanted)
@@ -108,6 +106,33 @@ class LockHolder:
                     f'could not obtain lock on row in relation "{table.def_.name}"',  # type: ignore[attr-defined]
                     sqlstate="55P03")
             wait_for_end(blocker, self, self.waiting)
+
+    def lock_free(self, table: LockedTable, rowids: np.ndarray, most: int | None) -> list[int]:
+        """SKIP LOCKED: lock, in order, those of `rowids` no other block holds, until `most` are
+        this block's; their positions in `rowids`. A row changed since the snapshot raises as
+        `lock` does."""
+        locks = table.row_locks
+        taken: list[int] = []
+        with table.lock:
+            for position, rowid in enumerate(rowids.tolist()):
+                if most is not None and len(taken) == most:
+                    break
+                holder = locks.get(rowid)
+                if holder is None:
+                    if not table.still_live(np.array([rowid], dtype=np.int64)):
+                        raise self._changed()
+                    locks[rowid] = self
+                    self.held.setdefault(table, []).append(rowid)
+                elif holder is not self:
+                    continue
+                taken.append(position)
+        return taken
+
+    def _changed(self) -> SerializationFailure:
+        """A row to lock changed since the snapshot: re-read at READ COMMITTED, else 40001."""
+        if self.repeatable:
+            return SerializationFailure("could not serialize access due to concurrent update")
+        return RowChanged()
 
     def release(self) -> None:
         """The block ended (its commit applied, or rolled back): its rows are free, and those

@@ -334,3 +334,20 @@ def test_locking_clauses_refused_as_postgres_refuses_them(uri, sql):
     with connect(uri) as conn, pytest.raises(psycopg.errors.FeatureNotSupported) as caught:
         conn.execute(sql)
     assert str(caught.value).split(" is not allowed")[0] in sql
+
+
+def test_skip_locked_hands_each_session_other_rows(uri):
+    """The job queue: each worker takes the first rows nobody holds."""
+    with connect(uri) as conn:
+        conn.execute("INSERT INTO c VALUES (3, 0), (4, 0)")
+    take = "SELECT id FROM c ORDER BY id LIMIT 2 FOR UPDATE SKIP LOCKED"
+    first = begin(uri)
+    second = begin(uri)
+    with first, second:
+        assert first.execute(take).fetchall() == [(1,), (2,)]
+        assert second.execute(take).fetchall() == [(3,), (4,)]
+        assert second.execute("SELECT id FROM c ORDER BY id OFFSET 1 FOR UPDATE SKIP LOCKED"
+                              ).fetchall() == [(4,)]
+        first.execute("ROLLBACK")
+        assert second.execute(take).fetchall() == [(1,), (2,)]
+        second.execute("COMMIT")
