@@ -2,8 +2,9 @@
 ROLLBACK TO.
 
 A block buffers its writes in one `Transaction` (execution/transaction.py) and commits them as
-one WAL record at COMMIT. A savepoint is a copy of the buffered writes as they were; ROLLBACK
-TO puts that copy back.
+one WAL record at COMMIT. A savepoint is a copy of the buffered writes as they were, and
+where the block's row locks stood; ROLLBACK TO puts that copy back and releases the rows
+locked since.
 
 DDL in a block is transactional, as in PostgreSQL: its first DDL statement takes the database's
 DDL lock (ddl_lock.py) and opens the store's deferred schema changes (`Store.begin_deferred`),
@@ -214,11 +215,12 @@ def _savepoint_index(session: Session, name: str) -> int:
 
 
 def txn_state(txn: Transaction | None) -> object:
-    """A copy of a transaction's buffered writes (SAVEPOINT)."""
+    """A copy of a transaction's buffered writes, and where its row locks stand (SAVEPOINT)."""
     if txn is None:
         return None
     return ({tid: TableOverlay(o.table, list(o.inserted), set(o.deleted), o.truncated)
-             for tid, o in txn.overlays.items()}, txn._next_provisional)
+             for tid, o in txn.overlays.items()}, txn._next_provisional,
+            txn.locks.mark() if txn.locks is not None else None)
 
 
 def txn_restore(txn: Transaction | None, state: object) -> Transaction | None:
@@ -226,8 +228,10 @@ def txn_restore(txn: Transaction | None, state: object) -> Transaction | None:
     SAVEPOINT; gathered INSERTs replayed one by one after their batch failed)."""
     if txn is None or state is None:
         return txn
-    overlays, provisional = state  # type: ignore[misc]
+    overlays, provisional, locks = state  # type: ignore[misc]
     txn.overlays = {tid: TableOverlay(o.table, list(o.inserted), set(o.deleted), o.truncated)
                     for tid, o in overlays.items()}
     txn._next_provisional = provisional
+    if locks is not None and txn.locks is not None:
+        txn.locks.release_since(locks)  # the rows locked since are free again
     return txn

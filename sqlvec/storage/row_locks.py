@@ -83,6 +83,7 @@ class LockHolder:
         self.held: dict[LockedTable, list[int]] = {}
         self.waits_for: LockHolder | None = None
         self.ended = False
+        self.releases = 0  # ROLLBACK TOs that released some of the locks (`release_since`)
 
     def lock(self, table: LockedTable, rowids: np.ndarray, nowait: bool = False) -> None:
         """Lock committed rows `rowids` of `table` until this block ends, waiting for other
@@ -134,23 +135,40 @@ class LockHolder:
             return SerializationFailure("could not serialize access due to concurrent update")
         return RowChanged()
 
+    def mark(self) -> dict[LockedTable, int]:
+        """Where the block's locks stand (at a SAVEPOINT), for `release_since`."""
+        return {table: len(rowids) for table, rowids in self.held.items()}
+
+    def release_since(self, mark: dict[LockedTable, int]) -> None:
+        """ROLLBACK TO SAVEPOINT: the locks taken since `mark` go, as those of PostgreSQL's
+        rolled-back subtransaction; waiters look at their rows again."""
+        self._free({table: rowids[mark.get(table, 0):] for table, rowids in self.held.items()})
+        self.held = {table: rowids[:mark[table]] for table, rowids in self.held.items()
+                     if mark.get(table)}
+        with _ended:
+            self.releases += 1
+            _ended.notify_all()
+
     def release(self) -> None:
         """The block ended (its commit applied, or rolled back): its rows are free, and those
         waiting for it wake."""
-        for table, rowids in self.held.items():
-            with table.lock:
-                locks = table.row_locks
-                for r in rowids:
-                    if locks.get(r) is self:
-                        del locks[r]
+        self._free(self.held)
         self.held = {}
         with _ended:
             self.ended = True
             _ended.notify_all()
 
+    def _free(self, rows: dict[LockedTable, list[int]]) -> None:
+        for table, rowids in rows.items():
+            with table.lock:
+                locks = table.row_locks
+                for r in rowids:
+                    if locks.get(r) is self:
+                        del locks[r]
+
 
 def wait_for_end(holder: LockHolder, waiter: LockHolder | None, waiting: Waiting) -> None:
-    """Wait until `holder` ends. `waiter` (None: an autocommit statement, which holds no lock
+    """Wait until `holder` ends or releases some of its locks. `waiter` (None: an autocommit statement, which holds no lock
     and so closes no cycle) is in the wait-for graph meanwhile; after deadlock_timeout it looks
     for a cycle through itself (40P01). The interrupt check ends the wait (57014), and so does
     lock_timeout (55P03)."""
@@ -161,8 +179,9 @@ def wait_for_end(holder: LockHolder, waiter: LockHolder | None, waiting: Waiting
     with _ended:
         if waiter is not None:
             waiter.waits_for = holder
+        releases = holder.releases
         try:
-            while not holder.ended:
+            while not holder.ended and holder.releases == releases:
                 check()
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:

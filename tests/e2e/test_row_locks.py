@@ -351,3 +351,18 @@ def test_skip_locked_hands_each_session_other_rows(uri):
         first.execute("ROLLBACK")
         assert second.execute(take).fetchall() == [(1,), (2,)]
         second.execute("COMMIT")
+
+
+def test_rollback_to_savepoint_frees_the_rows_locked_since(uri):
+    first = begin(uri, "UPDATE c SET n = 1 WHERE id = 2", "SAVEPOINT a",
+                  "UPDATE c SET n = 1 WHERE id = 1")
+    other = connect(uri)
+    with first, other, ThreadPoolExecutor(1) as pool:
+        update = waiting(pool, other, "UPDATE c SET n = 7 WHERE id = 1")
+        first.execute("ROLLBACK TO SAVEPOINT a")
+        assert update.result(timeout=30) == 1
+        other.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):  # locked before the savepoint
+            other.execute("UPDATE c SET n = 7 WHERE id = 2")
+        first.execute("COMMIT")
+    assert (counter(uri), counter(uri, 2)) == (7, 1)
