@@ -178,6 +178,7 @@ class Session:
         self.ddl_open = False
         self._advisory_xact = False  # holds transaction-level advisory locks
         self.lock_holder: LockHolder | None = None  # the open block's row locks (row_locks.py)
+        self.row_lock_wait: LockHolder | None = None  # the block an autocommit write waits for
         self._plan_cache = PlanCache()
         self._limits: dict[str, tuple[str, int]] = {}  # settings with units: text, base units
         self._statement_memory: MemoryAccount | None = None  # of the running statement

@@ -291,5 +291,9 @@ def _waited_for_row(session: Session, exc: SqlVecError) -> bool:
     race): an autocommit write waits for the block, as PostgreSQL's does for its row lock."""
     if not isinstance(exc, RowLocked):
         return False
-    wait_for_end(exc.holder, None, session.lock_waiting)
+    session.row_lock_wait = exc.holder  # (pg_locks, pg_stat_activity)
+    try:
+        wait_for_end(exc.holder, None, session.lock_waiting)
+    finally:
+        session.row_lock_wait = None
     return True

@@ -366,3 +366,24 @@ def test_rollback_to_savepoint_frees_the_rows_locked_since(uri):
             other.execute("UPDATE c SET n = 7 WHERE id = 2")
         first.execute("COMMIT")
     assert (counter(uri), counter(uri, 2)) == (7, 1)
+
+
+@pytest.mark.parametrize("second_in_block", [True, False])
+def test_a_wait_shows_in_pg_locks_and_pg_stat_activity(uri, second_in_block):
+    first = begin(uri, "UPDATE c SET n = 1 WHERE id = 1")
+    second = begin(uri) if second_in_block else connect(uri)
+    with first, second, connect(uri) as third, ThreadPoolExecutor(1) as pool:
+        pid = second.execute("SELECT pg_backend_pid()").fetchone()[0]
+        holder = first.execute("SELECT pg_backend_pid()").fetchone()[0]
+        update = waiting(pool, second, "UPDATE c SET n = 2 WHERE id = 1")
+        locks = "SELECT pid, mode, granted FROM pg_locks WHERE locktype = 'transactionid' " \
+                "AND pid IN (%s, %s) ORDER BY granted"
+        assert third.execute(locks, (pid, holder)).fetchall()[:1] == [(pid, "ShareLock", False)]
+        assert (holder, "ExclusiveLock", True) in third.execute(locks, (pid, holder)).fetchall()
+        assert third.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity "
+                             "WHERE pid = %s", (pid,)).fetchone() == ("Lock", "transactionid")
+        first.execute("COMMIT")
+        assert update.result(timeout=30) == 1
+        if second_in_block:
+            second.execute("COMMIT")
+        assert third.execute(locks, (pid, holder)).fetchall() == []
