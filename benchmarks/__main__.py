@@ -26,6 +26,7 @@ SUITES = {
     "memory": "benchmarks.memory",
     "filtered": "benchmarks.filtered",
     "executemany_cpu": "benchmarks.executemany_cpu",
+    "contention": "benchmarks.contention",
 }
 
 

@@ -462,7 +462,9 @@ def _pg_stat_activity(o) -> dict:
                      o.role_oid(s.user), s.user, s.settings.get("application_name", ""),
                      getattr(s, "client_addr", None), None, getattr(s, "client_port", None),
                      started, getattr(s, "xact_start", None), getattr(s, "query_start", started),
-                     getattr(s, "query_start", started), None, None, s.state, None, None, None,
+                     getattr(s, "query_start", started),
+                     *(("Lock", "transactionid") if _row_lock_wait(s) is not None else
+                       (None, None)), s.state, None, None, None,
                      s.current_query, "client backend"))
     return _rows([c for c, _ in PG_STAT_ACTIVITY], rows)
 
@@ -681,8 +683,27 @@ empty("pg_stat_replication", parse_columns("pid int4, usesysid oid, usename name
                                    "application_name text, state text"))
 empty("pg_prepared_xacts", parse_columns("transaction int8, gid text, prepared timestamptz, "
                                  "owner name, database name"))
-empty("pg_locks", parse_columns("locktype text, database oid, relation oid, pid int4, mode text, "
-                        "granted bool"))
+@virtual("pg_locks", parse_columns("locktype text, database oid, relation oid, pid int4, "
+                           "mode text, granted bool"))
+def _pg_locks(o) -> dict:
+    """Row locks as PostgreSQL shows them: a block holding rows holds its transaction id
+    (ExclusiveLock), a session waiting for a row waits for the holder's (ShareLock, not
+    granted)."""
+    rows = []
+    for s in list(getattr(o.database, "sessions", {}).values()):
+        holder = getattr(s, "lock_holder", None)
+        if holder is not None and holder.held:
+            rows.append(("transactionid", None, None, s.pid, "ExclusiveLock", True))
+        if _row_lock_wait(s) is not None:
+            rows.append(("transactionid", None, None, s.pid, "ShareLock", False))
+    return _rows(["locktype", "database", "relation", "pid", "mode", "granted"], rows)
+
+
+def _row_lock_wait(session: object) -> object:
+    """The block a session waits for the end of (a row it writes is locked), or None."""
+    holder = getattr(session, "lock_holder", None)
+    waits_for = holder.waits_for if holder is not None else None
+    return waits_for if waits_for is not None else getattr(session, "row_lock_wait", None)
 
 
 @virtual("pg_language", parse_columns("oid oid, lanname name, lanowner oid, lanispl bool, "

@@ -28,12 +28,12 @@ from sqlglot import exp
 from sqlvec.catalog import functions as F
 from sqlvec.catalog import objects as O
 from sqlvec.catalog.functions import scalar, set_returning
-from sqlvec.catalog.settings import CANONICAL, VERSION_TEXT
+from sqlvec.catalog.settings import CANONICAL, VERSION_TEXT, validate
 from sqlvec.catalog.virtual import table_oid
 from sqlvec.errors import FeatureNotSupported, Notice, SqlVecError, UndefinedObject, UndefinedTable
 from sqlvec.execution import values as V
 from sqlvec.execution.expressions import Frame
-from sqlvec.execution.expressions.calls import no_such_function
+from sqlvec.execution.expressions.calls import no_such_function, undefined_call
 from sqlvec.execution.kernels import table_of
 from sqlvec.execution.operators import Operator
 from sqlvec.execution.session_functions import regclass_of
@@ -176,17 +176,26 @@ def _current_setting(c, args, e):
 
 
 def _set_config(c, args, e):
+    if any(isinstance(a, exp.Kwarg) for a in args):  # its parameters have no names
+        raise undefined_call(c, "set_config", args)
     name = c.compile_as(args[0], TEXT)
     value = c.compile_as(args[1], TEXT)
+    is_local = c.compile_as(args[2], BOOL)
 
-    def fn(f, n, v):
+    def fn(f, n, v, local):
         if n is None:
             raise SqlVecError("SET requires parameter name", sqlstate="42601")
         session = f.ctx.services
-        session.set(n, v if v is not None else "")
+        v = v if v is not None else ""
+        if local:  # SET LOCAL, without its warning: outside a block it changes nothing
+            session.set_local(n, v)
+            if not session.explicit:
+                return validate(n, v)[1]
+        else:
+            session.set(n, v)
         return session.settings.get(CANONICAL.get(n.lower(), n), v)
     # Row by row: the name and value may be columns (pg_dump: `FROM pg_settings WHERE ...`).
-    return _map([name, value], fn, TEXT, strict=False)
+    return _map([name, value, is_local], fn, TEXT, strict=False)
 
 
 # Visibility and names ------------------------------------------------------------------------------

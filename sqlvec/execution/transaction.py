@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from sqlvec.errors import SerializationFailure
 from sqlvec.execution.constraints import ROW_CHECKS
 from sqlvec.storage.keys import MISSING, KeyIndex
+from sqlvec.storage.row_locks import LockHolder
 from sqlvec.storage.schema import ROWID, KeyDef
 from sqlvec.storage.table import Table, TableSnapshot
 from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
@@ -114,10 +115,13 @@ class Transaction:
     ON CONFLICT), the commit's check under the commit lock gives the same outcome, and the
     early one would only repeat it."""
 
-    def __init__(self, early_checks: bool = True) -> None:
+    def __init__(self, early_checks: bool = True, locks: LockHolder | None = None) -> None:
         self.overlays: dict[int, TableOverlay] = {}
         self._next_provisional = -1
         self.early_checks = early_checks
+        # A block's row locks: committed rows it deletes are locked first (row_locks.py).
+        self.locks = locks
+        self.changes = 0  # buffered inserts and deletes so far: what a statement's re-run undoes
         # Foreign keys (foreign_keys.py): while set, told of every batch of rows inserted
         # ("i", with row ids) and deleted ("d", the rows as they were); the checks deferred
         # to COMMIT; SET CONSTRAINTS modes by constraint name ("" for ALL).
@@ -147,6 +151,7 @@ class Transaction:
         if table.def_.constraints:
             ROW_CHECKS(table.def_, rows)
         ids = np.arange(self._next_provisional, self._next_provisional - n, -1, dtype=np.int64)
+        self.changes += 1
         if n and self.early_checks:
             for i, uk in enumerate(table.keys):
                 if self.key_deferred(uk.def_):  # checked at COMMIT (by the store's prepare)
@@ -250,10 +255,13 @@ class Transaction:
     def delete(self, table: Table, rowids: np.ndarray) -> None:
         """Record deletes: committed row ids are hidden from later statements, provisional ones drop
         the rows this transaction inserted."""
-        overlay = self._overlay(table)
         rowids = np.asarray(rowids, dtype=np.int64)
         committed = rowids[rowids >= 0]
         provisional = rowids[rowids < 0]
+        if self.locks is not None and committed.size:
+            self.locks.lock(table, committed)  # before anything of the statement is buffered
+        overlay = self._overlay(table)
+        self.changes += 1
         if self.watch is not None and rowids.size:
             self.watch("d", table, self._rows_of(table, overlay, rowids))
         overlay.deleted.update(committed.tolist())

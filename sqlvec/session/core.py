@@ -68,6 +68,7 @@ from sqlvec.sql.copy import CopyCommand
 from sqlvec.sql.normalize import normalize, query_id
 from sqlvec.sql.statements import first_word, split_with_offsets
 from sqlvec.sql.utility import UtilityKind, recognise
+from sqlvec.storage.row_locks import LockHolder
 from sqlvec.storage.store import return_free_memory
 from sqlvec.storage.vector_index import DefaultSetting
 from sqlvec.types import TYPES_BY_OID, SqlType
@@ -176,6 +177,8 @@ class Session:
         self._ddl_lock = ddl_lock_of(database, name)
         self.ddl_open = False
         self._advisory_xact = False  # holds transaction-level advisory locks
+        self.lock_holder: LockHolder | None = None  # the open block's row locks (row_locks.py)
+        self.row_lock_wait: LockHolder | None = None  # the block an autocommit write waits for
         self._plan_cache = PlanCache()
         self._limits: dict[str, tuple[str, int]] = {}  # settings with units: text, base units
         self._statement_memory: MemoryAccount | None = None  # of the running statement
@@ -720,7 +723,7 @@ class Session:
             if commit_ops is None:
                 self.store.rollback_deferred()
             else:
-                self.store.commit_deferred(commit_ops)
+                self.store.commit_deferred(commit_ops, self.lock_holder)
         finally:
             self.ddl_open = False
             self._ddl_lock.release(self.pid)
@@ -799,8 +802,31 @@ class Session:
         """Commit the implicit block still open, if any (at Sync)."""
         transactions.end_implicit(self)
 
+    def block_transaction(self, repeatable: bool = False) -> Transaction:
+        """The buffer of a transaction block that starts, with row locks held until its end
+        (`release_xact_locks`); `repeatable`: REPEATABLE READ or SERIALIZABLE, also when
+        default_transaction_isolation says so."""
+        if not repeatable:
+            repeatable = transactions.is_repeatable(self.settings.get("default_transaction_isolation", ""))
+        self.release_row_locks()
+        self.lock_holder = LockHolder(self.pid, self.lock_waiting, repeatable)
+        return Transaction(locks=self.lock_holder)
+
+    def lock_waiting(self) -> tuple[Callable[[], None], int, int]:
+        """What a wait for a row lock checks (cancel, statement_timeout), its lock_timeout and
+        deadlock_timeout (ms)."""
+        check, timeout_ms = self._waiting()
+        return check, timeout_ms, self._limit("deadlock_timeout")
+
+    def release_row_locks(self) -> None:
+        """The block's row locks go (after its commit is applied): their waiters wake."""
+        holder, self.lock_holder = self.lock_holder, None
+        if holder is not None:
+            holder.release()
+
     def release_xact_locks(self) -> None:
-        """The transaction ended: its transaction-level advisory locks go."""
+        """The transaction ended: its row locks and transaction-level advisory locks go."""
+        self.release_row_locks()
         if self._advisory_xact:
             self._advisory_xact = False
             self._advisory_locks().release_all(self.pid, session=False, xact=True)
@@ -817,6 +843,8 @@ class Session:
             transactions.abort_implicit(self)
         elif self.explicit:
             self.failed = True
+            if not self.savepoints:  # nothing of the block can commit now: as PostgreSQL's
+                self.release_row_locks()  # abort, its row locks go at once
         else:
             self.txn = None
 
@@ -925,6 +953,7 @@ class Session:
         self._closed = True
         self.txn = None
         self.close_schema_changes(None)
+        self.release_row_locks()
         self._advisory_locks().release_all(self.pid, session=True, xact=True)
         self.database.unregister_session(self)
 

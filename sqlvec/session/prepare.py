@@ -28,7 +28,7 @@ from sqlvec.execution.views import select_into, unsupported_view_kind
 from sqlvec.plan.bind import bind_plan
 from sqlvec.plan.planner import PlanContext, Planner
 from sqlvec.plan.rules import optimize
-from sqlvec.session import matviews
+from sqlvec.session import matviews, queries
 from sqlvec.session.results import PreparedStatement, ResultColumn, StatementKind
 from sqlvec.sql import utility
 from sqlvec.sql.copy import parse_copy
@@ -93,6 +93,9 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
         env = CompileEnv(param_types=dict(given), build_subplan=None,
                          functions=session.database.functions)
         planner = Planner(plan_context(session))
+        locking = queries.locking(ast, planner)
+        if locking is not None:  # the locked table's row id, as a last output column
+            ast = locking.with_row_id(ast)
         plan = bind_plan(optimize(planner.plan_query(ast)))
         builder = Builder(env)
         env.build_subplan = builder.subplan
@@ -100,11 +103,15 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
         columns = [ResultColumn(f.name, f.type if f.type.name != "unknown" else V.TEXT,
                                 f.source[0], f.source[1])
                    for f, t in zip(operator.fields, operator.types) if not f.hidden]
+        if locking is not None:
+            columns.pop()
+            locking.fields = operator.fields[:-1]
         params = param_list(env, ast)
         return PreparedStatement(sql, params, columns, StatementKind.QUERY,
                                  compiled=(plan, operator),
                                  constant=not params and constant_select(ast),
-                                 fused=fuse_top_k(operator, columns))
+                                 fused=None if locking else fuse_top_k(operator, columns),
+                                 locking=locking)
     planner_fn = _WRITES.get(type(ast))
     if planner_fn is not None:
         env = CompileEnv(param_types=dict(given), functions=session.database.functions)

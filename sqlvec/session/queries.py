@@ -2,16 +2,146 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+from sqlglot import exp
 
+from sqlvec.catalog import functions as F
+from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution.values import typed_params
 from sqlvec.session.results import PreparedStatement, Result, renamed
+from sqlvec.sql.calls import call_of
+from sqlvec.storage.row_locks import LockHolder, RowChanged
+from sqlvec.storage.schema import ROWID
 
 if TYPE_CHECKING:
+    from sqlvec.plan.planner import Planner
     from sqlvec.session.core import Session
+    from sqlvec.storage.table import Table
+
+
+@dataclass
+class Locking:
+    """SELECT ... FOR UPDATE / FOR SHARE over one table: the rows it returns are locked as an
+    UPDATE's are (storage/row_locks.py), their row ids read from a last output column the
+    statement gets (`with_row_id`), left out of its result. FOR SHARE locks as FOR UPDATE
+    does (two FOR SHARE readers of a row wait for each other, unlike PostgreSQL's)."""
+
+    table_id: int
+    qualifier: str
+    nowait: bool
+    # SKIP LOCKED: the query runs without its LIMIT and OFFSET, applied to the rows it locks.
+    skip: bool = False
+    limit: int | None = None
+    offset: int = 0
+    fields: tuple = ()  # the output's fields without the row id
+
+    def with_row_id(self, ast: exp.Select) -> exp.Select:
+        """The query with the locked table's row id added as its last output column (and,
+        for SKIP LOCKED, without its LIMIT and OFFSET)."""
+        ast = ast.copy()
+        if self.skip:
+            ast.set("limit", None)
+            ast.set("offset", None)
+        return ast.select(exp.column(ROWID, table=self.qualifier), copy=False)
+
+    def run(self, session: Session, execute: Callable[[], pa.Table]) -> pa.Table:
+        """The query's rows, locked: a row another block holds is waited for (55P03 with
+        NOWAIT), and when a commit changed one since the snapshot, the query runs again on
+        the latest versions, as PostgreSQL re-checks them. Outside a block the locks last the
+        statement only (they still wait)."""
+        holder = session.lock_holder
+        own = holder is None
+        if own:
+            holder = LockHolder(session.pid, session.lock_waiting)
+        try:
+            while True:
+                table = execute()
+                try:
+                    table = self._lock(holder, session.store.table(self.table_id), table)
+                    return table.drop_columns([table.column_names[-1]])
+                except RowChanged:
+                    session.store.settle()
+        finally:
+            if own:
+                holder.release()
+
+
+    def _lock(self, holder: LockHolder, table: Table, rows: pa.Table) -> pa.Table:
+        """Lock the rows (row ids in the last column); those SKIP LOCKED returns."""
+        rowids = rows.column(rows.num_columns - 1).to_numpy()
+        if not self.skip:
+            holder.lock(table, rowids, self.nowait)
+            return rows
+        most = None if self.limit is None else self.offset + self.limit
+        taken = holder.lock_free(table, rowids, most)
+        return rows.take(pa.array(taken[self.offset:], pa.int64()))
+
+
+def locking(ast: exp.Expression, planner: Planner) -> Locking | None:
+    """How SELECT ... FOR UPDATE / FOR SHARE locks its rows: None without a locking clause,
+    and for one over anything but one table (read without locks, as before row locks
+    existed)."""
+    locks = ast.args.get("locks") if isinstance(ast, exp.Select) else None
+    if not locks:
+        return None
+    refused = next((name for clause, name in _NOT_WITH_LOCKS if ast.args.get(clause)), None)
+    if refused is None and any(_aggregates(item) for item in ast.expressions):
+        refused = "aggregate functions"
+    if refused is not None:
+        raise FeatureNotSupported(f"{_strength(locks[0])} is not allowed with {refused}")
+    source = ast.args.get("from_")
+    table = source.this if source is not None else None
+    if not isinstance(table, exp.Table) or ast.args.get("joins") or \
+            not isinstance(table.this, exp.Identifier):
+        return None
+    ctx = planner.ctx
+    try:
+        target = ctx.catalog.table(table.name, table.db or None, ctx.search_path)
+    except SqlVecError:
+        return None  # a view, a CTE, a virtual table: planned (and refused) as they are
+    skip = any(lock.args.get("wait") is False for lock in locks)
+    return Locking(target.id, table.alias_or_name, any(lock.args.get("wait") for lock in locks),
+                   skip, *(_bounds(ast) if skip else (None, 0)))
+
+
+def _bounds(ast: exp.Select) -> tuple[int | None, int]:
+    """A SKIP LOCKED query's LIMIT (None: all) and OFFSET, constants (else 0A000)."""
+    values = []
+    for clause in ("limit", "offset"):
+        node = ast.args.get(clause)
+        value = node.expression if node is not None else None
+        if value is not None and not (isinstance(value, exp.Literal) and value.is_int):
+            raise FeatureNotSupported(f"SKIP LOCKED with a {clause.upper()} other than a "
+                                      "constant is not supported")
+        values.append(int(value.this) if value is not None else None)
+    return values[0], values[1] or 0
+
+
+# What PostgreSQL refuses a locking clause with (0A000), by the SELECT's clause.
+_NOT_WITH_LOCKS = (("distinct", "DISTINCT clause"), ("group", "GROUP BY clause"),
+                   ("having", "HAVING clause"))
+
+
+def _aggregates(item: exp.Expression) -> bool:
+    """Whether a select list item calls an aggregate (not inside a subquery of its own)."""
+    for node in item.walk(prune=lambda n: isinstance(n, exp.Subquery)):
+        call = call_of(node)
+        function = F.lookup(call[0]) if call is not None else None
+        if function is not None and function.kind is F.Kind.AGGREGATE:
+            return True
+    return False
+
+
+def _strength(lock: exp.Lock) -> str:
+    """FOR UPDATE, FOR NO KEY UPDATE, FOR SHARE or FOR KEY SHARE, as the clause says."""
+    key = lock.args.get("key")
+    if lock.args.get("update"):
+        return "FOR NO KEY UPDATE" if key else "FOR UPDATE"
+    return "FOR KEY SHARE" if key else "FOR SHARE"
 
 
 def run_query(session: Session, prepared: PreparedStatement, params: list,
@@ -19,6 +149,13 @@ def run_query(session: Session, prepared: PreparedStatement, params: list,
     """A SELECT (VALUES, set operation): its operator tree over a snapshot of each table. A
     constant query (`SELECT 1`) runs once; its table (immutable) is the result of every run;
     a vector top-k of a bound vector runs in one step when it can (`PreparedStatement.fused`)."""
+    locked = prepared.locking
+    if locked is not None:
+        plan, operator = prepared.compiled  # type: ignore[misc]
+        table = locked.run(session, lambda: operator.execute(
+            session._context(typed_params(prepared.param_types, params))))
+        return Result(f"SELECT {table.num_rows}", prepared.columns,
+                      result_table(table, locked.fields, prepared.columns))
     table = prepared.constant_table
     if table is None:
         plan, operator = prepared.compiled  # type: ignore[misc]

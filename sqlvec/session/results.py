@@ -86,6 +86,8 @@ class PreparedStatement:
     # A vector top-k under pass-through projections and LIMITs: the one-step form of its
     # operator tree (execution/vector_search.py FusedTopK), tried before the tree.
     fused: object = None
+    # SELECT ... FOR UPDATE / FOR SHARE of one table: how its rows are locked (queries.py).
+    locking: object = None
 
 
 def renamed(table: pa.Table, visible: list[int], columns: list[ResultColumn] | None) -> pa.Table:

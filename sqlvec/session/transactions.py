@@ -2,8 +2,9 @@
 ROLLBACK TO.
 
 A block buffers its writes in one `Transaction` (execution/transaction.py) and commits them as
-one WAL record at COMMIT. A savepoint is a copy of the buffered writes as they were; ROLLBACK
-TO puts that copy back.
+one WAL record at COMMIT. A savepoint is a copy of the buffered writes as they were, and
+where the block's row locks stood; ROLLBACK TO puts that copy back and releases the rows
+locked since.
 
 DDL in a block is transactional, as in PostgreSQL: its first DDL statement takes the database's
 DDL lock (ddl_lock.py) and opens the store's deferred schema changes (`Store.begin_deferred`),
@@ -24,6 +25,7 @@ statement of an extended-protocol batch, which PostgreSQL commits at once on its
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from sqlvec.errors import ActiveSqlTransaction, Notice, SqlVecError
@@ -34,6 +36,8 @@ from sqlvec.sql.utility import Utility
 
 if TYPE_CHECKING:
     from sqlvec.session.core import Session
+
+_REPEATABLE = re.compile(r"\b(?:repeatable\s+read|serializable)\b", re.I)
 
 # PostgreSQL's warnings for transaction control out of place (xact.c).
 ALREADY_IN_PROGRESS = Notice.warning("there is already a transaction in progress", "25001")
@@ -48,7 +52,7 @@ def begin(session: Session, u: Utility, prepared: PreparedStatement, params: lis
     if session.explicit:
         return Result("BEGIN", notices=[ALREADY_IN_PROGRESS])
     session.explicit = True
-    session.txn = Transaction()
+    session.txn = session.block_transaction(is_repeatable(u.body or ""))
     return Result("BEGIN")
 
 
@@ -85,7 +89,7 @@ def _commit(session: Session, txn: Transaction | None, failed: bool) -> str:
     if txn is not None and txn.deferred_checks:
         check_deferred(session.store, txn)  # 23503 here: the block is rolled back
     if txn is not None and not txn.empty:
-        session.store.commit(txn.ops())
+        session.store.commit(txn.ops(), session.lock_holder)
     return "COMMIT"
 
 
@@ -114,7 +118,7 @@ def begin_implicit(session: Session, first_alone: bool) -> None:
     session.explicit = session.implicit = True
     session.first_alone = first_alone
     session.gathering = False  # (set by the front end's `Session.begin_implicit`)
-    session.txn = Transaction()
+    session.txn = session.block_transaction()
 
 
 def end_implicit(session: Session) -> None:
@@ -133,6 +137,13 @@ def abort_implicit(session: Session) -> None:
     """An error (or ROLLBACK) in an implicit block: it is rolled back whole."""
     if session.implicit:
         _drop_block(session)
+
+
+def is_repeatable(isolation: str) -> bool:
+    """Whether a BEGIN's or SET TRANSACTION's modes (or default_transaction_isolation) ask
+    for REPEATABLE READ or SERIALIZABLE: a row changed by a concurrent commit is then 40001,
+    not re-read (row_locks.py)."""
+    return _REPEATABLE.search(isolation) is not None
 
 
 def refuse_in_block(session: Session, what: str) -> None:
@@ -204,11 +215,12 @@ def _savepoint_index(session: Session, name: str) -> int:
 
 
 def txn_state(txn: Transaction | None) -> object:
-    """A copy of a transaction's buffered writes (SAVEPOINT)."""
+    """A copy of a transaction's buffered writes, and where its row locks stand (SAVEPOINT)."""
     if txn is None:
         return None
     return ({tid: TableOverlay(o.table, list(o.inserted), set(o.deleted), o.truncated)
-             for tid, o in txn.overlays.items()}, txn._next_provisional)
+             for tid, o in txn.overlays.items()}, txn._next_provisional,
+            txn.locks.mark() if txn.locks is not None else None)
 
 
 def txn_restore(txn: Transaction | None, state: object) -> Transaction | None:
@@ -216,8 +228,10 @@ def txn_restore(txn: Transaction | None, state: object) -> Transaction | None:
     SAVEPOINT; gathered INSERTs replayed one by one after their batch failed)."""
     if txn is None or state is None:
         return txn
-    overlays, provisional = state  # type: ignore[misc]
+    overlays, provisional, locks = state  # type: ignore[misc]
     txn.overlays = {tid: TableOverlay(o.table, list(o.inserted), set(o.deleted), o.truncated)
                     for tid, o in overlays.items()}
     txn._next_provisional = provisional
+    if locks is not None and txn.locks is not None:
+        txn.locks.release_since(locks)  # the rows locked since are free again
     return txn

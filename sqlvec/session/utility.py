@@ -55,7 +55,11 @@ def run_utility(session: Session, prepared: PreparedStatement, params: list,
 
 def _set(session: Session, u: Utility, prepared: PreparedStatement, params: list) -> Result:
     if u.name == "transaction":
-        return Result("SET")  # one isolation level: every SET TRANSACTION form is accepted
+        # Snapshots are the statement's at any level; REPEATABLE READ and SERIALIZABLE differ
+        # in failing with 40001 on a row a concurrent commit changed (row_locks.py).
+        if session.lock_holder is not None:
+            session.lock_holder.repeatable = transactions.is_repeatable(u.value or "")
+        return Result("SET")
     value = setting_value(u.value or "")
     name = {"time zone": "TimeZone", "names": "client_encoding"}.get(u.name or "", u.name or "")
     if u.local:

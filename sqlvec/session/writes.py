@@ -24,6 +24,7 @@ from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.values import typed_params
 from sqlvec.session import transactions
 from sqlvec.session.results import PreparedStatement, Result, renamed
+from sqlvec.storage.row_locks import RowChanged, RowLocked, wait_for_end
 
 if TYPE_CHECKING:
     from sqlvec.session.core import Session
@@ -247,10 +248,12 @@ def _general_write(session: Session, prepared: PreparedStatement, params: list) 
     # Nothing runs between the writes of a statement that commits on its own and its
     # commit, unless it returns rows or resolves conflicts: the commit checks its keys.
     early = not autocommit or upsert or write.returning is not None
-    for attempt in range(UPSERT_ATTEMPTS if retry else 1):
+    attempt = 0
+    while True:
         txn = session.txn if session.txn is not None else Transaction(early_checks=early)
         ctx = session._context(params)
         ctx.overlay = txn
+        before = txn.changes
         try:
             if foreign_keys.involved(session.store, write.table):
                 count, returning = foreign_keys.run_statement(
@@ -261,8 +264,15 @@ def _general_write(session: Session, prepared: PreparedStatement, params: list) 
                 session.store.commit(txn.ops())
             break
         except (UniqueViolation, SerializationFailure) as exc:
+            if _waited_for_row(session, exc) or \
+                    (isinstance(exc, RowChanged) and txn.changes == before):
+                # A block's statement met a row changed since its snapshot before buffering
+                # anything: it runs again on the latest versions, as READ COMMITTED re-reads.
+                session.store.settle()
+                continue
+            attempt += 1
             if not (upsert or (retry and isinstance(exc, SerializationFailure))) or \
-                    attempt + 1 == UPSERT_ATTEMPTS:
+                    attempt == UPSERT_ATTEMPTS:
                 raise
             session.store.settle()  # the commit it lost to is applied before it runs again
     if not autocommit:
@@ -365,7 +375,8 @@ def _commit_retrying(session: Session, make_ops: Callable[[], list | None]) -> l
     """Commit the ops `make_ops` builds for a one-row autocommit write; when a concurrent
     commit changed the row first, build them again on its new version, as READ COMMITTED
     does. None when `make_ops` gives up."""
-    for attempt in range(UPSERT_ATTEMPTS):
+    attempt = 0
+    while True:
         ops = make_ops()
         if ops is None:
             return None
@@ -373,8 +384,23 @@ def _commit_retrying(session: Session, make_ops: Callable[[], list | None]) -> l
             if ops:
                 session.store.commit(ops)
             return ops
-        except SerializationFailure:
-            if attempt + 1 == UPSERT_ATTEMPTS:
-                raise
+        except SerializationFailure as exc:
+            if not _waited_for_row(session, exc):
+                attempt += 1
+                if attempt == UPSERT_ATTEMPTS:
+                    raise
             session.store.settle()  # the commit it lost to is applied before it runs again
-    return None
+
+
+def _waited_for_row(session: Session, exc: SqlVecError) -> bool:
+    """Whether a commit failed on a row an open block holds locked, and that block has
+    ended since (the statement then runs again on what it left, never counted as a lost
+    race): an autocommit write waits for the block, as PostgreSQL's does for its row lock."""
+    if not isinstance(exc, RowLocked):
+        return False
+    session.row_lock_wait = exc.holder  # (pg_locks, pg_stat_activity)
+    try:
+        wait_for_end(exc.holder, None, session.lock_waiting)
+    finally:
+        session.row_lock_wait = None
+    return True

@@ -722,13 +722,13 @@ class Store(StoreBase):
             self._restore(deferred.image)
             self._deferred = None
 
-    def commit_deferred(self, ops: Sequence) -> None:
+    def commit_deferred(self, ops: Sequence, holder: object = None) -> None:
         """COMMIT of the open schema changes together with the transaction's writes `ops`,
         in one manifest version: the rows are applied in memory and written as sealed segments
         (deletes as delete bitmaps) instead of a WAL record, so the manifest's atomic rename is
         the one point where the whole transaction becomes durable. Anything failing before it
         (a CHECK or unique violation, a full disk) restores the state from before the
-        transaction and raises."""
+        transaction and raises. `holder`: the block's row locks, as for `commit`."""
         deferred = self._deferred
         if deferred is None:
             raise SqlVecError("no schema changes are open", sqlstate="XX000")
@@ -752,7 +752,7 @@ class Store(StoreBase):
                     with self._apply_lock:
                         table.renew_memtable()
                 for table in tables:
-                    ready = table.prepare(by_table[table.id])
+                    ready = table.prepare(by_table[table.id], holder)
                     try:
                         with self._apply_lock, table.lock:
                             for op in ready:
@@ -835,11 +835,12 @@ class Store(StoreBase):
                         self.row_check(table_def, part.batch.rename_columns(
                             table_def.column_names))
 
-    def commit(self, ops: Sequence) -> int:
+    def commit(self, ops: Sequence, holder: object = None) -> int:
         """Make a transaction's ops durable and visible, atomically. Returns its LSN.
 
         `ops` are InsertOp (rows in the table's logical schema, already coerced), DeleteOp
-        (row ids) and TruncateOp, in the order they should apply."""
+        (row ids) and TruncateOp, in the order they should apply; `holder`: the committing
+        block's row locks (`row_locks.LockHolder`), None for a statement outside a block."""
         if not ops:
             return self.applied_lsn
         if self._deferred is not None:  # the open transaction's, or a writer it locks out
@@ -862,7 +863,7 @@ class Store(StoreBase):
             try:
                 for table_id, table_ops in by_table:
                     table = self.table(table_id)
-                    ready = table.prepare(table_ops)
+                    ready = table.prepare(table_ops, holder)
                     done.append((table, ready))
                     prepared.extend(ready)
                 lsn = self._wal.append(encode_commit(prepared))

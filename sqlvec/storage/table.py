@@ -38,6 +38,7 @@ from sqlvec.storage import access_methods
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.keys import MISSING, HashKeyIndex, KeyIndex
 from sqlvec.storage.memtable import GrowingData, Memtable
+from sqlvec.storage.row_locks import RowLocked
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, KeyDef, TableDef
 from sqlvec.storage.search import (
     SearchPolicy,
@@ -760,6 +761,9 @@ class Table:
         self._claims: list[_Claim] = []  # prepared, not yet applied, oldest first
         self._claim_of: dict[int, _Claim] = {}  # id(prepared op) -> its commit's claim
         self._released = threading.Condition(self.lock)
+        # Rows locked by open transaction blocks (row id -> `row_locks.LockHolder`), under
+        # `lock`: a commit deleting one of them waits for its holder (`prepare`).
+        self.row_locks: dict[int, object] = {}
         self._snapshot: TableSnapshot | None = None
         self.stats = TableStats()
 
@@ -1063,12 +1067,14 @@ class Table:
                                    None if sparse else row_types(schema))
         return shape
 
-    def prepare(self, ops: list) -> list:
+    def prepare(self, ops: list, holder: object = None) -> list:
         """Validate one commit's ops for this table and claim what it changes.
 
         Returns the ops in WAL form (inserts get their rowids and physical names). Raises
         23505 on a duplicate key, 40001 when a row to delete is already gone or claimed by
-        another commit in flight. Costs O(rows written), whatever the table's size."""
+        another commit in flight, `RowLocked` when another block than `holder` (the
+        committing block's `LockHolder`) has it locked. Costs O(rows written), whatever the
+        table's size."""
         out = []
         snap = None
         located: dict[int, tuple[SegmentData, int] | None] = {}
@@ -1158,11 +1164,24 @@ class Table:
             else:  # pragma: no cover - programming error
                 raise TypeError(op)
         with self.lock:
+            if self.row_locks and claim.deleted:
+                self._check_row_locks(claim.deleted, holder)
             self._claims.append(claim)
             for op in out:
                 claim.op_ids.append(id(op))
                 self._claim_of[id(op)] = claim
         return out
+
+    def _check_row_locks(self, rowids: set[int], holder: object) -> None:
+        """`RowLocked` for the first of `rowids` another block than `holder` has locked (under
+        `lock`, with the claim about to be registered: a row is locked or claimed first)."""
+        locks = self.row_locks
+        small, large = (rowids, locks) if len(rowids) <= len(locks) else (locks, rowids)
+        for rowid in small:
+            if rowid in large:
+                other = locks[rowid]
+                if other is not holder:
+                    raise RowLocked(other)  # type: ignore[arg-type]
 
     def run_schema(self) -> pa.Schema:
         """The schema of an `InsertRunOp`'s batches: the physical one without the row id."""

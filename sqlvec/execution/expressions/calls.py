@@ -56,7 +56,7 @@ def compile_call(c: Compiler, e: exp.Expression) -> Value:
     name, args = call
     fn = F.lookup(name)
     if fn is None:
-        raise _undefined(c, name, args)
+        raise undefined_call(c, name, args)
     if fn.kind is Kind.AGGREGATE:
         raise SqlVecError("aggregate functions are not allowed here", sqlstate="42803")
     if fn.kind is Kind.WINDOW:
@@ -74,14 +74,17 @@ def no_such_function(name: str, values: list[Value]) -> SqlVecError:
     return UndefinedFunction(f"function {name}({shown}) does not exist", hint=_HINT)
 
 
-def _undefined(c: Compiler, name: str, args: list[exp.Expression]) -> SqlVecError:
+def undefined_call(c: Compiler, name: str, args: list[exp.Expression]) -> SqlVecError:
+    """PostgreSQL's 42883 for a call of `name` with these arguments (`name => value` for a
+    named one: no such parameter), naming their types."""
     types = []
     for a in args:
+        named = f"{a.this.name} => " if isinstance(a, exp.Kwarg) else ""
         try:
-            t = c.compile(a).type
-            types.append("unknown" if t.name == "unknown" else t.format())
+            t = c.compile(a.expression if named else a).type
+            types.append(named + ("unknown" if t.name == "unknown" else t.format()))
         except SqlVecError:
-            types.append("unknown")
+            types.append(named + "unknown")
     return UndefinedFunction(f"function {name}({', '.join(types)}) does not exist", hint=_HINT)
 
 

@@ -1,0 +1,212 @@
+"""Row locks: what makes a second writer of a row wait for the first, as PostgreSQL's READ
+COMMITTED does, instead of failing the later commit with 40001.
+
+A transaction block's UPDATE and DELETE lock each committed row they are about to delete (an
+UPDATE deletes the old version) before buffering anything (`Transaction.delete`); the locks are
+held until the block ends (`LockHolder.release`, after its commit is applied, so a waiter wakes
+to the new version). Each table keeps its locked rows (`Table.row_locks`, row id -> holder)
+under the table's lock, the lock under which a commit registers the rows it deletes
+(`Table.prepare`): a row is either locked first (the commit then meets the lock: `RowLocked`) or
+claimed first (the locker then finds it gone: `RowChanged`), never both.
+
+- A block meeting a row locked by another open block waits for that block's end (its
+  statement's cancel, statement_timeout and lock_timeout end the wait). If the other block
+  rolled back, the row is locked and the statement goes on; if it committed a new version (or
+  a commit changed the row since the statement's snapshot), `RowChanged` asks the statement to
+  run again on the latest committed versions, re-evaluating its WHERE (PostgreSQL's
+  EvalPlanQual, statement-wide); at REPEATABLE READ and SERIALIZABLE it is 40001.
+- An autocommit write locks nothing: its commit meets the lock (`RowLocked`), waits for the
+  holder's end and runs again.
+- Waits form a wait-for graph (each holder waits for at most one other); a waiter still waiting
+  after deadlock_timeout looks for a cycle through itself and, finding one, fails with 40P01.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from sqlvec.errors import SerializationFailure, SqlVecError
+
+# How often a waiter looks at its interrupts (cancel, statement_timeout) and timeouts.
+_POLL_SECONDS = 0.05
+
+# A wait's interrupt check (raises to end it), its lock_timeout and deadlock_timeout in ms.
+Waiting = Callable[[], tuple[Callable[[], None], int, int]]
+
+_ids = itertools.count(1000)
+_ended = threading.Condition()  # notified whenever a holder ends (its locks released)
+
+
+class LockedTable(Protocol):
+    """What locking rows needs of a table (storage/table.py's, which imports this module)."""
+
+    row_locks: dict[int, object]
+    lock: threading.RLock
+    def_: object
+
+    def still_live(self, rowids: np.ndarray) -> bool:
+        """Whether the rows are live and no commit in flight deletes them."""
+
+
+class RowChanged(SerializationFailure):
+    """A row to lock was changed by a commit after the statement's snapshot: at READ
+    COMMITTED the statement runs again on the new versions; anywhere else this is the 40001
+    PostgreSQL gives."""
+
+    def __init__(self) -> None:
+        super().__init__("could not serialize access due to concurrent update")
+
+
+class RowLocked(SerializationFailure):
+    """A commit deletes a row another open block holds locked: the committer waits for the
+    holder's end and runs again (left unhandled, it is the 40001 of a lost race)."""
+
+    def __init__(self, holder: LockHolder) -> None:
+        super().__init__("could not serialize access due to concurrent update")
+        self.holder = holder
+
+
+class LockHolder:
+    """The row locks of one transaction block, and what its waits check."""
+
+    def __init__(self, pid: int, waiting: Waiting, repeatable: bool = False) -> None:
+        self.pid = pid
+        self.xid = next(_ids)  # the transaction number deadlock reports name
+        self.waiting = waiting
+        self.repeatable = repeatable  # REPEATABLE READ or SERIALIZABLE: no re-run, 40001
+        self.held: dict[LockedTable, list[int]] = {}
+        self.waits_for: LockHolder | None = None
+        self.ended = False
+        self.releases = 0  # ROLLBACK TOs that released some of the locks (`release_since`)
+
+    def lock(self, table: LockedTable, rowids: np.ndarray, nowait: bool = False) -> None:
+        """Lock committed rows `rowids` of `table` until this block ends, waiting for other
+        blocks holding them. Raises `RowChanged` (40001 if repeatable) when a row is no longer
+        the version read, 55P03 with `nowait` for a row another block holds."""
+        locks = table.row_locks
+        wanted = [r for r in rowids.tolist() if locks.get(r) is not self]
+        while wanted:
+            with table.lock:
+                blocker = next((h for h in map(locks.get, wanted)
+                                if h is not None and h is not self), None)
+                if blocker is None:
+                    if not table.still_live(np.asarray(wanted, dtype=np.int64)):
+                        raise self._changed()
+                    for r in wanted:
+                        locks[r] = self
+                    self.held.setdefault(table, []).extend(wanted)
+                    return
+            if nowait:
+                raise SqlVecError(
+                    f'could not obtain lock on row in relation "{table.def_.name}"',  # type: ignore[attr-defined]
+                    sqlstate="55P03")
+            wait_for_end(blocker, self, self.waiting)
+
+    def lock_free(self, table: LockedTable, rowids: np.ndarray, most: int | None) -> list[int]:
+        """SKIP LOCKED: lock, in order, those of `rowids` no other block holds, until `most` are
+        this block's; their positions in `rowids`. A row changed since the snapshot raises as
+        `lock` does."""
+        locks = table.row_locks
+        taken: list[int] = []
+        with table.lock:
+            for position, rowid in enumerate(rowids.tolist()):
+                if most is not None and len(taken) == most:
+                    break
+                holder = locks.get(rowid)
+                if holder is None:
+                    if not table.still_live(np.array([rowid], dtype=np.int64)):
+                        raise self._changed()
+                    locks[rowid] = self
+                    self.held.setdefault(table, []).append(rowid)
+                elif holder is not self:
+                    continue
+                taken.append(position)
+        return taken
+
+    def _changed(self) -> SerializationFailure:
+        """A row to lock changed since the snapshot: re-read at READ COMMITTED, else 40001."""
+        if self.repeatable:
+            return SerializationFailure("could not serialize access due to concurrent update")
+        return RowChanged()
+
+    def mark(self) -> dict[LockedTable, int]:
+        """Where the block's locks stand (at a SAVEPOINT), for `release_since`."""
+        return {table: len(rowids) for table, rowids in self.held.items()}
+
+    def release_since(self, mark: dict[LockedTable, int]) -> None:
+        """ROLLBACK TO SAVEPOINT: the locks taken since `mark` go, as those of PostgreSQL's
+        rolled-back subtransaction; waiters look at their rows again."""
+        self._free({table: rowids[mark.get(table, 0):] for table, rowids in self.held.items()})
+        self.held = {table: rowids[:mark[table]] for table, rowids in self.held.items()
+                     if mark.get(table)}
+        with _ended:
+            self.releases += 1
+            _ended.notify_all()
+
+    def release(self) -> None:
+        """The block ended (its commit applied, or rolled back): its rows are free, and those
+        waiting for it wake."""
+        self._free(self.held)
+        self.held = {}
+        with _ended:
+            self.ended = True
+            _ended.notify_all()
+
+    def _free(self, rows: dict[LockedTable, list[int]]) -> None:
+        for table, rowids in rows.items():
+            with table.lock:
+                locks = table.row_locks
+                for r in rowids:
+                    if locks.get(r) is self:
+                        del locks[r]
+
+
+def wait_for_end(holder: LockHolder, waiter: LockHolder | None, waiting: Waiting) -> None:
+    """Wait until `holder` ends or releases some of its locks. `waiter` (None: an autocommit statement, which holds no lock
+    and so closes no cycle) is in the wait-for graph meanwhile; after deadlock_timeout it looks
+    for a cycle through itself (40P01). The interrupt check ends the wait (57014), and so does
+    lock_timeout (55P03)."""
+    check, timeout_ms, deadlock_ms = waiting()
+    start = time.monotonic()
+    deadline = start + timeout_ms / 1000 if timeout_ms else None
+    checked = waiter is None
+    with _ended:
+        if waiter is not None:
+            waiter.waits_for = holder
+        releases = holder.releases
+        try:
+            while not holder.ended and holder.releases == releases:
+                check()
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    raise SqlVecError("canceling statement due to lock timeout",
+                                      sqlstate="55P03")
+                if not checked and now - start >= deadlock_ms / 1000:
+                    checked = True
+                    _raise_if_deadlocked(waiter)  # type: ignore[arg-type]
+                _ended.wait(_POLL_SECONDS)
+        finally:
+            if waiter is not None:
+                waiter.waits_for = None
+
+
+def _raise_if_deadlocked(waiter: LockHolder) -> None:
+    """40P01 when the wait-for graph leads from `waiter` back to it (under `_ended`)."""
+    chain = [waiter]
+    node = waiter.waits_for
+    while node is not None and node is not waiter and node not in chain:
+        chain.append(node)
+        node = node.waits_for
+    if node is not waiter:
+        return
+    lines = [f"Process {a.pid} waits for ShareLock on transaction {b.xid}; "
+             f"blocked by process {b.pid}."
+             for a, b in zip(chain, chain[1:] + chain[:1])]
+    raise SqlVecError("deadlock detected", sqlstate="40P01", detail="\n".join(lines),
+                      hint="See server log for query details.")

@@ -1,0 +1,389 @@
+"""Row locks of writers, compared with a real PostgreSQL at READ COMMITTED: a second writer of
+a row another open transaction updated or deleted waits for that transaction's end, then
+applies its statement to the row's latest committed version (or skips it: deleted, or no
+longer matching its WHERE). Two transactions waiting for each other: one gets 40P01 and the
+other goes on. lock_timeout (55P03), cancel (57014) end a wait; REPEATABLE READ gets 40001.
+An executemany of UPDATEs beside an autocommit updater of the same row loses no update and
+fails none. kill -9 while a writer waits loses nothing committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import asyncpg
+import psycopg
+import pytest
+
+from tests.e2e.conftest import beside_postgres, start_server
+
+WAITING = 0.4  # seconds a second writer is seen still waiting before the first ends
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """The URIs of PostgreSQL and of a sqlvec server (with workers: writes go to the primary)."""
+    with beside_postgres(tmp_path_factory, "rowlocks") as (sqlvec, postgres):
+        yield {"postgres": postgres, "sqlvec": sqlvec}
+
+
+@pytest.fixture(params=["postgres", "sqlvec"])
+def uri(request, servers) -> str:
+    with psycopg.connect(servers[request.param], autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS c")
+        conn.execute("CREATE TABLE c (id int PRIMARY KEY, n int NOT NULL)")
+        conn.execute("INSERT INTO c VALUES (1, 0), (2, 0)")
+    return servers[request.param]
+
+
+def connect(uri: str) -> psycopg.Connection:
+    return psycopg.connect(uri, autocommit=True)
+
+
+def begin(uri: str, *statements: str) -> psycopg.Connection:
+    """A session with an open block that ran `statements`."""
+    conn = connect(uri)
+    conn.execute("BEGIN")
+    for sql in statements:
+        conn.execute(sql)
+    return conn
+
+
+def waiting(pool: ThreadPoolExecutor, conn: psycopg.Connection, sql: str) -> Future:
+    """`sql` started on `conn` in another thread; it is still waiting a while later."""
+    future = pool.submit(lambda: conn.execute(sql).rowcount)
+    time.sleep(WAITING)
+    assert not future.done(), future.result()
+    return future
+
+
+def counter(uri: str, key: int = 1) -> int | None:
+    with connect(uri) as conn:
+        row = conn.execute("SELECT n FROM c WHERE id = %s", (key,)).fetchone()
+    return None if row is None else row[0]
+
+
+def sqlstate(future: Future) -> str | None:
+    try:
+        future.result(timeout=30)
+    except psycopg.Error as exc:
+        return exc.sqlstate
+    return None
+
+
+@pytest.mark.parametrize("second_in_block", [True, False])
+def test_second_writer_waits_then_updates_the_new_version(uri, second_in_block):
+    first = begin(uri, "UPDATE c SET n = n + 1 WHERE id = 1")
+    second = begin(uri) if second_in_block else connect(uri)
+    with first, second, ThreadPoolExecutor(1) as pool:
+        update = waiting(pool, second, "UPDATE c SET n = n + 1 WHERE id = 1")
+        first.execute("COMMIT")
+        assert update.result(timeout=30) == 1
+        if second_in_block:
+            assert second.execute("SELECT n FROM c WHERE id = 1").fetchone() == (2,)
+            second.execute("COMMIT")
+    assert counter(uri) == 2
+
+
+@pytest.mark.parametrize("first_sql, end, second_sql, count, final", [
+    # rolled back: the second updates the version it waited for
+    ("UPDATE c SET n = n + 10 WHERE id = 1", "ROLLBACK", "UPDATE c SET n = n + 1 WHERE id = 1",
+     1, (1, 0)),
+    # deleted: nothing left to update
+    ("DELETE FROM c WHERE id = 1", "COMMIT", "UPDATE c SET n = n + 1 WHERE id = 1", 0, (None, 0)),
+    # the WHERE is checked again on the new version: row 1 no longer matches, row 2 does
+    ("UPDATE c SET n = 5 WHERE id = 1", "COMMIT", "UPDATE c SET n = n + 1 WHERE n = 0", 1, (5, 1)),
+    # a DELETE deletes the new version
+    ("UPDATE c SET n = 7 WHERE id = 1", "COMMIT", "DELETE FROM c WHERE id = 1", 1, (None, 0)),
+], ids=["rolled-back", "deleted", "no-longer-matching", "delete-new-version"])
+def test_second_writer_acts_on_what_the_first_left(uri, first_sql, end, second_sql, count, final):
+    first = begin(uri, first_sql)
+    second = begin(uri)
+    with first, second, ThreadPoolExecutor(1) as pool:
+        write = waiting(pool, second, second_sql)
+        first.execute(end)
+        assert write.result(timeout=30) == count
+        second.execute("COMMIT")
+    assert (counter(uri), counter(uri, 2)) == final
+
+
+def test_deadlock_fails_one_and_the_other_proceeds(uri):
+    first = begin(uri, "UPDATE c SET n = n + 1 WHERE id = 1")
+    second = begin(uri, "UPDATE c SET n = n + 1 WHERE id = 2")
+    with first, second, ThreadPoolExecutor(2) as pool:
+        one = waiting(pool, first, "UPDATE c SET n = n + 1 WHERE id = 2")
+        other = pool.submit(lambda: second.execute("UPDATE c SET n = n + 1 WHERE id = 1"))
+        states = sorted([sqlstate(one), sqlstate(other)], key=str)
+        assert states == ["40P01", None]
+        for conn in (first, second):
+            conn.execute("COMMIT")  # the failed one's rolls back
+    assert (counter(uri), counter(uri, 2)) == (1, 1)  # the survivor's two updates
+
+
+def test_deadlock_message(uri):
+    first = begin(uri, "UPDATE c SET n = 1 WHERE id = 1")
+    second = begin(uri, "UPDATE c SET n = 1 WHERE id = 2", "SET deadlock_timeout = '100ms'")
+    with first, second, ThreadPoolExecutor(1) as pool:
+        one = waiting(pool, first, "UPDATE c SET n = 2 WHERE id = 2")
+        with pytest.raises(psycopg.errors.DeadlockDetected) as caught:
+            second.execute("UPDATE c SET n = 2 WHERE id = 1")
+        assert str(caught.value).startswith("deadlock detected")
+        assert caught.value.diag.message_detail.count("waits for ShareLock on transaction") == 2
+        second.execute("ROLLBACK")
+        assert one.result(timeout=30) == 1
+        first.execute("COMMIT")
+
+
+def test_lock_timeout(uri):
+    first = begin(uri, "UPDATE c SET n = 1 WHERE id = 1")
+    second = begin(uri, "SET LOCAL lock_timeout = '200ms'")
+    with first, second:
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.LockNotAvailable) as caught:
+            second.execute("UPDATE c SET n = 2 WHERE id = 1")
+        assert time.monotonic() - started >= 0.2
+        assert str(caught.value).startswith("canceling statement due to lock timeout")
+        second.execute("ROLLBACK")
+        first.execute("COMMIT")
+    assert counter(uri) == 1
+
+
+def test_statement_timeout_and_cancel_end_a_wait(uri):
+    first = begin(uri, "UPDATE c SET n = 1 WHERE id = 1")
+    second = begin(uri, "SET LOCAL statement_timeout = '300ms'")
+    third = connect(uri)
+    with first, second, third, ThreadPoolExecutor(1) as pool:
+        with pytest.raises(psycopg.errors.QueryCanceled) as caught:
+            second.execute("DELETE FROM c WHERE id = 1")
+        assert "statement timeout" in str(caught.value)
+        update = waiting(pool, third, "UPDATE c SET n = 3 WHERE id = 1")
+        third.cancel()
+        assert sqlstate(update) == "57014"
+        first.execute("COMMIT")
+    assert counter(uri) == 1
+
+
+def test_repeatable_read_gets_40001(uri):
+    first = begin(uri, "UPDATE c SET n = 1 WHERE id = 1")
+    second = connect(uri)
+    second.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    with first, second, ThreadPoolExecutor(1) as pool:
+        update = waiting(pool, second, "UPDATE c SET n = n + 1 WHERE id = 1")
+        first.execute("COMMIT")
+        with pytest.raises(psycopg.errors.SerializationFailure) as caught:
+            update.result(timeout=30)
+        assert str(caught.value).startswith(
+            "could not serialize access due to concurrent update")
+        second.execute("ROLLBACK")
+    assert counter(uri) == 1
+
+
+def test_repeatable_read_proceeds_when_the_first_rolls_back(uri):
+    first = begin(uri, "UPDATE c SET n = 1 WHERE id = 1")
+    second = connect(uri)
+    second.execute("BEGIN")
+    second.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+    with first, second, ThreadPoolExecutor(1) as pool:
+        update = waiting(pool, second, "UPDATE c SET n = n + 5 WHERE id = 1")
+        first.execute("ROLLBACK")
+        assert update.result(timeout=30) == 1
+        second.execute("COMMIT")
+    assert counter(uri) == 5
+
+
+def test_executemany_beside_an_autocommit_updater_loses_nothing(uri):
+    """asyncpg's executemany (one implicit block) of UPDATEs of a row another session updates
+    in autocommit at the same time: no error, and every increment lands."""
+    batches, singles = asyncio.run(_contend(uri, seconds=1.5))
+    assert batches > 0 and singles > 0
+    assert counter(uri) == 3 * batches + singles
+
+
+async def _contend(uri: str, seconds: float) -> tuple[int, int]:
+    stop = time.monotonic() + seconds
+    batcher = await asyncpg.connect(uri)
+    single = await asyncpg.connect(uri)
+
+    async def batches() -> int:
+        done = 0
+        while time.monotonic() < stop:
+            await batcher.executemany("UPDATE c SET n = n + $1 WHERE id = 1", [(1,)] * 3)
+            done += 1
+        return done
+
+    async def singles() -> int:
+        done = 0
+        while time.monotonic() < stop:
+            await single.execute("UPDATE c SET n = n + 1 WHERE id = 1")
+            done += 1
+        return done
+
+    try:
+        return tuple(await asyncio.gather(batches(), singles()))  # type: ignore[return-value]
+    finally:
+        await batcher.close()
+        await single.close()
+
+
+def test_kill_9_while_a_writer_waits_loses_nothing_committed(tmp_path, reap):
+    server = start_server(tmp_path / "server")
+    reap(server)
+    uri = server.conninfo()
+    with connect(uri) as conn:
+        conn.execute("CREATE TABLE c (id int PRIMARY KEY, n int NOT NULL)")
+        conn.execute("INSERT INTO c VALUES (1, 0), (2, 0)")
+    first = begin(uri, "UPDATE c SET n = 1 WHERE id = 1", "UPDATE c SET n = 1 WHERE id = 2")
+    second = begin(uri)
+    with ThreadPoolExecutor(1) as pool:
+        update = waiting(pool, second, "UPDATE c SET n = 9 WHERE id = 1")
+        with connect(uri) as third:
+            third.execute("INSERT INTO c VALUES (3, 3)")
+        server.stop(signal.SIGKILL)
+        with pytest.raises(psycopg.OperationalError):  # the connection is gone
+            update.result(timeout=30)
+    for conn in (first, second):
+        conn.close()
+    again = start_server(tmp_path / "again", data_dir=server.data_dir)
+    reap(again)
+    try:
+        with connect(again.conninfo()) as conn:
+            assert conn.execute("SELECT id, n FROM c ORDER BY id").fetchall() == \
+                [(1, 0), (2, 0), (3, 3)]
+            conn.execute("UPDATE c SET n = n + 1 WHERE id = 1")  # no lock outlived the crash
+    finally:
+        assert again.stop() == 0, again.log()
+
+
+def test_locks_of_one_block_do_not_stop_other_rows(uri):
+    first = begin(uri, "UPDATE c SET n = 1 WHERE id = 1")
+    with first, connect(uri) as other:
+        assert other.execute("UPDATE c SET n = 2 WHERE id = 2").rowcount == 1
+        assert other.execute("SELECT n FROM c WHERE id = 1").fetchone() == (0,)
+        first.execute("COMMIT")
+    assert (counter(uri), counter(uri, 2)) == (1, 2)
+
+
+
+def set_config_effects(uri: str) -> list:
+    """What set_config(..., is_local) answers and leaves behind, in and out of blocks."""
+    seen: list = []
+    with connect(uri) as conn:
+        show = "SELECT current_setting('work_mem')"
+        conn.execute("SET work_mem = '4MB'")  # (the servers' defaults differ)
+        seen += conn.execute("SELECT set_config('work_mem', '2MB', true)").fetchall()
+        seen += conn.execute(show).fetchall()  # outside a block: nothing lasts
+        for end, local in (("COMMIT", True), ("COMMIT", False), ("ROLLBACK", True)):
+            conn.execute("BEGIN")
+            seen += conn.execute("SELECT set_config('work_mem', '5MB', %s)", (local,)).fetchall()
+            seen += conn.execute(show).fetchall()
+            conn.execute(end)
+            seen += conn.execute(show).fetchall()
+        with conn.pipeline():  # an implicit block: until its Sync
+            during = [conn.execute("SELECT set_config('work_mem', '9MB', true)"),
+                      conn.execute(show)]
+        seen += [c.fetchall() for c in during] + conn.execute(show).fetchall()
+        with pytest.raises(psycopg.errors.UndefinedFunction) as caught:
+            conn.execute("SELECT set_config('work_mem', '3MB', is_local => true)")
+        seen.append(str(caught.value).splitlines()[0])
+    return seen
+
+
+def test_set_config_is_local_acts_as_set_local(servers):
+    assert set_config_effects(servers["sqlvec"]) == set_config_effects(servers["postgres"])
+
+
+def test_select_for_update_waits_locks_and_sees_the_new_version(uri):
+    first = begin(uri, "UPDATE c SET n = 5 WHERE id = 1")
+    second = begin(uri)
+    third = connect(uri)
+    with first, second, third, ThreadPoolExecutor(2) as pool:
+        read = pool.submit(lambda: second.execute(
+            "SELECT id, n FROM c WHERE id = 1 FOR UPDATE").fetchall())
+        time.sleep(WAITING)
+        assert not read.done()
+        first.execute("COMMIT")
+        assert read.result(timeout=30) == [(1, 5)]
+        update = waiting(pool, third, "UPDATE c SET n = n + 1 WHERE id = 1")  # its lock holds
+        second.execute("UPDATE c SET n = n * 10 WHERE id = 1")
+        second.execute("COMMIT")
+        assert update.result(timeout=30) == 1
+    assert counter(uri) == 51
+
+
+def test_select_for_update_nowait(uri):
+    first = begin(uri, "SELECT n FROM c WHERE id = 2 FOR UPDATE")
+    second = begin(uri)
+    with first, second:
+        assert second.execute("SELECT n FROM c WHERE id = 1 FOR UPDATE NOWAIT").fetchall() == [(0,)]
+        with pytest.raises(psycopg.errors.LockNotAvailable) as caught:
+            second.execute("SELECT n FROM c WHERE n = 0 ORDER BY id FOR UPDATE NOWAIT")
+        assert str(caught.value).startswith('could not obtain lock on row in relation "c"')
+        second.execute("ROLLBACK")
+        first.execute("COMMIT")
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT count(*) FROM c FOR UPDATE",
+    "SELECT DISTINCT n FROM c FOR SHARE",
+    "SELECT n FROM c GROUP BY n FOR NO KEY UPDATE",
+])
+def test_locking_clauses_refused_as_postgres_refuses_them(uri, sql):
+    with connect(uri) as conn, pytest.raises(psycopg.errors.FeatureNotSupported) as caught:
+        conn.execute(sql)
+    assert str(caught.value).split(" is not allowed")[0] in sql
+
+
+def test_skip_locked_hands_each_session_other_rows(uri):
+    """The job queue: each worker takes the first rows nobody holds."""
+    with connect(uri) as conn:
+        conn.execute("INSERT INTO c VALUES (3, 0), (4, 0)")
+    take = "SELECT id FROM c ORDER BY id LIMIT 2 FOR UPDATE SKIP LOCKED"
+    first = begin(uri)
+    second = begin(uri)
+    with first, second:
+        assert first.execute(take).fetchall() == [(1,), (2,)]
+        assert second.execute(take).fetchall() == [(3,), (4,)]
+        assert second.execute("SELECT id FROM c ORDER BY id OFFSET 1 FOR UPDATE SKIP LOCKED"
+                              ).fetchall() == [(4,)]
+        first.execute("ROLLBACK")
+        assert second.execute(take).fetchall() == [(1,), (2,)]
+        second.execute("COMMIT")
+
+
+def test_rollback_to_savepoint_frees_the_rows_locked_since(uri):
+    first = begin(uri, "UPDATE c SET n = 1 WHERE id = 2", "SAVEPOINT a",
+                  "UPDATE c SET n = 1 WHERE id = 1")
+    other = connect(uri)
+    with first, other, ThreadPoolExecutor(1) as pool:
+        update = waiting(pool, other, "UPDATE c SET n = 7 WHERE id = 1")
+        first.execute("ROLLBACK TO SAVEPOINT a")
+        assert update.result(timeout=30) == 1
+        other.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):  # locked before the savepoint
+            other.execute("UPDATE c SET n = 7 WHERE id = 2")
+        first.execute("COMMIT")
+    assert (counter(uri), counter(uri, 2)) == (7, 1)
+
+
+@pytest.mark.parametrize("second_in_block", [True, False])
+def test_a_wait_shows_in_pg_locks_and_pg_stat_activity(uri, second_in_block):
+    first = begin(uri, "UPDATE c SET n = 1 WHERE id = 1")
+    second = begin(uri) if second_in_block else connect(uri)
+    with first, second, connect(uri) as third, ThreadPoolExecutor(1) as pool:
+        pid = second.execute("SELECT pg_backend_pid()").fetchone()[0]
+        holder = first.execute("SELECT pg_backend_pid()").fetchone()[0]
+        update = waiting(pool, second, "UPDATE c SET n = 2 WHERE id = 1")
+        locks = "SELECT pid, mode, granted FROM pg_locks WHERE locktype = 'transactionid' " \
+                "AND pid IN (%s, %s) ORDER BY granted"
+        assert third.execute(locks, (pid, holder)).fetchall()[:1] == [(pid, "ShareLock", False)]
+        assert (holder, "ExclusiveLock", True) in third.execute(locks, (pid, holder)).fetchall()
+        assert third.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity "
+                             "WHERE pid = %s", (pid,)).fetchone() == ("Lock", "transactionid")
+        first.execute("COMMIT")
+        assert update.result(timeout=30) == 1
+        if second_in_block:
+            second.execute("COMMIT")
+        assert third.execute(locks, (pid, holder)).fetchall() == []
