@@ -16,6 +16,7 @@ SUITES = {
     "recall": "benchmarks.recall",
     "ivfflat": "benchmarks.ivfflat",
     "profile": "benchmarks.wire_profile",
+    "top-k-cpu": "benchmarks.top_k_cpu",
     "foreign_keys": "benchmarks.foreign_keys",
     "copy": "benchmarks.ingest",
     "btree": "benchmarks.btree",

@@ -13,8 +13,9 @@ Everything the answer could depend on is a guard checked on each run, and the ro
 the general path (`Connection.run_bound`) when one fails: the same Statement object (a new
 Parse, Close or re-plan makes another), the same parameter and result formats and Execute, the
 plan current (catalog generation, search_path, plan cache), the session idle outside a block
-with nothing gathered. The statement itself runs through `Session.run`, so its settings,
-statement_timeout, cancel, snapshot, pg_stat counters, pg_stat_statements and logging are the
+with nothing gathered. The statement itself runs through `Session.run_values` (`Session.run`
+whose one-step top-k answers with its columns' Python values instead of an Arrow table: the
+winners' numbers go from NumPy to the row encoders), so its settings, statement_timeout, cancel, snapshot, pg_stat counters, pg_stat_statements and logging are the
 general path's, and so are its errors and Sync (`Connection._extended`, `on_sync`); an answer
 the compiled encoders were not made for (a notice, more rows than a short result, other
 column types) is sent by the general result writer. The bytes are the general path's, byte
@@ -125,13 +126,16 @@ class CompiledTopK:
         connection.send_raw(self.head)
         session = connection.session
         assert session is not None
-        result = session.run(self.prepared, [vector])
+        result = session.run_values(self.prepared, [vector])
         changed = session.drain_changed_settings()
         if changed:
             connection._send_settings(changed)
         data = None if result.notices or result.columns is not self.columns \
+            else self._encode_values(result.values) if result.values is not None \
             else self._encode(result.table)
         if data is None:
+            if result.values is not None:
+                result.table = self._table_of(result.values)
             connection._send_result(result, self.formats, 0)
             return
         tag = self.tags.get(result.tag)
@@ -144,12 +148,24 @@ class CompiledTopK:
         if table is None or table.num_rows > pgtypes.SHORT_RESULT \
                 or table.schema.types != self.arrow_types:
             return None
-        columns = table.columns
+        return self._encode_values([column.to_pylist() for column in table.columns])
+
+    def _encode_values(self, values: list[list]) -> bytes | None:
+        """The DataRows of a short result given as each column's Python values; None for a
+        longer one."""
+        count = len(values[0])
+        if count > pgtypes.SHORT_RESULT:
+            return None
         if self.rows is not None:
-            return self.rows(columns[0].to_pylist())
+            return self.rows(values[0])
         return DataRow.encode_cell_rows(
-            [encode(column.to_pylist()) for encode, column in zip(self.encoders, columns)],
-            table.num_rows)
+            [encode(column) for encode, column in zip(self.encoders, values)], count)
+
+    def _table_of(self, values: list[list]) -> pa.Table:
+        """The result as a table (for the general result writer), from its columns' values."""
+        return pa.Table.from_arrays(
+            [pa.array(column, type) for column, type in zip(values, self.arrow_types)],
+            names=[c.name for c in self.columns])
 
 
 BIND_COMPLETE = BindComplete().encode()

@@ -388,6 +388,41 @@ class FusedTopK:
 
     def run(self, ctx) -> pa.Table | None:
         """The result table, or None when the operator tree must run instead."""
+        hits = self._winners(ctx)
+        if hits is None:
+            return None
+        arrays = [self._array(hits, source, arrow, column_type) for source, arrow, column_type
+                  in zip(self._columns(hits.snapshot.table_def), self.arrow_types,
+                         self.sql_types)]
+        ctx.check_interrupts()
+        return pa.Table.from_arrays(arrays, names=self.names)
+
+    def values(self, ctx) -> list[list] | None:
+        """`run`'s result as each column's Python values (what `Array.to_pylist` of the
+        table's columns gives), or None when the operator tree must run instead. Numbers the
+        search reads as NumPy arrays skip Arrow: a caller that encodes the rows itself (the
+        wire's compiled top-k) wants Python values."""
+        hits = self._winners(ctx)
+        if hits is None:
+            return None
+        out = []
+        for source, arrow, column_type in zip(self._columns(hits.snapshot.table_def),
+                                              self.arrow_types, self.sql_types):
+            numbers = None
+            if source is _ROW_ID:
+                numbers = hits.rowid_numbers() if arrow == _INT8 else None
+            elif source is _DISTANCE:
+                numbers = hits.distance_numbers() if arrow == _FLOAT8 else None
+            elif source[1] == arrow:
+                numbers = hits.cell_numbers(*source)
+            out.append(numbers.tolist() if numbers is not None
+                       else self._array(hits, source, arrow, column_type).to_pylist())
+        ctx.check_interrupts()
+        return out
+
+    def _winners(self, ctx):
+        """The search's winners cut by the LIMITs (storage's `SearchHits`), or None when the
+        query vector is not a bound vector the one step can search."""
         op = self.topk
         vector = op._bound_vector(ctx)
         if vector is None:
@@ -406,21 +441,20 @@ class FusedTopK:
             start = min(start + offset, stop)
             if count is not None:
                 stop = min(stop, start + count)
-        hits = hits.slice(start, stop)
-        arrays = []
-        for source, arrow, column_type in zip(self._columns(hits.snapshot.table_def),
-                                              self.arrow_types, self.sql_types):
-            if source is _ROW_ID:
-                array = hits.rowids()
-            elif source is _DISTANCE:
-                array = hits.distance_array()
-            else:
-                array = hits.cells(*source)
-            if array.type != arrow:  # as a projection casts to the column's storage type
-                array = cast_storage(array, arrow, column_type)
-            arrays.append(array)
-        ctx.check_interrupts()
-        return pa.Table.from_arrays(arrays, names=self.names)
+        return hits.slice(start, stop)
+
+    @staticmethod
+    def _array(hits, source, arrow: pa.DataType, column_type: SqlType) -> pa.Array:
+        """One result column of the winners as Arrow, of the result's storage type."""
+        if source is _ROW_ID:
+            array = hits.rowids()
+        elif source is _DISTANCE:
+            array = hits.distance_array()
+        else:
+            array = hits.cells(*source)
+        if array.type != arrow:  # as a projection casts to the column's storage type
+            array = cast_storage(array, arrow, column_type)
+        return array
 
     def _limit_bounds(self, ctx) -> list[tuple[int, int | None]]:
         """Each LIMIT's (OFFSET, LIMIT), as `LimitOp.bounds` gives them (with its errors):
@@ -450,6 +484,7 @@ class FusedTopK:
 
 # FusedTopK.sources besides column names: the row id and the search's distance.
 _ROW_ID, _DISTANCE = object(), object()
+_INT8, _FLOAT8 = pa.int64(), pa.float64()
 _ONE_ROW = empty_width(1)
 
 

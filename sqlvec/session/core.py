@@ -538,13 +538,14 @@ class Session:
             and prepared.search_path == self.settings["search_path"]
 
     def run(self, prepared: PreparedStatement, params: list | None = None,
-            max_rows: int = 0) -> Result:
-        """Execute a prepared statement with already-decoded parameters. Errors and slow
-        statements are logged as the log_min_* settings ask (statement_log.py)."""
+            max_rows: int = 0, runner: Runner | None = None) -> Result:
+        """Execute a prepared statement with already-decoded parameters (through `runner`
+        instead of its kind's handler when given). Errors and slow statements are logged as
+        the log_min_* settings ask (statement_log.py)."""
         self._depth += 1
         start = time.perf_counter()
         try:
-            result = self._run_statement(prepared, params, max_rows)
+            result = self._run_statement(prepared, params, max_rows, runner)
         except SqlVecError as error:
             if self._depth == 1:
                 statement_log.log_error(self, error, _statement_of(error, prepared.sql))
@@ -558,8 +559,14 @@ class Session:
                 statement_log.log_duration(self, prepared.sql, elapsed)
         return result
 
+    def run_values(self, prepared: PreparedStatement, params: list) -> Result:
+        """`run` of a query, except that a vector top-k run in one step answers with each
+        column's Python values (`Result.values`) instead of an Arrow table: everything else
+        (snapshot, settings, counters, timeouts, logging, errors) is `run`'s."""
+        return self.run(prepared, params, 0, queries.run_query_values)
+
     def _run_statement(self, prepared: PreparedStatement, params: list | None,
-                       max_rows: int) -> Result:
+                       max_rows: int, runner: Runner | None = None) -> Result:
         if self.failed:
             self.refuse_in_failed_block(prepared)
         if self._cancel.is_set():  # (clear() takes the event's lock: only when needed)
@@ -580,11 +587,13 @@ class Session:
                     if pending is not None and prepared.compiled is not pending.write:
                         self.apply_pending()  # what it runs sees the rows gathered
                     prepared = self._current_plan(prepared)
+                    if runner is None or prepared.kind is not StatementKind.QUERY:
+                        runner = RUNNERS[prepared.kind]
                     if len(prepared.sql) <= stack.INLINE_TEXT:  # (run_deep would run it here)
-                        result = RUNNERS[prepared.kind](self, prepared, params or [], max_rows)
+                        result = runner(self, prepared, params or [], max_rows)
                     else:
                         result = stack.run_deep(
-                            prepared.sql, lambda: self._run(prepared, params or [], max_rows))
+                            prepared.sql, lambda: runner(self, prepared, params or [], max_rows))
                 if self._notices:
                     result.notices = [*self._notices, *result.notices]
                     self._notices = []

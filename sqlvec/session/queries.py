@@ -144,11 +144,19 @@ def _strength(lock: exp.Lock) -> str:
     return "FOR KEY SHARE" if key else "FOR SHARE"
 
 
+def run_query_values(session: Session, prepared: PreparedStatement, params: list,
+                     max_rows: int) -> Result:
+    """`run_query`, but a vector top-k run in one step gives its rows as each column's Python
+    values (`Result.values`, no table): for a front end that encodes them itself."""
+    return run_query(session, prepared, params, max_rows, as_values=True)
+
+
 def run_query(session: Session, prepared: PreparedStatement, params: list,
-              max_rows: int) -> Result:
+              max_rows: int, as_values: bool = False) -> Result:
     """A SELECT (VALUES, set operation): its operator tree over a snapshot of each table. A
     constant query (`SELECT 1`) runs once; its table (immutable) is the result of every run;
-    a vector top-k of a bound vector runs in one step when it can (`PreparedStatement.fused`)."""
+    a vector top-k of a bound vector runs in one step when it can (`PreparedStatement.fused`;
+    `as_values`: `run_query_values`)."""
     locked = prepared.locking
     if locked is not None:
         plan, operator = prepared.compiled  # type: ignore[misc]
@@ -161,7 +169,11 @@ def run_query(session: Session, prepared: PreparedStatement, params: list,
         plan, operator = prepared.compiled  # type: ignore[misc]
         ctx = session._context(typed_params(prepared.param_types, params))
         fused = prepared.fused
-        if fused is not None:  # a vector top-k in one step (None: the tree runs after all)
+        if fused is not None and as_values:
+            values = fused.values(ctx)  # type: ignore[attr-defined]
+            if values is not None:
+                return Result(f"SELECT {len(values[0])}", prepared.columns, values=values)
+        elif fused is not None:  # a vector top-k in one step (None: the tree runs after all)
             table = fused.run(ctx)  # type: ignore[attr-defined]
         if table is None:
             table = result_table(operator.execute(ctx), operator.fields, prepared.columns)

@@ -46,6 +46,8 @@ class Result:
     columns: list[ResultColumn] | None = None
     table: pa.Table | None = None
     notices: list[Notice] = field(default_factory=list)
+    # Instead of `table`, from `Session.run_values` only: each column's Python values.
+    values: list[list] | None = None
 
     @property
     def batches(self) -> Iterator[pa.RecordBatch]:

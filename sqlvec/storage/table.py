@@ -574,25 +574,41 @@ class SearchHits:
         type (a prepared query resolves its columns once)."""
         if not self.count:
             return self.table([col.name], False, "d").column(0)
-        if len(self.picks) == 1:  # one segment's winners, in order: one NumPy take when it can
-            view, at, _ = self.picks[0]
-            values = _numpy_column(view.data, col.physical, arrow, col.missing_value)
-            if values is not None:
-                return _numbers(values[at], arrow)
+        values = self.cell_numbers(col, arrow)
+        if values is not None:
+            return _numbers(values, arrow)
         return _gather(self.picks, self.count, col.physical, arrow, col.missing_value)
+
+    def cell_numbers(self, col: ColumnDef, arrow: pa.DataType) -> np.ndarray | None:
+        """`cells` as a NumPy array when the winners come from one segment whose column is a
+        NumPy view (numbers without NULLs: one take); None otherwise. A caller that wants
+        Python values skips the Arrow array."""
+        if len(self.picks) != 1:
+            return None
+        view, at, _ = self.picks[0]
+        values = _numpy_column(view.data, col.physical, arrow, col.missing_value)
+        return None if values is None else values[at]
 
     def rowids(self) -> pa.Array:
         """The winners' row ids, in order."""
+        return _numbers(self.rowid_numbers(), _INT8)
+
+    def rowid_numbers(self) -> np.ndarray:
+        """`rowids` as a NumPy int64 array."""
         ids = np.empty(self.count, np.int64)
         for view, at, slots in self.picks:
             ids[slice(None) if slots is None else slots] = view.data.rowids[at]
-        return _numbers(ids, _INT8)
+        return ids
 
     def distance_array(self) -> pa.Array:
         """The winners' distances (float8), in order."""
+        return _numbers(self.distance_numbers(), _FLOAT8)
+
+    def distance_numbers(self) -> np.ndarray:
+        """`distance_array` as a NumPy float64 array."""
         if self.distances is None:
             raise ValueError("the search was run for the order alone")
-        return _numbers(np.asarray(self.distances, np.float64), _FLOAT8)
+        return np.asarray(self.distances, np.float64)
 
     def table(self, columns: Sequence[str] | None, with_rowid: bool,
               distance_name: str) -> pa.Table:

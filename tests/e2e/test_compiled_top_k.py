@@ -103,3 +103,33 @@ def test_every_run_is_counted_in_pg_stat_statements(pool_server, table):
                 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert got == [(25, 125)]
+
+
+def settled(conn: psycopg.Connection, sql: str, expected: object) -> object:
+    """`sql`'s rows once they equal `expected` (workers report their counters a little
+    later), or as they are after 20 s."""
+    deadline = time.monotonic() + 20
+    while (got := conn.execute(sql).fetchall()) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return got
+
+
+def test_distances_index_scans_and_explain_are_the_general_paths(pool_server, table):
+    with connect(pool_server) as a:
+        make_table(a, table)
+        sql = f"SELECT id, emb <-> %(v)s AS d FROM {table} ORDER BY emb <-> %(v)s LIMIT 5"
+        explain = a.execute(f"EXPLAIN SELECT id FROM {table} ORDER BY emb <-> "
+                            f"'{vector_text(vectors(1, 1)[0])}' LIMIT 5").fetchall()
+        scans = f"SELECT idx_scan FROM pg_stat_user_tables WHERE relname = '{table}'"
+        before = a.execute(scans).fetchone()[0]
+        queries = vectors(8, 13)
+        for binary in (False, True):
+            for q in queries:
+                compiled = a.cursor(binary=binary).execute(sql, {"v": q}, prepare=True).fetchall()
+                with a.transaction():  # the operator tree, on the primary
+                    general = a.cursor(binary=binary).execute(sql, {"v": q}).fetchall()
+                assert compiled == general and len(compiled) == 5
+        # every run, compiled or not, is one scan of the index
+        assert settled(a, scans, [(before + 4 * len(queries),)]) == [(before + 4 * len(queries),)]
+        assert a.execute(f"EXPLAIN SELECT id FROM {table} ORDER BY emb <-> "
+                         f"'{vector_text(vectors(1, 1)[0])}' LIMIT 5").fetchall() == explain

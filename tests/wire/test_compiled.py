@@ -186,3 +186,74 @@ def test_a_limit_bound_as_a_parameter_takes_the_general_path(db):
         expected = general_path(general, "s", params, (1, 1))
         assert fast.bound("s", params, (1, 1)) == expected and expected.count(b"D\x00") == 4
     assert fast.runs() == 0
+
+
+@pytest.fixture
+def wide(db):
+    """`t` with columns of other types beside the id: int4, real, a text column with NULLs,
+    and rows written after the index (a growing segment beside the indexed one)."""
+    session = db.connect()
+    session.execute_one("ALTER TABLE t ADD COLUMN n integer")
+    session.execute_one("ALTER TABLE t ADD COLUMN r real")
+    session.execute_one("ALTER TABLE t ADD COLUMN s text")
+    session.execute_one("UPDATE t SET n = id * 3, r = id / 7.0, s = CASE WHEN id % 3 = 0 "
+                        "THEN NULL ELSE 'row ' || id END WHERE id < 200")
+    for i, q in enumerate(QUERIES[:3]):
+        session.execute_one(f"INSERT INTO t VALUES ({500 + i}, '{text_vector(q).decode()}', "
+                            f"{i}, 0.5, NULL)")
+    session.close()
+    return db
+
+
+@pytest.mark.parametrize("columns", ["id, n, r", "n, id, emb <-> $1 AS d", "id, s, r, n",
+                                     "emb <=> $1 AS d, id"])
+def test_other_columns_and_segments_are_the_general_paths_bytes(wide, columns):
+    op = "<=>" if "<=>" in columns else "<->"
+    sql = f"SELECT {columns} FROM t ORDER BY emb {op} $1 LIMIT 9"
+    fast, general = pair(wide, ("s", sql, ()))
+    for results in ((), (1,)):
+        for q in QUERIES:
+            expected = general_path(general, "s", (binary_vector(q),), (1,), results)
+            assert fast.bound("s", (binary_vector(q),), (1,), results) == expected
+            assert expected.count(b"D\x00") == 9
+    assert fast.runs() >= len(QUERIES) - 1  # (text at least: some binary cells are not short)
+
+
+def test_a_result_longer_than_a_short_one_is_the_general_paths(wide):
+    sql = "SELECT id, r FROM t ORDER BY emb <-> $1 LIMIT 100"
+    fast, general = pair(wide, ("s", sql, ()))
+    for q in QUERIES:
+        expected = general_path(general, "s", (binary_vector(q),), (1,), (1,))
+        assert fast.bound("s", (binary_vector(q),), (1,), (1,)) == expected
+        assert b"SELECT 100\x00" in expected
+    assert fast.runs() == len(QUERIES) - 1
+
+
+def test_counters_and_explain_are_the_general_paths(db):
+    sql = "SELECT id FROM t ORDER BY emb <-> $1 LIMIT 5"
+    fast, general = pair(db, ("s", sql, ()))
+    fast.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    explain = f"EXPLAIN {sql.replace('$1', repr(text_vector(QUERIES[0]).decode()))}"
+    plan = fast.query(explain)
+    observer = db.connect()
+
+    def counted() -> list[int]:
+        scans = observer.execute_one("SELECT idx_scan, seq_scan, idx_tup_fetch FROM "
+                                     "pg_stat_user_tables WHERE relname = 't'").rows()
+        calls = observer.execute_one("SELECT calls, rows FROM pg_stat_statements "
+                                     "WHERE query LIKE 'SELECT id FROM t ORDER BY emb <-> $1 LIMIT%'").rows()
+        return [*scans[0], *(calls[0] if calls else (0, 0))]
+
+    before = counted()
+    for q in QUERIES:
+        general_path(general, "s", (binary_vector(q),))
+    by_general = counted()
+    for q in QUERIES:
+        fast.bound("s", (binary_vector(q),))
+    by_fast = counted()
+    observer.close()
+    assert fast.runs() == len(QUERIES) - 1
+    general_delta = [b - a for a, b in zip(before, by_general)]
+    assert general_delta[0] == len(QUERIES) and general_delta[3:] == [len(QUERIES), 5 * 6]
+    assert [b - a for a, b in zip(by_general, by_fast)] == general_delta
+    assert fast.query(explain) == plan
