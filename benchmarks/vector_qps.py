@@ -30,15 +30,9 @@ import time
 import numpy as np
 
 from benchmarks.datasets import Clustered
+from benchmarks.ground_truth import exact_top10, recall_at_10
 
 SQL = "SELECT id FROM t ORDER BY emb <-> %s LIMIT 10"
-
-
-def exact_top10(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    norms = (vectors * vectors).sum(axis=1)
-    d = norms[None, :] - 2 * queries @ vectors.T
-    part = np.argpartition(d, 10, axis=1)[:, :10]
-    return part
 
 
 def load_postgres(dsn: str, vectors: np.ndarray, copies: int = 1) -> float:
@@ -170,9 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| server | ef_search | recall@10 | median µs | QPS |")
     print("|---|---|---|---|---|")
     for (label, ef), ts in times.items():
-        hits = found[(label, ef)]
-        recall = float(np.mean([len(set(hits[i]) & set(truth[i].tolist())) / 10
-                                for i in hits]))
+        recall = recall_at_10(found[(label, ef)].items(), truth)
         print(f"| {label} | {ef} | {recall:.3f} | {statistics.median(ts) * 1e6:,.0f} | "
               f"{len(ts) / sum(ts):,.0f} |")
     return 0

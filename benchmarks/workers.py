@@ -14,11 +14,16 @@ measures again and stops the server (timed too).
     python -m benchmarks workers --data-dir DIR --qps [--workers 0 2] [--connections 1 4]
         [--queries 300] [--rounds 3] [--pgserver PGDIR] [--clients threads processes]
         [--dataset normal|clustered] [--baseline CHECKOUT] [--in-process]
+        [--ef 40[,...]] [--pg-ef 40[,...]]
 
 Total QPS instead: per round and per worker count, a server on DIR, then each of
 `--connections` clients running the same prepared top-10 search (`ORDER BY emb <-> $1 LIMIT
-10`, hnsw.ef_search 40) for `--queries` query vectors, after a warm-up; the servers are started
-one after the other on the same directory, so the figures are interleaved. `--pgserver PGDIR`
+10`) for `--queries` query vectors, after a warm-up, at each hnsw.ef_search of `--ef` (sqlvec)
+and `--pg-ef` (PostgreSQL), 40 by default, `default` meaning not set (sqlvec's calibrated
+recall target, pgvector's 40); the servers are started one after the other on the same
+directory, so the figures are interleaved. Beside each figure, the recall@10 of the answers
+the clients got, against exact neighbours (NumPy brute force on the table's vectors): servers
+compared at one ef_search need not be compared at one recall. `--pgserver PGDIR`
 adds PostgreSQL + pgvector (pgserver) holding the same rows and index (m 16, ef_construction
 64), measured in each round too; `--baseline CHECKOUT` adds that checkout's server, taking
 turns with this one. The clients are threads of this process (as the suite's), or one process
@@ -211,11 +216,12 @@ TEXT_SQL = "SELECT id FROM items ORDER BY emb <-> %s::vector LIMIT 10"
 BINARY_SQL = "SELECT id FROM items ORDER BY emb <-> %s LIMIT 10"
 
 
-def _client(dsn: str, queries: list, barrier, done) -> None:
-    """One client: its connection warmed up, then every query once, prepared; its connection
-    stays open until every client is done and measured (a server process that ends with it
-    would take its CPU time along). Text queries are sent as text with `::vector`; NumPy
-    arrays in binary through pgvector's adapter, uncast (the suite's statement)."""
+def _client(dsn: str, queries: list, barrier, done, ef: int | None = 40) -> None:
+    """One client: its connection warmed up, then every query once, prepared, at hnsw.ef_search
+    `ef` (None: not set), its answers' ids put on `done`; its connection stays open until
+    every client is done and measured (a server process that ends with it would take its CPU
+    time along). Text queries are sent as text with `::vector`; NumPy arrays in binary through
+    pgvector's adapter, uncast (the suite's statement)."""
     import psycopg
 
     binary = not isinstance(queries[0], str)
@@ -225,33 +231,36 @@ def _client(dsn: str, queries: list, barrier, done) -> None:
             from pgvector.psycopg import register_vector
 
             register_vector(conn)
-        conn.execute("SET hnsw.ef_search = 40")
+        if ef is not None:
+            conn.execute(f"SET hnsw.ef_search = {int(ef)}")
         for q in queries[:20]:
             conn.execute(sql, (q,), prepare=True).fetchall()
         barrier.wait()
-        for q in queries:
-            conn.execute(sql, (q,), prepare=True).fetchall()
-        done.put(os.getpid())
+        answers = [[row[0] for row in conn.execute(sql, (q,), prepare=True).fetchall()]
+                   for q in queries]
+        done.put(answers)
         barrier.wait()
 
 
 def total_qps(dsn: str, connections: int, queries: list, root: int | None = None,
-              clients: str = "threads") -> tuple[float, dict[str, float]]:
+              clients: str = "threads", ef: int | None = 40
+              ) -> tuple[float, dict[str, float], list[list[list[int]]]]:
     """Queries per second of `connections` clients each running every query once, prepared,
-    at hnsw.ef_search 40 (after each ran 20 to warm up), and the CPU milliseconds per query of
-    each kind of process (the server's, below `root`, and the client's). `clients`: threads of
-    this process (psycopg releases the GIL only while it waits) or one process each."""
+    at hnsw.ef_search `ef` (None: not set; after each ran 20 to warm up), the CPU
+    milliseconds per query of each kind of process (the server's, below `root`, and the
+    client's), and each client's answers (the ids per query). `clients`: threads of this
+    process (psycopg releases the GIL only while it waits) or one process each."""
     import multiprocessing
     import queue as queues
 
     if clients == "processes":
         context = multiprocessing.get_context("spawn")
         barrier, done = context.Barrier(connections + 1), context.Queue()
-        workers = [context.Process(target=_client, args=(dsn, queries, barrier, done))
+        workers = [context.Process(target=_client, args=(dsn, queries, barrier, done, ef))
                    for _ in range(connections)]
     else:
         barrier, done = threading.Barrier(connections + 1), queues.Queue()
-        workers = [threading.Thread(target=_client, args=(dsn, queries, barrier, done))
+        workers = [threading.Thread(target=_client, args=(dsn, queries, barrier, done, ef))
                    for _ in range(connections)]
     for w in workers:
         w.start()
@@ -260,8 +269,7 @@ def total_qps(dsn: str, connections: int, queries: list, root: int | None = None
     client = [w.pid for w in workers] if clients == "processes" else [os.getpid()]
     before = {pid: cpu_seconds(pid) for pid in [*server, *client]}
     started = time.perf_counter()
-    for _ in workers:
-        done.get()
+    answers = [done.get() for _ in workers]
     elapsed = time.perf_counter() - started
     after = {pid: cpu_seconds(pid) for pid in before}
     roles = {pid: "client" if pid in client else role_of(pid, root or 0) for pid in before}
@@ -275,7 +283,7 @@ def total_qps(dsn: str, connections: int, queries: list, root: int | None = None
             continue
         role = roles[pid]
         cpu[role] = cpu.get(role, 0.0) + (after[pid] - before[pid]) * 1000 / count
-    return count / elapsed, cpu
+    return count / elapsed, cpu, answers
 
 
 def in_process(path: str, queries: list[str]) -> tuple[float, dict[str, float]]:
@@ -366,12 +374,50 @@ def _loaded(conn, rows: int, dim: int, dataset: str) -> bool:
         conn.execute("SELECT count(*) FROM items").fetchone()[0] == rows
 
 
+def ef_list(text: str) -> list[int | None]:
+    """`--ef`'s comma-separated hnsw.ef_search values; `default` is None (not set)."""
+    values: list[int | None] = []
+    for item in text.split(","):
+        item = item.strip()
+        if item == "default":
+            values.append(None)
+        elif item.isdigit() and int(item) > 0:
+            values.append(int(item))
+        else:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: an ef_search is a positive integer or `default`")
+    return values
+
+
+def ef_label(ef: int | None) -> str:
+    return "default" if ef is None else str(ef)
+
+
+def truth_of(args: argparse.Namespace, queries: list):
+    """The exact top 10 of each query vector as sent (text is rounded) among the table's."""
+    import json
+
+    import numpy as np
+
+    from benchmarks.ground_truth import exact_top10
+
+    sent = np.asarray([json.loads(q) if isinstance(q, str) else q for q in queries],
+                      dtype=np.float32)
+    return exact_top10(np.concatenate(list(blocks(args.rows, args.dim, args.dataset))), sent)
+
+
+Result = tuple[float, dict[str, float], float | None]  # QPS, CPU ms per query, recall@10
+
+
 def qps_main(args: argparse.Namespace) -> int:
+    from benchmarks.ground_truth import recall_at_10
+
     codes = [("", os.path.abspath(args.code))]
     if args.baseline:
         codes = [(" (this code)", codes[0][1]), (" (baseline)", os.path.abspath(args.baseline))]
     queries = queries_of(args.queries, args.dim, args.dataset, args.binary)
-    results: dict[tuple[str, int], list[tuple[float, dict[str, float]]]] = {}
+    truth = truth_of(args, queries)
+    results: dict[tuple[str, int], list[Result]] = {}
     pg = None
     if args.pgserver:
         from benchmarks.writes import postgres
@@ -380,14 +426,20 @@ def qps_main(args: argparse.Namespace) -> int:
         pg_dsn, _pid, label = pg.__enter__()
         load_postgres(pg_dsn, args.rows, args.dim, args.dataset)
 
-    def measure_all(name: str, dsn: str, root: int | None, round_: int) -> None:
+    def measure_all(name: str, dsn: str, root: int | None, round_: int,
+                    efs: list[int | None]) -> None:
         for clients in args.clients:
-            for c in args.connections:
-                q, cpu = total_qps(dsn, c, queries, root, clients)
-                results.setdefault((f"{name}, client {clients}", c), []).append((q, cpu))
-                print(f"round {round_ + 1}: {name}, client {clients}, {c} connections: "
-                      f"{q:,.0f} QPS; CPU ms/query " + ", ".join(
-                          f"{role} {ms:.3f}" for role, ms in sorted(cpu.items())), flush=True)
+            for ef in efs:
+                for c in args.connections:
+                    q, cpu, answers = total_qps(dsn, c, queries, root, clients, ef)
+                    recall = recall_at_10(
+                        ((i, ids) for client in answers for i, ids in enumerate(client)), truth)
+                    case = f"{name}, client {clients}, ef_search {ef_label(ef)}"
+                    results.setdefault((case, c), []).append((q, cpu, recall))
+                    print(f"round {round_ + 1}: {case}, {c} connections: {q:,.0f} QPS, "
+                          f"recall@10 {recall:.3f}; CPU ms/query " + ", ".join(
+                              f"{role} {ms:.3f}" for role, ms in sorted(cpu.items())),
+                          flush=True)
 
     try:
         for round_ in range(args.rounds):
@@ -397,17 +449,17 @@ def qps_main(args: argparse.Namespace) -> int:
                     try:
                         measure_all(f"sqlvec{name} --workers {workers}",
                                     f"host=127.0.0.1 port={port} user=postgres dbname=postgres",
-                                    server.pid, round_)
+                                    server.pid, round_, args.ef)
                     finally:
                         server.send_signal(signal.SIGTERM)
                         server.wait(120)
             if pg is not None:
-                measure_all(label, pg_dsn, postmaster(args.pgserver), round_)
+                measure_all(label, pg_dsn, postmaster(args.pgserver), round_, args.pg_ef)
             if args.in_process:
                 for name, checkout in codes:
                     q, cpu = in_process_of(checkout, args)
                     results.setdefault((f"sqlvec{name} in process, one thread", 1),
-                                       []).append((q, cpu))
+                                       []).append((q, cpu, None))
                     print(f"round {round_ + 1}: sqlvec{name} in process, one thread: "
                           f"{q:,.0f} QPS; CPU ms/query {cpu['in process']:.3f}", flush=True)
     finally:
@@ -426,25 +478,29 @@ def postmaster(directory: str) -> int | None:
         return None
 
 
-def print_table(results: dict[tuple[str, int], list[tuple[float, dict[str, float]]]]) -> None:
-    """Per server, client kind and connection count: the median total QPS (every round's
-    figure beside it) and the median CPU milliseconds per query of each kind of process."""
+def print_table(results: dict[tuple[str, int], list[Result]]) -> None:
+    """Per server, client kind, ef_search and connection count: the median recall@10, the
+    median total QPS (every round's figure beside it) and the median CPU milliseconds per
+    query of each kind of process."""
     import statistics
 
-    print("\n| server, client | connections | total QPS, median (rounds) | CPU ms per query, "
-          "median: by process kind; total |")
-    print("|---|---|---|---|")
+    print("\n| server, client, ef_search | connections | recall@10 | total QPS, median (rounds) "
+          "| CPU ms per query, median: by process kind; total |")
+    print("|---|---|---|---|---|")
     for (name, c), runs in results.items():
-        qps = [q for q, _ in runs]
-        roles = sorted({role for _, cpu in runs for role in cpu})
-        cpu = {role: statistics.median(r.get(role, 0.0) for _, r in runs) for role in roles}
-        print(f"| {name} | {c} | {statistics.median(qps):,.0f} "
+        qps = [q for q, _, _ in runs]
+        recalls = [r for _, _, r in runs if r is not None]
+        recall = f"{statistics.median(recalls):.3f}" if recalls else "-"
+        roles = sorted({role for _, cpu, _ in runs for role in cpu})
+        cpu = {role: statistics.median(r.get(role, 0.0) for _, r, _ in runs) for role in roles}
+        print(f"| {name} | {c} | {recall} | {statistics.median(qps):,.0f} "
               f"({', '.join(f'{x:,.0f}' for x in qps)}) | "
               + ", ".join(f"{role} {ms:.3f}" for role, ms in cpu.items())
               + f"; {sum(cpu.values()):.3f} |")
 
 
-def main(argv: list[str]) -> int:
+def parser_of() -> argparse.ArgumentParser:
+    """The command line's options."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks workers")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--rows", type=int, default=100_000)
@@ -472,8 +528,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--binary", action="store_true",
                         help="send the query vector in binary through pgvector's adapter, "
                              "uncast, as the suite does (--qps; default: text with ::vector)")
+    parser.add_argument("--ef", type=ef_list, default=[40], metavar="LIST",
+                        help="sqlvec's hnsw.ef_search per case, comma-separated; `default`: "
+                             "not set, the calibrated recall target (--qps; default 40)")
+    parser.add_argument("--pg-ef", type=ef_list, default=[40], metavar="LIST",
+                        help="PostgreSQL's hnsw.ef_search per case, comma-separated (--qps; "
+                             "default 40)")
     parser.add_argument("--pgserver", metavar="DIR",
                         help="also PostgreSQL + pgvector from the pgserver package in DIR (--qps)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    parser = parser_of()
     args = parser.parse_args(argv)
     if args.binary and args.in_process:
         parser.error("--in-process sends text; `python -m benchmarks profile` times the binary "
