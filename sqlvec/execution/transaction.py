@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sqlvec.errors import SerializationFailure
+from sqlvec.errors import SerializationFailure, SqlVecError
 from sqlvec.execution.constraints import ROW_CHECKS
 from sqlvec.storage.keys import MISSING, KeyIndex
 from sqlvec.storage.row_locks import LockHolder
@@ -144,21 +144,34 @@ class Transaction:
             overlay = self.overlays[table.id] = TableOverlay(table)
         return overlay
 
-    def insert(self, table: Table, rows: pa.Table) -> pa.Table:
-        """Buffer rows (logical schema); returns them with their provisional row ids."""
+    def insert(self, table: Table, rows: pa.Table, rerun_after_wait: bool = False) -> pa.Table:
+        """Buffer rows (logical schema); returns them with their provisional row ids.
+
+        In a block, the rows' key values are held first (`LockHolder.lock_keys`): one another
+        open block inserted is waited for, then checked as usual (23505 if it committed).
+        `rerun_after_wait` (ON CONFLICT, which chose its rows before the wait): a wait raises
+        `RowChanged` instead, so the statement runs again on what the other block left."""
         overlay = self._overlay(table)
         n = rows.num_rows
         if table.def_.constraints:
             ROW_CHECKS(table.def_, rows)
         ids = np.arange(self._next_provisional, self._next_provisional - n, -1, dtype=np.int64)
+        mark = None
+        if n and self.early_checks and table.keys and self.locks is not None:
+            mark = self._lock_keys(table, rows, ids, rerun_after_wait)
         self.changes += 1
         if n and self.early_checks:
-            for i, uk in enumerate(table.keys):
-                if self.key_deferred(uk.def_):  # checked at COMMIT (by the store's prepare)
-                    overlay.own_keys(i).insert(*uk.held(rows, ids))
-                    continue
-                values, valid = self._check_keys(table, overlay, rows, i)
-                overlay.own_keys(i).insert(values, ids if valid is None else ids[valid])
+            try:
+                for i, uk in enumerate(table.keys):
+                    if self.key_deferred(uk.def_):  # checked at COMMIT (the store's prepare)
+                        overlay.own_keys(i).insert(*uk.held(rows, ids))
+                        continue
+                    values, valid = self._check_keys(table, overlay, rows, i)
+                    overlay.own_keys(i).insert(values, ids if valid is None else ids[valid])
+            except SqlVecError:
+                if mark is not None:  # no other block waits for rows that never were
+                    self.locks.release_since(mark)  # type: ignore[union-attr]
+                raise
         elif n:
             overlay._own_keys = None  # rebuilt from `inserted` if ever asked for
         self._next_provisional -= n
@@ -167,6 +180,24 @@ class Transaction:
         if self.watch is not None:
             self.watch("i", table, with_ids)
         return with_ids
+
+    def _lock_keys(self, table: Table, rows: pa.Table, ids: np.ndarray,
+                   rerun_after_wait: bool) -> dict:
+        """Hold the rows' values of each immediately checked unique key for this block;
+        where its locks stood before (`LockHolder.mark`)."""
+        locks = self.locks
+        assert locks is not None
+        mark = locks.mark()
+        waited = False
+        for i, uk in enumerate(table.keys):
+            if not self.key_deferred(uk.def_):
+                values = uk.held(rows, ids)[0]
+                if values.size:
+                    waited |= locks.lock_keys(table, i, values.tolist())
+        if waited and rerun_after_wait:
+            locks.release_since(mark)
+            raise locks.changed()
+        return mark
 
     def key_deferred(self, key: KeyDef) -> bool:
         """Whether unique key `key` is checked at COMMIT in this transaction: DEFERRABLE and
