@@ -350,7 +350,7 @@ def _store(session: Session, target: Table, data: pa.Table) -> None:
         foreign_keys.run_statement(session.store, txn, lambda: txn.insert(target, data),
                                    not session.explicit)
         if not session.explicit:
-            session.store.commit(txn.ops())
+            commit_inserts(session, txn.ops())
     elif session.explicit:
         assert session.txn is not None
         session.txn.insert(target, data)

@@ -336,7 +336,7 @@ def _fast_insert(session: Session, prepared: PreparedStatement, params: list) ->
     if session.explicit:
         session.txn = txn
     else:
-        session.store.commit(txn.ops())
+        commit_inserts(session, txn.ops())
     return Result("INSERT 0 1", prepared.columns, returning)
 
 

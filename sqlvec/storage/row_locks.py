@@ -113,7 +113,15 @@ class LockHolder:
         other blocks that inserted one of them; whether it waited. Called before the values
         are checked against committed rows, so a holder's commit is either seen by that
         check or waited for."""
-        return self._take(table, table.key_locks, [(key, v) for v in values], False)
+        locks = table.key_locks
+        if len(values) == 1:  # a single-row INSERT's value no one holds: taken at once
+            entry = (key, values[0])
+            with table.lock:
+                if entry not in locks:
+                    locks[entry] = self
+                    self.held.setdefault(table, []).append(entry)
+                    return False
+        return self._take(table, locks, [(key, v) for v in values], False)
 
     def _take(self, table: LockedTable, locks: dict, entries: list, shared: bool,
               nowait: bool = False) -> bool:

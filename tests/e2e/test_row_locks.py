@@ -110,17 +110,21 @@ def test_second_writer_acts_on_what_the_first_left(uri, first_sql, end, second_s
     assert (counter(uri), counter(uri, 2)) == final
 
 
-def test_deadlock_fails_one_and_the_other_proceeds(uri):
-    first = begin(uri, "UPDATE c SET n = n + 1 WHERE id = 1")
-    second = begin(uri, "UPDATE c SET n = n + 1 WHERE id = 2")
+@pytest.mark.parametrize("write, rows", [
+    ("UPDATE c SET n = n + 1 WHERE id = {}", (1, 2)),  # row waits
+    ("INSERT INTO c VALUES ({}, 1)", (5, 6)),  # key waits
+])
+def test_deadlock_fails_one_and_the_other_proceeds(uri, write, rows):
+    first = begin(uri, write.format(rows[0]))
+    second = begin(uri, write.format(rows[1]))
     with first, second, ThreadPoolExecutor(2) as pool:
-        one = waiting(pool, first, "UPDATE c SET n = n + 1 WHERE id = 2")
-        other = pool.submit(lambda: second.execute("UPDATE c SET n = n + 1 WHERE id = 1"))
+        one = waiting(pool, first, write.format(rows[1]))
+        other = pool.submit(lambda: second.execute(write.format(rows[0])))
         states = sorted([sqlstate(one), sqlstate(other)], key=str)
         assert states == ["40P01", None]
         for conn in (first, second):
             conn.execute("COMMIT")  # the failed one's rolls back
-    assert (counter(uri), counter(uri, 2)) == (1, 1)  # the survivor's two updates
+    assert [counter(uri, k) for k in rows] == [1, 1]  # the survivor's two writes
 
 
 def test_deadlock_message(uri):
@@ -402,11 +406,12 @@ def error_of(future: Future) -> tuple[str | None, str, str | None]:
 
 @pytest.mark.parametrize("second_in_block", [True, False])
 @pytest.mark.parametrize("end", ["COMMIT", "ROLLBACK"])
-def test_insert_of_a_key_another_block_inserted_waits(uri, end, second_in_block):
+@pytest.mark.parametrize("returning", ["", " RETURNING id"])
+def test_insert_of_a_key_another_block_inserted_waits(uri, end, second_in_block, returning):
     first = begin(uri, "INSERT INTO c VALUES (5, 1)")
     second = begin(uri) if second_in_block else connect(uri)
     with first, second, ThreadPoolExecutor(1) as pool:
-        insert = waiting(pool, second, "INSERT INTO c VALUES (5, 2)")
+        insert = waiting(pool, second, "INSERT INTO c VALUES (5, 2)" + returning)
         first.execute(end)
         if end == "COMMIT":
             assert error_of(insert) == (
@@ -472,20 +477,6 @@ def test_copy_waits_for_a_block_with_the_same_key(uri):
         first.execute("ROLLBACK")
         future.result(timeout=30)
     assert [counter(uri, k) for k in (9, 10)] == [2, 2]
-
-
-def test_deadlock_between_two_key_waits(uri):
-    first = begin(uri, "INSERT INTO c VALUES (5, 1)")
-    second = begin(uri, "INSERT INTO c VALUES (6, 2)")
-    with first, second, ThreadPoolExecutor(2) as pool:
-        one = waiting(pool, first, "INSERT INTO c VALUES (6, 1)")
-        other = pool.submit(lambda: second.execute("INSERT INTO c VALUES (5, 2)"))
-        states = [sqlstate(one), sqlstate(other)]
-        assert sorted(states, key=str) == ["40P01", None]
-        for conn in (first, second):
-            conn.execute("COMMIT")  # the failed one's rolls back
-    survivor = 1 if states[0] is None else 2
-    assert [counter(uri, k) for k in (5, 6)] == [survivor, survivor]
 
 
 def test_lock_timeout_ends_a_key_wait(uri):
