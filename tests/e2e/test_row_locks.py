@@ -533,3 +533,26 @@ def test_a_shared_reader_waits_for_a_writer(uri):
         assert read.result(timeout=30) == [(5,)]
         reader.execute("COMMIT")
 
+
+
+def test_a_block_holding_rows_goes_ahead_of_a_waiting_alter(uri):
+    """A block holds a row, a second block's UPDATE waits for it, a third block's ALTER waits
+    for that statement: the first block's next statements do not queue behind the ALTER (a
+    cycle neither wait sees); it commits, and the others follow."""
+    first = begin(uri, "UPDATE c SET n = 1 WHERE id = 1")
+    second = begin(uri)
+    third = begin(uri)
+    with first, second, third, ThreadPoolExecutor(3) as pool:
+        update = waiting(pool, second, "UPDATE c SET n = n + 1 WHERE id = 1")
+        alter = waiting(pool, third, "ALTER TABLE c ADD COLUMN extra int")
+        first.execute("SET LOCAL statement_timeout = '5s'")
+        assert first.execute("SELECT n FROM c WHERE id = 1").fetchall() == [(1,)]
+        first.execute("COMMIT")
+        assert update.result(timeout=30) == 1
+        commit = pool.submit(lambda: second.execute("COMMIT"))
+        alter.result(timeout=30)
+        third.execute("COMMIT")
+        commit.result(timeout=30)
+    assert counter(uri) == 2
+    with connect(uri) as conn:
+        assert conn.execute("SELECT extra FROM c WHERE id = 1").fetchall() == [(None,)]
