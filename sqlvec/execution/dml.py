@@ -382,7 +382,7 @@ def _run_insert(plan: WritePlan, ctx: ExecContext, txn: Transaction):
         rows, updated = plan.conflict.apply(ctx, txn, rows)
     else:
         updated = None
-    with_ids = txn.insert(table, rows)
+    with_ids = txn.insert(table, rows, rerun_after_wait=plan.conflict is not None)
     count = rows.num_rows
     returning = None
     if plan.returning is not None:

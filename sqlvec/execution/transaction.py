@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sqlvec.errors import SerializationFailure
+from sqlvec.errors import SerializationFailure, SqlVecError
 from sqlvec.execution.constraints import ROW_CHECKS
 from sqlvec.storage.keys import MISSING, KeyIndex
 from sqlvec.storage.row_locks import LockHolder
@@ -144,29 +144,51 @@ class Transaction:
             overlay = self.overlays[table.id] = TableOverlay(table)
         return overlay
 
-    def insert(self, table: Table, rows: pa.Table) -> pa.Table:
-        """Buffer rows (logical schema); returns them with their provisional row ids."""
+    def insert(self, table: Table, rows: pa.Table, rerun_after_wait: bool = False) -> pa.Table:
+        """Buffer rows (logical schema); returns them with their provisional row ids.
+
+        In a block, the rows' key values are held first (`LockHolder.lock_keys`): one another
+        open block inserted is waited for, then checked as usual (23505 if it committed).
+        `rerun_after_wait` (ON CONFLICT, which chose its rows before the wait): a wait raises
+        `RowChanged` instead, so the statement runs again on what the other block left."""
         overlay = self._overlay(table)
         n = rows.num_rows
         if table.def_.constraints:
             ROW_CHECKS(table.def_, rows)
         ids = np.arange(self._next_provisional, self._next_provisional - n, -1, dtype=np.int64)
-        self.changes += 1
+        locks = self.locks if n and self.early_checks and table.keys else None
+        mark = locks.mark() if locks is not None else None
         if n and self.early_checks:
-            for i, uk in enumerate(table.keys):
-                if self.key_deferred(uk.def_):  # checked at COMMIT (by the store's prepare)
-                    overlay.own_keys(i).insert(*uk.held(rows, ids))
-                    continue
-                values, valid = self._check_keys(table, overlay, rows, i)
-                overlay.own_keys(i).insert(values, ids if valid is None else ids[valid])
+            try:
+                for i, uk in enumerate(table.keys):
+                    if self.key_deferred(uk.def_):  # checked at COMMIT (the store's prepare)
+                        overlay.own_keys(i).insert(*uk.held(rows, ids))
+                        continue
+                    values, valid = self._check_keys(
+                        table, overlay, rows, i, hold=None if locks is None else rerun_after_wait)
+                    overlay.own_keys(i).insert(values, ids if valid is None else ids[valid])
+            except SqlVecError:
+                if mark is not None:  # no other block waits for rows that never were
+                    locks.release_since(mark)  # type: ignore[union-attr]
+                raise
         elif n:
             overlay._own_keys = None  # rebuilt from `inserted` if ever asked for
+        self.changes += 1
         self._next_provisional -= n
         with_ids = rows.append_column(ROWID, pa.array(ids))
         overlay.inserted.append(with_ids)
         if self.watch is not None:
             self.watch("i", table, with_ids)
         return with_ids
+
+    def _hold(self, table: Table, key: int, values: list, rerun_after_wait: bool) -> None:
+        """Hold key values this block inserts (`LockHolder.lock_keys`) before they are
+        checked against committed rows; after a wait, `rerun_after_wait` raises `RowChanged`
+        (40001 if repeatable): the statement chose its rows before the other block ended."""
+        locks = self.locks
+        assert locks is not None
+        if locks.lock_keys(table, key, values) and rerun_after_wait:
+            raise locks.changed()  # (what it took goes with the failed insert's release)
 
     def key_deferred(self, key: KeyDef) -> bool:
         """Whether unique key `key` is checked at COMMIT in this transaction: DEFERRABLE and
@@ -218,24 +240,27 @@ class Transaction:
         if first is not None:
             raise table.duplicate_key(first[1], first[2])
 
-    def _check_keys(self, table: Table, overlay: TableOverlay, rows: pa.Table,
-                    key: int, own: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    def _check_keys(self, table: Table, overlay: TableOverlay, rows: pa.Table, key: int,
+                    own: bool = True, hold: bool | None = None
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
         """The rows' keys the index holds, checked against the transaction's own rows and
         committed ones, and which rows those are (None: all; rows with a NULL in a key
         are not held, as NULLs are distinct). `own=False`: `rows` are the transaction's
-        own rows, checked among themselves and against committed ones."""
+        own rows, checked among themselves and against committed ones. `hold` (not None):
+        the block holds the keys first (`_hold`; True: ON CONFLICT's re-run after a wait)."""
         valid = table.keys[key].valid(rows)
         if valid is not None:
             rows = rows.filter(pa.array(valid))
             if rows.num_rows == 0:
                 return table.keys[key].no_keys(), valid
         value = table.key_value_one(rows, key) if rows.num_rows == 1 else None
+        values = table.key_values(rows, key) if value is None else None
+        if hold is not None:
+            self._hold(table, key, [value] if value is not None else values.tolist(), hold)
         if value is not None:  # one row (not NULL): the same checks without NumPy
             dup = value if (own and overlay.own_keys(key).get(value) != MISSING) or \
                 overlay.committed_holder(value, key) != MISSING else None
-            values = None
         else:
-            values = table.key_values(rows, key)
             dup = KeyIndex.first_duplicate(values)
         if value is None and dup is None:
             clash = overlay.committed_holders(rows, key) != MISSING

@@ -21,6 +21,7 @@ from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.transaction import Transaction
 from sqlvec.memory import KeptMemory
 from sqlvec.session.results import Result, ResultColumn
+from sqlvec.session.writes import commit_inserts
 from sqlvec.sql.copy import CopyCommand
 from sqlvec.storage.wal import EncodedBatch, InsertOp, InsertRunOp, background_thread
 
@@ -290,7 +291,7 @@ def copy_in(session: Session, table: str, columns: list[str] | None, rows: pa.Ta
     if staged and loader is not None and loader.table_def is d and loader.names == names \
             and not session.explicit and sum(p.batch.num_rows for p in staged) == n_rows:
         run = InsertRunOp.start(target.id, staged, loader.joined(len(staged)))
-        lsn = session.store.commit([run])
+        lsn = commit_inserts(session, [run])
         if run.logged:
             loader.committed(lsn)
     else:
@@ -349,9 +350,9 @@ def _store(session: Session, target: Table, data: pa.Table) -> None:
         foreign_keys.run_statement(session.store, txn, lambda: txn.insert(target, data),
                                    not session.explicit)
         if not session.explicit:
-            session.store.commit(txn.ops())
+            commit_inserts(session, txn.ops())
     elif session.explicit:
         assert session.txn is not None
         session.txn.insert(target, data)
     else:  # the commit checks keys against committed rows and within the batch itself
-        session.store.commit([InsertOp(target.id, data)])
+        commit_inserts(session, [InsertOp(target.id, data)])

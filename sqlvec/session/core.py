@@ -653,8 +653,12 @@ class Session:
 
     def _shared_ddl_lock(self) -> contextlib.AbstractContextManager:
         """Hold the database's DDL lock shared: wait while another transaction's schema
-        changes are open (cancel, statement_timeout and lock_timeout end the wait)."""
-        return self._ddl_lock.shared(self.pid, self._waiting)
+        changes are open (cancel, statement_timeout and lock_timeout end the wait). A block
+        holding row or key locks goes ahead of a session waiting to change the schema: that
+        one may wait for a statement that waits for this block's rows."""
+        holder = self.lock_holder
+        return self._ddl_lock.shared(self.pid, self._waiting,
+                                     holder is not None and bool(holder.held))
 
     def _waiting(self) -> tuple[Callable[[], None], int]:
         """What a wait for the DDL lock checks (cancel, statement_timeout) and its limit

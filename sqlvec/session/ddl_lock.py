@@ -41,20 +41,23 @@ class DdlLock:
         self.on_change: Callable[[bool], None] | None = None
         self._told = False
 
-    def shared(self, pid: int, waiting: Callable[[], tuple[Callable[[], None], int]]
-               ) -> _SharedHold:
+    def shared(self, pid: int, waiting: Callable[[], tuple[Callable[[], None], int]],
+               ahead: bool = False) -> _SharedHold:
         """Hold the lock shared for a `with` block: waits while another session holds it
-        exclusively (or waits to: its schema changes go first). `waiting` is asked only when
-        there is a wait: it returns the check for interrupts and the timeout in ms (0: none)."""
-        return _SharedHold(self, pid, waiting)
+        exclusively (or waits to: its schema changes go first, unless `ahead`: the session
+        holds row locks that the statements the waiter waits for may be waiting on, a cycle
+        no wait-for graph sees; PostgreSQL too lets a lock's holder ahead of the waiters it
+        blocks). `waiting` is asked only when there is a wait: it returns the check for
+        interrupts and the timeout in ms (0: none)."""
+        return _SharedHold(self, pid, waiting, ahead)
 
-    def _acquire_shared(self, pid: int,
-                        waiting: Callable[[], tuple[Callable[[], None], int]]) -> None:
+    def _acquire_shared(self, pid: int, waiting: Callable[[], tuple[Callable[[], None], int]],
+                        ahead: bool) -> None:
         with self._mutex:
-            if not self._may_share(pid):
+            if not self._may_share(pid, ahead):
                 check_interrupts, timeout_ms = waiting()
                 deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
-                while not self._may_share(pid):
+                while not self._may_share(pid, ahead):
                     _wait(self._cond, check_interrupts, deadline)
             self._shared[pid] = self._shared.get(pid, 0) + 1
 
@@ -68,13 +71,14 @@ class DdlLock:
                 if self._waiting_exclusive:
                     self._cond.notify_all()
 
-    def _may_share(self, pid: int) -> bool:
+    def _may_share(self, pid: int, ahead: bool = False) -> bool:
         if self.owner is not None:
             return self.owner == pid
         # A session waiting to hold it exclusively goes first, unless this one holds it
-        # already (a statement inside its statement).
+        # already (a statement inside its statement) or goes `ahead`.
         waiting = self._waiting_exclusive
-        return pid in self._shared or not waiting or (len(waiting) == 1 and pid in waiting)
+        return ahead or pid in self._shared or not waiting or \
+            (len(waiting) == 1 and pid in waiting)
 
     def acquire_exclusive(self, pid: int, check_interrupts: Callable[[], None],
                           timeout_ms: int = 0) -> None:
@@ -130,14 +134,14 @@ class _SharedHold:
     """One shared hold of a `DdlLock`, as a context manager (no generator: it is taken for
     every statement)."""
 
-    __slots__ = ("lock", "pid", "waiting")
+    __slots__ = ("lock", "pid", "waiting", "ahead")
 
     def __init__(self, lock: DdlLock, pid: int,
-                 waiting: Callable[[], tuple[Callable[[], None], int]]) -> None:
-        self.lock, self.pid, self.waiting = lock, pid, waiting
+                 waiting: Callable[[], tuple[Callable[[], None], int]], ahead: bool) -> None:
+        self.lock, self.pid, self.waiting, self.ahead = lock, pid, waiting, ahead
 
     def __enter__(self) -> None:
-        self.lock._acquire_shared(self.pid, self.waiting)
+        self.lock._acquire_shared(self.pid, self.waiting, self.ahead)
 
     def __exit__(self, *exc: object) -> None:
         self.lock._release_shared(self.pid)

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 class Locking:
     """SELECT ... FOR UPDATE / FOR SHARE over one table: the rows it returns are locked as an
     UPDATE's are (storage/row_locks.py), their row ids read from a last output column the
-    statement gets (`with_row_id`), left out of its result. FOR SHARE locks as FOR UPDATE
-    does (two FOR SHARE readers of a row wait for each other, unlike PostgreSQL's)."""
+    statement gets (`with_row_id`), left out of its result. FOR SHARE and FOR KEY SHARE
+    lock shared (`shared`): their readers do not wait for each other, writers wait for
+    them."""
 
     table_id: int
     qualifier: str
@@ -38,6 +39,7 @@ class Locking:
     limit: int | None = None
     offset: int = 0
     fields: tuple = ()  # the output's fields without the row id
+    shared: bool = False  # FOR SHARE / FOR KEY SHARE
 
     def with_row_id(self, ast: exp.Select) -> exp.Select:
         """The query with the locked table's row id added as its last output column (and,
@@ -74,10 +76,10 @@ class Locking:
         """Lock the rows (row ids in the last column); those SKIP LOCKED returns."""
         rowids = rows.column(rows.num_columns - 1).to_numpy()
         if not self.skip:
-            holder.lock(table, rowids, self.nowait)
+            holder.lock(table, rowids, self.nowait, self.shared)
             return rows
         most = None if self.limit is None else self.offset + self.limit
-        taken = holder.lock_free(table, rowids, most)
+        taken = holder.lock_free(table, rowids, most, self.shared)
         return rows.take(pa.array(taken[self.offset:], pa.int64()))
 
 
@@ -104,8 +106,9 @@ def locking(ast: exp.Expression, planner: Planner) -> Locking | None:
     except SqlVecError:
         return None  # a view, a CTE, a virtual table: planned (and refused) as they are
     skip = any(lock.args.get("wait") is False for lock in locks)
+    shared = all(not lock.args.get("update") for lock in locks)
     return Locking(target.id, table.alias_or_name, any(lock.args.get("wait") for lock in locks),
-                   skip, *(_bounds(ast) if skip else (None, 0)))
+                   skip, *(_bounds(ast) if skip else (None, 0)), shared=shared)
 
 
 def _bounds(ast: exp.Select) -> tuple[int | None, int]:

@@ -24,7 +24,7 @@ from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.values import typed_params
 from sqlvec.session import transactions
 from sqlvec.session.results import PreparedStatement, Result, renamed
-from sqlvec.storage.row_locks import RowChanged, RowLocked, wait_for_end
+from sqlvec.storage.row_locks import KeyLocked, RowChanged, RowLocked, wait_for_end
 
 if TYPE_CHECKING:
     from sqlvec.session.core import Session
@@ -305,7 +305,7 @@ def _fast_insert(session: Session, prepared: PreparedStatement, params: list) ->
         if checked:
             foreign_keys.check_new_rows(session.store, write.table,
                                         pa.Table.from_batches([op.batch]))
-        session.store.commit([op])
+        commit_inserts(session, [op])
         return Result("INSERT 0 1", prepared.columns, None)
     nextval_calls = session.nextval_calls
     batch = _after_gathered(session, lambda: write.fast.row(  # type: ignore[union-attr]
@@ -336,7 +336,7 @@ def _fast_insert(session: Session, prepared: PreparedStatement, params: list) ->
     if session.explicit:
         session.txn = txn
     else:
-        session.store.commit(txn.ops())
+        commit_inserts(session, txn.ops())
     return Result("INSERT 0 1", prepared.columns, returning)
 
 
@@ -390,6 +390,16 @@ def _commit_retrying(session: Session, make_ops: Callable[[], list | None]) -> l
                 if attempt == UPSERT_ATTEMPTS:
                     raise
             session.store.settle()  # the commit it lost to is applied before it runs again
+
+
+def commit_inserts(session: Session, ops: list) -> int:
+    """Commit inserts that lock nothing (autocommit); one of whose key values an open block
+    inserted waits for that block's end and is committed again (23505 if it committed)."""
+    while True:
+        try:
+            return session.store.commit(ops)
+        except KeyLocked as exc:
+            _waited_for_row(session, exc)
 
 
 def _waited_for_row(session: Session, exc: SqlVecError) -> bool:

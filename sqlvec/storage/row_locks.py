@@ -17,6 +17,13 @@ claimed first (the locker then finds it gone: `RowChanged`), never both.
   EvalPlanQual, statement-wide); at REPEATABLE READ and SERIALIZABLE it is 40001.
 - An autocommit write locks nothing: its commit meets the lock (`RowLocked`), waits for the
   holder's end and runs again.
+- A block's INSERT registers the unique-key values of its rows (`LockHolder.lock_keys`,
+  `Table.key_locks`, under the table's lock, before checking them against committed rows): a
+  second block inserting one of them waits for the first's end, then checks again (23505 if
+  it committed, on if it rolled back); an autocommit commit meeting one (`Table.prepare`)
+  raises `KeyLocked`, waits and runs again, as for a row.
+- SELECT ... FOR SHARE / FOR KEY SHARE lock rows shared (`SharedLock`): such readers do not
+  wait for each other; a writer waits for all of them.
 - Waits form a wait-for graph (each holder waits for at most one other); a waiter still waiting
   after deadlock_timeout looks for a cycle through itself and, finding one, fails with 40P01.
 """
@@ -47,6 +54,7 @@ class LockedTable(Protocol):
     """What locking rows needs of a table (storage/table.py's, which imports this module)."""
 
     row_locks: dict[int, object]
+    key_locks: dict[tuple[int, object], object]
     lock: threading.RLock
     def_: object
 
@@ -72,6 +80,11 @@ class RowLocked(SerializationFailure):
         self.holder = holder
 
 
+class KeyLocked(RowLocked):
+    """A commit inserts a unique-key value another open block has inserted: the committer
+    waits for that block's end and runs again (23505 then if it committed)."""
+
+
 class LockHolder:
     """The row locks of one transaction block, and what its waits check."""
 
@@ -80,56 +93,99 @@ class LockHolder:
         self.xid = next(_ids)  # the transaction number deadlock reports name
         self.waiting = waiting
         self.repeatable = repeatable  # REPEATABLE READ or SERIALIZABLE: no re-run, 40001
-        self.held: dict[LockedTable, list[int]] = {}
+        # Per table, what this block holds, in the order taken: row ids (`lock`) and, as
+        # (key number, value) pairs, the unique-key values of its inserted rows (`lock_keys`).
+        self.held: dict[LockedTable, list] = {}
         self.waits_for: LockHolder | None = None
         self.ended = False
         self.releases = 0  # ROLLBACK TOs that released some of the locks (`release_since`)
 
-    def lock(self, table: LockedTable, rowids: np.ndarray, nowait: bool = False) -> None:
+    def lock(self, table: LockedTable, rowids: np.ndarray, nowait: bool = False,
+             shared: bool = False) -> None:
         """Lock committed rows `rowids` of `table` until this block ends, waiting for other
-        blocks holding them. Raises `RowChanged` (40001 if repeatable) when a row is no longer
-        the version read, 55P03 with `nowait` for a row another block holds."""
-        locks = table.row_locks
-        wanted = [r for r in rowids.tolist() if locks.get(r) is not self]
+        blocks holding them (`shared`, FOR SHARE: only for those holding them exclusively).
+        Raises `RowChanged` (40001 if repeatable) when a row is no longer the version read,
+        55P03 with `nowait` for a row another block holds."""
+        self._take(table, table.row_locks, rowids.tolist(), shared, nowait)
+
+    def lock_keys(self, table: LockedTable, key: int, values: list) -> bool:
+        """Hold the values of unique key `key` this block inserts until it ends, waiting for
+        other blocks that inserted one of them; whether it waited. Called before the values
+        are checked against committed rows, so a holder's commit is either seen by that
+        check or waited for."""
+        locks = table.key_locks
+        if len(values) == 1:  # a single-row INSERT's value no one holds: taken at once
+            entry = (key, values[0])
+            with table.lock:
+                if entry not in locks:
+                    locks[entry] = self
+                    self.held.setdefault(table, []).append(entry)
+                    return False
+        return self._take(table, locks, [(key, v) for v in values], False)
+
+    def _take(self, table: LockedTable, locks: dict, entries: list, shared: bool,
+              nowait: bool = False) -> bool:
+        """Hold `entries` of `locks` (row ids are checked live first), waiting for the
+        blocks holding them in a conflicting mode; whether it waited."""
+        wanted = [e for e in entries if not self._holds(locks.get(e), shared)]
+        waited = False
         while wanted:
             with table.lock:
-                blocker = next((h for h in map(locks.get, wanted)
-                                if h is not None and h is not self), None)
+                blocker = next((b for b in (conflicting(locks.get(e), self, shared)
+                                            for e in wanted) if b is not None), None)
                 if blocker is None:
-                    if not table.still_live(np.asarray(wanted, dtype=np.int64)):
-                        raise self._changed()
-                    for r in wanted:
-                        locks[r] = self
+                    if locks is table.row_locks and \
+                            not table.still_live(np.asarray(wanted, dtype=np.int64)):
+                        raise self.changed()
+                    for entry in wanted:
+                        self._grant(locks, entry, shared)
                     self.held.setdefault(table, []).extend(wanted)
-                    return
+                    return waited
             if nowait:
                 raise SqlVecError(
                     f'could not obtain lock on row in relation "{table.def_.name}"',  # type: ignore[attr-defined]
                     sqlstate="55P03")
             wait_for_end(blocker, self, self.waiting)
+            waited = True
+        return waited
 
-    def lock_free(self, table: LockedTable, rowids: np.ndarray, most: int | None) -> list[int]:
-        """SKIP LOCKED: lock, in order, those of `rowids` no other block holds, until `most` are
-        this block's; their positions in `rowids`. A row changed since the snapshot raises as
-        `lock` does."""
+    def _holds(self, entry: object, shared: bool) -> bool:
+        """Whether this block holds a lock entry in the mode asked for (or a stronger one)."""
+        return entry is self or \
+            (shared and type(entry) is SharedLock and self in entry.holders)  # type: ignore[union-attr]
+
+    def _grant(self, locks: dict, entry: object, shared: bool) -> None:
+        held = locks.get(entry)
+        if not shared:
+            locks[entry] = self  # an upgrade of this block's shared lock too
+        elif held is None:
+            locks[entry] = SharedLock(self)
+        elif type(held) is SharedLock and self not in held.holders:
+            held.holders.append(self)
+
+    def lock_free(self, table: LockedTable, rowids: np.ndarray, most: int | None,
+                  shared: bool = False) -> list[int]:
+        """SKIP LOCKED: lock, in order, those of `rowids` no other block holds (in a mode
+        conflicting with `shared`), until `most` are this block's; their positions in
+        `rowids`. A row changed since the snapshot raises as `lock` does."""
         locks = table.row_locks
         taken: list[int] = []
         with table.lock:
             for position, rowid in enumerate(rowids.tolist()):
                 if most is not None and len(taken) == most:
                     break
-                holder = locks.get(rowid)
-                if holder is None:
-                    if not table.still_live(np.array([rowid], dtype=np.int64)):
-                        raise self._changed()
-                    locks[rowid] = self
-                    self.held.setdefault(table, []).append(rowid)
-                elif holder is not self:
+                entry = locks.get(rowid)
+                if conflicting(entry, self, shared) is not None:
                     continue
+                if not self._holds(entry, shared):
+                    if not table.still_live(np.array([rowid], dtype=np.int64)):
+                        raise self.changed()
+                    self._grant(locks, rowid, shared)
+                    self.held.setdefault(table, []).append(rowid)
                 taken.append(position)
         return taken
 
-    def _changed(self) -> SerializationFailure:
+    def changed(self) -> SerializationFailure:
         """A row to lock changed since the snapshot: re-read at READ COMMITTED, else 40001."""
         if self.repeatable:
             return SerializationFailure("could not serialize access due to concurrent update")
@@ -158,13 +214,38 @@ class LockHolder:
             self.ended = True
             _ended.notify_all()
 
-    def _free(self, rows: dict[LockedTable, list[int]]) -> None:
-        for table, rowids in rows.items():
+    def _free(self, held: dict[LockedTable, list]) -> None:
+        for table, entries in held.items():
             with table.lock:
-                locks = table.row_locks
-                for r in rowids:
-                    if locks.get(r) is self:
-                        del locks[r]
+                for entry in entries:
+                    locks = table.key_locks if type(entry) is tuple else table.row_locks
+                    lock = locks.get(entry)
+                    if lock is self:
+                        del locks[entry]
+                    elif type(lock) is SharedLock and self in lock.holders:
+                        lock.holders.remove(self)
+                        if not lock.holders:
+                            del locks[entry]
+
+
+class SharedLock:
+    """A row locked FOR SHARE (or FOR KEY SHARE) by one or more blocks at once: they do not
+    wait for each other; a writer (or FOR UPDATE) waits for all of them."""
+
+    __slots__ = ("holders",)
+
+    def __init__(self, holder: LockHolder) -> None:
+        self.holders = [holder]
+
+
+def conflicting(entry: object, me: object, shared: bool) -> LockHolder | None:
+    """Another block whose lock `entry` (a `LockHolder`, a `SharedLock` or None) keeps `me`
+    from taking it, shared or not; None when `me` may."""
+    if entry is None or entry is me:
+        return None
+    if type(entry) is SharedLock:
+        return None if shared else next((h for h in entry.holders if h is not me), None)
+    return entry  # type: ignore[return-value]
 
 
 def wait_for_end(holder: LockHolder, waiter: LockHolder | None, waiting: Waiting) -> None:

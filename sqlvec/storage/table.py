@@ -38,7 +38,7 @@ from sqlvec.storage import access_methods
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.keys import MISSING, HashKeyIndex, KeyIndex
 from sqlvec.storage.memtable import GrowingData, Memtable
-from sqlvec.storage.row_locks import RowLocked
+from sqlvec.storage.row_locks import KeyLocked, RowLocked, conflicting
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, KeyDef, TableDef
 from sqlvec.storage.search import (
     SearchPolicy,
@@ -780,6 +780,9 @@ class Table:
         # Rows locked by open transaction blocks (row id -> `row_locks.LockHolder`), under
         # `lock`: a commit deleting one of them waits for its holder (`prepare`).
         self.row_locks: dict[int, object] = {}
+        # Unique-key values open blocks inserted ((key number, value) -> holder), under `lock`:
+        # another block inserting one waits (`LockHolder.lock_keys`), an autocommit commit too.
+        self.key_locks: dict[tuple[int, object], object] = {}
         self._snapshot: TableSnapshot | None = None
         self.stats = TableStats()
 
@@ -1089,7 +1092,8 @@ class Table:
         Returns the ops in WAL form (inserts get their rowids and physical names). Raises
         23505 on a duplicate key, 40001 when a row to delete is already gone or claimed by
         another commit in flight, `RowLocked` when another block than `holder` (the
-        committing block's `LockHolder`) has it locked. Costs O(rows written), whatever the
+        committing block's `LockHolder`) has it locked, `KeyLocked` when an autocommit
+        commit (no `holder`) inserts a key value an open block inserted. Costs O(rows written), whatever the
         table's size."""
         out = []
         snap = None
@@ -1182,6 +1186,8 @@ class Table:
         with self.lock:
             if self.row_locks and claim.deleted:
                 self._check_row_locks(claim.deleted, holder)
+            if self.key_locks and holder is None:
+                self._check_key_locks(claim)
             self._claims.append(claim)
             for op in out:
                 claim.op_ids.append(id(op))
@@ -1195,9 +1201,16 @@ class Table:
         small, large = (rowids, locks) if len(rowids) <= len(locks) else (locks, rowids)
         for rowid in small:
             if rowid in large:
-                other = locks[rowid]
-                if other is not holder:
-                    raise RowLocked(other)  # type: ignore[arg-type]
+                other = conflicting(locks[rowid], holder, False)
+                if other is not None:
+                    raise RowLocked(other)
+
+    def _check_key_locks(self, claim: _Claim) -> None:
+        """`KeyLocked` when an autocommit commit inserts a key value an open block inserted
+        (under `lock`, as `_check_row_locks`; a block's own inserts registered theirs)."""
+        for (key, value), other in self.key_locks.items():
+            if claim.added[key].get(value) != MISSING:
+                raise KeyLocked(other)  # type: ignore[arg-type]
 
     def run_schema(self) -> pa.Schema:
         """The schema of an `InsertRunOp`'s batches: the physical one without the row id."""

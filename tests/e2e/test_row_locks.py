@@ -110,17 +110,21 @@ def test_second_writer_acts_on_what_the_first_left(uri, first_sql, end, second_s
     assert (counter(uri), counter(uri, 2)) == final
 
 
-def test_deadlock_fails_one_and_the_other_proceeds(uri):
-    first = begin(uri, "UPDATE c SET n = n + 1 WHERE id = 1")
-    second = begin(uri, "UPDATE c SET n = n + 1 WHERE id = 2")
+@pytest.mark.parametrize("write, rows", [
+    ("UPDATE c SET n = n + 1 WHERE id = {}", (1, 2)),  # row waits
+    ("INSERT INTO c VALUES ({}, 1)", (5, 6)),  # key waits
+])
+def test_deadlock_fails_one_and_the_other_proceeds(uri, write, rows):
+    first = begin(uri, write.format(rows[0]))
+    second = begin(uri, write.format(rows[1]))
     with first, second, ThreadPoolExecutor(2) as pool:
-        one = waiting(pool, first, "UPDATE c SET n = n + 1 WHERE id = 2")
-        other = pool.submit(lambda: second.execute("UPDATE c SET n = n + 1 WHERE id = 1"))
+        one = waiting(pool, first, write.format(rows[1]))
+        other = pool.submit(lambda: second.execute(write.format(rows[0])))
         states = sorted([sqlstate(one), sqlstate(other)], key=str)
         assert states == ["40P01", None]
         for conn in (first, second):
             conn.execute("COMMIT")  # the failed one's rolls back
-    assert (counter(uri), counter(uri, 2)) == (1, 1)  # the survivor's two updates
+    assert [counter(uri, k) for k in rows] == [1, 1]  # the survivor's two writes
 
 
 def test_deadlock_message(uri):
@@ -387,3 +391,168 @@ def test_a_wait_shows_in_pg_locks_and_pg_stat_activity(uri, second_in_block):
         if second_in_block:
             second.execute("COMMIT")
         assert third.execute(locks, (pid, holder)).fetchall() == []
+
+
+# An INSERT of a key another open transaction inserted waits for it -------------------------
+
+def error_of(future: Future) -> tuple[str | None, str, str | None]:
+    """A waiting statement's SQLSTATE, message and DETAIL (None: it succeeded)."""
+    try:
+        future.result(timeout=30)
+    except psycopg.Error as exc:
+        return exc.sqlstate, str(exc).splitlines()[0], exc.diag.message_detail
+    return None, "", None
+
+
+@pytest.mark.parametrize("second_in_block", [True, False])
+@pytest.mark.parametrize("end", ["COMMIT", "ROLLBACK"])
+@pytest.mark.parametrize("returning", ["", " RETURNING id"])
+def test_insert_of_a_key_another_block_inserted_waits(uri, end, second_in_block, returning):
+    first = begin(uri, "INSERT INTO c VALUES (5, 1)")
+    second = begin(uri) if second_in_block else connect(uri)
+    with first, second, ThreadPoolExecutor(1) as pool:
+        insert = waiting(pool, second, "INSERT INTO c VALUES (5, 2)" + returning)
+        first.execute(end)
+        if end == "COMMIT":
+            assert error_of(insert) == (
+                "23505", 'duplicate key value violates unique constraint "c_pkey"',
+                "Key (id)=(5) already exists.")
+        else:
+            assert error_of(insert) == (None, "", None)
+        if second_in_block:
+            second.execute("COMMIT")
+    assert counter(uri, 5) == (1 if end == "COMMIT" else 2)
+
+
+@pytest.mark.parametrize("end", ["COMMIT", "ROLLBACK"])
+@pytest.mark.parametrize("action, final", [
+    ("DO NOTHING", 1), ("(id) DO NOTHING", 1), ("(id) DO UPDATE SET n = c.n + 10", 11)])
+def test_on_conflict_waits_then_skips_or_updates(uri, end, action, final):
+    first = begin(uri, "INSERT INTO c VALUES (5, 1)")
+    second = begin(uri)
+    with first, second, ThreadPoolExecutor(1) as pool:
+        insert = waiting(pool, second, f"INSERT INTO c VALUES (5, 2) ON CONFLICT {action}")
+        first.execute(end)
+        count = insert.result(timeout=30)
+        second.execute("COMMIT")
+    if end == "COMMIT":
+        assert (count, counter(uri, 5)) == (0 if "NOTHING" in action else 1, final)
+    else:
+        assert (count, counter(uri, 5)) == (1, 2)
+
+
+def test_executemany_batch_waits_for_a_block_with_the_same_key(uri):
+    first = begin(uri, "INSERT INTO c VALUES (7, 1)")
+
+    async def batch() -> None:
+        conn = await asyncpg.connect(uri)
+        try:
+            await conn.executemany("INSERT INTO c VALUES ($1, 0)", [(6,), (7,), (8,)])
+        finally:
+            await conn.close()
+
+    with first, ThreadPoolExecutor(1) as pool:
+        future = pool.submit(asyncio.run, batch())
+        time.sleep(WAITING)
+        assert not future.done(), future.result()
+        first.execute("COMMIT")
+        with pytest.raises(asyncpg.UniqueViolationError) as caught:
+            future.result(timeout=30)
+    assert caught.value.detail == "Key (id)=(7) already exists."
+    assert [counter(uri, k) for k in (6, 7, 8)] == [None, 1, None]
+
+
+def test_copy_waits_for_a_block_with_the_same_key(uri):
+    first = begin(uri, "INSERT INTO c VALUES (9, 1)")
+    second = connect(uri)
+
+    def copy() -> None:
+        with second.cursor().copy("COPY c FROM STDIN") as copying:
+            copying.write("9\t2\n10\t2\n")
+
+    with first, second, ThreadPoolExecutor(1) as pool:
+        future = pool.submit(copy)
+        time.sleep(WAITING)
+        assert not future.done(), future.result()
+        first.execute("ROLLBACK")
+        future.result(timeout=30)
+    assert [counter(uri, k) for k in (9, 10)] == [2, 2]
+
+
+def test_lock_timeout_ends_a_key_wait(uri):
+    first = begin(uri, "INSERT INTO c VALUES (5, 1)")
+    second = begin(uri, "SET LOCAL lock_timeout = '200ms'")
+    with first, second:
+        with pytest.raises(psycopg.errors.LockNotAvailable) as caught:
+            second.execute("INSERT INTO c VALUES (5, 2)")
+        assert str(caught.value).startswith("canceling statement due to lock timeout")
+        second.execute("ROLLBACK")
+        first.execute("COMMIT")
+    assert counter(uri, 5) == 1
+
+
+# FOR SHARE / FOR KEY SHARE lock rows shared ------------------------------------------------
+
+@pytest.mark.parametrize("strength", ["FOR SHARE", "FOR KEY SHARE"])
+def test_shared_readers_do_not_wait_for_each_other(uri, strength):
+    first = begin(uri, f"SELECT n FROM c WHERE id = 1 {strength}")
+    second = begin(uri, "SET LOCAL lock_timeout = '2s'")
+    with first, second:
+        assert second.execute(f"SELECT n FROM c WHERE id = 1 {strength} NOWAIT").fetchall() == [(0,)]
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            second.execute("SELECT n FROM c WHERE id = 1 FOR UPDATE NOWAIT")
+        second.execute("ROLLBACK")
+        first.execute("COMMIT")
+
+
+@pytest.mark.parametrize("writer_in_block", [True, False])
+def test_a_writer_waits_for_every_shared_reader(uri, writer_in_block):
+    readers = [begin(uri, "SELECT n FROM c WHERE id = 1 FOR SHARE") for _ in range(2)]
+    writer = begin(uri) if writer_in_block else connect(uri)
+    with readers[0], readers[1], writer, ThreadPoolExecutor(1) as pool:
+        update = waiting(pool, writer, "UPDATE c SET n = n + 1 WHERE id = 1")
+        readers[0].execute("COMMIT")
+        time.sleep(WAITING)
+        assert not update.done(), update.result()  # the other reader still holds it
+        readers[1].execute("ROLLBACK")
+        assert update.result(timeout=30) == 1
+        if writer_in_block:
+            writer.execute("COMMIT")
+    assert counter(uri) == 1
+
+
+def test_a_shared_reader_waits_for_a_writer(uri):
+    writer = begin(uri, "UPDATE c SET n = 5 WHERE id = 1")
+    reader = begin(uri)
+    with writer, reader, ThreadPoolExecutor(1) as pool:
+        read = pool.submit(lambda: reader.execute(
+            "SELECT n FROM c WHERE id = 1 FOR SHARE").fetchall())
+        time.sleep(WAITING)
+        assert not read.done(), read.result()
+        writer.execute("COMMIT")
+        assert read.result(timeout=30) == [(5,)]
+        reader.execute("COMMIT")
+
+
+
+def test_a_block_holding_rows_goes_ahead_of_a_waiting_alter(uri):
+    """A block holds a row, a second block's UPDATE waits for it, a third block's ALTER waits
+    for that statement: the first block's next statements do not queue behind the ALTER (a
+    cycle neither wait sees); it commits, and the others follow."""
+    first = begin(uri, "UPDATE c SET n = 1 WHERE id = 1")
+    second = begin(uri)
+    third = begin(uri)
+    with first, second, third, ThreadPoolExecutor(3) as pool:
+        update = waiting(pool, second, "UPDATE c SET n = n + 1 WHERE id = 1")
+        alter = waiting(pool, third, "ALTER TABLE c ADD COLUMN extra int")
+        first.execute("SET LOCAL statement_timeout = '5s'")
+        assert first.execute("SELECT n FROM c WHERE id = 1").fetchall() == [(1,)]
+        first.execute("COMMIT")
+        assert update.result(timeout=30) == 1
+        commit = pool.submit(lambda: second.execute("COMMIT"))
+        alter.result(timeout=30)
+        third.execute("COMMIT")
+        commit.result(timeout=30)
+    assert counter(uri) == 2
+    with connect(uri) as conn:
+        assert conn.execute("SELECT extra FROM c WHERE id = 1").fetchall() == [(None,)]
