@@ -86,23 +86,40 @@ def test_autocommit_statement_error_leaves_no_trace(two):
     assert rows(a, "SELECT count(*) FROM t") == [(0,)]
 
 
-def test_concurrent_primary_key_second_committer_loses(two):
+def test_concurrent_primary_key_second_inserter_waits_then_loses(two):
+    """As PostgreSQL: an INSERT of a key another open block inserted waits for that block,
+    then fails with 23505 once it commits."""
     a, b = two
     a.execute_one("BEGIN")
     b.execute_one("BEGIN")
     a.execute_one("INSERT INTO t VALUES (1, 'from a')")
-    b.execute_one("INSERT INTO t VALUES (1, 'from b')")  # a's row is not visible yet
+    outcome: dict[str, object] = {}
+
+    def second() -> None:
+        try:
+            b.execute_one("INSERT INTO t VALUES (1, 'from b')")
+            outcome["ok"] = True
+        except SqlVecError as error:
+            outcome["error"] = error
+
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # it waits for a's block
     a.execute_one("COMMIT")
-    with pytest.raises(SqlVecError) as caught:
-        b.execute_one("COMMIT")
-    assert caught.value.sqlstate == "23505"
-    assert "duplicate key value violates unique constraint" in caught.value.message
-    assert b.transaction_status == "I"
+    waiter.join(10)
+    assert not waiter.is_alive()
+    error = outcome["error"]
+    assert isinstance(error, SqlVecError) and error.sqlstate == "23505"
+    assert "duplicate key value violates unique constraint" in error.message
+    assert b.transaction_status == "E"
+    b.execute_one("ROLLBACK")
     assert rows(b, "SELECT id, v FROM t") == [(1, "from a")]
 
 
 def test_concurrent_primary_key_in_threads(db):
-    """Many sessions insert the same key at once: exactly one succeeds."""
+    """Many sessions insert the same key at once: exactly one succeeds (the others wait for
+    its block, then fail with 23505)."""
     setup = db.connect()
     setup.execute_one("CREATE TABLE t (id int PRIMARY KEY, who int)")
     outcomes: list[str] = []
@@ -111,20 +128,21 @@ def test_concurrent_primary_key_in_threads(db):
     def worker(i: int) -> None:
         s = db.connect()
         s.execute_one("BEGIN")
-        s.execute_one(f"INSERT INTO t VALUES (1, {i})")
-        barrier.wait()
+        barrier.wait(10)
         try:
+            s.execute_one(f"INSERT INTO t VALUES (1, {i})")
             s.execute_one("COMMIT")
             outcomes.append("ok")
         except SqlVecError as error:
             outcomes.append(error.sqlstate)
+            s.execute_one("ROLLBACK")
         s.close()
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
     for th in threads:
         th.start()
     for th in threads:
-        th.join()
+        th.join(30)
     assert sorted(outcomes) == ["23505"] * 5 + ["ok"]
     assert rows(setup, "SELECT count(*) FROM t") == [(1,)]
 
