@@ -677,7 +677,8 @@ def param_decoder(t: SqlType, fmt: int) -> Callable[[bytes | None], object]:
     runs of an executemany): a fixed-size binary number, or an integer's plain digits in
     text, take a shortcut; anything else, errors included, is `decode_param`'s."""
     if fmt == BINARY and t.name in _STRUCT:
-        unpack, size = struct.Struct(_STRUCT[t.name]).unpack, struct.calcsize(_STRUCT[t.name])
+        layout = struct.Struct(_STRUCT[t.name])
+        unpack, size = layout.unpack, layout.size
 
         def binary(data: bytes | None) -> object:
             if data is None or len(data) != size:

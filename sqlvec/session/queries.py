@@ -71,7 +71,6 @@ class Locking:
             if own:
                 holder.release()
 
-
     def _lock(self, holder: LockHolder, table: Table, rows: pa.Table) -> pa.Table:
         """Lock the rows (row ids in the last column); those SKIP LOCKED returns."""
         rowids = rows.column(rows.num_columns - 1).to_numpy()
