@@ -181,6 +181,12 @@ class ExecContext:
             self._snapshots[table_id] = snap
         return snap
 
+    def read_as(self, other: ExecContext) -> None:
+        """Read the tables as `other` did, with its snapshots (and its time): a statement run
+        again to re-check the rows it waited on keeps its snapshot for the others."""
+        self._snapshots = dict(other._snapshots)
+        self._now = other._now
+
     def table_stats(self, table_id: int) -> TableStats:
         """The table's activity counters (pg_stat_user_tables), or a throwaway set when the
         statement runs without the store's tables."""

@@ -153,6 +153,15 @@ def _refuse_commit_assigned(e: exp.Expression, target_rowid: Field) -> None:
                 detail="It is assigned when the transaction commits.")
 
 
+def refuse_writing_with(stmt: exp.Expression) -> None:
+    """0A000 for a write whose WITH holds an INSERT, UPDATE or DELETE: those CTEs do not run
+    here (PostgreSQL runs each once), and dropping them would lose their writes."""
+    with_ = stmt.args.get("with_") or stmt.args.get("with")
+    if with_ is not None and any(isinstance(cte.this, (exp.Insert, exp.Update, exp.Delete))
+                                 for cte in with_.expressions):
+        raise FeatureNotSupported("data-modifying statements in WITH are not supported")
+
+
 def eval_returning(plan: WritePlan, ctx: ExecContext, rows: pa.Table) -> pa.Table:
     """The RETURNING list evaluated over the rows written (new versions for INSERT and UPDATE, old
     for DELETE)."""
@@ -176,6 +185,7 @@ def default_value(col: ColumnDef, builder: Builder) -> Value | None:
 def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePlan:
     """Compile INSERT: target columns, defaults and the source (VALUES or a query), ON CONFLICT,
     RETURNING; a single-row VALUES without ON CONFLICT gets the FastInsert path."""
+    refuse_writing_with(stmt)
     target = stmt.this
     columns: list[str] | None = None
     if isinstance(target, exp.Schema):
@@ -890,6 +900,7 @@ def _source_plan(stmt: exp.Expression, planner: Planner, table: Table, alias: st
 def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePlan:
     """Compile UPDATE, with FROM joined in: the source plan yields each target row's rowid with its
     new values."""
+    refuse_writing_with(stmt)
     table, alias = _target(planner, stmt.this)
     d = table.def_
     from_ = stmt.args.get("from_") or stmt.args.get("from")
@@ -1278,6 +1289,7 @@ def _scalar_form(e: exp.Expression, d, alias: str) -> tuple | None:
 
 def plan_delete(stmt: exp.Delete, planner: Planner, builder: Builder) -> WritePlan:
     """Compile DELETE, with USING joined in: the source plan yields the rowids to delete."""
+    refuse_writing_with(stmt)
     table, alias = _target(planner, stmt.this)
     extra = list(stmt.args.get("using") or [])
     node, _scope = _source_plan(stmt, planner, table, alias, extra)

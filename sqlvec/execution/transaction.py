@@ -107,6 +107,81 @@ class TableOverlay:
         return held
 
 
+class NewestVersions:
+    """The rows of a table a READ COMMITTED statement found changed by another commit when it
+    came to lock or commit them (it waited for them, or they changed since its snapshot),
+    replaced by their newest committed versions: PostgreSQL's EvalPlanQual re-check. The
+    statement keeps its snapshot for every other row, so rows committed since that it never
+    met stay unseen. Our storage keeps no link from a row to its next version: the newest
+    version is the live row holding the old one's value of the table's primary key (else
+    first unique key); none holding it means the row is gone. `follows` is False when the
+    rows cannot be followed so (no unique key, a NULL in it, a definition changed since):
+    the statement then runs again on a fresh snapshot."""
+
+    def __init__(self, table: Table, snapshot: TableSnapshot) -> None:
+        self.table = table
+        self.snapshot = snapshot  # the statement's
+        self.key = next((i for i, k in enumerate(table.keys) if k.def_.primary), 0)
+        self.follows = bool(table.keys) and table.def_ is snapshot.table_def
+        self.waited: set[int] = set()  # row ids in `snapshot` found changed
+        self.rows: pa.Table | None = None  # their newest versions (logical columns, row id)
+
+    def add(self, rowids: list[int]) -> bool:
+        """Take in rows the statement was locking or deleting (ids in its snapshot or newest
+        versions it read here) and find the newest version of each of those changed since
+        (unless not `follows`); whether any had changed."""
+        current = self.table.snapshot()
+        ids = np.asarray(rowids, dtype=np.int64)
+        gone = ids[current.locate(ids)[0] < 0]
+        if not gone.size:
+            return False
+        if self.follows:
+            old = self.snapshot.rows_by_id(gone, [], with_rowid=True).column(ROWID)
+            self.waited.update(old.to_pylist())
+            self.rows = self._newest(current)
+        return True
+
+    def _newest(self, current: TableSnapshot) -> pa.Table | None:
+        """The live versions in `current` of the rows in `waited`, found by key."""
+        uk = self.table.keys[self.key]
+        old = self.snapshot.rows_by_id(np.fromiter(sorted(self.waited), np.int64),
+                                       list(uk.def_.columns))
+        if uk.valid(old) is not None:
+            self.follows = False  # a NULL in the key: no way to tell its newest version
+            return None
+        _snap, held = self.table.lookup_keys(old, self.key, current)
+        found = held[held != MISSING]
+        return current.rows_by_id(found) if found.size else None
+
+    def overlay(self, own: TableOverlay | None) -> TableOverlay:
+        """The statement's own writes to the table with the waited rows' old versions
+        hidden and their newest versions added (as committed rows, which it locks)."""
+        if own is None:
+            own = TableOverlay(self.table)
+        inserted = list(own.inserted)
+        if self.rows is not None:
+            rows = self.rows
+            if inserted and not rows.schema.equals(inserted[0].schema):
+                rows = rows.cast(inserted[0].schema)
+            inserted.append(rows)
+        return TableOverlay(self.table, inserted, own.deleted | self.waited, own.truncated)
+
+
+@dataclass
+class Rechecked:
+    """A transaction's writes as a re-checking statement reads them (`ExecContext.overlay`):
+    its target table's with the waited rows at their newest versions (`NewestVersions`)."""
+
+    txn: Transaction
+    newest: NewestVersions
+
+    def table_overlay(self, table_id: int) -> TableOverlay | None:
+        own = self.txn.table_overlay(table_id)
+        if table_id != self.newest.table.id or not self.newest.waited:
+            return own
+        return self.newest.overlay(own)
+
+
 class Transaction:
     """Buffered writes of one session.
 
@@ -128,6 +203,45 @@ class Transaction:
         self.watch: Callable[[str, Table, pa.Table], None] | None = None
         self.deferred_checks: list = []
         self.constraint_modes: dict[str, bool] = {}
+        # While a block's statement runs (`begin_statement`): how to undo each change it
+        # buffered, newest last, and the deferred checks it found already.
+        self._undo: list[Callable[[], None]] | None = None
+        self._checks_before = 0
+
+    def begin_statement(self) -> None:
+        """Record how to undo what the next statement buffers (`undo_statement`)."""
+        self._undo = []
+        self._checks_before = len(self.deferred_checks)
+
+    def end_statement(self) -> None:
+        """The statement is over: its changes stay, and no more are recorded."""
+        self._undo = None
+
+    def undo_statement(self) -> None:
+        """Put the buffered writes back as they were when the statement began, so it can run
+        again (a re-check after a row wait); the rows it locked stay locked, as PostgreSQL's
+        re-check keeps them."""
+        steps = self._undo or []
+        for step in reversed(steps):
+            step()
+        self.begin_statement()
+        del self.deferred_checks[self._checks_before:]
+
+    def _remember(self, table: Table, deleting: list[int] | None = None) -> None:
+        """While a statement records: how to undo the change about to be made to `table`
+        (its inserted rows as they are, and which of `deleting` it hides anew)."""
+        overlay = self.overlays.get(table.id)
+        if overlay is None:
+            self._undo.append(lambda: self.overlays.pop(table.id, None))  # type: ignore[union-attr]
+            return
+        inserted = list(overlay.inserted)
+        hidden = [r for r in deleting or () if r not in overlay.deleted]
+
+        def undo() -> None:
+            overlay.inserted = inserted
+            overlay.deleted.difference_update(hidden)
+            overlay._own_keys = None  # rebuilt from `inserted` if ever asked for
+        self._undo.append(undo)  # type: ignore[union-attr]
 
     @property
     def empty(self) -> bool:
@@ -151,6 +265,8 @@ class Transaction:
         open block inserted is waited for, then checked as usual (23505 if it committed).
         `rerun_after_wait` (ON CONFLICT, which chose its rows before the wait): a wait raises
         `RowChanged` instead, so the statement runs again on what the other block left."""
+        if self._undo is not None:
+            self._remember(table)
         overlay = self._overlay(table)
         n = rows.num_rows
         if table.def_.constraints:
@@ -285,6 +401,8 @@ class Transaction:
         provisional = rowids[rowids < 0]
         if self.locks is not None and committed.size:
             self.locks.lock(table, committed)  # before anything of the statement is buffered
+        if self._undo is not None:
+            self._remember(table, committed.tolist())
         overlay = self._overlay(table)
         self.changes += 1
         if self.watch is not None and rowids.size:

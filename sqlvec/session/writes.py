@@ -20,7 +20,7 @@ from sqlvec.execution import foreign_keys
 from sqlvec.execution.constraints import ROW_CHECKS, describe_failing_row
 from sqlvec.execution.context import ExecContext
 from sqlvec.execution.dml import WritePlan, eval_returning
-from sqlvec.execution.transaction import Transaction
+from sqlvec.execution.transaction import NewestVersions, Rechecked, Transaction
 from sqlvec.execution.values import typed_params
 from sqlvec.session import transactions
 from sqlvec.session.results import PreparedStatement, Result, renamed
@@ -249,11 +249,19 @@ def _general_write(session: Session, prepared: PreparedStatement, params: list) 
     # commit, unless it returns rows or resolves conflicts: the commit checks its keys.
     early = not autocommit or upsert or write.returning is not None
     attempt = 0
+    newest: NewestVersions | None = None  # the rows it re-checks, after a row wait
+    first: ExecContext | None = None  # the context whose snapshots a re-check keeps
     while True:
         txn = session.txn if session.txn is not None else Transaction(early_checks=early)
         ctx = session._context(params)
         ctx.overlay = txn
-        before = txn.changes
+        if newest is None:
+            first = ctx
+        else:
+            ctx.read_as(first)  # type: ignore[arg-type]
+            ctx.overlay = Rechecked(txn, newest)
+        if not autocommit:
+            txn.begin_statement()
         try:
             if foreign_keys.involved(session.store, write.table):
                 count, returning = foreign_keys.run_statement(
@@ -264,17 +272,24 @@ def _general_write(session: Session, prepared: PreparedStatement, params: list) 
                 session.store.commit(txn.ops())
             break
         except (UniqueViolation, SerializationFailure) as exc:
-            if _waited_for_row(session, exc) or \
-                    (isinstance(exc, RowChanged) and txn.changes == before):
-                # A block's statement met a row changed since its snapshot before buffering
-                # anything: it runs again on the latest versions, as READ COMMITTED re-reads.
+            waited = _waited_for_row(session, exc)
+            if waited or isinstance(exc, RowChanged):
+                # READ COMMITTED: the rows it met changed (or were held) by another
+                # transaction; what it buffered goes, and it runs again, re-checking them.
+                if not autocommit:
+                    txn.undo_statement()
                 session.store.settle()
+                newest = _recheck(session, write, ctx, newest, exc, txn, lost_race=False)
                 continue
             attempt += 1
             if not (upsert or (retry and isinstance(exc, SerializationFailure))) or \
                     attempt == UPSERT_ATTEMPTS:
                 raise
             session.store.settle()  # the commit it lost to is applied before it runs again
+            newest = _recheck(session, write, ctx, newest, exc, txn, lost_race=True)
+        finally:
+            if not autocommit:
+                txn.end_statement()
     if not autocommit:
         session.txn = txn
     tag = {"INSERT": f"INSERT 0 {count}", "UPDATE": f"UPDATE {count}",
@@ -282,6 +297,30 @@ def _general_write(session: Session, prepared: PreparedStatement, params: list) 
     if returning is not None:
         returning = renamed(returning, list(range(returning.num_columns)), prepared.columns)
     return Result(tag, prepared.columns, returning)
+
+
+def _recheck(session: Session, write: WritePlan, ctx: ExecContext,
+             newest: NewestVersions | None, exc: SqlVecError, txn: Transaction,
+             lost_race: bool) -> NewestVersions | None:
+    """The rows an UPDATE or DELETE re-checks at their newest versions when it runs again,
+    keeping its snapshot for the others (PostgreSQL's EvalPlanQual): those it was locking
+    (`RowChanged`), or, committing on its own, those it deleted. None: it runs again on a
+    fresh snapshot (an INSERT, rows it cannot follow to a newer version, another table's
+    rows, or a race lost to something else than a changed row)."""
+    table = session.store.table(write.table.id)
+    if write.kind == "INSERT":
+        return None
+    if isinstance(exc, RowChanged):
+        rowids = exc.rowids if exc.table is not None and exc.table.id == table.id else None
+    else:
+        own = txn.table_overlay(table.id)
+        rowids = list(own.deleted) if own is not None else None
+    if not rowids:
+        return None
+    if newest is None:
+        newest = NewestVersions(table, ctx.snapshot(table.id))
+    changed = newest.add(rowids)
+    return newest if newest.follows and (changed or not lost_race) else None
 
 
 def _fast_insert(session: Session, prepared: PreparedStatement, params: list) -> Result | None:

@@ -12,9 +12,10 @@ claimed first (the locker then finds it gone: `RowChanged`), never both.
 - A block meeting a row locked by another open block waits for that block's end (its
   statement's cancel, statement_timeout and lock_timeout end the wait). If the other block
   rolled back, the row is locked and the statement goes on; if it committed a new version (or
-  a commit changed the row since the statement's snapshot), `RowChanged` asks the statement to
-  run again on the latest committed versions, re-evaluating its WHERE (PostgreSQL's
-  EvalPlanQual, statement-wide); at REPEATABLE READ and SERIALIZABLE it is 40001.
+  a commit changed the row since the statement's snapshot), `RowChanged` names the rows it
+  was locking, and the statement re-checks those at their newest versions, keeping its
+  snapshot for every other row (PostgreSQL's EvalPlanQual, `session/writes.py`); at
+  REPEATABLE READ and SERIALIZABLE it is 40001.
 - An autocommit write locks nothing: its commit meets the lock (`RowLocked`), waits for the
   holder's end and runs again.
 - A block's INSERT registers the unique-key values of its rows (`LockHolder.lock_keys`,
@@ -53,6 +54,7 @@ _ended = threading.Condition()  # notified whenever a holder ends (its locks rel
 class LockedTable(Protocol):
     """What locking rows needs of a table (storage/table.py's, which imports this module)."""
 
+    id: int
     row_locks: dict[int, object]
     key_locks: dict[tuple[int, object], object]
     lock: threading.RLock
@@ -64,11 +66,15 @@ class LockedTable(Protocol):
 
 class RowChanged(SerializationFailure):
     """A row to lock was changed by a commit after the statement's snapshot: at READ
-    COMMITTED the statement runs again on the new versions; anywhere else this is the 40001
-    PostgreSQL gives."""
+    COMMITTED the statement re-checks the rows it was locking (`rowids` of `table`, None when
+    not rows: a key value waited for) at their newest versions; anywhere else this is the
+    40001 PostgreSQL gives."""
 
-    def __init__(self) -> None:
+    def __init__(self, table: LockedTable | None = None,
+                 rowids: list[int] | None = None) -> None:
         super().__init__("could not serialize access due to concurrent update")
+        self.table = table
+        self.rowids = rowids
 
 
 class RowLocked(SerializationFailure):
@@ -136,7 +142,7 @@ class LockHolder:
                 if blocker is None:
                     if locks is table.row_locks and \
                             not table.still_live(np.asarray(wanted, dtype=np.int64)):
-                        raise self.changed()
+                        raise self.changed(table, wanted)
                     for entry in wanted:
                         self._grant(locks, entry, shared)
                     self.held.setdefault(table, []).extend(wanted)
@@ -179,17 +185,19 @@ class LockHolder:
                     continue
                 if not self._holds(entry, shared):
                     if not table.still_live(np.array([rowid], dtype=np.int64)):
-                        raise self.changed()
+                        raise self.changed(table, [rowid])
                     self._grant(locks, rowid, shared)
                     self.held.setdefault(table, []).append(rowid)
                 taken.append(position)
         return taken
 
-    def changed(self) -> SerializationFailure:
-        """A row to lock changed since the snapshot: re-read at READ COMMITTED, else 40001."""
+    def changed(self, table: LockedTable | None = None,
+                rowids: list[int] | None = None) -> SerializationFailure:
+        """A row to lock changed since the snapshot (one of `rowids` of `table`, those it was
+        locking): re-checked at READ COMMITTED, else 40001."""
         if self.repeatable:
             return SerializationFailure("could not serialize access due to concurrent update")
-        return RowChanged()
+        return RowChanged(table, rowids)
 
     def mark(self) -> dict[LockedTable, int]:
         """Where the block's locks stand (at a SAVEPOINT), for `release_since`."""

@@ -556,3 +556,120 @@ def test_a_block_holding_rows_goes_ahead_of_a_waiting_alter(uri):
     assert counter(uri) == 2
     with connect(uri) as conn:
         assert conn.execute("SELECT extra FROM c WHERE id = 1").fetchall() == [(None,)]
+
+
+# After a wait, only the rows waited on are checked again (PostgreSQL's EvalPlanQual): the
+# statement keeps its snapshot for every other row.
+
+
+def rows_of(uri: str, sql: str) -> list[tuple]:
+    with connect(uri) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def second_session(uri: str, in_block: bool) -> psycopg.Connection:
+    return begin(uri) if in_block else connect(uri)
+
+
+def finish(second: psycopg.Connection, in_block: bool) -> None:
+    if in_block:
+        second.execute("COMMIT")
+
+
+def returned(pool: ThreadPoolExecutor, conn: psycopg.Connection, sql: str) -> Future:
+    """`sql` (with RETURNING) started on `conn`, still waiting a while later; its rows, sorted."""
+    future = pool.submit(lambda: sorted(conn.execute(sql).fetchall()))
+    time.sleep(WAITING)
+    assert not future.done(), future.result()
+    return future
+
+
+@pytest.mark.parametrize("second_in_block", [True, False])
+def test_delete_where_hits_after_the_others_increment_deletes_nothing(uri, second_in_block):
+    """The documentation's `DELETE FROM website WHERE hits = 10` after another transaction's
+    `UPDATE website SET hits = hits + 1`: the row that was 10 is 11 when re-checked, and the
+    row that became 10 was 9 in the DELETE's snapshot: neither is deleted."""
+    with connect(uri) as conn:
+        conn.execute("UPDATE c SET n = 9 + id - 1")  # hits 9 and 10
+    first = begin(uri, "UPDATE c SET n = n + 1")
+    second = second_session(uri, second_in_block)
+    with first, second, ThreadPoolExecutor(1) as pool:
+        delete = waiting(pool, second, "DELETE FROM c WHERE n = 10")
+        first.execute("COMMIT")
+        assert delete.result(timeout=30) == 0
+        finish(second, second_in_block)
+    assert rows_of(uri, "SELECT id, n FROM c ORDER BY id") == [(1, 10), (2, 11)]
+
+
+@pytest.mark.parametrize("second_in_block", [True, False])
+def test_a_row_inserted_while_waiting_is_not_updated(uri, second_in_block):
+    """A multi-row UPDATE waits for one of its rows; a row another session inserts meanwhile
+    matches its WHERE but is not in its snapshot: not updated. RETURNING gives the versions
+    written, the waited row's computed from its newest version."""
+    first = begin(uri, "UPDATE c SET n = n + 1 WHERE id = 1")
+    second = second_session(uri, second_in_block)
+    with first, second, ThreadPoolExecutor(1) as pool:
+        update = returned(pool, second, "UPDATE c SET n = n + 10 WHERE n < 5 RETURNING id, n")
+        with connect(uri) as third:
+            third.execute("INSERT INTO c VALUES (3, 0)")
+        first.execute("COMMIT")
+        assert update.result(timeout=30) == [(1, 11), (2, 10)]
+        finish(second, second_in_block)
+    assert rows_of(uri, "SELECT id, n FROM c ORDER BY id") == [(1, 11), (2, 10), (3, 0)]
+
+
+@pytest.mark.parametrize("second_in_block", [True, False])
+def test_a_row_that_matches_only_after_the_others_commit_is_not_seen(uri, second_in_block):
+    """Row 1 matches by its key and is waited for; row 2 matches only in the version the
+    other transaction wrote (n = 1), after the snapshot: only row 1 is updated."""
+    first = begin(uri, "UPDATE c SET n = n + 1")
+    second = second_session(uri, second_in_block)
+    with first, second, ThreadPoolExecutor(1) as pool:
+        update = returned(pool, second,
+                          "UPDATE c SET n = n + 100 WHERE id = 1 OR n = 1 RETURNING id, n")
+        first.execute("COMMIT")
+        assert update.result(timeout=30) == [(1, 101)]
+        finish(second, second_in_block)
+    assert rows_of(uri, "SELECT id, n FROM c ORDER BY id") == [(1, 101), (2, 1)]
+
+
+def test_update_from_rechecks_the_target_with_the_joined_rows_as_read(uri):
+    """UPDATE ... FROM: the waited target row at its newest version, joined with the other
+    table's row as the statement read it (a later change to that one is not seen)."""
+    with connect(uri) as conn:
+        conn.execute("DROP TABLE IF EXISTS amounts")
+        conn.execute("CREATE TABLE amounts (id int PRIMARY KEY, amount int)")
+        conn.execute("INSERT INTO amounts VALUES (1, 10), (2, 20)")
+    first = begin(uri, "UPDATE c SET n = n + 1 WHERE id = 2")
+    second = begin(uri)
+    with first, second, ThreadPoolExecutor(1) as pool:
+        update = returned(pool, second, "UPDATE c SET n = n + a.amount FROM amounts a "
+                                        "WHERE a.id = c.id RETURNING c.id, n, a.amount")
+        with connect(uri) as third:
+            third.execute("UPDATE amounts SET amount = 99")
+        first.execute("COMMIT")
+        assert update.result(timeout=30) == [(1, 10, 10), (2, 21, 20)]
+        second.execute("COMMIT")
+    assert rows_of(uri, "SELECT id, n FROM c ORDER BY id") == [(1, 10), (2, 21)]
+
+
+def test_a_statement_with_writes_buffered_goes_on_after_a_wait(uri):
+    """A DELETE whose cascade meets a row another block holds, after the statement buffered
+    its own deletes: it waits, then goes on (it was 40001)."""
+    with connect(uri) as conn:
+        conn.execute("DROP TABLE IF EXISTS child")
+        conn.execute("CREATE TABLE child (id int PRIMARY KEY, "
+                     "parent int REFERENCES c ON DELETE CASCADE, n int)")
+        conn.execute("INSERT INTO child VALUES (10, 1, 0), (20, 2, 0)")
+    try:
+        first = begin(uri, "UPDATE child SET n = 5 WHERE id = 20")
+        second = begin(uri)
+        with first, second, ThreadPoolExecutor(1) as pool:
+            delete = waiting(pool, second, "DELETE FROM c")
+            first.execute("COMMIT")
+            assert delete.result(timeout=30) == 2
+            second.execute("COMMIT")
+        assert rows_of(uri, "SELECT count(*) FROM child") == [(0,)]
+    finally:
+        with connect(uri) as conn:
+            conn.execute("DROP TABLE child")  # (the next test drops c)

@@ -466,3 +466,22 @@ def test_updates_by_key_of_rows_earlier_updates_wrote_read_and_replay_right(tmp_
         assert s.execute_one("SELECT * FROM u ORDER BY id").rows() == expected
     with Database.open(str(tmp_path)) as db:
         assert db.connect().execute_one("SELECT * FROM u ORDER BY id").rows() == expected
+
+
+@pytest.mark.parametrize("sql", [
+    "WITH x AS (UPDATE c SET n = 1 WHERE id = 2 RETURNING id) UPDATE c SET n = 1 WHERE id = 1",
+    "WITH x AS (DELETE FROM c WHERE id = 2 RETURNING id) DELETE FROM c WHERE id = 1",
+    "WITH x AS (INSERT INTO c VALUES (3, 0) RETURNING id) INSERT INTO c VALUES (4, 0)",
+])
+def test_a_write_with_a_writing_cte_is_refused_and_changes_nothing(tmp_path, sql):
+    """A data-modifying CTE does not run here: the statement is 0A000 rather than the outer
+    write alone (which lost the CTE's writes)."""
+    with Database.open(str(tmp_path)) as db:
+        s = db.connect()
+        s.execute_one("CREATE TABLE c (id int PRIMARY KEY, n int)")
+        s.execute_one("INSERT INTO c VALUES (1, 0), (2, 0)")
+        with pytest.raises(SqlVecError) as caught:
+            s.execute_one(sql)
+        assert caught.value.sqlstate == "0A000"
+        assert s.execute_one("SELECT id, n FROM c ORDER BY id").table.to_pylist() == \
+            [{"id": 1, "n": 0}, {"id": 2, "n": 0}]
