@@ -196,7 +196,6 @@ class Transaction:
         self.early_checks = early_checks
         # A block's row locks: committed rows it deletes are locked first (row_locks.py).
         self.locks = locks
-        self.changes = 0  # buffered inserts and deletes so far: what a statement's re-run undoes
         # Foreign keys (foreign_keys.py): while set, told of every batch of rows inserted
         # ("i", with row ids) and deleted ("d", the rows as they were); the checks deferred
         # to COMMIT; SET CONSTRAINTS modes by constraint name ("" for ALL).
@@ -221,11 +220,10 @@ class Transaction:
         """Put the buffered writes back as they were when the statement began, so it can run
         again (a re-check after a row wait); the rows it locked stay locked, as PostgreSQL's
         re-check keeps them."""
-        steps = self._undo or []
-        for step in reversed(steps):
+        for step in reversed(self._undo or []):
             step()
-        self.begin_statement()
         del self.deferred_checks[self._checks_before:]
+        self.begin_statement()
 
     def _remember(self, table: Table, deleting: list[int] | None = None) -> None:
         """While a statement records: how to undo the change about to be made to `table`
@@ -234,11 +232,13 @@ class Transaction:
         if overlay is None:
             self._undo.append(lambda: self.overlays.pop(table.id, None))  # type: ignore[union-attr]
             return
-        inserted = list(overlay.inserted)
+        # The list of inserted parts is only appended to, or replaced by another: its first
+        # `count` parts stay the rows inserted so far.
+        inserted, count = overlay.inserted, len(overlay.inserted)
         hidden = [r for r in deleting or () if r not in overlay.deleted]
 
         def undo() -> None:
-            overlay.inserted = inserted
+            overlay.inserted = inserted[:count]
             overlay.deleted.difference_update(hidden)
             overlay._own_keys = None  # rebuilt from `inserted` if ever asked for
         self._undo.append(undo)  # type: ignore[union-attr]
@@ -289,7 +289,6 @@ class Transaction:
                 raise
         elif n:
             overlay._own_keys = None  # rebuilt from `inserted` if ever asked for
-        self.changes += 1
         self._next_provisional -= n
         with_ids = rows.append_column(ROWID, pa.array(ids))
         overlay.inserted.append(with_ids)
@@ -404,7 +403,6 @@ class Transaction:
         if self._undo is not None:
             self._remember(table, committed.tolist())
         overlay = self._overlay(table)
-        self.changes += 1
         if self.watch is not None and rowids.size:
             self.watch("d", table, self._rows_of(table, overlay, rowids))
         overlay.deleted.update(committed.tolist())
