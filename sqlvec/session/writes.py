@@ -307,9 +307,9 @@ def _recheck(session: Session, write: WritePlan, ctx: ExecContext,
     (`RowChanged`), or, committing on its own, those it deleted. None: it runs again on a
     fresh snapshot (an INSERT, rows it cannot follow to a newer version, another table's
     rows, or a race lost to something else than a changed row)."""
-    table = session.store.table(write.table.id)
     if write.kind == "INSERT":
         return None
+    table = session.store.table(write.table.id)
     if isinstance(exc, RowChanged):
         rowids = exc.rowids if exc.table is not None and exc.table.id == table.id else None
     else:
