@@ -4,24 +4,33 @@ gone, every other row left to the snapshot."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from sqlvec.database import Database
 from sqlvec.execution.transaction import NewestVersions, Rechecked, Transaction
 from sqlvec.storage.schema import ROWID
 
 
-def rowids_by_key(snapshot) -> dict[int, int]:
-    rows = snapshot.to_table(["id"], with_rowid=True)
-    return dict(zip(rows.column("id").to_pylist(), rows.column(ROWID).to_pylist()))
+@contextlib.contextmanager
+def statement_read(path: str, *sql: str) -> Iterator[tuple]:
+    """A session, table t made by `sql`, and a snapshot of it as a statement read it; the
+    row ids it holds by id."""
+    with Database.open(path) as db:
+        s = db.connect()
+        for statement in sql:
+            s.execute_one(statement)
+        table = db.store().find_table("t")
+        snapshot = table.snapshot()
+        rows = snapshot.to_table(["id"], with_rowid=True)
+        yield s, table, snapshot, dict(zip(rows.column("id").to_pylist(),
+                                           rows.column(ROWID).to_pylist()))
 
 
 def test_changed_rows_are_followed_by_key_and_deleted_ones_are_gone(tmp_path):
-    with Database.open(str(tmp_path)) as db:
-        s = db.connect()
-        s.execute_one("CREATE TABLE t (id int PRIMARY KEY, n int)")
-        s.execute_one("INSERT INTO t SELECT g, 0 FROM generate_series(1, 6) g")
-        table = db.store().find_table("t")
-        snapshot = table.snapshot()  # the statement's
-        old = rowids_by_key(snapshot)
+    with statement_read(str(tmp_path), "CREATE TABLE t (id int PRIMARY KEY, n int)",
+                        "INSERT INTO t SELECT g, 0 FROM generate_series(1, 6) g") \
+            as (s, table, snapshot, old):
         s.execute_one("UPDATE t SET n = 5 WHERE id IN (2, 3)")
         s.execute_one("DELETE FROM t WHERE id = 4")
         s.execute_one("INSERT INTO t VALUES (7, 0)")  # after the snapshot: never met
@@ -43,14 +52,9 @@ def test_changed_rows_are_followed_by_key_and_deleted_ones_are_gone(tmp_path):
 
 
 def test_rows_without_a_key_cannot_be_followed(tmp_path):
-    with Database.open(str(tmp_path)) as db:
-        s = db.connect()
-        s.execute_one("CREATE TABLE t (id int, n int)")
-        s.execute_one("INSERT INTO t VALUES (1, 0), (2, 0)")
-        table = db.store().find_table("t")
-        snapshot = table.snapshot()
-        ids = snapshot.to_table(["id"], with_rowid=True).column(ROWID).to_pylist()
+    with statement_read(str(tmp_path), "CREATE TABLE t (id int, n int)",
+                        "INSERT INTO t VALUES (1, 0), (2, 0)") as (s, table, snapshot, old):
         s.execute_one("UPDATE t SET n = 1")
         newest = NewestVersions(table, snapshot)
-        assert newest.add(ids) and not newest.follows
+        assert newest.add(list(old.values())) and not newest.follows
         assert newest.rows is None and not newest.waited
