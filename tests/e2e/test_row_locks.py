@@ -673,3 +673,21 @@ def test_a_statement_with_writes_buffered_goes_on_after_a_wait(uri):
     finally:
         with connect(uri) as conn:
             conn.execute("DROP TABLE child")  # (the next test drops c)
+
+
+@pytest.mark.parametrize("second_in_block", [True, False])
+def test_a_table_without_a_key_updates_the_waited_rows_new_version(uri, second_in_block):
+    """No key to follow a row to its newest version by: the statement runs again on a fresh
+    snapshot, which for the rows waited on gives what PostgreSQL's re-check gives."""
+    with connect(uri) as conn:
+        conn.execute("DROP TABLE IF EXISTS k")
+        conn.execute("CREATE TABLE k (id int, n int)")
+        conn.execute("INSERT INTO k VALUES (1, 0), (2, 0)")
+    first = begin(uri, "UPDATE k SET n = n + 1 WHERE id = 1")
+    second = second_session(uri, second_in_block)
+    with first, second, ThreadPoolExecutor(1) as pool:
+        update = returned(pool, second, "UPDATE k SET n = n + 10 WHERE id = 1 RETURNING n")
+        first.execute("COMMIT")
+        assert update.result(timeout=30) == [(11,)]
+        finish(second, second_in_block)
+    assert rows_of(uri, "SELECT id, n FROM k ORDER BY id") == [(1, 11), (2, 0)]
