@@ -308,11 +308,19 @@ class VectorTopKOp(OneRowOp):
         in pg_stat and remembered for EXPLAIN. `order_only`: no distance is read."""
         snap = ctx.snapshot(self.scan.table_id)
         plans: list[SegmentPlan] = []
-        hits = snap.search_hits(self.column, self.metric, vector, k,
-                                filter=self.scan.search_filter(ctx, outer, snap),
-                                prune=_pruner(self.bounds, snap.table_def, frame),
-                                plans=plans, order_only=order_only, settings=ctx.settings,
-                                exact=self._exact(ctx.settings))
+        settings = ctx.settings
+        exact = self._exact(settings)
+        # Without a filter or bounds, a search this snapshot planned before as one segment's
+        # index search runs again as it was planned (storage/table.py `search_lone`).
+        hits = snap.search_lone(self.column, self.metric, vector, k, settings=settings,
+                                exact=exact, plans=plans, order_only=order_only) \
+            if self.scan.filter is None and not self.bounds else None
+        if hits is None:
+            hits = snap.search_hits(self.column, self.metric, vector, k,
+                                    filter=self.scan.search_filter(ctx, outer, snap),
+                                    prune=_pruner(self.bounds, snap.table_def, frame),
+                                    plans=plans, order_only=order_only, settings=settings,
+                                    exact=exact)
         used = [p for p in plans if p.method is not None]
         index = snap.index_for(self.column, self.metric) if used else None
         self.index_name = index.name if index is not None else None
