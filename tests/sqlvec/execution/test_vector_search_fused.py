@@ -327,6 +327,10 @@ def test_a_lone_search_runs_as_planned_until_its_snapshot_knobs_or_index_change(
         for q in queries:
             fused, tree = _both(session, prepared, [q])
             assert fused.equals(tree)
+            # ... and as the search planned afresh gives it (no planned search run again).
+            with monkeypatch.context() as planning:
+                planning.setattr(TableSnapshot, "search_lone", lambda *args, **kwargs: None)
+                assert session.run(prepared, [q]).table.equals(fused)
 
     def strategies() -> list[str]:
         return [line[0] for line in session.execute_one(
