@@ -413,6 +413,15 @@ class Bind(Message):
     params: tuple[bytes | None, ...] = ()
     result_formats: tuple[int, ...] = ()
 
+    def with_params(self, params: tuple[bytes | None, ...]) -> Bind:
+        """This Bind with other parameter values: its fields copied at once (a frozen
+        dataclass's __init__ sets each through object.__setattr__, twice the cost)."""
+        bind = object.__new__(Bind)
+        fields = bind.__dict__
+        fields.update(self.__dict__)
+        fields["params"] = params
+        return bind
+
     def encode_body(self, w: Writer) -> None:
         w.cstring(self.portal).cstring(self.statement)
         w.uint16(len(self.param_formats))
@@ -529,8 +538,7 @@ class RepeatedRoundTrip:
                 pos += size
             params = tuple(values)
             if params != bind.params:
-                bind = Bind(bind.portal, bind.statement, bind.param_formats, params,
-                            bind.result_formats)
+                bind = bind.with_params(params)
         suffix = self.suffix
         if pos + len(suffix) != bind_end or not buf.startswith(suffix, pos, bind_end) \
                 or not buf.startswith(rest, bind_end):

@@ -222,12 +222,12 @@ class VectorTopKOp(OneRowOp):
     correlated: bool = False
     query_param: int | None = None  # 0-based: the query vector is this bound parameter's array
 
-    def _settings(self, ctx) -> dict:
-        # The index's knob or a recall target: storage decides from the settings
-        # (storage/search.py search_target).
-        # `SET enable_indexscan = off` is how pgvector users get exact ground truth (an ORDER BY
-        # over a sequential scan); `sqlvec.exact = on` says the same.
-        settings = ctx.settings
+    @staticmethod
+    def _exact(settings) -> bool:
+        """Whether the session asks for an exact search. The index's knob or a recall target:
+        storage decides from the settings (storage/search.py search_target). `SET
+        enable_indexscan = off` is how pgvector users get exact ground truth (an ORDER BY over
+        a sequential scan); `sqlvec.exact = on` says the same."""
         key = (settings.get("sqlvec.exact", "off"), settings.get("enable_indexscan", "on"))
         exact = _EXACT.get(key)
         if exact is None:
@@ -236,7 +236,7 @@ class VectorTopKOp(OneRowOp):
             if len(_EXACT) >= 64:
                 _EXACT.clear()
             _EXACT[key] = exact
-        return {"settings": settings, "exact": exact}
+        return exact
 
     def plan_segments(self, ctx, outer=None) -> list[SegmentPlan]:
         """The per-segment strategies this query would use now (EXPLAIN without ANALYZE)."""
@@ -246,7 +246,7 @@ class VectorTopKOp(OneRowOp):
         searches = snap.plan_search(self.column, self.metric, k,
                                     filter=self.scan.search_filter(ctx, outer, snap),
                                     prune=_pruner(self.bounds, snap.table_def, frame),
-                                    **self._settings(ctx))
+                                    settings=ctx.settings, exact=self._exact(ctx.settings))
         self.index_name = _index_name(snap, self.column, self.metric, searches)
         return [s.plan for s in searches]
 
@@ -308,10 +308,19 @@ class VectorTopKOp(OneRowOp):
         in pg_stat and remembered for EXPLAIN. `order_only`: no distance is read."""
         snap = ctx.snapshot(self.scan.table_id)
         plans: list[SegmentPlan] = []
-        hits = snap.search_hits(self.column, self.metric, vector, k,
-                                filter=self.scan.search_filter(ctx, outer, snap),
-                                prune=_pruner(self.bounds, snap.table_def, frame),
-                                plans=plans, order_only=order_only, **self._settings(ctx))
+        settings = ctx.settings
+        exact = self._exact(settings)
+        # Without a filter or bounds, a search this snapshot planned before as one segment's
+        # index search runs again as it was planned (storage/table.py `search_lone`).
+        hits = snap.search_lone(self.column, self.metric, vector, k, settings=settings,
+                                exact=exact, plans=plans, order_only=order_only) \
+            if self.scan.filter is None and not self.bounds else None
+        if hits is None:
+            hits = snap.search_hits(self.column, self.metric, vector, k,
+                                    filter=self.scan.search_filter(ctx, outer, snap),
+                                    prune=_pruner(self.bounds, snap.table_def, frame),
+                                    plans=plans, order_only=order_only, settings=settings,
+                                    exact=exact)
         used = [p for p in plans if p.method is not None]
         index = snap.index_for(self.column, self.metric) if used else None
         self.index_name = index.name if index is not None else None

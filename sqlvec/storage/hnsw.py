@@ -399,9 +399,9 @@ class HnswIndex:
 
     @property
     def float32_l2(self) -> bool:
-        """Whether `search`'s distances are float32 sums of the squared float32 differences
-        of the query and the segment's own rows (hnswlib's l2 space keeps the rows as given),
-        which bounds their error (storage/search.py `_order_settled`)."""
+        """Whether `search(..., squared=True)`'s distances are float32 sums of the squared
+        float32 differences of the query and the segment's own rows (hnswlib's l2 space keeps
+        the rows as given), which bounds their error (storage/search.py `_order_settled`)."""
         return self._params.metric is Metric.L2
 
     def stored_rows(self, positions: np.ndarray) -> np.ndarray | None:
@@ -427,8 +427,11 @@ class HnswIndex:
         *,
         ef: int,
         allowed: np.ndarray | None = None,
+        squared: bool = False,
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Approximate k nearest indexed rows: (positions int64, pgvector distances float64).
+        """Approximate k nearest indexed rows: (positions int64, pgvector distances float64;
+        with `squared`, for l2, hnswlib's own float32 squared distances instead, which is all
+        a caller settling the order reads: `float32_l2`).
 
         Nearest first, at most min(k, indexed_count, allowed rows) of them. `allowed` (a bool
         mask over row positions) is how deletes and scalar filters reach the graph; it goes in as
@@ -466,7 +469,10 @@ class HnswIndex:
             except RuntimeError:
                 # "Cannot return the results in a contiguous 2D array": fewer than k found.
                 return None
-        return labels[0].astype(np.int64), pgvector_distances(self._params.metric, raw[0])
+        # (labels are row positions, far below 2**63: read as int64 in place, not copied)
+        metric = self._params.metric
+        return labels[0].view(np.int64), raw[0] if squared and metric is Metric.L2 \
+            else pgvector_distances(metric, raw[0])
 
     def search_filtered(self, query: np.ndarray, k: int, *, knob: int, allowed: np.ndarray,
                         settings: Mapping[str, str] | None) -> tuple[np.ndarray, int] | None:
@@ -679,7 +685,9 @@ def _best_allowed(scores: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray
 def pgvector_distances(metric: Metric, raw: np.ndarray) -> np.ndarray:
     """hnswlib's distances as pgvector's values (float64): sqrt for l2, d - 1 for ip."""
     if metric is Metric.L2:  # (the float32 maximum is exact: the same as in float64)
-        return np.sqrt(np.maximum(raw, 0.0), dtype=np.float64)
+        wide = raw.astype(np.float64)  # in place from here: a quarter less than two new arrays
+        np.maximum(wide, 0.0, out=wide)
+        return np.sqrt(wide, out=wide)
     raw = np.asarray(raw, dtype=np.float64)
     if metric is Metric.IP:
         return raw - 1.0

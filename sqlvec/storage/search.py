@@ -432,7 +432,10 @@ def _indexed(search: SegmentSearch, query: np.ndarray,
     index, mask, want = search.index, search.mask, plan.k
     assert index is not None
     if mask is None:
-        found = index.search(query, want, ef=plan.ef)
+        # An index whose own l2 distances can settle the order gives them as they are
+        # (`_order_settled` reads nothing else): no conversion to pgvector's.
+        found = index.search(query, want, ef=plan.ef, squared=True) \
+            if getattr(index, "float32_l2", False) else index.search(query, want, ef=plan.ef)
         return None if found is None or found[0].size < want else found
     if isinstance(index, FilteringIndex):  # the index filters and widens its own scan
         found = index.search_filtered(query, want, knob=plan.ef, allowed=mask,
@@ -466,8 +469,9 @@ _FLOAT32 = np.dtype(np.float32)
 
 def _order_settled(metric: Metric, search: SegmentSearch, query: np.ndarray,
                    approximate: np.ndarray) -> bool:
-    """Whether the index's own L2 distances to its winners (nearest first) prove the order
-    pgvector's exact distances would give them, so re-scoring would change nothing.
+    """Whether the index's own squared L2 distances to its winners (nearest first, as
+    `_indexed` asks a `float32_l2` index for them) prove the order pgvector's exact distances
+    would give them, so re-scoring would change nothing.
 
     An index that declares `float32_l2` (hnswlib's l2 space over the segment's own float32
     rows) computes each squared distance as a float32 sum of the same float32 differences
@@ -484,16 +488,15 @@ def _order_settled(metric: Metric, search: SegmentSearch, query: np.ndarray,
         return False
     # A top-k holds a handful of distances: Python floats compare them in a third of the time
     # the NumPy expression takes for ten of them.
-    distances = approximate.tolist()
-    if not distances:
+    squares = approximate.tolist()
+    if not squares:
         return True
     eps = 4.0 * (query.shape[0] + 2) * 2.0 ** -24
     below, above = 1.0 - eps, 1.0 + eps
-    previous = distances[0] * distances[0]
+    previous = squares[0]
     if not previous >= _SETTLED_FLOOR:  # (NaN fails here too)
         return False
-    for distance in distances[1:]:
-        square = distance * distance
+    for square in squares[1:]:
         if not square * below > previous * above:  # a near tie, out of order, NaN or inf
             return False
         previous = square

@@ -47,6 +47,7 @@ from sqlvec.storage.search import (
     plan_segment,
     read_max_ef,
     run_all,
+    run_segment,
     search_knobs,
 )
 from sqlvec.storage.segment import KEY_SEPARATOR, Segment, SegmentData, SegmentView, key_name
@@ -369,11 +370,16 @@ class TableSnapshot:
         session set it."""
         col = self._vector_column(column)
         index = None if exact else self.index_for(column, metric)
+        # The knobs of a search that takes them from the settings alone (`lone` below).
+        knobs = None
+        method = None
         if ef is None:
             method = access_methods.get(index.method) if index else None
-            ef, chosen, max_ef = search_knobs(method, settings)
+            ef, chosen, max_ef = knobs = search_knobs(method, settings)
             if target_recall is None:
                 target_recall = chosen
+            elif target_recall != chosen:
+                knobs = None
         else:
             max_ef = read_max_ef(settings)
         policy = policy or _POLICY
@@ -386,6 +392,8 @@ class TableSnapshot:
                    None if policy is _POLICY else policy)
             cached = self._memo.get(key)
             if cached is not None and _still_indexed(cached, index, exact):
+                if knobs is not None and policy is _POLICY:
+                    self._keep_lone(column, metric, k, exact, method, knobs, col, index, cached)
                 return [SegmentSearch(s.view, _fresh(s.plan), s.mask, s.index, s.matrix, settings)
                         for s in cached]
         searches = []
@@ -408,6 +416,40 @@ class TableSnapshot:
             self._memo[key] = [SegmentSearch(s.view, _fresh(s.plan), s.mask, s.index, s.matrix)
                                for s in searches]
         return searches
+
+    def _keep_lone(self, column: str, metric: Metric, k: int, exact: bool,
+                   method: type | None, knobs: tuple, col: SearchKey, index: IndexDef | None,
+                   planned: list[SegmentSearch]) -> None:
+        """Remember a planned unfiltered search of a dense vector column that one segment's
+        index answers alone (`search_lone` runs it again without planning it): with the
+        knobs it was planned for, the index it uses and the query vectors it takes."""
+        if len(planned) != 1 or planned[0].plan.method is None or index is None \
+                or not col.type.is_vector:
+            return
+        self._memo[("lone", column, metric, k, exact)] = (
+            method, knobs, index.name, col.type.vector_dtype, (col.dims,), planned[0])
+
+    def search_lone(self, column: str, metric: Metric, query: object, k: int, *,
+                    settings: Mapping[str, str] | None, exact: bool, plans: list[SegmentPlan],
+                    order_only: bool = False) -> SearchHits | None:
+        """`search_hits` of an unfiltered search, with the knobs the settings give, when this
+        snapshot last planned it as one segment's index search (`_keep_lone`): that planned
+        search run straight away (a fresh plan record), the same winners without planning
+        it again. None when it was not (or the knobs, the segment's index, or the query
+        vector's type or dimensions differ): `search_hits` then plans it, with its errors."""
+        lone = self._memo.get(("lone", column, metric, k, exact))
+        if lone is None:
+            return None
+        method, knobs, index_name, dtype, shape, planned = lone
+        if type(query) is not np.ndarray or query.dtype != dtype or query.shape != shape \
+                or search_knobs(method, settings) != knobs \
+                or planned.view.data.index(index_name) is not planned.index:
+            return None
+        search = SegmentSearch(planned.view, _fresh(planned.plan), planned.mask, planned.index,
+                               planned.matrix, settings)
+        found = run_segment(search, metric, query, order_only)
+        plans.append(search.plan)
+        return self._pick([(search.view, found)], k)
 
     def search(
         self,

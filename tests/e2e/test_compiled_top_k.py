@@ -133,3 +133,34 @@ def test_distances_index_scans_and_explain_are_the_general_paths(pool_server, ta
         assert settled(a, scans, [(before + 4 * len(queries),)]) == [(before + 4 * len(queries),)]
         assert a.execute(f"EXPLAIN SELECT id FROM {table} ORDER BY emb <-> "
                          f"'{vector_text(vectors(1, 1)[0])}' LIMIT 5").fetchall() == explain
+
+
+def test_a_lone_graphs_search_follows_knobs_exactness_and_the_index(pool_server, table):
+    # One sealed segment with its graph: a worker runs the planned search again for each
+    # repeat (TableSnapshot.search_lone) and must still follow a knob, exactness and the
+    # graph's drop, answering as NumPy's exact order once the search is exact.
+    rows = vectors(400, 5)
+    with connect(pool_server) as a:
+        a.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, emb vector({DIM}))")
+        with a.cursor().copy(f"COPY {table} (id, emb) FROM STDIN") as copy:
+            for i, v in enumerate(rows):
+                copy.write_row((i, vector_text(v)))
+        a.execute(f"CREATE INDEX {table}_graph ON {table} USING hnsw (emb vector_l2_ops)")
+        sql = f"SELECT id FROM {table} ORDER BY emb <-> %s LIMIT 5"
+        queries = vectors(12, 21)
+
+        def run() -> list[list[int]]:
+            return [[r[0] for r in a.execute(sql, (q,), prepare=True).fetchall()]
+                    for q in queries]
+
+        exact = [np.argsort(((rows - q) ** 2).sum(axis=1), kind="stable")[:5].tolist()
+                 for q in queries]
+        a.execute("SET hnsw.ef_search = 1")
+        coarse = run()
+        assert run() == coarse and coarse != exact  # (ef 1 misses some of the nearest)
+        a.execute("SET sqlvec.exact = on")
+        assert run() == exact
+        a.execute("RESET sqlvec.exact")
+        assert run() == coarse
+        a.execute(f"DROP INDEX {table}_graph")
+        assert run() == exact

@@ -202,6 +202,7 @@ def test_a_repeated_round_trip_is_recognised_as_its_messages_decode(
     data = bytearray(b"junk" + nxt.encode() + tail + m.Query("SELECT 2").encode())
     bind, size = shape.match(data, 4, len(data))
     assert bind == nxt and size == len(nxt.encode() + tail)
+    assert type(bind) is m.Bind and hash(bind) == hash(nxt) and bind.encode() == nxt.encode()
     if tuple(others) == tuple(params):
         assert bind is shape.bind  # the same message object: nothing new to make
     whole = nxt.encode() + tail

@@ -10,6 +10,7 @@ import pytest
 from sqlvec.database import Database
 from sqlvec.errors import SqlVecError
 from sqlvec.storage.store import StoreOptions
+from sqlvec.vectors import Metric
 
 DIM = 8
 ROWS = 3000
@@ -300,3 +301,94 @@ def test_a_repeated_statement_follows_the_knob_as_set(session):
     finally:
         session.execute_one("RESET sqlvec.max_ef_search")
         session.execute_one("SET hnsw.ef_search = 40")
+
+
+def test_a_lone_search_runs_as_planned_until_its_snapshot_knobs_or_index_change(
+        session, monkeypatch):
+    # A search one segment's index answers alone runs again without planning
+    # (TableSnapshot.search_lone), and answers as the tree does after every change its
+    # plan depends on: a delete (a new snapshot), a knob, exactness, the index dropped and
+    # built again, a query vector of other dimensions.
+    from sqlvec.storage.table import TableSnapshot
+
+    session.execute_one(f"CREATE TABLE lone (id bigint, emb vector({DIM}))")
+    session.execute_one("INSERT INTO lone SELECT id, emb FROM t WHERE id < 800")
+    session.execute_one("CREATE INDEX lone_emb ON lone USING hnsw (emb vector_l2_ops)")
+    session.database.store().wait_idle()
+    answered = []
+    real = TableSnapshot.search_lone
+    monkeypatch.setattr(TableSnapshot, "search_lone", _counting(real, answered))
+    prepared = session.prepare("SELECT id, emb <-> $1 AS d FROM lone ORDER BY emb <-> $1 LIMIT 5")
+    stored = np.asarray(session.execute_one("SELECT emb FROM lone WHERE id = 7").rows()[0][0],
+                        np.float32)
+    queries = [stored, *_queries(session, 3)]
+
+    def same_as_tree() -> None:
+        for q in queries:
+            fused, tree = _both(session, prepared, [q])
+            assert fused.equals(tree)
+            # ... and as the search planned afresh gives it (no planned search run again).
+            with monkeypatch.context() as planning:
+                planning.setattr(TableSnapshot, "search_lone", lambda *args, **kwargs: None)
+                assert session.run(prepared, [q]).table.equals(fused)
+
+    def strategies() -> list[str]:
+        return [line[0] for line in session.execute_one(
+            f"EXPLAIN ANALYZE SELECT id FROM lone ORDER BY emb <-> '{_text(stored)}' LIMIT 5"
+        ).rows() if "Segments:" in line[0]]
+
+    try:
+        same_as_tree()
+        assert any(answered), "the lone segment's planned search ran again"
+        assert session.run(prepared, [stored]).rows()[0] == (7, 0.0)
+        session.execute_one("DELETE FROM lone WHERE id = 7")
+        assert 7 not in [r[0] for r in session.run(prepared, [stored]).rows()]
+        same_as_tree()
+        session.execute_one("SET hnsw.ef_search = 5")
+        assert "ef=5" in " ".join(r[0] for r in session.execute_one(
+            f"EXPLAIN ANALYZE SELECT id FROM lone ORDER BY emb <-> '{_text(stored)}' LIMIT 5"
+        ).rows())
+        same_as_tree()
+        session.execute_one("SET sqlvec.exact = on")
+        assert not any("hnsw" in line for line in strategies())
+        same_as_tree()
+        session.execute_one("RESET sqlvec.exact")
+        session.execute_one("SET hnsw.ef_search = 40")
+        same_as_tree()
+        session.execute_one("DROP INDEX lone_emb")
+        assert not any("hnsw" in line for line in strategies())
+        same_as_tree()
+        session.execute_one("CREATE INDEX lone_emb ON lone USING hnsw (emb vector_l2_ops)")
+        session.database.store().wait_idle()
+        assert any("hnsw" in line for line in strategies())
+        same_as_tree()
+        # An index detached from the segment in place (a rebuild's or a drop's first step)
+        # leaves the same snapshot: its planned search no longer runs as it was.
+        snap = session.database.store().find_table("lone").snapshot()
+        (segment,) = [view.data for view in snap.views if view.data.n_rows]
+        graph = segment.index("lone_emb")
+        session.run(prepared, [stored])
+        assert snap.search_lone("emb", Metric.L2, stored, 5, settings=session.settings,
+                                exact=False, plans=[]) is not None
+        segment.detach_index("lone_emb")
+        try:
+            assert snap.search_lone("emb", Metric.L2, stored, 5, settings=session.settings,
+                                    exact=False, plans=[]) is None
+        finally:
+            segment.attach_index("lone_emb", graph)
+        with pytest.raises(SqlVecError) as caught:
+            session.run(prepared, [np.ones(DIM + 1, np.float32)])
+        assert caught.value.sqlstate == "22000" and "dimensions" in str(caught.value)
+    finally:
+        session.execute_one("RESET sqlvec.exact")
+        session.execute_one("SET hnsw.ef_search = 40")
+        session.execute_one("DROP TABLE lone")
+
+
+def _counting(real, answered: list[bool]):
+    """`real`, noting whether each call answered (not None)."""
+    def call(*args, **kwargs):
+        found = real(*args, **kwargs)
+        answered.append(found is not None)
+        return found
+    return call

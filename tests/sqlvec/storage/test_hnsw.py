@@ -73,6 +73,24 @@ def test_recall_at_10_and_exact_distances(data, indexes, metric):
     assert recall >= 0.95, f"{metric.name} recall@10 = {recall:.3f}"
 
 
+
+@pytest.mark.parametrize("metric", INDEXED, ids=lambda m: m.name)
+def test_squared_distances_are_the_graphs_own_for_l2_alone(data, indexes, metric):
+    # `squared`: an l2 graph's own float32 squared distances (what `float32_l2` vouches for),
+    # the same winners; any other metric still answers with pgvector's distances.
+    rows, queries = data
+    index = indexes[metric]
+    assert index.float32_l2 is (metric is Metric.L2)
+    for query in queries[:10]:
+        positions, dists = index.search(query, 10, ef=40)
+        same, own = index.search(query, 10, ef=40, squared=True)
+        np.testing.assert_array_equal(same, positions)
+        if metric is Metric.L2:
+            assert own.dtype == np.float32
+            np.testing.assert_array_equal(pgvector_distances(metric, own), dists)
+        else:
+            np.testing.assert_array_equal(own, dists)
+
 def test_k_beyond_indexed_count_and_small_ef():
     rows = small(50)
     index = HnswIndex.build(rows, HnswParams(Metric.L2))
