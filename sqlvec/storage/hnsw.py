@@ -141,8 +141,12 @@ OPCLASSES = (
 )
 # pgvector's limit on the non-zero elements of a sparsevec in an hnsw index.
 SPARSE_MAX_NNZ = 1000
-# The ladder of ef values a calibration measures recall at (up to hnsw.ef_search's maximum).
-CALIBRATION_EFS = (10, 16, 24, 32, 40, 64, 100, 160, 256, 400, 640, 1000)
+# The ladder of ef values a calibration measures recall at (up to hnsw.ef_search's maximum):
+# close together where the usual targets fall (0.9-0.99 on real embeddings, ef 20-128), where a
+# point costs little, so that the chord a target picks its ef on (search.choose_ef) hugs the
+# curve; sparse above, where each point is dear and hard data alone goes.
+CALIBRATION_EFS = (10, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 100, 128, 160, 256, 400, 640,
+                   1000)
 # Rows a build holds out of the graph to calibrate with (at most; see held_out_count), and the
 # fewest worth measuring: below that (segments under 200 rows) the generic curve of
 # vector_index is used.
