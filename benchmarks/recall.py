@@ -119,7 +119,7 @@ def run_set(name: str, metric: Metric, vectors: np.ndarray, queries: np.ndarray,
               for ef, est in index.calibration]
     worst = max((p["calibrated"] - p["measured"] for p in ladder), default=None)
     # Between ladder points EXPLAIN interpolates: check a few efs off the ladder too.
-    off = [e for e in (12, 20, 50, 80, 128, 200, 320) if index.calibration
+    off = [e for e in (12, 18, 22, 30, 36, 44, 52, 72, 90, 114, 200, 320) if index.calibration
            and e <= index.calibration[-1][0]]
     for e in off:
         est = estimate_recall(index.calibration, e)

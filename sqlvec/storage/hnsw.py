@@ -141,12 +141,18 @@ OPCLASSES = (
 )
 # pgvector's limit on the non-zero elements of a sparsevec in an hnsw index.
 SPARSE_MAX_NNZ = 1000
-# The ladder of ef values a calibration measures recall at (up to hnsw.ef_search's maximum).
-CALIBRATION_EFS = (10, 16, 24, 32, 40, 64, 100, 160, 256, 400, 640, 1000)
+# The ladder of ef values a calibration measures recall at (up to hnsw.ef_search's maximum):
+# close together where the usual targets fall (0.9-0.99 on real embeddings, ef 20-128), where a
+# point costs little, so that the chord a target picks its ef on (search.choose_ef) hugs the
+# curve; sparse above, where each point is dear and hard data alone goes.
+CALIBRATION_EFS = (10, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 100, 128, 160, 256, 400, 640,
+                   1000)
 # Rows a build holds out of the graph to calibrate with (at most; see held_out_count), and the
 # fewest worth measuring: below that (segments under 200 rows) the generic curve of
-# vector_index is used.
-CALIBRATION_QUERIES = 500
+# vector_index is used. A query's recall is all or nothing often enough (a cluster missed) that
+# the standard error, and the lower bound's distance below the mean, shrinks only with more
+# queries: 1000 (with the exact neighbours from `_smallest_columns`) cost about what 500 did.
+CALIBRATION_QUERIES = 1000
 CALIBRATION_MIN_QUERIES = 20
 # A search's cost grows with ef, so a point of the ladder measures at most this many ef-units
 # of work (ef × queries, never under 100 queries): the large efs hard data needs stay cheap, at
@@ -623,13 +629,14 @@ def _nearest(metric: Metric, data: np.ndarray, masks: list[tuple[np.ndarray, int
     out = [np.full((min(count, len(queries)), k), -1, dtype=np.int64) for _, count in masks]
     densities = [np.count_nonzero(allowed) / max(1, data.shape[0]) for allowed, _ in masks]
     for start in range(0, len(queries), block):
-        dots = queries[start : start + block] @ data.T  # (b, n)
+        scores = queries[start : start + block] @ data.T  # (b, n), turned into scores in place
         if metric is Metric.L2:
-            scores = offset - 2.0 * dots
+            scores *= -2.0
+            scores += offset
         elif metric is Metric.COSINE:
-            scores = -dots * scale
+            scores *= -scale
         else:
-            scores = -dots
+            np.negative(scores, out=scores)
         counts = [max(0, min(count - start, scores.shape[0])) for _, count in masks]
         nearest = _nearest_allowed([a for a, _ in masks], densities, counts, scores, k)
         for found, rows, best in zip(out, counts, nearest):
@@ -640,19 +647,57 @@ def _nearest(metric: Metric, data: np.ndarray, masks: list[tuple[np.ndarray, int
 def _nearest_allowed(alloweds: list[np.ndarray], densities: list[float], counts: list[int],
                      scores: np.ndarray, k: int) -> list[np.ndarray]:
     """Per allowed mask, the k best allowed columns of the first `counts` rows of `scores`:
-    from one partial sort per row, deep enough that the sparsest mask almost surely has k
-    allowed columns in it (its expected share three times k), shared by every mask; the rows
-    where it has not are searched again over the whole row (`_best_allowed`)."""
-    deep = [d for d, c in zip(densities, counts) if c > 0 and d > 0]
+    the rows go in runs that the same masks need (the unfiltered curve measures more queries
+    than the sparse filters), each run searched for all of its masks at once
+    (`_nearest_in_rows`), so a sparse mask's deep search is not paid by the rows only the
+    unfiltered truth needs."""
+    found = [np.full((count, k), -1, dtype=np.int64) for count in counts]
+    edges = sorted({0, *counts})
+    for low, high in zip(edges, edges[1:]):
+        needing = [i for i, count in enumerate(counts) if count >= high]
+        best = _nearest_in_rows([alloweds[i] for i in needing], [densities[i] for i in needing],
+                                scores[low:high], k)
+        for i, rows in zip(needing, best):
+            found[i][low:high] = rows
+    return found
+
+
+def _nearest_in_rows(alloweds: list[np.ndarray], densities: list[float], scores: np.ndarray,
+                     k: int) -> list[np.ndarray]:
+    """Per allowed mask, the k best allowed columns of every row of `scores`: from one partial
+    sort per row, deep enough that the sparsest mask almost surely has k allowed columns in it
+    (its expected share three times k), shared by every mask; the rows where it has not are
+    searched again over the whole row (`_best_allowed`)."""
+    deep = [d for d in densities if d > 0]
     width = scores.shape[1]
     depth = min(width, int(3 * k / min(deep)) + k) if deep else 0
-    rows = max(counts, default=0)
     if depth == 0 or depth >= width:
-        return [_best_allowed(scores[:c], a, k) for a, c in zip(alloweds, counts)]
-    part = np.argpartition(scores[:rows], depth - 1, axis=1)[:, :depth]
-    order = np.argsort(np.take_along_axis(scores[:rows], part, axis=1), axis=1)
+        return [_best_allowed(scores, a, k) for a in alloweds]
+    part = _smallest_columns(scores, depth)
+    order = np.argsort(np.take_along_axis(scores, part, axis=1), axis=1)
     ranked = np.take_along_axis(part, order, axis=1)  # nearest first
-    return [_first_allowed(ranked[:c], scores[:c], a, k) for a, c in zip(alloweds, counts)]
+    return [_first_allowed(ranked, scores, a, k) for a in alloweds]
+
+
+def _smallest_columns(scores: np.ndarray, depth: int) -> np.ndarray:
+    """The columns of the `depth` lowest scores of each row, unordered.
+
+    An argpartition of a whole row costs most of a calibration's exact truth; instead the row
+    is cut into runs of columns and only the `depth` runs with the lowest minima are
+    partitioned (with the columns after the last whole run): the depth lowest scores lie there,
+    as at least `depth` scores (those minima) are no higher than the depth-th lowest minimum."""
+    rows, width = scores.shape
+    run = min(64, width // (16 * depth))
+    if run < 8:  # (short runs cost more to gather than the argpartition they save)
+        return np.argpartition(scores, depth - 1, axis=1)[:, :depth]
+    runs = width // run
+    minima = scores[:, : runs * run].reshape(rows, runs, run).min(axis=2)
+    lowest = np.argpartition(minima, depth - 1, axis=1)[:, :depth]
+    columns = (lowest[:, :, None] * run + np.arange(run)).reshape(rows, depth * run)
+    tail = np.arange(runs * run, width)
+    columns = np.concatenate([columns, np.broadcast_to(tail, (rows, tail.size))], axis=1)
+    picked = np.argpartition(np.take_along_axis(scores, columns, axis=1), depth - 1, axis=1)
+    return np.take_along_axis(columns, picked[:, :depth], axis=1)
 
 
 def _first_allowed(ranked: np.ndarray, scores: np.ndarray, allowed: np.ndarray,

@@ -264,17 +264,43 @@ def plan_segment(view: SegmentView, physical: str, dims: int, k: int, *,
 def choose_ef(index: VectorIndex, ef: int, target_recall: float | None,
               max_ef: int = MAX_EF_SEARCH_DEFAULT) -> tuple[int, float | None]:
     """The knob (ef_search) to use and the recall the index's calibration predicts for it: for
-    a target, the smallest calibrated knob reaching it, else the largest within `max_ef`."""
+    a target, the smallest knob within `max_ef` whose estimate (`estimate_recall`, between
+    ladder points too) reaches it, else the largest within `max_ef`."""
     curve = index.calibration
     if target_recall is not None and curve:
-        for ef_value, recall in curve:
-            if ef_value > max_ef:
-                break
-            if recall >= target_recall:
-                return int(ef_value), float(recall)
-        best = min(max_ef, int(curve[-1][0]))
-        return best, estimate_recall(curve, best)
+        reaching = smallest_ef_reaching(curve, target_recall)
+        chosen = reaching if reaching is not None and reaching <= max_ef else min(
+            max_ef, int(curve[-1][0]))
+        return chosen, estimate_recall(curve, chosen)
     return ef, estimate_recall(curve, ef)
+
+
+def smallest_ef_reaching(curve: list[tuple[int, float]], target: float) -> int | None:
+    """The smallest ef whose estimated recall reaches `target` (None: none on the curve does).
+
+    Between two ladder points the estimate is the chord in log(ef) (`estimate_recall`): recall
+    rises ever more slowly with ef (concave in log ef), so the chord of two lower bounds stays
+    under the true curve, and an ef between ladder points is as honest as the points are. The
+    next ladder point up would often cost much more ef than the target needs (40 -> 64)."""
+    below: tuple[int, float] | None = None
+    for ef_value, recall in curve:
+        if recall >= target:
+            if below is None:
+                return int(ef_value)
+            return _chord_crossing(curve, below, (int(ef_value), float(recall)), target)
+        below = (int(ef_value), float(recall))
+    return None
+
+
+def _chord_crossing(curve: list[tuple[int, float]], low: tuple[int, float],
+                    high: tuple[int, float], target: float) -> int:
+    """The smallest integer ef in (low, high] where the log-ef chord reaches `target`."""
+    share = (target - low[1]) / (high[1] - low[1])
+    ef = max(low[0] + 1, math.ceil(math.exp(math.log(low[0]) + share * math.log(high[0] / low[0]))
+                                   - 1e-9))
+    while ef < high[0] and estimate_recall(curve, ef) < target:  # float rounding at the crossing
+        ef += 1
+    return min(ef, high[0])
 
 
 def filtered_knob(index: VectorIndex, k: int, selectivity: float, target_recall: float | None,

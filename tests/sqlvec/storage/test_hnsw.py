@@ -14,11 +14,12 @@ from sqlvec.storage.hnsw import (
     HnswParams,
     IndexBuildCancelled,
     _graph_words,
+    _nearest,
     held_out_count,
     pgvector_distances,
 )
 from sqlvec.storage.vector_index import VectorIndex
-from sqlvec.vectors import Metric, distances, top_k
+from sqlvec.vectors import Metric, distances, top_k, top_k_batch
 
 N, DIM, CLUSTERS, QUERIES = 20_000, 128, 200, 100
 INDEXED = [Metric.L2, Metric.COSINE, Metric.IP]
@@ -522,3 +523,24 @@ def test_a_damaged_label_without_a_checksum_is_reported(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(DataCorrupted):
         HnswIndex.load(path, index.params, dim)
+
+
+# The exact neighbours a calibration measures against ---------------------------------------
+
+
+@pytest.mark.parametrize("metric", [Metric.L2, Metric.COSINE, Metric.IP])
+def test_calibration_truth_is_the_exact_top_k_under_each_mask(metric):
+    # 20,003 columns: not a multiple of the runs the shallow searches cut rows into; the masks
+    # need 300, 120 and 40 queries, so each run of rows is searched as deep as its masks need
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal((20_003, 16)).astype(np.float32)
+    queries = rng.standard_normal((300, 16)).astype(np.float32)
+    everything = np.ones(data.shape[0], dtype=np.bool_)
+    everything[rng.choice(data.shape[0], 100, replace=False)] = False
+    masks = [(everything, 300), (everything & (rng.random(data.shape[0]) < 0.2), 120),
+             (everything & (rng.random(data.shape[0]) < 0.01), 40)]
+    found = _nearest(metric, data, masks, queries, 10)
+    for (allowed, count), got in zip(masks, found):
+        exact = top_k_batch(metric, data, queries[:count], 10, allowed)
+        assert got.shape == (count, 10)
+        assert [set(row) for row in got.tolist()] == [set(row) for row in exact.tolist()]

@@ -19,6 +19,7 @@ from sqlvec.storage.search import (
     estimate_recall,
     parse_target_recall,
     search_target,
+    smallest_ef_reaching,
 )
 from sqlvec.storage.vector_index import DefaultSetting, calibration_point
 from sqlvec.vectors import Metric, top_k_batch
@@ -79,6 +80,16 @@ def test_the_cap_bounds_the_chosen_ef_and_the_estimate_says_what_it_gives(calibr
     assert capped == cap and capped < uncapped
     assert estimate == pytest.approx(estimate_recall(curve, cap))
     assert estimate < target  # below the target: the search reports it (misses_target)
+
+
+def test_a_target_between_ladder_points_takes_the_smallest_ef_on_their_chord():
+    curve = [(10, 0.80), (40, 0.94), (64, 0.96), (100, 0.99)]
+    ef = smallest_ef_reaching(curve, 0.95)
+    assert 40 < ef < 64  # not the next ladder point up
+    assert estimate_recall(curve, ef) >= 0.95 > estimate_recall(curve, ef - 1)
+    assert smallest_ef_reaching(curve, 0.96) == 64  # on a ladder point: that point
+    assert smallest_ef_reaching(curve, 0.80) == 10
+    assert smallest_ef_reaching(curve, 0.995) is None
 
 
 def test_lower_targets_choose_no_more_ef(calibrated):
