@@ -128,6 +128,8 @@ class Transaction:
         self.watch: Callable[[str, Table, pa.Table], None] | None = None
         self.deferred_checks: list = []
         self.constraint_modes: dict[str, bool] = {}
+        # A block's: told each table's id when the transaction first writes it.
+        self.on_first_write: Callable[[int], None] | None = None
 
     @property
     def empty(self) -> bool:
@@ -141,6 +143,8 @@ class Transaction:
     def _overlay(self, table: Table) -> TableOverlay:
         overlay = self.overlays.get(table.id)
         if overlay is None:
+            if self.on_first_write is not None:
+                self.on_first_write(table.id)
             overlay = self.overlays[table.id] = TableOverlay(table)
         return overlay
 
