@@ -679,12 +679,12 @@ class Session:
 
     def _statement_lock(self, prepared: PreparedStatement) -> contextlib.AbstractContextManager:
         """The DDL lock a statement runs under: none for those that touch no data (a constant
-        query, and COMMIT of a transaction that wrote nothing)."""
+        query, and COMMIT of a transaction that wrote nothing or failed: it rolls back)."""
         u = prepared.utility
         if prepared.constant or prepared.kind is StatementKind.EMPTY or self.ddl_open or (
                 u is not None and (
-                u.kind in _NO_DDL_LOCK or (u.kind is UtilityKind.COMMIT
-                                           and (self.txn is None or self.txn.empty)))):
+                u.kind in _NO_DDL_LOCK or (u.kind is UtilityKind.COMMIT and (
+                    self.failed or self.txn is None or self.txn.empty)))):
             return contextlib.nullcontext()
         return self._shared_ddl_lock()
 
