@@ -69,8 +69,8 @@ from sqlvec.sql.normalize import normalize, query_id
 from sqlvec.sql.statements import first_word, split_with_offsets
 from sqlvec.sql.utility import UtilityKind, recognise
 from sqlvec.storage.row_locks import LockHolder
-from sqlvec.storage.table import Table
 from sqlvec.storage.store import return_free_memory
+from sqlvec.storage.table import Table
 from sqlvec.storage.vector_index import DefaultSetting
 from sqlvec.types import TYPES_BY_OID, SqlType
 
@@ -919,8 +919,8 @@ class Session:
         )
 
     def _snapshot_of(self, table_id: int):
-        if self.lock_holder is not None and table_id not in self._used:
-            self.use_table(table_id)
+        if self.lock_holder is not None:
+            return self._table_used(table_id).snapshot()
         return self.store.table(table_id).snapshot()
 
     def _table_used(self, table_id: int) -> Table:
