@@ -8,15 +8,13 @@ a cycle through the waiting change is 40P01 in one of the two.
 
 from __future__ import annotations
 
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
 
 from tests.e2e.conftest import beside_postgres
-
-WAITING = 0.4  # seconds a schema change is seen still waiting before the block ends
+from tests.e2e.test_row_locks import begin, connect, sqlstate, waiting
 
 
 @pytest.fixture(scope="module")
@@ -35,35 +33,6 @@ def uri(request, servers) -> str:
         conn.execute("INSERT INTO t VALUES (1, 1), (2, 2)")
         conn.execute("INSERT INTO u VALUES (1, 1)")
     return servers[request.param]
-
-
-def connect(uri: str) -> psycopg.Connection:
-    return psycopg.connect(uri, autocommit=True)
-
-
-def begin(uri: str, *statements: str) -> psycopg.Connection:
-    """A session with an open block that ran `statements`."""
-    conn = connect(uri)
-    conn.execute("BEGIN")
-    for sql in statements:
-        conn.execute(sql)
-    return conn
-
-
-def waiting(pool: ThreadPoolExecutor, conn: psycopg.Connection, sql: str) -> Future:
-    """`sql` started on `conn` in another thread; it is still waiting a while later."""
-    future = pool.submit(lambda: conn.execute(sql))
-    time.sleep(WAITING)
-    assert not future.done(), future.result()
-    return future
-
-
-def sqlstate(future: Future) -> str | None:
-    try:
-        future.result(timeout=30)
-    except psycopg.Error as exc:
-        return exc.sqlstate
-    return None
 
 
 def rows(uri: str, sql: str) -> list[tuple]:
