@@ -206,6 +206,8 @@ class Transaction:
         # buffered, newest last, and the deferred checks it found already.
         self._undo: list[Callable[[], None]] | None = None
         self._checks_before = 0
+        # A block's: told each table's id when the transaction first writes it.
+        self.on_first_write: Callable[[int], None] | None = None
 
     def begin_statement(self) -> None:
         """Record how to undo what the next statement buffers (`undo_statement`)."""
@@ -255,6 +257,8 @@ class Transaction:
     def _overlay(self, table: Table) -> TableOverlay:
         overlay = self.overlays.get(table.id)
         if overlay is None:
+            if self.on_first_write is not None:
+                self.on_first_write(table.id)
             overlay = self.overlays[table.id] = TableOverlay(table)
         return overlay
 

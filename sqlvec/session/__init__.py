@@ -9,7 +9,8 @@
     utility.py       utility statements, one handler table keyed by UtilityKind
     transactions.py  BEGIN / COMMIT / ROLLBACK, savepoints, transactional DDL;  cursors.py
                      DECLARE / FETCH / CLOSE
-    ddl_lock.py      the database-wide lock a transaction's schema changes hold
+    ddl_lock.py      the database-wide lock a transaction's schema changes hold, and per
+                     table the open blocks using it, which schema changes wait for
     copy.py          COPY's engine side (the wire moves the data)
 
 Everything the wire uses is importable from here.

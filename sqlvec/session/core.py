@@ -70,6 +70,7 @@ from sqlvec.sql.statements import first_word, split_with_offsets
 from sqlvec.sql.utility import UtilityKind, recognise
 from sqlvec.storage.row_locks import LockHolder
 from sqlvec.storage.store import return_free_memory
+from sqlvec.storage.table import Table
 from sqlvec.storage.vector_index import DefaultSetting
 from sqlvec.types import TYPES_BY_OID, SqlType
 
@@ -178,6 +179,8 @@ class Session:
         self.ddl_open = False
         self._advisory_xact = False  # holds transaction-level advisory locks
         self.lock_holder: LockHolder | None = None  # the open block's row locks (row_locks.py)
+        # The tables the open block used (id -> whether it wrote them), known to the DDL lock.
+        self._used: dict[int, bool] = {}
         self.row_lock_wait: LockHolder | None = None  # the block an autocommit write waits for
         self._plan_cache = PlanCache()
         self._limits: dict[str, tuple[str, int]] = {}  # settings with units: text, base units
@@ -655,10 +658,11 @@ class Session:
         """Hold the database's DDL lock shared: wait while another transaction's schema
         changes are open (cancel, statement_timeout and lock_timeout end the wait). A block
         holding row or key locks goes ahead of a session waiting to change the schema: that
-        one may wait for a statement that waits for this block's rows."""
+        one may wait for a statement that waits for this block's rows. So does a block that used
+        a table: a schema change of that table may be waiting for it (`await_users`)."""
         holder = self.lock_holder
-        return self._ddl_lock.shared(self.pid, self._waiting,
-                                     holder is not None and bool(holder.held))
+        return self._ddl_lock.shared(self.pid, self._waiting, holder is not None and (
+            bool(holder.held) or bool(self._used)))
 
     def _waiting(self) -> tuple[Callable[[], None], int]:
         """What a wait for the DDL lock checks (cancel, statement_timeout) and its limit
@@ -675,12 +679,12 @@ class Session:
 
     def _statement_lock(self, prepared: PreparedStatement) -> contextlib.AbstractContextManager:
         """The DDL lock a statement runs under: none for those that touch no data (a constant
-        query, and COMMIT of a transaction that wrote nothing)."""
+        query, and COMMIT of a transaction that wrote nothing or failed: it rolls back)."""
         u = prepared.utility
         if prepared.constant or prepared.kind is StatementKind.EMPTY or self.ddl_open or (
                 u is not None and (
-                u.kind in _NO_DDL_LOCK or (u.kind is UtilityKind.COMMIT
-                                           and (self.txn is None or self.txn.empty)))):
+                u.kind in _NO_DDL_LOCK or (u.kind is UtilityKind.COMMIT and (
+                    self.failed or self.txn is None or self.txn.empty)))):
             return contextlib.nullcontext()
         return self._shared_ddl_lock()
 
@@ -708,6 +712,31 @@ class Session:
         if u is not None and (u.kind in _NO_DDL_LOCK or u.kind is UtilityKind.COMMIT):
             return contextlib.nullcontext()
         return self._shared_ddl_lock()
+
+    def use_table(self, table_id: int, wrote: bool = False) -> None:
+        """A block's read or write of a table: the first of each kind is told to the DDL
+        lock, so a schema change of the table waits for the block's end."""
+        holder = self.lock_holder
+        known = self._used.get(table_id)
+        if holder is not None and (known is None or (wrote and not known)):
+            self._ddl_lock.use(holder, table_id, wrote, self._waiting)
+            self._used[table_id] = wrote or bool(known)
+
+    def await_table_users(self, table_ids: list[int], writers_only: bool, run: bool) -> None:
+        """Before a schema change of the tables: wait until the other open blocks using
+        them (`writers_only`: writing them) end. `run` (autocommit): the tables stay marked
+        changed until `table_change_done`, so no block starts using them meanwhile."""
+        self._ddl_lock.await_users(table_ids, self.pid, self.lock_holder, self.lock_waiting,
+                                   writers_only, run)
+
+    def table_change_done(self, table_ids: list[int]) -> None:
+        """The autocommit schema change of the tables ended (`await_table_users(run=True)`)."""
+        self._ddl_lock.done(table_ids, self.pid)
+
+    def table_users_left(self, table_ids: list[int], writers_only: bool) -> bool:
+        """Whether another open block uses one of the tables (asked holding the DDL lock
+        exclusively, when none can start to)."""
+        return self._ddl_lock.has_users(table_ids, self.pid, writers_only)
 
     def open_schema_changes(self) -> None:
         """The first DDL statement of a transaction block: take the DDL lock exclusively
@@ -823,7 +852,12 @@ class Session:
             repeatable = transactions.is_repeatable(self.settings.get("default_transaction_isolation", ""))
         self.release_row_locks()
         self.lock_holder = LockHolder(self.pid, self.lock_waiting, repeatable)
-        return Transaction(locks=self.lock_holder)
+        txn = Transaction(locks=self.lock_holder)
+        txn.on_first_write = self._first_write
+        return txn
+
+    def _first_write(self, table_id: int) -> None:
+        self.use_table(table_id, True)
 
     def lock_waiting(self) -> tuple[Callable[[], None], int, int]:
         """What a wait for a row lock checks (cancel, statement_timeout), its lock_timeout and
@@ -835,6 +869,9 @@ class Session:
         """The block's row locks go (after its commit is applied): their waiters wake."""
         holder, self.lock_holder = self.lock_holder, None
         if holder is not None:
+            if self._used:
+                self._ddl_lock.forget(holder, list(self._used))
+                self._used = {}
             holder.release()
 
     def release_xact_locks(self) -> None:
@@ -872,7 +909,7 @@ class Session:
             params=params,
             settings=self.settings,
             snapshot_of=self._snapshot_of,
-            table_of=self.store.table,
+            table_of=self.store.table if self.lock_holder is None else self._table_used,
             overlay=self.txn,
             virtual_table=self._virtual_table,
             cancel=self._cancel,
@@ -882,7 +919,15 @@ class Session:
         )
 
     def _snapshot_of(self, table_id: int):
+        if self.lock_holder is not None:
+            return self._table_used(table_id).snapshot()
         return self.store.table(table_id).snapshot()
+
+    def _table_used(self, table_id: int) -> Table:
+        """A table a block's statement reads (key lookups, statistics): its use is known."""
+        if table_id not in self._used:
+            self.use_table(table_id)
+        return self.store.table(table_id)
 
     def _virtual_table(self, name: str) -> pa.Table:
         return self.database.virtual_table(self, name)

@@ -53,6 +53,7 @@ def run_ddl(session: Session, prepared: PreparedStatement, params: list,
     private to the block until COMMIT and ROLLBACK undoes them."""
     ast = prepared.ast
     assert ast is not None
+    tables, writers_only = _tables_changed(session, ast)
     if session.explicit:
         kind = (ast.args.get("kind") or "").upper() if isinstance(ast, (exp.Create, exp.Drop)) \
             else ""
@@ -62,14 +63,56 @@ def run_ddl(session: Session, prepared: PreparedStatement, params: list,
         elif kind == "DATABASE":
             transactions.refuse_in_block(session, f"{verb} DATABASE")
         if session.explicit:  # (not left for a batch's first statement: refuse_in_block)
-            session.open_schema_changes()
+            _open_after_users(session, tables, writers_only)
     handler = _HANDLERS.get(type(ast))
     if handler is None:  # pragma: no cover - prepare.py lets only these classes through
         raise FeatureNotSupported(type(ast).__name__)
     notices: list[Notice] = []
-    tag = handler(session, ast, notices)
+    running = bool(tables) and not session.explicit
+    if running:  # autocommit: no block starts to use the tables until it is done
+        session.await_table_users(tables, writers_only, run=True)
+    try:
+        tag = handler(session, ast, notices)
+    finally:
+        if running:
+            session.table_change_done(tables)
     session._plan_cache.clear()
     return Result(tag, notices=notices)
+
+
+def _open_after_users(session: Session, tables: list[int], writers_only: bool) -> None:
+    """A block's schema change: wait for the other open blocks using the tables, then open the
+    block's schema changes (the DDL lock, exclusively). A block that started to use a table
+    while this one waited for the lock is waited for again, the lock let go meanwhile (unless
+    the block's earlier schema changes hold it: that block's statements wait for them)."""
+    while True:
+        held = session.ddl_open
+        if tables:
+            session.await_table_users(tables, writers_only, run=False)
+        session.open_schema_changes()
+        if held or not tables or not session.table_users_left(tables, writers_only):
+            return
+        session.close_schema_changes(None)
+
+
+def _tables_changed(session: Session, ast: exp.Expression) -> tuple[list[int], bool]:
+    """The ids of the existing tables a DDL statement changes, which wait for the open blocks
+    using them, and whether only blocks writing them are waited for (CREATE INDEX, as
+    PostgreSQL's ShareLock). Other objects (views, schemas, sequences) wait for none."""
+    kind = (ast.args.get("kind") or "").upper()
+    if isinstance(ast, exp.Alter) and kind == "TABLE":
+        targets = [ast.this]
+    elif isinstance(ast, exp.Drop) and kind == "TABLE":
+        targets = ast.args.get("tables") or [ast.this]
+    elif isinstance(ast, exp.TruncateTable):
+        targets = ast.expressions
+    elif isinstance(ast, exp.Create) and kind == "INDEX" and isinstance(ast.this, exp.Index):
+        targets = [ast.this.args.get("table")]
+    else:
+        return [], False
+    found = (session.catalog.find_table(t.name, t.db or None, session.search_path)
+             for t in targets if isinstance(t, exp.Table))
+    return [t.id for t in found if t is not None], kind == "INDEX"
 
 
 def _exists_notice(name: str) -> Notice:

@@ -9,6 +9,14 @@ or writes the database, and waits meanwhile (honouring cancel, statement_timeout
 lock_timeout: 55P03). Statements that touch no data (SET, SHOW, BEGIN, ROLLBACK, ...) never
 wait. A session may hold it shared several times (statements inside statements) and, holding
 it shared, take it exclusively once no other session holds it.
+
+Per table, the lock also knows which open transaction blocks used it (read or wrote it, as
+PostgreSQL's AccessShareLock / RowExclusiveLock held until the block ends), recorded at a
+block's first use of the table (`use`). A schema change of a table waits for those blocks to
+end (`await_users`: in the row locks' wait-for graph, so a cycle is 40P01; lock_timeout 55P03,
+cancel 57014), as ALTER TABLE's AccessExclusiveLock does; CREATE INDEX waits only for blocks
+that wrote the table (ShareLock). While an autocommit change runs on a table (`running`), a
+block's first use of the table waits for it (readers not, for CREATE INDEX).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from collections.abc import Callable
 
 from sqlvec.errors import SqlVecError
 from sqlvec.session.per_database import PerDatabase
+from sqlvec.storage.row_locks import LockHolder, Waiting, wait_for_end
 
 # How often a waiting session looks for a cancel or its timeouts.
 _POLL_SECONDS = 0.05
@@ -40,6 +49,11 @@ class DdlLock:
         # share this lock), so reads wait here as they would in one process.
         self.on_change: Callable[[bool], None] | None = None
         self._told = False
+        self._waiting_shared: set[int] = set()  # sessions waiting to hold it shared
+        # Per table id: the open blocks that used it (holder -> whether it wrote the table),
+        # and the autocommit schema change running on it (pid, whether readers may go on).
+        self._users: dict[int, dict[LockHolder, bool]] = {}
+        self._running: dict[int, tuple[int, bool]] = {}
 
     def shared(self, pid: int, waiting: Callable[[], tuple[Callable[[], None], int]],
                ahead: bool = False) -> _SharedHold:
@@ -57,8 +71,12 @@ class DdlLock:
             if not self._may_share(pid, ahead):
                 check_interrupts, timeout_ms = waiting()
                 deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
-                while not self._may_share(pid, ahead):
-                    _wait(self._cond, check_interrupts, deadline)
+                self._waiting_shared.add(pid)
+                try:
+                    while not self._may_share(pid, ahead):
+                        _wait(self._cond, check_interrupts, deadline)
+                finally:
+                    self._waiting_shared.discard(pid)
             self._shared[pid] = self._shared.get(pid, 0) + 1
 
     def _release_shared(self, pid: int) -> None:
@@ -128,6 +146,94 @@ class DdlLock:
         if callback is not None and locked != self._told:
             callback(locked)
         self._told = locked
+
+
+    # Per-table use by transaction blocks -------------------------------------------------------
+
+    def use(self, holder: LockHolder, table_id: int, wrote: bool,
+            waiting: Callable[[], tuple[Callable[[], None], int]]) -> None:
+        """A block's first read (or first write) of a table: recorded until `forget`, after
+        waiting for an autocommit schema change running on the table."""
+        with self._mutex:
+            running = self._running.get(table_id)
+            if running is not None and running[0] != holder.pid and (wrote or not running[1]):
+                check_interrupts, timeout_ms = waiting()
+                deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
+                while self._blocked(table_id, holder.pid, wrote):
+                    _wait(self._cond, check_interrupts, deadline)
+            users = self._users.setdefault(table_id, {})
+            users[holder] = users.get(holder, False) or wrote
+
+    def _blocked(self, table_id: int, pid: int, wrote: bool) -> bool:
+        running = self._running.get(table_id)
+        return running is not None and running[0] != pid and (wrote or not running[1])
+
+    def forget(self, holder: LockHolder, table_ids: list[int]) -> None:
+        """The block ended: it no longer uses those tables."""
+        with self._mutex:
+            for table_id in table_ids:
+                users = self._users.get(table_id)
+                if users is not None:
+                    users.pop(holder, None)
+                    if not users:
+                        del self._users[table_id]
+
+    def await_users(self, table_ids: list[int], pid: int, waiter: LockHolder | None,
+                    waiting: Waiting, writers_only: bool, run: bool) -> None:
+        """Wait until no other open block uses the tables (`writers_only`: wrote them), each
+        wait in the row locks' wait-for graph with `waiter`. `run`: then mark the tables
+        changed by `pid` until `done` (new blocks' uses wait), at once under the mutex. A
+        session holding the lock exclusively meets 40P01 when the block it waits for waits
+        for that lock."""
+        while True:
+            with self._mutex:
+                user = self._user(table_ids, pid, writers_only)
+                if user is None:
+                    if run:
+                        for table_id in table_ids:
+                            self._running[table_id] = (pid, writers_only)
+                    return
+            wait_for_end(user, waiter, self._watching(user, pid, waiting))
+
+    def has_users(self, table_ids: list[int], pid: int, writers_only: bool) -> bool:
+        """Whether another open block uses one of the tables (`writers_only`: wrote it)."""
+        with self._mutex:
+            return self._user(table_ids, pid, writers_only) is not None
+
+    def _user(self, table_ids: list[int], pid: int, writers_only: bool) -> LockHolder | None:
+        """An open block of another session using one of the tables (under the mutex)."""
+        for table_id in table_ids:
+            for holder, wrote in self._users.get(table_id, {}).items():
+                if holder.pid != pid and not holder.ended and (wrote or not writers_only):
+                    return holder
+        return None
+
+    def _watching(self, user: LockHolder, pid: int, waiting: Waiting) -> Waiting:
+        """`waiting`, whose check also fails a wait by the lock's exclusive holder for a block
+        that waits for that lock: neither could go on (a cycle the row locks' graph misses)."""
+        def watched() -> tuple[Callable[[], None], int, int]:
+            check, timeout_ms, deadlock_ms = waiting()
+
+            def check_both() -> None:
+                check()
+                if self.owner == pid and user.pid in self._waiting_shared:
+                    raise SqlVecError(
+                        "deadlock detected", sqlstate="40P01",
+                        detail=f"Process {pid} waits for AccessExclusiveLock on a relation; "
+                               f"blocked by process {user.pid}.\nProcess {user.pid} waits "
+                               f"for the schema changes of process {pid}.",
+                        hint="See server log for query details.")
+            return check_both, timeout_ms, deadlock_ms
+        return watched
+
+    def done(self, table_ids: list[int], pid: int) -> None:
+        """The autocommit schema change of `pid` on the tables ended: blocks waiting to use
+        them go on."""
+        with self._cond:
+            for table_id in table_ids:
+                if self._running.get(table_id, (None,))[0] == pid:
+                    del self._running[table_id]
+            self._cond.notify_all()
 
 
 class _SharedHold:

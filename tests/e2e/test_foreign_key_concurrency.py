@@ -4,15 +4,18 @@ A parent row deleted by one transaction while another inserts a child row refere
 whichever commits second fails (23503 for NO ACTION / RESTRICT, 40001 when the action is
 CASCADE or SET NULL and running the statement again would apply it), checked under the
 store's commit lock (sqlvec/execution/foreign_key_commit.py). Each interleaving is driven
-step by step over two psycopg connections, so no test depends on timing; a bounded run of
-concurrent writers then checks the invariant with a ledger of acknowledged writes.
+step by step over two psycopg connections (a TRUNCATE, which waits for the block that wrote
+a child, in a thread); a bounded run of concurrent writers then checks the invariant with a
+ledger of acknowledged writes.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -165,14 +168,21 @@ def test_cascade_delete_in_autocommit_then_child_block_fails(server):
     assert _orphans(uri, parent, child) == 0
 
 
-def test_truncate_then_a_child_block_commits(tables):
+def test_truncate_waits_for_a_child_block(tables):
+    """As PostgreSQL's: the TRUNCATE waits for the block that inserted a child, then
+    empties both tables."""
     uri, parent, child = tables
-    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b:
+    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b, \
+            ThreadPoolExecutor(1) as pool:
         a.execute(f"INSERT INTO {child} VALUES (15, 1)")
-        b.execute(f"TRUNCATE {parent}, {child}")
-        with pytest.raises(psycopg.errors.ForeignKeyViolation):
-            a.commit()
+        truncate = pool.submit(b.execute, f"TRUNCATE {parent}, {child}")
+        time.sleep(0.3)
+        assert not truncate.done()
+        a.commit()
+        truncate.result(timeout=30)
     assert _orphans(uri, parent, child) == 0
+    with psycopg.connect(uri) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {child}").fetchone() == (0,)
 
 
 def test_concurrent_writers_leave_no_orphan(server):

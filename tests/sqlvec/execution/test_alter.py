@@ -5,6 +5,8 @@ crash) finds."""
 from __future__ import annotations
 
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -181,24 +183,28 @@ def test_changes_survive_restart_and_crash(tmp_path) -> None:
             [(None, 0)]
 
 
-def test_another_sessions_open_transaction_meets_the_new_shape_at_commit(db) -> None:
+def test_another_sessions_alter_waits_for_the_open_transaction_using_the_table(db) -> None:
+    """As PostgreSQL's: the ALTER waits for the block that wrote the table, whose rows then
+    take the new shape; a waiting ALTER meets lock_timeout (55P03)."""
     a, b = db.connect(), db.connect()
     run(a, "CREATE TABLE t (id int PRIMARY KEY, a text)")
-    run(a, "BEGIN")
-    run(a, "INSERT INTO t VALUES (1, 'x')")
-    run(b, "ALTER TABLE t ADD COLUMN c int DEFAULT 3")
-    run(a, "COMMIT")  # a column added since reads as its default
-    run(a, "BEGIN")
-    run(a, "INSERT INTO t VALUES (2, 'y', 4)")
-    run(b, "ALTER TABLE t DROP COLUMN a")
-    run(a, "COMMIT")  # a column dropped since is left out
+    for insert, alter in [("INSERT INTO t VALUES (1, 'x')", "ADD COLUMN c int DEFAULT 3"),
+                          ("INSERT INTO t VALUES (2, 'y', 4)", "DROP COLUMN a")]:
+        run(a, "BEGIN")
+        run(a, insert)
+        with ThreadPoolExecutor(1) as pool:
+            altered = pool.submit(run, b, f"ALTER TABLE t {alter}")
+            time.sleep(0.2)
+            assert not altered.done()
+            run(a, "COMMIT")
+            altered.result(timeout=30)
     assert rows(a, "SELECT * FROM t ORDER BY id") == [(1, 3), (2, 4)]
     run(a, "BEGIN")
     run(a, "INSERT INTO t VALUES (3, 5)")
-    run(b, "ALTER TABLE t RENAME COLUMN c TO d")
-    err = error(a, "COMMIT")  # renamed: the buffered row cannot be placed for sure
-    assert err.sqlstate == "40001"
-    assert rows(b, "SELECT * FROM t ORDER BY id") == [(1, 3), (2, 4)]
+    run(b, "SET lock_timeout = '100ms'")
+    assert error(b, "ALTER TABLE t RENAME COLUMN c TO d").sqlstate == "55P03"
+    run(a, "COMMIT")
+    assert rows(b, "SELECT * FROM t ORDER BY id") == [(1, 3), (2, 4), (3, 5)]
 
 
 # ALTER COLUMN ... TYPE ... USING: the expression's names are resolved once against the row

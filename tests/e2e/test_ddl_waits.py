@@ -1,0 +1,170 @@
+"""Schema changes wait for the open transactions that use the table, compared with a real
+PostgreSQL: an ALTER TABLE / DROP TABLE / TRUNCATE of a table another open block read, wrote
+or locked rows of waits for that block's end (then applies to what it committed), and so does
+CREATE INDEX for a block that wrote the table (not for one that only read it). A schema
+change of another table does not wait. lock_timeout (55P03) and cancel (57014) end the wait;
+a cycle through the waiting change is 40P01 in one of the two.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from tests.e2e.conftest import beside_postgres
+from tests.e2e.test_row_locks import begin, connect, sqlstate, waiting
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """The URIs of PostgreSQL and of a sqlvec server (with workers: DDL goes to the primary)."""
+    with beside_postgres(tmp_path_factory, "ddlwaits") as (sqlvec, postgres):
+        yield {"postgres": postgres, "sqlvec": sqlvec}
+
+
+@pytest.fixture(params=["postgres", "sqlvec"])
+def uri(request, servers) -> str:
+    with psycopg.connect(servers[request.param], autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS t, u")
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, n int)")
+        conn.execute("CREATE TABLE u (id int PRIMARY KEY, n int)")
+        conn.execute("INSERT INTO t VALUES (1, 1), (2, 2)")
+        conn.execute("INSERT INTO u VALUES (1, 1)")
+    return servers[request.param]
+
+
+def rows(uri: str, sql: str) -> list[tuple]:
+    with connect(uri) as conn:
+        return conn.execute(sql).fetchall()
+
+
+BLOCK_USES = {
+    "insert": "INSERT INTO t VALUES (3, 3)",
+    "update": "UPDATE t SET n = 10 WHERE id = 1",
+    "delete": "DELETE FROM t WHERE id = 2",
+    "for-update": "SELECT n FROM t WHERE id = 1 FOR UPDATE",
+    "select": "SELECT count(*) FROM t",
+}
+# What t holds once the block committed, by what the block did.
+COMMITTED = {"insert": [(1, 1), (2, 2), (3, 3)], "update": [(1, 10), (2, 2)],
+             "delete": [(1, 1)], "for-update": [(1, 1), (2, 2)], "select": [(1, 1), (2, 2)]}
+
+
+@pytest.mark.parametrize("use", BLOCK_USES)
+def test_add_column_waits_for_the_block_then_its_rows_have_the_column(uri, use):
+    block = begin(uri, BLOCK_USES[use])
+    other = connect(uri)
+    with block, other, ThreadPoolExecutor(1) as pool:
+        alter = waiting(pool, other, "ALTER TABLE t ADD COLUMN x int DEFAULT 7")
+        assert block.execute("SELECT id, n FROM t ORDER BY id").fetchall() == COMMITTED[use]
+        block.execute("COMMIT")
+        alter.result(timeout=30)
+    assert rows(uri, "SELECT id, n, x FROM t ORDER BY id") == \
+        [(*row, 7) for row in COMMITTED[use]]
+
+
+@pytest.mark.parametrize("use", ["insert", "update", "for-update"])
+@pytest.mark.parametrize("ddl, after", [
+    ("DROP TABLE t", "SELECT count(*) FROM pg_class WHERE relname = 't'"),
+    ("TRUNCATE t", "SELECT count(*) FROM t"),
+])
+def test_drop_and_truncate_wait_for_the_block(uri, use, ddl, after):
+    block = begin(uri, BLOCK_USES[use])
+    other = connect(uri)
+    with block, other, ThreadPoolExecutor(1) as pool:
+        change = waiting(pool, other, ddl)
+        block.execute("INSERT INTO t VALUES (4, 4)")  # the block goes on meanwhile
+        block.execute("COMMIT")
+        change.result(timeout=30)
+    assert rows(uri, after) == [(0,)]
+
+
+def test_a_block_rolled_back_lets_the_change_go_on(uri):
+    block = begin(uri, "INSERT INTO t VALUES (3, 3)")
+    other = connect(uri)
+    with block, other, ThreadPoolExecutor(1) as pool:
+        alter = waiting(pool, other, "ALTER TABLE t DROP COLUMN n")
+        block.execute("ROLLBACK")
+        alter.result(timeout=30)
+    assert rows(uri, "SELECT * FROM t ORDER BY id") == [(1,), (2,)]
+
+
+def test_a_change_inside_a_block_waits_too(uri):
+    block = begin(uri, "UPDATE t SET n = 10 WHERE id = 1")
+    other = begin(uri)
+    with block, other, ThreadPoolExecutor(1) as pool:
+        alter = waiting(pool, other, "ALTER TABLE t ALTER COLUMN n TYPE bigint")
+        block.execute("COMMIT")
+        alter.result(timeout=30)
+        other.execute("INSERT INTO t VALUES (5, 5000000000)")
+        other.execute("COMMIT")
+    assert rows(uri, "SELECT n FROM t ORDER BY id") == [(10,), (2,), (5000000000,)]
+
+
+def test_create_index_waits_for_writers_not_readers(uri):
+    reader = begin(uri, "SELECT count(*) FROM t")
+    writer = begin(uri, "INSERT INTO t VALUES (3, 3)")
+    other = connect(uri)
+    with reader, writer, other, ThreadPoolExecutor(1) as pool:
+        create = waiting(pool, other, "CREATE INDEX t_n ON t (n)")
+        writer.execute("COMMIT")
+        create.result(timeout=30)
+        assert reader.execute("SELECT count(*) FROM t").fetchone() == (3,)
+        reader.execute("COMMIT")
+    assert rows(uri, "SELECT indexname FROM pg_indexes WHERE tablename = 't' "
+                     "AND indexname = 't_n'") == [("t_n",)]
+
+
+def test_a_change_of_another_table_does_not_wait(uri):
+    block = begin(uri, "UPDATE t SET n = 10 WHERE id = 1")
+    other = connect(uri)
+    with block, other:
+        other.execute("SET lock_timeout = '1s'")
+        other.execute("ALTER TABLE u ADD COLUMN x int")
+        other.execute("TRUNCATE u")
+        block.execute("COMMIT")
+    assert rows(uri, "SELECT n FROM t WHERE id = 1") == [(10,)]
+
+
+def test_lock_timeout_ends_the_wait(uri):
+    block = begin(uri, "INSERT INTO t VALUES (3, 3)")
+    other = connect(uri)
+    with block, other:
+        other.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable) as caught:
+            other.execute("ALTER TABLE t ADD COLUMN x int")
+        assert str(caught.value).startswith("canceling statement due to lock timeout")
+        block.execute("COMMIT")
+    assert rows(uri, "SELECT count(*) FROM t") == [(3,)]
+    assert rows(uri, "SELECT count(*) FROM information_schema.columns "
+                     "WHERE table_name = 't' AND column_name = 'x'") == [(0,)]
+
+
+def test_cancel_ends_the_wait(uri):
+    block = begin(uri, "DELETE FROM t WHERE id = 1")
+    other = connect(uri)
+    with block, other, ThreadPoolExecutor(1) as pool:
+        drop = waiting(pool, other, "DROP TABLE t")
+        other.cancel_safe()
+        assert sqlstate(drop) == "57014"
+        block.execute("COMMIT")
+    assert rows(uri, "SELECT id FROM t") == [(2,)]
+
+
+def test_deadlock_through_the_waiting_change_fails_one(uri):
+    first = begin(uri, "UPDATE t SET n = 10 WHERE id = 1")
+    second = begin(uri, "UPDATE u SET n = 10 WHERE id = 1")
+    with first, second, ThreadPoolExecutor(2) as pool:
+        for conn in (first, second):
+            conn.execute("SET deadlock_timeout = '200ms'")
+        alter = waiting(pool, second, "ALTER TABLE t ADD COLUMN x int")
+        update = pool.submit(lambda: first.execute("UPDATE u SET n = 20 WHERE id = 1"))
+        assert sorted([sqlstate(alter), sqlstate(update)], key=str) == ["40P01", None]
+        for conn in (first, second):
+            conn.execute("COMMIT")  # the failed one's rolls back
+    survived = rows(uri, "SELECT n FROM u")
+    assert survived in ([(10,)], [(20,)])
+    assert rows(uri, "SELECT n FROM t WHERE id = 1") == ([(10,)] if survived == [(20,)]
+                                                        else [(1,)])
