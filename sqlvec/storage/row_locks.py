@@ -117,6 +117,7 @@ class LockHolder:
         self.waits_for: LockHolder | None = None
         self.ended = False
         self.releases = 0  # ROLLBACK TOs that released some of the locks (`release_since`)
+        self._alone: dict[int, RowLock] = {}  # `alone`
 
     def lock(self, table: LockedTable, rowids: np.ndarray, nowait: bool = False,
              mode: int = UPDATE) -> None:
@@ -145,7 +146,9 @@ class LockHolder:
               nowait: bool = False) -> bool:
         """Hold `entries` of `locks` in `mode` (row ids are checked live first), waiting for
         the blocks holding them in a conflicting mode; whether it waited."""
-        wanted = [e for e in entries if held_mode(locks.get(e), self) < mode]
+        get = locks.get
+        wanted = [e for e in entries
+                  if (h := get(e)) is None or (h is not self and held_mode(h, self) < mode)]
         waited = False
         while wanted:
             with table.lock:
@@ -155,8 +158,13 @@ class LockHolder:
                             not table.still_live(np.asarray(wanted, dtype=np.int64)):
                         raise self.changed()
                     taken = self.held.setdefault(table, [])
+                    fresh = self if mode == UPDATE else self.alone(mode)
                     for entry in wanted:
-                        taken.append(self._grant(locks, entry, mode))
+                        if get(entry) is None:  # (most rows: `_grant` without a call)
+                            locks[entry] = fresh
+                            taken.append(entry)
+                        else:
+                            taken.append(self._grant(locks, entry, mode))
                     return waited
             if nowait:
                 raise SqlVecError(
@@ -169,29 +177,57 @@ class LockHolder:
     def _grant(self, locks: dict, entry: object, mode: int) -> object:
         """Hold `entry` in `mode` (stronger than any this block holds it in); what `held`
         records: the entry, or an `_Upgrade` saying the mode it had before."""
-        before = held_mode(locks.get(entry), self)
+        held = locks.get(entry)
+        if held is None:  # the common case, without building a mode table
+            locks[entry] = self if mode == UPDATE else self.alone(mode)
+            return entry
+        before = held_mode(held, self)
         self._set_mode(locks, entry, mode)
         return entry if not before else _Upgrade(entry, before)
 
     def _set_mode(self, locks: dict, entry: object, mode: int) -> None:
         """This block's mode on `entry` becomes `mode` (0: none); others' stay."""
         held = locks.get(entry)
-        if not mode and not held_mode(held, self):
-            return  # (not this block's)
-        alone = held is None or held is self or \
-            (type(held) is RowLock and held.modes.keys() == {self})
-        if alone and mode in (0, UPDATE):
-            if mode:
-                locks[entry] = self  # the common form: one block, FOR UPDATE
-            elif held is not None:
-                del locks[entry]
-            return
-        if type(held) is not RowLock:
-            held = locks[entry] = RowLock({self: UPDATE} if held is self else {})
+        modes = dict(held.modes) if type(held) is RowLock else \
+            {} if held is None else {held: UPDATE}
         if mode:
-            held.modes[self] = mode
+            modes[self] = mode
+        elif modes.pop(self, None) is None:
+            return  # (not this block's)
+        _put(locks, entry, modes)
+
+    def _drop_all(self, table: LockedTable, entries: list) -> None:
+        """`_drop` of every entry of `held[table]` (the block's end; under the table's lock):
+        a row only this block holds, the most common, goes without a call."""
+        mine = (self, *self._alone.values())
+        rows, keys = table.row_locks, table.key_locks
+        for entry in entries:
+            if type(entry) is _Upgrade:
+                continue
+            locks = keys if type(entry) is tuple else rows
+            if locks.get(entry) in mine:
+                del locks[entry]
+            else:
+                self._drop(locks, entry)
+        entries.clear()
+
+    def _drop(self, locks: dict, entry: object) -> None:
+        """This block no longer holds `entry` (`_set_mode` to none, faster for a row no
+        other block holds)."""
+        held = locks.get(entry)
+        if held is self or (type(held) is RowLock and len(held.modes) == 1
+                            and self in held.modes):
+            del locks[entry]
         else:
-            held.modes.pop(self, None)
+            self._set_mode(locks, entry, 0)
+
+    def alone(self, mode: int) -> RowLock:
+        """The lock of a row only this block holds, in `mode` (weaker than FOR UPDATE): one
+        object for all such rows (a `RowLock` is never changed, only replaced)."""
+        lock = self._alone.get(mode)
+        if lock is None:
+            lock = self._alone[mode] = RowLock({self: mode})
+        return lock
 
     def lock_free(self, table: LockedTable, rowids: np.ndarray, most: int | None,
                   mode: int = UPDATE) -> list[int]:
@@ -234,7 +270,7 @@ class LockHolder:
                     if type(entry) is _Upgrade:
                         self._set_mode(table.row_locks, entry.rowid, entry.before)
                     else:
-                        self._set_mode(_locks_of(table, entry), entry, 0)
+                        self._drop(_locks_of(table, entry), entry)
                 del entries[mark.get(table, 0):]
                 if not entries:
                     del self.held[table]
@@ -247,10 +283,7 @@ class LockHolder:
         waiting for it wake."""
         for table, entries in list(self.held.items()):
             with table.lock:
-                for entry in entries:
-                    if type(entry) is not _Upgrade:
-                        self._set_mode(_locks_of(table, entry), entry, 0)
-                entries.clear()
+                self._drop_all(table, entries)
         self.held = {}
         with _ended:
             self.ended = True
@@ -267,17 +300,29 @@ def pass_on(table: LockedTable, rowid: int, new: int, writer: object) -> None:
     if type(entry) is not RowLock:
         return
     others = {h: m for h, m in entry.modes.items() if h is not writer}
+    if not others:
+        return
     for holder in others:
-        entry.modes.pop(holder)
         entries = holder.held.get(table, [])
         for i, taken in enumerate(entries):
             if taken == rowid:
                 entries[i] = new
             elif type(taken) is _Upgrade and taken.rowid == rowid:
                 entries[i] = _Upgrade(new, taken.before)
-    if not entry.modes:
-        del locks[rowid]
-    locks[new] = RowLock(others)
+    _put(locks, rowid, {h: m for h, m in entry.modes.items() if h is writer})
+    _put(locks, new, others)
+
+
+def _put(locks: dict, entry: object, modes: dict) -> None:
+    """Make `modes` (holder -> mode) the lock of `entry`: none, a holder alone FOR UPDATE, a
+    holder's `alone` lock, or a new `RowLock`."""
+    if not modes:
+        locks.pop(entry, None)
+    elif len(modes) > 1:
+        locks[entry] = RowLock(modes)
+    else:
+        [(holder, mode)] = modes.items()
+        locks[entry] = holder if mode == UPDATE else holder.alone(mode)
 
 
 def _locks_of(table: LockedTable, entry: object) -> dict:
@@ -298,7 +343,8 @@ class _Upgrade:
 
 class RowLock:
     """A row held by several blocks at once, or by one in a mode weaker than FOR UPDATE:
-    each holder's mode (a row held FOR UPDATE by one block is that `LockHolder` alone)."""
+    each holder's mode (a row held FOR UPDATE by one block is that `LockHolder` alone).
+    Never changed once made: a change of modes puts a new one (`_put`)."""
 
     __slots__ = ("modes",)
 

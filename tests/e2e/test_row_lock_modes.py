@@ -175,11 +175,20 @@ def test_a_parent_delete_waits_for_the_block_inserting_a_child(uri, end, deleted
             (1 if deleted == "23503" else 0)
 
 
-def test_a_parent_update_of_other_columns_does_not_wait_for_a_child_insert(uri):
+@pytest.mark.parametrize("updater_in_block", [True, False])
+def test_a_parent_update_of_other_columns_does_not_wait_for_a_child_insert(uri,
+                                                                           updater_in_block):
+    """The FOR KEY SHARE lock passes to the parent's new version: a key UPDATE or a DELETE
+    of that still waits for the inserting block."""
     inserter = begin(uri, "INSERT INTO c VALUES (10, 1)")
-    with inserter, connect(uri, lock_timeout="2s") as updater:
+    with inserter, connect(uri, lock_timeout="1s") as updater:
+        if updater_in_block:
+            updater.execute("BEGIN")
         assert outcome(updater, "UPDATE p SET note = 'x' WHERE id = 1") == 1
+        if updater_in_block:
+            updater.execute("COMMIT")
         assert outcome(updater, "UPDATE p SET id = 7 WHERE id = 1") == "55P03"
+        assert outcome(updater, "DELETE FROM p WHERE id = 1") == "55P03"
         inserter.execute("COMMIT")
     assert note(uri, 1) == "x"
 
