@@ -305,9 +305,11 @@ class Transaction:
         locks = self.locks
         assert locks is not None
         committed = rowids >= 0
-        kept = np.broadcast_to(np.asarray(keys_kept, bool), rowids.shape)
-        for mode, rows in ((NO_KEY_UPDATE, rowids[committed & kept]),
-                           (UPDATE, rowids[committed & ~kept])):
+        if type(keys_kept) is bool:  # one mode for all (a DELETE; an UPDATE of no key column)
+            locks.lock(table, rowids[committed], mode=NO_KEY_UPDATE if keys_kept else UPDATE)
+            return
+        for mode, rows in ((NO_KEY_UPDATE, rowids[committed & keys_kept]),
+                           (UPDATE, rowids[committed & ~keys_kept])):
             if rows.size:
                 locks.lock(table, rows, mode=mode)
 

@@ -364,8 +364,12 @@ def held_mode(entry: object, holder: object) -> int:
 def _blocker(locks: dict, entries: list, me: object, mode: int) -> LockHolder | None:
     """The first block keeping `me` from holding one of `entries` in `mode` (under the
     table's lock); None when none does."""
-    return next((b for b in (conflicting(locks.get(e), me, mode) for e in entries)
-                 if b is not None), None)
+    get = locks.get
+    for held in [h for e in entries if (h := get(e)) is not None and h is not me]:
+        blocker = conflicting(held, me, mode)
+        if blocker is not None:
+            return blocker
+    return None
 
 
 def wait_unlocked(table: LockedTable, rowids: list, mode: int, waiting: Waiting) -> bool:

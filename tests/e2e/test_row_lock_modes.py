@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 from tests.e2e.conftest import beside_postgres
+from tests.e2e.test_row_locks import WAITING, begin
 
-WAITING = 0.4  # seconds a statement is seen still waiting before the block it waits for ends
 MODES = ["FOR KEY SHARE", "FOR SHARE", "FOR NO KEY UPDATE", "FOR UPDATE"]
 # PostgreSQL's conflict table: the modes each held mode keeps others from taking.
 CONFLICTS = {
@@ -49,15 +49,6 @@ def connect(uri: str, lock_timeout: str | None = None) -> psycopg.Connection:
     conn = psycopg.connect(uri, autocommit=True)
     if lock_timeout is not None:
         conn.execute(f"SET lock_timeout = '{lock_timeout}'")
-    return conn
-
-
-def begin(uri: str, *statements: str) -> psycopg.Connection:
-    """A session with an open block that ran `statements`."""
-    conn = connect(uri)
-    conn.execute("BEGIN")
-    for sql in statements:
-        conn.execute(sql)
     return conn
 
 
@@ -158,21 +149,31 @@ def test_rollback_to_savepoint_frees_a_lock_taken_inside(uri):
 
 # Foreign keys hold FOR KEY SHARE on the referenced row -------------------------------------
 
-@pytest.mark.parametrize("end, deleted", [("COMMIT", "23503"), ("ROLLBACK", 1)])
-@pytest.mark.parametrize("deleter_in_block", [True, False])
-def test_a_parent_delete_waits_for_the_block_inserting_a_child(uri, end, deleted,
-                                                               deleter_in_block):
-    inserter = begin(uri, "INSERT INTO c VALUES (10, 1)")
-    deleter = begin(uri) if deleter_in_block else connect(uri)
-    with inserter, deleter, ThreadPoolExecutor(1) as pool:
-        delete = waiting(pool, deleter, "DELETE FROM p WHERE id = 1")
-        inserter.execute(end)
-        assert delete.result(timeout=30) == deleted
-        if deleter_in_block:
-            deleter.execute("ROLLBACK" if deleted == "23503" else "COMMIT")
+@pytest.mark.parametrize("first_sql, second_sql, count_sql, counts", [
+    # a parent's DELETE waits for the block inserting a child (which holds it FOR KEY SHARE)
+    ("INSERT INTO c VALUES (10, 1)", "DELETE FROM p WHERE id = 1",
+     "SELECT count(*) FROM p WHERE id = 1", (1, 0)),
+    # a child's INSERT waits for the block deleting its parent
+    ("DELETE FROM p WHERE id = 1", "INSERT INTO c VALUES (10, 1)",
+     "SELECT count(*) FROM c", (0, 1)),
+], ids=["delete-waits-for-child", "insert-waits-for-delete"])
+@pytest.mark.parametrize("end", ["COMMIT", "ROLLBACK"])
+@pytest.mark.parametrize("second_in_block", [True, False])
+def test_a_foreign_key_conflict_waits_for_the_first_block(uri, first_sql, second_sql,
+                                                          count_sql, counts, end,
+                                                          second_in_block):
+    """The second statement waits; it fails with 23503 if the first block committed, and
+    goes on if it rolled back."""
+    first = begin(uri, first_sql)
+    second = begin(uri) if second_in_block else connect(uri)
+    with first, second, ThreadPoolExecutor(1) as pool:
+        write = waiting(pool, second, second_sql)
+        first.execute(end)
+        assert write.result(timeout=30) == ("23503" if end == "COMMIT" else 1)
+        if second_in_block:
+            second.execute("COMMIT")  # (a failed block's rolls back)
     with connect(uri) as conn:
-        assert conn.execute("SELECT count(*) FROM p WHERE id = 1").fetchone()[0] == \
-            (1 if deleted == "23503" else 0)
+        assert conn.execute(count_sql).fetchone()[0] == counts[end == "ROLLBACK"]
 
 
 @pytest.mark.parametrize("updater_in_block", [True, False])
@@ -191,23 +192,6 @@ def test_a_parent_update_of_other_columns_does_not_wait_for_a_child_insert(uri,
         assert outcome(updater, "DELETE FROM p WHERE id = 1") == "55P03"
         inserter.execute("COMMIT")
     assert note(uri, 1) == "x"
-
-
-@pytest.mark.parametrize("end, inserted", [("COMMIT", "23503"), ("ROLLBACK", 1)])
-@pytest.mark.parametrize("inserter_in_block", [True, False])
-def test_a_child_insert_waits_for_the_block_deleting_its_parent(uri, end, inserted,
-                                                                inserter_in_block):
-    deleter = begin(uri, "DELETE FROM p WHERE id = 1")
-    inserter = begin(uri) if inserter_in_block else connect(uri)
-    with deleter, inserter, ThreadPoolExecutor(1) as pool:
-        insert = waiting(pool, inserter, "INSERT INTO c VALUES (10, 1)")
-        deleter.execute(end)
-        assert insert.result(timeout=30) == inserted
-        if inserter_in_block:
-            inserter.execute("COMMIT" if inserted == 1 else "ROLLBACK")
-    with connect(uri) as conn:
-        assert conn.execute("SELECT count(*) FROM c").fetchone()[0] == \
-            (1 if inserted == 1 else 0)
 
 
 @pytest.mark.parametrize("form", ["VALUES (10, 1)", "SELECT 10, 1"])
