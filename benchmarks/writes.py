@@ -55,6 +55,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -423,8 +424,6 @@ def engine_cpu(rows: int = 1_000_000, statements: int = 5000) -> dict[str, float
     """CPU µs per prepared single-row statement through `Session.run` in this process (no
     wire, no fsync), on a keyed table of `rows` rows: the engine's own cost, steadier on a
     shared machine than any round trip."""
-    import pyarrow as pa
-
     from sqlvec.database import Database
     from sqlvec.storage.store import StoreOptions
 
@@ -432,14 +431,7 @@ def engine_cpu(rows: int = 1_000_000, statements: int = 5000) -> dict[str, float
     out = {}
     try:
         with Database.open(directory, options=StoreOptions(fsync=False)) as db:
-            s = db.connect()
-            s.execute_one("CREATE TABLE t (id bigint PRIMARY KEY, v int, s text)")
-            for start in range(0, rows, LOAD_CHUNK):
-                ids = np.arange(start, min(rows, start + LOAD_CHUNK))
-                s.copy_in("t", None, pa.table({"id": ids, "v": (ids % 100).astype(np.int32),
-                                               "s": ["x"] * ids.size}))
-            s.execute_one("CHECKPOINT")
-            db.wait_idle()  # compaction after the load would count as the statements' CPU
+            s = _loaded(db, rows)
             rng, again = random.Random(0), random.Random(0)
             update = s.prepare("UPDATE t SET v = v + 1 WHERE id = $1", [20])
             cases = {  # parameter types as psycopg sends them: int8, int2, unknown
@@ -462,6 +454,49 @@ def engine_cpu(rows: int = 1_000_000, statements: int = 5000) -> dict[str, float
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return out
+
+
+def block_update_cpu(rows: int = 100_000, runs: int = 5) -> dict[str, float]:
+    """CPU ms of one UPDATE of every row inside a block (rolled back), through `Session` in
+    this process (median of `runs`): what locking each row costs a block's statement. SET of
+    another column (FOR NO KEY UPDATE), and of the key to itself (its values compared)."""
+    from sqlvec.database import Database
+    from sqlvec.storage.store import StoreOptions
+
+    directory = tempfile.mkdtemp(prefix="writes-block-")
+    out = {}
+    try:
+        with Database.open(directory, options=StoreOptions(fsync=False)) as db:
+            s = _loaded(db, rows)
+            for name, sql in (("other column", "UPDATE t SET v = v + 1"),
+                              ("key to itself", "UPDATE t SET id = id, v = v + 1")):
+                times = []
+                for _ in range(runs):
+                    s.execute_one("BEGIN")
+                    start = time.process_time()
+                    s.execute_one(sql)
+                    times.append(time.process_time() - start)
+                    s.execute_one("ROLLBACK")
+                out[name] = statistics.median(times) * 1000
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return out
+
+
+def _loaded(db, rows: int):
+    """A session of `db` with table t (id bigint PRIMARY KEY, v int, s text) of `rows` rows,
+    checkpointed and idle (compaction after the load would count as the statements' CPU)."""
+    import pyarrow as pa
+
+    s = db.connect()
+    s.execute_one("CREATE TABLE t (id bigint PRIMARY KEY, v int, s text)")
+    for start in range(0, rows, LOAD_CHUNK):
+        ids = np.arange(start, min(rows, start + LOAD_CHUNK))
+        s.copy_in("t", None, pa.table({"id": ids, "v": (ids % 100).astype(np.int32),
+                                       "s": ["x"] * ids.size}))
+    s.execute_one("CHECKPOINT")
+    db.wait_idle()
+    return s
 
 
 # Main ---------------------------------------------------------------------------------------------

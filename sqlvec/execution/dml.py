@@ -750,7 +750,9 @@ class ConflictPlan:
                 new_cols.append(combined.column(i))
         updated = pa.Table.from_arrays([_chunk(c) for c in new_cols], names=d.column_names)
         updated = self.table.coerce(updated)
-        txn.delete(self.table, old.column(ROWID).to_numpy())
+        # Locked FOR NO KEY UPDATE unless SET assigns a key column (PostgreSQL's choice here).
+        txn.delete(self.table, old.column(ROWID).to_numpy(),
+                   keys_kept=not key_columns(d).intersection(assigned))
         updated_ids = txn.insert(self.table, updated)
         return new_rows, updated_ids
 
@@ -941,10 +943,41 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
     # Unique keys not DEFERRABLE whose columns the UPDATE assigns: checked row by row.
     plan.row_checked = [i for i, k in enumerate(d.unique_keys)  # type: ignore[attr-defined]
                         if not k.deferrable and not set(k.columns).isdisjoint(assigned)]
+    # The unique keys' columns SET assigns, with their old values: compared with the new ones
+    # to lock each row FOR NO KEY UPDATE or FOR UPDATE (`keys_kept`).
+    plan.old_keys = [(i, c.compile(_column(rows, col.name, alias)))  # type: ignore[attr-defined]
+                     for i, col in enumerate(d.columns)
+                     if col.name in assigned and col.name in key_columns(d)]
     plan.by_key = KeyWrite.of(plan)
     if plan.by_key is not None:
         plan.by_key.scalar = ScalarKeyWrite.of(plan, stmt, alias, assigned)
     return plan
+
+
+def key_columns(d: TableDef) -> set[str]:
+    """The columns of the table's unique keys (primary key included): an UPDATE changing one
+    locks its row FOR UPDATE, any other FOR NO KEY UPDATE."""
+    return {c for k in d.unique_keys for c in k.columns}
+
+
+def keys_kept(plan: WritePlan, ctx: ExecContext, rows: pa.Table, keep: np.ndarray,
+              new_rows: pa.Table) -> np.ndarray | bool:
+    """Per row UPDATE writes, whether its new version has the old one's unique-key values
+    (NULL equal to NULL, as PostgreSQL compares them); True when SET assigns no key column."""
+    old_keys = plan.old_keys  # type: ignore[attr-defined]
+    if not old_keys:
+        return True
+    frame = Frame(rows, ctx)
+    kept = np.ones(keep.size, bool)
+    for i, old in old_keys:
+        before = _chunk(as_array(old(frame), rows.num_rows))
+        if keep.size != rows.num_rows:
+            before = before.take(pa.array(keep))
+        after = new_rows.column(i)
+        same = pc.fill_null(pc.equal(before, after), False)
+        both_null = pc.and_(pc.is_null(before), pc.is_null(after))
+        kept &= pc.or_(same, both_null).to_numpy(zero_copy_only=False)
+    return kept
 
 
 def _run_update(plan: WritePlan, ctx: ExecContext, txn: Transaction):
@@ -954,7 +987,8 @@ def _run_update(plan: WritePlan, ctx: ExecContext, txn: Transaction):
     if plan.row_checked:  # type: ignore[attr-defined]
         txn.check_update_order(table, plan.row_checked, unique_ids,  # type: ignore[attr-defined]
                                new_rows)
-    txn.delete(table, unique_ids)
+    kept = keys_kept(plan, ctx, rows, keep, new_rows) if txn.locks is not None else False
+    txn.delete(table, unique_ids, kept)
     with_ids = txn.insert(table, new_rows)
     returning = None
     if plan.returning is not None:

@@ -6,9 +6,12 @@ a parent row while the other inserts a child row referencing it. PostgreSQL prev
 with row locks (the child's check takes FOR KEY SHARE on the parent row, the parent's DELETE
 takes FOR UPDATE; whoever comes second waits for the other's transaction to end).
 
-sqlvec has no row locks to wait on: a transaction's writes stay private until COMMIT, and the
-store decides conflicts when it prepares a commit, under its commit lock (23505 for a unique
-key, 40001 for a row already deleted). Foreign keys join that decision. `check_commit` runs
+sqlvec takes those locks too (foreign_keys.py, `Enforcer._key_share`), so mostly the second
+waits and then fails at its statement, as in PostgreSQL. What the locks leave open (an
+autocommit statement's check holds no lock until its commit; TRUNCATE bypasses them; deferred
+checks) is closed here: the store decides conflicts when it prepares a commit, under its
+commit lock (23505 for a unique key, 40001 for a row already deleted), and foreign keys join
+that decision. `check_commit` runs
 under the commit lock, before the commit's ops are prepared, on exactly what the commit
 writes:
 
@@ -26,8 +29,8 @@ the second sees the first and fails: with 23503, as PostgreSQL's waiting transac
 when the constraint's action is NO ACTION or RESTRICT; with 40001 when the action (CASCADE,
 SET NULL, SET DEFAULT) would have dealt with the new referencing rows had it seen them, so
 that running the statement again (which autocommit UPDATE and DELETE do by themselves) gives
-PostgreSQL's outcome. The difference from PostgreSQL is who wins: here the first to commit,
-where PostgreSQL's order is the order the rows were locked in.
+PostgreSQL's outcome. In those races (no lock waited for) the first to commit wins, where
+PostgreSQL's order is the order the rows were locked in.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ from sqlvec.plan.bind import bind_expr
 from sqlvec.sql.binder import Scope
 from sqlvec.sql.dialect import parse_one
 from sqlvec.storage.keys import MISSING
+from sqlvec.storage.row_locks import KEY_SHARE, RowChanged, Waiting, wait_unlocked
 from sqlvec.storage.schema import ROWID, ConstraintDef, TableDef
 from sqlvec.storage.store import Store
 from sqlvec.storage.table import Table
@@ -80,15 +81,16 @@ def involved(store: Store, table: Table) -> bool:
 
 
 def run_statement(store: Store, txn: Transaction, body: Callable[[], T],
-                  autocommit: bool) -> T:
+                  autocommit: bool, waiting: Waiting | None = None) -> T:
     """Run a write statement's `body` in `txn` and enforce the foreign keys its writes touch
-    (statement end). In `autocommit` a deferred constraint is checked here too."""
+    (statement end). In `autocommit` a deferred constraint is checked here too; `waiting`:
+    the session's row-lock wait (`Enforcer.waiting`)."""
     changes: list[tuple[str, Table, pa.Table]] = []
     previous = txn.watch
     txn.watch = lambda kind, table, rows: changes.append((kind, table, rows))
     try:
         out = body()
-        Enforcer(store, txn, autocommit).run(changes)
+        Enforcer(store, txn, autocommit, waiting).run(changes)
     finally:
         txn.watch = previous
     return out
@@ -106,10 +108,11 @@ def references_others(table: Table) -> bool:
     return known
 
 
-def check_new_rows(store: Store, table: Table, rows: pa.Table) -> None:
+def check_new_rows(store: Store, table: Table, rows: pa.Table,
+                   waiting: Waiting | None = None) -> None:
     """The single-row INSERT committed on its own (autocommit, no transaction buffer): its
     keys looked up in the referenced tables' key indexes before the commit."""
-    Enforcer(store, Transaction(), True).inserted(table, rows, None)
+    Enforcer(store, Transaction(), True, waiting).inserted(table, rows, None)
 
 
 def set_constraints(store: Store, txn: Transaction, names: list[str], deferred: bool) -> None:
@@ -323,32 +326,63 @@ def _changed(old: pa.Table, new: pa.Table, columns) -> np.ndarray:
 class Enforcer:
     """The foreign-key work of one statement (or of COMMIT's deferred checks)."""
 
-    def __init__(self, store: Store, txn: Transaction, autocommit: bool) -> None:
+    def __init__(self, store: Store, txn: Transaction, autocommit: bool,
+                 waiting: Waiting | None = None) -> None:
         self.store = store
         self.txn = txn
         self.autocommit = autocommit
+        # An autocommit statement's row-lock wait: its checks wait for blocks deleting (or
+        # re-keying) the rows they find (`_key_share`). None: checks that never wait (at
+        # commit, under the commit lock; ALTER's validation).
+        self.waiting = waiting
 
     def deferred(self, con: ConstraintDef) -> bool:
         """Whether `con`'s check waits for COMMIT (never in autocommit)."""
         return not self.autocommit and is_deferred(self.txn, con)
 
-    def present(self, parent: Table, con: ConstraintDef, keys: pa.Table) -> np.ndarray:
+    def present(self, parent: Table, con: ConstraintDef, keys: pa.Table,
+                share: bool = False) -> np.ndarray:
         """Per key (child column order, no NULLs), whether the referenced table holds it:
-        committed (not deleted by this transaction) or inserted by it. Index lookups only."""
+        committed (not deleted by this transaction) or inserted by it. Index lookups only.
+        `share`, in a block: the committed rows found are locked FOR KEY SHARE (`_key_share`)."""
         fits = fitting(keys, con.ref_columns, parent.def_)
         if fits is not None:  # a bigint beyond the referenced integer type is in no row
             out = np.zeros(keys.num_rows, bool)
             if fits.any():
-                out[fits] = self.present(parent, con, keys.filter(pa.array(fits)))
+                out[fits] = self.present(parent, con, keys.filter(pa.array(fits)), share)
             return out
         rows = as_parent(keys, con, parent.def_)
         i = key_index(parent, con)
         overlay = self.txn.table_overlay(parent.id)
-        if overlay is None:
-            return parent.find_keys(rows, i) != MISSING
-        held = overlay.committed_holders(rows, i) != MISSING
-        own = overlay.own_keys(i).lookup(parent.key_values(rows, i)) != MISSING
-        return held | own
+        while True:
+            held = parent.find_keys(rows, i) if overlay is None else \
+                overlay.committed_holders(rows, i)
+            try:
+                if share:
+                    self._key_share(parent, held)
+                break
+            except RowChanged:  # changed since found: look its key up again
+                self.store.settle()
+        found = held != MISSING
+        if overlay is not None:
+            found |= overlay.own_keys(i).lookup(parent.key_values(rows, i)) != MISSING
+        return found
+
+    def _key_share(self, parent: Table, held: np.ndarray) -> None:
+        """Lock the referenced rows new rows found FOR KEY SHARE, as PostgreSQL's check does:
+        in a block until it ends, so a DELETE of one (or an UPDATE of its key) waits, then
+        fails on the new referencing row; an UPDATE of other columns does not. A statement
+        outside a block waits for the blocks holding such a row for a DELETE or key UPDATE
+        (`RowChanged` then: the key is looked up again); its commit's check does the rest."""
+        found = held[held != MISSING]
+        if not found.size:
+            return
+        locks = self.txn.locks
+        if locks is not None:
+            locks.lock(parent, np.unique(found), mode=KEY_SHARE)
+        elif self.waiting is not None and parent.row_locks and \
+                wait_unlocked(parent, found.tolist(), KEY_SHARE, self.waiting):
+            raise RowChanged()
 
     def referencing_rows(self, child: Table, con: ConstraintDef, keys: pa.Table,
                          columns: list[str] | None) -> pa.Table:
@@ -443,7 +477,7 @@ class Enforcer:
         bad = None
         if keys.num_rows:
             parent = self.store.tables[con.ref_table]  # type: ignore[index]
-            ok = self.present(parent, con, keys)
+            ok = self.present(parent, con, keys, share=True)
             if not ok.all():
                 bad = int(np.flatnonzero(~ok)[0])
         if mixed is not None and (bad is None or mixed < positions[bad]):

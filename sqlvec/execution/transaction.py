@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from sqlvec.errors import SerializationFailure, SqlVecError
 from sqlvec.execution.constraints import ROW_CHECKS
 from sqlvec.storage.keys import MISSING, KeyIndex
-from sqlvec.storage.row_locks import LockHolder
+from sqlvec.storage.row_locks import NO_KEY_UPDATE, UPDATE, LockHolder
 from sqlvec.storage.schema import ROWID, KeyDef
 from sqlvec.storage.table import Table, TableSnapshot
 from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
@@ -396,14 +396,17 @@ class Transaction:
             raise table.duplicate_key(key, dup)
         return (values if values is not None else table.keys[key].index.array_of(value)), valid
 
-    def delete(self, table: Table, rowids: np.ndarray) -> None:
+    def delete(self, table: Table, rowids: np.ndarray, keys_kept: np.ndarray | bool = False
+               ) -> None:
         """Record deletes: committed row ids are hidden from later statements, provisional ones drop
-        the rows this transaction inserted."""
+        the rows this transaction inserted. In a block the committed rows are locked first,
+        FOR UPDATE, or FOR NO KEY UPDATE where `keys_kept` (per row, or for all) says an
+        UPDATE's new version keeps every unique-key value of the old."""
         rowids = np.asarray(rowids, dtype=np.int64)
         committed = rowids[rowids >= 0]
         provisional = rowids[rowids < 0]
         if self.locks is not None and committed.size:
-            self.locks.lock(table, committed)  # before anything of the statement is buffered
+            self._lock_rows(table, rowids, keys_kept)  # before anything is buffered
         if self._undo is not None:
             self._remember(table, committed.tolist())
         overlay = self._overlay(table)
@@ -415,6 +418,20 @@ class Transaction:
             overlay.inserted = [t.filter(pc.invert(pc.is_in(t.column(ROWID), value_set=dead)))
                                 for t in overlay.inserted]
             overlay._own_keys = None
+
+    def _lock_rows(self, table: Table, rowids: np.ndarray, keys_kept: np.ndarray | bool
+                   ) -> None:
+        """Lock the committed ones of `rowids` for `delete`, each in its mode."""
+        locks = self.locks
+        assert locks is not None
+        committed = rowids >= 0
+        if type(keys_kept) is bool:  # one mode for all (a DELETE; an UPDATE of no key column)
+            locks.lock(table, rowids[committed], mode=NO_KEY_UPDATE if keys_kept else UPDATE)
+            return
+        for mode, rows in ((NO_KEY_UPDATE, rowids[committed & keys_kept]),
+                           (UPDATE, rowids[committed & ~keys_kept])):
+            if rows.size:
+                locks.lock(table, rows, mode=mode)
 
     @staticmethod
     def _rows_of(table: Table, overlay: TableOverlay, rowids: np.ndarray) -> pa.Table:

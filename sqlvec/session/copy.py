@@ -21,7 +21,7 @@ from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.transaction import Transaction
 from sqlvec.memory import KeptMemory
 from sqlvec.session.results import Result, ResultColumn
-from sqlvec.session.writes import commit_inserts
+from sqlvec.session.writes import commit_inserts, parents_checker
 from sqlvec.sql.copy import CopyCommand
 from sqlvec.storage.wal import EncodedBatch, InsertOp, InsertRunOp, background_thread
 
@@ -348,9 +348,9 @@ def _store(session: Session, target: Table, data: pa.Table) -> None:
         txn = session.txn if session.explicit else Transaction()
         assert txn is not None
         foreign_keys.run_statement(session.store, txn, lambda: txn.insert(target, data),
-                                   not session.explicit)
-        if not session.explicit:
-            commit_inserts(session, txn.ops())
+                                   not session.explicit, session.lock_waiting)
+        if not session.explicit:  # its parents checked again after a key wait
+            commit_inserts(session, txn.ops(), parents_checker(session, target, data))
     elif session.explicit:
         assert session.txn is not None
         session.txn.insert(target, data)

@@ -14,7 +14,7 @@ from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution.values import typed_params
 from sqlvec.session.results import PreparedStatement, Result, renamed
 from sqlvec.sql.calls import call_of
-from sqlvec.storage.row_locks import LockHolder, RowChanged
+from sqlvec.storage.row_locks import KEY_SHARE, NO_KEY_UPDATE, SHARE, UPDATE, LockHolder, RowChanged
 from sqlvec.storage.schema import ROWID
 
 if TYPE_CHECKING:
@@ -27,9 +27,8 @@ if TYPE_CHECKING:
 class Locking:
     """SELECT ... FOR UPDATE / FOR SHARE over one table: the rows it returns are locked as an
     UPDATE's are (storage/row_locks.py), their row ids read from a last output column the
-    statement gets (`with_row_id`), left out of its result. FOR SHARE and FOR KEY SHARE
-    lock shared (`shared`): their readers do not wait for each other, writers wait for
-    them."""
+    statement gets (`with_row_id`), left out of its result, in the clause's mode
+    (`row_locks.KEY_SHARE` ... `UPDATE`, PostgreSQL's conflict table)."""
 
     table_id: int
     qualifier: str
@@ -39,7 +38,7 @@ class Locking:
     limit: int | None = None
     offset: int = 0
     fields: tuple = ()  # the output's fields without the row id
-    shared: bool = False  # FOR SHARE / FOR KEY SHARE
+    mode: int = UPDATE  # the strongest of its locking clauses
 
     def with_row_id(self, ast: exp.Select) -> exp.Select:
         """The query with the locked table's row id added as its last output column (and,
@@ -75,10 +74,10 @@ class Locking:
         """Lock the rows (row ids in the last column); those SKIP LOCKED returns."""
         rowids = rows.column(rows.num_columns - 1).to_numpy()
         if not self.skip:
-            holder.lock(table, rowids, self.nowait, self.shared)
+            holder.lock(table, rowids, self.nowait, self.mode)
             return rows
         most = None if self.limit is None else self.offset + self.limit
-        taken = holder.lock_free(table, rowids, most, self.shared)
+        taken = holder.lock_free(table, rowids, most, self.mode)
         return rows.take(pa.array(taken[self.offset:], pa.int64()))
 
 
@@ -105,9 +104,9 @@ def locking(ast: exp.Expression, planner: Planner) -> Locking | None:
     except SqlVecError:
         return None  # a view, a CTE, a virtual table: planned (and refused) as they are
     skip = any(lock.args.get("wait") is False for lock in locks)
-    shared = all(not lock.args.get("update") for lock in locks)
     return Locking(target.id, table.alias_or_name, any(lock.args.get("wait") for lock in locks),
-                   skip, *(_bounds(ast) if skip else (None, 0)), shared=shared)
+                   skip, *(_bounds(ast) if skip else (None, 0)),
+                   mode=max(_MODES[_strength(lock)] for lock in locks))
 
 
 def _bounds(ast: exp.Select) -> tuple[int | None, int]:
@@ -136,6 +135,11 @@ def _aggregates(item: exp.Expression) -> bool:
         if function is not None and function.kind is F.Kind.AGGREGATE:
             return True
     return False
+
+
+# The row lock mode of each locking clause.
+_MODES = {"FOR KEY SHARE": KEY_SHARE, "FOR SHARE": SHARE, "FOR NO KEY UPDATE": NO_KEY_UPDATE,
+          "FOR UPDATE": UPDATE}
 
 
 def _strength(lock: exp.Lock) -> str:

@@ -28,6 +28,7 @@ from sqlvec.storage.row_locks import KeyLocked, RowChanged, RowLocked, wait_for_
 
 if TYPE_CHECKING:
     from sqlvec.session.core import Session
+    from sqlvec.storage.table import Table
 
 # Times an autocommit INSERT ... ON CONFLICT, UPDATE or DELETE is run when it loses a race
 # at commit.
@@ -265,7 +266,8 @@ def _general_write(session: Session, prepared: PreparedStatement, params: list) 
         try:
             if foreign_keys.involved(session.store, write.table):
                 count, returning = foreign_keys.run_statement(
-                    session.store, txn, lambda ctx=ctx, txn=txn: write.run(ctx, txn), autocommit)
+                    session.store, txn, lambda ctx=ctx, txn=txn: write.run(ctx, txn), autocommit,
+                    session.lock_waiting)
             else:
                 count, returning = write.run(ctx, txn)
             if autocommit:
@@ -341,10 +343,11 @@ def _fast_insert(session: Session, prepared: PreparedStatement, params: list) ->
         op = write.fast.op(params, context)  # type: ignore[union-attr]
         if op is None:
             return None
-        if checked:
-            foreign_keys.check_new_rows(session.store, write.table,
-                                        pa.Table.from_batches([op.batch]))
-        commit_inserts(session, [op])
+        recheck = parents_checker(session, write.table, pa.Table.from_batches([op.batch])) \
+            if checked else None
+        if recheck is not None:
+            recheck()
+        commit_inserts(session, [op], recheck)
         return Result("INSERT 0 1", prepared.columns, None)
     nextval_calls = session.nextval_calls
     batch = _after_gathered(session, lambda: write.fast.row(  # type: ignore[union-attr]
@@ -363,7 +366,7 @@ def _fast_insert(session: Session, prepared: PreparedStatement, params: list) ->
     if checked:
         with_ids = foreign_keys.run_statement(session.store, txn,
                                               lambda: txn.insert(write.table, rows),
-                                              not session.explicit)
+                                              not session.explicit, session.lock_waiting)
     else:
         with_ids = txn.insert(write.table, rows)
     returning = None
@@ -375,7 +378,8 @@ def _fast_insert(session: Session, prepared: PreparedStatement, params: list) ->
     if session.explicit:
         session.txn = txn
     else:
-        commit_inserts(session, txn.ops())
+        commit_inserts(session, txn.ops(),
+                       parents_checker(session, write.table, rows) if checked else None)
     return Result("INSERT 0 1", prepared.columns, returning)
 
 
@@ -431,14 +435,25 @@ def _commit_retrying(session: Session, make_ops: Callable[[], list | None]) -> l
             session.store.settle()  # the commit it lost to is applied before it runs again
 
 
-def commit_inserts(session: Session, ops: list) -> int:
+def commit_inserts(session: Session, ops: list, recheck: Callable[[], None] | None = None
+                   ) -> int:
     """Commit inserts that lock nothing (autocommit); one of whose key values an open block
-    inserted waits for that block's end and is committed again (23505 if it committed)."""
+    inserted waits for that block's end and is committed again (23505 if it committed).
+    `recheck`, the rows' foreign-key check, runs again after such a wait, as PostgreSQL's
+    runs after the insert's key wait: it waits in turn for a block deleting a parent row."""
     while True:
         try:
             return session.store.commit(ops)
         except KeyLocked as exc:
             _waited_for_row(session, exc)
+            if recheck is not None:
+                recheck()
+
+
+def parents_checker(session: Session, table: Table, rows: pa.Table) -> Callable[[], None]:
+    """The foreign-key check of rows an autocommit statement inserts (`commit_inserts`)."""
+    return lambda: foreign_keys.check_new_rows(session.store, table, rows,
+                                               session.lock_waiting)
 
 
 def _waited_for_row(session: Session, exc: SqlVecError) -> bool:

@@ -23,8 +23,11 @@ claimed first (the locker then finds it gone: `RowChanged`), never both.
   second block inserting one of them waits for the first's end, then checks again (23505 if
   it committed, on if it rolled back); an autocommit commit meeting one (`Table.prepare`)
   raises `KeyLocked`, waits and runs again, as for a row.
-- SELECT ... FOR SHARE / FOR KEY SHARE lock rows shared (`SharedLock`): such readers do not
-  wait for each other; a writer waits for all of them.
+- Rows are locked in PostgreSQL's four modes (`KEY_SHARE` < `SHARE` < `NO_KEY_UPDATE` <
+  `UPDATE`) with its conflict table: a DELETE and an UPDATE changing a unique key take FOR
+  UPDATE, any other UPDATE FOR NO KEY UPDATE, so a FOR KEY SHARE holder (a foreign key's
+  check of its referenced row) keeps a row from losing its key but not from other changes.
+  A row held by several blocks, or in a mode weaker than FOR UPDATE, is a `RowLock`.
 - Waits form a wait-for graph (each holder waits for at most one other); a waiter still waiting
   after deadlock_timeout looks for a cycle through itself and, finding one, fails with 40P01.
 """
@@ -46,6 +49,20 @@ _POLL_SECONDS = 0.05
 
 # A wait's interrupt check (raises to end it), its lock_timeout and deadlock_timeout in ms.
 Waiting = Callable[[], tuple[Callable[[], None], int, int]]
+
+# PostgreSQL's row lock modes, weakest first (SELECT ... FOR KEY SHARE, FOR SHARE, FOR NO
+# KEY UPDATE, FOR UPDATE).
+KEY_SHARE, SHARE, NO_KEY_UPDATE, UPDATE = 1, 2, 3, 4
+
+# The held modes each mode conflicts with (PostgreSQL's "Conflicting Row-Level Locks" table).
+# A stronger mode conflicts with all a weaker one does, so a block holding a row in two modes
+# holds it in the stronger.
+_CONFLICTS = {
+    KEY_SHARE: frozenset({UPDATE}),
+    SHARE: frozenset({NO_KEY_UPDATE, UPDATE}),
+    NO_KEY_UPDATE: frozenset({SHARE, NO_KEY_UPDATE, UPDATE}),
+    UPDATE: frozenset({KEY_SHARE, SHARE, NO_KEY_UPDATE, UPDATE}),
+}
 
 _ids = itertools.count(1000)
 _ended = threading.Condition()  # notified whenever a holder ends (its locks released)
@@ -99,20 +116,22 @@ class LockHolder:
         self.xid = next(_ids)  # the transaction number deadlock reports name
         self.waiting = waiting
         self.repeatable = repeatable  # REPEATABLE READ or SERIALIZABLE: no re-run, 40001
-        # Per table, what this block holds, in the order taken: row ids (`lock`) and, as
-        # (key number, value) pairs, the unique-key values of its inserted rows (`lock_keys`).
+        # Per table, what this block holds, in the order taken: row ids (`lock`; an `_Upgrade`
+        # for a row locked again in a stronger mode) and, as (key number, value) pairs, the
+        # unique-key values of its inserted rows (`lock_keys`).
         self.held: dict[LockedTable, list] = {}
         self.waits_for: LockHolder | None = None
         self.ended = False
         self.releases = 0  # ROLLBACK TOs that released some of the locks (`release_since`)
+        self._alone: dict[int, RowLock] = {}  # `alone`
 
     def lock(self, table: LockedTable, rowids: np.ndarray, nowait: bool = False,
-             shared: bool = False) -> None:
-        """Lock committed rows `rowids` of `table` until this block ends, waiting for other
-        blocks holding them (`shared`, FOR SHARE: only for those holding them exclusively).
-        Raises `RowChanged` (40001 if repeatable) when a row is no longer the version read,
-        55P03 with `nowait` for a row another block holds."""
-        self._take(table, table.row_locks, rowids.tolist(), shared, nowait)
+             mode: int = UPDATE) -> None:
+        """Lock committed rows `rowids` of `table` in `mode` until this block ends, waiting
+        for other blocks holding them in a conflicting mode. Raises `RowChanged` (40001 if
+        repeatable) when a row is no longer the version read, 55P03 with `nowait` for a row
+        another block holds so."""
+        self._take(table, table.row_locks, rowids.tolist(), mode, nowait)
 
     def lock_keys(self, table: LockedTable, key: int, values: list) -> bool:
         """Hold the values of unique key `key` this block inserts until it ends, waiting for
@@ -127,25 +146,31 @@ class LockHolder:
                     locks[entry] = self
                     self.held.setdefault(table, []).append(entry)
                     return False
-        return self._take(table, locks, [(key, v) for v in values], False)
+        return self._take(table, locks, [(key, v) for v in values], UPDATE)
 
-    def _take(self, table: LockedTable, locks: dict, entries: list, shared: bool,
+    def _take(self, table: LockedTable, locks: dict, entries: list, mode: int,
               nowait: bool = False) -> bool:
-        """Hold `entries` of `locks` (row ids are checked live first), waiting for the
-        blocks holding them in a conflicting mode; whether it waited."""
-        wanted = [e for e in entries if not self._holds(locks.get(e), shared)]
+        """Hold `entries` of `locks` in `mode` (row ids are checked live first), waiting for
+        the blocks holding them in a conflicting mode; whether it waited."""
+        get = locks.get
+        wanted = [e for e in entries
+                  if (h := get(e)) is None or (h is not self and held_mode(h, self) < mode)]
         waited = False
         while wanted:
             with table.lock:
-                blocker = next((b for b in (conflicting(locks.get(e), self, shared)
-                                            for e in wanted) if b is not None), None)
+                blocker = _blocker(locks, wanted, self, mode)
                 if blocker is None:
                     if locks is table.row_locks and \
                             not table.still_live(np.asarray(wanted, dtype=np.int64)):
                         raise self.changed(table, wanted)
+                    taken = self.held.setdefault(table, [])
+                    fresh = self if mode == UPDATE else self.alone(mode)
                     for entry in wanted:
-                        self._grant(locks, entry, shared)
-                    self.held.setdefault(table, []).extend(wanted)
+                        if get(entry) is None:  # (most rows: `_grant` without a call)
+                            locks[entry] = fresh
+                            taken.append(entry)
+                        else:
+                            taken.append(self._grant(locks, entry, mode))
                     return waited
             if nowait:
                 raise SqlVecError(
@@ -155,25 +180,66 @@ class LockHolder:
             waited = True
         return waited
 
-    def _holds(self, entry: object, shared: bool) -> bool:
-        """Whether this block holds a lock entry in the mode asked for (or a stronger one)."""
-        return entry is self or \
-            (shared and type(entry) is SharedLock and self in entry.holders)  # type: ignore[union-attr]
-
-    def _grant(self, locks: dict, entry: object, shared: bool) -> None:
+    def _grant(self, locks: dict, entry: object, mode: int) -> object:
+        """Hold `entry` in `mode` (stronger than any this block holds it in); what `held`
+        records: the entry, or an `_Upgrade` saying the mode it had before."""
         held = locks.get(entry)
-        if not shared:
-            locks[entry] = self  # an upgrade of this block's shared lock too
-        elif held is None:
-            locks[entry] = SharedLock(self)
-        elif type(held) is SharedLock and self not in held.holders:
-            held.holders.append(self)
+        if held is None:  # the common case, without building a mode table
+            locks[entry] = self if mode == UPDATE else self.alone(mode)
+            return entry
+        before = held_mode(held, self)
+        self._set_mode(locks, entry, mode)
+        return entry if not before else _Upgrade(entry, before)
+
+    def _set_mode(self, locks: dict, entry: object, mode: int) -> None:
+        """This block's mode on `entry` becomes `mode` (0: none); others' stay."""
+        held = locks.get(entry)
+        modes = dict(held.modes) if type(held) is RowLock else \
+            {} if held is None else {held: UPDATE}
+        if mode:
+            modes[self] = mode
+        elif modes.pop(self, None) is None:
+            return  # (not this block's)
+        _put(locks, entry, modes)
+
+    def _drop_all(self, table: LockedTable, entries: list) -> None:
+        """`_drop` of every entry of `held[table]` (the block's end; under the table's lock):
+        a row only this block holds, the most common, goes without a call."""
+        mine = (self, *self._alone.values())
+        rows, keys = table.row_locks, table.key_locks
+        for entry in entries:
+            if type(entry) is _Upgrade:
+                continue
+            locks = keys if type(entry) is tuple else rows
+            if locks.get(entry) in mine:
+                del locks[entry]
+            else:
+                self._drop(locks, entry)
+        entries.clear()
+
+    def _drop(self, locks: dict, entry: object) -> None:
+        """This block no longer holds `entry` (`_set_mode` to none, faster for a row no
+        other block holds)."""
+        held = locks.get(entry)
+        if held is self or (type(held) is RowLock and len(held.modes) == 1
+                            and self in held.modes):
+            del locks[entry]
+        else:
+            self._set_mode(locks, entry, 0)
+
+    def alone(self, mode: int) -> RowLock:
+        """The lock of a row only this block holds, in `mode` (weaker than FOR UPDATE): one
+        object for all such rows (a `RowLock` is never changed, only replaced)."""
+        lock = self._alone.get(mode)
+        if lock is None:
+            lock = self._alone[mode] = RowLock({self: mode})
+        return lock
 
     def lock_free(self, table: LockedTable, rowids: np.ndarray, most: int | None,
-                  shared: bool = False) -> list[int]:
-        """SKIP LOCKED: lock, in order, those of `rowids` no other block holds (in a mode
-        conflicting with `shared`), until `most` are this block's; their positions in
-        `rowids`. A row changed since the snapshot raises as `lock` does."""
+                  mode: int = UPDATE) -> list[int]:
+        """SKIP LOCKED: lock in `mode`, in order, those of `rowids` no other block holds in a
+        conflicting mode, until `most` are this block's; their positions in `rowids`. A row
+        changed since the snapshot raises as `lock` does."""
         locks = table.row_locks
         taken: list[int] = []
         with table.lock:
@@ -181,13 +247,12 @@ class LockHolder:
                 if most is not None and len(taken) == most:
                     break
                 entry = locks.get(rowid)
-                if conflicting(entry, self, shared) is not None:
+                if conflicting(entry, self, mode) is not None:
                     continue
-                if not self._holds(entry, shared):
+                if held_mode(entry, self) < mode:
                     if not table.still_live(np.array([rowid], dtype=np.int64)):
                         raise self.changed(table, [rowid])
-                    self._grant(locks, rowid, shared)
-                    self.held.setdefault(table, []).append(rowid)
+                    self.held.setdefault(table, []).append(self._grant(locks, rowid, mode))
                 taken.append(position)
         return taken
 
@@ -205,10 +270,18 @@ class LockHolder:
 
     def release_since(self, mark: dict[LockedTable, int]) -> None:
         """ROLLBACK TO SAVEPOINT: the locks taken since `mark` go, as those of PostgreSQL's
-        rolled-back subtransaction; waiters look at their rows again."""
-        self._free({table: rowids[mark.get(table, 0):] for table, rowids in self.held.items()})
-        self.held = {table: rowids[:mark[table]] for table, rowids in self.held.items()
-                     if mark.get(table)}
+        rolled-back subtransaction, and a row held before it in a weaker mode is held in that
+        mode again; waiters look at their rows again."""
+        for table, entries in list(self.held.items()):
+            with table.lock:  # (`pass_on` edits the lists under it)
+                for entry in reversed(entries[mark.get(table, 0):]):
+                    if type(entry) is _Upgrade:
+                        self._set_mode(table.row_locks, entry.rowid, entry.before)
+                    else:
+                        self._drop(_locks_of(table, entry), entry)
+                del entries[mark.get(table, 0):]
+                if not entries:
+                    del self.held[table]
         with _ended:
             self.releases += 1
             _ended.notify_all()
@@ -216,43 +289,120 @@ class LockHolder:
     def release(self) -> None:
         """The block ended (its commit applied, or rolled back): its rows are free, and those
         waiting for it wake."""
-        self._free(self.held)
+        for table, entries in list(self.held.items()):
+            with table.lock:
+                self._drop_all(table, entries)
         self.held = {}
         with _ended:
             self.ended = True
             _ended.notify_all()
 
-    def _free(self, held: dict[LockedTable, list]) -> None:
-        for table, entries in held.items():
-            with table.lock:
-                for entry in entries:
-                    locks = table.key_locks if type(entry) is tuple else table.row_locks
-                    lock = locks.get(entry)
-                    if lock is self:
-                        del locks[entry]
-                    elif type(lock) is SharedLock and self in lock.holders:
-                        lock.holders.remove(self)
-                        if not lock.holders:
-                            del locks[entry]
+
+def pass_on(table: LockedTable, rowid: int, new: int, writer: object) -> None:
+    """A commit of `writer` (a block's holder, or None) replaces row `rowid` by `new` keeping
+    its key: the other blocks holding it (FOR KEY SHARE, all a no-key update leaves beside
+    it) hold `new` instead, as PostgreSQL carries such locks to a row's new version. Under
+    the table's lock."""
+    locks = table.row_locks
+    entry = locks.get(rowid)
+    if type(entry) is not RowLock:
+        return
+    others = {h: m for h, m in entry.modes.items() if h is not writer}
+    if not others:
+        return
+    for holder in others:
+        entries = holder.held.get(table, [])
+        for i, taken in enumerate(entries):
+            if taken == rowid:
+                entries[i] = new
+            elif type(taken) is _Upgrade and taken.rowid == rowid:
+                entries[i] = _Upgrade(new, taken.before)
+    _put(locks, rowid, {h: m for h, m in entry.modes.items() if h is writer})
+    _put(locks, new, others)
 
 
-class SharedLock:
-    """A row locked FOR SHARE (or FOR KEY SHARE) by one or more blocks at once: they do not
-    wait for each other; a writer (or FOR UPDATE) waits for all of them."""
+def _put(locks: dict, entry: object, modes: dict) -> None:
+    """Make `modes` (holder -> mode) the lock of `entry`: none, a holder alone FOR UPDATE, a
+    holder's `alone` lock, or a new `RowLock`."""
+    if not modes:
+        locks.pop(entry, None)
+    elif len(modes) > 1:
+        locks[entry] = RowLock(modes)
+    else:
+        [(holder, mode)] = modes.items()
+        locks[entry] = holder if mode == UPDATE else holder.alone(mode)
 
-    __slots__ = ("holders",)
 
-    def __init__(self, holder: LockHolder) -> None:
-        self.holders = [holder]
+def _locks_of(table: LockedTable, entry: object) -> dict:
+    """The table's key locks for a (key number, value) entry, its row locks for a row id."""
+    return table.key_locks if type(entry) is tuple else table.row_locks
 
 
-def conflicting(entry: object, me: object, shared: bool) -> LockHolder | None:
-    """Another block whose lock `entry` (a `LockHolder`, a `SharedLock` or None) keeps `me`
-    from taking it, shared or not; None when `me` may."""
+class _Upgrade:
+    """In `LockHolder.held`: a row this block already held, in mode `before`, locked in a
+    stronger mode since (what ROLLBACK TO gives back)."""
+
+    __slots__ = ("rowid", "before")
+
+    def __init__(self, rowid: object, before: int) -> None:
+        self.rowid = rowid
+        self.before = before
+
+
+class RowLock:
+    """A row held by several blocks at once, or by one in a mode weaker than FOR UPDATE:
+    each holder's mode (a row held FOR UPDATE by one block is that `LockHolder` alone).
+    Never changed once made: a change of modes puts a new one (`_put`)."""
+
+    __slots__ = ("modes",)
+
+    def __init__(self, modes: dict[LockHolder, int]) -> None:
+        self.modes = modes
+
+
+def held_mode(entry: object, holder: object) -> int:
+    """The mode `holder` holds lock `entry` (a `LockHolder`, a `RowLock` or None) in; 0: none."""
+    if entry is holder:
+        return UPDATE
+    if type(entry) is RowLock:
+        return entry.modes.get(holder, 0)  # type: ignore[arg-type]
+    return 0
+
+
+def _blocker(locks: dict, entries: list, me: object, mode: int) -> LockHolder | None:
+    """The first block keeping `me` from holding one of `entries` in `mode` (under the
+    table's lock); None when none does."""
+    get = locks.get
+    for held in [h for e in entries if (h := get(e)) is not None and h is not me]:
+        blocker = conflicting(held, me, mode)
+        if blocker is not None:
+            return blocker
+    return None
+
+
+def wait_unlocked(table: LockedTable, rowids: list, mode: int, waiting: Waiting) -> bool:
+    """An autocommit statement's wait for the blocks holding any of `rowids` in a mode
+    conflicting with `mode` (it locks nothing: its commit is checked against what they
+    committed); whether it waited."""
+    waited = False
+    while True:
+        with table.lock:
+            blocker = _blocker(table.row_locks, rowids, None, mode)
+        if blocker is None:
+            return waited
+        wait_for_end(blocker, None, waiting)
+        waited = True
+
+
+def conflicting(entry: object, me: object, mode: int = UPDATE) -> LockHolder | None:
+    """Another block whose lock `entry` (a `LockHolder`, a `RowLock` or None) keeps `me`
+    from taking it in `mode`; None when `me` may."""
     if entry is None or entry is me:
         return None
-    if type(entry) is SharedLock:
-        return None if shared else next((h for h in entry.holders if h is not me), None)
+    if type(entry) is RowLock:
+        conflicts = _CONFLICTS[mode]
+        return next((h for h, m in entry.modes.items() if h is not me and m in conflicts),
+                    None)
     return entry  # type: ignore[return-value]
 
 

@@ -38,7 +38,15 @@ from sqlvec.storage import access_methods
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.keys import MISSING, HashKeyIndex, KeyIndex
 from sqlvec.storage.memtable import GrowingData, Memtable
-from sqlvec.storage.row_locks import KeyLocked, RowLocked, conflicting
+from sqlvec.storage.row_locks import (
+    NO_KEY_UPDATE,
+    UPDATE,
+    KeyLocked,
+    RowLocked,
+    conflicting,
+    held_mode,
+    pass_on,
+)
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, KeyDef, TableDef
 from sqlvec.storage.search import (
     SearchPolicy,
@@ -1227,7 +1235,7 @@ class Table:
                 raise TypeError(op)
         with self.lock:
             if self.row_locks and claim.deleted:
-                self._check_row_locks(claim.deleted, holder)
+                self._check_row_locks(claim, out, holder)
             if self.key_locks and holder is None:
                 self._check_key_locks(claim)
             self._claims.append(claim)
@@ -1236,16 +1244,47 @@ class Table:
                 self._claim_of[id(op)] = claim
         return out
 
-    def _check_row_locks(self, rowids: set[int], holder: object) -> None:
-        """`RowLocked` for the first of `rowids` another block than `holder` has locked (under
-        `lock`, with the claim about to be registered: a row is locked or claimed first)."""
+    def _check_row_locks(self, claim: _Claim, ops: list, holder: object) -> None:
+        """`RowLocked` for the first row the commit deletes that another block than `holder`
+        has locked in a mode the commit's conflicts with (under `lock`, with the claim about to
+        be registered: a row is locked or claimed first). A block's commit holds its rows
+        already; an autocommit one deletes a row FOR UPDATE, or FOR NO KEY UPDATE when it
+        writes a new version with the row's unique-key values (an UPDATE of other columns).
+        Other blocks' FOR KEY SHARE locks on a row so updated pass to its new version, as
+        PostgreSQL's follow the update."""
         locks = self.row_locks
+        rowids = claim.deleted
         small, large = (rowids, locks) if len(rowids) <= len(locks) else (locks, rowids)
-        for rowid in small:
-            if rowid in large:
-                other = conflicting(locks[rowid], holder, False)
+        for rowid in [r for r in small if r in large]:
+            entry = locks[rowid]
+            if holder is None or held_mode(entry, holder) < NO_KEY_UPDATE:
+                other = conflicting(entry, holder, NO_KEY_UPDATE)
                 if other is not None:
                     raise RowLocked(other)
+            if conflicting(entry, holder, UPDATE) is not None:  # FOR KEY SHARE holders
+                new = self._new_version(rowid, claim, ops)
+                if new is None:
+                    raise RowLocked(conflicting(entry, holder, UPDATE))  # type: ignore[arg-type]
+                pass_on(self, rowid, new, holder)
+
+    def _new_version(self, rowid: int, claim: _Claim, ops: list) -> int | None:
+        """The row a commit deleting `rowid` inserts with every unique-key value it held:
+        PostgreSQL's test for an UPDATE needing only FOR NO KEY UPDATE (asked only when a
+        row held FOR KEY SHARE is deleted). None: a DELETE, a key changed, no key to tell."""
+        if not self.keys or not any(isinstance(op, InsertOp) for op in ops):
+            return None
+        row = self.snapshot().rows_by_id(np.array([rowid], np.int64), self._key_columns())
+        ids = row.column(ROWID).to_numpy()
+        new = None
+        for key, uk in zip(claim.added, self.keys):
+            values, _ = uk.held(row, ids)
+            if not values.size:
+                continue
+            holders = key.lookup(values)
+            if holders[0] == MISSING or new not in (None, int(holders[0])):
+                return None
+            new = int(holders[0])
+        return new
 
     def _check_key_locks(self, claim: _Claim) -> None:
         """`KeyLocked` when an autocommit commit inserts a key value an open block inserted

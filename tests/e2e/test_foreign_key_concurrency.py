@@ -1,11 +1,12 @@
 """Foreign keys under concurrency: two connections can never leave an orphan between them.
 
-A parent row deleted by one transaction while another inserts a child row referencing it:
-whichever commits second fails (23503 for NO ACTION / RESTRICT, 40001 when the action is
-CASCADE or SET NULL and running the statement again would apply it), checked under the
-store's commit lock (sqlvec/execution/foreign_key_commit.py). Each interleaving is driven
-step by step over two psycopg connections (a TRUNCATE, which waits for the block that wrote
-a child, in a thread); a bounded run of concurrent writers then checks the invariant with a
+As in PostgreSQL, a check of a new child row holds its parent row FOR KEY SHARE (until the
+block ends) and a parent's DELETE or key UPDATE holds it FOR UPDATE: whoever comes second
+waits for the other's transaction, then fails (23503) if the other committed. What no lock
+covers (commits racing without a wait) the check repeated under the store's commit lock
+catches (sqlvec/execution/foreign_key_commit.py); a TRUNCATE waits for every block that used
+the table. Each interleaving is driven step by step over two psycopg connections (a waiting
+statement in a thread); a bounded run of concurrent writers then checks the invariant with a
 ledger of acknowledged writes.
 """
 
@@ -15,11 +16,12 @@ import random
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import psycopg
 import pytest
 
+WAITING = 0.4  # seconds a statement is seen still waiting for another transaction
 
 def _names() -> tuple[str, str]:
     tag = uuid.uuid4().hex[:6]
@@ -40,6 +42,15 @@ def tables(server):
     return uri, parent, child
 
 
+def _waiting(pool: ThreadPoolExecutor, conn: psycopg.Connection, sql: str) -> Future:
+    """`sql` started on `conn` in another thread, returning its row count; still waiting a
+    while later (for a row lock another transaction holds)."""
+    future = pool.submit(lambda: conn.execute(sql).rowcount)
+    time.sleep(WAITING)
+    assert not future.done(), future.result()
+    return future
+
+
 def _orphans(uri: str, parent: str, child: str) -> int:
     with psycopg.connect(uri, autocommit=True) as conn:
         return conn.execute(
@@ -47,48 +58,65 @@ def _orphans(uri: str, parent: str, child: str) -> int:
             f"(SELECT 1 FROM {parent} p WHERE p.id = c.p)").fetchone()[0]
 
 
-def test_child_in_block_then_parent_deleted_fails_the_child_commit(tables):
+def test_parent_delete_waits_for_a_child_block_then_fails(tables):
+    """The child's check holds its parent row FOR KEY SHARE: the DELETE waits for the block
+    and then finds the new child, as PostgreSQL's does."""
     uri, parent, child = tables
-    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b:
+    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b, \
+            ThreadPoolExecutor(1) as pool:
         a.execute(f"INSERT INTO {child} VALUES (10, 1)")  # psycopg opens the block
-        assert b.execute(f"DELETE FROM {parent} WHERE id = 1").rowcount == 1
+        delete = _waiting(pool, b, f"DELETE FROM {parent} WHERE id = 1")
+        a.commit()
         with pytest.raises(psycopg.errors.ForeignKeyViolation) as err:
-            a.commit()
-        assert err.value.diag.message_primary == (
-            f'insert or update on table "{child}" violates foreign key constraint '
-            f'"{child}_p_fkey"')
-        assert err.value.diag.message_detail == f'Key (p)=(1) is not present in table "{parent}".'
-    assert _orphans(uri, parent, child) == 0
-
-
-def test_parent_delete_in_block_then_child_inserted_fails_the_parent_commit(tables):
-    uri, parent, child = tables
-    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b:
-        assert a.execute(f"DELETE FROM {parent} WHERE id = 2").rowcount == 1
-        b.execute(f"INSERT INTO {child} VALUES (20, 2)")  # the parent is still committed
-        with pytest.raises(psycopg.errors.ForeignKeyViolation) as err:
-            a.commit()
+            delete.result(timeout=30)
         assert err.value.diag.message_primary == (
             f'update or delete on table "{parent}" violates foreign key constraint '
             f'"{child}_p_fkey" on table "{child}"')
         assert err.value.diag.message_detail == \
-            f'Key (id)=(2) is still referenced from table "{child}".'
+            f'Key (id)=(1) is still referenced from table "{child}".'
+    assert _orphans(uri, parent, child) == 0
+
+
+def test_child_insert_waits_for_a_parent_delete_block_then_fails(tables):
+    uri, parent, child = tables
+    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b, \
+            ThreadPoolExecutor(1) as pool:
+        assert a.execute(f"DELETE FROM {parent} WHERE id = 2").rowcount == 1
+        insert = _waiting(pool, b, f"INSERT INTO {child} VALUES (20, 2)")
+        a.commit()
+        with pytest.raises(psycopg.errors.ForeignKeyViolation) as err:
+            insert.result(timeout=30)
+        assert err.value.diag.message_primary == (
+            f'insert or update on table "{child}" violates foreign key constraint '
+            f'"{child}_p_fkey"')
+        assert err.value.diag.message_detail == f'Key (p)=(2) is not present in table "{parent}".'
     assert _orphans(uri, parent, child) == 0
     with psycopg.connect(uri, autocommit=True) as conn:
-        assert conn.execute(f"SELECT count(*) FROM {parent} WHERE id = 2").fetchone()[0] == 1
+        assert conn.execute(f"SELECT count(*) FROM {parent} WHERE id = 2").fetchone()[0] == 0
 
 
 @pytest.mark.parametrize("first", ["parent", "child"])
-def test_two_blocks_the_second_commit_fails(tables, first):
+def test_two_blocks_the_second_waits_and_fails(tables, first):
     uri, parent, child = tables
-    with psycopg.connect(uri) as a, psycopg.connect(uri) as b:
-        a.execute(f"DELETE FROM {parent} WHERE id = 1")
-        b.execute(f"INSERT INTO {child} VALUES (11, 1)")
-        b.execute(f"UPDATE {child} SET p = 1 WHERE id = 30")  # a key update checks too
+
+    def child_writes(conn: psycopg.Connection) -> None:
+        conn.execute(f"INSERT INTO {child} VALUES (11, 1)")
+        conn.execute(f"UPDATE {child} SET p = 1 WHERE id = 30")  # a key update checks too
+
+    with psycopg.connect(uri) as a, psycopg.connect(uri) as b, ThreadPoolExecutor(1) as pool:
+        if first == "parent":
+            a.execute(f"DELETE FROM {parent} WHERE id = 1")
+            second = pool.submit(child_writes, b)
+        else:
+            child_writes(b)
+            second = pool.submit(a.execute, f"DELETE FROM {parent} WHERE id = 1")
+        time.sleep(WAITING)
+        assert not second.done(), second.result()
         winner, loser = (a, b) if first == "parent" else (b, a)
         winner.commit()
         with pytest.raises(psycopg.errors.ForeignKeyViolation):
-            loser.commit()
+            second.result(timeout=30)
+        loser.rollback()
     assert _orphans(uri, parent, child) == 0
     with psycopg.connect(uri, autocommit=True) as conn:
         parents = conn.execute(f"SELECT count(*) FROM {parent} WHERE id = 1").fetchone()[0]
@@ -96,13 +124,15 @@ def test_two_blocks_the_second_commit_fails(tables, first):
     assert (parents, children) == ((0, 0) if first == "parent" else (1, 2))
 
 
-def test_parent_key_update_races_a_child_insert(tables):
+def test_child_insert_waits_for_a_parent_key_update(tables):
     uri, parent, child = tables
-    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b:
+    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b, \
+            ThreadPoolExecutor(1) as pool:
         a.execute(f"UPDATE {parent} SET id = 9 WHERE id = 1")
-        b.execute(f"INSERT INTO {child} VALUES (12, 1)")
+        insert = _waiting(pool, b, f"INSERT INTO {child} VALUES (12, 1)")
+        a.commit()
         with pytest.raises(psycopg.errors.ForeignKeyViolation):
-            a.commit()
+            insert.result(timeout=30)
     assert _orphans(uri, parent, child) == 0
 
 
@@ -130,7 +160,7 @@ def test_parent_inserted_in_the_same_commit_satisfies_the_child(tables):
 
 
 @pytest.mark.parametrize("action", ["CASCADE", "SET NULL"])
-def test_cascading_delete_that_missed_a_new_child_fails_with_40001(server, action):
+def test_child_insert_waits_for_a_cascading_delete_then_fails(server, action):
     uri = server.conninfo()
     parent, child = _names()
     with psycopg.connect(uri, autocommit=True) as conn:
@@ -139,20 +169,19 @@ def test_cascading_delete_that_missed_a_new_child_fails_with_40001(server, actio
                      f"p int REFERENCES {parent} ON DELETE {action})")
         conn.execute(f"INSERT INTO {parent} VALUES (1), (2)")
         conn.execute(f"INSERT INTO {child} VALUES (1, 1)")
-    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b:
+    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b, \
+            ThreadPoolExecutor(1) as pool:
         a.execute(f"DELETE FROM {parent} WHERE id = 1")  # acts on child 1
-        b.execute(f"INSERT INTO {child} VALUES (2, 1)")
-        with pytest.raises(psycopg.errors.SerializationFailure):
-            a.commit()
-        # Run again, the delete sees the new row and acts on it too.
-        a.execute(f"DELETE FROM {parent} WHERE id = 1")
+        insert = _waiting(pool, b, f"INSERT INTO {child} VALUES (2, 1)")
         a.commit()
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            insert.result(timeout=30)
         rows = b.execute(f"SELECT id, p FROM {child} ORDER BY id").fetchall()
-    assert rows == ([] if action == "CASCADE" else [(1, None), (2, None)])
+    assert rows == ([] if action == "CASCADE" else [(1, None)])
     assert _orphans(uri, parent, child) == 0
 
 
-def test_cascade_delete_in_autocommit_then_child_block_fails(server):
+def test_cascading_delete_waits_for_a_child_block_and_deletes_its_row(server):
     uri = server.conninfo()
     parent, child = _names()
     with psycopg.connect(uri, autocommit=True) as conn:
@@ -160,11 +189,13 @@ def test_cascade_delete_in_autocommit_then_child_block_fails(server):
         conn.execute(f"CREATE TABLE {child} (id int PRIMARY KEY, "
                      f"p int REFERENCES {parent} ON DELETE CASCADE)")
         conn.execute(f"INSERT INTO {parent} VALUES (1)")
-    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b:
+    with psycopg.connect(uri) as a, psycopg.connect(uri, autocommit=True) as b, \
+            ThreadPoolExecutor(1) as pool:
         a.execute(f"INSERT INTO {child} VALUES (1, 1)")
-        assert b.execute(f"DELETE FROM {parent} WHERE id = 1").rowcount == 1
-        with pytest.raises(psycopg.errors.ForeignKeyViolation):
-            a.commit()
+        delete = _waiting(pool, b, f"DELETE FROM {parent} WHERE id = 1")
+        a.commit()
+        assert delete.result(timeout=30) == 1
+        assert b.execute(f"SELECT count(*) FROM {child}").fetchone() == (0,)
     assert _orphans(uri, parent, child) == 0
 
 

@@ -1,8 +1,12 @@
 """The foreign-key check repeated under the commit lock (sqlvec/execution/foreign_key_commit.py):
 two sessions of one database, each passing its statement checks, cannot orphan a row between
-them; the embedded table API's writes are checked too."""
+them, whether a row lock made the second wait or not (the embedded table API's writes take
+none, and are checked too)."""
 
 from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pytest
@@ -25,30 +29,38 @@ def db(tmp_path):
     database.close()
 
 
-def test_second_commit_fails_in_either_order(db):
+def test_second_fails_in_either_order(db):
+    """A parent DELETE waits for the block inserting a child (its check holds the parent FOR
+    KEY SHARE) and then fails; a child inserted through the embedded API, which takes no row
+    lock, beside a block deleting its parent commits first and fails that block's COMMIT
+    (the check under the commit lock)."""
     a, b = db.connect(), db.connect()
     a.execute_one("BEGIN")
     a.execute_one("INSERT INTO c VALUES (1, 1)")
-    b.execute_one("DELETE FROM p WHERE id = 1")
-    with pytest.raises(ForeignKeyViolation):
+    with ThreadPoolExecutor(1) as pool:
+        delete = pool.submit(b.execute_one, "DELETE FROM p WHERE id = 1")
+        time.sleep(0.3)
+        assert not delete.done()
         a.execute_one("COMMIT")
+        with pytest.raises(ForeignKeyViolation):
+            delete.result(timeout=30)
     a.execute_one("BEGIN")
     a.execute_one("DELETE FROM p WHERE id = 2")
-    b.execute_one("INSERT INTO c VALUES (2, 2)")
+    db.table("c").insert(pa.table({"id": [2], "pid": [2]}))
     with pytest.raises(ForeignKeyViolation) as err:
         a.execute_one("COMMIT")
     assert err.value.detail == 'Key (id)=(2) is still referenced from table "c".'
-    assert rows(b, "SELECT id, pid FROM c") == [(2, 2)]
+    assert rows(b, "SELECT id, pid FROM c ORDER BY id") == [(1, 1), (2, 2)]
 
 
 def test_cascade_that_missed_a_row_asks_for_a_retry(db):
-    a, b = db.connect(), db.connect()
+    a = db.connect()
     a.execute_one("BEGIN")
     a.execute_one("DELETE FROM p WHERE id = 2")
-    b.execute_one("INSERT INTO k VALUES (1, 2)")
+    db.table("k").insert(pa.table({"id": [1], "pid": [2]}))  # (no row lock to wait for)
     with pytest.raises(SerializationFailure):
         a.execute_one("COMMIT")
-    assert rows(b, "SELECT id FROM p ORDER BY id") == [(1,), (2,), (5000000000,)]
+    assert rows(a, "SELECT id FROM p ORDER BY id") == [(1,), (2,), (5000000000,)]
 
 
 def test_unreferencable_keys_and_unchanged_keys_pass(db):
