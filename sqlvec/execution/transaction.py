@@ -176,6 +176,8 @@ class Rechecked:
     newest: NewestVersions
 
     def table_overlay(self, table_id: int) -> TableOverlay | None:
+        """The block's overlay of a table; for the target table after a wait, one that also
+        hides the waited rows' old versions and adds their newest ones."""
         own = self.txn.table_overlay(table_id)
         if table_id != self.newest.table.id or not self.newest.waited:
             return own

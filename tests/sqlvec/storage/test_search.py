@@ -59,10 +59,15 @@ def test_curve_rises_with_ef_and_reaches_near_one(calibrated):
 
 @pytest.mark.parametrize("target", [0.9, 0.95, 0.98])
 def test_chosen_ef_meets_the_target_on_fresh_queries(calibrated, target):
+    """The ef a target picks is the smallest whose estimate reaches it, and an estimate may be
+    up to 0.01 above what fresh queries measure (the promise EXPLAIN's est_recall makes), so
+    the target holds within that margin."""
     index, queries, truth = calibrated
     ef, predicted = choose_ef(index, 40, target)
     assert predicted is not None and predicted >= target
-    assert fresh_recall(index, queries, truth, ef) >= target
+    measured = fresh_recall(index, queries, truth, ef)
+    assert measured >= predicted - 0.01
+    assert measured >= target - 0.01
 
 
 def test_the_cap_bounds_the_chosen_ef_and_the_estimate_says_what_it_gives(calibrated):
