@@ -13,6 +13,7 @@ SUITES = {
     "catalog": "benchmarks.catalog_queries",
     "growth": "benchmarks.growth",
     "writes": "benchmarks.writes",
+    "block_writes": "benchmarks.block_writes",
     "recall": "benchmarks.recall",
     "ivfflat": "benchmarks.ivfflat",
     "profile": "benchmarks.wire_profile",

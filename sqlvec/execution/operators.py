@@ -113,10 +113,14 @@ class ScanOp(OneRowOp):
     def run(self, ctx, outer):
         overlay = ctx.overlay.table_overlay(self.table_id) if ctx.overlay is not None else None
         if self.key is not None:
-            # (with an overlay, the transaction's own rows are not in the index)
-            filt = self._segment_filter(ctx, outer, self.key_filter) if overlay is None \
-                else self._segment_filter(ctx, outer)
-            snap, parts = self._by_key(ctx, outer)
+            # The transaction's own rows are not in the index: found through its own index
+            # of their keys where it can (`keyed`), else merged whole and filtered.
+            keyed = overlay is not None and overlay.keyed(self.key)
+            filt = self._segment_filter(ctx, outer, self.key_filter) \
+                if overlay is None or keyed else self._segment_filter(ctx, outer)
+            snap, parts = self._by_key(ctx, outer, overlay if keyed else None)
+            if keyed:
+                overlay = None  # merged already
             filtered = False
             fetched = sum(p.num_rows for p in parts)
             ctx.table_stats(self.table_id).index_scanned(self.key_name, fetched, fetched)
@@ -165,8 +169,9 @@ class ScanOp(OneRowOp):
         choice = self.index_choice(ctx, outer, snap) if filt is not None else None
         return filt if choice is None else index_scan.search_filter(choice, filt)
 
-    def _by_key(self, ctx, outer):
-        """The committed rows holding the wanted key values, through the key's index."""
+    def _by_key(self, ctx, outer, overlay=None):
+        """The committed rows holding the wanted key values, through the key's index; with
+        `overlay` (`TableOverlay.keyed`), merged with the transaction's own rows holding them."""
         table = ctx.table_of(self.table_id)
         frame = Frame(empty_width(1), ctx, outer)
         if len(self.key_values) == 1 and len(self.key_types) == 1 and \
@@ -178,7 +183,10 @@ class ScanOp(OneRowOp):
             if cell is _NO_MATCH:
                 return ctx.snapshot(self.table_id), []
             snap, rowid = ctx.lookup_key(self.table_id, cell, self.key)
-            return snap, ([snap.rows_by_id(np.array([rowid]))] if rowid != MISSING else [])
+            parts = [snap.rows_by_id(np.array([rowid]))] if rowid != MISSING else []
+            if overlay is not None:
+                parts = overlay.found_by_key(parts, [overlay.own_keys(self.key).get(cell)])
+            return snap, parts
         wanted = [[] for _ in self.key_positions]
         for row in self.key_values:
             cells = [_key_value(v(frame), v.type, t) for v, t in zip(row, self.key_types)]
@@ -190,7 +198,11 @@ class ScanOp(OneRowOp):
                          for name, vals, t in zip(names, wanted, self.key_types)})
         snap, rowids = ctx.lookup_keys(self.table_id, rows, self.key)
         found = np.unique(rowids[rowids != MISSING])
-        return snap, ([snap.rows_by_id(found)] if found.size else [])
+        parts = [snap.rows_by_id(found)] if found.size else []
+        if overlay is not None:
+            own = overlay.own_keys(self.key).lookup(table.key_values(rows, self.key))
+            parts = overlay.found_by_key(parts, np.unique(own[own != MISSING]).tolist())
+        return snap, parts
 
     def _segment_filter(self, ctx, outer, predicate=_WHOLE):
         if predicate is _WHOLE:

@@ -42,6 +42,14 @@ class TableOverlay:
     # Per unique key of the table: key -> provisional row id of the inserted rows (None: to be
     # rebuilt from `inserted`, after some of them were deleted).
     _own_keys: list[KeyIndex] | None = None
+    # False for a re-check's view (`NewestVersions.overlay`), whose inserted rows include
+    # committed ones that `own_keys` does not hold: rows are then found by `merge` only.
+    by_key: bool = True
+    # Where each inserted row is (row id -> its part and offset), for `found_by_key`: kept up
+    # to date as parts are appended or filtered here, rebuilt when the list of parts was
+    # replaced otherwise; `_placed` is the list it describes and how many of its parts.
+    _where: dict[int, tuple[pa.Table, int]] = field(default_factory=dict, repr=False)
+    _placed: tuple[list | None, int] = (None, 0)
 
     def inserted_table(self) -> pa.Table | None:
         """All rows inserted so far as one table, or None."""
@@ -71,6 +79,81 @@ class TableOverlay:
                 ins = ins.cast(schema)
             out.append(ins)
         return out
+
+    def keyed(self, key: int) -> bool:
+        """Whether rows found through unique key `key` can be merged by `found_by_key`: not
+        where a DEFERRABLE key lets the transaction's own rows repeat a value, which
+        `own_keys` holds once."""
+        return self.by_key and not self.table.keys[key].def_.deferrable
+
+    def found_by_key(self, parts: list[pa.Table], own: list[int]) -> list[pa.Table]:
+        """`merge` of rows looked up by a unique key: the committed rows found (`parts`)
+        without our deletes, plus our inserted rows `own` (row ids from `own_keys`), without
+        reading the transaction's other rows, so a block's statement by key costs what an
+        autocommit one does."""
+        out = []
+        if not self.truncated:
+            for part in parts:
+                if self.deleted:
+                    live = [r not in self.deleted for r in part.column(ROWID).to_pylist()]
+                    if not all(live):
+                        part = part.filter(pa.array(live))
+                out.append(part)
+        where = self._positions()
+        for rowid in own:
+            if rowid in where:
+                part, offset = where[rowid]
+                row = part.slice(offset, 1)
+                if out and not row.schema.equals(out[0].schema):
+                    row = row.cast(out[0].schema)
+                out.append(row)
+        return out
+
+    def _positions(self) -> dict[int, tuple[pa.Table, int]]:
+        """`_where`, brought up to date with the parts appended since."""
+        placed, count = self._placed
+        if placed is not self.inserted:
+            self._where, count = {}, 0
+        for part in self.inserted[count:]:
+            self._place(part)
+        self._placed = (self.inserted, len(self.inserted))
+        return self._where
+
+    def _place(self, part: pa.Table) -> None:
+        self._where.update((r, (part, i)) for i, r in enumerate(part.column(ROWID).to_pylist()))
+
+    def drop_inserted(self, rowids: np.ndarray) -> None:
+        """Drop inserted rows (by provisional row id): only the parts holding them are
+        filtered, and the keys they held leave `own_keys`."""
+        where = self._positions()
+        parts = {id(where[r][0]): where[r][0] for r in rowids.tolist() if r in where}
+        if not parts:
+            return
+        dead = pa.array(rowids)
+        kept: dict[int, pa.Table] = {}
+        dropped = []
+        for key, part in parts.items():
+            hit = pc.is_in(part.column(ROWID), value_set=dead)
+            dropped.append(part.filter(hit))
+            kept[key] = part.filter(pc.invert(hit))
+            for r in part.column(ROWID).to_pylist():
+                del where[r]
+            self._place(kept[key])
+        self.inserted = [kept.get(id(p), p) for p in self.inserted]
+        self._placed = (self.inserted, len(self.inserted))
+        self._forget_keys(pa.concat_tables(dropped) if len(dropped) > 1 else dropped[0])
+
+    def _forget_keys(self, rows: pa.Table) -> None:
+        """Take dropped inserted rows out of `own_keys` (rebuilt instead where a DEFERRABLE
+        key may hold a value twice: another row may hold the dropped row's value)."""
+        keys = self.table.keys
+        if self._own_keys is None or len(self._own_keys) != len(keys) or \
+                any(k.def_.deferrable for k in keys):
+            self._own_keys = None
+            return
+        ids = rows.column(ROWID).to_numpy()
+        for uk, index in zip(keys, self._own_keys):
+            index.remove(*uk.held(rows, ids))
 
     def replace_inserted(self, rows: pa.Table | None) -> None:
         """The inserted rows in a table's new shape, after ALTER TABLE (same row ids)."""
@@ -164,7 +247,8 @@ class NewestVersions:
             if inserted and not rows.schema.equals(inserted[0].schema):
                 rows = rows.cast(inserted[0].schema)
             inserted.append(rows)
-        return TableOverlay(self.table, inserted, own.deleted | self.waited, own.truncated)
+        return TableOverlay(self.table, inserted, own.deleted | self.waited, own.truncated,
+                            by_key=False)
 
 
 @dataclass
@@ -416,10 +500,7 @@ class Transaction:
             self.watch("d", table, self._rows_of(table, overlay, rowids))
         overlay.deleted.update(committed.tolist())
         if provisional.size:
-            dead = pa.array(provisional)
-            overlay.inserted = [t.filter(pc.invert(pc.is_in(t.column(ROWID), value_set=dead)))
-                                for t in overlay.inserted]
-            overlay._own_keys = None
+            overlay.drop_inserted(provisional)
 
     def _lock_rows(self, table: Table, rowids: np.ndarray, keys_kept: np.ndarray | bool
                    ) -> None:

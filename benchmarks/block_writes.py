@@ -1,0 +1,196 @@
+"""Single-row statements by primary key inside one transaction block, against autocommit.
+
+What every ORM session does: BEGIN, many `UPDATE t SET v = v + 1 WHERE id = $1` (or SELECT /
+DELETE by key), COMMIT. The block's statements read through its buffered writes
+(`TableOverlay`), which must not make each of them cost what the block wrote so far.
+
+`cpu` (in process, through `Session.run` as `writes --only engine`: no wire, no fsync): CPU µs
+per prepared statement on a table `(id bigint PRIMARY KEY, v int, s text)` of each `--sizes`,
+`--statements` of each kind in autocommit, then as many in one block (rolled back; each kind
+after the writes of the kinds before): UPDATE and SELECT of random ids, DELETE of distinct
+ids; and `own update`, UPDATEs of rows a block inserted itself (each inserted, then updated). With `--baseline CHECKOUT` the same is run in a process of that checkout, the
+two taking turns `--rounds` times (medians).
+
+`server`: rows/s of `--statements` single-row UPDATEs in one block (prepared, psycopg, over
+loopback TCP, then COMMIT), sqlvec beside `--baseline` and PostgreSQL (pgserver), taking
+turns `--rounds` times (medians).
+
+    python -m benchmarks block_writes --only cpu --sizes 10000,100000 --baseline ../before
+    python -m benchmarks block_writes --only server --sizes 100000 --pgserver /tmp/pg
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks import writes
+
+UPDATE = "UPDATE t SET v = v + 1 WHERE id = $1"
+
+
+# In process ---------------------------------------------------------------------------------------
+
+
+def block_cpu(rows: int, statements: int) -> dict[str, dict[str, float]]:
+    """CPU µs per statement, autocommit and in one block, per kind (see the module's text)."""
+    from sqlvec.database import Database
+    from sqlvec.storage.store import StoreOptions
+
+    directory = tempfile.mkdtemp(prefix="block-writes-")
+    out: dict[str, dict[str, float]] = {}
+    try:
+        with Database.open(directory, options=StoreOptions(fsync=False)) as db:
+            s = writes._loaded(db, rows)
+            rng = random.Random(0)
+            cases = {
+                "update": (s.prepare(UPDATE, [20]), lambda i: [rng.randrange(rows)]),
+                "select": (s.prepare("SELECT v FROM t WHERE id = $1", [20]),
+                           lambda i: [rng.randrange(rows)]),
+                "delete": (s.prepare("DELETE FROM t WHERE id = $1", [20]), lambda i: [i]),
+            }
+            for kind, (prepared, params) in cases.items():
+                out[kind] = {"autocommit": _cpu_us(s, prepared, params, statements)}
+            s.execute_one("BEGIN")  # each kind meets the block's writes of the kinds before
+            for kind, (prepared, params) in cases.items():
+                out[kind]["block"] = _cpu_us(s, prepared, params, statements)
+            s.execute_one("ROLLBACK")
+            out["own update"] = {"block": _own_updates_us(s, rows, statements)}
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return out
+
+
+def _cpu_us(s, prepared, params, statements: int) -> float:
+    """CPU µs per run of `prepared`, `statements` times."""
+    start = time.process_time()
+    for i in range(statements):
+        s.run(prepared, params(i))
+    return (time.process_time() - start) / statements * 1e6
+
+
+def _own_updates_us(s, rows: int, statements: int) -> float:
+    """CPU µs per UPDATE by key of a row the block inserted (each row inserted, then updated)."""
+    insert = s.prepare("INSERT INTO t VALUES ($1, 0, 'y')", [20])
+    update = s.prepare(UPDATE, [20])
+    s.execute_one("BEGIN")
+    spent = 0.0
+    for i in range(statements):
+        s.run(insert, [rows + i])
+        start = time.process_time()
+        s.run(update, [rows + i])
+        spent += time.process_time() - start
+    s.execute_one("ROLLBACK")
+    return spent / statements * 1e6
+
+
+def _cpu_in(checkout: str, rows: int, statements: int) -> dict:
+    """`block_cpu` run by a process importing `checkout`'s sqlvec (this file loaded by path:
+    an older checkout lacks it)."""
+    code = ("import importlib.util, json, sys; "
+            "spec = importlib.util.spec_from_file_location('block_writes', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            f"print(json.dumps(m.block_cpu({rows}, {statements})))")
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(checkout)}
+    done = subprocess.run([sys.executable, "-c", code, os.path.abspath(__file__)], env=env,
+                          cwd=checkout, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_cpu(sizes: list[int], statements: int, rounds: int, baseline: str | None) -> dict:
+    """Medians over `rounds` turns of this checkout (and `baseline`) per size."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    checkouts = {"sqlvec": here, **({"baseline": baseline} if baseline else {})}
+    out: dict = {}
+    for rows in sizes:
+        runs: dict[str, list[dict]] = {name: [] for name in checkouts}
+        for _ in range(rounds):
+            for name, checkout in checkouts.items():
+                runs[name].append(_cpu_in(checkout, rows, statements))
+        out[rows] = {name: {kind: {mode: statistics.median(r[kind][mode] for r in rs)
+                                   for mode in rs[0][kind]} for kind in rs[0]}
+                     for name, rs in runs.items()}
+    return out
+
+
+# Through servers ----------------------------------------------------------------------------------
+
+
+def block_rate(dsn: str, rows: int, statements: int, seed: int) -> float:
+    """Rows/s of `statements` prepared single-row UPDATEs in one block, COMMIT included."""
+    import psycopg
+
+    ids = random.Random(seed).sample(range(rows), statements)
+    with psycopg.connect(dsn) as conn:
+        start = time.perf_counter()
+        with conn.transaction():
+            for i in ids:
+                conn.execute(writes.UPDATE.format(t="t"), (i,), prepare=True)
+        return statements / (time.perf_counter() - start)
+
+
+def measure_server(sizes: list[int], statements: int, rounds: int, baseline: str | None,
+                   pgserver: str | None) -> dict:
+    """Medians of `block_rate` per server and size, the servers taking turns."""
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="block-writes-") as directory, \
+            contextlib.ExitStack() as stack:
+        running = {"sqlvec": stack.enter_context(writes.sqlvec(os.path.join(directory, "a")))}
+        if baseline:
+            running["baseline"] = stack.enter_context(
+                writes.sqlvec_baseline(os.path.join(directory, "b"), baseline))
+        running["postgres"] = stack.enter_context(
+            writes.postgres(pgserver or os.path.join(directory, "pg")))
+        for rows in sizes:
+            for name, (dsn, _pid, _label) in running.items():
+                writes.load(dsn, "t", rows, True, name == "postgres")
+            rates: dict[str, list[float]] = {name: [] for name in running}
+            for turn in range(rounds):
+                for name, (dsn, _pid, _label) in running.items():
+                    rates[name].append(block_rate(dsn, rows, statements, turn))
+            out[rows] = {name: statistics.median(r) for name, r in rates.items()}
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks block_writes", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000", help="table sizes (rows)")
+    parser.add_argument("--statements", type=int, default=1000, help="per block (default 1000)")
+    parser.add_argument("--rounds", type=int, default=3, help="turns per checkout (default 3)")
+    parser.add_argument("--only", choices=("cpu", "server"), default=None)
+    parser.add_argument("--baseline", default=None, metavar="CHECKOUT",
+                        help="also measure the sqlvec of this checkout, taking turns")
+    parser.add_argument("--pgserver", default=None, metavar="DIR",
+                        help="PostgreSQL's data directory (pgserver; default: a temporary one)")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.only in (None, "cpu"):
+        for rows, by_name in measure_cpu(sizes, args.statements, args.rounds,
+                                         args.baseline).items():
+            print(f"CPU µs per statement, {rows:,} rows, {args.statements} statements:")
+            for kind in by_name["sqlvec"]:
+                cells = "; ".join(f"{name}: " + ", ".join(
+                    f"{mode} {us:.0f}" for mode, us in figures[kind].items())
+                    for name, figures in by_name.items())
+                print(f"  {kind}: {cells}")
+    if args.only in (None, "server"):
+        for rows, rates in measure_server(sizes, args.statements, args.rounds, args.baseline,
+                                          args.pgserver).items():
+            print(f"rows/s, {args.statements} UPDATEs in one block, {rows:,} rows: " +
+                  ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items()) +
+                  f" (sqlvec/PostgreSQL {rates['sqlvec'] / rates['postgres']:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
