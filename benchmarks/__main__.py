@@ -29,6 +29,7 @@ SUITES = {
     "filtered": "benchmarks.filtered",
     "executemany_cpu": "benchmarks.executemany_cpu",
     "contention": "benchmarks.contention",
+    "ddl_beside": "benchmarks.ddl_beside",
 }
 
 

@@ -738,16 +738,26 @@ class Session:
         exclusively, when none can start to)."""
         return self._ddl_lock.has_users(table_ids, self.pid, writers_only)
 
+    def take_ddl_lock(self, set_aside: bool = False) -> None:
+        """Hold the DDL lock exclusively until `drop_ddl_lock`, waiting for other sessions'
+        statements to end (cancel, statement_timeout, lock_timeout); `set_aside`: this
+        statement's shared hold does not count meanwhile (ddl_lock.py)."""
+        timeout_ms = self._limit("statement_timeout")
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
+        self._ddl_lock.acquire_exclusive(self.pid, lambda: self._check_wait(deadline),
+                                         self._limit("lock_timeout"), set_aside)
+
+    def drop_ddl_lock(self) -> None:
+        """End the exclusive hold of `take_ddl_lock`."""
+        self._ddl_lock.release(self.pid)
+
     def open_schema_changes(self) -> None:
         """The first DDL statement of a transaction block: take the DDL lock exclusively
         (waiting for other sessions' statements to end) and open the store's deferred
         schema changes, which COMMIT writes and ROLLBACK undoes."""
         if self.ddl_open:
             return
-        timeout_ms = self._limit("statement_timeout")
-        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
-        self._ddl_lock.acquire_exclusive(self.pid, lambda: self._check_wait(deadline),
-                                         self._limit("lock_timeout"))
+        self.take_ddl_lock()
         try:
             self.store.begin_deferred()
         except BaseException:

@@ -32,6 +32,7 @@ from sqlvec.execution.foreign_key_ddl import (
     before_alter,
     drop_referencing,
     forget_dangling,
+    referencing,
     truncate_targets,
     validate_command,
 )
@@ -63,56 +64,113 @@ def run_ddl(session: Session, prepared: PreparedStatement, params: list,
         elif kind == "DATABASE":
             transactions.refuse_in_block(session, f"{verb} DATABASE")
         if session.explicit:  # (not left for a batch's first statement: refuse_in_block)
-            _open_after_users(session, tables, writers_only)
+            _lock_after_users(session, tables, writers_only, session.open_schema_changes,
+                              lambda: session.close_schema_changes(None))
     handler = _HANDLERS.get(type(ast))
     if handler is None:  # pragma: no cover - prepare.py lets only these classes through
         raise FeatureNotSupported(type(ast).__name__)
     notices: list[Notice] = []
-    running = bool(tables) and not session.explicit
-    if running:  # autocommit: no block starts to use the tables until it is done
-        session.await_table_users(tables, writers_only, run=True)
-    try:
-        tag = handler(session, ast, notices)
-    finally:
-        if running:
-            session.table_change_done(tables)
+    tag = _run_autocommit(session, tables, writers_only, lambda: handler(session, ast, notices)) \
+        if tables and not session.explicit else handler(session, ast, notices)
     session._plan_cache.clear()
     return Result(tag, notices=notices)
 
 
-def _open_after_users(session: Session, tables: list[int], writers_only: bool) -> None:
-    """A block's schema change: wait for the other open blocks using the tables, then open the
-    block's schema changes (the DDL lock, exclusively). A block that started to use a table
-    while this one waited for the lock is waited for again, the lock let go meanwhile (unless
-    the block's earlier schema changes hold it: that block's statements wait for them)."""
+def _run_autocommit(session: Session, tables: list[int], writers_only: bool,
+                    change: Callable[[], str]) -> str:
+    """An autocommit schema change of existing tables, once no open block uses them. One that
+    changes their shape holds the DDL lock exclusively while it runs, as PostgreSQL's queue
+    behind its AccessExclusiveLock: a statement planned against the old shape cannot write
+    into the new one (it waits, then is planned again). CREATE INDEX lets statements go on
+    (ShareLock) and only keeps blocks from starting to use the tables meanwhile."""
+    if writers_only:
+        session.await_table_users(tables, writers_only, run=True)
+        try:
+            return change()
+        finally:
+            session.table_change_done(tables)
+    _lock_after_users(session, tables, writers_only,
+                      lambda: session.take_ddl_lock(set_aside=True), session.drop_ddl_lock)
+    try:
+        return change()
+    finally:
+        session.drop_ddl_lock()
+
+
+def _lock_after_users(session: Session, tables: list[int], writers_only: bool,
+                      lock: Callable[[], None], let_go: Callable[[], None]) -> None:
+    """Wait for the other open blocks using the tables, then take the DDL lock exclusively
+    (`lock`: in a block, opening its schema changes). A block that started to use a table
+    while this one waited for the lock is waited for again, the lock let go meanwhile
+    (unless the block's earlier schema changes hold it: that block's statements wait for
+    them)."""
     while True:
         held = session.ddl_open
         if tables:
             session.await_table_users(tables, writers_only, run=False)
-        session.open_schema_changes()
+        lock()
         if held or not tables or not session.table_users_left(tables, writers_only):
             return
-        session.close_schema_changes(None)
+        let_go()
 
 
 def _tables_changed(session: Session, ast: exp.Expression) -> tuple[list[int], bool]:
     """The ids of the existing tables a DDL statement changes, which wait for the open blocks
     using them, and whether only blocks writing them are waited for (CREATE INDEX, as
-    PostgreSQL's ShareLock). Other objects (views, schemas, sequences) wait for none."""
+    PostgreSQL's ShareLock). As PostgreSQL's locks: ALTER / DROP / TRUNCATE TABLE, DROP
+    INDEX (the index's table) and DROP SCHEMA ... CASCADE (its tables), with the tables a
+    CASCADE reaches through foreign keys. VALIDATE CONSTRAINT, ALTER INDEX and COMMENT ON
+    take a lock no reader or writer conflicts with, and views, sequences and schemas are not
+    tables: those wait for none."""
     kind = (ast.args.get("kind") or "").upper()
+    targets = _named_targets(ast, kind)
+    if targets is None:
+        return [], False
+    catalog, path = session.catalog, session.search_path
+    if kind == "INDEX" and isinstance(ast, exp.Drop):
+        found = [alter.find_index(catalog, t.name, t.db or None, path) for t in targets]
+        ids = [f[0].id for f in found if f is not None]
+    elif kind == "SCHEMA":
+        names = {t.db or t.name for t in targets}
+        ids = [i for i, t in session.store.tables.items() if t.def_.schema in names]
+    else:
+        tables = (catalog.find_table(t.name, t.db or None, path) for t in targets)
+        ids = [t.id for t in tables if t is not None]
+    if _cascades(ast):
+        ids = _referencing_closure(session, ids)
+    return ids, kind == "INDEX" and isinstance(ast, exp.Create)
+
+
+def _named_targets(ast: exp.Expression, kind: str) -> list[exp.Table] | None:
+    """The relations a DDL statement that waits for blocks names; None: it waits for none."""
     if isinstance(ast, exp.Alter) and kind == "TABLE":
         targets = [ast.this]
-    elif isinstance(ast, exp.Drop) and kind == "TABLE":
+    elif isinstance(ast, exp.Drop) and (kind in ("TABLE", "INDEX") or
+                                        (kind == "SCHEMA" and ast.args.get("cascade"))):
         targets = ast.args.get("tables") or [ast.this]
     elif isinstance(ast, exp.TruncateTable):
         targets = ast.expressions
     elif isinstance(ast, exp.Create) and kind == "INDEX" and isinstance(ast.this, exp.Index):
         targets = [ast.this.args.get("table")]
     else:
-        return [], False
-    found = (session.catalog.find_table(t.name, t.db or None, session.search_path)
-             for t in targets if isinstance(t, exp.Table))
-    return [t.id for t in found if t is not None], kind == "INDEX"
+        return None
+    return [t for t in targets if isinstance(t, exp.Table)]
+
+
+def _cascades(ast: exp.Expression) -> bool:
+    """DROP TABLE / TRUNCATE ... CASCADE: the tables referencing those named change too (their
+    foreign keys dropped, their rows emptied)."""
+    if isinstance(ast, exp.TruncateTable):
+        return str(ast.args.get("option") or "").upper() == "CASCADE"
+    return isinstance(ast, exp.Drop) and bool(ast.args.get("cascade"))
+
+
+def _referencing_closure(session: Session, ids: list[int]) -> list[int]:
+    """`ids` and every table referencing one of them through a foreign key, transitively."""
+    out = list(dict.fromkeys(ids))
+    for table_id in out:  # grows while iterated: each found table is looked through too
+        out.extend(d.id for d, _c in referencing(session.store, table_id) if d.id not in out)
+    return out
 
 
 def _exists_notice(name: str) -> Notice:

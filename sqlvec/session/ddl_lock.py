@@ -15,8 +15,9 @@ PostgreSQL's AccessShareLock / RowExclusiveLock held until the block ends), reco
 block's first use of the table (`use`). A schema change of a table waits for those blocks to
 end (`await_users`: in the row locks' wait-for graph, so a cycle is 40P01; lock_timeout 55P03,
 cancel 57014), as ALTER TABLE's AccessExclusiveLock does; CREATE INDEX waits only for blocks
-that wrote the table (ShareLock). While an autocommit change runs on a table (`running`), a
-block's first use of the table waits for it (readers not, for CREATE INDEX).
+that wrote the table (ShareLock). An autocommit change of a table's shape then holds this
+lock exclusively while it runs (no statement runs beside it); while an autocommit CREATE INDEX
+runs on a table (`running`), a block's first write of the table waits for it.
 """
 
 from __future__ import annotations
@@ -99,14 +100,19 @@ class DdlLock:
             (len(waiting) == 1 and pid in waiting)
 
     def acquire_exclusive(self, pid: int, check_interrupts: Callable[[], None],
-                          timeout_ms: int = 0) -> None:
+                          timeout_ms: int = 0, set_aside: bool = False) -> None:
         """Hold the lock exclusively until `release`: waits until no other session holds it.
         Two sessions each holding it shared and waiting for it exclusively would wait for
-        each other: the later one gets 40P01, as PostgreSQL's deadlock detector says."""
+        each other: the later one gets 40P01, as PostgreSQL's deadlock detector says, unless
+        `set_aside`: the session's shared holds protect nothing yet (an autocommit schema
+        change at its start), so they do not count while it waits."""
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         with self._cond:
             if self.owner == pid:
                 return
+            aside = self._shared.pop(pid, 0) if set_aside else 0
+            if aside:
+                self._cond.notify_all()
             if self._waiting_exclusive and pid in self._shared:
                 raise SqlVecError("deadlock detected", sqlstate="40P01",
                                   detail="Another transaction is waiting to change the schema "
@@ -117,6 +123,8 @@ class DdlLock:
                 while self.owner is not None or any(p != pid for p in self._shared):
                     _wait(self._cond, check_interrupts, deadline)
                 self.owner = pid
+                if aside:  # (given back only as the owner: failing, its release is a no-op)
+                    self._shared[pid] = aside
             finally:
                 self._waiting_exclusive.discard(pid)
                 self._tell()
@@ -155,8 +163,7 @@ class DdlLock:
         """A block's first read (or first write) of a table: recorded until `forget`, after
         waiting for an autocommit schema change running on the table."""
         with self._mutex:
-            running = self._running.get(table_id)
-            if running is not None and running[0] != holder.pid and (wrote or not running[1]):
+            if self._blocked(table_id, holder.pid, wrote):
                 check_interrupts, timeout_ms = waiting()
                 deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
                 while self._blocked(table_id, holder.pid, wrote):

@@ -1,8 +1,12 @@
 """Schema changes wait for the open transactions that use the table, compared with a real
 PostgreSQL: an ALTER TABLE / DROP TABLE / TRUNCATE of a table another open block read, wrote
 or locked rows of waits for that block's end (then applies to what it committed), and so does
-CREATE INDEX for a block that wrote the table (not for one that only read it). A schema
-change of another table does not wait. lock_timeout (55P03) and cancel (57014) end the wait;
+CREATE INDEX for a block that wrote the table (not for one that only read it); so do DROP
+INDEX (for the index's table), DROP SCHEMA ... CASCADE (its tables) and the tables a CASCADE
+reaches through foreign keys. VALIDATE CONSTRAINT, ALTER INDEX and COMMENT ON do not wait, nor
+does a schema change of another table. An autocommit statement on the table while a change
+waits: PostgreSQL queues it behind the change, sqlvec runs it at once; either way the change
+then applies to its row. lock_timeout (55P03) and cancel (57014) end the wait;
 a cycle through the waiting change is 40P01 in one of the two.
 """
 
@@ -27,7 +31,8 @@ def servers(tmp_path_factory):
 @pytest.fixture(params=["postgres", "sqlvec"])
 def uri(request, servers) -> str:
     with psycopg.connect(servers[request.param], autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS t, u")
+        conn.execute("DROP SCHEMA IF EXISTS s CASCADE")
+        conn.execute("DROP TABLE IF EXISTS c, t, u CASCADE")
         conn.execute("CREATE TABLE t (id int PRIMARY KEY, n int)")
         conn.execute("CREATE TABLE u (id int PRIMARY KEY, n int)")
         conn.execute("INSERT INTO t VALUES (1, 1), (2, 2)")
@@ -168,3 +173,74 @@ def test_deadlock_through_the_waiting_change_fails_one(uri):
     assert survived in ([(10,)], [(20,)])
     assert rows(uri, "SELECT n FROM t WHERE id = 1") == ([(10,)] if survived == [(20,)]
                                                         else [(1,)])
+
+
+def with_child(uri: str) -> None:
+    """c references t (its row 1); s.w is a table in schema s; t_n an index of t."""
+    with connect(uri) as conn:
+        conn.execute("CREATE TABLE c (id int PRIMARY KEY, p int REFERENCES t)")
+        conn.execute("INSERT INTO c VALUES (1, 1)")
+        conn.execute("CREATE SCHEMA s")
+        conn.execute("CREATE TABLE s.w (id int)")
+        conn.execute("CREATE INDEX t_n ON t (n)")
+
+
+@pytest.mark.parametrize("ddl, after", [
+    ("TRUNCATE t CASCADE", "SELECT count(*) FROM c"),
+    ("DROP TABLE t CASCADE", "SELECT count(*) FROM pg_constraint WHERE conname = 'c_p_fkey'"),
+])
+def test_a_cascade_waits_for_blocks_using_the_tables_it_reaches(uri, ddl, after):
+    with_child(uri)
+    block = begin(uri, "SELECT count(*) FROM c")
+    other = connect(uri)
+    with block, other, ThreadPoolExecutor(1) as pool:
+        change = waiting(pool, other, ddl)
+        block.execute("COMMIT")
+        change.result(timeout=30)
+    assert rows(uri, after) == [(0,)]
+
+
+@pytest.mark.parametrize("use, ddl", [
+    ("SELECT count(*) FROM t", "DROP INDEX t_n"),
+    ("INSERT INTO s.w VALUES (1)", "DROP SCHEMA s CASCADE"),
+])
+def test_drop_index_and_schema_wait_for_blocks_using_their_tables(uri, use, ddl):
+    with_child(uri)
+    block = begin(uri, use)
+    other = connect(uri)
+    with block, other, ThreadPoolExecutor(1) as pool:
+        change = waiting(pool, other, ddl)
+        block.execute("COMMIT")
+        change.result(timeout=30)
+    assert rows(uri, "SELECT count(*) FROM pg_class WHERE relname IN ('t_n', 'w')") == [(1,)]
+
+
+@pytest.mark.parametrize("ddl", [
+    "ALTER TABLE t VALIDATE CONSTRAINT t_pos",
+    "ALTER INDEX t_n RENAME TO t_m",
+    "COMMENT ON TABLE t IS 'numbers'",
+    "COMMENT ON COLUMN t.n IS 'a number'",
+])
+def test_changes_no_reader_or_writer_conflicts_with_do_not_wait(uri, ddl):
+    with_child(uri)
+    with connect(uri) as conn:
+        conn.execute("ALTER TABLE t ADD CONSTRAINT t_pos CHECK (n > 0) NOT VALID")
+    block = begin(uri, "INSERT INTO t VALUES (3, 3)")
+    other = connect(uri)
+    with block, other:
+        other.execute("SET lock_timeout = '1s'")
+        other.execute(ddl)
+        block.execute("COMMIT")
+    assert rows(uri, "SELECT count(*) FROM t") == [(3,)]
+
+
+def test_an_autocommit_insert_beside_a_waiting_change_gets_the_new_column(uri):
+    block = begin(uri, "SELECT count(*) FROM t")
+    altering, inserting = connect(uri), connect(uri)
+    with block, altering, inserting, ThreadPoolExecutor(2) as pool:
+        alter = waiting(pool, altering, "ALTER TABLE t ADD COLUMN x int DEFAULT 7")
+        insert = pool.submit(lambda: inserting.execute("INSERT INTO t VALUES (3, 3)"))
+        block.execute("COMMIT")
+        alter.result(timeout=30)
+        insert.result(timeout=30)
+    assert rows(uri, "SELECT id, n, x FROM t ORDER BY id") == [(1, 1, 7), (2, 2, 7), (3, 3, 7)]

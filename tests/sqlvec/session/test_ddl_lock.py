@@ -87,6 +87,42 @@ def test_two_sessions_upgrading_at_once_is_a_deadlock_for_the_second():
     assert got.is_set() and lock.owner == 1
 
 
+def test_upgrades_setting_their_shared_holds_aside_take_turns():
+    """Autocommit schema changes: each statement's shared hold does not count while it waits,
+    so two at once both get the lock in turn (no 40P01), their holds given back."""
+    lock = DdlLock()
+    both = threading.Barrier(2)
+    owners: list[int] = []
+
+    def change(pid: int) -> None:
+        with lock.shared(pid, waiting()):
+            both.wait(10)
+            lock.acquire_exclusive(pid, never, set_aside=True)
+            owners.append(pid)
+            assert lock._shared.get(pid) == 1
+            lock.release(pid)
+    threads = [threading.Thread(target=change, args=(pid,)) for pid in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(owners) == [1, 2]
+    assert lock._shared == {} and lock.owner is None
+
+
+def test_a_failed_upgrade_setting_its_hold_aside_leaves_nothing_held():
+    """A timeout leaves the failing statement holding nothing: its hold is not given back."""
+    lock = DdlLock()
+    with lock.shared(3, waiting()):  # another statement that goes on running
+        with lock.shared(2, waiting()):
+            with pytest.raises(SqlVecError) as err:
+                lock.acquire_exclusive(2, never, timeout_ms=200, set_aside=True)
+            assert err.value.sqlstate == "55P03"
+            assert lock._shared == {3: 1} and lock.owner is None
+        assert lock._shared == {3: 1}
+    assert lock._shared == {}
+
+
 def test_a_watcher_is_told_while_the_lock_is_held_or_awaited_exclusively():
     """What the server's worker processes go by: told True from the moment a session asks
     for the lock exclusively (waiting behind a statement included), False once none holds or
