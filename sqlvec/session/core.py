@@ -525,6 +525,7 @@ class Session:
                 UtilityKind.DECLARE, UtilityKind.FETCH, UtilityKind.CLOSE):
             return prepared  # depends on the session's open cursors: never cached
         prepared.generation = self.store.generation
+        prepared.given_oids = oids
         prepared.search_path = key[2]
         prepared.cache_clears = self._plan_cache.clears
         self._plan_cache.put(key, prepared)
@@ -697,7 +698,7 @@ class Session:
                 prepared.constant or prepared.kind not in (StatementKind.QUERY,
                                                            StatementKind.WRITE):
             return prepared  # (a constant query's plan depends on no catalog object)
-        again = self._prepare_cached(prepared.sql, [t.oid for t in prepared.param_types])
+        again = self._prepare_cached(prepared.sql, list(prepared.given_oids))
         if [(c.name, c.type) for c in again.columns or []] != \
                 [(c.name, c.type) for c in prepared.columns or []] or \
                 again.param_types != prepared.param_types:

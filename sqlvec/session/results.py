@@ -74,6 +74,9 @@ class PreparedStatement:
     kind: StatementKind
     compiled: object = None
     generation: int = -1  # the store's catalog generation it was planned in (-1: not cached)
+    # The parameter type OIDs the client gave at Parse (0: left to the planner), with which
+    # the statement is planned again after a catalog change.
+    given_oids: tuple[int, ...] = ()
     search_path: str | None = None  # the search_path it was planned under
     cache_clears: int = -1  # the plan cache's `clears` then (DDL, DISCARD empty the cache)
     utility: Utility | None = None

@@ -162,7 +162,7 @@ def _execute(session: Session, u: Utility, prepared: PreparedStatement, params: 
     if not session.plan_is_current(stmt):
         # Planned again after a catalog change, as PostgreSQL re-plans after DDL; a result of
         # another shape is refused as there (plancache.c).
-        again = session.prepare(stmt.sql, [t.oid for t in stmt.param_types])
+        again = session.prepare(stmt.sql, list(stmt.given_oids))
         if [(c.name, c.type) for c in again.columns or []] != \
                 [(c.name, c.type) for c in stmt.columns or []]:
             raise FeatureNotSupported("cached plan must not change result type")

@@ -115,3 +115,18 @@ def test_a_statement_that_waited_for_ddl_is_planned_again(db):
         b.run(star, [])
     assert err.value.sqlstate == "0A000"
     assert err.value.message == "cached plan must not change result type"
+
+
+def test_a_parameter_the_planner_typed_is_typed_again_after_ddl(db):
+    """A parameter the client left untyped (OID 0, as psycopg sends a str) is typed by the
+    planner, here vector(3); planned again after a catalog change it is typed the same way,
+    not as the plain `vector` its OID alone names (which read as a changed plan: 0A000)."""
+    a, b = db.connect(), db.connect()
+    a.execute_one("CREATE TABLE t (id int, v vector(3))")
+    insert = b.prepare("INSERT INTO t VALUES ($1, $2)", [21, 0])
+    a.execute_one("CREATE TABLE side (x int)")  # any catalog change
+    assert b.run(insert, [1, "[1,2,3]"]).tag == "INSERT 0 1"
+    b.execute_one("PREPARE ins (int) AS INSERT INTO t VALUES ($1, '[4,5,6]')")
+    a.execute_one("DROP TABLE side")
+    b.execute_one("EXECUTE ins (2)")
+    assert rows(b, "SELECT id FROM t ORDER BY id") == [{"id": 1}, {"id": 2}]
