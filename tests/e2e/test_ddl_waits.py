@@ -176,6 +176,17 @@ def test_deadlock_through_the_waiting_change_fails_one(uri):
                                                         else [(1,)])
 
 
+def commit_beside_change(uri: str, use: str, ddl: str) -> None:
+    """A block runs `use`; `ddl` from another session waits for it until it commits, then
+    succeeds."""
+    block = begin(uri, use)
+    other = connect(uri)
+    with block, other, ThreadPoolExecutor(1) as pool:
+        change = waiting(pool, other, ddl)
+        block.execute("COMMIT")
+        change.result(timeout=30)
+
+
 def with_child(uri: str) -> None:
     """c references t (its row 1); s.w is a table in schema s; t_n an index of t."""
     with connect(uri) as conn:
@@ -192,12 +203,7 @@ def with_child(uri: str) -> None:
 ])
 def test_a_cascade_waits_for_blocks_using_the_tables_it_reaches(uri, ddl, after):
     with_child(uri)
-    block = begin(uri, "SELECT count(*) FROM c")
-    other = connect(uri)
-    with block, other, ThreadPoolExecutor(1) as pool:
-        change = waiting(pool, other, ddl)
-        block.execute("COMMIT")
-        change.result(timeout=30)
+    commit_beside_change(uri, "SELECT count(*) FROM c", ddl)
     assert rows(uri, after) == [(0,)]
 
 
@@ -207,12 +213,7 @@ def test_a_cascade_waits_for_blocks_using_the_tables_it_reaches(uri, ddl, after)
 ])
 def test_drop_index_and_schema_wait_for_blocks_using_their_tables(uri, use, ddl):
     with_child(uri)
-    block = begin(uri, use)
-    other = connect(uri)
-    with block, other, ThreadPoolExecutor(1) as pool:
-        change = waiting(pool, other, ddl)
-        block.execute("COMMIT")
-        change.result(timeout=30)
+    commit_beside_change(uri, use, ddl)
     assert rows(uri, "SELECT count(*) FROM pg_class WHERE relname IN ('t_n', 'w')") == [(1,)]
 
 
@@ -260,12 +261,7 @@ def with_referencing(uri: str, action: str = "") -> None:
 @pytest.mark.parametrize("ddl", ["DROP INDEX t_n", "ALTER TABLE t ADD COLUMN x int DEFAULT 7"])
 def test_a_foreign_key_check_uses_the_referenced_table(uri, use, ddl):
     with_referencing(uri)
-    block = begin(uri, use)  # its only contact with t: the check of c's new key
-    other = connect(uri)
-    with block, other, ThreadPoolExecutor(1) as pool:
-        change = waiting(pool, other, ddl)
-        block.execute("COMMIT")
-        change.result(timeout=30)
+    commit_beside_change(uri, use, ddl)  # its only contact with t: the check of c's new key
     assert rows(uri, "SELECT max(p) FROM c") == [(2,)]
     assert rows(uri, "SELECT count(*) FROM pg_class WHERE relname = 't_n'") == \
         [(0 if ddl.startswith("DROP") else 1,)]
@@ -291,11 +287,6 @@ def test_truncating_the_referenced_table_waits_then_fails(uri):
 def test_a_delete_s_foreign_key_action_uses_the_referencing_table(uri, action, left, ddl):
     with_referencing(uri, action)
     key = 2 if action == "" else 1  # (NO ACTION may delete only an unreferenced key)
-    block = begin(uri, f"DELETE FROM t WHERE id = {key}")
-    other = connect(uri)
-    with block, other, ThreadPoolExecutor(1) as pool:
-        change = waiting(pool, other, ddl)
-        block.execute("COMMIT")
-        change.result(timeout=30)
+    commit_beside_change(uri, f"DELETE FROM t WHERE id = {key}", ddl)
     assert rows(uri, "SELECT id, p FROM c") == left
     assert rows(uri, "SELECT id FROM t") == [(3 - key,)]
