@@ -12,7 +12,11 @@ the foreign key. Cases, each statement prepared and run through `Session.run` in
   referencing rows scans c's key column (PostgreSQL needs an index on it not to), so this
   grows with c.
 
+With `--block` the single-row statements run inside one transaction block (rolled back), where
+each foreign-key check also records the table it reads as used by the block.
+
     python -m benchmarks foreign_keys
+    python -m benchmarks foreign_keys --block
     python -m benchmarks foreign_keys --rows 1000000 --statements 500
 """
 
@@ -28,8 +32,8 @@ import numpy as np
 LOAD_CHUNK = 100_000
 
 
-def measure(rows: int, statements: int) -> dict[str, float]:
-    """CPU ms per statement of each case."""
+def measure(rows: int, statements: int, block: bool = False) -> dict[str, float]:
+    """CPU ms per statement of each case (`block`: the single-row ones in a block)."""
     import pyarrow as pa
 
     from sqlvec.database import Database
@@ -63,10 +67,14 @@ def measure(rows: int, statements: int) -> dict[str, float]:
             for name, (sql, types, params) in cases.items():
                 prepared = s.prepare(sql, types)
                 s.run(prepared, params(statements))  # warm
+                if block:
+                    s.execute_one("BEGIN")
                 start = time.process_time()
                 for i in range(statements):
                     s.run(prepared, params(i))
                 out[name] = (time.process_time() - start) / statements * 1e3
+                if block:
+                    s.execute_one("ROLLBACK")
             for table in ("c", "plain"):
                 batch = s.prepare(f"INSERT INTO {table} SELECT g, g % {rows} FROM "
                                   "generate_series(1, 10000) g", [])
@@ -86,9 +94,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks foreign_keys")
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--statements", type=int, default=1000)
+    parser.add_argument("--block", action="store_true",
+                        help="single-row statements inside one transaction block")
     args = parser.parse_args(argv)
-    result = measure(args.rows, args.statements)
-    print(f"rows in p, c and plain: {args.rows}; CPU ms per statement")
+    result = measure(args.rows, args.statements, args.block)
+    where = "in one block" if args.block else "autocommit"
+    print(f"rows in p, c and plain: {args.rows}; CPU ms per statement ({where})")
     for name, ms in result.items():
         print(f"  {name:<18} {ms:8.3f}")
     return 0

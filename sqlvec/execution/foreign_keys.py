@@ -340,11 +340,18 @@ class Enforcer:
         """Whether `con`'s check waits for COMMIT (never in autocommit)."""
         return not self.autocommit and is_deferred(self.txn, con)
 
+    def _reads(self, table: Table) -> None:
+        """Tell a block that its check reads `table`, a use of the table until the block
+        ends (a schema change of it waits), as PostgreSQL's check takes a lock on it."""
+        if self.txn.on_read is not None:
+            self.txn.on_read(table.id)
+
     def present(self, parent: Table, con: ConstraintDef, keys: pa.Table,
                 share: bool = False) -> np.ndarray:
         """Per key (child column order, no NULLs), whether the referenced table holds it:
         committed (not deleted by this transaction) or inserted by it. Index lookups only.
         `share`, in a block: the committed rows found are locked FOR KEY SHARE (`_key_share`)."""
+        self._reads(parent)
         fits = fitting(keys, con.ref_columns, parent.def_)
         if fits is not None:  # a bigint beyond the referenced integer type is in no row
             out = np.zeros(keys.num_rows, bool)
@@ -389,6 +396,7 @@ class Enforcer:
         """The child's live rows (as this transaction sees them) whose key is one of `keys`
         (child names and types), with `columns` (None: all) and their row ids. Scans the
         child's key columns one segment at a time (see the module docstring)."""
+        self._reads(child)
         d = child.def_
         names = list(con.columns)
         wanted = as_child(keys, con, d) if keys.column_names != names else keys

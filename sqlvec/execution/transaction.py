@@ -292,8 +292,11 @@ class Transaction:
         # buffered, newest last, and the deferred checks it found already.
         self._undo: list[Callable[[], None]] | None = None
         self._checks_before = 0
-        # A block's: told each table's id when the transaction first writes it.
+        # A block's: told each table's id when the transaction first writes it, and the id
+        # of each table a foreign-key check or action reads (`on_read`: every time; the
+        # receiver keeps what it knows).
         self.on_first_write: Callable[[int], None] | None = None
+        self.on_read: Callable[[int], None] | None = None
 
     def begin_statement(self) -> None:
         """Record how to undo what the next statement buffers (`undo_statement`)."""

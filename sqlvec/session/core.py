@@ -865,6 +865,7 @@ class Session:
         self.lock_holder = LockHolder(self.pid, self.lock_waiting, repeatable)
         txn = Transaction(locks=self.lock_holder)
         txn.on_first_write = self._first_write
+        txn.on_read = self.use_table
         return txn
 
     def _first_write(self, table_id: int) -> None:

@@ -1,9 +1,10 @@
 """Schema changes wait for the open transactions that use the table, compared with a real
 PostgreSQL: an ALTER TABLE / DROP TABLE / TRUNCATE of a table another open block read, wrote
-or locked rows of waits for that block's end (then applies to what it committed), and so does
-CREATE INDEX for a block that wrote the table (not for one that only read it); so do DROP
-INDEX (for the index's table), DROP SCHEMA ... CASCADE (its tables) and the tables a CASCADE
-reaches through foreign keys. VALIDATE CONSTRAINT, ALTER INDEX and COMMENT ON do not wait, nor
+or locked rows of waits for that block's end (then applies to what it committed), a block's
+foreign-key checks and actions included (the referenced table of a row it inserted, the
+referencing table of a row it deleted), and so does CREATE INDEX for a block that wrote the
+table (not for one that only read it); so do DROP INDEX (for the index's table), DROP SCHEMA
+... CASCADE (its tables) and the tables a CASCADE reaches through foreign keys. VALIDATE CONSTRAINT, ALTER INDEX and COMMENT ON do not wait, nor
 does a schema change of another table. An autocommit statement on the table while a change
 waits: PostgreSQL queues it behind the change, sqlvec runs it at once; either way the change
 then applies to its row. lock_timeout (55P03) and cancel (57014) end the wait;
@@ -175,6 +176,17 @@ def test_deadlock_through_the_waiting_change_fails_one(uri):
                                                         else [(1,)])
 
 
+def commit_beside_change(uri: str, use: str, ddl: str) -> None:
+    """A block runs `use`; `ddl` from another session waits for it until it commits, then
+    succeeds."""
+    block = begin(uri, use)
+    other = connect(uri)
+    with block, other, ThreadPoolExecutor(1) as pool:
+        change = waiting(pool, other, ddl)
+        block.execute("COMMIT")
+        change.result(timeout=30)
+
+
 def with_child(uri: str) -> None:
     """c references t (its row 1); s.w is a table in schema s; t_n an index of t."""
     with connect(uri) as conn:
@@ -191,12 +203,7 @@ def with_child(uri: str) -> None:
 ])
 def test_a_cascade_waits_for_blocks_using_the_tables_it_reaches(uri, ddl, after):
     with_child(uri)
-    block = begin(uri, "SELECT count(*) FROM c")
-    other = connect(uri)
-    with block, other, ThreadPoolExecutor(1) as pool:
-        change = waiting(pool, other, ddl)
-        block.execute("COMMIT")
-        change.result(timeout=30)
+    commit_beside_change(uri, "SELECT count(*) FROM c", ddl)
     assert rows(uri, after) == [(0,)]
 
 
@@ -206,12 +213,7 @@ def test_a_cascade_waits_for_blocks_using_the_tables_it_reaches(uri, ddl, after)
 ])
 def test_drop_index_and_schema_wait_for_blocks_using_their_tables(uri, use, ddl):
     with_child(uri)
-    block = begin(uri, use)
-    other = connect(uri)
-    with block, other, ThreadPoolExecutor(1) as pool:
-        change = waiting(pool, other, ddl)
-        block.execute("COMMIT")
-        change.result(timeout=30)
+    commit_beside_change(uri, use, ddl)
     assert rows(uri, "SELECT count(*) FROM pg_class WHERE relname IN ('t_n', 'w')") == [(1,)]
 
 
@@ -244,3 +246,47 @@ def test_an_autocommit_insert_beside_a_waiting_change_gets_the_new_column(uri):
         alter.result(timeout=30)
         insert.result(timeout=30)
     assert rows(uri, "SELECT id, n, x FROM t ORDER BY id") == [(1, 1, 7), (2, 2, 7), (3, 3, 7)]
+
+
+def with_referencing(uri: str, action: str = "") -> None:
+    """c references t (its row 1) with `action`; t_n and c_p are indexes of t and c."""
+    with connect(uri) as conn:
+        conn.execute(f"CREATE TABLE c (id int PRIMARY KEY, p int REFERENCES t {action})")
+        conn.execute("INSERT INTO c VALUES (1, 1)")
+        conn.execute("CREATE INDEX t_n ON t (n)")
+        conn.execute("CREATE INDEX c_p ON c (p)")
+
+
+@pytest.mark.parametrize("use", ["INSERT INTO c VALUES (2, 2)", "UPDATE c SET p = 2"])
+@pytest.mark.parametrize("ddl", ["DROP INDEX t_n", "ALTER TABLE t ADD COLUMN x int DEFAULT 7"])
+def test_a_foreign_key_check_uses_the_referenced_table(uri, use, ddl):
+    with_referencing(uri)
+    commit_beside_change(uri, use, ddl)  # its only contact with t: the check of c's new key
+    assert rows(uri, "SELECT max(p) FROM c") == [(2,)]
+    assert rows(uri, "SELECT count(*) FROM pg_class WHERE relname = 't_n'") == \
+        [(0 if ddl.startswith("DROP") else 1,)]
+
+
+def test_truncating_the_referenced_table_waits_then_fails(uri):
+    with_referencing(uri)
+    block = begin(uri, "INSERT INTO c VALUES (2, 2)")
+    other = connect(uri)
+    with block, other, ThreadPoolExecutor(1) as pool:
+        truncate = waiting(pool, other, "TRUNCATE t")
+        block.execute("COMMIT")
+        assert sqlstate(truncate) == "0A000"
+    assert rows(uri, "SELECT count(*) FROM t") == [(2,)]
+
+
+@pytest.mark.parametrize("action, left", [
+    ("ON DELETE CASCADE", []),
+    ("ON DELETE SET NULL", [(1, None)]),
+    ("", [(1, 1)]),  # NO ACTION: the check looks for rows referencing the deleted key
+])
+@pytest.mark.parametrize("ddl", ["DROP INDEX c_p", "ALTER TABLE c ADD COLUMN x int"])
+def test_a_delete_s_foreign_key_action_uses_the_referencing_table(uri, action, left, ddl):
+    with_referencing(uri, action)
+    key = 2 if action == "" else 1  # (NO ACTION may delete only an unreferenced key)
+    commit_beside_change(uri, f"DELETE FROM t WHERE id = {key}", ddl)
+    assert rows(uri, "SELECT id, p FROM c") == left
+    assert rows(uri, "SELECT id FROM t") == [(3 - key,)]
