@@ -155,7 +155,6 @@ class DdlLock:
             callback(locked)
         self._told = locked
 
-
     # Per-table use by transaction blocks -------------------------------------------------------
 
     def use(self, holder: LockHolder, table_id: int, wrote: bool,

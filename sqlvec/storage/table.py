@@ -1261,10 +1261,11 @@ class Table:
                 other = conflicting(entry, holder, NO_KEY_UPDATE)
                 if other is not None:
                     raise RowLocked(other)
-            if conflicting(entry, holder, UPDATE) is not None:  # FOR KEY SHARE holders
+            sharer = conflicting(entry, holder, UPDATE)  # a FOR KEY SHARE holder
+            if sharer is not None:
                 new = self._new_version(rowid, claim, ops)
                 if new is None:
-                    raise RowLocked(conflicting(entry, holder, UPDATE))  # type: ignore[arg-type]
+                    raise RowLocked(sharer)
                 pass_on(self, rowid, new, holder)
 
     def _new_version(self, rowid: int, claim: _Claim, ops: list) -> int | None:
