@@ -463,8 +463,7 @@ def _pg_stat_activity(o) -> dict:
                      getattr(s, "client_addr", None), None, getattr(s, "client_port", None),
                      started, getattr(s, "xact_start", None), getattr(s, "query_start", started),
                      getattr(s, "query_start", started),
-                     *(("Lock", "transactionid") if _row_lock_wait(s) is not None else
-                       (None, None)), s.state, None, None, None,
+                     *_wait_event(s), s.state, None, None, None,
                      s.current_query, "client backend"))
     return _rows([c for c, _ in PG_STAT_ACTIVITY], rows)
 
@@ -696,7 +695,22 @@ def _pg_locks(o) -> dict:
             rows.append(("transactionid", None, None, s.pid, "ExclusiveLock", True))
         if _row_lock_wait(s) is not None:
             rows.append(("transactionid", None, None, s.pid, "ShareLock", False))
+        if getattr(s, "relation_lock_wait", False):
+            rows.append(("relation", O.database_oid(s.database_name), None, s.pid,
+                         "AccessExclusiveLock", False))
     return _rows(["locktype", "database", "relation", "pid", "mode", "granted"], rows)
+
+
+def _wait_event(session: object) -> tuple[str | None, str | None]:
+    """pg_stat_activity's wait_event_type and wait_event: a lock on a row's transaction, or
+    on a relation a schema change waits for; an idle session waits for its client."""
+    if _row_lock_wait(session) is not None:
+        return "Lock", "transactionid"
+    if getattr(session, "relation_lock_wait", False):
+        return "Lock", "relation"
+    if str(getattr(session, "state", "")).startswith("idle"):
+        return "Client", "ClientRead"
+    return None, None
 
 
 def _row_lock_wait(session: object) -> object:

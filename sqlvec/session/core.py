@@ -182,6 +182,7 @@ class Session:
         # The tables the open block used (id -> whether it wrote them), known to the DDL lock.
         self._used: dict[int, bool] = {}
         self.row_lock_wait: LockHolder | None = None  # the block an autocommit write waits for
+        self.relation_lock_wait = False  # a schema change waits for blocks using its tables
         self._plan_cache = PlanCache()
         self._limits: dict[str, tuple[str, int]] = {}  # settings with units: text, base units
         self._statement_memory: MemoryAccount | None = None  # of the running statement
@@ -727,8 +728,12 @@ class Session:
         """Before a schema change of the tables: wait until the other open blocks using
         them (`writers_only`: writing them) end. `run` (autocommit): the tables stay marked
         changed until `table_change_done`, so no block starts using them meanwhile."""
-        self._ddl_lock.await_users(table_ids, self.pid, self.lock_holder, self.lock_waiting,
-                                   writers_only, run)
+        self.relation_lock_wait = True  # (pg_locks, pg_stat_activity)
+        try:
+            self._ddl_lock.await_users(table_ids, self.pid, self.lock_holder, self.lock_waiting,
+                                       writers_only, run)
+        finally:
+            self.relation_lock_wait = False
 
     def table_change_done(self, table_ids: list[int]) -> None:
         """The autocommit schema change of the tables ended (`await_table_users(run=True)`)."""

@@ -290,3 +290,20 @@ def test_a_delete_s_foreign_key_action_uses_the_referencing_table(uri, action, l
     commit_beside_change(uri, f"DELETE FROM t WHERE id = {key}", ddl)
     assert rows(uri, "SELECT id, p FROM c") == left
     assert rows(uri, "SELECT id FROM t") == [(3 - key,)]
+
+
+def test_a_waiting_change_shows_as_waiting_for_a_relation_lock(uri):
+    block = begin(uri, "SELECT count(*) FROM t")
+    other = connect(uri)
+    with block, other, connect(uri) as observer, ThreadPoolExecutor(1) as pool:
+        alter = waiting(pool, other, "ALTER TABLE t ADD COLUMN x int")
+        pid = other.info.backend_pid
+        assert observer.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity "
+                                "WHERE pid = %s", (pid,)).fetchone() == ("Lock", "relation")
+        assert observer.execute("SELECT locktype, mode FROM pg_locks WHERE pid = %s AND NOT "
+                                "granted", (pid,)).fetchall() == [("relation",
+                                                                   "AccessExclusiveLock")]
+        block.execute("COMMIT")
+        alter.result(timeout=30)
+        assert observer.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity "
+                                "WHERE pid = %s", (pid,)).fetchone() == ("Client", "ClientRead")

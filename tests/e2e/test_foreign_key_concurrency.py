@@ -21,7 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import psycopg
 import pytest
 
-WAITING = 0.4  # seconds a statement is seen still waiting for another transaction
+from tests.e2e.test_row_locks import still_waiting
+
 
 def _names() -> tuple[str, str]:
     tag = uuid.uuid4().hex[:6]
@@ -46,8 +47,7 @@ def _waiting(pool: ThreadPoolExecutor, conn: psycopg.Connection, sql: str) -> Fu
     """`sql` started on `conn` in another thread, returning its row count; still waiting a
     while later (for a row lock another transaction holds)."""
     future = pool.submit(lambda: conn.execute(sql).rowcount)
-    time.sleep(WAITING)
-    assert not future.done(), future.result()
+    still_waiting(conn, future)
     return future
 
 
@@ -110,8 +110,7 @@ def test_two_blocks_the_second_waits_and_fails(tables, first):
         else:
             child_writes(b)
             second = pool.submit(a.execute, f"DELETE FROM {parent} WHERE id = 1")
-        time.sleep(WAITING)
-        assert not second.done(), second.result()
+        still_waiting(b if first == "parent" else a, second)
         winner, loser = (a, b) if first == "parent" else (b, a)
         winner.commit()
         with pytest.raises(psycopg.errors.ForeignKeyViolation):

@@ -8,14 +8,13 @@ inside a savepoint rolled back keeps its mode from before.
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import psycopg
 import pytest
 
 from tests.e2e.conftest import beside_postgres
-from tests.e2e.test_row_locks import WAITING, begin
+from tests.e2e.test_row_locks import begin, still_waiting
 
 MODES = ["FOR KEY SHARE", "FOR SHARE", "FOR NO KEY UPDATE", "FOR UPDATE"]
 # PostgreSQL's conflict table: the modes each held mode keeps others from taking.
@@ -63,8 +62,7 @@ def outcome(conn: psycopg.Connection, sql: str) -> str | int:
 def waiting(pool: ThreadPoolExecutor, conn: psycopg.Connection, sql: str) -> Future:
     """`sql` started on `conn` in another thread; still waiting a while later."""
     future = pool.submit(outcome, conn, sql)
-    time.sleep(WAITING)
-    assert not future.done(), future.result()
+    still_waiting(conn, future)
     return future
 
 
@@ -206,8 +204,7 @@ def test_an_insert_that_waited_for_a_key_checks_its_parent_again(uri, form):
         insert = waiting(pool, inserter, f"INSERT INTO c {form}")
         assert outcome(deleter, "DELETE FROM p WHERE id = 1") == 1
         block.execute("ROLLBACK")
-        time.sleep(WAITING)
-        assert not insert.done(), insert.result()
+        still_waiting(inserter, insert)
         deleter.execute("COMMIT")
         assert insert.result(timeout=30) == "23503"
     with connect(uri) as conn:

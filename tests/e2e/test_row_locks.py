@@ -20,7 +20,8 @@ import pytest
 
 from tests.e2e.conftest import beside_postgres, start_server
 
-WAITING = 0.4  # seconds a second writer is seen still waiting before the first ends
+WAITING = 0.4  # seconds a statement not seen waiting on a lock must still be unfinished
+SETTLE = 0.1  # seconds a statement seen waiting on a lock must still be unfinished after
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +56,25 @@ def begin(uri: str, *statements: str) -> psycopg.Connection:
 def waiting(pool: ThreadPoolExecutor, conn: psycopg.Connection, sql: str) -> Future:
     """`sql` started on `conn` in another thread; it is still waiting a while later."""
     future = pool.submit(lambda: conn.execute(sql).rowcount)
-    time.sleep(WAITING)
-    assert not future.done(), future.result()
+    still_waiting(conn, future)
     return future
+
+
+def still_waiting(conn: psycopg.Connection, future: Future) -> None:
+    """Asserts that the statement `future` runs on `conn` waits: pg_stat_activity shows its
+    session waiting on a lock (or, while it does not, it is unfinished after WAITING seconds),
+    and it is still unfinished a moment later."""
+    pid = conn.info.backend_pid
+    deadline = time.monotonic() + WAITING
+    with psycopg.connect(conn.info.dsn, autocommit=True) as observer:
+        while time.monotonic() < deadline and not future.done():
+            row = observer.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                                   (pid,)).fetchone()
+            if row is not None and row[0] == "Lock":
+                break
+            time.sleep(0.01)
+    time.sleep(SETTLE)
+    assert not future.done(), future.result()
 
 
 def counter(uri: str, key: int = 1) -> int | None:
@@ -306,8 +323,7 @@ def test_select_for_update_waits_locks_and_sees_the_new_version(uri):
     with first, second, third, ThreadPoolExecutor(2) as pool:
         read = pool.submit(lambda: second.execute(
             "SELECT id, n FROM c WHERE id = 1 FOR UPDATE").fetchall())
-        time.sleep(WAITING)
-        assert not read.done()
+        still_waiting(second, read)
         first.execute("COMMIT")
         assert read.result(timeout=30) == [(1, 5)]
         update = waiting(pool, third, "UPDATE c SET n = n + 1 WHERE id = 1")  # its lock holds
@@ -472,8 +488,7 @@ def test_copy_waits_for_a_block_with_the_same_key(uri):
 
     with first, second, ThreadPoolExecutor(1) as pool:
         future = pool.submit(copy)
-        time.sleep(WAITING)
-        assert not future.done(), future.result()
+        still_waiting(second, future)
         first.execute("ROLLBACK")
         future.result(timeout=30)
     assert [counter(uri, k) for k in (9, 10)] == [2, 2]
@@ -512,8 +527,7 @@ def test_a_writer_waits_for_every_shared_reader(uri, writer_in_block):
     with readers[0], readers[1], writer, ThreadPoolExecutor(1) as pool:
         update = waiting(pool, writer, "UPDATE c SET n = n + 1 WHERE id = 1")
         readers[0].execute("COMMIT")
-        time.sleep(WAITING)
-        assert not update.done(), update.result()  # the other reader still holds it
+        still_waiting(writer, update)  # the other reader still holds it
         readers[1].execute("ROLLBACK")
         assert update.result(timeout=30) == 1
         if writer_in_block:
@@ -527,8 +541,7 @@ def test_a_shared_reader_waits_for_a_writer(uri):
     with writer, reader, ThreadPoolExecutor(1) as pool:
         read = pool.submit(lambda: reader.execute(
             "SELECT n FROM c WHERE id = 1 FOR SHARE").fetchall())
-        time.sleep(WAITING)
-        assert not read.done(), read.result()
+        still_waiting(reader, read)
         writer.execute("COMMIT")
         assert read.result(timeout=30) == [(5,)]
         reader.execute("COMMIT")
@@ -579,8 +592,7 @@ def finish(second: psycopg.Connection, in_block: bool) -> None:
 def returned(pool: ThreadPoolExecutor, conn: psycopg.Connection, sql: str) -> Future:
     """`sql` (with RETURNING) started on `conn`, still waiting a while later; its rows, sorted."""
     future = pool.submit(lambda: sorted(conn.execute(sql).fetchall()))
-    time.sleep(WAITING)
-    assert not future.done(), future.result()
+    still_waiting(conn, future)
     return future
 
 
