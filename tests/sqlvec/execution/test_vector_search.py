@@ -1,7 +1,7 @@
 """Hybrid filtered ANN through SQL: exactly min(k, matches) rows at every selectivity, recall
 against brute force, target_recall, deletes/updates/fresh rows, and EXPLAIN's strategies.
 
-One database of 200k clustered 64-d vectors in 4 sealed segments plus a growing segment, with
+One database of 100k clustered 64-d vectors in 4 sealed segments plus a growing segment, with
 HNSW indexes for the three indexable metrics, is built once for the module."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from sqlvec.database import Database
 from sqlvec.vectors import Metric, distances, top_k
 from tests.sqlvec.conftest import segment_per_load
 
-N, DIM, K = 200_000, 64, 10
-SEAL = 50_000
+N, DIM, K = 100_000, 64, 10
+SEAL = 25_000
 QUERIES = 100
 # category → share of rows: 1: 30%, 2: 10%, 3: 1%, 4: 0.1%, 5: 0.01% (20 rows), 6: none.
 SHARES = {1: 0.30, 2: 0.10, 3: 0.01, 4: 0.001, 5: 0.0001}
@@ -64,7 +64,7 @@ def env(tmp_path_factory):
 
 def truth(env, metric: Metric, q: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Brute-force top K among the live rows `mask` allows, ties by id. Ranked by BLAS and
-    re-scored exactly (`top_k`), not scored exactly over all 200k rows: the suite runs it
+    re-scored exactly (`top_k`), not scored exactly over all 100k rows: the suite runs it
     thousands of times."""
     return top_k(metric, env["vectors"], q, K, mask & env["live"])[0]
 
