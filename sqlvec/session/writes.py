@@ -451,9 +451,8 @@ def _block_key_write(session: Session, prepared: PreparedStatement,
     if found is None:
         return None
     rowid, data, position = found
-    table.stats.index_scanned(write.source.key_name,  # type: ignore[attr-defined]
-                              int(rowid != MISSING), int(rowid != MISSING))
     if rowid == MISSING:
+        _count_lookup(table, write, 0)
         return Result(f"{write.kind} 0", prepared.columns, None)
     new, kept = None, False
     if write.kind == "UPDATE":
@@ -461,6 +460,7 @@ def _block_key_write(session: Session, prepared: PreparedStatement,
         kept = scalar.keeps_keys(table, data, position, new) if new is not None else None
         if kept is None:
             return None
+    _count_lookup(table, write, 1)
     try:
         txn.delete(table, np.array([rowid], np.int64), kept)
     except RowChanged:
@@ -468,6 +468,12 @@ def _block_key_write(session: Session, prepared: PreparedStatement,
     if new is not None:
         txn.insert(table, pa.Table.from_batches([new]))
     return Result(f"{write.kind} 1", prepared.columns, None)
+
+
+def _count_lookup(table: Table, write: WritePlan, found: int) -> None:
+    """pg_stat_user_tables: `_block_key_write`'s look-up counted as the Index Scan's, before
+    the row is locked and written (a statement failing there has scanned)."""
+    table.stats.index_scanned(write.source.key_name, found, found)  # type: ignore[attr-defined]
 
 
 def _key_write(session: Session, prepared: PreparedStatement, params: list) -> Result:

@@ -157,7 +157,8 @@ def contents(s, table: str) -> list[tuple]:
 def test_prepared_writes_by_key_match_the_general_path(db):
     """Random single-row writes in one block, each in a savepoint (rolled back when it
     fails, now and then anyway): table a by prepared statements, b by the same as literals;
-    every outcome and the rows after each must agree, and after COMMIT."""
+    every outcome and the rows after each must agree, and after COMMIT, and so must the
+    tables' counters (index scans, rows updated and deleted)."""
     import random
 
     from sqlvec.session.writes import _block_keyed
@@ -187,10 +188,16 @@ def test_prepared_writes_by_key_match_the_general_path(db):
         assert contents(s, "a") == contents(s, "b"), (step, kind, params)
         if step % 50 == 49:
             s.execute_one("SAVEPOINT q")
-            s.run(prepared["delete"], [rng.randrange(1, 30)])
+            key = rng.randrange(1, 30)
+            s.run(prepared["delete"], [key])
+            s.execute_one(STATEMENTS["delete"][2].format(key, t="b"))
             s.execute_one("ROLLBACK TO SAVEPOINT q")
     s.execute_one("COMMIT")
     assert contents(s, "a") == contents(s, "b")
+    assert rows(s, "SELECT relname, idx_scan, n_tup_upd, n_tup_del FROM pg_stat_user_tables"
+                   " WHERE relname = 'a'")[0][1:] == \
+        rows(s, "SELECT relname, idx_scan, n_tup_upd, n_tup_del FROM pg_stat_user_tables"
+                " WHERE relname = 'b'")[0][1:]
 
 
 def test_block_key_writes_lock_in_the_mode_of_their_change(db):
