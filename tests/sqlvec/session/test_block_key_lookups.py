@@ -274,3 +274,53 @@ def test_statement_timeout_ends_a_block_key_write_waiting_for_a_row(db):
     second.execute_one("ROLLBACK")
     s.execute_one("COMMIT")
     assert rows(s, "SELECT id, v FROM a WHERE id IN (5, 6) ORDER BY id") == [(5, 0), (6, 6)]
+
+
+def test_block_key_writes_after_truncate_and_alter_match_the_general_path(db):
+    """After TRUNCATE in the block a committed row is gone to its writes by key, its own
+    rows are not; after ALTER TABLE the statement is planned again. Prepared on a, literals
+    on b: the same outcomes and rows."""
+    s = keyed_tables(db)
+    add = s.prepare(STATEMENTS["add"][0].format(t="a"), STATEMENTS["add"][1])
+    delete = s.prepare(STATEMENTS["delete"][0].format(t="a"), STATEMENTS["delete"][1])
+    s.execute_one("BEGIN")
+    for table in ("a", "b"):
+        s.execute_one(f"TRUNCATE {table}")
+        s.execute_one(f"INSERT INTO {table} VALUES (3, 3, 'own'), (4, 4, 'own')")
+    steps = [(add, [3, 1], "UPDATE b SET v = v + 1 WHERE id = 3"),
+             (add, [5, 1], "UPDATE b SET v = v + 1 WHERE id = 5"),
+             (delete, [4], "DELETE FROM b WHERE id = 4"),
+             (delete, [6], "DELETE FROM b WHERE id = 6")]
+    for prepared, params, literal in steps:
+        assert s.run(prepared, params).tag == s.execute_one(literal).tag, literal
+    for table in ("a", "b"):
+        s.execute_one(f"ALTER TABLE {table} ADD COLUMN w int DEFAULT 7")
+    assert s.run(add, [3, 10]).tag == s.execute_one(
+        "UPDATE b SET v = v + 10 WHERE id = 3").tag == "UPDATE 1"
+    s.execute_one("COMMIT")
+    assert rows(s, "SELECT id, v, note, w FROM a ORDER BY id") == \
+        rows(s, "SELECT id, v, note, w FROM b ORDER BY id") == [(3, 14, "own", 7)]
+
+
+@pytest.mark.parametrize("swap", [True, False])
+def test_a_deferred_second_key_is_checked_at_commit_on_both_paths(db, swap):
+    """SET of a DEFERRABLE INITIALLY DEFERRED unique column by primary key: a value two rows
+    hold for a while is legal until COMMIT, which fails (23505) if they still do."""
+    s = db.connect()
+    outcomes = []
+    for table in ("a", "b"):
+        s.execute_one(f"CREATE TABLE {table} (id bigint PRIMARY KEY,"
+                      " u int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+        s.execute_one(f"INSERT INTO {table} VALUES (1, 1), (2, 2)")
+    setu = s.prepare("UPDATE a SET u = $2 WHERE id = $1", [INT8, INT4])
+    runs = {"a": lambda key, u: s.run(setu, [key, u]),
+            "b": lambda key, u: s.execute_one(f"UPDATE b SET u = {u} WHERE id = {key}")}
+    for table, run in runs.items():
+        s.execute_one("BEGIN")
+        assert run(1, 2).tag == "UPDATE 1"
+        if swap:
+            assert run(2, 1).tag == "UPDATE 1"
+        outcomes.append(outcome(lambda: s.execute_one("COMMIT")))
+        outcomes.append(rows(s, f"SELECT id, u FROM {table} ORDER BY id"))
+    assert outcomes[:2] == outcomes[2:]
+    assert outcomes[0] == ("COMMIT" if swap else "23505")
