@@ -8,7 +8,7 @@ DELETE by key), COMMIT. The block's statements read through its buffered writes
 per prepared statement on a table `(id bigint PRIMARY KEY, v int, s text)` of each `--sizes`,
 `--statements` of each kind in autocommit, then as many in one block (rolled back; each kind
 after the writes of the kinds before): UPDATE and SELECT of random ids, DELETE of distinct
-ids; and `own update`, UPDATEs of rows a block inserted itself (each inserted, then updated). With `--baseline CHECKOUT` the same is run in a process of that checkout, the
+ids (the block's others than autocommit's); and `own update`, UPDATEs of rows a block inserted itself (each inserted, then updated). With `--baseline CHECKOUT` the same is run in a process of that checkout, the
 two taking turns `--rounds` times (medians).
 
 `server`: rows/s of `--statements` single-row UPDATEs in one block (prepared, psycopg, over
@@ -62,6 +62,8 @@ def block_cpu(rows: int, statements: int) -> dict[str, dict[str, float]]:
                 out[kind] = {"autocommit": _cpu_us(s, prepared, params, statements)}
             s.execute_one("BEGIN")  # each kind meets the block's writes of the kinds before
             for kind, (prepared, params) in cases.items():
+                if kind == "delete":  # ids autocommit did not delete already
+                    params = lambda i, p=params: p(statements + i)  # noqa: E731
                 out[kind]["block"] = _cpu_us(s, prepared, params, statements)
             s.execute_one("ROLLBACK")
             out["own update"] = {"block": _own_updates_us(s, rows, statements)}

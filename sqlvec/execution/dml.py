@@ -1190,14 +1190,15 @@ class ScalarKeyWrite:
         self.steps = steps
         self.ready = True
 
-    def ops(self, table: Table, params: list) -> list | None:
-        """The storage ops of the statement ([] when no row holds the key), or None when a
-        value needs the general path. `table`: the table as it is now."""
+    def inputs(self, params: list) -> tuple[object, list] | None:
+        """The key value as the index holds it and, per column, the value a parameter gives
+        it (None where the row gives it); None when a value needs the general path."""
         key = self.key_check(params[self.key_param - 1])  # type: ignore[misc]
         if key is _SLOW:
             return None
         values: list = []
         for kind, _col, _arrow, payload in self.steps:
+            value = None
             if kind == "param":
                 value = payload[1](params[payload[0] - 1])
                 if value is _SLOW:
@@ -1209,10 +1210,16 @@ class ScalarKeyWrite:
                         if v is not None and (type(v) is not int or
                                               not info[1][0] <= v <= info[1][1]):
                             return None
-                value = None
-            else:
-                value = None
             values.append(value)
+        return key, values
+
+    def ops(self, table: Table, params: list) -> list | None:
+        """The storage ops of the statement ([] when no row holds the key), or None when a
+        value needs the general path. `table`: the table as it is now."""
+        inputs = self.inputs(params)
+        if inputs is None:
+            return None
+        key, values = inputs
         rowid, data, position = table.row_of_key(key, self.plan.source.key)
         if rowid == MISSING:
             return []
@@ -1235,6 +1242,17 @@ class ScalarKeyWrite:
             op = table.row_op(row)
             if op is not None:
                 return [DeleteOp(table.id, rowids), op]
+        batch = self.new_row(table, (key, values), data, position, params)
+        if batch is None:
+            return None
+        return [DeleteOp(table.id, rowids), InsertOp(table.id, batch)]
+
+    def new_row(self, table: Table, inputs: tuple[object, list], data, position: int,
+                params: list) -> pa.RecordBatch | None:
+        """The new version of the row at `position` of `data` (segment data, or anything
+        reading a row so: `value`, `column`) as one batch in the table's schema; None when a
+        value falls outside its column's range (the general path's error)."""
+        key, values = inputs
         growing = isinstance(data, GrowingData)
         arrays: list = []
         known: list = []  # the Python values the commit may read keys from
@@ -1256,8 +1274,19 @@ class ScalarKeyWrite:
                     return None
             arrays.append(pa.nulls(1, arrow) if value is None else _one_value(value, arrow))
             known.append(value if type(value) is not np.ndarray else UNKNOWN)
-        return [DeleteOp(table.id, rowids),
-                InsertOp(table.id, table.coerce_arrays(arrays, known))]
+        return table.coerce_arrays(arrays, known)
+
+    def keeps_keys(self, table: Table, data, position: int, new: pa.RecordBatch) -> bool | None:
+        """Whether the new version holds the old row's value of every unique-key column SET
+        assigns (NULL equal to NULL, as `keys_kept`): the row is then locked FOR NO KEY
+        UPDATE, else FOR UPDATE. None when a value does not compare as a Python value."""
+        for i, _old in self.plan.old_keys:  # type: ignore[attr-defined]
+            same = value_at(data, table.def_.columns[i], position) == new.column(i)[0].as_py()
+            if type(same) is not bool:
+                return None
+            if not same:
+                return False
+        return True
 
 
 def _arith(payload: tuple, data, position: int, params: list) -> object:

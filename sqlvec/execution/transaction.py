@@ -109,6 +109,14 @@ class TableOverlay:
                 out.append(row)
         return out
 
+    def own_row(self, rowid: int) -> tuple[InsertedPart, int] | None:
+        """Where inserted row `rowid` is, read as segment data is (`InsertedPart`), and its
+        position there; None when no live inserted row has that id."""
+        found = self._positions().get(rowid)
+        if found is None:
+            return None
+        return InsertedPart(found[0], self.table.def_), found[1]
+
     def _positions(self) -> dict[int, tuple[pa.Table, int]]:
         """`_where`, brought up to date with the parts appended since."""
         placed, count = self._placed
@@ -133,15 +141,33 @@ class TableOverlay:
         kept: dict[int, pa.Table] = {}
         dropped = []
         for key, part in parts.items():
-            hit = pc.is_in(part.column(ROWID), value_set=dead)
-            dropped.append(part.filter(hit))
-            kept[key] = part.filter(pc.invert(hit))
+            if part.num_rows == 1:  # a single-row statement's part: dropped whole
+                dropped.append(part)
+                kept[key] = part.slice(0, 0)
+            else:
+                hit = pc.is_in(part.column(ROWID), value_set=dead)
+                dropped.append(part.filter(hit))
+                kept[key] = part.filter(pc.invert(hit))
             for r in part.column(ROWID).to_pylist():
                 del where[r]
             self._place(kept[key])
-        self.inserted = [kept.get(id(p), p) for p in self.inserted]
+        self.inserted = self._replaced(kept)
         self._placed = (self.inserted, len(self.inserted))
         self._forget_keys(pa.concat_tables(dropped) if len(dropped) > 1 else dropped[0])
+
+    def _replaced(self, kept: dict[int, pa.Table]) -> list[pa.Table]:
+        """A new list of the inserted parts (the old one stays as it was: `_remember`) with
+        the parts named in `kept` (by id) replaced; looked for from the newest, where a
+        block's statement mostly finds the rows it changes."""
+        inserted = list(self.inserted)
+        left = dict(kept)
+        for i in range(len(inserted) - 1, -1, -1):
+            part = left.pop(id(inserted[i]), None)
+            if part is not None:
+                inserted[i] = part
+                if not left:
+                    break
+        return inserted
 
     def _forget_keys(self, rows: pa.Table) -> None:
         """Take dropped inserted rows out of `own_keys` (rebuilt instead where a DEFERRABLE
@@ -190,6 +216,24 @@ class TableOverlay:
         return held
 
 
+class InsertedPart:
+    """A part of a transaction's inserted rows (logical columns) read as segment data is, by
+    physical column name (`value`, `column`): what a single-row write by key reads of a row
+    the transaction inserted."""
+
+    def __init__(self, part: pa.Table, table_def) -> None:
+        self.part = part
+        self.names = {c.physical: c.name for c in table_def.columns}
+
+    def value(self, physical: str, arrow_type: pa.DataType, missing: object,
+              position: int) -> object:
+        return self.part.column(self.names[physical])[position].as_py()
+
+    def column(self, physical: str, arrow_type: pa.DataType,
+               missing: object = None) -> pa.ChunkedArray:
+        return self.part.column(self.names[physical])
+
+
 class NewestVersions:
     """The rows of a table a READ COMMITTED statement found changed by another commit when it
     came to lock or commit them (it waited for them, or they changed since its snapshot),
@@ -204,10 +248,16 @@ class NewestVersions:
     def __init__(self, table: Table, snapshot: TableSnapshot) -> None:
         self.table = table
         self.snapshot = snapshot  # the statement's
-        self.key = next((i for i, k in enumerate(table.keys) if k.def_.primary), 0)
+        self.key = self.followed_key(table)
         self.follows = bool(table.keys) and table.def_ is snapshot.table_def
         self.waited: set[int] = set()  # row ids in `snapshot` found changed
         self.rows: pa.Table | None = None  # their newest versions (logical columns, row id)
+
+    @staticmethod
+    def followed_key(table: Table) -> int:
+        """The unique key whose value leads from a row to its newest version: the primary
+        key, else the first."""
+        return next((i for i, k in enumerate(table.keys) if k.def_.primary), 0)
 
     def add(self, rowids: list[int]) -> bool:
         """Take in rows the statement was locking or deleting (ids in its snapshot or newest
@@ -342,6 +392,26 @@ class Transaction:
         """The table's overlay, or None when the transaction has not touched it (the scan then reads
         the snapshot as is)."""
         return self.overlays.get(table_id)
+
+    def row_by_key(self, table: Table, key: int, value: object
+                   ) -> tuple[int, object, int] | None:
+        """The row holding `value` of unique key `key` (not DEFERRABLE; as the index holds
+        it) as this transaction sees it now: one it inserted (provisional id, `InsertedPart`,
+        position) or a committed one it has not deleted (row id, segment data, position);
+        MISSING as the id when none does; None when the storage cannot say (the general
+        path then answers)."""
+        overlay = self.overlays.get(table.id)
+        if overlay is not None:
+            own = overlay.own_keys(key).get(value)
+            if own != MISSING:
+                found = overlay.own_row(own)
+                return None if found is None else (own, *found)
+            if overlay.truncated:
+                return MISSING, None, 0
+        rowid, data, position = table.row_of_key(value, key)
+        if rowid == MISSING or (overlay is not None and rowid in overlay.deleted):
+            return MISSING, None, 0
+        return None if data is None else (rowid, data, position)
 
     def _overlay(self, table: Table) -> TableOverlay:
         overlay = self.overlays.get(table.id)

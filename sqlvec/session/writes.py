@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 
 from sqlvec.errors import QueryCanceled, SerializationFailure, SqlVecError, UniqueViolation
@@ -24,6 +25,7 @@ from sqlvec.execution.transaction import NewestVersions, Rechecked, Transaction
 from sqlvec.execution.values import typed_params
 from sqlvec.session import transactions
 from sqlvec.session.results import PreparedStatement, Result, renamed
+from sqlvec.storage.keys import MISSING
 from sqlvec.storage.row_locks import KeyLocked, RowChanged, RowLocked, wait_for_end
 
 if TYPE_CHECKING:
@@ -210,7 +212,7 @@ def _after_gathered(session: Session, step: Callable[[], object]) -> object:
 def run_write(session: Session, prepared: PreparedStatement, params: list,
               max_rows: int) -> Result:
     """Run INSERT, UPDATE or DELETE by the cheapest path that keeps its meaning: the single-row
-    insert, the autocommit key write, or the general plan."""
+    insert, the key write (autocommit, or a block's), or the general plan."""
     write: WritePlan = prepared.compiled  # type: ignore[assignment]
     result = None
     # Foreign keys are enforced at the end of the statement, over its transaction's record
@@ -225,6 +227,8 @@ def run_write(session: Session, prepared: PreparedStatement, params: list,
         scalar = write.by_key.scalar  # type: ignore[union-attr]
         if scalar is not None and scalar.ready:
             result = _scalar_key_write(session, prepared, params)
+    elif result is None and write.by_key is not None and _block_keyed(session, write):
+        result = _block_key_write(session, prepared, params)
     if result is None:
         typed = typed_params(prepared.param_types, params)
         if key_path:
@@ -402,6 +406,74 @@ def _scalar_key_write(session: Session, prepared: PreparedStatement,
     if ops is None:
         return None
     return Result(f"{write.kind} {1 if ops else 0}", prepared.columns, None)
+
+
+def _block_keyed(session: Session, write: WritePlan) -> bool:
+    """Whether a block's UPDATE or DELETE may take `_block_key_write`: its scalar form is
+    ready, no foreign key watches the table, and its key is not DEFERRABLE and is the one
+    a re-check after a row wait follows (`NewestVersions`), so that a fresh look-up by it
+    after the wait finds what the re-check would."""
+    scalar = write.by_key.scalar  # type: ignore[union-attr]
+    txn = session.txn
+    if scalar is None or not scalar.ready or not session.explicit or txn is None or \
+            txn.locks is None or txn.watch is not None:
+        return False
+    table = write.table
+    key = write.source.key  # type: ignore[attr-defined]
+    return key == NewestVersions.followed_key(table) and \
+        not table.keys[key].def_.deferrable and \
+        not foreign_keys.involved(session.store, table)
+
+
+def _block_key_write(session: Session, prepared: PreparedStatement,
+                     params: list) -> Result | None:
+    """A block's UPDATE or DELETE of one row by key over Python values (`ScalarKeyWrite`):
+    the row is found through the key's index and the block's index of its own keys, then
+    locked and buffered by `Transaction.delete` and `insert` as the general path's are, with
+    no scan, expression evaluation or parameter conversion over one-row tables. None
+    (nothing buffered) hands the statement to the general path: a value it cannot take, or
+    a row changed by a commit it waited for (whose re-check the general path runs)."""
+    write: WritePlan = prepared.compiled  # type: ignore[assignment]
+    scalar = write.by_key.scalar  # type: ignore[union-attr]
+    if len(params) != len(prepared.param_types):
+        return None
+    inputs = scalar.inputs(params)
+    if inputs is None:
+        return None
+    if session._cancel.is_set():
+        raise QueryCanceled("canceling statement due to user request")
+    table = session._table_used(write.table.id)
+    txn: Transaction = session.txn  # type: ignore[assignment]
+    if table.def_ is not write.table.def_:
+        return None
+    key_no = write.source.key  # type: ignore[attr-defined]
+    found = txn.row_by_key(table, key_no, inputs[0])
+    if found is None:
+        return None
+    rowid, data, position = found
+    if rowid == MISSING:
+        _count_lookup(table, write, 0)
+        return Result(f"{write.kind} 0", prepared.columns, None)
+    new, kept = None, False
+    if write.kind == "UPDATE":
+        new = scalar.new_row(table, inputs, data, position, params)
+        kept = scalar.keeps_keys(table, data, position, new) if new is not None else None
+        if kept is None:
+            return None
+    _count_lookup(table, write, 1)
+    try:
+        txn.delete(table, np.array([rowid], np.int64), kept)
+    except RowChanged:
+        return None  # (the lock is taken before anything is buffered)
+    if new is not None:
+        txn.insert(table, pa.Table.from_batches([new]))
+    return Result(f"{write.kind} 1", prepared.columns, None)
+
+
+def _count_lookup(table: Table, write: WritePlan, found: int) -> None:
+    """pg_stat_user_tables: `_block_key_write`'s look-up counted as the Index Scan's, before
+    the row is locked and written (a statement failing there has scanned)."""
+    table.stats.index_scanned(write.source.key_name, found, found)  # type: ignore[attr-defined]
 
 
 def _key_write(session: Session, prepared: PreparedStatement, params: list) -> Result:
