@@ -68,7 +68,7 @@ from sqlvec.sql.copy import CopyCommand
 from sqlvec.sql.normalize import normalize, query_id
 from sqlvec.sql.statements import first_word, split_with_offsets
 from sqlvec.sql.utility import UtilityKind, recognise
-from sqlvec.storage.row_locks import LockHolder
+from sqlvec.storage.row_locks import LockHolder, one_deadline
 from sqlvec.storage.store import return_free_memory
 from sqlvec.storage.table import Table
 from sqlvec.storage.vector_index import DefaultSetting
@@ -726,9 +726,10 @@ class Session:
     def await_table_users(self, table_ids: list[int], writers_only: bool, run: bool) -> None:
         """Before a schema change of the tables: wait until the other open blocks using
         them (`writers_only`: writing them) end. `run` (autocommit): the tables stay marked
-        changed until `table_change_done`, so no block starts using them meanwhile."""
-        self._ddl_lock.await_users(table_ids, self.pid, self.lock_holder, self.lock_waiting,
-                                   writers_only, run)
+        changed until `table_change_done`, so no block starts using them meanwhile. The
+        waits are one lock's: lock_timeout counts for them all (`one_deadline`)."""
+        self._ddl_lock.await_users(table_ids, self.pid, self.lock_holder,
+                                   one_deadline(self.lock_waiting), writers_only, run)
 
     def table_change_done(self, table_ids: list[int]) -> None:
         """The autocommit schema change of the tables ended (`await_table_users(run=True)`)."""

@@ -406,6 +406,24 @@ def conflicting(entry: object, me: object, mode: int = UPDATE) -> LockHolder | N
     return entry  # type: ignore[return-value]
 
 
+def one_deadline(waiting: Waiting) -> Waiting:
+    """`waiting` for waits that together are one lock acquisition (a schema change waiting
+    for each block using its table in turn): their lock_timeout counts from the first wait,
+    as PostgreSQL's for a lock several transactions hold, rather than anew for each."""
+    deadline: float | None = None
+
+    def left() -> tuple[Callable[[], None], int, int]:
+        nonlocal deadline
+        check, timeout_ms, deadlock_ms = waiting()
+        if not timeout_ms:
+            return check, 0, deadlock_ms
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + timeout_ms / 1000
+        return check, max(1, round((deadline - now) * 1000)), deadlock_ms
+    return left
+
+
 def wait_for_end(holder: LockHolder, waiter: LockHolder | None, waiting: Waiting) -> None:
     """Wait until `holder` ends or releases some of its locks. `waiter` (None: an autocommit statement, which holds no lock
     and so closes no cycle) is in the wait-for graph meanwhile; after deadlock_timeout it looks
