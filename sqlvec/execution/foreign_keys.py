@@ -317,6 +317,13 @@ def fitting(keys: pa.Table, columns: tuple[str, ...], table: TableDef) -> np.nda
     return out
 
 
+def _distinct(ids: np.ndarray) -> np.ndarray:
+    """The distinct row ids, sorted: NumPy's `unique` hashes, several times slower than a
+    sort for the thousands of ids a check locks."""
+    ids = np.sort(ids)
+    return ids[np.concatenate(([True], ids[1:] != ids[:-1]))]
+
+
 def _changed(old: pa.Table, new: pa.Table, columns) -> np.ndarray:
     """Rows whose `columns` differ between old and new versions (NULL-aware)."""
     out = np.zeros(old.num_rows, bool)
@@ -393,7 +400,7 @@ class Enforcer:
             return
         locks = self.txn.locks
         if locks is not None:
-            locks.lock(parent, np.unique(found), mode=KEY_SHARE)
+            locks.lock(parent, _distinct(found), mode=KEY_SHARE)
         elif self.waiting is not None and parent.row_locks and \
                 wait_unlocked(parent, found.tolist(), KEY_SHARE, self.waiting):
             raise RowChanged()

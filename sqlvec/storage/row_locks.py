@@ -153,18 +153,24 @@ class LockHolder:
         """Hold `entries` of `locks` in `mode` (row ids are checked live first), waiting for
         the blocks holding them in a conflicting mode; whether it waited."""
         get = locks.get
-        wanted = [e for e in entries
-                  if (h := get(e)) is None or (h is not self and held_mode(h, self) < mode)]
+        wanted = entries if locks.keys().isdisjoint(entries) else \
+            [e for e in entries
+             if (h := get(e)) is None or (h is not self and held_mode(h, self) < mode)]
         waited = False
         while wanted:
             with table.lock:
-                blocker = _blocker(locks, wanted, self, mode)
+                free = locks.keys().isdisjoint(wanted)  # (the many rows of a bulk check)
+                blocker = None if free else _blocker(locks, wanted, self, mode)
                 if blocker is None:
                     if locks is table.row_locks and \
                             not table.still_live(np.asarray(wanted, dtype=np.int64)):
                         raise self.changed(table, wanted)
                     taken = self.held.setdefault(table, [])
                     fresh = self if mode == UPDATE else self.alone(mode)
+                    if free:
+                        locks.update(dict.fromkeys(wanted, fresh))
+                        taken.extend(wanted)
+                        return waited
                     for entry in wanted:
                         if get(entry) is None:  # (most rows: `_grant` without a call)
                             locks[entry] = fresh
