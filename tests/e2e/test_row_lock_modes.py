@@ -221,18 +221,24 @@ DEFERRED_CHILD = ("CREATE TABLE d (id int PRIMARY KEY, "
                   "pid int REFERENCES p DEFERRABLE INITIALLY DEFERRED)")
 
 
-@pytest.mark.parametrize("end", ["COMMIT", "ROLLBACK"])
-def test_a_deferred_check_at_commit_waits_for_the_parents_deleter(uri, end):
+@pytest.mark.parametrize("isolation, end, result", [
+    ("READ COMMITTED", "COMMIT", "23503"),
+    ("READ COMMITTED", "ROLLBACK", -1),
+    ("REPEATABLE READ", "COMMIT", "40001"),  # the parent changed since the snapshot
+])
+def test_a_deferred_check_at_commit_waits_for_the_parents_deleter(uri, isolation, end,
+                                                                  result):
     """A block inserts a child of parent 1 (checked at COMMIT), a second block deletes the
     parent: the first's COMMIT waits for the second, and fails if it committed."""
     with connect(uri) as conn:
         conn.execute(DEFERRED_CHILD)
-    inserter = begin(uri, "INSERT INTO d VALUES (10, 1)")
+    inserter = begin(uri, f"SET TRANSACTION ISOLATION LEVEL {isolation}",
+                     "INSERT INTO d VALUES (10, 1)")
     deleter = begin(uri, "DELETE FROM p WHERE id = 1")
     with inserter, deleter, ThreadPoolExecutor(1) as pool:
         commit = waiting(pool, inserter, "COMMIT")
         deleter.execute(end)
-        assert commit.result(timeout=30) == ("23503" if end == "COMMIT" else -1)
+        assert commit.result(timeout=30) == result
     with connect(uri) as conn:
         assert conn.execute("SELECT count(*) FROM d").fetchone()[0] == (end == "ROLLBACK")
         assert conn.execute("SELECT count(*) FROM p WHERE id = 1").fetchone()[0] == \
