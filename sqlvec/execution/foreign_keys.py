@@ -140,15 +140,12 @@ def set_constraints(store: Store, txn: Transaction, names: list[str], deferred: 
                     txn.check_own_keys(overlay.table, i)
 
 
-def check_deferred(store: Store, txn: Transaction, only: set[str] | None = None,
-                   lock_parents: bool = True) -> None:
+def check_deferred(store: Store, txn: Transaction, only: set[str] | None = None) -> None:
     """COMMIT: the checks deferred constraints left in the transaction, against its final
     state (23503 for the first that fails); `only`: those of these constraints. As the
-    statement-end check, a new row's check locks the referenced rows it finds FOR KEY SHARE
-    (`lock_parents`), so a block deleting one is waited for and this check then fails, and
-    a DELETE after it waits for this commit (the locks last until it is applied). A block
-    whose schema changes hold the DDL lock locks nothing: the deleter's COMMIT would wait
-    for that lock, a cycle no wait-for graph sees; its commit check fails instead."""
+    statement-end check, a new row's check locks the referenced rows it finds FOR KEY SHARE,
+    so a block deleting one is waited for and this check then fails, and a DELETE after it
+    waits for this commit (the locks last until it is applied)."""
     pending = [p for p in txn.deferred_checks if only is None or p[2] in only]
     txn.deferred_checks = [p for p in txn.deferred_checks if only is not None
                            and p[2] not in only]
@@ -161,7 +158,7 @@ def check_deferred(store: Store, txn: Transaction, only: set[str] | None = None,
         parent = store.tables.get(con.ref_table)  # type: ignore[arg-type]
         if parent is None:
             continue
-        share = lock_parents and origin == "child"
+        share = origin == "child"
         missing = keys.filter(pa.array(~enforcer.present(parent, con, keys, share)))
         if missing.num_rows == 0:
             continue

@@ -874,9 +874,24 @@ class Session:
 
     def lock_waiting(self) -> tuple[Callable[[], None], int, int]:
         """What a wait for a row lock checks (cancel, statement_timeout), its lock_timeout and
-        deadlock_timeout (ms)."""
+        deadlock_timeout (ms). A block whose schema changes hold the DDL lock also fails
+        (40P01) a wait for a block that waits for that lock."""
         check, timeout_ms = self._waiting()
+        holder = self.lock_holder
+        if self.ddl_open and holder is not None:
+            check = self._checking_cycle(check, holder)
         return check, timeout_ms, self._limit("deadlock_timeout")
+
+    def _checking_cycle(self, check: Callable[[], None],
+                        holder: LockHolder) -> Callable[[], None]:
+        """`check`, and `DdlLock.check_cycle` for the block `holder` waits for."""
+        def checked() -> None:
+            check()
+            blocker = holder.waits_for
+            if blocker is not None:
+                self._ddl_lock.check_cycle(self.pid, blocker.pid,
+                                           f"ShareLock on transaction {blocker.xid}")
+        return checked
 
     def release_row_locks(self) -> None:
         """The block's row locks go (after its commit is applied): their waiters wake."""

@@ -86,7 +86,7 @@ def _commit(session: Session, txn: Transaction | None, failed: bool) -> str:
         return "ROLLBACK"
     if txn is not None and txn.deferred_checks:
         try:  # 23503 here: the block is rolled back
-            check_deferred(session.store, txn, lock_parents=not session.ddl_open)
+            check_deferred(session.store, txn)
         except BaseException:
             session.close_schema_changes(None)
             raise

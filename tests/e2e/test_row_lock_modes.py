@@ -268,3 +268,28 @@ def test_a_deferred_check_runs_at_the_commit_of_a_block_that_changed_the_schema(
     with connect(uri) as conn:
         assert conn.execute("SELECT count(*) FROM d").fetchone()[0] == 0
         assert conn.execute("SELECT to_regclass('z')").fetchone()[0] is None
+
+
+@pytest.mark.parametrize("deferred", [True, False], ids=["deferred", "immediate"])
+def test_a_block_with_schema_changes_waiting_for_a_parents_deleter_does_not_hang(uri,
+                                                                                deferred):
+    """A block that changed the schema checks a child of a parent another block deletes,
+    then that block commits: PostgreSQL's check waits and fails (23503); here the deleter's
+    COMMIT waits for the schema changes, so the check fails at once with 40P01. Either way
+    the deleter commits, instead of both waiting until a timeout."""
+    with connect(uri) as conn:
+        conn.execute(DEFERRED_CHILD)
+    deleter = begin(uri, "DELETE FROM p WHERE id = 1")
+    inserter = begin(uri, "SET lock_timeout = '20s'", "CREATE TABLE z (i int)")
+    check = "COMMIT" if deferred else "INSERT INTO c VALUES (10, 1)"
+    with inserter, deleter, ThreadPoolExecutor(2) as pool:
+        if deferred:
+            inserter.execute("INSERT INTO d VALUES (10, 1)")
+        checked = waiting(pool, inserter, check)
+        commit = pool.submit(outcome, deleter, "COMMIT")
+        assert checked.result(timeout=30) in ("23503", "40P01")
+        inserter.execute("ROLLBACK")
+        assert commit.result(timeout=30) == -1
+    with connect(uri) as conn:
+        assert conn.execute("SELECT count(*) FROM p WHERE id = 1").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM c").fetchone()[0] == 0
