@@ -11,6 +11,9 @@ the foreign key. Cases, each statement prepared and run through `Session.run` in
 - `delete parent`: `DELETE FROM p WHERE id = $1` of a row nothing references: finding the
   referencing rows scans c's key column (PostgreSQL needs an index on it not to), so this
   grows with c.
+- `commit deferred 10k`: the COMMIT of a block that inserted 10,000 rows into `d`, whose
+  foreign key to p is DEFERRABLE INITIALLY DEFERRED: the check at COMMIT, which looks the
+  keys up and locks the parent rows FOR KEY SHARE, then the commit (always in a block).
 
 With `--block` the single-row statements run inside one transaction block (rolled back), where
 each foreign-key check also records the table it reads as used by the block.
@@ -48,6 +51,8 @@ def measure(rows: int, statements: int, block: bool = False) -> dict[str, float]
             s.execute_one("CREATE TABLE c (id bigint, pid bigint REFERENCES p "
                           "ON DELETE CASCADE)")
             s.execute_one("CREATE TABLE plain (id bigint, pid bigint)")
+            s.execute_one("CREATE TABLE d (id bigint, pid bigint REFERENCES p "
+                          "DEFERRABLE INITIALLY DEFERRED)")
             for start in range(0, rows, LOAD_CHUNK):
                 ids = np.arange(start, min(rows, start + LOAD_CHUNK))
                 s.copy_in("p", None, pa.table({"id": ids}))
@@ -84,9 +89,25 @@ def measure(rows: int, statements: int, block: bool = False) -> dict[str, float]
                     s.run(batch, [])
                 name = "child" if table == "c" else "plain"
                 out[f"insert {name} 10k"] = (time.process_time() - start) / 5 * 1e3
+            out["commit deferred 10k"] = _deferred_commit(s, rows)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return out
+
+
+def _deferred_commit(s, rows: int, rounds: int = 5) -> float:
+    """CPU ms of the COMMIT of a block of 10,000 rows into `d` (deferred foreign key)."""
+    insert = s.prepare("INSERT INTO d SELECT g, g % $1 FROM generate_series($2, $3) g",
+                       [20, 20, 20])
+    spent = 0.0
+    for r in range(rounds + 1):  # (the first warms)
+        s.execute_one("BEGIN")
+        s.run(insert, [rows, r * 10_000, r * 10_000 + 9_999])
+        start = time.process_time()
+        s.execute_one("COMMIT")
+        if r:
+            spent += time.process_time() - start
+    return spent / rounds * 1e3
 
 
 def main(argv: list[str]) -> int:

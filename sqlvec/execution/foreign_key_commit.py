@@ -8,8 +8,8 @@ takes FOR UPDATE; whoever comes second waits for the other's transaction to end)
 
 sqlvec takes those locks too (foreign_keys.py, `Enforcer._key_share`), so mostly the second
 waits and then fails at its statement, as in PostgreSQL. What the locks leave open (an
-autocommit statement's check holds no lock until its commit; TRUNCATE bypasses them; deferred
-checks) is closed here: the store decides conflicts when it prepares a commit, under its
+autocommit statement's check holds no lock until its commit; TRUNCATE bypasses them) is
+closed here: the store decides conflicts when it prepares a commit, under its
 commit lock (23505 for a unique key, 40001 for a row already deleted), and foreign keys join
 that decision. `check_commit` runs
 under the commit lock, before the commit's ops are prepared, on exactly what the commit

@@ -68,7 +68,7 @@ from sqlvec.sql.copy import CopyCommand
 from sqlvec.sql.normalize import normalize, query_id
 from sqlvec.sql.statements import first_word, split_with_offsets
 from sqlvec.sql.utility import UtilityKind, recognise
-from sqlvec.storage.row_locks import LockHolder
+from sqlvec.storage.row_locks import LockHolder, one_deadline
 from sqlvec.storage.store import return_free_memory
 from sqlvec.storage.table import Table
 from sqlvec.storage.vector_index import DefaultSetting
@@ -727,11 +727,12 @@ class Session:
     def await_table_users(self, table_ids: list[int], writers_only: bool, run: bool) -> None:
         """Before a schema change of the tables: wait until the other open blocks using
         them (`writers_only`: writing them) end. `run` (autocommit): the tables stay marked
-        changed until `table_change_done`, so no block starts using them meanwhile."""
+        changed until `table_change_done`, so no block starts using them meanwhile. The
+        waits are one lock's: lock_timeout counts for them all (`one_deadline`)."""
         self.relation_lock_wait = True  # (pg_locks, pg_stat_activity)
         try:
-            self._ddl_lock.await_users(table_ids, self.pid, self.lock_holder, self.lock_waiting,
-                                       writers_only, run)
+            self._ddl_lock.await_users(table_ids, self.pid, self.lock_holder,
+                                       one_deadline(self.lock_waiting), writers_only, run)
         finally:
             self.relation_lock_wait = False
 
@@ -878,9 +879,24 @@ class Session:
 
     def lock_waiting(self) -> tuple[Callable[[], None], int, int]:
         """What a wait for a row lock checks (cancel, statement_timeout), its lock_timeout and
-        deadlock_timeout (ms)."""
+        deadlock_timeout (ms). A block whose schema changes hold the DDL lock also fails
+        (40P01) a wait for a block that waits for that lock."""
         check, timeout_ms = self._waiting()
+        holder = self.lock_holder
+        if self.ddl_open and holder is not None:
+            check = self._checking_cycle(check, holder)
         return check, timeout_ms, self._limit("deadlock_timeout")
+
+    def _checking_cycle(self, check: Callable[[], None],
+                        holder: LockHolder) -> Callable[[], None]:
+        """`check`, and `DdlLock.check_cycle` for the block `holder` waits for."""
+        def checked() -> None:
+            check()
+            blocker = holder.waits_for
+            if blocker is not None:
+                self._ddl_lock.check_cycle(self.pid, blocker.pid,
+                                           f"ShareLock on transaction {blocker.xid}")
+        return checked
 
     def release_row_locks(self) -> None:
         """The block's row locks go (after its commit is applied): their waiters wake."""

@@ -222,15 +222,20 @@ class DdlLock:
 
             def check_both() -> None:
                 check()
-                if self.owner == pid and user.pid in self._waiting_shared:
-                    raise SqlVecError(
-                        "deadlock detected", sqlstate="40P01",
-                        detail=f"Process {pid} waits for AccessExclusiveLock on a relation; "
-                               f"blocked by process {user.pid}.\nProcess {user.pid} waits "
-                               f"for the schema changes of process {pid}.",
-                        hint="See server log for query details.")
+                self.check_cycle(pid, user.pid, "AccessExclusiveLock on a relation")
             return check_both, timeout_ms, deadlock_ms
         return watched
+
+    def check_cycle(self, pid: int, other: int, awaited: str) -> None:
+        """40P01 when `pid`, holding this lock exclusively, waits (for `awaited`) for session
+        `other` while `other` waits for this lock: neither could go on, a cycle the row
+        locks' wait-for graph does not see."""
+        if self.owner == pid and other in self._waiting_shared:
+            raise SqlVecError(
+                "deadlock detected", sqlstate="40P01",
+                detail=f"Process {pid} waits for {awaited}; blocked by process {other}.\n"
+                       f"Process {other} waits for the schema changes of process {pid}.",
+                hint="See server log for query details.")
 
     def done(self, table_ids: list[int], pid: int) -> None:
         """The autocommit schema change of `pid` on the tables ended: blocks waiting to use

@@ -81,14 +81,18 @@ def _end_block(session: Session) -> str:
 
 
 def _commit(session: Session, txn: Transaction | None, failed: bool) -> str:
-    if session.ddl_open:
-        session.close_schema_changes(None if failed else txn.ops() if txn is not None else [])
-        return "ROLLBACK" if failed else "COMMIT"
     if failed:
+        session.close_schema_changes(None)
         return "ROLLBACK"
     if txn is not None and txn.deferred_checks:
-        check_deferred(session.store, txn)  # 23503 here: the block is rolled back
-    if txn is not None and not txn.empty:
+        try:  # 23503 here: the block is rolled back
+            check_deferred(session.store, txn)
+        except BaseException:
+            session.close_schema_changes(None)
+            raise
+    if session.ddl_open:
+        session.close_schema_changes(txn.ops() if txn is not None else [])
+    elif txn is not None and not txn.empty:
         session.store.commit(txn.ops(), session.lock_holder)
     return "COMMIT"
 

@@ -153,18 +153,24 @@ class LockHolder:
         """Hold `entries` of `locks` in `mode` (row ids are checked live first), waiting for
         the blocks holding them in a conflicting mode; whether it waited."""
         get = locks.get
-        wanted = [e for e in entries
-                  if (h := get(e)) is None or (h is not self and held_mode(h, self) < mode)]
+        wanted = entries if locks.keys().isdisjoint(entries) else \
+            [e for e in entries
+             if (h := get(e)) is None or (h is not self and held_mode(h, self) < mode)]
         waited = False
         while wanted:
             with table.lock:
-                blocker = _blocker(locks, wanted, self, mode)
+                free = locks.keys().isdisjoint(wanted)  # (the many rows of a bulk check)
+                blocker = None if free else _blocker(locks, wanted, self, mode)
                 if blocker is None:
                     if locks is table.row_locks and \
                             not table.still_live(np.asarray(wanted, dtype=np.int64)):
                         raise self.changed(table, wanted)
                     taken = self.held.setdefault(table, [])
                     fresh = self if mode == UPDATE else self.alone(mode)
+                    if free:
+                        locks.update(dict.fromkeys(wanted, fresh))
+                        taken.extend(wanted)
+                        return waited
                     for entry in wanted:
                         if get(entry) is None:  # (most rows: `_grant` without a call)
                             locks[entry] = fresh
@@ -404,6 +410,24 @@ def conflicting(entry: object, me: object, mode: int = UPDATE) -> LockHolder | N
         return next((h for h, m in entry.modes.items() if h is not me and m in conflicts),
                     None)
     return entry  # type: ignore[return-value]
+
+
+def one_deadline(waiting: Waiting) -> Waiting:
+    """`waiting` for waits that together are one lock acquisition (a schema change waiting
+    for each block using its table in turn): their lock_timeout counts from the first wait,
+    as PostgreSQL's for a lock several transactions hold, rather than anew for each."""
+    deadline: float | None = None
+
+    def left() -> tuple[Callable[[], None], int, int]:
+        nonlocal deadline
+        check, timeout_ms, deadlock_ms = waiting()
+        if not timeout_ms:
+            return check, 0, deadlock_ms
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + timeout_ms / 1000
+        return check, max(1, round((deadline - now) * 1000)), deadlock_ms
+    return left
 
 
 def wait_for_end(holder: LockHolder, waiter: LockHolder | None, waiting: Waiting) -> None:

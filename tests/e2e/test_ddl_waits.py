@@ -7,19 +7,21 @@ table (not for one that only read it); so do DROP INDEX (for the index's table),
 ... CASCADE (its tables) and the tables a CASCADE reaches through foreign keys. VALIDATE CONSTRAINT, ALTER INDEX and COMMENT ON do not wait, nor
 does a schema change of another table. An autocommit statement on the table while a change
 waits: PostgreSQL queues it behind the change, sqlvec runs it at once; either way the change
-then applies to its row. lock_timeout (55P03) and cancel (57014) end the wait;
+then applies to its row. lock_timeout (55P03) and cancel (57014) end the wait, lock_timeout
+counting once for a change waiting for several blocks (a row's waits get it each);
 a cycle through the waiting change is 40P01 in one of the two.
 """
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
 
 from tests.e2e.conftest import beside_postgres
-from tests.e2e.test_row_locks import begin, connect, sqlstate, waiting
+from tests.e2e.test_row_locks import WAITING, begin, connect, sqlstate, waiting
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +148,39 @@ def test_lock_timeout_ends_the_wait(uri):
     assert rows(uri, "SELECT count(*) FROM t") == [(3,)]
     assert rows(uri, "SELECT count(*) FROM information_schema.columns "
                      "WHERE table_name = 't' AND column_name = 'x'") == [(0,)]
+
+
+def two_blocks_end_in_turn(uri: str, hold: str, statement: str, in_block: bool) -> str | None:
+    """Two blocks run `hold`; `statement` (lock_timeout 1s) is sent, the first block
+    commits 0.6s later and the second 0.75s after it: its SQLSTATE (None: it went
+    through)."""
+    first, second, other = begin(uri, hold), begin(uri, hold), connect(uri)
+    with first, second, other, ThreadPoolExecutor(1) as pool:
+        other.execute("SET lock_timeout = '1s'")
+        if in_block:
+            other.execute("BEGIN")
+        done = waiting(pool, other, statement)
+        time.sleep(0.6 - WAITING)
+        first.execute("COMMIT")
+        time.sleep(0.75)
+        second.execute("COMMIT")
+        state = sqlstate(done)
+        if in_block:
+            other.execute("ROLLBACK")
+    return state
+
+
+@pytest.mark.parametrize("in_block", [True, False])
+@pytest.mark.parametrize("hold, statement, expected", [
+    # a schema change waits for one lock the two blocks hold: one lock_timeout for both
+    ("SELECT count(*) FROM t", "ALTER TABLE t ADD COLUMN x int", "55P03"),
+    ("INSERT INTO t SELECT 2 + n, 0 FROM t WHERE false", "CREATE INDEX t_n ON t (n)", "55P03"),
+    # a row's waits are for each holder's transaction in turn: a lock_timeout each
+    ("SELECT * FROM t WHERE id = 1 FOR SHARE", "UPDATE t SET n = 5 WHERE id = 1", None),
+], ids=["alter", "create-index", "row"])
+def test_lock_timeout_counts_per_lock_not_per_holder(uri, hold, statement, expected,
+                                                     in_block):
+    assert two_blocks_end_in_turn(uri, hold, statement, in_block) == expected
 
 
 def test_cancel_ends_the_wait(uri):

@@ -2,8 +2,8 @@
 SHARE, FOR NO KEY UPDATE and FOR UPDATE conflict as PostgreSQL's table says; an UPDATE that
 keeps every unique-key value takes FOR NO KEY UPDATE (so a FOR KEY SHARE holder does not stop
 it), a DELETE or a key UPDATE FOR UPDATE. A foreign key's check holds FOR KEY SHARE on the
-referenced row: a DELETE of it waits for the inserting block, then fails. A lock upgraded
-inside a savepoint rolled back keeps its mode from before.
+referenced row: a DELETE of it waits for the inserting block, then fails; so does a deferred
+check, at COMMIT. A lock upgraded inside a savepoint rolled back keeps its mode from before.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def servers(tmp_path_factory):
 def uri(request, servers) -> str:
     """Parent p (ids 1, 2) and child c referencing it, fresh for each test."""
     with psycopg.connect(servers[request.param], autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS d, z")
         conn.execute("DROP TABLE IF EXISTS c")
         conn.execute("DROP TABLE IF EXISTS p")
         conn.execute("CREATE TABLE p (id int PRIMARY KEY, note text)")
@@ -208,4 +209,84 @@ def test_an_insert_that_waited_for_a_key_checks_its_parent_again(uri, form):
         deleter.execute("COMMIT")
         assert insert.result(timeout=30) == "23503"
     with connect(uri) as conn:
+        assert conn.execute("SELECT count(*) FROM c").fetchone()[0] == 0
+
+
+# A deferred foreign key's check locks the referenced row too ------------------------------
+
+DEFERRED_CHILD = ("CREATE TABLE d (id int PRIMARY KEY, "
+                  "pid int REFERENCES p DEFERRABLE INITIALLY DEFERRED)")
+
+
+@pytest.mark.parametrize("isolation, end, result", [
+    ("READ COMMITTED", "COMMIT", "23503"),
+    ("READ COMMITTED", "ROLLBACK", -1),
+    ("REPEATABLE READ", "COMMIT", "40001"),  # the parent changed since the snapshot
+])
+def test_a_deferred_check_at_commit_waits_for_the_parents_deleter(uri, isolation, end,
+                                                                  result):
+    """A block inserts a child of parent 1 (checked at COMMIT), a second block deletes the
+    parent: the first's COMMIT waits for the second, and fails if it committed."""
+    with connect(uri) as conn:
+        conn.execute(DEFERRED_CHILD)
+    inserter = begin(uri, f"SET TRANSACTION ISOLATION LEVEL {isolation}",
+                     "INSERT INTO d VALUES (10, 1)")
+    deleter = begin(uri, "DELETE FROM p WHERE id = 1")
+    with inserter, deleter, ThreadPoolExecutor(1) as pool:
+        commit = waiting(pool, inserter, "COMMIT")
+        deleter.execute(end)
+        assert commit.result(timeout=30) == result
+    with connect(uri) as conn:
+        assert conn.execute("SELECT count(*) FROM d").fetchone()[0] == (end == "ROLLBACK")
+        assert conn.execute("SELECT count(*) FROM p WHERE id = 1").fetchone()[0] == \
+            (end == "ROLLBACK")
+
+
+def test_a_deferred_check_made_immediate_holds_the_parent(uri):
+    """SET CONSTRAINTS ... IMMEDIATE runs the deferred check, which holds the parent FOR KEY
+    SHARE until the block ends: a DELETE of it waits (here, until its lock_timeout)."""
+    with connect(uri) as conn:
+        conn.execute(DEFERRED_CHILD)
+    inserter = begin(uri, "INSERT INTO d VALUES (10, 1)", "SET CONSTRAINTS ALL IMMEDIATE")
+    with inserter, connect(uri, lock_timeout="300ms") as deleter:
+        assert outcome(deleter, "DELETE FROM p WHERE id = 1") == "55P03"
+        assert outcome(deleter, "UPDATE p SET note = 'x' WHERE id = 1") == 1
+        inserter.execute("COMMIT")
+        assert outcome(deleter, "DELETE FROM p WHERE id = 1") == "23503"
+
+
+def test_a_deferred_check_runs_at_the_commit_of_a_block_that_changed_the_schema(uri):
+    """The block's schema change and its orphan row are rolled back together."""
+    with connect(uri) as conn:
+        conn.execute(DEFERRED_CHILD)
+    with begin(uri, "CREATE TABLE z (i int)", "INSERT INTO z VALUES (1)",
+               "INSERT INTO d VALUES (10, 99)") as block:
+        assert outcome(block, "COMMIT") == "23503"
+    with connect(uri) as conn:
+        assert conn.execute("SELECT count(*) FROM d").fetchone()[0] == 0
+        assert conn.execute("SELECT to_regclass('z')").fetchone()[0] is None
+
+
+@pytest.mark.parametrize("deferred", [True, False], ids=["deferred", "immediate"])
+def test_a_block_with_schema_changes_waiting_for_a_parents_deleter_does_not_hang(uri,
+                                                                                deferred):
+    """A block that changed the schema checks a child of a parent another block deletes,
+    then that block commits: PostgreSQL's check waits and fails (23503); here the deleter's
+    COMMIT waits for the schema changes, so the check fails at once with 40P01. Either way
+    the deleter commits, instead of both waiting until a timeout."""
+    with connect(uri) as conn:
+        conn.execute(DEFERRED_CHILD)
+    deleter = begin(uri, "DELETE FROM p WHERE id = 1")
+    inserter = begin(uri, "SET lock_timeout = '20s'", "CREATE TABLE z (i int)")
+    check = "COMMIT" if deferred else "INSERT INTO c VALUES (10, 1)"
+    with inserter, deleter, ThreadPoolExecutor(2) as pool:
+        if deferred:
+            inserter.execute("INSERT INTO d VALUES (10, 1)")
+        checked = waiting(pool, inserter, check)
+        commit = pool.submit(outcome, deleter, "COMMIT")
+        assert checked.result(timeout=30) in ("23503", "40P01")
+        inserter.execute("ROLLBACK")
+        assert commit.result(timeout=30) == -1
+    with connect(uri) as conn:
+        assert conn.execute("SELECT count(*) FROM p WHERE id = 1").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM c").fetchone()[0] == 0

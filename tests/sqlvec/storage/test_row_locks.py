@@ -1,8 +1,11 @@
 """Row lock modes of `storage/row_locks.py` on a real table: PostgreSQL's conflict table, a
 lock upgraded since a savepoint going back to its mode, FOR KEY SHARE passing to the new
-version of a row an UPDATE of other columns commits, and such a commit waiting for nothing."""
+version of a row an UPDATE of other columns commits, and such a commit waiting for nothing;
+one lock_timeout for waits that are one acquisition."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +21,8 @@ from sqlvec.storage.row_locks import (
     LockHolder,
     RowLocked,
     held_mode,
+    one_deadline,
+    wait_for_end,
 )
 from sqlvec.storage.schema import ROWID
 from sqlvec.storage.store import StoreOptions
@@ -120,3 +125,16 @@ def test_a_key_update_meets_a_key_share_lock(table):
                       InsertOp(t.id, pa.table({"id": pa.array([7], pa.int32()),
                                                "note": ["a"]}))])
     reader.release()
+
+
+def test_waits_of_one_acquisition_share_one_lock_timeout():
+    """The second wait gets what the first left of lock_timeout: 55P03 once it is spent."""
+    holder = LockHolder(1, no_wait)
+    waiting = one_deadline(lambda: ((lambda: None), 300, 1000))
+    start = time.monotonic()
+    for _ in range(2):
+        with pytest.raises(SqlVecError) as caught:
+            wait_for_end(holder, None, waiting)
+        assert caught.value.sqlstate == "55P03"
+    assert 0.25 < time.monotonic() - start < 0.6  # (two whole timeouts: 0.6 s)
+    assert one_deadline(no_wait)()[1] == 0  # no lock_timeout: none either
