@@ -547,6 +547,8 @@ class Session:
                     raise
                 failed_once = True
                 continue
+            if prepared.kind is StatementKind.DDL:
+                return generation, prepared  # (its tables are waited for by ddl.py)
             tables = frozenset(seen)
             holder = self.lock_holder
             if not self._ddl_lock.await_unqueued(self.pid, tables, holder is not None and bool(
