@@ -116,11 +116,7 @@ class DdlLock:
         ahead of claims still waiting (the statement is under way: they may wait for it), and
         waits while a change is under way."""
         with self._mutex:
-            if self._queued(hold.pid, tables, True):
-                check_interrupts, timeout_ms = hold.waiting()
-                deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
-                while self._queued(hold.pid, tables, True):
-                    _wait(self._cond, check_interrupts, deadline)
+            self._wait_while(lambda: self._queued(hold.pid, tables, True), hold.waiting)
             self._holding.setdefault(hold.pid, []).append(tables)
             hold.extra.append(tables)
 
@@ -136,11 +132,12 @@ class DdlLock:
                 self._shared[pid] = left
             else:
                 self._shared.pop(pid, None)
-                if self._waiting_exclusive or self._claims:
+                if self._waiting_exclusive:
                     self._cond.notify_all()
 
     def _let_go_tables(self, pid: int, sets: list[frozenset[int]]) -> None:
-        """The session's statement no longer holds those table sets (under the mutex)."""
+        """The session's statement no longer holds those table sets (under the mutex): a
+        claim waiting for it is told."""
         holding = self._holding.get(pid, [])
         for tables in sets:
             for i, held in enumerate(holding):
@@ -228,11 +225,7 @@ class DdlLock:
         waiting for an autocommit schema change running on the table, or claiming it (as a
         statement's shared hold: foreign-key checks reach tables their plan does not name)."""
         with self._mutex:
-            if self._blocked(table_id, holder, wrote):
-                check_interrupts, timeout_ms = waiting()
-                deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
-                while self._blocked(table_id, holder, wrote):
-                    _wait(self._cond, check_interrupts, deadline)
+            self._wait_while(lambda: self._blocked(table_id, holder, wrote), waiting)
             users = self._users.setdefault(table_id, {})
             users[holder] = users.get(holder, False) or wrote
 
@@ -251,11 +244,7 @@ class DdlLock:
         named = frozenset(named)
         reach = named | frozenset(reach)
         with self._mutex:
-            if self._overlaps(pid, reach):
-                check_interrupts, timeout_ms = waiting()
-                deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
-                while self._overlaps(pid, reach):
-                    _wait(self._cond, check_interrupts, deadline)
+            self._wait_while(lambda: self._overlaps(pid, reach), waiting)
             claim = Claim(pid, named, reach)
             self._claims.append(claim)
             self._tell()
@@ -275,10 +264,8 @@ class DdlLock:
                 if self._user(claim.named, claim.pid, False) is not None:
                     continue
                 claim.running = True
-                check_interrupts, timeout_ms, _deadlock_ms = waiting()
-                deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
-                while self._held_by_others(claim.pid, claim.reach):
-                    _wait(self._cond, check_interrupts, deadline)
+                self._wait_while(lambda: self._held_by_others(claim.pid, claim.reach),
+                                 lambda: waiting()[:2])
                 if self._user(claim.named, claim.pid, False) is None:
                     claim.changing = True
                     return
@@ -302,14 +289,20 @@ class DdlLock:
         if not self._claims:  # (a claim made meanwhile queues the statement when it runs)
             return False
         with self._mutex:
-            rows_held = rows_held or pid in self._shared
-            if not self._queued(pid, tables, rows_held):
-                return False
-            check_interrupts, timeout_ms = waiting()
-            deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
-            while self._queued(pid, tables, rows_held):
-                _wait(self._cond, check_interrupts, deadline)
-            return True
+            ahead = rows_held or pid in self._shared
+            return self._wait_while(lambda: self._queued(pid, tables, ahead), waiting)
+
+    def _wait_while(self, blocked: Callable[[], bool],
+                    waiting: Callable[[], tuple[Callable[[], None], int]]) -> bool:
+        """Under the mutex: wait while `blocked()`, `waiting` asked for the interrupt check
+        and lock_timeout only if it is; True if it waited."""
+        if not blocked():
+            return False
+        check_interrupts, timeout_ms = waiting()
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
+        while blocked():
+            _wait(self._cond, check_interrupts, deadline)
+        return True
 
     def _queued(self, pid: int, tables: frozenset[int], rows_held: bool) -> bool:
         """Whether another session's claim keeps a statement of `pid` on `tables` waiting (under

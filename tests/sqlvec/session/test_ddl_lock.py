@@ -1,4 +1,5 @@
-"""The database-wide DDL lock: shared per statement, exclusive for a block's schema changes."""
+"""The DDL lock: shared per statement, exclusive for a block's schema changes, and the per-table
+claims of autocommit ones that statements on those tables queue behind."""
 
 from __future__ import annotations
 
