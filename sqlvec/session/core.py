@@ -504,7 +504,8 @@ class Session:
         key = (sql, oids, self.settings["search_path"])
         cached = self._plan_cache.get(key)
         if cached is not None and (cached.generation == self.store.generation
-                                   or cached.constant):  # (depends on no catalog object)
+                                   or cached.constant) and \
+                not self._await_claims(cached.tables):  # (a constant depends on no table)
             return cached
         given = {}
         for i, oid in enumerate(oids):
@@ -534,27 +535,35 @@ class Session:
         """`sql` planned, with the tables it resolved, and the catalog generation from before
         (a schema change of another table may land while it is planned: the plan is then
         made again before it runs). A plan reading a table a schema change claims is made
-        again once the change is over (its result columns are those of the new shape).
-        Planning that failed while a change landed is tried once more."""
+        again once the change is over (its result columns are those of the new shape), and
+        so is one that failed while a change of a table it resolved was under way (or, once,
+        after a change landed)."""
         failed_once = False
         while True:
             generation = self.store.generation
+            seen: set[int] = set()
             try:
                 with self._planning_lock(sql), resolving_tables() as seen:
                     prepared = plan_statement(self, sql, given)
-            except SqlVecError:
-                if failed_once or generation == self.store.generation:
-                    raise
-                failed_once = True
-                continue
+            except Exception:
+                if self._await_claims(frozenset(seen)) or (
+                        not failed_once and generation != self.store.generation):
+                    failed_once = True
+                    continue
+                raise
             if prepared.kind is StatementKind.DDL:
                 return generation, prepared  # (its tables are waited for by ddl.py)
             tables = frozenset(seen)
-            holder = self.lock_holder
-            if not self._ddl_lock.await_unqueued(self.pid, tables, holder is not None and bool(
-                    holder.held), self._waiting):
+            if not self._await_claims(tables):
                 prepared.tables = tables
                 return generation, prepared
+
+    def _await_claims(self, tables: frozenset[int]) -> bool:
+        """Wait while an autocommit schema change claims one of `tables` (ddl_lock.py); True
+        if it did: a plan of them is made again, against their new shape."""
+        holder = self.lock_holder
+        return self._ddl_lock.await_unqueued(self.pid, tables, holder is not None and bool(
+            holder.held), self._waiting)
 
     def plan_is_current(self, prepared: PreparedStatement) -> bool:
         """Whether `prepared` is still the plan `prepare` would make: planned (and cached) in
