@@ -221,3 +221,32 @@ def test_a_statement_under_way_goes_ahead_of_a_waiting_claim_not_a_running_one()
         assert err.value.sqlstate == "55P03"
     lock.unclaim(claim)
     assert lock._holding == {}
+
+
+def test_a_statement_prepared_behind_a_waiting_change_gets_the_new_shape(db):
+    """Parse of a statement on a table an ALTER waits to change queues behind the ALTER (its
+    columns are the new ones, cached plan or not); another table's is prepared at once."""
+    block, altering, reading = db.connect(), db.connect(), db.connect()
+    block.execute_one("CREATE TABLE t (id int, n int)")
+    block.execute_one("CREATE TABLE u (id int)")
+    reading.prepare("SELECT * FROM t")  # cached against the old shape
+    block.execute_one("BEGIN")
+    block.execute_one("SELECT count(*) FROM t")
+    done: dict[str, list[str]] = {}
+    alter = threading.Thread(target=altering.execute_one,
+                             args=("ALTER TABLE t ADD COLUMN x int",))
+    alter.start()
+    while not db.connect()._ddl_lock._claims:
+        time.sleep(0.01)
+    prepare = threading.Thread(target=lambda: done.setdefault(
+        "t", [c.name for c in reading.prepare("SELECT * FROM t").columns]))
+    prepare.start()
+    try:
+        assert [c.name for c in db.connect().prepare("SELECT * FROM u").columns] == ["id"]
+        prepare.join(0.2)
+        assert "t" not in done  # queued behind the ALTER
+    finally:
+        block.execute_one("COMMIT")
+    alter.join(10)
+    prepare.join(10)
+    assert done["t"] == ["id", "n", "x"]
