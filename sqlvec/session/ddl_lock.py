@@ -97,7 +97,8 @@ class DdlLock:
     def _acquire_shared(self, hold: SharedHold) -> None:
         pid, ahead = hold.pid, hold.ahead
         with self._mutex:
-            if not self._may_share(pid, ahead) or self._queued(pid, hold.tables, hold.rows_held):
+            if not self._may_share(pid, ahead) or (
+                    self._claims and self._queued(pid, hold.tables, hold.rows_held)):
                 check_interrupts, timeout_ms = hold.waiting()
                 deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
                 self._waiting_shared.add(pid)
@@ -109,7 +110,11 @@ class DdlLock:
                     self._waiting_shared.discard(pid)
             self._shared[pid] = self._shared.get(pid, 0) + 1
             if hold.tables:
-                self._holding.setdefault(pid, []).append(hold.tables)
+                held = self._holding.get(pid)
+                if held is None:
+                    self._holding[pid] = [hold.tables]
+                else:
+                    held.append(hold.tables)
 
     def _extend(self, hold: SharedHold, tables: frozenset[int]) -> None:
         """`hold` covers `tables` too (a statement planned again reads other tables): it goes
@@ -123,10 +128,17 @@ class DdlLock:
     def _release_shared(self, hold: SharedHold) -> None:
         pid = hold.pid
         with self._mutex:
-            if hold.tables or hold.extra:
-                self._let_go_tables(pid, [hold.tables, *hold.extra] if hold.tables
-                                    else hold.extra)
-                hold.extra = []
+            if hold.tables:
+                holding = self._holding[pid]
+                if holding[-1] is hold.tables and not hold.extra and not self._claims:
+                    holding.pop()  # (the common case, inline: holds end as they began)
+                    if not holding:
+                        del self._holding[pid]
+                else:
+                    self._let_go_tables(pid, [hold.tables, *hold.extra])
+            elif hold.extra:
+                self._let_go_tables(pid, hold.extra)
+            hold.extra = []
             left = self._shared.get(pid, 1) - 1
             if left:
                 self._shared[pid] = left
@@ -412,7 +424,7 @@ class SharedHold:
                  tables: frozenset[int], rows_held: bool) -> None:
         self.lock, self.pid, self.waiting, self.ahead = lock, pid, waiting, ahead
         self.tables, self.rows_held = tables, rows_held
-        self.extra: list[frozenset[int]] = []
+        self.extra: list[frozenset[int]] = []  # (`extend`: rare)
 
     def __enter__(self) -> SharedHold:
         self.lock._acquire_shared(self)
