@@ -297,7 +297,7 @@ class DdlLock:
         """Wait while a claim queues a statement of `pid` on `tables` (as `shared`, but
         holding nothing: a statement just planned, to be planned again after the change, as
         PostgreSQL's parser waits for the lock of each table it opens); True if it waited. A
-        statement under way (the session holds the lock) waits only for a running claim."""
+        statement under way (the session holds the lock) waits only for a change under way."""
         if not self._claims:  # (a claim made meanwhile queues the statement when it runs)
             return False
         with self._mutex:
