@@ -1,9 +1,11 @@
-"""Reads of another table while an autocommit ALTER TABLE rewrites a table: `ALTER TABLE t
-ALTER COLUMN n TYPE bigint` of --rows rows, beside a connection reading `SELECT n FROM u` in a
-loop. Per checkout, taking turns: the ALTER's time and the slowest read meanwhile (what a shape
-change holding the database's DDL lock costs other tables' readers), medians of --rounds.
+"""Reads of another table while an autocommit schema change rewrites a table: `ALTER TABLE t
+ALTER COLUMN n TYPE bigint` (--change type) or `TRUNCATE t` (--change truncate) of --rows
+rows, beside a connection reading `SELECT n FROM u` in a loop. Per checkout, taking turns:
+the change's time and the latencies of the reads that overlapped it (p50, p99, max; what a
+change holding more than its table costs other tables' readers), medians over --rounds.
 
-    python -m benchmarks ddl_beside --rows 300000 --rounds 3 --checkout . --baseline <checkout>
+    python -m benchmarks ddl_beside --rows 400000 --rounds 3 --change type \
+        --checkout . --baseline <checkout>
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import time
 
 from benchmarks.suite import sqlvec_server
 
+CHANGES = {"type": "ALTER TABLE t ALTER COLUMN n TYPE bigint", "truncate": "TRUNCATE t"}
 
-def one_round(dsn: str, rows: int) -> tuple[float, float]:
-    """(ALTER seconds, slowest read of u during it in seconds)."""
+
+def one_round(dsn: str, rows: int, change: str) -> tuple[float, list[float]]:
+    """(the change's seconds, the seconds of each read of u that overlapped it)."""
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -30,44 +34,67 @@ def one_round(dsn: str, rows: int) -> tuple[float, float]:
         conn.execute(f"INSERT INTO t SELECT g, g FROM generate_series(1, {rows}) g")
         conn.execute("CHECKPOINT")
     done = threading.Event()
-    slowest = [0.0]
+    reads: list[tuple[float, float]] = []  # (start, end)
 
     def read() -> None:
         with psycopg.connect(dsn, autocommit=True) as reader:
             while not done.is_set():
                 started = time.perf_counter()
                 reader.execute("SELECT n FROM u").fetchall()
-                slowest[0] = max(slowest[0], time.perf_counter() - started)
+                reads.append((started, time.perf_counter()))
     thread = threading.Thread(target=read)
     with psycopg.connect(dsn, autocommit=True) as conn:
         thread.start()
         time.sleep(0.2)
         started = time.perf_counter()
-        conn.execute("ALTER TABLE t ALTER COLUMN n TYPE bigint")
-        took = time.perf_counter() - started
+        conn.execute(CHANGES[change])
+        ended = time.perf_counter()
     done.set()
     thread.join()
-    return took, slowest[0]
+    return ended - started, [e - s for s, e in reads if e > started and s < ended]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def summary(rounds: list[tuple[float, list[float]]]) -> tuple[float, float, float, float, int]:
+    """Medians over the rounds of: the change's s, the overlapping reads' p50, p99, max (s),
+    and their count."""
+    return (statistics.median(r[0] for r in rounds),
+            statistics.median(percentile(r[1], 0.5) for r in rounds),
+            statistics.median(percentile(r[1], 0.99) for r in rounds),
+            statistics.median(max(r[1], default=0.0) for r in rounds),
+            int(statistics.median(len(r[1]) for r in rounds)))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--change", choices=sorted(CHANGES), default="type")
     parser.add_argument("--checkout", default=".")
     parser.add_argument("--baseline", required=True)
     args = parser.parse_args(argv)
-    results: dict[str, list[tuple[float, float]]] = {"baseline": [], "checkout": []}
+    results: dict[str, list[tuple[float, list[float]]]] = {"baseline": [], "checkout": []}
     for _ in range(args.rounds):
         for name, path in (("baseline", args.baseline), ("checkout", args.checkout)):
             data = tempfile.mkdtemp()
             try:
                 with sqlvec_server(data, path) as (dsn, _pid):
-                    results[name].append(one_round(dsn, args.rows))
+                    results[name].append(one_round(dsn, args.rows, args.change))
             finally:
                 shutil.rmtree(data, ignore_errors=True)
-    print(f"{'':10} {'ALTER s':>9} {'slowest read of u s':>20}")
+    print(f"{CHANGES[args.change]}, {args.rows} rows; reads of u overlapping it (ms)")
+    print(f"{'':10} {'change s':>9} {'p50':>8} {'p99':>8} {'max':>8} {'reads':>6}")
     for name, got in results.items():
-        print(f"{name:10} {statistics.median(g[0] for g in got):9.3f} "
-              f"{statistics.median(g[1] for g in got):20.3f}")
-    print("raw:", results)
+        took, p50, p99, top, count = summary(got)
+        print(f"{name:10} {took:9.3f} {p50 * 1000:8.2f} {p99 * 1000:8.2f} {top * 1000:8.2f} "
+              f"{count:6d}")
+    print("raw:", {name: [(round(t, 3), round(max(r, default=0.0), 3), len(r)) for t, r in got]
+                   for name, got in results.items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -16,7 +16,10 @@ sequence values ahead), so a crash can skip values but never repeat one.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
 
 from sqlvec.catalog.views import all_views, dependents, find_view, remove_views
 from sqlvec.errors import (
@@ -41,6 +44,22 @@ VECTOR_EXTENSION_VERSION = "0.8.0"
 # Extensions CREATE EXTENSION records: both are built in (pg_stat_statements' view and reset
 # function exist whether or not it is created, so tools that create it first work too).
 EXTENSION_VERSIONS = {"vector": VECTOR_EXTENSION_VERSION, "pg_stat_statements": "1.10"}
+
+
+# The ids of the tables names resolved to while a statement is planned (`resolving_tables`):
+# the statement then runs holding them against schema changes (session/ddl_lock.py).
+_RESOLVED: ContextVar[set[int] | None] = ContextVar("resolved_tables", default=None)
+
+
+@contextlib.contextmanager
+def resolving_tables() -> Iterator[set[int]]:
+    """Collect the ids of the tables `Catalog.find_table` finds in this thread meanwhile."""
+    seen: set[int] = set()
+    token = _RESOLVED.set(seen)
+    try:
+        yield seen
+    finally:
+        _RESOLVED.reset(token)
 
 
 class Catalog:
@@ -117,11 +136,11 @@ class Catalog:
         """The table a name means: in `schema` when qualified, else the first on the search path, as
         PostgreSQL resolves it."""
         if schema is not None:
-            return self.store.find_table(name, schema)
+            return _resolved(self.store.find_table(name, schema))
         for candidate in search_path:
             table = self.store.find_table(name, candidate)
             if table is not None:
-                return table
+                return _resolved(table)
         return None
 
     def table(self, name: str, schema: str | None, search_path: list[str]) -> Table:
@@ -292,3 +311,11 @@ def _set_seq(catalog: dict, key: str, **fields: object) -> dict:
     sequences = dict(catalog["sequences"])
     sequences[key] = {**sequences[key], **fields}
     return {**catalog, "sequences": sequences}
+
+
+def _resolved(table: Table | None) -> Table | None:
+    """`table`, its id noted for `resolving_tables` when it collects."""
+    seen = _RESOLVED.get()
+    if seen is not None and table is not None:
+        seen.add(table.id)
+    return table

@@ -9,8 +9,10 @@
     utility.py       utility statements, one handler table keyed by UtilityKind
     transactions.py  BEGIN / COMMIT / ROLLBACK, savepoints, transactional DDL;  cursors.py
                      DECLARE / FETCH / CLOSE
-    ddl_lock.py      the database-wide lock a transaction's schema changes hold, and per
-                     table the open blocks using it, which schema changes wait for
+    ddl_lock.py      the database-wide lock a transaction's schema changes hold, per
+                     table the open blocks using it, which schema changes wait for, and
+                     the claims of autocommit changes that statements on the tables queue
+                     behind
     copy.py          COPY's engine side (the wire moves the data)
 
 Everything the wire uses is importable from here.

@@ -242,7 +242,7 @@ def copy_loader(session: Session, table: str, columns: list[str] | None) -> Copy
     if session.failed or session.explicit:
         return None
     try:
-        target = _target(session, table)
+        target = target_table(session, table)
         names = _names(target.def_, columns)
     except SqlVecError:
         return None  # copy_in reports it
@@ -255,7 +255,8 @@ def copy_loader(session: Session, table: str, columns: list[str] | None) -> Copy
     return CopyLoader(session, target, names)
 
 
-def _target(session: Session, table: str):
+def target_table(session: Session, table: str):
+    """The table COPY FROM names (`schema.table` or a name on the search path)."""
     schema, _, name = table.rpartition(".")
     return session.catalog.table(name, schema or None, session.search_path)
 
@@ -281,7 +282,7 @@ def copy_in(session: Session, table: str, columns: list[str] | None, rows: pa.Ta
     if session.failed:
         raise InFailedTransaction(
             "current transaction is aborted, commands ignored until end of transaction block")
-    target = _target(session, table)
+    target = target_table(session, table)
     d = target.def_
     names = _names(d, columns)
     if rows.num_columns != len(names):

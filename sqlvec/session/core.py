@@ -28,7 +28,7 @@ from collections.abc import Callable, Hashable, Iterator
 import pyarrow as pa
 
 from sqlvec import stack
-from sqlvec.catalog.catalog import BOOTSTRAP_SUPERUSER_OID
+from sqlvec.catalog.catalog import BOOTSTRAP_SUPERUSER_OID, resolving_tables
 from sqlvec.catalog.objects import database_oid
 from sqlvec.catalog.pg_stat import CopyProgress
 from sqlvec.catalog.server_config import applies_to_running_sessions
@@ -60,7 +60,7 @@ from sqlvec.session import ddl, queries, statement_log, transactions, writes
 from sqlvec.session import utility as utility_statements
 from sqlvec.session.advisory_locks import AdvisoryLocks, locks_of
 from sqlvec.session.cursors import Cursor
-from sqlvec.session.ddl_lock import ddl_lock_of
+from sqlvec.session.ddl_lock import Claim, SharedHold, ddl_lock_of
 from sqlvec.session.plan_cache import PlanCache
 from sqlvec.session.prepare import plan_statement
 from sqlvec.session.results import PreparedStatement, Result, ResultColumn, StatementKind
@@ -505,7 +505,8 @@ class Session:
         key = (sql, oids, self.settings["search_path"])
         cached = self._plan_cache.get(key)
         if cached is not None and (cached.generation == self.store.generation
-                                   or cached.constant):  # (depends on no catalog object)
+                                   or cached.constant) and \
+                not self._await_claims(cached.tables):  # (a constant depends on no table)
             return cached
         given = {}
         for i, oid in enumerate(oids):
@@ -517,20 +518,53 @@ class Session:
         try:
             if len(split_with_offsets(sql)) > 1:
                 raise SyntaxError_("cannot insert multiple commands into a prepared statement")
-            with self._planning_lock(sql):
-                prepared = plan_statement(self, sql, given)
+            generation, prepared = self._plan(sql, given)
         except SqlVecError:
             self._fail()  # a statement that fails to parse or plan fails the block too
             raise
         if prepared.utility is not None and prepared.utility.kind in (
                 UtilityKind.DECLARE, UtilityKind.FETCH, UtilityKind.CLOSE):
             return prepared  # depends on the session's open cursors: never cached
-        prepared.generation = self.store.generation
+        prepared.generation = generation
         prepared.given_oids = oids
         prepared.search_path = key[2]
         prepared.cache_clears = self._plan_cache.clears
         self._plan_cache.put(key, prepared)
         return prepared
+
+    def _plan(self, sql: str, given: dict[int, SqlType]) -> tuple[int, PreparedStatement]:
+        """`sql` planned, with the tables it resolved, and the catalog generation from before
+        (a schema change of another table may land while it is planned: the plan is then
+        made again before it runs). A plan reading a table a schema change claims is made
+        again once the change is over (its result columns are those of the new shape), and
+        so is one that failed while a change of a table it resolved was under way (or, once,
+        after a change landed)."""
+        failed_once = False
+        while True:
+            generation = self.store.generation
+            seen: set[int] = set()
+            try:
+                with self._planning_lock(sql), resolving_tables() as seen:
+                    prepared = plan_statement(self, sql, given)
+            except Exception:
+                if self._await_claims(frozenset(seen)) or (
+                        not failed_once and generation != self.store.generation):
+                    failed_once = True
+                    continue
+                raise
+            if prepared.kind is StatementKind.DDL:
+                return generation, prepared  # (its tables are waited for by ddl.py)
+            tables = frozenset(seen)
+            if not self._await_claims(tables):
+                prepared.tables = tables
+                return generation, prepared
+
+    def _await_claims(self, tables: frozenset[int]) -> bool:
+        """Wait while an autocommit schema change claims one of `tables` (ddl_lock.py); True
+        if it did: a plan of them is made again, against their new shape."""
+        holder = self.lock_holder
+        return self._ddl_lock.await_unqueued(self.pid, tables, holder is not None and bool(
+            holder.held), self._waiting)
 
     def plan_is_current(self, prepared: PreparedStatement) -> bool:
         """Whether `prepared` is still the plan `prepare` would make: planned (and cached) in
@@ -587,11 +621,11 @@ class Session:
         outcome: str | None = "XX000"  # SQLSTATE of the error; None once it succeeded
         try:
             try:
-                with self._statement_lock(prepared):
+                with self._statement_lock(prepared) as hold:
                     pending = self.pending
                     if pending is not None and prepared.compiled is not pending.write:
                         self.apply_pending()  # what it runs sees the rows gathered
-                    prepared = self._current_plan(prepared)
+                    prepared = self._current_plan(prepared, hold)
                     if runner is None or prepared.kind is not StatementKind.QUERY:
                         runner = RUNNERS[prepared.kind]
                     if len(prepared.sql) <= stack.INLINE_TEXT:  # (run_deep would run it here)
@@ -656,15 +690,18 @@ class Session:
 
     # Schema changes in transaction blocks (ddl_lock.py) ---------------------------------------------
 
-    def _shared_ddl_lock(self) -> contextlib.AbstractContextManager:
-        """Hold the database's DDL lock shared: wait while another transaction's schema
-        changes are open (cancel, statement_timeout and lock_timeout end the wait). A block
-        holding row or key locks goes ahead of a session waiting to change the schema: that
-        one may wait for a statement that waits for this block's rows. So does a block that used
-        a table: a schema change of that table may be waiting for it (`await_users`)."""
+    def _shared_ddl_lock(self, tables: frozenset[int] = frozenset()) -> SharedHold:
+        """Hold the database's DDL lock shared, and `tables` against autocommit schema
+        changes: wait while another transaction's schema changes are open, or while a change
+        of one of `tables` is queued or runs (cancel, statement_timeout and lock_timeout end
+        the wait). A block holding row or key locks goes ahead of a session waiting to change
+        the schema: that one may wait for a statement that waits for this block's rows. So does
+        a block that used a table: a schema change of that table may be waiting for it
+        (`await_users`)."""
         holder = self.lock_holder
-        return self._ddl_lock.shared(self.pid, self._waiting, holder is not None and (
-            bool(holder.held) or bool(self._used)))
+        rows_held = holder is not None and bool(holder.held)
+        return self._ddl_lock.shared(self.pid, self._waiting, rows_held or (
+            holder is not None and bool(self._used)), tables, rows_held)
 
     def _waiting(self) -> tuple[Callable[[], None], int]:
         """What a wait for the DDL lock checks (cancel, statement_timeout) and its limit
@@ -688,23 +725,29 @@ class Session:
                 u.kind in _NO_DDL_LOCK or (u.kind is UtilityKind.COMMIT and (
                     self.failed or self.txn is None or self.txn.empty)))):
             return contextlib.nullcontext()
-        return self._shared_ddl_lock()
+        return self._shared_ddl_lock(prepared.tables)
 
-    def _current_plan(self, prepared: PreparedStatement) -> PreparedStatement:
+    def _current_plan(self, prepared: PreparedStatement,
+                      hold: SharedHold | None) -> PreparedStatement:
         """The plan to run, once the statement holds the DDL lock: a query or write planned
         before a catalog change that landed since (it may have waited for that change) is
         planned again, as PostgreSQL re-plans after DDL; one whose result columns changed is
-        refused as there (plancache.c)."""
+        refused as there (plancache.c). The hold then covers the tables the new plan reads
+        (waiting for a change running on one of them, and planning again after it)."""
         if prepared.generation < 0 or prepared.generation == self.store.generation or \
                 prepared.constant or prepared.kind not in (StatementKind.QUERY,
                                                            StatementKind.WRITE):
             return prepared  # (a constant query's plan depends on no catalog object)
-        again = self._prepare_cached(prepared.sql, list(prepared.given_oids))
-        if [(c.name, c.type) for c in again.columns or []] != \
-                [(c.name, c.type) for c in prepared.columns or []] or \
-                again.param_types != prepared.param_types:
-            raise FeatureNotSupported("cached plan must not change result type")
-        return again
+        planned = prepared
+        while 0 <= planned.generation != self.store.generation:
+            planned = self._prepare_cached(prepared.sql, list(prepared.given_oids))
+            if [(c.name, c.type) for c in planned.columns or []] != \
+                    [(c.name, c.type) for c in prepared.columns or []] or \
+                    planned.param_types != prepared.param_types:
+                raise FeatureNotSupported("cached plan must not change result type")
+            if hold is not None:
+                hold.extend(planned.tables)
+        return planned
 
     def _planning_lock(self, sql: str) -> contextlib.AbstractContextManager:
         """The DDL lock planning `sql` takes: planning reads the catalog."""
@@ -753,6 +796,21 @@ class Session:
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         self._ddl_lock.acquire_exclusive(self.pid, lambda: self._check_wait(deadline),
                                          self._limit("lock_timeout"), set_aside)
+
+    def claim_tables(self, named: list[int], reach: list[int]) -> Claim:
+        """Queue other sessions' statements on the `named` tables behind this autocommit
+        schema change of them (and, once it runs, those on the `reach` tables: foreign keys),
+        waiting first for an earlier change of one of them; `drop_claim` ends it."""
+        return self._ddl_lock.claim(self.pid, named, reach, self._waiting)
+
+    def await_claim(self, claim: Claim) -> None:
+        """Wait until the claimed tables are free to change: no other block uses them and no
+        other statement reads or writes them (ddl_lock.py)."""
+        self._ddl_lock.await_claim(claim, self.lock_holder, self.lock_waiting)
+
+    def drop_claim(self, claim: Claim) -> None:
+        """The change ended: the statements queued behind it go on."""
+        self._ddl_lock.unclaim(claim)
 
     def drop_ddl_lock(self) -> None:
         """End the exclusive hold of `take_ddl_lock`."""
@@ -984,7 +1042,7 @@ class Session:
                     columns: list[str] | None) -> copy_statements.CopyLoader | None:
         """What stages COPY FROM's pieces for the log while the rest arrive (`stage`, from any
         thread), or None where the rows go the usual way; pass it to `copy_in`."""
-        with self._shared_ddl_lock():
+        with self._copy_lock(table):
             return copy_statements.copy_loader(self, table, columns)
 
     def copy_in(self, table: str, columns: list[str] | None, rows: pa.Table,
@@ -992,9 +1050,19 @@ class Session:
                 loader: copy_statements.CopyLoader | None = None) -> int:
         """COPY ... FROM: insert decoded rows into `table`; returns the row count. `staged`:
         every piece of `rows` as `loader.stage` returned it, in order."""
-        with self._shared_ddl_lock():
+        with self._copy_lock(table):
             self.apply_pending()
             return copy_statements.copy_in(self, table, columns, rows, staged, loader)
+
+    def _copy_lock(self, table: str) -> SharedHold:
+        """COPY FROM's DDL hold, on the table it names too: a schema change of the table
+        queues it, as any write."""
+        with resolving_tables() as seen:
+            try:
+                copy_statements.target_table(self, table)
+            except SqlVecError:
+                pass  # (reported by COPY itself, under the hold)
+        return self._shared_ddl_lock(frozenset(seen))
 
     def copy_progress(self, command: CopyCommand) -> CopyProgress:
         """Start showing a COPY in pg_stat_progress_copy: the front end adds the bytes it moves

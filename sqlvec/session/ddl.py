@@ -70,31 +70,62 @@ def run_ddl(session: Session, prepared: PreparedStatement, params: list,
     if handler is None:  # pragma: no cover - prepare.py lets only these classes through
         raise FeatureNotSupported(type(ast).__name__)
     notices: list[Notice] = []
-    tag = _run_autocommit(session, tables, writers_only, lambda: handler(session, ast, notices)) \
+    tag = _run_autocommit(session, tables, writers_only, _catalog_wide(ast),
+                          lambda: handler(session, ast, notices)) \
         if tables and not session.explicit else handler(session, ast, notices)
     session._plan_cache.clear()
     return Result(tag, notices=notices)
 
 
 def _run_autocommit(session: Session, tables: list[int], writers_only: bool,
-                    change: Callable[[], str]) -> str:
+                    catalog_wide: bool, change: Callable[[], str]) -> str:
     """An autocommit schema change of existing tables, once no open block uses them. One that
-    changes their shape holds the DDL lock exclusively while it runs, as PostgreSQL's queue
-    behind its AccessExclusiveLock: a statement planned against the old shape cannot write
-    into the new one (it waits, then is planned again). CREATE INDEX lets statements go on
-    (ShareLock) and only keeps blocks from starting to use the tables meanwhile."""
+    changes their shape claims them first, as PostgreSQL's AccessExclusiveLock request:
+    later statements on them queue behind it, and while it runs no statement reads or
+    writes them or the tables they reach through foreign keys (a statement planned against
+    the old shape waits, then is planned again); statements on other tables go on. A change
+    of the whole catalog (DROP SCHEMA ... CASCADE: views, sequences, functions and types go
+    too, which statements reach without naming a table) holds the DDL lock exclusively
+    instead. CREATE INDEX lets statements go on (ShareLock) and only keeps blocks from
+    starting to write the tables meanwhile."""
     if writers_only:
         session.await_table_users(tables, writers_only, run=True)
         try:
             return change()
         finally:
             session.table_change_done(tables)
-    _lock_after_users(session, tables, writers_only,
-                      lambda: session.take_ddl_lock(set_aside=True), session.drop_ddl_lock)
+    if catalog_wide:
+        _lock_after_users(session, tables, writers_only,
+                          lambda: session.take_ddl_lock(set_aside=True), session.drop_ddl_lock)
+        try:
+            return change()
+        finally:
+            session.drop_ddl_lock()
+    claim = session.claim_tables(tables, _foreign_key_neighbours(session, tables))
     try:
+        session.await_claim(claim)
         return change()
     finally:
-        session.drop_ddl_lock()
+        session.drop_claim(claim)
+
+
+def _catalog_wide(ast: exp.Expression) -> bool:
+    """DROP SCHEMA: it changes more of the catalog than tables (`_run_autocommit`)."""
+    return isinstance(ast, exp.Drop) and (ast.args.get("kind") or "").upper() == "SCHEMA"
+
+
+def _foreign_key_neighbours(session: Session, ids: list[int]) -> list[int]:
+    """The tables referencing one of `ids` or referenced by one through a foreign key: a
+    change of a table changes their constraints too (renamed or dropped columns), and their
+    writes check or act on its rows."""
+    out: list[int] = []
+    for table_id in ids:
+        out.extend(d.id for d, _c in referencing(session.store, table_id))
+        table = session.store.tables.get(table_id)
+        if table is not None:
+            out.extend(c.ref_table for c in table.def_.constraints
+                       if c.kind == "f" and c.ref_table is not None)
+    return out
 
 
 def _lock_after_users(session: Session, tables: list[int], writers_only: bool,

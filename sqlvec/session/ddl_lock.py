@@ -15,16 +15,25 @@ PostgreSQL's AccessShareLock / RowExclusiveLock held until the block ends), reco
 block's first use of the table (`use`). A schema change of a table waits for those blocks to
 end (`await_users`: in the row locks' wait-for graph, so a cycle is 40P01; lock_timeout 55P03,
 cancel 57014), as ALTER TABLE's AccessExclusiveLock does; CREATE INDEX waits only for blocks
-that wrote the table (ShareLock). An autocommit change of a table's shape then holds this
-lock exclusively while it runs (no statement runs beside it); while an autocommit CREATE INDEX
-runs on a table (`running`), a block's first write of the table waits for it.
+that wrote the table (ShareLock); while an autocommit CREATE INDEX runs on a table
+(`running`), a block's first write of the table waits for it.
+
+An autocommit change of a table's shape claims its tables (`claim`), as PostgreSQL's queued
+AccessExclusiveLock request: from then on a statement that reads or writes one of them (its
+shared hold names the tables its plan resolved) waits behind the change, unless its block
+already used one of them or holds row locks (it goes ahead, and the change waits for it).
+Once no other block uses the tables, the claim runs (`await_claim`): it also covers the
+tables reached through foreign keys, waits for the statements holding any of them to end,
+and keeps new ones out until the change is done (`unclaim`). Statements on other tables never
+wait for it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from sqlvec.errors import SqlVecError
 from sqlvec.session.per_database import PerDatabase
@@ -32,6 +41,18 @@ from sqlvec.storage.row_locks import LockHolder, Waiting, wait_for_end
 
 # How often a waiting session looks for a cancel or its timeouts.
 _POLL_SECONDS = 0.05
+
+
+@dataclass(eq=False)
+class Claim:
+    """An autocommit schema change's claim on the tables it changes (`named`), and on those it
+    reaches through foreign keys or CASCADE (`reach`, which includes `named`)."""
+
+    pid: int
+    named: frozenset[int]
+    reach: frozenset[int]
+    running: bool = False  # past the wait for blocks: statements on `reach` queue too
+    changing: bool = False  # no statement holds a table of `reach`: the change is under way
 
 
 class DdlLock:
@@ -55,33 +76,69 @@ class DdlLock:
         # and the autocommit schema change running on it (pid, whether readers may go on).
         self._users: dict[int, dict[LockHolder, bool]] = {}
         self._running: dict[int, tuple[int, bool]] = {}
+        # The autocommit schema changes' claims, and per session the table sets its running
+        # statements hold (what a claim waits to end before it runs).
+        self._claims: list[Claim] = []
+        self._holding: dict[int, list[frozenset[int]]] = {}
 
     def shared(self, pid: int, waiting: Callable[[], tuple[Callable[[], None], int]],
-               ahead: bool = False) -> _SharedHold:
-        """Hold the lock shared for a `with` block: waits while another session holds it
-        exclusively (or waits to: its schema changes go first, unless `ahead`: the session
-        holds row locks that the statements the waiter waits for may be waiting on, a cycle
-        no wait-for graph sees; PostgreSQL too lets a lock's holder ahead of the waiters it
-        blocks). `waiting` is asked only when there is a wait: it returns the check for
-        interrupts and the timeout in ms (0: none)."""
-        return _SharedHold(self, pid, waiting, ahead)
+               ahead: bool = False, tables: frozenset[int] = frozenset(),
+               rows_held: bool = False) -> SharedHold:
+        """Hold the lock shared for a `with` block, and `tables` against claims: waits while
+        another session holds it exclusively (or waits to: its schema changes go first, unless
+        `ahead`: the session holds row locks that the statements the waiter waits for may be
+        waiting on, a cycle no wait-for graph sees; PostgreSQL too lets a lock's holder ahead
+        of the waiters it blocks), and while another session's claim queues one of `tables`
+        (`rows_held`: the session's block holds row locks, and goes ahead as above). `waiting`
+        is asked only when there is a wait: it returns the check for interrupts and the
+        timeout in ms (0: none)."""
+        return SharedHold(self, pid, waiting, ahead, tables, rows_held)
 
-    def _acquire_shared(self, pid: int, waiting: Callable[[], tuple[Callable[[], None], int]],
-                        ahead: bool) -> None:
+    def _acquire_shared(self, hold: SharedHold) -> None:
+        pid, ahead = hold.pid, hold.ahead
         with self._mutex:
-            if not self._may_share(pid, ahead):
-                check_interrupts, timeout_ms = waiting()
+            if not self._may_share(pid, ahead) or (
+                    self._claims and self._queued(pid, hold.tables, hold.rows_held)):
+                check_interrupts, timeout_ms = hold.waiting()
                 deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
                 self._waiting_shared.add(pid)
                 try:
-                    while not self._may_share(pid, ahead):
+                    while not self._may_share(pid, ahead) or \
+                            self._queued(pid, hold.tables, hold.rows_held):
                         _wait(self._cond, check_interrupts, deadline)
                 finally:
                     self._waiting_shared.discard(pid)
             self._shared[pid] = self._shared.get(pid, 0) + 1
+            if hold.tables:
+                held = self._holding.get(pid)
+                if held is None:
+                    self._holding[pid] = [hold.tables]
+                else:
+                    held.append(hold.tables)
 
-    def _release_shared(self, pid: int) -> None:
+    def _extend(self, hold: SharedHold, tables: frozenset[int]) -> None:
+        """`hold` covers `tables` too (a statement planned again reads other tables): it goes
+        ahead of claims still waiting (the statement is under way: they may wait for it), and
+        waits while a change is under way."""
         with self._mutex:
+            self._wait_while(lambda: self._queued(hold.pid, tables, True), hold.waiting)
+            self._holding.setdefault(hold.pid, []).append(tables)
+            hold.extra.append(tables)
+
+    def _release_shared(self, hold: SharedHold) -> None:
+        pid = hold.pid
+        with self._mutex:
+            if hold.tables:
+                holding = self._holding[pid]
+                if holding[-1] is hold.tables and not hold.extra and not self._claims:
+                    holding.pop()  # (the common case, inline: holds end as they began)
+                    if not holding:
+                        del self._holding[pid]
+                else:
+                    self._let_go_tables(pid, [hold.tables, *hold.extra])
+            elif hold.extra:
+                self._let_go_tables(pid, hold.extra)
+            hold.extra = []
             left = self._shared.get(pid, 1) - 1
             if left:
                 self._shared[pid] = left
@@ -89,6 +146,20 @@ class DdlLock:
                 self._shared.pop(pid, None)
                 if self._waiting_exclusive:
                     self._cond.notify_all()
+
+    def _let_go_tables(self, pid: int, sets: list[frozenset[int]]) -> None:
+        """The session's statement no longer holds those table sets (under the mutex): a
+        claim waiting for it is told."""
+        holding = self._holding.get(pid, [])
+        for tables in sets:
+            for i, held in enumerate(holding):
+                if held is tables:
+                    del holding[i]
+                    break
+        if not holding:
+            self._holding.pop(pid, None)
+        if self._claims:
+            self._cond.notify_all()
 
     def _may_share(self, pid: int, ahead: bool = False) -> bool:
         if self.owner is not None:
@@ -142,37 +213,136 @@ class DdlLock:
         """Set `on_change` (None: no more calls), telling it at once the lock's state."""
         with self._cond:
             self.on_change = callback
-            self._told = self.owner is not None or bool(self._waiting_exclusive)
+            self._told = self._locked()
             if callback is not None:
                 callback(self._told)
 
     def _tell(self) -> None:
-        """Tell `on_change` whether the lock is held or awaited exclusively, when that
-        changed (under the condition's lock: calls come in order)."""
-        locked = self.owner is not None or bool(self._waiting_exclusive)
+        """Tell `on_change` whether the lock is held or awaited exclusively, or tables are
+        claimed, when that changed (under the condition's lock: calls come in order)."""
+        locked = self._locked()
         callback = self.on_change
         if callback is not None and locked != self._told:
             callback(locked)
         self._told = locked
+
+    def _locked(self) -> bool:
+        return self.owner is not None or bool(self._waiting_exclusive) or bool(self._claims)
 
     # Per-table use by transaction blocks -------------------------------------------------------
 
     def use(self, holder: LockHolder, table_id: int, wrote: bool,
             waiting: Callable[[], tuple[Callable[[], None], int]]) -> None:
         """A block's first read (or first write) of a table: recorded until `forget`, after
-        waiting for an autocommit schema change running on the table."""
+        waiting for an autocommit schema change running on the table, or claiming it (as a
+        statement's shared hold: foreign-key checks reach tables their plan does not name)."""
         with self._mutex:
-            if self._blocked(table_id, holder.pid, wrote):
-                check_interrupts, timeout_ms = waiting()
-                deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
-                while self._blocked(table_id, holder.pid, wrote):
-                    _wait(self._cond, check_interrupts, deadline)
+            self._wait_while(lambda: self._blocked(table_id, holder, wrote), waiting)
             users = self._users.setdefault(table_id, {})
             users[holder] = users.get(holder, False) or wrote
 
-    def _blocked(self, table_id: int, pid: int, wrote: bool) -> bool:
+    def _blocked(self, table_id: int, holder: LockHolder, wrote: bool) -> bool:
         running = self._running.get(table_id)
-        return running is not None and running[0] != pid and (wrote or not running[1])
+        if running is not None and running[0] != holder.pid and (wrote or not running[1]):
+            return True
+        return self._queued(holder.pid, frozenset((table_id,)), bool(holder.held))
+
+    # Claims of autocommit schema changes ----------------------------------------------------------
+
+    def claim(self, pid: int, named: Iterable[int], reach: Iterable[int],
+              waiting: Callable[[], tuple[Callable[[], None], int]]) -> Claim:
+        """Queue later statements on the `named` tables behind a schema change of them (until
+        `unclaim`), after waiting for an earlier claim of any of the tables to end."""
+        named = frozenset(named)
+        reach = named | frozenset(reach)
+        with self._mutex:
+            self._wait_while(lambda: self._overlaps(pid, reach), waiting)
+            claim = Claim(pid, named, reach)
+            self._claims.append(claim)
+            self._tell()
+            return claim
+
+    def _overlaps(self, pid: int, reach: frozenset[int]) -> bool:
+        return any(c.pid != pid and c.reach & reach for c in self._claims)
+
+    def await_claim(self, claim: Claim, waiter: LockHolder | None, waiting: Waiting) -> None:
+        """Wait until no other open block uses the claimed tables (`await_users`), then run
+        the claim: statements on any table it reaches wait from then on, and those holding
+        one are waited for. A block that started to use a table meanwhile (its statement was
+        under way) is waited for again, the claim queued again meanwhile."""
+        while True:
+            self.await_users(list(claim.named), claim.pid, waiter, waiting, False, False)
+            with self._mutex:
+                if self._user(claim.named, claim.pid, False) is not None:
+                    continue
+                claim.running = True
+                self._wait_while(lambda: self._held_by_others(claim.pid, claim.reach),
+                                 lambda: waiting()[:2])
+                if self._user(claim.named, claim.pid, False) is None:
+                    claim.changing = True
+                    return
+                claim.running = False
+                self._cond.notify_all()
+
+    def unclaim(self, claim: Claim) -> None:
+        """The change ended (or failed): the statements queued behind it go on."""
+        with self._cond:
+            if claim in self._claims:
+                self._claims.remove(claim)
+            self._tell()
+            self._cond.notify_all()
+
+    def await_unqueued(self, pid: int, tables: frozenset[int], rows_held: bool,
+                       waiting: Callable[[], tuple[Callable[[], None], int]]) -> bool:
+        """Wait while a claim queues a statement of `pid` on `tables` (as `shared`, but
+        holding nothing: a statement just planned, to be planned again after the change, as
+        PostgreSQL's parser waits for the lock of each table it opens); True if it waited. A
+        statement under way (the session holds the lock) waits only for a change under way."""
+        if not self._claims:  # (a claim made meanwhile queues the statement when it runs)
+            return False
+        with self._mutex:
+            ahead = rows_held or pid in self._shared
+            return self._wait_while(lambda: self._queued(pid, tables, ahead), waiting)
+
+    def _wait_while(self, blocked: Callable[[], bool],
+                    waiting: Callable[[], tuple[Callable[[], None], int]]) -> bool:
+        """Under the mutex: wait while `blocked()`, `waiting` asked for the interrupt check
+        and lock_timeout only if it is; True if it waited."""
+        if not blocked():
+            return False
+        check_interrupts, timeout_ms = waiting()
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
+        while blocked():
+            _wait(self._cond, check_interrupts, deadline)
+        return True
+
+    def _queued(self, pid: int, tables: frozenset[int], rows_held: bool) -> bool:
+        """Whether another session's claim keeps a statement of `pid` on `tables` waiting (under
+        the mutex). A claim waiting for blocks queues statements on the tables it changes,
+        one waiting for statements those on every table it reaches; the change under way
+        keeps them all out. Until then a session goes ahead if it may be what the change waits
+        for: its statement holds a table of the claim, or its block holds row locks (a cycle
+        no wait-for graph sees), or used a table the change waits for the end of."""
+        if not self._claims or not tables:
+            return False
+        for claim in self._claims:
+            if claim.pid == pid or not tables & (claim.reach if claim.running else claim.named):
+                continue
+            if claim.changing or not (rows_held or self._holds_any(pid, claim.reach) or (
+                    not claim.running and self._uses_any(pid, claim.named))):
+                return True
+        return False
+
+    def _holds_any(self, pid: int, tables: frozenset[int]) -> bool:
+        return any(held & tables for held in self._holding.get(pid, ()))
+
+    def _held_by_others(self, pid: int, tables: frozenset[int]) -> bool:
+        return any(p != pid and any(held & tables for held in sets)
+                   for p, sets in self._holding.items())
+
+    def _uses_any(self, pid: int, tables: frozenset[int]) -> bool:
+        return any(holder.pid == pid and not holder.ended
+                   for table_id in tables for holder in self._users.get(table_id, {}))
 
     def forget(self, holder: LockHolder, table_ids: list[int]) -> None:
         """The block ended: it no longer uses those tables."""
@@ -206,7 +376,8 @@ class DdlLock:
         with self._mutex:
             return self._user(table_ids, pid, writers_only) is not None
 
-    def _user(self, table_ids: list[int], pid: int, writers_only: bool) -> LockHolder | None:
+    def _user(self, table_ids: Iterable[int], pid: int,
+              writers_only: bool) -> LockHolder | None:
         """An open block of another session using one of the tables (under the mutex)."""
         for table_id in table_ids:
             for holder, wrote in self._users.get(table_id, {}).items():
@@ -247,21 +418,31 @@ class DdlLock:
             self._cond.notify_all()
 
 
-class _SharedHold:
-    """One shared hold of a `DdlLock`, as a context manager (no generator: it is taken for
-    every statement)."""
+class SharedHold:
+    """One shared hold of a `DdlLock`, with the tables it holds against claims, as a context
+    manager (no generator: it is taken for every statement)."""
 
-    __slots__ = ("lock", "pid", "waiting", "ahead")
+    __slots__ = ("lock", "pid", "waiting", "ahead", "tables", "rows_held", "extra")
 
     def __init__(self, lock: DdlLock, pid: int,
-                 waiting: Callable[[], tuple[Callable[[], None], int]], ahead: bool) -> None:
+                 waiting: Callable[[], tuple[Callable[[], None], int]], ahead: bool,
+                 tables: frozenset[int], rows_held: bool) -> None:
         self.lock, self.pid, self.waiting, self.ahead = lock, pid, waiting, ahead
+        self.tables, self.rows_held = tables, rows_held
+        self.extra: list[frozenset[int]] = []  # (`extend`: rare)
 
-    def __enter__(self) -> None:
-        self.lock._acquire_shared(self.pid, self.waiting, self.ahead)
+    def __enter__(self) -> SharedHold:
+        self.lock._acquire_shared(self)
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        self.lock._release_shared(self.pid)
+        self.lock._release_shared(self)
+
+    def extend(self, tables: frozenset[int]) -> None:
+        """Hold `tables` too, from now to the hold's end (`DdlLock._extend`)."""
+        missing = tables - self.tables
+        if missing and not any(missing <= held for held in self.extra):
+            self.lock._extend(self, frozenset(missing))
 
 
 def _wait(cond: threading.Condition, check_interrupts: Callable[[], None],

@@ -78,6 +78,9 @@ class PreparedStatement:
     # the statement is planned again after a catalog change.
     given_oids: tuple[int, ...] = ()
     search_path: str | None = None  # the search_path it was planned under
+    # The ids of the tables its planning resolved: it runs holding them against schema
+    # changes, which queue it meanwhile (ddl_lock.py).
+    tables: frozenset[int] = frozenset()
     cache_clears: int = -1  # the plan cache's `clears` then (DDL, DISCARD empty the cache)
     utility: Utility | None = None
     ast: exp.Expression | None = None

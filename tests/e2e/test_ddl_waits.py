@@ -5,10 +5,11 @@ foreign-key checks and actions included (the referenced table of a row it insert
 referencing table of a row it deleted), and so does CREATE INDEX for a block that wrote the
 table (not for one that only read it); so do DROP INDEX (for the index's table), DROP SCHEMA
 ... CASCADE (its tables) and the tables a CASCADE reaches through foreign keys. VALIDATE CONSTRAINT, ALTER INDEX and COMMENT ON do not wait, nor
-does a schema change of another table. An autocommit statement on the table while a change
-waits: PostgreSQL queues it behind the change, sqlvec runs it at once; either way the change
-then applies to its row. lock_timeout (55P03) and cancel (57014) end the wait, lock_timeout
-counting once for a change waiting for several blocks (a row's waits get it each);
+does a schema change of another table. A later statement on the table (autocommit, or a
+block's first use of it) queues behind the waiting change and then sees the new shape, while
+statements on other tables, and the block already using the table, go on; lock_timeout and
+statement_timeout end its wait. lock_timeout (55P03) and cancel (57014) end the change's wait,
+lock_timeout counting once for a change waiting for several blocks (a row's waits get it each);
 a cycle through the waiting change is 40P01 in one of the two.
 """
 
@@ -281,6 +282,44 @@ def test_an_autocommit_insert_beside_a_waiting_change_gets_the_new_column(uri):
         alter.result(timeout=30)
         insert.result(timeout=30)
     assert rows(uri, "SELECT id, n, x FROM t ORDER BY id") == [(1, 1, 7), (2, 2, 7), (3, 3, 7)]
+
+
+@pytest.mark.parametrize("queued_in_block", [False, True])
+def test_a_statement_after_a_waiting_change_queues_behind_it(uri, queued_in_block):
+    block = begin(uri, "SELECT count(*) FROM t")
+    altering = connect(uri)
+    queued = begin(uri, "SELECT n FROM u") if queued_in_block else connect(uri)
+    with block, altering, queued, ThreadPoolExecutor(2) as pool:
+        alter = waiting(pool, altering, "ALTER TABLE t ADD COLUMN x int DEFAULT 7")
+        select = pool.submit(lambda: queued.execute("SELECT * FROM t ORDER BY id").fetchall())
+        with connect(uri) as other:  # another table's statement does not wait
+            other.execute("SET lock_timeout = '1s'")
+            assert other.execute("SELECT n FROM u").fetchall() == [(1,)]
+        assert block.execute("SELECT count(*) FROM t").fetchone() == (2,)  # it holds t
+        time.sleep(0.2)
+        assert not select.done()
+        block.execute("COMMIT")
+        alter.result(timeout=30)
+        assert select.result(timeout=30) == [(1, 1, 7), (2, 2, 7)]  # the new shape
+        if queued_in_block:
+            queued.execute("COMMIT")
+
+
+def test_timeouts_end_a_statement_queued_behind_a_change(uri):
+    block = begin(uri, "SELECT count(*) FROM t")
+    altering, queued = connect(uri), connect(uri)
+    with block, altering, queued, ThreadPoolExecutor(1) as pool:
+        alter = waiting(pool, altering, "ALTER TABLE t ADD COLUMN x int")
+        queued.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            queued.execute("INSERT INTO t VALUES (3, 3)")
+        queued.execute("SET lock_timeout = 0")
+        queued.execute("SET statement_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            queued.execute("SELECT count(*) FROM t")
+        block.execute("COMMIT")
+        alter.result(timeout=30)
+    assert rows(uri, "SELECT count(*) FROM t") == [(2,)]
 
 
 def with_referencing(uri: str, action: str = "") -> None:

@@ -143,9 +143,10 @@ def keyed_tables(db, names=("a", "b")):
     return s
 
 
-def outcome(run) -> str:
+def outcome(run, *args) -> str:
+    """The command tag of `run(*args)`, or the SQLSTATE it failed with."""
     try:
-        return run().tag
+        return run(*args).tag
     except SqlVecError as exc:
         return exc.sqlstate
 
@@ -179,10 +180,10 @@ def test_prepared_writes_by_key_match_the_general_path(db):
         if kind != "insert":
             assert _block_keyed(s, prepared[kind].compiled)
         s.execute_one("SAVEPOINT p")
-        by_key = outcome(lambda: s.run(prepared[kind], params[:len(STATEMENTS[kind][1])]))
+        by_key = outcome(s.run, prepared[kind], params[:len(STATEMENTS[kind][1])])
         s.execute_one("ROLLBACK TO SAVEPOINT p" if by_key[0].isdigit() else "RELEASE p")
         s.execute_one("SAVEPOINT p")
-        general = outcome(lambda: s.execute_one(literal))
+        general = outcome(s.execute_one, literal)
         s.execute_one("ROLLBACK TO SAVEPOINT p" if general[0].isdigit() else "RELEASE p")
         assert by_key == general, (step, kind, params)
         assert contents(s, "a") == contents(s, "b"), (step, kind, params)
@@ -217,12 +218,12 @@ def test_block_key_writes_lock_in_the_mode_of_their_change(db):
     other.execute_one("BEGIN")
     for key, key_share in ((1, True), (2, True), (3, False), (4, False)):
         share = f"SELECT id FROM a WHERE id = {key} FOR KEY SHARE NOWAIT"
-        assert outcome(lambda: other.execute_one(share)) == ("SELECT 1" if key_share
+        assert outcome(other.execute_one, share) == ("SELECT 1" if key_share
                                                               else "55P03"), key
         other.execute_one("ROLLBACK")
         other.execute_one("BEGIN")
-        assert outcome(lambda: other.execute_one(
-            f"SELECT id FROM a WHERE id = {key} FOR SHARE NOWAIT")) == "55P03"
+        assert outcome(other.execute_one,
+                       f"SELECT id FROM a WHERE id = {key} FOR SHARE NOWAIT") == "55P03"
         other.execute_one("ROLLBACK")
         other.execute_one("BEGIN")
     other.execute_one("ROLLBACK")
@@ -249,7 +250,7 @@ def test_a_write_that_waited_rechecks_as_the_general_path(db, first):
         s.execute_one(first.format(t=table))
         second.execute_one("BEGIN")
         got: list[str] = []
-        waiter = threading.Thread(target=lambda: got.append(outcome(run)))
+        waiter = threading.Thread(target=lambda run=run, got=got: got.append(outcome(run)))
         waiter.start()
         time.sleep(0.3)
         assert waiter.is_alive()

@@ -1,4 +1,5 @@
-"""The database-wide DDL lock: shared per statement, exclusive for a block's schema changes."""
+"""The DDL lock: shared per statement, exclusive for a block's schema changes, and the per-table
+claims of autocommit ones that statements on those tables queue behind."""
 
 from __future__ import annotations
 
@@ -148,3 +149,104 @@ def test_a_watcher_is_told_while_the_lock_is_held_or_awaited_exclusively():
     lock.watch(None)
     lock.release(3)
     assert told == [False, True, False, True]
+
+
+def row_waiting(timeout_ms: int = 0):
+    """What a schema change answers when it waits: interrupt check, lock_timeout and
+    deadlock_timeout."""
+    return lambda: (never, timeout_ms, 1000)
+
+
+def refused(lock: DdlLock, pid: int, tables: set[int]) -> str | None:
+    """The SQLSTATE a statement of `pid` on `tables` meets within 50 ms (None: it ran)."""
+    try:
+        with lock.shared(pid, waiting(50), tables=frozenset(tables)):
+            return None
+    except SqlVecError as error:
+        return error.sqlstate
+
+
+def test_a_running_claim_stops_only_statements_on_the_tables_it_reaches():
+    """A change of table 10 (referenced by 11) stops statements on 10 and 11, not on 20."""
+    lock = DdlLock()
+    told: list[bool] = []
+    lock.watch(told.append)
+    claim = lock.claim(1, [10], [11], waiting())
+    lock.await_claim(claim, None, row_waiting())
+    assert claim.running and told == [False, True]  # worker processes leave reads here
+    assert refused(lock, 2, {20}) is None
+    assert refused(lock, 2, {10}) == "55P03"
+    assert refused(lock, 2, {11, 20}) == "55P03"
+    with lock.shared(1, waiting(50), tables=frozenset({10})):  # the change's own statements
+        pass
+    lock.unclaim(claim)
+    assert refused(lock, 2, {10, 11}) is None and told == [False, True, False]
+
+
+def test_a_claim_queues_new_statements_and_runs_once_those_holding_its_table_end():
+    lock = DdlLock()
+    running = threading.Event()
+    with lock.shared(3, waiting(), tables=frozenset({10})):  # under way on 10
+        claim = lock.claim(1, [10], [11], waiting())
+        assert refused(lock, 2, {10}) == "55P03"  # queued behind the change
+        assert refused(lock, 2, {11}) is None  # reached through a foreign key: not yet
+        with lock.shared(3, waiting(50), tables=frozenset({10, 11})):  # its own go on
+            pass
+        thread = threading.Thread(target=lambda: (lock.await_claim(claim, None, row_waiting()),
+                                                  running.set()))
+        thread.start()
+        assert not running.wait(0.1)  # it waits for session 3's statement
+    thread.join(5)
+    assert running.is_set()
+    assert refused(lock, 2, {11}) == "55P03"
+    lock.unclaim(claim)
+    assert lock._holding == {} and lock._claims == []
+
+
+def test_a_statement_under_way_goes_ahead_of_a_waiting_claim_not_a_running_one():
+    """A statement planned again reading another table (`extend`), and a block holding row
+    locks, go ahead of a claim still waiting: it may be waiting for them; not of a change
+    under way."""
+    lock = DdlLock()
+    claim = lock.claim(1, [10], [], waiting())
+    with lock.shared(2, waiting(50), tables=frozenset({20})) as hold:
+        hold.extend(frozenset({10}))
+        assert lock._holding == {2: [frozenset({20}), frozenset({10})]}
+    with lock.shared(2, waiting(50), tables=frozenset({10}), rows_held=True):
+        pass
+    claim.running = claim.changing = True
+    with lock.shared(2, waiting(50), tables=frozenset({20})) as hold:
+        with pytest.raises(SqlVecError) as err:
+            hold.extend(frozenset({10}))
+        assert err.value.sqlstate == "55P03"
+    lock.unclaim(claim)
+    assert lock._holding == {}
+
+
+def test_a_statement_prepared_behind_a_waiting_change_gets_the_new_shape(db):
+    """Parse of a statement on a table an ALTER waits to change queues behind the ALTER (its
+    columns are the new ones, cached plan or not); another table's is prepared at once."""
+    block, altering, reading = db.connect(), db.connect(), db.connect()
+    block.execute_one("CREATE TABLE t (id int, n int)")
+    block.execute_one("CREATE TABLE u (id int)")
+    reading.prepare("SELECT * FROM t")  # cached against the old shape
+    block.execute_one("BEGIN")
+    block.execute_one("SELECT count(*) FROM t")
+    done: dict[str, list[str]] = {}
+    alter = threading.Thread(target=altering.execute_one,
+                             args=("ALTER TABLE t ADD COLUMN x int",))
+    alter.start()
+    while not db.connect()._ddl_lock._claims:
+        time.sleep(0.01)
+    prepare = threading.Thread(target=lambda: done.setdefault(
+        "t", [c.name for c in reading.prepare("SELECT * FROM t").columns]))
+    prepare.start()
+    try:
+        assert [c.name for c in db.connect().prepare("SELECT * FROM u").columns] == ["id"]
+        prepare.join(0.2)
+        assert "t" not in done  # queued behind the ALTER
+    finally:
+        block.execute_one("COMMIT")
+    alter.join(10)
+    prepare.join(10)
+    assert done["t"] == ["id", "n", "x"]
