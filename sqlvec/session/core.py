@@ -805,8 +805,13 @@ class Session:
 
     def await_claim(self, claim: Claim) -> None:
         """Wait until the claimed tables are free to change: no other block uses them and no
-        other statement reads or writes them (ddl_lock.py)."""
-        self._ddl_lock.await_claim(claim, self.lock_holder, self.lock_waiting)
+        other statement reads or writes them (ddl_lock.py). The waits are one lock's:
+        lock_timeout counts for them all (`one_deadline`)."""
+        self.relation_lock_wait = True  # (pg_locks, pg_stat_activity)
+        try:
+            self._ddl_lock.await_claim(claim, self.lock_holder, one_deadline(self.lock_waiting))
+        finally:
+            self.relation_lock_wait = False
 
     def drop_claim(self, claim: Claim) -> None:
         """The change ended: the statements queued behind it go on."""

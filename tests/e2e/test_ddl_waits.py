@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from tests.e2e.conftest import beside_postgres
-from tests.e2e.test_row_locks import WAITING, begin, connect, sqlstate, waiting
+from tests.e2e.test_row_locks import begin, connect, sqlstate, waiting
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +160,9 @@ def two_blocks_end_in_turn(uri: str, hold: str, statement: str, in_block: bool) 
         other.execute("SET lock_timeout = '1s'")
         if in_block:
             other.execute("BEGIN")
+        sent = time.monotonic()
         done = waiting(pool, other, statement)
-        time.sleep(0.6 - WAITING)
+        time.sleep(max(0.0, sent + 0.6 - time.monotonic()))
         first.execute("COMMIT")
         time.sleep(0.75)
         second.execute("COMMIT")

@@ -340,7 +340,9 @@ def test_a_lone_search_runs_as_planned_until_its_snapshot_knobs_or_index_change(
     try:
         same_as_tree()
         assert any(answered), "the lone segment's planned search ran again"
-        assert session.run(prepared, [stored]).rows()[0] == (7, 0.0)
+        # Rows 100-109 repeat row 7: the graph may find any of the eleven at distance 0.
+        first = session.run(prepared, [stored]).rows()[0]
+        assert first[1] == 0.0 and (first[0] == 7 or 100 <= first[0] < 110), first
         session.execute_one("DELETE FROM lone WHERE id = 7")
         assert 7 not in [r[0] for r in session.run(prepared, [stored]).rows()]
         same_as_tree()
