@@ -14,13 +14,13 @@ connection (its rows pipelined, one Sync: one transaction a call; the rate count
 run side by side and take turns (`--rounds` slices of each case), so they meet the same machine:
 on a shared one the disk's fsync latency alone moves by 5x within minutes. Both servers
 make each commit durable before answering: sqlvec fsyncs its WAL (group commit), PostgreSQL runs
-with fsync and synchronous_commit on. Reported: statements per second, median latency, and the
-ratio to PostgreSQL. Both are reached over loopback TCP: pgserver starts PostgreSQL on a Unix
-socket only, so it is restarted listening on 127.0.0.1 too (`--postgres-socket` keeps the
-socket, whose round trip is cheaper). `--profile` records the sqlvec server with py-spy
-(`--gil`: the thread holding the interpreter lock) during each case and prints its interpreter
-time per statement by layer (wire, session, statement, commit steps) and the frames with the
-most own time.
+with fsync and synchronous_commit on. Reported: statements per second, median latency (and
+p90, p99), and the ratio to PostgreSQL. Both are reached over loopback TCP: pgserver starts
+PostgreSQL on a Unix socket only, so it is restarted listening on 127.0.0.1 too
+(`--postgres-socket` keeps the socket, whose round trip is cheaper). `--profile` records the
+sqlvec server with py-spy (`--gil`: the thread holding the interpreter lock) during each case
+and prints its interpreter time per statement by layer (wire, session, statement, commit
+steps) and the frames with the most own time.
 
 `--busy-cpus [SERVERS]` keeps every CPU busy with `nice -n 19` loops during the turns of the
 named servers (all of them when none is named), started and stopped around each turn: on this
@@ -543,7 +543,8 @@ def measure(names: list[str], sizes: list[int], seconds: float, writers: int, ro
                             loops = (f", {r['busy_cpus']:.2f} CPUs to busy loops"
                                      if r["busy_cpus"] is not None else "")
                             print(f"{labels[name]}: {table} {kind} x{n}: {r['rate']:.0f}/s, "
-                                  f"p50 {r['p50_ms'] or 0:.2f} ms, errors {r['errors']}; "
+                                  f"p50 {r['p50_ms'] or 0:.2f} ms, p90 {r['p90_ms'] or 0:.2f} ms, "
+                                  f"p99 {r['p99_ms'] or 0:.2f} ms, errors {r['errors']}; "
                                   f"fdatasync probe p50 {r['fsync_probe_ms']:.2f} ms{loops}",
                                   file=sys.stderr)
     finally:
@@ -583,6 +584,7 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
         shares = [r["loops"] for r in rs if r["loops"] is not None]
         out[name] = {**case, "rate": rows / elapsed, "statements": rows,
                      "p50_ms": float(np.median(latencies) * 1e3) if latencies else None,
+                     **_tail_ms(latencies),
                      "errors": dict(errors),
                      "fsync_probe_ms": float(np.median([r["probe"] for r in rs])),
                      "busy_cpus": float(np.mean(shares)) if shares else None}
@@ -594,24 +596,37 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
     return out
 
 
+def _tail_ms(latencies: list[float]) -> dict[str, float | None]:
+    """p90 and p99 of the statements' latencies (ms): the tail a rate and a p50 hide."""
+    if not latencies:
+        return {"p90_ms": None, "p99_ms": None}
+    p90, p99 = np.percentile(latencies, [90, 99]) * 1e3
+    return {"p90_ms": float(p90), "p99_ms": float(p99)}
+
+
 def _probes(ours: dict, theirs: dict | None) -> str:
     """The fdatasync probe's p50 in each server's turns, `*` marking turns with busy loops."""
     return " / ".join(f"{r['fsync_probe_ms']:.2f}{'*' if r['busy_cpus'] is not None else ''}"
                       for r in (ours, theirs) if r is not None)
 
 
+def _rate_cell(r: dict) -> str:
+    """A case's rate with its p50 and p99 (ms)."""
+    return f"{r['rate']:,.0f} ({r['p50_ms'] or 0:.2f}, {r.get('p99_ms') or 0:.2f})"
+
+
 def table_md(ours: list[dict], theirs: list[dict] | None, pg_label: str) -> str:
     """Markdown rows: each case's rate and p50 on both servers, their ratio, and the p50 of
     the bare fdatasync probed in each server's turns (the regime each met)."""
-    lines = ["| rows | key | statement | writers | sqlvec /s (p50 ms) | "
-             f"{pg_label} /s (p50 ms) | ratio | fdatasync probe p50 ms, each's turns |",
+    lines = ["| rows | key | statement | writers | sqlvec /s (p50, p99 ms) | "
+             f"{pg_label} /s (p50, p99 ms) | ratio | fdatasync probe p50 ms, each's turns |",
              "|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(ours):
         p = theirs[i] if theirs else None
-        pg = f"{p['rate']:,.0f} ({p['p50_ms']:.2f})" if p and p["p50_ms"] else "—"
+        pg = _rate_cell(p) if p and p["p50_ms"] else "—"
         ratio = f"{r['rate'] / p['rate']:.2f}" if p and p["rate"] else "—"
         lines.append(f"| {r['rows']:,} | {'pk' if r['primary_key'] else 'none'} | {r['kind']} | "
-                     f"{r['writers']} | {r['rate']:,.0f} ({(r['p50_ms'] or 0):.2f}) | {pg} | "
+                     f"{r['writers']} | {_rate_cell(r)} | {pg} | "
                      f"{ratio} | {_probes(r, p)} |")
     return "\n".join(lines)
 
