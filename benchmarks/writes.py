@@ -15,7 +15,9 @@ run side by side and take turns (`--rounds` slices of each case), so they meet t
 on a shared one the disk's fsync latency alone moves by 5x within minutes. Both servers
 make each commit durable before answering: sqlvec fsyncs its WAL (group commit), PostgreSQL runs
 with fsync and synchronous_commit on. Reported: statements per second, median latency (and
-p90, p99), and the ratio to PostgreSQL. Both are reached over loopback TCP: pgserver starts
+p90, p99), the ratio to PostgreSQL, and per statement the CPU time the server's processes took
+and their time runnable but waiting for a CPU (the scheduler's accounts: on a shared machine
+that wait, not the server's own work, is most of a slow statement). Both are reached over loopback TCP: pgserver starts
 PostgreSQL on a Unix socket only, so it is restarted listening on 127.0.0.1 too
 (`--postgres-socket` keeps the socket, whose round trip is cheaper). `--profile` records the
 sqlvec server with py-spy (`--gil`: the thread holding the interpreter lock) during each case
@@ -65,6 +67,8 @@ import tracemalloc
 from collections.abc import Iterator
 
 import numpy as np
+
+from benchmarks.round_trip import cpu_seconds, process_tree
 
 INSERT = "INSERT INTO {t} VALUES (%s, %s, %s)"
 UPDATE = "UPDATE {t} SET v = v + 1 WHERE id = %s"
@@ -167,9 +171,11 @@ def load(dsn: str, table: str, rows: int, primary_key: bool, postgres: bool) -> 
 
 
 def run_case(dsn: str, table: str, rows: int, kind: str, writers: int, seconds: float,
-             offset: int, batch: int = 1) -> dict:
+             offset: int, batch: int = 1, pid: int | None = None) -> dict:
     """`writers` connections issuing `kind` statements for `seconds` (`executemany`: calls of
-    `batch` INSERTs); rate and latency, of statements (of calls for `executemany`)."""
+    `batch` INSERTs); rate and latency, of statements (of calls for `executemany`), and the
+    seconds the server's processes (`pid`'s tree; None: PostgreSQL's) ran and waited for a
+    CPU meanwhile."""
     import psycopg
 
     if kind == "asyncpg executemany":
@@ -205,18 +211,32 @@ def run_case(dsn: str, table: str, rows: int, kind: str, writers: int, seconds: 
     threads = [threading.Thread(target=work, args=(j,)) for j in range(writers)]
     for t in threads:
         t.start()
+    server = process_tree(pid) if pid is not None else _postgres_processes(conns[0])
+    before = cpu_seconds(server)
     deadline[0] = time.perf_counter() + seconds
     barrier.wait()
     started = time.perf_counter()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
+    ran, waited = (after - first for after, first in zip(cpu_seconds(server), before))
     for conn in conns:
         conn.close()
     done = [x for xs in latencies for x in xs]
     return {"rate": len(done) / elapsed, "p50_ms": float(np.median(done) * 1e3) if done else None,
             "statements": len(done), "errors": dict(errors), "latencies": done,
-            "elapsed": elapsed}
+            "elapsed": elapsed, "ran": ran, "waited": waited}
+
+
+def _postgres_processes(conn) -> list[int]:
+    """Every process of the PostgreSQL server behind `conn` (its postmaster's tree: backends,
+    WAL writer, checkpointer ...), whose scheduler accounts `cpu_seconds` reads."""
+    backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    try:
+        with open(f"/proc/{backend}/stat") as f:
+            return process_tree(int(f.read().rsplit(")", 1)[1].split()[1]))
+    except (OSError, ValueError, IndexError):  # not on this machine's /proc
+        return []
 
 
 def _asyncpg_executemany(dsn: str, table: str, seconds: float, offset: int,
@@ -247,7 +267,8 @@ def _asyncpg_executemany(dsn: str, table: str, seconds: float, offset: int,
 
     done, elapsed = asyncio.run(run())
     return {"rate": len(done) / elapsed, "p50_ms": float(np.median(done) * 1e3) if done else None,
-            "statements": len(done), "errors": {}, "latencies": done, "elapsed": elapsed}
+            "statements": len(done), "errors": {}, "latencies": done, "elapsed": elapsed,
+            "ran": None, "waited": None}
 
 
 # Profiles ------------------------------------------------------------------------------------------
@@ -544,7 +565,8 @@ def measure(names: list[str], sizes: list[int], seconds: float, writers: int, ro
                                      if r["busy_cpus"] is not None else "")
                             print(f"{labels[name]}: {table} {kind} x{n}: {r['rate']:.0f}/s, "
                                   f"p50 {r['p50_ms'] or 0:.2f} ms, p90 {r['p90_ms'] or 0:.2f} ms, "
-                                  f"p99 {r['p99_ms'] or 0:.2f} ms, errors {r['errors']}; "
+                                  f"p99 {r['p99_ms'] or 0:.2f} ms; {_scheduler_text(r)}"
+                                  f"errors {r['errors']}; "
                                   f"fdatasync probe p50 {r['fsync_probe_ms']:.2f} ms{loops}",
                                   file=sys.stderr)
     finally:
@@ -569,7 +591,8 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
                 if profile and pid is not None:
                     spy = profile_start(pid, seconds / rounds, raw + f".{len(parts[name])}")
                 r = run_case(dsn, table, case["rows"], case["kind"], case["writers"],
-                             seconds / rounds, 10 ** 9 * next(_offsets), case.get("batch", 1))
+                             seconds / rounds, 10 ** 9 * next(_offsets), case.get("batch", 1),
+                             pid)
                 if spy is not None:
                     spy.wait()
             parts[name].append({**r, "probe": probe, "loops": loops.get("share")})
@@ -582,9 +605,11 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
             errors.update(r["errors"])
         rows = len(latencies) * case.get("batch", 1)  # (statements: the rows of executemany)
         shares = [r["loops"] for r in rs if r["loops"] is not None]
+        per = 1e6 / max(1, len(latencies))
         out[name] = {**case, "rate": rows / elapsed, "statements": rows,
                      "p50_ms": float(np.median(latencies) * 1e3) if latencies else None,
                      **_tail_ms(latencies),
+                     **_scheduler_us(rs, per),
                      "errors": dict(errors),
                      "fsync_probe_ms": float(np.median([r["probe"] for r in rs])),
                      "busy_cpus": float(np.mean(shares)) if shares else None}
@@ -594,6 +619,21 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
             out[name]["profile"] = profile_summary(paths)
             out[name]["layers_us"] = profile_layers(paths, PROFILE_RATE, len(latencies))
     return out
+
+
+def _scheduler_us(turns: list[dict], per: float) -> dict[str, float | None]:
+    """µs per statement the server ran on a CPU and waited for one (None: not measured)."""
+    if any(r["ran"] is None for r in turns):
+        return {"cpu_us": None, "run_queue_us": None}
+    return {"cpu_us": sum(r["ran"] for r in turns) * per,
+            "run_queue_us": sum(r["waited"] for r in turns) * per}
+
+
+def _scheduler_text(r: dict) -> str:
+    if r["cpu_us"] is None:
+        return ""
+    return (f"server per statement: CPU {r['cpu_us']:.0f} µs, waiting for a CPU "
+            f"{r['run_queue_us']:.0f} µs; ")
 
 
 def _tail_ms(latencies: list[float]) -> dict[str, float | None]:
