@@ -841,21 +841,22 @@ class WriteAheadLog:
         already written and their fdatasync need not also commit the file's growth or the
         allocation of its blocks (see the module's docstring).
 
-        Each step writes as much as the file holds past its header, from 64 KiB up to 1 MiB
-        (a small log stays small; a busy one flushes a step's zeros once per few thousand
-        single-row commits), never past `segment_bytes`, and after the buffers about to be
-        written, so zeros never land where a record goes. Best effort: a full disk just leaves
-        the file to grow by its writes."""
+        Each step writes as much as the file holds, from 64 KiB up to 1 MiB (a small log
+        stays small; a busy one flushes a step's zeros once per few thousand single-row
+        commits), never past `segment_bytes`, and after the buffers about to be written, so
+        zeros never land where a record goes. A write of 1 MiB or more extends the file
+        itself, its one journal commit spread over that much. Best effort: a full disk just
+        leaves the file to grow by its writes."""
         if not self._fsync:
             return
         need = pos.size + sum(len(b) if type(b) is bytes else memoryview(b).nbytes
                               for b in buffers)
-        if need <= self._allocated:
-            return
+        if need <= self._allocated or need - pos.size >= _ALLOCATE_MAX:
+            return  # (a large write, a COPY's piece: its zeros would be written twice)
         step = min(_ALLOCATE_MAX, max(_ALLOCATE_MIN, self._allocated))
         target = min(self._segment_bytes, need + step)
         if target <= need:
-            return  # a record as large as a file: it extends the file itself
+            return  # the file ends here
         try:
             os.pwrite(self._fd, bytes(target - need), need)
         except OSError:

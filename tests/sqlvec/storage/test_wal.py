@@ -681,6 +681,17 @@ def test_the_space_ahead_is_written_so_a_commit_rewrites_blocks(tmp_path):
         assert _unwritten_extents(path) == []
 
 
+def test_a_large_write_gets_no_zeros_ahead_but_the_small_one_after_it_does(tmp_path):
+    with WriteAheadLog.open(tmp_path, fsync=True) as wal:
+        wal.commit(b"p" * (1 << 20))  # a COPY's piece: zeros after it would be written twice
+        (path,) = wal_files(tmp_path)
+        end = HEADER + FRAME + (1 << 20)
+        assert path.stat().st_size == end
+        wal.commit(b"s" * 100)
+        assert path.stat().st_size > end + FRAME + 100
+    assert [len(p) for _, p in read_log(tmp_path)] == [1 << 20, 100]
+
+
 def test_a_log_reopened_writes_zeros_over_space_reserved_past_its_end(tmp_path):
     with WriteAheadLog.open(tmp_path, fsync=True) as wal:
         wal.commit(b"a" * 100)
