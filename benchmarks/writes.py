@@ -32,6 +32,11 @@ has also been seen slow only beside busy loops). Every turn probes the p50 of a 
 `pwrite` + `fdatasync` first; each server's probe, the CPU the loops took and its own p50 show
 the regime it met.
 
+`log` (in process, no server) times the WAL alone: single-row commits (an UPDATE's 367-byte
+record, one sync each) into this checkout's log and, with `--baseline`, the baseline's beside it
+taking turns (`--rounds` turns of 250 commits each): p50 to p99.9, and the mean of the commits
+whose record starts a new 4 KiB block of the file against the others'.
+
 `index` (in process, no server) compares the key index with the dict it replaced at 1M integer
 keys: memory and build time. `engine` (in process) reports the CPU time of one prepared INSERT,
 UPDATE (of sealed rows, then of the same ids again: rows the first pass wrote) and DELETE by key
@@ -42,6 +47,7 @@ machine disturbs far less than round trips.
     python -m benchmarks writes --sizes 10000 --seconds 2 --only sqlvec
     python -m benchmarks writes --only index
     python -m benchmarks writes --only engine --sizes 1000000
+    python -m benchmarks writes --only log --rounds 120 --baseline ../before
     python -m benchmarks writes --sizes 1000000 --keys pk --baseline ../before  # A/B, one run
     python -m benchmarks writes --sizes 10000 --keys pk --only sqlvec --executemany 1000
     python -m benchmarks writes --sizes 1000000 --keys pk --busy-cpus --pgserver /tmp/pg
@@ -477,6 +483,54 @@ def engine_cpu(rows: int = 1_000_000, statements: int = 5000) -> dict[str, float
     return out
 
 
+LOG_RECORD = 367  # payload of a single-row UPDATE's commit record (391 bytes with its frame)
+
+
+def log_commits(baseline: str | None, rounds: int, turn: int = 250) -> dict[str, dict]:
+    """The WAL alone (`--only log`): single-row commits (a 367-byte record, one sync each) into
+    this checkout's `WriteAheadLog` and, beside it taking turns of `turn` commits, the
+    baseline's (its `wal.py` loaded under another name, with this checkout's helpers); ms per
+    commit, all of them and those whose record starts a new 4 KiB block of the file."""
+    import importlib.util
+
+    from sqlvec.storage import wal
+
+    modules = {"sqlvec": wal}
+    if baseline:
+        spec = importlib.util.spec_from_file_location(
+            "baseline_wal", os.path.join(baseline, "sqlvec", "storage", "wal.py"))
+        modules["baseline"] = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules["baseline"])  # (dataclasses look their module up)
+    directory = tempfile.mkdtemp(prefix="writes-log-")
+    record = b"u" * LOG_RECORD
+    times: dict[str, list[float]] = {name: [] for name in modules}
+    try:
+        logs = {name: m.WriteAheadLog.open(os.path.join(directory, name), fsync=True)
+                for name, m in modules.items()}
+        for i in range(rounds):
+            for name in (list(logs) if i % 2 == 0 else list(reversed(logs))):
+                for _ in range(turn):
+                    start = time.perf_counter()
+                    logs[name].commit(record)
+                    times[name].append(time.perf_counter() - start)
+        for log in logs.values():
+            log.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return {name: _log_figures(np.array(ts) * 1e3) for name, ts in times.items()}
+
+
+def _log_figures(ms: np.ndarray) -> dict[str, float]:
+    """p50, p90, p99, p99.9 and mean of commits, and the mean of those starting a block."""
+    frame = LOG_RECORD + 24  # the frame header's length, CRC, LSNs
+    start = 12 + np.arange(len(ms)) * frame  # after the file header
+    new_block = start // 4096 != (start + frame - 1) // 4096
+    p50, p90, p99, p999 = np.percentile(ms, [50, 90, 99, 99.9])
+    return {"p50": p50, "p90": p90, "p99": p99, "p99.9": p999, "mean": ms.mean(),
+            "mean starting a block": ms[new_block].mean(),
+            "mean of the others": ms[~new_block].mean()}
+
+
 def block_update_cpu(rows: int = 100_000, runs: int = 5) -> dict[str, float]:
     """CPU ms of one UPDATE of every row inside a block (rolled back), through `Session` in
     this process (median of `runs`): what locking each row costs a block's statement. SET of
@@ -688,7 +742,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--writers", type=int, default=4, help="concurrent writers (default 4)")
     parser.add_argument("--rounds", type=int, default=4,
                         help="turns each server takes per case (default 4)")
-    parser.add_argument("--only", choices=("sqlvec", "postgres", "index", "engine"),
+    parser.add_argument("--only", choices=("sqlvec", "postgres", "index", "engine", "log"),
                         default=None)
     parser.add_argument("--profile", action="store_true", help="py-spy the sqlvec server")
     parser.add_argument("--keys", default="pk,none",
@@ -727,6 +781,10 @@ def main(argv: list[str]) -> int:
         print("engine CPU per statement (in process, no wire, no fsync, "
               f"{max(sizes):,} rows): " + ", ".join(
                   f"{kind} {us:.0f} µs" for kind, us in report["engine_cpu_us"].items()))
+    if args.only == "log":
+        report["log_ms"] = log_commits(args.baseline, args.rounds)
+        for name, r in report["log_ms"].items():
+            print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()))
     names = [n for n in ("sqlvec", "postgres") if args.only in (None, n)]
     if args.baseline and "sqlvec" in names:
         names.insert(1, "baseline")
