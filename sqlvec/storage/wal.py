@@ -38,7 +38,7 @@ Writing
 would take the file past ``segment_bytes``; a single record larger than that still gets a file
 to itself). ``sync`` is a group commit: one thread, the leader, writes everything queued so far
 and fsyncs it while the others wait; appends continue meanwhile. With fsync on, the leader
-writes zeros ahead of the log (steps doubling from 64 KiB up to 1 MiB) and makes records durable
+writes zeros ahead of the log (steps doubling from 64 KiB up to 256 KiB) and makes records durable
 with ``fdatasync``: a commit then rewrites blocks already written, so its sync flushes data only,
 with no file system journal commit (as PostgreSQL zero-fills its WAL segments). Space reserved
 by ``posix_fallocate`` would not do: on ext4 and XFS it is unwritten extents, and the first
@@ -172,7 +172,7 @@ _HEADER_SIZE = len(MAGIC) + 4
 _IOV_MAX = 512  # buffers per writev call, well under every platform's IOV_MAX
 _JOIN_MAX = 64 << 10  # up to this many bytes, buffers are joined rather than written by writev
 _ALLOCATE_MIN = 64 << 10  # the first zeros written ahead of the log in a file
-_ALLOCATE_MAX = 1 << 20  # ...doubling up to this much at a time (one sync flushes them)
+_ALLOCATE_MAX = 256 << 10  # ...doubling up to this much at a time (one sync flushes them)
 
 
 def _file_header(version: int) -> bytes:
@@ -841,10 +841,10 @@ class WriteAheadLog:
         already written and their fdatasync need not also commit the file's growth or the
         allocation of its blocks (see the module's docstring).
 
-        Each step writes as much as the file holds, from 64 KiB up to 1 MiB (a small log
-        stays small; a busy one flushes a step's zeros once per few thousand single-row
+        Each step writes as much as the file holds, from 64 KiB up to 256 KiB (a small log
+        stays small; a busy one flushes a step's zeros, about 0.3 ms, once per 670 single-row
         commits), never past `segment_bytes`, and after the buffers about to be written, so
-        zeros never land where a record goes. A write of 1 MiB or more extends the file
+        zeros never land where a record goes. A write of 256 KiB or more extends the file
         itself, its one journal commit spread over that much. Best effort: a full disk just
         leaves the file to grow by its writes."""
         if not self._fsync:
