@@ -14,13 +14,15 @@ connection (its rows pipelined, one Sync: one transaction a call; the rate count
 run side by side and take turns (`--rounds` slices of each case), so they meet the same machine:
 on a shared one the disk's fsync latency alone moves by 5x within minutes. Both servers
 make each commit durable before answering: sqlvec fsyncs its WAL (group commit), PostgreSQL runs
-with fsync and synchronous_commit on. Reported: statements per second, median latency, and the
-ratio to PostgreSQL. Both are reached over loopback TCP: pgserver starts PostgreSQL on a Unix
-socket only, so it is restarted listening on 127.0.0.1 too (`--postgres-socket` keeps the
-socket, whose round trip is cheaper). `--profile` records the sqlvec server with py-spy
-(`--gil`: the thread holding the interpreter lock) during each case and prints its interpreter
-time per statement by layer (wire, session, statement, commit steps) and the frames with the
-most own time.
+with fsync and synchronous_commit on. Reported: statements per second, median latency (and
+p90, p99), the ratio to PostgreSQL, and per statement the CPU time the server's processes took
+and their time runnable but waiting for a CPU (the scheduler's accounts: on a shared machine
+that wait, not the server's own work, is most of a slow statement). Both are reached over loopback TCP: pgserver starts
+PostgreSQL on a Unix socket only, so it is restarted listening on 127.0.0.1 too
+(`--postgres-socket` keeps the socket, whose round trip is cheaper). `--profile` records the
+sqlvec server with py-spy (`--gil`: the thread holding the interpreter lock) during each case
+and prints its interpreter time per statement by layer (wire, session, statement, commit
+steps) and the frames with the most own time.
 
 `--busy-cpus [SERVERS]` keeps every CPU busy with `nice -n 19` loops during the turns of the
 named servers (all of them when none is named), started and stopped around each turn: on this
@@ -29,6 +31,11 @@ milliseconds late, and which servers that slows differs from day to day (a Postg
 has also been seen slow only beside busy loops). Every turn probes the p50 of a bare
 `pwrite` + `fdatasync` first; each server's probe, the CPU the loops took and its own p50 show
 the regime it met.
+
+`log` (in process, no server) times the WAL alone: single-row commits (an UPDATE's 367-byte
+record, one sync each) into this checkout's log and, with `--baseline`, the baseline's beside it
+taking turns (`--rounds` turns of 250 commits each): p50 to p99.9, and the mean of the commits
+whose record starts a new 4 KiB block of the file against the others'.
 
 `index` (in process, no server) compares the key index with the dict it replaced at 1M integer
 keys: memory and build time. `engine` (in process) reports the CPU time of one prepared INSERT,
@@ -40,6 +47,7 @@ machine disturbs far less than round trips.
     python -m benchmarks writes --sizes 10000 --seconds 2 --only sqlvec
     python -m benchmarks writes --only index
     python -m benchmarks writes --only engine --sizes 1000000
+    python -m benchmarks writes --only log --rounds 120 --baseline ../before
     python -m benchmarks writes --sizes 1000000 --keys pk --baseline ../before  # A/B, one run
     python -m benchmarks writes --sizes 10000 --keys pk --only sqlvec --executemany 1000
     python -m benchmarks writes --sizes 1000000 --keys pk --busy-cpus --pgserver /tmp/pg
@@ -65,6 +73,8 @@ import tracemalloc
 from collections.abc import Iterator
 
 import numpy as np
+
+from benchmarks.round_trip import cpu_seconds, process_tree
 
 INSERT = "INSERT INTO {t} VALUES (%s, %s, %s)"
 UPDATE = "UPDATE {t} SET v = v + 1 WHERE id = %s"
@@ -167,9 +177,11 @@ def load(dsn: str, table: str, rows: int, primary_key: bool, postgres: bool) -> 
 
 
 def run_case(dsn: str, table: str, rows: int, kind: str, writers: int, seconds: float,
-             offset: int, batch: int = 1) -> dict:
+             offset: int, batch: int = 1, pid: int | None = None) -> dict:
     """`writers` connections issuing `kind` statements for `seconds` (`executemany`: calls of
-    `batch` INSERTs); rate and latency, of statements (of calls for `executemany`)."""
+    `batch` INSERTs); rate and latency, of statements (of calls for `executemany`), and the
+    seconds the server's processes (`pid`'s tree; None: PostgreSQL's) ran and waited for a
+    CPU meanwhile."""
     import psycopg
 
     if kind == "asyncpg executemany":
@@ -205,18 +217,32 @@ def run_case(dsn: str, table: str, rows: int, kind: str, writers: int, seconds: 
     threads = [threading.Thread(target=work, args=(j,)) for j in range(writers)]
     for t in threads:
         t.start()
+    server = process_tree(pid) if pid is not None else _postgres_processes(conns[0])
+    before = cpu_seconds(server)
     deadline[0] = time.perf_counter() + seconds
     barrier.wait()
     started = time.perf_counter()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
+    ran, waited = (after - first for after, first in zip(cpu_seconds(server), before))
     for conn in conns:
         conn.close()
     done = [x for xs in latencies for x in xs]
     return {"rate": len(done) / elapsed, "p50_ms": float(np.median(done) * 1e3) if done else None,
             "statements": len(done), "errors": dict(errors), "latencies": done,
-            "elapsed": elapsed}
+            "elapsed": elapsed, "ran": ran, "waited": waited}
+
+
+def _postgres_processes(conn) -> list[int]:
+    """Every process of the PostgreSQL server behind `conn` (its postmaster's tree: backends,
+    WAL writer, checkpointer ...), whose scheduler accounts `cpu_seconds` reads."""
+    backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    try:
+        with open(f"/proc/{backend}/stat") as f:
+            return process_tree(int(f.read().rsplit(")", 1)[1].split()[1]))
+    except (OSError, ValueError, IndexError):  # not on this machine's /proc
+        return []
 
 
 def _asyncpg_executemany(dsn: str, table: str, seconds: float, offset: int,
@@ -247,7 +273,8 @@ def _asyncpg_executemany(dsn: str, table: str, seconds: float, offset: int,
 
     done, elapsed = asyncio.run(run())
     return {"rate": len(done) / elapsed, "p50_ms": float(np.median(done) * 1e3) if done else None,
-            "statements": len(done), "errors": {}, "latencies": done, "elapsed": elapsed}
+            "statements": len(done), "errors": {}, "latencies": done, "elapsed": elapsed,
+            "ran": None, "waited": None}
 
 
 # Profiles ------------------------------------------------------------------------------------------
@@ -456,6 +483,54 @@ def engine_cpu(rows: int = 1_000_000, statements: int = 5000) -> dict[str, float
     return out
 
 
+LOG_RECORD = 367  # payload of a single-row UPDATE's commit record (391 bytes with its frame)
+
+
+def log_commits(baseline: str | None, rounds: int, turn: int = 250) -> dict[str, dict]:
+    """The WAL alone (`--only log`): single-row commits (a 367-byte record, one sync each) into
+    this checkout's `WriteAheadLog` and, beside it taking turns of `turn` commits, the
+    baseline's (its `wal.py` loaded under another name, with this checkout's helpers); ms per
+    commit, all of them and those whose record starts a new 4 KiB block of the file."""
+    import importlib.util
+
+    from sqlvec.storage import wal
+
+    modules = {"sqlvec": wal}
+    if baseline:
+        spec = importlib.util.spec_from_file_location(
+            "baseline_wal", os.path.join(baseline, "sqlvec", "storage", "wal.py"))
+        modules["baseline"] = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules["baseline"])  # (dataclasses look their module up)
+    directory = tempfile.mkdtemp(prefix="writes-log-")
+    record = b"u" * LOG_RECORD
+    times: dict[str, list[float]] = {name: [] for name in modules}
+    try:
+        logs = {name: m.WriteAheadLog.open(os.path.join(directory, name), fsync=True)
+                for name, m in modules.items()}
+        for i in range(rounds):
+            for name in (list(logs) if i % 2 == 0 else list(reversed(logs))):
+                for _ in range(turn):
+                    start = time.perf_counter()
+                    logs[name].commit(record)
+                    times[name].append(time.perf_counter() - start)
+        for log in logs.values():
+            log.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return {name: _log_figures(np.array(ts) * 1e3) for name, ts in times.items()}
+
+
+def _log_figures(ms: np.ndarray) -> dict[str, float]:
+    """p50, p90, p99, p99.9 and mean of commits, and the mean of those starting a block."""
+    frame = LOG_RECORD + 24  # the frame header's length, CRC, LSNs
+    start = 12 + np.arange(len(ms)) * frame  # after the file header
+    new_block = start // 4096 != (start + frame - 1) // 4096
+    p50, p90, p99, p999 = np.percentile(ms, [50, 90, 99, 99.9])
+    return {"p50": p50, "p90": p90, "p99": p99, "p99.9": p999, "mean": ms.mean(),
+            "mean starting a block": ms[new_block].mean(),
+            "mean of the others": ms[~new_block].mean()}
+
+
 def block_update_cpu(rows: int = 100_000, runs: int = 5) -> dict[str, float]:
     """CPU ms of one UPDATE of every row inside a block (rolled back), through `Session` in
     this process (median of `runs`): what locking each row costs a block's statement. SET of
@@ -543,7 +618,9 @@ def measure(names: list[str], sizes: list[int], seconds: float, writers: int, ro
                             loops = (f", {r['busy_cpus']:.2f} CPUs to busy loops"
                                      if r["busy_cpus"] is not None else "")
                             print(f"{labels[name]}: {table} {kind} x{n}: {r['rate']:.0f}/s, "
-                                  f"p50 {r['p50_ms'] or 0:.2f} ms, errors {r['errors']}; "
+                                  f"p50 {r['p50_ms'] or 0:.2f} ms, p90 {r['p90_ms'] or 0:.2f} ms, "
+                                  f"p99 {r['p99_ms'] or 0:.2f} ms; {_scheduler_text(r)}"
+                                  f"errors {r['errors']}; "
                                   f"fdatasync probe p50 {r['fsync_probe_ms']:.2f} ms{loops}",
                                   file=sys.stderr)
     finally:
@@ -568,7 +645,8 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
                 if profile and pid is not None:
                     spy = profile_start(pid, seconds / rounds, raw + f".{len(parts[name])}")
                 r = run_case(dsn, table, case["rows"], case["kind"], case["writers"],
-                             seconds / rounds, 10 ** 9 * next(_offsets), case.get("batch", 1))
+                             seconds / rounds, 10 ** 9 * next(_offsets), case.get("batch", 1),
+                             pid)
                 if spy is not None:
                     spy.wait()
             parts[name].append({**r, "probe": probe, "loops": loops.get("share")})
@@ -581,8 +659,11 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
             errors.update(r["errors"])
         rows = len(latencies) * case.get("batch", 1)  # (statements: the rows of executemany)
         shares = [r["loops"] for r in rs if r["loops"] is not None]
+        per = 1e6 / max(1, len(latencies))
         out[name] = {**case, "rate": rows / elapsed, "statements": rows,
                      "p50_ms": float(np.median(latencies) * 1e3) if latencies else None,
+                     **_tail_ms(latencies),
+                     **_scheduler_us(rs, per),
                      "errors": dict(errors),
                      "fsync_probe_ms": float(np.median([r["probe"] for r in rs])),
                      "busy_cpus": float(np.mean(shares)) if shares else None}
@@ -594,24 +675,52 @@ def _run_turns(running: dict, table: str, case: dict, seconds: float, rounds: in
     return out
 
 
+def _scheduler_us(turns: list[dict], per: float) -> dict[str, float | None]:
+    """µs per statement the server ran on a CPU and waited for one (None: not measured)."""
+    if any(r["ran"] is None for r in turns):
+        return {"cpu_us": None, "run_queue_us": None}
+    return {"cpu_us": sum(r["ran"] for r in turns) * per,
+            "run_queue_us": sum(r["waited"] for r in turns) * per}
+
+
+def _scheduler_text(r: dict) -> str:
+    if r["cpu_us"] is None:
+        return ""
+    return (f"server per statement: CPU {r['cpu_us']:.0f} µs, waiting for a CPU "
+            f"{r['run_queue_us']:.0f} µs; ")
+
+
+def _tail_ms(latencies: list[float]) -> dict[str, float | None]:
+    """p90 and p99 of the statements' latencies (ms): the tail a rate and a p50 hide."""
+    if not latencies:
+        return {"p90_ms": None, "p99_ms": None}
+    p90, p99 = np.percentile(latencies, [90, 99]) * 1e3
+    return {"p90_ms": float(p90), "p99_ms": float(p99)}
+
+
 def _probes(ours: dict, theirs: dict | None) -> str:
     """The fdatasync probe's p50 in each server's turns, `*` marking turns with busy loops."""
     return " / ".join(f"{r['fsync_probe_ms']:.2f}{'*' if r['busy_cpus'] is not None else ''}"
                       for r in (ours, theirs) if r is not None)
 
 
+def _rate_cell(r: dict) -> str:
+    """A case's rate with its p50 and p99 (ms)."""
+    return f"{r['rate']:,.0f} ({r['p50_ms'] or 0:.2f}, {r.get('p99_ms') or 0:.2f})"
+
+
 def table_md(ours: list[dict], theirs: list[dict] | None, pg_label: str) -> str:
     """Markdown rows: each case's rate and p50 on both servers, their ratio, and the p50 of
     the bare fdatasync probed in each server's turns (the regime each met)."""
-    lines = ["| rows | key | statement | writers | sqlvec /s (p50 ms) | "
-             f"{pg_label} /s (p50 ms) | ratio | fdatasync probe p50 ms, each's turns |",
+    lines = ["| rows | key | statement | writers | sqlvec /s (p50, p99 ms) | "
+             f"{pg_label} /s (p50, p99 ms) | ratio | fdatasync probe p50 ms, each's turns |",
              "|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(ours):
         p = theirs[i] if theirs else None
-        pg = f"{p['rate']:,.0f} ({p['p50_ms']:.2f})" if p and p["p50_ms"] else "—"
+        pg = _rate_cell(p) if p and p["p50_ms"] else "—"
         ratio = f"{r['rate'] / p['rate']:.2f}" if p and p["rate"] else "—"
         lines.append(f"| {r['rows']:,} | {'pk' if r['primary_key'] else 'none'} | {r['kind']} | "
-                     f"{r['writers']} | {r['rate']:,.0f} ({(r['p50_ms'] or 0):.2f}) | {pg} | "
+                     f"{r['writers']} | {_rate_cell(r)} | {pg} | "
                      f"{ratio} | {_probes(r, p)} |")
     return "\n".join(lines)
 
@@ -633,7 +742,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--writers", type=int, default=4, help="concurrent writers (default 4)")
     parser.add_argument("--rounds", type=int, default=4,
                         help="turns each server takes per case (default 4)")
-    parser.add_argument("--only", choices=("sqlvec", "postgres", "index", "engine"),
+    parser.add_argument("--only", choices=("sqlvec", "postgres", "index", "engine", "log"),
                         default=None)
     parser.add_argument("--profile", action="store_true", help="py-spy the sqlvec server")
     parser.add_argument("--keys", default="pk,none",
@@ -672,6 +781,10 @@ def main(argv: list[str]) -> int:
         print("engine CPU per statement (in process, no wire, no fsync, "
               f"{max(sizes):,} rows): " + ", ".join(
                   f"{kind} {us:.0f} µs" for kind, us in report["engine_cpu_us"].items()))
+    if args.only == "log":
+        report["log_ms"] = log_commits(args.baseline, args.rounds)
+        for name, r in report["log_ms"].items():
+            print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()))
     names = [n for n in ("sqlvec", "postgres") if args.only in (None, n)]
     if args.baseline and "sqlvec" in names:
         names.insert(1, "baseline")
