@@ -120,8 +120,10 @@ LOG_FIELD_LIMIT = 16_384  # characters of a log record's text sent to the primar
 REPORT_AFTER = 0.05  # seconds: a read running here longer is shown active in pg_stat_activity
 STARTUP_POLL = 0.25  # seconds between looks at the primary while a client's startup is awaited
 STREAM_CHUNK = 8192  # bytes: a message before authentication goes on in pieces of this size
-STATISTICS_DELAY = 0.1  # seconds statistics gather before they go to the primary (a view or
-# the metrics ask for them first: `FLUSH`)
+# Seconds statistics gather before they go to the primary. Whatever reads them (a view, the
+# metrics) asks for them first (`FLUSH`), so this bounds only how much is held: each batch
+# costs its sender's wake-up, JSON and message, and the primary's merge, whatever it holds.
+STATISTICS_DELAY = 0.5
 STATISTICS_MESSAGE_LIMIT = 65_536  # bytes of statistics in one control message, about
 STATISTICS_TEXT_LIMIT = 16_384  # characters of a statement's text sent with its statistics
 FOLLOW_INTERVAL = 0.02  # seconds between looks for a new manifest to load in the background

@@ -223,11 +223,15 @@ class HnswIndex:
         self._dim = dim
         self._count = int(index.element_count)
         self._label_bound = label_bound  # 1 + the largest label: `allowed` must cover it
-        # hnswlib keeps ef in the index object (set_ef), not per query, so set_ef and the
-        # knn_query that relies on it must not interleave with another thread's pair. The cost:
-        # searches of one segment's index run one at a time (each is sub-millisecond at usual ef);
-        # different segments have their own lock and still search in parallel.
-        self._search_lock = threading.Lock()
+        # hnswlib keeps ef in the index object (set_ef), not per query, so a set_ef must not
+        # happen while another thread's knn_query relies on the ef it set. Searches at the ef
+        # set run side by side (hnswlib's searches only read the graph); one at another ef
+        # waits until those running end, and those arriving after it wait for it (`_enter`).
+        self._lock = threading.Lock()
+        self._gate = threading.Condition(self._lock)  # (`_lock` taken alone when not waiting)
+        self._ef = 0  # the ef set on the index, 0: none yet
+        self._searching = 0  # knn_query calls running at `_ef`
+        self._changing = 0  # searches waiting to set another ef
         # (ef, recall@10) measured during the build on held-out rows; see storage/search.py.
         self.calibration: list[tuple[int, float]] = []
         # (selectivity, multiple of the over-query used as ef, recall@10) of filtered searches,
@@ -352,7 +356,7 @@ class HnswIndex:
         loads it (without hnswlib's label map: about 40 bytes a row less until the next
         restart). The built graph is freed first, so the two are never in memory together:
         only for an index no other thread can reach yet."""
-        self._index = None
+        self._index, self._ef = None, 0  # (the loaded graph's ef is hnswlib's default)
         loaded = HnswIndex.load(path, self._params, self._dim, expected_crc=crc)
         self._index, self._records, self._internal = (loaded._index, loaded._records,
                                                       loaded._internal)
@@ -468,17 +472,42 @@ class HnswIndex:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
         if self._params.metric is Metric.COSINE and not q.any():
             return None
-        with self._search_lock:
-            self._index.set_ef(max(int(ef), limit))
-            try:
-                labels, raw = self._index.knn_query(q, k=limit, num_threads=1, filter=filter_fn)
-            except RuntimeError:
-                # "Cannot return the results in a contiguous 2D array": fewer than k found.
-                return None
+        self._enter(max(int(ef), limit))
+        try:
+            labels, raw = self._index.knn_query(q, k=limit, num_threads=1, filter=filter_fn)
+        except RuntimeError:
+            # "Cannot return the results in a contiguous 2D array": fewer than k found.
+            return None
+        finally:
+            self._leave()
         # (labels are row positions, far below 2**63: read as int64 in place, not copied)
         metric = self._params.metric
         return labels[0].view(np.int64), raw[0] if squared and metric is Metric.L2 \
             else pgvector_distances(metric, raw[0])
+
+    def _enter(self, ef: int) -> None:
+        """Start a search at `ef`: at once when it is the ef set and no search waits to set
+        another (two connections of a worker at the same ef_search do not queue for the
+        graph), else once every search running has ended, setting it."""
+        with self._lock:
+            if ef != self._ef or self._changing:
+                self._changing += 1
+                try:
+                    while self._searching:
+                        self._gate.wait()
+                finally:
+                    self._changing -= 1
+                if ef != self._ef:
+                    self._index.set_ef(ef)
+                    self._ef = ef
+            self._searching += 1
+
+    def _leave(self) -> None:
+        """A search started by `_enter` ended: the last one lets waiting searches go."""
+        with self._lock:
+            self._searching -= 1
+            if not self._searching and self._changing:
+                self._gate.notify_all()
 
     def search_filtered(self, query: np.ndarray, k: int, *, knob: int, allowed: np.ndarray,
                         settings: Mapping[str, str] | None) -> tuple[np.ndarray, int] | None:

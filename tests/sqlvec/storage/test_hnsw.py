@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import zlib
 
 import numpy as np
@@ -407,6 +408,66 @@ def test_concurrent_searches_use_their_own_ef(data, indexes):
         t.join()
     for ef in efs:
         for got, want in zip(results[ef], sequential[ef]):
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+
+
+class _Overlap:
+    """hnswlib's index as `HnswIndex` sees it, recording for each knn_query the ef set when it
+    began and when it ended (a set_ef in between would show), and how many ran at once."""
+
+    def __init__(self, inner, ef: int) -> None:
+        self.inner, self.ef, self.running, self.most = inner, ef, 0, 0
+        self.calls: list[tuple[int, int, int]] = []  # (ef wanted, ef at start, ef at end)
+        self.lock = threading.Lock()
+        self.wanted = threading.local()
+
+    def set_ef(self, ef: int) -> None:
+        self.inner.set_ef(ef)
+        self.ef = ef
+
+    def knn_query(self, *args, **kwargs):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        start = self.ef
+        time.sleep(0.002)  # (long enough for the other threads' searches to begin meanwhile)
+        try:
+            return self.inner.knn_query(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.running -= 1
+                self.calls.append((self.wanted.ef, start, self.ef))
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("efs", [[40, 40, 40], [40, 40, 100, 10]], ids=["same", "mixed"])
+def test_searches_at_the_ef_set_run_side_by_side(data, efs):
+    rows, queries = data
+    index = HnswIndex.build(rows[:2_000], HnswParams(Metric.L2))
+    sequential = {ef: [index.search(q, 10, ef=ef) for q in queries[:20]] for ef in set(efs)}
+    spy = index._index = _Overlap(index._index, index._ef)
+    results: dict[int, list] = {}
+    barrier = threading.Barrier(len(efs))
+
+    def search(slot: int, ef: int) -> None:
+        spy.wanted.ef = ef
+        barrier.wait()
+        results[slot] = [index.search(q, 10, ef=ef) for q in queries[:20]]
+
+    threads = [threading.Thread(target=search, args=(i, ef)) for i, ef in enumerate(efs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(wanted == start == end for wanted, start, end in spy.calls)
+    assert len(spy.calls) == 20 * len(efs)
+    if len(set(efs)) == 1:  # searches at one ef overlapped (a lock held them one at a time)
+        assert spy.most >= 2
+    for slot, ef in enumerate(efs):
+        for got, want in zip(results[slot], sequential[ef]):
             np.testing.assert_array_equal(got[0], want[0])
             np.testing.assert_array_equal(got[1], want[1])
 
