@@ -227,10 +227,12 @@ class InsertedPart:
 
     def value(self, physical: str, arrow_type: pa.DataType, missing: object,
               position: int) -> object:
+        """One row's value of a column, as a segment's `value` reads it."""
         return self.part.column(self.names[physical])[position].as_py()
 
     def column(self, physical: str, arrow_type: pa.DataType,
                missing: object = None) -> pa.ChunkedArray:
+        """A whole column, as a segment's `column` reads it."""
         return self.part.column(self.names[physical])
 
 
