@@ -133,6 +133,7 @@ NAME_MAX_BYTES = 63  # user and database names are cut to this, as PostgreSQL's 
 TERMINATE_WAIT = 1.0  # pg_terminate_backend waits at most this for an idle session's FATAL
 MAX_PARAMETERS = 65535  # Bind and ParameterDescription count parameters in 16 bits
 REPEATED_SHAPES = 16  # prepared statements' round trips kept to be recognised again, at most
+REPEATED_BYTES = 1 << 20  # ... and their bytes, beyond the last one kept (large values' Binds)
 
 
 class ConnectionState(enum.Enum):
@@ -399,7 +400,7 @@ class Connection:
         # values (`_run_repeated`), with `run_bound`'s other arguments; and the statement last
         # run so. Several, not one: a client may take turns between prepared statements (psycopg
         # prepares a statement once per type of its parameters: int2 / int4 / int8 for ints).
-        self._repeats: dict[bytes, tuple[RepeatedRoundTrip, bool, Execute]] = {}
+        self._repeats: dict[bytes, tuple[RepeatedRoundTrip, bool, Execute, int]] = {}
         self._last_bound: str | None = None
         # The last prepared vector top-k `run_bound` ran, compiled (wire/compiled.py).
         self._compiled: CompiledTopK | None = None
@@ -474,7 +475,7 @@ class Connection:
         repeat = self._repeats.get(bind_names_at(buf, start, end))  # type: ignore[arg-type]
         if repeat is None:
             return False
-        shape, describe, execute = repeat
+        shape, describe, execute, _size = repeat
         found = shape.match(buf, start, end)
         if found is None or found[1] > self.server.max_message_size:
             return False
@@ -621,9 +622,11 @@ class Connection:
             return
         repeats = self._repeats
         repeats.pop(shape.names, None)
-        if len(repeats) >= REPEATED_SHAPES:
-            del repeats[next(iter(repeats))]  # the one kept longest ago
-        repeats[shape.names] = (shape, describe, execute)
+        repeats[shape.names] = (shape, describe, execute, len(body) + len(rest))
+        # The ones kept longest ago go first; the last one always stays.
+        while len(repeats) > REPEATED_SHAPES or len(repeats) > 1 and \
+                sum(kept[3] for kept in repeats.values()) > REPEATED_BYTES:
+            del repeats[next(iter(repeats))]
 
     def send(self, *messages: Message) -> None:
         """Queue messages; output goes out in large writes, at Sync, ReadyForQuery or when the
