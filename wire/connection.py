@@ -115,6 +115,7 @@ from wire.messages import (
     StartupMessage,
     Sync,
     Terminate,
+    bind_names_at,
     decode_frontend,
     decode_startup,
 )
@@ -131,6 +132,8 @@ SEND_BUFFER = 1 << 20  # pending output is written beyond this size
 NAME_MAX_BYTES = 63  # user and database names are cut to this, as PostgreSQL's NAMEDATALEN - 1
 TERMINATE_WAIT = 1.0  # pg_terminate_backend waits at most this for an idle session's FATAL
 MAX_PARAMETERS = 65535  # Bind and ParameterDescription count parameters in 16 bits
+REPEATED_SHAPES = 16  # prepared statements' round trips kept to be recognised again, at most
+REPEATED_BYTES = 1 << 20  # ... and their bytes, beyond the last one kept (large values' Binds)
 
 
 class ConnectionState(enum.Enum):
@@ -391,10 +394,13 @@ class Connection:
         self._rows: tuple[pa.Table, list[SqlType], list[int], int, bytes] | None = None
         # The simple protocol's last RowDescription (all text), by its columns list.
         self._description: tuple[list[ResultColumn], bytes] | None = None
-        # The last round trip `run_bound` ran from a prepared statement run twice in a row,
-        # recognised in the receive buffer when the next repeats it but for the Bind's values
-        # (`_run_repeated`), with `run_bound`'s other arguments; and the statement last run so.
-        self._repeat: tuple[RepeatedRoundTrip, bool, Execute] | None = None
+        # The last round trip `run_bound` ran of each named prepared statement (and of the
+        # unnamed one when run twice in a row), by its Bind's portal and statement names as
+        # framed, recognised in the receive buffer when the next repeats it but for the Bind's
+        # values (`_run_repeated`), with `run_bound`'s other arguments; and the statement last
+        # run so. Several, not one: a client may take turns between prepared statements (psycopg
+        # prepares a statement once per type of its parameters: int2 / int4 / int8 for ints).
+        self._repeats: dict[bytes, tuple[RepeatedRoundTrip, bool, Execute, int]] = {}
         self._last_bound: str | None = None
         # The last prepared vector top-k `run_bound` ran, compiled (wire/compiled.py).
         self._compiled: CompiledTopK | None = None
@@ -445,7 +451,7 @@ class Connection:
         """Read the client's next message, waiting for it, and handle it; a Bind whose round
         trip is all buffered (`_bound_round_trip`) is run with it in one step, and a round trip
         repeating the last one so run but for its values is recognised whole (`_run_repeated`)."""
-        if self._repeat is not None and self.state is _READY_STATE and self._run_repeated():
+        if self._repeats and self.state is _READY_STATE and self._run_repeated():
             return
         type_byte, body = self._read()
         message = decode_frontend(type_byte, body)
@@ -457,16 +463,19 @@ class Connection:
         self.dispatch(message)
 
     def _run_repeated(self) -> bool:
-        """Wait for input if none is buffered; if it begins with a round trip repeating
-        `_repeat`'s but for the Bind's values, run it (nothing framed or decoded but those
+        """Wait for input if none is buffered; if it begins with a round trip repeating one of
+        `_repeats` but for the Bind's values, run it (nothing framed or decoded but those
         values: the same messages, so the same answers), else take nothing (False)."""
         stream = self.stream
         if not stream.buffered:
             self._waiting(stream.receive)
         elif self.stopping:
             raise Stopping
-        shape, describe, execute = self._repeat  # type: ignore[misc]
         buf, start, end = stream.window()
+        repeat = self._repeats.get(bind_names_at(buf, start, end))  # type: ignore[arg-type]
+        if repeat is None:
+            return False
+        shape, describe, execute, _size = repeat
         found = shape.match(buf, start, end)
         if found is None or found[1] > self.server.max_message_size:
             return False
@@ -589,7 +598,7 @@ class Connection:
             if code == 0x53:  # Sync
                 bound = bound_round_trip([*messages, _SYNC]) if length == 4 else None
                 if bound is not None:
-                    if bind.statement == self._last_bound:
+                    if bind.statement or bind.statement == self._last_bound:
                         self._keep_shape(body, bound, bytes(buf[start:stop]))
                     self._last_bound = bind.statement
                     self.stream.skip(stop - start)
@@ -609,7 +618,15 @@ class Connection:
         bind, describe, execute = bound
         messages = (Describe("P", bind.portal), execute, _SYNC) if describe else (execute, _SYNC)
         shape = RepeatedRoundTrip.of(body, bind, rest, messages)
-        self._repeat = None if shape is None else (shape, describe, execute)
+        if shape is None:
+            return
+        repeats = self._repeats
+        repeats.pop(shape.names, None)
+        repeats[shape.names] = (shape, describe, execute, len(body) + len(rest))
+        # The ones kept longest ago go first; the last one always stays.
+        while len(repeats) > REPEATED_SHAPES or len(repeats) > 1 and \
+                sum(kept[3] for kept in repeats.values()) > REPEATED_BYTES:
+            del repeats[next(iter(repeats))]
 
     def send(self, *messages: Message) -> None:
         """Queue messages; output goes out in large writes, at Sync, ReadyForQuery or when the

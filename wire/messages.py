@@ -476,10 +476,11 @@ class RepeatedRoundTrip:
     object when they are the same too). What it recognises decodes to exactly these messages,
     so it is handled as if decoded."""
 
-    __slots__ = ("bind", "head", "suffix", "rest", "messages", "nparams")
+    __slots__ = ("bind", "names", "head", "suffix", "rest", "messages", "nparams")
 
     def __init__(self, bind: Bind, rest: bytes, messages: tuple) -> None:
         self.bind = bind
+        self.names = Writer().cstring(bind.portal).cstring(bind.statement).getvalue()
         w = Writer()
         w.cstring(bind.portal).cstring(bind.statement).uint16(len(bind.param_formats))
         for code in bind.param_formats:
@@ -544,6 +545,20 @@ class RepeatedRoundTrip:
                 or not buf.startswith(rest, bind_end):
             return None
         return bind, bind_end + len(rest) - start
+
+
+def bind_names_at(buf: bytearray, start: int, end: int) -> bytes | None:
+    """If buf[start:end] begins with a Bind: its portal's and statement's names as framed (what
+    `RepeatedRoundTrip.names` holds), else None. Which shape to try is chosen by them."""
+    if end - start < 7 or buf[start] != 0x42:  # B
+        return None
+    portal_end = buf.find(0, start + 5, end)
+    if portal_end < 0:
+        return None
+    statement_end = buf.find(0, portal_end + 1, end)
+    if statement_end < 0:
+        return None
+    return bytes(buf[start + 5:statement_end + 1])
 
 
 class RepeatedMessage:

@@ -366,6 +366,53 @@ def test_a_repeated_round_trip_in_one_process_answers_as_its_messages(start):
         client.close()
 
 
+def test_prepared_statements_taking_turns_are_each_answered_as_their_messages(start):
+    """Round trips of several prepared statements taking turns (as psycopg's, which prepares a
+    statement once per type of its parameters) are each recognised by their statement's
+    name: every answer is its own statement's, also after one of them is closed or parsed
+    again under its name while the others keep running."""
+    server = start("--workers", "0")
+    client = RawClient(server).ready()
+
+    def run(name: str, value: int) -> bytes:
+        return (Bind("", name, (), (str(value).encode(),), ()).encode()
+                + Describe("P", "").encode() + Execute("", 0).encode() + Sync().encode())
+
+    def value() -> bytes:
+        answer = client.messages()
+        assert answer[-1] == ReadyForQuery("I")
+        return [m.values for m in answer if isinstance(m, DataRow)][0][0]
+
+    try:
+        client.send(Parse("a", "SELECT $1::int + 1000", ()).encode()
+                    + Parse("b", "SELECT $1::int * 2", ()).encode() + Sync().encode())
+        client.messages()
+        for i in range(4):
+            client.send(run("a", i))
+            assert value() == str(i + 1000).encode()
+            client.send(run("b", i))
+            assert value() == str(i * 2).encode()
+        client.send(run("a", 1) + run("b", 2) + run("a", 3))  # several in one packet
+        assert [value(), value(), value()] == [b"1001", b"4", b"1003"]
+        client.send(Close("S", "a").encode() + Sync().encode())
+        client.messages()
+        client.send(run("a", 5))
+        answer = client.messages()
+        assert kinds(answer) == ["ErrorResponse", "ReadyForQuery"]
+        assert answer[0].get("C") == "26000"
+        client.send(run("b", 5))
+        assert value() == b"10"
+        client.send(Parse("a", "SELECT $1::int - 1", ()).encode() + Sync().encode())
+        client.messages()
+        for i in (7, 8):
+            client.send(run("a", i))
+            assert value() == str(i - 1).encode()
+            client.send(run("b", i))
+            assert value() == str(i * 2).encode()
+    finally:
+        client.close()
+
+
 def test_a_bind_error_fails_the_block_and_a_failed_block_refuses_bind(client):
     """As PostgreSQL: any error fails an open block, the protocol's own included (a parameter
     that does not decode), and in a failed block Bind itself answers 25P02, except for the
