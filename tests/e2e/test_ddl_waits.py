@@ -380,5 +380,11 @@ def test_a_waiting_change_shows_as_waiting_for_a_relation_lock(uri):
                                                                    "AccessExclusiveLock")]
         block.execute("COMMIT")
         alter.result(timeout=30)
-        assert observer.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity "
-                                "WHERE pid = %s", (pid,)).fetchone() == ("Client", "ClientRead")
+        # Idle, it waits for its client (PostgreSQL says so once its backend reads again).
+        deadline = time.monotonic() + 5
+        while (event := observer.execute("SELECT wait_event_type, wait_event FROM "
+                                         "pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+               ) != ("Client", "ClientRead") and time.monotonic() < deadline:
+            assert event[0] != "Lock", event
+            time.sleep(0.01)
+        assert event == ("Client", "ClientRead")
