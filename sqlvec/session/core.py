@@ -797,11 +797,12 @@ class Session:
         self._ddl_lock.acquire_exclusive(self.pid, lambda: self._check_wait(deadline),
                                          self._limit("lock_timeout"), set_aside)
 
-    def claim_tables(self, named: list[int], reach: list[int]) -> Claim:
-        """Queue other sessions' statements on the `named` tables behind this autocommit
-        schema change of them (and, once it runs, those on the `reach` tables: foreign keys),
-        waiting first for an earlier change of one of them; `drop_claim` ends it."""
-        return self._ddl_lock.claim(self.pid, named, reach, self._waiting)
+    def claim_tables(self, named: list[int], reach: list[int], block: bool = False) -> Claim:
+        """Queue other sessions' statements on the `named` tables behind this schema change
+        of them (autocommit: once it runs, those on the `reach` tables too: foreign keys),
+        waiting first for an earlier change of one of them; `drop_claim` ends it. `block`:
+        the change is in this session's transaction block (ddl_lock.py)."""
+        return self._ddl_lock.claim(self.pid, named, reach, self._waiting, block)
 
     def await_claim(self, claim: Claim) -> None:
         """Wait until the claimed tables are free to change: no other block uses them and no

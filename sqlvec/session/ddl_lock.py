@@ -53,6 +53,9 @@ class Claim:
     reach: frozenset[int]
     running: bool = False  # past the wait for blocks: statements on `reach` queue too
     changing: bool = False  # no statement holds a table of `reach`: the change is under way
+    # A change inside a transaction block: it goes on by taking the lock exclusively, which
+    # waits for every statement under way, so none of those queues behind it.
+    block: bool = False
 
 
 class DdlLock:
@@ -250,20 +253,24 @@ class DdlLock:
     # Claims of autocommit schema changes ----------------------------------------------------------
 
     def claim(self, pid: int, named: Iterable[int], reach: Iterable[int],
-              waiting: Callable[[], tuple[Callable[[], None], int]]) -> Claim:
+              waiting: Callable[[], tuple[Callable[[], None], int]],
+              block: bool = False) -> Claim:
         """Queue later statements on the `named` tables behind a schema change of them (until
-        `unclaim`), after waiting for an earlier claim of any of the tables to end."""
+        `unclaim`), after waiting for an earlier claim of any of the tables to end, unless
+        that claim waits for the end of this session's block (`block`: the change is in a
+        block; it goes first, as PostgreSQL lets a lock's holder ahead of its waiters)."""
         named = frozenset(named)
         reach = named | frozenset(reach)
         with self._mutex:
             self._wait_while(lambda: self._overlaps(pid, reach), waiting)
-            claim = Claim(pid, named, reach)
+            claim = Claim(pid, named, reach, block=block)
             self._claims.append(claim)
             self._tell()
             return claim
 
     def _overlaps(self, pid: int, reach: frozenset[int]) -> bool:
-        return any(c.pid != pid and c.reach & reach for c in self._claims)
+        return any(c.pid != pid and c.reach & reach and not self._uses_any(pid, c.named)
+                   for c in self._claims)
 
     def await_claim(self, claim: Claim, waiter: LockHolder | None, waiting: Waiting) -> None:
         """Wait until no other open block uses the claimed tables (`await_users`), then run
@@ -329,7 +336,8 @@ class DdlLock:
             if claim.pid == pid or not tables & (claim.reach if claim.running else claim.named):
                 continue
             if claim.changing or not (rows_held or self._holds_any(pid, claim.reach) or (
-                    not claim.running and self._uses_any(pid, claim.named))):
+                    not claim.running and self._uses_any(pid, claim.named)) or (
+                    claim.block and pid in self._shared)):
                 return True
         return False
 

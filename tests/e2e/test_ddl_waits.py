@@ -16,13 +16,13 @@ a cycle through the waiting change is 40P01 in one of the two.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import psycopg
 import pytest
 
 from tests.e2e.conftest import beside_postgres
-from tests.e2e.test_row_locks import begin, connect, sqlstate, waiting
+from tests.e2e.test_row_locks import begin, connect, sqlstate, still_waiting, waiting
 
 
 @pytest.fixture(scope="module")
@@ -285,10 +285,20 @@ def test_an_autocommit_insert_beside_a_waiting_change_gets_the_new_column(uri):
     assert rows(uri, "SELECT id, n, x FROM t ORDER BY id") == [(1, 1, 7), (2, 2, 7), (3, 3, 7)]
 
 
+def still_unfinished(future: Future) -> None:
+    """Asserts that a statement queued behind a block's schema change still waits once the
+    change is done (not watched through pg_stat_activity: sqlvec answers no catalog query
+    while a block's schema changes are open)."""
+    time.sleep(0.2)
+    assert not future.done(), future.result()
+
+
+@pytest.mark.parametrize("altering_in_block", [False, True], ids=["autocommit", "in-block"])
 @pytest.mark.parametrize("queued_in_block", [False, True])
-def test_a_statement_after_a_waiting_change_queues_behind_it(uri, queued_in_block):
+def test_a_statement_after_a_waiting_change_queues_behind_it(uri, queued_in_block,
+                                                             altering_in_block):
     block = begin(uri, "SELECT count(*) FROM t")
-    altering = connect(uri)
+    altering = begin(uri) if altering_in_block else connect(uri)
     queued = begin(uri, "SELECT n FROM u") if queued_in_block else connect(uri)
     with block, altering, queued, ThreadPoolExecutor(2) as pool:
         alter = waiting(pool, altering, "ALTER TABLE t ADD COLUMN x int DEFAULT 7")
@@ -297,13 +307,66 @@ def test_a_statement_after_a_waiting_change_queues_behind_it(uri, queued_in_bloc
             other.execute("SET lock_timeout = '1s'")
             assert other.execute("SELECT n FROM u").fetchall() == [(1,)]
         assert block.execute("SELECT count(*) FROM t").fetchone() == (2,)  # it holds t
-        time.sleep(0.2)
-        assert not select.done()
+        still_waiting(queued, select)
         block.execute("COMMIT")
         alter.result(timeout=30)
+        if altering_in_block:  # the change holds t until its block ends
+            still_unfinished(select)
+            altering.execute("COMMIT")
         assert select.result(timeout=30) == [(1, 1, 7), (2, 2, 7)]  # the new shape
         if queued_in_block:
             queued.execute("COMMIT")
+
+
+@pytest.mark.parametrize("end, outcome", [
+    ("COMMIT", "42P01"),
+    ("ROLLBACK TO a", [(1, 1), (2, 2)]),  # the locks taken since the savepoint go with it
+    ("ROLLBACK", [(1, 1), (2, 2)]),
+])
+def test_a_block_s_drop_queues_statements_until_the_block_ends(uri, end, outcome):
+    block = begin(uri, "SELECT count(*) FROM t")
+    dropping, queued = begin(uri, "SAVEPOINT a"), connect(uri)
+    with block, dropping, queued, ThreadPoolExecutor(2) as pool:
+        drop = waiting(pool, dropping, "DROP TABLE t")
+        select = pool.submit(lambda: queued.execute("SELECT * FROM t ORDER BY id").fetchall())
+        still_waiting(queued, select)
+        block.execute("COMMIT")
+        drop.result(timeout=30)
+        dropping.execute(end)
+        if outcome == "42P01":
+            assert sqlstate(select) == "42P01"
+        else:
+            assert select.result(timeout=30) == outcome
+        dropping.execute("COMMIT")  # (after ROLLBACK TO: the block is still open)
+
+
+def test_a_statement_queued_behind_a_block_s_change_times_out(uri):
+    block = begin(uri, "SELECT count(*) FROM t")
+    altering, queued = begin(uri), connect(uri)
+    with block, altering, queued, ThreadPoolExecutor(1) as pool:
+        alter = waiting(pool, altering, "ALTER TABLE t ADD COLUMN x int")
+        queued.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            queued.execute("INSERT INTO t VALUES (3, 3)")
+        block.execute("COMMIT")
+        alter.result(timeout=30)
+        altering.execute("ROLLBACK")
+    assert rows(uri, "SELECT * FROM t ORDER BY id") == [(1, 1), (2, 2)]
+
+
+def test_two_blocks_changing_what_the_other_used_fail_one(uri):
+    first = begin(uri, "SELECT count(*) FROM t")
+    second = begin(uri, "SELECT n FROM u")
+    with first, second, ThreadPoolExecutor(2) as pool:
+        for conn in (first, second):
+            conn.execute("SET deadlock_timeout = '200ms'")
+        alter = waiting(pool, second, "ALTER TABLE t ADD COLUMN x int")
+        other = pool.submit(lambda: first.execute("ALTER TABLE u ADD COLUMN y int"))
+        assert sorted([sqlstate(alter), sqlstate(other)], key=str) == ["40P01", None]
+        for conn in (first, second):
+            conn.execute("COMMIT")  # the failed one's rolls back
+    assert rows(uri, "SELECT count(*) FROM information_schema.columns WHERE "
+                     "column_name IN ('x', 'y')") == [(1,)]
 
 
 def test_timeouts_end_a_statement_queued_behind_a_change(uri):
