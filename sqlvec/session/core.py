@@ -779,6 +779,11 @@ class Session:
         finally:
             self.relation_lock_wait = False
 
+    def waits_for_tables(self) -> bool:
+        """Whether a statement of this session waits for the DDL lock or behind a schema
+        change's claim (pg_stat_activity: a wait for a relation's lock)."""
+        return self._ddl_lock.waits(self.pid)
+
     def table_change_done(self, table_ids: list[int]) -> None:
         """The autocommit schema change of the tables ended (`await_table_users(run=True)`)."""
         self._ddl_lock.done(table_ids, self.pid)

@@ -8,7 +8,8 @@ table (not for one that only read it); so do DROP INDEX (for the index's table),
 does a schema change of another table. A later statement on the table (autocommit, or a
 block's first use of it) queues behind the waiting change and then sees the new shape, while
 statements on other tables, and the block already using the table, go on; lock_timeout and
-statement_timeout end its wait. lock_timeout (55P03) and cancel (57014) end the change's wait,
+statement_timeout end its wait. Behind a change inside a block it waits on until that block
+ends (42P01 after a DROP), or until ROLLBACK TO a savepoint before the change. lock_timeout (55P03) and cancel (57014) end the change's wait,
 lock_timeout counting once for a change waiting for several blocks (a row's waits get it each);
 a cycle through the waiting change is 40P01 in one of the two.
 """
@@ -196,17 +197,27 @@ def test_cancel_ends_the_wait(uri):
     assert rows(uri, "SELECT id FROM t") == [(2,)]
 
 
-def test_deadlock_through_the_waiting_change_fails_one(uri):
-    first = begin(uri, "UPDATE t SET n = 10 WHERE id = 1")
-    second = begin(uri, "UPDATE u SET n = 10 WHERE id = 1")
+def one_of_two_fails_with_40p01(uri: str, first_use: str, second_use: str,
+                                second_change: str, first_then: str) -> None:
+    """Two blocks use what the other then waits for: the second's `second_change` waits for
+    the first, whose `first_then` waits for the second; one of them fails with 40P01 and
+    both commit (the failed one's rolls back)."""
+    first, second = begin(uri, first_use), begin(uri, second_use)
     with first, second, ThreadPoolExecutor(2) as pool:
         for conn in (first, second):
             conn.execute("SET deadlock_timeout = '200ms'")
-        alter = waiting(pool, second, "ALTER TABLE t ADD COLUMN x int")
-        update = pool.submit(lambda: first.execute("UPDATE u SET n = 20 WHERE id = 1"))
-        assert sorted([sqlstate(alter), sqlstate(update)], key=str) == ["40P01", None]
+        change = waiting(pool, second, second_change)
+        then = pool.submit(lambda: first.execute(first_then))
+        assert sorted([sqlstate(change), sqlstate(then)], key=str) == ["40P01", None]
         for conn in (first, second):
-            conn.execute("COMMIT")  # the failed one's rolls back
+            conn.execute("COMMIT")
+
+
+def test_deadlock_through_the_waiting_change_fails_one(uri):
+    one_of_two_fails_with_40p01(uri, "UPDATE t SET n = 10 WHERE id = 1",
+                                "UPDATE u SET n = 10 WHERE id = 1",
+                                "ALTER TABLE t ADD COLUMN x int",
+                                "UPDATE u SET n = 20 WHERE id = 1")
     survived = rows(uri, "SELECT n FROM u")
     assert survived in ([(10,)], [(20,)])
     assert rows(uri, "SELECT n FROM t WHERE id = 1") == ([(10,)] if survived == [(20,)]
@@ -355,16 +366,9 @@ def test_a_statement_queued_behind_a_block_s_change_times_out(uri):
 
 
 def test_two_blocks_changing_what_the_other_used_fail_one(uri):
-    first = begin(uri, "SELECT count(*) FROM t")
-    second = begin(uri, "SELECT n FROM u")
-    with first, second, ThreadPoolExecutor(2) as pool:
-        for conn in (first, second):
-            conn.execute("SET deadlock_timeout = '200ms'")
-        alter = waiting(pool, second, "ALTER TABLE t ADD COLUMN x int")
-        other = pool.submit(lambda: first.execute("ALTER TABLE u ADD COLUMN y int"))
-        assert sorted([sqlstate(alter), sqlstate(other)], key=str) == ["40P01", None]
-        for conn in (first, second):
-            conn.execute("COMMIT")  # the failed one's rolls back
+    one_of_two_fails_with_40p01(uri, "SELECT count(*) FROM t", "SELECT n FROM u",
+                                "ALTER TABLE t ADD COLUMN x int",
+                                "ALTER TABLE u ADD COLUMN y int")
     assert rows(uri, "SELECT count(*) FROM information_schema.columns WHERE "
                      "column_name IN ('x', 'y')") == [(1,)]
 
@@ -433,15 +437,20 @@ def test_a_delete_s_foreign_key_action_uses_the_referencing_table(uri, action, l
 def test_a_waiting_change_shows_as_waiting_for_a_relation_lock(uri):
     block = begin(uri, "SELECT count(*) FROM t")
     other = connect(uri)
-    with block, other, connect(uri) as observer, ThreadPoolExecutor(1) as pool:
+    queued = connect(uri)
+    with block, other, queued, connect(uri) as observer, ThreadPoolExecutor(2) as pool:
         alter = waiting(pool, other, "ALTER TABLE t ADD COLUMN x int")
+        select = waiting(pool, queued, "SELECT count(*) FROM t")
         pid = other.info.backend_pid
-        assert observer.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity "
-                                "WHERE pid = %s", (pid,)).fetchone() == ("Lock", "relation")
+        for waiter in (pid, queued.info.backend_pid):  # the statement queued behind it too
+            assert observer.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity "
+                                    "WHERE pid = %s", (waiter,)).fetchone() == \
+                ("Lock", "relation")
         assert observer.execute("SELECT locktype, mode FROM pg_locks WHERE pid = %s AND NOT "
                                 "granted", (pid,)).fetchall() == [("relation",
                                                                    "AccessExclusiveLock")]
         block.execute("COMMIT")
         alter.result(timeout=30)
+        select.result(timeout=30)
         assert observer.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity "
                                 "WHERE pid = %s", (pid,)).fetchone() == ("Client", "ClientRead")
