@@ -703,14 +703,21 @@ def _pg_locks(o) -> dict:
 
 def _wait_event(session: object) -> tuple[str | None, str | None]:
     """pg_stat_activity's wait_event_type and wait_event: a lock on a row's transaction, or
-    on a relation a schema change waits for; an idle session waits for its client."""
+    on a relation a schema change waits for (or a statement queued behind that change); an
+    idle session waits for its client."""
     if _row_lock_wait(session) is not None:
         return "Lock", "transactionid"
-    if getattr(session, "relation_lock_wait", False):
+    if getattr(session, "relation_lock_wait", False) or _waits_for_tables(session):
         return "Lock", "relation"
     if str(getattr(session, "state", "")).startswith("idle"):
         return "Client", "ClientRead"
     return None, None
+
+
+def _waits_for_tables(session: object) -> bool:
+    """A statement waiting behind a schema change (its claim, or a block's open changes)."""
+    waits = getattr(session, "waits_for_tables", None)
+    return waits is not None and waits()
 
 
 def _row_lock_wait(session: object) -> object:

@@ -779,6 +779,11 @@ class Session:
         finally:
             self.relation_lock_wait = False
 
+    def waits_for_tables(self) -> bool:
+        """Whether a statement of this session waits for the DDL lock or behind a schema
+        change's claim (pg_stat_activity: a wait for a relation's lock)."""
+        return self._ddl_lock.waits(self.pid)
+
     def table_change_done(self, table_ids: list[int]) -> None:
         """The autocommit schema change of the tables ended (`await_table_users(run=True)`)."""
         self._ddl_lock.done(table_ids, self.pid)
@@ -797,11 +802,12 @@ class Session:
         self._ddl_lock.acquire_exclusive(self.pid, lambda: self._check_wait(deadline),
                                          self._limit("lock_timeout"), set_aside)
 
-    def claim_tables(self, named: list[int], reach: list[int]) -> Claim:
-        """Queue other sessions' statements on the `named` tables behind this autocommit
-        schema change of them (and, once it runs, those on the `reach` tables: foreign keys),
-        waiting first for an earlier change of one of them; `drop_claim` ends it."""
-        return self._ddl_lock.claim(self.pid, named, reach, self._waiting)
+    def claim_tables(self, named: list[int], reach: list[int], block: bool = False) -> Claim:
+        """Queue other sessions' statements on the `named` tables behind this schema change
+        of them (autocommit: once it runs, those on the `reach` tables too: foreign keys),
+        waiting first for an earlier change of one of them; `drop_claim` ends it. `block`:
+        the change is in this session's transaction block (ddl_lock.py)."""
+        return self._ddl_lock.claim(self.pid, named, reach, self._waiting, block)
 
     def await_claim(self, claim: Claim) -> None:
         """Wait until the claimed tables are free to change: no other block uses them and no

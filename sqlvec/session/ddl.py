@@ -64,8 +64,7 @@ def run_ddl(session: Session, prepared: PreparedStatement, params: list,
         elif kind == "DATABASE":
             transactions.refuse_in_block(session, f"{verb} DATABASE")
         if session.explicit:  # (not left for a batch's first statement: refuse_in_block)
-            _lock_after_users(session, tables, writers_only, session.open_schema_changes,
-                              lambda: session.close_schema_changes(None))
+            _open_after_users(session, tables, writers_only)
     handler = _HANDLERS.get(type(ast))
     if handler is None:  # pragma: no cover - prepare.py lets only these classes through
         raise FeatureNotSupported(type(ast).__name__)
@@ -107,6 +106,24 @@ def _run_autocommit(session: Session, tables: list[int], writers_only: bool,
         return change()
     finally:
         session.drop_claim(claim)
+
+
+def _open_after_users(session: Session, tables: list[int], writers_only: bool) -> None:
+    """A schema change in a block: once no other block uses its tables, open the block's
+    schema changes (the DDL lock held exclusively until the block ends: every other
+    session's statements wait for that end). A change of the tables' shape claims them
+    meanwhile, as PostgreSQL's AccessExclusiveLock request: later statements on them queue
+    behind it rather than run on the old shape, and then wait for the block's end with the
+    rest; statements on other tables go on until the lock is taken. Failing (lock_timeout,
+    cancel, 40P01), the claim ends with the statement, as a lock request does."""
+    claim = session.claim_tables(tables, _foreign_key_neighbours(session, tables), block=True) \
+        if tables and not writers_only and not session.ddl_open else None
+    try:
+        _lock_after_users(session, tables, writers_only, session.open_schema_changes,
+                          lambda: session.close_schema_changes(None))
+    finally:
+        if claim is not None:
+            session.drop_claim(claim)
 
 
 def _catalog_wide(ast: exp.Expression) -> bool:

@@ -25,7 +25,8 @@ already used one of them or holds row locks (it goes ahead, and the change waits
 Once no other block uses the tables, the claim runs (`await_claim`): it also covers the
 tables reached through foreign keys, waits for the statements holding any of them to end,
 and keeps new ones out until the change is done (`unclaim`). Statements on other tables never
-wait for it.
+wait for it. A change inside a block claims its tables too while it waits for the blocks
+using them (`Claim.block`), until it holds the lock exclusively.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class Claim:
     reach: frozenset[int]
     running: bool = False  # past the wait for blocks: statements on `reach` queue too
     changing: bool = False  # no statement holds a table of `reach`: the change is under way
+    # A change inside a transaction block: it goes on by taking the lock exclusively, which
+    # waits for every statement under way, so none of those queues behind it.
+    block: bool = False
 
 
 class DdlLock:
@@ -72,6 +76,7 @@ class DdlLock:
         self.on_change: Callable[[bool], None] | None = None
         self._told = False
         self._waiting_shared: set[int] = set()  # sessions waiting to hold it shared
+        self._waiting_tables: set[int] = set()  # sessions waiting behind a claim otherwise
         # Per table id: the open blocks that used it (holder -> whether it wrote the table),
         # and the autocommit schema change running on it (pid, whether readers may go on).
         self._users: dict[int, dict[LockHolder, bool]] = {}
@@ -121,7 +126,7 @@ class DdlLock:
         ahead of claims still waiting (the statement is under way: they may wait for it), and
         waits while a change is under way."""
         with self._mutex:
-            self._wait_while(lambda: self._queued(hold.pid, tables, True), hold.waiting)
+            self._wait_while(hold.pid, lambda: self._queued(hold.pid, tables, True), hold.waiting)
             self._holding.setdefault(hold.pid, []).append(tables)
             hold.extra.append(tables)
 
@@ -237,7 +242,7 @@ class DdlLock:
         waiting for an autocommit schema change running on the table, or claiming it (as a
         statement's shared hold: foreign-key checks reach tables their plan does not name)."""
         with self._mutex:
-            self._wait_while(lambda: self._blocked(table_id, holder, wrote), waiting)
+            self._wait_while(holder.pid, lambda: self._blocked(table_id, holder, wrote), waiting)
             users = self._users.setdefault(table_id, {})
             users[holder] = users.get(holder, False) or wrote
 
@@ -250,20 +255,24 @@ class DdlLock:
     # Claims of autocommit schema changes ----------------------------------------------------------
 
     def claim(self, pid: int, named: Iterable[int], reach: Iterable[int],
-              waiting: Callable[[], tuple[Callable[[], None], int]]) -> Claim:
+              waiting: Callable[[], tuple[Callable[[], None], int]],
+              block: bool = False) -> Claim:
         """Queue later statements on the `named` tables behind a schema change of them (until
-        `unclaim`), after waiting for an earlier claim of any of the tables to end."""
+        `unclaim`), after waiting for an earlier claim of any of the tables to end, unless
+        that claim waits for the end of this session's block (`block`: the change is in a
+        block; it goes first, as PostgreSQL lets a lock's holder ahead of its waiters)."""
         named = frozenset(named)
         reach = named | frozenset(reach)
         with self._mutex:
-            self._wait_while(lambda: self._overlaps(pid, reach), waiting)
-            claim = Claim(pid, named, reach)
+            self._wait_while(pid, lambda: self._overlaps(pid, reach), waiting)
+            claim = Claim(pid, named, reach, block=block)
             self._claims.append(claim)
             self._tell()
             return claim
 
     def _overlaps(self, pid: int, reach: frozenset[int]) -> bool:
-        return any(c.pid != pid and c.reach & reach for c in self._claims)
+        return any(c.pid != pid and c.reach & reach and not self._uses_any(pid, c.named)
+                   for c in self._claims)
 
     def await_claim(self, claim: Claim, waiter: LockHolder | None, waiting: Waiting) -> None:
         """Wait until no other open block uses the claimed tables (`await_users`), then run
@@ -276,7 +285,7 @@ class DdlLock:
                 if self._user(claim.named, claim.pid, False) is not None:
                     continue
                 claim.running = True
-                self._wait_while(lambda: self._held_by_others(claim.pid, claim.reach),
+                self._wait_while(claim.pid, lambda: self._held_by_others(claim.pid, claim.reach),
                                  lambda: waiting()[:2])
                 if self._user(claim.named, claim.pid, False) is None:
                     claim.changing = True
@@ -302,19 +311,29 @@ class DdlLock:
             return False
         with self._mutex:
             ahead = rows_held or pid in self._shared
-            return self._wait_while(lambda: self._queued(pid, tables, ahead), waiting)
+            return self._wait_while(pid, lambda: self._queued(pid, tables, ahead), waiting)
 
-    def _wait_while(self, blocked: Callable[[], bool],
+    def _wait_while(self, pid: int, blocked: Callable[[], bool],
                     waiting: Callable[[], tuple[Callable[[], None], int]]) -> bool:
-        """Under the mutex: wait while `blocked()`, `waiting` asked for the interrupt check
-        and lock_timeout only if it is; True if it waited."""
+        """Under the mutex: wait while `blocked()` (`pid` shown waiting meanwhile: `waits`),
+        `waiting` asked for the interrupt check and lock_timeout only if it is; True if it
+        waited."""
         if not blocked():
             return False
         check_interrupts, timeout_ms = waiting()
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
-        while blocked():
-            _wait(self._cond, check_interrupts, deadline)
+        self._waiting_tables.add(pid)
+        try:
+            while blocked():
+                _wait(self._cond, check_interrupts, deadline)
+        finally:
+            self._waiting_tables.discard(pid)
         return True
+
+    def waits(self, pid: int) -> bool:
+        """Whether a statement of `pid` waits for this lock or behind a claim, as one waiting
+        for a lock on a relation in PostgreSQL (pg_stat_activity)."""
+        return pid in self._waiting_shared or pid in self._waiting_tables
 
     def _queued(self, pid: int, tables: frozenset[int], rows_held: bool) -> bool:
         """Whether another session's claim keeps a statement of `pid` on `tables` waiting (under
@@ -329,7 +348,8 @@ class DdlLock:
             if claim.pid == pid or not tables & (claim.reach if claim.running else claim.named):
                 continue
             if claim.changing or not (rows_held or self._holds_any(pid, claim.reach) or (
-                    not claim.running and self._uses_any(pid, claim.named))):
+                    not claim.running and self._uses_any(pid, claim.named)) or (
+                    claim.block and pid in self._shared)):
                 return True
         return False
 

@@ -180,11 +180,17 @@ def release(session: Session, u: Utility, prepared: PreparedStatement, params: l
 
 def rollback_to(session: Session, u: Utility, prepared: PreparedStatement,
                 params: list) -> Result:
-    """ROLLBACK TO SAVEPOINT: the block's buffered writes as they were at the savepoint."""
+    """ROLLBACK TO SAVEPOINT: the block's buffered writes as they were at the savepoint. Back
+    to before the block's first schema change, the changes are closed and the DDL lock let
+    go, as PostgreSQL releases the locks taken since the savepoint: statements queued
+    behind them go on."""
     _require_explicit(session, "ROLLBACK TO SAVEPOINT")
     i = _savepoint_index(session, u.name or "")
-    if session.ddl_open:  # the schema as the savepoint saw it (None: before any change)
-        session.store.restore(session.savepoints[i][2])
+    schema = session.savepoints[i][2]  # the schema as the savepoint saw it
+    if session.ddl_open and schema is None:  # (before any change)
+        session.close_schema_changes(None)
+    elif session.ddl_open:
+        session.store.restore(schema)
         session._plan_cache.clear()
     session.txn = txn_restore(session.txn, session.savepoints[i][1])
     session.restore_settings(session.savepoints[i][3])  # type: ignore[arg-type]

@@ -8,7 +8,8 @@ table (not for one that only read it); so do DROP INDEX (for the index's table),
 does a schema change of another table. A later statement on the table (autocommit, or a
 block's first use of it) queues behind the waiting change and then sees the new shape, while
 statements on other tables, and the block already using the table, go on; lock_timeout and
-statement_timeout end its wait. lock_timeout (55P03) and cancel (57014) end the change's wait,
+statement_timeout end its wait. Behind a change inside a block it waits on until that block
+ends (42P01 after a DROP), or until ROLLBACK TO a savepoint before the change. lock_timeout (55P03) and cancel (57014) end the change's wait,
 lock_timeout counting once for a change waiting for several blocks (a row's waits get it each);
 a cycle through the waiting change is 40P01 in one of the two.
 """
@@ -16,13 +17,13 @@ a cycle through the waiting change is 40P01 in one of the two.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import psycopg
 import pytest
 
 from tests.e2e.conftest import beside_postgres
-from tests.e2e.test_row_locks import begin, connect, sqlstate, waiting
+from tests.e2e.test_row_locks import begin, connect, sqlstate, still_waiting, waiting
 
 
 @pytest.fixture(scope="module")
@@ -196,17 +197,27 @@ def test_cancel_ends_the_wait(uri):
     assert rows(uri, "SELECT id FROM t") == [(2,)]
 
 
-def test_deadlock_through_the_waiting_change_fails_one(uri):
-    first = begin(uri, "UPDATE t SET n = 10 WHERE id = 1")
-    second = begin(uri, "UPDATE u SET n = 10 WHERE id = 1")
+def one_of_two_fails_with_40p01(uri: str, first_use: str, second_use: str,
+                                second_change: str, first_then: str) -> None:
+    """Two blocks use what the other then waits for: the second's `second_change` waits for
+    the first, whose `first_then` waits for the second; one of them fails with 40P01 and
+    both commit (the failed one's rolls back)."""
+    first, second = begin(uri, first_use), begin(uri, second_use)
     with first, second, ThreadPoolExecutor(2) as pool:
         for conn in (first, second):
             conn.execute("SET deadlock_timeout = '200ms'")
-        alter = waiting(pool, second, "ALTER TABLE t ADD COLUMN x int")
-        update = pool.submit(lambda: first.execute("UPDATE u SET n = 20 WHERE id = 1"))
-        assert sorted([sqlstate(alter), sqlstate(update)], key=str) == ["40P01", None]
+        change = waiting(pool, second, second_change)
+        then = pool.submit(lambda: first.execute(first_then))
+        assert sorted([sqlstate(change), sqlstate(then)], key=str) == ["40P01", None]
         for conn in (first, second):
-            conn.execute("COMMIT")  # the failed one's rolls back
+            conn.execute("COMMIT")
+
+
+def test_deadlock_through_the_waiting_change_fails_one(uri):
+    one_of_two_fails_with_40p01(uri, "UPDATE t SET n = 10 WHERE id = 1",
+                                "UPDATE u SET n = 10 WHERE id = 1",
+                                "ALTER TABLE t ADD COLUMN x int",
+                                "UPDATE u SET n = 20 WHERE id = 1")
     survived = rows(uri, "SELECT n FROM u")
     assert survived in ([(10,)], [(20,)])
     assert rows(uri, "SELECT n FROM t WHERE id = 1") == ([(10,)] if survived == [(20,)]
@@ -285,10 +296,20 @@ def test_an_autocommit_insert_beside_a_waiting_change_gets_the_new_column(uri):
     assert rows(uri, "SELECT id, n, x FROM t ORDER BY id") == [(1, 1, 7), (2, 2, 7), (3, 3, 7)]
 
 
+def still_unfinished(future: Future) -> None:
+    """Asserts that a statement queued behind a block's schema change still waits once the
+    change is done (not watched through pg_stat_activity: sqlvec answers no catalog query
+    while a block's schema changes are open)."""
+    time.sleep(0.2)
+    assert not future.done(), future.result()
+
+
+@pytest.mark.parametrize("altering_in_block", [False, True], ids=["autocommit", "in-block"])
 @pytest.mark.parametrize("queued_in_block", [False, True])
-def test_a_statement_after_a_waiting_change_queues_behind_it(uri, queued_in_block):
+def test_a_statement_after_a_waiting_change_queues_behind_it(uri, queued_in_block,
+                                                             altering_in_block):
     block = begin(uri, "SELECT count(*) FROM t")
-    altering = connect(uri)
+    altering = begin(uri) if altering_in_block else connect(uri)
     queued = begin(uri, "SELECT n FROM u") if queued_in_block else connect(uri)
     with block, altering, queued, ThreadPoolExecutor(2) as pool:
         alter = waiting(pool, altering, "ALTER TABLE t ADD COLUMN x int DEFAULT 7")
@@ -297,13 +318,59 @@ def test_a_statement_after_a_waiting_change_queues_behind_it(uri, queued_in_bloc
             other.execute("SET lock_timeout = '1s'")
             assert other.execute("SELECT n FROM u").fetchall() == [(1,)]
         assert block.execute("SELECT count(*) FROM t").fetchone() == (2,)  # it holds t
-        time.sleep(0.2)
-        assert not select.done()
+        still_waiting(queued, select)
         block.execute("COMMIT")
         alter.result(timeout=30)
+        if altering_in_block:  # the change holds t until its block ends
+            still_unfinished(select)
+            altering.execute("COMMIT")
         assert select.result(timeout=30) == [(1, 1, 7), (2, 2, 7)]  # the new shape
         if queued_in_block:
             queued.execute("COMMIT")
+
+
+@pytest.mark.parametrize("end, outcome", [
+    ("COMMIT", "42P01"),
+    ("ROLLBACK TO a", [(1, 1), (2, 2)]),  # the locks taken since the savepoint go with it
+    ("ROLLBACK", [(1, 1), (2, 2)]),
+])
+def test_a_block_s_drop_queues_statements_until_the_block_ends(uri, end, outcome):
+    block = begin(uri, "SELECT count(*) FROM t")
+    dropping, queued = begin(uri, "SAVEPOINT a"), connect(uri)
+    with block, dropping, queued, ThreadPoolExecutor(2) as pool:
+        drop = waiting(pool, dropping, "DROP TABLE t")
+        select = pool.submit(lambda: queued.execute("SELECT * FROM t ORDER BY id").fetchall())
+        still_waiting(queued, select)
+        block.execute("COMMIT")
+        drop.result(timeout=30)
+        dropping.execute(end)
+        if outcome == "42P01":
+            assert sqlstate(select) == "42P01"
+        else:
+            assert select.result(timeout=30) == outcome
+        dropping.execute("COMMIT")  # (after ROLLBACK TO: the block is still open)
+
+
+def test_a_statement_queued_behind_a_block_s_change_times_out(uri):
+    block = begin(uri, "SELECT count(*) FROM t")
+    altering, queued = begin(uri), connect(uri)
+    with block, altering, queued, ThreadPoolExecutor(1) as pool:
+        alter = waiting(pool, altering, "ALTER TABLE t ADD COLUMN x int")
+        queued.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            queued.execute("INSERT INTO t VALUES (3, 3)")
+        block.execute("COMMIT")
+        alter.result(timeout=30)
+        altering.execute("ROLLBACK")
+    assert rows(uri, "SELECT * FROM t ORDER BY id") == [(1, 1), (2, 2)]
+
+
+def test_two_blocks_changing_what_the_other_used_fail_one(uri):
+    one_of_two_fails_with_40p01(uri, "SELECT count(*) FROM t", "SELECT n FROM u",
+                                "ALTER TABLE t ADD COLUMN x int",
+                                "ALTER TABLE u ADD COLUMN y int")
+    assert rows(uri, "SELECT count(*) FROM information_schema.columns WHERE "
+                     "column_name IN ('x', 'y')") == [(1,)]
 
 
 def test_timeouts_end_a_statement_queued_behind_a_change(uri):
@@ -370,16 +437,21 @@ def test_a_delete_s_foreign_key_action_uses_the_referencing_table(uri, action, l
 def test_a_waiting_change_shows_as_waiting_for_a_relation_lock(uri):
     block = begin(uri, "SELECT count(*) FROM t")
     other = connect(uri)
-    with block, other, connect(uri) as observer, ThreadPoolExecutor(1) as pool:
+    queued = connect(uri)
+    with block, other, queued, connect(uri) as observer, ThreadPoolExecutor(2) as pool:
         alter = waiting(pool, other, "ALTER TABLE t ADD COLUMN x int")
+        select = waiting(pool, queued, "SELECT count(*) FROM t")
         pid = other.info.backend_pid
-        assert observer.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity "
-                                "WHERE pid = %s", (pid,)).fetchone() == ("Lock", "relation")
+        for waiter in (pid, queued.info.backend_pid):  # the statement queued behind it too
+            assert observer.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity "
+                                    "WHERE pid = %s", (waiter,)).fetchone() == \
+                ("Lock", "relation")
         assert observer.execute("SELECT locktype, mode FROM pg_locks WHERE pid = %s AND NOT "
                                 "granted", (pid,)).fetchall() == [("relation",
                                                                    "AccessExclusiveLock")]
         block.execute("COMMIT")
         alter.result(timeout=30)
+        select.result(timeout=30)
         # Idle, it waits for its client (PostgreSQL says so once its backend reads again).
         deadline = time.monotonic() + 5
         while (event := observer.execute("SELECT wait_event_type, wait_event FROM "

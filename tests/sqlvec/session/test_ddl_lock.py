@@ -10,6 +10,7 @@ import pytest
 
 from sqlvec.errors import QueryCanceled, SqlVecError
 from sqlvec.session.ddl_lock import DdlLock
+from sqlvec.storage.row_locks import LockHolder
 
 
 def never() -> None:
@@ -250,3 +251,50 @@ def test_a_statement_prepared_behind_a_waiting_change_gets_the_new_shape(db):
     alter.join(10)
     prepare.join(10)
     assert done["t"] == ["id", "n", "x"]
+
+
+def test_a_block_s_claim_lets_statements_inside_statements_go_ahead():
+    """A block's change takes the lock exclusively, so it waits for every statement under
+    way: one of those reaching its table (a function's query) goes ahead rather than wait
+    for it. An autocommit change waits only for statements holding its tables: theirs
+    queue."""
+    lock = DdlLock()
+    for block, expected in ((True, None), (False, "55P03")):
+        claim = lock.claim(1, [10], [], waiting(), block=block)
+        with lock.shared(2, waiting(50), tables=frozenset({20})):  # under way on 20
+            assert refused(lock, 2, {10}) == expected
+        assert refused(lock, 3, {10}) == "55P03"  # a new statement queues either way
+        lock.unclaim(claim)
+
+
+def test_a_block_s_claim_goes_ahead_of_a_claim_waiting_for_that_block():
+    """Session 2's change of 10 waits for session 1's block, which used 10: session 1's own
+    change of 10 does not wait for session 2's claim (neither could go on)."""
+    lock = DdlLock()
+    holder = LockHolder(1, row_waiting())
+    lock.use(holder, 10, False, waiting())
+    earlier = lock.claim(2, [10], [], waiting())
+    with pytest.raises(SqlVecError):  # a session not using 10 waits for it
+        lock.claim(3, [10], [], waiting(50), block=True)
+    claim = lock.claim(1, [10], [], waiting(50), block=True)
+    lock.unclaim(claim)
+    lock.unclaim(earlier)
+    assert lock._claims == []
+
+
+def test_rollback_to_before_the_first_schema_change_lets_the_ddl_lock_go(db):
+    """As PostgreSQL releases the locks taken since the savepoint: other sessions' statements
+    run again, while the block goes on (its writes before the savepoint kept)."""
+    block, other = db.connect(), db.connect()
+    block.execute_one("CREATE TABLE t (id int)")
+    for sql in ("BEGIN", "INSERT INTO t VALUES (1)", "SAVEPOINT a",
+                "ALTER TABLE t ADD COLUMN x int", "SAVEPOINT b", "DROP TABLE t"):
+        block.execute_one(sql)
+    block.execute_one("ROLLBACK TO b")  # after the first change: the lock stays
+    assert block.ddl_open and block._ddl_lock.owner == block.pid
+    block.execute_one("ROLLBACK TO a")
+    assert not block.ddl_open and block._ddl_lock.owner is None
+    assert other.execute_one("SELECT count(*) FROM t").table.column(0).to_pylist() == [0]
+    block.execute_one("COMMIT")
+    assert [c.name for c in other.prepare("SELECT * FROM t").columns] == ["id"]
+    assert other.execute_one("SELECT count(*) FROM t").table.column(0).to_pylist() == [1]
