@@ -351,20 +351,6 @@ def test_a_block_s_drop_queues_statements_until_the_block_ends(uri, end, outcome
         dropping.execute("COMMIT")  # (after ROLLBACK TO: the block is still open)
 
 
-def test_a_statement_queued_behind_a_block_s_change_times_out(uri):
-    block = begin(uri, "SELECT count(*) FROM t")
-    altering, queued = begin(uri), connect(uri)
-    with block, altering, queued, ThreadPoolExecutor(1) as pool:
-        alter = waiting(pool, altering, "ALTER TABLE t ADD COLUMN x int")
-        queued.execute("SET lock_timeout = '200ms'")
-        with pytest.raises(psycopg.errors.LockNotAvailable):
-            queued.execute("INSERT INTO t VALUES (3, 3)")
-        block.execute("COMMIT")
-        alter.result(timeout=30)
-        altering.execute("ROLLBACK")
-    assert rows(uri, "SELECT * FROM t ORDER BY id") == [(1, 1), (2, 2)]
-
-
 def test_two_blocks_changing_what_the_other_used_fail_one(uri):
     one_of_two_fails_with_40p01(uri, "SELECT count(*) FROM t", "SELECT n FROM u",
                                 "ALTER TABLE t ADD COLUMN x int",
@@ -373,9 +359,10 @@ def test_two_blocks_changing_what_the_other_used_fail_one(uri):
                      "column_name IN ('x', 'y')") == [(1,)]
 
 
-def test_timeouts_end_a_statement_queued_behind_a_change(uri):
+@pytest.mark.parametrize("in_block", [False, True], ids=["autocommit", "block"])
+def test_timeouts_end_a_statement_queued_behind_a_change(uri, in_block):
     block = begin(uri, "SELECT count(*) FROM t")
-    altering, queued = connect(uri), connect(uri)
+    altering, queued = begin(uri) if in_block else connect(uri), connect(uri)
     with block, altering, queued, ThreadPoolExecutor(1) as pool:
         alter = waiting(pool, altering, "ALTER TABLE t ADD COLUMN x int")
         queued.execute("SET lock_timeout = '200ms'")
@@ -387,7 +374,10 @@ def test_timeouts_end_a_statement_queued_behind_a_change(uri):
             queued.execute("SELECT count(*) FROM t")
         block.execute("COMMIT")
         alter.result(timeout=30)
-    assert rows(uri, "SELECT count(*) FROM t") == [(2,)]
+        if in_block:
+            altering.execute("ROLLBACK")
+    kept = [(1, 1), (2, 2)] if in_block else [(1, 1, None), (2, 2, None)]
+    assert rows(uri, "SELECT * FROM t ORDER BY id") == kept
 
 
 def with_referencing(uri: str, action: str = "") -> None:
