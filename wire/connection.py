@@ -492,12 +492,13 @@ class Connection:
                 self._shutdown_socket(socket.SHUT_RD)
 
     def _terminate(self) -> None:
-        """pg_terminate_backend: `stop`, and for an idle session wait (briefly) until its FATAL
-        error is written, so the client's next statement meets it wherever it is answered (a
-        worker answering reads checks for the primary's output first)."""
-        idle = self.reading
+        """pg_terminate_backend: `stop`, and wait (briefly) until the FATAL error is written, so
+        the client's next statement meets it wherever it is answered (a worker answering reads
+        checks for the primary's output first). Not only when idle: between client statements
+        the connection may be handling a worker's report (its activity, its statistics), and a
+        running statement is interrupted, so the FATAL follows at once either way."""
         self.stop()
-        if idle and threading.current_thread() is not self.thread:
+        if threading.current_thread() is not self.thread:
             self._said.wait(TERMINATE_WAIT)
 
     def abort(self) -> None:
