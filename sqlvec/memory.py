@@ -146,3 +146,31 @@ def _libc_madvise() -> Callable[..., int] | None:
         except (OSError, AttributeError):
             _libc = False
     return _libc.madvise if _libc else None
+
+
+_MADV_HUGEPAGE = 14
+_MADV_COLLAPSE = 25  # Linux 6.1: back the range with huge pages now, whatever the THP setting
+_HUGE_PAGE = 2 << 20
+
+
+def collapse_to_huge_pages(address: int, length: int) -> int:
+    """Back the whole 2 MiB pages inside `length` bytes at `address` (private anonymous memory
+    already written) with huge pages; return how many bytes now are (0 off Linux, on a
+    kernel without MADV_COLLAPSE, or when it cannot).
+
+    A graph search reads a few hundred rows spread over the whole graph: with 4 KiB pages
+    nearly every one costs a TLB miss, with huge pages a few dozen entries cover it. The
+    caller must own the range; pages shared with a forked process would be copied, so it is
+    for memory a process has just filled, before any fork."""
+    start = -(-address // _HUGE_PAGE) * _HUGE_PAGE
+    end = (address + length) // _HUGE_PAGE * _HUGE_PAGE
+    if end <= start or not sys.platform.startswith("linux"):
+        return 0
+    madvise = _libc_madvise()
+    if madvise is None:
+        return 0
+    size = ctypes.c_size_t(end - start)
+    madvise(ctypes.c_void_p(start), size, _MADV_HUGEPAGE)
+    if madvise(ctypes.c_void_p(start), size, _MADV_COLLAPSE) != 0:
+        return 0
+    return end - start

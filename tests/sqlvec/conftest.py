@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import sys
+
 import pytest
 
 from sqlvec.database import Database
+from sqlvec.memory import collapse_to_huge_pages
 from sqlvec.storage.compaction import CompactionPolicy
 from sqlvec.storage.store import StoreOptions
 
@@ -30,3 +35,37 @@ def schema_session(tmp_path_factory, request):
     yield s
     s.close()
     db.close()
+
+
+def huge_bytes_in(address: int, length: int) -> int:
+    """AnonHugePages of the mappings overlapping `length` bytes at `address`, in bytes
+    (/proc/self/smaps; the advice splits a mapping at the range it covers)."""
+    inside, total = False, 0
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(None, 1)[0]
+            if "-" in head and not head.endswith(":"):
+                start, end = (int(x, 16) for x in head.split("-"))
+                inside = start < address + length and address < end
+            elif inside and head == "AnonHugePages:":
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def collapses_on_request() -> bool:
+    """Whether this kernel moves a written private range onto huge pages when asked
+    (`collapse_to_huge_pages`: Linux 6.1's MADV_COLLAPSE, transparent huge pages not off)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    size = 4 << 20
+    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        buffer.write(b"\1" * size)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+        return collapse_to_huge_pages(address, size) > 0
+    finally:
+        buffer.close()
+
+
+needs_huge_pages = pytest.mark.skipif(not collapses_on_request(),
+                                      reason="needs huge pages on request (MADV_COLLAPSE)")

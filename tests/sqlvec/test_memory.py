@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from sqlvec.memory import KeptMemory, release_zero_pages, unreferenced
+from sqlvec.memory import KeptMemory, collapse_to_huge_pages, release_zero_pages, unreferenced
+from tests.sqlvec.conftest import huge_bytes_in, needs_huge_pages
 
 
 def test_a_buffer_given_back_is_taken_again_with_its_pages_in_place():
@@ -77,3 +78,22 @@ def test_zero_pages_are_given_back_and_others_kept():
     assert buffer.raw == bytes(len(buffer))
     buffer[0] = b"y"  # still writable memory
     assert buffer[0] == b"y"
+
+
+@needs_huge_pages
+def test_written_memory_collapses_to_huge_pages_keeping_its_bytes():
+    """The whole 2 MiB pages of a private range move onto huge pages, its bytes unchanged."""
+    size = 8 << 20
+    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    view = np.frombuffer(buffer, np.uint8)
+    view[:] = np.arange(size, dtype=np.uint64).astype(np.uint8) ^ 0x5A
+    expected = view.copy()
+    address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    collapsed = collapse_to_huge_pages(address + 100, size - 200)
+    assert collapsed >= 2 << 20 and collapsed % (2 << 20) == 0
+    assert huge_bytes_in(address, size) >= collapsed
+    np.testing.assert_array_equal(view, expected)
+    view[7] = 1  # still private, writable memory
+    assert view[7] == 1
+    del view
+    buffer.close()

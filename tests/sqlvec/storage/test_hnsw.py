@@ -21,6 +21,7 @@ from sqlvec.storage.hnsw import (
 )
 from sqlvec.storage.vector_index import VectorIndex
 from sqlvec.vectors import Metric, distances, top_k, top_k_batch
+from tests.sqlvec.conftest import huge_bytes_in, needs_huge_pages
 
 N, DIM, CLUSTERS, QUERIES = 20_000, 128, 200, 100
 INDEXED = [Metric.L2, Metric.COSINE, Metric.IP]
@@ -132,6 +133,27 @@ def test_save_load_round_trip(tmp_path, data, indexes):
             np.testing.assert_array_equal(a[1], b[1])
     # Saving again over the same path replaces the file.
     assert loaded.save(path) == crc
+
+
+@needs_huge_pages
+def test_a_loaded_graph_searches_its_records_on_huge_pages(tmp_path, data, indexes):
+    """Built or loaded, a graph's level-0 records (13 MB here) are on huge pages, and the
+    loaded graph answers as the built one, reading its rows from them."""
+    rows, queries = data
+    index = indexes[Metric.L2]
+    path = tmp_path / "seg-2.hnsw"
+    crc = index.save(path)
+    loaded = HnswIndex.load(path, index.params, DIM, expected_crc=crc)
+    for graph in (index, loaded):
+        words = _graph_words(graph._index, DIM, index.params.m)
+        length = N * words[3]
+        assert huge_bytes_in(words[31], length) >= length - 2 * (2 << 20)
+    for query in queries[:20]:
+        a = index.search(query, 10, ef=64, squared=True)
+        b = loaded.search(query, 10, ef=64, squared=True)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(loaded.stored_rows(b[0]), rows[b[0]])
 
 
 def test_flipped_byte_is_detected(tmp_path):
