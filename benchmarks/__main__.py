@@ -23,6 +23,7 @@ SUITES = {
     "btree": "benchmarks.btree",
     "quantization": "benchmarks.quantization",
     "workers": "benchmarks.workers",
+    "workers-paired": "benchmarks.workers_paired",
     "round_trip": "benchmarks.round_trip",
     "vector_qps": "benchmarks.vector_qps",
     "memory": "benchmarks.memory",
