@@ -28,8 +28,7 @@ import tempfile
 import threading
 import time
 
-from benchmarks.workers import (BINARY_SQL, cpu_seconds, processes, queries_of, role_of,
-                                start)
+from benchmarks.workers import BINARY_SQL, cpu_seconds, processes, queries_of, role_of, start
 
 WARM_UP = 50  # queries each connection runs before the first turn
 

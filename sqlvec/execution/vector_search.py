@@ -34,8 +34,14 @@ from sqlvec.execution.values import INT8, Value, as_array
 from sqlvec.plan import nodes as n
 from sqlvec.sql.binder import Field, sql_type
 from sqlvec.storage.schema import ROWID
-from sqlvec.storage.search import MAX_EF_SEARCH, MAX_EF_SEARCH_DEFAULT, SegmentPlan, read_max_ef
-from sqlvec.storage.table import SearchHits
+from sqlvec.storage.search import (
+    MAX_EF_SEARCH,
+    MAX_EF_SEARCH_DEFAULT,
+    SegmentPlan,
+    index_order,
+    read_max_ef,
+)
+from sqlvec.storage.table import SearchHits, segment_numbers
 from sqlvec.types import SparseVector, SqlType
 from sqlvec.vectors import (
     BIT_METRICS,
@@ -411,6 +417,9 @@ class FusedTopK:
         table's columns gives), or None when the operator tree must run instead. Numbers the
         search reads as NumPy arrays skip Arrow: a caller that encodes the rows itself (the
         wire's compiled top-k) wants Python values."""
+        out = self._lone_values(ctx)
+        if out is not None:
+            return out
         hits = self._winners(ctx)
         if hits is None:
             return None
@@ -445,12 +454,76 @@ class FusedTopK:
             if op.k.const:
                 self._k = k
         hits = op.search_hits(ctx, None, frame, vector, k, self.order_only)
-        start, stop = 0, hits.count
-        for offset, count in self._limit_bounds(ctx):
+        return hits.slice(*self._cut(self._limit_bounds(ctx), hits.count))
+
+    @staticmethod
+    def _cut(bounds: list[tuple[int, int | None]], count: int) -> tuple[int, int]:
+        """The winners the LIMITs keep (start, stop) of `count` found, nearest first."""
+        start, stop = 0, count
+        for offset, limit in bounds:
             start = min(start + offset, stop)
-            if count is not None:
-                stop = min(stop, start + count)
-        return hits.slice(start, stop)
+            if limit is not None:
+                stop = min(stop, start + limit)
+        return start, stop
+
+    def _lone_values(self, ctx) -> list[list] | None:
+        """`values` of a search its snapshot runs again as planned, one segment's index
+        search (`TableSnapshot.lone_search`), the winners' cells read straight from that
+        segment's columns; None when it is not one (the general path runs), or the index
+        falls short of k (the general path runs it again and finishes exactly).
+
+        Only what reads the result (the columns, their order) and what a run leaves behind
+        (the index scan counted in pg_stat_user_indexes, the NOTICE of a recall target
+        missed) are kept: no plan record for EXPLAIN ANALYZE (which runs the operator tree,
+        never this step), no `SearchHits`. Runs whose k and LIMITs are constants and whose
+        result has no distance, once a first run worked them out."""
+        op, k, bounds = self.topk, self._k, self._bounds
+        if k is None or bounds is None or not 0 < k < 2**62 or not self.order_only \
+                or op.scan.filter is not None or op.bounds:
+            return None
+        vector = op._bound_vector(ctx)
+        if vector is None:
+            return None
+        ctx.check_interrupts()
+        snap = ctx.snapshot(op.scan.table_id)
+        settings = ctx.settings
+        planned = snap.lone_search(op.column, op.metric, vector, k, settings=settings,
+                                   exact=op._exact(settings))
+        if planned is None or planned.mask is not None:
+            return None
+        columns = self._segment_columns(snap.table_def, planned.view.data)
+        if columns is None:
+            return None
+        positions = index_order(planned, op.metric, vector)
+        if positions is None:
+            return None
+        index = snap.index_for(op.column, op.metric)
+        op.index_name = index.name
+        ctx.table_stats(op.scan.table_id).index_scanned(index.name, positions.size,
+                                                         positions.size)
+        if planned.plan.misses_target:
+            _report_missed_target(ctx, [planned.plan])
+        at = positions[slice(*self._cut(bounds, min(k, positions.size)))]
+        out = [column[at].tolist() for column in columns]
+        ctx.check_interrupts()
+        return out
+
+    def _segment_columns(self, table_def, data) -> list[np.ndarray] | None:
+        """Each result column as a NumPy view over segment `data`'s rows (the row ids, or
+        a column of numbers of the result's type: kept by the segment), or None when one is
+        not such a view. (Not kept here: a statement would hold a segment merged away.)"""
+        columns = []
+        for source, arrow in zip(self._columns(table_def), self.arrow_types):
+            if source is _ROW_ID:
+                view = data.rowids if arrow == _INT8 else None
+            elif source is not _DISTANCE and source[1] == arrow:
+                view = segment_numbers(data, source[0], arrow)
+            else:
+                view = None
+            if view is None:
+                return None
+            columns.append(view)
+        return columns
 
     @staticmethod
     def _array(hits, source, arrow: pa.DataType, column_type: SqlType) -> pa.Array:

@@ -475,6 +475,21 @@ def _indexed(search: SegmentSearch, query: np.ndarray,
     return positions, None
 
 
+def index_order(search: SegmentSearch, metric: Metric, query: np.ndarray) -> np.ndarray | None:
+    """The winners' positions of a planned index search of a whole segment (no mask), in
+    the order pgvector's exact distances give them: the index's own order when its
+    distances settle it (`_order_settled`), else re-scored. `run_segment` without its plan
+    record filled in, for a caller that reads neither the record nor the distances; None
+    when the index cannot give k winners (`run_segment` then finishes exactly)."""
+    found = _indexed(search, query, search.plan)
+    if found is None:
+        return None
+    positions, approximate = found
+    if approximate is not None and _order_settled(metric, search, query, approximate):
+        return positions
+    return _rescore(metric, search, query, positions)[0]
+
+
 def _bits(search: SegmentSearch, metric: Metric, query: np.ndarray,
           k: int) -> tuple[np.ndarray, np.ndarray]:
     """A search of bit strings: through the segment's packed bits when it has them, else

@@ -437,6 +437,23 @@ class TableSnapshot:
         self._memo[("lone", column, metric, k, exact)] = (
             method, knobs, index.name, col.type.vector_dtype, (col.dims,), planned[0])
 
+    def lone_search(self, column: str, metric: Metric, query: object, k: int, *,
+                    settings: Mapping[str, str] | None, exact: bool) -> SegmentSearch | None:
+        """The planned search `search_lone` runs again (the memo's own `SegmentSearch`: its
+        plan record is not to be filled in), when this snapshot last planned the search as
+        one segment's index search and the knobs the settings give, the segment's index and
+        the query vector's type and dimensions are still those it was planned with; None
+        otherwise."""
+        lone = self._memo.get(("lone", column, metric, k, exact))
+        if lone is None:
+            return None
+        method, knobs, index_name, dtype, shape, planned = lone
+        if type(query) is not np.ndarray or query.dtype != dtype or query.shape != shape \
+                or search_knobs(method, settings) != knobs \
+                or planned.view.data.index(index_name) is not planned.index:
+            return None
+        return planned
+
     def search_lone(self, column: str, metric: Metric, query: object, k: int, *,
                     settings: Mapping[str, str] | None, exact: bool, plans: list[SegmentPlan],
                     order_only: bool = False) -> SearchHits | None:
@@ -445,13 +462,8 @@ class TableSnapshot:
         search run straight away (a fresh plan record), the same winners without planning
         it again. None when it was not (or the knobs, the segment's index, or the query
         vector's type or dimensions differ): `search_hits` then plans it, with its errors."""
-        lone = self._memo.get(("lone", column, metric, k, exact))
-        if lone is None:
-            return None
-        method, knobs, index_name, dtype, shape, planned = lone
-        if type(query) is not np.ndarray or query.dtype != dtype or query.shape != shape \
-                or search_knobs(method, settings) != knobs \
-                or planned.view.data.index(index_name) is not planned.index:
+        planned = self.lone_search(column, metric, query, k, settings=settings, exact=exact)
+        if planned is None:
             return None
         search = SegmentSearch(planned.view, _fresh(planned.plan), planned.mask, planned.index,
                                planned.matrix, settings)
@@ -636,7 +648,7 @@ class SearchHits:
         if len(self.picks) != 1:
             return None
         view, at, _ = self.picks[0]
-        values = _numpy_column(view.data, col.physical, arrow, col.missing_value)
+        values = segment_numbers(view.data, col, arrow)
         return None if values is None else values[at]
 
     def rowids(self) -> pa.Array:
@@ -1927,6 +1939,12 @@ def _numpy_column(data: SegmentData, physical: str, arrow: pa.DataType,
 
     view = data.cached(("numpy", physical, missing), build)
     return None if view is False else view  # type: ignore[return-value]
+
+
+def segment_numbers(data: SegmentData, col: ColumnDef, arrow: pa.DataType) -> np.ndarray | None:
+    """A segment's column (of Arrow type `arrow`) as a NumPy view when it is one chunk of
+    numbers without NULLs, for a caller that picks the winners' cells itself; else None."""
+    return _numpy_column(data, col.physical, arrow, col.missing_value)
 
 
 _INT8, _FLOAT8 = pa.int64(), pa.float64()

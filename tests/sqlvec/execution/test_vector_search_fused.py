@@ -311,10 +311,7 @@ def test_a_lone_search_runs_as_planned_until_its_snapshot_knobs_or_index_change(
     # built again, a query vector of other dimensions.
     from sqlvec.storage.table import TableSnapshot
 
-    session.execute_one(f"CREATE TABLE lone (id bigint, emb vector({DIM}))")
-    session.execute_one("INSERT INTO lone SELECT id, emb FROM t WHERE id < 800")
-    session.execute_one("CREATE INDEX lone_emb ON lone USING hnsw (emb vector_l2_ops)")
-    session.database.store().wait_idle()
+    _one_indexed_segment(session, "lone", "id bigint", "id", 800)
     answered = []
     real = TableSnapshot.search_lone
     monkeypatch.setattr(TableSnapshot, "search_lone", _counting(real, answered))
@@ -387,6 +384,15 @@ def test_a_lone_search_runs_as_planned_until_its_snapshot_knobs_or_index_change(
         session.execute_one("DROP TABLE lone")
 
 
+def _one_indexed_segment(session, name: str, columns: str, values: str, rows: int) -> None:
+    """Table `name` (`columns` and `emb`) of t's first rows below id `rows`, in one sealed
+    segment with an HNSW index (`<name>_emb`), built."""
+    session.execute_one(f"CREATE TABLE {name} ({columns}, emb vector({DIM}))")
+    session.execute_one(f"INSERT INTO {name} SELECT {values}, emb FROM t WHERE id < {rows}")
+    session.execute_one(f"CREATE INDEX {name}_emb ON {name} USING hnsw (emb vector_l2_ops)")
+    session.database.store().wait_idle()
+
+
 def _counting(real, answered: list[bool]):
     """`real`, noting whether each call answered (not None)."""
     def call(*args, **kwargs):
@@ -394,3 +400,67 @@ def _counting(real, answered: list[bool]):
         answered.append(found is not None)
         return found
     return call
+
+
+def test_values_of_a_lone_search_read_from_its_segment_are_the_general_paths(
+        session, monkeypatch):
+    # `run_values` of a search its snapshot runs as planned reads the winners' cells straight
+    # from the segment (`FusedTopK._lone_values`): the same values, order, pg_stat counts and
+    # NOTICEs as the general path (and the tree), under constant LIMITs and OFFSETs, and the
+    # general path again for a column that is no NumPy view or a changed knob.
+    from sqlvec.execution.vector_search import FusedTopK
+
+    _one_indexed_segment(session, "lane", "id bigint, tag int, name text", "id, tag, 'r' || id",
+                         900)
+    taken = []
+    monkeypatch.setattr(FusedTopK, "_lone_values", _counting(FusedTopK._lone_values, taken))
+    stored = np.asarray(session.execute_one("SELECT emb FROM lane WHERE id = 7").rows()[0][0],
+                        np.float32)
+    queries = [stored, *_queries(session, 8)]
+
+    def counts() -> tuple:
+        return tuple(session.execute_one(
+            "SELECT idx_scan, idx_tup_read, idx_tup_fetch FROM pg_stat_user_indexes "
+            "WHERE indexrelname = 'lane_emb'").rows()[0])
+
+    def general(prepared, q):
+        with monkeypatch.context() as off:
+            off.setattr(FusedTopK, "_lone_values", lambda self, ctx: None)
+            return session.run_values(prepared, [q])
+
+    def same(sql: str, lone: bool) -> None:
+        prepared = session.prepare(sql)
+        for q in queries[:2]:  # (k and the LIMITs worked out, the search planned, kept)
+            session.run_values(prepared, [q])
+        for q in queries:
+            taken.clear()
+            before = counts()
+            result = session.run_values(prepared, [q])
+            assert taken == [lone]
+            after = counts()
+            expected = general(prepared, q)
+            assert counts()[0] == after[0] + 1
+            assert [a - b for a, b in zip(after, before)] == \
+                [a - b for a, b in zip(counts(), after)]
+            assert result.values == expected.values
+            assert result.values == [c.to_pylist() for c in session.run(prepared, [q]).table.columns]
+            assert [n.message for n in result.notices] == [n.message for n in expected.notices]
+
+    try:
+        same("SELECT id FROM lane ORDER BY emb <-> $1 LIMIT 10", True)
+        same("SELECT tag, id FROM lane ORDER BY emb <-> $1 LIMIT 7 OFFSET 2", True)
+        same("SELECT id FROM (SELECT id, tag FROM lane ORDER BY emb <-> $1 LIMIT 8) s "
+             "LIMIT 5 OFFSET 1", True)
+        same("SELECT id, name FROM lane ORDER BY emb <-> $1 LIMIT 5", False)  # text: no view
+        same("SELECT id, emb <-> $1 FROM lane ORDER BY emb <-> $1 LIMIT 5", False)  # distance
+        session.execute_one("SET sqlvec.target_recall = 0.9999")  # beyond the cap: NOTICEs
+        session.execute_one("SET sqlvec.max_ef_search = 8")
+        session.execute_one("RESET hnsw.ef_search")
+        same("SELECT id FROM lane ORDER BY emb <-> $1 LIMIT 10", True)
+        assert session.run_values(session.prepare(
+            "SELECT id FROM lane ORDER BY emb <-> $1 LIMIT 10"), [stored]).notices
+    finally:
+        session.execute_one("RESET sqlvec.target_recall")
+        session.execute_one("RESET sqlvec.max_ef_search")
+        session.execute_one("SET hnsw.ef_search = 40")
+        session.execute_one("DROP TABLE lane")
