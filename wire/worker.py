@@ -1422,6 +1422,7 @@ class Worker:
         self.log: PrimaryLog | None = None  # where log records go, once serving
         self.statistics: PrimaryStatistics | None = None  # where statistics go, once serving
         self._lock = threading.Lock()
+        self._serving = threading.Event()  # set when a client is registered (`_await_clients`)
         self._config_lock = threading.Lock()
 
     def _follow(self) -> None:
@@ -1459,6 +1460,7 @@ class Worker:
         """Make a client reachable by its backend pid, for cancel requests."""
         with self._lock:
             self._relays[relay.pid] = relay
+            self._serving.set()
 
     def forget(self, relay: Relay) -> None:
         """Forget a client that has ended."""
@@ -1470,6 +1472,7 @@ class Worker:
     def _watch(self) -> None:
         trimmed = 0.0
         while True:
+            self._await_clients()
             time.sleep(REPORT_AFTER / 2)
             now = time.monotonic()
             if self._ended and now - trimmed >= 1.0:
@@ -1483,6 +1486,16 @@ class Worker:
             for relay in relays:
                 if relay.running:
                     relay.report_if_long(now)
+
+    def _await_clients(self) -> None:
+        """While no client is served here (a writer's connection has moved to the primary,
+        say) and no ended one's memory waits to be handed back, wait for one: an idle worker's
+        watch does not wake 40 times a second for nothing."""
+        with self._lock:
+            if self._relays or self._ended:
+                return
+            self._serving.clear()
+        self._serving.wait()
 
     def serve(self, control: socket.socket) -> None:
         """Take connections and cancel requests from the primary until it closes the control
