@@ -23,9 +23,9 @@ column types) is sent by the general result writer. The bytes are the general pa
 for byte.
 
 A single-row INSERT, UPDATE or DELETE (no RETURNING) is a round trip of the same kind, with
-nothing to encode but its command tag: `CompiledWrite` is fixed with the round trip's shape the
-second time it comes (`Connection._keep_shape`) and run on the values taken from the receive
-buffer (`Connection._run_repeated`): no Bind message, no portal made and dropped. Its guards
+nothing to encode but its command tag: `CompiledWrite` is fixed when the round trip's shape is
+kept (`Connection._keep_shape`) and run on the values taken from the receive buffer
+(`Connection._run_repeated`): no Bind message, no portal made and dropped. Its guards
 are `CompiledTopK`'s; a value its decoder takes the general path for (NULL aside: an error,
 an unusual form) sends the round trip there too, which decodes it again and reports it.
 """

@@ -323,11 +323,6 @@ def _result_formats(codes: tuple[int, ...], ncols: int) -> list[int]:
     return list(codes)
 
 
-def _param_format(codes: tuple[int, ...], i: int) -> int:
-    """Bind's format code of parameter `i`: none bound means text, one applies to all."""
-    return codes[i] if len(codes) > 1 else (codes[0] if codes else pgtypes.TEXT)
-
-
 def row_description(columns: list[ResultColumn], formats: list[int]) -> RowDescription:
     """The RowDescription of `columns` in the formats the portal will send them in."""
     return RowDescription(tuple(
@@ -1155,7 +1150,7 @@ class Connection:
         self.session.refuse_in_failed_block(statement.prepared)  # type: ignore[union-attr]
         params = []
         for i, (data, t) in enumerate(zip(message.params, types)):
-            fmt = _param_format(codes, i)
+            fmt = pgtypes.param_format(codes, i)
             try:
                 params.append(pgtypes.decode_param(data, t, fmt))
             except SqlVecError as exc:

@@ -675,12 +675,15 @@ def decode_param(data: bytes | None, t: SqlType, fmt: int) -> object:
     return decode_text(data, t)
 
 
+def param_format(codes: tuple[int, ...], i: int) -> int:
+    """Bind's format code of parameter `i`: none bound means text, one applies to all."""
+    return codes[i] if len(codes) > 1 else (codes[0] if codes else TEXT)
+
+
 def param_decoders(types: list[SqlType] | tuple[SqlType, ...],
                    codes: tuple[int, ...]) -> list[Callable[[bytes | None], object]]:
-    """`param_decoder` of each parameter of a Bind with format codes `codes` (none: all text,
-    one: for all)."""
-    return [param_decoder(t, codes[i] if len(codes) > 1 else codes[0] if codes else TEXT)
-            for i, t in enumerate(types)]
+    """`param_decoder` of each parameter of a Bind with format codes `codes`."""
+    return [param_decoder(t, param_format(codes, i)) for i, t in enumerate(types)]
 
 
 def param_decoder(t: SqlType, fmt: int) -> Callable[[bytes | None], object]:
