@@ -1,4 +1,5 @@
-"""A prepared vector top-k's round trip, compiled.
+"""Prepared statements' round trips compiled: a vector top-k's (`CompiledTopK`) and a
+write's without result columns (`CompiledWrite`).
 
 A driver runs a prepared statement as Bind, Describe of its portal (often), Execute and Sync.
 When the statement is a vector top-k the engine runs in one step (`PreparedStatement.fused`:
@@ -20,6 +21,13 @@ general path's, and so are its errors and Sync (`Connection._extended`, `on_sync
 the compiled encoders were not made for (a notice, more rows than a short result, other
 column types) is sent by the general result writer. The bytes are the general path's, byte
 for byte.
+
+A single-row INSERT, UPDATE or DELETE (no RETURNING) is a round trip of the same kind, with
+nothing to encode but its command tag: `CompiledWrite` is fixed when the round trip's shape is
+kept (`Connection._keep_shape`) and run on the values taken from the receive buffer
+(`Connection._run_repeated`): no Bind message, no portal made and dropped. Its guards
+are `CompiledTopK`'s; a value its decoder takes the general path for (NULL aside: an error,
+an unusual form) sends the round trip there too, which decodes it again and reports it.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ from wire import pgtypes
 from wire.messages import BindComplete, CommandComplete, DataRow, Execute
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from wire.connection import Connection, Statement
     from wire.messages import Bind
 
@@ -166,6 +176,74 @@ class CompiledTopK:
         return pa.Table.from_arrays(
             [pa.array(column, type) for column, type in zip(values, self.arrow_types)],
             names=[c.name for c in self.columns])
+
+
+class CompiledWrite:
+    """A prepared statement's round trip whose statement has no result columns (module
+    docstring): made by `of`; `fits` and `decode` say whether a round trip runs through it,
+    `steps` runs it."""
+
+    __slots__ = ("statement", "prepared", "decoders", "codes", "head")
+
+    def __init__(self, statement: Statement, decoders: list[Callable],
+                 codes: tuple[int, ...], describe: bool) -> None:
+        self.statement, self.prepared = statement, statement.prepared
+        self.decoders = decoders
+        self.codes = codes  # the result formats bound: none, or one for all
+        # BindComplete, and NoData when the round trip describes the portal.
+        self.head = BIND_COMPLETE + (statement.description([]) if describe else b"")
+
+    @classmethod
+    def of(cls, statement: Statement | None, bind: Bind, describe: bool,
+           execute: Execute) -> CompiledWrite | None:
+        """The compiled round trip of `statement` bound by `bind`, or None when the statement
+        has result columns (or is a COPY), or the Bind does not fit it (the general path
+        reports that)."""
+        if statement is None:
+            return None
+        prepared = statement.prepared
+        types = prepared.param_types
+        codes = bind.param_formats
+        if prepared.columns is not None or statement.copy is not None \
+                or len(bind.params) != len(types) or len(codes) not in (0, 1, len(types)) \
+                or len(bind.result_formats) > 1 or execute.max_rows != 0 \
+                or execute.portal != bind.portal:
+            return None
+        return cls(statement, pgtypes.param_decoders(types, codes), bind.result_formats,
+                   describe)
+
+    def fits(self, connection: Connection, name: str) -> bool:
+        """Whether statement `name` is still the one compiled, planned as it was, and the
+        session is idle outside a block with nothing gathered (`CompiledTopK.fits`)."""
+        statement = self.statement
+        session = connection.session
+        return connection.statements.get(name) is statement \
+            and statement.prepared is self.prepared and session is not None \
+            and not connection.portals and not session.explicit and not session.implicit \
+            and session.pending is None and session.plan_is_current(self.prepared)
+
+    def decode(self, values: tuple[bytes | None, ...]) -> list | None:
+        """The bound values decoded; None when one does not decode here (the general path
+        then runs the round trip, and reports the error)."""
+        try:
+            return [decode(value) for decode, value in zip(self.decoders, values)]
+        except Exception:
+            return None
+
+    def steps(self, connection: Connection, params: list) -> None:
+        """Bind's answer, NoData if asked, the statement run and its answer (its errors are
+        the caller's: `Connection._extended`)."""
+        connection.send_raw(self.head)
+        session = connection.session
+        assert session is not None
+        result = session.run(self.prepared, params)
+        changed = session.drain_changed_settings()
+        if changed:
+            connection._send_settings(changed)
+        columns = result.columns  # (none: the statement has none; kept general all the same)
+        formats = [] if columns is None else [self.codes[0] if self.codes else pgtypes.TEXT] \
+            * len(columns)
+        connection._send_result(result, formats, 0)
 
 
 BIND_COMPLETE = BindComplete().encode()

@@ -71,7 +71,7 @@ from wire.codec import (
     read_message,
     read_startup,
 )
-from wire.compiled import CompiledTopK
+from wire.compiled import CompiledTopK, CompiledWrite
 from wire.messages import (
     AUTH_SASL_FINAL,
     PROTOCOL_3_0,
@@ -230,9 +230,7 @@ class RunsOf:
             (RepeatedRoundTrip(bind, Describe("P", "").encode() + execute, ()),
              _BIND_COMPLETE + statement.description(formats) + done),
             (RepeatedRoundTrip(bind, execute, ()), _BIND_COMPLETE + done)]
-        codes = bind.param_formats
-        self.decoders = [pgtypes.param_decoder(t, _param_format(codes, i))
-                         for i, t in enumerate(statement.param_types)]
+        self.decoders = pgtypes.param_decoders(statement.param_types, bind.param_formats)
         self.fast = statement.prepared.compiled.fast  # type: ignore[union-attr]
 
     def cut_short(self, buf: bytearray, start: int, end: int, limit: int) -> bool:
@@ -325,11 +323,6 @@ def _result_formats(codes: tuple[int, ...], ncols: int) -> list[int]:
     return list(codes)
 
 
-def _param_format(codes: tuple[int, ...], i: int) -> int:
-    """Bind's format code of parameter `i`: none bound means text, one applies to all."""
-    return codes[i] if len(codes) > 1 else (codes[0] if codes else pgtypes.TEXT)
-
-
 def row_description(columns: list[ResultColumn], formats: list[int]) -> RowDescription:
     """The RowDescription of `columns` in the formats the portal will send them in."""
     return RowDescription(tuple(
@@ -400,11 +393,14 @@ class Connection:
         # values (`_run_repeated`), with `run_bound`'s other arguments; and the statement last
         # run so. Several, not one: a client may take turns between prepared statements (psycopg
         # prepares a statement once per type of its parameters: int2 / int4 / int8 for ints).
-        self._repeats: dict[bytes, tuple[RepeatedRoundTrip, bool, Execute, int]] = {}
+        # A write's is kept compiled too (`CompiledWrite`, None for other statements).
+        self._repeats: dict[bytes, Repeat] = {}
+        self._repeat: Repeat | None = None  # the one recognised last: tried first
         self._last_bound: str | None = None
         # The last prepared vector top-k `run_bound` ran, compiled (wire/compiled.py).
         self._compiled: CompiledTopK | None = None
         self.compiled_runs = 0  # round trips it answered
+        self.compiled_writes = 0  # round trips a kept round trip's `CompiledWrite` answered
         # While `dispatch_all` runs a round trip's messages: them, and the index of the one
         # after the message being handled (what follows it is looked for there, not in the
         # stream: `_more_to_execute`).
@@ -472,16 +468,47 @@ class Connection:
         elif self.stopping:
             raise Stopping
         buf, start, end = stream.window()
-        repeat = self._repeats.get(bind_names_at(buf, start, end))  # type: ignore[arg-type]
-        if repeat is None:
+        repeat = self._repeat
+        found = repeat[0].values(buf, start, end) if repeat is not None else None
+        if found is None:
+            repeat = self._repeats.get(bind_names_at(buf, start, end))  # type: ignore[arg-type]
+            if repeat is None:
+                return False
+            found = repeat[0].values(buf, start, end)
+            if found is None:
+                return False
+            self._repeat = repeat
+        values, size = found
+        if size > self.server.max_message_size:
             return False
-        shape, describe, execute, _size = repeat
-        found = shape.match(buf, start, end)
-        if found is None or found[1] > self.server.max_message_size:
-            return False
-        stream.skip(found[1])
-        self.run_bound(found[0], describe, execute)
+        stream.skip(size)
+        shape, describe, execute, _size, write = repeat
+        if write is not None and write.fits(self, shape.bind.statement):
+            params = write.decode(values)
+            if params is not None:
+                self.compiled_writes += 1
+                self.state = _EXTENDED_STATE
+                self._extended(write.steps, params)
+                self.on_sync(_SYNC)
+                return True
+        self.run_bound(shape.bind_with(values), describe, execute)
+        if write is not None:
+            self._recompile(repeat)
         return True
+
+    def _recompile(self, repeat: Repeat) -> None:
+        """After a kept write's round trip ran in full: if its statement is another one now, or
+        planned again, compile the round trip again (None for a statement that is no write)."""
+        shape, describe, execute, size, write = repeat
+        statement = self.statements.get(shape.bind.statement)
+        if write is None or statement is write.statement and \
+                statement.prepared is write.prepared:  # type: ignore[union-attr]
+            return
+        again = (shape, describe, execute, size,
+                 CompiledWrite.of(statement, shape.bind, describe, execute))
+        if self._repeats.get(shape.names) is repeat:
+            self._repeats[shape.names] = again
+        self._repeat = again
 
     def stop(self) -> None:
         """Server shutdown: end after the current message (at once when idle). Called from
@@ -585,7 +612,7 @@ class Connection:
         """After a Bind (`body`: as received): if the rest of its round trip is buffered and
         has `run_bound`'s shape (`bound_round_trip`), take it and return `run_bound`'s
         arguments; else None, nothing taken. The second such round trip of a statement in a
-        row is kept to be recognised again (`_repeat`)."""
+        row is kept to be recognised again (`_keep_shape`)."""
         if self.stopping:
             return None
         buf, start, end = self.stream.window()
@@ -623,7 +650,9 @@ class Connection:
             return
         repeats = self._repeats
         repeats.pop(shape.names, None)
-        repeats[shape.names] = (shape, describe, execute, len(body) + len(rest))
+        write = CompiledWrite.of(self.statements.get(bind.statement), bind, describe, execute)
+        repeats[shape.names] = (shape, describe, execute, len(body) + len(rest), write)
+        self._repeat = None
         # The ones kept longest ago go first; the last one always stays.
         while len(repeats) > REPEATED_SHAPES or len(repeats) > 1 and \
                 sum(kept[3] for kept in repeats.values()) > REPEATED_BYTES:
@@ -1121,7 +1150,7 @@ class Connection:
         self.session.refuse_in_failed_block(statement.prepared)  # type: ignore[union-attr]
         params = []
         for i, (data, t) in enumerate(zip(message.params, types)):
-            fmt = _param_format(codes, i)
+            fmt = pgtypes.param_format(codes, i)
             try:
                 params.append(pgtypes.decode_param(data, t, fmt))
             except SqlVecError as exc:
@@ -1538,6 +1567,10 @@ _TEXT = SqlType("text")
 
 
 _COMMAND_COMPLETE: dict[str, bytes] = {}
+
+# A prepared statement's round trip kept to be recognised again (`Connection._keep_shape`):
+# its shape, whether it describes the portal, its Execute, its size, its compiled write.
+Repeat = tuple[RepeatedRoundTrip, bool, Execute, int, "CompiledWrite | None"]
 
 
 def command_complete(tag: str) -> bytes:

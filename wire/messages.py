@@ -508,6 +508,15 @@ class RepeatedRoundTrip:
     def match(self, buf: bytearray, start: int, end: int) -> tuple[Bind, int] | None:
         """If buf[start:end] begins with this round trip (its Bind's values may differ): its
         Bind and the round trip's size in bytes."""
+        found = self.values(buf, start, end)
+        if found is None:
+            return None
+        return self.bind_with(found[0]), found[1]
+
+    def values(self, buf: bytearray, start: int,
+               end: int) -> tuple[tuple[bytes | None, ...], int] | None:
+        """If buf[start:end] begins with this round trip: its Bind's parameter values (as
+        sent) and the round trip's size in bytes."""
         if end - start < 5 or buf[start] != 0x42:  # B
             return None
         (length,) = _I32.unpack_from(buf, start + 1)
@@ -520,31 +529,31 @@ class RepeatedRoundTrip:
         if not buf.startswith(head, pos, bind_end):
             return None
         pos += len(head)
-        bind = self.bind
-        if self.nparams:
-            values: list[bytes | None] = []
-            for _ in range(self.nparams):
-                if pos + 4 > bind_end:
+        values: list[bytes | None] = []
+        for _ in range(self.nparams):
+            if pos + 4 > bind_end:
+                return None
+            (size,) = _I32.unpack_from(buf, pos)
+            pos += 4
+            if size < 0:
+                if size != -1:
                     return None
-                (size,) = _I32.unpack_from(buf, pos)
-                pos += 4
-                if size < 0:
-                    if size != -1:
-                        return None
-                    values.append(None)
-                    continue
-                if pos + size > bind_end:
-                    return None
-                values.append(bytes(buf[pos:pos + size]))
-                pos += size
-            params = tuple(values)
-            if params != bind.params:
-                bind = bind.with_params(params)
+                values.append(None)
+                continue
+            if pos + size > bind_end:
+                return None
+            values.append(bytes(buf[pos:pos + size]))
+            pos += size
         suffix = self.suffix
         if pos + len(suffix) != bind_end or not buf.startswith(suffix, pos, bind_end) \
                 or not buf.startswith(rest, bind_end):
             return None
-        return bind, bind_end + len(rest) - start
+        return tuple(values), bind_end + len(rest) - start
+
+    def bind_with(self, params: tuple[bytes | None, ...]) -> Bind:
+        """The round trip's Bind with these values (the same object for the same values)."""
+        bind = self.bind
+        return bind if params == bind.params else bind.with_params(params)
 
 
 def bind_names_at(buf: bytearray, start: int, end: int) -> bytes | None:

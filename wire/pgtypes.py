@@ -88,6 +88,7 @@ FLOAT_TYPES = {"float4": ">f4", "float8": ">f8"}
 _STRUCT = {"int2": "!h", "int4": "!i", "int8": "!q", "float4": "!f", "float8": "!d",
            **{name: "!I" for name in OID_TYPES}}
 _TID = "!IH"  # tid (ctid): block number, offset
+_INT_BOUND = {"int2": 1 << 15, "int4": 1 << 31, "int8": 1 << 63}  # -bound <= value < bound
 
 
 class BinaryFormatError(SqlVecError):
@@ -674,10 +675,22 @@ def decode_param(data: bytes | None, t: SqlType, fmt: int) -> object:
     return decode_text(data, t)
 
 
+def param_format(codes: tuple[int, ...], i: int) -> int:
+    """Bind's format code of parameter `i`: none bound means text, one applies to all."""
+    return codes[i] if len(codes) > 1 else (codes[0] if codes else TEXT)
+
+
+def param_decoders(types: list[SqlType] | tuple[SqlType, ...],
+                   codes: tuple[int, ...]) -> list[Callable[[bytes | None], object]]:
+    """`param_decoder` of each parameter of a Bind with format codes `codes`."""
+    return [param_decoder(t, param_format(codes, i)) for i, t in enumerate(types)]
+
+
 def param_decoder(t: SqlType, fmt: int) -> Callable[[bytes | None], object]:
     """`decode_param` for one parameter's type and format, chosen once for many values (the
-    runs of an executemany): a fixed-size binary number, or an integer's plain digits in
-    text, take a shortcut; anything else, errors included, is `decode_param`'s."""
+    runs of an executemany, a compiled write's round trips): a fixed-size binary number, or
+    an integer's plain digits in text within its type's range, take a shortcut; anything
+    else, errors included, is `decode_param`'s, so the value or error is the same."""
     if fmt == BINARY and t.name in _STRUCT:
         layout = struct.Struct(_STRUCT[t.name])
         unpack, size = layout.unpack, layout.size
@@ -687,11 +700,15 @@ def param_decoder(t: SqlType, fmt: int) -> Callable[[bytes | None], object]:
                 return decode_param(data, t, fmt)
             return unpack(data)[0]
         return binary
-    if fmt != BINARY and t.name in ("int2", "int4", "int8"):
+    if fmt != BINARY and t.name in _INT_BOUND:
+        bound = _INT_BOUND[t.name]
+
         def digits(data: bytes | None) -> object:
             if data is not None and 0 < len(data) < 19 and (
                     data.isdigit() or (data[:1] == b"-" and data[1:].isdigit())):
-                return int(data)  # (the column's range is checked where it is converted)
+                value = int(data)
+                if -bound <= value < bound:
+                    return value
             return decode_param(data, t, fmt)
         return digits
     return lambda data: decode_param(data, t, fmt)

@@ -100,6 +100,7 @@ from wire.workers import (
     HANDOVER,
     LOG_LEVEL_VARIABLE,
     LOG_RECORD,
+    MANIFEST,
     READY,
     SETTINGS_MESSAGE,
     STATISTICS,
@@ -126,7 +127,9 @@ STREAM_CHUNK = 8192  # bytes: a message before authentication goes on in pieces 
 STATISTICS_DELAY = 0.5
 STATISTICS_MESSAGE_LIMIT = 65_536  # bytes of statistics in one control message, about
 STATISTICS_TEXT_LIMIT = 16_384  # characters of a statement's text sent with its statistics
-FOLLOW_INTERVAL = 0.02  # seconds between looks for a new manifest to load in the background
+# Seconds between looks for a new manifest to load in the background, when the primary did
+# not announce one (it announces each: `WorkerPool._announce`).
+FOLLOW_INTERVAL = 1.0
 # Round trips that change data (`writes`), relayed one after the other with no read answered
 # here between them, after which the client's socket goes to the primary (`Relay._hand_over`);
 # 0: never.
@@ -1422,16 +1425,22 @@ class Worker:
         self.log: PrimaryLog | None = None  # where log records go, once serving
         self.statistics: PrimaryStatistics | None = None  # where statistics go, once serving
         self._lock = threading.Lock()
+        self._serving = threading.Event()  # set when a client is registered (`_await_clients`)
+        self._announced = threading.Event()  # set when a new manifest is announced (`_follow`)
+        self._announced.set()  # (the first look at once: a forked template may be behind)
         self._config_lock = threading.Lock()
 
     def _follow(self) -> None:
         """Load each new manifest of the default database (a seal, an index build, DDL) as
         soon as the primary publishes it, before any read needs it: a worker that served no
         read since CREATE INDEX would otherwise read the index file at its first read after,
-        with every other read of the worker waiting for it (100k rows: about 0.2 s). The log's
-        tail is left to the reads, which apply it as they need it."""
+        with every other read of the worker waiting for it (100k rows: about 0.2 s). The
+        primary announces each one on the control socket (`serve`); a look every
+        FOLLOW_INTERVAL catches one whose announcement could not be sent. The log's tail is
+        left to the reads, which apply it as they need it."""
         while True:
-            time.sleep(FOLLOW_INTERVAL)
+            self._announced.wait(FOLLOW_INTERVAL)
+            self._announced.clear()  # (before the look: an announcement after it wakes the next)
             _lsn, version, _config = self.position.read()
             try:
                 store = self.database.store(DEFAULT_DATABASE)
@@ -1459,6 +1468,7 @@ class Worker:
         """Make a client reachable by its backend pid, for cancel requests."""
         with self._lock:
             self._relays[relay.pid] = relay
+            self._serving.set()
 
     def forget(self, relay: Relay) -> None:
         """Forget a client that has ended."""
@@ -1470,6 +1480,7 @@ class Worker:
     def _watch(self) -> None:
         trimmed = 0.0
         while True:
+            self._await_clients()
             time.sleep(REPORT_AFTER / 2)
             now = time.monotonic()
             if self._ended and now - trimmed >= 1.0:
@@ -1484,9 +1495,19 @@ class Worker:
                 if relay.running:
                     relay.report_if_long(now)
 
+    def _await_clients(self) -> None:
+        """While no client is served here (a writer's connection has moved to the primary,
+        say) and no ended one's memory waits to be handed back, wait for one: an idle worker's
+        watch does not wake 40 times a second for nothing."""
+        with self._lock:
+            if self._relays or self._ended:
+                return
+            self._serving.clear()
+        self._serving.wait()
+
     def serve(self, control: socket.socket) -> None:
-        """Take connections and cancel requests from the primary until it closes the control
-        socket."""
+        """Take connections, cancel requests, statistics requests and new manifests'
+        announcements from the primary until it closes the control socket."""
         threading.Thread(target=self._watch, daemon=True, name="sqlvec-worker-watch").start()
         threading.Thread(target=self._follow, daemon=True, name="sqlvec-worker-follow").start()
         while True:
@@ -1505,6 +1526,8 @@ class Worker:
                 except RuntimeError:
                     client.close()
                     upstream.close()
+            elif message[:1] == MANIFEST:
+                self._announced.set()
             elif message[:1] == CANCEL:
                 with self._lock:
                     target = self._relays.get(int(message[1:] or b"0"))

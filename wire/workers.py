@@ -62,6 +62,7 @@ LOG_RECORD = b"L"  # worker -> primary on its control socket: a log record (JSON
 STATISTICS = b"S"  # worker -> primary on its control socket: statistics of its reads (JSON)
 FLUSH = b"T"  # primary -> worker on its control socket: send your statistics now (a token)
 FLUSHED = b"A"  # worker -> primary: statistics sent up to this request (its token)
+MANIFEST = b"M"  # primary -> worker on its control socket: a new manifest is published
 FORK = b"F"  # primary -> fork server: fork a worker (JSON [index, log level]; its socket follows)
 # On a connection's relay pair, three steps move its client socket from the worker to the
 # primary (`RelayedConnection._adopt`): worker -> primary, the client's bytes not yet relayed;
@@ -461,6 +462,7 @@ class WorkerPool:
         self._stopping = False
         self._flushes = threading.Condition()  # statistics requests and their answers
         self._flush_token = 0
+        self._announced = -1  # the last manifest version the workers were told of
 
     # Processes -------------------------------------------------------------------------------
 
@@ -676,9 +678,31 @@ class WorkerPool:
 
     def publish(self) -> None:
         """Publish the default database's commit position and the configuration reloads
-        applied (before every ReadyForQuery, and every BACKGROUND_PUBLISH seconds)."""
-        self.position.publish(*self.database.commit_position(),
-                              self.database.config.generation)
+        applied (before every ReadyForQuery, and every BACKGROUND_PUBLISH seconds); a new
+        manifest is announced to the workers too (`_announce`)."""
+        lsn, version = self.database.commit_position()
+        self.position.publish(lsn, version, self.database.config.generation)
+        if version > self._announced:
+            self._announce(version)
+
+    def _announce(self, version: int) -> None:
+        """Tell every worker that manifest `version` is published (after the position says so),
+        so that its follower loads it now instead of looking for one at a fixed period
+        (`wire.worker.Worker._follow`). Never waits for a worker: one whose control socket is
+        full finds it at its follower's next look anyway."""
+        with self._lock:
+            if version <= self._announced:
+                return
+            self._announced = version
+        for worker in self.workers:
+            with worker.lock:
+                control = worker.control
+                if control is None or not worker.ready:
+                    continue
+                try:
+                    control.send(MANIFEST, socket.MSG_DONTWAIT)
+                except OSError:
+                    pass
 
     def gather_statistics(self, timeout: float = FLUSH_TIMEOUT) -> None:
         """Have every worker send the statistics it holds, and return once they are counted

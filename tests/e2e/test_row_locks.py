@@ -199,6 +199,35 @@ def test_statement_timeout_and_cancel_end_a_wait(uri):
     assert counter(uri) == 1
 
 
+def test_a_repeated_prepared_update_ends_a_wait_by_timeout_cancel_and_terminate(uri):
+    """A prepared autocommit UPDATE run again and again (in sqlvec compiled from its first
+    repeat, wire/compiled.py's `CompiledWrite`) ends a row wait as PostgreSQL does:
+    statement_timeout and cancel with 57014, the connection going on; pg_terminate_backend
+    with 57P01, the connection ended."""
+    sql = "UPDATE c SET n = n + 1 WHERE id = %s"
+    writer, admin = connect(uri), connect(uri)
+    for _ in range(3):
+        assert writer.execute(sql, (2,), prepare=True).rowcount == 1
+    first = begin(uri, "UPDATE c SET n = 10 WHERE id = 1")
+    with first, writer, admin, ThreadPoolExecutor(1) as pool:
+        writer.execute("SET statement_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled) as caught:
+            writer.execute(sql, (1,), prepare=True)
+        assert "statement timeout" in str(caught.value)
+        writer.execute("SET statement_timeout = 0")
+        update = pool.submit(lambda: writer.execute(sql, (1,), prepare=True).rowcount)
+        still_waiting(writer, update)
+        writer.cancel()
+        assert sqlstate(update) == "57014"
+        assert writer.execute(sql, (2,), prepare=True).rowcount == 1
+        update = pool.submit(lambda: writer.execute(sql, (1,), prepare=True).rowcount)
+        still_waiting(writer, update)
+        admin.execute("SELECT pg_terminate_backend(%s)", (writer.info.backend_pid,))
+        assert sqlstate(update) == "57P01"
+        first.execute("COMMIT")
+    assert (counter(uri), counter(uri, 2)) == (10, 4)
+
+
 def test_repeatable_read_gets_40001(uri):
     first = begin(uri, "UPDATE c SET n = 1 WHERE id = 1")
     second = connect(uri)

@@ -1016,3 +1016,28 @@ def test_index_after_loads_in_several_copies_is_one_segment_read_alike_by_worker
         assert nearest.fetchone() == (100_500,)
     writer.close()
     reader.close()
+
+
+def _wake_ups(pid: int) -> int:
+    """Times the threads of process `pid` have gone to sleep and been woken (voluntary
+    context switches, from /proc)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        status = Path(f"/proc/{pid}/task/{task}/status").read_text()
+        total += int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+    return total
+
+
+def test_a_worker_serving_no_client_sleeps(pool_server):
+    """A worker serving no client (every writer's connection moves to the primary) does not
+    wake at a period: the watch that reports long reads to pg_stat_activity waits for a
+    client, the manifest follower for the primary's announcement of a new manifest (before,
+    40 and 50 wake-ups a second). The least woken of the pool's workers is the one looked at
+    (another test's client may linger)."""
+    with connect(pool_server) as conn:
+        conn.execute("SELECT pg_sleep(0.06)")  # watched while it runs
+    time.sleep(1.5)  # the ended client's memory handed back (at most a second after it ended)
+    workers = list(_workers_of(pool_server).values())
+    before = [_wake_ups(pid) for pid in workers]
+    time.sleep(1.0)
+    assert min(_wake_ups(pid) - woken for pid, woken in zip(workers, before)) < 10
