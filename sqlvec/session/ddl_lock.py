@@ -52,6 +52,11 @@ class Claim:
     pid: int
     named: frozenset[int]
     reach: frozenset[int]
+    # `named` in the statement's order, and those of them no other block uses any more: as
+    # PostgreSQL locks a statement's tables one after the other, each waiting for its users,
+    # a block using a later one fails (40P01) rather than use a table granted already.
+    order: tuple[int, ...] = ()
+    granted: frozenset[int] = frozenset()
     running: bool = False  # past the wait for blocks: statements on `reach` queue too
     changing: bool = False  # no statement holds a table of `reach`: the change is under way
     # A change inside a transaction block: it goes on by taking the lock exclusively, which
@@ -85,6 +90,9 @@ class DdlLock:
         # statements hold (what a claim waits to end before it runs).
         self._claims: list[Claim] = []
         self._holding: dict[int, list[frozenset[int]]] = {}
+        # Per session, the table sets of statements parsed in its extended-protocol batch,
+        # held (in `_holding` too) until the batch ends (`hold_parsed`).
+        self._parsed: dict[int, list[frozenset[int]]] = {}
 
     def shared(self, pid: int, waiting: Callable[[], tuple[Callable[[], None], int]],
                ahead: bool = False, tables: frozenset[int] = frozenset(),
@@ -151,6 +159,24 @@ class DdlLock:
                 self._shared.pop(pid, None)
                 if self._waiting_exclusive:
                     self._cond.notify_all()
+
+    def hold_parsed(self, pid: int, tables: frozenset[int],
+                    waiting: Callable[[], tuple[Callable[[], None], int]]) -> None:
+        """Hold `tables` against claims from a statement's Parse until the extended-protocol
+        batch ends (`let_go_parsed`), as PostgreSQL's Parse locks the tables it reads until
+        its implicit transaction ends: a claim made meanwhile waits for the batch, whose
+        statements go ahead of it. Waits while a change of one of them is under way (the
+        statement is then planned again)."""
+        with self._mutex:
+            self._wait_while(pid, lambda: self._queued(pid, tables, True), waiting)
+            self._holding.setdefault(pid, []).append(tables)
+            self._parsed.setdefault(pid, []).append(tables)
+
+    def let_go_parsed(self, pid: int) -> None:
+        """The session's batch ended (Sync): the tables its Parses held go."""
+        if pid in self._parsed:  # (read without the mutex: only this session adds its own)
+            with self._mutex:
+                self._let_go_tables(pid, self._parsed.pop(pid, []))
 
     def _let_go_tables(self, pid: int, sets: list[frozenset[int]]) -> None:
         """The session's statement no longer holds those table sets (under the mutex): a
@@ -261,11 +287,12 @@ class DdlLock:
         `unclaim`), after waiting for an earlier claim of any of the tables to end, unless
         that claim waits for the end of this session's block (`block`: the change is in a
         block; it goes first, as PostgreSQL lets a lock's holder ahead of its waiters)."""
-        named = frozenset(named)
+        order = tuple(dict.fromkeys(named))
+        named = frozenset(order)
         reach = named | frozenset(reach)
         with self._mutex:
             self._wait_while(pid, lambda: self._overlaps(pid, reach), waiting)
-            claim = Claim(pid, named, reach, block=block)
+            claim = Claim(pid, named, reach, order, block=block)
             self._claims.append(claim)
             self._tell()
             return claim
@@ -280,7 +307,8 @@ class DdlLock:
         one are waited for. A block that started to use a table meanwhile (its statement was
         under way) is waited for again, the claim queued again meanwhile."""
         while True:
-            self.await_users(list(claim.named), claim.pid, waiter, waiting, False, False)
+            self.await_users(list(claim.order), claim.pid, waiter, waiting, False, False,
+                             claim)
             with self._mutex:
                 if self._user(claim.named, claim.pid, False) is not None:
                     continue
@@ -347,11 +375,27 @@ class DdlLock:
         for claim in self._claims:
             if claim.pid == pid or not tables & (claim.reach if claim.running else claim.named):
                 continue
+            if not claim.running and tables & claim.granted:
+                self._check_granted(pid, tables & claim.granted, claim)
             if claim.changing or not (rows_held or self._holds_any(pid, claim.reach) or (
                     not claim.running and self._uses_any(pid, claim.named)) or (
                     claim.block and pid in self._shared)):
                 return True
         return False
+
+    def _check_granted(self, pid: int, granted: frozenset[int], claim: Claim) -> None:
+        """40P01 for a statement of `pid` that would use tables granted to `claim` while the
+        claim waits (or is to wait) for the end of `pid`'s block, which used a later table of
+        it: neither could go on, as PostgreSQL's deadlock detector finds. A statement under
+        way that holds those tables already goes on (the claim waits for it)."""
+        if self._uses_any(pid, claim.named - claim.granted) and \
+                not self._holds_any(pid, granted):
+            raise SqlVecError(
+                "deadlock detected", sqlstate="40P01",
+                detail=f"Process {pid} waits for AccessShareLock on a relation; blocked by "
+                       f"process {claim.pid}.\nProcess {claim.pid} waits for "
+                       f"AccessExclusiveLock on a relation; blocked by process {pid}.",
+                hint="See server log for query details.")
 
     def _holds_any(self, pid: int, tables: frozenset[int]) -> bool:
         return any(held & tables for held in self._holding.get(pid, ()))
@@ -375,21 +419,34 @@ class DdlLock:
                         del self._users[table_id]
 
     def await_users(self, table_ids: list[int], pid: int, waiter: LockHolder | None,
-                    waiting: Waiting, writers_only: bool, run: bool) -> None:
+                    waiting: Waiting, writers_only: bool, run: bool,
+                    claim: Claim | None = None) -> None:
         """Wait until no other open block uses the tables (`writers_only`: wrote them), each
         wait in the row locks' wait-for graph with `waiter`. `run`: then mark the tables
         changed by `pid` until `done` (new blocks' uses wait), at once under the mutex. A
         session holding the lock exclusively meets 40P01 when the block it waits for waits
-        for that lock."""
+        for that lock. `claim`: the tables are its own, granted to it in order (`_grant`)."""
         while True:
             with self._mutex:
-                user = self._user(table_ids, pid, writers_only)
+                user = self._user(table_ids, pid, writers_only) if claim is None else \
+                    self._grant(claim)
                 if user is None:
                     if run:
                         for table_id in table_ids:
                             self._running[table_id] = (pid, writers_only)
                     return
             wait_for_end(user, waiter, self._watching(user, pid, waiting))
+
+    def _grant(self, claim: Claim) -> LockHolder | None:
+        """Grant `claim` its tables in order up to the first one another open block uses, and
+        return that block (under the mutex); None once all are granted."""
+        for table_id in claim.order:
+            user = self._user((table_id,), claim.pid, False)
+            if user is not None:
+                return user
+            if table_id not in claim.granted:
+                claim.granted = claim.granted | {table_id}
+        return None
 
     def has_users(self, table_ids: list[int], pid: int, writers_only: bool) -> bool:
         """Whether another open block uses one of the tables (`writers_only`: wrote it)."""
