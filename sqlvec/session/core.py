@@ -503,7 +503,7 @@ class Session:
                     self.use_table(table_id)
             else:
                 self._ddl_lock.hold_parsed(self.pid, prepared.tables, self._waiting)
-            if prepared.generation < 0 or self.plan_is_current(prepared):
+            if prepared.generation in (-1, self.store.generation):
                 return prepared  # (-1: not cached, as DECLARE's, made again on each Parse)
 
     def end_batch(self) -> None:
@@ -1150,7 +1150,7 @@ class Session:
         self._closed = True
         self.txn = None
         self.close_schema_changes(None)
-        self.end_batch()
+        self._ddl_lock.let_go_parsed(self.pid, last=True)
         self.release_row_locks()
         self._advisory_locks().release_all(self.pid, session=True, xact=True)
         self.database.unregister_session(self)

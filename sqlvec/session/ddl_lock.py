@@ -26,7 +26,10 @@ Once no other block uses the tables, the claim runs (`await_claim`): it also cov
 tables reached through foreign keys, waits for the statements holding any of them to end,
 and keeps new ones out until the change is done (`unclaim`). Statements on other tables never
 wait for it. A change inside a block claims its tables too while it waits for the blocks
-using them (`Claim.block`), until it holds the lock exclusively.
+using them (`Claim.block`), until it holds the lock exclusively. A claim is granted its
+tables one after the other, as PostgreSQL locks them: a block using a later one that then
+uses a granted one fails with 40P01. The tables a statement parsed in an extended-protocol
+batch reads stay held until the batch ends (`hold_parsed`), as a statement's do.
 """
 
 from __future__ import annotations
@@ -90,8 +93,8 @@ class DdlLock:
         # statements hold (what a claim waits to end before it runs).
         self._claims: list[Claim] = []
         self._holding: dict[int, list[frozenset[int]]] = {}
-        # Per session, the table sets of statements parsed in its extended-protocol batch,
-        # held (in `_holding` too) until the batch ends (`hold_parsed`).
+        # Per session, the table sets of the statements its extended-protocol batch parsed,
+        # held until the batch ends (`hold_parsed`).
         self._parsed: dict[int, list[frozenset[int]]] = {}
 
     def shared(self, pid: int, waiting: Callable[[], tuple[Callable[[], None], int]],
@@ -166,17 +169,32 @@ class DdlLock:
         batch ends (`let_go_parsed`), as PostgreSQL's Parse locks the tables it reads until
         its implicit transaction ends: a claim made meanwhile waits for the batch, whose
         statements go ahead of it. Waits while a change of one of them is under way (the
-        statement is then planned again)."""
-        with self._mutex:
-            self._wait_while(pid, lambda: self._queued(pid, tables, True), waiting)
-            self._holding.setdefault(pid, []).append(tables)
-            self._parsed.setdefault(pid, []).append(tables)
+        statement is then planned again).
 
-    def let_go_parsed(self, pid: int) -> None:
-        """The session's batch ended (Sync): the tables its Parses held go."""
-        if pid in self._parsed:  # (read without the mutex: only this session adds its own)
+        Without the mutex once the session's list exists (only the session changes it): the
+        tables are added before the claims are looked at, so a claim made after that look
+        sees them when it looks for holders, and one made before is waited for here."""
+        held = self._parsed.get(pid)
+        if held is None:
+            with self._mutex:  # (claims iterate the dict under the mutex)
+                held = self._parsed[pid] = []
+        held.append(tables)
+        if self._claims:
             with self._mutex:
-                self._let_go_tables(pid, self._parsed.pop(pid, []))
+                self._wait_while(pid, lambda: self._queued(pid, tables, True), waiting)
+
+    def let_go_parsed(self, pid: int, last: bool = False) -> None:
+        """The session's batch ended (Sync): the tables its Parses held go (`last`: the
+        session ends)."""
+        held = self._parsed.get(pid)
+        if held:
+            held.clear()
+            if self._claims:
+                with self._cond:
+                    self._cond.notify_all()
+        if last and held is not None:
+            with self._mutex:
+                del self._parsed[pid]
 
     def _let_go_tables(self, pid: int, sets: list[frozenset[int]]) -> None:
         """The session's statement no longer holds those table sets (under the mutex): a
@@ -398,11 +416,12 @@ class DdlLock:
                 hint="See server log for query details.")
 
     def _holds_any(self, pid: int, tables: frozenset[int]) -> bool:
-        return any(held & tables for held in self._holding.get(pid, ()))
+        return any(held & tables for held in self._holding.get(pid, ())) or \
+            any(held & tables for held in self._parsed.get(pid, ()))
 
     def _held_by_others(self, pid: int, tables: frozenset[int]) -> bool:
         return any(p != pid and any(held & tables for held in sets)
-                   for p, sets in self._holding.items())
+                   for holds in (self._holding, self._parsed) for p, sets in holds.items())
 
     def _uses_any(self, pid: int, tables: frozenset[int]) -> bool:
         return any(holder.pid == pid and not holder.ended

@@ -318,6 +318,7 @@ def test_tables_held_from_parse_to_the_batch_s_end_hold_a_claim_back():
     thread.join(5)
     assert running.is_set() and claim.changing
     lock.unclaim(claim)
+    lock.let_go_parsed(2, last=True)  # the session ends
     assert lock._holding == {} and lock._parsed == {}
 
 
