@@ -103,6 +103,7 @@ class Target:
     def __init__(self, label: str, dsn: str, pid: int | None, sql: str = "SELECT 1",
                  setup: str = "") -> None:
         import psycopg
+
         from wire.messages import Parse
 
         self.label = label
