@@ -5,8 +5,10 @@ code a server runs is the checkout's, through PYTHONPATH; default: this one), an
 `--pgserver DIR`, PostgreSQL from the pgserver package (over loopback TCP, as sqlvec). Each is
 asked `SELECT 1` (or `--sql`) by three clients: psycopg with a prepared statement
 (`prepare=True`: Bind, Describe, Execute, Sync per round trip), psycopg in the simple protocol
-(`prepare=False`: one Query message, as psql sends it) and a bare socket client sending the prepared statement's
-messages pre-encoded (`wire_overhead.RawClient`, no driver in the way). Servers and clients take turns
+(`prepare=False`: one Query message, as psql sends it), a bare socket client sending the prepared statement's
+messages pre-encoded (`wire_overhead.RawClient`, no driver in the way) and the same client
+sending the statement's Parse too each time (`parse`: the unnamed statement, as a driver that
+does not keep it prepared does). `--setup` runs once on each server first (a table to read). Servers and clients take turns
 by blocks of rounds, so all meet the same load on a shared machine.
 
 Reported per server and client: median and 10th percentile microseconds per round trip (the
@@ -21,6 +23,9 @@ reported apart: the first after a pause, in caches the other servers have filled
     python -m benchmarks round_trip --pgserver /tmp/pg
     python -m benchmarks round_trip --checkout ../main --checkout . --pgserver /tmp/pg
     python -m benchmarks round_trip --checkout ../main --checkout . --workers 0
+    python -m benchmarks round_trip --checkout ../main --checkout . --workers 0 \
+        --setup "CREATE TABLE t (id int PRIMARY KEY, n int); INSERT INTO t VALUES (1, 1)" \
+        --sql "SELECT n FROM t WHERE id = 1"
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from benchmarks.wire_overhead import RawClient
 from benchmarks.wire_profile import prepared_round_trip
 
 WARM = 20  # untimed round trips at the start of each turn
-CLIENTS = ("psycopg", "simple", "raw")
+CLIENTS = ("psycopg", "simple", "raw", "parse")
 
 
 def process_tree(pid: int) -> list[int]:
@@ -95,12 +100,17 @@ def backend_pid(raw: RawClient) -> int:
 class Target:
     """One server and its two clients."""
 
-    def __init__(self, label: str, dsn: str, pid: int | None, sql: str = "SELECT 1") -> None:
+    def __init__(self, label: str, dsn: str, pid: int | None, sql: str = "SELECT 1",
+                 setup: str = "") -> None:
         import psycopg
+
+        from wire.messages import Parse
 
         self.label = label
         self.sql = sql
         self.conn = psycopg.connect(dsn, autocommit=True)
+        if setup:
+            self.conn.execute(setup.encode())  # (bytes: several statements, one Query)
         self.cur = self.conn.cursor()
         host, port = dsn.rsplit("@", 1)[1].split("/")[0].split(":")
         self.raw = RawClient(host, int(port))
@@ -109,8 +119,10 @@ class Target:
             "psycopg": self.conn.execute("SELECT pg_backend_pid()").fetchone()[0],
             "raw": backend_pid(self.raw)}
         self.pids["simple"] = self.pids["psycopg"]
+        self.pids["parse"] = self.pids["raw"]
         self.raw.prepare("s1", sql)
         self.raw_bytes = prepared_round_trip("s1")  # as psycopg sends it
+        self.parse_bytes = Parse("", sql).encode() + prepared_round_trip("")
         self.times: dict[str, list[np.ndarray]] = {c: [] for c in CLIENTS}
         # Per block: the server's CPU seconds and its seconds waiting for a CPU.
         self.cpu: dict[str, list[float]] = {c: [] for c in CLIENTS}
@@ -129,12 +141,15 @@ class Target:
     def raw_once(self) -> None:
         self.raw.run(self.raw_bytes)
 
+    def parse_once(self) -> None:
+        self.raw.run(self.parse_bytes)
+
     def block(self, client: str, rounds: int) -> None:
         """`rounds` timed round trips, after WARM untimed ones: the server has sat idle while
         the others took their turns, and its first round trips after a pause run in caches
         the others have filled (their CPU is kept apart, as `cold`)."""
         fn = {"psycopg": self.psycopg_once, "simple": self.simple_once,
-              "raw": self.raw_once}[client]
+              "raw": self.raw_once, "parse": self.parse_once}[client]
         times = np.empty(rounds)
         pids = process_tree(self.pids[client])
         cold0 = cpu_seconds(pids)[0]
@@ -196,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sql", default="SELECT 1",
                    help="the statement (no parameters) every client runs: `SELECT 1 + 1`, say, "
                         "for one a server must run each time")
+    p.add_argument("--setup", default="",
+                   help="statements run once on each server first (a table the statement reads)")
     p.add_argument("--workers", default=None, metavar="N",
                    help="serve --workers N (or auto) for the sqlvec servers (default: theirs)")
     args = p.parse_args(argv)
@@ -210,13 +227,13 @@ def main(argv: list[str] | None = None) -> int:
                 dsn, pid = stack.enter_context(sqlvec_server(f"{tmp}/{i}", checkout))
                 label = f"sqlvec ({os.path.basename(os.path.abspath(checkout))})" if len(checkouts) > 1 else "sqlvec"
                 targets.append(stack.enter_context(contextlib.closing(
-                    Target(label, dsn, pid, args.sql))))
+                    Target(label, dsn, pid, args.sql, args.setup))))
             if args.pgserver:
                 from benchmarks.writes import postgres
 
                 dsn, _pid, label = stack.enter_context(postgres(args.pgserver))
                 targets.append(stack.enter_context(contextlib.closing(
-                    Target(label, dsn, None, args.sql))))
+                    Target(label, dsn, None, args.sql, args.setup))))
             print(run(targets, args.rounds, args.block))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -10,7 +10,9 @@ free of the thread hand-offs that a client in the same process would add.
 Statements, each sent as psycopg sends a prepared statement (Bind, Describe portal, Execute,
 Sync): `SELECT 1` (also as a simple Query, as psql sends it); `SELECT id FROM t ORDER BY emb <-> $1 LIMIT 10` over --rows x --dim
 vectors with an HNSW index (ef_search 40); a single-row INSERT (the database opened without
-fsync, so the disk's flush is not timed: it is the same for any per-statement cost).
+fsync, so the disk's flush is not timed: it is the same for any per-statement cost); and a
+read of one row by key sent with its Parse each time (the unnamed statement, as a driver that
+does not keep it prepared sends it).
 
     python -m benchmarks profile                  # median us per layer
     python -m benchmarks profile --profile 30     # and the top 30 functions of each, by
@@ -165,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
             def select() -> None:
                 h.round_trip(select1, 4)
 
+            by_key = Parse("", "SELECT v FROM w WHERE id = 1").encode() + prepared_round_trip("")
+
+            def parsed() -> None:
+                h.round_trip(by_key, 5)
+
             p1 = session.prepare("SELECT 1")
             pv = session.prepare(VECTOR_SQL)
             pi = session.prepare("INSERT INTO w VALUES ($1, $2)", [20, 23])
@@ -187,13 +194,14 @@ def main(argv: list[str] | None = None) -> int:
                 "INSERT one row: Bind + Describe + Execute + Sync": insert,
                 "INSERT one row: Session.run in process":
                     lambda: session.run(pi, [-next(ids), 0]),
+                "row by key: Parse + Bind + Describe + Execute + Sync": parsed,
             }
             print(f"{'median us per round trip':>26}  layer")
             for label, fn in layers.items():
                 print(f"{median_us(fn, args.rounds):26.1f}  {label}")
             if args.profile:
                 for label, fn in (("SELECT 1", select), ("vector top-10", vector),
-                                  ("INSERT one row", insert)):
+                                  ("INSERT one row", insert), ("row by key, parsed", parsed)):
                     top_functions(fn, args.rounds, args.profile, label)
         finally:
             h.close()

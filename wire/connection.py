@@ -1119,7 +1119,7 @@ class Connection:
         if message.name and message.name in self.statements:
             raise SqlVecError(f'prepared statement "{message.name}" already exists',
                               sqlstate="42P05")
-        prepared = self.session.prepare(  # type: ignore[union-attr]
+        prepared = self.session.parse(  # type: ignore[union-attr]
             message.sql, list(message.param_oids))
         if len(prepared.param_types) > MAX_PARAMETERS:
             raise ProgramLimitExceeded(
@@ -1379,7 +1379,7 @@ class Connection:
     def _end_implicit(self, session: Session) -> None:
         """Commit the batch's implicit block, if one is open, before ReadyForQuery (a failed
         commit, a deferred check say, is the batch's error); then report the settings its end
-        put back (a rolled-back block's, SET LOCAL's)."""
+        put back (a rolled-back block's, SET LOCAL's). The tables its Parses held go too."""
         if session.implicit:
             try:
                 session.end_implicit()
@@ -1387,6 +1387,7 @@ class Connection:
                 raise
             except Exception as exc:
                 self._report(exc)
+        session.end_batch()
         if session.changed:
             self._send_settings(session.drain_changed_settings())
 

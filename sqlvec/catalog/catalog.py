@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 
 from sqlvec.catalog.views import all_views, dependents, find_view, remove_views
@@ -60,6 +60,14 @@ def resolving_tables() -> Iterator[set[int]]:
         yield seen
     finally:
         _RESOLVED.reset(token)
+
+
+def note_resolved(table_ids: Iterable[int]) -> None:
+    """Count `table_ids` among those `resolving_tables` collects: tables a statement reaches
+    without naming them (its writes' foreign-key checks and actions)."""
+    seen = _RESOLVED.get()
+    if seen is not None:
+        seen.update(table_ids)
 
 
 class Catalog:

@@ -487,6 +487,30 @@ class Session:
         finally:
             self._depth -= 1
 
+    def parse(self, sql: str, param_type_oids: list[int] | None = None) -> PreparedStatement:
+        """`prepare` for the extended protocol's Parse, which PostgreSQL runs in the implicit
+        transaction of its batch, locking the tables it reads until that ends: a schema change
+        of them from another session waits for the batch's Sync (`end_batch`), or in a block
+        for the block's end (a use of each), so the Execute that follows runs the plan made
+        here. A plan made stale meanwhile (a change under way when the hold began) is made
+        again."""
+        while True:
+            prepared = self.prepare(sql, param_type_oids)
+            if not prepared.tables or self.ddl_open:
+                return prepared
+            if self.lock_holder is not None:
+                for table_id in prepared.tables:
+                    self.use_table(table_id)
+            else:
+                self._ddl_lock.hold_parsed(self.pid, prepared.tables, self._waiting)
+            if prepared.generation in (-1, self.store.generation):
+                return prepared  # (-1: not cached, as DECLARE's, made again on each Parse)
+
+    def end_batch(self) -> None:
+        """The extended-protocol batch ended (Sync, or a simple Query): the tables its Parses
+        held outside a block go (`parse`)."""
+        self._ddl_lock.let_go_parsed(self.pid)
+
     def _prepare(self, sql: str, param_type_oids: list[int] | None) -> PreparedStatement:
         try:
             return stack.run_deep(sql, lambda: self._prepare_cached(sql, param_type_oids))
@@ -767,15 +791,18 @@ class Session:
             self._ddl_lock.use(holder, table_id, wrote, self._waiting)
             self._used[table_id] = wrote or bool(known)
 
-    def await_table_users(self, table_ids: list[int], writers_only: bool, run: bool) -> None:
+    def await_table_users(self, table_ids: list[int], writers_only: bool, run: bool,
+                          claim: Claim | None = None) -> None:
         """Before a schema change of the tables: wait until the other open blocks using
         them (`writers_only`: writing them) end. `run` (autocommit): the tables stay marked
         changed until `table_change_done`, so no block starts using them meanwhile. The
-        waits are one lock's: lock_timeout counts for them all (`one_deadline`)."""
+        waits are one lock's: lock_timeout counts for them all (`one_deadline`). `claim`:
+        the change's claim of them, granted each table in turn (ddl_lock.py)."""
         self.relation_lock_wait = True  # (pg_locks, pg_stat_activity)
         try:
             self._ddl_lock.await_users(table_ids, self.pid, self.lock_holder,
-                                       one_deadline(self.lock_waiting), writers_only, run)
+                                       one_deadline(self.lock_waiting), writers_only, run,
+                                       claim)
         finally:
             self.relation_lock_wait = False
 
@@ -1123,6 +1150,7 @@ class Session:
         self._closed = True
         self.txn = None
         self.close_schema_changes(None)
+        self._ddl_lock.let_go_parsed(self.pid, last=True)
         self.release_row_locks()
         self._advisory_locks().release_all(self.pid, session=True, xact=True)
         self.database.unregister_session(self)

@@ -45,6 +45,7 @@ from sqlvec.session.results import PreparedStatement, Result
 
 if TYPE_CHECKING:
     from sqlvec.session.core import Session
+    from sqlvec.session.ddl_lock import Claim
 
 
 def run_ddl(session: Session, prepared: PreparedStatement, params: list,
@@ -120,7 +121,7 @@ def _open_after_users(session: Session, tables: list[int], writers_only: bool) -
         if tables and not writers_only and not session.ddl_open else None
     try:
         _lock_after_users(session, tables, writers_only, session.open_schema_changes,
-                          lambda: session.close_schema_changes(None))
+                          lambda: session.close_schema_changes(None), claim)
     finally:
         if claim is not None:
             session.drop_claim(claim)
@@ -146,16 +147,17 @@ def _foreign_key_neighbours(session: Session, ids: list[int]) -> list[int]:
 
 
 def _lock_after_users(session: Session, tables: list[int], writers_only: bool,
-                      lock: Callable[[], None], let_go: Callable[[], None]) -> None:
-    """Wait for the other open blocks using the tables, then take the DDL lock exclusively
-    (`lock`: in a block, opening its schema changes). A block that started to use a table
-    while this one waited for the lock is waited for again, the lock let go meanwhile
-    (unless the block's earlier schema changes hold it: that block's statements wait for
-    them)."""
+                      lock: Callable[[], None], let_go: Callable[[], None],
+                      claim: Claim | None = None) -> None:
+    """Wait for the other open blocks using the tables (`claim`: the change's claim of them,
+    granted each in turn), then take the DDL lock exclusively (`lock`: in a block, opening
+    its schema changes). A block that started to use a table while this one waited for the
+    lock is waited for again, the lock let go meanwhile (unless the block's earlier schema
+    changes hold it: that block's statements wait for them)."""
     while True:
         held = session.ddl_open
         if tables:
-            session.await_table_users(tables, writers_only, run=False)
+            session.await_table_users(tables, writers_only, run=False, claim=claim)
         lock()
         if held or not tables or not session.table_users_left(tables, writers_only):
             return

@@ -26,7 +26,10 @@ Once no other block uses the tables, the claim runs (`await_claim`): it also cov
 tables reached through foreign keys, waits for the statements holding any of them to end,
 and keeps new ones out until the change is done (`unclaim`). Statements on other tables never
 wait for it. A change inside a block claims its tables too while it waits for the blocks
-using them (`Claim.block`), until it holds the lock exclusively.
+using them (`Claim.block`), until it holds the lock exclusively. A claim is granted its
+tables one after the other, as PostgreSQL locks them: a block using a later one that then
+uses a granted one fails with 40P01. The tables a statement parsed in an extended-protocol
+batch reads stay held until the batch ends (`hold_parsed`), as a statement's do.
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ class Claim:
     pid: int
     named: frozenset[int]
     reach: frozenset[int]
+    # `named` in the statement's order, and those of them no other block uses any more: as
+    # PostgreSQL locks a statement's tables one after the other, each waiting for its users,
+    # a block using a later one fails (40P01) rather than use a table granted already.
+    order: tuple[int, ...] = ()
+    granted: frozenset[int] = frozenset()
     running: bool = False  # past the wait for blocks: statements on `reach` queue too
     changing: bool = False  # no statement holds a table of `reach`: the change is under way
     # A change inside a transaction block: it goes on by taking the lock exclusively, which
@@ -85,6 +93,9 @@ class DdlLock:
         # statements hold (what a claim waits to end before it runs).
         self._claims: list[Claim] = []
         self._holding: dict[int, list[frozenset[int]]] = {}
+        # Per session, the table sets of the statements its extended-protocol batch parsed,
+        # held until the batch ends (`hold_parsed`).
+        self._parsed: dict[int, list[frozenset[int]]] = {}
 
     def shared(self, pid: int, waiting: Callable[[], tuple[Callable[[], None], int]],
                ahead: bool = False, tables: frozenset[int] = frozenset(),
@@ -151,6 +162,39 @@ class DdlLock:
                 self._shared.pop(pid, None)
                 if self._waiting_exclusive:
                     self._cond.notify_all()
+
+    def hold_parsed(self, pid: int, tables: frozenset[int],
+                    waiting: Callable[[], tuple[Callable[[], None], int]]) -> None:
+        """Hold `tables` against claims from a statement's Parse until the extended-protocol
+        batch ends (`let_go_parsed`), as PostgreSQL's Parse locks the tables it reads until
+        its implicit transaction ends: a claim made meanwhile waits for the batch, whose
+        statements go ahead of it. Waits while a change of one of them is under way (the
+        statement is then planned again).
+
+        Without the mutex once the session's list exists (only the session changes it): the
+        tables are added before the claims are looked at, so a claim made after that look
+        sees them when it looks for holders, and one made before is waited for here."""
+        held = self._parsed.get(pid)
+        if held is None:
+            with self._mutex:  # (claims iterate the dict under the mutex)
+                held = self._parsed[pid] = []
+        held.append(tables)
+        if self._claims:
+            with self._mutex:
+                self._wait_while(pid, lambda: self._queued(pid, tables, True), waiting)
+
+    def let_go_parsed(self, pid: int, last: bool = False) -> None:
+        """The session's batch ended (Sync): the tables its Parses held go (`last`: the
+        session ends)."""
+        held = self._parsed.get(pid)
+        if held:
+            held.clear()
+            if self._claims:
+                with self._cond:
+                    self._cond.notify_all()
+        if last and held is not None:
+            with self._mutex:
+                del self._parsed[pid]
 
     def _let_go_tables(self, pid: int, sets: list[frozenset[int]]) -> None:
         """The session's statement no longer holds those table sets (under the mutex): a
@@ -261,11 +305,12 @@ class DdlLock:
         `unclaim`), after waiting for an earlier claim of any of the tables to end, unless
         that claim waits for the end of this session's block (`block`: the change is in a
         block; it goes first, as PostgreSQL lets a lock's holder ahead of its waiters)."""
-        named = frozenset(named)
+        order = tuple(dict.fromkeys(named))
+        named = frozenset(order)
         reach = named | frozenset(reach)
         with self._mutex:
             self._wait_while(pid, lambda: self._overlaps(pid, reach), waiting)
-            claim = Claim(pid, named, reach, block=block)
+            claim = Claim(pid, named, reach, order, block=block)
             self._claims.append(claim)
             self._tell()
             return claim
@@ -280,7 +325,8 @@ class DdlLock:
         one are waited for. A block that started to use a table meanwhile (its statement was
         under way) is waited for again, the claim queued again meanwhile."""
         while True:
-            self.await_users(list(claim.named), claim.pid, waiter, waiting, False, False)
+            self.await_users(list(claim.order), claim.pid, waiter, waiting, False, False,
+                             claim)
             with self._mutex:
                 if self._user(claim.named, claim.pid, False) is not None:
                     continue
@@ -347,18 +393,35 @@ class DdlLock:
         for claim in self._claims:
             if claim.pid == pid or not tables & (claim.reach if claim.running else claim.named):
                 continue
+            if not claim.running and tables & claim.granted:
+                self._check_granted(pid, tables & claim.granted, claim)
             if claim.changing or not (rows_held or self._holds_any(pid, claim.reach) or (
                     not claim.running and self._uses_any(pid, claim.named)) or (
                     claim.block and pid in self._shared)):
                 return True
         return False
 
+    def _check_granted(self, pid: int, granted: frozenset[int], claim: Claim) -> None:
+        """40P01 for a statement of `pid` that would use tables granted to `claim` while the
+        claim waits (or is to wait) for the end of `pid`'s block, which used a later table of
+        it: neither could go on, as PostgreSQL's deadlock detector finds. A statement under
+        way that holds those tables already goes on (the claim waits for it)."""
+        if self._uses_any(pid, claim.named - claim.granted) and \
+                not self._holds_any(pid, granted):
+            raise SqlVecError(
+                "deadlock detected", sqlstate="40P01",
+                detail=f"Process {pid} waits for AccessShareLock on a relation; blocked by "
+                       f"process {claim.pid}.\nProcess {claim.pid} waits for "
+                       f"AccessExclusiveLock on a relation; blocked by process {pid}.",
+                hint="See server log for query details.")
+
     def _holds_any(self, pid: int, tables: frozenset[int]) -> bool:
-        return any(held & tables for held in self._holding.get(pid, ()))
+        return any(held & tables for held in self._holding.get(pid, ())) or \
+            any(held & tables for held in self._parsed.get(pid, ()))
 
     def _held_by_others(self, pid: int, tables: frozenset[int]) -> bool:
         return any(p != pid and any(held & tables for held in sets)
-                   for p, sets in self._holding.items())
+                   for holds in (self._holding, self._parsed) for p, sets in holds.items())
 
     def _uses_any(self, pid: int, tables: frozenset[int]) -> bool:
         return any(holder.pid == pid and not holder.ended
@@ -375,21 +438,34 @@ class DdlLock:
                         del self._users[table_id]
 
     def await_users(self, table_ids: list[int], pid: int, waiter: LockHolder | None,
-                    waiting: Waiting, writers_only: bool, run: bool) -> None:
+                    waiting: Waiting, writers_only: bool, run: bool,
+                    claim: Claim | None = None) -> None:
         """Wait until no other open block uses the tables (`writers_only`: wrote them), each
         wait in the row locks' wait-for graph with `waiter`. `run`: then mark the tables
         changed by `pid` until `done` (new blocks' uses wait), at once under the mutex. A
         session holding the lock exclusively meets 40P01 when the block it waits for waits
-        for that lock."""
+        for that lock. `claim`: the tables are its own, granted to it in order (`_grant`)."""
         while True:
             with self._mutex:
-                user = self._user(table_ids, pid, writers_only)
+                user = self._user(table_ids, pid, writers_only) if claim is None else \
+                    self._grant(claim)
                 if user is None:
                     if run:
                         for table_id in table_ids:
                             self._running[table_id] = (pid, writers_only)
                     return
             wait_for_end(user, waiter, self._watching(user, pid, waiting))
+
+    def _grant(self, claim: Claim) -> LockHolder | None:
+        """Grant `claim` its tables in order up to the first one another open block uses, and
+        return that block (under the mutex); None once all are granted."""
+        for table_id in claim.order:
+            user = self._user((table_id,), claim.pid, False)
+            if user is not None:
+                return user
+            if table_id not in claim.granted:
+                claim.granted = claim.granted | {table_id}
+        return None
 
     def has_users(self, table_ids: list[int], pid: int, writers_only: bool) -> bool:
         """Whether another open block uses one of the tables (`writers_only`: wrote it)."""

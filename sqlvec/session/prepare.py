@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from sqlglot import exp
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
+from sqlvec.catalog.catalog import note_resolved
 from sqlvec.catalog.settings import CANONICAL
 from sqlvec.errors import FeatureNotSupported, SqlVecError
 
@@ -23,6 +24,8 @@ from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.dml import plan_delete, plan_insert, plan_update
 from sqlvec.execution.expressions import CompileEnv
+from sqlvec.execution.foreign_key_ddl import referencing
+from sqlvec.execution.foreign_keys import involved
 from sqlvec.execution.vector_search import fuse_top_k
 from sqlvec.execution.views import select_into, unsupported_view_kind
 from sqlvec.plan.bind import bind_plan
@@ -35,6 +38,9 @@ from sqlvec.sql.copy import parse_copy
 from sqlvec.sql.dialect import parse_one
 from sqlvec.sql.statements import first_word, strip_comments
 from sqlvec.sql.utility import Utility, UtilityKind
+from sqlvec.storage.schema import ConstraintDef, TableDef
+from sqlvec.storage.store import Store
+from sqlvec.storage.table import Table
 from sqlvec.types import SqlType
 
 if TYPE_CHECKING:
@@ -118,6 +124,8 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
         builder = Builder(env)
         env.build_subplan = builder.subplan
         write = planner_fn(ast, Planner(plan_context(session)), builder)
+        note_resolved(foreign_key_reach(session.store, write.table, write.kind,
+                                        _set_columns(ast)))
         columns = None
         if write.returning_fields is not None:
             columns = [ResultColumn(f.name, f.type or V.TEXT, f.source[0], f.source[1])
@@ -147,6 +155,63 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
             raise FeatureNotSupported(f"{construct} are not supported")
         raise FeatureNotSupported(f"{ast.this} statements are not supported")
     raise FeatureNotSupported(f"{type(ast).__name__.upper()} statements are not supported")
+
+
+def _set_columns(ast: exp.Expression) -> frozenset[str] | None:
+    """The columns an UPDATE (or INSERT ... ON CONFLICT DO UPDATE) sets; None: no SET."""
+    conflict = ast.args.get("conflict") if isinstance(ast, exp.Insert) else None
+    sets = ast.expressions if isinstance(ast, exp.Update) else \
+        (conflict.expressions if conflict is not None else None)
+    if not sets:
+        return None
+    return frozenset(c.name for eq in sets for c in eq.this.find_all(exp.Column))
+
+
+def foreign_key_reach(store: Store, table: Table, kind: str,
+                      updated: frozenset[str] | None) -> set[int]:
+    """The tables a write of `table` reaches through foreign keys: those its new keys are
+    looked up in (INSERT, or an UPDATE of a foreign key's columns), and those referencing the
+    keys it removes (DELETE, or an UPDATE of a referenced key), on through the writes of
+    their CASCADE / SET NULL / SET DEFAULT actions. PostgreSQL's checks and actions lock them
+    (RowShareLock, RowExclusiveLock), so the statement queues behind a schema change of one
+    of them. `updated`: the columns an UPDATE (or ON CONFLICT DO UPDATE) sets."""
+    if not involved(store, table):
+        return set()
+    out = _referenced(table.def_, None) if kind == "INSERT" else set()
+    # Rows of a table deleted (None) or with those columns set, by the statement or an action.
+    writes = [(table.def_, None if kind == "DELETE" else updated)] \
+        if kind == "DELETE" or updated else []
+    seen: set[tuple[int, frozenset[str] | None]] = set()
+    while writes:
+        d, columns = writes.pop()
+        if (d.id, columns) in seen:
+            continue
+        seen.add((d.id, columns))
+        if columns is not None:
+            out |= _referenced(d, columns)
+        for child, con in referencing(store, d.id):
+            if columns is None or columns & set(con.ref_columns):
+                out.add(child.id)
+                writes.extend(_action_writes(child, con, columns is None))
+    return out
+
+
+def _referenced(d: TableDef, columns: frozenset[str] | None) -> set[int]:
+    """The tables referenced by the foreign keys of `d` over `columns` (None: all of them)."""
+    return {c.ref_table for c in d.constraints if c.kind == "f" and c.ref_table is not None
+            and (columns is None or columns & set(c.columns))}
+
+
+def _action_writes(child: TableDef, con: ConstraintDef,
+                   deleted: bool) -> list[tuple[TableDef, frozenset[str] | None]]:
+    """What `con`'s action writes in `child` when keys it references are deleted (or
+    updated): its rows deleted (None), or those columns set."""
+    action = con.on_delete if deleted else con.on_update
+    if action == "c":
+        return [(child, None if deleted else frozenset(con.columns))]
+    if action in ("n", "d"):
+        return [(child, frozenset((con.delete_set_columns if deleted else ()) or con.columns))]
+    return []
 
 
 _COMMENT_ON_EXTENSION = re.compile(

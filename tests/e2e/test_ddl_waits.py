@@ -16,11 +16,13 @@ a cycle through the waiting change is 40P01 in one of the two.
 
 from __future__ import annotations
 
+import select
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import psycopg
 import pytest
+from psycopg import pq
 
 from tests.e2e.conftest import beside_postgres
 from tests.e2e.test_row_locks import begin, connect, sqlstate, still_waiting, waiting
@@ -450,3 +452,127 @@ def test_a_waiting_change_shows_as_waiting_for_a_relation_lock(uri):
             assert event[0] != "Lock", event
             time.sleep(0.01)
         assert event == ("Client", "ClientRead")
+
+
+def _next_result(pgconn: pq.abc.PGconn) -> pq.abc.PGresult | None:
+    """The next result of a pipeline (None between one statement's results and the next's)."""
+    deadline = time.monotonic() + 30
+    while pgconn.is_busy():
+        assert time.monotonic() < deadline, "no answer"
+        select.select([pgconn.socket], [], [], 0.05)
+        pgconn.consume_input()
+    return pgconn.get_result()
+
+
+def parse_in_batch(conn: psycopg.Connection, name: bytes, sql: str, sync: bool) -> None:
+    """Parse `sql` as statement `name` in a pipeline (libpq's batch: no Sync unless `sync`),
+    and wait for its ParseComplete."""
+    pgconn = conn.pgconn
+    pgconn.enter_pipeline_mode()
+    pgconn.send_prepare(name, sql.encode())
+    if sync:
+        pgconn.pipeline_sync()
+    else:
+        pgconn.send_flush_request()
+    pgconn.flush()
+    assert _next_result(pgconn).status == pq.ExecStatus.COMMAND_OK  # type: ignore[union-attr]
+    assert _next_result(pgconn) is None
+    if sync:
+        assert _next_result(pgconn).status == pq.ExecStatus.PIPELINE_SYNC  # type: ignore
+    pgconn.flush()
+
+
+def execute_and_sync(conn: psycopg.Connection, name: bytes) -> tuple[list[bytes], int]:
+    """Bind and Execute statement `name`, then Sync (ending the pipeline): the result's column
+    names and row count."""
+    pgconn = conn.pgconn
+    pgconn.send_query_prepared(name, [])
+    pgconn.pipeline_sync()
+    pgconn.flush()
+    result = _next_result(pgconn)
+    assert result is not None and result.status == pq.ExecStatus.TUPLES_OK, \
+        result.error_message if result is not None else None
+    assert _next_result(pgconn) is None
+    assert _next_result(pgconn).status == pq.ExecStatus.PIPELINE_SYNC  # type: ignore
+    pgconn.exit_pipeline_mode()
+    return [result.fname(i) for i in range(result.nfields)], result.ntuples
+
+
+@pytest.mark.parametrize("name, in_block", [(b"", False), (b"s", False), (b"s", True)],
+                         ids=["unnamed", "named", "named-in-block"])
+def test_a_change_waits_for_the_batch_that_parsed_a_statement_of_the_table(uri, name,
+                                                                           in_block):
+    """PostgreSQL's Parse locks the tables it reads until its transaction ends (the batch's
+    Sync, or the block's end): the Execute after it runs the plan Parse made."""
+    parsing, altering = connect(uri), connect(uri)
+    with parsing, altering, ThreadPoolExecutor(1) as pool:
+        if in_block:
+            parsing.execute("BEGIN")
+        parse_in_batch(parsing, name, "SELECT * FROM t ORDER BY id", sync=in_block)
+        alter = waiting(pool, altering, "ALTER TABLE t ADD COLUMN x int DEFAULT 7")
+        assert execute_and_sync(parsing, name) == ([b"id", b"n"], 2)
+        if in_block:
+            still_waiting(altering, alter)
+            parsing.execute("COMMIT")
+        alter.result(timeout=30)
+    assert rows(uri, "SELECT * FROM t ORDER BY id") == [(1, 1, 7), (2, 2, 7)]
+
+
+@pytest.mark.parametrize("statement, changed, waits", [
+    ("INSERT INTO c VALUES (2, 2)", "t", True),  # its check looks the key up in t
+    ("UPDATE c SET p = 2", "t", True),
+    ("UPDATE c SET id = 2", "t", False),  # no key of t changed: no check
+    ("DELETE FROM t WHERE id = 2", "c", True),  # its check looks for rows referencing 2
+    ("UPDATE t SET id = 5 WHERE id = 2", "c", True),
+    ("UPDATE t SET n = 5 WHERE id = 2", "c", False),
+])
+def test_an_autocommit_write_s_foreign_key_check_queues_behind_a_waiting_change(
+        uri, statement, changed, waits):
+    """PostgreSQL's check locks the other table (RowShareLock), queueing behind the change's
+    AccessExclusiveLock request while that waits for a block; a write whose keys stay as
+    they were checks nothing and goes on."""
+    with_referencing(uri)
+    block = begin(uri, f"SELECT count(*) FROM {changed}")
+    altering, writing = connect(uri), connect(uri)
+    with block, altering, writing, ThreadPoolExecutor(2) as pool:
+        alter = waiting(pool, altering, f"ALTER TABLE {changed} ADD COLUMN x int DEFAULT 7")
+        if waits:
+            write = waiting(pool, writing, statement)
+        else:
+            writing.execute("SET lock_timeout = '1s'")
+            assert writing.execute(statement).rowcount == 1
+        block.execute("COMMIT")
+        alter.result(timeout=30)
+        if waits:
+            assert write.result(timeout=30) == 1
+    assert rows(uri, f"SELECT count(x) FROM {changed}") == [(2 if changed == "t" else 1,)]
+
+
+@pytest.mark.parametrize("in_block", [False, True], ids=["autocommit", "in-block"])
+@pytest.mark.parametrize("change, fails, after", [
+    ("DROP TABLE t, u", True, "SELECT count(*) FROM pg_class WHERE relname IN ('t', 'u')"),
+    ("TRUNCATE t, u", True, "SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM u)"),
+    ("DROP TABLE u, t", False, "SELECT count(*) FROM pg_class WHERE relname IN ('t', 'u')"),
+])
+def test_a_change_of_several_tables_takes_them_in_turn(uri, change, fails, after, in_block):
+    """PostgreSQL locks the tables one after the other: t is the change's while it waits for
+    the block that used u, so that block's read of t closes a cycle (40P01, and its locks go
+    at once); named after u, t is not locked yet and the block reads it."""
+    block = begin(uri, "SET deadlock_timeout = '200ms'", "SELECT count(*) FROM u")
+    changing = begin(uri) if in_block else connect(uri)
+    with block, changing, ThreadPoolExecutor(1) as pool:
+        done = waiting(pool, changing, change)
+        if fails:
+            with pytest.raises(psycopg.errors.DeadlockDetected):
+                block.execute("SELECT count(*) FROM t")
+            done.result(timeout=30)
+            block.execute("ROLLBACK")
+        else:
+            assert block.execute("SELECT count(*) FROM t").fetchone() == (2,)
+            still_waiting(changing, done)
+            block.execute("COMMIT")
+            done.result(timeout=30)
+        if in_block:
+            changing.execute("COMMIT")
+    with begin(uri) as reading:  # (a block's read: the primary answers it)
+        assert reading.execute(after).fetchall() == [(0,)]

@@ -298,3 +298,52 @@ def test_rollback_to_before_the_first_schema_change_lets_the_ddl_lock_go(db):
     block.execute_one("COMMIT")
     assert [c.name for c in other.prepare("SELECT * FROM t").columns] == ["id"]
     assert other.execute_one("SELECT count(*) FROM t").table.column(0).to_pylist() == [1]
+
+
+def test_tables_held_from_parse_to_the_batch_s_end_hold_a_claim_back():
+    """Session 2 parsed a statement of 10 in a batch not yet synced: a claim of 10 waits for
+    the batch's end, and session 2's statements go ahead of it meanwhile."""
+    lock = DdlLock()
+    lock.hold_parsed(2, frozenset({10}), waiting())
+    claim = lock.claim(1, [10], [], waiting())
+    running = threading.Event()
+    thread = threading.Thread(target=lambda: (lock.await_claim(claim, None, row_waiting()),
+                                              running.set()))
+    thread.start()
+    assert not running.wait(0.1)  # it waits for session 2's batch
+    assert claim.running and not claim.changing
+    assert refused(lock, 2, {10}) is None  # the parsed statement runs
+    assert refused(lock, 3, {10}) == "55P03"
+    lock.let_go_parsed(2)  # Sync
+    thread.join(5)
+    assert running.is_set() and claim.changing
+    lock.unclaim(claim)
+    lock.let_go_parsed(2, last=True)  # the session ends
+    assert lock._holding == {} and lock._parsed == {}
+
+
+def test_a_claim_takes_its_tables_in_turn():
+    """A change of 10 then 20 waits for the block that used 20 holding 10: that block's next
+    statement on 10 is 40P01 (neither could go on), another block's waits; a statement
+    under way that holds 10 goes on."""
+    lock = DdlLock()
+    holder = LockHolder(2, row_waiting())
+    lock.use(holder, 20, False, waiting())
+    claim = lock.claim(1, [10, 20], [], waiting())
+    thread = threading.Thread(target=lambda: lock.await_claim(claim, None, row_waiting()))
+    with lock.shared(2, waiting(50), tables=frozenset({20, 10})):  # under way, on 10 too
+        thread.start()
+        deadline = time.monotonic() + 5
+        while claim.granted != {10} and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert claim.granted == {10}
+        lock.use(holder, 10, False, waiting(50))  # its statement holds 10: it goes on
+    with pytest.raises(SqlVecError) as err:
+        lock.use(LockHolder(3, row_waiting()), 10, False, waiting(50))
+    assert err.value.sqlstate == "55P03"  # another block waits for the change
+    assert refused(lock, 2, {10}) == "40P01"
+    lock.forget(holder, [10, 20])  # the block ends
+    holder.release()
+    thread.join(5)
+    assert claim.granted == {10, 20} and claim.changing
+    lock.unclaim(claim)
