@@ -116,7 +116,7 @@ def test_errors_are_the_general_paths(dbs):
 
 def test_a_block_a_new_plan_and_a_new_statement_of_the_name(dbs):
     twins = Twins(dbs, ("u", "UPDATE t SET v = v + 1 WHERE id = $1", (INT8,)))
-    for i in range(3):
+    for _ in range(3):
         twins.both("u", (b"1",))
     writes = twins.writes()
     twins.query("BEGIN")  # in a block: the general path answers
