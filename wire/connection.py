@@ -221,13 +221,11 @@ class RunsOf:
     Bind into the unnamed portal with other values, Describe of the portal or not, Execute
     of all of it), recognised in a receive buffer, in place, as `RepeatedRoundTrip` does
     (the same bytes but the values): each gives its row's values as the statement converts
-    them and the answers running it gives. The values are decoded as they are read, with no
-    Bind made: this is the whole per-row cost of a run."""
+    them and the answers running it gives, with no Bind made."""
 
     def __init__(self, bind: Bind, statement: Statement, formats: list[int]) -> None:
         self.bind = bind
-        shape = RepeatedRoundTrip(bind, b"", ())
-        self.head, self.suffix = shape.head, shape.suffix  # the Bind's body around its values
+        self.shape = RepeatedRoundTrip(bind, b"", ())  # (its Bind's, read by `bind_values`)
         execute = Execute("", 0).encode()
         done = _INSERTED
         # The messages after the Bind, framed, with the answers: the one met last first.
@@ -263,38 +261,13 @@ class RunsOf:
               limit: int) -> tuple[list, int, bytes] | None:
         """If buf[start:end] begins with a run: its row's values, its size in bytes and its
         answers; None when it does not, or its values need the statement run."""
-        if end - start < 5 or buf[start] != 0x42:  # B
+        found = self.shape.bind_values(buf, start, end)
+        if found is None:
             return None
-        (length,) = _LENGTH.unpack_from(buf, start + 1)
-        bind_end = start + 1 + length
-        if length < 4 or bind_end > end:
-            return None
-        pos = start + 5
-        head = self.head
-        if not buf.startswith(head, pos, bind_end):
-            return None
-        pos += len(head)
-        params = []
-        for decode in self.decoders:
-            if pos + 4 > bind_end:
-                return None
-            (size,) = _LENGTH.unpack_from(buf, pos)
-            pos += 4
-            if size < 0:
-                if size != -1:
-                    return None
-                data = None
-            else:
-                data = bytes(buf[pos:pos + size])
-                pos += size
-                if pos > bind_end:
-                    return None
-            try:
-                params.append(decode(data))
-            except SqlVecError:
-                return None
-        suffix = self.suffix
-        if pos + len(suffix) != bind_end or not buf.startswith(suffix, pos, bind_end):
+        data, bind_end = found
+        try:
+            params = [decode(value) for decode, value in zip(self.decoders, data)]
+        except SqlVecError:
             return None
         rests = self.rests
         rest, answer = rests[0]

@@ -508,43 +508,53 @@ class RepeatedRoundTrip:
     def match(self, buf: bytearray, start: int, end: int) -> tuple[Bind, int] | None:
         """If buf[start:end] begins with this round trip (its Bind's values may differ): its
         Bind and the round trip's size in bytes."""
+        found = self.bind_values(buf, start, end)
+        if found is None:
+            return None
+        values, bind_end = found
+        rest = self.rest
+        if not buf.startswith(rest, bind_end, end):
+            return None
+        bind = self.bind
+        params = tuple(values)
+        if params != bind.params:
+            bind = bind.with_params(params)
+        return bind, bind_end + len(rest) - start
+
+    def bind_values(self, buf: bytearray, start: int,
+                    end: int) -> tuple[list[bytes | None], int] | None:
+        """If buf[start:end] begins with this round trip's Bind, all received, but for its
+        values: them, as received, and where the Bind ends."""
         if end - start < 5 or buf[start] != 0x42:  # B
             return None
         (length,) = _I32.unpack_from(buf, start + 1)
         bind_end = start + 1 + length
-        rest = self.rest
-        if length < 4 or bind_end + len(rest) > end:
+        if length < 4 or bind_end > end:
             return None
         pos = start + 5
         head = self.head
         if not buf.startswith(head, pos, bind_end):
             return None
         pos += len(head)
-        bind = self.bind
-        if self.nparams:
-            values: list[bytes | None] = []
-            for _ in range(self.nparams):
-                if pos + 4 > bind_end:
+        values: list[bytes | None] = []
+        for _ in range(self.nparams):
+            if pos + 4 > bind_end:
+                return None
+            (size,) = _I32.unpack_from(buf, pos)
+            pos += 4
+            if size < 0:
+                if size != -1:
                     return None
-                (size,) = _I32.unpack_from(buf, pos)
-                pos += 4
-                if size < 0:
-                    if size != -1:
-                        return None
-                    values.append(None)
-                    continue
-                if pos + size > bind_end:
-                    return None
-                values.append(bytes(buf[pos:pos + size]))
-                pos += size
-            params = tuple(values)
-            if params != bind.params:
-                bind = bind.with_params(params)
+                values.append(None)
+                continue
+            if pos + size > bind_end:
+                return None
+            values.append(bytes(buf[pos:pos + size]))
+            pos += size
         suffix = self.suffix
-        if pos + len(suffix) != bind_end or not buf.startswith(suffix, pos, bind_end) \
-                or not buf.startswith(rest, bind_end):
+        if pos + len(suffix) != bind_end or not buf.startswith(suffix, pos, bind_end):
             return None
-        return bind, bind_end + len(rest) - start
+        return values, bind_end
 
 
 def bind_names_at(buf: bytearray, start: int, end: int) -> bytes | None:
