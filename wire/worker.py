@@ -1219,9 +1219,9 @@ class Relay:
             self.pending += syncs
             if syncs:
                 self.open = False
+            # (A Flush alone leaves nothing unsynced: psycopg's pipelines begin with one.)
             if last in _EXTENDED or last == ord("H") and not _flushes_only(batch):
-                self.open = True  # (a Flush alone leaves nothing unsynced: psycopg's pipelines
-                # begin with one)
+                self.open = True
         with self.ulock:
             self.upstream.sendall(out)
         for raw, message in mirror:
@@ -1350,6 +1350,7 @@ class Relay:
 
 
 def _flushes_only(batch: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a batch is nothing but Flush messages."""
     return all(type_byte == b"H" for type_byte, _body in batch)
 
 
