@@ -219,17 +219,19 @@ class Portal:
 class RunsOf:
     """The runs of one prepared single-row INSERT an executemany sends after a first (its
     Bind into the unnamed portal with other values, Describe of the portal or not, Execute
-    of all of it), recognised in a receive buffer (`RepeatedRoundTrip`): each gives its row's
-    values as the statement converts them and the answers running it gives."""
+    of all of it), recognised in a receive buffer, in place, as `RepeatedRoundTrip` does
+    (the same bytes but the values): each gives its row's values as the statement converts
+    them and the answers running it gives, with no Bind made."""
 
     def __init__(self, bind: Bind, statement: Statement, formats: list[int]) -> None:
         self.bind = bind
+        self.shape = RepeatedRoundTrip(bind, b"", ())  # (its Bind's, read by `bind_values`)
         execute = Execute("", 0).encode()
         done = _INSERTED
-        self.shapes = [
-            (RepeatedRoundTrip(bind, Describe("P", "").encode() + execute, ()),
-             _BIND_COMPLETE + statement.description(formats) + done),
-            (RepeatedRoundTrip(bind, execute, ()), _BIND_COMPLETE + done)]
+        # The messages after the Bind, framed, with the answers: the one met last first.
+        self.rests = [(Describe("P", "").encode() + execute,
+                       _BIND_COMPLETE + statement.description(formats) + done),
+                      (execute, _BIND_COMPLETE + done)]
         self.decoders = pgtypes.param_decoders(statement.param_types, bind.param_formats)
         self.fast = statement.prepared.compiled.fast  # type: ignore[union-attr]
 
@@ -251,31 +253,34 @@ class RunsOf:
         if bind_end > end:
             return True
         tail = bytes(buf[bind_end:end])
-        return any(len(tail) < len(shape.rest) and shape.rest.startswith(tail)
-                   for shape, _answer in self.shapes)
+        return any(len(tail) < len(rest) and rest.startswith(tail) for rest, _answer in self.rests)
 
     def match(self, buf: bytearray, start: int, end: int,
               limit: int) -> tuple[list, int, bytes] | None:
         """If buf[start:end] begins with a run: its row's values, its size in bytes and its
         answers; None when it does not, or its values need the statement run."""
-        shapes = self.shapes
-        found = shapes[0][0].match(buf, start, end)
+        found = self.shape.bind_values(buf, start, end)
         if found is None:
-            found = shapes[1][0].match(buf, start, end)
-            if found is None:
-                return None
-            shapes.reverse()  # the other shape first from now on
-        bind, size = found
-        if size > limit:
             return None
+        data, bind_end = found
         try:
-            params = [decode(data) for decode, data in zip(self.decoders, bind.params)]
+            params = [decode(value) for decode, value in zip(self.decoders, data)]
         except SqlVecError:
+            return None
+        rests = self.rests
+        rest, answer = rests[0]
+        if not buf.startswith(rest, bind_end, end):
+            rest, answer = rests[1]
+            if not buf.startswith(rest, bind_end, end):
+                return None
+            rests.reverse()  # the other shape first from now on
+        size = bind_end + len(rest) - start
+        if size > limit:
             return None
         values = self.fast.values(params)
         if values is None:
             return None
-        return values, size, shapes[0][1]
+        return values, size, answer
 
 
 @dataclass

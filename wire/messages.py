@@ -517,12 +517,29 @@ class RepeatedRoundTrip:
                end: int) -> tuple[tuple[bytes | None, ...], int] | None:
         """If buf[start:end] begins with this round trip: its Bind's parameter values (as
         sent) and the round trip's size in bytes."""
+        found = self.bind_values(buf, start, end)
+        if found is None:
+            return None
+        values, bind_end = found
+        rest = self.rest
+        if not buf.startswith(rest, bind_end, end):
+            return None
+        return tuple(values), bind_end + len(rest) - start
+
+    def bind_with(self, params: tuple[bytes | None, ...]) -> Bind:
+        """The round trip's Bind with these values (the same object for the same values)."""
+        bind = self.bind
+        return bind if params == bind.params else bind.with_params(params)
+
+    def bind_values(self, buf: bytearray, start: int,
+                    end: int) -> tuple[list[bytes | None], int] | None:
+        """If buf[start:end] begins with this round trip's Bind, all received, but for its
+        values: them, as received, and where the Bind ends."""
         if end - start < 5 or buf[start] != 0x42:  # B
             return None
         (length,) = _I32.unpack_from(buf, start + 1)
         bind_end = start + 1 + length
-        rest = self.rest
-        if length < 4 or bind_end + len(rest) > end:
+        if length < 4 or bind_end > end:
             return None
         pos = start + 5
         head = self.head
@@ -545,15 +562,9 @@ class RepeatedRoundTrip:
             values.append(bytes(buf[pos:pos + size]))
             pos += size
         suffix = self.suffix
-        if pos + len(suffix) != bind_end or not buf.startswith(suffix, pos, bind_end) \
-                or not buf.startswith(rest, bind_end):
+        if pos + len(suffix) != bind_end or not buf.startswith(suffix, pos, bind_end):
             return None
-        return tuple(values), bind_end + len(rest) - start
-
-    def bind_with(self, params: tuple[bytes | None, ...]) -> Bind:
-        """The round trip's Bind with these values (the same object for the same values)."""
-        bind = self.bind
-        return bind if params == bind.params else bind.with_params(params)
+        return values, bind_end
 
 
 def bind_names_at(buf: bytearray, start: int, end: int) -> bytes | None:

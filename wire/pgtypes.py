@@ -711,15 +711,36 @@ def param_decoder(t: SqlType, fmt: int) -> Callable[[bytes | None], object]:
                     return value
             return decode_param(data, t, fmt)
         return digits
+    if _plain_text(t, fmt):
+        def text(data: bytes | None) -> object:
+            if data is not None:
+                try:
+                    value = data.decode()
+                except UnicodeDecodeError:
+                    return decode_param(data, t, fmt)
+                if "\0" not in value:
+                    return value
+            return decode_param(data, t, fmt)
+        return text
     return lambda data: decode_param(data, t, fmt)
+
+
+def _plain_text(t: SqlType, fmt: int) -> bool:
+    """Whether a parameter's value is its bytes as UTF-8 with no more checks (no NUL), as
+    `decode_param` takes it."""
+    if fmt == BINARY:
+        return t.name in STRING_TYPES and t.name != "uuid"
+    return t.name in _TEXT_AS_IS and t.char_length is None
+
+
+_TEXT_AS_IS = ("text", "varchar", "name", "unknown", "bpchar", "char")
 
 
 def decode_text(data: bytes, t: SqlType) -> object:
     """A text-format parameter to the value of its type, through the same text input casts use; NUL
     or invalid UTF-8 is 22021."""
     text = decode_utf8(data)  # 22021 for bytes that are not UTF-8, or a NUL, as PostgreSQL
-    if t.name in ("text", "varchar", "name", "unknown", "bpchar", "char") \
-            and t.char_length is None:
+    if t.name in _TEXT_AS_IS and t.char_length is None:
         return text
     return parse_text(text, t)
 

@@ -25,7 +25,8 @@ is parsed there first, the ParseComplete it earns never reaching the client.
 A connection whose traffic is writes (HANDOVER_AFTER round trips in a row relayed to run a
 statement that changes data, no read answered here between them) is handed to the primary:
 its socket itself goes there, and the primary serves it directly from then on, its reads too
-(`Relay._hand_over`; never back).
+(`Relay._hand_over`; never back). The move happens at a round trip's Sync, or after the first
+MAX_BATCH messages of a longer pipeline (an executemany), before any of it is relayed.
 
 TLS connections and cancel requests are relayed byte for byte: the primary serves them whole.
 
@@ -774,7 +775,8 @@ class Relay:
                     batch, decoded = [], []
                 continue
             batch.append((type_byte, bytes(body)))
-            if type_byte in (b"S", b"Q") and self._handover_due(batch):
+            if (type_byte in (b"S", b"Q") or len(batch) > MAX_BATCH) \
+                    and self._handover_due(batch):
                 self._hand_over(batch)
                 return
             if type_byte == b"S" and len(decoded) == len(batch) - 1:
@@ -791,7 +793,9 @@ class Relay:
         """Whether this connection's traffic is writes (HANDOVER_AFTER of them relayed in a
         row) and it is at a point where its socket can move to the primary: every answer of
         the primary in (none due, no extended-query message unsynced), the round trip in hand
-        whole and not too large."""
+        whole, or the first MAX_BATCH messages of a longer one (an executemany's pipeline:
+        relayed in pieces, it would leave messages unsynced at every Sync), and not too
+        large."""
         if not 0 < HANDOVER_AFTER <= self.streak or not self.pid:
             return False
         with self.lock:
@@ -1218,7 +1222,8 @@ class Relay:
             self.pending += syncs
             if syncs:
                 self.open = False
-            if last in _EXTENDED or last == ord("H"):
+            # (A Flush alone leaves nothing unsynced: psycopg's pipelines begin with one.)
+            if last in _EXTENDED or last == ord("H") and not _flushes_only(batch):
                 self.open = True
         with self.ulock:
             self.upstream.sendall(out)
@@ -1345,6 +1350,11 @@ class Relay:
                 self.pending -= ready
         if out:
             self.stream.write(out)
+
+
+def _flushes_only(batch: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a batch is nothing but Flush messages."""
+    return all(type_byte == b"H" for type_byte, _body in batch)
 
 
 def _drop(local: LocalConnection, messages: list[Message]) -> None:

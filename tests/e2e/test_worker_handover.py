@@ -26,7 +26,7 @@ from tests.e2e.conftest import (
     startup_packet,
 )
 from wire.codec import frame
-from wire.worker import HANDOVER_AFTER
+from wire.worker import HANDOVER_AFTER, MAX_BATCH
 
 WHERE_RUN = "SELECT current_setting('sqlvec.worker', true)"
 
@@ -141,6 +141,37 @@ def test_asyncpg_prepared_statements_and_executemany_across_the_move(pool_server
             await conn.close()
 
     asyncio.run(run())
+
+
+def test_an_executemany_connection_moves_and_keeps_its_errors(tmp_path, reap):
+    """psycopg's executemany pipelines more messages than a worker holds before Sync (relayed
+    in pieces, so messages are unsynced at each Sync) after a Flush of their own: with no
+    read between them, the move happens at the first pieces of the second, before any of it
+    is relayed; a duplicate key in that very round trip still fails it whole."""
+    server = start_server(tmp_path, "--workers", "2")
+    reap(server)
+    rows = MAX_BATCH * 2
+
+    def executemany(conn: psycopg.Connection, first: int, duplicate: int | None = None) -> None:
+        ids = list(range(first, first + rows))
+        if duplicate is not None:
+            ids[rows // 2] = duplicate
+        conn.cursor().executemany("INSERT INTO t VALUES (%s, %s)", [(i, f"m{i}") for i in ids])
+
+    with connect(server) as conn:
+        assert where(conn) == "0"  # the first connection of a fresh server
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, s text)")
+        executemany(conn, 0)
+        with pytest.raises(psycopg.errors.UniqueViolation) as failed:
+            executemany(conn, 1000, duplicate=5)
+        assert failed.value.diag.message_detail == "Key (id)=(5) already exists."
+        with connect(server) as second:
+            assert where(second) == "0"  # the first one moved: worker 0 serves none
+        assert conn.execute(f"SELECT count(*), ({WHERE_RUN}) FROM t").fetchone() == (rows, None)
+        executemany(conn, 2000)
+        assert conn.execute("SELECT count(*), max(s) FROM t WHERE id >= 2000").fetchone() == \
+            (rows, f"m{2000 + rows - 1}")
+    assert server.stop() == 0, server.log()
 
 
 @pytest.mark.parametrize("end", ["COMMIT", "ROLLBACK", "error"])

@@ -403,14 +403,17 @@ def test_vector_text_column_only_reads_vector():
     assert P.vector_text_column(pa.array(["[1,2]"]), SqlType("halfvec", 2)) is None
 
 
-@pytest.mark.parametrize("name", ["int2", "int4", "int8", "float8", "text"])
+@pytest.mark.parametrize("name", ["int2", "int4", "int8", "float8", "text", "varchar",
+                                  "bpchar", "varchar(2)", "uuid"])
 @pytest.mark.parametrize("fmt", [P.TEXT, P.BINARY])
 def test_a_param_decoder_decodes_as_decode_param(name, fmt):
     """The decoder chosen once per parameter gives decode_param's values and errors."""
-    t = SqlType(name)
+    base, _, n = name.partition("(")
+    t = SqlType(base, int(n[:-1])) if n else SqlType(name)
     samples = [None, b"12", b"-7", b"0123", b" 12 ", b"+5", b"1_0", b"-", b"", b"x",
                b"99999999999999999999", b"\x00\x05", b"\x00\x00\x00\x05", b"\xff" * 8,
-               b"\x00\x01\x02"]
+               b"\x00\x01\x02", "h\u00e9llo".encode(), b"ab\x00", b"\xc3", b"abc ",
+               b"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", b"\xa0\xee" * 8]
     decode = P.param_decoder(t, fmt)
     for data in samples:
         try:
