@@ -153,7 +153,7 @@ def one_value_array(value: object, arrow: pa.DataType) -> pa.Array:
 
 def value_at(data: SegmentData, col: ColumnDef, position: int) -> object:
     """The Python value of one column of one row of a segment."""
-    return data.value(col.physical, col.type.to_arrow(), col.missing_value, position)
+    return data.value(col.physical, col.arrow, col.missing_value, position)
 
 
 def _position_in(seg: Segment, rowid: int) -> int:
@@ -1559,51 +1559,61 @@ class Table:
 
     # Applying a durable commit (under this table's lock) -----------------------------------
 
-    def apply(self, op) -> None:
+    def apply(self, op) -> bool:
         """Apply one committed (or replayed) WAL op to the in-memory state; the next `snapshot`
-        sees it."""
+        sees it. Whether it emptied the table (a TRUNCATE)."""
         with self.lock:
-            if isinstance(op, InsertRunOp):  # as one insert, as replay reads it back
-                op = InsertOp(self.id, op.physical())
-            if isinstance(op, RowInsertOp) and (op.schema is self.memtable.schema or
-                                                op.schema.equals(self.memtable.schema)):
+            kind = type(op)
+            if kind is RowInsertOp and (op.schema is self.memtable.schema or
+                                        op.schema.equals(self.memtable.schema)):
                 self._apply_row(op)
-            elif isinstance(op, InsertOp):
-                batch = conform_batch(op.batch, self.def_)
-                self.memtable.append(batch)
-                claim = self._claim_of.get(id(op)) if batch.num_rows == 1 else None
-                known = claim.insert_keys.get(id(op)) if claim is not None else None
-                if known is not None:  # a one-row insert whose keys prepare read
-                    for uk, held in zip(self.keys, known[0]):
-                        if held is not None:
-                            uk.index.insert(*held)
-                    self.next_rowid = max(self.next_rowid, known[1] + 1)
-                elif batch.num_rows == 1:  # a single-row INSERT's: no NumPy work
-                    rowid = batch.column(0)[0].as_py()
-                    for uk in self.keys:
-                        if uk.valid(batch, physical=True) is not None:
-                            continue  # a NULL in the key: the index does not hold it
-                        key = uk.key_one(batch, physical=True)
-                        uk.index.insert(uk.index.array_of(key), np.array([rowid], np.int64))
-                    self.next_rowid = max(self.next_rowid, rowid + 1)
-                elif batch.num_rows:
-                    rowids = batch.column(ROWID).to_numpy()
-                    for uk in self.keys:
-                        uk.index.insert(*uk.held(batch, rowids, physical=True))
-                    self.next_rowid = max(self.next_rowid, int(rowids.max()) + 1)
-            elif isinstance(op, DeleteOp):
+            elif kind is DeleteOp:
                 claim = self._claim_of.get(id(op))
-                known = claim.delete_keys.get(id(op)) if claim is not None else None
-                self._apply_delete(np.asarray(op.rowids, dtype=np.int64), known)
-            elif isinstance(op, TruncateOp):
-                self.sealed = []
-                self.deletes = {}
-                self.sealing = []
-                self.memtable = Memtable(self.def_, self.memtable_rows)
-                for uk in self.keys:
-                    uk.index.clear()
-                self._key_epoch += 1
+                self._apply_delete(np.asarray(op.rowids, dtype=np.int64),
+                                   claim.delete_keys.get(id(op)) if claim is not None else None)
+            else:
+                self._apply_other(op)
             self._invalidate()
+            return kind is TruncateOp
+
+    def _apply_other(self, op) -> None:
+        """`apply` of an op other than a one-row insert of values or a delete."""
+        if isinstance(op, InsertRunOp):  # as one insert, as replay reads it back
+            op = InsertOp(self.id, op.physical())
+        if isinstance(op, RowInsertOp) and (op.schema is self.memtable.schema or
+                                            op.schema.equals(self.memtable.schema)):
+            self._apply_row(op)
+        elif isinstance(op, InsertOp):
+            batch = conform_batch(op.batch, self.def_)
+            self.memtable.append(batch)
+            claim = self._claim_of.get(id(op)) if batch.num_rows == 1 else None
+            known = claim.insert_keys.get(id(op)) if claim is not None else None
+            if known is not None:  # a one-row insert whose keys prepare read
+                for uk, held in zip(self.keys, known[0]):
+                    if held is not None:
+                        uk.index.insert(*held)
+                self.next_rowid = max(self.next_rowid, known[1] + 1)
+            elif batch.num_rows == 1:  # a single-row INSERT's: no NumPy work
+                rowid = batch.column(0)[0].as_py()
+                for uk in self.keys:
+                    if uk.valid(batch, physical=True) is not None:
+                        continue  # a NULL in the key: the index does not hold it
+                    key = uk.key_one(batch, physical=True)
+                    uk.index.insert(uk.index.array_of(key), np.array([rowid], np.int64))
+                self.next_rowid = max(self.next_rowid, rowid + 1)
+            elif batch.num_rows:
+                rowids = batch.column(ROWID).to_numpy()
+                for uk in self.keys:
+                    uk.index.insert(*uk.held(batch, rowids, physical=True))
+                self.next_rowid = max(self.next_rowid, int(rowids.max()) + 1)
+        elif isinstance(op, TruncateOp):
+            self.sealed = []
+            self.deletes = {}
+            self.sealing = []
+            self.memtable = Memtable(self.def_, self.memtable_rows)
+            for uk in self.keys:
+                uk.index.clear()
+            self._key_epoch += 1
 
     def _apply_row(self, op: RowInsertOp) -> None:
         """`apply` of a prepared `RowInsertOp`: the row queued in the growing segment as its
