@@ -181,12 +181,21 @@ def verify_file(path: str, meta: dict, kind: str = SEGMENT_FILE) -> int:
 
 def value_reader(array: pa.Array) -> Callable[[int], object]:
     """A function from a position of `array` to its Python value: NumPy's `item` over the
-    array's buffer for integers and floats without NULLs (what `as_py` gives, without a
-    scalar object per read), `as_py` otherwise."""
+    array's buffer for integers and floats without NULLs, the bytes between two offsets for
+    text and bytea without NULLs (what `as_py` gives, without a scalar object per read),
+    `as_py` otherwise."""
     kind = array.type
     if array.null_count == 0 and (pa.types.is_integer(kind) or pa.types.is_float32(kind) or
                                   pa.types.is_float64(kind)):
         return array.to_numpy(zero_copy_only=True).item
+    if array.null_count == 0 and len(array) and (pa.types.is_string(kind) or
+                                                 pa.types.is_binary(kind)):
+        buffers = array.buffers()
+        at = np.frombuffer(buffers[1], np.int32, len(array) + 1, array.offset * 4).item
+        data = memoryview(buffers[2]) if buffers[2] is not None else memoryview(b"")
+        if pa.types.is_string(kind):
+            return lambda position: str(data[at(position):at(position + 1)], "utf-8")
+        return lambda position: bytes(data[at(position):at(position + 1)])
     return lambda position: array[position].as_py()
 
 

@@ -445,11 +445,18 @@ def _write_all(fd: int, buffers: list) -> int:
     """Write every buffer in order (writev, resuming after short writes); return bytes written.
     A few small buffers (a group of single-row commits) are joined first: one buffer costs
     the kernel and Python less than a handful."""
-    if len(buffers) <= 16 and sum(len(b) if type(b) is bytes else memoryview(b).nbytes
-                                  for b in buffers) <= _JOIN_MAX:
-        buffers = [b"".join(buffers)]
-    views = [memoryview(b).cast("B") for b in buffers if len(b)]
     total = 0
+    if len(buffers) <= 16:
+        size = 0
+        for b in buffers:
+            size += len(b) if type(b) is bytes else memoryview(b).nbytes
+        if size <= _JOIN_MAX:
+            joined = b"".join(buffers)
+            total = os.writev(fd, (joined,)) if size else 0
+            if total == size:  # (the usual case: one system call, no views)
+                return total
+            buffers = [memoryview(joined)[total:]]
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
     i = 0
     while i < len(views):
         n = os.writev(fd, views[i: i + _IOV_MAX])
