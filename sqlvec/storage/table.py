@@ -733,26 +733,30 @@ class UniqueKey:
         return self.keys_of(rows, physical), np.asarray(rowids)[valid]
 
 
-@dataclass
 class _Claim:
     """What one prepared commit, not yet applied, does to a table's keys and rows: later
-    commits are checked against it (it is durable and will apply, in LSN order)."""
+    commits are checked against it (it is durable and will apply, in LSN order). A plain
+    class (one is made per commit): compared by identity."""
 
-    added: list[KeyIndex]  # per unique key: key -> the row id this commit gives it
-    removed: list[KeyIndex]  # per unique key: keys of rows this commit deletes
-    deleted: set[int] = field(default_factory=set)  # row ids
-    truncated: bool = False
-    op_ids: list[int] = field(default_factory=list)
-    # Per delete op (by its id once prepared): per unique key, the deleted rows' keys and their
-    # row ids, so applying it need not read them again.
-    delete_keys: dict[int, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
-    # Per one-row insert op (by its id once prepared): per unique key, the row's key and row
-    # id as the index takes them (None: a NULL the index does not hold), and the row id.
-    insert_keys: dict[int, tuple[list[tuple[np.ndarray, np.ndarray] | None], int]] = \
-        field(default_factory=dict)
-    # Per `RowInsertOp` (by its id once prepared): per unique key, its key as `key_of` gave it
-    # (None: a NULL the index does not hold).
-    row_keys: dict[int, list] = field(default_factory=dict)
+    __slots__ = ("added", "removed", "deleted", "truncated", "op_ids", "delete_keys",
+                 "insert_keys", "row_keys")
+
+    def __init__(self, added: list[KeyIndex], removed: list[KeyIndex]) -> None:
+        self.added = added  # per unique key: key -> the row id this commit gives it
+        self.removed = removed  # per unique key: keys of rows this commit deletes
+        self.deleted: set[int] = set()  # row ids
+        self.truncated = False
+        self.op_ids: list[int] = []
+        # Per delete op (by its id once prepared): per unique key, the deleted rows' keys and
+        # their row ids, so applying it need not read them again.
+        self.delete_keys: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        # Per one-row insert op (by its id once prepared): per unique key, the row's key and
+        # row id as the index takes them (None: a NULL the index does not hold), and the row
+        # id.
+        self.insert_keys: dict[int, tuple[list[tuple[np.ndarray, np.ndarray] | None], int]] = {}
+        # Per `RowInsertOp` (by its id once prepared): per unique key, its key as `key_of`
+        # gave it (None: a NULL the index does not hold).
+        self.row_keys: dict[int, list] = {}
 
 
 @dataclass
@@ -827,6 +831,7 @@ class Table:
         self._claims: list[_Claim] = []  # prepared, not yet applied, oldest first
         self._claim_of: dict[int, _Claim] = {}  # id(prepared op) -> its commit's claim
         self._released = threading.Condition(self.lock)
+        self._release_waiters = 0  # threads waiting on `_released` (most releases have none)
         # Rows locked by open transaction blocks (row id -> `row_locks.LockHolder`), under
         # `lock`: a commit deleting one of them waits for its holder (`prepare`).
         self.row_locks: dict[int, object] = {}
@@ -949,7 +954,11 @@ class Table:
         valid = uk.valid(rows)
         with self.lock:
             if wait > 0 and self._claims:
-                self._released.wait_for(lambda: not self._claimed(key, keys), timeout=wait)
+                self._release_waiters += 1
+                try:
+                    self._released.wait_for(lambda: not self._claimed(key, keys), timeout=wait)
+                finally:
+                    self._release_waiters -= 1
             if snapshot is None:
                 snapshot = self.snapshot()
             out = uk.index.lookup(keys)
@@ -1178,7 +1187,7 @@ class Table:
                     live = where is not None
                 else:
                     assert snap is not None
-                    live = snap.all_live(rowids)
+                    live, where = snap.all_live(rowids), None
                 if any(not d.isdisjoint(ids) for d in pending) or not live:
                     raise SerializationFailure(
                         "could not serialize access due to concurrent update")
@@ -1187,26 +1196,17 @@ class Table:
                     by_key = getattr(_hint, "located", None)
                     if len(ids) == 1 and len(self.keys) == 1 and by_key is not None and \
                             by_key[0] == ids[0] and by_key[1] is self.keys[0]:
-                        # The row `row_of_key` found by the only key: its key is known.
-                        per_key = [(self.keys[0].index.array_of(by_key[2]), rowids)]
-                    elif len(ids) == 1:  # one row: its keys read where it lies, no Arrow table
-                        data, position = where  # type: ignore[misc]
-                        per_key = []
-                        for uk in self.keys:
-                            values = [value_at(data, self.def_.column(c), position)
-                                      for c in uk.def_.columns]
-                            if None in values and not uk.def_.nulls_not_distinct:
-                                per_key.append((uk.no_keys(), rowids[:0]))
-                            else:
-                                per_key.append((uk.index.array_of(uk.index.key_of(values)),
-                                                rowids))
+                        # The row `row_of_key` found by the only key: its key is known, and
+                        # claimed as the Python value it is.
+                        keys = self.keys[0].index.array_of(by_key[2])
+                        per_key = [(keys, rowids)]
+                        claim.added[0].remove(keys)
+                        claim.removed[0].insert_one(by_key[2], ids[0])
                     else:
-                        rows = snap.rows_by_id(rowids, self._key_columns())
-                        ids_found = rows.column(ROWID).to_numpy()
-                        per_key = [uk.held(rows, ids_found) for uk in self.keys]
-                    for i, (keys, ids_found) in enumerate(per_key):
-                        claim.added[i].remove(keys)
-                        claim.removed[i].insert(keys, ids_found)
+                        per_key = self._deleted_keys(rowids, where, snap)
+                        for i, (keys, ids_found) in enumerate(per_key):
+                            claim.added[i].remove(keys)
+                            claim.removed[i].insert(keys, ids_found)
                     claim.delete_keys[id(prepared)] = per_key
                 claim.deleted.update(ids)
                 out.append(prepared)
@@ -1243,6 +1243,26 @@ class Table:
                 claim.op_ids.append(id(op))
                 self._claim_of[id(op)] = claim
         return out
+
+    def _deleted_keys(self, rowids: np.ndarray, where: tuple | None,
+                      snap: TableSnapshot | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per unique key, the keys the index holds for rows a commit deletes and their row
+        ids: one row's read where it lies (`where`), no Arrow table; several from `snap`."""
+        if rowids.size == 1:
+            data, position = where  # type: ignore[misc]
+            per_key = []
+            for uk in self.keys:
+                values = [value_at(data, self.def_.column(c), position)
+                          for c in uk.def_.columns]
+                if None in values and not uk.def_.nulls_not_distinct:
+                    per_key.append((uk.no_keys(), rowids[:0]))
+                else:
+                    per_key.append((uk.index.array_of(uk.index.key_of(values)), rowids))
+            return per_key
+        assert snap is not None
+        rows = snap.rows_by_id(rowids, self._key_columns())
+        ids_found = rows.column(ROWID).to_numpy()
+        return [uk.held(rows, ids_found) for uk in self.keys]
 
     def _check_row_locks(self, claim: _Claim, ops: list, holder: object) -> None:
         """`RowLocked` for the first row the commit deletes that another block than `holder`
@@ -1508,7 +1528,8 @@ class Table:
                 for op_id in claim.op_ids:
                     self._claim_of.pop(op_id, None)
                 self._claims = [c for c in self._claims if c is not claim]
-            self._released.notify_all()
+            if self._release_waiters:
+                self._released.notify_all()
 
     def _current_shape(self, rows: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
         """Rows a transaction buffered before another session's ALTER TABLE, in the current

@@ -1220,10 +1220,9 @@ class RowInsertOp(InsertOp):
 
     def __init__(self, table_id: int, values: tuple, schema: pa.Schema,
                  table_def: object) -> None:
-        object.__setattr__(self, "table_id", table_id)
-        object.__setattr__(self, "values", values)
-        object.__setattr__(self, "schema", schema)
-        object.__setattr__(self, "table_def", table_def)
+        # (frozen: set through the instance's dict, one call for the four fields)
+        self.__dict__.update(table_id=table_id, values=values, schema=schema,
+                             table_def=table_def)
 
     @property
     def batch(self) -> pa.RecordBatch:  # type: ignore[override]
@@ -1583,9 +1582,12 @@ def encode_commit(ops: Sequence[Op]) -> bytes | memoryview:
     can precede its body in one Arrow output stream, and no join copies the rows again."""
     if len(ops) == 1 and isinstance(ops[0], InsertRunOp):
         return _encode_logged_run(ops[0]) if ops[0].logged else _encode_run(ops[0])
-    if all(isinstance(op, (DeleteOp, TruncateOp, RowInsertOp)) or
-           (isinstance(op, InsertOp) and isinstance(op.batch, pa.RecordBatch)
-            and op.batch.num_rows <= _SMALL_BATCH) for op in ops):
+    for op in ops:
+        if type(op) not in _SMALL_OPS and not (
+                isinstance(op, InsertOp) and isinstance(op.batch, pa.RecordBatch)
+                and op.batch.num_rows <= _SMALL_BATCH):
+            break
+    else:
         return _encode_small(ops)
     sizes = []
     for op in ops:
@@ -1626,6 +1628,8 @@ def encode_commit(ops: Sequence[Op]) -> bytes | memoryview:
     return memoryview(payload)
 
 
+# Ops always encoded from parts (`_encode_small`), whatever their size.
+_SMALL_OPS = frozenset((DeleteOp, TruncateOp, RowInsertOp))
 # Insert batches of up to this many rows are encoded from parts (`_encode_small`), which
 # copies them twice (serialized, then joined): for a few rows that costs less than a second
 # pass through the IPC writer.
