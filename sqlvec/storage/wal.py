@@ -714,7 +714,8 @@ class WriteAheadLog:
         if length >= 2**32:
             raise ValueError("WAL record payload must be smaller than 4 GiB")
         with self._lock:
-            self._check_writable()
+            if self._closed or self._failed is not None:
+                self._check_writable()
             lsn = self._last_lsn + 1
             frame_size = _CURRENT.frame.size + length
             if self._tail_records and self._tail_size + frame_size > self._segment_bytes:
@@ -755,7 +756,8 @@ class WriteAheadLog:
                     raise self._epoch_error[epoch]
                 if lsn <= self._durable_lsn:
                     return
-                self._check_writable()
+                if self._closed or self._failed is not None:
+                    self._check_writable()
                 if self._flush is None:
                     break
                 self._wait_for_flush()
