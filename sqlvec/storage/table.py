@@ -1527,7 +1527,7 @@ class Table:
                     continue
                 for op_id in claim.op_ids:
                     self._claim_of.pop(op_id, None)
-                self._claims = [c for c in self._claims if c is not claim]
+                self._claims.remove(claim)  # (by identity: a claim has no __eq__)
             if self._release_waiters:
                 self._released.notify_all()
 
@@ -1594,7 +1594,7 @@ class Table:
                                    claim.delete_keys.get(id(op)) if claim is not None else None)
             else:
                 self._apply_other(op)
-            self._invalidate()
+            self._snapshot = None  # (`_invalidate`, inline: once per op applied)
             return kind is TruncateOp
 
     def _apply_other(self, op) -> None:
