@@ -739,7 +739,7 @@ class _Claim:
     class (one is made per commit): compared by identity."""
 
     __slots__ = ("added", "removed", "deleted", "truncated", "op_ids", "delete_keys",
-                 "insert_keys", "row_keys")
+                 "delete_at", "insert_keys", "row_keys")
 
     def __init__(self, added: list[KeyIndex], removed: list[KeyIndex]) -> None:
         self.added = added  # per unique key: key -> the row id this commit gives it
@@ -750,6 +750,9 @@ class _Claim:
         # Per delete op (by its id once prepared): per unique key, the deleted rows' keys and
         # their row ids, so applying it need not read them again.
         self.delete_keys: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        # Per one-row delete op (by its id once prepared): the table's version when prepare
+        # located the row, and where it lies (segment data, position).
+        self.delete_at: dict[int, tuple[int, SegmentData, int]] = {}
         # Per one-row insert op (by its id once prepared): per unique key, the row's key and
         # row id as the index takes them (None: a NULL the index does not hold), and the row
         # id.
@@ -839,6 +842,10 @@ class Table:
         # another block inserting one waits (`LockHolder.lock_keys`), an autocommit commit too.
         self.key_locks: dict[tuple[int, object], object] = {}
         self._snapshot: TableSnapshot | None = None
+        # Bumped by every change of the rows or of where they lie (an op applied, a segment
+        # sealed, compacted or replaced): a row located at one version is there, and live,
+        # as long as the version stays (a single-row UPDATE locates its row once).
+        self._version = 0
         self.stats = TableStats()
 
     # Properties ---------------------------------------------------------------------------------
@@ -892,7 +899,9 @@ class Table:
             if rowid == MISSING:
                 return MISSING, None, 0
             found = self._locate_now(rowid)
-        _hint.located = (rowid, self.keys[key], value)  # its delete need not read the key back
+            # Its delete need not read the key back, nor locate the row again while nothing
+            # changed (`prepare` takes the hint and drops it).
+            _hint.located = (rowid, self.keys[key], value, self, self._version, found)
         return (rowid, None, 0) if found is None else (rowid, *found)
 
     def _current(self) -> TableSnapshot:
@@ -907,6 +916,7 @@ class Table:
 
     def _invalidate(self) -> None:
         self._snapshot = None
+        self._version += 1
 
     # Key questions from above (each costs what it asks about) --------------------------------
 
@@ -1167,10 +1177,13 @@ class Table:
                 one = np.asarray(deletes[0].rowids).reshape(-1) if len(deletes) == 1 else None
                 if one is not None and one.size == 1:
                     rowid = int(one[0])
-                    located[rowid] = self._locate_now(rowid)
+                    hint = getattr(_hint, "located", None)
+                    located[rowid] = hint[5] if hint is not None and hint[3] is self and \
+                        hint[0] == rowid and hint[4] == self._version else self._locate_now(rowid)
                 else:
                     snap = self.snapshot()
                 pending = [c.deleted for c in self._claims if c.deleted]
+            version = self._version
         claim = _Claim([k.index.empty() for k in self.keys], [k.index.empty() for k in self.keys])
         for op in ops:
             if isinstance(op, DeleteOp):
@@ -1192,6 +1205,8 @@ class Table:
                     raise SerializationFailure(
                         "could not serialize access due to concurrent update")
                 prepared = DeleteOp(self.id, rowids)
+                if len(ids) == 1 and where is not None:
+                    claim.delete_at[id(prepared)] = (version, *where)
                 if self.keys:
                     by_key = getattr(_hint, "located", None)
                     if len(ids) == 1 and len(self.keys) == 1 and by_key is not None and \
@@ -1233,6 +1248,8 @@ class Table:
                 out.append(op)
             else:  # pragma: no cover - programming error
                 raise TypeError(op)
+        if deletes:
+            _hint.located = None  # taken (it holds a segment: not kept past its statement)
         with self.lock:
             if self.row_locks and claim.deleted:
                 self._check_row_locks(claim, out, holder)
@@ -1590,11 +1607,15 @@ class Table:
                 self._apply_row(op)
             elif kind is DeleteOp:
                 claim = self._claim_of.get(id(op))
-                self._apply_delete(np.asarray(op.rowids, dtype=np.int64),
-                                   claim.delete_keys.get(id(op)) if claim is not None else None)
+                if claim is None:  # replayed
+                    self._apply_delete(np.asarray(op.rowids, dtype=np.int64))
+                else:
+                    self._apply_delete(np.asarray(op.rowids, dtype=np.int64),
+                                       claim.delete_keys.get(id(op)), claim.delete_at.get(id(op)))
             else:
                 self._apply_other(op)
             self._snapshot = None  # (`_invalidate`, inline: once per op applied)
+            self._version += 1
             return kind is TruncateOp
 
     def _apply_other(self, op) -> None:
@@ -1662,13 +1683,14 @@ class Table:
         self.next_rowid = max(self.next_rowid, values[0] + 1)
 
     def _apply_delete(self, rowids: np.ndarray,
-                      known: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+                      known: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                      at: tuple[int, SegmentData, int] | None = None) -> None:
         """Delete rows; `known`: their keys and row ids as prepare read them (WAL replay reads
-        them here)."""
+        them here); `at`: where prepare found a single row, and the table's version then."""
         if rowids.size == 1 and self._snapshot is None and (known is not None or not self.keys):
             # One row after another op of the same commit group invalidated the snapshot:
             # located in the current state, without building a snapshot nobody reads.
-            self._apply_delete_one(int(rowids[0]), known or [])
+            self._apply_delete_one(int(rowids[0]), known or [], at)
             return
         snap = self._snapshot or self._current()
         if rowids.size == 1:
@@ -1697,12 +1719,18 @@ class Table:
             else:
                 self.memtable.delete(hit)
 
-    def _apply_delete_one(self, rowid: int, known: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        """`_apply_delete` of one row whose keys prepare read."""
+    def _apply_delete_one(self, rowid: int, known: list[tuple[np.ndarray, np.ndarray]],
+                          at: tuple[int, SegmentData, int] | None = None) -> None:
+        """`_apply_delete` of one row whose keys prepare read; `at`: where prepare found it,
+        taken when nothing changed since (a sealed segment's row: its position there)."""
         for uk, (keys, ids) in zip(self.keys, known):
             uk.index.remove(keys, ids)
         if self.keys:
             self._key_epoch += 1
+        if at is not None and at[0] == self._version and at[1].id in self.deletes:
+            seg_id, position = at[1].id, at[2]
+            self.deletes[seg_id] = self.deletes[seg_id].with_deleted_one(position)
+            return
         for seg in self.sealed:
             position = _position_in(seg, rowid)
             if position >= 0:
