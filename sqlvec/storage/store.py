@@ -1713,7 +1713,10 @@ def _by_table(ops: Sequence) -> Sequence[tuple[int, Sequence]]:
     if not ops:
         return ()
     first = ops[0].table_id
-    if all(op.table_id == first for op in ops):
+    for op in ops:
+        if op.table_id != first:
+            break
+    else:
         return ((first, ops),)
     groups: dict[int, list] = {}
     for op in ops:

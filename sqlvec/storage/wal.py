@@ -722,8 +722,8 @@ class WriteAheadLog:
                 self._queue.append(("rotate", lsn))
                 self._tail_size, self._tail_records = _HEADER_SIZE, 0
             fields = (length, lsn, self._durable_lsn)
-            if crc is None:
-                crc = _CURRENT.crc(fields, parts[0])
+            if crc is None:  # (`_Format.crc`, inline)
+                crc = zlib.crc32(parts[0], zlib.crc32(_CURRENT.prefix.pack(*fields)))
             else:
                 crc = crc32_combine(zlib.crc32(_CURRENT.prefix.pack(*fields)), crc, length)
             head = _CURRENT.frame.pack(*fields, crc)
