@@ -93,6 +93,11 @@ class KeyIndex(ABC):
     def remove(self, keys: np.ndarray, rowids: np.ndarray | None = None) -> None:
         """Drop keys; with `rowids`, only entries that still point at those rows."""
 
+    def remove_held(self, keys: np.ndarray) -> None:
+        """`remove` of keys known to be held by the rows deleted (rows found live since the
+        index last changed): nothing to look up first."""
+        self.remove(keys)
+
     @abstractmethod
     def clear(self) -> None:
         """Forget every key (TRUNCATE, or before a rebuild from the rows)."""
@@ -243,6 +248,16 @@ class IntKeyIndex(KeyIndex):
         self._changes.update(dict.fromkeys(gone.tolist(), MISSING))
         self._changed = None
         self._maybe_fold()
+
+    def remove_held(self, keys: np.ndarray) -> None:
+        if keys.size != 1:
+            self.remove(keys)
+            return
+        self._size -= 1
+        self._changes[int(keys[0])] = MISSING
+        self._changed = None
+        if len(self._changes) > self._fold_at:
+            self._fold()
 
     def clear(self) -> None:
         self.__init__()

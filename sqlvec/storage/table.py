@@ -1722,13 +1722,18 @@ class Table:
     def _apply_delete_one(self, rowid: int, known: list[tuple[np.ndarray, np.ndarray]],
                           at: tuple[int, SegmentData, int] | None = None) -> None:
         """`_apply_delete` of one row whose keys prepare read; `at`: where prepare found it,
-        taken when nothing changed since (a sealed segment's row: its position there)."""
+        taken when nothing changed since (its keys are then the row's, held by it; a sealed
+        segment's row is flagged at its position there)."""
+        unchanged = at is not None and at[0] == self._version
         for uk, (keys, ids) in zip(self.keys, known):
-            uk.index.remove(keys, ids)
+            if unchanged:
+                uk.index.remove_held(keys)
+            else:
+                uk.index.remove(keys, ids)
         if self.keys:
             self._key_epoch += 1
-        if at is not None and at[0] == self._version and at[1].id in self.deletes:
-            seg_id, position = at[1].id, at[2]
+        if unchanged and at[1].id in self.deletes:  # type: ignore[index]
+            seg_id, position = at[1].id, at[2]  # type: ignore[index]
             self.deletes[seg_id] = self.deletes[seg_id].with_deleted_one(position)
             return
         for seg in self.sealed:
