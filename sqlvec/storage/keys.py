@@ -93,6 +93,11 @@ class KeyIndex(ABC):
     def remove(self, keys: np.ndarray, rowids: np.ndarray | None = None) -> None:
         """Drop keys; with `rowids`, only entries that still point at those rows."""
 
+    def insert_new(self, key: object, rowid: int) -> None:
+        """`insert_one` of a key known not to be held (checked since the index last
+        changed): nothing to look up first."""
+        self.insert_one(key, rowid)
+
     def remove_held(self, keys: np.ndarray) -> None:
         """`remove` of keys known to be held by the rows deleted (rows found live since the
         index last changed): nothing to look up first."""
@@ -248,6 +253,14 @@ class IntKeyIndex(KeyIndex):
         self._changes.update(dict.fromkeys(gone.tolist(), MISSING))
         self._changed = None
         self._maybe_fold()
+
+    def insert_new(self, key: object, rowid: int) -> None:
+        key = int(key)  # type: ignore[call-overload]
+        self._size += 1
+        self._changes[key] = int(rowid)
+        self._changed = None
+        if len(self._changes) > self._fold_at:
+            self._fold()
 
     def remove_held(self, keys: np.ndarray) -> None:
         if keys.size != 1:

@@ -758,8 +758,9 @@ class _Claim:
         # id.
         self.insert_keys: dict[int, tuple[list[tuple[np.ndarray, np.ndarray] | None], int]] = {}
         # Per `RowInsertOp` (by its id once prepared): per unique key, its key as `key_of`
-        # gave it (None: a NULL the index does not hold).
-        self.row_keys: dict[int, list] = {}
+        # gave it (None: a NULL the index does not hold), and the table's version at which
+        # the indexes were seen not to hold them (None: not known).
+        self.row_keys: dict[int, tuple[list, int | None]] = {}
 
 
 @dataclass
@@ -1355,12 +1356,17 @@ class Table:
             claim.added[i].insert(keys, rowids if valid is None else rowids[valid])
         return replace(op, first_rowid=first)
 
-    def _check_one_row_keys(self, claim: _Claim, values_of: Callable[[tuple], list]) -> list:
+    def _check_one_row_keys(self, claim: _Claim, values_of: Callable[[tuple], list]
+                            ) -> tuple[list, int | None]:
         """Per unique key of the table, one row's key value (`values_of(columns)` gives its
         columns' Python values), checked as `_check_keys` checks a batch, in key order: NULL
         in a primary key (23502), then held by a committed row or a commit in flight (23505).
-        None for a key with a NULL (distinct from every key: not held)."""
+        None for a key with a NULL (distinct from every key: not held). With them, the table's
+        version at which the indexes alone answered that no key is held (no commit in flight,
+        nothing of this commit on those keys), else None: applied at that version, the row's
+        keys go in without a look-up."""
         values_per_key = []
+        absent_at: int | None = self._version
         for i, uk in enumerate(self.keys):
             names = uk.def_.columns
             key = values_of(names)
@@ -1372,10 +1378,13 @@ class Table:
             value = uk.index.key_of(key)
             with self.lock:
                 held = self._effective_one(i, value, [claim] + self._claims[::-1])
+                if self._claims or claim.truncated or len(claim.added[i]) or \
+                        len(claim.removed[i]) or absent_at != self._version:
+                    absent_at = None
             if held != MISSING:
                 raise self.duplicate_key(i, value)
             values_per_key.append(value)
-        return values_per_key
+        return values_per_key, absent_at
 
     def _prepare_one_row(self, op: InsertOp, claim: _Claim) -> InsertOp:
         """`prepare` of a one-row insert into a keyed table (a single-row INSERT or UPDATE's):
@@ -1395,7 +1404,7 @@ class Table:
             return [_hint.arrays[p][0].as_py() if given is None or given[p] is UNKNOWN
                     else given[p] for p in positions]
 
-        values_per_key = self._check_one_row_keys(claim, values_of)
+        values_per_key, _ = self._check_one_row_keys(claim, values_of)
         rowid = self.next_rowid  # the one `_physical` gives the row
         batch = self._physical(table)
         rowids = np.array([rowid], np.int64)
@@ -1438,7 +1447,7 @@ class Table:
         from its values; the physical row is the values after a new row id."""
         values = op.values
         key_positions = self._row_shape()[5]
-        values_per_key = self._check_one_row_keys(
+        values_per_key, absent_at = self._check_one_row_keys(
             claim, lambda names: [values[p] for p in key_positions[names]])
         rowid = self.next_rowid
         self.next_rowid += 1
@@ -1448,7 +1457,7 @@ class Table:
             for i, value in enumerate(values_per_key):
                 if value is not None:
                     claim.added[i].insert_one(value, rowid)
-            claim.row_keys[id(prepared)] = values_per_key
+            claim.row_keys[id(prepared)] = (values_per_key, absent_at)
         return prepared
 
     def _check_keys(self, key: int, table: pa.Table,
@@ -1671,8 +1680,14 @@ class Table:
         claim = self._claim_of.get(id(op))
         known = claim.row_keys.get(id(op)) if claim is not None else None
         if known is not None:
-            for uk, key in zip(self.keys, known):
-                if key is not None:
+            keys, absent_at = known
+            absent = absent_at == self._version  # (nothing applied since they were checked)
+            for uk, key in zip(self.keys, keys):
+                if key is None:
+                    continue
+                if absent:
+                    uk.index.insert_new(key, values[0])
+                else:
                     uk.index.insert_one(key, values[0])
         elif self.keys:  # pragma: no cover - prepare always leaves a keyed row's keys
             batch = op.batch
@@ -1752,6 +1767,7 @@ class Table:
         """Rebuild every unique key's index from the live rows: one vectorized pass over the
         key columns (when a database is opened, and after a key's columns change type)."""
         self.keys = self._built_keys(self.def_.unique_keys, check=False)
+        self._version += 1  # (a row's key checked against the old indexes is not known absent)
 
     def share_keys(self, other: Table | None) -> bool:
         """Take copies of `other`'s unique key indexes instead of rebuilding them, when they
