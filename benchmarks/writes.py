@@ -41,12 +41,15 @@ whose record starts a new 4 KiB block of the file against the others'.
 keys: memory and build time. `engine` (in process) reports the CPU time of one prepared INSERT,
 UPDATE (of sealed rows, then of the same ids again: rows the first pass wrote) and DELETE by key
 through `Session.run` (no wire, no fsync): the engine's own cost per statement, which a shared
-machine disturbs far less than round trips.
+machine disturbs far less than round trips. With `--baseline`, this checkout's engine and the
+baseline's run in two processes, each with its table loaded, taking turns in `--rounds` slices
+of 500 statements per case: medians, and the ratio.
 
     python -m benchmarks writes                       # everything (PostgreSQL via pgserver)
     python -m benchmarks writes --sizes 10000 --seconds 2 --only sqlvec
     python -m benchmarks writes --only index
     python -m benchmarks writes --only engine --sizes 1000000
+    python -m benchmarks writes --only engine --sizes 1000000 --rounds 30 --baseline ../before
     python -m benchmarks writes --only log --rounds 120 --baseline ../before
     python -m benchmarks writes --sizes 1000000 --keys pk --baseline ../before  # A/B, one run
     python -m benchmarks writes --sizes 10000 --keys pk --only sqlvec --executemany 1000
@@ -458,29 +461,97 @@ def engine_cpu(rows: int = 1_000_000, statements: int = 5000) -> dict[str, float
     out = {}
     try:
         with Database.open(directory, options=StoreOptions(fsync=False)) as db:
-            s = _loaded(db, rows)
-            rng, again = random.Random(0), random.Random(0)
-            update = s.prepare("UPDATE t SET v = v + 1 WHERE id = $1", [20])
-            cases = {  # parameter types as psycopg sends them: int8, int2, unknown
-                "insert": (s.prepare("INSERT INTO t VALUES ($1, $2, $3)", [20, 21, 0]),
-                           lambda i: [rows + i, 1, "y"]),
-                "update": (update, lambda i: [rng.randrange(rows)]),
-                # The same ids again: rows the updates above wrote, in the growing segment (as
-                # the server benchmark's later rounds, whose writers draw the same ids).
-                "update again": (update, lambda i: [again.randrange(rows)]),
-                "delete": (s.prepare("DELETE FROM t WHERE id = $1", [20]),
-                           lambda i: [rows + i]),  # the rows the inserts added
-            }
-            for kind, (prepared, params) in cases.items():
-                for i in range(200):  # warm
-                    s.run(prepared, params(statements + i))
+            cases = _engine_cases(_loaded(db, rows), rows)
+            for kind, run in cases.items():
+                for _ in range(200):  # warm
+                    run()
                 start = time.process_time()
-                for i in range(statements):
-                    s.run(prepared, params(i))
+                for _ in range(statements):
+                    run()
                 out[kind] = (time.process_time() - start) / statements * 1e6
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return out
+
+
+def _engine_cases(s, rows: int) -> dict:
+    """Per case, a function running its next statement: INSERTs of fresh ids, UPDATEs by key
+    of random rows (sealed), of the same ids again (rows the first pass wrote, in the growing
+    segment, as the server benchmark's later rounds), DELETEs of the rows the INSERTs added.
+    Parameter types as psycopg sends them: int8, int2, unknown."""
+    rng, again = random.Random(0), random.Random(0)
+    update = s.prepare("UPDATE t SET v = v + 1 WHERE id = $1", [20])
+    insert = s.prepare("INSERT INTO t VALUES ($1, $2, $3)", [20, 21, 0])
+    delete = s.prepare("DELETE FROM t WHERE id = $1", [20])
+    inserted, deleted = iter(range(rows, 2**62)), iter(range(rows, 2**62))
+    return {
+        "insert": lambda: s.run(insert, [next(inserted), 1, "y"]),
+        "update": lambda: s.run(update, [rng.randrange(rows)]),
+        "update again": lambda: s.run(update, [again.randrange(rows)]),
+        "delete": lambda: s.run(delete, [next(deleted)]),
+    }
+
+
+def engine_worker(rows: int) -> None:
+    """A process's side of `engine_turns`: loads the table, answers "ready", then per line
+    "<case>\t<n>" on stdin runs n statements of that case and answers their CPU µs each."""
+    from sqlvec.database import Database
+    from sqlvec.storage.store import StoreOptions
+
+    directory = tempfile.mkdtemp(prefix="writes-engine-")
+    try:
+        with Database.open(directory, options=StoreOptions(fsync=False)) as db:
+            cases = _engine_cases(_loaded(db, rows), rows)
+            print("ready", flush=True)
+            for line in sys.stdin:
+                kind, n = line.rstrip("\n").split("\t")
+                run = cases[kind]
+                start = time.process_time()
+                for _ in range(int(n)):
+                    run()
+                print((time.process_time() - start) / int(n) * 1e6, flush=True)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def engine_turns(rows: int, baseline: str, rounds: int, statements: int = 500
+                 ) -> dict[str, dict[str, float]]:
+    """`--only engine --baseline`: this checkout's engine and the baseline's, each in a
+    process of its own (this file loaded by path: an older checkout lacks the worker) with its
+    table loaded, taking turns in `rounds` slices of `statements` statements per case, the
+    order swapped every round; per checkout and case the median CPU µs per statement. Both
+    meet the same machine within a second, which a shared machine's load moves by ±15 %
+    between whole runs."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import importlib.util, sys; "
+            "spec = importlib.util.spec_from_file_location('writes_engine', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            "m.engine_worker(int(sys.argv[2]))")
+    workers = {}
+    try:
+        for name, checkout in (("sqlvec", here), ("baseline", baseline)):
+            workers[name] = subprocess.Popen(
+                [sys.executable, "-c", code, os.path.abspath(__file__), str(rows)],
+                env={**os.environ, "PYTHONPATH": os.path.abspath(checkout)}, cwd=checkout,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for worker in workers.values():
+            if worker.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+                raise RuntimeError("an engine worker failed to load its table")
+        times: dict[str, dict[str, list[float]]] = {name: {} for name in workers}
+        for i in range(rounds):
+            for kind in ("insert", "update", "update again", "delete"):
+                for name in (list(workers) if i % 2 == 0 else list(reversed(workers))):
+                    worker = workers[name]
+                    worker.stdin.write(f"{kind}\t{statements}\n")  # type: ignore[union-attr]
+                    worker.stdin.flush()  # type: ignore[union-attr]
+                    times[name].setdefault(kind, []).append(
+                        float(worker.stdout.readline()))  # type: ignore[union-attr]
+    finally:
+        for worker in workers.values():
+            worker.stdin.close()  # type: ignore[union-attr]
+            worker.wait()
+    return {name: {kind: statistics.median(ts) for kind, ts in cases.items()}
+            for name, cases in times.items()}
 
 
 LOG_RECORD = 367  # payload of a single-row UPDATE's commit record (391 bytes with its frame)
@@ -776,7 +847,15 @@ def main(argv: list[str]) -> int:
         for name, r in report["index"].items():
             print(f"{name}: {r['bytes'] / 2**20:.0f} MiB, built in {r['build_s']:.2f} s, "
                   f"lookup {r['lookup_us']:.2f} µs (1M int64 keys)")
-    if args.only in (None, "engine"):
+    if args.only == "engine" and args.baseline:
+        report["engine_cpu_us"] = engine_turns(max(sizes), args.baseline, args.rounds)
+        print(f"engine CPU per statement (in process, no wire, no fsync, {max(sizes):,} rows; "
+              f"medians of {args.rounds} turns of 500 statements each):")
+        ours, theirs = report["engine_cpu_us"]["sqlvec"], report["engine_cpu_us"]["baseline"]
+        for kind in ours:
+            print(f"  {kind}: baseline {theirs[kind]:.1f} µs, this checkout "
+                  f"{ours[kind]:.1f} µs ({ours[kind] / theirs[kind]:.2f} ×)")
+    elif args.only in (None, "engine"):
         report["engine_cpu_us"] = engine_cpu(max(sizes))
         print("engine CPU per statement (in process, no wire, no fsync, "
               f"{max(sizes):,} rows): " + ", ".join(

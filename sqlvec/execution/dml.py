@@ -1232,7 +1232,8 @@ class ScalarKeyWrite:
             row = []
             for (kind, col, _arrow, payload), value in zip(self.steps, values):
                 if kind == "copy":
-                    row.append(key if col.name == self.key_name else value_at(data, col, position))
+                    row.append(key if col.name == self.key_name else
+                               data.value(col.physical, col.arrow, col.missing_value, position))
                     continue
                 if kind == "arith":
                     value = _arith(payload, data, position, params)
@@ -1296,7 +1297,7 @@ def _arith(payload: tuple, data, position: int, params: list) -> object:
     args = []
     for operand, info in operands:
         if operand == "col":
-            args.append(value_at(data, info, position))
+            args.append(data.value(info.physical, info.arrow, info.missing_value, position))
         elif operand == "param":
             args.append(params[info[0] - 1])
         else:

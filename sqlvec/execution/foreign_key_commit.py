@@ -35,7 +35,6 @@ PostgreSQL's order is the order the rows were locked in.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -48,6 +47,7 @@ from sqlvec.execution.foreign_keys import (
     as_child,
     complete_keys,
     fitting,
+    fk_tables,
     still_referenced,
 )
 from sqlvec.execution.transaction import TableOverlay, Transaction
@@ -55,26 +55,6 @@ from sqlvec.storage.schema import ROWID, ConstraintDef
 from sqlvec.storage.store import Store
 from sqlvec.storage.table import Table
 from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
-
-# Per store: (manifest generation, ids of tables with foreign keys, ids of referenced tables).
-_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _fk_tables(store: Store) -> tuple[set[int], set[int]]:
-    """(tables with foreign keys, tables some foreign key references), kept per manifest
-    generation: asked by every commit."""
-    generation = store.generation
-    cached = _TABLES.get(store)
-    if cached is None or cached[0] != generation:
-        children: set[int] = set()
-        parents: set[int] = set()
-        for t in list(store.tables.values()):
-            for c in t.def_.constraints:
-                if c.kind == "f":
-                    children.add(t.id)
-                    parents.add(c.ref_table)  # type: ignore[arg-type]
-        cached = _TABLES[store] = (generation, children, parents)
-    return cached[1], cached[2]
 
 
 def install(store: Store) -> None:
@@ -85,7 +65,7 @@ def install(store: Store) -> None:
 def check_commit(store: Store, ops: Sequence, drain: Callable[[], None]) -> None:
     """Refuse a commit whose writes break a foreign key against the state it commits onto
     (see the module docstring). `drain` waits until every commit in flight is applied."""
-    children, parents = _fk_tables(store)
+    children, parents = fk_tables(store)
     if not children:
         return
     touched = {op.table_id for op in ops}

@@ -30,7 +30,6 @@ is the same check repeated at commit, under the store's commit lock (foreign_key
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -61,23 +60,30 @@ T = TypeVar("T")
 ALL = ""
 
 
-# Per store: (manifest generation, ids of the tables on either side of a foreign key).
-_INVOLVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def involved(store: Store, table: Table) -> bool:
     """Whether writes to `table` need foreign-key work: it has foreign keys, or some table's
-    foreign key references it. Asked by every write, so answered from a set kept per
-    manifest generation (every change of a table definition writes a manifest)."""
-    if references_others(table):
-        return True
+    foreign key references it. Asked by every write."""
+    return references_others(table) or table.id in fk_tables(store)[1]
+
+
+def fk_tables(store: Store) -> tuple[set[int], set[int]]:
+    """(ids of tables with foreign keys, ids of tables some foreign key references), kept on
+    the store per manifest generation (every change of a table definition writes a
+    manifest): asked by every write and every commit."""
     generation = store.generation
-    cached = _INVOLVED.get(store)
+    cached = store.__dict__.get("_fk_tables")
     if cached is None or cached[0] != generation:
-        referenced = {c.ref_table for t in list(store.tables.values())
-                      for c in t.def_.constraints if c.kind == "f"}
-        cached = _INVOLVED[store] = (generation, referenced)
-    return table.id in cached[1]
+        children: set[int] = set()
+        parents: set[int] = set()
+        for t in list(store.tables.values()):
+            for c in t.def_.constraints:
+                if c.kind == "f":
+                    children.add(t.id)
+                    parents.add(c.ref_table)  # type: ignore[arg-type]
+        cached = store.__dict__["_fk_tables"] = (generation, children, parents)
+    return cached[1], cached[2]
 
 
 def run_statement(store: Store, txn: Transaction, body: Callable[[], T],

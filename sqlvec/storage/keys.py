@@ -93,6 +93,16 @@ class KeyIndex(ABC):
     def remove(self, keys: np.ndarray, rowids: np.ndarray | None = None) -> None:
         """Drop keys; with `rowids`, only entries that still point at those rows."""
 
+    def insert_new(self, key: object, rowid: int) -> None:
+        """`insert_one` of a key known not to be held (checked since the index last
+        changed): nothing to look up first."""
+        self.insert_one(key, rowid)
+
+    def remove_held(self, keys: np.ndarray) -> None:
+        """`remove` of keys known to be held by the rows deleted (rows found live since the
+        index last changed): nothing to look up first."""
+        self.remove(keys)
+
     @abstractmethod
     def clear(self) -> None:
         """Forget every key (TRUNCATE, or before a rebuild from the rows)."""
@@ -143,6 +153,7 @@ class IntKeyIndex(KeyIndex):
     def __init__(self) -> None:
         self._keys = _NONE  # sorted, unique (replaced, never written in place)
         self._rowids = _NONE
+        self._fold_at = _FOLD_MIN  # more changes than this fold into the base (`_set_base`)
         self._changes: dict[int, int] = {}  # key -> row id, or MISSING (removed from the base)
         self._changed: tuple[np.ndarray, np.ndarray] | None = None  # the dict as sorted arrays
         self._size = 0
@@ -193,7 +204,8 @@ class IntKeyIndex(KeyIndex):
         self._size += self.get(key) == MISSING
         self._changes[key] = int(rowid)
         self._changed = None
-        self._maybe_fold()
+        if len(self._changes) > self._fold_at:
+            self._fold()
 
     def insert(self, keys: np.ndarray, rowids: np.ndarray) -> None:
         keys = np.asarray(keys, dtype=np.int64)
@@ -210,7 +222,7 @@ class IntKeyIndex(KeyIndex):
             order = np.argsort(keys, kind="stable")
             keys, rowids = keys[order], rowids[order]
             keep = _probe(keys, rowids, self._keys) == MISSING  # entries the batch replaces
-            self._keys, self._rowids = _merge(self._keys[keep], self._rowids[keep], keys, rowids)
+            self._set_base(*_merge(self._keys[keep], self._rowids[keep], keys, rowids))
             return
         self._changes.update(zip(keys.tolist(), rowids.tolist()))
         self._changed = None
@@ -242,6 +254,24 @@ class IntKeyIndex(KeyIndex):
         self._changed = None
         self._maybe_fold()
 
+    def insert_new(self, key: object, rowid: int) -> None:
+        key = int(key)  # type: ignore[call-overload]
+        self._size += 1
+        self._changes[key] = int(rowid)
+        self._changed = None
+        if len(self._changes) > self._fold_at:
+            self._fold()
+
+    def remove_held(self, keys: np.ndarray) -> None:
+        if keys.size != 1:
+            self.remove(keys)
+            return
+        self._size -= 1
+        self._changes[int(keys[0])] = MISSING
+        self._changed = None
+        if len(self._changes) > self._fold_at:
+            self._fold()
+
     def clear(self) -> None:
         self.__init__()
 
@@ -249,7 +279,8 @@ class IntKeyIndex(KeyIndex):
         # The sorted base is shared, not copied: it is replaced, never written in place, so
         # a process forked from the one that built it keeps sharing its pages.
         out = IntKeyIndex()
-        out._keys, out._rowids, out._size = self._keys, self._rowids, self._size
+        out._set_base(self._keys, self._rowids)
+        out._size = self._size
         out._changes = dict(self._changes)
         return out
 
@@ -269,8 +300,13 @@ class IntKeyIndex(KeyIndex):
             self._changed = (keys[order], rowids[order])
         return self._changed
 
+    def _set_base(self, keys: np.ndarray, rowids: np.ndarray) -> None:
+        """Replace the sorted base; the dict of changes folds into it past a share of it."""
+        self._keys, self._rowids = keys, rowids
+        self._fold_at = max(_FOLD_MIN, keys.size // _FOLD_FRACTION)
+
     def _maybe_fold(self) -> None:
-        if len(self._changes) > max(_FOLD_MIN, self._keys.size // _FOLD_FRACTION):
+        if len(self._changes) > self._fold_at:
             self._fold()
 
     def _fold(self) -> None:
@@ -280,8 +316,7 @@ class IntKeyIndex(KeyIndex):
         ckeys, crowids = self._changes_arrays()
         keep = _probe(ckeys, np.zeros(ckeys.size, np.int64), self._keys) == MISSING
         live = crowids != MISSING
-        self._keys, self._rowids = _merge(self._keys[keep], self._rowids[keep],
-                                          ckeys[live], crowids[live])
+        self._set_base(*_merge(self._keys[keep], self._rowids[keep], ckeys[live], crowids[live]))
         self._changes = {}
         self._changed = None
 

@@ -19,31 +19,19 @@ costs a list append each, not Arrow work per row.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
 
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.schema import ROWID, TableDef
-from sqlvec.storage.segment import SegmentData, SegmentView, vector_matrix
+from sqlvec.storage.segment import SegmentData, SegmentView, value_reader, vector_matrix
 
 GROWING_SEGMENT_ID = -1
 
 
 def _is_fixed_vector(field: pa.Field) -> bool:
     return pa.types.is_fixed_size_list(field.type)
-
-
-def _value_reader(array: pa.Array) -> Callable[[int], object]:
-    """A function from a position of `array` to its Python value: NumPy's `item` over the
-    array's buffer for integers and floats without NULLs (what `as_py` gives, without a
-    scalar object per read), `as_py` otherwise."""
-    kind = array.type
-    if array.null_count == 0 and (pa.types.is_integer(kind) or pa.types.is_float32(kind) or
-                                  pa.types.is_float64(kind)):
-        return array.to_numpy(zero_copy_only=True).item
-    return lambda position: array[position].as_py()
 
 
 class GrowingData(SegmentData):
@@ -134,7 +122,7 @@ class GrowingData(SegmentData):
             if self._table is not None or not self._chunks or \
                     physical not in self._schema.names or physical in self._vector_buffers:
                 return super().value(physical, arrow_type, missing, position)
-            readers = [_value_reader(chunk.column(physical)) for chunk in self._chunks]
+            readers = [value_reader(chunk.column(physical)) for chunk in self._chunks]
             with self._cache_lock:
                 self._cache[("readers", physical)] = readers
         offsets = self._offsets

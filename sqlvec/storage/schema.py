@@ -8,6 +8,7 @@ reused, by which deletes, the key indexes and the WAL address rows.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
@@ -31,9 +32,15 @@ class ColumnDef:
     missing_value: object = None
     identity: str | None = None  # "serial" | "always" | "by default" (sequence-backed)
 
-    @property
+    @functools.cached_property
     def physical(self) -> str:
         return f"c{self.attnum}"
+
+    @functools.cached_property
+    def arrow(self) -> pa.DataType:
+        """The Arrow type of the column's values, worked out once (a single-row write reads
+        it per value)."""
+        return self.type.to_arrow()
 
     def to_json(self) -> dict:
         """The column as the manifest stores it."""

@@ -179,6 +179,26 @@ def verify_file(path: str, meta: dict, kind: str = SEGMENT_FILE) -> int:
     return size
 
 
+def value_reader(array: pa.Array) -> Callable[[int], object]:
+    """A function from a position of `array` to its Python value: NumPy's `item` over the
+    array's buffer for integers and floats without NULLs, the bytes between two offsets for
+    text and bytea without NULLs (what `as_py` gives, without a scalar object per read),
+    `as_py` otherwise."""
+    kind = array.type
+    if array.null_count == 0 and (pa.types.is_integer(kind) or pa.types.is_float32(kind) or
+                                  pa.types.is_float64(kind)):
+        return array.to_numpy(zero_copy_only=True).item
+    if array.null_count == 0 and len(array) and (pa.types.is_string(kind) or
+                                                 pa.types.is_binary(kind)):
+        buffers = array.buffers()
+        at = np.frombuffer(buffers[1], np.int32, len(array) + 1, array.offset * 4).item
+        data = memoryview(buffers[2]) if buffers[2] is not None else memoryview(b"")
+        if pa.types.is_string(kind):
+            return lambda position: str(data[at(position):at(position + 1)], "utf-8")
+        return lambda position: bytes(data[at(position):at(position + 1)])
+    return lambda position: array[position].as_py()
+
+
 class SegmentData:
     """Read interface shared by sealed segments and the growing segment's snapshots."""
 
@@ -203,15 +223,15 @@ class SegmentData:
         """One row's value of a column as a Python value (what a single-row UPDATE reads):
         the column's one chunk is kept per segment, so the read is an index into it instead
         of wrapping the column again (~4 µs → ~0.3 µs)."""
-        chunk = self._cache.get(("chunk", physical))
-        if chunk is None:
+        reader = self._cache.get(("reader", physical))
+        if reader is None:
             column = self.column(physical, arrow_type, missing)
             if column.num_chunks != 1 or not self.has_column(physical):
                 return column[position].as_py()
-            chunk = column.chunk(0)
+            reader = value_reader(column.chunk(0))
             with self._cache_lock:
-                self._cache[("chunk", physical)] = chunk
-        return chunk[position].as_py()  # type: ignore[index]
+                self._cache[("reader", physical)] = reader
+        return reader(position)  # type: ignore[operator]
 
     def column(self, physical: str, arrow_type: pa.DataType, missing: object = None) -> pa.ChunkedArray:
         """The column, or `missing` repeated for a column this segment predates."""
@@ -474,7 +494,7 @@ class Segment(SegmentData):
         with self._cache_lock:
             for name in mapped.column_names:  # views of the old arrays (casts are copies)
                 self._cache.pop(("vectors", name), None)
-                self._cache.pop(("chunk", name), None)
+                self._cache.pop(("reader", name), None)
             if ROWID in mapped.column_names:
                 self.rowids = mapped.column(ROWID).to_numpy()
             self.table = table

@@ -380,7 +380,8 @@ class Store(StoreBase):
         self._manifest_lock = threading.RLock()
         self._build_lock = threading.Lock()
         self._seal_lock = threading.Lock()  # one writer of segment files at a time
-        self._pending: deque[tuple[int, int, list]] = deque()  # (lsn, WAL epoch, ops)
+        # (lsn, WAL epoch, ops, the ops per table id): commits logged, not yet applied.
+        self._pending: deque[tuple[int, int, list, list]] = deque()
         self._inflight_files: set[str] = set()
         self._closed = False
         self._wal: WriteAheadLog | None = None
@@ -871,7 +872,8 @@ class Store(StoreBase):
                 for table, ready in done:
                     table.release(ready)
                 raise
-            self._pending.append((lsn, epoch, prepared))
+            self._pending.append((lsn, epoch, prepared,
+                                  [(table.id, ready) for table, ready in done]))
         try:
             self._wal.sync(lsn, epoch=epoch)
         except SqlVecError:
@@ -977,7 +979,7 @@ class Store(StoreBase):
             if failed:
                 gone = {id(p) for p in failed}
                 self._pending = deque(p for p in self._pending if id(p) not in gone)
-            for _lsn, _epoch, ops in failed:
+            for _lsn, _epoch, ops, _groups in failed:
                 for op in ops:
                     table = self.tables.get(op.table_id)
                     if table is not None:
@@ -990,23 +992,19 @@ class Store(StoreBase):
         with self._apply_lock:
             durable = self._wal.durable_lsn
             while self._pending and self._pending[0][0] <= durable:
-                lsn, _epoch, ops = self._pending.popleft()
-                by_table = _by_table(ops)
-                for table_id, table_ops in by_table:
+                lsn, _epoch, _ops, groups = self._pending.popleft()
+                for table_id, table_ops in groups:
                     table = self.tables.get(table_id)
                     if table is None:
                         continue
                     # Under the table's lock, so no reader's snapshot falls between two ops of
-                    # one commit (an UPDATE is a delete and an insert).
+                    # one commit (an UPDATE is a delete and an insert); its claims go once
+                    # its ops are applied (one hand-off per table).
                     with table.lock:
                         for op in table_ops:
-                            table.apply(op)
-                    touched.add(table_id)
-                    truncated |= any(isinstance(op, TruncateOp) for op in table_ops)
-                for table_id, table_ops in by_table:  # one hand-off per table
-                    table = self.tables.get(table_id)
-                    if table is not None:
+                            truncated |= table.apply(op)
                         table.release(table_ops)
+                    touched.add(table_id)
                 self.applied_lsn = lsn
         # The commits are durable and visible now: housekeeping that fails (a full disk while
         # sealing) is logged and retried later, never reported as the commit's failure.
@@ -1715,7 +1713,10 @@ def _by_table(ops: Sequence) -> Sequence[tuple[int, Sequence]]:
     if not ops:
         return ()
     first = ops[0].table_id
-    if all(op.table_id == first for op in ops):
+    for op in ops:
+        if op.table_id != first:
+            break
+    else:
         return ((first, ops),)
     groups: dict[int, list] = {}
     for op in ops:

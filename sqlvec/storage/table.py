@@ -153,7 +153,7 @@ def one_value_array(value: object, arrow: pa.DataType) -> pa.Array:
 
 def value_at(data: SegmentData, col: ColumnDef, position: int) -> object:
     """The Python value of one column of one row of a segment."""
-    return data.value(col.physical, col.type.to_arrow(), col.missing_value, position)
+    return data.value(col.physical, col.arrow, col.missing_value, position)
 
 
 def _position_in(seg: Segment, rowid: int) -> int:
@@ -745,26 +745,34 @@ class UniqueKey:
         return self.keys_of(rows, physical), np.asarray(rowids)[valid]
 
 
-@dataclass
 class _Claim:
     """What one prepared commit, not yet applied, does to a table's keys and rows: later
-    commits are checked against it (it is durable and will apply, in LSN order)."""
+    commits are checked against it (it is durable and will apply, in LSN order). A plain
+    class (one is made per commit): compared by identity."""
 
-    added: list[KeyIndex]  # per unique key: key -> the row id this commit gives it
-    removed: list[KeyIndex]  # per unique key: keys of rows this commit deletes
-    deleted: set[int] = field(default_factory=set)  # row ids
-    truncated: bool = False
-    op_ids: list[int] = field(default_factory=list)
-    # Per delete op (by its id once prepared): per unique key, the deleted rows' keys and their
-    # row ids, so applying it need not read them again.
-    delete_keys: dict[int, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
-    # Per one-row insert op (by its id once prepared): per unique key, the row's key and row
-    # id as the index takes them (None: a NULL the index does not hold), and the row id.
-    insert_keys: dict[int, tuple[list[tuple[np.ndarray, np.ndarray] | None], int]] = \
-        field(default_factory=dict)
-    # Per `RowInsertOp` (by its id once prepared): per unique key, its key as `key_of` gave it
-    # (None: a NULL the index does not hold).
-    row_keys: dict[int, list] = field(default_factory=dict)
+    __slots__ = ("added", "removed", "deleted", "truncated", "op_ids", "delete_keys",
+                 "delete_at", "insert_keys", "row_keys")
+
+    def __init__(self, added: list[KeyIndex], removed: list[KeyIndex]) -> None:
+        self.added = added  # per unique key: key -> the row id this commit gives it
+        self.removed = removed  # per unique key: keys of rows this commit deletes
+        self.deleted: set[int] = set()  # row ids
+        self.truncated = False
+        self.op_ids: list[int] = []
+        # Per delete op (by its id once prepared): per unique key, the deleted rows' keys and
+        # their row ids, so applying it need not read them again.
+        self.delete_keys: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        # Per one-row delete op (by its id once prepared): the table's version when prepare
+        # located the row, and where it lies (segment data, position).
+        self.delete_at: dict[int, tuple[int, SegmentData, int]] = {}
+        # Per one-row insert op (by its id once prepared): per unique key, the row's key and
+        # row id as the index takes them (None: a NULL the index does not hold), and the row
+        # id.
+        self.insert_keys: dict[int, tuple[list[tuple[np.ndarray, np.ndarray] | None], int]] = {}
+        # Per `RowInsertOp` (by its id once prepared): per unique key, its key as `key_of`
+        # gave it (None: a NULL the index does not hold), and the table's version at which
+        # the indexes were seen not to hold them (None: not known).
+        self.row_keys: dict[int, tuple[list, int | None]] = {}
 
 
 @dataclass
@@ -839,6 +847,7 @@ class Table:
         self._claims: list[_Claim] = []  # prepared, not yet applied, oldest first
         self._claim_of: dict[int, _Claim] = {}  # id(prepared op) -> its commit's claim
         self._released = threading.Condition(self.lock)
+        self._release_waiters = 0  # threads waiting on `_released` (most releases have none)
         # Rows locked by open transaction blocks (row id -> `row_locks.LockHolder`), under
         # `lock`: a commit deleting one of them waits for its holder (`prepare`).
         self.row_locks: dict[int, object] = {}
@@ -846,6 +855,10 @@ class Table:
         # another block inserting one waits (`LockHolder.lock_keys`), an autocommit commit too.
         self.key_locks: dict[tuple[int, object], object] = {}
         self._snapshot: TableSnapshot | None = None
+        # Bumped by every change of the rows or of where they lie (an op applied, a segment
+        # sealed, compacted or replaced): a row located at one version is there, and live,
+        # as long as the version stays (a single-row UPDATE locates its row once).
+        self._version = 0
         self.stats = TableStats()
 
     # Properties ---------------------------------------------------------------------------------
@@ -899,7 +912,9 @@ class Table:
             if rowid == MISSING:
                 return MISSING, None, 0
             found = self._locate_now(rowid)
-        _hint.located = (rowid, self.keys[key], value)  # its delete need not read the key back
+            # Its delete need not read the key back, nor locate the row again while nothing
+            # changed (`prepare` takes the hint and drops it).
+            _hint.located = (rowid, self.keys[key], value, self, self._version, found)
         return (rowid, None, 0) if found is None else (rowid, *found)
 
     def _current(self) -> TableSnapshot:
@@ -914,6 +929,7 @@ class Table:
 
     def _invalidate(self) -> None:
         self._snapshot = None
+        self._version += 1
 
     # Key questions from above (each costs what it asks about) --------------------------------
 
@@ -961,7 +977,11 @@ class Table:
         valid = uk.valid(rows)
         with self.lock:
             if wait > 0 and self._claims:
-                self._released.wait_for(lambda: not self._claimed(key, keys), timeout=wait)
+                self._release_waiters += 1
+                try:
+                    self._released.wait_for(lambda: not self._claimed(key, keys), timeout=wait)
+                finally:
+                    self._release_waiters -= 1
             if snapshot is None:
                 snapshot = self.snapshot()
             out = uk.index.lookup(keys)
@@ -1170,10 +1190,13 @@ class Table:
                 one = np.asarray(deletes[0].rowids).reshape(-1) if len(deletes) == 1 else None
                 if one is not None and one.size == 1:
                     rowid = int(one[0])
-                    located[rowid] = self._locate_now(rowid)
+                    hint = getattr(_hint, "located", None)
+                    located[rowid] = hint[5] if hint is not None and hint[3] is self and \
+                        hint[0] == rowid and hint[4] == self._version else self._locate_now(rowid)
                 else:
                     snap = self.snapshot()
                 pending = [c.deleted for c in self._claims if c.deleted]
+            version = self._version
         claim = _Claim([k.index.empty() for k in self.keys], [k.index.empty() for k in self.keys])
         for op in ops:
             if isinstance(op, DeleteOp):
@@ -1190,35 +1213,28 @@ class Table:
                     live = where is not None
                 else:
                     assert snap is not None
-                    live = snap.all_live(rowids)
+                    live, where = snap.all_live(rowids), None
                 if any(not d.isdisjoint(ids) for d in pending) or not live:
                     raise SerializationFailure(
                         "could not serialize access due to concurrent update")
                 prepared = DeleteOp(self.id, rowids)
+                if len(ids) == 1 and where is not None:
+                    claim.delete_at[id(prepared)] = (version, *where)
                 if self.keys:
                     by_key = getattr(_hint, "located", None)
                     if len(ids) == 1 and len(self.keys) == 1 and by_key is not None and \
                             by_key[0] == ids[0] and by_key[1] is self.keys[0]:
-                        # The row `row_of_key` found by the only key: its key is known.
-                        per_key = [(self.keys[0].index.array_of(by_key[2]), rowids)]
-                    elif len(ids) == 1:  # one row: its keys read where it lies, no Arrow table
-                        data, position = where  # type: ignore[misc]
-                        per_key = []
-                        for uk in self.keys:
-                            values = [value_at(data, self.def_.column(c), position)
-                                      for c in uk.def_.columns]
-                            if None in values and not uk.def_.nulls_not_distinct:
-                                per_key.append((uk.no_keys(), rowids[:0]))
-                            else:
-                                per_key.append((uk.index.array_of(uk.index.key_of(values)),
-                                                rowids))
+                        # The row `row_of_key` found by the only key: its key is known, and
+                        # claimed as the Python value it is.
+                        keys = self.keys[0].index.array_of(by_key[2])
+                        per_key = [(keys, rowids)]
+                        claim.added[0].remove(keys)
+                        claim.removed[0].insert_one(by_key[2], ids[0])
                     else:
-                        rows = snap.rows_by_id(rowids, self._key_columns())
-                        ids_found = rows.column(ROWID).to_numpy()
-                        per_key = [uk.held(rows, ids_found) for uk in self.keys]
-                    for i, (keys, ids_found) in enumerate(per_key):
-                        claim.added[i].remove(keys)
-                        claim.removed[i].insert(keys, ids_found)
+                        per_key = self._deleted_keys(rowids, where, snap)
+                        for i, (keys, ids_found) in enumerate(per_key):
+                            claim.added[i].remove(keys)
+                            claim.removed[i].insert(keys, ids_found)
                     claim.delete_keys[id(prepared)] = per_key
                 claim.deleted.update(ids)
                 out.append(prepared)
@@ -1245,6 +1261,8 @@ class Table:
                 out.append(op)
             else:  # pragma: no cover - programming error
                 raise TypeError(op)
+        if deletes:
+            _hint.located = None  # taken (it holds a segment: not kept past its statement)
         with self.lock:
             if self.row_locks and claim.deleted:
                 self._check_row_locks(claim, out, holder)
@@ -1255,6 +1273,26 @@ class Table:
                 claim.op_ids.append(id(op))
                 self._claim_of[id(op)] = claim
         return out
+
+    def _deleted_keys(self, rowids: np.ndarray, where: tuple | None,
+                      snap: TableSnapshot | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per unique key, the keys the index holds for rows a commit deletes and their row
+        ids: one row's read where it lies (`where`), no Arrow table; several from `snap`."""
+        if rowids.size == 1:
+            data, position = where  # type: ignore[misc]
+            per_key = []
+            for uk in self.keys:
+                values = [value_at(data, self.def_.column(c), position)
+                          for c in uk.def_.columns]
+                if None in values and not uk.def_.nulls_not_distinct:
+                    per_key.append((uk.no_keys(), rowids[:0]))
+                else:
+                    per_key.append((uk.index.array_of(uk.index.key_of(values)), rowids))
+            return per_key
+        assert snap is not None
+        rows = snap.rows_by_id(rowids, self._key_columns())
+        ids_found = rows.column(ROWID).to_numpy()
+        return [uk.held(rows, ids_found) for uk in self.keys]
 
     def _check_row_locks(self, claim: _Claim, ops: list, holder: object) -> None:
         """`RowLocked` for the first row the commit deletes that another block than `holder`
@@ -1330,12 +1368,17 @@ class Table:
             claim.added[i].insert(keys, rowids if valid is None else rowids[valid])
         return replace(op, first_rowid=first)
 
-    def _check_one_row_keys(self, claim: _Claim, values_of: Callable[[tuple], list]) -> list:
+    def _check_one_row_keys(self, claim: _Claim, values_of: Callable[[tuple], list]
+                            ) -> tuple[list, int | None]:
         """Per unique key of the table, one row's key value (`values_of(columns)` gives its
         columns' Python values), checked as `_check_keys` checks a batch, in key order: NULL
         in a primary key (23502), then held by a committed row or a commit in flight (23505).
-        None for a key with a NULL (distinct from every key: not held)."""
+        None for a key with a NULL (distinct from every key: not held). With them, the table's
+        version at which the indexes alone answered that no key is held (no commit in flight,
+        nothing of this commit on those keys), else None: applied at that version, the row's
+        keys go in without a look-up."""
         values_per_key = []
+        absent_at: int | None = self._version
         for i, uk in enumerate(self.keys):
             names = uk.def_.columns
             key = values_of(names)
@@ -1347,10 +1390,13 @@ class Table:
             value = uk.index.key_of(key)
             with self.lock:
                 held = self._effective_one(i, value, [claim] + self._claims[::-1])
+                if self._claims or claim.truncated or len(claim.added[i]) or \
+                        len(claim.removed[i]) or absent_at != self._version:
+                    absent_at = None
             if held != MISSING:
                 raise self.duplicate_key(i, value)
             values_per_key.append(value)
-        return values_per_key
+        return values_per_key, absent_at
 
     def _prepare_one_row(self, op: InsertOp, claim: _Claim) -> InsertOp:
         """`prepare` of a one-row insert into a keyed table (a single-row INSERT or UPDATE's):
@@ -1370,7 +1416,7 @@ class Table:
             return [_hint.arrays[p][0].as_py() if given is None or given[p] is UNKNOWN
                     else given[p] for p in positions]
 
-        values_per_key = self._check_one_row_keys(claim, values_of)
+        values_per_key, _ = self._check_one_row_keys(claim, values_of)
         rowid = self.next_rowid  # the one `_physical` gives the row
         batch = self._physical(table)
         rowids = np.array([rowid], np.int64)
@@ -1413,7 +1459,7 @@ class Table:
         from its values; the physical row is the values after a new row id."""
         values = op.values
         key_positions = self._row_shape()[5]
-        values_per_key = self._check_one_row_keys(
+        values_per_key, absent_at = self._check_one_row_keys(
             claim, lambda names: [values[p] for p in key_positions[names]])
         rowid = self.next_rowid
         self.next_rowid += 1
@@ -1423,7 +1469,7 @@ class Table:
             for i, value in enumerate(values_per_key):
                 if value is not None:
                     claim.added[i].insert_one(value, rowid)
-            claim.row_keys[id(prepared)] = values_per_key
+            claim.row_keys[id(prepared)] = (values_per_key, absent_at)
         return prepared
 
     def _check_keys(self, key: int, table: pa.Table,
@@ -1519,8 +1565,9 @@ class Table:
                     continue
                 for op_id in claim.op_ids:
                     self._claim_of.pop(op_id, None)
-                self._claims = [c for c in self._claims if c is not claim]
-            self._released.notify_all()
+                self._claims.remove(claim)  # (by identity: a claim has no __eq__)
+            if self._release_waiters:
+                self._released.notify_all()
 
     def _current_shape(self, rows: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
         """Rows a transaction buffered before another session's ALTER TABLE, in the current
@@ -1571,51 +1618,65 @@ class Table:
 
     # Applying a durable commit (under this table's lock) -----------------------------------
 
-    def apply(self, op) -> None:
+    def apply(self, op) -> bool:
         """Apply one committed (or replayed) WAL op to the in-memory state; the next `snapshot`
-        sees it."""
+        sees it. Whether it emptied the table (a TRUNCATE)."""
         with self.lock:
-            if isinstance(op, InsertRunOp):  # as one insert, as replay reads it back
-                op = InsertOp(self.id, op.physical())
-            if isinstance(op, RowInsertOp) and (op.schema is self.memtable.schema or
-                                                op.schema.equals(self.memtable.schema)):
+            kind = type(op)
+            if kind is RowInsertOp and (op.schema is self.memtable.schema or
+                                        op.schema.equals(self.memtable.schema)):
                 self._apply_row(op)
-            elif isinstance(op, InsertOp):
-                batch = conform_batch(op.batch, self.def_)
-                self.memtable.append(batch)
-                claim = self._claim_of.get(id(op)) if batch.num_rows == 1 else None
-                known = claim.insert_keys.get(id(op)) if claim is not None else None
-                if known is not None:  # a one-row insert whose keys prepare read
-                    for uk, held in zip(self.keys, known[0]):
-                        if held is not None:
-                            uk.index.insert(*held)
-                    self.next_rowid = max(self.next_rowid, known[1] + 1)
-                elif batch.num_rows == 1:  # a single-row INSERT's: no NumPy work
-                    rowid = batch.column(0)[0].as_py()
-                    for uk in self.keys:
-                        if uk.valid(batch, physical=True) is not None:
-                            continue  # a NULL in the key: the index does not hold it
-                        key = uk.key_one(batch, physical=True)
-                        uk.index.insert(uk.index.array_of(key), np.array([rowid], np.int64))
-                    self.next_rowid = max(self.next_rowid, rowid + 1)
-                elif batch.num_rows:
-                    rowids = batch.column(ROWID).to_numpy()
-                    for uk in self.keys:
-                        uk.index.insert(*uk.held(batch, rowids, physical=True))
-                    self.next_rowid = max(self.next_rowid, int(rowids.max()) + 1)
-            elif isinstance(op, DeleteOp):
+            elif kind is DeleteOp:
                 claim = self._claim_of.get(id(op))
-                known = claim.delete_keys.get(id(op)) if claim is not None else None
-                self._apply_delete(np.asarray(op.rowids, dtype=np.int64), known)
-            elif isinstance(op, TruncateOp):
-                self.sealed = []
-                self.deletes = {}
-                self.sealing = []
-                self.memtable = Memtable(self.def_, self.memtable_rows)
+                if claim is None:  # replayed
+                    self._apply_delete(np.asarray(op.rowids, dtype=np.int64))
+                else:
+                    self._apply_delete(np.asarray(op.rowids, dtype=np.int64),
+                                       claim.delete_keys.get(id(op)), claim.delete_at.get(id(op)))
+            else:
+                self._apply_other(op)
+            self._snapshot = None  # (`_invalidate`, inline: once per op applied)
+            self._version += 1
+            return kind is TruncateOp
+
+    def _apply_other(self, op) -> None:
+        """`apply` of an op other than a one-row insert of values or a delete."""
+        if isinstance(op, InsertRunOp):  # as one insert, as replay reads it back
+            op = InsertOp(self.id, op.physical())
+        if isinstance(op, RowInsertOp) and (op.schema is self.memtable.schema or
+                                            op.schema.equals(self.memtable.schema)):
+            self._apply_row(op)
+        elif isinstance(op, InsertOp):
+            batch = conform_batch(op.batch, self.def_)
+            self.memtable.append(batch)
+            claim = self._claim_of.get(id(op)) if batch.num_rows == 1 else None
+            known = claim.insert_keys.get(id(op)) if claim is not None else None
+            if known is not None:  # a one-row insert whose keys prepare read
+                for uk, held in zip(self.keys, known[0]):
+                    if held is not None:
+                        uk.index.insert(*held)
+                self.next_rowid = max(self.next_rowid, known[1] + 1)
+            elif batch.num_rows == 1:  # a single-row INSERT's: no NumPy work
+                rowid = batch.column(0)[0].as_py()
                 for uk in self.keys:
-                    uk.index.clear()
-                self._key_epoch += 1
-            self._invalidate()
+                    if uk.valid(batch, physical=True) is not None:
+                        continue  # a NULL in the key: the index does not hold it
+                    key = uk.key_one(batch, physical=True)
+                    uk.index.insert(uk.index.array_of(key), np.array([rowid], np.int64))
+                self.next_rowid = max(self.next_rowid, rowid + 1)
+            elif batch.num_rows:
+                rowids = batch.column(ROWID).to_numpy()
+                for uk in self.keys:
+                    uk.index.insert(*uk.held(batch, rowids, physical=True))
+                self.next_rowid = max(self.next_rowid, int(rowids.max()) + 1)
+        elif isinstance(op, TruncateOp):
+            self.sealed = []
+            self.deletes = {}
+            self.sealing = []
+            self.memtable = Memtable(self.def_, self.memtable_rows)
+            for uk in self.keys:
+                uk.index.clear()
+            self._key_epoch += 1
 
     def _apply_row(self, op: RowInsertOp) -> None:
         """`apply` of a prepared `RowInsertOp`: the row queued in the growing segment as its
@@ -1631,8 +1692,14 @@ class Table:
         claim = self._claim_of.get(id(op))
         known = claim.row_keys.get(id(op)) if claim is not None else None
         if known is not None:
-            for uk, key in zip(self.keys, known):
-                if key is not None:
+            keys, absent_at = known
+            absent = absent_at == self._version  # (nothing applied since they were checked)
+            for uk, key in zip(self.keys, keys):
+                if key is None:
+                    continue
+                if absent:
+                    uk.index.insert_new(key, values[0])
+                else:
                     uk.index.insert_one(key, values[0])
         elif self.keys:  # pragma: no cover - prepare always leaves a keyed row's keys
             batch = op.batch
@@ -1643,13 +1710,14 @@ class Table:
         self.next_rowid = max(self.next_rowid, values[0] + 1)
 
     def _apply_delete(self, rowids: np.ndarray,
-                      known: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+                      known: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                      at: tuple[int, SegmentData, int] | None = None) -> None:
         """Delete rows; `known`: their keys and row ids as prepare read them (WAL replay reads
-        them here)."""
+        them here); `at`: where prepare found a single row, and the table's version then."""
         if rowids.size == 1 and self._snapshot is None and (known is not None or not self.keys):
             # One row after another op of the same commit group invalidated the snapshot:
             # located in the current state, without building a snapshot nobody reads.
-            self._apply_delete_one(int(rowids[0]), known or [])
+            self._apply_delete_one(int(rowids[0]), known or [], at)
             return
         snap = self._snapshot or self._current()
         if rowids.size == 1:
@@ -1678,12 +1746,23 @@ class Table:
             else:
                 self.memtable.delete(hit)
 
-    def _apply_delete_one(self, rowid: int, known: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        """`_apply_delete` of one row whose keys prepare read."""
+    def _apply_delete_one(self, rowid: int, known: list[tuple[np.ndarray, np.ndarray]],
+                          at: tuple[int, SegmentData, int] | None = None) -> None:
+        """`_apply_delete` of one row whose keys prepare read; `at`: where prepare found it,
+        taken when nothing changed since (its keys are then the row's, held by it; a sealed
+        segment's row is flagged at its position there)."""
+        unchanged = at is not None and at[0] == self._version
         for uk, (keys, ids) in zip(self.keys, known):
-            uk.index.remove(keys, ids)
+            if unchanged:
+                uk.index.remove_held(keys)
+            else:
+                uk.index.remove(keys, ids)
         if self.keys:
             self._key_epoch += 1
+        if unchanged and at[1].id in self.deletes:  # type: ignore[index]
+            seg_id, position = at[1].id, at[2]  # type: ignore[index]
+            self.deletes[seg_id] = self.deletes[seg_id].with_deleted_one(position)
+            return
         for seg in self.sealed:
             position = _position_in(seg, rowid)
             if position >= 0:
@@ -1700,6 +1779,7 @@ class Table:
         """Rebuild every unique key's index from the live rows: one vectorized pass over the
         key columns (when a database is opened, and after a key's columns change type)."""
         self.keys = self._built_keys(self.def_.unique_keys, check=False)
+        self._version += 1  # (a row's key checked against the old indexes is not known absent)
 
     def share_keys(self, other: Table | None) -> bool:
         """Take copies of `other`'s unique key indexes instead of rebuilding them, when they

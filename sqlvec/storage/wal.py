@@ -445,11 +445,18 @@ def _write_all(fd: int, buffers: list) -> int:
     """Write every buffer in order (writev, resuming after short writes); return bytes written.
     A few small buffers (a group of single-row commits) are joined first: one buffer costs
     the kernel and Python less than a handful."""
-    if len(buffers) <= 16 and sum(len(b) if type(b) is bytes else memoryview(b).nbytes
-                                  for b in buffers) <= _JOIN_MAX:
-        buffers = [b"".join(buffers)]
-    views = [memoryview(b).cast("B") for b in buffers if len(b)]
     total = 0
+    if len(buffers) <= 16:
+        size = 0
+        for b in buffers:
+            size += len(b) if type(b) is bytes else memoryview(b).nbytes
+        if size <= _JOIN_MAX:
+            joined = b"".join(buffers)
+            total = os.writev(fd, (joined,)) if size else 0
+            if total == size:  # (the usual case: one system call, no views)
+                return total
+            buffers = [memoryview(joined)[total:]]
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
     i = 0
     while i < len(views):
         n = os.writev(fd, views[i: i + _IOV_MAX])
@@ -707,15 +714,16 @@ class WriteAheadLog:
         if length >= 2**32:
             raise ValueError("WAL record payload must be smaller than 4 GiB")
         with self._lock:
-            self._check_writable()
+            if self._closed or self._failed is not None:
+                self._check_writable()
             lsn = self._last_lsn + 1
             frame_size = _CURRENT.frame.size + length
             if self._tail_records and self._tail_size + frame_size > self._segment_bytes:
                 self._queue.append(("rotate", lsn))
                 self._tail_size, self._tail_records = _HEADER_SIZE, 0
             fields = (length, lsn, self._durable_lsn)
-            if crc is None:
-                crc = _CURRENT.crc(fields, parts[0])
+            if crc is None:  # (`_Format.crc`, inline)
+                crc = zlib.crc32(parts[0], zlib.crc32(_CURRENT.prefix.pack(*fields)))
             else:
                 crc = crc32_combine(zlib.crc32(_CURRENT.prefix.pack(*fields)), crc, length)
             head = _CURRENT.frame.pack(*fields, crc)
@@ -748,7 +756,8 @@ class WriteAheadLog:
                     raise self._epoch_error[epoch]
                 if lsn <= self._durable_lsn:
                     return
-                self._check_writable()
+                if self._closed or self._failed is not None:
+                    self._check_writable()
                 if self._flush is None:
                     break
                 self._wait_for_flush()
@@ -1213,10 +1222,9 @@ class RowInsertOp(InsertOp):
 
     def __init__(self, table_id: int, values: tuple, schema: pa.Schema,
                  table_def: object) -> None:
-        object.__setattr__(self, "table_id", table_id)
-        object.__setattr__(self, "values", values)
-        object.__setattr__(self, "schema", schema)
-        object.__setattr__(self, "table_def", table_def)
+        # (frozen: set through the instance's dict, one call for the four fields)
+        self.__dict__.update(table_id=table_id, values=values, schema=schema,
+                             table_def=table_def)
 
     @property
     def batch(self) -> pa.RecordBatch:  # type: ignore[override]
@@ -1576,9 +1584,12 @@ def encode_commit(ops: Sequence[Op]) -> bytes | memoryview:
     can precede its body in one Arrow output stream, and no join copies the rows again."""
     if len(ops) == 1 and isinstance(ops[0], InsertRunOp):
         return _encode_logged_run(ops[0]) if ops[0].logged else _encode_run(ops[0])
-    if all(isinstance(op, (DeleteOp, TruncateOp, RowInsertOp)) or
-           (isinstance(op, InsertOp) and isinstance(op.batch, pa.RecordBatch)
-            and op.batch.num_rows <= _SMALL_BATCH) for op in ops):
+    for op in ops:
+        if type(op) not in _SMALL_OPS and not (
+                isinstance(op, InsertOp) and isinstance(op.batch, pa.RecordBatch)
+                and op.batch.num_rows <= _SMALL_BATCH):
+            break
+    else:
         return _encode_small(ops)
     sizes = []
     for op in ops:
@@ -1619,6 +1630,8 @@ def encode_commit(ops: Sequence[Op]) -> bytes | memoryview:
     return memoryview(payload)
 
 
+# Ops always encoded from parts (`_encode_small`), whatever their size.
+_SMALL_OPS = frozenset((DeleteOp, TruncateOp, RowInsertOp))
 # Insert batches of up to this many rows are encoded from parts (`_encode_small`), which
 # copies them twice (serialized, then joined): for a few rows that costs less than a second
 # pass through the IPC writer.

@@ -93,6 +93,27 @@ def test_int_index_folds_changes_into_its_sorted_base(monkeypatch):
     assert len(index) == len(model)
 
 
+@pytest.mark.parametrize("make", [IntKeyIndex, HashKeyIndex])
+def test_keys_known_absent_or_held_change_the_index_as_checked_ones_do(make, monkeypatch):
+    """insert_new and remove_held (a single-row write's, whose keys were checked since the
+    index last changed) leave the entries and the count that insert_one and remove leave."""
+    monkeypatch.setattr(K, "_FOLD_MIN", 8)  # fold along the way
+    fast, checked = make(), make()
+    for index in (fast, checked):
+        index.insert(np.arange(0, 40, 2, dtype=np.int64), np.arange(20, dtype=np.int64))
+    for i in range(60):
+        key = 1 + 2 * i  # not held
+        fast.insert_new(key, 100 + i)
+        checked.insert_one(key, 100 + i)
+        if i % 3 == 0:  # held: one inserted earlier, or one of the base's
+            gone = np.array([key if i % 2 else 2 * (i // 3)], np.int64)
+            fast.remove_held(gone)
+            checked.remove(gone)
+    probe = np.arange(-2, 130, dtype=np.int64)
+    assert fast.lookup(probe).tolist() == checked.lookup(probe).tolist()
+    assert len(fast) == len(checked) == 20 + 60 - 20
+
+
 def test_a_bulk_insert_goes_straight_into_the_base_and_replaces_entries():
     index = IntKeyIndex()
     index.insert(np.array([1, 2]), np.array([100, 200]))

@@ -461,3 +461,64 @@ def test_single_row_reads_and_writes_match_the_batch_forms(keyed):
     old3 = table.lookup_key(3, snapshot=snap)[1]  # as of the snapshot: the version before
     assert snap.rows_by_id(np.array([old3])).column("v").to_pylist() == [0]
     assert len(table.keys[0].index) == SEAL + 20
+
+
+def test_a_row_found_by_key_is_located_again_once_a_commit_changed_the_table(keyed):
+    """row_of_key's location is reused by the delete that follows only while the table is
+    unchanged: a row another commit deleted in between fails the delete (40001); one whose
+    segment another commit changed is flagged where it lies, its key index entry dropped."""
+    store = keyed.store()
+    table = store.find_table("k")
+    store.commit([InsertOp(table.id, _rows(table, range(SEAL + 20)))])  # sealed + growing
+    for key in (5, SEAL + 5):
+        rowid, _, _ = table.row_of_key(key)
+        store.commit([DeleteOp(table.id, np.array([rowid]))])  # another commit takes it
+        with pytest.raises(SerializationFailure):
+            store.commit([DeleteOp(table.id, np.array([rowid]))])
+        assert table.row_of_key(key)[0] == MISSING
+    # Prepared, then another commit applies first (a group commit's order): its row is
+    # flagged where it lies now, its key dropped once.
+    for key in (6, SEAL + 6):
+        rowid, _, _ = table.row_of_key(key)
+        first = table.prepare([DeleteOp(table.id, np.array([rowid])),
+                               InsertOp(table.id, table.coerce({"id": [key], "v": [42]}))])
+        store.commit([DeleteOp(table.id, np.array([table.row_of_key(key + 1)[0]]))])
+        for op in first:
+            table.apply(op)
+        table.release(first)
+        new = table.row_of_key(key)[0]
+        assert new not in (rowid, MISSING)
+        assert table.snapshot().rows_by_id(np.array([new])).column("v").to_pylist() == [42]
+    assert len(table.keys[0].index) == SEAL + 20 - 4
+    live = set(table.snapshot().rows_by_id(
+        np.array([table.row_of_key(k)[0] for k in (4, 6, 8, SEAL + 6)])).column("id").to_pylist())
+    assert live == {4, 6, 8, SEAL + 6}
+    assert table.row_of_key(7)[0] == MISSING
+
+
+def test_a_row_prepared_before_a_compaction_is_deleted_where_it_lies_after(keyed):
+    """A one-row UPDATE prepared, then a compaction moving its row (the deleted rows before it
+    dropped), then applied: the row flagged is the one it updates, found again."""
+    store = keyed.store()
+    table = store.find_table("k")
+    for start in range(0, 3 * SEAL, SEAL):
+        store.commit([InsertOp(table.id, _rows(table, range(start, start + SEAL)))])
+        store.seal(table.id)
+    gone = set(range(0, 3 * SEAL, 5))
+    store.commit([DeleteOp(table.id, np.array([_rowid_of(table, k) for k in sorted(gone)]))])
+    key = 2 * SEAL + 3
+    rowid, _, _ = table.row_of_key(key)
+    first = table.prepare([DeleteOp(table.id, np.array([rowid])),
+                           InsertOp(table.id, table.coerce({"id": [key], "v": [42]}))])
+    store.compact(table.id)
+    for op in first:
+        table.apply(op)
+    table.release(first)
+    snap = table.snapshot()
+    found = {k: table.row_of_key(k)[0] for k in range(3 * SEAL)}
+    assert {k for k, r in found.items() if r == MISSING} == gone
+    rows = snap.rows_by_id(np.array([r for r in found.values() if r != MISSING]))
+    assert sorted(rows.column("id").to_pylist()) == sorted(set(range(3 * SEAL)) - gone)
+    assert {i: v for i, v in zip(rows.column("id").to_pylist(), rows.column("v").to_pylist())
+            if v} == {key: 42}
+    assert len(snap.rows_by_id(np.array([rowid]))) == 0
