@@ -14,12 +14,10 @@ that first read, and whether the worker's count was right every time.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 import time
 
-from benchmarks.suite import sqlvec_server
+from benchmarks.suite import in_turns, turn_arguments
 
 WRITES = {"delete": "DELETE FROM t WHERE id = {i}",
           "update": "UPDATE t SET n = -n WHERE id = {i}"}
@@ -55,21 +53,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--blocks", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--write", choices=sorted(WRITES), default="delete")
-    parser.add_argument("--checkout", default=".")
-    parser.add_argument("--baseline", required=True)
+    turn_arguments(parser)
     args = parser.parse_args(argv)
-    results: dict[str, list[tuple[list[float], list[float], bool]]] = {
-        "baseline": [], "checkout": []}
-    for _ in range(args.rounds):
-        for name, path in (("baseline", args.baseline), ("checkout", args.checkout)):
-            data = tempfile.mkdtemp()
-            try:
-                with sqlvec_server(data, path) as (dsn, _pid):
-                    results[name].append(one_round(dsn, args.rows, args.blocks, args.write))
-            finally:
-                shutil.rmtree(data, ignore_errors=True)
+    results = in_turns(args.rounds, {"baseline": args.baseline, "checkout": args.checkout},
+                       lambda dsn: one_round(dsn, args.rows, args.blocks, args.write))
     print(f"block: CREATE TABLE + {WRITES[args.write].format(i='i')} on {args.rows} sealed "
           f"rows; medians over {args.rounds} rounds x {args.blocks} blocks (ms)")
     print(f"{'':10} {'COMMIT':>9} {'1st read':>9} {'worker right':>13}")
