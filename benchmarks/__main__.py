@@ -31,6 +31,7 @@ SUITES = {
     "executemany_cpu": "benchmarks.executemany_cpu",
     "contention": "benchmarks.contention",
     "ddl_beside": "benchmarks.ddl_beside",
+    "block_follow": "benchmarks.block_follow",
 }
 
 

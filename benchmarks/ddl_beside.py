@@ -11,13 +11,11 @@ change holding more than its table costs other tables' readers), medians over --
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 import threading
 import time
 
-from benchmarks.suite import sqlvec_server
+from benchmarks.suite import in_turns, turn_arguments
 
 CHANGES = {"type": "ALTER TABLE t ALTER COLUMN n TYPE bigint", "truncate": "TRUNCATE t"}
 
@@ -72,20 +70,11 @@ def summary(rounds: list[tuple[float, list[float]]]) -> tuple[float, float, floa
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=300_000)
-    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--change", choices=sorted(CHANGES), default="type")
-    parser.add_argument("--checkout", default=".")
-    parser.add_argument("--baseline", required=True)
+    turn_arguments(parser)
     args = parser.parse_args(argv)
-    results: dict[str, list[tuple[float, list[float]]]] = {"baseline": [], "checkout": []}
-    for _ in range(args.rounds):
-        for name, path in (("baseline", args.baseline), ("checkout", args.checkout)):
-            data = tempfile.mkdtemp()
-            try:
-                with sqlvec_server(data, path) as (dsn, _pid):
-                    results[name].append(one_round(dsn, args.rows, args.change))
-            finally:
-                shutil.rmtree(data, ignore_errors=True)
+    results = in_turns(args.rounds, {"baseline": args.baseline, "checkout": args.checkout},
+                       lambda dsn: one_round(dsn, args.rows, args.change))
     print(f"{CHANGES[args.change]}, {args.rows} rows; reads of u overlapping it (ms)")
     print(f"{'':10} {'change s':>9} {'p50':>8} {'p99':>8} {'max':>8} {'reads':>6}")
     for name, got in results.items():

@@ -178,6 +178,29 @@ def sqlvec_server(data_dir: str, checkout: str | None = None):
             proc.kill()
 
 
+def turn_arguments(parser: argparse.ArgumentParser, rounds: int = 3) -> None:
+    """The options of a command comparing a checkout with a baseline (`in_turns`)."""
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--checkout", default=".")
+    parser.add_argument("--baseline", required=True)
+
+
+def in_turns(rounds: int, checkouts: dict[str, str], run) -> dict[str, list]:
+    """`run(dsn)` on a fresh server of each checkout (name -> source tree), the checkouts
+    taking turns `rounds` times so that the machine's load falls on each alike: per name,
+    what each run returned."""
+    results: dict[str, list] = {name: [] for name in checkouts}
+    for _ in range(rounds):
+        for name, path in checkouts.items():
+            data = tempfile.mkdtemp()
+            try:
+                with sqlvec_server(data, path) as (dsn, _pid):
+                    results[name].append(run(dsn))
+            finally:
+                shutil.rmtree(data, ignore_errors=True)
+    return results
+
+
 def cpu_of(pid: int) -> float:
     """CPU seconds (user + system) a server has used: its process and all its descendants
     (the fork server and the workers it forks), from /proc."""

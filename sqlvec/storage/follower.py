@@ -16,9 +16,10 @@ table's checkpoint into growing segments.
 * A new manifest version (seal, compaction, DDL, index build, checkpoint) is loaded: tables
   whose definition and segment files are unchanged stay as they are (index files built since
   are attached to their segments), unless the WAL records they would need next were removed
-  by a checkpoint; every other table is built afresh beside the published one,
-  sharing the segments, indexes and delete bitmaps it already holds from the same files, and
-  replayed from its new checkpoint. The manifest records the LSN it reflects (`applied_lsn`),
+  by a checkpoint or a transaction block with schema changes committed rows to them (no WAL
+  record: the manifest's per-table `unlogged_commits` count says so); every other table is
+  built afresh beside the published one, sharing the segments, indexes and delete bitmaps it
+  already holds from the same files, and replayed from its new checkpoint. The manifest records the LSN it reflects (`applied_lsn`),
   and the new tables are replayed at least that far before they replace the old ones in one
   swap of the table map: a reader's snapshot never mixes a manifest's delete bitmaps with an
   older growing segment, and readers holding old snapshots keep working (files are read into
@@ -280,10 +281,14 @@ class FollowerStore(StoreBase):
 
 
 def _same_files(old: dict | None, new: dict) -> bool:
-    """Whether a table's manifest entry names the same definition and segment files: then the
-    table loaded from `old`, brought forward through the log, is what `new` describes (delete
-    bitmaps and checkpoints move with the log; index files are attached as they appear)."""
-    if old is None or old["def"] != new["def"]:
+    """Whether a table's manifest entry names the same definition and segment files and no
+    commit changed its rows through the manifest alone since (`unlogged_commits`: a block's
+    TRUNCATE of rows only in the growing segment leaves the same empty list of segments, its
+    DELETE of sealed rows only new delete bitmaps): then the table loaded from `old`, brought
+    forward through the log, is what `new` describes (delete bitmaps and checkpoints move
+    with the log; index files are attached as they appear)."""
+    if old is None or old["def"] != new["def"] or \
+            old.get("unlogged_commits", 0) != new.get("unlogged_commits", 0):
         return False
     return [(s["file"], s["crc32"]) for s in old["segments"]] == \
         [(s["file"], s["crc32"]) for s in new["segments"]]

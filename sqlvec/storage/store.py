@@ -28,6 +28,10 @@ Manifest body (format_version 1; features wal-v2, hnsw-per-segment, delete-bitma
                            recovery replays the table's ops after it
       next_rowid     int   an upper bound of the row ids in use
       next_segment_id int
+      unlogged_commits int (absent: 0) how many commits changed the table's rows through a
+                           manifest alone, with no WAL record (`commit_deferred`): a follower
+                           holding the table at another count loads it afresh, as the log
+                           cannot bring it to what the files say
       segments       list  Segment.to_meta() + "deletes": {"file", "count"} or null; its
                            "indexes" map index name -> {"file", "crc32", "calibration",
                            "filter_calibration" (absent in older manifests)}, for
@@ -409,6 +413,8 @@ class Store(StoreBase):
         # An open transaction's schema changes (`begin_deferred`): applied in memory, written
         # by no manifest until `commit_deferred`.
         self._deferred: _Deferred | None = None
+        # Per table id: the manifest's `unlogged_commits` (kept only when not 0).
+        self._unlogged_commits: dict[int, int] = {}
 
     # Opening and closing ------------------------------------------------------------------------
 
@@ -456,6 +462,8 @@ class Store(StoreBase):
             self._commit_manifest()
             return
         self._load_body(manifest.body)
+        self._unlogged_commits = {int(t["def"]["id"]): int(t["unlogged_commits"])
+                                  for t in manifest.body["tables"] if t.get("unlogged_commits")}
         self.manifest_version = manifest.version
 
     def _replay(self) -> None:
@@ -762,6 +770,7 @@ class Store(StoreBase):
                         table.release(ready)
                 for table in tables:
                     written += self._freeze_and_write(table)
+                self._count_unlogged_commit(deferred, by_table)
                 self._deferred = None
                 self._commit_manifest()
             except BaseException as exc:
@@ -790,6 +799,16 @@ class Store(StoreBase):
                 self._remove_index_files(table, [ix])
         for table in list(self.tables.values()):
             self._schedule_missing_builds(table)
+
+    def _count_unlogged_commit(self, deferred: _Deferred, written_to: Iterable[int]) -> None:
+        """Count a commit without a WAL record for every table whose rows it may change: the
+        ones it writes to and any other whose state differs from before the schema changes
+        (a count taken for a commit that fails after all only costs followers a reload)."""
+        changed = set(written_to)
+        changed.update(saved.table.id for saved in deferred.image.table_images
+                       if saved.changed())
+        for tid in changed & self.tables.keys():
+            self._unlogged_commits[tid] = self._unlogged_commits.get(tid, 0) + 1
 
     def _freeze_and_write(self, table: Table) -> list[Segment]:
         """Seal the table's growing segment and write every frozen segment not yet on disk
@@ -1190,13 +1209,17 @@ class Store(StoreBase):
                 meta = seg.to_meta()
                 meta["deletes"] = self._persist_deletes(table, seg, version)
                 segments.append(meta)
-            return {
+            entry = {
                 "def": table.def_.to_json(),
                 "checkpoint_lsn": checkpoint,
                 "next_rowid": table.next_rowid,
                 "next_segment_id": table.next_segment_id,
                 "segments": segments,
             }
+        unlogged = self._unlogged_commits.get(table.id)
+        if unlogged:
+            entry["unlogged_commits"] = unlogged
+        return entry
 
     def _persist_deletes(self, table: Table, seg: Segment, version: int) -> dict | None:
         bitmap = table.deletes[seg.id]
@@ -1590,13 +1613,17 @@ class _TableImage:
             attached = [(seg, seg.attachments()) for seg in table.sealed]
         return cls(table, copied, attached)
 
+    def changed(self) -> bool:
+        """Whether the table's state is no longer the one saved (index attachments aside)."""
+        return not all(_same(getattr(self.table, n), v) for n, v in zip(self._NAMES, self.fields))
+
     def restore(self) -> None:
         """Put the table back as it was (the key indexes rebuilt only if anything changed)."""
         table = self.table
         with table.lock:
             for seg, saved in self.attached:
                 seg.restore_attachments(saved)
-            if all(_same(getattr(table, n), v) for n, v in zip(self._NAMES, self.fields)):
+            if not self.changed():
                 return
             for name, value in zip(self._NAMES, self.fields):
                 setattr(table, name, list(value) if isinstance(value, list)

@@ -22,7 +22,7 @@ from sqlvec.storage.follower import FollowerStore, _Superseded
 from sqlvec.storage.keys import MISSING
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef
 from sqlvec.storage.store import Store, StoreOptions
-from sqlvec.storage.wal import DeleteOp, InsertOp, wal_files
+from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp, wal_files
 from sqlvec.types import SqlType
 from sqlvec.vectors import Metric
 
@@ -227,6 +227,56 @@ def test_new_manifest_is_shown_with_every_commit_it_reflects(pair):
     assert follower.catch_up(behind) >= updated
     assert follower.table(tid).def_.name == "renamed"
     assert [r[1:] for r in visible(follower, tid) if r[1] == 5] == [(5, "b5")]
+
+
+def _commit_block(writer: Store, ops_of) -> None:
+    """A transaction block with a schema change (a new table) and the writes `ops_of(writer)`:
+    committed by a manifest alone, no WAL record."""
+    writer.begin_deferred()
+    create(writer, f"z{writer.next_table_id}")
+    writer.commit_deferred(ops_of(writer))
+
+
+@pytest.mark.parametrize("rows, ops_of", [
+    (10, lambda w: [TruncateOp(1)]),  # rows only in the growing segment
+    (SEAL, lambda w: [TruncateOp(1)]),  # rows only in a sealed segment
+    (SEAL, lambda w: [DeleteOp(1, rowids_of(w, 1, range(5)))]),  # a new delete bitmap
+    (SEAL + 3, lambda w: [DeleteOp(1, rowids_of(w, 1, [0, SEAL + 1]))]),
+    (SEAL, lambda w: [TruncateOp(1), InsertOp(1, w.table(1).coerce(rows_of([7], "b")))]),
+], ids=["truncate growing", "truncate sealed", "delete sealed", "delete both", "truncate insert"])
+def test_a_blocks_commit_without_a_log_record_reaches_the_follower(pair, rows, ops_of):
+    writer, follower = pair
+    tid = create(writer)
+    assert tid == 1
+    writer.insert(tid, rows_of(range(rows)))
+    same(writer, follower)
+    _commit_block(writer, ops_of)
+    same(writer, follower)
+    writer.insert(tid, rows_of([1000]))  # and the log brings the reloaded table forward
+    same(writer, follower)
+
+
+def test_the_count_of_commits_without_a_log_record_survives_a_writer_restart(tmp_path):
+    """A follower holding a table at count 1 must see the next such commit after a restart
+    of the writer as one more, not as the same count started again from 0."""
+    directory = str(tmp_path / "db")
+    writer = Store.open(directory, options())
+    follower = FollowerStore.open(directory, options())
+    try:
+        tid = create(writer)
+        writer.insert(tid, rows_of(range(5)))
+        _commit_block(writer, lambda w: [TruncateOp(tid)])
+        same(writer, follower)
+        writer.close()
+        writer = Store.open(directory, options())
+        writer.insert(tid, rows_of(range(10, 15)))  # only in the growing segment
+        same(writer, follower)
+        _commit_block(writer, lambda w: [TruncateOp(tid)])
+        same(writer, follower)
+        assert visible(follower, tid) == []
+    finally:
+        follower.close()
+        writer.close()
 
 
 def test_checkpoint_and_wal_truncation_while_following(tmp_path):
