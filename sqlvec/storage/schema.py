@@ -34,6 +34,7 @@ class ColumnDef:
 
     @functools.cached_property
     def physical(self) -> str:
+        """The column's name in segments and log batches: its attnum, which a rename keeps."""
         return f"c{self.attnum}"
 
     @functools.cached_property
