@@ -638,8 +638,8 @@ def _vector_input_error(text: str, type_name: str) -> SqlVecError | None:
             return _invalid_vector(text, None, type_name)
         written = match.group()
         value = strtof_value(written)
+        single = _float4_of([written], np.array([value]))[0]  # rounded once, as strtof
         with np.errstate(over="ignore"):
-            single = np.float32(value)
             narrow = np.float16(single) if type_name == "halfvec" else single
         if math.isnan(value):
             return DataException(f"NaN not allowed in {type_name}")

@@ -467,3 +467,13 @@ def test_parse_vector_rounds_once_past_a_float4_halfway_point(text):
     # the halfway point itself, then ties to 1; strtof rounds up.
     assert parse_vector(text).tolist() == [float(np.nextafter(np.float32(1), np.float32(2)))]
     assert _outcome(text) == _vector_in(text)
+
+
+def test_an_element_rounding_down_to_float4_max_once_is_not_the_one_out_of_range():
+    # Just below the halfway point between float4's largest value and 2**128: strtof rounds it
+    # down; narrowed through a double (the halfway point itself) it would tie to infinity, and
+    # the error would name it instead of the element really out of range.
+    text = "[0,3.402823567797336616e+38,1.e40]"
+    assert _outcome(text) == _vector_in(text)
+    with pytest.raises(SqlVecError, match='"1.e40" is out of range'):
+        parse_vector(text)
