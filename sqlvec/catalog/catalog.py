@@ -199,9 +199,7 @@ class Catalog:
             if owned:
                 self.store.update_catalog(lambda c: {
                     **c, "sequences": {k: v for k, v in c["sequences"].items() if k not in owned}})
-                for key in owned:
-                    for known in [k for k in self._seq_values if k[0] == key]:
-                        self._seq_values.pop(known, None)
+                self._forget_values(owned)
 
     # Sequences ----------------------------------------------------------------------------------
 
@@ -281,7 +279,14 @@ class Catalog:
                     if (v.get("owned_by") or "").startswith(owners)]
             if keys:
                 fresh = {key: self.store.allocate_oid() for key in keys}
+                if not self.store.deferred:  # no rollback can bring the old values back
+                    self._forget_values(keys)
                 self.store.update_catalog(lambda c: _restarted(c, fresh))
+
+    def _forget_values(self, keys: list[str]) -> None:
+        """Drop the cached last values of the sequences `keys`, in every incarnation."""
+        for known in [k for k in self._seq_values if k[0] in keys]:
+            self._seq_values.pop(known, None)
 
     def currval_of(self, key: str) -> int | None:
         """The sequence's last value handed out (None before the first nextval): the live one,
