@@ -5,7 +5,9 @@ owns is kept in the manifest's `catalog` section, which this module reads and wr
 
     schemas     {name: {"oid": int, "owner": role name}}
     sequences   {"schema.name": {"oid", "start", "increment", "value" (last value handed out or
-                 null), "reserved" (values up to this are durable), "owned_by": "table.column"}}
+                 null), "reserved" (values up to this are durable), "owned_by": "table.column",
+                 "incarnation" (a new OID at each TRUNCATE ... RESTART IDENTITY, as
+                 PostgreSQL gives the sequence a new relfilenode; absent: 0)}}
     extensions  {name: {"oid", "version", "schema"}}
     roles       {name: {"oid", "superuser", "login", "password" (SCRAM verifier or null)}}
     comments    {"<classoid>:<objoid>:<subid>": text}
@@ -76,9 +78,10 @@ class Catalog:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._lock = threading.RLock()
-        # Last values handed out, by key and OID: a sequence created again under the same
-        # name (after a rolled-back CREATE, or DROP and CREATE) starts afresh.
-        self._seq_values: dict[tuple[str, int], int | None] = {}
+        # Last values handed out, by key, OID and incarnation (`_cache_key`): a sequence
+        # created again under the same name (after a rolled-back CREATE, or DROP and CREATE)
+        # or restarted starts afresh, and one whose restart is rolled back finds its values.
+        self._seq_values: dict[tuple[str, int, int], int | None] = {}
         if "schemas" not in store.catalog:
             store.update_catalog(lambda c: {
                 **c,
@@ -204,9 +207,7 @@ class Catalog:
             if owned:
                 self.store.update_catalog(lambda c: {
                     **c, "sequences": {k: v for k, v in c["sequences"].items() if k not in owned}})
-                for key in owned:
-                    for known in [k for k in self._seq_values if k[0] == key]:
-                        self._seq_values.pop(known, None)
+                self._forget_values(owned)
 
     # Sequences ----------------------------------------------------------------------------------
 
@@ -243,7 +244,7 @@ class Catalog:
             if reserved is None or (inc > 0 and top > reserved) or (inc < 0 and top < reserved):
                 new_reserved = top + inc * SEQUENCE_BLOCK
                 self.store.update_catalog(lambda c: _set_seq(c, key, value=top, reserved=new_reserved))
-            self._seq_values[(key, int(seq["oid"]))] = top
+            self._seq_values[_cache_key(key, seq)] = top
             return values
 
     def give_back(self, key: str, last: int, value: int) -> None:
@@ -251,15 +252,15 @@ class Catalog:
         it went unused and nobody took one since); the reserved block stays as it is."""
         with self._lock:
             seq = self.sequence(key)
-            if self._seq_values.get((key, int(seq["oid"]))) == last:
-                self._seq_values[(key, int(seq["oid"]))] = value
+            if self._seq_values.get(_cache_key(key, seq)) == last:
+                self._seq_values[_cache_key(key, seq)] = value
 
     def _last_value(self, key: str, seq: dict) -> int | None:
         """The last value handed out, as far as this process knows: after a restart values up
         to the reserved block's end may have been handed out already, so counting resumes
         after it (as PostgreSQL's sequences skip what they logged ahead after a crash)."""
-        if (key, int(seq["oid"])) in self._seq_values:
-            return self._seq_values[(key, int(seq["oid"]))]
+        if _cache_key(key, seq) in self._seq_values:
+            return self._seq_values[_cache_key(key, seq)]
         reserved = seq.get("reserved")
         return seq["value"] if reserved is None else reserved
 
@@ -270,14 +271,36 @@ class Catalog:
             seq = self.sequence(key)
             last = value if is_called else value - int(seq["increment"])
             self.store.update_catalog(lambda c: _set_seq(c, key, value=last, reserved=last))
-            self._seq_values[(key, int(seq["oid"]))] = last
+            self._seq_values[_cache_key(key, seq)] = last
             return value
+
+    def restart_owned(self, table_ids: list[int]) -> None:
+        """TRUNCATE ... RESTART IDENTITY: the sequences owned by the tables' columns (serial and
+        identity columns) hand out their start value next. The restart is a catalog change, so
+        in a transaction block it is kept and undone with the block's other schema changes;
+        values handed out since are cached under the new incarnation (never one used before:
+        a restart rolled back and done again starts afresh too), and a rollback, which brings
+        the old incarnation back, finds the sequence where it was, as PostgreSQL's."""
+        owners = tuple(f"{i}." for i in table_ids)
+        with self._lock:
+            keys = [k for k, v in self.state["sequences"].items()
+                    if (v.get("owned_by") or "").startswith(owners)]
+            if keys:
+                fresh = {key: self.store.allocate_oid() for key in keys}
+                if not self.store.deferred:  # no rollback can bring the old values back
+                    self._forget_values(keys)
+                self.store.update_catalog(lambda c: _restarted(c, fresh))
+
+    def _forget_values(self, keys: list[str]) -> None:
+        """Drop the cached last values of the sequences `keys`, in every incarnation."""
+        for known in [k for k in self._seq_values if k[0] in keys]:
+            self._seq_values.pop(known, None)
 
     def currval_of(self, key: str) -> int | None:
         """The sequence's last value handed out (None before the first nextval): the live one,
         which pg_sequences and `SELECT last_value FROM seq` show."""
         seq = self.sequence(key)
-        return self._seq_values.get((key, int(seq["oid"])), seq["value"])
+        return self._seq_values.get(_cache_key(key, seq), seq["value"])
 
     # Extensions ---------------------------------------------------------------------------------
 
@@ -319,6 +342,19 @@ def _set_seq(catalog: dict, key: str, **fields: object) -> dict:
     sequences = dict(catalog["sequences"])
     sequences[key] = {**sequences[key], **fields}
     return {**catalog, "sequences": sequences}
+
+
+def _restarted(catalog: dict, incarnations: dict[str, int]) -> dict:
+    """The catalog with the sequences named back before their first value, in their new
+    incarnations."""
+    for key, incarnation in incarnations.items():
+        catalog = _set_seq(catalog, key, value=None, reserved=None, incarnation=incarnation)
+    return catalog
+
+
+def _cache_key(key: str, seq: dict) -> tuple[str, int, int]:
+    """Where `Catalog._seq_values` keeps a sequence's last value: by name, OID, incarnation."""
+    return key, int(seq["oid"]), int(seq.get("incarnation", 0))
 
 
 def _resolved(table: Table | None) -> Table | None:

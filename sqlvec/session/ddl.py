@@ -328,7 +328,11 @@ def _builder(session: Session) -> Builder:
 
 
 def _truncate(session: Session, ast: exp.TruncateTable, notices: list[Notice]) -> str:
-    """TRUNCATE: buffered in a block like any write; otherwise committed at once."""
+    """TRUNCATE: buffered in a block like any write; otherwise committed at once. RESTART
+    IDENTITY restarts the sequences the emptied tables own: in a block with its schema changes
+    (kept or undone with them); otherwise once the rows are gone, so a crash between the two
+    leaves the sequences going on (CONTINUE IDENTITY's outcome), never restarted over rows
+    still there."""
     tables = [session.catalog.table(t.name, t.db or None, session.search_path)
               for t in ast.expressions]
     matviews.refuse(session, tables, "TRUNCATE")
@@ -343,6 +347,8 @@ def _truncate(session: Session, ast: exp.TruncateTable, notices: list[Notice]) -
         for table in tables:
             txn.truncate(table)
         session.store.commit(txn.ops())
+    if str(ast.args.get("identity") or "").upper() == "RESTART":
+        session.catalog.restart_owned(ids)
     return "TRUNCATE TABLE"
 
 
