@@ -70,7 +70,10 @@ def run_ddl(session: Session, prepared: PreparedStatement, params: list,
     if handler is None:  # pragma: no cover - prepare.py lets only these classes through
         raise FeatureNotSupported(type(ast).__name__)
     notices: list[Notice] = []
-    change = lambda: handler(session, ast, notices)  # noqa: E731
+
+    def change() -> str:
+        return handler(session, ast, notices)
+
     if session.explicit:
         tag = change()
     elif _restarts_identity(ast):
