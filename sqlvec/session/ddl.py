@@ -70,9 +70,17 @@ def run_ddl(session: Session, prepared: PreparedStatement, params: list,
     if handler is None:  # pragma: no cover - prepare.py lets only these classes through
         raise FeatureNotSupported(type(ast).__name__)
     notices: list[Notice] = []
-    tag = _run_autocommit(session, tables, writers_only, _catalog_wide(ast),
-                          lambda: handler(session, ast, notices)) \
-        if tables and not session.explicit else handler(session, ast, notices)
+
+    def change() -> str:
+        return handler(session, ast, notices)
+
+    if session.explicit:
+        tag = change()
+    elif _restarts_identity(ast):
+        tag = _run_as_block(session, tables, change)
+    else:
+        tag = _run_autocommit(session, tables, writers_only, _catalog_wide(ast), change) \
+            if tables else change()
     session._plan_cache.clear()
     return Result(tag, notices=notices)
 
@@ -107,6 +115,24 @@ def _run_autocommit(session: Session, tables: list[int], writers_only: bool,
         return change()
     finally:
         session.drop_claim(claim)
+
+
+def _run_as_block(session: Session, tables: list[int], change: Callable[[], str]) -> str:
+    """An autocommit change that writes rows and the catalog (TRUNCATE ... RESTART IDENTITY)
+    as a one-statement block: its schema changes opened as a block's TRUNCATE opens them
+    (`_open_after_users`), so the change commits both in one manifest version
+    (`Session.close_schema_changes`) and a failure or crash before it leaves neither."""
+    _open_after_users(session, tables, False)
+    try:
+        return change()
+    finally:
+        session.close_schema_changes(None)  # (after the change's commit: nothing left open)
+
+
+def _restarts_identity(ast: exp.Expression) -> bool:
+    """TRUNCATE ... RESTART IDENTITY: it empties tables and restarts their sequences."""
+    return isinstance(ast, exp.TruncateTable) and \
+        str(ast.args.get("identity") or "").upper() == "RESTART"
 
 
 def _open_after_users(session: Session, tables: list[int], writers_only: bool) -> None:
@@ -329,10 +355,11 @@ def _builder(session: Session) -> Builder:
 
 def _truncate(session: Session, ast: exp.TruncateTable, notices: list[Notice]) -> str:
     """TRUNCATE: buffered in a block like any write; otherwise committed at once. RESTART
-    IDENTITY restarts the sequences the emptied tables own: in a block with its schema changes
-    (kept or undone with them); otherwise once the rows are gone, so a crash between the two
-    leaves the sequences going on (CONTINUE IDENTITY's outcome), never restarted over rows
-    still there."""
+    IDENTITY restarts the sequences the emptied tables own as a schema change: in a block
+    with the block's others (kept or undone with them); in autocommit `run_ddl` has opened
+    the schema changes for this statement alone, and the emptied tables and restarted
+    sequences are committed together in one manifest version (a crash keeps both or
+    neither)."""
     tables = [session.catalog.table(t.name, t.db or None, session.search_path)
               for t in ast.expressions]
     matviews.refuse(session, tables, "TRUNCATE")
@@ -342,13 +369,17 @@ def _truncate(session: Session, ast: exp.TruncateTable, notices: list[Notice]) -
     if session.explicit:
         for table in tables:
             session.txn.truncate(table)  # type: ignore[union-attr]
-    else:
-        txn = Transaction()
-        for table in tables:
-            txn.truncate(table)
-        session.store.commit(txn.ops())
-    if str(ast.args.get("identity") or "").upper() == "RESTART":
+        if _restarts_identity(ast):
+            session.catalog.restart_owned(ids)
+        return "TRUNCATE TABLE"
+    txn = Transaction()
+    for table in tables:
+        txn.truncate(table)
+    if _restarts_identity(ast):
         session.catalog.restart_owned(ids)
+        session.close_schema_changes(txn.ops())
+    else:
+        session.store.commit(txn.ops())
     return "TRUNCATE TABLE"
 
 
