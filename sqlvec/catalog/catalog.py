@@ -251,16 +251,17 @@ class Catalog:
         """Make `value` the sequence's last value again if `last` still is (the values after
         it went unused and nobody took one since); the reserved block stays as it is."""
         with self._lock:
-            seq = self.sequence(key)
-            if self._seq_values.get(_cache_key(key, seq)) == last:
-                self._seq_values[_cache_key(key, seq)] = value
+            cache_key = _cache_key(key, self.sequence(key))
+            if self._seq_values.get(cache_key) == last:
+                self._seq_values[cache_key] = value
 
     def _last_value(self, key: str, seq: dict) -> int | None:
         """The last value handed out, as far as this process knows: after a restart values up
         to the reserved block's end may have been handed out already, so counting resumes
         after it (as PostgreSQL's sequences skip what they logged ahead after a crash)."""
-        if _cache_key(key, seq) in self._seq_values:
-            return self._seq_values[_cache_key(key, seq)]
+        cache_key = _cache_key(key, seq)
+        if cache_key in self._seq_values:
+            return self._seq_values[cache_key]
         reserved = seq.get("reserved")
         return seq["value"] if reserved is None else reserved
 
@@ -359,7 +360,6 @@ def _cache_key(key: str, seq: dict) -> tuple[str, int, int]:
 
 def _resolved(table: Table | None) -> Table | None:
     """`table`, its id noted for `resolving_tables` when it collects."""
-    seen = _RESOLVED.get()
-    if seen is not None and table is not None:
-        seen.add(table.id)
+    if table is not None:
+        note_resolved((table.id,))
     return table

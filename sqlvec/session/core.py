@@ -798,11 +798,18 @@ class Session:
         changed until `table_change_done`, so no block starts using them meanwhile. The
         waits are one lock's: lock_timeout counts for them all (`one_deadline`). `claim`:
         the change's claim of them, granted each table in turn (ddl_lock.py)."""
-        self.relation_lock_wait = True  # (pg_locks, pg_stat_activity)
-        try:
+        with self._relation_lock_wait():
             self._ddl_lock.await_users(table_ids, self.pid, self.lock_holder,
                                        one_deadline(self.lock_waiting), writers_only, run,
                                        claim)
+
+    @contextlib.contextmanager
+    def _relation_lock_wait(self) -> Iterator[None]:
+        """Show this session waiting for a relation's lock meanwhile (pg_locks,
+        pg_stat_activity): a schema change waiting for the tables it changes."""
+        self.relation_lock_wait = True
+        try:
+            yield
         finally:
             self.relation_lock_wait = False
 
@@ -840,11 +847,8 @@ class Session:
         """Wait until the claimed tables are free to change: no other block uses them and no
         other statement reads or writes them (ddl_lock.py). The waits are one lock's:
         lock_timeout counts for them all (`one_deadline`)."""
-        self.relation_lock_wait = True  # (pg_locks, pg_stat_activity)
-        try:
+        with self._relation_lock_wait():
             self._ddl_lock.await_claim(claim, self.lock_holder, one_deadline(self.lock_waiting))
-        finally:
-            self.relation_lock_wait = False
 
     def drop_claim(self, claim: Claim) -> None:
         """The change ended: the statements queued behind it go on."""

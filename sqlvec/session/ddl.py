@@ -40,7 +40,7 @@ from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.views import alter_view, drop_views, rename_references
 from sqlvec.plan.planner import Planner
 from sqlvec.session import matviews, transactions, views
-from sqlvec.session.prepare import comment_on_extension, plan_context
+from sqlvec.session.prepare import comment_on_extension, plan_context, referenced_tables
 from sqlvec.session.results import PreparedStatement, Result
 
 if TYPE_CHECKING:
@@ -167,8 +167,7 @@ def _foreign_key_neighbours(session: Session, ids: list[int]) -> list[int]:
         out.extend(d.id for d, _c in referencing(session.store, table_id))
         table = session.store.tables.get(table_id)
         if table is not None:
-            out.extend(c.ref_table for c in table.def_.constraints
-                       if c.kind == "f" and c.ref_table is not None)
+            out.extend(referenced_tables(table.def_, None))
     return out
 
 

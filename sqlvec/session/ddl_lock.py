@@ -115,15 +115,8 @@ class DdlLock:
         with self._mutex:
             if not self._may_share(pid, ahead) or (
                     self._claims and self._queued(pid, hold.tables, hold.rows_held)):
-                check_interrupts, timeout_ms = hold.waiting()
-                deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
-                self._waiting_shared.add(pid)
-                try:
-                    while not self._may_share(pid, ahead) or \
-                            self._queued(pid, hold.tables, hold.rows_held):
-                        _wait(self._cond, check_interrupts, deadline)
-                finally:
-                    self._waiting_shared.discard(pid)
+                self._wait_while(pid, lambda: not self._may_share(pid, ahead) or self._queued(
+                    pid, hold.tables, hold.rows_held), hold.waiting, self._waiting_shared)
             self._shared[pid] = self._shared.get(pid, 0) + 1
             if hold.tables:
                 held = self._holding.get(pid)
@@ -360,20 +353,22 @@ class DdlLock:
             return self._wait_while(pid, lambda: self._queued(pid, tables, ahead), waiting)
 
     def _wait_while(self, pid: int, blocked: Callable[[], bool],
-                    waiting: Callable[[], tuple[Callable[[], None], int]]) -> bool:
-        """Under the mutex: wait while `blocked()` (`pid` shown waiting meanwhile: `waits`),
-        `waiting` asked for the interrupt check and lock_timeout only if it is; True if it
-        waited."""
+                    waiting: Callable[[], tuple[Callable[[], None], int]],
+                    shown_in: set[int] | None = None) -> bool:
+        """Under the mutex: wait while `blocked()` (`pid` shown waiting meanwhile in
+        `shown_in`, by default behind a claim: `waits`), `waiting` asked for the interrupt
+        check and lock_timeout only if it is; True if it waited."""
         if not blocked():
             return False
         check_interrupts, timeout_ms = waiting()
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
-        self._waiting_tables.add(pid)
+        shown = self._waiting_tables if shown_in is None else shown_in
+        shown.add(pid)
         try:
             while blocked():
                 _wait(self._cond, check_interrupts, deadline)
         finally:
-            self._waiting_tables.discard(pid)
+            shown.discard(pid)
         return True
 
     def waits(self, pid: int) -> bool:

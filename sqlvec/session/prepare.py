@@ -177,7 +177,7 @@ def foreign_key_reach(store: Store, table: Table, kind: str,
     of them. `updated`: the columns an UPDATE (or ON CONFLICT DO UPDATE) sets."""
     if not involved(store, table):
         return set()
-    out = _referenced(table.def_, None) if kind == "INSERT" else set()
+    out = referenced_tables(table.def_, None) if kind == "INSERT" else set()
     # Rows of a table deleted (None) or with those columns set, by the statement or an action.
     writes = [(table.def_, None if kind == "DELETE" else updated)] \
         if kind == "DELETE" or updated else []
@@ -188,7 +188,7 @@ def foreign_key_reach(store: Store, table: Table, kind: str,
             continue
         seen.add((d.id, columns))
         if columns is not None:
-            out |= _referenced(d, columns)
+            out |= referenced_tables(d, columns)
         for child, con in referencing(store, d.id):
             if columns is None or columns & set(con.ref_columns):
                 out.add(child.id)
@@ -196,7 +196,7 @@ def foreign_key_reach(store: Store, table: Table, kind: str,
     return out
 
 
-def _referenced(d: TableDef, columns: frozenset[str] | None) -> set[int]:
+def referenced_tables(d: TableDef, columns: frozenset[str] | None) -> set[int]:
     """The tables referenced by the foreign keys of `d` over `columns` (None: all of them)."""
     return {c.ref_table for c in d.constraints if c.kind == "f" and c.ref_table is not None
             and (columns is None or columns & set(c.columns))}
