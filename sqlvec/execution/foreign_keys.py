@@ -60,8 +60,6 @@ T = TypeVar("T")
 ALL = ""
 
 
-
-
 def involved(store: Store, table: Table) -> bool:
     """Whether writes to `table` need foreign-key work: it has foreign keys, or some table's
     foreign key references it. Asked by every write."""

@@ -558,7 +558,7 @@ class FusedTopK:
             for source in self.sources:
                 if isinstance(source, str):
                     col = table_def.column(source)
-                    source = (col, col.type.to_arrow())
+                    source = (col, col.arrow)
                 resolved.append(source)
             known = self._resolved = (table_def, resolved)
         return known[1]

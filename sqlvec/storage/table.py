@@ -1640,13 +1640,11 @@ class Table:
             return kind is TruncateOp
 
     def _apply_other(self, op) -> None:
-        """`apply` of an op other than a one-row insert of values or a delete."""
+        """`apply` of an op other than a delete or a one-row insert of values in the current
+        schema."""
         if isinstance(op, InsertRunOp):  # as one insert, as replay reads it back
             op = InsertOp(self.id, op.physical())
-        if isinstance(op, RowInsertOp) and (op.schema is self.memtable.schema or
-                                            op.schema.equals(self.memtable.schema)):
-            self._apply_row(op)
-        elif isinstance(op, InsertOp):
+        if isinstance(op, InsertOp):  # (a `RowInsertOp` here: one of an older schema)
             batch = conform_batch(op.batch, self.def_)
             self.memtable.append(batch)
             claim = self._claim_of.get(id(op)) if batch.num_rows == 1 else None
