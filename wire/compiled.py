@@ -43,6 +43,7 @@ from wire.messages import BindComplete, CommandComplete, DataRow, Execute
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from sqlvec.session import PreparedStatement
     from wire.connection import Connection, Statement
     from wire.messages import Bind
 
@@ -107,17 +108,12 @@ class CompiledTopK:
     def fits(self, connection: Connection, bind: Bind, describe: bool, execute: Execute) -> bool:
         """Whether this round trip is the one compiled (its values aside) and nothing its
         answer depends on besides the data has changed since."""
-        statement = self.statement
-        session = connection.session
-        return connection.statements.get(bind.statement) is statement \
-            and statement.prepared is self.prepared and describe is self.describe \
+        return describe is self.describe \
             and (execute is self.execute or execute == self.execute) \
             and bind.portal == self.portal and len(bind.params) == 1 \
             and bind.param_formats == self.param_formats \
-            and bind.result_formats == self.result_formats and session is not None \
-            and not connection.portals and not session.explicit and not session.implicit \
-            and session.pending is None \
-            and session.plan_is_current(self.prepared)
+            and bind.result_formats == self.result_formats \
+            and _still_compiled(connection, bind.statement, self.statement, self.prepared)
 
     def vector(self, bind: Bind) -> object:
         """The bound query vector, decoded; None when it is NULL or does not decode here (the
@@ -213,14 +209,8 @@ class CompiledWrite:
                    describe)
 
     def fits(self, connection: Connection, name: str) -> bool:
-        """Whether statement `name` is still the one compiled, planned as it was, and the
-        session is idle outside a block with nothing gathered (`CompiledTopK.fits`)."""
-        statement = self.statement
-        session = connection.session
-        return connection.statements.get(name) is statement \
-            and statement.prepared is self.prepared and session is not None \
-            and not connection.portals and not session.explicit and not session.implicit \
-            and session.pending is None and session.plan_is_current(self.prepared)
+        """Whether statement `name` is still the one compiled (`_still_compiled`)."""
+        return _still_compiled(connection, name, self.statement, self.prepared)
 
     def decode(self, values: tuple[bytes | None, ...]) -> list | None:
         """The bound values decoded; None when one does not decode here (the general path
@@ -244,6 +234,18 @@ class CompiledWrite:
         formats = [] if columns is None else [self.codes[0] if self.codes else pgtypes.TEXT] \
             * len(columns)
         connection._send_result(result, formats, 0)
+
+
+def _still_compiled(connection: Connection, name: str, statement: Statement,
+                    prepared: PreparedStatement) -> bool:
+    """Whether statement `name` is still `statement`, planned as `prepared` was and still
+    current, and the session idle outside a block with nothing gathered: what a compiled round
+    trip was made for."""
+    session = connection.session
+    return connection.statements.get(name) is statement and statement.prepared is prepared \
+        and session is not None and not connection.portals and not session.explicit \
+        and not session.implicit and session.pending is None \
+        and session.plan_is_current(prepared)
 
 
 BIND_COMPLETE = BindComplete().encode()

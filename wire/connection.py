@@ -476,9 +476,10 @@ class Connection:
         repeat = self._repeat
         found = repeat[0].values(buf, start, end) if repeat is not None else None
         if found is None:
-            repeat = self._repeats.get(bind_names_at(buf, start, end))  # type: ignore[arg-type]
-            if repeat is None:
+            kept = self._repeats.get(bind_names_at(buf, start, end))  # type: ignore[arg-type]
+            if kept is None or kept is repeat:  # (that one was just tried)
                 return False
+            repeat = kept
             found = repeat[0].values(buf, start, end)
             if found is None:
                 return False
@@ -505,9 +506,9 @@ class Connection:
         """After a kept write's round trip ran in full: if its statement is another one now, or
         planned again, compile the round trip again (None for a statement that is no write)."""
         shape, describe, execute, size, write = repeat
+        assert write is not None
         statement = self.statements.get(shape.bind.statement)
-        if write is None or statement is write.statement and \
-                statement.prepared is write.prepared:  # type: ignore[union-attr]
+        if statement is write.statement and statement.prepared is write.prepared:
             return
         again = (shape, describe, execute, size,
                  CompiledWrite.of(statement, shape.bind, describe, execute))
