@@ -13,7 +13,7 @@ from tests.e2e.conftest import RawClient
 from wire.messages import Bind, ErrorResponse, Execute, Parse, Query, Sync
 
 SEED = 20240601
-CASES_PER_PHASE = 40
+CASES_PER_PHASE = 30
 
 
 def errors_in(messages) -> list[ErrorResponse]:

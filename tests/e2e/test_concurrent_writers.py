@@ -22,7 +22,7 @@ from psycopg import errors
 
 WRITERS = 16
 READERS = 16
-SECONDS = 8.0
+SECONDS = 6.0
 TOKENS = 6
 COUNTERS = 4
 RACE_KEYS = 400

@@ -142,7 +142,7 @@ def test_sigkill_under_concurrent_writers_loses_no_acknowledged_transaction(tmp_
                    for w in writers]
         for t in threads:
             t.start()
-        time.sleep(rng.uniform(0.8, 2.0))
+        time.sleep(rng.uniform(0.6, 1.5))
         running.stop(signal.SIGKILL)
         stop.set()
         for t in threads:

@@ -155,19 +155,19 @@ def test_lock_timeout_ends_the_wait(uri):
 
 
 def two_blocks_end_in_turn(uri: str, hold: str, statement: str, in_block: bool) -> str | None:
-    """Two blocks run `hold`; `statement` (lock_timeout 1s) is sent, the first block
-    commits 0.6s later and the second 0.75s after it: its SQLSTATE (None: it went
+    """Two blocks run `hold`; `statement` (lock_timeout 0.7s) is sent, the first block
+    commits 0.4s later and the second 0.5s after it: its SQLSTATE (None: it went
     through)."""
     first, second, other = begin(uri, hold), begin(uri, hold), connect(uri)
     with first, second, other, ThreadPoolExecutor(1) as pool:
-        other.execute("SET lock_timeout = '1s'")
+        other.execute("SET lock_timeout = '700ms'")
         if in_block:
             other.execute("BEGIN")
         sent = time.monotonic()
         done = waiting(pool, other, statement)
-        time.sleep(max(0.0, sent + 0.6 - time.monotonic()))
+        time.sleep(max(0.0, sent + 0.4 - time.monotonic()))
         first.execute("COMMIT")
-        time.sleep(0.75)
+        time.sleep(0.5)
         second.execute("COMMIT")
         state = sqlstate(done)
         if in_block:

@@ -181,7 +181,7 @@ def test_a_parent_update_of_other_columns_does_not_wait_for_a_child_insert(uri,
     """The FOR KEY SHARE lock passes to the parent's new version: a key UPDATE or a DELETE
     of that still waits for the inserting block."""
     inserter = begin(uri, "INSERT INTO c VALUES (10, 1)")
-    with inserter, connect(uri, lock_timeout="1s") as updater:
+    with inserter, connect(uri, lock_timeout="300ms") as updater:
         if updater_in_block:
             updater.execute("BEGIN")
         assert outcome(updater, "UPDATE p SET note = 'x' WHERE id = 1") == 1
