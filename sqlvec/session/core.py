@@ -70,7 +70,7 @@ from sqlvec.sql.statements import first_word, split_with_offsets
 from sqlvec.sql.utility import UtilityKind, recognise
 from sqlvec.storage.row_locks import LockHolder, one_deadline
 from sqlvec.storage.store import return_free_memory
-from sqlvec.storage.table import Table
+from sqlvec.storage.table import Table, forget_located
 from sqlvec.storage.vector_index import DefaultSetting
 from sqlvec.types import TYPES_BY_OID, SqlType
 
@@ -898,8 +898,9 @@ class Session:
 
     def _after_statement(self) -> None:
         self.first_alone = False
-        if not self.explicit:  # the transaction ended: its locks go
+        if not self.explicit:  # the transaction ended: its locks go, and what it located
             self.release_xact_locks()
+            forget_located()
         memory, self._statement_memory = self._statement_memory, None
         if memory is not None and memory.peak >= self.TRIM_AFTER_BYTES:
             return_free_memory()

@@ -133,6 +133,13 @@ _hint = threading.local()
 UNKNOWN = object()
 
 
+def forget_located() -> None:
+    """Drop this thread's `located` hint once its transaction is over: it holds the segment
+    the row lay in (and the table and key index), which a compaction or a reload may replace
+    meanwhile, and an idle connection's thread would keep it until its next write."""
+    _hint.located = None
+
+
 def one_value_array(value: object, arrow: pa.DataType) -> pa.Array:
     """A one-row array of a non-NULL value already of `arrow`'s Python type: `pa.array` with
     its buffers packed directly (a third of the cost, which single-row writes pay per column).

@@ -370,3 +370,38 @@ def test_a_plan_is_current_until_the_catalog_or_the_search_path_changes(db):
     # A cursor statement depends on the session's open cursors: never cached, never current.
     assert not s.plan_is_current(s.prepare("DECLARE c CURSOR FOR SELECT 1"))
     s.close()
+
+
+def test_a_key_lookup_keeps_no_segment_alive_once_its_statement_is_over(tmp_path):
+    """A single-row UPDATE by key leaves where it found the row for its commit (a per-thread
+    hint). A block rolled back never commits it: the hint must not keep the segment it names
+    alive on the idle connection's thread after a compaction merged that segment away."""
+    import gc
+    import weakref
+
+    from sqlvec.database import Database
+    from sqlvec.storage.compaction import CompactionPolicy
+    from sqlvec.storage.store import StoreOptions
+
+    db = Database.open(str(tmp_path / "db"), options=StoreOptions(
+        background=False, compaction=CompactionPolicy(min_merge=2)))
+    try:
+        s = db.connect()
+        s.execute_one("CREATE TABLE t (id bigint PRIMARY KEY, v int)")
+        for first in (1, 51):
+            s.execute_one(f"INSERT INTO t SELECT g, 0 FROM generate_series({first}, {first + 49}) g")
+            s.execute_one("CHECKPOINT")  # sealed: two segments, merged below
+        store = db.store()
+        table = next(t for t in store.tables.values() if t.def_.name == "t")
+        old = [weakref.ref(segment) for segment in table.sealed]
+        assert len(old) == 2
+        s.execute_one("BEGIN")
+        s.run(s.prepare("UPDATE t SET v = v + 1 WHERE id = $1"), [7])  # (by the key's index)
+        s.execute_one("ROLLBACK")
+        assert store.compact(table.id) == 1
+        gc.collect()
+        assert [ref() for ref in old] == [None, None]
+        assert s.execute_one("SELECT count(*), sum(v) FROM t").table.to_pylist() == \
+            [{"count": 100, "sum": 0}]
+    finally:
+        db.close()
