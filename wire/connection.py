@@ -72,6 +72,7 @@ from wire.codec import (
     read_startup,
 )
 from wire.compiled import CompiledTopK, CompiledWrite
+from wire.run_blocks import EqualRuns, RunBlocks
 from wire.messages import (
     AUTH_SASL_FINAL,
     PROTOCOL_3_0,
@@ -234,6 +235,10 @@ class RunsOf:
                       (execute, _BIND_COMPLETE + done)]
         self.decoders = pgtypes.param_decoders(statement.param_types, bind.param_formats)
         self.fast = statement.prepared.compiled.fast  # type: ignore[union-attr]
+        self.values_at = 5 + len(self.shape.head)  # where a run's values begin
+        # Blocks of runs laid out alike, decoded together (none: the rows never go column-wise).
+        self.blocks = RunBlocks(statement.param_types, bind.param_formats) \
+            if self.fast.column_converters is not None else None
 
     def cut_short(self, buf: bytearray, start: int, end: int, limit: int) -> bool:
         """Whether buf[start:end] is empty or a run cut short (a Bind not all received, or
@@ -1270,8 +1275,16 @@ class Connection:
         stream, out, limit = self.stream, self._out, self.server.max_message_size
         answers = self._gathered[1]  # type: ignore[index]
         buf, start, end = stream.window()
+        blocks = runs.blocks
         pos, rows = start, []
         while pos < end:
+            block = blocks.take(buf, pos, end) if blocks is not None else None
+            if block is not None:
+                session.take_rows(prepared, rows, time.perf_counter() - started)
+                rows, started = [], time.perf_counter()
+                pos += self._take_block(block, prepared, started)
+                started = time.perf_counter()
+                continue
             found = runs.match(buf, pos, end, limit)
             if found is None:
                 break
@@ -1279,10 +1292,28 @@ class Connection:
             rows.append(values)
             answers.append(len(out) + len(answer) - _INSERTED_SIZE)  # (where Execute's begins)
             out += answer
+            if blocks is not None:
+                blocks.learn(buf, pos, size, end, runs.values_at, answer)
             pos += size
         stream.skip(pos - start)
         session.take_rows(prepared, rows, time.perf_counter() - started)
         return runs.cut_short(buf, pos, end, limit)
+
+    def _take_block(self, block: tuple[int, list, EqualRuns], prepared: PreparedStatement,
+                    started: float) -> int:
+        """Hand a block of runs to the session column-wise and queue their answers: the bytes
+        taken (none when a value sends the runs one by one: the block's layout is dropped)."""
+        count, params, layout = block
+        session = self.session
+        assert session is not None
+        if not session.take_columns(prepared, params, time.perf_counter() - started):
+            self._runs.blocks.failed()  # type: ignore[union-attr]
+            return 0
+        answer, out = layout.answer, self._out
+        first = len(out) + len(answer) - _INSERTED_SIZE  # where the first Execute's answer begins
+        self._gathered[1].extend(range(first, first + count * len(answer), len(answer)))  # type: ignore[index]
+        out += answer * count
+        return count * layout.size
 
     def _apply_gathered(self) -> None:
         """Apply the gathered rows before their answers leave; an error is the failing row's
