@@ -1419,6 +1419,7 @@ class Connection:
         put back (a rolled-back block's, SET LOCAL's). The tables its Parses held go too."""
         if session.implicit:
             try:
+                self._answers_before_commit(session)
                 session.end_implicit()
             except GONE:
                 raise
@@ -1427,6 +1428,21 @@ class Connection:
         session.end_batch()
         if session.changed:
             self._send_settings(session.drain_changed_settings())
+
+    def _answers_before_commit(self, session: Session) -> None:
+        """At Sync, rows gathered: applied, and the answers queued sent before the block
+        commits, so the client reads them while the commit (its log write and sync) runs, as
+        PostgreSQL's come before its commit at Sync. An error in the rows is the failing
+        row's; the block is rolled back."""
+        if self._gathered is None:
+            return
+        try:
+            self.flush()
+        except GONE:
+            raise
+        except Exception:
+            session.note_error()
+            raise
 
     def _report(self, exc: Exception) -> None:
         """Send a statement's error; a FATAL one ends the connection instead."""

@@ -729,7 +729,7 @@ def param_column_decoder(t: SqlType, fmt: int,
                          width: int) -> Callable[[np.ndarray], object] | None:
     """The values of one parameter in many Binds at once, each `width` bytes (a matrix of
     one row of bytes per Bind), decoded together as `param_decoder` decodes each: integers
-    as NumPy int64, float8 as float64, plain text as an Arrow string array, vectors as a
+    (binary, or text digits) as NumPy int64, float8 as float64, plain text as an Arrow string array, vectors as a
     float32 matrix. The function gives None when a value must be decoded alone (bytes that
     are not UTF-8, a vector of other dimensions or not finite: its error is then that
     path's); None for a type or width not decoded so."""
@@ -737,6 +737,8 @@ def param_column_decoder(t: SqlType, fmt: int,
     if fmt == BINARY and name in _INT_BOUND and width == struct.calcsize(_STRUCT[name]):
         wire = np.dtype(f">i{width}")
         return lambda cells: _column_of(cells, wire).astype(np.int64)
+    if fmt != BINARY and name in _INT_BOUND and 0 < width < 19:
+        return _digits_column(_INT_BOUND[name])
     if fmt == BINARY and name == "float8" and width == 8:
         return lambda cells: _column_of(cells, np.dtype(">f8")).astype(np.float64)
     if fmt == BINARY and name == "vector" and t.typmod > 0 and width == 4 + 4 * t.typmod:
@@ -749,6 +751,25 @@ def param_column_decoder(t: SqlType, fmt: int,
 def _column_of(cells: np.ndarray, wire: np.dtype) -> np.ndarray:
     """One fixed-size value per row of `cells`, as an array of `wire` (big-endian)."""
     return np.ascontiguousarray(cells).view(wire).reshape(len(cells))
+
+
+def _digits_column(bound: int) -> Callable[[np.ndarray], np.ndarray | None]:
+    """Integers in text of the same number of characters, many at once: plain digits, maybe
+    after a minus sign, within the type's range (-bound <= value < bound), as
+    `param_decoder` takes them."""
+    def integers(cells: np.ndarray) -> np.ndarray | None:
+        negative = cells[:, 0] == ord("-")
+        digits = cells.astype(np.int64) - ord("0")
+        digits[negative, 0] = 0
+        if not ((digits >= 0) & (digits <= 9)).all() or \
+                cells.shape[1] == 1 and negative.any():
+            return None
+        values = digits @ 10 ** np.arange(cells.shape[1] - 1, -1, -1, dtype=np.int64)
+        values[negative] *= -1
+        if len(values) and (values.min() < -bound or values.max() >= bound):
+            return None
+        return values
+    return integers
 
 
 def _vector_matrix(dims: int) -> Callable[[np.ndarray], np.ndarray | None]:

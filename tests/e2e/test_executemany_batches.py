@@ -49,6 +49,14 @@ def rows(*changed: tuple[int, tuple]) -> list[tuple]:
     return out
 
 
+def long_rows(*changed: tuple[int, tuple]) -> list[tuple]:
+    """300 good rows (ids 1-300: their digits one, two and three wide), some replaced."""
+    out = [(i, i % 10, 1 + i % 3) for i in range(1, 301)]
+    for at, row in changed:
+        out[at] = row
+    return out
+
+
 def outcome(uri: str, action: Callable[[psycopg.Connection, str], object],
             table: str) -> tuple:
     """(SQLSTATE, DETAIL of the error, what the action returned, rows of m and g, the
@@ -106,6 +114,10 @@ CASES = {
     "a duplicate before a NULL": many(rows((2, (1, 0, 1)), (6, (7, None, 1)))),
     "a duplicate before a CHECK failing": many(rows((2, (1, 0, 1)), (6, (7, 7, -1)))),
     "a NULL before a duplicate": many(rows((2, (3, None, 1)), (6, (1, 0, 1)))),
+    "a long batch (runs of equal widths)": many(long_rows()),
+    "a duplicate deep in a long batch": many(long_rows((250, (17, 1, 1)))),
+    "a NULL deep in a long batch": many(long_rows((160, (161, None, 1)))),
+    "a CHECK failing deep in a long batch": many(long_rows((260, (261, 1, -1)))),
     "RETURNING each row": returning,
     "a SELECT in the pipeline sees the rows before it": select_after,
     "a duplicate after a SELECT in the pipeline": select_then_duplicate,
@@ -402,3 +414,29 @@ def test_a_block_of_binary_runs_is_answered_up_to_the_failing_execute(tmp_path_f
     finally:
         raw.close()
         assert server.stop() == 0, server.log()
+
+
+def test_a_deferred_key_failing_at_the_commit_after_the_answers(servers):
+    """A deferred unique key: every row answered, then the commit at Sync fails (the
+    answers went out before it), the batch leaves nothing, and the connection goes on."""
+    async def run(uri: str) -> tuple:
+        conn = await asyncpg.connect(uri)
+        try:
+            await conn.execute("DROP TABLE IF EXISTS dk; CREATE TABLE dk (id bigint PRIMARY KEY,"
+                               " u int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+            out = []
+            for batch in ([(i, i) for i in range(100)],
+                          [(i, 50 if i == 170 else i) for i in range(100, 200)]):
+                try:
+                    await conn.executemany("INSERT INTO dk VALUES ($1, $2)", batch)
+                    out.append(None)
+                except asyncpg.PostgresError as exc:
+                    out.append((exc.sqlstate, exc.detail))
+            out.append(await conn.fetchval("SELECT count(*) FROM dk"))
+            return out
+        finally:
+            await conn.close()
+
+    postgres, ours = [asyncio.run(run(uri)) for uri in servers]
+    assert postgres[1][0] == "23505" and postgres[2] == 100
+    assert ours == postgres

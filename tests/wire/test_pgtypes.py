@@ -472,3 +472,30 @@ def test_a_column_of_binary_vectors_takes_finite_ones_of_its_dimensions_only():
     other = struct.pack("!HH", 2, 0) + np.array([1, 2, 3], ">f4").tobytes()[:8] + b"\0" * 4
     assert decode(_cells([raw[0], other])) is None
     assert P.param_column_decoder(t, P.BINARY, 12) is None
+
+
+@pytest.mark.parametrize("name", INT)
+@given(data=st.data())
+def test_a_column_of_integer_digits_decodes_as_each_value(name, data):
+    """Text integers of one width: the values `param_decoder` gives, or None when one is
+    not plain digits in the type's range (decoded alone, its error is that path's)."""
+    width = data.draw(st.integers(1, 18))
+    alphabet = st.sampled_from(b"0123456789-+ x")
+    raw = data.draw(st.lists(st.binary(min_size=width, max_size=width) | st.lists(
+        alphabet, min_size=width, max_size=width).map(bytes), min_size=1, max_size=8))
+    t = SqlType(name)
+    single = P.param_decoder(t, P.TEXT)
+
+    def alone(value: bytes) -> object:
+        try:
+            return single(value)
+        except SqlVecError:
+            return None
+
+    column = P.param_column_decoder(t, P.TEXT, width)(_cells(raw))
+    expected = [alone(v) for v in raw]
+    plain = all(v.isdigit() or v[:1] == b"-" and v[1:].isdigit() for v in raw)
+    if column is None:
+        assert not plain or None in expected
+    else:
+        assert plain and column.tolist() == expected
