@@ -72,7 +72,6 @@ from wire.codec import (
     read_startup,
 )
 from wire.compiled import CompiledTopK, CompiledWrite
-from wire.run_blocks import EqualRuns, RunBlocks
 from wire.messages import (
     AUTH_SASL_FINAL,
     PROTOCOL_3_0,
@@ -120,6 +119,7 @@ from wire.messages import (
     decode_frontend,
     decode_startup,
 )
+from wire.run_blocks import EqualRuns, RunBlocks
 
 if TYPE_CHECKING:
     from sqlvec.session import PreparedStatement, Result, ResultColumn, Session
@@ -1282,7 +1282,7 @@ class Connection:
             if block is not None:
                 session.take_rows(prepared, rows, time.perf_counter() - started)
                 rows, started = [], time.perf_counter()
-                pos += self._take_block(block, prepared, started)
+                pos += self._take_block(block, blocks, prepared, started)
                 started = time.perf_counter()
                 continue
             found = runs.match(buf, pos, end, limit)
@@ -1299,19 +1299,20 @@ class Connection:
         session.take_rows(prepared, rows, time.perf_counter() - started)
         return runs.cut_short(buf, pos, end, limit)
 
-    def _take_block(self, block: tuple[int, list, EqualRuns], prepared: PreparedStatement,
-                    started: float) -> int:
+    def _take_block(self, block: tuple[int, list, EqualRuns], blocks: RunBlocks,
+                    prepared: PreparedStatement, started: float) -> int:
         """Hand a block of runs to the session column-wise and queue their answers: the bytes
         taken (none when a value sends the runs one by one: the block's layout is dropped)."""
         count, params, layout = block
         session = self.session
         assert session is not None
         if not session.take_columns(prepared, params, time.perf_counter() - started):
-            self._runs.blocks.failed()  # type: ignore[union-attr]
+            blocks.failed()
             return 0
         answer, out = layout.answer, self._out
         first = len(out) + len(answer) - _INSERTED_SIZE  # where the first Execute's answer begins
-        self._gathered[1].extend(range(first, first + count * len(answer), len(answer)))  # type: ignore[index]
+        answers = self._gathered[1]  # type: ignore[index]
+        answers.extend(range(first, first + count * len(answer), len(answer)))
         out += answer * count
         return count * layout.size
 

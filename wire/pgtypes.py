@@ -729,10 +729,10 @@ def param_column_decoder(t: SqlType, fmt: int,
                          width: int) -> Callable[[np.ndarray], object] | None:
     """The values of one parameter in many Binds at once, each `width` bytes (a matrix of
     one row of bytes per Bind), decoded together as `param_decoder` decodes each: integers
-    (binary, or text digits) as NumPy int64, float8 as float64, plain text as an Arrow string array, vectors as a
-    float32 matrix. The function gives None when a value must be decoded alone (bytes that
-    are not UTF-8, a vector of other dimensions or not finite: its error is then that
-    path's); None for a type or width not decoded so."""
+    (binary, or text digits) as NumPy int64, float8 as float64, plain text as an Arrow
+    string array, vectors as a float32 matrix. The function gives None when a value must
+    be decoded alone (bytes that are not UTF-8, a vector of other dimensions or not finite:
+    its error is then that path's); None for a type or width not decoded so."""
     name = t.name
     if fmt == BINARY and name in _INT_BOUND and width == struct.calcsize(_STRUCT[name]):
         wire = np.dtype(f">i{width}")

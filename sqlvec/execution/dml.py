@@ -541,11 +541,11 @@ class FastInsert:
         return self._completed(arrays, taken, len(rows), context)
 
     def columns_of(self, params: list) -> list[pa.Array] | None:
-        """Many rows' parameter columns, each parameter's values decoded together (a NumPy
-        array of numbers, a float32 matrix of vectors, an Arrow string array; the number of
-        rows when all are NULL), converted as `values` converts them one by one: the parameter columns'
-        arrays (in column order, for `columns_batch`), or None when a value needs the rows'
-        own path (an integer out of the column's range, say)."""
+        """Many rows' parameters, each one's values decoded together (a NumPy array of
+        numbers, a float32 matrix of vectors, an Arrow string array; the number of rows when
+        all are NULL), converted as `values` converts them one by one: the parameter
+        columns' arrays (in column order, for `columns_batch`), or None when a value needs
+        the rows' own path (an integer out of the column's range, say)."""
         arrays = []
         for index, convert in self.column_converters or ():
             array = convert(params[index - 1])
