@@ -57,6 +57,12 @@ def long_rows(*changed: tuple[int, tuple]) -> list[tuple]:
     return out
 
 
+def statement(raw: RawClient, sql: str) -> None:
+    """Run one statement in the extended protocol, its answers read."""
+    raw.send(Parse("", sql).encode() + Bind().encode() + Execute().encode() + Sync().encode())
+    raw.messages()
+
+
 def outcome(uri: str, action: Callable[[psycopg.Connection, str], object],
             table: str) -> tuple:
     """(SQLSTATE, DETAIL of the error, what the action returned, rows of m and g, the
@@ -187,9 +193,7 @@ def test_the_error_is_answered_at_the_failing_execute(tmp_path_factory):
     raw = RawClient(server).ready()
     try:
         for end in (Sync(), Flush()):
-            raw.send(Parse("", "CREATE TABLE IF NOT EXISTS r (id int PRIMARY KEY)").encode()
-                     + Bind().encode() + Execute().encode() + Sync().encode())
-            raw.messages()
+            statement(raw, "CREATE TABLE IF NOT EXISTS r (id int PRIMARY KEY)")
             out = Parse("", "INSERT INTO r VALUES ($1)", (23,)).encode()
             for key in (1, 2, 3, 2, 4, 5):
                 out += Bind("", "", (), (str(key).encode(),)).encode() + Execute().encode()
@@ -251,9 +255,7 @@ def test_an_earlier_rows_error_comes_before_a_value_that_does_not_decode(tmp_pat
     server = start_server(tmp_path_factory.mktemp("execmany-decode"), "--workers", "0")
     raw = RawClient(server).ready()
     try:
-        raw.send(Parse("", "CREATE TABLE d (id int PRIMARY KEY)").encode()
-                 + Bind().encode() + Execute().encode() + Sync().encode())
-        raw.messages()
+        statement(raw, "CREATE TABLE d (id int PRIMARY KEY)")
         out = Parse("", "INSERT INTO d VALUES ($1)", (23,)).encode()
         for key in (b"1", b"2", b"1", b"x", b"5"):
             out += Bind("", "", (), (key,)).encode() + Execute().encode()
@@ -302,9 +304,7 @@ def test_runs_arriving_in_pieces_cut_anywhere(tmp_path_factory):
     server = start_server(tmp_path_factory.mktemp("execmany-pieces"), "--workers", "0")
     raw = RawClient(server).ready()
     try:
-        raw.send(Parse("", "CREATE TABLE p (id int PRIMARY KEY)").encode()
-                 + Bind().encode() + Execute().encode() + Sync().encode())
-        raw.messages()
+        statement(raw, "CREATE TABLE p (id int PRIMARY KEY)")
         for keys, answers in (((range(1, 41)), [b"2", b"C"] * 40),
                               ((41, 42, 43, 3, 44), [b"2", b"C"] * 3 + [b"2", b"E"])):
             out = Parse("", "INSERT INTO p VALUES ($1)", (23,)).encode()
@@ -393,9 +393,7 @@ def test_a_block_of_binary_runs_is_answered_up_to_the_failing_execute(tmp_path_f
     server = start_server(tmp_path_factory.mktemp("execmany-block"), "--workers", "0")
     raw = RawClient(server).ready()
     try:
-        raw.send(Parse("", "CREATE TABLE k (id bigint PRIMARY KEY, n int)").encode()
-                 + Bind().encode() + Execute().encode() + Sync().encode())
-        raw.messages()
+        statement(raw, "CREATE TABLE k (id bigint PRIMARY KEY, n int)")
         for keys, answers in (([*range(40), 30, *range(41, 60)], [b"2", b"C"] * 40 + [b"2", b"E"]),
                               (range(100, 160), [b"2", b"C"] * 60)):
             out = Parse("", "INSERT INTO k VALUES ($1, $2)", (20, 23)).encode()
