@@ -1289,11 +1289,11 @@ class Connection:
             if found is None:
                 break
             values, size, answer = found
+            if blocks is not None and blocks.learn(buf, pos, size, end, runs.values_at, answer):
+                continue  # a block is tried from this run on
             rows.append(values)
             answers.append(len(out) + len(answer) - _INSERTED_SIZE)  # (where Execute's begins)
             out += answer
-            if blocks is not None:
-                blocks.learn(buf, pos, size, end, runs.values_at, answer)
             pos += size
         stream.skip(pos - start)
         session.take_rows(prepared, rows, time.perf_counter() - started)

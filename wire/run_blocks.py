@@ -95,9 +95,9 @@ class EqualRuns:
 
 
 class RunBlocks:
-    """When to look for a block of runs laid out alike: after a run taken alone, its layout
-    is learnt when enough bytes follow; a layout that does not pay (no block, a value to
-    decode alone) waits longer each time before the next try."""
+    """When to look for a block of runs laid out alike: a run about to be taken alone has
+    its layout learnt when enough bytes are there; a layout that does not pay (no block, a
+    value to decode alone) waits longer each time before the next try."""
 
     __slots__ = ("types", "formats", "layout", "wait", "patience")
 
@@ -122,19 +122,21 @@ class RunBlocks:
         return found[0], found[1], layout
 
     def learn(self, buf: bytearray, start: int, size: int, end: int, values_at: int,
-              answer: bytes) -> None:
-        """After the run buf[start:start + size] was taken alone: its layout becomes the one
-        tried next, when it is due and MIN_RUNS runs of its size could follow."""
+              answer: bytes) -> bool:
+        """Before the run buf[start:start + size] is taken alone: whether its layout becomes
+        the one tried (from this run on), when it is due and MIN_RUNS runs of its size
+        could be there."""
         if self.wait:
             self.wait -= 1
-            return
-        if self.layout is not None and self.layout.size == size \
-                or (end - start - size) // size < MIN_RUNS:
-            return
+            return False
+        if self.layout is not None or (end - start) // size < MIN_RUNS:
+            return False
         self.layout = EqualRuns.of(bytes(buf[start:start + size]), values_at, self.types,
                                    self.formats, answer)
         if self.layout is None:
             self.failed()
+            return False
+        return True
 
     def failed(self) -> None:
         """A try that did not pay: the next waits twice as long (up to MAX_RUNS runs)."""
