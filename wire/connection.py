@@ -119,6 +119,7 @@ from wire.messages import (
     decode_frontend,
     decode_startup,
 )
+from wire.run_blocks import EqualRuns, RunBlocks
 
 if TYPE_CHECKING:
     from sqlvec.session import PreparedStatement, Result, ResultColumn, Session
@@ -234,6 +235,10 @@ class RunsOf:
                       (execute, _BIND_COMPLETE + done)]
         self.decoders = pgtypes.param_decoders(statement.param_types, bind.param_formats)
         self.fast = statement.prepared.compiled.fast  # type: ignore[union-attr]
+        self.values_at = 5 + len(self.shape.head)  # where a run's values begin
+        # Blocks of runs laid out alike, decoded together (none: the rows never go column-wise).
+        self.blocks = RunBlocks(statement.param_types, bind.param_formats) \
+            if self.fast.column_converters is not None else None
 
     def cut_short(self, buf: bytearray, start: int, end: int, limit: int) -> bool:
         """Whether buf[start:end] is empty or a run cut short (a Bind not all received, or
@@ -1270,12 +1275,22 @@ class Connection:
         stream, out, limit = self.stream, self._out, self.server.max_message_size
         answers = self._gathered[1]  # type: ignore[index]
         buf, start, end = stream.window()
+        blocks = runs.blocks
         pos, rows = start, []
         while pos < end:
+            block = blocks.take(buf, pos, end) if blocks is not None else None
+            if block is not None:
+                session.take_rows(prepared, rows, time.perf_counter() - started)
+                rows, started = [], time.perf_counter()
+                pos += self._take_block(block, blocks, prepared, started)
+                started = time.perf_counter()
+                continue
             found = runs.match(buf, pos, end, limit)
             if found is None:
                 break
             values, size, answer = found
+            if blocks is not None and blocks.learn(buf, pos, size, end, runs.values_at, answer):
+                continue  # a block is tried from this run on
             rows.append(values)
             answers.append(len(out) + len(answer) - _INSERTED_SIZE)  # (where Execute's begins)
             out += answer
@@ -1283,6 +1298,23 @@ class Connection:
         stream.skip(pos - start)
         session.take_rows(prepared, rows, time.perf_counter() - started)
         return runs.cut_short(buf, pos, end, limit)
+
+    def _take_block(self, block: tuple[int, list, EqualRuns], blocks: RunBlocks,
+                    prepared: PreparedStatement, started: float) -> int:
+        """Hand a block of runs to the session column-wise and queue their answers: the bytes
+        taken (none when a value sends the runs one by one: the block's layout is dropped)."""
+        count, params, layout = block
+        session = self.session
+        assert session is not None
+        if not session.take_columns(prepared, params, time.perf_counter() - started):
+            blocks.failed()
+            return 0
+        answer, out = layout.answer, self._out
+        first = len(out) + len(answer) - _INSERTED_SIZE  # where the first Execute's answer begins
+        answers = self._gathered[1]  # type: ignore[index]
+        answers.extend(range(first, first + count * len(answer), len(answer)))
+        out += answer * count
+        return count * layout.size
 
     def _apply_gathered(self) -> None:
         """Apply the gathered rows before their answers leave; an error is the failing row's
@@ -1388,6 +1420,7 @@ class Connection:
         put back (a rolled-back block's, SET LOCAL's). The tables its Parses held go too."""
         if session.implicit:
             try:
+                self._answers_before_commit(session)
                 session.end_implicit()
             except GONE:
                 raise
@@ -1396,6 +1429,21 @@ class Connection:
         session.end_batch()
         if session.changed:
             self._send_settings(session.drain_changed_settings())
+
+    def _answers_before_commit(self, session: Session) -> None:
+        """At Sync, rows gathered: applied, and the answers queued sent before the block
+        commits, so the client reads them while the commit (its log write and sync) runs, as
+        PostgreSQL's come before its commit at Sync. An error in the rows is the failing
+        row's; the block is rolled back."""
+        if self._gathered is None:
+            return
+        try:
+            self.flush()
+        except GONE:
+            raise
+        except Exception:
+            session.note_error()
+            raise
 
     def _report(self, exc: Exception) -> None:
         """Send a statement's error; a FATAL one ends the connection instead."""

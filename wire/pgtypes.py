@@ -725,6 +725,81 @@ def param_decoder(t: SqlType, fmt: int) -> Callable[[bytes | None], object]:
     return lambda data: decode_param(data, t, fmt)
 
 
+def param_column_decoder(t: SqlType, fmt: int,
+                         width: int) -> Callable[[np.ndarray], object] | None:
+    """The values of one parameter in many Binds at once, each `width` bytes (a matrix of
+    one row of bytes per Bind), decoded together as `param_decoder` decodes each: integers
+    (binary, or text digits) as NumPy int64, float8 as float64, plain text as an Arrow
+    string array, vectors as a float32 matrix. The function gives None when a value must
+    be decoded alone (bytes that are not UTF-8, a vector of other dimensions or not finite:
+    its error is then that path's); None for a type or width not decoded so."""
+    name = t.name
+    if fmt == BINARY and name in _INT_BOUND and width == struct.calcsize(_STRUCT[name]):
+        wire = np.dtype(f">i{width}")
+        return lambda cells: _column_of(cells, wire).astype(np.int64)
+    if fmt != BINARY and name in _INT_BOUND and 0 < width < 19:
+        return _digits_column(_INT_BOUND[name])
+    if fmt == BINARY and name == "float8" and width == 8:
+        return lambda cells: _column_of(cells, np.dtype(">f8")).astype(np.float64)
+    if fmt == BINARY and name == "vector" and t.typmod > 0 and width == 4 + 4 * t.typmod:
+        return _vector_matrix(t.typmod)
+    if _plain_text(t, fmt):
+        return _text_values
+    return None
+
+
+def _column_of(cells: np.ndarray, wire: np.dtype) -> np.ndarray:
+    """One fixed-size value per row of `cells`, as an array of `wire` (big-endian)."""
+    return np.ascontiguousarray(cells).view(wire).reshape(len(cells))
+
+
+def _digits_column(bound: int) -> Callable[[np.ndarray], np.ndarray | None]:
+    """Integers in text of the same number of characters, many at once: plain digits, maybe
+    after a minus sign, within the type's range (-bound <= value < bound), as
+    `param_decoder` takes them."""
+    def integers(cells: np.ndarray) -> np.ndarray | None:
+        negative = cells[:, 0] == ord("-")
+        digits = cells.astype(np.int64) - ord("0")
+        digits[negative, 0] = 0
+        if not ((digits >= 0) & (digits <= 9)).all() or \
+                cells.shape[1] == 1 and negative.any():
+            return None
+        values = digits @ 10 ** np.arange(cells.shape[1] - 1, -1, -1, dtype=np.int64)
+        values[negative] *= -1
+        if len(values) and (values.min() < -bound or values.max() >= bound):
+            return None
+        return values
+    return integers
+
+
+def _vector_matrix(dims: int) -> Callable[[np.ndarray], np.ndarray | None]:
+    """pgvector's binary vectors of `dims` dimensions (`decode_vector`), many at once."""
+    header = np.frombuffer(struct.pack("!HH", dims, 0), np.uint8)
+
+    def vectors(cells: np.ndarray) -> np.ndarray | None:
+        if not (cells[:, :4] == header).all():
+            return None
+        values = np.ascontiguousarray(cells[:, 4:]).view(">f4").astype(np.float32)
+        return values if np.isfinite(values).all() else None
+    return vectors
+
+
+def _text_values(cells: np.ndarray) -> pa.StringArray | None:
+    """Plain text values, many at once: valid UTF-8 without NUL, as `param_decoder` takes
+    them."""
+    n, width = cells.shape
+    if width and not cells.all():  # a NUL
+        return None
+    data = np.ascontiguousarray(cells).tobytes()
+    offsets = np.arange(n + 1, dtype=np.int32) * np.int32(width)
+    column = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+    try:
+        column.validate(full=True)
+    except pa.ArrowInvalid:  # not UTF-8
+        return None
+    return column
+
+
 def _plain_text(t: SqlType, fmt: int) -> bool:
     """Whether a parameter's value is its bytes as UTF-8 with no more checks (no NUL), as
     `decode_param` takes it."""

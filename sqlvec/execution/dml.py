@@ -8,6 +8,7 @@ the session's transaction (transaction.py). UPDATE is delete + insert of the new
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -430,6 +431,10 @@ class FastInsert:
         # Whether every column is a bare parameter or a constant default: its rows may be
         # given as `values` and built many at once (`batch_of`).
         self.takes_values = False
+        # Per parameter column (in column order): its parameter's index and the converter of
+        # a whole column of its values (`fast_column_converter`); None unless every column
+        # has one and no sequence default is taken (`columns_of`).
+        self.column_converters: list[tuple[int, Callable]] | None = None
 
     @classmethod
     def plan(cls, table: Table, source: _ValuesRows, defaults: dict) -> FastInsert:
@@ -486,6 +491,11 @@ class FastInsert:
             kind == "param" or (kind == "default" and (
                 payload is None or payload.const or i in self.sequences))
             for i, (kind, _col, _arrow, payload) in enumerate(columns))
+        converters = [(payload[0], fast_column_converter(param_types[payload[0] - 1], col.type,
+                                                         arrow))
+                      for kind, col, arrow, payload in columns if kind == "param"]
+        self.column_converters = converters if self.takes_values and not self.sequences \
+            and all(convert is not None for _index, convert in converters) else None
 
     def op(self, params: list, context) -> InsertOp | None:
         """The row's insert: when every column is a bare parameter the row stays the Python
@@ -524,18 +534,45 @@ class FastInsert:
             if kind == "param":
                 arrays.append(_converted_array([row[at] for row in rows], arrow))
                 at += 1
+        taken = {}
+        for i in sorted(self.sequences):
+            taken[i] = pa.array([row[at] for row in rows], self.columns[i][2])
+            at += 1
+        return self._completed(arrays, taken, len(rows), context)
+
+    def columns_of(self, params: list) -> list[pa.Array] | None:
+        """Many rows' parameters, each one's values decoded together (a NumPy array of
+        numbers, a float32 matrix of vectors, an Arrow string array; the number of rows when
+        all are NULL), converted as `values` converts them one by one: the parameter
+        columns' arrays (in column order, for `columns_batch`), or None when a value needs
+        the rows' own path (an integer out of the column's range, say)."""
+        arrays = []
+        for index, convert in self.column_converters or ():
+            array = convert(params[index - 1])
+            if array is None:
+                return None
+            arrays.append(array)
+        return arrays
+
+    def columns_batch(self, arrays: list[pa.Array], context) -> pa.RecordBatch:
+        """`batch_of` for rows given column-wise (`columns_of`)."""
+        return self._completed(list(arrays), {}, len(arrays[0]), context)
+
+    def _completed(self, arrays: list, taken: dict[int, pa.Array], n: int,
+                   context) -> pa.RecordBatch:
+        """The batch of `n` rows from their parameter columns' arrays (in column order) and
+        the sequence values they took (by column): the other defaults filled in."""
         for i, (kind, col, arrow, payload) in enumerate(self.columns):
             if kind == "param":
                 continue
-            if i in self.sequences:
-                arrays.insert(i, pa.array([row[at] for row in rows], arrow))
-                at += 1
+            if i in taken:
+                arrays.insert(i, taken[i])
                 continue
             if payload is None:
-                arrays.append(pa.nulls(len(rows), arrow))
+                arrays.append(pa.nulls(n, arrow))
             else:
                 one = _default_array(payload, Frame(_ONE_NULL, context(False)), 1, arrow, col)
-                arrays.insert(i, pa.repeat(one[0], len(rows)))
+                arrays.insert(i, pa.repeat(one[0], n))
         return self.table.coerce_arrays(arrays)
 
     def row(self, params: list, context) -> pa.RecordBatch | None:
@@ -624,6 +661,54 @@ def fast_converter(param: SqlType, column: SqlType):
             return _SLOW
         return vector
     return None
+
+
+def fast_column_converter(param: SqlType, column: SqlType,
+                          arrow: pa.DataType) -> Callable | None:
+    """`fast_converter` for a whole column of one parameter's values decoded together (NumPy
+    int64 or float64 numbers, a float32 matrix of vectors, an Arrow string array; the number
+    of rows when every value is NULL): a function giving the column's Arrow array, or None
+    when a value needs the rows' own path; None when no such column is converted here."""
+    if fast_converter(param, column) is None:
+        return None
+    name = column.name
+    if param.name in _INT_BOUNDS and name in _INT_BOUNDS:
+        lo = max(_INT_BOUNDS[param.name][0], _INT_BOUNDS[name][0])
+        hi = min(_INT_BOUNDS[param.name][1], _INT_BOUNDS[name][1])
+
+        def integers(values):
+            if type(values) is not np.ndarray or values.dtype != np.int64 or len(values) and (
+                    values.min() < lo or values.max() > hi):
+                return None
+            return pa.array(values, arrow)
+        return _sized(integers, arrow)
+    if name == "float8":
+        return _sized(lambda values: pa.array(values, arrow)
+                      if type(values) is np.ndarray and values.dtype == np.float64 else None,
+                      arrow)
+    if name in ("text", "varchar"):
+        return _sized(lambda values: values if isinstance(values, pa.StringArray) else None,
+                      arrow)
+    if name == "vector":
+        dims = param.typmod
+
+        def vectors(values):
+            if type(values) is not np.ndarray or values.dtype != np.float32 \
+                    or values.ndim != 2 or values.shape[1] != dims \
+                    or not np.isfinite(values).all():
+                return None
+            return pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), type=arrow)
+        return _sized(vectors, arrow)
+    return None
+
+
+def _sized(convert: Callable, arrow: pa.DataType) -> Callable:
+    """`convert`, with an all-NULL column (given as its number of rows) as nulls."""
+    def column(values):
+        if type(values) is int:  # all NULL: the number of rows
+            return pa.nulls(values, arrow)
+        return convert(values)
+    return column
 
 
 def _one_value(value, arrow: pa.DataType) -> pa.Array:

@@ -947,16 +947,30 @@ class Session:
         if not rows:
             return
         writes.take_rows(self, rows)
+        self._count_runs(prepared, len(rows), seconds)
+
+    def take_columns(self, prepared: PreparedStatement, params: list, seconds: float) -> int:
+        """`take_rows` for runs whose values came column-wise, each parameter's decoded
+        together (`FastInsert.columns_of`): how many rows, 0 when a value needs the runs
+        taken one by one."""
+        n = writes.take_columns(self, params)
+        if n:
+            self._count_runs(prepared, n, seconds)
+        return n
+
+    def _count_runs(self, prepared: PreparedStatement, n: int, seconds: float) -> None:
+        """Runs taken without running the statement, counted as statements
+        (pg_stat_statements, the statement observer) as if run."""
         key = prepared.stats_key
         if key is not None and self._userid is not None:
-            mean = seconds * 1000.0 / len(rows)
+            mean = seconds * 1000.0 / n
             self.database.statement_stats.merge(
-                self._userid, database_oid(self.database_name), key[0], key[1], len(rows),
-                seconds * 1000.0, mean, mean, mean, 0.0, len(rows))
+                self._userid, database_oid(self.database_name), key[0], key[1], n,
+                seconds * 1000.0, mean, mean, mean, 0.0, n)
         observe = self.database.on_statement
         if observe is not None:
-            for _ in rows:
-                observe(seconds / len(rows), None)
+            for _ in range(n):
+                observe(seconds / n, None)
 
     def end_implicit(self) -> None:
         """Commit the implicit block still open, if any (at Sync)."""

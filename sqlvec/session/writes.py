@@ -48,11 +48,19 @@ class PendingInserts:
     txn: Transaction
     write: WritePlan
     sql: str  # the statement's text (an error in the rows is logged under it)
-    rows: list = field(default_factory=list)  # pa.RecordBatch or tuple of values, per row
+    # Per row a pa.RecordBatch or its values; or a `ValueColumns` of many rows.
+    rows: list = field(default_factory=list)
+    count: int = 0  # rows held
 
-    @property
-    def count(self) -> int:
-        return len(self.rows)
+
+@dataclass
+class ValueColumns:
+    """Rows the front end took column-wise (`FastInsert.columns_of`: the parameter columns'
+    arrays), built and checked with the others at apply."""
+    arrays: list[pa.Array]
+
+    def __len__(self) -> int:
+        return len(self.arrays[0])
 
 
 def apply_pending(session: Session) -> None:
@@ -87,9 +95,13 @@ def _together(session: Session, pending: PendingInserts) -> pa.Table:
     fast = pending.write.fast
     context = _context_of(session)
     parts, taken = [], False
-    for is_batch, run in itertools.groupby(pending.rows, key=_is_batch):
-        if is_batch:
+    for kind, run in itertools.groupby(pending.rows, key=_kind):
+        if kind is pa.RecordBatch:
             parts.extend(run)
+        elif kind is ValueColumns:
+            parts.extend(fast.columns_batch(block.arrays, context)  # type: ignore[union-attr]
+                         for block in run)
+            taken = True
         else:
             parts.append(fast.batch_of(list(run), context))  # type: ignore[union-attr]
             taken = True
@@ -105,16 +117,28 @@ def _first_failing(session: Session, txn: Transaction,
     """Which of the rows fails first, built, checked and inserted one by one, and its error."""
     table = pending.write.table
     context = _context_of(session)
-    for row, part in enumerate(pending.rows):
+    for row, part in enumerate(_one_by_one(pending.rows)):
         try:
             if not _is_batch(part):
-                part = pending.write.fast.batch_of([part], context)  # type: ignore[union-attr]
+                fast = pending.write.fast
+                part = fast.columns_batch(part.arrays, context) if type(part) is ValueColumns \
+                    else fast.batch_of([part], context)  # type: ignore[union-attr]
                 if table.def_.constraints:
                     ROW_CHECKS(table.def_, part)
             txn.insert(table, pa.Table.from_batches([part]))
         except SqlVecError as exc:
             return row, exc
     raise AssertionError("the rows failed together but not one by one")
+
+
+def _one_by_one(rows: list):
+    """The gathered rows one at a time (a `ValueColumns` of many as one-row ones)."""
+    for part in rows:
+        if type(part) is ValueColumns:
+            for i in range(len(part)):
+                yield ValueColumns([array.slice(i, 1) for array in part.arrays])
+        else:
+            yield part
 
 
 def _give_back(session: Session, pending: PendingInserts, failing: int) -> None:
@@ -137,6 +161,13 @@ def _taken(pending: PendingInserts, row: object, column: int) -> int:
     at = sum(kind == "param" for kind, *_ in fast.columns) + \
         list(fast.sequences).index(column)  # type: ignore[union-attr]
     return row[at]  # type: ignore[index]
+
+
+def _kind(row: object) -> type:
+    """What a gathered part is: a batch, rows column-wise, or (any other type) one row's
+    values."""
+    kind = type(row)
+    return kind if kind is pa.RecordBatch or kind is ValueColumns else list
 
 
 def _is_batch(row: object) -> bool:
@@ -173,8 +204,29 @@ def take_rows(session: Session, rows: list) -> None:
         taken = [session.nextval(name, len(rows)) for name in sequences.values()]
         rows = [(*row, *values) for row, values in zip(rows, zip(*taken))]
     pending.rows.extend(rows)
+    _counted(pending, len(rows))
+
+
+def take_columns(session: Session, params: list) -> int:
+    """Add rows given column-wise (each parameter's values decoded together, as
+    `FastInsert.columns_of` takes them) to the gathered ones (`takes_rows` said yes): how
+    many, or 0 when a value needs the rows' own path (or the statement takes sequence values:
+    then they are not taken column-wise)."""
+    pending = session.pending
+    assert pending is not None
+    arrays = pending.write.fast.columns_of(params)  # type: ignore[union-attr]
+    if not arrays:
+        return 0
+    block = ValueColumns(arrays)
+    pending.rows.append(block)
+    _counted(pending, len(block))
+    return len(block)
+
+
+def _counted(pending: PendingInserts, n: int) -> None:
+    pending.count += n
     # pg_stat_user_tables counts the rows of every write, committed or not, as PostgreSQL.
-    pending.write.table.stats.wrote("INSERT", len(rows))
+    pending.write.table.stats.wrote("INSERT", n)
 
 
 def _gatherable(session: Session, write: WritePlan) -> bool:
@@ -197,6 +249,7 @@ def _gather(session: Session, prepared: PreparedStatement, batch: pa.RecordBatch
     if write.table.def_.constraints:
         _after_gathered(session, lambda: ROW_CHECKS(write.table.def_, batch))
     pending.rows.append(batch)
+    pending.count += 1
 
 
 def _after_gathered(session: Session, step: Callable[[], object]) -> object:

@@ -40,6 +40,10 @@ _FOLD_FRACTION = 16
 _FOLD_MIN = 1024
 # Lookups of up to this many keys probe the dict of changes key by key; more go vectorized.
 _SMALL = 32
+# A lookup of fewer keys than 1 / _PROBES_PER_SORT of the changes not yet sorted probes the
+# dict of changes instead of sorting them.
+_PROBES_PER_SORT = 4
+_NO_CHANGE = MISSING + 1  # (no row id is negative)
 
 
 def _one_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -182,6 +186,14 @@ class IntKeyIndex(KeyIndex):
                     hit = changes.get(key)
                     if hit is not None:
                         out[i] = hit
+            elif self._changed is None and keys.size * _PROBES_PER_SORT < len(changes):
+                # Fewer keys than sorting the changes would cost (a batch of an executemany
+                # against the changes of many before it): each looked up in the dict.
+                get = changes.get
+                found = np.fromiter((get(key, _NO_CHANGE) for key in keys.tolist()), np.int64,
+                                    keys.size)
+                hit = found != _NO_CHANGE
+                out[hit] = found[hit]
             else:
                 ckeys, crowids = self._changes_arrays()
                 pos = np.minimum(np.searchsorted(ckeys, keys), ckeys.size - 1)

@@ -49,6 +49,20 @@ def rows(*changed: tuple[int, tuple]) -> list[tuple]:
     return out
 
 
+def long_rows(*changed: tuple[int, tuple]) -> list[tuple]:
+    """300 good rows (ids 1-300: their digits one, two and three wide), some replaced."""
+    out = [(i, i % 10, 1 + i % 3) for i in range(1, 301)]
+    for at, row in changed:
+        out[at] = row
+    return out
+
+
+def statement(raw: RawClient, sql: str) -> None:
+    """Run one statement in the extended protocol, its answers read."""
+    raw.send(Parse("", sql).encode() + Bind().encode() + Execute().encode() + Sync().encode())
+    raw.messages()
+
+
 def outcome(uri: str, action: Callable[[psycopg.Connection, str], object],
             table: str) -> tuple:
     """(SQLSTATE, DETAIL of the error, what the action returned, rows of m and g, the
@@ -106,6 +120,10 @@ CASES = {
     "a duplicate before a NULL": many(rows((2, (1, 0, 1)), (6, (7, None, 1)))),
     "a duplicate before a CHECK failing": many(rows((2, (1, 0, 1)), (6, (7, 7, -1)))),
     "a NULL before a duplicate": many(rows((2, (3, None, 1)), (6, (1, 0, 1)))),
+    "a long batch (runs of equal widths)": many(long_rows()),
+    "a duplicate deep in a long batch": many(long_rows((250, (17, 1, 1)))),
+    "a NULL deep in a long batch": many(long_rows((160, (161, None, 1)))),
+    "a CHECK failing deep in a long batch": many(long_rows((260, (261, 1, -1)))),
     "RETURNING each row": returning,
     "a SELECT in the pipeline sees the rows before it": select_after,
     "a duplicate after a SELECT in the pipeline": select_then_duplicate,
@@ -175,9 +193,7 @@ def test_the_error_is_answered_at_the_failing_execute(tmp_path_factory):
     raw = RawClient(server).ready()
     try:
         for end in (Sync(), Flush()):
-            raw.send(Parse("", "CREATE TABLE IF NOT EXISTS r (id int PRIMARY KEY)").encode()
-                     + Bind().encode() + Execute().encode() + Sync().encode())
-            raw.messages()
+            statement(raw, "CREATE TABLE IF NOT EXISTS r (id int PRIMARY KEY)")
             out = Parse("", "INSERT INTO r VALUES ($1)", (23,)).encode()
             for key in (1, 2, 3, 2, 4, 5):
                 out += Bind("", "", (), (str(key).encode(),)).encode() + Execute().encode()
@@ -239,9 +255,7 @@ def test_an_earlier_rows_error_comes_before_a_value_that_does_not_decode(tmp_pat
     server = start_server(tmp_path_factory.mktemp("execmany-decode"), "--workers", "0")
     raw = RawClient(server).ready()
     try:
-        raw.send(Parse("", "CREATE TABLE d (id int PRIMARY KEY)").encode()
-                 + Bind().encode() + Execute().encode() + Sync().encode())
-        raw.messages()
+        statement(raw, "CREATE TABLE d (id int PRIMARY KEY)")
         out = Parse("", "INSERT INTO d VALUES ($1)", (23,)).encode()
         for key in (b"1", b"2", b"1", b"x", b"5"):
             out += Bind("", "", (), (key,)).encode() + Execute().encode()
@@ -290,9 +304,7 @@ def test_runs_arriving_in_pieces_cut_anywhere(tmp_path_factory):
     server = start_server(tmp_path_factory.mktemp("execmany-pieces"), "--workers", "0")
     raw = RawClient(server).ready()
     try:
-        raw.send(Parse("", "CREATE TABLE p (id int PRIMARY KEY)").encode()
-                 + Bind().encode() + Execute().encode() + Sync().encode())
-        raw.messages()
+        statement(raw, "CREATE TABLE p (id int PRIMARY KEY)")
         for keys, answers in (((range(1, 41)), [b"2", b"C"] * 40),
                               ((41, 42, 43, 3, 44), [b"2", b"C"] * 3 + [b"2", b"E"])):
             out = Parse("", "INSERT INTO p VALUES ($1)", (23,)).encode()
@@ -312,3 +324,117 @@ def test_runs_arriving_in_pieces_cut_anywhere(tmp_path_factory):
     finally:
         raw.close()
         assert server.stop() == 0, server.log()
+
+
+BLOCK_SCHEMA = """
+DROP TABLE IF EXISTS bb;
+CREATE TABLE bb (id bigint PRIMARY KEY, n int NOT NULL, x float8, s text, e vector(3));
+"""
+
+
+def block_rows(n: int, *changed: tuple[int, tuple]) -> list[tuple]:
+    """`n` rows of equal-size binary values (a NULL text everywhere), some replaced."""
+    out = [(i, i % 7, i / 8, None, np.array([i, -i, 0.5], np.float32)) for i in range(n)]
+    for at, row in changed:
+        out[at] = row
+    return out
+
+
+BLOCK_CASES = {
+    "committed": [block_rows(200), [(1000 + i, 1, 0.0, "yy", None) for i in range(100)]],
+    "a duplicate deep in the batch": [block_rows(200, (150, (3, 1, 0.0, None, None)))],
+    "a duplicate of a committed row": [block_rows(50), block_rows(100)],
+    "a NULL where NOT NULL, in every row": [[(i, None, 1.0, "a", None) for i in range(40)]],
+    "a NULL where NOT NULL, deep in the batch": [block_rows(100, (70, (70, None, 1.0, None,
+                                                                       None)))],
+    "a NUL in a text deep in the batch": [[(i, 1, 1.0, "a\0" if i == 40 else "ab", None)
+                                           for i in range(60)]],
+    "a vector of other dimensions": [block_rows(80, (30, (30, 1, 1.0, None,
+                                                          np.array([1, 2], np.float32))))],
+    "a NaN in a vector": [block_rows(80, (45, (45, 1, 1.0, None,
+                                               np.array([1, np.nan, 2], np.float32))))],
+}
+
+
+@pytest.mark.parametrize("name", BLOCK_CASES)
+def test_asyncpg_batches_of_equal_runs_match_postgresql(servers, name):
+    """asyncpg's executemany sends binary values: runs laid out alike are decoded
+    together, yet a bad row deep in the batch fails it with PostgreSQL's error and leaves
+    nothing of it, and the rows are PostgreSQL's to the bit."""
+    from pgvector.asyncpg import register_vector
+
+    async def run(uri: str) -> tuple:
+        conn = await asyncpg.connect(uri)
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            await register_vector(conn)
+            await conn.execute(BLOCK_SCHEMA)
+            out = []
+            for batch in BLOCK_CASES[name]:
+                try:
+                    await conn.executemany("INSERT INTO bb VALUES ($1, $2, $3, $4, $5)", batch)
+                    out.append(None)
+                except asyncpg.PostgresError as exc:
+                    out.append((exc.sqlstate, exc.detail))
+            got = [(r["id"], r["n"], r["x"], r["s"], r["e"]) for r in await conn.fetch(
+                "SELECT id, n, x, s, e::text FROM bb ORDER BY id")]
+            return out, got
+        finally:
+            await conn.close()
+
+    postgres, ours = [asyncio.run(run(uri)) for uri in servers]
+    assert ours == postgres
+
+
+def test_a_block_of_binary_runs_is_answered_up_to_the_failing_execute(tmp_path_factory):
+    """Binary runs laid out alike (taken as one block), a duplicate key deep among them:
+    BindComplete and CommandComplete for each row before it, the failing row's BindComplete
+    and the error, nothing after; the next batch of such runs commits whole."""
+    server = start_server(tmp_path_factory.mktemp("execmany-block"), "--workers", "0")
+    raw = RawClient(server).ready()
+    try:
+        statement(raw, "CREATE TABLE k (id bigint PRIMARY KEY, n int)")
+        for keys, answers in (([*range(40), 30, *range(41, 60)], [b"2", b"C"] * 40 + [b"2", b"E"]),
+                              (range(100, 160), [b"2", b"C"] * 60)):
+            out = Parse("", "INSERT INTO k VALUES ($1, $2)", (20, 23)).encode()
+            for key in keys:
+                out += Bind("", "", (1,), (key.to_bytes(8, "big"), (7).to_bytes(4, "big"))).encode()
+                out += Execute().encode()
+            raw.send(out + Sync().encode())
+            got = raw.messages()
+            assert [m.TYPE for m in got] == [b"1"] + answers + [b"Z"]
+            if answers[-1] == b"E":
+                fields = dict(got[-2].fields)
+                assert (fields["C"], fields["D"]) == ("23505", "Key (id)=(30) already exists.")
+        raw.send(Query("SELECT count(*), sum(id), sum(n) FROM k").encode())
+        rows = [m for m in raw.messages() if m.TYPE == b"D"]
+        assert rows[0].values == (b"60", str(sum(range(100, 160))).encode(), b"420")
+    finally:
+        raw.close()
+        assert server.stop() == 0, server.log()
+
+
+def test_a_deferred_key_failing_at_the_commit_after_the_answers(servers):
+    """A deferred unique key: every row answered, then the commit at Sync fails (the
+    answers went out before it), the batch leaves nothing, and the connection goes on."""
+    async def run(uri: str) -> tuple:
+        conn = await asyncpg.connect(uri)
+        try:
+            await conn.execute("DROP TABLE IF EXISTS dk; CREATE TABLE dk (id bigint PRIMARY KEY,"
+                               " u int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+            out = []
+            for batch in ([(i, i) for i in range(100)],
+                          [(i, 50 if i == 170 else i) for i in range(100, 200)]):
+                try:
+                    await conn.executemany("INSERT INTO dk VALUES ($1, $2)", batch)
+                    out.append(None)
+                except asyncpg.PostgresError as exc:
+                    out.append((exc.sqlstate, exc.detail))
+            out.append(await conn.fetchval("SELECT count(*) FROM dk"))
+            return out
+        finally:
+            await conn.close()
+
+    postgres, ours = [asyncio.run(run(uri)) for uri in servers]
+    assert postgres[1][0] == "23505" and postgres[2] == 100
+    assert ours == postgres

@@ -425,3 +425,77 @@ def test_a_param_decoder_decodes_as_decode_param(name, fmt):
         except SqlVecError as exc:
             got = ("error", exc.sqlstate, exc.message)
         assert repr(got) == repr(want), data  # (NaN: by its text)
+
+
+def _cells(values: list[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join(values), np.uint8).reshape(len(values), -1)
+
+
+@pytest.mark.parametrize("name", INT)
+@given(data=st.data())
+def test_a_column_of_binary_integers_decodes_as_each_value(name, data):
+    bits = INT[name]
+    values = data.draw(st.lists(st.integers(-2**(bits - 1), 2**(bits - 1) - 1), min_size=1))
+    t = SqlType(name)
+    raw = [struct.pack(P._STRUCT[name], v) for v in values]
+    column = P.param_column_decoder(t, P.BINARY, bits // 8)(_cells(raw))
+    single = P.param_decoder(t, P.BINARY)
+    assert column.dtype == np.int64 and column.tolist() == [single(v) for v in raw]
+    assert P.param_column_decoder(t, P.BINARY, bits // 8 + 1) is None  # (decoded alone)
+
+
+@given(st.lists(st.floats(), min_size=1))
+def test_a_column_of_binary_float8_decodes_as_each_value(values):
+    raw = [struct.pack("!d", v) for v in values]
+    column = P.param_column_decoder(SqlType("float8"), P.BINARY, 8)(_cells(raw))
+    assert np.array_equal(column, np.array(values), equal_nan=True)
+
+
+def test_a_column_of_texts_takes_utf8_without_nul_only():
+    decode = P.param_column_decoder(SqlType("text"), P.TEXT, 2)
+    assert decode(_cells([b"ab", "é".encode(), b"  "])).to_pylist() == ["ab", "é", "  "]
+    assert decode(_cells([b"ab", b"a\0"])) is None
+    assert decode(_cells([b"ab", b"\xff\xfe"])) is None
+    assert P.param_column_decoder(SqlType("text"), P.BINARY, 0)(
+        np.empty((3, 0), np.uint8)).to_pylist() == ["", "", ""]
+
+
+def test_a_column_of_binary_vectors_takes_finite_ones_of_its_dimensions_only():
+    t = SqlType("vector", 3)
+    decode = P.param_column_decoder(t, P.BINARY, 16)
+    rows = [np.array([1, -2.5, 3e-3], np.float32), np.array([0, 4, 5], np.float32)]
+    raw = [struct.pack("!HH", 3, 0) + v.astype(">f4").tobytes() for v in rows]
+    assert np.array_equal(decode(_cells(raw)), np.stack(rows))
+    assert np.array_equal(decode(_cells(raw)), np.stack([P.decode_vector(r, t) for r in raw]))
+    nan = struct.pack("!HH", 3, 0) + np.array([1, np.nan, 2], ">f4").tobytes()
+    assert decode(_cells([raw[0], nan])) is None
+    other = struct.pack("!HH", 2, 0) + np.array([1, 2, 3], ">f4").tobytes()[:8] + b"\0" * 4
+    assert decode(_cells([raw[0], other])) is None
+    assert P.param_column_decoder(t, P.BINARY, 12) is None
+
+
+@pytest.mark.parametrize("name", INT)
+@given(data=st.data())
+def test_a_column_of_integer_digits_decodes_as_each_value(name, data):
+    """Text integers of one width: the values `param_decoder` gives, or None when one is
+    not plain digits in the type's range (decoded alone, its error is that path's)."""
+    width = data.draw(st.integers(1, 18))
+    alphabet = st.sampled_from(b"0123456789-+ x")
+    raw = data.draw(st.lists(st.binary(min_size=width, max_size=width) | st.lists(
+        alphabet, min_size=width, max_size=width).map(bytes), min_size=1, max_size=8))
+    t = SqlType(name)
+    single = P.param_decoder(t, P.TEXT)
+
+    def alone(value: bytes) -> object:
+        try:
+            return single(value)
+        except SqlVecError:
+            return None
+
+    column = P.param_column_decoder(t, P.TEXT, width)(_cells(raw))
+    expected = [alone(v) for v in raw]
+    plain = all(v.isdigit() or v[:1] == b"-" and v[1:].isdigit() for v in raw)
+    if column is None:
+        assert not plain or None in expected
+    else:
+        assert plain and column.tolist() == expected

@@ -156,3 +156,20 @@ def test_int_index_matches_a_dict(ops):
             assert len(index) == len(model)
     finally:
         K._FOLD_MIN = original
+
+
+def test_a_lookup_of_few_keys_against_many_changes_probes_the_dict():
+    """Keys fewer than a share of the unsorted changes are looked up in the dict (no sort):
+    the same answers as the sorted changes give, removed keys included."""
+    index = IntKeyIndex()
+    index.insert(np.arange(0, 100_000, 2, dtype=np.int64), np.arange(50_000, dtype=np.int64))
+    index.insert(np.arange(1, 3001, 2, dtype=np.int64), np.arange(10**6, 10**6 + 1500,
+                                                                  dtype=np.int64))
+    index.remove(np.arange(0, 400, 4, dtype=np.int64))
+    assert index._changed is None and len(index._changes) > 4 * 200
+    probe = np.arange(-10, 190, dtype=np.int64)
+    by_dict = index.lookup(probe)
+    assert index._changed is None  # (the changes were not sorted for it)
+    index._changes_arrays()
+    assert by_dict.tolist() == index.lookup(probe).tolist()
+    assert by_dict[10] == MISSING and by_dict[12] == 1 and by_dict[11] == 10**6
