@@ -403,7 +403,7 @@ PG_STAT_STATEMENTS = parse_columns(
     "wal_records int8, wal_fpi int8, wal_bytes numeric")
 
 
-@virtual("pg_stat_statements", PG_STAT_STATEMENTS)
+@virtual("pg_stat_statements", PG_STAT_STATEMENTS, live=True)
 def _pg_stat_statements(o) -> dict:
     """Every statement counted since the server started (or the last reset). Times are in
     milliseconds and include planning (plans and *_plan_time are 0, as with

@@ -371,6 +371,37 @@ class DdlLock:
             shown.discard(pid)
         return True
 
+    def contended(self, pid: int) -> bool:
+        """Whether another session holds the lock exclusively, or waits to (read without the
+        mutex: a statement deciding whether to plan without it, which is safe either way)."""
+        owner = self.owner
+        return (owner is not None and owner != pid) or bool(self._waiting_exclusive - {pid})
+
+    def blockers(self, pid: int) -> set[int]:
+        """The sessions a statement of `pid` waits for here (pg_blocking_pids): the lock's
+        exclusive holder (or, none yet, those waiting to hold it), the schema changes whose
+        claims or runs queue it, the statements a wait to hold it exclusively waits for, and
+        the blocks using the tables its own claim changes."""
+        with self._mutex:
+            out: set[int] = set()
+            if pid in self._waiting_shared or pid in self._waiting_tables:
+                if self.owner is not None:
+                    out.add(self.owner)
+                elif pid in self._waiting_shared:
+                    out |= self._waiting_exclusive
+                out |= {claim.pid for claim in self._claims}
+                out |= {running[0] for running in self._running.values()}
+            if pid in self._waiting_exclusive:
+                out |= set(self._shared)
+                if self.owner is not None:
+                    out.add(self.owner)
+            for claim in self._claims:
+                if claim.pid == pid:
+                    out |= {holder.pid for table_id in claim.named
+                            for holder in self._users.get(table_id, {}) if not holder.ended}
+            out.discard(pid)
+            return out
+
     def waits(self, pid: int) -> bool:
         """Whether a statement of `pid` waits for this lock or behind a claim, as one waiting
         for a lock on a relation in PostgreSQL (pg_stat_activity)."""
