@@ -585,9 +585,11 @@ class Session:
                 raise
             if prepared.kind is StatementKind.DDL:
                 return generation, prepared  # (its tables are waited for by ddl.py)
-            if live and seen:
-                live = False  # a name meant a table after all: planned under the lock
-                continue
+            if seen and prepared.live:  # a name meant a table after all
+                if live:
+                    live = False  # (planned again, under the lock)
+                    continue
+                prepared.live = False
             tables = frozenset(seen)
             if not self._await_claims(tables):
                 prepared.tables = tables

@@ -7,8 +7,9 @@ end, as PostgreSQL's ACCESS EXCLUSIVE lock on the objects it alters, here for th
 database: every other session holds it shared while it plans or runs a statement that reads
 or writes the database, and waits meanwhile (honouring cancel, statement_timeout and
 lock_timeout: 55P03). Statements that touch no data (SET, SHOW, BEGIN, ROLLBACK, ...) never
-wait. A session may hold it shared several times (statements inside statements) and, holding
-it shared, take it exclusively once no other session holds it.
+wait, nor do queries of the server's live state (pg_stat_activity, ...: live_reads.py). A
+session may hold it shared several times (statements inside statements) and, holding it
+shared, take it exclusively once no other session holds it.
 
 Per table, the lock also knows which open transaction blocks used it (read or wrote it, as
 PostgreSQL's AccessShareLock / RowExclusiveLock held until the block ends), recorded at a
