@@ -3,10 +3,11 @@
 While a transaction block's schema changes are open every other statement that reads the
 database waits for its end. The statements an operator runs to find out why are not among them
 in PostgreSQL, and here neither: a SELECT reading nothing but the tables of the live state
-(pg_stat_activity, pg_locks, pg_settings, pg_stat_statements: `virtual.LIVE`) and calling only
-functions of sessions, settings and the clock (`pg_blocking_pids`, `pg_terminate_backend`,
-`current_setting`, `version`, ...) reads no table data and no catalog object the block can be
-changing, so it is planned and run without the lock.
+(pg_stat_activity, pg_locks, pg_settings, pg_stat_statements, the progress views of CREATE
+INDEX and COPY: `virtual.LIVE`) and calling only functions of sessions, settings, the clock
+and its input (`pg_blocking_pids`, `pg_terminate_backend`, `current_setting`, `version`,
+aggregates, ...) reads no table data and no catalog object the block can be changing, so it
+is planned and run without the lock.
 
 The test is on the statement's syntax, before any name is resolved, and conservative: any other
 relation (a user table, a view, a sequence, pg_class, a CTE), a function outside the list, a

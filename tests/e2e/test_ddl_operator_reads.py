@@ -1,7 +1,7 @@
 """What an operator runs while a transaction block's schema change is open, compared with a real
 PostgreSQL: with a block holding an ALTER TABLE (as Alembic runs every migration) and a SELECT
 of the table waiting behind it, pg_stat_activity, pg_locks, pg_settings, pg_blocking_pids, SHOW,
-current_setting, pg_backend_pid and version() answer at once (through the server's workers too:
+current_setting, pg_backend_pid, version() and the progress views answer at once (through the server's workers too:
 the default server runs them), while reads of a user table or of pg_class still wait. The
 operator finds the blocker with pg_blocking_pids and ends it with pg_terminate_backend: the
 block's change is rolled back and the waiting SELECT completes with the old shape.
@@ -94,6 +94,8 @@ def test_operator_statements_answer_while_a_block_alters_a_table(uri):
                                (watcher.info.backend_pid,)) == [("0", True, True)]
         assert answers_at_once(watcher, "SELECT setting FROM pg_settings "
                                         "WHERE name = 'lock_timeout'") == [("0",)]
+        assert answers_at_once(watcher, "SELECT count(*) FROM pg_stat_progress_create_index, "
+                                        "pg_stat_progress_copy") == [(0,)]
         assert not read.done()
         block.execute("ROLLBACK")
         assert read.result(timeout=30) == 2

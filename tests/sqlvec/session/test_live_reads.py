@@ -28,6 +28,7 @@ def session(db):
     "SELECT query, calls FROM pg_stat_statements ORDER BY calls DESC LIMIT 5",
     "SELECT count(*), max(calls) FROM pg_stat_statements",
     "SELECT setting FROM pg_settings WHERE name = 'lock_timeout'",
+    "SELECT phase, blocks_done FROM pg_stat_progress_create_index",
     "SELECT current_setting('lock_timeout'), version(), pg_backend_pid(), now()",
     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE state = 'idle'",
     "SELECT pg_cancel_backend(1), 1::int8, 'a'::text",
