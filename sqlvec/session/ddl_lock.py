@@ -375,8 +375,9 @@ class DdlLock:
     def contended(self, pid: int) -> bool:
         """Whether another session holds the lock exclusively, or waits to (read without the
         mutex: a statement deciding whether to plan without it, which is safe either way)."""
-        owner = self.owner
-        return (owner is not None and owner != pid) or bool(self._waiting_exclusive - {pid})
+        owner, waiting = self.owner, self._waiting_exclusive
+        return (owner is not None and owner != pid) or \
+            len(waiting) > 1 or (bool(waiting) and pid not in waiting)
 
     def blockers(self, pid: int) -> set[int]:
         """The sessions a statement of `pid` waits for here (pg_blocking_pids): the lock's

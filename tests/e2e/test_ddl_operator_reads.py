@@ -178,3 +178,16 @@ def test_live_reads_beside_a_block_changing_many_tables(sqlvec_uri):
             done.set()
             thread.join(30)
     assert not errors, errors
+
+
+def test_pg_blocking_pids_names_the_block_holding_a_row(uri):
+    block = begin(uri, "UPDATE t SET n = 10 WHERE id = 1")
+    writer, watcher = connect(uri), operator(uri)
+    with ThreadPoolExecutor(1) as pool, writer, block, watcher:
+        update = waiting(pool, writer, "UPDATE t SET n = 20 WHERE id = 1")
+        assert answers_at_once(watcher, "SELECT pg_blocking_pids(%s)",
+                               (writer.info.backend_pid,)) == [([block.info.backend_pid],)]
+        block.execute("COMMIT")
+        assert update.result(timeout=30) == 1
+        assert answers_at_once(watcher, "SELECT pg_blocking_pids(%s)",
+                               (writer.info.backend_pid,)) == [([],)]
