@@ -145,8 +145,8 @@ _FIRST_WORD = re.compile(r"\s*(select|with|table|values|show)\b", re.IGNORECASE)
 _DEALLOCATE = re.compile(rb"(?i)\b(deallocate|discard)\b")
 _UNSAFE = re.compile(
     r"\b(insert|update|delete|merge|into|copy|nextval|currval|lastval|setval|set_config|"
-    r"\w*advisory\w*|pg_cancel_backend|pg_terminate_backend|pg_backend_pid|pg_stat\w*|"
-    r"pg_locks|pg_prepared_statements|pg_cursors|txid\w*|pg_current_xact\w*|setseed|"
+    r"\w*advisory\w*|pg_cancel_backend|pg_terminate_backend|pg_backend_pid|pg_blocking_pids|"
+    r"pg_stat\w*|pg_locks|pg_prepared_statements|pg_cursors|txid\w*|pg_current_xact\w*|setseed|"
     r"pg_notify|lo_\w+|pg_reload_conf|pg_rotate_logfile|sqlvec_indexes|for\s+(update|share|"
     r"no\s+key|key))\b", re.IGNORECASE)
 

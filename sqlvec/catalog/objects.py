@@ -34,7 +34,7 @@ from sqlvec.catalog.catalog import (
     VECTOR_EXTENSION_VERSION,
 )
 from sqlvec.catalog.views import all_views
-from sqlvec.catalog.virtual import TABLES, parse_type, table_oid
+from sqlvec.catalog.virtual import LIVE, TABLES, parse_type, table_oid
 from sqlvec.errors import UndefinedObject
 from sqlvec.storage import access_methods
 from sqlvec.types import TYPES_BY_NAME, TYPES_BY_OID, VECTOR_DTYPES, SqlType, TypeInfo
@@ -377,15 +377,31 @@ class Default:
     text: str
 
 
-class CatalogObjects:
-    """A consistent model of the database's catalog objects for one statement."""
+class LiveObjects:
+    """What the tables of the server's live state read (`virtual.LIVE`): the database, the
+    session and the catalog's state as it is now (replaced, never changed in place, by each
+    change: safe to read while another transaction's schema changes go on), with none of the
+    relations another session's schema change may be changing."""
 
     def __init__(self, database, session) -> None:
         self.database = database
         self.session = session
+        self.state = session.catalog.state
+
+    def role_oid(self, name: str) -> int:
+        """A role's OID; unknown names map to the bootstrap superuser, whom everything is owned
+        by."""
+        role = self.state.get("roles", {}).get(name)
+        return int(role["oid"]) if role else BOOTSTRAP_SUPERUSER_OID
+
+
+class CatalogObjects(LiveObjects):
+    """A consistent model of the database's catalog objects for one statement."""
+
+    def __init__(self, database, session) -> None:
+        super().__init__(database, session)
         catalog = session.catalog
-        state = catalog.state
-        self.state = state
+        state = self.state
         self.namespaces: list[tuple[int, str, int]] = [
             (PG_CATALOG_OID, "pg_catalog", BOOTSTRAP_SUPERUSER_OID),
             (PG_TOAST_OID, "pg_toast", BOOTSTRAP_SUPERUSER_OID),
@@ -545,12 +561,6 @@ class CatalogObjects:
                                                   con.delete_set_columns if d.has_column(c)]))
 
     # Lookups -------------------------------------------------------------------------------------
-
-    def role_oid(self, name: str) -> int:
-        """A role's OID; unknown names map to the bootstrap superuser, whom everything is owned
-        by."""
-        role = self.state.get("roles", {}).get(name)
-        return int(role["oid"]) if role else BOOTSTRAP_SUPERUSER_OID
 
     def role_name(self, oid: int) -> str | None:
         """The name of a role OID (pg_get_userbyid, owner columns), or None."""
@@ -850,7 +860,7 @@ def build_virtual_table(database, session, name: str) -> pa.Table:
     """The rows of the virtual catalog table `name`, as Arrow, from the live catalog."""
     key = name.split(".", 1)[1] if name.startswith("pg_catalog.") else name
     columns, fn = TABLES[key]
-    data = fn(CatalogObjects(database, session))
+    data = fn((LiveObjects if key in LIVE else CatalogObjects)(database, session))
     arrays = []
     n = max((len(v) for v in data.values()), default=0)
     for col, t in columns:

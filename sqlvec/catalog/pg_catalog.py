@@ -412,7 +412,7 @@ PG_SETTINGS = parse_columns(
     "boot_val text, reset_val text, sourcefile text, sourceline int4, pending_restart bool")
 
 
-@virtual("pg_settings", PG_SETTINGS)
+@virtual("pg_settings", PG_SETTINGS, live=True)
 def _pg_settings(o) -> dict:
     session = o.session
     settings = session.settings
@@ -453,7 +453,7 @@ PG_STAT_ACTIVITY = parse_columns(
     "backend_xid int8, backend_xmin int8, query_id int8, query text, backend_type text")
 
 
-@virtual("pg_stat_activity", PG_STAT_ACTIVITY)
+@virtual("pg_stat_activity", PG_STAT_ACTIVITY, live=True)
 def _pg_stat_activity(o) -> dict:
     rows = []
     for s in list(getattr(o.database, "sessions", {}).values()):
@@ -683,21 +683,26 @@ empty("pg_stat_replication", parse_columns("pid int4, usesysid oid, usename name
 empty("pg_prepared_xacts", parse_columns("transaction int8, gid text, prepared timestamptz, "
                                  "owner name, database name"))
 @virtual("pg_locks", parse_columns("locktype text, database oid, relation oid, pid int4, "
-                           "mode text, granted bool"))
+                           "mode text, granted bool"), live=True)
 def _pg_locks(o) -> dict:
     """Row locks as PostgreSQL shows them: a block holding rows holds its transaction id
     (ExclusiveLock), a session waiting for a row waits for the holder's (ShareLock, not
-    granted)."""
+    granted). Relation locks, of no relation: a block's open schema changes (granted), a
+    schema change waiting for the tables' users and a statement waiting behind a change."""
     rows = []
     for s in list(getattr(o.database, "sessions", {}).values()):
         holder = getattr(s, "lock_holder", None)
         if holder is not None and holder.held:
             rows.append(("transactionid", None, None, s.pid, "ExclusiveLock", True))
-        if _row_lock_wait(s) is not None:
+        if row_lock_wait_of(s) is not None:
             rows.append(("transactionid", None, None, s.pid, "ShareLock", False))
+        database = O.database_oid(s.database_name)
+        if getattr(s, "ddl_open", False):  # its schema changes hold the DDL lock
+            rows.append(("relation", database, None, s.pid, "AccessExclusiveLock", True))
         if getattr(s, "relation_lock_wait", False):
-            rows.append(("relation", O.database_oid(s.database_name), None, s.pid,
-                         "AccessExclusiveLock", False))
+            rows.append(("relation", database, None, s.pid, "AccessExclusiveLock", False))
+        elif _waits_for_tables(s):  # a statement waiting behind a schema change
+            rows.append(("relation", database, None, s.pid, "AccessShareLock", False))
     return _rows(["locktype", "database", "relation", "pid", "mode", "granted"], rows)
 
 
@@ -705,7 +710,7 @@ def _wait_event(session: object) -> tuple[str | None, str | None]:
     """pg_stat_activity's wait_event_type and wait_event: a lock on a row's transaction, or
     on a relation a schema change waits for (or a statement queued behind that change); an
     idle session waits for its client."""
-    if _row_lock_wait(session) is not None:
+    if row_lock_wait_of(session) is not None:
         return "Lock", "transactionid"
     if getattr(session, "relation_lock_wait", False) or _waits_for_tables(session):
         return "Lock", "relation"
@@ -720,7 +725,7 @@ def _waits_for_tables(session: object) -> bool:
     return waits is not None and waits()
 
 
-def _row_lock_wait(session: object) -> object:
+def row_lock_wait_of(session: object) -> object:
     """The block a session waits for the end of (a row it writes is locked), or None."""
     holder = getattr(session, "lock_holder", None)
     waits_for = holder.waits_for if holder is not None else None

@@ -228,7 +228,7 @@ PROGRESS_CREATE_INDEX = parse_columns(
     "partitions_done int8")
 
 
-@virtual("pg_stat_progress_create_index", PROGRESS_CREATE_INDEX)
+@virtual("pg_stat_progress_create_index", PROGRESS_CREATE_INDEX, live=True)
 def _progress_create_index(o) -> dict:
     """A row per session running CREATE INDEX: blocks are the table's sealed segments to index
     (the growing segment is sealed first, phase `initializing`), tuples their rows; the phase
@@ -265,7 +265,7 @@ PROGRESS_COPY = parse_columns(
     "bytes_processed int8, bytes_total int8, tuples_processed int8, tuples_excluded int8")
 
 
-@virtual("pg_stat_progress_copy", PROGRESS_COPY)
+@virtual("pg_stat_progress_copy", PROGRESS_COPY, live=True)
 def _progress_copy(o) -> dict:
     """A row per session running COPY: COPY FROM counts bytes as the data arrives and its rows
     once they are stored (they are decoded and stored together, at the end); COPY TO counts
@@ -403,7 +403,7 @@ PG_STAT_STATEMENTS = parse_columns(
     "wal_records int8, wal_fpi int8, wal_bytes numeric")
 
 
-@virtual("pg_stat_statements", PG_STAT_STATEMENTS)
+@virtual("pg_stat_statements", PG_STAT_STATEMENTS, live=True)
 def _pg_stat_statements(o) -> dict:
     """Every statement counted since the server started (or the last reset). Times are in
     milliseconds and include planning (plans and *_plan_time are 0, as with

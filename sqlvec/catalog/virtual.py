@@ -19,6 +19,11 @@ Builder = Callable[[object], dict]  # (CatalogObjects) -> {column: list}
 
 TABLES: dict[str, tuple[list[tuple[str, str]], Builder]] = {}
 
+# The tables of the server's live state (sessions, locks, settings, statement counters): built
+# from no catalog object, so a statement reading only them needs no DDL lock and answers while
+# another transaction's schema changes are open (`session/live_reads.py`).
+LIVE: set[str] = set()
+
 # PostgreSQL's OIDs for the catalogs clients name in `classoid = 'pg_class'::regclass` tests.
 _KNOWN_OIDS = {
     "pg_class": 1259, "pg_attribute": 1249, "pg_type": 1247, "pg_proc": 1255,
@@ -51,10 +56,13 @@ def parse_columns(spec: str) -> list[tuple[str, str]]:
     return out
 
 
-def virtual(name: str, columns: list[tuple[str, str]]):
-    """Register a builder as the virtual catalog table `name` with `columns` (a decorator)."""
+def virtual(name: str, columns: list[tuple[str, str]], live: bool = False):
+    """Register a builder as the virtual catalog table `name` with `columns` (a decorator);
+    `live`: it reads the server's live state only (`LIVE`), never the catalog's objects."""
     def register(fn: Builder) -> Builder:
         TABLES[name] = (columns, fn)
+        if live:
+            LIVE.add(name)
         return fn
     return register
 

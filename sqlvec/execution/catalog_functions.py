@@ -694,6 +694,17 @@ def _signal_backend(terminate: bool):
     return compile_
 
 
+def _blocking_pids(c, args, e):
+    """pg_blocking_pids(pid): the sessions the statement of session `pid` waits for (an empty
+    array for one that waits for nothing, or no session)."""
+    pid = c.compile_as(args[0], INT4)
+
+    def fn(f, p):
+        target = f.ctx.services.database.sessions.get(p)
+        return [] if target is None else target.blocking_pids()
+    return _map([pid], fn, INT4.array_of())
+
+
 def _pg_stat_statements_reset(c, args, e):
     """Forget pg_stat_statements' counters: all, or those of a user, database or query id
     (a zero argument matches any)."""
@@ -1164,6 +1175,7 @@ _declare("pg_sleep", "float8 -> text", volatility="v")(_pg_sleep)
 _declare("pg_stat_statements_reset", "userid oid = 0, dbid oid = 0, queryid int8 = 0 -> text",
          volatility="v", extension="pg_stat_statements")(_pg_stat_statements_reset)
 _declare("pg_cancel_backend", "int4 -> bool", volatility="v")(_signal_backend(False))
+_declare("pg_blocking_pids", "int4 -> int4[]", volatility="v")(_blocking_pids)
 _declare("pg_terminate_backend", "pid int4, timeout int8 = 0 -> bool", volatility="v")(
     _signal_backend(True))
 # reg* conversions.

@@ -30,6 +30,7 @@ import pyarrow as pa
 from sqlvec import stack
 from sqlvec.catalog.catalog import BOOTSTRAP_SUPERUSER_OID, resolving_tables
 from sqlvec.catalog.objects import database_oid
+from sqlvec.catalog.pg_catalog import row_lock_wait_of
 from sqlvec.catalog.pg_stat import CopyProgress
 from sqlvec.catalog.server_config import applies_to_running_sessions
 from sqlvec.catalog.settings import (
@@ -61,6 +62,7 @@ from sqlvec.session import utility as utility_statements
 from sqlvec.session.advisory_locks import AdvisoryLocks, locks_of
 from sqlvec.session.cursors import Cursor
 from sqlvec.session.ddl_lock import Claim, SharedHold, ddl_lock_of
+from sqlvec.session.live_reads import live_query_text
 from sqlvec.session.plan_cache import PlanCache
 from sqlvec.session.prepare import plan_statement
 from sqlvec.session.results import PreparedStatement, Result, ResultColumn, StatementKind
@@ -562,15 +564,20 @@ class Session:
         made again before it runs). A plan reading a table a schema change claims is made
         again once the change is over (its result columns are those of the new shape), and
         so is one that failed while a change of a table it resolved was under way (or, once,
-        after a change landed)."""
+        after a change landed). A query of the live state only is planned without the DDL
+        lock while another session's schema changes hold it (live_reads.py)."""
         failed_once = False
+        live = self._ddl_lock.contended(self.pid) and live_query_text(sql)
         while True:
             generation = self.store.generation
             seen: set[int] = set()
             try:
-                with self._planning_lock(sql), resolving_tables() as seen:
+                with self._planning_lock(sql, live), resolving_tables() as seen:
                     prepared = plan_statement(self, sql, given)
-            except Exception:
+            except Exception as exc:
+                if live and not isinstance(exc, SqlVecError):
+                    live = False  # (planned beside a schema change: once more, under the lock)
+                    continue
                 if self._await_claims(frozenset(seen)) or (
                         not failed_once and generation != self.store.generation):
                     failed_once = True
@@ -578,6 +585,11 @@ class Session:
                 raise
             if prepared.kind is StatementKind.DDL:
                 return generation, prepared  # (its tables are waited for by ddl.py)
+            if seen and prepared.live:  # a name meant a table after all
+                if live:
+                    live = False  # (planned again, under the lock)
+                    continue
+                prepared.live = False
             tables = frozenset(seen)
             if not self._await_claims(tables):
                 prepared.tables = tables
@@ -742,9 +754,12 @@ class Session:
 
     def _statement_lock(self, prepared: PreparedStatement) -> contextlib.AbstractContextManager:
         """The DDL lock a statement runs under: none for those that touch no data (a constant
-        query, and COMMIT of a transaction that wrote nothing or failed: it rolls back)."""
+        query, a query of the live state only unless rows gathered for a write are to be
+        applied first, and COMMIT of a transaction that wrote nothing or failed: it rolls
+        back)."""
         u = prepared.utility
         if prepared.constant or prepared.kind is StatementKind.EMPTY or self.ddl_open or (
+                prepared.live and self.pending is None) or (
                 u is not None and (
                 u.kind in _NO_DDL_LOCK or (u.kind is UtilityKind.COMMIT and (
                     self.failed or self.txn is None or self.txn.empty)))):
@@ -759,9 +774,9 @@ class Session:
         refused as there (plancache.c). The hold then covers the tables the new plan reads
         (waiting for a change running on one of them, and planning again after it)."""
         if prepared.generation < 0 or prepared.generation == self.store.generation or \
-                prepared.constant or prepared.kind not in (StatementKind.QUERY,
-                                                           StatementKind.WRITE):
-            return prepared  # (a constant query's plan depends on no catalog object)
+                prepared.constant or prepared.live or prepared.kind not in (
+                    StatementKind.QUERY, StatementKind.WRITE):
+            return prepared  # (a constant or live query's plan depends on no catalog object)
         planned = prepared
         while 0 <= planned.generation != self.store.generation:
             planned = self._prepare_cached(prepared.sql, list(prepared.given_oids))
@@ -773,9 +788,10 @@ class Session:
                 hold.extend(planned.tables)
         return planned
 
-    def _planning_lock(self, sql: str) -> contextlib.AbstractContextManager:
-        """The DDL lock planning `sql` takes: planning reads the catalog."""
-        if self.ddl_open or first_word(sql) == "copy":
+    def _planning_lock(self, sql: str, live: bool = False) -> contextlib.AbstractContextManager:
+        """The DDL lock planning `sql` takes: planning reads the catalog (`live`: a query of
+        the live state only, which does not wait for it)."""
+        if live or self.ddl_open or first_word(sql) == "copy":
             return contextlib.nullcontext()
         u = recognise(sql)
         if u is not None and (u.kind in _NO_DDL_LOCK or u.kind is UtilityKind.COMMIT):
@@ -812,6 +828,16 @@ class Session:
             yield
         finally:
             self.relation_lock_wait = False
+
+    def blocking_pids(self) -> list[int]:
+        """The sessions this one's statement waits for (pg_blocking_pids): the block holding
+        the row it waits for, the schema changes it waits behind, the blocks a schema change
+        of its own waits for (ddl_lock.py)."""
+        pids = self._ddl_lock.blockers(self.pid)
+        holder = row_lock_wait_of(self)
+        if holder is not None:
+            pids.add(holder.pid)
+        return sorted(pids)
 
     def waits_for_tables(self) -> bool:
         """Whether a statement of this session waits for the DDL lock or behind a schema

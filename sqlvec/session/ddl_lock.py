@@ -7,8 +7,9 @@ end, as PostgreSQL's ACCESS EXCLUSIVE lock on the objects it alters, here for th
 database: every other session holds it shared while it plans or runs a statement that reads
 or writes the database, and waits meanwhile (honouring cancel, statement_timeout and
 lock_timeout: 55P03). Statements that touch no data (SET, SHOW, BEGIN, ROLLBACK, ...) never
-wait. A session may hold it shared several times (statements inside statements) and, holding
-it shared, take it exclusively once no other session holds it.
+wait, nor do queries of the server's live state (pg_stat_activity, ...: live_reads.py). A
+session may hold it shared several times (statements inside statements) and, holding it
+shared, take it exclusively once no other session holds it.
 
 Per table, the lock also knows which open transaction blocks used it (read or wrote it, as
 PostgreSQL's AccessShareLock / RowExclusiveLock held until the block ends), recorded at a
@@ -370,6 +371,38 @@ class DdlLock:
         finally:
             shown.discard(pid)
         return True
+
+    def contended(self, pid: int) -> bool:
+        """Whether another session holds the lock exclusively, or waits to (read without the
+        mutex: a statement deciding whether to plan without it, which is safe either way)."""
+        owner, waiting = self.owner, self._waiting_exclusive
+        return (owner is not None and owner != pid) or \
+            len(waiting) > 1 or (bool(waiting) and pid not in waiting)
+
+    def blockers(self, pid: int) -> set[int]:
+        """The sessions a statement of `pid` waits for here (pg_blocking_pids): the lock's
+        exclusive holder (or, none yet, those waiting to hold it), the schema changes whose
+        claims or runs queue it, the statements a wait to hold it exclusively waits for, and
+        the blocks using the tables its own claim changes."""
+        with self._mutex:
+            out: set[int] = set()
+            if pid in self._waiting_shared or pid in self._waiting_tables:
+                if self.owner is not None:
+                    out.add(self.owner)
+                elif pid in self._waiting_shared:
+                    out |= self._waiting_exclusive
+                out |= {claim.pid for claim in self._claims}
+                out |= {running[0] for running in self._running.values()}
+            if pid in self._waiting_exclusive:
+                out |= set(self._shared)
+                if self.owner is not None:
+                    out.add(self.owner)
+            for claim in self._claims:
+                if claim.pid == pid:
+                    out |= {holder.pid for table_id in claim.named
+                            for holder in self._users.get(table_id, {}) if not holder.ended}
+            out.discard(pid)
+            return out
 
     def waits(self, pid: int) -> bool:
         """Whether a statement of `pid` waits for this lock or behind a claim, as one waiting

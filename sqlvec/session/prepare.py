@@ -32,6 +32,7 @@ from sqlvec.plan.bind import bind_plan
 from sqlvec.plan.planner import PlanContext, Planner
 from sqlvec.plan.rules import optimize
 from sqlvec.session import matviews, queries
+from sqlvec.session.live_reads import reads_live_state_only
 from sqlvec.session.results import PreparedStatement, ResultColumn, StatementKind
 from sqlvec.sql import utility
 from sqlvec.sql.copy import parse_copy
@@ -116,6 +117,7 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
         return PreparedStatement(sql, params, columns, StatementKind.QUERY,
                                  compiled=(plan, operator),
                                  constant=not params and constant_select(ast),
+                                 live=reads_live_state_only(ast),
                                  fused=None if locking else fuse_top_k(operator, columns),
                                  locking=locking)
     planner_fn = _WRITES.get(type(ast))

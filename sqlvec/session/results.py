@@ -91,6 +91,9 @@ class PreparedStatement:
     # function, no parameter): run once, its table is kept here and returned by each run.
     constant: bool = False
     constant_table: pa.Table | None = None
+    # A query of the server's live state only (pg_stat_activity, settings, ...): it runs without
+    # the DDL lock, while another transaction's schema changes are open (live_reads.py).
+    live: bool = False
     # A vector top-k under pass-through projections and LIMITs: the one-step form of its
     # operator tree (execution/vector_search.py FusedTopK), tried before the tree.
     fused: object = None

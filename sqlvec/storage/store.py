@@ -217,8 +217,10 @@ class StoreBase:
         return table
 
     def find_table(self, name: str, schema: str = "public") -> Table | None:
-        """The table named `name` in `schema`, or None."""
-        for table in self.tables.values():
+        """The table named `name` in `schema`, or None. Looked for in a copy of the tables
+        taken at once: a query of the live state resolves names without the DDL lock, while
+        another transaction's schema change may add or drop tables."""
+        for table in tuple(self.tables.values()):
             if table.def_.name == name and table.def_.schema == schema:
                 return table
         return None

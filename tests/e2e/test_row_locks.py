@@ -73,8 +73,8 @@ def still_waiting(conn: psycopg.Connection, future: Future) -> None:
 
 def _seen_waiting(dsn: str, pid: int, future: Future, deadline: float) -> bool:
     """Whether pg_stat_activity shows session `pid` waiting on a lock before `deadline`. Its
-    reads are bounded: sqlvec holds catalog reads back while a block's schema changes are
-    open."""
+    reads are bounded, should one wait after all (they answer while a block's schema changes
+    are open: tests/e2e/test_ddl_operator_reads.py)."""
     with psycopg.connect(dsn, autocommit=True) as observer:
         observer.execute("SET statement_timeout = '200ms'")
         while time.monotonic() < deadline and not future.done():

@@ -33,6 +33,7 @@ def test_reads_are_answered_in_the_worker(sql):
     "SELECT * FROM pg_stat_activity",
     "SELECT pg_backend_pid()",
     "SELECT pg_cancel_backend(42)",
+    "SELECT pg_blocking_pids(42)",
     "SELECT * FROM t FOR UPDATE",
     "SELECT 1; SELECT 2",
     "SELECT 1 -- comment",

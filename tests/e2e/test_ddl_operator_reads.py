@@ -1,0 +1,193 @@
+"""What an operator runs while a transaction block's schema change is open, compared with a real
+PostgreSQL: with a block holding an ALTER TABLE (as Alembic runs every migration) and a SELECT
+of the table waiting behind it, pg_stat_activity, pg_locks, pg_settings, pg_blocking_pids, SHOW,
+current_setting, pg_backend_pid, version() and the progress views answer at once (through the server's workers too:
+the default server runs them), while reads of a user table or of pg_class still wait. The
+operator finds the blocker with pg_blocking_pids and ends it with pg_terminate_backend: the
+block's change is rolled back and the waiting SELECT completes with the old shape.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from tests.e2e.conftest import beside_postgres, start_server
+from tests.e2e.test_row_locks import begin, connect, waiting
+
+# A statement of the operator that must not wait answers within this (PostgreSQL: at once).
+BOUND = 2.0
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """PostgreSQL, a sqlvec server with its default worker processes, and one without."""
+    with beside_postgres(tmp_path_factory, "ddlreads") as (sqlvec, postgres):
+        single = start_server(tmp_path_factory.mktemp("ddlreads-single"), "--workers", "0")
+        try:
+            yield {"postgres": postgres, "sqlvec": sqlvec,
+                   "sqlvec-single": f"postgresql://postgres@{single.host}:{single.port}/postgres"}
+        finally:
+            assert single.stop() == 0, single.log()
+
+
+@pytest.fixture(params=["postgres", "sqlvec", "sqlvec-single"])
+def uri(request, servers) -> str:
+    with psycopg.connect(servers[request.param], autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS t, u CASCADE")
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, n int)")
+        conn.execute("INSERT INTO t VALUES (1, 1), (2, 2)")
+    return servers[request.param]
+
+
+@pytest.fixture
+def sqlvec_uri(servers) -> str:
+    return servers["sqlvec"]
+
+
+def operator(uri: str) -> psycopg.Connection:
+    """A session whose statements give up after a while instead of hanging the test."""
+    conn = connect(uri)
+    conn.execute(f"SET statement_timeout = '{int(BOUND * 5)}s'")
+    return conn
+
+
+def answers_at_once(conn: psycopg.Connection, sql: str, params: tuple = ()) -> list[tuple]:
+    started = time.monotonic()
+    rows = conn.execute(sql, params).fetchall()
+    assert time.monotonic() - started < BOUND, sql
+    return rows
+
+
+def still_waits(conn: psycopg.Connection, sql: str) -> None:
+    """`sql` is cancelled by a short statement_timeout: it waited for the schema change."""
+    conn.execute("SET statement_timeout = '300ms'")
+    try:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute(sql)
+    finally:
+        conn.execute(f"SET statement_timeout = '{int(BOUND * 5)}s'")
+
+
+def test_operator_statements_answer_while_a_block_alters_a_table(uri):
+    block = begin(uri, "ALTER TABLE t ADD COLUMN x int DEFAULT 7")
+    reader, watcher = connect(uri), operator(uri)
+    with ThreadPoolExecutor(1) as pool, reader, block, watcher:
+        read = waiting(pool, reader, "SELECT * FROM t ORDER BY id")
+        blocker, waiter = block.info.backend_pid, reader.info.backend_pid
+        activity = dict((pid, rest) for pid, *rest in answers_at_once(
+            watcher, "SELECT pid, state, wait_event_type, wait_event FROM pg_stat_activity "
+                     "WHERE pid IN (%s, %s)", (blocker, waiter)))
+        assert activity[blocker][0] == "idle in transaction"
+        assert activity[waiter][1:] == ["Lock", "relation"]
+        assert answers_at_once(watcher, "SELECT pg_blocking_pids(%s)", (waiter,)) == [([blocker],)]
+        assert answers_at_once(watcher, "SELECT pg_blocking_pids(pg_backend_pid())") == [([],)]
+        assert (waiter, False) in answers_at_once(
+            watcher, "SELECT pid, granted FROM pg_catalog.pg_locks WHERE pid IS NOT NULL")
+        assert answers_at_once(watcher, "SHOW lock_timeout") == [("0",)]
+        assert answers_at_once(watcher, "SELECT current_setting('lock_timeout'), "
+                                        "pg_backend_pid() = %s, version() LIKE 'PostgreSQL%%'",
+                               (watcher.info.backend_pid,)) == [("0", True, True)]
+        assert answers_at_once(watcher, "SELECT setting FROM pg_settings "
+                                        "WHERE name = 'lock_timeout'") == [("0",)]
+        assert answers_at_once(watcher, "SELECT count(*) FROM pg_stat_progress_create_index, "
+                                        "pg_stat_progress_copy") == [(0,)]
+        assert not read.done()
+        block.execute("ROLLBACK")
+        assert read.result(timeout=30) == 2
+
+
+def test_the_operator_finds_the_blocker_and_terminates_it(uri):
+    block = begin(uri, "ALTER TABLE t ADD COLUMN x int DEFAULT 7")
+    reader, watcher = connect(uri), operator(uri)
+    with ThreadPoolExecutor(1) as pool, reader, block, watcher:
+        cursor = reader.cursor()
+        read = pool.submit(lambda: (cursor.execute("SELECT * FROM t ORDER BY id").fetchall(),
+                                    [c.name for c in cursor.description]))
+        waiter = reader.info.backend_pid
+        deadline = time.monotonic() + 10
+        blocked: list[tuple] = []
+        while not blocked and time.monotonic() < deadline:
+            blocked = answers_at_once(
+                watcher, "SELECT pid, pg_blocking_pids(pid) FROM pg_stat_activity "
+                         "WHERE cardinality(pg_blocking_pids(pid)) > 0")
+        assert blocked == [(waiter, [block.info.backend_pid])]
+        assert answers_at_once(watcher, "SELECT pg_terminate_backend(%s)",
+                               (block.info.backend_pid,)) == [(True,)]
+        assert read.result(timeout=30) == ([(1, 1), (2, 2)], ["id", "n"])
+        with pytest.raises(psycopg.OperationalError):
+            block.execute("SELECT 1")
+    with connect(uri) as conn:
+        assert [c.name for c in conn.execute("SELECT * FROM t").description] == ["id", "n"]
+
+
+def test_reads_of_tables_and_of_the_catalog_still_wait(sqlvec_uri):
+    """Only the live state goes ahead: a user table (a sequence, through a function, a cast
+    to regclass) and the catalog's relations may be what the block changes."""
+    with connect(sqlvec_uri) as conn:
+        conn.execute("DROP SEQUENCE IF EXISTS s")
+        conn.execute("CREATE SEQUENCE s")
+    block = begin(sqlvec_uri, "ALTER TABLE t ADD COLUMN x int DEFAULT 7")
+    watcher = operator(sqlvec_uri)
+    with block, watcher:
+        for sql in ("SELECT count(*) FROM t", "SELECT relname FROM pg_class",
+                    "SELECT * FROM pg_stat_activity, t", "SELECT nextval('s')",
+                    "SELECT 't'::regclass", "SELECT * FROM pg_stat_user_tables",
+                    "WITH a AS (SELECT pid FROM pg_stat_activity) SELECT * FROM a"):
+            still_waits(watcher, sql)
+        answers_at_once(watcher, "SELECT count(*) FROM pg_stat_activity")
+        block.execute("ROLLBACK")
+
+
+def test_live_reads_beside_a_block_changing_many_tables(sqlvec_uri):
+    """pg_stat_activity and pg_locks read again and again while a block creates and drops
+    tables (its changes, then their rollback, change the tables and the catalog meanwhile):
+    every read answers, none fails."""
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        with operator(sqlvec_uri) as conn:
+            while not done.is_set():
+                try:
+                    conn.execute("SELECT count(*) FROM pg_stat_activity, pg_locks").fetchall()
+                except BaseException as exc:  # (reported by the test)
+                    errors.append(exc)
+                    return
+
+    thread = threading.Thread(target=watch)
+    with connect(sqlvec_uri) as block:
+        thread.start()
+        try:
+            for round_ in range(3):
+                block.execute("BEGIN")
+                for i in range(15):
+                    block.execute(f"CREATE TABLE live_{i} (id int PRIMARY KEY, v text)")
+                    block.execute(f"SELECT * FROM live_{i}")
+                block.execute("ALTER TABLE t ADD COLUMN x int")
+                block.execute("ROLLBACK" if round_ % 2 == 0 else "COMMIT")
+                if round_ % 2:
+                    for i in range(15):
+                        block.execute(f"DROP TABLE live_{i}")
+                    block.execute("ALTER TABLE t DROP COLUMN x")
+        finally:
+            done.set()
+            thread.join(30)
+    assert not errors, errors
+
+
+def test_pg_blocking_pids_names_the_block_holding_a_row(uri):
+    block = begin(uri, "UPDATE t SET n = 10 WHERE id = 1")
+    writer, watcher = connect(uri), operator(uri)
+    with ThreadPoolExecutor(1) as pool, writer, block, watcher:
+        update = waiting(pool, writer, "UPDATE t SET n = 20 WHERE id = 1")
+        assert answers_at_once(watcher, "SELECT pg_blocking_pids(%s)",
+                               (writer.info.backend_pid,)) == [([block.info.backend_pid],)]
+        block.execute("COMMIT")
+        assert update.result(timeout=30) == 1
+        assert answers_at_once(watcher, "SELECT pg_blocking_pids(%s)",
+                               (writer.info.backend_pid,)) == [([],)]
