@@ -13,7 +13,8 @@ two taking turns `--rounds` times (medians).
 
 `server`: rows/s of `--statements` single-row UPDATEs in one block (prepared, psycopg, over
 loopback TCP, then COMMIT), sqlvec beside `--baseline` and PostgreSQL (pgserver), taking
-turns `--rounds` times (medians).
+turns `--rounds` times (medians), and the server's CPU per statement (sqlvec's processes,
+PostgreSQL's backend).
 
     python -m benchmarks block_writes --only cpu --sizes 10000,100000 --baseline ../before
     python -m benchmarks block_writes --only server --sizes 100000 --pgserver /tmp/pg
@@ -127,17 +128,35 @@ def measure_cpu(sizes: list[int], statements: int, rounds: int, baseline: str | 
 # Through servers ----------------------------------------------------------------------------------
 
 
-def block_rate(dsn: str, rows: int, statements: int, seed: int) -> float:
-    """Rows/s of `statements` prepared single-row UPDATEs in one block, COMMIT included."""
+def block_rate(dsn: str, rows: int, statements: int, seed: int,
+               pid: int | None = None) -> tuple[float, float]:
+    """Rows/s of `statements` prepared single-row UPDATEs in one block, COMMIT included, and
+    the server's CPU µs per statement meanwhile: sqlvec's processes (`pid` and descendants),
+    or PostgreSQL's backend serving the connection (`pid` None)."""
     import psycopg
+
+    from benchmarks.suite import cpu_of
 
     ids = random.Random(seed).sample(range(rows), statements)
     with psycopg.connect(dsn) as conn:
+        if pid is None:
+            backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            conn.commit()
+        cpu = (lambda: cpu_of(pid)) if pid is not None else (lambda: _process_cpu(backend))
+        before = cpu()
         start = time.perf_counter()
         with conn.transaction():
             for i in ids:
                 conn.execute(writes.UPDATE.format(t="t"), (i,), prepare=True)
-        return statements / (time.perf_counter() - start)
+        rate = statements / (time.perf_counter() - start)
+        return rate, (cpu() - before) / statements * 1e6
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) one process has used, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure_server(sizes: list[int], statements: int, rounds: int, baseline: str | None,
@@ -155,11 +174,12 @@ def measure_server(sizes: list[int], statements: int, rounds: int, baseline: str
         for rows in sizes:
             for name, (dsn, _pid, _label) in running.items():
                 writes.load(dsn, "t", rows, True, name == "postgres")
-            rates: dict[str, list[float]] = {name: [] for name in running}
+            runs: dict[str, list[tuple[float, float]]] = {name: [] for name in running}
             for turn in range(rounds):
-                for name, (dsn, _pid, _label) in running.items():
-                    rates[name].append(block_rate(dsn, rows, statements, turn))
-            out[rows] = {name: statistics.median(r) for name, r in rates.items()}
+                for name, (dsn, pid, _label) in running.items():
+                    runs[name].append(block_rate(dsn, rows, statements, turn, pid))
+            out[rows] = {name: (statistics.median(r for r, _ in rs),
+                                statistics.median(c for _, c in rs)) for name, rs in runs.items()}
     return out
 
 
@@ -188,9 +208,12 @@ def main(argv: list[str]) -> int:
     if args.only in (None, "server"):
         for rows, rates in measure_server(sizes, args.statements, args.rounds, args.baseline,
                                           args.pgserver).items():
+            ratios = ", ".join(f"{name}/PostgreSQL {rates[name][0] / rates['postgres'][0]:.2f}"
+                               for name in rates if name != "postgres")
             print(f"rows/s, {args.statements} UPDATEs in one block, {rows:,} rows: " +
-                  ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items()) +
-                  f" (sqlvec/PostgreSQL {rates['sqlvec'] / rates['postgres']:.2f})")
+                  ", ".join(f"{name} {rate:,.0f}" for name, (rate, _cpu) in rates.items()) +
+                  f" ({ratios}); server CPU µs per statement: " +
+                  ", ".join(f"{name} {cpu:.0f}" for name, (_rate, cpu) in rates.items()))
     return 0
 
 

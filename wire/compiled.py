@@ -208,9 +208,18 @@ class CompiledWrite:
         return cls(statement, pgtypes.param_decoders(types, codes), bind.result_formats,
                    describe)
 
-    def fits(self, connection: Connection, name: str) -> bool:
-        """Whether statement `name` is still the one compiled (`_still_compiled`)."""
-        return _still_compiled(connection, name, self.statement, self.prepared)
+    def fits(self, connection: Connection, name: str, portal: str) -> bool:
+        """Whether statement `name` is still the one compiled (`_still_compiled`), or, in a
+        transaction block that has not failed, still current and bound into a portal the
+        Bind may make (the unnamed one, or a name not taken)."""
+        if _still_compiled(connection, name, self.statement, self.prepared):
+            return True
+        session = connection.session
+        return session is not None and session.explicit and not session.failed \
+            and session.pending is None and connection.statements.get(name) is self.statement \
+            and self.statement.prepared is self.prepared \
+            and (not portal or portal not in connection.portals) \
+            and session.plan_is_current(self.prepared)
 
     def decode(self, values: tuple[bytes | None, ...]) -> list | None:
         """The bound values decoded; None when one does not decode here (the general path
@@ -220,13 +229,17 @@ class CompiledWrite:
         except Exception:
             return None
 
-    def steps(self, connection: Connection, params: list) -> None:
+    def steps(self, connection: Connection, params: list, portal: str) -> None:
         """Bind's answer, NoData if asked, the statement run and its answer (its errors are
-        the caller's: `Connection._extended`)."""
+        the caller's: `Connection._extended`). In a block the portal stays, run, until the
+        block ends, as the Bind and Execute the round trip stands for leave it."""
         connection.send_raw(self.head)
         session = connection.session
         assert session is not None
+        kept = connection.block_portal(portal, self.statement, params, self.codes)
         result = session.run(self.prepared, params)
+        if kept is not None:
+            kept.result = result
         changed = session.drain_changed_settings()
         if changed:
             connection._send_settings(changed)

@@ -489,18 +489,30 @@ class Connection:
             return False
         stream.skip(size)
         shape, describe, execute, _size, write = repeat
-        if write is not None and write.fits(self, shape.bind.statement):
+        bind = shape.bind
+        if write is not None and write.fits(self, bind.statement, bind.portal):
             params = write.decode(values)
             if params is not None:
                 self.compiled_writes += 1
                 self.state = _EXTENDED_STATE
-                self._extended(write.steps, params)
+                self._extended(write.steps, params, bind.portal)
                 self.on_sync(_SYNC)
                 return True
         self.run_bound(shape.bind_with(values), describe, execute)
         if write is not None:
             self._recompile(repeat)
         return True
+
+    def block_portal(self, name: str, statement: Statement, params: list,
+                     codes: tuple[int, ...]) -> Portal | None:
+        """In a transaction block, the portal a compiled round trip's Bind makes, kept (its
+        result set by the caller) until the block ends as `on_bind`'s is; None outside one
+        (Sync drops it at once there)."""
+        session = self.session
+        if session is None or not session.explicit:
+            return None
+        portal = self.portals[name] = Portal(statement, params, codes)
+        return portal
 
     def _recompile(self, repeat: Repeat) -> None:
         """After a kept write's round trip ran in full: if its statement is another one now, or
