@@ -26,8 +26,10 @@ A single-row INSERT, UPDATE or DELETE (no RETURNING) is a round trip of the same
 nothing to encode but its command tag: `CompiledWrite` is fixed when the round trip's shape is
 kept (`Connection._keep_shape`) and run on the values taken from the receive buffer
 (`Connection._run_repeated`): no Bind message, no portal made and dropped. Its guards
-are `CompiledTopK`'s; a value its decoder takes the general path for (NULL aside: an error,
-an unusual form) sends the round trip there too, which decodes it again and reports it.
+are `CompiledTopK`'s, except that a transaction block that has not failed is let in (the
+statement writes into its transaction; the portal is kept until the block ends, as a Bind's
+is); a value its decoder takes the general path for (NULL aside: an error, an unusual
+form) sends the round trip there too, which decodes it again and reports it.
 """
 
 from __future__ import annotations

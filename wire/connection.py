@@ -1219,6 +1219,9 @@ class Connection:
                 and self._more_to_execute(unknown=statement.copy is None):
             # Statements executed before the next Sync run in one implicit block.
             session.begin_implicit(first_alone=True)
+        elif session.explicit and not session.gathering and portal.result is None \
+                and statement.copy is None and self._more_to_execute(unknown=True):
+            session.gather_in_block()  # an explicit block's batch: its rows may be gathered
         if statement.copy is not None:
             self.send(CommandComplete(self._copy(statement.copy, simple=False)))
             session.first_alone = False  # (set by the statements `Session.run` runs)
@@ -1387,6 +1390,12 @@ class Connection:
     def on_sync(self, message: Sync) -> None:
         """End the batch: commit the implicit transaction, leave error skipping, report
         ReadyForQuery with the transaction status."""
+        session = self.session
+        if self._gathered is not None and self.state is not ConnectionState.FAILED \
+                and session is not None and not session.implicit:
+            # An explicit block's gathered rows enter it now; an error in them is the failing
+            # row's Execute's, and fails the block (an implicit block's commit applies them).
+            self._extended(Connection._apply_gathered)
         self.state = ConnectionState.READY
         if self.session is not None:
             self._end_implicit(self.session)
