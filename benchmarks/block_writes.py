@@ -130,7 +130,7 @@ def measure_cpu(sizes: list[int], statements: int, rounds: int, baseline: str | 
 
 
 KINDS = ("update", "insert", "delete", "executemany")
-INSERT = "INSERT INTO t VALUES (%s, 1, 'y')"
+INSERT = "INSERT INTO t VALUES (%s, %s, %s)"
 
 
 def block_rate(dsn: str, rows: int, statements: int, seed: int,
@@ -156,12 +156,12 @@ def block_rate(dsn: str, rows: int, statements: int, seed: int,
         start = time.perf_counter()
         with conn.transaction():
             if kind == "executemany":
-                conn.cursor().executemany(INSERT, [(i,) for i in ids])
+                conn.cursor().executemany(INSERT, [(i, 1, "y") for i in ids])
             else:
                 sql = INSERT if kind == "insert" else "DELETE FROM t WHERE id = %s" \
                     if kind == "delete" else writes.UPDATE.format(t="t")
                 for i in ids:
-                    conn.execute(sql, (i,), prepare=True)
+                    conn.execute(sql, (i, 1, "y") if kind == "insert" else (i,), prepare=True)
         rate = statements / (time.perf_counter() - start)
         return rate, (cpu() - before) / statements * 1e6
 
