@@ -217,8 +217,8 @@ class CompiledWrite:
         if _still_compiled(connection, name, self.statement, self.prepared):
             return True
         session = connection.session
-        return session is not None and session.explicit and not session.failed \
-            and session.pending is None and connection.statements.get(name) is self.statement \
+        return session is not None and session.explicit and not session.implicit \
+            and not session.failed and session.pending is None and connection.statements.get(name) is self.statement \
             and self.statement.prepared is self.prepared \
             and (not portal or portal not in connection.portals) \
             and session.plan_is_current(self.prepared)

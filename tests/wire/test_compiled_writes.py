@@ -201,3 +201,19 @@ def test_a_blocks_portal_stays_as_the_general_paths_does(dbs):
     twins.query("COMMIT")
     fast, general = twins.query("SELECT v FROM t WHERE id = 2")
     assert fast == general and b"\x00\x00\x00\x011" in fast
+
+
+def test_a_blocks_named_portal_is_taken_at_its_second_bind(dbs):
+    """A round trip binding a named portal in a block: the portal stays, so the next such
+    Bind is 42P03 (checked before the failed block's 25P02), through either path."""
+    twins = Twins(dbs, ("u", "UPDATE t SET v = v + 1 WHERE id = $1", (INT8,)))
+    twins.query("BEGIN")
+    answers = []
+    for i in range(3):
+        bind = Bind("p", "u", (1,), (int8(i),), ()).encode()
+        rest = Describe("P", "p").encode() + Execute("p", 0).encode() + Sync().encode()
+        general = twins.general.send(bind) + twins.general.send(rest)
+        fast = twins.fast.send(bind + rest)
+        assert fast == general
+        answers.append(fast)
+    assert b"UPDATE 1" in answers[0] and b"42P03" in answers[1] and b"42P03" in answers[2]
