@@ -13,7 +13,9 @@ two taking turns `--rounds` times (medians).
 
 `server`: rows/s of `--statements` single-row UPDATEs in one block (prepared, psycopg, over
 loopback TCP, then COMMIT), sqlvec beside `--baseline` and PostgreSQL (pgserver), taking
-turns `--rounds` times (medians).
+turns `--rounds` times (medians), and the server's CPU per statement (sqlvec's processes,
+PostgreSQL's backend). `--kinds update,insert,delete,executemany` measures prepared
+INSERTs and DELETEs, and one executemany of INSERTs, in the block too.
 
     python -m benchmarks block_writes --only cpu --sizes 10000,100000 --baseline ../before
     python -m benchmarks block_writes --only server --sizes 100000 --pgserver /tmp/pg
@@ -127,22 +129,53 @@ def measure_cpu(sizes: list[int], statements: int, rounds: int, baseline: str | 
 # Through servers ----------------------------------------------------------------------------------
 
 
-def block_rate(dsn: str, rows: int, statements: int, seed: int) -> float:
-    """Rows/s of `statements` prepared single-row UPDATEs in one block, COMMIT included."""
+KINDS = ("update", "insert", "delete", "executemany")
+INSERT = "INSERT INTO t VALUES (%s, %s, %s)"
+
+
+def block_rate(dsn: str, rows: int, statements: int, seed: int,
+               pid: int | None = None, kind: str = "update") -> tuple[float, float]:
+    """Rows/s of `statements` single-row statements of `kind` in one block, COMMIT included:
+    prepared UPDATEs or DELETEs of random distinct ids (each round its own, for DELETE),
+    prepared INSERTs of new ids, or one executemany of as many INSERTs. And the server's CPU
+    µs per row meanwhile: sqlvec's processes (`pid` and descendants), or PostgreSQL's
+    backend serving the connection (`pid` None)."""
     import psycopg
 
-    ids = random.Random(seed).sample(range(rows), statements)
+    from benchmarks.suite import cpu_of
+
+    ids = random.Random(seed).sample(range(rows), statements) if kind == "update" else \
+        [seed * statements + i for i in range(statements)] if kind == "delete" else \
+        [rows + (2 * seed + (kind == "executemany")) * statements + i for i in range(statements)]
     with psycopg.connect(dsn) as conn:
+        if pid is None:
+            backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            conn.commit()
+        cpu = (lambda: cpu_of(pid)) if pid is not None else (lambda: _process_cpu(backend))
+        before = cpu()
         start = time.perf_counter()
         with conn.transaction():
-            for i in ids:
-                conn.execute(writes.UPDATE.format(t="t"), (i,), prepare=True)
-        return statements / (time.perf_counter() - start)
+            if kind == "executemany":
+                conn.cursor().executemany(INSERT, [(i, 1, "y") for i in ids])
+            else:
+                sql = INSERT if kind == "insert" else "DELETE FROM t WHERE id = %s" \
+                    if kind == "delete" else writes.UPDATE.format(t="t")
+                for i in ids:
+                    conn.execute(sql, (i, 1, "y") if kind == "insert" else (i,), prepare=True)
+        rate = statements / (time.perf_counter() - start)
+        return rate, (cpu() - before) / statements * 1e6
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) one process has used, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure_server(sizes: list[int], statements: int, rounds: int, baseline: str | None,
-                   pgserver: str | None) -> dict:
-    """Medians of `block_rate` per server and size, the servers taking turns."""
+                   pgserver: str | None, kinds: tuple[str, ...] = ("update",)) -> dict:
+    """Medians of `block_rate` per size, kind and server, the servers taking turns."""
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="block-writes-") as directory, \
             contextlib.ExitStack() as stack:
@@ -155,11 +188,14 @@ def measure_server(sizes: list[int], statements: int, rounds: int, baseline: str
         for rows in sizes:
             for name, (dsn, _pid, _label) in running.items():
                 writes.load(dsn, "t", rows, True, name == "postgres")
-            rates: dict[str, list[float]] = {name: [] for name in running}
-            for turn in range(rounds):
-                for name, (dsn, _pid, _label) in running.items():
-                    rates[name].append(block_rate(dsn, rows, statements, turn))
-            out[rows] = {name: statistics.median(r) for name, r in rates.items()}
+            for kind in kinds:
+                runs: dict[str, list[tuple[float, float]]] = {name: [] for name in running}
+                for turn in range(rounds):
+                    for name, (dsn, pid, _label) in running.items():
+                        runs[name].append(block_rate(dsn, rows, statements, turn, pid, kind))
+                out[(rows, kind)] = {name: (statistics.median(r for r, _ in rs),
+                                            statistics.median(c for _, c in rs))
+                                     for name, rs in runs.items()}
     return out
 
 
@@ -170,6 +206,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--statements", type=int, default=1000, help="per block (default 1000)")
     parser.add_argument("--rounds", type=int, default=3, help="turns per checkout (default 3)")
     parser.add_argument("--only", choices=("cpu", "server"), default=None)
+    parser.add_argument("--kinds", default="update",
+                        help=f"server: statements in the block, of {','.join(KINDS)}")
     parser.add_argument("--baseline", default=None, metavar="CHECKOUT",
                         help="also measure the sqlvec of this checkout, taking turns")
     parser.add_argument("--pgserver", default=None, metavar="DIR",
@@ -186,11 +224,15 @@ def main(argv: list[str]) -> int:
                     for name, figures in by_name.items())
                 print(f"  {kind}: {cells}")
     if args.only in (None, "server"):
-        for rows, rates in measure_server(sizes, args.statements, args.rounds, args.baseline,
-                                          args.pgserver).items():
-            print(f"rows/s, {args.statements} UPDATEs in one block, {rows:,} rows: " +
-                  ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items()) +
-                  f" (sqlvec/PostgreSQL {rates['sqlvec'] / rates['postgres']:.2f})")
+        kinds = tuple(args.kinds.split(","))
+        for (rows, kind), rates in measure_server(sizes, args.statements, args.rounds,
+                                                  args.baseline, args.pgserver, kinds).items():
+            ratios = ", ".join(f"{name}/PostgreSQL {rates[name][0] / rates['postgres'][0]:.2f}"
+                               for name in rates if name != "postgres")
+            print(f"rows/s, {args.statements} rows by {kind} in one block, {rows:,} rows: " +
+                  ", ".join(f"{name} {rate:,.0f}" for name, (rate, _cpu) in rates.items()) +
+                  f" ({ratios}); server CPU µs per row: " +
+                  ", ".join(f"{name} {cpu:.0f}" for name, (_rate, cpu) in rates.items()))
     return 0
 
 

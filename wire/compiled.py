@@ -26,8 +26,10 @@ A single-row INSERT, UPDATE or DELETE (no RETURNING) is a round trip of the same
 nothing to encode but its command tag: `CompiledWrite` is fixed when the round trip's shape is
 kept (`Connection._keep_shape`) and run on the values taken from the receive buffer
 (`Connection._run_repeated`): no Bind message, no portal made and dropped. Its guards
-are `CompiledTopK`'s; a value its decoder takes the general path for (NULL aside: an error,
-an unusual form) sends the round trip there too, which decodes it again and reports it.
+are `CompiledTopK`'s, except that a transaction block that has not failed is let in (the
+statement writes into its transaction; the portal is kept until the block ends, as a Bind's
+is); a value its decoder takes the general path for (NULL aside: an error, an unusual
+form) sends the round trip there too, which decodes it again and reports it.
 """
 
 from __future__ import annotations
@@ -208,9 +210,18 @@ class CompiledWrite:
         return cls(statement, pgtypes.param_decoders(types, codes), bind.result_formats,
                    describe)
 
-    def fits(self, connection: Connection, name: str) -> bool:
-        """Whether statement `name` is still the one compiled (`_still_compiled`)."""
-        return _still_compiled(connection, name, self.statement, self.prepared)
+    def fits(self, connection: Connection, name: str, portal: str) -> bool:
+        """Whether statement `name` is still the one compiled (`_still_compiled`), or, in a
+        transaction block that has not failed, still current and bound into a portal the
+        Bind may make (the unnamed one, or a name not taken)."""
+        if _still_compiled(connection, name, self.statement, self.prepared):
+            return True
+        session = connection.session
+        return session is not None and session.explicit and not session.implicit \
+            and not session.failed and session.pending is None and connection.statements.get(name) is self.statement \
+            and self.statement.prepared is self.prepared \
+            and (not portal or portal not in connection.portals) \
+            and session.plan_is_current(self.prepared)
 
     def decode(self, values: tuple[bytes | None, ...]) -> list | None:
         """The bound values decoded; None when one does not decode here (the general path
@@ -220,13 +231,17 @@ class CompiledWrite:
         except Exception:
             return None
 
-    def steps(self, connection: Connection, params: list) -> None:
+    def steps(self, connection: Connection, params: list, portal: str) -> None:
         """Bind's answer, NoData if asked, the statement run and its answer (its errors are
-        the caller's: `Connection._extended`)."""
+        the caller's: `Connection._extended`). In a block the portal stays, run, until the
+        block ends, as the Bind and Execute the round trip stands for leave it."""
         connection.send_raw(self.head)
         session = connection.session
         assert session is not None
+        kept = connection.block_portal(portal, self.statement, params, self.codes)
         result = session.run(self.prepared, params)
+        if kept is not None:
+            kept.result = result
         changed = session.drain_changed_settings()
         if changed:
             connection._send_settings(changed)

@@ -494,18 +494,30 @@ class Connection:
             return False
         stream.skip(size)
         shape, describe, execute, _size, write = repeat
-        if write is not None and write.fits(self, shape.bind.statement):
+        bind = shape.bind
+        if write is not None and write.fits(self, bind.statement, bind.portal):
             params = write.decode(values)
             if params is not None:
                 self.compiled_writes += 1
                 self.state = _EXTENDED_STATE
-                self._extended(write.steps, params)
+                self._extended(write.steps, params, bind.portal)
                 self.on_sync(_SYNC)
                 return True
         self.run_bound(shape.bind_with(values), describe, execute)
         if write is not None:
             self._recompile(repeat)
         return True
+
+    def block_portal(self, name: str, statement: Statement, params: list,
+                     codes: tuple[int, ...]) -> Portal | None:
+        """In a transaction block, the portal a compiled round trip's Bind makes, kept (its
+        result set by the caller) until the block ends as `on_bind`'s is; None outside one
+        (Sync drops it at once there)."""
+        session = self.session
+        if session is None or not session.explicit:
+            return None
+        portal = self.portals[name] = Portal(statement, params, codes)
+        return portal
 
     def _recompile(self, repeat: Repeat) -> None:
         """After a kept write's round trip ran in full: if its statement is another one now, or
@@ -1212,6 +1224,9 @@ class Connection:
                 and self._more_to_execute(unknown=statement.copy is None):
             # Statements executed before the next Sync run in one implicit block.
             session.begin_implicit(first_alone=True)
+        elif session.explicit and not session.gathering and portal.result is None \
+                and statement.copy is None and self._more_to_execute(unknown=True):
+            session.gather_in_block()  # an explicit block's batch: its rows may be gathered
         if statement.copy is not None:
             self.send(CommandComplete(self._copy(statement.copy, simple=False)))
             session.first_alone = False  # (set by the statements `Session.run` runs)
@@ -1407,6 +1422,12 @@ class Connection:
     def on_sync(self, message: Sync) -> None:
         """End the batch: commit the implicit transaction, leave error skipping, report
         ReadyForQuery with the transaction status."""
+        session = self.session
+        if self._gathered is not None and self.state is not ConnectionState.FAILED \
+                and session is not None and not session.implicit:
+            # An explicit block's gathered rows enter it now; an error in them is the failing
+            # row's Execute's, and fails the block (an implicit block's commit applies them).
+            self._extended(Connection._apply_gathered)
         self.state = ConnectionState.READY
         if self.session is not None:
             self._end_implicit(self.session)

@@ -25,8 +25,10 @@ from sqlvec.execution.constraints import ROW_CHECKS
 from sqlvec.storage.keys import MISSING, KeyIndex
 from sqlvec.storage.row_locks import NO_KEY_UPDATE, UPDATE, LockHolder
 from sqlvec.storage.schema import ROWID, KeyDef
-from sqlvec.storage.table import Table, TableSnapshot
+from sqlvec.storage.table import Table, TableSnapshot, one_value_array
 from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
+
+_ROWID_TYPE = pa.int64()
 
 
 @dataclass
@@ -455,7 +457,8 @@ class Transaction:
         elif n:
             overlay._own_keys = None  # rebuilt from `inserted` if ever asked for
         self._next_provisional -= n
-        with_ids = rows.append_column(ROWID, pa.array(ids))
+        with_ids = rows.append_column(ROWID, pa.array(ids) if n != 1 else one_value_array(
+            int(ids[0]), _ROWID_TYPE))  # (a single-row statement's: packed directly)
         overlay.inserted.append(with_ids)
         if self.watch is not None:
             self.watch("i", table, with_ids)
@@ -528,12 +531,14 @@ class Transaction:
         are not held, as NULLs are distinct). `own=False`: `rows` are the transaction's
         own rows, checked among themselves and against committed ones. `hold` (not None):
         the block holds the keys first (`_hold`; True: ON CONFLICT's re-run after a wait)."""
-        valid = table.keys[key].valid(rows)
+        # One row holding a key (no NULL in it): valid as it is.
+        value = table.key_value_one(rows, key) if rows.num_rows == 1 else None
+        valid = table.keys[key].valid(rows) if value is None else None
         if valid is not None:
             rows = rows.filter(pa.array(valid))
             if rows.num_rows == 0:
                 return table.keys[key].no_keys(), valid
-        value = table.key_value_one(rows, key) if rows.num_rows == 1 else None
+            value = table.key_value_one(rows, key) if rows.num_rows == 1 else None
         values = table.key_values(rows, key) if value is None else None
         if hold is not None:
             self._hold(table, key, [value] if value is not None else values.tolist(), hold)

@@ -158,7 +158,8 @@ class Session:
         # Rows of an executemany not yet in `txn` (writes.PendingInserts).
         self.pending: writes.PendingInserts | None = None
         self.nextval_calls = 0  # sequence values taken (a row that took some is not gathered)
-        self.gathering = False  # the implicit block is an extended batch's (`begin_implicit`)
+        # The block's statements are an extended batch's (`begin_implicit`, `gather_in_block`).
+        self.gathering = False
         self.failed = False
         self.explicit = False  # in a transaction block: writes are buffered in `txn`
         self.implicit = False  # ... an implicit one (transactions.py): statements sent together
@@ -510,8 +511,16 @@ class Session:
 
     def end_batch(self) -> None:
         """The extended-protocol batch ended (Sync, or a simple Query): the tables its Parses
-        held outside a block go (`parse`)."""
+        held outside a block go (`parse`), and its rows are gathered no more."""
         self._ddl_lock.let_go_parsed(self.pid)
+        self.gathering = False
+
+    def gather_in_block(self) -> None:
+        """Statements sent together inside an explicit block (an executemany in BEGIN ...
+        COMMIT): the rows of its single-row INSERTs may be gathered until the batch's end,
+        as an implicit block's are (`begin_implicit`); the front end applies them before
+        the batch's ReadyForQuery."""
+        self.gathering = True
 
     def _prepare(self, sql: str, param_type_oids: list[int] | None) -> PreparedStatement:
         try:

@@ -39,7 +39,7 @@ UPSERT_ATTEMPTS = 10
 
 @dataclass
 class PendingInserts:
-    """Rows of one single-row INSERT statement run again and again in an implicit block
+    """Rows of one single-row INSERT statement run again and again in a batch's block
     (executemany), not yet in `txn`, in order: one-row batches its own path built (NOT NULL
     and CHECK checked as they came) and rows of parameter values the front end took without
     running the statement (`take_rows`: built and checked together at apply). Their keys are
@@ -190,8 +190,8 @@ def takes_rows(session: Session, write: WritePlan) -> bool:
     values (`take_rows`): the rows gathered last are its, in the open block."""
     pending = session.pending
     return pending is not None and pending.write is write and pending.txn is session.txn \
-        and session.implicit and not session.failed and write.fast is not None \
-        and write.fast.takes_values
+        and session.explicit and session.gathering and not session.failed \
+        and write.fast is not None and write.fast.takes_values
 
 
 def take_rows(session: Session, rows: list) -> None:
@@ -230,12 +230,14 @@ def _counted(pending: PendingInserts, n: int) -> None:
 
 
 def _gatherable(session: Session, write: WritePlan) -> bool:
-    """Whether this run of a single-row INSERT may join the gathered rows: in an extended
-    batch's implicit block (not a Query's: its statements after a failing one must not have
-    answered), no RETURNING, nothing watching its rows (foreign keys)."""
+    """Whether this run of a single-row INSERT may join the gathered rows: in a block, among
+    the statements an extended batch sends together (an implicit block's, or an explicit
+    one's: `Session.gathering`; not a Query's, whose statements after a failing one must not
+    have answered), no RETURNING, nothing watching its rows (foreign keys)."""
     txn = session.txn
-    return session.implicit and session.gathering and write.returning is None and txn is not None \
-        and txn.watch is None and not foreign_keys.references_others(write.table)
+    return session.explicit and session.gathering and write.returning is None \
+        and txn is not None and txn.watch is None \
+        and not foreign_keys.references_others(write.table)
 
 
 def _gather(session: Session, prepared: PreparedStatement, batch: pa.RecordBatch) -> None:

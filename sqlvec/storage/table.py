@@ -290,6 +290,8 @@ class TableSnapshot:
     def all_live(self, rowids: np.ndarray) -> bool:
         """Whether every row id is live in this snapshot (a write's check that its targets were not
         deleted meanwhile)."""
+        if rowids.size <= _FEW:  # (a block's single-row write locking its row)
+            return all(self._locate_one(r)[0] >= 0 for r in rowids.tolist())
         return bool((self.locate(rowids)[0] >= 0).all())
 
     def rows_by_id(self, rowids: np.ndarray, columns: Sequence[str] | None = None,

@@ -110,6 +110,38 @@ def select_then_duplicate(conn: psycopg.Connection, table: str) -> object:
         conn.cursor().executemany(INSERT.format(table), rows((2, (7, 0, 1)))[4:])
 
 
+def in_block(action: Callable[[psycopg.Connection, str], object]
+             ) -> Callable[[psycopg.Connection, str], object]:
+    """`action` inside BEGIN ... COMMIT, after a row of the block's own (its rows are gathered
+    there too, until the batch's Sync)."""
+    def run(conn: psycopg.Connection, table: str) -> object:
+        with conn.transaction():
+            conn.execute(f"INSERT INTO {table} (id, n, v) VALUES (50, 5, 5)")
+            return action(conn, table)
+    return run
+
+
+def savepoint_after_error(conn: psycopg.Connection, table: str) -> object:
+    """A row failing in a block's executemany fails the block (25P02 after) until ROLLBACK TO
+    SAVEPOINT, after which another executemany commits with the rows before the savepoint."""
+    conn.execute("BEGIN")
+    conn.execute(f"INSERT INTO {table} (id, n, v) VALUES (50, 5, 5)")
+    conn.execute("SAVEPOINT s")
+    failed = []
+    try:
+        conn.cursor().executemany(INSERT.format(table), rows((5, (2, 0, 1))))
+    except psycopg.Error as exc:
+        failed.append((exc.sqlstate, exc.diag.message_detail))
+    try:
+        conn.execute(f"SELECT count(*) FROM {table}")
+    except psycopg.Error as exc:
+        failed.append(exc.sqlstate)
+    conn.execute("ROLLBACK TO SAVEPOINT s")
+    conn.cursor().executemany(INSERT.format(table), rows()[:3])
+    conn.execute("COMMIT")
+    return failed
+
+
 CASES = {
     "committed": many(rows()),
     "a duplicate in the middle": many(rows((5, (2, 0, 1)))),
@@ -127,6 +159,12 @@ CASES = {
     "RETURNING each row": returning,
     "a SELECT in the pipeline sees the rows before it": select_after,
     "a duplicate after a SELECT in the pipeline": select_then_duplicate,
+    "in a block": in_block(many(rows())),
+    "a duplicate in the middle, in a block": in_block(many(rows((5, (2, 0, 1))))),
+    "a duplicate of the block's row": in_block(many(rows((6, (50, 0, 1))))),
+    "a NULL in the middle, in a block": in_block(many(rows((4, (5, None, 1))))),
+    "a SELECT in a block's pipeline": in_block(select_after),
+    "a block's savepoint after an error": savepoint_after_error,
 }
 
 

@@ -119,16 +119,16 @@ def test_a_block_a_new_plan_and_a_new_statement_of_the_name(dbs):
     for _ in range(3):
         twins.both("u", (b"1",))
     writes = twins.writes()
-    twins.query("BEGIN")  # in a block: the general path answers
+    twins.query("BEGIN")  # in a block: compiled too
     fast, general = twins.both("u", (b"2",))
     assert fast == general and fast.endswith(b"Z\x00\x00\x00\x05T")
-    assert twins.writes() == writes
+    assert twins.writes() == writes + 1
     twins.query("COMMIT")
     twins.query("ALTER TABLE t ADD COLUMN w int DEFAULT 3")  # planned again, then compiled
     fast, general = twins.both("u", (b"3",))
-    assert fast == general and b"UPDATE 1" in fast and twins.writes() == writes
+    assert fast == general and b"UPDATE 1" in fast and twins.writes() == writes + 1
     twins.both("u", (b"3",))
-    assert twins.writes() == writes + 1
+    assert twins.writes() == writes + 2
     # The name closed and prepared again as another statement: that one runs.
     for client in (twins.fast, twins.general):
         client.send(Close("S", "u").encode() + Parse(
@@ -137,3 +137,83 @@ def test_a_block_a_new_plan_and_a_new_statement_of_the_name(dbs):
     assert fast == general and b"DELETE 1" in fast
     fast, general = twins.both("u", (b"5",))
     assert fast == general and b"DELETE 1" in fast
+
+
+def test_a_blocks_updates_inserts_and_deletes_answer_the_general_paths_bytes(dbs):
+    """In a transaction block the compiled round trip writes into the block's transaction:
+    the same answers, the same rows seen by the block's later statements and after COMMIT."""
+    twins = Twins(dbs, ("u", "UPDATE t SET v = v + $2 WHERE id = $1", (INT8, INT4)),
+                  ("i", "INSERT INTO t VALUES ($1, $2, $3)", (INT8, INT4, TEXT)),
+                  ("d", "DELETE FROM t WHERE id = $1", (INT8,)))
+    twins.query("BEGIN")
+    for i in range(5):
+        fast, general = twins.both("u", (int8(i), struct.pack("!i", 5)), (1,))
+        assert fast == general and b"UPDATE 1" in fast and fast.endswith(b"Z\x00\x00\x00\x05T")
+        fast, general = twins.both("i", (str(3000 + i).encode(), b"7", b"y"))
+        assert fast == general and b"INSERT 0 1" in fast
+        fast, general = twins.both("u", (int8(3000 + i), struct.pack("!i", 1)), (1,))  # its own
+        assert fast == general and b"UPDATE 1" in fast
+        fast, general = twins.both("d", (int8(60 + i),), (1,))
+        assert fast == general and b"DELETE 1" in fast
+        fast, general = twins.both("d", (int8(60 + i),), (1,))  # deleted already in the block
+        assert fast == general and b"DELETE 0" in fast
+    assert twins.writes() == 5 * 5 - 3 and twins.general.conn.compiled_writes == 0
+    read = "SELECT id, v FROM t WHERE id < 5 OR id BETWEEN 60 AND 64 OR id >= 3000 ORDER BY id"
+    fast, general = twins.query(read)
+    assert fast == general and fast.count(b"D\x00") == 10
+    fast, general = twins.query("COMMIT")
+    assert fast == general and fast.endswith(b"Z\x00\x00\x00\x05I")
+    fast, general = twins.query(read)
+    assert fast == general and b"3008" not in fast and fast.count(b"D\x00") == 10
+
+
+def test_a_blocks_error_fails_it_as_the_general_path_does(dbs):
+    """A compiled statement's error in a block aborts the block: what follows is 25P02
+    until ROLLBACK (through the general path: the compiled one takes no failed block)."""
+    twins = Twins(dbs, ("i", "INSERT INTO t VALUES ($1, $2, $3)", (INT8, INT4, TEXT)))
+    twins.query("BEGIN")
+    for i in range(3):
+        assert twins.both("i", (str(4000 + i).encode(), b"1", b"x"))[0].count(b"INSERT 0 1")
+    writes = twins.writes()
+    fast, general = twins.both("i", (b"4001", b"1", b"x"))  # a duplicate key
+    assert fast == general and b"23505" in fast and fast.endswith(b"Z\x00\x00\x00\x05E")
+    assert twins.writes() == writes + 1
+    fast, general = twins.both("i", (b"4100", b"1", b"x"))
+    assert fast == general and b"25P02" in fast and twins.writes() == writes + 1
+    fast, general = twins.query("ROLLBACK")
+    assert fast == general and fast.endswith(b"Z\x00\x00\x00\x05I")
+    fast, general = twins.query("SELECT count(*) FROM t WHERE id >= 4000")
+    assert fast == general and b"\x00\x00\x00\x010" in fast
+
+
+def test_a_blocks_portal_stays_as_the_general_paths_does(dbs):
+    """The unnamed portal a compiled round trip stands for lives on in the block: an Execute
+    of it alone answers as after the general path's Bind."""
+    twins = Twins(dbs, ("u", "UPDATE t SET v = v + 1 WHERE id = $1", (INT8,)))
+    twins.query("BEGIN")
+    for i in range(3):
+        fast, general = twins.both("u", (int8(i),), (1,))
+        assert fast == general
+    assert twins.writes() == 2
+    again = Execute("", 0).encode() + Sync().encode()
+    fast, general = twins.fast.send(again), twins.general.send(again)
+    assert fast == general and b"UPDATE 1" in fast
+    twins.query("COMMIT")
+    fast, general = twins.query("SELECT v FROM t WHERE id = 2")
+    assert fast == general and b"\x00\x00\x00\x011" in fast
+
+
+def test_a_blocks_named_portal_is_taken_at_its_second_bind(dbs):
+    """A round trip binding a named portal in a block: the portal stays, so the next such
+    Bind is 42P03 (checked before the failed block's 25P02), through either path."""
+    twins = Twins(dbs, ("u", "UPDATE t SET v = v + 1 WHERE id = $1", (INT8,)))
+    twins.query("BEGIN")
+    answers = []
+    for i in range(3):
+        bind = Bind("p", "u", (1,), (int8(i),), ()).encode()
+        rest = Describe("P", "p").encode() + Execute("p", 0).encode() + Sync().encode()
+        general = twins.general.send(bind) + twins.general.send(rest)
+        fast = twins.fast.send(bind + rest)
+        assert fast == general
+        answers.append(fast)
+    assert b"UPDATE 1" in answers[0] and b"42P03" in answers[1] and b"42P03" in answers[2]
