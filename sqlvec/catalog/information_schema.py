@@ -7,6 +7,7 @@ types of PostgreSQL's information-schema domains, which every client decodes.
 from __future__ import annotations
 
 from sqlvec.catalog import objects as O
+from sqlvec.catalog import sequences as seqrules
 from sqlvec.catalog.virtual import empty, parse_columns, virtual
 from sqlvec.types import SqlType
 
@@ -316,11 +317,18 @@ SEQUENCES = parse_columns("sequence_catalog name, sequence_schema name, sequence
 @virtual("information_schema.sequences", SEQUENCES)
 def _sequences(o) -> dict:
     db = o.session.database_name
-    rows = [{"sequence_catalog": db, "sequence_schema": r.schema, "sequence_name": r.name,
-             "data_type": "bigint", "numeric_precision": 64, "numeric_precision_radix": 2,
-             "numeric_scale": 0, "start_value": str(r.sequence["start"]), "minimum_value": "1",
-             "maximum_value": str(2**63 - 1), "increment": str(r.sequence["increment"]),
-             "cycle_option": "NO"} for r in o.relations if r.kind == "S"]
+    rows = []
+    for r in o.relations:
+        if r.kind == "S":
+            d = seqrules.described(r.sequence)
+            bits = {"int2": 16, "int4": 32, "int8": 64}[d["type"]]
+            rows.append({"sequence_catalog": db, "sequence_schema": r.schema,
+                         "sequence_name": r.name, "data_type": seqrules.TYPE_SQL[d["type"]],
+                         "numeric_precision": bits, "numeric_precision_radix": 2,
+                         "numeric_scale": 0, "start_value": str(d["start"]),
+                         "minimum_value": str(d["min"]), "maximum_value": str(d["max"]),
+                         "increment": str(d["increment"]),
+                         "cycle_option": "YES" if d["cycle"] else "NO"})
     return _rows(SEQUENCES, rows)
 
 

@@ -603,7 +603,8 @@ class Planner:
             if sequence is not None:  # `SELECT last_value, is_called FROM seq`: its one row
                 seq_schema, seq_name = sequence.split(".", 1)
                 row = parse_one(
-                    "SELECT coalesce(last_value, start_value) AS last_value, 0::int8 AS log_cnt, "
+                    "SELECT coalesce(last_value, pg_catalog.sqlvec_sequence_next("
+                    f"{_quoted(sequence)})) AS last_value, 0::int8 AS log_cnt, "
                     "last_value IS NOT NULL AS is_called FROM pg_catalog.pg_sequences WHERE "
                     f"schemaname = {_quoted(seq_schema)} AND sequencename = {_quoted(seq_name)}")
                 inner = self.plan_query(row, None)
