@@ -76,20 +76,6 @@ def _currval(c, args, e):
     return Value(fn, INT8)
 
 
-@scalar("sqlvec_sequence_next", "text -> int8", volatility="v")
-def _sequence_next(c, args, e):
-    """The value sequence `schema.name` gives next when it has handed out none since it was
-    created, restarted or set back: what `SELECT last_value FROM seq` shows then (with
-    is_called false), as PostgreSQL's stored row does."""
-    name = c.compile_as(args[0], TEXT)
-
-    def fn(f):
-        key = name(f).as_py()
-        return pa.scalar(None if key is None else f.ctx.services.catalog.pending_value(key),
-                         pa.int64())
-    return Value(fn, INT8)
-
-
 @scalar("setval", "regclass, int8 -> int8", "regclass, int8, bool -> int8", volatility="v")
 def _setval(c, args, e):
     name = _text_arg(c, args[0])

@@ -104,6 +104,10 @@ def test_nextval_at_the_bound_takes_the_values_before_it(tmp_path):
             ("22003", 'setval: value 0 is out of bounds for sequence "s" (1..3)')
         assert one(s, "SELECT setval('s', 2, false)") == 2
         assert s.execute_one("SELECT last_value, is_called FROM s").rows() == [(2, False)]
+        other = db.connect()  # a plan cached with the pending value does not outlive it
+        other.execute_one("SELECT setval('s', 3, false)")
+        assert s.execute_one("SELECT last_value, is_called FROM s").rows() == [(3, False)]
+        other.execute_one("SELECT setval('s', 2, false)")
         assert one(s, "SELECT nextval('s')") == 2
 
 
