@@ -15,7 +15,7 @@ import subprocess
 import psycopg
 import pytest
 
-from tests.e2e.conftest import beside_postgres
+from tests.e2e.conftest import beside_postgres, on_two_workers
 
 SCRIPTS = {
     "create-checks": [
@@ -285,26 +285,8 @@ def test_what_is_not_supported_says_so(servers, sql):
     assert "SEQUENCE" in str(caught.value).upper()
 
 
-def _on_other_workers(uri: str) -> tuple[psycopg.Connection, psycopg.Connection]:
-    """Two connections served by different worker processes (each lands on the least loaded
-    one; a few tries may be needed while earlier connections close)."""
-    first = psycopg.connect(uri, autocommit=True)
-    spare = []
-    for _ in range(8):
-        other = psycopg.connect(uri, autocommit=True)
-        if other.execute("SHOW sqlvec.worker").fetchone() != \
-                first.execute("SHOW sqlvec.worker").fetchone():
-            break
-        spare.append(other)
-    else:
-        pytest.fail("every connection landed on the same worker")
-    for conn in spare:
-        conn.close()
-    return first, other
-
-
 def test_another_worker_sees_an_alter_at_once(servers):
-    a, b = _on_other_workers(servers["sqlvec"])
+    a, b = on_two_workers(lambda: psycopg.connect(servers["sqlvec"], autocommit=True))
     with a, b:
         a.execute("DROP SEQUENCE IF EXISTS sq_w")
         a.execute("CREATE SEQUENCE sq_w MAXVALUE 100")
