@@ -725,10 +725,16 @@ def _sequence_key(name: list[str], tools: AlterTools) -> str | None:
     return None
 
 
-def _existing_sequence(name: list[str], if_exists: bool, tools: AlterTools) -> str | None:
-    """The sequence ALTER SEQUENCE names, or None when IF EXISTS skips it (with the NOTICE)."""
+def _existing_sequence(name: list[str], if_exists: bool, tools: AlterTools,
+                       not_sequence: str = '"{}" is not a sequence') -> str | None:
+    """The sequence ALTER SEQUENCE names, or None when IF EXISTS skips it (with the NOTICE);
+    another relation of that name is 42809 (`not_sequence`, PostgreSQL's message for the
+    action)."""
     key = _sequence_key(name, tools)
     if key is None:
+        schemas = [name[0]] if len(name) > 1 else tools.search_path
+        if any(tools.catalog.relation_exists(name[-1], s) for s in schemas):
+            raise SqlVecError(not_sequence.format(name[-1]), sqlstate="42809")
         if not if_exists:
             raise UndefinedTable(f'relation "{name[-1]}" does not exist')
         tools.notices.append(Notice.notice(f'relation "{name[-1]}" does not exist, skipping'))
@@ -790,7 +796,7 @@ def _sequence_options(name: list[str], text: str, if_exists: bool, tools: AlterT
     """ALTER SEQUENCE's options, read before the sequence is looked up (a syntax error is
     one whether or not it exists, as PostgreSQL's parser finds it first)."""
     options = sequence_ddl.parse_options(text, altering=True)
-    key = _existing_sequence(name, if_exists, tools)
+    key = _existing_sequence(name, if_exists, tools, 'cannot open relation "{}"')
     if key is not None:
         sequence_ddl.alter(key, options, tools.catalog, tools.search_path)
     return "ALTER SEQUENCE"
