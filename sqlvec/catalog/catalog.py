@@ -217,16 +217,19 @@ class Catalog:
     # Sequences ----------------------------------------------------------------------------------
 
     def create_sequence(self, name: str, schema: str, options: SequenceOptions | None = None,
-                        *, owned_by: str | None = None) -> str:
-        """Create a sequence (for CREATE SEQUENCE or a serial column) with `options` checked,
-        and return its key, `schema.name`."""
+                        *, owned_by: str | None = None,
+                        write: Callable[[Callable[[dict], dict]], object] | None = None) -> str:
+        """Create a sequence (for CREATE SEQUENCE, a serial or an identity column) with
+        `options` checked, written by `write` (given the catalog change; by default
+        `Store.update_catalog`), and return its key, `schema.name`."""
         key = f"{schema}.{name}"
         entry = seqrules.configured(None, options or SequenceOptions({}), None)
         with self._lock:
             self.check_new_relation(name, schema)
             oid = self.store.allocate_oid()
             entry = {"oid": oid, **entry, "value": None, "reserved": None, "owned_by": owned_by}
-            self.store.update_catalog(lambda c: {**c, "sequences": {**c["sequences"], key: entry}})
+            (write or self.store.update_catalog)(
+                lambda c: {**c, "sequences": {**c["sequences"], key: entry}})
         return key
 
     def alter_sequence(self, key: str, options: SequenceOptions,

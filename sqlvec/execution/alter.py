@@ -569,6 +569,11 @@ _SEQ_SET_SCHEMA = re.compile(rf"SEQUENCE\s+(?P<exists>IF\s+EXISTS\s+)?{_QUALIFIE
 # Every other ALTER SEQUENCE: its options (sequence_ddl.py reads them).
 _SEQ_OPTIONS = re.compile(rf"SEQUENCE\s+(?P<exists>IF\s+EXISTS\s+)?{_QUALIFIED}"
                           rf"(?P<options>(?:\s.*)?)$", re.I | re.S)
+# ALTER TABLE ... ALTER COLUMN c ADD GENERATED ... AS IDENTITY [(options)]: pg_dump's form.
+_ADD_IDENTITY = re.compile(rf"TABLE\s+(?P<exists>IF\s+EXISTS\s+)?(?:ONLY\s+)?{_QUALIFIED}\s+"
+                           rf"ALTER\s+(?:COLUMN\s+)?(?P<column>{_NAME})\s+ADD\s+GENERATED\s+"
+                           rf"(?P<kind>ALWAYS|BY\s+DEFAULT)\s+AS\s+IDENTITY\s*"
+                           rf"(?:\((?P<options>.*)\))?\s*;?\s*$", re.I | re.S)
 # ALTER TABLE ... ALTER COLUMN c RESTART | SET <sequence option>: an identity column's sequence.
 _IDENTITY = re.compile(rf"TABLE\s+(?P<exists>IF\s+EXISTS\s+)?(?:ONLY\s+)?{_QUALIFIED}\s+ALTER\s+"
                        rf"(?:COLUMN\s+)?(?P<column>{_NAME})\s+(?P<options>(?:RESTART\b|SET\s+"
@@ -587,7 +592,7 @@ def recognise(sql: str) -> exp.Command | None:
         return None
     body = m.group(1).strip()
     if any(p.match(body) for p in (_SET_SCHEMA, _SEQ_RENAME, _SEQ_SET_SCHEMA, _OWNER_TO,
-                                   _SEQ_OPTIONS, _IDENTITY)):
+                                   _SEQ_OPTIONS, _IDENTITY, _ADD_IDENTITY)):
         return exp.Command(this="ALTER", expression=exp.Literal.string(body))
     return None
 
@@ -620,6 +625,11 @@ def _alter_command(text: str, tools: AlterTools) -> str:
     if m:
         return _identity_options(_parts(m["name"]), _ident(m["column"]), m["options"],
                                  bool(m["exists"]), tools)
+    m = _ADD_IDENTITY.match(body)
+    if m:
+        kind = "always" if m["kind"].upper() == "ALWAYS" else "by default"
+        return _identity_options(_parts(m["name"]), _ident(m["column"]), m["options"],
+                                 bool(m["exists"]), tools, adding=kind)
     words = body.split()
     what = words[0].upper() if words else ""
     if what in ("TABLE", "SEQUENCE", "INDEX") and len(words) > 2:
@@ -802,8 +812,9 @@ def _sequence_options(name: list[str], text: str, if_exists: bool, tools: AlterT
     return "ALTER SEQUENCE"
 
 
-def _identity_options(name: list[str], column: str, text: str, if_exists: bool,
-                      tools: AlterTools) -> str:
+def _identity_options(name: list[str], column: str, text: str | None, if_exists: bool,
+                      tools: AlterTools, adding: str | None = None) -> str:
+    """An identity column's options, or (`adding`: its kind) the column made one."""
     table = tools.catalog.find_table(name[-1], name[0] if len(name) > 1 else None,
                                      tools.search_path)
     if table is None:
@@ -811,7 +822,10 @@ def _identity_options(name: list[str], column: str, text: str, if_exists: bool,
             tools.notices.append(Notice.notice(f'relation "{name[-1]}" does not exist, skipping'))
             return "ALTER TABLE"
         raise UndefinedTable(f'relation "{".".join(name)}" does not exist')
-    sequence_ddl.alter_identity(tools.catalog, table, column, text)
+    if adding is not None:
+        sequence_ddl.add_identity(tools.catalog, table, column, adding, text)
+    else:
+        sequence_ddl.alter_identity(tools.catalog, table, column, text or "")
     return "ALTER TABLE"
 
 

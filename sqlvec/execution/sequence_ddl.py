@@ -1,9 +1,10 @@
 """CREATE SEQUENCE and ALTER SEQUENCE's options, and an identity column's (ALTER TABLE ...
-ALTER COLUMN ... RESTART | SET option), read from the statement text as PostgreSQL's grammar
-(SeqOptElem) has them: sqlglot keeps only some of them, and reads NO CYCLE as CYCLE.
+ALTER COLUMN ... RESTART | SET option | ADD GENERATED ... AS IDENTITY), read from the statement
+text as PostgreSQL's grammar (SeqOptElem) has them: sqlglot keeps only some of them, and reads
+NO CYCLE as CYCLE.
 
 The rules the options obey are the catalog's (catalog/sequences.py); what is read here but not
-supported (SEQUENCE NAME, LOGGED / UNLOGGED, temporary sequences) is 0A000, never ignored.
+supported (temporary and unlogged sequences, SET UNLOGGED) is 0A000, never ignored.
 """
 
 from __future__ import annotations
@@ -132,8 +133,9 @@ def _collect(text: str, option) -> SequenceOptions:
     return SequenceOptions(given)
 
 
-def _option(tokens: _Tokens, altering: bool) -> tuple[str, object]:
-    """One option: its name in `SequenceOptions` and its value."""
+def _option(tokens: _Tokens, altering: bool, naming: bool = False) -> tuple[str, object]:
+    """One option: its name in `SequenceOptions` and its value; SEQUENCE NAME only where an
+    identity column is added (`naming`)."""
     word = tokens.take().upper()
     if word == "AS":
         type_name = TYPE_NAMES.get(ident(tokens.take()))
@@ -165,8 +167,10 @@ def _option(tokens: _Tokens, altering: bool) -> tuple[str, object]:
         return "logged", True  # what every sequence here is: its values survive a crash
     if word == "SET" and altering and tokens.word() == "UNLOGGED":
         raise FeatureNotSupported("ALTER SEQUENCE … SET UNLOGGED is not supported")
-    if word == "SEQUENCE" and tokens.word() == "NAME":
-        raise SqlVecError("invalid sequence option SEQUENCE NAME", sqlstate="42601")
+    if word == "SEQUENCE" and tokens.skip("NAME"):
+        if not naming:
+            raise SqlVecError("invalid sequence option SEQUENCE NAME", sqlstate="42601")
+        return "name", _qualified_name(tokens)
     raise syntax_error(tokens.items[tokens.at - 1])
 
 
@@ -174,15 +178,21 @@ def _is_number(token: str | None) -> bool:
     return token is not None and re.match(r"[-+]?\s*\d", token) is not None
 
 
+def _qualified_name(tokens: _Tokens, first: str | None = None) -> list[str]:
+    """A dotted name's parts, folded as PostgreSQL folds identifiers."""
+    parts = [ident(first or tokens.take())]
+    while tokens.peek() == ".":
+        tokens.take()
+        parts.append(ident(tokens.take()))
+    return parts
+
+
 def _owner(tokens: _Tokens) -> list[str] | None:
     """OWNED BY's [schema.]table.column, or None for NONE."""
     first = tokens.take()
     if first.upper() == "NONE":
         return None
-    parts = [ident(first)]
-    while tokens.peek() == ".":
-        tokens.take()
-        parts.append(ident(tokens.take()))
+    parts = _qualified_name(tokens, first)
     if len(parts) < 2:
         raise SqlVecError("invalid OWNED BY option", sqlstate="42601",
                           hint="Specify OWNED BY table.column or OWNED BY NONE.")
@@ -280,3 +290,40 @@ def column_options(type_name: str, item: exp.ColumnDef | None = None) -> Sequenc
         if identity.args.get("cycle") is not None:
             given["cycle"] = bool(identity.args["cycle"])
     return SequenceOptions(given)
+
+
+def add_identity(catalog: Catalog, table, column: str, kind: str, text: str | None) -> None:
+    """ALTER TABLE ... ALTER COLUMN c ADD GENERATED {ALWAYS | BY DEFAULT} AS IDENTITY [(options,
+    SEQUENCE NAME)], as pg_dump restores identity columns: the column's sequence is created
+    with the options and the column made an identity column in one manifest version, with
+    PostgreSQL's checks."""
+    options = _collect(text or "", lambda tokens: _option(tokens, False, naming=True))
+    d = table.def_
+    if not d.has_column(column):
+        raise UndefinedColumn(f'column "{column}" of relation "{d.name}" does not exist')
+    col = d.column(column)
+    where = f'column "{column}" of relation "{d.name}"'
+    if col.identity in ("always", "by default"):
+        raise SqlVecError(f"{where} is already an identity column", sqlstate="55000")
+    if not col.not_null:
+        raise SqlVecError(f"{where} must be declared NOT NULL before identity can be added",
+                          sqlstate="55000")
+    if col.default is not None:
+        raise SqlVecError(f"{where} already has a default value", sqlstate="55000")
+    if col.type.name not in ("int2", "int4", "int8"):
+        raise SqlVecError("identity column type must be smallint, integer, or bigint",
+                          sqlstate="22023")
+    name = options.given.pop("name", None) or [f"{d.name}_{column}_seq"]
+    if len(name) > 1 and name[-2] != d.schema:
+        raise FeatureNotSupported("an identity column's sequence in another schema than its "
+                                  "table's is not supported")
+    options.given.setdefault("type", column_options(col.type.name).get("type"))
+    reference = name[-1] if d.schema == "public" else f"{d.schema}.{name[-1]}"
+
+    def change(x):
+        return x.with_changes(columns=tuple(
+            replace(c, identity=kind, default=f"nextval('{reference}'::regclass)")
+            if c.name == column else c for c in x.columns))
+    catalog.create_sequence(name[-1], d.schema, options, owned_by=f"{d.id}.{column}",
+                            write=lambda created: catalog.store.alter_table(
+                                d.id, change, catalog=created))
