@@ -574,11 +574,15 @@ _ADD_IDENTITY = re.compile(rf"TABLE\s+(?P<exists>IF\s+EXISTS\s+)?(?:ONLY\s+)?{_Q
                            rf"ALTER\s+(?:COLUMN\s+)?(?P<column>{_NAME})\s+ADD\s+GENERATED\s+"
                            rf"(?P<kind>ALWAYS|BY\s+DEFAULT)\s+AS\s+IDENTITY\s*"
                            rf"(?:\((?P<options>.*)\))?\s*;?\s*$", re.I | re.S)
-# ALTER TABLE ... ALTER COLUMN c RESTART | SET <sequence option>: an identity column's sequence.
+# ALTER TABLE ... ALTER COLUMN c RESTART | SET <sequence option>: an identity column's sequence
+# (alone: among other actions, after a comma, it goes to sqlglot, and is 0A000).
 _IDENTITY = re.compile(rf"TABLE\s+(?P<exists>IF\s+EXISTS\s+)?(?:ONLY\s+)?{_QUALIFIED}\s+ALTER\s+"
                        rf"(?:COLUMN\s+)?(?P<column>{_NAME})\s+(?P<options>(?:RESTART\b|SET\s+"
                        rf"(?:INCREMENT|START|MINVALUE|MAXVALUE|NO\s+(?:MINVALUE|MAXVALUE|CYCLE)|"
-                       rf"CYCLE|CACHE|GENERATED)\b).*?)\s*;?\s*$", re.I | re.S)
+                       rf"CYCLE|CACHE|GENERATED)\b)[^,]*?)\s*;?\s*$", re.I | re.S)
+_DROP_IDENTITY = re.compile(rf"TABLE\s+(?P<exists>IF\s+EXISTS\s+)?(?:ONLY\s+)?{_QUALIFIED}\s+"
+                            rf"ALTER\s+(?:COLUMN\s+)?(?P<column>{_NAME})\s+DROP\s+IDENTITY"
+                            rf"(?P<missing_ok>\s+IF\s+EXISTS)?\s*;?\s*$", re.I | re.S)
 _OWNER_TO = re.compile(rf"(?P<what>TABLE|SEQUENCE|VIEW|INDEX|SCHEMA)\s+(?P<exists>IF\s+EXISTS\s+)?"
                        rf"(?:ONLY\s+)?{_QUALIFIED}\s+OWNER\s+TO\s+(?P<role>{_NAME})\s*;?\s*$",
                        re.I | re.S)
@@ -592,7 +596,7 @@ def recognise(sql: str) -> exp.Command | None:
         return None
     body = m.group(1).strip()
     if any(p.match(body) for p in (_SET_SCHEMA, _SEQ_RENAME, _SEQ_SET_SCHEMA, _OWNER_TO,
-                                   _SEQ_OPTIONS, _IDENTITY, _ADD_IDENTITY)):
+                                   _SEQ_OPTIONS, _IDENTITY, _ADD_IDENTITY, _DROP_IDENTITY)):
         return exp.Command(this="ALTER", expression=exp.Literal.string(body))
     return None
 
@@ -630,6 +634,11 @@ def _alter_command(text: str, tools: AlterTools) -> str:
         kind = "always" if m["kind"].upper() == "ALWAYS" else "by default"
         return _identity_options(_parts(m["name"]), _ident(m["column"]), m["options"],
                                  bool(m["exists"]), tools, adding=kind)
+    m = _DROP_IDENTITY.match(body)
+    if m:
+        return _identity_options(_parts(m["name"]), _ident(m["column"]), None,
+                                 bool(m["exists"]), tools,
+                                 dropping="if exists" if m["missing_ok"] else "")
     words = body.split()
     what = words[0].upper() if words else ""
     if what in ("TABLE", "SEQUENCE", "INDEX") and len(words) > 2:
@@ -813,8 +822,10 @@ def _sequence_options(name: list[str], text: str, if_exists: bool, tools: AlterT
 
 
 def _identity_options(name: list[str], column: str, text: str | None, if_exists: bool,
-                      tools: AlterTools, adding: str | None = None) -> str:
-    """An identity column's options, or (`adding`: its kind) the column made one."""
+                      tools: AlterTools, adding: str | None = None,
+                      dropping: str | None = None) -> str:
+    """An identity column's options, or (`adding`: its kind) the column made one, or
+    (`dropping`: "if exists" or "") made an ordinary column again."""
     table = tools.catalog.find_table(name[-1], name[0] if len(name) > 1 else None,
                                      tools.search_path)
     if table is None:
@@ -824,6 +835,9 @@ def _identity_options(name: list[str], column: str, text: str | None, if_exists:
         raise UndefinedTable(f'relation "{".".join(name)}" does not exist')
     if adding is not None:
         sequence_ddl.add_identity(tools.catalog, table, column, adding, text)
+    elif dropping is not None:
+        sequence_ddl.drop_identity(tools.catalog, table, column, bool(dropping),
+                                   tools.notices)
     else:
         sequence_ddl.alter_identity(tools.catalog, table, column, text or "")
     return "ALTER TABLE"

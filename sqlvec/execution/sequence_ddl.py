@@ -19,6 +19,7 @@ from sqlvec.catalog.sequences import TYPE_NAMES, SequenceOptions
 from sqlvec.errors import (
     FeatureNotSupported,
     InvalidTextRepresentation,
+    Notice,
     NumericValueOutOfRange,
     SqlVecError,
     UndefinedColumn,
@@ -252,19 +253,30 @@ def alter(key: str, options: SequenceOptions, catalog: Catalog, search_path: lis
     catalog.alter_sequence(key, options, **extra)
 
 
-def alter_identity(catalog: Catalog, table, column: str, text: str) -> None:
-    """ALTER TABLE ... ALTER COLUMN c RESTART | SET GENERATED ... | SET option ...: the
-    identity column's kind and its sequence's options, as PostgreSQL's, written together."""
-    options = parse_identity_options(text)
+def _identity_sequence(catalog: Catalog, table, column: str) -> str | None:
+    """The key of the sequence of identity column `column`; None when it is not one (42703
+    when the table has no such column)."""
     d = table.def_
     if not d.has_column(column):
         raise UndefinedColumn(f'column "{column}" of relation "{d.name}" does not exist')
     owned = f"{d.id}.{column}"
     key = next((k for k, v in catalog.state["sequences"].items() if v.get("owned_by") == owned),
                None)
-    if d.column(column).identity not in ("always", "by default") or key is None:
-        raise SqlVecError(f'column "{column}" of relation "{d.name}" is not an identity column',
-                          sqlstate="55000")
+    return key if d.column(column).identity in ("always", "by default") else None
+
+
+def _not_identity(table, column: str) -> str:
+    return f'column "{column}" of relation "{table.def_.name}" is not an identity column'
+
+
+def alter_identity(catalog: Catalog, table, column: str, text: str) -> None:
+    """ALTER TABLE ... ALTER COLUMN c RESTART | SET GENERATED ... | SET option ...: the
+    identity column's kind and its sequence's options, as PostgreSQL's, written together."""
+    options = parse_identity_options(text)
+    d = table.def_
+    key = _identity_sequence(catalog, table, column)
+    if key is None:
+        raise SqlVecError(_not_identity(table, column), sqlstate="55000")
     generated = options.given.pop("generated", None)
     if generated is None:
         catalog.alter_sequence(key, options)
@@ -327,3 +339,19 @@ def add_identity(catalog: Catalog, table, column: str, kind: str, text: str | No
     catalog.create_sequence(name[-1], d.schema, options, owned_by=f"{d.id}.{column}",
                             write=lambda created: catalog.store.alter_table(
                                 d.id, change, catalog=created))
+
+
+def drop_identity(catalog: Catalog, table, column: str, missing_ok: bool,
+                  notices: list[Notice]) -> None:
+    """ALTER TABLE ... ALTER COLUMN c DROP IDENTITY [IF EXISTS]: an ordinary column again (NOT
+    NULL stays), its sequence dropped with it, in one manifest version."""
+    key = _identity_sequence(catalog, table, column)
+    if key is None:
+        if not missing_ok:
+            raise SqlVecError(_not_identity(table, column), sqlstate="55000")
+        notices.append(Notice.notice(f"{_not_identity(table, column)}, skipping"))
+        return
+    catalog.store.alter_table(table.def_.id, lambda x: x.with_changes(columns=tuple(
+        replace(c, identity=None, default=None) if c.name == column else c
+        for c in x.columns)), catalog=lambda c: {**c, "sequences": {
+            k: v for k, v in c["sequences"].items() if k != key}})

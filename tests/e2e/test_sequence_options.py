@@ -211,6 +211,18 @@ SCRIPTS = {
         "DROP TABLE sq_ai",
         "SELECT count(*) FROM pg_sequences WHERE sequencename LIKE 'sq_ai%'",
     ],
+    "drop-identity": [
+        "CREATE TABLE sq_di (id int GENERATED ALWAYS AS IDENTITY, a int)",
+        "ALTER TABLE sq_di ALTER COLUMN a DROP IDENTITY",
+        "ALTER TABLE sq_di ALTER COLUMN a DROP IDENTITY IF EXISTS",
+        "ALTER TABLE sq_di ALTER COLUMN nosuch DROP IDENTITY",
+        "ALTER TABLE sq_di ALTER COLUMN id DROP IDENTITY",
+        "SELECT count(*) FROM pg_sequences WHERE sequencename = 'sq_di_id_seq'",
+        "INSERT INTO sq_di (id, a) VALUES (5, 1) RETURNING id",
+        "INSERT INTO sq_di (a) VALUES (1) RETURNING id",
+        "SELECT column_name, is_identity, column_default, is_nullable "
+        "FROM information_schema.columns WHERE table_name = 'sq_di' ORDER BY 1",
+    ],
     "catalog": [
         "CREATE SEQUENCE sq_v AS integer INCREMENT 5 MINVALUE 3 MAXVALUE 300 START 10 CACHE 2 "
         "CYCLE",
@@ -240,7 +252,7 @@ SCRIPTS = {
         "SELECT count(*) FROM pg_sequences WHERE sequencename LIKE 'sq_ob%'",
     ],
 }
-CLEAN = ["DROP TABLE IF EXISTS sq_id, sq_id2, sq_o, sq_tab, sq_ai CASCADE", "DROP SCHEMA IF EXISTS sq_schema "
+CLEAN = ["DROP TABLE IF EXISTS sq_id, sq_id2, sq_o, sq_tab, sq_ai, sq_di CASCADE", "DROP SCHEMA IF EXISTS sq_schema "
          "CASCADE", "CREATE SCHEMA sq_schema"] + [
     f"DROP SEQUENCE IF EXISTS {name}" for name in (
         "sq_c", "sq_c2", "sq_b", "sq_b2", "sq_y", "sq_y2", "sq_t", "sq_t2", "sq_a", '"Sq_Q"',
