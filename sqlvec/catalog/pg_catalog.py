@@ -606,10 +606,11 @@ def _pg_depend(o) -> dict:
             continue
         table_id, _, column = owner.partition(".")
         table = by_table_id.get(int(table_id)) if table_id.isdigit() else None
-        attnum = next((c.attnum for c in table.columns if c.name == column), None) \
+        col = next((c for c in table.columns if c.name == column), None) \
             if table is not None else None
-        if attnum is not None:
-            rows.append((O.PG_CLASS_OID, rel.oid, 0, O.PG_CLASS_OID, table.oid, attnum, "a"))
+        if col is not None:  # an identity column's sequence is internal to it ('i')
+            kind = "i" if col.identity in ("always", "by default") else "a"
+            rows.append((O.PG_CLASS_OID, rel.oid, 0, O.PG_CLASS_OID, table.oid, col.attnum, kind))
     return _rows([c for c, _ in PG_DEPEND], rows)
 
 
