@@ -138,13 +138,15 @@ HANDOVER_AFTER = 3
 HANDOVER_LIMIT = 1 << 20  # bytes of client input in hand at most, to move with the socket
 
 # Statements answered here: one statement, starting as a query does, naming nothing that
-# writes, locks, reads per-process state (sessions, locks, prepared statements, backend pid)
-# or changes the session. A false "no" only costs a trip to the primary; the check is on
+# writes, locks, reads per-process state (sessions, locks, prepared statements, backend pid,
+# the last values sequences handed out: `pg_sequences`, `SELECT last_value FROM seq`) or
+# changes the session. A false "no" only costs a trip to the primary; the check is on
 # words, so a string literal holding one of them is sent there too.
 _FIRST_WORD = re.compile(r"\s*(select|with|table|values|show)\b", re.IGNORECASE)
 _DEALLOCATE = re.compile(rb"(?i)\b(deallocate|discard)\b")
 _UNSAFE = re.compile(
     r"\b(insert|update|delete|merge|into|copy|nextval|currval|lastval|setval|set_config|"
+    r"pg_sequences|last_value|"
     r"\w*advisory\w*|pg_cancel_backend|pg_terminate_backend|pg_backend_pid|pg_blocking_pids|"
     r"pg_stat\w*|pg_locks|pg_prepared_statements|pg_cursors|txid\w*|pg_current_xact\w*|setseed|"
     r"pg_notify|lo_\w+|pg_reload_conf|pg_rotate_logfile|sqlvec_indexes|for\s+(update|share|"

@@ -4,25 +4,30 @@ Tables and indexes live in the store's manifest (storage/schema.py); everything 
 owns is kept in the manifest's `catalog` section, which this module reads and writes:
 
     schemas     {name: {"oid": int, "owner": role name}}
-    sequences   {"schema.name": {"oid", "start", "increment", "value" (last value handed out or
-                 null), "reserved" (values up to this are durable), "owned_by": "table.column",
-                 "incarnation" (a new OID at each TRUNCATE ... RESTART IDENTITY, as
-                 PostgreSQL gives the sequence a new relfilenode; absent: 0)}}
+    sequences   {"schema.name": {"oid", "type", "start", "increment", "min", "max", "cache",
+                 "cycle", "next" (what nextval gives when "value" is null), "value" (last value
+                 handed out or null), "reserved" (values up to this are durable), "owned_by":
+                 "table.column", "incarnation" (a new OID at each restart: ALTER SEQUENCE ...
+                 RESTART, TRUNCATE ... RESTART IDENTITY, as PostgreSQL gives the sequence a new
+                 relfilenode; absent: 0)}} (options as sequences.py reads them)
     extensions  {name: {"oid", "version", "schema"}}
     roles       {name: {"oid", "superuser", "login", "password" (SCRAM verifier or null)}}
     comments    {"<classoid>:<objoid>:<subid>": text}
 
 Sequences hand out values from memory and reserve them durably in blocks (as PostgreSQL logs
-sequence values ahead), so a crash can skip values but never repeat one.
+sequence values ahead, never past the sequence's bound), so a crash can skip values but never
+repeat one nor go past MAXVALUE / MINVALUE.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 
+from sqlvec.catalog import sequences as seqrules
+from sqlvec.catalog.sequences import SequenceOptions
 from sqlvec.catalog.views import all_views, dependents, find_view, remove_views
 from sqlvec.errors import (
     DuplicateObject,
@@ -211,18 +216,44 @@ class Catalog:
 
     # Sequences ----------------------------------------------------------------------------------
 
-    def create_sequence(self, name: str, schema: str, *, start: int = 1, increment: int = 1,
-                        owned_by: str | None = None) -> str:
-        """Create a sequence (for CREATE SEQUENCE or a serial column) and return its key,
-        `schema.name`."""
+    def create_sequence(self, name: str, schema: str, options: SequenceOptions | None = None,
+                        *, owned_by: str | None = None,
+                        write: Callable[[Callable[[dict], dict]], object] | None = None) -> str:
+        """Create a sequence (for CREATE SEQUENCE, a serial or an identity column) with
+        `options` checked, written by `write` (given the catalog change; by default
+        `Store.update_catalog`), and return its key, `schema.name`."""
         key = f"{schema}.{name}"
+        entry = seqrules.configured(None, options or SequenceOptions({}), None)
         with self._lock:
             self.check_new_relation(name, schema)
             oid = self.store.allocate_oid()
-            entry = {"oid": oid, "start": start, "increment": increment, "value": None,
-                     "reserved": None, "owned_by": owned_by}
-            self.store.update_catalog(lambda c: {**c, "sequences": {**c["sequences"], key: entry}})
+            entry = {"oid": oid, **entry, "value": None, "reserved": None, "owned_by": owned_by}
+            (write or self.store.update_catalog)(
+                lambda c: {**c, "sequences": {**c["sequences"], key: entry}})
         return key
+
+    def alter_sequence(self, key: str, options: SequenceOptions,
+                       write: Callable[[Callable[[dict], dict]], object] | None = None,
+                       **fields: object) -> None:
+        """ALTER SEQUENCE's options and `fields` (OWNED BY's `owned_by`), checked against the
+        sequence's current value, written at once by `write` (given the catalog change; by
+        default `Store.update_catalog`) while no nextval runs. Options that change how values
+        are handed out (all but START and OWNED BY) start a new incarnation, as PostgreSQL
+        gives the sequence a new relfilenode: counting goes on from the last value (or from
+        the RESTART value), and in a transaction block a rollback brings the old incarnation
+        back with the values it had handed out, and the options it had."""
+        with self._lock:
+            seq = self.sequence(key)
+            last = self._last_value(key, seq)
+            entry = seqrules.configured(seq, options, last)
+            changes = {k: entry[k] for k in seqrules.OPTION_FIELDS} | fields
+            if set(options.given) - {"start", "owned_by"}:
+                last = None if options.has("restart") else last
+                changes |= {"value": last, "reserved": last,
+                            "incarnation": self.store.allocate_oid()}
+                if not self.store.deferred:
+                    self._forget_values([key])
+            (write or self.store.update_catalog)(lambda c: _set_seq(c, key, **changes))
 
     def sequence(self, key: str) -> dict:
         """A sequence's stored state by key; a missing one is 42P01, as a missing relation."""
@@ -232,19 +263,24 @@ class Catalog:
             raise UndefinedTable(f'relation "{key.split(".", 1)[-1]}" does not exist') from None
 
     def nextval(self, key: str, count: int = 1) -> list[int]:
-        """The next `count` values of a sequence; durable before they are handed out."""
+        """The next `count` values of a sequence; durable before they are handed out. At its
+        bound it wraps around (CYCLE) or fails (2200H) after taking the values before."""
         with self._lock:
             seq = self.sequence(key)
             inc = int(seq["increment"])
-            last = self._last_value(key, seq)
-            first = int(seq["start"]) if last is None else int(last) + inc
-            values = [first + i * inc for i in range(count)]
-            top = values[-1]
-            reserved = seq.get("reserved")
-            if reserved is None or (inc > 0 and top > reserved) or (inc < 0 and top < reserved):
-                new_reserved = top + inc * SEQUENCE_BLOCK
-                self.store.update_catalog(lambda c: _set_seq(c, key, value=top, reserved=new_reserved))
-            self._seq_values[_cache_key(key, seq)] = top
+            values, wrapped, error = seqrules.advance(
+                seq, key.split(".", 1)[1], self._last_value(key, seq), count)
+            if values:
+                top = values[-1]
+                reserved = seq.get("reserved")
+                if reserved is None or wrapped or (inc > 0 and top > reserved) or \
+                        (inc < 0 and top < reserved):
+                    new_reserved = seqrules.reservation(seq, top, SEQUENCE_BLOCK)
+                    self.store.update_catalog(
+                        lambda c: _set_seq(c, key, value=top, reserved=new_reserved))
+                self._seq_values[_cache_key(key, seq)] = top
+            if error is not None:
+                raise error
             return values
 
     def give_back(self, key: str, last: int, value: int) -> None:
@@ -266,12 +302,15 @@ class Catalog:
         return seq["value"] if reserved is None else reserved
 
     def setval(self, key: str, value: int, is_called: bool = True) -> int:
-        """setval(): set the last value (or the one before it when `is_called` is false) durably,
-        returning `value`."""
+        """setval(): make `value` the last value handed out, or (`is_called` false) the one the
+        next nextval gives, durably; outside the sequence's bounds it is 22003. Returns
+        `value`."""
         with self._lock:
             seq = self.sequence(key)
-            last = value if is_called else value - int(seq["increment"])
-            self.store.update_catalog(lambda c: _set_seq(c, key, value=last, reserved=last))
+            seqrules.check_setval(seq, key.split(".", 1)[1], value)
+            last = value if is_called else None
+            self.store.update_catalog(lambda c: _set_seq(
+                c, key, value=last, reserved=last, **({} if is_called else {"next": value})))
             self._seq_values[_cache_key(key, seq)] = last
             return value
 
@@ -296,6 +335,12 @@ class Catalog:
         """Drop the cached last values of the sequences `keys`, in every incarnation."""
         for known in [k for k in self._seq_values if k[0] in keys]:
             self._seq_values.pop(known, None)
+
+    def pending_value(self, key: str) -> int | None:
+        """What nextval gives when the sequence has handed out nothing since it was created,
+        restarted or set back (`sequences.pending`); None for a name no sequence has."""
+        seq = self.state["sequences"].get(key)
+        return None if seq is None else seqrules.pending(seq)
 
     def currval_of(self, key: str) -> int | None:
         """The sequence's last value handed out (None before the first nextval): the live one,
@@ -349,7 +394,9 @@ def _restarted(catalog: dict, incarnations: dict[str, int]) -> dict:
     """The catalog with the sequences named back before their first value, in their new
     incarnations."""
     for key, incarnation in incarnations.items():
-        catalog = _set_seq(catalog, key, value=None, reserved=None, incarnation=incarnation)
+        start = catalog["sequences"][key]["start"]
+        catalog = _set_seq(catalog, key, value=None, reserved=None, next=start,
+                           incarnation=incarnation)
     return catalog
 
 

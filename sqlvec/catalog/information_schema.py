@@ -7,6 +7,7 @@ types of PostgreSQL's information-schema domains, which every client decodes.
 from __future__ import annotations
 
 from sqlvec.catalog import objects as O
+from sqlvec.catalog import sequences as seqrules
 from sqlvec.catalog.virtual import empty, parse_columns, virtual
 from sqlvec.types import SqlType
 
@@ -82,7 +83,24 @@ def data_type(t: SqlType) -> str:
     return t.info.display
 
 
-def _column_row(rel, col, db: str, defaults: dict) -> dict:
+def _identity_sequences(o) -> dict[str, dict]:
+    """The options of the sequences identity columns own, by `table id.column`."""
+    return {r.sequence["owned_by"]: seqrules.described(r.sequence) for r in o.relations
+            if r.kind == "S" and r.sequence.get("owned_by")}
+
+
+def _identity_fields(rel, col, sequences: dict[str, dict]) -> dict:
+    """identity_start ... identity_cycle of an identity column, from its sequence."""
+    d = sequences.get(f"{rel.table_id}.{col.name}") \
+        if col.identity in ("always", "by default") else None
+    if d is None:
+        return {"identity_cycle": "NO"}
+    return {"identity_start": str(d["start"]), "identity_increment": str(d["increment"]),
+            "identity_maximum": str(d["max"]), "identity_minimum": str(d["min"]),
+            "identity_cycle": "YES" if d["cycle"] else "NO"}
+
+
+def _column_row(rel, col, db: str, defaults: dict, sequences: dict[str, dict]) -> dict:
     t = col.type
     row = {"table_catalog": db, "table_schema": rel.schema, "table_name": rel.name,
            "column_name": col.name, "ordinal_position": col.attnum,
@@ -93,7 +111,7 @@ def _column_row(rel, col, db: str, defaults: dict) -> dict:
            "is_identity": "YES" if col.identity in ("always", "by default") else "NO",
            "identity_generation": {"always": "ALWAYS", "by default": "BY DEFAULT"}.get(
                col.identity or ""),
-           "identity_cycle": "NO", "is_generated": "NEVER",
+           **_identity_fields(rel, col, sequences), "is_generated": "NEVER",
            "is_updatable": "YES" if _user(rel) else "NO"}
     if t.name in ("varchar", "bpchar"):
         n = t.char_length
@@ -119,7 +137,8 @@ def _column_row(rel, col, db: str, defaults: dict) -> dict:
 def _columns(o) -> dict:
     db = o.session.database_name
     defaults = {(d.relation, d.attnum): d.text for d in o.defaults}
-    rows = [_column_row(rel, col, db, defaults)
+    sequences = _identity_sequences(o)
+    rows = [_column_row(rel, col, db, defaults, sequences)
             for rel in o.relations if rel.kind in "rv" for col in rel.columns]
     return _rows(COLUMNS, rows)
 
@@ -316,11 +335,18 @@ SEQUENCES = parse_columns("sequence_catalog name, sequence_schema name, sequence
 @virtual("information_schema.sequences", SEQUENCES)
 def _sequences(o) -> dict:
     db = o.session.database_name
-    rows = [{"sequence_catalog": db, "sequence_schema": r.schema, "sequence_name": r.name,
-             "data_type": "bigint", "numeric_precision": 64, "numeric_precision_radix": 2,
-             "numeric_scale": 0, "start_value": str(r.sequence["start"]), "minimum_value": "1",
-             "maximum_value": str(2**63 - 1), "increment": str(r.sequence["increment"]),
-             "cycle_option": "NO"} for r in o.relations if r.kind == "S"]
+    rows = []
+    for r in o.relations:
+        if r.kind == "S":
+            d = seqrules.described(r.sequence)
+            bits = {"int2": 16, "int4": 32, "int8": 64}[d["type"]]
+            rows.append({"sequence_catalog": db, "sequence_schema": r.schema,
+                         "sequence_name": r.name, "data_type": seqrules.TYPE_SQL[d["type"]],
+                         "numeric_precision": bits, "numeric_precision_radix": 2,
+                         "numeric_scale": 0, "start_value": str(d["start"]),
+                         "minimum_value": str(d["min"]), "maximum_value": str(d["max"]),
+                         "increment": str(d["increment"]),
+                         "cycle_option": "YES" if d["cycle"] else "NO"})
     return _rows(SEQUENCES, rows)
 
 

@@ -523,7 +523,9 @@ class CatalogObjects(LiveObjects):
                 self.constraints.append(Constraint(derived_oid(d.oid, 2048 + c.attnum),
                                                    f"{d.name}_{c.name}_not_null", nsp, "n",
                                                    d.oid, 0, [c.attnum]))
-            if c.default is not None:
+            if c.default is not None and c.identity not in ("always", "by default"):
+                # An identity column's nextval is no default to PostgreSQL (attidentity):
+                # pg_dump would otherwise restore both.
                 self.defaults.append(Default(derived_oid(d.oid, 4096 + c.attnum), d.oid,
                                              c.attnum, display_default(c.default, c.type)))
         self.relations.append(rel)

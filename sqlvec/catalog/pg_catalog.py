@@ -10,6 +10,7 @@ from functools import lru_cache
 
 from sqlvec.catalog import functions as F
 from sqlvec.catalog import objects as O
+from sqlvec.catalog import sequences as seqrules
 from sqlvec.catalog.catalog import BOOTSTRAP_SUPERUSER_OID, PG_CATALOG_OID
 from sqlvec.catalog.settings import SETTINGS, Setting, parse_amount
 from sqlvec.catalog.virtual import empty, parse_columns, table_oid, virtual
@@ -509,9 +510,13 @@ def _pg_indexes(o) -> dict:
                                "max_value int8, increment_by int8, cycle bool, cache_size int8, "
                                "last_value int8"))
 def _pg_sequences(o) -> dict:
-    rows = [(r.schema, r.name, "postgres", TYPES_BY_NAME["int8"].oid,
-             int(r.sequence["start"]), 1, 2**63 - 1, int(r.sequence["increment"]), False, 1,
-             r.sequence.get("value")) for r in o.relations if r.kind == "S"]
+    rows = []
+    for r in o.relations:
+        if r.kind == "S":
+            d = seqrules.described(r.sequence)
+            rows.append((r.schema, r.name, "postgres", TYPES_BY_NAME[d["type"]].oid, d["start"],
+                         d["min"], d["max"], d["increment"], d["cycle"], d["cache"],
+                         r.sequence.get("value")))
     return _rows(["schemaname", "sequencename", "sequenceowner", "data_type", "start_value",
                   "min_value", "max_value", "increment_by", "cycle", "cache_size", "last_value"],
                  rows)
@@ -520,9 +525,12 @@ def _pg_sequences(o) -> dict:
 @virtual("pg_sequence", parse_columns("seqrelid oid, seqtypid oid, seqstart int8, seqincrement int8, "
                               "seqmax int8, seqmin int8, seqcache int8, seqcycle bool"))
 def _pg_sequence(o) -> dict:
-    rows = [(r.oid, TYPES_BY_NAME["int8"].oid, int(r.sequence["start"]),
-             int(r.sequence["increment"]), 2**63 - 1, 1, 1, False)
-            for r in o.relations if r.kind == "S"]
+    rows = []
+    for r in o.relations:
+        if r.kind == "S":
+            d = seqrules.described(r.sequence)
+            rows.append((r.oid, TYPES_BY_NAME[d["type"]].oid, d["start"], d["increment"],
+                         d["max"], d["min"], d["cache"], d["cycle"]))
     return _rows(["seqrelid", "seqtypid", "seqstart", "seqincrement", "seqmax", "seqmin",
                   "seqcache", "seqcycle"], rows)
 
@@ -598,10 +606,11 @@ def _pg_depend(o) -> dict:
             continue
         table_id, _, column = owner.partition(".")
         table = by_table_id.get(int(table_id)) if table_id.isdigit() else None
-        attnum = next((c.attnum for c in table.columns if c.name == column), None) \
+        col = next((c for c in table.columns if c.name == column), None) \
             if table is not None else None
-        if attnum is not None:
-            rows.append((O.PG_CLASS_OID, rel.oid, 0, O.PG_CLASS_OID, table.oid, attnum, "a"))
+        if col is not None:  # an identity column's sequence is internal to it ('i')
+            kind = "i" if col.identity in ("always", "by default") else "a"
+            rows.append((O.PG_CLASS_OID, rel.oid, 0, O.PG_CLASS_OID, table.oid, col.attnum, kind))
     return _rows([c for c, _ in PG_DEPEND], rows)
 
 

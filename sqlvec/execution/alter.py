@@ -34,7 +34,7 @@ from sqlvec.errors import (
     UndefinedObject,
     UndefinedTable,
 )
-from sqlvec.execution import constraint_ddl
+from sqlvec.execution import constraint_ddl, sequence_ddl
 from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.constraints import ROW_CHECKS, compile_check
@@ -470,8 +470,10 @@ def _commit(work: _Work, tools: AlterTools) -> None:
 
     # A serial column's sequence exists before the rewrite that draws its values from it; it
     # is removed again when the statement fails.
-    created = [tools.catalog.create_sequence(name, work.def_.schema,
-                                             owned_by=f"{work.def_.id}.{column}")
+    created = [tools.catalog.create_sequence(
+                   name, work.def_.schema,
+                   sequence_ddl.column_options(work.def_.column(column).type.name),
+                   owned_by=f"{work.def_.id}.{column}")
                for column, name in work.sequences]
     catalog = _catalog_change(work) if work.catalog_changes else None
     try:
@@ -556,15 +558,31 @@ def _transform(part: pa.Table, new_def: TableDef, work: _Work, ctx: ExecContext,
 
 # SET SCHEMA, ALTER SEQUENCE, ALTER INDEX -----------------------------------------------------------
 
-_NAME = r'(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
-_QUALIFIED = rf"(?P<name>{_NAME}(?:\s*\.\s*{_NAME})?)"
+_NAME = sequence_ddl.NAME
+_QUALIFIED = sequence_ddl.QUALIFIED
 _SET_SCHEMA = re.compile(rf"TABLE\s+(?P<exists>IF\s+EXISTS\s+)?(?:ONLY\s+)?{_QUALIFIED}\s+"
                          rf"SET\s+SCHEMA\s+(?P<target>{_NAME})\s*;?\s*$", re.I | re.S)
 _SEQ_RENAME = re.compile(rf"SEQUENCE\s+(?P<exists>IF\s+EXISTS\s+)?{_QUALIFIED}\s+RENAME\s+TO\s+"
                          rf"(?P<target>{_NAME})\s*;?\s*$", re.I | re.S)
-_SEQ_OWNED = re.compile(rf"SEQUENCE\s+(?P<exists>IF\s+EXISTS\s+)?{_QUALIFIED}\s+OWNED\s+BY\s+"
-                        rf"(?P<target>NONE|{_NAME}(?:\s*\.\s*{_NAME}){{1,2}})\s*;?\s*$",
-                        re.I | re.S)
+_SEQ_SET_SCHEMA = re.compile(rf"SEQUENCE\s+(?P<exists>IF\s+EXISTS\s+)?{_QUALIFIED}\s+SET\s+"
+                             rf"SCHEMA\s+(?P<target>{_NAME})\s*;?\s*$", re.I | re.S)
+# Every other ALTER SEQUENCE: its options (sequence_ddl.py reads them).
+_SEQ_OPTIONS = re.compile(rf"SEQUENCE\s+(?P<exists>IF\s+EXISTS\s+)?{_QUALIFIED}"
+                          rf"(?P<options>(?:\s.*)?)$", re.I | re.S)
+# ALTER TABLE ... ALTER COLUMN c ADD GENERATED ... AS IDENTITY [(options)]: pg_dump's form.
+_ADD_IDENTITY = re.compile(rf"TABLE\s+(?P<exists>IF\s+EXISTS\s+)?(?:ONLY\s+)?{_QUALIFIED}\s+"
+                           rf"ALTER\s+(?:COLUMN\s+)?(?P<column>{_NAME})\s+ADD\s+GENERATED\s+"
+                           rf"(?P<kind>ALWAYS|BY\s+DEFAULT)\s+AS\s+IDENTITY\s*"
+                           rf"(?:\((?P<options>.*)\))?\s*;?\s*$", re.I | re.S)
+# ALTER TABLE ... ALTER COLUMN c RESTART | SET <sequence option>: an identity column's sequence
+# (alone: among other actions, after a comma, it goes to sqlglot, and is 0A000).
+_IDENTITY = re.compile(rf"TABLE\s+(?P<exists>IF\s+EXISTS\s+)?(?:ONLY\s+)?{_QUALIFIED}\s+ALTER\s+"
+                       rf"(?:COLUMN\s+)?(?P<column>{_NAME})\s+(?P<options>(?:RESTART\b|SET\s+"
+                       rf"(?:INCREMENT|START|MINVALUE|MAXVALUE|NO\s+(?:MINVALUE|MAXVALUE|CYCLE)|"
+                       rf"CYCLE|CACHE|GENERATED)\b)[^,]*?)\s*;?\s*$", re.I | re.S)
+_DROP_IDENTITY = re.compile(rf"TABLE\s+(?P<exists>IF\s+EXISTS\s+)?(?:ONLY\s+)?{_QUALIFIED}\s+"
+                            rf"ALTER\s+(?:COLUMN\s+)?(?P<column>{_NAME})\s+DROP\s+IDENTITY"
+                            rf"(?P<missing_ok>\s+IF\s+EXISTS)?\s*;?\s*$", re.I | re.S)
 _OWNER_TO = re.compile(rf"(?P<what>TABLE|SEQUENCE|VIEW|INDEX|SCHEMA)\s+(?P<exists>IF\s+EXISTS\s+)?"
                        rf"(?:ONLY\s+)?{_QUALIFIED}\s+OWNER\s+TO\s+(?P<role>{_NAME})\s*;?\s*$",
                        re.I | re.S)
@@ -577,21 +595,14 @@ def recognise(sql: str) -> exp.Command | None:
     if m is None:
         return None
     body = m.group(1).strip()
-    if any(p.match(body) for p in (_SET_SCHEMA, _SEQ_RENAME, _SEQ_OWNED, _OWNER_TO)):
+    if any(p.match(body) for p in (_SET_SCHEMA, _SEQ_RENAME, _SEQ_SET_SCHEMA, _OWNER_TO,
+                                   _SEQ_OPTIONS, _IDENTITY, _ADD_IDENTITY, _DROP_IDENTITY)):
         return exp.Command(this="ALTER", expression=exp.Literal.string(body))
     return None
 
 
-def _ident(text: str) -> str:
-    """An identifier as PostgreSQL folds it: quoted kept, unquoted lower-cased."""
-    text = text.strip()
-    if text.startswith('"'):
-        return text[1:-1].replace('""', '"')
-    return text.lower()
-
-
-def _parts(text: str) -> list[str]:
-    return [_ident(p) for p in re.findall(rf"{_NAME}", text)]
+_ident = sequence_ddl.ident
+_parts = sequence_ddl.name_parts
 
 
 def _alter_command(text: str, tools: AlterTools) -> str:
@@ -603,13 +614,31 @@ def _alter_command(text: str, tools: AlterTools) -> str:
     m = _SEQ_RENAME.match(body)
     if m:
         return _rename_sequence(_parts(m["name"]), _ident(m["target"]), bool(m["exists"]), tools)
-    m = _SEQ_OWNED.match(body)
+    m = _SEQ_SET_SCHEMA.match(body)
     if m:
-        return _sequence_owned_by(_parts(m["name"]), m["target"], bool(m["exists"]), tools)
+        return _sequence_set_schema(_parts(m["name"]), _ident(m["target"]), bool(m["exists"]),
+                                    tools)
     m = _OWNER_TO.match(body)
     if m:
         return _owner_to(m["what"].upper(), _parts(m["name"]), _ident(m["role"]),
                          bool(m["exists"]), tools)
+    m = _SEQ_OPTIONS.match(body)
+    if m:
+        return _sequence_options(_parts(m["name"]), m["options"], bool(m["exists"]), tools)
+    m = _IDENTITY.match(body)
+    if m:
+        return _identity_options(_parts(m["name"]), _ident(m["column"]), m["options"],
+                                 bool(m["exists"]), tools)
+    m = _ADD_IDENTITY.match(body)
+    if m:
+        kind = "always" if m["kind"].upper() == "ALWAYS" else "by default"
+        return _identity_options(_parts(m["name"]), _ident(m["column"]), m["options"],
+                                 bool(m["exists"]), tools, adding=kind)
+    m = _DROP_IDENTITY.match(body)
+    if m:
+        return _identity_options(_parts(m["name"]), _ident(m["column"]), None,
+                                 bool(m["exists"]), tools,
+                                 dropping="if exists" if m["missing_ok"] else "")
     words = body.split()
     what = words[0].upper() if words else ""
     if what in ("TABLE", "SEQUENCE", "INDEX") and len(words) > 2:
@@ -715,10 +744,16 @@ def _sequence_key(name: list[str], tools: AlterTools) -> str | None:
     return None
 
 
-def _existing_sequence(name: list[str], if_exists: bool, tools: AlterTools) -> str | None:
-    """The sequence ALTER SEQUENCE names, or None when IF EXISTS skips it (with the NOTICE)."""
+def _existing_sequence(name: list[str], if_exists: bool, tools: AlterTools,
+                       not_sequence: str = '"{}" is not a sequence') -> str | None:
+    """The sequence ALTER SEQUENCE names, or None when IF EXISTS skips it (with the NOTICE);
+    another relation of that name is 42809 (`not_sequence`, PostgreSQL's message for the
+    action)."""
     key = _sequence_key(name, tools)
     if key is None:
+        schemas = [name[0]] if len(name) > 1 else tools.search_path
+        if any(tools.catalog.relation_exists(name[-1], s) for s in schemas):
+            raise SqlVecError(not_sequence.format(name[-1]), sqlstate="42809")
         if not if_exists:
             raise UndefinedTable(f'relation "{name[-1]}" does not exist')
         tools.notices.append(Notice.notice(f'relation "{name[-1]}" does not exist, skipping'))
@@ -726,14 +761,40 @@ def _existing_sequence(name: list[str], if_exists: bool, tools: AlterTools) -> s
 
 
 def _rename_sequence(name: list[str], new: str, if_exists: bool, tools: AlterTools) -> str:
-    catalog = tools.catalog
     key = _existing_sequence(name, if_exists, tools)
     if key is None:
         return "ALTER SEQUENCE"
     schema = key.split(".", 1)[0]
-    if catalog.relation_exists(new, schema):
+    if tools.catalog.relation_exists(new, schema):
         raise DuplicateTable(f'relation "{new}" already exists')
-    new_key = f"{schema}.{new}"
+    _move_sequence(key, f"{schema}.{new}", tools)
+    return "ALTER SEQUENCE"
+
+
+def _sequence_set_schema(name: list[str], target: str, if_exists: bool,
+                         tools: AlterTools) -> str:
+    """ALTER SEQUENCE ... SET SCHEMA: a sequence a column owns moves with its table only."""
+    catalog = tools.catalog
+    key = _existing_sequence(name, if_exists, tools)
+    if key is None:
+        return "ALTER SEQUENCE"
+    schema, bare = key.split(".", 1)
+    if not catalog.has_schema(target):
+        raise UndefinedObject(f'schema "{target}" does not exist', sqlstate="3F000")
+    if target == schema:
+        return "ALTER SEQUENCE"
+    if catalog.sequence(key).get("owned_by"):
+        raise FeatureNotSupported("cannot move an owned sequence into another schema",
+                                  detail=f'Sequence "{bare}" is linked to a table.')
+    if catalog.relation_exists(bare, target):
+        raise DuplicateTable(f'relation "{bare}" already exists in schema "{target}"')
+    _move_sequence(key, f"{target}.{bare}", tools)
+    return "ALTER SEQUENCE"
+
+
+def _move_sequence(key: str, new_key: str, tools: AlterTools) -> None:
+    """The sequence under its new name or schema, with its values and the defaults using it."""
+    catalog = tools.catalog
     moves = {key: new_key}
 
     def rename(c: dict) -> dict:
@@ -748,31 +809,38 @@ def _rename_sequence(name: list[str], new: str, if_exists: bool, tools: AlterToo
         cols = tuple(replace(c, default=_renamed_refs(c.default, moves)) for c in t.def_.columns)
         catalog.store.alter_table(t.id, lambda x, cols=cols: x.with_changes(columns=cols),
                                   catalog=rename if i == 0 else None)
+
+
+def _sequence_options(name: list[str], text: str, if_exists: bool, tools: AlterTools) -> str:
+    """ALTER SEQUENCE's options, read before the sequence is looked up (a syntax error is
+    one whether or not it exists, as PostgreSQL's parser finds it first)."""
+    options = sequence_ddl.parse_options(text, altering=True)
+    key = _existing_sequence(name, if_exists, tools, 'cannot open relation "{}"')
+    if key is not None:
+        sequence_ddl.alter(key, options, tools.catalog, tools.search_path)
     return "ALTER SEQUENCE"
 
 
-def _sequence_owned_by(name: list[str], target: str, if_exists: bool, tools: AlterTools) -> str:
-    catalog = tools.catalog
-    key = _existing_sequence(name, if_exists, tools)
-    if key is None:
-        return "ALTER SEQUENCE"
-    owner = None
-    if target.strip().upper() != "NONE":
-        parts = _parts(target)
-        column, table_parts = parts[-1], parts[:-1]
-        table = catalog.table(table_parts[-1], table_parts[0] if len(table_parts) > 1 else None,
-                              tools.search_path)
-        if not table.def_.has_column(column):
-            raise UndefinedColumn(f'column "{column}" of relation "{table.def_.name}" does not '
-                                  "exist")
-        if table.def_.schema != key.split(".", 1)[0]:
-            raise SqlVecError("sequence must be in same schema as table it is linked to",
-                              sqlstate="55000")
-        owner = f"{table.def_.id}.{column}"
-    catalog.store.update_catalog(lambda c: {**c, "sequences": {
-        k: ({**v, "owned_by": owner} if k == key else v)
-        for k, v in c.get("sequences", {}).items()}})
-    return "ALTER SEQUENCE"
+def _identity_options(name: list[str], column: str, text: str | None, if_exists: bool,
+                      tools: AlterTools, adding: str | None = None,
+                      dropping: str | None = None) -> str:
+    """An identity column's options, or (`adding`: its kind) the column made one, or
+    (`dropping`: "if exists" or "") made an ordinary column again."""
+    table = tools.catalog.find_table(name[-1], name[0] if len(name) > 1 else None,
+                                     tools.search_path)
+    if table is None:
+        if if_exists:
+            tools.notices.append(Notice.notice(f'relation "{name[-1]}" does not exist, skipping'))
+            return "ALTER TABLE"
+        raise UndefinedTable(f'relation "{".".join(name)}" does not exist')
+    if adding is not None:
+        sequence_ddl.add_identity(tools.catalog, table, column, adding, text)
+    elif dropping is not None:
+        sequence_ddl.drop_identity(tools.catalog, table, column, bool(dropping),
+                                   tools.notices)
+    else:
+        sequence_ddl.alter_identity(tools.catalog, table, column, text or "")
+    return "ALTER TABLE"
 
 
 def find_index(catalog: Catalog, name: str, schema: str | None,

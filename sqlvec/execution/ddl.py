@@ -14,6 +14,7 @@ from dataclasses import replace
 from sqlglot import exp
 
 from sqlvec.catalog.catalog import Catalog
+from sqlvec.catalog.sequences import SequenceOptions
 from sqlvec.errors import (
     DataException,
     DatatypeMismatch,
@@ -27,6 +28,7 @@ from sqlvec.errors import (
 )
 from sqlvec.execution import constraint_ddl as cddl
 from sqlvec.execution import foreign_key_ddl as fkddl
+from sqlvec.execution import sequence_ddl
 from sqlvec.sql import index_expressions as ixexpr
 from sqlvec.sql.binder import SYSTEM_COLUMNS, serial_kind, sql_type
 from sqlvec.sql.dialect import to_sql
@@ -77,7 +79,7 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
     pkey_name: str | None = None
     pkey_options = (False, False)  # DEFERRABLE, INITIALLY DEFERRED
     specs: list[cddl.Spec] = []  # UNIQUE and CHECK constraints, in declaration order
-    sequences: list[tuple[str, str]] = []  # (column, sequence name)
+    sequences: list[tuple[str, str, SequenceOptions]] = []  # (column, sequence name, options)
     for item in schema_node.expressions:
         if isinstance(item, exp.ColumnDef):
             col, pk, serial = _column_def(item, len(columns) + 1)
@@ -88,7 +90,8 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
                 primary_key.append(col.name)
                 pkey_options = cddl.primary_key_options(item)
             if serial:
-                sequences.append((col.name, f"{name}_{col.name}_seq"))
+                sequences.append((col.name, f"{name}_{col.name}_seq",
+                                  sequence_ddl.column_options(col.type.name, item)))
             for spec in cddl.column_specs(item):
                 if spec.kind == "p":
                     pkey_name = spec.name
@@ -120,9 +123,9 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
             raise UndefinedColumn(f'column "{key}" named in key does not exist')
     if primary_key:
         columns = [replace(c, not_null=True) if c.name in primary_key else c for c in columns]
-    for col_name, seq in sequences:
+    for col_name, seq, options in sequences:
         key = catalog.create_sequence(_unique_relation_name(catalog, seq, schema), schema,
-                                      owned_by=f"pending.{col_name}")
+                                      options, owned_by=f"pending.{col_name}")
         # Qualified outside public, as PostgreSQL prints it: the default must find the
         # sequence whatever the search_path of the session inserting.
         seq_name = key.split(".", 1)[1] if schema == "public" else key
@@ -601,43 +604,8 @@ def _alter_action(action, table, catalog: Catalog, default_of, not_valid: bool =
     raise FeatureNotSupported(f"ALTER TABLE action {to_sql(action)} is not supported")
 
 
-def _sequence_options(stmt: exp.Create, catalog: Catalog,
-                      search_path: list[str]) -> tuple[int, int, str | None]:
-    """START, INCREMENT and OWNED BY of CREATE SEQUENCE (CACHE and NO MINVALUE / NO MAXVALUE
-    are accepted: they change nothing here); bounds and CYCLE are refused."""
-    props = stmt.find(exp.SequenceProperties)
-    if props is None:
-        return 1, 1, None
-    for option in props.args.get("options") or []:
-        if option.name.upper() not in ("NO MINVALUE", "NO MAXVALUE", "NO CYCLE"):
-            raise FeatureNotSupported(f"CREATE SEQUENCE … {option.name.upper()} is not supported")
-    for bound in ("minvalue", "maxvalue"):
-        if props.args.get(bound) is not None:
-            raise FeatureNotSupported(f"CREATE SEQUENCE … {bound.upper()} is not supported")
-
-    def number(key: str, default: int) -> int:
-        value = props.args.get(key)
-        return default if value is None else int(to_sql(value))
-    increment = number("increment", 1)
-    if increment == 0:
-        raise SqlVecError("INCREMENT must not be zero", sqlstate="22023")
-    start = number("start", 1 if increment > 0 else -1)
-    owned_by = None
-    owned = props.args.get("owned")
-    if owned is not None and to_sql(owned).upper() != "NONE":
-        column = owned.name if isinstance(owned, exp.Column) else to_sql(owned).rsplit(".", 1)[-1]
-        table_name = owned.table if isinstance(owned, exp.Column) else \
-            to_sql(owned).rsplit(".", 1)[0]
-        schema_name, _, bare = table_name.rpartition(".")
-        table = catalog.table(bare, schema_name or None, search_path)
-        if column not in [c.name for c in table.def_.columns]:
-            raise UndefinedColumn(f'column "{column}" of relation "{bare}" does not exist')
-        owned_by = f"{table.def_.id}.{column}"
-    return start, increment, owned_by
-
-
 def create_other(stmt: exp.Create, catalog: Catalog, search_path: list[str], database=None) -> str:
-    """CREATE of what is not a table or index: schema, database and sequence; views and
+    """CREATE of what is not a table or index: schema and database (sequences: sequence_ddl.py);
     functions are refused with 0A000; returns the command tag."""
     kind = (stmt.args.get("kind") or "").upper()
     if kind == "SCHEMA":
@@ -649,15 +617,6 @@ def create_other(stmt: exp.Create, catalog: Catalog, search_path: list[str], dat
             raise FeatureNotSupported("CREATE DATABASE is not available here")
         database.create_database(stmt.this.name)
         return "CREATE DATABASE"
-    if kind == "SEQUENCE":
-        t = stmt.this
-        schema = catalog.creation_schema(t.db or None, search_path)
-        if stmt.args.get("exists") and catalog.relation_exists(t.name, schema):
-            return "NOTICE"
-        start, increment, owned_by = _sequence_options(stmt, catalog, search_path)
-        catalog.create_sequence(t.name, schema, start=start, increment=increment,
-                                owned_by=owned_by)
-        return "CREATE SEQUENCE"
     if kind == "FUNCTION" or kind == "PROCEDURE":
         raise FeatureNotSupported(f"CREATE {kind} is not supported")
     raise FeatureNotSupported(f"CREATE {kind or to_sql(stmt)[:40]} is not supported")

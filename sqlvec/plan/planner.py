@@ -601,9 +601,14 @@ class Planner:
                                          alias=qualifier)
             sequence = self._sequence_key(name, schema)
             if sequence is not None:  # `SELECT last_value, is_called FROM seq`: its one row
+                # Before its first value (or after a restart or setval(.., false)) it shows the
+                # value nextval gives next; any change of it commits a catalog version, which
+                # plans cached with it do not outlive.
                 seq_schema, seq_name = sequence.split(".", 1)
+                pending = int(self.ctx.catalog.pending_value(sequence) or 0)
                 row = parse_one(
-                    "SELECT coalesce(last_value, start_value) AS last_value, 0::int8 AS log_cnt, "
+                    f"SELECT coalesce(last_value, ({pending})::int8) AS last_value, "
+                    "0::int8 AS log_cnt, "
                     "last_value IS NOT NULL AS is_called FROM pg_catalog.pg_sequences WHERE "
                     f"schemaname = {_quoted(seq_schema)} AND sequencename = {_quoted(seq_name)}")
                 inner = self.plan_query(row, None)

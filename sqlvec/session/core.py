@@ -55,6 +55,7 @@ from sqlvec.errors import (
 )
 from sqlvec.execution.constraints import describe_failing_row
 from sqlvec.execution.context import ExecContext, MemoryAccount
+from sqlvec.execution.sequence_ddl import name_parts
 from sqlvec.execution.transaction import Transaction
 from sqlvec.session import copy as copy_statements
 from sqlvec.session import ddl, queries, statement_log, transactions, writes
@@ -1283,7 +1284,8 @@ class Session:
 
     def _sequence_key(self, name: str) -> str:
         """The catalog key of a sequence named as the user wrote it (the search path's)."""
-        schema, _, seq = name.rpartition(".")
+        parts = name_parts(name) if '"' in name else name.rpartition(".")[::2]
+        schema, seq = (parts[0], parts[-1]) if len(parts) > 1 else ("", parts[-1])
         key = f"{schema or self.catalog.creation_schema(None, self.search_path)}.{seq}"
         if key not in self.catalog.state["sequences"]:
             for candidate in self.search_path:

@@ -23,7 +23,7 @@ from sqlvec.errors import (
     UndefinedObject,
     UndefinedTable,
 )
-from sqlvec.execution import alter, ddl
+from sqlvec.execution import alter, ddl, sequence_ddl
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.expressions import CompileEnv, Frame
 from sqlvec.execution.foreign_key_ddl import (
@@ -423,6 +423,13 @@ def _command(session: Session, ast: exp.Expression, notices: list[Notice]) -> st
     """The statements sqlglot keeps as text: ALTER forms and COMMENT ON EXTENSION."""
     if matviews.recognised(ast):
         return matviews.run(session, ast, notices)
+    if ast.this.upper() == "CREATE":  # CREATE SEQUENCE (sequence_ddl.recognise_create)
+        text = ast.expression.name
+        tag = sequence_ddl.create(text, session.catalog, session.search_path)
+        if tag == "NOTICE":
+            notices.append(_exists_notice(sequence_ddl.created_name(text)))
+            tag = "CREATE SEQUENCE"
+        return tag
     found = comment_on_extension(ast) if ast.this.upper() == "COMMENT" else None
     if found is None:
         return _alter(session, ast, notices)

@@ -19,7 +19,7 @@ from sqlvec.catalog.settings import CANONICAL
 from sqlvec.errors import FeatureNotSupported, SqlVecError
 
 # Execution and planning symbols, kept together.
-from sqlvec.execution import alter
+from sqlvec.execution import alter, sequence_ddl
 from sqlvec.execution import values as V
 from sqlvec.execution.builder import Builder
 from sqlvec.execution.dml import plan_delete, plan_insert, plan_update
@@ -64,8 +64,10 @@ def plan_statement(session: Session, sql: str, given: dict[int, SqlType]) -> Pre
     u = utility.recognise(sql)
     if u is not None:
         return _plan_utility(session, sql, u, given)
-    if first_word(sql) == "alter":
-        command = alter.recognise(strip_comments(sql).strip().rstrip(";"))
+    if first_word(sql) in ("alter", "create"):
+        text = strip_comments(sql).strip().rstrip(";")
+        command = alter.recognise(text) if first_word(sql) == "alter" else \
+            sequence_ddl.recognise_create(text)
         if command is not None:
             return PreparedStatement(sql, [], None, StatementKind.DDL, ast=command)
     ast = normalize_identifiers(parse_one(sql), dialect="postgres")

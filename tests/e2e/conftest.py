@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -250,6 +250,26 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def on_two_workers(connect: Callable[[], object]) -> tuple:
+    """Two connections (psycopg, from `connect`) served by different worker processes. The
+    pool hands each connection to the least loaded worker; connections of an earlier test may
+    still be closing, so a few tries may be needed."""
+    def worker_of(conn) -> str:
+        return conn.execute("SHOW sqlvec.worker").fetchone()[0]
+    first = connect()
+    spare = []
+    for _ in range(8):
+        other = connect()
+        if worker_of(other) != worker_of(first):
+            break
+        spare.append(other)
+    else:
+        pytest.fail("every connection landed on the same worker")
+    for conn in spare:
+        conn.close()
+    return first, other
 
 
 def run_in_thread(conn, sql: str) -> tuple[threading.Thread, list]:

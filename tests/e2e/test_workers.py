@@ -22,6 +22,7 @@ import pytest
 
 from tests.e2e.conftest import (
     RunningServer,
+    on_two_workers,
     run_in_thread,
     serve_while_used,
     server_processes,
@@ -43,21 +44,8 @@ def worker_of(conn: psycopg.Connection) -> str:
 
 
 def two_workers(server: RunningServer) -> tuple[psycopg.Connection, psycopg.Connection]:
-    """Two connections served by different workers. The pool hands each connection to the
-    least loaded worker; connections of an earlier test may still be closing, so a few tries
-    may be needed."""
-    first = connect(server)
-    spare = []
-    for _ in range(8):
-        other = connect(server)
-        if worker_of(other) != worker_of(first):
-            break
-        spare.append(other)
-    else:
-        pytest.fail("every connection landed on the same worker")
-    for conn in spare:
-        conn.close()
-    return first, other
+    """Two connections served by different workers."""
+    return on_two_workers(lambda: connect(server))
 
 
 def test_commit_on_one_worker_is_read_at_once_on_another(pool_server, table):

@@ -28,6 +28,8 @@ def test_reads_are_answered_in_the_worker(sql):
     "SELECT * INTO t2 FROM t",
     "SELECT nextval('s')",
     "SELECT currval('s')",
+    "SELECT last_value, is_called FROM s",  # the last value handed out: the primary's
+    "SELECT last_value FROM pg_sequences",
     "SELECT set_config('search_path', 'x', false)",
     "SELECT pg_advisory_lock(1)",
     "SELECT * FROM pg_stat_activity",

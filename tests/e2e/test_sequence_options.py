@@ -1,0 +1,345 @@
+"""Sequence options compared with a real PostgreSQL: CREATE SEQUENCE's AS, INCREMENT, MINVALUE,
+MAXVALUE, START, CACHE, CYCLE and OWNED BY with PostgreSQL's defaults and errors; nextval at
+the bounds (2200H, or wrapping around); setval's bounds (22003); ALTER SEQUENCE with every
+option, RESTART included, transactional in a block; an identity column's options through
+ALTER TABLE; pg_sequences, pg_sequence, information_schema.sequences and psql's `\\d`. Every
+script runs on both servers, statement by statement, and must give the same rows, command tags,
+SQLSTATEs and messages. On our server: what is not supported is 0A000, and a connection
+served by another worker process sees an ALTER at once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import psycopg
+import pytest
+
+from tests.e2e.conftest import beside_postgres, on_two_workers
+
+SCRIPTS = {
+    "create-checks": [
+        "CREATE SEQUENCE sq_c START 0",
+        "CREATE SEQUENCE sq_c MINVALUE 5 MAXVALUE 3",
+        "CREATE SEQUENCE sq_c MINVALUE 5 MAXVALUE 5",
+        "CREATE SEQUENCE sq_c AS smallint MAXVALUE 40000",
+        "CREATE SEQUENCE sq_c AS smallint MINVALUE -40000",
+        "CREATE SEQUENCE sq_c AS text",
+        "CREATE SEQUENCE sq_c INCREMENT 0",
+        "CREATE SEQUENCE sq_c CACHE 0",
+        "CREATE SEQUENCE sq_c START 10 MAXVALUE 5",
+        "CREATE SEQUENCE sq_c INCREMENT 2 INCREMENT 3",
+        "CREATE SEQUENCE sq_c MAXVALUE 1e3",
+        "CREATE SEQUENCE sq_c MAXVALUE 99999999999999999999",
+        "CREATE SEQUENCE sq_c SEQUENCE NAME x",
+        "CREATE SEQUENCE sq_c INCREMENT BY -2 START WITH -3 NO MINVALUE NO MAXVALUE NO CYCLE "
+        "CACHE 1 AS int",
+        "CREATE SEQUENCE IF NOT EXISTS sq_c START 5",
+        "CREATE SEQUENCE sq_c",
+        "SELECT nextval('sq_c'), nextval('sq_c')",
+        "CREATE SEQUENCE sq_c2 RESTART 5",
+        "SELECT nextval('sq_c2')",
+    ],
+    "bounds": [
+        "CREATE SEQUENCE sq_b MAXVALUE 3",
+        "SELECT nextval('sq_b'), nextval('sq_b'), nextval('sq_b')",
+        "SELECT nextval('sq_b')",
+        "SELECT currval('sq_b')",
+        "SELECT setval('sq_b', 0)",
+        "SELECT setval('sq_b', 4)",
+        "SELECT setval('sq_b', 2, false)",
+        "SELECT last_value, is_called FROM sq_b",
+        "SELECT last_value FROM pg_sequences WHERE sequencename = 'sq_b'",
+        "SELECT nextval('sq_b')",
+        "SELECT nextval('sq_b') FROM generate_series(1, 5)",
+        "SELECT last_value, is_called FROM sq_b",
+        "CREATE SEQUENCE sq_b2 INCREMENT -1 MINVALUE -2",
+        "SELECT nextval('sq_b2'), nextval('sq_b2')",
+        "SELECT nextval('sq_b2')",
+    ],
+    "cycle": [
+        "CREATE SEQUENCE sq_y MINVALUE 1 MAXVALUE 3 CYCLE",
+        "SELECT nextval('sq_y'), nextval('sq_y'), nextval('sq_y'), nextval('sq_y')",
+        "SELECT nextval('sq_y') FROM generate_series(1, 7)",
+        "CREATE SEQUENCE sq_y2 INCREMENT -2 MINVALUE -5 MAXVALUE 0 START -1 CYCLE",
+        "SELECT nextval('sq_y2'), nextval('sq_y2'), nextval('sq_y2'), nextval('sq_y2'), "
+        "nextval('sq_y2')",
+        "ALTER SEQUENCE sq_y NO CYCLE",
+        "SELECT nextval('sq_y'), nextval('sq_y')",
+        "SELECT nextval('sq_y')",
+        "ALTER SEQUENCE sq_y CYCLE",
+        "SELECT nextval('sq_y')",
+    ],
+    "types": [
+        "CREATE SEQUENCE sq_t AS smallint",
+        "CREATE SEQUENCE sq_t2 AS integer INCREMENT -3",
+        "SELECT sequencename, data_type::text, start_value, min_value, max_value, increment_by "
+        "FROM pg_sequences WHERE sequencename IN ('sq_t', 'sq_t2') ORDER BY 1",
+        "ALTER SEQUENCE sq_t AS integer",
+        "SELECT data_type::text, max_value FROM pg_sequences WHERE sequencename = 'sq_t'",
+        "ALTER SEQUENCE sq_t AS smallint",
+        "ALTER SEQUENCE sq_t MAXVALUE 10",
+        "ALTER SEQUENCE sq_t AS bigint",
+        "SELECT data_type::text, max_value FROM pg_sequences WHERE sequencename = 'sq_t'",
+        "ALTER SEQUENCE sq_t NO MAXVALUE",
+        "SELECT data_type::text, max_value FROM pg_sequences WHERE sequencename = 'sq_t'",
+        "ALTER SEQUENCE sq_t AS smallint MAXVALUE 100000",
+    ],
+    "alter": [
+        "CREATE SEQUENCE sq_a MAXVALUE 3",
+        "SELECT nextval('sq_a'), nextval('sq_a')",
+        "ALTER SEQUENCE sq_a RESTART",
+        "SELECT currval('sq_a')",
+        "SELECT last_value, is_called FROM sq_a",
+        "SELECT nextval('sq_a')",
+        "ALTER SEQUENCE sq_a RESTART WITH 3",
+        "SELECT nextval('sq_a')",
+        "ALTER SEQUENCE sq_a RESTART WITH 4",
+        "ALTER SEQUENCE sq_a RESTART 0",
+        "ALTER SEQUENCE sq_a START 2",
+        "SELECT nextval('sq_a')",
+        "ALTER SEQUENCE sq_a MAXVALUE 2",
+        "ALTER SEQUENCE sq_a MAXVALUE 3 MINVALUE 4",
+        "ALTER SEQUENCE sq_a INCREMENT 0",
+        "ALTER SEQUENCE sq_a START 5",
+        "ALTER SEQUENCE sq_a MAXVALUE 10 INCREMENT 2 RESTART WITH 1",
+        "SELECT nextval('sq_a'), nextval('sq_a')",
+        "ALTER SEQUENCE sq_a INCREMENT BY 1 BY 2",
+        "ALTER SEQUENCE sq_a RESTART WITH 'a'",
+        "ALTER SEQUENCE sq_a START WITH 2.5",
+        "ALTER SEQUENCE sq_a",
+        "ALTER SEQUENCE sq_a BOGUS",
+        "ALTER SEQUENCE sq_a SET LOGGED",
+        "ALTER SEQUENCE IF EXISTS sq_nosuch RESTART",
+        "ALTER SEQUENCE sq_nosuch RESTART",
+        "CREATE TABLE sq_tab (a int)",
+        "ALTER SEQUENCE sq_tab RESTART",
+        "ALTER SEQUENCE sq_tab RENAME TO sq_tab2",
+        "ALTER SEQUENCE sq_a MINVALUE -9223372036854775808",
+        "SELECT setval('sq_a', 10000)",
+        "ALTER SEQUENCE sq_a SET SCHEMA sq_schema",
+        "SELECT nextval('sq_schema.sq_a')",
+        "SELECT nextval('sq_a')",
+        'CREATE SEQUENCE "Sq_Q" START 3',
+        "SELECT nextval('\"Sq_Q\"')",
+        'ALTER SEQUENCE "Sq_Q" RESTART',
+        "SELECT nextval('\"Sq_Q\"')",
+    ],
+    "block": [
+        "CREATE SEQUENCE sq_x",
+        "SELECT nextval('sq_x'), nextval('sq_x')",
+        "BEGIN",
+        "ALTER SEQUENCE sq_x RESTART WITH 100",
+        "SELECT nextval('sq_x')",
+        "SELECT currval('sq_x')",
+        "ROLLBACK",
+        "SELECT nextval('sq_x')",
+        "BEGIN",
+        "ALTER SEQUENCE sq_x RESTART WITH 50",
+        "SELECT nextval('sq_x')",
+        "COMMIT",
+        "SELECT nextval('sq_x')",
+        "BEGIN",
+        "SAVEPOINT a",
+        "ALTER SEQUENCE sq_x INCREMENT 10 MAXVALUE 1000",
+        "SELECT nextval('sq_x')",
+        "ROLLBACK TO a",
+        "SELECT nextval('sq_x')",
+        "SELECT increment_by, max_value FROM pg_sequences WHERE sequencename = 'sq_x'",
+        "COMMIT",
+        "BEGIN",
+        "ALTER SEQUENCE sq_x MAXVALUE 60 CYCLE",
+        "SELECT nextval('sq_x')",
+        "COMMIT",
+        "SELECT max_value, cycle FROM pg_sequences WHERE sequencename = 'sq_x'",
+        "BEGIN",
+        "ALTER SEQUENCE sq_x MAXVALUE 2",
+        "ROLLBACK",
+        "SELECT nextval('sq_x')",
+    ],
+    "identity": [
+        "CREATE TABLE sq_id (id int GENERATED ALWAYS AS IDENTITY, a serial, b smallserial)",
+        "SELECT sequencename, data_type::text, max_value FROM pg_sequences "
+        "WHERE sequencename LIKE 'sq_id%' ORDER BY 1",
+        "ALTER TABLE sq_id ALTER COLUMN id RESTART WITH 10",
+        "INSERT INTO sq_id DEFAULT VALUES RETURNING id",
+        "ALTER TABLE sq_id ALTER COLUMN id SET INCREMENT BY 5",
+        "INSERT INTO sq_id DEFAULT VALUES RETURNING id",
+        "ALTER TABLE sq_id ALTER COLUMN id SET START WITH 100 RESTART",
+        "INSERT INTO sq_id DEFAULT VALUES RETURNING id",
+        "ALTER TABLE sq_id ALTER COLUMN id SET MAXVALUE 100",
+        "INSERT INTO sq_id DEFAULT VALUES RETURNING id",
+        "ALTER TABLE sq_id ALTER COLUMN id SET CYCLE SET MINVALUE 1",
+        "INSERT INTO sq_id DEFAULT VALUES RETURNING id",
+        "ALTER TABLE sq_id ALTER COLUMN a RESTART",
+        "ALTER TABLE sq_id ALTER COLUMN nosuch RESTART",
+        "ALTER TABLE sq_id ALTER COLUMN id SET INCREMENT BY 2 SET INCREMENT BY 3",
+        "ALTER TABLE sq_id ALTER COLUMN id SET CACHE 0",
+        "ALTER TABLE IF EXISTS sq_nosuch ALTER COLUMN id RESTART",
+        "ALTER TABLE sq_id ALTER COLUMN id SET GENERATED BY DEFAULT",
+        "INSERT INTO sq_id (id) VALUES (7) RETURNING id",
+        "ALTER TABLE sq_id ALTER id SET GENERATED ALWAYS RESTART WITH 2",
+        "INSERT INTO sq_id DEFAULT VALUES RETURNING id",
+        "CREATE TABLE sq_id2 (id int GENERATED BY DEFAULT AS IDENTITY "
+        "(START WITH 10 INCREMENT BY 2 MAXVALUE 14), v int)",
+        "SELECT table_name, column_name, is_identity, identity_generation, identity_start, "
+        "identity_increment, identity_maximum, identity_minimum, identity_cycle "
+        "FROM information_schema.columns WHERE table_name LIKE 'sq_id%' ORDER BY 1, 2",
+        "INSERT INTO sq_id2 (v) VALUES (1), (2), (3) RETURNING id",
+        "INSERT INTO sq_id2 (v) VALUES (4) RETURNING id",
+    ],
+    "add-identity": [
+        "CREATE TABLE sq_ai (id integer NOT NULL, a int, b int DEFAULT 3 NOT NULL, "
+        "c text NOT NULL, d serial)",
+        "INSERT INTO sq_ai (id, a, b, c) VALUES (1, 1, 1, 'x')",
+        "ALTER TABLE sq_ai ALTER COLUMN a ADD GENERATED ALWAYS AS IDENTITY",
+        "ALTER TABLE sq_ai ALTER COLUMN b ADD GENERATED ALWAYS AS IDENTITY",
+        "ALTER TABLE sq_ai ALTER COLUMN c ADD GENERATED ALWAYS AS IDENTITY",
+        "ALTER TABLE sq_ai ALTER COLUMN d ADD GENERATED ALWAYS AS IDENTITY",
+        "ALTER TABLE sq_ai ALTER COLUMN nosuch ADD GENERATED ALWAYS AS IDENTITY",
+        # pg_dump's form, then its setval
+        "ALTER TABLE sq_ai ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY (SEQUENCE NAME "
+        "public.sq_ai_id_seq START WITH 1 INCREMENT BY 1 NO MINVALUE NO MAXVALUE CACHE 1)",
+        "ALTER TABLE sq_ai ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY",
+        "SELECT pg_catalog.setval('public.sq_ai_id_seq', 7, true)",
+        "INSERT INTO sq_ai (a, b, c) VALUES (1, 1, 'x') RETURNING id",
+        "SELECT column_name, column_default, is_identity, identity_generation, identity_start "
+        "FROM information_schema.columns WHERE table_name = 'sq_ai' ORDER BY 1",
+        "SELECT sequencename, data_type::text FROM pg_sequences WHERE sequencename LIKE 'sq_ai%' "
+        "ORDER BY 1",
+        "SELECT count(*) FROM pg_attrdef WHERE adrelid = 'sq_ai'::regclass",
+        "DROP TABLE sq_ai",
+        "SELECT count(*) FROM pg_sequences WHERE sequencename LIKE 'sq_ai%'",
+    ],
+    "drop-identity": [
+        "CREATE TABLE sq_di (id int GENERATED ALWAYS AS IDENTITY, a int)",
+        "ALTER TABLE sq_di ALTER COLUMN a DROP IDENTITY",
+        "ALTER TABLE sq_di ALTER COLUMN a DROP IDENTITY IF EXISTS",
+        "ALTER TABLE sq_di ALTER COLUMN nosuch DROP IDENTITY",
+        "ALTER TABLE sq_di ALTER COLUMN id DROP IDENTITY",
+        "SELECT count(*) FROM pg_sequences WHERE sequencename = 'sq_di_id_seq'",
+        "INSERT INTO sq_di (id, a) VALUES (5, 1) RETURNING id",
+        "INSERT INTO sq_di (a) VALUES (1) RETURNING id",
+        "SELECT column_name, is_identity, column_default, is_nullable "
+        "FROM information_schema.columns WHERE table_name = 'sq_di' ORDER BY 1",
+    ],
+    "catalog": [
+        "CREATE SEQUENCE sq_v AS integer INCREMENT 5 MINVALUE 3 MAXVALUE 300 START 10 CACHE 2 "
+        "CYCLE",
+        "SELECT schemaname, sequencename, sequenceowner, data_type::text, start_value, "
+        "min_value, max_value, increment_by, cycle, cache_size, last_value FROM pg_sequences "
+        "WHERE sequencename = 'sq_v'",
+        "SELECT seqtypid::regtype::text, seqstart, seqincrement, seqmax, seqmin, seqcache, "
+        "seqcycle FROM pg_sequence WHERE seqrelid = 'sq_v'::regclass",
+        "SELECT * FROM information_schema.sequences WHERE sequence_name = 'sq_v'",
+        "SELECT nextval('sq_v')",
+        "ALTER SEQUENCE sq_v NO CYCLE MAXVALUE 20",
+        # (not last_value: PostgreSQL's shows the values a CACHE above 1 took ahead)
+        "SELECT max_value, cycle FROM pg_sequences WHERE sequencename = 'sq_v'",
+    ],
+    "owned-by": [
+        "CREATE TABLE sq_o (v int)",
+        "CREATE SEQUENCE sq_ob OWNED BY sq_o.v",
+        "CREATE SEQUENCE sq_ob2 OWNED BY sq_o.nope",
+        "CREATE SEQUENCE sq_ob3",
+        "ALTER SEQUENCE sq_ob3 OWNED BY sq_nosuch.x",
+        "ALTER SEQUENCE sq_ob3 OWNED BY sq_o",
+        "ALTER SEQUENCE sq_ob3 OWNED BY sq_o.v MAXVALUE 5",
+        "SELECT max_value FROM pg_sequences WHERE sequencename = 'sq_ob3'",
+        "ALTER SEQUENCE sq_ob3 OWNED BY sq_o.v MINVALUE 10",
+        "SELECT min_value FROM pg_sequences WHERE sequencename = 'sq_ob3'",
+        "DROP TABLE sq_o",
+        "SELECT count(*) FROM pg_sequences WHERE sequencename LIKE 'sq_ob%'",
+    ],
+}
+CLEAN = ["DROP TABLE IF EXISTS sq_id, sq_id2, sq_o, sq_tab, sq_ai, sq_di CASCADE", "DROP SCHEMA IF EXISTS sq_schema "
+         "CASCADE", "CREATE SCHEMA sq_schema"] + [
+    f"DROP SEQUENCE IF EXISTS {name}" for name in (
+        "sq_c", "sq_c2", "sq_b", "sq_b2", "sq_y", "sq_y2", "sq_t", "sq_t2", "sq_a", '"Sq_Q"',
+        "sq_x", "sq_v", "sq_ob", "sq_ob2", "sq_ob3", "sq_w")]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """The URIs of PostgreSQL and of a sqlvec server (with its default workers)."""
+    with beside_postgres(tmp_path_factory, "seqopts") as (sqlvec, postgres):
+        yield {"postgres": postgres, "sqlvec": sqlvec}
+
+
+def outcomes(uri: str, statements: list[str]) -> list[tuple]:
+    """Each statement's rows (or command tag), or its error's SQLSTATE and message."""
+    out: list[tuple] = []
+    with psycopg.connect(uri, autocommit=True) as conn:
+        for sql in CLEAN:
+            conn.execute(sql)
+        for sql in statements:
+            try:
+                cur = conn.execute(sql)
+                out.append((sql, cur.fetchall() if cur.description else cur.statusmessage))
+            except psycopg.Error as exc:
+                out.append((sql, exc.sqlstate, exc.diag.message_primary))
+    return out
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_same_as_postgres(servers, script):
+    expected = outcomes(servers["postgres"], SCRIPTS[script])
+    assert outcomes(servers["sqlvec"], SCRIPTS[script]) == expected
+
+
+def test_postgres_answers_as_the_scripts_expect(servers):
+    """The reference itself: the scripts exercise the bounds and the errors they mean to."""
+    bounds = outcomes(servers["postgres"], SCRIPTS["bounds"])
+    assert bounds[2][1:] == ("2200H", 'nextval: reached maximum value of sequence "sq_b" (3)')
+    assert bounds[4][1:] == ("22003", 'setval: value 0 is out of bounds for sequence "sq_b" '
+                                      "(1..3)")
+    assert bounds[7][1] == [(2, False)]  # setval(.., false): the value nextval gives next
+    cycle = outcomes(servers["postgres"], SCRIPTS["cycle"])
+    assert cycle[1][1] == [(1, 2, 3, 1)]
+    block = outcomes(servers["postgres"], SCRIPTS["block"])
+    assert block[7][1] == [(3,)]  # the rolled-back RESTART is undone
+
+
+def test_psql_describes_a_sequence_as_postgres(servers):
+    def described(uri: str) -> str:
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("DROP SEQUENCE IF EXISTS sq_d")
+            conn.execute("CREATE SEQUENCE sq_d AS smallint INCREMENT 5 MINVALUE 3 "
+                         "MAXVALUE 300 START 10 CACHE 2 CYCLE")
+        return subprocess.run(["psql", uri, "-X", "-c", r"\d sq_d"], capture_output=True,
+                               text=True, timeout=30, check=True).stdout
+    text = described(servers["sqlvec"])
+    assert text == described(servers["postgres"])
+    assert "smallint |    10 |       3 |     300 |         5 | yes     |     2" in text
+
+
+@pytest.mark.parametrize("sql", [
+    "CREATE TEMP SEQUENCE sq_u",
+    "CREATE UNLOGGED SEQUENCE sq_u",
+    "ALTER SEQUENCE sq_w SET UNLOGGED",
+])
+def test_what_is_not_supported_says_so(servers, sql):
+    with psycopg.connect(servers["sqlvec"], autocommit=True) as conn:
+        conn.execute("CREATE SEQUENCE IF NOT EXISTS sq_w")
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as caught:
+            conn.execute(sql)
+    assert "SEQUENCE" in str(caught.value).upper()
+
+
+def test_another_worker_sees_an_alter_at_once(servers):
+    a, b = on_two_workers(lambda: psycopg.connect(servers["sqlvec"], autocommit=True))
+    with a, b:
+        a.execute("DROP SEQUENCE IF EXISTS sq_w")
+        a.execute("CREATE SEQUENCE sq_w MAXVALUE 100")
+        assert [a.execute("SELECT nextval('sq_w')").fetchone()[0] for _ in range(3)] == [1, 2, 3]
+        assert b.execute("SELECT last_value, is_called FROM sq_w").fetchone() == (3, True)
+        a.execute("ALTER SEQUENCE sq_w MAXVALUE 50 RESTART WITH 49")
+        assert b.execute("SELECT last_value, is_called FROM sq_w").fetchone() == (49, False)
+        assert b.execute("SELECT max_value, last_value FROM pg_sequences "
+                         "WHERE sequencename = 'sq_w'").fetchone() == (50, None)
+        assert b.execute("SELECT nextval('sq_w')").fetchone() == (49,)
+        assert a.execute("SELECT nextval('sq_w')").fetchone() == (50,)
+        with pytest.raises(psycopg.errors.SequenceGeneratorLimitExceeded):
+            b.execute("SELECT nextval('sq_w')")
+        a.execute("ALTER SEQUENCE sq_w CYCLE")
+        assert b.execute("SELECT nextval('sq_w')").fetchone() == (1,)
