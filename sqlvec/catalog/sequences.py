@@ -33,17 +33,21 @@ class SequenceOptions:
     given: dict
 
     def has(self, name: str) -> bool:
+        """Whether the statement named option `name` (an absent one keeps its value)."""
         return name in self.given
 
     def get(self, name: str, default: object = None) -> object:
+        """The value given for option `name`, or `default` when the statement left it out."""
         return self.given.get(name, default)
 
 
 def invalid(message: str) -> SqlVecError:
+    """PostgreSQL's error for contradictory sequence options (22023)."""
     return SqlVecError(message, sqlstate="22023")
 
 
 def type_of(seq: dict) -> str:
+    """A stored sequence's data type; entries written before types were kept are bigint."""
     return str(seq.get("type", "int8"))
 
 
@@ -159,6 +163,7 @@ def advance(seq: dict, name: str, last: int | None, count: int) -> tuple[list[in
 
 
 def reached(name: str, inc: int, low: int, high: int) -> SqlVecError:
+    """nextval's error at the bound it moves towards, when the sequence does not cycle."""
     which, bound = ("maximum", high) if inc > 0 else ("minimum", low)
     return SqlVecError(f'nextval: reached {which} value of sequence "{name}" ({bound})',
                        sqlstate="2200H")
@@ -174,6 +179,7 @@ def reservation(seq: dict, top: int, block: int) -> int:
 
 
 def check_setval(seq: dict, name: str, value: int) -> None:
+    """setval refuses a value outside the sequence's bounds (22003), as PostgreSQL."""
     low, high = bounds(seq)
     if not low <= value <= high:
         raise SqlVecError(f'setval: value {value} is out of bounds for sequence "{name}" '

@@ -44,6 +44,7 @@ def ident(text: str) -> str:
 
 
 def name_parts(text: str) -> list[str]:
+    """A possibly qualified, possibly quoted name's parts, folded as identifiers are."""
     return [ident(p) for p in re.findall(NAME, text)]
 
 
@@ -95,6 +96,7 @@ class _Tokens:
 
 
 def syntax_error(token: str | None) -> SqlVecError:
+    """PostgreSQL's 42601 at `token`, or at the end of the input when there is none."""
     if token is None:
         return SqlVecError("syntax error at end of input", sqlstate="42601")
     return SqlVecError(f'syntax error at or near "{token}"', sqlstate="42601")
