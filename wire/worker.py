@@ -23,10 +23,12 @@ A statement parsed here and then needed by the primary (say, Bind inside a trans
 is parsed there first, the ParseComplete it earns never reaching the client.
 
 A connection whose traffic is writes (HANDOVER_AFTER round trips in a row relayed to run a
-statement that changes data, no read answered here between them) is handed to the primary:
+statement that changes data, no read answered here between them, or a single pipeline of more
+than MAX_BATCH messages that changes data: an executemany) is handed to the primary:
 its socket itself goes there, and the primary serves it directly from then on, its reads too
 (`Relay._hand_over`; never back). The move happens at a round trip's Sync, or after the first
-MAX_BATCH messages of a longer pipeline (an executemany), before any of it is relayed.
+MAX_BATCH messages of a longer pipeline (an executemany), before any of it is relayed; in a
+transaction block too, whose state is the primary's session's already.
 
 TLS connections and cancel requests are relayed byte for byte: the primary serves them whole.
 
@@ -778,7 +780,7 @@ class Relay:
                 continue
             batch.append((type_byte, bytes(body)))
             if (type_byte in (b"S", b"Q") or len(batch) > MAX_BATCH) \
-                    and self._handover_due(batch):
+                    and self._handover_due(batch, decoded):
                 self._hand_over(batch)
                 return
             if type_byte == b"S" and len(decoded) == len(batch) - 1:
@@ -791,20 +793,32 @@ class Relay:
                     return
             batch, decoded = [], []
 
-    def _handover_due(self, batch: list[tuple[bytes, bytes]]) -> bool:
+    def _handover_due(self, batch: list[tuple[bytes, bytes]], decoded: list[Message]) -> bool:
         """Whether this connection's traffic is writes (HANDOVER_AFTER of them relayed in a
-        row) and it is at a point where its socket can move to the primary: every answer of
-        the primary in (none due, no extended-query message unsynced), the round trip in hand
-        whole, or the first MAX_BATCH messages of a longer one (an executemany's pipeline:
-        relayed in pieces, it would leave messages unsynced at every Sync), and not too
-        large."""
-        if not 0 < HANDOVER_AFTER <= self.streak or not self.pid:
+        row, or a pipeline of more than MAX_BATCH messages that writes: an executemany, whose
+        every row would otherwise cross this process twice) and it is at a point where its
+        socket can move to the primary: every answer of the primary in (none due, no
+        extended-query message unsynced), the round trip in hand whole, or the first
+        MAX_BATCH messages of a longer one (relayed in pieces, it would leave messages
+        unsynced at every Sync), and not too large. A transaction block open does not hold
+        it back: the session, its block included, is the primary's already."""
+        if not HANDOVER_AFTER or not self.pid:
+            return False
+        if self.streak < HANDOVER_AFTER and not (
+                len(batch) > MAX_BATCH and self._binds_writes(decoded)):
             return False
         with self.lock:
             if self.pending or self.open or self._injected:
                 return False
         size = self.stream.buffered + sum(5 + len(body) for _, body in batch)
         return size <= HANDOVER_LIMIT
+
+    def _binds_writes(self, decoded: list[Message]) -> bool:
+        """Whether these messages execute a statement that changes data: one they parse
+        (`writes`), or one the primary prepared that does (`writing`)."""
+        parsed = {m.name for m in decoded if isinstance(m, Parse) and writes(m.sql)}
+        return any(isinstance(m, Bind) and (m.statement in parsed or m.statement in self.writing)
+                   for m in decoded)
 
     def _hand_over(self, batch: list[tuple[bytes, bytes]]) -> None:
         """Move the client to the primary, which serves it directly from then on, as a

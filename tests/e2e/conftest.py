@@ -342,13 +342,14 @@ def explain(conn, sql: str, *params) -> str:
 
 
 @contextlib.contextmanager
-def beside_postgres(tmp_path_factory: pytest.TempPathFactory, name: str
+def beside_postgres(tmp_path_factory: pytest.TempPathFactory, name: str, *args: str
                     ) -> Iterator[tuple[str, str]]:
-    """(sqlvec URI, PostgreSQL URI): one of our servers and a local PostgreSQL + pgvector
-    (pgserver) for tests that compare the two; skips without pgserver. PostgreSQL's directory
-    is outside pytest's temporary root, which concurrent pytest runs prune."""
+    """(sqlvec URI, PostgreSQL URI): one of our servers (`serve` given `args`) and a local
+    PostgreSQL + pgvector (pgserver) for tests that compare the two; skips without pgserver.
+    PostgreSQL's directory is outside pytest's temporary root, which concurrent pytest runs
+    prune."""
     pgserver = pytest.importorskip("pgserver")
-    running = start_server(tmp_path_factory.mktemp(name))
+    running = start_server(tmp_path_factory.mktemp(name), *args)
     pg_dir = tempfile.mkdtemp(prefix=f"sqlvec-{name}-pg-")
     pg = pgserver.get_server(pg_dir, cleanup_mode="stop")
     try:

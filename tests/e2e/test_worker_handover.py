@@ -20,6 +20,7 @@ import pytest
 from tests.e2e.conftest import (
     RawClient,
     RunningServer,
+    beside_postgres,
     run_in_thread,
     serve_while_used,
     start_server,
@@ -172,6 +173,53 @@ def test_an_executemany_connection_moves_and_keeps_its_errors(tmp_path, reap):
         assert conn.execute("SELECT count(*), max(s) FROM t WHERE id >= 2000").fetchone() == \
             (rows, f"m{2000 + rows - 1}")
     assert server.stop() == 0, server.log()
+
+
+@pytest.fixture(scope="module")
+def with_postgres(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """PostgreSQL's URI, then a `serve --workers 2`'s."""
+    with beside_postgres(tmp_path_factory, "handover-pg", "--workers", "2") as (ours, pg):
+        yield [pg, ours]
+
+
+def block_executemany(uri: str, duplicate_at: int | None) -> tuple:
+    """On a fresh connection, BEGIN, an executemany of 1,000 INSERTs (one of them repeating
+    an earlier key at `duplicate_at`), COMMIT. Returns the error, the transaction status
+    after it, the table's rows, and where the connection was served at first and where a
+    second connection, opened while the block is open, is served (`WHERE_RUN`): on the
+    worker the first was on only if that one moved (each goes to the least loaded)."""
+    rows = [(i, f"r{i}") for i in range(1000)]
+    if duplicate_at is not None:
+        rows[duplicate_at] = (3, "again")
+    with psycopg.connect(uri, autocommit=True) as conn:
+        first = where(conn)
+        conn.execute("DROP TABLE IF EXISTS bm")
+        conn.execute("CREATE TABLE bm (id int PRIMARY KEY, s text NOT NULL)")
+        conn.execute("BEGIN")
+        error = None
+        try:
+            conn.cursor().executemany("INSERT INTO bm VALUES (%s, %s)", rows)
+        except psycopg.Error as exc:
+            error = (exc.sqlstate, exc.diag.message_primary, exc.diag.message_detail)
+        status = conn.info.transaction_status
+        with psycopg.connect(uri, autocommit=True) as other:
+            second = where(other)
+        conn.execute("COMMIT")
+        table = conn.execute("SELECT count(*), min(s), max(s), sum(id) FROM bm").fetchone()
+        return (error, status, table), (first, second)
+
+
+@pytest.mark.parametrize("duplicate_at", [None, 10, 700])
+def test_a_blocks_executemany_moves_at_once_and_answers_as_postgresql(with_postgres,
+                                                                      duplicate_at):
+    """A block's executemany on a fresh connection (no write streak: BEGIN does not count)
+    moves the connection at its first MAX_BATCH messages, the block open; a row failing
+    in them or after fails the block as on PostgreSQL."""
+    (postgres, _), (ours, (first, second)) = [block_executemany(uri, duplicate_at)
+                                              for uri in with_postgres]
+    assert first is not None and second == first  # the first left its worker
+    assert ours == postgres
+    assert postgres[2][0] == (0 if duplicate_at is not None else 1000)
 
 
 @pytest.mark.parametrize("end", ["COMMIT", "ROLLBACK", "error"])
