@@ -1,7 +1,8 @@
 """A connection whose traffic is writes is moved from its worker to the primary.
 
 After `wire.worker.HANDOVER_AFTER` round trips that change data, relayed in a row with no read
-answered in the worker between them, the worker hands the client's socket itself to the
+answered in the worker between them, or at a pipeline of writes longer than
+`wire.worker.MAX_BATCH` messages, the worker hands the client's socket itself to the
 primary, which serves it from the next round trip on as a connection of a one-process server
 (`wire.worker.Relay._hand_over`, `wire.workers.RelayedConnection._adopt`). The setting
 `sqlvec.worker` is set only in a worker's sessions, so `current_setting('sqlvec.worker', true)`
@@ -146,9 +147,9 @@ def test_asyncpg_prepared_statements_and_executemany_across_the_move(pool_server
 
 def test_an_executemany_connection_moves_and_keeps_its_errors(tmp_path, reap):
     """psycopg's executemany pipelines more messages than a worker holds before Sync (relayed
-    in pieces, so messages are unsynced at each Sync) after a Flush of their own: with no
-    read between them, the move happens at the first pieces of the second, before any of it
-    is relayed; a duplicate key in that very round trip still fails it whole."""
+    in pieces, it would leave messages unsynced at each Sync) after a Flush of their own:
+    the move happens at the first pieces of the first one, before any of it is relayed; a
+    duplicate key in that very round trip still fails it whole."""
     server = start_server(tmp_path, "--workers", "2")
     reap(server)
     rows = MAX_BATCH * 2
@@ -162,13 +163,14 @@ def test_an_executemany_connection_moves_and_keeps_its_errors(tmp_path, reap):
     with connect(server) as conn:
         assert where(conn) == "0"  # the first connection of a fresh server
         conn.execute("CREATE TABLE t (id int PRIMARY KEY, s text)")
-        executemany(conn, 0)
         with pytest.raises(psycopg.errors.UniqueViolation) as failed:
-            executemany(conn, 1000, duplicate=5)
+            executemany(conn, 0, duplicate=5)
         assert failed.value.diag.message_detail == "Key (id)=(5) already exists."
         with connect(server) as second:
             assert where(second) == "0"  # the first one moved: worker 0 serves none
-        assert conn.execute(f"SELECT count(*), ({WHERE_RUN}) FROM t").fetchone() == (rows, None)
+        assert conn.execute(f"SELECT count(*), ({WHERE_RUN}) FROM t").fetchone() == (0, None)
+        executemany(conn, 0)
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (rows,)
         executemany(conn, 2000)
         assert conn.execute("SELECT count(*), max(s) FROM t WHERE id >= 2000").fetchone() == \
             (rows, f"m{2000 + rows - 1}")
