@@ -138,10 +138,11 @@ def set_constraints(store: Store, txn: Transaction, names: list[str], deferred: 
             txn.constraint_modes[name] = deferred
     if not deferred:
         check_deferred(store, txn, None if not names else set(names))
-        for overlay in list(txn.overlays.values()):  # unique keys made immediate: now
-            for i, uk in enumerate(overlay.table.keys):
-                if uk.def_.deferrable and (not names or uk.def_.name in names):
-                    txn.check_own_keys(overlay.table, i)
+        with txn.reporting_duplicates(set(names) if names else None):
+            for overlay in list(txn.overlays.values()):  # unique keys made immediate: now
+                for i, uk in enumerate(overlay.table.keys):
+                    if uk.def_.deferrable and (not names or uk.def_.name in names):
+                        txn.check_own_keys(overlay.table, i)
 
 
 def check_deferred(store: Store, txn: Transaction, only: set[str] | None = None) -> None:

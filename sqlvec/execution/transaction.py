@@ -13,14 +13,15 @@ store's commit lock, which is what makes it final (23505 there, or 40001 for a d
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sqlvec.errors import SerializationFailure, SqlVecError
+from sqlvec.errors import SerializationFailure, SqlVecError, UniqueViolation
 from sqlvec.execution.constraints import ROW_CHECKS
 from sqlvec.storage.keys import MISSING, KeyIndex
 from sqlvec.storage.row_locks import NO_KEY_UPDATE, UPDATE, LockHolder
@@ -214,6 +215,35 @@ class TableOverlay:
             gone = np.fromiter((r in self.deleted for r in held.tolist()), bool, held.size)
             held[gone] = MISSING
         return held
+
+
+def _first_met_in(overlay: TableOverlay, keys: list[int]
+                  ) -> tuple[int, int, Table, object] | None:
+    """Of the rows a transaction inserted in a table, the first written (per row, `keys` in
+    order) whose key a committed row or an earlier one holds: (when it was written, which key,
+    the table, its value); None if there is none."""
+    rows = overlay.inserted_table()
+    if rows is None:
+        return None
+    rows = rows.take(pa.array(np.argsort(-rows.column(ROWID).to_numpy(), kind="stable")))
+    written = -rows.column(ROWID).to_numpy()  # provisional ids count down as rows are written
+    found = [(int(written[f[0]]), i, overlay.table, f[1])
+             for i in keys for f in [_first_met(overlay, rows, i)] if f is not None]
+    return min(found, key=lambda f: f[:2]) if found else None
+
+
+def _first_met(overlay: TableOverlay, rows: pa.Table, key: int) -> tuple[int, object] | None:
+    """The first of `rows` (a transaction's inserted rows, in the order written) whose value of
+    unique key `key` a committed row (not deleted since) or an earlier one of them holds: its
+    position and that value; None when the key's values are unique."""
+    values, at = overlay.table.keys[key].held(rows, np.arange(rows.num_rows))
+    committed = overlay.committed_holders(rows, key) != MISSING
+    seen: set = set()
+    for value, position in zip(values.tolist(), at.tolist()):
+        if value in seen or committed[position]:
+            return position, value
+        seen.add(value)
+    return None
 
 
 class InsertedPart:
@@ -486,6 +516,40 @@ class Transaction:
         if rows is None or rows.num_rows == 0:
             return
         self._check_keys(table, overlay, rows.drop_columns([ROWID]), key, own=False)
+
+    @contextmanager
+    def reporting_duplicates(self, names: set[str] | None = None) -> Iterator[None]:
+        """A check of DEFERRABLE keys (a commit, SET CONSTRAINTS ... IMMEDIATE) whose 23505
+        names the duplicate PostgreSQL's would (`reported_duplicate`): only a failing check
+        pays for finding it."""
+        try:
+            yield
+        except UniqueViolation as exc:
+            reported = self.reported_duplicate(exc, names)
+            if reported is exc:
+                raise
+            raise reported from None
+
+    def reported_duplicate(self, exc: UniqueViolation, names: set[str] | None = None
+                           ) -> UniqueViolation:
+        """The 23505 PostgreSQL reports when the check of DEFERRABLE keys that raised `exc`
+        (COMMIT, statement end, SET CONSTRAINTS ... IMMEDIATE; `names`: of these keys only)
+        runs: its trigger queued each row written that met a row holding its key, in the
+        order written (per row, the table's keys in order), and re-checks them in that order,
+        so the first row written that still meets a committed row or one written before it
+        is named. `exc` itself when it is about a key that is not DEFERRABLE."""
+        checked = [(overlay, [i for i, uk in enumerate(overlay.table.keys)
+                              if uk.def_.deferrable and (names is None or uk.def_.name in names)])
+                   for overlay in self.overlays.values()]
+        if not any(overlay.table.keys[i].def_.name == exc.constraint
+                   for overlay, keys in checked for i in keys):
+            return exc
+        found = [f for overlay, keys in checked if keys
+                 for f in [_first_met_in(overlay, keys)] if f is not None]
+        if not found:
+            return exc
+        _, key, table, value = min(found, key=lambda f: f[:2])
+        return table.duplicate_key(key, value)
 
     def check_update_order(self, table: Table, keys: list[int], rowids: np.ndarray,
                            new_rows: pa.Table) -> None:

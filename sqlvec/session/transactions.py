@@ -91,9 +91,14 @@ def _commit(session: Session, txn: Transaction | None, failed: bool) -> str:
             session.close_schema_changes(None)
             raise
     if session.ddl_open:
-        session.close_schema_changes(txn.ops() if txn is not None else [])
+        if txn is None:
+            session.close_schema_changes([])
+        else:
+            with txn.reporting_duplicates():
+                session.close_schema_changes(txn.ops())
     elif txn is not None and not txn.empty:
-        session.store.commit(txn.ops(), session.lock_holder)
+        with txn.reporting_duplicates():
+            session.store.commit(txn.ops(), session.lock_holder)
     return "COMMIT"
 
 

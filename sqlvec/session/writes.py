@@ -275,7 +275,8 @@ def _general_write(session: Session, prepared: PreparedStatement, params: list) 
             else:
                 count, returning = write.run(ctx, txn)
             if autocommit:
-                session.store.commit(txn.ops())
+                with txn.reporting_duplicates():
+                    session.store.commit(txn.ops())
             break
         except (UniqueViolation, SerializationFailure) as exc:
             waited = _waited_for_row(session, exc)
