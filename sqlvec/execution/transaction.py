@@ -13,8 +13,7 @@ store's commit lock, which is what makes it final (23505 there, or 40001 for a d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -517,19 +516,6 @@ class Transaction:
             return
         self._check_keys(table, overlay, rows.drop_columns([ROWID]), key, own=False)
 
-    @contextmanager
-    def reporting_duplicates(self, names: set[str] | None = None) -> Iterator[None]:
-        """A check of DEFERRABLE keys (a commit, SET CONSTRAINTS ... IMMEDIATE) whose 23505
-        names the duplicate PostgreSQL's would (`reported_duplicate`): only a failing check
-        pays for finding it."""
-        try:
-            yield
-        except UniqueViolation as exc:
-            reported = self.reported_duplicate(exc, names)
-            if reported is exc:
-                raise
-            raise reported from None
-
     def reported_duplicate(self, exc: UniqueViolation, names: set[str] | None = None
                            ) -> UniqueViolation:
         """The 23505 PostgreSQL reports when the check of DEFERRABLE keys that raised `exc`
@@ -537,7 +523,8 @@ class Transaction:
         runs: its trigger queued each row written that met a row holding its key, in the
         order written (per row, the table's keys in order), and re-checks them in that order,
         so the first row written that still meets a committed row or one written before it
-        is named. `exc` itself when it is about a key that is not DEFERRABLE."""
+        is named. `exc` itself when it is about a key that is not DEFERRABLE. Called only
+        once a check failed (`except UniqueViolation`): a commit that passes pays nothing."""
         checked = [(overlay, [i for i, uk in enumerate(overlay.table.keys)
                               if uk.def_.deferrable and (names is None or uk.def_.name in names)])
                    for overlay in self.overlays.values()]
