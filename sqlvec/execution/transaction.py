@@ -236,13 +236,23 @@ def _first_met(overlay: TableOverlay, rows: pa.Table, key: int) -> tuple[int, ob
     unique key `key` a committed row (not deleted since) or an earlier one of them holds: its
     position and that value; None when the key's values are unique."""
     values, at = overlay.table.keys[key].held(rows, np.arange(rows.num_rows))
-    committed = overlay.committed_holders(rows, key) != MISSING
+    met = (overlay.committed_holders(rows, key)[at] != MISSING) | _repeated(values)
+    hit = np.flatnonzero(met)
+    return (int(at[hit[0]]), values[hit[0]]) if hit.size else None
+
+
+def _repeated(values: np.ndarray) -> np.ndarray:
+    """Whether each value occurred earlier in `values`."""
+    repeated = np.ones(values.size, bool)
+    if values.dtype != object:
+        repeated[np.unique(values, return_index=True)[1]] = False  # first occurrences
+        return repeated
     seen: set = set()
-    for value, position in zip(values.tolist(), at.tolist()):
-        if value in seen or committed[position]:
-            return position, value
-        seen.add(value)
-    return None
+    for i, value in enumerate(values.tolist()):
+        if value not in seen:
+            seen.add(value)
+            repeated[i] = False
+    return repeated
 
 
 class InsertedPart:
