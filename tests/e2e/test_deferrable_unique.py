@@ -102,6 +102,9 @@ DUPLICATES = [
     # rows of two tables: in the order written
     ["BEGIN", "INSERT INTO d3 VALUES (7)", "INSERT INTO d1 VALUES (9, 10, 9)",
      "INSERT INTO d3 VALUES (7)", "COMMIT"],
+    # a text key, of a table the block creates
+    ["BEGIN", "CREATE TABLE x (u text, CONSTRAINT x_u UNIQUE (u) DEFERRABLE INITIALLY DEFERRED)",
+     "INSERT INTO x VALUES ('b'), ('a'), ('a'), ('b')", "COMMIT"],
     # SET CONSTRAINTS ... IMMEDIATE: the keys it names only
     ["BEGIN", "INSERT INTO d1 VALUES (9, 20, 2), (1, 10, 1)",
      "SET CONSTRAINTS d1_uv, d1_pkey IMMEDIATE", "COMMIT"],
@@ -129,7 +132,7 @@ def servers(tmp_path_factory):
 
 def _fresh(uri: str, ddl: list[str] = DDL) -> None:
     with psycopg.connect(uri, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS plain, later, stmt, pk2, d1, d2, d3")
+        conn.execute("DROP TABLE IF EXISTS plain, later, stmt, pk2, d1, d2, d3, x")
         for sql in ddl:
             conn.execute(sql)
 
