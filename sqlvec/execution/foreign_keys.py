@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sqlvec.errors import ForeignKeyViolation, SqlVecError
+from sqlvec.errors import ForeignKeyViolation, SqlVecError, UniqueViolation
 from sqlvec.execution import values as V
 from sqlvec.execution.constraints import ROW_CHECKS
 from sqlvec.execution.context import ExecContext
@@ -138,10 +138,13 @@ def set_constraints(store: Store, txn: Transaction, names: list[str], deferred: 
             txn.constraint_modes[name] = deferred
     if not deferred:
         check_deferred(store, txn, None if not names else set(names))
-        for overlay in list(txn.overlays.values()):  # unique keys made immediate: now
-            for i, uk in enumerate(overlay.table.keys):
-                if uk.def_.deferrable and (not names or uk.def_.name in names):
-                    txn.check_own_keys(overlay.table, i)
+        try:
+            for overlay in list(txn.overlays.values()):  # unique keys made immediate: now
+                for i, uk in enumerate(overlay.table.keys):
+                    if uk.def_.deferrable and (not names or uk.def_.name in names):
+                        txn.check_own_keys(overlay.table, i)
+        except UniqueViolation as exc:  # the duplicate PostgreSQL's check meets first
+            raise txn.reported_duplicate(exc, set(names) if names else None) from None
 
 
 def check_deferred(store: Store, txn: Transaction, only: set[str] | None = None) -> None:

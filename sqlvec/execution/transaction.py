@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sqlvec.errors import SerializationFailure, SqlVecError
+from sqlvec.errors import SerializationFailure, SqlVecError, UniqueViolation
 from sqlvec.execution.constraints import ROW_CHECKS
 from sqlvec.storage.keys import MISSING, KeyIndex
 from sqlvec.storage.row_locks import NO_KEY_UPDATE, UPDATE, LockHolder
@@ -216,6 +216,45 @@ class TableOverlay:
             gone = np.fromiter((r in self.deleted for r in held.tolist()), bool, held.size)
             held[gone] = MISSING
         return held
+
+
+def _first_met_in(overlay: TableOverlay, keys: list[int]
+                  ) -> tuple[int, int, Table, object] | None:
+    """Of the rows a transaction inserted in a table, the first written (per row, `keys` in
+    order) whose key a committed row or an earlier one holds: (when it was written, which key,
+    the table, its value); None if there is none."""
+    rows = overlay.inserted_table()
+    if rows is None:
+        return None
+    rows = rows.take(pa.array(np.argsort(-rows.column(ROWID).to_numpy(), kind="stable")))
+    written = -rows.column(ROWID).to_numpy()  # provisional ids count down as rows are written
+    found = [(int(written[f[0]]), i, overlay.table, f[1])
+             for i in keys for f in [_first_met(overlay, rows, i)] if f is not None]
+    return min(found, key=lambda f: f[:2]) if found else None
+
+
+def _first_met(overlay: TableOverlay, rows: pa.Table, key: int) -> tuple[int, object] | None:
+    """The first of `rows` (a transaction's inserted rows, in the order written) whose value of
+    unique key `key` a committed row (not deleted since) or an earlier one of them holds: its
+    position and that value; None when the key's values are unique."""
+    values, at = overlay.table.keys[key].held(rows, np.arange(rows.num_rows))
+    met = (overlay.committed_holders(rows, key)[at] != MISSING) | _repeated(values)
+    hit = np.flatnonzero(met)
+    return (int(at[hit[0]]), values[hit[0]]) if hit.size else None
+
+
+def _repeated(values: np.ndarray) -> np.ndarray:
+    """Whether each value occurred earlier in `values`."""
+    repeated = np.ones(values.size, bool)
+    if values.dtype != object:
+        repeated[np.unique(values, return_index=True)[1]] = False  # first occurrences
+        return repeated
+    seen: set = set()
+    for i, value in enumerate(values.tolist()):
+        if value not in seen:
+            seen.add(value)
+            repeated[i] = False
+    return repeated
 
 
 class InsertedPart:
@@ -489,6 +528,28 @@ class Transaction:
         if rows is None or rows.num_rows == 0:
             return
         self._check_keys(table, overlay, rows.drop_columns([ROWID]), key, own=False)
+
+    def reported_duplicate(self, exc: UniqueViolation, names: set[str] | None = None
+                           ) -> UniqueViolation:
+        """The 23505 PostgreSQL reports when the check of DEFERRABLE keys that raised `exc`
+        (COMMIT, statement end, SET CONSTRAINTS ... IMMEDIATE; `names`: of these keys only)
+        runs: its trigger queued each row written that met a row holding its key, in the
+        order written (per row, the table's keys in order), and re-checks them in that order,
+        so the first row written that still meets a committed row or one written before it
+        is named. `exc` itself when it is about a key that is not DEFERRABLE. Called only
+        once a check failed (`except UniqueViolation`): a commit that passes pays nothing."""
+        checked = [(overlay, [i for i, uk in enumerate(overlay.table.keys)
+                              if uk.def_.deferrable and (names is None or uk.def_.name in names)])
+                   for overlay in self.overlays.values()]
+        if not any(overlay.table.keys[i].def_.name == exc.constraint
+                   for overlay, keys in checked for i in keys):
+            return exc
+        found = [f for overlay, keys in checked if keys
+                 for f in [_first_met_in(overlay, keys)] if f is not None]
+        if not found:
+            return exc
+        _, key, table, value = min(found, key=lambda f: f[:2])
+        return table.duplicate_key(key, value)
 
     def check_update_order(self, table: Table, keys: list[int], rowids: np.ndarray,
                            new_rows: pa.Table) -> None:

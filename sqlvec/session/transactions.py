@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from sqlvec.errors import ActiveSqlTransaction, Notice, SqlVecError
+from sqlvec.errors import ActiveSqlTransaction, Notice, SqlVecError, UniqueViolation
 from sqlvec.execution.foreign_keys import check_deferred
 from sqlvec.execution.transaction import TableOverlay, Transaction
 from sqlvec.session.results import PreparedStatement, Result
@@ -90,10 +90,13 @@ def _commit(session: Session, txn: Transaction | None, failed: bool) -> str:
         except BaseException:
             session.close_schema_changes(None)
             raise
-    if session.ddl_open:
-        session.close_schema_changes(txn.ops() if txn is not None else [])
-    elif txn is not None and not txn.empty:
-        session.store.commit(txn.ops(), session.lock_holder)
+    try:
+        if session.ddl_open:
+            session.close_schema_changes(txn.ops() if txn is not None else [])
+        elif txn is not None and not txn.empty:
+            session.store.commit(txn.ops(), session.lock_holder)
+    except UniqueViolation as exc:  # a deferred key's: the duplicate PostgreSQL names
+        raise (txn.reported_duplicate(exc) if txn is not None else exc) from None
     return "COMMIT"
 
 

@@ -330,7 +330,10 @@ def _general_write(session: Session, prepared: PreparedStatement, params: list) 
             else:
                 count, returning = write.run(ctx, txn)
             if autocommit:
-                session.store.commit(txn.ops())
+                try:
+                    session.store.commit(txn.ops())
+                except UniqueViolation as exc:  # a deferred key's: the one PostgreSQL names
+                    raise txn.reported_duplicate(exc) from None
             break
         except (UniqueViolation, SerializationFailure) as exc:
             waited = _waited_for_row(session, exc)

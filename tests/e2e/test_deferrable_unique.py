@@ -5,14 +5,17 @@ errors (SQLSTATE, message, DETAIL, constraint) and final rows on both; the catal
 
 A key that is not DEFERRABLE is checked row by row as PostgreSQL does (`UPDATE SET pos =
 pos + 1` fails); DEFERRABLE INITIALLY IMMEDIATE at the end of the statement; deferred at
-COMMIT or at SET CONSTRAINTS ... IMMEDIATE.
+COMMIT or at SET CONSTRAINTS ... IMMEDIATE. With several duplicates, the error names the one
+PostgreSQL's deferred check meets first: the first row written that still collides.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 
+import asyncpg
 import psycopg
 import pytest
 
@@ -62,6 +65,54 @@ SCRIPTS = [
     ["INSERT INTO plain VALUES (9, 9) ON CONFLICT DO NOTHING"],
 ]
 
+# Several duplicates of deferred keys at once: which constraint and key the error names.
+DUPLICATES_DDL = [
+    "CREATE TABLE d1 (id int PRIMARY KEY DEFERRABLE INITIALLY DEFERRED, u int, v int, "
+    "CONSTRAINT d1_u UNIQUE (u) DEFERRABLE INITIALLY DEFERRED, "
+    "CONSTRAINT d1_uv UNIQUE (u, v) DEFERRABLE INITIALLY DEFERRED)",
+    "CREATE TABLE d2 (a int, b int, CONSTRAINT d2_ab UNIQUE (a, b) DEFERRABLE INITIALLY "
+    "DEFERRED, CONSTRAINT d2_b UNIQUE (b) DEFERRABLE)",
+    "CREATE TABLE d3 (u int, note text, CONSTRAINT d3_u UNIQUE (u) DEFERRABLE INITIALLY DEFERRED)",
+    "INSERT INTO d1 SELECT g, g * 10, g FROM generate_series(1, 5) g",
+    "INSERT INTO d3 SELECT g FROM generate_series(0, 100, 20) g",
+]
+DUPLICATES = [
+    # among the transaction's own rows, in one statement and in two
+    ["BEGIN", "INSERT INTO d3 VALUES (5), (7), (7), (5)", "COMMIT"],
+    ["BEGIN", "INSERT INTO d3 VALUES (5), (7)", "INSERT INTO d3 VALUES (7), (5)", "COMMIT"],
+    # against committed rows, both, in either order
+    ["BEGIN", "INSERT INTO d3 VALUES (40), (0)", "COMMIT"],
+    ["BEGIN", "INSERT INTO d3 VALUES (1), (40), (1), (0)", "COMMIT"],
+    ["BEGIN", "INSERT INTO d3 VALUES (1), (2), (0), (2), (1)", "COMMIT"],
+    ["BEGIN", "INSERT INTO d3 VALUES (NULL), (NULL), (9), (NULL), (9)", "COMMIT"],
+    # implicit transactions: one statement, one Query with several
+    ["INSERT INTO d3 VALUES (3), (2), (3), (2)"],
+    ["INSERT INTO d3 VALUES (3), (2); INSERT INTO d3 VALUES (2), (3), (0)"],
+    # an UPDATE makes the duplicate; a row deleted or updated since is not one
+    ["BEGIN", "UPDATE d3 SET u = 60 WHERE u = 20", "UPDATE d3 SET u = 40 WHERE u = 80", "COMMIT"],
+    ["BEGIN", "INSERT INTO d3 VALUES (7), (40), (7)", "DELETE FROM d3 WHERE u = 7", "COMMIT"],
+    ["BEGIN", "INSERT INTO d3 VALUES (40), (7), (7)", "UPDATE d3 SET u = 41 WHERE u = 40",
+     "COMMIT"],
+    # several keys, multi-column ones, the primary key: per row, the keys in order
+    ["BEGIN", "INSERT INTO d1 VALUES (9, 20, 2), (1, 10, 1)", "COMMIT"],
+    ["BEGIN", "INSERT INTO d1 VALUES (1, 77, 1), (9, 20, 7)", "COMMIT"],
+    ["BEGIN", "SET CONSTRAINTS d2_b DEFERRED", "INSERT INTO d2 VALUES (3, 3), (1, 1), (2, 1), "
+     "(3, 3)", "COMMIT"],
+    ["BEGIN", "UPDATE d1 SET id = 6 - id", "UPDATE d1 SET u = 30 WHERE id = 1", "COMMIT"],
+    # rows of two tables: in the order written
+    ["BEGIN", "INSERT INTO d3 VALUES (7)", "INSERT INTO d1 VALUES (9, 10, 9)",
+     "INSERT INTO d3 VALUES (7)", "COMMIT"],
+    # a text key, of a table the block creates
+    ["BEGIN", "CREATE TABLE x (u text, CONSTRAINT x_u UNIQUE (u) DEFERRABLE INITIALLY DEFERRED)",
+     "INSERT INTO x VALUES ('b'), ('a'), ('a'), ('b')", "COMMIT"],
+    # SET CONSTRAINTS ... IMMEDIATE: the keys it names only
+    ["BEGIN", "INSERT INTO d1 VALUES (9, 20, 2), (1, 10, 1)",
+     "SET CONSTRAINTS d1_uv, d1_pkey IMMEDIATE", "COMMIT"],
+    ["BEGIN", "INSERT INTO d1 VALUES (9, 20, 2), (1, 10, 1)", "SET CONSTRAINTS ALL IMMEDIATE",
+     "COMMIT"],
+]
+EXECUTEMANY_ROWS = [(1000 + i, u) for i, u in enumerate([5, 40, 7, 9, 0, 5, 3])]
+
 CATALOG = [
     "SELECT conname, contype, condeferrable, condeferred, pg_get_constraintdef(oid) "
     "FROM pg_constraint WHERE conrelid IN ('plain'::regclass, 'later'::regclass, "
@@ -79,14 +130,15 @@ def servers(tmp_path_factory):
         yield uris
 
 
-def _fresh(uri: str) -> None:
+def _fresh(uri: str, ddl: list[str] = DDL) -> None:
     with psycopg.connect(uri, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS plain, later, stmt, pk2")
-        for sql in DDL:
+        conn.execute("DROP TABLE IF EXISTS plain, later, stmt, pk2, d1, d2, d3, x")
+        for sql in ddl:
             conn.execute(sql)
 
 
-def _run(uri: str, script: list[str]) -> list:
+def _run(uri: str, script: list[str],
+         tables: tuple[str, ...] = ("plain", "later", "stmt", "pk2")) -> list:
     out = []
     with psycopg.connect(uri, autocommit=True) as conn:
         for sql in script:
@@ -97,7 +149,7 @@ def _run(uri: str, script: list[str]) -> list:
                 d = exc.diag
                 out.append((d.sqlstate, d.message_primary, d.message_detail,
                             d.constraint_name))
-        for table in ("plain", "later", "stmt", "pk2"):
+        for table in tables:
             out.append(conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall())
     return out
 
@@ -109,6 +161,51 @@ def test_script_matches_postgresql(servers, script):
         _fresh(uri)
         outcomes.append(_run(uri, script))
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("script", DUPLICATES, ids=[" ; ".join(s)[:60] for s in DUPLICATES])
+def test_duplicate_named_matches_postgresql(servers, script):
+    outcomes = []
+    for uri in servers:
+        _fresh(uri, DUPLICATES_DDL)
+        outcomes.append(_run(uri, script, ("d1", "d2", "d3")))
+    assert outcomes[0] == outcomes[1]
+    assert any(isinstance(o, tuple) and o[0] == "23505" for o in outcomes[0])
+
+
+def _executemany_error(uri: str) -> tuple:
+    """psycopg's executemany in a block, then COMMIT; asyncpg's, an implicit transaction."""
+    errors = []
+    with psycopg.connect(uri) as conn:
+        conn.cursor().executemany("INSERT INTO d3 VALUES (%s)", [(u,) for _, u in
+                                                                 EXECUTEMANY_ROWS])
+        with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+            conn.commit()
+        d = caught.value.diag
+        errors.append((d.sqlstate, d.constraint_name, d.message_detail))
+
+    async def with_asyncpg() -> tuple:
+        conn = await asyncpg.connect(uri)
+        try:
+            with pytest.raises(asyncpg.UniqueViolationError) as caught:
+                await conn.executemany("INSERT INTO d1 VALUES ($1, $2, 0)", EXECUTEMANY_ROWS)
+            e = caught.value
+            return e.sqlstate, e.constraint_name, e.detail
+        finally:
+            await conn.close()
+
+    errors.append(asyncio.run(with_asyncpg()))
+    return tuple(errors)
+
+
+def test_executemany_duplicate_named_matches_postgresql(servers):
+    """Rows 40 and 0 both meet a committed row: the first written (40) is named."""
+    errors = []
+    for uri in servers:
+        _fresh(uri, DUPLICATES_DDL)
+        errors.append(_executemany_error(uri))
+    assert errors[0] == errors[1]
+    assert errors[0][0] == ("23505", "d3_u", "Key (u)=(40) already exists.")
 
 
 def test_catalog_matches_postgresql(servers):
