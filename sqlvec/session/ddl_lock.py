@@ -395,8 +395,9 @@ class DdlLock:
     def blockers(self, pid: int) -> set[int]:
         """The sessions a statement of `pid` waits for here (pg_blocking_pids): the lock's
         exclusive holder (or, none yet, those waiting to hold it), the schema changes whose
-        claims or runs queue it (those of the tables it waits for), the statements a wait to hold it exclusively waits for, and
-        the blocks using the tables its own claim changes."""
+        claims or runs queue it (those of the tables it waits for), the statements a wait to
+        hold it exclusively waits for, and the blocks using the tables its own claim
+        changes."""
         with self._mutex:
             out: set[int] = set()
             if pid in self._waiting_shared or pid in self._waiting_tables:
