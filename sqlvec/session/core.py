@@ -193,8 +193,13 @@ class Session:
         self._cancel = threading.Event()
         self._closed = False
         self.started = dt.datetime.now(dt.timezone.utc)
+        self.query_start = self.started  # (set when a statement waits to be planned)
         self.current_query = ""
         self.state = "idle"
+        # The statement being parsed and planned outside a run, shown active while it waits
+        # for the DDL lock (`_show_waiting`), and whether it was.
+        self._preparing: str | None = None
+        self._shown_preparing = False
         # The running command's progress record (CREATE INDEX, COPY), for pg_stat_progress_*.
         self.progress: object | None = None
         self._userid: int | None = None  # the role's OID, for pg_stat_statements
@@ -482,6 +487,9 @@ class Session:
 
         A statement nested deeper than the engine can follow fails with 54001 (stack.py)."""
         self._depth += 1
+        outermost = self._preparing is None
+        if outermost:
+            self._preparing = sql
         try:
             return self._prepare(sql, param_type_oids)
         except SqlVecError as error:
@@ -490,6 +498,8 @@ class Session:
             raise
         finally:
             self._depth -= 1
+            if outermost:
+                self._done_preparing()
 
     def parse(self, sql: str, param_type_oids: list[int] | None = None) -> PreparedStatement:
         """`prepare` for the extended protocol's Parse, which PostgreSQL runs in the implicit
@@ -498,17 +508,30 @@ class Session:
         for the block's end (a use of each), so the Execute that follows runs the plan made
         here. A plan made stale meanwhile (a change under way when the hold began) is made
         again."""
-        while True:
-            prepared = self.prepare(sql, param_type_oids)
-            if not prepared.tables or self.ddl_open:
-                return prepared
-            if self.lock_holder is not None:
-                for table_id in prepared.tables:
-                    self.use_table(table_id)
-            else:
-                self._ddl_lock.hold_parsed(self.pid, prepared.tables, self._waiting)
-            if prepared.generation in (-1, self.store.generation):
-                return prepared  # (-1: not cached, as DECLARE's, made again on each Parse)
+        self._preparing = sql
+        try:
+            while True:
+                prepared = self.prepare(sql, param_type_oids)
+                if not prepared.tables or self.ddl_open:
+                    return prepared
+                if self.lock_holder is not None:
+                    for table_id in prepared.tables:
+                        self.use_table(table_id)
+                else:
+                    self._ddl_lock.hold_parsed(self.pid, prepared.tables, self._waiting)
+                if prepared.generation in (-1, self.store.generation):
+                    return prepared  # (-1: not cached, as DECLARE's, made again on each Parse)
+        finally:
+            self._done_preparing()
+
+    def _done_preparing(self) -> None:
+        """The statement `prepare` or `parse` took is planned: a session shown active while
+        it waited (`_show_waiting`) is idle again, its text still shown, as PostgreSQL's
+        after a Parse."""
+        self._preparing = None
+        if self._shown_preparing:
+            self._shown_preparing = False
+            self.state = self._idle_state()
 
     def end_batch(self) -> None:
         """The extended-protocol batch ended (Sync, or a simple Query): the tables its Parses
@@ -705,13 +728,18 @@ class Session:
             self._fail()
             raise stack.stack_depth_error()
         finally:
-            self.state = "idle" if not self.explicit else ("idle in transaction" if not self.failed
-                                                           else "idle in transaction (aborted)")
+            self.state = self._idle_state()
             self.progress = None
             observe = self.database.on_statement
             if observe is not None:
                 observe(time.perf_counter() - started, outcome)
             self._after_statement()
+
+    def _idle_state(self) -> str:
+        """pg_stat_activity's state between statements."""
+        if not self.explicit:
+            return "idle"
+        return "idle in transaction" if not self.failed else "idle in transaction (aborted)"
 
     def _count_statement(self, prepared: PreparedStatement, result: Result,
                          seconds: float) -> None:
@@ -751,10 +779,21 @@ class Session:
 
     def _waiting(self) -> tuple[Callable[[], None], int]:
         """What a wait for the DDL lock checks (cancel, statement_timeout) and its limit
-        (lock_timeout, ms)."""
+        (lock_timeout, ms). Asked only when there is a wait: a statement waiting while it is
+        planned is shown active from then on (`_show_waiting`)."""
+        if self._preparing is not None and self.state != "active":
+            self._show_waiting(self._preparing)
         timeout_ms = self._limit("statement_timeout")
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         return (lambda: self._check_wait(deadline)), self._limit("lock_timeout")
+
+    def _show_waiting(self, sql: str) -> None:
+        """pg_stat_activity shows the statement `sql`, waiting before it runs (for the DDL
+        lock while it is planned), as PostgreSQL's: active, its text, started now."""
+        self.current_query = sql
+        self.state = "active"
+        self.query_start = dt.datetime.now(dt.timezone.utc)
+        self._shown_preparing = True
 
     def _check_wait(self, deadline: float | None) -> None:
         if self._cancel.is_set():

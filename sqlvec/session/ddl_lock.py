@@ -86,6 +86,9 @@ class DdlLock:
         self._told = False
         self._waiting_shared: set[int] = set()  # sessions waiting to hold it shared
         self._waiting_tables: set[int] = set()  # sessions waiting behind a claim otherwise
+        # Per session waiting behind claims, the tables its statement uses and whether it
+        # holds row locks (`_queued`'s arguments): which claims queue it (`blockers`).
+        self._queued_on: dict[int, tuple[frozenset[int], bool]] = {}
         # Per table id: the open blocks that used it (holder -> whether it wrote the table),
         # and the autocommit schema change running on it (pid, whether readers may go on).
         self._users: dict[int, dict[LockHolder, bool]] = {}
@@ -117,7 +120,8 @@ class DdlLock:
             if not self._may_share(pid, ahead) or (
                     self._claims and self._queued(pid, hold.tables, hold.rows_held)):
                 self._wait_while(pid, lambda: not self._may_share(pid, ahead) or self._queued(
-                    pid, hold.tables, hold.rows_held), hold.waiting, self._waiting_shared)
+                    pid, hold.tables, hold.rows_held), hold.waiting, self._waiting_shared,
+                    (hold.tables, hold.rows_held))
             self._shared[pid] = self._shared.get(pid, 0) + 1
             if hold.tables:
                 held = self._holding.get(pid)
@@ -131,7 +135,8 @@ class DdlLock:
         ahead of claims still waiting (the statement is under way: they may wait for it), and
         waits while a change is under way."""
         with self._mutex:
-            self._wait_while(hold.pid, lambda: self._queued(hold.pid, tables, True), hold.waiting)
+            self._wait_while(hold.pid, lambda: self._queued(hold.pid, tables, True), hold.waiting,
+                             queued_on=(tables, True))
             self._holding.setdefault(hold.pid, []).append(tables)
             hold.extra.append(tables)
 
@@ -175,7 +180,8 @@ class DdlLock:
         held.append(tables)
         if self._claims:
             with self._mutex:
-                self._wait_while(pid, lambda: self._queued(pid, tables, True), waiting)
+                self._wait_while(pid, lambda: self._queued(pid, tables, True), waiting,
+                                 queued_on=(tables, True))
 
     def let_go_parsed(self, pid: int, last: bool = False) -> None:
         """The session's batch ended (Sync): the tables its Parses held go (`last`: the
@@ -280,7 +286,8 @@ class DdlLock:
         waiting for an autocommit schema change running on the table, or claiming it (as a
         statement's shared hold: foreign-key checks reach tables their plan does not name)."""
         with self._mutex:
-            self._wait_while(holder.pid, lambda: self._blocked(table_id, holder, wrote), waiting)
+            self._wait_while(holder.pid, lambda: self._blocked(table_id, holder, wrote), waiting,
+                             queued_on=(frozenset((table_id,)), bool(holder.held)))
             users = self._users.setdefault(table_id, {})
             users[holder] = users.get(holder, False) or wrote
 
@@ -351,25 +358,31 @@ class DdlLock:
             return False
         with self._mutex:
             ahead = rows_held or pid in self._shared
-            return self._wait_while(pid, lambda: self._queued(pid, tables, ahead), waiting)
+            return self._wait_while(pid, lambda: self._queued(pid, tables, ahead), waiting,
+                                    queued_on=(tables, ahead))
 
     def _wait_while(self, pid: int, blocked: Callable[[], bool],
                     waiting: Callable[[], tuple[Callable[[], None], int]],
-                    shown_in: set[int] | None = None) -> bool:
+                    shown_in: set[int] | None = None,
+                    queued_on: tuple[frozenset[int], bool] | None = None) -> bool:
         """Under the mutex: wait while `blocked()` (`pid` shown waiting meanwhile in
         `shown_in`, by default behind a claim: `waits`), `waiting` asked for the interrupt
-        check and lock_timeout only if it is; True if it waited."""
+        check and lock_timeout only if it is; True if it waited. `queued_on`: the tables and
+        row-locks flag `blocked` asks claims about, kept meanwhile for `blockers`."""
         if not blocked():
             return False
         check_interrupts, timeout_ms = waiting()
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         shown = self._waiting_tables if shown_in is None else shown_in
         shown.add(pid)
+        if queued_on is not None:
+            self._queued_on[pid] = queued_on
         try:
             while blocked():
                 _wait(self._cond, check_interrupts, deadline)
         finally:
             shown.discard(pid)
+            self._queued_on.pop(pid, None)
         return True
 
     def contended(self, pid: int) -> bool:
@@ -382,8 +395,9 @@ class DdlLock:
     def blockers(self, pid: int) -> set[int]:
         """The sessions a statement of `pid` waits for here (pg_blocking_pids): the lock's
         exclusive holder (or, none yet, those waiting to hold it), the schema changes whose
-        claims or runs queue it, the statements a wait to hold it exclusively waits for, and
-        the blocks using the tables its own claim changes."""
+        claims or runs queue it (those of the tables it waits for), the statements a wait to
+        hold it exclusively waits for, and the blocks using the tables its own claim
+        changes."""
         with self._mutex:
             out: set[int] = set()
             if pid in self._waiting_shared or pid in self._waiting_tables:
@@ -391,8 +405,7 @@ class DdlLock:
                     out.add(self.owner)
                 elif pid in self._waiting_shared:
                     out |= self._waiting_exclusive
-                out |= {claim.pid for claim in self._claims}
-                out |= {running[0] for running in self._running.values()}
+                out |= self._queuing(pid)
             if pid in self._waiting_exclusive:
                 out |= set(self._shared)
                 if self.owner is not None:
@@ -403,6 +416,18 @@ class DdlLock:
                             for holder in self._users.get(table_id, {}) if not holder.ended}
             out.discard(pid)
             return out
+
+    def _queuing(self, pid: int) -> set[int]:
+        """The sessions whose claims or running changes keep `pid` waiting (under the mutex):
+        of the tables it waits for when it is known, of any otherwise."""
+        queued_on = self._queued_on.get(pid)
+        if queued_on is None:
+            return {claim.pid for claim in self._claims} | \
+                {running[0] for running in self._running.values()}
+        tables, rows_held = queued_on
+        return {claim.pid for claim in self._claims if self._queues(claim, pid, tables,
+                                                                    rows_held)} | \
+            {self._running[t][0] for t in tables if t in self._running}
 
     def waits(self, pid: int) -> bool:
         """Whether a statement of `pid` waits for this lock or behind a claim, as one waiting
@@ -419,15 +444,19 @@ class DdlLock:
         if not self._claims or not tables:
             return False
         for claim in self._claims:
-            if claim.pid == pid or not tables & (claim.reach if claim.running else claim.named):
-                continue
-            if not claim.running and tables & claim.granted:
+            if not claim.running and claim.pid != pid and tables & claim.granted:
                 self._check_granted(pid, tables & claim.granted, claim)
-            if claim.changing or not (rows_held or self._holds_any(pid, claim.reach) or (
-                    not claim.running and self._uses_any(pid, claim.named)) or (
-                    claim.block and pid in self._shared)):
+            if self._queues(claim, pid, tables, rows_held):
                 return True
         return False
+
+    def _queues(self, claim: Claim, pid: int, tables: frozenset[int], rows_held: bool) -> bool:
+        """Whether `claim` keeps a statement of `pid` on `tables` waiting (`_queued`)."""
+        if claim.pid == pid or not tables & (claim.reach if claim.running else claim.named):
+            return False
+        return claim.changing or not (rows_held or self._holds_any(pid, claim.reach) or (
+            not claim.running and self._uses_any(pid, claim.named)) or (
+            claim.block and pid in self._shared))
 
     def _check_granted(self, pid: int, granted: frozenset[int], claim: Claim) -> None:
         """40P01 for a statement of `pid` that would use tables granted to `claim` while the

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from tests.e2e.conftest import beside_postgres, start_server
-from tests.e2e.test_row_locks import begin, connect, waiting
+from tests.e2e.test_row_locks import begin, connect, still_waiting, waiting
 
 # A statement of the operator that must not wait answers within this (PostgreSQL: at once).
 BOUND = 2.0
@@ -191,3 +191,58 @@ def test_pg_blocking_pids_names_the_block_holding_a_row(uri):
         assert update.result(timeout=30) == 1
         assert answers_at_once(watcher, "SELECT pg_blocking_pids(%s)",
                                (writer.info.backend_pid,)) == [([],)]
+
+
+def _prepared(conn: psycopg.Connection, sql: str) -> int:
+    return conn.execute(sql, prepare=True).rowcount
+
+
+def _parsed_alone(conn: psycopg.Connection, sql: str) -> int:
+    conn.pgconn.prepare(b"parsed", sql.encode())  # Parse and Sync, no Execute
+    return 0
+
+
+@pytest.mark.parametrize("send", [None, _prepared, _parsed_alone],
+                         ids=["simple", "prepared", "parse-alone"])
+def test_a_statement_waiting_to_be_planned_shows_active_with_its_text(uri, send):
+    """A statement waiting for a block's schema change before it is planned is the session's
+    active statement: its text, started when it was sent, waiting on a relation's lock."""
+    block = begin(uri, "ALTER TABLE t ADD COLUMN x int DEFAULT 7")
+    reader, watcher = connect(uri), operator(uri)
+    sql = "SELECT n FROM t WHERE id = 1"
+    with ThreadPoolExecutor(1) as pool, reader, block, watcher:
+        reader.execute("SELECT 'before'")
+        (sent,), = answers_at_once(watcher, "SELECT now()")
+        future = pool.submit(lambda: (send or (lambda c, s: c.execute(s).rowcount))(reader, sql))
+        still_waiting(reader, future)
+        rows = answers_at_once(
+            watcher, "SELECT state, query, wait_event_type, wait_event, query_start >= %s, "
+                     "state_change >= %s FROM pg_stat_activity WHERE pid = %s",
+            (sent, sent, reader.info.backend_pid))
+        assert rows == [("active", sql, "Lock", "relation", True, True)]
+        block.execute("ROLLBACK")
+        future.result(timeout=30)
+        assert answers_at_once(watcher, "SELECT state, query FROM pg_stat_activity "
+                                        "WHERE pid = %s", (reader.info.backend_pid,)) == \
+            [("idle", sql)]
+
+
+def test_pg_blocking_pids_names_only_the_claims_a_statement_waits_behind(uri):
+    """Two schema changes each wait for a block using both their tables; a read of one table
+    waits behind that table's change only."""
+    with connect(uri) as conn:
+        conn.execute("CREATE TABLE u (id int PRIMARY KEY)")
+    block = begin(uri, "SELECT * FROM t", "SELECT * FROM u")
+    alter_t, alter_u, reader, watcher = connect(uri), connect(uri), connect(uri), operator(uri)
+    with ThreadPoolExecutor(3) as pool, alter_t, alter_u, reader, block, watcher:
+        changes = [waiting(pool, alter_t, "ALTER TABLE t ADD COLUMN x int"),
+                   waiting(pool, alter_u, "ALTER TABLE u ADD COLUMN x int")]
+        read = waiting(pool, reader, "SELECT n FROM t ORDER BY id")
+        pids = [c.info.backend_pid for c in (alter_t, alter_u, reader)]
+        assert answers_at_once(
+            watcher, "SELECT pg_blocking_pids(%s), pg_blocking_pids(%s), pg_blocking_pids(%s)",
+            pids) == [([block.info.backend_pid], [block.info.backend_pid], [pids[0]])]
+        block.execute("COMMIT")
+        for change in changes:
+            change.result(timeout=30)
+        assert read.result(timeout=30) == 2
