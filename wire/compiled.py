@@ -45,7 +45,7 @@ from wire.messages import BindComplete, CommandComplete, DataRow, Execute
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from sqlvec.session import PreparedStatement
+    from sqlvec.session import PreparedStatement, Session
     from wire.connection import Connection, Statement
     from wire.messages import Bind
 
@@ -214,14 +214,14 @@ class CompiledWrite:
         """Whether statement `name` is still the one compiled (`_still_compiled`), or, in a
         transaction block that has not failed, still current and bound into a portal the
         Bind may make (the unnamed one, or a name not taken)."""
-        if _still_compiled(connection, name, self.statement, self.prepared):
-            return True
+        if not _still_planned(connection, name, self.statement, self.prepared):
+            return False
         session = connection.session
-        return session is not None and session.explicit and not session.implicit \
-            and not session.failed and session.pending is None and connection.statements.get(name) is self.statement \
-            and self.statement.prepared is self.prepared \
-            and (not portal or portal not in connection.portals) \
-            and session.plan_is_current(self.prepared)
+        assert session is not None
+        if _idle(connection, session):
+            return True
+        return session.explicit and not session.implicit and not session.failed \
+            and (not portal or portal not in connection.portals)
 
     def decode(self, values: tuple[bytes | None, ...]) -> list | None:
         """The bound values decoded; None when one does not decode here (the general path
@@ -256,11 +256,23 @@ def _still_compiled(connection: Connection, name: str, statement: Statement,
     """Whether statement `name` is still `statement`, planned as `prepared` was and still
     current, and the session idle outside a block with nothing gathered: what a compiled round
     trip was made for."""
+    return _still_planned(connection, name, statement, prepared) and \
+        _idle(connection, connection.session)  # type: ignore[arg-type]
+
+
+def _still_planned(connection: Connection, name: str, statement: Statement,
+                   prepared: PreparedStatement) -> bool:
+    """Whether statement `name` is still `statement`, planned as `prepared` was and still
+    current, with no rows gathered."""
     session = connection.session
     return connection.statements.get(name) is statement and statement.prepared is prepared \
-        and session is not None and not connection.portals and not session.explicit \
-        and not session.implicit and session.pending is None \
+        and session is not None and session.pending is None \
         and session.plan_is_current(prepared)
+
+
+def _idle(connection: Connection, session: Session) -> bool:
+    """Whether the connection holds no portal and the session is outside a block."""
+    return not connection.portals and not session.explicit and not session.implicit
 
 
 BIND_COMPLETE = BindComplete().encode()

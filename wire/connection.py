@@ -986,11 +986,18 @@ class Connection:
         """A simple Query: the session splits it and runs its statements in order, each
         result sent as it finishes; the first error ends the query (COPY comes back here,
         to `_copy`, to move its data)."""
+        session = self.session
+        assert session is not None
+        if self._gathered is not None:
+            # Rows the Executes before it gathered are theirs: applied first, and an error in
+            # them skips the Query, as an error skips everything up to the Sync.
+            self._extended(Connection._apply_gathered)
+            if self.state is ConnectionState.FAILED:
+                return
+        session.gathering = False  # a Query's statements are never gathered (`_gatherable`)
         self.state = ConnectionState.READY
         self.statements.pop("", None)
         self.portals.pop("", None)
-        session = self.session
-        assert session is not None
         try:
             for result in session.execute(message.sql, copy=self._copy_simple):
                 self._send_result(result, None, 0)

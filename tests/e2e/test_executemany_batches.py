@@ -310,6 +310,49 @@ def test_an_earlier_rows_error_comes_before_a_value_that_does_not_decode(tmp_pat
     assert "STATEMENT:  INSERT INTO d VALUES ($1)" in server.log()
 
 
+def test_a_query_amid_gathered_rows_runs_after_them_and_alone(tmp_path_factory):
+    """A simple Query among an executemany's Executes (before their Sync), in a block and out
+    of one: the rows before it go in first, an error in them skips it (as everything up to
+    the Sync), and its own INSERTs run one by one, a duplicate answered at its own statement:
+    the messages PostgreSQL 16 sends."""
+    server = start_server(tmp_path_factory.mktemp("execmany-query"), "--workers", "0")
+    raw = RawClient(server).ready()
+
+    def pipeline(keys: tuple[int, ...], query: str) -> list:
+        out = Parse("", "INSERT INTO q VALUES ($1)", (23,)).encode()
+        for key in keys:
+            out += Bind("", "", (), (str(key).encode(),)).encode() + Execute().encode()
+        raw.send(out + Query(query).encode() + Sync().encode())
+        return raw.messages()
+
+    try:
+        for begin, status in (("BEGIN", "E"), ("", "I")):
+            raw.send(Query("DROP TABLE IF EXISTS q; CREATE TABLE q (id int PRIMARY KEY)")
+                     .encode())
+            raw.messages()
+            raw.send(Query(begin).encode())
+            raw.messages()
+            got = pipeline((1, 2), "INSERT INTO q VALUES (5); INSERT INTO q VALUES (5)")
+            assert [m.TYPE for m in got] == [b"1"] + [b"2", b"C"] * 2 + [b"C", b"E", b"Z"]
+            assert dict(got[-2].fields)["D"] == "Key (id)=(5) already exists."
+            assert [(m.TYPE, m.status) for m in raw.messages()] == [(b"Z", status)]
+            raw.send(Query("ROLLBACK").encode())
+            raw.messages()
+            raw.send(Query(begin).encode())
+            raw.messages()
+            got = pipeline((1, 1), "INSERT INTO q VALUES (7)")
+            assert [m.TYPE for m in got] == [b"1", b"2", b"C", b"2", b"E", b"Z"]
+            assert got[-1].status == status
+            assert dict(got[-2].fields)["D"] == "Key (id)=(1) already exists."
+            raw.send(Query("ROLLBACK").encode())
+            raw.messages()
+            raw.send(Query("SELECT count(*) FROM q").encode())
+            assert [list(m.values) for m in raw.messages() if m.TYPE == b"D"] == [[b"0"]]
+    finally:
+        raw.close()
+        assert server.stop() == 0, server.log()
+
+
 def test_serial_keys_are_gathered_with_postgresqls_values(servers):
     """Rows whose key is a serial default: gathered, they take the same values as in
     PostgreSQL; after a row failing in the middle, the sequence and currval() stand at the
