@@ -84,6 +84,14 @@ SCRIPTS = {
         "ALTER SEQUENCE sq_t NO MAXVALUE",
         "SELECT data_type::text, max_value FROM pg_sequences WHERE sequencename = 'sq_t'",
         "ALTER SEQUENCE sq_t AS smallint MAXVALUE 100000",
+        # a bound at the old type's extreme goes to the new type's, whatever the direction
+        "CREATE SEQUENCE sq_t3 INCREMENT -1",
+        "ALTER SEQUENCE sq_t3 INCREMENT 1",
+        "ALTER SEQUENCE sq_t3 AS smallint",
+        "SELECT min_value, max_value FROM pg_sequences WHERE sequencename = 'sq_t3'",
+        "SELECT nextval('sq_t3'), nextval('sq_t3')",
+        "ALTER SEQUENCE sq_t3 AS integer NO MINVALUE",
+        "SELECT min_value, max_value FROM pg_sequences WHERE sequencename = 'sq_t3'",
     ],
     "alter": [
         "CREATE SEQUENCE sq_a MAXVALUE 3",
@@ -255,7 +263,7 @@ SCRIPTS = {
 CLEAN = ["DROP TABLE IF EXISTS sq_id, sq_id2, sq_o, sq_tab, sq_ai, sq_di CASCADE", "DROP SCHEMA IF EXISTS sq_schema "
          "CASCADE", "CREATE SCHEMA sq_schema"] + [
     f"DROP SEQUENCE IF EXISTS {name}" for name in (
-        "sq_c", "sq_c2", "sq_b", "sq_b2", "sq_y", "sq_y2", "sq_t", "sq_t2", "sq_a", '"Sq_Q"',
+        "sq_c", "sq_c2", "sq_b", "sq_b2", "sq_y", "sq_y2", "sq_t", "sq_t2", "sq_t3", "sq_a", '"Sq_Q"',
         "sq_x", "sq_v", "sq_ob", "sq_ob2", "sq_ob3", "sq_w")]
 
 
