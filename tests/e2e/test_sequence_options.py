@@ -256,6 +256,9 @@ SCRIPTS = {
         "SELECT max_value FROM pg_sequences WHERE sequencename = 'sq_ob3'",
         "ALTER SEQUENCE sq_ob3 OWNED BY sq_o.v MINVALUE 10",
         "SELECT min_value FROM pg_sequences WHERE sequencename = 'sq_ob3'",
+        # an owned sequence is refused before the target schema is looked at
+        "ALTER SEQUENCE sq_ob3 SET SCHEMA sq_nosuch",
+        "ALTER SEQUENCE sq_ob3 SET SCHEMA public",
         "DROP TABLE sq_o",
         "SELECT count(*) FROM pg_sequences WHERE sequencename LIKE 'sq_ob%'",
     ],
@@ -319,6 +322,19 @@ def test_psql_describes_a_sequence_as_postgres(servers):
     text = described(servers["sqlvec"])
     assert text == described(servers["postgres"])
     assert "smallint |    10 |       3 |     300 |         5 | yes     |     2" in text
+
+
+def test_moving_an_owned_sequence_names_its_table(servers):
+    def detail(uri: str) -> str | None:
+        with psycopg.connect(uri, autocommit=True) as conn:
+            for sql in CLEAN + ["CREATE TABLE sq_o (v serial)"]:
+                conn.execute(sql)
+            with pytest.raises(psycopg.errors.FeatureNotSupported) as caught:
+                conn.execute("ALTER SEQUENCE sq_o_v_seq SET SCHEMA sq_schema")
+            conn.execute("DROP TABLE sq_o")
+        return caught.value.diag.message_detail
+    assert detail(servers["sqlvec"]) == detail(servers["postgres"]) == \
+        'Sequence "sq_o_v_seq" is linked to table "sq_o".'
 
 
 @pytest.mark.parametrize("sql", [
