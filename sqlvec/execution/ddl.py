@@ -209,6 +209,7 @@ def _column_def(item: exp.ColumnDef, attnum: int) -> tuple[ColumnDef, bool, bool
         elif isinstance(k, exp.DefaultColumnConstraint):
             default = _literal_default(k.this)
         elif isinstance(k, exp.GeneratedAsIdentityColumnConstraint):
+            sequence_ddl.check_identity_type(col_type.name)
             identity = "always" if k.args.get("this") else "by default"
             serial = True
             not_null = True

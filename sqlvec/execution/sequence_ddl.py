@@ -306,6 +306,13 @@ def column_options(type_name: str, item: exp.ColumnDef | None = None) -> Sequenc
     return SequenceOptions(given)
 
 
+def check_identity_type(type_name: str) -> None:
+    """An identity column is a smallint, an integer or a bigint (22023), as PostgreSQL's."""
+    if type_name not in ("int2", "int4", "int8"):
+        raise SqlVecError("identity column type must be smallint, integer, or bigint",
+                          sqlstate="22023")
+
+
 def add_identity(catalog: Catalog, table, column: str, kind: str, text: str | None) -> None:
     """ALTER TABLE ... ALTER COLUMN c ADD GENERATED {ALWAYS | BY DEFAULT} AS IDENTITY [(options,
     SEQUENCE NAME)], as pg_dump restores identity columns: the column's sequence is created
@@ -324,9 +331,7 @@ def add_identity(catalog: Catalog, table, column: str, kind: str, text: str | No
                           sqlstate="55000")
     if col.default is not None:
         raise SqlVecError(f"{where} already has a default value", sqlstate="55000")
-    if col.type.name not in ("int2", "int4", "int8"):
-        raise SqlVecError("identity column type must be smallint, integer, or bigint",
-                          sqlstate="22023")
+    check_identity_type(col.type.name)
     name = options.given.pop("name", None) or [f"{d.name}_{column}_seq"]
     if len(name) > 1 and name[-2] != d.schema:
         raise FeatureNotSupported("an identity column's sequence in another schema than its "
