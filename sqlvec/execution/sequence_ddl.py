@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from sqlglot import exp
 
 from sqlvec.catalog.catalog import Catalog
-from sqlvec.catalog.sequences import TYPE_NAMES, SequenceOptions
+from sqlvec.catalog.sequences import TYPE_NAMES, TYPE_RANGES, SequenceOptions
 from sqlvec.errors import (
     FeatureNotSupported,
     InvalidTextRepresentation,
@@ -32,7 +32,7 @@ _CREATE = re.compile(rf"\s*CREATE\s+(?P<kind>(?:TEMP|TEMPORARY|UNLOGGED)\s+)?SEQ
                      re.I | re.S)
 _TOKEN = re.compile(r'\s*("(?:[^"]|"")+"|[A-Za-z_][\w$]*|[-+]?\s*\d[\w.]*(?:[eE][-+]?\d+)?'
                     r"|'(?:[^']|'')*'|\S)", re.S)
-INT8_RANGE = (-2**63, 2**63 - 1)
+INT8_RANGE = TYPE_RANGES["int8"]
 
 
 def ident(text: str) -> str:
@@ -70,7 +70,7 @@ class _Tokens:
     def take(self) -> str:
         token = self.peek()
         if token is None:
-            raise SqlVecError("syntax error at end of input", sqlstate="42601")
+            raise syntax_error(None)
         self.at += 1
         return token
 
@@ -293,8 +293,7 @@ def column_options(type_name: str, item: exp.ColumnDef | None = None) -> Sequenc
     """The options of a serial or identity column's sequence: its type follows the column's
     (`serial` is an integer sequence), and an identity column's own options as sqlglot reads
     them (START, INCREMENT, MINVALUE, MAXVALUE, CYCLE)."""
-    given: dict = {"type": {"int2": "int2", "smallint": "int2", "int4": "int4",
-                            "integer": "int4"}.get(type_name, "int8")}
+    given: dict = {"type": TYPE_NAMES.get(type_name, "int8")}
     identity = item.find(exp.GeneratedAsIdentityColumnConstraint) if item is not None else None
     if identity is not None:
         for arg, name in (("start", "start"), ("increment", "increment"), ("minvalue", "min"),
