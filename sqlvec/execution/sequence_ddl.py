@@ -160,8 +160,10 @@ def _option(tokens: _Tokens, altering: bool, naming: bool = False) -> tuple[str,
         return "restart", None
     if word == "CYCLE":
         return "cycle", True
-    if word == "NO" and tokens.word() in ("MINVALUE", "MAXVALUE", "CYCLE"):
+    if word == "NO":  # (what follows NO is where PostgreSQL's syntax error is)
         which = tokens.take().upper()
+        if which not in ("MINVALUE", "MAXVALUE", "CYCLE"):
+            raise syntax_error(tokens.items[tokens.at - 1])
         return {"MINVALUE": "min", "MAXVALUE": "max", "CYCLE": "cycle"}[which], \
             (False if which == "CYCLE" else None)
     if word == "OWNED" and tokens.skip("BY"):

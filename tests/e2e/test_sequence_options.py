@@ -117,6 +117,8 @@ SCRIPTS = {
         "ALTER SEQUENCE sq_a START WITH 2.5",
         "ALTER SEQUENCE sq_a",
         "ALTER SEQUENCE sq_a BOGUS",
+        "ALTER SEQUENCE sq_a NO CACHE",
+        "ALTER SEQUENCE sq_a NO",
         "ALTER SEQUENCE sq_a SET LOGGED",
         "ALTER SEQUENCE IF EXISTS sq_nosuch RESTART",
         "ALTER SEQUENCE sq_nosuch RESTART",
