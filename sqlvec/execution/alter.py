@@ -781,12 +781,11 @@ def _sequence_set_schema(name: list[str], target: str, if_exists: bool,
     if key is None:
         return "ALTER SEQUENCE"
     schema, bare = key.split(".", 1)
-    owner = catalog.sequence(key).get("owned_by")
-    if owner:
-        table = catalog.store.tables.get(int(owner.split(".", 1)[0]))
-        linked = f'table "{table.def_.name}"' if table is not None else "a table"
+    owner = sequence_ddl.owning_column(catalog, key)
+    if owner is not None:
         raise FeatureNotSupported("cannot move an owned sequence into another schema",
-                                  detail=f'Sequence "{bare}" is linked to {linked}.')
+                                  detail=f'Sequence "{bare}" is linked to table '
+                                         f'"{owner[0].def_.name}".')
     if not catalog.has_schema(target):
         raise UndefinedObject(f'schema "{target}" does not exist', sqlstate="3F000")
     if target == schema:

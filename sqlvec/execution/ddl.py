@@ -285,6 +285,7 @@ def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None
                     skip(t, "sequence")
                     continue
                 raise UndefinedTable(f'sequence "{t.name}" does not exist')
+            sequence_ddl.check_droppable(catalog, key)
             catalog.store.update_catalog(lambda c, key=key: {
                 **c, "sequences": {k: v for k, v in c["sequences"].items() if k != key}})
         return "DROP SEQUENCE"

@@ -257,6 +257,26 @@ def alter(key: str, options: SequenceOptions, catalog: Catalog, search_path: lis
     catalog.alter_sequence(key, options, **extra)
 
 
+def owning_column(catalog: Catalog, key: str) -> tuple[object, str] | None:
+    """The table and column that own sequence `key` (OWNED BY, a serial or an identity
+    column), or None."""
+    table_id, _, column = str(catalog.sequence(key).get("owned_by") or "").partition(".")
+    table = catalog.store.tables.get(int(table_id)) if table_id.isdigit() else None
+    return None if table is None or not table.def_.has_column(column) else (table, column)
+
+
+def check_droppable(catalog: Catalog, key: str) -> None:
+    """DROP SEQUENCE refuses an identity column's sequence, CASCADE or not (2BP01): the column
+    requires it, as PostgreSQL's internal dependency does."""
+    owner = owning_column(catalog, key)
+    if owner is None or owner[0].def_.column(owner[1]).identity not in ("always", "by default"):
+        return
+    table, column = owner[0].def_.name, owner[1]
+    raise SqlVecError(f"cannot drop sequence {key.split('.', 1)[1]} because column {column} of "
+                      f"table {table} requires it", sqlstate="2BP01",
+                      hint=f"You can drop column {column} of table {table} instead.")
+
+
 def _identity_sequence(catalog: Catalog, table, column: str) -> str | None:
     """The key of the sequence of identity column `column`; None when it is not one (42703
     when the table has no such column)."""

@@ -226,6 +226,9 @@ SCRIPTS = {
     ],
     "drop-identity": [
         "CREATE TABLE sq_di (id int GENERATED ALWAYS AS IDENTITY, a int)",
+        "DROP SEQUENCE sq_di_id_seq",
+        "DROP SEQUENCE sq_di_id_seq CASCADE",
+        "INSERT INTO sq_di (a) VALUES (0) RETURNING id",
         "ALTER TABLE sq_di ALTER COLUMN a DROP IDENTITY",
         "ALTER TABLE sq_di ALTER COLUMN a DROP IDENTITY IF EXISTS",
         "ALTER TABLE sq_di ALTER COLUMN nosuch DROP IDENTITY",
