@@ -252,6 +252,12 @@ def alter(key: str, options: SequenceOptions, catalog: Catalog, search_path: lis
         return
     extra = {}
     if options.has("owned_by"):
+        identity = _identity_owner(catalog, key)
+        if identity is not None:
+            raise FeatureNotSupported(
+                "cannot change ownership of identity sequence",
+                detail=f'Sequence "{key.split(".", 1)[1]}" is linked to table '
+                       f'"{identity[0].def_.name}".')
         extra["owned_by"] = owner_of(catalog, options.given.pop("owned_by"),
                                      key.split(".", 1)[0], search_path)
     catalog.alter_sequence(key, options, **extra)
@@ -265,11 +271,19 @@ def owning_column(catalog: Catalog, key: str) -> tuple[object, str] | None:
     return None if table is None or not table.def_.has_column(column) else (table, column)
 
 
+def _identity_owner(catalog: Catalog, key: str) -> tuple[object, str] | None:
+    """The table and identity column whose sequence `key` is, or None."""
+    owner = owning_column(catalog, key)
+    if owner is None or owner[0].def_.column(owner[1]).identity not in ("always", "by default"):
+        return None
+    return owner
+
+
 def check_droppable(catalog: Catalog, key: str) -> None:
     """DROP SEQUENCE refuses an identity column's sequence, CASCADE or not (2BP01): the column
     requires it, as PostgreSQL's internal dependency does."""
-    owner = owning_column(catalog, key)
-    if owner is None or owner[0].def_.column(owner[1]).identity not in ("always", "by default"):
+    owner = _identity_owner(catalog, key)
+    if owner is None:
         return
     table, column = owner[0].def_.name, owner[1]
     raise SqlVecError(f"cannot drop sequence {key.split('.', 1)[1]} because column {column} of "

@@ -228,6 +228,8 @@ SCRIPTS = {
         "CREATE TABLE sq_di (id int GENERATED ALWAYS AS IDENTITY, a int)",
         "DROP SEQUENCE sq_di_id_seq",
         "DROP SEQUENCE sq_di_id_seq CASCADE",
+        "ALTER SEQUENCE sq_di_id_seq OWNED BY NONE",
+        "ALTER SEQUENCE sq_di_id_seq OWNED BY sq_di.a",
         "INSERT INTO sq_di (a) VALUES (0) RETURNING id",
         "ALTER TABLE sq_di ALTER COLUMN a DROP IDENTITY",
         "ALTER TABLE sq_di ALTER COLUMN a DROP IDENTITY IF EXISTS",
