@@ -104,15 +104,20 @@ def configured(seq: dict | None, options: SequenceOptions, last: int | None) -> 
 def _new_bounds(old: dict, options: SequenceOptions, type_name: str,
                 increment: int) -> tuple[int, int]:
     """MINVALUE and MAXVALUE after the statement: given ones, else the old ones; a new type
-    (AS) brings its defaults to a bound that was the old type's extreme, as PostgreSQL's."""
+    (AS) moves a bound that was the old type's extreme to the new type's (whatever the
+    direction of the sequence, as PostgreSQL's reset_min_value / reset_max_value), and
+    NO MINVALUE / NO MAXVALUE there too."""
     low, high = default_bounds(type_name, increment)
     if not old:
         return _chosen(options, "min", low), _chosen(options, "max", high)
     old_low, old_high = bounds(old)
     if options.has("type"):
         type_low, type_high = TYPE_RANGES[type_of(old)]
-        old_low = low if old_low == type_low else old_low
-        old_high = high if old_high == type_high else old_high
+        new_low, new_high = TYPE_RANGES[type_name]
+        if old_low == type_low:
+            old_low = low = new_low
+        if old_high == type_high:
+            old_high = high = new_high
     return _chosen(options, "min", old_low, low), _chosen(options, "max", old_high, high)
 
 

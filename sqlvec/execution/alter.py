@@ -773,19 +773,23 @@ def _rename_sequence(name: list[str], new: str, if_exists: bool, tools: AlterToo
 
 def _sequence_set_schema(name: list[str], target: str, if_exists: bool,
                          tools: AlterTools) -> str:
-    """ALTER SEQUENCE ... SET SCHEMA: a sequence a column owns moves with its table only."""
+    """ALTER SEQUENCE ... SET SCHEMA: a sequence a column owns moves with its table only
+    (refused before the target schema is looked at, even its own schema, as PostgreSQL's
+    AlterTableNamespace)."""
     catalog = tools.catalog
     key = _existing_sequence(name, if_exists, tools)
     if key is None:
         return "ALTER SEQUENCE"
     schema, bare = key.split(".", 1)
+    owner = sequence_ddl.owning_column(catalog, key)
+    if owner is not None:
+        raise FeatureNotSupported("cannot move an owned sequence into another schema",
+                                  detail=f'Sequence "{bare}" is linked to table '
+                                         f'"{owner[0].def_.name}".')
     if not catalog.has_schema(target):
         raise UndefinedObject(f'schema "{target}" does not exist', sqlstate="3F000")
     if target == schema:
         return "ALTER SEQUENCE"
-    if catalog.sequence(key).get("owned_by"):
-        raise FeatureNotSupported("cannot move an owned sequence into another schema",
-                                  detail=f'Sequence "{bare}" is linked to a table.')
     if catalog.relation_exists(bare, target):
         raise DuplicateTable(f'relation "{bare}" already exists in schema "{target}"')
     _move_sequence(key, f"{target}.{bare}", tools)

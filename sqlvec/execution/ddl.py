@@ -209,6 +209,7 @@ def _column_def(item: exp.ColumnDef, attnum: int) -> tuple[ColumnDef, bool, bool
         elif isinstance(k, exp.DefaultColumnConstraint):
             default = _literal_default(k.this)
         elif isinstance(k, exp.GeneratedAsIdentityColumnConstraint):
+            sequence_ddl.check_identity_type(col_type.name)
             identity = "always" if k.args.get("this") else "by default"
             serial = True
             not_null = True
@@ -284,6 +285,7 @@ def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None
                     skip(t, "sequence")
                     continue
                 raise UndefinedTable(f'sequence "{t.name}" does not exist')
+            sequence_ddl.check_droppable(catalog, key)
             catalog.store.update_catalog(lambda c, key=key: {
                 **c, "sequences": {k: v for k, v in c["sequences"].items() if k != key}})
         return "DROP SEQUENCE"

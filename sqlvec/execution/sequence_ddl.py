@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from sqlglot import exp
 
 from sqlvec.catalog.catalog import Catalog
-from sqlvec.catalog.sequences import TYPE_NAMES, SequenceOptions
+from sqlvec.catalog.sequences import TYPE_NAMES, TYPE_RANGES, SequenceOptions
 from sqlvec.errors import (
     FeatureNotSupported,
     InvalidTextRepresentation,
@@ -32,7 +32,7 @@ _CREATE = re.compile(rf"\s*CREATE\s+(?P<kind>(?:TEMP|TEMPORARY|UNLOGGED)\s+)?SEQ
                      re.I | re.S)
 _TOKEN = re.compile(r'\s*("(?:[^"]|"")+"|[A-Za-z_][\w$]*|[-+]?\s*\d[\w.]*(?:[eE][-+]?\d+)?'
                     r"|'(?:[^']|'')*'|\S)", re.S)
-INT8_RANGE = (-2**63, 2**63 - 1)
+INT8_RANGE = TYPE_RANGES["int8"]
 
 
 def ident(text: str) -> str:
@@ -70,7 +70,7 @@ class _Tokens:
     def take(self) -> str:
         token = self.peek()
         if token is None:
-            raise SqlVecError("syntax error at end of input", sqlstate="42601")
+            raise syntax_error(None)
         self.at += 1
         return token
 
@@ -160,8 +160,10 @@ def _option(tokens: _Tokens, altering: bool, naming: bool = False) -> tuple[str,
         return "restart", None
     if word == "CYCLE":
         return "cycle", True
-    if word == "NO" and tokens.word() in ("MINVALUE", "MAXVALUE", "CYCLE"):
+    if word == "NO":  # (what follows NO is where PostgreSQL's syntax error is)
         which = tokens.take().upper()
+        if which not in ("MINVALUE", "MAXVALUE", "CYCLE"):
+            raise syntax_error(tokens.items[tokens.at - 1])
         return {"MINVALUE": "min", "MAXVALUE": "max", "CYCLE": "cycle"}[which], \
             (False if which == "CYCLE" else None)
     if word == "OWNED" and tokens.skip("BY"):
@@ -250,9 +252,43 @@ def alter(key: str, options: SequenceOptions, catalog: Catalog, search_path: lis
         return
     extra = {}
     if options.has("owned_by"):
+        identity = _identity_owner(catalog, key)
+        if identity is not None:
+            raise FeatureNotSupported(
+                "cannot change ownership of identity sequence",
+                detail=f'Sequence "{key.split(".", 1)[1]}" is linked to table '
+                       f'"{identity[0].def_.name}".')
         extra["owned_by"] = owner_of(catalog, options.given.pop("owned_by"),
                                      key.split(".", 1)[0], search_path)
     catalog.alter_sequence(key, options, **extra)
+
+
+def owning_column(catalog: Catalog, key: str) -> tuple[object, str] | None:
+    """The table and column that own sequence `key` (OWNED BY, a serial or an identity
+    column), or None."""
+    table_id, _, column = str(catalog.sequence(key).get("owned_by") or "").partition(".")
+    table = catalog.store.tables.get(int(table_id)) if table_id.isdigit() else None
+    return None if table is None or not table.def_.has_column(column) else (table, column)
+
+
+def _identity_owner(catalog: Catalog, key: str) -> tuple[object, str] | None:
+    """The table and identity column whose sequence `key` is, or None."""
+    owner = owning_column(catalog, key)
+    if owner is None or owner[0].def_.column(owner[1]).identity not in ("always", "by default"):
+        return None
+    return owner
+
+
+def check_droppable(catalog: Catalog, key: str) -> None:
+    """DROP SEQUENCE refuses an identity column's sequence, CASCADE or not (2BP01): the column
+    requires it, as PostgreSQL's internal dependency does."""
+    owner = _identity_owner(catalog, key)
+    if owner is None:
+        return
+    table, column = owner[0].def_.name, owner[1]
+    raise SqlVecError(f"cannot drop sequence {key.split('.', 1)[1]} because column {column} of "
+                      f"table {table} requires it", sqlstate="2BP01",
+                      hint=f"You can drop column {column} of table {table} instead.")
 
 
 def _identity_sequence(catalog: Catalog, table, column: str) -> str | None:
@@ -293,8 +329,7 @@ def column_options(type_name: str, item: exp.ColumnDef | None = None) -> Sequenc
     """The options of a serial or identity column's sequence: its type follows the column's
     (`serial` is an integer sequence), and an identity column's own options as sqlglot reads
     them (START, INCREMENT, MINVALUE, MAXVALUE, CYCLE)."""
-    given: dict = {"type": {"int2": "int2", "smallint": "int2", "int4": "int4",
-                            "integer": "int4"}.get(type_name, "int8")}
+    given: dict = {"type": TYPE_NAMES.get(type_name, "int8")}
     identity = item.find(exp.GeneratedAsIdentityColumnConstraint) if item is not None else None
     if identity is not None:
         for arg, name in (("start", "start"), ("increment", "increment"), ("minvalue", "min"),
@@ -304,6 +339,13 @@ def column_options(type_name: str, item: exp.ColumnDef | None = None) -> Sequenc
         if identity.args.get("cycle") is not None:
             given["cycle"] = bool(identity.args["cycle"])
     return SequenceOptions(given)
+
+
+def check_identity_type(type_name: str) -> None:
+    """An identity column is a smallint, an integer or a bigint (22023), as PostgreSQL's."""
+    if type_name not in ("int2", "int4", "int8"):
+        raise SqlVecError("identity column type must be smallint, integer, or bigint",
+                          sqlstate="22023")
 
 
 def add_identity(catalog: Catalog, table, column: str, kind: str, text: str | None) -> None:
@@ -324,9 +366,7 @@ def add_identity(catalog: Catalog, table, column: str, kind: str, text: str | No
                           sqlstate="55000")
     if col.default is not None:
         raise SqlVecError(f"{where} already has a default value", sqlstate="55000")
-    if col.type.name not in ("int2", "int4", "int8"):
-        raise SqlVecError("identity column type must be smallint, integer, or bigint",
-                          sqlstate="22023")
+    check_identity_type(col.type.name)
     name = options.given.pop("name", None) or [f"{d.name}_{column}_seq"]
     if len(name) > 1 and name[-2] != d.schema:
         raise FeatureNotSupported("an identity column's sequence in another schema than its "

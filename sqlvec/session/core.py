@@ -823,9 +823,9 @@ class Session:
         refused as there (plancache.c). The hold then covers the tables the new plan reads
         (waiting for a change running on one of them, and planning again after it)."""
         if prepared.generation < 0 or prepared.generation == self.store.generation or \
-                prepared.constant or prepared.live or prepared.kind not in (
-                    StatementKind.QUERY, StatementKind.WRITE):
-            return prepared  # (a constant or live query's plan depends on no catalog object)
+                prepared.constant or prepared.kind not in (StatementKind.QUERY,
+                                                           StatementKind.WRITE):
+            return prepared  # (a constant query's plan depends on no catalog object)
         planned = prepared
         while 0 <= planned.generation != self.store.generation:
             planned = self._prepare_cached(prepared.sql, list(prepared.given_oids))

@@ -84,3 +84,11 @@ def test_live_queries_answer_while_a_block_holds_the_lock_and_others_wait(db, se
     assert session.execute_one("SELECT * FROM t").table.column_names == ["id", "n"]
     ended.join()
     block.close()
+
+
+def test_a_live_plan_is_made_again_when_a_user_table_takes_its_name(session):
+    prepared = session.prepare("SELECT count(*) FROM pg_locks")
+    assert prepared.live and session.run(prepared).rows() == [(0,)]
+    session.execute_one("CREATE TABLE pg_locks (id int)")
+    session.execute_one("INSERT INTO pg_locks VALUES (1), (2), (3)")
+    assert session.run(prepared).rows() == [(3,)]
