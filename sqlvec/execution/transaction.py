@@ -31,10 +31,10 @@ from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
 _ROWID_TYPE = pa.int64()
 
 # The parts of single-row statements a block appends are combined into one table (of one
-# chunk) every this many (`TableOverlay.add`): COMMIT then concatenates a few hundred parts,
-# not one per statement, and each row is copied once more as the block goes. A row deleted
-# from a combined part costs filtering that part (this many rows).
-COMBINE_EVERY = 256
+# chunk) every this many (`TableOverlay.add`): COMMIT then concatenates one part per this many
+# statements, not one per statement, and each row is copied once more as the block goes. A
+# row deleted from a combined part costs filtering that part (this many rows).
+COMBINE_EVERY = 64
 
 
 @dataclass
