@@ -169,28 +169,39 @@ class TableOverlay:
 
     def drop_inserted(self, rowids: np.ndarray) -> None:
         """Drop inserted rows (by provisional row id): only the parts holding them are
-        filtered, and the keys they held leave `own_keys`."""
+        filtered (by the rows' places there, without a search), and the keys they held
+        leave `own_keys`."""
         where = self._positions()
-        parts = {id(where[r][0]): where[r][0] for r in rowids.tolist() if r in where}
-        if not parts:
+        doomed: dict[int, tuple[pa.Table, list[int]]] = {}
+        for rowid in rowids.tolist():
+            found = where.pop(rowid, None)
+            if found is not None:
+                doomed.setdefault(id(found[0]), (found[0], []))[1].append(found[1])
+        if not doomed:
             return
-        dead = pa.array(rowids)
         kept: dict[int, pa.Table] = {}
         dropped = []
-        for key, part in parts.items():
-            if part.num_rows == 1:  # a single-row statement's part: dropped whole
-                dropped.append(part)
+        for key, (part, offsets) in doomed.items():
+            dropped.append(self._rows_at(part, offsets))
+            if len(offsets) == part.num_rows:  # a single-row statement's part: dropped whole
                 kept[key] = part.slice(0, 0)
-            else:
-                hit = pc.is_in(part.column(ROWID), value_set=dead)
-                dropped.append(part.filter(hit))
-                kept[key] = part.filter(pc.invert(hit))
-            for r in part.column(ROWID).to_pylist():
-                del where[r]
-            self._place(kept[key])
+                continue
+            keep = np.ones(part.num_rows, bool)
+            keep[offsets] = False
+            kept[key] = part.filter(pa.array(keep))
+            self._place(kept[key])  # its rows' new places
         self.inserted = self._replaced(kept)
         self._placed = (self.inserted, len(self.inserted))
         self._forget_keys(pa.concat_tables(dropped) if len(dropped) > 1 else dropped[0])
+
+    @staticmethod
+    def _rows_at(part: pa.Table, offsets: list[int]) -> pa.Table:
+        """The rows of `part` at `offsets` (a whole part and a single row without a take)."""
+        if len(offsets) == part.num_rows:
+            return part
+        if len(offsets) == 1:
+            return part.slice(offsets[0], 1)
+        return part.take(pa.array(offsets, pa.int64()))
 
     def _replaced(self, kept: dict[int, pa.Table]) -> list[pa.Table]:
         """A new list of the inserted parts (the old one stays as it was: `_remember`) with
