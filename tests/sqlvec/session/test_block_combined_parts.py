@@ -105,3 +105,23 @@ def test_a_20k_block_is_all_there_after_commit_a_restart_and_a_crash(tmp_path):
     for directory in (path, crashed):
         with Database.open(directory, options=options) as db:
             assert rows(db.connect(), "SELECT count(*), sum(v), max(id) FROM t") == expected
+
+
+def test_several_own_rows_of_one_combined_part_dropped_at_once(s):
+    s.execute_one("BEGIN")
+    insert_each(s, range(2 * N))
+    s.execute_one("DELETE FROM t WHERE id IN (3, 5, 9)")  # one part: its rows taken at once
+    s.execute_one(f"UPDATE t SET v = -v WHERE id BETWEEN {N - 2} AND {N + 2}")  # two parts
+    assert rows(s, "SELECT id FROM t WHERE id IN (3, 5, 9)") == []
+    with pytest.raises(SqlVecError) as duplicate:
+        s.execute_one("INSERT INTO t VALUES (4, 0)")
+    assert duplicate.value.sqlstate == "23505"
+    s.execute_one("ROLLBACK")
+    s.execute_one("BEGIN")
+    insert_each(s, range(2 * N))
+    s.execute_one("DELETE FROM t WHERE id IN (3, 5, 9)")
+    s.execute_one(f"UPDATE t SET v = -v WHERE id BETWEEN {N - 2} AND {N + 2}")
+    insert_each(s, [5])
+    s.execute_one("COMMIT")
+    expected = {i: -i if N - 2 <= i <= N + 2 else i for i in range(2 * N) if i not in (3, 9)}
+    assert rows(s, "SELECT id, v FROM t ORDER BY id") == sorted(expected.items())
