@@ -27,6 +27,14 @@ def insert_each(s, ids) -> None:
         s.run(insert, [i, i])
 
 
+def insert_fails_as_duplicate(s, key: int) -> None:
+    """An INSERT of `key`, which a row of the block holds, fails with 23505 (the block ends)."""
+    with pytest.raises(SqlVecError) as duplicate:
+        s.execute_one(f"INSERT INTO t VALUES ({key}, 0)")
+    assert duplicate.value.sqlstate == "23505"
+    s.execute_one("ROLLBACK")
+
+
 @pytest.fixture
 def s(db):
     session = db.connect()
@@ -73,10 +81,7 @@ def test_own_rows_in_combined_parts_are_updated_deleted_and_keyed_in_order(s):
     s.execute_one(f"DELETE FROM t WHERE id IN (1, {N}, {2 * N + 1})")
     assert rows(s, f"SELECT v FROM t WHERE id = {7 * 5}") == [(7 * 5 + 2,)]
     assert rows(s, f"SELECT v FROM t WHERE id = {N}") == []
-    with pytest.raises(SqlVecError) as duplicate:
-        s.execute_one("INSERT INTO t VALUES (14, 0)")
-    assert duplicate.value.sqlstate == "23505"
-    s.execute_one("ROLLBACK")
+    insert_fails_as_duplicate(s, 14)
     s.execute_one("BEGIN")
     insert_each(s, range(3 * N))
     for i in range(0, 3 * N, 7):
@@ -113,10 +118,7 @@ def test_several_own_rows_of_one_combined_part_dropped_at_once(s):
     s.execute_one("DELETE FROM t WHERE id IN (3, 5, 9)")  # one part: its rows taken at once
     s.execute_one(f"UPDATE t SET v = -v WHERE id BETWEEN {N - 2} AND {N + 2}")  # two parts
     assert rows(s, "SELECT id FROM t WHERE id IN (3, 5, 9)") == []
-    with pytest.raises(SqlVecError) as duplicate:
-        s.execute_one("INSERT INTO t VALUES (4, 0)")
-    assert duplicate.value.sqlstate == "23505"
-    s.execute_one("ROLLBACK")
+    insert_fails_as_duplicate(s, 4)
     s.execute_one("BEGIN")
     insert_each(s, range(2 * N))
     s.execute_one("DELETE FROM t WHERE id IN (3, 5, 9)")
