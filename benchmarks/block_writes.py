@@ -11,6 +11,10 @@ after the writes of the kinds before): UPDATE and SELECT of random ids, DELETE o
 ids (the block's others than autocommit's); and `own update`, UPDATEs of rows a block inserted itself (each inserted, then updated). With `--baseline CHECKOUT` the same is run in a process of that checkout, the
 two taking turns `--rounds` times (medians).
 
+`commit` (in process, no fsync): wall ms of the COMMIT of one block of each `--blocks` single-row
+statements by key, of each kind: UPDATEs of distinct rows, INSERTs, DELETEs of distinct rows,
+and a mix cycling through the three; with `--baseline`, taking turns `--rounds` times.
+
 `server`: rows/s of `--statements` single-row UPDATEs in one block (prepared, psycopg, over
 loopback TCP, then COMMIT), sqlvec beside `--baseline` and PostgreSQL (pgserver), taking
 turns `--rounds` times (medians), and the server's CPU per statement (sqlvec's processes,
@@ -19,6 +23,7 @@ INSERTs and DELETEs, and one executemany of INSERTs, in the block too.
 
     python -m benchmarks block_writes --only cpu --sizes 10000,100000 --baseline ../before
     python -m benchmarks block_writes --only server --sizes 100000 --pgserver /tmp/pg
+    python -m benchmarks block_writes --only commit --blocks 1000,20000 --baseline ../before
 """
 
 from __future__ import annotations
@@ -98,16 +103,77 @@ def _own_updates_us(s, rows: int, statements: int) -> float:
 
 
 def _cpu_in(checkout: str, rows: int, statements: int) -> dict:
-    """`block_cpu` run by a process importing `checkout`'s sqlvec (this file loaded by path:
-    an older checkout lacks it)."""
+    """`block_cpu` run by a process importing `checkout`'s sqlvec."""
+    return _run_in(checkout, f"block_cpu({rows}, {statements})")
+
+
+def _run_in(checkout: str, call: str) -> dict:
+    """`call` (of this module, returning JSON) run by a process importing `checkout`'s sqlvec
+    (this file loaded by path: an older checkout lacks it)."""
     code = ("import importlib.util, json, sys; "
             "spec = importlib.util.spec_from_file_location('block_writes', sys.argv[1]); "
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
-            f"print(json.dumps(m.block_cpu({rows}, {statements})))")
+            f"print(json.dumps(m.{call}))")
     env = {**os.environ, "PYTHONPATH": os.path.abspath(checkout)}
     done = subprocess.run([sys.executable, "-c", code, os.path.abspath(__file__)], env=env,
                           cwd=checkout, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+COMMIT_KINDS = ("update", "insert", "delete", "mix")
+
+
+def commit_ms(blocks: list[int], kinds: tuple[str, ...] = COMMIT_KINDS
+              ) -> dict[str, dict[int, float]]:
+    """Wall ms of the COMMIT of one block of `n` single-row statements, per kind and `n` of
+    `blocks` (in process, no fsync): UPDATEs by key of distinct rows, INSERTs of new rows,
+    DELETEs by key of distinct rows, or a mix cycling through the three."""
+    from sqlvec.database import Database
+    from sqlvec.storage.store import StoreOptions
+
+    rows = max(blocks) + 2 * sum(blocks)  # updated ids below max(blocks), deleted ones above
+    directory = tempfile.mkdtemp(prefix="block-commit-")
+    out: dict[str, dict[int, float]] = {kind: {} for kind in kinds}
+    try:
+        with Database.open(directory, options=StoreOptions(fsync=False)) as db:
+            s = writes._loaded(db, rows)
+            statements = {
+                "update": s.prepare(UPDATE, [20]),
+                "insert": s.prepare("INSERT INTO t VALUES ($1, 0, 'y')", [20]),
+                "delete": s.prepare("DELETE FROM t WHERE id = $1", [20]),
+            }
+            fresh = iter(range(rows, 1 << 40))  # ids no row holds
+            doomed = iter(range(rows - 1, -1, -1))  # ids no block deleted yet
+            for n in blocks:
+                for kind in kinds:
+                    steps = _block_steps(kind, n, fresh, doomed)
+                    s.execute_one("BEGIN")
+                    for name, key in steps:
+                        s.run(statements[name], [key])
+                    start = time.perf_counter()
+                    s.execute_one("COMMIT")
+                    out[kind][n] = (time.perf_counter() - start) * 1e3
+                    s.execute_one("CHECKPOINT")  # the next block starts from a clean table
+                    db.wait_idle()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return out
+
+
+def _block_steps(kind: str, n: int, fresh, doomed) -> list[tuple[str, int]]:
+    """The (statement, id) pairs of a block of `n` statements of `kind` (see `commit_ms`):
+    distinct updated ids below `n`, new ids from `fresh`, deleted ones from `doomed`, each in
+    a random order."""
+    rng = random.Random(n)
+    updated = rng.sample(range(n), n)
+    deleted = [next(doomed) for _ in range(n if kind == "delete" else n // 3 + 1)]
+    rng.shuffle(deleted)
+    if kind != "mix":
+        ids = {"update": updated, "delete": deleted}.get(kind) or [next(fresh) for _ in range(n)]
+        return [(kind, i) for i in ids]
+    cycle = ("insert", "update", "delete")
+    return [(cycle[i % 3], next(fresh) if i % 3 == 0 else updated[i] if i % 3 == 1
+             else deleted[i // 3]) for i in range(n)]
 
 
 def measure_cpu(sizes: list[int], statements: int, rounds: int, baseline: str | None) -> dict:
@@ -124,6 +190,19 @@ def measure_cpu(sizes: list[int], statements: int, rounds: int, baseline: str | 
                                    for mode in rs[0][kind]} for kind in rs[0]}
                      for name, rs in runs.items()}
     return out
+
+
+def measure_commit(blocks: list[int], rounds: int, baseline: str | None
+                   ) -> dict[str, dict[str, dict[int, float]]]:
+    """`commit_ms` medians over `rounds` turns of this checkout (and `baseline`)."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    checkouts = {"sqlvec": here, **({"baseline": baseline} if baseline else {})}
+    runs: dict[str, list[dict]] = {name: [] for name in checkouts}
+    for _ in range(rounds):
+        for name, checkout in checkouts.items():
+            runs[name].append(_run_in(checkout, f"commit_ms({blocks})"))
+    return {name: {kind: {n: statistics.median(r[kind][str(n)] for r in rs) for n in blocks}
+                   for kind in rs[0]} for name, rs in runs.items()}
 
 
 # Through servers ----------------------------------------------------------------------------------
@@ -199,13 +278,25 @@ def measure_server(sizes: list[int], statements: int, rounds: int, baseline: str
     return out
 
 
+def _print_commit(by_name: dict[str, dict[str, dict[int, float]]]) -> None:
+    print("COMMIT ms of a block of n single-row statements (medians):")
+    for kind, by_n in by_name["sqlvec"].items():
+        for n, ms in by_n.items():
+            cells = ", ".join(f"{name} {figures[kind][n]:.1f}" for name, figures in by_name.items())
+            ratio = (f" (baseline/sqlvec {by_name['baseline'][kind][n] / ms:.1f}x)"
+                     if "baseline" in by_name else "")
+            print(f"  {kind} n={n:,}: {cells}{ratio}")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks block_writes", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000", help="table sizes (rows)")
     parser.add_argument("--statements", type=int, default=1000, help="per block (default 1000)")
     parser.add_argument("--rounds", type=int, default=3, help="turns per checkout (default 3)")
-    parser.add_argument("--only", choices=("cpu", "server"), default=None)
+    parser.add_argument("--only", choices=("cpu", "server", "commit"), default=None)
+    parser.add_argument("--blocks", default="1000,5000,20000,50000",
+                        help="commit: statements per block")
     parser.add_argument("--kinds", default="update",
                         help=f"server: statements in the block, of {','.join(KINDS)}")
     parser.add_argument("--baseline", default=None, metavar="CHECKOUT",
@@ -223,6 +314,9 @@ def main(argv: list[str]) -> int:
                     f"{mode} {us:.0f}" for mode, us in figures[kind].items())
                     for name, figures in by_name.items())
                 print(f"  {kind}: {cells}")
+    if args.only == "commit":
+        _print_commit(measure_commit([int(n) for n in args.blocks.split(",")], args.rounds,
+                                     args.baseline))
     if args.only in (None, "server"):
         kinds = tuple(args.kinds.split(","))
         for (rows, kind), rates in measure_server(sizes, args.statements, args.rounds,

@@ -30,6 +30,12 @@ from sqlvec.storage.wal import DeleteOp, InsertOp, TruncateOp
 
 _ROWID_TYPE = pa.int64()
 
+# The parts of single-row statements a block appends are combined into one table (of one
+# chunk) every this many (`TableOverlay.add`): COMMIT then concatenates one part per this many
+# statements, not one per statement, and each row is copied once more as the block goes. A
+# row deleted from a combined part costs filtering that part (this many rows).
+COMBINE_EVERY = 64
+
 
 @dataclass
 class TableOverlay:
@@ -52,6 +58,35 @@ class TableOverlay:
     # replaced otherwise; `_placed` is the list it describes and how many of its parts.
     _where: dict[int, tuple[pa.Table, int]] = field(default_factory=dict, repr=False)
     _placed: tuple[list | None, int] = (None, 0)
+    # How many of the newest parts are small ones `add` appended since it last combined them.
+    _loose: int = field(default=0, repr=False)
+
+    def add(self, rows: pa.Table) -> None:
+        """Append a statement's inserted rows (with their row ids). Every `COMBINE_EVERY`
+        small parts are combined into one, so that a block of single-row statements costs
+        its COMMIT time linear in its rows; a big part is kept as it is."""
+        if rows.num_rows >= COMBINE_EVERY:
+            self._combine_loose()
+            self.inserted.append(rows)
+            return
+        self.inserted.append(rows)
+        self._loose += 1
+        if self._loose >= COMBINE_EVERY:
+            self._combine_loose()
+
+    def _combine_loose(self) -> None:
+        """The small parts appended since the last time as one table (in a new list: an
+        undo keeps the old one, `Transaction._remember`), its rows placed anew."""
+        count, self._loose = min(self._loose, len(self.inserted)), 0
+        if count < 2:
+            return
+        self._positions()  # up to date before the list is replaced
+        parts = [t for t in self.inserted[-count:] if t.num_rows]
+        combined = pa.concat_tables(parts).combine_chunks() if parts else None
+        self.inserted = self.inserted[:-count] + ([combined] if combined is not None else [])
+        if combined is not None:
+            self._place(combined)
+        self._placed = (self.inserted, len(self.inserted))
 
     def inserted_table(self) -> pa.Table | None:
         """All rows inserted so far as one table, or None."""
@@ -62,7 +97,7 @@ class TableOverlay:
             # Concatenated once and kept so: a transaction of many single-row statements
             # does not re-concatenate all its rows per statement.
             parts = [pa.concat_tables(parts)]
-        self.inserted = parts
+        self.inserted, self._loose = parts, 0
         return parts[0]
 
     def merge(self, parts: list[pa.Table], snapshot: TableSnapshot) -> list[pa.Table]:
@@ -134,28 +169,39 @@ class TableOverlay:
 
     def drop_inserted(self, rowids: np.ndarray) -> None:
         """Drop inserted rows (by provisional row id): only the parts holding them are
-        filtered, and the keys they held leave `own_keys`."""
+        filtered (by the rows' places there, without a search), and the keys they held
+        leave `own_keys`."""
         where = self._positions()
-        parts = {id(where[r][0]): where[r][0] for r in rowids.tolist() if r in where}
-        if not parts:
+        doomed: dict[int, tuple[pa.Table, list[int]]] = {}
+        for rowid in rowids.tolist():
+            found = where.pop(rowid, None)
+            if found is not None:
+                doomed.setdefault(id(found[0]), (found[0], []))[1].append(found[1])
+        if not doomed:
             return
-        dead = pa.array(rowids)
         kept: dict[int, pa.Table] = {}
         dropped = []
-        for key, part in parts.items():
-            if part.num_rows == 1:  # a single-row statement's part: dropped whole
-                dropped.append(part)
+        for key, (part, offsets) in doomed.items():
+            dropped.append(self._rows_at(part, offsets))
+            if len(offsets) == part.num_rows:  # a single-row statement's part: dropped whole
                 kept[key] = part.slice(0, 0)
-            else:
-                hit = pc.is_in(part.column(ROWID), value_set=dead)
-                dropped.append(part.filter(hit))
-                kept[key] = part.filter(pc.invert(hit))
-            for r in part.column(ROWID).to_pylist():
-                del where[r]
-            self._place(kept[key])
+                continue
+            keep = np.ones(part.num_rows, bool)
+            keep[offsets] = False
+            kept[key] = part.filter(pa.array(keep))
+            self._place(kept[key])  # its rows' new places
         self.inserted = self._replaced(kept)
         self._placed = (self.inserted, len(self.inserted))
         self._forget_keys(pa.concat_tables(dropped) if len(dropped) > 1 else dropped[0])
+
+    @staticmethod
+    def _rows_at(part: pa.Table, offsets: list[int]) -> pa.Table:
+        """The rows of `part` at `offsets` (a whole part and a single row without a take)."""
+        if len(offsets) == part.num_rows:
+            return part
+        if len(offsets) == 1:
+            return part.slice(offsets[0], 1)
+        return part.take(pa.array(offsets, pa.int64()))
 
     def _replaced(self, kept: dict[int, pa.Table]) -> list[pa.Table]:
         """A new list of the inserted parts (the old one stays as it was: `_remember`) with
@@ -185,7 +231,7 @@ class TableOverlay:
 
     def replace_inserted(self, rows: pa.Table | None) -> None:
         """The inserted rows in a table's new shape, after ALTER TABLE (same row ids)."""
-        self.inserted = [rows] if rows is not None else []
+        self.inserted, self._loose = ([rows] if rows is not None else []), 0
         self._own_keys = None  # rebuilt for the key columns if ever asked for
 
     def own_keys(self, key: int) -> KeyIndex:
@@ -422,7 +468,7 @@ class Transaction:
         hidden = [r for r in deleting or () if r not in overlay.deleted]
 
         def undo() -> None:
-            overlay.inserted = inserted[:count]
+            overlay.inserted, overlay._loose = inserted[:count], 0
             overlay.deleted.difference_update(hidden)
             overlay._own_keys = None  # rebuilt from `inserted` if ever asked for
         self._undo.append(undo)  # type: ignore[union-attr]
@@ -498,7 +544,7 @@ class Transaction:
         self._next_provisional -= n
         with_ids = rows.append_column(ROWID, pa.array(ids) if n != 1 else one_value_array(
             int(ids[0]), _ROWID_TYPE))  # (a single-row statement's: packed directly)
-        overlay.inserted.append(with_ids)
+        overlay.add(with_ids)
         if self.watch is not None:
             self.watch("i", table, with_ids)
         return with_ids
@@ -683,7 +729,7 @@ class Transaction:
         committed row is hidden."""
         overlay = self._overlay(table)
         overlay.truncated = True
-        overlay.inserted = []
+        overlay.inserted, overlay._loose = [], 0
         overlay.deleted = set()
         overlay._own_keys = None
 
