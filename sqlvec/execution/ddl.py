@@ -128,8 +128,8 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
                                       options, owned_by=f"pending.{col_name}")
         # Qualified outside public, as PostgreSQL prints it: the default must find the
         # sequence whatever the search_path of the session inserting.
-        seq_name = key.split(".", 1)[1] if schema == "public" else key
-        columns = [replace(c, default=f"nextval('{seq_name}'::regclass)")
+        reference = sequence_ddl.default_reference(key)
+        columns = [replace(c, default=f"nextval('{reference}'::regclass)")
                    if c.name == col_name else c for c in columns]
     specs = cddl.without_duplicates(specs, primary_key)
     names = [c.name for c in columns]
@@ -278,6 +278,7 @@ def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None
             catalog.drop_schema(name, if_exists=if_exists, cascade=cascade)
         return "DROP SCHEMA"
     if kind == "SEQUENCE":
+        keys: list[str] = []
         for t in targets:
             key = f"{t.db or catalog.creation_schema(None, search_path)}.{t.name}"
             if key not in catalog.state["sequences"]:
@@ -285,9 +286,9 @@ def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None
                     skip(t, "sequence")
                     continue
                 raise UndefinedTable(f'sequence "{t.name}" does not exist')
-            sequence_ddl.check_droppable(catalog, key)
-            catalog.store.update_catalog(lambda c, key=key: {
-                **c, "sequences": {k: v for k, v in c["sequences"].items() if k != key}})
+            keys.append(key)
+        if keys:
+            sequence_ddl.drop_sequences(catalog, keys, cascade, notices)
         return "DROP SEQUENCE"
     if kind == "DATABASE":
         if database is None:

@@ -417,6 +417,19 @@ class SqlVec(Postgres):
                                         allow_identifiers=allow_identifiers,
                                         with_collation=with_collation)
 
+        def _parse_drop(self, exists: bool = False, kind: str | None = None) -> exp.Expr:
+            """`DROP SEQUENCE [IF EXISTS] a, b [CASCADE | RESTRICT]`: several sequences, as
+            PostgreSQL takes them (sqlglot reads a list of names only after TABLE and VIEW)."""
+            if kind is not None or not self._curr or self._curr.text.upper() != "SEQUENCE":
+                return super()._parse_drop(exists=exists, kind=kind)
+            self._advance()
+            if_exists = exists or self._parse_exists()
+            names = self._parse_csv(lambda: self._parse_table_parts(schema=True))
+            behaviour = self._match_texts(("CASCADE", "RESTRICT")) and self._prev.text.upper()
+            return self.expression(exp.Drop(exists=if_exists, tables=names, kind="SEQUENCE",
+                                            cascade=behaviour == "CASCADE",
+                                            restrict=behaviour == "RESTRICT"))
+
         def _parse_comment(self, allow_exists: bool = True) -> exp.Expr:
             """`COMMENT ON ... IS NULL` removes a comment (as `IS ''` does): Alembic drops
             comments that way; sqlglot accepts only a string there."""

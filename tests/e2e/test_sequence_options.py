@@ -272,12 +272,60 @@ SCRIPTS = {
         "DROP TABLE sq_o",
         "SELECT count(*) FROM pg_sequences WHERE sequencename LIKE 'sq_ob%'",
     ],
+    "lastval": [
+        "SELECT lastval()",
+        "CREATE SEQUENCE sq_l",
+        "CREATE SEQUENCE sq_l2 START 10",
+        "SELECT lastval()",
+        "SELECT nextval('sq_l'), lastval()",
+        "SELECT nextval('sq_l2')",
+        "SELECT lastval()",
+        "SELECT setval('sq_l', 50)",
+        "SELECT lastval()",  # setval of another sequence: still sq_l2's
+        "SELECT setval('sq_l2', 70)",
+        "SELECT lastval()",
+        "SELECT setval('sq_l2', 80, false)",
+        "SELECT lastval()",
+        "ALTER SEQUENCE sq_l2 RENAME TO sq_l3",
+        "SELECT lastval()",
+        "DROP SEQUENCE sq_l3",
+        "SELECT lastval()",
+        "CREATE SEQUENCE sq_l3",
+        "SELECT lastval()",
+        "SELECT lastval(1)",
+        "CREATE TABLE sq_s (id serial, a int)",
+        "INSERT INTO sq_s (a) VALUES (1), (2)",
+        "SELECT lastval()",
+    ],
+    "drop-serial": [
+        "CREATE TABLE sq_s (id serial, a int, b bigserial)",
+        "CREATE SEQUENCE sq_l",
+        "CREATE SEQUENCE sq_l2",
+        "DROP SEQUENCE sq_s_id_seq",
+        "DROP SEQUENCE sq_l, sq_s_id_seq",
+        "SELECT count(*) FROM pg_sequences WHERE sequencename = 'sq_l'",
+        "DROP SEQUENCE sq_l, sq_nosuch, sq_l2",
+        "SELECT count(*) FROM pg_sequences WHERE sequencename = 'sq_l'",
+        "DROP SEQUENCE IF EXISTS sq_nosuch, sq_l",
+        "DROP SEQUENCE sq_l2, sq_l",
+        "DROP SEQUENCE sq_s_id_seq RESTRICT",
+        "DROP SEQUENCE sq_s_id_seq CASCADE",
+        "SELECT column_name, column_default FROM information_schema.columns "
+        "WHERE table_name = 'sq_s' ORDER BY 1",
+        "INSERT INTO sq_s (a) VALUES (2) RETURNING id",
+        "INSERT INTO sq_s (id, a) VALUES (7, 2) RETURNING id, b",
+        "CREATE TABLE sq_tab (x int DEFAULT nextval('sq_s_b_seq'), y int)",
+        "DROP SEQUENCE sq_s_b_seq",
+        "DROP SEQUENCE sq_s_b_seq CASCADE",
+        "SELECT table_name, column_name, column_default FROM information_schema.columns "
+        "WHERE table_name IN ('sq_s', 'sq_tab') ORDER BY 1, 2",
+    ],
 }
-CLEAN = ["DROP TABLE IF EXISTS sq_id, sq_id2, sq_id3, sq_o, sq_tab, sq_ai, sq_di CASCADE",
+CLEAN = ["DROP TABLE IF EXISTS sq_id, sq_id2, sq_id3, sq_o, sq_tab, sq_ai, sq_di, sq_s CASCADE",
          "DROP SCHEMA IF EXISTS sq_schema CASCADE", "CREATE SCHEMA sq_schema"] + [
     f"DROP SEQUENCE IF EXISTS {name}" for name in (
         "sq_c", "sq_c2", "sq_b", "sq_b2", "sq_y", "sq_y2", "sq_t", "sq_t2", "sq_t3", "sq_a", '"Sq_Q"',
-        "sq_x", "sq_v", "sq_ob", "sq_ob2", "sq_ob3", "sq_w")]
+        "sq_x", "sq_v", "sq_ob", "sq_ob2", "sq_ob3", "sq_w", "sq_l", "sq_l2", "sq_l3")]
 
 
 @pytest.fixture(scope="module")
@@ -377,3 +425,42 @@ def test_another_worker_sees_an_alter_at_once(servers):
             b.execute("SELECT nextval('sq_w')")
         a.execute("ALTER SEQUENCE sq_w CYCLE")
         assert b.execute("SELECT nextval('sq_w')").fetchone() == (1,)
+
+
+def test_dropping_a_default_s_sequence_explains_as_postgres(servers):
+    """DROP SEQUENCE of a sequence a column default calls: PostgreSQL's DETAIL and HINT
+    without CASCADE, and the NOTICE naming the defaults that go with CASCADE."""
+    def messages(uri: str) -> list:
+        out: list = []
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.add_notice_handler(lambda d: out.append((d.message_primary, d.message_detail)))
+            for sql in CLEAN + ["CREATE TABLE sq_s (id serial, a int)",
+                                "CREATE TABLE sq_tab (x int DEFAULT nextval('sq_s_id_seq'))"]:
+                conn.execute(sql)
+            out.clear()
+            with pytest.raises(psycopg.errors.DependentObjectsStillExist) as caught:
+                conn.execute("DROP SEQUENCE sq_s_id_seq")
+            out.append((caught.value.diag.message_detail, caught.value.diag.message_hint))
+            conn.execute("DROP SEQUENCE sq_s_id_seq CASCADE")
+            conn.execute("DROP TABLE sq_s, sq_tab")
+        return out
+    got = messages(servers["sqlvec"])
+    assert got == messages(servers["postgres"])
+    assert got[1] == ("drop cascades to 2 other objects",
+                      "drop cascades to default value for column id of table sq_s\n"
+                      "drop cascades to default value for column x of table sq_tab")
+
+
+def test_lastval_is_the_session_s_on_any_worker(servers):
+    """lastval() is per session: a connection served by a worker process gets the value its
+    own nextval() took, another connection's nextval does not change it."""
+    a, b = on_two_workers(lambda: psycopg.connect(servers["sqlvec"], autocommit=True))
+    with a, b:
+        a.execute("DROP SEQUENCE IF EXISTS sq_w")
+        a.execute("CREATE SEQUENCE sq_w")
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+            b.execute("SELECT lastval()")
+        assert b.execute("SELECT nextval('sq_w')").fetchone() == (1,)
+        assert a.execute("SELECT nextval('sq_w'), lastval()").fetchone() == (2, 2)
+        assert b.execute("SELECT lastval()").fetchone() == (1,)
+        assert a.execute("SELECT lastval()").fetchone() == (2,)
