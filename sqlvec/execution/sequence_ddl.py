@@ -384,20 +384,35 @@ def alter_identity(catalog: Catalog, table, column: str, text: str) -> None:
         catalog=change))
 
 
+def _identity_options(text: str | None) -> SequenceOptions:
+    """An identity column's `(options)`: CREATE SEQUENCE's, SEQUENCE NAME among them."""
+    return _collect(text or "", lambda tokens: _option(tokens, False, naming=True))
+
+
 def column_options(type_name: str, item: exp.ColumnDef | None = None) -> SequenceOptions:
     """The options of a serial or identity column's sequence: its type follows the column's
-    (`serial` is an integer sequence), and an identity column's own options as sqlglot reads
-    them (START, INCREMENT, MINVALUE, MAXVALUE, CYCLE)."""
-    given: dict = {"type": TYPE_NAMES.get(type_name, "int8")}
+    (`serial` is an integer sequence), and an identity column's own `(options)`, SEQUENCE NAME
+    among them, as PostgreSQL reads them (AS is its column's type: 42601 when given)."""
     identity = item.find(exp.GeneratedAsIdentityColumnConstraint) if item is not None else None
-    if identity is not None:
-        for arg, name in (("start", "start"), ("increment", "increment"), ("minvalue", "min"),
-                          ("maxvalue", "max")):
-            if identity.args.get(arg) is not None:
-                given[name] = _Tokens([identity.args[arg].sql()]).number()
-        if identity.args.get("cycle") is not None:
-            given["cycle"] = bool(identity.args["cycle"])
-    return SequenceOptions(given)
+    text = None if identity is None else identity.meta.get("sequence_options")
+    if text is not None and not text.strip():
+        raise syntax_error(")")
+    options = _identity_options(text)
+    if "type" in options.given:
+        raise SqlVecError("conflicting or redundant options", sqlstate="42601")
+    options.given.pop("owned_by", None)  # PostgreSQL's identity sequence is the column's
+    options.given["type"] = TYPE_NAMES.get(type_name, "int8")
+    return options
+
+
+def named_sequence(options: SequenceOptions, schema: str) -> str | None:
+    """An identity column's SEQUENCE NAME (taken out of `options`), or None; one in another
+    schema than the table's is 0A000."""
+    name = options.given.pop("name", None)
+    if name and len(name) > 1 and name[-2] != schema:
+        raise FeatureNotSupported("an identity column's sequence in another schema than its "
+                                  "table's is not supported")
+    return name[-1] if name else None
 
 
 def check_identity_type(type_name: str) -> None:
@@ -412,7 +427,7 @@ def add_identity(catalog: Catalog, table, column: str, kind: str, text: str | No
     SEQUENCE NAME)], as pg_dump restores identity columns: the column's sequence is created
     with the options and the column made an identity column in one manifest version, with
     PostgreSQL's checks."""
-    options = _collect(text or "", lambda tokens: _option(tokens, False, naming=True))
+    options = _identity_options(text)
     d = table.def_
     if not d.has_column(column):
         raise UndefinedColumn(f'column "{column}" of relation "{d.name}" does not exist')
@@ -426,10 +441,7 @@ def add_identity(catalog: Catalog, table, column: str, kind: str, text: str | No
     if col.default is not None:
         raise SqlVecError(f"{where} already has a default value", sqlstate="55000")
     check_identity_type(col.type.name)
-    name = options.given.pop("name", None) or [f"{d.name}_{column}_seq"]
-    if len(name) > 1 and name[-2] != d.schema:
-        raise FeatureNotSupported("an identity column's sequence in another schema than its "
-                                  "table's is not supported")
+    name = [named_sequence(options, d.schema) or f"{d.name}_{column}_seq"]
     options.given.setdefault("type", column_options(col.type.name).get("type"))
     reference = default_reference(f"{d.schema}.{name[-1]}")
 
