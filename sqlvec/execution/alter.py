@@ -232,7 +232,8 @@ def _add_column(action: exp.ColumnDef, work: _Work, tools: AlterTools) -> None:
         name = _free_relation_name(tools.catalog, f"{d.name}_{col.name}_seq", d.schema, work)
         work.sequences.append((col.name, name))
         key = f"{d.schema}.{name}"
-        col = work.replace_column(col.name, default=f"nextval('{_seq_ref(key)}'::regclass)")
+        reference = sequence_ddl.default_reference(key)
+        col = work.replace_column(col.name, default=f"nextval('{reference}'::regclass)")
     has_rows = work.has_rows()
     if col.default is not None and _VOLATILE.search(col.default):
         if has_rows:  # compiled now, run per row by the rewrite
@@ -708,18 +709,12 @@ def _set_schema(name: list[str], target: str, if_exists: bool, tools: AlterTools
     return "ALTER TABLE"
 
 
-def _seq_ref(key: str) -> str:
-    """How a default names sequence `schema.name`: bare in public, qualified elsewhere."""
-    schema, name = key.split(".", 1)
-    return name if schema == "public" else key
-
-
 def _renamed_refs(default: str | None, moves: dict[str, str]) -> str | None:
     """A default with its `nextval('seq'::regclass)` references following renamed sequences."""
     if default is None:
         return None
     for old, new in moves.items():
-        default = default.replace(f"'{_seq_ref(old)}'::regclass", f"'{_seq_ref(new)}'::regclass")
+        default = default.replace(f"'{sequence_ddl.default_reference(old)}'::regclass", f"'{sequence_ddl.default_reference(new)}'::regclass")
     return default
 
 

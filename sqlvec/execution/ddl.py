@@ -79,7 +79,8 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
     pkey_name: str | None = None
     pkey_options = (False, False)  # DEFERRABLE, INITIALLY DEFERRED
     specs: list[cddl.Spec] = []  # UNIQUE and CHECK constraints, in declaration order
-    sequences: list[tuple[str, str, SequenceOptions]] = []  # (column, sequence name, options)
+    # (column, its SEQUENCE NAME if given, options)
+    sequences: list[tuple[str, str | None, SequenceOptions]] = []
     for item in schema_node.expressions:
         if isinstance(item, exp.ColumnDef):
             col, pk, serial = _column_def(item, len(columns) + 1)
@@ -90,8 +91,9 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
                 primary_key.append(col.name)
                 pkey_options = cddl.primary_key_options(item)
             if serial:
-                sequences.append((col.name, f"{name}_{col.name}_seq",
-                                  sequence_ddl.column_options(col.type.name, item)))
+                options = sequence_ddl.column_options(col.type.name, item)
+                sequences.append((col.name, sequence_ddl.named_sequence(options, schema),
+                                  options))
             for spec in cddl.column_specs(item):
                 if spec.kind == "p":
                     pkey_name = spec.name
@@ -123,13 +125,13 @@ def create_table(stmt: exp.Create, catalog: Catalog, search_path: list[str]) -> 
             raise UndefinedColumn(f'column "{key}" named in key does not exist')
     if primary_key:
         columns = [replace(c, not_null=True) if c.name in primary_key else c for c in columns]
-    for col_name, seq, options in sequences:
-        key = catalog.create_sequence(_unique_relation_name(catalog, seq, schema), schema,
-                                      options, owned_by=f"pending.{col_name}")
+    for col_name, named, options in sequences:
+        seq = named or _unique_relation_name(catalog, f"{name}_{col_name}_seq", schema)
+        key = catalog.create_sequence(seq, schema, options, owned_by=f"pending.{col_name}")
         # Qualified outside public, as PostgreSQL prints it: the default must find the
         # sequence whatever the search_path of the session inserting.
-        seq_name = key.split(".", 1)[1] if schema == "public" else key
-        columns = [replace(c, default=f"nextval('{seq_name}'::regclass)")
+        reference = sequence_ddl.default_reference(key)
+        columns = [replace(c, default=f"nextval('{reference}'::regclass)")
                    if c.name == col_name else c for c in columns]
     specs = cddl.without_duplicates(specs, primary_key)
     names = [c.name for c in columns]
@@ -278,6 +280,7 @@ def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None
             catalog.drop_schema(name, if_exists=if_exists, cascade=cascade)
         return "DROP SCHEMA"
     if kind == "SEQUENCE":
+        keys: list[str] = []
         for t in targets:
             key = f"{t.db or catalog.creation_schema(None, search_path)}.{t.name}"
             if key not in catalog.state["sequences"]:
@@ -285,9 +288,9 @@ def drop(stmt: exp.Drop, catalog: Catalog, search_path: list[str], database=None
                     skip(t, "sequence")
                     continue
                 raise UndefinedTable(f'sequence "{t.name}" does not exist')
-            sequence_ddl.check_droppable(catalog, key)
-            catalog.store.update_catalog(lambda c, key=key: {
-                **c, "sequences": {k: v for k, v in c["sequences"].items() if k != key}})
+            keys.append(key)
+        if keys:
+            sequence_ddl.drop_sequences(catalog, keys, cascade, notices)
         return "DROP SEQUENCE"
     if kind == "DATABASE":
         if database is None:

@@ -291,6 +291,65 @@ def check_droppable(catalog: Catalog, key: str) -> None:
                       hint=f"You can drop column {column} of table {table} instead.")
 
 
+def default_reference(key: str) -> str:
+    """How a column default names sequence `schema.name` in `nextval('...'::regclass)`: bare
+    in public, qualified elsewhere (as PostgreSQL prints it)."""
+    schema, name = key.split(".", 1)
+    return name if schema == "public" else key
+
+
+def _default_dependents(catalog: Catalog, keys: list[str]) -> list[tuple[str, object, str]]:
+    """(sequence key, table, column) of each column default that calls nextval() on one of
+    `keys`: PostgreSQL records that dependency, so DROP SEQUENCE without CASCADE refuses."""
+    calls = [(key, re.compile(rf"nextval\('{re.escape(default_reference(key))}'(?:::regclass)?\)",
+                              re.I)) for key in keys]
+    return [(key, t, c.name) for key, call in calls for t in catalog.store.tables.values()
+            for c in t.def_.columns if call.search(c.default or "")]
+
+
+def drop_sequences(catalog: Catalog, keys: list[str], cascade: bool,
+                   notices: list[Notice]) -> None:
+    """DROP SEQUENCE of existing sequences `keys`, all or none: an identity column's is
+    refused; one a column default calls is 2BP01 without CASCADE, and with CASCADE the
+    defaults go with it (a NOTICE names them), as PostgreSQL's dependency walk does."""
+    for key in keys:
+        check_droppable(catalog, key)
+    dependents = _default_dependents(catalog, keys)
+    what = [f"default value for column {column} of table {t.def_.name}"
+            for _, t, column in dependents]
+    if dependents and not cascade:
+        subject = (f"sequence {keys[0].split('.', 1)[1]} because other objects depend on it"
+                   if len(keys) == 1 else "desired object(s) because other objects depend on them")
+        raise SqlVecError(f"cannot drop {subject}", sqlstate="2BP01", detail="\n".join(
+            f"{w} depends on sequence {key.split('.', 1)[1]}"
+            for w, (key, _, _) in zip(what, dependents)),
+            hint="Use DROP ... CASCADE to drop the dependent objects too.")
+    if len(what) == 1:
+        notices.append(Notice.notice(f"drop cascades to {what[0]}"))
+    elif what:
+        notices.append(Notice.notice(f"drop cascades to {len(what)} other objects",
+                                     detail="\n".join(f"drop cascades to {w}" for w in what)))
+    _drop_with_defaults(catalog, keys, dependents)
+
+
+def _drop_with_defaults(catalog: Catalog, keys: list[str],
+                        dependents: list[tuple[str, object, str]]) -> None:
+    """The sequences removed from the catalog together with the last table whose defaults
+    called them (one manifest version when a single table depended on them)."""
+    def drop(c: dict) -> dict:
+        return {**c, "sequences": {k: v for k, v in c["sequences"].items() if k not in keys}}
+    tables = {t.def_.id: {col for _, d, col in dependents if d.def_.id == t.def_.id}
+              for _, t, _ in dependents}
+    if not tables:
+        catalog.store.update_catalog(drop)
+        return
+    last = list(tables)[-1]
+    for table_id, columns in tables.items():
+        catalog.store.alter_table(table_id, lambda x, columns=columns: x.with_changes(
+            columns=tuple(replace(c, default=None) if c.name in columns else c
+                          for c in x.columns)), catalog=drop if table_id == last else None)
+
+
 def _identity_sequence(catalog: Catalog, table, column: str) -> str | None:
     """The key of the sequence of identity column `column`; None when it is not one (42703
     when the table has no such column)."""
@@ -325,20 +384,35 @@ def alter_identity(catalog: Catalog, table, column: str, text: str) -> None:
         catalog=change))
 
 
+def _identity_options(text: str | None) -> SequenceOptions:
+    """An identity column's `(options)`: CREATE SEQUENCE's, SEQUENCE NAME among them."""
+    return _collect(text or "", lambda tokens: _option(tokens, False, naming=True))
+
+
 def column_options(type_name: str, item: exp.ColumnDef | None = None) -> SequenceOptions:
     """The options of a serial or identity column's sequence: its type follows the column's
-    (`serial` is an integer sequence), and an identity column's own options as sqlglot reads
-    them (START, INCREMENT, MINVALUE, MAXVALUE, CYCLE)."""
-    given: dict = {"type": TYPE_NAMES.get(type_name, "int8")}
+    (`serial` is an integer sequence), and an identity column's own `(options)`, SEQUENCE NAME
+    among them, as PostgreSQL reads them (AS is its column's type: 42601 when given)."""
     identity = item.find(exp.GeneratedAsIdentityColumnConstraint) if item is not None else None
-    if identity is not None:
-        for arg, name in (("start", "start"), ("increment", "increment"), ("minvalue", "min"),
-                          ("maxvalue", "max")):
-            if identity.args.get(arg) is not None:
-                given[name] = _Tokens([identity.args[arg].sql()]).number()
-        if identity.args.get("cycle") is not None:
-            given["cycle"] = bool(identity.args["cycle"])
-    return SequenceOptions(given)
+    text = None if identity is None else identity.meta.get("sequence_options")
+    if text is not None and not text.strip():
+        raise syntax_error(")")
+    options = _identity_options(text)
+    if "type" in options.given:
+        raise SqlVecError("conflicting or redundant options", sqlstate="42601")
+    options.given.pop("owned_by", None)  # PostgreSQL's identity sequence is the column's
+    options.given["type"] = TYPE_NAMES.get(type_name, "int8")
+    return options
+
+
+def named_sequence(options: SequenceOptions, schema: str) -> str | None:
+    """An identity column's SEQUENCE NAME (taken out of `options`), or None; one in another
+    schema than the table's is 0A000."""
+    name = options.given.pop("name", None)
+    if name and len(name) > 1 and name[-2] != schema:
+        raise FeatureNotSupported("an identity column's sequence in another schema than its "
+                                  "table's is not supported")
+    return name[-1] if name else None
 
 
 def check_identity_type(type_name: str) -> None:
@@ -353,7 +427,7 @@ def add_identity(catalog: Catalog, table, column: str, kind: str, text: str | No
     SEQUENCE NAME)], as pg_dump restores identity columns: the column's sequence is created
     with the options and the column made an identity column in one manifest version, with
     PostgreSQL's checks."""
-    options = _collect(text or "", lambda tokens: _option(tokens, False, naming=True))
+    options = _identity_options(text)
     d = table.def_
     if not d.has_column(column):
         raise UndefinedColumn(f'column "{column}" of relation "{d.name}" does not exist')
@@ -367,12 +441,9 @@ def add_identity(catalog: Catalog, table, column: str, kind: str, text: str | No
     if col.default is not None:
         raise SqlVecError(f"{where} already has a default value", sqlstate="55000")
     check_identity_type(col.type.name)
-    name = options.given.pop("name", None) or [f"{d.name}_{column}_seq"]
-    if len(name) > 1 and name[-2] != d.schema:
-        raise FeatureNotSupported("an identity column's sequence in another schema than its "
-                                  "table's is not supported")
+    name = [named_sequence(options, d.schema) or f"{d.name}_{column}_seq"]
     options.given.setdefault("type", column_options(col.type.name).get("type"))
-    reference = name[-1] if d.schema == "public" else f"{d.schema}.{name[-1]}"
+    reference = default_reference(f"{d.schema}.{name[-1]}")
 
     def change(x):
         return x.with_changes(columns=tuple(

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from sqlvec.catalog.functions import scalar
 from sqlvec.errors import Notice, SqlVecError
+from sqlvec.execution.expressions.calls import undefined_call
 from sqlvec.execution.values import BOOL, INT4, INT8, TEXT, Value, as_array, is_scalar
 from sqlvec.types import SqlType
 
@@ -67,13 +68,19 @@ def _currval(c, args, e):
     def fn(f):
         session = f.ctx.services
         key = str(name(f).as_py())
-        values = getattr(session, "last_sequence_values", {})
-        for k, v in values.items():
+        for k, v in session.last_sequence_values.items():
             if k == key or k.endswith("." + key):
                 return pa.scalar(v, pa.int64())
         raise SqlVecError(f'currval of sequence "{key}" is not yet defined in this session',
                           sqlstate="55000")
     return Value(fn, INT8)
+
+
+@scalar("lastval", "-> int8", volatility="v")
+def _lastval(c, args, e):
+    if args:
+        raise undefined_call(c, "lastval", args)
+    return Value(lambda f: pa.scalar(f.ctx.services.lastval(), pa.int64()), INT8)
 
 
 @scalar("setval", "regclass, int8 -> int8", "regclass, int8, bool -> int8", volatility="v")
@@ -87,7 +94,10 @@ def _setval(c, args, e):
         key = str(name(f).as_py())
         full = key if "." in key else f"{session.catalog.creation_schema(None, session.search_path)}.{key}"
         v = value(f).as_py()
-        session.catalog.setval(full, v, True if called is None else called(f).as_py())
+        is_called = True if called is None else called(f).as_py()
+        session.catalog.setval(full, v, is_called)
+        if is_called:  # currval() (and lastval() of this sequence) is the value set
+            session.last_sequence_values[full] = v
         return pa.scalar(v, pa.int64())
     return Value(fn, INT8)
 

@@ -159,6 +159,8 @@ class Session:
         # Rows of an executemany not yet in `txn` (writes.PendingInserts).
         self.pending: writes.PendingInserts | None = None
         self.nextval_calls = 0  # sequence values taken (a row that took some is not gathered)
+        self.last_sequence_values: dict[str, int] = {}  # currval() of each sequence used
+        self.last_sequence: tuple[int, str] | None = None  # OID and key of the last nextval's
         # The block's statements are an extended batch's (`begin_implicit`, `gather_in_block`).
         self.gathering = False
         self.failed = False
@@ -1338,7 +1340,6 @@ class Session:
         is `value` again."""
         key = self._sequence_key(name)
         self.catalog.give_back(key, last, value)
-        self.last_sequence_values = getattr(self, "last_sequence_values", {})
         self.last_sequence_values[key] = value
 
     def nextval(self, name: str, count: int = 1) -> list[int]:
@@ -1347,9 +1348,19 @@ class Session:
         key = self._sequence_key(name)
         values = self.catalog.nextval(key, count)
         self.nextval_calls += 1
-        self.last_sequence_values = getattr(self, "last_sequence_values", {})
         self.last_sequence_values[key] = values[-1]
+        self.last_sequence = (self.catalog.sequence(key)["oid"], key)
         return values
+
+    def lastval(self) -> int:
+        """lastval(): currval() of the sequence this session's last nextval() used, followed
+        by OID as PostgreSQL does (a rename keeps it; once dropped it is undefined, 55000)."""
+        oid, key = self.last_sequence or (None, "")
+        current = next((k for k, seq in self.catalog.state["sequences"].items()
+                        if seq["oid"] == oid), None)
+        if current is None:
+            raise SqlVecError("lastval is not yet defined in this session", sqlstate="55000")
+        return self.last_sequence_values.get(current, self.last_sequence_values[key])
 
 
 _NORMALIZED = frozenset({StatementKind.QUERY, StatementKind.WRITE, StatementKind.EXPLAIN})

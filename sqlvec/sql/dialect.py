@@ -417,6 +417,49 @@ class SqlVec(Postgres):
                                         allow_identifiers=allow_identifiers,
                                         with_collation=with_collation)
 
+        def _parse_generated_as_identity(self) -> exp.Expr:
+            """`GENERATED ... AS IDENTITY (options)`: the option list's text is kept whole in
+            the constraint's `meta["sequence_options"]` (sqlglot reads only some options, in
+            one order); sequence_ddl reads it as PostgreSQL does."""
+            start = self._index
+            by_default = self._match_text_seq("BY", "DEFAULT")
+            if by_default or self._match_text_seq("ALWAYS"):
+                if self._match(TokenType.ALIAS) and self._match_text_seq("IDENTITY") and \
+                        self._match(TokenType.L_PAREN):
+                    constraint = exp.GeneratedAsIdentityColumnConstraint(this=not by_default)
+                    constraint.meta["sequence_options"] = self._text_to_closing_paren()
+                    return self.expression(constraint)
+            self._retreat(start)
+            return super()._parse_generated_as_identity()
+
+        def _text_to_closing_paren(self) -> str:
+            """The statement's text up to the parenthesis closing one just read (consumed)."""
+            tokens, depth = self._tokens, 1
+            for close in range(self._index, len(tokens)):
+                depth += {TokenType.L_PAREN: 1, TokenType.R_PAREN: -1}.get(
+                    tokens[close].token_type, 0)
+                if depth == 0:
+                    break
+            else:
+                self.raise_error("Expecting )")
+                return ""
+            first = self._index
+            self._retreat(close + 1)
+            return self.sql[tokens[first].start:tokens[close - 1].end + 1] if close > first else ""
+
+        def _parse_drop(self, exists: bool = False, kind: str | None = None) -> exp.Expr:
+            """`DROP SEQUENCE [IF EXISTS] a, b [CASCADE | RESTRICT]`: several sequences, as
+            PostgreSQL takes them (sqlglot reads a list of names only after TABLE and VIEW)."""
+            if kind is not None or not self._curr or self._curr.text.upper() != "SEQUENCE":
+                return super()._parse_drop(exists=exists, kind=kind)
+            self._advance()
+            if_exists = exists or self._parse_exists()
+            names = self._parse_csv(lambda: self._parse_table_parts(schema=True))
+            behaviour = self._match_texts(("CASCADE", "RESTRICT")) and self._prev.text.upper()
+            return self.expression(exp.Drop(exists=if_exists, tables=names, kind="SEQUENCE",
+                                            cascade=behaviour == "CASCADE",
+                                            restrict=behaviour == "RESTRICT"))
+
         def _parse_comment(self, allow_exists: bool = True) -> exp.Expr:
             """`COMMENT ON ... IS NULL` removes a comment (as `IS ''` does): Alembic drops
             comments that way; sqlglot accepts only a string there."""
