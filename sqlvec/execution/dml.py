@@ -205,11 +205,14 @@ def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePl
         raise SqlVecError(f'column "{dup}" specified more than once', sqlstate="42701")
     target_cols = [d.column(c) for c in columns]
     source_expr = stmt.args.get("expression")
+    overriding = stmt.args.get("overriding")
+    overriding = overriding.name if overriding is not None else None
     if stmt.args.get("default") or source_expr is None:
         source = builder.build(n.OneRow(()))
         target_cols = []
     elif isinstance(source_expr, exp.Values):
-        source = _values_source(source_expr, target_cols, planner, builder, explicit)
+        source = _values_source(source_expr, target_cols, planner, builder, explicit,
+                                overriding)
         target_cols = source.columns  # type: ignore[attr-defined]
     else:
         query = source_expr.this if isinstance(source_expr, exp.Subquery) else source_expr
@@ -221,6 +224,8 @@ def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePl
         if explicit and len(visible) < len(target_cols):
             raise SqlVecError("INSERT has more target columns than expressions", sqlstate="42601")
         target_cols = target_cols[: len(visible)]
+        for col in target_cols:
+            _refuse_identity_value(col, overriding)
         types = [t for f, t in zip(source.fields, source.types) if not f.hidden]
         literals = _unknown_literals(query)
         for i, (t, col) in enumerate(zip(types, target_cols)):
@@ -231,6 +236,8 @@ def plan_insert(stmt: exp.Insert, planner: Planner, builder: Builder) -> WritePl
     plan = WritePlan("INSERT", table, source, returning, returning_fields, _run_insert)
     plan.target_cols = target_cols  # type: ignore[attr-defined]
     plan.defaults = defaults  # type: ignore[attr-defined]
+    plan.user_ignored = {c.name for c in target_cols  # type: ignore[attr-defined]
+                         if overriding == "USER" and _is_identity(c)}
     plan.conflict = _plan_conflict(stmt.args.get("conflict"), table, alias, planner, builder)  # type: ignore[attr-defined]
     if plan.conflict is None and isinstance(source, _ValuesRows) and len(source.rows) == 1:
         plan.fast = FastInsert.plan(table, source, defaults)
@@ -241,10 +248,35 @@ class _DefaultMarker(exp.Expression):
     """The DEFAULT keyword inside VALUES."""
 
 
+_ALWAYS_DETAIL = 'Column "{}" is an identity column defined as GENERATED ALWAYS.'
+
+
+def _is_identity(col: ColumnDef) -> bool:
+    return col.identity in ("always", "by default")
+
+
+def _refuse_identity_value(col: ColumnDef, overriding: str | None) -> None:
+    """A value given for a GENERATED ALWAYS identity column is 428C9, as PostgreSQL, unless
+    the INSERT says OVERRIDING SYSTEM VALUE (takes it) or OVERRIDING USER VALUE (ignores it)."""
+    if col.identity == "always" and overriding is None:
+        raise SqlVecError(f'cannot insert a non-DEFAULT value into column "{col.name}"',
+                          sqlstate="428C9", detail=_ALWAYS_DETAIL.format(col.name),
+                          hint="Use OVERRIDING SYSTEM VALUE to override.")
+
+
+def _refuse_identity_update(col: ColumnDef, value: exp.Expression) -> None:
+    """SET of a GENERATED ALWAYS identity column to anything but DEFAULT is 428C9."""
+    if col.identity == "always" and not _is_default(value):
+        raise SqlVecError(f'column "{col.name}" can only be updated to DEFAULT',
+                          sqlstate="428C9", detail=_ALWAYS_DETAIL.format(col.name))
+
+
 def _values_source(values: exp.Values, target_cols: list[ColumnDef], planner: Planner,
-                   builder: Builder, explicit: bool = True) -> Operator:
+                   builder: Builder, explicit: bool = True,
+                   overriding: str | None = None) -> Operator:
     """The VALUES rows compiled for their columns; without an explicit column list (`explicit`
-    false) rows shorter than the table fill the first columns only, the rest take defaults."""
+    false) rows shorter than the table fill the first columns only, the rest take defaults.
+    Identity columns refuse values or ignore them as `overriding` says (`OVERRIDING ...`)."""
     rows, params = [], []
     width = None
     for row in values.expressions:
@@ -265,11 +297,14 @@ def _values_source(values: exp.Values, target_cols: list[ColumnDef], planner: Pl
                 out.append(None)
                 indexes.append(None)
                 continue
+            _refuse_identity_value(col, overriding)
             bound = bound_write(planner, cell, Scope([]))
             index = None
             if isinstance(bound, exp.Parameter) and isinstance(bound.this, exp.Literal):
                 index = int(bound.this.this)
                 builder.env.infer_param(index, col.type)
+            if overriding == "USER" and _is_identity(col):  # the value is ignored: DEFAULT
+                bound, index = None, None
             out.append(bound)
             indexes.append(index)
         rows.append(out)
@@ -363,6 +398,8 @@ def _run_insert(plan: WritePlan, ctx: ExecContext, txn: Transaction):
         visible = [i for i, f in enumerate(source.fields) if not f.hidden]
         given = {}
         for i, col in zip(visible, plan.target_cols):
+            if col.name in plan.user_ignored:  # OVERRIDING USER VALUE: the default instead
+                continue
             value = produced.column(i)
             src = source.types[i]
             if src != col.type:
@@ -953,6 +990,7 @@ def _plan_conflict(conflict: exp.OnConflict | None, table: Table, alias: str, pl
         name = target.name
         if not d.has_column(name):
             raise UndefinedColumn(f'column "{name}" of relation "{d.name}" does not exist')
+        _refuse_identity_update(d.column(name), assignment.expression)
         bound = bound_write(planner, assignment.expression, scope)
         sets.append((name, _assign(c, bound, d.column(name))))
     where = conflict.args.get("where")
@@ -1002,6 +1040,7 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
         if not d.has_column(name):
             raise UndefinedColumn(f'column "{name}" of relation "{d.name}" does not exist')
         value = a.expression
+        _refuse_identity_update(d.column(name), value)
         assigned[name] = value if _is_default(value) else planner._expr(value, scope)
     source = builder.build(bind_plan(optimize(node)))
     # SET reads the source's rows (the target's columns, then FROM's): bound against them.

@@ -257,6 +257,26 @@ class SqlVec(Postgres):
         # ALTER TABLE ... ADD CHECK (...): an unnamed table constraint, as in PostgreSQL.
         ADD_CONSTRAINT_KEYWORDS = {"CHECK"}
 
+        def _parse_insert(self) -> exp.Expr:
+            """INSERT, with PostgreSQL's `OVERRIDING {SYSTEM | USER} VALUE` after the target
+            kept as the statement's `overriding` ("SYSTEM" or "USER")."""
+            self._overriding = None
+            insert = super()._parse_insert()
+            if self._overriding is not None and isinstance(insert, exp.Insert):
+                insert.set("overriding", exp.var(self._overriding))
+            return insert
+
+        def _parse_insert_table(self) -> exp.Expr | None:
+            this = super()._parse_insert_table()
+            if self._match_text_seq("OVERRIDING"):
+                kind = self._match_texts(("SYSTEM", "USER")) and self._prev.text.upper()
+                if not kind or not self._match_text_seq("VALUE"):
+                    self.raise_error("Expected OVERRIDING SYSTEM VALUE or OVERRIDING USER VALUE")
+                if self._match_text_seq("DEFAULT", "VALUES", advance=False):
+                    self.raise_error("OVERRIDING does not go with DEFAULT VALUES", self._curr)
+                self._overriding = kind
+            return this
+
         def _parse_key_constraint_options(self) -> list[str]:
             """A foreign key's options, with PostgreSQL's column list after `ON DELETE SET
             NULL` / `SET DEFAULT`: kept in the option's text (`ON DELETE SET NULL (a, b)`)."""

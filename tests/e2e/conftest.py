@@ -358,3 +358,24 @@ def beside_postgres(tmp_path_factory: pytest.TempPathFactory, name: str, *args: 
         pg.cleanup()
         shutil.rmtree(pg_dir, ignore_errors=True)
         assert running.stop() == 0, running.log()
+
+
+def script_outcomes(uri: str, setup: list[str], statements: list[str],
+                    error: Callable[[Exception], tuple] | None = None) -> list[tuple]:
+    """Each statement's rows (or command tag), or what `error` keeps of its error (SQLSTATE
+    and message by default), after `setup` ran: one script's answers, to compare a server's
+    with PostgreSQL's."""
+    import psycopg
+
+    kept = error or (lambda exc: (exc.sqlstate, exc.diag.message_primary))
+    out: list[tuple] = []
+    with psycopg.connect(uri, autocommit=True) as conn:
+        for sql in setup:
+            conn.execute(sql)
+        for sql in statements:
+            try:
+                cur = conn.execute(sql)
+                out.append((sql, cur.fetchall() if cur.description else cur.statusmessage))
+            except psycopg.Error as exc:
+                out.append((sql, *kept(exc)))
+    return out

@@ -15,7 +15,7 @@ import subprocess
 import psycopg
 import pytest
 
-from tests.e2e.conftest import beside_postgres, on_two_workers
+from tests.e2e.conftest import beside_postgres, on_two_workers, script_outcomes
 
 SCRIPTS = {
     "create-checks": [
@@ -364,17 +364,7 @@ def servers(tmp_path_factory):
 
 def outcomes(uri: str, statements: list[str]) -> list[tuple]:
     """Each statement's rows (or command tag), or its error's SQLSTATE and message."""
-    out: list[tuple] = []
-    with psycopg.connect(uri, autocommit=True) as conn:
-        for sql in CLEAN:
-            conn.execute(sql)
-        for sql in statements:
-            try:
-                cur = conn.execute(sql)
-                out.append((sql, cur.fetchall() if cur.description else cur.statusmessage))
-            except psycopg.Error as exc:
-                out.append((sql, exc.sqlstate, exc.diag.message_primary))
-    return out
+    return script_outcomes(uri, CLEAN, statements)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
