@@ -16,7 +16,9 @@ owns is kept in the manifest's `catalog` section, which this module reads and wr
 
 Sequences hand out values from memory and reserve them durably in blocks (as PostgreSQL logs
 sequence values ahead, never past the sequence's bound), so a crash can skip values but never
-repeat one nor go past MAXVALUE / MINVALUE.
+repeat one nor go past MAXVALUE / MINVALUE. Reservations and setval are not transactional, as
+in PostgreSQL: inside a transaction block with open schema changes they are written at once
+(`Store.update_catalog_lasting`) and neither ROLLBACK nor a crash before COMMIT takes them back.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from sqlvec.errors import (
     UndefinedObject,
     UndefinedTable,
 )
-from sqlvec.storage.store import Store, UnavailableTable
+from sqlvec.storage.store import Store, UnavailableTable, with_entry_fields
 from sqlvec.storage.table import Table
 
 # OIDs PostgreSQL gives these objects; clients compare against them.
@@ -47,6 +49,9 @@ INFORMATION_SCHEMA_OID = 13000
 BOOTSTRAP_SUPERUSER_OID = 10
 SYSTEM_SCHEMAS = {"pg_catalog": PG_CATALOG_OID, "information_schema": INFORMATION_SCHEMA_OID}
 SEQUENCE_BLOCK = 32
+# What tells one sequence from another of the same name (or from itself before a restart):
+# its values set in a rolled-back transaction block are kept only for the same one.
+SEQUENCE_IDENTITY = ("oid", "incarnation")
 VECTOR_EXTENSION_VERSION = "0.8.0"
 # Extensions CREATE EXTENSION records: both are built in (pg_stat_statements' view and reset
 # function exist whether or not it is created, so tools that create it first work too).
@@ -276,8 +281,9 @@ class Catalog:
                 if reserved is None or wrapped or (inc > 0 and top > reserved) or \
                         (inc < 0 and top < reserved):
                     new_reserved = seqrules.reservation(seq, top, SEQUENCE_BLOCK)
-                    self.store.update_catalog(
-                        lambda c: _set_seq(c, key, value=top, reserved=new_reserved))
+                    self.store.update_catalog_lasting(
+                        "sequences", key, {"value": top, "reserved": new_reserved},
+                        SEQUENCE_IDENTITY)
                 self._seq_values[_cache_key(key, seq)] = top
             if error is not None:
                 raise error
@@ -309,8 +315,10 @@ class Catalog:
             seq = self.sequence(key)
             seqrules.check_setval(seq, key.split(".", 1)[1], value)
             last = value if is_called else None
-            self.store.update_catalog(lambda c: _set_seq(
-                c, key, value=last, reserved=last, **({} if is_called else {"next": value})))
+            self.store.update_catalog_lasting(
+                "sequences", key,
+                {"value": last, "reserved": last, **({} if is_called else {"next": value})},
+                SEQUENCE_IDENTITY)
             self._seq_values[_cache_key(key, seq)] = last
             return value
 
@@ -385,9 +393,7 @@ class Catalog:
 
 
 def _set_seq(catalog: dict, key: str, **fields: object) -> dict:
-    sequences = dict(catalog["sequences"])
-    sequences[key] = {**sequences[key], **fields}
-    return {**catalog, "sequences": sequences}
+    return with_entry_fields(catalog, "sequences", key, fields)
 
 
 def _restarted(catalog: dict, incarnations: dict[str, int]) -> dict:

@@ -48,7 +48,9 @@ table, all tables of a commit applied under the same lock).
 Schema changes of a transaction block (`begin_deferred`): made in memory only, no manifest
 written, until `commit_deferred` writes them with the block's rows (as sealed segments, not a
 WAL record) in one manifest version, or `rollback_deferred` / `restore` put back an image of
-the state from before them.
+the state from before them. Catalog fields no transaction takes back (sequence values:
+`update_catalog_lasting`) are written meanwhile to LASTING_FILE, which names the manifest
+version it completes: the open path applies it over that version, a later manifest holds them.
 
 Damage at open (`_open_table`): a segment or delete bitmap that is missing or fails its check
 makes its table an `UnavailableTable` (XX001 on every access but DROP TABLE), not the database
@@ -57,7 +59,9 @@ unopenable; a damaged index file is rebuilt from its segment.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import json
 import logging
 import os
 import queue
@@ -85,7 +89,7 @@ from sqlvec.errors import (
 from sqlvec.storage import access_methods, compaction
 from sqlvec.storage.backup import BackupPins, Pins, log_start
 from sqlvec.storage.deletes import DeleteBitmap
-from sqlvec.storage.fsutil import lock_directory, storage_error
+from sqlvec.storage.fsutil import atomic_write, lock_directory, storage_error
 from sqlvec.storage.manifest import (
     FEATURE_DELETE_BITMAPS,
     FEATURE_INDEXES_PER_SEGMENT,
@@ -119,6 +123,8 @@ _PHASES = {"building": "loading tuples", "calibrating": "measuring recall",
 
 FEATURES = (FEATURE_WAL_V2, FEATURE_INDEXES_PER_SEGMENT, FEATURE_DELETE_BITMAPS)
 FIRST_OID = 16400
+# Catalog fields set while schema changes were open that no rollback takes back.
+LASTING_FILE = "catalog_lasting.json"
 
 
 @dataclass
@@ -415,6 +421,8 @@ class Store(StoreBase):
         # An open transaction's schema changes (`begin_deferred`): applied in memory, written
         # by no manifest until `commit_deferred`.
         self._deferred: _Deferred | None = None
+        # Whether LASTING_FILE may exist (`update_catalog_lasting`).
+        self._lasting_written = False
         # Per table id: the manifest's `unlogged_commits` (kept only when not 0).
         self._unlogged_commits: dict[int, int] = {}
 
@@ -467,6 +475,7 @@ class Store(StoreBase):
         self._unlogged_commits = {int(t["def"]["id"]): int(t["unlogged_commits"])
                                   for t in manifest.body["tables"] if t.get("unlogged_commits")}
         self.manifest_version = manifest.version
+        self._load_lasting()
 
     def _replay(self) -> None:
         assert self._wal is not None
@@ -688,6 +697,70 @@ class Store(StoreBase):
             self._commit_manifest_or_undo(lambda: setattr(self, "catalog", old))
             return self.catalog
 
+    def update_catalog_lasting(self, section: str, key: str, fields: dict,
+                               identity: tuple[str, ...]) -> None:
+        """Set `fields` of the catalog entry `section`/`key` durably, outside any transaction
+        (nextval and setval are never taken back): while schema changes are open they go to
+        LASTING_FILE at once, and a rollback or restore keeps them for the entry that still
+        has the same `identity` fields (OID, incarnation). Otherwise it is `update_catalog`."""
+        with self._manifest_lock:
+            deferred = self._deferred
+            if deferred is None:
+                self.update_catalog(lambda c: with_entry_fields(c, section, key, fields))
+                return
+            entry = self.catalog[section][key]
+            ident = tuple((name, entry.get(name)) for name in identity)
+            lasting = {**deferred.lasting}
+            kept = lasting.get((section, key, ident), {})
+            lasting[(section, key, ident)] = {**kept, **fields}
+            self._write_lasting(lasting)
+            deferred.lasting = lasting
+            self.catalog = with_entry_fields(self.catalog, section, key, fields)
+            self.generation += 1
+
+    def _write_lasting(self, lasting: dict) -> None:
+        """Make the open schema changes' lasting catalog fields durable over the latest
+        manifest version (which is what a crash recovers)."""
+        body = {"manifest_version": self.manifest_version,
+                "entries": [[section, key, dict(ident), fields]
+                            for (section, key, ident), fields in lasting.items()]}
+        path = os.path.join(self.directory, LASTING_FILE)
+        try:
+            atomic_write(path, json.dumps(body).encode())
+        except OSError as exc:
+            raise storage_error(exc, "write", path) from exc
+        self._lasting_written = True
+
+    def _load_lasting(self) -> None:
+        """At open: the lasting catalog fields written over the manifest just loaded, if any
+        (a later manifest holds them already)."""
+        path = os.path.join(self.directory, LASTING_FILE)
+        try:
+            with open(path, "rb") as f:
+                body = json.loads(f.read())
+        except FileNotFoundError:
+            return
+        self._lasting_written = True
+        if body["manifest_version"] != self.manifest_version:
+            return
+        for section, key, ident, fields in body["entries"]:
+            self.catalog = _with_lasting(self.catalog, section, key, ident, fields)
+
+    def _apply_lasting(self, deferred: _Deferred) -> None:
+        """After a restore: the lasting catalog fields the open schema changes set again."""
+        for (section, key, ident), fields in deferred.lasting.items():
+            self.catalog = _with_lasting(self.catalog, section, key, dict(ident), fields)
+
+    def _write_manifest_for_lasting(self, deferred: _Deferred) -> None:
+        """After schema changes were taken back: a manifest holding their lasting catalog
+        fields (if it fails, LASTING_FILE still holds them; the next manifest retries)."""
+        if not deferred.lasting:
+            return
+        try:
+            self._commit_manifest()
+        except (OSError, SqlVecError) as exc:
+            log.warning("writing sequence values after a rollback: %s", exc)
+
     # Transactional schema changes -------------------------------------------------------------
 
     @property
@@ -700,6 +773,9 @@ class Store(StoreBase):
         is made in memory only, where the transaction's own statements see it, and the latest
         manifest on disk stays what a crash recovers. The caller keeps every other writer and
         reader of this database out until `commit_deferred` or `rollback_deferred`."""
+        with self._manifest_lock:
+            if self._deferred is None and self._lasting_written:
+                self._commit_manifest()  # LASTING_FILE is rewritten for the new changes
         with self._manifest_lock, self._commit_lock:
             if self._deferred is not None:
                 raise SqlVecError("schema changes of another transaction are open",
@@ -722,6 +798,8 @@ class Store(StoreBase):
                     return
                 image = self._deferred.image
             self._restore(image)
+            if self._deferred is not None:
+                self._apply_lasting(self._deferred)
 
     def rollback_deferred(self) -> None:
         """ROLLBACK of the open schema changes: memory goes back to what the latest manifest
@@ -731,7 +809,9 @@ class Store(StoreBase):
             return
         with self._manifest_lock, self._commit_lock, self._apply_lock:
             self._restore(deferred.image)
+            self._apply_lasting(deferred)
             self._deferred = None
+        self._write_manifest_for_lasting(deferred)
 
     def commit_deferred(self, ops: Sequence, holder: object = None) -> None:
         """COMMIT of the open schema changes together with the transaction's writes `ops`,
@@ -783,7 +863,9 @@ class Store(StoreBase):
                 else:
                     with self._apply_lock:
                         self._restore(deferred.image)
+                        self._apply_lasting(deferred)
                     self._deferred = None
+                    self._write_manifest_for_lasting(deferred)
                     raise
             finally:
                 for seg in written:
@@ -1178,11 +1260,19 @@ class Store(StoreBase):
                     from exc
             self.generation += 1
             self.manifest_version = manifest.version
+            self._forget_lasting()
         self._truncate_wal(body, pins)
         # Under the manifest lock: a file written for the next version is either still in
         # flight (protected) or already listed in a version this pass reads, never in between.
         with self._manifest_lock:
             self._collect_garbage()
+
+    def _forget_lasting(self) -> None:
+        """A manifest written outside schema changes holds every lasting catalog field."""
+        if self._lasting_written:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.directory, LASTING_FILE))
+            self._lasting_written = False
 
     def _commit_manifest_or_undo(self, undo: Callable[[], object]) -> None:
         """Commit a catalog change already made in memory, or take it back if the manifest
@@ -1655,6 +1745,23 @@ class StoreImage:
     table_images: list[_TableImage]
 
 
+def with_entry_fields(catalog: dict, section: str, key: str, fields: dict) -> dict:
+    """The catalog with `fields` set on its entry `section`/`key` (a new dict, sharing the
+    rest: images of the catalog stay as they were)."""
+    entries = dict(catalog[section])
+    entries[key] = {**entries[key], **fields}
+    return {**catalog, section: entries}
+
+
+def _with_lasting(catalog: dict, section: str, key: str, identity: dict, fields: dict) -> dict:
+    """The catalog with `fields` set on its entry `section`/`key` if that is still the same
+    object (its `identity` fields unchanged); as it was if it is gone or another one."""
+    entry = catalog.get(section, {}).get(key)
+    if entry is None or any(entry.get(name) != value for name, value in identity.items()):
+        return catalog
+    return with_entry_fields(catalog, section, key, fields)
+
+
 @dataclass
 class _Deferred:
     """Open schema changes: the state before them, and the files to remove once committed."""
@@ -1662,6 +1769,9 @@ class _Deferred:
     image: StoreImage
     dropped_tables: list[Table] = field(default_factory=list)
     dropped_indexes: list[tuple[Table, IndexDef]] = field(default_factory=list)
+    # Catalog fields no rollback takes back (`update_catalog_lasting`), by section, key and
+    # identity: the latest of each.
+    lasting: dict[tuple[str, str, tuple], dict] = field(default_factory=dict)
 
 
 class UnavailableTable(Table):

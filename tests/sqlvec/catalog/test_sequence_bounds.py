@@ -162,3 +162,56 @@ def test_after_a_kill_nextval_never_repeats_nor_passes_the_bound(tmp_path):
         # 1..5 were handed out in the second lap: counting resumes after them, within bounds.
         assert 5 < one(s, "SELECT nextval('round')") <= 40
         assert one(s, "SELECT nextval('again')") == 7
+
+
+def test_values_taken_in_a_schema_changing_block_survive_a_kill(tmp_path):
+    """The block writes no manifest until COMMIT; the sequence's reservations are durable
+    all the same, as nextval is not transactional."""
+    path = str(tmp_path / "data")
+    taken = _killed_after(path, ["CREATE SEQUENCE s", "CREATE SEQUENCE t",
+                                 "SELECT nextval('t')", "BEGIN", "CREATE TABLE x (a int)",
+                                 *["SELECT nextval('s')"] * (SEQUENCE_BLOCK + 3),
+                                 "SELECT max(nextval('t')) FROM generate_series(1, 40)"])
+    handed_out = taken[5:5 + SEQUENCE_BLOCK + 3]
+    assert handed_out == list(range(1, SEQUENCE_BLOCK + 4)) and taken[-1] == 41
+    with Database.open(path) as db:
+        s = db.connect()
+        assert one(s, "SELECT nextval('s')") > max(handed_out)
+        assert one(s, "SELECT nextval('t')") > 41
+        assert error_of(s, "SELECT 1 FROM x")[0] == "42P01"  # the block itself is gone
+
+
+def test_values_taken_in_a_rolled_back_block_survive_a_kill(tmp_path):
+    path = str(tmp_path / "data")
+    taken = _killed_after(path, ["CREATE SEQUENCE s", "SELECT nextval('s')", "BEGIN",
+                                 "CREATE TABLE x (a int)",
+                                 "SELECT max(nextval('s')) FROM generate_series(1, 40)",
+                                 "SAVEPOINT p", "DROP SEQUENCE s",
+                                 "ROLLBACK TO SAVEPOINT p",
+                                 "SELECT nextval('s')", "ROLLBACK"])
+    assert taken[4] == 41 and taken[8] == 42
+    with Database.open(path) as db:
+        s = db.connect()
+        assert one(s, "SELECT nextval('s')") > 42
+
+
+def test_a_rolled_back_block_keeps_the_values_and_setval(tmp_path):
+    """As in PostgreSQL, ROLLBACK gives back neither nextval's values nor setval's, in this
+    process nor after a reopen."""
+    path = str(tmp_path / "data")
+    with Database.open(path) as db:
+        s = db.connect()
+        s.execute_one("CREATE SEQUENCE s")
+        s.execute_one("CREATE SEQUENCE t")
+        s.execute_one("BEGIN")
+        s.execute_one("CREATE TABLE x (a int)")
+        assert [one(s, "SELECT nextval('s')") for _ in range(3)] == [1, 2, 3]
+        s.execute_one("SELECT setval('t', 100)")
+        s.execute_one("ROLLBACK")
+        assert one(s, "SELECT nextval('s')") == 4
+        assert s.execute_one("SELECT last_value FROM pg_sequences "
+                             "WHERE sequencename = 't'").rows() == [(100,)]
+    with Database.open(path) as db:
+        s = db.connect()
+        assert one(s, "SELECT nextval('s')") > 4
+        assert one(s, "SELECT nextval('t')") == 101

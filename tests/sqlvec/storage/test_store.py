@@ -16,7 +16,7 @@ from sqlvec.errors import DataCorrupted
 from sqlvec.storage.compaction import CompactionPolicy
 from sqlvec.storage.keys import MISSING
 from sqlvec.storage.manifest import ManifestStore
-from sqlvec.storage.store import StoreOptions
+from sqlvec.storage.store import LASTING_FILE, StoreOptions
 from sqlvec.storage.wal import DeleteOp, InsertOp, scan_segment
 from tests.sqlvec.conftest import segment_per_load
 
@@ -454,3 +454,32 @@ def test_a_table_checkpoint_never_falls_back_behind_removed_log(tmp_path):
         assert s.execute_one("SELECT id FROM a ORDER BY id").rows() == [(1,), (2,)]
         assert s.execute_one("SELECT count(*) FROM b").rows() == [(21,)]
     assert checkpoints["a"] > 2, checkpoints
+
+
+def test_lasting_catalog_fields_outlive_open_schema_changes(tmp_path):
+    """`update_catalog_lasting` while schema changes are open: durable at once over the
+    manifest a crash recovers, kept by a restore for the same object only, and in a manifest
+    after ROLLBACK."""
+    path = str(tmp_path / "data")
+
+    def entry(db: Database) -> dict:
+        return db.store().catalog["sequences"]["public.s"]
+
+    with Database.open(path, options=StoreOptions(background=False)) as db:
+        store = db.store()
+        store.update_catalog(lambda c: {**c, "sequences": {
+            **c.get("sequences", {}), "public.s": {"oid": 1, "value": 1}}})
+        store.begin_deferred()
+        store.update_catalog_lasting("sequences", "public.s", {"value": 40}, ("oid",))
+        crashed = str(tmp_path / "crashed")
+        shutil.copytree(path, crashed)
+        store.update_catalog(lambda c: {**c, "sequences": {
+            **c.get("sequences", {}), "public.s": {"oid": 2, "value": 1}}})  # dropped, made anew
+        store.update_catalog_lasting("sequences", "public.s", {"value": 7}, ("oid",))
+        store.restore(None)
+        assert entry(db) == {"oid": 1, "value": 40}
+        store.rollback_deferred()
+        assert not os.path.exists(os.path.join(store.directory, LASTING_FILE))
+    for reopened in (path, crashed):
+        with Database.open(reopened, options=StoreOptions(background=False)) as db:
+            assert entry(db) == {"oid": 1, "value": 40}
