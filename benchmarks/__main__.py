@@ -32,6 +32,7 @@ SUITES = {
     "contention": "benchmarks.contention",
     "ddl_beside": "benchmarks.ddl_beside",
     "block_follow": "benchmarks.block_follow",
+    "deferred_keys": "benchmarks.deferred_keys",
 }
 
 

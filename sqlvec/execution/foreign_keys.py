@@ -162,6 +162,8 @@ def check_deferred(store: Store, txn: Transaction, only: set[str] | None = None)
         con = child.def_.constraint(name) if child is not None else None
         if con is None or con.kind != "f":
             continue  # dropped since
+        if keys.num_rows == 0:
+            continue  # only NULL keys: nothing to look for
         parent = store.tables.get(con.ref_table)  # type: ignore[arg-type]
         if parent is None:
             continue
@@ -176,6 +178,24 @@ def check_deferred(store: Store, txn: Transaction, only: set[str] | None = None)
             raise not_present(child.def_, con, parent.def_, found.select(list(con.columns)))
         raise still_referenced(parent.def_, con, child.def_,
                                found.select(list(con.columns)))
+
+
+def has_pending_checks(store: Store, txn: Transaction, table_id: int) -> bool:
+    """Whether the table has checks deferred to COMMIT in this transaction, which PostgreSQL
+    keeps as pending trigger events on it (TRUNCATE, ALTER TABLE, CREATE INDEX and DROP TABLE
+    of it are then refused, 55006): a foreign key's check of rows written in it as the
+    referencing table (`child`) or the referenced one (`parent`), or a DEFERRABLE unique
+    key's re-check of a row meeting another."""
+    for origin, child_id, name, _keys in txn.deferred_checks:
+        if origin == "child":
+            if child_id == table_id:
+                return True
+            continue
+        child = store.tables.get(child_id)
+        con = child.def_.constraint(name) if child is not None else None
+        if con is not None and con.ref_table == table_id:
+            return True
+    return txn.rechecks_pending(table_id)
 
 
 def is_deferred(txn: Transaction, con: ConstraintDef) -> bool:
@@ -490,7 +510,8 @@ class Enforcer:
                 keys, _ = complete_keys(con, check)
                 if first_mixed(con, check) is not None:
                     raise mixed_nulls(d, con)
-                if keys.num_rows:
+                if keys.num_rows or old is None:  # (an inserted NULL key is queued too, as
+                    # PostgreSQL queues every inserted row's check: the table's are pending)
                     self.txn.deferred_checks.append(("child", table.id, con.name, keys))
                 continue
             self.check_present(d, con, check)

@@ -60,6 +60,10 @@ class TableOverlay:
     _placed: tuple[list | None, int] = (None, 0)
     # How many of the newest parts are small ones `add` appended since it last combined them.
     _loose: int = field(default=0, repr=False)
+    # The DEFERRABLE unique keys (by position) of which a row inserted while deferred met
+    # another row holding its value: PostgreSQL queued that row's re-check, a trigger event
+    # pending until COMMIT or SET CONSTRAINTS ... IMMEDIATE, even once the rows differ again.
+    rechecks: set[int] = field(default_factory=set)
 
     def add(self, rows: pa.Table) -> None:
         """Append a statement's inserted rows (with their row ids). Every `COMBINE_EVERY`
@@ -303,6 +307,29 @@ def _repeated(values: np.ndarray) -> np.ndarray:
     return repeated
 
 
+def _hold_deferred(overlay: TableOverlay, rows: pa.Table, ids: np.ndarray, key: int) -> None:
+    """Add inserted rows' values of deferred unique key `key` to the transaction's own, noting
+    (`TableOverlay.rechecks`) when one meets a committed row, an earlier row or another of
+    them; once noted, the rows are only added."""
+    values, at = overlay.table.keys[key].held(rows, ids)
+    own = overlay.own_keys(key)
+    if values.size and key not in overlay.rechecks and _meets(overlay, own, key, rows, values):
+        overlay.rechecks.add(key)
+    own.insert(values, at)
+
+
+def _meets(overlay: TableOverlay, own: KeyIndex, key: int, rows: pa.Table,
+           values: np.ndarray) -> bool:
+    """Whether one of `values` (key `key` of `rows`, not NULL) is held by a committed row the
+    transaction has not deleted, one it inserted, or an earlier one of them; a single row's
+    (a block of one-row INSERTs) looked up by value."""
+    if values.size == 1:
+        value = values.tolist()[0]
+        return own.get(value) != MISSING or overlay.committed_holder(value, key) != MISSING
+    return bool((own.lookup(values) != MISSING).any() or _repeated(values).any()
+                or (overlay.committed_holders(rows, key) != MISSING).any())
+
+
 class InsertedPart:
     """A part of a transaction's inserted rows (logical columns) read as segment data is, by
     physical column name (`value`, `column`): what a single-row write by key reads of a row
@@ -530,7 +557,7 @@ class Transaction:
             try:
                 for i, uk in enumerate(table.keys):
                     if self.key_deferred(uk.def_):  # checked at COMMIT (the store's prepare)
-                        overlay.own_keys(i).insert(*uk.held(rows, ids))
+                        _hold_deferred(overlay, rows, ids, i)
                         continue
                     values, valid = self._check_keys(
                         table, overlay, rows, i, hold=None if locks is None else rerun_after_wait)
@@ -566,14 +593,21 @@ class Transaction:
         modes = self.constraint_modes
         return modes.get(key.name, modes.get("", key.deferred))
 
+    def rechecks_pending(self, table_id: int) -> bool:
+        """Whether a DEFERRABLE unique key of the table has re-checks queued in this
+        transaction (`TableOverlay.rechecks`)."""
+        overlay = self.overlays.get(table_id)
+        return overlay is not None and bool(overlay.rechecks)
+
     def check_own_keys(self, table: Table, key: int) -> None:
         """SET CONSTRAINTS ... IMMEDIATE: unique key `key` checked now over the rows this
         transaction inserted (among themselves, and against committed rows)."""
         overlay = self.overlays.get(table.id)
         rows = overlay.inserted_table() if overlay is not None else None
-        if rows is None or rows.num_rows == 0:
-            return
-        self._check_keys(table, overlay, rows.drop_columns([ROWID]), key, own=False)
+        if rows is not None and rows.num_rows:
+            self._check_keys(table, overlay, rows.drop_columns([ROWID]), key, own=False)
+        if overlay is not None:
+            overlay.rechecks.discard(key)  # checked: no longer pending
 
     def reported_duplicate(self, exc: UniqueViolation, names: set[str] | None = None
                            ) -> UniqueViolation:

@@ -18,6 +18,7 @@ from sqlvec.catalog.views import find_view
 from sqlvec.errors import (
     FeatureNotSupported,
     Notice,
+    ObjectInUse,
     SqlVecError,
     UndefinedColumn,
     UndefinedObject,
@@ -36,6 +37,7 @@ from sqlvec.execution.foreign_key_ddl import (
     truncate_targets,
     validate_command,
 )
+from sqlvec.execution.foreign_keys import has_pending_checks
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.views import alter_view, drop_views, rename_references
 from sqlvec.plan.planner import Planner
@@ -65,6 +67,7 @@ def run_ddl(session: Session, prepared: PreparedStatement, params: list,
         elif kind == "DATABASE":
             transactions.refuse_in_block(session, f"{verb} DATABASE")
         if session.explicit:  # (not left for a batch's first statement: refuse_in_block)
+            _refuse_pending_checks(session, ast, tables)
             _open_after_users(session, tables, writers_only)
     handler = _HANDLERS.get(type(ast))
     if handler is None:  # pragma: no cover - prepare.py lets only these classes through
@@ -209,11 +212,52 @@ def _tables_changed(session: Session, ast: exp.Expression) -> tuple[list[int], b
         names = {t.db or t.name for t in targets}
         ids = [i for i, t in session.store.tables.items() if t.def_.schema in names]
     else:
-        tables = (catalog.find_table(t.name, t.db or None, path) for t in targets)
-        ids = [t.id for t in tables if t is not None]
+        ids = _found_tables(session, targets)
     if _cascades(ast):
         ids = _referencing_closure(session, ids)
     return ids, kind == "INDEX" and isinstance(ast, exp.Create)
+
+
+def _refuse_pending_checks(session: Session, ast: exp.Expression, tables: list[int]) -> None:
+    """In a block, TRUNCATE, ALTER TABLE (but a rename), CREATE INDEX and DROP TABLE of a table
+    with checks deferred to COMMIT fail (55006), as PostgreSQL refuses to change a table
+    with pending trigger events; the tables in the order named, those a TRUNCATE ... CASCADE
+    reaches after them (DROP TABLE ... CASCADE drops only their foreign keys)."""
+    verb = _pending_checks_verb(ast)
+    if verb is None or session.txn is None or not session.txn.deferred_checks and \
+            not session.txn.overlays:
+        return
+    if verb == "DROP TABLE":
+        tables = _found_tables(session, _named_targets(ast, "TABLE") or [])
+    for table_id in tables:
+        if has_pending_checks(session.store, session.txn, table_id):
+            name = session.store.table(table_id).def_.name
+            raise ObjectInUse(f'cannot {verb} "{name}" because it has pending trigger events')
+
+
+def _pending_checks_verb(ast: exp.Expression) -> str | None:
+    """How PostgreSQL names a statement refused on a table with pending checks; None when it
+    is not refused (a rename, or a statement of another kind)."""
+    kind = (ast.args.get("kind") or "").upper()
+    if isinstance(ast, exp.TruncateTable):
+        return "TRUNCATE"
+    if isinstance(ast, exp.Alter) and kind == "TABLE":
+        renames = all(isinstance(a, (exp.AlterRename, exp.RenameColumn))
+                      for a in ast.args.get("actions") or [])
+        return None if renames else "ALTER TABLE"
+    if isinstance(ast, exp.Create) and kind == "INDEX":
+        return "CREATE INDEX"
+    if isinstance(ast, exp.Drop) and kind == "TABLE":
+        return "DROP TABLE"
+    return None
+
+
+def _found_tables(session: Session, targets: list[exp.Table]) -> list[int]:
+    """The ids of the existing tables among `targets` (those missing are the handler's
+    error)."""
+    catalog, path = session.catalog, session.search_path
+    tables = (catalog.find_table(t.name, t.db or None, path) for t in targets)
+    return [t.id for t in tables if t is not None]
 
 
 def _named_targets(ast: exp.Expression, kind: str) -> list[exp.Table] | None:

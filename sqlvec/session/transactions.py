@@ -231,9 +231,9 @@ def txn_state(txn: Transaction | None) -> object:
     """A copy of a transaction's buffered writes, and where its row locks stand (SAVEPOINT)."""
     if txn is None:
         return None
-    return ({tid: TableOverlay(o.table, list(o.inserted), set(o.deleted), o.truncated)
-             for tid, o in txn.overlays.items()}, txn._next_provisional,
-            txn.locks.mark() if txn.locks is not None else None)
+    return ({tid: _overlay_copy(o) for tid, o in txn.overlays.items()},
+            txn._next_provisional, txn.locks.mark() if txn.locks is not None else None,
+            list(txn.deferred_checks))
 
 
 def txn_restore(txn: Transaction | None, state: object) -> Transaction | None:
@@ -241,10 +241,16 @@ def txn_restore(txn: Transaction | None, state: object) -> Transaction | None:
     SAVEPOINT; gathered INSERTs replayed one by one after their batch failed)."""
     if txn is None or state is None:
         return txn
-    overlays, provisional, locks = state  # type: ignore[misc]
-    txn.overlays = {tid: TableOverlay(o.table, list(o.inserted), set(o.deleted), o.truncated)
-                    for tid, o in overlays.items()}
+    overlays, provisional, locks, checks = state  # type: ignore[misc]
+    txn.overlays = {tid: _overlay_copy(o) for tid, o in overlays.items()}
     txn._next_provisional = provisional
+    txn.deferred_checks = list(checks)  # the checks deferred since are dropped with the rows
     if locks is not None and txn.locks is not None:
         txn.locks.release_since(locks)  # the rows locked since are free again
     return txn
+
+
+def _overlay_copy(overlay: TableOverlay) -> TableOverlay:
+    """A table's buffered writes as they are now, apart from later changes to them."""
+    return TableOverlay(overlay.table, list(overlay.inserted), set(overlay.deleted),
+                        overlay.truncated, rechecks=set(overlay.rechecks))

@@ -113,6 +113,55 @@ DUPLICATES = [
 ]
 EXECUTEMANY_ROWS = [(1000 + i, u) for i, u in enumerate([5, 40, 7, 9, 0, 5, 3])]
 
+# Schema changes of a table with checks deferred to COMMIT (PostgreSQL's pending trigger
+# events): refused (55006) and the block failed, unless the checks ran (SET CONSTRAINTS ...
+# IMMEDIATE) or none was queued (a deferred key's row meeting no other).
+PENDING_DDL = DDL + [
+    "CREATE TABLE pp (id int PRIMARY KEY)",
+    "CREATE TABLE pc (id int, pid int REFERENCES pp DEFERRABLE INITIALLY DEFERRED)",
+    "INSERT INTO pp VALUES (1), (2)",
+    "INSERT INTO pc VALUES (5, 1)",
+]
+PENDING_CHANGES = ["TRUNCATE {t}", "ALTER TABLE {t} ADD COLUMN z int",
+                   "ALTER TABLE {t} ALTER COLUMN id TYPE bigint", "CREATE INDEX ON {t} (id)",
+                   "DROP TABLE {t} CASCADE", "ALTER TABLE {t} RENAME COLUMN id TO id2"]
+PENDING_WRITES = [
+    ("later", ["INSERT INTO later VALUES (9, 2)"]),
+    ("later", ["INSERT INTO later VALUES (9, 2)", "DELETE FROM later WHERE id = 9"]),
+    ("later", ["UPDATE later SET pos = 1 WHERE id = 2"]),
+    ("later", ["INSERT INTO later VALUES (9, 9)"]),
+    ("pk2", ["INSERT INTO pk2 VALUES (1, 1)", "SET CONSTRAINTS ALL DEFERRED"]),
+    ("pc", ["INSERT INTO pc VALUES (1, 1)"]),
+    ("pc", ["INSERT INTO pc VALUES (1, 1)", "SET CONSTRAINTS ALL IMMEDIATE"]),
+    ("pc", ["SAVEPOINT s", "INSERT INTO pc VALUES (1, 1)", "ROLLBACK TO s"]),
+    ("pp", ["INSERT INTO pc VALUES (1, 1)"]),
+    ("pp", ["DELETE FROM pp WHERE id = 2"]),
+]
+PENDING_SCRIPTS = [["BEGIN", *writes, change.format(t=table), "SELECT 1", "ROLLBACK"]
+                   for table, writes in PENDING_WRITES for change in PENDING_CHANGES] + [
+    ["BEGIN", "INSERT INTO later VALUES (9, 2)", "INSERT INTO pc VALUES (1, 1)",
+     "TRUNCATE plain, pc, later", "ROLLBACK"],
+    ["BEGIN", "DELETE FROM pp WHERE id = 2", "TRUNCATE pc, pp", "ROLLBACK"],
+    ["BEGIN", "INSERT INTO pc VALUES (1, 1)", "TRUNCATE pp CASCADE", "ROLLBACK"],
+    ["BEGIN", "INSERT INTO pc VALUES (1, 1)", "DROP TABLE pp CASCADE", "COMMIT"],
+    ["BEGIN", "INSERT INTO pc VALUES (1, 1)", "DELETE FROM pc", "TRUNCATE pc", "ROLLBACK"],
+    ["BEGIN", "INSERT INTO pc VALUES (1, NULL)", "TRUNCATE pc", "ROLLBACK"],
+    ["BEGIN", "UPDATE pc SET pid = NULL", "UPDATE pc SET id = 7", "TRUNCATE pc", "ROLLBACK"],
+    ["BEGIN", "UPDATE pc SET pid = 2", "TRUNCATE pc", "ROLLBACK"],
+    ["BEGIN", "INSERT INTO pc VALUES (1, NULL)", "COMMIT"],
+    ["BEGIN", "INSERT INTO later VALUES (9, NULL)", "TRUNCATE later", "ROLLBACK"],
+    ["BEGIN", "INSERT INTO pc VALUES (1, 1)", "SET CONSTRAINTS later_pos IMMEDIATE",
+     "TRUNCATE pc", "ROLLBACK"],
+    ["BEGIN", "INSERT INTO pc VALUES (1, 1)", "SET CONSTRAINTS pc_pid_fkey IMMEDIATE",
+     "TRUNCATE pc", "ROLLBACK"],
+    ["BEGIN", "INSERT INTO later VALUES (9, 2)", "SET CONSTRAINTS later_pos DEFERRED",
+     "TRUNCATE later", "ROLLBACK"],
+    ["BEGIN", "INSERT INTO later VALUES (9, 2)", "SAVEPOINT s", "SET CONSTRAINTS ALL IMMEDIATE",
+     "ROLLBACK TO s", "TRUNCATE later", "ROLLBACK"],
+    ["BEGIN", "INSERT INTO pc VALUES (2, 2)", "SAVEPOINT s", "INSERT INTO later VALUES (9, 2)",
+     "ROLLBACK TO s", "TRUNCATE later", "TRUNCATE pc", "ROLLBACK"],
+]
+
 CATALOG = [
     "SELECT conname, contype, condeferrable, condeferred, pg_get_constraintdef(oid) "
     "FROM pg_constraint WHERE conrelid IN ('plain'::regclass, 'later'::regclass, "
@@ -132,7 +181,7 @@ def servers(tmp_path_factory):
 
 def _fresh(uri: str, ddl: list[str] = DDL) -> None:
     with psycopg.connect(uri, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS plain, later, stmt, pk2, d1, d2, d3, x")
+        conn.execute("DROP TABLE IF EXISTS plain, later, stmt, pk2, d1, d2, d3, x, pc, pp")
         for sql in ddl:
             conn.execute(sql)
 
@@ -154,21 +203,25 @@ def _run(uri: str, script: list[str],
     return out
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=[" ; ".join(s)[:60] for s in SCRIPTS])
-def test_script_matches_postgresql(servers, script):
+def _on_both(servers: tuple[str, str], script: list[str], ddl: list[str],
+             tables: tuple[str, ...] = ("plain", "later", "stmt", "pk2")) -> list:
+    """`_run`'s outcomes of the script on each server, its tables set up afresh by `ddl`."""
     outcomes = []
     for uri in servers:
-        _fresh(uri)
-        outcomes.append(_run(uri, script))
+        _fresh(uri, ddl)
+        outcomes.append(_run(uri, script, tables))
+    return outcomes
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[" ; ".join(s)[:60] for s in SCRIPTS])
+def test_script_matches_postgresql(servers, script):
+    outcomes = _on_both(servers, script, DDL)
     assert outcomes[0] == outcomes[1]
 
 
 @pytest.mark.parametrize("script", DUPLICATES, ids=[" ; ".join(s)[:60] for s in DUPLICATES])
 def test_duplicate_named_matches_postgresql(servers, script):
-    outcomes = []
-    for uri in servers:
-        _fresh(uri, DUPLICATES_DDL)
-        outcomes.append(_run(uri, script, ("d1", "d2", "d3")))
+    outcomes = _on_both(servers, script, DUPLICATES_DDL, ("d1", "d2", "d3"))
     assert outcomes[0] == outcomes[1]
     assert any(isinstance(o, tuple) and o[0] == "23505" for o in outcomes[0])
 
@@ -206,6 +259,25 @@ def test_executemany_duplicate_named_matches_postgresql(servers):
         errors.append(_executemany_error(uri))
     assert errors[0] == errors[1]
     assert errors[0][0] == ("23505", "d3_u", "Key (u)=(40) already exists.")
+
+
+@pytest.mark.parametrize("script", PENDING_SCRIPTS,
+                         ids=[" ; ".join(s[1:-2])[:70] for s in PENDING_SCRIPTS])
+def test_schema_change_with_pending_checks_matches_postgresql(servers, script):
+    outcomes = _on_both(servers, script, PENDING_DDL, ("later", "pk2", "pc"))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_pending_checks_refuse_truncate_and_fail_the_block(servers):
+    """The refusal's SQLSTATE and text, then 25P02 until ROLLBACK; nothing changed."""
+    script = ["BEGIN", "INSERT INTO later VALUES (9, 2)", "TRUNCATE later", "SELECT 1",
+              "ROLLBACK"]
+    outcomes = _on_both(servers, script, PENDING_DDL, ("later",))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][2] == ("55006", 'cannot TRUNCATE "later" because it has pending '
+                              "trigger events", None, None)
+    assert outcomes[0][3][0] == "25P02"
+    assert outcomes[0][5] == [(1, 1), (2, 2), (3, 3)]
 
 
 def test_catalog_matches_postgresql(servers):
