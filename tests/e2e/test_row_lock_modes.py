@@ -98,7 +98,7 @@ def test_conflict_table(uri, held, wanted):
 ], ids=lambda v: v if isinstance(v, str) else ("block" if v else "autocommit"))
 def test_writes_take_the_mode_of_what_they_change(uri, held, write, in_block):
     first = begin(uri, f"SELECT * FROM p WHERE id = 1 {held}")
-    second = connect(uri, lock_timeout="300ms")
+    second = connect(uri, lock_timeout="100ms")
     with first, second:
         if in_block:
             second.execute("BEGIN")
