@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from sqlglot import exp
 
 from sqlvec.catalog.catalog import Catalog
+from sqlvec.catalog.sequences import SequenceOptions
 from sqlvec.errors import (
     DatatypeMismatch,
     DuplicateTable,
@@ -96,7 +97,8 @@ class _Work:
     overlay: TableOverlay | None = None  # the session's uncommitted changes to the table
     rewrites: dict[int, _Rewrite] = field(default_factory=dict)  # attnum -> new values
     catalog_changes: list[Callable[[dict], dict]] = field(default_factory=list)
-    sequences: list[tuple[str, str]] = field(default_factory=list)  # (column, new sequence)
+    # (column, new sequence, its options)
+    sequences: list[tuple[str, str, SequenceOptions]] = field(default_factory=list)
     changed: bool = False
 
     def column(self, name: str) -> ColumnDef:
@@ -228,9 +230,11 @@ def _add_column(action: exp.ColumnDef, work: _Work, tools: AlterTools) -> None:
                           sqlstate="42P16")
     work.set(columns=d.columns + (col,), next_attnum=d.next_attnum + 1,
              primary_key=(col.name,) if pk else d.primary_key)
-    if serial:
-        name = _free_relation_name(tools.catalog, f"{d.name}_{col.name}_seq", d.schema, work)
-        work.sequences.append((col.name, name))
+    if serial:  # an identity column's (options) as CREATE TABLE reads them
+        options = sequence_ddl.column_options(col.type.name, action)
+        name = sequence_ddl.named_sequence(options, d.schema) or _free_relation_name(
+            tools.catalog, f"{d.name}_{col.name}_seq", d.schema, work)
+        work.sequences.append((col.name, name, options))
         key = f"{d.schema}.{name}"
         reference = sequence_ddl.default_reference(key)
         col = work.replace_column(col.name, default=f"nextval('{reference}'::regclass)")
@@ -471,11 +475,9 @@ def _commit(work: _Work, tools: AlterTools) -> None:
 
     # A serial column's sequence exists before the rewrite that draws its values from it; it
     # is removed again when the statement fails.
-    created = [tools.catalog.create_sequence(
-                   name, work.def_.schema,
-                   sequence_ddl.column_options(work.def_.column(column).type.name),
-                   owned_by=f"{work.def_.id}.{column}")
-               for column, name in work.sequences]
+    created = [tools.catalog.create_sequence(name, work.def_.schema, options,
+                                             owned_by=f"{work.def_.id}.{column}")
+               for column, name, options in work.sequences]
     catalog = _catalog_change(work) if work.catalog_changes else None
     try:
         ctx = tools.context()
@@ -890,7 +892,7 @@ def _alter_index(stmt: exp.Alter, tools: AlterTools) -> str:
 def _free_relation_name(catalog: Catalog, base: str, schema: str, work: _Work) -> str:
     """`base`, or `base1`, `base2`, ...: the first name no relation (nor a sequence this
     statement creates) has."""
-    taken = {n for _c, n in work.sequences}
+    taken = {n for _c, n, _o in work.sequences}
     name, i = base, 1
     while catalog.relation_exists(name, schema) or name in taken:
         name, i = f"{base}{i}", i + 1

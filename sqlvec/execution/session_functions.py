@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from sqlvec.catalog.functions import scalar
-from sqlvec.errors import Notice, SqlVecError
+from sqlvec.errors import Notice
 from sqlvec.execution.expressions.calls import undefined_call
 from sqlvec.execution.values import BOOL, INT4, INT8, TEXT, Value, as_array, is_scalar
 from sqlvec.types import SqlType
@@ -66,13 +66,7 @@ def _currval(c, args, e):
     name = _text_arg(c, args[0])
 
     def fn(f):
-        session = f.ctx.services
-        key = str(name(f).as_py())
-        for k, v in session.last_sequence_values.items():
-            if k == key or k.endswith("." + key):
-                return pa.scalar(v, pa.int64())
-        raise SqlVecError(f'currval of sequence "{key}" is not yet defined in this session',
-                          sqlstate="55000")
+        return pa.scalar(f.ctx.services.currval(str(name(f).as_py())), pa.int64())
     return Value(fn, INT8)
 
 
@@ -97,7 +91,7 @@ def _setval(c, args, e):
         is_called = True if called is None else called(f).as_py()
         session.catalog.setval(full, v, is_called)
         if is_called:  # currval() (and lastval() of this sequence) is the value set
-            session.last_sequence_values[full] = v
+            session.last_sequence_values[session.catalog.sequence(full)["oid"]] = v
         return pa.scalar(v, pa.int64())
     return Value(fn, INT8)
 

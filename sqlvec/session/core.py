@@ -159,8 +159,9 @@ class Session:
         # Rows of an executemany not yet in `txn` (writes.PendingInserts).
         self.pending: writes.PendingInserts | None = None
         self.nextval_calls = 0  # sequence values taken (a row that took some is not gathered)
-        self.last_sequence_values: dict[str, int] = {}  # currval() of each sequence used
-        self.last_sequence: tuple[int, str] | None = None  # OID and key of the last nextval's
+        # currval() of each sequence used, by OID: a renamed sequence keeps it
+        self.last_sequence_values: dict[int, int] = {}
+        self.last_sequence: int | None = None  # OID of the last nextval's sequence
         # The block's statements are an extended batch's (`begin_implicit`, `gather_in_block`).
         self.gathering = False
         self.failed = False
@@ -1340,7 +1341,7 @@ class Session:
         is `value` again."""
         key = self._sequence_key(name)
         self.catalog.give_back(key, last, value)
-        self.last_sequence_values[key] = value
+        self.last_sequence_values[self.catalog.sequence(key)["oid"]] = value
 
     def nextval(self, name: str, count: int = 1) -> list[int]:
         """nextval() on a sequence named as the user wrote it, resolved on the search path,
@@ -1348,19 +1349,28 @@ class Session:
         key = self._sequence_key(name)
         values = self.catalog.nextval(key, count)
         self.nextval_calls += 1
-        self.last_sequence_values[key] = values[-1]
-        self.last_sequence = (self.catalog.sequence(key)["oid"], key)
+        self.last_sequence = self.catalog.sequence(key)["oid"]
+        self.last_sequence_values[self.last_sequence] = values[-1]
         return values
+
+    def currval(self, name: str) -> int:
+        """currval(): this session's last value of the sequence named as the user wrote it,
+        followed by OID as PostgreSQL does (under a new name after a rename; 55000 before
+        any)."""
+        seq = self.catalog.state["sequences"].get(self._sequence_key(name))
+        value = None if seq is None else self.last_sequence_values.get(seq["oid"])
+        if value is None:
+            raise SqlVecError(f'currval of sequence "{name}" is not yet defined in this session',
+                              sqlstate="55000")
+        return value
 
     def lastval(self) -> int:
         """lastval(): currval() of the sequence this session's last nextval() used, followed
         by OID as PostgreSQL does (a rename keeps it; once dropped it is undefined, 55000)."""
-        oid, key = self.last_sequence or (None, "")
-        current = next((k for k, seq in self.catalog.state["sequences"].items()
-                        if seq["oid"] == oid), None)
-        if current is None:
+        oid = self.last_sequence
+        if not any(seq["oid"] == oid for seq in self.catalog.state["sequences"].values()):
             raise SqlVecError("lastval is not yet defined in this session", sqlstate="55000")
-        return self.last_sequence_values.get(current, self.last_sequence_values[key])
+        return self.last_sequence_values[oid]
 
 
 _NORMALIZED = frozenset({StatementKind.QUERY, StatementKind.WRITE, StatementKind.EXPLAIN})
