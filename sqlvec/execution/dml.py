@@ -329,6 +329,51 @@ def _is_default(e: exp.Expression) -> bool:
         e.name.upper() == "DEFAULT"
 
 
+def set_items(sets: list[exp.Expression]) -> list[tuple[exp.Expression, exp.Expression]]:
+    """SET's assignments as (column, value) pairs, each multiple-column item `(a, b) = (x, y)`,
+    `= ROW(x, y)` or `= (SELECT x, y ...)` spread over its columns (a sub-SELECT becomes one
+    scalar sub-SELECT per column); a column assigned twice is 42601, as PostgreSQL."""
+    pairs: list[tuple[exp.Expression, exp.Expression]] = []
+    for item in sets:
+        target = item.this
+        if isinstance(target, (exp.Tuple, exp.Paren)):
+            columns = target.expressions if isinstance(target, exp.Tuple) else [target.this]
+            pairs.extend(zip(columns, _row_values(item.expression, len(columns))))
+        else:
+            pairs.append((target, item.expression))
+    seen: set[str] = set()
+    for column, _ in pairs:
+        if column.name in seen:
+            raise SqlVecError(f'multiple assignments to same column "{column.name}"',
+                              sqlstate="42601")
+        seen.add(column.name)
+    return pairs
+
+
+def _row_values(source: exp.Expression, width: int) -> list[exp.Expression]:
+    """The values of a multiple-column SET item's source, one per target column."""
+    if isinstance(source, exp.Subquery) and isinstance(source.this, exp.Select):
+        query = source.this
+        if query.is_star:
+            raise FeatureNotSupported("a sub-SELECT with * as the source of a multiple-column "
+                                      "UPDATE item is not supported")
+        values = [exp.Subquery(this=query.copy().select(e.copy(), append=False))
+                  for e in query.expressions]
+    elif isinstance(source, exp.Subquery):
+        raise FeatureNotSupported("a set-operation sub-SELECT as the source of a multiple-column "
+                                  "UPDATE item is not supported")
+    elif isinstance(source, exp.Tuple) and width > 1:
+        values = list(source.expressions)
+    elif isinstance(source, exp.Anonymous) and source.name.upper() == "ROW":
+        values = list(source.expressions)
+    else:
+        raise FeatureNotSupported("source for a multiple-column UPDATE item must be a sub-SELECT "
+                                  "or ROW() expression")
+    if len(values) != width:
+        raise SqlVecError("number of columns does not match number of values", sqlstate="42601")
+    return values
+
+
 def _assign(c: Compiler, e: exp.Expression, col: ColumnDef) -> Value:
     """An expression assigned to a column: unknown literals and parameters take its type;
     other types need an assignment cast (42804 otherwise, as PostgreSQL)."""
@@ -985,13 +1030,12 @@ def _plan_conflict(conflict: exp.OnConflict | None, table: Table, alias: str, pl
     scope = Scope(fields)
     c = write_compiler(scope, [f.type for f in fields], builder)
     sets = []
-    for assignment in conflict.expressions:
-        target = assignment.this
+    for target, value in set_items(conflict.expressions):
         name = target.name
         if not d.has_column(name):
             raise UndefinedColumn(f'column "{name}" of relation "{d.name}" does not exist')
-        _refuse_identity_update(d.column(name), assignment.expression)
-        bound = bound_write(planner, assignment.expression, scope)
+        _refuse_identity_update(d.column(name), value)
+        bound = bound_write(planner, value, scope)
         sets.append((name, _assign(c, bound, d.column(name))))
     where = conflict.args.get("where")
     where_v = c.compile_as(bound_write(planner, where.this, scope), BOOL) \
@@ -1032,14 +1076,12 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
     extra = [from_.this] + [j.this for j in from_.args.get("joins") or []] if from_ is not None else []
     node, scope = _source_plan(stmt, planner, table, alias, extra)
     assigned: dict[str, exp.Expression] = {}
-    for a in stmt.expressions:
-        target = a.this
+    for target, value in set_items(stmt.expressions):
         name = target.name
         if name in SYSTEM_COLUMNS and not d.has_column(name):
             raise FeatureNotSupported(f'cannot assign to system column "{name}"')
         if not d.has_column(name):
             raise UndefinedColumn(f'column "{name}" of relation "{d.name}" does not exist')
-        value = a.expression
         _refuse_identity_update(d.column(name), value)
         assigned[name] = value if _is_default(value) else planner._expr(value, scope)
     source = builder.build(bind_plan(optimize(node)))
