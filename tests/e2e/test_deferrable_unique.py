@@ -137,8 +137,12 @@ PENDING_WRITES = [
     ("pp", ["INSERT INTO pc VALUES (1, 1)"]),
     ("pp", ["DELETE FROM pp WHERE id = 2"]),
 ]
+# Each write with two refusing changes (in turn, so every change meets several writes) and the
+# rename, which no pending check refuses: the two dimensions are independent.
 PENDING_SCRIPTS = [["BEGIN", *writes, change.format(t=table), "SELECT 1", "ROLLBACK"]
-                   for table, writes in PENDING_WRITES for change in PENDING_CHANGES] + [
+                   for i, (table, writes) in enumerate(PENDING_WRITES)
+                   for change in (PENDING_CHANGES[i % 5], PENDING_CHANGES[(i + 2) % 5],
+                                  PENDING_CHANGES[5])] + [
     ["BEGIN", "INSERT INTO later VALUES (9, 2)", "INSERT INTO pc VALUES (1, 1)",
      "TRUNCATE plain, pc, later", "ROLLBACK"],
     ["BEGIN", "DELETE FROM pp WHERE id = 2", "TRUNCATE pc, pp", "ROLLBACK"],

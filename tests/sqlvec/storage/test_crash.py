@@ -27,7 +27,7 @@ _spec = importlib.util.spec_from_file_location("crash_writer", WRITER)
 cw = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cw)  # type: ignore[union-attr]
 
-RUNS = 12
+RUNS = 10
 
 
 def read_acks(path: Path) -> list[list[str]]:
