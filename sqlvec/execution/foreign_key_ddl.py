@@ -353,9 +353,9 @@ def validate_command(text: str, catalog: Catalog, search_path: list[str],
     m = _VALIDATE.fullmatch(text.strip())
     if m is None:
         return None
-    schema, _, name = m["table"].rpartition(".")
-    table = catalog.find_table(_ident(name), _ident(schema) if schema else None, search_path)
+    table = _validated_table(m, catalog, search_path)
     if table is None:
+        name = m["table"].rpartition(".")[2]
         if m["exists"]:
             notices.append(Notice.notice(f'relation "{_ident(name)}" does not exist, skipping'))
             return "ALTER TABLE"
@@ -365,10 +365,10 @@ def validate_command(text: str, catalog: Catalog, search_path: list[str],
     con = d.constraint(constraint)
     if con is None and d.pkey_name != constraint:
         raise UndefinedObject(f'constraint "{constraint}" of relation "{d.name}" does not exist')
-    if con is not None and con.kind not in ("f", "c"):
+    if con is None or con.kind not in ("f", "c"):  # (None: the primary key)
         raise SqlVecError(f'constraint "{constraint}" of relation "{d.name}" is not a foreign '
                           "key or check constraint", sqlstate="42809")
-    if con is not None and not con.validated:
+    if not con.validated:
         if con.kind == "f":
             validate_existing(catalog.store, table, con)
         else:
@@ -376,6 +376,19 @@ def validate_command(text: str, catalog: Catalog, search_path: list[str],
         catalog.store.alter_table(table.id, lambda x: x.with_changes(constraints=tuple(
             replace(c, validated=True) if c.name == constraint else c for c in x.constraints)))
     return "ALTER TABLE"
+
+
+def validate_target(text: str, catalog: Catalog, search_path: list[str]) -> int | None:
+    """The id of the table an ALTER TABLE ... VALIDATE CONSTRAINT text names, if it exists;
+    None for another ALTER (`validate_command`)."""
+    m = _VALIDATE.fullmatch(text.strip())
+    table = _validated_table(m, catalog, search_path) if m is not None else None
+    return table.id if table is not None else None
+
+
+def _validated_table(m: re.Match, catalog: Catalog, search_path: list[str]):
+    schema, _, name = m["table"].rpartition(".")
+    return catalog.find_table(_ident(name), _ident(schema) if schema else None, search_path)
 
 
 def validate_existing(store: Store, table, con: ConstraintDef) -> None:

@@ -36,6 +36,7 @@ from sqlvec.execution.foreign_key_ddl import (
     referencing,
     truncate_targets,
     validate_command,
+    validate_target,
 )
 from sqlvec.execution.foreign_keys import has_pending_checks
 from sqlvec.execution.transaction import Transaction
@@ -219,7 +220,8 @@ def _tables_changed(session: Session, ast: exp.Expression) -> tuple[list[int], b
 
 
 def _refuse_pending_checks(session: Session, ast: exp.Expression, tables: list[int]) -> None:
-    """In a block, TRUNCATE, ALTER TABLE (but a rename), CREATE INDEX and DROP TABLE of a table
+    """In a block (BEGIN's, or the implicit one of statements sent together), TRUNCATE, ALTER
+    TABLE (but a rename; VALIDATE CONSTRAINT too), CREATE INDEX and DROP TABLE of a table
     with checks deferred to COMMIT fail (55006), as PostgreSQL refuses to change a table
     with pending trigger events; the tables in the order named, those a TRUNCATE ... CASCADE
     reaches after them (DROP TABLE ... CASCADE drops only their foreign keys)."""
@@ -229,6 +231,9 @@ def _refuse_pending_checks(session: Session, ast: exp.Expression, tables: list[i
         return
     if verb == "DROP TABLE":
         tables = _found_tables(session, _named_targets(ast, "TABLE") or [])
+    elif isinstance(ast, exp.Command):  # VALIDATE CONSTRAINT: refused as PostgreSQL's too
+        validated = validate_target(_command_text(ast), session.catalog, session.search_path)
+        tables = [validated] if validated is not None else []
     for table_id in tables:
         if has_pending_checks(session.store, session.txn, table_id):
             name = session.store.table(table_id).def_.name
@@ -247,9 +252,17 @@ def _pending_checks_verb(ast: exp.Expression) -> str | None:
         return None if renames else "ALTER TABLE"
     if isinstance(ast, exp.Create) and kind == "INDEX":
         return "CREATE INDEX"
+    if isinstance(ast, exp.Command) and str(ast.this).upper() == "ALTER":
+        return "ALTER TABLE"
     if isinstance(ast, exp.Drop) and kind == "TABLE":
         return "DROP TABLE"
     return None
+
+
+def _command_text(ast: exp.Command) -> str:
+    """The text after ALTER of a statement sqlglot keeps as a command (VALIDATE CONSTRAINT)."""
+    body = ast.expression
+    return body.name if isinstance(body, exp.Literal) else str(body or "")
 
 
 def _found_tables(session: Session, targets: list[exp.Table]) -> list[int]:
@@ -366,9 +379,7 @@ def _alter(session: Session, ast: exp.Expression, notices: list[Notice]) -> str:
         constant_default=lambda col: _constant_default(session, col),
         notices=notices, transaction=session.txn if session.explicit else None)
     if isinstance(ast, exp.Command):  # ALTER TABLE ... VALIDATE CONSTRAINT, kept as text
-        body = ast.expression
-        text = body.name if isinstance(body, exp.Literal) else str(body or "")
-        tag = validate_command(text, session.catalog, path, notices)
+        tag = validate_command(_command_text(ast), session.catalog, path, notices)
         if tag is not None:
             return tag
     target = ast.this if (ast.args.get("kind") or "").upper() == "TABLE" else None

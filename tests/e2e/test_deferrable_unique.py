@@ -164,6 +164,15 @@ PENDING_SCRIPTS = [["BEGIN", *writes, change.format(t=table), "SELECT 1", "ROLLB
      "ROLLBACK TO s", "TRUNCATE later", "ROLLBACK"],
     ["BEGIN", "INSERT INTO pc VALUES (2, 2)", "SAVEPOINT s", "INSERT INTO later VALUES (9, 2)",
      "ROLLBACK TO s", "TRUNCATE later", "TRUNCATE pc", "ROLLBACK"],
+    # VALIDATE CONSTRAINT is refused too (before a unique key's 42809), and so is a change
+    # in the implicit block of statements sent in one Query.
+    ["BEGIN", "INSERT INTO pc VALUES (2, 2)", "ALTER TABLE pc VALIDATE CONSTRAINT pc_pid_fkey",
+     "SELECT 1", "ROLLBACK"],
+    ["BEGIN", "INSERT INTO later VALUES (9, 2)", "ALTER TABLE later VALIDATE CONSTRAINT later_pos",
+     "ROLLBACK"],
+    ["SELECT 0", "INSERT INTO later VALUES (9, 2); ALTER TABLE later ADD COLUMN z int",
+     "INSERT INTO pc VALUES (2, 2); ALTER TABLE pc VALIDATE CONSTRAINT pc_pid_fkey",
+     "INSERT INTO later VALUES (9, 9); ALTER TABLE later ADD COLUMN z int", "SELECT 1"],
 ]
 
 CATALOG = [
