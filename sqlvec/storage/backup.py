@@ -54,6 +54,9 @@ _LOCK = "LOCK"
 _PIN_PREFIX = "pin-"
 _ATTEMPTS = 4  # catalog changes raced before the last step copies everything under the lock
 _CHUNK = 1 << 20
+# Sequence values given out while a block's schema changes are open, over the latest manifest
+# (`Store.update_catalog_lasting`; the store names it too).
+LASTING_FILE = "catalog_lasting.json"
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,7 @@ def backup_database(source: str, dest: str, *, writer: bool,
                         _copy_tables(source, dest, manifest.body, result)
                     result.end_lsn = _copy_wal(source, dest, log_start(manifest.body), result,
                                                final=True)
+                    _copy_lasting(source, dest, manifest, result)
                     break
             note(f"the catalog changed during the copy; continuing from manifest version "
                  f"{manifest.version}")
@@ -354,12 +358,33 @@ def _copy_wal(source: str, dest: str, wal_from: int, result: DatabaseBackup, *,
     return scan.frames[-1].lsn if scan.frames else first - 1
 
 
+def _copy_lasting(source: str, dest: str, manifest: Manifest, result: DatabaseBackup) -> None:
+    """Copy the sequence values given out while a block's schema changes are open
+    (LASTING_FILE, `Store.update_catalog_lasting`), if they complete the manifest version
+    kept. Read after the last of the log, with `backup/LOCK` held: every value a row in the
+    copied log holds was written there before, and no manifest replaces the version meanwhile.
+    (The writer replaces the file whole: it is read old or new, never a mix.)"""
+    try:
+        with open(os.path.join(source, LASTING_FILE), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return
+    if json.loads(data).get("manifest_version") != manifest.version:
+        return  # an earlier version's: the kept manifest holds its values already
+    with open(os.path.join(dest, LASTING_FILE), "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    result.copied.add(LASTING_FILE)
+
+
 def _finish(dest: str, manifest: Manifest, manifests: ManifestStore,
             result: DatabaseBackup) -> None:
     """Write the manifest, drop files of versions given up on, count and fsync the copy."""
     shutil.copyfile(manifests.file(manifest.version),
                     os.path.join(dest, "manifest", manifest_name(manifest.version)))
     keep = {os.path.join("manifest", manifest_name(manifest.version))}
+    keep.update({LASTING_FILE} & result.copied)
     for tmeta in manifest.body.get("tables", []):
         rel_dir = os.path.join("tables", str(tmeta["def"]["id"]))
         for smeta in tmeta["segments"]:

@@ -87,7 +87,7 @@ from sqlvec.errors import (
     UniqueViolation,
 )
 from sqlvec.storage import access_methods, compaction
-from sqlvec.storage.backup import BackupPins, Pins, log_start
+from sqlvec.storage.backup import LASTING_FILE, BackupPins, Pins, log_start
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.fsutil import atomic_write, lock_directory, storage_error
 from sqlvec.storage.manifest import (
@@ -123,8 +123,6 @@ _PHASES = {"building": "loading tuples", "calibrating": "measuring recall",
 
 FEATURES = (FEATURE_WAL_V2, FEATURE_INDEXES_PER_SEGMENT, FEATURE_DELETE_BITMAPS)
 FIRST_OID = 16400
-# Catalog fields set while schema changes were open that no rollback takes back.
-LASTING_FILE = "catalog_lasting.json"
 
 
 @dataclass
