@@ -188,7 +188,13 @@ class Database:
         (`on_statement`) cover every process. `batch`: "statements", a list of [userid,
         dbid, queryid, query, [calls, total ms, min ms, max ms, mean ms, sum of squared
         deviations, rows]] (`StatementStats.merge`); "observed", a list of [seconds,
-        SQLSTATE or None]; "tables", as `take_table_statistics` returns."""
+        SQLSTATE or None]; "tables", as `take_table_statistics` returns; "activity", a
+        list of [backend pid, query, start, end] of the last statements it answered for
+        sessions of this process (pg_stat_activity: `Session.ran_elsewhere`)."""
+        for pid, query, started, ended in batch.get("activity") or ():
+            session = self.sessions.get(int(pid))
+            if session is not None:
+                session.ran_elsewhere(str(query), float(started), float(ended))
         for userid, dbid, queryid, query, summary in batch.get("statements") or ():
             calls, total, low, high, mean, m2, rows = summary
             self.statement_stats.merge(int(userid), int(dbid), int(queryid), str(query),

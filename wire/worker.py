@@ -236,6 +236,11 @@ class PrimaryLog(logging.Handler):
             pass
 
 
+# A statement answered here, for pg_stat_activity: the client's backend pid, its text, when
+# it started and ended (seconds since the epoch).
+Activity = tuple[int, str, float, float]
+
+
 class PrimaryStatistics:
     """Statistics of the reads answered here, sent to the primary over the control socket and
     counted there with its own: pg_stat_statements (the worker's `statement_stats`), the
@@ -255,6 +260,9 @@ class PrimaryStatistics:
         self._sending = threading.Lock()  # one flush at a time: what it took is sent first
         self._statements: dict[tuple[int, int, int], list] = {}  # key -> [query, calls]
         self._observed: list[tuple[float, str | None]] = []
+        # pg_stat_activity: per backend pid, the last statement answered here (its text,
+        # start and end), for the primary's session of that client.
+        self._activity: dict[int, tuple[str, float, float]] = {}
         self._wake = threading.Event()
         database.statement_stats = self  # type: ignore[assignment]
         database.on_statement = self.observe
@@ -267,21 +275,24 @@ class PrimaryStatistics:
         """Hold what this thread records from now on."""
         self._held.items = []
 
-    def settle(self, keep: bool) -> list[tuple]:
-        """Stop holding: queue what was held for the primary (keep), or drop it. Returns what
-        was held."""
+    def settle(self, keep: bool, ran: Activity | None = None) -> list[tuple]:
+        """Stop holding: queue what was held for the primary (keep), or drop it, and the
+        statement the round trip `ran` (`Activity`). Returns what was held."""
         items, self._held.items = getattr(self._held, "items", None) or [], None
-        if keep and items:
+        if keep and (items or ran):
             with self._lock:
                 for item in items:
                     self._queue(item)
+                if ran:
+                    self._activity[ran[0]] = ran[1:]
         self._wake_sender()  # (the tables' scan counters moved either way)
         return items
 
-    def again(self, items: list[tuple], seconds: float) -> None:
+    def again(self, items: list[tuple], seconds: float, ran: Activity) -> None:
         """Record once more what a round trip recorded (`settle`'s list), as taking `seconds`:
         a kept answer sent again (`KeptAnswer`) counts as its statement run again."""
         with self._lock:
+            self._activity[ran[0]] = ran[1:]
             for item in items:
                 if len(item) == 2:
                     self._queue((seconds, item[1]))
@@ -341,7 +352,7 @@ class PrimaryStatistics:
             if not sent:
                 self._wake.clear()
                 with self._lock:  # queued after that round took what was, before the clear
-                    if self._statements or self._observed:
+                    if self._statements or self._observed or self._activity:
                         self._wake.set()
 
     def flush_for(self, token: bytes) -> None:
@@ -359,21 +370,25 @@ class PrimaryStatistics:
         with self._lock:
             statements, self._statements = self._statements, {}
             observed, self._observed = self._observed, []
+            activity, self._activity = self._activity, {}
         tables = self.database.take_table_statistics()
-        if not (statements or observed or tables):
+        if not (statements or observed or tables or activity):
             return False
-        batch: dict = {"tables": tables, "statements": [],
-                       "durations": pack_durations(observed)}
+        batch: dict = {"tables": tables, "durations": pack_durations(observed)}
         size = len(json.dumps(batch))
-        for key, (query, calls) in statements.items():
-            item = [*key, query, summary(calls)]
+        items = [*(("statements", [*key, query, summary(calls)])
+                   for key, (query, calls) in statements.items()),
+                 *(("activity", [pid, query[:STATISTICS_TEXT_LIMIT], started, ended])
+                   for pid, (query, started, ended) in activity.items())]
+        for field, item in items:
             item_size = len(json.dumps(item))
-            if batch["statements"] and size + item_size > STATISTICS_MESSAGE_LIMIT:
+            if size + item_size > STATISTICS_MESSAGE_LIMIT and (
+                    batch.get("statements") or batch.get("activity")):
                 self._send(batch)
-                batch, size = {"statements": []}, 20
-            batch["statements"].append(item)
+                batch, size = {}, 20
+            batch.setdefault(field, []).append(item)
             size += item_size
-        if batch.get("statements") or batch.get("durations") or batch.get("tables"):
+        if any(batch.get(field) for field in ("statements", "activity", "durations", "tables")):
             self._send(batch)
         return True
 
@@ -551,7 +566,7 @@ class Relay:
         self.shared: set[str] = set()  # ... of them, those the primary holds too
         self.remote: dict[str, tuple[bytes, Parse]] = {}  # read-only, the primary's only (yet)
         self.running = False  # a statement runs here now (cancel requests reach it)
-        self.query = ""  # its text, and since when it runs
+        self.query = ""  # its text, and since when it runs (seconds since the epoch)
         self.started = 0.0
         self.reported = False  # the primary was told it runs (pg_stat_activity)
         self.ulock = threading.Lock()  # one writer to the primary at a time
@@ -630,11 +645,19 @@ class Relay:
         with self.ulock:
             if self.running and not self.reported and now - self.started >= REPORT_AFTER:
                 self.reported = True
-                self._send_activity(self.query)
+                self._send_activity()
 
-    def _send_activity(self, query: str | None) -> None:
+    def _send_activity(self, ran: tuple[float, float] | None = None) -> None:
+        """Tell the primary the statement running here (`query`, since it started), or, once
+        it `ran` (its start and end), that it is over."""
+        if ran is None:
+            running = _last_statement(self.local) if self.local is not None else None
+            started, ended = running[0] if running else self.started, None
+        else:
+            started, ended = ran
+        report = {"query": self.query, "started": started, "ended": ended}
         try:
-            self.upstream.sendall(frame(ACTIVITY_MESSAGE, json.dumps({"query": query}).encode()))
+            self.upstream.sendall(frame(ACTIVITY_MESSAGE, json.dumps(report).encode()))
         except OSError:
             pass
 
@@ -1045,7 +1068,7 @@ class Relay:
         if statistics is not None:
             statistics.hold()
         self.query = _text_of(messages, local)
-        self.started = time.monotonic()
+        self.started = time.time()
         self.running = True
         try:
             local.run_round_trip(messages)
@@ -1071,7 +1094,7 @@ class Relay:
                 self._kept = KeptAnswer.of(self, messages[0], local) if not logged else None
             if reported:  # (after the answer went out: the primary may end the connection now)
                 with self.ulock:
-                    self._send_activity(None)
+                    self._send_activity(_last_statement(local) or (self.started, time.time()))
 
     def _settle(self, messages: list[Message], local: LocalConnection) -> bool:
         """Send the round trip's answer, or drop it for the primary to answer (False)."""
@@ -1092,7 +1115,8 @@ class Relay:
                 return False
             statistics = self.worker.statistics
             if statistics is not None:  # counted before the client can ask for the counts
-                local.recorded = statistics.settle(True)
+                ran = _last_statement(local)
+                local.recorded = statistics.settle(True, ran and (self.pid, self.query, *ran))
             local.finish()
         return True
 
@@ -1139,11 +1163,13 @@ class Relay:
         kept = self._kept
         if kept is None or kept.first is not first or not self._kept_holds(kept):
             return False
-        started = time.perf_counter()
+        started = time.time()  # (also pg_stat_activity's start of the statement)
         with self.wlock:
             if self._spoke():  # the primary spoke first (`_settle`)
                 return False
-            self.worker.statistics.again(kept.recorded, time.perf_counter() - started)
+            seconds = time.time() - started
+            self.worker.statistics.again(kept.recorded, seconds,
+                                         (self.pid, self.query, started, started + seconds))
             self.stream.write(kept.answer)
         self.streak = 0
         return True
@@ -1409,6 +1435,16 @@ def _repeatable(batch: list[tuple[bytes, bytes]], messages: list[Message],
     return None if shape is None else (shape, rest)
 
 
+def _last_statement(local: LocalConnection) -> tuple[float, float] | None:
+    """When the statement a round trip ran here started and ended (its session's
+    pg_stat_activity times); None if it ran none."""
+    session = local.session
+    if session is None or session.query_started is None or session.query_started < \
+            local.relay.started:
+        return None
+    return session.query_started, session.state_changed
+
+
 def _text_of(messages: list[Message], local: LocalConnection) -> str:
     """The statement a round trip runs, as pg_stat_activity shows it."""
     for message in messages:
@@ -1517,9 +1553,10 @@ class Worker:
                 self.database.return_free_memory()
             with self._lock:
                 relays = list(self._relays.values())
+            wall = time.time()  # (what the reads' starts are kept in)
             for relay in relays:
                 if relay.running:
-                    relay.report_if_long(now)
+                    relay.report_if_long(wall)
 
     def _await_clients(self) -> None:
         """While no client is served here (a writer's connection has moved to the primary,

@@ -363,15 +363,15 @@ class RelayedConnection(Connection):
                 continue
             if type_byte != ACTIVITY_MESSAGE:
                 return type_byte, body
-            query = json.loads(bytes(body)).get("query")
+            report = json.loads(bytes(body))
+            ended = report.get("ended")
             session = self.session
-            if session is not None and not session.explicit:
-                session.state = "active" if query is not None else "idle"
-                if query is not None:
-                    session.current_query = query
+            if session is not None:
+                session.ran_elsewhere(str(report.get("query") or ""),
+                                      float(report.get("started") or 0.0), ended)
             with self._lock:
-                self._worker_running = query is not None
-                stop = self._stop_later and query is None
+                self._worker_running = ended is None
+                stop = self._stop_later and ended is not None
             if stop:
                 super().stop()
 

@@ -152,9 +152,10 @@ PG_STAT_TABLES = parse_columns(
     "autovacuum_count int8, analyze_count int8, autoanalyze_count int8")
 
 
-def _gather(o) -> None:
+def gather_other_processes(o) -> None:
     """Have the counts other processes of the server hold merged first (its workers': see
-    `Database.gather_statistics`), so what a client reads counts every answer it has had."""
+    `Database.gather_statistics`), so what a client reads counts every answer it has had
+    (and pg_stat_activity shows the last statement each answered)."""
     gather = getattr(o.database, "gather_statistics", None)
     if gather is not None:
         gather()
@@ -164,7 +165,7 @@ def _tables(o) -> dict:
     """One row per user table: scans and writes counted by the executor; live rows from the
     snapshot; dead rows are deleted rows still stored in sealed segments (compaction, which
     counts as autovacuum, removes them)."""
-    _gather(o)
+    gather_other_processes(o)
     store = o.session.catalog.store
     rows = []
     for rel in o.relations:
@@ -197,7 +198,7 @@ def _indexes(o) -> dict:
     """One row per index of a user table: the primary key's lookups (Index Scan) and the
     vector searches that used an index on some segment; idx_tup_read counts the entries the
     index returned, idx_tup_fetch the rows fetched through it."""
-    _gather(o)
+    gather_other_processes(o)
     store = o.session.catalog.store
     tables = {rel.oid: rel for rel in o.relations if rel.kind == "r"}
     rows = []
@@ -408,7 +409,7 @@ def _pg_stat_statements(o) -> dict:
     """Every statement counted since the server started (or the last reset). Times are in
     milliseconds and include planning (plans and *_plan_time are 0, as with
     pg_stat_statements.track_planning off); block and WAL counters are 0."""
-    _gather(o)
+    gather_other_processes(o)
     stats = getattr(o.database, "statement_stats", None)
     rows = []
     for (userid, dbid, queryid), e in stats.entries() if stats is not None else []:

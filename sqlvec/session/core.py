@@ -196,7 +196,12 @@ class Session:
         self._cancel = threading.Event()
         self._closed = False
         self.started = dt.datetime.now(dt.timezone.utc)
-        self.query_start = self.started  # (set when a statement waits to be planned)
+        # pg_stat_activity's times, in seconds since the epoch: of the last statement's start
+        # (None before the first), of the last change of `state`, of the open transaction's
+        # first statement (shown while a block is open or a statement runs).
+        self.query_started: float | None = None
+        self.state_changed = self.started.timestamp()
+        self.xact_started: float | None = None
         self.current_query = ""
         self.state = "idle"
         # The statement being parsed and planned outside a run, shown active while it waits
@@ -535,6 +540,7 @@ class Session:
         if self._shown_preparing:
             self._shown_preparing = False
             self.state = self._idle_state()
+            self.state_changed = time.time()
 
     def end_batch(self) -> None:
         """The extended-protocol batch ended (Sync, or a simple Query): the tables its Parses
@@ -656,7 +662,7 @@ class Session:
         self._depth += 1
         start = time.perf_counter()
         try:
-            result = self._run_statement(prepared, params, max_rows, runner)
+            result = self._run_statement(prepared, params, max_rows, runner, start)
         except SqlVecError as error:
             if self._depth == 1:
                 statement_log.log_error(self, error, _statement_of(error, prepared.sql))
@@ -677,7 +683,7 @@ class Session:
         return self.run(prepared, params, 0, queries.run_query_values)
 
     def _run_statement(self, prepared: PreparedStatement, params: list | None,
-                       max_rows: int, runner: Runner | None = None) -> Result:
+                       max_rows: int, runner: Runner | None, started: float) -> Result:
         if self.failed:
             self.refuse_in_failed_block(prepared)
         if self._cancel.is_set():  # (clear() takes the event's lock: only when needed)
@@ -688,9 +694,12 @@ class Session:
             self._pick_up_config()
         self.current_query = prepared.sql
         self.state = "active"
+        outermost = self._depth == 1
+        if outermost:
+            self._statement_began()
         self._notices = []
-        started = time.perf_counter()
         outcome: str | None = "XX000"  # SQLSTATE of the error; None once it succeeded
+        elapsed: float | None = None  # (one clock read at the end, shared)
         try:
             try:
                 with self._statement_lock(prepared) as hold:
@@ -708,7 +717,8 @@ class Session:
                 if self._notices:
                     result.notices = [*self._notices, *result.notices]
                     self._notices = []
-                self._count_statement(prepared, result, time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                self._count_statement(prepared, result, elapsed)
                 outcome = None
                 return result
             except SqlVecError as error:
@@ -733,10 +743,35 @@ class Session:
         finally:
             self.state = self._idle_state()
             self.progress = None
+            if elapsed is None:
+                elapsed = time.perf_counter() - started
+            if outermost:
+                self.state_changed = self.query_started + elapsed  # type: ignore[operator]
             observe = self.database.on_statement
             if observe is not None:
-                observe(time.perf_counter() - started, outcome)
+                observe(elapsed, outcome)
             self._after_statement()
+
+    def _statement_began(self) -> None:
+        """pg_stat_activity's times at the start of a statement (one clock read): it started
+        now, the state changed to active, and so did a transaction unless a block is open
+        (an implicit block opened just before its first statement has no start yet)."""
+        self.query_started = self.state_changed = now = time.time()
+        if not self.explicit or self.xact_started is None:
+            self.xact_started = now
+
+    def ran_elsewhere(self, query: str, started: float, ended: float | None) -> None:
+        """A statement of this session another process ran outside any block (a read in a
+        server worker): pg_stat_activity shows it as this session's, active from `started`
+        while `ended` is None, idle since `ended` once it is; unless this session ran a
+        later statement itself, or has a block open."""
+        if self.explicit or self.query_started is not None and started < self.query_started:
+            return
+        self.current_query, self.query_started = query, started
+        if ended is None:
+            self.state, self.state_changed, self.xact_started = "active", started, started
+        else:
+            self.state, self.state_changed = "idle", ended
 
     def _idle_state(self) -> str:
         """pg_stat_activity's state between statements."""
@@ -795,7 +830,7 @@ class Session:
         lock while it is planned), as PostgreSQL's: active, its text, started now."""
         self.current_query = sql
         self.state = "active"
-        self.query_start = dt.datetime.now(dt.timezone.utc)
+        self._statement_began()
         self._shown_preparing = True
 
     def _check_wait(self, deadline: float | None) -> None:

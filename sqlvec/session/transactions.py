@@ -123,6 +123,7 @@ def begin_implicit(session: Session, first_alone: bool) -> None:
     `first_alone`: the next statement, the first of an extended-protocol batch, may still be
     one that runs only outside a block (`refuse_in_block`)."""
     session.explicit = session.implicit = True
+    session.xact_started = None  # (its first statement's start: `Session._statement_began`)
     session.first_alone = first_alone
     session.gathering = False  # (set by the front end's `Session.begin_implicit`)
     session.txn = session.block_transaction()

@@ -9,6 +9,7 @@ block's change is rolled back and the waiting SELECT completes with the old shap
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -225,6 +226,43 @@ def test_a_statement_waiting_to_be_planned_shows_active_with_its_text(uri, send)
         assert answers_at_once(watcher, "SELECT state, query FROM pg_stat_activity "
                                         "WHERE pid = %s", (reader.info.backend_pid,)) == \
             [("idle", sql)]
+
+
+def test_pg_stat_activity_times_are_set_as_postgresql_sets_them(uri):
+    """Another session's times: query_start NULL before its first statement; while one runs,
+    its start, also the start of its transaction and of its active state; once it ended,
+    idle since then and no transaction; in a block, the block's start."""
+    conn, watcher = connect(uri), operator(uri)
+    sql = "SELECT 'times' FROM pg_sleep(0.3)"
+
+    def times() -> tuple:
+        return watcher.execute("SELECT state, query_start, state_change, xact_start "
+                               "FROM pg_stat_activity WHERE pid = %s",
+                               (conn.info.backend_pid,)).fetchone()
+
+    with ThreadPoolExecutor(1) as pool, conn, watcher:
+        state, query_start, state_change, xact_start = times()
+        assert (state, query_start, xact_start) == ("idle", None, None)
+        assert state_change is not None
+        (sent,), = watcher.execute("SELECT clock_timestamp()").fetchall()
+        running = pool.submit(lambda: conn.execute(sql).fetchall())
+        deadline = time.monotonic() + BOUND
+        while (active := times())[0] != "active":  # (a worker reports it after 50 ms)
+            assert time.monotonic() < deadline and not running.done()
+            time.sleep(0.01)
+        _, query_start, state_change, xact_start = active
+        assert sent <= query_start == xact_start <= state_change
+        assert running.result(timeout=30) == [("times",)]
+        state, ended_start, state_change, xact_start = times()
+        assert (state, ended_start, xact_start) == ("idle", query_start, None)
+        assert state_change - query_start >= dt.timedelta(seconds=0.3)
+        conn.execute("BEGIN")
+        conn.execute("SELECT 1")
+        state, query_start, state_change, xact_start = times()
+        assert state == "idle in transaction"
+        assert ended_start < xact_start < query_start <= state_change
+        conn.execute("COMMIT")
+        assert times()[3] is None
 
 
 def test_pg_blocking_pids_names_only_the_claims_a_statement_waits_behind(uri):

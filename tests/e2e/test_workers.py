@@ -238,6 +238,47 @@ def test_pg_stat_activity_lists_sessions_of_every_worker(pool_server):
         assert b.execute("SELECT pg_backend_pid()").fetchone() == (b.info.backend_pid,)
 
 
+ACTIVITY = ("SELECT state, query, query_start, state_change, xact_start FROM pg_stat_activity "
+            "WHERE pid = %s")
+
+
+def _activity_after(watcher: psycopg.Connection, conn: psycopg.Connection, sql: str,
+                    **kwargs) -> tuple:
+    """`sql` run on `conn` (answered by its worker), then its row of pg_stat_activity as
+    another session reads it, with the time before it was sent."""
+    (before,) = watcher.execute("SELECT clock_timestamp()").fetchone()
+    conn.execute(sql, **kwargs)
+    return before, watcher.execute(ACTIVITY, (conn.info.backend_pid,)).fetchone()
+
+
+def test_pg_stat_activity_times_of_reads_answered_in_a_worker(pool_server):
+    """As PostgreSQL's: query_start is NULL before the first statement, then the last one's
+    start, state_change its end, xact_start NULL outside a block; a read its worker answered
+    (run, or a kept answer sent again) shows with its own times, and a block's statements
+    with the block's start."""
+    conn, watcher = two_workers(pool_server)  # (which each ran SHOW sqlvec.worker)
+    with conn, watcher, connect(pool_server) as fresh:
+        state, query, query_start, _, xact_start = watcher.execute(
+            ACTIVITY, (fresh.info.backend_pid,)).fetchone()
+        assert (state, query, query_start, xact_start) == ("idle", "", None, None)
+        last = None
+        for sql, prepare in [("SELECT 1 + 1", False), ("SELECT 40 + 2", True),
+                             ("SELECT 40 + 2", True), ("SELECT 40 + 2", True)]:
+            before, row = _activity_after(watcher, conn, sql, prepare=prepare)
+            state, query, query_start, state_change, xact_start = row
+            assert (state, query, xact_start) == ("idle", sql, None)
+            assert before <= query_start <= state_change
+            assert last is None or query_start > last  # (the last two: a kept answer)
+            last = query_start
+        before, row = _activity_after(watcher, conn, "BEGIN")
+        _, row = _activity_after(watcher, conn, "SELECT 3")
+        state, query, query_start, state_change, xact_start = row
+        assert (state, query) == ("idle in transaction", "SELECT 3")
+        assert before <= xact_start < query_start <= state_change
+        conn.execute("COMMIT")
+        assert watcher.execute(ACTIVITY, (conn.info.backend_pid,)).fetchone()[4] is None
+
+
 def _workers_of(server: RunningServer) -> dict[str, int]:
     """Worker index -> process id, from /proc: the server's descendants named
     `sqlvec-worker-N` (forked by its fork server, `wire.workers.ForkServer`)."""
