@@ -692,11 +692,11 @@ class Session:
             raise AdminShutdown("terminating connection due to administrator command")
         if self._config_generation != self.database.config.generation:
             self._pick_up_config()
+        outermost = self._depth == 1
+        if outermost:  # (first: a later report of a worker's read is then not taken)
+            self._statement_began()
         self.current_query = prepared.sql
         self.state = "active"
-        outermost = self._depth == 1
-        if outermost:
-            self._statement_began()
         self._notices = []
         outcome: str | None = "XX000"  # SQLSTATE of the error; None once it succeeded
         elapsed: float | None = None  # (one clock read at the end, shared)
@@ -828,9 +828,9 @@ class Session:
     def _show_waiting(self, sql: str) -> None:
         """pg_stat_activity shows the statement `sql`, waiting before it runs (for the DDL
         lock while it is planned), as PostgreSQL's: active, its text, started now."""
+        self._statement_began()
         self.current_query = sql
         self.state = "active"
-        self._statement_began()
         self._shown_preparing = True
 
     def _check_wait(self, deadline: float | None) -> None:
