@@ -54,7 +54,7 @@ class CompiledTopK:
     """One prepared top-k's round trip (module docstring): made by `of`; `fits` and `vector`
     say whether a round trip runs through it, `steps` runs it."""
 
-    __slots__ = ("statement", "prepared", "portal", "param_formats", "result_formats",
+    __slots__ = ("statement", "prepared", "name", "portal", "param_formats", "result_formats",
                  "describe", "execute", "param_type", "param_format", "columns", "arrow_types",
                  "formats", "head", "rows", "encoders", "tags")
 
@@ -62,7 +62,7 @@ class CompiledTopK:
                  formats: list[int], rows, encoders: list) -> None:
         prepared = statement.prepared
         self.statement, self.prepared = statement, prepared
-        self.portal = bind.portal
+        self.name, self.portal = bind.statement, bind.portal
         self.param_formats, self.result_formats = bind.param_formats, bind.result_formats
         self.describe, self.execute = describe, execute
         self.param_type = prepared.param_types[0]
@@ -117,10 +117,25 @@ class CompiledTopK:
             and bind.result_formats == self.result_formats \
             and _still_compiled(connection, bind.statement, self.statement, self.prepared)
 
+    def current(self, connection: Connection) -> bool:
+        """`fits` of a round trip known to be the compiled one but for its value (a repeat
+        recognised in the receive buffer: `RepeatedRoundTrip`): only what may have changed
+        since is checked."""
+        return _still_compiled(connection, self.name, self.statement, self.prepared)
+
+    @property
+    def bounded(self) -> bool:
+        """Whether its answer is always far below SEND_BUFFER (a short result of one integer
+        column, a notice at most besides), so it is held whole until the round trip settles."""
+        return self.rows is not None
+
     def vector(self, bind: Bind) -> object:
-        """The bound query vector, decoded; None when it is NULL or does not decode here (the
+        """The bound query vector, decoded (`vector_of`)."""
+        return self.vector_of(bind.params[0])
+
+    def vector_of(self, value: bytes | None) -> object:
+        """A query vector as bound, decoded; None when it is NULL or does not decode here (the
         general path runs the round trip then, and reports the error)."""
-        value = bind.params[0]
         if value is None:
             return None
         try:
