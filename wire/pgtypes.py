@@ -44,6 +44,7 @@ from sqlvec.execution.values import (
     NUMERIC_NINF,
     NUMERIC_PINF,
     NUMERIC_POS,
+    checked_vector,
     encode_numeric,
     format_value,
     parse_text,
@@ -949,6 +950,12 @@ def decode_vector(data: bytes, t: SqlType | None = None) -> np.ndarray:
     if t is not None and t.typmod >= 0 and values.size != t.typmod:
         raise DataException(f"expected {t.typmod} dimensions, not {values.size}")
     return values
+
+
+def bound_vector_decoder(t: SqlType) -> Callable[[bytes], object]:
+    """`decode_vector` for values of one type, chosen once, its vector bound as the engine
+    binds one already checked (`checked_vector`: `typed_params` does not check it again)."""
+    return lambda data: checked_vector(decode_vector(data, t), t)
 
 
 # Input: whole columns (COPY FROM) -----------------------------------------------------------------
