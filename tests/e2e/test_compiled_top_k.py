@@ -194,3 +194,20 @@ def test_a_repeat_with_a_bad_vector_fails_as_the_primary_and_the_next_answers(
                 (primary.value.sqlstate, str(primary.value))
             assert here.value.sqlstate == "22000"
             assert run_all() == first
+
+
+def test_the_next_repeat_after_terminate_meets_the_error(pool_server, table):
+    """A repeat taken straight to its compiled top-k asks whether the primary spoke first only
+    when its answer settles: the primary's FATAL still comes first, every time."""
+    with connect(pool_server) as admin:
+        make_table(admin, table)
+        sql = f"SELECT id FROM {table} ORDER BY emb <-> %s LIMIT 5"
+        q = vectors(1, 4)[0]
+        for _ in range(10):
+            victim = connect(pool_server)
+            for _ in range(3):  # prepared, then repeated
+                assert len(victim.execute(sql, (q,), prepare=True).fetchall()) == 5
+            admin.execute("SELECT pg_terminate_backend(%s)", [victim.info.backend_pid])
+            with pytest.raises(psycopg.errors.AdminShutdown):
+                victim.execute(sql, (q,), prepare=True)
+            victim.close()
