@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import math
 import struct
 import uuid
@@ -481,8 +482,9 @@ def test_a_vector_decoder_chosen_once_answers_as_decode_vector():
                b"\0" * 12, head + b"\0" * 8, b"\0\3", struct.pack("!HH", 4, 0) + b"\0" * 16]
     for typ in (t, SqlType("vector")):
         decode = P.vector_decoder(typ)
+        reference = functools.partial(P.decode_vector, t=typ)
         for data in inputs:
-            assert _outcome(decode, data) == _outcome(lambda d: P.decode_vector(d, typ), data)
+            assert _outcome(decode, data) == _outcome(reference, data)
     assert _outcome(P.vector_decoder(t), head + big)[1][0] == pytest.approx(3e38)
 
 
