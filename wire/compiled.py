@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sqlvec.session import PreparedStatement, Session
+    from sqlvec.types import SqlType
     from wire.connection import Connection, Statement
     from wire.messages import Bind
 
@@ -54,20 +55,20 @@ class CompiledTopK:
     """One prepared top-k's round trip (module docstring): made by `of`; `fits` and `vector`
     say whether a round trip runs through it, `steps` runs it."""
 
-    __slots__ = ("statement", "prepared", "portal", "param_formats", "result_formats",
-                 "describe", "execute", "param_type", "param_format", "columns", "arrow_types",
+    __slots__ = ("statement", "prepared", "name", "portal", "param_formats", "result_formats",
+                 "describe", "execute", "decode", "columns", "arrow_types",
                  "formats", "head", "rows", "encoders", "tags")
 
     def __init__(self, statement: Statement, bind: Bind, describe: bool, execute: Execute,
                  formats: list[int], rows, encoders: list) -> None:
         prepared = statement.prepared
         self.statement, self.prepared = statement, prepared
-        self.portal = bind.portal
+        self.name, self.portal = bind.statement, bind.portal
         self.param_formats, self.result_formats = bind.param_formats, bind.result_formats
         self.describe, self.execute = describe, execute
-        self.param_type = prepared.param_types[0]
         codes = bind.param_formats
-        self.param_format = codes[0] if codes else pgtypes.TEXT
+        self.decode = _vector_decoder(prepared.param_types[0],
+                                      codes[0] if codes else pgtypes.TEXT)
         self.columns = prepared.columns
         self.arrow_types = list(prepared.fused.arrow_types)  # type: ignore[union-attr]
         self.formats = formats
@@ -117,14 +118,29 @@ class CompiledTopK:
             and bind.result_formats == self.result_formats \
             and _still_compiled(connection, bind.statement, self.statement, self.prepared)
 
+    def current(self, connection: Connection) -> bool:
+        """`fits` of a round trip known to be the compiled one but for its value (a repeat
+        recognised in the receive buffer: `RepeatedRoundTrip`): only what may have changed
+        since is checked."""
+        return _still_compiled(connection, self.name, self.statement, self.prepared)
+
+    @property
+    def bounded(self) -> bool:
+        """Whether its answer is always far below SEND_BUFFER (a short result of one integer
+        column, a notice at most besides), so it is held whole until the round trip settles."""
+        return self.rows is not None
+
     def vector(self, bind: Bind) -> object:
-        """The bound query vector, decoded; None when it is NULL or does not decode here (the
+        """The bound query vector, decoded (`vector_of`)."""
+        return self.vector_of(bind.params[0])
+
+    def vector_of(self, value: bytes | None) -> object:
+        """A query vector as bound, decoded; None when it is NULL or does not decode here (the
         general path runs the round trip then, and reports the error)."""
-        value = bind.params[0]
         if value is None:
             return None
         try:
-            return pgtypes.decode_param(value, self.param_type, self.param_format)
+            return self.decode(value)
         except Exception:
             return None
 
@@ -249,6 +265,15 @@ class CompiledWrite:
         formats = [] if columns is None else [self.codes[0] if self.codes else pgtypes.TEXT] \
             * len(columns)
         connection._send_result(result, formats, 0)
+
+
+def _vector_decoder(t: SqlType, fmt: int) -> Callable[[bytes], object]:
+    """The decoder of a top-k's query vector of type `t` bound in format `fmt`, chosen once: a
+    binary vector's is checked as the engine checks a bound vector, and bound as it is
+    (`pgtypes.bound_vector_decoder`); other types and formats are `decode_param`'s."""
+    if fmt == pgtypes.BINARY and t.name == "vector":
+        return pgtypes.bound_vector_decoder(t)
+    return lambda data: pgtypes.decode_param(data, t, fmt)
 
 
 def _still_compiled(connection: Connection, name: str, statement: Statement,

@@ -914,10 +914,7 @@ class Connection:
         if fits:
             vector = compiled.vector(bind)  # type: ignore[union-attr]
             if vector is not None:
-                self.compiled_runs += 1
-                self.state = _EXTENDED_STATE
-                self._extended(compiled.steps, vector)  # type: ignore[union-attr]
-                self.on_sync(_SYNC)
+                self.run_compiled(compiled, vector)  # type: ignore[arg-type]
                 return
         self.state = _EXTENDED_STATE
         self._extended(Connection._bound_steps, bind, describe, execute)
@@ -925,6 +922,14 @@ class Connection:
         if not fits:
             self._compiled = CompiledTopK.of(self.statements.get(bind.statement), bind,
                                              describe, execute)
+
+    def run_compiled(self, compiled: CompiledTopK, vector: object) -> None:
+        """A compiled top-k's round trip (its fit checked: `CompiledTopK.fits` or `current`)
+        for the decoded query `vector`, its Sync's answer included."""
+        self.compiled_runs += 1
+        self.state = _EXTENDED_STATE
+        self._extended(compiled.steps, vector)
+        self.on_sync(_SYNC)
 
     def _bound_steps(self, bind: Bind, describe: bool, execute: Execute) -> None:
         """`run_bound`'s Bind, Describe and Execute (their errors: `_extended`)."""

@@ -44,6 +44,7 @@ from sqlvec.execution.values import (
     NUMERIC_NINF,
     NUMERIC_PINF,
     NUMERIC_POS,
+    checked_vector,
     encode_numeric,
     format_value,
     parse_text,
@@ -56,6 +57,7 @@ from sqlvec.types import (
     VECTOR_MAX_DIM,
     SparseVector,
     SqlType,
+    all_finite,
     check_sparsevec_dims,
     check_sparsevec_indices,
     check_sparsevec_nnz,
@@ -949,6 +951,35 @@ def decode_vector(data: bytes, t: SqlType | None = None) -> np.ndarray:
     if t is not None and t.typmod >= 0 and values.size != t.typmod:
         raise DataException(f"expected {t.typmod} dimensions, not {values.size}")
     return values
+
+
+def vector_decoder(t: SqlType) -> Callable[[bytes], np.ndarray]:
+    """`decode_vector` for values of one type, chosen once (a prepared top-k's query vector,
+    decoded at every run): a vector of the type's dimensions (any, when it declares none)
+    takes a shortcut, its header and size compared as one integer, its values read with one
+    `frombuffer` and checked finite (`all_finite`); anything else, errors included, is
+    `decode_vector`'s."""
+    if t.name != "vector":
+        return lambda data: decode_vector(data, t)
+    declared, wire = t.typmod, _VECTOR_WIRE["vector"]
+
+    def decode(data: bytes) -> np.ndarray:
+        size = len(data)
+        dims = (size - 4) >> 2
+        if (dims == declared or declared < 0) and 0 < dims <= VECTOR_MAX_DIM \
+                and not size & 3 and int.from_bytes(data[:4], "big") == dims << 16:
+            values = np.frombuffer(data, wire, dims, 4).astype(np.float32)
+            if all_finite(values):
+                return values
+        return decode_vector(data, t)
+    return decode
+
+
+def bound_vector_decoder(t: SqlType) -> Callable[[bytes], object]:
+    """`vector_decoder`, its vector bound as the engine binds one already checked
+    (`checked_vector`: `typed_params` does not check it again)."""
+    decode = vector_decoder(t)
+    return lambda data: checked_vector(decode(data), t)
 
 
 # Input: whole columns (COPY FROM) -----------------------------------------------------------------

@@ -57,6 +57,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, NoReturn
 
+import numpy as np
+
 from sqlvec.database import (
     DEFAULT_DATABASE,
     ConfigFileError,
@@ -75,7 +77,8 @@ from wire.codec import (
     frame,
     linger_close,
 )
-from wire.connection import GONE, SEND_BUFFER, Connection, ConnectionState
+from wire.compiled import CompiledTopK
+from wire.connection import GONE, SEND_BUFFER, Connection, ConnectionState, bound_round_trip
 from wire.messages import (
     Bind,
     Close,
@@ -113,6 +116,8 @@ from wire.workers import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlvec.session import Session
 
 log = logging.getLogger("sqlvec.wire")
@@ -400,18 +405,16 @@ def summary(calls: list[tuple[float, int]]) -> list:
     """One statement's calls (milliseconds, rows) as pg_stat_statements keeps them: [calls,
     total ms, min ms, max ms, mean ms, sum of squared deviations, rows]. The primary merges
     the summary whole (`StatementStats.merge`), not call by call, and the message stays short
-    however many calls it covers."""
-    n, total, low, high, mean, m2, rows = 0, 0.0, math.inf, 0.0, 0.0, 0.0, 0
-    for ms, count in calls:
-        n += 1
-        total += ms
-        low = min(low, ms)
-        high = max(high, ms)
-        delta = ms - mean
-        mean += delta / n
-        m2 += delta * (ms - mean)
-        rows += count
-    return [n, total, low, high, mean, m2, rows]
+    however many calls it covers. Worked out over whole lists (C loops), not call by call:
+    a busy worker's statement has thousands of calls per batch."""
+    if not calls:
+        return [0, 0.0, math.inf, 0.0, 0.0, 0.0, 0]
+    times = [ms for ms, _ in calls]
+    n, total = len(times), sum(times)
+    mean = total / n
+    deviations = np.array(times) - mean
+    return [n, total, min(times), max(times), mean, float(deviations.dot(deviations)),
+            sum([count for _, count in calls])]
 
 
 class _LocalServer:
@@ -476,6 +479,10 @@ class LocalConnection(Connection):
             self.answer = bytes(self._out)
         self._write()
 
+    def compiled_top_k(self) -> CompiledTopK | None:
+        """The prepared top-k compiled by the last bound round trip run here, if any."""
+        return self._compiled
+
     def discard(self) -> None:
         """The round trip goes to the primary: drop its output and portals."""
         self.capturing = False
@@ -521,6 +528,37 @@ def _statement_of(first: Message, local: LocalConnection) -> object:
     return local.statements.get(first.statement) if type(first) is Bind else None
 
 
+class TopKLane:
+    """A repeated round trip (`RepeatedRoundTrip`) of a prepared top-k whose round trip is
+    compiled here (`CompiledTopK`): the compiled steps checked once to fit the shape's Bind,
+    Describe and Execute, which every repeat matches but for the vector, so each repeat only
+    checks what may change (`CompiledTopK.current`) and decodes its vector from the buffer.
+    Its messages (the shape's Bind standing for each repeat's) are what the relay's
+    bookkeeping reads of a round trip: names, not values."""
+
+    __slots__ = ("shape", "rest", "messages", "compiled")
+
+    def __init__(self, shape: RepeatedRoundTrip, rest: list[tuple[bytes, bytes]],
+                 messages: list[Message], compiled: CompiledTopK) -> None:
+        self.shape, self.rest, self.messages, self.compiled = shape, rest, messages, compiled
+
+    @classmethod
+    def of(cls, shape: RepeatedRoundTrip | RepeatedMessage, rest: list[tuple[bytes, bytes]],
+           local: LocalConnection | None) -> TopKLane | None:
+        """The lane of `shape`, if it is a one-parameter round trip whose compiled top-k
+        (the last one `local` ran) fits it; else None."""
+        if type(shape) is not RepeatedRoundTrip or shape.nparams != 1 or local is None:
+            return None
+        compiled = local.compiled_top_k()
+        if compiled is None:
+            return None
+        messages = [shape.bind, *shape.messages]
+        bound = bound_round_trip(messages)
+        if bound is None or not compiled.fits(local, *bound):
+            return None
+        return cls(shape, rest, messages, compiled)
+
+
 class Relay:
     """One client of this worker (module docstring)."""
 
@@ -562,6 +600,7 @@ class Relay:
         self._repeat: tuple[RepeatedRoundTrip | RepeatedMessage,
                             list[tuple[bytes, bytes]]] | None = None
         self._kept: KeptAnswer | None = None  # its answer, if that cannot change (`_keepable`)
+        self._lane: TopKLane | None = None  # its compiled top-k, if it is one (`_repeated`)
         self._judged: tuple[Message | None, bool] = (None, False)  # a Query: is it constant?
         self.shared: set[str] = set()  # ... of them, those the primary holds too
         self.remote: dict[str, tuple[bytes, Parse]] = {}  # read-only, the primary's only (yet)
@@ -935,6 +974,13 @@ class Relay:
         stream = self.stream
         stream.receive()
         buf, start, end = stream.window()
+        local = self.local
+        lane = self._lane
+        if lane is None or lane.shape is not shape or local is None \
+                or lane.compiled is not local.compiled_top_k():
+            lane = self._lane = TopKLane.of(shape, rest, local)
+        if lane is not None and self._repeated_top_k(lane, buf, start, end):
+            return True
         found = shape.match(buf, start, end)
         if found is None:
             return False
@@ -949,15 +995,43 @@ class Relay:
         self._round_trip([(b"B", body), *rest], [message, *shape.messages], repeated=True)
         return True
 
+    def _repeated_top_k(self, lane: TopKLane, buf: bytearray, start: int, end: int) -> bool:
+        """`_repeated` of a prepared top-k compiled here (`TopKLane`): its query vector taken
+        from the receive buffer and run through the compiled round trip, with no Bind made,
+        nor its messages looked at again. False, nothing consumed, when it is not that round
+        trip, or its compiled steps no longer fit it (`_repeated` then takes it)."""
+        shape = lane.shape
+        found = shape.values(buf, start, end)
+        if found is None:
+            return False
+        local, compiled = self.local, lane.compiled
+        if local is None or not compiled.current(local):
+            return False
+        value = found[0][0]
+        vector = compiled.vector_of(value)
+        if vector is None:
+            return False
+        size = found[1]
+        self.stream.skip(size)
+        body = bytes(buf[start + 5:start + size - len(shape.rest)])
+        self._round_trip([(b"B", body), *lane.rest], lane.messages, repeated=True,
+                         run=lambda: local.run_compiled(compiled, vector),
+                         asked=compiled.bounded)
+        return True
+
     def _round_trip(self, batch: list[tuple[bytes, bytes]], messages: list[Message],
-                    repeated: bool = False) -> None:
+                    repeated: bool = False, run: Callable[[], None] | None = None,
+                    asked: bool = False) -> None:
+        """Answer a round trip here (`_answer_here`: by `run` when given), or relay it.
+        `asked`: its answer is held whole until it settles, so whether the primary spoke
+        first is asked then only (`_ready_here`)."""
         if self.local_ok and self._idle():
             if self.remote and not repeated:  # prepared by the primary alone: here too, if
                 for m in messages:  # they can be
                     if isinstance(m, Bind) and m.statement in self.remote:
                         self._parse_here(*self.remote.pop(m.statement))
-            if (repeated or self._answerable(messages)) and self._ready_here() \
-                    and self._answer_here(messages):
+            if (repeated or self._answerable(messages)) and self._ready_here(asked) \
+                    and self._answer_here(messages, run):
                 self.streak = 0
                 if repeated:
                     return
@@ -1009,11 +1083,13 @@ class Relay:
             return True
         return self._unread[0] > 0
 
-    def _ready_here(self) -> bool:
+    def _ready_here(self, asked: bool = False) -> bool:
         """Make the local session ready: created, with the primary's settings, its follower
-        at the published commit position. False when the primary must answer instead."""
+        at the published commit position. False when the primary must answer instead.
+        `asked`: whether the primary spoke first is left to `_settle` (an answer held whole
+        until then: dropped there if it did, so the order stays; one ioctl less)."""
         worker = self.worker
-        if self._spoke():
+        if not asked and self._spoke():
             # The primary spoke first (a FATAL of pg_terminate_backend, a notification): its
             # words go out before this statement's answer, which the primary gives.
             return False
@@ -1057,8 +1133,10 @@ class Relay:
             self._applied = mirrored
         return True
 
-    def _answer_here(self, messages: list[Message]) -> bool:
-        """Run a round trip here; False (nothing sent) if the primary must answer it."""
+    def _answer_here(self, messages: list[Message],
+                     run: Callable[[], None] | None = None) -> bool:
+        """Run a round trip here (by `run`, when given: its messages' names are read, not their
+        values); False (nothing sent) if the primary must answer it."""
         local = self.local
         assert local is not None
         local.begin()
@@ -1071,7 +1149,10 @@ class Relay:
         self.started = time.time()
         self.running = True
         try:
-            local.run_round_trip(messages)
+            if run is None:
+                local.run_round_trip(messages)
+            else:
+                run()
         except GONE:
             raise
         except Exception:

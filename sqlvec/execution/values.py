@@ -880,6 +880,12 @@ class _PendingVector:
         self.array, self.type = array, t
 
 
+def checked_vector(array: np.ndarray, t: SqlType) -> object:
+    """A dense vector parameter already checked as `vector_value` checks it (decoded by a
+    front end that did: a binary vector's recv), bound as it is, not checked again."""
+    return _PendingVector(array, t)
+
+
 class BoundParams(list):
     """A statement's parameters as Arrow scalars of their types (what `$n` evaluates to).
 
@@ -1565,7 +1571,10 @@ def typed_params(types: list[SqlType], params: list) -> BoundParams:
         t = types[i] if i < len(types) else TEXT
         if isinstance(value, str) and "\0" in value:  # as the wire refuses it (decode_utf8)
             raise invalid_byte_sequence(value.encode(), value.encode().find(b"\0"))
-        if isinstance(value, pa.Scalar):
+        if type(value) is _PendingVector:  # (`checked_vector`)
+            out.append(value if value.type is t else
+                       _PendingVector(vector_value(value.array, t), t))
+        elif isinstance(value, pa.Scalar):
             out.append(value)
         elif isinstance(value, (np.ndarray, list)) and t.is_vector:
             out.append(_PendingVector(vector_value(value, t), t))

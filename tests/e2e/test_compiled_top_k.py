@@ -164,3 +164,50 @@ def test_a_lone_graphs_search_follows_knobs_exactness_and_the_index(pool_server,
         assert run() == coarse
         a.execute(f"DROP INDEX {table}_graph")
         assert run() == exact
+
+
+
+def test_a_repeat_with_a_bad_vector_fails_as_the_primary_and_the_next_answers(
+        pool_server, table):
+    """Repeats of a compiled top-k are taken from the receive buffer: one whose vector does not
+    decode (wrong dimensions, NaN) gets the error the primary gives it (in a block), and
+    leaves the connection idle; the next repeats are answered as before."""
+    with connect(pool_server) as a:
+        make_table(a, table)
+        sql = f"SELECT id FROM {table} ORDER BY emb <-> %s LIMIT 5"
+        queries = vectors(3, 11)
+
+        def run_all() -> list[list[int]]:
+            return [[r[0] for r in a.execute(sql, (q,), prepare=True).fetchall()]
+                    for q in queries]
+
+        first = run_all()
+        nan = np.ones(DIM, dtype=np.float32)
+        nan[2] = np.nan
+        for vector in (np.ones(DIM - 3, dtype=np.float32), nan):
+            with pytest.raises(psycopg.Error) as here:
+                a.execute(sql, (vector,), prepare=True)
+            assert a.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            with pytest.raises(psycopg.Error) as primary, a.transaction():
+                a.execute(sql, (vector,))
+            assert (here.value.sqlstate, str(here.value)) == \
+                (primary.value.sqlstate, str(primary.value))
+            assert here.value.sqlstate == "22000"
+            assert run_all() == first
+
+
+def test_the_next_repeat_after_terminate_meets_the_error(pool_server, table):
+    """A repeat taken straight to its compiled top-k asks whether the primary spoke first only
+    when its answer settles: the primary's FATAL still comes first, every time."""
+    with connect(pool_server) as admin:
+        make_table(admin, table)
+        sql = f"SELECT id FROM {table} ORDER BY emb <-> %s LIMIT 5"
+        q = vectors(1, 4)[0]
+        for _ in range(10):
+            victim = connect(pool_server)
+            for _ in range(3):  # prepared, then repeated
+                assert len(victim.execute(sql, (q,), prepare=True).fetchall()) == 5
+            admin.execute("SELECT pg_terminate_backend(%s)", [victim.info.backend_pid])
+            with pytest.raises(psycopg.errors.AdminShutdown):
+                victim.execute(sql, (q,), prepare=True)
+            victim.close()

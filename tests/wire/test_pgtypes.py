@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import math
 import struct
 import uuid
@@ -458,6 +459,33 @@ def test_a_column_of_texts_takes_utf8_without_nul_only():
     assert decode(_cells([b"ab", b"\xff\xfe"])) is None
     assert P.param_column_decoder(SqlType("text"), P.BINARY, 0)(
         np.empty((3, 0), np.uint8)).to_pylist() == ["", "", ""]
+
+
+def _outcome(decode, data: bytes) -> object:
+    try:
+        value = decode(data)
+    except SqlVecError as exc:
+        return (exc.sqlstate, str(exc))
+    return (value.dtype, value.tolist())
+
+
+def test_a_vector_decoder_chosen_once_answers_as_decode_vector():
+    """The shortcut of a vector of the type's dimensions gives decode_vector's values, and
+    every other input (NaN, infinity, other dimensions, a bad header) decode_vector's value or
+    error."""
+    t = SqlType("vector", 3)
+    head = struct.pack("!HH", 3, 0)
+    big = np.array([3e38, 1, 2], ">f4").tobytes()  # finite, though its squares overflow float32
+    inputs = [head + np.array(v, ">f4").tobytes()
+              for v in ([1, -2.5, 3e-3], [0, 0, 0], [1, np.nan, 2], [np.inf, 1, 2])]
+    inputs += [head + big, struct.pack("!HH", 2, 0) + b"\0" * 8, struct.pack("!HH", 3, 1) +
+               b"\0" * 12, head + b"\0" * 8, b"\0\3", struct.pack("!HH", 4, 0) + b"\0" * 16]
+    for typ in (t, SqlType("vector")):
+        decode = P.vector_decoder(typ)
+        reference = functools.partial(P.decode_vector, t=typ)
+        for data in inputs:
+            assert _outcome(decode, data) == _outcome(reference, data)
+    assert _outcome(P.vector_decoder(t), head + big)[1][0] == pytest.approx(3e38)
 
 
 def test_a_column_of_binary_vectors_takes_finite_ones_of_its_dimensions_only():
