@@ -826,20 +826,20 @@ class Planner:
 
 
     def _row_subquery(self, sub: exp.Subquery, row: exp.Expression, scope: Scope) -> exp.Tuple:
-        """The row a row subquery yields, as one scalar SubPlan per column: each fails with
-        21000 on more than one row and is NULL on none, as the row subquery is."""
-        plan = self.plan_query(sub.this, scope)
-        visible = [f for f in plan.fields if not f.hidden]
-        row_values.check_subquery_width(row, len(visible))
-        alias = self.ctx.fresh("rowsub")
-        names = [self.ctx.fresh("col") for _ in visible]
-        renamed = n.Rename(_renamed(plan.fields, alias, names), child=plan, alias=alias)
-        cells = []
-        for name in names:
-            field = next(f for f in renamed.fields if f.name == name)
-            column = n.Project((field,), child=renamed, exprs=(exp.column(name, table=alias),))
-            cells.append(SubPlan(kind="scalar", plan=column))
+        """The row a row subquery yields, as one scalar SubPlan per column
+        (`row_subquery_cells`)."""
+        cells = self.row_subquery_cells(sub.this, scope)
+        row_values.check_subquery_width(row, len(cells))
         return exp.Tuple(expressions=cells)
+
+    def row_subquery_cells(self, query: exp.Expression, scope: Scope) -> list[SubPlan]:
+        """The columns of a row sub-SELECT (any query: `*`, set operations), one scalar SubPlan
+        each, sharing one run of the query: each fails with 21000 on more than one row and is
+        NULL on none, as the row is."""
+        plan = self.plan_query(query, scope)
+        shared = self.ctx.fresh("rowsub")
+        width = sum(1 for f in plan.fields if not f.hidden)
+        return [SubPlan(kind="scalar", plan=plan, row=shared, column=i) for i in range(width)]
 
     # Correlated subqueries ----------------------------------------------------------------------
 

@@ -31,32 +31,17 @@ def _subplan(c: Compiler, e: SubPlan) -> Value:
             return keyed
     kind = e.args["kind"]
     operator, row_keys, correlated = _build_subplan(c, e.args["plan"])
-    out_type = operator.fields[0].type if operator.fields else TEXT
+    column = _row_column(operator, e)
+    out_type = operator.fields[column].type if operator.fields else TEXT
     probe = c.compile(e.this) if kind == "in" else None
     if probe is not None and probe.type.name == "unknown":
         probe = c.coerce(probe, out_type)
 
-    def evaluate(frame: Frame) -> pa.Table:
-        return operator.execute(frame.ctx, outer=frame)
-
     def per_group(f: Frame, reduce):
         """The subquery's reduced result: one (uncorrelated), or one per distinct value of the
         outer columns it reads, with each row's group."""
-        if not correlated:
-            key = id(operator)
-            cache = f.ctx.subquery_cache
-            if key not in cache:
-                cache[key] = evaluate(Frame(ONE_ROW.slice(0, 0), f.ctx, f))
-            return reduce(cache[key]), None
-        if f.n == 0:
-            return [], np.zeros(0, np.int64)
-        if row_keys:
-            gids, first = group_ids([_groupable(f.table.column(i)) for i in row_keys], f.n)
-        else:  # reads only queries further out: the same for every row here
-            gids, first = np.zeros(f.n, np.int64), np.zeros(1, np.int64)
-        results = [reduce(evaluate(Frame(f.table.slice(int(r), 1), f.ctx, f.outer)))
-                   for r in first]
-        return results, gids
+        results, gids = _results(operator, row_keys, correlated, f, e.args.get("row"))
+        return (reduce(results[0]), None) if gids is None else ([reduce(r) for r in results], gids)
 
     def spread(results: list, gids: np.ndarray, arrow: pa.DataType) -> pa.Array:
         return pa.array([s.as_py() for s in results], arrow).take(pa.array(gids))
@@ -70,7 +55,7 @@ def _subplan(c: Compiler, e: SubPlan) -> Value:
                                   sqlstate="21000")
             if table.num_rows == 0:
                 return pa.scalar(None, t.to_arrow())
-            return table.column(0)[0]
+            return table.column(column)[0]
 
         def fn(f):
             res, gids = per_group(f, reduce_scalar)
@@ -114,6 +99,43 @@ def _subplan(c: Compiler, e: SubPlan) -> Value:
         return pc.invert(hit) if negate else hit
 
     return Value(fn_in, BOOL)
+
+
+def _row_column(operator, e: SubPlan) -> int:
+    """Where the subquery's value is among its operator's columns: the first, or for a
+    column of a row sub-SELECT (`row`) its `column`-th visible one."""
+    if e.args.get("row") is None:
+        return 0
+    return [i for i, f in enumerate(operator.fields) if not f.hidden][int(e.args["column"])]
+
+
+def _results(operator, row_keys: list[int], correlated: bool, f: Frame,
+             shared: str | None) -> tuple[list[pa.Table], np.ndarray | None]:
+    """The subquery's rows: one result when uncorrelated (run once per statement), else one
+    per distinct value of the outer columns it reads with each row's group. The columns of one
+    row sub-SELECT (`shared`, its name) share the run: they are values of the same row."""
+    cache = f.ctx.subquery_cache
+    if not correlated:
+        key = id(operator) if shared is None else ("row", shared)
+        if key not in cache:
+            cache[key] = operator.execute(f.ctx, outer=Frame(ONE_ROW.slice(0, 0), f.ctx, f))
+        return [cache[key]], None
+    if shared is not None:
+        seen = cache.get(("row", shared))
+        if seen is not None and seen[0] is f.table and seen[1] is f.outer:
+            return seen[2], seen[3]
+    if f.n == 0:
+        results, gids = [], np.zeros(0, np.int64)
+    else:
+        if row_keys:
+            gids, first = group_ids([_groupable(f.table.column(i)) for i in row_keys], f.n)
+        else:  # reads only queries further out: the same for every row here
+            gids, first = np.zeros(f.n, np.int64), np.zeros(1, np.int64)
+        results = [operator.execute(f.ctx, outer=Frame(f.table.slice(int(r), 1), f.ctx, f.outer))
+                   for r in first]
+    if shared is not None:  # the frame is held so that its id is not reused meanwhile
+        cache[("row", shared)] = (f.table, f.outer, results, gids)
+    return results, gids
 
 
 def _row_in_subplan(c: Compiler, e: SubPlan) -> Value:
