@@ -267,14 +267,17 @@ class Catalog:
         except KeyError:
             raise UndefinedTable(f'relation "{key.split(".", 1)[-1]}" does not exist') from None
 
-    def nextval(self, key: str, count: int = 1) -> list[int]:
-        """The next `count` values of a sequence; durable before they are handed out. At its
-        bound it wraps around (CYCLE) or fails (2200H) after taking the values before."""
+    def nextval(self, key: str, count: int = 1, ahead: int = 0) -> list[int]:
+        """The next `count` values of a sequence, and up to `ahead` more before its bound (a
+        session's cache); durable before they are handed out. At its bound it wraps around
+        (CYCLE) or fails (2200H) after taking the values before."""
         with self._lock:
             seq = self.sequence(key)
             inc = int(seq["increment"])
             values, wrapped, error = seqrules.advance(
-                seq, key.split(".", 1)[1], self._last_value(key, seq), count)
+                seq, key.split(".", 1)[1], self._last_value(key, seq), count + ahead)
+            if len(values) >= count:
+                error = None
             if values:
                 top = values[-1]
                 reserved = seq.get("reserved")
@@ -408,7 +411,7 @@ def _restarted(catalog: dict, incarnations: dict[str, int]) -> dict:
 
 def _cache_key(key: str, seq: dict) -> tuple[str, int, int]:
     """Where `Catalog._seq_values` keeps a sequence's last value: by name, OID, incarnation."""
-    return key, int(seq["oid"]), int(seq.get("incarnation", 0))
+    return (key, *seqrules.identity(seq))
 
 
 def _resolved(table: Table | None) -> Table | None:

@@ -505,3 +505,64 @@ def test_lastval_is_the_session_s_on_any_worker(servers):
         assert a.execute("SELECT nextval('sq_w'), lastval()").fetchone() == (2, 2)
         assert b.execute("SELECT lastval()").fetchone() == (1,)
         assert a.execute("SELECT lastval()").fetchone() == (2,)
+
+
+# (connection, statement): two sessions taking values of sequences with CACHE > 1.
+CACHED = [
+    (0, "CREATE SEQUENCE sq_ch CACHE 10"),
+    (0, "SELECT last_value, is_called FROM sq_ch"),
+    (0, "SELECT nextval('sq_ch')"),
+    (0, "SELECT last_value, is_called FROM sq_ch"),
+    (1, "SELECT last_value FROM pg_sequences WHERE sequencename = 'sq_ch'"),
+    (1, "SELECT nextval('sq_ch'), nextval('sq_ch')"),
+    (0, "SELECT nextval('sq_ch'), currval('sq_ch'), lastval()"),
+    (0, "SELECT last_value, is_called FROM sq_ch"),
+    (0, "SELECT setval('sq_ch', 100)"),
+    (0, "SELECT nextval('sq_ch')"),
+    (1, "SELECT nextval('sq_ch')"),
+    (0, "ALTER SEQUENCE sq_ch RESTART"),
+    (0, "SELECT nextval('sq_ch')"),
+    (1, "SELECT nextval('sq_ch')"),
+    (1, "DISCARD SEQUENCES"),
+    (1, "SELECT currval('sq_ch')"),
+    (1, "SELECT nextval('sq_ch')"),
+    (0, "SELECT nextval('sq_ch') FROM generate_series(1, 12)"),
+    (0, "SELECT last_value FROM sq_ch"),
+    (0, "CREATE SEQUENCE sq_ch2 CACHE 5 MAXVALUE 7"),
+    (0, "SELECT nextval('sq_ch2')"),
+    (1, "SELECT nextval('sq_ch2'), nextval('sq_ch2')"),
+    (1, "SELECT last_value FROM sq_ch2"),
+    (1, "SELECT nextval('sq_ch2')"),
+    (0, "SELECT nextval('sq_ch2') FROM generate_series(1, 4)"),
+    (0, "SELECT nextval('sq_ch2')"),
+    (0, "CREATE TABLE sq_tab (id bigserial, a int)"),
+    (0, "ALTER SEQUENCE sq_tab_id_seq CACHE 4"),
+    (1, "INSERT INTO sq_tab (a) VALUES (1), (2), (3), (4), (5) RETURNING id"),
+    (0, "INSERT INTO sq_tab (a) VALUES (6) RETURNING id"),
+    (1, "INSERT INTO sq_tab (a) VALUES (7) RETURNING id"),
+    (0, "DROP SEQUENCE sq_ch, sq_ch2"),
+    (0, "DROP TABLE sq_tab"),
+]
+
+
+def cached_outcomes(uri: str) -> list[tuple]:
+    """`CACHED` run on two connections: each statement's rows (or tag), or its error."""
+    with psycopg.connect(uri, autocommit=True) as a, psycopg.connect(uri, autocommit=True) as b:
+        for sql in CLEAN:
+            a.execute(sql)
+        out: list[tuple] = []
+        for which, sql in CACHED:
+            try:
+                cur = (a, b)[which].execute(sql)
+                out.append((sql, cur.fetchall() if cur.description else cur.statusmessage))
+            except psycopg.Error as exc:
+                out.append((sql, exc.sqlstate, exc.diag.message_primary))
+    return out
+
+
+def test_each_session_caches_values_as_postgres(servers):
+    """CACHE n: a session takes n values at once (the sequence's last value is the last of
+    them), hands them out itself, and loses them to setval, a restart or DISCARD SEQUENCES."""
+    expected = cached_outcomes(servers["postgres"])
+    assert expected[3][1] == [(10, True)] and expected[5][1] == [(11, 12)]
+    assert cached_outcomes(servers["sqlvec"]) == expected
