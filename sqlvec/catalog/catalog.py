@@ -5,7 +5,8 @@ owns is kept in the manifest's `catalog` section, which this module reads and wr
 
     schemas     {name: {"oid": int, "owner": role name}}
     sequences   {"schema.name": {"oid", "type", "start", "increment", "min", "max", "cache",
-                 "cycle", "next" (what nextval gives when "value" is null), "value" (last value
+                 "cycle", "persistence" ('u': unlogged; absent or 'p': logged),
+                 "next" (what nextval gives when "value" is null), "value" (last value
                  handed out or null), "reserved" (values up to this are durable), "owned_by":
                  "table.column", "incarnation" (a new OID at each restart: ALTER SEQUENCE ...
                  RESTART, TRUNCATE ... RESTART IDENTITY, as PostgreSQL gives the sequence a new
@@ -222,13 +223,16 @@ class Catalog:
     # Sequences ----------------------------------------------------------------------------------
 
     def create_sequence(self, name: str, schema: str, options: SequenceOptions | None = None,
-                        *, owned_by: str | None = None,
+                        *, owned_by: str | None = None, persistence: str = "p",
                         write: Callable[[Callable[[dict], dict]], object] | None = None) -> str:
         """Create a sequence (for CREATE SEQUENCE, a serial or an identity column) with
         `options` checked, written by `write` (given the catalog change; by default
-        `Store.update_catalog`), and return its key, `schema.name`."""
+        `Store.update_catalog`), and return its key, `schema.name`. An unlogged one
+        (`persistence` 'u') starts afresh after a crash (`reset_unlogged_sequences`)."""
         key = f"{schema}.{name}"
         entry = seqrules.configured(None, options or SequenceOptions({}), None)
+        if persistence != "p":
+            entry["persistence"] = persistence
         with self._lock:
             self.check_new_relation(name, schema)
             oid = self.store.allocate_oid()
@@ -393,6 +397,18 @@ class Catalog:
     def role(self, name: str) -> dict | None:
         """A role's stored attributes (oid, superuser, login, password), or None."""
         return self.state.get("roles", {}).get(name)
+
+
+def reset_unlogged_sequences(store: Store) -> None:
+    """After a crash (the store was not closed cleanly), the unlogged sequences hand out their
+    start value next, as PostgreSQL resets unlogged relations from their init fork: one
+    catalog commit, when any of them had moved."""
+    keys = [k for k, v in store.catalog.get("sequences", {}).items()
+            if v.get("persistence") == "u" and
+            (v.get("value") is not None or seqrules.pending(v) != v["start"])]
+    if keys:
+        fresh = {key: store.allocate_oid() for key in keys}
+        store.update_catalog(lambda c: _restarted(c, fresh))
 
 
 def _set_seq(catalog: dict, key: str, **fields: object) -> dict:

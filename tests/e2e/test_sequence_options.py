@@ -344,6 +344,23 @@ SCRIPTS = {
         "SELECT table_name, column_name, column_default FROM information_schema.columns "
         "WHERE table_name IN ('sq_s', 'sq_tab') ORDER BY 1, 2",
     ],
+    "unlogged": [
+        "CREATE UNLOGGED SEQUENCE sq_u START 3",
+        "SELECT relpersistence FROM pg_class WHERE relname = 'sq_u'",
+        "SELECT nextval('sq_u')",
+        "ALTER SEQUENCE sq_u SET LOGGED",
+        "SELECT relpersistence FROM pg_class WHERE relname = 'sq_u'",
+        "ALTER SEQUENCE sq_u SET UNLOGGED",
+        "ALTER SEQUENCE IF EXISTS sq_u SET UNLOGGED",
+        "SELECT relpersistence, last_value FROM pg_class, sq_u WHERE relname = 'sq_u'",
+        "ALTER SEQUENCE sq_u SET LOGGED CACHE 5",
+        "ALTER SEQUENCE sq_u CACHE 5 SET LOGGED",
+        "ALTER SEQUENCE sq_u SET",
+        "CREATE UNLOGGED SEQUENCE IF NOT EXISTS sq_u",
+        "SELECT nextval('sq_u')",
+        "CREATE UNLOGGED SEQUENCE sq_u2 MAXVALUE 2 CYCLE",
+        "SELECT nextval('sq_u2'), nextval('sq_u2'), nextval('sq_u2')",
+    ],
     "identity-options": [
         "CREATE TABLE sq_s (id int GENERATED ALWAYS AS IDENTITY (CACHE 5 SEQUENCE NAME sq_s_ids "
         "NO CYCLE START 3), a int)",
@@ -376,7 +393,8 @@ CLEAN = ["DROP TABLE IF EXISTS sq_id, sq_id2, sq_id3, sq_o, sq_tab, sq_ai, sq_di
          "DROP SCHEMA IF EXISTS sq_schema CASCADE", "CREATE SCHEMA sq_schema"] + [
     f"DROP SEQUENCE IF EXISTS {name}" for name in (
         "sq_c", "sq_c2", "sq_b", "sq_b2", "sq_y", "sq_y2", "sq_t", "sq_t2", "sq_t3", "sq_a", '"Sq_Q"',
-        "sq_x", "sq_v", "sq_ob", "sq_ob2", "sq_ob3", "sq_w", "sq_l", "sq_l2", "sq_l3")]
+        "sq_x", "sq_v", "sq_ob", "sq_ob2", "sq_ob3", "sq_w", "sq_l", "sq_l2", "sq_l3", "sq_u",
+        "sq_u2")]
 
 
 @pytest.fixture(scope="module")
@@ -416,11 +434,13 @@ def test_psql_describes_a_sequence_as_postgres(servers):
             conn.execute("DROP SEQUENCE IF EXISTS sq_d")
             conn.execute("CREATE SEQUENCE sq_d AS smallint INCREMENT 5 MINVALUE 3 "
                          "MAXVALUE 300 START 10 CACHE 2 CYCLE")
-        return subprocess.run(["psql", uri, "-X", "-c", r"\d sq_d"], capture_output=True,
-                               text=True, timeout=30, check=True).stdout
+        return subprocess.run(["psql", uri, "-X", "-c", r"\d sq_d", "-c",
+                               "ALTER SEQUENCE sq_d SET UNLOGGED", "-c", r"\d sq_d"],
+                              capture_output=True, text=True, timeout=30, check=True).stdout
     text = described(servers["sqlvec"])
     assert text == described(servers["postgres"])
     assert "smallint |    10 |       3 |     300 |         5 | yes     |     2" in text
+    assert 'Unlogged sequence "public.sq_d"' in text
 
 
 def test_moving_an_owned_sequence_names_its_table(servers):
@@ -438,8 +458,7 @@ def test_moving_an_owned_sequence_names_its_table(servers):
 
 @pytest.mark.parametrize("sql", [
     "CREATE TEMP SEQUENCE sq_u",
-    "CREATE UNLOGGED SEQUENCE sq_u",
-    "ALTER SEQUENCE sq_w SET UNLOGGED",
+    "CREATE TEMPORARY SEQUENCE sq_u",
 ])
 def test_what_is_not_supported_says_so(servers, sql):
     with psycopg.connect(servers["sqlvec"], autocommit=True) as conn:
