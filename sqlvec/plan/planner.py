@@ -836,10 +836,11 @@ class Planner:
         """The columns of a row sub-SELECT (any query: `*`, set operations), one scalar SubPlan
         each, sharing one run of the query: each fails with 21000 on more than one row and is
         NULL on none, as the row is."""
-        plan = self.plan_query(query, scope)
+        planned = self._plan_subquery(query, scope)
         shared = self.ctx.fresh("rowsub")
-        width = sum(1 for f in plan.fields if not f.hidden)
-        return [SubPlan(kind="scalar", plan=plan, row=shared, column=i) for i in range(width)]
+        width = sum(1 for f in planned[0].fields if not f.hidden)
+        return [self._subplan("scalar", planned, scope, row=shared, column=i)
+                for i in range(width)]
 
     # Correlated subqueries ----------------------------------------------------------------------
 
@@ -854,9 +855,9 @@ class Planner:
         return self._plan_output(steps.below_output, steps.output, scope, query), steps
 
     def _subplan(self, kind: str, planned: tuple[n.PlanNode, SelectSteps | None], scope: Scope,
-                 this: exp.Expression | None = None) -> SubPlan:
+                 this: exp.Expression | None = None, **row: object) -> SubPlan:
         plan, steps = planned
-        sub = SubPlan(this=this, kind=kind, plan=plan)
+        sub = SubPlan(this=this, kind=kind, plan=plan, **row)
         keyed = self._decorrelate(kind, steps, scope) if steps is not None else None
         if keyed is not None:
             for key, value in keyed.items():
@@ -941,7 +942,8 @@ class Planner:
                              for o, pos in output.sorted_by],
                             output.distinct)
         plan = self._plan_output(below, output, scope)
-        if len([f for f in plan.fields if not f.hidden]) != 1 + len(inner_keys):
+        width = 1 if kind == "exists" else steps.output.visible  # (a row sub-SELECT's: more)
+        if len([f for f in plan.fields if not f.hidden]) != width + len(inner_keys):
             return None
         out: dict = {"keyed": plan, "keys": [k.copy() for k in outer_keys]}
         if guards:

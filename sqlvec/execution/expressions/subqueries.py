@@ -294,11 +294,12 @@ def _keyed_subplan(c: Compiler, e: SubPlan) -> Value | None:
             return None
         visible = [i for i, f in enumerate(operator.fields) if not f.hidden]
         keys = e.args.get("keys") or []
-        if len(visible) != 1 + len(keys):
+        width = len(visible) - len(keys)  # the value columns: one, or a row sub-SELECT's
+        if width != 1 and (e.args.get("row") is None or width < 1):
             give_up()
             return None
         pairs = []
-        for key, j in zip(keys, visible[1:]):
+        for key, j in zip(keys, visible[width:]):
             inner = Value(lambda f, j=j: f.table.column(j), operator.types[j])
             outer_v, inner_v, t = c.unify(c.compile(key), inner)
             if not _hashable(t):
@@ -307,7 +308,8 @@ def _keyed_subplan(c: Compiler, e: SubPlan) -> Value | None:
             pairs.append((outer_v, inner_v))
         guard = c.condition(e.args["guard"], "WHERE") if e.args.get("guard") is not None else None
         kind = e.args["kind"]
-        value_i = visible[0]
+        column = int(e.args.get("column") or 0)
+        value_i = visible[column]
         out_type = operator.types[value_i] or TEXT
         if kind == "array" and not pa.types.is_list(
                 (out_type.array_of() if not out_type.is_array else out_type).to_arrow()):
@@ -326,8 +328,8 @@ def _keyed_subplan(c: Compiler, e: SubPlan) -> Value | None:
         """The keyed result, and the (outer row, keyed row) pairs with equal keys, in outer
         row order and then the keyed result's order."""
         cache = f.ctx.subquery_cache
-        key = id(operator)
-        if key not in cache:
+        key = id(operator) if e.args.get("row") is None else ("keyed", e.args["row"])
+        if key not in cache:  # (a row sub-SELECT's columns share the run)
             cache[key] = operator.execute(f.ctx, outer=None)
         table = cache[key]
         inner_frame = Frame(table, f.ctx, None)
@@ -363,7 +365,7 @@ def _keyed_subplan(c: Compiler, e: SubPlan) -> Value | None:
             if empty is not None:
                 if not empty_cache:
                     none = empty.execute(f.ctx, outer=None)
-                    first = next(i for i, fd in enumerate(empty.fields) if not fd.hidden)
+                    first = [i for i, fd in enumerate(empty.fields) if not fd.hidden][column]
                     empty_cache.append(none.column(first)[0].cast(arrow) if none.num_rows
                                        else pa.scalar(None, arrow))
                 if empty_cache[0].is_valid and (index < 0).any():
