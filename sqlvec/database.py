@@ -158,8 +158,10 @@ class Database:
         counters are kept for the next start (a clean shutdown, as PostgreSQL keeps them)."""
         if not self._closed:
             self._save_stats()
-        with self._lock:
-            names = list(self._stores)
+        from sqlvec.catalog.catalog import has_unlogged_sequences
+
+        with self._lock:  # (only a database with unlogged sequences needs the note)
+            names = [n for n, store in self._stores.items() if has_unlogged_sequences(store)]
         if self._close_stores():
             self._mark_closed(names)
             os.close(self._lock_fd)
@@ -167,7 +169,7 @@ class Database:
     def _mark_closed(self, names: list[str]) -> None:
         """Note that the stores of databases `names` were closed cleanly (`CLOSED_CLEANLY`);
         a note that cannot be written makes the next open take it for a crash."""
-        if os.getpid() != self._pid:
+        if not names or os.getpid() != self._pid:
             return
         with contextlib.suppress(OSError):
             os.makedirs(os.path.join(self.path, STATS_DIR), exist_ok=True)

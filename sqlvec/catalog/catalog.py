@@ -399,13 +399,22 @@ class Catalog:
         return self.state.get("roles", {}).get(name)
 
 
+def _unlogged(store: Store) -> dict[str, dict]:
+    return {k: v for k, v in store.catalog.get("sequences", {}).items()
+            if v.get("persistence") == "u"}
+
+
+def has_unlogged_sequences(store: Store) -> bool:
+    """Whether the store's database has unlogged sequences (what a crash resets)."""
+    return bool(_unlogged(store))
+
+
 def reset_unlogged_sequences(store: Store) -> None:
     """After a crash (the store was not closed cleanly), the unlogged sequences hand out their
     start value next, as PostgreSQL resets unlogged relations from their init fork: one
     catalog commit, when any of them had moved."""
-    keys = [k for k, v in store.catalog.get("sequences", {}).items()
-            if v.get("persistence") == "u" and
-            (v.get("value") is not None or seqrules.pending(v) != v["start"])]
+    keys = [k for k, v in _unlogged(store).items()
+            if v.get("value") is not None or seqrules.pending(v) != v["start"]]
     if keys:
         fresh = {key: store.allocate_oid() for key in keys}
         store.update_catalog(lambda c: _restarted(c, fresh))
