@@ -120,22 +120,31 @@ def _results(operator, row_keys: list[int], correlated: bool, f: Frame,
         if key not in cache:
             cache[key] = operator.execute(f.ctx, outer=Frame(ONE_ROW.slice(0, 0), f.ctx, f))
         return [cache[key]], None
-    if shared is not None:
-        seen = cache.get(("row", shared))
-        if seen is not None and seen[0] is f.table and seen[1] is f.outer:
-            return seen[2], seen[3]
-    if f.n == 0:
-        results, gids = [], np.zeros(0, np.int64)
-    else:
+
+    def per_outer_value() -> tuple[list[pa.Table], np.ndarray]:
+        if f.n == 0:
+            return [], np.zeros(0, np.int64)
         if row_keys:
             gids, first = group_ids([_groupable(f.table.column(i)) for i in row_keys], f.n)
         else:  # reads only queries further out: the same for every row here
             gids, first = np.zeros(f.n, np.int64), np.zeros(1, np.int64)
-        results = [operator.execute(f.ctx, outer=Frame(f.table.slice(int(r), 1), f.ctx, f.outer))
-                   for r in first]
-    if shared is not None:  # the frame is held so that its id is not reused meanwhile
-        cache[("row", shared)] = (f.table, f.outer, results, gids)
-    return results, gids
+        return [operator.execute(f.ctx, outer=Frame(f.table.slice(int(r), 1), f.ctx, f.outer))
+                for r in first], gids
+    return per_outer_value() if shared is None else _per_frame(f, ("row", shared),
+                                                               per_outer_value)
+
+
+def _per_frame(f: Frame, key: tuple, compute):
+    """`compute()`, once for the frame `f` however many columns of a row sub-SELECT ask (the
+    statement's cache under `key` keeps the last frame's, holding the frame so that its id is
+    not reused meanwhile)."""
+    cache = f.ctx.subquery_cache
+    seen = cache.get(key)
+    if seen is not None and seen[0] is f.table and seen[1] is f.outer:
+        return seen[2]
+    result = compute()
+    cache[key] = (f.table, f.outer, result)
+    return result
 
 
 def _row_in_subplan(c: Compiler, e: SubPlan) -> Value:
@@ -326,10 +335,17 @@ def _keyed_subplan(c: Compiler, e: SubPlan) -> Value | None:
 
     def matches(f: Frame) -> tuple[pa.Table, np.ndarray, np.ndarray]:
         """The keyed result, and the (outer row, keyed row) pairs with equal keys, in outer
-        row order and then the keyed result's order."""
+        row order and then the keyed result's order; the columns of a row sub-SELECT share
+        both."""
+        shared = e.args.get("row")
+        if shared is None:
+            return matched(f)
+        return _per_frame(f, ("matched", shared), lambda: matched(f))
+
+    def matched(f: Frame) -> tuple[pa.Table, np.ndarray, np.ndarray]:
         cache = f.ctx.subquery_cache
         key = id(operator) if e.args.get("row") is None else ("keyed", e.args["row"])
-        if key not in cache:  # (a row sub-SELECT's columns share the run)
+        if key not in cache:
             cache[key] = operator.execute(f.ctx, outer=None)
         table = cache[key]
         inner_frame = Frame(table, f.ctx, None)
