@@ -44,6 +44,9 @@ from sqlvec.types import SqlType
 
 # A provider of virtual catalog tables: name → fields, or None if it has no such table.
 VirtualTables = Callable[[str, str | None], "list[Field] | None"]
+# Names of row sub-SELECTs (SubPlan `row`), unique in the process rather than per planner:
+# they key the statement's subquery cache, whatever planner made the plan that runs there.
+_ROW_SUBQUERIES = itertools.count(1)
 
 
 
@@ -837,7 +840,7 @@ class Planner:
         each, sharing one run of the query: each fails with 21000 on more than one row and is
         NULL on none, as the row is."""
         planned = self._plan_subquery(query, scope)
-        shared = self.ctx.fresh("rowsub")
+        shared = f"rowsub{next(_ROW_SUBQUERIES)}"
         width = sum(1 for f in planned[0].fields if not f.hidden)
         return [self._subplan("scalar", planned, scope, row=shared, column=i)
                 for i in range(width)]
