@@ -360,6 +360,12 @@ SCRIPTS = {
         "SELECT nextval('sq_u')",
         "CREATE UNLOGGED SEQUENCE sq_u2 MAXVALUE 2 CYCLE",
         "SELECT nextval('sq_u2'), nextval('sq_u2'), nextval('sq_u2')",
+        "CREATE TABLE sq_s (id serial, b int GENERATED ALWAYS AS IDENTITY)",
+        "ALTER SEQUENCE sq_s_id_seq SET UNLOGGED",
+        "ALTER SEQUENCE sq_s_b_seq SET UNLOGGED",
+        "SELECT relname, relpersistence FROM pg_class WHERE relname LIKE 'sq_s%' ORDER BY 1",
+        "INSERT INTO sq_s DEFAULT VALUES RETURNING id, b",
+        "DROP TABLE sq_s",
     ],
     "identity-options": [
         "CREATE TABLE sq_s (id int GENERATED ALWAYS AS IDENTITY (CACHE 5 SEQUENCE NAME sq_s_ids "
