@@ -33,6 +33,7 @@ SUITES = {
     "ddl_beside": "benchmarks.ddl_beside",
     "block_follow": "benchmarks.block_follow",
     "deferred_keys": "benchmarks.deferred_keys",
+    "row_sources": "benchmarks.row_sources",
 }
 
 

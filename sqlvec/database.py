@@ -68,6 +68,9 @@ from sqlvec.vectors import Metric
 DEFAULT_DATABASE = "postgres"
 NAME_MAX_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
 DROP_WAIT = 5.0  # seconds DROP DATABASE waits for the database's sessions to end
+# In the statistics directory: database <name>'s store was closed cleanly (removed when it is
+# opened again, so its absence at an open means a crash: unlogged sequences start afresh).
+CLOSED_CLEANLY = "{}.closed"
 
 
 def check_database_name(name: str) -> None:
@@ -92,6 +95,7 @@ class Database:
         self.config = config if config is not None else ServerConfig(path)
         self.options = options
         self._lock_fd = lock_fd
+        self._pid = os.getpid()  # a process forked from this one closes nothing of it
         self._stores: dict[str, Store] = {}
         self._catalogs: dict[str, object] = {}
         self._lock = threading.Lock()
@@ -154,8 +158,37 @@ class Database:
         counters are kept for the next start (a clean shutdown, as PostgreSQL keeps them)."""
         if not self._closed:
             self._save_stats()
+        from sqlvec.catalog.catalog import has_unlogged_sequences
+
+        with self._lock:  # (only a database with unlogged sequences needs the note)
+            names = [n for n, store in self._stores.items() if has_unlogged_sequences(store)]
         if self._close_stores():
+            self._mark_closed(names)
             os.close(self._lock_fd)
+
+    def _mark_closed(self, names: list[str]) -> None:
+        """Note that the stores of databases `names` were closed cleanly (`CLOSED_CLEANLY`);
+        a note that cannot be written makes the next open take it for a crash."""
+        if not names or os.getpid() != self._pid:
+            return
+        with contextlib.suppress(OSError):
+            os.makedirs(os.path.join(self.path, STATS_DIR), exist_ok=True)
+            for name in names:
+                open(self._closed_note(name), "wb").close()
+
+    def _closed_note(self, name: str) -> str:
+        return os.path.join(self.path, STATS_DIR, CLOSED_CLEANLY.format(name))
+
+    def _after_crash(self, name: str) -> bool:
+        """Whether database `name` was not closed cleanly since it was last opened; the note
+        that it was is taken away, since this open starts a new life."""
+        try:
+            os.remove(self._closed_note(name))
+        except FileNotFoundError:
+            return True
+        except OSError:
+            pass
+        return False
 
     def start_background(self) -> None:
         """Start the background work (seals, index builds, compaction) `open` held back."""
@@ -287,6 +320,10 @@ class Database:
             raise ObjectInUse("the database is closed")
         store = Store.open(os.path.join(self.path, name), self.options,
                            start_background=not self._hold_background)
+        if self._after_crash(name):
+            from sqlvec.catalog.catalog import reset_unlogged_sequences
+
+            reset_unlogged_sequences(store)
         load_table_stats(self.path, name, store)
         from sqlvec.execution.constraints import ROW_CHECKS
 

@@ -5,7 +5,8 @@ owns is kept in the manifest's `catalog` section, which this module reads and wr
 
     schemas     {name: {"oid": int, "owner": role name}}
     sequences   {"schema.name": {"oid", "type", "start", "increment", "min", "max", "cache",
-                 "cycle", "next" (what nextval gives when "value" is null), "value" (last value
+                 "cycle", "persistence" ('u': unlogged; absent or 'p': logged),
+                 "next" (what nextval gives when "value" is null), "value" (last value
                  handed out or null), "reserved" (values up to this are durable), "owned_by":
                  "table.column", "incarnation" (a new OID at each restart: ALTER SEQUENCE ...
                  RESTART, TRUNCATE ... RESTART IDENTITY, as PostgreSQL gives the sequence a new
@@ -222,13 +223,16 @@ class Catalog:
     # Sequences ----------------------------------------------------------------------------------
 
     def create_sequence(self, name: str, schema: str, options: SequenceOptions | None = None,
-                        *, owned_by: str | None = None,
+                        *, owned_by: str | None = None, persistence: str = "p",
                         write: Callable[[Callable[[dict], dict]], object] | None = None) -> str:
         """Create a sequence (for CREATE SEQUENCE, a serial or an identity column) with
         `options` checked, written by `write` (given the catalog change; by default
-        `Store.update_catalog`), and return its key, `schema.name`."""
+        `Store.update_catalog`), and return its key, `schema.name`. An unlogged one
+        (`persistence` 'u') starts afresh after a crash (`reset_unlogged_sequences`)."""
         key = f"{schema}.{name}"
         entry = seqrules.configured(None, options or SequenceOptions({}), None)
+        if persistence != "p":
+            entry["persistence"] = persistence
         with self._lock:
             self.check_new_relation(name, schema)
             oid = self.store.allocate_oid()
@@ -267,14 +271,17 @@ class Catalog:
         except KeyError:
             raise UndefinedTable(f'relation "{key.split(".", 1)[-1]}" does not exist') from None
 
-    def nextval(self, key: str, count: int = 1) -> list[int]:
-        """The next `count` values of a sequence; durable before they are handed out. At its
-        bound it wraps around (CYCLE) or fails (2200H) after taking the values before."""
+    def nextval(self, key: str, count: int = 1, ahead: int = 0) -> list[int]:
+        """The next `count` values of a sequence, and up to `ahead` more before its bound (a
+        session's cache); durable before they are handed out. At its bound it wraps around
+        (CYCLE) or fails (2200H) after taking the values before."""
         with self._lock:
             seq = self.sequence(key)
             inc = int(seq["increment"])
             values, wrapped, error = seqrules.advance(
-                seq, key.split(".", 1)[1], self._last_value(key, seq), count)
+                seq, key.split(".", 1)[1], self._last_value(key, seq), count + ahead)
+            if len(values) >= count:
+                error = None
             if values:
                 top = values[-1]
                 reserved = seq.get("reserved")
@@ -392,6 +399,27 @@ class Catalog:
         return self.state.get("roles", {}).get(name)
 
 
+def _unlogged(store: Store) -> dict[str, dict]:
+    return {k: v for k, v in store.catalog.get("sequences", {}).items()
+            if v.get("persistence") == "u"}
+
+
+def has_unlogged_sequences(store: Store) -> bool:
+    """Whether the store's database has unlogged sequences (what a crash resets)."""
+    return bool(_unlogged(store))
+
+
+def reset_unlogged_sequences(store: Store) -> None:
+    """After a crash (the store was not closed cleanly), the unlogged sequences hand out their
+    start value next, as PostgreSQL resets unlogged relations from their init fork: one
+    catalog commit, when any of them had moved."""
+    keys = [k for k, v in _unlogged(store).items()
+            if v.get("value") is not None or seqrules.pending(v) != v["start"]]
+    if keys:
+        fresh = {key: store.allocate_oid() for key in keys}
+        store.update_catalog(lambda c: _restarted(c, fresh))
+
+
 def _set_seq(catalog: dict, key: str, **fields: object) -> dict:
     return with_entry_fields(catalog, "sequences", key, fields)
 
@@ -408,7 +436,7 @@ def _restarted(catalog: dict, incarnations: dict[str, int]) -> dict:
 
 def _cache_key(key: str, seq: dict) -> tuple[str, int, int]:
     """Where `Catalog._seq_values` keeps a sequence's last value: by name, OID, incarnation."""
-    return key, int(seq["oid"]), int(seq.get("incarnation", 0))
+    return (key, *seqrules.identity(seq))
 
 
 def _resolved(table: Table | None) -> Table | None:

@@ -67,7 +67,8 @@ def _pg_class(o) -> dict:
             "relfilenode": rel.oid if rel.kind in "riS" else 0, "reltablespace": 0,
             "relpages": 1 if rel.kind in "ri" and rel.tuples > 0 else 0,
             "reltuples": rel.tuples, "relallvisible": 0, "reltoastrelid": 0,
-            "relhasindex": bool(rel.indexes), "relisshared": False, "relpersistence": "p",
+            "relhasindex": bool(rel.indexes), "relisshared": False,
+            "relpersistence": rel.sequence.get("persistence", "p") if rel.kind == "S" else "p",
             "relkind": rel.kind, "relnatts": len(rel.columns) if rel.kind != "i" else
             len(rel.columns), "relchecks": checks.get(rel.oid, 0), "relhasrules": False,
             "relhastriggers": rel.oid in triggers,

@@ -167,6 +167,19 @@ def advance(seq: dict, name: str, last: int | None, count: int) -> tuple[list[in
     return values, wrapped, None
 
 
+def identity(seq: dict) -> tuple[int, int]:
+    """What tells a sequence from another of the same name, or from itself before a restart:
+    its OID and incarnation (values a session cached belong to one of them)."""
+    return int(seq["oid"]), int(seq.get("incarnation", 0))
+
+
+def between(seq: dict, value: int, last: int) -> list[int]:
+    """The values nextval handed out after `value` up to `last`, or none when they wrapped
+    around (CYCLE)."""
+    inc = int(seq["increment"])
+    return list(range(value + inc, last + inc, inc)) if (last - value) * inc > 0 else []
+
+
 def reached(name: str, inc: int, low: int, high: int) -> SqlVecError:
     """nextval's error at the bound it moves towards, when the sequence does not cycle."""
     which, bound = ("maximum", high) if inc > 0 else ("minimum", low)

@@ -29,7 +29,7 @@ from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.values import BOOL, Value, as_array
 from sqlvec.plan import nodes as n
 from sqlvec.plan.bind import bind_expr, bind_plan
-from sqlvec.plan.planner import Planner
+from sqlvec.plan.planner import Planner, located
 from sqlvec.plan.rules import optimize
 from sqlvec.sql.binder import SYSTEM_COLUMNS, Field, Scope, bound_ref
 from sqlvec.sql.dialect import parse_one
@@ -329,16 +329,18 @@ def _is_default(e: exp.Expression) -> bool:
         e.name.upper() == "DEFAULT"
 
 
-def set_items(sets: list[exp.Expression]) -> list[tuple[exp.Expression, exp.Expression]]:
+def set_items(sets: list[exp.Expression], row_subquery: Callable[[exp.Expression], list]
+              ) -> list[tuple[exp.Expression, exp.Expression]]:
     """SET's assignments as (column, value) pairs, each multiple-column item `(a, b) = (x, y)`,
-    `= ROW(x, y)` or `= (SELECT x, y ...)` spread over its columns (a sub-SELECT becomes one
-    scalar sub-SELECT per column); a column assigned twice is 42601, as PostgreSQL."""
+    `= ROW(x, y)` or `= (SELECT ...)` spread over its columns (a sub-SELECT's columns are the
+    planned cells `row_subquery` makes of its query, which share one run per row); a column
+    assigned twice is 42601, as PostgreSQL."""
     pairs: list[tuple[exp.Expression, exp.Expression]] = []
     for item in sets:
         target = item.this
         if isinstance(target, (exp.Tuple, exp.Paren)):
             columns = target.expressions if isinstance(target, exp.Tuple) else [target.this]
-            pairs.extend(zip(columns, _row_values(item.expression, len(columns))))
+            pairs.extend(zip(columns, _row_values(item.expression, len(columns), row_subquery)))
         else:
             pairs.append((target, item.expression))
     seen: set[str] = set()
@@ -350,18 +352,11 @@ def set_items(sets: list[exp.Expression]) -> list[tuple[exp.Expression, exp.Expr
     return pairs
 
 
-def _row_values(source: exp.Expression, width: int) -> list[exp.Expression]:
+def _row_values(source: exp.Expression, width: int,
+                row_subquery: Callable[[exp.Expression], list]) -> list[exp.Expression]:
     """The values of a multiple-column SET item's source, one per target column."""
-    if isinstance(source, exp.Subquery) and isinstance(source.this, exp.Select):
-        query = source.this
-        if query.is_star:
-            raise FeatureNotSupported("a sub-SELECT with * as the source of a multiple-column "
-                                      "UPDATE item is not supported")
-        values = [exp.Subquery(this=query.copy().select(e.copy(), append=False))
-                  for e in query.expressions]
-    elif isinstance(source, exp.Subquery):
-        raise FeatureNotSupported("a set-operation sub-SELECT as the source of a multiple-column "
-                                  "UPDATE item is not supported")
+    if isinstance(source, exp.Subquery):
+        values = row_subquery(source.this)
     elif isinstance(source, exp.Tuple) and width > 1:
         values = list(source.expressions)
     elif isinstance(source, exp.Anonymous) and source.name.upper() == "ROW":
@@ -370,7 +365,8 @@ def _row_values(source: exp.Expression, width: int) -> list[exp.Expression]:
         raise FeatureNotSupported("source for a multiple-column UPDATE item must be a sub-SELECT "
                                   "or ROW() expression")
     if len(values) != width:
-        raise SqlVecError("number of columns does not match number of values", sqlstate="42601")
+        raise located(SqlVecError("number of columns does not match number of values",
+                                  sqlstate="42601"), source)
     return values
 
 
@@ -1030,7 +1026,8 @@ def _plan_conflict(conflict: exp.OnConflict | None, table: Table, alias: str, pl
     scope = Scope(fields)
     c = write_compiler(scope, [f.type for f in fields], builder)
     sets = []
-    for target, value in set_items(conflict.expressions):
+    for target, value in set_items(conflict.expressions,
+                                   lambda query: planner.row_subquery_cells(query, scope)):
         name = target.name
         if not d.has_column(name):
             raise UndefinedColumn(f'column "{name}" of relation "{d.name}" does not exist')
@@ -1076,7 +1073,8 @@ def plan_update(stmt: exp.Update, planner: Planner, builder: Builder) -> WritePl
     extra = [from_.this] + [j.this for j in from_.args.get("joins") or []] if from_ is not None else []
     node, scope = _source_plan(stmt, planner, table, alias, extra)
     assigned: dict[str, exp.Expression] = {}
-    for target, value in set_items(stmt.expressions):
+    for target, value in set_items(stmt.expressions,
+                                   lambda query: planner.row_subquery_cells(query, scope)):
         name = target.name
         if name in SYSTEM_COLUMNS and not d.has_column(name):
             raise FeatureNotSupported(f'cannot assign to system column "{name}"')

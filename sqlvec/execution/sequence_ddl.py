@@ -4,7 +4,7 @@ text as PostgreSQL's grammar (SeqOptElem) has them: sqlglot keeps only some of t
 NO CYCLE as CYCLE.
 
 The rules the options obey are the catalog's (catalog/sequences.py); what is read here but not
-supported (temporary and unlogged sequences, SET UNLOGGED) is 0A000, never ignored.
+supported (temporary sequences) is 0A000, never ignored.
 """
 
 from __future__ import annotations
@@ -168,15 +168,26 @@ def _option(tokens: _Tokens, altering: bool, naming: bool = False) -> tuple[str,
             (False if which == "CYCLE" else None)
     if word == "OWNED" and tokens.skip("BY"):
         return "owned_by", _owner(tokens)
-    if word == "SET" and altering and tokens.skip("LOGGED"):
-        return "logged", True  # what every sequence here is: its values survive a crash
-    if word == "SET" and altering and tokens.word() == "UNLOGGED":
-        raise FeatureNotSupported("ALTER SEQUENCE … SET UNLOGGED is not supported")
+    if word == "SET" and tokens.peek() is None:
+        raise syntax_error(None)
+    if word == "SET" and altering and tokens.word() in ("LOGGED", "UNLOGGED"):
+        return "persistence", _persistence(tokens)
     if word == "SEQUENCE" and tokens.skip("NAME"):
         if not naming:
             raise SqlVecError("invalid sequence option SEQUENCE NAME", sqlstate="42601")
         return "name", _qualified_name(tokens)
     raise syntax_error(tokens.items[tokens.at - 1])
+
+
+def _persistence(tokens: _Tokens) -> str:
+    """ALTER SEQUENCE's SET LOGGED ('p') or SET UNLOGGED ('u'), pg_class.relpersistence: a
+    statement of its own, not an option among others (42601 as PostgreSQL's grammar)."""
+    if tokens.at != 1:
+        raise syntax_error(tokens.items[tokens.at - 1])
+    persistence = "p" if tokens.take().upper() == "LOGGED" else "u"
+    if tokens.peek() is not None:
+        raise syntax_error(tokens.peek())
+    return persistence
 
 
 def _is_number(token: str | None) -> bool:
@@ -224,15 +235,19 @@ def create(text: str, catalog: Catalog, search_path: list[str]) -> str:
     """CREATE SEQUENCE: the tag, or "NOTICE" when IF NOT EXISTS finds the name taken."""
     m = _CREATE.match(text)
     assert m is not None
-    if m["kind"]:
-        raise FeatureNotSupported(f"CREATE {m['kind'].strip().upper()} SEQUENCE is not supported")
+    kind = (m["kind"] or "").strip().upper()
+    if kind in ("TEMP", "TEMPORARY"):
+        raise FeatureNotSupported(f"CREATE {kind} SEQUENCE is not supported",
+                                  hint="Temporary objects (tables, sequences) are not "
+                                       "supported; create an ordinary one and drop it.")
     parts = name_parts(m["name"])
     schema = catalog.creation_schema(parts[0] if len(parts) > 1 else None, search_path)
     if m["exists"] and catalog.relation_exists(parts[-1], schema):
         return "NOTICE"
     options = parse_options(m["options"], altering=False)
     owned_by = owner_of(catalog, options.given.pop("owned_by", None), schema, search_path)
-    catalog.create_sequence(parts[-1], schema, options, owned_by=owned_by)
+    catalog.create_sequence(parts[-1], schema, options, owned_by=owned_by,
+                            persistence="u" if kind == "UNLOGGED" else "p")
     return "CREATE SEQUENCE"
 
 
@@ -247,10 +262,9 @@ def alter(key: str, options: SequenceOptions, catalog: Catalog, search_path: lis
     """ALTER SEQUENCE's options (`parse_options`) applied to the sequence `key`."""
     if not options.given:
         raise syntax_error(None)
-    options.given.pop("logged", None)
-    if not options.given:
-        return
     extra = {}
+    if options.has("persistence"):
+        extra["persistence"] = options.given.pop("persistence")
     if options.has("owned_by"):
         identity = _identity_owner(catalog, key)
         if identity is not None:

@@ -25,10 +25,14 @@ class SubPlan(exp.Expression):
     `_decorrelate`): `keyed`, a plan that does not refer to the outer query and returns the
     value column then one column per key; `keys`, the outer expressions those key columns
     must equal; `guard`, an outer-only condition without which a row matches nothing; and
-    `empty`, for an aggregate, the plan of its value over no rows."""
+    `empty`, for an aggregate, the plan of its value over no rows.
+
+    A column of a row sub-SELECT (`(a, b) = (SELECT x, y ...)`, UPDATE's `SET (a, b) = (SELECT
+    ...)`) is a scalar SubPlan of the whole query with `row`, a name its columns share (they
+    share one run of the query), and `column`, which of its visible columns it is."""
 
     arg_types = {"this": False, "kind": True, "plan": True, "negate": False, "keyed": False,
-                 "keys": False, "guard": False, "empty": False}
+                 "keys": False, "guard": False, "empty": False, "row": False, "column": False}
 
 
 def expr_sql(expression: exp.Expression) -> str:

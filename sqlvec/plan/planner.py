@@ -44,6 +44,9 @@ from sqlvec.types import SqlType
 
 # A provider of virtual catalog tables: name → fields, or None if it has no such table.
 VirtualTables = Callable[[str, str | None], "list[Field] | None"]
+# Names of row sub-SELECTs (SubPlan `row`), unique in the process rather than per planner:
+# they key the statement's subquery cache, whatever planner made the plan that runs there.
+_ROW_SUBQUERIES = itertools.count(1)
 
 
 
@@ -826,20 +829,21 @@ class Planner:
 
 
     def _row_subquery(self, sub: exp.Subquery, row: exp.Expression, scope: Scope) -> exp.Tuple:
-        """The row a row subquery yields, as one scalar SubPlan per column: each fails with
-        21000 on more than one row and is NULL on none, as the row subquery is."""
-        plan = self.plan_query(sub.this, scope)
-        visible = [f for f in plan.fields if not f.hidden]
-        row_values.check_subquery_width(row, len(visible))
-        alias = self.ctx.fresh("rowsub")
-        names = [self.ctx.fresh("col") for _ in visible]
-        renamed = n.Rename(_renamed(plan.fields, alias, names), child=plan, alias=alias)
-        cells = []
-        for name in names:
-            field = next(f for f in renamed.fields if f.name == name)
-            column = n.Project((field,), child=renamed, exprs=(exp.column(name, table=alias),))
-            cells.append(SubPlan(kind="scalar", plan=column))
+        """The row a row subquery yields, as one scalar SubPlan per column
+        (`row_subquery_cells`)."""
+        cells = self.row_subquery_cells(sub.this, scope)
+        row_values.check_subquery_width(row, len(cells))
         return exp.Tuple(expressions=cells)
+
+    def row_subquery_cells(self, query: exp.Expression, scope: Scope) -> list[SubPlan]:
+        """The columns of a row sub-SELECT (any query: `*`, set operations), one scalar SubPlan
+        each, sharing one run of the query: each fails with 21000 on more than one row and is
+        NULL on none, as the row is."""
+        planned = self._plan_subquery(query, scope)
+        shared = f"rowsub{next(_ROW_SUBQUERIES)}"
+        width = sum(1 for f in planned[0].fields if not f.hidden)
+        return [self._subplan("scalar", planned, scope, row=shared, column=i)
+                for i in range(width)]
 
     # Correlated subqueries ----------------------------------------------------------------------
 
@@ -854,9 +858,9 @@ class Planner:
         return self._plan_output(steps.below_output, steps.output, scope, query), steps
 
     def _subplan(self, kind: str, planned: tuple[n.PlanNode, SelectSteps | None], scope: Scope,
-                 this: exp.Expression | None = None) -> SubPlan:
+                 this: exp.Expression | None = None, **row: object) -> SubPlan:
         plan, steps = planned
-        sub = SubPlan(this=this, kind=kind, plan=plan)
+        sub = SubPlan(this=this, kind=kind, plan=plan, **row)
         keyed = self._decorrelate(kind, steps, scope) if steps is not None else None
         if keyed is not None:
             for key, value in keyed.items():
@@ -941,7 +945,8 @@ class Planner:
                              for o, pos in output.sorted_by],
                             output.distinct)
         plan = self._plan_output(below, output, scope)
-        if len([f for f in plan.fields if not f.hidden]) != 1 + len(inner_keys):
+        width = 1 if kind == "exists" else steps.output.visible  # (a row sub-SELECT's: more)
+        if len([f for f in plan.fields if not f.hidden]) != width + len(inner_keys):
             return None
         out: dict = {"keyed": plan, "keys": [k.copy() for k in outer_keys]}
         if guards:

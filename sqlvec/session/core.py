@@ -28,6 +28,7 @@ from collections.abc import Callable, Hashable, Iterator
 import pyarrow as pa
 
 from sqlvec import stack
+from sqlvec.catalog import sequences as seqrules
 from sqlvec.catalog.catalog import BOOTSTRAP_SUPERUSER_OID, resolving_tables
 from sqlvec.catalog.objects import database_oid
 from sqlvec.catalog.pg_catalog import row_lock_wait_of
@@ -162,6 +163,9 @@ class Session:
         # currval() of each sequence used, by OID: a renamed sequence keeps it
         self.last_sequence_values: dict[int, int] = {}
         self.last_sequence: int | None = None  # OID of the last nextval's sequence
+        # Values a sequence with CACHE > 1 handed this session ahead, by key, with the OID and
+        # incarnation they belong to (a restart or another incarnation drops them).
+        self.sequence_caches: dict[str, tuple[tuple[int, int], list[int]]] = {}
         # The block's statements are an extended batch's (`begin_implicit`, `gather_in_block`).
         self.gathering = False
         self.failed = False
@@ -1372,21 +1376,55 @@ class Session:
 
     def give_back(self, name: str, last: int, value: int) -> None:
         """Values a sequence handed out after `value` (up to `last`, its last one) were not
-        used after all: it goes back to `value` if it handed out nothing since, and currval()
-        is `value` again."""
+        used after all: it goes back to `value` if it handed out nothing since (a cached
+        sequence: they go back to the front of this session's cache), and currval() is `value`
+        again."""
         key = self._sequence_key(name)
-        self.catalog.give_back(key, last, value)
-        self.last_sequence_values[self.catalog.sequence(key)["oid"]] = value
+        seq = self.catalog.sequence(key)
+        held = self.sequence_caches.get(key)
+        if held is None:
+            self.catalog.give_back(key, last, value)
+        elif held[0] == seqrules.identity(seq):
+            held[1][:0] = seqrules.between(seq, value, last)
+        self.last_sequence_values[seq["oid"]] = value
 
     def nextval(self, name: str, count: int = 1) -> list[int]:
         """nextval() on a sequence named as the user wrote it, resolved on the search path,
         remembering the value for currval()."""
         key = self._sequence_key(name)
-        values = self.catalog.nextval(key, count)
+        seq = self.catalog.sequence(key)
+        cache = int(seq.get("cache", 1))
+        if cache > 1:
+            values = self._cached_nextval(key, seq, count, cache)
+        else:
+            self.sequence_caches.pop(key, None)
+            values = self.catalog.nextval(key, count)
         self.nextval_calls += 1
-        self.last_sequence = self.catalog.sequence(key)["oid"]
+        self.last_sequence = seq["oid"]
         self.last_sequence_values[self.last_sequence] = values[-1]
         return values
+
+    def _cached_nextval(self, key: str, seq: dict, count: int, cache: int) -> list[int]:
+        """nextval() of a sequence with CACHE n, as PostgreSQL's: values come from this
+        session's cache, and when it runs out the sequence hands the session n at a time
+        (durably reserved first; the sequence's last value is then the block's last, and
+        values a session does not use are skipped)."""
+        held = self.sequence_caches.pop(key, None)
+        ahead = held[1] if held is not None and held[0] == seqrules.identity(seq) else []
+        values, ahead = ahead[:count], ahead[count:]
+        need = count - len(values)
+        if need:
+            taken = self.catalog.nextval(key, need, ahead=-need % cache)
+            values, ahead = values + taken[:need], taken[need:]
+        if ahead:
+            self.sequence_caches[key] = (seqrules.identity(self.catalog.sequence(key)), ahead)
+        return values
+
+    def discard_sequences(self) -> None:
+        """DISCARD SEQUENCES (and ALL): currval(), lastval() and the cached values forgotten."""
+        self.sequence_caches.clear()
+        self.last_sequence_values.clear()
+        self.last_sequence = None
 
     def currval(self, name: str) -> int:
         """currval(): this session's last value of the sequence named as the user wrote it,

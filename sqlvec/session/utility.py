@@ -115,6 +115,8 @@ def _discard(session: Session, u: Utility, prepared: PreparedStatement, params: 
     session.prepared.clear()
     session._plan_cache.clear()
     session.reset("all")
+    if u.name in ("all", "sequences"):
+        session.discard_sequences()
     if u.name == "all":
         if session.on_discard_all is not None:
             session.on_discard_all()  # the front end's statements and portals

@@ -344,6 +344,29 @@ SCRIPTS = {
         "SELECT table_name, column_name, column_default FROM information_schema.columns "
         "WHERE table_name IN ('sq_s', 'sq_tab') ORDER BY 1, 2",
     ],
+    "unlogged": [
+        "CREATE UNLOGGED SEQUENCE sq_u START 3",
+        "SELECT relpersistence FROM pg_class WHERE relname = 'sq_u'",
+        "SELECT nextval('sq_u')",
+        "ALTER SEQUENCE sq_u SET LOGGED",
+        "SELECT relpersistence FROM pg_class WHERE relname = 'sq_u'",
+        "ALTER SEQUENCE sq_u SET UNLOGGED",
+        "ALTER SEQUENCE IF EXISTS sq_u SET UNLOGGED",
+        "SELECT relpersistence, last_value FROM pg_class, sq_u WHERE relname = 'sq_u'",
+        "ALTER SEQUENCE sq_u SET LOGGED CACHE 5",
+        "ALTER SEQUENCE sq_u CACHE 5 SET LOGGED",
+        "ALTER SEQUENCE sq_u SET",
+        "CREATE UNLOGGED SEQUENCE IF NOT EXISTS sq_u",
+        "SELECT nextval('sq_u')",
+        "CREATE UNLOGGED SEQUENCE sq_u2 MAXVALUE 2 CYCLE",
+        "SELECT nextval('sq_u2'), nextval('sq_u2'), nextval('sq_u2')",
+        "CREATE TABLE sq_s (id serial, b int GENERATED ALWAYS AS IDENTITY)",
+        "ALTER SEQUENCE sq_s_id_seq SET UNLOGGED",
+        "ALTER SEQUENCE sq_s_b_seq SET UNLOGGED",
+        "SELECT relname, relpersistence FROM pg_class WHERE relname LIKE 'sq_s%' ORDER BY 1",
+        "INSERT INTO sq_s DEFAULT VALUES RETURNING id, b",
+        "DROP TABLE sq_s",
+    ],
     "identity-options": [
         "CREATE TABLE sq_s (id int GENERATED ALWAYS AS IDENTITY (CACHE 5 SEQUENCE NAME sq_s_ids "
         "NO CYCLE START 3), a int)",
@@ -376,7 +399,8 @@ CLEAN = ["DROP TABLE IF EXISTS sq_id, sq_id2, sq_id3, sq_o, sq_tab, sq_ai, sq_di
          "DROP SCHEMA IF EXISTS sq_schema CASCADE", "CREATE SCHEMA sq_schema"] + [
     f"DROP SEQUENCE IF EXISTS {name}" for name in (
         "sq_c", "sq_c2", "sq_b", "sq_b2", "sq_y", "sq_y2", "sq_t", "sq_t2", "sq_t3", "sq_a", '"Sq_Q"',
-        "sq_x", "sq_v", "sq_ob", "sq_ob2", "sq_ob3", "sq_w", "sq_l", "sq_l2", "sq_l3")]
+        "sq_x", "sq_v", "sq_ob", "sq_ob2", "sq_ob3", "sq_w", "sq_l", "sq_l2", "sq_l3", "sq_u",
+        "sq_u2")]
 
 
 @pytest.fixture(scope="module")
@@ -416,11 +440,13 @@ def test_psql_describes_a_sequence_as_postgres(servers):
             conn.execute("DROP SEQUENCE IF EXISTS sq_d")
             conn.execute("CREATE SEQUENCE sq_d AS smallint INCREMENT 5 MINVALUE 3 "
                          "MAXVALUE 300 START 10 CACHE 2 CYCLE")
-        return subprocess.run(["psql", uri, "-X", "-c", r"\d sq_d"], capture_output=True,
-                               text=True, timeout=30, check=True).stdout
+        return subprocess.run(["psql", uri, "-X", "-c", r"\d sq_d", "-c",
+                               "ALTER SEQUENCE sq_d SET UNLOGGED", "-c", r"\d sq_d"],
+                              capture_output=True, text=True, timeout=30, check=True).stdout
     text = described(servers["sqlvec"])
     assert text == described(servers["postgres"])
     assert "smallint |    10 |       3 |     300 |         5 | yes     |     2" in text
+    assert 'Unlogged sequence "public.sq_d"' in text
 
 
 def test_moving_an_owned_sequence_names_its_table(servers):
@@ -438,8 +464,7 @@ def test_moving_an_owned_sequence_names_its_table(servers):
 
 @pytest.mark.parametrize("sql", [
     "CREATE TEMP SEQUENCE sq_u",
-    "CREATE UNLOGGED SEQUENCE sq_u",
-    "ALTER SEQUENCE sq_w SET UNLOGGED",
+    "CREATE TEMPORARY SEQUENCE sq_u",
 ])
 def test_what_is_not_supported_says_so(servers, sql):
     with psycopg.connect(servers["sqlvec"], autocommit=True) as conn:
@@ -505,3 +530,64 @@ def test_lastval_is_the_session_s_on_any_worker(servers):
         assert a.execute("SELECT nextval('sq_w'), lastval()").fetchone() == (2, 2)
         assert b.execute("SELECT lastval()").fetchone() == (1,)
         assert a.execute("SELECT lastval()").fetchone() == (2,)
+
+
+# (connection, statement): two sessions taking values of sequences with CACHE > 1.
+CACHED = [
+    (0, "CREATE SEQUENCE sq_ch CACHE 10"),
+    (0, "SELECT last_value, is_called FROM sq_ch"),
+    (0, "SELECT nextval('sq_ch')"),
+    (0, "SELECT last_value, is_called FROM sq_ch"),
+    (1, "SELECT last_value FROM pg_sequences WHERE sequencename = 'sq_ch'"),
+    (1, "SELECT nextval('sq_ch'), nextval('sq_ch')"),
+    (0, "SELECT nextval('sq_ch'), currval('sq_ch'), lastval()"),
+    (0, "SELECT last_value, is_called FROM sq_ch"),
+    (0, "SELECT setval('sq_ch', 100)"),
+    (0, "SELECT nextval('sq_ch')"),
+    (1, "SELECT nextval('sq_ch')"),
+    (0, "ALTER SEQUENCE sq_ch RESTART"),
+    (0, "SELECT nextval('sq_ch')"),
+    (1, "SELECT nextval('sq_ch')"),
+    (1, "DISCARD SEQUENCES"),
+    (1, "SELECT currval('sq_ch')"),
+    (1, "SELECT nextval('sq_ch')"),
+    (0, "SELECT nextval('sq_ch') FROM generate_series(1, 12)"),
+    (0, "SELECT last_value FROM sq_ch"),
+    (0, "CREATE SEQUENCE sq_ch2 CACHE 5 MAXVALUE 7"),
+    (0, "SELECT nextval('sq_ch2')"),
+    (1, "SELECT nextval('sq_ch2'), nextval('sq_ch2')"),
+    (1, "SELECT last_value FROM sq_ch2"),
+    (1, "SELECT nextval('sq_ch2')"),
+    (0, "SELECT nextval('sq_ch2') FROM generate_series(1, 4)"),
+    (0, "SELECT nextval('sq_ch2')"),
+    (0, "CREATE TABLE sq_tab (id bigserial, a int)"),
+    (0, "ALTER SEQUENCE sq_tab_id_seq CACHE 4"),
+    (1, "INSERT INTO sq_tab (a) VALUES (1), (2), (3), (4), (5) RETURNING id"),
+    (0, "INSERT INTO sq_tab (a) VALUES (6) RETURNING id"),
+    (1, "INSERT INTO sq_tab (a) VALUES (7) RETURNING id"),
+    (0, "DROP SEQUENCE sq_ch, sq_ch2"),
+    (0, "DROP TABLE sq_tab"),
+]
+
+
+def cached_outcomes(uri: str) -> list[tuple]:
+    """`CACHED` run on two connections: each statement's rows (or tag), or its error."""
+    with psycopg.connect(uri, autocommit=True) as a, psycopg.connect(uri, autocommit=True) as b:
+        for sql in CLEAN:
+            a.execute(sql)
+        out: list[tuple] = []
+        for which, sql in CACHED:
+            try:
+                cur = (a, b)[which].execute(sql)
+                out.append((sql, cur.fetchall() if cur.description else cur.statusmessage))
+            except psycopg.Error as exc:
+                out.append((sql, exc.sqlstate, exc.diag.message_primary))
+    return out
+
+
+def test_each_session_caches_values_as_postgres(servers):
+    """CACHE n: a session takes n values at once (the sequence's last value is the last of
+    them), hands them out itself, and loses them to setval, a restart or DISCARD SEQUENCES."""
+    expected = cached_outcomes(servers["postgres"])
+    assert expected[3][1] == [(10, True)] and expected[5][1] == [(11, 12)]
+    assert cached_outcomes(servers["sqlvec"]) == expected

@@ -31,32 +31,17 @@ def _subplan(c: Compiler, e: SubPlan) -> Value:
             return keyed
     kind = e.args["kind"]
     operator, row_keys, correlated = _build_subplan(c, e.args["plan"])
-    out_type = operator.fields[0].type if operator.fields else TEXT
+    column = _row_column(operator, e)
+    out_type = operator.fields[column].type if operator.fields else TEXT
     probe = c.compile(e.this) if kind == "in" else None
     if probe is not None and probe.type.name == "unknown":
         probe = c.coerce(probe, out_type)
 
-    def evaluate(frame: Frame) -> pa.Table:
-        return operator.execute(frame.ctx, outer=frame)
-
     def per_group(f: Frame, reduce):
         """The subquery's reduced result: one (uncorrelated), or one per distinct value of the
         outer columns it reads, with each row's group."""
-        if not correlated:
-            key = id(operator)
-            cache = f.ctx.subquery_cache
-            if key not in cache:
-                cache[key] = evaluate(Frame(ONE_ROW.slice(0, 0), f.ctx, f))
-            return reduce(cache[key]), None
-        if f.n == 0:
-            return [], np.zeros(0, np.int64)
-        if row_keys:
-            gids, first = group_ids([_groupable(f.table.column(i)) for i in row_keys], f.n)
-        else:  # reads only queries further out: the same for every row here
-            gids, first = np.zeros(f.n, np.int64), np.zeros(1, np.int64)
-        results = [reduce(evaluate(Frame(f.table.slice(int(r), 1), f.ctx, f.outer)))
-                   for r in first]
-        return results, gids
+        results, gids = _results(operator, row_keys, correlated, f, e.args.get("row"))
+        return (reduce(results[0]), None) if gids is None else ([reduce(r) for r in results], gids)
 
     def spread(results: list, gids: np.ndarray, arrow: pa.DataType) -> pa.Array:
         return pa.array([s.as_py() for s in results], arrow).take(pa.array(gids))
@@ -70,7 +55,7 @@ def _subplan(c: Compiler, e: SubPlan) -> Value:
                                   sqlstate="21000")
             if table.num_rows == 0:
                 return pa.scalar(None, t.to_arrow())
-            return table.column(0)[0]
+            return table.column(column)[0]
 
         def fn(f):
             res, gids = per_group(f, reduce_scalar)
@@ -114,6 +99,52 @@ def _subplan(c: Compiler, e: SubPlan) -> Value:
         return pc.invert(hit) if negate else hit
 
     return Value(fn_in, BOOL)
+
+
+def _row_column(operator, e: SubPlan) -> int:
+    """Where the subquery's value is among its operator's columns: the first, or for a
+    column of a row sub-SELECT (`row`) its `column`-th visible one."""
+    if e.args.get("row") is None:
+        return 0
+    return [i for i, f in enumerate(operator.fields) if not f.hidden][int(e.args["column"])]
+
+
+def _results(operator, row_keys: list[int], correlated: bool, f: Frame,
+             shared: str | None) -> tuple[list[pa.Table], np.ndarray | None]:
+    """The subquery's rows: one result when uncorrelated (run once per statement), else one
+    per distinct value of the outer columns it reads with each row's group. The columns of one
+    row sub-SELECT (`shared`, its name) share the run: they are values of the same row."""
+    cache = f.ctx.subquery_cache
+    if not correlated:
+        key = id(operator) if shared is None else ("row", shared)
+        if key not in cache:
+            cache[key] = operator.execute(f.ctx, outer=Frame(ONE_ROW.slice(0, 0), f.ctx, f))
+        return [cache[key]], None
+
+    def per_outer_value() -> tuple[list[pa.Table], np.ndarray]:
+        if f.n == 0:
+            return [], np.zeros(0, np.int64)
+        if row_keys:
+            gids, first = group_ids([_groupable(f.table.column(i)) for i in row_keys], f.n)
+        else:  # reads only queries further out: the same for every row here
+            gids, first = np.zeros(f.n, np.int64), np.zeros(1, np.int64)
+        return [operator.execute(f.ctx, outer=Frame(f.table.slice(int(r), 1), f.ctx, f.outer))
+                for r in first], gids
+    return per_outer_value() if shared is None else _per_frame(f, ("row", shared),
+                                                               per_outer_value)
+
+
+def _per_frame(f: Frame, key: tuple, compute):
+    """`compute()`, once for the frame `f` however many columns of a row sub-SELECT ask (the
+    statement's cache under `key` keeps the last frame's, holding the frame so that its id is
+    not reused meanwhile)."""
+    cache = f.ctx.subquery_cache
+    seen = cache.get(key)
+    if seen is not None and seen[0] is f.table and seen[1] is f.outer:
+        return seen[2]
+    result = compute()
+    cache[key] = (f.table, f.outer, result)
+    return result
 
 
 def _row_in_subplan(c: Compiler, e: SubPlan) -> Value:
@@ -272,11 +303,12 @@ def _keyed_subplan(c: Compiler, e: SubPlan) -> Value | None:
             return None
         visible = [i for i, f in enumerate(operator.fields) if not f.hidden]
         keys = e.args.get("keys") or []
-        if len(visible) != 1 + len(keys):
+        width = len(visible) - len(keys)  # the value columns: one, or a row sub-SELECT's
+        if width != 1 and (e.args.get("row") is None or width < 1):
             give_up()
             return None
         pairs = []
-        for key, j in zip(keys, visible[1:]):
+        for key, j in zip(keys, visible[width:]):
             inner = Value(lambda f, j=j: f.table.column(j), operator.types[j])
             outer_v, inner_v, t = c.unify(c.compile(key), inner)
             if not _hashable(t):
@@ -285,7 +317,8 @@ def _keyed_subplan(c: Compiler, e: SubPlan) -> Value | None:
             pairs.append((outer_v, inner_v))
         guard = c.condition(e.args["guard"], "WHERE") if e.args.get("guard") is not None else None
         kind = e.args["kind"]
-        value_i = visible[0]
+        column = int(e.args.get("column") or 0)
+        value_i = visible[column]
         out_type = operator.types[value_i] or TEXT
         if kind == "array" and not pa.types.is_list(
                 (out_type.array_of() if not out_type.is_array else out_type).to_arrow()):
@@ -302,9 +335,16 @@ def _keyed_subplan(c: Compiler, e: SubPlan) -> Value | None:
 
     def matches(f: Frame) -> tuple[pa.Table, np.ndarray, np.ndarray]:
         """The keyed result, and the (outer row, keyed row) pairs with equal keys, in outer
-        row order and then the keyed result's order."""
+        row order and then the keyed result's order; the columns of a row sub-SELECT share
+        both."""
+        shared = e.args.get("row")
+        if shared is None:
+            return matched(f)
+        return _per_frame(f, ("matched", shared), lambda: matched(f))
+
+    def matched(f: Frame) -> tuple[pa.Table, np.ndarray, np.ndarray]:
         cache = f.ctx.subquery_cache
-        key = id(operator)
+        key = id(operator) if e.args.get("row") is None else ("keyed", e.args["row"])
         if key not in cache:
             cache[key] = operator.execute(f.ctx, outer=None)
         table = cache[key]
@@ -341,7 +381,7 @@ def _keyed_subplan(c: Compiler, e: SubPlan) -> Value | None:
             if empty is not None:
                 if not empty_cache:
                     none = empty.execute(f.ctx, outer=None)
-                    first = next(i for i, fd in enumerate(empty.fields) if not fd.hidden)
+                    first = [i for i, fd in enumerate(empty.fields) if not fd.hidden][column]
                     empty_cache.append(none.column(first)[0].cast(arrow) if none.num_rows
                                        else pa.scalar(None, arrow))
                 if empty_cache[0].is_valid and (index < 0).any():

@@ -215,3 +215,24 @@ def test_a_rolled_back_block_keeps_the_values_and_setval(tmp_path):
         s = db.connect()
         assert one(s, "SELECT nextval('s')") > 4
         assert one(s, "SELECT nextval('t')") == 101
+
+
+def test_an_unlogged_sequence_starts_afresh_after_a_kill_only(tmp_path):
+    """As PostgreSQL resets unlogged relations after a crash: an unlogged sequence hands out
+    its start value next after a kill, a logged one and a clean close keep counting."""
+    path = str(tmp_path / "data")
+    taken = _killed_after(path, ["CREATE UNLOGGED SEQUENCE u START 5",
+                                 "CREATE SEQUENCE kept", "CREATE SEQUENCE was_u",
+                                 "ALTER SEQUENCE was_u SET UNLOGGED",
+                                 "ALTER SEQUENCE was_u SET LOGGED",
+                                 "SELECT nextval('u')", "SELECT nextval('u')",
+                                 "SELECT nextval('kept')", "SELECT nextval('was_u')"])
+    assert taken[-4:] == [5, 6, 1, 1]
+    with Database.open(path) as db:
+        s = db.connect()
+        assert one(s, "SELECT relpersistence FROM pg_class WHERE relname = 'u'") == "u"
+        assert one(s, "SELECT last_value FROM pg_sequences WHERE sequencename = 'u'") is None
+        assert [one(s, "SELECT nextval('u')") for _ in range(2)] == [5, 6]
+        assert one(s, "SELECT nextval('kept')") > 1 and one(s, "SELECT nextval('was_u')") > 1
+    with Database.open(path) as db:  # closed cleanly: counting goes on
+        assert one(db.connect(), "SELECT nextval('u')") > 6
