@@ -35,12 +35,12 @@ def measure(dsn: str, rows: int, calls: int) -> dict[str, float]:
         conn.execute("INSERT INTO src SELECT g, g * 2, 'v' || g, g / 3.0 "
                      f"FROM generate_series(1, {rows}) g")
         for name, sql in UPDATES.items():
-            out[name] = _median_seconds(lambda: conn.execute(sql))
+            out[name] = _median_seconds(lambda sql=sql: conn.execute(sql))
         for cache in (1, 20):
             conn.execute(f"CREATE SEQUENCE s{cache} CACHE {cache}")
             sql = f"SELECT nextval('s{cache}')"
             out[f"nextval CACHE {cache}"] = _median_seconds(
-                lambda: [conn.execute(sql).fetchone() for _ in range(calls)]) / calls
+                lambda sql=sql: [conn.execute(sql).fetchone() for _ in range(calls)]) / calls
     return out
 
 
