@@ -211,6 +211,32 @@ def test_relay_passes_exactly_one_message_on_and_keeps_what_follows(kernel):
     b.close()
 
 
+def test_a_run_of_buffered_copy_data_is_taken_whole_and_a_relay_sends_its_header_first():
+    """`take_run` takes the body asked for and the whole CopyData messages after it, not a
+    message of another type nor one not all received; `relay` sends the header it is given
+    before the body."""
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    a.sendall(frame(b"d", b"one") + frame(b"d", b"") + frame(b"d", b"three")
+              + frame(b"c", b"") + frame(b"d", b"x" * 50)[:20])
+    stream = SocketStream(b)
+    stream.receive()
+    head = stream.read_exactly(5)
+    assert bytes(stream.take_run(3, b"d")) == b"one" + frame(b"d", b"") + frame(b"d", b"three")
+    assert read_message(stream.read_exactly) == (b"c", b"")
+    head = stream.read_exactly(5)
+    assert bytes(stream.take_run(0, b"d")) == b""  # the next one is not all there
+    got = bytearray()
+    collector = _collect(d, got)
+    a.sendall(b"x" * 35)
+    a.close()
+    stream.relay(50, c, head)
+    c.close()
+    collector.join()
+    assert got == frame(b"d", b"x" * 50)
+    b.close()
+
+
 @pytest.mark.parametrize("kernel", [True, False], ids=["splice", "copied"])
 def test_relay_ends_with_the_connection_when_the_client_leaves_mid_message(kernel):
     a, b = socket.socketpair()
