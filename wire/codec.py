@@ -406,6 +406,15 @@ class SocketStream:
             return take
         return self._recv_into(target)
 
+    def buffer(self, n: int) -> bool:
+        """Receive until `n` bytes are buffered; False (nothing received) when the buffer
+        cannot hold that many."""
+        if n > len(self._buf):
+            return False
+        if self._end - self._start < n:
+            self._fill(n)
+        return True
+
     def take_run(self, n: int, type_byte: bytes) -> memoryview:
         """The next `n` buffered bytes and every whole message of type `type_byte` buffered
         right after them, taken as one view of the receive buffer (valid until the next read):

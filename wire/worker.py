@@ -867,12 +867,13 @@ class Relay:
             left -= len(chunk)
 
     def _copy_data(self, head: bytes, n: int) -> None:
-        """Relay one CopyData message of `n` bytes to the primary: one already received in
-        one send with the whole CopyData messages received after it (`take_run`), a large
-        one as it arrives (`SocketStream.relay`: moved by the kernel where it can be), so the
-        bulk of a COPY is not collected, framed and joined here first."""
+        """Relay one CopyData message of `n` bytes to the primary: one that fits the receive
+        buffer once it is all received, in one send with the whole CopyData messages
+        received after it (`take_run`), a larger one as it arrives (`SocketStream.relay`:
+        moved by the kernel where it can be), so the bulk of a COPY is not collected, framed
+        and joined here first."""
         with self.ulock:
-            if n <= self.stream.buffered:
+            if self.stream.buffer(n):
                 send_parts(self.upstream, [head, self.stream.take_run(n, b"d")])
             else:
                 self.stream.relay(n, self.upstream, head)

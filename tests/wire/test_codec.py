@@ -6,6 +6,7 @@ import os
 import socket
 import struct
 import threading
+import time
 import tracemalloc
 
 import pyarrow as pa
@@ -234,6 +235,20 @@ def test_a_run_of_buffered_copy_data_is_taken_whole_and_a_relay_sends_its_header
     c.close()
     collector.join()
     assert got == frame(b"d", b"x" * 50)
+    b.close()
+
+
+def test_buffer_waits_for_a_message_that_fits_and_refuses_one_that_does_not():
+    a, b = socket.socketpair()
+    b.settimeout(10)
+    stream = SocketStream(b, STARTUP_RECV_SIZE)
+    sender = threading.Thread(target=lambda: [a.sendall(b"x" * 1000) or time.sleep(0.01)
+                                              for _ in range(5)])
+    sender.start()
+    assert not stream.buffer(STARTUP_RECV_SIZE + 1) and stream.buffered == 0
+    assert stream.buffer(5000) and stream.buffered == 5000
+    sender.join()
+    a.close()
     b.close()
 
 
