@@ -396,14 +396,48 @@ class SocketStream:
         while take < n:
             take += self._recv_into(target[take:])
 
-    def relay(self, n: int, target: socket.socket) -> None:
-        """Pass the next `n` bytes on to `target` as they arrive, without collecting them (a
-        relayed COPY's data): what is buffered first, then, between plain blocking sockets, by
-        `splice` through a pipe (the kernel moves the bytes; none enter this process), else
-        received into the receive buffer piece by piece and sent from there."""
-        take = min(n, self._end - self._start)
+    def receive_into(self, target: memoryview) -> int:
+        """Up to len(target) bytes into `target`: what is buffered, else one receive of
+        whatever the client has sent (COPY data, received where it stays)."""
+        take = min(len(target), self._end - self._start)
         if take:
-            target.sendall(self._view[self._start:self._start + take])
+            target[:take] = self._view[self._start:self._start + take]
+            self._start += take
+            return take
+        return self._recv_into(target)
+
+    def buffer(self, n: int) -> bool:
+        """Receive until `n` bytes are buffered; False (nothing received) when the buffer
+        cannot hold that many."""
+        if n > len(self._buf):
+            return False
+        if self._end - self._start < n:
+            self._fill(n)
+        return True
+
+    def take_run(self, n: int, type_byte: bytes) -> memoryview:
+        """The next `n` buffered bytes and every whole message of type `type_byte` buffered
+        right after them, taken as one view of the receive buffer (valid until the next read):
+        a run of COPY data relayed in one send."""
+        buf, start = self._buf, self._start
+        end = start + n
+        while self._end - end >= 5 and buf[end] == type_byte[0]:
+            (length,) = _I32.unpack_from(buf, end + 1)
+            if not 4 <= length <= self._end - end - 1:
+                break
+            end += 1 + length
+        self._start = end
+        return self._view[start:end]
+
+    def relay(self, n: int, target: socket.socket, head: bytes = b"") -> None:
+        """Pass `head`, then the next `n` bytes on to `target` as they arrive, without
+        collecting them (a relayed COPY's data): what is buffered first, in one send with
+        `head`, then, between plain blocking sockets, by `splice` through a pipe (the kernel
+        moves the bytes; none enter this process), else received into the receive buffer
+        piece by piece and sent from there."""
+        take = min(n, self._end - self._start)
+        if take or head:
+            send_parts(target, [head, self._view[self._start:self._start + take]])
             self._start += take
             n -= take
         if n and _splice(self.sock, target, n):
@@ -515,6 +549,13 @@ def _close_pipe(pipe: tuple[int, int]) -> None:
 
 MAX_IDLE_PIPES = 8  # more relays at once than this make (and close) their own
 _pipes = _Pipes()
+
+
+def send_parts(sock: socket.socket, parts: list[bytes | memoryview]) -> None:
+    """Send `parts` back to back, in one system call where it takes them all (no join)."""
+    sent = sock.sendmsg(parts) if type(sock) is socket.socket else 0
+    if sent < sum(map(len, parts)):
+        sock.sendall(memoryview(b"".join(parts))[sent:])
 
 
 def _splice(source: socket.socket, target: socket.socket, n: int) -> bool:

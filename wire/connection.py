@@ -1534,8 +1534,8 @@ class Connection:
                     type_byte, length = self._waiting(read_header, self.stream.read_exactly,
                                                       self.server.max_message_size)
                     if type_byte == CopyData.TYPE:  # the bulk: received where it stays
-                        self._waiting(stream.receive, self.stream, length)
-                        progress.bytes_processed += length
+                        self._waiting(stream.receive, self.stream, length,
+                                      self.server.max_message_size, progress)
                     else:
                         body = self._waiting(self.stream.read_exactly, length) if length else b""
                         self.dispatch(decode_frontend(type_byte, body))

@@ -34,6 +34,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -45,7 +46,8 @@ from sqlvec.memory import KeptMemory, populated
 from sqlvec.session import CopyOptions
 from sqlvec.types import SqlType, decode_utf8
 from wire import binary_rows, pgtypes
-from wire.codec import SocketStream, concat_binary, fixed_width
+from wire.codec import MAX_MESSAGE_SIZE, SocketStream, body_length, concat_binary, fixed_width
+from wire.messages import CopyData
 from wire.pgtypes import CellError
 
 BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
@@ -213,17 +215,69 @@ class CopyStream:
         self._own = 0  # the current chunk's bytes before this repeat the previous one's end
         self._end = 0
 
-    def receive(self, stream: SocketStream, n: int) -> None:
-        """The next `n` bytes of the client's data (a CopyData message's body)."""
-        while n:
+    def receive(self, stream: SocketStream, n: int, max_size: int = MAX_MESSAGE_SIZE,
+                progress: Progress | None = None) -> None:
+        """The next `n` bytes of the client's data (a CopyData message's body), then those of
+        the CopyData messages that follow, until another message comes (its bytes are handed
+        back to `stream`). Each receive goes straight into the chunk, as much as the client
+        has sent, so the next message's header usually comes with the data before it and
+        costs no receive of its own; it is read where it lands and the data after it moved
+        over it (`_Landed`). `progress` counts the bytes as they are taken."""
+        landed = _Landed(self._end, self._end)
+        while True:
+            if n:
+                taken = self._take(stream, landed, n)
+                n -= taken
+                if progress is not None:
+                    progress.bytes_processed += taken
+                continue
+            n = self._next_header(stream, landed, max_size)
+            if n is None:
+                return
+
+    def _take(self, stream: SocketStream, landed: _Landed, n: int) -> int:
+        """Up to `n` bytes of a message's body into place: the landed ones, else received."""
+        if landed.start == landed.end:
             if self._end == len(self._buf):
                 self._next_chunk()
-            take = min(n, len(self._buf) - self._end)
             with memoryview(self._buf) as view:
-                stream.fill(view[self._end:self._end + take])
-            self._end += take
-            self.size += take
-            n -= take
+                got = stream.receive_into(view[self._end:])
+            landed.start, landed.end = self._end, self._end + got
+        take = min(n, landed.end - landed.start)
+        if landed.start != self._end:  # a header was read in between: close the gap
+            self._buf.move(self._end, landed.start, take)
+        landed.start += take
+        self._end += take
+        self.size += take
+        return take
+
+    def _next_header(self, stream: SocketStream, landed: _Landed, max_size: int) -> int | None:
+        """The body size of the CopyData message after the data taken so far (its header
+        read, from what landed or received over the data's last bytes, kept aside), or None
+        where it is not one, or not whole, or does not fit: the bytes from there on are
+        handed back to `stream`, which reads the message as usual."""
+        buf = self._buf
+        if landed.start == landed.end:
+            at = self._end - HEADER_SIZE
+            if at < 0:
+                return None
+            kept = buf[at:self._end]
+            with memoryview(buf) as view:
+                got = stream.receive_into(view[at:])
+            head = buf[at:at + min(got, HEADER_SIZE)]
+            landed.start, landed.end = self._end, at + got
+            if got < HEADER_SIZE:
+                landed.start = landed.end
+            buf[at:self._end] = kept
+        else:
+            head = buf[landed.start:min(landed.start + HEADER_SIZE, landed.end)]
+            landed.start += len(head)
+        if len(head) == HEADER_SIZE and head[:1] == CopyData.TYPE:
+            return body_length(int.from_bytes(head[1:], "big"), startup=False,
+                               max_size=max_size)
+        stream.feed(head + buf[landed.start:landed.end])
+        landed.start = landed.end
+        return None
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
         """Data that came otherwise (a CopyData message read whole)."""
@@ -282,6 +336,24 @@ class CopyStream:
         for buf in chunks:
             if isinstance(buf, mmap.mmap):
                 _chunks.give_back(buf)
+
+
+HEADER_SIZE = 5  # a message's type byte and length
+
+
+class Progress(Protocol):
+    """Where a COPY's bytes are counted as they arrive (pg_stat_progress_copy's record)."""
+
+    bytes_processed: int
+
+
+@dataclass
+class _Landed:
+    """Bytes `CopyStream.receive` received into the chunk that it has not taken yet:
+    `buf[start:end]`, at or after the data's end."""
+
+    start: int
+    end: int
 
 
 # Chunks kept between COPYs (128 MiB at most), received (or decoded) into at memcpy speed

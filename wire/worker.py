@@ -76,6 +76,7 @@ from wire.codec import (
     SocketStream,
     frame,
     linger_close,
+    send_parts,
 )
 from wire.compiled import CompiledTopK
 from wire.connection import GONE, SEND_BUFFER, Connection, ConnectionState, bound_round_trip
@@ -928,16 +929,16 @@ class Relay:
             left -= len(chunk)
 
     def _copy_data(self, head: bytes, n: int) -> None:
-        """Relay one CopyData message of `n` bytes to the primary: a small one (already
-        received) in one send, a large one as it arrives (`SocketStream.relay`: moved by the
-        kernel where it can be), so the bulk of a COPY is not collected, framed and joined
-        here first."""
+        """Relay one CopyData message of `n` bytes to the primary: one that fits the receive
+        buffer once it is all received, in one send with the whole CopyData messages
+        received after it (`take_run`), a larger one as it arrives (`SocketStream.relay`:
+        moved by the kernel where it can be), so the bulk of a COPY is not collected, framed
+        and joined here first."""
         with self.ulock:
-            if n <= self.stream.buffered:
-                self.upstream.sendall(head + self.stream.read_exactly(n))
+            if self.stream.buffer(n):
+                send_parts(self.upstream, [head, self.stream.take_run(n, b"d")])
             else:
-                self.upstream.sendall(head)
-                self.stream.relay(n, self.upstream)
+                self.stream.relay(n, self.upstream, head)
 
     def _idle(self) -> bool:
         with self.lock:

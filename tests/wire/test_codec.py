@@ -6,6 +6,7 @@ import os
 import socket
 import struct
 import threading
+import time
 import tracemalloc
 
 import pyarrow as pa
@@ -208,6 +209,46 @@ def test_relay_passes_exactly_one_message_on_and_keeps_what_follows(kernel):
     assert got == payload
     assert read_message(stream.read_exactly) == (b"c", b"")
     sender.join()
+    b.close()
+
+
+def test_a_run_of_buffered_copy_data_is_taken_whole_and_a_relay_sends_its_header_first():
+    """`take_run` takes the body asked for and the whole CopyData messages after it, not a
+    message of another type nor one not all received; `relay` sends the header it is given
+    before the body."""
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    a.sendall(frame(b"d", b"one") + frame(b"d", b"") + frame(b"d", b"three")
+              + frame(b"c", b"") + frame(b"d", b"x" * 50)[:20])
+    stream = SocketStream(b)
+    stream.receive()
+    head = stream.read_exactly(5)
+    assert bytes(stream.take_run(3, b"d")) == b"one" + frame(b"d", b"") + frame(b"d", b"three")
+    assert read_message(stream.read_exactly) == (b"c", b"")
+    head = stream.read_exactly(5)
+    assert bytes(stream.take_run(0, b"d")) == b""  # the next one is not all there
+    got = bytearray()
+    collector = _collect(d, got)
+    a.sendall(b"x" * 35)
+    a.close()
+    stream.relay(50, c, head)
+    c.close()
+    collector.join()
+    assert got == frame(b"d", b"x" * 50)
+    b.close()
+
+
+def test_buffer_waits_for_a_message_that_fits_and_refuses_one_that_does_not():
+    a, b = socket.socketpair()
+    b.settimeout(10)
+    stream = SocketStream(b, STARTUP_RECV_SIZE)
+    sender = threading.Thread(target=lambda: [a.sendall(b"x" * 1000) or time.sleep(0.01)
+                                              for _ in range(5)])
+    sender.start()
+    assert not stream.buffer(STARTUP_RECV_SIZE + 1) and stream.buffered == 0
+    assert stream.buffer(5000) and stream.buffered == 5000
+    sender.join()
+    a.close()
     b.close()
 
 

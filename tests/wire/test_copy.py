@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 import struct
+import threading
 import time
 
 import numpy as np
@@ -12,9 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sqlvec.catalog.pg_stat import CopyProgress
+from sqlvec.errors import ProtocolViolation
 from sqlvec.memory import KeptMemory
 from sqlvec.types import SqlType
 from wire import copy as C
+from wire.codec import SocketStream, read_header
 
 COLUMNS = [C.Column("id", SqlType("int4")), C.Column("v", SqlType("vector", 2)),
            C.Column("note", SqlType("text"))]
@@ -352,6 +357,80 @@ def test_text_pieces_leave_unusual_or_bad_data_to_the_whole_stream_decoder(monke
     data = b"".join(lines)
     stream = feed_in_messages(C.TextPieces(C.CopyOptions(), FAST_COLUMNS), data)
     assert stream.finish() is None
+
+
+def receive_as_the_connection_does(sends: list[bytes]) -> tuple[C.CopyStream, list]:
+    """Messages sent over a socket pair in the pieces `sends`, received as
+    `Connection._copy_in` does: each CopyData header read, then `CopyStream.receive` takes
+    that body and the CopyData right after it. Returns the stream and, in order, every other
+    message and the data bytes each receive counted."""
+    client, server = socket.socketpair()
+    sender = threading.Thread(target=_send_slowly, args=(client, sends))
+    sender.start()
+    stream, received, others = C.CopyStream(), SocketStream(server, 1 << 12), []
+    try:
+        while True:
+            type_byte, length = read_header(received.read_exactly)
+            if type_byte == b"d":
+                counted = CopyProgress(0, "COPY FROM")
+                stream.receive(received, length, progress=counted)
+                others.append(counted.bytes_processed)
+                continue
+            others.append((type_byte, received.read_exactly(length) if length else b""))
+            if type_byte == b"S":
+                return stream, others
+    finally:
+        sender.join()
+        client.close()
+        server.close()
+
+
+def _send_slowly(sock: socket.socket, sends: list[bytes]) -> None:
+    for i, data in enumerate(sends):
+        sock.sendall(data)
+        if i % 10 == 0:
+            time.sleep(0.001)  # the receiver catches up: the next send then comes alone
+
+
+def _pieces(data: bytes, sizes: list[int]) -> list[bytes]:
+    out, at = [], 0
+    while at < len(data):
+        size = sizes[len(out) % len(sizes)]
+        out.append(data[at:at + size])
+        at += size
+    return out
+
+
+@pytest.mark.parametrize("sizes", [None, [3, 5, 1000, 2, 1], [4099, 17, 70000], [1 << 20]])
+def test_copy_data_received_in_runs_is_the_stream_exactly(monkeypatch, sizes):
+    """CopyData headers and bodies split anywhere by the client's sends (one message a send,
+    a header cut in two, several messages in one receive, chunks filled mid-message): the
+    stream holds exactly the messages' bodies, and what follows them (CopyDone, Sync) is read
+    as usual."""
+    monkeypatch.setattr(C.CopyStream, "CHUNK", 4096)
+    rng = np.random.default_rng(7)
+    bodies = [rng.bytes(int(size)) for size in rng.integers(0, 3000, 60)]
+    messages = [*map(C.copy_data, bodies), b"c\x00\x00\x00\x04", b"S\x00\x00\x00\x04"]
+    sends = messages if sizes is None else _pieces(b"".join(messages), sizes)
+    stream, others = receive_as_the_connection_does(sends)
+    assert bytes(stream.whole()) == b"".join(bodies)
+    runs = [n for n in others if isinstance(n, int)]
+    assert sum(runs) == stream.size == sum(map(len, bodies))
+    assert others[-2:] == [(b"c", b""), (b"S", b"")]
+
+
+def test_a_copy_data_header_past_the_size_limit_is_refused_where_it_lands():
+    bodies = [b"x" * 10, b"y" * 20]  # the second's size claimed 2 GB
+    messages = b"".join(map(C.copy_data, bodies)).replace(b"d\x00\x00\x00\x18",
+                                                          b"d\x7f\x00\x00\x18")
+    client, server = socket.socketpair()
+    client.sendall(messages)
+    received, stream = SocketStream(server), C.CopyStream()
+    type_byte, length = read_header(received.read_exactly)
+    with pytest.raises(ProtocolViolation, match="invalid message length"):
+        stream.receive(received, length, max_size=1 << 20)
+    client.close()
+    server.close()
 
 
 BINARY_COLUMNS = [C.Column("id", SqlType("int8")), C.Column("v", SqlType("vector", 3))]

@@ -72,6 +72,9 @@ def test_a_copy_changes_independently_of_its_original(make, monkeypatch):
 def test_first_duplicate():
     assert KeyIndex.first_duplicate(np.array([3, 1, 2], np.int64)) is None
     assert KeyIndex.first_duplicate(np.array([3, 1, 3], np.int64)) == 3
+    assert KeyIndex.first_duplicate(np.arange(5, dtype=np.int64)) is None  # ascending
+    assert KeyIndex.first_duplicate(np.array([1, 2, 2, 3], np.int64)) == 2  # not strictly
+    assert KeyIndex.first_duplicate(np.array([1.0, np.nan, np.nan])) is None  # NaN: no sort path
     keys = np.fromiter([(1, "a"), (1, "b"), (1, "a")], dtype=object, count=3)
     assert KeyIndex.first_duplicate(keys) == (1, "a")
 
