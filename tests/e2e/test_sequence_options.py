@@ -570,13 +570,31 @@ CACHED = [
 ]
 
 
-def cached_outcomes(uri: str) -> list[tuple]:
-    """`CACHED` run on two connections: each statement's rows (or tag), or its error."""
+# What a session's cache holds after ALTER SEQUENCE and at a cycling sequence's bound.
+CACHED_EDGES = [
+    (0, "CREATE SEQUENCE sq_ch CACHE 10"),
+    (0, "SELECT nextval('sq_ch')"),
+    (0, "ALTER SEQUENCE sq_ch INCREMENT BY 100"),
+    (0, "SELECT nextval('sq_ch')"),
+    (1, "SELECT nextval('sq_ch')"),
+    (0, "CREATE SEQUENCE sq_ch2 CACHE 3 MAXVALUE 5 CYCLE"),
+    (0, "SELECT nextval('sq_ch2')"),
+    (1, "SELECT nextval('sq_ch2')"),
+    (0, "SELECT last_value FROM sq_ch2"),
+    (1, "SELECT nextval('sq_ch2'), nextval('sq_ch2'), nextval('sq_ch2')"),
+    (0, "SELECT nextval('sq_ch2'), nextval('sq_ch2'), nextval('sq_ch2')"),
+    (0, "DROP SEQUENCE sq_ch, sq_ch2"),
+]
+
+
+def cached_outcomes(uri: str, script: list[tuple[int, str]] = CACHED) -> list[tuple]:
+    """`script` (`CACHED`) run on two connections: each statement's rows (or tag), or its
+    error."""
     with psycopg.connect(uri, autocommit=True) as a, psycopg.connect(uri, autocommit=True) as b:
         for sql in CLEAN:
             a.execute(sql)
         out: list[tuple] = []
-        for which, sql in CACHED:
+        for which, sql in script:
             try:
                 cur = (a, b)[which].execute(sql)
                 out.append((sql, cur.fetchall() if cur.description else cur.statusmessage))
@@ -591,3 +609,11 @@ def test_each_session_caches_values_as_postgres(servers):
     expected = cached_outcomes(servers["postgres"])
     assert expected[3][1] == [(10, True)] and expected[5][1] == [(11, 12)]
     assert cached_outcomes(servers["sqlvec"]) == expected
+
+
+def test_a_session_s_cache_after_alter_and_at_a_cycle_as_postgres(servers):
+    """ALTER SEQUENCE drops the altering session's cached values (another session keeps its
+    own); a cache stops at the bound of a cycling sequence rather than wrapping within it."""
+    expected = cached_outcomes(servers["postgres"], CACHED_EDGES)
+    assert expected[3][1] == [(110,)]
+    assert cached_outcomes(servers["sqlvec"], CACHED_EDGES) == expected
