@@ -1374,18 +1374,21 @@ class Session:
                     return f"{candidate}.{seq}"
         return key
 
-    def give_back(self, name: str, last: int, value: int) -> None:
-        """Values a sequence handed out after `value` (up to `last`, its last one) were not
-        used after all: it goes back to `value` if it handed out nothing since (a cached
-        sequence: they go back to the front of this session's cache), and currval() is `value`
-        again."""
+    def give_back(self, name: str, values: list[int], value: int) -> None:
+        """`values`, which a sequence handed out after `value` (in that order), were not used
+        after all: a cached sequence's go back to the front of this session's cache (they
+        were the session's: others took values between them maybe); another goes back to
+        `value` if it handed out nothing since and `values` are all it handed out after it.
+        currval() is `value` again."""
         key = self._sequence_key(name)
         seq = self.catalog.sequence(key)
-        held = self.sequence_caches.get(key)
-        if held is None:
-            self.catalog.give_back(key, last, value)
-        elif held[0] == seqrules.identity(seq):
-            held[1][:0] = seqrules.between(seq, value, last)
+        if int(seq.get("cache", 1)) > 1:
+            held = self.sequence_caches.get(key)
+            identity = seqrules.identity(seq)
+            if held is None or held[0] == identity:
+                self.sequence_caches[key] = (identity, [*values, *(held[1] if held else ())])
+        elif values == seqrules.between(seq, value, values[-1]):
+            self.catalog.give_back(key, values[-1], value)
         self.last_sequence_values[seq["oid"]] = value
 
     def nextval(self, name: str, count: int = 1) -> list[int]:
