@@ -163,9 +163,10 @@ class Session:
         # currval() of each sequence used, by OID: a renamed sequence keeps it
         self.last_sequence_values: dict[int, int] = {}
         self.last_sequence: int | None = None  # OID of the last nextval's sequence
-        # Values a sequence with CACHE > 1 handed this session ahead, by key, with the OID and
-        # incarnation they belong to (a restart or another incarnation drops them).
-        self.sequence_caches: dict[str, tuple[tuple[int, int], list[int]]] = {}
+        # Values a sequence with CACHE > 1 handed this session ahead, by OID (a renamed
+        # sequence keeps them, as PostgreSQL's), with the OID and incarnation they belong to
+        # (a restart or another incarnation drops them).
+        self.sequence_caches: dict[int, tuple[tuple[int, int], list[int]]] = {}
         # The block's statements are an extended batch's (`begin_implicit`, `gather_in_block`).
         self.gathering = False
         self.failed = False
@@ -1383,10 +1384,10 @@ class Session:
         key = self._sequence_key(name)
         seq = self.catalog.sequence(key)
         if int(seq.get("cache", 1)) > 1:
-            held = self.sequence_caches.get(key)
+            held = self.sequence_caches.get(seq["oid"])
             identity = seqrules.identity(seq)
             if held is None or held[0] == identity:
-                self.sequence_caches[key] = (identity, [*values, *(held[1] if held else ())])
+                self.sequence_caches[seq["oid"]] = (identity, [*values, *(held[1] if held else ())])
         elif values == seqrules.between(seq, value, values[-1]):
             self.catalog.give_back(key, values[-1], value)
         self.last_sequence_values[seq["oid"]] = value
@@ -1400,7 +1401,7 @@ class Session:
         if cache > 1:
             values = self._cached_nextval(key, seq, count, cache)
         else:
-            self.sequence_caches.pop(key, None)
+            self.sequence_caches.pop(seq["oid"], None)
             values = self.catalog.nextval(key, count)
         self.nextval_calls += 1
         self.last_sequence = seq["oid"]
@@ -1412,7 +1413,7 @@ class Session:
         session's cache, and when it runs out the sequence hands the session n at a time
         (durably reserved first; the sequence's last value is then the block's last, and
         values a session does not use are skipped)."""
-        held = self.sequence_caches.pop(key, None)
+        held = self.sequence_caches.pop(seq["oid"], None)
         ahead = held[1] if held is not None and held[0] == seqrules.identity(seq) else []
         values, ahead = ahead[:count], ahead[count:]
         need = count - len(values)
@@ -1420,7 +1421,8 @@ class Session:
             taken = self.catalog.nextval(key, need, ahead=-need % cache)
             values, ahead = values + taken[:need], taken[need:]
         if ahead:
-            self.sequence_caches[key] = (seqrules.identity(self.catalog.sequence(key)), ahead)
+            self.sequence_caches[seq["oid"]] = (seqrules.identity(self.catalog.sequence(key)),
+                                                ahead)
         return values
 
     def discard_sequences(self) -> None:
