@@ -1163,6 +1163,8 @@ class Relay:
             with self.ulock:
                 self.running = False
                 reported, self.reported = self.reported, False
+                if _last_statement(local) is not None:  # (a pipeline's: its last statement)
+                    self.query = local.session.current_query  # type: ignore[union-attr]
         local.keep = local.error is None and self._keepable(messages, local)
         answered = False
         try:

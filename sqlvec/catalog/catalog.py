@@ -273,15 +273,17 @@ class Catalog:
 
     def nextval(self, key: str, count: int = 1, ahead: int = 0) -> list[int]:
         """The next `count` values of a sequence, and up to `ahead` more before its bound (a
-        session's cache); durable before they are handed out. At its bound it wraps around
-        (CYCLE) or fails (2200H) after taking the values before."""
+        session's cache: it never wraps around, as PostgreSQL's stops fetching there); durable
+        before they are handed out. At its bound it wraps around (CYCLE) or fails (2200H)
+        after taking the values before."""
         with self._lock:
             seq = self.sequence(key)
             inc = int(seq["increment"])
-            values, wrapped, error = seqrules.advance(
-                seq, key.split(".", 1)[1], self._last_value(key, seq), count + ahead)
-            if len(values) >= count:
-                error = None
+            name = key.split(".", 1)[1]
+            values, wrapped, error = seqrules.advance(seq, name, self._last_value(key, seq),
+                                                      count)
+            if ahead and error is None:
+                values += seqrules.advance({**seq, "cycle": False}, name, values[-1], ahead)[0]
             if values:
                 top = values[-1]
                 reserved = seq.get("reserved")

@@ -462,7 +462,8 @@ def _pg_stat_activity(o) -> dict:
     gather_other_processes(o)  # the reads the server's workers answered, for the times below
     rows = []
     for s in list(getattr(o.database, "sessions", {}).values()):
-        in_transaction = s.explicit or s.state == "active"
+        # (a failed block's transaction is over: PostgreSQL shows no start until ROLLBACK)
+        in_transaction = not s.failed and (s.explicit or s.state == "active")
         rows.append((O.database_oid(s.database_name), s.database_name, s.pid, None,
                      o.role_oid(s.user), s.user, s.settings.get("application_name", ""),
                      getattr(s, "client_addr", None), None, getattr(s, "client_port", None),

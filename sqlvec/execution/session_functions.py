@@ -90,9 +90,10 @@ def _setval(c, args, e):
         v = value(f).as_py()
         is_called = True if called is None else called(f).as_py()
         session.catalog.setval(full, v, is_called)
-        session.sequence_caches.pop(full, None)  # as PostgreSQL, its values cached go
+        oid = session.catalog.sequence(full)["oid"]
+        session.sequence_caches.pop(oid, None)  # as PostgreSQL, its values cached go
         if is_called:  # currval() (and lastval() of this sequence) is the value set
-            session.last_sequence_values[session.catalog.sequence(full)["oid"]] = v
+            session.last_sequence_values[oid] = v
         return pa.scalar(v, pa.int64())
     return Value(fn, INT8)
 

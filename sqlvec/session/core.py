@@ -163,9 +163,10 @@ class Session:
         # currval() of each sequence used, by OID: a renamed sequence keeps it
         self.last_sequence_values: dict[int, int] = {}
         self.last_sequence: int | None = None  # OID of the last nextval's sequence
-        # Values a sequence with CACHE > 1 handed this session ahead, by key, with the OID and
-        # incarnation they belong to (a restart or another incarnation drops them).
-        self.sequence_caches: dict[str, tuple[tuple[int, int], list[int]]] = {}
+        # Values a sequence with CACHE > 1 handed this session ahead, by OID (a renamed
+        # sequence keeps them, as PostgreSQL's), with the OID and incarnation they belong to
+        # (a restart or another incarnation drops them).
+        self.sequence_caches: dict[int, tuple[tuple[int, int], list[int]]] = {}
         # The block's statements are an extended batch's (`begin_implicit`, `gather_in_block`).
         self.gathering = False
         self.failed = False
@@ -1374,18 +1375,21 @@ class Session:
                     return f"{candidate}.{seq}"
         return key
 
-    def give_back(self, name: str, last: int, value: int) -> None:
-        """Values a sequence handed out after `value` (up to `last`, its last one) were not
-        used after all: it goes back to `value` if it handed out nothing since (a cached
-        sequence: they go back to the front of this session's cache), and currval() is `value`
-        again."""
+    def give_back(self, name: str, values: list[int], value: int) -> None:
+        """`values`, which a sequence handed out after `value` (in that order), were not used
+        after all: a cached sequence's go back to the front of this session's cache (they
+        were the session's: others took values between them maybe); another goes back to
+        `value` if it handed out nothing since and `values` are all it handed out after it.
+        currval() is `value` again."""
         key = self._sequence_key(name)
         seq = self.catalog.sequence(key)
-        held = self.sequence_caches.get(key)
-        if held is None:
-            self.catalog.give_back(key, last, value)
-        elif held[0] == seqrules.identity(seq):
-            held[1][:0] = seqrules.between(seq, value, last)
+        if int(seq.get("cache", 1)) > 1:
+            held = self.sequence_caches.get(seq["oid"])
+            identity = seqrules.identity(seq)
+            if held is None or held[0] == identity:
+                self.sequence_caches[seq["oid"]] = (identity, [*values, *(held[1] if held else ())])
+        elif values == seqrules.between(seq, value, values[-1]):
+            self.catalog.give_back(key, values[-1], value)
         self.last_sequence_values[seq["oid"]] = value
 
     def nextval(self, name: str, count: int = 1) -> list[int]:
@@ -1397,7 +1401,7 @@ class Session:
         if cache > 1:
             values = self._cached_nextval(key, seq, count, cache)
         else:
-            self.sequence_caches.pop(key, None)
+            self.sequence_caches.pop(seq["oid"], None)
             values = self.catalog.nextval(key, count)
         self.nextval_calls += 1
         self.last_sequence = seq["oid"]
@@ -1409,7 +1413,7 @@ class Session:
         session's cache, and when it runs out the sequence hands the session n at a time
         (durably reserved first; the sequence's last value is then the block's last, and
         values a session does not use are skipped)."""
-        held = self.sequence_caches.pop(key, None)
+        held = self.sequence_caches.pop(seq["oid"], None)
         ahead = held[1] if held is not None and held[0] == seqrules.identity(seq) else []
         values, ahead = ahead[:count], ahead[count:]
         need = count - len(values)
@@ -1417,7 +1421,8 @@ class Session:
             taken = self.catalog.nextval(key, need, ahead=-need % cache)
             values, ahead = values + taken[:need], taken[need:]
         if ahead:
-            self.sequence_caches[key] = (seqrules.identity(self.catalog.sequence(key)), ahead)
+            self.sequence_caches[seq["oid"]] = (seqrules.identity(self.catalog.sequence(key)),
+                                                ahead)
         return values
 
     def discard_sequences(self) -> None:

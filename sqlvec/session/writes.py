@@ -144,13 +144,15 @@ def _one_by_one(rows: list):
 def _give_back(session: Session, pending: PendingInserts, failing: int) -> None:
     """The sequence values the rows after the failing one took: one by one, they never ran,
     so never took them. Each sequence goes back to the failing row's value, unless another
-    session took a value since (then the gap stays, as sequences leave gaps anyway)."""
+    session took a value since (then the gap stays, as sequences leave gaps anyway); a
+    cached one's values go back to the session's cache (`Session.give_back`)."""
     sequences = pending.write.fast.sequences  # type: ignore[union-attr]
     if not sequences or failing + 1 >= pending.count:
         return
-    first, last = pending.rows[failing], pending.rows[-1]
+    first, after = pending.rows[failing], pending.rows[failing + 1:]
     for column, name in sequences.items():
-        session.give_back(name, _taken(pending, last, column), _taken(pending, first, column))
+        session.give_back(name, [_taken(pending, row, column) for row in after],
+                          _taken(pending, first, column))
 
 
 def _taken(pending: PendingInserts, row: object, column: int) -> int:

@@ -522,3 +522,29 @@ def test_a_deferred_key_failing_at_the_commit_after_the_answers(servers):
     postgres, ours = [asyncio.run(run(uri)) for uri in servers]
     assert postgres[1][0] == "23505" and postgres[2] == 100
     assert ours == postgres
+
+
+def test_cached_serial_values_given_back_are_only_the_session_s(servers):
+    """With CACHE, the values a session's rows after a failing one give back are those they
+    took, not every value between (another session took some of those): no key is handed
+    out twice, and each session's next rows take PostgreSQL's values."""
+    def run(uri: str) -> tuple:
+        with psycopg.connect(uri, autocommit=True) as a, \
+                psycopg.connect(uri, autocommit=True) as b:
+            a.execute("DROP TABLE IF EXISTS sk2")
+            a.execute("CREATE TABLE sk2 (id serial PRIMARY KEY, u int UNIQUE)")
+            a.execute("ALTER SEQUENCE sk2_id_seq CACHE 3")
+            sql = "INSERT INTO sk2 (u) VALUES (%s)"
+            a.execute(sql, (0,))
+            b.execute(sql, (100,))
+            errors = []
+            for conn, keys in ((a, (1, 0, 3, 4)), (a, (10, 11)), (b, (101, 102))):
+                try:
+                    conn.cursor().executemany(sql, [(k,) for k in keys])
+                except psycopg.Error as exc:
+                    errors.append((exc.sqlstate, exc.diag.message_detail))
+            return errors, a.execute("SELECT id, u FROM sk2 ORDER BY id").fetchall()
+
+    postgres, ours = [run(uri) for uri in servers]
+    assert postgres[0] == [("23505", "Key (u)=(0) already exists.")]
+    assert ours == postgres

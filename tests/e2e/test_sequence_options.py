@@ -400,7 +400,7 @@ CLEAN = ["DROP TABLE IF EXISTS sq_id, sq_id2, sq_id3, sq_o, sq_tab, sq_ai, sq_di
     f"DROP SEQUENCE IF EXISTS {name}" for name in (
         "sq_c", "sq_c2", "sq_b", "sq_b2", "sq_y", "sq_y2", "sq_t", "sq_t2", "sq_t3", "sq_a", '"Sq_Q"',
         "sq_x", "sq_v", "sq_ob", "sq_ob2", "sq_ob3", "sq_w", "sq_l", "sq_l2", "sq_l3", "sq_u",
-        "sq_u2")]
+        "sq_u2", "sq_ch3")]
 
 
 @pytest.fixture(scope="module")
@@ -570,13 +570,34 @@ CACHED = [
 ]
 
 
-def cached_outcomes(uri: str) -> list[tuple]:
-    """`CACHED` run on two connections: each statement's rows (or tag), or its error."""
+# What a session's cache holds after ALTER SEQUENCE and at a cycling sequence's bound.
+CACHED_EDGES = [
+    (0, "CREATE SEQUENCE sq_ch CACHE 10"),
+    (0, "SELECT nextval('sq_ch')"),
+    (0, "ALTER SEQUENCE sq_ch INCREMENT BY 100"),
+    (0, "SELECT nextval('sq_ch')"),
+    (1, "SELECT nextval('sq_ch')"),
+    (0, "CREATE SEQUENCE sq_ch2 CACHE 3 MAXVALUE 5 CYCLE"),
+    (0, "SELECT nextval('sq_ch2')"),
+    (1, "SELECT nextval('sq_ch2')"),
+    (0, "SELECT last_value FROM sq_ch2"),
+    (1, "SELECT nextval('sq_ch2'), nextval('sq_ch2'), nextval('sq_ch2')"),
+    (0, "SELECT nextval('sq_ch2'), nextval('sq_ch2'), nextval('sq_ch2')"),
+    (0, "ALTER SEQUENCE sq_ch RENAME TO sq_ch3"),
+    (0, "SELECT nextval('sq_ch3')"),
+    (1, "SELECT nextval('sq_ch3')"),
+    (0, "DROP SEQUENCE sq_ch3, sq_ch2"),
+]
+
+
+def cached_outcomes(uri: str, script: list[tuple[int, str]] = CACHED) -> list[tuple]:
+    """`script` (`CACHED`) run on two connections: each statement's rows (or tag), or its
+    error."""
     with psycopg.connect(uri, autocommit=True) as a, psycopg.connect(uri, autocommit=True) as b:
         for sql in CLEAN:
             a.execute(sql)
         out: list[tuple] = []
-        for which, sql in CACHED:
+        for which, sql in script:
             try:
                 cur = (a, b)[which].execute(sql)
                 out.append((sql, cur.fetchall() if cur.description else cur.statusmessage))
@@ -591,3 +612,12 @@ def test_each_session_caches_values_as_postgres(servers):
     expected = cached_outcomes(servers["postgres"])
     assert expected[3][1] == [(10, True)] and expected[5][1] == [(11, 12)]
     assert cached_outcomes(servers["sqlvec"]) == expected
+
+
+def test_a_session_s_cache_after_alter_and_at_a_cycle_as_postgres(servers):
+    """ALTER SEQUENCE drops the altering session's cached values (another session keeps its
+    own); a cache stops at the bound of a cycling sequence rather than wrapping within it; a
+    renamed sequence keeps its sessions' cached values."""
+    expected = cached_outcomes(servers["postgres"], CACHED_EDGES)
+    assert expected[3][1] == [(110,)]
+    assert cached_outcomes(servers["sqlvec"], CACHED_EDGES) == expected

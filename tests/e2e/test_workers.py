@@ -282,6 +282,32 @@ def test_pg_stat_activity_times_of_reads_answered_in_a_worker(pool_server):
         assert watcher.execute(ACTIVITY, (conn.info.backend_pid,)).fetchone()[4] is None
 
 
+def test_pg_stat_activity_shows_a_worker_s_pipeline_by_its_last_statement(pool_server):
+    """As PostgreSQL's: after a pipeline of reads its worker answered, the session shows the
+    last statement it ran, not the first."""
+    conn, watcher = two_workers(pool_server)
+    with conn, watcher:
+        with conn.pipeline():
+            conn.execute("SELECT 1 AS first")
+            conn.execute("SELECT 2 AS last")
+        state, query = watcher.execute(ACTIVITY, (conn.info.backend_pid,)).fetchone()[:2]
+        assert (state, query) == ("idle", "SELECT 2 AS last")
+
+
+def test_pg_stat_activity_has_no_xact_start_in_an_aborted_block(pool_server):
+    """As PostgreSQL's: a block that failed is idle in transaction (aborted) with no
+    transaction start (the transaction is over; only its block waits for ROLLBACK)."""
+    conn, watcher = two_workers(pool_server)
+    with conn, watcher:
+        conn.execute("BEGIN")
+        conn.execute("SELECT 1")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1 / 0")
+        row = watcher.execute(ACTIVITY, (conn.info.backend_pid,)).fetchone()
+        assert (row[0], row[4]) == ("idle in transaction (aborted)", None)
+        conn.execute("ROLLBACK")
+
+
 def _workers_of(server: RunningServer) -> dict[str, int]:
     """Worker index -> process id, from /proc: the server's descendants named
     `sqlvec-worker-N` (forked by its fork server, `wire.workers.ForkServer`)."""
