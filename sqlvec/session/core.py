@@ -85,6 +85,8 @@ Runner = Callable[["Session", PreparedStatement, list, int], Result]
 
 # Statements allowed in a failed transaction block (everything else is 25P02).
 _RUN_IN_FAILED_BLOCK = (UtilityKind.ROLLBACK, UtilityKind.COMMIT, UtilityKind.ROLLBACK_TO)
+# The DDL lock a statement that takes none runs under (`nullcontext` keeps no state: shared).
+_NO_HOLD = contextlib.nullcontext()
 # Statements that read and write no table or catalog object: they never wait for another
 # transaction's schema changes (ddl_lock.py).
 _NO_DDL_LOCK = frozenset((
@@ -853,14 +855,15 @@ class Session:
         back), nor on a database whose sessions cannot change a schema (a follower's: its
         catalog moves only as it follows the writer's log, which takes no hold into account,
         and its schema changes fail with 25006 before they change anything)."""
+        if not self._schema_may_change:
+            return _NO_HOLD
         u = prepared.utility
         if prepared.constant or prepared.kind is StatementKind.EMPTY or self.ddl_open or (
-                not self._schema_may_change) or (
                 prepared.live and self.pending is None) or (
                 u is not None and (
                 u.kind in _NO_DDL_LOCK or (u.kind is UtilityKind.COMMIT and (
                     self.failed or self.txn is None or self.txn.empty)))):
-            return contextlib.nullcontext()
+            return _NO_HOLD
         return self._shared_ddl_lock(prepared.tables)
 
     def _current_plan(self, prepared: PreparedStatement,
@@ -889,10 +892,10 @@ class Session:
         """The DDL lock planning `sql` takes: planning reads the catalog (`live`: a query of
         the live state only, which does not wait for it)."""
         if live or self.ddl_open or first_word(sql) == "copy":
-            return contextlib.nullcontext()
+            return _NO_HOLD
         u = recognise(sql)
         if u is not None and (u.kind in _NO_DDL_LOCK or u.kind is UtilityKind.COMMIT):
-            return contextlib.nullcontext()
+            return _NO_HOLD
         return self._shared_ddl_lock()
 
     def use_table(self, table_id: int, wrote: bool = False) -> None:
