@@ -88,6 +88,10 @@ def check_database_name(name: str) -> None:
 class Database:
     """A data directory: its databases, opened on first use and recovered on open."""
 
+    # Whether its sessions' statements change schemas, so that the others' hold the DDL lock
+    # against them (session/ddl_lock.py); a follower's do not.
+    changes_schema = True
+
     def __init__(self, path: str, options: StoreOptions, lock_fd: int,
                  config: ServerConfig | None = None) -> None:
         self.path = path
@@ -306,6 +310,9 @@ class Database:
     def store(self, name: str = DEFAULT_DATABASE) -> Store:
         """The store of database `name`, opened (and recovered) on first use; 3D000 unless the
         catalog of databases lists exactly this name."""
+        store = self._stores.get(name)  # (an opened store, without the lock: asked per read)
+        if store is not None:
+            return store
         with self._lock:
             store = self._stores.get(name)
             if store is not None:
@@ -513,6 +520,11 @@ class FollowerDatabase(Database):
         super().__init__(path, options, -1, config)
 
     _seed: Database | None = None
+
+    # Its stores refuse every write (25006), schema changes included: the catalog changes only
+    # as the writer's log is followed, which no session's statement holds off (session/core.py
+    # `_statement_lock`).
+    changes_schema = False
 
     @classmethod
     def open(cls, path: str = "sqlvec-data", *,  # type: ignore[override]

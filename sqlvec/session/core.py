@@ -85,6 +85,8 @@ Runner = Callable[["Session", PreparedStatement, list, int], Result]
 
 # Statements allowed in a failed transaction block (everything else is 25P02).
 _RUN_IN_FAILED_BLOCK = (UtilityKind.ROLLBACK, UtilityKind.COMMIT, UtilityKind.ROLLBACK_TO)
+# The DDL lock a statement that takes none runs under (`nullcontext` keeps no state: shared).
+_NO_HOLD = contextlib.nullcontext()
 # Statements that read and write no table or catalog object: they never wait for another
 # transaction's schema changes (ddl_lock.py).
 _NO_DDL_LOCK = frozenset((
@@ -188,6 +190,7 @@ class Session:
         # The database's lock for schema changes in transaction blocks (ddl_lock.py); this
         # session holds it exclusively while `ddl_open`.
         self._ddl_lock = ddl_lock_of(database, name)
+        self._schema_may_change = database.changes_schema  # (else no statement holds it)
         self.ddl_open = False
         self._advisory_xact = False  # holds transaction-level advisory locks
         self.lock_holder: LockHolder | None = None  # the open block's row locks (row_locks.py)
@@ -794,7 +797,9 @@ class Session:
             text = normalize(prepared.sql) if prepared.kind in _NORMALIZED else \
                 prepared.sql.strip().rstrip(";")
             key = prepared.stats_key = (query_id(text), text)
-        if result.table is not None:
+        if result.values is not None:  # (a top-k's columns: `run_values`)
+            rows = len(result.values[0])
+        elif result.table is not None:
             rows = result.table.num_rows
         else:
             last = result.tag.rpartition(" ")[2]
@@ -848,14 +853,18 @@ class Session:
         """The DDL lock a statement runs under: none for those that touch no data (a constant
         query, a query of the live state only unless rows gathered for a write are to be
         applied first, and COMMIT of a transaction that wrote nothing or failed: it rolls
-        back)."""
+        back), nor on a database whose sessions cannot change a schema (a follower's: its
+        catalog moves only as it follows the writer's log, which takes no hold into account,
+        and its schema changes fail with 25006 before they change anything)."""
+        if not self._schema_may_change:
+            return _NO_HOLD
         u = prepared.utility
         if prepared.constant or prepared.kind is StatementKind.EMPTY or self.ddl_open or (
                 prepared.live and self.pending is None) or (
                 u is not None and (
                 u.kind in _NO_DDL_LOCK or (u.kind is UtilityKind.COMMIT and (
                     self.failed or self.txn is None or self.txn.empty)))):
-            return contextlib.nullcontext()
+            return _NO_HOLD
         return self._shared_ddl_lock(prepared.tables)
 
     def _current_plan(self, prepared: PreparedStatement,
@@ -884,10 +893,10 @@ class Session:
         """The DDL lock planning `sql` takes: planning reads the catalog (`live`: a query of
         the live state only, which does not wait for it)."""
         if live or self.ddl_open or first_word(sql) == "copy":
-            return contextlib.nullcontext()
+            return _NO_HOLD
         u = recognise(sql)
         if u is not None and (u.kind in _NO_DDL_LOCK or u.kind is UtilityKind.COMMIT):
-            return contextlib.nullcontext()
+            return _NO_HOLD
         return self._shared_ddl_lock()
 
     def use_table(self, table_id: int, wrote: bool = False) -> None:

@@ -117,8 +117,9 @@ class DdlLock:
     def _acquire_shared(self, hold: SharedHold) -> None:
         pid, ahead = hold.pid, hold.ahead
         with self._mutex:
-            if not self._may_share(pid, ahead) or (
-                    self._claims and self._queued(pid, hold.tables, hold.rows_held)):
+            if (self.owner is not None or self._waiting_exclusive or self._claims) and (
+                    not self._may_share(pid, ahead) or (
+                    self._claims and self._queued(pid, hold.tables, hold.rows_held))):
                 self._wait_while(pid, lambda: not self._may_share(pid, ahead) or self._queued(
                     pid, hold.tables, hold.rows_held), hold.waiting, self._waiting_shared,
                     (hold.tables, hold.rows_held))

@@ -709,3 +709,38 @@ def test_follow_manifest_loads_a_new_manifest_and_leaves_the_log_tail_to_catch_u
     assert follower.follow_manifest(version)  # loaded already: nothing to do
     same(writer, follower)
     assert 100 in [r[1] for r in visible(follower, tid)]
+
+
+def test_a_follower_sessions_schema_changes_change_nothing_and_its_reads_see_the_writers(
+        tmp_path):
+    """A follower's statements take no DDL hold (its sessions cannot change a schema): its
+    schema changes fail with 25006, autocommit or in a block, leaving every session's reads
+    as they were, and a change of the writer's is read as soon as it is followed."""
+    from sqlvec.database import Database, FollowerDatabase
+
+    writer = Database.open(str(tmp_path / "d"))
+    follower = None
+    try:
+        session = writer.connect()
+        list(session.execute("CREATE TABLE t (id int PRIMARY KEY, v text)"))
+        list(session.execute("INSERT INTO t VALUES (1, 'a')"))
+        follower = FollowerDatabase.open(str(tmp_path / "d"))
+        changer, reader = follower.connect(), follower.connect()
+        assert not follower.changes_schema and writer.changes_schema
+        for statements in (["CREATE TABLE u (id int)"],
+                           ["BEGIN", "ALTER TABLE t ADD COLUMN x int"]):
+            with pytest.raises(SqlVecError) as err:
+                for sql in statements:
+                    list(changer.execute(sql))
+            assert err.value.sqlstate == "25006"
+            assert reader.execute_one("SELECT * FROM t").rows() == [(1, "a")]
+            list(changer.execute("ROLLBACK"))
+        list(session.execute("ALTER TABLE t ADD COLUMN w int DEFAULT 7"))
+        store = writer.store()
+        assert follower.catch_up("postgres", store.applied_lsn, store.manifest_version)
+        assert reader.execute_one("SELECT * FROM t").rows() == [(1, "a", 7)]
+        assert changer.execute_one("SELECT v, w FROM t").rows() == [("a", 7)]
+    finally:
+        if follower is not None:
+            follower.close()
+        writer.close()
