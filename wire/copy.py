@@ -273,7 +273,7 @@ class CopyStream:
             head = buf[landed.start:min(landed.start + HEADER_SIZE, landed.end)]
             landed.start += len(head)
         if len(head) == HEADER_SIZE and head[:1] == CopyData.TYPE:
-            return body_length(int.from_bytes(head[1:], "big"), startup=False,
+            return body_length(int.from_bytes(head[1:], "big", signed=True), startup=False,
                                max_size=max_size)
         stream.feed(head + buf[landed.start:landed.end])
         landed.start = landed.end

@@ -433,6 +433,21 @@ def test_a_copy_data_header_past_the_size_limit_is_refused_where_it_lands():
     server.close()
 
 
+@pytest.mark.parametrize("length", [-1, -(1 << 31), 2])
+def test_a_copy_data_header_of_a_bad_length_that_lands_is_refused_as_when_read_alone(length):
+    """A negative length is named as the client sent it (signed), whether the header came
+    with the data before it or alone."""
+    header = b"d" + struct.pack("!i", length)
+    client, server = socket.socketpair()
+    client.sendall(C.copy_data(b"x" * 10) + header)
+    received, stream = SocketStream(server), C.CopyStream()
+    type_byte, first = read_header(received.read_exactly)
+    with pytest.raises(ProtocolViolation, match=f"invalid message length {length}$"):
+        stream.receive(received, first)
+    client.close()
+    server.close()
+
+
 BINARY_COLUMNS = [C.Column("id", SqlType("int8")), C.Column("v", SqlType("vector", 3))]
 
 
