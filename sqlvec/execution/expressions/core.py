@@ -69,6 +69,15 @@ def compares_as_char(ta: SqlType, tb: SqlType) -> bool:
     return "bpchar" in (ta.name, tb.name) and ta.name in CHAR_PEERS and tb.name in CHAR_PEERS
 
 
+def _fits_char(char: SqlType, literal: Value) -> bool:
+    """Whether an untyped literal compared with char(n) fits in n characters but for trailing
+    spaces: then padded to n it compares as both sides trimmed would (and a key lookup or a
+    scan compares the stored values as they are)."""
+    n = char.char_length if char.name == "bpchar" else None
+    return n is not None and literal.type.name == "unknown" and literal.text is not None \
+        and len(literal.text.rstrip(" ")) <= n
+
+
 class Compiler:
     """Compiles expressions against one scope (the input relation's fields and types).
 
@@ -194,7 +203,7 @@ class Compiler:
         ta, tb = a.type, b.type
         if ta == tb:
             return a, b, ta
-        if compares_as_char(ta, tb):
+        if compares_as_char(ta, tb) and not (_fits_char(ta, b) or _fits_char(tb, a)):
             return self.char_as_text(a), self.char_as_text(b), TEXT
         if ta.name == "unknown":
             return self.coerce(a, tb if tb.name != "unknown" else TEXT), \
