@@ -53,7 +53,7 @@ from sqlvec.errors import (
     UndefinedTable,
 )
 from sqlvec.storage.backup import BACKUP_IN_PROGRESS
-from sqlvec.storage.fsutil import lock_directory
+from sqlvec.storage.fsutil import fsync_dir, lock_directory
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
 
 # When a query may spread its segment searches over threads, re-exported for the server's
@@ -178,16 +178,20 @@ class Database:
         with contextlib.suppress(OSError):
             os.makedirs(os.path.join(self.path, STATS_DIR), exist_ok=True)
             for name in names:
-                open(self._closed_note(name), "wb").close()
+                with open(self._closed_note(name), "wb") as note:
+                    os.fsync(note.fileno())
+            fsync_dir(os.path.join(self.path, STATS_DIR))
 
     def _closed_note(self, name: str) -> str:
         return os.path.join(self.path, STATS_DIR, CLOSED_CLEANLY.format(name))
 
     def _after_crash(self, name: str) -> bool:
         """Whether database `name` was not closed cleanly since it was last opened; the note
-        that it was is taken away, since this open starts a new life."""
+        that it was is taken away, since this open starts a new life, and durably: come back
+        after a power loss, it would hide a crash of that new life."""
         try:
             os.remove(self._closed_note(name))
+            fsync_dir(os.path.join(self.path, STATS_DIR))
         except FileNotFoundError:
             return True
         except OSError:

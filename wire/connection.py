@@ -341,6 +341,17 @@ def row_description(columns: list[ResultColumn], formats: list[int]) -> RowDescr
         for c, fmt in zip(columns, formats)))
 
 
+def _parameter_context(portal: str, index: int, fmt: int, exc: SqlVecError) -> str:
+    """PostgreSQL's CONTEXT for a Bind parameter that does not decode: which portal's which
+    parameter, and for text that decoded as UTF-8 its value, withheld as '...' (the default
+    log_parameter_max_length_on_error of 0)."""
+    where = f'portal "{portal}" parameter ${index + 1}' if portal else \
+        f"unnamed portal parameter ${index + 1}"
+    if fmt == pgtypes.TEXT and exc.sqlstate != "22021":
+        where += " = '...'"
+    return where
+
+
 def error_response(exc: BaseException) -> ErrorResponse:
     """ErrorResponse fields from an engine error (a COPY data error adds its CONTEXT line);
     anything else is an internal error (XX000) with a one-line message, its traceback going
@@ -1191,6 +1202,7 @@ class Connection:
             except SqlVecError as exc:
                 if exc.sqlstate == "22P03":
                     exc.message = f"incorrect binary data format in bind parameter {i + 1}"
+                exc.where = exc.where or _parameter_context(message.portal, i, fmt, exc)
                 raise
         if len(message.result_formats) > 1:  # none or one always fits
             _result_formats(message.result_formats, len(statement.columns or []))  # validates

@@ -178,6 +178,8 @@ def _string_agg(c, name, args) -> AggregateSpec:
     if not V.is_string(arg.type):
         raise SqlVecError(f"function string_agg({arg.type.format()}, text) does not exist",
                           sqlstate="42883")
+    if arg.type.name == "bpchar":  # char(n) becomes text: without its padding
+        arg = c.coerce(arg, TEXT)
     return AggregateSpec("string_agg", arg, TEXT, separator=separator)
 
 

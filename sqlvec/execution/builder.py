@@ -17,6 +17,7 @@ from sqlvec.execution import values as V
 from sqlvec.execution.aggregates import compile_aggregate
 from sqlvec.execution.catalog_functions import build_project_set
 from sqlvec.execution.expressions import CompileEnv, Compiler
+from sqlvec.execution.expressions.core import compares_as_char
 from sqlvec.execution.index_scan import compile_paths
 from sqlvec.execution.lateral import build_lateral_join
 from sqlvec.execution.operators import (
@@ -225,8 +226,7 @@ class Builder:
             op.equi, residual = _split_equi(node.condition, len(left.fields))
             lc = self.compiler(left.fields, left.types, outer)
             rc = self.compiler(right.fields, right.types, outer)
-            op.equi = [(_unify_keys(lc.compile(a), rc.compile(shifted(b, -len(left.fields)))))
-                       for a, b in op.equi]
+            op.equi = [_join_keys(lc, rc, a, shifted(b, -len(left.fields))) for a, b in op.equi]
             op.residual = c.condition(residual, "JOIN/ON") if residual is not None else None
         return op
 
@@ -298,6 +298,15 @@ def _side(e: exp.Expression, left_width: int) -> str | None:
     if any(True for _ in e.find_all(n.SubPlan)):
         return None
     return sides.pop() if len(sides) == 1 else None
+
+
+def _join_keys(lc, rc, a: exp.Expression, b: exp.Expression) -> tuple[Value, Value]:
+    """The two sides of an equi-join condition, compiled to one type; char(n) against another
+    string type compares as `=` does (without the char side's trailing spaces)."""
+    va, vb = lc.compile(a), rc.compile(b)
+    if compares_as_char(va.type, vb.type):
+        return lc.char_as_text(va), rc.char_as_text(vb)
+    return _unify_keys(va, vb)
 
 
 def _unify_keys(a: Value, b: Value) -> tuple[Value, Value]:

@@ -83,9 +83,10 @@ BYTEA = SqlType("bytea")
 
 
 def _text(c, e: exp.Expression, name: str) -> Value:
-    """A string argument: untyped literals become text; other types are 42883."""
+    """A string argument: untyped literals become text, char(n) too (without its trailing
+    spaces, as PostgreSQL casts it for a text function); other types are 42883."""
     v = c.compile_as(e, TEXT) if isinstance(e, exp.Parameter) else c.compile(e)
-    if v.type.name == "unknown":
+    if v.type.name in ("unknown", "bpchar"):
         return c.coerce(v, TEXT)
     if not V.is_string(v.type):
         raise no_such_function(name, [v])
@@ -160,7 +161,7 @@ def _length(c, args, e):
 
 def _octet_length(c, args, e):
     arg = c.compile(args[0])
-    if arg.type.name != "bytea":
+    if arg.type.name not in ("bytea", "bpchar"):  # char(n) counts its padding
         arg = _text(c, args[0], "octet_length")
     return _unary(lambda x: pc.cast(pc.binary_length(x), pa.int32()), arg, INT4)
 
@@ -256,7 +257,7 @@ def _concat(c, args, e):
     parts = [c.coerce(p, TEXT) if p.type.name == "unknown" else p for p in parts]
 
     def fn(f):
-        texts = [as_array(pc.fill_null(V.to_text(p(f), p.type, f.n), ""), f.n) for p in parts]
+        texts = [as_array(pc.fill_null(V.output_text(p(f), p.type, f.n), ""), f.n) for p in parts]
         return pc.binary_join_element_wise(*texts, "") if texts else pa.scalar("")
     return Value(fn, TEXT, all(p.const for p in parts))
 
@@ -268,7 +269,7 @@ def _concat_ws(c, args, e):
     separator = _constant(sep, "the separator of concat_ws")
 
     def fn(f):
-        texts = [as_array(V.to_text(p(f), p.type, f.n), f.n) for p in parts]
+        texts = [as_array(V.output_text(p(f), p.type, f.n), f.n) for p in parts]
         return pc.binary_join_element_wise(*texts, separator, null_handling="skip")
     return Value(fn, TEXT, all(p.const for p in parts))
 
@@ -383,8 +384,8 @@ def _regexp_match(c, args, e):
 def _format(c, args, e):
     fmt = _text(c, args[0], "format")
     values = [c.compile(a) for a in args[1:]]
-    texts = [Value(lambda f, v=v: V.to_text(v(f), v.type if v.type.name != "unknown" else TEXT,
-                                            f.n), TEXT, v.const) for v in values]
+    texts = [Value(lambda f, v=v: V.output_text(v(f), v.type if v.type.name != "unknown" else TEXT,
+                                                f.n), TEXT, v.const) for v in values]
     spec = re.compile(r"%(%|[sIL])")
 
     def render(template: str, *items) -> str:

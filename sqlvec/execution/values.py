@@ -1451,6 +1451,14 @@ def to_text(value: Datum, source: SqlType, n: int) -> Datum:
                     pa.string())
 
 
+def output_text(value: Datum, source: SqlType, n: int) -> Datum:
+    """A value as its type's output function writes it (concat, format): as `to_text`, but
+    char(n) keeps its padding (only the cast to text drops it)."""
+    if source.name == "bpchar":
+        return value
+    return to_text(value, source, n)
+
+
 def format_value(value: object, t: SqlType) -> str:
     """One Python value in PostgreSQL's text output format."""
     name = t.name

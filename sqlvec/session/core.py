@@ -208,6 +208,9 @@ class Session:
         # (None before the first), of the last change of `state`, of the open transaction's
         # first statement (shown while a block is open or a statement runs).
         self.query_started: float | None = None
+        # Held while those times are compared with a report of a statement run elsewhere
+        # and set (`ran_elsewhere`), and while this session's own statement sets them.
+        self._activity_lock = threading.Lock()
         self.state_changed = self.started.timestamp()
         self.xact_started: float | None = None
         self.current_query = ""
@@ -764,7 +767,8 @@ class Session:
         """pg_stat_activity's times at the start of a statement (one clock read): it started
         now, the state changed to active, and so did a transaction unless a block is open
         (an implicit block opened just before its first statement has no start yet)."""
-        self.query_started = self.state_changed = now = time.time()
+        with self._activity_lock:
+            self.query_started = self.state_changed = now = time.time()
         if not self.explicit or self.xact_started is None:
             self.xact_started = now
 
@@ -773,13 +777,23 @@ class Session:
         server worker): pg_stat_activity shows it as this session's, active from `started`
         while `ended` is None, idle since `ended` once it is; unless this session ran a
         later statement itself, or has a block open."""
-        if self.explicit or self.query_started is not None and started < self.query_started:
-            return
-        self.current_query, self.query_started = query, started
-        if ended is None:
-            self.state, self.state_changed, self.xact_started = "active", started, started
-        else:
-            self.state, self.state_changed = "idle", ended
+        with self._activity_lock:  # reports come from two threads: check and set at once
+            if self.explicit or self._holds_newer(started, ended):
+                return
+            self.current_query, self.query_started = query, started
+            if ended is None:
+                self.state, self.state_changed, self.xact_started = "active", started, started
+            else:
+                self.state, self.state_changed = "idle", ended
+
+    def _holds_newer(self, started: float, ended: float | None) -> bool:
+        """Whether pg_stat_activity shows something newer than a report of a statement run
+        from `started` (to `ended`): a later statement, or this one's end when the report
+        is of its start (a report can come late)."""
+        held = self.query_started
+        if held is None or started > held:
+            return False
+        return started < held or ended is None and self.state != "active"
 
     def _idle_state(self) -> str:
         """pg_stat_activity's state between statements."""

@@ -444,3 +444,21 @@ def test_a_bind_error_outside_a_block_leaves_the_connection_idle(client):
     assert messages[-1] == ReadyForQuery("I")
     client.send(Bind("", "p", (), (b"5",)).encode() + Execute().encode() + Sync().encode())
     assert DataRow((b"5",)) in client.messages()
+
+
+@pytest.mark.parametrize("portal, formats, value, code, context", [
+    ("", (), b"x", "22P02", "unnamed portal parameter $2 = '...'"),
+    ("", (0, 1), b"\0\0\0\0\1", "22P03", "unnamed portal parameter $2"),
+    ("c", (), b"x", "22P02", "portal \"c\" parameter $2 = '...'"),
+    ("c", (1,), b"\0\0\0\0\1", "22P03", 'portal "c" parameter $2'),
+    ("", (), b"\xff", "22021", "unnamed portal parameter $2"),
+])
+def test_a_parameter_that_does_not_decode_names_its_portal_and_number(
+        client, portal, formats, value, code, context):
+    """As PostgreSQL: CONTEXT says which portal's which parameter failed, and for a text
+    parameter that its value is withheld (log_parameter_max_length_on_error is 0)."""
+    first = b"\0\0\0\1" if formats == (1,) else b"1"
+    client.send(Parse("two", "SELECT $1::int4, $2::int4").encode()
+                + Bind(portal, "two", formats, (first, value)).encode() + Sync().encode())
+    errors = [m for m in client.messages() if isinstance(m, ErrorResponse)]
+    assert [(m.get("C"), m.get("W")) for m in errors] == [(code, context)]

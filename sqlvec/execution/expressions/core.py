@@ -59,6 +59,25 @@ class CompileEnv:
             self.param_types[index] = t
 
 
+CHAR_PEERS = frozenset({"bpchar", "text", "varchar", "name", "unknown"})
+BPCHAR = SqlType("bpchar")
+
+
+def compares_as_char(ta: SqlType, tb: SqlType) -> bool:
+    """Whether a comparison involves char(n) with another character type (or char(n) of
+    another length): then trailing spaces of the char side do not count."""
+    return "bpchar" in (ta.name, tb.name) and ta.name in CHAR_PEERS and tb.name in CHAR_PEERS
+
+
+def _fits_char(char: SqlType, literal: Value) -> bool:
+    """Whether an untyped literal compared with char(n) fits in n characters but for trailing
+    spaces: then padded to n it compares as both sides trimmed would (and a key lookup or a
+    scan compares the stored values as they are)."""
+    n = char.char_length if char.name == "bpchar" else None
+    return n is not None and literal.type.name == "unknown" and literal.text is not None \
+        and len(literal.text.rstrip(" ")) <= n
+
+
 class Compiler:
     """Compiles expressions against one scope (the input relation's fields and types).
 
@@ -169,12 +188,23 @@ class Compiler:
             return Value(lambda f: V.cast(value(f), TEXT, target, f.n), target, value.const)
         return Value(lambda f: V.cast(value(f), src, target, f.n), target, value.const)
 
+    def char_as_text(self, value: Value) -> Value:
+        """A string operand of a comparison with char(n): char(n) and unknown literals (which
+        become char, as varchar does: PostgreSQL picks bpchar's operators for them) lose their
+        trailing spaces, as bpchar comparisons ignore them and the bpchar -> text cast drops
+        them; text and name keep theirs."""
+        if value.type.name in ("unknown", "varchar"):
+            value = self.coerce(value, BPCHAR)
+        return self.coerce(value, TEXT)
+
     def unify(self, a: Value, b: Value, symbol: str = "=") -> tuple[Value, Value, SqlType]:
         """Bring two operands to one type, as PostgreSQL resolves binary operators (`symbol`
         names the operator in the 42883 error when there is none)."""
         ta, tb = a.type, b.type
         if ta == tb:
             return a, b, ta
+        if compares_as_char(ta, tb) and not (_fits_char(ta, b) or _fits_char(tb, a)):
+            return self.char_as_text(a), self.char_as_text(b), TEXT
         if ta.name == "unknown":
             return self.coerce(a, tb if tb.name != "unknown" else TEXT), \
                 self.coerce(b, tb if tb.name != "unknown" else TEXT), tb if tb.name != "unknown" else TEXT

@@ -3,6 +3,7 @@ three-valued logic, IS, BETWEEN, IN (list), LIKE and regular expressions, and `O
 
 from __future__ import annotations
 
+import functools
 import operator
 
 import pyarrow as pa
@@ -14,6 +15,8 @@ from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
 from sqlvec.execution.expressions.calls import undefined_keyword
 from sqlvec.execution.expressions.core import (
+    BPCHAR,
+    CHAR_PEERS,
     HANDLERS,
     Compiler,
     Frame,
@@ -25,6 +28,7 @@ from sqlvec.execution.expressions.vector import sparse_compare, vector_compare
 from sqlvec.execution.kernels import widen_decimal
 from sqlvec.execution.values import BOOL, TEXT, Datum, Value, as_array, is_scalar
 from sqlvec.sql import dialect as d
+from sqlvec.types import SqlType
 
 _SYMBOLS = {exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
 _COMPARE = {exp.EQ: "equal", exp.NEQ: "not_equal", exp.LT: "less", exp.LTE: "less_equal",
@@ -101,6 +105,8 @@ def _compare_any(c: Compiler, e: exp.Binary) -> Value:
     op = _COMPARE[type(e)]
     elem = arr.type.element if arr.type.is_array else left.type
     left = c.coerce(left, elem) if left.type.name == "unknown" else left
+    if left.type.name == "bpchar" and elem.name in ("text", "varchar", "name"):
+        left = c.char_as_text(left)  # char(n) = ANY (text[]): compared as text, as in `=`
 
     def fn(f: Frame) -> Datum:
         lv = as_array(left(f), f.n)
@@ -196,14 +202,34 @@ def _between(c: Compiler, e: exp.Between) -> Value:
 def _in(c: Compiler, e: exp.In) -> Value:
     x = c.compile(e.this)
     items = [c.compile(i) for i in e.expressions]
+    if x.type.name == "bpchar" and all(i.type.name in CHAR_PEERS for i in items):
+        return _char_in(c, x, items)
     t = V.common_type([x.type] + [i.type for i in items], "IN")
     if t.name != "unknown":  # `id IN ($1)` types $1 as id's type, as `id = $1` does
         for k, item in enumerate(e.expressions):
             if isinstance(item, exp.Parameter) and items[k].type.name == "unknown":
                 c.env.infer_param(param_index(item), t)
                 items[k] = c.compile(item)
-    x = c.coerce(x, t)
-    items = [c.coerce(i, t) for i in items]
+    return _in_values(c.coerce(x, t), [c.coerce(i, t) for i in items], t)
+
+
+def _char_in(c: Compiler, x: Value, items: list[Value]) -> Value:
+    """`c IN (...)` for char(n) `c` and string items, as PostgreSQL: two or more constants join
+    `c` in a char array (trailing spaces do not count on either side); any other item is
+    `c = item`."""
+    several = sum(i.const for i in items) > 1
+    constants = [c.char_as_text(c.coerce(i, BPCHAR)) for i in items if i.const and several]
+    others = [c.unify(x, i) for i in items if not (i.const and several)]
+    key = c.char_as_text(x)
+    tests = [_in_values(key, constants, TEXT)] if constants else []
+    tests += [Value(lambda f, a=a, b=b: pc.equal(a(f), b(f)), BOOL) for a, b, _ in others]
+    if len(tests) == 1:
+        return tests[0]
+    return Value(lambda f: functools.reduce(pc.or_kleene, (t(f) for t in tests)), BOOL)
+
+
+def _in_values(x: Value, items: list[Value], t: SqlType) -> Value:
+    """`x IN (items)` for operands of type `t` already."""
     if all(i.const for i in items):
         values = pa.array([constant(i, None).as_py() for i in items], t.to_arrow())
         has_null = values.null_count > 0
@@ -243,8 +269,17 @@ def _regex_insensitive(c: Compiler, e: exp.RegexpILike) -> Value:
     return _regex(c, e, True)
 
 
+def _padded_text(c: Compiler, e: exp.Expression) -> Value:
+    """The string LIKE and regular expressions match: char(n) with its padding (PostgreSQL's
+    bpcharlike and bpcharregexeq see the stored value), anything else as text."""
+    value = c.compile(e)
+    if value.type.name == "bpchar":
+        return Value(value.fn, TEXT, value.const)
+    return c.compile_as(e, TEXT)
+
+
 def _like(c: Compiler, e: exp.Expression, ignore_case: bool) -> Value:
-    x = c.compile_as(e.this, TEXT)
+    x = _padded_text(c, e.this)
     pattern_expr = e.expression
     escape = None
     if isinstance(pattern_expr, exp.Escape):
@@ -268,7 +303,7 @@ def _like(c: Compiler, e: exp.Expression, ignore_case: bool) -> Value:
 
 
 def _regex(c: Compiler, e: exp.Expression, ignore_case: bool) -> Value:
-    x = c.compile_as(e.this, TEXT)
+    x = _padded_text(c, e.this)
     p = c.compile_as(e.expression, TEXT)
 
     def fn(f):

@@ -11,7 +11,7 @@ from sqlglot import exp
 
 from sqlvec.errors import FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
-from sqlvec.execution.expressions.core import HANDLERS, ONE_ROW, Compiler, Frame
+from sqlvec.execution.expressions.core import HANDLERS, ONE_ROW, Compiler, Frame, compares_as_char
 from sqlvec.execution.joins import key_pairs
 from sqlvec.execution.kernels import group_ids
 from sqlvec.execution.values import BOOL, NUMERIC, TEXT, Datum, Value, as_array, is_scalar
@@ -36,6 +36,9 @@ def _subplan(c: Compiler, e: SubPlan) -> Value:
     probe = c.compile(e.this) if kind == "in" else None
     if probe is not None and probe.type.name == "unknown":
         probe = c.coerce(probe, out_type)
+    inner_of = lambda column_values: column_values  # noqa: E731
+    if probe is not None and compares_as_char(probe.type, out_type):
+        probe, inner_of = c.char_as_text(probe), _char_as_text(out_type)
 
     def per_group(f: Frame, reduce):
         """The subquery's reduced result: one (uncorrelated), or one per distinct value of the
@@ -82,7 +85,7 @@ def _subplan(c: Compiler, e: SubPlan) -> Value:
 
     def fn_in(f):
         x = probe(f)  # type: ignore[misc]
-        res, gids = per_group(f, lambda table: table.column(0))
+        res, gids = per_group(f, lambda table: inner_of(table.column(0)))
         if gids is None:
             hit = _in_values(as_array(x, f.n), res)
             return pc.invert(hit) if negate else hit
@@ -99,6 +102,17 @@ def _subplan(c: Compiler, e: SubPlan) -> Value:
         return pc.invert(hit) if negate else hit
 
     return Value(fn_in, BOOL)
+
+
+def _char_as_text(t: SqlType):
+    """How `x IN (SELECT ...)` brings the sub-SELECT's values of string type `t` to text
+    when char(n) is on one side (Compiler.char_as_text's rule for the outer value)."""
+    trim = t.name in ("bpchar", "varchar")
+
+    def convert(values: pa.Array) -> pa.Array:
+        values = values.cast(pa.string())
+        return pc.utf8_rtrim(values, characters=" ") if trim else values
+    return convert
 
 
 def _row_column(operator, e: SubPlan) -> int:
@@ -325,10 +339,13 @@ def _keyed_subplan(c: Compiler, e: SubPlan) -> Value | None:
             give_up()
             return None
         probe = None
+        inner_of = lambda column_values: column_values  # noqa: E731
         if kind == "in":
             probe = c.compile(e.this)
             if probe.type.name == "unknown":
                 probe = c.coerce(probe, out_type)
+            if compares_as_char(probe.type, out_type):
+                probe, inner_of = c.char_as_text(probe), _char_as_text(out_type)
     except SqlVecError:
         give_up()
         return None
@@ -408,7 +425,7 @@ def _keyed_subplan(c: Compiler, e: SubPlan) -> Value | None:
         table, li, ri = matches(f)
         x = as_array(probe(f), f.n)  # type: ignore[misc]
         x = x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x
-        values = table.column(value_i).combine_chunks()
+        values = inner_of(table.column(value_i).combine_chunks())
         if values.type != x.type:
             try:
                 values = values.cast(x.type)

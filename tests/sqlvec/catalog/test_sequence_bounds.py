@@ -236,3 +236,27 @@ def test_an_unlogged_sequence_starts_afresh_after_a_kill_only(tmp_path):
         assert one(s, "SELECT nextval('kept')") > 1 and one(s, "SELECT nextval('was_u')") > 1
     with Database.open(path) as db:  # closed cleanly: counting goes on
         assert one(db.connect(), "SELECT nextval('u')") > 6
+
+
+def test_the_clean_close_note_is_durable_when_written_and_when_taken_away(tmp_path, monkeypatch):
+    """A note of a clean close that a power loss could bring back would hide a later crash
+    from the unlogged sequences: the note and the directory entry (made or removed) are
+    fsynced, after which no entry changes."""
+    path = str(tmp_path / "data")
+    stats = os.path.join(path, "pg_stat")
+    note = os.path.join(stats, "postgres.closed")
+    synced: list[tuple[str, bool]] = []  # (what was fsynced, whether the note was there then)
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), os.path.exists(note)))
+    with Database.open(path) as db:
+        db.connect().execute_one("CREATE UNLOGGED SEQUENCE u")
+        monkeypatch.setattr(os, "fsync", recording_fsync)
+    assert (note, True) in synced and (stats, True) in synced
+    synced.clear()
+    with Database.open(path) as db:
+        assert not os.path.exists(note) and (stats, False) in synced
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        assert one(db.connect(), "SELECT nextval('u')") == 1

@@ -405,3 +405,22 @@ def test_a_key_lookup_keeps_no_segment_alive_once_its_statement_is_over(tmp_path
             [{"count": 100, "sum": 0}]
     finally:
         db.close()
+
+
+def test_a_late_report_of_a_statement_run_elsewhere_never_replaces_a_newer_one(db):
+    """A worker's reports reach a session from two threads (the relayed connection's reader,
+    the statistics batch): whichever comes last, pg_stat_activity shows the newest."""
+    worked_for, watcher = db.connect(), db.connect()
+    sql = "SELECT state, query, extract(epoch FROM state_change) FROM pg_stat_activity WHERE pid = $1"
+
+    def shown() -> tuple:
+        state, query, changed = rows(watcher, sql, [worked_for.pid])[0]
+        return state, query, float(changed)
+    worked_for.ran_elsewhere("SELECT 2", 2000.0, 2001.5)
+    worked_for.ran_elsewhere("SELECT 2", 2000.0, None)  # its start, reported after its end
+    worked_for.ran_elsewhere("SELECT 1", 1000.0, 1001.0)  # an earlier statement
+    assert shown() == ("idle", "SELECT 2", 2001.5)
+    worked_for.ran_elsewhere("SELECT 3", 3000.0, None)
+    assert shown() == ("active", "SELECT 3", 3000.0)
+    worked_for.close()
+    watcher.close()
