@@ -6,14 +6,13 @@ with `empty(...)`: correctly shaped, no rows.
 
 from __future__ import annotations
 
-import datetime as dt
 from functools import lru_cache
 
 from sqlvec.catalog import functions as F
 from sqlvec.catalog import objects as O
 from sqlvec.catalog import sequences as seqrules
 from sqlvec.catalog.catalog import BOOTSTRAP_SUPERUSER_OID, PG_CATALOG_OID
-from sqlvec.catalog.pg_stat import gather_other_processes
+from sqlvec.catalog.pg_stat import gather_other_processes, instant
 from sqlvec.catalog.settings import SETTINGS, Setting, parse_amount
 from sqlvec.catalog.virtual import empty, parse_columns, table_oid, virtual
 from sqlvec.storage import access_methods
@@ -467,16 +466,11 @@ def _pg_stat_activity(o) -> dict:
         rows.append((O.database_oid(s.database_name), s.database_name, s.pid, None,
                      o.role_oid(s.user), s.user, s.settings.get("application_name", ""),
                      getattr(s, "client_addr", None), None, getattr(s, "client_port", None),
-                     s.started, _instant(s.xact_started if in_transaction else None),
-                     _instant(s.query_started), _instant(s.state_changed),
+                     s.started, instant(s.xact_started if in_transaction else None),
+                     instant(s.query_started), instant(s.state_changed),
                      *_wait_event(s), s.state, None, None, None,
                      s.current_query, "client backend"))
     return _rows([c for c, _ in PG_STAT_ACTIVITY], rows)
-
-
-def _instant(seconds: float | None) -> dt.datetime | None:
-    """A time kept as seconds since the epoch, as a timestamptz value."""
-    return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
 
 
 PG_STATIO = parse_columns("relid oid, schemaname name, relname name, heap_blks_read int8, "

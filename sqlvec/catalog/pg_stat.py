@@ -136,7 +136,8 @@ def _rows(columns: list[tuple[str, str]], rows: list[tuple]) -> dict:
     return {c: [r[i] for r in rows] for i, (c, _t) in enumerate(columns)}
 
 
-def _time(seconds: float | None) -> dt.datetime | None:
+def instant(seconds: float | None) -> dt.datetime | None:
+    """A time kept as seconds since the epoch, as a timestamptz value."""
     return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
 
 
@@ -177,10 +178,10 @@ def _tables(o) -> dict:
         s = table.stats
         dead = sum(b.count for b in list(table.deletes.values()))
         modified = s.n_tup_ins + s.n_tup_upd + s.n_tup_del
-        rows.append((rel.oid, rel.schema, rel.name, s.seq_scan, _time(s.last_seq_scan),
-                     s.seq_tup_read, s.idx_scan, _time(s.last_idx_scan), s.idx_tup_fetch,
+        rows.append((rel.oid, rel.schema, rel.name, s.seq_scan, instant(s.last_seq_scan),
+                     s.seq_tup_read, s.idx_scan, instant(s.last_idx_scan), s.idx_tup_fetch,
                      s.n_tup_ins, s.n_tup_upd, s.n_tup_del, 0, 0, int(max(rel.tuples, 0)),
-                     dead, modified, s.n_tup_ins, None, _time(s.last_compaction), None, None,
+                     dead, modified, s.n_tup_ins, None, instant(s.last_compaction), None, None,
                      0, s.compactions, 0, 0))
     return _rows(PG_STAT_TABLES, rows)
 
@@ -211,7 +212,7 @@ def _indexes(o) -> dict:
             continue
         scans, read, fetched, last = table.stats.indexes.get(rel.name, (0, 0, 0, None))
         rows.append((parent.oid, rel.oid, rel.schema, parent.name, rel.name, scans,
-                     _time(last), read, fetched))
+                     instant(last), read, fetched))
     return _rows(PG_STAT_INDEXES, rows)
 
 

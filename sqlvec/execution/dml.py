@@ -7,7 +7,6 @@ the session's transaction (transaction.py). UPDATE is delete + insert of the new
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from sqlvec.execution.expressions import Compiler, Frame
 from sqlvec.execution.expressions.core import param_index
 from sqlvec.execution.kernels import table_of
 from sqlvec.execution.operators import SIMPLE_KEYS, Operator, ScanOp
+from sqlvec.execution.sequence_ddl import NEXTVAL_CALL
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.values import BOOL, Value, as_array
 from sqlvec.plan import nodes as n
@@ -796,12 +796,9 @@ def _one_value(value, arrow: pa.DataType) -> pa.Array:
     return one_value_array(value, arrow)
 
 
-_NEXTVAL = re.compile(r"nextval\('((?:[^']|'')+)'(?:::regclass)?\)", re.IGNORECASE)
-
-
 def sequence_of(col: ColumnDef) -> str | None:
     """The sequence whose next value is the column's default, if that is all it is."""
-    found = _NEXTVAL.fullmatch((col.default or "").strip())
+    found = NEXTVAL_CALL.fullmatch((col.default or "").strip())
     return None if found is None else found.group(1).replace("''", "'")
 
 

@@ -158,12 +158,12 @@ def check_deferred(store: Store, txn: Transaction, only: set[str] | None = None)
                            and p[2] not in only]
     enforcer = Enforcer(store, txn, True)
     for origin, child_id, name, keys in pending:
+        if keys.num_rows == 0:
+            continue  # only NULL keys: nothing to look for
         child = store.tables.get(child_id)
         con = child.def_.constraint(name) if child is not None else None
         if con is None or con.kind != "f":
             continue  # dropped since
-        if keys.num_rows == 0:
-            continue  # only NULL keys: nothing to look for
         parent = store.tables.get(con.ref_table)  # type: ignore[arg-type]
         if parent is None:
             continue

@@ -305,6 +305,10 @@ def check_droppable(catalog: Catalog, key: str) -> None:
                       hint=f"You can drop column {column} of table {table} instead.")
 
 
+# A call of nextval() in a column default as stored: its sequence's name (quotes doubled).
+NEXTVAL_CALL = re.compile(r"nextval\('((?:[^']|'')+)'(?:::regclass)?\)", re.IGNORECASE)
+
+
 def default_reference(key: str) -> str:
     """How a column default names sequence `schema.name` in `nextval('...'::regclass)`: bare
     in public, qualified elsewhere (as PostgreSQL prints it)."""
@@ -315,10 +319,15 @@ def default_reference(key: str) -> str:
 def _default_dependents(catalog: Catalog, keys: list[str]) -> list[tuple[str, object, str]]:
     """(sequence key, table, column) of each column default that calls nextval() on one of
     `keys`: PostgreSQL records that dependency, so DROP SEQUENCE without CASCADE refuses."""
-    calls = [(key, re.compile(rf"nextval\('{re.escape(default_reference(key))}'(?:::regclass)?\)",
-                              re.I)) for key in keys]
-    return [(key, t, c.name) for key, call in calls for t in catalog.store.tables.values()
-            for c in t.def_.columns if call.search(c.default or "")]
+    named = {default_reference(key): key for key in keys}
+    found: dict[str, list[tuple[str, object, str]]] = {key: [] for key in keys}
+    for t in catalog.store.tables.values():
+        for c in t.def_.columns:
+            calls = {named.get(call.group(1).replace("''", "'"))
+                     for call in NEXTVAL_CALL.finditer(c.default or "")}
+            for key in calls - {None}:
+                found[key].append((key, t, c.name))
+    return [dependent for key in keys for dependent in found[key]]
 
 
 def drop_sequences(catalog: Catalog, keys: list[str], cascade: bool,

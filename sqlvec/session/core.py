@@ -531,7 +531,7 @@ class Session:
         try:
             while True:
                 prepared = self.prepare(sql, param_type_oids)
-                if not prepared.tables or self.ddl_open:
+                if not prepared.tables or self.ddl_open or not self._schema_may_change:
                     return prepared
                 if self.lock_holder is not None:
                     for table_id in prepared.tables:
@@ -833,7 +833,10 @@ class Session:
         the wait). A block holding row or key locks goes ahead of a session waiting to change
         the schema: that one may wait for a statement that waits for this block's rows. So does
         a block that used a table: a schema change of that table may be waiting for it
-        (`await_users`)."""
+        (`await_users`). None on a database whose sessions cannot change a schema
+        (`_statement_lock`)."""
+        if not self._schema_may_change:
+            return _NO_HOLD  # type: ignore[return-value]
         holder = self.lock_holder
         rows_held = holder is not None and bool(holder.held)
         return self._ddl_lock.shared(self.pid, self._waiting, rows_held or (

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sqlvec.errors import SqlVecError
-from sqlvec.storage.fsutil import fsync_dir
+from sqlvec.storage.fsutil import atomic_write, fsync_dir
 from sqlvec.storage.manifest import Manifest, ManifestStore, manifest_name
 from sqlvec.storage.segment import segment_files
 from sqlvec.storage.wal import scan_segment, wal_files
@@ -371,10 +371,7 @@ def _copy_lasting(source: str, dest: str, manifest: Manifest, result: DatabaseBa
         return
     if json.loads(data).get("manifest_version") != manifest.version:
         return  # an earlier version's: the kept manifest holds its values already
-    with open(os.path.join(dest, LASTING_FILE), "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    atomic_write(os.path.join(dest, LASTING_FILE), data)
     result.copied.add(LASTING_FILE)
 
 
