@@ -13,7 +13,8 @@ INDEX (which merges them into one graph, the default compaction policy). The par
 the two processes in turns, `--rounds` times per selectivity, to run the same queries
 `SELECT id FROM items WHERE cat < $2 ORDER BY emb <op> $1 LIMIT 10` (cat uniform in 0..999)
 at the default target, and prints per selectivity each checkout's recall@10 against exact
-results, its strategy and est_recall (EXPLAIN), and its median queries per second.
+results, the fewest and most rows a query returned (k = 10 asked), its strategy and est_recall
+(EXPLAIN), and its median queries per second.
 `--build-time N` times N index builds per checkout instead (in turns, each in a fresh process).
 """
 
@@ -99,7 +100,9 @@ def _serve(data: str, rows: int, dim: int, queries: int, cases: list[str]) -> No
                    for g, q in zip(got, qs)]
         plan = [r[0] for r in s.execute_one(f"EXPLAIN {sql}", params[0]).rows()]
         segment = next((p.strip() for p in plan if p.strip().startswith("segment")), "")
+        sizes = [len(g) for g in got]
         print(json.dumps({"qps": len(qs) / seconds, "recall": float(np.mean(recalls)),
+                          "rows": [min(sizes), max(sizes)],
                           "plan": segment.split(":", 1)[-1].strip()}), flush=True)
 
 
@@ -177,9 +180,9 @@ def main(argv: list[str]) -> int:
         assert children[name].stdout is not None
         json.loads(children[name].stdout.readline())
     print("| case | selectivity | " + " | ".join(
-        f"{n} recall | {n} plan | {n} QPS" for n in names) + (" | QPS ratio |" if
+        f"{n} recall | {n} rows | {n} plan | {n} QPS" for n in names) + (" | QPS ratio |" if
                                                                 len(names) == 2 else ""))
-    print("|---" * (2 + 3 * len(names) + (len(names) == 2)) + "|")
+    print("|---" * (2 + 4 * len(names) + (len(names) == 2)) + "|")
     for case in args.cases.split(","):
         for selectivity in SELECTIVITIES:
             runs: dict[str, list[dict]] = {n: [] for n in names}
@@ -189,8 +192,10 @@ def main(argv: list[str]) -> int:
             cells, qps = [], {}
             for name in names:
                 qps[name] = statistics.median(r["qps"] for r in runs[name])
-                cells += [f"{runs[name][0]['recall']:.3f}", runs[name][0]["plan"],
-                          f"{qps[name]:.0f}"]
+                fewest, most = runs[name][0]["rows"]
+                cells += [f"{runs[name][0]['recall']:.3f}",
+                          str(fewest) if fewest == most else f"{fewest}–{most}",
+                          runs[name][0]["plan"], f"{qps[name]:.0f}"]
             ratio = f" | {qps['checkout'] / qps['baseline']:.2f} |" if len(names) == 2 else ""
             print(f"| {case} | {selectivity:.1%} | " + " | ".join(cells) + ratio, flush=True)
     for child in children.values():

@@ -200,6 +200,37 @@ def test_cancel_request_reaches_a_read_in_a_worker_and_a_transaction(pool_server
         assert time.monotonic() - started < 90
 
 
+def _wait_active(watcher: psycopg.Connection, pid: int) -> None:
+    """Until pg_stat_activity shows `pid` running a statement (a worker reports it)."""
+    deadline = time.monotonic() + 30
+    while watcher.execute("SELECT state FROM pg_stat_activity WHERE pid = %s",
+                          (pid,)).fetchone() != ("active",):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_pg_cancel_backend_from_a_session_on_another_worker(pool_server):
+    """A session served by one worker cancels another worker's session's statement with
+    pg_cancel_backend: 57014 there, in a read its worker runs and inside a transaction block
+    (which the primary runs); the cancelled session goes on."""
+    victim, admin = two_workers(pool_server)
+    with victim, admin:
+        pid = victim.info.backend_pid
+        for block in (False, True):
+            if block:
+                victim.execute("BEGIN")
+            thread, outcome = run_in_thread(victim, f"SELECT pg_sleep(60), {WHERE_RUN}")
+            _wait_active(admin, pid)
+            assert admin.execute("SELECT pg_cancel_backend(%s)", (pid,)).fetchone() == (True,)
+            thread.join(20)  # well before the sleep would end
+            assert not thread.is_alive()
+            assert isinstance(outcome[0], psycopg.errors.QueryCanceled), outcome
+            if block:
+                assert victim.info.transaction_status.name == "INERROR"
+                victim.execute("ROLLBACK")
+            assert victim.execute("SELECT pg_backend_pid()").fetchone() == (pid,)
+
+
 def test_terminate_ends_a_connection_whose_read_runs_in_a_worker(pool_server):
     """pg_terminate_backend ends the connection at once with 57P01, as in one process, and
     does not wait for the read its worker runs."""
@@ -215,11 +246,7 @@ def test_terminate_ends_a_connection_whose_read_runs_in_a_worker(pool_server):
     thread = threading.Thread(target=run)
     thread.start()
     pid = victim.info.backend_pid
-    deadline = time.monotonic() + 30
-    while admin.execute("SELECT state FROM pg_stat_activity WHERE pid = %s",
-                        (pid,)).fetchone() != ("active",):  # (reported by the worker)
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    _wait_active(admin, pid)
     assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
     thread.join(20)  # well before the sleep would end
     assert not thread.is_alive()
