@@ -11,6 +11,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# What the servers, command lines and examples the tests start import from this checkout.
+SOURCES = ("sqlvec", "wire", "examples")
+
+
+def compile_sources() -> None:
+    """Compile the checkout's sources once, before this process or any it starts imports
+    them: with PYTHONDONTWRITEBYTECODE set (as on CI machines) no process writes bytecode, so
+    every server and command line a test starts would compile all of sqlvec and wire again
+    (about a second each). Processes read the compiled files whatever that setting."""
+    for name in SOURCES:
+        compileall.compile_dir(ROOT / name, quiet=1)
 
 
 def _e2e():
@@ -24,19 +35,8 @@ def _e2e():
     return sys.modules[name]
 
 
+compile_sources()
 start_server = _e2e().start_server
-
-# The packages the servers, command lines and examples the tests start import from this checkout.
-SOURCES = ("sqlvec", "wire", "benchmarks", "examples")
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Compile the checkout's sources once, before any test starts a Python process: with
-    PYTHONDONTWRITEBYTECODE set (as on CI machines) no process writes bytecode, so every
-    server and command line would otherwise compile all of sqlvec and wire again as it
-    starts (about a second each). Processes read the compiled files whatever that setting."""
-    for name in SOURCES:
-        compileall.compile_dir(ROOT / name, quiet=1, workers=1)
 
 
 @pytest.fixture(scope="module")
