@@ -20,7 +20,10 @@ byte sent to CommandComplete. After each COPY (outside the clock) a CHECKPOINT l
 set off finish (sqlvec sealing the rows into a segment, PostgreSQL writing dirty pages), so one
 run does not slow the next. `--mode rows` times psycopg's `write_row` per row with pgvector's
 dumpers instead, where the client's Python (about 54 µs a row to format a 128-d vector as text)
-dominates for both systems.
+dominates for both systems. `--floats psycopg` writes the stream's vectors as that dumper does
+(each float4 as Python's float: 17 digits, 2,546 bytes a suite row against 1,429), and
+`--write-size 32768` sends it in CopyData of write_row's size, so the server's side of a
+`write_row` COPY can be measured without the client's formatting.
 """
 
 from __future__ import annotations
@@ -62,19 +65,23 @@ def make_rows(n: int, dim: int, seed: int) -> dict[str, np.ndarray]:
             "embedding": rng.standard_normal((n, dim)).astype(np.float32)}
 
 
-def _text_field(name: str, values: np.ndarray) -> pa.Array:
+def _text_field(name: str, values: np.ndarray, floats: str = "shortest") -> pa.Array:
     if name == "embedding":
         n, d = values.shape
-        floats = pc.cast(pa.array(values.reshape(-1)), pa.string())
+        flat = pa.array(values.reshape(-1))
+        if floats == "psycopg":  # each float4 as the float8 holding it: 17 digits
+            flat = flat.cast(pa.float64())
+        floats = pc.cast(flat, pa.string())
         lists = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * d), floats)
         return pc.binary_join_element_wise("[", pc.binary_join(lists, ","), "]", "")
     return pc.cast(pa.array(values), pa.string())
 
 
-def text_stream(rows: dict[str, np.ndarray], schema: str) -> bytes:
+def text_stream(rows: dict[str, np.ndarray], schema: str, floats: str = "shortest") -> bytes:
     """The rows in COPY's text format, tab-separated, floats in shortest round-trip form (as
-    PostgreSQL's `COPY ... TO STDOUT` writes them)."""
-    fields = [_text_field(name, rows[name]) for name, _, _ in SCHEMAS[schema]]
+    PostgreSQL's `COPY ... TO STDOUT` writes them), or the vectors' as pgvector's psycopg
+    dumper writes them (`floats="psycopg"`: each float4 as Python's float, 17 digits)."""
+    fields = [_text_field(name, rows[name], floats) for name, _, _ in SCHEMAS[schema]]
     lines = pc.binary_join_element_wise(*fields, "\t")
     return ("\n".join(lines.to_pylist()) + "\n").encode()
 
@@ -113,7 +120,8 @@ def binary_stream(rows: dict[str, np.ndarray], schema: str) -> bytes:
 
 
 def copy_once(dsn: str, schema: str, fmt: str, mode: str, dim: int, data: bytes,
-              rows: dict[str, np.ndarray], pid: int | None = None) -> tuple[float, float | None]:
+              rows: dict[str, np.ndarray], pid: int | None = None,
+              write_size: int = CHUNK) -> tuple[float, float | None]:
     """COPY the rows into a fresh table; (rows/s from the first byte sent to CommandComplete,
     the CPU seconds the server `pid` used meanwhile, None without a pid)."""
     import psycopg
@@ -140,8 +148,8 @@ def copy_once(dsn: str, schema: str, fmt: str, mode: str, dim: int, data: bytes,
                 as copy:
             if mode == "stream":
                 view = memoryview(data)
-                for at in range(0, len(view), CHUNK):
-                    copy.write(view[at:at + CHUNK])
+                for at in range(0, len(view), write_size):
+                    copy.write(view[at:at + write_size])
             else:
                 if fmt == "binary":
                     copy.set_types([kind for _, _, kind in columns])
@@ -165,7 +173,7 @@ def run(args: argparse.Namespace) -> dict:
     cases = [f"{schema} {fmt}" for schema in schemas for fmt in formats]
     streams = {}
     if args.mode == "stream":
-        make = {"text": text_stream, "binary": binary_stream}
+        make = {"text": lambda r, s: text_stream(r, s, args.floats), "binary": binary_stream}
         streams = {case: make[case.split()[1]](rows, case.split()[0]) for case in cases}
     results: dict = {s: {c: [] for c in cases} for s in ("baseline", "sqlvec", "postgresql")}
     cpu: dict = {s: {c: [] for c in cases} for s in ("baseline", "sqlvec")}
@@ -192,7 +200,8 @@ def run(args: argparse.Namespace) -> dict:
                 for case in cases:
                     schema, fmt = case.split()
                     rate, seconds = copy_once(target, schema, fmt, args.mode, args.dim,
-                                              streams.get(case, b""), rows, pids.get(system))
+                                              streams.get(case, b""), rows, pids.get(system),
+                                              args.write_size)
                     results[system][case].append(rate)
                     if seconds is not None:
                         cpu[system][case].append(seconds)
@@ -261,6 +270,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--schema", default="basic,suite",
                    help="comma-separated table shapes: basic,suite (see above)")
     p.add_argument("--mode", choices=["stream", "rows"], default="stream")
+    p.add_argument("--floats", choices=["shortest", "psycopg"], default="shortest",
+                   help="--mode stream, text: the vectors' numbers in shortest form, or as "
+                        "pgvector's psycopg dumper writes them (17 digits, what --mode rows sends)")
+    p.add_argument("--write-size", type=int, default=CHUNK,
+                   help="--mode stream: bytes per copy.write, each one CopyData (psycopg's "
+                        "write_row sends about 32 KiB at a time)")
     p.add_argument("--dsn", help="PostgreSQL + pgvector to compare with")
     p.add_argument("--pgserver", metavar="DIR",
                    help="start PostgreSQL + pgvector from the pgserver package in DIR (over "

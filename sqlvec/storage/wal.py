@@ -1358,16 +1358,24 @@ class EncodedBatch:
     epoch: int = 0  # the log's epoch when the piece was appended
 
     @classmethod
-    def of(cls, batch: pa.RecordBatch, into: mmap.mmap | None = None) -> EncodedBatch:
+    def of(cls, batch: pa.RecordBatch, into: mmap.mmap | memoryview | None = None
+           ) -> EncodedBatch:
         """Serialize and checksum (both release the GIL: meant for a worker thread); into
-        `into` when the message fits there (memory kept between COPYs: `sqlvec.memory`)."""
+        `into` when the message fits there (memory kept between COPYs: `sqlvec.memory`;
+        `serialized_size` bytes of it are written)."""
         message = _serialized_into(batch, into) if into is not None else None
         if message is None:
             message = batch.serialize()
         return cls(batch, message, zlib.crc32(message))
 
 
-def _serialized_into(batch: pa.RecordBatch, buffer: mmap.mmap) -> pa.Buffer | None:
+def serialized_size(batch: pa.RecordBatch) -> int:
+    """The bytes `EncodedBatch.of` writes into the memory it is given: a stream's schema
+    message, the batch's message and the stream's end."""
+    return len(batch.schema.serialize()) + ipc.get_record_batch_size(batch) + len(_EOS)
+
+
+def _serialized_into(batch: pa.RecordBatch, buffer: mmap.mmap | memoryview) -> pa.Buffer | None:
     """`batch.serialize()` written into `buffer` (a stream's schema message, then the batch's
     message, which is returned as a slice of `buffer`); None when it does not fit."""
     head = len(batch.schema.serialize())

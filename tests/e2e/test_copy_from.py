@@ -329,6 +329,17 @@ def suite_binary(n: int, dim: int, seed: int = 6) -> tuple[list[tuple], bytes]:
     return rows, b"".join(parts)
 
 
+def suite_text(rows: list[tuple]) -> bytes:
+    """`suite_binary`'s rows in the text format, the vectors' numbers as pgvector's psycopg
+    dumper writes them (each float4 as Python's float: 17 digits)."""
+    def field(value) -> str:
+        return "\\N" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+    return "".join(
+        f"{i}\t{field(price)}\t{field(tag)}\t[{','.join(str(float(v)) for v in vector)}]\n"
+        for i, price, tag, vector in rows).encode()
+
+
 def server_of_its_own(tmp_path, reap, *args: str, name: str = "s0"):
     """A server on a data directory of its own (tmp_path / "data"), for a test that kills it
     and starts another (`name`) on the same directory; (the server, the directory)."""
@@ -365,22 +376,28 @@ def test_a_large_copy_logged_while_it_arrives_survives_a_crash(tmp_path, reap):
 
 
 def test_copies_one_after_the_other_reuse_memory_and_survive_a_crash_exactly(tmp_path, reap):
-    """The second COPY is received and serialized into the memory the first one gave back:
-    both tables hold exactly their rows, also after SIGKILL and a restart (the log's pieces
-    were written from that memory)."""
+    """The second COPY is received and serialized into the memory the first one gave back,
+    and the third, text, serializes its pieces (about 1 MB each) one after another into
+    shared buffers: every table holds exactly its rows, also after SIGKILL and a restart (the
+    log's pieces were written from that memory)."""
     running, _ = server_of_its_own(tmp_path, reap, "--log-level", "debug")
     first, first_data = suite_binary(12000, 128, seed=2)
     second, second_data = suite_binary(12000, 128, seed=3)
+    third, _ = suite_binary(4000, 128, seed=4)
+    third_data = suite_text(third)
+    assert len(third_data) > 2 * (4 << 20)  # three pieces, in one buffer
     with psycopg.connect(running.conninfo(), autocommit=True) as conn:
-        for name, data in (("one", first_data), ("two", second_data)):
+        for name, data, options in (("one", first_data, " (FORMAT binary)"),
+                                    ("two", second_data, " (FORMAT binary)"),
+                                    ("three", third_data, "")):
             conn.execute(f"CREATE TABLE {name} (id bigint PRIMARY KEY, price float8, tag text, "
                          "embedding vector(128))")
-            copy(conn, f"COPY {name} FROM STDIN (FORMAT binary)", data)
-    assert running.log().count("(logged while arriving)") == 2
+            copy(conn, f"COPY {name} FROM STDIN{options}", data)
+    assert running.log().count("(logged while arriving)") == 3
     running.stop(signal.SIGKILL)
     again, _ = server_of_its_own(tmp_path, reap, name="s1")
     with psycopg.connect(again.conninfo(), autocommit=True) as conn:
-        for name, rows in (("one", first), ("two", second)):
+        for name, rows in (("one", first), ("two", second), ("three", third)):
             got = conn.execute(f"SELECT id, price, tag FROM {name} ORDER BY id").fetchall()
             assert got == [row[:3] for row in rows]
             np.testing.assert_array_equal(stored(conn, name).view(np.uint32),

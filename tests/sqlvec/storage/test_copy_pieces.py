@@ -12,6 +12,7 @@ import pytest
 
 from sqlvec.errors import DataCorrupted
 from sqlvec.memory import KeptMemory
+from sqlvec.session import copy as copy_engine
 from sqlvec.storage.follower import FollowerStore
 from sqlvec.storage.schema import ColumnDef
 from sqlvec.storage.store import Store, StoreOptions
@@ -25,6 +26,7 @@ from sqlvec.storage.wal import (
     decode_commit,
     encode_abort,
     encode_piece,
+    serialized_size,
     wal_files,
 )
 from sqlvec.types import SqlType
@@ -201,6 +203,29 @@ def test_a_piece_serialized_into_kept_memory_is_the_same_message(tmp_path):
     assert ids_of(replayed, target) == list(range(50))
     replayed.close()
     store.close()
+
+
+def test_pieces_share_kept_buffers_one_after_another(monkeypatch):
+    """A COPY's piece messages go one after another into kept buffers, a new one taken when
+    the rest of the last is too small: each is byte for byte `serialize()`'s, none overlaps
+    another, and a buffer goes back for the next COPY only once nothing refers to it."""
+    kept = KeptMemory(copy_engine.PIECE_MEMORY, most=8)
+    monkeypatch.setattr(copy_engine, "_pieces_memory", kept)
+    memory = copy_engine.PieceMemory()
+    rng = np.random.default_rng(0)
+    batches = [pa.RecordBatch.from_arrays([pa.array(rng.random(n, np.float32))], ["v"])
+               for n in [300_000, 7, 200_000, 250_000, 1, 600_000, 120_000]]
+    parts = [EncodedBatch.of(b, memory.region(serialized_size(b))) for b in batches]
+    spans = sorted((p.message.address, p.message.address + p.message.size) for p in parts)
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
+    assert all(p.message.equals(b.serialize()) for p, b in zip(parts, batches))
+    assert memory.region(copy_engine.PIECE_MEMORY + 1) is None
+    assert len(memory._buffers) == 2  # 5.9 MB of messages in two 5 MiB buffers
+    last = parts[-1]
+    del parts, spans
+    memory.release()
+    assert kept.kept == 1  # the buffer the last message lies in is still referred to
+    assert last.message.equals(batches[-1].serialize())
 
 
 def test_replay_refuses_a_commit_whose_pieces_are_gone(tmp_path):
