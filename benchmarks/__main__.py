@@ -24,6 +24,7 @@ SUITES = {
     "quantization": "benchmarks.quantization",
     "workers": "benchmarks.workers",
     "workers-paired": "benchmarks.workers_paired",
+    "graph-visits": "benchmarks.graph_visits",
     "round_trip": "benchmarks.round_trip",
     "vector_qps": "benchmarks.vector_qps",
     "memory": "benchmarks.memory",

@@ -476,7 +476,7 @@ class RepeatedRoundTrip:
     object when they are the same too). What it recognises decodes to exactly these messages,
     so it is handled as if decoded."""
 
-    __slots__ = ("bind", "names", "head", "suffix", "rest", "messages", "nparams")
+    __slots__ = ("bind", "names", "head", "suffix", "rest", "messages", "nparams", "_framed")
 
     def __init__(self, bind: Bind, rest: bytes, messages: tuple) -> None:
         self.bind = bind
@@ -494,6 +494,9 @@ class RepeatedRoundTrip:
         self.rest = rest  # the fixed messages after Bind, framed
         self.messages = messages  # ... decoded
         self.nparams = len(bind.params)
+        # `one_value`'s bytes before and after a value of the length last found, and that
+        # round trip's size.
+        self._framed: tuple[bytes, bytes, int] | None = None
 
     @classmethod
     def of(cls, body: bytes, bind: Bind, rest: bytes,
@@ -525,6 +528,35 @@ class RepeatedRoundTrip:
         if not buf.startswith(rest, bind_end, end):
             return None
         return tuple(values), bind_end + len(rest) - start
+
+    def one_value(self, buf: bytearray, start: int,
+                  end: int) -> tuple[bytes | None, int] | None:
+        """`values` of a round trip of one parameter: its value (as sent) and the round
+        trip's size. A value as long as the one found last (a query vector of the same
+        dimensions) is found by comparing the bytes before and after it whole, the Bind's
+        length and the value's included: no field is read one by one."""
+        framed = self._framed
+        if framed is not None:
+            before, after, size = framed
+            at = start + len(before)
+            value_end = start + size - len(after)
+            if start + size <= end and buf.startswith(before, start) \
+                    and buf.startswith(after, value_end):
+                return bytes(buf[at:value_end]), size
+        found = self.values(buf, start, end)
+        if found is None or self.nparams != 1:
+            return None
+        (value,), size = found
+        if value is not None:
+            self._framed = self._frame(len(value))
+        return value, size
+
+    def _frame(self, length: int) -> tuple[bytes, bytes, int]:
+        """`one_value`'s bytes before and after a value of `length` bytes, and the size."""
+        body = len(self.head) + 4 + length + len(self.suffix)
+        before = b"B" + _I32.pack(4 + body) + self.head + _I32.pack(length)
+        after = self.suffix + self.rest
+        return before, after, len(before) + length + len(after)
 
     def bind_with(self, params: tuple[bytes | None, ...]) -> Bind:
         """The round trip's Bind with these values (the same object for the same values)."""

@@ -1002,17 +1002,16 @@ class Relay:
         nor its messages looked at again. False, nothing consumed, when it is not that round
         trip, or its compiled steps no longer fit it (`_repeated` then takes it)."""
         shape = lane.shape
-        found = shape.values(buf, start, end)
+        found = shape.one_value(buf, start, end)
         if found is None:
             return False
         local, compiled = self.local, lane.compiled
         if local is None or not compiled.current(local):
             return False
-        value = found[0][0]
+        value, size = found
         vector = compiled.vector_of(value)
         if vector is None:
             return False
-        size = found[1]
         self.stream.skip(size)
         body = bytes(buf[start + 5:start + size - len(shape.rest)])
         self._round_trip([(b"B", body), *lane.rest], lane.messages, repeated=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sqlvec.errors import ProtocolViolation
@@ -217,6 +217,32 @@ def test_a_repeated_round_trip_is_recognised_as_its_messages_decode(
                      + m.Sync().encode())
     assert shape.match(data, 0, len(data)) is None
     assert shape.match(bytearray(nxt.encode() + tail[:-1] + b"H"), 0, len(whole)) is None
+
+
+@settings(max_examples=40)
+@given(first=values, nexts=st.lists(values, min_size=1, max_size=4),
+       param_formats=st.lists(st.sampled_from([0, 1]), max_size=1).map(tuple),
+       result_formats=formats)
+def test_one_value_is_values_whichever_length_came_before(
+        first, nexts, param_formats, result_formats):
+    """`one_value` of a one-parameter round trip finds what `values` finds, whether the
+    value is as long as the one before (the bytes around it compared whole) or not (read
+    field by field); it finds nothing where `values` finds nothing, cut short or changed
+    around the value included."""
+    rest = (m.Describe("P", ""), m.Execute("", 0), m.Sync())
+    tail = b"".join(x.encode() for x in rest)
+    shape = _repeated(m.Bind("", "s1", param_formats, (first,), result_formats), *rest)
+    for value in [*nexts, *nexts]:
+        whole = m.Bind("", "s1", param_formats, (value,), result_formats).encode() + tail
+        data = bytearray(b"junk" + whole + m.Sync().encode())
+        assert shape.one_value(data, 4, len(data)) == (value, len(whole))
+        for cut in (len(whole) - 1, len(whole) // 2):
+            assert shape.one_value(bytearray(whole[:cut]), 0, cut) is None
+        for changed in (len(whole) - 1, 1, 4):  # the last length, the Bind's length
+            bad = bytearray(whole)
+            bad[changed] ^= 0x40
+            assert shape.one_value(bad, 0, len(bad)) is None
+            assert shape.values(bad, 0, len(bad)) is None
 
 
 def test_a_bind_that_does_not_encode_back_to_its_bytes_is_not_repeated():
