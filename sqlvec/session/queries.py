@@ -152,8 +152,14 @@ def _strength(lock: exp.Lock) -> str:
 
 def run_query_values(session: Session, prepared: PreparedStatement, params: list,
                      max_rows: int) -> Result:
-    """`run_query`, but a vector top-k run in one step gives its rows as each column's Python
-    values (`Result.values`, no table): for a front end that encodes them itself."""
+    """`run_query`, but a vector top-k run in one step, or a one-row statement computed in
+    Python (`PreparedStatement.scalar`), gives its rows as each column's Python values
+    (`Result.values`, no table): for a front end that encodes them itself."""
+    scalar = prepared.scalar
+    if scalar is not None:
+        values = scalar.values(params)  # type: ignore[attr-defined]
+        if values is not None:
+            return Result("SELECT 1", prepared.columns, values=values)
     return run_query(session, prepared, params, max_rows, as_values=True)
 
 
