@@ -15,7 +15,8 @@ bound as psycopg binds them: psycopg is given `%s` for each `$n`, the bare clien
 type OIDs, bytes and formats psycopg's adapters make of the values (`SELECT $1::int` with
 `--param 1` is the suite's `cur.execute("SELECT %s::int", (1,), prepare=True)`); psycopg's
 `simple` client then sends the unnamed statement's Parse each time, as a driver does for
-parameters outside `prepare=True`.
+parameters outside `prepare=True`. `--vary N`: $1 (an integer) takes N values in turn, one
+more each round trip, so no answer is the one before.
 
 Reported per server and client: median and 10th percentile microseconds per round trip (the
 latter the least disturbed by other processes taking the CPU), round trips per second,
@@ -148,14 +149,19 @@ class Target:
     """One server and its two clients."""
 
     def __init__(self, label: str, dsn: str, pid: int | None, sql: str = "SELECT 1",
-                 setup: str = "", params: list | None = None) -> None:
+                 setup: str = "", params: list | None = None, vary: int = 1) -> None:
         import psycopg
 
         from wire.messages import Parse
 
         self.label = label
         params = params or []
-        self.sql, self.params = as_psycopg(sql, params) if params else (sql, None)
+        # Each round trip binds the next of these ($1, an integer, stepping by one: `--vary`).
+        bindings = [[params[0] + k, *params[1:]] for k in range(vary)] if vary > 1 else \
+            [params]
+        self.sql = as_psycopg(sql, params)[0] if params else sql
+        self.params = [as_psycopg(sql, p)[1] if p else None for p in bindings]
+        self.turn = 0
         self.conn = psycopg.connect(dsn, autocommit=True)
         if setup:
             self.conn.execute(setup.encode())  # (bytes: several statements, one Query)
@@ -168,10 +174,14 @@ class Target:
             "raw": backend_pid(self.raw)}
         self.pids["simple"] = self.pids["psycopg"]
         self.pids["parse"] = self.pids["raw"]
-        oids, values, formats = psycopg_binding(self.conn, params)
+        oids = psycopg_binding(self.conn, params)[0]
         self.raw.prepare("s1", sql, oids)
-        self.raw_bytes = bound_round_trip("s1", values, formats)  # as psycopg sends it
-        self.parse_bytes = Parse("", sql, oids).encode() + bound_round_trip("", values, formats)
+        self.raw_bytes, self.parse_bytes = [], []
+        for p in bindings:  # as psycopg sends them
+            _, values, formats = psycopg_binding(self.conn, p)
+            self.raw_bytes.append(bound_round_trip("s1", values, formats))
+            self.parse_bytes.append(Parse("", sql, oids).encode()
+                                    + bound_round_trip("", values, formats))
         self.times: dict[str, list[np.ndarray]] = {c: [] for c in CLIENTS}
         # Per block: the server's CPU seconds and its seconds waiting for a CPU.
         self.cpu: dict[str, list[float]] = {c: [] for c in CLIENTS}
@@ -179,19 +189,24 @@ class Target:
         self.cold: dict[str, list[float]] = {c: [] for c in CLIENTS}  # first WARM
         self.wall: dict[str, float] = {c: 0.0 for c in CLIENTS}
 
+    def next_turn(self) -> int:
+        """Which binding the next round trip sends (always the first without `--vary`)."""
+        self.turn = (self.turn + 1) % len(self.params)
+        return self.turn
+
     def psycopg_once(self) -> None:
-        self.cur.execute(self.sql, self.params, prepare=True)
+        self.cur.execute(self.sql, self.params[self.next_turn()], prepare=True)
         self.cur.fetchall()
 
     def simple_once(self) -> None:
-        self.cur.execute(self.sql, self.params, prepare=False)
+        self.cur.execute(self.sql, self.params[self.next_turn()], prepare=False)
         self.cur.fetchall()
 
     def raw_once(self) -> None:
-        self.raw.run(self.raw_bytes)
+        self.raw.run(self.raw_bytes[self.next_turn()])
 
     def parse_once(self) -> None:
-        self.raw.run(self.parse_bytes)
+        self.raw.run(self.parse_bytes[self.next_turn()])
 
     def block(self, client: str, rounds: int) -> None:
         """`rounds` timed round trips, after WARM untimed ones: the server has sat idle while
@@ -263,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--param", action="append", default=[], type=literal, metavar="VALUE",
                    help="a parameter of the statement ($1, then $2, ...), bound as psycopg "
                         "binds it: a Python literal, else a string")
+    p.add_argument("--vary", type=int, default=1, metavar="N",
+                   help="$1 (an integer) takes N values in turn, one more each round trip")
     p.add_argument("--setup", default="",
                    help="statements run once on each server first (a table the statement reads)")
     p.add_argument("--workers", default=None, metavar="N",
@@ -279,13 +296,13 @@ def main(argv: list[str] | None = None) -> int:
                 dsn, pid = stack.enter_context(sqlvec_server(f"{tmp}/{i}", checkout))
                 label = f"sqlvec ({os.path.basename(os.path.abspath(checkout))})" if len(checkouts) > 1 else "sqlvec"
                 targets.append(stack.enter_context(contextlib.closing(
-                    Target(label, dsn, pid, args.sql, args.setup, args.param))))
+                    Target(label, dsn, pid, args.sql, args.setup, args.param, args.vary))))
             if args.pgserver:
                 from benchmarks.writes import postgres
 
                 dsn, _pid, label = stack.enter_context(postgres(args.pgserver))
                 targets.append(stack.enter_context(contextlib.closing(
-                    Target(label, dsn, None, args.sql, args.setup, args.param))))
+                    Target(label, dsn, None, args.sql, args.setup, args.param, args.vary))))
             print(run(targets, args.rounds, args.block))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
