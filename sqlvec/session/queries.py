@@ -167,6 +167,7 @@ def run_query(session: Session, prepared: PreparedStatement, params: list,
               max_rows: int, as_values: bool = False) -> Result:
     """A SELECT (VALUES, set operation): its operator tree over a snapshot of each table. A
     constant query (`SELECT 1`) runs once; its table (immutable) is the result of every run;
+    a one-row statement computed in Python (`PreparedStatement.scalar`) makes its table so;
     a vector top-k of a bound vector runs in one step when it can (`PreparedStatement.fused`;
     `as_values`: `run_query_values`)."""
     locked = prepared.locking
@@ -177,6 +178,9 @@ def run_query(session: Session, prepared: PreparedStatement, params: list,
         return Result(f"SELECT {table.num_rows}", prepared.columns,
                       result_table(table, locked.fields, prepared.columns))
     table = prepared.constant_table
+    scalar = prepared.scalar
+    if table is None and scalar is not None:  # (its values: `run_query_values`)
+        table = scalar.table(params, [c.name for c in prepared.columns])  # type: ignore
     if table is None:
         plan, operator = prepared.compiled  # type: ignore[misc]
         ctx = session._context(typed_params(prepared.param_types, params))

@@ -4,17 +4,22 @@
 with the bytes a driver sends (Bind, Describe, Execute, Sync). For each statement and each
 parameter value — in range, at its type's bounds, NULL, out of range, not readable — and
 results in text and in binary, the compiled answer must be the general path's bytes, an
-error with its SQLSTATE included."""
+error with its SQLSTATE included; and the engine's one-row table made from the Python row
+(what the general path sends) must be the operator tree's, or its error."""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pytest
 
 from sqlvec.database import Database
+from sqlvec.errors import SqlVecError
 from tests.wire.test_compiled import Client, general_path
+from wire import pgtypes
 from wire.messages import Parse, Sync
+from wire.pgtypes import decode_param
 
 INT2, INT4, INT8, TEXT, BOOL, FLOAT8, UNKNOWN = 21, 23, 20, 25, 16, 701, 0
 
@@ -103,5 +108,37 @@ def test_rows_in_python_answer_values_and_leave_errors_to_the_tree(db):
         assert statement.scalar.values(["5"]) is None  # not the type's Python value
         assert statement.scalar.values([5, 6]) is None
         assert session.prepare("SELECT 1").scalar is None  # constant: its table is kept
+    finally:
+        session.close()
+
+
+def outcome(session, prepared, params: list) -> object:
+    """A run's table (schema and values), or its error's SQLSTATE and words."""
+    try:
+        table = session.run(prepared, params).table
+    except SqlVecError as error:
+        return error.sqlstate, error.message
+    return table.schema, table.to_pylist()
+
+
+@pytest.mark.parametrize("sql, oids, formats, values, computed", CASES,
+                         ids=[case[0] for case in CASES])
+def test_rows_computed_in_python_are_the_operator_trees(db, sql, oids, formats, values,
+                                                        computed):
+    """`Session.run` makes the one-row table from the Python row too (the general path of a
+    statement parsed anew each time): the same table, or error, as the operator tree's."""
+    session = db.connect()
+    try:
+        prepared = session.prepare(sql, list(oids))
+        tree = dataclasses.replace(prepared, scalar=None)
+        types = prepared.param_types
+        for value in values:
+            bound = value if isinstance(value, tuple) else (value,)
+            try:
+                params = [decode_param(v, t, pgtypes.param_format(formats, i))
+                          for i, (v, t) in enumerate(zip(bound, types))]
+            except SqlVecError:
+                continue  # (refused at Bind, before either runs)
+            assert outcome(session, prepared, params) == outcome(session, tree, params)
     finally:
         session.close()
