@@ -62,11 +62,11 @@ class CompiledRead:
 
     __slots__ = ("statement", "prepared", "name", "portal", "param_formats", "result_formats",
                  "describe", "execute", "decoders", "top_k", "columns", "arrow_types",
-                 "formats", "head", "rows", "encoders", "tags", "bounded")
+                 "formats", "head", "rows", "encoders", "tags", "bounded", "digits")
 
     def __init__(self, statement: Statement, bind: Bind, describe: bool, execute: Execute,
                  arrow_types: list[pa.DataType], formats: list[int], rows,
-                 encoders: list) -> None:
+                 encoders: list, digits: int | None) -> None:
         prepared = statement.prepared
         self.statement, self.prepared = statement, prepared
         self.name, self.portal = bind.statement, bind.portal
@@ -84,6 +84,7 @@ class CompiledRead:
         self.head = BIND_COMPLETE + (statement.description(formats) if describe else b"")
         self.rows = rows  # one integer column's whole DataRows, or None
         self.encoders = encoders  # else each column's cells (`pgtypes.short_encoder`)
+        self.digits = digits  # extra_float_digits its float text cells are written under
         self.tags: dict[str, bytes] = {}  # CommandComplete by tag, encoded
         # Whether its answer is always far below SEND_BUFFER (a short result of one integer
         # column, or one row of fixed-size cells; a notice at most besides), so it is held
@@ -92,11 +93,12 @@ class CompiledRead:
             c.type.name in _FIXED_SIZE for c in prepared.columns)  # type: ignore[union-attr]
 
     @classmethod
-    def of(cls, statement: Statement | None, bind: Bind, describe: bool,
-           execute: Execute) -> CompiledRead | None:
+    def of(cls, statement: Statement | None, bind: Bind, describe: bool, execute: Execute,
+           float_digits: int) -> CompiledRead | None:
         """The compiled round trip of `statement` bound by `bind`, or None when it is neither
         a one-step top-k of one parameter nor a one-row statement computed in Python, or its
-        answer is not one the short encoders write."""
+        answer is not one the short encoders write (float text: under extra_float_digits
+        `float_digits`, which it then checks at each run)."""
         if statement is None:
             return None
         prepared = statement.prepared
@@ -120,9 +122,14 @@ class CompiledRead:
         rows = pgtypes.short_row_encoder(types[0], formats[0], arrow[0]) \
             if len(types) == 1 else None
         encoders = [pgtypes.short_encoder(t, fmt, a) for t, fmt, a in zip(types, formats, arrow)]
+        floats = [pgtypes.float_text_encoder(t, a, float_digits) if e is None
+                  and fmt == pgtypes.TEXT else None
+                  for t, fmt, a, e in zip(types, formats, arrow, encoders)]
+        encoders = [e or f for e, f in zip(encoders, floats)]
         if rows is None and any(e is None for e in encoders):
             return None
-        return cls(statement, bind, describe, execute, arrow, formats, rows, encoders)
+        return cls(statement, bind, describe, execute, arrow, formats, rows, encoders,
+                   float_digits if any(floats) else None)
 
     def fits(self, connection: Connection, bind: Bind, describe: bool, execute: Execute) -> bool:
         """Whether this round trip is the one compiled (its values aside) and nothing its
@@ -132,13 +139,15 @@ class CompiledRead:
             and bind.portal == self.portal and len(bind.params) == len(self.decoders) \
             and bind.param_formats == self.param_formats \
             and bind.result_formats == self.result_formats \
-            and _still_compiled(connection, bind.statement, self.statement, self.prepared)
+            and self.current(connection, bind.statement)
 
-    def current(self, connection: Connection) -> bool:
+    def current(self, connection: Connection, name: str | None = None) -> bool:
         """`fits` of a round trip known to be the compiled one but for its values (a repeat
         recognised in the receive buffer: `RepeatedRoundTrip`): only what may have changed
-        since is checked."""
-        return _still_compiled(connection, self.name, self.statement, self.prepared)
+        since is checked (of statement `name`, by default the one compiled)."""
+        return _still_compiled(connection, self.name if name is None else name,
+                               self.statement, self.prepared) \
+            and (self.digits is None or connection._float_digits() == self.digits)
 
     def params_of(self, values: tuple[bytes | None, ...]) -> list | None:
         """The bound values decoded; None when one does not decode here, or a top-k's query

@@ -933,7 +933,7 @@ class Connection:
         self.on_sync(_SYNC)
         if not fits:
             self._compiled = CompiledRead.of(self.statements.get(bind.statement), bind,
-                                             describe, execute)
+                                             describe, execute, self._float_digits())
 
     def run_compiled(self, compiled: CompiledRead, params: list) -> None:
         """A compiled read's round trip (its fit checked: `CompiledRead.fits` or `current`)

@@ -49,6 +49,9 @@ CASES = [
     ("SELECT $1::int::float8", (INT8,), (), [b"9007199254740993", b"123"], True),
     ("SELECT $1::float8::text", (FLOAT8,), (), [b"0.1", b"1e100"], True),
     ("SELECT $1::bool", (BOOL,), (1,), [b"\x01", b"\x00", None], True),
+    ("SELECT $1::float8", (FLOAT8,), (),
+     [b"0.1", b"123456.789", b"1e15", b"1e14", b"1e-5", b"-0.0001", b"100", b"NaN",
+      b"-Infinity", b"1.7976931348623157e308", b"5e-324"], True),
     ("SELECT $1::int + 1.5", (INT4,), (), [b"1"], False),  # numeric
     ("SELECT $1::varchar(2)", (TEXT,), (), [b"abc"], False),
     ("SELECT $1::vector", (UNKNOWN,), (), [b"[1,2,3]", b"[1,2"], False),
@@ -113,12 +116,13 @@ def test_rows_in_python_answer_values_and_leave_errors_to_the_tree(db):
 
 
 def outcome(session, prepared, params: list) -> object:
-    """A run's table (schema and values), or its error's SQLSTATE and words."""
+    """A run's table (schema, and values as written: NaN, -0.0), or its error's SQLSTATE and
+    words."""
     try:
         table = session.run(prepared, params).table
     except SqlVecError as error:
         return error.sqlstate, error.message
-    return table.schema, table.to_pylist()
+    return table.schema, repr(table.to_pylist())
 
 
 @pytest.mark.parametrize("sql, oids, formats, values, computed", CASES,
@@ -142,3 +146,27 @@ def test_rows_computed_in_python_are_the_operator_trees(db, sql, oids, formats, 
             assert outcome(session, prepared, params) == outcome(session, tree, params)
     finally:
         session.close()
+
+
+def test_float_text_follows_extra_float_digits(db):
+    """float8 cells in text are written as extra_float_digits says: a compiled round trip
+    made under one value is not taken under another."""
+    fast, general = prepared_pair(db, "SELECT $1::float8, $1::float8 / 3", (FLOAT8,))
+    values = [(b"0.1",), (b"2.5",), (b"1e20",)]
+    for digits in ("1", "0", "-3", "3", "1"):
+        for c in (fast, general):
+            assert b"ZI" not in c.query(f"SET extra_float_digits = {digits}")[:1]
+        for params in values:
+            expected = general_path(general, "s", params, ())
+            assert fast.bound("s", params, ()) == expected
+    assert fast.runs() == 0  # (a division: the general path's, whose cells are the reference)
+    fast, general = prepared_pair(db, "SELECT $1::float8 * 3", (FLOAT8,))
+    runs = 0
+    for digits in ("1", "0", "-3", "1"):
+        for c in (fast, general):
+            c.query(f"SET extra_float_digits = {digits}")
+        for params in values:
+            expected = general_path(general, "s", params, ())
+            assert fast.bound("s", params, ()) == expected
+        assert fast.runs() == runs + len(values) - 1  # (compiled again at each new value)
+        runs = fast.runs()
