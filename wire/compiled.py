@@ -16,7 +16,7 @@ Everything the answer could depend on is a guard checked on each run, and the ro
 the general path (`Connection.run_bound`) when one fails: the same Statement object (a new
 Parse, Close or re-plan makes another), the same parameter and result formats and Execute, the
 plan current (catalog generation, search_path, plan cache), the session idle outside a block
-with nothing gathered. The statement itself runs through `Session.run_values` (`Session.run`
+with nothing gathered, extra_float_digits the same when it writes float text cells. The statement itself runs through `Session.run_values` (`Session.run`
 whose one-step top-k or one-row statement answers with its columns' Python values instead of
 an Arrow table: the winners' numbers go from NumPy to the row encoders, a computed row
 straight to them), so its settings, statement_timeout, cancel, snapshot, pg_stat counters,
