@@ -9,7 +9,14 @@ asked `SELECT 1` (or `--sql`) by three clients: psycopg with a prepared statemen
 messages pre-encoded (`wire_overhead.RawClient`, no driver in the way) and the same client
 sending the statement's Parse too each time (`parse`: the unnamed statement, as a driver that
 does not keep it prepared does). `--setup` runs once on each server first (a table to read). Servers and clients take turns
-by blocks of rounds, so all meet the same load on a shared machine.
+by blocks of rounds, so all meet the same load on a shared machine. With `--param VALUE`
+(repeatable: $1, $2, ...; a Python literal, else a string) the statement's parameters are
+bound as psycopg binds them: psycopg is given `%s` for each `$n`, the bare client sends the
+type OIDs, bytes and formats psycopg's adapters make of the values (`SELECT $1::int` with
+`--param 1` is the suite's `cur.execute("SELECT %s::int", (1,), prepare=True)`); psycopg's
+`simple` client then sends the unnamed statement's Parse each time, as a driver does for
+parameters outside `prepare=True`. `--vary N`: $1 (an integer) takes N values in turn, one
+more each round trip, so no answer is the one before.
 
 Reported per server and client: median and 10th percentile microseconds per round trip (the
 latter the least disturbed by other processes taking the CPU), round trips per second,
@@ -26,13 +33,17 @@ reported apart: the first after a pause, in caches the other servers have filled
     python -m benchmarks round_trip --checkout ../main --checkout . --workers 0 \
         --setup "CREATE TABLE t (id int PRIMARY KEY, n int); INSERT INTO t VALUES (1, 1)" \
         --sql "SELECT n FROM t WHERE id = 1"
+    python -m benchmarks round_trip --checkout ../main --checkout . --sql 'SELECT $1::int' \
+        --param 1
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -42,7 +53,6 @@ import numpy as np
 
 from benchmarks.suite import SERVER_ARGS, sqlvec_server
 from benchmarks.wire_overhead import RawClient
-from benchmarks.wire_profile import prepared_round_trip
 
 WARM = 20  # untimed round trips at the start of each turn
 CLIENTS = ("psycopg", "simple", "raw", "parse")
@@ -97,17 +107,61 @@ def backend_pid(raw: RawClient) -> int:
     raise RuntimeError("no backend pid")
 
 
+def literal(text: str) -> object:
+    """A `--param` value: a Python literal (`1`, `2.5`, `None`, `'x'`), else the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def as_psycopg(sql: str, params: list) -> tuple[str, tuple]:
+    """`sql` with each `$n` written as psycopg's `%s`, and the values in that order."""
+    order: list[int] = []
+
+    def placeholder(match: re.Match) -> str:
+        order.append(int(match.group(1)) - 1)
+        return "%s"
+
+    return re.sub(r"\$(\d+)", placeholder, sql.replace("%", "%%")), \
+        tuple(params[i] for i in order)
+
+
+def psycopg_binding(conn, params: list) -> tuple[tuple[int, ...], list, tuple[int, ...]]:
+    """The parameters as psycopg binds them: their type OIDs, bytes and format codes."""
+    from psycopg.adapt import PyFormat, Transformer
+
+    tx = Transformer.from_context(conn)
+    values = tx.dump_sequence(params, [PyFormat.AUTO] * len(params))
+    return tuple(tx.types or ()), [None if v is None else bytes(v) for v in values], \
+        tuple(int(f) for f in tx.formats or ())
+
+
+def bound_round_trip(name: str, values: list, formats: tuple[int, ...]) -> bytes:
+    """Bind (results in binary), Describe portal, Execute, Sync: a bare client's run."""
+    from wire.messages import Bind, Describe, Execute, Sync
+
+    return (Bind("", name, formats, tuple(values), (1,)).encode() + Describe("P", "").encode()
+            + Execute("", 0).encode() + Sync().encode())
+
+
 class Target:
     """One server and its two clients."""
 
     def __init__(self, label: str, dsn: str, pid: int | None, sql: str = "SELECT 1",
-                 setup: str = "") -> None:
+                 setup: str = "", params: list | None = None, vary: int = 1) -> None:
         import psycopg
 
         from wire.messages import Parse
 
         self.label = label
-        self.sql = sql
+        params = params or []
+        # Each round trip binds the next of these ($1, an integer, stepping by one: `--vary`).
+        bindings = [[params[0] + k, *params[1:]] for k in range(vary)] if vary > 1 else \
+            [params]
+        self.sql = as_psycopg(sql, params)[0] if params else sql
+        self.params = [as_psycopg(sql, p)[1] if p else None for p in bindings]
+        self.turn = 0
         self.conn = psycopg.connect(dsn, autocommit=True)
         if setup:
             self.conn.execute(setup.encode())  # (bytes: several statements, one Query)
@@ -120,9 +174,14 @@ class Target:
             "raw": backend_pid(self.raw)}
         self.pids["simple"] = self.pids["psycopg"]
         self.pids["parse"] = self.pids["raw"]
-        self.raw.prepare("s1", sql)
-        self.raw_bytes = prepared_round_trip("s1")  # as psycopg sends it
-        self.parse_bytes = Parse("", sql).encode() + prepared_round_trip("")
+        oids = psycopg_binding(self.conn, params)[0]
+        self.raw.prepare("s1", sql, oids)
+        self.raw_bytes, self.parse_bytes = [], []
+        for p in bindings:  # as psycopg sends them
+            _, values, formats = psycopg_binding(self.conn, p)
+            self.raw_bytes.append(bound_round_trip("s1", values, formats))
+            self.parse_bytes.append(Parse("", sql, oids).encode()
+                                    + bound_round_trip("", values, formats))
         self.times: dict[str, list[np.ndarray]] = {c: [] for c in CLIENTS}
         # Per block: the server's CPU seconds and its seconds waiting for a CPU.
         self.cpu: dict[str, list[float]] = {c: [] for c in CLIENTS}
@@ -130,19 +189,24 @@ class Target:
         self.cold: dict[str, list[float]] = {c: [] for c in CLIENTS}  # first WARM
         self.wall: dict[str, float] = {c: 0.0 for c in CLIENTS}
 
+    def next_turn(self) -> int:
+        """Which binding the next round trip sends (always the first without `--vary`)."""
+        self.turn = (self.turn + 1) % len(self.params)
+        return self.turn
+
     def psycopg_once(self) -> None:
-        self.cur.execute(self.sql, prepare=True)
+        self.cur.execute(self.sql, self.params[self.next_turn()], prepare=True)
         self.cur.fetchall()
 
     def simple_once(self) -> None:
-        self.cur.execute(self.sql, prepare=False)
+        self.cur.execute(self.sql, self.params[self.next_turn()], prepare=False)
         self.cur.fetchall()
 
     def raw_once(self) -> None:
-        self.raw.run(self.raw_bytes)
+        self.raw.run(self.raw_bytes[self.next_turn()])
 
     def parse_once(self) -> None:
-        self.raw.run(self.parse_bytes)
+        self.raw.run(self.parse_bytes[self.next_turn()])
 
     def block(self, client: str, rounds: int) -> None:
         """`rounds` timed round trips, after WARM untimed ones: the server has sat idle while
@@ -211,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sql", default="SELECT 1",
                    help="the statement (no parameters) every client runs: `SELECT 1 + 1`, say, "
                         "for one a server must run each time")
+    p.add_argument("--param", action="append", default=[], type=literal, metavar="VALUE",
+                   help="a parameter of the statement ($1, then $2, ...), bound as psycopg "
+                        "binds it: a Python literal, else a string")
+    p.add_argument("--vary", type=int, default=1, metavar="N",
+                   help="$1 (an integer) takes N values in turn, one more each round trip")
     p.add_argument("--setup", default="",
                    help="statements run once on each server first (a table the statement reads)")
     p.add_argument("--workers", default=None, metavar="N",
@@ -227,13 +296,13 @@ def main(argv: list[str] | None = None) -> int:
                 dsn, pid = stack.enter_context(sqlvec_server(f"{tmp}/{i}", checkout))
                 label = f"sqlvec ({os.path.basename(os.path.abspath(checkout))})" if len(checkouts) > 1 else "sqlvec"
                 targets.append(stack.enter_context(contextlib.closing(
-                    Target(label, dsn, pid, args.sql, args.setup))))
+                    Target(label, dsn, pid, args.sql, args.setup, args.param, args.vary))))
             if args.pgserver:
                 from benchmarks.writes import postgres
 
                 dsn, _pid, label = stack.enter_context(postgres(args.pgserver))
                 targets.append(stack.enter_context(contextlib.closing(
-                    Target(label, dsn, None, args.sql, args.setup))))
+                    Target(label, dsn, None, args.sql, args.setup, args.param, args.vary))))
             print(run(targets, args.rounds, args.block))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -71,7 +71,7 @@ from wire.codec import (
     read_message,
     read_startup,
 )
-from wire.compiled import CompiledTopK, CompiledWrite
+from wire.compiled import CompiledRead, CompiledWrite
 from wire.messages import (
     AUTH_SASL_FINAL,
     PROTOCOL_3_0,
@@ -418,8 +418,9 @@ class Connection:
         self._repeats: dict[bytes, Repeat] = {}
         self._repeat: Repeat | None = None  # the one recognised last: tried first
         self._last_bound: str | None = None
-        # The last prepared vector top-k `run_bound` ran, compiled (wire/compiled.py).
-        self._compiled: CompiledTopK | None = None
+        # The last prepared read `run_bound` ran that compiles (wire/compiled.py: a vector
+        # top-k, a one-row statement computed in Python), compiled.
+        self._compiled: CompiledRead | None = None
         self.compiled_runs = 0  # round trips it answered
         self.compiled_writes = 0  # round trips a kept round trip's `CompiledWrite` answered
         # While `dispatch_all` runs a round trip's messages: them, and the index of the one
@@ -918,28 +919,28 @@ class Connection:
         """Bind, Describe of its portal (when `describe`), Execute of it and Sync, received
         together in the ready state: what a driver sends for each run of a prepared
         statement. The same answers and errors as dispatching them one by one (an error
-        skips to the Sync), in fewer steps; a vector top-k's in fewer still, compiled the
-        first time (`CompiledTopK`)."""
+        skips to the Sync), in fewer steps; a vector top-k's or a one-row statement's in fewer
+        still, compiled the first time (`CompiledRead`)."""
         compiled = self._compiled
         fits = compiled is not None and compiled.fits(self, bind, describe, execute)
         if fits:
-            vector = compiled.vector(bind)  # type: ignore[union-attr]
-            if vector is not None:
-                self.run_compiled(compiled, vector)  # type: ignore[arg-type]
+            params = compiled.params_of(bind.params)  # type: ignore[union-attr]
+            if params is not None:
+                self.run_compiled(compiled, params)  # type: ignore[arg-type]
                 return
         self.state = _EXTENDED_STATE
         self._extended(Connection._bound_steps, bind, describe, execute)
         self.on_sync(_SYNC)
         if not fits:
-            self._compiled = CompiledTopK.of(self.statements.get(bind.statement), bind,
-                                             describe, execute)
+            self._compiled = CompiledRead.of(self.statements.get(bind.statement), bind,
+                                             describe, execute, self._float_digits())
 
-    def run_compiled(self, compiled: CompiledTopK, vector: object) -> None:
-        """A compiled top-k's round trip (its fit checked: `CompiledTopK.fits` or `current`)
-        for the decoded query `vector`, its Sync's answer included."""
+    def run_compiled(self, compiled: CompiledRead, params: list) -> None:
+        """A compiled read's round trip (its fit checked: `CompiledRead.fits` or `current`)
+        for its decoded parameters, its Sync's answer included."""
         self.compiled_runs += 1
         self.state = _EXTENDED_STATE
-        self._extended(compiled.steps, vector)
+        self._extended(compiled.steps, params)
         self.on_sync(_SYNC)
 
     def _bound_steps(self, bind: Bind, describe: bool, execute: Execute) -> None:

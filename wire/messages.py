@@ -494,7 +494,7 @@ class RepeatedRoundTrip:
         self.rest = rest  # the fixed messages after Bind, framed
         self.messages = messages  # ... decoded
         self.nparams = len(bind.params)
-        # `one_value`'s bytes before and after a value of the length last found, and that
+        # `values`' bytes before and after a lone value of the length last found, and that
         # round trip's size.
         self._framed: tuple[bytes, bytes, int] | None = None
 
@@ -519,7 +519,17 @@ class RepeatedRoundTrip:
     def values(self, buf: bytearray, start: int,
                end: int) -> tuple[tuple[bytes | None, ...], int] | None:
         """If buf[start:end] begins with this round trip: its Bind's parameter values (as
-        sent) and the round trip's size in bytes."""
+        sent) and the round trip's size in bytes. A lone value as long as the one found last
+        (a query vector of the same dimensions) is found by comparing the bytes before and
+        after it whole, the Bind's length and the value's included: no field read one by
+        one."""
+        framed = self._framed
+        if framed is not None:
+            before, after, size = framed
+            value_end = start + size - len(after)
+            if start + size <= end and buf.startswith(before, start) \
+                    and buf.startswith(after, value_end):
+                return (bytes(buf[start + len(before):value_end]),), size
         found = self.bind_values(buf, start, end)
         if found is None:
             return None
@@ -527,32 +537,12 @@ class RepeatedRoundTrip:
         rest = self.rest
         if not buf.startswith(rest, bind_end, end):
             return None
+        if self.nparams == 1 and values[0] is not None:
+            self._framed = self._frame(len(values[0]))
         return tuple(values), bind_end + len(rest) - start
 
-    def one_value(self, buf: bytearray, start: int,
-                  end: int) -> tuple[bytes | None, int] | None:
-        """`values` of a round trip of one parameter: its value (as sent) and the round
-        trip's size. A value as long as the one found last (a query vector of the same
-        dimensions) is found by comparing the bytes before and after it whole, the Bind's
-        length and the value's included: no field is read one by one."""
-        framed = self._framed
-        if framed is not None:
-            before, after, size = framed
-            at = start + len(before)
-            value_end = start + size - len(after)
-            if start + size <= end and buf.startswith(before, start) \
-                    and buf.startswith(after, value_end):
-                return bytes(buf[at:value_end]), size
-        found = self.values(buf, start, end)
-        if found is None or self.nparams != 1:
-            return None
-        (value,), size = found
-        if value is not None:
-            self._framed = self._frame(len(value))
-        return value, size
-
     def _frame(self, length: int) -> tuple[bytes, bytes, int]:
-        """`one_value`'s bytes before and after a value of `length` bytes, and the size."""
+        """`values`' bytes before and after a lone value of `length` bytes, and the size."""
         body = len(self.head) + 4 + length + len(self.suffix)
         before = b"B" + _I32.pack(4 + body) + self.head + _I32.pack(length)
         after = self.suffix + self.rest

@@ -213,6 +213,19 @@ def _short_encoder(name: str, fmt: int, typ: pa.DataType):
     return None
 
 
+def float_text_encoder(t: SqlType, typ: pa.DataType, float_digits: int):
+    """For a short result: a float4/float8 column's Python values to text cells, as
+    `float_text` writes them under extra_float_digits `float_digits`; None for other
+    columns."""
+    single = t.name == "float4"
+    if not (t.name in FLOAT_TYPES and pa.types.is_floating(typ)):
+        return None
+    if float_digits <= 0:
+        digits = (6 if single else 15) + float_digits
+        return _text_cells(lambda v: _float_g(v, digits))
+    return _text_cells(lambda v: format_shortest(v, single))
+
+
 def short_row_encoder(t: SqlType, fmt: int, typ: pa.DataType):
     """For a short result of one column of integers (a top-k's ids, `SELECT 1`): a function
     from its Python values to its DataRows, whole, the same bytes as its cells

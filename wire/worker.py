@@ -78,7 +78,7 @@ from wire.codec import (
     linger_close,
     send_parts,
 )
-from wire.compiled import CompiledTopK
+from wire.compiled import CompiledRead
 from wire.connection import GONE, SEND_BUFFER, Connection, ConnectionState, bound_round_trip
 from wire.messages import (
     Bind,
@@ -480,8 +480,8 @@ class LocalConnection(Connection):
             self.answer = bytes(self._out)
         self._write()
 
-    def compiled_top_k(self) -> CompiledTopK | None:
-        """The prepared top-k compiled by the last bound round trip run here, if any."""
+    def compiled_read(self) -> CompiledRead | None:
+        """The prepared read compiled by the last bound round trip run here, if any."""
         return self._compiled
 
     def discard(self) -> None:
@@ -501,18 +501,25 @@ class KeptAnswer:
     failed block), a prepared statement the same one (no DEALLOCATE, Close or new Parse of its
     name), the session's settings the same mirror of the primary's (no SET, RESET or DISCARD
     since) and the configuration files not reloaded. Each repeat is counted as the run it
-    stands for (pg_stat_statements, the metrics)."""
+    stands for (pg_stat_statements, the metrics).
 
-    __slots__ = ("first", "statement", "answer", "recorded", "settings", "config")
+    A one-row statement computed in Python (`PreparedStatement.scalar`, `SELECT $1::int`)
+    depends on its values besides: its answer is kept as its compiled round trip
+    (`computed`, a `CompiledRead`), which makes the answer of each repeat, whatever its
+    values, from its row computed in Python (`Relay._send_computed`) under the same
+    conditions; a row the Python forms leave to the operator tree runs as usual."""
+
+    __slots__ = ("first", "statement", "answer", "recorded", "settings", "config", "computed")
 
     def __init__(self, first: Message, statement: object, answer: bytes, recorded: list[tuple],
-                 settings: dict, config: int) -> None:
+                 settings: dict, config: int, computed: CompiledRead | None) -> None:
         self.first = first
         self.statement = statement
         self.answer = answer
         self.recorded = recorded
         self.settings = settings
         self.config = config
+        self.computed = computed
 
     @classmethod
     def of(cls, relay: Relay, first: Message, local: LocalConnection) -> KeptAnswer | None:
@@ -520,8 +527,9 @@ class KeptAnswer:
         it was not sent whole or recorded no statement."""
         if local.answer is None or not local.recorded or relay.settings is None:
             return None
-        return cls(first, _statement_of(first, local), local.answer, local.recorded,
-                   relay.settings, relay.worker.config_generation)
+        statement = _statement_of(first, local)
+        return cls(first, statement, local.answer, local.recorded, relay.settings,
+                   relay.worker.config_generation, _computed_read(statement, local))
 
 
 def _statement_of(first: Message, local: LocalConnection) -> object:
@@ -529,29 +537,40 @@ def _statement_of(first: Message, local: LocalConnection) -> object:
     return local.statements.get(first.statement) if type(first) is Bind else None
 
 
-class TopKLane:
-    """A repeated round trip (`RepeatedRoundTrip`) of a prepared top-k whose round trip is
-    compiled here (`CompiledTopK`): the compiled steps checked once to fit the shape's Bind,
-    Describe and Execute, which every repeat matches but for the vector, so each repeat only
-    checks what may change (`CompiledTopK.current`) and decodes its vector from the buffer.
-    Its messages (the shape's Bind standing for each repeat's) are what the relay's
-    bookkeeping reads of a round trip: names, not values."""
+def _computed_read(statement: object, local: LocalConnection) -> CompiledRead | None:
+    """The compiled round trip `local` ran last, if it is of `statement` and computes its
+    row in Python (`KeptAnswer.computed`)."""
+    compiled = local.compiled_read()
+    if compiled is None or compiled.statement is not statement \
+            or compiled.prepared.scalar is None:
+        return None
+    return compiled
+
+
+class ReadLane:
+    """A repeated round trip (`RepeatedRoundTrip`) of a prepared read whose round trip is
+    compiled here (`CompiledRead`: a top-k, a one-row statement computed in Python): the
+    compiled steps checked once to fit the shape's Bind, Describe and Execute, which every
+    repeat matches but for its values, so each repeat only checks what may change
+    (`CompiledRead.current`) and decodes its values from the buffer. Its messages (the
+    shape's Bind standing for each repeat's) are what the relay's bookkeeping reads of a
+    round trip: names, not values."""
 
     __slots__ = ("shape", "rest", "messages", "compiled")
 
     def __init__(self, shape: RepeatedRoundTrip, rest: list[tuple[bytes, bytes]],
-                 messages: list[Message], compiled: CompiledTopK) -> None:
+                 messages: list[Message], compiled: CompiledRead) -> None:
         self.shape, self.rest, self.messages, self.compiled = shape, rest, messages, compiled
 
     @classmethod
     def of(cls, shape: RepeatedRoundTrip | RepeatedMessage, rest: list[tuple[bytes, bytes]],
-           local: LocalConnection | None) -> TopKLane | None:
-        """The lane of `shape`, if it is a one-parameter round trip whose compiled top-k
-        (the last one `local` ran) fits it; else None."""
-        if type(shape) is not RepeatedRoundTrip or shape.nparams != 1 or local is None:
+           local: LocalConnection | None) -> ReadLane | None:
+        """The lane of `shape`, if it is a round trip whose compiled read (the last one
+        `local` ran) fits it; else None."""
+        if type(shape) is not RepeatedRoundTrip or local is None:
             return None
-        compiled = local.compiled_top_k()
-        if compiled is None:
+        compiled = local.compiled_read()
+        if compiled is None or shape.nparams != len(compiled.decoders):
             return None
         messages = [shape.bind, *shape.messages]
         bound = bound_round_trip(messages)
@@ -601,7 +620,7 @@ class Relay:
         self._repeat: tuple[RepeatedRoundTrip | RepeatedMessage,
                             list[tuple[bytes, bytes]]] | None = None
         self._kept: KeptAnswer | None = None  # its answer, if that cannot change (`_keepable`)
-        self._lane: TopKLane | None = None  # its compiled top-k, if it is one (`_repeated`)
+        self._lane: ReadLane | None = None  # its compiled read, if it is one (`_repeated`)
         self._judged: tuple[Message | None, bool] = (None, False)  # a Query: is it constant?
         self.shared: set[str] = set()  # ... of them, those the primary holds too
         self.remote: dict[str, tuple[bytes, Parse]] = {}  # read-only, the primary's only (yet)
@@ -978,9 +997,9 @@ class Relay:
         local = self.local
         lane = self._lane
         if lane is None or lane.shape is not shape or local is None \
-                or lane.compiled is not local.compiled_top_k():
-            lane = self._lane = TopKLane.of(shape, rest, local)
-        if lane is not None and self._repeated_top_k(lane, buf, start, end):
+                or lane.compiled is not local.compiled_read():
+            lane = self._lane = ReadLane.of(shape, rest, local)
+        if lane is not None and self._repeated_read(lane, buf, start, end):
             return True
         found = shape.match(buf, start, end)
         if found is None:
@@ -996,26 +1015,29 @@ class Relay:
         self._round_trip([(b"B", body), *rest], [message, *shape.messages], repeated=True)
         return True
 
-    def _repeated_top_k(self, lane: TopKLane, buf: bytearray, start: int, end: int) -> bool:
-        """`_repeated` of a prepared top-k compiled here (`TopKLane`): its query vector taken
-        from the receive buffer and run through the compiled round trip, with no Bind made,
-        nor its messages looked at again. False, nothing consumed, when it is not that round
-        trip, or its compiled steps no longer fit it (`_repeated` then takes it)."""
+    def _repeated_read(self, lane: ReadLane, buf: bytearray, start: int, end: int) -> bool:
+        """`_repeated` of a prepared read compiled here (`ReadLane`): its values taken from
+        the receive buffer and run through the compiled round trip, with no Bind made, nor
+        its messages looked at again. False, nothing consumed, when it is not that round
+        trip, its compiled steps no longer fit it, or a value does not decode here
+        (`_repeated` then takes it)."""
         shape = lane.shape
-        found = shape.one_value(buf, start, end)
+        found = shape.values(buf, start, end)
         if found is None:
             return False
         local, compiled = self.local, lane.compiled
         if local is None or not compiled.current(local):
             return False
-        value, size = found
-        vector = compiled.vector_of(value)
-        if vector is None:
+        values, size = found
+        params = compiled.params_of(values)
+        if params is None:
             return False
         self.stream.skip(size)
+        if self._send_computed(compiled, params):
+            return True
         body = bytes(buf[start + 5:start + size - len(shape.rest)])
         self._round_trip([(b"B", body), *lane.rest], lane.messages, repeated=True,
-                         run=lambda: local.run_compiled(compiled, vector),
+                         run=lambda: local.run_compiled(compiled, params),
                          asked=compiled.bounded)
         return True
 
@@ -1215,9 +1237,11 @@ class Relay:
             return False
         if type(first) is Query:
             constant = self._constant_query(first, session)
-        elif type(first) is Bind and not first.params and _leaves_statements(messages[1:]):
+        elif type(first) is Bind and _leaves_statements(messages[1:]):
             statement = local.statements.get(first.statement)
-            constant = statement is not None and statement.prepared.constant
+            constant = statement is not None and (
+                statement.prepared.constant and not first.params
+                or _computed_read(statement, local) is not None)
         else:
             return False
         return constant and self.worker.statistics is not None \
@@ -1246,6 +1270,23 @@ class Relay:
         kept = self._kept
         if kept is None or kept.first is not first or not self._kept_holds(kept):
             return False
+        return self._send_answer(kept, kept.answer)
+
+    def _send_computed(self, compiled: CompiledRead, params: list) -> bool:
+        """Answer a repeat of a one-row statement computed in Python whose answer is kept as
+        its compiled round trip (`KeptAnswer.computed`), if that still holds: its row computed
+        from `params` (decoded from the receive buffer), between the bytes the compiled round
+        trip fixed. False (nothing sent) when the row is left to the operator tree: it runs
+        as usual."""
+        kept = self._kept
+        if kept is None or kept.computed is not compiled or not self._kept_holds(kept):
+            return False
+        answer = compiled.answer_of(params)
+        return answer is not None and self._send_answer(kept, answer)
+
+    def _send_answer(self, kept: KeptAnswer, answer: bytes) -> bool:
+        """Send the answer of a round trip standing for its kept one's run, counting it in the
+        statistics as run again; False when the primary spoke first."""
         started = time.time()  # (also pg_stat_activity's start of the statement)
         with self.wlock:
             if self._spoke():  # the primary spoke first (`_settle`)
@@ -1253,7 +1294,7 @@ class Relay:
             seconds = time.time() - started
             self.worker.statistics.again(kept.recorded, seconds,
                                          (self.pid, self.query, started, started + seconds))
-            self.stream.write(kept.answer)
+            self.stream.write(answer)
         self.streak = 0
         return True
 

@@ -188,6 +188,9 @@ class Value:
     position: int | None = None
     # A plain reference to this column of the input (its values passed through, no copy).
     column: int | None = None
+    # The value as a Python object computed from the parameters alone, for the simplest
+    # expressions over no row (expressions/scalars.py; None: there is none).
+    py: Callable | None = None
 
     def __call__(self, frame) -> Datum:
         return self.fn(frame)

@@ -26,6 +26,7 @@ from sqlvec.execution.dml import plan_delete, plan_insert, plan_update
 from sqlvec.execution.expressions import CompileEnv
 from sqlvec.execution.foreign_key_ddl import referencing
 from sqlvec.execution.foreign_keys import involved
+from sqlvec.execution.scalar_row import scalar_row
 from sqlvec.execution.vector_search import fuse_top_k
 from sqlvec.execution.views import select_into, unsupported_view_kind
 from sqlvec.plan.bind import bind_plan
@@ -116,12 +117,13 @@ def plan_ast(session: Session, sql: str, ast: exp.Expression,
             columns.pop()
             locking.fields = operator.fields[:-1]
         params = param_list(env, ast)
+        constant = not params and constant_select(ast)
         return PreparedStatement(sql, params, columns, StatementKind.QUERY,
-                                 compiled=(plan, operator),
-                                 constant=not params and constant_select(ast),
+                                 compiled=(plan, operator), constant=constant,
                                  live=reads_live_state_only(ast),
                                  fused=None if locking else fuse_top_k(operator, columns),
-                                 locking=locking)
+                                 locking=locking,
+                                 scalar=None if constant else scalar_row(operator, params))
     planner_fn = _WRITES.get(type(ast))
     if planner_fn is not None:
         env = CompileEnv(param_types=dict(given), functions=session.database.functions)

@@ -152,8 +152,14 @@ def _strength(lock: exp.Lock) -> str:
 
 def run_query_values(session: Session, prepared: PreparedStatement, params: list,
                      max_rows: int) -> Result:
-    """`run_query`, but a vector top-k run in one step gives its rows as each column's Python
-    values (`Result.values`, no table): for a front end that encodes them itself."""
+    """`run_query`, but a vector top-k run in one step, or a one-row statement computed in
+    Python (`PreparedStatement.scalar`), gives its rows as each column's Python values
+    (`Result.values`, no table): for a front end that encodes them itself."""
+    scalar = prepared.scalar
+    if scalar is not None:
+        values = scalar.values(params)  # type: ignore[attr-defined]
+        if values is not None:
+            return Result("SELECT 1", prepared.columns, values=values)
     return run_query(session, prepared, params, max_rows, as_values=True)
 
 
@@ -161,6 +167,7 @@ def run_query(session: Session, prepared: PreparedStatement, params: list,
               max_rows: int, as_values: bool = False) -> Result:
     """A SELECT (VALUES, set operation): its operator tree over a snapshot of each table. A
     constant query (`SELECT 1`) runs once; its table (immutable) is the result of every run;
+    a one-row statement computed in Python (`PreparedStatement.scalar`) makes its table so;
     a vector top-k of a bound vector runs in one step when it can (`PreparedStatement.fused`;
     `as_values`: `run_query_values`)."""
     locked = prepared.locking
@@ -171,6 +178,9 @@ def run_query(session: Session, prepared: PreparedStatement, params: list,
         return Result(f"SELECT {table.num_rows}", prepared.columns,
                       result_table(table, locked.fields, prepared.columns))
     table = prepared.constant_table
+    scalar = prepared.scalar
+    if table is None and scalar is not None:  # (its values: `run_query_values`)
+        table = scalar.table(params, [c.name for c in prepared.columns])  # type: ignore
     if table is None:
         plan, operator = prepared.compiled  # type: ignore[misc]
         ctx = session._context(typed_params(prepared.param_types, params))

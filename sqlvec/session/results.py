@@ -99,6 +99,9 @@ class PreparedStatement:
     fused: object = None
     # SELECT ... FOR UPDATE / FOR SHARE of one table: how its rows are locked (queries.py).
     locking: object = None
+    # A one-row projection over no table with Python forms (execution/scalar_row.py
+    # ScalarRow): its row computed from the parameters, tried before the tree by run_values.
+    scalar: object = None
 
 
 def renamed(table: pa.Table, visible: list[int], columns: list[ResultColumn] | None) -> pa.Table:

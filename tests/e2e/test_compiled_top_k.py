@@ -2,7 +2,9 @@
 the vector in binary through pgvector's adapter and as text): each run answers for the table
 and the session as they are then — a row committed by a connection of the other worker found
 by the very next run, a deleted one gone, a new hnsw.ef_search used — with the rows the
-primary gives inside a transaction block, and every run counted in pg_stat_statements."""
+primary gives inside a transaction block, and every run counted in pg_stat_statements. A
+repeated one-row statement over no table (`SELECT %s::int`) is compiled too, its row
+computed in Python."""
 
 from __future__ import annotations
 
@@ -211,3 +213,32 @@ def test_the_next_repeat_after_terminate_meets_the_error(pool_server, table):
             with pytest.raises(psycopg.errors.AdminShutdown):
                 victim.execute(sql, (q,), prepare=True)
             victim.close()
+
+
+def test_a_repeated_one_row_statement_answers_as_the_primary(pool_server):
+    """`SELECT %s::int` and its kin, prepared and repeated: a worker computes the row in
+    Python (its compiled round trip taken from the receive buffer) and answers as the
+    primary does inside a block, values, NULL and the overflow error alike; every run is
+    counted in pg_stat_statements."""
+    with connect(pool_server) as a:
+        a.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        a.execute("SELECT pg_stat_statements_reset()")
+        cases = [("SELECT %s::int + 1", v) for v in (1, 2, -40000, 2**31 - 1, 2**40, None, 5)]
+        cases += [("SELECT %s::text, %s::int * 2", ("é", v)) for v in (3, 2**30, 4)]
+        for sql, value in cases:
+            params = value if isinstance(value, tuple) else (value,)
+            try:
+                here = a.execute(sql, params, prepare=True).fetchall()
+            except psycopg.Error as error:
+                here = (error.sqlstate, str(error))
+            assert a.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            try:
+                with a.transaction():
+                    primary = a.execute(sql, params).fetchall()
+            except psycopg.Error as error:
+                primary = (error.sqlstate, str(error))
+            assert here == primary
+        assert here == [("é", 8)]
+        # (five runs of it succeed, each here and in the primary; errors are not counted)
+        counted = "SELECT calls FROM pg_stat_statements WHERE query LIKE 'SELECT $1::int + %'"
+        assert settled(a, counted, [(10,)]) == [(10,)]

@@ -223,25 +223,23 @@ def test_a_repeated_round_trip_is_recognised_as_its_messages_decode(
 @given(first=values, nexts=st.lists(values, min_size=1, max_size=4),
        param_formats=st.lists(st.sampled_from([0, 1]), max_size=1).map(tuple),
        result_formats=formats)
-def test_one_value_is_values_whichever_length_came_before(
+def test_a_lone_value_is_found_whichever_length_came_before(
         first, nexts, param_formats, result_formats):
-    """`one_value` of a one-parameter round trip finds what `values` finds, whether the
-    value is as long as the one before (the bytes around it compared whole) or not (read
-    field by field); it finds nothing where `values` finds nothing, cut short or changed
-    around the value included."""
+    """`values` of a one-parameter round trip finds the value whether it is as long as the
+    one before (the bytes around it compared whole) or not (read field by field), and
+    nothing when the round trip is cut short or changed around the value."""
     rest = (m.Describe("P", ""), m.Execute("", 0), m.Sync())
     tail = b"".join(x.encode() for x in rest)
     shape = _repeated(m.Bind("", "s1", param_formats, (first,), result_formats), *rest)
     for value in [*nexts, *nexts]:
         whole = m.Bind("", "s1", param_formats, (value,), result_formats).encode() + tail
         data = bytearray(b"junk" + whole + m.Sync().encode())
-        assert shape.one_value(data, 4, len(data)) == (value, len(whole))
+        assert shape.values(data, 4, len(data)) == ((value,), len(whole))
         for cut in (len(whole) - 1, len(whole) // 2):
-            assert shape.one_value(bytearray(whole[:cut]), 0, cut) is None
+            assert shape.values(bytearray(whole[:cut]), 0, cut) is None
         for changed in (len(whole) - 1, 1, 4):  # the last length, the Bind's length
             bad = bytearray(whole)
             bad[changed] ^= 0x40
-            assert shape.one_value(bad, 0, len(bad)) is None
             assert shape.values(bad, 0, len(bad)) is None
 
 

@@ -7,6 +7,7 @@ from sqlglot import exp
 from sqlvec.execution import values as V
 from sqlvec.execution.expressions.core import HANDLERS, Compiler, param_index
 from sqlvec.execution.expressions.leaves import literal
+from sqlvec.execution.expressions.scalars import cast_form
 from sqlvec.execution.values import NUMERIC, TEXT, Value
 from sqlvec.sql.binder import sql_type
 from sqlvec.types import BIT_TYPES, REG_TYPES, SqlType
@@ -43,7 +44,8 @@ def _cast(c: Compiler, e: exp.Cast) -> Value:
         target = V.numeric_with_scale(V.numeric_scale(src))  # `x::numeric` keeps x's scale
     if target.is_vector and src.name == target.name and target.typmod >= 0:
         return Value(lambda f: V.cast(v(f), SqlType("_float4"), target, f.n), target, v.const)
-    return Value(lambda f: V.cast(v(f), src, target, f.n, explicit=True), target, v.const)
+    return Value(lambda f: V.cast(v(f), src, target, f.n, explicit=True), target, v.const,
+                 py=cast_form(v.py, src, target))
 
 
 def _collate(c: Compiler, e: exp.Collate) -> Value:

@@ -18,6 +18,7 @@ from sqlglot import exp
 
 from sqlvec.errors import DatatypeMismatch, FeatureNotSupported, SqlVecError
 from sqlvec.execution import values as V
+from sqlvec.execution.expressions.scalars import cast_form, constant_form, scalar_type
 from sqlvec.execution.values import BOOL, FLOAT8, INT8, TEXT, Datum, Value
 from sqlvec.sql import dialect as d
 from sqlvec.sql.binder import Scope
@@ -132,7 +133,8 @@ class Compiler:
                 x = step(_HoleFrame(f.table, f.ctx, f.outer, x))
             return x
 
-        value = Value(fn, acc.type, acc.const)
+        # (its Python form nests a call per step: kept for short chains only)
+        value = Value(fn, acc.type, acc.const, py=acc.py if len(steps) <= _PY_CHAIN else None)
         return folded(value) if value.const else value
 
     def _compile(self, e: exp.Expression) -> Value:
@@ -182,11 +184,12 @@ class Compiler:
                 if error.position is None and _input_error(value.text, target):
                     error.position = value.position
                 raise
-            return Value(lambda f: scalar, target, const=True)
-        src = value.type
-        if src.name == "unknown":
-            return Value(lambda f: V.cast(value(f), TEXT, target, f.n), target, value.const)
-        return Value(lambda f: V.cast(value(f), src, target, f.n), target, value.const)
+            return Value(lambda f: scalar, target, const=True,
+                         py=constant_form(scalar.as_py(), target) if scalar_type(target)
+                         else None)
+        src = value.type if value.type.name != "unknown" else TEXT
+        return Value(lambda f: V.cast(value(f), src, target, f.n), target, value.const,
+                     py=cast_form(value.py, src, target))
 
     def char_as_text(self, value: Value) -> Value:
         """A string operand of a comparison with char(n): char(n) and unknown literals (which
@@ -265,6 +268,7 @@ class Compiler:
 
 # Binary operators whose left-deep chains `Compiler._chain` compiles as a loop.
 _CHAINS = frozenset({exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.DPipe, exp.And, exp.Or})
+_PY_CHAIN = 32  # steps of a chain whose Python form is kept
 
 
 @dataclass
@@ -281,7 +285,7 @@ def _hole(acc: Value) -> Value:
     def fn(f: Frame) -> Datum:
         return f.hole if isinstance(f, _HoleFrame) else acc(f)
 
-    return Value(fn, acc.type, acc.const, acc.text, acc.position)
+    return Value(fn, acc.type, acc.const, acc.text, acc.position, py=acc.py)
 
 
 def _input_error(text: str, target: SqlType) -> bool:
@@ -310,7 +314,7 @@ def folded(value: Value) -> Value:
             cache.append(value.fn(frame))
         return cache[0]
 
-    return Value(fn, value.type, True, value.text, value.position)
+    return Value(fn, value.type, True, value.text, value.position, py=value.py)
 
 
 # The dispatch table ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from sqlglot import exp
 
 from sqlvec.errors import FeatureNotSupported, NumericValueOutOfRange, SqlVecError
 from sqlvec.execution.expressions.core import HANDLERS, Compiler, Frame, param_index
+from sqlvec.execution.expressions.scalars import constant_form, param_form
 from sqlvec.execution.values import BOOL, INT4, INT8, UNKNOWN, Datum, Value
 from sqlvec.sql.binder import Field, bound_ref, system_column
 from sqlvec.types import SqlType
@@ -95,16 +96,17 @@ def literal(c: Compiler, e: exp.Literal) -> Value:
         scalar = pa.scalar(text, pa.string())
         start = e.meta.get("start") if e._meta else None
         return Value(lambda f: scalar, UNKNOWN, const=True, text=text,
-                     position=None if start is None else start + 1)
+                     position=None if start is None else start + 1,
+                     py=constant_form(text, UNKNOWN))
     text = e.this
     try:
         value = int(text)
         if -(2**31) <= value < 2**31:
             s = pa.scalar(value, pa.int32())
-            return Value(lambda f: s, INT4, const=True)
+            return Value(lambda f: s, INT4, const=True, py=constant_form(value, INT4))
         if -(2**63) <= value < 2**63:
             s = pa.scalar(value, pa.int64())
-            return Value(lambda f: s, INT8, const=True)
+            return Value(lambda f: s, INT8, const=True, py=constant_form(value, INT8))
     except ValueError:
         pass
     dec = decimal.Decimal(text)
@@ -122,12 +124,12 @@ def literal(c: Compiler, e: exp.Literal) -> Value:
 
 def _null(c: Compiler, e: exp.Null) -> Value:
     s = pa.scalar(None, pa.string())
-    return Value(lambda f: s, UNKNOWN, const=True)
+    return Value(lambda f: s, UNKNOWN, const=True, py=constant_form(None, UNKNOWN))
 
 
 def _boolean(c: Compiler, e: exp.Boolean) -> Value:
     s = pa.scalar(bool(e.this), pa.bool_())
-    return Value(lambda f: s, BOOL, const=True)
+    return Value(lambda f: s, BOOL, const=True, py=constant_form(bool(e.this), BOOL))
 
 
 def _parameter(c: Compiler, e: exp.Parameter) -> Value:
@@ -144,8 +146,8 @@ def _parameter(c: Compiler, e: exp.Parameter) -> Value:
 
     if t is None:
         # Type decided by context (coerce/infer); until then it is text, as PostgreSQL defaults.
-        return Value(fn, UNKNOWN)
-    return Value(fn, t)
+        return Value(fn, UNKNOWN, py=param_form(index, None))
+    return Value(fn, t, py=param_form(index, t))
 
 
 def _paren(c: Compiler, e: exp.Paren) -> Value:

@@ -21,6 +21,7 @@ from sqlvec.execution.expressions.core import (
     constant,
     operands,
 )
+from sqlvec.execution.expressions.scalars import arithmetic_form, negation_form
 from sqlvec.execution.expressions.temporal import temporal_arith
 from sqlvec.execution.expressions.vector import vector_arith
 from sqlvec.execution.kernels import (
@@ -64,11 +65,12 @@ def _arith(c: Compiler, e: exp.Binary) -> Value:
     if op == "power":
         t = FLOAT8
         a, b = c.coerce(a, t), c.coerce(b, t)
-    return _bind2(_numeric_op(op, t), a, b, t)
+    return _bind2(_numeric_op(op, t), a, b, t, arithmetic_form(op, t, a.py, b.py))
 
 
-def _bind2(fn: Callable[[Datum, Datum], Datum], a: Value, b: Value, t: SqlType) -> Value:
-    return Value(lambda f: fn(a(f), b(f)), t, a.const and b.const)
+def _bind2(fn: Callable[[Datum, Datum], Datum], a: Value, b: Value, t: SqlType,
+           py: Callable | None = None) -> Value:
+    return Value(lambda f: fn(a(f), b(f)), t, a.const and b.const, py=py)
 
 
 def _numeric_op(op: str, t: SqlType) -> Callable[[Datum, Datum], Datum]:
@@ -161,8 +163,9 @@ def _neg(c: Compiler, e: exp.Neg) -> Value:
     if t.name == "interval":
         return Value(lambda f: _negate_interval(a(f)), t, a.const)
     if t.name in V.INT_DIGITS:
-        return Value(lambda f: int_checked(pc.negate_checked, a(f), t), t, a.const)
-    return Value(lambda f: pc.negate(a(f)), t, a.const)
+        return Value(lambda f: int_checked(pc.negate_checked, a(f), t), t, a.const,
+                     py=negation_form(t, a.py))
+    return Value(lambda f: pc.negate(a(f)), t, a.const, py=negation_form(t, a.py))
 
 
 HANDLERS.update({
