@@ -187,8 +187,30 @@ def mask_of(result: np.ndarray | pa.Array | pa.ChunkedArray | bool, n: int) -> n
     if isinstance(result, (pa.Array, pa.ChunkedArray)):
         if result.null_count:
             result = pc.fill_null(result, False)
+        if result.type == _BOOL:
+            return _unpacked(result)
         return result.to_numpy(zero_copy_only=False).astype(bool, copy=False)
     return np.asarray(result, dtype=bool)
+
+
+_BOOL = pa.bool_()
+
+
+def _unpacked(result: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """An Arrow boolean array without NULLs as a NumPy bool array: its bitmap unpacked in
+    one call. (Arrow's own conversion goes through a per-element loop: over 100,000 rows,
+    as a filtered vector search evaluates per query, it cost several times the compare.)"""
+    chunks = result.chunks if isinstance(result, pa.ChunkedArray) else [result]
+    parts = []
+    for chunk in chunks:
+        if len(chunk) == 0:
+            continue
+        bits = np.frombuffer(chunk.buffers()[1], np.uint8)
+        parts.append(np.unpackbits(bits, count=chunk.offset + len(chunk),
+                                   bitorder="little")[chunk.offset:].view(np.bool_))
+    if not parts:
+        return np.zeros(0, np.bool_)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 @dataclass(frozen=True)
