@@ -4,10 +4,11 @@ write's without result columns (`CompiledWrite`).
 A driver runs a prepared statement as Bind, Describe of its portal (often), Execute and Sync.
 When the statement is a vector top-k the engine runs in one step (`PreparedStatement.fused`:
 `SELECT id FROM items ORDER BY emb <-> $1 LIMIT 10`), what the protocol does around the
-search is the same every time but for the query vector: the portal it makes and drops, the
+search is the same every time but for the bound values (the query vector, and any value a
+filter or LIMIT binds beside it): the portal it makes and drops, the
 RowDescription, the row encoders looked up by the result's shape, the CommandComplete and
 ReadyForQuery. `CompiledTopK` works all of that out once, the first time the round trip runs,
-and each later run (`Connection.run_bound`) decodes the vector, runs the statement and writes
+and each later run (`Connection.run_bound`) decodes the values, runs the statement and writes
 the answer with what it fixed.
 
 Everything the answer could depend on is a guard checked on each run, and the round trip takes
@@ -52,11 +53,11 @@ if TYPE_CHECKING:
 
 
 class CompiledTopK:
-    """One prepared top-k's round trip (module docstring): made by `of`; `fits` and `vector`
+    """One prepared top-k's round trip (module docstring): made by `of`; `fits` and `values`
     say whether a round trip runs through it, `steps` runs it."""
 
     __slots__ = ("statement", "prepared", "name", "portal", "param_formats", "result_formats",
-                 "describe", "execute", "decode", "columns", "arrow_types",
+                 "describe", "execute", "decoders", "vector_at", "columns", "arrow_types",
                  "formats", "head", "rows", "encoders", "tags")
 
     def __init__(self, statement: Statement, bind: Bind, describe: bool, execute: Execute,
@@ -67,8 +68,14 @@ class CompiledTopK:
         self.param_formats, self.result_formats = bind.param_formats, bind.result_formats
         self.describe, self.execute = describe, execute
         codes = bind.param_formats
-        self.decode = _vector_decoder(prepared.param_types[0],
-                                      codes[0] if codes else pgtypes.TEXT)
+        # Each parameter's decoder: the query vector's (`_vector_decoder`), the others' as a
+        # Bind decodes them (`pgtypes.param_decoder`).
+        at = prepared.fused.topk.query_param  # type: ignore[union-attr]
+        self.vector_at = at
+        self.decoders = [
+            _vector_decoder(t, pgtypes.param_format(codes, i)) if i == at
+            else pgtypes.param_decoder(t, pgtypes.param_format(codes, i))
+            for i, t in enumerate(prepared.param_types)]
         self.columns = prepared.columns
         self.arrow_types = list(prepared.fused.arrow_types)  # type: ignore[union-attr]
         self.formats = formats
@@ -82,14 +89,16 @@ class CompiledTopK:
     def of(cls, statement: Statement | None, bind: Bind, describe: bool,
            execute: Execute) -> CompiledTopK | None:
         """The compiled round trip of `statement` bound by `bind`, or None when it is not a
-        one-step top-k of one parameter whose answer the short encoders write."""
+        one-step top-k whose query vector is a parameter and whose answer the short encoders
+        write."""
         if statement is None:
             return None
         prepared = statement.prepared
         fused = prepared.fused
         columns = prepared.columns
-        if fused is None or not columns or len(prepared.param_types) != 1 \
-                or len(bind.params) != 1 or len(bind.param_formats) > 1 \
+        count = len(prepared.param_types)
+        if fused is None or not columns or fused.topk.query_param is None \
+                or len(bind.params) != count or len(bind.param_formats) not in (0, 1, count) \
                 or execute.max_rows != 0 or execute.portal != bind.portal:
             return None
         codes = bind.result_formats
@@ -113,7 +122,7 @@ class CompiledTopK:
         answer depends on besides the data has changed since."""
         return describe is self.describe \
             and (execute is self.execute or execute == self.execute) \
-            and bind.portal == self.portal and len(bind.params) == 1 \
+            and bind.portal == self.portal and len(bind.params) == len(self.decoders) \
             and bind.param_formats == self.param_formats \
             and bind.result_formats == self.result_formats \
             and _still_compiled(connection, bind.statement, self.statement, self.prepared)
@@ -130,27 +139,28 @@ class CompiledTopK:
         column, a notice at most besides), so it is held whole until the round trip settles."""
         return self.rows is not None
 
-    def vector(self, bind: Bind) -> object:
-        """The bound query vector, decoded (`vector_of`)."""
-        return self.vector_of(bind.params[0])
+    def values(self, bind: Bind) -> list | None:
+        """The bound parameters, decoded (`values_of`)."""
+        return self.values_of(bind.params)
 
-    def vector_of(self, value: bytes | None) -> object:
-        """A query vector as bound, decoded; None when it is NULL or does not decode here (the
-        general path runs the round trip then, and reports the error)."""
-        if value is None:
+    def values_of(self, values: tuple[bytes | None, ...] | list[bytes | None]) -> list | None:
+        """The parameters as bound, decoded; None when the query vector is NULL or a value
+        does not decode here (the general path runs the round trip then, and reports the
+        error)."""
+        if values[self.vector_at] is None:
             return None
         try:
-            return self.decode(value)
+            return [decode(value) for decode, value in zip(self.decoders, values)]
         except Exception:
             return None
 
-    def steps(self, connection: Connection, vector: object) -> None:
+    def steps(self, connection: Connection, params: list) -> None:
         """Bind's answer, the RowDescription if asked, the statement run and its answer (its
         errors are the caller's: `Connection._extended`)."""
         connection.send_raw(self.head)
         session = connection.session
         assert session is not None
-        result = session.run_values(self.prepared, [vector])
+        result = session.run_values(self.prepared, params)
         changed = session.drain_changed_settings()
         if changed:
             connection._send_settings(changed)

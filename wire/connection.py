@@ -923,9 +923,9 @@ class Connection:
         compiled = self._compiled
         fits = compiled is not None and compiled.fits(self, bind, describe, execute)
         if fits:
-            vector = compiled.vector(bind)  # type: ignore[union-attr]
-            if vector is not None:
-                self.run_compiled(compiled, vector)  # type: ignore[arg-type]
+            params = compiled.values(bind)  # type: ignore[union-attr]
+            if params is not None:
+                self.run_compiled(compiled, params)  # type: ignore[arg-type]
                 return
         self.state = _EXTENDED_STATE
         self._extended(Connection._bound_steps, bind, describe, execute)
@@ -934,12 +934,12 @@ class Connection:
             self._compiled = CompiledTopK.of(self.statements.get(bind.statement), bind,
                                              describe, execute)
 
-    def run_compiled(self, compiled: CompiledTopK, vector: object) -> None:
+    def run_compiled(self, compiled: CompiledTopK, params: list) -> None:
         """A compiled top-k's round trip (its fit checked: `CompiledTopK.fits` or `current`)
-        for the decoded query `vector`, its Sync's answer included."""
+        for the decoded parameters `params`, its Sync's answer included."""
         self.compiled_runs += 1
         self.state = _EXTENDED_STATE
-        self._extended(compiled.steps, vector)
+        self._extended(compiled.steps, params)
         self.on_sync(_SYNC)
 
     def _bound_steps(self, bind: Bind, describe: bool, execute: Execute) -> None:

@@ -1008,15 +1008,14 @@ class Relay:
         local, compiled = self.local, lane.compiled
         if local is None or not compiled.current(local):
             return False
-        value = found[0][0]
-        vector = compiled.vector_of(value)
-        if vector is None:
+        params = compiled.values_of(found[0])
+        if params is None:
             return False
         size = found[1]
         self.stream.skip(size)
         body = bytes(buf[start + 5:start + size - len(shape.rest)])
         self._round_trip([(b"B", body), *lane.rest], lane.messages, repeated=True,
-                         run=lambda: local.run_compiled(compiled, vector),
+                         run=lambda: local.run_compiled(compiled, params),
                          asked=compiled.bounded)
         return True
 
