@@ -128,7 +128,7 @@ def _range_bounds(scan: n.Scan, c) -> list[tuple[str, type, Value]]:
     out = []
     for term in terms:
         if isinstance(term, exp.Between) and isinstance(term.this, exp.Column) and \
-                term.this.name in names:
+                term.this.name in names and not term.args.get("symmetric"):
             lo, hi = term.args["low"], term.args["high"]
             if not any(True for _ in lo.find_all(exp.Column)) and \
                     not any(True for _ in hi.find_all(exp.Column)):
@@ -166,6 +166,8 @@ def _comparisons_only(scan: n.Scan) -> bool:
     names = {f.name for f in scan.fields if not f.hidden}
     for term in terms:
         if isinstance(term, exp.Between):
+            if term.args.get("symmetric"):  # (its bounds in either order)
+                return False
             column, constants = term.this, [term.args["low"], term.args["high"]]
         elif type(term) in _FLIP:
             column, constants = term.this, [term.expression]

@@ -118,6 +118,8 @@ def test_range_filters(env, bound):
     ("price BETWEEN $2::float8 AND $3::float8",
      "price + 0 BETWEEN $2::float8 AND $3::float8", [100.0, 400.0]),
     ("$2 <= price AND cat > 0", "$2 <= price + 0 AND cat + 0 > 0", [700.0]),
+    ("price BETWEEN SYMMETRIC $2::float8 AND $3::float8",
+     "price + 0 BETWEEN SYMMETRIC $2::float8 AND $3::float8", [400.0, 100.0]),
 ])
 def test_column_comparisons_filter_as_the_general_filter_does(env, where, general, params):
     """A filter of `column op constant` terms alone is compared as NumPy per segment: searched
