@@ -6,7 +6,8 @@ A driver runs a prepared statement as Bind, Describe of its portal (often), Exec
 When the statement is a vector top-k the engine runs in one step (`PreparedStatement.fused`:
 `SELECT id FROM items ORDER BY emb <-> $1 LIMIT 10`), or a one-row statement whose row it
 computes from the parameters in Python (`PreparedStatement.scalar`: `SELECT $1::int`), what
-the protocol does around it is the same every time but for the values bound: the portal it
+the protocol does around it is the same every time but for the values bound (a top-k's
+query vector, and any value a filter or LIMIT binds beside it): the portal it
 makes and drops, the RowDescription, the row encoders looked up by the result's shape, the
 CommandComplete and ReadyForQuery. `CompiledRead` works all of that out once, the first time
 the round trip runs, and each later run (`Connection.run_bound`) decodes the values, runs
@@ -61,7 +62,7 @@ class CompiledRead:
     trip runs through it, `steps` runs it."""
 
     __slots__ = ("statement", "prepared", "name", "portal", "param_formats", "result_formats",
-                 "describe", "execute", "decoders", "top_k", "columns", "arrow_types",
+                 "describe", "execute", "decoders", "top_k", "vector_at", "columns", "arrow_types",
                  "formats", "head", "rows", "encoders", "tags", "bounded", "digits")
 
     def __init__(self, statement: Statement, bind: Bind, describe: bool, execute: Execute,
@@ -74,9 +75,14 @@ class CompiledRead:
         self.describe, self.execute = describe, execute
         self.top_k = prepared.fused is not None
         codes = bind.param_formats
-        self.decoders = [_vector_decoder(prepared.param_types[0],
-                                         codes[0] if codes else pgtypes.TEXT)] if self.top_k \
-            else pgtypes.param_decoders(prepared.param_types, codes)
+        # Each parameter's decoder: a top-k's query vector's (`_vector_decoder`), the others'
+        # as a Bind decodes them.
+        fused = prepared.fused
+        self.vector_at = None if fused is None else fused.topk.query_param
+        self.decoders = [
+            _vector_decoder(t, pgtypes.param_format(codes, i)) if i == self.vector_at
+            else pgtypes.param_decoder(t, pgtypes.param_format(codes, i))
+            for i, t in enumerate(prepared.param_types)]
         self.columns = prepared.columns
         self.arrow_types = arrow_types
         self.formats = formats
@@ -96,7 +102,7 @@ class CompiledRead:
     def of(cls, statement: Statement | None, bind: Bind, describe: bool, execute: Execute,
            float_digits: int) -> CompiledRead | None:
         """The compiled round trip of `statement` bound by `bind`, or None when it is neither
-        a one-step top-k of one parameter nor a one-row statement computed in Python, or its
+        a one-step top-k whose query vector is a parameter nor a one-row statement computed in Python, or its
         answer is not one the short encoders write (float text: under extra_float_digits
         `float_digits`, which it then checks at each run)."""
         if statement is None:
@@ -105,7 +111,8 @@ class CompiledRead:
         fused, scalar = prepared.fused, prepared.scalar
         columns = prepared.columns
         count = len(prepared.param_types)
-        if fused is None and scalar is None or not columns or fused is not None and count != 1 \
+        if fused is None and scalar is None or not columns \
+                or fused is not None and fused.topk.query_param is None \
                 or len(bind.params) != count or len(bind.param_formats) not in (0, 1, count) \
                 or execute.max_rows != 0 or execute.portal != bind.portal:
             return None
@@ -153,7 +160,7 @@ class CompiledRead:
         """The bound values decoded; None when one does not decode here, or a top-k's query
         vector is NULL (the general path runs the round trip then, and reports the error)."""
         params = decoded(self.decoders, values)
-        if params is None or self.top_k and params[0] is None:
+        if params is None or self.top_k and params[self.vector_at] is None:
             return None
         return params
 

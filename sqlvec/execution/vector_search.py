@@ -41,7 +41,7 @@ from sqlvec.storage.search import (
     index_order,
     read_max_ef,
 )
-from sqlvec.storage.table import SearchHits, segment_numbers
+from sqlvec.storage.table import ComparedColumns, SearchHits, segment_numbers
 from sqlvec.types import SparseVector, SqlType
 from sqlvec.vectors import (
     BIT_METRICS,
@@ -89,6 +89,7 @@ def build_vector_topk(builder, node: n.VectorTopK, outer) -> VectorTopKOp:
     op.correlated = len(builder.env.outer_refs) > start
     op.column, op.metric = node.column, Metric(node.metric)
     op.bounds = _range_bounds(node.scan, c)
+    op.compared = bool(op.bounds) and _comparisons_only(node.scan)
     visible = [f.name for f in node.scan.fields if not f.hidden]
     op.columns = [name for name in visible if node.columns is None or name in node.columns]
     op.visible = visible
@@ -127,7 +128,7 @@ def _range_bounds(scan: n.Scan, c) -> list[tuple[str, type, Value]]:
     out = []
     for term in terms:
         if isinstance(term, exp.Between) and isinstance(term.this, exp.Column) and \
-                term.this.name in names:
+                term.this.name in names and not term.args.get("symmetric"):
             lo, hi = term.args["low"], term.args["high"]
             if not any(True for _ in lo.find_all(exp.Column)) and \
                     not any(True for _ in hi.find_all(exp.Column)):
@@ -151,10 +152,57 @@ def _range_bounds(scan: n.Scan, c) -> list[tuple[str, type, Value]]:
     return out
 
 
-def _pruner(bounds, table_def, frame) -> object:
-    if not bounds:
-        return None
-    resolved = []
+# What the right side of a term `column op constant` may be for the filter to be compared as
+# NumPy: a literal or a parameter, cast or negated (never a function, which may be volatile).
+_CONSTANT_PARTS = (exp.Literal, exp.Parameter, exp.Placeholder, exp.Cast, exp.DataType,
+                   exp.DataTypeParam, exp.Neg, exp.Paren)
+
+
+def _comparisons_only(scan: n.Scan) -> bool:
+    """Whether the scan's filter is nothing but conjuncts `column op constant` (`_range_bounds`
+    takes them all) whose constants are literals or parameters: `_compared` may then stand for
+    the whole filter."""
+    terms = list(scan.filter.flatten()) if isinstance(scan.filter, exp.And) else [scan.filter]
+    names = {f.name for f in scan.fields if not f.hidden}
+    for term in terms:
+        if isinstance(term, exp.Between):
+            if term.args.get("symmetric"):  # (its bounds in either order)
+                return False
+            column, constants = term.this, [term.args["low"], term.args["high"]]
+        elif type(term) in _FLIP:
+            column, constants = term.this, [term.expression]
+            if not isinstance(column, exp.Column):
+                column, constants = term.expression, [term.this]
+        else:
+            return False
+        if not isinstance(column, exp.Column) or column.name not in names or not all(
+                isinstance(part, _CONSTANT_PARTS) for c in constants for part in c.walk()):
+            return False
+    return True
+
+
+_UFUNCS = {exp.EQ: np.equal, exp.LT: np.less, exp.LTE: np.less_equal, exp.GT: np.greater,
+           exp.GTE: np.greater_equal}
+
+
+def _compared(bounds, table_def, frame, general) -> ComparedColumns | None:
+    """The filter as NumPy comparisons of a segment's columns (storage's `ComparedColumns`),
+    when `bounds` are the whole filter (`_comparisons_only`), each on an integer or float
+    column with a constant of the column's own type; None otherwise."""
+    terms = []
+    for col, op, constant in _constants(bounds, table_def, frame):
+        arrow_type = col.type.to_arrow()
+        if constant.type != arrow_type or not (pa.types.is_integer(arrow_type)
+                                               or pa.types.is_floating(arrow_type)):
+            return None
+        terms.append((col.physical, arrow_type, _UFUNCS[op],
+                      np.array(constant.as_py(), dtype=arrow_type.to_pandas_dtype())))
+    return ComparedColumns(general, tuple(terms)) if len(terms) == len(bounds) else None
+
+
+def _constants(bounds, table_def, frame):
+    """(column definition, op, constant) of each bound whose constant evaluates to a value
+    (not NULL) on a column that is not a vector."""
     for name, op, value in bounds:
         col = table_def.column(name)
         if col.type.is_vector:
@@ -163,9 +211,15 @@ def _pruner(bounds, table_def, frame) -> object:
             constant = value(frame)
         except SqlVecError:
             continue
-        if not isinstance(constant, pa.Scalar) or not constant.is_valid:
-            continue
-        resolved.append((col.physical, op, constant.as_py()))
+        if isinstance(constant, pa.Scalar) and constant.is_valid:
+            yield col, op, constant
+
+
+def _pruner(bounds, table_def, frame) -> object:
+    if not bounds:
+        return None
+    resolved = [(col.physical, op, constant.as_py())
+                for col, op, constant in _constants(bounds, table_def, frame)]
 
     def prune(data) -> bool:
         for physical, op, constant in resolved:
@@ -226,6 +280,7 @@ class VectorTopKOp(OneRowOp):
     metric: Metric
     bounds: list
     correlated: bool = False
+    compared: bool = False  # the filter is `column op constant` terms alone (`_compared`)
     query_param: int | None = None  # 0-based: the query vector is this bound parameter's array
 
     @staticmethod
@@ -250,7 +305,7 @@ class VectorTopKOp(OneRowOp):
         k = self.k(frame).as_py() or 0
         snap = ctx.snapshot(self.scan.table_id)
         searches = snap.plan_search(self.column, self.metric, k,
-                                    filter=self.scan.search_filter(ctx, outer, snap),
+                                    filter=self._search_filter(ctx, outer, snap, frame),
                                     prune=_pruner(self.bounds, snap.table_def, frame),
                                     settings=ctx.settings, exact=self._exact(ctx.settings))
         self.index_name = _index_name(snap, self.column, self.metric, searches)
@@ -323,7 +378,7 @@ class VectorTopKOp(OneRowOp):
             if self.scan.filter is None and not self.bounds else None
         if hits is None:
             hits = snap.search_hits(self.column, self.metric, vector, k,
-                                    filter=self.scan.search_filter(ctx, outer, snap),
+                                    filter=self._search_filter(ctx, outer, snap, frame),
                                     prune=_pruner(self.bounds, snap.table_def, frame),
                                     plans=plans, order_only=order_only, settings=settings,
                                     exact=exact)
@@ -335,6 +390,15 @@ class VectorTopKOp(OneRowOp):
         if used:
             _report_missed_target(ctx, plans)
         return hits
+
+    def _search_filter(self, ctx, outer, snap, frame):
+        """The filter each segment is searched under (`ScanOp.search_filter`): compared as
+        NumPy when it is nothing but `column op constant` terms and no btree index could
+        serve it (`_compared`)."""
+        general = self.scan.search_filter(ctx, outer, snap)
+        if general is None or not self.compared or self.scan.paths:
+            return general
+        return _compared(self.bounds, snap.table_def, frame, general) or general
 
     def _nulls(self, i: int, rows: int) -> pa.Array:
         """The NULL column standing for visible column `i`, which the query does not read

@@ -510,13 +510,18 @@ class HnswIndex:
                 self._gate.notify_all()
 
     def search_filtered(self, query: np.ndarray, k: int, *, knob: int, allowed: np.ndarray,
-                        settings: Mapping[str, str] | None) -> tuple[np.ndarray, int] | None:
+                        settings: Mapping[str, str] | None, squared: bool = False
+                        ) -> tuple[np.ndarray, int] | tuple[np.ndarray, int, np.ndarray] | None:
         """A filtered search (`FilteringIndex`): the graph over-queried for k / selectivity × 2
         labels and widened (× 4) until k allowed rows survive, asking for at most
-        `hnsw.max_scan_tuples` labels; None when that is not enough."""
+        `hnsw.max_scan_tuples` labels; None when that is not enough. With `squared` (l2), the
+        winners' float32 squared distances come third, as `search(..., squared=True)` gives
+        them: they may settle the order without a re-score (search.py `_order_settled`)."""
         selectivity = np.count_nonzero(allowed) / max(allowed.shape[0], 1)
-        return overquery(self, query, k, knob, allowed, selectivity,
-                         max_labels=MAX_SCAN_TUPLES.read(settings))
+        found = overquery(self, query, k, knob, allowed, selectivity,
+                          max_labels=MAX_SCAN_TUPLES.read(settings),
+                          squared=squared and self.float32_l2)
+        return found if found is None or squared else found[:2]
 
     def calibrate(self, vectors: np.ndarray, valid: np.ndarray | None) -> list[tuple[int, float]]:
         """Recall@10 at the ladder of ef values: what `build` measured on held-out rows, or,

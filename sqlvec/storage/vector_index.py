@@ -275,23 +275,27 @@ class FilteringIndex(Protocol):
 
 
 def overquery(index: VectorIndex, query: np.ndarray, want: int, knob: int, allowed: np.ndarray,
-              selectivity: float, max_labels: int | None = None) -> tuple[np.ndarray, int] | None:
+              selectivity: float, max_labels: int | None = None, squared: bool = False
+              ) -> tuple[np.ndarray, int, np.ndarray] | None:
     """A filtered search through an unfiltered one: ask the index for want / selectivity × 2
     nearest rows, keep the allowed ones in NumPy and widen (× 4) until `want` survive, asking
-    for at most `max_labels` (all indexed rows by default). (positions, times widened), or
-    None when the index came back short."""
+    for at most `max_labels` (all indexed rows by default). (positions, times widened, the
+    index's distances to them: with `squared`, an l2 index's own float32 squares, as
+    `search(..., squared=True)` gives them), or None when the index came back short."""
     total = index.indexed_count
     cap = total if max_labels is None else max(want, min(total, max_labels))
     ask = min(cap, overquery_labels(want, selectivity))
     widened = 0
     while True:
-        found = index.search(query, ask, ef=max(knob, ask))
+        found = index.search(query, ask, ef=max(knob, ask), squared=True) if squared \
+            else index.search(query, ask, ef=max(knob, ask))
         if found is None:
             return None
-        labels = found[0]
-        kept = labels[allowed[labels]]
-        if kept.size >= want:
-            return kept[:want], widened
+        labels, distances = found
+        kept = allowed[labels]
+        positions = labels[kept]
+        if positions.size >= want:
+            return positions[:want], widened, distances[kept][:want]
         if ask >= cap:
             return None
         ask = min(cap, ask * 4)

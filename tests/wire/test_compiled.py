@@ -178,14 +178,31 @@ def test_each_compiled_run_logs_its_duration_when_asked(db, caplog):
     assert fast.runs() == len(QUERIES) - 1 and len(durations) == len(QUERIES)
 
 
-def test_a_limit_bound_as_a_parameter_takes_the_general_path(db):
+def test_a_limit_bound_as_a_parameter_is_the_general_paths_bytes(db):
     sql = "SELECT id FROM t ORDER BY emb <-> $1 LIMIT $2"
     fast, general = pair(db, ("s", sql, (0, 20)))
-    for q in QUERIES:
-        params = (binary_vector(q), struct.pack("!q", 4))
+    for q, limit in zip(QUERIES, (4, 4, 9, 0, 4, 2)):
+        params = (binary_vector(q), struct.pack("!q", limit))
         expected = general_path(general, "s", params, (1, 1))
-        assert fast.bound("s", params, (1, 1)) == expected and expected.count(b"D\x00") == 4
-    assert fast.runs() == 0
+        assert fast.bound("s", params, (1, 1)) == expected
+        assert expected.count(b"D\x00") == limit
+    assert fast.runs() == len(QUERIES) - 1 and general.runs() == 0
+
+
+@pytest.mark.parametrize("where, value", [
+    ("id < $1", struct.pack("!q", 200)), ("id >= $1 AND id < 390", struct.pack("!q", 350)),
+    ("id < $1", None)])
+def test_a_filter_bound_beside_the_vector_is_the_general_paths_bytes(db, where, value):
+    """A filtered top-k (the vector its second parameter) is compiled too: the same bytes
+    (a NULL bound in the filter included), each run with its own values."""
+    sql = f"SELECT id FROM t WHERE {where} ORDER BY emb <-> $2 LIMIT 7"
+    fast, general = pair(db, ("s", sql, (20, 0)))
+    for q in QUERIES:
+        params = (value, binary_vector(q))
+        expected = general_path(general, "s", params, (1, 1))
+        assert fast.bound("s", params, (1, 1)) == expected
+        assert expected.count(b"D\x00") == (0 if value is None else 7)
+    assert fast.runs() == len(QUERIES) - 1 and general.runs() == 0
 
 
 @pytest.fixture

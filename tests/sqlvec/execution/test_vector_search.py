@@ -113,6 +113,54 @@ def test_range_filters(env, bound):
     assert np.mean(recalls) >= 0.95
 
 
+@pytest.mark.parametrize("where, general, params", [
+    ("price < $2 AND cat = $3", "price + 0 < $2 AND cat + 0 = $3", [600.0, 1]),
+    ("price BETWEEN $2::float8 AND $3::float8",
+     "price + 0 BETWEEN $2::float8 AND $3::float8", [100.0, 400.0]),
+    ("$2 <= price AND cat > 0", "$2 <= price + 0 AND cat + 0 > 0", [700.0]),
+    ("price BETWEEN SYMMETRIC $2::float8 AND $3::float8",
+     "price + 0 BETWEEN SYMMETRIC $2::float8 AND $3::float8", [400.0, 100.0]),
+])
+def test_column_comparisons_filter_as_the_general_filter_does(env, where, general, params):
+    """A filter of `column op constant` terms alone is compared as NumPy per segment: searched
+    exactly, the same rows as the same filter written so that it is not (and the truth)."""
+    s, q = env["s"], env["queries"][0]
+    s.execute_one("SET sqlvec.exact = on")
+    try:
+        got = search(env, Metric.L2, f"WHERE {where}", params, q)
+        assert got == search(env, Metric.L2, f"WHERE {general}", params, q)
+    finally:
+        s.execute_one("RESET sqlvec.exact")
+    assert len(got) == K
+
+
+def test_column_comparisons_over_nan_null_and_signed_zero(env):
+    """IEEE comparisons on both paths (NaN passes no comparison, -0 equals 0); a column with
+    NULLs falls back to the general filter."""
+    s = env["s"]
+    s.execute_one("CREATE TABLE odd (id int, p float8, n float8, emb vector(2))")
+    values = [1.0, float("nan"), -0.0, 0.0, 5.0, float("inf"), float("-inf"), 2.5]
+    s.copy_in("odd", None, pa.table({
+        "id": np.arange(8, dtype=np.int32), "p": values,
+        "n": [None if i % 3 == 0 else v for i, v in enumerate(values)],
+        "emb": pa.FixedSizeListArray.from_arrays(pa.array(np.arange(16, dtype=np.float32)),
+                                                 2)}))
+    for column in ("p", "n"):
+        for op, value in (("<", 2.5), ("=", 0.0), (">=", 1.0), ("<=", float("inf"))):
+            sql = "SELECT id FROM odd WHERE {} ORDER BY emb <-> $1 LIMIT 8"
+            prepared = s.prepare(sql.format(f"{column} {op} $2"))
+            general = s.prepare(sql.format(f"{column} + 0 {op} $2"))
+            got = sorted(r[0] for r in s.run(prepared, [[0.0, 0.0], value]).rows())
+            assert got == sorted(r[0] for r in s.run(general, [[0.0, 0.0], value]).rows())
+            assert got == [i for i, v in enumerate(values)
+                           if (column == "p" or i % 3) and _ieee(op, v, value)]
+    s.execute_one("DROP TABLE odd")
+
+
+def _ieee(op: str, a: float, b: float) -> bool:
+    return {"<": a < b, "=": a == b, ">=": a >= b, "<=": a <= b}[op]
+
+
 def test_distance_threshold_in_where(env):
     q = env["queries"][0]
     expected = truth(env, Metric.L2, q, np.ones(N + 5_000, bool))
