@@ -31,6 +31,7 @@ from sqlvec.execution.operators import (
     cast_storage,
 )
 from sqlvec.execution.values import INT8, Value, as_array
+from sqlvec.float_order import pg_float_key
 from sqlvec.plan import nodes as n
 from sqlvec.sql.binder import Field, sql_type
 from sqlvec.storage.schema import ROWID
@@ -165,14 +166,14 @@ def _pruner(bounds, table_def, frame) -> object:
             continue
         if not isinstance(constant, pa.Scalar) or not constant.is_valid:
             continue
-        resolved.append((col.physical, op, constant.as_py()))
+        resolved.append((col.physical, op, pg_float_key(constant.as_py())))
 
     def prune(data) -> bool:
         for physical, op, constant in resolved:
             stats = data.stats(physical)
             if stats is None:
                 continue
-            lo, hi = stats
+            lo, hi = pg_float_key(stats[0]), pg_float_key(stats[1])
             try:
                 if op is exp.EQ and (constant < lo or constant > hi):
                     return True

@@ -12,6 +12,7 @@ from sqlglot import exp
 
 from sqlvec.catalog.functions import scalar
 from sqlvec.errors import FeatureNotSupported, SqlVecError
+from sqlvec.float_order import arrow_nan_ordered, pg_compare, pg_float_key
 from sqlvec.execution import values as V
 from sqlvec.execution.expressions.calls import undefined_keyword
 from sqlvec.execution.expressions.core import (
@@ -50,8 +51,9 @@ def _compare(c: Compiler, e: exp.Binary) -> Value:
 
 
 def _arrow_compare(fn, x: Datum, y: Datum) -> Datum:
+    """Arrow's comparison `fn` over `x` and `y`, floats in PostgreSQL's order (NaN greatest)."""
     try:
-        return fn(x, y)
+        return arrow_nan_ordered(fn.__name__, fn(x, y), x, y)
     except pa.ArrowInvalid:
         if pa.types.is_decimal(x.type) and pa.types.is_decimal(y.type):
             return fn(widen_decimal(x), widen_decimal(y))  # the common scale needs more than 38 digits
@@ -60,7 +62,8 @@ def _arrow_compare(fn, x: Datum, y: Datum) -> Datum:
         if pa.types.is_list(x.type) and pa.types.is_list(y.type):  # arrays: element-wise
             return _list_compare(fn, x, y)
         if x.type != y.type:
-            return fn(x, y.cast(x.type) if not is_scalar(y) else pa.scalar(y.as_py(), x.type))
+            y = y.cast(x.type) if not is_scalar(y) else pa.scalar(y.as_py(), x.type)
+            return arrow_nan_ordered(fn.__name__, fn(x, y), x, y)
         raise
 
 
@@ -123,7 +126,7 @@ def _compare_any(c: Compiler, e: exp.Binary) -> Value:
                 return pc.if_else(pc.is_null(lv), pa.scalar(None, pa.bool_()), hit)
             out = None
             for v in values:
-                cmp = getattr(pc, op)(lv, v)
+                cmp = pg_compare(op, lv, v)
                 out = cmp if out is None else (pc.and_kleene(out, cmp) if is_all else pc.or_kleene(out, cmp))
             return out if out is not None else pa.array([is_all] * f.n, pa.bool_())
         rows_l = lv.to_pylist()
@@ -135,7 +138,8 @@ def _compare_any(c: Compiler, e: exp.Binary) -> Value:
             if x is None or items is None:
                 out.append(None)
                 continue
-            results = [None if v is None else pyop(x, v) for v in items]
+            results = [None if v is None else pyop(pg_float_key(x), pg_float_key(v))
+                       for v in items]
             if is_all:
                 out.append(False if False in results else (None if None in results else True))
             else:
@@ -188,15 +192,16 @@ def _between(c: Compiler, e: exp.Between) -> Value:
     x1, lo, _ = c.unify(x, lo)
     x2, hi, _ = c.unify(x, hi)
 
-    def between(x_: Datum, low: Datum, high: Datum) -> Datum:
-        return pc.and_kleene(pc.greater_equal(x_, low), pc.less_equal(x_, high))
+    def between(x_: Datum, low: Datum, x_again: Datum, high: Datum) -> Datum:
+        return pc.and_kleene(pg_compare("greater_equal", x_, low),
+                             pg_compare("less_equal", x_again, high))
 
     if e.args.get("symmetric"):  # BETWEEN SYMMETRIC: either order of the bounds
-        return Value(lambda f: pc.or_kleene(between(x1(f), lo(f), hi(f)),
-                                            between(x1(f), hi(f), lo(f))),
+        return Value(lambda f: pc.or_kleene(between(x1(f), lo(f), x1(f), hi(f)),
+                                            between(x1(f), hi(f), x1(f), lo(f))),
                      BOOL, x.const and lo.const and hi.const)
-    return Value(lambda f: pc.and_kleene(pc.greater_equal(x1(f), lo(f)), pc.less_equal(x2(f), hi(f))),
-                 BOOL, x.const and lo.const and hi.const)
+    return Value(lambda f: between(x1(f), lo(f), x2(f), hi(f)), BOOL,
+                 x.const and lo.const and hi.const)
 
 
 def _in(c: Compiler, e: exp.In) -> Value:
@@ -247,7 +252,7 @@ def _in_values(x: Value, items: list[Value], t: SqlType) -> Value:
         v = x(f)
         out = None
         for i in items:
-            cmp = pc.equal(v, i(f))
+            cmp = pg_compare("equal", v, i(f))
             out = cmp if out is None else pc.or_kleene(out, cmp)
         return out
     return Value(fn_rows, BOOL)

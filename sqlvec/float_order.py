@@ -1,0 +1,93 @@
+"""PostgreSQL's order of float values: NaN equals NaN and is greater than every other value
+(Infinity too), where IEEE comparisons call NaN unordered (NaN = NaN false, NaN > x false).
+
+One rule, for Arrow data (expressions, BETWEEN, sorts), NumPy arrays (a filter evaluated
+on a column's buffer: `pg_float_compare`) and Python scalars (segment pruning by min/max:
+`pg_float_key`). Comparisons are named as Arrow's and NumPy's functions: equal, not_equal,
+less, less_equal, greater, greater_equal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# The answer of `x op y` when (both are NaN, only x is NaN, only y is NaN).
+_NAN_ANSWERS = {
+    "equal": (True, False, False), "not_equal": (False, True, True),
+    "less": (False, False, True), "less_equal": (True, False, True),
+    "greater": (False, True, False), "greater_equal": (True, True, False),
+}
+
+
+def _nan_ordered(op: str, ieee, x_nan, y_nan, where: Callable, both: Callable, negate: Callable):
+    """`ieee` (the IEEE answer of `x op y`) with PostgreSQL's answer where x or y is NaN;
+    `where`, `both` and `negate` are the library's select, and, not."""
+    both_nan, x_only, y_only = _NAN_ANSWERS[op]
+    out = where(both(negate(x_nan), y_nan), y_only, ieee)
+    out = where(both(x_nan, negate(y_nan)), x_only, out)
+    return where(both(x_nan, y_nan), both_nan, out)
+
+
+def pg_float_compare(op: str, values: np.ndarray, constant: float) -> np.ndarray:
+    """`values op constant` over a NumPy float array, in PostgreSQL's order (vectorised)."""
+    ieee = getattr(np, op)(values, constant)
+    if not np.issubdtype(values.dtype, np.floating):
+        return ieee
+    return _nan_ordered(op, ieee, np.isnan(values), np.isnan(constant),
+                        np.where, np.logical_and, np.logical_not)
+
+
+def _nan_mask(value) -> object | None:
+    """Which of `value`'s items are NaN (NULL stays NULL), or None: not a float, or no NaN."""
+    if not isinstance(value, (pa.Array, pa.ChunkedArray, pa.Scalar)):
+        value = pa.scalar(value)  # a Python operand
+    if not pa.types.is_floating(value.type):
+        return None
+    mask = pc.is_nan(value)
+    found = mask if isinstance(mask, pa.Scalar) else pc.any(mask)
+    return mask if found.as_py() else None
+
+
+def holds_nan(value) -> bool:
+    """Whether a float array (or scalar) holds a NaN."""
+    return _nan_mask(value) is not None
+
+
+def arrow_nan_ordered(op: str, ieee, x, y):
+    """`ieee`, the IEEE answer of Arrow's `op` over `x` and `y` (arrays or scalars), with
+    PostgreSQL's answers where a float operand is NaN; untouched when neither holds one."""
+    x_nan, y_nan = _nan_mask(x), _nan_mask(y)
+    if x_nan is None and y_nan is None:
+        return ieee
+    no = pa.scalar(False)
+    return _nan_ordered(op, ieee, no if x_nan is None else x_nan, no if y_nan is None else y_nan,
+                        pc.if_else, pc.and_, pc.invert)
+
+
+def pg_compare(op: str, x, y):
+    """Arrow's `op` (e.g. "less") over `x` and `y`, floats in PostgreSQL's order."""
+    return arrow_nan_ordered(op, getattr(pc, op)(x, y), x, y)
+
+
+def nan_greatest(result, inputs: list):
+    """A maximum (`result`, from Arrow's max, which passes over NaN) made PostgreSQL's: NaN
+    wherever one of `inputs` (arrays or scalars in line with `result`) is NaN."""
+    masks = [m for m in (_nan_mask(v) for v in inputs) if m is not None]
+    if not masks:
+        return result
+    any_nan = masks[0]
+    for m in masks[1:]:
+        any_nan = pc.or_(pc.fill_null(any_nan, False), pc.fill_null(m, False))
+    return pc.if_else(pc.fill_null(any_nan, False), pa.scalar(math.nan, result.type), result)
+
+
+def pg_float_key(value: object) -> tuple:
+    """A sort key of a Python scalar in PostgreSQL's order: a float NaN above everything."""
+    if isinstance(value, float) and math.isnan(value):
+        return (1, 0.0)
+    return (0, value)
