@@ -26,7 +26,6 @@ from sqlglot import exp
 from sqlvec.catalog import functions as F
 from sqlvec.catalog.functions import aggregate, sig
 from sqlvec.errors import FeatureNotSupported, NumericValueOutOfRange, SqlVecError
-from sqlvec.float_order import holds_nan
 from sqlvec.execution import values as V
 from sqlvec.execution.kernels import (
     AGGREGATE_BYTES_PER_ROW,
@@ -41,6 +40,7 @@ from sqlvec.execution.kernels import (
 )
 from sqlvec.execution.values import BOOL, FLOAT8, INT8, TEXT, Value, as_array
 from sqlvec.execution.windows import aggregate_window
+from sqlvec.float_order import holds_nan
 from sqlvec.sql.calls import call_of
 from sqlvec.storage.table import mask_of
 from sqlvec.types import SqlType, format_float4

@@ -11,10 +11,10 @@ from sqlglot import exp
 from sqlvec.catalog.functions import scalar
 from sqlvec.errors import SyntaxError_
 from sqlvec.execution import values as V
-from sqlvec.float_order import nan_greatest, pg_compare
 from sqlvec.execution.expressions.calls import undefined_keyword
 from sqlvec.execution.expressions.core import HANDLERS, Compiler, Frame
 from sqlvec.execution.values import BOOL, Datum, Value, as_array, is_scalar
+from sqlvec.float_order import nan_greatest, pg_compare
 from sqlvec.types import SqlType
 
 

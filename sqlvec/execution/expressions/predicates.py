@@ -12,7 +12,6 @@ from sqlglot import exp
 
 from sqlvec.catalog.functions import scalar
 from sqlvec.errors import FeatureNotSupported, SqlVecError
-from sqlvec.float_order import arrow_nan_ordered, pg_compare, pg_float_key
 from sqlvec.execution import values as V
 from sqlvec.execution.expressions.calls import undefined_keyword
 from sqlvec.execution.expressions.core import (
@@ -28,6 +27,7 @@ from sqlvec.execution.expressions.core import (
 from sqlvec.execution.expressions.vector import sparse_compare, vector_compare
 from sqlvec.execution.kernels import widen_decimal
 from sqlvec.execution.values import BOOL, TEXT, Datum, Value, as_array, is_scalar
+from sqlvec.float_order import arrow_nan_ordered, pg_compare, pg_float_key
 from sqlvec.sql import dialect as d
 from sqlvec.types import SqlType
 
