@@ -43,26 +43,28 @@ def pg_float_compare(op: str, values: np.ndarray, constant: float) -> np.ndarray
 
 
 def _nan_mask(value) -> object | None:
-    """Which of `value`'s items are NaN (NULL stays NULL), or None: not a float, or no NaN."""
+    """Which of a float `value`'s items are NaN (NULL stays NULL); None when not a float."""
     if not isinstance(value, (pa.Array, pa.ChunkedArray, pa.Scalar)):
         value = pa.scalar(value)  # a Python operand
-    if not pa.types.is_floating(value.type):
-        return None
-    mask = pc.is_nan(value)
-    found = mask if isinstance(mask, pa.Scalar) else pc.any(mask)
-    return mask if found.as_py() else None
+    return pc.is_nan(value) if pa.types.is_floating(value.type) else None
+
+
+def _any(mask) -> bool:
+    if mask is None:
+        return False
+    return bool((mask if isinstance(mask, pa.Scalar) else pc.any(mask)).as_py())
 
 
 def holds_nan(value) -> bool:
     """Whether a float array (or scalar) holds a NaN."""
-    return _nan_mask(value) is not None
+    return _any(_nan_mask(value))
 
 
 def arrow_nan_ordered(op: str, ieee, x, y):
     """`ieee`, the IEEE answer of Arrow's `op` over `x` and `y` (arrays or scalars), with
     PostgreSQL's answers where a float operand is NaN; untouched when neither holds one."""
     x_nan, y_nan = _nan_mask(x), _nan_mask(y)
-    if x_nan is None and y_nan is None:
+    if not (_any(x_nan) or _any(y_nan)):
         return ieee
     no = pa.scalar(False)
     return _nan_ordered(op, ieee, no if x_nan is None else x_nan, no if y_nan is None else y_nan,
@@ -77,13 +79,13 @@ def pg_compare(op: str, x, y):
 def nan_greatest(result, inputs: list):
     """A maximum (`result`, from Arrow's max, which passes over NaN) made PostgreSQL's: NaN
     wherever one of `inputs` (arrays or scalars in line with `result`) is NaN."""
-    masks = [m for m in (_nan_mask(v) for v in inputs) if m is not None]
+    masks = [m for m in (_nan_mask(v) for v in inputs) if _any(m)]
     if not masks:
         return result
-    any_nan = masks[0]
+    any_nan = pc.fill_null(masks[0], False)
     for m in masks[1:]:
-        any_nan = pc.or_(pc.fill_null(any_nan, False), pc.fill_null(m, False))
-    return pc.if_else(pc.fill_null(any_nan, False), pa.scalar(math.nan, result.type), result)
+        any_nan = pc.or_(any_nan, pc.fill_null(m, False))
+    return pc.if_else(any_nan, pa.scalar(math.nan, result.type), result)
 
 
 def pg_float_key(value: object) -> tuple:
