@@ -42,33 +42,54 @@ def pg_float_compare(op: str, values: np.ndarray, constant: float) -> np.ndarray
                         np.where, np.logical_and, np.logical_not)
 
 
-def _nan_mask(value) -> object | None:
-    """Which of a float `value`'s items are NaN (NULL stays NULL); None when not a float."""
-    if not isinstance(value, (pa.Array, pa.ChunkedArray, pa.Scalar)):
-        value = pa.scalar(value)  # a Python operand
-    return pc.is_nan(value) if pa.types.is_floating(value.type) else None
+def _arrow(value):
+    """An Arrow array or scalar of `value` (a Python operand becomes a scalar)."""
+    return value if isinstance(value, (pa.Array, pa.ChunkedArray, pa.Scalar)) else pa.scalar(value)
 
 
-def _any(mask) -> bool:
-    if mask is None:
-        return False
-    return bool((mask if isinstance(mask, pa.Scalar) else pc.any(mask)).as_py())
+def _nan_mask(value):
+    """Which of `value`'s items are NaN, NULL where NULL (never NaN when not a float)."""
+    value = _arrow(value)
+    if pa.types.is_floating(value.type):
+        return pc.is_nan(value)
+    return pc.if_else(pc.is_valid(value), False, pa.scalar(None, pa.bool_()))
 
 
 def holds_nan(value) -> bool:
-    """Whether a float array (or scalar) holds a NaN."""
-    return _any(_nan_mask(value))
+    """Whether a float array (or scalar) may hold a NaN: never false when it does, and true
+    otherwise only where a NULL slot's unused value happens to be NaN (a quick look at the
+    data buffer with NumPy, four times faster than Arrow's is_nan)."""
+    value = _arrow(value)
+    if not pa.types.is_floating(value.type):
+        return False
+    if isinstance(value, pa.Scalar):
+        return value.is_valid and math.isnan(value.as_py())
+    if isinstance(value, pa.ChunkedArray):
+        return any(holds_nan(chunk) for chunk in value.chunks)
+    if len(value) == 0:
+        return False
+    dtype = np.dtype(value.type.to_pandas_dtype())
+    data = np.frombuffer(value.buffers()[1], dtype, len(value), value.offset * dtype.itemsize)
+    return bool(np.isnan(data).any())
+
+
+def _no_nulls(value) -> bool:
+    value = _arrow(value)
+    return value.is_valid if isinstance(value, pa.Scalar) else value.null_count == 0
 
 
 def arrow_nan_ordered(op: str, ieee, x, y):
     """`ieee`, the IEEE answer of Arrow's `op` over `x` and `y` (arrays or scalars), with
     PostgreSQL's answers where a float operand is NaN; untouched when neither holds one."""
-    x_nan, y_nan = _nan_mask(x), _nan_mask(y)
-    if not (_any(x_nan) or _any(y_nan)):
+    x_has, y_has = holds_nan(x), holds_nan(y)
+    if not (x_has or y_has):
         return ieee
-    no = pa.scalar(False)
-    return _nan_ordered(op, ieee, no if x_nan is None else x_nan, no if y_nan is None else y_nan,
-                        pc.if_else, pc.and_, pc.invert)
+    both_nan, x_only, y_only = _NAN_ANSWERS[op]
+    if not y_has and _no_nulls(y):  # the common `column op constant`: one mask, one select
+        return pc.if_else(_nan_mask(x), x_only, ieee)
+    if not x_has and _no_nulls(x):
+        return pc.if_else(_nan_mask(y), y_only, ieee)
+    return _nan_ordered(op, ieee, _nan_mask(x), _nan_mask(y), pc.if_else, pc.and_, pc.invert)
 
 
 def pg_compare(op: str, x, y):
@@ -79,7 +100,7 @@ def pg_compare(op: str, x, y):
 def nan_greatest(result, inputs: list):
     """A maximum (`result`, from Arrow's max, which passes over NaN) made PostgreSQL's: NaN
     wherever one of `inputs` (arrays or scalars in line with `result`) is NaN."""
-    masks = [m for m in (_nan_mask(v) for v in inputs) if _any(m)]
+    masks = [_nan_mask(v) for v in inputs if holds_nan(v)]
     if not masks:
         return result
     any_nan = pc.fill_null(masks[0], False)

@@ -4,6 +4,7 @@ three-valued logic, IS, BETWEEN, IN (list), LIKE and regular expressions, and `O
 from __future__ import annotations
 
 import functools
+import math
 import operator
 
 import pyarrow as pa
@@ -72,13 +73,21 @@ def _list_compare(fn, x: Datum, y: Datum) -> Datum:
           pc.less_equal: operator.le, pc.greater: operator.gt, pc.greater_equal: operator.ge}[fn]
     if is_scalar(x) and is_scalar(y):
         a, b = x.as_py(), y.as_py()
-        return pa.scalar(None if a is None or b is None else py(a, b), pa.bool_())
+        return pa.scalar(None if a is None or b is None else py(*_float_ordered(a, b)),
+                         pa.bool_())
     n = len(x) if not is_scalar(x) else len(y)
     if n == 0:
         return pa.array([], pa.bool_())
     xs, ys = as_array(x, n).to_pylist(), as_array(y, n).to_pylist()
-    return pa.array([None if a is None or b is None else py(a, b) for a, b in zip(xs, ys)],
-                    pa.bool_())
+    return pa.array([None if a is None or b is None else py(*_float_ordered(a, b))
+                     for a, b in zip(xs, ys)], pa.bool_())
+
+
+def _float_ordered(a: list, b: list) -> tuple[list, list]:
+    """Two arrays' items as PostgreSQL orders them, when either holds a float NaN."""
+    if not any(isinstance(v, float) and math.isnan(v) for v in (*a, *b)):
+        return a, b
+    return [pg_float_key(v) for v in a], [pg_float_key(v) for v in b]
 
 
 def _null_safe(c: Compiler, e: exp.Binary) -> Value:
