@@ -35,6 +35,7 @@ SUITES = {
     "block_follow": "benchmarks.block_follow",
     "deferred_keys": "benchmarks.deferred_keys",
     "row_sources": "benchmarks.row_sources",
+    "float_filters": "benchmarks.float_filters",
 }
 
 

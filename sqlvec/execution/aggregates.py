@@ -14,6 +14,7 @@ bigint, variance and stddev of exact types are numeric.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ from sqlvec.execution.kernels import (
 )
 from sqlvec.execution.values import BOOL, FLOAT8, INT8, TEXT, Value, as_array
 from sqlvec.execution.windows import aggregate_window
+from sqlvec.float_order import holds_nan
 from sqlvec.sql.calls import call_of
 from sqlvec.storage.table import mask_of
 from sqlvec.types import SqlType, format_float4
@@ -292,6 +294,17 @@ def _hash(function: str, options=None):
     return kernel
 
 
+def _max_kernel(spec, frame, arg, gids, rows, ngroups):
+    """max: NaN for a group holding one, the greatest float in PostgreSQL (Arrow's maximum
+    passes over NaN)."""
+    out = _by_group(gids, rows, arg, ngroups, "max", _MIN_COUNT)
+    if not holds_nan(arg):
+        return out
+    had_nan = _by_group(gids, rows, pc.cast(pc.is_nan(arg), pa.int8()), ngroups, "max")
+    return pc.if_else(pc.fill_null(pc.equal(had_nan, 1), False), pa.scalar(math.nan, out.type),
+                      out)
+
+
 def _sum_kernel(spec, frame, arg, gids, rows, ngroups):
     if spec.type.name == "numeric":
         arg = V.to_decimal(arg, spec.arg.type)
@@ -382,7 +395,7 @@ _MIN_COUNT = pc.ScalarAggregateOptions(min_count=1)
 _KERNELS: dict[str, Callable] = {
     "count_all": _count, "count": _count,
     "sum": _sum_kernel, "avg": _avg_kernel,
-    "min": _hash("min", _MIN_COUNT), "max": _hash("max", _MIN_COUNT),
+    "min": _hash("min", _MIN_COUNT), "max": _max_kernel,
     "bool_and": _hash("all", _MIN_COUNT), "bool_or": _hash("any", _MIN_COUNT),
     "string_agg": _string_agg_kernel, "array_agg": _hash("list"),
     "stddev": _spread_kernel, "variance": _spread_kernel,

@@ -27,6 +27,7 @@ from sqlvec.execution.operators import SIMPLE_KEYS, Operator, ScanOp
 from sqlvec.execution.sequence_ddl import NEXTVAL_CALL
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.values import BOOL, Value, as_array
+from sqlvec.float_order import pg_compare
 from sqlvec.plan import nodes as n
 from sqlvec.plan.bind import bind_expr, bind_plan
 from sqlvec.plan.planner import Planner, located
@@ -1135,7 +1136,7 @@ def keys_kept(plan: WritePlan, ctx: ExecContext, rows: pa.Table, keep: np.ndarra
         if keep.size != rows.num_rows:
             before = before.take(pa.array(keep))
         after = new_rows.column(i)
-        same = pc.fill_null(pc.equal(before, after), False)
+        same = pc.fill_null(pg_compare("equal", before, after), False)
         both_null = pc.and_(pc.is_null(before), pc.is_null(after))
         kept &= pc.or_(same, both_null).to_numpy(zero_copy_only=False)
     return kept

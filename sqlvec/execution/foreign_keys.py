@@ -45,6 +45,7 @@ from sqlvec.execution.expressions import CompileEnv, Compiler, Frame
 from sqlvec.execution.kernels import table_of
 from sqlvec.execution.transaction import Transaction
 from sqlvec.execution.values import as_array
+from sqlvec.float_order import pg_compare
 from sqlvec.plan.bind import bind_expr
 from sqlvec.sql.binder import Scope
 from sqlvec.sql.dialect import parse_one
@@ -355,7 +356,7 @@ def _changed(old: pa.Table, new: pa.Table, columns) -> np.ndarray:
         a, b = old.column(c), new.column(c)
         if a.type != b.type:
             b = pc.cast(b, a.type)
-        same = pc.fill_null(pc.equal(a, b), False)
+        same = pc.fill_null(pg_compare("equal", a, b), False)
         both_null = pc.and_(pc.is_null(a), pc.is_null(b))
         out |= ~np.asarray(pc.or_(same, both_null))
     return out

@@ -28,6 +28,7 @@ from sqlvec.errors import DivisionByZero, FeatureNotSupported, NumericValueOutOf
 from sqlvec.execution import values as V
 from sqlvec.execution.context import ExecContext, rows_of
 from sqlvec.execution.values import Datum, as_array, is_scalar
+from sqlvec.float_order import pg_compare
 from sqlvec.types import SqlType
 
 # Tables ------------------------------------------------------------------------------------------
@@ -197,10 +198,8 @@ def _above(part: pa.Table, table: pa.Table, row: int, sort_keys: list[tuple[str,
         if not pivot.is_valid:  # a NULL value: its indicator column, sorted before, decides
             tied &= pc.is_null(col).to_numpy(zero_copy_only=False)
             continue
-        later = pc.greater(col, pivot) if direction == "ascending" else pc.less(col, pivot)
-        same = pc.equal(col, pivot)
-        if pa.types.is_floating(col.type) and pivot.as_py() != pivot.as_py():  # NaN = NaN
-            same = pc.is_nan(col)
+        later = pg_compare("greater" if direction == "ascending" else "less", col, pivot)
+        same = pg_compare("equal", col, pivot)
         above |= tied & pc.fill_null(later, False).to_numpy(zero_copy_only=False)
         tied &= pc.fill_null(same, False).to_numpy(zero_copy_only=False)
     return above

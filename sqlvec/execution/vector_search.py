@@ -31,6 +31,7 @@ from sqlvec.execution.operators import (
     cast_storage,
 )
 from sqlvec.execution.values import INT8, Value, as_array
+from sqlvec.float_order import pg_float_key
 from sqlvec.plan import nodes as n
 from sqlvec.sql.binder import Field, sql_type
 from sqlvec.storage.schema import ROWID
@@ -181,8 +182,8 @@ def _comparisons_only(scan: n.Scan) -> bool:
     return True
 
 
-_UFUNCS = {exp.EQ: np.equal, exp.LT: np.less, exp.LTE: np.less_equal, exp.GT: np.greater,
-           exp.GTE: np.greater_equal}
+_COMPARISONS = {exp.EQ: "equal", exp.LT: "less", exp.LTE: "less_equal", exp.GT: "greater",
+                exp.GTE: "greater_equal"}
 
 
 def _compared(bounds, table_def, frame, general) -> ComparedColumns | None:
@@ -195,7 +196,7 @@ def _compared(bounds, table_def, frame, general) -> ComparedColumns | None:
         if constant.type != arrow_type or not (pa.types.is_integer(arrow_type)
                                                or pa.types.is_floating(arrow_type)):
             return None
-        terms.append((col.physical, arrow_type, _UFUNCS[op],
+        terms.append((col.physical, arrow_type, _COMPARISONS[op],
                       np.array(constant.as_py(), dtype=arrow_type.to_pandas_dtype())))
     return ComparedColumns(general, tuple(terms)) if len(terms) == len(bounds) else None
 
@@ -218,7 +219,7 @@ def _constants(bounds, table_def, frame):
 def _pruner(bounds, table_def, frame) -> object:
     if not bounds:
         return None
-    resolved = [(col.physical, op, constant.as_py())
+    resolved = [(col.physical, op, pg_float_key(constant.as_py()))
                 for col, op, constant in _constants(bounds, table_def, frame)]
 
     def prune(data) -> bool:
@@ -226,7 +227,7 @@ def _pruner(bounds, table_def, frame) -> object:
             stats = data.stats(physical)
             if stats is None:
                 continue
-            lo, hi = stats
+            lo, hi = pg_float_key(stats[0]), pg_float_key(stats[1])
             try:
                 if op is exp.EQ and (constant < lo or constant > hi):
                     return True

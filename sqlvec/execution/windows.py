@@ -28,6 +28,7 @@ from sqlvec.execution.expressions import constant
 from sqlvec.execution.expressions.calls import compile_call, no_such_function
 from sqlvec.execution.kernels import AVG_SCALE, decimal_op, sort_indices
 from sqlvec.execution.values import FLOAT8, INT4, INT8, Value, as_array
+from sqlvec.float_order import pg_compare
 from sqlvec.sql.calls import call_of
 from sqlvec.types import SqlType
 
@@ -295,7 +296,7 @@ def _starts(columns: list, order: np.ndarray, n: int) -> np.ndarray:
         values = col.take(pa.array(order))
         if n > 1:
             prev, cur = values.slice(0, n - 1), values.slice(1)
-            differ = pc.fill_null(pc.not_equal(prev, cur), True)
+            differ = pc.fill_null(pg_compare("not_equal", prev, cur), True)
             both_null = pc.and_(pc.is_null(prev), pc.is_null(cur))
             start[1:] |= pc.and_(differ, pc.invert(both_null)).to_numpy(zero_copy_only=False)
     return start
@@ -465,8 +466,8 @@ def _ranks(values: pa.Array, valid: np.ndarray) -> np.ndarray:
     sorted_values = values.take(pa.array(order))
     codes = np.zeros(len(values), np.int64)
     if len(values) > 1:
-        step = pc.fill_null(pc.not_equal(sorted_values.slice(0, len(values) - 1),
-                                         sorted_values.slice(1)), True)
+        step = pc.fill_null(pg_compare("not_equal", sorted_values.slice(0, len(values) - 1),
+                                            sorted_values.slice(1)), True)
         codes[order] = np.concatenate([[0], np.cumsum(step.to_numpy(zero_copy_only=False))])
     return codes
 

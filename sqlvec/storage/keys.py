@@ -21,11 +21,14 @@ one vectorized pass over the key columns and leaves no second copy of the truth 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
+
+from sqlvec.float_order import holds_nan
 
 # The arrays of an empty IntKeyIndex, shared (every commit's claim starts with empty ones).
 _NONE = np.empty(0, np.int64)
@@ -362,7 +365,7 @@ class HashKeyIndex(KeyIndex):
         self._map: dict[object, int] = {}
 
     def keys_of(self, columns: Sequence[pa.Array | pa.ChunkedArray]) -> np.ndarray:
-        values = [_hashable(_one_array(c).to_pylist()) for c in columns]
+        values = [_hashable(_key_list(_one_array(c))) for c in columns]
         n = len(values[0]) if values else 0
         items = values[0] if len(values) == 1 else zip(*values)
         return np.fromiter(items, dtype=object, count=n)
@@ -371,7 +374,7 @@ class HashKeyIndex(KeyIndex):
         return self._map.get(key, MISSING)
 
     def key_of(self, values: Sequence[object]) -> object:
-        values = _hashable(list(values))
+        values = _hashable([_one_nan(v) for v in values])
         return values[0] if len(values) == 1 else tuple(values)
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
@@ -408,6 +411,18 @@ class HashKeyIndex(KeyIndex):
     @property
     def nbytes(self) -> int:
         return 100 * len(self._map)
+
+
+def _key_list(column: pa.Array) -> list:
+    """A key column's values, every float NaN the one `math.nan` object: two NaN keys are
+    duplicates (NaN = NaN in PostgreSQL), and a dict finds a NaN key only by identity."""
+    if not holds_nan(column):
+        return column.to_pylist()
+    return [_one_nan(v) for v in column.to_pylist()]
+
+
+def _one_nan(value: object) -> object:
+    return math.nan if isinstance(value, float) and math.isnan(value) else value
 
 
 def _hashable(values: list) -> list:

@@ -29,6 +29,7 @@ checked when the segment is opened.
 from __future__ import annotations
 
 import contextlib
+import math
 import mmap
 import os
 import threading
@@ -41,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sqlvec.errors import DamagedFile
+from sqlvec.float_order import holds_nan
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.fsutil import crc32_file, fsync_dir
 from sqlvec.storage.schema import ROWID
@@ -397,7 +399,8 @@ class Segment(SegmentData):
                     mm = pc.min_max(col)
                     lo, hi = mm["min"], mm["max"]
                     if lo.is_valid:
-                        result = (lo.as_py(), hi.as_py())
+                        # a NaN is the greatest float: no segment holding one is skipped wrongly
+                        result = (lo.as_py(), math.nan if holds_nan(col) else hi.as_py())
                 except pa.ArrowNotImplementedError:
                     result = None
         with self._cache_lock:

@@ -34,6 +34,7 @@ from sqlvec.errors import (
     UndefinedColumn,
     UniqueViolation,
 )
+from sqlvec.float_order import pg_float_compare
 from sqlvec.storage import access_methods
 from sqlvec.storage.deletes import DeleteBitmap
 from sqlvec.storage.keys import MISSING, HashKeyIndex, KeyIndex
@@ -232,12 +233,13 @@ class ComparedColumns:
     search binds it). `segment_mask` compares a segment's columns as NumPy arrays, one call per
     term; called, it is the general filter (`general`), which builds the segment's Arrow table
     and compares through Arrow: several times slower over a segment's 100,000 rows, paid per
-    query. Both compare as IEEE does, so the same rows pass."""
+    query. Both compare floats in PostgreSQL's order (NaN equal to NaN and above every other
+    value: `sqlvec.float_order`), so the same rows pass."""
 
     general: RowFilter
-    # (physical column, its Arrow type, np.less / np.equal / ..., the constant as a NumPy
-    # scalar of the column's type)
-    terms: tuple[tuple[str, pa.DataType, np.ufunc, np.ndarray], ...]
+    # (physical column, its Arrow type, the comparison's name for `pg_float_compare`: less,
+    # equal ..., the constant as a NumPy scalar of the column's type)
+    terms: tuple[tuple[str, pa.DataType, str, np.ndarray], ...]
 
     def __call__(self, table: pa.Table) -> np.ndarray | pa.Array | pa.ChunkedArray:
         return self.general(table)
@@ -247,13 +249,13 @@ class ComparedColumns:
         NULLs there (several chunks, a column the segment predates): the general filter
         decides then."""
         mask = None
-        for physical, arrow_type, compare, constant in self.terms:
+        for physical, arrow_type, op, constant in self.terms:
             if not data.has_column(physical):
                 return None
             column = data.column(physical, arrow_type)
             if column.num_chunks != 1 or column.null_count:
                 return None
-            passed = compare(column.chunk(0).to_numpy(zero_copy_only=True), constant)
+            passed = pg_float_compare(op, column.chunk(0).to_numpy(zero_copy_only=True), constant)
             mask = passed if mask is None else np.logical_and(mask, passed, out=mask)
         return mask
 

@@ -68,3 +68,23 @@ def test_refused_text_vectors(conn, table, text, sqlstate):
         conn.execute(SQL.format(t=table).replace("%s", "%s::vector"), (text,),
                      prepare=True).fetchall()
     assert info.value.sqlstate == sqlstate
+
+
+def test_float_filter_bound_as_a_binary_parameter_keeps_nan_above_every_bound(server, table):
+    """A filtered top-k whose float8 bound is a prepared statement's binary parameter: NaN
+    prices are greater than every bound, Infinity included, and equal to a NaN bound, as in
+    PostgreSQL."""
+    with psycopg.connect(server.conninfo(), autocommit=True) as c:
+        register_vector(c)
+        c.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, price float8, "
+                  f"emb vector({DIM}))")
+        prices = [float("nan"), 5.0, float("inf"), -1.0, None, float("nan")]
+        with c.cursor() as cur:
+            cur.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s)",
+                            [(i, p, np.full(DIM, i, np.float32)) for i, p in enumerate(prices)])
+        sql = f"SELECT id FROM {table} WHERE price {{}} %s ORDER BY emb <-> %s LIMIT 4"
+        origin = np.zeros(DIM, np.float32)
+        for op, bound, want in [(">", 1.0, [0, 1, 2, 5]), (">", float("inf"), [0, 5]),
+                                ("=", float("nan"), [0, 5]), ("<", float("nan"), [1, 2, 3])]:
+            got = c.execute(sql.format(op), (bound, origin), prepare=True, binary=True)
+            assert [r[0] for r in got.fetchall()] == want, (op, bound)

@@ -14,6 +14,7 @@ from sqlvec.execution import values as V
 from sqlvec.execution.expressions.calls import undefined_keyword
 from sqlvec.execution.expressions.core import HANDLERS, Compiler, Frame
 from sqlvec.execution.values import BOOL, Datum, Value, as_array, is_scalar
+from sqlvec.float_order import nan_greatest, pg_compare
 from sqlvec.types import SqlType
 
 
@@ -155,7 +156,7 @@ def _nullif(c: Compiler, exprs: list[exp.Expression], e: exp.Expression) -> Valu
 
     def fn(f):
         x = a2(f)
-        eq = pc.fill_null(pc.equal(x, b2(f)), False)
+        eq = pc.fill_null(pg_compare("equal", x, b2(f)), False)
         if is_scalar(eq) and is_scalar(x):
             return pa.scalar(None, x.type) if eq.as_py() else x
         return pc.if_else(eq, pa.scalar(None, x.type), as_array(x, f.n))
@@ -171,9 +172,16 @@ def _greatest(c: Compiler, exprs: list[exp.Expression], e: exp.Expression) -> Va
     args = [c.compile(a) for a in exprs]
     t = V.common_type([a.type for a in args], name.upper())
     args = [c.coerce(a, t) for a in args]
-    fn = pc.max_element_wise if name == "greatest" else pc.min_element_wise
-    return Value(lambda f: fn(*[V.to_storage(a(f), t) for a in args], skip_nulls=True), t,
+    return Value(lambda f: _extreme(name, [V.to_storage(a(f), t) for a in args]), t,
                  all(a.const for a in args))
+
+
+def _extreme(name: str, values: list[Datum]) -> Datum:
+    """GREATEST / LEAST of `values`, NULLs passed over; a NaN is the greatest float (Arrow's
+    minimum already passes over NaN unless every value is one)."""
+    if name == "least":
+        return pc.min_element_wise(*values, skip_nulls=True)
+    return nan_greatest(pc.max_element_wise(*values, skip_nulls=True), values)
 
 
 HANDLERS.update({

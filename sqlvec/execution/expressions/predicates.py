@@ -4,6 +4,7 @@ three-valued logic, IS, BETWEEN, IN (list), LIKE and regular expressions, and `O
 from __future__ import annotations
 
 import functools
+import math
 import operator
 
 import pyarrow as pa
@@ -27,6 +28,7 @@ from sqlvec.execution.expressions.core import (
 from sqlvec.execution.expressions.vector import sparse_compare, vector_compare
 from sqlvec.execution.kernels import widen_decimal
 from sqlvec.execution.values import BOOL, TEXT, Datum, Value, as_array, is_scalar
+from sqlvec.float_order import arrow_nan_ordered, pg_compare, pg_float_key
 from sqlvec.sql import dialect as d
 from sqlvec.types import SqlType
 
@@ -50,8 +52,9 @@ def _compare(c: Compiler, e: exp.Binary) -> Value:
 
 
 def _arrow_compare(fn, x: Datum, y: Datum) -> Datum:
+    """Arrow's comparison `fn` over `x` and `y`, floats in PostgreSQL's order (NaN greatest)."""
     try:
-        return fn(x, y)
+        return arrow_nan_ordered(fn.__name__, fn(x, y), x, y)
     except pa.ArrowInvalid:
         if pa.types.is_decimal(x.type) and pa.types.is_decimal(y.type):
             return fn(widen_decimal(x), widen_decimal(y))  # the common scale needs more than 38 digits
@@ -60,7 +63,8 @@ def _arrow_compare(fn, x: Datum, y: Datum) -> Datum:
         if pa.types.is_list(x.type) and pa.types.is_list(y.type):  # arrays: element-wise
             return _list_compare(fn, x, y)
         if x.type != y.type:
-            return fn(x, y.cast(x.type) if not is_scalar(y) else pa.scalar(y.as_py(), x.type))
+            y = y.cast(x.type) if not is_scalar(y) else pa.scalar(y.as_py(), x.type)
+            return arrow_nan_ordered(fn.__name__, fn(x, y), x, y)
         raise
 
 
@@ -69,13 +73,21 @@ def _list_compare(fn, x: Datum, y: Datum) -> Datum:
           pc.less_equal: operator.le, pc.greater: operator.gt, pc.greater_equal: operator.ge}[fn]
     if is_scalar(x) and is_scalar(y):
         a, b = x.as_py(), y.as_py()
-        return pa.scalar(None if a is None or b is None else py(a, b), pa.bool_())
+        return pa.scalar(None if a is None or b is None else py(*_float_ordered(a, b)),
+                         pa.bool_())
     n = len(x) if not is_scalar(x) else len(y)
     if n == 0:
         return pa.array([], pa.bool_())
     xs, ys = as_array(x, n).to_pylist(), as_array(y, n).to_pylist()
-    return pa.array([None if a is None or b is None else py(a, b) for a, b in zip(xs, ys)],
-                    pa.bool_())
+    return pa.array([None if a is None or b is None else py(*_float_ordered(a, b))
+                     for a, b in zip(xs, ys)], pa.bool_())
+
+
+def _float_ordered(a: list, b: list) -> tuple[list, list]:
+    """Two arrays' items as PostgreSQL orders them, when either holds a float NaN."""
+    if not any(isinstance(v, float) and math.isnan(v) for v in (*a, *b)):
+        return a, b
+    return [pg_float_key(v) for v in a], [pg_float_key(v) for v in b]
 
 
 def _null_safe(c: Compiler, e: exp.Binary) -> Value:
@@ -123,7 +135,7 @@ def _compare_any(c: Compiler, e: exp.Binary) -> Value:
                 return pc.if_else(pc.is_null(lv), pa.scalar(None, pa.bool_()), hit)
             out = None
             for v in values:
-                cmp = getattr(pc, op)(lv, v)
+                cmp = pg_compare(op, lv, v)
                 out = cmp if out is None else (pc.and_kleene(out, cmp) if is_all else pc.or_kleene(out, cmp))
             return out if out is not None else pa.array([is_all] * f.n, pa.bool_())
         rows_l = lv.to_pylist()
@@ -135,7 +147,8 @@ def _compare_any(c: Compiler, e: exp.Binary) -> Value:
             if x is None or items is None:
                 out.append(None)
                 continue
-            results = [None if v is None else pyop(x, v) for v in items]
+            results = [None if v is None else pyop(pg_float_key(x), pg_float_key(v))
+                       for v in items]
             if is_all:
                 out.append(False if False in results else (None if None in results else True))
             else:
@@ -188,15 +201,16 @@ def _between(c: Compiler, e: exp.Between) -> Value:
     x1, lo, _ = c.unify(x, lo)
     x2, hi, _ = c.unify(x, hi)
 
-    def between(x_: Datum, low: Datum, high: Datum) -> Datum:
-        return pc.and_kleene(pc.greater_equal(x_, low), pc.less_equal(x_, high))
+    def between(x_: Datum, low: Datum, x_again: Datum, high: Datum) -> Datum:
+        return pc.and_kleene(pg_compare("greater_equal", x_, low),
+                             pg_compare("less_equal", x_again, high))
 
     if e.args.get("symmetric"):  # BETWEEN SYMMETRIC: either order of the bounds
-        return Value(lambda f: pc.or_kleene(between(x1(f), lo(f), hi(f)),
-                                            between(x1(f), hi(f), lo(f))),
+        return Value(lambda f: pc.or_kleene(between(x1(f), lo(f), x1(f), hi(f)),
+                                            between(x1(f), hi(f), x1(f), lo(f))),
                      BOOL, x.const and lo.const and hi.const)
-    return Value(lambda f: pc.and_kleene(pc.greater_equal(x1(f), lo(f)), pc.less_equal(x2(f), hi(f))),
-                 BOOL, x.const and lo.const and hi.const)
+    return Value(lambda f: between(x1(f), lo(f), x2(f), hi(f)), BOOL,
+                 x.const and lo.const and hi.const)
 
 
 def _in(c: Compiler, e: exp.In) -> Value:
@@ -247,7 +261,7 @@ def _in_values(x: Value, items: list[Value], t: SqlType) -> Value:
         v = x(f)
         out = None
         for i in items:
-            cmp = pc.equal(v, i(f))
+            cmp = pg_compare("equal", v, i(f))
             out = cmp if out is None else pc.or_kleene(out, cmp)
         return out
     return Value(fn_rows, BOOL)

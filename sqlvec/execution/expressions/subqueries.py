@@ -15,6 +15,7 @@ from sqlvec.execution.expressions.core import HANDLERS, ONE_ROW, Compiler, Frame
 from sqlvec.execution.joins import key_pairs
 from sqlvec.execution.kernels import group_ids
 from sqlvec.execution.values import BOOL, NUMERIC, TEXT, Datum, Value, as_array, is_scalar
+from sqlvec.float_order import pg_compare
 from sqlvec.plan.nodes import SubPlan
 from sqlvec.types import SqlType
 
@@ -431,7 +432,8 @@ def _keyed_subplan(c: Compiler, e: SubPlan) -> Value | None:
                 values = values.cast(x.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 pass
-        equal = pc.equal(x.take(pa.array(li, pa.int64())), values.take(pa.array(ri, pa.int64())))
+        equal = pg_compare("equal", x.take(pa.array(li, pa.int64())),
+                           values.take(pa.array(ri, pa.int64())))
         hit = np.zeros(f.n, bool)
         unknown = np.zeros(f.n, bool)
         hit[li[_true_mask(equal, li.size)]] = True
