@@ -6,6 +6,8 @@ HNSW indexes for the three indexable metrics, is built once for the module."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -135,8 +137,8 @@ def test_column_comparisons_filter_as_the_general_filter_does(env, where, genera
 
 
 def test_column_comparisons_over_nan_null_and_signed_zero(env):
-    """IEEE comparisons on both paths (NaN passes no comparison, -0 equals 0); a column with
-    NULLs falls back to the general filter."""
+    """PostgreSQL's float comparisons on both paths (NaN equal to NaN and above every other
+    value, -0 equal to 0); a column with NULLs falls back to the general filter."""
     s = env["s"]
     s.execute_one("CREATE TABLE odd (id int, p float8, n float8, emb vector(2))")
     values = [1.0, float("nan"), -0.0, 0.0, 5.0, float("inf"), float("-inf"), 2.5]
@@ -146,19 +148,23 @@ def test_column_comparisons_over_nan_null_and_signed_zero(env):
         "emb": pa.FixedSizeListArray.from_arrays(pa.array(np.arange(16, dtype=np.float32)),
                                                  2)}))
     for column in ("p", "n"):
-        for op, value in (("<", 2.5), ("=", 0.0), (">=", 1.0), ("<=", float("inf"))):
+        for op, value in (("<", 2.5), ("=", 0.0), (">=", 1.0), ("<=", float("inf")),
+                          ("=", float("nan")), ("<", float("nan"))):
             sql = "SELECT id FROM odd WHERE {} ORDER BY emb <-> $1 LIMIT 8"
             prepared = s.prepare(sql.format(f"{column} {op} $2"))
             general = s.prepare(sql.format(f"{column} + 0 {op} $2"))
             got = sorted(r[0] for r in s.run(prepared, [[0.0, 0.0], value]).rows())
             assert got == sorted(r[0] for r in s.run(general, [[0.0, 0.0], value]).rows())
             assert got == [i for i, v in enumerate(values)
-                           if (column == "p" or i % 3) and _ieee(op, v, value)]
+                           if (column == "p" or i % 3) and _postgres(op, v, value)]
     s.execute_one("DROP TABLE odd")
 
 
-def _ieee(op: str, a: float, b: float) -> bool:
-    return {"<": a < b, "=": a == b, ">=": a >= b, "<=": a <= b}[op]
+def _postgres(op: str, a: float, b: float) -> bool:
+    """`a op b` in PostgreSQL's float order: NaN equal to NaN and above everything else."""
+    a_key, b_key = ((1, 0.0) if math.isnan(x) else (0, x) for x in (a, b))
+    return {"<": a_key < b_key, "=": a_key == b_key, ">=": a_key >= b_key,
+            "<=": a_key <= b_key}[op]
 
 
 def test_distance_threshold_in_where(env):
