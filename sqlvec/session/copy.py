@@ -163,26 +163,32 @@ class PieceMemory:
     def __init__(self) -> None:
         self._buffers: list[mmap.mmap] = []
         self._free = 0  # where the last buffer's unused part starts
+        self._released = False
         self._lock = threading.Lock()
 
     def region(self, size: int) -> memoryview | None:
         """`size` bytes of kept memory for one message (thread-safe); None when larger than
-        a buffer."""
+        a buffer, or after `release` (a piece still decoding when its COPY ended)."""
         if size > PIECE_MEMORY:
             return None
         with self._lock:
+            if self._released:
+                return None
             if not self._buffers or self._free + size > PIECE_MEMORY:
                 self._buffers.append(_pieces_memory.take())
                 self._free = 0
             start = self._free
             self._free = -(-(start + size) // _ALIGNMENT) * _ALIGNMENT
-            buffer = self._buffers[-1]
-        return memoryview(buffer)[start:start + size]
+            # The view is made under the lock: until it exists nothing refers to the buffer,
+            # and a `release` in between would give it to the next COPY while this one writes.
+            return memoryview(self._buffers[-1])[start:start + size]
 
     def release(self) -> None:
-        """Keep the buffers for the next COPY (those nothing refers to any more)."""
+        """Keep the buffers for the next COPY (those nothing refers to any more); later
+        `region`s give no memory."""
         with self._lock:
             buffers, self._buffers, self._free = self._buffers, [], 0
+            self._released = True
         for buffer in buffers:
             _pieces_memory.give_back(buffer)
 

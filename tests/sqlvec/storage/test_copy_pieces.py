@@ -208,7 +208,8 @@ def test_a_piece_serialized_into_kept_memory_is_the_same_message(tmp_path):
 def test_pieces_share_kept_buffers_one_after_another(monkeypatch):
     """A COPY's piece messages go one after another into kept buffers, a new one taken when
     the rest of the last is too small: each is byte for byte `serialize()`'s, none overlaps
-    another, and a buffer goes back for the next COPY only once nothing refers to it."""
+    another, a buffer goes back for the next COPY only once nothing refers to it, and a piece
+    staged after the COPY gave its memory back gets none."""
     kept = KeptMemory(copy_engine.PIECE_MEMORY, most=8)
     monkeypatch.setattr(copy_engine, "_pieces_memory", kept)
     memory = copy_engine.PieceMemory()
@@ -226,6 +227,10 @@ def test_pieces_share_kept_buffers_one_after_another(monkeypatch):
     memory.release()
     assert kept.kept == 1  # the buffer the last message lies in is still referred to
     assert last.message.equals(batches[-1].serialize())
+    # A piece still decoding when its COPY ended gets no kept memory (the next COPY's now).
+    assert memory.region(16) is None and not memory._buffers
+    late = EncodedBatch.of(batches[1], memory.region(serialized_size(batches[1])))
+    assert late.message.equals(batches[1].serialize()) and kept.kept == 1
 
 
 def test_replay_refuses_a_commit_whose_pieces_are_gone(tmp_path):
