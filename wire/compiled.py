@@ -93,9 +93,10 @@ class CompiledRead:
         self.digits = digits  # extra_float_digits its float text cells are written under
         self.tags: dict[str, bytes] = {}  # CommandComplete by tag, encoded
         # Whether its answer is always far below SEND_BUFFER (a short result of one integer
-        # column, or one row of fixed-size cells; a notice at most besides), so it is held
-        # whole until the round trip settles.
-        self.bounded = rows is not None or not self.top_k and all(
+        # column under a constant LIMIT, or one row of fixed-size cells; a notice at most
+        # besides), so it is held whole until the round trip settles. (A LIMIT bound as a
+        # parameter may ask for any number of rows.)
+        self.bounded = rows is not None and fused.topk.k.const if fused is not None else all(
             c.type.name in _FIXED_SIZE for c in prepared.columns)  # type: ignore[union-attr]
 
     @classmethod
