@@ -4,7 +4,6 @@ three-valued logic, IS, BETWEEN, IN (list), LIKE and regular expressions, and `O
 from __future__ import annotations
 
 import functools
-import math
 import operator
 
 import pyarrow as pa
@@ -84,10 +83,18 @@ def _list_compare(fn, x: Datum, y: Datum) -> Datum:
 
 
 def _float_ordered(a: list, b: list) -> tuple[list, list]:
-    """Two arrays' items as PostgreSQL orders them, when either holds a float NaN."""
-    if not any(isinstance(v, float) and math.isnan(v) for v in (*a, *b)):
+    """Two arrays' items as PostgreSQL orders them when either holds a float NaN or a NULL
+    (array comparison takes NULL elements as equal to each other and above every other)."""
+    if not any(v is None or isinstance(v, (float, list)) for v in (*a, *b)):
         return a, b
-    return [pg_float_key(v) for v in a], [pg_float_key(v) for v in b]
+    return _element_keys(a), _element_keys(b)
+
+
+def _element_keys(items: list) -> list:
+    """An array's items as sort keys in PostgreSQL's order of array elements: NULL above
+    everything, then float NaN (`pg_float_key`); a nested array's items likewise."""
+    return [_element_keys(v) if isinstance(v, list) else (2, 0) if v is None
+            else pg_float_key(v) for v in items]
 
 
 def _null_safe(c: Compiler, e: exp.Binary) -> Value:
