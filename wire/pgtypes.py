@@ -217,13 +217,9 @@ def float_text_encoder(t: SqlType, typ: pa.DataType, float_digits: int):
     """For a short result: a float4/float8 column's Python values to text cells, as
     `float_text` writes them under extra_float_digits `float_digits`; None for other
     columns."""
-    single = t.name == "float4"
     if not (t.name in FLOAT_TYPES and pa.types.is_floating(typ)):
         return None
-    if float_digits <= 0:
-        digits = (6 if single else 15) + float_digits
-        return _text_cells(lambda v: _float_g(v, digits))
-    return _text_cells(lambda v: format_shortest(v, single))
+    return _text_cells(_float_writer(t.name == "float4", float_digits))
 
 
 def short_row_encoder(t: SqlType, fmt: int, typ: pa.DataType):
@@ -408,9 +404,9 @@ def float_text(array: pa.Array, single: bool, float_digits: int = 1) -> pa.Array
     (float4) or [1e-4, 1e15) (float8); the rest (exponents, NaN, infinities, and round numbers
     Arrow writes as 1e+10) is printed one by one."""
     if float_digits <= 0:
-        digits = (6 if single else 15) + float_digits
-        return pa.array([None if v is None else _float_g(v, digits)
-                         for v in array.to_pylist()], pa.string())
+        write = _float_writer(single, float_digits)
+        return pa.array([None if v is None else write(v) for v in array.to_pylist()],
+                        pa.string())
     values = array.cast(pa.float32() if single else pa.float64())
     text = pc.cast(values, pa.string())
     x = np.abs(values.fill_null(1.0).to_numpy(zero_copy_only=False).astype(np.float64))
@@ -425,6 +421,15 @@ def float_text(array: pa.Array, single: bool, float_digits: int = 1) -> pa.Array
     fixed = [None if v is None else format_shortest(v, single) for v in picked]
     mask = pa.array(odd)
     return pc.replace_with_mask(text, mask, pa.array(fixed, pa.string()))
+
+
+def _float_writer(single: bool, float_digits: int) -> Callable[[float], str]:
+    """One float4/float8 value's text under extra_float_digits `float_digits`: the shortest
+    that reads back above 0, FLT_DIG / DBL_DIG plus `float_digits` significant digits else."""
+    if float_digits > 0:
+        return lambda value: format_shortest(value, single)
+    digits = (6 if single else 15) + float_digits
+    return lambda value: _float_g(value, digits)
 
 
 def _float_g(value: float, digits: int) -> str:

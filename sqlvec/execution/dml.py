@@ -699,8 +699,7 @@ class FastInsert:
 
 
 _SLOW = object()  # a parameter the fast path does not convert
-_INT_BOUNDS = {"int2": (-(1 << 15), (1 << 15) - 1), "int4": (-(1 << 31), (1 << 31) - 1),
-               "int8": (-(1 << 63), (1 << 63) - 1)}
+_INT_BOUNDS = {name: (-bound, bound - 1) for name, bound in V.INT_BOUND.items()}
 
 
 def fast_converter(param: SqlType, column: SqlType):

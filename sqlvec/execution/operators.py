@@ -218,15 +218,14 @@ class ScanOp(OneRowOp):
 _NO_MATCH = object()
 # Key types whose Python values are what the key's index holds (ScanOp._by_key's single value).
 SIMPLE_KEYS = frozenset({"int2", "int4", "int8", "text", "varchar"})
-_INT_RANGE = {"int2": 1 << 15, "int4": 1 << 31, "int8": 1 << 63}
 
 
 def key_comparable(value: SqlType, key: SqlType) -> bool:
     """Whether a value of type `value` can be looked up in a key of type `key` exactly."""
     if value == key or value.name == "unknown":
         return True
-    if key.name in _INT_RANGE:
-        return value.name in _INT_RANGE or value.name in ("numeric", "float4", "float8")
+    if key.name in V.INT_BOUND:
+        return value.name in V.INT_BOUND or value.name in ("numeric", "float4", "float8")
     return key.name in ("text", "varchar") and value.name in ("text", "varchar")
 
 
@@ -242,14 +241,14 @@ def _key_value(value, vtype: SqlType, key: SqlType):
         if not isinstance(value, pa.Scalar):
             value = value[0]
     py = value.as_py()
-    if key.name in _INT_RANGE:
+    if key.name in V.INT_BOUND:
         try:
             if py != int(py):
                 return _NO_MATCH
         except (ValueError, OverflowError):  # NaN, infinity
             return _NO_MATCH
         py = int(py)
-        bound = _INT_RANGE[key.name]
+        bound = V.INT_BOUND[key.name]
         return py if -bound <= py < bound else _NO_MATCH
     return py
 

@@ -1058,6 +1058,8 @@ def _cast_numeric(value: Datum, source: SqlType, target: SqlType) -> Datum:
 # Numeric: Arrow decimals whose scale is PostgreSQL's display scale where the type knows it ---
 
 INT_DIGITS = {"int2": 5, "int4": 10, "int8": 19}
+# Values of each integer type lie in [-bound, bound).
+INT_BOUND = {"int2": 1 << 15, "int4": 1 << 31, "int8": 1 << 63}
 _INT_NAMES = {"int2": "smallint", "int4": "integer", "int8": "bigint"}
 # float → numeric keeps 15 significant digits in PostgreSQL (DBL_DIG); this many decimals do.
 _FLOAT_SCALE = 15

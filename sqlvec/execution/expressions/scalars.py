@@ -34,7 +34,6 @@ class NotScalar(Exception):
 # The types whose values the forms compute, as the Python type each is.
 _PYTHON = {"int2": int, "int4": int, "int8": int, "float8": float, "text": str,
            "varchar": str, "unknown": str, "bool": bool}
-_INT_BOUND = {"int2": 1 << 15, "int4": 1 << 31, "int8": 1 << 63}
 _FLOAT_EXACT = 1 << 53  # beyond it an integer may not convert to float8 exactly (nor does Arrow)
 _STRINGS = frozenset({"text", "varchar", "unknown"})
 
@@ -60,7 +59,7 @@ def param_form(index: int, t: SqlType | None) -> Form | None:
     if not scalar_type(t):
         return None
     kind = _PYTHON[t.name]
-    bound = _INT_BOUND.get(t.name)
+    bound = V.INT_BOUND.get(t.name)
     position = index - 1
 
     def read(params: list) -> object:
@@ -106,18 +105,18 @@ def _conversion(source: SqlType, target: SqlType) -> Callable[[object], object] 
         return lambda value: V.format_value(value, source)
     if source.name in _STRINGS:
         return lambda value: _parsed(value, target)
-    if target.name in _INT_BOUND:
-        bound = _INT_BOUND[target.name]
-        if source.name in _INT_BOUND:
+    if target.name in V.INT_BOUND:
+        bound = V.INT_BOUND[target.name]
+        if source.name in V.INT_BOUND:
             return lambda value: _in_range(value, bound)
         if source.name == "float8":
             return lambda value: _rounded(value, bound)
         if source.name == "bool" and target.name == "int4":
             return int
         return None
-    if target.name == "float8" and source.name in _INT_BOUND:
+    if target.name == "float8" and source.name in V.INT_BOUND:
         return _exact_float
-    if target.name == "bool" and source.name in _INT_BOUND:
+    if target.name == "bool" and source.name in V.INT_BOUND:
         return lambda value: value != 0
     return None
 
@@ -165,9 +164,9 @@ def arithmetic_form(op: str, t: SqlType, a: Form | None, b: Form | None) -> Form
     result within `t`'s range, a finite float that did not underflow; NULL if either is."""
     apply = _OPERATORS.get(op)
     if apply is None or a is None or b is None or not (
-            t.name in _INT_BOUND or t.name == "float8"):
+            t.name in V.INT_BOUND or t.name == "float8"):
         return None
-    check = _integer_result(_INT_BOUND[t.name]) if t.name in _INT_BOUND else \
+    check = _integer_result(V.INT_BOUND[t.name]) if t.name in V.INT_BOUND else \
         _float_result(op == "multiply")
 
     def arithmetic(params: list) -> object:
@@ -194,9 +193,9 @@ def _float_result(product: bool) -> Callable[[float, float, float], float]:
 
 def negation_form(t: SqlType, form: Form | None) -> Form | None:
     """`-form` over an integer type (within its range) or float8."""
-    if form is None or not (t.name in _INT_BOUND or t.name == "float8"):
+    if form is None or not (t.name in V.INT_BOUND or t.name == "float8"):
         return None
-    check = _integer_result(_INT_BOUND[t.name]) if t.name in _INT_BOUND else \
+    check = _integer_result(V.INT_BOUND[t.name]) if t.name in V.INT_BOUND else \
         _float_result(False)
 
     def negation(params: list) -> object:
