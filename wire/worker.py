@@ -507,9 +507,15 @@ class KeptAnswer:
     depends on its values besides: its answer is kept as its compiled round trip
     (`computed`, a `CompiledRead`), which makes the answer of each repeat, whatever its
     values, from its row computed in Python (`Relay._send_computed`) under the same
-    conditions; a row the Python forms leave to the operator tree runs as usual."""
+    conditions; a row the Python forms leave to the operator tree runs as usual. Its row is
+    a function of its values and the settings alone (parameters, literals, casts and
+    arithmetic: `sqlvec.execution.expressions.scalars`), so the last repeat's values, as
+    received, and the answer made of them are kept too (`last`): a repeat with the same bytes
+    (psycopg's `SELECT %s::int` with 1 every time) is sent that answer again, as a constant
+    statement's is, under the same conditions."""
 
-    __slots__ = ("first", "statement", "answer", "recorded", "settings", "config", "computed")
+    __slots__ = ("first", "statement", "answer", "recorded", "settings", "config", "computed",
+                 "last")
 
     def __init__(self, first: Message, statement: object, answer: bytes, recorded: list[tuple],
                  settings: dict, config: int, computed: CompiledRead | None) -> None:
@@ -520,6 +526,8 @@ class KeptAnswer:
         self.settings = settings
         self.config = config
         self.computed = computed
+        # a computed answer's last repeat: its values as received, decoded, and its answer
+        self.last: tuple[tuple[bytes | None, ...], tuple, bytes] | None = None
 
     @classmethod
     def of(cls, relay: Relay, first: Message, local: LocalConnection) -> KeptAnswer | None:
@@ -1029,11 +1037,16 @@ class Relay:
         if local is None or not compiled.current(local):
             return False
         values, size = found
-        params = compiled.params_of(values)
-        if params is None:
-            return False
+        kept = self._kept
+        last = kept.last if kept is not None and kept.computed is compiled else None
+        if last is not None and last[0] == values:
+            params = list(last[1])  # (the same values as last time, decoded then)
+        else:
+            params = compiled.params_of(values)
+            if params is None:
+                return False
         self.stream.skip(size)
-        if self._send_computed(compiled, params):
+        if self._send_computed(compiled, values, params):
             return True
         body = bytes(buf[start + 5:start + size - len(shape.rest)])
         self._round_trip([(b"B", body), *lane.rest], lane.messages, repeated=True,
@@ -1272,17 +1285,26 @@ class Relay:
             return False
         return self._send_answer(kept, kept.answer)
 
-    def _send_computed(self, compiled: CompiledRead, params: list) -> bool:
+    def _send_computed(self, compiled: CompiledRead, values: tuple[bytes | None, ...],
+                       params: list) -> bool:
         """Answer a repeat of a one-row statement computed in Python whose answer is kept as
         its compiled round trip (`KeptAnswer.computed`), if that still holds: its row computed
-        from `params` (decoded from the receive buffer), between the bytes the compiled round
-        trip fixed. False (nothing sent) when the row is left to the operator tree: it runs
-        as usual."""
+        from `params` (decoded from `values`, as received), between the bytes the compiled
+        round trip fixed; the same values as the last repeat's get the same bytes again
+        (`KeptAnswer.last`). False (nothing sent) when the row is left to the operator tree:
+        it runs as usual."""
         kept = self._kept
         if kept is None or kept.computed is not compiled or not self._kept_holds(kept):
             return False
-        answer = compiled.answer_of(params)
-        return answer is not None and self._send_answer(kept, answer)
+        last = kept.last
+        if last is not None and last[0] == values:
+            answer = last[2]
+        else:
+            answer = compiled.answer_of(params)
+            if answer is None:
+                return False
+            kept.last = (values, tuple(params), answer)
+        return self._send_answer(kept, answer)
 
     def _send_answer(self, kept: KeptAnswer, answer: bytes) -> bool:
         """Send the answer of a round trip standing for its kept one's run, counting it in the

@@ -14,6 +14,7 @@ import numpy as np
 import psycopg
 import pytest
 from pgvector.psycopg import register_vector
+from psycopg.types.string import TextLoader
 
 from tests.e2e.conftest import RunningServer, serve_while_used, vector_text
 from tests.e2e.test_workers import worker_of
@@ -242,3 +243,29 @@ def test_a_repeated_one_row_statement_answers_as_the_primary(pool_server):
         # (five runs of it succeed, each here and in the primary; errors are not counted)
         counted = "SELECT calls FROM pg_stat_statements WHERE query LIKE 'SELECT $1::int + %'"
         assert settled(a, counted, [(10,)]) == [(10,)]
+
+
+def test_a_one_row_statement_repeated_with_the_same_values_follows_its_settings(pool_server):
+    """The same values again get the answer made of them last time only while nothing it
+    depends on changed: a float8 written as extra_float_digits says, before, during and after
+    SET, values alternating; every run counted."""
+    with connect(pool_server) as a:
+        a.adapters.register_loader("float8", TextLoader)  # the server's text, as written
+        a.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        a.execute("SELECT pg_stat_statements_reset()")
+        x, y = 0.1 + 0.2, 2.5
+        runs = 0
+
+        def run(value: float) -> str:
+            nonlocal runs
+            runs += 1
+            return a.execute("SELECT %s::float8 * 2", (value,), prepare=True).fetchone()[0]
+
+        shortest = [run(v) for v in (x, x, x, y, y, x, x)]
+        assert shortest == ["0.6000000000000001"] * 3 + ["5"] * 2 + ["0.6000000000000001"] * 2
+        a.execute("SET extra_float_digits = 0")
+        assert [run(x) for _ in range(3)] + [run(y), run(x)] == ["0.6"] * 3 + ["5", "0.6"]
+        a.execute("RESET extra_float_digits")
+        assert [run(x) for _ in range(3)] == ["0.6000000000000001"] * 3
+        counted = "SELECT calls FROM pg_stat_statements WHERE query LIKE 'SELECT $1::float8 * %'"
+        assert settled(a, counted, [(runs,)]) == [(runs,)]
