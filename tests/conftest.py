@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the servers, command lines and examples the tests start import from this checkout.
@@ -36,6 +37,10 @@ def _e2e():
 
 
 compile_sources()
+# Property tests check behaviour, not speed: a shared machine's other load must not fail one
+# example for taking longer than hypothesis's default 200 ms.
+settings.register_profile("sqlvec", deadline=None)
+settings.load_profile("sqlvec")
 start_server = _e2e().start_server
 
 

@@ -473,12 +473,42 @@ class Connection:
             return
         type_byte, body = self._read()
         message = decode_frontend(type_byte, body)
-        if type_byte == b"B" and self.state is _READY_STATE:
-            bound = self._bound_round_trip(message, body)  # type: ignore[arg-type]
+        if self.state is _READY_STATE:
+            if type_byte == b"B":
+                bound = self._bound_round_trip(message, body)  # type: ignore[arg-type]
+                if bound is not None:
+                    self.run_bound(*bound)
+                    return
+            elif type_byte == b"P":
+                self._parse_then_bound(message)  # type: ignore[arg-type]
+                return
+        self.dispatch(message)
+
+    def _parse_then_bound(self, parse: Parse) -> None:
+        """A Parse in the ready state, and the Bind after it if it is buffered whole with the
+        rest of `run_bound`'s round trip: what a driver that keeps no prepared statement sends
+        for each run (node-postgres, psycopg below its prepare threshold). The Parse alone
+        came before that round trip, so it runs in one step as after a Sync, compiled when
+        it can be (the unnamed statement parsed again as it was stays the same: `on_parse`)."""
+        stream = self.stream
+        buf, start, end = stream.window()
+        following = None
+        if end - start >= 5 and buf[start] == 0x42 and not self.stopping:  # B
+            try:
+                following = stream.buffered_message(self.server.max_message_size)
+            except SqlVecError:  # (too long: refused when read in its turn)
+                following = None
+        self.dispatch(parse)
+        if following is None:
+            return
+        body = following[1]
+        bind = decode_frontend(b"B", body)
+        if self.state is _EXTENDED_STATE:
+            bound = self._bound_round_trip(bind, body)  # type: ignore[arg-type]
             if bound is not None:
                 self.run_bound(*bound)
                 return
-        self.dispatch(message)
+        self.dispatch(bind)
 
     def _run_repeated(self) -> bool:
         """Wait for input if none is buffered; if it begins with a round trip repeating one of
@@ -909,7 +939,21 @@ class Connection:
     def run_round_trip(self, messages: list[Message]) -> None:
         """Handle a whole round trip's messages: in one step when it has `run_bound`'s shape
         and the connection is ready, else one by one (`dispatch_all`)."""
-        bound = bound_round_trip(messages) if self.state is _READY_STATE else None
+        if self.state is not _READY_STATE:
+            self.dispatch_all(messages)
+            return
+        first = messages[0]
+        if type(first) is Parse:  # a driver sending each run's Parse (node-postgres)
+            bound = bound_round_trip(messages[1:])
+            if bound is not None:
+                self.state = _EXTENDED_STATE
+                self._extended(Connection.on_parse, first)
+                if self.state is _EXTENDED_STATE:
+                    self.run_bound(*bound)
+                else:
+                    self.dispatch_all(messages[1:])
+                return
+        bound = bound_round_trip(messages)
         if bound is not None:
             self.run_bound(*bound)
         else:
@@ -1173,7 +1217,13 @@ class Connection:
                 f"number of parameters must be between 0 and {MAX_PARAMETERS}",
                 detail=f"The statement has {len(prepared.param_types)} parameters; Bind "
                        "and ParameterDescription count them in 16 bits.")
-        self.statements[message.name] = Statement(message.sql, message.param_oids, prepared)
+        known = self.statements.get(message.name) if not message.name else None
+        if known is None or known.prepared is not prepared or known.sql != message.sql \
+                or known.param_oids != message.param_oids:
+            # (the unnamed statement parsed again as it was planned stays the same statement:
+            # a driver sending every run's Parse keeps its compiled round trip, `CompiledRead`)
+            self.statements[message.name] = Statement(message.sql, message.param_oids,
+                                                      prepared)
         self.send_raw(_PARSE_COMPLETE)
 
     def on_bind(self, message: Bind) -> None:

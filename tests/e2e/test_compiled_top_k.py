@@ -269,3 +269,31 @@ def test_a_one_row_statement_repeated_with_the_same_values_follows_its_settings(
         assert [run(x) for _ in range(3)] == ["0.6000000000000001"] * 3
         counted = "SELECT calls FROM pg_stat_statements WHERE query LIKE 'SELECT $1::float8 * %'"
         assert settled(a, counted, [(runs,)]) == [(runs,)]
+
+
+def test_a_top_k_parsed_again_each_run_follows_commits_and_schema_changes(pool_server, table):
+    """psycopg without prepare (each run's Parse of the unnamed statement, as node-postgres
+    sends it) in a worker: the answers the primary gives in a block, a commit of another
+    worker seen by the next run, a dropped table's error, then the table made again."""
+    with connect(pool_server) as a:
+        make_table(a, table)
+        with other_worker(pool_server, a) as b:
+            sql = STATEMENTS["binary"][0].format(table=table, op="<->")
+
+            def run(q: np.ndarray) -> list[int]:
+                return [r[0] for r in a.execute(sql, (q,), prepare=False).fetchall()]
+
+            def in_block(q: np.ndarray) -> list[int]:
+                with a.transaction():
+                    return [r[0] for r in a.execute(sql, (q,), prepare=False).fetchall()]
+
+            queries = vectors(6, 13)
+            for q in queries:
+                assert run(q) == run(q) == in_block(q)
+            b.execute(f"INSERT INTO {table} VALUES (1000, %s)", (vector_text(queries[0]),))
+            assert run(queries[0])[0] == 1000
+            b.execute(f"DROP TABLE {table}")
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                run(queries[0])
+            make_table(b, table)
+            assert run(queries[1]) == in_block(queries[1])

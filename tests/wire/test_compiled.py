@@ -274,3 +274,35 @@ def test_counters_and_explain_are_the_general_paths(db):
     assert general_delta[0] == len(QUERIES) and general_delta[3:] == [len(QUERIES), 5 * 6]
     assert [b - a for a, b in zip(by_general, by_fast)] == general_delta
     assert fast.query(explain) == plan
+
+
+def parsed_each_run(client: Client, sql: str, params: tuple) -> bytes:
+    """A round trip as a driver that keeps no prepared statement sends it (node-postgres):
+    the unnamed statement's Parse, then Bind, Describe, Execute, Sync."""
+    return client.send(Parse("", sql, ()).encode() + Bind("", "", (1,), params, ()).encode()
+                       + Describe("P", "").encode() + Execute("", 0).encode()
+                       + Sync().encode())
+
+
+def test_a_statement_parsed_again_each_run_is_compiled_and_the_general_paths_bytes(db):
+    """The unnamed statement parsed again as it was stays the same statement, so its round
+    trips after the first run compiled; the answers are the general path's (ParseComplete
+    first), across a write, a schema change and a statement that does not parse."""
+    sql = "SELECT id FROM t ORDER BY emb <-> $1 LIMIT 5"
+    fast, general = pair(db, ("s", sql, ()))
+    for q in QUERIES:
+        expected = general_path(general, "s", (binary_vector(q),))
+        assert parsed_each_run(fast, sql, (binary_vector(q),)) == b"1\x00\x00\x00\x04" + expected
+    assert fast.runs() == len(QUERIES) - 1  # (the first run compiles it)
+    q = binary_vector(QUERIES[0])
+    general.query(f"INSERT INTO t VALUES (1000, '{text_vector(QUERIES[0]).decode()}')")
+    assert b"\x00\x00\x00\x041000" in parsed_each_run(fast, sql, (q,))
+    assert fast.runs() == len(QUERIES)
+    general.query("CREATE INDEX ON t USING hnsw (emb vector_ip_ops)")  # planned again
+    assert parsed_each_run(fast, sql, (q,)) == b"1\x00\x00\x00\x04" + general_path(
+        general, "s", (q,))
+    broken = parsed_each_run(fast, "SELEC id FROM t", (q,))
+    assert broken[:1] == b"E" and b"42601" in broken and broken.endswith(b"Z\x00\x00\x00\x05I")
+    other = "SELECT id FROM t ORDER BY emb <-> $1 LIMIT 2"  # another text: another statement
+    assert parsed_each_run(fast, other, (q,)).count(b"D\x00") == 2
+    assert parsed_each_run(fast, sql, (q,)).count(b"D\x00") == 5
