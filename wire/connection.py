@@ -510,6 +510,23 @@ class Connection:
                 return
         self.dispatch(bind)
 
+    def run_after_parse(self, parse: Parse, bind: Bind, describe: bool, execute: Execute,
+                        compiled: CompiledRead | None = None, params: list | None = None
+                        ) -> None:
+        """A Parse in the ready state, then `run_bound`'s round trip: that round trip runs in
+        one step as after a Sync, by `compiled` for its decoded `params` if given and the
+        statement is still the one it was compiled for (a repeat recognised whole), else
+        compiled when it can be; after a Parse that fails, the rest is skipped to the Sync."""
+        self.state = _EXTENDED_STATE
+        self._extended(Connection.on_parse, parse)
+        if self.state is not _EXTENDED_STATE:
+            self.dispatch_all([bind, *((Describe("P", bind.portal),) if describe else ()),
+                               execute, _SYNC])
+        elif compiled is not None and compiled.current(self):
+            self.run_compiled(compiled, params)  # type: ignore[arg-type]
+        else:
+            self.run_bound(bind, describe, execute)
+
     def _run_repeated(self) -> bool:
         """Wait for input if none is buffered; if it begins with a round trip repeating one of
         `_repeats` but for the Bind's values, run it (nothing framed or decoded but those
@@ -946,12 +963,7 @@ class Connection:
         if type(first) is Parse:  # a driver sending each run's Parse (node-postgres)
             bound = bound_round_trip(messages[1:])
             if bound is not None:
-                self.state = _EXTENDED_STATE
-                self._extended(Connection.on_parse, first)
-                if self.state is _EXTENDED_STATE:
-                    self.run_bound(*bound)
-                else:
-                    self.dispatch_all(messages[1:])
+                self.run_after_parse(first, *bound)
                 return
         bound = bound_round_trip(messages)
         if bound is not None:

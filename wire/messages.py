@@ -474,11 +474,16 @@ class RepeatedRoundTrip:
     prepared statement then costs no framing or decoding of its fixed messages and no new
     message objects: only its parameters are taken out of the buffer (the Bind is the same
     object when they are the same too). What it recognises decodes to exactly these messages,
-    so it is handled as if decoded."""
+    so it is handled as if decoded. A round trip led by the unnamed statement's Parse (what
+    node-postgres sends for every query) is recognised with that Parse, byte for byte the same
+    (`lead`, decoded, and `prefix`, framed)."""
 
-    __slots__ = ("bind", "names", "head", "suffix", "rest", "messages", "nparams", "_framed")
+    __slots__ = ("bind", "names", "head", "suffix", "rest", "messages", "nparams", "_framed",
+                 "lead", "prefix")
 
-    def __init__(self, bind: Bind, rest: bytes, messages: tuple) -> None:
+    def __init__(self, bind: Bind, rest: bytes, messages: tuple,
+                 lead: Parse | None = None, prefix: bytes = b"") -> None:
+        self.lead, self.prefix = lead, prefix
         self.bind = bind
         self.names = Writer().cstring(bind.portal).cstring(bind.statement).getvalue()
         w = Writer()
@@ -499,11 +504,12 @@ class RepeatedRoundTrip:
         self._framed: tuple[bytes, bytes, int] | None = None
 
     @classmethod
-    def of(cls, body: bytes, bind: Bind, rest: bytes,
-           messages: tuple) -> RepeatedRoundTrip | None:
+    def of(cls, body: bytes, bind: Bind, rest: bytes, messages: tuple,
+           lead: Parse | None = None, prefix: bytes = b"") -> RepeatedRoundTrip | None:
         """The round trip (a Bind's body and decoded message, the messages after it framed and
-        decoded), if its Bind encodes back to the client's bytes (else None)."""
-        shape = cls(bind, rest, messages)
+        decoded; the Parse before it, decoded and framed), if its Bind encodes back to the
+        client's bytes (else None)."""
+        shape = cls(bind, rest, messages, lead, prefix)
         if not (body.startswith(shape.head) and body.endswith(shape.suffix)):
             return None
         return shape
@@ -530,7 +536,10 @@ class RepeatedRoundTrip:
             if start + size <= end and buf.startswith(before, start) \
                     and buf.startswith(after, value_end):
                 return (bytes(buf[start + len(before):value_end]),), size
-        found = self.bind_values(buf, start, end)
+        prefix = self.prefix
+        if prefix and not buf.startswith(prefix, start, end):
+            return None
+        found = self.bind_values(buf, start + len(prefix), end)
         if found is None:
             return None
         values, bind_end = found
@@ -544,7 +553,7 @@ class RepeatedRoundTrip:
     def _frame(self, length: int) -> tuple[bytes, bytes, int]:
         """`values`' bytes before and after a lone value of `length` bytes, and the size."""
         body = len(self.head) + 4 + length + len(self.suffix)
-        before = b"B" + _I32.pack(4 + body) + self.head + _I32.pack(length)
+        before = self.prefix + b"B" + _I32.pack(4 + body) + self.head + _I32.pack(length)
         after = self.suffix + self.rest
         return before, after, len(before) + length + len(after)
 

@@ -1014,13 +1014,16 @@ class Relay:
             return False
         message, size = found
         stream.skip(size)
-        if self._send_kept(message):
-            return True
         if type(shape) is RepeatedMessage:  # a simple Query
-            self._query(rest, message)
+            if not self._send_kept(message):
+                self._query(rest, message)
             return True
-        body = bytes(buf[start + 5:start + size - len(shape.rest)])
-        self._round_trip([(b"B", body), *rest], [message, *shape.messages], repeated=True)
+        lead = shape.lead
+        if lead is None and self._send_kept(message):
+            return True
+        body = bytes(buf[start + len(shape.prefix) + 5:start + size - len(shape.rest)])
+        self._round_trip([*_led(shape), (b"B", body), *rest],
+                         [*((lead,) if lead else ()), message, *shape.messages], repeated=True)
         return True
 
     def _repeated_read(self, lane: ReadLane, buf: bytearray, start: int, end: int) -> bool:
@@ -1037,7 +1040,8 @@ class Relay:
         if local is None or not compiled.current(local):
             return False
         values, size = found
-        kept = self._kept
+        lead = shape.lead
+        kept = self._kept if lead is None else None  # (a kept answer has no ParseComplete)
         last = kept.last if kept is not None and kept.computed is compiled else None
         if last is not None and last[0] == values:
             params = list(last[1])  # (the same values as last time, decoded then)
@@ -1046,11 +1050,17 @@ class Relay:
             if params is None:
                 return False
         self.stream.skip(size)
-        if self._send_computed(compiled, values, params):
+        if kept is not None and self._send_computed(compiled, values, params):
             return True
-        body = bytes(buf[start + 5:start + size - len(shape.rest)])
-        self._round_trip([(b"B", body), *lane.rest], lane.messages, repeated=True,
-                         run=lambda: local.run_compiled(compiled, params),
+        body = bytes(buf[start + len(shape.prefix) + 5:start + size - len(shape.rest)])
+        if lead is None:
+            run = lambda: local.run_compiled(compiled, params)  # noqa: E731
+        else:
+            bound = bound_round_trip(lane.messages)
+            bind = shape.bind_with(values)
+            run = lambda: local.run_after_parse(lead, bind, *bound[1:], compiled, params)  # noqa: E731
+        self._round_trip([*_led(shape), (b"B", body), *lane.rest],
+                         [*((lead,) if lead else ()), *lane.messages], repeated=True, run=run,
                          asked=compiled.bounded)
         return True
 
@@ -1570,15 +1580,27 @@ def _repeatable(batch: list[tuple[bytes, bytes]], messages: list[Message],
                 local: LocalConnection | None) -> tuple | None:
     """What recognises the next round trip of the same shape as this one, just answered
     here without an error: a Bind of a statement parsed here, then only messages that leave
-    the statements alone (`_leaves_statements`)."""
+    the statements alone (`_leaves_statements`); or the same led by a Parse of the unnamed
+    statement it binds (what node-postgres sends for every query)."""
     first = messages[0]
+    lead, prefix = None, b""
+    if type(first) is Parse and not first.name and len(messages) > 1 \
+            and type(messages[1]) is Bind and not messages[1].statement:
+        lead, prefix = first, frame(*batch[0])
+        batch, messages = batch[1:], messages[1:]
+        first = messages[0]
     if type(first) is not Bind or local is None or local.error is not None \
             or not _leaves_statements(messages[1:]):
         return None
     rest = batch[1:]
     shape = RepeatedRoundTrip.of(batch[0][1], first, b"".join(frame(t, b) for t, b in rest),
-                                 tuple(messages[1:]))
+                                 tuple(messages[1:]), lead, prefix)
     return None if shape is None else (shape, rest)
+
+
+def _led(shape: RepeatedRoundTrip) -> list[tuple[bytes, bytes]]:
+    """The Parse leading a repeated round trip, as a batch entry (none: a Bind leads it)."""
+    return [(b"P", shape.prefix[5:])] if shape.lead is not None else []
 
 
 def _last_statement(local: LocalConnection) -> tuple[float, float] | None:

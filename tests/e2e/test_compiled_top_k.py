@@ -256,10 +256,11 @@ def test_a_one_row_statement_repeated_with_the_same_values_follows_its_settings(
         x, y = 0.1 + 0.2, 2.5
         runs = 0
 
-        def run(value: float) -> str:
+        def run(value: float, prepare: bool = True) -> str:
             nonlocal runs
             runs += 1
-            return a.execute("SELECT %s::float8 * 2", (value,), prepare=True).fetchone()[0]
+            return a.execute("SELECT %s::float8 * 2", (value,),
+                             prepare=prepare).fetchone()[0]
 
         shortest = [run(v) for v in (x, x, x, y, y, x, x)]
         assert shortest == ["0.6000000000000001"] * 3 + ["5"] * 2 + ["0.6000000000000001"] * 2
@@ -267,6 +268,13 @@ def test_a_one_row_statement_repeated_with_the_same_values_follows_its_settings(
         assert [run(x) for _ in range(3)] + [run(y), run(x)] == ["0.6"] * 3 + ["5", "0.6"]
         a.execute("RESET extra_float_digits")
         assert [run(x) for _ in range(3)] == ["0.6000000000000001"] * 3
+        # (each run's Parse sent too, as node-postgres does: the same answers, ParseComplete
+        # first, between prepared runs and under a SET)
+        assert [run(x, False) for _ in range(3)] + [run(x), run(x, False), run(y, False)] \
+            == ["0.6000000000000001"] * 5 + ["5"]
+        a.execute("SET extra_float_digits = 0")
+        assert [run(x, False) for _ in range(3)] == ["0.6"] * 3
+        a.execute("RESET extra_float_digits")
         counted = "SELECT calls FROM pg_stat_statements WHERE query LIKE 'SELECT $1::float8 * %'"
         assert settled(a, counted, [(runs,)]) == [(runs,)]
 

@@ -258,3 +258,29 @@ def test_a_repeated_message_is_recognised_byte_for_byte():
     assert repeated.match(data, 0, len(query.encode()) - 1) is None
     other = bytearray(m.Query("SELECT 2").encode())
     assert repeated.match(other, 0, len(other)) is None
+
+
+@settings(max_examples=30)
+@given(first=values, nexts=st.lists(values, min_size=1, max_size=3))
+def test_a_round_trip_led_by_a_parse_is_recognised_with_that_parse_only(first, nexts):
+    """A round trip led by the unnamed statement's Parse is recognised only when that Parse
+    comes again byte for byte: its values found (both ways `values` reads them), its size
+    the Parse's too; another text or parameter type, or a cut, is not it."""
+    parse = m.Parse("", "SELECT $1::int", (23,))
+    rest = (m.Describe("P", ""), m.Execute("", 0), m.Sync())
+    tail = b"".join(x.encode() for x in rest)
+    body = m.Bind("", "", (), (first,), ()).encode()[5:]
+    shape = m.RepeatedRoundTrip.of(body, m.decode_frontend(b"B", body), tail, rest, parse,
+                                   parse.encode())
+    assert shape is not None
+    for value in [*nexts, *nexts]:
+        whole = parse.encode() + m.Bind("", "", (), (value,), ()).encode() + tail
+        data = bytearray(b"junk" + whole)
+        assert shape.values(data, 4, len(data)) == ((value,), len(whole))
+        assert shape.values(bytearray(whole[:-1]), 0, len(whole) - 1) is None
+        for other in (m.Parse("", "SELECT $1::int8", (23,)), m.Parse("", "SELECT $1::int", (20,)),
+                      m.Parse("s", "SELECT $1::int", (23,))):
+            data = bytearray(other.encode() + whole[len(parse.encode()):])
+            assert shape.values(data, 0, len(data)) is None
+        bare = bytearray(whole[len(parse.encode()):])  # the Bind alone
+        assert shape.values(bare, 0, len(bare)) is None
