@@ -58,6 +58,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.pgvector_here import skip_unless_pgvector_computes
+
 HERE = Path(__file__).parent
 FILES = sorted(HERE.glob("*.test"))
 
@@ -495,6 +497,7 @@ def test_sqlvec(path: Path, tmp_path: Path) -> None:
 @pytest.fixture(scope="session")
 def pgvector_pg():
     pytest.importorskip("pgserver", reason="pgserver (PostgreSQL + pgvector) is not installed")
+    skip_unless_pgvector_computes()
     with pgvector_server() as server:
         yield server
 

@@ -19,6 +19,7 @@ from sqlvec.vectors import (
     sparse_l2_norms,
     top_k,
 )
+from tests.pgvector_here import skip_unless_pgvector_computes
 
 METRICS = [m for m in Metric if m not in BIT_METRICS]  # the float vectors' metrics
 
@@ -205,6 +206,7 @@ def test_small_integer_vectors_are_exact():
 def pgvector(tmp_path_factory):
     """A PostgreSQL with pgvector (the pgserver package), or skip."""
     pgserver = pytest.importorskip("pgserver")
+    skip_unless_pgvector_computes()
     psycopg = pytest.importorskip("psycopg")
     directory = tmp_path_factory.mktemp("pgvector")
     server = pgserver.get_server(str(directory), cleanup_mode="stop")

@@ -18,6 +18,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from tests.pgvector_here import skip_unless_pgvector_computes
+
 pytest.importorskip("langchain_postgres")
 
 from langchain_core.embeddings import DeterministicFakeEmbedding  # noqa: E402
@@ -146,6 +148,7 @@ def test_store_searches_filters_and_deletes(ours):
 
 def test_same_results_as_postgresql(ours):
     pgserver = pytest.importorskip("pgserver", reason="the pgserver package runs PostgreSQL")
+    skip_unless_pgvector_computes()
     directory = tempfile.mkdtemp(prefix="sqlvec-langchain-pg-")
     pg = pgserver.get_server(directory, cleanup_mode="stop")
     try:
