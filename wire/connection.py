@@ -504,7 +504,7 @@ class Connection:
         body = following[1]
         bind = decode_frontend(b"B", body)
         if self.state is _EXTENDED_STATE:
-            bound = self._bound_round_trip(bind, body)  # type: ignore[arg-type]
+            bound = self._bound_round_trip(bind, body, keep=False)  # type: ignore[arg-type]
             if bound is not None:
                 self.run_bound(*bound)
                 return
@@ -690,11 +690,13 @@ class Connection:
         finally:
             self.reading = False
 
-    def _bound_round_trip(self, bind: Bind, body: bytes) -> tuple[Bind, bool, Execute] | None:
+    def _bound_round_trip(self, bind: Bind, body: bytes,
+                          keep: bool = True) -> tuple[Bind, bool, Execute] | None:
         """After a Bind (`body`: as received): if the rest of its round trip is buffered and
         has `run_bound`'s shape (`bound_round_trip`), take it and return `run_bound`'s
         arguments; else None, nothing taken. The second such round trip of a statement in a
-        row is kept to be recognised again (`_keep_shape`)."""
+        row is kept to be recognised again (`_keep_shape`), unless not `keep` (one a Parse
+        leads, which a Bind-led shape never matches)."""
         if self.stopping:
             return None
         buf, start, end = self.stream.window()
@@ -707,10 +709,11 @@ class Connection:
                 return None
             if code == 0x53:  # Sync
                 bound = bound_round_trip([*messages, _SYNC]) if length == 4 else None
-                if bound is not None:
+                if bound is not None and keep:
                     if bind.statement or bind.statement == self._last_bound:
                         self._keep_shape(body, bound, bytes(buf[start:stop]))
                     self._last_bound = bind.statement
+                if bound is not None:
                     self.stream.skip(stop - start)
                 return bound
             if length > 64 or code not in (0x44, 0x45):  # only a Describe or an Execute
