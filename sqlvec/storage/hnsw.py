@@ -222,6 +222,11 @@ class HnswIndex:
         self._params = params
         self._dim = dim
         self._count = int(index.element_count)
+        # Whether `search(..., squared=True)`'s distances are float32 sums of the squared
+        # float32 differences of the query and the segment's own rows (hnswlib's l2 space
+        # keeps the rows as given), which bounds their error (storage/search.py
+        # `_order_settled`). An attribute, not a property: read twice per search.
+        self.float32_l2 = params.metric is Metric.L2
         self._label_bound = label_bound  # 1 + the largest label: `allowed` must cover it
         # hnswlib keeps ef in the index object (set_ef), not per query, so a set_ef must not
         # happen while another thread's knn_query relies on the ef it set. Searches at the ef
@@ -406,13 +411,6 @@ class HnswIndex:
         return loaded
 
     # Search ---------------------------------------------------------------------------------
-
-    @property
-    def float32_l2(self) -> bool:
-        """Whether `search(..., squared=True)`'s distances are float32 sums of the squared
-        float32 differences of the query and the segment's own rows (hnswlib's l2 space keeps
-        the rows as given), which bounds their error (storage/search.py `_order_settled`)."""
-        return self._params.metric is Metric.L2
 
     def stored_rows(self, positions: np.ndarray) -> np.ndarray | None:
         """The indexed rows at these positions as the graph holds them: for l2 and ip, the
