@@ -1033,7 +1033,7 @@ class Relay:
         if params is None:
             return False
         self.stream.skip(size)
-        if self._send_computed(compiled, params):
+        if self._kept is not None and self._send_computed(compiled, params):
             return True
         body = bytes(buf[start + 5:start + size - len(shape.rest)])
         self._round_trip([(b"B", body), *lane.rest], lane.messages, repeated=True,
@@ -1237,11 +1237,12 @@ class Relay:
             return False
         if type(first) is Query:
             constant = self._constant_query(first, session)
-        elif type(first) is Bind and _leaves_statements(messages[1:]):
+        elif type(first) is Bind:
             statement = local.statements.get(first.statement)
             constant = statement is not None and (
                 statement.prepared.constant and not first.params
-                or _computed_read(statement, local) is not None)
+                or _computed_read(statement, local) is not None) \
+                and _leaves_statements(messages[1:])
         else:
             return False
         return constant and self.worker.statistics is not None \

@@ -453,7 +453,8 @@ class HnswIndex:
         q = np.ascontiguousarray(query, dtype=np.float32)
         if q.ndim != 1:
             raise ValueError(f"query must be a 1-D vector, got shape {q.shape}")
-        check_same_dims(self._dim, q.shape[0])
+        if q.shape[0] != self._dim:
+            check_same_dims(self._dim, q.shape[0])
         limit = min(int(k), self._count)
         filter_fn = None
         if allowed is not None:
