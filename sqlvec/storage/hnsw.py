@@ -473,7 +473,9 @@ class HnswIndex:
             return None
         self._enter(max(int(ef), limit))
         try:
-            labels, raw = self._index.knn_query(q, k=limit, num_threads=1, filter=filter_fn)
+            # (data, k, num_threads, filter) by position: pybind11 matches keywords by name
+            # at every call.
+            labels, raw = self._index.knn_query(q, limit, 1, filter_fn)
         except RuntimeError:
             # "Cannot return the results in a contiguous 2D array": fewer than k found.
             return None
