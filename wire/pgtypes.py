@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import math
 import struct
 import uuid
 from collections.abc import Callable
@@ -57,7 +58,6 @@ from sqlvec.types import (
     VECTOR_MAX_DIM,
     SparseVector,
     SqlType,
-    all_finite,
     check_sparsevec_dims,
     check_sparsevec_indices,
     check_sparsevec_nnz,
@@ -971,33 +971,40 @@ def decode_vector(data: bytes, t: SqlType | None = None) -> np.ndarray:
     return values
 
 
-def vector_decoder(t: SqlType) -> Callable[[bytes], np.ndarray]:
+def vector_decoder(t: SqlType, bind: Callable[[np.ndarray, SqlType], object] | None = None
+                   ) -> Callable[[bytes], object]:
     """`decode_vector` for values of one type, chosen once (a prepared top-k's query vector,
     decoded at every run): a vector of the type's dimensions (any, when it declares none)
     takes a shortcut, its header and size compared as one integer, its values read with one
-    `frombuffer` and checked finite (`all_finite`); anything else, errors included, is
-    `decode_vector`'s."""
+    `frombuffer` and checked finite by their float32 dot product (NaN and infinities make it
+    non-finite; so does an overflow of finite values, which `decode_vector` then accepts);
+    anything else, errors included, is `decode_vector`'s. `bind`: what the array is handed to
+    with `t` (`bound_vector_decoder`), in the same call."""
     if t.name != "vector":
-        return lambda data: decode_vector(data, t)
+        if bind is None:
+            return lambda data: decode_vector(data, t)
+        return lambda data: bind(decode_vector(data, t), t)
     declared, wire = t.typmod, _VECTOR_WIRE["vector"]
+    isfinite = math.isfinite
 
-    def decode(data: bytes) -> np.ndarray:
+    def decode(data: bytes) -> object:
         size = len(data)
         dims = (size - 4) >> 2
         if (dims == declared or declared < 0) and 0 < dims <= VECTOR_MAX_DIM \
                 and not size & 3 and int.from_bytes(data[:4], "big") == dims << 16:
             values = np.frombuffer(data, wire, dims, 4).astype(np.float32)
-            if all_finite(values):
-                return values
-        return decode_vector(data, t)
+            if not isfinite(values.dot(values)):
+                values = decode_vector(data, t)
+        else:
+            values = decode_vector(data, t)
+        return values if bind is None else bind(values, t)
     return decode
 
 
 def bound_vector_decoder(t: SqlType) -> Callable[[bytes], object]:
     """`vector_decoder`, its vector bound as the engine binds one already checked
     (`checked_vector`: `typed_params` does not check it again)."""
-    decode = vector_decoder(t)
-    return lambda data: checked_vector(decode(data), t)
+    return vector_decoder(t, checked_vector)
 
 
 # Input: whole columns (COPY FROM) -----------------------------------------------------------------

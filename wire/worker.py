@@ -1260,11 +1260,12 @@ class Relay:
             return False
         if type(first) is Query:
             constant = self._constant_query(first, session)
-        elif type(first) is Bind and _leaves_statements(messages[1:]):
+        elif type(first) is Bind:
             statement = local.statements.get(first.statement)
             constant = statement is not None and (
                 statement.prepared.constant and not first.params
-                or _computed_read(statement, local) is not None)
+                or _computed_read(statement, local) is not None) \
+                and _leaves_statements(messages[1:])
         else:
             return False
         return constant and self.worker.statistics is not None \

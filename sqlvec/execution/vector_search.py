@@ -556,27 +556,44 @@ class FusedTopK:
                                    exact=op._exact(settings))
         if planned is None or planned.mask is not None:
             return None
-        columns = self._segment_columns(snap.table_def, planned.view.data)
-        if columns is None:
-            return None
+        lone = snap.kept(self)
+        if lone is None or lone[0] is not planned:
+            lone = self._lone_of(snap, planned, k, bounds)
+            if lone is None:
+                return None
+        _planned, columns, index_name, cut = lone
         positions = index_order(planned, op.metric, vector)
         if positions is None:
             return None
-        index = snap.index_for(op.column, op.metric)
-        op.index_name = index.name
-        ctx.table_stats(op.scan.table_id).index_scanned(index.name, positions.size,
-                                                         positions.size)
+        size = positions.size
+        op.index_name = index_name
+        ctx.table_stats(op.scan.table_id).index_scanned(index_name, size, size)
         if planned.plan.misses_target:
             _report_missed_target(ctx, [planned.plan])
-        at = positions[slice(*self._cut(bounds, min(k, positions.size)))]
+        at = positions[cut if size == k else slice(*self._cut(bounds, min(k, size)))]
         out = [column[at].tolist() for column in columns]
         ctx.check_interrupts()
         return out
 
+    def _lone_of(self, snap, planned, k: int, bounds: list[tuple[int, int | None]]
+                 ) -> tuple | None:
+        """What `_lone_values` reads of the snapshot's planned search `planned` besides its
+        winners, the same for every run of it: the segment's result columns, the index's name
+        and the LIMITs' cut of k winners; kept with the snapshot (`TableSnapshot.keep`).
+        None when a result column is not a NumPy view (the general path runs)."""
+        columns = self._segment_columns(snap.table_def, planned.view.data)
+        if columns is None:
+            return None
+        lone = (planned, columns, snap.index_for(self.topk.column, self.topk.metric).name,
+                slice(*self._cut(bounds, k)))
+        snap.keep(self, lone)
+        return lone
+
     def _segment_columns(self, table_def, data) -> list[np.ndarray] | None:
         """Each result column as a NumPy view over segment `data`'s rows (the row ids, or
         a column of numbers of the result's type: kept by the segment), or None when one is
-        not such a view. (Not kept here: a statement would hold a segment merged away.)"""
+        not such a view. (Kept with the snapshot, `_lone_of`, not here: a statement would hold
+        a segment merged away.)"""
         columns = []
         for source, arrow in zip(self._columns(table_def), self.arrow_types):
             if source is _ROW_ID:

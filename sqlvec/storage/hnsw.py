@@ -222,6 +222,11 @@ class HnswIndex:
         self._params = params
         self._dim = dim
         self._count = int(index.element_count)
+        # Whether `search(..., squared=True)`'s distances are float32 sums of the squared
+        # float32 differences of the query and the segment's own rows (hnswlib's l2 space
+        # keeps the rows as given), which bounds their error (storage/search.py
+        # `_order_settled`). An attribute, not a property: read twice per search.
+        self.float32_l2 = params.metric is Metric.L2
         self._label_bound = label_bound  # 1 + the largest label: `allowed` must cover it
         # hnswlib keeps ef in the index object (set_ef), not per query, so a set_ef must not
         # happen while another thread's knn_query relies on the ef it set. Searches at the ef
@@ -407,13 +412,6 @@ class HnswIndex:
 
     # Search ---------------------------------------------------------------------------------
 
-    @property
-    def float32_l2(self) -> bool:
-        """Whether `search(..., squared=True)`'s distances are float32 sums of the squared
-        float32 differences of the query and the segment's own rows (hnswlib's l2 space keeps
-        the rows as given), which bounds their error (storage/search.py `_order_settled`)."""
-        return self._params.metric is Metric.L2
-
     def stored_rows(self, positions: np.ndarray) -> np.ndarray | None:
         """The indexed rows at these positions as the graph holds them: for l2 and ip, the
         float32 rows it was built from, unchanged, so the few winners of a search are rescored
@@ -455,7 +453,8 @@ class HnswIndex:
         q = np.ascontiguousarray(query, dtype=np.float32)
         if q.ndim != 1:
             raise ValueError(f"query must be a 1-D vector, got shape {q.shape}")
-        check_same_dims(self._dim, q.shape[0])
+        if q.shape[0] != self._dim:
+            check_same_dims(self._dim, q.shape[0])
         limit = min(int(k), self._count)
         filter_fn = None
         if allowed is not None:
@@ -474,7 +473,9 @@ class HnswIndex:
             return None
         self._enter(max(int(ef), limit))
         try:
-            labels, raw = self._index.knn_query(q, k=limit, num_threads=1, filter=filter_fn)
+            # (data, k, num_threads, filter) by position: pybind11 matches keywords by name
+            # at every call.
+            labels, raw = self._index.knn_query(q, limit, 1, filter_fn)
         except RuntimeError:
             # "Cannot return the results in a contiguous 2D array": fewer than k found.
             return None

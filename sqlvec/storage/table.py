@@ -432,6 +432,18 @@ class TableSnapshot:
         self._memo[key] = index
         return index
 
+    def kept(self, reader: object) -> object:
+        """What `reader` derived from this snapshot alone and kept with it (`keep`), or None.
+        Kept here rather than by the reader, it goes with the snapshot: a prepared
+        statement's reader holds no segment that a later snapshot dropped."""
+        return self._memo.get(reader)
+
+    def keep(self, reader: object, value: object) -> None:
+        """Keep `value`, derived from this snapshot alone, for `reader` (`kept`)."""
+        if len(self._memo) >= _MEMO_ENTRIES:
+            self._memo.clear()
+        self._memo[reader] = value
+
     def plan_search(
         self,
         column: str,

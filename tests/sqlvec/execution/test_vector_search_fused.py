@@ -464,3 +464,49 @@ def test_values_of_a_lone_search_read_from_its_segment_are_the_general_paths(
         session.execute_one("RESET sqlvec.max_ef_search")
         session.execute_one("SET hnsw.ef_search = 40")
         session.execute_one("DROP TABLE lane")
+
+
+def test_what_a_lone_search_reads_besides_its_winners_goes_with_its_snapshot(session):
+    # The segment's columns, the index's name and the LIMIT's cut a lone search reads at every
+    # run are kept with the snapshot (`FusedTopK._lone_of`), not by the prepared statement,
+    # which holds no segment array: once the table changes, the old snapshot and what it kept
+    # are freed, and the runs answer as the tree does.
+    import gc
+    import weakref
+
+    _one_indexed_segment(session, "kept", "id bigint, tag int", "id, tag", 700)
+    try:
+        prepared = session.prepare("SELECT tag, id FROM kept ORDER BY emb <-> $1 LIMIT 6")
+        q = _queries(session, 1)[0]
+        for _ in range(3):
+            first = session.run_values(prepared, [q]).values
+        snap = session.database.store().find_table("kept").snapshot()
+        kept = snap.kept(prepared.fused)
+        assert kept is not None and kept[2] == "kept_emb" and kept[3] == slice(0, 6)
+        tags, ids = kept[1]  # (the segment's columns, one value per row)
+        assert len(tags) == len(ids) == kept[0].view.data.n_rows
+        assert [tags[ids == i].tolist() for i in first[1]] == [[t] for t in first[0]]
+        assert not _arrays_in(vars(prepared.fused))
+        old = weakref.ref(snap)
+        del snap, kept, tags, ids
+        session.execute_one(f"DELETE FROM kept WHERE id = {first[1][0]}")
+        second = session.run_values(prepared, [q]).values
+        assert first[1][0] not in second[1]
+        assert second == [c.to_pylist() for c in session.run(prepared, [q]).table.columns]
+        gc.collect()
+        assert old() is None
+    finally:
+        session.execute_one("DROP TABLE kept")
+
+
+def _arrays_in(value: object, depth: int = 4) -> bool:
+    """Whether `value` holds a NumPy array, in containers down to `depth` levels."""
+    if isinstance(value, np.ndarray):
+        return True
+    if depth == 0:
+        return False
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_arrays_in(v, depth - 1) for v in value)
+    return False
