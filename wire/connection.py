@@ -516,10 +516,13 @@ class Connection:
         """A Parse in the ready state, then `run_bound`'s round trip: that round trip runs in
         one step as after a Sync, by `compiled` for its decoded `params` if given and the
         statement is still the one it was compiled for (a repeat recognised whole), else
-        compiled when it can be; after a Parse that fails, the rest is skipped to the Sync."""
+        compiled when it can be; after a Parse that fails, or of a COPY (whose data comes
+        after the Sync, which it ignores), the messages go one by one."""
         self.state = _EXTENDED_STATE
         self._extended(Connection.on_parse, parse)
-        if self.state is not _EXTENDED_STATE:
+        statement = self.statements.get(bind.statement)
+        if self.state is not _EXTENDED_STATE or statement is not None \
+                and statement.copy is not None:
             self.dispatch_all([bind, *((Describe("P", bind.portal),) if describe else ()),
                                execute, _SYNC])
         elif compiled is not None and compiled.current(self):
@@ -699,6 +702,9 @@ class Connection:
         leads, which a Bind-led shape never matches)."""
         if self.stopping:
             return None
+        statement = self.statements.get(bind.statement)
+        if statement is not None and statement.copy is not None:
+            return None  # (its data comes after the Sync, which it ignores: `on_sync`)
         buf, start, end = self.stream.window()
         pos, messages = start, [bind]
         while end - pos >= 5 and len(messages) <= 3:

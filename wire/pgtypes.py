@@ -31,6 +31,7 @@ import decimal
 import math
 import struct
 import uuid
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -999,6 +1000,10 @@ def vector_decoder(t: SqlType, bind: Callable[[np.ndarray, SqlType], object] | N
             values = decode_vector(data, t)
         return values if bind is None else bind(values, t)
     return decode
+
+
+# (The finiteness check's overflow of huge finite values is an answer, not a fault: quiet.)
+warnings.filterwarnings("ignore", "overflow encountered in dot", RuntimeWarning, __name__)
 
 
 def bound_vector_decoder(t: SqlType) -> Callable[[bytes], object]:

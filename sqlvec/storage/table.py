@@ -287,6 +287,7 @@ class TableSnapshot:
     # metric use, unfiltered search plans): a prepared top-k query between commits plans once.
     # Any commit, seal, compaction or DDL makes a new snapshot, which starts empty.
     _memo: dict = field(default_factory=dict, compare=False, repr=False)
+    _kept: dict = field(default_factory=dict, compare=False, repr=False)  # `keep`'s
 
     # Properties ---------------------------------------------------------------------------------
 
@@ -436,13 +437,15 @@ class TableSnapshot:
         """What `reader` derived from this snapshot alone and kept with it (`keep`), or None.
         Kept here rather than by the reader, it goes with the snapshot: a prepared
         statement's reader holds no segment that a later snapshot dropped."""
-        return self._memo.get(reader)
+        return self._kept.get(reader)
 
     def keep(self, reader: object, value: object) -> None:
-        """Keep `value`, derived from this snapshot alone, for `reader` (`kept`)."""
-        if len(self._memo) >= _MEMO_ENTRIES:
-            self._memo.clear()
-        self._memo[reader] = value
+        """Keep `value`, derived from this snapshot alone, for `reader` (`kept`). Apart from
+        the plans' memo, so that many readers (one per session's prepared statement) do not
+        empty it as they come."""
+        if len(self._kept) >= _KEPT_ENTRIES:
+            self._kept.clear()
+        self._kept[reader] = value
 
     def plan_search(
         self,
@@ -2151,6 +2154,8 @@ _POLICY = SearchPolicy()
 # Entries a snapshot's memo keeps (plans per column, metric, k and knob): a bound for a
 # snapshot that stays current while queries vary LIMIT.
 _MEMO_ENTRIES = 16
+# Readers' values a snapshot keeps (`TableSnapshot.keep`: a prepared top-k's per session).
+_KEPT_ENTRIES = 256
 
 
 def _fresh(plan: SegmentPlan) -> SegmentPlan:

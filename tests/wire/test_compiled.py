@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks.wire_profile import Harness
 from sqlvec.database import Database
-from wire.messages import Bind, Describe, Execute, Parse, Query, Sync
+from wire.messages import Bind, CopyData, CopyDone, Describe, Execute, Parse, Query, Sync
 
 DIM = 8
 
@@ -306,3 +306,34 @@ def test_a_statement_parsed_again_each_run_is_compiled_and_the_general_paths_byt
     other = "SELECT id FROM t ORDER BY emb <-> $1 LIMIT 2"  # another text: another statement
     assert parsed_each_run(fast, other, (q,)).count(b"D\x00") == 2
     assert parsed_each_run(fast, sql, (q,)).count(b"D\x00") == 5
+
+
+def message_types(answer: bytes) -> list[bytes]:
+    """The type bytes of the backend messages in `answer`, in order."""
+    types, pos = [], 0
+    while pos < len(answer):
+        types.append(answer[pos:pos + 1])
+        pos += 1 + struct.unpack_from("!i", answer, pos + 1)[0]
+    return types
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_a_copy_sent_with_its_sync_and_its_data_answers_ready_once(db, named):
+    """libpq's PQexecParams of COPY FROM STDIN: Parse, Bind, Describe, Execute, Sync at once,
+    then the data, CopyDone and another Sync. The Sync in between is ignored in copy-in mode,
+    as PostgreSQL does: one ReadyForQuery, after the COPY's CommandComplete."""
+    client = Client(db)
+    sql = "COPY t (id, emb) FROM STDIN"
+    if named:
+        client.send(Parse("cp", sql, ()).encode() + Sync().encode())
+    row = f"{5000 + named}\t{text_vector(QUERIES[0]).decode()}\n".encode()
+    answer = client.send(
+        (b"" if named else Parse("", sql, ()).encode())
+        + Bind("", "cp" if named else "", (), (), ()).encode() + Describe("P", "").encode()
+        + Execute("", 0).encode() + Sync().encode() + CopyData(row).encode()
+        + CopyDone().encode() + Sync().encode())
+    types = message_types(answer)
+    assert types[-2:] == [b"C", b"Z"] and types.count(b"Z") == 1 and b"G" in types
+    assert b"COPY 1" in answer
+    count = client.query(f"SELECT count(*) FROM t WHERE id = {5000 + named}")
+    assert b"D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x011" in count

@@ -499,6 +499,27 @@ def test_what_a_lone_search_reads_besides_its_winners_goes_with_its_snapshot(ses
         session.execute_one("DROP TABLE kept")
 
 
+def test_many_sessions_keep_their_lone_searches_and_the_snapshots_plans(session):
+    # Each session's prepared statement keeps its own lone search with the snapshot they
+    # share: 40 of them must not empty the snapshot's plans (its memo) as they come.
+    _one_indexed_segment(session, "many", "id bigint", "id", 700)
+    sessions = [session.database.connect() for _ in range(40)]
+    try:
+        sql = "SELECT id FROM many ORDER BY emb <-> $1 LIMIT 4"
+        q = _queries(session, 1)[0]
+        prepared = [s.prepare(sql) for s in sessions]
+        answers = {str(s.run_values(p, [q]).values) for s, p in zip(sessions, prepared)
+                   for _ in range(3)}  # (the first run plans; the next ones are lone)
+        assert len(answers) == 1
+        snap = session.database.store().find_table("many").snapshot()
+        assert all(snap.kept(p.fused) is not None for p in prepared)
+        assert any(key[0] == "lone" for key in snap._memo if isinstance(key, tuple))
+    finally:
+        for s in sessions:
+            s.close()
+        session.execute_one("DROP TABLE many")
+
+
 def _arrays_in(value: object, depth: int = 4) -> bool:
     """Whether `value` holds a NumPy array, in containers down to `depth` levels."""
     if isinstance(value, np.ndarray):
