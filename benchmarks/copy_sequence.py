@@ -54,24 +54,29 @@ class Probe:
 
     def server_cpu(self, first: str, last: str) -> tuple[float, float]:
         """(the main process's, the other processes') CPU seconds between two stages."""
-        before, after = self.marks[first][2], self.marks[last][2]
-        delta = {pid: cpu - before.get(pid, 0.0) for pid, cpu in after.items()}
-        main = delta.pop(self.main, 0.0)
-        return main, sum(delta.values())
+        return split_cpu(self.marks[first][2], self.marks[last][2], self.main)
 
     def figures(self, rows: int) -> dict:
-        (t0, c0, _), (t1, _, _), (t2, c2, _) = (self.marks[s] for s in STAGES)
+        (t0, c0, cpu0), (t1, _, _), (t2, c2, cpu2) = (self.marks[s] for s in STAGES)
         main, others = self.server_cpu("start", "done")
         tail_main, _ = self.server_cpu("sent", "done")
         return {"rows_per_s": rows / (t2 - t0), "wall_s": t2 - t0, "tail_s": t2 - t1,
                 "client_cpu_s": c2 - c0, "main_cpu_s": main, "others_cpu_s": others,
-                "tail_main_cpu_s": tail_main, "by_process": self.by_process("start", "done")}
+                "tail_main_cpu_s": tail_main,
+                "by_process": {f"{_comm(pid)}:{pid}": round(cpu, 3)
+                               for pid, cpu in _spent(cpu0, cpu2).items()}}
 
-    def by_process(self, first: str, last: str) -> dict[str, float]:
-        """CPU seconds between two stages per process, by command name (and pid)."""
-        before, after = self.marks[first][2], self.marks[last][2]
-        return {f"{_comm(pid)}:{pid}": round(cpu - before.get(pid, 0.0), 3)
-                for pid, cpu in after.items()}
+
+def _spent(before: dict[int, float], after: dict[int, float]) -> dict[int, float]:
+    """CPU seconds each process used between two snapshots (a process started since: all)."""
+    return {pid: cpu - before.get(pid, 0.0) for pid, cpu in after.items()}
+
+
+def split_cpu(before: dict[int, float], after: dict[int, float],
+              main: int) -> tuple[float, float]:
+    """(process `main`'s, all others') CPU seconds between two snapshots."""
+    spent = _spent(before, after)
+    return spent.pop(main, 0.0), sum(spent.values())
 
 
 def _comm(pid: int) -> str:
@@ -115,11 +120,11 @@ def sequence(dsn: str, pid: int | None, ds: Dataset, text: Dataset, between: str
         ingest(conn, ds, "items", "binary", probe)
         out["binary"] = probe.figures(ds.n)
         if text.n:  # what the server did from the text COPY's end to the binary one's start
-            gap = Probe(root, main)
-            gap.marks = {"done": text_probe.marks["done"], "start": probe.marks["start"]}
-            out["binary"]["gap_main_cpu_s"], out["binary"]["gap_others_cpu_s"] = \
-                gap.server_cpu("done", "start")
-            out["binary"]["gap_s"] = probe.marks["start"][0] - text_probe.marks["done"][0]
+            (ended, _, before), (started, _, after) = \
+                text_probe.marks["done"], probe.marks["start"]
+            binary = out["binary"]
+            binary["gap_main_cpu_s"], binary["gap_others_cpu_s"] = split_cpu(before, after, main)
+            binary["gap_s"] = started - ended
         return out
 
 
