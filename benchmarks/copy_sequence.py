@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import resource
 import shutil
 import statistics
 import sys
@@ -41,15 +42,17 @@ STAGES = ("start", "sent", "done")
 
 
 class Probe:
-    """Snapshots of the clocks at each stage of a COPY: wall, the client's CPU, the server's
-    CPU per process (the process running the COPY is `main`)."""
+    """Snapshots of the clocks at each stage of a COPY: wall, the client's CPU (user, system:
+    over loopback TCP the kernel's receive work is partly the sender's), the server's CPU per
+    process (the process running the COPY is `main`)."""
 
     def __init__(self, family_root: int, main: int) -> None:
         self.family_root, self.main = family_root, main
         self.marks: dict[str, tuple[float, float, dict[int, float]]] = {}
 
     def __call__(self, stage: str) -> None:
-        self.marks[stage] = (time.perf_counter(), time.process_time(),
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.marks[stage] = (time.perf_counter(), (usage.ru_utime, usage.ru_stime),
                              cpu_by_process(self.family_root))
 
     def server_cpu(self, first: str, last: str) -> tuple[float, float]:
@@ -61,7 +64,8 @@ class Probe:
         main, others = self.server_cpu("start", "done")
         tail_main, _ = self.server_cpu("sent", "done")
         return {"rows_per_s": rows / (t2 - t0), "wall_s": t2 - t0, "tail_s": t2 - t1,
-                "client_cpu_s": c2 - c0, "main_cpu_s": main, "others_cpu_s": others,
+                "client_cpu_s": sum(c2) - sum(c0), "client_system_cpu_s": c2[1] - c0[1],
+                "main_cpu_s": main, "others_cpu_s": others,
                 "tail_main_cpu_s": tail_main,
                 "by_process": {f"{_comm(pid)}:{pid}": round(cpu, 3)
                                for pid, cpu in _spent(cpu0, cpu2).items()}}
@@ -168,6 +172,7 @@ def run(args: argparse.Namespace) -> dict:
 
 FIELDS = [("rows_per_s", "rows/s", "{:,.0f}"), ("wall_s", "wall s", "{:.3f}"),
           ("tail_s", "tail ms", "{:.0f}"), ("client_cpu_s", "client CPU s", "{:.2f}"),
+          ("client_system_cpu_s", "client CPU s, of it in the kernel", "{:.2f}"),
           ("main_cpu_s", "server CPU s: primary / backend", "{:.2f}"),
           ("others_cpu_s", "server CPU s: other processes", "{:.2f}"),
           ("tail_main_cpu_s", "primary / backend CPU in the tail, s", "{:.3f}"),

@@ -16,6 +16,7 @@ def test_the_suites_sequence_is_timed_piece_by_piece_on_a_fresh_server():
     assert text["rows_per_s"] == 200 / text["wall_s"] and binary["rows_per_s"] == 300 / binary["wall_s"]
     for f in (text, binary):
         assert 0 <= f["tail_s"] <= f["wall_s"] and f["client_cpu_s"] > 0
+        assert 0 <= f["client_system_cpu_s"] <= f["client_cpu_s"]
         assert f["main_cpu_s"] >= 0 and f["others_cpu_s"] >= 0
         assert any(name.startswith("sqlvec-worker-") for name in f["by_process"])
     assert binary["gap_s"] > 0
