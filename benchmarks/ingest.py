@@ -23,7 +23,9 @@ dumpers instead, where the client's Python (about 54 µs a row to format a 128-d
 dominates for both systems. `--floats psycopg` writes the stream's vectors as that dumper does
 (each float4 as Python's float: 17 digits, 2,546 bytes a suite row against 1,429), and
 `--write-size 32768` sends it in CopyData of write_row's size, so the server's side of a
-`write_row` COPY can be measured without the client's formatting.
+`write_row` COPY can be measured without the client's formatting. `--like-suite` runs the
+suite's own sequence instead (fresh servers, one connection, text then binary; see
+`benchmarks/copy_sequence.py`).
 """
 
 from __future__ import annotations
@@ -285,11 +287,26 @@ def parser() -> argparse.ArgumentParser:
                    help="also run the sqlvec of another source tree (say, main's), taking turns "
                         "with this one, to measure a change before and after in one run")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--like-suite", action="store_true",
+                   help="the suite's sequence on a fresh server per round and system: SELECT "
+                        "round trips, text COPY, DROP, binary COPY on one connection through "
+                        "write_row, each piece timed (benchmarks/copy_sequence.py)")
+    p.add_argument("--text-rows", type=int,
+                   help="--like-suite: rows of the text COPY (the suite's: --rows up to 100k)")
+    p.add_argument("--select-rounds", type=int, default=5000,
+                   help="--like-suite: SELECT %%s::int round trips first, as the suite")
+    p.add_argument("--between", choices=["nothing", "checkpoint"], default="nothing",
+                   help="--like-suite: CHECKPOINT between the DROP and the binary COPY")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.like_suite:
+        from benchmarks import copy_sequence
+
+        print(copy_sequence.markdown(copy_sequence.run(args)))
+        return 0
     print(markdown(run(args)))
     return 0
 

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,6 +205,11 @@ def in_turns(rounds: int, checkouts: dict[str, str], run) -> dict[str, list]:
 def cpu_of(pid: int) -> float:
     """CPU seconds (user + system) a server has used: its process and all its descendants
     (the fork server and the workers it forks), from /proc."""
+    return sum(cpu_by_process(pid).values())
+
+
+def cpu_by_process(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of a process and of each of its descendants, by pid."""
     parents = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -215,12 +221,12 @@ def cpu_of(pid: int) -> float:
         current = todo.pop()
         family.append(current)
         todo += [child for child, parent in parents.items() if parent == current]
-    ticks = 0
+    cpu = {}
     for member in family:
         fields = _stat(member)
         if fields is not None:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+            cpu[member] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -283,11 +289,15 @@ def try_execute(conn, sql: str, params=None) -> bool:
 # Workloads -----------------------------------------------------------------------------------------
 
 
-def ingest(conn, ds: Dataset, table: str, fmt: str) -> float:
-    """COPY the dataset in; returns rows/s."""
+def ingest(conn, ds: Dataset, table: str, fmt: str,
+           probe: Callable[[str], None] | None = None) -> float:
+    """COPY the dataset in; returns rows/s. `probe` (the copy benchmark's `--like-suite`) is
+    called with "start", "sent" (the last row handed to psycopg) and "done" (CommandComplete)."""
     conn.execute(f"DROP TABLE IF EXISTS {table}")
     conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, category int, price float8, "
                  f"tag text, embedding vector({ds.vectors.shape[1]}))")
+    mark = probe or (lambda _stage: None)
+    mark("start")
     start = time.perf_counter()
     with conn.cursor() as cur:
         with cur.copy(f"COPY {table} (id, category, price, tag, embedding) FROM STDIN"
@@ -297,7 +307,10 @@ def ingest(conn, ds: Dataset, table: str, fmt: str) -> float:
             for i in progress(range(ds.n), f"COPY {fmt}", total=ds.n):
                 copy.write_row((i, int(ds.category[i]), float(ds.price[i]), ds.tag[i],
                                 ds.vectors[i]))
-    return ds.n / (time.perf_counter() - start)
+            mark("sent")
+    elapsed = time.perf_counter() - start
+    mark("done")
+    return ds.n / elapsed
 
 
 OPCLASS = {"l2": "vector_l2_ops", "cosine": "vector_cosine_ops"}

@@ -201,6 +201,10 @@ def value_reader(array: pa.Array) -> Callable[[int], object]:
     return lambda position: array[position].as_py()
 
 
+class WriteAbandoned(Exception):
+    """A segment's write stopped because nothing wants the segment any more."""
+
+
 class SegmentData:
     """Read interface shared by sealed segments and the growing segment's snapshots."""
 
@@ -434,10 +438,11 @@ class Segment(SegmentData):
                   "columns": [n for n in self.table.column_names if n not in vector]}
         return {key: names for key, names in groups.items() if names}
 
-    def write(self, directory: str) -> None:
+    def write(self, directory: str, wanted: Callable[[], bool] | None = None) -> None:
         """Write the memory-mapped files and then the Parquet file durably (temp file, fsync,
         rename, then one directory fsync), then serve the columns from the mapped files: the
-        segment's in-memory copy of them is let go."""
+        segment's in-memory copy of them is let go. `wanted` is asked before each file: once
+        it says no (its table was dropped meanwhile), `WriteAbandoned` and nothing written."""
         name = self.file_name(self.id)
         path = os.path.join(directory, name)
         scalar = [
@@ -447,10 +452,16 @@ class Segment(SegmentData):
         lists = [f.name for f in self.table.schema if f.name not in scalar]
         mapped = {key: os.path.join(directory, self.mapped_file_name(self.id, key))
                   for key in self._mapped_groups()}
+        def still_wanted() -> None:
+            if wanted is not None and not wanted():
+                raise WriteAbandoned(name)
+
         try:
             for key, names in self._mapped_groups().items():
+                still_wanted()
                 columns = self.table.select(names).combine_chunks()
                 _write_durably(mapped[key], lambda tmp, c=columns: _write_ipc(c, tmp))
+            still_wanted()
             _write_durably(path, lambda tmp: pq.write_table(
                 self.table,
                 tmp,

@@ -97,7 +97,7 @@ from sqlvec.storage.manifest import (
     ManifestStore,
 )
 from sqlvec.storage.schema import ROWID, ColumnDef, IndexDef, TableDef
-from sqlvec.storage.segment import Segment, segment_files
+from sqlvec.storage.segment import Segment, WriteAbandoned, segment_files
 from sqlvec.storage.table import Table, TableSnapshot, UniqueKey
 from sqlvec.storage.vector_index import IndexBuildCancelled
 from sqlvec.storage.wal import (
@@ -1189,8 +1189,20 @@ class Store(StoreBase):
                 unwritten = [s for s in table.sealing if s.path is None]
             if not unwritten:
                 return seg
-            for frozen in unwritten:
-                self.write_segment(table, frozen)
+            # A table dropped meanwhile (the suite's DROP right after its COPY) stops the
+            # write at the next file: its rows are gone, and the files with them.
+            def live() -> bool:
+                return self.tables.get(table_id) is table
+
+            try:
+                for frozen in unwritten:
+                    self.write_segment(table, frozen, live)
+            except (WriteAbandoned, SqlVecError):
+                if live():
+                    raise
+                for frozen in unwritten:
+                    self.release_segment_files(frozen)
+                return None
             with self._manifest_lock:
                 # The checkpoint LSN only passes segments whose earlier siblings are durable too.
                 with table.lock:
@@ -1532,11 +1544,13 @@ class Store(StoreBase):
             if not (keep and attached) and self.builds.get(key) is build:
                 self.builds.pop(key, None)
 
-    def write_segment(self, table: Table, seg: Segment) -> None:
-        """Write a new segment's file, protected from garbage collection until released."""
+    def write_segment(self, table: Table, seg: Segment,
+                      wanted: Callable[[], bool] | None = None) -> None:
+        """Write a new segment's file, protected from garbage collection until released
+        (`Segment.write`'s `wanted`: WriteAbandoned once it says no)."""
         self._inflight_files.update(Segment.file_names(seg.id))
         try:
-            seg.write(table.directory)
+            seg.write(table.directory, wanted)
         except OSError as exc:
             raise storage_error(exc, "write", os.path.join(table.directory,
                                                             Segment.file_name(seg.id))) from exc

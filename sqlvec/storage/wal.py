@@ -1774,15 +1774,16 @@ class HeldPieces:
     def __len__(self) -> int:
         return len(self._pieces)
 
-    def resolve(self, lsn: int, ops: list) -> list:
+    def resolve(self, lsn: int, ops: list, wanted: bool = True) -> list:
         """The ops of the record at `lsn` to apply. A logged run whose pieces are not held
         (read before this replay's start) stays a `LoggedRunOp`: only a table that needs
-        it (`Table.apply`) finds that out, as corruption."""
+        it (`Table.apply`) finds that out, as corruption. Not `wanted` (no table applies
+        the record): a logged run's pieces are let go without joining them."""
         out = []
         for op in ops:
             if isinstance(op, RunPieceOp):
                 self._pieces[lsn] = op
-            elif isinstance(op, RunAbortOp):
+            elif isinstance(op, RunAbortOp) or (isinstance(op, LoggedRunOp) and not wanted):
                 for piece in op.pieces:
                     self._pieces.pop(piece, None)
             elif isinstance(op, LoggedRunOp):

@@ -483,3 +483,34 @@ def test_lasting_catalog_fields_outlive_open_schema_changes(tmp_path):
     for reopened in (path, crashed):
         with Database.open(reopened, options=StoreOptions(background=False)) as db:
             assert entry(db) == {"oid": 1, "value": 40}
+
+
+def test_a_seal_whose_table_is_dropped_while_it_writes_stops_quietly(tmp_path, monkeypatch):
+    """The suite drops its text COPY's table right after the COPY, while the background seal
+    writes the rows' files: the seal stops at its next file, raises nothing (it warned
+    'could not write file') and leaves no file behind."""
+    from sqlvec.storage import segment
+
+    with Database.open(str(tmp_path / "db"), options=StoreOptions(background=False,
+                                                                  seal_rows=10_000)) as db:
+        t = db.create_table("t", {"id": "int8", "v": f"vector({DIM})"})
+        t.insert({"id": np.arange(300), "v": vectors(np.arange(300))})
+        store = db.store()
+        table = store.table(t.table_id)
+        directory = table.directory
+        writes = []
+        durably = segment._write_durably
+
+        def dropping_first(path, write):
+            if not writes:  # the DROP comes while the seal writes its first file
+                dropper = threading.Thread(target=store.drop_table, args=(t.table_id,))
+                dropper.start()
+                dropper.join()
+            writes.append(path)
+            return durably(path, write)
+
+        monkeypatch.setattr(segment, "_write_durably", dropping_first)
+        assert store.seal(t.table_id) is None
+        assert len(writes) == 1  # the files after the first were not written
+        assert not os.path.exists(directory) or not os.listdir(directory)
+        assert not store._inflight_files
