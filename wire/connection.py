@@ -1231,6 +1231,8 @@ class Connection:
         if message.name and message.name in self.statements:
             raise SqlVecError(f'prepared statement "{message.name}" already exists',
                               sqlstate="42P05")
+        # The unnamed statement goes first, as in PostgreSQL: a Parse that fails leaves none.
+        known = self.statements.pop("", None) if not message.name else None
         prepared = self.session.parse(  # type: ignore[union-attr]
             message.sql, list(message.param_oids))
         if len(prepared.param_types) > MAX_PARAMETERS:
@@ -1238,13 +1240,12 @@ class Connection:
                 f"number of parameters must be between 0 and {MAX_PARAMETERS}",
                 detail=f"The statement has {len(prepared.param_types)} parameters; Bind "
                        "and ParameterDescription count them in 16 bits.")
-        known = self.statements.get(message.name) if not message.name else None
         if known is None or known.prepared is not prepared or known.sql != message.sql \
                 or known.param_oids != message.param_oids:
-            # (the unnamed statement parsed again as it was planned stays the same statement:
-            # a driver sending every run's Parse keeps its compiled round trip, `CompiledRead`)
-            self.statements[message.name] = Statement(message.sql, message.param_oids,
-                                                      prepared)
+            known = Statement(message.sql, message.param_oids, prepared)
+        # (the unnamed statement parsed again as it was planned stays the same statement: a
+        # driver sending every run's Parse keeps its compiled round trip, `CompiledRead`)
+        self.statements[message.name] = known
         self.send_raw(_PARSE_COMPLETE)
 
     def on_bind(self, message: Bind) -> None:

@@ -337,3 +337,14 @@ def test_a_copy_sent_with_its_sync_and_its_data_answers_ready_once(db, named):
     assert b"COPY 1" in answer
     count = client.query(f"SELECT count(*) FROM t WHERE id = {5000 + named}")
     assert b"D\x00\x00\x00\x0b\x00\x01\x00\x00\x00\x011" in count
+
+
+def test_a_parse_of_the_unnamed_statement_that_fails_leaves_none(db):
+    """PostgreSQL drops the unnamed statement before parsing its replacement: a Bind of it
+    after a Parse that failed is 26000, not a run of the statement before."""
+    client = Client(db)
+    assert client.send(Parse("", "SELECT 1", ()).encode() + Sync().encode())[:1] == b"1"
+    assert client.send(Parse("", "SELEC 2", ()).encode() + Sync().encode())[:1] == b"E"
+    answer = client.send(Bind("", "", (), (), ()).encode() + Execute("", 0).encode()
+                         + Sync().encode())
+    assert answer[:1] == b"E" and b"26000" in answer and b"Z" in answer
