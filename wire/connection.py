@@ -1233,8 +1233,10 @@ class Connection:
                               sqlstate="42P05")
         # The unnamed statement goes first, as in PostgreSQL: a Parse that fails leaves none.
         known = self.statements.pop("", None) if not message.name else None
-        prepared = self.session.parse(  # type: ignore[union-attr]
-            message.sql, list(message.param_oids))
+        session = self.session
+        assert session is not None
+        prepared = session.parse(message.sql, list(message.param_oids))
+        session.refuse_in_failed_block(prepared)  # 25P02, as PostgreSQL's Parse answers
         if len(prepared.param_types) > MAX_PARAMETERS:
             raise ProgramLimitExceeded(
                 f"number of parameters must be between 0 and {MAX_PARAMETERS}",

@@ -348,3 +348,19 @@ def test_a_parse_of_the_unnamed_statement_that_fails_leaves_none(db):
     answer = client.send(Bind("", "", (), (), ()).encode() + Execute("", 0).encode()
                          + Sync().encode())
     assert answer[:1] == b"E" and b"26000" in answer and b"Z" in answer
+
+
+def test_a_parse_in_a_failed_block_is_refused_but_its_rollback(db):
+    """PostgreSQL's Parse answers 25P02 in a failed block (the statement is not made), but
+    for COMMIT and ROLLBACK, which end it."""
+    client = Client(db)
+    client.query("BEGIN")
+    assert b"22012" in client.query("SELECT 1 / 0")
+    refused = client.send(Parse("s2", "SELECT 2", ()).encode() + Sync().encode())
+    assert refused[:1] == b"E" and b"25P02" in refused and refused.endswith(b"Z\x00\x00\x00\x05E")
+    ended = client.send(Parse("", "ROLLBACK", ()).encode() + Bind("", "", (), (), ()).encode()
+                        + Execute("", 0).encode() + Sync().encode())
+    assert ended[:1] == b"1" and b"ROLLBACK" in ended and ended.endswith(b"Z\x00\x00\x00\x05I")
+    gone = client.send(Bind("", "s2", (), (), ()).encode() + Execute("", 0).encode()
+                       + Sync().encode())
+    assert gone[:1] == b"E" and b"26000" in gone
